@@ -1,0 +1,9 @@
+"""Run the pleval command line from a checkout: ``python cli.py --help``.
+
+The same app as the installed ``pleval`` console script.
+"""
+
+from pleval.cli import app
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,17 @@
+"""pleval: did personalized learning work, for whom, and how sure can we be?
+
+Matched comparisons, randomized trials and school-by-school heterogeneity for education
+evaluations, with every effect reported in raw units, effect size and percentile points.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pleval")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0.0.0+unknown"
+
+from .errors import ConvergenceError, DataError, DesignError, PlevalError, PlevalWarning
+from .percentiles import from_percentile_points, improvement_index, to_percentile_points
+
+# Public API (one line per module; add yours below).

@@ -1,0 +1,191 @@
+"""Immutable results objects shared by every estimator.
+
+An :class:`Estimate` is one number with its uncertainty on one scale. An :class:`Effect`
+is one treatment effect on the three scales pleval reports: raw outcome units, effect
+size (raw / SD, with Hedges' ω where it applies) and percentile points. Results render as
+text (``summary()``), as a tidy DataFrame (``to_frame()``) and as HTML in Jupyter.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import percentiles
+
+SCALES = ("raw", "effect size", "percentile points")
+
+
+class ResultMixin:
+    """``__repr__`` and ``_repr_html_`` delegate to ``summary()`` / ``to_frame()``."""
+
+    def summary(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_frame(self) -> pd.DataFrame:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        title = type(self).__name__
+        table = self.to_frame().to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        return f'<div class="pleval-result"><strong>{title}</strong>{table}</div>'
+
+
+@dataclass(frozen=True, repr=False)
+class Estimate(ResultMixin):
+    """One estimate on one scale.
+
+    ``df`` is the reference-distribution degrees of freedom (``inf`` for a normal
+    reference). ``ci_low``/``ci_high`` are the two-sided interval at ``level``.
+    """
+
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    df: float
+    n_treated: int
+    n_control: int
+    n_clusters: int | None
+    method: str
+    scale: str = "raw"
+    label: str = ""
+    level: float = 0.95
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}; got {self.scale!r}")
+
+    @classmethod
+    def from_t(cls, estimate: float, se: float, df: float = math.inf, *, level: float = 0.95, **kw) -> "Estimate":
+        """Build from an estimate, its SE and t (df finite) or z (df = inf) reference."""
+        crit, p = t_interval(estimate, se, df, level)
+        return cls(
+            estimate=float(estimate),
+            se=float(se),
+            ci_low=float(estimate - crit * se),
+            ci_high=float(estimate + crit * se),
+            pvalue=float(p),
+            df=float(df),
+            level=level,
+            **kw,
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([self.as_dict()])
+
+    def summary(self) -> str:
+        lo, hi = self.ci_low, self.ci_high
+        df = "z" if not np.isfinite(self.df) else f"t({self.df:.1f})"
+        return (
+            f"{self.label or 'estimate'} [{self.scale}]: {self.estimate:.4g} "
+            f"(SE {self.se:.4g}; {self.level:.0%} CI {lo:.4g} to {hi:.4g}; p = {self.pvalue:.3g}, {df}; "
+            f"{self.method})"
+        )
+
+
+def t_interval(estimate, se, df, level: float = 0.95):
+    """Critical value and two-sided p-value for ``estimate / se`` on t(df) (normal if df = inf)."""
+    dist = stats.norm if not np.isfinite(df) else stats.t(df)
+    crit = dist.ppf(0.5 + level / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.asarray(estimate, dtype=float) / np.asarray(se, dtype=float)
+    p = 2.0 * dist.sf(np.abs(z))
+    return crit, p
+
+
+@dataclass(frozen=True, repr=False)
+class Effect(ResultMixin):
+    """A treatment effect on three scales.
+
+    ``effect_size = ω·raw/sd`` (SE and CI scaled the same way, the SD treated as known, as
+    the WWC does); ``percentile_points`` maps the effect size and its CI endpoints through
+    :func:`pleval.percentiles.to_percentile_points` from ``baseline_percentile``; its SE is
+    the delta-method SE. All three share the raw p-value.
+    """
+
+    raw: Estimate
+    effect_size: Estimate
+    percentile_points: Estimate
+    sd: float
+    sd_kind: str
+    omega: float = 1.0
+    baseline_percentile: float = 50.0
+
+    @classmethod
+    def from_raw(
+        cls,
+        raw: Estimate,
+        sd: float,
+        sd_kind: str,
+        *,
+        omega: float = 1.0,
+        baseline_percentile: float = 50.0,
+    ) -> "Effect":
+        if not (np.isfinite(sd) and sd > 0):
+            raise ValueError(f"the standardizing SD must be positive and finite; got {sd!r}")
+        k = omega / sd
+        es = replace(
+            raw,
+            estimate=raw.estimate * k,
+            se=raw.se * k,
+            ci_low=raw.ci_low * k,
+            ci_high=raw.ci_high * k,
+            scale="effect size",
+        )
+        lo, hi = percentiles.percentile_interval(es.ci_low, es.ci_high, baseline_percentile)
+        pp = replace(
+            raw,
+            estimate=percentiles.to_percentile_points(es.estimate, baseline_percentile),
+            se=percentiles.percentile_points_se(es.estimate, es.se, baseline_percentile),
+            ci_low=lo,
+            ci_high=hi,
+            scale="percentile points",
+        )
+        return cls(raw, es, pp, float(sd), sd_kind, float(omega), float(baseline_percentile))
+
+    @property
+    def estimates(self) -> tuple[Estimate, Estimate, Estimate]:
+        return (self.raw, self.effect_size, self.percentile_points)
+
+    def to_frame(self) -> pd.DataFrame:
+        df = pd.DataFrame([e.as_dict() for e in self.estimates])
+        df["sd"] = self.sd
+        df["sd_kind"] = self.sd_kind
+        df["baseline_percentile"] = self.baseline_percentile
+        return df
+
+    def summary(self) -> str:
+        r = self.raw
+        lines = [
+            f"Effect{(' — ' + r.label) if r.label else ''}: {r.method}",
+            f"  n treated = {r.n_treated:,}, n comparison = {r.n_control:,}"
+            + (f", clusters = {r.n_clusters:,}" if r.n_clusters else ""),
+            f"  {'scale':<18}{'estimate':>10}{'SE':>10}{'CI low':>10}{'CI high':>10}{'p':>9}",
+        ]
+        for e in self.estimates:
+            lines.append(
+                f"  {e.scale:<18}{e.estimate:>10.4f}{e.se:>10.4f}{e.ci_low:>10.4f}{e.ci_high:>10.4f}{e.pvalue:>9.3g}"
+            )
+        lines.append(f"  SD used: {self.sd:.4g} ({self.sd_kind}); ω = {self.omega:.4f}")
+        lines.append("  " + percentiles.interpret(self.percentile_points.estimate, self.baseline_percentile))
+        return "\n".join(lines)
+
+
+def estimate_fields() -> list[str]:
+    """Column names of :meth:`Estimate.to_frame` (for tables built from many estimates)."""
+    return [f.name for f in fields(Estimate)]
+
+
+__all__ = ["Estimate", "Effect", "ResultMixin", "t_interval", "estimate_fields", "SCALES"]

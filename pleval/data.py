@@ -1,0 +1,382 @@
+"""Reading and validating student files.
+
+``read_table`` reads CSV / TSV / Parquet / Excel by extension. ``Columns`` names the role
+each column plays. ``validate`` checks a frame against the roles and returns a
+:class:`Validated` record: the clean frame, every dropped row counted with its reason,
+the number of missing outcomes (kept: they matter for attrition) and the SHA-256 of the
+input. Problems that cannot be fixed by dropping rows raise :class:`DataError` naming
+the column and the number of offending rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from ._results import ResultMixin
+from .errors import DataError
+
+_READERS = {
+    ".csv": lambda p: pd.read_csv(p),
+    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    ".txt": lambda p: pd.read_csv(p, sep=None, engine="python"),
+    ".parquet": pd.read_parquet,
+    ".pq": pd.read_parquet,
+    ".xlsx": pd.read_excel,
+    ".xls": pd.read_excel,
+}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def frame_sha256(df: pd.DataFrame) -> str:
+    """SHA-256 of a frame's content (values, index and column names), for provenance."""
+    h = hashlib.sha256()
+    h.update("\x1f".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, Parquet or Excel file chosen by its extension.
+
+    Raises :class:`DataError` for an unknown extension, a missing file or an empty file.
+    The frame carries ``attrs["source"]`` and ``attrs["sha256"]`` (the file's hash).
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in _READERS:
+        raise DataError(f"{p.name}: unknown file type {ext or '(none)'!r}; use one of {', '.join(sorted(_READERS))}")
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p.name}: the file is empty")
+    try:
+        df = _READERS[ext](p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p.name}: the file is empty (no header row)") from None
+    except ImportError as exc:  # optional engine missing
+        raise DataError(f"{p.name}: cannot read {ext} files here ({exc})") from None
+    if df.shape[0] == 0:
+        raise DataError(f"{p.name}: the file has a header but no data rows")
+    df.attrs["source"] = str(p)
+    df.attrs["sha256"] = file_sha256(p)
+    return df
+
+
+def _tuple(v) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (v,)
+    return tuple(v)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The role each column plays.
+
+    ``outcome`` and ``treatment`` are required; ``pretest`` may be one name or several
+    (the first is *the* pretest used for baseline equivalence); ``covariates`` are further
+    baseline variables (numeric or categorical). ``treated_label`` says which value of a
+    two-label treatment column means treated (0/1 and True/False need none).
+    """
+
+    outcome: str
+    treatment: str
+    pretest: tuple[str, ...] = ()
+    covariates: tuple[str, ...] = ()
+    school: str | None = None
+    block: str | None = None
+    student_id: str | None = None
+    grade: str | None = None
+    subject: str | None = None
+    weight: str | None = None
+    takeup: str | None = None
+    treated_label: object = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "pretest", _tuple(self.pretest))
+        object.__setattr__(self, "covariates", _tuple(self.covariates))
+
+    @property
+    def main_pretest(self) -> str | None:
+        return self.pretest[0] if self.pretest else None
+
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        """Role -> column names (only roles that are set)."""
+        out = {}
+        for f in fields(self):
+            if f.name == "treated_label":
+                continue
+            v = _tuple(getattr(self, f.name))
+            if v:
+                out[f.name] = v
+        return out
+
+    def replace(self, **changes) -> "Columns":
+        return replace(self, **changes)
+
+
+SAMPLE_COLUMNS = Columns(
+    outcome="posttest",
+    treatment="treatment",
+    pretest=("pretest",),
+    covariates=("female", "frl", "ell", "sped", "race"),
+    school="school_id",
+    student_id="student_id",
+    grade="grade",
+    subject="subject",
+)
+"""Roles of ``sample_data/pl_matched_students.csv``."""
+
+RCT_SAMPLE_COLUMNS = SAMPLE_COLUMNS.replace(block="block", takeup="takeup")
+"""Roles of ``sample_data/pl_cluster_rct.csv``."""
+
+_NUMERIC_ROLES = ("outcome", "pretest", "weight")
+
+
+@dataclass(frozen=True, repr=False)
+class Validated(ResultMixin):
+    """A validated frame and the record of what validation did to it."""
+
+    data: pd.DataFrame
+    columns: Columns
+    dropped: pd.DataFrame
+    n_input: int
+    n_missing_outcome: int
+    input_sha256: str
+    treated_value: object = 1
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.data)
+
+    @property
+    def n_dropped(self) -> int:
+        return int(self.dropped["n_rows"].sum()) if len(self.dropped) else 0
+
+    def to_frame(self) -> pd.DataFrame:
+        summary = pd.DataFrame(
+            {
+                "reason": ["rows read", "rows kept", "of which missing outcome (kept, counted)"],
+                "column": ["", "", self.columns.outcome],
+                "n_rows": [self.n_input, self.n_rows, self.n_missing_outcome],
+            }
+        )
+        dropped = self.dropped.assign(reason="dropped: " + self.dropped["reason"])
+        return pd.concat([summary, dropped], ignore_index=True)
+
+    def summary(self) -> str:
+        lines = [f"Data: {self.n_input:,} rows read, {self.n_rows:,} kept, {self.n_dropped:,} dropped"]
+        for r in self.dropped.itertuples():
+            lines.append(f"  dropped {r.n_rows:,} row(s): {r.reason} [{r.column}]")
+        if self.n_missing_outcome:
+            lines.append(
+                f"  {self.n_missing_outcome:,} row(s) have no {self.columns.outcome!r} (kept for attrition; "
+                "left out of outcome analyses)"
+            )
+        lines.extend(f"  note: {n}" for n in self.notes)
+        lines.append(f"  input SHA-256: {self.input_sha256}")
+        return "\n".join(lines)
+
+
+def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series, object]:
+    """Map a treatment column to 0/1 (missing stays NaN)."""
+    present = s.dropna()
+    values = pd.unique(present)
+    if treated_label is not None:
+        if treated_label not in set(values):
+            raise DataError(
+                f"column {name!r} (treatment): treated label {treated_label!r} does not occur; "
+                f"values are {sorted(map(str, values))[:6]}"
+            )
+        if len(values) != 2:
+            raise DataError(
+                f"column {name!r} (treatment) must have exactly two values; found {len(values)}: "
+                f"{sorted(map(str, values))[:6]}"
+            )
+        out = s.eq(treated_label).astype(float).where(s.notna())
+        return out, treated_label
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(float), True
+    conv = pd.to_numeric(s, errors="coerce")
+    if not (conv.isna() & s.notna()).any() and set(conv.dropna().unique()) <= {0, 1}:
+        return conv.astype(float), 1
+    lowered = s.astype(str).str.strip().str.lower().where(s.notna())
+    if set(lowered.dropna().unique()) <= {"true", "false"}:
+        return lowered.eq("true").astype(float).where(s.notna()), True
+    n_bad = int(len(present))
+    raise DataError(
+        f"column {name!r} (treatment) must be 0/1 or True/False, or two labels with the treated one "
+        f"given (treated_label=...); found {len(values)} distinct value(s) such as {sorted(map(str, values))[:4]} "
+        f"in {n_bad:,} rows"
+    )
+
+
+def validate(
+    df: pd.DataFrame,
+    columns: Columns,
+    *,
+    require: Iterable[str] = ("outcome", "treatment"),
+    drop_missing: bool = True,
+) -> Validated:
+    """Check ``df`` against ``columns`` and return a :class:`Validated` record.
+
+    Raises :class:`DataError` (naming the column and counting rows) for: an empty frame; a
+    role in ``require`` that is not set; a named column missing from the data;
+    non-numeric outcome/pretest/weight values; a treatment that is not binary; no treated
+    or no comparison units; duplicated student ids within subject (and grade, if given).
+
+    Rows with a missing treatment, pretest, covariate, school, block, subject or grade are
+    dropped and counted per reason (``drop_missing=False`` raises instead). Rows with a
+    missing outcome are **kept** and counted (``n_missing_outcome``): attrition needs them;
+    outcome analyses leave them out and say so.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
+    if len(df) == 0:
+        raise DataError("the data have no rows")
+    roles = columns.roles()
+    for role in require:
+        if role not in roles:
+            raise DataError(f"the {role} column is required for this analysis; name it (e.g. {role}='...')")
+    missing = [(role, c) for role, cols in roles.items() for c in cols if c not in df.columns]
+    if missing:
+        role, c = missing[0]
+        raise DataError(
+            f"column {c!r} ({role}) is not in the data; available columns: {', '.join(map(str, df.columns[:30]))}"
+        )
+    sha = df.attrs.get("sha256") or frame_sha256(df)
+    n_input = len(df)
+    out = df.copy()
+    notes: list[str] = []
+
+    for role in _NUMERIC_ROLES:
+        for c in roles.get(role, ()):
+            s = out[c]
+            if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+                conv = pd.to_numeric(s, errors="coerce")
+                bad = conv.isna() & s.notna()
+                if bad.any():
+                    examples = ", ".join(map(repr, s[bad].astype(str).unique()[:3]))
+                    raise DataError(
+                        f"column {c!r} ({role}) must be numeric: {int(bad.sum()):,} row(s) hold non-numeric "
+                        f"values such as {examples}"
+                    )
+                out[c] = conv.astype(float)
+            inf = ~np.isfinite(out[c].to_numpy(dtype=float, na_value=np.nan)) & out[c].notna().to_numpy()
+            if inf.any():
+                raise DataError(f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite")
+
+    t_col = columns.treatment
+    out[t_col], treated_value = _coerce_treatment(out[t_col], t_col, columns.treated_label)
+    for role in ("takeup",):
+        for c in roles.get(role, ()):
+            out[c], _ = _coerce_treatment(out[c], c, None)
+
+    dropped = []
+    drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "weight", "takeup", "student_id"]
+    keep = pd.Series(True, index=out.index)
+    for role in drop_roles:
+        for c in roles.get(role, ()):
+            miss = out[c].isna() & keep
+            if miss.any():
+                if not drop_missing:
+                    raise DataError(f"column {c!r} ({role}): {int(miss.sum()):,} row(s) have missing values")
+                dropped.append({"reason": f"missing {role}", "column": c, "n_rows": int(miss.sum())})
+                keep &= ~miss
+    if columns.weight:
+        neg = (out[columns.weight] < 0) & keep
+        if neg.any():
+            raise DataError(f"column {columns.weight!r} (weight): {int(neg.sum()):,} row(s) are negative")
+    out = out.loc[keep]
+    out[t_col] = out[t_col].astype(int)
+    if columns.takeup:
+        out[columns.takeup] = out[columns.takeup].astype(int)
+
+    n_t = int(out[t_col].sum())
+    if n_t == 0:
+        raise DataError(f"column {t_col!r} (treatment): no treated units among the {len(out):,} usable rows")
+    if n_t == len(out):
+        raise DataError(f"column {t_col!r} (treatment): no comparison units among the {len(out):,} usable rows")
+
+    if columns.student_id:
+        keys = [columns.student_id] + [c for c in (columns.subject, columns.grade) if c]
+        dup = out.duplicated(keys, keep=False)
+        if dup.any():
+            within = " within subject" if columns.subject else ""
+            raise DataError(
+                f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}; "
+                "each student should appear once per subject and term"
+            )
+
+    n_missing_outcome = int(out[columns.outcome].isna().sum())
+    if n_missing_outcome == len(out):
+        raise DataError(f"column {columns.outcome!r} (outcome): every row is missing")
+    dropped_df = pd.DataFrame(dropped, columns=["reason", "column", "n_rows"])
+    return Validated(
+        data=out,
+        columns=columns,
+        dropped=dropped_df,
+        n_input=n_input,
+        n_missing_outcome=n_missing_outcome,
+        input_sha256=sha,
+        treated_value=treated_value,
+        notes=tuple(notes),
+    )
+
+
+def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = True) -> pd.DataFrame:
+    """Numeric design columns for ``names``: numeric columns as they are, categorical ones
+    expanded to indicator columns (first level dropped), named ``col[level]``.
+
+    A column with a single value (no variation) raises :class:`DataError` naming it.
+    """
+    parts = []
+    for c in names:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s):
+            s = s.astype(float)
+        if pd.api.types.is_numeric_dtype(s):
+            if s.nunique(dropna=True) < 2:
+                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
+            parts.append(s.astype(float).rename(c))
+        else:
+            cat = s.astype("category")
+            if len(cat.cat.categories) < 2:
+                raise DataError(f"column {c!r} (covariate) has a single category in the analysed rows; leave it out")
+            levels = list(cat.cat.categories)[1 if drop_first else 0 :]
+            codes = cat.cat.codes.to_numpy()
+            for lev in levels:
+                j = list(cat.cat.categories).index(lev)
+                parts.append(pd.Series((codes == j).astype(float), index=df.index, name=f"{c}[{lev}]"))
+    if not parts:
+        return pd.DataFrame(index=df.index)
+    return pd.concat(parts, axis=1)
+
+
+__all__ = [
+    "Columns",
+    "Validated",
+    "read_table",
+    "validate",
+    "design_matrix",
+    "file_sha256",
+    "frame_sha256",
+    "SAMPLE_COLUMNS",
+    "RCT_SAMPLE_COLUMNS",
+]

@@ -1,0 +1,225 @@
+"""Standardized effect sizes and their variances.
+
+Conventions follow the What Works Clearinghouse Procedures and Standards Handbook
+(v4.1/v5.0, "Computation of effect sizes") unless stated otherwise:
+
+* Pooled within-group SD: ``S_p = √{[(n_T−1)s_T² + (n_C−1)s_C²] / (N−2)}``, ``N = n_T + n_C``.
+* Small-sample factor (Hedges 1981, WWC): ``ω = 1 − 3/(4N − 9)``; the exact factor
+  ``J(m) = Γ(m/2) / [√(m/2) Γ((m−1)/2)]``, ``m = N − 2``, is available as
+  ``correction="exact"`` (metafor's ``escalc("SMD")``).
+* Hedges g: ``g = ω (ȳ_T − ȳ_C)/S_p``, variance (large-sample, Hedges & Olkin 1985)
+  ``v = N/(n_T n_C) + g²/(2N)``.
+* Cohen d: ``(ȳ_T − ȳ_C)/S_p`` (no ω). Glass Δ: ``(ȳ_T − ȳ_C)/s_C``.
+* Cox index for a binary outcome: ``d_Cox = ω [logit(p_T) − logit(p_C)] / 1.65``
+  (Sánchez-Meca, Marín-Martínez & Chacón-Moscoso 2003; WWC).
+* Hedges (2007) adjustments when schools (clusters) are the unit of assignment.
+
+All functions broadcast over numpy arrays and pandas Series.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from scipy import special
+
+from .errors import DataError
+
+
+def _arr(x, name):
+    a = np.asarray(x, dtype=float)
+    return a
+
+
+def _check_n(n_t, n_c):
+    n_t, n_c = np.asarray(n_t, dtype=float), np.asarray(n_c, dtype=float)
+    if np.any(n_t < 2) or np.any(n_c < 2):
+        raise DataError("each group needs at least 2 observations to compute a standard deviation")
+    return n_t, n_c
+
+
+def hedges_omega(n_total):
+    """WWC small-sample correction ``ω = 1 − 3/(4N − 9)`` for total sample size N."""
+    N = np.asarray(n_total, dtype=float)
+    if np.any(N < 4):
+        raise DataError("the small-sample correction needs N >= 4")
+    return 1.0 - 3.0 / (4.0 * N - 9.0)
+
+
+def hedges_j(df):
+    """Exact small-sample factor ``J(m) = Γ(m/2) / [√(m/2) Γ((m−1)/2)]`` (Hedges 1981)."""
+    m = np.asarray(df, dtype=float)
+    return np.exp(special.gammaln(m / 2.0) - 0.5 * np.log(m / 2.0) - special.gammaln((m - 1.0) / 2.0))
+
+
+def _factor(n_t, n_c, correction):
+    if correction == "wwc":
+        return hedges_omega(n_t + n_c)
+    if correction == "exact":
+        return hedges_j(n_t + n_c - 2.0)
+    if correction is None or correction == "none":
+        return 1.0
+    raise DataError(f"correction must be 'wwc', 'exact' or None; got {correction!r}")
+
+
+def pooled_sd(sd_t, sd_c, n_t, n_c):
+    """Pooled within-group SD ``√{[(n_T−1)s_T² + (n_C−1)s_C²]/(n_T + n_C − 2)}``."""
+    n_t, n_c = _check_n(n_t, n_c)
+    sd_t, sd_c = _arr(sd_t, "sd_t"), _arr(sd_c, "sd_c")
+    return np.sqrt(((n_t - 1) * sd_t**2 + (n_c - 1) * sd_c**2) / (n_t + n_c - 2))
+
+
+def cohens_d(mean_t, mean_c, sd_t, sd_c, n_t, n_c):
+    """Cohen's d: mean difference over the pooled within-group SD (no small-sample factor)."""
+    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / pooled_sd(sd_t, sd_c, n_t, n_c)
+
+
+def hedges_g(mean_t, mean_c, sd_t, sd_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
+    """Hedges g from summary statistics: ``ω (ȳ_T − ȳ_C) / S_p``.
+
+    ``correction="wwc"`` uses ω = 1 − 3/(4N − 9); ``"exact"`` uses J(N − 2); ``None`` gives d.
+    """
+    n_t, n_c = _check_n(n_t, n_c)
+    return _factor(n_t, n_c, correction) * cohens_d(mean_t, mean_c, sd_t, sd_c, n_t, n_c)
+
+
+def hedges_g_variance(g, n_t, n_c, kind: Literal["large_sample", "unbiased"] = "large_sample"):
+    """Sampling variance of g.
+
+    ``"large_sample"`` (Hedges & Olkin 1985; WWC): ``N/(n_T n_C) + g²/(2N)``.
+    ``"unbiased"`` (Hedges 1983; metafor's ``vtype="UB"``):
+    ``1/n_T + 1/n_C + [1 − (m − 2)/(m J(m)²)] g²``, m = N − 2.
+    """
+    n_t, n_c = _check_n(n_t, n_c)
+    g = np.asarray(g, dtype=float)
+    N = n_t + n_c
+    if kind == "large_sample":
+        return N / (n_t * n_c) + g**2 / (2.0 * N)
+    if kind == "unbiased":
+        m = N - 2.0
+        return 1.0 / n_t + 1.0 / n_c + (1.0 - (m - 2.0) / (m * hedges_j(m) ** 2)) * g**2
+    raise DataError(f"kind must be 'large_sample' or 'unbiased'; got {kind!r}")
+
+
+def hedges_g_from_samples(y_t, y_c, correction: Literal["wwc", "exact"] | None = "wwc") -> tuple[float, float]:
+    """Hedges g and its large-sample variance from two samples (NaNs are an error)."""
+    y_t, y_c = np.asarray(y_t, dtype=float), np.asarray(y_c, dtype=float)
+    for name, y in (("treated sample", y_t), ("comparison sample", y_c)):
+        if not np.all(np.isfinite(y)):
+            raise DataError(f"{name}: {int((~np.isfinite(y)).sum())} missing or non-finite value(s)")
+    g = hedges_g(y_t.mean(), y_c.mean(), y_t.std(ddof=1), y_c.std(ddof=1), y_t.size, y_c.size, correction)
+    return float(g), float(hedges_g_variance(g, y_t.size, y_c.size))
+
+
+def glass_delta(mean_t, mean_c, sd_c):
+    """Glass Δ: mean difference over the comparison group's SD."""
+    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / np.asarray(sd_c, float)
+
+
+def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
+    """Cox index for a binary outcome: ``ω [ln(p_T/(1−p_T)) − ln(p_C/(1−p_C))] / 1.65``.
+
+    ``p_t``, ``p_c`` are the proportions with the outcome in each group (strictly inside (0, 1)).
+    """
+    p_t, p_c = np.asarray(p_t, float), np.asarray(p_c, float)
+    if np.any((p_t <= 0) | (p_t >= 1) | (p_c <= 0) | (p_c >= 1)):
+        raise DataError("Cox index: proportions must lie strictly between 0 and 1")
+    n_t, n_c = _check_n(n_t, n_c)
+    return _factor(n_t, n_c, correction) * (special.logit(p_t) - special.logit(p_c)) / 1.65
+
+
+def outcome_sd(y, treated, kind="pooled", weights=None) -> tuple[float, str]:
+    """The SD that standardizes an effect, and a label saying which it is.
+
+    ``kind="pooled"`` (default, WWC): pooled within-group SD of the *unadjusted* outcome;
+    ``"comparison"``: the comparison group's SD (Glass); a positive number: a given norm SD
+    (e.g. national norms, as RAND used). With ``weights`` the group SDs are weighted
+    (frequency-style: Σw(y − ȳ_w)² / (Σw − 1), with Σw taken as the group's effective n),
+    so a matched comparison group is described as matched.
+    """
+    if isinstance(kind, (int, float, np.floating)) and not isinstance(kind, bool):
+        if not (np.isfinite(kind) and kind > 0):
+            raise DataError(f"a given norm SD must be positive; got {kind}")
+        return float(kind), f"given norm SD ({float(kind):g})"
+    y = np.asarray(y, dtype=float)
+    t = np.asarray(treated).astype(bool)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    ok = np.isfinite(y) & (w > 0)
+
+    def group(mask):
+        yy, ww = y[mask & ok], w[mask & ok]
+        if yy.size < 2:
+            raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
+        mean = np.average(yy, weights=ww)
+        n_eff = ww.sum() ** 2 / (ww**2).sum()
+        var = np.average((yy - mean) ** 2, weights=ww) * n_eff / (n_eff - 1.0)
+        return var, n_eff
+
+    var_c, n_c = group(~t)
+    if kind == "comparison":
+        return float(np.sqrt(var_c)), "comparison-group SD"
+    if kind == "pooled":
+        var_t, n_t = group(t)
+        return float(np.sqrt(((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2))), "pooled within-group SD"
+    raise DataError(f"sd must be 'pooled', 'comparison' or a positive number; got {kind!r}")
+
+
+def hedges2007_adjusted_t(t, n_total, n_clusters, icc=0.20):
+    """Hedges (2007) correction of a t statistic that ignored clustering.
+
+    With ``n̄ = N/m`` students per cluster and intraclass correlation ρ (WWC default 0.20
+    for achievement outcomes):
+
+        t_A = t √{[(N−2) − 2(n̄−1)ρ] / [(N−2)(1+(n̄−1)ρ)]}
+        h   = [(N−2) − 2(n̄−1)ρ]² / [(N−2)(1−ρ)² + n̄(N−2n̄)ρ² + 2(N−2n̄)ρ(1−ρ)]
+
+    Returns ``(t_A, h)``; compare t_A with t(h). Source: Hedges (2007), J. Educ. Behav.
+    Stat. 32(2), 151–179; WWC Procedures Handbook, appendix on clustering corrections.
+    """
+    N, m, rho = (np.asarray(v, dtype=float) for v in (n_total, n_clusters, icc))
+    if np.any((rho < 0) | (rho >= 1)):
+        raise DataError("icc must lie in [0, 1)")
+    nbar = N / m
+    a = (N - 2.0) - 2.0 * (nbar - 1.0) * rho
+    t_a = np.asarray(t, dtype=float) * np.sqrt(a / ((N - 2.0) * (1.0 + (nbar - 1.0) * rho)))
+    h = a**2 / ((N - 2.0) * (1 - rho) ** 2 + nbar * (N - 2.0 * nbar) * rho**2 + 2.0 * (N - 2.0 * nbar) * rho * (1 - rho))
+    return t_a, h
+
+
+def hedges2007_effect_size(mean_diff, sd_total, n_t, n_c, cluster_size, icc=0.20):
+    """Hedges (2007) effect size δ_T for a cluster-randomized design and its variance.
+
+    With equal clusters of size n, ``N = N_T + N_C`` students, total SD ``S_T``:
+
+        d_T = (ȳ_T − ȳ_C)/S_T · √{1 − 2(n−1)ρ/(N−2)}
+        V(d_T) = (N_T+N_C)/(N_T N_C)·[1+(n−1)ρ]
+                 + d_T² · [(N−2)(1−ρ)² + n(N−2n)ρ² + 2(N−2n)ρ(1−ρ)] / {2(N−2)[(N−2) − 2(n−1)ρ]}
+
+    (Hedges 2007, equations for d_T and its variance; for unequal clusters pass the mean
+    cluster size, an approximation). Returns ``(d_T, V)``.
+    """
+    n_t, n_c = _check_n(n_t, n_c)
+    n, rho = np.asarray(cluster_size, dtype=float), np.asarray(icc, dtype=float)
+    N = n_t + n_c
+    d = np.asarray(mean_diff, float) / np.asarray(sd_total, float) * np.sqrt(1.0 - 2.0 * (n - 1.0) * rho / (N - 2.0))
+    v = N / (n_t * n_c) * (1.0 + (n - 1.0) * rho) + d**2 * (
+        (N - 2.0) * (1 - rho) ** 2 + n * (N - 2.0 * n) * rho**2 + 2.0 * (N - 2.0 * n) * rho * (1 - rho)
+    ) / (2.0 * (N - 2.0) * ((N - 2.0) - 2.0 * (n - 1.0) * rho))
+    return d, v
+
+
+__all__ = [
+    "hedges_omega",
+    "hedges_j",
+    "pooled_sd",
+    "cohens_d",
+    "hedges_g",
+    "hedges_g_variance",
+    "hedges_g_from_samples",
+    "glass_delta",
+    "cox_index",
+    "outcome_sd",
+    "hedges2007_adjusted_t",
+    "hedges2007_effect_size",
+]

@@ -1,0 +1,6 @@
+"""Shared inference: robust least squares (CR0/CR1/CR2, HC), multiplicity, randomization."""
+
+from .multiplicity import adjust_pvalues
+from .robust import OLSFit, cluster_codes, grouped_cross_products, ols
+
+__all__ = ["ols", "OLSFit", "cluster_codes", "grouped_cross_products", "adjust_pvalues"]

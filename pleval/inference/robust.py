@@ -1,0 +1,292 @@
+"""Least squares with heteroskedasticity- and cluster-robust covariance.
+
+Model ``y = Xβ + ε`` fitted by (weighted) least squares, ``β̂ = M X'Wy`` with
+``M = (X'WX)⁻¹``. With weights the model is transformed, ``X̃ = W^{1/2}X``,
+``ẽ = W^{1/2}e``, and everything below applies to the transformed model.
+
+Cluster-robust covariance (Liang & Zeger 1986), clusters g = 1..G::
+
+    V = M [Σ_g X̃_g' A_g ẽ_g ẽ_g' A_g X̃_g] M
+
+* CR0: ``A_g = I``.
+* CR1: CR0 × G/(G−1) · (n−1)/(n−k) (Stata's ``vce(cluster)``).
+* CR2: ``A_g = (I − H_gg)^{−1/2}``, ``H_gg = X̃_g M X̃_g'`` (Bell & McCaffrey 2002),
+  with Satterthwaite degrees of freedom for each coefficient/contrast
+  (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018, working model Φ = I).
+
+HC (each observation its own cluster): HC0/HC1 (× n/(n−k)); HC2 with
+``(1 − h_ii)^{−1}`` (MacKinnon & White 1985).
+
+**No n×n or n_g×n_g matrix is formed.** With ``S_g = X̃_g'X̃_g`` and ``u_g = X̃_g'ẽ_g``
+(k×k and k, accumulated for all clusters in one pass) and ``M = LL'``, the non-zero
+eigenvalues of ``H_gg`` are those of ``C_g = L'S_gL = W_g diag(λ) W_g'`` and, writing
+``f(λ) = (1−λ)^{−1/2} − 1`` and ``F_g = W_g diag(f(λ)/λ) W_g'``,
+
+    X̃_g' A_g ẽ_g = u_g + S_g L F_g L' u_g.
+
+For the Satterthwaite df of contrast c, ``p_g = A_g X̃_g M c = X̃_g a_g`` with
+``a_g = Mc + L F_g L' S_g M c``; then with ``z_g = S_g a_g``, ``s_g = a_g' S_g a_g``
+and ``Z = [z_g]``, ``ν = (Σ s_g − tr(MZ'Z))² / (Σ s_g² − 2 Σ s_g z_g'Mz_g + ‖MZ'Z‖²_F)``,
+since ``q_g'q_h = δ_gh s_g − z_g'Mz_h`` for ``q_g = (I−H)_{·g} p_g``. All of this is
+batched over clusters (numpy stacked ``eigh``); memory is O(G·k²).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import linalg
+
+from .._results import ResultMixin, t_interval
+from ..errors import DataError, DesignError
+
+VcovType = Literal["CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical"]
+_CLUSTER_TYPES = ("CR0", "CR1", "CR2")
+_HC_TYPES = ("HC0", "HC1", "HC2")
+
+
+def _as_2d(X) -> tuple[np.ndarray, list[str]]:
+    if isinstance(X, pd.DataFrame):
+        names = [str(c) for c in X.columns]
+        X = X.to_numpy(dtype=float)
+    else:
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[:, None]
+        names = [f"x{j}" for j in range(X.shape[1])]
+    return X, names
+
+
+def cluster_codes(clusters) -> tuple[np.ndarray, int]:
+    """Integer codes 0..G−1 for any cluster labels, and G."""
+    codes, uniques = pd.factorize(pd.Series(clusters).to_numpy(), sort=False)
+    if np.any(codes < 0):
+        raise DataError(f"cluster ids: {int((codes < 0).sum())} row(s) have a missing cluster id")
+    return codes.astype(np.intp), len(uniques)
+
+
+def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None):
+    """Per-cluster ``S_g = X_g'X_g`` (G×k×k) and, if ``e`` is given, ``u_g = X_g'e_g`` (G×k).
+
+    One bincount per distinct pair of columns: O(n·k²) time, O(G·k²) memory.
+    """
+    n, k = X.shape
+    S = np.empty((G, k, k))
+    for i in range(k):  # loop over regressors, not over clusters
+        xi = X[:, i]
+        for j in range(i, k):
+            S[:, i, j] = np.bincount(codes, weights=xi * X[:, j], minlength=G)
+            S[:, j, i] = S[:, i, j]
+    U = None
+    if e is not None:
+        U = np.stack([np.bincount(codes, weights=X[:, j] * e, minlength=G) for j in range(k)], axis=1)
+    return S, U
+
+
+def _cr2_factors(S: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """``L F_g L'`` for every cluster (G×k×k), ``F_g = W diag(f(λ)/λ) W'``, ``C_g = L'S_gL``."""
+    C = np.einsum("ji,gjk,kl->gil", L, S, L, optimize=True)
+    lam, W = np.linalg.eigh(C)
+    lam = np.clip(lam, 0.0, None)
+    if np.any(lam >= 1.0 - 1e-10):
+        raise DesignError(
+            "CR2: a cluster's leverage reaches 1 (a regressor is identified by one cluster alone, "
+            "e.g. a fixed effect for a single school); drop that regressor or use CR1"
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(lam > 1e-12, ((1.0 - lam) ** -0.5 - 1.0) / np.where(lam > 1e-12, lam, 1.0), 0.5)
+    F = np.einsum("gij,gj,gkj->gik", W, ratio, W, optimize=True)
+    return np.einsum("ij,gjk,lk->gil", L, F, L, optimize=True)
+
+
+@dataclass(frozen=True, repr=False)
+class OLSFit(ResultMixin):
+    """Result of :func:`ols`. Immutable; every accessor derives from params/vcov/df."""
+
+    params: np.ndarray
+    vcov: np.ndarray
+    df: np.ndarray
+    names: tuple[str, ...]
+    n: int
+    k: int
+    n_clusters: int | None
+    vcov_type: str
+    resid: np.ndarray = field(repr=False)
+    _contrast_df: object = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.vcov))
+
+    @cached_property
+    def tvalues(self) -> np.ndarray:
+        return self.params / self.se
+
+    @cached_property
+    def pvalues(self) -> np.ndarray:
+        return np.array([t_interval(b, s, d)[1] for b, s, d in zip(self.params, self.se, self.df)])
+
+    def conf_int(self, level: float = 0.95) -> np.ndarray:
+        crit = np.array([t_interval(0.0, 1.0, d, level)[0] for d in self.df])
+        return np.column_stack([self.params - crit * self.se, self.params + crit * self.se])
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"no coefficient named {name!r}; have {list(self.names)}") from None
+
+    def coef(self, name: str) -> tuple[float, float, float, float]:
+        """``(estimate, se, df, pvalue)`` of one coefficient."""
+        j = self.index(name)
+        return float(self.params[j]), float(self.se[j]), float(self.df[j]), float(self.pvalues[j])
+
+    def contrast(self, c) -> tuple[float, float, float, float]:
+        """``(c'β̂, se, df, pvalue)`` for a contrast vector ``c`` (Satterthwaite df under CR2)."""
+        c = np.asarray(c, dtype=float)
+        est = float(c @ self.params)
+        se = float(np.sqrt(c @ self.vcov @ c))
+        df = float(self._contrast_df(c)) if callable(self._contrast_df) else float(self.df[0])
+        return est, se, df, float(t_interval(est, se, df)[1])
+
+    def to_frame(self) -> pd.DataFrame:
+        ci = self.conf_int()
+        return pd.DataFrame(
+            {
+                "estimate": self.params,
+                "se": self.se,
+                "t": self.tvalues,
+                "df": self.df,
+                "pvalue": self.pvalues,
+                "ci_low": ci[:, 0],
+                "ci_high": ci[:, 1],
+            },
+            index=pd.Index(self.names, name="term"),
+        )
+
+    def summary(self) -> str:
+        head = f"OLS, n = {self.n:,}, k = {self.k}, covariance {self.vcov_type}"
+        if self.n_clusters:
+            head += f", {self.n_clusters:,} clusters"
+        return head + "\n" + self.to_frame().to_string(float_format=lambda v: f"{v:.5g}")
+
+
+def ols(
+    y,
+    X,
+    *,
+    weights=None,
+    clusters=None,
+    vcov: VcovType = "CR2",
+    names: Sequence[str] | None = None,
+) -> OLSFit:
+    """Weighted least squares with a robust covariance chosen by ``vcov``.
+
+    Parameters
+    ----------
+    y : array (n,)
+    X : array or DataFrame (n, k); include the intercept column yourself.
+    weights : analysis weights (n,), non-negative; rows with weight 0 contribute nothing.
+    clusters : cluster labels (n,) for CR0/CR1/CR2 (required for them).
+    vcov : "CR2" (default; Satterthwaite df), "CR1" (Stata; df G−1), "CR0" (df G−1),
+        "HC2", "HC1", "HC0" (df n−k), "classical" (σ²M; df n−k).
+
+    Returns
+    -------
+    OLSFit
+    """
+    X, default_names = _as_2d(X)
+    y = np.asarray(y, dtype=float).ravel()
+    n, k = X.shape
+    names = tuple(names) if names is not None else tuple(default_names)
+    if y.shape[0] != n or len(names) != k:
+        raise DataError(f"y has {y.shape[0]} rows and X has {n}; names has {len(names)} for {k} columns")
+    bad = ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} row(s) have missing or non-finite values in y or X; drop them first")
+    if weights is not None:
+        w = np.asarray(weights, dtype=float).ravel()
+        if w.shape[0] != n or np.any(~np.isfinite(w)) or np.any(w < 0):
+            raise DataError("weights must be finite, non-negative and one per row")
+        sw = np.sqrt(w)
+        Xt, yt = X * sw[:, None], y * sw
+    else:
+        Xt, yt = X, y
+    XtX = Xt.T @ Xt
+    try:
+        Lc = linalg.cholesky(XtX, lower=True)
+    except linalg.LinAlgError:
+        raise DesignError(
+            "the regressors are collinear (X'X is singular): a covariate is constant or a linear "
+            "combination of others within the analysed rows"
+        ) from None
+    M = linalg.cho_solve((Lc, True), np.eye(k))
+    beta = M @ (Xt.T @ yt)
+    et = yt - Xt @ beta
+    resid = y - X @ beta
+
+    if vcov in _CLUSTER_TYPES:
+        if clusters is None:
+            raise DataError(f"vcov={vcov!r} needs cluster ids (clusters=...)")
+        codes, G = cluster_codes(clusters)
+        if G < 2:
+            raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
+        S, U = grouped_cross_products(Xt, codes, G, et)
+        contrast_df = None
+        if vcov == "CR2":
+            L = linalg.cholesky(M, lower=True)
+            LFL = _cr2_factors(S, L)
+            U = U + np.einsum("gij,gjk,gk->gi", S, LFL, U, optimize=True)
+            contrast_df = _satterthwaite(S, LFL, M)
+        meat = U.T @ U
+        V = M @ meat @ M
+        if vcov == "CR1":
+            V *= G / (G - 1) * (n - 1) / (n - k)
+        if contrast_df is None:
+            dfs = np.full(k, G - 1.0)
+            contrast_df = lambda c, _G=G: _G - 1.0  # noqa: E731
+        else:
+            dfs = np.array([contrast_df(np.eye(k)[j]) for j in range(k)])
+        return OLSFit(beta, V, dfs, names, n, k, G, vcov, resid, contrast_df)
+
+    if vcov in _HC_TYPES:
+        e2 = et**2
+        if vcov == "HC2":
+            h = np.einsum("ij,jk,ik->i", Xt, M, Xt, optimize=True)
+            if np.any(h >= 1.0 - 1e-10):
+                raise DesignError("HC2: an observation has leverage 1; drop the regressor it alone identifies")
+            e2 = e2 / (1.0 - h)
+        meat = (Xt * e2[:, None]).T @ Xt
+        V = M @ meat @ M
+        if vcov == "HC1":
+            V *= n / (n - k)
+    elif vcov == "classical":
+        V = M * (et @ et) / (n - k)
+    else:
+        raise DataError(f"vcov must be one of {_CLUSTER_TYPES + _HC_TYPES + ('classical',)}; got {vcov!r}")
+    dfs = np.full(k, float(n - k))
+    return OLSFit(beta, V, dfs, names, n, k, None, vcov, resid, lambda c, _d=float(n - k): _d)
+
+
+def _satterthwaite(S: np.ndarray, LFL: np.ndarray, M: np.ndarray):
+    """Bell–McCaffrey / Pustejovsky–Tipton Satterthwaite df for a contrast, from cluster blocks."""
+
+    def df(c: np.ndarray) -> float:
+        Mc = M @ c
+        a = Mc + np.einsum("gij,gjk,k->gi", LFL, S, Mc, optimize=True)
+        z = np.einsum("gij,gj->gi", S, a)
+        s = np.einsum("gi,gi->g", a, z)
+        MZZ = M @ (z.T @ z)
+        num = (s.sum() - np.trace(MZZ)) ** 2
+        den = (s**2).sum() - 2.0 * np.einsum("g,gi,ij,gj->", s, z, M, z, optimize=True) + np.sum(MZZ * MZZ.T)
+        return float(num / den) if den > 0 else math.nan
+
+    return df
+
+
+__all__ = ["ols", "OLSFit", "cluster_codes", "grouped_cross_products"]

@@ -1,0 +1,145 @@
+"""Effect sizes as percentile points, and back.
+
+A percentile-point effect is a shift in *rank*: a student who would have scored at the
+``p``-th percentile of the comparison distribution without the program is expected to
+score at the ``p + Δ``-th percentile with it. It is **not** a change of Δ percentage
+points in the test score. Under normality of the outcome, for a standardized effect g,
+
+    Δ(g; p) = 100·Φ(Φ⁻¹(p/100) + g) − p                        (1)
+
+and at the median (p = 50) this is the What Works Clearinghouse *improvement index*
+
+    I(g) = 100·Φ(g) − 50                                        (2)
+
+(WWC Procedures and Standards Handbook v5.0, "improvement index"; Cohen's U3 − 50).
+The inverse of (1) is g = Φ⁻¹((p + Δ)/100) − Φ⁻¹(p/100). Because (1) is strictly
+increasing in g, a confidence interval for g maps to one for Δ by its endpoints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+from .errors import DataError
+
+_NOTE = (
+    "percentile points are shifts in rank (a student at the {p:g}th percentile moves to the "
+    "{q:.0f}th), not percentage points of the score"
+)
+
+
+def _baseline(p) -> np.ndarray:
+    p = np.asarray(p, dtype=float)
+    if not np.all(np.isfinite(p)) or np.any((p <= 0) | (p >= 100)):
+        raise DataError(
+            f"baseline_percentile must lie strictly between 0 and 100; got {np.ravel(p)[:5].tolist()}"
+        )
+    return p
+
+
+def _finite(x, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.isfinite(x).sum())
+        raise DataError(f"{name} must be finite; {bad} value(s) are NaN or infinite")
+    return x
+
+
+def _out(values, like):
+    """Return a float for scalar input, an array (or pandas object) otherwise."""
+    if np.ndim(values) == 0:
+        return float(values)
+    try:
+        import pandas as pd
+
+        if isinstance(like, pd.Series):
+            return pd.Series(values, index=like.index, name=like.name)
+    except ImportError:  # pragma: no cover
+        pass
+    return values
+
+
+def to_percentile_points(g, baseline_percentile=50.0):
+    """Percentile-point shift for standardized effect ``g`` from a baseline percentile.
+
+    ``Δ = 100·Φ(Φ⁻¹(p/100) + g) − p`` (equation 1 of this module). Vectorized over ``g``
+    and ``baseline_percentile`` (numpy broadcasting); a pandas Series keeps its index.
+
+    >>> round(to_percentile_points(0.08), 2)
+    3.19
+    """
+    gg = _finite(g, "effect size g")
+    p = _baseline(baseline_percentile)
+    return _out(100.0 * norm.cdf(norm.ppf(p / 100.0) + gg) - p, g)
+
+
+def from_percentile_points(points, baseline_percentile=50.0):
+    """Standardized effect that moves the ``p``-th percentile by ``points``.
+
+    The exact inverse of :func:`to_percentile_points`:
+    ``g = Φ⁻¹((p + Δ)/100) − Φ⁻¹(p/100)``; requires ``0 < p + Δ < 100``.
+    """
+    d = _finite(points, "percentile points")
+    p = _baseline(baseline_percentile)
+    target = p + d
+    if np.any((target <= 0) | (target >= 100)):
+        raise DataError(
+            "baseline_percentile + percentile points must lie strictly between 0 and 100 "
+            f"(a student cannot move past the 0th or 100th percentile); got {np.ravel(target)[:5].tolist()}"
+        )
+    return _out(norm.ppf(target / 100.0) - norm.ppf(p / 100.0), points)
+
+
+def improvement_index(g):
+    """WWC improvement index ``100·Φ(g) − 50``: percentile points from the median."""
+    return to_percentile_points(g, 50.0)
+
+
+def percentile_points_se(g, se, baseline_percentile=50.0):
+    """Delta-method standard error of Δ(g; p): ``100·φ(Φ⁻¹(p/100) + g)·se``.
+
+    Use the mapped interval (:func:`percentile_interval`) for inference; this SE is for
+    tables that want one.
+    """
+    gg = _finite(g, "effect size g")
+    p = _baseline(baseline_percentile)
+    return _out(100.0 * norm.pdf(norm.ppf(p / 100.0) + gg) * np.asarray(se, dtype=float), g)
+
+
+def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
+    """Map a confidence interval for g to percentile points by its endpoints.
+
+    Valid because Δ(g; p) is strictly increasing in g. Returns ``(low, high)``.
+    """
+    return (
+        to_percentile_points(ci_low, baseline_percentile),
+        to_percentile_points(ci_high, baseline_percentile),
+    )
+
+
+def interpret(points: float, baseline_percentile: float = 50.0) -> str:
+    """One plain-language sentence for a percentile-point effect."""
+    q = baseline_percentile + points
+    direction = "gain" if points >= 0 else "loss"
+    return (
+        f"A {direction} of {abs(points):.2f} percentile points: a student who would have scored at the "
+        f"{_ordinal(baseline_percentile)} percentile without the program is expected to score at about the "
+        f"{_ordinal(q)} with it ({_NOTE.format(p=baseline_percentile, q=q)})."
+    )
+
+
+def _ordinal(x: float) -> str:
+    n = int(round(x))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+__all__ = [
+    "to_percentile_points",
+    "from_percentile_points",
+    "improvement_index",
+    "percentile_points_se",
+    "percentile_interval",
+    "interpret",
+]
