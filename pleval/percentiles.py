@@ -23,10 +23,7 @@ from scipy.stats import norm
 
 from .errors import DataError
 
-_NOTE = (
-    "percentile points are shifts in rank (a student at the {p:g}th percentile moves to the "
-    "{q:.0f}th), not percentage points of the score"
-)
+NOTE = "Percentile points are shifts in rank, not percentage points of the score."
 
 
 def _baseline(p) -> np.ndarray:
@@ -125,7 +122,7 @@ def interpret(points: float, baseline_percentile: float = 50.0) -> str:
     return (
         f"A {direction} of {abs(points):.2f} percentile points: a student who would have scored at the "
         f"{_ordinal(baseline_percentile)} percentile without the program is expected to score at about the "
-        f"{_ordinal(q)} with it ({_NOTE.format(p=baseline_percentile, q=q)})."
+        f"{_ordinal(q)} with it. {NOTE}"
     )
 
 
@@ -142,4 +139,5 @@ __all__ = [
     "percentile_points_se",
     "percentile_interval",
     "interpret",
+    "NOTE",
 ]

@@ -19,5 +19,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"pleval {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """pleval: evaluate personalized learning (matched comparisons, RCTs, school effects)."""
+
+
 # Command modules (one line each; order is the order of `pleval --help`).
 from . import _convert  # noqa: E402,F401

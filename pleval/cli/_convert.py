@@ -1,0 +1,71 @@
+"""``pleval convert``: effect sizes <-> percentile points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import percentiles
+from ..data import read_table
+from ..errors import DataError
+from . import app
+from ._common import echo, handle_errors
+
+
+@app.command("convert", context_settings={"ignore_unknown_options": True})
+@handle_errors
+def convert(
+    values: Optional[list[float]] = typer.Argument(None, help="Effect sizes (SD units) to convert."),
+    baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", "-p", help="Percentile a student would hold without the program."),
+    from_percentile_points: Optional[list[float]] = typer.Option(
+        None, "--from-percentile-points", help="Convert percentile points back to effect sizes (repeatable)."
+    ),
+    ci: Optional[tuple[float, float]] = typer.Option(None, "--ci", help="A confidence interval (LOW HIGH) for the effect size."),
+    file: Optional[Path] = typer.Option(None, "--file", help="Table with a column of effect sizes to convert."),
+    column: Optional[str] = typer.Option(None, "--column", help="Column of --file holding effect sizes."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the converted table (default: FILE_percentile_points.csv)."),
+) -> None:
+    """Convert effect sizes to percentile points (and back).
+
+    Percentile points are shifts in rank: from the 50th percentile, g = 0.08 moves a student
+    to about the 53rd — not a gain of 3 percentage points in the score.
+    """
+    p = baseline_percentile
+    if file is not None:
+        _convert_file(file, column, p, out)
+        return
+    if not values and not from_percentile_points and ci is None:
+        raise DataError("give effect sizes (e.g. `pleval convert 0.08`), --from-percentile-points, --ci or --file")
+    for g in values or []:
+        pts = percentiles.to_percentile_points(g, p)
+        echo(f"g = {g:g} -> {pts:+.2f} percentile points (from the {percentiles._ordinal(p)} percentile)")
+        echo("  " + percentiles.interpret(pts, p))
+    for pts in from_percentile_points or []:
+        g = percentiles.from_percentile_points(pts, p)
+        echo(f"{pts:+g} percentile points (from the {percentiles._ordinal(p)} percentile) -> g = {g:.4f}")
+    if ci is not None:
+        lo, hi = percentiles.percentile_interval(ci[0], ci[1], p)
+        echo(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
+
+
+def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
+    if not column:
+        raise DataError("--file needs --column naming the effect-size column")
+    df = read_table(file)
+    if column not in df.columns:
+        raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
+    g = df[column]
+    if g.isna().any():
+        raise DataError(f"column {column!r}: {int(g.isna().sum())} row(s) are missing; fill or drop them first")
+    df[f"{column}_percentile_points"] = percentiles.to_percentile_points(g.astype(float), p)
+    df.attrs = {}
+    target = out or file.with_name(f"{file.stem}_percentile_points.csv")
+    if target.resolve() == file.resolve():
+        raise DataError("--out must differ from --file: pleval never overwrites its input")
+    if target.suffix.lower() in (".xlsx", ".xls"):
+        df.to_excel(target, index=False)
+    else:
+        df.to_csv(target, index=False)
+    echo(f"wrote {len(df):,} rows with column {column}_percentile_points (baseline percentile {p:g}) to {target}")

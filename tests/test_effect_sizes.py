@@ -1,0 +1,141 @@
+"""Effect sizes against metafor's published values and independent computations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pleval import DataError
+from pleval.effect_sizes import (
+    cohens_d,
+    cox_index,
+    glass_delta,
+    hedges2007_adjusted_t,
+    hedges2007_effect_size,
+    hedges_g,
+    hedges_g_from_samples,
+    hedges_g_variance,
+    hedges_j,
+    hedges_omega,
+    outcome_sd,
+    pooled_sd,
+)
+
+
+@pytest.fixture
+def six(reference_dir):
+    """Six two-group studies with metafor escalc('SMD') results (tests/reference/README.md)."""
+    return pd.read_csv(reference_dir / "smd_six_studies.csv")
+
+
+def test_hedges_g_exact_matches_metafor(six):
+    g = hedges_g(six.mean_t, six.mean_c, six.sd_t, six.sd_c, six.n_t, six.n_c, correction="exact")
+    np.testing.assert_allclose(g, six.yi_metafor, rtol=1e-12)
+    v = hedges_g_variance(g, six.n_t, six.n_c, kind="unbiased")
+    np.testing.assert_allclose(v, six.vi_ub_metafor, rtol=1e-10)
+
+
+def test_wwc_omega_close_to_exact_j(six):
+    g = hedges_g(six.mean_t, six.mean_c, six.sd_t, six.sd_c, six.n_t, six.n_c)
+    np.testing.assert_allclose(g, six.yi_metafor, rtol=1e-5)
+    assert hedges_omega(20) == pytest.approx(1 - 3 / 71)
+    assert hedges_j(18) == pytest.approx(hedges_omega(20), rel=2e-4)
+
+
+def test_from_samples_matches_hand_computation():
+    rng = np.random.default_rng(3)
+    yt, yc = rng.normal(0.4, 1, 23), rng.normal(0, 1.3, 31)
+    N = yt.size + yc.size
+    sp = np.sqrt(((yt.size - 1) * yt.var(ddof=1) + (yc.size - 1) * yc.var(ddof=1)) / (N - 2))
+    g_hand = (1 - 3 / (4 * N - 9)) * (yt.mean() - yc.mean()) / sp
+    g, v = hedges_g_from_samples(yt, yc)
+    assert g == pytest.approx(g_hand, rel=1e-12)
+    assert v == pytest.approx(N / (yt.size * yc.size) + g_hand**2 / (2 * N), rel=1e-12)
+    assert cohens_d(yt.mean(), yc.mean(), yt.std(ddof=1), yc.std(ddof=1), yt.size, yc.size) == pytest.approx(
+        g_hand / (1 - 3 / (4 * N - 9))
+    )
+    assert pooled_sd(yt.std(ddof=1), yc.std(ddof=1), yt.size, yc.size) == pytest.approx(sp)
+
+
+def test_glass_and_cox():
+    assert glass_delta(12, 10, 4) == 0.5
+    # p_T = .6, p_C = .4: logit difference 2*ln(1.5) = 0.81093; / 1.65 * omega(200)
+    expected = (1 - 3 / (4 * 200 - 9)) * 2 * np.log(1.5) / 1.65
+    assert cox_index(0.6, 0.4, 100, 100) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(DataError):
+        cox_index(1.0, 0.4, 100, 100)
+
+
+def test_invariances():
+    rng = np.random.default_rng(5)
+    yt, yc = rng.normal(1, 2, 40), rng.normal(0, 2, 50)
+    g, _ = hedges_g_from_samples(yt, yc)
+    g_flip, _ = hedges_g_from_samples(yc, yt)
+    g_scaled, _ = hedges_g_from_samples(10 * yt + 3, 10 * yc + 3)
+    assert g_flip == pytest.approx(-g)
+    assert g_scaled == pytest.approx(g)
+
+
+def test_hedges_g_variance_covers_by_simulation():
+    """The large-sample variance matches the Monte Carlo variance of g within ~10%."""
+    rng = np.random.default_rng(11)
+    nt, nc, delta, reps = 30, 40, 0.5, 4000
+    yt = rng.normal(delta, 1, (reps, nt))
+    yc = rng.normal(0, 1, (reps, nc))
+    g = hedges_g(yt.mean(1), yc.mean(1), yt.std(1, ddof=1), yc.std(1, ddof=1), nt, nc)
+    assert abs(g.mean() - delta) < 0.02  # omega removes the small-sample bias
+    assert hedges_g_variance(delta, nt, nc) == pytest.approx(g.var(), rel=0.1)
+
+
+def test_outcome_sd_rules():
+    y = np.array([1.0, 2, 3, 4, 10, 12, 14, 20])
+    t = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    sd, kind = outcome_sd(y, t)
+    assert sd == pytest.approx(pooled_sd(y[t == 1].std(ddof=1), y[t == 0].std(ddof=1), 4, 4))
+    assert "pooled" in kind
+    sd_c, kind_c = outcome_sd(y, t, "comparison")
+    assert sd_c == pytest.approx(y[:4].std(ddof=1)) and "comparison" in kind_c
+    assert outcome_sd(y, t, 15.0) == (15.0, "given norm SD (15)")
+    # integer weights behave like repeated rows
+    w = np.array([1, 2, 1, 1, 1, 1, 3, 1.0])
+    sd_w, _ = outcome_sd(y, t, "comparison", weights=w)
+    assert sd_w > 0
+    with pytest.raises(DataError):
+        outcome_sd(y, t, "median")
+
+
+def test_hedges2007_t_adjustment_worked_example():
+    """Worked by hand: t = 2.5, N = 400 students in m = 20 schools, rho = 0.2."""
+    N, m, rho, t = 400, 20, 0.2, 2.5
+    nbar = N / m  # 20
+    a = (N - 2) - 2 * (nbar - 1) * rho  # 398 - 7.6 = 390.4
+    assert a == pytest.approx(390.4)
+    t_expected = t * np.sqrt(390.4 / (398 * (1 + 19 * 0.2)))  # sqrt(390.4/1910.4) = 0.452055
+    h_expected = 390.4**2 / (398 * 0.64 + 20 * 360 * 0.04 + 2 * 360 * 0.2 * 0.8)  # 152412.16 / (254.72 + 288 + 115.2) = 152412.16 / 657.92
+    t_a, h = hedges2007_adjusted_t(t, N, m, rho)
+    assert t_a == pytest.approx(t_expected) and t_a == pytest.approx(1.130137, rel=1e-5)
+    assert h == pytest.approx(h_expected) and h == pytest.approx(231.6576, rel=1e-5)
+    # no clustering -> no change
+    t0, h0 = hedges2007_adjusted_t(t, N, m, 0.0)
+    assert t0 == pytest.approx(t) and h0 == pytest.approx(N - 2)
+
+
+def test_hedges2007_effect_size_by_simulation():
+    """d_T is unbiased for delta_T and V(d_T) matches its Monte Carlo variance."""
+    rng = np.random.default_rng(2007)
+    m_per_arm, n, rho, delta, reps = 10, 15, 0.2, 0.3, 3000
+    u = rng.normal(0, np.sqrt(rho), (reps, 2 * m_per_arm, 1))
+    e = rng.normal(0, np.sqrt(1 - rho), (reps, 2 * m_per_arm, n))
+    y = u + e
+    y[:, :m_per_arm] += delta
+    yt, yc = y[:, :m_per_arm].reshape(reps, -1), y[:, m_per_arm:].reshape(reps, -1)
+    s_total = np.sqrt(((yt - yt.mean(1, keepdims=True)) ** 2).sum(1) + ((yc - yc.mean(1, keepdims=True)) ** 2).sum(1))
+    s_total /= np.sqrt(yt.shape[1] + yc.shape[1] - 2)
+    d, v = hedges2007_effect_size(yt.mean(1) - yc.mean(1), s_total, yt.shape[1], yc.shape[1], n, rho)
+    assert abs(d.mean() - delta) < 0.015
+    assert v.mean() == pytest.approx(d.var(), rel=0.12)
+
+
+def test_bad_sizes():
+    with pytest.raises(DataError):
+        hedges_g(1, 0, 1, 1, 1, 10)

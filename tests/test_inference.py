@@ -1,0 +1,197 @@
+"""Robust least squares: against statsmodels, a direct n×n CR2, Stata/R numbers, simulation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import linalg
+
+from pleval import DataError, DesignError
+from pleval.inference import adjust_pvalues, ols
+
+from .conftest import sim_reps
+
+
+def _clustered(seed=1, G=9, weights=False):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 10, G)
+    cl = np.repeat(np.arange(G), sizes)
+    n = cl.size
+    X = np.column_stack([np.ones(n), rng.normal(size=n), (cl % 2).astype(float), rng.normal(size=n) * (cl % 3)])
+    y = X @ [1.0, 2.0, 0.5, -0.3] + rng.normal(size=n) * (1 + cl % 2) + rng.normal(size=G)[cl]
+    w = rng.uniform(0.3, 3.0, n) if weights else None
+    return y, X, cl, w
+
+
+def _direct_cr2(y, X, cl, w=None):
+    """The obvious O(n²) CR2 with Satterthwaite df (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018)."""
+    w = np.ones(len(y)) if w is None else w
+    Xt, yt = X * np.sqrt(w)[:, None], y * np.sqrt(w)
+    M = np.linalg.inv(Xt.T @ Xt)
+    H = Xt @ M @ Xt.T
+    e = yt - H @ yt
+    n, k = X.shape
+    IH = np.eye(n) - H
+    meat = np.zeros((k, k))
+    adj = []
+    for g in np.unique(cl):
+        i = cl == g
+        A = linalg.fractional_matrix_power(np.eye(i.sum()) - H[np.ix_(i, i)], -0.5).real
+        adj.append((i, A))
+        v = Xt[i].T @ A @ e[i]
+        meat += np.outer(v, v)
+    V = M @ meat @ M
+    dfs = []
+    for j in range(k):
+        Q = []
+        for i, A in adj:
+            p = np.zeros(n)
+            p[i] = A @ Xt[i] @ M[:, j]
+            Q.append(IH @ p)
+        Q = np.array(Q)
+        Om = Q @ Q.T
+        dfs.append(np.trace(Om) ** 2 / np.sum(Om**2))
+    return V, np.array(dfs)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cr2_matches_direct_matrix_implementation(seed, weighted):
+    y, X, cl, w = _clustered(seed, weights=weighted)
+    fit = ols(y, X, clusters=cl, weights=w, vcov="CR2")
+    V, dfs = _direct_cr2(y, X, cl, w)
+    np.testing.assert_allclose(fit.vcov, V, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fit.df, dfs, rtol=1e-8)
+    c = np.array([0.0, 1.0, -1.0, 0.5])
+    V_c = c @ V @ c
+    assert fit.contrast(c)[1] == pytest.approx(np.sqrt(V_c), rel=1e-9)
+
+
+def test_cr1_equals_statsmodels_and_cr0():
+    y, X, cl, _ = _clustered(7, G=12)
+    sm_fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": cl, "use_correction": True})
+    fit = ols(y, X, clusters=cl, vcov="CR1")
+    np.testing.assert_allclose(fit.params, sm_fit.params, rtol=1e-10)
+    np.testing.assert_allclose(fit.vcov, sm_fit.cov_params(), rtol=1e-9)
+    assert np.all(fit.df == 11)
+    sm0 = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": cl, "use_correction": False})
+    np.testing.assert_allclose(ols(y, X, clusters=cl, vcov="CR0").vcov, sm0.cov_params(), rtol=1e-9)
+
+
+def test_weighted_cr1_equals_statsmodels_wls():
+    y, X, cl, w = _clustered(8, G=15, weights=True)
+    sm_fit = sm.WLS(y, X, weights=w).fit(cov_type="cluster", cov_kwds={"groups": cl})
+    fit = ols(y, X, weights=w, clusters=cl, vcov="CR1")
+    np.testing.assert_allclose(fit.params, sm_fit.params, rtol=1e-10)
+    np.testing.assert_allclose(fit.se, sm_fit.bse, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["HC0", "HC1", "HC2"])
+def test_hc_equals_statsmodels(kind):
+    y, X, _, _ = _clustered(4, G=20)
+    sm_fit = sm.OLS(y, X).fit(cov_type=kind)
+    fit = ols(y, X, vcov=kind)
+    np.testing.assert_allclose(fit.vcov, sm_fit.cov_params(), rtol=1e-9)
+    classical = ols(y, X, vcov="classical")
+    np.testing.assert_allclose(classical.vcov, sm.OLS(y, X).fit().cov_params(), rtol=1e-9)
+
+
+def test_grunfeld_published_numbers():
+    """Grunfeld, first 10 firms: Stata vce(cluster) SEs; CR2 lies between CR1 and CRV3 (summclust)."""
+    from statsmodels.datasets import grunfeld
+
+    d = grunfeld.load_pandas().data
+    d = d[d.firm.isin(d.firm.unique()[:10])]
+    assert len(d) == 200
+    X = np.column_stack([d.value, d.capital, np.ones(len(d))])
+    cr1 = ols(d.invest, X, clusters=d.firm, vcov="CR1")
+    np.testing.assert_allclose(cr1.params, [0.11556216, 0.23067849, -42.714369], rtol=1e-6)
+    np.testing.assert_allclose(cr1.se, [0.01589434, 0.08496711, 20.425203], rtol=1e-6)
+    # summclust's CRV3 is the jackknife (G-1)/G * sum (b_-g - b)(b_-g - b)': reproduce it.
+    y, cl, G = d.invest.to_numpy(), d.firm.to_numpy(), 10
+    b_minus = np.array([np.linalg.lstsq(X[cl != g], y[cl != g], rcond=None)[0] for g in np.unique(cl)])
+    dev = b_minus - cr1.params
+    crv3 = np.sqrt(np.diag((G - 1) / G * dev.T @ dev))
+    np.testing.assert_allclose(crv3, [0.01612997, 0.14733088, 34.813382], rtol=1e-6)
+    # CR2 (A_g = (I-H_gg)^-1/2) lies between CR0 and CR3 (A_g = (I-H_gg)^-1, no (G-1)/G factor).
+    # With the factor, CRV3 is 0.7% below CR2 for `value`, so "between CR1 and CRV3" holds for
+    # capital and the constant only.
+    cr2 = ols(d.invest, X, clusters=d.firm, vcov="CR2")
+    assert np.all(cr2.se > ols(d.invest, X, clusters=d.firm, vcov="CR0").se)
+    assert np.all(cr2.se < crv3 * np.sqrt(G / (G - 1)))
+    assert np.all(cr2.se[1:] < crv3[1:]) and np.all(cr2.se[1:] > cr1.se[1:])
+    assert np.all(cr2.df < 9) and np.all(cr2.df > 1)
+
+
+def test_dataframe_names_and_accessors():
+    y, X, cl, _ = _clustered(5)
+    Xdf = pd.DataFrame(X, columns=["const", "treat", "pre", "z"])
+    fit = ols(y, Xdf, clusters=cl)
+    est, se, df, p = fit.coef("treat")
+    assert est == fit.params[1] and se == fit.se[1] and df == fit.df[1]
+    frame = fit.to_frame()
+    assert list(frame.index) == ["const", "treat", "pre", "z"]
+    assert frame.loc["treat", "ci_low"] < est < frame.loc["treat", "ci_high"]
+    assert "CR2" in fit.summary()
+    with pytest.raises(KeyError):
+        fit.coef("nope")
+
+
+def test_errors():
+    y, X, cl, _ = _clustered(6)
+    with pytest.raises(DataError, match="cluster"):
+        ols(y, X, vcov="CR2")
+    with pytest.raises(DesignError, match="at least 2 clusters"):
+        ols(y, X, clusters=np.zeros(len(y)), vcov="CR1")
+    with pytest.raises(DesignError, match="collinear"):
+        ols(y, np.column_stack([X, X[:, 1]]), clusters=cl)
+    y2 = y.copy()
+    y2[3] = np.nan
+    with pytest.raises(DataError, match="1 row"):
+        ols(y2, X, clusters=cl)
+    with pytest.raises(DataError, match="vcov"):
+        ols(y, X, vcov="HC9")
+
+
+def test_cluster_fixed_effect_leverage_one():
+    y, X, cl, _ = _clustered(9)
+    only = (cl == 0).astype(float)
+    with pytest.raises(DesignError, match="leverage"):
+        ols(y, np.column_stack([X, only]), clusters=cl, vcov="CR2")
+
+
+@pytest.mark.slow
+def test_cr2_false_positive_rate_and_naive_over_rejection():
+    """24 schools randomized 12/12, ICC 0.2: CR2+Satterthwaite holds ~5%; naive HC over-rejects."""
+    rng = np.random.default_rng(2018)
+    reps, G, m = sim_reps(800, minimum=200), 24, 25
+    cl = np.repeat(np.arange(G), m)
+    rej_cr2 = rej_naive = covered = 0
+    for _ in range(reps):
+        treat = np.zeros(G)
+        treat[rng.permutation(G)[: G // 2]] = 1
+        x = rng.normal(size=G * m)
+        y = 0.5 * x + rng.normal(0, np.sqrt(0.2), G)[cl] + rng.normal(0, np.sqrt(0.8), G * m)
+        X = np.column_stack([np.ones(G * m), treat[cl], x])
+        f = ols(y, X, clusters=cl, vcov="CR2")
+        rej_cr2 += f.pvalues[1] < 0.05
+        lo, hi = f.conf_int()[1]
+        covered += lo <= 0 <= hi
+        rej_naive += ols(y, X, vcov="HC1").pvalues[1] < 0.05
+    se = np.sqrt(0.05 * 0.95 / reps)
+    assert abs(rej_cr2 / reps - 0.05) < 3.5 * se + 0.01
+    assert covered / reps > 0.93
+    assert rej_naive / reps > 0.25
+
+
+def test_bh_and_holm_hand_computed():
+    p = np.array([0.01, 0.04, 0.03, 0.20, np.nan])
+    # BH, m = 4: sorted 0.01,0.03,0.04,0.20 -> 0.04, 0.0533, 0.0533, 0.20
+    np.testing.assert_allclose(adjust_pvalues(p, "bh")[:4], [0.04, 0.16 / 3, 0.16 / 3, 0.20])
+    # Holm: 4*0.01=0.04, 3*0.03=0.09, max(0.09, 2*0.04)=0.09, max(.., 0.2)=0.2
+    np.testing.assert_allclose(adjust_pvalues(p, "holm")[:4], [0.04, 0.09, 0.09, 0.20])
+    assert np.isnan(adjust_pvalues(p)[4])
+    s = adjust_pvalues(pd.Series([0.5, 0.01], index=["a", "b"]))
+    assert list(s.index) == ["a", "b"]
+    with pytest.raises(DataError):
+        adjust_pvalues([0.1, 1.5])

@@ -1,0 +1,100 @@
+"""Percentile-point conversion: hand-checked values, WWC improvement index, round trips."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import norm
+
+from pleval import DataError
+from pleval.percentiles import (
+    from_percentile_points,
+    improvement_index,
+    interpret,
+    percentile_interval,
+    percentile_points_se,
+    to_percentile_points,
+)
+
+
+def test_hand_checked_values():
+    # 100*Phi(0.08) - 50 = 3.188..., 100*Phi(0.25) - 50 = 9.870...
+    assert to_percentile_points(0.08) == pytest.approx(3.19, abs=0.005)
+    assert to_percentile_points(0.25) == pytest.approx(9.87, abs=0.005)
+    assert to_percentile_points(0.0) == 0.0
+
+
+def test_other_baseline_hand_computed():
+    # From the 25th percentile: z25 = -0.6744898; Phi(z25 + 0.25) = Phi(-0.4244898) = 0.335606
+    z25 = -0.6744897501960817
+    expected = 100 * 0.5 * math.erfc(-(z25 + 0.25) / math.sqrt(2)) - 25
+    got = to_percentile_points(0.25, baseline_percentile=25)
+    assert got == pytest.approx(expected, abs=1e-10)
+    assert got == pytest.approx(8.5606, abs=1e-3)
+    assert got != pytest.approx(to_percentile_points(0.25), abs=0.5)
+
+
+def test_wwc_improvement_index_table(reference_dir):
+    ref = pd.read_csv(reference_dir / "improvement_index.csv")
+    got = improvement_index(ref["g"])
+    np.testing.assert_allclose(got, ref["percentile_points"], atol=0.006)
+    assert isinstance(got, pd.Series)
+
+
+def test_vectorized_and_broadcast():
+    g = np.array([-0.2, 0.0, 0.3])
+    p = np.array([[10.0], [50.0], [90.0]])
+    out = to_percentile_points(g, p)
+    assert out.shape == (3, 3)
+    assert out[1, 1] == 0.0
+
+
+@given(
+    g=st.floats(-3, 3, allow_nan=False),
+    p=st.floats(0.5, 99.5, allow_nan=False),
+)
+def test_round_trip(g, p):
+    pts = to_percentile_points(g, p)
+    if 0 < p + pts < 100 and abs(p + pts - 50) < 49.999:
+        assert from_percentile_points(pts, p) == pytest.approx(g, abs=1e-7)
+
+
+@given(
+    g1=st.floats(-3, 3, allow_nan=False),
+    g2=st.floats(-3, 3, allow_nan=False),
+    p=st.floats(1, 99, allow_nan=False),
+)
+def test_monotone(g1, g2, p):
+    a, b = sorted([g1, g2])
+    assert to_percentile_points(a, p) <= to_percentile_points(b, p)
+
+
+def test_interval_maps_endpoints_and_se_is_delta_method():
+    lo, hi = percentile_interval(-0.05, 0.2, 40)
+    assert lo == pytest.approx(to_percentile_points(-0.05, 40))
+    assert hi == pytest.approx(to_percentile_points(0.2, 40))
+    eps = 1e-6
+    numeric = (to_percentile_points(0.1 + eps, 40) - to_percentile_points(0.1 - eps, 40)) / (2 * eps)
+    assert percentile_points_se(0.1, 0.05, 40) == pytest.approx(numeric * 0.05, rel=1e-6)
+    assert percentile_points_se(0.0, 1.0) == pytest.approx(100 * norm.pdf(0))
+
+
+@pytest.mark.parametrize("p", [0, 100, -5, 150, float("nan")])
+def test_bad_baseline(p):
+    with pytest.raises(DataError, match="baseline_percentile"):
+        to_percentile_points(0.1, p)
+
+
+def test_non_finite_g_and_impossible_inverse():
+    with pytest.raises(DataError, match="finite"):
+        to_percentile_points([0.1, float("inf")])
+    with pytest.raises(DataError, match="between 0 and 100"):
+        from_percentile_points(60, 50)
+
+
+def test_interpretation_says_rank_not_percentage():
+    text = interpret(to_percentile_points(0.08))
+    assert "53rd" in text and "not percentage points" in text
