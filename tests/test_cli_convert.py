@@ -1,0 +1,62 @@
+"""`pleval convert` through typer's runner, and the top-level cli.py runner."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pleval.cli import app
+from pleval.percentiles import to_percentile_points
+
+runner = CliRunner()
+
+
+def test_convert_values():
+    r = runner.invoke(app, ["convert", "0.08", "0.25", "-0.1"])
+    assert r.exit_code == 0, r.output
+    assert "+3.19 percentile points" in r.output
+    assert "+9.87" in r.output and "-3.98" in r.output
+    assert "53rd" in r.output and "not percentage points" in r.output
+
+
+def test_convert_baseline_inverse_and_ci():
+    r = runner.invoke(app, ["convert", "0.25", "--baseline-percentile", "25"])
+    assert f"{to_percentile_points(0.25, 25):+.2f}" in r.output
+    r = runner.invoke(app, ["convert", "--from-percentile-points", "3"])
+    assert "g = 0.0753" in r.output
+    r = runner.invoke(app, ["convert", "--ci", "0.01", "0.15"])
+    assert "+0.40 to +5.96" in r.output
+
+
+def test_convert_file(tmp_path):
+    src = tmp_path / "effects.csv"
+    pd.DataFrame({"school": ["a", "b"], "g": [0.1, -0.2]}).to_csv(src, index=False)
+    r = runner.invoke(app, ["convert", "--file", str(src), "--column", "g"])
+    assert r.exit_code == 0, r.output
+    out = pd.read_csv(tmp_path / "effects_percentile_points.csv")
+    assert out["g_percentile_points"].tolist() == pytest.approx([3.9828, -7.9260], abs=1e-3)
+    r = runner.invoke(app, ["convert", "--file", str(src), "--column", "nope"])
+    assert r.exit_code == 2 and "'nope'" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["convert", "0.1", "-p", "100"], "baseline_percentile"), (["convert"], "give effect sizes"),
+     (["convert", "--from-percentile-points", "60"], "between 0 and 100")],
+)
+def test_convert_errors_exit_2_one_line(args, message):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_top_level_cli_py_runs_same_app():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "cli.py"), "convert", "0.08"], capture_output=True, text=True)
+    assert r.returncode == 0 and "+3.19" in r.stdout
+    r = subprocess.run([sys.executable, str(root / "cli.py"), "--version"], capture_output=True, text=True)
+    assert r.stdout.startswith("pleval ")

@@ -1,0 +1,143 @@
+"""Reading and validation: every DataError names the column and counts the rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval import DataError
+from pleval.data import Columns, design_matrix, frame_sha256, read_table, validate
+
+COLS = Columns(outcome="post", treatment="pl", pretest="pre", covariates=("frl", "race"), school="school",
+               student_id="sid", subject="subject")
+
+
+@pytest.fixture
+def df():
+    rng = np.random.default_rng(0)
+    n = 40
+    return pd.DataFrame(
+        {
+            "sid": np.repeat(np.arange(n // 2), 2),
+            "subject": np.tile(["math", "reading"], n // 2),
+            "school": np.repeat(["A", "B", "C", "D"], n // 4),
+            "pl": np.repeat([1, 0, 1, 0], n // 4),
+            "pre": rng.normal(200, 15, n),
+            "post": rng.normal(205, 15, n),
+            "frl": rng.integers(0, 2, n),
+            "race": rng.choice(["white", "black", "hispanic"], n),
+        }
+    )
+
+
+def test_clean_data_passes_through(df):
+    v = validate(df, COLS)
+    assert v.n_rows == len(df) and v.n_dropped == 0 and v.n_missing_outcome == 0
+    assert v.data["pl"].dtype.kind == "i"
+    assert len(v.input_sha256) == 64
+    assert "40 rows read" in v.summary()
+
+
+def test_missing_values_dropped_and_counted_outcome_kept(df):
+    df.loc[[0, 1, 2], "pre"] = np.nan
+    df.loc[[5], "race"] = None
+    df.loc[[7, 8], "post"] = np.nan
+    v = validate(df, COLS)
+    assert v.n_rows == len(df) - 4
+    rec = v.dropped.set_index("column")["n_rows"].to_dict()
+    assert rec == {"pre": 3, "race": 1}
+    assert v.n_missing_outcome == 2  # kept, counted
+    assert v.data["post"].isna().sum() == 2
+    frame = v.to_frame()
+    assert frame["n_rows"].iloc[0] == 40
+    with pytest.raises(DataError, match="'pre'.*3 row"):
+        validate(df, COLS, drop_missing=False)
+
+
+def test_missing_column_named(df):
+    with pytest.raises(DataError, match=r"'frl' \(covariates\) is not in the data"):
+        validate(df.drop(columns="frl"), COLS)
+
+
+def test_non_numeric_outcome_named_and_counted(df):
+    df["post"] = df["post"].astype(object)
+    df.loc[[3, 4], "post"] = "absent"
+    with pytest.raises(DataError, match=r"'post' \(outcome\) must be numeric: 2 row.*'absent'"):
+        validate(df, COLS)
+
+
+def test_numeric_strings_are_accepted(df):
+    df["pre"] = df["pre"].round(1).astype(str)
+    assert validate(df, COLS).data["pre"].dtype == float
+
+
+def test_treatment_variants(df):
+    for coded in (df["pl"].astype(bool), df["pl"].map({1: "True", 0: "False"})):
+        assert validate(df.assign(pl=coded), COLS).data["pl"].tolist() == df["pl"].tolist()
+    labelled = df.assign(pl=df["pl"].map({1: "PL", 0: "comparison"}))
+    with pytest.raises(DataError, match=r"'pl' \(treatment\).*treated_label"):
+        validate(labelled, COLS)
+    v = validate(labelled, COLS.replace(treated_label="PL"))
+    assert v.data["pl"].tolist() == df["pl"].tolist() and v.treated_value == "PL"
+    with pytest.raises(DataError, match="does not occur"):
+        validate(labelled, COLS.replace(treated_label="pl"))
+    three = df.assign(pl=np.arange(len(df)) % 3)
+    with pytest.raises(DataError, match=r"'pl' \(treatment\)"):
+        validate(three, COLS)
+
+
+def test_no_treated_or_no_comparison(df):
+    with pytest.raises(DataError, match="no treated units"):
+        validate(df.assign(pl=0), COLS)
+    with pytest.raises(DataError, match="no comparison units"):
+        validate(df.assign(pl=1), COLS)
+
+
+def test_duplicate_ids_within_subject(df):
+    df.loc[2, "sid"] = df.loc[0, "sid"]  # same student, math twice
+    with pytest.raises(DataError, match=r"'sid' \(student_id\): 2 row\(s\) share a student id within subject"):
+        validate(df, COLS)
+
+
+def test_empty_inputs(tmp_path, df):
+    with pytest.raises(DataError, match="no rows"):
+        validate(df.iloc[:0], COLS)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_table(empty)
+    header = tmp_path / "header.csv"
+    header.write_text("a,b\n")
+    with pytest.raises(DataError, match="no data rows"):
+        read_table(header)
+    with pytest.raises(DataError, match="unknown file type"):
+        read_table(tmp_path / "x.sav")
+    with pytest.raises(FileNotFoundError):
+        read_table(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize("ext", [".csv", ".parquet", ".xlsx", ".tsv"])
+def test_round_trip_formats(tmp_path, df, ext):
+    path = tmp_path / f"students{ext}"
+    {".csv": lambda: df.to_csv(path, index=False), ".parquet": lambda: df.to_parquet(path),
+     ".xlsx": lambda: df.to_excel(path, index=False), ".tsv": lambda: df.to_csv(path, sep="\t", index=False)}[ext]()
+    back = read_table(path)
+    assert back.shape == df.shape
+    assert len(back.attrs["sha256"]) == 64
+    v = validate(back, COLS)
+    assert v.input_sha256 == back.attrs["sha256"]
+
+
+def test_frame_hash_sensitive_to_content(df):
+    h = frame_sha256(df)
+    assert frame_sha256(df.copy()) == h
+    df2 = df.copy()
+    df2.loc[0, "post"] += 1e-9
+    assert frame_sha256(df2) != h
+
+
+def test_design_matrix_expands_categoricals(df):
+    X = design_matrix(df, ["frl", "race"])
+    assert list(X.columns) == ["frl", "race[hispanic]", "race[white]"]
+    assert X["race[white]"].sum() == (df["race"] == "white").sum()
+    with pytest.raises(DataError, match="'const'"):
+        design_matrix(df.assign(const=1.0), ["const"])
