@@ -98,3 +98,16 @@ def test_non_finite_g_and_impossible_inverse():
 def test_interpretation_says_rank_not_percentage():
     text = interpret(to_percentile_points(0.08))
     assert "53rd" in text and "not percentage points" in text
+
+
+def test_docs_table_matches_code():
+    """The worked table in docs/effect_sizes.md is what the code computes."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "effect_sizes.md").read_text()
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| 0.")]
+    assert len(rows) == 3
+    for row in rows:
+        g, *cells = (float(c) for c in row)
+        for p, cell in zip((50, 25, 10), cells):
+            assert round(to_percentile_points(g, p), 2) == pytest.approx(cell, abs=1e-9)

@@ -1,0 +1,63 @@
+"""Markdown reference of the command line, generated from the typer app itself.
+
+Used by the docs build (``docs/hooks/cli_reference.py``) and by the test that the
+reference matches the app's actual commands and options.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def _command_tree():
+    from . import app
+
+    return typer.main.get_command(app)
+
+
+def commands() -> dict[str, list[str]]:
+    """Command name -> its option flags and argument names, as the app defines them."""
+    group = _command_tree()
+    out = {}
+    for name, cmd in sorted(group.commands.items()):
+        params = []
+        for p in cmd.params:
+            params.extend(p.opts if _is_option(p) else [p.name.upper()])
+        out[name] = params
+    return out
+
+
+def markdown() -> str:
+    """The CLI reference as Markdown: one section per command with its usage and options."""
+    group = _command_tree()
+    lines = [
+        "# CLI reference",
+        "",
+        "Generated from the `pleval` command line itself at docs build time; "
+        "`pleval COMMAND --help` prints the same text.",
+        "",
+    ]
+    for name, cmd in sorted(group.commands.items()):
+        lines += [f"## `pleval {name}`", ""]
+        lines += [(cmd.help or "").strip().replace("\b\n", ""), ""]
+        args = [p.name.upper() + ("..." if p.nargs == -1 else "") for p in cmd.params if not _is_option(p)]
+        lines += ["```text", " ".join([f"pleval {name} [OPTIONS]", *args]), "```", ""]
+        rows = []
+        for p in cmd.params:
+            if _is_option(p):
+                flags = ", ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
+                default = "" if p.default in (None, False, (), []) or p.is_flag and not p.default else f"`{p.default}`"
+                rows.append(f"| {flags} | {_cell(p.help)} | {default} |")
+            else:
+                rows.append(f"| `{p.name.upper()}` (argument) | {_cell(getattr(p, 'help', ''))} | |")
+        if rows:
+            lines += ["| option | meaning | default |", "|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
+def _is_option(param) -> bool:
+    return param.param_type_name == "option"
+
+
+def _cell(text) -> str:
+    return " ".join(str(text or "").split()).replace("|", "\\|")
