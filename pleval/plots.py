@@ -1,0 +1,598 @@
+"""Figures for an evaluation: school forest plot, love plot, propensity overlap, percentile
+chart and the distribution of school effects.
+
+Every function takes plain DataFrames / arrays with documented columns (no pleval results
+classes), returns a :class:`matplotlib.figure.Figure` and never calls ``show()``. Figures are
+built without ``pyplot``, so they are never kept open by a global registry (no memory growth
+in long reports) and display exactly once in Jupyter, where the returned figure renders as a
+PNG (``_repr_png_``). Save one with ``fig.savefig("forest.png", dpi=150)`` or get PNG bytes
+from :func:`to_png`.
+
+Figures are sized by their content: the forest plot and the love plot grow with the number of
+rows (about a quarter of an inch per school), so labels never overlap, whatever the number of
+schools. Effect sizes are in SD units; where a percentile-point axis is drawn it uses
+``Δ(g; p) = 100·Φ(Φ⁻¹(p/100) + g) − p`` (:func:`pleval.percentiles.to_percentile_points`) from
+the baseline percentile ``p`` (50 by default) — a shift in rank, not a change in the score.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Polygon
+from scipy import stats
+
+from . import percentiles
+from .errors import DataError
+
+# Colour-blind-safe palette (Paul Tol "bright"/"muted").
+POSITIVE = "#0077BB"
+NEGATIVE = "#CC3311"
+NEUTRAL = "#777777"
+SHRUNK = "#222222"
+POOLED = "#332288"
+BAND = "#88CCEE"
+PLACEBO = "#AA8800"
+BEFORE = "#999999"
+AFTER = "#0077BB"
+
+ROW_INCH = 0.27  # vertical space per school / covariate row
+_BASE_FONT = 9
+
+
+class PlevalFigure(Figure):
+    """A matplotlib Figure that renders itself as PNG in Jupyter (``_repr_png_``)."""
+
+    def _repr_png_(self) -> bytes:
+        return to_png(self, dpi=100)
+
+
+def to_png(fig: Figure, dpi: int = 150) -> bytes:
+    """PNG bytes of a figure (white background, tight bounding box)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
+def _figure(width: float, height: float) -> PlevalFigure:
+    return PlevalFigure(figsize=(width, height), layout="constrained", facecolor="white")
+
+
+def _get(obj: Any, name: str, default=None):
+    """``obj[name]`` for mappings / Series, ``obj.name`` for objects; ``default`` if absent."""
+    if obj is None:
+        return default
+    if isinstance(obj, (Mapping, pd.Series)):
+        value = obj.get(name, default)
+    else:
+        value = getattr(obj, name, default)
+    if value is None:
+        return default
+    return value
+
+
+def _require(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"{what}: expected a DataFrame; got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{what}: column(s) {', '.join(map(repr, missing))} not found; columns are {', '.join(map(str, df.columns))}"
+        )
+    if len(df) == 0:
+        raise DataError(f"{what}: the table has no rows")
+
+
+def _safe_pp(baseline: float):
+    """(forward, inverse) maps effect size <-> percentile points, safe on any finite axis value."""
+
+    def forward(g):
+        g = np.nan_to_num(np.asarray(g, dtype=float), nan=0.0, posinf=8.0, neginf=-8.0)
+        return percentiles.to_percentile_points(np.clip(g, -8.0, 8.0), baseline)
+
+    def inverse(d):
+        d = np.nan_to_num(np.asarray(d, dtype=float), nan=0.0)
+        d = np.clip(d, -baseline + 1e-9, 100.0 - baseline - 1e-9)
+        return percentiles.from_percentile_points(d, baseline)
+
+    return forward, inverse
+
+
+def _percentile_axis(ax, baseline: float, where: str = "top"):
+    fwd, inv = _safe_pp(baseline)
+    sec = ax.secondary_xaxis(where, functions=(fwd, inv))
+    sec.set_xlabel(
+        f"percentile points (from the {percentiles._ordinal(baseline)} percentile; shift in rank, not in score)",
+        fontsize=_BASE_FONT,
+    )
+    sec.tick_params(labelsize=_BASE_FONT - 1)
+    return sec
+
+
+def _es_label(sd: float | None, sd_kind: str | None = None) -> str:
+    label = "effect size (SD units)"
+    if sd is not None and np.isfinite(sd):
+        label += f"; 1 SD = {sd:.3g} points" + (f" ({sd_kind})" if sd_kind else "")
+    return label
+
+
+def _pad(lo: float, hi: float, frac: float = 0.06) -> tuple[float, float]:
+    span = hi - lo if hi > lo else max(abs(hi), 0.1)
+    return lo - frac * span, hi + frac * span
+
+
+# --------------------------------------------------------------------------------------
+# Forest / caterpillar plot of school effects
+# --------------------------------------------------------------------------------------
+def forest(
+    schools: pd.DataFrame,
+    *,
+    pooled: Mapping | Any | None = None,
+    placebo: Sequence[float] | np.ndarray | None = None,
+    baseline_percentile: float = 50.0,
+    sd: float | None = None,
+    sd_kind: str | None = None,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    sort: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Caterpillar plot of school effects, raw and shrunken, with the pooled effect.
+
+    Parameters
+    ----------
+    schools : DataFrame
+        One row per school, effect-size (SD) units. Columns: ``school`` (label), ``estimate``,
+        ``se``; optional ``ci_low``/``ci_high`` (default ``estimate ± z·se``); optional
+        ``shrunk``, ``shrunk_ci_low``, ``shrunk_ci_high`` (empirical-Bayes estimates, drawn
+        beside the raw ones); optional ``pvalue_adj`` (multiplicity-adjusted, preferred) or
+        ``pvalue`` for the colouring: blue = significantly positive, red = significantly
+        negative, grey = neither, at ``alpha``.
+    pooled : mapping or object, optional
+        ``estimate``, ``ci_low``, ``ci_high`` of the pooled effect (drawn as a diamond) and
+        optionally ``pi_low``/``pi_high`` (the prediction interval for a new school, drawn as
+        a shaded band behind the schools), ``method`` and ``tau``. A
+        :class:`pleval.heterogeneity.MetaAnalysis` works as it is.
+    placebo : array, optional
+        Estimates for comparison schools analysed as if they were PL schools (same units).
+        Drawn as their own row of points with their central ``level`` range, and that range
+        as dashed lines across the plot: the spread expected from school-to-school variation
+        without any program.
+    baseline_percentile : float
+        Baseline of the percentile-point axis on top.
+    sd, sd_kind : optional
+        The standardizing SD (raw points per SD unit) and its description, for the axis label.
+
+    The figure height grows with the number of schools (``ROW_INCH`` per row), so every
+    label stays readable with 60 or more schools.
+    """
+    _require(schools, ["school", "estimate", "se"], "forest plot")
+    d = schools.copy()
+    z = stats.norm.ppf(0.5 + level / 2.0)
+    if "ci_low" not in d or "ci_high" not in d:
+        d["ci_low"] = d["estimate"] - z * d["se"]
+        d["ci_high"] = d["estimate"] + z * d["se"]
+    if sort:
+        d = d.sort_values("estimate", kind="stable")
+    d = d.reset_index(drop=True)
+    k = len(d)
+    has_shrunk = "shrunk" in d.columns and d["shrunk"].notna().any()
+    pcol = "pvalue_adj" if "pvalue_adj" in d.columns else ("pvalue" if "pvalue" in d.columns else None)
+    placebo = None if placebo is None else np.asarray(placebo, dtype=float)
+    placebo = placebo[np.isfinite(placebo)] if placebo is not None else None
+    if placebo is not None and placebo.size == 0:
+        placebo = None
+
+    # Rows: schools at y = 0..k-1 (largest on top); below them a gap, placebo row, pooled row.
+    y = np.arange(k, dtype=float) + 3.0
+    y_placebo = 1.5 if placebo is not None else None
+    y_pooled = 0.0
+    n_rows = k + 3 + (1 if placebo is not None else 0)
+    fig = _figure(8.5, 2.3 + ROW_INCH * n_rows)
+    ax = fig.add_subplot()
+    fs = _BASE_FONT if k <= 40 else _BASE_FONT - 1
+
+    # Prediction-interval band and pooled line behind everything.
+    mu = _get(pooled, "estimate")
+    pi_lo, pi_hi = _get(pooled, "pi_low"), _get(pooled, "pi_high")
+    handles = []
+    if pi_lo is not None and np.isfinite(pi_lo) and np.isfinite(pi_hi):
+        ax.axvspan(pi_lo, pi_hi, ymin=0, ymax=1, color=BAND, alpha=0.25, lw=0, zorder=0)
+        handles.append(Patch(color=BAND, alpha=0.4, label=f"{level:.0%} prediction interval for a new school"))
+    ax.axvline(0.0, color="#444444", lw=0.9, zorder=1)
+    if mu is not None:
+        ax.axvline(mu, color=POOLED, lw=0.9, ls=":", zorder=1)
+
+    # Significance colours.
+    colours = np.full(k, NEUTRAL, dtype=object)
+    if pcol is not None:
+        sig = d[pcol].to_numpy(dtype=float) < alpha
+        colours[sig & (d["estimate"].to_numpy() > 0)] = POSITIVE
+        colours[sig & (d["estimate"].to_numpy() < 0)] = NEGATIVE
+    off = 0.17 if has_shrunk else 0.0
+    yr = y + off
+    ax.hlines(yr, d["ci_low"], d["ci_high"], colors=list(colours), lw=1.3, zorder=2)
+    ax.scatter(d["estimate"], yr, marker="s", s=18, facecolors="white", edgecolors=list(colours), lw=1.2, zorder=3)
+    if has_shrunk:
+        ys = y - off
+        if "shrunk_ci_low" in d and "shrunk_ci_high" in d:
+            ax.hlines(ys, d["shrunk_ci_low"], d["shrunk_ci_high"], colors=SHRUNK, lw=0.8, zorder=2)
+        ax.scatter(d["shrunk"], ys, marker="o", s=12, color=SHRUNK, zorder=3)
+
+    # Placebo row and its central range across the plot.
+    xs_extra = []
+    if placebo is not None:
+        q = np.quantile(placebo, [(1 - level) / 2, (1 + level) / 2])
+        jitter = np.random.default_rng(0).uniform(-0.28, 0.28, placebo.size)
+        ax.scatter(placebo, y_placebo + jitter, s=8, color=PLACEBO, alpha=0.6, lw=0, zorder=3)
+        ax.hlines(y_placebo, q[0], q[1], colors=PLACEBO, lw=2.2, zorder=2)
+        for v in q:
+            ax.axvline(v, color=PLACEBO, lw=0.8, ls="--", zorder=1)
+        handles.append(
+            Line2D([], [], color=PLACEBO, ls="--", lw=0.9, label=f"central {level:.0%} of placebo-school estimates")
+        )
+        xs_extra += [placebo.min(), placebo.max()]
+
+    # Pooled diamond.
+    if mu is not None:
+        lo, hi = _get(pooled, "ci_low", mu), _get(pooled, "ci_high", mu)
+        diamond = Polygon([[lo, y_pooled], [mu, y_pooled + 0.4], [hi, y_pooled], [mu, y_pooled - 0.4]], closed=True,
+                          color=POOLED, zorder=4)
+        ax.add_patch(diamond)
+        xs_extra += [lo, hi]
+        if pi_lo is not None and np.isfinite(pi_lo):
+            xs_extra += [pi_lo, pi_hi]
+
+    # Axis limits, labels, legend.
+    xs = np.concatenate([d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float), np.asarray(xs_extra, float), [0.0]])
+    if has_shrunk and "shrunk_ci_low" in d:
+        xs = np.concatenate([xs, d["shrunk_ci_low"].to_numpy(float), d["shrunk_ci_high"].to_numpy(float)])
+    xs = xs[np.isfinite(xs)]
+    ax.set_xlim(*_pad(xs.min(), xs.max()))
+    ax.set_ylim(-0.8, y[-1] + 0.8 if k else 1.0)
+    ticks = list(y)
+    labels = [str(s) for s in d["school"]]
+    if placebo is not None:
+        ticks.append(y_placebo)
+        labels.append(f"placebo schools (n = {placebo.size})")
+    if mu is not None:
+        method = _get(pooled, "method", "")
+        ticks.append(y_pooled)
+        labels.append(f"pooled{f' ({method})' if method else ''}")
+    ax.set_yticks(ticks, labels, fontsize=fs)
+    for lab in ax.get_yticklabels()[k:]:
+        lab.set_fontweight("bold")
+    ax.axhline(2.0, color="#BBBBBB", lw=0.6)
+    ax.set_xlabel(_es_label(sd, sd_kind), fontsize=_BASE_FONT)
+    ax.tick_params(axis="x", labelsize=_BASE_FONT - 1)
+    ax.grid(axis="x", color="#EEEEEE", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    for side in ("right",):
+        ax.spines[side].set_visible(False)
+    _percentile_axis(ax, baseline_percentile)
+
+    sig_word = "adjusted p" if pcol == "pvalue_adj" else "p"
+    handles = [
+        Line2D([], [], marker="s", mfc="white", mec=NEUTRAL, color=NEUTRAL, label=f"school estimate, {level:.0%} CI"),
+    ] + ([Line2D([], [], marker="o", color=SHRUNK, ms=4, label="shrunken (empirical Bayes)")] if has_shrunk else []) + (
+        [
+            Patch(color=POSITIVE, label=f"significantly positive ({sig_word} < {alpha:g})"),
+            Patch(color=NEGATIVE, label=f"significantly negative ({sig_word} < {alpha:g})"),
+        ]
+        if pcol
+        else []
+    ) + ([Patch(color=POOLED, label=f"pooled effect, {level:.0%} CI")] if mu is not None else []) + handles
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
+
+    tau = _get(pooled, "tau")
+    sub = f"{k} schools" + (f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else "")
+    ax.set_title(
+        (title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2, loc="left"
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Love plot
+# --------------------------------------------------------------------------------------
+def love_plot(
+    balance: pd.DataFrame,
+    *,
+    absolute: bool = True,
+    thresholds: tuple[float, float] = (0.05, 0.25),
+    title: str | None = None,
+) -> Figure:
+    """Standardized mean differences of each covariate before and after matching.
+
+    Parameters
+    ----------
+    balance : DataFrame
+        Columns ``variable``, ``smd_before`` and optionally ``smd_after`` (standardized
+        differences, treated − comparison, in SD units).
+    absolute : bool
+        Plot |SMD| (default) or the signed SMD.
+    thresholds : (float, float)
+        WWC baseline-equivalence bands (Standards Handbook v4.1, II.D): |SMD| ≤ 0.05 is
+        equivalent; 0.05–0.25 needs statistical adjustment; above 0.25 is not equivalent.
+    """
+    _require(balance, ["variable", "smd_before"], "love plot")
+    d = balance.copy()
+    has_after = "smd_after" in d.columns and d["smd_after"].notna().any()
+    f = np.abs if absolute else (lambda v: v)
+    d["_b"] = f(d["smd_before"].astype(float))
+    d["_a"] = f(d["smd_after"].astype(float)) if has_after else np.nan
+    d = d.sort_values("_b", key=lambda s: np.abs(s), kind="stable").reset_index(drop=True)
+    k = len(d)
+    fig = _figure(7.0, 1.9 + ROW_INCH * k)
+    ax = fig.add_subplot()
+    y = np.arange(k)
+    lo_t, hi_t = thresholds
+    vals = np.concatenate([d["_b"].to_numpy(float), d["_a"].to_numpy(float), [hi_t * 1.2, 0.0]])
+    vals = vals[np.isfinite(vals)]
+    xmax = max(vals.max(), hi_t * 1.2) * 1.08
+    xmin = 0.0 if absolute else min(vals.min() * 1.08, -hi_t * 1.2)
+    # Zones: equivalent / needs adjustment / not equivalent.
+    signs = (1,) if absolute else (1, -1)
+    for s in signs:
+        ax.axvspan(0, s * lo_t, color="#44AA99", alpha=0.12, lw=0)
+        ax.axvspan(s * lo_t, s * hi_t, color="#DDCC77", alpha=0.15, lw=0)
+        ax.axvspan(s * hi_t, s * 10, color="#CC6677", alpha=0.10, lw=0)
+        for t, ls in ((lo_t, "--"), (hi_t, "-")):
+            ax.axvline(s * t, color="#555555", lw=0.9, ls=ls)
+    if not absolute:
+        ax.axvline(0, color="#444444", lw=0.8)
+    if has_after:
+        ax.hlines(y, d["_b"], d["_a"], colors="#BBBBBB", lw=0.9)
+    ax.scatter(d["_b"], y, marker="o", s=28, facecolors="white", edgecolors=BEFORE, lw=1.3, zorder=3, label="before matching")
+    if has_after:
+        ax.scatter(d["_a"], y, marker="o", s=28, color=AFTER, zorder=4, label="after matching")
+    ax.set_yticks(y, [str(v) for v in d["variable"]], fontsize=_BASE_FONT if k <= 40 else _BASE_FONT - 1)
+    ax.set_ylim(-0.7, k - 0.3)
+    ax.set_xlim(xmin, xmax)
+    ax.set_xlabel(("|standardized mean difference|" if absolute else "standardized mean difference") + " (SD units)",
+                  fontsize=_BASE_FONT)
+    ax.tick_params(axis="x", labelsize=_BASE_FONT - 1)
+    zone = [
+        Patch(color="#44AA99", alpha=0.35, label=f"≤ {lo_t:g}: equivalent (WWC)"),
+        Patch(color="#DDCC77", alpha=0.45, label=f"{lo_t:g}–{hi_t:g}: needs statistical adjustment"),
+        Patch(color="#CC6677", alpha=0.3, label=f"> {hi_t:g}: not equivalent"),
+    ]
+    h, _ = ax.get_legend_handles_labels()
+    fig.legend(handles=h + zone, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
+    n_bad = int((np.abs(d["_a" if has_after else "_b"]) > hi_t).sum())
+    which = "after matching" if has_after else "at baseline"
+    ax.set_title(
+        (title or "Covariate balance") + f"\n{k} covariates; {n_bad} with |SMD| > {hi_t:g} {which}",
+        fontsize=_BASE_FONT + 2,
+        loc="left",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Propensity-score overlap
+# --------------------------------------------------------------------------------------
+def propensity_overlap(
+    score,
+    treated,
+    *,
+    weights=None,
+    logit: bool = False,
+    bins: int = 40,
+    title: str | None = None,
+) -> Figure:
+    """Mirrored histograms of the propensity score, treated above and comparison below.
+
+    Parameters
+    ----------
+    score : array-like
+        Propensity scores (probabilities in (0, 1)).
+    treated : array-like of 0/1
+        Treatment indicator, same length.
+    weights : array-like, optional
+        Matching / analysis weights (e.g. ``_weight`` of a matched sample; 0 for unmatched
+        units). When given, a second panel shows the weighted (matched) distributions.
+    logit : bool
+        Draw the logit of the score (spreads out scores near 0 or 1).
+
+    Each group's histogram is a density (areas sum to one), so a small treated group and a
+    large comparison pool are comparable; the group sizes are in the legend. The shaded
+    range is the treated units' score range (the region of common support that matters for
+    the effect on the treated).
+    """
+    s = np.asarray(score, dtype=float)
+    t = np.asarray(treated).astype(float)
+    if s.shape != t.shape:
+        raise DataError(f"propensity overlap: score ({s.size}) and treated ({t.size}) differ in length")
+    ok = np.isfinite(s) & np.isfinite(t)
+    if logit:
+        with np.errstate(divide="ignore"):
+            s = np.log(s / (1 - s))
+        ok &= np.isfinite(s)
+    t = t.astype(bool)
+    if not (ok & t).any() or not (ok & ~t).any():
+        raise DataError("propensity overlap: need finite scores for both treated and comparison units")
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    panels = [("before matching", np.ones_like(s))] + ([("after matching (weighted)", np.nan_to_num(w))] if w is not None else [])
+    fig = _figure(7.5 if len(panels) == 1 else 11.0, 4.2)
+    axes = fig.subplots(1, len(panels), sharey=False, squeeze=False)[0]
+    edges = np.linspace(s[ok].min(), s[ok].max(), bins + 1)
+    lo, hi = s[ok & t].min(), s[ok & t].max()
+    for ax, (name, ww) in zip(axes, panels):
+        for grp, sign, colour, lab in ((t, 1, POSITIVE, "treated (PL)"), (~t, -1, NEUTRAL, "comparison")):
+            m = ok & grp & (ww > 0)
+            h, _ = np.histogram(s[m], bins=edges, weights=ww[m], density=True) if m.any() else (np.zeros(bins), None)
+            ax.bar(edges[:-1], sign * h, width=np.diff(edges), align="edge", color=colour, alpha=0.75,
+                   label=f"{lab}: n = {int(m.sum()):,}")
+        ax.axvspan(lo, hi, color="#DDCC77", alpha=0.15, lw=0, zorder=0)
+        ax.axhline(0, color="#444444", lw=0.8)
+        ax.set_title(name, fontsize=_BASE_FONT + 1, loc="left")
+        ax.set_xlabel(("logit of " if logit else "") + "propensity score", fontsize=_BASE_FONT)
+        ax.set_ylabel("density (treated up, comparison down)", fontsize=_BASE_FONT)
+        ax.tick_params(labelsize=_BASE_FONT - 1)
+        top = np.abs(ax.get_ylim()).max()
+        ax.set_ylim(-top, top)
+        ax.yaxis.set_major_formatter(lambda v, _: f"{abs(v):g}")
+        ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
+    fig.suptitle(title or "Propensity-score overlap (shaded: range of treated scores)", fontsize=_BASE_FONT + 2, x=0.01,
+                 ha="left")
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Percentile-conversion chart
+# --------------------------------------------------------------------------------------
+def percentile_chart(
+    effect_size: float | None = None,
+    ci: tuple[float, float] | None = None,
+    *,
+    baseline_percentile: float = 50.0,
+    baselines: Sequence[float] = (10, 25, 50, 75, 90),
+    xlim: tuple[float, float] | None = None,
+    label: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """How an effect size converts to percentile points, with the estimate marked.
+
+    Curves ``Δ(g; p) = 100·Φ(Φ⁻¹(p/100) + g) − p`` for each baseline percentile in
+    ``baselines``; the curve for ``baseline_percentile`` is emphasized and the estimate
+    ``effect_size`` (with its confidence interval ``ci``) is marked on it and spelled out
+    ("from the 50th to the 53rd percentile"). At p = 50 the curve is the WWC improvement
+    index. The same g moves a student at the 10th or 90th percentile fewer points than one
+    at the median, because fewer students are packed into the tails.
+    """
+    p0 = float(baseline_percentile)
+    pts = sorted(set(float(b) for b in baselines) | {p0})
+    if xlim is None:
+        ext = [abs(v) for v in ([effect_size] if effect_size is not None else []) + list(ci or []) if np.isfinite(v)]
+        m = max([0.5] + [1.25 * v for v in ext])
+        xlim = (-m, m)
+    g = np.linspace(xlim[0], xlim[1], 401)
+    fig = _figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    styles = iter(["--", "-.", ":", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)), (0, (8, 3))] * 4)
+    for p in pts:
+        main = np.isclose(p, p0)
+        ax.plot(g, percentiles.to_percentile_points(g, p), color=POOLED if main else "#888888", lw=2.2 if main else 1.1,
+                ls="-" if main else next(styles), zorder=3 if main else 2,
+                label=f"from the {percentiles._ordinal(p)} percentile" + (" (baseline)" if main else ""))
+    ax.axhline(0, color="#444444", lw=0.8)
+    ax.axvline(0, color="#444444", lw=0.8)
+    if effect_size is not None and np.isfinite(effect_size):
+        pp = percentiles.to_percentile_points(effect_size, p0)
+        if ci is not None:
+            lo, hi = ci
+            plo, phi = percentiles.percentile_interval(lo, hi, p0)
+            ax.plot([lo, hi], [plo, phi], color=NEGATIVE, lw=4, alpha=0.45, solid_capstyle="butt", zorder=4,
+                    label="95% confidence interval")
+            ax.axvspan(lo, hi, color=NEGATIVE, alpha=0.06, lw=0)
+        ax.plot([effect_size, effect_size, xlim[0]], [ax.get_ylim()[0], pp, pp], color=NEGATIVE, lw=0.9, ls=":", zorder=4)
+        ax.scatter([effect_size], [pp], s=60, color=NEGATIVE, zorder=5, label=label or "estimate")
+        text = (
+            f"g = {effect_size:+.3f} SD → {pp:+.1f} percentile points:\n"
+            f"a student at the {percentiles._ordinal(p0)} percentile would score at about the "
+            f"{percentiles._ordinal(p0 + pp)}"
+        )
+        ax.annotate(text, xy=(effect_size, pp), xytext=(0.02, 0.97), textcoords="axes fraction", va="top", ha="left",
+                    fontsize=_BASE_FONT, bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="#CCCCCC"))
+    ax.set_xlim(*xlim)
+    ax.set_xlabel("effect size (SD units)", fontsize=_BASE_FONT)
+    ax.set_ylabel("percentile points (shift in rank)", fontsize=_BASE_FONT)
+    ax.tick_params(labelsize=_BASE_FONT - 1)
+    ax.grid(color="#EEEEEE", lw=0.6)
+    ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="lower right")
+    ax.set_title(
+        (title or "From effect size to percentile points")
+        + "\nPercentile points are shifts in rank, not percentage points of the score",
+        fontsize=_BASE_FONT + 2,
+        loc="left",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Distribution of school effects
+# --------------------------------------------------------------------------------------
+def effect_distribution(
+    estimates,
+    *,
+    shrunk=None,
+    mu: float | None = None,
+    tau: float | None = None,
+    placebo=None,
+    baseline_percentile: float = 50.0,
+    bins: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Histogram of school effects with the estimated distribution of true effects.
+
+    Parameters
+    ----------
+    estimates : array-like
+        Raw school estimates (effect-size units).
+    shrunk : array-like, optional
+        Empirical-Bayes estimates, drawn as an outlined histogram (narrower than the raw
+        ones: the raw spread includes sampling noise).
+    mu, tau : float, optional
+        Pooled mean and between-school SD of the random-effects model; the curve
+        ``N(μ, τ²)`` is the estimated distribution of *true* school effects.
+    placebo : array-like, optional
+        Placebo-school estimates (comparison schools analysed as if PL): the spread expected
+        without any program effect, drawn as a grey outline.
+    """
+    y = np.asarray(estimates, dtype=float)
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        raise DataError("effect distribution: no finite school estimates")
+    series = [y]
+    sh = None if shrunk is None else np.asarray(shrunk, dtype=float)
+    pl = None if placebo is None else np.asarray(placebo, dtype=float)
+    for a in (sh, pl):
+        if a is not None:
+            series.append(a[np.isfinite(a)])
+    allv = np.concatenate(series + [[0.0]])
+    lo, hi = _pad(allv.min(), allv.max(), 0.08)
+    if mu is not None and tau is not None and tau > 0:
+        lo, hi = min(lo, mu - 3 * tau), max(hi, mu + 3 * tau)
+    nb = bins or int(np.clip(np.sqrt(y.size) * 2, 10, 40))
+    edges = np.linspace(lo, hi, nb + 1)
+    fig = _figure(7.5, 4.6)
+    ax = fig.add_subplot()
+    ax.hist(y, bins=edges, density=True, color=POSITIVE, alpha=0.45, label=f"school estimates (n = {y.size})")
+    if sh is not None:
+        ax.hist(sh[np.isfinite(sh)], bins=edges, density=True, histtype="step", color=SHRUNK, lw=1.4,
+                label="shrunken (empirical Bayes)")
+    if pl is not None and np.isfinite(pl).any():
+        ax.hist(pl[np.isfinite(pl)], bins=edges, density=True, histtype="step", color=PLACEBO, lw=1.4, ls="--",
+                label=f"placebo schools (n = {int(np.isfinite(pl).sum())})")
+    if mu is not None and tau is not None and np.isfinite(tau):
+        grid = np.linspace(lo, hi, 400)
+        if tau > 0:
+            ax.plot(grid, stats.norm.pdf(grid, mu, tau), color=POOLED, lw=2,
+                    label=f"estimated true effects N(μ = {mu:.3f}, τ = {tau:.3f})")
+        ax.axvline(mu, color=POOLED, lw=1, ls=":")
+    ax.axvline(0, color="#444444", lw=0.8)
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("effect size (SD units)", fontsize=_BASE_FONT)
+    ax.set_ylabel("density", fontsize=_BASE_FONT)
+    ax.tick_params(labelsize=_BASE_FONT - 1)
+    ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper left")
+    _percentile_axis(ax, baseline_percentile)
+    ax.set_title(title or "Distribution of school effects", fontsize=_BASE_FONT + 2, loc="left")
+    return fig
+
+
+__all__ = [
+    "forest",
+    "love_plot",
+    "propensity_overlap",
+    "percentile_chart",
+    "effect_distribution",
+    "to_png",
+    "PlevalFigure",
+]
