@@ -1,0 +1,146 @@
+"""One weighted least-squares fit per group, for all groups at once.
+
+For every group s (a PL school, or a site of a multi-site RCT) fit
+``y = X β_s + e`` by WLS on the rows of s, where X = [1, T, covariates]. Everything is
+built from grouped sufficient statistics (one ``np.bincount`` per pair of columns), then
+solved with one batched ``np.linalg.solve`` — no per-group Python loop:
+
+* ``S_s = Σ_{i∈s} w_i x_i x_i'``, ``u_s = Σ_{i∈s} w_i x_i y_i``, ``β̂_s = S_s⁻¹ u_s``;
+* residuals ``e_i = y_i − x_i'β̂_{s(i)}``;
+* covariance ``V_s = S_s⁻¹ Ω_s S_s⁻¹`` with meat
+
+  - ``"classical"``: ``Ω_s = σ̂²_s S_s``, ``σ̂²_s = Σ w e² / (n_s − p)``;
+  - ``"HC0"/"HC1"/"HC2"``: ``Σ w_i² e_i² x_i x_i' · c_i`` with ``c_i = 1``,
+    ``n_s/(n_s − p)``, or ``1/(1 − h_ii)``, ``h_ii = w_i x_i' S_s⁻¹ x_i``
+    (MacKinnon & White 1985);
+  - ``"CR0"/"CR1"``: ``Σ_g (Σ_{i∈g} w_i e_i x_i)(…)'`` over clusters g within s, CR1 times
+    ``G_s/(G_s − 1)·(n_s − 1)/(n_s − p)`` (Liang & Zeger 1986; Stata's small-sample factor);
+
+  these are exactly what statsmodels' ``WLS(...).fit(cov_type=...)`` computes for one group
+  (the tests check it). Degrees of freedom: ``n_s − p`` (classical/HC), ``G_s − 1`` (CR).
+
+A column that is constant within one group (e.g. a category absent from one school) is
+dropped for that group only (batched pseudo-inverse; ``p`` then means the group's rank).
+Groups where the target coefficient (the treatment) is not identified — no treated or no
+comparison rows, treatment collinear with covariates, no residual df — get NaN and
+``ok = False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+_RANK_TOL = 1e-10
+VCOV_TYPES = ("HC2", "HC1", "HC0", "CR1", "CR0", "classical")
+
+
+@dataclass(frozen=True)
+class GroupedFit:
+    params: np.ndarray  # G × p
+    vcov: np.ndarray  # G × p × p
+    df: np.ndarray  # G
+    n: np.ndarray  # G, rows
+    n_clusters: np.ndarray  # G (rows for non-cluster types)
+    ok: np.ndarray  # G, bool: target coefficient estimable
+    rank: np.ndarray  # G
+
+
+def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
+    """``Σ_{i∈g} weights_i x_i x_i'`` for every group g (G × p × p)."""
+    p = X.shape[1]
+    S = np.empty((G, p, p))
+    for a in range(p):  # loop over columns, not groups
+        xa = X[:, a] * weights
+        for b in range(a, p):
+            S[:, a, b] = np.bincount(codes, weights=xa * X[:, b], minlength=G)
+            S[:, b, a] = S[:, a, b]
+    return S
+
+
+def grouped_wls(
+    y: np.ndarray,
+    X: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    *,
+    weights: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    vcov: str = "HC2",
+    target: int = 1,
+) -> GroupedFit:
+    """Batched per-group WLS (see the module docstring). ``groups``: int codes 0..G−1;
+    ``clusters``: int codes (any numbering) required for CR0/CR1."""
+    if vcov not in VCOV_TYPES:
+        raise ValueError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
+    n, p = X.shape
+    G = n_groups
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    S = _pair_sums(X, w, groups, G)
+    u = np.stack([np.bincount(groups, weights=w * X[:, a] * y, minlength=G) for a in range(p)], axis=1)
+    n_g = np.bincount(groups, minlength=G).astype(float)
+
+    # Batched pseudo-inverse through the eigen-decomposition of the scale-free matrix
+    # C = D⁻¹SD⁻¹ (D = √diag S). A covariate constant within one group (e.g. a category
+    # absent from a school) is then dropped for that group only: β̂'s estimable parts, the
+    # fitted values and hence the treatment effect and its sandwich variance do not depend
+    # on the generalized inverse chosen (as in statsmodels, which also uses pinv).
+    diag = np.einsum("gii->gi", S)
+    d = np.sqrt(np.where(diag > 0, diag, 1.0))
+    C = S / (d[:, :, None] * d[:, None, :])
+    lam, Q = np.linalg.eigh(C)
+    keep = lam > _RANK_TOL * np.maximum(lam[:, -1:], 1e-300)
+    rank = keep.sum(axis=1).astype(float)
+    lam_inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    Cinv = np.einsum("gij,gj,gkj->gik", Q, lam_inv, Q)
+    Sinv = Cinv / (d[:, :, None] * d[:, None, :])
+    # The target coefficient is estimable iff e_t lies in the row space: (S⁺S)_tt = 1.
+    proj_tt = np.einsum("gj,gj->g", Sinv[:, target, :], S[:, :, target])
+    ok = (np.abs(proj_tt - 1.0) < 1e-8) & (n_g > rank)
+    beta = np.einsum("gab,gb->ga", Sinv, u)
+    e = y - np.einsum("ia,ia->i", X, beta[groups])
+
+    if vcov == "classical":
+        sigma2 = np.bincount(groups, weights=w * e**2, minlength=G) / np.maximum(n_g - rank, 1)
+        V = Sinv * sigma2[:, None, None]
+        df = n_g - rank
+        n_cl = n_g.copy()
+    elif vcov.startswith("HC"):
+        r2 = (w * e) ** 2
+        if vcov == "HC2":
+            h = np.zeros(n)
+            for a in range(p):  # loop over column pairs; memory stays O(n)
+                for b in range(a, p):
+                    h += (1.0 if a == b else 2.0) * X[:, a] * X[:, b] * Sinv[groups, a, b]
+            h *= w
+            with np.errstate(divide="ignore"):
+                r2 = r2 / np.where(h < 1 - 1e-12, 1.0 - h, np.inf)
+        meat = _pair_sums(X, r2, groups, G)
+        if vcov == "HC1":
+            meat *= (n_g / np.maximum(n_g - rank, 1))[:, None, None]
+        V = Sinv @ meat @ Sinv
+        df = n_g - rank
+        n_cl = n_g.copy()
+    else:
+        if clusters is None:
+            raise ValueError(f"vcov={vcov!r} needs clusters")
+        # Cells = (group, cluster) pairs; sum scores within cells, then outer products by group.
+        key = groups.astype(np.int64) * (int(clusters.max()) + 1) + clusters.astype(np.int64)
+        inv, uniq = pd.factorize(key)
+        cell_group = (uniq // (int(clusters.max()) + 1)).astype(np.intp)
+        score = (w * e)[:, None] * X
+        U = np.stack([np.bincount(inv, weights=score[:, a], minlength=uniq.size) for a in range(p)], axis=1)
+        meat = _pair_sums(U, np.ones(uniq.size), cell_group, G)
+        n_cl = np.bincount(cell_group, minlength=G).astype(float)
+        if vcov == "CR1":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                fac = n_cl / (n_cl - 1) * (n_g - 1) / (n_g - rank)
+            meat *= np.where(np.isfinite(fac), fac, np.nan)[:, None, None]
+        V = Sinv @ meat @ Sinv
+        df = n_cl - 1
+        ok = ok & (n_cl > 1)
+    beta[~ok] = np.nan
+    V[~ok] = np.nan
+    return GroupedFit(params=beta, vcov=V, df=df.astype(float), n=n_g, n_clusters=n_cl, ok=ok, rank=rank)

@@ -1,0 +1,121 @@
+"""Between-school variance τ² for the (mixed-effects) meta-analytic model.
+
+Model (Raudenbush 2009; Viechtbauer 2005, 2007): ``y_i = x_i'β + u_i + e_i``,
+``u_i ~ N(0, τ²)``, ``e_i ~ N(0, v_i)`` with ``v_i`` known. With ``w_i = 1/(v_i + τ²)``,
+``W = diag(w)``, ``A = (X'WX)⁻¹`` and ``P = W − WXAX'W``:
+
+* restricted log-likelihood ``ℓ_R(τ²) = −½[Σ log(v_i+τ²) + log|X'WX| + r'Wr]``,
+  ``r = y − Xβ̂(τ²)``;
+* REML score ``½[r'W²r − tr P]`` and Fisher information ``½ tr(PP)``, so the Fisher
+  scoring step is ``Δ = (r'W²r − tr P) / tr(PP)`` (Viechtbauer 2005, eq. 10–12);
+* the generalized Q statistic ``Q(τ²) = r'Wr``, distributed χ²(k − p) at the true τ² and
+  strictly decreasing in τ² (the basis of the Q-profile interval, Viechtbauer 2007).
+
+Every trace is computed from p×p matrices (``tr P = Σw − tr(A X'W²X)``,
+``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``), so nothing k×k is formed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize, stats
+
+from ..errors import ConvergenceError
+
+
+def wls_pieces(y: np.ndarray, v: np.ndarray, X: np.ndarray, tau2: float):
+    """``(w, β̂, A = (X'WX)⁻¹, r)`` for weights ``w = 1/(v + τ²)``."""
+    w = 1.0 / (v + tau2)
+    Xw = X * w[:, None]
+    A = np.linalg.inv(X.T @ Xw)
+    beta = A @ (Xw.T @ y)
+    return w, beta, A, y - X @ beta
+
+
+def generalized_q(y, v, X, tau2: float) -> float:
+    """``Q(τ²) = Σ w_i (y_i − x_i'β̂(τ²))²`` with ``w_i = 1/(v_i + τ²)``."""
+    w, _, _, r = wls_pieces(y, v, X, tau2)
+    return float(w @ r**2)
+
+
+def restricted_loglik(y, v, X, tau2: float) -> float:
+    """REML log-likelihood up to a constant (see the module docstring)."""
+    w, _, A, r = wls_pieces(y, v, X, tau2)
+    _, logdet_inv = np.linalg.slogdet(A)
+    return float(-0.5 * (np.sum(np.log(v + tau2)) - logdet_inv + w @ r**2))
+
+
+def _reml_parts(y, v, X, tau2):
+    w, _, A, r = wls_pieces(y, v, X, tau2)
+    B2 = A @ ((X * (w**2)[:, None]).T @ X)
+    B3 = A @ ((X * (w**3)[:, None]).T @ X)
+    tr_p = w.sum() - np.trace(B2)
+    tr_pp = (w**2).sum() - 2.0 * np.trace(B3) + np.trace(B2 @ B2)
+    return (w**2) @ r**2 - tr_p, tr_pp
+
+
+def dl_tau2(y, v, X) -> float:
+    """Method-of-moments τ² (DerSimonian & Laird 1986; Raudenbush 2009 for p > 1):
+    ``max(0, (Q_E − (k − p)) / (Σw − tr[(X'WX)⁻¹X'W²X]))`` with FE weights ``w = 1/v``."""
+    k, p = X.shape
+    w, _, A, r = wls_pieces(y, v, X, 0.0)
+    q = w @ r**2
+    c = w.sum() - np.trace(A @ ((X * (w**2)[:, None]).T @ X))
+    return float(max(0.0, (q - (k - p)) / c))
+
+
+def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
+    """REML τ² by Fisher scoring from the DL value (truncated at 0), with a bounded
+    maximization of ``ℓ_R`` as a fall-back. Returns ``(τ², SE(τ²))``, the SE from the
+    inverse Fisher information ``√(2 / tr PP)`` (0 is reported with that SE too)."""
+    scale = float(np.var(y) + np.mean(v))
+    tau2 = dl_tau2(y, v, X)
+    for _ in range(maxiter):
+        score, info = _reml_parts(y, v, X, tau2)
+        new = max(0.0, tau2 + score / info)
+        if abs(new - tau2) <= tol * (1.0 + scale):
+            tau2 = new
+            break
+        tau2 = new
+    else:
+        res = optimize.minimize_scalar(
+            lambda t: -restricted_loglik(y, v, X, t), bounds=(0.0, 100.0 * scale), method="bounded",
+            options={"xatol": tol * (1.0 + scale)},
+        )
+        if not res.success:
+            raise ConvergenceError("REML estimate of tau² did not converge (Fisher scoring and bounded search)")
+        tau2 = float(res.x)
+    _, info = _reml_parts(y, v, X, tau2)
+    return float(tau2), float(np.sqrt(2.0 / info))
+
+
+def pm_tau2(y, v, X, *, tol: float = 1e-12) -> float:
+    """Paule–Mandel τ² for meta-regression: the root of ``Q(τ²) = k − p`` (0 if ``Q(0) < k − p``)."""
+    k, p = X.shape
+    return _solve_q(y, v, X, float(k - p), tol)
+
+
+def _solve_q(y, v, X, target: float, tol: float) -> float:
+    """The τ² ≥ 0 at which ``Q(τ²) = target`` (0 if ``Q(0) ≤ target``); Q is decreasing."""
+    if generalized_q(y, v, X, 0.0) <= target:
+        return 0.0
+    hi = float(np.var(y) + np.mean(v)) + 1e-12
+    for _ in range(200):
+        if generalized_q(y, v, X, hi) < target:
+            break
+        hi *= 4.0
+    else:  # pragma: no cover - Q(τ²) → 0 as τ² → ∞, so this is unreachable for finite data
+        raise ConvergenceError("could not bracket the root of the generalized Q statistic")
+    return float(optimize.brentq(lambda t: generalized_q(y, v, X, t) - target, 0.0, hi, xtol=tol * hi, rtol=1e-14))
+
+
+def q_profile_ci(y, v, X, level: float = 0.95) -> tuple[float, float]:
+    """Q-profile confidence interval for τ² (Viechtbauer 2007): the τ² values at which
+    ``Q(τ²)`` equals the upper and lower ``(1 − level)/2`` quantiles of χ²(k − p);
+    an end is 0 when ``Q(0)`` already lies below its quantile."""
+    k, p = X.shape
+    a = (1.0 - level) / 2.0
+    df = k - p
+    low = _solve_q(y, v, X, float(stats.chi2.ppf(1.0 - a, df)), 1e-12)
+    high = _solve_q(y, v, X, float(stats.chi2.ppf(a, df)), 1e-12)
+    return low, high

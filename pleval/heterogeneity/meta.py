@@ -1,0 +1,346 @@
+"""Random-effects meta-analysis of school (or study) estimates.
+
+Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatter around μ),
+``e_i ~ N(0, v_i)`` with ``v_i = SE_i²`` treated as known.
+
+* Fixed effect (``"FE"``): ``τ² = 0``; inverse-variance mean ``μ̂ = Σw_i y_i / Σw_i``,
+  ``w_i = 1/v_i``, ``SE = (Σw_i)^{-1/2}``.
+* Random effects: weights ``w*_i = 1/(v_i + τ̂²)``, ``μ̂ = Σw*_i y_i / Σw*_i``,
+  ``SE = (Σw*_i)^{-1/2}``, with τ̂² by
+
+  - ``"DL"`` DerSimonian & Laird (1986): ``max(0, (Q − (k−1)) / (Σw − Σw²/Σw))``;
+  - ``"PM"`` Paule & Mandel (1982): the root of ``Σ w*_i (y_i − μ̂)² = k − 1``;
+  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring.
+
+  FE, DL and PM arithmetic (Q, τ² for DL/PM, pooled means, the Hartung–Knapp variance) is
+  statsmodels' ``combine_effects``; pleval adds REML, the truncation of DL at 0 (which
+  ``combine_effects`` omits), the Q-profile CI, metafor-style I²/H² and the prediction
+  interval.
+* Cochran's ``Q = Σw_i (y_i − μ̂_FE)²`` ~ χ²(k − 1) under homogeneity.
+* Hartung & Knapp (2001) / Sidik & Jonkman (2002): ``SE²_HK = Σw*_i (y_i − μ̂)² /
+  ((k − 1) Σw*_i)`` with a t(k − 1) reference (not truncated, as metafor's ``test="knha"``).
+* τ² confidence interval: Q-profile (Viechtbauer 2007); for ``"FE"`` it is reported for
+  information only.
+* I² and H² (Higgins & Thompson 2002). For the random-effects methods pleval follows
+  metafor: ``I² = τ̂² / (τ̂² + s²)``, ``H² = (τ̂² + s²)/s²`` with the "typical" within-school
+  variance ``s² = (k − 1)Σw / ((Σw)² − Σw²)``; for DL this equals ``(Q − (k−1))/Q``. For
+  ``"FE"`` it is the Q-based ``max(0, (Q − (k−1))/Q)``, ``H² = Q/(k−1)``. (statsmodels
+  reports the Q-based value for every method.) Intervals for I² and H² map the τ² CI.
+* Prediction interval for the true effect in a new school (Higgins, Thompson &
+  Spiegelhalter 2009; Cochrane Handbook §10.10.4.3): ``μ̂ ± t_{k−2} √(τ̂² + SE²)``
+  (``prediction="t"``, default) or with a normal quantile (``prediction="normal"``, metafor's
+  default).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.meta_analysis import combine_effects
+
+from .._results import ResultMixin
+from ..errors import DataError, DesignError, PlevalWarning
+from . import _tau2
+
+Method = Literal["REML", "DL", "PM", "FE"]
+METHODS = ("REML", "DL", "PM", "FE")
+
+
+def _readonly(a) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.flags.writeable = False
+    return a
+
+
+def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tuple[np.ndarray, np.ndarray]:
+    """Validate estimates and standard errors: same length, finite, SE > 0."""
+    y = np.asarray(estimates, dtype=float).ravel()
+    se = np.asarray(ses, dtype=float).ravel()
+    if y.shape != se.shape:
+        raise DataError(f"estimates ({y.size}) and ses ({se.size}) must have the same length")
+    bad_y = int((~np.isfinite(y)).sum())
+    if bad_y:
+        raise DataError(f"estimates: {bad_y} value(s) are missing or infinite; drop those {what}s first")
+    bad_se = int((~np.isfinite(se) | (se <= 0)).sum())
+    if bad_se:
+        raise DataError(f"ses: {bad_se} value(s) are missing, infinite or not positive; every {what} needs SE > 0")
+    if y.size < min_k:
+        raise DesignError(f"a meta-analysis needs at least {min_k} {what}s; got {y.size}")
+    return y, se
+
+
+@dataclass(frozen=True, repr=False)
+class MetaAnalysis(ResultMixin):
+    """Result of :func:`meta_analysis` (immutable).
+
+    ``estimate``/``se``/``ci_*``/``pvalue`` describe the pooled effect μ̂ (``df`` = ``inf``
+    for a z reference, ``k − 1`` with Hartung–Knapp). ``i2`` is a percentage.
+    ``weights`` are the relative weights (%) of each school in μ̂.
+    """
+
+    method: str
+    k: int
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    statistic: float
+    pvalue: float
+    df: float
+    tau2: float
+    tau2_se: float
+    tau2_ci: tuple[float, float]
+    i2: float
+    i2_ci: tuple[float, float]
+    h2: float
+    h2_ci: tuple[float, float]
+    q: float
+    q_df: int
+    q_pvalue: float
+    pi_low: float
+    pi_high: float
+    hartung_knapp: bool
+    level: float
+    prediction: str
+    i2_definition: str
+    fe_estimate: float
+    fe_se: float
+    estimates: np.ndarray
+    ses: np.ndarray
+    weights: np.ndarray
+    labels: tuple
+
+    @property
+    def tau(self) -> float:
+        return math.sqrt(self.tau2)
+
+    @property
+    def tau_ci(self) -> tuple[float, float]:
+        return (math.sqrt(self.tau2_ci[0]), math.sqrt(self.tau2_ci[1]))
+
+    def as_dict(self) -> dict:
+        return {
+            "method": self.method + (" + Hartung-Knapp" if self.hartung_knapp else ""),
+            "k": self.k,
+            "estimate": self.estimate,
+            "se": self.se,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "pvalue": self.pvalue,
+            "df": self.df,
+            "tau2": self.tau2,
+            "tau2_se": self.tau2_se,
+            "tau2_ci_low": self.tau2_ci[0],
+            "tau2_ci_high": self.tau2_ci[1],
+            "tau": self.tau,
+            "i2": self.i2,
+            "i2_ci_low": self.i2_ci[0],
+            "i2_ci_high": self.i2_ci[1],
+            "h2": self.h2,
+            "q": self.q,
+            "q_df": self.q_df,
+            "q_pvalue": self.q_pvalue,
+            "pi_low": self.pi_low,
+            "pi_high": self.pi_high,
+            "level": self.level,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row of every pooled statistic."""
+        return pd.DataFrame([self.as_dict()])
+
+    def studies_frame(self) -> pd.DataFrame:
+        """One row per school: estimate, SE, its own CI and its weight (%) in the pooled mean."""
+        crit = stats.norm.ppf(0.5 + self.level / 2)
+        return pd.DataFrame(
+            {
+                "label": list(self.labels),
+                "estimate": self.estimates,
+                "se": self.ses,
+                "ci_low": self.estimates - crit * self.ses,
+                "ci_high": self.estimates + crit * self.ses,
+                "weight_pct": self.weights,
+            }
+        )
+
+    def summary(self) -> str:
+        lv = f"{self.level:.0%}"
+        ref = f"t({self.df:.0f})" if np.isfinite(self.df) else "z"
+        hk = " with Hartung-Knapp SE" if self.hartung_knapp else ""
+        lines = [
+            f"Meta-analysis ({_METHOD_NAMES[self.method]}{hk}), k = {self.k}",
+            f"  pooled effect  {self.estimate:.4f}  (SE {self.se:.4f}; {lv} CI {self.ci_low:.4f} to "
+            f"{self.ci_high:.4f}; p = {self.pvalue:.3g}, {ref})",
+        ]
+        if self.method != "FE":
+            se = f", SE {self.tau2_se:.4f}" if np.isfinite(self.tau2_se) else ""
+            lines += [
+                f"  tau²           {self.tau2:.4f}{se}  ({lv} Q-profile CI {self.tau2_ci[0]:.4f} to {self.tau2_ci[1]:.4f})",
+                f"  tau            {self.tau:.4f}  (SD of true effects across schools)",
+            ]
+        lines += [
+            f"  I²             {self.i2:.2f}%  ({self.i2_definition})",
+            f"  H²             {self.h2:.4f}",
+            f"  Q({self.q_df})          {self.q:.4f}  (p = {self.q_pvalue:.3g}; test of no heterogeneity)",
+        ]
+        if self.method != "FE":
+            lines.append(
+                f"  {lv} prediction interval for a new school: {self.pi_low:.4f} to {self.pi_high:.4f} "
+                f"({'t(k-2)' if self.prediction == 't' else 'normal'})"
+            )
+        return "\n".join(lines)
+
+
+_METHOD_NAMES = {
+    "FE": "fixed effect, inverse variance",
+    "DL": "random effects, DerSimonian-Laird",
+    "PM": "random effects, Paule-Mandel",
+    "REML": "random effects, REML",
+}
+
+
+def typical_variance(v: np.ndarray) -> float:
+    """Higgins & Thompson's typical within-study variance ``s² = (k−1)Σw / ((Σw)² − Σw²)``."""
+    w = 1.0 / v
+    return float((v.size - 1) * w.sum() / (w.sum() ** 2 - (w**2).sum()))
+
+
+def meta_analysis(
+    estimates,
+    ses,
+    method: Method = "REML",
+    *,
+    hartung_knapp: bool = False,
+    level: float = 0.95,
+    prediction: Literal["t", "normal"] = "t",
+    labels: Sequence | None = None,
+) -> MetaAnalysis:
+    """Pool per-school estimates with a fixed- or random-effects model.
+
+    Parameters
+    ----------
+    estimates, ses : array-like
+        School estimates and their standard errors (``v_i = SE_i²``, treated as known).
+    method : {"REML", "DL", "PM", "FE"}
+        Estimator of the between-school variance τ² (``"FE"``: τ² = 0).
+    hartung_knapp : bool
+        Hartung–Knapp–Sidik–Jonkman SE and t(k − 1) reference for μ̂.
+    level : float
+        Confidence level of every interval.
+    prediction : {"t", "normal"}
+        Reference distribution of the prediction interval: t(k − 2) (Higgins et al. 2009)
+        or normal (metafor's default).
+    labels : sequence, optional
+        School names, kept for tables and forest plots.
+
+    Formulas and sources are in the module docstring and ``docs/heterogeneity.md``.
+    """
+    if method not in METHODS:
+        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    if prediction not in ("t", "normal"):
+        raise DataError(f"prediction must be 't' or 'normal'; got {prediction!r}")
+    if not 0 < level < 1:
+        raise DataError(f"level must lie strictly between 0 and 1; got {level!r}")
+    y, se = check_inputs(estimates, ses)
+    v = se**2
+    k = y.size
+    X = np.ones((k, 1))
+    alpha = 1.0 - level
+
+    # statsmodels: Q, and τ² for DL and PM (its DL τ² is not truncated at 0; PM gets a tight tolerance).
+    with np.errstate(invalid="ignore"):  # statsmodels takes √ of its untruncated DL variance
+        if method == "PM":
+            sm = combine_effects(y, v, method_re="pm", alpha=alpha, atol=1e-12, maxiter=500)
+        else:
+            sm = combine_effects(y, v, method_re="dl", alpha=alpha)
+    q = float(sm.q)
+    tau2_se = math.nan
+    if method == "FE":
+        tau2 = 0.0
+    elif method in ("DL", "PM"):
+        tau2 = max(0.0, float(sm.tau2))
+    else:
+        tau2, tau2_se = _tau2.reml_tau2(y, v, X)
+
+    w = 1.0 / (v + tau2)
+    mu = float(w @ y / w.sum())
+    se_mu = math.sqrt(1.0 / w.sum())
+    df = math.inf
+    if hartung_knapp:
+        se_mu = math.sqrt(float(w @ (y - mu) ** 2) / ((k - 1) * w.sum()))
+        df = float(k - 1)
+    dist = stats.norm if not np.isfinite(df) else stats.t(df)
+    crit = dist.ppf(1 - alpha / 2)
+    z = mu / se_mu
+    pvalue = float(2 * dist.sf(abs(z)))
+
+    tau2_ci = _tau2.q_profile_ci(y, v, X, level)
+    s2 = typical_variance(v)
+    if method == "FE":
+        i2 = 100.0 * max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
+        h2 = q / (k - 1)
+        i2_def = "Q-based: (Q - df)/Q"
+    else:
+        i2 = 100.0 * tau2 / (tau2 + s2)
+        h2 = (tau2 + s2) / s2
+        i2_def = "tau²/(tau² + s²), s² = typical within-school variance"
+    i2_ci = tuple(100.0 * t / (t + s2) for t in tau2_ci)
+    h2_ci = tuple((t + s2) / s2 for t in tau2_ci)
+
+    if method == "FE":
+        pi = (math.nan, math.nan)
+    else:
+        if prediction == "t":
+            if k < 3:
+                warnings.warn("prediction interval with t(k-2) needs k >= 3 schools; reported as NaN", PlevalWarning, stacklevel=2)
+                pcrit = math.nan
+            else:
+                pcrit = stats.t.ppf(1 - alpha / 2, k - 2)
+        else:
+            pcrit = stats.norm.ppf(1 - alpha / 2)
+        half = pcrit * math.sqrt(tau2 + se_mu**2)
+        pi = (mu - half, mu + half)
+
+    wfe = 1.0 / v
+    return MetaAnalysis(
+        method=method,
+        k=k,
+        estimate=mu,
+        se=se_mu,
+        ci_low=float(mu - crit * se_mu),
+        ci_high=float(mu + crit * se_mu),
+        statistic=float(z),
+        pvalue=pvalue,
+        df=df,
+        tau2=float(tau2),
+        tau2_se=float(tau2_se),
+        tau2_ci=(float(tau2_ci[0]), float(tau2_ci[1])),
+        i2=float(i2),
+        i2_ci=(float(i2_ci[0]), float(i2_ci[1])),
+        h2=float(h2),
+        h2_ci=(float(h2_ci[0]), float(h2_ci[1])),
+        q=q,
+        q_df=k - 1,
+        q_pvalue=float(stats.chi2.sf(q, k - 1)),
+        pi_low=float(pi[0]),
+        pi_high=float(pi[1]),
+        hartung_knapp=bool(hartung_knapp),
+        level=float(level),
+        prediction=prediction,
+        i2_definition=i2_def,
+        fe_estimate=float(wfe @ y / wfe.sum()),
+        fe_se=float(math.sqrt(1.0 / wfe.sum())),
+        estimates=_readonly(y),
+        ses=_readonly(se),
+        weights=_readonly(100.0 * w / w.sum()),
+        labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
+    )
+
+
+__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "typical_variance", "check_inputs"]

@@ -1,0 +1,209 @@
+"""Meta-regression of school effects on school-level moderators.
+
+Mixed-effects model (Raudenbush 2009; Viechtbauer 2005): ``y_i = x_i'β + u_i + e_i``,
+``u_i ~ N(0, τ²)`` the residual between-school variance, ``e_i ~ N(0, v_i)``, v_i known.
+Given τ̂² (REML by default; DL = Raudenbush's method of moments; PM; FE = 0), β̂ is the
+weighted least-squares fit with ``w_i = 1/(v_i + τ̂²)``: ``β̂ = (X'WX)⁻¹X'Wy``,
+``Var(β̂) = (X'WX)⁻¹``. Tests:
+
+* each moderator: ``z = β̂_j / SE_j`` (or Knapp & Hartung 2003: ``Var(β̂)`` multiplied by
+  ``s² = Σw_i r_i² / (k − p)``, t(k − p) reference);
+* all moderators together (``QM``): Wald ``β̂_m' Var(β̂_m)⁻¹ β̂_m`` ~ χ²(m), or divided by
+  m ~ F(m, k − p) with Knapp–Hartung;
+* residual heterogeneity (``QE``): ``Σ(1/v_i)(y_i − x_i'β̂_FE)²`` ~ χ²(k − p);
+* ``R² = max(0, (τ̂²₀ − τ̂²)/τ̂²₀)``, the share of between-school variance accounted for,
+  τ̂²₀ from the model without moderators (Raudenbush 2009, eq. 16.45);
+* residual I² = ``τ̂²/(τ̂² + s²)`` with ``s² = (k − p)/tr P₀``, ``P₀`` the FE projection
+  (metafor's definition).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._results import ResultMixin
+from ..errors import DataError, DesignError
+from . import _tau2
+from .meta import METHODS, Method, check_inputs
+
+
+@dataclass(frozen=True, repr=False)
+class MetaRegression(ResultMixin):
+    """Result of :func:`meta_regression` (immutable)."""
+
+    method: str
+    k: int
+    coefficients: pd.DataFrame
+    vcov: np.ndarray
+    df: float
+    tau2: float
+    tau2_se: float
+    tau2_ci: tuple[float, float]
+    tau2_null: float
+    r2: float
+    i2: float
+    qe: float
+    qe_df: int
+    qe_pvalue: float
+    qm: float
+    qm_df: int
+    qm_pvalue: float
+    qm_distribution: str
+    knapp_hartung: bool
+    level: float
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.coefficients.copy()
+
+    def summary(self) -> str:
+        kh = " with Knapp-Hartung" if self.knapp_hartung else ""
+        ref = "t" if self.knapp_hartung else "z"
+        c = self.coefficients
+        lines = [
+            f"Meta-regression ({self.method}{kh}), k = {self.k}",
+            f"  residual tau² {self.tau2:.4g} ({self.level:.0%} Q-profile CI {self.tau2_ci[0]:.4g} to {self.tau2_ci[1]:.4g}); "
+            f"tau² without moderators {self.tau2_null:.4g}; R² = {100 * self.r2:.1f}%; residual I² = {self.i2:.1f}%",
+            f"  residual heterogeneity QE({self.qe_df}) = {self.qe:.4f}, p = {self.qe_pvalue:.3g}",
+            f"  moderators together QM: {self.qm_distribution} = {self.qm:.4f}, p = {self.qm_pvalue:.3g}",
+            f"  {'term':<22}{'estimate':>11}{'SE':>11}{ref:>9}{'p':>10}{'CI low':>11}{'CI high':>11}",
+        ]
+        for name, r in c.iterrows():
+            lines.append(
+                f"  {str(name):<22}{r.estimate:>11.4g}{r.se:>11.4g}{r.statistic:>9.3f}{r.pvalue:>10.3g}"
+                f"{r.ci_low:>11.4g}{r.ci_high:>11.4g}"
+            )
+        return "\n".join(lines)
+
+
+def _moderator_matrix(moderators, k: int, names) -> tuple[np.ndarray, list[str]]:
+    if isinstance(moderators, pd.Series):
+        moderators = moderators.to_frame()
+    if isinstance(moderators, pd.DataFrame):
+        frame = moderators
+    else:
+        arr = np.asarray(moderators, dtype=float)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        frame = pd.DataFrame(arr, columns=list(names) if names else [f"x{j + 1}" for j in range(arr.shape[1])])
+    if len(frame) != k:
+        raise DataError(f"moderators have {len(frame)} rows but there are {k} estimates")
+    cols = []
+    for col in frame.columns:
+        vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        bad = int((~np.isfinite(vals)).sum())
+        if bad:
+            raise DataError(f"moderator {col!r}: {bad} value(s) are missing or not numeric")
+        cols.append(vals)
+    return np.column_stack(cols) if cols else np.empty((k, 0)), [str(c) for c in frame.columns]
+
+
+def meta_regression(
+    estimates,
+    ses,
+    moderators,
+    *,
+    method: Method = "REML",
+    knapp_hartung: bool = False,
+    level: float = 0.95,
+    names: Sequence[str] | None = None,
+) -> MetaRegression:
+    """Regress school effects on school-level moderators (formulas in the module docstring).
+
+    ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``).
+    An intercept is always included.
+    """
+    if method not in METHODS:
+        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    y, se = check_inputs(estimates, ses)
+    v = se**2
+    k = y.size
+    M, mod_names = _moderator_matrix(moderators, k, names)
+    X = np.column_stack([np.ones(k), M])
+    p = X.shape[1]
+    if k - p < 1:
+        raise DesignError(f"meta-regression with {p - 1} moderator(s) needs more than {p} schools; got {k}")
+    if np.linalg.matrix_rank(X) < p:
+        raise DesignError("moderators are collinear (or one is constant): the design matrix is rank deficient")
+
+    def fit_tau2(Xm):
+        if method == "FE":
+            return 0.0, math.nan
+        if method == "DL":
+            return _tau2.dl_tau2(y, v, Xm), math.nan
+        if method == "PM":
+            return _tau2.pm_tau2(y, v, Xm), math.nan
+        return _tau2.reml_tau2(y, v, Xm)
+
+    tau2, tau2_se = fit_tau2(X)
+    tau2_null = fit_tau2(X[:, :1])[0]
+    w, beta, A, r = _tau2.wls_pieces(y, v, X, tau2)
+    df = math.inf
+    vcov = A
+    if knapp_hartung:
+        vcov = A * float(w @ r**2) / (k - p)
+        df = float(k - p)
+    se_b = np.sqrt(np.diag(vcov))
+    dist = stats.norm if not np.isfinite(df) else stats.t(df)
+    crit = dist.ppf(0.5 + level / 2)
+    stat = beta / se_b
+    coef = pd.DataFrame(
+        {
+            "estimate": beta,
+            "se": se_b,
+            "statistic": stat,
+            "pvalue": 2 * dist.sf(np.abs(stat)),
+            "ci_low": beta - crit * se_b,
+            "ci_high": beta + crit * se_b,
+        },
+        index=pd.Index(["intercept", *mod_names], name="term"),
+    )
+    m = p - 1
+    if m:
+        bm = beta[1:]
+        qm = float(bm @ np.linalg.solve(vcov[1:, 1:], bm))
+        if knapp_hartung:
+            qm /= m
+            qm_p = float(stats.f.sf(qm, m, k - p))
+            qm_dist = f"F({m}, {k - p})"
+        else:
+            qm_p = float(stats.chi2.sf(qm, m))
+            qm_dist = f"chi2({m})"
+    else:
+        qm, qm_p, qm_dist = math.nan, math.nan, "none"
+
+    w0, _, A0, r0 = _tau2.wls_pieces(y, v, X, 0.0)
+    qe = float(w0 @ r0**2)
+    tr_p0 = w0.sum() - np.trace(A0 @ ((X * (w0**2)[:, None]).T @ X))
+    s2 = (k - p) / tr_p0
+    r2 = max(0.0, (tau2_null - tau2) / tau2_null) if tau2_null > 0 else 0.0
+    return MetaRegression(
+        method=method,
+        k=k,
+        coefficients=coef,
+        vcov=vcov,
+        df=df,
+        tau2=float(tau2),
+        tau2_se=float(tau2_se),
+        tau2_ci=_tau2.q_profile_ci(y, v, X, level),
+        tau2_null=float(tau2_null),
+        r2=float(r2),
+        i2=float(100 * tau2 / (tau2 + s2)),
+        qe=qe,
+        qe_df=k - p,
+        qe_pvalue=float(stats.chi2.sf(qe, k - p)),
+        qm=qm,
+        qm_df=m,
+        qm_pvalue=qm_p,
+        qm_distribution=qm_dist,
+        knapp_hartung=bool(knapp_hartung),
+        level=float(level),
+    )
+
+
+__all__ = ["meta_regression", "MetaRegression"]

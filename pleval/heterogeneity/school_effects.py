@@ -1,0 +1,606 @@
+"""School-by-school program effects, for every school at once.
+
+For each stratum s — a PL school with its own matched comparisons (matched-set long format:
+``_pl_school`` names the PL school that anchors each row, ``_weight`` the analysis weight),
+or a site of a multi-site RCT (randomized within schools/sites) — pleval fits
+
+    y_i = α_s + θ_s T_i + x_i'γ_s + e_i,        i ∈ s,
+
+by weighted least squares **separately for every stratum** (covariate slopes are the
+school's own), and reports θ̂_s with a robust SE: HC2 by default, or cluster-robust (CR1) on
+``cluster`` — pass the student id for matched designs where a comparison student is reused in
+several sets, or a classroom id. All strata are fitted together from grouped sufficient
+statistics (``pleval.heterogeneity._batched``), not one model per school.
+
+Each estimate is reported on three scales (design.md §4): raw outcome units; effect size
+``g_s = ω_s θ̂_s / SD`` with Hedges' ``ω_s = 1 − 3/(4N_s − 9)``, ``N_s = n_T + n_C``, and the
+SD of :func:`pleval.effect_sizes.outcome_sd` (pooled within-group SD of the *unadjusted*
+outcome by default; one SD per ``by`` group, so every school is on the same yardstick); and
+percentile points ``100·Φ(Φ⁻¹(p/100) + g) − p``. p-values use t(df) and are adjusted across
+the schools of each ``by`` group (BH by default). The effect sizes are then pooled
+(:func:`~pleval.heterogeneity.meta.meta_analysis`) and shrunk toward the pooled mean
+(:func:`~pleval.heterogeneity.shrinkage.empirical_bayes`).
+
+A single PL school's matched estimate is the program effect *plus* that school's own
+deviation from its comparisons; student-level SEs do not cover the second part. Read the
+shrunken column beside the raw one, and compare the spread with placebo schools
+(:func:`~pleval.heterogeneity.placebo.placebo_schools`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._results import ResultMixin
+from ..data import design_matrix
+from ..effect_sizes import hedges_omega, outcome_sd
+from ..errors import DataError, DesignError, PlevalWarning
+from ..percentiles import to_percentile_points
+from ._batched import VCOV_TYPES, grouped_wls
+from .meta import MetaAnalysis, Method, meta_analysis
+from .metareg import MetaRegression, meta_regression
+from .multiplicity import SignificanceCounts, significance_counts
+from .shrinkage import Shrinkage, empirical_bayes
+
+PERCENTILE_NOTE = (
+    "Percentile points are a shift in rank, not in the score: a school's effect of +{ex:.1f} "
+    "percentile points means a student who would have scored at the {p:g}th percentile of the "
+    "comparison distribution without the program is expected to score at about the {q:.0f}th with it "
+    "(100·Φ(Φ⁻¹(p/100) + g) − p, from effect size g; at p = 50 this is the WWC improvement index)."
+)
+
+TABLE_COLUMNS = [
+    "school",
+    "n_treated",
+    "n_comparison",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "df",
+    "pvalue",
+    "p_adjusted",
+    "effect_size",
+    "es_se",
+    "es_ci_low",
+    "es_ci_high",
+    "percentile_points",
+    "pp_ci_low",
+    "pp_ci_high",
+    "shrunk_es",
+    "shrunk_es_sd",
+    "shrunk_pp",
+    "reliability",
+    "note",
+]
+
+
+def percentile_note(baseline_percentile: float = 50.0, example_g: float = 0.1) -> str:
+    """The footnote every school table carries."""
+    ex = float(to_percentile_points(example_g, baseline_percentile))
+    return PERCENTILE_NOTE.format(ex=ex, p=baseline_percentile, q=baseline_percentile + ex)
+
+
+@dataclass(frozen=True, repr=False)
+class SchoolEffects(ResultMixin):
+    """School-by-school effects with their meta-analysis, shrinkage and significance counts.
+
+    ``table`` has one row per school (and ``by`` group) with the columns of
+    :data:`TABLE_COLUMNS` (plus the ``by`` columns first and any ``moderators``); ``meta``,
+    ``shrinkage`` and ``counts`` are keyed by the ``by`` value (``"all"`` without ``by``).
+    Effect-size columns are the scale of the meta-analysis and shrinkage.
+    """
+
+    table: pd.DataFrame
+    meta: Mapping[object, MetaAnalysis]
+    shrinkage: Mapping[object, Shrinkage]
+    counts: Mapping[object, SignificanceCounts]
+    by: tuple[str, ...]
+    sd: Mapping[object, tuple[float, str]]
+    dropped: pd.DataFrame
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    @property
+    def footnote(self) -> str:
+        return percentile_note(float(self.options.get("baseline_percentile", 50.0)))
+
+    def meta_frame(self) -> pd.DataFrame:
+        """One row per ``by`` group: the pooled effect and heterogeneity statistics."""
+        rows = []
+        for key, m in self.meta.items():
+            d = m.as_dict()
+            d["pp_estimate"] = float(to_percentile_points(m.estimate, self.options.get("baseline_percentile", 50.0)))
+            rows.append({**self._key_dict(key), **d})
+        return pd.DataFrame(rows)
+
+    def counts_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{**self._key_dict(k), **c.as_dict()} for k, c in self.counts.items()])
+
+    def _key_dict(self, key) -> dict:
+        if not self.by:
+            return {}
+        key = key if isinstance(key, tuple) else (key,)
+        return dict(zip(self.by, key))
+
+    def meta_regression(
+        self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = False
+    ) -> dict[object, MetaRegression]:
+        """Meta-regression of the effect sizes on school-level columns of :attr:`table`,
+        one per ``by`` group (schools without an estimate are left out)."""
+        missing = [m for m in moderators if m not in self.table.columns]
+        if missing:
+            raise DataError(
+                f"moderator column(s) {missing} are not in the school table; pass them as "
+                "moderators=... when computing school effects"
+            )
+        out = {}
+        for key, sub in self._groups():
+            sub = sub[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
+            out[key] = meta_regression(
+                sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung
+            )
+        return out
+
+    def _groups(self):
+        if not self.by:
+            yield "all", self.table
+            return
+        for key, sub in self.table.groupby(list(self.by), sort=False):
+            yield _key(key), sub
+
+    def export(self, path, **kw):
+        """Write the table (CSV, Excel, Markdown or HTML, by extension); see :mod:`.export`."""
+        from .export import export_table
+
+        return export_table(self, path, **kw)
+
+    def summary(self) -> str:
+        lines = [f"School effects: {int(np.isfinite(self.table['effect_size']).sum())} schools with an estimate"]
+        sd_parts = [f"{self._label(k)}: {v[0]:.4g} ({v[1]})" for k, v in self.sd.items() if np.isfinite(v[0])]
+        if sd_parts:
+            lines.append("  SD used for effect sizes — " + "; ".join(sd_parts))
+        if len(self.dropped):
+            lines.append(
+                "  rows/schools left out: "
+                + "; ".join(f"{r.n_rows} ({r.reason}{', ' + r.column if r.column else ''})" for r in self.dropped.itertuples())
+            )
+        for key, m in self.meta.items():
+            lines.append("")
+            lines.append(f"[{self._label(key)}] effect sizes")
+            lines.append(m.summary())
+            lines.append(self.counts[key].summary())
+            sh = self.shrinkage[key]
+            lines.append(
+                f"Shrinkage: SD of raw school effects {np.std(sh.estimates, ddof=1):.4f} -> "
+                f"{np.std(sh.shrunk, ddof=1):.4f} after empirical-Bayes shrinkage (ranks remain uncertain)."
+            )
+        lines.append("")
+        lines.append(self.footnote)
+        return "\n".join(lines)
+
+    def _label(self, key) -> str:
+        return str(key) if not isinstance(key, tuple) else ", ".join(map(str, key))
+
+
+def _finish(
+    table: pd.DataFrame,
+    *,
+    by: tuple[str, ...],
+    method: Method,
+    hartung_knapp: bool,
+    adjust: str,
+    alpha: float,
+    level: float,
+    baseline_percentile: float,
+) -> tuple[pd.DataFrame, dict, dict, dict]:
+    """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group."""
+    table = table.copy()
+    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability"):
+        table[col] = np.nan
+    metas, shrinks, counts = {}, {}, {}
+    groups = [("all", np.arange(len(table)))] if not by else [
+        (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
+    ]
+    for key, idx in groups:
+        sub = table.iloc[idx]
+        es = sub["effect_size"].to_numpy(dtype=float)
+        ses = sub["es_se"].to_numpy(dtype=float)
+        ok = np.isfinite(es) & np.isfinite(ses) & (ses > 0)
+        c = significance_counts(es, np.where(ok, sub["pvalue"].to_numpy(dtype=float), np.nan), alpha=alpha, method=adjust)
+        counts[key] = c
+        table.iloc[idx, table.columns.get_loc("p_adjusted")] = c.p_adjusted
+        if ok.sum() < 2:
+            warnings.warn(f"{key}: fewer than 2 schools with an estimate; no meta-analysis", PlevalWarning, stacklevel=3)
+            continue
+        labels = sub["school"].to_numpy()[ok]
+        m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels)
+        sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels)
+        metas[key], shrinks[key] = m, sh
+        rows = idx[ok]
+        table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
+        table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
+        table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
+        table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
+    return table, metas, shrinks, counts
+
+
+def _key(k):
+    """A by-group key: the value itself for one by column, a tuple for several."""
+    if isinstance(k, tuple):
+        return k[0] if len(k) == 1 else k
+    return k
+
+
+def _pp(es: np.ndarray, baseline: float) -> np.ndarray:
+    out = np.full(es.shape, np.nan)
+    ok = np.isfinite(es)
+    if ok.any():
+        out[ok] = to_percentile_points(es[ok], baseline)
+    return out
+
+
+def school_effects(
+    data: pd.DataFrame,
+    *,
+    stratum: str | None = None,
+    treatment: str = "treatment",
+    outcome: str = "posttest",
+    covariates: Sequence[str] = (),
+    weight: str | None = None,
+    cluster: str | None = None,
+    unit_id: str | None = None,
+    by: str | Sequence[str] | None = None,
+    moderators: Sequence[str] = (),
+    sd: Literal["pooled", "comparison"] | float | Mapping = "pooled",
+    vcov: str | None = None,
+    method: Method = "REML",
+    hartung_knapp: bool = False,
+    adjust: Literal["bh", "holm", "bonferroni"] = "bh",
+    alpha: float = 0.05,
+    level: float = 0.95,
+    baseline_percentile: float = 50.0,
+    hedges_correction: bool = True,
+) -> SchoolEffects:
+    """One effect per PL school (or RCT site), computed for all schools at once.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Student rows. For matched designs, the matched-set long format of ``pleval.match``
+        (``_pl_school``, ``_weight``); for multi-site RCTs, the student file.
+    stratum : str, optional
+        Column naming the school each row's comparison belongs to. Default ``"_pl_school"``
+        when present (then ``weight`` defaults to ``"_weight"``).
+    treatment, outcome : str
+        0/1 (or True/False) treatment indicator and the outcome.
+    covariates : sequence of str
+        Baseline covariates (numeric, or categorical expanded to indicators), with
+        school-specific slopes. A category absent from a school is dropped for that school.
+    weight : str, optional
+        Analysis weights (WLS).
+    cluster : str, optional
+        Cluster id for cluster-robust SEs within each school (CR1; df = clusters − 1): the
+        student id in matched designs with reuse, or a classroom id.
+    unit_id : str, optional
+        Student id; when given, ``n_treated``/``n_comparison`` count distinct students
+        (otherwise rows).
+    by : str or sequence, optional
+        Separate analyses (SD, adjustment, meta-analysis) per value, e.g. ``"subject"``.
+    moderators : sequence of str
+        School-level columns carried into the table (value among the school's treated rows),
+        for :meth:`SchoolEffects.meta_regression`.
+    sd : "pooled", "comparison", a positive number, or a mapping {by value: number}
+        Standardizing SD (:func:`pleval.effect_sizes.outcome_sd`).
+    vcov : {"HC2", "HC1", "HC0", "CR1", "CR0", "classical"}, optional
+        Default ``"CR1"`` with ``cluster``, ``"HC2"`` otherwise.
+    method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
+    adjust, alpha : multiplicity adjustment and significance level for the counts.
+    level : confidence level; baseline_percentile : p of the percentile-point conversion.
+    hedges_correction : apply Hedges' ω per school (WWC).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+    if stratum is None:
+        if "_pl_school" not in data.columns:
+            raise DataError("name the school column: stratum='school_id' (or pass pleval.match(...).matched)")
+        stratum = "_pl_school"
+        if weight is None and "_weight" in data.columns:
+            weight = "_weight"
+    by_cols = (by,) if isinstance(by, str) else tuple(by or ())
+    covariates = tuple(covariates)
+    moderators = tuple(moderators)
+    for role, col in [("stratum", stratum), ("treatment", treatment), ("outcome", outcome), *[("covariate", c) for c in covariates], ("weight", weight), ("cluster", cluster),
+                      ("unit_id", unit_id), *[("by", c) for c in by_cols], *[("moderator", c) for c in moderators]]:
+        if col is not None and col not in data.columns:
+            raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
+    if vcov is None:
+        vcov = "CR1" if cluster else "HC2"
+    if vcov not in VCOV_TYPES:
+        raise DataError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
+    if vcov.startswith("CR") and cluster is None:
+        raise DataError(f"vcov={vcov!r} needs cluster='<column>'")
+
+    n_in = len(data)
+    dropped = []
+    keep = np.ones(n_in, dtype=bool)
+
+    def drop(mask, reason, column):
+        nonlocal keep
+        m = mask & keep
+        if m.any():
+            dropped.append({"reason": reason, "column": column, "n_rows": int(m.sum())})
+            keep &= ~m
+
+    t_raw = data[treatment]
+    t_num = pd.to_numeric(t_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan) if not pd.api.types.is_bool_dtype(t_raw) \
+        else t_raw.to_numpy(dtype=float)
+    bad_t = np.isfinite(t_num) & ~np.isin(t_num, (0.0, 1.0))
+    bad_t |= t_raw.notna().to_numpy() & ~np.isfinite(t_num)
+    if bad_t.any():
+        raise DataError(f"column {treatment!r} (treatment) must be 0/1: {int(bad_t.sum()):,} row(s) hold other values")
+    drop(~np.isfinite(t_num), "missing treatment", treatment)
+    y_s = pd.to_numeric(data[outcome], errors="coerce")
+    nonnum = y_s.isna().to_numpy() & data[outcome].notna().to_numpy()
+    if nonnum.any():
+        raise DataError(f"column {outcome!r} (outcome) must be numeric: {int(nonnum.sum()):,} row(s) are not")
+    y = y_s.to_numpy(dtype=float, na_value=np.nan)
+    drop(~np.isfinite(y), "missing outcome", outcome)
+    drop(data[stratum].isna().to_numpy(), "no school (stratum) id", stratum)
+    for c in by_cols:
+        drop(data[c].isna().to_numpy(), "missing by value", c)
+    for c in covariates:
+        drop(data[c].isna().to_numpy(), "missing covariate", c)
+    w = None
+    if weight is not None:
+        w_s = pd.to_numeric(data[weight], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        if np.any(w_s[np.isfinite(w_s)] < 0):
+            raise DataError(f"column {weight!r} (weight): {int((w_s < 0).sum()):,} row(s) are negative")
+        drop(~np.isfinite(w_s), "missing weight", weight)
+        drop(w_s == 0, "zero weight", weight)
+        w = w_s
+    if cluster is not None:
+        drop(data[cluster].isna().to_numpy(), "missing cluster id", cluster)
+    if not keep.any():
+        raise DataError("no usable rows remain after dropping rows with missing values")
+    if dropped:
+        warnings.warn(
+            "school_effects: left out "
+            + "; ".join(f"{d['n_rows']:,} row(s) with {d['reason']} ({d['column']})" for d in dropped),
+            PlevalWarning,
+            stacklevel=2,
+        )
+
+    df = data.loc[keep, [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, unit_id) if x)])]]
+    y = y[keep]
+    t = t_num[keep]
+    w = None if w is None else w[keep]
+    n = y.size
+
+    # Strata: (by..., school) combinations, all fitted in one batch.
+    key_cols = [*by_cols, stratum]
+    codes, uniq = _factorize_many(df, key_cols)
+    G = len(uniq)
+    Xcov = design_matrix(df, covariates).to_numpy(dtype=float) if covariates else np.empty((n, 0))
+    if Xcov.shape[1]:
+        Xcov = Xcov - Xcov.mean(axis=0)
+    X = np.column_stack([np.ones(n), t, Xcov])
+    cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else None
+    fit = grouped_wls(y, X, codes, G, weights=w, clusters=cl, vcov=vcov, target=1)
+
+    # Counts per stratum and arm.
+    if unit_id:
+        pair = pd.DataFrame({"g": codes, "t": t, "u": df[unit_id].to_numpy()}).drop_duplicates()
+        n_t = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 1], minlength=G)
+        n_c = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 0], minlength=G)
+    else:
+        n_t = np.bincount(codes, weights=t, minlength=G).astype(int)
+        n_c = (np.bincount(codes, minlength=G) - n_t).astype(int)
+
+    est = fit.params[:, 1]
+    se = np.sqrt(fit.vcov[:, 1, 1])
+    dfree = fit.df
+    with np.errstate(invalid="ignore"):
+        crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
+        pval = 2 * stats.t.sf(np.abs(est / se), np.maximum(dfree, 1))
+    pval = np.where(fit.ok, pval, np.nan)
+
+    # Standardizing SD per by group (unadjusted outcome, design.md §4).
+    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(n, dtype=np.intp), [("all",)])
+    sd_val = np.empty(len(by_uniq))
+    sd_info = {}
+    for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
+        m = by_codes == j
+        key = bkey[0] if len(bkey) == 1 else bkey
+        kind = sd[key] if isinstance(sd, Mapping) else sd
+        s_val, s_lab = outcome_sd(y[m], t[m], kind=kind, weights=None if w is None else w[m])
+        sd_val[j] = s_val
+        sd_info[key] = (s_val, s_lab)
+    g_by = np.zeros(G, dtype=np.intp)
+    g_by[codes] = by_codes
+    N = (n_t + n_c).astype(float)
+    omega = np.where(N >= 4, hedges_omega(np.maximum(N, 4)), np.nan) if hedges_correction else np.ones(G)
+    scale = omega / sd_val[g_by]
+    es, es_se = est * scale, se * scale
+
+    notes = np.full(G, "", dtype=object)
+    notes[(n_t == 0)] = "no treated students"
+    notes[(n_c == 0) & (n_t > 0)] = "no comparison students"
+    other = ~fit.ok & (n_t > 0) & (n_c > 0)
+    notes[other] = "not estimable (too few rows or clusters, or treatment collinear with covariates)"
+    n_bad = int((~fit.ok).sum())
+    if n_bad == G:
+        raise DesignError(
+            "no school effect is estimable: every stratum lacks treated or comparison rows "
+            "(a weighting design has no per-school comparison group; use a matched design or stratum='...')"
+        )
+    if n_bad:
+        warnings.warn(f"school_effects: {n_bad} of {G} school(s) have no estimate (see the 'note' column)", PlevalWarning, stacklevel=2)
+        dropped.append({"reason": "school without an estimate", "column": stratum, "n_rows": n_bad})
+
+    table = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
+    table["school"] = [u[-1] for u in uniq]
+    table["n_treated"] = n_t.astype(int)
+    table["n_comparison"] = n_c.astype(int)
+    table["estimate"] = est
+    table["se"] = se
+    table["ci_low"] = est - crit * se
+    table["ci_high"] = est + crit * se
+    table["df"] = dfree
+    table["pvalue"] = pval
+    table["effect_size"] = es
+    table["es_se"] = es_se
+    table["es_ci_low"] = table["ci_low"] * scale
+    table["es_ci_high"] = table["ci_high"] * scale
+    table["percentile_points"] = _pp(es, baseline_percentile)
+    table["pp_ci_low"] = _pp(table["es_ci_low"].to_numpy(), baseline_percentile)
+    table["pp_ci_high"] = _pp(table["es_ci_high"].to_numpy(), baseline_percentile)
+    table["note"] = notes
+    for mcol in moderators:
+        vals = pd.to_numeric(df[mcol], errors="coerce").to_numpy(dtype=float)
+        tr = (t == 1) & np.isfinite(vals)
+        num = np.bincount(codes[tr], weights=vals[tr], minlength=G)
+        den = np.bincount(codes[tr], minlength=G)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table[mcol] = num / den
+
+    table, metas, shrinks, counts = _finish(
+        table, by=by_cols, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
+        baseline_percentile=baseline_percentile,
+    )
+    table = table[[*by_cols, *TABLE_COLUMNS, *moderators]]
+    return SchoolEffects(
+        table=table,
+        meta=metas,
+        shrinkage=shrinks,
+        counts=counts,
+        by=by_cols,
+        sd=sd_info,
+        dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
+        options=dict(
+            stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
+            cluster=cluster, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
+            level=level, baseline_percentile=baseline_percentile, hedges_correction=hedges_correction, n_rows=n,
+            n_input=n_in,
+        ),
+    )
+
+
+def _factorize_many(df: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
+    """Integer codes (first-appearance order) for the combinations of ``cols``, and their values."""
+    codes = np.zeros(len(df), dtype=np.int64)
+    levels = []
+    for c in cols:
+        cc, u = pd.factorize(df[c].to_numpy())
+        codes = codes * len(u) + cc
+        levels.append(u)
+    inv, comb = pd.factorize(codes)
+    parts = []
+    for u in reversed(levels):  # decode the mixed-radix combination codes
+        parts.append(u[comb % len(u)])
+        comb = comb // len(u)
+    return inv.astype(np.intp), list(zip(*reversed(parts)))
+
+
+def school_effects_from_estimates(
+    data: pd.DataFrame,
+    *,
+    school: str = "school_id",
+    estimate: str = "estimate",
+    se: str = "se",
+    by: str | Sequence[str] | None = "subject",
+    n_treated: str | None = "n_treated",
+    n_comparison: str | None = "n_comparison",
+    moderators: Sequence[str] = (),
+    method: Method = "REML",
+    hartung_knapp: bool = False,
+    adjust: Literal["bh", "holm", "bonferroni"] = "bh",
+    alpha: float = 0.05,
+    level: float = 0.95,
+    baseline_percentile: float = 50.0,
+) -> SchoolEffects:
+    """School effects from a table of per-school effect sizes and SEs (e.g. an earlier analysis
+    or ``sample_data/school_effects.csv``). Estimates are on the effect-size scale; raw-unit
+    columns are left empty. p-values use a normal reference. Optional columns named ``None``
+    (or absent, for the defaults ``by``/``n_*``) are skipped."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+    by_cols = (by,) if isinstance(by, str) else tuple(by or ())
+    if by == "subject" and "subject" not in data.columns:
+        by_cols = ()
+    for role, col in [("school", school), ("estimate", estimate), ("se", se), *[("by", c) for c in by_cols],
+                      *[("moderator", c) for c in moderators]]:
+        if col not in data.columns:
+            raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
+    d = data.copy()
+    dropped = []
+    for role, col in [("estimate", estimate), ("se", se)]:
+        vals = pd.to_numeric(d[col], errors="coerce")
+        nonnum = vals.isna() & d[col].notna()
+        if nonnum.any():
+            raise DataError(f"column {col!r} ({role}) must be numeric: {int(nonnum.sum()):,} row(s) are not")
+        d[col] = vals
+    bad_se = (d[se] <= 0).fillna(False)
+    if bad_se.any():
+        raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative")
+    miss = d[estimate].isna() | d[se].isna()
+    if miss.any():
+        dropped.append({"reason": "missing estimate or SE", "column": f"{estimate}/{se}", "n_rows": int(miss.sum())})
+        warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out", PlevalWarning, stacklevel=2)
+        d = d.loc[~miss]
+    if by_cols:
+        dup = d.duplicated([*by_cols, school])
+    else:
+        dup = d.duplicated([school])
+    if dup.any():
+        raise DataError(f"column {school!r} (school): {int(dup.sum())} school(s) appear more than once" +
+                        (f" within {', '.join(by_cols)}" if by_cols else ""))
+    es = d[estimate].to_numpy(dtype=float)
+    ses = d[se].to_numpy(dtype=float)
+    crit = stats.norm.ppf(0.5 + level / 2)
+    table = d[list(by_cols)].reset_index(drop=True)
+    table["school"] = d[school].to_numpy()
+    for name, col in (("n_treated", n_treated), ("n_comparison", n_comparison)):
+        table[name] = d[col].to_numpy() if col is not None and col in d.columns else pd.NA
+    for c in ("estimate", "se", "ci_low", "ci_high"):
+        table[c] = np.nan
+    table["df"] = np.inf
+    table["pvalue"] = 2 * stats.norm.sf(np.abs(es / ses))
+    table["effect_size"] = es
+    table["es_se"] = ses
+    table["es_ci_low"] = es - crit * ses
+    table["es_ci_high"] = es + crit * ses
+    table["percentile_points"] = _pp(es, baseline_percentile)
+    table["pp_ci_low"] = _pp(table["es_ci_low"].to_numpy(), baseline_percentile)
+    table["pp_ci_high"] = _pp(table["es_ci_high"].to_numpy(), baseline_percentile)
+    table["note"] = ""
+    for m in moderators:
+        table[m] = pd.to_numeric(d[m], errors="coerce").to_numpy()
+    table, metas, shrinks, counts = _finish(
+        table, by=by_cols, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
+        baseline_percentile=baseline_percentile,
+    )
+    table = table[[*by_cols, *TABLE_COLUMNS, *moderators]]
+    return SchoolEffects(
+        table=table,
+        meta=metas,
+        shrinkage=shrinks,
+        counts=counts,
+        by=by_cols,
+        sd={},
+        dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
+        options=dict(source="per-school estimates (effect-size scale)", method=method, hartung_knapp=hartung_knapp,
+                     adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile),
+    )
+
+
+__all__ = ["school_effects", "school_effects_from_estimates", "SchoolEffects", "TABLE_COLUMNS", "percentile_note"]

@@ -1,0 +1,480 @@
+"""Meta-analysis, shrinkage, multiplicity counts and meta-regression (pleval.heterogeneity).
+
+Published numbers: tests/reference/README.md (BCG trials, Colditz et al. 1994 / metafor
+``dat.bcg``; Kacker 2004 interlaboratory data, metafor values shipped in statsmodels' tests).
+Independent computations: statsmodels WLS / MixedLM / combine_effects and brute-force
+maximization of the restricted likelihood written out in the test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import optimize, stats
+from statsmodels.stats.meta_analysis import combine_effects
+
+from pleval.errors import DataError, DesignError
+from pleval.heterogeneity import (
+    empirical_bayes,
+    meta_analysis,
+    meta_regression,
+    significance_counts,
+)
+
+from .conftest import REFERENCE, sim_reps
+
+
+@pytest.fixture(scope="module")
+def bcg():
+    b = pd.read_csv(REFERENCE / "bcg.csv")
+    y = np.log((b.tpos / (b.tpos + b.tneg)) / (b.cpos / (b.cpos + b.cneg))).to_numpy()
+    v = (1 / b.tpos - 1 / (b.tpos + b.tneg) + 1 / b.cpos - 1 / (b.cpos + b.cneg)).to_numpy()
+    return y, np.sqrt(v), b
+
+
+@pytest.fixture(scope="module")
+def kacker():
+    k = pd.read_csv(REFERENCE / "kacker_labs.csv")
+    return k.eff.to_numpy(), np.sqrt(k.var_eff.to_numpy())
+
+
+def close(a, b, digits=4):
+    """Equal to the published number at its printed precision (half a unit in the last place)."""
+    assert abs(a - b) <= 0.5 * 10**-digits + 1e-12, (a, b)
+
+
+# ---------------------------------------------------------------- published numbers (BCG)
+
+
+def test_bcg_fixed_effect(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "FE")
+    close(r.estimate, -0.4303)
+    close(r.se, 0.0405)
+    close(r.ci_low, -0.5097)
+    close(r.ci_high, -0.3509)
+    close(r.q, 152.2330)
+    assert r.q_df == 12 and r.tau2 == 0.0
+
+
+def test_bcg_dersimonian_laird(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "DL")
+    close(r.estimate, -0.7141)
+    close(r.se, 0.1787)
+    close(r.ci_low, -1.0644)
+    close(r.ci_high, -0.3638)
+    close(r.tau2, 0.3088)
+    close(r.i2, 92.12, 2)
+    close(r.q, 152.2330)
+
+
+def test_bcg_reml(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "REML")
+    close(r.estimate, -0.7145)
+    close(r.se, 0.1798)
+    close(r.ci_low, -1.0669)
+    close(r.ci_high, -0.3622)
+    close(r.tau2, 0.3132)
+    close(r.tau2_se, 0.1664)
+    close(r.i2, 92.22, 2)
+    close(r.q, 152.2330)
+    assert r.i2_definition.startswith("tau²")
+
+
+def test_bcg_q_profile_interval(bcg):
+    """Q-profile CI: metafor's ``confint()`` for the REML fit of dat.bcg prints
+    tau² 0.1197 to 1.1115; independently, Q(τ²) computed as the weighted SSR of a
+    statsmodels WLS fit equals the χ²(12) quantiles at the two ends (Viechtbauer 2007)."""
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "REML")
+    close(r.tau2_ci[0], 0.1197)
+    close(r.tau2_ci[1], 1.1115)
+    for t2, q in zip(r.tau2_ci, (0.975, 0.025)):
+        ssr = sm.WLS(y, np.ones_like(y), weights=1 / (se**2 + t2)).fit().ssr
+        assert ssr == pytest.approx(stats.chi2.ppf(q, 12), rel=1e-8)
+    assert r.tau2_ci[0] < r.tau2 < r.tau2_ci[1]
+    # the I² interval maps the τ² interval
+    assert r.i2_ci[0] < r.i2 < r.i2_ci[1]
+
+
+# ---------------------------------------------------------------- published numbers (Kacker)
+
+
+def test_kacker_fe_dl_pm(kacker):
+    y, se = kacker
+    fe = meta_analysis(y, se, "FE")
+    assert fe.estimate == pytest.approx(62.5833970939982, rel=1e-10)
+    assert fe.se == pytest.approx(0.107845705498231, rel=1e-9)
+    assert fe.q == pytest.approx(24.801897741835, rel=1e-9)
+    dl = meta_analysis(y, se, "DL")
+    assert dl.estimate == pytest.approx(62.3901386044504, rel=1e-10)
+    assert dl.se == pytest.approx(0.245749668040304, rel=1e-8)
+    assert dl.tau2 == pytest.approx(0.288049246973751, rel=1e-8)
+    assert dl.i2 == pytest.approx(67.744403741711, rel=1e-8)
+    assert dl.h2 == pytest.approx(3.10023721772938, rel=1e-8)
+    pm = meta_analysis(y, se, "PM")
+    assert pm.estimate == pytest.approx(62.4076199113286, rel=1e-9)
+    assert pm.se == pytest.approx(0.338030602684471, rel=1e-7)
+    assert pm.tau2 == pytest.approx(0.705395309224248, rel=1e-7)
+    # metafor's PM I² and H² (statsmodels' results_meta.py, exk1_metafor): τ²-based, not Q-based
+    assert pm.i2 == pytest.approx(83.7218626490482, rel=1e-7)
+    assert pm.h2 == pytest.approx(6.14320900751909, rel=1e-7)
+
+
+def test_kacker_hartung_knapp(kacker):
+    y, se = kacker
+    r = meta_analysis(y, se, "DL", hartung_knapp=True)
+    assert r.estimate == pytest.approx(62.3901386044504, rel=1e-10)
+    assert r.se == pytest.approx(0.29477605699879, rel=1e-8)
+    assert r.ci_low == pytest.approx(61.710383798052, rel=1e-10)
+    assert r.ci_high == pytest.approx(63.0698934108488, rel=1e-10)
+    assert r.df == 8
+
+
+# ---------------------------------------------------------------- independent computations
+
+
+def test_reml_maximizes_restricted_likelihood(kacker, bcg):
+    """Brute force: maximize ℓ_R(τ²) = −½[Σlog(v+τ²) + log Σw + Σw(y − μ̂)²] numerically."""
+    for y, se in (kacker, bcg[:2]):
+        v = se**2
+
+        def neg(t2):
+            w = 1 / (v + t2)
+            mu = w @ y / w.sum()
+            return 0.5 * (np.log(v + t2).sum() + np.log(w.sum()) + w @ (y - mu) ** 2)
+
+        best = optimize.minimize_scalar(neg, bounds=(0, 20), method="bounded", options={"xatol": 1e-10})
+        assert meta_analysis(y, se, "REML").tau2 == pytest.approx(best.x, rel=1e-5)
+
+
+def test_pooled_matches_statsmodels_given_tau2(bcg):
+    """For DL/PM pleval's pooled mean, SE and HK SE equal statsmodels' combine_effects;
+    for REML they equal a statsmodels WLS with weights 1/(v + τ̂²) (HK = estimated scale)."""
+    y, se, _ = bcg
+    v = se**2
+    for method, sm_method in (("DL", "dl"), ("PM", "pm")):
+        r = meta_analysis(y, se, method)
+        hk = meta_analysis(y, se, method, hartung_knapp=True)
+        c = combine_effects(y, v, method_re=sm_method, atol=1e-12, maxiter=500)
+        assert r.estimate == pytest.approx(c.mean_effect_re, rel=1e-8)
+        assert r.se == pytest.approx(c.sd_eff_w_re, rel=1e-6)
+        assert hk.se == pytest.approx(c.sd_eff_w_re_hksj, rel=1e-6)
+    r = meta_analysis(y, se, "REML")
+    hk = meta_analysis(y, se, "REML", hartung_knapp=True)
+    f = sm.WLS(y, np.ones_like(y), weights=1 / (v + r.tau2))
+    assert r.se == pytest.approx(f.fit(cov_type="fixed scale").bse[0], rel=1e-10)
+    assert hk.se == pytest.approx(f.fit().bse[0], rel=1e-10)
+    assert hk.ci_low == pytest.approx(f.fit().conf_int()[0, 0], rel=1e-10)
+
+
+def test_dl_truncated_at_zero():
+    """statsmodels' combine_effects returns a negative DL τ² when Q < k − 1; pleval truncates."""
+    y = np.array([0.10, 0.11, 0.09, 0.10, 0.12])
+    se = np.full(5, 0.2)
+    assert combine_effects(y, se**2, method_re="dl").tau2 < 0
+    for method in ("DL", "REML", "PM"):
+        r = meta_analysis(y, se, method)
+        assert r.tau2 == 0.0 and r.i2 == 0.0
+        assert r.estimate == pytest.approx(y.mean())
+    assert meta_analysis(y, se, "REML").tau2_ci == (0.0, 0.0)
+
+
+def test_prediction_interval(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "REML")
+    half = stats.t.ppf(0.975, 11) * math.sqrt(r.tau2 + r.se**2)
+    assert (r.pi_low, r.pi_high) == pytest.approx((r.estimate - half, r.estimate + half))
+    z = meta_analysis(y, se, "REML", prediction="normal")
+    half = 1.959963984540054 * math.sqrt(r.tau2 + r.se**2)
+    assert z.pi_high == pytest.approx(r.estimate + half)
+    assert math.isnan(meta_analysis(y, se, "FE").pi_low)
+
+
+def test_fe_i2_is_q_based(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "FE")
+    assert r.i2 == pytest.approx(100 * (r.q - 12) / r.q)
+    assert r.h2 == pytest.approx(r.q / 12)
+
+
+def test_level_and_outputs(kacker):
+    y, se = kacker
+    r90 = meta_analysis(y, se, level=0.90, labels=list("abcdefghi"))
+    r95 = meta_analysis(y, se)
+    assert (r90.ci_high - r90.ci_low) < (r95.ci_high - r95.ci_low)
+    f = r95.to_frame()
+    assert f.loc[0, "tau2"] == r95.tau2 and f.loc[0, "k"] == 9
+    s = r90.studies_frame()
+    assert list(s.label) == list("abcdefghi") and s.weight_pct.sum() == pytest.approx(100)
+    assert "REML" in r95.summary() and "prediction interval" in repr(r95)
+    assert "<table" in r95._repr_html_()
+    with pytest.raises(Exception):
+        r95.tau2 = 1.0  # immutable
+    with pytest.raises(ValueError):
+        r95.estimates[0] = 0.0
+
+
+@pytest.mark.parametrize(
+    "est, se, kw, err",
+    [
+        ([1, 2], [0.1], {}, DataError),
+        ([1, np.nan, 2], [0.1, 0.1, 0.1], {}, DataError),
+        ([1, 2, 3], [0.1, 0.0, 0.1], {}, DataError),
+        ([1], [0.1], {}, DesignError),
+        ([1, 2], [0.1, 0.1], {"method": "ML"}, DataError),
+        ([1, 2], [0.1, 0.1], {"level": 95}, DataError),
+    ],
+)
+def test_bad_input(est, se, kw, err):
+    with pytest.raises(err):
+        meta_analysis(est, se, **kw)
+
+
+# ---------------------------------------------------------------- simulation: Q test size
+
+
+@pytest.mark.slow
+def test_q_test_size_when_tau_is_zero():
+    """With no true heterogeneity, Cochran's Q rejects at about the nominal 5%."""
+    reps = sim_reps(2000, minimum=400)
+    rng = np.random.default_rng(20240501)
+    k = 30
+    se = rng.uniform(0.05, 0.3, k)
+    rejections = sum(
+        meta_analysis(0.1 + se * rng.standard_normal(k), se, "DL").q_pvalue < 0.05 for _ in range(reps)
+    )
+    rate = rejections / reps
+    tol = 3.5 * math.sqrt(0.05 * 0.95 / reps)
+    assert abs(rate - 0.05) < tol, rate
+
+
+@pytest.mark.slow
+def test_reml_ci_and_q_profile_coverage():
+    """With τ² = 0.04 the pooled-effect CI (HK) and the Q-profile CI for τ² cover ~95%."""
+    reps = sim_reps(800, minimum=200)
+    rng = np.random.default_rng(7)
+    k, mu, tau2 = 25, 0.1, 0.04
+    se = rng.uniform(0.05, 0.3, k)
+    cov_mu = cov_tau = 0
+    for _ in range(reps):
+        y = mu + rng.normal(0, math.sqrt(tau2), k) + se * rng.standard_normal(k)
+        r = meta_analysis(y, se, "REML", hartung_knapp=True)
+        cov_mu += r.ci_low <= mu <= r.ci_high
+        cov_tau += r.tau2_ci[0] <= tau2 <= r.tau2_ci[1]
+    lo, hi = 0.95 - 3.5 * math.sqrt(0.95 * 0.05 / reps), 0.95 + 3.5 * math.sqrt(0.95 * 0.05 / reps)
+    assert lo < cov_mu / reps < min(hi, 1.0), cov_mu / reps
+    assert lo < cov_tau / reps < min(hi, 1.0), cov_tau / reps
+
+
+# ---------------------------------------------------------------- shrinkage
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:Random effects covariance is singular")
+def test_shrinkage_matches_mixedlm_blups():
+    """Random-intercept model y_ij = μ + u_i + e_ij fitted by statsmodels MixedLM (REML).
+    With v_i = σ̂²/n_i (MixedLM's residual variance), the meta-analytic REML τ² equals
+    MixedLM's (the REML likelihood factorizes), and pleval's EB estimates μ̂ + B_i(ȳ_i − μ̂)
+    equal MixedLM's fixed intercept + predicted random effects; the posterior variance minus
+    the (1 − B)²Var(μ̂) term equals MixedLM's conditional variance of u_i."""
+    rng = np.random.default_rng(11)
+    n_i = rng.integers(5, 60, 40)
+    g = np.repeat(np.arange(40), n_i)
+    y = 0.3 + rng.normal(0, 0.25, 40)[g] + rng.normal(0, 1.0, g.size)
+    fit = sm.MixedLM(y, np.ones((g.size, 1)), groups=g).fit(reml=True, method="lbfgs")
+    assert fit.converged
+    sigma2 = fit.scale
+    tau2_mlm = float(np.asarray(fit.cov_re)[0, 0])
+    means = np.bincount(g, weights=y) / n_i
+    se = np.sqrt(sigma2 / n_i)
+    r = empirical_bayes(means, se, method="REML")
+    assert r.tau2 == pytest.approx(tau2_mlm, rel=1e-4)
+    assert r.mu == pytest.approx(fit.fe_params[0], rel=1e-5)
+    blup = fit.fe_params[0] + np.array([np.asarray(fit.random_effects[i])[0] for i in range(40)])
+    np.testing.assert_allclose(r.shrunk, blup, rtol=0, atol=1e-5)
+    cond = np.array([np.asarray(fit.random_effects_cov[i])[0, 0] for i in range(40)])
+    np.testing.assert_allclose(r.shrunk_sd**2 - (1 - r.reliability) ** 2 * r.mu_var, cond, rtol=1e-4)
+
+
+def test_shrinkage_toward_mean_and_properties(kacker):
+    y, se = kacker
+    m = meta_analysis(y, se, "REML")
+    r = empirical_bayes(y, se, m)
+    # each estimate moves toward μ̂ by the factor 1 − B_i; noisier labs move more
+    np.testing.assert_allclose(r.shrunk - m.estimate, r.reliability * (y - m.estimate))
+    assert np.all(np.abs(r.shrunk - m.estimate) <= np.abs(y - m.estimate) + 1e-12)
+    assert np.all(np.diff(r.reliability[np.argsort(se)]) <= 1e-12)
+    f = r.to_frame()
+    assert {"shrunk", "shrunk_sd", "prob_negative"} <= set(f.columns)
+    ranks = r.rank_intervals(n_draws=500, seed=1)
+    assert np.all((ranks.rank_low <= ranks.rank_median) & (ranks.rank_median <= ranks.rank_high))
+    assert (ranks.rank_high - ranks.rank_low).max() >= 3  # ranks are uncertain
+    with pytest.raises(ValueError):
+        empirical_bayes(y[:-1], se[:-1], m)
+    # τ² = 0: everything collapses to the pooled mean
+    z = empirical_bayes([0.1, 0.11, 0.09], [0.2, 0.2, 0.2])
+    np.testing.assert_allclose(z.shrunk, np.full(3, z.mu))
+
+
+def test_shrinkage_lowers_mse_with_known_school_effects():
+    """Known true school effects θ_i ~ N(0.1, 0.1²), noisy estimates: the EB estimates have
+    lower total squared error than the raw ones in nearly every replication."""
+    rng = np.random.default_rng(3)
+    wins, ratio = 0, []
+    reps = 100
+    for _ in range(reps):
+        k = 60
+        theta = rng.normal(0.1, 0.1, k)
+        se = rng.uniform(0.05, 0.25, k)
+        y = theta + se * rng.standard_normal(k)
+        sh = empirical_bayes(y, se).shrunk
+        mse_raw, mse_eb = np.mean((y - theta) ** 2), np.mean((sh - theta) ** 2)
+        wins += mse_eb < mse_raw
+        ratio.append(mse_eb / mse_raw)
+    assert wins >= 0.9 * reps
+    assert np.mean(ratio) < 0.8
+
+
+# ---------------------------------------------------------------- multiplicity
+
+
+def test_bh_and_holm_hand_computed():
+    """p = (0.01, 0.045, 0.032, 0.005, 0.20), m = 5. Sorted: 0.005, 0.01, 0.032, 0.045, 0.20.
+    BH: m·p_(i)/i = 0.025, 0.025, 0.05333, 0.05625, 0.20 (already monotone) ->
+    in input order (0.025, 0.05625, 0.05333, 0.025, 0.20).
+    Holm: (m − i + 1)·p_(i) = 0.025, 0.04, 0.096, 0.09, 0.20 -> running max 0.025, 0.04, 0.096,
+    0.096, 0.20 -> in input order (0.04, 0.096, 0.096, 0.025, 0.20)."""
+    p = np.array([0.01, 0.045, 0.032, 0.005, 0.20])
+    est = np.array([1.0, -1.0, 2.0, -3.0, 1.0])
+    bh = significance_counts(est, p)
+    np.testing.assert_allclose(bh.p_adjusted, [0.025, 0.05625, 0.16 / 3, 0.025, 0.20])
+    assert (bh.positive_raw, bh.negative_raw) == (2, 2)
+    assert (bh.positive_adjusted, bh.negative_adjusted) == (1, 1)
+    assert bh.expected_by_chance == pytest.approx(0.25)
+    assert bh.p_excess == pytest.approx(stats.binom.sf(3, 5, 0.05))
+    holm = significance_counts(est, p, method="holm")
+    np.testing.assert_allclose(holm.p_adjusted, [0.04, 0.096, 0.096, 0.025, 0.20])
+    assert (holm.positive_adjusted, holm.negative_adjusted) == (1, 1)
+    assert "Benjamini" in bh.summary() and "Holm" in holm.summary()
+    # NaN p-values are left out of m
+    nan = significance_counts(np.append(est, 1.0), np.append(p, np.nan))
+    assert nan.k == 5 and np.isnan(nan.p_adjusted[-1])
+    np.testing.assert_allclose(nan.p_adjusted[:5], bh.p_adjusted)
+    with pytest.raises(DataError):
+        significance_counts(est, p, alpha=5)
+
+
+def test_counts_under_no_effect_match_chance():
+    """With no effect anywhere, raw significant counts average α·k; BH counts are ~0."""
+    rng = np.random.default_rng(5)
+    k, reps = 200, 100
+    raw, adj = [], []
+    for _ in range(reps):
+        z = rng.standard_normal(k)
+        c = significance_counts(z, 2 * stats.norm.sf(np.abs(z)))
+        raw.append(c.positive_raw + c.negative_raw)
+        adj.append(c.positive_adjusted + c.negative_adjusted)
+    assert abs(np.mean(raw) - 0.05 * k) < 3.5 * math.sqrt(k * 0.05 * 0.95 / reps)
+    assert np.mean(np.array(adj) > 0) < 0.05 + 3.5 * math.sqrt(0.05 * 0.95 / reps)
+
+
+# ---------------------------------------------------------------- meta-regression
+
+
+def test_metaregression_bcg_ablat(bcg):
+    """metafor: rma(yi, vi, mods = ~ ablat, data = dat.bcg) (Viechtbauer 2010, J Stat Softw
+    36(3), and the metafor documentation): τ² = 0.0764 (SE 0.0591), QE(11) = 30.7331,
+    R² = 75.62%, residual I² = 68.39%; intercept 0.2515 (SE 0.2491), ablat −0.0291 (SE 0.0072).
+    τ² is compared to 1e-4: metafor stops Fisher scoring when the change is below 1e-5, and the
+    fully converged value (checked by brute force below) is 0.07635."""
+    y, se, b = bcg
+    r = meta_regression(y, se, b[["ablat"]])
+    assert r.tau2 == pytest.approx(0.0764, abs=1e-4)
+    assert r.tau2_se == pytest.approx(0.0591, abs=1e-4)
+    close(r.qe, 30.7331)
+    assert r.qe_df == 11
+    assert 100 * r.r2 == pytest.approx(75.62, abs=0.02)  # follows τ² (see above)
+    close(r.i2, 68.39, 2)
+    c = r.coefficients
+    close(c.loc["intercept", "estimate"], 0.2515)
+    close(c.loc["intercept", "se"], 0.2491)
+    close(c.loc["ablat", "estimate"], -0.0291)
+    close(c.loc["ablat", "se"], 0.0072)
+    assert r.qm == pytest.approx(c.loc["ablat", "statistic"] ** 2)
+
+
+def test_metaregression_against_statsmodels_and_brute_force(bcg):
+    y, se, b = bcg
+    v = se**2
+    X = np.column_stack([np.ones_like(y), b.ablat, b.year])
+    for kh in (False, True):
+        r = meta_regression(y, se, b[["ablat", "year"]], knapp_hartung=kh)
+        f = sm.WLS(y, X, weights=1 / (v + r.tau2)).fit(**({} if kh else {"cov_type": "fixed scale"}))
+        np.testing.assert_allclose(r.coefficients.estimate, f.params, rtol=1e-9)
+        np.testing.assert_allclose(r.coefficients.se, f.bse, rtol=1e-9)
+        np.testing.assert_allclose(r.coefficients.pvalue, f.pvalues, rtol=1e-7)
+        if kh:
+            ft = f.f_test(np.eye(3)[1:])
+            assert r.qm == pytest.approx(float(ft.fvalue), rel=1e-9)
+            assert r.qm_pvalue == pytest.approx(float(ft.pvalue), rel=1e-7)
+
+    def neg(t2):
+        w = 1 / (v + t2)
+        XtWX = X.T @ (X * w[:, None])
+        beta = np.linalg.solve(XtWX, X.T @ (w * y))
+        return 0.5 * (np.log(v + t2).sum() + np.linalg.slogdet(XtWX)[1] + w @ (y - X @ beta) ** 2)
+
+    best = optimize.minimize_scalar(neg, bounds=(0, 5), method="bounded", options={"xatol": 1e-10})
+    r = meta_regression(y, se, b[["ablat", "year"]])
+    assert r.tau2 == pytest.approx(best.x, rel=1e-5)
+    # Q-profile ends: residual Q equals the χ²(10) quantiles
+    for t2, q in zip(r.tau2_ci, (0.975, 0.025)):
+        if t2 > 0:
+            ssr = sm.WLS(y, X, weights=1 / (v + t2)).fit().ssr
+            assert ssr == pytest.approx(stats.chi2.ppf(q, 10), rel=1e-8)
+    assert "ablat" in r.summary()
+
+
+def test_metaregression_methods_and_errors(bcg):
+    y, se, b = bcg
+    fe = meta_regression(y, se, b.ablat, method="FE")
+    assert fe.tau2 == 0
+    dl = meta_regression(y, se, b.ablat.to_numpy(), method="DL", names=["lat"])
+    assert "lat" in dl.coefficients.index and dl.tau2 > 0
+    pm = meta_regression(y, se, b[["ablat"]], method="PM")
+    X = np.column_stack([np.ones_like(y), b.ablat])
+    ssr = sm.WLS(y, X, weights=1 / (se**2 + pm.tau2)).fit().ssr
+    assert ssr == pytest.approx(11, rel=1e-8)  # PM: Q(τ²) = k − p
+    bad = b[["ablat"]].astype(float).copy()
+    bad.iloc[2, 0] = np.nan
+    with pytest.raises(DataError, match="ablat"):
+        meta_regression(y, se, bad)
+    with pytest.raises(DesignError):
+        meta_regression(y, se, pd.DataFrame({"a": b.ablat, "b": 2 * b.ablat}))
+    with pytest.raises(DataError):
+        meta_regression(y, se, b[["ablat"]].iloc[:5])
+
+
+@pytest.mark.slow
+def test_metaregression_moderator_test_size_and_power():
+    """No moderator effect: the Knapp–Hartung moderator test rejects ~5%; a real
+    moderator (slope 0.2 per SD) is detected most of the time."""
+    reps = sim_reps(1000, minimum=200)
+    rng = np.random.default_rng(99)
+    k = 40
+    x = rng.standard_normal(k)
+    se = rng.uniform(0.05, 0.3, k)
+    rej0 = rej1 = 0
+    for _ in range(reps):
+        u = rng.normal(0, 0.1, k) + se * rng.standard_normal(k)
+        rej0 += meta_regression(0.1 + u, se, x, knapp_hartung=True).coefficients.pvalue.iloc[1] < 0.05
+        rej1 += meta_regression(0.1 + 0.2 * x + u, se, x, knapp_hartung=True).coefficients.pvalue.iloc[1] < 0.05
+    assert abs(rej0 / reps - 0.05) < 3.5 * math.sqrt(0.05 * 0.95 / reps), rej0 / reps
+    assert rej1 / reps > 0.9
