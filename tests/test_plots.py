@@ -1,0 +1,176 @@
+"""pleval.plots: every figure is a Figure, saves to a valid PNG, never touches pyplot, and is
+readable (no overlapping school labels at 60 schools; the marks sit where the numbers say)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+from scipy import stats
+
+from pleval import percentiles, plots
+from pleval.errors import DataError
+
+
+def _schools(k: int, seed: int = 1) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(seed)
+    se = rng.uniform(0.04, 0.15, k)
+    est = rng.normal(0.08, 0.1, k) + rng.normal(0, se)
+    p = 2 * stats.norm.sf(np.abs(est / se))
+    tau2, mu = 0.01, 0.08
+    b = tau2 / (tau2 + se**2)
+    sh = mu + b * (est - mu)
+    sd = np.sqrt(b) * se
+    names = [f"School {i:02d} — a long campus name" if i % 5 == 0 else f"S{i:02d}" for i in range(k)]
+    df = pd.DataFrame(
+        {"school": names, "estimate": est, "se": se, "shrunk": sh, "shrunk_ci_low": sh - 1.96 * sd,
+         "shrunk_ci_high": sh + 1.96 * sd, "pvalue_adj": np.minimum(1, p * 3)}
+    )
+    pooled = {"estimate": mu, "ci_low": 0.05, "ci_high": 0.11, "pi_low": -0.12, "pi_high": 0.28, "method": "REML", "tau": 0.1}
+    return df, pooled
+
+
+def _png_ok(fig: Figure, min_bytes: int = 8_000) -> Image.Image:
+    data = plots.to_png(fig, dpi=80)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > min_bytes
+    img = Image.open(io.BytesIO(data))
+    img.verify()
+    return Image.open(io.BytesIO(data))
+
+
+def _overlaps(labels) -> int:
+    boxes = [lab.get_window_extent() for lab in labels if lab.get_text()]
+    boxes.sort(key=lambda b: b.y0)
+    return sum(1 for a, b in zip(boxes, boxes[1:]) if b.y0 < a.y1 - 0.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_pyplot():
+    """No plot function may register a pyplot figure (that is what leaks memory and shows twice)."""
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    yield
+    assert set(plt.get_fignums()) == before
+
+
+@pytest.mark.parametrize("k", [3, 60])
+def test_forest_readable_and_sized_by_rows(k):
+    df, pooled = _schools(k)
+    placebo = np.random.default_rng(2).normal(0, 0.08, 100)
+    fig = plots.forest(df, pooled=pooled, placebo=placebo, sd=15.0)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = ax.get_yticklabels()
+    assert len(labels) == k + 2  # schools, placebo row, pooled row
+    assert _overlaps(labels) == 0
+    assert fig.get_size_inches()[1] >= plots.ROW_INCH * k
+    img = _png_ok(fig)
+    assert img.size[1] > img.size[0] or k < 20  # tall for many schools
+
+
+def test_forest_height_grows_with_rows():
+    h = [plots.forest(_schools(k)[0]).get_size_inches()[1] for k in (10, 60)]
+    assert h[1] - h[0] == pytest.approx(50 * plots.ROW_INCH)
+
+
+def test_forest_significance_colours_follow_adjusted_p():
+    df, pooled = _schools(40, seed=5)
+    df.loc[:4, "pvalue_adj"] = 0.001  # force a few significant schools
+    fig = plots.forest(df, pooled=pooled)
+    segs = [c for c in fig.axes[0].collections if hasattr(c, "get_segments") and len(c.get_segments()) == len(df)]
+    colours = segs[0].get_colors()
+    expected_pos = ((df["pvalue_adj"] < 0.05) & (df["estimate"] > 0)).sum()
+    expected_neg = ((df["pvalue_adj"] < 0.05) & (df["estimate"] < 0)).sum()
+    from matplotlib.colors import to_rgba
+
+    n_pos = sum(np.allclose(c, to_rgba(plots.POSITIVE)) for c in colours)
+    n_neg = sum(np.allclose(c, to_rgba(plots.NEGATIVE)) for c in colours)
+    assert (n_pos, n_neg) == (expected_pos, expected_neg)
+    assert n_pos >= 1
+
+
+def test_forest_ci_from_se_and_rows_sorted():
+    df = pd.DataFrame({"school": ["a", "b", "c"], "estimate": [0.3, -0.1, 0.1], "se": [0.1, 0.1, 0.1]})
+    fig = plots.forest(df)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_yticklabels()]
+    assert texts == ["b", "c", "a"]  # ascending from the bottom: largest on top
+    segs = ax.collections[0].get_segments()
+    lo = [s[0][0] for s in segs]
+    assert lo == pytest.approx([-0.1 - 1.959964 * 0.1, 0.1 - 1.959964 * 0.1, 0.3 - 1.959964 * 0.1], abs=1e-5)
+
+
+def test_percentile_axis_matches_conversion():
+    fwd, inv = plots._safe_pp(50.0)
+    assert fwd(0.08) == pytest.approx(percentiles.to_percentile_points(0.08), abs=1e-12)
+    assert inv(fwd(np.array([-0.5, 0.0, 0.3]))) == pytest.approx([-0.5, 0.0, 0.3])
+    # Axis limits beyond the percentile range must not raise.
+    assert np.isfinite(inv(np.array([-80.0, 80.0]))).all()
+
+
+def test_love_plot_thresholds_and_order():
+    bal = pd.DataFrame({"variable": ["a", "b", "c"], "smd_before": [0.4, -0.1, 0.02], "smd_after": [0.03, 0.02, 0.01]})
+    fig = plots.love_plot(bal)
+    ax = fig.axes[0]
+    vlines = {round(float(l.get_xdata()[0]), 6) for l in ax.lines}
+    assert {0.05, 0.25} <= vlines
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "b", "a"]  # worst on top
+    assert "0 with |SMD| > 0.25 after matching" in ax.get_title(loc="left")
+    _png_ok(fig, 5_000)
+    # Before-only (an RCT's baseline table) works too.
+    fig2 = plots.love_plot(bal.drop(columns="smd_after"))
+    assert "1 with |SMD| > 0.25 at baseline" in fig2.axes[0].get_title(loc="left")
+
+
+def test_propensity_overlap_panels_and_densities():
+    rng = np.random.default_rng(0)
+    ps = np.r_[rng.beta(3, 5, 200), rng.beta(2, 8, 2000)]
+    t = np.r_[np.ones(200), np.zeros(2000)]
+    w = np.r_[np.ones(200), rng.binomial(1, 0.1, 2000)]
+    fig = plots.propensity_overlap(ps, t, weights=w)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    bars = [p for c in ax.containers for p in c]
+    heights = np.array([p.get_height() for p in bars])
+    widths = np.array([p.get_width() for p in bars])
+    # Each group's bars are a density: the positive (treated) and negative (comparison) areas are 1.
+    assert (heights[heights > 0] * widths[heights > 0]).sum() == pytest.approx(1.0)
+    assert (-heights[heights < 0] * widths[heights < 0]).sum() == pytest.approx(1.0)
+    _png_ok(fig)
+    assert len(plots.propensity_overlap(ps, t, logit=True).axes) == 1
+    with pytest.raises(DataError, match="differ in length"):
+        plots.propensity_overlap(ps, t[:-1])
+
+
+def test_percentile_chart_marks_the_estimate():
+    fig = plots.percentile_chart(0.08, (0.03, 0.13))
+    ax = fig.axes[0]
+    pts = [c.get_offsets() for c in ax.collections if len(c.get_offsets()) == 1]
+    assert pts and np.allclose(pts[-1][0], [0.08, percentiles.to_percentile_points(0.08)])
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "50th percentile" in texts and "53rd" in texts
+    _png_ok(fig)
+
+
+def test_effect_distribution_and_repr_png():
+    df, pooled = _schools(30)
+    fig = plots.effect_distribution(df["estimate"], shrunk=df["shrunk"], mu=0.08, tau=0.1, placebo=np.zeros(5) + 0.01)
+    assert isinstance(fig, plots.PlevalFigure)
+    png = fig._repr_png_()
+    assert png[:4] == b"\x89PNG"
+    with pytest.raises(DataError, match="no finite"):
+        plots.effect_distribution([np.nan])
+
+
+def test_missing_column_is_named():
+    with pytest.raises(DataError, match="'se'"):
+        plots.forest(pd.DataFrame({"school": ["a"], "estimate": [0.1]}))
+    with pytest.raises(DataError, match="'smd_before'"):
+        plots.love_plot(pd.DataFrame({"variable": ["a"]}))
