@@ -15,3 +15,4 @@ from .errors import ConvergenceError, DataError, DesignError, PlevalError, Pleva
 from .percentiles import from_percentile_points, improvement_index, to_percentile_points
 
 # Public API (one line per module; add yours below).
+from .rct import RCTResult, analyze_rct, rct_by_subject  # noqa: E402

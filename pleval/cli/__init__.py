@@ -39,3 +39,4 @@ def main(
 # Command modules (one line each; order is the order of `pleval --help`).
 from . import _convert  # noqa: E402,F401
 from . import _simulate  # noqa: E402,F401
+from . import _rct  # noqa: E402,F401

@@ -1,0 +1,226 @@
+"""``pleval rct``: analyse a randomized trial (ITT, attrition, baseline equivalence)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.table import Table
+
+from ..data import RCT_SAMPLE_COLUMNS, Columns, read_table
+from ..errors import DataError
+from ..rct import analyze_rct
+from . import app
+from ._common import console, handle_errors
+
+
+class DesignOpt(str, Enum):
+    cluster = "cluster"
+    blocked = "blocked"
+    individual = "individual"
+
+
+class MethodOpt(str, Enum):
+    ols = "ols"
+    cluster_means = "cluster_means"
+    mixedlm = "mixedlm"
+
+
+_NONE = ("", "none", "-")
+_SHORT = {
+    "satisfied with statistical adjustment": "satisfied (adjusted)",
+    "requires statistical adjustment": "needs adjustment",
+    "Neyman difference in means": "Neyman diff. in means",
+}
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    if text is None or text.strip().lower() in _NONE:
+        return ()
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _columns(df: pd.DataFrame, given: dict) -> tuple[Columns, list[str]]:
+    """Columns from the options; an optional role left at its sample default is dropped (with a
+    message) when the file has no such column. Explicitly given names must exist."""
+    notes, kw = [], {}
+    defaults = {f.name: getattr(RCT_SAMPLE_COLUMNS, f.name) for f in fields(Columns)}
+    for role, (value, explicit) in given.items():
+        if role in ("pretest", "covariates"):
+            names = _names(value) if value is not None else tuple(defaults[role])
+            if value is None:
+                missing = [c for c in names if c not in df.columns]
+                if missing:
+                    notes.append(f"no column(s) {missing} for the default {role}; left out")
+                names = tuple(c for c in names if c in df.columns)
+            kw[role] = names
+            continue
+        name = value if value is not None else defaults[role]
+        if name is not None and name.strip().lower() in _NONE:
+            name = None
+        if name is not None and not explicit and name not in df.columns and role not in ("outcome", "treatment"):
+            notes.append(f"no {name!r} column for the default {role} role; not used")
+            name = None
+        kw[role] = name
+    return Columns(**kw), notes
+
+
+def _effects_table(res, title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ("analysis", "raw", "SE", "95% CI", "p", "df", "effect size", "pct points"):
+        t.add_column(c, justify="left" if c == "analysis" else "right")
+    for name, eff in res.effects.items():
+        r = eff.raw
+        t.add_row(
+            escape(_SHORT.get(name, name)), f"{r.estimate:.3f}", f"{r.se:.3f}", f"{r.ci_low:.2f} to {r.ci_high:.2f}", f"{r.pvalue:.3g}",
+            f"{r.df:.1f}", f"{eff.effect_size.estimate:.3f}", f"{eff.percentile_points.estimate:+.2f}",
+        )
+    return t
+
+
+def _attrition_table(frame: pd.DataFrame) -> Table:
+    t = Table(title="Attrition (WWC)", title_justify="left")
+    for c in ("subject", "level", "randomized T/C", "analytic T/C", "overall", "differential", "cautious", "optimistic"):
+        t.add_column(c)
+    for r in frame.itertuples():
+        t.add_row(
+            escape(str(r.subject)), r.level, f"{r.n_randomized_treated}/{r.n_randomized_control}",
+            f"{r.n_analytic_treated}/{r.n_analytic_control}", f"{r.overall:.1%}",
+            f"{100 * r.differential:.1f} pts", r.verdict_cautious, r.verdict_optimistic,
+        )
+    return t
+
+
+def _subgroup_table(sub: pd.DataFrame, inter: pd.DataFrame) -> Table:
+    t = Table(title="Subgroup ITTs (p adjusted for multiplicity)", title_justify="left")
+    for c in ("subject", "subgroup", "raw", "SE", "p", "p adj.", "effect size"):
+        t.add_column(c)
+    for r in sub.itertuples():
+        t.add_row(escape(str(r.subject)), escape(f"{r.subgroup}={r.level}"), f"{r.estimate:.3f}", f"{r.se:.3f}",
+                  f"{r.pvalue:.3g}", f"{r.pvalue_adjusted:.3g}", f"{r.effect_size:.3f}")
+    for r in inter.itertuples():
+        t.add_row(escape(str(r.subject)), escape(f"{r.subgroup}: interaction"), "", "", f"{r.pvalue:.3g}",
+                  f"{r.pvalue_adjusted:.3g}", "")
+    return t
+
+
+def _equivalence_table(frame: pd.DataFrame) -> Table:
+    t = Table(title="Baseline equivalence (analytic sample, WWC)", title_justify="left")
+    for c in ("subject", "variable", "measure", "mean T", "mean C", "effect size", "verdict"):
+        t.add_column(c)
+    for r in frame.itertuples():
+        t.add_row(escape(str(r.subject)), escape(r.variable), r.measure, f"{r.mean_treated:.3f}",
+                  f"{r.mean_control:.3f}", f"{r.effect_size:.3f}", _SHORT.get(r.verdict, r.verdict))
+    return t
+
+
+@app.command("rct")
+@handle_errors
+def rct(
+    data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
+    design: DesignOpt = typer.Option(DesignOpt.cluster, "--design", help="cluster (schools randomized), blocked or individual."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column [posttest]."),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="Assignment column, 0/1 [treatment]."),
+    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none [pretest]."),
+    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none [female,frl,ell,sped,race]."),
+    school: Optional[str] = typer.Option(None, "--school", help="School (cluster) column [school_id]."),
+    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column; 'none' for none [block]."),
+    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE; 'none' to skip [takeup]."),
+    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' if one subject [subject]."),
+    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column [student_id]."),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject)."),
+    vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
+    method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means or mixedlm."),
+    sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
+    baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
+    subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
+    adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment for subgroups: bh, holm, bonferroni."),
+    permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test."),
+    out_dir: Path = typer.Option(Path("results/rct"), "--out-dir", "-o", help="Folder for the CSV tables."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
+
+    Writes itt.csv, attrition.csv and equivalence.csv (and subgroups.csv, interactions.csv,
+    randomization.csv when asked) to --out-dir, and prints the tables. Column options default
+    to the names in sample_data/pl_cluster_rct.csv.
+    """
+    df = read_table(data)
+    given = {
+        "outcome": (outcome, outcome is not None), "treatment": (treatment, treatment is not None),
+        "pretest": (pretest, pretest is not None), "covariates": (covariates, covariates is not None),
+        "school": (school, school is not None), "block": (block, block is not None),
+        "takeup": (takeup, takeup is not None), "subject": (subject_column, subject_column is not None),
+        "student_id": (student_id, student_id is not None),
+    }
+    cols, notes = _columns(df, given)
+    for n in notes:
+        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    sd_value: str | float = sd
+    if sd not in ("pooled", "comparison"):
+        try:
+            sd_value = float(sd)
+        except ValueError:
+            raise DataError(f"--sd must be pooled, comparison or a number; got {sd!r}") from None
+    if cols.subject and subject is None:
+        subjects = [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
+    else:
+        subjects = [subject]
+    kw = dict(
+        design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
+        subgroups=_names(subgroups), adjust=adjust, permutations=permutations, seed=seed,
+    )
+    results = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True, disable=permutations <= 0,
+    ) as bar:
+        for s in subjects:
+            task = bar.add_task(f"randomization test{'' if s is None else f' ({s})'}", total=max(permutations, 1))
+            results[s] = analyze_rct(
+                df, cols, subject=s,
+                progress=lambda done, total, _t=task: bar.update(_t, completed=done, total=total), **kw,
+            )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization")}
+    for s, res in results.items():
+        tables["itt"].append(res.to_frame().assign(subject=s))
+        tables["attrition"].append(res.attrition_frame().assign(subject=s))
+        tables["equivalence"].append(res.equivalence.assign(subject=s))
+        if res.subgroups is not None:
+            tables["subgroups"].append(res.subgroups.assign(subject=s))
+            tables["interactions"].append(res.interactions.assign(subject=s))
+        if res.randomization is not None:
+            tables["randomization"].append(res.randomization.to_frame().assign(subject=s))
+        console.print(_effects_table(res, f"ITT — {res.options['outcome']}" + ("" if s is None else f", {s}")
+                                     + f" ({res.design} design; {res.options['vcov']})"))
+        if res.complier_share is not None:
+            c = res.complier_share
+            console.print(f"complier share (ITT on take-up): {c.estimate:.3f} (SE {c.se:.3f})", highlight=False)
+        if res.randomization is not None:
+            console.print(escape(res.randomization.summary()), highlight=False)
+        for n in res.notes:
+            console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    written = []
+    for name, parts in tables.items():
+        if parts:
+            frame = pd.concat(parts, ignore_index=True)
+            frame = frame[["subject"] + [c for c in frame.columns if c != "subject"]]
+            frame.to_csv(out_dir / f"{name}.csv", index=False)
+            tables[name] = frame
+            written.append(f"{name}.csv")
+    console.print(_attrition_table(tables["attrition"]))
+    console.print(_equivalence_table(tables["equivalence"]))
+    if written and "subgroups.csv" in written:
+        console.print(_subgroup_table(tables["subgroups"], tables["interactions"]))
+    first = next(iter(results.values()))
+    console.print(first.equivalence_note, highlight=False)
+    console.print(f"wrote {', '.join(written)} to {out_dir}", highlight=False)

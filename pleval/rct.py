@@ -1,0 +1,837 @@
+"""Randomized controlled trials: individual, blocked and cluster-randomized designs.
+
+:func:`analyze_rct` estimates the intent-to-treat (ITT) effect of *assignment* and puts
+beside it everything a reviewer asks for: attrition and baseline equivalence judged by the
+What Works Clearinghouse (WWC) rules, the design-based (Neyman) estimate, a school-level
+analysis, a multilevel model on request, the effect of the program on schools that took it
+up (CACE), subgroup effects with multiplicity-adjusted p-values and a randomization test.
+
+Samples
+-------
+* **Randomized sample**: every row with a known assignment (and school/block where the
+  design needs them). Rows without them cannot be counted and are listed in ``dropped``.
+* **Analytic sample**: the rows the impact estimate uses — a non-missing outcome and every
+  model covariate present. Rows with an outcome but a missing covariate are therefore
+  counted as attrition, as the WWC does (Standards Handbook v4.1: attrition is measured from
+  the randomized to the analytic sample); ``dropped`` says how many.
+
+ITT (``method="ols"``, the default)
+-----------------------------------
+OLS of the outcome on the assignment indicator, block fixed effects, the pretest(s) and the
+covariates (categorical ones as indicators)::
+
+    y_i = α + τ z_i + Σ_b γ_b 1[block_i = b] + x_i'β + ε_i
+
+τ̂ is the ITT. Its covariance is cluster-robust at the unit of assignment: CR2
+(Bell & McCaffrey 2002) with Satterthwaite degrees of freedom (Pustejovsky & Tipton 2018)
+by default for cluster designs, HC2 (MacKinnon & White 1985) for individual designs; see
+:func:`pleval.inference.ols`.
+
+Other estimates
+---------------
+* **Neyman (design-based) difference in means**, always reported beside the ITT: within
+  block b and arm a, the Hájek mean ``ȳ_ba = Σ_u Y_u / Σ_u N_u`` over the units of
+  assignment u (students, or schools with outcome total Y_u over N_u students), with
+  variance ``v_ba = m_ba/(m_ba − 1) · Σ_u (Y_u − ȳ_ba N_u)² / (Σ_u N_u)²`` (for students
+  this is s²/n). ``τ̂ = Σ_b w_b (ȳ_bT − ȳ_bC)``, ``w_b = N_b/N`` (students), and
+  ``V = Σ_b w_b² (v_bT + v_bC)`` with Welch–Satterthwaite df
+  ``(Σ c)² / Σ c²/(m − 1)`` over the components ``c = w_b² v_ba`` (Neyman 1923; Imbens &
+  Rubin 2015 ch. 6 & 9; Middleton & Aronow 2015 for cluster totals). When every block is a
+  pair (one treated and one control unit), the pair estimator
+  ``V = J/(J − 1) Σ_b (w_b d_b − τ̂/J)²`` with J − 1 df is used (Imai, King & Nall 2009).
+* **School means** (``method="cluster_means"``; always shown for cluster designs): OLS of
+  school mean outcomes on assignment, block effects and school mean pretest/covariates, each
+  school counting once, HC2 with m − k df. It estimates the effect for the average school.
+* **MixedLM** (``method="mixedlm"``): random school intercepts, REML (statsmodels
+  ``MixedLM``), same fixed effects as the ITT model. If the default optimizer fails, the fit
+  is retried with Powell and then Nelder–Mead and the result says so. Its t reference uses
+  ``G − b − 1`` df (clusters minus cluster-level fixed effects: intercept, treatment,
+  b − 1 block effects; the "between-within" rule).
+* **CACE / TOT**: two-stage least squares of the outcome on take-up instrumented by
+  assignment, with the ITT model's other regressors (linearmodels ``IV2SLS``), clustered by
+  school with the CR1 small-sample factor (``debiased=True``; df G − 1) or HC1 for individual
+  designs. With one-sided noncompliance the CACE is the effect on the treated (Bloom 1984;
+  Angrist, Imbens & Rubin 1996). The **complier share** is the ITT on take-up (same model
+  and covariance as the ITT).
+
+Effect sizes (WWC Procedures Handbook v4.1, "effect sizes")
+----------------------------------------------------------
+``g = ω · τ̂ / S``, with S the pooled within-group SD of the *unadjusted* outcome in the
+analytic sample (default; or the comparison-group SD, or a given norm SD) and
+``ω = 1 − 3/(4N − 9)`` (N students) for the pooled SD. Percentile points map g from the
+baseline percentile (:func:`pleval.percentiles.to_percentile_points`).
+
+Subgroups
+---------
+One model per subgrouping variable with level-specific treatment effects
+``Σ_l τ_l z_i 1[s_i = l]``, level main effects and the other regressors; τ̂_l are the
+within-subgroup ITTs (same covariance as the ITT). Equality of the τ_l (the interaction
+test) is a t test of the contrast (Satterthwaite df under CR2) for two levels and a Wald F
+test with (L − 1, G − 1) df (clustered; n − k otherwise) for more. Within-subgroup p-values
+are adjusted across all subgroup rows, interaction p-values across variables
+(:func:`pleval.inference.adjust_pvalues`, Benjamini–Hochberg by default).
+``"pretest_tercile"`` names the thirds of the main pretest in the analytic sample.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from . import effect_sizes, standards
+from ._results import Effect, Estimate, ResultMixin
+from .data import Columns, design_matrix, validate
+from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
+from .inference import adjust_pvalues, ols
+from .inference.randomization import RandomizationResult, randomization_test
+
+DESIGNS = ("individual", "blocked", "cluster")
+METHODS = ("ols", "cluster_means", "mixedlm")
+VCOVS = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
+TERCILE = "pretest_tercile"
+_TERCILE_ALIASES = (TERCILE, "pretest_third")
+_MAX_LEVELS = 12
+
+
+# ----------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True, repr=False)
+class RCTResult(ResultMixin):
+    """Everything :func:`analyze_rct` estimated. Immutable; tables are returned as copies.
+
+    ``itt`` is the primary estimate (``method``); ``effects`` maps every analysis name to
+    its :class:`~pleval._results.Effect` (ITT, Neyman, school means, MixedLM, CACE).
+    """
+
+    design: str
+    method: str
+    itt: Effect
+    effects: Mapping[str, Effect]
+    complier_share: Estimate | None
+    attrition: tuple[standards.Attrition, ...]
+    randomization: RandomizationResult | None
+    fit: object = field(repr=False)
+    options: Mapping[str, object] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    _equivalence: pd.DataFrame = field(default=None, repr=False)
+    _subgroups: pd.DataFrame | None = field(default=None, repr=False)
+    _interactions: pd.DataFrame | None = field(default=None, repr=False)
+    _dropped: pd.DataFrame = field(default=None, repr=False)
+
+    @property
+    def neyman(self) -> Effect | None:
+        return self.effects.get("Neyman difference in means")
+
+    @property
+    def cace(self) -> Effect | None:
+        return self.effects.get("CACE (IV)")
+
+    @property
+    def equivalence(self) -> pd.DataFrame:
+        """Baseline equivalence on the analytic sample: one row per baseline variable/level."""
+        return self._equivalence.copy()
+
+    @property
+    def equivalence_verdict(self) -> str:
+        """WWC verdict for the main pretest (the characteristic the WWC requires)."""
+        eq = self._equivalence
+        main = eq[eq["role"] == "pretest"]
+        return str(main["verdict"].iloc[0]) if len(main) else "not assessed (no pretest)"
+
+    @property
+    def equivalence_required(self) -> bool:
+        """Whether the WWC requires baseline equivalence: attrition is high (cautious boundary,
+        students or schools). A low-attrition RCT meets the standard without it."""
+        return any(a.verdict_cautious == "high" for a in self.attrition)
+
+    @property
+    def equivalence_note(self) -> str:
+        if self.equivalence_required:
+            return (
+                "WWC: attrition is high, so the trial can meet standards only with reservations and only if "
+                f"baseline equivalence holds on the analytic sample (main pretest: {self.equivalence_verdict})"
+            )
+        return (
+            "WWC: attrition is low, so baseline equivalence is not required for the trial to meet standards "
+            "(shown for information)"
+        )
+
+    @property
+    def subgroups(self) -> pd.DataFrame | None:
+        return None if self._subgroups is None else self._subgroups.copy()
+
+    @property
+    def interactions(self) -> pd.DataFrame | None:
+        return None if self._interactions is None else self._interactions.copy()
+
+    @property
+    def dropped(self) -> pd.DataFrame:
+        return self._dropped.copy()
+
+    def attrition_frame(self) -> pd.DataFrame:
+        return pd.concat([a.to_frame() for a in self.attrition], ignore_index=True)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per analysis × scale."""
+        parts = []
+        for name, eff in self.effects.items():
+            f = eff.to_frame()
+            f.insert(0, "analysis", name)
+            parts.append(f)
+        return pd.concat(parts, ignore_index=True)
+
+    def summary(self) -> str:
+        o = self.options
+        lines = [
+            f"Randomized trial ({self.design} design), outcome {o['outcome']!r}"
+            + (f", subject {o['subject']!r}" if o.get("subject") is not None else ""),
+            f"  randomized: {o['n_randomized']:,} students"
+            + (f" in {o['n_clusters_randomized']:,} schools" if o.get("n_clusters_randomized") else "")
+            + f"; analytic: {o['n_analytic']:,} students"
+            + (f" in {o['n_clusters_analytic']:,} schools" if o.get("n_clusters_analytic") else "")
+            + (f"; {o['n_blocks']} blocks" if o.get("n_blocks") else ""),
+            f"  model: {o['model']}; covariance {o['vcov']}",
+            "",
+            f"  {'analysis':<30}{'raw':>9}{'SE':>9}{'95% CI':>20}{'p':>9}{'ES':>8}{'pct pts':>9}",
+        ]
+        for name, eff in self.effects.items():
+            r = eff.raw
+            ci = f"{r.ci_low:.3g} to {r.ci_high:.3g}"
+            lines.append(
+                f"  {name:<30}{r.estimate:>9.4g}{r.se:>9.3g}{ci:>20}{r.pvalue:>9.3g}"
+                f"{eff.effect_size.estimate:>8.3f}{eff.percentile_points.estimate:>9.2f}"
+            )
+        lines.append(
+            f"  effect size = ω·raw/SD with SD {self.itt.sd:.4g} ({self.itt.sd_kind}), ω = {self.itt.omega:.4f}; "
+            "percentile points are shifts in rank, not in score"
+        )
+        if self.complier_share is not None:
+            c = self.complier_share
+            lines.append(f"  complier share (ITT on take-up): {c.estimate:.3f} (SE {c.se:.3f})")
+        lines.append("")
+        lines.extend("  " + a.summary() for a in self.attrition)
+        eq = self._equivalence
+        if len(eq):
+            lines.append("  Baseline equivalence (analytic sample; WWC):")
+            lines.append("    " + self.equivalence_note)
+            for r in eq.itertuples():
+                lines.append(f"    {r.variable:<24}{r.measure:<10} {r.effect_size:>7.3f}  {r.verdict}")
+        if self._interactions is not None and len(self._interactions):
+            lines.append(f"  Subgroups (p adjusted: {o['adjust']}):")
+            for r in self._subgroups.itertuples():
+                lines.append(
+                    f"    {r.subgroup}={r.level}: {r.estimate:.4g} (SE {r.se:.3g}), p = {r.pvalue:.3g}, "
+                    f"adjusted {r.pvalue_adjusted:.3g}"
+                )
+            for r in self._interactions.itertuples():
+                lines.append(
+                    f"    interaction {r.subgroup}: {r.test}, p = {r.pvalue:.3g}, adjusted {r.pvalue_adjusted:.3g}"
+                )
+        if self.randomization is not None:
+            lines.append("  " + self.randomization.summary().replace("\n", "\n  "))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _dummies(codes: np.ndarray, n_levels: int, prefix: str, labels) -> tuple[np.ndarray, list[str]]:
+    """Indicator columns for levels 1..L−1 (level 0 is the reference)."""
+    D = np.zeros((codes.size, max(n_levels - 1, 0)))
+    rows = np.flatnonzero(codes > 0)
+    D[rows, codes[rows] - 1] = 1.0
+    return D, [f"{prefix}[{labels[j]}]" for j in range(1, n_levels)]
+
+
+def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
+    school, t = cols.school, cols.treatment
+    per = rand.groupby(school, sort=False, observed=True)[t].agg(["min", "max"])
+    mixed = per.index[per["min"] != per["max"]]
+    if len(mixed):
+        raise DesignError(
+            f"column {t!r} (treatment) varies within {len(mixed):,} school(s) of column {school!r} "
+            f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools"
+        )
+    if cols.block:
+        nb = rand.groupby(school, sort=False, observed=True)[cols.block].nunique()
+        bad = nb.index[nb > 1]
+        if len(bad):
+            raise DesignError(
+                f"schools must be nested in blocks: {len(bad):,} school(s) of column {school!r} appear in "
+                f"more than one {cols.block!r} (e.g. {list(bad[:3])})"
+            )
+    arms = per["min"].value_counts()
+    if arms.get(1, 0) < 2 or arms.get(0, 0) < 2:
+        raise DesignError(
+            f"a cluster-randomized analysis needs at least 2 treated and 2 control schools; "
+            f"have {arms.get(1, 0)} treated and {arms.get(0, 0)} control"
+        )
+
+
+def _validate(df, columns: Columns, design: str, covariates, subject):
+    """Randomized sample, analytic sample, the model's covariate names, dropped rows, notes."""
+    if design not in DESIGNS:
+        raise DataError(f"design must be one of {DESIGNS}; got {design!r}")
+    if columns.weight:
+        raise DataError(
+            f"column {columns.weight!r} (weight): analysis weights are not used in RCT analysis; "
+            "leave the weight role unset"
+        )
+    cov_names = tuple(columns.covariates if covariates is None else ([covariates] if isinstance(covariates, str) else covariates))
+    require = ["outcome", "treatment"] + (["school"] if design == "cluster" else []) + (["block"] if design == "blocked" else [])
+    notes = []
+    if design == "individual" and columns.block:
+        notes.append(f"design 'individual' ignores the block column {columns.block!r} (use design='blocked')")
+        columns = columns.replace(block=None)
+    base_cols = columns.replace(pretest=(), covariates=())
+    rand_v = validate(df, base_cols, require=require)
+    rand = rand_v.data
+    if columns.subject:
+        subjects = pd.unique(rand[columns.subject])
+        if subject is None and len(subjects) > 1:
+            raise DataError(
+                f"column {columns.subject!r} (subject) holds {len(subjects)} subjects ({', '.join(map(str, subjects[:5]))}); "
+                "analyse one at a time with subject=... (or use rct_by_subject)"
+            )
+        if subject is not None:
+            if subject not in set(subjects):
+                raise DataError(f"column {columns.subject!r} (subject) has no rows for {subject!r}; have {list(subjects)}")
+            rand = rand[rand[columns.subject] == subject]
+    elif subject is not None:
+        raise DataError("subject=... needs the subject column (columns.subject)")
+    model_cols = columns.replace(covariates=cov_names)
+    full_v = validate(rand, model_cols, require=require)
+    full = full_v.data
+    ana = full[full[columns.outcome].notna()]
+    dropped = pd.concat(
+        [
+            rand_v.dropped.assign(stage="randomized sample (not counted)"),
+            full_v.dropped.assign(stage="analytic sample (counted as attrition)"),
+            pd.DataFrame(
+                [{"reason": "missing outcome", "column": columns.outcome,
+                  "n_rows": int(full[columns.outcome].isna().sum()), "stage": "analytic sample (counted as attrition)"}]
+            ),
+        ],
+        ignore_index=True,
+    )
+    dropped = dropped[dropped["n_rows"] > 0].reset_index(drop=True)
+    if full_v.n_dropped:
+        notes.append(
+            f"{full_v.n_dropped:,} randomized row(s) lack a pretest or covariate and are left out of the analytic "
+            "sample (counted as attrition)"
+        )
+    if design == "cluster":
+        _cluster_checks(rand, columns)
+    for name, sample in (("randomized", rand), ("analytic", ana)):
+        n_t = int(sample[columns.treatment].sum())
+        if n_t < 2 or len(sample) - n_t < 2:
+            raise DesignError(f"the {name} sample needs at least 2 treated and 2 control rows; has {n_t} and {len(sample) - n_t}")
+    return columns, rand, ana, cov_names, dropped, notes
+
+
+@dataclass
+class _Model:
+    y: np.ndarray
+    z: np.ndarray
+    X: np.ndarray
+    names: list[str]
+    school: np.ndarray | None
+    block_codes: np.ndarray | None
+    n_blocks: int
+    covX: pd.DataFrame  # pretests + covariates design columns
+
+
+def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: list) -> _Model:
+    n = len(ana)
+    y = ana[cols.outcome].to_numpy(dtype=float)
+    z = ana[cols.treatment].to_numpy(dtype=float)
+    parts, names = [np.ones((n, 1)), z[:, None]], ["const", "treatment"]
+    block_codes, nb = None, 0
+    if cols.block:
+        block_codes, labels = pd.factorize(ana[cols.block], sort=True)
+        nb = len(labels)
+        n_t_b = np.bincount(block_codes, weights=z, minlength=nb)
+        n_b = np.bincount(block_codes, minlength=nb)
+        k = int(np.sum((n_t_b == 0) | (n_t_b == n_b)))
+        if k:
+            notes.append(
+                f"{k} block(s) of {cols.block!r} have only treated or only control rows in the analytic sample; "
+                "they do not inform the block-adjusted ITT"
+            )
+        D, dn = _dummies(block_codes, nb, cols.block, list(labels))
+        parts.append(D)
+        names += dn
+    covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
+    parts.append(covX.to_numpy(dtype=float))
+    names += list(covX.columns)
+    X = np.hstack(parts)
+    school = ana[cols.school].to_numpy() if cols.school else None
+    return _Model(y, z, X, names, school, block_codes, nb, covX)
+
+
+def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
+    """Design-based blocked difference in (Hájek) means over units of assignment; see module doc."""
+    units, u_idx = np.unique(unit, return_inverse=True)
+    m = units.size
+    Y = np.bincount(u_idx, weights=y, minlength=m)
+    N = np.bincount(u_idx, minlength=m).astype(float)
+    zu = np.bincount(u_idx, weights=z, minlength=m) / N
+    bu = np.zeros(m, dtype=np.intp) if block is None else np.bincount(u_idx, weights=block, minlength=m).astype(float) / N
+    bu = np.rint(bu).astype(np.intp)
+    nb = int(bu.max()) + 1
+    cell = bu * 2 + zu.astype(np.intp)  # block × arm
+    SY = np.bincount(cell, weights=Y, minlength=2 * nb)
+    SN = np.bincount(cell, weights=N, minlength=2 * nb)
+    cnt = np.bincount(cell, minlength=2 * nb)
+    ok = (cnt[0::2] > 0) & (cnt[1::2] > 0)
+    if not ok.all():
+        sd_notes.append(f"Neyman: {int((~ok).sum())} block(s) without both arms are left out")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ybar = SY / SN
+        e = Y - ybar[cell] * N
+        ss = np.bincount(cell, weights=e**2, minlength=2 * nb)
+        v = cnt / (cnt - 1.0) * ss / SN**2
+    Nb = SN[0::2] + SN[1::2]
+    w = np.where(ok, Nb, 0.0) / Nb[ok].sum()
+    d = np.where(ok, ybar[1::2] - ybar[0::2], 0.0)
+    tau = float(np.sum(w * d))
+    m_t, m_c = cnt[1::2][ok], cnt[0::2][ok]
+    if np.all(m_t >= 2) and np.all(m_c >= 2):
+        comp = np.concatenate([(w**2 * v[1::2])[ok], (w**2 * v[0::2])[ok]])
+        mm = np.concatenate([m_t, m_c])
+        var = float(comp.sum())
+        df = var**2 / float(np.sum(comp**2 / (mm - 1.0)))
+    elif np.all(m_t == 1) and np.all(m_c == 1) and ok.sum() >= 2:
+        J = int(ok.sum())
+        var = J / (J - 1.0) * float(np.sum((w[ok] * d[ok] - tau / J) ** 2))
+        df = J - 1.0
+        sd_notes.append("Neyman: every block is a pair; the pair-difference variance (Imai, King & Nall 2009) is used")
+    else:
+        sd_notes.append(
+            "Neyman: some blocks have a single treated or control unit (and not all are pairs); no design-based SE"
+        )
+        var, df = math.nan, math.nan
+    return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
+
+
+def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
+    """School-mean regression (each school once), HC2, m − k df."""
+    codes, uniq = pd.factorize(mod.school)
+    m = len(uniq)
+    cnt = np.bincount(codes, minlength=m).astype(float)
+
+    def mean(v):
+        return np.bincount(codes, weights=v, minlength=m) / cnt
+
+    Xc = np.column_stack([mean(mod.X[:, j]) for j in range(mod.X.shape[1])])
+    yc = mean(mod.y)
+    names = list(mod.names)
+    keep = np.ones(len(names), dtype=bool)
+    # student-level covariates averaged within schools; drop them if they leave too few df
+    if m - Xc.shape[1] < 3 and mod.covX.shape[1] > 1:
+        first_cov = 2 + max(mod.n_blocks - 1, 0)
+        keep[first_cov + 1 :] = False
+        notes.append(f"school-means analysis: only {m} schools, so it adjusts for the school mean pretest only")
+    Xc, names = Xc[:, keep], [nm for nm, k in zip(names, keep) if k]
+    nz = Xc.std(axis=0) > 0
+    nz[0] = True
+    if (~nz).any():
+        Xc, names = Xc[:, nz], [nm for nm, k in zip(names, nz) if k]
+    if m - Xc.shape[1] < 1:
+        raise DesignError(f"school-means analysis: {m} schools cannot support {Xc.shape[1]} regressors")
+    fit = ols(yc, Xc, vcov="HC2", names=names)
+    return fit, m
+
+
+def _mixedlm_fit(mod: _Model, notes: list):
+    """statsmodels MixedLM with random school intercepts (REML); retry powell, nm on failure."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    exog = pd.DataFrame(mod.X, columns=mod.names)
+    model = sm.MixedLM(mod.y, exog, groups=mod.school)
+    failures = []
+    for method in (None, "powell", "nm"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            try:
+                kw = {} if method is None else {"method": method, "maxiter": 20000}
+                res = model.fit(reml=True, **kw)
+            except Exception as exc:  # statsmodels raises assorted errors on failure
+                failures.append(f"{method or 'default'}: {type(exc).__name__}: {exc}")
+                continue
+        conv_warn = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+        bse = np.asarray(res.bse_fe)
+        if res.converged and not conv_warn and np.all(np.isfinite(bse)):
+            if failures:
+                notes.append(
+                    f"MixedLM: the default optimizer failed ({'; '.join(failures)}); refitted with {method}"
+                )
+            return res
+        reason = str(conv_warn[0].message).splitlines()[0] if conv_warn else "did not converge"
+        failures.append(f"{method or 'default'}: {reason}")
+    raise ConvergenceError("MixedLM did not converge with the default, powell or nm optimizers: " + "; ".join(failures))
+
+
+def _cace_fit(mod: _Model, takeup: np.ndarray, cluster_design: bool):
+    """2SLS of y on take-up instrumented by assignment (linearmodels IV2SLS)."""
+    from linearmodels.iv import IV2SLS
+
+    keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
+    exog = pd.DataFrame(mod.X[:, keep], columns=[mod.names[j] for j in keep])
+    endog = pd.DataFrame({"takeup": takeup})
+    instr = pd.DataFrame({"assignment": mod.z})
+    model = IV2SLS(pd.Series(mod.y, name="y"), exog, endog, instr)
+    if cluster_design:
+        codes = pd.factorize(mod.school)[0]
+        res = model.fit(cov_type="clustered", clusters=pd.Series(codes), debiased=True)
+        df = float(codes.max())  # G − 1
+    else:
+        res = model.fit(cov_type="robust", debiased=True)
+        df = float(len(mod.y) - mod.X.shape[1])
+    return res, df
+
+
+def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> pd.DataFrame:
+    """Baseline differences in the analytic sample: Hedges g (continuous) or Cox index (0/1)."""
+    t = ana[cols.treatment].to_numpy() == 1
+    n_t, n_c = int(t.sum()), int((~t).sum())
+    rows = []
+    for role, names in (("pretest", cols.pretest), ("covariate", cov_names)):
+        for name in names:
+            s = ana[name]
+            if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                v = s.to_numpy(dtype=float)
+                binary = set(np.unique(v)) <= {0.0, 1.0}
+                items = [(name, v, binary)]
+            else:
+                items = [(f"{name}[{lev}]", (s == lev).to_numpy(dtype=float), True) for lev in pd.unique(s)]
+            for label, v, binary in items:
+                mt, mc = v[t].mean(), v[~t].mean()
+                if binary:
+                    if 0 < mt < 1 and 0 < mc < 1:
+                        g = float(effect_sizes.cox_index(mt, mc, n_t, n_c))
+                    else:
+                        g = math.nan
+                    measure, sdt, sdc = "Cox index", math.nan, math.nan
+                else:
+                    sdt, sdc = v[t].std(ddof=1), v[~t].std(ddof=1)
+                    g = float(effect_sizes.hedges_g(mt, mc, sdt, sdc, n_t, n_c))
+                    measure = "Hedges g"
+                rows.append(
+                    {
+                        "variable": label, "role": role, "measure": measure, "mean_treated": mt,
+                        "mean_control": mc, "sd_treated": sdt, "sd_control": sdc, "n_treated": n_t,
+                        "n_control": n_c, "effect_size": g, "adjusted_in_model": True,
+                        "verdict": standards.baseline_equivalence(g, adjusted=True),
+                    }
+                )
+    cols_out = ["variable", "role", "measure", "mean_treated", "mean_control", "sd_treated", "sd_control",
+                "n_treated", "n_control", "effect_size", "adjusted_in_model", "verdict"]
+    return pd.DataFrame(rows, columns=cols_out)
+
+
+def _attrition(rand: pd.DataFrame, ana: pd.DataFrame, cols: Columns, design: str) -> tuple[standards.Attrition, ...]:
+    t = cols.treatment
+    out = [
+        standards.attrition(
+            int((rand[t] == 1).sum()), int((rand[t] == 0).sum()),
+            int((ana[t] == 1).sum()), int((ana[t] == 0).sum()), level="students",
+        )
+    ]
+    if design == "cluster":
+        r = rand.groupby(cols.school, observed=True)[t].first()
+        a = ana.groupby(cols.school, observed=True)[t].first()
+        out.append(
+            standards.attrition(int((r == 1).sum()), int((r == 0).sum()), int((a == 1).sum()), int((a == 0).sum()), level="schools")
+        )
+    return tuple(out)
+
+
+def _subgroup_levels(ana: pd.DataFrame, cols: Columns, name: str) -> tuple[np.ndarray, list]:
+    if name in _TERCILE_ALIASES:
+        if not cols.pretest:
+            raise DataError(f"subgroup {name!r} needs a pretest column")
+        p = ana[cols.main_pretest].to_numpy(dtype=float)
+        cuts = np.quantile(p, [1 / 3, 2 / 3])
+        return np.searchsorted(cuts, p, side="right"), ["low third", "middle third", "high third"]
+    if name not in ana.columns:
+        raise DataError(f"subgroup column {name!r} is not in the data (or use {TERCILE!r})")
+    s = ana[name]
+    if s.isna().any():
+        raise DataError(f"subgroup column {name!r}: {int(s.isna().sum()):,} analytic row(s) are missing")
+    codes, labels = pd.factorize(s, sort=True)
+    if len(labels) > _MAX_LEVELS:
+        raise DataError(f"subgroup column {name!r} has {len(labels)} levels; at most {_MAX_LEVELS} are allowed")
+    if len(labels) < 2:
+        raise DataError(f"subgroup column {name!r} has a single value in the analytic sample")
+    return codes, list(labels)
+
+
+def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale: Callable, adjust: str, notes: list):
+    rows, tests = [], []
+    for name in names:
+        codes, labels = _subgroup_levels(ana, cols, name)
+        L = len(labels)
+        cross = np.zeros((L, 2), dtype=int)
+        np.add.at(cross, (codes, mod.z.astype(int)), 1)
+        usable = (cross > 0).all(axis=1)
+        if (~usable).any():
+            notes.append(f"subgroup {name}: level(s) {[labels[j] for j in np.flatnonzero(~usable)]} lack a treated or control row; left out")
+        if usable.sum() < 2:
+            notes.append(f"subgroup {name}: fewer than 2 usable levels; no subgroup analysis")
+            continue
+        rowmask = usable[codes]
+        lev_ids = np.flatnonzero(usable)
+        remap = -np.ones(L, dtype=int)
+        remap[lev_ids] = np.arange(lev_ids.size)
+        c = remap[codes[rowmask]]
+        Lu = lev_ids.size
+        base = [j for j, nm in enumerate(mod.names) if nm != "treatment" and nm != name and not nm.startswith(f"{name}[")]
+        X0 = mod.X[rowmask][:, base]
+        Z = np.zeros((c.size, Lu))
+        Z[np.arange(c.size), c] = mod.z[rowmask]
+        D, dn = _dummies(c, Lu, name, [labels[j] for j in lev_ids])
+        X = np.hstack([X0, D, Z])
+        xnames = [mod.names[j] for j in base] + dn + [f"treatment×{name}[{labels[j]}]" for j in lev_ids]
+        kw = dict(fit_kw)
+        if kw.get("clusters") is not None:
+            kw["clusters"] = kw["clusters"][rowmask]
+        try:
+            fit = ols(mod.y[rowmask], X, names=xnames, **kw)
+        except DesignError as exc:
+            notes.append(f"subgroup {name}: not estimable ({exc})")
+            continue
+        k0 = X.shape[1] - Lu
+        for i, j in enumerate(lev_ids):
+            b, se, df, p = fit.coef(xnames[k0 + i])
+            est = Estimate.from_t(b, se, df, n_treated=int(cross[j, 1]), n_control=int(cross[j, 0]),
+                                  n_clusters=None, method="subgroup ITT", label=f"{name}={labels[j]}")
+            es = scale(est)
+            rows.append({"subgroup": name, "level": labels[j], "n_treated": int(cross[j, 1]), "n_control": int(cross[j, 0]),
+                         "estimate": b, "se": se, "df": df, "ci_low": est.ci_low, "ci_high": est.ci_high, "pvalue": p,
+                         "effect_size": es.effect_size.estimate, "es_ci_low": es.effect_size.ci_low,
+                         "es_ci_high": es.effect_size.ci_high, "percentile_points": es.percentile_points.estimate})
+        R = np.zeros((Lu - 1, X.shape[1]))
+        R[:, k0] = -1.0
+        R[np.arange(Lu - 1), k0 + 1 + np.arange(Lu - 1)] = 1.0
+        if Lu == 2:
+            est, se, df, p = fit.contrast(R[0])
+            tests.append({"subgroup": name, "n_levels": 2, "statistic": est / se, "df1": 1.0, "df2": df, "pvalue": p,
+                          "test": f"t = {est / se:.3f} on {df:.1f} df (difference {est:.4g}, SE {se:.3g})"})
+        else:
+            b = R @ fit.params
+            W = float(b @ np.linalg.solve(R @ fit.vcov @ R.T, b))
+            q = Lu - 1
+            df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
+            F = W / q
+            p = float(stats.f.sf(F, q, df2))
+            tests.append({"subgroup": name, "n_levels": Lu, "statistic": F, "df1": float(q), "df2": df2, "pvalue": p,
+                          "test": f"Wald F = {F:.3f} on ({q}, {df2:.0f}) df"})
+    if not rows:
+        return None, None
+    sub = pd.DataFrame(rows)
+    sub["pvalue_adjusted"] = adjust_pvalues(sub["pvalue"].to_numpy(), adjust)
+    inter = pd.DataFrame(tests)
+    inter["pvalue_adjusted"] = adjust_pvalues(inter["pvalue"].to_numpy(), adjust)
+    return sub, inter
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def analyze_rct(
+    df: pd.DataFrame,
+    columns: Columns,
+    design: Literal["individual", "blocked", "cluster"] = "cluster",
+    *,
+    covariates: Sequence[str] | None = None,
+    vcov: str | None = None,
+    method: Literal["ols", "cluster_means", "mixedlm"] = "ols",
+    subject: object = None,
+    sd: str | float = "pooled",
+    level: float = 0.95,
+    baseline_percentile: float = 50.0,
+    subgroups: Sequence[str] = (),
+    adjust: Literal["bh", "holm", "bonferroni"] = "bh",
+    compliance: bool = True,
+    permutations: int = 0,
+    seed: int | None = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> RCTResult:
+    """Analyse a randomized trial (formulas and sources in the module docstring).
+
+    Parameters
+    ----------
+    df, columns : the data and the role of each column (:class:`pleval.data.Columns`);
+        ``school`` is required for cluster designs, ``block`` for blocked designs and used as
+        fixed effects in cluster designs when given; ``takeup`` enables the CACE.
+    design : ``"individual"``, ``"blocked"`` (students randomized within blocks) or
+        ``"cluster"`` (schools randomized, within blocks if ``block`` is set).
+    covariates : model covariates besides the pretest(s); default ``columns.covariates``.
+    vcov : ``"CR2"`` (default for cluster designs), ``"CR1"``, ``"CR0"``, ``"HC2"`` (default
+        otherwise), ``"HC1"``, ``"HC0"`` or ``"classical"``; CR types cluster by ``school``.
+    method : the primary ITT: ``"ols"``, ``"cluster_means"`` or ``"mixedlm"``.
+    subject : the subject to analyse when the data are long by subject.
+    sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
+    subgroups : columns (or ``"pretest_tercile"``) for subgroup ITTs and interaction tests.
+    adjust : multiplicity adjustment for subgroup p-values.
+    compliance : estimate the CACE when ``columns.takeup`` is set.
+    permutations : >0 runs a randomization test with that many re-randomizations (exact
+        enumeration when the design allows few assignments); ``seed`` and ``progress`` pass through.
+    """
+    if method not in METHODS:
+        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
+    clustered_design = design == "cluster"
+    vcov = vcov or ("CR2" if clustered_design else "HC2")
+    if vcov not in VCOVS:
+        raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
+    if vcov.startswith("CR") and not cols.school:
+        raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
+    if method in ("cluster_means", "mixedlm") and not cols.school:
+        raise DataError(f"method={method!r} needs the school column (columns.school)")
+
+    mod = _model(ana, cols, cov_names, notes)
+    fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None}
+    fit = ols(mod.y, mod.X, names=mod.names, **fit_kw)
+
+    t = mod.z == 1
+    n_t, n_c = int(t.sum()), int((~t).sum())
+    n_cl = int(pd.unique(mod.school).size) if cols.school and (clustered_design or vcov.startswith("CR")) else None
+    sd_value, sd_kind = effect_sizes.outcome_sd(mod.y, t, kind=sd)
+    omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0
+
+    def effect(est, se, df, label, how, n_clusters=n_cl):
+        e = Estimate.from_t(est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_clusters,
+                            method=how, label=label)
+        return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
+
+    def scale(e: Estimate) -> Effect:
+        return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
+
+    adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
+    model_desc = "outcome ~ treatment" + (" + block FE" if cols.block else "") + "".join(f" + {a}" for a in adj)
+    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else "") + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
+    effects: dict[str, Effect] = {}
+    b, se, df_, _ = fit.coef("treatment")
+    ols_effect = effect(b, se, df_, "ITT", f"OLS ITT: {model_desc}; {vc_desc}")
+
+    extra: dict[str, Effect] = {}
+    if clustered_design or method == "cluster_means":
+        cfit, m = _cluster_means_fit(mod, cols, notes)
+        cb, cse, cdf, _ = cfit.coef("treatment")
+        extra["School means"] = effect(cb, cse, cdf, "ITT (school means)",
+                                       "OLS on school means (each school once), HC2, m − k df", n_clusters=m)
+    mixed_res = None
+    if method == "mixedlm":
+        mixed_res = _mixedlm_fit(mod, notes)
+        j = mod.names.index("treatment")
+        G = int(pd.unique(mod.school).size)
+        mdf = float(G - max(mod.n_blocks, 1) - 1)
+        extra["MixedLM"] = effect(float(mixed_res.fe_params.iloc[j]), float(mixed_res.bse_fe.iloc[j]), mdf,
+                                  "ITT (MixedLM)", f"MixedLM, random school intercepts (REML); t({mdf:.0f}), between-within df")
+        icc = float(mixed_res.cov_re.iloc[0, 0] / (mixed_res.cov_re.iloc[0, 0] + mixed_res.scale))
+        notes.append(f"MixedLM: residual intraclass correlation {icc:.3f}")
+
+    if method == "ols":
+        effects["ITT"] = ols_effect
+    elif method == "cluster_means":
+        effects["ITT (school means)"] = extra.pop("School means")
+        effects["ITT (OLS, students)"] = ols_effect
+    else:
+        effects["ITT (MixedLM)"] = extra.pop("MixedLM")
+        effects["ITT (OLS, students)"] = ols_effect
+
+    unit = mod.school if clustered_design else np.arange(len(mod.y))
+    ney_notes: list[str] = []
+    nb_, nse, ndf = _neyman(mod.y, mod.z, unit, mod.block_codes, ney_notes)
+    notes.extend(ney_notes)
+    effects["Neyman difference in means"] = effect(
+        nb_, nse, ndf, "ITT (Neyman)",
+        "design-based difference in means" + (" of school totals (Hájek)" if clustered_design else "")
+        + (", block-weighted" if cols.block else "") + "; Welch df",
+    )
+    effects.update(extra)
+
+    complier = None
+    if compliance and cols.takeup:
+        d = ana[cols.takeup].to_numpy(dtype=float)
+        cs_fit = ols(d, mod.X, names=mod.names, **fit_kw)
+        cb, cse, cdf, _ = cs_fit.coef("treatment")
+        complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_cl,
+                                   method=f"ITT on take-up ({vc_desc})", label="complier share")
+        if abs(cb) < 2 * cse or abs(cb) < 0.1:
+            warnings.warn(f"complier share {cb:.3f} (SE {cse:.3f}) is small: the CACE is weakly identified",
+                          PlevalWarning, stacklevel=2)
+            notes.append(f"weak first stage: complier share {cb:.3f} (SE {cse:.3f})")
+        iv, ivdf = _cace_fit(mod, d, clustered_design)
+        effects["CACE (IV)"] = effect(
+            float(iv.params["takeup"]), float(iv.std_errors["takeup"]), ivdf, "CACE",
+            "2SLS, take-up instrumented by assignment (linearmodels IV2SLS), "
+            + ("clustered CR1, G − 1 df" if clustered_design else "HC1, n − k df"),
+        )
+
+    sub = inter = None
+    if subgroups:
+        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, notes)
+
+    ri = None
+    if permutations:
+        ri = randomization_test(
+            mod.y, mod.z,
+            clusters=mod.school if clustered_design else None,
+            blocks=mod.block_codes,
+            covariates=mod.covX.to_numpy(dtype=float) if mod.covX.shape[1] else None,
+            n_permutations=permutations, seed=seed, progress=progress,
+        )
+
+    n_cl_r = int(rand[cols.school].nunique()) if clustered_design else None
+    options = {
+        "design": design, "method": method, "outcome": cols.outcome, "subject": subject,
+        "treatment": cols.treatment, "school": cols.school, "block": cols.block,
+        "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "model": model_desc,
+        "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
+        "adjust": adjust, "permutations": permutations, "seed": seed,
+        "n_randomized": len(rand), "n_analytic": len(ana), "n_clusters_randomized": n_cl_r,
+        "n_clusters_analytic": int(pd.unique(mod.school).size) if clustered_design else None,
+        "n_blocks": mod.n_blocks or None,
+    }
+    return RCTResult(
+        design=design,
+        method=method,
+        itt=next(iter(effects.values())),
+        effects=MappingProxyType(effects),
+        complier_share=complier,
+        attrition=_attrition(rand, ana, cols, design),
+        randomization=ri,
+        fit=fit,
+        options=MappingProxyType(options),
+        notes=tuple(notes),
+        _equivalence=_equivalence(ana, cols, cov_names),
+        _subgroups=sub,
+        _interactions=inter,
+        _dropped=dropped,
+    )
+
+
+def rct_by_subject(df: pd.DataFrame, columns: Columns, **kwargs) -> dict[object, RCTResult]:
+    """:func:`analyze_rct` for each subject in ``columns.subject`` (one result per subject)."""
+    if not columns.subject:
+        return {None: analyze_rct(df, columns, **kwargs)}
+    if columns.subject not in df.columns:
+        raise DataError(f"column {columns.subject!r} (subject) is not in the data")
+    subjects = [s for s in pd.unique(df[columns.subject]) if pd.notna(s)]
+    return {s: analyze_rct(df, columns, subject=s, **kwargs) for s in subjects}
+
+
+__all__ = ["analyze_rct", "rct_by_subject", "RCTResult", "DESIGNS", "METHODS", "TERCILE"]
