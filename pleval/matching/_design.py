@@ -1,0 +1,109 @@
+"""Covariate encoding shared by the propensity model, balance tables and the effect regression.
+
+A covariate is *categorical* when its dtype is object / string / category / bool, or when the
+caller lists it in ``categorical``. Categorical covariates become 0/1 indicator columns, one per
+level except the reference (the most frequent level, so the intercept describes the typical
+student); numeric covariates enter as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+
+def is_categorical(s: pd.Series) -> bool:
+    return (
+        isinstance(s.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(s.dtype)
+        or pd.api.types.is_object_dtype(s.dtype)
+        or pd.api.types.is_string_dtype(s.dtype)
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A numeric design matrix and where each column came from."""
+
+    X: np.ndarray  # (n, p) float64, no intercept
+    names: tuple[str, ...]  # design-column names, e.g. "race[black]"
+    source: tuple[str, ...]  # the covariate each design column comes from
+    level: tuple[object, ...]  # the level for indicator columns, None for numeric ones
+    categorical: tuple[str, ...]  # the covariates that were expanded
+
+
+def codes_and_levels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (``-1`` for missing) and the sorted levels of a column."""
+    codes, levels = pd.factorize(s, sort=True, use_na_sentinel=True)
+    return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
+
+
+def encode(df: pd.DataFrame, covariates, categorical=()) -> Encoded:
+    """Expand ``covariates`` of ``df`` into a float design matrix (no intercept).
+
+    Raises :class:`DataError` for a missing column or a missing value (callers drop and count
+    incomplete rows before encoding).
+    """
+    covariates = list(dict.fromkeys(covariates))
+    missing = [c for c in covariates if c not in df.columns]
+    if missing:
+        raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, missing))}")
+    n = len(df)
+    cols, names, source, level, cats = [], [], [], [], []
+    for c in covariates:
+        s = df[c]
+        if c in categorical or is_categorical(s):
+            codes, levels = codes_and_levels(s)
+            if (codes < 0).any():
+                raise DataError(f"covariate {c!r} has {(codes < 0).sum():,} missing value(s)")
+            counts = np.bincount(codes, minlength=len(levels))
+            ref = int(np.argmax(counts))
+            cats.append(c)
+            for j, lev in enumerate(levels):
+                if j == ref:
+                    continue
+                cols.append((codes == j).astype(np.float64))
+                names.append(f"{c}[{lev}]")
+                source.append(c)
+                level.append(lev)
+        else:
+            x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            bad = ~np.isfinite(x)
+            if bad.any():
+                raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")
+            cols.append(x)
+            names.append(c)
+            source.append(c)
+            level.append(None)
+    X = np.column_stack(cols) if cols else np.empty((n, 0))
+    return Encoded(np.ascontiguousarray(X), tuple(names), tuple(source), tuple(level), tuple(cats))
+
+
+def missing_mask(df: pd.DataFrame, columns) -> dict[str, np.ndarray]:
+    """Boolean mask of missing values per column (only columns with at least one)."""
+    out = {}
+    for c in dict.fromkeys(columns):
+        m = df[c].isna().to_numpy()
+        if m.any():
+            out[c] = m
+    return out
+
+
+def combine_codes(df: pd.DataFrame, columns) -> np.ndarray:
+    """One int64 cell code per row for the combination of ``columns`` (mixed-radix of the
+    per-column factorize codes; ``-1`` where any key is missing). Equal rows share a code."""
+    n = len(df)
+    code = np.zeros(n, dtype=np.int64)
+    miss = np.zeros(n, dtype=bool)
+    for c in columns:
+        k, levels = codes_and_levels(df[c])
+        miss |= k < 0
+        code = code * (len(levels) + 1) + np.maximum(k, 0)
+        if len(levels) and code.max(initial=0) > 2**50:  # keep the radix product exact
+            code = pd.factorize(code, sort=True)[0].astype(np.int64)
+    code[miss] = -1
+    return code

@@ -1,0 +1,396 @@
+"""Nearest-neighbour matching (1:k) on the logit propensity score or Mahalanobis distance.
+
+For each treated unit, the ``k`` comparison units closest in distance, within the same
+exact-match cell and within the caliper, are its matched set (ATT; Stuart 2010, §3.2).
+
+* **Distance.** On the logit PS, ``d(i, j) = |l_i − l_j|``. Mahalanobis:
+  ``d(i, j) = sqrt((x_i − x_j)' S⁻¹ (x_i − x_j))`` with ``S`` the pooled within-group
+  covariance of the chosen covariates (Rubin 1980); computed as a Euclidean distance after
+  the transform ``z = L⁻¹ x`` (``S = L L'``).
+* **Caliper.** Pairs farther apart than the caliper are not matched. For the PS the caliper is
+  ``caliper × sqrt((s_t² + s_c²)/2)`` of the logit PS, default 0.2 (Austin 2011); for
+  Mahalanobis it is in Mahalanobis-distance units (default none).
+* **Ties** are broken by a random priority of the comparison units drawn from ``seed``: units
+  are ranked by ``(distance, priority)``, so results are deterministic for a seed.
+* **Without replacement** the treated units are matched greedily one at a time in ``order``
+  ("largest" PS first, as MatchIt's default, "smallest", "random" or "data"); each takes its
+  ``k`` best still-unused comparisons. Greedy matching is sequential by definition; the loop
+  only walks precomputed candidate lists.
+
+Neighbour search never forms all treated × comparison pairs. On one dimension it is a sorted
+search (``searchsorted`` on (cell, value) keys, ``k`` candidates from each side); on several it
+is a ``scipy.spatial.cKDTree`` over distinct comparison points, with exact cells kept apart by
+an extra coordinate far larger than any within-cell distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from ..errors import DataError, DesignError
+
+ORDERS = ("largest", "smallest", "random", "data")
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Per treated row: comparison indices sorted by (distance, priority), ``-1`` padded.
+
+    The first ``n_safe[i]`` entries of row ``i`` are exactly the ``n_safe[i]`` best eligible
+    comparisons; ``complete[i]`` means there are no eligible comparisons beyond them.
+    """
+
+    idx: np.ndarray
+    dist: np.ndarray
+    n_safe: np.ndarray
+    complete: np.ndarray
+
+
+def _lex_rows(dist, prio):
+    """Per-row permutation sorting each row by (dist, prio)."""
+    return np.lexsort((prio, dist), axis=1)
+
+
+class _SortedSearch:
+    """One-dimensional search on (cell, value) keys."""
+
+    def __init__(self, c_x, c_cell, prio, t_x, t_cell, caliper):
+        self.c_x, self.t_x, self.caliper = c_x, t_x, caliper
+        self.prio = prio
+        n = len(c_x)
+        # comparisons sorted by (cell, value, priority)
+        o = np.argsort(c_x)
+        xs = c_x[o]
+        if np.any(xs[1:] == xs[:-1]):
+            dense = np.cumsum(np.concatenate([[0], xs[1:] != xs[:-1]]))
+            o = o[np.argsort(dense * n + prio[o])]
+            xs = c_x[o]
+        new = np.concatenate([[True], xs[1:] != xs[:-1]])
+        v = xs[new]
+        kx = 2 * (np.cumsum(new) - 1) + 1  # value keys: odd for comparison values ...
+        u = np.searchsorted(v, t_x, side="left")
+        eq = (u < len(v)) & (v[np.minimum(u, len(v) - 1)] == t_x)
+        tkx = 2 * u + eq  # ... even for a treated value between two of them
+        span = 2 * len(v) + 2
+        if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:
+            cs = c_cell[o]
+            s = np.argsort(cs.astype(np.uint16) if cs.max(initial=0) < 2**16 else cs, kind="stable")
+            o, kx, cs = o[s], kx[s], cs[s]
+            self.keys = cs * span + kx
+            self.t_key = t_cell * span + tkx
+            self.t_lo, self.t_hi = t_cell * span, (t_cell + 1) * span
+        else:
+            self.keys, self.t_key = kx, tkx
+            self.t_lo, self.t_hi = np.full(len(t_x), -1), np.full(len(t_x), span)
+        self.right = o  # ties in ascending priority
+        # left side: the same order with each run of equal keys reversed (descending priority)
+        newk = np.concatenate([[True], self.keys[1:] != self.keys[:-1]])
+        if newk.all():
+            self.left = o
+        else:
+            pos = np.arange(n)
+            start = np.maximum.accumulate(np.where(newk, pos, 0))
+            last = np.concatenate([newk[1:], [True]])
+            end = np.minimum.accumulate(np.where(last, pos, n)[::-1])[::-1]
+            self.left = o[start + end - pos]
+
+    def __call__(self, rows, K):
+        n = len(self.keys)
+        tk = self.t_key[rows]
+        p = np.searchsorted(self.keys, tk, side="left")
+        j = np.arange(K)
+        rpos = p[:, None] + j
+        lpos = p[:, None] - 1 - j
+        rok = rpos < n
+        lok = lpos >= 0
+        rpos_c = np.minimum(rpos, n - 1)
+        lpos_c = np.maximum(lpos, 0)
+        rok &= self.keys[rpos_c] < self.t_hi[rows, None]
+        lok &= self.keys[lpos_c] >= self.t_lo[rows, None]
+        ridx = np.where(rok, self.right[rpos_c], -1)
+        lidx = np.where(lok, self.left[lpos_c], -1)
+        idx = np.concatenate([lidx, ridx], axis=1)
+        x = self.t_x[rows, None]
+        dist = np.where(idx >= 0, np.abs(self.c_x[np.maximum(idx, 0)] - x), np.inf)
+        dist[dist > self.caliper] = np.inf
+        idx[~np.isfinite(dist)] = -1
+        prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], np.iinfo(np.int64).max)
+        # a side whose K-th candidate is still eligible may hold more beyond it: entries ranked
+        # after that candidate are not yet certain
+        lfull, rfull = idx[:, K - 1] >= 0, idx[:, 2 * K - 1] >= 0
+        bd = np.full(len(rows), np.inf)
+        bp = np.full(len(rows), np.iinfo(np.int64).max)
+        for full, col in ((lfull, K - 1), (rfull, 2 * K - 1)):
+            d_, p_ = dist[:, col], prio[:, col]
+            tighter = full & ((d_ < bd) | ((d_ == bd) & (p_ < bp)))
+            bd = np.where(tighter, d_, bd)
+            bp = np.where(tighter, p_, bp)
+        o = _lex_rows(dist, prio)
+        idx = np.take_along_axis(idx, o, 1)
+        dist = np.take_along_axis(dist, o, 1)
+        prio = np.take_along_axis(prio, o, 1)
+        safe = (idx >= 0) & ((dist < bd[:, None]) | ((dist == bd[:, None]) & (prio <= bp[:, None])))
+        return Candidates(idx, dist, safe.sum(axis=1), ~(lfull | rfull))
+
+
+def _row_groups(A):
+    """Group identical rows of ``A`` (hash-based): returns (group id per row, first row of
+    each group)."""
+    gid = np.zeros(len(A), dtype=np.int64)
+    for j in range(A.shape[1]):
+        k, lev = pd.factorize(A[:, j])
+        gid = pd.factorize(gid * (len(lev) + 1) + k)[0].astype(np.int64)
+    cm = np.maximum.accumulate(gid)  # factorize numbers groups in order of first appearance
+    first = np.flatnonzero(np.concatenate([[True], cm[1:] > cm[:-1]]))
+    return gid, first
+
+
+class _TreeSearch:
+    """Multi-dimensional search: cKDTree over distinct comparison points ("sites")."""
+
+    def __init__(self, c_z, c_cell, prio, t_z, t_cell, caliper):
+        self.caliper = caliper
+        self.prio = prio
+        span = np.ptp(np.vstack([c_z, t_z]), axis=0)
+        big = 4.0 * float(np.sqrt((span**2).sum())) + 1.0
+        self.bound = min(caliper, big / 2.0)
+        if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:
+            c_aug = np.column_stack([c_z, c_cell * big])
+            self.t_aug = np.column_stack([t_z, t_cell * big])
+        else:
+            c_aug, self.t_aug = c_z, t_z
+        site, first = _row_groups(c_aug)
+        self.site_xyz = c_aug[first]
+        self.n_sites = len(first)
+        n = len(prio)
+        mem = np.argsort(site * n + prio)  # members of each site by ascending priority
+        self.members = mem
+        self.start = np.searchsorted(site[mem], np.arange(self.n_sites), side="left")
+        self.count = np.bincount(site, minlength=self.n_sites)
+        self.tree = cKDTree(self.site_xyz, balanced_tree=False, compact_nodes=False)
+
+    def __call__(self, rows, K):
+        Ks = min(K + 1, self.n_sites)
+        t = self.t_aug[rows]
+        _, s = self.tree.query(t, k=Ks, distance_upper_bound=self.bound * (1 + 1e-9) + 1e-12)
+        s = s.reshape(len(rows), Ks)
+        found = s < self.n_sites
+        s_c = np.where(found, s, 0)
+        # exact distances (one formula for every row and site, as a brute force would use)
+        diff = self.site_xyz[s_c] - t[:, None, :]
+        sd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        sd[~found] = np.inf
+        found &= sd <= self.caliper
+        sd[~found] = np.inf
+        take = np.minimum(self.count[s_c], K)
+        j = np.arange(K)
+        ok = found[:, :, None] & (j < take[:, :, None])
+        pos = np.minimum(self.start[s_c][:, :, None] + j, len(self.members) - 1)
+        idx = np.where(ok, self.members[pos], -1).reshape(len(rows), Ks * K)
+        dist = np.where(ok, sd[:, :, None], np.inf).reshape(len(rows), Ks * K)
+        big_p = np.iinfo(np.int64).max
+        prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], big_p)
+        # not yet certain: anything at or beyond the farthest site fetched when the query was
+        # full, and anything ranked after a site's last fetched member when it has more
+        full = found[:, -1] & (Ks < self.n_sites)
+        bd = np.where(full, sd[:, -1], np.inf)
+        bp = np.where(full, -1, big_p)
+        trunc = found & (self.count[s_c] > K)
+        if trunc.any():
+            last_p = self.prio[self.members[np.minimum(self.start[s_c] + K - 1, len(self.members) - 1)]]
+            d_t = np.where(trunc, sd, np.inf)
+            p_t = np.where(trunc, last_p, big_p)
+            o = _lex_rows(d_t, p_t)[:, 0]  # lexicographic minimum of (d_t, p_t) per row
+            dmin = d_t[np.arange(len(rows)), o]
+            pmin = p_t[np.arange(len(rows)), o]
+            tighter = (dmin < bd) | ((dmin == bd) & (pmin < bp))
+            bd = np.where(tighter, dmin, bd)
+            bp = np.where(tighter, pmin, bp)
+        o = _lex_rows(dist, prio)
+        idx = np.take_along_axis(idx, o, 1)
+        dist = np.take_along_axis(dist, o, 1)
+        prio = np.take_along_axis(prio, o, 1)
+        safe = (idx >= 0) & ((dist < bd[:, None]) | ((dist == bd[:, None]) & (prio <= bp[:, None])))
+        complete = ~full & ~trunc.any(axis=1)
+        return Candidates(idx, dist, safe.sum(axis=1), complete)
+
+
+def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray) -> np.ndarray:
+    """``z = L⁻¹(x − x̄)`` with ``L L' = S`` the pooled within-group covariance, so that
+    Euclidean distance between rows of ``z`` is the Mahalanobis distance."""
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    t1 = np.asarray(treated).astype(bool)
+    n1, n0 = int(t1.sum()), int((~t1).sum())
+    Xt, Xc = X[t1], X[~t1]
+    S = ((n1 - 1) * np.atleast_2d(np.cov(Xt, rowvar=False)) + (n0 - 1) * np.atleast_2d(np.cov(Xc, rowvar=False))) / (
+        n1 + n0 - 2
+    )
+    try:
+        L = np.linalg.cholesky(S)
+    except np.linalg.LinAlgError:
+        raise DesignError(
+            "the Mahalanobis covariates have a singular covariance matrix (a constant or collinear "
+            "covariate); drop the redundant covariate or match exactly on it"
+        ) from None
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(L, (X - X.mean(axis=0)).T, lower=True).T
+
+
+@dataclass(frozen=True)
+class NearestMatch:
+    """Matches as arrays over the treated and comparison rows passed in.
+
+    ``idx[i, j]`` is the j-th match of treated row ``i`` (an index into the comparison rows),
+    ``-1`` if none; ``dist`` the distances. ``reason[i]`` is "" for a matched treated row,
+    otherwise why it has no match.
+    """
+
+    idx: np.ndarray
+    dist: np.ndarray
+    reason: np.ndarray
+
+
+def match_nearest(
+    t_coord,
+    c_coord,
+    *,
+    k: int = 1,
+    caliper: float = np.inf,
+    replace: bool = True,
+    t_cell=None,
+    c_cell=None,
+    order: str = "data",
+    order_key=None,
+    seed: int = 0,
+) -> NearestMatch:
+    """1:k nearest-neighbour matching of treated rows to comparison rows.
+
+    ``t_coord``/``c_coord`` are 1-D (a score) or 2-D (already-transformed coordinates, e.g.
+    :func:`mahalanobis_coordinates`). ``caliper`` is an absolute distance. ``t_cell``/``c_cell``
+    are integer exact-match cells. ``order_key`` (e.g. the PS of the treated rows) drives
+    ``order`` for greedy matching without replacement.
+    """
+    if not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise DataError(f"k must be a positive integer; got {k!r}")
+    if order not in ORDERS:
+        raise DataError(f"order must be one of {ORDERS}; got {order!r}")
+    caliper = np.inf if caliper is None else float(caliper)
+    if not caliper > 0:
+        raise DataError(f"caliper must be positive; got {caliper!r}")
+    t_coord = np.asarray(t_coord, dtype=float)
+    c_coord = np.asarray(c_coord, dtype=float)
+    n_t, n_c = len(t_coord), len(c_coord)
+    t_cell = np.zeros(n_t, np.int64) if t_cell is None else np.asarray(t_cell, np.int64)
+    c_cell = np.zeros(n_c, np.int64) if c_cell is None else np.asarray(c_cell, np.int64)
+    if n_t and n_c:  # dense cell codes 0..m-1 shared by both groups
+        cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0].astype(np.int64)
+        c_cell, t_cell = cells[:n_c], cells[n_c:]
+    rng = np.random.default_rng(seed)
+    prio = rng.permutation(n_c).astype(np.int64)
+    idx = np.full((n_t, k), -1, dtype=np.int64)
+    dist = np.full((n_t, k), np.inf)
+    reason = np.full(n_t, "", dtype=object)
+    if n_t == 0:
+        return NearestMatch(idx, dist, reason)
+    # why a treated row can have no match at all
+    in_cell = np.isin(t_cell, c_cell) if n_c else np.zeros(n_t, bool)
+    reason[~in_cell] = "no comparison in its exact-match cell"
+    if n_c == 0:
+        return NearestMatch(idx, dist, reason)
+    if t_coord.ndim == 1 or t_coord.shape[1] == 1:
+        search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper)
+    else:
+        search = _TreeSearch(c_coord, c_cell, prio, t_coord, t_cell, caliper)
+
+    if replace:
+        rows = np.arange(n_t)
+        K = k
+        while len(rows):
+            cand = search(rows, K)
+            done = (cand.n_safe >= k) | cand.complete
+            take = np.minimum(cand.n_safe, k)
+            r = rows[done]
+            sel = np.arange(k)[None, :] < take[done][:, None]
+            idx[r] = np.where(sel, cand.idx[done][:, :k], -1)
+            dist[r] = np.where(sel, cand.dist[done][:, :k], np.inf)
+            rows, K = rows[~done], K * 4
+    else:
+        idx, dist = _greedy(search, n_t, n_c, k, order, order_key, rng)
+    unmatched = (idx[:, 0] < 0) & (reason == "")
+    if replace:
+        reason[unmatched] = "no comparison within the caliper"
+    elif np.isfinite(caliper):
+        reason[unmatched] = "no unused comparison within the caliper (matching without replacement)"
+    else:
+        reason[unmatched] = "comparisons in its exact-match cell used up (matching without replacement)"
+    return NearestMatch(idx, dist, reason)
+
+
+def _greedy(search, n_t, n_c, k, order, order_key, rng, batch: int = 512):
+    """Greedy matching without replacement, treated rows taken in ``order``.
+
+    Candidate lists do not depend on which comparisons are used, so they are computed in
+    vectorized batches: all rows at depth ``k`` first, and deeper lists for the next ``batch``
+    rows in the sequence whenever a row runs out of certain candidates.
+    """
+    if order in ("largest", "smallest"):
+        if order_key is None:
+            raise DataError(f"order={order!r} needs a propensity score; use order='random' or 'data'")
+        seq = np.argsort(-order_key if order == "largest" else order_key, kind="stable")
+    elif order == "random":
+        seq = rng.permutation(n_t)
+    else:
+        seq = np.arange(n_t)
+    base = search(np.arange(n_t), k)
+    b_idx, b_dist = base.idx, base.dist
+    first = b_idx[:, 0].tolist()
+    b_ns = base.n_safe.tolist()
+    b_comp = base.complete.tolist()
+    depth = [k] * n_t
+    deep = {}  # row -> (idx list, dist list, n_safe, complete) from a deeper search
+    used = bytearray(n_c)
+    idx = np.full((n_t, k), -1, dtype=np.int64)
+    dist = np.full((n_t, k), np.inf)
+    seq_l = seq.tolist()
+    for p, i in enumerate(seq_l):
+        if k == 1 and b_ns[i] and not used[first[i]]:  # fast path: best candidate is free
+            used[first[i]] = 1
+            idx[i, 0] = first[i]
+            dist[i, 0] = b_dist[i, 0]
+            continue
+        if i in deep:
+            row, drow, ns, comp = deep.pop(i)
+        else:
+            row, drow, ns, comp = b_idx[i].tolist(), b_dist[i].tolist(), b_ns[i], b_comp[i]
+        got = j = 0
+        while got < k:
+            if j >= ns:
+                if comp:
+                    break
+                K = depth[i] * 4
+                ahead = seq_l[p : p + max(1, batch * 8 // K)]  # bounded work per refill
+                rows = np.array([r for r in ahead if depth[r] < K])
+                c1 = search(rows, K)
+                for r, ri, rd, rn, rc in zip(
+                    rows.tolist(), c1.idx.tolist(), c1.dist.tolist(), c1.n_safe.tolist(), c1.complete.tolist()
+                ):
+                    depth[r] = K
+                    deep[r] = (ri, rd, rn, rc)
+                row, drow, ns, comp = deep.pop(i)
+                j = 0
+                continue
+            c = row[j]
+            if not used[c]:
+                used[c] = 1
+                idx[i, got] = c
+                dist[i, got] = drow[j]
+                got += 1
+            j += 1
+    return idx, dist

@@ -1,0 +1,295 @@
+"""Propensity scores: a logistic model of treatment on covariates.
+
+``e(x) = P(T = 1 | x) = 1 / (1 + exp(-(b0 + x'b)))`` fitted by maximum likelihood with
+statsmodels' ``Logit`` (Newton). Matching uses the *logit* of the score, ``b0 + x'b``, whose
+distribution is closer to normal and on which Rosenbaum & Rubin (1985) and Austin (2011)
+define calipers.
+
+Separation. When a covariate (or a level of one) predicts treatment perfectly or
+quasi-perfectly (e.g. every urban school is a PL school), the maximum-likelihood estimate does
+not exist (Albert & Anderson 1984). :func:`fit_propensity` checks each covariate before fitting
+and the fitted model after it, and raises :class:`~pleval.errors.DesignError` naming the
+covariate(s). With ``penalize=True`` it fits a ridge-penalized logit instead (statsmodels
+``GLM.fit_regularized`` with ``L1_wt=0`` on standardized covariates, intercept unpenalized),
+which always has a finite solution, and warns that the scores are shrunk.
+
+Common support. The report gives, on the logit scale, the range of each group and how many
+treated units lie outside the comparison range (and vice versa); ``discard`` removes them the
+way MatchIt's ``discard=`` does ("treated", "control", "both").
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+from ..errors import ConvergenceError, DataError, DesignError, PlevalWarning
+from ._design import Encoded, encode
+
+DISCARD = ("none", "treated", "control", "both")
+_SEPARATION_LOGIT = 15.0  # |linear predictor| beyond which a fitted score is "0 or 1"
+
+
+@dataclass(frozen=True)
+class CommonSupport:
+    """Overlap of the logit propensity score between groups."""
+
+    treated_range: tuple[float, float]
+    control_range: tuple[float, float]
+    n_treated_outside: int  # treated units outside the comparison range
+    n_control_outside: int  # comparison units outside the treated range
+    discard: str
+    n_discarded_treated: int
+    n_discarded_control: int
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "group": ["treated", "comparison"],
+                "logit_ps_min": [self.treated_range[0], self.control_range[0]],
+                "logit_ps_max": [self.treated_range[1], self.control_range[1]],
+                "n_outside_other_range": [self.n_treated_outside, self.n_control_outside],
+                "n_discarded": [self.n_discarded_treated, self.n_discarded_control],
+            }
+        )
+
+    def summary(self) -> str:
+        t, c = self.treated_range, self.control_range
+        return (
+            f"common support (logit PS): treated [{t[0]:.3f}, {t[1]:.3f}], comparison [{c[0]:.3f}, {c[1]:.3f}]; "
+            f"{self.n_treated_outside:,} treated outside the comparison range, "
+            f"{self.n_control_outside:,} comparison outside the treated range; discard={self.discard!r} "
+            f"removed {self.n_discarded_treated:,} treated and {self.n_discarded_control:,} comparison units"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class PropensityModel:
+    """A fitted propensity model. ``ps`` and ``logit_ps`` are per row of the fitted data;
+    ``keep`` is False for rows removed by ``discard``."""
+
+    params: pd.Series
+    ps: np.ndarray
+    logit_ps: np.ndarray
+    keep: np.ndarray
+    support: CommonSupport
+    penalized: bool
+    alpha: float
+    covariates: tuple[str, ...]
+    n: int
+    n_treated: int
+    converged: bool = True
+    design_names: tuple[str, ...] = field(default=())
+
+    def summary(self) -> str:
+        how = f"ridge-penalized logit (alpha = {self.alpha:g})" if self.penalized else "logit (maximum likelihood)"
+        lines = [
+            f"Propensity model: {how} on {len(self.covariates)} covariate(s), n = {self.n:,} ({self.n_treated:,} treated)",
+            self.support.summary(),
+        ]
+        return "\n".join(lines)
+
+    __repr__ = summary
+
+
+def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates, categorical) -> list[str]:
+    """Covariates (and levels) that alone separate the groups.
+
+    For a categorical or binary covariate: a level (with rows) whose units are all treated or
+    all comparison. For a numeric covariate: the treated range lies entirely at or beyond one
+    end of the comparison range (complete or quasi-complete separation, Albert & Anderson 1984).
+    """
+    problems = []
+    t1 = t == 1
+    for c in covariates:
+        s = enc_source[c]
+        x = None
+        if c not in categorical and not _is_cat(s):
+            x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            lo, hi = np.nanmin(x), np.nanmax(x)
+            binary = bool(np.all((x == lo) | (x == hi)))
+        if x is None or binary:
+            codes, levels = pd.factorize(s, sort=True)
+            n_all = np.bincount(codes, minlength=len(levels))
+            n_t = np.bincount(codes[t1], minlength=len(levels))
+            for j, lev in enumerate(levels):
+                if n_all[j] and n_t[j] == n_all[j]:
+                    problems.append(f"{c} = {lev!r} (all {n_all[j]:,} rows treated)")
+                elif n_all[j] and n_t[j] == 0:
+                    problems.append(f"{c} = {lev!r} (no treated rows among {n_all[j]:,})")
+        else:
+            xt, xc = x[t1], x[~t1]
+            if xt.max() <= xc.min() or xt.min() >= xc.max():
+                problems.append(
+                    f"{c} (treated range [{xt.min():.4g}, {xt.max():.4g}] does not overlap comparison "
+                    f"range [{xc.min():.4g}, {xc.max():.4g}])"
+                )
+    return problems
+
+
+def _is_cat(s):
+    from ._design import is_categorical
+
+    return is_categorical(s)
+
+
+def _fit_mle(y, X):
+    model = sm.Logit(y, X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = model.fit(method="newton", maxiter=50, disp=0, callback=lambda *a: None)
+        except np.linalg.LinAlgError as exc:  # singular Hessian: separation or collinearity
+            return None, False, str(exc)
+    converged = bool(res.mle_retvals.get("converged", True))
+    sep = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
+    conv = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return res.params, converged and not conv and not sep, ""
+
+
+def _fit_ridge(y, X, alpha):
+    """Ridge logit on standardized columns, intercept unpenalized; returns params on the
+    original scale."""
+    mu = X[:, 1:].mean(axis=0)
+    sd = X[:, 1:].std(axis=0)
+    sd[sd == 0] = 1.0
+    Z = np.column_stack([np.ones(len(y)), (X[:, 1:] - mu) / sd])
+    pen = np.full(Z.shape[1], alpha)
+    pen[0] = 0.0
+    res = sm.GLM(y, Z, family=sm.families.Binomial()).fit_regularized(alpha=pen, L1_wt=0.0)
+    b = np.asarray(res.params, dtype=float)
+    beta = b[1:] / sd
+    return np.concatenate([[b[0] - mu @ beta], beta])
+
+
+def fit_propensity(
+    df: pd.DataFrame,
+    treatment: str,
+    covariates,
+    *,
+    categorical=(),
+    discard: str = "none",
+    penalize: bool = False,
+    alpha: float = 1e-3,
+) -> PropensityModel:
+    """Fit ``logit P(T=1|x) = b0 + x'b`` and report common support.
+
+    Parameters
+    ----------
+    df : rows to fit (complete on ``treatment`` and ``covariates``; the caller drops and counts
+        incomplete rows).
+    treatment : 0/1 column.
+    covariates : columns; categorical ones (object/string/category/bool dtype, or listed in
+        ``categorical``) are expanded to indicators of each non-reference level.
+    discard : "none" | "treated" | "control" | "both" — remove units outside the other group's
+        logit-PS range (MatchIt's ``discard``).
+    penalize : fit a ridge-penalized logit (penalty ``alpha`` on standardized coefficients)
+        instead of raising on separation; warns with :class:`PlevalWarning`.
+    """
+    if discard not in DISCARD:
+        raise DataError(f"discard must be one of {DISCARD}; got {discard!r}")
+    covariates = tuple(dict.fromkeys(covariates))
+    if not covariates:
+        raise DataError("the propensity model needs at least one covariate")
+    t = df[treatment].to_numpy()
+    t = t.astype(np.int8) if t.dtype != np.int8 else t
+    n_t = int(t.sum())
+    if n_t == 0 or n_t == len(t):
+        raise DesignError(f"treatment column {treatment!r} must contain both treated and comparison rows")
+    enc: Encoded = encode(df, covariates, categorical)
+    X = np.column_stack([np.ones(len(t)), enc.X])
+    names = ("const",) + enc.names
+
+    if not penalize:
+        problems = _separation_by_covariate(df, t, covariates, set(enc.categorical) | set(categorical))
+        if problems:
+            raise DesignError(
+                "perfect or quasi-perfect separation in the propensity model: "
+                + "; ".join(problems[:10])
+                + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
+                + ". Match exactly on the covariate, drop it or the rows concerned, or pass penalize=True."
+            )
+        scale = np.abs(X).max(axis=0)
+        Xs = X / np.where(scale > 0, scale, 1.0)
+        rank = int(np.linalg.matrix_rank(Xs.T @ Xs, hermitian=True))
+        if rank < X.shape[1]:
+            raise DesignError(
+                f"the propensity covariates are collinear (design rank {rank} < {X.shape[1]} columns: "
+                f"{', '.join(names[1:])}); drop a redundant covariate"
+            )
+        params, ok, err = _fit_mle(t, X)
+        lin = X @ params if params is not None else None
+        if params is None or not ok or np.abs(lin).max() > _SEPARATION_LOGIT * 2:
+            if params is None:
+                raise DesignError(f"the propensity model could not be fitted ({err}); check for separation or collinearity")
+            # multivariate separation: name the covariates with the largest standardized coefficients
+            sdx = X[:, 1:].std(axis=0)
+            std_coef = np.abs(params[1:] * sdx)
+            order = np.argsort(-std_coef)[:3]
+            culprits = sorted({enc.source[j] for j in order if np.isfinite(std_coef[j])})
+            extreme = int((np.abs(lin) > _SEPARATION_LOGIT).sum())
+            raise DesignError(
+                "the propensity model shows separation (no finite maximum-likelihood estimate; "
+                f"{extreme:,} row(s) with fitted score within 3e-7 of 0 or 1); covariate(s) most involved: "
+                f"{', '.join(culprits)}. Match exactly on them, drop them, or pass penalize=True."
+            )
+        converged = True
+    else:
+        params = _fit_ridge(t.astype(float), X, alpha)
+        lin = X @ params
+        converged = True
+        warnings.warn(
+            f"propensity scores from a ridge-penalized logit (alpha = {alpha:g}); coefficients are shrunk "
+            "toward zero, so scores are less extreme than a maximum-likelihood fit would give",
+            PlevalWarning,
+            stacklevel=2,
+        )
+    if not np.all(np.isfinite(lin)):
+        raise ConvergenceError("the propensity model produced non-finite scores")
+
+    ps = 1.0 / (1.0 + np.exp(-lin))
+    t1 = t == 1
+    lt, lc = lin[t1], lin[~t1]
+    t_rng = (float(lt.min()), float(lt.max()))
+    c_rng = (float(lc.min()), float(lc.max()))
+    t_out = t1 & ((lin < c_rng[0]) | (lin > c_rng[1]))
+    c_out = ~t1 & ((lin < t_rng[0]) | (lin > t_rng[1]))
+    keep = np.ones(len(t), dtype=bool)
+    if discard in ("treated", "both"):
+        keep &= ~t_out
+    if discard in ("control", "both"):
+        keep &= ~c_out
+    support = CommonSupport(
+        treated_range=t_rng,
+        control_range=c_rng,
+        n_treated_outside=int(t_out.sum()),
+        n_control_outside=int(c_out.sum()),
+        discard=discard,
+        n_discarded_treated=int((t1 & ~keep).sum()),
+        n_discarded_control=int((~t1 & ~keep).sum()),
+    )
+    return PropensityModel(
+        params=pd.Series(params, index=list(names)),
+        ps=ps,
+        logit_ps=lin,
+        keep=keep,
+        support=support,
+        penalized=bool(penalize),
+        alpha=float(alpha) if penalize else 0.0,
+        covariates=covariates,
+        n=len(t),
+        n_treated=n_t,
+        converged=converged,
+        design_names=names,
+    )
+
+
+def pooled_logit_sd(logit_ps: np.ndarray, treated: np.ndarray) -> float:
+    """``sqrt((s_t² + s_c²)/2)`` of the logit PS — the caliper unit of Austin (2011)."""
+    t1 = treated.astype(bool)
+    return float(np.sqrt((logit_ps[t1].var(ddof=1) + logit_ps[~t1].var(ddof=1)) / 2.0))
