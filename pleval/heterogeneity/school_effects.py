@@ -372,6 +372,12 @@ def school_effects(
         drop(data[cluster].isna().to_numpy(), "missing cluster id", cluster)
     if not keep.any():
         raise DataError("no usable rows remain after dropping rows with missing values")
+    for arm, name in ((0.0, "comparison"), (1.0, "treated")):
+        if not np.any(t_num[keep] == arm):
+            raise DesignError(
+                f"no {name} rows with a school (stratum {stratum!r}) remain, so no per-school effect can be "
+                "estimated (a weighting design has no per-school comparison group; use a matched design)"
+            )
     if dropped:
         warnings.warn(
             "school_effects: left out "

@@ -1,0 +1,292 @@
+"""Per-school effects (pleval.heterogeneity.school_effects): every school's estimate against
+one statsmodels WLS fit per school done the slow way; effect sizes, percentile points,
+meta-analysis and shrinkage of the table; matched-set input; bad input; invariances;
+coverage and Q-test size by simulation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+
+from pleval.errors import DataError, DesignError, PlevalWarning
+from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
+from pleval.percentiles import to_percentile_points
+
+from .conftest import sim_reps
+
+
+def make_sites(n_schools=12, n_per=80, effects=None, seed=0, subjects=("math", "reading"), tau=0.0, mu=0.2):
+    """Multi-site data: students randomized within schools; y = 200 + 0.7(pre − 200) + 15θ_sT + noise.
+    Returns the frame and the true school effects (SD units of the 15-point noise-free scale)."""
+    rng = np.random.default_rng(seed)
+    theta = mu + tau * rng.standard_normal(n_schools) if effects is None else np.asarray(effects)
+    rows = []
+    for subj in subjects:  # a loop over subjects is fine in a test generator
+        school = np.repeat(np.arange(n_schools), n_per)
+        n = school.size
+        t = rng.integers(0, 2, n)
+        pre = rng.normal(200, 15, n)
+        race = rng.choice(["white", "black", "hispanic"], n, p=[0.5, 0.3, 0.2])
+        y = 200 + 0.7 * (pre - 200) + 15 * theta[school] * t + rng.normal(0, 10.7, n)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "school_id": [f"S{s:03d}" for s in school],
+                    "subject": subj,
+                    "treatment": t,
+                    "posttest": y,
+                    "pretest": pre,
+                    "race": race,
+                    "student_id": np.arange(n),
+                    "poverty": (school % 5) / 5.0,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True), theta
+
+
+def slow_fit(sub, covariates, vcov, weight=None, cluster=None):
+    """One statsmodels WLS per school (columns constant within the school dropped)."""
+    X = pd.get_dummies(sub[["treatment", *covariates]], columns=[c for c in covariates if sub[c].dtype == object or
+                                                                  pd.api.types.is_string_dtype(sub[c])],
+                       drop_first=True, dtype=float)
+    X = X.loc[:, X.std() > 0]
+    X = sm.add_constant(X, has_constant="add")
+    w = np.ones(len(sub)) if weight is None else sub[weight].to_numpy()
+    mod = sm.WLS(sub["posttest"].to_numpy(), X.to_numpy(dtype=float), weights=w)
+    if vcov == "CR1":
+        groups = pd.factorize(sub[cluster])[0]
+        r = mod.fit(cov_type="cluster", cov_kwds={"groups": groups})
+        df = len(np.unique(groups)) - 1
+    else:
+        r = mod.fit() if vcov == "classical" else mod.fit(cov_type=vcov)
+        df = r.df_resid
+    j = list(X.columns).index("treatment")
+    return r.params[j], r.bse[j], df
+
+
+@pytest.mark.parametrize("vcov", ["HC2", "HC1", "classical"])
+def test_matches_one_statsmodels_fit_per_school(vcov):
+    d, _ = make_sites(n_schools=8, n_per=60, seed=1)
+    # one school has no Hispanic students in math: that dummy is dropped for that school only
+    d = d[~((d.school_id == "S003") & (d.subject == "math") & (d.race == "hispanic"))]
+    r = school_effects(d, stratum="school_id", covariates=["pretest", "race"], by="subject", vcov=vcov)
+    t = r.table.set_index(["subject", "school"])
+    assert len(t) == 16
+    for (subj, sch), sub in d.groupby(["subject", "school_id"]):  # the slow way, in the test only
+        est, se, df = slow_fit(sub, ["pretest", "race"], vcov)
+        row = t.loc[(subj, sch)]
+        assert row.estimate == pytest.approx(est, rel=1e-9, abs=1e-10)
+        assert row.se == pytest.approx(se, rel=1e-8)
+        assert row.df == df
+        assert row.pvalue == pytest.approx(2 * stats.t.sf(abs(est / se), df), rel=1e-7)
+        crit = stats.t.ppf(0.975, df)
+        assert row.ci_low == pytest.approx(est - crit * se, rel=1e-9)
+
+
+def test_weights_and_cluster_robust_match_statsmodels():
+    """Matched-set style input: comparison students reused (duplicated rows, weights that sum
+    to the number of treated per school), CR1 clustered on the student id."""
+    d, _ = make_sites(n_schools=6, n_per=90, seed=2, subjects=("math",))
+    rng = np.random.default_rng(3)
+    reuse = d[d.treatment == 0].sample(frac=0.4, random_state=4)
+    d = pd.concat([d, reuse], ignore_index=True)
+    d["w"] = np.where(d.treatment == 1, 1.0, rng.uniform(0.3, 1.5, len(d)))
+    r = school_effects(d, stratum="school_id", covariates=["pretest"], weight="w", cluster="student_id",
+                       unit_id="student_id")
+    assert r.options["vcov"] == "CR1"
+    t = r.table.set_index("school")
+    for sch, sub in d.groupby("school_id"):
+        est, se, df = slow_fit(sub, ["pretest"], "CR1", weight="w", cluster="student_id")
+        assert t.loc[sch, "estimate"] == pytest.approx(est, rel=1e-9)
+        assert t.loc[sch, "se"] == pytest.approx(se, rel=1e-8)
+        assert t.loc[sch, "df"] == df
+        assert t.loc[sch, "n_comparison"] == sub.loc[sub.treatment == 0, "student_id"].nunique()
+        assert t.loc[sch, "n_treated"] == (sub.treatment == 1).sum()
+
+
+def test_effect_size_percentiles_meta_and_shrinkage():
+    d, _ = make_sites(n_schools=10, n_per=70, seed=5, subjects=("math",))
+    r = school_effects(d, stratum="school_id", covariates=["pretest"])
+    t = r.table
+    # pooled within-group SD of the unadjusted outcome, computed independently
+    yt, yc = d.posttest[d.treatment == 1], d.posttest[d.treatment == 0]
+    sd = math.sqrt(((len(yt) - 1) * yt.var() + (len(yc) - 1) * yc.var()) / (len(d) - 2))
+    assert r.sd["all"][0] == pytest.approx(sd, rel=1e-12)
+    N = t.n_treated + t.n_comparison
+    omega = 1 - 3 / (4 * N - 9)
+    np.testing.assert_allclose(t.effect_size, t.estimate * omega / sd, rtol=1e-12)
+    np.testing.assert_allclose(t.es_se, t.se * omega / sd, rtol=1e-12)
+    np.testing.assert_allclose(t.percentile_points, 100 * stats.norm.cdf(t.effect_size) - 50, rtol=1e-10)
+    np.testing.assert_allclose(t.pp_ci_high, to_percentile_points(t.es_ci_high.to_numpy()), rtol=1e-10)
+    m = meta_analysis(t.effect_size, t.es_se, "REML")
+    assert r.meta["all"].estimate == pytest.approx(m.estimate) and r.meta["all"].tau2 == pytest.approx(m.tau2)
+    sh = r.shrinkage["all"]
+    np.testing.assert_allclose(t.shrunk_es, sh.shrunk)
+    np.testing.assert_allclose(t.shrunk_pp, 100 * stats.norm.cdf(sh.shrunk) - 50, rtol=1e-10)
+    assert np.all(np.abs(t.shrunk_es - m.estimate) <= np.abs(t.effect_size - m.estimate) + 1e-12)
+    # BH-adjusted p within the group
+    from statsmodels.stats.multitest import multipletests
+
+    np.testing.assert_allclose(t.p_adjusted, multipletests(t.pvalue, method="fdr_bh")[1])
+    assert "percentile" in r.footnote and "rank" in r.footnote
+    assert "School effects" in r.summary()
+    assert set(r.meta_frame().columns) >= {"estimate", "tau2", "i2", "pp_estimate"}
+    assert r.counts_frame().loc[0, "k"] == 10
+    # norm SD given: effect sizes scale by it; no Hedges correction on request
+    r2 = school_effects(d, stratum="school_id", covariates=["pretest"], sd=15.0, hedges_correction=False)
+    np.testing.assert_allclose(r2.table.effect_size, t.estimate / 15.0)
+
+
+def test_matched_set_defaults_and_forest_frame():
+    """``_pl_school``/``_weight`` are picked up by default (matched-set long format)."""
+    d, _ = make_sites(n_schools=5, n_per=60, seed=6, subjects=("math",))
+    d["_pl_school"] = d.school_id
+    d["_weight"] = np.where(d.treatment == 1, 1.0, 0.5)
+    d["_set"] = np.arange(len(d))
+    r = school_effects(d, covariates=["pretest"])
+    assert r.options["stratum"] == "_pl_school" and r.options["weight"] == "_weight"
+    explicit = school_effects(d, stratum="school_id", weight="_weight", covariates=["pretest"])
+    np.testing.assert_allclose(r.table.estimate, explicit.table.estimate)
+    # weighting designs: comparisons have no PL school -> a clear error
+    d2 = d.copy()
+    d2.loc[d2.treatment == 0, "_pl_school"] = np.nan
+    with pytest.raises(DesignError, match="per-school"):
+        school_effects(d2, covariates=["pretest"])
+
+
+def test_bad_input_and_dropped_rows():
+    d, _ = make_sites(n_schools=4, n_per=40, seed=7, subjects=("math",))
+    with pytest.raises(DataError, match="'nope'"):
+        school_effects(d, stratum="school_id", covariates=["nope"])
+    bad = d.copy()
+    bad.loc[:4, "treatment"] = 2
+    with pytest.raises(DataError, match="treatment.*5 row"):
+        school_effects(bad, stratum="school_id")
+    bad = d.copy()
+    bad["posttest"] = bad["posttest"].astype(object)
+    bad.loc[3, "posttest"] = "absent"
+    with pytest.raises(DataError, match="posttest"):
+        school_effects(bad, stratum="school_id")
+    with pytest.raises(DataError, match="cluster"):
+        school_effects(d, stratum="school_id", vcov="CR1")
+    with pytest.raises(DataError, match="stratum"):
+        school_effects(d)
+    miss = d.copy()
+    miss.loc[:9, "posttest"] = np.nan
+    miss.loc[10:12, "pretest"] = np.nan
+    with pytest.warns(PlevalWarning, match="10 row"):
+        r = school_effects(miss, stratum="school_id", covariates=["pretest"])
+    dr = r.dropped.set_index("reason")
+    assert dr.loc["missing outcome", "n_rows"] == 10 and dr.loc["missing covariate", "n_rows"] == 3
+    assert r.options["n_rows"] == len(d) - 13
+    # a school without comparison students: NaN with a note, others unaffected
+    nc = d[~((d.school_id == "S001") & (d.treatment == 0))]
+    with pytest.warns(PlevalWarning, match="1 of 4"):
+        r = school_effects(nc, stratum="school_id")
+    row = r.table.set_index("school").loc["S001"]
+    assert np.isnan(row.estimate) and row.note == "no comparison students" and row.n_comparison == 0
+    assert r.meta["all"].k == 3
+
+
+def test_invariances():
+    d, _ = make_sites(n_schools=6, n_per=50, seed=8, subjects=("math",))
+    base = school_effects(d, stratum="school_id", covariates=["pretest", "race"]).table.set_index("school")
+    shuffled = d.sample(frac=1.0, random_state=1)
+    t = school_effects(shuffled, stratum="school_id", covariates=["pretest", "race"]).table.set_index("school")
+    pd.testing.assert_frame_equal(base.sort_index(), t.sort_index(), check_exact=False, rtol=1e-9)
+    flip = d.assign(treatment=1 - d.treatment)
+    f = school_effects(flip, stratum="school_id", covariates=["pretest", "race"]).table.set_index("school")
+    np.testing.assert_allclose(f.estimate, -base.estimate, rtol=1e-9)
+    np.testing.assert_allclose(f.effect_size, -base.effect_size, rtol=1e-9)
+    scaled = d.assign(posttest=3 * d.posttest + 7)
+    s = school_effects(scaled, stratum="school_id", covariates=["pretest", "race"]).table.set_index("school")
+    np.testing.assert_allclose(s.effect_size, base.effect_size, rtol=1e-9)
+    np.testing.assert_allclose(s.estimate, 3 * base.estimate, rtol=1e-9)
+
+
+def test_moderators_and_meta_regression():
+    effects = 0.1 + 0.4 * (np.arange(20) % 5) / 5.0  # effect rises with "poverty"
+    d, _ = make_sites(n_schools=20, n_per=150, effects=effects, seed=9, subjects=("math",))
+    r = school_effects(d, stratum="school_id", covariates=["pretest"], moderators=["poverty"])
+    np.testing.assert_allclose(r.table.poverty, (np.arange(20) % 5) / 5.0)
+    mr = r.meta_regression(["poverty"])["all"]
+    c = mr.coefficients.loc["poverty"]
+    assert c.ci_low < 0.4 * 15 / r.sd["all"][0] < c.ci_high and c.pvalue < 0.05
+    with pytest.raises(DataError, match="moderator"):
+        r.meta_regression(["enrollment"])
+
+
+def test_from_estimates_table():
+    rng = np.random.default_rng(1)
+    k = 30
+    df = pd.DataFrame(
+        {
+            "school_id": np.tile([f"P{i}" for i in range(k)], 2),
+            "subject": np.repeat(["math", "reading"], k),
+            "estimate": rng.normal(0.1, 0.15, 2 * k),
+            "se": rng.uniform(0.04, 0.1, 2 * k),
+            "n_treated": 100,
+            "n_comparison": 300,
+            "years": np.tile(rng.integers(1, 5, k), 2),
+        }
+    )
+    df.loc[3, "estimate"] = np.nan
+    with pytest.warns(PlevalWarning, match="1 school"):
+        r = school_effects_from_estimates(df, moderators=["years"])
+    assert set(r.meta) == {"math", "reading"} and r.meta["math"].k == k - 1
+    m = meta_analysis(df.estimate[k : 2 * k], df.se[k : 2 * k])
+    assert r.meta["reading"].estimate == pytest.approx(m.estimate)
+    t = r.table[r.table.subject == "reading"]
+    np.testing.assert_allclose(t.pvalue, 2 * stats.norm.sf(np.abs(t.effect_size / t.es_se)))
+    assert t.estimate.isna().all()  # no raw-unit estimates from an effect-size table
+    assert "reading" in r.meta_regression(["years"])
+    with pytest.raises(DataError, match="'est'"):
+        school_effects_from_estimates(df, estimate="est")
+    dup = pd.concat([df, df.iloc[:1]])
+    with pytest.raises(DataError, match="more than once"):
+        school_effects_from_estimates(dup.dropna())
+    neg = df.dropna().copy()
+    neg.loc[neg.index[0], "se"] = -1
+    with pytest.raises(DataError, match="'se'"):
+        school_effects_from_estimates(neg)
+
+
+# ---------------------------------------------------------------- simulations
+
+
+@pytest.mark.slow
+def test_school_ci_coverage_and_q_size_when_tau_is_zero():
+    """Every school has the same true effect (τ = 0): per-school 95% CIs cover it ~95% of the
+    time, and the Q test of heterogeneity rejects ~5%."""
+    reps = sim_reps(400, minimum=100)
+    k = 30
+    cover = total = rejections = 0
+    for rep in range(reps):
+        d, theta = make_sites(n_schools=k, n_per=60, seed=1000 + rep, subjects=("math",), tau=0.0, mu=0.2)
+        r = school_effects(d, stratum="school_id", covariates=["pretest"], sd=15.0, hedges_correction=False)
+        t = r.table
+        cover += int(((t.es_ci_low <= theta) & (theta <= t.es_ci_high)).sum())
+        total += k
+        rejections += r.meta["all"].q_pvalue < 0.05
+    rate = cover / total
+    assert abs(rate - 0.95) < 3.5 * math.sqrt(0.95 * 0.05 / total) + 0.005, rate
+    q = rejections / reps
+    assert abs(q - 0.05) < 3.5 * math.sqrt(0.05 * 0.95 / reps), q
+
+
+@pytest.mark.slow
+def test_shrunken_school_effects_beat_raw_with_known_effects():
+    reps = sim_reps(80, minimum=20)
+    better = 0
+    for rep in range(reps):
+        d, theta = make_sites(n_schools=40, n_per=40, seed=5000 + rep, subjects=("math",), tau=0.15, mu=0.1)
+        t = school_effects(d, stratum="school_id", covariates=["pretest"], sd=15.0, hedges_correction=False).table
+        better += np.mean((t.shrunk_es - theta) ** 2) < np.mean((t.effect_size - theta) ** 2)
+    assert better >= 0.85 * reps
