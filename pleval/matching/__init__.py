@@ -1,0 +1,284 @@
+"""Quasi-experimental matched comparisons: one entry point, one module per method.
+
+``pleval.match(df, columns, method=...)`` validates the data, applies the method and returns
+a :class:`MatchResult` whose ``.matched`` sample (matched-set long format with ``_set``,
+``_weight``, ``_pl_school``), ``.balance()`` and ``.estimate()`` work the same way for every
+method:
+
+* ``"propensity"`` — 1:k nearest neighbours on the logit propensity score
+  (:mod:`.propensity`, :mod:`.nearest`), caliper in SD of the logit PS;
+* ``"mahalanobis"`` — 1:k nearest neighbours on Mahalanobis distance (:mod:`.nearest`);
+* ``"vcg"`` — exact keys + pretest band, up to k (51) comparisons from non-PL schools
+  (:mod:`.exact`);
+* ``"weighting"`` — ATT odds weights from the propensity score (:mod:`.weighting`).
+
+Exact-match cells always include the subject (a math row is never compared with a reading
+row) and, by default, the grade.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data import Columns, Validated, validate
+from ..errors import DataError, DesignError
+from ._design import combine_codes, encode, is_categorical
+from .balance import Balance, balance
+from .exact import match_vcg
+from .nearest import mahalanobis_coordinates, match_nearest
+from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
+from .results import EffectTable, MatchResult
+from .weighting import att_weights
+
+METHODS = ("propensity", "mahalanobis", "vcg", "weighting")
+
+
+def _exclude(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, log: list) -> pd.DataFrame:
+    n = int(mask.sum())
+    if n:
+        log.append({"reason": reason, "column": column, "n_rows": n})
+        return data.loc[~mask]
+    return data
+
+
+def _strata(columns: Columns, exact, data) -> list[str]:
+    if exact is None:
+        exact = [c for c in (columns.subject, columns.grade) if c]
+    else:
+        exact = [exact] if isinstance(exact, str) else list(exact)
+        if columns.subject and columns.subject not in exact:
+            exact.insert(0, columns.subject)
+    missing = [c for c in exact if c not in data.columns]
+    if missing:
+        raise DataError(f"exact-match column(s) not in the data: {', '.join(map(repr, missing))}")
+    return exact
+
+
+def _long(t_pos, c_pos, t_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matched-set long format: each set's treated row, then its comparisons."""
+    rows = np.concatenate([t_pos, c_pos])
+    sets = np.concatenate([np.arange(n_sets), t_of_pair])
+    w = np.concatenate([np.ones(n_sets), pair_weight])
+    o = np.argsort(sets, kind="stable")
+    return rows[o], sets[o], w[o]
+
+
+def match(
+    df,
+    columns: Columns,
+    method: str = "propensity",
+    *,
+    covariates=None,
+    categorical=(),
+    exact=None,
+    k: int | None = None,
+    caliper: float | bool | None = None,
+    replace: bool = True,
+    order: str | None = None,
+    discard: str = "none",
+    penalize: bool = False,
+    alpha: float = 1e-3,
+    distance=None,
+    band: float = 1.0,
+    school_keys=(),
+    school_bins=None,
+    trim: float | None = None,
+    truncate: float | None = None,
+    stabilize: bool = True,
+    require_outcome: bool = True,
+    seed: int = 0,
+) -> MatchResult:
+    """Build a matched comparison of PL (treated) and non-PL students.
+
+    Parameters
+    ----------
+    df : DataFrame, or a :class:`pleval.data.Validated` (then not validated again).
+    columns : :class:`pleval.data.Columns` (outcome, treatment, pretest(s), covariates, school,
+        grade, subject, ...).
+    method : "propensity" | "mahalanobis" | "vcg" | "weighting".
+    covariates : propensity-model covariates (default: the pretests and covariates).
+    categorical : numeric columns to treat as categorical.
+    exact : exact-match columns (default: subject and grade; subject is always added).
+    k : comparisons per treated row (default 1 for nearest-neighbour, 51 for "vcg").
+    caliper : propensity: in SD of the logit PS (default None = 0.2; False for no caliper);
+        mahalanobis: in Mahalanobis-distance units (default None = no caliper).
+    replace : nearest-neighbour with (default) or without replacement.
+    order : greedy order without replacement ("largest", "smallest", "random", "data").
+    discard : drop units outside common support ("none", "treated", "control", "both").
+    penalize, alpha : ridge-penalized propensity model instead of an error on separation.
+    distance : Mahalanobis variables (default: the pretests and numeric covariates).
+    band : VCG pretest band (±points; 0 = equal pretest).
+    school_keys : VCG school-level exact keys (e.g. "urbanicity", "school_poverty");
+        ``school_bins={"school_poverty": [0, .25, .5, .75, 1]}`` bins a numeric one first.
+    trim, truncate, stabilize : weighting options (:func:`pleval.matching.weighting.att_weights`).
+    require_outcome : match only rows with an observed outcome (default; the rest are counted
+        as excluded).
+    seed : seeds tie-breaking, greedy order "random" and VCG sampling.
+    """
+    if method not in METHODS:
+        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    v = df if isinstance(df, Validated) else validate(df, columns)
+    columns = v.columns
+    c = columns
+    log = v.dropped.to_dict("records")
+    data = v.data
+    if require_outcome:
+        data = _exclude(data, data[c.outcome].isna().to_numpy(), "missing outcome", c.outcome, log)
+    strata = _strata(c, exact, data)
+    default_vars = list(c.pretest) + list(c.covariates)
+    covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
+    if method in ("propensity", "weighting", "mahalanobis") and not (covariates or distance):
+        raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
+    extra = list(covariates) + list(strata) + ([school_keys] if isinstance(school_keys, str) else list(school_keys))
+    if distance is not None:
+        extra += [distance] if isinstance(distance, str) else list(distance)
+    absent = [x for x in dict.fromkeys(extra) if x not in data.columns]
+    if absent:
+        raise DataError(f"column(s) not in the data: {', '.join(map(repr, absent))}")
+    for col in dict.fromkeys(extra):  # columns outside the validated roles
+        data = _exclude(data, data[col].isna().to_numpy(), f"missing {col}", col, log)
+    t = data[c.treatment].to_numpy()
+    if t.sum() == 0 or t.sum() == len(t):
+        raise DesignError("after exclusions the data have no treated or no comparison rows")
+
+    pm: PropensityModel | None = None
+    options: dict = {"method": method, "seed": seed}
+    diagnostics: dict = {}
+    school = data[c.school].to_numpy() if c.school else np.full(len(data), np.nan)
+
+    if method in ("propensity", "weighting"):
+        pm = fit_propensity(data, c.treatment, covariates, categorical=categorical, discard=discard,
+                            penalize=penalize, alpha=alpha)
+        if not pm.keep.all():
+            log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
+                        "n_rows": int((~pm.keep).sum())})
+        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize)
+
+    if method in ("propensity", "mahalanobis"):
+        k = 1 if k is None else k
+        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        keep = pm.keep if pm is not None else np.ones(len(data), bool)
+        tpos = np.flatnonzero((t == 1) & keep)
+        cpos = np.flatnonzero((t == 0) & keep)
+        if method == "propensity":
+            coord = pm.logit_ps
+            unit = pooled_logit_sd(pm.logit_ps, t)
+            width = 0.2 if caliper is None else caliper
+            cal_abs = np.inf if width is False else width * unit
+            order = order or "largest"
+            diagnostics["caliper (logit PS units)"] = float(cal_abs)
+        else:
+            if distance is None:
+                dvars = list(c.pretest) + [x for x in c.covariates if not is_categorical(data[x])]
+            else:
+                dvars = [distance] if isinstance(distance, str) else list(distance)
+            enc = encode(data, dvars, categorical)
+            coord = mahalanobis_coordinates(enc.X, t)
+            cal_abs = np.inf if caliper is None or caliper is False else caliper
+            order = order or "random"
+            options["distance"] = tuple(dvars)
+        nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace,
+                           t_cell=cells[tpos], c_cell=cells[cpos], order=order,
+                           order_key=pm.ps[tpos] if pm is not None else None, seed=seed)
+        matched_t = nm.idx[:, 0] >= 0
+        m_i = (nm.idx >= 0).sum(axis=1)
+        n_sets = int(matched_t.sum())
+        valid = nm.idx[matched_t] >= 0
+        set_of_pair = np.repeat(np.arange(n_sets), m_i[matched_t])
+        c_pairs = cpos[nm.idx[matched_t][valid]]
+        rows, sets, w = _long(tpos[matched_t], c_pairs, set_of_pair, 1.0 / m_i[matched_t][set_of_pair], n_sets)
+        pl = school[tpos[matched_t]][sets]
+        un_pos, un_reason = tpos[~matched_t], nm.reason[~matched_t]
+        options.update(k=k, caliper=caliper, replace=replace, order=order, exact=tuple(strata))
+        if n_sets:
+            diagnostics["mean matched distance"] = float(np.mean(nm.dist[matched_t][valid]))
+        diagnostics["treated with fewer than k matches"] = int(((m_i > 0) & (m_i < k)).sum())
+
+    elif method == "vcg":
+        k = 51 if k is None else k
+        if not c.school:
+            raise DataError("VCG matching draws comparisons from non-PL schools: name the school column (school=...)")
+        if not c.main_pretest:
+            raise DataError("VCG matching needs a pretest column (pretest=...)")
+        pl_schools = pd.unique(data.loc[data[c.treatment] == 1, c.school])
+        in_pl = (data[c.treatment].to_numpy() == 0) & data[c.school].isin(pl_schools).to_numpy()
+        data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log)
+        t = data[c.treatment].to_numpy()
+        school = data[c.school].to_numpy()
+        skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
+        keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))].copy()
+        for col, edges in (school_bins or {}).items():
+            if col not in keyframe:
+                raise DataError(f"school_bins names {col!r}, which is not among the school keys")
+            keyframe[col] = pd.cut(keyframe[col], edges, include_lowest=True)
+            bad = keyframe[col].isna().to_numpy()
+            if bad.any():
+                raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) fall outside school_bins {list(edges)}")
+        cells = combine_codes(keyframe, list(keyframe.columns))
+        tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
+        score = data[c.main_pretest].to_numpy(dtype=float)
+        vm = match_vcg(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k, seed=seed)
+        matched_t = vm.n_matched > 0
+        n_sets = int(matched_t.sum())
+        set_index = np.cumsum(matched_t) - 1  # treated row -> set id
+        rows, sets, w = _long(tpos[matched_t], cpos[vm.c_row], set_index[vm.t_row], vm.weight, n_sets)
+        pl = school[tpos[matched_t]][sets]
+        un_pos, un_reason = tpos[~matched_t], vm.reason[~matched_t]
+        options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))
+        if n_sets:
+            diagnostics["mean comparisons per matched PL row"] = float(vm.n_matched[matched_t].mean())
+            diagnostics["PL rows with fewer than k comparisons"] = int(((vm.n_matched > 0) & (vm.n_matched < k)).sum())
+
+    else:  # weighting
+        wt = att_weights(pm.ps, t, trim=trim, truncate=truncate, stabilize=stabilize)
+        keep = pm.keep & wt.keep
+        if (pm.keep & ~wt.keep).any():
+            log.append({"reason": f"propensity score outside [{trim}, {1 - trim}] (trim)", "column": "propensity score",
+                        "n_rows": int((pm.keep & ~wt.keep).sum())})
+        rows = np.flatnonzero(keep)
+        sets = np.full(len(rows), -1, dtype=np.int64)
+        w = wt.weight[rows]
+        pl = np.where(t[rows] == 1, school[rows], np.nan).astype(object)
+        un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
+        options.update(trim=trim, truncate=truncate, stabilize=stabilize)
+        diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
+        diagnostics["comparison weights truncated"] = wt.n_truncated
+
+    unmatched = pd.DataFrame({"row": data.index[un_pos], "reason": un_reason.astype(str)})
+    for col in (c.student_id, c.school, c.subject, c.grade):
+        if col:
+            unmatched[col] = data[col].to_numpy()[un_pos]
+    return MatchResult(
+        data=data,
+        columns=c,
+        method=method,
+        rows=rows,
+        set_id=sets,
+        weight=w,
+        pl_school=pl,
+        unmatched=unmatched,
+        exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]),
+        options=options,
+        variables=tuple(dict.fromkeys(default_vars + [x for x in covariates if x not in default_vars])),
+        categorical=tuple(categorical),
+        strata=tuple(strata),
+        propensity=pm,
+        diagnostics=diagnostics,
+    )
+
+
+__all__ = [
+    "match",
+    "MatchResult",
+    "EffectTable",
+    "Balance",
+    "balance",
+    "PropensityModel",
+    "fit_propensity",
+    "match_nearest",
+    "match_vcg",
+    "att_weights",
+    "mahalanobis_coordinates",
+    "METHODS",
+]

@@ -1,0 +1,169 @@
+"""Covariate balance before and after matching or weighting.
+
+For each covariate (each level of a categorical one) and each pretest:
+
+* weighted means ``x̄_g = Σ w x / Σ w`` in the treated (g = t) and comparison (g = c) groups;
+* weighted variances ``s²_g = Σ w (x − x̄_g)² / (Σ w − Σ w² / Σ w)`` (the unbiased
+  "reliability weights" form; unweighted it is the usual n − 1 variance);
+* standardized mean difference ``SMD = (x̄_t − x̄_c) / sqrt((s²_t + s²_c)/2)``, the
+  denominator taken from the sample *before* matching for both columns so that before and
+  after differ only through the means (Stuart 2010; Austin 2009); |SMD| < 0.1 is the usual
+  rule of thumb;
+* variance ratio ``VR = s²_t / s²_c`` (continuous variables; 1 is ideal, outside 0.5–2 is
+  poor; Rubin 2001).
+
+Baseline equivalence (WWC Standards Handbook v4.1, §II.D) is judged on the pretest in the
+matched sample, per outcome (per subject when the data have one): Hedges' g with the WWC
+small-sample factor, ``g = ω (x̄_t − x̄_c) / s_pooled``, ``ω = 1 − 3/(4N − 9)``, group sizes
+the Kish effective sizes ``(Σw)²/Σw²``; the verdict bands come from
+:func:`pleval.standards.baseline_equivalence`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._results import ResultMixin
+from ..effect_sizes import hedges_g
+from ..standards import baseline_equivalence
+from ._design import codes_and_levels, is_categorical
+
+
+def weighted_mean_var(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted mean and unbiased reliability-weighted variance (as ``numpy.cov(aweights=)``)."""
+    sw = w.sum()
+    if sw <= 0:
+        return np.nan, np.nan
+    m = float(np.dot(w, x) / sw)
+    denom = sw - np.dot(w, w) / sw
+    v = float(np.dot(w, (x - m) ** 2) / denom) if denom > 0 else np.nan
+    return m, v
+
+
+def _indicator_columns(df: pd.DataFrame, variables, categorical=()):
+    """(name, values, is_binary) for every variable; categorical ones give one 0/1 column per level."""
+    out = []
+    for c in variables:
+        s = df[c]
+        if c in categorical or is_categorical(s):
+            codes, levels = codes_and_levels(s)
+            for j, lev in enumerate(levels):
+                out.append((f"{c}[{lev}]", (codes == j).astype(float), True))
+        else:
+            x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            binary = bool(np.isin(x[np.isfinite(x)], (0.0, 1.0)).all())
+            out.append((c, x, binary))
+    return out
+
+
+def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
+                  categorical=()) -> pd.DataFrame:
+    """SMDs and variance ratios before (unweighted ``before`` rows) and after (``after`` rows
+    weighted by ``weight``); one row per variable or categorical level."""
+    tb = before[treatment].to_numpy().astype(bool)
+    ta = after[treatment].to_numpy().astype(bool)
+    wa = after[weight].to_numpy(dtype=float)
+    cols_b = _indicator_columns(before, variables, categorical)
+    cols_a = {name: x for name, x, _ in _indicator_columns(after, variables, categorical)}
+    rows = []
+    for name, xb, binary in cols_b:
+        ones_t, ones_c = np.ones(tb.sum()), np.ones((~tb).sum())
+        mt0, vt0 = weighted_mean_var(xb[tb], ones_t)
+        mc0, vc0 = weighted_mean_var(xb[~tb], ones_c)
+        sd0 = np.sqrt((vt0 + vc0) / 2.0)
+        xa = cols_a.get(name, np.zeros(len(after)))
+        mt1, vt1 = weighted_mean_var(xa[ta], wa[ta])
+        mc1, vc1 = weighted_mean_var(xa[~ta], wa[~ta])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rows.append(
+                {
+                    "variable": name,
+                    "binary": binary,
+                    "mean_treated_before": mt0,
+                    "mean_comparison_before": mc0,
+                    "smd_before": (mt0 - mc0) / sd0 if sd0 > 0 else np.nan,
+                    "var_ratio_before": np.nan if binary else vt0 / vc0,
+                    "mean_treated_after": mt1,
+                    "mean_comparison_after": mc1,
+                    "smd_after": (mt1 - mc1) / sd0 if sd0 > 0 else np.nan,
+                    "var_ratio_after": np.nan if binary else vt1 / vc1,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight") -> dict:
+    """Hedges g of the pretest in the matched sample and the WWC verdicts."""
+    t = after[treatment].to_numpy().astype(bool)
+    w = after[weight].to_numpy(dtype=float)
+    x = after[pretest].to_numpy(dtype=float)
+    mt, vt = weighted_mean_var(x[t], w[t])
+    mc, vc = weighted_mean_var(x[~t], w[~t])
+    nt = w[t].sum() ** 2 / (w[t] ** 2).sum()
+    nc = w[~t].sum() ** 2 / (w[~t] ** 2).sum()
+    g = float(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc))
+    return {
+        "pretest": pretest,
+        "mean_treated": mt,
+        "mean_comparison": mc,
+        "hedges_g": g,
+        "n_eff_treated": nt,
+        "n_eff_comparison": nc,
+        "wwc_baseline_equivalence": baseline_equivalence(g),
+        "wwc_with_pretest_in_model": baseline_equivalence(g, adjusted=True),
+    }
+
+
+@dataclass(frozen=True, repr=False)
+class Balance(ResultMixin):
+    """Balance table (``table``; per subject when ``by`` is set) and the WWC baseline
+    equivalence of the pretest per outcome (``equivalence``)."""
+
+    table: pd.DataFrame
+    equivalence: pd.DataFrame
+    threshold: float = 0.1
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table
+
+    def summary(self) -> str:
+        t = self.table
+        lines = ["Balance (SMD = standardized mean difference; VR = variance ratio)"]
+        shown = t.copy()
+        cols = [c for c in ("group", "variable", "smd_before", "smd_after", "var_ratio_before", "var_ratio_after") if c in shown]
+        lines.append(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
+        bad = t[np.abs(t["smd_after"]) > self.threshold]
+        lines.append(
+            f"{len(bad)} of {len(t)} rows have |SMD| > {self.threshold} after matching"
+            + (": " + ", ".join(bad["variable"].astype(str).head(8)) if len(bad) else "")
+        )
+        lines.append("WWC baseline equivalence on the pretest (matched sample):")
+        for r in self.equivalence.itertuples():
+            grp = f"{r.group}: " if hasattr(r, "group") else ""
+            lines.append(
+                f"  {grp}{r.pretest} g = {r.hedges_g:+.3f} -> {r.wwc_baseline_equivalence}"
+                f" (with the pretest in the impact model: {r.wwc_with_pretest_in_model})"
+            )
+        return "\n".join(lines)
+
+
+def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
+            by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1) -> Balance:
+    """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
+    with ``by`` (e.g. the subject column), within each group."""
+    groups = [("all", before, after)]
+    if by is not None:
+        groups += [(str(g), before[before[by] == g], after[after[by] == g]) for g in pd.unique(before[by])]
+    tabs, eqs = [], []
+    for name, b, a in groups:
+        if not len(a) or a[treatment].nunique() < 2:
+            continue
+        tab = balance_table(b, a, treatment, variables, weight=weight, categorical=categorical)
+        tab.insert(0, "group", name)
+        tabs.append(tab)
+        if pretest is not None:
+            eqs.append({"group": name, **pretest_equivalence(a, treatment, pretest, weight=weight)})
+    return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs), threshold)

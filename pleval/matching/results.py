@@ -1,0 +1,201 @@
+"""Results of matching: :class:`MatchResult` (and :class:`EffectTable` for by-group effects).
+
+Every method reduces to the same structure (MatchIt's idea): rows of the analysed data,
+each with a matched-set id and an analysis weight. The matched sample is in *matched-set
+long format*: the original columns plus
+
+* ``_set`` — matched-set id (one set per matched treated row; ``-1`` for weighting),
+* ``_weight`` — 1 for treated rows; each set's comparisons sum to 1 (ATT),
+* ``_pl_school`` — the school of the treated row anchoring the set (NaN for weighted
+  comparison rows, which belong to no set).
+
+A comparison row reused by several sets appears once per set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .._results import Effect, ResultMixin
+from ..data import Columns
+from ..errors import DataError
+from .balance import Balance, balance
+from .effect import regression_effect
+from .propensity import PropensityModel
+
+
+@dataclass(frozen=True, repr=False)
+class EffectTable(ResultMixin):
+    """Effects by group (e.g. subject × grade): ``effects`` maps a group key tuple to an Effect."""
+
+    by: tuple[str, ...]
+    effects: dict
+
+    def __getitem__(self, key) -> Effect:
+        return self.effects[key if isinstance(key, tuple) else (key,)]
+
+    def __iter__(self):
+        return iter(self.effects.items())
+
+    def __len__(self):
+        return len(self.effects)
+
+    def to_frame(self) -> pd.DataFrame:
+        parts = []
+        for key, eff in self.effects.items():
+            f = eff.to_frame()
+            for name, val in zip(self.by, key):
+                f[name] = val
+            parts.append(f)
+        out = pd.concat(parts, ignore_index=True)
+        return out[list(self.by) + [c for c in out.columns if c not in self.by]]
+
+    def summary(self) -> str:
+        return "\n\n".join(
+            f"[{', '.join(f'{b} = {v}' for b, v in zip(self.by, key))}]\n{eff.summary()}" for key, eff in self.effects.items()
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class MatchResult(ResultMixin):
+    """A matched (or weighted) design, ready for balance checks and effect estimation.
+
+    ``data`` are the rows eligible for matching (after the exclusions listed in
+    ``exclusions``); ``rows``/``set_id``/``weight``/``pl_school`` describe the matched sample
+    by position in ``data``; ``unmatched`` lists treated rows with no match and why.
+    """
+
+    data: pd.DataFrame
+    columns: Columns
+    method: str
+    rows: np.ndarray
+    set_id: np.ndarray
+    weight: np.ndarray
+    pl_school: np.ndarray
+    unmatched: pd.DataFrame
+    exclusions: pd.DataFrame
+    options: dict
+    variables: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    strata: tuple[str, ...] = ()
+    propensity: PropensityModel | None = None
+    diagnostics: dict = field(default_factory=dict)
+
+    # --- the matched sample -------------------------------------------------------------
+    @cached_property
+    def matched(self) -> pd.DataFrame:
+        """The matched sample in matched-set long format (see the module docstring)."""
+        out = self.data.iloc[self.rows].copy()
+        out["_set"] = self.set_id
+        out["_weight"] = self.weight
+        out["_pl_school"] = self.pl_school
+        return out
+
+    @property
+    def n_treated(self) -> int:
+        """Treated rows eligible for matching."""
+        return int(self.data[self.columns.treatment].sum())
+
+    @property
+    def n_treated_matched(self) -> int:
+        t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
+        return int(t.sum())
+
+    @property
+    def n_comparison_used(self) -> int:
+        """Distinct comparison rows in the matched sample."""
+        t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
+        return int(np.unique(self.rows[~t]).size)
+
+    # --- diagnostics and estimates ------------------------------------------------------
+    def balance(self, threshold: float = 0.1) -> Balance:
+        """Balance of the pretest(s) and covariates before and after (per subject if set)."""
+        c = self.columns
+        return balance(
+            self.data, self.matched, c.treatment, self.variables, c.main_pretest,
+            by=c.subject, categorical=self.categorical, threshold=threshold,
+        )
+
+    def estimate(
+        self,
+        by=None,
+        *,
+        sd="pooled",
+        vcov: str = "CR2",
+        level: float = 0.95,
+        baseline_percentile: float = 50.0,
+        covariates=None,
+    ) -> Effect | EffectTable:
+        """Regression-adjusted effect on the matched sample (:mod:`pleval.matching.effect`).
+
+        ``by``: None for one pooled effect, or column name(s) (e.g. ``"subject"`` or
+        ``("subject", "grade")``) for one effect per group, returned as an :class:`EffectTable`.
+        ``sd``: "pooled" (default), "comparison" or a given norm SD. ``covariates``: the
+        adjustment set (default: every pretest and covariate).
+        """
+        c = self.columns
+        m = self.matched
+        if covariates is None:
+            covariates = c.covariates
+        kw = dict(
+            outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
+            strata=self.strata, school=c.school, sd=sd, vcov=vcov, level=level,
+            baseline_percentile=baseline_percentile, method=self._method_label(),
+        )
+        if by is None:
+            return regression_effect(m, label=f"{c.outcome}: effect on the treated", **kw)
+        by = (by,) if isinstance(by, str) else tuple(by)
+        missing = [b for b in by if b not in m.columns]
+        if missing:
+            raise DataError(f"cannot estimate by {missing}: not columns of the data")
+        effects = {}
+        for key, part in m.groupby(list(by), sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{b} = {v}" for b, v in zip(by, key))
+            effects[key] = regression_effect(part, label=f"{c.outcome} ({label})", **kw)
+        return EffectTable(by, effects)
+
+    def _method_label(self) -> str:
+        o = self.options
+        if self.method == "propensity":
+            return (f"1:{o['k']} nearest-neighbour matching on the logit propensity score "
+                    f"(caliper {0.2 if o['caliper'] is None else o['caliper']} SD, {'with' if o['replace'] else 'without'} replacement)")
+        if self.method == "mahalanobis":
+            return f"1:{o['k']} nearest-neighbour Mahalanobis matching ({'with' if o['replace'] else 'without'} replacement)"
+        if self.method == "vcg":
+            return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, up to {o['k']} comparisons)"
+        return "ATT odds weighting on the propensity score"
+
+    # --- display ------------------------------------------------------------------------
+    def unmatched_counts(self) -> pd.DataFrame:
+        if not len(self.unmatched):
+            return pd.DataFrame({"reason": [], "n_rows": []})
+        return self.unmatched.groupby("reason").size().rename("n_rows").reset_index()
+
+    def to_frame(self) -> pd.DataFrame:
+        """Counts: eligible, matched, unmatched by reason, excluded by reason."""
+        rows = [
+            {"item": "treated rows eligible", "n_rows": self.n_treated},
+            {"item": "treated rows matched", "n_rows": self.n_treated_matched},
+            {"item": "comparison rows used (distinct)", "n_rows": self.n_comparison_used},
+            {"item": "rows in matched sample", "n_rows": len(self.rows)},
+        ]
+        rows += [{"item": f"unmatched treated: {r.reason}", "n_rows": r.n_rows} for r in self.unmatched_counts().itertuples()]
+        rows += [{"item": f"excluded: {r.reason} [{r.column}]", "n_rows": r.n_rows} for r in self.exclusions.itertuples()]
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        lines = [f"MatchResult: {self._method_label()}"]
+        lines += [f"  {r.item}: {r.n_rows:,}" for r in self.to_frame().itertuples()]
+        if self.propensity is not None:
+            lines += ["  " + s for s in self.propensity.summary().splitlines()]
+        for k, v in self.diagnostics.items():
+            lines.append(f"  {k}: {v:,.4g}" if isinstance(v, (int, float)) else f"  {k}: {v}")
+        return "\n".join(lines)
+
+
+__all__ = ["MatchResult", "EffectTable"]

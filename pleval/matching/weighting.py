@@ -1,0 +1,63 @@
+"""Propensity-score weighting for the average effect on the treated (ATT).
+
+Treated units get weight 1 and comparison units the odds of treatment,
+
+    w_i = 1                 if T_i = 1
+    w_i = e(x_i)/(1 − e(x_i))  if T_i = 0,
+
+which reweights the comparison group to the treated group's covariate distribution
+(Hirano, Imbens & Ridder 2003; Morgan & Todd 2008). Options:
+
+* ``trim = a``: drop units with ``e(x) < a`` or ``e(x) > 1 − a`` before weighting (Crump et
+  al. 2009), counted as exclusions; this changes the estimand to the trimmed population.
+* ``truncate = q``: cap comparison weights at their ``q``-quantile (e.g. 0.99; Lee, Lessler
+  & Stuart 2011).
+* ``stabilize = True`` (default): rescale comparison weights to sum to the number of treated
+  units (the Hájek / normalized form); the effect estimate is unchanged by this scaling, the
+  weights become interpretable as "comparison students per treated student".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError, DesignError
+
+
+@dataclass(frozen=True)
+class Weights:
+    weight: np.ndarray  # per row (NaN where dropped by trimming)
+    keep: np.ndarray  # False for rows dropped by trimming
+    n_trimmed_treated: int
+    n_trimmed_control: int
+    n_truncated: int
+    ess_control: float  # Kish effective sample size of the weighted comparison group
+
+
+def att_weights(ps, treated, *, trim: float | None = None, truncate: float | None = None, stabilize: bool = True) -> Weights:
+    """ATT odds weights from propensity scores ``ps`` (see the module docstring)."""
+    ps = np.asarray(ps, dtype=float)
+    t1 = np.asarray(treated).astype(bool)
+    if trim is not None and not 0.0 <= trim < 0.5:
+        raise DataError(f"trim must lie in [0, 0.5); got {trim!r}")
+    if truncate is not None and not 0.5 < truncate <= 1.0:
+        raise DataError(f"truncate must be a quantile in (0.5, 1]; got {truncate!r}")
+    keep = np.ones(len(ps), dtype=bool)
+    if trim:
+        keep = (ps >= trim) & (ps <= 1.0 - trim)
+    if not (keep & t1).any() or not (keep & ~t1).any():
+        raise DesignError("no treated or no comparison units remain after trimming the propensity score")
+    w = np.where(t1, 1.0, ps / (1.0 - ps))
+    w[~keep] = np.nan
+    c = keep & ~t1
+    n_trunc = 0
+    if truncate is not None and truncate < 1.0:
+        cap = np.quantile(w[c], truncate)
+        n_trunc = int((w[c] > cap).sum())
+        w[c] = np.minimum(w[c], cap)
+    if stabilize:
+        w[c] *= (keep & t1).sum() / w[c].sum()
+    ess = float(w[c].sum() ** 2 / (w[c] ** 2).sum())
+    return Weights(w, keep, int((t1 & ~keep).sum()), int((~t1 & ~keep).sum()), n_trunc, ess)
