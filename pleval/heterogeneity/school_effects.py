@@ -234,6 +234,22 @@ def _finish(
     return table, metas, shrinks, counts
 
 
+def _covariate_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
+    """Numeric covariates as they are (checked for variation without a costly ``nunique``);
+    categorical ones expanded by :func:`pleval.data.design_matrix`."""
+    cols = []
+    for c in covariates:
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            v = s.to_numpy(dtype=float)
+            if not np.ptp(v) > 0:
+                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
+            cols.append(v[:, None])
+        else:
+            cols.append(design_matrix(df, [c]).to_numpy(dtype=float))
+    return np.hstack(cols) if cols else np.empty((len(df), 0))
+
+
 def _key(k):
     """A by-group key: the value itself for one by column, a tuple for several."""
     if isinstance(k, tuple):
@@ -396,7 +412,7 @@ def school_effects(
     key_cols = [*by_cols, stratum]
     codes, uniq = _factorize_many(df, key_cols)
     G = len(uniq)
-    Xcov = design_matrix(df, covariates).to_numpy(dtype=float) if covariates else np.empty((n, 0))
+    Xcov = _covariate_matrix(df, covariates)
     if Xcov.shape[1]:
         Xcov = Xcov - Xcov.mean(axis=0)
     X = np.column_stack([np.ones(n), t, Xcov])

@@ -1,0 +1,334 @@
+"""Export the school-by-school table: CSV, Excel, Markdown, HTML.
+
+* CSV: the tidy table (:data:`~.school_effects.TABLE_COLUMNS`, one row per school × ``by``
+  group), machine-readable, no footnote (the other formats carry it).
+* Excel (openpyxl): one sheet per ``by`` group (e.g. subject) with readable headers, number
+  formats, frozen header, filters, rows significantly negative / positive after the
+  multiplicity adjustment shaded, the pooled result above and the footnotes below the table;
+  plus a "Summary" sheet of the meta-analyses and significance counts.
+* Markdown / HTML: one section per ``by`` group, intervals written as "low to high", the pooled
+  result, and the footnotes.
+
+Every format except CSV carries the footnote on percentile points (a shift in rank, not in
+the score), on shrinkage and on the multiplicity adjustment used.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .school_effects import SchoolEffects
+
+FORMATS = ("csv", "xlsx", "md", "html")
+_EXT = {".csv": "csv", ".xlsx": "xlsx", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
+_ADJ = {"bh": "Benjamini-Hochberg", "holm": "Holm", "bonferroni": "Bonferroni"}
+
+# (column, header, Excel number format)
+_NUMERIC = [
+    ("n_treated", "N PL", "#,##0"),
+    ("n_comparison", "N comparison", "#,##0"),
+    ("estimate", "Effect (raw units)", "0.00"),
+    ("se", "SE (raw)", "0.00"),
+    ("ci_low", "CI low (raw)", "0.00"),
+    ("ci_high", "CI high (raw)", "0.00"),
+    ("effect_size", "Effect size", "0.000"),
+    ("es_se", "SE (effect size)", "0.000"),
+    ("es_ci_low", "CI low (ES)", "0.000"),
+    ("es_ci_high", "CI high (ES)", "0.000"),
+    ("percentile_points", "Percentile points", "0.0"),
+    ("pp_ci_low", "CI low (pp)", "0.0"),
+    ("pp_ci_high", "CI high (pp)", "0.0"),
+    ("pvalue", "p", "0.0000"),
+    ("p_adjusted", "p adjusted", "0.0000"),
+    ("shrunk_es", "Shrunken ES", "0.000"),
+    ("shrunk_es_sd", "Shrunken ES SD", "0.000"),
+    ("shrunk_pp", "Shrunken pp", "0.0"),
+    ("reliability", "Reliability", "0.00"),
+]
+
+
+def footnotes(res: SchoolEffects) -> list[str]:
+    """The notes printed under every exported table."""
+    o = res.options
+    lvl = float(o.get("level", 0.95))
+    adj = _ADJ.get(o.get("adjust", "bh"), o.get("adjust", "bh"))
+    notes = [res.footnote]
+    sd_txt = "; ".join(f"{k}: {v[0]:.4g} ({v[1]})" for k, v in res.sd.items()) if res.sd else ""
+    notes.append(
+        "Effect size = (regression-adjusted) difference / SD"
+        + (f" (SD used — {sd_txt})" if sd_txt else "")
+        + (", with Hedges' small-sample factor ω = 1 − 3/(4N − 9)." if o.get("hedges_correction", False) else ".")
+    )
+    notes.append(
+        f"Intervals are {lvl:.0%} confidence intervals. 'p adjusted' controls for testing many schools at once "
+        f"({adj}); compare the count of significant schools with the α·k expected by chance alone."
+    )
+    notes.append(
+        "Shrunken (empirical-Bayes) estimates pull each school toward the pooled effect in proportion to its "
+        "noise (reliability = τ²/(τ² + SE²)); they are better guesses of a school's true effect than the raw "
+        "estimates, but rankings of schools remain uncertain."
+    )
+    if o.get("stratum") == "_pl_school" or "matched" in str(o.get("source", "")):
+        notes.append(
+            "A single PL school's matched estimate also carries that school's own deviation from its comparison "
+            "schools, which student-level standard errors do not cover; compare the spread with placebo schools."
+        )
+    return notes
+
+
+def _groups(res: SchoolEffects):
+    t = res.table
+    if not res.by:
+        yield "all", "All schools", t
+        return
+    for key, sub in t.groupby(list(res.by), sort=False):
+        key = key[0] if isinstance(key, tuple) and len(key) == 1 else key
+        label = key if not isinstance(key, tuple) else ", ".join(map(str, key))
+        yield key, str(label), sub
+
+
+def _pooled_line(res: SchoolEffects, key) -> str:
+    m = res.meta.get(key)
+    if m is None:
+        return "Pooled: not estimated (fewer than 2 schools)."
+    from ..percentiles import to_percentile_points
+
+    b = float(res.options.get("baseline_percentile", 50.0))
+    c = res.counts[key]
+    return (
+        f"Pooled effect size {m.estimate:.3f} ({m.level:.0%} CI {m.ci_low:.3f} to {m.ci_high:.3f}; "
+        f"{to_percentile_points(m.estimate, b):+.1f} percentile points), {m.method}"
+        f"{' + Hartung-Knapp' if m.hartung_knapp else ''}; k = {m.k}; tau = {m.tau:.3f}; I² = {m.i2:.0f}%; "
+        f"Q({m.q_df}) = {m.q:.1f}, p = {m.q_pvalue:.3g}; prediction interval {m.pi_low:.3f} to {m.pi_high:.3f}. "
+        f"Significant schools: {c.positive_raw} positive / {c.negative_raw} negative unadjusted "
+        f"({c.expected_by_chance:.1f} expected by chance), {c.positive_adjusted} / {c.negative_adjusted} adjusted."
+    )
+
+
+def _present_columns(sub: pd.DataFrame) -> list[tuple[str, str, str]]:
+    return [(c, h, f) for c, h, f in _NUMERIC if c in sub.columns and sub[c].notna().any()]
+
+
+def _readable(sub: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
+    """Markdown/HTML view: intervals as 'low to high', rounded."""
+
+    def f(x, d):
+        if pd.isna(x):
+            return ""
+        txt = f"{x:.{d}f}"
+        return txt[1:] if txt.startswith("-") and float(txt) == 0 else txt  # no "-0.0"
+
+    def ci(lo, hi, d):
+        return ["" if pd.isna(a) else f"{f(a, d)} to {f(b, d)}" for a, b in zip(lo, hi)]
+
+    def pv(x):
+        return "" if pd.isna(x) else ("<0.0001" if x < 1e-4 else f"{x:.4f}")
+
+    out = pd.DataFrame({"School": sub["school"].astype(str).to_numpy()})
+    if sub["n_treated"].notna().any():
+        out["N PL"] = sub["n_treated"].to_numpy()
+        out["N comparison"] = sub["n_comparison"].to_numpy()
+    if sub["estimate"].notna().any():
+        out["Effect (raw)"] = [f(x, 2) for x in sub["estimate"]]
+        out["CI (raw)"] = ci(sub["ci_low"], sub["ci_high"], 2)
+    out["Effect size"] = [f(x, 3) for x in sub["effect_size"]]
+    out["SE"] = [f(x, 3) for x in sub["es_se"]]
+    out["CI (ES)"] = ci(sub["es_ci_low"], sub["es_ci_high"], 3)
+    out["Percentile points"] = [f(x, 1) for x in sub["percentile_points"]]
+    out["CI (pp)"] = ci(sub["pp_ci_low"], sub["pp_ci_high"], 1)
+    out["p"] = [pv(x) for x in sub["pvalue"]]
+    out["p adjusted"] = [pv(x) for x in sub["p_adjusted"]]
+    out["Shrunken ES (SD)"] = [
+        "" if pd.isna(a) else f"{f(a, 3)} ({f(b, 3)})" for a, b in zip(sub["shrunk_es"], sub["shrunk_es_sd"])
+    ]
+    out["Shrunken pp"] = [f(x, 1) for x in sub["shrunk_pp"]]
+    for c in extra:
+        out[c] = sub[c].to_numpy()
+    if (sub["note"].astype(str) != "").any():
+        out["Note"] = sub["note"].to_numpy()
+    return out
+
+
+def _extra_columns(res: SchoolEffects) -> list[str]:
+    from .school_effects import TABLE_COLUMNS
+
+    return [c for c in res.table.columns if c not in TABLE_COLUMNS and c not in res.by]
+
+
+def to_markdown(res: SchoolEffects, title: str = "School-by-school effects") -> str:
+    parts = [f"# {title}", ""]
+    for key, label, sub in _groups(res):
+        view = _readable(sub, _extra_columns(res))
+        align = ["left" if c in ("School", "Note") else "right" for c in view.columns]
+        md = view.to_markdown(index=False, disable_numparse=True, colalign=align)
+        parts += [f"## {label}", "", _pooled_line(res, key), "", md, ""]
+    parts += ["**Notes.**", ""] + [f"{i}. {n}" for i, n in enumerate(footnotes(res), 1)]
+    return "\n".join(parts) + "\n"
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+    "table{border-collapse:collapse;font-size:0.85em}"
+    "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+    "th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}"
+    ".neg{background:#fde0dc}.pos{background:#dff0d8}.footnotes{font-size:0.85em;color:#444;max-width:60em}"
+)
+
+
+def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
+    alpha = float(res.options.get("alpha", 0.05))
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for key, label, sub in _groups(res):
+        view = _readable(sub, _extra_columns(res))
+        cls = np.where(
+            sub["p_adjusted"].to_numpy(dtype=float) < alpha,
+            np.where(sub["effect_size"].to_numpy(dtype=float) < 0, "neg", "pos"),
+            "",
+        )
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)
+        rows = "".join(
+            f'<tr class="{c}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+            for c, r in zip(cls, view.itertuples(index=False))
+        )
+        body += [
+            f"<h2>{html.escape(label)}</h2>",
+            f"<p>{html.escape(_pooled_line(res, key))}</p>",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>",
+        ]
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in footnotes(res))
+    body.append(f'<div class="footnotes"><p><strong>Notes.</strong> Shaded rows are significant after adjustment '
+                f'(red: negative, green: positive).</p><ol>{notes}</ol></div>')
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _sheet_name(label: str, used: set[str]) -> str:
+    name = re.sub(r"[\[\]:*?/\\]", "_", label)[:31] or "Sheet"
+    base, i = name, 2
+    while name.lower() in used:
+        suffix = f" ({i})"
+        name = base[: 31 - len(suffix)] + suffix
+        i += 1
+    used.add(name.lower())
+    return name
+
+
+def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") -> None:
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
+    alpha = float(res.options.get("alpha", 0.05))
+    bold = Font(bold=True)
+    head_fill = PatternFill("solid", fgColor="DDE4EE")
+    neg_fill = PatternFill("solid", fgColor="FDE0DC")
+    pos_fill = PatternFill("solid", fgColor="DFF0D8")
+    wb = Workbook()
+    wb.remove(wb.active)
+    used: set[str] = set()
+    notes = footnotes(res)
+    extra = _extra_columns(res)
+    for key, label, sub in _groups(res):
+        ws = wb.create_sheet(_sheet_name(label, used))
+        ws["A1"] = f"{title} — {label}"
+        ws["A1"].font = Font(bold=True, size=13)
+        ws["A2"] = _pooled_line(res, key)
+        ws["A2"].alignment = Alignment(wrap_text=False)
+        cols = [("school", "School", "@")] + _present_columns(sub) + [(c, c, "General") for c in extra] + [("note", "Note", "@")]
+        hr = 4
+        for j, (_, header, _) in enumerate(cols, 1):
+            c = ws.cell(row=hr, column=j, value=header)
+            c.font, c.fill = bold, head_fill
+            c.alignment = Alignment(horizontal="center", wrap_text=True)
+        padj = sub["p_adjusted"].to_numpy(dtype=float)
+        es = sub["effect_size"].to_numpy(dtype=float)
+        for i, rec in enumerate(sub[[c for c, _, _ in cols]].itertuples(index=False), start=hr + 1):
+            fill = None
+            if padj[i - hr - 1] < alpha:
+                fill = neg_fill if es[i - hr - 1] < 0 else pos_fill
+            for j, ((_, _, fmt), v) in enumerate(zip(cols, rec), 1):
+                if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                    v = None
+                elif isinstance(v, np.generic):
+                    v = v.item()
+                elif v is pd.NA:
+                    v = None
+                cell = ws.cell(row=i, column=j, value=v if fmt != "@" else (None if v is None else str(v)))
+                cell.number_format = fmt
+                if fill is not None:
+                    cell.fill = fill
+        last = hr + len(sub)
+        ws.freeze_panes = ws.cell(row=hr + 1, column=2)
+        ws.auto_filter.ref = f"A{hr}:{get_column_letter(len(cols))}{last}"
+        ws.row_dimensions[hr].height = 30
+        for j, (col, header, _) in enumerate(cols, 1):
+            width = max(len(header) * 0.9, 9)
+            if col in ("school", "note"):
+                width = min(max(width, sub[col].astype(str).str.len().max() + 2 if len(sub) else 10), 60)
+            ws.column_dimensions[get_column_letter(j)].width = width
+        r = last + 2
+        ws.cell(row=r, column=1, value="Notes").font = bold
+        ws.cell(row=r + 1, column=1, value="Shaded rows are significant after adjustment (red: negative, green: positive).")
+        for i, n in enumerate(notes, start=r + 2):
+            ws.cell(row=i, column=1, value=f"{i - r - 1}. {n}").font = Font(italic=True)
+    ws = wb.create_sheet("Summary", 0)
+    ws["A1"] = f"{title} — summary"
+    ws["A1"].font = Font(bold=True, size=13)
+    summary = res.meta_frame().merge(res.counts_frame(), on=list(res.by), how="outer") if res.by else (
+        pd.concat([res.meta_frame(), res.counts_frame()], axis=1) if res.meta else res.counts_frame()
+    )
+    for j, c in enumerate(summary.columns, 1):
+        cell = ws.cell(row=3, column=j, value=str(c))
+        cell.font, cell.fill = bold, head_fill
+        ws.column_dimensions[get_column_letter(j)].width = max(len(str(c)) + 2, 10)
+    for i, rec in enumerate(summary.itertuples(index=False), start=4):
+        for j, v in enumerate(rec, 1):
+            if isinstance(v, (float, np.floating)):
+                v = None if not np.isfinite(v) else float(v)
+            elif isinstance(v, np.generic):
+                v = v.item()
+            cell = ws.cell(row=i, column=j, value=v)
+            if isinstance(v, float):
+                cell.number_format = "0.0000"
+    r = 4 + len(summary) + 1
+    for i, n in enumerate(notes, start=r):
+        ws.cell(row=i, column=1, value=f"{i - r + 1}. {n}").font = Font(italic=True)
+    wb.save(path)
+
+
+def export_table(
+    res: SchoolEffects,
+    path,
+    *,
+    format: Literal["csv", "xlsx", "md", "html"] | None = None,
+    title: str = "School-by-school effects",
+) -> Path:
+    """Write the school table to ``path``; the format follows the extension unless given."""
+    if not isinstance(res, SchoolEffects):
+        raise DataError(f"expected a SchoolEffects result; got {type(res).__name__}")
+    p = Path(path)
+    fmt = format or _EXT.get(p.suffix.lower())
+    if fmt not in FORMATS:
+        raise DataError(f"cannot tell the table format from {p.name!r}; use .csv, .xlsx, .md or .html (or format=...)")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        res.table.to_csv(p, index=False)
+    elif fmt == "xlsx":
+        to_excel(res, p, title)
+    elif fmt == "md":
+        p.write_text(to_markdown(res, title), encoding="utf-8")
+    else:
+        p.write_text(to_html(res, title), encoding="utf-8")
+    return p
+
+
+__all__ = ["export_table", "to_markdown", "to_html", "to_excel", "footnotes", "FORMATS"]

@@ -1,0 +1,127 @@
+"""School table export (CSV, Excel, Markdown, HTML) and the ``pleval schools`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pleval.cli import app
+from pleval.errors import DataError
+from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
+from pleval.heterogeneity.export import export_table, footnotes
+
+from .test_heterogeneity_school_effects import make_sites
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def estimates_file(tmp_path_factory):
+    rng = np.random.default_rng(42)
+    k = 25
+    df = pd.DataFrame(
+        {
+            "school_id": np.tile([f"PL{i:03d}" for i in range(k)], 2),
+            "subject": np.repeat(["math", "reading"], k),
+            "estimate": rng.normal(0.05, 0.2, 2 * k),
+            "se": rng.uniform(0.03, 0.09, 2 * k),
+            "n_treated": rng.integers(50, 400, 2 * k),
+            "n_comparison": rng.integers(200, 1200, 2 * k),
+            "school_poverty": np.tile(rng.uniform(0.2, 0.9, k), 2),
+            "years_implementing": np.tile(rng.integers(1, 5, k), 2),
+            "enrollment": np.tile(rng.integers(200, 900, k), 2),
+        }
+    )
+    path = tmp_path_factory.mktemp("schools") / "school_effects.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+@pytest.fixture(scope="module")
+def student_result():
+    d, _ = make_sites(n_schools=8, n_per=60, seed=3)
+    return school_effects(d, stratum="school_id", covariates=["pretest"], by="subject")
+
+
+def test_csv_round_trip(student_result, tmp_path):
+    p = export_table(student_result, tmp_path / "t.csv")
+    back = pd.read_csv(p)
+    assert list(back.columns) == list(student_result.table.columns)
+    np.testing.assert_allclose(back.effect_size, student_result.table.effect_size)
+    assert len(back) == 16
+
+
+def test_excel_one_sheet_per_subject_formatted(student_result, tmp_path):
+    p = export_table(student_result, tmp_path / "t.xlsx")
+    wb = openpyxl.load_workbook(p)
+    assert wb.sheetnames == ["Summary", "math", "reading"]
+    ws = wb["math"]
+    header = [c.value for c in ws[4]]
+    assert header[0] == "School" and "Percentile points" in header and "p adjusted" in header
+    assert ws["A4"].font.bold and ws.freeze_panes == "B5"
+    col = header.index("Effect size") + 1
+    math = student_result.table[student_result.table.subject == "math"]
+    values = [ws.cell(row=5 + i, column=col).value for i in range(len(math))]
+    np.testing.assert_allclose(values, math.effect_size)
+    assert ws.cell(row=5, column=col).number_format == "0.000"
+    text = " ".join(str(c.value) for row in ws.iter_rows(min_row=5 + len(math)) for c in row if c.value)
+    assert "shift in rank" in text and "Benjamini-Hochberg" in text
+    summary = wb["Summary"]
+    assert [c.value for c in summary[3]][:2] == ["subject", "method"]
+
+
+def test_markdown_and_html(student_result, tmp_path):
+    md = export_table(student_result, tmp_path / "t.md").read_text()
+    assert md.count("## ") == 2 and "| School" in md and "shift in rank" in md
+    assert "Pooled effect size" in md
+    html = export_table(student_result, tmp_path / "t.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 2
+    assert "shift in rank" in html and "<h2>reading</h2>" in html
+    with pytest.raises(DataError, match="format"):
+        export_table(student_result, tmp_path / "t.docx")
+    assert any("percentile" in n for n in footnotes(student_result))
+
+
+def test_excel_shades_significant_schools(tmp_path):
+    df = pd.DataFrame({"school_id": list("abcdef"), "estimate": [-0.5, 0.6, 0.01, 0.02, 0.0, 0.03],
+                       "se": [0.05] * 6})
+    r = school_effects_from_estimates(df, by=None)
+    p = export_table(r, tmp_path / "s.xlsx")
+    ws = openpyxl.load_workbook(p)["All schools"]
+    fills = {ws.cell(row=5 + i, column=1).value: ws.cell(row=5 + i, column=1).fill.fgColor.rgb for i in range(6)}
+    assert fills["a"].endswith("FDE0DC") and fills["b"].endswith("DFF0D8") and fills["c"] in ("00000000", None)
+
+
+def test_cli_schools(estimates_file, tmp_path):
+    path, df = estimates_file
+    out_x, out_md = tmp_path / "table.xlsx", tmp_path / "table.md"
+    r = runner.invoke(app, ["schools", str(path), "--out", str(out_x), "--out", str(out_md), "--hartung-knapp"])
+    assert r.exit_code == 0, r.output
+    m = meta_analysis(df.estimate[:25], df.se[:25], "REML", hartung_knapp=True)
+    assert f"{m.estimate:.4f}" in r.output and "Hartung-Knapp" in r.output
+    assert "Meta-regression" in r.output and "years_implementing" in r.output
+    assert out_x.exists() and out_md.exists() and "| PL000" in r.output
+    assert openpyxl.load_workbook(out_x).sheetnames == ["Summary", "math", "reading"]
+
+
+def test_cli_schools_options_and_errors(estimates_file, tmp_path):
+    path, df = estimates_file
+    renamed = tmp_path / "renamed.csv"
+    math = df[df.subject == "math"]
+    math.rename(columns={"estimate": "g", "se": "g_se", "school_id": "name"}).to_csv(renamed, index=False)
+    r = runner.invoke(app, ["schools", str(renamed), "--estimate-col", "g", "--se-col", "g_se", "--school-col", "name",
+                            "--subject-col", "", "--moderators", "", "--method", "dl", "-q"])
+    assert r.exit_code == 0, r.output
+    m = meta_analysis(math.estimate, math.se, "DL")
+    assert f"{m.estimate:.4f}" in r.output and "k = 25" in r.output and "Meta-regression" not in r.output
+    r = runner.invoke(app, ["schools", str(path), "--subject-col", "", "-q"])
+    assert r.exit_code == 2 and "more than once" in r.output
+    r = runner.invoke(app, ["schools", str(path), "--estimate-col", "nope"])
+    assert r.exit_code == 2 and "'nope'" in r.output
+    r = runner.invoke(app, ["schools", str(path), "--out", str(path)])
+    assert r.exit_code == 2 and "never overwrites" in r.output
+    r = runner.invoke(app, ["schools", str(path), "--method", "ML"])
+    assert r.exit_code == 2 and "method" in r.output
