@@ -303,7 +303,7 @@ def _calibrate(subject: str, icc: float, slope: float, va_sd: float, poverty_r2:
     if sd_e2 <= 0:
         raise ValueError(
             f"pretest_slope={slope} is too large for icc={icc}: the posttest would need negative "
-            "student-level residual variance; use a slope below about 0.9"
+            "student-level residual variance; use a smaller slope"
         )
     return _Calibration(
         subject=subject,
@@ -797,6 +797,7 @@ def simulate_school_effects(
     school_value_added_sd: float = 0.10,
     pretest_slope: float = 0.75,
     comparison_ratio: float = 4.0,
+    decimals: int | None = 4,
     seed: int | None = None,
 ) -> Simulated:
     """One matched effect estimate (SD units) and its SE per PL school and subject.
@@ -815,6 +816,7 @@ def simulate_school_effects(
     it covers the sampling noise only, as a single school's matched SE does (design.md §4).
     n_t ≈ Binomial(0.55·enrollment, 0.95) tested PL students, n_c ≈ Binomial(comparison_ratio·n_t, 0.9).
     Poverty and enrollment have no effect (a meta-regression should find them null).
+    ``estimate`` and ``se`` are rounded to ``decimals`` (None: not rounded), as a report would.
 
     So a random-effects meta-analysis of one subject should find mean ``effect`` and
     between-school SD ``√(τ² + years_slope²·0.94 + school_value_added_sd²)``
@@ -843,6 +845,8 @@ def simulate_school_effects(
     g = school_value_added_sd * _correlated_normals(r_effect, J, k, _RHO_VALUE_ADDED)
     se = math.sqrt(1 - pretest_slope**2) * np.sqrt(1 / n_t + 1 / n_c)
     est = theta[:, None] + g + se * r_est.standard_normal((J, k))
+    if decimals is not None:
+        est, se = np.round(est, decimals), np.round(se, decimals)
 
     school_ids = _ids("PL", np.arange(J), 3)
     rep = np.repeat(np.arange(J), k)

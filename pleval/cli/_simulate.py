@@ -79,7 +79,7 @@ def simulate(
     schools_lost: Optional[int] = typer.Option(None, "--schools-lost", help="[rct] Schools losing every posttest."),
     years_slope: Optional[float] = typer.Option(None, "--years-slope", help="[school-effects] Change in true effect per year implementing."),
     comparison_ratio: Optional[float] = typer.Option(None, "--comparison-ratio", help="[school-effects] Comparison students per PL student."),
-    decimals: Optional[int] = typer.Option(None, "--decimals", help="[matched, rct] Round scores to this many decimals (default 0)."),
+    decimals: Optional[int] = typer.Option(None, "--decimals", help="Round scores (matched, rct; default 0) or estimates and SEs (school-effects; default 4) to this many decimals."),
 ) -> None:
     """Simulate PL evaluation data with a known truth and write it to --out.
 
