@@ -16,3 +16,5 @@ from .percentiles import from_percentile_points, improvement_index, to_percentil
 
 # Public API (one line per module; add yours below).
 from .rct import RCTResult, analyze_rct, rct_by_subject  # noqa: E402
+from .matching import MatchResult, match  # noqa: E402
+from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects  # noqa: E402
