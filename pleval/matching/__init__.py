@@ -245,6 +245,13 @@ def match(
         diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
+    if method != "weighting" and n_sets == 0:
+        why = pd.Series(un_reason.astype(str)).value_counts()
+        raise DesignError(
+            f"no treated row found a match ({len(un_pos):,} unmatched: "
+            + "; ".join(f"{n:,} {reason}" for reason, n in why.items())
+            + "); widen the caliper or band, relax the exact keys, or check that the groups overlap"
+        )
     unmatched = pd.DataFrame({"row": data.index[un_pos], "reason": un_reason.astype(str)})
     for col in (c.student_id, c.school, c.subject, c.grade):
         if col:

@@ -125,7 +125,7 @@ class MatchResult(ResultMixin):
         by=None,
         *,
         sd="pooled",
-        vcov: str = "CR2",
+        vcov: str | None = None,
         level: float = 0.95,
         baseline_percentile: float = 50.0,
         covariates=None,
@@ -134,10 +134,14 @@ class MatchResult(ResultMixin):
 
         ``by``: None for one pooled effect, or column name(s) (e.g. ``"subject"`` or
         ``("subject", "grade")``) for one effect per group, returned as an :class:`EffectTable`.
-        ``sd``: "pooled" (default), "comparison" or a given norm SD. ``covariates``: the
+        ``sd``: "pooled" (default), "comparison" or a given norm SD. ``vcov``: default "CR2" by
+        school, or "CR1" by student when the data have no school column (one student per
+        cluster makes CR2's corrections negligible and its cost high). ``covariates``: the
         adjustment set (default: every pretest and covariate).
         """
         c = self.columns
+        if vcov is None:
+            vcov = "CR2" if c.school else "CR1"
         m = self.matched
         if covariates is None:
             covariates = c.covariates
