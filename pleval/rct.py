@@ -309,6 +309,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     elif subject is not None:
         raise DataError("subject=... needs the subject column (columns.subject)")
     model_cols = columns.replace(covariates=cov_names)
+    rand.attrs["sha256"] = rand_v.input_sha256  # provenance of the input; avoids hashing twice
     full_v = validate(rand, model_cols, require=require)
     full = full_v.data
     ana = full[full[columns.outcome].notna()]
@@ -344,7 +345,8 @@ class _Model:
     z: np.ndarray
     X: np.ndarray
     names: list[str]
-    school: np.ndarray | None
+    school: np.ndarray | None  # integer school codes 0..n_schools−1
+    n_schools: int
     block_codes: np.ndarray | None
     n_blocks: int
     covX: pd.DataFrame  # pretests + covariates design columns
@@ -373,9 +375,16 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
     parts.append(covX.to_numpy(dtype=float))
     names += list(covX.columns)
-    X = np.hstack(parts)
-    school = ana[cols.school].to_numpy() if cols.school else None
-    return _Model(y, z, X, names, school, block_codes, nb, covX)
+    X = np.empty((n, sum(p.shape[1] for p in parts)))
+    j = 0
+    for p in parts:
+        X[:, j : j + p.shape[1]] = p
+        j += p.shape[1]
+    school, n_schools = None, 0
+    if cols.school:
+        school, uniq = pd.factorize(ana[cols.school])
+        n_schools = len(uniq)
+    return _Model(y, z, X, names, school, n_schools, block_codes, nb, covX)
 
 
 def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
@@ -425,8 +434,7 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
 
 def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     """School-mean regression (each school once), HC2, m − k df."""
-    codes, uniq = pd.factorize(mod.school)
-    m = len(uniq)
+    codes, m = mod.school, mod.n_schools
     cnt = np.bincount(codes, minlength=m).astype(float)
 
     def mean(v):
@@ -492,9 +500,8 @@ def _cace_fit(mod: _Model, takeup: np.ndarray, cluster_design: bool):
     instr = pd.DataFrame({"assignment": mod.z})
     model = IV2SLS(pd.Series(mod.y, name="y"), exog, endog, instr)
     if cluster_design:
-        codes = pd.factorize(mod.school)[0]
-        res = model.fit(cov_type="clustered", clusters=pd.Series(codes), debiased=True)
-        df = float(codes.max())  # G − 1
+        res = model.fit(cov_type="clustered", clusters=pd.Series(mod.school), debiased=True)
+        df = float(mod.n_schools - 1)
     else:
         res = model.fit(cov_type="robust", debiased=True)
         df = float(len(mod.y) - mod.X.shape[1])
@@ -511,7 +518,7 @@ def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> 
             s = ana[name]
             if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
                 v = s.to_numpy(dtype=float)
-                binary = set(np.unique(v)) <= {0.0, 1.0}
+                binary = bool(np.all((v == 0.0) | (v == 1.0)))
                 items = [(name, v, binary)]
             else:
                 items = [(f"{name}[{lev}]", (s == lev).to_numpy(dtype=float), True) for lev in pd.unique(s)]
@@ -707,7 +714,7 @@ def analyze_rct(
 
     t = mod.z == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
-    n_cl = int(pd.unique(mod.school).size) if cols.school and (clustered_design or vcov.startswith("CR")) else None
+    n_cl = mod.n_schools if cols.school and (clustered_design or vcov.startswith("CR")) else None
     sd_value, sd_kind = effect_sizes.outcome_sd(mod.y, t, kind=sd)
     omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0
 
@@ -736,7 +743,7 @@ def analyze_rct(
     if method == "mixedlm":
         mixed_res = _mixedlm_fit(mod, notes)
         j = mod.names.index("treatment")
-        G = int(pd.unique(mod.school).size)
+        G = mod.n_schools
         mdf = float(G - max(mod.n_blocks, 1) - 1)
         extra["MixedLM"] = effect(float(mixed_res.fe_params.iloc[j]), float(mixed_res.bse_fe.iloc[j]), mdf,
                                   "ITT (MixedLM)", f"MixedLM, random school intercepts (REML); t({mdf:.0f}), between-within df")
@@ -803,7 +810,7 @@ def analyze_rct(
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
         "adjust": adjust, "permutations": permutations, "seed": seed,
         "n_randomized": len(rand), "n_analytic": len(ana), "n_clusters_randomized": n_cl_r,
-        "n_clusters_analytic": int(pd.unique(mod.school).size) if clustered_design else None,
+        "n_clusters_analytic": mod.n_schools if clustered_design else None,
         "n_blocks": mod.n_blocks or None,
     }
     return RCTResult(

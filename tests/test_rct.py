@@ -1,0 +1,377 @@
+"""analyze_rct against independent computations (statsmodels, linearmodels, hand formulas),
+the simulator's truth, invariances, errors, and a simulation of the whole analysis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats, special
+from statsmodels.stats.multitest import multipletests
+
+from pleval import analyze_rct, rct_by_subject
+from pleval.data import RCT_SAMPLE_COLUMNS, Columns
+from pleval.errors import DataError, DesignError
+from pleval.inference import ols
+from pleval.simulate import simulate_cluster_rct
+
+from ._rct_sim import make_cluster_rct
+from .conftest import sim_reps
+from .test_rct_inference import direct_cr2
+
+COLS = Columns(
+    outcome="posttest", treatment="treatment", pretest="pretest", covariates=("frl", "ell"),
+    school="school_id", block="block", student_id="student_id",
+)
+
+
+@pytest.fixture(scope="module")
+def trial():
+    return make_cluster_rct(7, n_schools=24, n_blocks=4, effect=3.0, attrition=(0.12, 0.06), takeup=(0.75, 0.1))
+
+
+def _analytic(df):
+    return df[df["posttest"].notna()].copy()
+
+
+def _codes(s):
+    return pd.factorize(s)[0]
+
+
+def test_itt_cr1_equals_statsmodels_with_block_fixed_effects(trial):
+    res = analyze_rct(trial, COLS, vcov="CR1")
+    a = _analytic(trial)
+    ref = smf.ols("posttest ~ treatment + C(block) + pretest + frl + ell", a).fit(
+        cov_type="cluster", cov_kwds={"groups": _codes(a["school_id"]), "use_correction": True}
+    )
+    assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
+    assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    assert res.itt.raw.df == 23  # G − 1
+    assert res.itt.raw.n_clusters == 24
+    assert res.itt.raw.n_treated == int(a["treatment"].sum())
+
+
+def test_default_itt_is_cr2_with_satterthwaite_df(trial):
+    res = analyze_rct(trial, COLS)
+    a = _analytic(trial)
+    X = pd.get_dummies(a["block"], drop_first=True, dtype=float)
+    X.insert(0, "treatment", a["treatment"].astype(float))
+    X.insert(0, "const", 1.0)
+    X[["pretest", "frl", "ell"]] = a[["pretest", "frl", "ell"]].astype(float)
+    V, dfs = direct_cr2(X, a["posttest"], a["school_id"].to_numpy())
+    assert res.itt.raw.se == pytest.approx(np.sqrt(V[1, 1]), rel=1e-8)
+    assert res.itt.raw.df == pytest.approx(dfs[1], rel=1e-7)
+    crit = stats.t.ppf(0.975, dfs[1])
+    assert res.itt.raw.ci_low == pytest.approx(res.itt.raw.estimate - crit * np.sqrt(V[1, 1]), rel=1e-8)
+    assert "CR2" in res.itt.raw.method
+
+
+def test_effect_size_is_adjusted_difference_over_unadjusted_pooled_sd(trial):
+    res = analyze_rct(trial, COLS, baseline_percentile=30)
+    a = _analytic(trial)
+    yt, yc = a.loc[a.treatment == 1, "posttest"], a.loc[a.treatment == 0, "posttest"]
+    nt, nc = len(yt), len(yc)
+    sp = np.sqrt(((nt - 1) * yt.var() + (nc - 1) * yc.var()) / (nt + nc - 2))
+    omega = 1 - 3 / (4 * (nt + nc) - 9)
+    g = omega * res.itt.raw.estimate / sp
+    assert res.itt.sd == pytest.approx(sp, rel=1e-12)
+    assert res.itt.effect_size.estimate == pytest.approx(g, rel=1e-12)
+    assert res.itt.effect_size.ci_high == pytest.approx(omega * res.itt.raw.ci_high / sp, rel=1e-12)
+    z30 = stats.norm.ppf(0.30)
+    assert res.itt.percentile_points.estimate == pytest.approx(100 * stats.norm.cdf(z30 + g) - 30, rel=1e-10)
+    assert res.itt.percentile_points.pvalue == res.itt.raw.pvalue
+
+
+def _hajek(df, unit):
+    """Hand Neyman/Hájek estimate per (block, arm) cell with pandas."""
+    g = df.groupby(["block", "treatment", unit])["posttest"].agg(["sum", "count"]).reset_index()
+    out = {}
+    for (b, t), cell in g.groupby(["block", "treatment"]):
+        ybar = cell["sum"].sum() / cell["count"].sum()
+        e = cell["sum"] - ybar * cell["count"]
+        m = len(cell)
+        v = m / (m - 1) * (e**2).sum() / cell["count"].sum() ** 2 if m > 1 else np.nan
+        out[(b, t)] = (ybar, v, m, cell["count"].sum())
+    return out
+
+
+def test_neyman_cluster_blocked_by_hand(trial):
+    res = analyze_rct(trial, COLS)
+    a = _analytic(trial)
+    cells = _hajek(a, "school_id")
+    blocks = sorted(a["block"].unique())
+    n = len(a)
+    w = {b: (cells[(b, 0)][3] + cells[(b, 1)][3]) / n for b in blocks}
+    tau = sum(w[b] * (cells[(b, 1)][0] - cells[(b, 0)][0]) for b in blocks)
+    comps = [(w[b] ** 2 * cells[(b, t)][1], cells[(b, t)][2]) for b in blocks for t in (0, 1)]
+    var = sum(c for c, _ in comps)
+    df = var**2 / sum(c**2 / (m - 1) for c, m in comps)
+    ney = res.neyman.raw
+    assert ney.estimate == pytest.approx(tau, rel=1e-12)
+    assert ney.se == pytest.approx(np.sqrt(var), rel=1e-10)
+    assert ney.df == pytest.approx(df, rel=1e-10)
+
+
+def test_neyman_individual_is_welch(trial):
+    rng = np.random.default_rng(0)
+    d = trial.assign(treatment=rng.integers(0, 2, len(trial)))
+    res = analyze_rct(d, COLS.replace(block=None, school=None), design="individual")
+    a = _analytic(d)
+    ref = stats.ttest_ind(a.loc[a.treatment == 1, "posttest"], a.loc[a.treatment == 0, "posttest"], equal_var=False)
+    ney = res.neyman.raw
+    yt, yc = a.loc[a.treatment == 1, "posttest"], a.loc[a.treatment == 0, "posttest"]
+    assert ney.estimate == pytest.approx(yt.mean() - yc.mean(), rel=1e-12)
+    assert ney.se == pytest.approx(np.sqrt(yt.var() / len(yt) + yc.var() / len(yc)), rel=1e-12)
+    assert ney.pvalue == pytest.approx(ref.pvalue, rel=1e-8)
+    # HC2 is the default covariance for individual randomization and equals statsmodels'
+    sm_fit = smf.ols("posttest ~ treatment + pretest + frl + ell", a).fit(cov_type="HC2")
+    assert res.itt.raw.se == pytest.approx(sm_fit.bse["treatment"], rel=1e-9)
+
+
+def test_neyman_matched_pairs_of_schools():
+    d = make_cluster_rct(3, n_schools=12, n_blocks=6)  # 6 pairs: one treated, one control school each
+    res = analyze_rct(d, COLS)
+    cells = _hajek(d, "school_id")
+    blocks = sorted(d["block"].unique())
+    n = len(d)
+    wd = np.array([(cells[(b, 0)][3] + cells[(b, 1)][3]) / n * (cells[(b, 1)][0] - cells[(b, 0)][0]) for b in blocks])
+    J = len(blocks)
+    tau = wd.sum()
+    var = J / (J - 1) * np.sum((wd - tau / J) ** 2)
+    assert res.neyman.raw.estimate == pytest.approx(tau, rel=1e-12)
+    assert res.neyman.raw.se == pytest.approx(np.sqrt(var), rel=1e-10)
+    assert res.neyman.raw.df == J - 1
+    assert any("pair" in n for n in res.notes)
+
+
+def test_school_means_analysis_equals_statsmodels(trial):
+    res = analyze_rct(trial, COLS, method="cluster_means")
+    a = _analytic(trial)
+    s = a.groupby("school_id").agg(y=("posttest", "mean"), t=("treatment", "first"), b=("block", "first"),
+                                   pre=("pretest", "mean"), frl=("frl", "mean"), ell=("ell", "mean"))
+    ref = smf.ols("y ~ t + C(b) + pre + frl + ell", s).fit(cov_type="HC2")
+    e = res.itt.raw
+    assert e.estimate == pytest.approx(ref.params["t"], rel=1e-10)
+    assert e.se == pytest.approx(ref.bse["t"], rel=1e-9)
+    assert e.df == len(s) - len(ref.params)
+    assert list(res.effects)[:2] == ["ITT (school means)", "ITT (OLS, students)"]
+
+
+def test_attrition_students_and_schools_counted_from_randomized_sample(trial):
+    d = trial.copy()
+    treated_schools = sorted(d.loc[d.treatment == 1, "school_id"].unique())[:2]
+    d.loc[d.school_id.isin(treated_schools), "posttest"] = np.nan  # two treated schools lost entirely
+    has_y = d.index[d.posttest.notna()]
+    d.loc[has_y[:5], "pretest"] = np.nan  # outcome present, pretest missing: not in the analytic sample
+    res = analyze_rct(d, COLS)
+    analytic = d.posttest.notna() & d.pretest.notna()
+    stu, sch = res.attrition
+    assert (stu.n_randomized_treated, stu.n_randomized_control) == (int((d.treatment == 1).sum()), int((d.treatment == 0).sum()))
+    assert stu.n_analytic_treated == int((analytic & (d.treatment == 1)).sum())
+    assert stu.n_analytic_control == int((analytic & (d.treatment == 0)).sum())
+    assert (sch.level, sch.n_randomized_treated, sch.n_analytic_treated) == ("schools", 12, 10)
+    assert sch.overall == pytest.approx(2 / 24)
+    assert sch.differential == pytest.approx(2 / 12)
+    assert sch.verdict_cautious == "high" and sch.verdict_optimistic == "high"  # 8% overall, 16.7 points
+    assert res.equivalence_required
+    dropped = res.dropped.set_index("reason")["n_rows"]
+    assert dropped["missing pretest"] == 5
+    assert dropped["missing outcome"] == int(d.posttest.isna().sum())
+    assert res.options["n_analytic"] == int(analytic.sum())
+
+
+def test_attrition_matches_the_simulator_truth():
+    sim = simulate_cluster_rct(n_schools=20, n_blocks=5, students_per_school=40, grades=[4], subjects=["math"],
+                               attrition=0.15, differential_attrition=0.06, seed=11)
+    res = analyze_rct(sim.data, RCT_SAMPLE_COLUMNS, compliance=False)
+    d = sim.truth.details
+    stu = res.attrition[0]
+    assert stu.overall == pytest.approx(d["attrition_overall"], abs=1e-12)
+    assert stu.attrition_treated == pytest.approx(d["attrition_treatment"], abs=1e-12)
+    assert stu.differential == pytest.approx(d["attrition_differential"], abs=1e-12)
+
+
+def test_baseline_equivalence_hedges_g_and_cox_index(trial):
+    res = analyze_rct(trial, COLS)
+    a = _analytic(trial)
+    t = a.treatment == 1
+    nt, nc = int(t.sum()), int((~t).sum())
+    omega = 1 - 3 / (4 * (nt + nc) - 9)
+    eq = res.equivalence.set_index("variable")
+    pt, pc = a.loc[t, "pretest"], a.loc[~t, "pretest"]
+    sp = np.sqrt(((nt - 1) * pt.var() + (nc - 1) * pc.var()) / (nt + nc - 2))
+    assert eq.loc["pretest", "effect_size"] == pytest.approx(omega * (pt.mean() - pc.mean()) / sp, rel=1e-10)
+    p1, p0 = a.loc[t, "frl"].mean(), a.loc[~t, "frl"].mean()
+    cox = omega * (special.logit(p1) - special.logit(p0)) / 1.65
+    assert eq.loc["frl", "effect_size"] == pytest.approx(cox, rel=1e-10)
+    assert eq.loc["frl", "measure"] == "Cox index" and eq.loc["pretest", "measure"] == "Hedges g"
+    g = abs(eq.loc["pretest", "effect_size"])
+    expected = "satisfied" if g <= 0.05 else ("satisfied with statistical adjustment" if g <= 0.25 else "not satisfied")
+    assert eq.loc["pretest", "verdict"] == expected == res.equivalence_verdict
+
+
+def test_cace_equals_linearmodels_and_the_wald_ratio(trial):
+    from linearmodels.iv import IV2SLS
+
+    res = analyze_rct(trial, COLS.replace(takeup="takeup"))
+    a = _analytic(trial)
+    ref = IV2SLS.from_formula("posttest ~ 1 + C(block) + pretest + frl + ell + [takeup ~ treatment]", a).fit(
+        cov_type="clustered", clusters=pd.Series(_codes(a["school_id"]), index=a.index), debiased=True
+    )
+    c = res.cace.raw
+    assert c.estimate == pytest.approx(ref.params["takeup"], rel=1e-9)
+    assert c.se == pytest.approx(ref.std_errors["takeup"], rel=1e-8)
+    # just-identified 2SLS = ratio of the two ITTs with the same covariates (Wald / Bloom)
+    X = np.column_stack([np.ones(len(a)), a.treatment, pd.get_dummies(a.block, drop_first=True, dtype=float),
+                         a[["pretest", "frl", "ell"]]])
+    itt_y = np.linalg.lstsq(X, a.posttest.to_numpy(), rcond=None)[0][1]
+    itt_d = np.linalg.lstsq(X, a.takeup.to_numpy(float), rcond=None)[0][1]
+    assert c.estimate == pytest.approx(itt_y / itt_d, rel=1e-9)
+    assert res.complier_share.estimate == pytest.approx(itt_d, rel=1e-9)
+    assert 0 < res.complier_share.estimate <= 1
+
+
+def test_mixedlm_equals_statsmodels(trial):
+    res = analyze_rct(trial, COLS, method="mixedlm")
+    a = _analytic(trial)
+    ref = smf.mixedlm("posttest ~ treatment + C(block) + pretest + frl + ell", a, groups=a["school_id"]).fit(reml=True)
+    e = res.itt.raw
+    assert e.estimate == pytest.approx(ref.fe_params["treatment"], rel=1e-5)
+    assert e.se == pytest.approx(ref.bse_fe["treatment"], rel=1e-4)
+    assert e.df == 24 - 4 - 1
+    assert "MixedLM" in e.method
+
+
+def test_mixedlm_falls_back_to_powell_and_says_so(trial, monkeypatch):
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    original = MixedLM.fit
+
+    def failing_default(self, *args, **kwargs):
+        if kwargs.get("method") is None:
+            raise np.linalg.LinAlgError("Singular matrix (forced by the test)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", failing_default)
+    res = analyze_rct(trial, COLS, method="mixedlm")
+    assert any("refitted with powell" in n for n in res.notes)
+    monkeypatch.undo()
+    a = _analytic(trial)
+    ref = smf.mixedlm("posttest ~ treatment + C(block) + pretest + frl + ell", a, groups=a["school_id"]).fit(reml=True)
+    assert res.itt.raw.estimate == pytest.approx(ref.fe_params["treatment"], rel=1e-3)
+
+
+def test_subgroups_match_statsmodels_interacted_model(trial):
+    res = analyze_rct(trial, COLS, vcov="CR1", subgroups=["frl", "pretest_tercile"])
+    a = _analytic(trial)
+    groups = _codes(a["school_id"])
+    ref = smf.ols("posttest ~ C(frl) + treatment:C(frl) + C(block) + pretest + ell", a).fit(
+        cov_type="cluster", cov_kwds={"groups": groups, "use_correction": True}
+    )
+    sub = res.subgroups.set_index(["subgroup", "level"])
+    for lev in (0, 1):
+        name = f"treatment:C(frl)[{lev}]"
+        assert sub.loc[("frl", lev), "estimate"] == pytest.approx(ref.params[name], rel=1e-9)
+        assert sub.loc[("frl", lev), "se"] == pytest.approx(ref.bse[name], rel=1e-8)
+    # two-level interaction: t test of the difference with G − 1 df (CR1)
+    diff = ref.t_test("treatment:C(frl)[1] - treatment:C(frl)[0] = 0")
+    p_ref = 2 * stats.t.sf(abs(float(np.squeeze(diff.tvalue))), 23)
+    inter = res.interactions.set_index("subgroup")
+    assert inter.loc["frl", "pvalue"] == pytest.approx(p_ref, rel=1e-7)
+    # pretest thirds: levels from the analytic sample's tertiles
+    cuts = np.quantile(a["pretest"], [1 / 3, 2 / 3])
+    low = a["pretest"] < cuts[0]
+    assert sub.loc[("pretest_tercile", "low third"), "n_treated"] == int((low & (a.treatment == 1)).sum())
+    assert inter.loc["pretest_tercile", "df1"] == 2
+    # multiplicity: BH across all subgroup rows and across the interaction tests
+    np.testing.assert_allclose(res.subgroups["pvalue_adjusted"],
+                               multipletests(res.subgroups["pvalue"], method="fdr_bh")[1], rtol=1e-12)
+    np.testing.assert_allclose(res.interactions["pvalue_adjusted"],
+                               multipletests(res.interactions["pvalue"], method="fdr_bh")[1], rtol=1e-12)
+
+
+def test_invariances(trial):
+    base = analyze_rct(trial, COLS)
+    flipped = analyze_rct(trial.assign(treatment=1 - trial.treatment), COLS)
+    assert flipped.itt.raw.estimate == pytest.approx(-base.itt.raw.estimate, rel=1e-10)
+    assert flipped.neyman.raw.estimate == pytest.approx(-base.neyman.raw.estimate, rel=1e-10)
+    assert flipped.itt.raw.se == pytest.approx(base.itt.raw.se, rel=1e-8)
+    scaled = analyze_rct(trial.assign(posttest=10 * trial.posttest + 5), COLS)
+    assert scaled.itt.raw.estimate == pytest.approx(10 * base.itt.raw.estimate, rel=1e-10)
+    assert scaled.itt.effect_size.estimate == pytest.approx(base.itt.effect_size.estimate, rel=1e-10)
+    assert scaled.itt.effect_size.ci_low == pytest.approx(base.itt.effect_size.ci_low, rel=1e-10)
+    shuffled = analyze_rct(trial.sample(frac=1.0, random_state=3), COLS)
+    pd.testing.assert_frame_equal(shuffled.to_frame(), base.to_frame(), rtol=1e-9)
+
+
+def test_randomization_test_inside_analyze_rct():
+    d = make_cluster_rct(2, n_schools=8, n_blocks=1, effect=8.0)
+    res = analyze_rct(d, COLS.replace(block=None, covariates=()), permutations=500)
+    ri = res.randomization
+    assert ri.exact and ri.n_assignments == 70 and ri.unit == "cluster" and ri.covariate_adjusted
+    assert ri.pvalue == pytest.approx(np.mean(np.abs(ri.null_distribution) >= abs(ri.statistic) - 1e-9))
+    big = make_cluster_rct(2, n_schools=30, n_blocks=3, effect=8.0)
+    calls = []
+    r1 = analyze_rct(big, COLS, permutations=400, seed=5, progress=lambda d_, t_: calls.append(d_)).randomization
+    r2 = analyze_rct(big, COLS, permutations=400, seed=5).randomization
+    assert not r1.exact and r1.pvalue == r2.pvalue and calls[-1] == 400
+
+
+def test_long_format_by_subject():
+    sim = simulate_cluster_rct(n_schools=12, n_blocks=3, students_per_school=30, grades=[4, 5], seed=3)
+    with pytest.raises(DataError, match="subjects"):
+        analyze_rct(sim.data, RCT_SAMPLE_COLUMNS)
+    out = rct_by_subject(sim.data, RCT_SAMPLE_COLUMNS)
+    assert set(out) == set(sim.data["subject"].unique())
+    for s, r in out.items():
+        sub = sim.data[(sim.data.subject == s)]
+        assert r.options["n_randomized"] == len(sub)
+        assert r.options["subject"] == s
+    assert "Randomized trial" in out["math"].summary()
+    assert set(out["math"].to_frame()["scale"]) == {"raw", "effect size", "percentile points"}
+
+
+def test_bad_input_errors(trial):
+    d = trial.copy()
+    first = d.index[d.school_id == d.school_id.iloc[0]]
+    d.loc[first[0], "treatment"] = 1 - d.loc[first[0], "treatment"]
+    with pytest.raises(DesignError, match="'treatment'.*varies within 1 school"):
+        analyze_rct(d, COLS)
+    with pytest.raises(DataError, match="design must be"):
+        analyze_rct(trial, COLS, design="stepped")
+    with pytest.raises(DataError, match="weight"):
+        analyze_rct(trial.assign(w=1.0), COLS.replace(weight="w"))
+    with pytest.raises(DataError, match="clusters by school"):
+        analyze_rct(trial, COLS.replace(school=None, block=None), design="individual", vcov="CR2")
+    with pytest.raises(DataError, match="'missing_col'"):
+        analyze_rct(trial, COLS.replace(covariates=("missing_col",)))
+    d2 = trial.assign(block=np.where(np.arange(len(trial)) % 2 == 0, "x", "y"))
+    with pytest.raises(DesignError, match="nested in blocks"):
+        analyze_rct(d2, COLS)
+
+
+@pytest.mark.slow
+def test_simulation_false_positive_rate_coverage_and_naive_over_rejection():
+    """24 schools (12 treated in 4 blocks), ICC 0.2, no effect. Over R replications the CR2 ITT
+    rejects at 5% within 0.05 ± 3.3·√(0.05·0.95/R) (99.9% binomial range); the naive (classical,
+    unclustered) SE rejects far more often; coverage of the 95% CIs of the ITT (raw and effect
+    size) and of the Neyman estimate lies in [0.90, 0.99]."""
+    reps = sim_reps(800, minimum=200)
+    rej_cr2 = rej_naive = cover_es = cover_ney = 0
+    for r in range(reps):
+        d = make_cluster_rct(50_000 + r, n_schools=24, n_blocks=4, icc=0.2, size_range=(10, 40))
+        res = analyze_rct(d, COLS, compliance=False)
+        rej_cr2 += res.itt.raw.pvalue <= 0.05
+        cover_es += res.itt.effect_size.ci_low <= 0 <= res.itt.effect_size.ci_high
+        cover_ney += res.neyman.raw.ci_low <= 0 <= res.neyman.raw.ci_high
+        a = _analytic(d)
+        X = np.column_stack([np.ones(len(a)), a[["treatment", "pretest", "frl", "ell"]],
+                             pd.get_dummies(a.block, drop_first=True, dtype=float)])
+        naive = ols(a.posttest, X, vcov="classical")
+        rej_naive += naive.pvalues[1] <= 0.05
+    se = np.sqrt(0.05 * 0.95 / reps)
+    assert abs(rej_cr2 / reps - 0.05) < 3.3 * se, rej_cr2 / reps
+    assert rej_naive / reps > 0.05 + 6 * se, rej_naive / reps
+    assert 0.90 <= cover_es / reps <= 0.99
+    assert 0.90 <= cover_ney / reps <= 0.99
