@@ -5,8 +5,10 @@ table export. See ``docs/heterogeneity.md``."""
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
+from .placebo import PlaceboResult, placebo_schools
 from .school_effects import SchoolEffects, school_effects, school_effects_from_estimates
 from .shrinkage import Shrinkage, empirical_bayes
+from .export import export_table
 
 __all__ = [
     "meta_analysis",
@@ -20,4 +22,7 @@ __all__ = [
     "school_effects",
     "school_effects_from_estimates",
     "SchoolEffects",
+    "placebo_schools",
+    "PlaceboResult",
+    "export_table",
 ]

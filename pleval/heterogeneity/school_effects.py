@@ -158,6 +158,34 @@ class SchoolEffects(ResultMixin):
         for key, sub in self.table.groupby(list(self.by), sort=False):
             yield _key(key), sub
 
+    def forest_frame(self, key=None) -> pd.DataFrame:
+        """One ``by`` group's schools on the effect-size scale, in the columns
+        :func:`pleval.plots.forest` reads (``school, estimate, se, ci_low, ci_high, shrunk,
+        shrunk_ci_low, shrunk_ci_high, pvalue, pvalue_adj``)."""
+        groups = dict(self._groups())
+        if key is None:
+            if len(groups) != 1:
+                raise DataError(f"name the group: one of {list(groups)}")
+            key = next(iter(groups))
+        if key not in groups:
+            raise DataError(f"no group {key!r}; groups are {list(groups)}")
+        t = groups[key]
+        z = stats.norm.ppf(0.5 + float(self.options.get("level", 0.95)) / 2)
+        return pd.DataFrame(
+            {
+                "school": t["school"].to_numpy(),
+                "estimate": t["effect_size"].to_numpy(dtype=float),
+                "se": t["es_se"].to_numpy(dtype=float),
+                "ci_low": t["es_ci_low"].to_numpy(dtype=float),
+                "ci_high": t["es_ci_high"].to_numpy(dtype=float),
+                "shrunk": t["shrunk_es"].to_numpy(dtype=float),
+                "shrunk_ci_low": (t["shrunk_es"] - z * t["shrunk_es_sd"]).to_numpy(dtype=float),
+                "shrunk_ci_high": (t["shrunk_es"] + z * t["shrunk_es_sd"]).to_numpy(dtype=float),
+                "pvalue": t["pvalue"].to_numpy(dtype=float),
+                "pvalue_adj": t["p_adjusted"].to_numpy(dtype=float),
+            }
+        ).dropna(subset=["estimate"])
+
     def export(self, path, **kw):
         """Write the table (CSV, Excel, Markdown or HTML, by extension); see :mod:`.export`."""
         from .export import export_table

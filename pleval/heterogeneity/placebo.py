@@ -1,0 +1,327 @@
+"""Placebo schools: how varied would school estimates be with no program at all?
+
+A PL school's matched estimate is the program's effect in that school *plus* the school's own
+deviation from its comparisons (its staff, its students' growth, its neighbourhood), and
+student-level standard errors cover neither the second part nor its spread across schools
+(design.md §4). Placebo schools measure it directly: comparison schools are analysed
+exactly as if they were PL schools.
+
+Procedure (:func:`placebo_schools`):
+
+1. The real PL schools are removed from the data (they never serve as comparisons here).
+2. The comparison schools are put in random order (``seed``); each *round* takes the next
+   ``per_round`` of them, marks them as pseudo-PL (treatment = 1) — so they are held out of
+   the comparison pool while they play the part — and runs the same matching
+   (:func:`pleval.match`, same method and options) and the same per-school estimate
+   (:func:`~.school_effects.school_effects`, same covariates and SEs).
+3. Rounds repeat until ``n_placebo`` placebo schools have an estimate (each school plays the
+   part at most once).
+
+Comparison, per ``by`` group (e.g. subject):
+
+* the between-school SD of the placebo estimates, τ̂_placebo (REML, with its Q-profile CI),
+  beside τ̂_PL — the first is what arises without any program;
+* the excess between-school variance ``τ̂²_excess = max(0, τ̂²_PL − τ̂²_placebo)`` and its share
+  of ``τ̂²_PL`` (the part of the observed heterogeneity beyond what arises without the program);
+* a test that PL schools vary more than placebo schools: ``Q* = Σ w*_i (y_i − μ̂*)²`` with
+  ``w*_i = 1/(v_i + τ̂²_placebo)`` against χ²(k − 1) (approximate: τ̂²_placebo is treated as
+  known);
+* the share of placebo schools "significant" at α (raw): a direct false-positive rate for
+  single-school verdicts (nominally α);
+* placebo-calibrated PL school intervals and p-values with ``SE_cal = √(SE² + τ̂²_placebo)``
+  (normal reference, BH-adjusted), which account for school deviations that are not the
+  program's doing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._results import ResultMixin
+from ..data import Columns
+from ..errors import DataError, DesignError, PlevalWarning
+from ..inference import adjust_pvalues
+from .meta import meta_analysis
+from .school_effects import SchoolEffects, school_effects
+
+
+@dataclass(frozen=True, repr=False)
+class PlaceboResult(ResultMixin):
+    """Result of :func:`placebo_schools` (see the module docstring).
+
+    ``observed``: the PL schools' :class:`SchoolEffects`; ``placebo``: the placebo schools'
+    table (columns of :data:`~.school_effects.TABLE_COLUMNS` plus ``round``);
+    ``comparison``: one row per ``by`` group; ``calibrated``: PL schools with
+    placebo-calibrated SEs; ``rounds``: which schools played placebo in each round and which
+    comparison schools were used.
+    """
+
+    observed: SchoolEffects
+    placebo: pd.DataFrame
+    comparison: pd.DataFrame
+    calibrated: pd.DataFrame
+    rounds: pd.DataFrame
+    by: tuple[str, ...]
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.comparison.copy()
+
+    def placebo_estimates(self, key=None) -> np.ndarray:
+        """Placebo effect sizes of one ``by`` group (all of them without ``by``), e.g. for
+        :func:`pleval.plots.forest` (``placebo=...``)."""
+        t = self.placebo
+        if self.by and key is not None:
+            key = key if isinstance(key, tuple) else (key,)
+            mask = np.ones(len(t), dtype=bool)
+            for col, val in zip(self.by, key):
+                mask &= (t[col] == val).to_numpy()
+            t = t[mask]
+        v = t["effect_size"].to_numpy(dtype=float)
+        return v[np.isfinite(v)]
+
+    def compare(self, observed: SchoolEffects) -> "PlaceboResult":
+        """The same placebo schools against another analysis of PL schools (the placebo runs
+        use only comparison schools, so they serve any analysis with the same settings)."""
+        o = self.options
+        comparison, calibrated = _compare(observed, self.placebo, self.by, o["effect_options"]["method"], o["alpha"], o["level"])
+        return replace(self, observed=observed, comparison=comparison, calibrated=calibrated)
+
+    def summary(self) -> str:
+        lines = [
+            f"Placebo schools: {len(self.rounds)} comparison schools analysed as if PL "
+            f"({int(np.isfinite(self.placebo['effect_size']).sum())} estimates) in {self.rounds['round'].nunique()} "
+            "matching run(s), each held out of the comparison pool while playing the part",
+        ]
+        for r in self.comparison.itertuples(index=False):
+            d = r._asdict()
+            key = ", ".join(str(d[b]) for b in self.by) if self.by else "all"
+            lines += [
+                f"[{key}]",
+                f"  between-school SD (tau, effect size): PL schools {d['tau_pl']:.3f} (k = {d['k_pl']}); "
+                f"placebo schools {d['tau_placebo']:.3f} (k = {d['k_placebo']}; {self.options.get('level', 0.95):.0%} "
+                f"CI {math.sqrt(d['tau2_placebo_ci_low']):.3f} to {math.sqrt(d['tau2_placebo_ci_high']):.3f})",
+                f"  SD of the estimates: PL {d['sd_pl']:.3f}, placebo {d['sd_placebo']:.3f}; mean placebo estimate "
+                f"{d['mean_placebo']:.3f}",
+                f"  heterogeneity beyond the placebo level: tau_excess = {math.sqrt(d['tau2_excess']):.3f} "
+                f"({100 * d['share_excess']:.0f}% of the PL between-school variance); "
+                f"test PL vs placebo spread Q*({d['q_star_df']}) = {d['q_star']:.1f}, p = {d['p_star']:.3g} (approximate)",
+                f"  placebo schools 'significant' at alpha = {d['alpha']:g}: {100 * d['placebo_significant_share']:.0f}% "
+                f"(nominal {100 * d['alpha']:.0f}%): single-school verdicts from student-level SEs are "
+                + ("over-confident" if d["placebo_significant_share"] > 2 * d["alpha"] else "about as reliable as stated"),
+                f"  PL schools significant with placebo-calibrated SEs: {d['calibrated_positive']} positive, "
+                f"{d['calibrated_negative']} negative (BH-adjusted)",
+            ]
+        return "\n".join(lines)
+
+
+def _school_treatment(data: pd.DataFrame, school: str, treatment: str) -> tuple[np.ndarray, np.ndarray]:
+    """PL and comparison school ids; a school must be wholly PL or wholly comparison."""
+    t = pd.to_numeric(data[treatment], errors="coerce")
+    if t.isna().any() or not t.isin([0, 1]).all():
+        raise DataError(f"column {treatment!r} (treatment) must be 0/1 for placebo schools")
+    by_school = t.groupby(data[school].to_numpy()).agg(["min", "max"])
+    mixed = by_school["min"] != by_school["max"]
+    if mixed.any():
+        raise DesignError(
+            f"column {school!r} (school): {int(mixed.sum())} school(s) have both PL and comparison students; "
+            "placebo schools need schools that are wholly PL or wholly comparison"
+        )
+    pl = by_school.index[by_school["max"] == 1].to_numpy()
+    comp = by_school.index[by_school["max"] == 0].to_numpy()
+    return pl, comp
+
+
+def placebo_schools(
+    data: pd.DataFrame,
+    columns: Columns,
+    method: str = "propensity",
+    *,
+    n_placebo: int | None = None,
+    per_round: int | None = None,
+    observed: SchoolEffects | None = None,
+    match_options: Mapping | None = None,
+    covariates: Sequence[str] | None = None,
+    cluster: str | None = "default",
+    by: str | Sequence[str] | None = "default",
+    sd="pooled",
+    vcov: str | None = None,
+    method_meta: str = "REML",
+    alpha: float = 0.05,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PlaceboResult:
+    """Analyse comparison schools as if they were PL schools (see the module docstring).
+
+    Parameters
+    ----------
+    data, columns, method, match_options
+        The *student* file, its :class:`pleval.data.Columns` (``school`` required) and the
+        matching method and options passed to :func:`pleval.match` — the same as for the real
+        analysis.
+    n_placebo : int, optional
+        Placebo schools wanted (default: as many as PL schools, at most the number of
+        comparison schools / 2).
+    per_round : int, optional
+        Placebo schools per matching run (default: the number of PL schools, at most a quarter
+        of the comparison schools, so the pool stays large).
+    observed : SchoolEffects, optional
+        The PL schools' effects; computed here with the same settings if not given.
+    covariates, cluster, by, sd, vcov, method_meta
+        :func:`~.school_effects.school_effects` options for both analyses (defaults: the
+        pretests as covariates; clusters on the student id, which covers reused comparisons;
+        by subject).
+    alpha, level, seed
+        Significance level, confidence level, and the seed of the placebo draw (and of matching).
+    """
+    from ..matching import match  # designs layer: imported lazily, estimators sit above it
+
+    if not isinstance(columns, Columns):
+        raise DataError("columns must be a pleval.data.Columns naming the roles (school=... is required)")
+    school = columns.school
+    if not school:
+        raise DataError("placebo schools need the school column: Columns(..., school='school_id')")
+    for col in (school, columns.treatment):
+        if col not in data.columns:
+            raise DataError(f"column {col!r} is not in the data")
+    match_options = dict(match_options or {})
+    match_options.setdefault("seed", seed)
+    covariates = tuple(columns.pretest) if covariates is None else tuple(covariates)
+    cluster = columns.student_id if cluster == "default" else cluster
+    by = (columns.subject,) if by == "default" and columns.subject else (() if by in ("default", None) else by)
+    by = (by,) if isinstance(by, str) else tuple(by)
+    eff_kw = dict(
+        stratum="_pl_school", weight="_weight", treatment=columns.treatment, outcome=columns.outcome,
+        covariates=covariates, cluster=cluster, by=by, sd=sd, vcov=vcov, method=method_meta, alpha=alpha, level=level,
+    )
+
+    pl, comp = _school_treatment(data, school, columns.treatment)
+    if len(comp) < 4:
+        raise DesignError(f"placebo schools need at least 4 comparison schools; the data have {len(comp)}")
+    n_pl = max(len(pl), 2)
+    if per_round is None:
+        per_round = max(2, min(n_pl, len(comp) // 4))
+    if n_placebo is None:
+        n_placebo = max(2, min(n_pl, len(comp) // 2))
+    if per_round < 1 or n_placebo < 2:
+        raise DataError("per_round must be >= 1 and n_placebo >= 2")
+    if per_round > len(comp) - 2:
+        raise DataError(f"per_round ({per_round}) leaves too few comparison schools ({len(comp)}) in the pool")
+
+    if observed is None:
+        observed = school_effects(match(data, columns, method, **match_options).matched, **eff_kw)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(comp)
+    non_pl = data.loc[~data[school].isin(pl).to_numpy()]
+    tables, round_rows = [], []
+    done, start, rnd = 0, 0, 0
+    while done < n_placebo and start < len(order):
+        chunk = order[start : start + min(per_round, n_placebo - done)]
+        start += len(chunk)
+        fake = non_pl.assign(**{columns.treatment: non_pl[school].isin(chunk).to_numpy().astype(int)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            m = match(fake, columns, method, **match_options).matched
+            res = school_effects(m, **eff_kw)
+        t = res.table.copy()
+        t.insert(0, "round", rnd)
+        tables.append(t)
+        used = pd.unique(m.loc[m[columns.treatment] == 0, school])
+        round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
+        ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
+        done += int(ok.sum())
+        rnd += 1
+    placebo = pd.concat(tables, ignore_index=True)
+    if done < n_placebo:
+        warnings.warn(f"only {done} placebo schools could be estimated (asked for {n_placebo})", PlevalWarning, stacklevel=2)
+
+    comparison, calibrated = _compare(observed, placebo, by, method_meta, alpha, level)
+    return PlaceboResult(
+        observed=observed,
+        placebo=placebo,
+        comparison=comparison,
+        calibrated=calibrated,
+        rounds=pd.DataFrame(round_rows),
+        by=by,
+        options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
+                     seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level),
+    )
+
+
+def _compare(observed: SchoolEffects, placebo: pd.DataFrame, by, method_meta, alpha, level):
+    rows, cal = [], []
+    obs_groups = {(): observed.table} if not by else {
+        (k if isinstance(k, tuple) else (k,)): g for k, g in observed.table.groupby(list(by), sort=False)
+    }
+    for key, obs in obs_groups.items():
+        plc = placebo
+        for col, val in zip(by, key):
+            plc = plc[plc[col] == val]
+        o = obs[np.isfinite(obs["effect_size"].to_numpy(dtype=float))]
+        p = plc[np.isfinite(plc["effect_size"].to_numpy(dtype=float))]
+        if len(o) < 2 or len(p) < 2:
+            warnings.warn(f"{key}: fewer than 2 PL or placebo school estimates; no comparison", PlevalWarning, stacklevel=3)
+            continue
+        m_pl = meta_analysis(o["effect_size"], o["es_se"], method_meta, level=level)
+        m_pb = meta_analysis(p["effect_size"], p["es_se"], method_meta, level=level)
+        y, v = o["effect_size"].to_numpy(dtype=float), o["es_se"].to_numpy(dtype=float) ** 2
+        w = 1.0 / (v + m_pb.tau2)
+        mu = float(w @ y / w.sum())
+        q_star = float(w @ (y - mu) ** 2)
+        se_cal = np.sqrt(v + m_pb.tau2)
+        z = y / se_cal
+        p_cal = 2 * stats.norm.sf(np.abs(z))
+        p_cal_adj = np.asarray(adjust_pvalues(p_cal, "bh"))
+        crit = stats.norm.ppf(0.5 + level / 2)
+        c = pd.DataFrame({b: val for b, val in zip(by, key)}, index=range(len(o)))
+        c["school"] = o["school"].to_numpy()
+        c["effect_size"] = y
+        c["es_se"] = np.sqrt(v)
+        c["se_calibrated"] = se_cal
+        c["ci_low_calibrated"] = y - crit * se_cal
+        c["ci_high_calibrated"] = y + crit * se_cal
+        c["p_calibrated"] = p_cal
+        c["p_calibrated_adjusted"] = p_cal_adj
+        cal.append(c)
+        sig = p["pvalue"].to_numpy(dtype=float) < alpha
+        tau2_excess = max(0.0, m_pl.tau2 - m_pb.tau2)
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "k_pl": m_pl.k,
+                "k_placebo": m_pb.k,
+                "mean_pl": m_pl.estimate,
+                "mean_placebo": m_pb.estimate,
+                "sd_pl": float(np.std(y, ddof=1)),
+                "sd_placebo": float(np.std(p["effect_size"], ddof=1)),
+                "tau_pl": m_pl.tau,
+                "tau_placebo": m_pb.tau,
+                "tau2_pl": m_pl.tau2,
+                "tau2_placebo": m_pb.tau2,
+                "tau2_placebo_ci_low": m_pb.tau2_ci[0],
+                "tau2_placebo_ci_high": m_pb.tau2_ci[1],
+                "tau2_excess": tau2_excess,
+                "share_excess": tau2_excess / m_pl.tau2 if m_pl.tau2 > 0 else 0.0,
+                "q_star": q_star,
+                "q_star_df": m_pl.k - 1,
+                "p_star": float(stats.chi2.sf(q_star, m_pl.k - 1)),
+                "alpha": alpha,
+                "placebo_significant_share": float(sig.mean()),
+                "calibrated_positive": int(((p_cal_adj < alpha) & (y > 0)).sum()),
+                "calibrated_negative": int(((p_cal_adj < alpha) & (y < 0)).sum()),
+            }
+        )
+    comparison = pd.DataFrame(rows)
+    calibrated = pd.concat(cal, ignore_index=True) if cal else pd.DataFrame()
+    return comparison, calibrated
+
+
+__all__ = ["placebo_schools", "PlaceboResult"]
