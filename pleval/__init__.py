@@ -18,3 +18,4 @@ from .percentiles import from_percentile_points, improvement_index, to_percentil
 from .rct import RCTResult, analyze_rct, rct_by_subject  # noqa: E402
 from .matching import MatchResult, match  # noqa: E402
 from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects  # noqa: E402
+from .heterogeneity import MetaAnalysis, SchoolEffects, meta_analysis, meta_regression, placebo_schools, school_effects  # noqa: E402,E501
