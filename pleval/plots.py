@@ -305,6 +305,7 @@ def love_plot(
     *,
     absolute: bool = True,
     thresholds: tuple[float, float] = (0.05, 0.25),
+    labels: tuple[str, str] = ("before matching", "after matching"),
     title: str | None = None,
 ) -> Figure:
     """Standardized mean differences of each covariate before and after matching.
@@ -319,6 +320,9 @@ def love_plot(
     thresholds : (float, float)
         WWC baseline-equivalence bands (Standards Handbook v4.1, II.D): |SMD| ≤ 0.05 is
         equivalent; 0.05–0.25 needs statistical adjustment; above 0.25 is not equivalent.
+    labels : (str, str)
+        Legend labels of the two columns (e.g. ``("randomized groups", "")`` for a trial's
+        baseline table).
     """
     _require(balance, ["variable", "smd_before"], "love plot")
     d = balance.copy()
@@ -348,9 +352,9 @@ def love_plot(
         ax.axvline(0, color="#444444", lw=0.8)
     if has_after:
         ax.hlines(y, d["_b"], d["_a"], colors="#BBBBBB", lw=0.9)
-    ax.scatter(d["_b"], y, marker="o", s=28, facecolors="white", edgecolors=BEFORE, lw=1.3, zorder=3, label="before matching")
+    ax.scatter(d["_b"], y, marker="o", s=28, facecolors="white", edgecolors=BEFORE, lw=1.3, zorder=3, label=labels[0])
     if has_after:
-        ax.scatter(d["_a"], y, marker="o", s=28, color=AFTER, zorder=4, label="after matching")
+        ax.scatter(d["_a"], y, marker="o", s=28, color=AFTER, zorder=4, label=labels[1])
     ax.set_yticks(y, [str(v) for v in d["variable"]], fontsize=_BASE_FONT if k <= 40 else _BASE_FONT - 1)
     ax.set_ylim(-0.7, k - 0.3)
     ax.set_xlim(xmin, xmax)
@@ -365,7 +369,7 @@ def love_plot(
     h, _ = ax.get_legend_handles_labels()
     fig.legend(handles=h + zone, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
     n_bad = int((np.abs(d["_a" if has_after else "_b"]) > hi_t).sum())
-    which = "after matching" if has_after else "at baseline"
+    which = labels[1] if has_after else "at baseline"
     ax.set_title(
         (title or "Covariate balance") + f"\n{k} covariates; {n_bad} with |SMD| > {hi_t:g} {which}",
         fontsize=_BASE_FONT + 2,

@@ -1,0 +1,803 @@
+"""The whole evaluation in one call: ``pleval.estimate(df, columns, design=...)``.
+
+:func:`estimate` validates the student file, builds the design (a matched comparison with
+:func:`pleval.match`, or a randomized trial with :func:`pleval.rct.analyze_rct`), estimates the
+overall effect by subject, the school-by-school effects with their random-effects
+meta-analysis and empirical-Bayes shrinkage (:func:`pleval.heterogeneity.school_effects`) and
+the placebo-school spread, and returns an immutable :class:`Evaluation` holding every table,
+the warnings raised on the way, the resolved options, and provenance (package versions, input
+SHA-256, seed). Nothing is computed here that the design and heterogeneity modules already
+compute; this module wires them together and puts the results on one set of tables.
+
+Scales (design.md §4). Every effect is reported as raw outcome points, as an effect size
+``g = ω·Δ/SD`` (Δ the regression-adjusted difference, SD the pooled within-group SD of the
+unadjusted outcome unless ``sd=`` says otherwise, ω = 1 − 3/(4N − 9)) and as percentile points
+``100·Φ(Φ⁻¹(p/100) + g) − p`` from baseline percentile p (50 by default) — a shift in rank, not
+a change in the score. School effects are standardized by the same SD as the overall effect of
+their subject, so the two are on one yardstick.
+
+School effects in a cluster-randomized trial. Schools, not students, were randomized, so a
+single school's effect is not identified by the randomization; pleval compares each PL school
+with the comparison schools of its randomization block (all comparison schools if there are
+no blocks), like a matched design, and says so. Placebo schools are then each comparison
+school against the other comparison schools of its block.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import platform
+import sys
+import warnings
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, percentiles
+from ._results import Effect, ResultMixin
+from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, read_table, validate
+from .errors import DataError, DesignError, PlevalWarning
+
+DESIGNS = ("matched", "rct")
+MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting")
+RCT_METHODS = ("ols", "cluster_means", "mixedlm")
+META_METHODS = ("REML", "DL", "PM", "FE")
+ADJUST = ("bh", "holm", "bonferroni")
+ALL = "all"  # the subject label when the data have no subject column
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "sd": "pooled",
+    "level": 0.95,
+    "baseline_percentile": 50.0,
+    "meta_method": "REML",
+    "hartung_knapp": False,
+    "adjust": "bh",
+    "alpha": 0.05,
+    "placebo": True,
+}
+"""Options of every design (see :func:`estimate`)."""
+
+RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True}
+"""Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
+
+MATCHED_DEFAULTS: dict[str, Any] = {"n_placebo": 0}
+"""Options of ``design="matched"`` besides those passed on to :func:`pleval.match`;
+``n_placebo=0`` means every eligible comparison school."""
+
+Progress = Callable[..., None]
+
+
+def _no_progress(message: str, done: int | None = None, total: int | None = None) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------
+_TABLES = (
+    "data_summary",
+    "overall",
+    "balance",
+    "equivalence",
+    "attrition",
+    "schools",
+    "heterogeneity",
+    "placebo",
+    "propensity",
+    "dropped",
+)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class Evaluation(ResultMixin):
+    """Everything :func:`estimate` found, immutable; every table property returns a copy.
+
+    Attributes
+    ----------
+    design, method : the design (``"matched"`` / ``"rct"``) and its method.
+    columns : the :class:`~pleval.data.Columns` used.
+    subjects : the subjects analysed (``("all",)`` without a subject column).
+    effects : subject -> the primary :class:`~pleval._results.Effect` (three scales).
+    options : every option, resolved (what ``run.toml`` records).
+    provenance : package versions, input path and SHA-256, seed, time.
+    warnings : the warnings raised while estimating (also re-issued as ``PlevalWarning``).
+    notes : facts worth knowing about this run (e.g. optional columns not found).
+    details : the underlying design / school-effects results per subject, for further analysis.
+
+    Tables (DataFrames): :attr:`data_summary`, :attr:`overall`, :attr:`balance`,
+    :attr:`equivalence`, :attr:`attrition`, :attr:`schools`, :attr:`heterogeneity`,
+    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`.
+    """
+
+    design: str
+    method: str
+    columns: Columns
+    subjects: tuple[str, ...]
+    effects: Mapping[str, Effect]
+    options: Mapping[str, Any]
+    provenance: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    _tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+    # ---- tables ------------------------------------------------------------------------
+    def table(self, name: str) -> pd.DataFrame:
+        """A copy of one of the tables (:data:`_TABLES`)."""
+        if name not in _TABLES:
+            raise KeyError(f"no table {name!r}; tables are {', '.join(_TABLES)}")
+        return self._tables.get(name, pd.DataFrame()).copy()
+
+    data_summary = property(lambda self: self.table("data_summary"), doc="Rows read, kept, dropped (and why).")
+    overall = property(lambda self: self.table("overall"), doc="Overall effects: subject × analysis × scale.")
+    balance = property(lambda self: self.table("balance"), doc="Standardized differences before/after, by subject.")
+    equivalence = property(lambda self: self.table("equivalence"), doc="WWC baseline equivalence, by subject.")
+    attrition = property(lambda self: self.table("attrition"), doc="WWC attrition (randomized trials).")
+    schools = property(lambda self: self.table("schools"), doc="One row per school and subject.")
+    heterogeneity = property(lambda self: self.table("heterogeneity"), doc="Meta-analysis and counts by subject.")
+    placebo = property(lambda self: self.table("placebo"), doc="Placebo-school estimates, by subject.")
+    propensity = property(lambda self: self.table("propensity"), doc="Propensity scores (matched designs).")
+    dropped = property(lambda self: self.table("dropped"), doc="Rows and schools left out, by stage and reason.")
+
+    # ---- numbers -----------------------------------------------------------------------
+    def _subject(self, subject) -> str:
+        if subject is None:
+            return self.subjects[0]
+        s = str(subject)
+        if s not in self.subjects:
+            raise KeyError(f"no subject {subject!r}; subjects are {', '.join(self.subjects)}")
+        return s
+
+    def effect(self, subject=None) -> Effect:
+        """The primary effect for ``subject`` (the first subject by default)."""
+        return self.effects[self._subject(subject)]
+
+    def sentence(self, subject=None) -> str:
+        """One plain-language sentence on the effect for ``subject``."""
+        s = self._subject(subject)
+        e = self.effects[s]
+        p0 = e.baseline_percentile
+        pp, es = e.percentile_points, e.effect_size
+        where = f"In {s}, a" if s != ALL else "A"
+        lvl = f"{es.level:.0%}"
+        return (
+            f"{where} student who would have scored at the {percentiles._ordinal(p0)} percentile without "
+            f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
+            f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
+            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; p = {_p(es.pvalue)})."
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """The overall effects (one row per subject × analysis × scale)."""
+        return self.overall
+
+    def summary(self) -> str:
+        from .report import render_text
+
+        return render_text(self)
+
+    def _repr_html_(self) -> str:
+        from .report import render_fragment
+
+        return render_fragment(self)
+
+    # ---- plots -------------------------------------------------------------------------
+    def plot_forest(self, subject=None, *, shrunk: bool = True):
+        """Forest / caterpillar plot of the school effects (:func:`pleval.plots.forest`)."""
+        from .report import forest_figure
+
+        return forest_figure(self, self._subject(subject), shrunk=shrunk)
+
+    def plot_love(self, subject=None):
+        """Love plot of covariate balance (:func:`pleval.plots.love_plot`)."""
+        from .report import love_figure
+
+        return love_figure(self, self._subject(subject))
+
+    def plot_overlap(self, subject=None):
+        """Propensity-score overlap, matched designs (:func:`pleval.plots.propensity_overlap`)."""
+        from .report import overlap_figure
+
+        return overlap_figure(self, self._subject(subject))
+
+    def plot_percentiles(self, subject=None):
+        """Effect size -> percentile points, with this estimate marked."""
+        from .report import percentile_figure
+
+        return percentile_figure(self, self._subject(subject))
+
+    def plot_distribution(self, subject=None):
+        """Distribution of school effects with the estimated true-effect distribution."""
+        from .report import distribution_figure
+
+        return distribution_figure(self, self._subject(subject))
+
+    # ---- output ------------------------------------------------------------------------
+    def save(self, out_dir, *, force: bool = False) -> Path:
+        """Write the outputs folder (see :func:`pleval.report.write_outputs`); returns its path."""
+        from .report import write_outputs
+
+        return write_outputs(self, out_dir, force=force)
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# --------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------
+def _match_parameters() -> dict[str, inspect.Parameter]:
+    from .matching import match
+
+    sig = inspect.signature(match)
+    return {k: p for k, p in list(sig.parameters.items())[2:] if k not in ("method", "seed") and p.kind is not p.VAR_KEYWORD}
+
+
+def resolve_options(design: str, method: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Check ``options`` for ``design`` and fill in the defaults.
+
+    Returns ``(method, options, passthrough)``: the resolved method, every pleval option with
+    its value, and the options passed on to :func:`pleval.match`. Raises :class:`DataError`
+    naming an unknown or invalid option.
+    """
+    if design not in DESIGNS:
+        raise DataError(f"design must be one of {', '.join(DESIGNS)}; got {design!r}")
+    opts = dict(COMMON_DEFAULTS)
+    passthrough: dict[str, Any] = {}
+    if design == "rct":
+        method = method or "ols"
+        if method not in RCT_METHODS:
+            raise DataError(f"method for design='rct' must be one of {', '.join(RCT_METHODS)}; got {method!r}")
+        opts.update(RCT_DEFAULTS)
+        known = set(opts)
+        match_params: dict = {}
+    else:
+        method = method or "propensity"
+        if method not in MATCH_METHODS:
+            raise DataError(f"method for design='matched' must be one of {', '.join(MATCH_METHODS)}; got {method!r}")
+        opts.update(MATCHED_DEFAULTS)
+        match_params = _match_parameters()
+        known = set(opts) | set(match_params)
+    for k, v in options.items():
+        if k not in known:
+            raise DataError(
+                f"unknown option {k!r} for design={design!r}; known options: {', '.join(sorted(known))}"
+            )
+        if k in match_params and k not in opts:
+            passthrough[k] = v
+        else:
+            opts[k] = v
+    _check_common(opts)
+    if design == "rct":
+        if opts["rct_design"] not in ("individual", "blocked", "cluster"):
+            raise DataError(f"option rct_design must be 'individual', 'blocked' or 'cluster'; got {opts['rct_design']!r}")
+        if not (isinstance(opts["permutations"], (int, np.integer)) and opts["permutations"] >= 0):
+            raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
+    else:
+        if not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
+            raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
+    return method, opts, passthrough
+
+
+def _check_common(o: dict) -> None:
+    sd = o["sd"]
+    if isinstance(sd, bool) or not (sd in ("pooled", "comparison") or (isinstance(sd, (int, float)) and math.isfinite(sd) and sd > 0)):
+        raise DataError(f"option sd must be 'pooled', 'comparison' or a positive number (a norm SD); got {sd!r}")
+    if not (isinstance(o["level"], (int, float)) and 0 < o["level"] < 1):
+        raise DataError(f"option level must lie strictly between 0 and 1; got {o['level']!r}")
+    if not (isinstance(o["alpha"], (int, float)) and 0 < o["alpha"] < 1):
+        raise DataError(f"option alpha must lie strictly between 0 and 1; got {o['alpha']!r}")
+    if not (isinstance(o["baseline_percentile"], (int, float)) and 0 < o["baseline_percentile"] < 100):
+        raise DataError(f"option baseline_percentile must lie strictly between 0 and 100; got {o['baseline_percentile']!r}")
+    if o["meta_method"] not in META_METHODS:
+        raise DataError(f"option meta_method must be one of {', '.join(META_METHODS)}; got {o['meta_method']!r}")
+    if o["adjust"] not in ADJUST:
+        raise DataError(f"option adjust must be one of {', '.join(ADJUST)}; got {o['adjust']!r}")
+    for k in ("hartung_knapp", "placebo"):
+        if not isinstance(o[k], (bool, np.bool_)):
+            raise DataError(f"option {k} must be true or false; got {o[k]!r}")
+
+
+def default_columns(df: pd.DataFrame, design: str) -> tuple[Columns, list[str]]:
+    """The sample-data roles (:data:`pleval.data.SAMPLE_COLUMNS`, or ``RCT_SAMPLE_COLUMNS`` for
+    ``design="rct"``), keeping only optional roles whose column is in ``df`` (a note says which
+    were left out). Outcome and treatment are always kept, so a missing one is reported."""
+    base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
+    notes, kw = [], {}
+    for f in fields(Columns):
+        v = getattr(base, f.name)
+        if f.name in ("outcome", "treatment", "treated_label") or v is None:
+            kw[f.name] = v
+        elif isinstance(v, tuple):
+            present = tuple(c for c in v if c in df.columns)
+            if len(present) < len(v):
+                notes.append(f"default {f.name} column(s) {[c for c in v if c not in df.columns]} not in the data; left out")
+            kw[f.name] = present
+        elif v in df.columns:
+            kw[f.name] = v
+        else:
+            notes.append(f"default {f.name} column {v!r} not in the data; not used")
+            kw[f.name] = None
+    return Columns(**kw), notes
+
+
+# --------------------------------------------------------------------------------------
+# The estimate
+# --------------------------------------------------------------------------------------
+def estimate(
+    df: pd.DataFrame | str | Path,
+    columns: Columns | Mapping[str, Any] | None = None,
+    design: Literal["matched", "rct"] = "matched",
+    method: str | None = None,
+    subject: str | None = None,
+    seed: int = 0,
+    *,
+    progress: Progress | None = None,
+    **options,
+) -> Evaluation:
+    """Evaluate a PL program from a student file: design diagnostics, overall effect by
+    subject, school effects with their meta-analysis, and provenance.
+
+    Parameters
+    ----------
+    df : DataFrame or path
+        Long student file (one row per student × subject), or a path read with
+        :func:`pleval.data.read_table`.
+    columns : Columns or mapping of roles, optional
+        Column roles. Default: the sample files' roles (:data:`pleval.data.SAMPLE_COLUMNS`;
+        :data:`~pleval.data.RCT_SAMPLE_COLUMNS` for ``design="rct"``), keeping optional roles
+        only where the column exists.
+    design : ``"matched"`` (PL schools against matched comparison students) or ``"rct"``.
+    method : matched: ``"propensity"`` (default), ``"mahalanobis"``, ``"vcg"``,
+        ``"weighting"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``.
+    subject : analyse only this subject (default: every subject, each separately).
+    seed : seed of every random step (matching ties/samples, placebo sampling, permutations).
+    progress : callable ``progress(message, done=None, total=None)`` told of each step.
+
+    Other options (``**options``; all have defaults, all are recorded in ``options``)
+    --------------------------------------------------------------------------------
+    sd : ``"pooled"`` (default, WWC), ``"comparison"`` or a norm SD (a number).
+    level : confidence level (0.95). baseline_percentile : for percentile points (50).
+    meta_method : ``"REML"`` (default), ``"DL"``, ``"PM"``, ``"FE"``; hartung_knapp : bool.
+    adjust : multiplicity adjustment of school p-values, ``"bh"`` (default), ``"holm"``,
+        ``"bonferroni"``; alpha : significance level for the counts (0.05).
+    placebo : estimate placebo schools (True). n_placebo : matched designs, how many comparison
+        schools play PL (0 = all eligible).
+    rct_design : ``"cluster"`` (default), ``"blocked"``, ``"individual"``; vcov : covariance
+        (default CR2 for cluster designs); permutations : randomization-test draws (0 = none);
+        compliance : estimate the CACE when a take-up column is given.
+    Any other keyword of :func:`pleval.match` (``caliper``, ``k``, ``replace``, ...) is passed on
+    for matched designs. An unknown option raises :class:`~pleval.errors.DataError`.
+    """
+    progress = progress or _no_progress
+    method, opts, match_opts = resolve_options(design, method, options)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise DataError(f"seed must be a whole number; got {seed!r}")
+    if isinstance(df, (str, Path)):
+        progress("reading the data")
+        df = read_table(df)
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a DataFrame or a file path; got {type(df).__name__}")
+    notes: list[str] = []
+    if columns is None:
+        columns, col_notes = default_columns(df, design)
+        notes += col_notes
+    elif isinstance(columns, Mapping):
+        columns = Columns(**columns)
+    if not isinstance(columns, Columns):
+        raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles; got {type(columns).__name__}")
+
+    progress("validating the data")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = validate(df, columns, require=("outcome", "treatment", "school"))
+        subjects, sub_df = _subjects(v, df, subject)
+        if design == "rct":
+            parts = _run_rct(sub_df, columns, subjects, method, int(seed), opts, progress)
+        else:
+            parts = _run_matched(sub_df, columns, subjects, method, int(seed), opts, match_opts, progress)
+    warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
+    for msg in warn_msgs:
+        warnings.warn(msg, PlevalWarning, stacklevel=2)
+
+    keys = [ALL if s is None else str(s) for s in subjects]
+    tables = _assemble(keys, parts, v)
+    resolved = {
+        "design": design,
+        "method": method,
+        "subject": subject,
+        "seed": int(seed),
+        **opts,
+        **({"match": dict(match_opts)} if match_opts else {}),
+    }
+    prov = provenance(df, v, seed=int(seed))
+    return Evaluation(
+        design=design,
+        method=method,
+        columns=columns,
+        subjects=tuple(keys),
+        effects=MappingProxyType({k: p["effect"] for k, p in zip(keys, parts)}),
+        options=MappingProxyType(resolved),
+        provenance=MappingProxyType(prov),
+        warnings=warn_msgs,
+        notes=tuple(notes + [n for p in parts for n in p.get("notes", ())]),
+        details=MappingProxyType({k: MappingProxyType(p.get("details", {})) for k, p in zip(keys, parts)}),
+        _tables=MappingProxyType(tables),
+    )
+
+
+def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFrame]:
+    """The subjects to analyse and the (original, unvalidated) rows that belong to them."""
+    col = v.columns.subject
+    if col is None:
+        if subject is not None:
+            raise DataError(f"subject={subject!r} was given but no subject column is named (columns.subject)")
+        return [None], df
+    present = [s for s in pd.unique(v.data[col]) if pd.notna(s)]
+    if subject is not None:
+        match = [s for s in present if str(s) == str(subject)]
+        if not match:
+            raise DataError(
+                f"column {col!r} (subject): no rows for subject {subject!r}; subjects are {', '.join(map(str, present))}"
+            )
+        present = match
+        df = df[df[col].astype(str) == str(subject)]
+    return sorted(present, key=str), df
+
+
+def provenance(df: pd.DataFrame, v: Validated, *, seed: int) -> dict[str, Any]:
+    """Versions, input identity and time, for ``provenance.json``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pkgs = {}
+    for name in ("numpy", "pandas", "scipy", "statsmodels", "linearmodels", "matplotlib"):
+        try:
+            pkgs[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover
+            pkgs[name] = None
+    return {
+        "pleval_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": pkgs,
+        "input": {
+            "path": df.attrs.get("source"),
+            "sha256": v.input_sha256,
+            "sha256_of": "file bytes" if df.attrs.get("sha256") else "frame content (pleval.data.frame_sha256)",
+            "n_rows": int(v.n_input),
+            "n_columns": int(df.shape[1]),
+        },
+        "seed": seed,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Designs
+# --------------------------------------------------------------------------------------
+def _school_kwargs(columns: Columns, opts: dict, sd_value: float) -> dict:
+    return dict(
+        treatment=columns.treatment,
+        outcome=columns.outcome,
+        covariates=tuple(columns.pretest) + tuple(columns.covariates),
+        sd=sd_value,
+        method=opts["meta_method"],
+        hartung_knapp=opts["hartung_knapp"],
+        adjust=opts["adjust"],
+        alpha=opts["alpha"],
+        level=opts["level"],
+        baseline_percentile=opts["baseline_percentile"],
+    )
+
+
+def _school_effects(frame: pd.DataFrame, *, stratum: str, weight: str | None, cluster: str | None, unit: str | None,
+                    kw: dict):
+    from .heterogeneity import school_effects
+
+    return school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, unit_id=unit, **kw)
+
+
+def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> list[dict]:
+    from .rct import analyze_rct
+
+    if columns.school is None:
+        raise DataError("design='rct' needs the school column (columns.school)")
+    out = []
+    for s in subjects:  # a handful of subjects
+        label = "" if s is None else f" ({s})"
+        progress(f"randomized-trial analysis{label}")
+        perms = int(opts["permutations"])
+
+        def tick(done, total, _l=label):
+            progress(f"randomization test{_l}", done, total)
+
+        res = analyze_rct(
+            df, columns, design=opts["rct_design"], method=method, subject=s, sd=opts["sd"], level=opts["level"],
+            baseline_percentile=opts["baseline_percentile"], adjust=opts["adjust"], vcov=opts["vcov"] or None,
+            compliance=bool(opts["compliance"]), permutations=perms, seed=seed, progress=tick if perms else None,
+        )
+        part = {"effect": res.itt, "effects": dict(res.effects), "details": {"design": res}, "notes": list(res.notes)}
+        part["equivalence"] = res.equivalence
+        part["balance"] = res.equivalence.rename(columns={"effect_size": "smd_before"})[["variable", "smd_before", "measure", "verdict"]]
+        part["attrition"] = res.attrition_frame()
+        part["dropped"] = res.dropped.assign(stage="randomized-trial analysis") if len(res.dropped) else None
+        if res.randomization is not None:
+            part["randomization"] = res.randomization
+        if opts["rct_design"] == "cluster":
+            progress(f"school effects{label}")
+            _rct_school_effects(df, columns, s, res.itt.sd, opts, part)
+        else:
+            part.setdefault("notes", []).append(
+                "school effects are estimated for cluster-randomized trials and matched designs only"
+            )
+        out.append(part)
+    return out
+
+
+def _analytic_rows(df: pd.DataFrame, columns: Columns, subject) -> pd.DataFrame:
+    """Rows of ``subject`` with the outcome and every model column present."""
+    d = df if subject is None else df[df[columns.subject] == subject]
+    need = [columns.outcome, columns.treatment, columns.school, *columns.pretest, *columns.covariates]
+    need += [columns.block] if columns.block else []
+    return d.dropna(subset=need)
+
+
+def _rct_school_effects(df, columns: Columns, subject, sd_value: float, opts: dict, part: dict) -> None:
+    """Each PL school against the comparison schools of its block; placebo: each comparison
+    school against the other comparison schools of its block."""
+    d = _analytic_rows(df, columns, subject).copy()
+    t_col, school = columns.treatment, columns.school
+    d["_t"] = pd.to_numeric(d[t_col], errors="coerce").astype(int)
+    keys = [columns.block] if columns.block else []
+    kw = _school_kwargs(columns, opts, sd_value)
+    kw["treatment"] = "_t"
+
+    def stack(anchor: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
+        """Rows of each anchor school, plus the pool rows of its block tagged with that school."""
+        own = anchor.assign(_pl_school=anchor[school], _arm=1)
+        sets = anchor[[*keys, school]].drop_duplicates().rename(columns={school: "_pl_school"})
+        comp = pool.merge(sets, on=keys, how="inner") if keys else pool.merge(sets, how="cross")
+        comp = comp[comp[school] != comp["_pl_school"]].assign(_arm=0)
+        out = pd.concat([own, comp], ignore_index=True)
+        out["_t"] = out["_arm"]
+        return out
+
+    treated, control = d[d["_t"] == 1], d[d["_t"] == 0]
+    se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
+    part["schools"] = se
+    part.setdefault("notes", []).append(
+        "school effects in a cluster-randomized trial compare each PL school with the comparison schools of its "
+        "block: one school's estimate is not protected by randomization and includes that school's own difference"
+    )
+    if opts["placebo"]:
+        try:
+            pl = _school_effects(stack(control, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
+            part["placebo"] = pl.table[["school", "effect_size", "es_se", "n_treated", "n_comparison"]]
+        except (DesignError, DataError) as exc:
+            part["notes"].append(f"no placebo schools: {exc}")
+
+
+def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
+    """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
+    then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
+    from .matching import match
+
+    progress(f"matching: {method}")
+    m = match(df, columns, method=method, seed=seed, **match_opts)
+    progress("matched estimate")
+    by = columns.subject
+    est = m.estimate(by=by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])
+    bal = m.balance()
+    table, eq = bal.table, bal.equivalence
+    prop = _propensity_frame(m)
+    dropped = _match_dropped(m)
+    sid = columns.student_id
+    out = []
+    for s in subjects:  # a handful of subjects
+        key = "all" if s is None else str(s)
+        label = "" if s is None else f" ({s})"
+        eff = est if s is None else est[s]
+        part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}, "notes": []}
+        b = table[table["group"] == key].drop(columns="group")
+        part["balance"] = b
+        part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
+        if prop is not None:
+            part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
+        part["dropped"] = dropped if s is None else None
+        progress(f"school effects{label}")
+        sub = m.matched if s is None else m.matched[m.matched[by] == s]
+        kw = _school_kwargs(columns, opts, eff.sd)
+        try:
+            part["schools"] = _school_effects(sub, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid, kw=kw)
+        except DesignError as exc:
+            part["notes"].append(f"no school effects: {exc}")
+        out.append(part)
+    if opts["placebo"] and any("schools" in p for p in out):
+        progress("placebo schools")
+        _matched_placebo(df, columns, subjects, method, seed, opts, match_opts, out)
+    if dropped is not None and subjects[0] is not None:
+        out[0]["dropped"] = dropped.assign(subject="(all)")
+    return out
+
+
+def _equivalence_frame(eq: pd.DataFrame) -> pd.DataFrame:
+    """The WWC baseline-equivalence rows of :class:`pleval.matching.Balance` on pleval's columns."""
+    return pd.DataFrame(
+        {
+            "variable": eq["pretest"].to_numpy(),
+            "role": "pretest",
+            "measure": "Hedges g (matched sample, effective n)",
+            "effect_size": eq["hedges_g"].to_numpy(dtype=float),
+            "adjusted_in_model": True,
+            "verdict": eq["wwc_with_pretest_in_model"].to_numpy(),
+            "verdict_unadjusted": eq["wwc_baseline_equivalence"].to_numpy(),
+        }
+    )
+
+
+def _propensity_frame(m) -> pd.DataFrame | None:
+    """Propensity score, treatment and matched weight (summed over sets) of every row of the
+    matching data (propensity-based methods only)."""
+    pm = m.propensity
+    if pm is None:
+        return None
+    c = m.columns
+    w = np.bincount(m.rows, weights=m.weight, minlength=len(m.data))
+    out = pd.DataFrame({"score": pm.ps, "treated": m.data[c.treatment].to_numpy(dtype=int), "weight": w})
+    if c.subject:
+        out["_subject"] = m.data[c.subject].to_numpy()
+    return out
+
+
+def _match_dropped(m) -> pd.DataFrame | None:
+    """Rows excluded before matching and treated rows left unmatched, with reasons."""
+    parts = []
+    if len(m.exclusions):
+        parts.append(m.exclusions.assign(stage="matching: excluded"))
+    un = m.unmatched_counts()
+    if len(un):
+        parts.append(un.assign(column=m.columns.treatment, stage="matching: treated rows without a match"))
+    return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
+
+
+def _matched_placebo(df, columns, subjects, method, seed, opts, match_opts, parts) -> None:
+    for p in parts:
+        p["notes"].append("placebo schools: not yet available for matched designs")
+
+
+# --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+def _with_subject(frame: pd.DataFrame | None, key: str) -> pd.DataFrame | None:
+    if frame is None or len(frame) == 0:
+        return None
+    f = frame.copy()
+    if "subject" in f.columns:  # already labelled (e.g. rows that concern every subject)
+        return f[["subject", *[c for c in f.columns if c != "subject"]]]
+    f.insert(0, "subject", key)
+    return f
+
+
+def _concat(frames) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.DataFrame]:
+    overall, balance, equiv, attr, schools, het, placebo, prop, dropped = ([] for _ in range(9))
+    for key, p in zip(keys, parts):
+        for name, eff in p["effects"].items():
+            f = eff.to_frame()
+            f.insert(0, "analysis", name)
+            f.insert(1, "primary", eff is p["effect"])
+            overall.append(_with_subject(f, key))
+        balance.append(_with_subject(p.get("balance"), key))
+        equiv.append(_with_subject(p.get("equivalence"), key))
+        attr.append(_with_subject(p.get("attrition"), key))
+        prop.append(_with_subject(p.get("propensity"), key))
+        placebo.append(_with_subject(p.get("placebo"), key))
+        dropped.append(_with_subject(p.get("dropped"), key))
+        se = p.get("schools")
+        if se is not None:
+            schools.append(_with_subject(se.table, key))
+            p["details"]["schools"] = se
+            if len(se.meta):
+                m = next(iter(se.meta.values()))
+                c = next(iter(se.counts.values()))
+                row = {**m.as_dict(), **{f"count_{k}": val for k, val in c.as_dict().items()}}
+                row["pp_estimate"] = float(percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
+                pl = p.get("placebo")
+                if pl is not None and len(pl):
+                    g = pl["effect_size"].to_numpy(dtype=float)
+                    g = g[np.isfinite(g)]
+                    row["placebo_k"] = int(g.size)
+                    row["placebo_sd"] = float(np.std(g, ddof=1)) if g.size > 1 else math.nan
+                    row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m.k > 1 else math.nan
+                het.append(_with_subject(pd.DataFrame([row]), key))
+            dropped.append(_with_subject(se.dropped.assign(stage="school effects") if len(se.dropped) else None, key))
+    data_summary = v.to_frame()
+    return {
+        "data_summary": data_summary,
+        "overall": _concat(overall),
+        "balance": _concat(balance),
+        "equivalence": _concat(equiv),
+        "attrition": _concat(attr),
+        "schools": _concat(schools),
+        "heterogeneity": _concat(het),
+        "placebo": _concat(placebo),
+        "propensity": _concat(prop),
+        "dropped": _dropped_table(v, dropped),
+    }
+
+
+def _dropped_table(v: Validated, frames) -> pd.DataFrame:
+    """Validation drops, then each stage's own (rows a design module repeats from validation
+    are listed once, under validation)."""
+    val = v.dropped.assign(stage="validation", subject="(all)") if len(v.dropped) else None
+    rest = _concat(frames)
+    if val is not None and len(rest):
+        seen = set(zip(val["reason"], val["column"], val["n_rows"]))
+        rest = rest[[(r, c, n) not in seen for r, c, n in zip(rest["reason"], rest["column"], rest["n_rows"])]]
+    return _concat([val, rest])
+
+
+def to_json_dict(ev: Evaluation) -> dict[str, Any]:
+    """A JSON-ready summary of an evaluation (effects by subject, heterogeneity, warnings)."""
+
+    def est(e) -> dict:
+        return {k: _jsonable(getattr(e, k)) for k in ("estimate", "se", "ci_low", "ci_high", "pvalue", "df")}
+
+    subjects = {}
+    het = ev.heterogeneity
+    for s in ev.subjects:
+        e = ev.effects[s]
+        entry = {
+            "raw": est(e.raw),
+            "effect_size": est(e.effect_size),
+            "percentile_points": est(e.percentile_points),
+            "sd": e.sd,
+            "sd_kind": e.sd_kind,
+            "n_treated": e.raw.n_treated,
+            "n_control": e.raw.n_control,
+            "n_clusters": e.raw.n_clusters,
+            "method": e.raw.method,
+            "sentence": ev.sentence(s),
+        }
+        if len(het) and (het["subject"] == s).any():
+            entry["heterogeneity"] = {k: _jsonable(v) for k, v in het[het["subject"] == s].iloc[0].items() if k != "subject"}
+        subjects[s] = entry
+    return {
+        "design": ev.design,
+        "method": ev.method,
+        "subjects": subjects,
+        "warnings": list(ev.warnings),
+        "notes": list(ev.notes),
+        "options": {k: _jsonable(v) for k, v in ev.options.items()},
+        "provenance": json.loads(json.dumps(dict(ev.provenance), default=str)),
+    }
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+__all__ = ["estimate", "Evaluation", "resolve_options", "default_columns", "to_json_dict", "DESIGNS", "COMMON_DEFAULTS",
+           "RCT_DEFAULTS", "MATCHED_DEFAULTS"]
