@@ -16,29 +16,15 @@ from pleval.inference.randomization import randomization_test
 
 def _cluster_design(rng, block_sizes=(4, 3, 4), treated=(2, 1, 2), effect=0.0):
     """Clusters of 3-8 students in blocks; complete randomization of clusters within blocks."""
-    rows = []
-    cid = 0
-    for b, (m, t) in enumerate(zip(block_sizes, treated)):
-        z = np.zeros(m, int)
-        z[rng.choice(m, t, replace=False)] = 1
-        for j in range(m):
-            n = int(rng.integers(3, 9))
-            mu = rng.normal()
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "school": f"s{cid}",
-                        "block": f"b{b}",
-                        "z": z[j],
-                        "x": rng.normal(size=n),
-                        "y": mu + rng.normal(size=n) + effect * z[j],
-                    }
-                )
-            )
-            cid += 1
-    df = pd.concat(rows, ignore_index=True)
-    df["y"] += 0.8 * df["x"]
-    return df
+    block_of = np.repeat(np.arange(len(block_sizes)), block_sizes)
+    z = np.concatenate([rng.permutation(np.r_[np.ones(t, int), np.zeros(m - t, int)])
+                        for m, t in zip(block_sizes, treated)])  # a handful of blocks
+    sizes = rng.integers(3, 9, block_of.size)
+    cl = np.repeat(np.arange(block_of.size), sizes)
+    x = rng.normal(size=cl.size)
+    y = rng.normal(size=block_of.size)[cl] + rng.normal(size=cl.size) + effect * z[cl] + 0.8 * x
+    return pd.DataFrame({"school": np.char.add("s", cl.astype(str)), "block": np.char.add("b", block_of[cl].astype(str)),
+                         "z": z[cl], "x": x, "y": y})
 
 
 def _brute_force(df, value="y"):
