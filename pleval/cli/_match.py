@@ -1,0 +1,148 @@
+"""``pleval match``: build a matched comparison and estimate the effect on PL students."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..data import SAMPLE_COLUMNS, Columns, read_table
+from ..errors import DataError
+from ..matching import match
+from . import app
+from ._common import console, handle_errors
+
+_NONE = ("", "none", "-")
+
+
+class Method(str, Enum):
+    propensity = "propensity"
+    mahalanobis = "mahalanobis"
+    vcg = "vcg"
+    weighting = "weighting"
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() in _NONE:
+        return ()
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _columns(df: pd.DataFrame, given: dict) -> tuple[Columns, list[str]]:
+    """Roles from the options, defaulting to the sample file's names; an optional default
+    role whose column is absent is left out with a note."""
+    kw, notes = {}, []
+    defaults = {f.name: getattr(SAMPLE_COLUMNS, f.name) for f in fields(Columns)}
+    for role, value in given.items():
+        if role in ("pretest", "covariates"):
+            names = _names(value)
+            if names is None:
+                names = tuple(c for c in defaults[role] if c in df.columns)
+                if len(names) < len(defaults[role]):
+                    notes.append(f"default {role} column(s) missing from the file were left out")
+            kw[role] = names
+            continue
+        name = value if value is not None else defaults[role]
+        if name is not None and name.strip().lower() in _NONE:
+            name = None
+        if value is None and name is not None and name not in df.columns and role not in ("outcome", "treatment"):
+            notes.append(f"no {name!r} column for the default {role} role; not used")
+            name = None
+        kw[role] = name
+    return Columns(**kw), notes
+
+
+def _effect_table(frame: pd.DataFrame, title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    keys = [c for c in frame.columns if c in ("subject", "grade")]
+    for c in keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"]:
+        t.add_column(c, justify="left" if c in keys + ["scale"] else "right")
+    for r in frame.to_dict("records"):
+        t.add_row(*[escape(str(r[k])) for k in keys], r["scale"], f"{r['estimate']:.3f}", f"{r['se']:.3f}",
+                  f"{r['ci_low']:.3f} to {r['ci_high']:.3f}", f"{r['pvalue']:.3g}",
+                  f"{r['n_treated']:,} / {r['n_control']:,}")
+    return t
+
+
+@app.command("match")
+@handle_errors
+def match_cmd(
+    data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg or weighting."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column [posttest]."),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="PL column, 0/1 [treatment]."),
+    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated [pretest]."),
+    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none [female,frl,ell,sped,race]."),
+    school: Optional[str] = typer.Option(None, "--school", help="School column; 'none' if absent [school_id]."),
+    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column; 'none' if absent [grade]."),
+    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' if one subject [subject]."),
+    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column [student_id]."),
+    exact: Optional[str] = typer.Option(None, "--exact", help="Exact-match columns, comma-separated [subject,grade]."),
+    k: Optional[int] = typer.Option(None, "--k", help="Comparisons per PL student [1; 51 for vcg]."),
+    caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper: SD of the logit PS (propensity, default 0.2) or Mahalanobis units."),
+    no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
+    replace: bool = typer.Option(True, "--replace/--no-replace", help="Nearest neighbour with or without replacement."),
+    band: float = typer.Option(1.0, "--band", help="VCG: pretest band in points (0 = equal)."),
+    school_keys: Optional[str] = typer.Option(None, "--school-keys", help="VCG: school-level exact keys, comma-separated (e.g. urbanicity)."),
+    discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
+    penalize: bool = typer.Option(False, "--penalize", help="Ridge-penalized propensity model instead of an error on separation."),
+    trim: Optional[float] = typer.Option(None, "--trim", help="Weighting: drop PS outside [a, 1-a]."),
+    by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade [one pooled effect]."),
+    sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
+    baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
+    seed: int = typer.Option(0, "--seed", help="Seed for tie-breaking and VCG sampling."),
+    out_dir: Path = typer.Option(Path("results/match"), "--out-dir", "-o", help="Folder for the outputs."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Match PL students to comparison students, check balance and estimate the effect.
+
+    Writes matched.csv (matched-set long format with _set, _weight, _pl_school), balance.csv,
+    equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv and
+    counts.csv to --out-dir. Column options default to sample_data/pl_matched_students.csv.
+    """
+    df = read_table(data)
+    given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
+             "school": school, "grade": grade, "subject": subject_column, "student_id": student_id}
+    cols, notes = _columns(df, given)
+    for n in notes:
+        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    sd_value: str | float = sd
+    if sd not in ("pooled", "comparison"):
+        try:
+            sd_value = float(sd)
+        except ValueError:
+            raise DataError(f"--sd must be pooled, comparison or a number; got {sd!r}") from None
+    res = match(
+        df, cols, method=method.value, exact=_names(exact), k=k,
+        caliper=False if no_caliper else caliper, replace=replace, band=band,
+        school_keys=_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
+    )
+    by_cols = _names(by) or None
+    eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
+    bal = res.balance()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res.matched.to_csv(out_dir / "matched.csv", index=False)
+    bal.table.to_csv(out_dir / "balance.csv", index=False)
+    bal.equivalence.to_csv(out_dir / "equivalence.csv", index=False)
+    eff_frame = eff.to_frame()
+    eff_frame.to_csv(out_dir / "effect.csv", index=False)
+    res.unmatched.to_csv(out_dir / "unmatched.csv", index=False)
+    res.to_frame().to_csv(out_dir / "counts.csv", index=False)
+
+    console.print(escape(res.summary()), highlight=False)
+    console.print(escape(bal.summary()), highlight=False)
+    console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})"))
+    first = eff if by_cols is None else next(iter(eff.effects.values()))
+    console.print(f"SD used for the effect size: {first.sd:.4g} ({escape(first.sd_kind)}). Percentile points are "
+                  "shifts in rank, not percentage points of the score.", highlight=False)
+    console.print(f"wrote matched.csv, balance.csv, equivalence.csv, effect.csv, unmatched.csv, counts.csv to {out_dir}",
+                  highlight=False)
