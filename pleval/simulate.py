@@ -52,6 +52,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import special, stats
 
 from .percentiles import to_percentile_points
@@ -407,8 +409,24 @@ def _validate_common(grades, subjects, effect, tau, icc, va_sd, slope, poverty_r
     return grades, subjects
 
 
-def _ids(prefix: str, idx: np.ndarray, width: int) -> np.ndarray:
-    return np.char.mod(f"{prefix}%0{width}d", np.asarray(idx) + 1)
+class _Str:
+    """A string column given as unique values and integer codes (built with Arrow: fast)."""
+
+    def __init__(self, values, codes):
+        self.values = values if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
+        self.codes = np.asarray(codes)
+
+    def __getitem__(self, idx) -> "_Str":
+        return _Str(self.values, self.codes[idx])
+
+    def series(self) -> pd.Series:
+        return pc.take(self.values, pa.array(self.codes)).to_pandas().astype("str")
+
+
+def _ids(prefix: str, n: int, width: int) -> pa.Array:
+    """``prefix`` + zero-padded 1..n, e.g. SCH0001."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, digits, "")
 
 
 def _raw_scores(z: np.ndarray, grade: np.ndarray, subjects: tuple, means: dict, decimals: int | None) -> np.ndarray:
@@ -417,22 +435,17 @@ def _raw_scores(z: np.ndarray, grade: np.ndarray, subjects: tuple, means: dict, 
     return raw if decimals is None else np.round(raw, decimals)
 
 
-def _long_frame(ids: dict, student_cols: dict, subjects: tuple, pre: np.ndarray, post: np.ndarray, tail: dict) -> pd.DataFrame:
-    """One row per student × subject, student-major. ``ids``/``student_cols``/``tail`` hold
-    per-student arrays (ordered columns before and after the subject/score block)."""
+def _long_frame(ids: dict, subjects: tuple, pre: np.ndarray, post: np.ndarray, tail: dict) -> pd.DataFrame:
+    """One row per student × subject, student-major. ``ids``/``tail`` hold per-student numpy
+    arrays or :class:`_Str` columns (in order: ids, subject, pretest, posttest, tail)."""
     n, k = pre.shape
     rep = np.repeat(np.arange(n), k)
     cols = {name: v[rep] for name, v in ids.items()}
-    cols["subject"] = np.tile(np.asarray(subjects, dtype=object), n)
+    cols["subject"] = _Str(subjects, np.tile(np.arange(k), n))
     cols["pretest"] = pre.ravel()
     cols["posttest"] = post.ravel()
-    cols.update({name: v[rep] for name, v in student_cols.items()})
     cols.update({name: v[rep] for name, v in tail.items()})
-    df = pd.DataFrame(cols)
-    for name in df.columns:
-        if df[name].dtype == object or df[name].dtype.kind == "U":
-            df[name] = df[name].astype("str")
-    return df
+    return pd.DataFrame({name: v.series() if isinstance(v, _Str) else v for name, v in cols.items()})
 
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray) -> float:
@@ -556,17 +569,17 @@ def simulate_matched(
     missing = r_missing.random(len(school)) < missing_posttest
     post_z[missing] = np.nan
 
-    school_ids = _ids("SCH", np.arange(J), 4)
+    school_ids = _ids("SCH", J, 4)
+    n = len(school)
     data = _long_frame(
-        {"student_id": _ids("STU", np.arange(len(school)), 7), "school_id": school_ids[school],
+        {"student_id": _Str(_ids("STU", n, 7), np.arange(n)), "school_id": _Str(school_ids, school),
          "treatment": treat[school], "grade": grade.astype(np.int64)},
-        {},
         subjects,
         _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
         _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
         {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
-         "race": np.asarray(RACES, dtype=object)[students["race"]], "school_poverty": np.round(p, 3)[school],
-         "urbanicity": np.asarray(URBANICITY, dtype=object)[urb][school]},
+         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school],
+         "urbanicity": _Str(URBANICITY, urb[school])},
     )
 
     n_students = n_jg.sum(axis=1)
@@ -574,7 +587,7 @@ def simulate_matched(
     att = _weighted_mean(theta, w_pl)
     gap = float(np.mean([_weighted_mean(g[:, i], w_pl) - _weighted_mean(g[:, i], n_students * (1 - treat))
                          for i in range(len(subjects))]))
-    schools = _school_table(school_ids, treat, theta, p, S, g, subjects, n_students,
+    schools = _school_table(school_ids.to_pylist(), treat, theta, p, S, g, subjects, n_students,
                             urbanicity=np.asarray(URBANICITY)[urb])
     details = {
         "n_schools": J,
@@ -741,25 +754,25 @@ def simulate_cluster_rct(
     missing = (r_missing.random(len(school)) < prob) | lost[school]
     post_z[missing] = np.nan
 
-    school_ids = _ids("SCH", np.arange(J), 3)
-    block_ids = _ids("D", np.arange(B), 2)
+    school_ids, block_ids = _ids("SCH", J, 3), _ids("D", B, 2)
+    n = len(school)
     data = _long_frame(
-        {"student_id": _ids("STU", np.arange(len(school)), 6), "school_id": school_ids[school],
-         "block": block_ids[block][school], "treatment": assigned[school], "takeup": takeup[school],
+        {"student_id": _Str(_ids("STU", n, 6), np.arange(n)), "school_id": _Str(school_ids, school),
+         "block": _Str(block_ids, block[school]), "treatment": assigned[school], "takeup": takeup[school],
          "grade": grade.astype(np.int64)},
-        {},
         subjects,
         _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
         _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
         {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
-         "race": np.asarray(RACES, dtype=object)[students["race"]], "school_poverty": np.round(p, 3)[school]},
+         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school]},
     )
 
     n_students = n_jg.sum(axis=1)
     cace = _weighted_mean(theta, n_students * takeup)
     miss_t, miss_c = missing[assigned[school] == 1].mean(), missing[assigned[school] == 0].mean()
-    schools = _school_table(school_ids, takeup, theta, p, S, g, subjects, n_students,
-                            block=block_ids[block], assigned=assigned, lost=lost.astype(np.int64))
+    schools = _school_table(school_ids.to_pylist(), takeup, theta, p, S, g, subjects, n_students,
+                            block=np.asarray(block_ids.to_pylist())[block], assigned=assigned,
+                            lost=lost.astype(np.int64))
     details = {
         "n_schools": J,
         "n_blocks": B,
@@ -848,7 +861,7 @@ def simulate_school_effects(
     if decimals is not None:
         est, se = np.round(est, decimals), np.round(se, decimals)
 
-    school_ids = _ids("PL", np.arange(J), 3)
+    school_ids = np.asarray(_ids("PL", J, 3).to_pylist(), dtype=object)
     rep = np.repeat(np.arange(J), k)
     data = pd.DataFrame(
         {

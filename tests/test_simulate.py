@@ -52,8 +52,9 @@ FLOAT_COLS = {"pretest", "posttest", "school_poverty", "estimate", "se"}
 # helpers (independent computations)
 # ---------------------------------------------------------------------------------------
 def anova_icc(y: np.ndarray, groups: np.ndarray) -> float:
-    """One-way ANOVA (method-of-moments) ICC with unequal group sizes (Searle 1971, n0)."""
-    codes, k = np.unique(groups, return_inverse=True)[1], None
+    """One-way ANOVA (method-of-moments) ICC with unequal group sizes (Searle, Casella &
+    McCulloch 1992, Variance Components, ch. 3, with n0)."""
+    codes = np.unique(groups, return_inverse=True)[1]
     k = np.bincount(codes).astype(float)
     J, N = len(k), k.sum()
     means = np.bincount(codes, weights=y) / k
