@@ -903,24 +903,7 @@ def simulate_school_effects(
         "min_estimate_pp": float(to_percentile_points(est.min())),
         "max_estimate_pp": float(to_percentile_points(est.max())),
     }
-    truth = Truth(
-        design="school_effects",
-        effect_sd=float(effect),
-        effect_raw=float(effect * SCALE_SD),
-        sd=SCALE_SD,
-        sd_kind=SD_KIND,
-        percentile_points=float(to_percentile_points(effect)),
-        tau_sd=float(tau),
-        tau_raw=float(tau * SCALE_SD),
-        icc=math.nan,
-        icc_pretest=MappingProxyType({}),
-        att_sd=float(theta.mean()),
-        att_raw=float(theta.mean() * SCALE_SD),
-        schools=schools,
-        details=MappingProxyType(details),
-        seed=int(seed_used),
-        params=MappingProxyType({**{k_: (list(v) if isinstance(v, (tuple, list, range)) else v) for k_, v in params.items()}, "seed": seed_used}),
-    )
+    truth = _make_truth("school_effects", effect, tau, math.nan, [], float(theta.mean()), schools, details, seed_used, params)
     return Simulated(data, truth)
 
 
