@@ -428,7 +428,7 @@ def estimate(
         options=MappingProxyType(resolved),
         provenance=MappingProxyType(prov),
         warnings=warn_msgs,
-        notes=tuple(notes + [n for p in parts for n in p.get("notes", ())]),
+        notes=tuple(dict.fromkeys(notes + [n for p in parts for n in p.get("notes", ())])),
         details=MappingProxyType({k: MappingProxyType(p.get("details", {})) for k, p in zip(keys, parts)}),
         _tables=MappingProxyType(tables),
     )
@@ -483,7 +483,7 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # Designs
 # --------------------------------------------------------------------------------------
-def _school_kwargs(columns: Columns, opts: dict, sd_value: float) -> dict:
+def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
     return dict(
         treatment=columns.treatment,
         outcome=columns.outcome,
@@ -572,7 +572,7 @@ def _rct_school_effects(df, columns: Columns, subject, sd_value: float, opts: di
 
     treated, control = d[d["_t"] == 1], d[d["_t"] == 0]
     se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
-    part["schools"] = se
+    part["schools"] = (se, "all")
     part.setdefault("notes", []).append(
         "school effects in a cluster-randomized trial compare each PL school with the comparison schools of its "
         "block: one school's estimate is not protected by randomization and includes that school's own difference"
@@ -580,7 +580,7 @@ def _rct_school_effects(df, columns: Columns, subject, sd_value: float, opts: di
     if opts["placebo"]:
         try:
             pl = _school_effects(stack(control, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
-            part["placebo"] = pl.table[["school", "effect_size", "es_se", "n_treated", "n_comparison"]]
+            part["placebo"] = pl.table[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
         except (DesignError, DataError) as exc:
             part["notes"].append(f"no placebo schools: {exc}")
 
@@ -600,30 +600,45 @@ def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts,
     prop = _propensity_frame(m)
     dropped = _match_dropped(m)
     sid = columns.student_id
+    progress("school effects")
+    sds = {s: (est if s is None else est[s]).sd for s in subjects}
+    kw = _school_kwargs(columns, opts, sds[None] if by is None else sds)
+    schools = placebo = None
+    notes: list[str] = []
+    try:
+        schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
+                                  kw={**kw, "by": by})
+    except DesignError as exc:
+        notes.append(f"no school effects: {exc}")
+    if schools is not None and opts["placebo"]:
+        progress("placebo schools")
+        placebo = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)
-        label = "" if s is None else f" ({s})"
         eff = est if s is None else est[s]
-        part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}, "notes": []}
-        b = table[table["group"] == key].drop(columns="group")
-        part["balance"] = b
+        part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}, "notes": notes}
+        part["balance"] = table[table["group"] == key].drop(columns="group")
         part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
         if prop is not None:
             part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
-        part["dropped"] = dropped if s is None else None
-        progress(f"school effects{label}")
-        sub = m.matched if s is None else m.matched[m.matched[by] == s]
-        kw = _school_kwargs(columns, opts, eff.sd)
-        try:
-            part["schools"] = _school_effects(sub, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid, kw=kw)
-        except DesignError as exc:
-            part["notes"].append(f"no school effects: {exc}")
+        if schools is not None:
+            part["schools"] = (schools, "all" if s is None else s)
+        if placebo is not None:
+            part["details"]["placebo"] = placebo
+            t = placebo.placebo if s is None else placebo.placebo[placebo.placebo[by] == s]
+            part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+            comp = placebo.comparison if s is None else placebo.comparison[placebo.comparison[by] == s]
+            if len(comp):
+                c = comp.iloc[0]
+                part["placebo_stats"] = {
+                    "placebo_q_star_p": float(c["p_star"]),
+                    "placebo_significant_share": float(c["placebo_significant_share"]),
+                    "calibrated_positive": int(c["calibrated_positive"]),
+                    "calibrated_negative": int(c["calibrated_negative"]),
+                }
         out.append(part)
-    if opts["placebo"] and any("schools" in p for p in out):
-        progress("placebo schools")
-        _matched_placebo(df, columns, subjects, method, seed, opts, match_opts, out)
-    if dropped is not None and subjects[0] is not None:
+    if dropped is not None:
         out[0]["dropped"] = dropped.assign(subject="(all)")
     return out
 
@@ -668,9 +683,21 @@ def _match_dropped(m) -> pd.DataFrame | None:
     return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
 
 
-def _matched_placebo(df, columns, subjects, method, seed, opts, match_opts, parts) -> None:
-    for p in parts:
-        p["notes"].append("placebo schools: not yet available for matched designs")
+def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes):
+    """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
+    with the same matching and the same school-effect settings as the PL schools."""
+    from .heterogeneity.placebo import placebo_schools
+
+    try:
+        return placebo_schools(
+            df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
+            match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
+            by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], alpha=opts["alpha"],
+            level=opts["level"], seed=seed,
+        )
+    except (DesignError, DataError) as exc:
+        notes.append(f"no placebo schools: {exc}")
+        return None
 
 
 # --------------------------------------------------------------------------------------
@@ -693,6 +720,7 @@ def _concat(frames) -> pd.DataFrame:
 
 def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.DataFrame]:
     overall, balance, equiv, attr, schools, het, placebo, prop, dropped = ([] for _ in range(9))
+    seen: set[int] = set()
     for key, p in zip(keys, parts):
         for name, eff in p["effects"].items():
             f = eff.to_frame()
@@ -705,24 +733,16 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         prop.append(_with_subject(p.get("propensity"), key))
         placebo.append(_with_subject(p.get("placebo"), key))
         dropped.append(_with_subject(p.get("dropped"), key))
-        se = p.get("schools")
-        if se is not None:
-            schools.append(_with_subject(se.table, key))
+        if p.get("schools") is not None:
+            se, skey = p["schools"]
             p["details"]["schools"] = se
-            if len(se.meta):
-                m = next(iter(se.meta.values()))
-                c = next(iter(se.counts.values()))
-                row = {**m.as_dict(), **{f"count_{k}": val for k, val in c.as_dict().items()}}
-                row["pp_estimate"] = float(percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
-                pl = p.get("placebo")
-                if pl is not None and len(pl):
-                    g = pl["effect_size"].to_numpy(dtype=float)
-                    g = g[np.isfinite(g)]
-                    row["placebo_k"] = int(g.size)
-                    row["placebo_sd"] = float(np.std(g, ddof=1)) if g.size > 1 else math.nan
-                    row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m.k > 1 else math.nan
-                het.append(_with_subject(pd.DataFrame([row]), key))
-            dropped.append(_with_subject(se.dropped.assign(stage="school effects") if len(se.dropped) else None, key))
+            tab = se.table if not se.by else se.table[se.table[se.by[0]] == skey].drop(columns=list(se.by))
+            schools.append(_with_subject(tab, key))
+            if skey in se.meta:
+                het.append(_with_subject(pd.DataFrame([_het_row(se, skey, p)]), key))
+            if id(se) not in seen and len(se.dropped):
+                dropped.append(se.dropped.assign(stage="school effects", subject="(all)" if se.by else key))
+            seen.add(id(se))
     data_summary = v.to_frame()
     return {
         "data_summary": data_summary,
@@ -736,6 +756,31 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         "propensity": _concat(prop),
         "dropped": _dropped_table(v, dropped),
     }
+
+
+def _het_row(se, skey, part: dict) -> dict:
+    """One row of the heterogeneity table: the meta-analysis, the significance counts and the
+    PL-versus-placebo spread (τ of placebo schools, excess τ² = max(0, τ²_PL − τ²_placebo))."""
+    from .heterogeneity import meta_analysis
+
+    m, c = se.meta[skey], se.counts[skey]
+    row = {**m.as_dict(), **{f"count_{k}": val for k, val in c.as_dict().items()}}
+    row["pp_estimate"] = float(percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
+    row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m.k > 1 else math.nan
+    pl = part.get("placebo")
+    if pl is not None:
+        ok = np.isfinite(pl["effect_size"].to_numpy(dtype=float)) & np.isfinite(pl["es_se"].to_numpy(dtype=float))
+        g, gse = pl["effect_size"].to_numpy(dtype=float)[ok], pl["es_se"].to_numpy(dtype=float)[ok]
+        row["placebo_k"] = int(g.size)
+        row["placebo_sd"] = float(np.std(g, ddof=1)) if g.size > 1 else math.nan
+        if g.size >= 2:
+            mp = meta_analysis(g, gse, m.method, level=m.level)
+            row["placebo_tau"] = mp.tau
+            row["tau2_excess"] = max(0.0, m.tau2 - mp.tau2)
+            row["share_excess"] = row["tau2_excess"] / m.tau2 if m.tau2 > 0 else 0.0
+            row["placebo_significant_share"] = float(np.mean(pl["pvalue"].to_numpy(dtype=float)[ok] < c.alpha))
+    row.update(part.get("placebo_stats", {}))
+    return row
 
 
 def _dropped_table(v: Validated, frames) -> pd.DataFrame:

@@ -189,10 +189,12 @@ def forest(
         placebo = None
 
     # Rows: schools at y = 0..k-1 (largest on top); below them a gap, placebo row, pooled row.
-    y = np.arange(k, dtype=float) + 3.0
-    y_placebo = 1.5 if placebo is not None else None
+    first = 2.6 if placebo is not None else 1.5
+    y = np.arange(k, dtype=float) + first
+    y_placebo = 1.25 if placebo is not None else None
     y_pooled = 0.0
-    n_rows = k + 3 + (1 if placebo is not None else 0)
+    y_sep = first - 0.6
+    n_rows = k + 2 + (1 if placebo is not None else 0)
     fig = _figure(8.5, 2.3 + ROW_INCH * n_rows)
     ax = fig.add_subplot()
     fs = _BASE_FONT if k <= 40 else _BASE_FONT - 1
@@ -267,7 +269,7 @@ def forest(
     ax.set_yticks(ticks, labels, fontsize=fs)
     for lab in ax.get_yticklabels()[k:]:
         lab.set_fontweight("bold")
-    ax.axhline(2.0, color="#BBBBBB", lw=0.6)
+    ax.axhline(y_sep, color="#BBBBBB", lw=0.6)
     ax.set_xlabel(_es_label(sd, sd_kind), fontsize=_BASE_FONT)
     ax.tick_params(axis="x", labelsize=_BASE_FONT - 1)
     ax.grid(axis="x", color="#EEEEEE", lw=0.6, zorder=0)

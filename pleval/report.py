@@ -308,8 +308,8 @@ def _het_rows(ev: "Evaluation") -> list[dict]:
             ),
             "method": str(h["method"]),
             "placebo_k": _int(h.get("placebo_k")) if pd.notna(h.get("placebo_k", np.nan)) else "—",
-            "placebo_sd": _f(h.get("placebo_sd", np.nan), 3),
-            "school_sd": _f(h.get("school_sd", np.nan), 3),
+            "placebo_tau": _f(h.get("placebo_tau", np.nan), 3),
+            "excess": f"{100 * float(h['share_excess']):.0f}%" if pd.notna(h.get("share_excess", np.nan)) else "—",
             "sentence": _het_sentence(ev, s, h),
         }
         rows.append(row)
@@ -331,19 +331,35 @@ def _het_sentence(ev: "Evaluation", s: str, h: pd.Series) -> str:
         f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
         f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone)."
     )
-    psd, ssd = h.get("placebo_sd", np.nan), h.get("school_sd", np.nan)
-    if pd.notna(psd) and pd.notna(ssd) and np.isfinite(psd):
-        ratio = ssd / psd if psd > 0 else math.inf
-        if ratio < 1.2:
-            judge = "about as much as, or less than, comparison schools differ from each other without any program: much of the school-to-school variation would arise without PL"
-        elif ratio < 1.6:
-            judge = "somewhat more than placebo schools do: part of the variation may be due to how PL worked in each school"
+    tp = h.get("placebo_tau", np.nan)
+    if pd.notna(tp) and np.isfinite(tp):
+        share = float(h.get("share_excess", 0.0))
+        if share < 0.25:
+            judge = "little or none of the spread among PL schools goes beyond what arises without the program"
+        elif share < 0.75:
+            judge = f"about {100 * share:.0f}% of the PL schools' between-school variance goes beyond what arises without the program"
         else:
-            judge = "clearly more than placebo schools do: the program's effect appears to differ between schools"
+            judge = "most of the PL schools' between-school variance goes beyond what arises without the program"
         parts.append(
-            f"PL school estimates spread with SD {ssd:.3f}, placebo schools (comparison schools analysed as if they "
-            f"were PL, k = {int(h['placebo_k'])}) with SD {psd:.3f}: PL schools differ {judge}."
+            f"Placebo schools (comparison schools analysed as if they were PL, k = {int(h['placebo_k'])}) vary with "
+            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools: {judge}."
         )
+        share_sig = h.get("placebo_significant_share", np.nan)
+        if pd.notna(share_sig):
+            alpha = float(h.get("count_alpha", 0.05))
+            verdict = (
+                "so single-school verdicts from student-level standard errors are over-confident"
+                if share_sig > 2 * alpha else "about the nominal rate"
+            )
+            parts.append(
+                f"{100 * share_sig:.0f}% of placebo schools look 'significant' at p < {alpha:g} "
+                f"(nominal {100 * alpha:.0f}%), {verdict}."
+            )
+        if pd.notna(h.get("calibrated_positive", np.nan)):
+            parts.append(
+                f"Allowing for the placebo spread (SE² + τ²_placebo), {int(h['calibrated_positive'])} school(s) remain "
+                f"significantly positive and {int(h['calibrated_negative'])} significantly negative (BH-adjusted)."
+            )
     return " ".join(parts)
 
 
@@ -519,8 +535,8 @@ comparison schools analysed as if they were PL — the spread to expect with no 
 <h2 id="heterogeneity">5. Heterogeneity: how much do schools differ?</h2>
 {% if het_rows %}
 {% for h in het_rows %}<p><strong>{{ h.subject }}.</strong> {{ h.sentence }}</p>{% endfor %}
-<div class="scroll"><table><tr><th class="l">subject</th><th>schools</th><th>pooled ES</th><th>{{ lvl }} CI</th><th>τ</th><th>τ {{ lvl }} CI</th><th>I²</th><th class="l">Q</th><th>prediction interval (SD)</th><th>(percentile points)</th><th>+ raw / adjusted</th><th>− raw / adjusted</th><th>expected by chance</th><th>PL school SD</th><th>placebo SD (k)</th></tr>
-{% for h in het_rows %}<tr><td class="l">{{ h.subject }}</td><td>{{ h.k }}</td><td>{{ h.pooled }}</td><td>{{ h.pooled_ci }}</td><td>{{ h.tau }}</td><td>{{ h.tau_ci }}</td><td>{{ h.i2 }}</td><td class="l">{{ h.q }}</td><td>{{ h.pi }}</td><td>{{ h.pi_pp }}</td><td>{{ h.pos_raw }} / {{ h.pos_adj }}</td><td>{{ h.neg_raw }} / {{ h.neg_adj }}</td><td>{{ h.expected }}</td><td>{{ h.school_sd }}</td><td>{{ h.placebo_sd }} ({{ h.placebo_k }})</td></tr>{% endfor %}
+<div class="scroll"><table><tr><th class="l">subject</th><th>schools</th><th>pooled ES</th><th>{{ lvl }} CI</th><th>τ</th><th>τ {{ lvl }} CI</th><th>I²</th><th class="l">Q</th><th>prediction interval (SD)</th><th>(percentile points)</th><th>+ raw / adjusted</th><th>− raw / adjusted</th><th>expected by chance</th><th>τ placebo (k)</th><th>τ² beyond placebo</th></tr>
+{% for h in het_rows %}<tr><td class="l">{{ h.subject }}</td><td>{{ h.k }}</td><td>{{ h.pooled }}</td><td>{{ h.pooled_ci }}</td><td>{{ h.tau }}</td><td>{{ h.tau_ci }}</td><td>{{ h.i2 }}</td><td class="l">{{ h.q }}</td><td>{{ h.pi }}</td><td>{{ h.pi_pp }}</td><td>{{ h.pos_raw }} / {{ h.pos_adj }}</td><td>{{ h.neg_raw }} / {{ h.neg_adj }}</td><td>{{ h.expected }}</td><td>{{ h.placebo_tau }} ({{ h.placebo_k }})</td><td>{{ h.excess }}</td></tr>{% endfor %}
 </table></div>
 <p class="sub">Random-effects meta-analysis of the school effect sizes ({{ het_rows[0].method }} estimate of τ²; Q-profile CI for τ);
 prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson &amp; Spiegelhalter 2009). Adjusted counts use {{ het_rows[0].adjustment }}.</p>

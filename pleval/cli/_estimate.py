@@ -1,0 +1,331 @@
+"""``pleval estimate``: the whole evaluation, from a student file to an outputs folder.
+
+Option precedence: built-in defaults < ``--config run.toml`` < flags given on the command
+line. Paths inside a config file are relative to the file's folder. The resolved
+configuration is written back to ``OUT/run.toml``, so ``pleval estimate --config
+OUT/run.toml`` repeats the run exactly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import percentiles
+from ..data import Columns, read_table
+from ..errors import DataError
+from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, default_columns, estimate as run_estimate, to_json_dict
+from ..report import write_outputs
+from . import app
+from ._common import console, echo, err_console, handle_errors
+
+_NONE = ("", "none", "-")
+# Column-role flags: option name -> Columns field.
+_ROLE_FLAGS = {
+    "outcome": "outcome", "treatment": "treatment", "pretest": "pretest", "covariates": "covariates",
+    "school": "school", "block": "block", "student_id": "student_id", "grade": "grade",
+    "subject_column": "subject", "weight": "weight", "takeup": "takeup", "treated_label": "treated_label",
+}
+_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match")
+
+
+def _names(text: str) -> list[str]:
+    if text.strip().lower() in _NONE:
+        return []
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value read as TOML (numbers, true/false, lists), else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    try:
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"--config {path}: not valid TOML ({exc})") from None
+    unknown = [k for k in cfg if k not in _TOP_KEYS]
+    if unknown:
+        raise DataError(f"--config {path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(_TOP_KEYS)}")
+    for sec in ("columns", "options", "match"):
+        if sec in cfg and not isinstance(cfg[sec], dict):
+            raise DataError(f"--config {path}: [{sec}] must be a table")
+    bad_roles = [k for k in cfg.get("columns", {}) if k not in set(_ROLE_FLAGS.values())]
+    if bad_roles:
+        raise DataError(f"--config {path}: unknown column role(s) {', '.join(map(repr, bad_roles))} in [columns]")
+    base = path.resolve().parent
+    for key in ("file", "out"):
+        if key in cfg:
+            p = Path(str(cfg[key]))
+            cfg[key] = p if p.is_absolute() else base / p
+    return cfg
+
+
+def _unknown_options(extra: list[str], ctx: typer.Context) -> None:
+    if not extra:
+        return
+    known = [o for p in ctx.command.params for o in getattr(p, "opts", []) if o.startswith("--")]
+    bad = extra[0]
+    hint = difflib.get_close_matches(bad.split("=")[0], known, n=1)
+    what = "unknown option" if bad.startswith("-") else "unexpected argument"
+    raise DataError(f"{what} {bad!r}" + (f" (did you mean {hint[0]}?)" if hint else "") + "; see pleval estimate --help")
+
+
+def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, list[str]]:
+    """Default roles (the sample files'), then the config's [columns], then the flags."""
+    base, notes = default_columns(df, design)
+    roles = {f: getattr(base, f) for f in set(_ROLE_FLAGS.values())}
+    explicit = {}
+    for role, v in cfg_cols.items():
+        explicit[role] = v
+    for flag, role in _ROLE_FLAGS.items():
+        v = flags.get(flag)
+        if v is None:
+            continue
+        if role in ("pretest", "covariates"):
+            explicit[role] = _names(v)
+        elif role == "treated_label":
+            explicit[role] = _parse_value(v)
+        else:
+            explicit[role] = None if v.strip().lower() in _NONE else v
+    for role, v in explicit.items():
+        if role in ("pretest", "covariates"):
+            v = [v] if isinstance(v, str) else list(v or [])
+        elif isinstance(v, str) and v.strip().lower() in _NONE:
+            v = None
+        roles[role] = v
+    if explicit:
+        notes = [n for n in notes if not any(f" {r} " in f" {n} " for r in explicit)]
+    return Columns(**roles), notes
+
+
+def _overall_table(ev) -> Table:
+    lvl = f"{float(ev.options['level']):.0%}"
+    t = Table(title=f"Overall effect ({lvl} CI; bold = primary)", title_justify="left")
+    for c in ("subject", "analysis", "points", "effect size", "percentile pts", "p"):
+        t.add_column(c, justify="left" if c in ("subject", "analysis") else "right")
+    for (subject, analysis), g in ev.overall.groupby(["subject", "analysis"], sort=False):
+        by = {r["scale"]: r for _, r in g.iterrows()}
+        raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
+        t.add_row(
+            escape(str(subject)), escape(str(analysis)), f"{raw['estimate']:+.2f}",
+            f"{es['estimate']:+.3f} ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})",
+            f"{pp['estimate']:+.1f} ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})",
+            "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}", style="bold" if raw["primary"] else "",
+        )
+    return t
+
+
+def _verdict_table(ev) -> Table | None:
+    from ..report import _verdict_rows
+
+    rows = _verdict_rows(ev)
+    if not rows:
+        return None
+    t = Table(title="WWC verdicts", title_justify="left")
+    for c in ("subject", "check", "value", "verdict"):
+        t.add_column(c)
+    short = {"satisfied with statistical adjustment": "satisfied with adjustment"}
+    for r in rows:
+        check = r["check"].replace("baseline equivalence: ", "equivalence: ")
+        value = r["value"].replace("differential", "diff.").replace(" points", " pts")
+        verdict = short.get(r["verdict"], r["verdict"]).replace(" (cautious boundary), ", " cautious / ").replace(
+            " (optimistic)", " optimistic")
+        colour = "red" if "not" in verdict or "high" in verdict else ("yellow" if "adjust" in verdict else "green")
+        t.add_row(escape(r["subject"]), escape(check), escape(value), f"[{colour}]{escape(verdict)}[/]")
+    return t
+
+
+def _schools_table(ev) -> Table | None:
+    h = ev.heterogeneity
+    if not len(h):
+        return None
+    t = Table(title="Schools (effect sizes; counts after multiplicity adjustment)", title_justify="left")
+    for c in ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−"):
+        t.add_column(c, justify="left" if c == "subject" else "right")
+    for _, r in h.iterrows():
+        p0 = ev.effects[r["subject"]].baseline_percentile
+        lo, hi = (percentiles.to_percentile_points(v, p0) for v in (r["pi_low"], r["pi_high"]))
+        tp = r.get("placebo_tau")
+        t.add_row(
+            escape(str(r["subject"])), f"{int(r['k'])}", f"{r['estimate']:+.3f}", f"{r['tau']:.3f}",
+            "—" if tp is None or tp != tp else f"{tp:.3f}", f"{lo:+.1f} to {hi:+.1f}",
+            f"{int(r['count_positive_adjusted'])}", f"{int(r['count_negative_adjusted'])}",
+        )
+    return t
+
+
+class _Steps:
+    """Progress display on stderr: a spinner with the current step and elapsed time, and a bar
+    for steps that report counts (randomization tests)."""
+
+    def __init__(self, enabled: bool):
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True, disable=not enabled,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.task = self.bar.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        self.bar.update(self.task, description=message, completed=done or 0, total=total)
+
+
+@app.command(
+    "estimate",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@handle_errors
+def estimate(
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Argument(None, help="Student file (CSV, Parquet or Excel), one row per student × subject. May come from --config."),
+    design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
+    method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting; rct: ols (default), cluster_means, mixedlm."),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject separately)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step [0]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder [results]."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder that is not a previous pleval output."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
+    fmt: str = typer.Option("text", "--format", help="Terminal output: text (rich tables) or json."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only where the outputs are (or the JSON)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column [posttest].", rich_help_panel="Columns"),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column, 0/1 or two labels [treatment].", rich_help_panel="Columns"),
+    treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated value of a two-label treatment column.", rich_help_panel="Columns"),
+    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none [pretest].", rich_help_panel="Columns"),
+    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none [female,frl,ell,sped,race].", rich_help_panel="Columns"),
+    school: Optional[str] = typer.Option(None, "--school", help="School column [school_id].", rich_help_panel="Columns"),
+    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column (rct) [block].", rich_help_panel="Columns"),
+    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column [student_id].", rich_help_panel="Columns"),
+    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column [grade].", rich_help_panel="Columns"),
+    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject [subject].", rich_help_panel="Columns"),
+    weight: Optional[str] = typer.Option(None, "--weight", help="Analysis-weight column [none].", rich_help_panel="Columns"),
+    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE (rct) [takeup].", rich_help_panel="Columns"),
+    sd: Optional[str] = typer.Option(None, "--sd", help="Effect-size SD: pooled (default), comparison, or a norm SD (number).", rich_help_panel="Options"),
+    level: Optional[float] = typer.Option(None, "--level", help="Confidence level [0.95].", rich_help_panel="Options"),
+    baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points [50].", rich_help_panel="Options"),
+    meta_method: Optional[str] = typer.Option(None, "--meta-method", help="tau² estimator: REML (default), DL, PM, FE.", rich_help_panel="Options"),
+    hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect [off].", rich_help_panel="Options"),
+    adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts [0.05].", rich_help_panel="Options"),
+    placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools [on].", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Matched: number of placebo schools (0 = as many as PL schools) [0].", rich_help_panel="Options"),
+    rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
+    vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
+    permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) [0].", rich_help_panel="Options"),
+    compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists [on].", rich_help_panel="Options"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
+) -> None:
+    """Evaluate a PL program: design diagnostics, overall effect by subject, school effects,
+    plots and a self-contained HTML report, written to an outputs folder.
+
+    Column options default to the names in sample_data/ (roles absent from the file are left
+    out). Every option can also come from --config FILE.toml; flags given here override it,
+    and OUT/run.toml records the resolved configuration so the run can be repeated exactly.
+    """
+    _unknown_options(list(ctx.args), ctx)
+    if fmt not in ("text", "json"):
+        raise DataError(f"--format must be text or json; got {fmt!r}")
+    cfg = _load_config(config) if config else {}
+    src = file if file is not None else cfg.get("file")
+    if src is None:
+        raise DataError("give the student FILE (or a --config with file = ...)")
+    design_ = design or cfg.get("design") or "matched"
+    if design_ not in ("matched", "rct"):
+        raise DataError(f"--design must be matched or rct; got {design_!r}")
+    method_ = method or cfg.get("method")
+    subject_ = subject if subject is not None else cfg.get("subject")
+    seed_ = seed if seed is not None else cfg.get("seed", 0)
+    out_ = out if out is not None else Path(cfg.get("out", "results"))
+
+    options: dict[str, Any] = {**cfg.get("options", {}), **cfg.get("match", {})}
+    flag_opts = dict(
+        sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method, hartung_knapp=hartung_knapp,
+        adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo, rct_design=rct_design, vcov=vcov,
+        permutations=permutations, compliance=compliance,
+    )
+    if sd is not None:
+        flag_opts["sd"] = sd if sd in ("pooled", "comparison") else _parse_value(sd)
+    options.update({k: v for k, v in flag_opts.items() if v is not None})
+    for item in set_ or []:
+        if "=" not in item:
+            raise DataError(f"--set expects KEY=VALUE; got {item!r}")
+        k, v = item.split("=", 1)
+        options[k.strip()] = _parse_value(v.strip())
+    if design is not None and cfg.get("design") not in (None, design_):
+        # A config from the other design: leave out its design-specific options (say so).
+        other = RCT_DEFAULTS if design_ == "matched" else {**MATCHED_DEFAULTS, **cfg.get("match", {})}
+        dropped = [k for k in other if k in options and flag_opts.get(k) is None]
+        for k in dropped:
+            options.pop(k)
+        if dropped:
+            err_console.print(f"[yellow]note:[/] --design {design_}: ignoring the config's {', '.join(dropped)}",
+                              highlight=False)
+    t0 = time.perf_counter()
+    with _Steps(enabled=not quiet and fmt == "text") as steps:
+        steps("reading the data")
+        df = read_table(src)
+        flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
+                     covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
+                     subject_column=subject_column, weight=weight, takeup=takeup)
+        cols, notes = _columns(df, design_, cfg.get("columns", {}), flags)
+        ev = run_estimate(df, cols, design=design_, method=method_, subject=subject_, seed=seed_, progress=steps,
+                          **options)
+        steps("writing plots, tables and the report")
+        ev = replace(ev, notes=tuple(dict.fromkeys([*notes, *ev.notes])))
+        folder = write_outputs(ev, out_, force=force, command=_command(ctx), input_path=str(src))
+    elapsed = time.perf_counter() - t0
+    report = folder / "report.html"
+    if fmt == "json":
+        payload = to_json_dict(ev)
+        payload["outputs"] = {"folder": str(folder), "report": str(report), "seconds": round(elapsed, 2)}
+        echo(json.dumps(payload, indent=2))
+        return
+    if quiet:
+        echo(str(report))
+        return
+    console.print(_overall_table(ev))
+    for s_ in ev.subjects:
+        console.print(escape(ev.sentence(s_)), highlight=False)
+    for table in (_verdict_table(ev), _schools_table(ev)):
+        if table is not None:
+            console.print(table)
+    for n in ev.notes:
+        console.print(f"[dim]note:[/] {escape(n)}", highlight=False)
+    for w in ev.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    console.print(escape(percentiles.NOTE), highlight=False)
+    console.print(f"Outputs in {escape(str(folder))}/ ({elapsed:.1f} s). Report: [bold]{escape(str(report))}[/]",
+                  highlight=False)
+
+
+def _command(ctx: typer.Context) -> str:
+    import shlex
+    import sys
+
+    if sys.argv and Path(sys.argv[0]).name in ("pleval", "cli.py"):
+        return " ".join(["pleval", *map(shlex.quote, sys.argv[1:])])
+    return f"{ctx.command_path} (arguments not recorded: not run from the command line)"
