@@ -19,3 +19,4 @@ from .rct import RCTResult, analyze_rct, rct_by_subject  # noqa: E402
 from .matching import MatchResult, match  # noqa: E402
 from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects  # noqa: E402
 from .heterogeneity import MetaAnalysis, SchoolEffects, meta_analysis, meta_regression, placebo_schools, school_effects  # noqa: E402,E501
+from .estimate import Evaluation, estimate  # noqa: E402  (the function shadows the module name; import the module's other names as 'from pleval.estimate import ...')
