@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pleval simulate matched --seed 2024 --n-schools 60 --out results/demo_simulated.csv
-	$(BIN)/pleval convert 0.08 0.25 -0.1
+	$(BIN)/pleval estimate sample_data/pl_matched_students.csv --out results --force
+	@echo "The report: $(CURDIR)/results/report.html (open it in a browser); summary: results/summary.md"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
