@@ -96,12 +96,22 @@ class Estimate(ResultMixin):
 
 
 def t_interval(estimate, se, df, level: float = 0.95):
-    """Critical value and two-sided p-value for ``estimate / se`` on t(df) (normal if df = inf)."""
-    dist = stats.norm if not np.isfinite(df) else stats.t(df)
-    crit = dist.ppf(0.5 + level / 2.0)
+    """Critical value and two-sided p-value for ``estimate / se`` on t(df) (normal if df = inf).
+
+    Vectorized over all arguments (``df`` may mix finite values and ``inf``).
+    """
+    df = np.asarray(df, dtype=float)
+    q = 0.5 + level / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.asarray(estimate, dtype=float) / np.asarray(se, dtype=float)
-    p = 2.0 * dist.sf(np.abs(z))
+        z = np.abs(np.asarray(estimate, dtype=float) / np.asarray(se, dtype=float))
+        finite = np.isfinite(df)
+        dfx = np.where(finite, df, 1.0)
+        crit = np.where(finite, stats.t.ppf(q, dfx), stats.norm.ppf(q))
+        p = np.where(finite, 2.0 * stats.t.sf(z, dfx), 2.0 * stats.norm.sf(z))
+    if crit.ndim == 0:
+        crit = float(crit)
+    if p.ndim == 0:
+        p = float(p)
     return crit, p
 
 

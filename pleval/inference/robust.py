@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -110,14 +110,25 @@ class OLSFit(ResultMixin):
 
     params: np.ndarray
     vcov: np.ndarray
-    df: np.ndarray
     names: tuple[str, ...]
     n: int
     k: int
     n_clusters: int | None
     vcov_type: str
     resid: np.ndarray = field(repr=False)
-    _contrast_df: object = field(default=None, repr=False, compare=False)
+    _contrast_df: Callable[[np.ndarray], float] = field(repr=False, compare=False)
+
+    @cached_property
+    def df(self) -> np.ndarray:
+        """Reference df per coefficient (Satterthwaite under CR2; computed on first use)."""
+        return np.array([self.coef_df(j) for j in range(self.k)])
+
+    def coef_df(self, j: int) -> float:
+        """Reference df of coefficient ``j`` alone (cheaper than all of :attr:`df` under CR2)."""
+        cache = self.__dict__.setdefault("_df_cache", {})
+        if j not in cache:
+            cache[j] = float(self._contrast_df(np.eye(self.k)[j]))
+        return cache[j]
 
     @cached_property
     def se(self) -> np.ndarray:
@@ -129,10 +140,10 @@ class OLSFit(ResultMixin):
 
     @cached_property
     def pvalues(self) -> np.ndarray:
-        return np.array([t_interval(b, s, d)[1] for b, s, d in zip(self.params, self.se, self.df)])
+        return t_interval(self.params, self.se, self.df)[1]
 
     def conf_int(self, level: float = 0.95) -> np.ndarray:
-        crit = np.array([t_interval(0.0, 1.0, d, level)[0] for d in self.df])
+        crit = t_interval(0.0, 1.0, self.df, level)[0]
         return np.column_stack([self.params - crit * self.se, self.params + crit * self.se])
 
     def index(self, name: str) -> int:
@@ -144,14 +155,15 @@ class OLSFit(ResultMixin):
     def coef(self, name: str) -> tuple[float, float, float, float]:
         """``(estimate, se, df, pvalue)`` of one coefficient."""
         j = self.index(name)
-        return float(self.params[j]), float(self.se[j]), float(self.df[j]), float(self.pvalues[j])
+        b, se, df = float(self.params[j]), float(self.se[j]), self.coef_df(j)
+        return b, se, df, float(t_interval(b, se, df)[1])
 
     def contrast(self, c) -> tuple[float, float, float, float]:
         """``(c'β̂, se, df, pvalue)`` for a contrast vector ``c`` (Satterthwaite df under CR2)."""
         c = np.asarray(c, dtype=float)
         est = float(c @ self.params)
         se = float(np.sqrt(c @ self.vcov @ c))
-        df = float(self._contrast_df(c)) if callable(self._contrast_df) else float(self.df[0])
+        df = float(self._contrast_df(c))
         return est, se, df, float(t_interval(est, se, df)[1])
 
     def to_frame(self) -> pd.DataFrame:
@@ -248,11 +260,8 @@ def ols(
         if vcov == "CR1":
             V *= G / (G - 1) * (n - 1) / (n - k)
         if contrast_df is None:
-            dfs = np.full(k, G - 1.0)
-            contrast_df = lambda c, _G=G: _G - 1.0  # noqa: E731
-        else:
-            dfs = np.array([contrast_df(np.eye(k)[j]) for j in range(k)])
-        return OLSFit(beta, V, dfs, names, n, k, G, vcov, resid, contrast_df)
+            contrast_df = _constant_df(G - 1.0)
+        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df)
 
     if vcov in _HC_TYPES:
         e2 = et**2
@@ -269,8 +278,11 @@ def ols(
         V = M * (et @ et) / (n - k)
     else:
         raise DataError(f"vcov must be one of {_CLUSTER_TYPES + _HC_TYPES + ('classical',)}; got {vcov!r}")
-    dfs = np.full(k, float(n - k))
-    return OLSFit(beta, V, dfs, names, n, k, None, vcov, resid, lambda c, _d=float(n - k): _d)
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k)))
+
+
+def _constant_df(value: float) -> Callable[[np.ndarray], float]:
+    return lambda c: value
 
 
 def _satterthwaite(S: np.ndarray, LFL: np.ndarray, M: np.ndarray):
