@@ -186,6 +186,17 @@ def test_dl_truncated_at_zero():
     assert meta_analysis(y, se, "REML").tau2_ci == (0.0, 0.0)
 
 
+def test_pm_solves_its_estimating_equation():
+    """PM τ² is the root of Q(τ²) = k − 1 (Q as a statsmodels WLS weighted SSR), in any row
+    order. (statsmodels' own PM iteration returns 0 for one order of these data when run to a
+    tight tolerance: a Newton step overshoots and it resets τ² to 0.)"""
+    y, se = np.array([0.0, 0.0, 0.75]), np.array([1.0, 0.5, 0.125])
+    for order in ([0, 1, 2], [2, 0, 1]):
+        r = meta_analysis(y[order], se[order], "PM")
+        ssr = sm.WLS(y[order], np.ones(3), weights=1 / (se[order] ** 2 + r.tau2)).fit().ssr
+        assert r.tau2 > 0 and ssr == pytest.approx(2.0, rel=1e-9)
+
+
 def test_prediction_interval(bcg):
     y, se, _ = bcg
     r = meta_analysis(y, se, "REML")
@@ -478,3 +489,38 @@ def test_metaregression_moderator_test_size_and_power():
         rej1 += meta_regression(0.1 + 0.2 * x + u, se, x, knapp_hartung=True).coefficients.pvalue.iloc[1] < 0.05
     assert abs(rej0 / reps - 0.05) < 3.5 * math.sqrt(0.05 * 0.95 / reps), rej0 / reps
     assert rej1 / reps > 0.9
+
+
+# ---------------------------------------------------------------- properties
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.lists(
+        st.tuples(st.floats(-2, 2), st.floats(0.02, 1.0)), min_size=3, max_size=25
+    ),
+    shift=st.floats(-5, 5),
+    scale=st.floats(0.1, 10),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_meta_analysis_equivariance(data, shift, scale, seed):
+    """Row order does not matter; shifting every estimate shifts μ̂ and leaves τ² alone;
+    rescaling estimates and SEs rescales μ̂ by c and τ² by c²."""
+    y = np.array([d[0] for d in data])
+    se = np.array([d[1] for d in data])
+    perm = np.random.default_rng(seed).permutation(y.size)
+    for method in ("REML", "DL", "PM"):
+        base = meta_analysis(y, se, method)
+        p = meta_analysis(y[perm], se[perm], method)
+        s = meta_analysis(y + shift, se, method)
+        c = meta_analysis(scale * y, scale * se, method)
+        tol = 1e-6 * (1 + base.tau2)
+        assert p.estimate == pytest.approx(base.estimate, abs=1e-8) and abs(p.tau2 - base.tau2) < tol
+        assert s.estimate == pytest.approx(base.estimate + shift, abs=1e-7) and abs(s.tau2 - base.tau2) < tol
+        assert c.estimate == pytest.approx(scale * base.estimate, abs=1e-7 * scale)
+        assert abs(c.tau2 - scale**2 * base.tau2) < 1e-6 * scale**2 * (1 + base.tau2)
+        assert base.tau2_ci[0] <= base.tau2_ci[1] and base.tau2 >= 0

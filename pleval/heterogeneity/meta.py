@@ -12,10 +12,11 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
   - ``"PM"`` Paule & Mandel (1982): the root of ``Σ w*_i (y_i − μ̂)² = k − 1``;
   - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring.
 
-  FE, DL and PM arithmetic (Q, τ² for DL/PM, pooled means, the Hartung–Knapp variance) is
-  statsmodels' ``combine_effects``; pleval adds REML, the truncation of DL at 0 (which
-  ``combine_effects`` omits), the Q-profile CI, metafor-style I²/H² and the prediction
-  interval.
+  Q and the DL τ² come from statsmodels' ``combine_effects``; pleval adds REML, the
+  truncation of DL at 0 (which ``combine_effects`` omits), the Q-profile CI, metafor-style
+  I²/H² and the prediction interval. PM is solved by bracketing root-finding on the
+  monotone generalized Q: ``combine_effects``' PM Newton iteration resets τ² to 0 whenever a
+  step overshoots the root, which returns 0 for some heterogeneous data.
 * Cochran's ``Q = Σw_i (y_i − μ̂_FE)²`` ~ χ²(k − 1) under homogeneity.
 * Hartung & Knapp (2001) / Sidik & Jonkman (2002): ``SE²_HK = Σw*_i (y_i − μ̂)² /
   ((k − 1) Σw*_i)`` with a t(k − 1) reference (not truncated, as metafor's ``test="knha"``).
@@ -253,18 +254,17 @@ def meta_analysis(
     X = np.ones((k, 1))
     alpha = 1.0 - level
 
-    # statsmodels: Q, and τ² for DL and PM (its DL τ² is not truncated at 0; PM gets a tight tolerance).
-    with np.errstate(invalid="ignore"):  # statsmodels takes √ of its untruncated DL variance
-        if method == "PM":
-            sm = combine_effects(y, v, method_re="pm", alpha=alpha, atol=1e-12, maxiter=500)
-        else:
-            sm = combine_effects(y, v, method_re="dl", alpha=alpha)
+    # statsmodels: Q and the DL τ² (which it does not truncate at 0).
+    with np.errstate(invalid="ignore", divide="ignore"):  # it takes √ of its untruncated DL variance
+        sm = combine_effects(y, v, method_re="dl", alpha=alpha)
     q = float(sm.q)
     tau2_se = math.nan
     if method == "FE":
         tau2 = 0.0
-    elif method in ("DL", "PM"):
+    elif method == "DL":
         tau2 = max(0.0, float(sm.tau2))
+    elif method == "PM":
+        tau2 = _tau2.pm_tau2(y, v, X)
     else:
         tau2, tau2_se = _tau2.reml_tau2(y, v, X)
 

@@ -313,7 +313,7 @@ def school_effects(
     alpha: float = 0.05,
     level: float = 0.95,
     baseline_percentile: float = 50.0,
-    hedges_correction: bool = True,
+    hedges_correction: bool | None = None,
 ) -> SchoolEffects:
     """One effect per PL school (or RCT site), computed for all schools at once.
 
@@ -350,7 +350,8 @@ def school_effects(
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
-    hedges_correction : apply Hedges' ω per school (WWC).
+    hedges_correction : apply Hedges' ω per school (WWC); default: yes for a sample SD, no
+        for a given norm SD (as ``MatchResult.estimate``).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
@@ -361,6 +362,15 @@ def school_effects(
         if weight is None and "_weight" in data.columns:
             weight = "_weight"
     by_cols = (by,) if isinstance(by, str) else tuple(by or ())
+    if not by_cols and "subject" in data.columns and data["subject"].nunique() > 1:
+        warnings.warn(
+            "the data have several subjects but by=None pools them in each school's regression; "
+            "pass by='subject' for one effect per school and subject",
+            PlevalWarning,
+            stacklevel=2,
+        )
+    if hedges_correction is None:
+        hedges_correction = isinstance(sd, str)
     covariates = tuple(covariates)
     moderators = tuple(moderators)
     for role, col in [("stratum", stratum), ("treatment", treatment), ("outcome", outcome), *[("covariate", c) for c in covariates], ("weight", weight), ("cluster", cluster),
