@@ -1,0 +1,316 @@
+"""`pleval estimate` end to end through typer's runner, on both sample files.
+
+Each sample file is analysed once (module-scoped fixtures) and many things are checked on the
+outputs folder: every file exists and parses, the estimate recovers the truth documented in
+sample_data/README.md (the *_truth.json records) within its CI, the PNGs are valid images, the
+HTML holds the tables and images, a TOML-configured run equals the same run given by flags,
+and bad inputs exit 2 with one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pleval.cli import app
+from pleval.report import PROVENANCE_MARK
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+MATCHED = SAMPLE / "pl_matched_students.csv"
+RCT = SAMPLE / "pl_cluster_rct.csv"
+runner = CliRunner()
+
+REQUIRED = ["summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "run.toml",
+            "provenance.json", "report.html"]
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, ["estimate", *args])
+
+
+@pytest.fixture(scope="module")
+def matched_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matched") / "results"
+    r = _run([str(MATCHED), "--out", str(out), "--seed", "3"])
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    return out, r
+
+
+@pytest.fixture(scope="module")
+def rct_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rct") / "results"
+    r = _run([str(RCT), "--design", "rct", "--out", str(out), "--level", "0.9", "--format", "json"])
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    return out, r
+
+
+def _truth(name: str) -> dict:
+    return json.loads((SAMPLE / name).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs exist and parse
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["matched_run", "rct_run"])
+def test_every_output_exists_and_parses(which, request):
+    out, _ = request.getfixturevalue(which)
+    for f in REQUIRED:
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    overall = pd.read_csv(out / "overall.csv")
+    assert {"subject", "analysis", "primary", "scale", "estimate", "se", "ci_low", "ci_high", "pvalue", "sd",
+            "sd_kind"} <= set(overall.columns)
+    assert set(overall["subject"]) == {"math", "reading"}
+    assert set(overall["scale"]) == {"raw", "effect size", "percentile points"}
+    schools = pd.read_csv(out / "school_effects.csv")
+    assert {"subject", "school", "effect_size", "es_se", "p_adjusted", "shrunk_es"} <= set(schools.columns)
+    xl = pd.read_excel(out / "school_effects.xlsx", sheet_name=None)
+    assert {"math", "reading", "heterogeneity"} <= set(xl)
+    assert len(xl["math"].dropna(subset=["school"])) >= (schools["subject"] == "math").sum()
+    bal = pd.read_csv(out / "balance.csv")
+    assert {"subject", "variable", "smd_before"} <= set(bal.columns) and "pretest" in set(bal["variable"])
+    cfg = tomllib.loads((out / "run.toml").read_text())
+    assert {"file", "design", "method", "seed", "columns", "options"} <= set(cfg)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["kind"] == PROVENANCE_MARK
+    assert re.fullmatch(r"[0-9a-f]{64}", prov["input"]["sha256"])
+    assert prov["pleval_version"] and prov["packages"]["numpy"]
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
+        Path(f).name for f in prov["outputs"] if f.startswith("plots/")
+    )
+    md = (out / "summary.md").read_text()
+    assert "## Overall effect" in md and "| subject" in md and "percentile" in md
+
+
+def test_input_hash_is_the_file_hash(matched_run):
+    import hashlib
+
+    out, _ = matched_run
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["input"]["sha256"] == hashlib.sha256(MATCHED.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("which", ["matched_run", "rct_run"])
+def test_pngs_are_valid_images_of_nontrivial_size(which, request):
+    out, _ = request.getfixturevalue(which)
+    pngs = sorted((out / "plots").glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"forest_math", "forest_reading", "love_math", "percentiles_math", "distribution_reading"} <= names
+    if which == "matched_run":
+        assert {"overlap_math", "overlap_reading"} <= names
+    for p in pngs:
+        data = p.read_bytes()
+        assert len(data) > 20_000, p.name
+        img = Image.open(io.BytesIO(data))
+        img.verify()
+        w, h = Image.open(io.BytesIO(data)).size
+        assert w >= 500 and h >= 300, (p.name, w, h)
+
+
+@pytest.mark.parametrize("which", ["matched_run", "rct_run"])
+def test_html_is_self_contained_with_tables_and_images(which, request):
+    out, _ = request.getfixturevalue(which)
+    html = (out / "report.html").read_text()
+    n_png = len(list((out / "plots").glob("*.png")))
+    assert html.count('src="data:image/png;base64,') == n_png
+    assert not re.search(r"""(src|href)=["']https?://""", html)  # no external resources
+    for section in ("At a glance", "Data and design", "Balance and WWC verdicts", "Overall effect", "Schools",
+                    "Heterogeneity", "Caveats", "Provenance"):
+        assert section in html, section
+    assert html.count("<table") >= 6
+    assert "would score at about the" in html and "50th percentile" in html
+    assert "not percentage points" in html
+    schools = pd.read_csv(out / "school_effects.csv")
+    for s in schools["school"].head(5):
+        assert f">{s}<" in html  # the school table is in the report
+
+
+def test_matched_caveat_and_rct_caveat(matched_run, rct_run):
+    m = (matched_run[0] / "report.html").read_text()
+    r = (rct_run[0] / "report.html").read_text()
+    assert "cannot rule out unobserved differences" in m
+    assert "cannot rule out unobserved differences" not in r and "Randomization protects" in r
+    assert "attrition (students)" in r and "attrition (schools)" in r
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers
+# ---------------------------------------------------------------------------------------------
+def test_matched_estimate_recovers_the_documented_truth(matched_run):
+    out, _ = matched_run
+    truth = _truth("pl_matched_students_truth.json")
+    target_raw = truth["details"]["matched_estimand_sd"] * truth["sd"]  # 1.20 points (README)
+    ov = pd.read_csv(out / "overall.csv")
+    raw = ov[(ov["scale"] == "raw") & ov["primary"]].set_index("subject")
+    for s in ("math", "reading"):
+        assert raw.loc[s, "ci_low"] < target_raw < raw.loc[s, "ci_high"], (s, raw.loc[s].to_dict())
+        # The effect size divides by the pooled within-group SD across grades: the README's
+        # "effect if standardized by the SD pooled over grades" is the matching truth.
+        es = ov[(ov["scale"] == "effect size") & ov["primary"] & (ov["subject"] == s)].iloc[0]
+        g_true = truth["details"][f"effect_sd_if_standardized_by_pooled_grades_sd_{s}"]
+        assert es["ci_low"] < g_true < es["ci_high"]
+        assert es["sd"] == pytest.approx(truth["details"][f"sd_posttest_pooled_over_grades_{s}"], rel=0.1)
+
+
+def test_rct_estimate_recovers_the_documented_truth(rct_run):
+    out, r = rct_run
+    truth = _truth("pl_cluster_rct_truth.json")
+    itt_raw = truth["details"]["itt_sample_sd"] * truth["sd"]  # realized ITT, 1.69 points
+    cace_raw = truth["details"]["cace_sample_sd"] * truth["sd"]
+    ov = pd.read_csv(out / "overall.csv")
+    for s in ("math", "reading"):
+        itt = ov[(ov.subject == s) & (ov.analysis == "ITT") & (ov.scale == "raw")].iloc[0]
+        assert itt["primary"] and itt["ci_low"] < itt_raw < itt["ci_high"]
+        assert itt["level"] == pytest.approx(0.9)  # --level reached the estimate
+        cace = ov[(ov.subject == s) & (ov.analysis == "CACE (IV)") & (ov.scale == "raw")].iloc[0]
+        assert cace["ci_low"] < cace_raw < cace["ci_high"]
+    # JSON on stdout says the same as overall.csv.
+    payload = json.loads(r.stdout)
+    es = ov[(ov.subject == "math") & ov.primary & (ov.scale == "effect size")].iloc[0]
+    assert payload["subjects"]["math"]["effect_size"]["estimate"] == pytest.approx(es["estimate"])
+    assert payload["outputs"]["report"].endswith("report.html")
+    att = pd.read_csv(out / "attrition.csv")
+    stud = att[(att.subject == "math") & (att.level == "students")].iloc[0]
+    assert stud["overall"] == pytest.approx(truth["details"]["attrition_overall"], abs=1e-9)
+    assert stud["differential"] == pytest.approx(truth["details"]["attrition_differential"], abs=1e-9)
+
+
+def test_percentile_points_match_the_effect_size(rct_run):
+    from pleval.percentiles import to_percentile_points
+
+    ov = pd.read_csv(rct_run[0] / "overall.csv")
+    for (s, a), g in ov.groupby(["subject", "analysis"]):
+        g = g.set_index("scale")
+        assert g.loc["percentile points", "estimate"] == pytest.approx(
+            to_percentile_points(g.loc["effect size", "estimate"]), abs=1e-9)
+        # effect size = ω·raw/SD with Hedges' ω = 1 − 3/(4N − 9), just below 1 at these N
+        n = g.loc["raw", "n_treated"] + g.loc["raw", "n_control"]
+        omega = 1 - 3 / (4 * n - 9)
+        for col in ("estimate", "ci_low", "ci_high", "se"):
+            assert g.loc["effect size", col] == pytest.approx(omega * g.loc["raw", col] / g.loc["raw", "sd"], rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration round trip and folder rules
+# ---------------------------------------------------------------------------------------------
+def test_toml_configured_run_equals_the_flag_run(rct_run, tmp_path):
+    out, _ = rct_run
+    cfg = tomllib.loads((out / "run.toml").read_text())
+    assert cfg["options"]["level"] == 0.9 and cfg["design"] == "rct"
+    # Relative paths in run.toml are read relative to its folder: copy it elsewhere with the
+    # paths made absolute, and override the output folder by a flag.
+    again = tmp_path / "again"
+    r = _run(["--config", str(out / "run.toml"), "--out", str(again), "--quiet"])
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    assert r.stdout.strip() == str(again / "report.html")
+    for f in ("overall.csv", "school_effects.csv", "balance.csv", "placebo.csv", "heterogeneity.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(out / f), pd.read_csv(again / f), check_exact=False, rtol=1e-12)
+    assert (again / "run.toml").read_text().replace("out = \".\"", "") == (out / "run.toml").read_text().replace(
+        "out = \".\"", "")
+    # A flag overrides the file.
+    other = tmp_path / "other"
+    r = _run(["--config", str(out / "run.toml"), "--out", str(other), "--level", "0.95", "--subject", "math",
+              "--no-placebo", "--quiet"])
+    assert r.exit_code == 0, r.output + (r.stderr or "")
+    ov = pd.read_csv(other / "overall.csv")
+    assert set(ov.subject) == {"math"} and (ov["level"] == 0.95).all()
+    assert not (other / "placebo.csv").exists()
+
+
+def test_rerun_into_previous_output_and_refusals(rct_run, tmp_path):
+    out, _ = rct_run
+    prov = json.loads((out / "provenance.json").read_text())
+    # A non-empty folder that is not a pleval output is refused without --force.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    r = _run([str(RCT), "--design", "rct", "--out", str(foreign), "--no-placebo"])
+    assert r.exit_code == 2
+    assert _one_line_error(r, "not a previous pleval output")
+    assert (foreign / "notes.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
+    # Never write over the input, even with --force.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    src = data_dir / "overall.csv"
+    src.write_bytes(RCT.read_bytes())
+    r = _run([str(src), "--design", "rct", "--out", str(data_dir), "--force"])
+    assert r.exit_code == 2 and _one_line_error(r, "overwrite the input")
+    assert src.read_bytes() == RCT.read_bytes()
+    assert prov["outputs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: exit 2, one line naming the problem
+# ---------------------------------------------------------------------------------------------
+def _one_line_error(r, *needles: str) -> bool:
+    lines = [ln for ln in (r.stderr or r.output).splitlines() if ln.strip()]
+    return len(lines) == 1 and lines[0].startswith("error:") and all(n in lines[0] for n in needles)
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    d = pd.read_csv(RCT).head(400)
+    p = tmp_path_factory.mktemp("bad") / "small.csv"
+    d.to_csv(p, index=False)
+    return p, d
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("missing column", ("'pretest_fall'", "pretest", "not in the data")),
+        ("wrong type", ("'race'", "outcome", "numeric")),
+        ("unknown option", ("--colour",)),
+        ("unknown --set", ("'colour'", "unknown option")),
+        ("empty file", ("empty",)),
+        ("header only", ("no data rows",)),
+        ("bad treatment", ("'treatment'", "0/1")),
+        ("bad design", ("--design",)),
+        ("missing file", ("no such file",)),
+        ("bad config key", ("unknown key", "'colour'")),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):
+    path, d = small_csv
+    out = str(tmp_path / "o")
+    args = {
+        "missing column": [str(path), "--pretest", "pretest_fall"],
+        "wrong type": [str(path), "--outcome", "race"],
+        "unknown option": [str(path), "--colour", "red"],
+        "unknown --set": [str(path), "--set", "colour=red"],
+        "empty file": [str(_write(tmp_path / "e.csv", ""))],
+        "header only": [str(_write(tmp_path / "h.csv", ",".join(d.columns) + "\n"))],
+        "bad treatment": [str(_write_frame(tmp_path / "t.csv", d.assign(treatment=d["treatment"] * 2)))],
+        "bad design": [str(path), "--design", "quasi"],
+        "missing file": [str(tmp_path / "nope.csv")],
+        "bad config key": ["--config", str(_write(tmp_path / "c.toml", f'file = "{path}"\ncolour = "red"\n'))],
+    }[case]
+    r = _run([*args, "--out", out])
+    assert r.exit_code == 2, (case, r.output)
+    assert _one_line_error(r, *needles), (case, r.stderr or r.output)
+    assert not Path(out).exists()  # nothing written on error
+
+
+def test_debug_shows_the_traceback(small_csv, tmp_path):
+    path, _ = small_csv
+    r = _run([str(path), "--outcome", "race", "--out", str(tmp_path / "o"), "--debug"])
+    assert r.exit_code != 0 and r.exit_code != 2
+    assert r.exception is not None and "numeric" in str(r.exception)
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+def _write_frame(p: Path, df: pd.DataFrame) -> Path:
+    df.to_csv(p, index=False)
+    return p
