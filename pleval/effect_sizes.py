@@ -22,14 +22,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import special
 
 from .errors import DataError
 
 
-def _arr(x, name):
-    a = np.asarray(x, dtype=float)
-    return a
+def _arr(x):
+    return np.asarray(x, dtype=float)
 
 
 def _check_n(n_t, n_c):
@@ -66,7 +66,7 @@ def _factor(n_t, n_c, correction):
 def pooled_sd(sd_t, sd_c, n_t, n_c):
     """Pooled within-group SD ``√{[(n_T−1)s_T² + (n_C−1)s_C²]/(n_T + n_C − 2)}``."""
     n_t, n_c = _check_n(n_t, n_c)
-    sd_t, sd_c = _arr(sd_t, "sd_t"), _arr(sd_c, "sd_c")
+    sd_t, sd_c = _arr(sd_t), _arr(sd_c)
     return np.sqrt(((n_t - 1) * sd_t**2 + (n_c - 1) * sd_c**2) / (n_t + n_c - 2))
 
 
@@ -129,40 +129,60 @@ def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "
     return _factor(n_t, n_c, correction) * (special.logit(p_t) - special.logit(p_c)) / 1.65
 
 
-def outcome_sd(y, treated, kind="pooled", weights=None) -> tuple[float, str]:
+def outcome_sd(y, treated, kind="pooled", weights=None, strata=None) -> tuple[float, str]:
     """The SD that standardizes an effect, and a label saying which it is.
 
     ``kind="pooled"`` (default, WWC): pooled within-group SD of the *unadjusted* outcome;
     ``"comparison"``: the comparison group's SD (Glass); a positive number: a given norm SD
-    (e.g. national norms, as RAND used). With ``weights`` the group SDs are weighted
-    (frequency-style: Σw(y − ȳ_w)² / (Σw − 1), with Σw taken as the group's effective n),
-    so a matched comparison group is described as matched.
+    (e.g. national norms, as RAND used). With ``weights`` the group SDs are weighted, with
+    the group's effective n (Σw)²/Σw² in place of n, so a matched comparison group is
+    described as matched.
+
+    ``strata`` (e.g. grade × subject labels): the SD is pooled *within* strata,
+    ``S² = Σ_s Σ_arm (n_{s,arm} − 1) s²_{s,arm} / Σ_s Σ_arm (n_{s,arm} − 1)``, so that
+    differences between grade means do not inflate the SD of an analysis that pools grades
+    (the WWC computes effect sizes within grade and averages them; RAND used grade norms).
+    Strata with fewer than two outcomes in an arm contribute nothing.
     """
     if isinstance(kind, (int, float, np.floating)) and not isinstance(kind, bool):
         if not (np.isfinite(kind) and kind > 0):
             raise DataError(f"a given norm SD must be positive; got {kind}")
         return float(kind), f"given norm SD ({float(kind):g})"
+    if kind not in ("pooled", "comparison"):
+        raise DataError(f"sd must be 'pooled', 'comparison' or a positive number; got {kind!r}")
     y = np.asarray(y, dtype=float)
     t = np.asarray(treated).astype(bool)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
     ok = np.isfinite(y) & (w > 0)
+    codes = np.zeros(y.size, dtype=np.intp) if strata is None else _codes(strata)
+    arms = (~t,) if kind == "comparison" else (~t, t)
+    ss = dof = 0.0
+    for arm in arms:  # two arms at most
+        m = arm & ok
+        c, yy, ww = codes[m], y[m], w[m]
+        S = int(codes.max()) + 1
+        sw = np.bincount(c, ww, S)
+        sw2 = np.bincount(c, ww**2, S)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.bincount(c, ww * yy, S) / sw
+            n_eff = sw**2 / sw2
+            var = np.bincount(c, ww * (yy - mean[c]) ** 2, S) / sw * n_eff / (n_eff - 1.0)
+        use = n_eff > 1.0 + 1e-9
+        ss += float(np.sum((n_eff[use] - 1.0) * var[use]))
+        dof += float(np.sum(n_eff[use] - 1.0))
+    if dof <= 0:
+        raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
+    label = "comparison-group SD" if kind == "comparison" else "pooled within-group SD"
+    if strata is not None:
+        label += " within strata"
+    return float(np.sqrt(ss / dof)), label
 
-    def group(mask):
-        yy, ww = y[mask & ok], w[mask & ok]
-        if yy.size < 2:
-            raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
-        mean = np.average(yy, weights=ww)
-        n_eff = ww.sum() ** 2 / (ww**2).sum()
-        var = np.average((yy - mean) ** 2, weights=ww) * n_eff / (n_eff - 1.0)
-        return var, n_eff
 
-    var_c, n_c = group(~t)
-    if kind == "comparison":
-        return float(np.sqrt(var_c)), "comparison-group SD"
-    if kind == "pooled":
-        var_t, n_t = group(t)
-        return float(np.sqrt(((n_t - 1) * var_t + (n_c - 1) * var_c) / (n_t + n_c - 2))), "pooled within-group SD"
-    raise DataError(f"sd must be 'pooled', 'comparison' or a positive number; got {kind!r}")
+def _codes(strata) -> np.ndarray:
+    """Integer codes for one label array, or for the combinations of a list of arrays."""
+    if isinstance(strata, (list, tuple)) and strata and np.ndim(strata[0]) == 1:
+        return pd.MultiIndex.from_arrays([np.asarray(s) for s in strata]).factorize()[0].astype(np.intp)
+    return pd.factorize(np.asarray(strata))[0].astype(np.intp)
 
 
 def hedges2007_adjusted_t(t, n_total, n_clusters, icc=0.20):

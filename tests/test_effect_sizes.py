@@ -139,3 +139,27 @@ def test_hedges2007_effect_size_by_simulation():
 def test_bad_sizes():
     with pytest.raises(DataError):
         hedges_g(1, 0, 1, 1, 1, 10)
+
+
+def test_outcome_sd_within_strata_ignores_grade_mean_differences():
+    rng = np.random.default_rng(8)
+    grade = np.repeat([3, 4, 5, 6], 500)
+    t = rng.integers(0, 2, grade.size)
+    y = rng.normal(0, 15, grade.size) + 10 * grade  # grade means 10 points apart
+    sd_pooled, _ = outcome_sd(y, t)
+    sd_within, kind = outcome_sd(y, t, strata=grade)
+    assert sd_pooled > 18 and "within strata" in kind
+    assert sd_within == pytest.approx(15, rel=0.04)
+    # by hand: pool the 8 grade-by-arm variances with their n - 1
+    num = den = 0.0
+    for g in np.unique(grade):
+        for a in (0, 1):
+            yy = y[(grade == g) & (t == a)]
+            num += (yy.size - 1) * yy.var(ddof=1)
+            den += yy.size - 1
+    assert sd_within == pytest.approx(np.sqrt(num / den), rel=1e-12)
+    # a list of arrays defines strata by their combinations
+    subject = np.tile(["math", "reading"], grade.size // 2)
+    assert outcome_sd(y, t, strata=[grade, subject])[0] == pytest.approx(
+        outcome_sd(y, t, strata=np.char.add(grade.astype(str), subject))[0], rel=1e-12
+    )
