@@ -55,13 +55,20 @@ def _strata(columns: Columns, exact, data) -> list[str]:
     return exact
 
 
-def _long(t_pos, c_pos, t_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Matched-set long format: each set's treated row, then its comparisons."""
-    rows = np.concatenate([t_pos, c_pos])
-    sets = np.concatenate([np.arange(n_sets), t_of_pair])
-    w = np.concatenate([np.ones(n_sets), pair_weight])
-    o = np.argsort(sets, kind="stable")
-    return rows[o], sets[o], w[o]
+def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matched-set long format: each set's treated row, then its comparisons. The pairs come
+    ordered by set (``set_of_pair`` non-decreasing), so no sort is needed."""
+    size = np.bincount(set_of_pair, minlength=n_sets) + 1
+    start = np.cumsum(size) - size
+    n = len(t_pos) + len(c_pos)
+    rows = np.empty(n, dtype=np.int64)
+    sets = np.empty(n, dtype=np.int64)
+    w = np.empty(n)
+    is_c = np.ones(n, dtype=bool)
+    is_c[start] = False
+    rows[start], sets[start], w[start] = t_pos, np.arange(n_sets), 1.0
+    rows[is_c], sets[is_c], w[is_c] = c_pos, set_of_pair, pair_weight
+    return rows, sets, w
 
 
 def match(
@@ -145,7 +152,9 @@ def match(
     pm: PropensityModel | None = None
     options: dict = {"method": method, "seed": seed}
     diagnostics: dict = {}
-    school = data[c.school].to_numpy() if c.school else np.full(len(data), np.nan)
+
+    def school_at(pos):  # school ids at row positions (NaN without a school column)
+        return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
     if method in ("propensity", "weighting"):
         pm = fit_propensity(data, c.treatment, covariates, categorical=categorical, discard=discard,
@@ -188,7 +197,7 @@ def match(
         set_of_pair = np.repeat(np.arange(n_sets), m_i[matched_t])
         c_pairs = cpos[nm.idx[matched_t][valid]]
         rows, sets, w = _long(tpos[matched_t], c_pairs, set_of_pair, 1.0 / m_i[matched_t][set_of_pair], n_sets)
-        pl = school[tpos[matched_t]][sets]
+        set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], nm.reason[~matched_t]
         options.update(k=k, caliper=caliper, replace=replace, order=order, exact=tuple(strata))
         if n_sets:
@@ -205,7 +214,6 @@ def match(
         in_pl = (data[c.treatment].to_numpy() == 0) & data[c.school].isin(pl_schools).to_numpy()
         data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log)
         t = data[c.treatment].to_numpy()
-        school = data[c.school].to_numpy()
         skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
         keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))].copy()
         for col, edges in (school_bins or {}).items():
@@ -223,12 +231,13 @@ def match(
         n_sets = int(matched_t.sum())
         set_index = np.cumsum(matched_t) - 1  # treated row -> set id
         rows, sets, w = _long(tpos[matched_t], cpos[vm.c_row], set_index[vm.t_row], vm.weight, n_sets)
-        pl = school[tpos[matched_t]][sets]
+        set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], vm.reason[~matched_t]
         options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))
         if n_sets:
             diagnostics["mean comparisons per matched PL row"] = float(vm.n_matched[matched_t].mean())
             diagnostics["PL rows with fewer than k comparisons"] = int(((vm.n_matched > 0) & (vm.n_matched < k)).sum())
+        del vm
 
     else:  # weighting
         wt = att_weights(pm.ps, t, trim=trim, truncate=truncate, stabilize=stabilize)
@@ -239,7 +248,7 @@ def match(
         rows = np.flatnonzero(keep)
         sets = np.full(len(rows), -1, dtype=np.int64)
         w = wt.weight[rows]
-        pl = np.where(t[rows] == 1, school[rows], np.nan).astype(object)
+        set_school = np.zeros(0, dtype=object)
         un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
         options.update(trim=trim, truncate=truncate, stabilize=stabilize)
         diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
@@ -255,7 +264,7 @@ def match(
     unmatched = pd.DataFrame({"row": data.index[un_pos], "reason": un_reason.astype(str)})
     for col in (c.student_id, c.school, c.subject, c.grade):
         if col:
-            unmatched[col] = data[col].to_numpy()[un_pos]
+            unmatched[col] = data[col].iloc[un_pos].to_numpy()
     return MatchResult(
         data=data,
         columns=c,
@@ -263,7 +272,7 @@ def match(
         rows=rows,
         set_id=sets,
         weight=w,
-        pl_school=pl,
+        set_school=set_school,
         unmatched=unmatched,
         exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]),
         options=options,

@@ -42,8 +42,9 @@ def codes_and_levels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
 
 
-def encode(df: pd.DataFrame, covariates, categorical=()) -> Encoded:
-    """Expand ``covariates`` of ``df`` into a float design matrix (no intercept).
+def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False) -> Encoded:
+    """Expand ``covariates`` of ``df`` into a float design matrix (a leading column of ones,
+    named "const", when ``intercept``).
 
     Raises :class:`DataError` for a missing column or a missing value (callers drop and count
     incomplete rows before encoding).
@@ -53,34 +54,34 @@ def encode(df: pd.DataFrame, covariates, categorical=()) -> Encoded:
     if missing:
         raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, missing))}")
     n = len(df)
-    cols, names, source, level, cats = [], [], [], [], []
+    parts = []  # (name, source, level, values or (codes, j))
+    cats = []
     for c in covariates:
         s = df[c]
         if c in categorical or is_categorical(s):
             codes, levels = codes_and_levels(s)
             if (codes < 0).any():
                 raise DataError(f"covariate {c!r} has {(codes < 0).sum():,} missing value(s)")
-            counts = np.bincount(codes, minlength=len(levels))
-            ref = int(np.argmax(counts))
+            ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))
             cats.append(c)
-            for j, lev in enumerate(levels):
-                if j == ref:
-                    continue
-                cols.append((codes == j).astype(np.float64))
-                names.append(f"{c}[{lev}]")
-                source.append(c)
-                level.append(lev)
+            parts += [(f"{c}[{lev}]", c, lev, (codes, j)) for j, lev in enumerate(levels) if j != ref]
         else:
             x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             bad = ~np.isfinite(x)
             if bad.any():
                 raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")
-            cols.append(x)
-            names.append(c)
-            source.append(c)
-            level.append(None)
-    X = np.column_stack(cols) if cols else np.empty((n, 0))
-    return Encoded(np.ascontiguousarray(X), tuple(names), tuple(source), tuple(level), tuple(cats))
+            parts.append((c, c, None, x))
+    if intercept:
+        parts.insert(0, ("const", "const", None, None))
+    X = np.empty((n, len(parts)))  # filled column by column: one copy of the data
+    for j, (_, _, _, val) in enumerate(parts):
+        if val is None:
+            X[:, j] = 1.0
+        elif isinstance(val, tuple):
+            np.equal(val[0], val[1], out=X[:, j], casting="unsafe")
+        else:
+            X[:, j] = val
+    return Encoded(X, tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts), tuple(cats))
 
 
 def missing_mask(df: pd.DataFrame, columns) -> dict[str, np.ndarray]:

@@ -67,10 +67,10 @@ def regression_effect(
         raise DesignError(f"{label or 'the matched sample'}: needs both treated and comparison rows")
     adjust = _varying(sample, list(pretests) + list(covariates) + list(strata))
     cat = tuple(c for c in strata if c in adjust)
-    enc = encode(sample, adjust, categorical=cat)
-    keep_cols = [j for j in range(enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
-    X = np.column_stack([np.ones(len(y)), t, enc.X[:, keep_cols]])
-    names = ["const", treatment] + [enc.names[j] for j in keep_cols]
+    enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
+    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
+    X = enc.X[:, keep_cols]
+    names = [enc.names[j] for j in keep_cols]
     w = sample[weight].to_numpy(dtype=float)
     # clusters: schools; without them, students (the original row label, shared by every copy)
     clusters = sample[school].to_numpy() if school else sample.index.to_numpy()

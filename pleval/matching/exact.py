@@ -137,21 +137,18 @@ def match_vcg(
 
     reason = np.full(n_t, "", dtype=object)
     if n_t:
-        in_cell = np.isin(t_cell, c_cell)
+        in_cell = (np.bincount(c_cell, minlength=len(cells) + 1) > 0)[t_cell]
         reason[(m == 0) & ~in_cell] = NO_CELL
         reason[(m == 0) & in_cell] = NO_BAND
 
-    total = int(m.sum())
     t_row = np.repeat(np.arange(n_t), m)
     starts = np.cumsum(m) - m
-    offset = np.arange(total) - np.repeat(starts, m)  # 0..m_i−1 within each treated row
+    offset = np.arange(len(t_row)) - starts[t_row]  # 0..m_i−1 within each treated row
     big = n_q > k
     if big.any():
-        pick = _sample_offsets(n_q[big], k, rng)
         # rows with more than k qualified occupy full blocks of k in the output
-        sel = np.repeat(big, m)
-        offset[sel] = pick.ravel()
-    pos = np.repeat(lo, m) + offset
-    c_row = o[pos]
-    weight = 1.0 / np.repeat(m, m).astype(float)
+        offset[big[t_row]] = _sample_offsets(n_q[big], k, rng).ravel()
+    offset += lo[t_row]
+    c_row = o[offset]
+    weight = (1.0 / np.maximum(m, 1))[t_row]
     return VCGMatch(t_row, c_row, weight, n_q, m, reason)

@@ -300,7 +300,7 @@ def match_nearest(
     if n_t == 0:
         return NearestMatch(idx, dist, reason)
     # why a treated row can have no match at all
-    in_cell = np.isin(t_cell, c_cell) if n_c else np.zeros(n_t, bool)
+    in_cell = (np.bincount(c_cell, minlength=int(t_cell.max(initial=0)) + 1) > 0)[t_cell] if n_c else np.zeros(n_t, bool)
     reason[~in_cell] = "no comparison in its exact-match cell"
     if n_c == 0:
         return NearestMatch(idx, dist, reason)

@@ -138,12 +138,28 @@ def _is_cat(s):
     return is_categorical(s)
 
 
-def _fit_mle(y, X):
-    model = sm.Logit(y, X)
+def _fit_mle(y, X, warm_start_rows: int = 200_000):
+    """Newton ML fit. On large data the Newton iterations start from the fit on a fixed
+    subsample (every m-th row), which only saves iterations: the converged estimate is the
+    full-data MLE."""
+    start = None
+    n = len(y)
+    if n > 2 * warm_start_rows:
+        sub = slice(None, None, n // warm_start_rows)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                r0 = sm.Logit(y[sub], X[sub], check_rank=False).fit(method="newton", maxiter=50, disp=0,
+                                                                     callback=lambda *a: None)
+                if np.all(np.isfinite(r0.params)):
+                    start = r0.params
+            except (np.linalg.LinAlgError, ValueError):
+                start = None
+    model = sm.Logit(y, X, check_rank=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            res = model.fit(method="newton", maxiter=50, disp=0, callback=lambda *a: None)
+            res = model.fit(start_params=start, method="newton", maxiter=50, disp=0, callback=lambda *a: None)
         except np.linalg.LinAlgError as exc:  # singular Hessian: separation or collinearity
             return None, False, str(exc)
     converged = bool(res.mle_retvals.get("converged", True))
@@ -201,9 +217,9 @@ def fit_propensity(
     n_t = int(t.sum())
     if n_t == 0 or n_t == len(t):
         raise DesignError(f"treatment column {treatment!r} must contain both treated and comparison rows")
-    enc: Encoded = encode(df, covariates, categorical)
-    X = np.column_stack([np.ones(len(t)), enc.X])
-    names = ("const",) + enc.names
+    enc: Encoded = encode(df, covariates, categorical, intercept=True)
+    X = enc.X
+    names = enc.names
 
     if not penalize:
         problems = _separation_by_covariate(df, t, covariates, set(enc.categorical) | set(categorical))
@@ -231,7 +247,7 @@ def fit_propensity(
             sdx = X[:, 1:].std(axis=0)
             std_coef = np.abs(params[1:] * sdx)
             order = np.argsort(-std_coef)[:3]
-            culprits = sorted({enc.source[j] for j in order if np.isfinite(std_coef[j])})
+            culprits = sorted({enc.source[j + 1] for j in order if np.isfinite(std_coef[j])})
             extreme = int((np.abs(lin) > _SEPARATION_LOGIT).sum())
             raise DesignError(
                 "the propensity model shows separation (no finite maximum-likelihood estimate; "

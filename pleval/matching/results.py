@@ -65,8 +65,9 @@ class MatchResult(ResultMixin):
     """A matched (or weighted) design, ready for balance checks and effect estimation.
 
     ``data`` are the rows eligible for matching (after the exclusions listed in
-    ``exclusions``); ``rows``/``set_id``/``weight``/``pl_school`` describe the matched sample
-    by position in ``data``; ``unmatched`` lists treated rows with no match and why.
+    ``exclusions``); ``rows``/``set_id``/``weight`` describe the matched sample by position in
+    ``data`` and ``set_school`` is the school of each set's treated row; ``unmatched`` lists
+    treated rows with no match and why.
     """
 
     data: pd.DataFrame
@@ -75,7 +76,7 @@ class MatchResult(ResultMixin):
     rows: np.ndarray
     set_id: np.ndarray
     weight: np.ndarray
-    pl_school: np.ndarray
+    set_school: np.ndarray
     unmatched: pd.DataFrame
     exclusions: pd.DataFrame
     options: dict
@@ -93,6 +94,19 @@ class MatchResult(ResultMixin):
         out["_set"] = self.set_id
         out["_weight"] = self.weight
         out["_pl_school"] = self.pl_school
+        return out
+
+    @property
+    def pl_school(self) -> np.ndarray:
+        """``_pl_school`` per matched row: the set's anchor school; for weighting (no sets) the
+        row's own school for treated rows and NaN for comparisons."""
+        in_set = self.set_id >= 0
+        out = np.full(len(self.rows), np.nan, dtype=object)
+        out[in_set] = self.set_school[self.set_id[in_set]]
+        if not in_set.all() and self.columns.school:
+            t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
+            own = ~in_set & t
+            out[own] = self.data[self.columns.school].iloc[self.rows[own]].to_numpy(dtype=object)
         return out
 
     @property
