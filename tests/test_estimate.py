@@ -1,0 +1,262 @@
+"""pleval.estimate (Python API): wiring against the design modules, independent checks of what
+estimate computes itself (cluster-RCT school effects against block comparisons, checked with
+statsmodels), options, immutability, reproducibility, dropped rows, Jupyter display and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from matplotlib.figure import Figure
+
+import pleval
+from pleval.data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS
+from pleval.errors import DataError, PlevalWarning
+from pleval.estimate import Evaluation, resolve_options, to_json_dict
+from pleval.simulate import simulate_cluster_rct, simulate_matched
+
+
+@pytest.fixture(scope="module")
+def matched_sim():
+    return simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=10, grades=(4, 5), seed=3,
+                            missing_posttest=0.05)
+
+
+@pytest.fixture(scope="module")
+def rct_sim():
+    return simulate_cluster_rct(n_schools=16, n_blocks=4, students_per_school=40, grades=(4, 5), seed=3,
+                                noncompliance=0.1, attrition=0.05)
+
+
+@pytest.fixture(scope="module")
+def matched_ev(matched_sim):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        return pleval.estimate(matched_sim.data, seed=1)
+
+
+@pytest.fixture(scope="module")
+def rct_ev(rct_sim):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        return pleval.estimate(rct_sim.data, design="rct")
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring: the numbers are the design modules' numbers
+# ---------------------------------------------------------------------------------------------
+def test_matched_effects_equal_match_estimate(matched_ev, matched_sim):
+    m = pleval.match(matched_sim.data, SAMPLE_COLUMNS, method="propensity", seed=1)
+    tab = m.estimate(by="subject")
+    for s in ("math", "reading"):
+        mine, ref = matched_ev.effect(s), tab[s]
+        for a, b in zip(mine.estimates, ref.estimates):
+            assert a.estimate == pytest.approx(b.estimate, rel=1e-12) and a.se == pytest.approx(b.se, rel=1e-12)
+    assert matched_ev.method == "propensity" and matched_ev.design == "matched"
+    # Balance and WWC verdict come from the matched sample's balance table.
+    bal = m.balance()
+    eq = matched_ev.equivalence.set_index("subject")
+    ref_eq = bal.equivalence.set_index("group")
+    assert eq.loc["math", "effect_size"] == pytest.approx(ref_eq.loc["math", "hedges_g"])
+    assert eq.loc["math", "verdict"] == ref_eq.loc["math", "wwc_with_pretest_in_model"]
+
+
+def test_rct_effects_equal_analyze_rct(rct_ev, rct_sim):
+    ref = pleval.analyze_rct(rct_sim.data, RCT_SAMPLE_COLUMNS, design="cluster", subject="reading")
+    e = rct_ev.effect("reading")
+    assert e.raw.estimate == pytest.approx(ref.itt.raw.estimate, rel=1e-12)
+    assert e.raw.se == pytest.approx(ref.itt.raw.se, rel=1e-12)
+    ov = rct_ev.overall
+    assert set(ov.loc[ov.subject == "reading", "analysis"]) == set(ref.effects)
+    assert len(rct_ev.attrition) == 4  # students and schools, two subjects
+
+
+def _rct_rows(data: pd.DataFrame, subject: str) -> pd.DataFrame:
+    cols = ["posttest", "pretest", "female", "frl", "ell", "sped", "race"]
+    return data[data.subject == subject].dropna(subset=cols)
+
+
+def test_rct_school_effect_is_the_school_against_its_block_controls(rct_ev, rct_sim):
+    """Independent check with statsmodels: one PL school's students against the comparison
+    schools of its block, OLS with the pretest and covariates, HC2."""
+    d = _rct_rows(rct_sim.data, "math")
+    sch = rct_ev.schools
+    sch = sch[sch.subject == "math"].set_index("school")
+    for school in sch.index[:3]:
+        block = d.loc[d.school_id == school, "block"].iloc[0]
+        sub = d[(d.school_id == school) | ((d.block == block) & (d.treatment == 0))]
+        fit = smf.ols("posttest ~ treatment + pretest + female + frl + ell + sped + C(race)", data=sub).fit(cov_type="HC2")
+        assert sch.loc[school, "estimate"] == pytest.approx(fit.params["treatment"], rel=1e-8)
+        assert sch.loc[school, "se"] == pytest.approx(fit.bse["treatment"], rel=1e-8)
+        assert sch.loc[school, "n_comparison"] == (sub.treatment == 0).sum()
+    # Effect sizes use the overall effect's SD (one yardstick) with Hedges' ω per school.
+    e = rct_ev.effect("math")
+    n = sch["n_treated"] + sch["n_comparison"]
+    assert np.allclose(sch["effect_size"], sch["estimate"] * (1 - 3 / (4 * n - 9)) / e.sd)
+
+
+def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, rct_sim):
+    d = _rct_rows(rct_sim.data, "math")
+    pl = rct_ev.placebo
+    pl = pl[pl.subject == "math"].set_index("school")
+    controls = d.loc[d.treatment == 0, "school_id"].unique()
+    assert set(pl.index) <= set(controls) and len(pl) == len(controls)
+    school = pl.index[0]
+    block = d.loc[d.school_id == school, "block"].iloc[0]
+    sub = d[(d.block == block) & (d.treatment == 0)].assign(fake=lambda x: (x.school_id == school).astype(int))
+    fit = smf.ols("posttest ~ fake + pretest + female + frl + ell + sped + C(race)", data=sub).fit(cov_type="HC2")
+    n = len(sub)
+    g = fit.params["fake"] * (1 - 3 / (4 * n - 9)) / rct_ev.effect("math").sd
+    assert pl.loc[school, "effect_size"] == pytest.approx(g, rel=1e-8)
+    het = rct_ev.heterogeneity.set_index("subject")
+    assert het.loc["math", "placebo_k"] == len(pl)
+    assert het.loc["math", "placebo_sd"] == pytest.approx(np.std(pl["effect_size"], ddof=1))
+
+
+def test_heterogeneity_row_is_the_meta_analysis_of_the_school_table(matched_ev):
+    sch = matched_ev.schools
+    s = sch[(sch.subject == "reading") & np.isfinite(sch.effect_size)]
+    m = pleval.meta_analysis(s["effect_size"], s["es_se"], "REML")
+    h = matched_ev.heterogeneity.set_index("subject").loc["reading"]
+    assert h["estimate"] == pytest.approx(m.estimate) and h["tau2"] == pytest.approx(m.tau2)
+    assert h["k"] == len(s)
+    assert h["count_positive_adjusted"] == ((s.p_adjusted < 0.05) & (s.effect_size > 0)).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+def test_resolve_options_defaults_and_errors():
+    method, opts, passthrough = resolve_options("matched", None, {"k": 3, "level": 0.9})
+    assert method == "propensity" and opts["level"] == 0.9 and passthrough == {"k": 3}
+    assert opts["sd"] == "pooled" and opts["meta_method"] == "REML" and opts["adjust"] == "bh"
+    method, opts, _ = resolve_options("rct", None, {})
+    assert method == "ols" and opts["rct_design"] == "cluster"
+    bad = [
+        ("matched", None, {"colour": 1}, "unknown option 'colour'"),
+        ("rct", None, {"caliper": 0.1}, "unknown option 'caliper'"),
+        ("matched", "ols", {}, "method for design='matched'"),
+        ("quasi", None, {}, "design must be"),
+        ("matched", None, {"level": 1.5}, "level"),
+        ("matched", None, {"sd": -2}, "sd"),
+        ("matched", None, {"meta_method": "ML"}, "meta_method"),
+        ("matched", None, {"adjust": "fdr"}, "adjust"),
+        ("matched", None, {"placebo": "yes"}, "placebo"),
+        ("rct", None, {"permutations": -1}, "permutations"),
+    ]
+    for design, method, options, msg in bad:
+        with pytest.raises(DataError, match=msg):
+            resolve_options(design, method, options)
+
+
+def test_match_options_pass_through_and_are_recorded(matched_sim):
+    ev = pleval.estimate(matched_sim.data, method="mahalanobis", k=2, placebo=False, subject="math")
+    m = ev.details["math"]["design"]
+    assert m.options["k"] == 2 and m.method == "mahalanobis"
+    assert ev.options["match"] == {"k": 2} and ev.options["subject"] == "math"
+    assert ev.subjects == ("math",) and set(ev.overall.subject) == {"math"}
+    assert not len(ev.placebo) and not len(ev.propensity)  # no placebo asked; no PS for Mahalanobis
+    with pytest.raises(DataError, match="subjects are math, reading"):
+        pleval.estimate(matched_sim.data, subject="science")
+
+
+def test_same_seed_same_result(matched_sim, matched_ev):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        again = pleval.estimate(matched_sim.data, seed=1)
+    pd.testing.assert_frame_equal(matched_ev.overall, again.overall)
+    pd.testing.assert_frame_equal(matched_ev.schools, again.schools)
+    pd.testing.assert_frame_equal(matched_ev.placebo, again.placebo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data summary, dropped rows, warnings, provenance
+# ---------------------------------------------------------------------------------------------
+def test_dropped_rows_are_counted_with_reasons(rct_sim):
+    d = rct_sim.data.copy()
+    d.loc[d.index[:7], "frl"] = np.nan  # 7 rows lose a covariate
+    ev = pleval.estimate(d, design="rct", placebo=False)
+    ds = ev.data_summary.set_index("reason")
+    assert ds.loc["rows read", "n_rows"] == len(d)
+    assert ds.loc["rows kept", "n_rows"] == len(d) - 7
+    assert ds.loc["of which missing outcome (kept, counted)", "n_rows"] == d["posttest"].isna().sum() - d.loc[
+        d.index[:7], "posttest"].isna().sum()
+    dr = ev.dropped
+    row = dr[(dr.stage == "validation") & (dr.column == "frl")].iloc[0]
+    assert row["n_rows"] == 7 and "missing" in row["reason"]
+    assert ev.provenance["input"]["sha256_of"].startswith("frame content")
+    assert ev.provenance["input"]["n_rows"] == len(d) and ev.provenance["pleval_version"] == pleval.__version__
+
+
+def test_warnings_are_kept_and_reissued(rct_sim):
+    # Two schools only in one block make a thin comparison: whatever warnings the modules raise
+    # are kept on the evaluation and re-issued once as PlevalWarning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(rct_sim.data, design="rct", permutations=0, placebo=True)
+    reissued = [str(w.message) for w in caught if w.category is PlevalWarning]
+    assert list(ev.warnings) == list(dict.fromkeys(reissued))
+
+
+def test_no_subject_column_and_columns_as_mapping(matched_sim):
+    one = matched_sim.data[matched_sim.data.subject == "math"].drop(columns="subject")
+    cols = {"outcome": "posttest", "treatment": "treatment", "pretest": "pretest", "covariates": ["frl", "ell"],
+            "school": "school_id", "student_id": "student_id", "grade": "grade"}
+    ev = pleval.estimate(one, cols, placebo=False)
+    assert ev.subjects == ("all",) and ev.columns.covariates == ("frl", "ell")
+    assert ev.sentence().startswith("A student who would have scored at the 50th percentile")
+    with pytest.raises(DataError, match="'school'|school column"):
+        pleval.estimate(one, {k: v for k, v in cols.items() if k != "school"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The object
+# ---------------------------------------------------------------------------------------------
+def test_evaluation_is_immutable_and_tables_are_copies(rct_ev):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rct_ev.design = "matched"
+    ov = rct_ev.overall
+    ov.loc[:, "estimate"] = 999.0
+    assert (rct_ev.overall["estimate"] != 999.0).all()
+    with pytest.raises(TypeError):
+        rct_ev.effects["math"] = None
+    with pytest.raises(TypeError):
+        rct_ev.options["level"] = 0.5
+    with pytest.raises(KeyError, match="tables are"):
+        rct_ev.table("nope")
+
+
+def test_sentence_summary_and_html(rct_ev):
+    e = rct_ev.effect("math")
+    q = round(50 + e.percentile_points.estimate)
+    s = rct_ev.sentence("math")
+    assert s.startswith("In math, a student who would have scored at the 50th percentile")
+    assert f"about the {q}" in s
+    text = rct_ev.summary()
+    assert s in text and "WWC" in text and repr(rct_ev) == text
+    html = rct_ev._repr_html_()
+    assert html.count("<tr>") == 1 + len(rct_ev.subjects) and "percentile" in html
+    assert rct_ev.to_frame().equals(rct_ev.overall)
+    payload = json.loads(json.dumps(to_json_dict(rct_ev)))
+    assert payload["subjects"]["math"]["sentence"] == s
+    assert payload["subjects"]["math"]["heterogeneity"]["k"] == rct_ev.heterogeneity.set_index("subject").loc["math", "k"]
+
+
+def test_plot_methods_return_figures(matched_ev, rct_ev):
+    figs = [
+        matched_ev.plot_forest("math"), matched_ev.plot_love("reading"), matched_ev.plot_overlap("math"),
+        matched_ev.plot_percentiles(), matched_ev.plot_distribution("reading"), rct_ev.plot_forest(shrunk=False),
+        rct_ev.plot_love("math"),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    assert all(hasattr(f, "_repr_png_") for f in figs)  # display inline in Jupyter
+    with pytest.raises(pleval.PlevalError, match="propensity"):
+        rct_ev.plot_overlap()
+    with pytest.raises(KeyError, match="subjects are"):
+        rct_ev.plot_forest("science")
+    assert isinstance(matched_ev, Evaluation)
