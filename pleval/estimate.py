@@ -489,6 +489,9 @@ def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
         outcome=columns.outcome,
         covariates=tuple(columns.pretest) + tuple(columns.covariates),
         sd=sd_value,
+        # The SD is the overall effect's sample SD, passed as a number so that every school is on
+        # the same yardstick; Hedges' ω applies as it does to the overall effect (pooled SD).
+        hedges_correction=opts["sd"] == "pooled",
         method=opts["meta_method"],
         hartung_knapp=opts["hartung_knapp"],
         adjust=opts["adjust"],
@@ -591,7 +594,12 @@ def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts,
     from .matching import match
 
     progress(f"matching: {method}")
-    m = match(df, columns, method=method, seed=seed, **match_opts)
+    try:
+        m = match(df, columns, method=method, seed=seed, **match_opts)
+    except TypeError as exc:
+        if not match_opts:
+            raise
+        raise DataError(f"invalid matching option(s) {match_opts}: {exc}") from exc
     progress("matched estimate")
     by = columns.subject
     est = m.estimate(by=by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])

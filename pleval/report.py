@@ -894,13 +894,14 @@ def write_outputs(ev: "Evaluation", out_dir, *, force: bool = False, command: st
             f"--out {out}: the folder is not empty and is not a previous pleval output (no pleval provenance.json); "
             "choose another folder or pass --force"
         )
-    figs = figures(ev)
-    targets = [out / f for f in _OUTPUT_FILES] + [out / "plots" / f"{k}.png" for k in figs]
     if src_path is not None:
-        if src_path == out.resolve() or any(t.resolve() == src_path for t in targets):
+        here = out.resolve()
+        ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
+        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() == ".png"
+        listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
+        if src_path == here or ours or in_plots or listed:
             raise PlevalError(f"--out {out}: writing there would overwrite the input file {src}; choose another folder")
-        if previous and any((out / f).resolve() == src_path for f in previous):
-            raise PlevalError(f"--out {out}: the input file {src} is listed as a previous output; choose another folder")
+    figs = figures(ev)
     out.mkdir(parents=True, exist_ok=True)
     for f in previous or []:  # files of the previous run (stale plots of other subjects, ...)
         p = out / f
