@@ -303,20 +303,29 @@ def _het_rows(ev: "Evaluation") -> list[dict]:
             "pos_adj": _int(h["count_positive_adjusted"]),
             "neg_adj": _int(h["count_negative_adjusted"]),
             "expected": f"{float(h['count_expected_by_chance']):.1f}",
+            "pos": f"{_int(h['count_positive_raw'])} / {_int(h['count_positive_adjusted'])}",
+            "neg": f"{_int(h['count_negative_raw'])} / {_int(h['count_negative_adjusted'])}",
             "adjustment": {"bh": "Benjamini–Hochberg", "holm": "Holm", "bonferroni": "Bonferroni"}.get(
                 str(h["count_adjustment"]), str(h["count_adjustment"])
             ),
             "method": str(h["method"]),
             "placebo_k": _int(h.get("placebo_k")) if pd.notna(h.get("placebo_k", np.nan)) else "—",
             "placebo_tau": _f(h.get("placebo_tau", np.nan), 3),
+            "placebo": (f"{_f(h.get('placebo_tau', np.nan), 3)} ({_int(h.get('placebo_k'))})"
+                        if pd.notna(h.get("placebo_tau", np.nan)) else "—"),
             "excess": f"{100 * float(h['share_excess']):.0f}%" if pd.notna(h.get("share_excess", np.nan)) else "—",
             "sentence": _het_sentence(ev, s, h),
+            "parts": _het_parts(ev, s, h),
         }
         rows.append(row)
     return rows
 
 
 def _het_sentence(ev: "Evaluation", s: str, h: pd.Series) -> str:
+    return " ".join(_het_parts(ev, s, h))
+
+
+def _het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     p0 = ev.effects[s].baseline_percentile
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
     parts = [
@@ -360,7 +369,7 @@ def _het_sentence(ev: "Evaluation", s: str, h: pd.Series) -> str:
                 f"Allowing for the placebo spread (SE² + τ²_placebo), {int(h['calibrated_positive'])} school(s) remain "
                 f"significantly positive and {int(h['calibrated_negative'])} significantly negative (BH-adjusted)."
             )
-    return " ".join(parts)
+    return parts
 
 
 def _verdict_rows(ev: "Evaluation") -> list[dict]:
@@ -465,7 +474,7 @@ th{background:#f0f0f5;font-weight:600}td.l,th.l{text-align:left}tr.primary td{fo
 .ok{color:#1a7f37;font-weight:600}.warn{color:#b35900;font-weight:600}.bad{color:#b3261e;font-weight:600}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{color:#555;font-size:.86em}
 .caveats li{margin:.4em 0}.scroll{max-height:none;overflow-x:auto}code{background:#f2f2f2;padding:1px 4px;border-radius:3px}
-details summary{cursor:pointer;color:#332288;font-weight:600}
+details summary{cursor:pointer;color:#332288;font-weight:600}.ci{color:#666;font-weight:400}
 """
 
 _TEMPLATE = r"""<!DOCTYPE html>
@@ -513,10 +522,10 @@ covariate); more than 0.25 SD do not.{% if design == 'rct' %} Attrition is judge
 
 <h2 id="overall">3. Overall effect</h2>
 {% for g in glance %}<p><strong>{{ g.subject_title }}.</strong> {{ g.sentence }}</p>{% endfor %}
-<div class="scroll"><table><tr><th class="l">subject</th><th class="l">analysis</th><th>raw (points)</th><th>{{ lvl }} CI</th><th>effect size (SD)</th><th>{{ lvl }} CI</th><th>percentile points</th><th>{{ lvl }} CI</th><th>p</th><th>n PL</th><th>n comparison</th><th>schools</th></tr>
-{% for r in overall_rows %}<tr class="{{ 'primary' if r.primary else '' }}"><td class="l">{{ r.subject }}</td><td class="l">{{ r.analysis }}</td><td>{{ r.raw }}</td><td>{{ r.raw_ci }}</td><td>{{ r.es }}</td><td>{{ r.es_ci }}</td><td>{{ r.pp }}</td><td>{{ r.pp_ci }}</td><td>{{ r.p }}</td><td>{{ r.n_treated }}</td><td>{{ r.n_control }}</td><td>{{ r.n_clusters }}</td></tr>{% endfor %}
+<div class="scroll"><table><tr><th class="l">subject</th><th class="l">analysis</th><th>raw (points)</th><th>effect size (SD)</th><th>percentile points</th><th>p</th><th>n PL / comparison</th><th>schools</th></tr>
+{% for r in overall_rows %}<tr class="{{ 'primary' if r.primary else '' }}"><td class="l">{{ r.subject }}</td><td class="l">{{ r.analysis }}</td><td>{{ r.raw }} <span class="ci">({{ r.raw_ci }})</span></td><td>{{ r.es }} <span class="ci">({{ r.es_ci }})</span></td><td>{{ r.pp }} <span class="ci">({{ r.pp_ci }})</span></td><td>{{ r.p }}</td><td>{{ r.n_treated }} / {{ r.n_control }}</td><td>{{ r.n_clusters }}</td></tr>{% endfor %}
 </table></div>
-<p class="sub">Bold rows are the primary estimates. Effect size = ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges);
+<p class="sub">Bold rows are the primary estimates; {{ lvl }} confidence intervals in brackets. Effect size = ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges);
 SD used: {% for r in overall_rows if r.primary %}{{ r.subject }}: {{ r.sd }}{{ '; ' if not loop.last }}{% endfor %}.
 Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the {{ baseline }} percentile.</p>
 <details><summary>How each estimate was computed</summary><ul>{% for r in overall_rows %}<li>{{ r.subject }}, {{ r.analysis }}: {{ r.method }}</li>{% endfor %}</ul></details>
@@ -534,10 +543,10 @@ comparison schools analysed as if they were PL — the spread to expect with no 
 
 <h2 id="heterogeneity">5. Heterogeneity: how much do schools differ?</h2>
 {% if het_rows %}
-{% for h in het_rows %}<p><strong>{{ h.subject }}.</strong> {{ h.sentence }}</p>{% endfor %}
-<div class="scroll"><table><tr><th class="l">subject</th><th>schools</th><th>pooled ES</th><th>{{ lvl }} CI</th><th>τ</th><th>τ {{ lvl }} CI</th><th>I²</th><th class="l">Q</th><th>prediction interval (SD)</th><th>(percentile points)</th><th>+ raw / adjusted</th><th>− raw / adjusted</th><th>expected by chance</th><th>τ placebo (k)</th><th>τ² beyond placebo</th></tr>
-{% for h in het_rows %}<tr><td class="l">{{ h.subject }}</td><td>{{ h.k }}</td><td>{{ h.pooled }}</td><td>{{ h.pooled_ci }}</td><td>{{ h.tau }}</td><td>{{ h.tau_ci }}</td><td>{{ h.i2 }}</td><td class="l">{{ h.q }}</td><td>{{ h.pi }}</td><td>{{ h.pi_pp }}</td><td>{{ h.pos_raw }} / {{ h.pos_adj }}</td><td>{{ h.neg_raw }} / {{ h.neg_adj }}</td><td>{{ h.expected }}</td><td>{{ h.placebo_tau }} ({{ h.placebo_k }})</td><td>{{ h.excess }}</td></tr>{% endfor %}
-</table></div>
+{% for h in het_rows %}<p><strong>{{ h.subject }}</strong></p><ul>{% for t in h.parts %}<li>{{ t }}</li>{% endfor %}</ul>{% endfor %}
+<table><tr><th class="l"></th>{% for h in het_rows %}<th>{{ h.subject }}</th>{% endfor %}</tr>
+{% for label, key in het_fields %}<tr><td class="l">{{ label }}</td>{% for h in het_rows %}<td>{{ h[key] }}</td>{% endfor %}</tr>{% endfor %}
+</table>
 <p class="sub">Random-effects meta-analysis of the school effect sizes ({{ het_rows[0].method }} estimate of τ²; Q-profile CI for τ);
 prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson &amp; Spiegelhalter 2009). Adjusted counts use {{ het_rows[0].adjustment }}.</p>
 {% for f in figs.distribution %}<figure><img alt="{{ f.alt }}" src="data:image/png;base64,{{ f.b64 }}"><figcaption>{{ f.caption }}</figcaption></figure>{% endfor %}
@@ -706,6 +715,15 @@ def render_html(ev: "Evaluation", images: dict[str, bytes] | None = None) -> str
             str(ev.options.get("adjust")), str(ev.options.get("adjust"))
         ),
         het_rows=_het_rows(ev),
+        het_fields=[
+            ("PL schools with an estimate", "k"), ("pooled effect size", "pooled"), (f"{lvl} CI", "pooled_ci"),
+            ("τ (SD of true school effects)", "tau"), (f"τ {lvl} CI (Q-profile)", "tau_ci"), ("I²", "i2"),
+            ("Q (test of no heterogeneity)", "q"), ("prediction interval, effect size", "pi"),
+            ("prediction interval, percentile points", "pi_pp"),
+            ("significantly positive: raw / adjusted", "pos"), ("significantly negative: raw / adjusted", "neg"),
+            ("expected by chance (raw)", "expected"), ("τ of placebo schools (k)", "placebo"),
+            ("share of τ² beyond the placebo level", "excess"),
+        ],
         caveats=_caveats(ev),
         warnings=list(ev.warnings),
         options=_options_rows(ev),
