@@ -25,6 +25,7 @@ school against the other comparison schools of its block.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -145,6 +146,15 @@ class Evaluation(ResultMixin):
     placebo = property(lambda self: self.table("placebo"), doc="Placebo-school estimates, by subject.")
     propensity = property(lambda self: self.table("propensity"), doc="Propensity scores (matched designs).")
     dropped = property(lambda self: self.table("dropped"), doc="Rows and schools left out, by stage and reason.")
+
+    @property
+    def school_effects(self):
+        """The :class:`~pleval.heterogeneity.SchoolEffects` behind :attr:`schools` (every subject;
+        ``None`` when the design has no school effects): for meta-regression, export, ..."""
+        for d in self.details.values():
+            if "schools" in d:
+                return d["schools"]
+        return None
 
     # ---- numbers -----------------------------------------------------------------------
     def _subject(self, subject) -> str:
@@ -502,10 +512,16 @@ def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
 
 
 def _school_effects(frame: pd.DataFrame, *, stratum: str, weight: str | None, cluster: str | None, unit: str | None,
-                    kw: dict):
+                    kw: dict, sd_kind: str | None = None):
+    """:func:`pleval.heterogeneity.school_effects`; the SD, passed as a number (the overall
+    effect's), is relabelled with what it is (``sd_kind``) rather than "given norm SD"."""
     from .heterogeneity import school_effects
 
-    return school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, unit_id=unit, **kw)
+    se = school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, unit_id=unit, **kw)
+    if sd_kind:
+        label = f"{sd_kind}; the SD of the overall effect"
+        se = dataclasses.replace(se, sd={k: (v[0], label) for k, v in se.sd.items()})
+    return se
 
 
 def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> list[dict]:
@@ -534,58 +550,58 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
         part["dropped"] = res.dropped.assign(stage="randomized-trial analysis") if len(res.dropped) else None
         if res.randomization is not None:
             part["randomization"] = res.randomization
-        if opts["rct_design"] == "cluster":
-            progress(f"school effects{label}")
-            _rct_school_effects(df, columns, s, res.itt.sd, opts, part)
-        else:
-            part.setdefault("notes", []).append(
-                "school effects are estimated for cluster-randomized trials and matched designs only"
-            )
         out.append(part)
+    if opts["rct_design"] == "cluster":
+        progress("school effects")
+        _rct_school_effects(df, columns, subjects, opts, out)
+    else:
+        out[0]["notes"].append("school effects are estimated for cluster-randomized trials and matched designs only")
     return out
 
 
-def _analytic_rows(df: pd.DataFrame, columns: Columns, subject) -> pd.DataFrame:
-    """Rows of ``subject`` with the outcome and every model column present."""
-    d = df if subject is None else df[df[columns.subject] == subject]
-    need = [columns.outcome, columns.treatment, columns.school, *columns.pretest, *columns.covariates]
+def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict]) -> None:
+    """Each PL school against the comparison schools of its block (and subject), all schools and
+    subjects in one batch; placebo: each comparison school against the other comparison schools
+    of its block. Rows are those of the trial's analytic sample (outcome and model columns present)."""
+    school, subj = columns.school, columns.subject
+    need = [columns.outcome, columns.treatment, school, *columns.pretest, *columns.covariates]
     need += [columns.block] if columns.block else []
-    return d.dropna(subset=need)
-
-
-def _rct_school_effects(df, columns: Columns, subject, sd_value: float, opts: dict, part: dict) -> None:
-    """Each PL school against the comparison schools of its block; placebo: each comparison
-    school against the other comparison schools of its block."""
-    d = _analytic_rows(df, columns, subject).copy()
-    t_col, school = columns.treatment, columns.school
-    d["_t"] = pd.to_numeric(d[t_col], errors="coerce").astype(int)
-    keys = [columns.block] if columns.block else []
-    kw = _school_kwargs(columns, opts, sd_value)
-    kw["treatment"] = "_t"
+    d = df.dropna(subset=need).copy()
+    if subj is not None:
+        d = d[d[subj].isin(subjects)]
+    d["_t"] = pd.to_numeric(d[columns.treatment], errors="coerce").astype(int)
+    keys = [k for k in (columns.block, subj) if k]
+    sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
+    kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}
 
     def stack(anchor: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:
         """Rows of each anchor school, plus the pool rows of its block tagged with that school."""
-        own = anchor.assign(_pl_school=anchor[school], _arm=1)
+        own = anchor.assign(_pl_school=anchor[school], _t=1)
         sets = anchor[[*keys, school]].drop_duplicates().rename(columns={school: "_pl_school"})
         comp = pool.merge(sets, on=keys, how="inner") if keys else pool.merge(sets, how="cross")
-        comp = comp[comp[school] != comp["_pl_school"]].assign(_arm=0)
-        out = pd.concat([own, comp], ignore_index=True)
-        out["_t"] = out["_arm"]
-        return out
+        comp = comp[comp[school] != comp["_pl_school"]].assign(_t=0)
+        return pd.concat([own, comp], ignore_index=True)
 
     treated, control = d[d["_t"] == 1], d[d["_t"] == 0]
-    se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
-    part["schools"] = (se, "all")
-    part.setdefault("notes", []).append(
+    kind = parts[0]["effect"].sd_kind
+    se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw,
+                         sd_kind=kind)
+    placebo, notes = None, parts[0]["notes"]
+    notes.append(
         "school effects in a cluster-randomized trial compare each PL school with the comparison schools of its "
         "block: one school's estimate is not protected by randomization and includes that school's own difference"
     )
     if opts["placebo"]:
         try:
-            pl = _school_effects(stack(control, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw)
-            part["placebo"] = pl.table[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+            placebo = _school_effects(stack(control, control), stratum="_pl_school", weight=None, cluster=None,
+                                      unit=None, kw=kw).table
         except (DesignError, DataError) as exc:
-            part["notes"].append(f"no placebo schools: {exc}")
+            notes.append(f"no placebo schools: {exc}")
+    for s, part in zip(subjects, parts):
+        part["schools"] = (se, "all" if s is None else s)
+        if placebo is not None:
+            t = placebo if s is None else placebo[placebo[subj] == s]
+            part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
 
 
 def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
@@ -615,7 +631,7 @@ def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts,
     notes: list[str] = []
     try:
         schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
-                                  kw={**kw, "by": by})
+                                  kw={**kw, "by": by}, sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
     if schools is not None and opts["placebo"]:

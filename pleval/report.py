@@ -985,26 +985,14 @@ def _relative(path: str, folder: Path) -> str:
 
 
 def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
-    """School table, one sheet per subject, with the percentile-point footnote; plus the
-    heterogeneity summary."""
-    sch = ev.schools
-    note = CAVEAT_PERCENTILE + " " + CAVEAT_SCHOOL
-    with pd.ExcelWriter(path, engine="openpyxl") as xw:
-        if not len(sch):
-            pd.DataFrame({"note": ["no school effects for this design"]}).to_excel(xw, sheet_name="schools", index=False)
-        for s in ev.subjects:
-            t = _subject_rows(sch, s)
-            if not len(t):
-                continue
-            name = _slug(s)[:31]
-            t.to_excel(xw, sheet_name=name, index=False)
-            ws = xw.sheets[name]
-            ws.freeze_panes = "C2"
-            ws.cell(row=len(t) + 3, column=1, value=note)
-            for col in ws.columns:
-                ws.column_dimensions[col[0].column_letter].width = max(10, min(28, len(str(col[0].value)) + 2))
-        if len(ev.heterogeneity):
-            ev.heterogeneity.to_excel(xw, sheet_name="heterogeneity", index=False)
+    """The school table as Excel: :meth:`pleval.heterogeneity.SchoolEffects.export` (one formatted
+    sheet per subject, a summary sheet, footnotes); a one-sheet note when there are none."""
+    se = ev.school_effects
+    if se is not None:
+        se.export(path, title="Effect of personalized learning by school")
+        return
+    pd.DataFrame({"note": ["no school-by-school effects for this design"]}).to_excel(path, sheet_name="schools",
+                                                                                        index=False)
 
 
 __all__ = [
