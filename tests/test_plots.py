@@ -174,3 +174,18 @@ def test_missing_column_is_named():
         plots.forest(pd.DataFrame({"school": ["a"], "estimate": [0.1]}))
     with pytest.raises(DataError, match="'smd_before'"):
         plots.love_plot(pd.DataFrame({"variable": ["a"]}))
+
+
+def test_forest_takes_a_meta_analysis_object_as_pooled():
+    """``pooled`` is duck-typed: pleval.heterogeneity's MetaAnalysis works as it is."""
+    import pleval
+
+    df, _ = _schools(12, seed=4)
+    m = pleval.meta_analysis(df["estimate"], df["se"], "REML")
+    fig = plots.forest(df, pooled=m)
+    ax = fig.axes[0]
+    diamond = [p for p in ax.patches if p.__class__.__name__ == "Polygon"][0]
+    xs = diamond.get_xy()[:, 0]
+    assert xs.min() == pytest.approx(m.ci_low) and xs.max() == pytest.approx(m.ci_high)
+    assert f"τ (SD of true school effects) = {m.tau:.3f}" in ax.get_title(loc="left")
+    assert "pooled (REML)" in [t.get_text() for t in ax.get_yticklabels()]
