@@ -239,6 +239,10 @@ def test_sentence_summary_and_html(rct_ev):
     assert f"about the {q}" in s
     text = rct_ev.summary()
     assert s in text and "WWC" in text and repr(rct_ev) == text
+    from IPython.core.formatters import DisplayFormatter
+
+    shown, _ = DisplayFormatter().format(rct_ev)  # what Jupyter displays
+    assert "text/html" in shown and "Evaluation" in shown["text/html"]
     html = rct_ev._repr_html_()
     assert html.count("<tr>") == 1 + len(rct_ev.subjects) and "percentile" in html
     assert rct_ev.to_frame().equals(rct_ev.overall)

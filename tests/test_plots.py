@@ -189,3 +189,12 @@ def test_forest_takes_a_meta_analysis_object_as_pooled():
     assert xs.min() == pytest.approx(m.ci_low) and xs.max() == pytest.approx(m.ci_high)
     assert f"τ (SD of true school effects) = {m.tau:.3f}" in ax.get_title(loc="left")
     assert "pooled (REML)" in [t.get_text() for t in ax.get_yticklabels()]
+
+
+def test_figures_display_inline_in_ipython():
+    """IPython's display formatter (what Jupyter uses) renders a returned figure as one PNG."""
+    from IPython.core.formatters import DisplayFormatter
+
+    df, pooled = _schools(5)
+    data, _ = DisplayFormatter().format(plots.forest(df, pooled=pooled))
+    assert data["image/png"][:4] == b"\x89PNG"
