@@ -205,46 +205,43 @@ def estimate(
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
     method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting; rct: ols (default), cluster_means, mixedlm."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject separately)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step [0]."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder [results]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder that is not a previous pleval output."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
     fmt: str = typer.Option("text", "--format", help="Terminal output: text (rich tables) or json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only where the outputs are (or the JSON)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column [posttest].", rich_help_panel="Columns"),
-    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column, 0/1 or two labels [treatment].", rich_help_panel="Columns"),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest).", rich_help_panel="Columns"),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column, 0/1 or two labels (default: treatment).", rich_help_panel="Columns"),
     treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated value of a two-label treatment column.", rich_help_panel="Columns"),
-    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none [pretest].", rich_help_panel="Columns"),
-    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none [female,frl,ell,sped,race].", rich_help_panel="Columns"),
-    school: Optional[str] = typer.Option(None, "--school", help="School column [school_id].", rich_help_panel="Columns"),
-    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column (rct) [block].", rich_help_panel="Columns"),
-    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column [student_id].", rich_help_panel="Columns"),
-    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column [grade].", rich_help_panel="Columns"),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject [subject].", rich_help_panel="Columns"),
-    weight: Optional[str] = typer.Option(None, "--weight", help="Analysis-weight column [none].", rich_help_panel="Columns"),
-    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE (rct) [takeup].", rich_help_panel="Columns"),
+    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none (default: pretest).", rich_help_panel="Columns"),
+    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none (default: female,frl,ell,sped,race).", rich_help_panel="Columns"),
+    school: Optional[str] = typer.Option(None, "--school", help="School column (default: school_id).", rich_help_panel="Columns"),
+    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column (rct) (default: block).", rich_help_panel="Columns"),
+    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column (default: student_id).", rich_help_panel="Columns"),
+    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column (default: grade).", rich_help_panel="Columns"),
+    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject (default: subject).", rich_help_panel="Columns"),
+    weight: Optional[str] = typer.Option(None, "--weight", help="Analysis-weight column (default: none).", rich_help_panel="Columns"),
+    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE (rct) (default: takeup).", rich_help_panel="Columns"),
     sd: Optional[str] = typer.Option(None, "--sd", help="Effect-size SD: pooled (default), comparison, or a norm SD (number).", rich_help_panel="Options"),
-    level: Optional[float] = typer.Option(None, "--level", help="Confidence level [0.95].", rich_help_panel="Options"),
-    baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points [50].", rich_help_panel="Options"),
+    level: Optional[float] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
+    baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
     meta_method: Optional[str] = typer.Option(None, "--meta-method", help="tau² estimator: REML (default), DL, PM, FE.", rich_help_panel="Options"),
-    hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect [off].", rich_help_panel="Options"),
+    hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect (default: off).", rich_help_panel="Options"),
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts [0.05].", rich_help_panel="Options"),
-    placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools [on].", rich_help_panel="Options"),
-    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Matched: number of placebo schools (0 = as many as PL schools) [0].", rich_help_panel="Options"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
+    placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Matched: number of placebo schools (0 = as many as PL schools) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
-    permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) [0].", rich_help_panel="Options"),
-    compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists [on].", rich_help_panel="Options"),
+    permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
+    compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
 ) -> None:
-    """Evaluate a PL program: design diagnostics, overall effect by subject, school effects,
-    plots and a self-contained HTML report, written to an outputs folder.
+    """Evaluate a PL program: design diagnostics, overall effect by subject, school effects, plots and a self-contained HTML report, written to an outputs folder.
 
-    Column options default to the names in sample_data/ (roles absent from the file are left
-    out). Every option can also come from --config FILE.toml; flags given here override it,
-    and OUT/run.toml records the resolved configuration so the run can be repeated exactly.
+    Column options default to the names in sample_data/ (roles absent from the file are left out). Every option can also come from --config FILE.toml; flags given here override it, and OUT/run.toml records the resolved configuration so the run can be repeated exactly (docs/estimate.md).
     """
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
@@ -285,7 +282,7 @@ def estimate(
             err_console.print(f"[yellow]note:[/] --design {design_}: ignoring the config's {', '.join(dropped)}",
                               highlight=False)
     t0 = time.perf_counter()
-    with _Steps(enabled=not quiet and fmt == "text") as steps:
+    with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps:
         steps("reading the data")
         df = read_table(src)
         flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
