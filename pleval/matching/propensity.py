@@ -29,7 +29,7 @@ import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from ..errors import ConvergenceError, DataError, DesignError, PlevalWarning
-from ._design import Encoded, encode
+from ._design import Encoded, encode, is_categorical
 
 DISCARD = ("none", "treated", "control", "both")
 _SEPARATION_LOGIT = 15.0  # |linear predictor| beyond which a fitted score is "0 or 1"
@@ -83,7 +83,6 @@ class PropensityModel:
     covariates: tuple[str, ...]
     n: int
     n_treated: int
-    converged: bool = True
     design_names: tuple[str, ...] = field(default=())
 
     def summary(self) -> str:
@@ -109,7 +108,7 @@ def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates
     for c in covariates:
         s = enc_source[c]
         x = None
-        if c not in categorical and not _is_cat(s):
+        if c not in categorical and not is_categorical(s):
             x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             lo, hi = np.nanmin(x), np.nanmax(x)
             binary = bool(np.all((x == lo) | (x == hi)))
@@ -130,12 +129,6 @@ def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates
                     f"range [{xc.min():.4g}, {xc.max():.4g}])"
                 )
     return problems
-
-
-def _is_cat(s):
-    from ._design import is_categorical
-
-    return is_categorical(s)
 
 
 def _fit_mle(y, X, warm_start_rows: int = 200_000):
@@ -254,11 +247,9 @@ def fit_propensity(
                 f"{extreme:,} row(s) with fitted score within 3e-7 of 0 or 1); covariate(s) most involved: "
                 f"{', '.join(culprits)}. Match exactly on them, drop them, or pass penalize=True."
             )
-        converged = True
     else:
         params = _fit_ridge(t.astype(float), X, alpha)
         lin = X @ params
-        converged = True
         warnings.warn(
             f"propensity scores from a ridge-penalized logit (alpha = {alpha:g}); coefficients are shrunk "
             "toward zero, so scores are less extreme than a maximum-likelihood fit would give",
@@ -300,7 +291,6 @@ def fit_propensity(
         covariates=covariates,
         n=len(t),
         n_treated=n_t,
-        converged=converged,
         design_names=names,
     )
 
