@@ -125,8 +125,11 @@ def test_common_support_report_and_discard(df):
     assert pm.support.n_discarded_treated == pm.support.n_treated_outside
     assert (~pm.keep).sum() == pm.support.n_treated_outside + pm.support.n_control_outside
     r = match(df, COLS, covariates=["pretest", "frl"], discard="both")
-    if (~pm.keep).any():
-        assert "outside common support (discard='both')" in set(r.exclusions["reason"])
+    assert (~pm.keep).any()
+    ex = r.exclusions.set_index("reason")["n_rows"]
+    assert ex["outside common support (discard='both')"] == (~pm.keep).sum()
+    assert r.n_treated == int(df.treatment.sum()) - pm.support.n_discarded_treated
+    assert r.n_treated_matched + len(r.unmatched) == r.n_treated
 
 
 def test_balance_against_independent_computation(results):
@@ -349,8 +352,13 @@ def test_bad_arguments(df):
 
 def test_weighting_trim_and_truncate(df):
     r = match(df, COLS, method="weighting", trim=0.05, truncate=0.95)
-    ps = r.propensity.ps
-    assert (r.exclusions["reason"].str.contains("trim")).any() == bool(((ps < 0.05) | (ps > 0.95)).any())
+    full = fit_propensity(df, "treatment", ["pretest", *COLS.covariates]).ps
+    n_out = int(((full < 0.05) | (full > 0.95)).sum())
+    assert n_out > 0
+    ex = r.exclusions.set_index("reason")["n_rows"]
+    assert ex["propensity score outside [0.05, 0.95] (trim)"] == n_out
+    assert len(r.data) == len(df) - n_out - int(df.posttest.isna().sum())
+    assert ((r.propensity.ps >= 0.05) & (r.propensity.ps <= 0.95)).all()
     m = r.matched
     w = m.loc[m.treatment == 0, "_weight"]
     assert w.max() / w.min() < 0.95 / 0.05 / (0.05 / 0.95) + 1e-9

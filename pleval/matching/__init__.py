@@ -18,6 +18,8 @@ row) and, by default, the grade.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -40,6 +42,12 @@ def _exclude(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, log
         log.append({"reason": reason, "column": column, "n_rows": n})
         return data.loc[~mask]
     return data
+
+
+def _keep_rows(data, t, pm: PropensityModel, mask):
+    """Drop rows (discarded or trimmed: already logged) from the data and the fitted scores."""
+    sub = replace(pm, ps=pm.ps[mask], logit_ps=pm.logit_ps[mask], keep=np.ones(int(mask.sum()), bool))
+    return data.loc[mask], t[mask], sub
 
 
 def _strata(columns: Columns, exact, data) -> list[str]:
@@ -162,14 +170,14 @@ def match(
         if not pm.keep.all():
             log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
                         "n_rows": int((~pm.keep).sum())})
+            data, t, pm = _keep_rows(data, t, pm, pm.keep)
         options.update(covariates=tuple(covariates), discard=discard, penalize=penalize)
 
     if method in ("propensity", "mahalanobis"):
         k = 1 if k is None else k
         cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
-        keep = pm.keep if pm is not None else np.ones(len(data), bool)
-        tpos = np.flatnonzero((t == 1) & keep)
-        cpos = np.flatnonzero((t == 0) & keep)
+        tpos = np.flatnonzero(t == 1)
+        cpos = np.flatnonzero(t == 0)
         if method == "propensity":
             coord = pm.logit_ps
             unit = pooled_logit_sd(pm.logit_ps, t)
@@ -241,13 +249,16 @@ def match(
 
     else:  # weighting
         wt = att_weights(pm.ps, t, trim=trim, truncate=truncate, stabilize=stabilize)
-        keep = pm.keep & wt.keep
-        if (pm.keep & ~wt.keep).any():
+        if not wt.keep.all():
             log.append({"reason": f"propensity score outside [{trim}, {1 - trim}] (trim)", "column": "propensity score",
-                        "n_rows": int((pm.keep & ~wt.keep).sum())})
-        rows = np.flatnonzero(keep)
+                        "n_rows": int((~wt.keep).sum())})
+            w_all = wt.weight[wt.keep]
+            data, t, pm = _keep_rows(data, t, pm, wt.keep)
+        else:
+            w_all = wt.weight
+        rows = np.arange(len(data))
         sets = np.full(len(rows), -1, dtype=np.int64)
-        w = wt.weight[rows]
+        w = w_all
         set_school = np.zeros(0, dtype=object)
         un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
         options.update(trim=trim, truncate=truncate, stabilize=stabilize)

@@ -71,7 +71,8 @@ class CommonSupport:
 @dataclass(frozen=True, repr=False)
 class PropensityModel:
     """A fitted propensity model. ``ps`` and ``logit_ps`` are per row of the fitted data;
-    ``keep`` is False for rows removed by ``discard``."""
+    ``keep`` is False for rows removed by ``discard``. (In a :class:`MatchResult` the arrays
+    are per row of ``MatchResult.data``, the discarded rows already left out.)"""
 
     params: pd.Series
     ps: np.ndarray
