@@ -62,15 +62,16 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "adjust": "bh",
     "alpha": 0.05,
     "placebo": True,
+    "n_placebo": 0,
 }
-"""Options of every design (see :func:`estimate`)."""
+"""Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
+placebo schools (matched: as many as PL schools; trials: every comparison school)."""
 
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
 
-MATCHED_DEFAULTS: dict[str, Any] = {"n_placebo": 0}
-"""Options of ``design="matched"`` besides those passed on to :func:`pleval.match`;
-``n_placebo=0`` means every eligible comparison school."""
+MATCHED_DEFAULTS: dict[str, Any] = {}
+"""Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`."""
 
 Progress = Callable[..., None]
 
@@ -291,9 +292,8 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
             raise DataError(f"option rct_design must be 'individual', 'blocked' or 'cluster'; got {opts['rct_design']!r}")
         if not (isinstance(opts["permutations"], (int, np.integer)) and opts["permutations"] >= 0):
             raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
-    else:
-        if not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
-            raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
+    if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
+        raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
     return method, opts, passthrough
 
 
@@ -379,8 +379,9 @@ def estimate(
     meta_method : ``"REML"`` (default), ``"DL"``, ``"PM"``, ``"FE"``; hartung_knapp : bool.
     adjust : multiplicity adjustment of school p-values, ``"bh"`` (default), ``"holm"``,
         ``"bonferroni"``; alpha : significance level for the counts (0.05).
-    placebo : estimate placebo schools (True). n_placebo : matched designs, how many comparison
-        schools play PL (0 = all eligible).
+    placebo : estimate placebo schools (True). n_placebo : how many comparison schools play PL
+        (0 = the default: as many as PL schools for matched designs, every comparison school in
+        a trial).
     rct_design : ``"cluster"`` (default), ``"blocked"``, ``"individual"``; vcov : covariance
         (default CR2 for cluster designs); permutations : randomization-test draws (0 = none);
         compliance : estimate the CACE when a take-up column is given.
@@ -553,13 +554,13 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
         out.append(part)
     if opts["rct_design"] == "cluster":
         progress("school effects")
-        _rct_school_effects(df, columns, subjects, opts, out)
+        _rct_school_effects(df, columns, subjects, opts, out, seed)
     else:
         out[0]["notes"].append("school effects are estimated for cluster-randomized trials and matched designs only")
     return out
 
 
-def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict]) -> None:
+def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict], seed: int) -> None:
     """Each PL school against the comparison schools of its block (and subject), all schools and
     subjects in one batch; placebo: each comparison school against the other comparison schools
     of its block. Rows are those of the trial's analytic sample (outcome and model columns present)."""
@@ -592,9 +593,10 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         "block: one school's estimate is not protected by randomization and includes that school's own difference"
     )
     if opts["placebo"]:
+        anchors = _placebo_anchors(control, keys, school, int(opts["n_placebo"]), seed, notes)
         try:
-            placebo = _school_effects(stack(control, control), stratum="_pl_school", weight=None, cluster=None,
-                                      unit=None, kw=kw).table
+            placebo = _school_effects(stack(control[control[school].isin(anchors)], control), stratum="_pl_school",
+                                      weight=None, cluster=None, unit=None, kw=kw).table
         except (DesignError, DataError) as exc:
             notes.append(f"no placebo schools: {exc}")
     for s, part in zip(subjects, parts):
@@ -602,6 +604,32 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         if placebo is not None:
             t = placebo if s is None else placebo[placebo[subj] == s]
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+
+
+PLACEBO_MAX_ROWS = 2_000_000
+"""Cap on the rows stacked for trial placebo schools (each comparison school plus its block's
+other comparison rows); beyond it a seeded sample of comparison schools plays placebo."""
+
+
+def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_placebo: int, seed: int,
+                     notes: list[str]) -> np.ndarray:
+    """The comparison schools that play placebo: all of them, or ``n_placebo`` of them, or as many
+    as keep the stacked frame under :data:`PLACEBO_MAX_ROWS` (a seeded random sample)."""
+    schools = pd.unique(control[school])
+    if keys:
+        pool = control.groupby(keys, observed=True).size().rename("_pool")
+        per_school = control.groupby([school, *keys], observed=True).size().rename("_own").reset_index()
+        cost = per_school.merge(pool.reset_index(), on=keys).groupby(school)["_pool"].sum()
+    else:
+        cost = pd.Series(len(control), index=schools)
+    cost = cost.reindex(schools).to_numpy(dtype=float)
+    order = np.random.default_rng(seed).permutation(len(schools))
+    keep = order[: n_placebo] if 0 < n_placebo < len(schools) else order
+    within = np.cumsum(cost[keep]) <= PLACEBO_MAX_ROWS
+    if not within.all():
+        keep = keep[within] if within.any() else keep[:2]
+        notes.append(f"placebo schools: a random {len(keep)} of {len(schools)} comparison schools (to bound memory)")
+    return schools[np.sort(keep)]
 
 
 def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:

@@ -232,7 +232,7 @@ def estimate(
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
-    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Matched: number of placebo schools (0 = as many as PL schools) (default: 0).", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
