@@ -264,3 +264,17 @@ def test_plot_methods_return_figures(matched_ev, rct_ev):
     with pytest.raises(KeyError, match="subjects are"):
         rct_ev.plot_forest("science")
     assert isinstance(matched_ev, Evaluation)
+
+
+def test_trial_placebo_schools_are_sampled_when_the_stack_is_large(rct_sim, monkeypatch):
+    import sys
+
+    mod = sys.modules["pleval.estimate"]
+    monkeypatch.setattr(mod, "PLACEBO_MAX_ROWS", 300)
+    ev = pleval.estimate(rct_sim.data, design="rct", subject="math")
+    n_controls = rct_sim.data.loc[rct_sim.data.treatment == 0, "school_id"].nunique()
+    k = ev.heterogeneity["placebo_k"].iloc[0]
+    assert 2 <= k < n_controls
+    assert any(n.startswith(f"placebo schools: a random {k} of {n_controls}") for n in ev.notes)
+    again = pleval.estimate(rct_sim.data, design="rct", subject="math")  # seeded: the same sample
+    assert list(again.placebo["school"]) == list(ev.placebo["school"])
