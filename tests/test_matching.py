@@ -12,7 +12,7 @@ import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
 import pleval
-from pleval.data import SAMPLE_COLUMNS, Columns, validate
+from pleval.data import SAMPLE_COLUMNS, validate
 from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.matching import EffectTable, MatchResult, fit_propensity, match
 from pleval.simulate import simulate_matched

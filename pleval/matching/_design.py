@@ -84,16 +84,6 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
     return Encoded(X, tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts), tuple(cats))
 
 
-def missing_mask(df: pd.DataFrame, columns) -> dict[str, np.ndarray]:
-    """Boolean mask of missing values per column (only columns with at least one)."""
-    out = {}
-    for c in dict.fromkeys(columns):
-        m = df[c].isna().to_numpy()
-        if m.any():
-            out[c] = m
-    return out
-
-
 def combine_codes(df: pd.DataFrame, columns) -> np.ndarray:
     """One int64 cell code per row for the combination of ``columns`` (mixed-radix of the
     per-column factorize codes; ``-1`` where any key is missing). Equal rows share a code."""
