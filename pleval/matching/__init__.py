@@ -67,15 +67,14 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, n
     """Matched-set long format: each set's treated row, then its comparisons. The pairs come
     ordered by set (``set_of_pair`` non-decreasing), so no sort is needed."""
     size = np.bincount(set_of_pair, minlength=n_sets) + 1
-    start = np.cumsum(size) - size
+    start = np.cumsum(size) - size  # position of each set's treated row
+    pos_c = np.arange(len(c_pos)) + set_of_pair + 1  # pair p sits after the s+1 treated rows before it
     n = len(t_pos) + len(c_pos)
     rows = np.empty(n, dtype=np.int64)
     sets = np.empty(n, dtype=np.int64)
     w = np.empty(n)
-    is_c = np.ones(n, dtype=bool)
-    is_c[start] = False
     rows[start], sets[start], w[start] = t_pos, np.arange(n_sets), 1.0
-    rows[is_c], sets[is_c], w[is_c] = c_pos, set_of_pair, pair_weight
+    rows[pos_c], sets[pos_c], w[pos_c] = c_pos, set_of_pair, pair_weight
     return rows, sets, w
 
 

@@ -42,52 +42,45 @@ class VCGMatch:
     reason: np.ndarray
 
 
-def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
-        return np.zeros(len(keys), dtype=bool)
-    pos = np.searchsorted(sorted_keys, keys)
-    return (pos < len(sorted_keys)) & (sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == keys)
-
-
-def _sample_offsets(n: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _sample_offsets(n: np.ndarray, k: int, rng: np.random.Generator, chunk: int = 1 << 16) -> np.ndarray:
     """For each row, ``k`` distinct offsets drawn uniformly from ``range(n_i)`` (all n_i > k).
 
     Rows with n_i ≤ 2k: the k smallest of n_i uniform random keys. Larger rows: k iid
     uniform draws; each repeated value is then redrawn (uniformly, rejecting values the row
-    already holds) until all k are distinct. Both procedures treat the n_i labels
-    symmetrically and return k distinct ones, so every k-subset is equally likely: a simple
-    random sample without replacement.
+    already holds or draws it repeats in the same round) until all k are distinct. Both
+    procedures treat the n_i labels symmetrically and return k distinct ones, so every
+    k-subset is equally likely: a simple random sample without replacement.
     """
     r = len(n)
     out = np.empty((r, k), dtype=np.int64)
     small = n <= 2 * k
     if small.any():
         ns = n[small]
-        keys = rng.random((len(ns), int(ns.max())))
+        keys = rng.random((len(ns), int(ns.max())), dtype=np.float32)
         keys[np.arange(keys.shape[1]) >= ns[:, None]] = np.inf
         out[small] = np.argpartition(keys, k - 1, axis=1)[:, :k]
     if (~small).any():
         nl = n[~small]
-        A = np.sort(rng.integers(0, nl[:, None], size=(len(nl), k)), axis=1)
-        big = int(nl.max()) + 1
-        row = np.arange(len(nl), dtype=np.int64)
-        held = (A + (row * big)[:, None]).ravel()  # globally sorted (row, value) keys
+        A = np.sort((rng.random((len(nl), k)) * nl[:, None]).astype(np.int64), axis=1)
         dup = np.zeros(A.shape, dtype=bool)
         dup[:, 1:] = A[:, 1:] == A[:, :-1]
-        slot = np.flatnonzero(dup.ravel())
-        need = slot // k
         flat = A.ravel()
-        accepted = np.empty(0, dtype=np.int64)
+        slot = np.flatnonzero(dup.ravel())
+        flat[slot] = -1  # an empty slot; the repeated value stays held by its first copy
+        big = int(nl.max()) + 1
         while slot.size:
-            f = rng.integers(0, nl[need])
+            need = slot // k
+            f = np.minimum((rng.random(slot.size) * nl[need]).astype(np.int64), nl[need] - 1)
+            held = np.concatenate(  # is the draw already in its row? (rows of k, in chunks)
+                [(A[need[i : i + chunk]] == f[i : i + chunk, None]).any(axis=1) for i in range(0, slot.size, chunk)]
+            )
             key = need * big + f
             o = np.argsort(key, kind="stable")
             first = np.empty(slot.size, dtype=bool)
             first[o] = np.concatenate([[True], key[o][1:] != key[o][:-1]])
-            ok = first & ~_in_sorted(held, key) & ~_in_sorted(accepted, key)
+            ok = first & ~held
             flat[slot[ok]] = f[ok]
-            accepted = np.sort(np.concatenate([accepted, key[ok]]))
-            slot, need = slot[~ok], need[~ok]
+            slot = slot[~ok]
         out[~small] = A
     return out
 
