@@ -395,3 +395,12 @@ def test_no_school_column_clusters_by_student(df):
     e = r.estimate()
     assert e.raw.n_clusters == r.matched.index.nunique()
     assert "CR1 SE by student" in e.raw.method
+
+
+def test_rescaling_the_outcome_leaves_the_effect_size_unchanged(df):
+    base = match(df, COLS, method="vcg").estimate()
+    scaled = match(df.assign(posttest=10 * df.posttest + 3), COLS, method="vcg").estimate()
+    assert scaled.raw.estimate == pytest.approx(10 * base.raw.estimate, rel=1e-9)
+    assert scaled.effect_size.estimate == pytest.approx(base.effect_size.estimate, rel=1e-9)
+    assert scaled.effect_size.se == pytest.approx(base.effect_size.se, rel=1e-9)
+    assert scaled.raw.pvalue == pytest.approx(base.raw.pvalue, rel=1e-9)
