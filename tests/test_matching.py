@@ -185,13 +185,19 @@ def test_estimate_equals_statsmodels_wls_cluster(results, method):
     assert e.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-8)
     assert e.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-6)
     assert e.raw.n_clusters == m["school_id"].nunique()
-    # effect size: pooled within-group SD of the unadjusted matched outcome, times ω
+    # effect size: pooled within-group SD of the unadjusted matched outcome, pooled within
+    # grade x subject (weighted; effective n per cell), times ω
     t = m.treatment == 1
-    vt = np.cov(m.loc[t, "posttest"], aweights=m.loc[t, "_weight"])
-    wc = m.loc[~t, "_weight"]
-    vc = np.cov(m.loc[~t, "posttest"], aweights=wc)
-    nt, nc = t.sum(), wc.sum() ** 2 / (wc**2).sum()
-    sp = np.sqrt(((nt - 1) * vt + (nc - 1) * vc) / (nt + nc - 2))
+    num = den = 0.0
+    for _, cell in m.groupby(["grade", "subject"]):
+        for arm in (0, 1):
+            part = cell[cell.treatment == arm]
+            w = part["_weight"]
+            n_eff = w.sum() ** 2 / (w**2).sum()
+            if len(part) > 1 and n_eff > 1:
+                num += (n_eff - 1) * np.cov(part["posttest"], aweights=w)
+                den += n_eff - 1
+    sp = np.sqrt(num / den)
     n_distinct = t.sum() + m.index[~t].nunique()
     omega = 1 - 3 / (4 * n_distinct - 9)
     assert e.sd == pytest.approx(sp, rel=1e-9)

@@ -134,6 +134,7 @@ def rct(
     takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE; 'none' to skip [takeup]."),
     subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' if one subject [subject]."),
     student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column [student_id]."),
+    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column (effect-size SD pooled within grade); 'none' for none [grade]."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject)."),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
     method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means or mixedlm."),
@@ -158,7 +159,7 @@ def rct(
         "pretest": (pretest, pretest is not None), "covariates": (covariates, covariates is not None),
         "school": (school, school is not None), "block": (block, block is not None),
         "takeup": (takeup, takeup is not None), "subject": (subject_column, subject_column is not None),
-        "student_id": (student_id, student_id is not None),
+        "student_id": (student_id, student_id is not None), "grade": (grade, grade is not None),
     }
     cols, notes = _columns(df, given)
     for n in notes:

@@ -15,7 +15,8 @@ school. Without a school column the clusters are the students themselves.
 
 The effect size divides δ̂ (and its SE and CI) by the outcome SD chosen by design.md's rule —
 by default the pooled within-group SD of the unadjusted outcome in the matched, weighted
-sample (:func:`pleval.effect_sizes.outcome_sd`) — times Hedges' ω = 1 − 3/(4N − 9), N the
+sample, pooled within grade × subject when the sample pools them
+(:func:`pleval.effect_sizes.outcome_sd`) — times Hedges' ω = 1 − 3/(4N − 9), N the
 number of distinct students; percentile points follow from the effect size
 (:class:`pleval._results.Effect`).
 """
@@ -83,6 +84,8 @@ def regression_effect(
         method=f"{method}; WLS adjusted for {', '.join(adjust) or 'nothing'}; {vcov} SE by "
         f"{'school' if school else 'student'}", label=label,
     )
-    sd_val, sd_kind = outcome_sd(y, tr, kind=sd, weights=w)
+    # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
+    strata_vals = [sample[c].to_numpy() for c in cat] or None
+    sd_val, sd_kind = outcome_sd(y, tr, kind=sd, weights=w, strata=strata_vals)
     omega = float(hedges_omega(n_t + n_c)) if not isinstance(sd, (int, float)) else 1.0
     return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)
