@@ -43,7 +43,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, read_table, validate
+from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, frame_sha256, read_table, validate
 from .errors import DataError, DesignError, PlevalWarning
 
 DESIGNS = ("matched", "rct")
@@ -397,6 +397,12 @@ def estimate(
         df = read_table(df)
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a DataFrame or a file path; got {type(df).__name__}")
+    hashed_file = bool(df.attrs.get("sha256"))
+    if not hashed_file and len(df):
+        # Hash the frame once (a shallow copy: the caller's frame is untouched); the design
+        # modules' own validation reuses it instead of hashing again.
+        df = df.copy(deep=False)
+        df.attrs["sha256"] = frame_sha256(df)
     notes: list[str] = []
     if columns is None:
         columns, col_notes = default_columns(df, design)
@@ -414,7 +420,8 @@ def estimate(
         if design == "rct":
             parts = _run_rct(sub_df, columns, subjects, method, int(seed), opts, progress)
         else:
-            parts = _run_matched(sub_df, columns, subjects, method, int(seed), opts, match_opts, progress)
+            v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
+            parts = _run_matched(sub_df, v_sub, columns, subjects, method, int(seed), opts, match_opts, progress)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -429,7 +436,7 @@ def estimate(
         **opts,
         **({"match": dict(match_opts)} if match_opts else {}),
     }
-    prov = provenance(df, v, seed=int(seed))
+    prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     return Evaluation(
         design=design,
         method=method,
@@ -464,7 +471,7 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
     return sorted(present, key=str), df
 
 
-def provenance(df: pd.DataFrame, v: Validated, *, seed: int) -> dict[str, Any]:
+def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool = True) -> dict[str, Any]:
     """Versions, input identity and time, for ``provenance.json``."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -483,7 +490,7 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int) -> dict[str, Any]:
         "input": {
             "path": df.attrs.get("source"),
             "sha256": v.input_sha256,
-            "sha256_of": "file bytes" if df.attrs.get("sha256") else "frame content (pleval.data.frame_sha256)",
+            "sha256_of": "file bytes" if hashed_file else "frame content (pleval.data.frame_sha256)",
             "n_rows": int(v.n_input),
             "n_columns": int(df.shape[1]),
         },
@@ -632,14 +639,14 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
     return schools[np.sort(keep)]
 
 
-def _run_matched(df, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
+def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
     from .matching import match
 
     progress(f"matching: {method}")
     try:
-        m = match(df, columns, method=method, seed=seed, **match_opts)
+        m = match(v, columns, method=method, seed=seed, **match_opts)  # already validated
     except TypeError as exc:
         if not match_opts:
             raise
