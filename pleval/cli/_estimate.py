@@ -184,14 +184,20 @@ class _Steps:
 
     def __enter__(self):
         self.bar.__enter__()
-        self.task = self.bar.add_task("starting", total=None)
+        self.message = None
         return self
 
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
     def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
-        self.bar.update(self.task, description=message, completed=done or 0, total=total)
+        if message != self.message:  # a new step: a fresh line (spinner, elapsed time from zero)
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(message, total=total)
+            self.message = message
+        if done is not None:
+            self.bar.update(self.task, completed=done, total=total)
 
 
 @app.command(
