@@ -235,18 +235,18 @@ def _slug(s: str) -> str:
 # Content shared by the HTML, Markdown and text renderings
 # --------------------------------------------------------------------------------------
 def _design_text(ev: "Evaluation") -> str:
-    c = ev.columns
-    o = ev.options
+    """One paragraph on the design, from the primary estimate's own description."""
+    how = next(iter(ev.effects.values())).raw.method
     if ev.design == "rct":
         return (
-            f"Randomized trial ({o.get('rct_design', 'cluster')} design): intent-to-treat effect of assignment to PL "
-            f"({ev.method.replace('_', ' ')} estimate), adjusted for block, pretest and covariates; covariance "
-            f"{o.get('vcov') or 'CR2 with Satterthwaite df (cluster designs)'}."
+            f"Randomized trial ({ev.options.get('rct_design', 'cluster')} design): the intent-to-treat effect of "
+            f"assignment to PL. Primary estimate: {how}."
         )
+    c = ev.columns
     return (
-        f"Matched comparison ({ev.method} matching): students in PL schools compared with similar students in "
-        f"comparison schools, matched on {', '.join(c.pretest + c.covariates) or 'the covariates'}; effect on the "
-        "treated (ATT) from a weighted regression on the matched sample with school-clustered standard errors."
+        f"Matched comparison ({ev.method}): students in PL schools compared with similar students in comparison "
+        f"schools, matched on {', '.join(c.pretest + c.covariates) or 'the covariates'}; the effect on the treated "
+        f"(ATT). Primary estimate: {how}."
     )
 
 
