@@ -279,6 +279,7 @@ def small_csv(tmp_path_factory):
         ("bad design", ("--design",)),
         ("missing file", ("no such file",)),
         ("bad config key", ("unknown key", "'colour'")),
+        ("bad number", ("--seed", "whole number", "'abc'")),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):
@@ -295,6 +296,7 @@ def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):
         "bad design": [str(path), "--design", "quasi"],
         "missing file": [str(tmp_path / "nope.csv")],
         "bad config key": ["--config", str(_write(tmp_path / "c.toml", f'file = "{path}"\ncolour = "red"\n'))],
+        "bad number": [str(path), "--seed", "abc"],
     }[case]
     r = _run([*args, "--out", out])
     assert r.exit_code == 2, (case, r.output)

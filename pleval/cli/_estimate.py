@@ -53,6 +53,17 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _number(flag: str, text: str | None, kind: type):
+    """A numeric flag, parsed here so that a bad value is a one-line error like any other."""
+    if text is None:
+        return None
+    try:
+        return kind(text) if kind is float else int(text, 10)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise DataError(f"{flag} must be {what}; got {text!r}") from None
+
+
 def _load_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
@@ -211,7 +222,7 @@ def estimate(
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
     method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting; rct: ols (default), cluster_means, mixedlm."),
     subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject separately)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
+    seed: Optional[str] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder that is not a previous pleval output."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
@@ -231,17 +242,17 @@ def estimate(
     weight: Optional[str] = typer.Option(None, "--weight", help="Analysis-weight column (default: none).", rich_help_panel="Columns"),
     takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE (rct) (default: takeup).", rich_help_panel="Columns"),
     sd: Optional[str] = typer.Option(None, "--sd", help="Effect-size SD: pooled (default), comparison, or a norm SD (number).", rich_help_panel="Options"),
-    level: Optional[float] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
-    baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
+    level: Optional[str] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
+    baseline_percentile: Optional[str] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
     meta_method: Optional[str] = typer.Option(None, "--meta-method", help="tau² estimator: REML (default), DL, PM, FE.", rich_help_panel="Options"),
     hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect (default: off).", rich_help_panel="Options"),
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
+    alpha: Optional[str] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
-    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
+    n_placebo: Optional[str] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
-    permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
+    permutations: Optional[str] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
 ) -> None:
@@ -261,14 +272,16 @@ def estimate(
         raise DataError(f"--design must be matched or rct; got {design_!r}")
     method_ = method or cfg.get("method")
     subject_ = subject if subject is not None else cfg.get("subject")
-    seed_ = seed if seed is not None else cfg.get("seed", 0)
+    seed_ = _number("--seed", seed, int) if seed is not None else cfg.get("seed", 0)
     out_ = out if out is not None else Path(cfg.get("out", "results"))
 
     options: dict[str, Any] = {**cfg.get("options", {}), **cfg.get("match", {})}
     flag_opts = dict(
-        sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method, hartung_knapp=hartung_knapp,
-        adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo, rct_design=rct_design, vcov=vcov,
-        permutations=permutations, compliance=compliance,
+        sd=sd, level=_number("--level", level, float), baseline_percentile=_number("--baseline-percentile",
+        baseline_percentile, float), meta_method=meta_method, hartung_knapp=hartung_knapp, adjust=adjust,
+        alpha=_number("--alpha", alpha, float), placebo=placebo, n_placebo=_number("--n-placebo", n_placebo, int),
+        rct_design=rct_design, vcov=vcov, permutations=_number("--permutations", permutations, int),
+        compliance=compliance,
     )
     if sd is not None:
         flag_opts["sd"] = sd if sd in ("pooled", "comparison") else _parse_value(sd)
