@@ -101,21 +101,32 @@ _TABLES = (
 class Evaluation(ResultMixin):
     """Everything :func:`estimate` found, immutable; every table property returns a copy.
 
-    Attributes
-    ----------
-    design, method : the design (``"matched"`` / ``"rct"``) and its method.
-    columns : the :class:`~pleval.data.Columns` used.
-    subjects : the subjects analysed (``("all",)`` without a subject column).
-    effects : subject -> the primary :class:`~pleval._results.Effect` (three scales).
-    options : every option, resolved (what ``run.toml`` records).
-    provenance : package versions, input path and SHA-256, seed, time.
-    warnings : the warnings raised while estimating (also re-issued as ``PlevalWarning``).
-    notes : facts worth knowing about this run (e.g. optional columns not found).
-    details : the underlying design / school-effects results per subject, for further analysis.
-
     Tables (DataFrames): :attr:`data_summary`, :attr:`overall`, :attr:`balance`,
     :attr:`equivalence`, :attr:`attrition`, :attr:`schools`, :attr:`heterogeneity`,
     :attr:`placebo`, :attr:`propensity`, :attr:`dropped`.
+
+    Attributes
+    ----------
+    design : str
+        The design, ``"matched"`` or ``"rct"``.
+    method : str
+        The design's method.
+    columns : Columns
+        The :class:`~pleval.data.Columns` used.
+    subjects : tuple
+        The subjects analysed (``("all",)`` without a subject column).
+    effects : Mapping
+        Subject -> the primary :class:`~pleval._results.Effect` (three scales).
+    options : Mapping
+        Every option, resolved (what ``run.toml`` records).
+    provenance : Mapping
+        Package versions, input path and SHA-256, seed, time.
+    warnings : tuple
+        The warnings raised while estimating (also re-issued as ``PlevalWarning``).
+    notes : tuple
+        Facts worth knowing about this run (e.g. optional columns not found).
+    details : Mapping
+        The underlying design / school-effects results per subject, for further analysis.
     """
 
     design: str
@@ -372,20 +383,40 @@ def estimate(
     seed : seed of every random step (matching ties/samples, placebo sampling, permutations).
     progress : callable ``progress(message, done=None, total=None)`` told of each step.
 
-    Other options (``**options``; all have defaults, all are recorded in ``options``)
-    --------------------------------------------------------------------------------
-    sd : ``"pooled"`` (default, WWC), ``"comparison"`` or a norm SD (a number).
-    level : confidence level (0.95). baseline_percentile : for percentile points (50).
-    meta_method : ``"REML"`` (default), ``"DL"``, ``"PM"``, ``"FE"``; hartung_knapp : bool.
-    adjust : multiplicity adjustment of school p-values, ``"bh"`` (default), ``"holm"``,
-        ``"bonferroni"``; alpha : significance level for the counts (0.05).
-    placebo : estimate placebo schools (True). n_placebo : how many comparison schools play PL
-        (0 = the default: as many as PL schools for matched designs, every comparison school in
-        a trial).
-    rct_design : ``"cluster"`` (default), ``"blocked"``, ``"individual"``; vcov : covariance
-        (default CR2 for cluster designs); permutations : randomization-test draws (0 = none);
-        compliance : estimate the CACE when a take-up column is given.
-    Any other keyword of :func:`pleval.match` (``caliper``, ``k``, ``replace``, ...) is passed on
+    Other Parameters
+    ----------------
+    sd : str or float
+        ``"pooled"`` (default, WWC), ``"comparison"`` or a norm SD (a number).
+    level : float
+        Confidence level (0.95).
+    baseline_percentile : float
+        Baseline percentile for percentile points (50).
+    meta_method : str
+        ``"REML"`` (default), ``"DL"``, ``"PM"`` or ``"FE"``.
+    hartung_knapp : bool
+        Hartung–Knapp adjustment of the pooled effect's CI.
+    adjust : str
+        Multiplicity adjustment of school p-values: ``"bh"`` (default), ``"holm"``, ``"bonferroni"``.
+    alpha : float
+        Significance level for the counts of significant schools (0.05).
+    placebo : bool
+        Estimate placebo schools (True).
+    n_placebo : int
+        How many comparison schools play PL (0 = the default: as many as PL schools for
+        matched designs, every comparison school in a trial).
+    rct_design : str
+        ``"cluster"`` (default), ``"blocked"`` or ``"individual"``.
+    vcov : str
+        Covariance (default CR2 for cluster designs).
+    permutations : int
+        Randomization-test draws (0 = none).
+    compliance : bool
+        Estimate the CACE when a take-up column is given.
+
+    Notes
+    -----
+    All options have defaults and are recorded in ``Evaluation.options``. Any other keyword of
+    :func:`pleval.match` (``caliper``, ``k``, ``replace``, ...) is passed on
     for matched designs. An unknown option raises :class:`~pleval.errors.DataError`.
     """
     progress = progress or _no_progress

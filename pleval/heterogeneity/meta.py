@@ -240,6 +240,8 @@ def meta_analysis(
     labels : sequence, optional
         School names, kept for tables and forest plots.
 
+    Notes
+    -----
     Formulas and sources are in the module docstring and ``docs/heterogeneity.md``.
     """
     if method not in METHODS:
