@@ -11,18 +11,25 @@ from pleval.cli.reference import commands, markdown
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tutorial_python_blocks_run(tmp_path, monkeypatch):
-    text = (ROOT / "docs" / "tutorial.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 4
+def _run_python_blocks(doc: str, tmp_path, monkeypatch) -> int:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / doc).read_text(), flags=re.S)
     (tmp_path / "sample_data").symlink_to(ROOT / "sample_data")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, "docs/tutorial.md", "exec"), namespace)  # noqa: S102
+        exec(compile(block, doc, "exec"), namespace)  # noqa: S102
     plt.close("all")
+    return len(blocks)
+
+
+def test_tutorial_python_blocks_run(tmp_path, monkeypatch):
+    assert _run_python_blocks("docs/tutorial.md", tmp_path, monkeypatch) >= 4
     assert (tmp_path / "results" / "report.html").exists()
     assert (tmp_path / "schools.xlsx").exists()
+
+
+def test_readme_python_block_runs(tmp_path, monkeypatch):
+    assert _run_python_blocks("README.md", tmp_path, monkeypatch) == 1
 
 
 def test_cli_reference_lists_every_command_and_option():
