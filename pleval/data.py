@@ -145,6 +145,55 @@ SAMPLE_COLUMNS = Columns(
 RCT_SAMPLE_COLUMNS = SAMPLE_COLUMNS.replace(block="block", takeup="takeup")
 """Roles of ``sample_data/pl_cluster_rct.csv``."""
 
+NONE_WORDS = ("", "none", "-")
+"""Values that mean "no column for this role" when roles come from text (CLI, TOML)."""
+
+
+def resolve_columns(df: pd.DataFrame, base: Columns, given: dict | None = None) -> tuple[Columns, list[str]]:
+    """Column roles for ``df``: the roles in ``given``, others from ``base``.
+
+    ``given`` maps role -> value; ``None`` means "not given" (use ``base``), a word in
+    :data:`NONE_WORDS` means "no such column", ``pretest``/``covariates`` accept a
+    comma-separated string or a sequence. A role taken from ``base`` whose column is not in
+    ``df`` is left out (outcome and treatment are always kept, so validation reports them);
+    the returned notes say which. Explicitly given names are kept as they are, so a wrong
+    name is reported by :func:`validate`.
+    """
+    given = {r: v for r, v in (given or {}).items() if v is not None}
+    unknown = sorted(set(given) - {f.name for f in fields(Columns)})
+    if unknown:
+        raise DataError(f"unknown column role(s) {unknown}; roles are {[f.name for f in fields(Columns)]}")
+    kw, notes = {}, []
+    for f in fields(Columns):
+        role = f.name
+        if role in given:
+            v = given[role]
+            if role in ("pretest", "covariates"):
+                v = _split_names(v) if isinstance(v, str) else tuple(v)
+            elif isinstance(v, str) and v.strip().lower() in NONE_WORDS:
+                v = None
+            kw[role] = v
+            continue
+        v = getattr(base, role)
+        if role in ("outcome", "treatment", "treated_label") or not v:
+            kw[role] = v
+        elif isinstance(v, tuple):
+            kw[role] = tuple(c for c in v if c in df.columns)
+            if len(kw[role]) < len(v):
+                notes.append(f"default {role} column(s) {[c for c in v if c not in df.columns]} not in the data; left out")
+        elif v in df.columns:
+            kw[role] = v
+        else:
+            notes.append(f"default {role} column {v!r} not in the data; not used")
+            kw[role] = None
+    return Columns(**kw), notes
+
+
+def _split_names(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in NONE_WORDS:
+        return ()
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 
 
@@ -379,4 +428,6 @@ __all__ = [
     "frame_sha256",
     "SAMPLE_COLUMNS",
     "RCT_SAMPLE_COLUMNS",
+    "NONE_WORDS",
+    "resolve_columns",
 ]

@@ -32,7 +32,7 @@ import math
 import platform
 import sys
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
@@ -43,7 +43,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, frame_sha256, read_table, validate
+from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, frame_sha256, read_table, resolve_columns, validate
 from .errors import DataError, DesignError, PlevalWarning
 
 DESIGNS = ("matched", "rct")
@@ -329,25 +329,9 @@ def _check_common(o: dict) -> None:
 
 def default_columns(df: pd.DataFrame, design: str) -> tuple[Columns, list[str]]:
     """The sample-data roles (:data:`pleval.data.SAMPLE_COLUMNS`, or ``RCT_SAMPLE_COLUMNS`` for
-    ``design="rct"``), keeping only optional roles whose column is in ``df`` (a note says which
-    were left out). Outcome and treatment are always kept, so a missing one is reported."""
-    base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
-    notes, kw = [], {}
-    for f in fields(Columns):
-        v = getattr(base, f.name)
-        if f.name in ("outcome", "treatment", "treated_label") or v is None:
-            kw[f.name] = v
-        elif isinstance(v, tuple):
-            present = tuple(c for c in v if c in df.columns)
-            if len(present) < len(v):
-                notes.append(f"default {f.name} column(s) {[c for c in v if c not in df.columns]} not in the data; left out")
-            kw[f.name] = present
-        elif v in df.columns:
-            kw[f.name] = v
-        else:
-            notes.append(f"default {f.name} column {v!r} not in the data; not used")
-            kw[f.name] = None
-    return Columns(**kw), notes
+    ``design="rct"``), keeping only optional roles whose column is in ``df``
+    (:func:`pleval.data.resolve_columns`)."""
+    return resolve_columns(df, RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):
     data.drop(columns=["takeup", "race"]).to_csv(slim, index=False)
     r = runner.invoke(app, ["rct", str(slim), "--subject", "reading", "--vcov", "CR1", "--out-dir", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
-    assert "no 'takeup' column" in r.output and "['race']" in r.output
+    assert "takeup column 'takeup' not in the data" in r.output and "['race']" in r.output
     itt = pd.read_csv(tmp_path / "o" / "itt.csv")
     assert set(itt["subject"]) == {"reading"} and "CACE (IV)" not in set(itt["analysis"])
 

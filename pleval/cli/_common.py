@@ -9,7 +9,8 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-from ..errors import PlevalError
+from ..data import NONE_WORDS
+from ..errors import DataError, PlevalError
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -44,3 +45,22 @@ def _debug_env() -> bool:
 
 def echo(text: str = "") -> None:
     sys.stdout.write(text + "\n")
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option: ``None`` if not given, ``()`` for "none", else the names."""
+    if text is None:
+        return None
+    if text.strip().lower() in NONE_WORDS:
+        return ()
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def parse_sd(text: str) -> str | float:
+    """``--sd``: "pooled", "comparison" or a number (a norm SD)."""
+    if text in ("pooled", "comparison"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"--sd must be pooled, comparison or a number; got {text!r}") from None

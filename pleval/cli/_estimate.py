@@ -22,14 +22,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from .. import percentiles
-from ..data import Columns, read_table
+from ..data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, read_table, resolve_columns
 from ..errors import DataError
-from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, default_columns, estimate as run_estimate, to_json_dict
+from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
 from ..report import write_outputs
 from . import app
 from ._common import console, echo, err_console, handle_errors
 
-_NONE = ("", "none", "-")
 # Column-role flags: option name -> Columns field.
 _ROLE_FLAGS = {
     "outcome": "outcome", "treatment": "treatment", "pretest": "pretest", "covariates": "covariates",
@@ -37,12 +36,6 @@ _ROLE_FLAGS = {
     "subject_column": "subject", "weight": "weight", "takeup": "takeup", "treated_label": "treated_label",
 }
 _TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match")
-
-
-def _names(text: str) -> list[str]:
-    if text.strip().lower() in _NONE:
-        return []
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _parse_value(text: str) -> Any:
@@ -100,30 +93,12 @@ def _unknown_options(extra: list[str], ctx: typer.Context) -> None:
 
 def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, list[str]]:
     """Default roles (the sample files'), then the config's [columns], then the flags."""
-    base, notes = default_columns(df, design)
-    roles = {f: getattr(base, f) for f in set(_ROLE_FLAGS.values())}
-    explicit = {}
-    for role, v in cfg_cols.items():
-        explicit[role] = v
+    given = dict(cfg_cols)
     for flag, role in _ROLE_FLAGS.items():
         v = flags.get(flag)
-        if v is None:
-            continue
-        if role in ("pretest", "covariates"):
-            explicit[role] = _names(v)
-        elif role == "treated_label":
-            explicit[role] = _parse_value(v)
-        else:
-            explicit[role] = None if v.strip().lower() in _NONE else v
-    for role, v in explicit.items():
-        if role in ("pretest", "covariates"):
-            v = [v] if isinstance(v, str) else list(v or [])
-        elif isinstance(v, str) and v.strip().lower() in _NONE:
-            v = None
-        roles[role] = v
-    if explicit:
-        notes = [n for n in notes if not any(f" {r} " in f" {n} " for r in explicit)]
-    return Columns(**roles), notes
+        if v is not None:
+            given[role] = _parse_value(v) if role == "treated_label" else v
+    return resolve_columns(df, RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS, given)
 
 
 def _overall_table(ev) -> Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -12,13 +11,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data import SAMPLE_COLUMNS, Columns, read_table
-from ..errors import DataError
+from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
 from ..matching import match
 from . import app
-from ._common import console, handle_errors
+from ._common import console, handle_errors, parse_names, parse_sd
 
-_NONE = ("", "none", "-")
 
 
 class Method(str, Enum):
@@ -26,38 +23,6 @@ class Method(str, Enum):
     mahalanobis = "mahalanobis"
     vcg = "vcg"
     weighting = "weighting"
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    if text is None:
-        return None
-    if text.strip().lower() in _NONE:
-        return ()
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def _columns(df: pd.DataFrame, given: dict) -> tuple[Columns, list[str]]:
-    """Roles from the options, defaulting to the sample file's names; an optional default
-    role whose column is absent is left out with a note."""
-    kw, notes = {}, []
-    defaults = {f.name: getattr(SAMPLE_COLUMNS, f.name) for f in fields(Columns)}
-    for role, value in given.items():
-        if role in ("pretest", "covariates"):
-            names = _names(value)
-            if names is None:
-                names = tuple(c for c in defaults[role] if c in df.columns)
-                if len(names) < len(defaults[role]):
-                    notes.append(f"default {role} column(s) missing from the file were left out")
-            kw[role] = names
-            continue
-        name = value if value is not None else defaults[role]
-        if name is not None and name.strip().lower() in _NONE:
-            name = None
-        if value is None and name is not None and name not in df.columns and role not in ("outcome", "treatment"):
-            notes.append(f"no {name!r} column for the default {role} role; not used")
-            name = None
-        kw[role] = name
-    return Columns(**kw), notes
 
 
 def _effect_table(frame: pd.DataFrame, title: str) -> Table:
@@ -111,21 +76,16 @@ def match_cmd(
     df = read_table(data)
     given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
              "school": school, "grade": grade, "subject": subject_column, "student_id": student_id}
-    cols, notes = _columns(df, given)
+    cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
     for n in notes:
         console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
-    sd_value: str | float = sd
-    if sd not in ("pooled", "comparison"):
-        try:
-            sd_value = float(sd)
-        except ValueError:
-            raise DataError(f"--sd must be pooled, comparison or a number; got {sd!r}") from None
+    sd_value = parse_sd(sd)
     res = match(
-        df, cols, method=method.value, exact=_names(exact), k=k,
+        df, cols, method=method.value, exact=parse_names(exact), k=k,
         caliper=False if no_caliper else caliper, replace=replace, band=band,
-        school_keys=_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
+        school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
     )
-    by_cols = _names(by) or None
+    by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
     bal = res.balance()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -13,11 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 from rich.table import Table
 
-from ..data import RCT_SAMPLE_COLUMNS, Columns, read_table
-from ..errors import DataError
+from ..data import RCT_SAMPLE_COLUMNS, read_table, resolve_columns
 from ..rct import analyze_rct
 from . import app
-from ._common import console, handle_errors
+from ._common import console, handle_errors, parse_names, parse_sd
 
 
 class DesignOpt(str, Enum):
@@ -32,43 +30,11 @@ class MethodOpt(str, Enum):
     mixedlm = "mixedlm"
 
 
-_NONE = ("", "none", "-")
 _SHORT = {
     "satisfied with statistical adjustment": "satisfied (adjusted)",
     "requires statistical adjustment": "needs adjustment",
     "Neyman difference in means": "Neyman diff. in means",
 }
-
-
-def _names(text: str | None) -> tuple[str, ...]:
-    if text is None or text.strip().lower() in _NONE:
-        return ()
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def _columns(df: pd.DataFrame, given: dict) -> tuple[Columns, list[str]]:
-    """Columns from the options; an optional role left at its sample default is dropped (with a
-    message) when the file has no such column. Explicitly given names must exist."""
-    notes, kw = [], {}
-    defaults = {f.name: getattr(RCT_SAMPLE_COLUMNS, f.name) for f in fields(Columns)}
-    for role, (value, explicit) in given.items():
-        if role in ("pretest", "covariates"):
-            names = _names(value) if value is not None else tuple(defaults[role])
-            if value is None:
-                missing = [c for c in names if c not in df.columns]
-                if missing:
-                    notes.append(f"no column(s) {missing} for the default {role}; left out")
-                names = tuple(c for c in names if c in df.columns)
-            kw[role] = names
-            continue
-        name = value if value is not None else defaults[role]
-        if name is not None and name.strip().lower() in _NONE:
-            name = None
-        if name is not None and not explicit and name not in df.columns and role not in ("outcome", "treatment"):
-            notes.append(f"no {name!r} column for the default {role} role; not used")
-            name = None
-        kw[role] = name
-    return Columns(**kw), notes
 
 
 def _effects_table(res, title: str) -> Table:
@@ -155,28 +121,20 @@ def rct(
     """
     df = read_table(data)
     given = {
-        "outcome": (outcome, outcome is not None), "treatment": (treatment, treatment is not None),
-        "pretest": (pretest, pretest is not None), "covariates": (covariates, covariates is not None),
-        "school": (school, school is not None), "block": (block, block is not None),
-        "takeup": (takeup, takeup is not None), "subject": (subject_column, subject_column is not None),
-        "student_id": (student_id, student_id is not None), "grade": (grade, grade is not None),
+        "outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates, "school": school,
+        "block": block, "takeup": takeup, "subject": subject_column, "student_id": student_id, "grade": grade,
     }
-    cols, notes = _columns(df, given)
+    cols, notes = resolve_columns(df, RCT_SAMPLE_COLUMNS, given)
     for n in notes:
         console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
-    sd_value: str | float = sd
-    if sd not in ("pooled", "comparison"):
-        try:
-            sd_value = float(sd)
-        except ValueError:
-            raise DataError(f"--sd must be pooled, comparison or a number; got {sd!r}") from None
+    sd_value = parse_sd(sd)
     if cols.subject and subject is None:
         subjects = [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     else:
         subjects = [subject]
     kw = dict(
         design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
-        subgroups=_names(subgroups), adjust=adjust, permutations=permutations, seed=seed,
+        subgroups=parse_names(subgroups) or (), adjust=adjust, permutations=permutations, seed=seed,
     )
     results = {}
     with Progress(
