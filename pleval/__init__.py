@@ -13,10 +13,21 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 
 from .errors import ConvergenceError, DataError, DesignError, PlevalError, PlevalWarning
 from .percentiles import from_percentile_points, improvement_index, to_percentile_points
+from .rct import RCTResult, analyze_rct, rct_by_subject
+from .matching import MatchResult, match
+from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects
+from .heterogeneity import MetaAnalysis, SchoolEffects, meta_analysis, meta_regression, placebo_schools, school_effects
 
-# Public API (one line per module; add yours below).
-from .rct import RCTResult, analyze_rct, rct_by_subject  # noqa: E402
-from .matching import MatchResult, match  # noqa: E402
-from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects  # noqa: E402
-from .heterogeneity import MetaAnalysis, SchoolEffects, meta_analysis, meta_regression, placebo_schools, school_effects  # noqa: E402,E501
-from .estimate import Evaluation, estimate  # noqa: E402  (the function shadows the module name; import the module's other names as 'from pleval.estimate import ...')
+# The function shadows the module name: import the module's other names with `from pleval.estimate import ...`.
+from .estimate import Evaluation, estimate
+
+__all__ = [
+    "__version__",
+    "estimate", "Evaluation",
+    "match", "MatchResult",
+    "analyze_rct", "rct_by_subject", "RCTResult",
+    "school_effects", "SchoolEffects", "meta_analysis", "MetaAnalysis", "meta_regression", "placebo_schools",
+    "to_percentile_points", "from_percentile_points", "improvement_index",
+    "simulate_matched", "simulate_cluster_rct", "simulate_school_effects", "Simulated",
+    "PlevalError", "DataError", "DesignError", "ConvergenceError", "PlevalWarning",
+]

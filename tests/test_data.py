@@ -141,3 +141,22 @@ def test_design_matrix_expands_categoricals(df):
     assert X["race[white]"].sum() == (df["race"] == "white").sum()
     with pytest.raises(DataError, match="'const'"):
         design_matrix(df.assign(const=1.0), ["const"])
+
+
+def test_resolve_columns_defaults_given_and_none_words(df):
+    from pleval.data import SAMPLE_COLUMNS, resolve_columns
+
+    cols, notes = resolve_columns(df, SAMPLE_COLUMNS)
+    # the frame has none of the sample names: optional roles drop out with notes, required stay
+    assert cols.outcome == "posttest" and cols.school is None and cols.pretest == ()
+    assert any("'school_id'" in n for n in notes)
+    cols, notes = resolve_columns(
+        df, SAMPLE_COLUMNS,
+        {"outcome": "post", "treatment": "pl", "pretest": "pre", "covariates": ["frl", "race"],
+         "school": "school", "grade": "none", "student_id": None},
+    )
+    assert (cols.outcome, cols.pretest, cols.covariates, cols.school, cols.grade) == (
+        "post", ("pre",), ("frl", "race"), "school", None)
+    assert not any("school" in n for n in notes)
+    with pytest.raises(DataError, match="unknown column role"):
+        resolve_columns(df, SAMPLE_COLUMNS, {"pupil": "sid"})

@@ -29,7 +29,6 @@ shrunken column beside the raw one, and compare the spread with placebo schools
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
