@@ -40,7 +40,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import linalg
+from scipy import linalg, sparse
 
 from .._results import ResultMixin, t_interval
 from ..errors import DataError, DesignError
@@ -70,21 +70,34 @@ def cluster_codes(clusters) -> tuple[np.ndarray, int]:
     return codes.astype(np.intp), len(uniques)
 
 
-def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None):
-    """Per-cluster ``S_g = X_g'X_g`` (G×k×k) and, if ``e`` is given, ``u_g = X_g'e_g`` (G×k).
+def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None, w: np.ndarray | None = None):
+    """Per-cluster ``S_g = X_g'W_gX_g`` (G×k×k) and, if ``e`` is given, ``u_g = X_g'W_ge_g`` (G×k).
 
-    One bincount per distinct pair of columns: O(n·k²) time, O(G·k²) memory.
+    Sums over the rows of each cluster are products with the sparse G×n matrix ``A`` holding
+    the weights (``A[g, r] = w_r`` for r in g). A column constant within every cluster (the
+    intercept, a cluster-level treatment, block indicators when clusters nest in blocks)
+    needs no pairwise pass: for such a column i, ``S_g[i, j] = c_gi · (A X)_gj``. Only the
+    within-cluster-varying columns are multiplied pairwise. O(n·k_v·k) time for k_v varying
+    columns, O(G·k²) memory.
     """
     n, k = X.shape
+    w = np.ones(n) if w is None else w
+    A = sparse.csr_matrix((w, (codes, np.arange(n))), shape=(G, n))
+    sums = A @ X
+    some_row = np.zeros(G, dtype=np.intp)
+    some_row[codes] = np.arange(n)  # any row of each cluster
+    level = X[some_row]  # each cluster's value of each column, where the column is cluster-level
+    const = np.array([np.array_equal(X[:, j], level[:, j][codes]) for j in range(k)], dtype=bool)
     S = np.empty((G, k, k))
-    for i in range(k):  # loop over regressors, not over clusters
-        xi = X[:, i]
-        for j in range(i, k):
-            S[:, i, j] = np.bincount(codes, weights=xi * X[:, j], minlength=G)
-            S[:, j, i] = S[:, i, j]
-    U = None
-    if e is not None:
-        U = np.stack([np.bincount(codes, weights=X[:, j] * e, minlength=G) for j in range(k)], axis=1)
+    S[:, const, :] = level[:, const, None] * sums[:, None, :]
+    S[:, :, const] = np.swapaxes(S[:, const, :], 1, 2)
+    vary = np.flatnonzero(~const)
+    for a, i in enumerate(vary):  # loop over varying regressors, not over clusters
+        block = A @ (X[:, vary[a:]] * X[:, [i]])
+        S[:, i, vary[a:]] = block
+        S[:, vary[a:], i] = block
+    S[np.bincount(codes, minlength=G) == 0] = 0.0
+    U = None if e is None else A @ (X * e[:, None])
     return S, U
 
 
@@ -248,7 +261,8 @@ def ols(
         codes, G = cluster_codes(clusters)
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
-        S, U = grouped_cross_products(Xt, codes, G, et)
+        # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
+        S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None)
         contrast_df = None
         if vcov == "CR2":
             L = linalg.cholesky(M, lower=True)
