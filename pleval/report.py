@@ -740,7 +740,7 @@ def render_fragment(ev: "Evaluation") -> str:
         for r in rows
     )
     sentences = "".join(f"<li>{html.escape(ev.sentence(s))}</li>" for s in ev.subjects)
-    het = "".join(f"<li>{html.escape(h['sentence'])}</li>" for h in _het_rows(ev))
+    het = "".join(f"<li>{html.escape(str(h['subject']))}: {html.escape(h['sentence'])}</li>" for h in _het_rows(ev))
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in ev.warnings)
     return (
         f"<div class='pleval-result'><strong>Evaluation</strong> ({html.escape(ev.design)}, {html.escape(ev.method)})"

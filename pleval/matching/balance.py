@@ -140,7 +140,8 @@ class Balance(ResultMixin):
             f"{len(bad)} of {len(t)} rows have |SMD| > {self.threshold} after matching"
             + (": " + ", ".join(bad["variable"].astype(str).head(8)) if len(bad) else "")
         )
-        lines.append("WWC baseline equivalence on the pretest (matched sample):")
+        if len(self.equivalence):
+            lines.append("WWC baseline equivalence on the pretest (matched sample):")
         for r in self.equivalence.itertuples():
             grp = f"{r.group}: " if hasattr(r, "group") else ""
             lines.append(
