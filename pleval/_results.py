@@ -21,13 +21,7 @@ SCALES = ("raw", "effect size", "percentile points")
 
 
 class ResultMixin:
-    """``__repr__`` and ``_repr_html_`` delegate to ``summary()`` / ``to_frame()``."""
-
-    def summary(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def to_frame(self) -> pd.DataFrame:  # pragma: no cover - overridden
-        raise NotImplementedError
+    """``__repr__`` and ``_repr_html_`` delegate to the class's ``summary()`` / ``to_frame()``."""
 
     def __repr__(self) -> str:
         return self.summary()
