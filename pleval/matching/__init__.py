@@ -78,6 +78,16 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, n
     return rows, sets, w
 
 
+def _stable_keys(data: pd.DataFrame, c, pos):
+    """Student id (and subject) of the rows at ``pos``, for row-order-free tie-breaking."""
+    if not c.student_id:
+        return None
+    key = data[c.student_id].iloc[pos].astype(str).to_numpy()
+    if c.subject:
+        key = key + "\x1f" + data[c.subject].iloc[pos].astype(str).to_numpy()
+    return key
+
+
 def match(
     df,
     columns: Columns,
@@ -194,9 +204,13 @@ def match(
             cal_abs = np.inf if caliper is None or caliper is False else caliper
             order = order or "random"
             options["distance"] = tuple(dvars)
+        # quantized so that distances equal but for floating-point noise (which depends on row
+        # order through the fitted model) are exact ties, broken by the row-order-free priority
+        coord = np.round(coord, 10)
         nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace,
                            t_cell=cells[tpos], c_cell=cells[cpos], order=order,
-                           order_key=pm.ps[tpos] if pm is not None else None, seed=seed)
+                           order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
+                           c_key=_stable_keys(data, c, cpos))
         matched_t = nm.idx[:, 0] >= 0
         m_i = (nm.idx >= 0).sum(axis=1)
         n_sets = int(matched_t.sum())

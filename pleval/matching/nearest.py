@@ -269,13 +269,16 @@ def match_nearest(
     order: str = "data",
     order_key=None,
     seed: int = 0,
+    c_key=None,
 ) -> NearestMatch:
     """1:k nearest-neighbour matching of treated rows to comparison rows.
 
     ``t_coord``/``c_coord`` are 1-D (a score) or 2-D (already-transformed coordinates, e.g.
     :func:`mahalanobis_coordinates`). ``caliper`` is an absolute distance. ``t_cell``/``c_cell``
     are integer exact-match cells. ``order_key`` (e.g. the PS of the treated rows) drives
-    ``order`` for greedy matching without replacement.
+    ``order`` for greedy matching without replacement. ``c_key`` (e.g. student id and
+    subject of each comparison row) makes tie-breaking independent of row order: priorities
+    are the ranks of a seeded hash of the keys instead of a seeded permutation of positions.
     """
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
@@ -293,7 +296,7 @@ def match_nearest(
         cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0].astype(np.int64)
         c_cell, t_cell = cells[:n_c], cells[n_c:]
     rng = np.random.default_rng(seed)
-    prio = rng.permutation(n_c).astype(np.int64)
+    prio = rng.permutation(n_c).astype(np.int64) if c_key is None else _key_priority(c_key, seed)
     idx = np.full((n_t, k), -1, dtype=np.int64)
     dist = np.full((n_t, k), np.inf)
     reason = np.full(n_t, "", dtype=object)
@@ -331,6 +334,12 @@ def match_nearest(
     else:
         reason[unmatched] = "comparisons in its exact-match cell used up (matching without replacement)"
     return NearestMatch(idx, dist, reason)
+
+
+def _key_priority(keys, seed: int) -> np.ndarray:
+    """Ranks 0..n−1 of a seeded 64-bit hash of the keys (row order plays no part)."""
+    h = pd.util.hash_array(np.asarray(keys).astype(str).astype(object), hash_key=f"{seed % 10**16:016d}")
+    return np.argsort(np.argsort(h, kind="stable"), kind="stable").astype(np.int64)
 
 
 def _greedy(search, n_t, n_c, k, order, order_key, rng, batch: int = 512):
