@@ -56,6 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special, stats
 
+from ._results import ResultMixin
+
 from .percentiles import to_percentile_points
 
 SCALE_SD = 15.0
@@ -119,7 +121,7 @@ _ATT_LABEL = {
 
 
 @dataclass(frozen=True, repr=False)
-class Truth:
+class Truth(ResultMixin):
     """What the simulation put in, for checking an analysis against.
 
     ``effect_sd`` is the population mean of the true school effects θ_j in SD units, where the
@@ -168,6 +170,13 @@ class Truth:
 
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.as_dict(), indent=indent)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The scalar truths as a two-column table (quantity, value); per-school truths are
+        in :attr:`schools`."""
+        names = ("design", "effect_sd", "effect_raw", "percentile_points", "sd", "sd_kind", "tau_sd",
+                 "tau_raw", "icc", "att_sd", "att_raw", "seed")
+        return pd.DataFrame({"quantity": names, "value": [getattr(self, n) for n in names]})
 
     def summary(self) -> str:
         pp = self.percentile_points

@@ -278,3 +278,17 @@ def test_trial_placebo_schools_are_sampled_when_the_stack_is_large(rct_sim, monk
     assert any(n.startswith(f"placebo schools: a random {k} of {n_controls}") for n in ev.notes)
     again = pleval.estimate(rct_sim.data, design="rct", subject="math")  # seeded: the same sample
     assert list(again.placebo["school"]) == list(ev.placebo["school"])
+
+
+def test_every_public_result_renders_in_jupyter():
+    """Issue 7: each results object has summary() and an HTML view (through ResultMixin)."""
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+
+    sim = pleval.simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=5, seed=2)
+    m = pleval.match(sim.data, SAMPLE_COLUMNS, method="propensity")
+    objects = [sim.truth, m, m.propensity, m.propensity.support, m.balance(), m.estimate(),
+               pleval.meta_analysis([0.1, -0.1, 0.3], [0.1, 0.1, 0.1])]
+    for obj in objects:
+        assert isinstance(obj.summary(), str) and obj.summary()
+        assert "<table" in obj._repr_html_(), type(obj).__name__

@@ -28,6 +28,7 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
+from .._results import ResultMixin
 from ..errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from ._design import Encoded, encode, is_categorical
 
@@ -35,8 +36,8 @@ DISCARD = ("none", "treated", "control", "both")
 _SEPARATION_LOGIT = 15.0  # |linear predictor| beyond which a fitted score is "0 or 1"
 
 
-@dataclass(frozen=True)
-class CommonSupport:
+@dataclass(frozen=True, repr=False)
+class CommonSupport(ResultMixin):
     """Overlap of the logit propensity score between groups."""
 
     treated_range: tuple[float, float]
@@ -69,7 +70,7 @@ class CommonSupport:
 
 
 @dataclass(frozen=True, repr=False)
-class PropensityModel:
+class PropensityModel(ResultMixin):
     """A fitted propensity model. ``ps`` and ``logit_ps`` are per row of the fitted data;
     ``keep`` is False for rows removed by ``discard``. (In a :class:`MatchResult` the arrays
     are per row of ``MatchResult.data``, the discarded rows already left out.)"""
@@ -85,6 +86,10 @@ class PropensityModel:
     n: int
     n_treated: int
     design_names: tuple[str, ...] = field(default=())
+
+    def to_frame(self) -> pd.DataFrame:
+        """The fitted logit coefficients."""
+        return self.params.rename("coefficient").to_frame()
 
     def summary(self) -> str:
         how = f"ridge-penalized logit (alpha = {self.alpha:g})" if self.penalized else "logit (maximum likelihood)"
