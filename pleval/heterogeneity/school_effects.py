@@ -532,25 +532,31 @@ def school_effects(
         with np.errstate(invalid="ignore", divide="ignore"):
             table[mcol] = num / den
 
-    table, metas, shrinks, counts = _finish(
-        table, by=by_cols, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
+    return _result(
+        table, by_cols, moderators, dropped, sd_info,
+        method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
         baseline_percentile=baseline_percentile,
-    )
-    table = table[[*by_cols, *TABLE_COLUMNS, *moderators]]
-    return SchoolEffects(
-        table=table,
-        meta=metas,
-        shrinkage=shrinks,
-        counts=counts,
-        by=by_cols,
-        sd=sd_info,
-        dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
         options=dict(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
             cluster=cluster, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
             level=level, baseline_percentile=baseline_percentile, hedges_correction=hedges_correction, n_rows=n,
             n_input=n_in,
         ),
+    )
+
+
+def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_kw) -> "SchoolEffects":
+    """Meta-analysis, shrinkage and counts of a per-school table, as a :class:`SchoolEffects`."""
+    table, metas, shrinks, counts = _finish(table, by=by_cols, **finish_kw)
+    return SchoolEffects(
+        table=table[[*by_cols, *TABLE_COLUMNS, *moderators]],
+        meta=metas,
+        shrinkage=shrinks,
+        counts=counts,
+        by=by_cols,
+        sd=sd_info,
+        dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
+        options=options,
     )
 
 
@@ -644,19 +650,10 @@ def school_effects_from_estimates(
     table["note"] = ""
     for m in moderators:
         table[m] = pd.to_numeric(d[m], errors="coerce").to_numpy()
-    table, metas, shrinks, counts = _finish(
-        table, by=by_cols, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
+    return _result(
+        table, by_cols, moderators, dropped, {},
+        method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
         baseline_percentile=baseline_percentile,
-    )
-    table = table[[*by_cols, *TABLE_COLUMNS, *moderators]]
-    return SchoolEffects(
-        table=table,
-        meta=metas,
-        shrinkage=shrinks,
-        counts=counts,
-        by=by_cols,
-        sd={},
-        dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
         options=dict(source="per-school estimates (effect-size scale)", method=method, hartung_knapp=hartung_knapp,
                      adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile),
     )
