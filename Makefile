@@ -8,15 +8,32 @@ PLEVAL_SIM_SCALE ?= 0.25
 export PLEVAL_SIM_SCALE
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test docs bench sample-data clean
+.PHONY: setup demo test test-latest lock docs bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exact, hash-checked versions from requirements.lock (plain pip reads it; no extra tool is
+# needed to install), then pleval itself without resolving anything further.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
+
+# Regenerate requirements.lock after changing dependencies in pyproject.toml (uv is used to
+# resolve only; the lock is an ordinary pip requirements file with hashes).
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs \
+	  --generate-hashes --universal --python-version 3.11 --no-header --upgrade -o requirements.lock
+
+# The suite against the newest releases (not in CI): drift shows here before users see it.
+test-latest:
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet --upgrade pip
+	.venv-latest/bin/python -m pip install --quiet --upgrade -e ".[test,docs]"
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv-latest/bin/python -m pytest -n 2 -q
 
 demo: $(STAMP)
 	$(BIN)/pleval estimate sample_data/pl_matched_students.csv --out results --force
@@ -35,4 +52,4 @@ bench: $(STAMP)
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
 
 clean:
-	rm -rf $(VENV) results site .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest results site .pytest_cache .hypothesis

@@ -231,13 +231,15 @@ def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray) -> np.ndarray:
     S = ((n1 - 1) * np.atleast_2d(np.cov(Xt, rowvar=False)) + (n0 - 1) * np.atleast_2d(np.cov(Xc, rowvar=False))) / (
         n1 + n0 - 2
     )
-    try:
-        L = np.linalg.cholesky(S)
-    except np.linalg.LinAlgError:
+    # Rank is decided explicitly, not by Cholesky failing (some LAPACK builds factor an exactly
+    # singular S): S counts as singular when its condition number exceeds 1e10.
+    eig = np.linalg.eigvalsh(S)
+    if not (eig[-1] > 0 and eig[0] > 1e-10 * eig[-1]):
         raise DesignError(
             "the Mahalanobis covariates have a singular covariance matrix (a constant or collinear "
             "covariate); drop the redundant covariate or match exactly on it"
-        ) from None
+        )
+    L = np.linalg.cholesky(S)
     from scipy.linalg import solve_triangular
 
     return solve_triangular(L, (X - X.mean(axis=0)).T, lower=True).T
