@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
-# Regenerate requirements.lock after changing dependencies in pyproject.toml (uv is used to
+# Regenerate requirements.lock after changing dependencies in pyproject.toml, keeping existing
+# pins (add UV_ARGS=--upgrade to move everything to the newest releases; uv is used to
 # resolve only; the lock is an ordinary pip requirements file with hashes).
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv
 	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs \
-	  --generate-hashes --universal --python-version 3.11 --no-header --upgrade -o requirements.lock
+	  --generate-hashes --universal --python-version 3.11 --no-header $(UV_ARGS) -o requirements.lock
 
 # The suite against the newest releases (not in CI): drift shows here before users see it.
 test-latest:
