@@ -1,4 +1,4 @@
-"""Benchmark: the whole evaluation, ``pleval.estimate`` and ``Evaluation.save``, by size.
+"""Benchmark: the whole evaluation, ``pleval.estimate`` and ``pleval.report.save``, by size.
 
     python benchmarks/bench_estimate.py [--quick]
 
@@ -46,6 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     import pleval
+    from pleval import report
     from pleval.simulate import simulate_matched
 
     sizes = [(60, 8, 10), (300, 32, 15)] if args.quick else [(60, 8, 10), (300, 32, 15), (1000, 100, 40), (3000, 300, 50)]
@@ -56,7 +57,7 @@ def main() -> None:
         ev, t_est = timed(lambda: pleval.estimate(data, **kw))
         m_est = traced_peak(lambda: pleval.estimate(data, **kw))
         with tempfile.TemporaryDirectory() as tmp:
-            _, t_save = timed(lambda: ev.save(Path(tmp) / "out"))
+            _, t_save = timed(lambda: report.save(ev, Path(tmp) / "out"))
         print(f"{name:<40}{n:>11,}{t_est:>12.2f}{m_est:>11.0f}{t_save:>9.2f}{rss_mb():>13.0f}", flush=True)
 
     for n_schools, n_pl, per_grade in sizes:

@@ -103,7 +103,8 @@ class Evaluation(ResultMixin):
 
     Tables (DataFrames): :attr:`data_summary`, :attr:`overall`, :attr:`balance`,
     :attr:`equivalence`, :attr:`attrition`, :attr:`schools`, :attr:`heterogeneity`,
-    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`.
+    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`. The ``plot_*`` methods draw with
+    :mod:`pleval.plots`; :func:`pleval.report.save` writes the outputs folder and report.
 
     Attributes
     ----------
@@ -201,52 +202,45 @@ class Evaluation(ResultMixin):
         return self.overall
 
     def summary(self) -> str:
-        from .report import render_text
+        from .findings import text_summary
 
-        return render_text(self)
+        return text_summary(self)
 
     def _repr_html_(self) -> str:
-        from .report import render_fragment
+        from .findings import html_fragment
 
-        return render_fragment(self)
+        return html_fragment(self)
 
-    # ---- plots -------------------------------------------------------------------------
+    # ---- plots (drawn by pleval.plots) ----------------------------------------------------
     def plot_forest(self, subject=None, *, shrunk: bool = True):
-        """Forest / caterpillar plot of the school effects (:func:`pleval.plots.forest`)."""
-        from .report import forest_figure
+        """Forest / caterpillar plot of the school effects (:func:`pleval.plots.evaluation_forest`)."""
+        from .plots import evaluation_forest
 
-        return forest_figure(self, self._subject(subject), shrunk=shrunk)
+        return evaluation_forest(self, self._subject(subject), shrunk=shrunk)
 
     def plot_love(self, subject=None):
-        """Love plot of covariate balance (:func:`pleval.plots.love_plot`)."""
-        from .report import love_figure
+        """Love plot of covariate balance (:func:`pleval.plots.evaluation_love`)."""
+        from .plots import evaluation_love
 
-        return love_figure(self, self._subject(subject))
+        return evaluation_love(self, self._subject(subject))
 
     def plot_overlap(self, subject=None):
-        """Propensity-score overlap, matched designs (:func:`pleval.plots.propensity_overlap`)."""
-        from .report import overlap_figure
+        """Propensity-score overlap, matched designs (:func:`pleval.plots.evaluation_overlap`)."""
+        from .plots import evaluation_overlap
 
-        return overlap_figure(self, self._subject(subject))
+        return evaluation_overlap(self, self._subject(subject))
 
     def plot_percentiles(self, subject=None):
         """Effect size -> percentile points, with this estimate marked."""
-        from .report import percentile_figure
+        from .plots import evaluation_percentiles
 
-        return percentile_figure(self, self._subject(subject))
+        return evaluation_percentiles(self, self._subject(subject))
 
     def plot_distribution(self, subject=None):
         """Distribution of school effects with the estimated true-effect distribution."""
-        from .report import distribution_figure
+        from .plots import evaluation_distribution
 
-        return distribution_figure(self, self._subject(subject))
-
-    # ---- output ------------------------------------------------------------------------
-    def save(self, out_dir, *, force: bool = False) -> Path:
-        """Write the outputs folder (see :func:`pleval.report.write_outputs`); returns its path."""
-        from .report import write_outputs
-
-        return write_outputs(self, out_dir, force=force)
+        return evaluation_distribution(self, self._subject(subject))
 
 
 def _p(p: float) -> str:

@@ -1,8 +1,10 @@
 """Figures for an evaluation: school forest plot, love plot, propensity overlap, percentile
 chart and the distribution of school effects.
 
-Every function takes plain DataFrames / arrays with documented columns (no pleval results
-classes), returns a :class:`matplotlib.figure.Figure` and never calls ``show()``. Figures are
+Every drawing function takes plain DataFrames / arrays with documented columns (no pleval
+results classes); the ``evaluation_*`` functions at the end adapt an
+:class:`~pleval.estimate.Evaluation`'s tables to them (what ``Evaluation.plot_*`` and the report
+use). Every function returns a :class:`matplotlib.figure.Figure` and never calls ``show()``. Figures are
 built without ``pyplot``, so they are never kept open by a global registry (no memory growth
 in long reports) and display exactly once in Jupyter, where the returned figure renders as a
 PNG (``_repr_png_``). Save one with ``fig.savefig("forest.png", dpi=150)`` or get PNG bytes
@@ -18,7 +20,7 @@ the baseline percentile ``p`` (50 by default) — a shift in rank, not a change 
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +29,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
 from scipy import special, stats
 
-from . import percentiles
-from .errors import DataError
+from . import findings, percentiles
+from .errors import DataError, PlevalError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .estimate import Evaluation
 
 # Colour-blind-safe palette (Paul Tol "bright"/"muted").
 POSITIVE = "#0077BB"
@@ -597,6 +602,126 @@ def effect_distribution(
     return fig
 
 
+
+
+# --------------------------------------------------------------------------------------
+# Figures of an Evaluation: its tables, adapted to the functions above (duck-typed; this
+# module does not import pleval.estimate). Evaluation.plot_* and pleval.report call these.
+# --------------------------------------------------------------------------------------
+def figure_name(kind: str, subject: str) -> str:
+    """The name (file stem) of an evaluation figure: ``kind`` (forest, distribution, love,
+    overlap, percentiles), then the subject unless the data have none."""
+    return kind if subject == "all" else f"{kind}_{findings.slug(subject)}"
+
+
+def _school_plot_frame(ev: "Evaluation", subject: str, level: float) -> pd.DataFrame:
+    s = findings.subject_rows(ev.schools, subject)
+    s = s[np.isfinite(s["effect_size"].to_numpy(dtype=float))]
+    z = stats.norm.ppf(0.5 + level / 2)
+    return pd.DataFrame(
+        {
+            "school": s["school"].astype(str).to_numpy(),
+            "estimate": s["effect_size"].to_numpy(dtype=float),
+            "se": s["es_se"].to_numpy(dtype=float),
+            "ci_low": s["es_ci_low"].to_numpy(dtype=float),
+            "ci_high": s["es_ci_high"].to_numpy(dtype=float),
+            "shrunk": s["shrunk_es"].to_numpy(dtype=float),
+            "shrunk_ci_low": (s["shrunk_es"] - z * s["shrunk_es_sd"]).to_numpy(dtype=float),
+            "shrunk_ci_high": (s["shrunk_es"] + z * s["shrunk_es_sd"]).to_numpy(dtype=float),
+            "pvalue_adj": s["p_adjusted"].to_numpy(dtype=float),
+        }
+    )
+
+
+def _placebo_values(ev: "Evaluation", subject: str) -> np.ndarray | None:
+    pl = findings.subject_rows(ev.placebo, subject)
+    if not len(pl):
+        return None
+    g = pl["effect_size"].to_numpy(dtype=float)
+    g = g[np.isfinite(g)]
+    return g if g.size else None
+
+
+def evaluation_forest(ev: "Evaluation", subject: str, *, shrunk: bool = True) -> Figure:
+    """:func:`forest` of an evaluation's school effects for ``subject``, with the pooled
+    random-effects estimate, its prediction interval and the placebo schools."""
+    lvl = float(ev.options.get("level", 0.95))
+    d = _school_plot_frame(ev, subject, lvl)
+    if not len(d):
+        raise PlevalError(f"no school effects for subject {subject!r}")
+    if not shrunk:
+        d = d.drop(columns=["shrunk", "shrunk_ci_low", "shrunk_ci_high"])
+    h = findings.het_row(ev, subject)
+    pooled = None
+    if h is not None:
+        pooled = {k: h[k] for k in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "tau")}
+        pooled["method"] = f"random effects, {h['method']}"
+    e = ev.effects[subject]
+    return forest(
+        d, pooled=pooled, placebo=_placebo_values(ev, subject), baseline_percentile=e.baseline_percentile,
+        sd=e.sd, sd_kind=e.sd_kind, level=lvl, alpha=float(ev.options.get("alpha", 0.05)),
+        title=findings.title(subject, "Effect of personalized learning by school"),
+    )
+
+
+def evaluation_distribution(ev: "Evaluation", subject: str) -> Figure:
+    """:func:`effect_distribution` of an evaluation's school effects for ``subject``."""
+    d = _school_plot_frame(ev, subject, float(ev.options.get("level", 0.95)))
+    h = findings.het_row(ev, subject)
+    return effect_distribution(
+        d["estimate"], shrunk=d["shrunk"], mu=None if h is None else float(h["estimate"]),
+        tau=None if h is None else float(h["tau"]), placebo=_placebo_values(ev, subject),
+        baseline_percentile=ev.effects[subject].baseline_percentile,
+        title=findings.title(subject, "Distribution of school effects"),
+    )
+
+
+def evaluation_love(ev: "Evaluation", subject: str) -> Figure:
+    """:func:`love_plot` of an evaluation's balance table for ``subject``."""
+    b = findings.subject_rows(ev.balance, subject)
+    if not len(b):
+        raise PlevalError(f"no balance table for subject {subject!r}")
+    title = "Covariate balance" if ev.design == "matched" else "Baseline differences (analytic sample)"
+    labels = ("before matching", "after matching") if ev.design == "matched" else ("randomized groups", "")
+    return love_plot(b, title=findings.title(subject, title), labels=labels)
+
+
+def evaluation_overlap(ev: "Evaluation", subject: str) -> Figure:
+    """:func:`propensity_overlap` of an evaluation's propensity scores (propensity-based matching)."""
+    p = findings.subject_rows(ev.propensity, subject)
+    if not len(p):
+        raise PlevalError("no propensity scores: overlap is drawn for propensity-based matched designs")
+    w = p["weight"] if "weight" in p.columns else None
+    return propensity_overlap(p["score"], p["treated"], weights=w,
+                              title=findings.title(subject, "Propensity-score overlap"))
+
+
+def evaluation_percentiles(ev: "Evaluation", subject: str) -> Figure:
+    """:func:`percentile_chart` with an evaluation's effect size for ``subject`` marked."""
+    es = ev.effects[subject].effect_size
+    return percentile_chart(
+        es.estimate, (es.ci_low, es.ci_high), baseline_percentile=ev.effects[subject].baseline_percentile,
+        title=findings.title(subject, "From effect size to percentile points"),
+    )
+
+
+def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
+    """Every figure that applies to an evaluation, keyed by :func:`figure_name` (the file stem,
+    e.g. ``forest_math``)."""
+    out = {}
+    for s in ev.subjects:
+        out[figure_name("percentiles", s)] = evaluation_percentiles(ev, s)
+        if len(findings.subject_rows(ev.balance, s)):
+            out[figure_name("love", s)] = evaluation_love(ev, s)
+        if len(findings.subject_rows(ev.propensity, s)):
+            out[figure_name("overlap", s)] = evaluation_overlap(ev, s)
+        sch = findings.subject_rows(ev.schools, s)
+        if len(sch) and np.isfinite(sch["effect_size"].to_numpy(dtype=float)).any():
+            out[figure_name("forest", s)] = evaluation_forest(ev, s)
+            out[figure_name("distribution", s)] = evaluation_distribution(ev, s)
+    return out
+
+
 __all__ = [
     "forest",
     "love_plot",
@@ -605,4 +730,11 @@ __all__ = [
     "effect_distribution",
     "to_png",
     "PlevalFigure",
+    "evaluation_figures",
+    "evaluation_forest",
+    "evaluation_distribution",
+    "evaluation_love",
+    "evaluation_overlap",
+    "evaluation_percentiles",
+    "figure_name",
 ]

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 import pleval
-from pleval import report
+from pleval import findings, plots, report
+from pleval.report import blocks, sections
 from pleval.errors import PlevalError, PlevalWarning
 from pleval.simulate import simulate_cluster_rct
 
@@ -37,7 +38,7 @@ def saved(ev, sim, tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
     src = root / "trial.csv"
     sim.data.to_csv(src, index=False)
-    out = report.write_outputs(ev, root / "out", input_path=str(src))
+    out = report.save(ev, root / "out", input_path=str(src))
     return out, src
 
 
@@ -46,7 +47,7 @@ def test_html_sections_sentence_and_embedded_images(saved, ev):
     html = (out / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(imgs) == len(report.figures(ev)) == len(list((out / "plots").glob("*.png")))
+    assert len(imgs) == len(plots.evaluation_figures(ev)) == len(list((out / "plots").glob("*.png")))
     assert all(len(b) > 10_000 for b in imgs)
     assert not re.search(r"<(script|link)\b", html) and "http://" not in html and "https://" not in html
     for s in ev.subjects:
@@ -54,7 +55,7 @@ def test_html_sections_sentence_and_embedded_images(saved, ev):
     for needle in ("Balance and WWC verdicts", "attrition (students)", "School table — math", "prediction interval",
                    "Placebo schools", "not percentage points"):
         assert needle in html, needle
-    for c in (report.CAVEAT_PERCENTILE, report.CAVEAT_RCT, report.CAVEAT_SCHOOL):
+    for c in (sections.CAVEAT_PERCENTILE, sections.CAVEAT_RCT, sections.CAVEAT_SCHOOL):
         assert html_escape(c) in html
     # Verdicts carry a colour class; the pretest row of each subject is listed.
     assert html.count("baseline equivalence: pretest") == len(ev.subjects) * 2  # glance cards + verdict table
@@ -94,12 +95,12 @@ def test_run_toml_file_is_relative_to_the_folder(ev, sim, tmp_path):
 
 def test_previous_output_is_replaced_and_foreign_folder_refused(ev, sim, tmp_path):
     out = tmp_path / "res"
-    ev.save(out)
+    report.save(ev, out)
     (out / "mine.txt").write_text("keep me")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         math_only = pleval.estimate(sim.data, design="rct", subject="math", placebo=False)
-    math_only.save(out)  # a previous pleval output: allowed without force
+    report.save(math_only, out)  # a previous pleval output: allowed without force
     names = {p.name for p in (out / "plots").glob("*.png")}
     assert names and all(n.endswith("_math.png") for n in names)  # stale reading plots removed
     assert not (out / "placebo.csv").exists()  # stale table removed
@@ -110,10 +111,10 @@ def test_previous_output_is_replaced_and_foreign_folder_refused(ev, sim, tmp_pat
     foreign.mkdir()
     (foreign / "a.txt").write_text("x")
     with pytest.raises(PlevalError, match="not a previous pleval output"):
-        ev.save(foreign)
+        report.save(ev, foreign)
     assert [p.name for p in foreign.iterdir()] == ["a.txt"]
     with pytest.raises(PlevalError, match="not a folder"):
-        ev.save(foreign / "a.txt")
+        report.save(ev, foreign / "a.txt")
 
 
 def test_never_overwrites_the_input(ev, sim, tmp_path):
@@ -123,23 +124,56 @@ def test_never_overwrites_the_input(ev, sim, tmp_path):
     sim.data.to_csv(src, index=False)
     before = src.read_bytes()
     with pytest.raises(PlevalError, match="overwrite the input"):
-        report.write_outputs(ev, out, force=True, input_path=str(src))
+        report.save(ev, out, force=True, input_path=str(src))
     assert src.read_bytes() == before
     with pytest.raises(PlevalError, match="not a folder"):
-        report.write_outputs(ev, src, force=True, input_path=str(src))
+        report.save(ev, src, force=True, input_path=str(src))
 
 
-def test_html_table_alignment_and_verdict_classes():
-    t = report._html_table(pd.DataFrame({"school": ["a<b"], "effect size": ["+0.123"], "95% CI": ["-0.1 to +0.3"],
-                                         "p": ["< 0.001"], "note": ["few students"]}))
-    assert '<td class="l">a&lt;b</td>' in t and "<td>+0.123</td>" in t and "<td>-0.1 to +0.3</td>" in t
-    assert "<td>&lt; 0.001</td>" in t and '<td class="l">few students</td>' in t
-    assert report._cls("satisfied") == "ok" and report._cls("not satisfied") == "bad"
-    assert report._cls("satisfied with statistical adjustment") == "warn" and report._cls("high") == "bad"
+def test_table_alignment_and_verdict_classes():
+    t = blocks.Table(pd.DataFrame({"school": ["a<b"], "effect size": ["+0.123"], "95% CI": ["-0.1 to +0.3"],
+                                   "p": ["< 0.001"], "note": ["few students"]}))
+    assert t.right_aligned() == [False, True, True, True, False]
+    assert blocks.verdict_class("satisfied") == "ok" and blocks.verdict_class("not satisfied") == "bad"
+    assert blocks.verdict_class("satisfied with statistical adjustment") == "warn"
+    assert blocks.verdict_class("high") == "bad"
 
 
 def test_text_and_fragment(ev):
-    text = report.render_text(ev)
+    text = ev.summary()
     assert "ITT" in text and "Percentile points are shifts in rank" in text
-    frag = report.render_fragment(ev)
+    frag = ev._repr_html_()
     assert frag.startswith("<div class='pleval-result'>") and "Evaluation" in frag
+
+
+def _imports(path, package: list[str]) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names.add(mod)
+            names |= {f"{mod}.{a.name}" for a in node.names}
+    return names
+
+
+def test_data_flow_runs_one_way():
+    """The report reads an Evaluation: no module outside pleval.report and the CLI imports it."""
+    from pathlib import Path
+
+    root = Path(pleval.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("report", "cli"):
+            continue
+        package = ["pleval", *rel.parts[:-1]]
+        if any(n == "pleval.report" or n.startswith("pleval.report.") for n in _imports(path, package)):
+            offenders.append(str(rel))
+    assert offenders == []
+    assert "pleval.findings" in _imports(root / "estimate.py", ["pleval"])  # the resolver does see relative imports

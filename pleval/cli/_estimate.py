@@ -25,7 +25,7 @@ from .. import percentiles
 from ..data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, read_table, resolve_columns
 from ..errors import DataError
 from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
-from ..report import write_outputs
+from ..report import save as save_report
 from . import app
 from ._common import console, echo, err_console, handle_errors
 
@@ -119,9 +119,9 @@ def _overall_table(ev) -> Table:
 
 
 def _verdict_table(ev) -> Table | None:
-    from ..report import _verdict_rows
+    from ..findings import verdict_rows
 
-    rows = _verdict_rows(ev)
+    rows = verdict_rows(ev)
     if not rows:
         return None
     t = Table(title="WWC verdicts", title_justify="left")
@@ -287,7 +287,7 @@ def estimate(
                           **options)
         steps("writing plots, tables and the report")
         ev = replace(ev, notes=tuple(dict.fromkeys([*notes, *ev.notes])))
-        folder = write_outputs(ev, out_, force=force, command=_command(ctx), input_path=str(src))
+        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src))
     elapsed = time.perf_counter() - t0
     report = folder / "report.html"
     if fmt == "json":

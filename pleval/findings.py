@@ -1,0 +1,295 @@
+"""What an :class:`~pleval.estimate.Evaluation` found, in words and formatted numbers.
+
+The sentences, the rows of the overall, heterogeneity and WWC-verdict tables and the number
+formats are shared by ``Evaluation.summary()`` (:func:`text_summary`), the compact HTML Jupyter
+shows (:func:`html_fragment`) and every format of the report (:mod:`pleval.report`), so the
+terminal, the notebook, ``report.html``, ``report.pdf`` and ``summary.md`` say the same thing.
+This module reads an Evaluation's tables; it imports neither :mod:`pleval.estimate` nor
+:mod:`pleval.report`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from . import percentiles
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .estimate import Evaluation
+
+ADJUSTMENT_NAMES = {"bh": "Benjamini–Hochberg", "holm": "Holm", "bonferroni": "Bonferroni"}
+
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+def fmt(x, nd: int = 3, signed: bool = False) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(v):
+        return "—"
+    return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
+
+
+def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
+    return f"{fmt(lo, nd, signed)} to {fmt(hi, nd, signed)}"
+
+
+def fmt_p(p) -> str:
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(v):
+        return "—"
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def fmt_int(x) -> str:
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def pp(g, p0) -> float:
+    return float(percentiles.to_percentile_points(g, p0)) if np.isfinite(g) else math.nan
+
+
+def subject_rows(frame: pd.DataFrame, subject: str) -> pd.DataFrame:
+    if len(frame) == 0 or "subject" not in frame.columns:
+        return frame.iloc[0:0] if len(frame) else frame
+    return frame[frame["subject"] == subject]
+
+
+def het_row(ev: "Evaluation", subject: str) -> pd.Series | None:
+    h = subject_rows(ev.heterogeneity, subject)
+    return h.iloc[0] if len(h) else None
+
+
+def title(subject: str, what: str) -> str:
+    """``what``, followed by the subject unless the data have none."""
+    return what + ("" if subject == "all" else f" — {subject}")
+
+
+def slug(s: str) -> str:
+    """``s`` as a file-name part (figure files are named ``<kind>_<slug(subject)>``)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(s)).strip("_") or "x"
+
+
+# --------------------------------------------------------------------------------------
+# Content shared by the HTML, Markdown and text renderings
+# --------------------------------------------------------------------------------------
+def design_text(ev: "Evaluation") -> str:
+    """One paragraph on the design, from the primary estimate's own description."""
+    how = next(iter(ev.effects.values())).raw.method
+    if ev.design == "rct":
+        return (
+            f"Randomized trial ({ev.options.get('rct_design', 'cluster')} design): the intent-to-treat effect of "
+            f"assignment to PL. Primary estimate: {how}."
+        )
+    c = ev.columns
+    return (
+        f"Matched comparison ({ev.method}): students in PL schools compared with similar students in comparison "
+        f"schools, matched on {', '.join(c.pretest + c.covariates) or 'the covariates'}; the effect on the treated "
+        f"(ATT). Primary estimate: {how}."
+    )
+
+
+def overall_rows(ev: "Evaluation") -> list[dict]:
+    rows = []
+    ov = ev.overall
+    for s in ev.subjects:
+        o = subject_rows(ov, s)
+        for analysis, g in o.groupby("analysis", sort=False):
+            by = {r["scale"]: r for _, r in g.iterrows()}
+            raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
+            rows.append(
+                {
+                    "subject": s,
+                    "analysis": analysis,
+                    "primary": bool(raw["primary"]),
+                    "raw": fmt(raw["estimate"], 2, True),
+                    "raw_ci": fmt_ci(raw["ci_low"], raw["ci_high"], 2, True),
+                    "es": fmt(es["estimate"], 3, True),
+                    "es_ci": fmt_ci(es["ci_low"], es["ci_high"], 3, True),
+                    "pp": fmt(pp["estimate"], 1, True),
+                    "pp_ci": fmt_ci(pp["ci_low"], pp["ci_high"], 1, True),
+                    "p": fmt_p(raw["pvalue"]),
+                    "n_treated": fmt_int(raw["n_treated"]),
+                    "n_control": fmt_int(raw["n_control"]),
+                    "n_clusters": fmt_int(raw["n_clusters"]) if pd.notna(raw["n_clusters"]) else "—",
+                    "sd": f"{float(raw['sd']):.3g} ({raw['sd_kind']})",
+                    "method": raw["method"],
+                }
+            )
+    return rows
+
+
+def het_rows(ev: "Evaluation") -> list[dict]:
+    rows = []
+    for s in ev.subjects:
+        h = het_row(ev, s)
+        if h is None:
+            continue
+        p0 = ev.effects[s].baseline_percentile
+        row = {
+            "subject": s,
+            "k": fmt_int(h["k"]),
+            "pooled": fmt(h["estimate"], 3, True),
+            "pooled_ci": fmt_ci(h["ci_low"], h["ci_high"], 3, True),
+            "tau": fmt(h["tau"], 3),
+            "tau_ci": fmt_ci(math.sqrt(max(h["tau2_ci_low"], 0)), math.sqrt(max(h["tau2_ci_high"], 0)), 3),
+            "i2": f"{float(h['i2']):.0f}%",
+            "q": f"{float(h['q']):.1f} (df {int(h['q_df'])}, p {fmt_p(h['q_pvalue'])})",
+            "pi": fmt_ci(h["pi_low"], h["pi_high"], 3, True),
+            "pi_pp": fmt_ci(pp(h["pi_low"], p0), pp(h["pi_high"], p0), 1, True),
+            "pos_raw": fmt_int(h["count_positive_raw"]),
+            "neg_raw": fmt_int(h["count_negative_raw"]),
+            "pos_adj": fmt_int(h["count_positive_adjusted"]),
+            "neg_adj": fmt_int(h["count_negative_adjusted"]),
+            "expected": f"{float(h['count_expected_by_chance']):.1f}",
+            "pos": f"{fmt_int(h['count_positive_raw'])} / {fmt_int(h['count_positive_adjusted'])}",
+            "neg": f"{fmt_int(h['count_negative_raw'])} / {fmt_int(h['count_negative_adjusted'])}",
+            "adjustment": ADJUSTMENT_NAMES.get(str(h["count_adjustment"]), str(h["count_adjustment"])),
+            "method": str(h["method"]),
+            "placebo_k": fmt_int(h.get("placebo_k")) if pd.notna(h.get("placebo_k", np.nan)) else "—",
+            "placebo_tau": fmt(h.get("placebo_tau", np.nan), 3),
+            "placebo": (f"{fmt(h.get('placebo_tau', np.nan), 3)} ({fmt_int(h.get('placebo_k'))})"
+                        if pd.notna(h.get("placebo_tau", np.nan)) else "—"),
+            "excess": f"{100 * float(h['share_excess']):.0f}%" if pd.notna(h.get("share_excess", np.nan)) else "—",
+            "parts": het_parts(ev, s, h),
+        }
+        rows.append(row)
+    return rows
+
+
+def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
+    p0 = ev.effects[s].baseline_percentile
+    lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
+    parts = [
+        f"Across {int(h['k'])} PL schools the true effects are estimated to vary with SD τ = {float(h['tau']):.3f} "
+        f"(I² = {float(h['i2']):.0f}%); the effect in a new, similar school would lie between "
+        f"{fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile points "
+        f"({lvl} prediction interval)."
+    ]
+    parts.append(
+        f"{int(h['count_positive_adjusted'])} school(s) are significantly positive and "
+        f"{int(h['count_negative_adjusted'])} significantly negative after adjusting for multiplicity "
+        f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
+        f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone)."
+    )
+    tp = h.get("placebo_tau", np.nan)
+    if pd.notna(tp) and np.isfinite(tp):
+        share = float(h.get("share_excess", 0.0))
+        if share < 0.25:
+            judge = "little or none of the spread among PL schools goes beyond what arises without the program"
+        elif share < 0.75:
+            judge = f"about {100 * share:.0f}% of the PL schools' between-school variance goes beyond what arises without the program"
+        else:
+            judge = "most of the PL schools' between-school variance goes beyond what arises without the program"
+        parts.append(
+            f"Placebo schools (comparison schools analysed as if they were PL, k = {int(h['placebo_k'])}) vary with "
+            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools: {judge}."
+        )
+        share_sig = h.get("placebo_significant_share", np.nan)
+        if pd.notna(share_sig):
+            alpha = float(h.get("count_alpha", 0.05))
+            verdict = (
+                "so single-school verdicts from student-level standard errors are over-confident"
+                if share_sig > 2 * alpha else "about the nominal rate"
+            )
+            parts.append(
+                f"{100 * share_sig:.0f}% of placebo schools look 'significant' at p < {alpha:g} "
+                f"(nominal {100 * alpha:.0f}%), {verdict}."
+            )
+        if pd.notna(h.get("calibrated_positive", np.nan)):
+            parts.append(
+                f"Allowing for the placebo spread (SE² + τ²_placebo), {int(h['calibrated_positive'])} school(s) remain "
+                f"significantly positive and {int(h['calibrated_negative'])} significantly negative (BH-adjusted)."
+            )
+    return parts
+
+
+def verdict_rows(ev: "Evaluation") -> list[dict]:
+    rows = []
+    eq = ev.equivalence
+    for s in ev.subjects:
+        e = subject_rows(eq, s)
+        pre = e[e["role"] == "pretest"] if "role" in e.columns else e
+        for _, r in pre.iterrows():
+            rows.append(
+                {"subject": s, "check": f"baseline equivalence: {r['variable']}", "value": f"g = {fmt(r['effect_size'], 3, True)}",
+                 "verdict": str(r["verdict"])}
+            )
+        at = subject_rows(ev.attrition, s)
+        for _, r in at.iterrows():
+            rows.append(
+                {
+                    "subject": s,
+                    "check": f"attrition ({r['level']})",
+                    "value": f"overall {100 * r['overall']:.1f}%, differential {100 * r['differential']:.1f} points",
+                    "verdict": f"{r['verdict_cautious']} (cautious boundary), {r['verdict_optimistic']} (optimistic)",
+                }
+            )
+    return rows
+
+
+def text_summary(ev: "Evaluation") -> str:
+    """Plain-text summary (``Evaluation.summary()``)."""
+    lines = [f"Evaluation: {design_text(ev)}"]
+    ds = ev.data_summary
+    if len(ds):
+        lines.append("Data: " + "; ".join(f"{r['reason']} {int(r['n_rows']):,}" for _, r in ds.iterrows()))
+    for r in overall_rows(ev):
+        star = "*" if r["primary"] else " "
+        lines.append(
+            f" {star}{r['subject']:<10}{r['analysis'][:28]:<29} raw {r['raw']:>7} ({r['raw_ci']})  ES {r['es']:>7} "
+            f"({r['es_ci']})  pct pts {r['pp']:>6} ({r['pp_ci']})  p {r['p']}"
+        )
+    for s in ev.subjects:
+        lines.append("  " + ev.sentence(s))
+    for v in verdict_rows(ev):
+        lines.append(f"  WWC [{v['subject']}] {v['check']}: {v['value']} -> {v['verdict']}")
+    for h in het_rows(ev):
+        lines.append(f"  Schools [{h['subject']}]: {' '.join(h['parts'])}")
+    for w in ev.warnings:
+        lines.append(f"  warning: {w}")
+    lines.append(f"  {percentiles.NOTE}")
+    return "\n".join(lines)
+
+
+def html_fragment(ev: "Evaluation") -> str:
+    """Compact HTML for Jupyter: the sentences and the primary effects."""
+    rows = [r for r in overall_rows(ev) if r["primary"]]
+    body = "".join(
+        f"<tr><td style='text-align:left'>{html.escape(r['subject'])}</td><td>{r['raw']}</td><td>{r['es']}</td>"
+        f"<td>{r['es_ci']}</td><td>{r['pp']}</td><td>{r['pp_ci']}</td><td>{r['p']}</td><td>{r['n_treated']}</td>"
+        f"<td>{r['n_control']}</td></tr>"
+        for r in rows
+    )
+    sentences = "".join(f"<li>{html.escape(ev.sentence(s))}</li>" for s in ev.subjects)
+    het = "".join(f"<li>{html.escape(str(h['subject']))}: {html.escape(' '.join(h['parts']))}</li>" for h in het_rows(ev))
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in ev.warnings)
+    return (
+        f"<div class='pleval-result'><strong>Evaluation</strong> ({html.escape(ev.design)}, {html.escape(ev.method)})"
+        "<table><tr><th>subject</th><th>raw (points)</th><th>effect size</th><th>CI</th><th>percentile points</th>"
+        f"<th>CI</th><th>p</th><th>n PL</th><th>n comparison</th></tr>{body}</table><ul>{sentences}</ul>"
+        + (f"<p><em>Schools</em></p><ul>{het}</ul>" if het else "")
+        + (f"<p><em>Warnings</em></p><ul>{warn}</ul>" if warn else "")
+        + f"<p style='color:#666'>{html.escape(percentiles.NOTE)}</p></div>"
+    )
+
+
+
+__all__ = [
+    "design_text", "overall_rows", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
+    "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "title", "slug", "ADJUSTMENT_NAMES",
+]

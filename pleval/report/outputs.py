@@ -1,0 +1,194 @@
+"""The outputs folder: :func:`save` writes every table, figure and report of an
+:class:`~pleval.estimate.Evaluation` into one folder, with the configuration that repeats the
+run (``run.toml``) and provenance (``provenance.json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .. import plots
+from ..errors import PlevalError
+from .to_html import render_html
+from .to_markdown import render_markdown
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..estimate import Evaluation
+
+PROVENANCE_MARK = "pleval estimate outputs"
+"""Value of ``provenance.json``'s ``"kind"``: how a previous pleval output folder is recognised."""
+
+
+def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None) -> dict[str, Any]:
+    """The resolved configuration as a TOML-ready dict (no None values): what ``run.toml`` holds
+    and ``pleval estimate --config`` reads back."""
+    opts = dict(ev.options)
+    cfg: dict[str, Any] = {}
+    src = file or ev.provenance.get("input", {}).get("path")
+    if src:
+        cfg["file"] = str(src)
+    for k in ("design", "method", "subject", "seed"):
+        if opts.get(k) is not None:
+            cfg[k] = opts.pop(k)
+        else:
+            opts.pop(k, None)
+    if out:
+        cfg["out"] = str(out)
+    cols = {}
+    for role, cols_ in ev.columns.roles().items():
+        cols[role] = list(cols_) if role in ("pretest", "covariates") else cols_[0]
+    for role in ("pretest", "covariates"):
+        cols.setdefault(role, [])
+    if ev.columns.treated_label is not None:
+        cols["treated_label"] = ev.columns.treated_label
+    cfg["columns"] = cols
+    match = opts.pop("match", None)
+    cfg["options"] = {k: v for k, v in opts.items() if v is not None}
+    if match:
+        cfg["match"] = {k: v for k, v in match.items() if v is not None}
+    return _toml_safe(cfg)
+
+
+def _toml_safe(v):
+    if isinstance(v, dict):
+        return {str(k): _toml_safe(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_toml_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+_OUTPUT_FILES = (
+    "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
+    "heterogeneity.csv", "attrition.csv", "placebo.csv", "run.toml", "provenance.json", "report.html",
+)
+
+
+def _previous_outputs(out: Path) -> list[str] | None:
+    """Files a previous pleval run wrote into ``out`` (None if ``out`` is not a pleval output)."""
+    p = out / "provenance.json"
+    if not p.is_file():
+        return None
+    try:
+        prov = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if prov.get("kind") != PROVENANCE_MARK:
+        return None
+    return [str(f) for f in prov.get("outputs", [])]
+
+
+def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
+         input_path: str | None = None, dpi: int = 130) -> Path:
+    """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
+    school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
+    attrition.csv (trials), placebo.csv, run.toml, provenance.json, plots/*.png and report.html.
+    ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
+    one the evaluation read), never overwritten.
+
+    Refuses (``PlevalError``) a non-empty folder that is not a previous pleval output unless
+    ``force``; never writes over the input file (even with ``force``). Files a previous pleval
+    run wrote there are replaced; other files are left alone.
+    """
+    import tomli_w
+
+    out = Path(out_dir)
+    src = input_path or ev.provenance.get("input", {}).get("path")
+    src_path = Path(src).resolve() if src else None
+    if out.exists() and not out.is_dir():
+        raise PlevalError(f"--out {out}: exists and is not a folder")
+    previous = _previous_outputs(out) if out.exists() else None
+    if out.exists() and any(out.iterdir()) and previous is None and not force:
+        raise PlevalError(
+            f"--out {out}: the folder is not empty and is not a previous pleval output (no pleval provenance.json); "
+            "choose another folder or pass --force"
+        )
+    if src_path is not None:
+        here = out.resolve()
+        ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
+        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() == ".png"
+        listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
+        if src_path == here or ours or in_plots or listed:
+            raise PlevalError(f"--out {out}: writing there would overwrite the input file {src}; choose another folder")
+    figs = plots.evaluation_figures(ev)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in previous or []:  # files of the previous run (stale plots of other subjects, ...)
+        p = out / f
+        if p.is_file() and p.resolve() != src_path:
+            p.unlink()
+    (out / "plots").mkdir(exist_ok=True)
+
+    written: list[str] = []
+
+    def put(name: str, data: str | bytes) -> None:
+        p = out / name
+        if isinstance(data, bytes):
+            p.write_bytes(data)
+        else:
+            p.write_text(data, encoding="utf-8")
+        written.append(name)
+
+    images = {}
+    plot_files = {}
+    for k, fig in figs.items():
+        images[k] = plots.to_png(fig, dpi=dpi)
+        put(f"plots/{k}.png", images[k])
+        plot_files[k] = f"plots/{k}.png"
+    put("overall.csv", ev.overall.to_csv(index=False))
+    put("school_effects.csv", ev.schools.to_csv(index=False))
+    _write_school_xlsx(ev, out / "school_effects.xlsx")
+    written.append("school_effects.xlsx")
+    put("balance.csv", ev.balance.to_csv(index=False))
+    put("equivalence.csv", ev.equivalence.to_csv(index=False))
+    put("heterogeneity.csv", ev.heterogeneity.to_csv(index=False))
+    if len(ev.attrition):
+        put("attrition.csv", ev.attrition.to_csv(index=False))
+    if len(ev.placebo):
+        put("placebo.csv", ev.placebo.to_csv(index=False))
+    put("summary.md", render_markdown(ev, plot_files))
+    put("report.html", render_html(ev, images))
+    put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
+                    "# Repeat it exactly with: pleval estimate --config run.toml\n"
+                    + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".")))
+    prov = {
+        "kind": PROVENANCE_MARK,
+        **json.loads(json.dumps(dict(ev.provenance), default=str)),
+        "command": command,
+        "design": ev.design,
+        "method": ev.method,
+        "options": json.loads(json.dumps(dict(ev.options), default=str)),
+        "warnings": list(ev.warnings),
+        "outputs": sorted(written + ["provenance.json"]),
+    }
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2), encoding="utf-8")
+    return out
+
+
+def _relative(path: str, folder: Path) -> str:
+    """``path`` relative to ``folder`` (how ``run.toml`` stores it: paths in a config file are
+    read relative to the file's folder), or absolute where no relative path exists."""
+    import os
+
+    try:
+        return os.path.relpath(Path(path).resolve(), folder.resolve())
+    except ValueError:  # pragma: no cover - different drives on Windows
+        return str(Path(path).resolve())
+
+
+def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
+    """The school table as Excel: :meth:`pleval.heterogeneity.SchoolEffects.export` (one formatted
+    sheet per subject, a summary sheet, footnotes); a one-sheet note when there are none."""
+    se = ev.school_effects
+    if se is not None:
+        se.export(path, title="Effect of personalized learning by school")
+        return
+    pd.DataFrame({"note": ["no school-by-school effects for this design"]}).to_excel(path, sheet_name="schools",
+                                                                                        index=False)
+
+
+__all__ = ["save", "run_config", "PROVENANCE_MARK"]

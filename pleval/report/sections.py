@@ -1,0 +1,385 @@
+"""The sections of the report, each built from an :class:`~pleval.estimate.Evaluation`.
+
+:data:`SECTIONS` lists the section builders in the order they are printed. A builder is a
+function ``(evaluation, figures) -> Section | None`` where ``figures`` holds the names of the
+figures made for this evaluation (:func:`pleval.plots.evaluation_figures`); it returns ``None``
+when the section does not apply. To add a section: write a builder that returns a
+:class:`~pleval.report.blocks.Section` of blocks and put it in :data:`SECTIONS`; the HTML,
+PDF and Markdown renderings all pick it up.
+
+The school table is driven by the columns of the school frame it is given:
+:data:`SCHOOL_COLUMNS` lists each printable column once — its label, the frame columns it
+needs and how a cell is formatted — and a column is printed when its source columns exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Collection
+
+import pandas as pd
+
+from .. import percentiles
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows,
+                        overall_rows, subject_rows, title, verdict_rows)
+from ..plots import figure_name
+from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..estimate import Evaluation
+
+CAVEAT_PERCENTILE = (
+    "Percentile points are shifts in rank, not percentage points of the score: +3 percentile points means a "
+    "student who would have scored at the 50th percentile of the comparison distribution is expected to score at "
+    "about the 53rd, not that the score rose by 3%."
+)
+CAVEAT_MATCHED = (
+    "A matched comparison balances the characteristics that were measured (pretest, demographics); it cannot rule "
+    "out unobserved differences between PL and comparison students or schools (motivation, leadership, "
+    "neighbourhood). Treat the estimate as the effect of PL only if nothing unmeasured also differs."
+)
+CAVEAT_SCHOOL = (
+    "A single school's estimate is the program effect plus that school's own difference from its comparisons "
+    "(its staff, its students, its year); student-level standard errors do not cover the second part. Read the "
+    "shrunken estimates beside the raw ones, compare the spread with the placebo schools, and do not rank schools "
+    "on these numbers alone."
+)
+CAVEAT_MULTIPLICITY = (
+    "With many schools, some look significant by chance: about 1 in 20 at p < 0.05 when the program does nothing. "
+    "Counts of significantly positive and negative schools are therefore also given after adjustment for "
+    "multiplicity."
+)
+CAVEAT_RCT = (
+    "Randomization protects the overall (intent-to-treat) comparison, not comparisons of single schools or of "
+    "students who used the program more; the effect on schools that implemented PL (CACE) assumes assignment "
+    "affects outcomes only through implementation."
+)
+
+Builder = Callable[["Evaluation", Collection[str]], "Section | None"]
+
+
+def _lvl(ev: "Evaluation") -> str:
+    return f"{float(ev.options.get('level', 0.95)):.0%}"
+
+
+def _figures(ev: "Evaluation", figures: Collection[str], kind: str, caption: str) -> list[Figure]:
+    return [Figure(figure_name(kind, s), caption) for s in ev.subjects if figure_name(kind, s) in figures]
+
+
+# --------------------------------------------------------------------------------------
+# At a glance
+# --------------------------------------------------------------------------------------
+def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """One card per subject: percentile points, the sentence, raw and effect size, the WWC
+    verdicts and the school spread."""
+    verdicts = verdict_rows(ev)
+    cards = []
+    for s in ev.subjects:
+        e = ev.effects[s]
+        lines = [
+            ev.sentence(s),
+            f"Raw difference {fmt(e.raw.estimate, 2, True)} points; effect size {fmt(e.effect_size.estimate, 3, True)} "
+            f"SD ({e.effect_size.level:.0%} CI {fmt_ci(e.effect_size.ci_low, e.effect_size.ci_high, 3, True)}).",
+        ]
+        h = het_row(ev, s)
+        if h is not None:
+            lines.append(
+                f"Schools differ: τ = {float(h['tau']):.3f} SD; {int(h['count_positive_adjusted'])} significantly "
+                f"positive and {int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after "
+                "multiplicity adjustment."
+            )
+        cards.append(Headline(
+            title="All students" if s == "all" else s.capitalize(),
+            big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
+            lines=tuple(lines),
+            verdicts=tuple((v["check"], v["verdict"]) for v in verdicts if v["subject"] == s),
+        ))
+    return Section("glance", "At a glance", tuple(cards), numbered=False)
+
+
+# --------------------------------------------------------------------------------------
+# Data and design
+# --------------------------------------------------------------------------------------
+def data_and_design(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """The design, the rows read and kept, and every row or school left out, by stage."""
+    d = ev.data_summary
+    blocks: list = [Paragraph(design_text(ev))]
+    if len(d):
+        blocks.append(Table(pd.DataFrame({"rows": d["reason"].astype(str), "column": d["column"].astype(str),
+                                          "n": d["n_rows"].map(fmt_int)})))
+    dr = ev.dropped
+    if len(dr):
+        blocks.append(Table(
+            pd.DataFrame({
+                "stage": dr["stage"].fillna("").astype(str) if "stage" in dr else "",
+                "subject": dr["subject"].fillna("").astype(str) if "subject" in dr else "",
+                "reason": dr["reason"].astype(str), "column": dr["column"].astype(str), "n": dr["n_rows"].map(fmt_int),
+            }),
+            title="Rows and schools left out, by stage",
+        ))
+    blocks += [Paragraph(f"Note: {n}", style="note") for n in dict.fromkeys(ev.notes)]
+    return Section("data", "Data and design", tuple(blocks))
+
+
+# --------------------------------------------------------------------------------------
+# Balance and WWC verdicts
+# --------------------------------------------------------------------------------------
+def _balance_display(ev: "Evaluation", subject: str) -> pd.DataFrame | None:
+    b = subject_rows(ev.balance, subject)
+    if not len(b):
+        return None
+    out = pd.DataFrame({"variable": b["variable"].astype(str)})
+    before = "before matching" if ev.design == "matched" else "baseline difference"
+    out[f"SMD {before}"] = b["smd_before"].map(lambda v: fmt(v, 3, True))
+    if "smd_after" in b.columns:
+        out["SMD after matching"] = b["smd_after"].map(lambda v: fmt(v, 3, True))
+    for c in ("variance_ratio_after", "var_ratio_after", "measure", "verdict"):
+        if c in b.columns:
+            out[c.replace("_", " ")] = b[c].map(lambda v: fmt(v, 2) if isinstance(v, float) else str(v))
+    return out
+
+
+def balance(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """The WWC rules, the verdicts, the balance tables and the love / overlap plots."""
+    text = (
+        "What Works Clearinghouse rules: baseline differences of at most 0.05 SD satisfy baseline equivalence; "
+        "0.05–0.25 SD satisfy it only when the impact model adjusts for the characteristic (pleval's models adjust "
+        "for the pretest and every covariate); more than 0.25 SD do not."
+    )
+    if ev.design == "rct":
+        text += " Attrition is judged against the WWC cautious and optimistic boundaries."
+    v = verdict_rows(ev)
+    blocks: list = [Paragraph(text)]
+    blocks.append(Table(
+        pd.DataFrame({"subject": [r["subject"] for r in v], "check": [r["check"] for r in v],
+                      "value": [r["value"] for r in v], "WWC verdict": [r["verdict"] for r in v]}),
+        verdict_columns=("WWC verdict",),
+    ))
+    what = "Balance table" if ev.design == "matched" else "Baseline differences (analytic sample)"
+    for s in ev.subjects:
+        bd = _balance_display(ev, s)
+        if bd is not None:
+            blocks.append(Table(bd, title=title(s, what)))
+    love = ("Absolute standardized mean differences of each baseline characteristic"
+            + (" before and after matching." if ev.design == "matched" else
+               " between the randomized groups (analytic sample).") + " Dashed line 0.05, solid line 0.25 (WWC bands).")
+    blocks += _figures(ev, figures, "love", love)
+    blocks += _figures(ev, figures, "overlap",
+                       "Propensity scores of PL (up) and comparison (down) students, before and after matching.")
+    return Section("balance", "Balance and WWC verdicts", tuple(blocks))
+
+
+# --------------------------------------------------------------------------------------
+# Overall effect
+# --------------------------------------------------------------------------------------
+def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """The sentence per subject, every analysis on the three scales, and the percentile chart."""
+    rows = overall_rows(ev)
+    lvl = _lvl(ev)
+    blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ev.sentence(s)}")
+                    for s in ev.subjects]
+    blocks.append(Table(
+        pd.DataFrame({
+            "subject": [r["subject"] for r in rows],
+            "analysis": [r["analysis"] for r in rows],
+            "raw (points)": [f"{r['raw']} ({r['raw_ci']})" for r in rows],
+            "effect size (SD)": [f"{r['es']} ({r['es_ci']})" for r in rows],
+            "percentile points": [f"{r['pp']} ({r['pp_ci']})" for r in rows],
+            "p": [r["p"] for r in rows],
+            "n PL / comparison": [f"{r['n_treated']} / {r['n_control']}" for r in rows],
+            "schools": [r["n_clusters"] for r in rows],
+        }),
+        bold=tuple(r["primary"] for r in rows),
+        note=(
+            f"Bold rows are the primary estimates; {lvl} confidence intervals in brackets. Effect size = "
+            "ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges); SD used: "
+            + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
+            + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
+            f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile)} percentile."
+        ),
+    ))
+    blocks.append(Bullets(tuple(f"{r['subject']}, {r['analysis']}: {r['method']}" for r in rows),
+                          title="How each estimate was computed"))
+    blocks += _figures(ev, figures, "percentiles", "How an effect size converts to percentile points from different "
+                       "starting percentiles; the estimate and its confidence interval are marked.")
+    return Section("overall", "Overall effect", tuple(blocks))
+
+
+# --------------------------------------------------------------------------------------
+# Schools
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SchoolColumn:
+    """One column of the school table: its ``label``, the school-frame columns it ``needs``
+    and ``cell(frame, level) -> Series`` of formatted strings."""
+
+    label: str
+    needs: tuple[str, ...]
+    cell: Callable[[pd.DataFrame, str], pd.Series]
+
+
+def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, str], pd.Series]:
+    return lambda f, lvl: f[col].map(lambda v: fmt(v, nd, signed))
+
+
+def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, str], pd.Series]:
+    return lambda f, lvl: pd.Series([fmt_ci(a, b, nd, True) for a, b in zip(f[lo], f[hi])], index=f.index)
+
+
+SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
+    SchoolColumn("school", ("school",), lambda f, lvl: f["school"].astype(str)),
+    SchoolColumn("n PL", ("n_treated",), lambda f, lvl: f["n_treated"].map(fmt_int)),
+    SchoolColumn("n comparison", ("n_comparison",), lambda f, lvl: f["n_comparison"].map(fmt_int)),
+    SchoolColumn("effect size", ("effect_size",), _num("effect_size", 3)),
+    SchoolColumn("{lvl} CI", ("es_ci_low", "es_ci_high"), _range("es_ci_low", "es_ci_high", 3)),
+    SchoolColumn("percentile points", ("percentile_points",), _num("percentile_points", 1)),
+    SchoolColumn("p", ("pvalue",), lambda f, lvl: f["pvalue"].map(fmt_p)),
+    SchoolColumn("adjusted p", ("p_adjusted",), lambda f, lvl: f["p_adjusted"].map(fmt_p)),
+    SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3)),
+    SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
+    SchoolColumn("note", ("note",), lambda f, lvl: f["note"].fillna("").astype(str)),
+)
+"""The printable columns of the school table, in order, each labelled once."""
+
+
+def school_table(schools: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """The school table to print: one row per school (largest effect first), the
+    :data:`SCHOOL_COLUMNS` whose source columns ``schools`` has."""
+    f = schools.sort_values("effect_size", ascending=False, na_position="last") if "effect_size" in schools else schools
+    lvl = f"{level:.0%}"
+    cols = {c.label.format(lvl=lvl): c.cell(f, lvl) for c in SCHOOL_COLUMNS if all(n in f.columns for n in c.needs)}
+    return pd.DataFrame(cols).reset_index(drop=True)
+
+
+def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """The forest plots and the school tables."""
+    tables = [Table(school_table(subject_rows(ev.schools, s), float(ev.options.get("level", 0.95))),
+                    title=title(s, "School table"))
+              for s in ev.subjects if len(subject_rows(ev.schools, s))]
+    if not tables:
+        return Section("schools", "Schools", (Paragraph("No school-by-school effects for this design."),))
+    adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
+    text = (
+        "One estimate per PL school, in effect-size units (the same SD as the overall effect). Colours mark schools "
+        f"significantly above (blue) or below (red) zero after the {adjustment} adjustment; black dots are "
+        "empirical-Bayes (shrunken) estimates, which pull small, noisy schools toward the pooled mean."
+    )
+    if len(ev.placebo):
+        text += (" The gold row and dashed lines show placebo schools: comparison schools analysed as if they were "
+                 "PL — the spread to expect with no program at all.")
+    forest = ("School effects (squares: each school's own estimate with its CI; dots: shrunken estimates). Diamond: "
+              "pooled random-effects estimate; shaded band: prediction interval for a new school. Top axis: "
+              "percentile points.")
+    return Section("schools", "Schools", (Paragraph(text), *_figures(ev, figures, "forest", forest), *tables))
+
+
+# --------------------------------------------------------------------------------------
+# Heterogeneity
+# --------------------------------------------------------------------------------------
+def heterogeneity(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """How much schools differ: the findings in words, the meta-analysis table and the
+    distribution of school effects."""
+    rows = het_rows(ev)
+    if not rows:
+        return Section("heterogeneity", "Heterogeneity: how much do schools differ?",
+                       (Paragraph("No heterogeneity analysis for this design."),))
+    lvl = _lvl(ev)
+    fields = [
+        ("PL schools with an estimate", "k"), ("pooled effect size", "pooled"), (f"{lvl} CI", "pooled_ci"),
+        ("τ (SD of true school effects)", "tau"), (f"τ {lvl} CI (Q-profile)", "tau_ci"), ("I²", "i2"),
+        ("Q (test of no heterogeneity)", "q"), ("prediction interval, effect size", "pi"),
+        ("prediction interval, percentile points", "pi_pp"),
+        ("significantly positive: raw / adjusted", "pos"), ("significantly negative: raw / adjusted", "neg"),
+        ("expected by chance (raw)", "expected"), ("τ of placebo schools (k)", "placebo"),
+        ("share of τ² beyond the placebo level", "excess"),
+    ]
+    table = pd.DataFrame({"": [label for label, _ in fields],
+                          **{str(h["subject"]): [h[key] for _, key in fields] for h in rows}})
+    blocks: list = [Bullets(tuple(h["parts"]), title=str(h["subject"])) for h in rows]
+    blocks.append(Table(table, note=(
+        f"Random-effects meta-analysis of the school effect sizes ({rows[0]['method']} estimate of τ²; Q-profile CI "
+        "for τ); prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson & Spiegelhalter 2009). Adjusted "
+        f"counts use {rows[0]['adjustment']}."
+    )))
+    blocks += _figures(ev, figures, "distribution", "Histogram of school estimates, their shrunken values, the "
+                       "placebo schools and the estimated distribution of true school effects N(μ, τ²).")
+    return Section("heterogeneity", "Heterogeneity: how much do schools differ?", tuple(blocks))
+
+
+# --------------------------------------------------------------------------------------
+# Caveats, provenance
+# --------------------------------------------------------------------------------------
+def caveat_list(ev: "Evaluation") -> list[str]:
+    """The caveats that apply to this evaluation."""
+    out = [CAVEAT_PERCENTILE, CAVEAT_MATCHED if ev.design == "matched" else CAVEAT_RCT]
+    if len(ev.schools):
+        out += [CAVEAT_SCHOOL, CAVEAT_MULTIPLICITY]
+    sd_kinds = {e.sd_kind for e in ev.effects.values()}
+    out.append(
+        "Effect sizes divide by the " + "; ".join(sorted(sd_kinds)) + " of the outcome in this sample. A different "
+        "SD (for example national norms, or the SD within one grade) gives different effect sizes and percentile "
+        "points for the same raw difference; the raw difference in points is reported beside them."
+    )
+    return out
+
+
+def caveats(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """The caveats and every warning raised during the analysis."""
+    blocks: list = [Bullets(tuple(caveat_list(ev)))]
+    if ev.warnings:
+        blocks.append(Bullets(tuple(ev.warnings), title="Warnings raised during the analysis", style="warn"))
+    return Section("caveats", "Caveats", tuple(blocks))
+
+
+def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
+    """Every option, the columns, the input's SHA-256 and the package versions."""
+    shown = {"subject": "(every subject)", "vcov": "(design default)"}
+    rows = [
+        (k, shown.get(k, "") if v in (None, "") else (v if isinstance(v, str) else json.dumps(v, default=str)))
+        for k, v in ev.options.items()
+    ]
+    rows += [(f"column: {role}", ", ".join(cols)) for role, cols in ev.columns.roles().items()]
+    prov = ev.provenance
+    inp = prov.get("input", {})
+    rows += [
+        ("input", str(inp.get("path") or "(a DataFrame)")),
+        ("input SHA-256", str(inp.get("sha256", ""))),
+        ("pleval / python", f"{prov.get('pleval_version', '')} / {prov.get('python', '')}"),
+        ("packages", ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())),
+    ]
+    return Section("provenance", "Provenance and options", (
+        Table(pd.DataFrame(rows, columns=["setting", "value"])),
+        Paragraph("To repeat this run exactly: pleval estimate --config run.toml (the file run.toml in the outputs "
+                  "folder holds every option; its paths are relative to that folder).", style="note"),
+    ))
+
+
+SECTIONS: tuple[Builder, ...] = (glance, data_and_design, balance, overall, schools, heterogeneity, caveats,
+                                 provenance)
+"""The section builders, in the order the report prints them."""
+
+
+def build(ev: "Evaluation", figures: Collection[str] = ()) -> list[Section]:
+    """The report's sections for ``ev`` (those that apply), given the names of its figures."""
+    return [s for b in SECTIONS if (s := b(ev, figures)) is not None]
+
+
+def source_name(ev: "Evaluation") -> str:
+    """The input file's name, or ``(a DataFrame)``."""
+    path = ev.provenance.get("input", {}).get("path")
+    return Path(path).name if path else "(a DataFrame)"
+
+
+def subtitle(ev: "Evaluation") -> str:
+    """The line under the report's title: design, input and its SHA-256, pleval version, time."""
+    prov = ev.provenance
+    sha = str(prov.get("input", {}).get("sha256", ""))
+    design = "Matched comparison" if ev.design == "matched" else "Randomized trial"
+    return (f"{design} · input {source_name(ev)}" + (f" (SHA-256 {sha[:12]}…)" if sha else "")
+            + f" · pleval {prov.get('pleval_version', '')} · {prov.get('created_utc', '')}")
+
+
+__all__ = ["SECTIONS", "build", "school_table", "SCHOOL_COLUMNS", "SchoolColumn", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
+           "CAVEAT_MATCHED", "CAVEAT_SCHOOL", "CAVEAT_MULTIPLICITY", "CAVEAT_RCT"]
