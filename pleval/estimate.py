@@ -9,10 +9,10 @@ the warnings raised on the way, the resolved options, and provenance (package ve
 SHA-256, seed). Nothing is computed here that the design and heterogeneity modules already
 compute; this module wires them together and puts the results on one set of tables.
 
-Scales (design.md §4). Every effect is reported as raw outcome points, as an effect size
-``g = ω·Δ/SD`` (Δ the regression-adjusted difference, SD the pooled within-group SD of the
-unadjusted outcome unless ``sd=`` says otherwise, ω = 1 − 3/(4N − 9)) and as percentile points
-``100·Φ(Φ⁻¹(p/100) + g) − p`` from baseline percentile p (50 by default) — a shift in rank, not
+Scales (docs/architecture.md, *Scales and the SD*). Every effect is reported as raw outcome
+points, as an effect size ``g = ω·Δ/SD`` (Δ the regression-adjusted difference, SD the pooled
+within-group SD of the unadjusted outcome unless ``sd=`` says otherwise, ω = 1 − 3/(4N − 9))
+and as percentile points ``100·Φ(Φ⁻¹(p/100) + g) − p`` from baseline percentile p (50 by default) — a shift in rank, not
 a change in the score. School effects are standardized by the same SD as the overall effect of
 their subject, so the two are on one yardstick.
 

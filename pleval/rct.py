@@ -715,7 +715,7 @@ def analyze_rct(
     t = mod.z == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
     n_cl = mod.n_schools if cols.school and (clustered_design or vcov.startswith("CR")) else None
-    # pooled within grade when grades are pooled (WWC per-grade effect sizes; design.md §4)
+    # pooled within grade when grades are pooled (WWC per-grade effect sizes; docs/architecture.md, Scales and the SD)
     grades = ana[cols.grade].to_numpy() if cols.grade and ana[cols.grade].nunique() > 1 else None
     sd_value, sd_kind = effect_sizes.outcome_sd(mod.y, t, kind=sd, strata=grades)
     omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0

@@ -835,7 +835,8 @@ def simulate_school_effects(
     school_value_added_sd²)`` (correlated 0.6 across subjects) its own growth deviation that a
     matched comparison cannot separate from the program effect, and ``se_js`` the student-level
     standard error of a pretest-adjusted difference with slope ρ (``pretest_slope``):
-    it covers the sampling noise only, as a single school's matched SE does (design.md §4).
+    it covers the sampling noise only, as a single school's matched SE does
+    (docs/architecture.md, *A single school's estimate*).
     n_t ≈ Binomial(0.55·enrollment, 0.95) tested PL students, n_c ≈ Binomial(comparison_ratio·n_t, 0.9).
     Poverty and enrollment have no effect (a meta-regression should find them null).
     ``estimate`` and ``se`` are rounded to ``decimals`` (None: not rounded), as a report would.

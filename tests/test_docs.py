@@ -49,3 +49,41 @@ def test_readme_commands_exist():
     for name in re.findall(r"^\s*(?:\$ )?pleval ([a-z-]+)", code, flags=re.M):
         assert name in commands(), name
     assert os.path.exists(ROOT / "Makefile")
+
+
+def test_built_site_typesets_formulas_offline(tmp_path):
+    """Every formula becomes arithmatex markup for the vendored MathJax (no `$$` or TeX left as
+    text, no script from the network), and the build hooks are not published."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", str(site)], cwd=ROOT,
+                   check=True)
+    assert (site / "assets" / "mathjax" / "tex-svg-full.js").stat().st_size > 1_000_000
+    assert (site / "assets" / "mathjax" / "LICENSE").exists()
+    assert not (site / "hooks").exists() and not list(site.rglob("*.py"))
+    pages = {p: p.read_text() for p in site.rglob("*.html") if p.name == "index.html"}
+    n_math = 0
+    for page, html in pages.items():
+        scripts = re.findall(r'<script[^>]*src="([^"]+)"', html)
+        remote = [u for u in scripts + re.findall(r'<link[^>]*href="([^"]+)"', html)
+                  if u.startswith(("http:", "https:", "//"))]
+        assert not remote, page
+        text = re.sub(r"<script.*?</script>|<(pre|code)[^>]*>.*?</\1>", "", html, flags=re.S)
+        math = re.findall(r'<(?:span|div) class="arithmatex">', text)
+        n_math += len(math)
+        if math:
+            assert any(s.endswith("assets/mathjax/tex-svg-full.js") for s in scripts), page
+        prose = re.sub(r'<(span|div) class="arithmatex">.*?</\1>', "", text, flags=re.S)
+        assert "$$" not in html and not re.search(r"\$|\\(frac|hat|sum|sqrt|bar)\b", prose), page
+    assert n_math > 200  # the methods pages' formulas
+
+
+def test_references_point_into_the_repository():
+    """Docs and docstrings cite docs/architecture.md, not notes that are not in the repository."""
+    files = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"), *(ROOT / "pleval").rglob("*.py")]
+    assert not [str(f.relative_to(ROOT)) for f in files if "design.md" in f.read_text()]
+    arch = (ROOT / "docs" / "architecture.md").read_text()
+    for anchor in re.findall(r"architecture\.md#([a-z-]+)", "\n".join(f.read_text() for f in files)):
+        assert "{#" + anchor + "}" in arch, anchor

@@ -3,7 +3,7 @@
 A PL school's matched estimate is the program's effect in that school *plus* the school's own
 deviation from its comparisons (its staff, its students' growth, its neighbourhood), and
 student-level standard errors cover neither the second part nor its spread across schools
-(design.md §4). Placebo schools measure it directly: comparison schools are analysed
+(docs/architecture.md, *A single school's estimate*). Placebo schools measure it directly: comparison schools are analysed
 exactly as if they were PL schools.
 
 Procedure (:func:`placebo_schools`):

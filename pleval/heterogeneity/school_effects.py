@@ -12,7 +12,7 @@ school's own), and reports θ̂_s with a robust SE: HC2 by default, or cluster-r
 several sets, or a classroom id. All strata are fitted together from grouped sufficient
 statistics (``pleval.heterogeneity._batched``), not one model per school.
 
-Each estimate is reported on three scales (design.md §4): raw outcome units; effect size
+Each estimate is reported on three scales (docs/architecture.md, *Scales and the SD*): raw outcome units; effect size
 ``g_s = ω_s θ̂_s / SD`` with Hedges' ``ω_s = 1 − 3/(4N_s − 9)``, ``N_s = n_T + n_C``, and the
 SD of :func:`pleval.effect_sizes.outcome_sd` (pooled within-group SD of the *unadjusted*
 outcome by default; one SD per ``by`` group, so every school is on the same yardstick); and
@@ -473,7 +473,7 @@ def school_effects(
         pval = 2 * stats.t.sf(np.abs(est / se), np.maximum(dfree, 1))
     pval = np.where(fit.ok, pval, np.nan)
 
-    # Standardizing SD per by group (unadjusted outcome, design.md §4).
+    # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
     by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(n, dtype=np.intp), [("all",)])
     sd_val = np.empty(len(by_uniq))
     sd_info = {}

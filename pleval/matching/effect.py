@@ -13,7 +13,7 @@ reused comparison student lies in that student's school cluster, so the SE accou
 reuse (the copies' scores are summed before squaring) as well as for students sharing a
 school. Without a school column the clusters are the students themselves.
 
-The effect size divides δ̂ (and its SE and CI) by the outcome SD chosen by design.md's rule —
+The effect size divides δ̂ (and its SE and CI) by the outcome SD chosen by the rule in docs/architecture.md (*Scales and the SD*) —
 by default the pooled within-group SD of the unadjusted outcome in the matched, weighted
 sample, pooled within grade × subject when the sample pools them
 (:func:`pleval.effect_sizes.outcome_sd`) — times Hedges' ω = 1 − 3/(4N − 9), N the
