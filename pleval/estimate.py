@@ -529,12 +529,12 @@ def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
 
 
 def _school_effects(frame: pd.DataFrame, *, stratum: str, weight: str | None, cluster: str | None, unit: str | None,
-                    kw: dict, sd_kind: str | None = None):
+                    kw: dict, school: str | None = None, sd_kind: str | None = None):
     """:func:`pleval.heterogeneity.school_effects`; the SD, passed as a number (the overall
     effect's), is relabelled with what it is (``sd_kind``) rather than "given norm SD"."""
     from .heterogeneity import school_effects
 
-    se = school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, unit_id=unit, **kw)
+    se = school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, school=school, unit_id=unit, **kw)
     if sd_kind:
         label = f"{sd_kind}; the SD of the overall effect"
         se = dataclasses.replace(se, sd={k: (v[0], label) for k, v in se.sd.items()})
@@ -602,7 +602,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
     treated, control = d[d["_t"] == 1], d[d["_t"] == 0]
     kind = parts[0]["effect"].sd_kind
     se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw,
-                         sd_kind=kind)
+                         school=school, sd_kind=kind)
     placebo, notes = None, parts[0]["notes"]
     notes.append(
         "school effects in a cluster-randomized trial compare each PL school with the comparison schools of its "
@@ -612,7 +612,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         anchors = _placebo_anchors(control, keys, school, int(opts["n_placebo"]), seed, notes)
         try:
             placebo = _school_effects(stack(control[control[school].isin(anchors)], control), stratum="_pl_school",
-                                      weight=None, cluster=None, unit=None, kw=kw).table
+                                      weight=None, cluster=None, unit=None, kw=kw, school=school).table
         except (DesignError, DataError) as exc:
             notes.append(f"no placebo schools: {exc}")
     for s, part in zip(subjects, parts):
@@ -675,7 +675,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     notes: list[str] = []
     try:
         schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
-                                  kw={**kw, "by": by}, sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
+                                  school=columns.school, kw={**kw, "by": by}, sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
     if schools is not None and opts["placebo"]:

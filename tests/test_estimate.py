@@ -82,17 +82,22 @@ def _rct_rows(data: pd.DataFrame, subject: str) -> pd.DataFrame:
 
 
 def test_rct_school_effect_is_the_school_against_its_block_controls(rct_ev, rct_sim):
-    """Independent check with statsmodels: one PL school's students against the comparison
-    schools of its block, OLS with the pretest and covariates, HC2."""
+    """One PL school's students against the comparison schools of its block, OLS with the
+    pretest and covariates (statsmodels), CR2 with comparison rows clustered by school and
+    each treated student its own cluster (pleval.inference.ols, checked against the n×n CR2)."""
     d = _rct_rows(rct_sim.data, "math")
     sch = rct_ev.schools
     sch = sch[sch.subject == "math"].set_index("school")
     for school in sch.index[:3]:
         block = d.loc[d.school_id == school, "block"].iloc[0]
         sub = d[(d.school_id == school) | ((d.block == block) & (d.treatment == 0))]
-        fit = smf.ols("posttest ~ treatment + pretest + female + frl + ell + sped + C(race)", data=sub).fit(cov_type="HC2")
+        fit = smf.ols("posttest ~ treatment + pretest + female + frl + ell + sped + C(race)", data=sub).fit()
         assert sch.loc[school, "estimate"] == pytest.approx(fit.params["treatment"], rel=1e-8)
-        assert sch.loc[school, "se"] == pytest.approx(fit.bse["treatment"], rel=1e-8)
+        cl = np.where(sub.treatment == 1, np.arange(len(sub)).astype(str), sub.school_id)
+        cr2 = pleval.inference.ols(sub.posttest, fit.model.exog, clusters=cl, vcov="CR2")
+        j = fit.model.exog_names.index("treatment")
+        assert sch.loc[school, "se"] == pytest.approx(cr2.se[j], rel=1e-8)
+        assert sch.loc[school, "df"] == pytest.approx(cr2.coef_df(j), rel=1e-6)
         assert sch.loc[school, "n_comparison"] == (sub.treatment == 0).sum()
     # Effect sizes use the overall effect's SD (one yardstick) with Hedges' ω per school.
     e = rct_ev.effect("math")
@@ -121,7 +126,9 @@ def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, r
 def test_heterogeneity_row_is_the_meta_analysis_of_the_school_table(matched_ev):
     sch = matched_ev.schools
     s = sch[(sch.subject == "reading") & np.isfinite(sch.effect_size)]
-    m = pleval.meta_analysis(s["effect_size"], s["es_se"], "REML")
+    V = matched_ev.school_effects.vcov["reading"].loc[s["school"], s["school"]].to_numpy()
+    m = pleval.meta_analysis(s["effect_size"], s["es_se"], "REML", vcov=V)
+    assert abs(V - np.diag(np.diag(V))).max() > 0  # shared comparison schools
     h = matched_ev.heterogeneity.set_index("subject").loc["reading"]
     assert h["estimate"] == pytest.approx(m.estimate) and h["tau2"] == pytest.approx(m.tau2)
     assert h["k"] == len(s)

@@ -153,11 +153,47 @@ def test_errors():
         ols(y, X, vcov="HC9")
 
 
-def test_cluster_fixed_effect_leverage_one():
-    y, X, cl, _ = _clustered(9)
-    only = (cl == 0).astype(float)
-    with pytest.raises(DesignError, match="leverage"):
-        ols(y, np.column_stack([X, only]), clusters=cl, vcov="CR2")
+def _pinv_sqrt(A):
+    """Moore–Penrose inverse square root of a symmetric PSD matrix (clubSandwich's Sym_power)."""
+    lam, W = np.linalg.eigh(A)
+    return (W * np.where(lam > 1e-12, np.clip(lam, 1e-300, None) ** -0.5, 0.0)) @ W.T
+
+
+def test_cr2_with_cluster_fixed_effects_uses_pseudo_inverse():
+    """Students randomized within schools, school fixed effects, SEs clustered by school: every
+    cluster's leverage reaches 1 in its fixed effect's direction. CR2 then uses the
+    pseudo-inverse root of I − H_gg (clubSandwich); checked against the n×n computation."""
+    rng = np.random.default_rng(11)
+    G = 10
+    sizes = rng.integers(6, 15, G)
+    cl = np.repeat(np.arange(G), sizes)
+    n = cl.size
+    t = rng.integers(0, 2, n).astype(float)
+    x = rng.normal(size=n)
+    fe = (cl[:, None] == np.arange(1, G)[None, :]).astype(float)
+    X = np.column_stack([np.ones(n), t, x, fe])
+    y = 0.3 * t + 0.5 * x + rng.normal(0, 0.5, G)[cl] + rng.normal(size=n) * (1 + t)
+    w = rng.uniform(0.5, 2.0, n)
+    fit = ols(y, X, clusters=cl, weights=w, vcov="CR2")
+    Xt, yt = X * np.sqrt(w)[:, None], y * np.sqrt(w)
+    M = np.linalg.inv(Xt.T @ Xt)
+    H = Xt @ M @ Xt.T
+    e = yt - H @ yt
+    IH = np.eye(n) - H
+    adj = {g: _pinv_sqrt(IH[np.ix_(cl == g, cl == g)]) for g in range(G)}
+    assert min(np.linalg.eigvalsh(IH[np.ix_(cl == g, cl == g)]).min() for g in range(G)) < 1e-10  # leverage 1
+    U = np.array([Xt[cl == g].T @ adj[g] @ e[cl == g] for g in range(G)])
+    V = M @ (U.T @ U) @ M
+    np.testing.assert_allclose(fit.vcov[:3, :3], V[:3, :3], rtol=1e-8, atol=1e-14)
+    Q = []
+    for g in range(G):
+        p = np.zeros(n)
+        p[cl == g] = adj[g] @ Xt[cl == g] @ M[:, 1]
+        Q.append(IH @ p)
+    Q = np.array(Q)
+    Om = Q @ Q.T
+    assert fit.coef_df(1) == pytest.approx(np.trace(Om) ** 2 / np.sum(Om**2), rel=1e-8)
+    assert np.isfinite(fit.se[1]) and fit.se[1] > 0
 
 
 @pytest.mark.slow

@@ -46,6 +46,8 @@ class GroupedFit:
     n_clusters: np.ndarray  # G (rows for non-cluster types)
     ok: np.ndarray  # G, bool: target coefficient estimable
     rank: np.ndarray  # G
+    bread: np.ndarray  # G × p × p, the (pseudo-)inverse S_s⁻¹
+    resid: np.ndarray  # n, y − x'β̂_s
 
 
 def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
@@ -143,4 +145,5 @@ def grouped_wls(
         ok = ok & (n_cl > 1)
     beta[~ok] = np.nan
     V[~ok] = np.nan
-    return GroupedFit(params=beta, vcov=V, df=df.astype(float), n=n_g, n_clusters=n_cl, ok=ok, rank=rank)
+    return GroupedFit(params=beta, vcov=V, df=df.astype(float), n=n_g, n_clusters=n_cl, ok=ok, rank=rank, bread=Sinv,
+                      resid=e)

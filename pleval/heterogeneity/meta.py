@@ -31,6 +31,18 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
   Spiegelhalter 2009; Cochrane Handbook §10.10.4.3): ``μ̂ ± t_{k−2} √(τ̂² + SE²)``
   (``prediction="t"``, default) or with a normal quantile (``prediction="normal"``, metafor's
   default).
+
+**Correlated estimates** (``vcov=V``, a k×k sampling covariance, e.g. school estimates that
+share comparison schools; :attr:`SchoolEffects.vcov`): the model becomes
+``y ~ N(μ1, V + τ²I)`` and μ̂ its GLS estimate, as metafor's ``rma.mv(y, V, random = ~1|school)``.
+pleval rotates by the eigen-decomposition ``V = QΛQ'``: ``ỹ = Q'y ~ N(μ Q'1, Λ + τ²I)`` is an
+independent-errors meta-regression on the single column ``Q'1`` with known variances
+``λ_i``, so REML, DL (method of moments: ``τ̂² = (Q − (k−1))/tr P``, ``Q = r'V⁻¹r``,
+``P = V⁻¹ − V⁻¹1(1'V⁻¹1)⁻¹1'V⁻¹``), PM, the Q-profile CI, Hartung–Knapp and the prediction
+interval are the formulas of :mod:`._tau2` applied to ``(ỹ, λ, Q'1)`` (Q, tr P and the
+likelihood are invariant to the rotation). The typical within-school variance becomes
+``s² = (k − 1)/tr P`` (equal to the expression above when V is diagonal); ``weights`` are the
+GLS weights ``(1'W1)⁻¹ W1``, ``W = (V + τ̂²I)⁻¹`` (they can be negative).
 """
 
 from __future__ import annotations
@@ -76,6 +88,33 @@ def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tup
     return y, se
 
 
+def check_vcov(vcov, se: np.ndarray) -> np.ndarray:
+    """A k×k sampling covariance: finite, symmetric, positive definite, diagonal = SE²."""
+    V = np.asarray(vcov, dtype=float)
+    k = se.size
+    if V.shape != (k, k):
+        raise DataError(f"vcov must be {k}×{k} (one row and column per estimate); got shape {V.shape}")
+    if not np.isfinite(V).all():
+        raise DataError("vcov has missing or infinite entries; drop the schools without an estimate first")
+    if not np.allclose(V, V.T, rtol=1e-10, atol=1e-14 * np.abs(V).max()):
+        raise DataError("vcov must be symmetric")
+    if not np.allclose(np.diag(V), se**2, rtol=1e-8, atol=0):
+        raise DataError("the diagonal of vcov must equal ses²")
+    return (V + V.T) / 2
+
+
+def rotate(y: np.ndarray, V: np.ndarray, X: np.ndarray):
+    """``(Q'y, λ, Q'X, Q)`` for ``V = QΛQ'``: the rotated model has independent errors with
+    variances λ (see the module docstring). Raises if V is not positive definite."""
+    lam, Q = np.linalg.eigh(V)
+    if not lam[0] > 1e-12 * lam[-1]:
+        raise DesignError(
+            "the sampling covariance of the school estimates is singular (some combination of schools has no "
+            "sampling variance): too few clusters for the number of schools"
+        )
+    return Q.T @ y, lam, Q.T @ X, Q
+
+
 @dataclass(frozen=True, repr=False)
 class MetaAnalysis(ResultMixin):
     """Result of :func:`meta_analysis` (immutable).
@@ -116,6 +155,12 @@ class MetaAnalysis(ResultMixin):
     ses: np.ndarray
     weights: np.ndarray
     labels: tuple
+    vcov: np.ndarray | None = None
+
+    @property
+    def correlated(self) -> bool:
+        """True when the analysis used a full sampling covariance (``vcov``)."""
+        return self.vcov is not None
 
     @property
     def tau(self) -> float:
@@ -175,7 +220,7 @@ class MetaAnalysis(ResultMixin):
         ref = f"t({self.df:.0f})" if np.isfinite(self.df) else "z"
         hk = " with Hartung-Knapp SE" if self.hartung_knapp else ""
         lines = [
-            f"Meta-analysis ({_METHOD_NAMES[self.method]}{hk}), k = {self.k}",
+            f"Meta-analysis ({_METHOD_NAMES[self.method]}{hk}{', correlated estimates (GLS with V + tau²I)' if self.correlated else ''}), k = {self.k}",
             f"  pooled effect  {self.estimate:.4f}  (SE {self.se:.4f}; {lv} CI {self.ci_low:.4f} to "
             f"{self.ci_high:.4f}; p = {self.pvalue:.3g}, {ref})",
         ]
@@ -221,6 +266,7 @@ def meta_analysis(
     level: float = 0.95,
     prediction: Literal["t", "normal"] = "t",
     labels: Sequence | None = None,
+    vcov=None,
 ) -> MetaAnalysis:
     """Pool per-school estimates with a fixed- or random-effects model.
 
@@ -239,6 +285,8 @@ def meta_analysis(
         or normal (metafor's default).
     labels : sequence, optional
         School names, kept for tables and forest plots.
+    vcov : array (k, k), optional
+        Full sampling covariance of the estimates (diagonal ``ses²``): GLS with ``V + τ²I``.
 
     Notes
     -----
@@ -255,35 +303,47 @@ def meta_analysis(
     k = y.size
     X = np.ones((k, 1))
     alpha = 1.0 - level
+    V = None if vcov is None else check_vcov(vcov, se)
 
-    # statsmodels: Q and the DL τ² (which it does not truncate at 0).
-    with np.errstate(invalid="ignore", divide="ignore"):  # it takes √ of its untruncated DL variance
-        sm = combine_effects(y, v, method_re="dl", alpha=alpha)
-    q = float(sm.q)
+    if V is None:
+        yy, vv, XX = y, v, X
+        # statsmodels: Q and the DL τ² (which it does not truncate at 0).
+        with np.errstate(invalid="ignore", divide="ignore"):  # it takes √ of its untruncated DL variance
+            sm = combine_effects(y, v, method_re="dl", alpha=alpha)
+        q, tau2_dl = float(sm.q), max(0.0, float(sm.tau2))
+    else:
+        yy, vv, XX, Qrot = rotate(y, V, X)
+        q, tau2_dl = _tau2.generalized_q(yy, vv, XX, 0.0), _tau2.dl_tau2(yy, vv, XX)
     tau2_se = math.nan
     if method == "FE":
         tau2 = 0.0
     elif method == "DL":
-        tau2 = max(0.0, float(sm.tau2))
+        tau2 = tau2_dl
     elif method == "PM":
-        tau2 = _tau2.pm_tau2(y, v, X)
+        tau2 = _tau2.pm_tau2(yy, vv, XX)
     else:
-        tau2, tau2_se = _tau2.reml_tau2(y, v, X)
+        tau2, tau2_se = _tau2.reml_tau2(yy, vv, XX)
 
-    w = 1.0 / (v + tau2)
-    mu = float(w @ y / w.sum())
-    se_mu = math.sqrt(1.0 / w.sum())
+    w, beta, A, r = _tau2.wls_pieces(yy, vv, XX, tau2)
+    mu = float(beta[0])
+    se_mu = math.sqrt(A[0, 0])
     df = math.inf
     if hartung_knapp:
-        se_mu = math.sqrt(float(w @ (y - mu) ** 2) / ((k - 1) * w.sum()))
+        se_mu = math.sqrt(A[0, 0] * float(w @ r**2) / (k - 1))
         df = float(k - 1)
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = dist.ppf(1 - alpha / 2)
     z = mu / se_mu
     pvalue = float(2 * dist.sf(abs(z)))
 
-    tau2_ci = _tau2.q_profile_ci(y, v, X, level)
-    s2 = typical_variance(v)
+    tau2_ci = _tau2.q_profile_ci(yy, vv, XX, level)
+    if V is None:
+        s2 = typical_variance(v)
+        gls_w = w
+    else:
+        w0, _, A0, _ = _tau2.wls_pieces(yy, vv, XX, 0.0)
+        s2 = float((k - 1) / (w0.sum() - A0[0, 0] * float((XX[:, 0] * w0) @ (XX[:, 0] * w0))))
+        gls_w = Qrot @ (XX[:, 0] * w)
     if method == "FE":
         i2 = 100.0 * max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
         h2 = q / (k - 1)
@@ -309,7 +369,7 @@ def meta_analysis(
         half = pcrit * math.sqrt(tau2 + se_mu**2)
         pi = (mu - half, mu + half)
 
-    wfe = 1.0 / v
+    _, b_fe, A_fe, _ = _tau2.wls_pieces(yy, vv, XX, 0.0)
     return MetaAnalysis(
         method=method,
         k=k,
@@ -336,13 +396,14 @@ def meta_analysis(
         level=float(level),
         prediction=prediction,
         i2_definition=i2_def,
-        fe_estimate=float(wfe @ y / wfe.sum()),
-        fe_se=float(math.sqrt(1.0 / wfe.sum())),
+        fe_estimate=float(b_fe[0]),
+        fe_se=float(math.sqrt(A_fe[0, 0])),
         estimates=_readonly(y),
         ses=_readonly(se),
-        weights=_readonly(100.0 * w / w.sum()),
+        weights=_readonly(100.0 * gls_w / gls_w.sum()),
         labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
+        vcov=None if V is None else _readonly(V),
     )
 
 
-__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "typical_variance", "check_inputs"]
+__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "typical_variance", "check_inputs", "check_vcov", "rotate"]

@@ -15,6 +15,11 @@ weighted least-squares fit with ``w_i = 1/(v_i + τ̂²)``: ``β̂ = (X'WX)⁻¹
   τ̂²₀ from the model without moderators (Raudenbush 2009, eq. 16.45);
 * residual I² = ``τ̂²/(τ̂² + s²)`` with ``s² = (k − p)/tr P₀``, ``P₀`` the FE projection
   (metafor's definition).
+
+With a full sampling covariance (``vcov=V``; correlated school estimates) the model is
+``y ~ N(Xβ, V + τ²I)`` (metafor's ``rma.mv`` with mods): everything above is computed on the
+rotated data ``(Q'y, Q'X)`` with independent variances λ_i, ``V = QΛQ'`` (see
+:mod:`.meta`); ``QE = r'V⁻¹r`` and ``s² = (k − p)/tr P₀`` follow.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _tau2
-from .meta import METHODS, Method, check_inputs
+from .meta import METHODS, Method, check_inputs, check_vcov, rotate
 
 
 @dataclass(frozen=True, repr=False)
@@ -112,11 +117,12 @@ def meta_regression(
     knapp_hartung: bool = False,
     level: float = 0.95,
     names: Sequence[str] | None = None,
+    vcov=None,
 ) -> MetaRegression:
     """Regress school effects on school-level moderators (formulas in the module docstring).
 
     ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``).
-    An intercept is always included.
+    An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
@@ -130,6 +136,8 @@ def meta_regression(
         raise DesignError(f"meta-regression with {p - 1} moderator(s) needs more than {p} schools; got {k}")
     if np.linalg.matrix_rank(X) < p:
         raise DesignError("moderators are collinear (or one is constant): the design matrix is rank deficient")
+    if vcov is not None:
+        y, v, X, _ = rotate(y, check_vcov(vcov, se), X)
 
     def fit_tau2(Xm):
         if method == "FE":

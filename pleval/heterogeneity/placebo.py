@@ -199,7 +199,7 @@ def placebo_schools(
     by = (by,) if isinstance(by, str) else tuple(by)
     eff_kw = dict(
         stratum="_pl_school", weight="_weight", treatment=columns.treatment, outcome=columns.outcome,
-        covariates=covariates, cluster=cluster, by=by, sd=sd, vcov=vcov, method=method_meta, alpha=alpha, level=level,
+        covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, alpha=alpha, level=level,
     )
 
     pl, comp = _school_treatment(data, school, columns.treatment)

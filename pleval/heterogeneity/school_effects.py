@@ -6,11 +6,21 @@ or a site of a multi-site RCT (randomized within schools/sites) — pleval fits
 
     y_i = α_s + θ_s T_i + x_i'γ_s + e_i,        i ∈ s,
 
-by weighted least squares **separately for every stratum** (covariate slopes are the
-school's own), and reports θ̂_s with a robust SE: HC2 by default, or cluster-robust (CR1) on
-``cluster`` — pass the student id for matched designs where a comparison student is reused in
-several sets, or a classroom id. All strata are fitted together from grouped sufficient
-statistics (``pleval.heterogeneity._batched``), not one model per school.
+by weighted least squares with school-specific parameters (covariate slopes are the
+school's own), all strata together from grouped sufficient statistics
+(``pleval.heterogeneity._batched``), not one model per school.
+
+**Joint covariance.** The school estimates of one ``by`` group are one stacked estimation, and
+their k×k sampling covariance (:attr:`SchoolEffects.vcov`; :mod:`._joint`) is cluster-robust
+with clusters that span the sets: with ``school=`` (each row's own school; what
+:func:`pleval.estimate` passes) every *comparison school* is one cluster across all the PL
+sets it appears in — covering reused comparison students and the comparison schools' own
+deviations — and every treated student is its own cluster (``cluster=``, the student id);
+CR2 with Satterthwaite df by default. With only ``cluster=`` (a student id) the clusters are
+students, so reuse is covered but comparison-school deviations are not; without either, HC2
+per school (independent schools). Per-school SEs are the diagonal. The meta-analysis,
+prediction interval, Hartung–Knapp and shrinkage then use the full matrix (GLS with
+``V + τ²I``; :mod:`.meta`).
 
 Each estimate is reported on three scales (docs/architecture.md, *Scales and the SD*): raw outcome units; effect size
 ``g_s = ω_s θ̂_s / SD`` with Hedges' ``ω_s = 1 − 3/(4N_s − 9)``, ``N_s = n_T + n_C``, and the
@@ -30,7 +40,7 @@ shrunken column beside the raw one, and compare the spread with placebo schools
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Mapping, Sequence
 
 import numpy as np
@@ -43,6 +53,7 @@ from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, grouped_wls
+from ._joint import JOINT_VCOV_TYPES, joint_covariance
 from .meta import MetaAnalysis, Method, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
@@ -94,7 +105,9 @@ class SchoolEffects(ResultMixin):
     ``table`` has one row per school (and ``by`` group) with the columns of
     :data:`TABLE_COLUMNS` (plus the ``by`` columns first and any ``moderators``); ``meta``,
     ``shrinkage`` and ``counts`` are keyed by the ``by`` value (``"all"`` without ``by``).
-    Effect-size columns are the scale of the meta-analysis and shrinkage.
+    Effect-size columns are the scale of the meta-analysis and shrinkage. ``vcov`` holds, per
+    ``by`` group, the joint k×k sampling covariance of the schools' effect sizes (schools with
+    an estimate; labelled by school), whose diagonal is ``es_se²``.
     """
 
     table: pd.DataFrame
@@ -105,6 +118,7 @@ class SchoolEffects(ResultMixin):
     sd: Mapping[object, tuple[float, str]]
     dropped: pd.DataFrame
     options: Mapping[str, object] = field(default_factory=dict)
+    vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -145,8 +159,10 @@ class SchoolEffects(ResultMixin):
         out = {}
         for key, sub in self._groups():
             sub = sub[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
+            V = self.vcov.get(key)
             out[key] = meta_regression(
-                sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung
+                sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung,
+                vcov=None if V is None else V.loc[sub["school"].to_numpy(), sub["school"].to_numpy()].to_numpy(),
             )
         return out
 
@@ -229,12 +245,14 @@ def _finish(
     alpha: float,
     level: float,
     baseline_percentile: float,
-) -> tuple[pd.DataFrame, dict, dict, dict]:
-    """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group."""
+    vcov_es: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict, dict, dict, dict]:
+    """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
+    the joint covariance ``vcov_es``, rows aligned with ``table``, when given)."""
     table = table.copy()
     for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability"):
         table[col] = np.nan
-    metas, shrinks, counts = {}, {}, {}
+    metas, shrinks, counts, vcovs = {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
         (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
     ]
@@ -250,15 +268,18 @@ def _finish(
             warnings.warn(f"{key}: fewer than 2 schools with an estimate; no meta-analysis", PlevalWarning, stacklevel=3)
             continue
         labels = sub["school"].to_numpy()[ok]
-        m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels)
+        rows = idx[ok]
+        V = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
+        vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
+        m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels,
+                          vcov=None if vcov_es is None else V)
         sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels)
         metas[key], shrinks[key] = m, sh
-        rows = idx[ok]
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
         table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
         table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
-    return table, metas, shrinks, counts
+    return table, metas, shrinks, counts, vcovs
 
 
 def _covariate_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
@@ -301,6 +322,7 @@ def school_effects(
     covariates: Sequence[str] = (),
     weight: str | None = None,
     cluster: str | None = None,
+    school: str | None = None,
     unit_id: str | None = None,
     by: str | Sequence[str] | None = None,
     moderators: Sequence[str] = (),
@@ -332,8 +354,13 @@ def school_effects(
     weight : str, optional
         Analysis weights (WLS).
     cluster : str, optional
-        Cluster id for cluster-robust SEs within each school (CR1; df = clusters − 1): the
-        student id in matched designs with reuse, or a classroom id.
+        Cluster id for cluster-robust SEs (the student id in matched designs with reuse, or a
+        classroom id). A cluster spanning several schools' sets makes their estimates
+        correlated (joint covariance). With ``school``, it clusters the treated rows only.
+    school : str, optional
+        Each row's own school. Comparison rows are then clustered by their school (one cluster
+        across every set the school appears in) and treated rows by ``cluster`` (each row
+        without it): the joint covariance of :mod:`._joint`.
     unit_id : str, optional
         Student id; when given, ``n_treated``/``n_comparison`` count distinct students
         (otherwise rows).
@@ -344,8 +371,9 @@ def school_effects(
         for :meth:`SchoolEffects.meta_regression`.
     sd : "pooled", "comparison", a positive number, or a mapping {by value: number}
         Standardizing SD (:func:`pleval.effect_sizes.outcome_sd`).
-    vcov : {"HC2", "HC1", "HC0", "CR1", "CR0", "classical"}, optional
-        Default ``"CR1"`` with ``cluster``, ``"HC2"`` otherwise.
+    vcov : {"CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical"}, optional
+        Default ``"CR2"`` (Satterthwaite df) with ``school``, ``"CR1"`` with ``cluster`` only,
+        ``"HC2"`` otherwise. The CR types give the joint covariance; the others a diagonal one.
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
@@ -372,16 +400,17 @@ def school_effects(
         hedges_correction = isinstance(sd, str)
     covariates = tuple(covariates)
     moderators = tuple(moderators)
-    for role, col in [("stratum", stratum), ("treatment", treatment), ("outcome", outcome), *[("covariate", c) for c in covariates], ("weight", weight), ("cluster", cluster),
+    for role, col in [("stratum", stratum), ("treatment", treatment), ("outcome", outcome), *[("covariate", c) for c in covariates], ("weight", weight), ("cluster", cluster), ("school", school),
                       ("unit_id", unit_id), *[("by", c) for c in by_cols], *[("moderator", c) for c in moderators]]:
         if col is not None and col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
     if vcov is None:
-        vcov = "CR1" if cluster else "HC2"
-    if vcov not in VCOV_TYPES:
-        raise DataError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
-    if vcov.startswith("CR") and cluster is None:
-        raise DataError(f"vcov={vcov!r} needs cluster='<column>'")
+        vcov = "CR2" if school else ("CR1" if cluster else "HC2")
+    if vcov not in (*JOINT_VCOV_TYPES, *VCOV_TYPES):
+        raise DataError(f"vcov must be one of {(*JOINT_VCOV_TYPES, *VCOV_TYPES)}; got {vcov!r}")
+    joint = vcov in JOINT_VCOV_TYPES
+    if joint and cluster is None and school is None:
+        raise DataError(f"vcov={vcov!r} needs cluster='<column>' or school='<column>'")
 
     n_in = len(data)
     dropped = []
@@ -423,6 +452,8 @@ def school_effects(
         w = w_s
     if cluster is not None:
         drop(data[cluster].isna().to_numpy(), "missing cluster id", cluster)
+    if school is not None:
+        drop(data[school].isna().to_numpy() & (t_num == 0), "comparison row without a school", school)
     if not keep.any():
         raise DataError("no usable rows remain after dropping rows with missing values")
     for arm, name in ((0.0, "comparison"), (1.0, "treated")):
@@ -439,7 +470,7 @@ def school_effects(
             stacklevel=2,
         )
 
-    df = data.loc[keep, [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, unit_id) if x)])]]
+    df = data.loc[keep, [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, school, unit_id) if x)])]]
     y = y[keep]
     t = t_num[keep]
     w = None if w is None else w[keep]
@@ -453,8 +484,20 @@ def school_effects(
     if Xcov.shape[1]:
         Xcov = Xcov - Xcov.mean(axis=0)
     X = np.column_stack([np.ones(n), t, Xcov])
-    cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else None
-    fit = grouped_wls(y, X, codes, G, weights=w, clusters=cl, vcov=vcov, target=1)
+    fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1)
+    if joint:
+        cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else np.arange(n)
+        if school:  # comparison rows: their school; treated rows: their own cluster
+            sc = pd.factorize(df[school].to_numpy())[0]
+            cl = np.where(t == 0, sc, sc.max() + 1 + cl)
+        jc = joint_covariance(X, fit.resid, np.ones(n) if w is None else w, codes, G, fit.bread, cl, fit.ok,
+                              fit.rank, vcov=vcov, target=1)
+        V_raw = jc.vcov
+        ok_g = fit.ok & np.isfinite(np.diag(V_raw))
+        fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
+                      params=np.where(ok_g[:, None], fit.params, np.nan))
+    else:
+        V_raw = None
 
     # Counts per stratum and arm.
     if unit_id:
@@ -466,7 +509,7 @@ def school_effects(
         n_c = (np.bincount(codes, minlength=G) - n_t).astype(int)
 
     est = fit.params[:, 1]
-    se = np.sqrt(fit.vcov[:, 1, 1])
+    se = np.sqrt(np.diag(V_raw)) if joint else np.sqrt(fit.vcov[:, 1, 1])
     dfree = fit.df
     with np.errstate(invalid="ignore"):
         crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
@@ -535,10 +578,10 @@ def school_effects(
     return _result(
         table, by_cols, moderators, dropped, sd_info,
         method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
-        baseline_percentile=baseline_percentile,
+        baseline_percentile=baseline_percentile, vcov_es=None if V_raw is None else V_raw * np.outer(scale, scale),
         options=dict(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
-            cluster=cluster, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
+            cluster=cluster, school=school, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
             level=level, baseline_percentile=baseline_percentile, hedges_correction=hedges_correction, n_rows=n,
             n_input=n_in,
         ),
@@ -547,7 +590,7 @@ def school_effects(
 
 def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_kw) -> "SchoolEffects":
     """Meta-analysis, shrinkage and counts of a per-school table, as a :class:`SchoolEffects`."""
-    table, metas, shrinks, counts = _finish(table, by=by_cols, **finish_kw)
+    table, metas, shrinks, counts, vcovs = _finish(table, by=by_cols, **finish_kw)
     return SchoolEffects(
         table=table[[*by_cols, *TABLE_COLUMNS, *moderators]],
         meta=metas,
@@ -557,6 +600,7 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
         sd=sd_info,
         dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
         options=options,
+        vcov=vcovs,
     )
 
 

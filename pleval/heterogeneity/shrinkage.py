@@ -16,6 +16,15 @@ Small, noisy schools (large v_i) are pulled hardest toward μ̂, so a school's s
 estimate is a better guess of its true effect than its raw estimate (lower mean squared
 error summed over schools, James & Stein 1961) — but shrinkage reorders schools of
 different size, and **ranks remain very uncertain**: see :meth:`Shrinkage.rank_intervals`.
+
+With correlated estimates (``y ~ N(θ, V)``, the meta-analysis run with ``vcov=V``) the BLUP
+is ``θ̃ = μ̂1 + τ̂²W(y − μ̂1)``, ``W = (V + τ̂²I)⁻¹`` (Henderson 1975; metafor's ``blup`` for
+``rma.mv``), and its prediction-error covariance
+
+    Var(θ − θ̃) = τ̂²I − τ̂⁴W + (I − τ̂²W)11'(I − τ̂²W)' / (1'W1),
+
+whose diagonal is the formula above when V is diagonal (``B_i = τ̂²w_i``). ``reliability``
+is then the diagonal of ``τ̂²W``.
 """
 
 from __future__ import annotations
@@ -120,25 +129,39 @@ def empirical_bayes(
     method: Method = "REML",
     level: float = 0.95,
     labels: Sequence | None = None,
+    vcov=None,
 ) -> Shrinkage:
     """Shrink school estimates toward the pooled mean (formulas in the module docstring).
 
     ``meta`` supplies μ̂ and τ̂² (a :class:`MetaAnalysis` of the same estimates); otherwise
-    :func:`meta_analysis` is run with ``method``.
+    :func:`meta_analysis` is run with ``method`` (and ``vcov``, a full sampling covariance).
     """
     y, se = check_inputs(estimates, ses)
     if meta is None:
-        meta = meta_analysis(y, se, method=method, level=level)
+        meta = meta_analysis(y, se, method=method, level=level, vcov=vcov)
     elif meta.k != y.size or not np.allclose(meta.estimates, y):
         raise ValueError("meta must be the meta-analysis of these same estimates")
     v = se**2
     tau2 = meta.tau2
-    B = tau2 / (tau2 + v)
-    w = 1.0 / (v + tau2)
-    mu = float(w @ y / w.sum())
-    mu_var = 1.0 / float(w.sum())
-    shrunk = mu + B * (y - mu)
-    sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var)
+    if meta.vcov is None:
+        B = tau2 / (tau2 + v)
+        w = 1.0 / (v + tau2)
+        mu = float(w @ y / w.sum())
+        mu_var = 1.0 / float(w.sum())
+        shrunk = mu + B * (y - mu)
+        sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var)
+    else:
+        lam, Q = np.linalg.eigh(meta.vcov)
+        W = (Q / (lam + tau2)) @ Q.T
+        W1 = W.sum(axis=1)
+        mu_var = 1.0 / float(W1.sum())
+        mu = float(W1 @ y) * mu_var
+        shrunk = mu + tau2 * (W @ (y - mu))
+        R = np.eye(y.size) - tau2 * W
+        c = R.sum(axis=1)
+        pev = tau2 * np.eye(y.size) - tau2**2 * W + np.outer(c, c) * mu_var
+        sd = np.sqrt(np.clip(np.diag(pev), 0.0, None))
+        B = tau2 * np.diag(W)
     return Shrinkage(
         estimates=_readonly(y),
         ses=_readonly(se),

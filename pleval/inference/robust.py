@@ -10,7 +10,8 @@ Cluster-robust covariance (Liang & Zeger 1986), clusters g = 1..G::
 
 * CR0: ``A_g = I``.
 * CR1: CR0 × G/(G−1) · (n−1)/(n−k) (Stata's ``vce(cluster)``).
-* CR2: ``A_g = (I − H_gg)^{−1/2}``, ``H_gg = X̃_g M X̃_g'`` (Bell & McCaffrey 2002),
+* CR2: ``A_g = (I − H_gg)^{−1/2}``, ``H_gg = X̃_g M X̃_g'`` (Bell & McCaffrey 2002; the
+  Moore–Penrose inverse root where ``I − H_gg`` is singular, as clubSandwich),
   with Satterthwaite degrees of freedom for each coefficient/contrast
   (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018, working model Φ = I).
 
@@ -102,17 +103,21 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
 
 
 def _cr2_factors(S: np.ndarray, L: np.ndarray) -> np.ndarray:
-    """``L F_g L'`` for every cluster (G×k×k), ``F_g = W diag(f(λ)/λ) W'``, ``C_g = L'S_gL``."""
+    """``L F_g L'`` for every cluster (G×k×k), ``F_g = W diag(f(λ)/λ) W'``, ``C_g = L'S_gL``.
+
+    A cluster whose leverage reaches 1 in some direction (a regressor identified by that
+    cluster alone, e.g. a school fixed effect with SEs clustered by school) gets the
+    Moore–Penrose inverse square root of ``I − H_gg`` there, as clubSandwich does
+    (Pustejovsky & Tipton 2018): eigenvalue 0 of ``I − H_gg`` maps to 0, i.e.
+    ``f(1) = −1``, so that direction of the cluster's residual (which is exactly 0) adds nothing.
+    """
     C = np.einsum("ji,gjk,kl->gil", L, S, L, optimize=True)
     lam, W = np.linalg.eigh(C)
-    lam = np.clip(lam, 0.0, None)
-    if np.any(lam >= 1.0 - 1e-10):
-        raise DesignError(
-            "CR2: a cluster's leverage reaches 1 (a regressor is identified by one cluster alone, "
-            "e.g. a fixed effect for a single school); drop that regressor or use CR1"
-        )
+    lam = np.clip(lam, 0.0, 1.0)
+    one = lam >= 1.0 - 1e-10
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(lam > 1e-12, ((1.0 - lam) ** -0.5 - 1.0) / np.where(lam > 1e-12, lam, 1.0), 0.5)
+        f = np.where(one, -1.0, (1.0 - np.where(one, 0.0, lam)) ** -0.5 - 1.0)
+        ratio = np.where(lam > 1e-12, f / np.where(lam > 1e-12, lam, 1.0), 0.5)
     F = np.einsum("gij,gj,gkj->gik", W, ratio, W, optimize=True)
     return np.einsum("ij,gjk,lk->gil", L, F, L, optimize=True)
 

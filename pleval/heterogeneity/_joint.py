@@ -1,0 +1,164 @@
+"""Joint sampling covariance of every school's effect, from one stacked estimation.
+
+The per-school regressions of :mod:`._batched` are one stacked weighted least-squares fit with
+school-specific parameters (intercept, treatment effect θ_s, covariate slopes): on the stacked
+matched sample the design is block-diagonal, ``β̂_s = S_s⁻¹ Σ_{i∈s} w_i x_i y_i``. A comparison
+student reused by several PL schools, and a comparison school whose students sit in several
+PL schools' sets, make the θ̂_s correlated. pleval clusters the stacked fit: every row has a
+cluster id (a comparison school, spanning all the sets it appears in; each treated student
+its own cluster), and the cluster-robust covariance of the stacked fit is
+
+    V_st = Σ_c φ_sc φ_tc,     φ_sc = e_1' S_s⁻¹ X̃_sc' A_sc ẽ_sc,
+
+the sum over clusters c of the products of school s's and school t's treatment-coefficient
+scores from cluster c's rows in their sets (Liang & Zeger 1986; stacked-regression form of
+Cameron, Gelbach & Miller 2011). Because the bread is block-diagonal, the leverage block
+``H_cc`` of a cluster is block-diagonal over the sets, so CR2's ``A_c = (I − H_cc)^{−1/2}``
+(Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) is applied per (set, cluster) cell, with
+the Moore–Penrose root where a cell's leverage reaches 1 (as clubSandwich):
+
+* ``"CR2"`` (default): the above; per-school Satterthwaite df (Pustejovsky & Tipton 2018,
+  working model Φ = I) from the clusters of the school's own set;
+* ``"CR1"``: ``A = I`` and ``V_st · √(f_s f_t)``, ``f_s = G_s/(G_s − 1)·(n_s − 1)/(n_s − p_s)``
+  with G_s the clusters in set s, so the diagonal is each school's own CR1; df ``G_s − 1``;
+* ``"CR0"``: ``A = I``, no factor; df ``G_s − 1``.
+
+Each school's diagonal entry is exactly what a separate regression for that school with the
+same clusters gives (:func:`pleval.inference.ols`), and when no cluster spans two sets the
+matrix is diagonal. The treated students are each their own cluster: a PL school's own
+deviation (its "school shock") cannot be separated from its program effect by its own data,
+so the per-school estimate targets the program effect *plus* that deviation
+(the identifiable quantity; see ``docs/heterogeneity.md``).
+
+Computation: cell sums by ``np.bincount``; one batched ``eigh`` for cells with more than one
+row, a closed form (HC2-type ``(1 − h)^{−1/2}``) for single-row cells; ``V = ΦΦ'`` with the
+sparse k × clusters matrix Φ. No loop over students, schools or cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ._batched import _pair_sums
+
+JOINT_VCOV_TYPES = ("CR2", "CR1", "CR0")
+
+
+@dataclass(frozen=True)
+class JointCovariance:
+    vcov: np.ndarray  # G × G covariance of the target coefficient (NaN rows/cols where not ok)
+    df: np.ndarray  # G reference df per school
+    n_clusters: np.ndarray  # G clusters in each school's set
+
+
+def _batched_sqrt(M: np.ndarray) -> np.ndarray:
+    """A factor ``L`` with ``LL' = M`` for every PSD matrix of a stack (eigen-decomposition,
+    so rank-deficient ``M`` — pseudo-inverse breads — are fine)."""
+    lam, Q = np.linalg.eigh(M)
+    return Q * np.sqrt(np.clip(lam, 0.0, None))[:, None, :]
+
+
+def _f_ratio(lam: np.ndarray) -> np.ndarray:
+    """``f(λ)/λ`` with ``f(λ) = (1 − λ)^{−1/2} − 1`` (pseudo-inverse: ``f(1) = −1``); the limit
+    1/2 at λ = 0."""
+    lam = np.clip(lam, 0.0, 1.0)
+    one = lam >= 1.0 - 1e-10
+    f = np.where(one, -1.0, (1.0 - np.where(one, 0.0, lam)) ** -0.5 - 1.0)
+    return np.where(lam > 1e-12, f / np.where(lam > 1e-12, lam, 1.0), 0.5)
+
+
+def joint_covariance(
+    X: np.ndarray,
+    e: np.ndarray,
+    w: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    Sinv: np.ndarray,
+    clusters: np.ndarray,
+    ok: np.ndarray,
+    rank: np.ndarray,
+    *,
+    vcov: str = "CR2",
+    target: int = 1,
+) -> JointCovariance:
+    """Joint covariance of the ``target`` coefficient across groups (module docstring).
+
+    ``X`` (n×p), residuals ``e``, weights ``w``, group codes 0..G−1, the groups' (pseudo-)inverse
+    breads ``Sinv`` (G×p×p), cluster codes (any integers; a cluster may span groups), the groups
+    whose target is estimable (``ok``) and their ranks.
+    """
+    if vcov not in JOINT_VCOV_TYPES:
+        raise ValueError(f"joint covariance must be one of {JOINT_VCOV_TYPES}; got {vcov!r}")
+    n, p = X.shape
+    G = n_groups
+    ccodes, cl_uniq = pd.factorize(clusters)
+    n_cl = len(cl_uniq)
+    cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + ccodes)
+    n_cells = len(cell_key)
+    cell_group = (cell_key // n_cl).astype(np.intp)
+    cell_cluster = (cell_key % n_cl).astype(np.intp)
+    rows = np.bincount(cell, minlength=n_cells)
+    U = np.stack([np.bincount(cell, weights=w * e * X[:, a], minlength=n_cells) for a in range(p)], axis=1)
+    G_s = np.bincount(cell_group, minlength=G).astype(float)
+    n_s = np.bincount(groups, minlength=G).astype(float)
+    m = Sinv[:, :, target]  # M_s c, c = e_target
+    df = G_s - 1.0
+
+    if vcov == "CR2":
+        # single-row cells: A = (1 − h)^{−1/2}, h = w x'M x (leverage-one cells get 0)
+        single = rows == 1
+        first = np.full(n_cells, -1, dtype=np.intp)
+        first[cell[::-1]] = np.arange(n)[::-1]
+        i1 = first[single]
+        g1 = cell_group[single]
+        x1 = X[i1]
+        h = w[i1] * np.einsum("ia,iab,ib->i", x1, Sinv[g1], x1)
+        inv_root = np.where(h < 1 - 1e-10, 1.0 / np.sqrt(np.clip(1.0 - h, 1e-300, None)), 0.0)
+        U[single] *= inv_root[:, None]
+        a = np.empty((n_cells, p))
+        a[single] = m[g1] * inv_root[:, None]
+        z = np.empty((n_cells, p))
+        z[single] = (w[i1] * np.einsum("ia,ia->i", x1, a[single]))[:, None] * x1  # S_c a_c
+        # multi-row cells: the general formula with a batched eigen-decomposition
+        multi = np.flatnonzero(~single)
+        if multi.size:
+            inv_multi = np.full(n_cells, -1, dtype=np.intp)
+            inv_multi[multi] = np.arange(multi.size)
+            in_multi = inv_multi[cell] >= 0
+            Sc = _pair_sums(X[in_multi], w[in_multi], inv_multi[cell[in_multi]], multi.size)
+            gm = cell_group[multi]
+            L = _batched_sqrt(Sinv)[gm]
+            C = np.einsum("gji,gjk,gkl->gil", L, Sc, L, optimize=True)
+            lam, Wv = np.linalg.eigh(C)
+            F = np.einsum("gij,gj,gkj->gik", Wv, _f_ratio(lam), Wv, optimize=True)
+            LFL = np.einsum("gij,gjk,glk->gil", L, F, L, optimize=True)
+            U[multi] = U[multi] + np.einsum("gij,gjk,gk->gi", Sc, LFL, U[multi], optimize=True)
+            a[multi] = m[gm] + np.einsum("gij,gjk,gk->gi", LFL, Sc, m[gm], optimize=True)
+            z[multi] = np.einsum("gij,gj->gi", Sc, a[multi])
+        # Satterthwaite df per group (robust._satterthwaite, batched over groups)
+        s = np.einsum("ci,ci->c", a, z)
+        ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
+        MZZ = Sinv @ ZZ
+        zMz = np.einsum("ci,cij,cj->c", z, Sinv[cell_group], z)
+        num = (np.bincount(cell_group, weights=s, minlength=G) - np.einsum("gii->g", MZZ)) ** 2
+        den = (np.bincount(cell_group, weights=s**2, minlength=G)
+               - 2.0 * np.bincount(cell_group, weights=s * zMz, minlength=G)
+               + np.einsum("gij,gji->g", MZZ, MZZ))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df = np.where(den > 0, num / den, np.nan)
+
+    phi = np.einsum("ca,ca->c", Sinv[cell_group, target, :], U)
+    if vcov == "CR1":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
+        phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
+    Phi = sparse.csr_matrix((phi, (cell_group, cell_cluster)), shape=(G, n_cl))
+    V = np.asarray((Phi @ Phi.T).todense())
+    ok = ok & (G_s > 1)
+    V[~ok, :] = np.nan
+    V[:, ~ok] = np.nan
+    return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s)

@@ -1,0 +1,260 @@
+"""Joint covariance of school effects (pleval.heterogeneity._joint) and the correlated-error
+meta-analysis (meta_analysis / empirical_bayes / meta_regression with vcov=V): against
+statsmodels on the stacked design, a direct n×n CR2, a restricted likelihood maximized by
+scipy, and a Bayesian posterior computed from the joint Gaussian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import optimize, stats
+
+from pleval.errors import DataError
+from pleval.heterogeneity import empirical_bayes, meta_analysis, meta_regression, school_effects
+from pleval.inference import ols
+
+
+def stacked(n_pl=5, n_comp=8, per_set=3, seed=0, share=True, tau_school=0.3):
+    """Matched-set long format: each PL school's treated students plus the students of
+    ``per_set`` comparison schools (shared between sets when ``share``), rows repeated per set."""
+    rng = np.random.default_rng(seed)
+    comp_size = rng.integers(4, 9, n_comp)
+    comp_school = np.repeat(np.arange(n_comp), comp_size)
+    shock = rng.normal(0, tau_school, n_pl + n_comp)
+    comp = pd.DataFrame({"student_id": [f"c{i}" for i in range(comp_school.size)],
+                         "school_id": [f"C{s}" for s in comp_school], "treatment": 0,
+                         "pretest": rng.normal(size=comp_school.size)})
+    comp["posttest"] = 0.6 * comp["pretest"] + shock[n_pl + comp_school] + rng.normal(size=len(comp))
+    parts = []
+    for s in range(n_pl):  # a loop over a handful of test schools
+        nt = int(rng.integers(5, 12))
+        tr = pd.DataFrame({"student_id": [f"t{s}_{i}" for i in range(nt)], "school_id": f"P{s}", "treatment": 1,
+                           "pretest": rng.normal(size=nt)})
+        tr["posttest"] = 0.2 + 0.6 * tr["pretest"] + shock[s] + rng.normal(size=nt)
+        chosen = rng.choice(n_comp, per_set, replace=False) if share else np.arange(s * per_set, (s + 1) * per_set)
+        c = comp[comp["school_id"].isin([f"C{j}" for j in chosen])]
+        parts.append(pd.concat([tr, c]).assign(_pl_school=f"P{s}"))
+    d = pd.concat(parts, ignore_index=True)
+    d["_weight"] = rng.uniform(0.5, 2.0, len(d))
+    return d
+
+
+def stacked_design(d):
+    """Fully interacted stacked design: per set an intercept, treatment and pretest slope."""
+    sets = pd.factorize(d["_pl_school"])[0]
+    k = sets.max() + 1
+    ind = (sets[:, None] == np.arange(k)[None, :]).astype(float)
+    X = np.hstack([ind, ind * d["treatment"].to_numpy()[:, None], ind * (d["pretest"] - d["pretest"].mean()).to_numpy()[:, None]])
+    cl = np.where(d["treatment"] == 1, "T" + d["student_id"], d["school_id"])
+    return X, cl, k
+
+
+def _pinv_sqrt(A):
+    lam, W = np.linalg.eigh(A)
+    return (W * np.where(lam > 1e-12, np.clip(lam, 1e-300, None) ** -0.5, 0.0)) @ W.T
+
+
+def direct_cr2(y, X, cl, w, cols):
+    """The n×n CR2 of the stacked fit and Satterthwaite df for coefficients ``cols``."""
+    Xt, yt = X * np.sqrt(w)[:, None], y * np.sqrt(w)
+    M = np.linalg.pinv(Xt.T @ Xt)
+    H = Xt @ M @ Xt.T
+    e = yt - H @ yt
+    IH = np.eye(len(y)) - H
+    groups = [cl == g for g in pd.unique(cl)]
+    A = [_pinv_sqrt(IH[np.ix_(i, i)]) for i in groups]
+    U = np.array([Xt[i].T @ a @ e[i] for i, a in zip(groups, A)])
+    V = M @ (U.T @ U) @ M
+    dfs = []
+    for j in cols:
+        Q = []
+        for i, a in zip(groups, A):
+            p = np.zeros(len(y))
+            p[i] = a @ Xt[i] @ M[:, j]
+            Q.append(IH @ p)
+        Q = np.array(Q)
+        Om = Q @ Q.T
+        dfs.append(np.trace(Om) ** 2 / np.sum(Om**2))
+    return V[np.ix_(cols, cols)], np.array(dfs)
+
+
+def _se(d, vcov, **kw):
+    return school_effects(d, covariates=["pretest"], cluster="student_id", school="school_id", vcov=vcov, sd=1.0,
+                          **kw)
+
+
+def test_joint_cr0_cr1_match_statsmodels_on_the_stacked_design():
+    d = stacked(seed=1)
+    X, cl, k = stacked_design(d)
+    y, w = d["posttest"].to_numpy(), d["_weight"].to_numpy()
+    fit = sm.WLS(y, X, weights=w).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(cl)[0], "use_correction": False})
+    res = _se(d, "CR0")
+    V = res.vcov["all"].to_numpy()
+    np.testing.assert_allclose(res.table["estimate"], fit.params[k : 2 * k], rtol=1e-10)
+    np.testing.assert_allclose(V, fit.cov_params()[k : 2 * k, k : 2 * k], rtol=1e-8, atol=1e-14)
+    assert np.abs(V - np.diag(np.diag(V))).max() > 1e-4  # shared comparison schools correlate the estimates
+    # CR1: each school's diagonal is its own CR1 (statsmodels on that school's set alone)
+    res1 = _se(d, "CR1")
+    for s, sub in d.groupby("_pl_school"):
+        Xs = sm.add_constant(np.column_stack([sub["treatment"], sub["pretest"]]))
+        cls = np.where(sub["treatment"] == 1, "T" + sub["student_id"], sub["school_id"])
+        f = sm.WLS(sub["posttest"], Xs, weights=sub["_weight"]).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(cls)[0]})
+        row = res1.table.set_index("school").loc[s]
+        assert row["se"] == pytest.approx(np.asarray(f.bse)[1], rel=1e-9)
+        assert row["df"] == len(np.unique(cls)) - 1
+
+
+def test_joint_cr2_matches_direct_n_by_n_computation():
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
+    X, cl, k = stacked_design(d)
+    res = _se(d, "CR2")
+    V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
+    np.testing.assert_allclose(res.table["se"], np.sqrt(np.diag(V)), rtol=1e-8)
+
+
+def test_no_shared_comparisons_gives_todays_per_school_estimates():
+    """No comparison school in two sets: V is diagonal and each school's SE and df are those
+    of its own CR2 regression (pleval.inference.ols) with the same clusters."""
+    d = stacked(n_pl=4, n_comp=12, per_set=3, seed=3, share=False)
+    res = _se(d, "CR2")
+    V = res.vcov["all"].to_numpy()
+    assert np.abs(V - np.diag(np.diag(V))).max() == 0.0
+    for s, sub in d.groupby("_pl_school"):
+        Xs = np.column_stack([np.ones(len(sub)), sub["treatment"], sub["pretest"] - d["pretest"].mean()])
+        cls = np.where(sub["treatment"] == 1, "T" + sub["student_id"], sub["school_id"])
+        f = ols(sub["posttest"], Xs, weights=sub["_weight"], clusters=cls, vcov="CR2")
+        row = res.table.set_index("school").loc[s]
+        assert row["estimate"] == pytest.approx(f.params[1], rel=1e-10)
+        assert row["se"] == pytest.approx(f.se[1], rel=1e-9)
+        assert row["df"] == pytest.approx(f.coef_df(1), rel=1e-8)
+
+
+def test_student_clusters_only_cover_reuse():
+    """cluster= without school=: students are the clusters; a reused comparison student is one
+    cluster across sets (statsmodels on the stacked design, CR0)."""
+    d = stacked(seed=4)
+    X, _, k = stacked_design(d)
+    res = school_effects(d, covariates=["pretest"], cluster="student_id", vcov="CR0", sd=1.0)
+    fit = sm.WLS(d["posttest"].to_numpy(), X, weights=d["_weight"].to_numpy()).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(d["student_id"])[0], "use_correction": False})
+    np.testing.assert_allclose(res.vcov["all"].to_numpy(), fit.cov_params()[k : 2 * k, k : 2 * k], rtol=1e-8, atol=1e-14)
+
+
+# ---------------------------------------------------------------- correlated meta-analysis
+def _corr_data(k=12, seed=0, tau=0.2):
+    rng = np.random.default_rng(seed)
+    B = rng.normal(size=(k, k + 5)) * 0.05
+    V = B @ B.T + np.diag(rng.uniform(0.005, 0.03, k))
+    y = 0.1 + tau * rng.standard_normal(k) + np.linalg.cholesky(V) @ rng.standard_normal(k)
+    return y, V
+
+
+@pytest.mark.parametrize("method", ["REML", "DL", "PM", "FE"])
+@pytest.mark.parametrize("hk", [False, True])
+def test_diagonal_vcov_equals_independent_analysis(method, hk):
+    rng = np.random.default_rng(5)
+    y = rng.normal(0.1, 0.25, 15)
+    se = rng.uniform(0.05, 0.2, 15)
+    a = meta_analysis(y, se, method, hartung_knapp=hk)
+    b = meta_analysis(y, se, method, hartung_knapp=hk, vcov=np.diag(se**2))
+    for f in ("estimate", "se", "ci_low", "ci_high", "pvalue", "tau2", "i2", "h2", "q", "pi_low", "pi_high",
+              "fe_estimate", "fe_se"):
+        assert getattr(b, f) == pytest.approx(getattr(a, f), abs=1e-10, rel=1e-10, nan_ok=True), f
+    np.testing.assert_allclose(b.tau2_ci, a.tau2_ci, atol=1e-10)
+    np.testing.assert_allclose(b.weights, a.weights, atol=1e-10)
+    sa, sb = empirical_bayes(y, se, a), empirical_bayes(y, se, b)
+    np.testing.assert_allclose(sb.shrunk, sa.shrunk, atol=1e-10)
+    np.testing.assert_allclose(sb.shrunk_sd, sa.shrunk_sd, atol=1e-10)
+    np.testing.assert_allclose(sb.reliability, sa.reliability, atol=1e-10)
+    if method != "FE":
+        mod = rng.normal(size=15)
+        ra = meta_regression(y, se, mod, method=method, knapp_hartung=hk)
+        rb = meta_regression(y, se, mod, method=method, knapp_hartung=hk, vcov=np.diag(se**2))
+        np.testing.assert_allclose(rb.coefficients.to_numpy(), ra.coefficients.to_numpy(), atol=1e-10)
+        for f in ("tau2", "qe", "qm", "i2", "r2"):
+            assert getattr(rb, f) == pytest.approx(getattr(ra, f), abs=1e-10), f
+
+
+def test_correlated_reml_maximizes_the_restricted_likelihood_written_directly():
+    y, V = _corr_data(seed=1)
+    k = y.size
+    one = np.ones(k)
+
+    def neg_lr(t2):
+        S = V + t2 * np.eye(k)
+        Si = np.linalg.inv(S)
+        mu = one @ Si @ y / (one @ Si @ one)
+        r = y - mu
+        return 0.5 * (np.linalg.slogdet(S)[1] + np.log(one @ Si @ one) + r @ Si @ r)
+
+    opt = optimize.minimize_scalar(neg_lr, bounds=(0, 5), method="bounded", options={"xatol": 1e-12})
+    m = meta_analysis(y, np.sqrt(np.diag(V)), "REML", vcov=V)
+    assert m.tau2 == pytest.approx(opt.x, rel=1e-6, abs=1e-9)
+    S = V + m.tau2 * np.eye(k)
+    Si = np.linalg.inv(S)
+    assert m.estimate == pytest.approx(one @ Si @ y / (one @ Si @ one), rel=1e-9)
+    assert m.se == pytest.approx(1 / np.sqrt(one @ Si @ one), rel=1e-9)
+    # DL (method of moments with the GLS projection) and generalized Q, written with matrices
+    Vi = np.linalg.inv(V)
+    P = Vi - np.outer(Vi @ one, one @ Vi) / (one @ Vi @ one)
+    q = y @ P @ y
+    assert m.q == pytest.approx(q, rel=1e-9)
+    dl = meta_analysis(y, np.sqrt(np.diag(V)), "DL", vcov=V)
+    assert dl.tau2 == pytest.approx(max(0.0, (q - (k - 1)) / np.trace(P)), rel=1e-9)
+    y2, V2 = _corr_data(seed=1, tau=0.6)
+    pm = meta_analysis(y2, np.sqrt(np.diag(V2)), "PM", vcov=V2)
+    assert pm.tau2 > 0
+    Sp = np.linalg.inv(V2 + pm.tau2 * np.eye(k))
+    Pp = Sp - np.outer(Sp @ one, one @ Sp) / (one @ Sp @ one)
+    assert y2 @ Pp @ y2 == pytest.approx(k - 1, rel=1e-8)
+    # Hartung-Knapp and the prediction interval
+    hk = meta_analysis(y, np.sqrt(np.diag(V)), "REML", vcov=V, hartung_knapp=True)
+    r = y - m.estimate
+    assert hk.se == pytest.approx(np.sqrt((r @ Si @ r) / (k - 1) / (one @ Si @ one)), rel=1e-8)
+    half = stats.t.ppf(0.975, k - 2) * np.sqrt(m.tau2 + m.se**2)
+    assert m.pi_high - m.estimate == pytest.approx(half, rel=1e-9)
+
+
+def test_correlated_shrinkage_is_the_flat_prior_posterior():
+    """BLUP and prediction-error covariance = posterior of θ under μ ~ N(0, s²), s² → ∞,
+    computed from the joint Gaussian of (θ, y)."""
+    y, V = _corr_data(seed=2, tau=0.25)
+    k = y.size
+    m = meta_analysis(y, np.sqrt(np.diag(V)), "REML", vcov=V)
+    sh = empirical_bayes(y, np.sqrt(np.diag(V)), m)
+    s2 = 1e7
+    Stt = s2 * np.ones((k, k)) + m.tau2 * np.eye(k)
+    Syy = Stt + V
+    G = np.linalg.solve(Syy, Stt).T
+    post_mean = G @ y
+    post_cov = Stt - G @ Stt
+    np.testing.assert_allclose(sh.shrunk, post_mean, atol=1e-5)
+    np.testing.assert_allclose(sh.shrunk_sd, np.sqrt(np.diag(post_cov)), rtol=1e-4)
+
+
+def test_correlated_metaregression_against_gls():
+    y, V = _corr_data(seed=3)
+    x = np.linspace(-1, 1, y.size)
+    r = meta_regression(y, np.sqrt(np.diag(V)), x, vcov=V)
+    S = V + r.tau2 * np.eye(y.size)
+    X = np.column_stack([np.ones(y.size), x])
+    g = sm.GLS(y, X, sigma=S).fit()
+    np.testing.assert_allclose(r.coefficients["estimate"], g.params, rtol=1e-8)
+    np.testing.assert_allclose(r.vcov, g.normalized_cov_params, rtol=1e-8)
+
+
+def test_vcov_input_errors():
+    y, V = _corr_data(k=5)
+    se = np.sqrt(np.diag(V))
+    with pytest.raises(DataError, match="5×5"):
+        meta_analysis(y, se, vcov=V[:4, :4])
+    with pytest.raises(DataError, match="diagonal"):
+        meta_analysis(y, se * 1.1, vcov=V)
+    bad = V.copy()
+    bad[0, 1] += 0.01
+    with pytest.raises(DataError, match="symmetric"):
+        meta_analysis(y, se, vcov=bad)
