@@ -1,0 +1,463 @@
+"""Study designs for power analysis, in the PowerUp! parameterisation (Dong & Maynard 2013).
+
+Every design states the standardized standard error ``SSE`` of its effect-size estimate
+(outcome variance 1) and the degrees of freedom ``df`` of its test; :mod:`.tdist` turns them
+into power and the MDES. Notation: P the proportion treated, ρ the intraclass correlations
+(shares of outcome variance between schools, ρ₂, and between districts, ρ₃), R² the share of
+each level's variance explained by covariates (R²₁ students, R²₂ schools, R²ₜ the share of
+effect heterogeneity explained), ω the variance of the treatment effect across blocks relative
+to the block-level outcome variance, g the number of covariates at the level that sets df.
+Sizes: n students per school, J schools (per district in three-level designs), K districts.
+
+========================  ==========================================================================  ====================
+design (PowerUpR name)    SSE²                                                                        df
+========================  ==========================================================================  ====================
+IndividualRCT (ira)       (1−R²₁) / (P(1−P)n)                                                         n − g − 2
+BlockedRCT fixed (bira2c1)  (1−ρ₂)(1−R²₁) / (P(1−P)Jn)                                                J(n−1) − g − 1
+  … block-specific (bira2f1) same                                                                     J(n−2) − g
+BlockedRCT random (bira2)  ρ₂ω(1−R²ₜ)/J + (1−ρ₂)(1−R²₁)/(P(1−P)Jn)                                   J − g − 1
+ClusterRCT (cra2)         ρ₂(1−R²₂)/(P(1−P)J) + (1−ρ₂)(1−R²₁)/(P(1−P)Jn)                              J − g − 2
+BlockedClusterRCT random (bcra3r2)  ρ₃ω(1−R²ₜ)/K + ρ₂(1−R²₂)/(P(1−P)JK) + (1−ρ₃−ρ₂)(1−R²₁)/(P(1−P)JKn)  K − g − 1
+BlockedClusterRCT fixed (bcra3f2)   ρ₂(1−R²₂)/(P(1−P)JK) + (1−ρ₃−ρ₂)(1−R²₁)/(P(1−P)JKn)          K(J−2) − g
+MatchedComparison         ρ₂(1−R²₂)(1/J_T + 1/J_C) + (1−ρ₂)(1−R²₁)(1/(J_T n_T) + D_w/(J_C n_C))       J_T + J_C − g − 2
+========================  ==========================================================================  ====================
+
+Sources: Dong & Maynard (2013), *PowerUp!: A tool for calculating minimum detectable effect
+sizes and minimum required sample sizes for experimental and quasi-experimental design
+studies*, JREE 6(1), 24–67, Table 3 and appendix; the same formulas in the R package PowerUpR
+(Bulus, Dong, Kelcey & Spybrook). Fixed block effects remove the between-block variance:
+PowerUp!'s fixed-block designs take the student-level R² to include what the block indicators
+explain, i.e. ``R²(PowerUp!) = ρ + (1 − ρ)·R²₁`` in pleval's terms, which gives the (1 − ρ)
+factor above; with ``icc=0`` (``icc_district=0``) pleval's numbers are PowerUp!'s exactly.
+
+Matched comparisons (quasi-experimental; PL in J_T schools of n_T students, matched
+comparison students from J_C schools, n_C per school) follow the two-level cluster design with
+unequal arms, and with the design effect of unequal matching weights on the comparison mean,
+Kish's ``D_w = m·Σw²/(Σw)² = 1 + CV²(w)`` (Kish 1965, §11.7): a comparison student reused
+in several matched sets carries a larger weight, and ``m/D_w`` is the effective number of
+comparison students. With equal arms and ``D_w = 1`` it is :class:`ClusterRCT` with P = ½.
+The formula assumes a matched analysis as precise as randomization given the covariates; it
+says nothing about bias from unobserved confounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import DesignError
+from ..percentiles import from_percentile_points, to_percentile_points
+from .tdist import check_test, multiplier, power_from_ncp
+
+_MAX_SIZE = 10**7
+
+
+def kish_deff(weights) -> float:
+    """Kish's design effect of unequal weights, ``m·Σw²/(Σw)² = 1 + CV²(w)`` (m weights).
+
+    For matching weights (a comparison student used in k matched sets of size r weighs Σ 1/r).
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise DesignError("weights must be finite, non-negative and not all zero")
+    w = w[w > 0]
+    return float(w.size * np.sum(w**2) / np.sum(w) ** 2)
+
+
+def _share(name: str, v, *, upper_open: bool = True, lower_open: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > 0 if lower_open else v >= 0) and (v < 1 if upper_open else v <= 1)
+    if not ok:
+        lo = "(0" if lower_open else "[0"
+        raise DesignError(f"{name} must lie in {lo}, 1); got {v!r}")
+
+
+def _size(name: str, v, minimum: float = 1) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < minimum:
+        raise DesignError(f"{name} must be a number >= {minimum:g}; got {v!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Design:
+    """Base class: the test settings and the calculations every design shares (each design
+    defines ``_check``, ``_variance`` = SSE² and ``df``).
+
+    ``alpha`` (0.05), ``two_sided`` (True), ``method`` of the MDES multiplier (``"exact"``
+    non-central t, default, or ``"powerup"``: ``t_{1−α/2} + t_{1−β}``; see :mod:`pleval.power.tdist`),
+    ``baseline_percentile`` for percentile points (50).
+    """
+
+    alpha: float = 0.05
+    two_sided: bool = True
+    method: str = "exact"
+    baseline_percentile: float = 50.0
+
+    name: ClassVar[str] = ""
+    sizes: ClassVar[tuple[str, ...]] = ()
+    unit: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self) -> None:
+        check_test(self.alpha, None, self.method)
+        if not isinstance(self.two_sided, (bool, np.bool_)):
+            raise DesignError(f"two_sided must be true or false; got {self.two_sided!r}")
+        if not 0 < self.baseline_percentile < 100:
+            raise DesignError(f"baseline_percentile must lie strictly between 0 and 100; got {self.baseline_percentile!r}")
+        self._check()
+        if not self.df > 0:
+            raise DesignError(f"{self.name}: the design leaves {self.df:g} degrees of freedom; add units or drop covariates")
+
+    @property
+    def sse(self) -> float:
+        """Standardized SE of the effect-size estimate (outcome SD 1)."""
+        return math.sqrt(self._variance())
+
+    def parameters(self) -> dict:
+        """The design's inputs (sizes, ICCs, R², ...) without the test settings."""
+        skip = {"alpha", "two_sided", "method", "baseline_percentile"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+    def replace(self, **changes) -> "Design":
+        """A copy with some inputs changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- calculations --------------------------------------------------------------------
+    def mdes(self, power: float = 0.80) -> float:
+        """Minimum detectable effect size (SD units) at ``power``: ``M(df)·SSE``."""
+        return multiplier(self.df, self.alpha, power, self.two_sided, self.method) * self.sse
+
+    def power(self, effect: float) -> float:
+        """Power to detect a true effect of ``effect`` SD (exact non-central t, as PowerUp!)."""
+        if not (isinstance(effect, (int, float)) and math.isfinite(effect)):
+            raise DesignError(f"effect must be a finite number of SD units; got {effect!r}")
+        return float(power_from_ncp(abs(effect) / self.sse, self.df, self.alpha, self.two_sided))
+
+    def sample_size(self, target_mdes: float, solve_for: str | None = None, power: float = 0.80) -> int:
+        """The smallest whole ``solve_for`` (default: the design's first size, e.g. schools)
+        whose MDES at ``power`` is at most ``target_mdes``; the other inputs stay as given.
+
+        Raises :class:`~pleval.errors.DesignError` when no size reaches the target (e.g. more
+        students per school cannot beat the school-level variance).
+        """
+        key = self._solve_key(solve_for)
+        if not (isinstance(target_mdes, (int, float)) and math.isfinite(target_mdes) and target_mdes > 0):
+            raise DesignError(f"target MDES must be a positive number of SD units; got {target_mdes!r}")
+
+        def mdes_at(s: int) -> float:
+            try:
+                return self.replace(**{key: s}).mdes(power)
+            except DesignError:
+                return math.inf
+
+        lo = 1
+        while not math.isfinite(mdes_at(lo)):
+            lo += 1
+            if lo > 1000:
+                raise DesignError(f"{self.name}: no {key} count gives positive degrees of freedom")
+        limit = mdes_at(_MAX_SIZE)
+        if limit > target_mdes:
+            raise DesignError(
+                f"no number of {self.unit.get(key, key)} reaches an MDES of {target_mdes:.3f} SD: even with "
+                f"{_MAX_SIZE:,} the MDES is {limit:.3f} SD; change another size (e.g. more schools)"
+            )
+        if mdes_at(lo) <= target_mdes:
+            return lo
+        hi = lo * 2
+        while mdes_at(hi) > target_mdes:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:  # MDES decreases with every size: bisection on whole numbers
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if mdes_at(mid) > target_mdes else (lo, mid)
+        return hi
+
+    def _solve_key(self, solve_for: str | None) -> str:
+        key = solve_for or self.sizes[0]
+        if key not in self.sizes:
+            raise DesignError(f"{self.name}: solve_for must be one of {', '.join(self.sizes)}; got {solve_for!r}")
+        return key
+
+    def plan(self, power: float = 0.80, effect: float | None = None, target_mdes: float | None = None,
+             target_pp: float | None = None, solve_for: str | None = None) -> "Plan":
+        """MDES (SD and percentile points), power for ``effect``, and the ``solve_for`` size needed
+        for ``target_mdes`` SD (or ``target_pp`` percentile points from the baseline percentile)."""
+        from .plan import Plan
+
+        check_test(self.alpha, power, self.method)
+        if target_pp is not None:
+            if target_mdes is not None:
+                raise DesignError("give target_mdes (SD) or target_pp (percentile points), not both")
+            target_mdes = float(from_percentile_points(target_pp, self.baseline_percentile))
+        m = self.mdes(power)
+        req = key = None
+        if target_mdes is not None:
+            key = self._solve_key(solve_for)
+            req = self.sample_size(target_mdes, key, power)
+        return Plan(
+            design=self.name,
+            parameters=self.parameters(),
+            alpha=self.alpha,
+            two_sided=bool(self.two_sided),
+            method=self.method,
+            baseline_percentile=self.baseline_percentile,
+            df=float(self.df),
+            sse=self.sse,
+            target_power=power,
+            multiplier=multiplier(self.df, self.alpha, power, self.two_sided, self.method),
+            mdes=m,
+            mdes_pp=float(to_percentile_points(m, self.baseline_percentile)),
+            effect=effect,
+            effect_pp=None if effect is None else float(to_percentile_points(effect, self.baseline_percentile)),
+            power=None if effect is None else self.power(effect),
+            target_mdes=target_mdes,
+            target_pp=None if target_mdes is None else float(to_percentile_points(target_mdes, self.baseline_percentile)),
+            solve_for=key,
+            required=req,
+            solve_unit=None if key is None else self.unit.get(key, key),
+        )
+
+
+def _pq(p: float) -> float:
+    return p * (1 - p)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndividualRCT(Design):
+    """Students randomized individually (PowerUp! IRA_1r). ``students`` in all."""
+
+    students: float
+    treated: float = 0.5
+    r2_student: float = 0.0
+    covariates: int = 0
+
+    name: ClassVar[str] = "individual RCT"
+    sizes: ClassVar[tuple[str, ...]] = ("students",)
+    unit: ClassVar[dict[str, str]] = {"students": "students"}
+
+    def _check(self) -> None:
+        _size("students", self.students, 2)
+        _share("treated", self.treated, lower_open=True)
+        _share("r2_student", self.r2_student)
+        _size("covariates", self.covariates, 0)
+
+    def _variance(self) -> float:
+        return (1 - self.r2_student) / (_pq(self.treated) * self.students)
+
+    @property
+    def df(self) -> float:
+        return self.students - self.covariates - 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockedRCT(Design):
+    """Students randomized within schools (blocks): PowerUp! BIRA2_1c (``blocks="fixed"``,
+    one effect), BIRA2_1f (``"fixed"`` with ``constant_effect=False``: block-specific effects,
+    averaged) and BIRA2_1r (``"random"``: the effect varies across schools with variance
+    ``omega·icc``; ``r2_effect`` of it explained by school covariates). ``covariates`` are
+    student-level for fixed blocks, school-level for random blocks."""
+
+    schools: float
+    students: float
+    icc: float = 0.0
+    r2_student: float = 0.0
+    blocks: str = "fixed"
+    constant_effect: bool = True
+    omega: float = 0.0
+    r2_effect: float = 0.0
+    treated: float = 0.5
+    covariates: int = 0
+
+    name: ClassVar[str] = "blocked individual RCT"
+    sizes: ClassVar[tuple[str, ...]] = ("schools", "students")
+    unit: ClassVar[dict[str, str]] = {"schools": "schools", "students": "students per school"}
+
+    def _check(self) -> None:
+        if self.blocks not in ("fixed", "random"):
+            raise DesignError(f"blocks must be 'fixed' or 'random'; got {self.blocks!r}")
+        _size("schools", self.schools, 1)
+        _size("students", self.students, 2)
+        _share("icc", self.icc)
+        _share("r2_student", self.r2_student)
+        _share("r2_effect", self.r2_effect)
+        _share("treated", self.treated, lower_open=True)
+        _size("omega", self.omega, 0)
+        _size("covariates", self.covariates, 0)
+        if self.blocks == "fixed" and (self.omega or self.r2_effect):
+            raise DesignError("omega and r2_effect describe random block effects; use blocks='random'")
+
+    def _variance(self) -> float:
+        within = (1 - self.icc) * (1 - self.r2_student) / (_pq(self.treated) * self.schools * self.students)
+        if self.blocks == "random":
+            return self.icc * self.omega * (1 - self.r2_effect) / self.schools + within
+        return within
+
+    @property
+    def df(self) -> float:
+        J, n, g = self.schools, self.students, self.covariates
+        if self.blocks == "random":
+            return J - g - 1
+        return J * (n - 1) - g - 1 if self.constant_effect else J * (n - 2) - g
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterRCT(Design):
+    """Schools randomized (PowerUp! CRA2_2r): ``schools`` J, ``students`` n per school."""
+
+    schools: float
+    students: float
+    icc: float
+    r2_school: float = 0.0
+    r2_student: float = 0.0
+    treated: float = 0.5
+    covariates: int = 0
+
+    name: ClassVar[str] = "two-level cluster RCT"
+    sizes: ClassVar[tuple[str, ...]] = ("schools", "students")
+    unit: ClassVar[dict[str, str]] = {"schools": "schools", "students": "students per school"}
+
+    def _check(self) -> None:
+        _size("schools", self.schools, 2)
+        _size("students", self.students, 1)
+        _share("icc", self.icc)
+        _share("r2_school", self.r2_school)
+        _share("r2_student", self.r2_student)
+        _share("treated", self.treated, lower_open=True)
+        _size("covariates", self.covariates, 0)
+
+    def _variance(self) -> float:
+        J, n, pq = self.schools, self.students, _pq(self.treated)
+        return self.icc * (1 - self.r2_school) / (pq * J) + (1 - self.icc) * (1 - self.r2_student) / (pq * J * n)
+
+    @property
+    def df(self) -> float:
+        return self.schools - self.covariates - 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlockedClusterRCT(Design):
+    """Schools randomized within districts (PowerUp! BCRA3_2r with ``blocks="random"``,
+    BCRA3_2f with ``"fixed"``): ``districts`` K, ``schools`` J per district, ``students`` n per
+    school; ``icc_district`` ρ₃, ``icc`` ρ₂ (school share of the total variance); ``omega`` the
+    variance of the effect across districts relative to ρ₃ (random), ``r2_effect`` of it
+    explained. ``covariates``: district-level (random) or school-level (fixed)."""
+
+    districts: float
+    schools: float
+    students: float
+    icc: float
+    icc_district: float = 0.0
+    r2_school: float = 0.0
+    r2_student: float = 0.0
+    blocks: str = "random"
+    omega: float = 0.0
+    r2_effect: float = 0.0
+    treated: float = 0.5
+    covariates: int = 0
+
+    name: ClassVar[str] = "three-level blocked cluster RCT"
+    sizes: ClassVar[tuple[str, ...]] = ("districts", "schools", "students")
+    unit: ClassVar[dict[str, str]] = {"districts": "districts", "schools": "schools per district",
+                                      "students": "students per school"}
+
+    def _check(self) -> None:
+        if self.blocks not in ("fixed", "random"):
+            raise DesignError(f"blocks must be 'fixed' or 'random'; got {self.blocks!r}")
+        _size("districts", self.districts, 1)
+        _size("schools", self.schools, 2)
+        _size("students", self.students, 1)
+        _share("icc", self.icc)
+        _share("icc_district", self.icc_district)
+        if self.icc + self.icc_district >= 1:
+            raise DesignError(f"icc + icc_district must be below 1; got {self.icc + self.icc_district:g}")
+        for k in ("r2_school", "r2_student", "r2_effect"):
+            _share(k, getattr(self, k))
+        _share("treated", self.treated, lower_open=True)
+        _size("omega", self.omega, 0)
+        _size("covariates", self.covariates, 0)
+        if self.blocks == "fixed" and (self.omega or self.r2_effect):
+            raise DesignError("omega and r2_effect describe random district effects; use blocks='random'")
+
+    def _variance(self) -> float:
+        K, J, n, pq = self.districts, self.schools, self.students, _pq(self.treated)
+        v = self.icc * (1 - self.r2_school) / (pq * J * K)
+        v += (1 - self.icc_district - self.icc) * (1 - self.r2_student) / (pq * J * K * n)
+        if self.blocks == "random":
+            v += self.icc_district * self.omega * (1 - self.r2_effect) / K
+        return v
+
+    @property
+    def df(self) -> float:
+        if self.blocks == "random":
+            return self.districts - self.covariates - 1
+        return self.districts * (self.schools - 2) - self.covariates
+
+
+@dataclass(frozen=True, kw_only=True)
+class MatchedComparison(Design):
+    """PL schools against matched comparison students (quasi-experimental).
+
+    ``schools`` J_T PL schools of ``students`` n_T analysed students each; the matched
+    comparison students come from ``comparison_schools`` J_C schools (default J_T),
+    ``comparison_students`` n_C per school (default n_T), with Kish design effect
+    ``deff_weights`` of their matching weights (:func:`kish_deff`; 1 = equal weights).
+    ``icc=0`` treats students as independent (df from students)."""
+
+    schools: float
+    students: float
+    icc: float = 0.0
+    r2_school: float = 0.0
+    r2_student: float = 0.0
+    comparison_schools: float | None = None
+    comparison_students: float | None = None
+    deff_weights: float = 1.0
+    covariates: int = 0
+
+    name: ClassVar[str] = "matched comparison"
+    sizes: ClassVar[tuple[str, ...]] = ("schools", "students")
+    unit: ClassVar[dict[str, str]] = {"schools": "PL schools", "students": "students per PL school"}
+
+    def _check(self) -> None:
+        _size("schools", self.schools, 1)
+        _size("students", self.students, 1)
+        _size("comparison_schools", self.jc, 1)
+        _size("comparison_students", self.nc, 1)
+        _size("deff_weights", self.deff_weights, 1)
+        _share("icc", self.icc)
+        _share("r2_school", self.r2_school)
+        _share("r2_student", self.r2_student)
+        _size("covariates", self.covariates, 0)
+
+    @property
+    def jc(self) -> float:
+        return self.schools if self.comparison_schools is None else self.comparison_schools
+
+    @property
+    def nc(self) -> float:
+        return self.students if self.comparison_students is None else self.comparison_students
+
+    def _variance(self) -> float:
+        jt, nt, jc, nc = self.schools, self.students, self.jc, self.nc
+        school = self.icc * (1 - self.r2_school) * (1 / jt + 1 / jc)
+        student = (1 - self.icc) * (1 - self.r2_student) * (1 / (jt * nt) + self.deff_weights / (jc * nc))
+        return school + student
+
+    @property
+    def df(self) -> float:
+        if self.icc > 0:
+            return self.schools + self.jc - self.covariates - 2
+        return self.schools * self.students + self.jc * self.nc - self.covariates - 2
+
+
+DESIGNS = {
+    "individual": IndividualRCT,
+    "blocked": BlockedRCT,
+    "cluster": ClusterRCT,
+    "blocked-cluster": BlockedClusterRCT,
+    "matched": MatchedComparison,
+}
+"""Design classes by the name used in ``pleval power DESIGN``."""
+
+__all__ = ["Design", "IndividualRCT", "BlockedRCT", "ClusterRCT", "BlockedClusterRCT", "MatchedComparison",
+           "kish_deff", "DESIGNS"]

@@ -1,0 +1,103 @@
+"""Power of a t test of a treatment effect, and the minimum detectable effect.
+
+A design gives the standardized standard error ``SSE`` of its effect-size estimate (the SE
+when the outcome has total variance 1) and the degrees of freedom ``df`` of its test. With
+a true effect ``δ`` (in SD units) the test statistic is non-central t with non-centrality
+``λ = δ / SSE``, so the power of a level-α test is (Dong & Maynard 2013, eq. 1–3; Cohen 1988)
+
+    two-sided:  P = 1 − F_{t(df, λ)}(t_{1−α/2}) + F_{t(df, λ)}(−t_{1−α/2})
+    one-sided:  P = 1 − F_{t(df, λ)}(t_{1−α})
+
+(``scipy.stats.nct``; the normal distribution when ``df`` is infinite; a one-sided test is of
+the effect's own direction). The minimum
+detectable effect size at power 1 − β is ``MDES = M·SSE``, with the multiplier M:
+
+* ``method="exact"`` (pleval's default): the λ that solves the power equation above, found by
+  Brent's method — the smallest effect the test detects with probability 1 − β exactly;
+* ``method="powerup"``: ``M = t_{1−α/2} + t_{1−β}`` (``t_{1−α}`` one-sided), both central t
+  quantiles with ``df`` degrees of freedom — the multiplier of Bloom (1995) used by PowerUp!
+  and PowerUpR, reported for parity with their numbers. It approximates the non-central t by
+  a shifted central t and ignores the far rejection tail: within 0.1% of the exact multiplier
+  from df = 10 on, but 0.7% smaller at df = 5 and 2.2% at df = 3 (an optimistic MDES for
+  trials with very few schools).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize, stats
+
+from ..errors import DesignError
+
+METHODS = ("exact", "powerup")
+
+
+def check_test(alpha: float, power: float | None = None, method: str = "exact") -> None:
+    """Validate α, the target power and the multiplier method (one clear message each)."""
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise DesignError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
+    if power is not None and not (isinstance(power, (int, float)) and 0 < power < 1):
+        raise DesignError(f"power must lie strictly between 0 and 1; got {power!r}")
+    if method not in METHODS:
+        raise DesignError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+
+
+def critical(df, alpha: float, two_sided: bool = True):
+    """Critical value ``t_{1−α/2}`` (two-sided) or ``t_{1−α}`` of t(df) (normal if df = inf)."""
+    q = 1 - alpha / 2 if two_sided else 1 - alpha
+    df = np.asarray(df, dtype=float)
+    return np.where(np.isfinite(df), stats.t.ppf(q, np.where(np.isfinite(df), df, 1.0)), stats.norm.ppf(q))
+
+
+def power_from_ncp(ncp, df, alpha: float = 0.05, two_sided: bool = True):
+    """Power of the t test with non-centrality ``ncp = δ/SSE`` and ``df`` (vectorized)."""
+    ncp, df = np.broadcast_arrays(np.asarray(ncp, dtype=float), np.asarray(df, dtype=float))
+    c = critical(df, alpha, two_sided)
+    fin = np.isfinite(df)
+    dfx = np.where(fin, df, 1.0)
+    upper = np.where(fin, stats.nct.sf(c, dfx, ncp), stats.norm.sf(c - ncp))
+    # P(T < −c | λ) = P(T > c | −λ): scipy's sf stays finite where cdf(−c) returns NaN.
+    lower = np.where(fin, stats.nct.sf(c, dfx, -ncp), stats.norm.cdf(-c - ncp)) if two_sided else 0.0
+    out = upper + lower
+    return float(out) if out.ndim == 0 else out
+
+
+def _exact_one(df: float, alpha: float, power: float, two_sided: bool) -> float:
+    c = float(critical(df, alpha, two_sided))
+    if power <= power_from_ncp(0.0, df, alpha, two_sided):
+        return 0.0
+    hi = c + float(critical(df, 2 * (1 - power), True)) + 1.0
+    while power_from_ncp(hi, df, alpha, two_sided) < power:
+        hi *= 2
+    return optimize.brentq(lambda lam: power_from_ncp(lam, df, alpha, two_sided) - power, 0.0, hi, xtol=1e-12)
+
+
+def multiplier(df, alpha: float = 0.05, power: float = 0.80, two_sided: bool = True, method: str = "exact"):
+    """The MDES multiplier M (``MDES = M·SSE``) for ``df`` (array or scalar; inf allowed)."""
+    check_test(alpha, power, method)
+    df = np.asarray(df, dtype=float)
+    if np.any(~(df > 0)):
+        raise DesignError(f"degrees of freedom must be positive; got {np.ravel(df)[~(np.ravel(df) > 0)][:3].tolist()}")
+    if method == "powerup":
+        t2 = np.where(np.isfinite(df), stats.t.ppf(power, np.where(np.isfinite(df), df, 1.0)), stats.norm.ppf(power))
+        out = critical(df, alpha, two_sided) + t2
+    else:
+        uniq, inv = np.unique(df, return_inverse=True)  # one root per distinct df
+        roots = np.array([_exact_one(d, alpha, power, two_sided) for d in uniq])
+        out = roots[inv].reshape(df.shape)
+    return float(out) if out.ndim == 0 else out
+
+
+def mdes_from_se(se, df, alpha: float = 0.05, power: float = 0.80, two_sided: bool = True, method: str = "exact"):
+    """Minimum detectable effect of an estimate with standard error ``se`` tested on t(``df``):
+    ``M(df)·se`` (same units as ``se``). NaN where ``se`` is not finite and positive."""
+    se = np.asarray(se, dtype=float)
+    df = np.broadcast_to(np.asarray(df, dtype=float), se.shape)
+    ok = np.isfinite(se) & (se > 0) & (df > 0)
+    out = np.full(se.shape, np.nan)
+    if ok.any():
+        out[ok] = multiplier(df[ok], alpha, power, two_sided, method) * se[ok]
+    return float(out) if out.ndim == 0 else out
+
+
+__all__ = ["critical", "power_from_ncp", "multiplier", "mdes_from_se", "check_test", "METHODS"]
