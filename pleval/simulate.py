@@ -1,6 +1,7 @@
 """Synthetic personalized-learning (PL) evaluation data with a known truth.
 
-Three generators, each returning :class:`Simulated` (``data`` + ``truth``):
+Three generators, each returning :class:`Simulated` (``data`` + ``truth``), and
+:func:`simulate_planned` (the bare variance-component model of a power analysis):
 
 * :func:`simulate_matched` — students in grades 3–8 of many schools, a few of which adopted
   PL; selection on school poverty and achievement; for matched comparisons.
@@ -923,7 +924,65 @@ __all__ = [
     "simulate_matched",
     "simulate_cluster_rct",
     "simulate_school_effects",
+    "simulate_planned",
     "SCALE_SD",
     "FALL_MEAN",
     "SPRING_MEAN",
 ]
+
+
+def simulate_planned(
+    design: str,
+    n_schools: int,
+    students_per_school: int,
+    icc: float,
+    r2_school: float = 0.0,
+    r2_student: float = 0.0,
+    effect: float = 0.0,
+    share_treated: float = 0.5,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """Data of a planned design with exactly the variance components a power analysis assumes.
+
+    ``design="cluster"`` randomizes ``round(share_treated·J)`` of the J schools;
+    ``design="blocked"`` randomizes ``round(share_treated·n)`` students within each school
+    (``block`` = school). With ρ = ``icc`` and one pretest ``x`` (slope 1 at both levels)::
+
+        x_ij = a_j + w_ij,              Var(a) = ρR²₂,        Var(w) = (1−ρ)R²₁
+        y_ij = x_ij + u_j + e_ij + δT,  Var(u) = ρ(1−R²₂),    Var(e) = (1−ρ)(1−R²₁)
+
+    so the outcome has variance 1 (given T), ICC ρ, and the pretest explains R²₂ of the school
+    and R²₁ of the student variance (the quantities of :mod:`pleval.power.designs`).
+    ``blocked`` designs need only ρ and R²₁ (the school effects are absorbed by the blocks).
+    Returns columns student_id, school_id, block, treatment, pretest, posttest.
+    """
+    if design not in ("cluster", "blocked"):
+        raise ValueError(f"design must be 'cluster' or 'blocked'; got {design!r}")
+    for name, v in (("icc", icc), ("r2_school", r2_school), ("r2_student", r2_student)):
+        if not 0 <= v < 1:
+            raise ValueError(f"{name} must lie in [0, 1); got {v}")
+    J, n = int(n_schools), int(students_per_school)
+    if J < 2 or n < 2:
+        raise ValueError(f"n_schools and students_per_school must be at least 2; got {J} and {n}")
+    _, (r_assign, r_school, r_student) = _streams(seed, 3)
+    school = np.repeat(np.arange(J), n)
+    if design == "cluster":
+        k = int(np.floor(share_treated * J + 0.5))
+        t_school = np.zeros(J, dtype=np.int64)
+        t_school[r_assign.permutation(J)[:k]] = 1
+        treat = t_school[school]
+    else:
+        k = int(np.floor(share_treated * n + 0.5))
+        # within each school, the k students with the smallest uniform draws are treated
+        rank = np.argsort(np.argsort(r_assign.random((J, n)), axis=1), axis=1)
+        treat = (rank < k).astype(np.int64).ravel()
+    if not 0 < k < (J if design == "cluster" else n):
+        raise ValueError(f"share_treated={share_treated} leaves an arm empty")
+    a, u = (r_school.standard_normal((2, J)) * np.sqrt([[icc * r2_school], [icc * (1 - r2_school)]]))
+    w, e = (r_student.standard_normal((2, J * n)) * np.sqrt([[(1 - icc) * r2_student], [(1 - icc) * (1 - r2_student)]]))
+    pre = a[school] + w
+    post = pre + u[school] + e + effect * treat
+    return pd.DataFrame({
+        "student_id": np.arange(J * n), "school_id": school, "block": school, "treatment": treat,
+        "pretest": pre, "posttest": post,
+    })
