@@ -1,5 +1,6 @@
 """Figures for an evaluation: school forest plot, love plot, propensity overlap, percentile
-chart and the distribution of school effects.
+chart and the distribution of school effects; for planning, the power curve and the MDES
+against sample size (tables from :mod:`pleval.power.curves`).
 
 Every drawing function takes plain DataFrames / arrays with documented columns (no pleval
 results classes); the ``evaluation_*`` functions at the end adapt an
@@ -738,3 +739,66 @@ __all__ = [
     "evaluation_percentiles",
     "figure_name",
 ]
+
+
+# --------------------------------------------------------------------------------------
+# Planning: power and MDES against sample size
+# --------------------------------------------------------------------------------------
+def power_curve(table: pd.DataFrame, *, planned: float | None = None, target_power: float = 0.80,
+                unit: str | None = None, title: str | None = None) -> Figure:
+    """Power against sample size, one curve per value of a design input.
+
+    ``table`` has columns size, power, vary, value and effect (one effect), as
+    :func:`pleval.power.curves.power_table` returns. ``planned`` marks the planned size;
+    a dashed line marks ``target_power``.
+    """
+    _require(table, ["size", "power", "vary", "value", "effect"], "power_curve")
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    colors = iter([POSITIVE, NEGATIVE, PLACEBO, POOLED, NEUTRAL, BAND] * 3)
+    vary = str(table["vary"].iloc[0])
+    for value, part in table.groupby("value", sort=True):
+        ax.plot(part["size"], part["power"], lw=2, color=next(colors), label=f"{vary} = {value:g}")
+    ax.axhline(target_power, color="#444444", lw=0.8, ls="--")
+    if planned is not None:
+        ax.axvline(planned, color="#444444", lw=0.8, ls=":")
+    g = float(table["effect"].iloc[0])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(unit or str(table.get("solve_for", pd.Series(["sample size"])).iloc[0]), fontsize=_BASE_FONT)
+    ax.set_ylabel("power", fontsize=_BASE_FONT)
+    ax.tick_params(labelsize=_BASE_FONT - 1)
+    ax.grid(color="#EEEEEE", lw=0.6)
+    ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="lower right")
+    ax.set_title((title or "Power to detect the effect") + f"\neffect {g:.3f} SD = "
+                 f"{percentiles.to_percentile_points(g):+.1f} percentile points from the median; dashed: "
+                 f"{target_power:.0%} power", fontsize=_BASE_FONT + 2, loc="left")
+    return fig
+
+
+def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: float | None = None,
+               baseline_percentile: float = 50.0, unit: str | None = None, title: str | None = None) -> Figure:
+    """Minimum detectable effect against sample size, SD on the left axis and percentile
+    points on the right. ``table`` has columns size and mdes
+    (:func:`pleval.power.curves.mdes_table`); ``target`` draws a target MDES (SD)."""
+    _require(table, ["size", "mdes"], "mdes_curve")
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    ax.plot(table["size"], table["mdes"], lw=2, color=POSITIVE)
+    if target is not None:
+        ax.axhline(target, color=NEGATIVE, lw=0.9, ls="--", label=f"target {target:.3f} SD")
+        ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
+    if planned is not None:
+        ax.axvline(planned, color="#444444", lw=0.8, ls=":")
+    ax.set_ylim(0, float(np.nanmax(table["mdes"])) * 1.05)
+    fwd, inv = _safe_pp(baseline_percentile)
+    sec = ax.secondary_yaxis("right", functions=(fwd, inv))
+    sec.set_ylabel(f"percentile points (from the {percentiles._ordinal(baseline_percentile)})", fontsize=_BASE_FONT)
+    sec.tick_params(labelsize=_BASE_FONT - 1)
+    ax.set_xlabel(unit or str(table.get("solve_for", pd.Series(["sample size"])).iloc[0]), fontsize=_BASE_FONT)
+    ax.set_ylabel("MDES (SD units)", fontsize=_BASE_FONT)
+    ax.tick_params(labelsize=_BASE_FONT - 1)
+    ax.grid(color="#EEEEEE", lw=0.6)
+    power = float(table["power"].iloc[0]) if "power" in table else 0.8
+    ax.set_title((title or "Minimum detectable effect size") + f" at {power:.0%} power",
+                 fontsize=_BASE_FONT + 2, loc="left")
+    return fig

@@ -7,8 +7,8 @@ For a :class:`~pleval.power.ClusterRCT` or a fixed-block :class:`~pleval.power.B
 the pretest; CR2 with Satterthwaite df for cluster designs, block fixed effects and HC2 for
 blocked designs) and counts rejections at the design's α. The Monte Carlo standard error of
 the simulated power p̂ is ``√(p̂(1 − p̂)/reps)``; a formula that is right for pleval's analysis
-lies within about two such SEs of p̂. The pretest enters the analysis as one covariate, so
-compare with a formula that counts it (``covariates=1``).
+lies within about two such SEs of p̂. The pretest (used when an R² is positive) enters the
+analysis as one covariate, so compare with a formula that counts it (``covariates=1``).
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class SimulatedPower(ResultMixin):
         return pd.DataFrame({"quantity": [*names, "z"], "value": [getattr(self, n) for n in names] + [self.z]})
 
     def summary(self) -> str:
+        diff = f"difference {self.z:+.1f} MC SE" if self.mc_se > 0 else "every or no data set rejected"
         return "\n".join([
             f"Simulated power: {self.design}, true effect {self.effect:.3f} SD, {self.reps:,} data sets (seed {self.seed})",
             f"  simulated {self.simulated_power:.3f} (Monte Carlo SE {self.mc_se:.3f}) vs formula {self.formula_power:.3f}"
-            f" (difference {self.z:+.1f} MC SE)",
+            f" ({diff})",
             f"  analysis: {self.analysis}",
         ])
 
@@ -80,7 +81,9 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
     if not (isinstance(reps, (int, np.integer)) and reps >= 10):
         raise DesignError(f"reps must be a whole number >= 10; got {reps!r}")
     effect = design.mdes() if effect is None else float(effect)
-    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), school="school_id",
+    uses_pretest = r2_school > 0 or design.r2_student > 0  # R² = 0: the pretest is constant, left out
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",) if uses_pretest else (),
+                   school="school_id",
                    block="block" if kind == "blocked" else None)
     seeds = np.random.SeedSequence(seed).generate_state(reps)
     reject = np.zeros(reps, dtype=bool)

@@ -1,0 +1,184 @@
+"""``pleval power``: MDES, power and sample size of a planned study (pleval.power)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import power as pw
+from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+from ..errors import DataError
+from . import app
+from ._common import echo, handle_errors
+
+
+class PowerDesign(str, Enum):
+    individual_rct = "individual-rct"
+    blocked_rct = "blocked-rct"
+    cluster_rct = "cluster-rct"
+    blocked_cluster_rct = "blocked-cluster-rct"
+    matched = "matched"
+
+
+_CLASSES = {
+    PowerDesign.individual_rct: pw.IndividualRCT,
+    PowerDesign.blocked_rct: pw.BlockedRCT,
+    PowerDesign.cluster_rct: pw.ClusterRCT,
+    PowerDesign.blocked_cluster_rct: pw.BlockedClusterRCT,
+    PowerDesign.matched: pw.MatchedComparison,
+}
+_FROM_FILE = ("icc", "r2_school", "r2_student")
+_D = "Design"
+_P = "Plan"
+_F = "From a file"
+
+
+def _floats(text: str | None, name: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise DataError(f"--{name} must be comma-separated numbers; got {text!r}") from None
+
+
+@app.command("power")
+@handle_errors
+def power(
+    design: PowerDesign = typer.Argument(..., help="individual-rct, blocked-rct (students randomized within schools), cluster-rct (schools randomized), blocked-cluster-rct (schools randomized within districts) or matched (PL schools vs matched comparison students)."),
+    schools: Optional[float] = typer.Option(None, "--schools", help="Schools (blocked-cluster-rct: per district; matched: PL schools).", rich_help_panel=_D),
+    students: Optional[float] = typer.Option(None, "--students", help="Students per school (individual-rct: in all).", rich_help_panel=_D),
+    districts: Optional[float] = typer.Option(None, "--districts", help="blocked-cluster-rct: districts (blocks).", rich_help_panel=_D),
+    comparison_schools: Optional[float] = typer.Option(None, "--comparison-schools", help="matched: schools the comparison students come from (default: --schools).", rich_help_panel=_D),
+    comparison_students: Optional[float] = typer.Option(None, "--comparison-students", help="matched: comparison students per comparison school (default: --students).", rich_help_panel=_D),
+    deff_weights: Optional[float] = typer.Option(None, "--deff-weights", help="matched: Kish design effect of the matching weights, 1 + CV² (default: 1).", rich_help_panel=_D),
+    icc: Optional[float] = typer.Option(None, "--icc", help="Share of outcome variance between schools.", rich_help_panel=_D),
+    icc_district: Optional[float] = typer.Option(None, "--icc-district", help="blocked-cluster-rct: share between districts (default: 0).", rich_help_panel=_D),
+    r2_school: Optional[float] = typer.Option(None, "--r2-school", help="Share of school-level variance explained by covariates (default: 0).", rich_help_panel=_D),
+    r2_student: Optional[float] = typer.Option(None, "--r2-student", help="Share of student-level variance explained by covariates (default: 0).", rich_help_panel=_D),
+    blocks: Optional[str] = typer.Option(None, "--blocks", help="blocked designs: fixed or random block effects (default: blocked-rct fixed, blocked-cluster-rct random).", rich_help_panel=_D),
+    block_specific: bool = typer.Option(False, "--block-specific-effects", help="blocked-rct with fixed blocks: one effect per school, averaged (PowerUp! BIRA2_1f).", rich_help_panel=_D),
+    omega: Optional[float] = typer.Option(None, "--omega", help="random blocks: effect variance across blocks relative to the block ICC (default: 0).", rich_help_panel=_D),
+    r2_effect: Optional[float] = typer.Option(None, "--r2-effect", help="random blocks: share of effect variance explained (default: 0).", rich_help_panel=_D),
+    treated: Optional[float] = typer.Option(None, "--treated", help="Proportion assigned to PL (default: 0.5).", rich_help_panel=_D),
+    covariates: Optional[int] = typer.Option(None, "--covariates", help="Covariates at the level that sets the degrees of freedom (default: 0).", rich_help_panel=_D),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level (default: 0.05).", rich_help_panel=_P),
+    one_sided: bool = typer.Option(False, "--one-sided", help="One-sided test (default: two-sided).", rich_help_panel=_P),
+    target_power: float = typer.Option(0.80, "--power", help="Power of the MDES and of the sample size (default: 0.80).", rich_help_panel=_P),
+    method: str = typer.Option("exact", "--method", help="MDES multiplier: exact (non-central t, default) or powerup (t(1-a/2) + t(power), PowerUp!'s).", rich_help_panel=_P),
+    effect: Optional[float] = typer.Option(None, "--effect", help="Report the power for this effect (SD units).", rich_help_panel=_P),
+    target_mdes: Optional[float] = typer.Option(None, "--target-mdes", help="Sample size needed for this MDES (SD units; default: 0.20 SD).", rich_help_panel=_P),
+    target_pp: Optional[float] = typer.Option(None, "--target-pp", help="Sample size needed for this MDES in percentile points.", rich_help_panel=_P),
+    solve_for: Optional[str] = typer.Option(None, "--solve-for", help="The size to solve for: schools (default), students or districts.", rich_help_panel=_P),
+    baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel=_P),
+    vary: str = typer.Option("icc", "--vary", help="Design input with one power curve per value (default: icc).", rich_help_panel=_P),
+    curve_values: Optional[str] = typer.Option(None, "--curve-values", help="Values of --vary, comma-separated (default: half, own, twice).", rich_help_panel=_P),
+    simulate: int = typer.Option(0, "--simulate", help="Also simulate power with this many data sets analysed by pleval (cluster-rct, blocked-rct) (default: 0).", rich_help_panel=_P),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulation (default: 0).", rich_help_panel=_P),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for plan.json, power_curve.png and mdes_curve.png.", rich_help_panel=_P),
+    fmt: str = typer.Option("text", "--format", help="Terminal output: text or json.", rich_help_panel=_P),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Pilot or prior-year student file: estimate the ICC and R² (and sizes not given) from it.", rich_help_panel=_F),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest).", rich_help_panel=_F),
+    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none (default: pretest).", rich_help_panel=_F),
+    school: Optional[str] = typer.Option(None, "--school", help="School column (default: school_id).", rich_help_panel=_F),
+    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column; 'none' for none (default: grade).", rich_help_panel=_F),
+    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject (default: subject).", rich_help_panel=_F),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Plan from this subject (default: the first).", rich_help_panel=_F),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column; only its 0 rows are used (default: treatment).", rich_help_panel=_F),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    """MDES (SD and percentile points), power for an effect, and the sample size for a target MDES.
+
+    Formulas of PowerUp! (Dong & Maynard 2013) with exact non-central t power; --from FILE
+    estimates the ICC and R² of an existing file (one-way ANOVA, Searle F interval for the ICC).
+    """
+    if fmt not in ("text", "json"):
+        raise DataError(f"--format must be text or json; got {fmt!r}")
+    cls = _CLASSES[design]
+    given = {
+        "schools": schools, "students": students, "districts": districts, "comparison_schools": comparison_schools,
+        "comparison_students": comparison_students, "deff_weights": deff_weights, "icc": icc,
+        "icc_district": icc_district, "r2_school": r2_school, "r2_student": r2_student, "blocks": blocks,
+        "omega": omega, "r2_effect": r2_effect, "treated": treated, "covariates": covariates,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    if block_specific:
+        given["constant_effect"] = False
+    fields = {f.name for f in dataclasses.fields(cls)}
+    wrong = [k for k in given if k not in fields]
+    if wrong:
+        raise DataError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to `pleval power {design.value}`")
+    result: dict = {}
+    comps = None
+    if from_file is not None:
+        comps, filled = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject_column, treatment, subject)
+        result["components"] = comps.to_frame().to_dict(orient="records")
+        given = filled
+    need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
+    if need:
+        raise DataError(f"`pleval power {design.value}` needs {', '.join('--' + k.replace('_', '-') for k in need)}")
+    d = cls(**given, alpha=alpha, two_sided=not one_sided, method=method, baseline_percentile=baseline_percentile)
+    if target_mdes is None and target_pp is None:
+        target_mdes = 0.20
+    plan = d.plan(power=target_power, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for)
+    result["plan"] = plan.as_dict()
+    text = [comps.summary()] if comps is not None else []
+    text.append(plan.summary())
+    if comps is not None and hasattr(d, "icc"):
+        row = comps.row(subject)
+        lo, hi = (d.replace(icc=float(row[k])).mdes(target_power) for k in ("icc_ci_low", "icc_ci_high"))
+        result["mdes_at_icc_ci"] = [lo, hi]
+        text.append(f"  with the ICC at its {comps.level:.0%} CI limits ({row['icc_ci_low']:.3f}, {row['icc_ci_high']:.3f}) "
+                    f"the MDES is {lo:.3f} to {hi:.3f} SD")
+    if simulate:
+        from ..power.simulation import simulate_power
+
+        sim = simulate_power(d, effect=effect, reps=simulate, seed=seed)
+        result["simulation"] = {k: v for k, v in sim.to_frame().set_index("quantity")["value"].items()}
+        text.append(sim.summary())
+    if out is not None:
+        files = _write(out, d, plan, result, effect, target_mdes if target_pp is None else plan.target_mdes, vary,
+                       _floats(curve_values, "curve-values"))
+        text.append("wrote " + ", ".join(str(out / f) for f in files))
+    echo(json.dumps(result, indent=2, default=float) if fmt == "json" else "\n".join(text))
+
+
+def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, subject):
+    from ..power.from_data import estimate_components
+
+    df = read_table(path)
+    given = {"outcome": outcome, "school": school, "treatment": treatment, "grade": grade, "subject": subject_column,
+             "pretest": pretest}
+    cols, _ = resolve_columns(df, SAMPLE_COLUMNS, given)
+    comps = estimate_components(df, cols, subject=subject)
+    row = comps.row(subject)
+    filled = dict(plan_inputs)
+    for k in _FROM_FILE:
+        if k in fields and k not in filled:
+            filled[k] = float(row[k])
+    if "students" in fields and "students" not in filled:
+        filled["students"] = float(round(row["students_per_school"], 1))
+    if "schools" in fields and "schools" not in filled:
+        filled["schools"] = int(row["n_schools"])
+    return comps, filled
+
+
+def _write(out: Path, d, plan, result, effect, target, vary, values) -> list[str]:
+    from .. import plots
+    from ..power.curves import mdes_table, power_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    key = plan.solve_for or d.sizes[0]
+    unit = d.unit.get(key, key)
+    g = effect if effect is not None else (target if target is not None else plan.mdes)
+    plots.power_curve(power_table(d, g, key, vary=vary, values=values), planned=getattr(d, key),
+                      target_power=plan.target_power, unit=unit).savefig(out / "power_curve.png", dpi=150)
+    plots.mdes_curve(mdes_table(d, key, power=plan.target_power), planned=getattr(d, key), target=target,
+                     baseline_percentile=d.baseline_percentile, unit=unit).savefig(out / "mdes_curve.png", dpi=150)
+    (out / "plan.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return ["plan.json", "power_curve.png", "mdes_curve.png"]
