@@ -80,7 +80,7 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
         raise DesignError("simulated power is available for cluster RCTs and blocked RCTs with fixed blocks and one effect")
     if not (isinstance(reps, (int, np.integer)) and reps >= 10):
         raise DesignError(f"reps must be a whole number >= 10; got {reps!r}")
-    effect = design.mdes() if effect is None else float(effect)
+    effect = design.plan(0.80).mdes if effect is None else float(effect)
     uses_pretest = r2_school > 0 or design.r2_student > 0  # R² = 0: the pretest is constant, left out
     cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",) if uses_pretest else (),
                    school="school_id",
