@@ -63,11 +63,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "alpha": 0.05,
     "placebo": True,
     "n_placebo": 0,
+    "confounds": (),
+    "overriding_negative": None,
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
 placebo schools (matched: as many as PL schools; trials: every comparison school)."""
 
-RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True}
+RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
+                                "boundary": "cautious", "joiners": None, "compromised": False}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
 
 MATCHED_DEFAULTS: dict[str, Any] = {}
@@ -94,6 +97,7 @@ _TABLES = (
     "placebo",
     "propensity",
     "dropped",
+    "rating",
 )
 
 
@@ -103,7 +107,7 @@ class Evaluation(ResultMixin):
 
     Tables (DataFrames): :attr:`data_summary`, :attr:`overall`, :attr:`balance`,
     :attr:`equivalence`, :attr:`attrition`, :attr:`schools`, :attr:`heterogeneity`,
-    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`. The ``plot_*`` methods draw with
+    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`, :attr:`rating`. The ``plot_*`` methods draw with
     :mod:`pleval.plots`; :func:`pleval.report.save` writes the outputs folder and report.
 
     Attributes
@@ -126,6 +130,8 @@ class Evaluation(ResultMixin):
         The warnings raised while estimating (also re-issued as ``PlevalWarning``).
     notes : tuple
         Facts worth knowing about this run (e.g. optional columns not found).
+    ratings : Mapping
+        Subject -> its :class:`~pleval.rating.Rating` (WWC rating and ESSA tier with reasons).
     details : Mapping
         The underlying design / school-effects results per subject, for further analysis.
     """
@@ -140,6 +146,7 @@ class Evaluation(ResultMixin):
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    ratings: Mapping[str, Any] = field(default_factory=dict)
     _tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
     # ---- tables ------------------------------------------------------------------------
@@ -157,6 +164,7 @@ class Evaluation(ResultMixin):
     schools = property(lambda self: self.table("schools"), doc="One row per school and subject.")
     heterogeneity = property(lambda self: self.table("heterogeneity"), doc="Meta-analysis and counts by subject.")
     placebo = property(lambda self: self.table("placebo"), doc="Placebo-school estimates, by subject.")
+    rating = property(lambda self: self.table("rating"), doc="WWC rating and ESSA tier: every step, by subject.")
     propensity = property(lambda self: self.table("propensity"), doc="Propensity scores (matched designs).")
     dropped = property(lambda self: self.table("dropped"), doc="Rows and schools left out, by stage and reason.")
 
@@ -297,9 +305,24 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
             raise DataError(f"option rct_design must be 'individual', 'blocked' or 'cluster'; got {opts['rct_design']!r}")
         if not (isinstance(opts["permutations"], (int, np.integer)) and opts["permutations"] >= 0):
             raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
+    _check_rating_options(opts, design)
     if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
         raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
     return method, opts, passthrough
+
+
+def _check_rating_options(o: dict, design: str) -> None:
+    if isinstance(o["confounds"], str):
+        o["confounds"] = (o["confounds"],)
+    if not (isinstance(o["confounds"], (list, tuple)) and all(isinstance(c, str) and c.strip() for c in o["confounds"])):
+        raise DataError(f"option confounds must be a list of descriptions (text); got {o['confounds']!r}")
+    o["confounds"] = tuple(c.strip() for c in o["confounds"])
+    flags = ("overriding_negative",) + (("joiners", "compromised") if design == "rct" else ())
+    for k in flags:
+        if o[k] is not None and not isinstance(o[k], (bool, np.bool_)):
+            raise DataError(f"option {k} must be true or false; got {o[k]!r}")
+    if design == "rct" and o["boundary"] not in ("cautious", "optimistic"):
+        raise DataError(f"option boundary must be 'cautious' or 'optimistic'; got {o['boundary']!r}")
 
 
 def _check_common(o: dict) -> None:
@@ -437,6 +460,11 @@ def estimate(
 
     keys = [ALL if s is None else str(s) for s in subjects]
     tables = _assemble(keys, parts, v)
+    ratings = {k: _rate(design, p, s, sub_df, columns, opts) for k, p, s in zip(keys, parts, subjects)}
+    tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()])
+    if len(tables["overall"]):
+        tables["overall"]["wwc_rating"] = tables["overall"]["subject"].map({k: r.wwc_rating for k, r in ratings.items()})
+        tables["overall"]["essa_tier"] = tables["overall"]["subject"].map({k: r.essa_tier for k, r in ratings.items()})
     resolved = {
         "design": design,
         "method": method,
@@ -446,6 +474,7 @@ def estimate(
         **({"match": dict(match_opts)} if match_opts else {}),
     }
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
+    prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
     return Evaluation(
         design=design,
         method=method,
@@ -457,6 +486,7 @@ def estimate(
         warnings=warn_msgs,
         notes=tuple(dict.fromkeys(notes + [n for p in parts for n in p.get("notes", ())])),
         details=MappingProxyType({k: MappingProxyType(p.get("details", {})) for k, p in zip(keys, parts)}),
+        ratings=MappingProxyType(ratings),
         _tables=MappingProxyType(tables),
     )
 
@@ -766,6 +796,48 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
         return None
+
+
+def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict):
+    """The WWC rating and ESSA tier of one subject (:func:`pleval.rating.rate`) from what the
+    design computed: attrition, baseline equivalence, schools per arm, the primary estimate."""
+    from .rating import StudyFacts, rate
+
+    res, eff = part["details"]["design"], part["effect"]
+    eq = part.get("equivalence")
+    pre = eq[eq["role"] == "pretest"] if eq is not None and len(eq) else pd.DataFrame(columns=["variable"])
+    baseline = tuple((str(r.variable), float(r.effect_size), bool(r.adjusted_in_model)) for r in pre.itertuples())
+    alpha = float(opts["alpha"])
+    unfavourable = tuple(name for name, e in part["effects"].items()
+                         if e is not eff and e.effect_size.pvalue < alpha and e.effect_size.estimate < 0)
+    common = dict(baseline=baseline, effect_size=eff.effect_size.estimate, pvalue=eff.effect_size.pvalue,
+                  unfavorable_elsewhere=unfavourable, alpha=alpha, confounds=tuple(opts["confounds"]),
+                  overriding_negative=opts["overriding_negative"])
+    outcome = columns.outcome if subject is None else f"{columns.outcome} ({subject})"
+    if design == "rct":
+        att = {a.level: a for a in res.attrition}
+        cluster = res.design == "cluster"
+        if cluster:
+            n_t, n_c = att["schools"].n_analytic_treated, att["schools"].n_analytic_control
+        else:
+            d = df if subject is None else df[df[columns.subject] == subject]
+            d = d[d[columns.outcome].notna()]
+            arm = pd.to_numeric(d[columns.treatment], errors="coerce") == 1
+            n_t, n_c = d.loc[arm, columns.school].nunique(), d.loc[~arm, columns.school].nunique()
+        facts = StudyFacts(
+            outcome, "rct", "schools" if cluster else "students", int(res.options["n_analytic"]), int(n_t), int(n_c),
+            schools_shared=not cluster,
+            attrition_students=(att["students"].overall, att["students"].differential),
+            attrition_schools=(att["schools"].overall, att["schools"].differential) if cluster else None,
+            boundary=opts["boundary"], compromised=bool(opts["compromised"]), joiners=opts["joiners"], **common)
+    else:
+        m = res.matched if subject is None else res.matched[res.matched[columns.subject] == subject]
+        t = m[columns.treatment].to_numpy() == 1
+        sch = m[columns.school]
+        facts = StudyFacts(
+            outcome, "qed", "schools", int(m[columns.student_id].nunique()) if columns.student_id else int(len(m)),
+            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=bool(set(sch[t]) & set(sch[~t])), **common)
+    return rate(facts)
 
 
 # --------------------------------------------------------------------------------------

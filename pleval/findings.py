@@ -258,6 +258,9 @@ def text_summary(ev: "Evaluation") -> str:
         lines.append("  " + ev.sentence(s))
     for v in verdict_rows(ev):
         lines.append(f"  WWC [{v['subject']}] {v['check']}: {v['value']} -> {v['verdict']}")
+    for s, r in ev.ratings.items():
+        lines.append(f"  WWC rating [{s}]: {r.wwc_rating}; ESSA tier: {r.essa_tier} ({r.essa_reason})")
+        lines.extend(f"    {x}" for x in r.reasons)
     for h in het_rows(ev):
         lines.append(f"  Schools [{h['subject']}]: {' '.join(h['parts'])}")
     for w in ev.warnings:

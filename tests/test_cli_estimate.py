@@ -91,6 +91,21 @@ def test_every_output_exists_and_parses(which, request):
     assert "## Overall effect" in md and "| subject" in md and "percentile" in md
 
 
+def test_rating_in_the_summary_and_the_docs_worked_example(matched_run, rct_run):
+    _, r = matched_run
+    assert "WWC rating and ESSA tier" in r.output and "Meets With Reservations" in r.output
+    out, r = rct_run
+    rating = pd.read_csv(out / "rating.csv")
+    math = rating[rating["subject"] == "math"].set_index("step")
+    # docs/standards.md: the cluster RCT sample, math
+    assert math.loc["rating", "result"] == "Meets WWC Standards With Reservations"
+    assert math.loc["tier", "result"] == "Moderate"
+    assert "overall 8.5%, differential 3.4 points" in math.loc["risk of bias (students)", "finding"]
+    assert "g = -0.098, satisfied with statistical adjustment" in math.loc["baseline equivalence", "finding"]
+    assert "4,862 students in 40 school(s)" in math.loc["at least 350 students across at least 2 schools", "finding"]
+    assert "rating.csv" in json.loads((out / "provenance.json").read_text())["outputs"]
+
+
 def test_input_hash_is_the_file_hash(matched_run):
     import hashlib
 

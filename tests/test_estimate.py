@@ -299,3 +299,72 @@ def test_every_public_result_renders_in_jupyter():
     for obj in objects:
         assert isinstance(obj.summary(), str) and obj.summary()
         assert "<table" in obj._repr_html_(), type(obj).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# WWC rating and ESSA tier: facts taken from the design's own tables
+# ---------------------------------------------------------------------------------------------
+def test_rct_rating_uses_the_trials_attrition_and_equivalence(rct_ev, rct_sim):
+    from pleval.rating import MWR, StudyFacts, rate
+
+    for s in rct_ev.subjects:
+        r = rct_ev.ratings[s]
+        att = rct_ev.attrition[rct_ev.attrition["subject"] == s].set_index("level")
+        eq = rct_ev.equivalence[(rct_ev.equivalence["subject"] == s) & (rct_ev.equivalence["role"] == "pretest")]
+        e = rct_ev.effects[s]
+        d = rct_sim.data[(rct_sim.data["subject"] == s)]
+        facts = StudyFacts(
+            f"posttest ({s})", "rct", "schools", int(e.raw.n_treated + e.raw.n_control),
+            int(d.loc[d["treatment"] == 1, "school_id"].nunique()), int(d.loc[d["treatment"] == 0, "school_id"].nunique()),
+            attrition_students=(att.loc["students", "overall"], att.loc["students", "differential"]),
+            attrition_schools=(att.loc["schools", "overall"], att.loc["schools", "differential"]),
+            baseline=tuple(zip(eq["variable"], eq["effect_size"], eq["adjusted_in_model"])),
+            effect_size=e.effect_size.estimate, pvalue=e.effect_size.pvalue)
+        expected = rate(facts)
+        assert (r.wwc_rating, r.essa_tier) == (expected.wwc_rating, expected.essa_tier)
+        assert r.steps == expected.steps
+        # joiners not declared: the conservative reading caps the rating
+        assert [x.cap for x in r.steps if x.step == "risk of bias (students)"] == [MWR]
+        ov = rct_ev.overall[rct_ev.overall["subject"] == s]
+        assert (ov["wwc_rating"] == r.wwc_rating).all() and (ov["essa_tier"] == r.essa_tier).all()
+        assert rct_ev.provenance["rating"][s]["wwc_rating"] == r.wwc_rating
+    tab = rct_ev.rating
+    assert set(tab["subject"]) == set(rct_ev.subjects) and {"WWC", "ESSA"} == set(tab["part"])
+    assert "WWC rating" in rct_ev.summary()
+
+
+def test_rating_options_change_the_rating(rct_sim):
+    from pleval.rating import DNM, MWOR
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(rct_sim.data, design="rct", subject="math", joiners=False, placebo=False)
+        assert ev.ratings["math"].wwc_rating == MWOR  # low attrition at both levels, no joiners
+        ev = pleval.estimate(rct_sim.data, design="rct", subject="math", confounds="new principals", placebo=False)
+        assert ev.ratings["math"].wwc_rating == DNM
+        assert "declared confounding factor: new principals" in ev.ratings["math"].reasons
+    assert ev.options["confounds"] == ("new principals",)
+    with pytest.raises(DataError, match="option joiners must be true or false"):
+        resolve_options("rct", None, {"joiners": "yes"})
+    with pytest.raises(DataError, match="option boundary"):
+        resolve_options("rct", None, {"boundary": "lenient"})
+    with pytest.raises(DataError, match="option confounds"):
+        resolve_options("matched", None, {"confounds": [1]})
+    with pytest.raises(DataError, match="unknown option 'joiners'"):
+        resolve_options("matched", None, {"joiners": False})
+
+
+def test_matched_rating_is_a_qed_with_schools_counted_in_the_matched_sample(matched_ev):
+    from pleval.rating import MWR
+
+    for s in matched_ev.subjects:
+        r = matched_ev.ratings[s]
+        assert r.facts.design == "qed" and r.steps[0].cap == MWR
+        eq = matched_ev.equivalence
+        g = eq[(eq["subject"] == s) & (eq["role"] == "pretest")]["effect_size"].to_numpy()
+        assert [b[1] for b in r.facts.baseline] == pytest.approx(list(g))
+        assert r.facts.n_schools_treated == 8
+        sch = matched_ev.details[s]["design"].matched
+        sch = sch[sch["subject"] == s]
+        assert r.facts.n_schools_control == sch.loc[sch["treatment"] == 0, "school_id"].nunique()
+        assert r.facts.n_students == sch["student_id"].nunique()

@@ -177,3 +177,30 @@ def test_data_flow_runs_one_way():
             offenders.append(str(rel))
     assert offenders == []
     assert "pleval.findings" in _imports(root / "estimate.py", ["pleval"])  # the resolver does see relative imports
+
+
+def test_rating_on_the_first_screen_in_csvs_and_provenance(saved, ev):
+    out, _ = saved
+    html = (out / "report.html").read_text()
+    glance = html[html.index('id="glance"'):html.index('id="data"')]
+    standards = html[html.index('id="standards"'):html.index('id="overall"')]
+    for s, r in ev.ratings.items():
+        assert f"WWC rating: <span class=\"{blocks.verdict_class(r.wwc_rating)}\">{r.wwc_rating}</span>" in glance
+        assert f"ESSA tier: <span class=\"{blocks.verdict_class(r.essa_tier)}\">{r.essa_tier}</span>" in glance
+        assert str(html_escape("; ".join(r.reasons))) in glance
+        for step in r.steps:
+            assert str(html_escape(step.finding)) in standards
+    assert blocks.verdict_class("Meets WWC Standards Without Reservations") == "ok"
+    assert blocks.verdict_class("Meets WWC Standards With Reservations") == "warn"
+    assert blocks.verdict_class("Does Not Meet WWC Standards") == "bad"
+    rating = pd.read_csv(out / "rating.csv")
+    assert set(rating["subject"]) == set(ev.subjects)
+    assert rating[rating["step"] == "rating"].set_index("subject")["result"].to_dict() == {
+        s: r.wwc_rating for s, r in ev.ratings.items()}
+    overall = pd.read_csv(out / "overall.csv")
+    assert overall.groupby("subject")["essa_tier"].first().to_dict() == {s: r.essa_tier for s, r in ev.ratings.items()}
+    prov = json.loads((out / "provenance.json").read_text())
+    assert {s: v["wwc_rating"] for s, v in prov["rating"].items()} == {s: r.wwc_rating for s, r in ev.ratings.items()}
+    md = (out / "summary.md").read_text()
+    assert "Evidence standards: WWC rating and ESSA tier" in md
+    assert all(r.wwc_rating in md and r.reasons[0] in md for r in ev.ratings.values())

@@ -138,6 +138,21 @@ def _verdict_table(ev) -> Table | None:
     return t
 
 
+def _rating_table(ev) -> Table | None:
+    """The rating and tier per subject; the reasons as a caption (rating.csv has every step)."""
+    if not ev.ratings:
+        return None
+    why = "\n".join(f"{s}: " + "; ".join(r.reasons) + f". ESSA: {r.essa_reason}." for s, r in ev.ratings.items())
+    t = Table(title="WWC rating and ESSA tier (every step: rating.csv)", title_justify="left",
+              caption=escape(why), caption_justify="left")
+    for c in ("subject", "WWC rating", "ESSA tier"):
+        t.add_column(c)
+    for s, r in ev.ratings.items():
+        colour = "green" if "Without" in r.wwc_rating else "red" if "Not" in r.wwc_rating else "yellow"
+        t.add_row(escape(s), f"[{colour}]{escape(r.wwc_rating.replace('WWC Standards ', ''))}[/]", escape(r.essa_tier))
+    return t
+
+
 def _schools_table(ev) -> Table | None:
     h = ev.heterogeneity
     if not len(h):
@@ -301,7 +316,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _schools_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _schools_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

@@ -110,7 +110,11 @@ class Section:
 def verdict_class(verdict: str) -> str:
     """``ok`` / ``warn`` / ``bad`` for a WWC verdict (the colour it is printed in)."""
     v = str(verdict).lower()
-    if v.startswith("not") or v.startswith("high"):
+    if v.startswith(("meets wwc standards without", "strong", "moderate")):
+        return "ok"
+    if v.startswith(("meets wwc standards with ", "promising")):
+        return "warn"
+    if v.startswith(("not", "high", "does not meet")):
         return "bad"
     if "adjustment" in v or "requires" in v:
         return "warn"

@@ -65,7 +65,7 @@ def _toml_safe(v):
 
 _OUTPUT_FILES = (
     "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
-    "heterogeneity.csv", "attrition.csv", "placebo.csv", "run.toml", "provenance.json", "report.html",
+    "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "run.toml", "provenance.json", "report.html",
 )
 
 
@@ -145,6 +145,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     written.append("school_effects.xlsx")
     put("balance.csv", ev.balance.to_csv(index=False))
     put("equivalence.csv", ev.equivalence.to_csv(index=False))
+    put("rating.csv", ev.rating.to_csv(index=False))
     put("heterogeneity.csv", ev.heterogeneity.to_csv(index=False))
     if len(ev.attrition):
         put("attrition.csv", ev.attrition.to_csv(index=False))

@@ -83,6 +83,9 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             f"Raw difference {fmt(e.raw.estimate, 2, True)} points; effect size {fmt(e.effect_size.estimate, 3, True)} "
             f"SD ({e.effect_size.level:.0%} CI {fmt_ci(e.effect_size.ci_low, e.effect_size.ci_high, 3, True)}).",
         ]
+        r = ev.ratings.get(s)
+        if r is not None:
+            lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
         h = het_row(ev, s)
         if h is not None:
             lines.append(
@@ -94,7 +97,8 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
             lines=tuple(lines),
-            verdicts=tuple((v["check"], v["verdict"]) for v in verdicts if v["subject"] == s),
+            verdicts=tuple((v["check"], v["verdict"]) for v in verdicts if v["subject"] == s)
+            + ((("WWC rating", r.wwc_rating), ("ESSA tier", r.essa_tier)) if r is not None else ()),
         ))
     return Section("glance", "At a glance", tuple(cards), numbered=False)
 
@@ -169,6 +173,28 @@ def balance(ev: "Evaluation", figures: Collection[str]) -> Section:
     blocks += _figures(ev, figures, "overlap",
                        "Propensity scores of PL (up) and comparison (down) students, before and after matching.")
     return Section("balance", "Balance and WWC verdicts", tuple(blocks))
+
+
+def evidence_standards(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """The WWC rating and the ESSA tier of each subject, every step and condition
+    (:mod:`pleval.rating`)."""
+    if not ev.ratings:
+        return None
+    text = (
+        "The What Works Clearinghouse rating (Procedures and Standards Handbook v5.0) and the ESSA evidence tier that "
+        "the rules give for this analysis. Each WWC step either leaves the highest reachable rating as it is or caps "
+        "it; the rating is the lowest cap. Facts a student file cannot show (whether students joined schools after "
+        "random assignment, other studies' findings, a logic model) are marked as such. This is not a WWC review."
+    )
+    blocks: list = [Paragraph(text)]
+    for s, r in ev.ratings.items():
+        f = r.to_frame()
+        blocks.append(Table(
+            pd.DataFrame({"part": f["part"], "step": f["step"], "finding": f["finding"], "result": f["result"]}),
+            title=title(s, "WWC rating and ESSA tier"), verdict_columns=("result",),
+            bold=tuple(f["step"].isin(["rating", "tier"])),
+        ))
+    return Section("standards", "Evidence standards: WWC rating and ESSA tier", tuple(blocks))
 
 
 # --------------------------------------------------------------------------------------
@@ -356,7 +382,7 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
 
 
-SECTIONS: tuple[Builder, ...] = (glance, data_and_design, balance, overall, schools, heterogeneity, caveats,
+SECTIONS: tuple[Builder, ...] = (glance, data_and_design, balance, evidence_standards, overall, schools, heterogeneity, caveats,
                                  provenance)
 """The section builders, in the order the report prints them."""
 
