@@ -203,7 +203,21 @@ class Evaluation(ResultMixin):
             f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
             f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
             f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; p = {_p(es.pvalue)})."
-        )
+        ) + self._detectable(s)
+
+    def mdes(self, subject=None) -> float:
+        """Minimum detectable effect (SD, 80% power, the run's α) of the primary analysis for ``subject``."""
+        s = self._subject(subject)
+        ov = self.overall
+        row = ov[(ov["subject"] == s) & ov["primary"] & (ov["scale"] == "effect size")]
+        return float(row["mdes"].iloc[0]) if len(row) and "mdes" in row else math.nan
+
+    def _detectable(self, s: str) -> str:
+        from .power.posthoc import detectable_sentence
+
+        e = self.effects[s]
+        text = detectable_sentence(e.effect_size.pvalue, float(self.options["alpha"]), self.mdes(s), e.baseline_percentile)
+        return " " + text if text else ""
 
     def to_frame(self) -> pd.DataFrame:
         """The overall effects (one row per subject × analysis × scale)."""
@@ -459,7 +473,7 @@ def estimate(
         warnings.warn(msg, PlevalWarning, stacklevel=2)
 
     keys = [ALL if s is None else str(s) for s in subjects]
-    tables = _assemble(keys, parts, v)
+    tables = _with_mdes(_assemble(keys, parts, v), opts)
     ratings = {k: _rate(design, p, s, sub_df, columns, opts) for k, p, s in zip(keys, parts, subjects)}
     tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()])
     if len(tables["overall"]):
@@ -898,6 +912,16 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
     }
 
 
+def _with_mdes(tables: dict, opts: dict) -> dict:
+    """The MDES of each analysis run (80% power, the run's α; :mod:`pleval.power.posthoc`)
+    beside the overall and school estimates."""
+    from .power import posthoc
+
+    schools = posthoc.add_school_mdes(tables["schools"], opts["alpha"], opts["baseline_percentile"])
+    return {**tables, "overall": posthoc.add_overall_mdes(tables["overall"], opts["alpha"]), "schools": schools,
+            "heterogeneity": posthoc.add_heterogeneity_mdes(tables["heterogeneity"], schools)}
+
+
 def _het_row(se, skey, part: dict) -> dict:
     """One row of the heterogeneity table: the meta-analysis, the significance counts and the
     PL-versus-placebo spread (τ of placebo schools, excess τ² = max(0, τ²_PL − τ²_placebo))."""
@@ -955,6 +979,9 @@ def to_json_dict(ev: Evaluation) -> dict[str, Any]:
             "n_clusters": e.raw.n_clusters,
             "method": e.raw.method,
             "sentence": ev.sentence(s),
+            "mdes_sd": _jsonable(ev.mdes(s)),
+            "mdes_percentile_points": _jsonable(percentiles.to_percentile_points(ev.mdes(s), e.baseline_percentile))
+            if math.isfinite(ev.mdes(s)) else None,
         }
         if len(het) and (het["subject"] == s).any():
             entry["heterogeneity"] = {k: _jsonable(v) for k, v in het[het["subject"] == s].iloc[0].items() if k != "subject"}

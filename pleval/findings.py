@@ -123,6 +123,8 @@ def overall_rows(ev: "Evaluation") -> list[dict]:
                     "pp": fmt(pp["estimate"], 1, True),
                     "pp_ci": fmt_ci(pp["ci_low"], pp["ci_high"], 1, True),
                     "p": fmt_p(raw["pvalue"]),
+                    "mdes": fmt(es.get("mdes", np.nan), 3),
+                    "mdes_pp": fmt(pp.get("mdes", np.nan), 1, True),
                     "n_treated": fmt_int(raw["n_treated"]),
                     "n_control": fmt_int(raw["n_control"]),
                     "n_clusters": fmt_int(raw["n_clusters"]) if pd.notna(raw["n_clusters"]) else "—",
@@ -186,6 +188,13 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
         f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone)."
     )
+    med = h.get("school_mdes_median", np.nan)
+    if pd.notna(med):
+        parts.append(
+            f"A single school's estimate could detect (80% power) only effects of about {float(med):.3f} SD "
+            f"({fmt(pp(med, p0), 1, True)} percentile points) or larger (median over schools); a school without a "
+            "significant effect may still have had a smaller one."
+        )
     tp = h.get("placebo_tau", np.nan)
     if pd.notna(tp) and np.isfinite(tp):
         share = float(h.get("share_excess", 0.0))
@@ -252,7 +261,7 @@ def text_summary(ev: "Evaluation") -> str:
         star = "*" if r["primary"] else " "
         lines.append(
             f" {star}{r['subject']:<10}{r['analysis'][:28]:<29} raw {r['raw']:>7} ({r['raw_ci']})  ES {r['es']:>7} "
-            f"({r['es_ci']})  pct pts {r['pp']:>6} ({r['pp_ci']})  p {r['p']}"
+            f"({r['es_ci']})  pct pts {r['pp']:>6} ({r['pp_ci']})  p {r['p']}  MDES {r['mdes']} SD ({r['mdes_pp']})"
         )
     for s in ev.subjects:
         lines.append("  " + ev.sentence(s))

@@ -104,7 +104,7 @@ def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, lis
 def _overall_table(ev) -> Table:
     lvl = f"{float(ev.options['level']):.0%}"
     t = Table(title=f"Overall effect ({lvl} CI; bold = primary)", title_justify="left")
-    for c in ("subject", "analysis", "points", "effect size", "percentile pts", "p"):
+    for c in ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"):
         t.add_column(c, justify="left" if c in ("subject", "analysis") else "right")
     for (subject, analysis), g in ev.overall.groupby(["subject", "analysis"], sort=False):
         by = {r["scale"]: r for _, r in g.iterrows()}
@@ -113,7 +113,8 @@ def _overall_table(ev) -> Table:
             escape(str(subject)), escape(str(analysis)), f"{raw['estimate']:+.2f}",
             f"{es['estimate']:+.3f} ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})",
             f"{pp['estimate']:+.1f} ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})",
-            "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}", style="bold" if raw["primary"] else "",
+            "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}",
+            f"{es.get('mdes', float('nan')):.3f} ({pp.get('mdes', float('nan')):+.1f})", style="bold" if raw["primary"] else "",
         )
     return t
 
@@ -157,8 +158,8 @@ def _schools_table(ev) -> Table | None:
     h = ev.heterogeneity
     if not len(h):
         return None
-    t = Table(title="Schools (effect sizes; counts after multiplicity adjustment)", title_justify="left")
-    for c in ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−"):
+    t = Table(title="Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)", title_justify="left")
+    for c in ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−", "1-school MDES"):
         t.add_column(c, justify="left" if c == "subject" else "right")
     for _, r in h.iterrows():
         p0 = ev.effects[r["subject"]].baseline_percentile
@@ -168,6 +169,7 @@ def _schools_table(ev) -> Table | None:
             escape(str(r["subject"])), f"{int(r['k'])}", f"{r['estimate']:+.3f}", f"{r['tau']:.3f}",
             "—" if tp is None or tp != tp else f"{tp:.3f}", f"{lo:+.1f} to {hi:+.1f}",
             f"{int(r['count_positive_adjusted'])}", f"{int(r['count_negative_adjusted'])}",
+            f"{r.get('school_mdes_median', float('nan')):.3f}",
         )
     return t
 

@@ -214,6 +214,7 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             "effect size (SD)": [f"{r['es']} ({r['es_ci']})" for r in rows],
             "percentile points": [f"{r['pp']} ({r['pp_ci']})" for r in rows],
             "p": [r["p"] for r in rows],
+            "MDES, SD (pct pts)": [f"{r['mdes']} ({r['mdes_pp']})" for r in rows],
             "n PL / comparison": [f"{r['n_treated']} / {r['n_control']}" for r in rows],
             "schools": [r["n_clusters"] for r in rows],
         }),
@@ -223,7 +224,8 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             "ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges); SD used: "
             + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
             + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
-            f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile)} percentile."
+            f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile)} percentile. "
+            f"MDES: the smallest effect each analysis detects with 80% power at α = {float(ev.options.get('alpha', 0.05)):g}."
         ),
     ))
     blocks.append(Bullets(tuple(f"{r['subject']}, {r['analysis']}: {r['method']}" for r in rows),
@@ -263,6 +265,7 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
     SchoolColumn("percentile points", ("percentile_points",), _num("percentile_points", 1)),
     SchoolColumn("p", ("pvalue",), lambda f, lvl: f["pvalue"].map(fmt_p)),
     SchoolColumn("adjusted p", ("p_adjusted",), lambda f, lvl: f["p_adjusted"].map(fmt_p)),
+    SchoolColumn("MDES (SD)", ("mdes_sd",), _num("mdes_sd", 3, False)),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3)),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
     SchoolColumn("note", ("note",), lambda f, lvl: f["note"].fillna("").astype(str)),
