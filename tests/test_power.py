@@ -176,3 +176,22 @@ def test_unreachable_target_says_why():
         d.sample_size(0.1, "students")
     with pytest.raises(DesignError, match="solve_for"):
         d.sample_size(0.1, "districts")
+
+
+def test_matched_design_from_a_match_result():
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+
+    sim = pleval.simulate_matched(n_schools=60, n_pl_schools=8, students_per_grade=6, grades=[4, 5], seed=5)
+    m = pleval.match(sim.data, SAMPLE_COLUMNS, method="propensity", replace=True, seed=1)
+    d = MatchedComparison.from_match(m, icc=0.15, r2_student=0.5, subject="reading")
+    mt = m.matched
+    mt = mt[mt["subject"] == "reading"]
+    tr = mt[mt["treatment"] == 1]
+    comp = mt[mt["treatment"] == 0].groupby("student_id").agg(w=("_weight", "sum"), school=("school_id", "first"))
+    assert d.schools == tr["school_id"].nunique() and d.students == pytest.approx(len(tr) / d.schools)
+    assert d.comparison_schools == comp["school"].nunique()
+    assert d.comparison_students == pytest.approx(len(comp) / d.comparison_schools)
+    w = comp["w"].to_numpy()
+    assert d.deff_weights == pytest.approx(len(w) * (w ** 2).sum() / w.sum() ** 2) and d.deff_weights > 1
+    assert d.mdes() > d.replace(deff_weights=1.0).mdes()

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DesignError
 from ..percentiles import from_percentile_points, to_percentile_points
@@ -428,6 +429,33 @@ class MatchedComparison(Design):
         _share("r2_school", self.r2_school)
         _share("r2_student", self.r2_student)
         _size("covariates", self.covariates, 0)
+
+    @classmethod
+    def from_match(cls, match, *, icc: float, r2_school: float = 0.0, r2_student: float = 0.0, subject=None,
+                   **settings) -> "MatchedComparison":
+        """The design of a matched sample (:class:`pleval.matching.MatchResult`) for one subject
+        (the first by default): PL schools and students per PL school of the matched treated
+        rows, comparison schools and students per comparison school of the comparison rows used,
+        and the Kish design effect of the comparison students' total weights (a student reused in
+        several matched sets carries the sum of its set weights). ``icc`` and the R² are the
+        planner's (e.g. from :func:`pleval.power.from_data.estimate_components`)."""
+        c = match.columns
+        w = np.bincount(match.rows, weights=match.weight, minlength=len(match.data))
+        d = match.data.assign(_w=w)
+        d = d[d["_w"] > 0]
+        if c.subject:
+            subjects = sorted(pd.unique(d[c.subject]), key=str)
+            pick = subjects[0] if subject is None else subject
+            if str(pick) not in map(str, subjects):
+                raise DesignError(f"no matched rows for subject {subject!r}")
+            d = d[d[c.subject].astype(str) == str(pick)]
+        if not c.school:
+            raise DesignError("the matched design's power needs the school column (columns.school)")
+        t = d[c.treatment].to_numpy() == 1
+        jt, jc = d.loc[t, c.school].nunique(), d.loc[~t, c.school].nunique()
+        return cls(schools=jt, students=t.sum() / jt, comparison_schools=jc, comparison_students=(~t).sum() / jc,
+                   deff_weights=kish_deff(d.loc[~t, "_w"]), icc=icc, r2_school=r2_school, r2_student=r2_student,
+                   **settings)
 
     @property
     def jc(self) -> float:
