@@ -43,7 +43,10 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from .data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, frame_sha256, read_table, resolve_columns, validate
+from .data import (
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, read_table, resolve_columns,
+    validate,
+)
 from .errors import DataError, DesignError, PlevalWarning
 
 DESIGNS = ("matched", "rct")
@@ -630,7 +633,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
     d = df.dropna(subset=need).copy()
     if subj is not None:
         d = d[d[subj].isin(subjects)]
-    d["_t"] = pd.to_numeric(d[columns.treatment], errors="coerce").astype(int)
+    d["_t"] = _coerce_treatment(d[columns.treatment], columns.treatment, columns.treated_label)[0].astype(int)
     keys = [k for k in (columns.block, subj) if k]
     sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
     kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}

@@ -308,7 +308,8 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
             rand = rand[rand[columns.subject] == subject]
     elif subject is not None:
         raise DataError("subject=... needs the subject column (columns.subject)")
-    model_cols = columns.replace(covariates=cov_names)
+    # The treatment of `rand` is already coded 0/1: the treated label is not applied twice.
+    model_cols = columns.replace(covariates=cov_names, treated_label=None)
     rand.attrs["sha256"] = rand_v.input_sha256  # provenance of the input; avoids hashing twice
     full_v = validate(rand, model_cols, require=require)
     full = full_v.data

@@ -235,7 +235,7 @@ def test_toml_configured_run_equals_the_flag_run(rct_run, tmp_path):
         "out = \".\"", "")
     # A flag overrides the file.
     other = tmp_path / "other"
-    r = _run(["--config", str(out / "run.toml"), "--out", str(other), "--level", "0.95", "--subject", "math",
+    r = _run(["--config", str(out / "run.toml"), "--out", str(other), "--level", "0.95", "--only-subject", "math",
               "--no-placebo", "--quiet"])
     assert r.exit_code == 0, r.output + (r.stderr or "")
     ov = pd.read_csv(other / "overall.csv")
@@ -294,7 +294,7 @@ def small_csv(tmp_path_factory):
         ("bad design", ("--design",)),
         ("missing file", ("no such file",)),
         ("bad config key", ("unknown key", "'colour'")),
-        ("bad number", ("--seed", "whole number", "'abc'")),
+        ("bad number", ("--seed", "valid integer")),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):

@@ -112,14 +112,14 @@ def test_cli_schools_options_and_errors(estimates_file, tmp_path):
     renamed = tmp_path / "renamed.csv"
     math = df[df.subject == "math"]
     math.rename(columns={"estimate": "g", "se": "g_se", "school_id": "name"}).to_csv(renamed, index=False)
-    r = runner.invoke(app, ["schools", str(renamed), "--estimate-col", "g", "--se-col", "g_se", "--school-col", "name",
-                            "--subject-col", "", "--moderators", "", "--method", "dl", "-q"])
+    r = runner.invoke(app, ["schools", str(renamed), "--estimate", "g", "--se", "g_se", "--school", "name",
+                            "--subject", "none", "--moderators", "", "--method", "dl", "-q"])
     assert r.exit_code == 0, r.output
     m = meta_analysis(math.estimate, math.se, "DL")
     assert f"{m.estimate:.4f}" in r.output and "k = 25" in r.output and "Meta-regression" not in r.output
-    r = runner.invoke(app, ["schools", str(path), "--subject-col", "", "-q"])
+    r = runner.invoke(app, ["schools", str(path), "--subject", "none", "-q"])
     assert r.exit_code == 2 and "more than once" in r.output
-    r = runner.invoke(app, ["schools", str(path), "--estimate-col", "nope"])
+    r = runner.invoke(app, ["schools", str(path), "--estimate", "nope"])
     assert r.exit_code == 2 and "'nope'" in r.output
     r = runner.invoke(app, ["schools", str(path), "--out", str(path)])
     assert r.exit_code == 2 and "never overwrites" in r.output

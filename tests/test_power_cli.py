@@ -49,7 +49,7 @@ def test_three_level_solve_for_districts():
 
 def test_from_file_fills_icc_and_states_its_interval():
     r = runner.invoke(app, ["power", "cluster-rct", "--from", "sample_data/pl_cluster_rct.csv", "--schools", "40",
-                            "--subject", "reading"])
+                            "--only-subject", "reading"])
     assert r.exit_code == 0, r.output
     assert "Searle F interval" in r.output and "with the ICC at its 95% CI limits" in r.output
     assert "comparison rows only" in r.output

@@ -27,7 +27,7 @@ def test_rct_cli_writes_tables_equal_to_the_api(trial_csv, tmp_path):
     path, data = trial_csv
     out = tmp_path / "out"
     r = runner.invoke(app, ["rct", str(path), "--subgroups", "frl", "--permutations", "300", "--seed", "4",
-                            "--out-dir", str(out)])
+                            "--out", str(out)])
     assert r.exit_code == 0, r.output
     for name in ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization"):
         assert (out / f"{name}.csv").exists(), name
@@ -50,7 +50,7 @@ def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):
     path, data = trial_csv
     slim = tmp_path / "slim.csv"
     data.drop(columns=["takeup", "race"]).to_csv(slim, index=False)
-    r = runner.invoke(app, ["rct", str(slim), "--subject", "reading", "--vcov", "CR1", "--out-dir", str(tmp_path / "o")])
+    r = runner.invoke(app, ["rct", str(slim), "--only-subject", "reading", "--vcov", "CR1", "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert "takeup column 'takeup' not in the data" in r.output and "['race']" in r.output
     itt = pd.read_csv(tmp_path / "o" / "itt.csv")
@@ -59,8 +59,8 @@ def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):
 
 def test_rct_cli_errors_are_one_line(trial_csv, tmp_path):
     path, _ = trial_csv
-    r = runner.invoke(app, ["rct", str(path), "--block", "nope", "--out-dir", str(tmp_path)])
+    r = runner.invoke(app, ["rct", str(path), "--block", "nope", "--out", str(tmp_path)])
     assert r.exit_code == 2
     assert "column 'nope' (block) is not in the data" in r.output
-    r = runner.invoke(app, ["rct", str(path), "--sd", "wide", "--out-dir", str(tmp_path)])
+    r = runner.invoke(app, ["rct", str(path), "--sd", "wide", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "--sd" in r.output

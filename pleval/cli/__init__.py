@@ -7,8 +7,32 @@ the bottom of this file are the list of commands.
 from __future__ import annotations
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click as typer._click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import UsageError
+
+
+class _Group(TyperGroup):
+    """Usage errors (an unknown option, a bad number) are one line on stderr with exit code 2,
+    like every other pleval error."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            from ._common import err_console, escape
+
+            where = exc.ctx.command_path if exc.ctx is not None else "pleval"
+            msg = " ".join(exc.format_message().split())
+            err_console.print(f"[bold red]error:[/] {escape(msg)} (see {where} --help)", highlight=False)
+            raise typer.Exit(code=2) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     name="pleval",
     help=(
         "Did personalized learning work, for whom, and how sure are we? "
@@ -17,8 +41,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-
 
 
 def _version(value: bool) -> None:
@@ -36,11 +60,13 @@ def main(
     """pleval: evaluate personalized learning (matched comparisons, RCTs, school effects)."""
 
 
-# Command modules (one line each; order is the order of `pleval --help`).
-from . import _convert  # noqa: E402,F401
-from . import _simulate  # noqa: E402,F401
+# Command modules, one line each, in the order a user needs them (the order of `pleval --help`):
+# the whole evaluation first, then its building blocks. Each module imports its heavy
+# dependencies inside the command, so `pleval --help` and `pleval convert` start fast.
+from . import _estimate  # noqa: E402,F401
+from . import _match  # noqa: E402,F401
 from . import _rct  # noqa: E402,F401
 from . import _schools  # noqa: E402,F401
-from . import _match  # noqa: E402,F401
-from . import _estimate  # noqa: E402,F401
 from . import _power  # noqa: E402,F401
+from . import _convert  # noqa: E402,F401
+from . import _simulate  # noqa: E402,F401

@@ -1,26 +1,75 @@
-"""Shared CLI plumbing: one-line errors with exit code 2, rich console, version callback."""
+"""Shared CLI plumbing: one-line errors with exit code 2, consoles and tables that never cut
+text off, and the parsers of comma-separated and ``--sd`` options."""
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Callable, Iterable, Optional
 
 import typer
-from rich.console import Console
 
-from ..data import NONE_WORDS
 from ..errors import DataError, PlevalError
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+# Values that mean "no column for this role" (the same words as pleval.data.NONE_WORDS,
+# repeated here so that parsing options does not import pandas).
+NONE_WORDS = ("", "none", "-")
+
+# Width used when stdout/stderr is not an interactive terminal: wide enough that rich never
+# folds or ellipsizes a table cell in a file or a pipe.
+_PIPE_WIDTH = 10_000
+
+
+class _Console:
+    """A rich console created on first use, for the stream current at that time.
+
+    Rich is imported only when something is printed, and a console writing to a file or a pipe
+    is given an unlimited width, so tables come out whole ("students", not "studen…").
+    """
+
+    def __init__(self, stderr: bool = False):
+        self.stderr = stderr
+
+    def get(self) -> "Console":
+        from rich.console import Console
+
+        c = Console(stderr=self.stderr, soft_wrap=True)
+        if not c.is_terminal:
+            c = Console(stderr=self.stderr, soft_wrap=True, width=_PIPE_WIDTH)
+        return c
+
+    def __getattr__(self, name):
+        return getattr(self.get(), name)
+
+
+console = _Console()
+err_console = _Console(stderr=True)
+
+
+def table(title: str, columns: Iterable[str], left: Iterable[str] = (), **kw) -> "Table":
+    """A rich table whose cells wrap rather than being cut off; ``left`` columns are
+    left-aligned, the others (numbers) right-aligned; ``kw`` go to ``rich.table.Table``."""
+    from rich.table import Table
+
+    left = set(left)
+    t = Table(title=title, title_justify="left", **kw)
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right", overflow="fold")
+    return t
 
 
 def handle_errors(func: Callable) -> Callable:
     """Turn pleval/data errors into one clear line on stderr and exit code 2.
 
     Set the environment variable ``PLEVAL_DEBUG=1`` (or pass ``--debug`` where a command
-    offers it) to see the traceback instead.
+    offers it) to see the traceback instead. Python-style hints in messages
+    (``school='...'``) are rewritten as the command's flags (``--school ...``).
     """
 
     @functools.wraps(func)
@@ -31,10 +80,39 @@ def handle_errors(func: Callable) -> Callable:
             if kwargs.get("debug") or _debug_env():
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(cli_words(msg))}", highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def escape(text: str) -> str:
+    """Rich markup escaping (rich imported on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+# Python keywords in API messages -> the CLI flag that sets the same thing.
+_FLAGS = {
+    role: "--" + role.replace("_", "-")
+    for role in ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id",
+                 "grade", "subject", "weight", "takeup", "vcov", "seed")
+}
+_PY_HINT = re.compile(r"\b([a-z][a-z_]*)=('\.\.\.'|\.\.\.)")
+
+
+def cli_words(message: str) -> str:
+    """``school='...'`` -> ``--school NAME``, ``treated_label=...`` -> ``--treated-label VALUE``
+    and ``subject=...`` (a subject, not its column) -> ``--only-subject VALUE``."""
+
+    def sub(m: re.Match) -> str:
+        role, quoted = m.group(1), m.group(2).startswith("'")
+        if role == "subject" and not quoted:
+            return "--only-subject VALUE"
+        return f"{_FLAGS[role]} {'NAME' if quoted else 'VALUE'}" if role in _FLAGS else m.group(0)
+
+    return _PY_HINT.sub(sub, message)
 
 
 def _debug_env() -> bool:
@@ -56,6 +134,19 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def parse_value(text: str | None):
+    """A value read as TOML (numbers, true/false, lists), else as a plain string: ``2`` is the
+    number 2 (as a 1/2-coded column holds it), ``PL`` the label "PL"; ``None`` stays ``None``."""
+    import tomllib
+
+    if text is None:
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_sd(text: str) -> str | float:
     """``--sd``: "pooled", "comparison" or a number (a norm SD)."""
     if text in ("pooled", "comparison"):
@@ -64,3 +155,59 @@ def parse_sd(text: str) -> str | float:
         return float(text)
     except ValueError:
         raise DataError(f"--sd must be pooled, comparison or a number; got {text!r}") from None
+
+
+# --------------------------------------------------------------------------------------
+# Options shared by commands: one name, one meaning, one help text everywhere.
+# --------------------------------------------------------------------------------------
+_COLS = "Columns"
+
+
+def _column(flag: str, help: str):
+    return Annotated[Optional[str], typer.Option(flag, help=help, rich_help_panel=_COLS)]
+
+
+Outcome = _column("--outcome", "Outcome column (default: posttest).")
+Treatment = _column("--treatment", "Treatment column: 0/1, True/False, or two labels with --treated-label (default: treatment).")
+TreatedLabel = _column("--treated-label", "The treated (PL) value of a two-label treatment column, e.g. PL.")
+Pretest = _column("--pretest", "Pretest column(s), comma-separated; 'none' for none (default: pretest).")
+Covariates = _column("--covariates", "Covariates, comma-separated; 'none' for none (default: female,frl,ell,sped,race).")
+School = _column("--school", "School column (default: school_id).")
+Subject = _column("--subject", "Subject column; 'none' for one subject (default: subject).")
+Grade = _column("--grade", "Grade column; 'none' for none (default: grade).")
+StudentId = _column("--student-id", "Student id column (default: student_id).")
+Block = _column("--block", "Randomization block column; 'none' for none (default: block).")
+Takeup = _column("--takeup", "Take-up column for the CACE; 'none' to skip (default: takeup).")
+Weight = _column("--weight", "Analysis-weight column (default: none).")
+OnlySubject = Annotated[Optional[str], typer.Option(
+    "--only-subject", help="Analyse only this subject, a value of the --subject column (default: each subject).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of every random step.")]
+Force = Annotated[bool, typer.Option("--force", help="Write into a non-empty folder that is not a previous output of this command.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+def check_subject_flag(df, subject: str | None) -> None:
+    """``--subject`` names the subject column; a subject given there instead (``--subject math``)
+    gets a one-line pointer to ``--only-subject``."""
+    if not subject or subject in df.columns or subject.strip().lower() in NONE_WORDS or "subject" not in df.columns:
+        return
+    if df["subject"].astype(str).eq(subject).any():
+        raise DataError(
+            f"--subject names the subject column, and {subject!r} is a subject, not a column: "
+            f"to analyse it alone use --only-subject {subject}"
+        )
+
+
+def check_out_folder(out: Path, names: Iterable[str], force: bool) -> None:
+    """Refuse to write into a non-empty folder holding files this command does not write,
+    unless ``--force``: a previous run's outputs are replaced, anything else is protected."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
+    if force or not out.exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in set(names))
+    if foreign:
+        raise DataError(
+            f"--out {out} holds files this command does not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); choose another folder or pass --force"
+        )

@@ -8,13 +8,12 @@ from typing import Optional
 import typer
 
 from .. import percentiles
-from ..data import read_table
 from ..errors import DataError
 from . import app
 from ._common import echo, handle_errors
 
 
-@app.command("convert", context_settings={"ignore_unknown_options": True})
+@app.command("convert", short_help="Effect sizes to percentile points (and back).", context_settings={"ignore_unknown_options": True})
 @handle_errors
 def convert(
     values: Optional[list[float]] = typer.Argument(None, help="Effect sizes (SD units) to convert."),
@@ -25,7 +24,7 @@ def convert(
     ci: Optional[tuple[float, float]] = typer.Option(None, "--ci", help="A confidence interval (LOW HIGH) for the effect size."),
     file: Optional[Path] = typer.Option(None, "--file", help="Table with a column of effect sizes to convert."),
     column: Optional[str] = typer.Option(None, "--column", help="Column of --file holding effect sizes."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the converted table (default: FILE_percentile_points.csv)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the converted table (default: FILE_percentile_points.csv)."),
 ) -> None:
     """Convert effect sizes to percentile points (and back).
 
@@ -53,6 +52,8 @@ def convert(
 def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
     if not column:
         raise DataError("--file needs --column naming the effect-size column")
+    from ..data import read_table
+
     df = read_table(file)
     if column not in df.columns:
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")

@@ -14,47 +14,27 @@ import time
 import tomllib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from .. import percentiles
-from ..data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, read_table, resolve_columns
 from ..errors import DataError
-from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
-from ..report import save as save_report
 from . import app
-from ._common import console, echo, err_console, handle_errors
+from ._common import (
+    Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, StudentId, Subject, Takeup,
+    TreatedLabel, Treatment, Weight, check_subject_flag, console, echo, err_console, escape, handle_errors,
+    parse_value, table,
+)
 
-# Column-role flags: option name -> Columns field.
-_ROLE_FLAGS = {
-    "outcome": "outcome", "treatment": "treatment", "pretest": "pretest", "covariates": "covariates",
-    "school": "school", "block": "block", "student_id": "student_id", "grade": "grade",
-    "subject_column": "subject", "weight": "weight", "takeup": "takeup", "treated_label": "treated_label",
-}
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..data import Columns
+
+# Column-role flags, named as the Columns fields they set.
+_ROLES = ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id", "grade",
+          "subject", "weight", "takeup")
 _TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match")
-
-
-def _parse_value(text: str) -> Any:
-    """A ``--set`` value read as TOML (numbers, true/false, lists), else as a plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _number(flag: str, text: str | None, kind: type):
-    """A numeric flag, parsed here so that a bad value is a one-line error like any other."""
-    if text is None:
-        return None
-    try:
-        return kind(text) if kind is float else int(text, 10)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise DataError(f"{flag} must be {what}; got {text!r}") from None
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -70,7 +50,7 @@ def _load_config(path: Path) -> dict[str, Any]:
     for sec in ("columns", "options", "match"):
         if sec in cfg and not isinstance(cfg[sec], dict):
             raise DataError(f"--config {path}: [{sec}] must be a table")
-    bad_roles = [k for k in cfg.get("columns", {}) if k not in set(_ROLE_FLAGS.values())]
+    bad_roles = [k for k in cfg.get("columns", {}) if k not in _ROLES]
     if bad_roles:
         raise DataError(f"--config {path}: unknown column role(s) {', '.join(map(repr, bad_roles))} in [columns]")
     base = path.resolve().parent
@@ -93,19 +73,21 @@ def _unknown_options(extra: list[str], ctx: typer.Context) -> None:
 
 def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, list[str]]:
     """Default roles (the sample files'), then the config's [columns], then the flags."""
+    from ..data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, resolve_columns
+
     given = dict(cfg_cols)
-    for flag, role in _ROLE_FLAGS.items():
-        v = flags.get(flag)
+    for role in _ROLES:
+        v = flags.get(role)
         if v is not None:
-            given[role] = _parse_value(v) if role == "treated_label" else v
+            given[role] = parse_value(v) if role == "treated_label" else v
     return resolve_columns(df, RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS, given)
 
 
 def _overall_table(ev) -> Table:
     lvl = f"{float(ev.options['level']):.0%}"
-    t = Table(title=f"Overall effect ({lvl} CI; bold = primary)", title_justify="left")
-    for c in ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"):
-        t.add_column(c, justify="left" if c in ("subject", "analysis") else "right")
+    t = table(f"Overall effect ({lvl} CI; bold = primary)",
+              ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"),
+              left=("subject", "analysis"))
     for (subject, analysis), g in ev.overall.groupby(["subject", "analysis"], sort=False):
         by = {r["scale"]: r for _, r in g.iterrows()}
         raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
@@ -125,9 +107,8 @@ def _verdict_table(ev) -> Table | None:
     rows = verdict_rows(ev)
     if not rows:
         return None
-    t = Table(title="WWC verdicts", title_justify="left")
-    for c in ("subject", "check", "value", "verdict"):
-        t.add_column(c)
+    cols = ("subject", "check", "value", "verdict")
+    t = table("WWC verdicts", cols, left=cols)
     short = {"satisfied with statistical adjustment": "satisfied with adjustment"}
     for r in rows:
         check = r["check"].replace("baseline equivalence: ", "equivalence: ")
@@ -144,10 +125,9 @@ def _rating_table(ev) -> Table | None:
     if not ev.ratings:
         return None
     why = "\n".join(f"{s}: " + "; ".join(r.reasons) + f". ESSA: {r.essa_reason}." for s, r in ev.ratings.items())
-    t = Table(title="WWC rating and ESSA tier (every step: rating.csv)", title_justify="left",
-              caption=escape(why), caption_justify="left")
-    for c in ("subject", "WWC rating", "ESSA tier"):
-        t.add_column(c)
+    cols = ("subject", "WWC rating", "ESSA tier")
+    t = table("WWC rating and ESSA tier (every step: rating.csv)", cols, left=cols, caption=escape(why),
+              caption_justify="left")
     for s, r in ev.ratings.items():
         colour = "green" if "Without" in r.wwc_rating else "red" if "Not" in r.wwc_rating else "yellow"
         t.add_row(escape(s), f"[{colour}]{escape(r.wwc_rating.replace('WWC Standards ', ''))}[/]", escape(r.essa_tier))
@@ -155,12 +135,13 @@ def _rating_table(ev) -> Table | None:
 
 
 def _schools_table(ev) -> Table | None:
+    from .. import percentiles
+
     h = ev.heterogeneity
     if not len(h):
         return None
-    t = Table(title="Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)", title_justify="left")
-    for c in ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−", "1-school MDES"):
-        t.add_column(c, justify="left" if c == "subject" else "right")
+    t = table("Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)",
+              ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−", "1-school MDES"), left=("subject",))
     for _, r in h.iterrows():
         p0 = ev.effects[r["subject"]].baseline_percentile
         lo, hi = (percentiles.to_percentile_points(v, p0) for v in (r["pi_low"], r["pi_high"]))
@@ -179,9 +160,11 @@ class _Steps:
     for steps that report counts (randomization tests)."""
 
     def __init__(self, enabled: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self.bar = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True, disable=not enabled,
+            console=err_console.get(), transient=True, disable=not enabled,
         )
         self.task = None
 
@@ -205,6 +188,7 @@ class _Steps:
 
 @app.command(
     "estimate",
+    short_help="The whole evaluation: effects, schools, plots and a report.",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @handle_errors
@@ -213,38 +197,38 @@ def estimate(
     file: Optional[Path] = typer.Argument(None, help="Student file (CSV, Parquet or Excel), one row per student × subject. May come from --config."),
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
     method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting; rct: ols (default), cluster_means, mixedlm."),
-    subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject separately)."),
-    seed: Optional[str] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
+    only_subject: OnlySubject = None,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty folder that is not a previous pleval output."),
+    force: Force = False,
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
     fmt: str = typer.Option("text", "--format", help="Terminal output: text (rich tables) or json."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only where the outputs are (or the JSON)."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest).", rich_help_panel="Columns"),
-    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column, 0/1 or two labels (default: treatment).", rich_help_panel="Columns"),
-    treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated value of a two-label treatment column.", rich_help_panel="Columns"),
-    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none (default: pretest).", rich_help_panel="Columns"),
-    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none (default: female,frl,ell,sped,race).", rich_help_panel="Columns"),
-    school: Optional[str] = typer.Option(None, "--school", help="School column (default: school_id).", rich_help_panel="Columns"),
-    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column (rct) (default: block).", rich_help_panel="Columns"),
-    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column (default: student_id).", rich_help_panel="Columns"),
-    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column (default: grade).", rich_help_panel="Columns"),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject (default: subject).", rich_help_panel="Columns"),
-    weight: Optional[str] = typer.Option(None, "--weight", help="Analysis-weight column (default: none).", rich_help_panel="Columns"),
-    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE (rct) (default: takeup).", rich_help_panel="Columns"),
+    debug: Debug = False,
+    outcome: Outcome = None,
+    treatment: Treatment = None,
+    treated_label: TreatedLabel = None,
+    pretest: Pretest = None,
+    covariates: Covariates = None,
+    school: School = None,
+    block: Block = None,
+    student_id: StudentId = None,
+    grade: Grade = None,
+    subject: Subject = None,
+    weight: Weight = None,
+    takeup: Takeup = None,
     sd: Optional[str] = typer.Option(None, "--sd", help="Effect-size SD: pooled (default), comparison, or a norm SD (number).", rich_help_panel="Options"),
-    level: Optional[str] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
-    baseline_percentile: Optional[str] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
+    level: Optional[float] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
+    baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
     meta_method: Optional[str] = typer.Option(None, "--meta-method", help="tau² estimator: REML (default), DL, PM, FE.", rich_help_panel="Options"),
     hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect (default: off).", rich_help_panel="Options"),
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
-    alpha: Optional[str] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
-    n_placebo: Optional[str] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
-    permutations: Optional[str] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
+    permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
 ) -> None:
@@ -252,6 +236,11 @@ def estimate(
 
     Column options default to the names in sample_data/ (roles absent from the file are left out). Every option can also come from --config FILE.toml; flags given here override it, and OUT/run.toml records the resolved configuration so the run can be repeated exactly (docs/estimate.md).
     """
+    from .. import percentiles
+    from ..data import read_table
+    from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
+    from ..report import save as save_report
+
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")
@@ -263,26 +252,24 @@ def estimate(
     if design_ not in ("matched", "rct"):
         raise DataError(f"--design must be matched or rct; got {design_!r}")
     method_ = method or cfg.get("method")
-    subject_ = subject if subject is not None else cfg.get("subject")
-    seed_ = _number("--seed", seed, int) if seed is not None else cfg.get("seed", 0)
+    subject_ = only_subject if only_subject is not None else cfg.get("subject")
+    seed_ = seed if seed is not None else cfg.get("seed", 0)
     out_ = out if out is not None else Path(cfg.get("out", "results"))
 
     options: dict[str, Any] = {**cfg.get("options", {}), **cfg.get("match", {})}
     flag_opts = dict(
-        sd=sd, level=_number("--level", level, float), baseline_percentile=_number("--baseline-percentile",
-        baseline_percentile, float), meta_method=meta_method, hartung_knapp=hartung_knapp, adjust=adjust,
-        alpha=_number("--alpha", alpha, float), placebo=placebo, n_placebo=_number("--n-placebo", n_placebo, int),
-        rct_design=rct_design, vcov=vcov, permutations=_number("--permutations", permutations, int),
-        compliance=compliance,
+        sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method,
+        hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
+        rct_design=rct_design, vcov=vcov, permutations=permutations, compliance=compliance,
     )
     if sd is not None:
-        flag_opts["sd"] = sd if sd in ("pooled", "comparison") else _parse_value(sd)
+        flag_opts["sd"] = sd if sd in ("pooled", "comparison") else parse_value(sd)
     options.update({k: v for k, v in flag_opts.items() if v is not None})
     for item in set_ or []:
         if "=" not in item:
             raise DataError(f"--set expects KEY=VALUE; got {item!r}")
         k, v = item.split("=", 1)
-        options[k.strip()] = _parse_value(v.strip())
+        options[k.strip()] = parse_value(v.strip())
     if design is not None and cfg.get("design") not in (None, design_):
         # A config from the other design: leave out its design-specific options (say so).
         other = RCT_DEFAULTS if design_ == "matched" else {**MATCHED_DEFAULTS, **cfg.get("match", {})}
@@ -296,9 +283,10 @@ def estimate(
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps:
         steps("reading the data")
         df = read_table(src)
+        check_subject_flag(df, subject)
         flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
                      covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
-                     subject_column=subject_column, weight=weight, takeup=takeup)
+                     subject=subject, weight=weight, takeup=takeup)
         cols, notes = _columns(df, design_, cfg.get("columns", {}), flags)
         ev = run_estimate(df, cols, design=design_, method=method_, subject=subject_, seed=seed_, progress=steps,
                           **options)

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import pandas as pd
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
-from ..matching import match
 from . import app
-from ._common import console, handle_errors, parse_names, parse_sd
+from ._common import (
+    Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed, StudentId, Subject, TreatedLabel, Treatment,
+    check_out_folder, check_subject_flag, console, escape, handle_errors, parse_names, parse_sd, parse_value,
+    table,
+)
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+_OUTPUTS = ("matched.csv", "balance.csv", "equivalence.csv", "effect.csv", "unmatched.csv", "counts.csv")
 
 
 class Method(str, Enum):
@@ -26,10 +30,8 @@ class Method(str, Enum):
 
 
 def _effect_table(frame: pd.DataFrame, title: str) -> Table:
-    t = Table(title=title, title_justify="left")
     keys = [c for c in frame.columns if c in ("subject", "grade")]
-    for c in keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"]:
-        t.add_column(c, justify="left" if c in keys + ["scale"] else "right")
+    t = table(title, keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"], left=keys + ["scale"])
     for r in frame.to_dict("records"):
         t.add_row(*[escape(str(r[k])) for k in keys], r["scale"], f"{r['estimate']:.3f}", f"{r['se']:.3f}",
                   f"{r['ci_low']:.3f} to {r['ci_high']:.3f}", f"{r['pvalue']:.3g}",
@@ -37,19 +39,24 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
     return t
 
 
-@app.command("match")
+@app.command("match", short_help="Matched comparison: match, check balance, estimate the effect.")
 @handle_errors
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
     method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg or weighting."),
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest)."),
-    treatment: Optional[str] = typer.Option(None, "--treatment", help="PL column, 0/1 (default: treatment)."),
-    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated (default: pretest)."),
-    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none (default: female,frl,ell,sped,race)."),
-    school: Optional[str] = typer.Option(None, "--school", help="School column; 'none' if absent (default: school_id)."),
-    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column; 'none' if absent (default: grade)."),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' if one subject (default: subject)."),
-    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column (default: student_id)."),
+    out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
+    force: Force = False,
+    seed: Seed = 0,
+    debug: Debug = False,
+    outcome: Outcome = None,
+    treatment: Treatment = None,
+    treated_label: TreatedLabel = None,
+    pretest: Pretest = None,
+    covariates: Covariates = None,
+    school: School = None,
+    grade: Grade = None,
+    subject: Subject = None,
+    student_id: StudentId = None,
     exact: Optional[str] = typer.Option(None, "--exact", help="Exact-match columns, comma-separated (default: subject,grade)."),
     k: Optional[int] = typer.Option(None, "--k", help="Comparisons per PL student (default: 1; 51 for vcg)."),
     caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper: SD of the logit PS (propensity, default 0.2) or Mahalanobis units."),
@@ -63,19 +70,22 @@ def match_cmd(
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
-    seed: int = typer.Option(0, "--seed", help="Seed for tie-breaking and VCG sampling."),
-    out_dir: Path = typer.Option(Path("results/match"), "--out-dir", "-o", help="Folder for the outputs."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Match PL students to comparison students, check balance and estimate the effect.
 
     Writes matched.csv (matched-set long format with _set, _weight, _pl_school), balance.csv,
     equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv and
-    counts.csv to --out-dir. Column options default to sample_data/pl_matched_students.csv.
+    counts.csv to --out. Column options default to sample_data/pl_matched_students.csv.
     """
+    from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+    from ..matching import match
+
+    check_out_folder(out, _OUTPUTS, force)
     df = read_table(data)
-    given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
-             "school": school, "grade": grade, "subject": subject_column, "student_id": student_id}
+    check_subject_flag(df, subject)
+    given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
+             "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
+             "student_id": student_id}
     cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
     for n in notes:
         console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
@@ -89,14 +99,11 @@ def match_cmd(
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
     bal = res.balance()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    res.matched.to_csv(out_dir / "matched.csv", index=False)
-    bal.table.to_csv(out_dir / "balance.csv", index=False)
-    bal.equivalence.to_csv(out_dir / "equivalence.csv", index=False)
+    out.mkdir(parents=True, exist_ok=True)
     eff_frame = eff.to_frame()
-    eff_frame.to_csv(out_dir / "effect.csv", index=False)
-    res.unmatched.to_csv(out_dir / "unmatched.csv", index=False)
-    res.to_frame().to_csv(out_dir / "counts.csv", index=False)
+    frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame())
+    for name, frame in zip(_OUTPUTS, frames):
+        frame.to_csv(out / name, index=False)
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
@@ -104,5 +111,4 @@ def match_cmd(
     first = eff if by_cols is None else next(iter(eff.effects.values()))
     console.print(f"SD used for the effect size: {first.sd:.4g} ({escape(first.sd_kind)}). Percentile points are "
                   "shifts in rank, not percentage points of the score.", highlight=False)
-    console.print(f"wrote matched.csv, balance.csv, equivalence.csv, effect.csv, unmatched.csv, counts.csv to {out_dir}",
-                  highlight=False)
+    console.print(f"wrote {', '.join(_OUTPUTS)} to {escape(str(out))}", highlight=False)

@@ -10,11 +10,9 @@ from typing import Optional
 
 import typer
 
-from .. import power as pw
-from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
 from ..errors import DataError
 from . import app
-from ._common import echo, handle_errors
+from ._common import echo, handle_errors, parse_value
 
 
 class PowerDesign(str, Enum):
@@ -26,11 +24,11 @@ class PowerDesign(str, Enum):
 
 
 _CLASSES = {
-    PowerDesign.individual_rct: pw.IndividualRCT,
-    PowerDesign.blocked_rct: pw.BlockedRCT,
-    PowerDesign.cluster_rct: pw.ClusterRCT,
-    PowerDesign.blocked_cluster_rct: pw.BlockedClusterRCT,
-    PowerDesign.matched: pw.MatchedComparison,
+    PowerDesign.individual_rct: "IndividualRCT",
+    PowerDesign.blocked_rct: "BlockedRCT",
+    PowerDesign.cluster_rct: "ClusterRCT",
+    PowerDesign.blocked_cluster_rct: "BlockedClusterRCT",
+    PowerDesign.matched: "MatchedComparison",
 }
 _FROM_FILE = ("icc", "r2_school", "r2_student")
 _D = "Design"
@@ -47,7 +45,7 @@ def _floats(text: str | None, name: str) -> list[float] | None:
         raise DataError(f"--{name} must be comma-separated numbers; got {text!r}") from None
 
 
-@app.command("power")
+@app.command("power", short_help="Plan a study: MDES, power and sample size.")
 @handle_errors
 def power(
     design: PowerDesign = typer.Argument(..., help="individual-rct, blocked-rct (students randomized within schools), cluster-rct (schools randomized), blocked-cluster-rct (schools randomized within districts) or matched (PL schools vs matched comparison students)."),
@@ -66,7 +64,7 @@ def power(
     omega: Optional[float] = typer.Option(None, "--omega", help="random blocks: effect variance across blocks relative to the block ICC (default: 0).", rich_help_panel=_D),
     r2_effect: Optional[float] = typer.Option(None, "--r2-effect", help="random blocks: share of effect variance explained (default: 0).", rich_help_panel=_D),
     treated: Optional[float] = typer.Option(None, "--treated", help="Proportion assigned to PL (default: 0.5).", rich_help_panel=_D),
-    covariates: Optional[int] = typer.Option(None, "--covariates", help="Covariates at the level that sets the degrees of freedom (default: 0).", rich_help_panel=_D),
+    covariates: Optional[int] = typer.Option(None, "--n-covariates", help="Covariates at the level that sets the degrees of freedom (default: 0).", rich_help_panel=_D),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level (default: 0.05).", rich_help_panel=_P),
     one_sided: bool = typer.Option(False, "--one-sided", help="One-sided test (default: two-sided).", rich_help_panel=_P),
     target_power: float = typer.Option(0.80, "--power", help="Power of the MDES and of the sample size (default: 0.80).", rich_help_panel=_P),
@@ -87,9 +85,10 @@ def power(
     pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none (default: pretest).", rich_help_panel=_F),
     school: Optional[str] = typer.Option(None, "--school", help="School column (default: school_id).", rich_help_panel=_F),
     grade: Optional[str] = typer.Option(None, "--grade", help="Grade column; 'none' for none (default: grade).", rich_help_panel=_F),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' for one subject (default: subject).", rich_help_panel=_F),
-    subject: Optional[str] = typer.Option(None, "--subject", help="Plan from this subject (default: the first).", rich_help_panel=_F),
-    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column; only its 0 rows are used (default: treatment).", rich_help_panel=_F),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Subject column; 'none' for one subject (default: subject).", rich_help_panel=_F),
+    only_subject: Optional[str] = typer.Option(None, "--only-subject", help="Plan from this subject, a value of the --subject column (default: the first).", rich_help_panel=_F),
+    treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column; only its comparison rows are used (default: treatment).", rich_help_panel=_F),
+    treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated (PL) value of a two-label treatment column, e.g. PL.", rich_help_panel=_F),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     """MDES (SD and percentile points), power for an effect, and the sample size for a target MDES.
@@ -99,7 +98,9 @@ def power(
     """
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")
-    cls = _CLASSES[design]
+    from .. import power as pw
+
+    cls = getattr(pw, _CLASSES[design])
     given = {
         "schools": schools, "students": students, "districts": districts, "comparison_schools": comparison_schools,
         "comparison_students": comparison_students, "deff_weights": deff_weights, "icc": icc,
@@ -116,7 +117,8 @@ def power(
     result: dict = {}
     comps = None
     if from_file is not None:
-        comps, filled = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject_column, treatment, subject)
+        comps, filled = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject, treatment,
+                                   parse_value(treated_label), only_subject)
         result["components"] = comps.to_frame().to_dict(orient="records")
         given = filled
     need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
@@ -130,7 +132,7 @@ def power(
     text = [comps.summary()] if comps is not None else []
     text.append(plan.summary())
     if comps is not None and hasattr(d, "icc"):
-        row = comps.row(subject)
+        row = comps.row(only_subject)
         lo, hi = (d.replace(icc=float(row[k])).mdes(target_power) for k in ("icc_ci_low", "icc_ci_high"))
         result["mdes_at_icc_ci"] = [lo, hi]
         text.append(f"  with the ICC at its {comps.level:.0%} CI limits ({row['icc_ci_low']:.3f}, {row['icc_ci_high']:.3f}) "
@@ -148,12 +150,14 @@ def power(
     echo(json.dumps(result, indent=2, default=float) if fmt == "json" else "\n".join(text))
 
 
-def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, subject):
+def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, treated_label,
+               subject):
+    from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
     from ..power.from_data import estimate_components
 
     df = read_table(path)
-    given = {"outcome": outcome, "school": school, "treatment": treatment, "grade": grade, "subject": subject_column,
-             "pretest": pretest}
+    given = {"outcome": outcome, "school": school, "treatment": treatment, "treated_label": treated_label,
+             "grade": grade, "subject": subject_column, "pretest": pretest}
     cols, _ = resolve_columns(df, SAMPLE_COLUMNS, given)
     comps = estimate_components(df, cols, subject=subject)
     row = comps.row(subject)

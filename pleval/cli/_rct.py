@@ -6,16 +6,23 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
-import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from ..data import RCT_SAMPLE_COLUMNS, read_table, resolve_columns
-from ..rct import analyze_rct
+import typer
+
 from . import app
-from ._common import console, handle_errors, parse_names, parse_sd
+from ._common import (
+    Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, Seed, StudentId, Subject,
+    Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag, console, err_console, escape,
+    handle_errors, parse_names, parse_sd, parse_value, table,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+_TABLES = ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization")
+_OUTPUTS = tuple(f"{name}.csv" for name in _TABLES)
 
 
 class DesignOpt(str, Enum):
@@ -38,9 +45,7 @@ _SHORT = {
 
 
 def _effects_table(res, title: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in ("analysis", "raw", "SE", "95% CI", "p", "df", "effect size", "pct points"):
-        t.add_column(c, justify="left" if c == "analysis" else "right")
+    t = table(title, ("analysis", "raw", "SE", "95% CI", "p", "df", "effect size", "pct points"), left=("analysis",))
     for name, eff in res.effects.items():
         r = eff.raw
         t.add_row(
@@ -51,9 +56,8 @@ def _effects_table(res, title: str) -> Table:
 
 
 def _attrition_table(frame: pd.DataFrame) -> Table:
-    t = Table(title="Attrition (WWC)", title_justify="left")
-    for c in ("subject", "level", "randomized T/C", "analytic T/C", "overall", "differential", "cautious", "optimistic"):
-        t.add_column(c)
+    cols = ("subject", "level", "randomized T/C", "analytic T/C", "overall", "differential", "cautious", "optimistic")
+    t = table("Attrition (WWC)", cols, left=cols)
     for r in frame.itertuples():
         t.add_row(
             escape(str(r.subject)), r.level, f"{r.n_randomized_treated}/{r.n_randomized_control}",
@@ -64,9 +68,8 @@ def _attrition_table(frame: pd.DataFrame) -> Table:
 
 
 def _subgroup_table(sub: pd.DataFrame, inter: pd.DataFrame) -> Table:
-    t = Table(title="Subgroup ITTs (p adjusted for multiplicity)", title_justify="left")
-    for c in ("subject", "subgroup", "raw", "SE", "p", "p adj.", "effect size"):
-        t.add_column(c)
+    cols = ("subject", "subgroup", "raw", "SE", "p", "p adj.", "effect size")
+    t = table("Subgroup ITTs (p adjusted for multiplicity)", cols, left=cols)
     for r in sub.itertuples():
         t.add_row(escape(str(r.subject)), escape(f"{r.subgroup}={r.level}"), f"{r.estimate:.3f}", f"{r.se:.3f}",
                   f"{r.pvalue:.3g}", f"{r.pvalue_adjusted:.3g}", f"{r.effect_size:.3f}")
@@ -77,69 +80,81 @@ def _subgroup_table(sub: pd.DataFrame, inter: pd.DataFrame) -> Table:
 
 
 def _equivalence_table(frame: pd.DataFrame) -> Table:
-    t = Table(title="Baseline equivalence (analytic sample, WWC)", title_justify="left")
-    for c in ("subject", "variable", "measure", "mean T", "mean C", "effect size", "verdict"):
-        t.add_column(c)
+    cols = ("subject", "variable", "measure", "mean T", "mean C", "effect size", "verdict")
+    t = table("Baseline equivalence (analytic sample, WWC)", cols, left=cols)
     for r in frame.itertuples():
         t.add_row(escape(str(r.subject)), escape(r.variable), r.measure, f"{r.mean_treated:.3f}",
                   f"{r.mean_control:.3f}", f"{r.effect_size:.3f}", _SHORT.get(r.verdict, r.verdict))
     return t
 
 
-@app.command("rct")
+@app.command("rct", short_help="Randomized trial: ITT, WWC attrition and baseline equivalence.")
 @handle_errors
 def rct(
     data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
     design: DesignOpt = typer.Option(DesignOpt.cluster, "--design", help="cluster (schools randomized), blocked or individual."),
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest)."),
-    treatment: Optional[str] = typer.Option(None, "--treatment", help="Assignment column, 0/1 (default: treatment)."),
-    pretest: Optional[str] = typer.Option(None, "--pretest", help="Pretest column(s), comma-separated; 'none' for none (default: pretest)."),
-    covariates: Optional[str] = typer.Option(None, "--covariates", help="Covariates, comma-separated; 'none' for none (default: female,frl,ell,sped,race)."),
-    school: Optional[str] = typer.Option(None, "--school", help="School (cluster) column (default: school_id)."),
-    block: Optional[str] = typer.Option(None, "--block", help="Randomization block column; 'none' for none (default: block)."),
-    takeup: Optional[str] = typer.Option(None, "--takeup", help="Take-up column for the CACE; 'none' to skip (default: takeup)."),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Subject column; 'none' if one subject (default: subject)."),
-    student_id: Optional[str] = typer.Option(None, "--student-id", help="Student id column (default: student_id)."),
-    grade: Optional[str] = typer.Option(None, "--grade", help="Grade column (effect-size SD pooled within grade); 'none' for none (default: grade)."),
-    subject: Optional[str] = typer.Option(None, "--subject", help="Analyse only this subject (default: each subject)."),
-    vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
     method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means or mixedlm."),
+    only_subject: OnlySubject = None,
+    out: Path = typer.Option(Path("results/rct"), "--out", "-o", help="Folder for the CSV tables."),
+    force: Force = False,
+    seed: Seed = 0,
+    debug: Debug = False,
+    outcome: Outcome = None,
+    treatment: Treatment = None,
+    treated_label: TreatedLabel = None,
+    pretest: Pretest = None,
+    covariates: Covariates = None,
+    school: School = None,
+    block: Block = None,
+    takeup: Takeup = None,
+    subject: Subject = None,
+    student_id: StudentId = None,
+    grade: Grade = None,
+    vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment for subgroups: bh, holm, bonferroni."),
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the randomization test."),
-    out_dir: Path = typer.Option(Path("results/rct"), "--out-dir", "-o", help="Folder for the CSV tables."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
 
     Writes itt.csv, attrition.csv and equivalence.csv (and subgroups.csv, interactions.csv,
-    randomization.csv when asked) to --out-dir, and prints the tables. Column options default
-    to the names in sample_data/pl_cluster_rct.csv.
+    randomization.csv when asked) to --out, and prints the tables. Column options default
+    to the names in sample_data/pl_cluster_rct.csv; the grade column pools the effect-size SD
+    within grade.
     """
+    import pandas as pd
+
+    from ..data import RCT_SAMPLE_COLUMNS, read_table, resolve_columns
+    from ..rct import analyze_rct
+
+    check_out_folder(out, _OUTPUTS, force)
     df = read_table(data)
+    check_subject_flag(df, subject)
     given = {
-        "outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates, "school": school,
-        "block": block, "takeup": takeup, "subject": subject_column, "student_id": student_id, "grade": grade,
+        "outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label), "pretest": pretest,
+        "covariates": covariates, "school": school, "block": block, "takeup": takeup, "subject": subject,
+        "student_id": student_id, "grade": grade,
     }
     cols, notes = resolve_columns(df, RCT_SAMPLE_COLUMNS, given)
     for n in notes:
         console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     sd_value = parse_sd(sd)
-    if cols.subject and subject is None:
+    if cols.subject and only_subject is None:
         subjects = [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     else:
-        subjects = [subject]
+        subjects = [only_subject]
     kw = dict(
         design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
         subgroups=parse_names(subgroups) or (), adjust=adjust, permutations=permutations, seed=seed,
     )
     results = {}
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=permutations <= 0,
+        console=err_console.get(), transient=True, disable=permutations <= 0,
     ) as bar:
         for s in subjects:
             task = bar.add_task(f"randomization test{'' if s is None else f' ({s})'}", total=max(permutations, 1))
@@ -148,8 +163,8 @@ def rct(
                 progress=lambda done, total, _t=task: bar.update(_t, completed=done, total=total), **kw,
             )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization")}
+    out.mkdir(parents=True, exist_ok=True)
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in _TABLES}
     for s, res in results.items():
         tables["itt"].append(res.to_frame().assign(subject=s))
         tables["attrition"].append(res.attrition_frame().assign(subject=s))
@@ -173,7 +188,7 @@ def rct(
         if parts:
             frame = pd.concat(parts, ignore_index=True)
             frame = frame[["subject"] + [c for c in frame.columns if c != "subject"]]
-            frame.to_csv(out_dir / f"{name}.csv", index=False)
+            frame.to_csv(out / f"{name}.csv", index=False)
             tables[name] = frame
             written.append(f"{name}.csv")
     console.print(_attrition_table(tables["attrition"]))
@@ -182,4 +197,4 @@ def rct(
         console.print(_subgroup_table(tables["subgroups"], tables["interactions"]))
     first = next(iter(results.values()))
     console.print(first.equivalence_note, highlight=False)
-    console.print(f"wrote {', '.join(written)} to {out_dir}", highlight=False)
+    console.print(f"wrote {', '.join(written)} to {escape(str(out))}", highlight=False)

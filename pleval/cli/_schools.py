@@ -7,27 +7,30 @@ from typing import Optional
 
 import typer
 
-from ..data import read_table
 from ..errors import DataError
 from . import app
-from ._common import echo, handle_errors
+from ._common import NONE_WORDS, School, echo, handle_errors
 
 _DEFAULT_MODERATORS = ("school_poverty", "years_implementing", "enrollment")
 
 
-@app.command("schools")
+@app.command("schools", short_help="Meta-analysis and school-by-school table of per-school estimates.")
 @handle_errors
 def schools(
     file: Path = typer.Argument(..., help="Table of per-school estimates (CSV, Parquet or Excel)."),
-    school_col: str = typer.Option("school_id", "--school-col", help="Column naming the school."),
-    estimate_col: str = typer.Option("estimate", "--estimate-col", help="Column of effect sizes (SD units)."),
-    se_col: str = typer.Option("se", "--se-col", help="Column of their standard errors."),
-    subject_col: str = typer.Option(
-        "subject", "--subject-col", help="Analyse each value separately (e.g. subject); '' for one analysis."
+    school: School = None,
+    estimate: str = typer.Option("estimate", "--estimate", help="Column of effect sizes (SD units).", rich_help_panel="Columns"),
+    se: str = typer.Option("se", "--se", help="Column of their standard errors.", rich_help_panel="Columns"),
+    subject: str = typer.Option(
+        "subject", "--subject", help="Subject column: each subject analysed separately; 'none' for one analysis.",
+        rich_help_panel="Columns",
     ),
-    n_treated_col: str = typer.Option("n_treated", "--n-treated-col", help="Column of PL students per school ('' if none)."),
-    n_comparison_col: str = typer.Option(
-        "n_comparison", "--n-comparison-col", help="Column of comparison students per school ('' if none)."
+    n_treated: str = typer.Option(
+        "n_treated", "--n-treated", help="Column of PL students per school; 'none' if absent.", rich_help_panel="Columns"
+    ),
+    n_comparison: str = typer.Option(
+        "n_comparison", "--n-comparison", help="Column of comparison students per school; 'none' if absent.",
+        rich_help_panel="Columns",
     ),
     moderators: Optional[str] = typer.Option(
         None,
@@ -53,6 +56,7 @@ def schools(
     Percentile points are shifts in rank (from the 50th percentile, g = 0.08 moves a student to
     about the 53rd), not percentage points of the score.
     """
+    from ..data import read_table
     from ..heterogeneity import school_effects_from_estimates
     from ..heterogeneity.export import _readable, export_table
 
@@ -67,12 +71,12 @@ def schools(
             raise DataError("--out must differ from the input file: pleval never overwrites its input")
     res = school_effects_from_estimates(
         df,
-        school=school_col,
-        estimate=estimate_col,
-        se=se_col,
-        by=subject_col or None,
-        n_treated=n_treated_col or None,
-        n_comparison=n_comparison_col or None,
+        school=school or "school_id",
+        estimate=estimate,
+        se=se,
+        by=_column(subject),
+        n_treated=_column(n_treated),
+        n_comparison=_column(n_comparison),
         moderators=mods,
         method=method,
         hartung_knapp=hartung_knapp,
@@ -96,3 +100,7 @@ def schools(
     for target in out or []:
         path = export_table(res, target)
         echo(f"wrote {path}")
+
+
+def _column(name: str) -> str | None:
+    return None if name.strip().lower() in NONE_WORDS else name

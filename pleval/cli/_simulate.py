@@ -9,7 +9,6 @@ from typing import Optional
 
 import typer
 
-from .. import simulate as sim
 from ..errors import DataError
 from . import app
 from ._common import echo, handle_errors
@@ -21,11 +20,7 @@ class Design(str, Enum):
     school_effects = "school-effects"
 
 
-_FUNCS = {
-    Design.matched: sim.simulate_matched,
-    Design.rct: sim.simulate_cluster_rct,
-    Design.school_effects: sim.simulate_school_effects,
-}
+_FUNCS = {Design.matched: "simulate_matched", Design.rct: "simulate_cluster_rct", Design.school_effects: "simulate_school_effects"}
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -51,7 +46,7 @@ def write_frame(df, out: Path) -> None:
         df.to_parquet(out, index=False)
 
 
-@app.command("simulate")
+@app.command("simulate", short_help="Simulated evaluation data with a known truth.")
 @handle_errors
 def simulate(
     design: Design = typer.Argument(..., help="matched (PL vs comparison schools), rct (cluster-randomized) or school-effects (per-school estimates)."),
@@ -91,7 +86,9 @@ def simulate(
         given["grades"] = _int_list(given["grades"], "grades")
     if "subjects" in given:
         given["subjects"] = [s.strip() for s in given["subjects"].split(",") if s.strip()]
-    func = _FUNCS[design]
+    from .. import simulate as sim
+
+    func = getattr(sim, _FUNCS[design])
     accepted = inspect.signature(func).parameters
     wrong = [k for k in given if k not in accepted]
     if wrong:

@@ -9,6 +9,31 @@ from __future__ import annotations
 import typer
 
 
+CONVENTIONS = [
+    "## One grammar in every command",
+    "",
+    "Commands are listed in the order a user needs them: the whole evaluation (`estimate`), then "
+    "its building blocks. Wherever a command has the concept, the option has the same name and meaning:",
+    "",
+    "| option | meaning |",
+    "|---|---|",
+    "| `--out`, `-o` | where outputs go (a folder for `estimate`, `match`, `rct`; a file otherwise) |",
+    "| `--force` | write into a non-empty folder that is not a previous output of the command |",
+    "| `--config` | a TOML file of options (`estimate`; `OUT/run.toml` repeats a run) |",
+    "| `--format` | terminal output: `text` or `json` (`estimate`, `power`) |",
+    "| `--seed` | the seed of every random step (a whole number) |",
+    "| `--outcome`, `--treatment`, `--pretest`, `--covariates`, `--school`, `--subject`, `--grade`, "
+    "`--student-id`, `--block`, `--takeup`, `--weight` | the column holding that role (`none` for none) |",
+    "| `--treated-label` | the treated (PL) value of a two-label treatment column, e.g. `PL` |",
+    "| `--only-subject` | analyse one subject, a value of the `--subject` column |",
+    "",
+    "Numbers are typed (`<int>`, `<float>` in `--help`); a bad value, an unknown option or bad input "
+    "prints one line `error: ...` and exits with code 2. Tables written to a file or a pipe are never "
+    "cut off (rich only fits them to the width of an interactive terminal).",
+    "",
+]
+
+
 def _command_tree():
     from . import app
 
@@ -16,10 +41,11 @@ def _command_tree():
 
 
 def commands() -> dict[str, list[str]]:
-    """Command name -> its option flags and argument names, as the app defines them."""
+    """Command name -> its option flags and argument names, as the app defines them (in the
+    order of ``pleval --help``)."""
     group = _command_tree()
     out = {}
-    for name, cmd in sorted(group.commands.items()):
+    for name, cmd in group.commands.items():
         params = []
         for p in cmd.params:
             params.extend(p.opts if _is_option(p) else [p.name.upper()])
@@ -36,8 +62,9 @@ def markdown() -> str:
         "Generated from the `pleval` command line itself at docs build time; "
         "`pleval COMMAND --help` prints the same text.",
         "",
+        *CONVENTIONS,
     ]
-    for name, cmd in sorted(group.commands.items()):
+    for name, cmd in group.commands.items():
         lines += [f"## `pleval {name}`", ""]
         lines += [(cmd.help or "").strip().replace("\b\n", ""), ""]
         args = [p.name.upper() + ("..." if p.nargs == -1 else "") for p in cmd.params if not _is_option(p)]

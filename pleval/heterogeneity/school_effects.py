@@ -208,7 +208,12 @@ class SchoolEffects(ResultMixin):
         return export_table(self, path, **kw)
 
     def summary(self) -> str:
-        lines = [f"School effects: {int(np.isfinite(self.table['effect_size']).sum())} schools with an estimate"]
+        ok = self.table[np.isfinite(self.table["effect_size"])]
+        n_schools = ok["school"].nunique()
+        head = f"School effects: {n_schools} school{'s' if n_schools != 1 else ''} with an estimate"
+        if self.by and len(ok) != n_schools:  # one row per school and group (e.g. subject): count both
+            head += f" ({len(ok)} school × {' × '.join(map(str, self.by))} estimates)"
+        lines = [head]
         sd_parts = [f"{self._label(k)}: {v[0]:.4g} ({v[1]})" for k, v in self.sd.items() if np.isfinite(v[0])]
         if sd_parts:
             lines.append("  SD used for effect sizes — " + "; ".join(sd_parts))

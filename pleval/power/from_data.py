@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
-from ..data import SAMPLE_COLUMNS, Columns, read_table, resolve_columns
+from ..data import SAMPLE_COLUMNS, Columns, _coerce_treatment, read_table, resolve_columns
 from ..errors import DataError
 
 
@@ -138,11 +138,12 @@ def estimate_components(df: pd.DataFrame | str, columns: Columns | None = None, 
             raise DataError(f"column {c!r} must be numeric to estimate variance components")
     notes = []
     if comparison_only and columns.treatment and columns.treatment in df.columns:
-        t = df[columns.treatment]
-        if not (pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t)) or not t.dropna().isin([0, 1]).all():
-            raise DataError(f"column {columns.treatment!r} (treatment) must be 0/1 to keep comparison rows; "
-                            "or use every row (comparison_only=False)")
-        notes.append(f"comparison rows only ({int((t == 0).sum()):,} of {len(df):,}; {columns.treatment} = 0)")
+        try:  # 0/1, True/False, or two labels with columns.treated_label
+            t, treated = _coerce_treatment(df[columns.treatment], columns.treatment, columns.treated_label)
+        except DataError as exc:
+            raise DataError(f"{exc} (to keep comparison rows; or use every row: comparison_only=False)") from None
+        what = f"{columns.treatment} = 0" if columns.treated_label is None else f"{columns.treatment} ≠ {treated!r}"
+        notes.append(f"comparison rows only ({int((t == 0).sum()):,} of {len(df):,}; {what})")
         df = df[t == 0]
     subjects = [None] if not columns.subject else sorted(pd.unique(df[columns.subject].dropna()), key=str)
     if subject is not None:
