@@ -93,8 +93,9 @@ def power(
 ) -> None:
     """MDES (SD and percentile points), power for an effect, and the sample size for a target MDES.
 
-    Formulas of PowerUp! (Dong & Maynard 2013) with exact non-central t power; --from FILE
-    estimates the ICC and R² of an existing file (one-way ANOVA, Searle F interval for the ICC).
+    Formulas of PowerUp! (Dong & Maynard 2013), exact non-central t.
+
+    --from FILE estimates the ICC and R² of an existing file (one-way ANOVA; Searle F interval).
     """
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")

@@ -77,6 +77,11 @@ def _share(name: str, v, *, upper_open: bool = True, lower_open: bool = False) -
         raise DesignError(f"{name} must lie in {lo}, 1); got {v!r}")
 
 
+def _count(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise DesignError(f"{name} must be a whole number >= 0; got {v!r}")
+
+
 def _size(name: str, v, minimum: float = 1) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < minimum:
         raise DesignError(f"{name} must be a number >= {minimum:g}; got {v!r}")
@@ -241,7 +246,7 @@ class IndividualRCT(Design):
         _size("students", self.students, 2)
         _share("treated", self.treated, lower_open=True)
         _share("r2_student", self.r2_student)
-        _size("covariates", self.covariates, 0)
+        _count("covariates", self.covariates)
 
     def _variance(self) -> float:
         return (1 - self.r2_student) / (_pq(self.treated) * self.students)
@@ -284,7 +289,7 @@ class BlockedRCT(Design):
         _share("r2_effect", self.r2_effect)
         _share("treated", self.treated, lower_open=True)
         _size("omega", self.omega, 0)
-        _size("covariates", self.covariates, 0)
+        _count("covariates", self.covariates)
         if self.blocks == "fixed" and (self.omega or self.r2_effect):
             raise DesignError("omega and r2_effect describe random block effects; use blocks='random'")
 
@@ -325,7 +330,7 @@ class ClusterRCT(Design):
         _share("r2_school", self.r2_school)
         _share("r2_student", self.r2_student)
         _share("treated", self.treated, lower_open=True)
-        _size("covariates", self.covariates, 0)
+        _count("covariates", self.covariates)
 
     def _variance(self) -> float:
         J, n, pq = self.schools, self.students, _pq(self.treated)
@@ -376,7 +381,7 @@ class BlockedClusterRCT(Design):
             _share(k, getattr(self, k))
         _share("treated", self.treated, lower_open=True)
         _size("omega", self.omega, 0)
-        _size("covariates", self.covariates, 0)
+        _count("covariates", self.covariates)
         if self.blocks == "fixed" and (self.omega or self.r2_effect):
             raise DesignError("omega and r2_effect describe random district effects; use blocks='random'")
 
@@ -428,7 +433,7 @@ class MatchedComparison(Design):
         _share("icc", self.icc)
         _share("r2_school", self.r2_school)
         _share("r2_student", self.r2_student)
-        _size("covariates", self.covariates, 0)
+        _count("covariates", self.covariates)
 
     @classmethod
     def from_match(cls, match, *, icc: float, r2_school: float = 0.0, r2_student: float = 0.0, subject=None,
