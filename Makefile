@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml requirements.lock
 # Regenerate requirements.lock after changing dependencies in pyproject.toml, keeping existing
 # pins (add UV_ARGS=--upgrade to move everything to the newest releases; uv is used to
 # resolve only; the lock is an ordinary pip requirements file with hashes).
-lock: $(STAMP)
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
 	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs \
 	  --generate-hashes --universal --python-version 3.11 --no-header $(UV_ARGS) -o requirements.lock
@@ -38,7 +39,7 @@ test-latest:
 
 demo: $(STAMP)
 	$(BIN)/pleval estimate sample_data/pl_matched_students.csv --out results --force
-	@echo "The report: $(CURDIR)/results/report.html (open it in a browser); summary: results/summary.md"
+	@echo "The report: $(CURDIR)/results/report.html (open it in a browser); for print: results/report.pdf; summary: results/summary.md"
 
 # One BLAS thread per test worker: two workers already fill the two cores.
 test: $(STAMP)

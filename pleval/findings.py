@@ -87,6 +87,18 @@ def slug(s: str) -> str:
 # --------------------------------------------------------------------------------------
 # Content shared by the HTML, Markdown and text renderings
 # --------------------------------------------------------------------------------------
+def significance(estimate) -> str:
+    """Whether an :class:`~pleval._results.Estimate` is statistically significant, in words: by
+    its confidence interval (the same verdict as the test at 1 − level)."""
+    lvl = f"{estimate.level:.0%}"
+    if not (np.isfinite(estimate.ci_low) and np.isfinite(estimate.ci_high)):
+        return "statistical significance unknown (no confidence interval)"
+    if estimate.ci_low <= 0 <= estimate.ci_high:
+        return f"not statistically significant: the {lvl} confidence interval includes zero"
+    side = "above" if estimate.ci_low > 0 else "below"
+    return f"statistically significant: the {lvl} confidence interval lies {side} zero"
+
+
 def design_text(ev: "Evaluation") -> str:
     """One paragraph on the design, from the primary estimate's own description."""
     how = next(iter(ev.effects.values())).raw.method
@@ -302,6 +314,6 @@ def html_fragment(ev: "Evaluation") -> str:
 
 
 __all__ = [
-    "design_text", "overall_rows", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
+    "significance", "design_text", "overall_rows", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
     "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "title", "slug", "ADJUSTMENT_NAMES",
 ]

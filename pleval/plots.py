@@ -65,6 +65,13 @@ def to_png(fig: Figure, dpi: int = 150) -> bytes:
     return buf.getvalue()
 
 
+def to_svg(fig: Figure) -> bytes:
+    """SVG bytes of a figure (white background, tight bounding box): scales to any size."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", facecolor="white")
+    return buf.getvalue()
+
+
 def _figure(width: float, height: float) -> PlevalFigure:
     return PlevalFigure(figsize=(width, height), layout="constrained", facecolor="white")
 
@@ -205,7 +212,7 @@ def forest(
     y_pooled = 0.0
     y_sep = first - 0.6
     n_rows = k + 2 + (1 if placebo is not None else 0)
-    fig = _figure(8.5, 2.3 + ROW_INCH * n_rows)
+    fig = _figure(10.0, 2.5 + ROW_INCH * n_rows)
     ax = fig.add_subplot()
     fs = _BASE_FONT if k <= 40 else _BASE_FONT - 1
 
@@ -298,8 +305,12 @@ def forest(
         ]
         if pcol
         else []
-    ) + ([Patch(color=POOLED, label=f"pooled effect, {level:.0%} CI")] if mu is not None else []) + handles
+    ) + ([
+        Line2D([], [], color=POOLED, ls=":", lw=0.9, marker="D", ms=5,
+               label=f"pooled effect (dotted line) and its {level:.0%} CI (diamond)"),
+    ] if mu is not None else []) + handles
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
+    _number_column(ax, ticks, _forest_numbers(d, placebo, pooled, level, mu), f"effect size [{level:.0%} CI]", fs)
 
     tau = _get(pooled, "tau")
     sub = f"{k} schools" + (f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else "")
@@ -307,6 +318,35 @@ def forest(
         (title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2, loc="left"
     )
     return fig
+
+
+def _forest_numbers(d: pd.DataFrame, placebo, pooled, level: float, mu) -> list[str]:
+    """The right-hand column of the forest plot, row by row as the y ticks: estimate [CI]."""
+    def cell(e, lo, hi):
+        return f"{e:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite([e, lo, hi]).all() else ""
+
+    out = [cell(e, lo, hi) for e, lo, hi in zip(d["estimate"], d["ci_low"], d["ci_high"])]
+    if placebo is not None:
+        q = np.quantile(placebo, [(1 - level) / 2, (1 + level) / 2])
+        out.append(f"      [{q[0]:+.2f}, {q[1]:+.2f}]")
+    if mu is not None:
+        out.append(cell(mu, _get(pooled, "ci_low", np.nan), _get(pooled, "ci_high", np.nan)))
+    return out
+
+
+def _number_column(ax, ticks, labels: list[str], header: str, fontsize: float) -> None:
+    """Numbers as a column right of the plot (as metafor's ``forest()``): a twin y axis whose
+    tick labels are ``labels`` at ``ticks``, with ``header`` above the first row."""
+    lo, hi = ax.get_ylim()
+    top = hi + 0.6
+    ax.set_ylim(lo, top + 0.5)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks([*ticks, top], [*labels, header], fontsize=fontsize - 0.5, family="DejaVu Sans Mono")
+    right.get_yticklabels()[-1].set_fontweight("bold")
+    right.tick_params(axis="y", length=0, pad=4)
+    for side in right.spines:
+        right.spines[side].set_visible(False)
 
 
 # --------------------------------------------------------------------------------------
@@ -317,6 +357,7 @@ def love_plot(
     *,
     absolute: bool = True,
     thresholds: tuple[float, float] = (0.05, 0.25),
+    reference: float | None = 0.1,
     labels: tuple[str, str] = ("before matching", "after matching"),
     title: str | None = None,
 ) -> Figure:
@@ -332,6 +373,9 @@ def love_plot(
     thresholds : (float, float)
         WWC baseline-equivalence bands (Standards Handbook v4.1, II.D): |SMD| ≤ 0.05 is
         equivalent; 0.05–0.25 needs statistical adjustment; above 0.25 is not equivalent.
+    reference : float, optional
+        A dotted line at the common balance rule of thumb |SMD| < 0.1 (Austin 2009; Stuart
+        2010), drawn beside the WWC bands; ``None`` leaves it out.
     labels : (str, str)
         Legend labels of the two columns (e.g. ``("randomized groups", "")`` for a trial's
         baseline table).
@@ -360,6 +404,8 @@ def love_plot(
         ax.axvspan(s * hi_t, s * 10, color="#CC6677", alpha=0.10, lw=0)
         for t, ls in ((lo_t, "--"), (hi_t, "-")):
             ax.axvline(s * t, color="#555555", lw=0.9, ls=ls)
+        if reference is not None:
+            ax.axvline(s * reference, color="#332288", lw=1.0, ls=":")
     if not absolute:
         ax.axvline(0, color="#444444", lw=0.8)
     if has_after:
@@ -377,7 +423,8 @@ def love_plot(
         Patch(color="#44AA99", alpha=0.35, label=f"≤ {lo_t:g}: equivalent (WWC)"),
         Patch(color="#DDCC77", alpha=0.45, label=f"{lo_t:g}–{hi_t:g}: needs statistical adjustment"),
         Patch(color="#CC6677", alpha=0.3, label=f"> {hi_t:g}: not equivalent"),
-    ]
+    ] + ([Line2D([], [], color="#332288", lw=1.0, ls=":",
+                 label=f"{reference:g}: common balance rule of thumb (Austin 2009)")] if reference is not None else [])
     h, _ = ax.get_legend_handles_labels()
     fig.legend(handles=h + zone, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
     n_bad = int((np.abs(d["_a" if has_after else "_b"]) > hi_t).sum())
@@ -417,9 +464,9 @@ def propensity_overlap(
         Draw the logit of the score (spreads out scores near 0 or 1).
 
     Each group's histogram is a density (areas sum to one), so a small treated group and a
-    large comparison pool are comparable; the group sizes are in the legend. The shaded
-    range is the treated units' score range (the region of common support that matters for
-    the effect on the treated).
+    large comparison pool are comparable; the group sizes are in the legend. Both panels share
+    one y scale. The shaded range is the treated units' score range (the region of common
+    support that matters for the effect on the treated), explained in the legend.
     """
     s = np.asarray(score, dtype=float)
     t = np.asarray(treated).astype(float)
@@ -451,12 +498,15 @@ def propensity_overlap(
         ax.set_xlabel(("logit of " if logit else "") + "propensity score", fontsize=_BASE_FONT)
         ax.set_ylabel("density (treated up, comparison down)", fontsize=_BASE_FONT)
         ax.tick_params(labelsize=_BASE_FONT - 1)
-        top = np.abs(ax.get_ylim()).max()
-        ax.set_ylim(-top, top)
         ax.yaxis.set_major_formatter(lambda v, _: f"{abs(v):g}")
-        ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
-    fig.suptitle(title or "Propensity-score overlap (shaded: range of treated scores)", fontsize=_BASE_FONT + 2, x=0.01,
-                 ha="left")
+    top = max(np.abs(ax.get_ylim()).max() for ax in axes)  # one y scale for every panel
+    for ax in axes:
+        ax.set_ylim(-top, top)
+    band = Patch(color="#DDCC77", alpha=0.35, label="shaded: range of PL scores (where comparisons are needed)")
+    for ax in axes:
+        h, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=[*h, band], fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
+    fig.suptitle(title or "Propensity-score overlap", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
     return fig
 
 
@@ -577,7 +627,7 @@ def effect_distribution(
         lo, hi = min(lo, mu - 3 * tau), max(hi, mu + 3 * tau)
     nb = bins or int(np.clip(np.sqrt(y.size) * 2, 10, 40))
     edges = np.linspace(lo, hi, nb + 1)
-    fig = _figure(7.5, 4.6)
+    fig = _figure(7.5, 5.2)
     ax = fig.add_subplot()
     ax.hist(y, bins=edges, density=True, color=POSITIVE, alpha=0.45, label=f"school estimates (n = {y.size})")
     if sh is not None:
@@ -591,13 +641,14 @@ def effect_distribution(
         if tau > 0:
             ax.plot(grid, stats.norm.pdf(grid, mu, tau), color=POOLED, lw=2,
                     label=f"estimated true effects N(μ = {mu:.3f}, τ = {tau:.3f})")
-        ax.axvline(mu, color=POOLED, lw=1, ls=":")
+        ax.axvline(mu, color=POOLED, lw=1, ls=":", label="pooled mean μ")
     ax.axvline(0, color="#444444", lw=0.8)
     ax.set_xlim(lo, hi)
     ax.set_xlabel("effect size (SD units)", fontsize=_BASE_FONT)
     ax.set_ylabel("density", fontsize=_BASE_FONT)
     ax.tick_params(labelsize=_BASE_FONT - 1)
-    ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper left")
+    h, _ = ax.get_legend_handles_labels()  # below the plot: the curve never runs through it
+    fig.legend(handles=h, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
     _percentile_axis(ax, baseline_percentile)
     ax.set_title(title or "Distribution of school effects", fontsize=_BASE_FONT + 2, loc="left")
     return fig
@@ -730,6 +781,7 @@ __all__ = [
     "percentile_chart",
     "effect_distribution",
     "to_png",
+    "to_svg",
     "PlevalFigure",
     "evaluation_figures",
     "evaluation_forest",

@@ -30,7 +30,7 @@ RCT = SAMPLE / "pl_cluster_rct.csv"
 runner = CliRunner()
 
 REQUIRED = ["summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "run.toml",
-            "provenance.json", "report.html"]
+            "provenance.json", "report.html", "report.pdf"]
 
 
 def _run(args: list[str]):
@@ -84,7 +84,7 @@ def test_every_output_exists_and_parses(which, request):
     assert prov["kind"] == PROVENANCE_MARK
     assert re.fullmatch(r"[0-9a-f]{64}", prov["input"]["sha256"])
     assert prov["pleval_version"] and prov["packages"]["numpy"]
-    assert sorted(p.name for p in (out / "plots").glob("*.png")) == sorted(
+    assert sorted(p.name for p in (out / "plots").glob("*.*")) == sorted(
         Path(f).name for f in prov["outputs"] if f.startswith("plots/")
     )
     md = (out / "summary.md").read_text()

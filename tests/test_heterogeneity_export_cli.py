@@ -70,7 +70,16 @@ def test_excel_one_sheet_per_subject_formatted(student_result, tmp_path):
     text = " ".join(str(c.value) for row in ws.iter_rows(min_row=5 + len(math)) for c in row if c.value)
     assert "shift in rank" in text and "Benjamini-Hochberg" in text
     summary = wb["Summary"]
-    assert [c.value for c in summary[3]][:2] == ["subject", "method"]
+    header = [c.value for c in summary[3]]
+    assert header[:3] == ["subject", "τ² estimator", "schools (k)"]
+    assert not [h for h in header if h.endswith(("_x", "_y"))]  # no leftover merge columns
+    rows = [[c.value for c in r] for r in summary.iter_rows(min_row=4, max_row=5)]
+    meta = student_result.meta_frame()
+    assert [r[0] for r in rows] == list(meta["subject"])
+    np.testing.assert_allclose([r[header.index("pooled effect size")] for r in rows], meta["estimate"])
+    assert [r[header.index("schools (k)")] for r in rows] == list(meta["k"])
+    df = [r[header.index("df of the test")] for r in rows]  # REML without Hartung-Knapp: a z test
+    assert df == ["normal (z)"] * 2 and not any(v in ("nan", "inf") for r in rows for v in map(str, r))
 
 
 def test_markdown_and_html(student_result, tmp_path):

@@ -202,3 +202,50 @@ def test_figures_display_inline_in_ipython():
     df, pooled = _schools(5)
     data, _ = DisplayFormatter().format(plots.forest(df, pooled=pooled))
     assert data["image/png"][:4] == b"\x89PNG"
+
+
+def test_forest_numbers_column_and_pooled_line_in_legend():
+    df, pooled = _schools(5)
+    fig = plots.forest(df, pooled=pooled, placebo=np.linspace(-0.1, 0.1, 21))
+    ax, right = fig.axes[0], fig.axes[-1]
+    fig.canvas.draw()
+    left = [t.get_text() for t in ax.get_yticklabels()]
+    nums = [t.get_text() for t in right.get_yticklabels()]
+    assert list(right.get_yticks())[:-1] == pytest.approx(list(ax.get_yticks()))  # one number row per plot row
+    assert nums[-1] == "effect size [95% CI]"
+    top = df.sort_values("estimate").iloc[-1]
+    z = stats.norm.ppf(0.975)
+    lo, hi = top["estimate"] - z * top["se"], top["estimate"] + z * top["se"]
+    assert nums[left.index(top["school"])] == f"{top['estimate']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    assert nums[len(df)].strip() == f"[{np.quantile(np.linspace(-0.1, 0.1, 21), 0.025):+.2f}, +0.10]"  # placebo
+    assert nums[len(df) + 1] == "+0.08 [+0.05, +0.11]"  # pooled
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "pooled effect (dotted line)" in legend
+
+
+def test_distribution_legend_is_outside_the_plot():
+    df, _ = _schools(30)
+    fig = plots.effect_distribution(df["estimate"], shrunk=df["shrunk"], mu=0.08, tau=0.1)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    assert not fig.legends[0].get_window_extent().overlaps(ax.get_window_extent())
+    assert "pooled mean μ" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_overlap_panels_share_a_scale_and_explain_the_band():
+    rng = np.random.default_rng(1)
+    ps = np.r_[rng.beta(3, 5, 200), rng.beta(2, 8, 2000)]
+    t = np.r_[np.ones(200), np.zeros(2000)]
+    fig = plots.propensity_overlap(ps, t, weights=np.r_[np.ones(200), rng.binomial(1, 0.1, 2000)])
+    a, b = fig.axes[:2]
+    assert a.get_ylim() == b.get_ylim()
+    for ax in (a, b):
+        assert any("shaded" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_love_plot_draws_the_0_1_rule_of_thumb():
+    bal = pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.4, -0.1], "smd_after": [0.03, 0.02]})
+    ax = plots.love_plot(bal).axes[0]
+    assert 0.1 in {round(float(l.get_xdata()[0]), 6) for l in ax.lines}
+    assert 0.1 not in {round(float(l.get_xdata()[0]), 6) for l in plots.love_plot(bal, reference=None).axes[0].lines}

@@ -62,6 +62,92 @@ def test_html_sections_sentence_and_embedded_images(saved, ev):
     assert re.search(r'class="(ok|warn|bad)">(satisfied|low|not)', html)
 
 
+def _pdf_images(path) -> list[tuple[int, float]]:
+    """(pixel width, drawn width in points) of every image drawn in a PDF, from the content
+    streams (the transformation matrix in force at each ``Do``)."""
+    from pypdf import PdfReader
+
+    out = []
+    for page in PdfReader(path).pages:
+        xobjects = page["/Resources"].get("/XObject", {})
+        ops = page.get_contents().operations
+        ctm = None
+        for operands, op in ops:
+            if op == b"cm":
+                ctm = [float(v) for v in operands]
+            elif op == b"Do" and operands[0] in xobjects and xobjects[operands[0]].get("/Subtype") == "/Image":
+                out.append((int(xobjects[operands[0]]["/Width"]), ctm[0]))
+    return out
+
+
+def test_pdf_has_the_html_sections_and_print_resolution_figures(saved, ev):
+    """report.pdf: the same sections as report.html (one bookmark each, each numbered section on
+    a new page), the same figures, drawn at 200 dpi or finer; PNG at 200 dpi and SVG on disk."""
+    from PIL import Image
+    from pypdf import PdfReader
+
+    out, _ = saved
+    html = (out / "report.html").read_text()
+    reader = PdfReader(out / "report.pdf")
+    titles = [o.title for o in reader.outline]
+    html_titles = re.findall(r"<section id=\"[^\"]+\"[^>]*>\s*<h2>([^<]+)</h2>", html)
+    assert len(titles) == len(html_titles) == len(sections.build(ev, plots.evaluation_figures(ev))) >= 8
+    assert titles == [t.replace("&amp;", "&") for t in html_titles]
+    starts = [i for i, p in enumerate(reader.pages) for t in titles[1:] if (p.extract_text() or "").find(t) >= 0]
+    assert len(set(starts)) == len(titles) - 1  # every numbered section starts on a page of its own
+    text = " ".join(p.extract_text() for p in reader.pages)
+    for s in ev.subjects:
+        assert "statistically significant" in text and f"School table — {s}" in text
+    names = sorted(plots.evaluation_figures(ev))
+    assert sorted(p.stem for p in (out / "plots").glob("*.png")) == sorted(p.stem for p in (out / "plots").glob("*.svg")) == names
+    widths = {}
+    for name in names:
+        img = Image.open(out / "plots" / f"{name}.png")
+        assert img.info["dpi"] == pytest.approx((200, 200), abs=0.5)
+        widths[name] = img.size[0]
+        assert (out / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    drawn = _pdf_images(out / "report.pdf")
+    assert sorted(px for px, _ in drawn) == sorted(widths.values())  # every figure, at full resolution
+    assert all(px / (pt / 72) >= 200 - 0.5 for px, pt in drawn)  # never stretched below 200 dpi
+
+
+def test_headline_says_whether_the_effect_is_significant(ev):
+    cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+    for s in ev.subjects:
+        es = ev.effect(s).effect_size
+        status = cards[s.capitalize()].status
+        if es.ci_low <= 0 <= es.ci_high:
+            assert status.startswith("Not statistically significant")
+        else:
+            assert status.startswith("Statistically significant")
+    fake = ev.effect("math").effect_size
+    assert findings.significance(type(fake)(**{**fake.__dict__, "ci_low": -0.1, "ci_high": 0.2})).startswith("not ")
+    assert findings.significance(type(fake)(**{**fake.__dict__, "ci_low": 0.01, "ci_high": 0.2})).startswith(
+        "statistically significant: the 95% confidence interval lies above")
+
+
+def test_school_table_columns_follow_the_frame(ev):
+    f = ev.schools[ev.schools["subject"] == "math"].reset_index(drop=True)
+    ctx = sections.TableContext(0.95, 0.05)
+    t = sections.school_table(f, ctx)
+    assert {"significant (α = 0.05)", "shrunken 95% interval", "adjusted p"} <= set(t.columns)
+    assert "note" not in t.columns or (t["note"] != "").any()  # empty columns are left out
+    top = f.sort_values("effect_size", ascending=False).iloc[0]
+    z = 1.959963984540054
+    assert t["shrunken 95% interval"].iloc[0] == (
+        f"{top['shrunk_es'] - z * top['shrunk_es_sd']:+.3f} to {top['shrunk_es'] + z * top['shrunk_es_sd']:+.3f}")
+    sig = t["significant (α = 0.05)"]
+    raw = (f.sort_values("effect_size", ascending=False)["pvalue"] < 0.05).to_numpy()
+    assert list(sig != "no") == list(raw)  # something passes exactly when the raw test does
+    assert not any("calibrated" in c for c in t.columns)  # no calibrated columns in this frame...
+    cal = f.assign(p_calibrated=1.0, p_calibrated_adjusted=1.0, ci_low_calibrated=-1.0, ci_high_calibrated=1.0)
+    t2 = sections.school_table(cal, ctx)  # ...and they appear when the frame has them
+    assert {"calibrated p", "calibrated 95% CI"} <= set(t2.columns)
+    assert not t2["significant (α = 0.05)"].str.contains("placebo-calibrated").any()
+    note = sections.school_table_note(cal, ctx, "Benjamini–Hochberg")
+    assert "calibrated" in note and "shrunken" in note and "Benjamini–Hochberg" in note
+
+
 def test_markdown_keeps_signs_and_tables(saved, ev):
     out, _ = saved
     md = (out / "summary.md").read_text()

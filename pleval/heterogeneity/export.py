@@ -211,6 +211,56 @@ def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
     )
 
 
+# (column, header, Excel number format) of the summary sheet, in order.
+_SUMMARY = [
+    ("method", "τ² estimator", "@"),
+    ("k", "schools (k)", "0"),
+    ("k_tested", "schools tested", "0"),
+    ("estimate", "pooled effect size", "0.000"),
+    ("se", "SE", "0.000"),
+    ("ci_low", "CI low", "0.000"),
+    ("ci_high", "CI high", "0.000"),
+    ("pvalue", "p", "0.0000"),
+    ("df", "df of the test", "0.0"),
+    ("pp_estimate", "pooled, percentile points", "0.0"),
+    ("tau2", "τ²", "0.0000"),
+    ("tau2_ci_low", "τ² CI low", "0.0000"),
+    ("tau2_ci_high", "τ² CI high", "0.0000"),
+    ("tau", "τ (SD of true school effects)", "0.000"),
+    ("i2", "I² (%)", "0.0"),
+    ("i2_ci_low", "I² CI low (%)", "0.0"),
+    ("i2_ci_high", "I² CI high (%)", "0.0"),
+    ("q", "Q", "0.00"),
+    ("q_df", "Q df", "0"),
+    ("q_pvalue", "Q p", "0.0000"),
+    ("pi_low", "prediction interval low", "0.000"),
+    ("pi_high", "prediction interval high", "0.000"),
+    ("level", "level", "0%"),
+    ("alpha", "α", "0.00"),
+    ("adjustment", "adjustment", "@"),
+    ("positive_raw", "significantly positive, raw", "0"),
+    ("negative_raw", "significantly negative, raw", "0"),
+    ("positive_adjusted", "significantly positive, adjusted", "0"),
+    ("negative_adjusted", "significantly negative, adjusted", "0"),
+    ("expected_by_chance", "expected significant by chance (raw)", "0.0"),
+]
+
+
+def summary_frame(res: SchoolEffects) -> pd.DataFrame:
+    """One row per ``by`` group: the meta-analysis and the significance counts side by side,
+    the number of schools once (as ``k_tested`` too if the counts tested a different number)."""
+    meta, counts = res.meta_frame(), res.counts_frame()
+    if not len(meta) or not len(counts):
+        return meta if len(meta) else counts
+    by = list(res.by)
+    both = (meta[[*by, "k"]].merge(counts[[*by, "k"]], on=by, how="outer", suffixes=("", "_tested")) if by
+            else pd.DataFrame({"k": meta["k"], "k_tested": counts["k"]}))
+    counts = counts.drop(columns="k")
+    if not (both["k"] == both["k_tested"]).all():
+        counts = counts.merge(both[[*by, "k_tested"]], on=by) if by else counts.assign(k_tested=both["k_tested"])
+    return meta.merge(counts, on=by, how="outer") if by else pd.concat([meta, counts], axis=1)
+
+
 def _sheet_name(label: str, used: set[str]) -> str:
     name = re.sub(r"[\[\]:*?/\\]", "_", label)[:31] or "Sheet"
     base, i = name, 2
@@ -283,22 +333,24 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
     ws = wb.create_sheet("Summary", 0)
     ws["A1"] = f"{title} — summary"
     ws["A1"].font = Font(bold=True, size=13)
-    summary = res.meta_frame().merge(res.counts_frame(), on=list(res.by), how="outer") if res.by else (
-        pd.concat([res.meta_frame(), res.counts_frame()], axis=1) if res.meta else res.counts_frame()
-    )
-    for j, c in enumerate(summary.columns, 1):
-        cell = ws.cell(row=3, column=j, value=str(c))
+    summary = summary_frame(res)
+    cols = [(c, c, "@") for c in res.by] + [x for x in _SUMMARY if x[0] in summary.columns]
+    for j, (_, header, _) in enumerate(cols, 1):
+        cell = ws.cell(row=3, column=j, value=header)
         cell.font, cell.fill = bold, head_fill
-        ws.column_dimensions[get_column_letter(j)].width = max(len(str(c)) + 2, 10)
-    for i, rec in enumerate(summary.itertuples(index=False), start=4):
-        for j, v in enumerate(rec, 1):
-            if isinstance(v, (float, np.floating)):
+        cell.alignment = Alignment(horizontal="center", wrap_text=True)
+        ws.column_dimensions[get_column_letter(j)].width = max(min(len(header), 24) * 0.9, 10)
+    ws.row_dimensions[3].height = 45
+    for i, rec in enumerate(summary[[c for c, _, _ in cols]].itertuples(index=False), start=4):
+        for j, ((col, _, fmt), v) in enumerate(zip(cols, rec), 1):
+            if col == "df":  # no finite df: the test uses the normal distribution
+                v = "normal (z)" if not (isinstance(v, (int, float, np.number)) and np.isfinite(v)) else float(v)
+            elif isinstance(v, (float, np.floating)):
                 v = None if not np.isfinite(v) else float(v)
             elif isinstance(v, np.generic):
                 v = v.item()
             cell = ws.cell(row=i, column=j, value=v)
-            if isinstance(v, float):
-                cell.number_format = "0.0000"
+            cell.number_format = fmt if not isinstance(v, str) else "@"
     r = 4 + len(summary) + 1
     for i, n in enumerate(notes, start=r):
         ws.cell(row=i, column=1, value=f"{i - r + 1}. {n}").font = Font(italic=True)
@@ -331,4 +383,4 @@ def export_table(
     return p
 
 
-__all__ = ["export_table", "to_markdown", "to_html", "to_excel", "footnotes", "FORMATS"]
+__all__ = ["export_table", "to_markdown", "to_html", "to_excel", "footnotes", "summary_frame", "FORMATS"]

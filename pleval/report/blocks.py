@@ -81,13 +81,16 @@ class Figure:
 
 @dataclass(frozen=True)
 class Headline:
-    """One "at a glance" card: a title, the headline number, sentences and coloured verdicts
+    """One "at a glance" card: a title, the headline number, its ``status`` (e.g. whether it is
+    statistically significant; ``status_class`` colours it), sentences and coloured verdicts
     (pairs of text and verdict)."""
 
     title: str
     big: str
     lines: tuple[str, ...]
     verdicts: tuple[tuple[str, str], ...] = ()
+    status: str = ""
+    status_class: str = ""
     kind: str = field(default="headline", init=False)
 
 

@@ -15,9 +15,13 @@ from .. import plots
 from ..errors import PlevalError
 from .to_html import render_html
 from .to_markdown import render_markdown
+from .to_pdf import render_pdf
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
+
+PRINT_DPI = 200
+"""Resolution of the PNG figures (and of the figures in the HTML and PDF reports)."""
 
 PROVENANCE_MARK = "pleval estimate outputs"
 """Value of ``provenance.json``'s ``"kind"``: how a previous pleval output folder is recognised."""
@@ -66,6 +70,7 @@ def _toml_safe(v):
 _OUTPUT_FILES = (
     "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
     "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "run.toml", "provenance.json", "report.html",
+    "report.pdf",
 )
 
 
@@ -84,10 +89,12 @@ def _previous_outputs(out: Path) -> list[str] | None:
 
 
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
-         input_path: str | None = None, dpi: int = 130) -> Path:
+         input_path: str | None = None, dpi: int = PRINT_DPI) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
     school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
-    attrition.csv (trials), placebo.csv, run.toml, provenance.json, plots/*.png and report.html.
+    attrition.csv (trials), placebo.csv, run.toml, provenance.json, every figure as
+    plots/<name>.png (``dpi``, print resolution by default) and plots/<name>.svg, report.html and
+    report.pdf (the same sections, laid out for print).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -111,7 +118,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     if src_path is not None:
         here = out.resolve()
         ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
-        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() == ".png"
+        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() in (".png", ".svg")
         listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
         if src_path == here or ours or in_plots or listed:
             raise PlevalError(f"--out {out}: writing there would overwrite the input file {src}; choose another folder")
@@ -138,6 +145,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     for k, fig in figs.items():
         images[k] = plots.to_png(fig, dpi=dpi)
         put(f"plots/{k}.png", images[k])
+        put(f"plots/{k}.svg", plots.to_svg(fig))
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
@@ -153,6 +161,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
         put("placebo.csv", ev.placebo.to_csv(index=False))
     put("summary.md", render_markdown(ev, plot_files))
     put("report.html", render_html(ev, images))
+    put("report.pdf", render_pdf(ev, images, dpi=dpi))
     put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
                     "# Repeat it exactly with: pleval estimate --config run.toml\n"
                     + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".")))

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .. import percentiles
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows,
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, significance,
                         overall_rows, subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
@@ -96,6 +98,8 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
+            status=significance(e.effect_size)[0].upper() + significance(e.effect_size)[1:],
+            status_class="warn" if significance(e.effect_size).startswith("not") else "ok",
             lines=tuple(lines),
             verdicts=tuple((v["check"], v["verdict"]) for v in verdicts if v["subject"] == s)
             + ((("WWC rating", r.wwc_rating), ("ESSA tier", r.essa_tier)) if r is not None else ()),
@@ -168,7 +172,8 @@ def balance(ev: "Evaluation", figures: Collection[str]) -> Section:
             blocks.append(Table(bd, title=title(s, what)))
     love = ("Absolute standardized mean differences of each baseline characteristic"
             + (" before and after matching." if ev.design == "matched" else
-               " between the randomized groups (analytic sample).") + " Dashed line 0.05, solid line 0.25 (WWC bands).")
+               " between the randomized groups (analytic sample).") + " Dashed line 0.05, solid line 0.25 (WWC bands); dotted line 0.1, the common rule of "
+               "thumb for balance.")
     blocks += _figures(ev, figures, "love", love)
     blocks += _figures(ev, figures, "overlap",
                        "Propensity scores of PL (up) and comparison (down) students, before and after matching.")
@@ -204,8 +209,7 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The sentence per subject, every analysis on the three scales, and the percentile chart."""
     rows = overall_rows(ev)
     lvl = _lvl(ev)
-    blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ev.sentence(s)}")
-                    for s in ev.subjects]
+    blocks: list = [Paragraph(ev.sentence(s)) for s in ev.subjects]
     blocks.append(Table(
         pd.DataFrame({
             "subject": [r["subject"] for r in rows],
@@ -216,11 +220,14 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             "p": [r["p"] for r in rows],
             "MDES, SD (pct pts)": [f"{r['mdes']} ({r['mdes_pp']})" for r in rows],
             "n PL / comparison": [f"{r['n_treated']} / {r['n_control']}" for r in rows],
-            "schools": [r["n_clusters"] for r in rows],
+            "clusters": [r["n_clusters"] for r in rows],
         }),
         bold=tuple(r["primary"] for r in rows),
         note=(
-            f"Bold rows are the primary estimates; {lvl} confidence intervals in brackets. Effect size = "
+            f"Bold rows are the primary estimates; {lvl} confidence intervals in brackets. n PL / comparison: "
+            "students in each group. Clusters: the units (schools, or students without a school column) the "
+            "standard errors are clustered by, PL and comparison together; — where the standard error is not "
+            "clustered. Effect size = "
             "ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges); SD used: "
             + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
             + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
@@ -239,57 +246,125 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
 # Schools
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class TableContext:
+    """What a school-table cell may need besides the frame: the CI level and the α of the tests."""
+
+    level: float = 0.95
+    alpha: float = 0.05
+
+    @property
+    def z(self) -> float:
+        return float(stats.norm.ppf(0.5 + self.level / 2))
+
+
+@dataclass(frozen=True)
 class SchoolColumn:
-    """One column of the school table: its ``label``, the school-frame columns it ``needs``
-    and ``cell(frame, level) -> Series`` of formatted strings."""
+    """One column of the school table: its ``label`` (``{lvl}`` and ``{alpha}`` are filled in),
+    the school-frame columns it ``needs``, ``cell(frame, context) -> Series`` of formatted
+    strings, and ``note``, the sentence under the table that explains it (empty when the label
+    says it all)."""
 
     label: str
     needs: tuple[str, ...]
-    cell: Callable[[pd.DataFrame, str], pd.Series]
+    cell: Callable[[pd.DataFrame, TableContext], pd.Series]
+    note: str = ""
 
 
-def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, str], pd.Series]:
-    return lambda f, lvl: f[col].map(lambda v: fmt(v, nd, signed))
+def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
+    return lambda f, c: f[col].map(lambda v: fmt(v, nd, signed))
 
 
-def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, str], pd.Series]:
-    return lambda f, lvl: pd.Series([fmt_ci(a, b, nd, True) for a, b in zip(f[lo], f[hi])], index=f.index)
+def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
+    return lambda f, c: pd.Series([fmt_ci(a, b, nd, True) for a, b in zip(f[lo], f[hi])], index=f.index)
+
+
+def _shrunk_interval(f: pd.DataFrame, c: TableContext) -> pd.Series:
+    return pd.Series([fmt_ci(m - c.z * s, m + c.z * s, 3, True) for m, s in zip(f["shrunk_es"], f["shrunk_es_sd"])],
+                     index=f.index)
+
+
+SIGNIFICANCE_TESTS: tuple[tuple[str, str], ...] = (
+    ("raw", "pvalue"),
+    ("adjusted", "p_adjusted"),
+    ("placebo-calibrated", "p_calibrated_adjusted"),
+)
+"""The tests the significance column reports, in order: (name, p-value column of the school
+frame). A test is reported when its column is there."""
+
+
+def _significance(f: pd.DataFrame, c: TableContext) -> pd.Series:
+    tests = [(name, f[col].to_numpy(dtype=float)) for name, col in SIGNIFICANCE_TESTS if col in f.columns]
+    es = f["effect_size"].to_numpy(dtype=float)
+    out = []
+    for i in range(len(f)):
+        passed = [name for name, p in tests if p[i] < c.alpha]
+        if not np.isfinite(es[i]) or not np.isfinite(tests[0][1][i]):
+            out.append("—")
+        elif not passed:
+            out.append("no")
+        else:
+            out.append(("above zero: " if es[i] > 0 else "below zero: ") + ", ".join(passed))
+    return pd.Series(out, index=f.index)
 
 
 SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
-    SchoolColumn("school", ("school",), lambda f, lvl: f["school"].astype(str)),
-    SchoolColumn("n PL", ("n_treated",), lambda f, lvl: f["n_treated"].map(fmt_int)),
-    SchoolColumn("n comparison", ("n_comparison",), lambda f, lvl: f["n_comparison"].map(fmt_int)),
+    SchoolColumn("school", ("school",), lambda f, c: f["school"].astype(str)),
+    SchoolColumn("n PL", ("n_treated",), lambda f, c: f["n_treated"].map(fmt_int),
+                 "n PL / n comparison: the school's PL students and their comparison students."),
+    SchoolColumn("n comparison", ("n_comparison",), lambda f, c: f["n_comparison"].map(fmt_int)),
     SchoolColumn("effect size", ("effect_size",), _num("effect_size", 3)),
     SchoolColumn("{lvl} CI", ("es_ci_low", "es_ci_high"), _range("es_ci_low", "es_ci_high", 3)),
     SchoolColumn("percentile points", ("percentile_points",), _num("percentile_points", 1)),
-    SchoolColumn("p", ("pvalue",), lambda f, lvl: f["pvalue"].map(fmt_p)),
-    SchoolColumn("adjusted p", ("p_adjusted",), lambda f, lvl: f["p_adjusted"].map(fmt_p)),
-    SchoolColumn("MDES (SD)", ("mdes_sd",), _num("mdes_sd", 3, False)),
-    SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3)),
+    SchoolColumn("p", ("pvalue",), lambda f, c: f["pvalue"].map(fmt_p)),
+    SchoolColumn("adjusted p", ("p_adjusted",), lambda f, c: f["p_adjusted"].map(fmt_p),
+                 "adjusted p: adjusted for testing every school at once ({adjustment})."),
+    SchoolColumn("calibrated {lvl} CI", ("ci_low_calibrated", "ci_high_calibrated"),
+                 _range("ci_low_calibrated", "ci_high_calibrated", 3),
+                 "calibrated: allowing for the spread of placebo schools, i.e. for the school's own difference "
+                 "from its comparisons that student-level standard errors do not cover."),
+    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p)),
+    SchoolColumn("significant (α = {alpha:g})", ("effect_size", "pvalue"), _significance,
+                 "significant: which tests put the school's effect above or below zero at α = {alpha:g}: raw p, "
+                 "adjusted p, and (when placebo schools were analysed) the placebo-calibrated p adjusted for "
+                 "multiplicity; \"no\" when none does."),
+    SchoolColumn("MDES (SD)", ("mdes_sd",), _num("mdes_sd", 3, False),
+                 "MDES: the smallest true effect the school's own test would detect with 80% power at α = {alpha:g}."),
+    SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
+                 "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
+                 "noise; its interval is the estimate ± z × posterior SD (it does not include the uncertainty in τ)."),
+    SchoolColumn("shrunken {lvl} interval", ("shrunk_es", "shrunk_es_sd"), _shrunk_interval),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
-    SchoolColumn("note", ("note",), lambda f, lvl: f["note"].fillna("").astype(str)),
+    SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str)),
 )
-"""The printable columns of the school table, in order, each labelled once."""
+"""The printable columns of the school table, in order, each labelled and explained once."""
 
 
-def school_table(schools: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+def _present(frame: pd.DataFrame) -> list[SchoolColumn]:
+    return [c for c in SCHOOL_COLUMNS if all(n in frame.columns for n in c.needs)]
+
+
+def school_table(schools: pd.DataFrame, context: TableContext = TableContext()) -> pd.DataFrame:
     """The school table to print: one row per school (largest effect first), the
     :data:`SCHOOL_COLUMNS` whose source columns ``schools`` has."""
     f = schools.sort_values("effect_size", ascending=False, na_position="last") if "effect_size" in schools else schools
-    lvl = f"{level:.0%}"
-    cols = {c.label.format(lvl=lvl): c.cell(f, lvl) for c in SCHOOL_COLUMNS if all(n in f.columns for n in c.needs)}
-    return pd.DataFrame(cols).reset_index(drop=True)
+    lvl = f"{context.level:.0%}"
+    cols = {c.label.format(lvl=lvl, alpha=context.alpha): c.cell(f, context) for c in _present(f)}
+    return pd.DataFrame({k: v for k, v in cols.items() if (v != "").any()}).reset_index(drop=True)
+
+
+def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: str) -> str:
+    """The explanations of the columns :func:`school_table` prints for ``schools``."""
+    return " ".join(c.note.format(alpha=context.alpha, adjustment=adjustment) for c in _present(schools) if c.note)
 
 
 def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The forest plots and the school tables."""
-    tables = [Table(school_table(subject_rows(ev.schools, s), float(ev.options.get("level", 0.95))),
-                    title=title(s, "School table"))
-              for s in ev.subjects if len(subject_rows(ev.schools, s))]
+    ctx = TableContext(float(ev.options.get("level", 0.95)), float(ev.options.get("alpha", 0.05)))
+    adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
+    tables = [Table(school_table(f, ctx), title=title(s, "School table"), note=school_table_note(f, ctx, adjustment))
+              for s in ev.subjects if len(f := subject_rows(ev.schools, s))]
     if not tables:
         return Section("schools", "Schools", (Paragraph("No school-by-school effects for this design."),))
-    adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
     text = (
         "One estimate per PL school, in effect-size units (the same SD as the overall effect). Colours mark schools "
         f"significantly above (blue) or below (red) zero after the {adjustment} adjustment; black dots are "
@@ -410,5 +485,5 @@ def subtitle(ev: "Evaluation") -> str:
             + f" · pleval {prov.get('pleval_version', '')} · {prov.get('created_utc', '')}")
 
 
-__all__ = ["SECTIONS", "build", "school_table", "SCHOOL_COLUMNS", "SchoolColumn", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
+__all__ = ["SECTIONS", "build", "school_table", "SCHOOL_COLUMNS", "SchoolColumn", "TableContext", "SIGNIFICANCE_TESTS", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
            "CAVEAT_MATCHED", "CAVEAT_SCHOOL", "CAVEAT_MULTIPLICITY", "CAVEAT_RCT"]

@@ -34,7 +34,8 @@ def render_markdown(ev: "Evaluation", plot_files: Mapping[str, str]) -> str:
             elif b.kind == "figure":
                 out += [f"![{b.caption}]({plot_files[b.name]})", ""]
             elif b.kind == "headline":
-                out += [f"**{b.title}: {b.big}.**", ""] + [f"- {t}" for t in b.lines]
+                out += [f"**{b.title}: {b.big}.**" + (f" {b.status}." if b.status else ""), ""]
+                out += [f"- {t}" for t in b.lines]
                 out += [f"- {check}: **{verdict}**" for check, verdict in b.verdicts] + [""]
-    out += ["The full report: `report.html`; `run.toml` repeats this run.", ""]
+    out += ["The full report: `report.html` (for print: `report.pdf`); `run.toml` repeats this run.", ""]
     return "\n".join(out)

@@ -1,0 +1,240 @@
+"""``report.pdf``: the report's sections (:mod:`pleval.report.sections`) laid out for print
+with reportlab (pure Python), from the same blocks as ``report.html``.
+
+Print layout: US Letter, every numbered section starts on a new page and is a bookmark of the
+PDF; tables fit the page width (columns take the width their content needs, long cells wrap,
+the font steps down for very wide tables, the header row repeats on every page); figures are
+the report's PNGs, drawn at their print resolution or finer (a figure is scaled down to fit
+the page, never up). Text uses matplotlib's DejaVu fonts, which cover the Greek letters and
+symbols of the report (τ, Φ, ω, ≤, −).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+from xml.sax.saxutils import escape
+
+from PIL import Image as PILImage
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_LEFT, TA_RIGHT
+from reportlab.lib.pagesizes import LETTER
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import inch
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import (Flowable, Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
+                                Table as RLTable, TableStyle)
+
+from .blocks import Section, Table, numbered_titles, verdict_class
+from .sections import build, source_name, subtitle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..estimate import Evaluation
+
+PAGE = LETTER
+MARGIN = 0.7 * inch
+WIDTH = PAGE[0] - 2 * MARGIN
+HEIGHT = PAGE[1] - 2 * MARGIN - 0.3 * inch  # room for the footer
+INK, ACCENT, GREY, RULE, HEAD = (colors.HexColor(c) for c in ("#222222", "#332288", "#666666", "#DDDDDD", "#F0F0F5"))
+VERDICT = {"ok": colors.HexColor("#1A7F37"), "warn": colors.HexColor("#B35900"), "bad": colors.HexColor("#B3261E")}
+TABLE_FONT_SIZES = (8.0, 7.0, 6.0, 5.5)
+_PAD = 3.0
+
+
+def _fonts() -> str:
+    """Register DejaVu Sans (shipped with matplotlib) and return the family name."""
+    if "DejaVuSans" not in pdfmetrics.getRegisteredFontNames():
+        from matplotlib import get_data_path
+
+        ttf = Path(get_data_path()) / "fonts" / "ttf"
+        for name in ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique"):
+            pdfmetrics.registerFont(TTFont(name, str(ttf / f"{name}.ttf")))
+        pdfmetrics.registerFontFamily("DejaVuSans", normal="DejaVuSans", bold="DejaVuSans-Bold",
+                                      italic="DejaVuSans-Oblique", boldItalic="DejaVuSans-BoldOblique")
+    return "DejaVuSans"
+
+
+def _styles(font: str) -> dict[str, ParagraphStyle]:
+    base = ParagraphStyle("body", fontName=font, fontSize=9.5, leading=12.5, textColor=INK, spaceAfter=5)
+    return {
+        "body": base,
+        "title": ParagraphStyle("title", base, fontName=f"{font}-Bold", fontSize=18, leading=22, spaceAfter=4),
+        "subtitle": ParagraphStyle("subtitle", base, fontSize=8.5, textColor=GREY, spaceAfter=12),
+        "h1": ParagraphStyle("h1", base, fontName=f"{font}-Bold", fontSize=14, leading=18, textColor=ACCENT,
+                             spaceBefore=2, spaceAfter=8),
+        "h2": ParagraphStyle("h2", base, fontName=f"{font}-Bold", fontSize=10.5, leading=13, spaceBefore=8,
+                             spaceAfter=4, keepWithNext=1),
+        "note": ParagraphStyle("note", base, fontSize=8, leading=10.5, textColor=GREY),
+        "bullet": ParagraphStyle("bullet", base, leftIndent=12, bulletIndent=2, spaceAfter=3),
+        "warn": ParagraphStyle("warn", base, leftIndent=12, bulletIndent=2, spaceAfter=3, textColor=VERDICT["warn"]),
+        "big": ParagraphStyle("big", base, fontName=f"{font}-Bold", fontSize=20, leading=24, textColor=ACCENT),
+        "caption": ParagraphStyle("caption", base, fontSize=8, leading=10.5, textColor=GREY, spaceAfter=10),
+    }
+
+
+def _p(text: str, style: ParagraphStyle, **kw) -> Paragraph:
+    return Paragraph(escape(str(text)), style, **kw)
+
+
+class _Bookmark(Flowable):
+    """A zero-size flowable that makes its position a PDF bookmark (one per section)."""
+
+    def __init__(self, key: str, title: str):
+        super().__init__()
+        self.key, self.title = key, title
+
+    def wrap(self, *args):
+        return 0, 0
+
+    def draw(self):
+        self.canv.bookmarkPage(self.key)
+        self.canv.addOutlineEntry(self.title, self.key, level=0)
+
+
+# --------------------------------------------------------------------------------------
+# Tables that fit the page
+# --------------------------------------------------------------------------------------
+def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold: list[bool], font: str,
+            size: float) -> list[float] | None:
+    """Column widths that fit :data:`WIDTH`: each column gets what its longest cell needs
+    when everything fits; otherwise numbers stay on one line, text columns and headers keep at
+    least their longest word, and the rest of the page is shared in proportion to what each
+    column still wants. ``None`` if that does not fit at this font size."""
+    def w(s: str, bold: bool = False) -> float:
+        return pdfmetrics.stringWidth(s, f"{font}-Bold" if bold else font, size)
+
+    def longest_word(s: str, bold: bool = False) -> float:
+        return max((w(t, bold) for t in s.split()), default=0.0)
+
+    cols = list(zip(header, *rows)) if rows else [(h,) for h in header]
+    natural = [max(w(c[0], True), *(w(v, b) for v, b in zip(c[1:], bold))) + 2 * _PAD for c in cols]
+    least = [max(longest_word(c[0], True), *((w(v, b) if num else longest_word(v, b)) for v, b in zip(c[1:], bold)))
+             + 2 * _PAD for c, num in zip(cols, numeric)]
+    if sum(natural) <= WIDTH:
+        return natural
+    if sum(least) > WIDTH:
+        return None
+    spare, want = WIDTH - sum(least), [n - m for n, m in zip(natural, least)]
+    return [m + spare * x / sum(want) for m, x in zip(least, want)]
+
+
+def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
+    header, rows, right = t.columns, t.rows(), t.right_aligned()
+    for size in TABLE_FONT_SIZES:
+        widths = _widths(rows, header, right, [t.is_bold(i) for i in range(len(rows))], font, size)
+        if widths is not None:
+            break
+    else:  # even single words do not fit: share the width equally and let words break
+        widths = [WIDTH / len(header)] * len(header)
+    cell = [ParagraphStyle(f"c{j}", fontName=font, fontSize=size, leading=size * 1.25, textColor=INK,
+                           alignment=TA_RIGHT if r else TA_LEFT) for j, r in enumerate(right)]
+    verdict_cols = {j for j, c in enumerate(header) if c in t.verdict_columns}
+
+    def para(v: str, j: int, bold: bool = False) -> Paragraph:
+        text = escape(v)
+        if j in verdict_cols and (cls := verdict_class(v)):
+            text = f'<font color="{VERDICT[cls].hexval()}">{text}</font>'
+        return Paragraph(f"<b>{text}</b>" if bold else text, cell[j])
+
+    data = [[para(h, j, True) for j, h in enumerate(header)]]
+    data += [[para(v, j, t.is_bold(i)) for j, v in enumerate(r)] for i, r in enumerate(rows)]
+    table = RLTable(data, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table.setStyle(TableStyle([
+        ("BACKGROUND", (0, 0), (-1, 0), HEAD),
+        ("LINEBELOW", (0, 0), (-1, -1), 0.4, RULE),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), _PAD), ("RIGHTPADDING", (0, 0), (-1, -1), _PAD),
+        ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+    ]))
+    out: list = [_p(t.title, st["h2"])] if t.title else []
+    out += [table, Spacer(1, 3)]
+    if t.note:
+        out.append(_p(t.note, st["note"]))
+    return out + [Spacer(1, 6)]
+
+
+# --------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------
+def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle]) -> Flowable:
+    """The PNG at ``dpi`` (its print size), scaled down to fit the frame, never up."""
+    px_w, px_h = PILImage.open(io.BytesIO(png)).size
+    w, h = px_w / dpi * inch, px_h / dpi * inch
+    scale = min(1.0, WIDTH / w, (HEIGHT - 40) / h)
+    img = Image(io.BytesIO(png), width=w * scale, height=h * scale)
+    img.hAlign = "CENTER"
+    return KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])
+
+
+def _headline(b, st: dict[str, ParagraphStyle]) -> Flowable:
+    inner: list = [_p(b.title, st["h2"]), _p(b.big, st["big"])]
+    if b.status:
+        colour = VERDICT.get(b.status_class, INK).hexval()
+        inner.append(Paragraph(f'<font color="{colour}"><b>{escape(b.status)}</b></font>', st["body"]))
+    inner += [_p(t, st["body"]) for t in b.lines]
+    for check, verdict in b.verdicts:
+        colour = VERDICT.get(verdict_class(verdict), INK).hexval()
+        inner.append(Paragraph(f'{escape(check)}: <font color="{colour}"><b>{escape(verdict)}</b></font>', st["body"]))
+    card = RLTable([[inner]], colWidths=[WIDTH])
+    card.setStyle(TableStyle([
+        ("BOX", (0, 0), (-1, -1), 0.8, colors.HexColor("#D8D8E8")),
+        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#FAFAFF")),
+        ("LEFTPADDING", (0, 0), (-1, -1), 10), ("RIGHTPADDING", (0, 0), (-1, -1), 10),
+        ("TOPPADDING", (0, 0), (-1, -1), 6), ("BOTTOMPADDING", (0, 0), (-1, -1), 6),
+    ]))
+    return KeepTogether([card, Spacer(1, 8)])
+
+
+def _blocks(section: Section, images: Mapping[str, bytes], dpi: float, font: str,
+            st: dict[str, ParagraphStyle]) -> list:
+    out: list = []
+    for b in section.blocks:
+        if b.kind == "paragraph":
+            out.append(_p(b.text, st["note"] if b.style == "note" else st["body"]))
+        elif b.kind == "bullets":
+            if b.title:
+                out.append(_p(b.title, st["h2"]))
+            style = st["warn"] if b.style == "warn" else st["bullet"]
+            out += [Paragraph(escape(t), style, bulletText="•") for t in b.items]
+        elif b.kind == "table":
+            out += _table(b, font, st)
+        elif b.kind == "figure":
+            out.append(_figure(images[b.name], b.caption, dpi, st))
+        elif b.kind == "headline":
+            out.append(_headline(b, st))
+    return out
+
+
+def render_pdf(ev: "Evaluation", images: Mapping[str, bytes], *, dpi: float) -> bytes:
+    """The PDF report of ``ev``; ``images`` maps figure names to PNG bytes made at ``dpi``."""
+    font = _fonts()
+    st = _styles(font)
+    sections = build(ev, images.keys())
+    story: list = [_p("Did personalized learning work?", st["title"]), _p(subtitle(ev), st["subtitle"])]
+    for i, (s, heading) in enumerate(zip(sections, numbered_titles(sections))):
+        if s.numbered and i:
+            story.append(PageBreak())
+        story += [_Bookmark(s.id, heading), _p(heading, st["h1"])]
+        story += _blocks(s, images, dpi, font, st)
+    footer = f"Did personalized learning work? — {source_name(ev)}"
+
+    def on_page(canvas, doc):
+        canvas.saveState()
+        canvas.setFont(font, 7.5)
+        canvas.setFillColor(GREY)
+        canvas.drawString(MARGIN, 0.45 * inch, footer)
+        canvas.drawRightString(PAGE[0] - MARGIN, 0.45 * inch, f"page {doc.page}")
+        canvas.restoreState()
+
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
+                            bottomMargin=MARGIN + 0.3 * inch, title="Did personalized learning work?",
+                            author=f"pleval {ev.provenance.get('pleval_version', '')}", subject=subtitle(ev),
+                            invariant=1)
+    doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
+    return buf.getvalue()
+
+
+__all__ = ["render_pdf"]
