@@ -93,6 +93,8 @@ def test_every_output_exists_and_parses(which, request):
 
 def test_rating_in_the_summary_and_the_docs_worked_example(matched_run, rct_run):
     _, r = matched_run
+    # Output to a pipe has no bold: the primary rows carry a marker the title explains.
+    assert "* = primary estimate" in r.output and "ATT (matched) *" in r.output
     assert "WWC rating and ESSA tier" in r.output and "Meets With Reservations" in r.output
     out, r = rct_run
     rating = pd.read_csv(out / "rating.csv")

@@ -85,14 +85,14 @@ def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, lis
 
 def _overall_table(ev) -> Table:
     lvl = f"{float(ev.options['level']):.0%}"
-    t = table(f"Overall effect ({lvl} CI; bold = primary)",
+    t = table(f"Overall effect ({lvl} CI; * = primary estimate)",
               ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"),
               left=("subject", "analysis"))
     for (subject, analysis), g in ev.overall.groupby(["subject", "analysis"], sort=False):
         by = {r["scale"]: r for _, r in g.iterrows()}
         raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
         t.add_row(
-            escape(str(subject)), escape(str(analysis)), f"{raw['estimate']:+.2f}",
+            escape(str(subject)), escape(str(analysis)) + (" *" if raw["primary"] else ""), f"{raw['estimate']:+.2f}",
             f"{es['estimate']:+.3f} ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})",
             f"{pp['estimate']:+.1f} ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})",
             "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}",
