@@ -20,10 +20,12 @@ from .heterogeneity import MetaAnalysis, SchoolEffects, meta_analysis, meta_regr
 
 # The function shadows the module name: import the module's other names with `from pleval.estimate import ...`.
 from .estimate import Evaluation, estimate
+from .checks import CheckReport, check
 
 __all__ = [
     "__version__",
     "estimate", "Evaluation",
+    "check", "CheckReport",
     "match", "MatchResult",
     "analyze_rct", "rct_by_subject", "RCTResult",
     "school_effects", "SchoolEffects", "meta_analysis", "MetaAnalysis", "meta_regression", "placebo_schools",

@@ -1,7 +1,7 @@
 """Reading and validating student files.
 
-``read_table`` reads CSV / TSV / Parquet / Excel by extension. ``Columns`` names the role
-each column plays. ``validate`` checks a frame against the roles and returns a
+``read_table`` (:mod:`pleval.readers`) reads CSV / TSV / Excel / Parquet / Stata / SPSS
+by extension. ``Columns`` names the role each column plays. ``validate`` checks a frame against the roles and returns a
 :class:`Validated` record: the clean frame, every dropped row counted with its reason,
 the number of missing outcomes (kept: they matter for attrition) and the SHA-256 of the
 input. Problems that cannot be fixed by dropping rows raise :class:`DataError` naming
@@ -20,16 +20,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .errors import DataError
-
-_READERS = {
-    ".csv": lambda p: pd.read_csv(p),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-    ".txt": lambda p: pd.read_csv(p, sep=None, engine="python"),
-    ".parquet": pd.read_parquet,
-    ".pq": pd.read_parquet,
-    ".xlsx": pd.read_excel,
-    ".xls": pd.read_excel,
-}
+from .readers import read_table
 
 
 def file_sha256(path: str | Path) -> str:
@@ -47,33 +38,6 @@ def frame_sha256(df: pd.DataFrame) -> str:
     h.update("\x1f".join(map(str, df.columns)).encode())
     h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
     return h.hexdigest()
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, TSV, Parquet or Excel file chosen by its extension.
-
-    Raises :class:`DataError` for an unknown extension, a missing file or an empty file.
-    The frame carries ``attrs["source"]`` and ``attrs["sha256"]`` (the file's hash).
-    """
-    p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in _READERS:
-        raise DataError(f"{p.name}: unknown file type {ext or '(none)'!r}; use one of {', '.join(sorted(_READERS))}")
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p.name}: the file is empty")
-    try:
-        df = _READERS[ext](p)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{p.name}: the file is empty (no header row)") from None
-    except ImportError as exc:  # optional engine missing
-        raise DataError(f"{p.name}: cannot read {ext} files here ({exc})") from None
-    if df.shape[0] == 0:
-        raise DataError(f"{p.name}: the file has a header but no data rows")
-    df.attrs["source"] = str(p)
-    df.attrs["sha256"] = file_sha256(p)
-    return df
 
 
 def _tuple(v) -> tuple[str, ...]:
@@ -144,6 +108,19 @@ SAMPLE_COLUMNS = Columns(
 
 RCT_SAMPLE_COLUMNS = SAMPLE_COLUMNS.replace(block="block", takeup="takeup")
 """Roles of ``sample_data/pl_cluster_rct.csv``."""
+
+ROLE_FLAGS = {
+    "outcome": "--outcome", "treatment": "--treatment", "pretest": "--pretest", "covariates": "--covariates",
+    "school": "--school", "block": "--block", "student_id": "--student-id", "grade": "--grade",
+    "subject": "--subject", "weight": "--weight", "takeup": "--takeup", "treated_label": "--treated-label",
+}
+"""The command-line option that names each role (messages name the option, so that the CLI
+and the Python API say the same thing)."""
+
+
+def flag_for(role: str) -> str:
+    return ROLE_FLAGS.get(role, f"--{role.replace('_', '-')}")
+
 
 NONE_WORDS = ("", "none", "-")
 """Values that mean "no column for this role" when roles come from text (CLI, TOML)."""
@@ -248,6 +225,9 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series
     present = s.dropna()
     values = pd.unique(present)
     if treated_label is not None:
+        if treated_label not in set(values):  # "Y" typed for Y, or 2 for "2" (labels typed on a command line)
+            same = [v for v in values if str(v).strip() == str(treated_label).strip()]
+            treated_label = same[0] if len(same) == 1 else treated_label
         if treated_label not in set(values):
             raise DataError(
                 f"column {name!r} (treatment): treated label {treated_label!r} does not occur; "
@@ -271,9 +251,21 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series
     n_bad = int(len(present))
     raise DataError(
         f"column {name!r} (treatment) must be 0/1 or True/False, or two labels with the treated one "
-        f"given (treated_label=...); found {len(values)} distinct value(s) such as {sorted(map(str, values))[:4]} "
+        f"given (--treated-label); found {len(values)} distinct value(s) such as {sorted(map(str, values))[:4]} "
         f"in {n_bad:,} rows"
     )
+
+
+def with_binary_treatment(df: pd.DataFrame, columns: Columns) -> tuple[pd.DataFrame, Columns]:
+    """``df`` with the treatment column as 0/1 (missing stays missing) and ``columns`` without
+    a treated label, so that later steps (placebo schools relabel schools; trials validate
+    twice) never apply the label a second time."""
+    if columns.treated_label is None or columns.treatment not in df.columns:
+        return df, columns
+    t, _ = _coerce_treatment(df[columns.treatment], columns.treatment, columns.treated_label)
+    out = df.assign(**{columns.treatment: t})
+    out.attrs = dict(df.attrs)
+    return out, columns.replace(treated_label=None)
 
 
 def validate(
@@ -302,7 +294,7 @@ def validate(
     roles = columns.roles()
     for role in require:
         if role not in roles:
-            raise DataError(f"the {role} column is required for this analysis; name it (e.g. {role}='...')")
+            raise DataError(f"the {role} column is required for this analysis; name it ({flag_for(role)} COLUMN)")
     missing = [(role, c) for role, cols in roles.items() for c in cols if c not in df.columns]
     if missing:
         role, c = missing[0]
@@ -430,4 +422,6 @@ __all__ = [
     "RCT_SAMPLE_COLUMNS",
     "NONE_WORDS",
     "resolve_columns",
+    "with_binary_treatment",
+    "ROLE_FLAGS",
 ]

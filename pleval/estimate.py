@@ -43,9 +43,10 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
+from .checks import check
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, read_table, resolve_columns,
-    validate,
+    validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
 
@@ -135,6 +136,9 @@ class Evaluation(ResultMixin):
         Facts worth knowing about this run (e.g. optional columns not found).
     ratings : Mapping
         Subject -> its :class:`~pleval.rating.Rating` (WWC rating and ESSA tier with reasons).
+    checks : CheckReport
+        The data checks run before anything was computed (:func:`pleval.check`); their
+        warnings head the printed output and the report's "Data checks" section.
     details : Mapping
         The underlying design / school-effects results per subject, for further analysis.
     """
@@ -150,6 +154,7 @@ class Evaluation(ResultMixin):
     notes: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     ratings: Mapping[str, Any] = field(default_factory=dict)
+    checks: Any = None
     _tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
     # ---- tables ------------------------------------------------------------------------
@@ -380,6 +385,7 @@ def estimate(
     seed: int = 0,
     *,
     progress: Progress | None = None,
+    checked=None,
     **options,
 ) -> Evaluation:
     """Evaluate a PL program from a student file: design diagnostics, overall effect by
@@ -400,6 +406,11 @@ def estimate(
     subject : analyse only this subject (default: every subject, each separately).
     seed : seed of every random step (matching ties/samples, placebo sampling, permutations).
     progress : callable ``progress(message, done=None, total=None)`` told of each step.
+    checked : CheckReport, optional
+        The report of :func:`pleval.check` on this same ``df`` (its resolved columns are
+        used); without it the checks run here. Either way an error stops the run before
+        anything is computed (:class:`~pleval.errors.DataError`, the check's one line) and
+        the warnings are issued as :class:`~pleval.errors.PlevalWarning`.
 
     Other Parameters
     ----------------
@@ -453,24 +464,28 @@ def estimate(
         df = df.copy(deep=False)
         df.attrs["sha256"] = frame_sha256(df)
     notes: list[str] = []
-    if columns is None:
-        columns, col_notes = default_columns(df, design)
-        notes += col_notes
-    elif isinstance(columns, Mapping):
+    if isinstance(columns, Mapping):
         columns = Columns(**columns)
-    if not isinstance(columns, Columns):
+    if columns is not None and not isinstance(columns, Columns):
         raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles; got {type(columns).__name__}")
-
+    progress("checking the data")
+    if checked is None:
+        checked = check(df, columns, design=design)
+    checked.raise_errors()
+    columns = checked.columns
+    df, work = with_binary_treatment(df, columns)  # the label is applied once, here
+    for p in checked.warnings:  # kept apart from ev.warnings: the report shows them under "Data checks"
+        warnings.warn(p.line, PlevalWarning, stacklevel=2)
     progress("validating the data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        v = validate(df, columns, require=("outcome", "treatment", "school"))
+        v = validate(df, work, require=("outcome", "treatment", "school"))
         subjects, sub_df = _subjects(v, df, subject)
         if design == "rct":
-            parts = _run_rct(sub_df, columns, subjects, method, int(seed), opts, progress)
+            parts = _run_rct(sub_df, work, subjects, method, int(seed), opts, progress)
         else:
             v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
-            parts = _run_matched(sub_df, v_sub, columns, subjects, method, int(seed), opts, match_opts, progress)
+            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), opts, match_opts, progress)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -504,6 +519,7 @@ def estimate(
         notes=tuple(dict.fromkeys(notes + [n for p in parts for n in p.get("notes", ())])),
         details=MappingProxyType({k: MappingProxyType(p.get("details", {})) for k, p in zip(keys, parts)}),
         ratings=MappingProxyType(ratings),
+        checks=checked,
         _tables=MappingProxyType(tables),
     )
 

@@ -74,7 +74,7 @@ def test_treatment_variants(df):
     for coded in (df["pl"].astype(bool), df["pl"].map({1: "True", 0: "False"})):
         assert validate(df.assign(pl=coded), COLS).data["pl"].tolist() == df["pl"].tolist()
     labelled = df.assign(pl=df["pl"].map({1: "PL", 0: "comparison"}))
-    with pytest.raises(DataError, match=r"'pl' \(treatment\).*treated_label"):
+    with pytest.raises(DataError, match=r"'pl' \(treatment\).*--treated-label"):
         validate(labelled, COLS)
     v = validate(labelled, COLS.replace(treated_label="PL"))
     assert v.data["pl"].tolist() == df["pl"].tolist() and v.treated_value == "PL"
@@ -110,8 +110,8 @@ def test_empty_inputs(tmp_path, df):
     with pytest.raises(DataError, match="no data rows"):
         read_table(header)
     with pytest.raises(DataError, match="unknown file type"):
-        read_table(tmp_path / "x.sav")
-    with pytest.raises(FileNotFoundError):
+        read_table(tmp_path / "x.sas7bdat")
+    with pytest.raises(DataError, match="no such file"):
         read_table(tmp_path / "missing.csv")
 
 

@@ -63,6 +63,7 @@ def main(
 # Command modules, one line each, in the order a user needs them (the order of `pleval --help`):
 # the whole evaluation first, then its building blocks. Each module imports its heavy
 # dependencies inside the command, so `pleval --help` and `pleval convert` start fast.
+from . import _check  # noqa: E402,F401
 from . import _estimate  # noqa: E402,F401
 from . import _match  # noqa: E402,F401
 from . import _rct  # noqa: E402,F401

@@ -211,3 +211,31 @@ def check_out_folder(out: Path, names: Iterable[str], force: bool) -> None:
             f"--out {out} holds files this command does not write ({', '.join(foreign[:3])}"
             f"{', ...' if len(foreign) > 3 else ''}); choose another folder or pass --force"
         )
+
+
+# Reading options shared by every command that reads a student file.
+_READ = "Reading the file"
+Sep = Annotated[Optional[str], typer.Option("--sep", help="Text files: the delimiter (default: detected among , ; tab |).", rich_help_panel=_READ)]
+Decimal = Annotated[Optional[str], typer.Option("--decimal", help="Text files: the decimal mark, . or , (default: detected).", rich_help_panel=_READ)]
+Encoding = Annotated[Optional[str], typer.Option("--encoding", help="Text files: the encoding, e.g. utf-8, cp1252 (default: UTF-8, else Windows-1252).", rich_help_panel=_READ)]
+Sheet = Annotated[Optional[str], typer.Option("--sheet", help="Excel: the sheet, by name or number from 0 (default: the first).", rich_help_panel=_READ)]
+HeaderRow = Annotated[Optional[int], typer.Option("--header-row", help="Excel and text files: the row number (from 1) holding the column names (default: detected).", rich_help_panel=_READ)]
+Na = Annotated[Optional[str], typer.Option("--na", help="Values that mean missing, comma-separated, e.g. '.' or '.,-99' (empty cells always do).", rich_help_panel=_READ)]
+
+
+def read_options(sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None) -> dict:
+    """The reader's keyword arguments (:func:`pleval.readers.read_table`) from the reading options."""
+    if decimal is not None and decimal not in (".", ","):
+        raise DataError(f"--decimal must be . or ,; got {decimal!r}")
+    return dict(sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row, na=na)
+
+
+def print_checks(report) -> None:
+    """Data-check warnings at the top of a command's output; on errors, every error line on
+    stderr and exit code 2, before anything is computed."""
+    if report.errors:
+        for p in report.errors:
+            err_console.print(f"[bold red]error:[/] {escape(p.line)}", highlight=False)
+        raise typer.Exit(code=2)
+    for p in report.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(p.line)}", highlight=False)

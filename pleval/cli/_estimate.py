@@ -12,7 +12,7 @@ import difflib
 import json
 import time
 import tomllib
-from dataclasses import replace
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -23,13 +23,11 @@ from . import app
 from ._common import (
     Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, StudentId, Subject, Takeup,
     TreatedLabel, Treatment, Weight, check_subject_flag, console, echo, err_console, escape, handle_errors,
-    parse_value, table,
+    parse_value, print_checks, read_options, table, Decimal, Encoding, HeaderRow, Na, Sep, Sheet,
 )
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-    from ..data import Columns
 
 # Column-role flags, named as the Columns fields they set.
 _ROLES = ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id", "grade",
@@ -71,16 +69,14 @@ def _unknown_options(extra: list[str], ctx: typer.Context) -> None:
     raise DataError(f"{what} {bad!r}" + (f" (did you mean {hint[0]}?)" if hint else "") + "; see pleval estimate --help")
 
 
-def _columns(df, design: str, cfg_cols: dict, flags: dict) -> tuple[Columns, list[str]]:
-    """Default roles (the sample files'), then the config's [columns], then the flags."""
-    from ..data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, resolve_columns
-
+def _given(cfg_cols: dict, flags: dict) -> dict:
+    """The roles given: the config's [columns], then the flags (the rest take default names)."""
     given = dict(cfg_cols)
     for role in _ROLES:
         v = flags.get(role)
         if v is not None:
             given[role] = parse_value(v) if role == "treated_label" else v
-    return resolve_columns(df, RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS, given)
+    return given
 
 
 def _overall_table(ev) -> Table:
@@ -194,7 +190,7 @@ class _Steps:
 @handle_errors
 def estimate(
     ctx: typer.Context,
-    file: Optional[Path] = typer.Argument(None, help="Student file (CSV, Parquet or Excel), one row per student × subject. May come from --config."),
+    file: Optional[Path] = typer.Argument(None, help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject. May come from --config."),
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
     method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting; rct: ols (default), cluster_means, mixedlm."),
     only_subject: OnlySubject = None,
@@ -231,15 +227,23 @@ def estimate(
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """Evaluate a PL program: design diagnostics, overall effect by subject, school effects, plots and a self-contained HTML report, written to an outputs folder.
 
     Column options default to the names in sample_data/ (roles absent from the file are left out). Every option can also come from --config FILE.toml; flags given here override it, and OUT/run.toml records the resolved configuration so the run can be repeated exactly (docs/estimate.md).
     """
     from .. import percentiles
+    from ..checks import check
     from ..data import read_table
+    from ..errors import PlevalWarning
     from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
-    from ..report import save as save_report
+    from ..report import check_outputs, save as save_report
 
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
@@ -280,18 +284,25 @@ def estimate(
             err_console.print(f"[yellow]note:[/] --design {design_}: ignoring the config's {', '.join(dropped)}",
                               highlight=False)
     t0 = time.perf_counter()
+    flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
+                 covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
+                 subject=subject, weight=weight, takeup=takeup)
+    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
+    check_outputs(out_, force=force, input_path=str(src))  # before any computation
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps:
-        steps("reading the data")
-        df = read_table(src)
+        steps("reading and checking the data")
+        df = read_table(src, **reading)
         check_subject_flag(df, subject)
-        flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
-                     covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
-                     subject=subject, weight=weight, takeup=takeup)
-        cols, notes = _columns(df, design_, cfg.get("columns", {}), flags)
-        ev = run_estimate(df, cols, design=design_, method=method_, subject=subject_, seed=seed_, progress=steps,
-                          **options)
+        report = check(df, given=_given(cfg.get("columns", {}), flags), design=design_)
+        if fmt == "text" and not quiet and not debug:
+            print_checks(report)  # errors: every line, exit 2; warnings: at the top
+        else:
+            report.raise_errors()
+        with warnings.catch_warnings():  # shown above (or in the JSON): not again as Python warnings
+            warnings.simplefilter("ignore", PlevalWarning)
+            ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
+                              progress=steps, checked=report, **options)
         steps("writing plots, tables and the report")
-        ev = replace(ev, notes=tuple(dict.fromkeys([*notes, *ev.notes])))
         folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src))
     elapsed = time.perf_counter() - t0
     report = folder / "report.html"

@@ -10,9 +10,9 @@ import typer
 
 from . import app
 from ._common import (
-    Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed, StudentId, Subject, TreatedLabel, Treatment,
-    check_out_folder, check_subject_flag, console, escape, handle_errors, parse_names, parse_sd, parse_value,
-    table,
+    Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Seed, Sep, Sheet,
+    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
+    handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options, table,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 @app.command("match", short_help="Matched comparison: match, check balance, estimate the effect.")
 @handle_errors
 def match_cmd(
-    data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
+    data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg or weighting."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
@@ -70,6 +70,13 @@ def match_cmd(
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
+    weight: Weight = None,
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """Match PL students to comparison students, check balance and estimate the effect.
 
@@ -77,19 +84,23 @@ def match_cmd(
     equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv and
     counts.csv to --out. Column options default to sample_data/pl_matched_students.csv.
     """
-    from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+    from .. import outputs
+    from ..checks import check
+    from ..data import read_table
     from ..matching import match
 
+    sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
-    df = read_table(data)
+    outputs.prepare(out)
+    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
-             "student_id": student_id}
-    cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
-    for n in notes:
-        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
-    sd_value = parse_sd(sd)
+             "student_id": student_id, "weight": weight}
+    # a school column is required unless --school none says so (then a warning: SEs by student)
+    report = check(df, given=given, require=("outcome", "treatment") if school is not None else None)
+    print_checks(report)
+    cols = report.columns
     res = match(
         df, cols, method=method.value, exact=parse_names(exact), k=k,
         caliper=False if no_caliper else caliper, replace=replace, band=band,
@@ -99,11 +110,11 @@ def match_cmd(
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
     bal = res.balance()
 
-    out.mkdir(parents=True, exist_ok=True)
     eff_frame = eff.to_frame()
     frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame())
-    for name, frame in zip(_OUTPUTS, frames):
-        frame.to_csv(out / name, index=False)
+    with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
+        for name, frame in zip(_OUTPUTS, frames):
+            frame.to_csv(tmp / name, index=False)
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)

@@ -12,9 +12,10 @@ import typer
 
 from . import app
 from ._common import (
-    Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, Seed, StudentId, Subject,
-    Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag, console, err_console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, table,
+    Block, Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, OnlySubject, Outcome, Pretest, School,
+    Seed, Sep, Sheet, StudentId, Subject, Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag,
+    console, err_console, escape, handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options,
+    table,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _equivalence_table(frame: pd.DataFrame) -> Table:
 @app.command("rct", short_help="Randomized trial: ITT, WWC attrition and baseline equivalence.")
 @handle_errors
 def rct(
-    data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
+    data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     design: DesignOpt = typer.Option(DesignOpt.cluster, "--design", help="cluster (schools randomized), blocked or individual."),
     method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means or mixedlm."),
     only_subject: OnlySubject = None,
@@ -116,6 +117,12 @@ def rct(
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment for subgroups: bh, holm, bonferroni."),
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
 
@@ -126,21 +133,25 @@ def rct(
     """
     import pandas as pd
 
-    from ..data import RCT_SAMPLE_COLUMNS, read_table, resolve_columns
+    from .. import outputs
+    from ..checks import check
+    from ..data import read_table
     from ..rct import analyze_rct
 
+    sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
-    df = read_table(data)
+    outputs.prepare(out)
+    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
     check_subject_flag(df, subject)
     given = {
         "outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label), "pretest": pretest,
         "covariates": covariates, "school": school, "block": block, "takeup": takeup, "subject": subject,
         "student_id": student_id, "grade": grade,
     }
-    cols, notes = resolve_columns(df, RCT_SAMPLE_COLUMNS, given)
-    for n in notes:
-        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
-    sd_value = parse_sd(sd)
+    need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
+    report = check(df, given=given, design="rct", require=need)
+    print_checks(report)
+    cols = report.columns
     if cols.subject and only_subject is None:
         subjects = [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     else:
@@ -163,7 +174,6 @@ def rct(
                 progress=lambda done, total, _t=task: bar.update(_t, completed=done, total=total), **kw,
             )
 
-    out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in _TABLES}
     for s, res in results.items():
         tables["itt"].append(res.to_frame().assign(subject=s))
@@ -184,13 +194,14 @@ def rct(
         for n in res.notes:
             console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     written = []
-    for name, parts in tables.items():
-        if parts:
-            frame = pd.concat(parts, ignore_index=True)
-            frame = frame[["subject"] + [c for c in frame.columns if c != "subject"]]
-            frame.to_csv(out / f"{name}.csv", index=False)
-            tables[name] = frame
-            written.append(f"{name}.csv")
+    with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
+        for name, parts in tables.items():
+            if parts:
+                frame = pd.concat(parts, ignore_index=True)
+                frame = frame[["subject"] + [c for c in frame.columns if c != "subject"]]
+                frame.to_csv(tmp / f"{name}.csv", index=False)
+                tables[name] = frame
+                written.append(f"{name}.csv")
     console.print(_attrition_table(tables["attrition"]))
     console.print(_equivalence_table(tables["equivalence"]))
     if written and "subgroups.csv" in written:

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
-from ..data import Columns, _coerce_treatment
+from ..data import Columns, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
 from ..inference import adjust_pvalues
 from .meta import meta_analysis
@@ -191,10 +191,7 @@ def placebo_schools(
     for col in (school, columns.treatment):
         if col not in data.columns:
             raise DataError(f"column {col!r} is not in the data")
-    if columns.treated_label is not None:  # one coding from here on (1 = PL): placebo rounds recode it
-        coded, _ = _coerce_treatment(data[columns.treatment], columns.treatment, columns.treated_label)
-        data = data.assign(**{columns.treatment: coded})
-        columns = columns.replace(treated_label=None)
+    data, columns = with_binary_treatment(data, columns)
     match_options = dict(match_options or {})
     match_options.setdefault("seed", seed)
     covariates = tuple(columns.pretest) if covariates is None else tuple(covariates)

@@ -136,6 +136,11 @@ def match(
     school_keys : VCG school-level exact keys (e.g. "urbanicity", "school_poverty");
         ``school_bins={"school_poverty": [0, .25, .5, .75, 1]}`` bins a numeric one first.
     trim, truncate, stabilize : weighting options (:func:`pleval.matching.weighting.att_weights`).
+
+    Analysis weights (``columns.weight``) multiply the matching weights row by row, so the
+    effect regression is WLS with weight ``w_match · w_analysis`` and the effect-size SD,
+    balance after matching and school effects are weighted the same way; the propensity
+    model itself is unweighted.
     require_outcome : match only rows with an observed outcome (default; the rest are counted
         as excluded).
     seed : seeds tie-breaking, greedy order "random" and VCG sampling.
@@ -278,6 +283,9 @@ def match(
         diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
+    if c.weight:  # analysis weights multiply the matching weights (each row's own weight)
+        w = w * data[c.weight].to_numpy(dtype=float)[rows]
+        options["weight"] = c.weight
     if method != "weighting" and n_sets == 0:
         why = pd.Series(un_reason.astype(str)).value_counts()
         raise DesignError(

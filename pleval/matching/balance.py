@@ -167,4 +167,6 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
         tabs.append(tab)
         if pretest is not None:
             eqs.append({"group": name, **pretest_equivalence(a, treatment, pretest, weight=weight)})
-    return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs), threshold)
+    eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",
+               "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]  # empty without a pretest
+    return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=eq_cols), threshold)

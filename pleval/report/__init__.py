@@ -10,11 +10,12 @@ print-ready PDF (:mod:`~pleval.report.to_pdf`) and to Markdown
 flow one way: this package reads an Evaluation; :mod:`pleval.estimate` never imports it.
 """
 
-from .outputs import PROVENANCE_MARK, run_config, save
+from .outputs import PROVENANCE_MARK, check_outputs, run_config, save
 from .sections import SECTIONS, build, school_table
 from .to_html import render_html
 from .to_markdown import render_markdown
 from .to_pdf import render_pdf
 
-__all__ = ["save", "run_config", "render_html", "render_pdf", "render_markdown", "build", "SECTIONS", "school_table",
+__all__ = ["save", "check_outputs", "run_config", "render_html", "render_pdf", "render_markdown", "build", "SECTIONS",
+           "school_table",
            "PROVENANCE_MARK"]

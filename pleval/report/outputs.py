@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from .. import outputs as atomic
 from .. import plots
 from ..errors import PlevalError
 from .to_html import render_html
@@ -88,6 +89,29 @@ def _previous_outputs(out: Path) -> list[str] | None:
     return [str(f) for f in prov.get("outputs", [])]
 
 
+def check_outputs(out_dir, *, force: bool = False, input_path: str | None = None) -> list[str] | None:
+    """Refuse, before anything is computed, an outputs folder that cannot be used: a file, a
+    folder that cannot be created or written (:func:`pleval.outputs.prepare`), a non-empty
+    folder that is not a previous pleval output (unless ``force``), or one where the input file
+    would be overwritten. Returns the previous run's files (``None`` if there was none)."""
+    out = atomic.prepare(out_dir)
+    previous = _previous_outputs(out) if out.exists() else None
+    if out.exists() and any(out.iterdir()) and previous is None and not force:
+        raise PlevalError(
+            f"--out {out}: the folder is not empty and is not a previous pleval output (no pleval provenance.json); "
+            "choose another folder or pass --force"
+        )
+    src_path = Path(input_path).resolve() if input_path else None
+    if src_path is not None:
+        here = out.resolve()
+        ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
+        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() in (".png", ".svg")
+        listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
+        if src_path == here or ours or in_plots or listed:
+            raise PlevalError(f"--out {out}: writing there would overwrite the input file {input_path}; choose another folder")
+    return previous
+
+
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
          input_path: str | None = None, dpi: int = PRINT_DPI) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
@@ -98,42 +122,29 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
-    Refuses (``PlevalError``) a non-empty folder that is not a previous pleval output unless
-    ``force``; never writes over the input file (even with ``force``). Files a previous pleval
-    run wrote there are replaced; other files are left alone.
+    Refuses (``PlevalError``) what :func:`check_outputs` refuses. Everything is written into a
+    temporary folder beside ``out_dir`` and swapped into place at the end
+    (:func:`pleval.outputs.atomic_folder`): an interrupted run leaves the previous outputs
+    whole. Files a previous pleval run wrote there are replaced; other files are kept.
     """
-    import tomli_w
-
     out = Path(out_dir)
     src = input_path or ev.provenance.get("input", {}).get("path")
-    src_path = Path(src).resolve() if src else None
-    if out.exists() and not out.is_dir():
-        raise PlevalError(f"--out {out}: exists and is not a folder")
-    previous = _previous_outputs(out) if out.exists() else None
-    if out.exists() and any(out.iterdir()) and previous is None and not force:
-        raise PlevalError(
-            f"--out {out}: the folder is not empty and is not a previous pleval output (no pleval provenance.json); "
-            "choose another folder or pass --force"
-        )
-    if src_path is not None:
-        here = out.resolve()
-        ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
-        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() in (".png", ".svg")
-        listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
-        if src_path == here or ours or in_plots or listed:
-            raise PlevalError(f"--out {out}: writing there would overwrite the input file {src}; choose another folder")
+    previous = check_outputs(out, force=force, input_path=src)
     figs = plots.evaluation_figures(ev)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in previous or []:  # files of the previous run (stale plots of other subjects, ...)
-        p = out / f
-        if p.is_file() and p.resolve() != src_path:
-            p.unlink()
-    (out / "plots").mkdir(exist_ok=True)
+    with atomic.atomic_folder(out, replaced=previous or []) as tmp:
+        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi)
+    return out
 
+
+def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int) -> None:
+    """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``)."""
+    import tomli_w
+
+    (tmp / "plots").mkdir(exist_ok=True)
     written: list[str] = []
 
     def put(name: str, data: str | bytes) -> None:
-        p = out / name
+        p = tmp / name
         if isinstance(data, bytes):
             p.write_bytes(data)
         else:
@@ -149,7 +160,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
-    _write_school_xlsx(ev, out / "school_effects.xlsx")
+    _write_school_xlsx(ev, tmp / "school_effects.xlsx")
     written.append("school_effects.xlsx")
     put("balance.csv", ev.balance.to_csv(index=False))
     put("equivalence.csv", ev.equivalence.to_csv(index=False))
@@ -175,8 +186,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
         "warnings": list(ev.warnings),
         "outputs": sorted(written + ["provenance.json"]),
     }
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2), encoding="utf-8")
-    return out
+    (tmp / "provenance.json").write_text(json.dumps(prov, indent=2), encoding="utf-8")
 
 
 def _relative(path: str, folder: Path) -> str:
@@ -201,4 +211,4 @@ def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
                                                                                         index=False)
 
 
-__all__ = ["save", "run_config", "PROVENANCE_MARK"]
+__all__ = ["save", "check_outputs", "run_config", "PROVENANCE_MARK"]

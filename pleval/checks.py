@@ -1,0 +1,545 @@
+"""Checking a student file before anything is computed: :func:`check`.
+
+``pleval.check(file_or_frame, ...)`` reads the file, resolves every column role and lists
+*every* problem at once, each as one line that names the column and the exact ``pleval``
+option that fixes it, at one of three levels:
+
+* **error** — the analysis cannot run or would be wrong (a named column that is absent, a
+  default column that is absent while a near-namesake is present, non-numeric scores, a
+  treatment that is not two-valued, duplicated students, a header naming a column twice, ...);
+* **warning** — the analysis runs, but read the consequence (a role that fell back to
+  nothing: "subjects pooled", "no covariates"; outliers; numbers mixed with text; a
+  constant column; rows dropped for missing values);
+* **note** — worth knowing (what the reader detected, unused columns, missing outcomes
+  kept for attrition).
+
+:meth:`CheckReport.exit_code` is 0 (clean), 1 (warnings) or 2 (errors), as ``pleval check``
+exits. ``pleval.estimate`` runs the same checks first and stops on the first error before
+computing anything (:meth:`CheckReport.raise_errors`).
+
+Outlier rule (stated in every message): a value lies more than :data:`OUTLIER_K` = 8 scaled
+median absolute deviations (1.4826·MAD, the normal-consistent SD) from the median of its
+grade × subject cell. For normal data a false flag has probability about 1e-15 per value;
+the rule is for gross errors (a score of 1e12, a sentinel 999), not for trimming.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ._results import ResultMixin
+from .data import NONE_WORDS, RCT_SAMPLE_COLUMNS, ROLE_FLAGS, SAMPLE_COLUMNS, Columns, _split_names, flag_for, validate
+from .errors import DataError, DesignError, PlevalError
+from .readers import duplicate_header_message, read_raw
+
+LEVELS = ("error", "warning", "note")
+OUTLIER_K = 8.0
+"""Flag values more than this many scaled MADs from their grade × subject cell's median."""
+NA_LIKE = {".", "-", "--", "na", "n/a", "nan", "null", "none", "missing", "#n/a", "*", "?", "x", "-99", "-999", "999", "9999"}
+"""Text that usually means "missing": non-numeric values all among these suggest ``--na``."""
+
+# Consequence of each optional role that is absent (not given, default not in the data).
+_ABSENT = {
+    "pretest": "no pretest: effects are not adjusted for prior achievement and WWC baseline equivalence cannot be checked",
+    "covariates": "no covariates: the design adjusts for the pretest only",
+    "grade": "no grade column: grades are not matched exactly and the effect-size SD is not pooled within grade",
+    "subject": "no subject column: all rows are analysed as one subject (subjects pooled)",
+    "student_id": "no student id column: duplicated students cannot be detected",
+    "block": "no block column: the trial is analysed as unblocked",
+    "takeup": "no take-up column: no complier (CACE) estimate",
+    "school": "no school column: standard errors cannot be clustered by school",
+}
+_RCT_ONLY = ("block", "takeup")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: ``level`` (error / warning / note), what kind, the column, a one-line
+    ``message`` and the option that fixes it (``fix``), with the rows concerned."""
+
+    level: str
+    kind: str
+    message: str
+    column: str | None = None
+    fix: str = ""
+    n_rows: int | None = None
+
+    @property
+    def line(self) -> str:
+        """The one-line message, with the fix."""
+        return self.message + (f"; fix: {self.fix}" if self.fix else "")
+
+
+@dataclass(frozen=True, repr=False)
+class CheckReport(ResultMixin):
+    """Every problem found in a student file (immutable). ``columns`` is the resolved
+    :class:`~pleval.data.Columns` (``None`` when the file could not be read); ``roles``
+    says where each role's column came from (given, default, absent)."""
+
+    source: str
+    design: str
+    n_rows: int
+    n_columns: int
+    columns: Columns | None
+    problems: tuple[Problem, ...]
+    roles: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def _level(self, level: str) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.level == level)
+
+    errors = property(lambda self: self._level("error"), doc="The errors (the analysis cannot run).")
+    warnings = property(lambda self: self._level("warning"), doc="The warnings (it runs; read the consequence).")
+    notes = property(lambda self: self._level("note"), doc="Notes (what was detected, unused columns).")
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 warnings, 2 errors (``pleval check``'s exit code)."""
+        return 2 if self.errors else 1 if self.warnings else 0
+
+    def raise_errors(self) -> None:
+        """Raise :class:`DataError` with the first error's line (and how many more there are)."""
+        errs = self.errors
+        if errs:
+            more = f" (and {len(errs) - 1} more error(s): run `pleval check` to list them)" if len(errs) > 1 else ""
+            raise DataError(errs[0].line + more)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per problem: level, kind, column, rows, message, fix."""
+        return pd.DataFrame(
+            [{"level": p.level, "kind": p.kind, "column": p.column, "n_rows": p.n_rows, "message": p.message, "fix": p.fix}
+             for p in self.problems],
+            columns=["level", "kind", "column", "n_rows", "message", "fix"],
+        )
+
+    def summary(self) -> str:
+        head = f"{Path(self.source).name if self.source else 'data'}: {self.n_rows:,} rows, {self.n_columns} columns"
+        counts = ", ".join(f"{len(self._level(lv))} {lv}(s)" for lv in LEVELS)
+        lines = [f"{head} — {counts}"]
+        if len(self.roles):
+            lines.append("Column roles:")
+            for r in self.roles.itertuples():
+                lines.append(f"  {r.role:<11} {r.column or '—':<28} ({r.source})")
+        for lv in LEVELS:
+            for p in self._level(lv):
+                lines.append(f"{lv}: {p.line}")
+        if not self.problems:
+            lines.append("no problems found")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------
+def check(
+    data,
+    columns: Columns | None = None,
+    *,
+    given: Mapping[str, Any] | None = None,
+    design: str = "matched",
+    require: tuple[str, ...] | None = None,
+    **read_options,
+) -> CheckReport:
+    """Check a student file (a path or a DataFrame) and return a :class:`CheckReport`.
+
+    Parameters
+    ----------
+    data : path or DataFrame. A path is read with :func:`pleval.readers.read_table`'s
+        ``read_options`` (``sep``, ``decimal``, ``encoding``, ``sheet``, ``header_row``, ``na``).
+    columns : the roles, every one explicit (a :class:`~pleval.data.Columns`); or ``None``
+        for the sample files' default names overridden by ``given``.
+    given : role -> column name(s) given by the user (``"none"`` for "no such column"), as
+        the CLI's column options; roles not given take their default name if it exists.
+    design : ``"matched"`` or ``"rct"`` (which roles matter, whether weights can be used).
+    require : roles that must be present (default: outcome, treatment and school).
+    """
+    if isinstance(data, (str, Path)):
+        src = str(data)
+        try:
+            df = read_raw(data, **read_options)
+        except DataError as exc:
+            return CheckReport(src, design, 0, 0, None, (Problem("error", "file", str(exc), fix=""),))
+    elif isinstance(data, pd.DataFrame):
+        df, src = data, str(data.attrs.get("source", ""))
+    else:
+        raise DataError(f"expected a file path or a pandas DataFrame; got {type(data).__name__}")
+    if design not in ("matched", "rct"):
+        raise DataError(f"design must be matched or rct; got {design!r}")
+    require = ("outcome", "treatment", "school") if require is None else tuple(require)
+    problems: list[Problem] = [Problem("note", "reading", n) for n in df.attrs.get("read_notes", ())]
+    name = Path(src).name if src else "the data"
+    for d in df.attrs.get("duplicate_headers", ()):
+        problems.append(Problem("error", "duplicated header", duplicate_header_message(name, [d]), d))
+    if len(df) == 0:
+        problems.append(Problem("error", "empty", "the data have no rows"))
+        return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
+    base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
+    if columns is None:
+        cols, roles, found = resolve_roles(df, base, given, design=design, require=require)
+    else:
+        if not isinstance(columns, Columns):
+            raise DataError(f"columns must be a pleval.data.Columns; got {type(columns).__name__}")
+        cols, roles, found = _explicit_roles(df, columns, require)
+    problems += found
+    problems += _value_problems(df, _present(cols, df), design)
+    problems += _validation_problem(df, cols, require, problems)
+    used = {c for v in cols.roles().values() for c in v}
+    unused = [str(c) for c in df.columns if c not in used]
+    if unused:
+        problems.append(Problem("note", "unused columns", f"columns not used by any role: {', '.join(unused[:20])}"
+                                + (f" (and {len(unused) - 20} more)" if len(unused) > 20 else "")))
+    order = {lv: i for i, lv in enumerate(LEVELS)}
+    problems.sort(key=lambda p: order[p.level])
+    return CheckReport(src, design, len(df), df.shape[1], cols, tuple(problems), roles)
+
+
+# --------------------------------------------------------------------------------------
+# Roles
+# --------------------------------------------------------------------------------------
+def _norm(s: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(s).lower())
+
+
+def suggest(name: str, available, n: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Columns that look like ``name`` (case, spaces and punctuation ignored first)."""
+    available = [str(c) for c in available]
+    exact = [c for c in available if _norm(c) == _norm(name)]
+    by_norm = {_norm(c): c for c in available}
+    close = [by_norm[m] for m in difflib.get_close_matches(_norm(name), list(by_norm), n=n, cutoff=cutoff)]
+    return list(dict.fromkeys(exact + close))[:n]
+
+
+def _near_namesake(name: str, available) -> str | None:
+    """A column that is very likely the one meant by a default name (same letters, or the
+    default as a word of it, or 80% similar), e.g. 'School ID' for 'school_id'."""
+    key = _norm(name)
+    for c in map(str, available):
+        k = _norm(c)
+        if k == key or (len(key) >= 4 and re.search(rf"(^|[^0-9a-z]){re.escape(name.lower())}([^0-9a-z]|$)", c.lower())):
+            return c
+    close = difflib.get_close_matches(key, [_norm(c) for c in available], n=1, cutoff=0.8)
+    if close:
+        return next(c for c in map(str, available) if _norm(c) == close[0])
+    return None
+
+
+def _q(name: str) -> str:
+    """A column name as typed on a command line."""
+    return name if re.fullmatch(r"[\w.,-]+", name) else f'"{name}"'
+
+
+def _missing_named(df, role: str, col: str) -> Problem:
+    hint = suggest(col, df.columns)
+    did = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else f"; columns: {', '.join(map(str, df.columns[:20]))}"
+    fix = f"{flag_for(role)} {_q(hint[0])}" if hint and role not in ("pretest", "covariates") else (
+        f"{flag_for(role)} with the right name")
+    return Problem("error", "missing column", f"column {col!r} ({role}) is not in the data{did}", col, fix)
+
+
+def resolve_roles(df: pd.DataFrame, base: Columns, given: Mapping[str, Any] | None = None, *, design: str = "matched",
+                  require: tuple[str, ...] = ("outcome", "treatment")) -> tuple[Columns, pd.DataFrame, list[Problem]]:
+    """Roles for ``df``: those ``given``, the others by their default name in ``base`` when the
+    column exists. Returns the :class:`Columns`, a table of where each role came from, and the
+    problems: a given column that is absent (error, with close matches), a required role
+    that is absent (error), a default that is absent while a near-namesake is present
+    (error: name it or say ``none``), and any other absent default (warning stating the
+    consequence)."""
+    given = {r: v for r, v in (given or {}).items() if v is not None}
+    roles_known = [f.name for f in fields(Columns)]
+    unknown = sorted(set(given) - set(roles_known))
+    if unknown:
+        raise DataError(f"unknown column role(s) {unknown}; roles are {roles_known}")
+    kw: dict[str, Any] = {}
+    rows, problems = [], []
+    cols_present = set(map(str, df.columns))
+    for role in roles_known:
+        if role == "treated_label":
+            kw[role] = given.get(role, base.treated_label)
+            continue
+        multi = role in ("pretest", "covariates")
+        if role in given:
+            v = given[role]
+            if multi:
+                v = _split_names(v) if isinstance(v, str) else tuple(v)
+            elif isinstance(v, str) and v.strip().lower() in NONE_WORDS:
+                v = None
+            kw[role] = v
+            names = v if multi else ((v,) if v else ())
+            for c in names:
+                if c not in cols_present:
+                    problems.append(_missing_named(df, role, c))
+            rows.append((role, ", ".join(names), "given" if names else "given: none"))
+            if not names and role in require:
+                problems.append(Problem("error", "required role", f"the {role} column is required for this analysis "
+                                        f"({flag_for(role)} none was given)", None, f"{flag_for(role)} COLUMN"))
+            elif not names and role == "school":
+                problems.append(Problem("warning", "no school", "no school column (--school none): standard errors "
+                                        "are clustered by student, which understates them when students in a school "
+                                        "resemble each other", None, "--school COLUMN"))
+            continue
+        default = getattr(base, role)
+        names = default if multi else ((default,) if default else ())
+        if role in _RCT_ONLY and design != "rct":
+            names = ()
+        present = tuple(c for c in names if c in cols_present)
+        absent = [c for c in names if c not in cols_present]
+        kw[role] = present if multi else (present[0] if present else None)
+        rows.append((role, ", ".join(present), "default" if present else ("default absent" if absent else "not used")))
+        for c in absent:
+            near = _near_namesake(c, [x for x in df.columns if x not in present])
+            if near is not None or role in require:
+                hint = near or (suggest(c, df.columns) or [None])[0]
+                did = f"; {hint!r} looks like it" if hint else ""
+                flag = flag_for(role)
+                if multi:
+                    fix = f"{flag} {_q(','.join([*present, *( [hint] if hint else [])]))}" if hint else f"{flag} NAMES"
+                else:
+                    fix = f"{flag} {_q(hint)}" if hint else f"{flag} COLUMN"
+                if role not in require:
+                    fix += f" (or {flag} none)"
+                problems.append(Problem("error", "missing column",
+                                        f"{role} not given and the default {c!r} is not in the data{did}", c, fix))
+        if absent and not present and role not in require and not any(p.column in absent for p in problems):
+            problems.append(Problem("warning", "absent role", _ABSENT.get(role, f"no {role} column")
+                                    + f" (default {', '.join(map(repr, absent))} not in the data)", None,
+                                    f"{flag_for(role)} COLUMN, or {flag_for(role)} none to silence this"))
+        elif absent and present:
+            left = [c for c in absent if not any(p.column == c for p in problems)]
+            if left:
+                problems.append(Problem("warning", "absent role", f"default {role} {', '.join(map(repr, left))} not in "
+                                        f"the data: left out", None, f"{flag_for(role)} NAMES"))
+    roles = pd.DataFrame(rows, columns=["role", "column", "source"])
+    return Columns(**kw), roles, problems
+
+
+def _explicit_roles(df, columns: Columns, require) -> tuple[Columns, pd.DataFrame, list[Problem]]:
+    problems, rows = [], []
+    roles = columns.roles()
+    for role in [f.name for f in fields(Columns) if f.name != "treated_label"]:
+        names = roles.get(role, ())
+        rows.append((role, ", ".join(names), "given" if names else "not used"))
+        for c in names:
+            if c not in df.columns:
+                problems.append(_missing_named(df, role, c))
+        if not names and role in require:
+            problems.append(Problem("error", "required role", f"the {role} column is required for this analysis; name it",
+                                    None, f"{flag_for(role)} COLUMN"))
+    return columns, pd.DataFrame(rows, columns=["role", "column", "source"]), problems
+
+
+# --------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------
+def _examples(values, k: int = 3) -> str:
+    return ", ".join(repr(v) for v in list(dict.fromkeys(map(str, values)))[:k])
+
+
+def _rows(df: pd.DataFrame, mask: np.ndarray, k: int = 3) -> str:
+    """Where the rows are: file row numbers when read from a file, else index labels."""
+    pos = np.flatnonzero(mask)[:k]
+    first = df.attrs.get("first_data_row")
+    if first is not None:
+        return "file row(s) " + ", ".join(str(int(first + p)) for p in pos)
+    return "index " + ", ".join(map(str, df.index[pos]))
+
+
+def _present(cols: Columns, df: pd.DataFrame) -> Columns:
+    """The roles whose columns exist (so that every other problem is still listed)."""
+    kw = {}
+    for f in fields(Columns):
+        v = getattr(cols, f.name)
+        if f.name == "treated_label":
+            kw[f.name] = v
+        elif isinstance(v, tuple):
+            kw[f.name] = tuple(c for c in v if c in df.columns)
+        else:
+            kw[f.name] = v if v in df.columns else None
+    return Columns(**kw)
+
+
+def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Problem]:
+    out: list[Problem] = []
+    roles = cols.roles()
+    numeric = {}
+    for role in ("outcome", "pretest", "weight"):
+        for c in roles.get(role, ()):
+            s = df[c]
+            x = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_bool_dtype(s) else s.astype(float)
+            bad = (x.isna() & s.notna()).to_numpy()
+            if bad.any():
+                vals = s[bad].astype(str).str.strip()
+                na_like = vals.str.lower().isin(NA_LIKE).all()
+                codes = list(dict.fromkeys(vals))[:3]
+                fix = f"--na {_q(','.join(codes))} if they mean missing" if na_like else "correct or remove those values"
+                out.append(Problem("error", "non-numeric", f"column {c!r} ({role}) must be numeric: {int(bad.sum()):,} "
+                                   f"row(s) hold text such as {_examples(vals)} ({_rows(df, bad)})", c, fix, int(bad.sum())))
+                continue
+            xv = x.to_numpy(dtype=float, na_value=np.nan)
+            inf = np.isinf(xv)
+            if inf.any():
+                out.append(Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
+                                   f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum())))
+                continue
+            numeric[c] = (role, xv)
+    if cols.weight and cols.weight in numeric:
+        w = numeric[cols.weight][1]
+        neg = w < 0
+        if neg.any():
+            out.append(Problem("error", "negative weight", f"column {cols.weight!r} (weight): {int(neg.sum()):,} row(s) "
+                               f"are negative ({_rows(df, neg)})", cols.weight, "correct them", int(neg.sum())))
+        if design == "rct":
+            out.append(Problem("error", "weights unsupported", f"column {cols.weight!r} (weight): randomized-trial "
+                               "analyses do not use analysis weights", cols.weight, "leave out --weight"))
+    if cols.treatment:
+        out += _treatment_problems(df, cols)
+    out += _outliers(df, cols, numeric)
+    for role in ("covariates", "grade", "subject", "school", "block", "takeup"):
+        for c in roles.get(role, ()):
+            out += _mixed_codes(df, c, role)
+    for role in ("pretest", "covariates"):
+        for c in roles.get(role, ()):
+            vals = df[c].dropna()
+            if len(vals) and vals.nunique() == 1:
+                rest = [x for x in roles[role] if x != c]
+                out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({vals.iloc[0]!r}) in "
+                                   "every row: it carries no information", c,
+                                   f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
+    out += _missing_problems(df, cols)
+    return out
+
+
+def _treatment_problems(df, cols: Columns) -> list[Problem]:
+    t = cols.treatment
+    s = df[t]
+    vals = pd.unique(s.dropna())
+    shown = sorted(map(str, vals))[:6]
+    label = cols.treated_label
+    if label is not None:
+        present = {str(v) for v in vals}
+        if str(label) not in present:
+            return [Problem("error", "treatment", f"column {t!r} (treatment): treated label {label!r} does not occur; "
+                            f"values are {shown}", t, f"--treated-label {_q(shown[-1]) if shown else 'VALUE'}")]
+        if len(vals) != 2:
+            return [Problem("error", "treatment", f"column {t!r} (treatment) must hold exactly two values; found "
+                            f"{len(vals)}: {shown}", t, "recode the column to two values")]
+        return []
+    if pd.api.types.is_bool_dtype(s):
+        return []
+    x = pd.to_numeric(s, errors="coerce")
+    if not (x.isna() & s.notna()).any() and set(x.dropna().unique()) <= {0, 1}:
+        return []
+    if set(s.dropna().astype(str).str.strip().str.lower().unique()) <= {"true", "false"}:
+        return []
+    if len(vals) == 2:
+        guess = next((v for v in shown if str(v).strip().lower() in ("y", "yes", "pl", "t", "treated", "treatment", "1")),
+                     None)
+        return [Problem("error", "treatment", f"column {t!r} (treatment) holds two values {shown}, not 0/1: say which one "
+                        "means treated", t, f"--treated-label {_q(guess or shown[-1])}")]
+    return [Problem("error", "treatment", f"column {t!r} (treatment) must be 0/1, True/False or two labels; found "
+                    f"{len(vals)} distinct values such as {shown[:4]}", t, "recode the column to two values",
+                    int(s.notna().sum()))]
+
+
+def _cells(df, cols: Columns) -> np.ndarray:
+    keys = [c for c in (cols.subject, cols.grade) if c and c in df.columns]
+    if not keys:
+        return np.zeros(len(df), dtype=np.int64)
+    return df.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+
+
+def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
+    """Values beyond median ± OUTLIER_K·1.4826·MAD of their grade × subject cell."""
+    cand = dict(numeric)
+    for c in cols.covariates:  # numeric covariates with many values (not 0/1 indicators)
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.nunique() > 10:
+            cand[c] = ("covariate", s.to_numpy(dtype=float, na_value=np.nan))
+    if not cand:
+        return []
+    cell = _cells(df, cols)
+    out = []
+    for c, (role, x) in cand.items():
+        frame = pd.DataFrame({"x": x, "g": cell})
+        med = frame.groupby("g")["x"].transform("median").to_numpy()
+        mad = (frame["x"] - med).abs().groupby(frame["g"]).transform("median").to_numpy() * 1.4826
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(x - med) / mad
+        flag = np.isfinite(x) & (mad > 0) & (z > OUTLIER_K)
+        if flag.any():
+            vals = x[flag]
+            out.append(Problem(
+                "warning", "outlier",
+                f"column {c!r} ({role}): {int(flag.sum()):,} value(s) lie more than {OUTLIER_K:g} robust SDs "
+                f"(1.4826·MAD) from the median of their grade × subject cell, e.g. {', '.join(f'{v:.6g}' for v in vals[:3])} "
+                f"({_rows(df, flag)}); they move means, SDs and effect sizes", c,
+                "correct or remove those rows (declare missing-value codes with --na)", int(flag.sum())))
+    return out
+
+
+def _mixed_codes(df, c: str, role: str) -> list[Problem]:
+    s = df[c]
+    if pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+        return []
+    txt = s.dropna().astype(str).str.strip()
+    if not len(txt):
+        return []
+    num = pd.to_numeric(txt, errors="coerce")
+    n_text = int(num.isna().sum())
+    if 0 < n_text < len(txt) and n_text <= len(txt) / 2:
+        bad = s.notna().to_numpy() & pd.to_numeric(s.astype(str).str.strip(), errors="coerce").isna().to_numpy()
+        nums = sorted(num.dropna().unique())[:4]
+        return [Problem("warning", "mixed codes",
+                        f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
+                        f"{n_text:,} row(s) such as {_examples(txt[num.isna()])} ({_rows(df, bad)}): each text becomes a "
+                        "category of its own", c, "recode the text to the numeric codes", n_text)]
+    levels = txt.unique()
+    if len(levels) <= 200:
+        folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)
+        clash = folded[folded.duplicated(keep=False)]
+        if len(clash):
+            ex = [lev for lev, f in zip(levels, folded) if f in set(clash)]
+            return [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "
+                            f"({_examples(ex, 4)}): each spelling becomes a category of its own", c,
+                            "make the spellings agree")]
+    return []
+
+
+def _missing_problems(df, cols: Columns) -> list[Problem]:
+    out = []
+    roles = cols.roles()
+    for role in ("treatment", "pretest", "covariates", "school", "block", "subject", "grade", "weight", "takeup",
+                 "student_id"):
+        for c in roles.get(role, ()):
+            n = int(df[c].isna().sum())
+            if n:
+                out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing and "
+                                   "will be dropped (counted in the report)", c, "fill them in, or accept the drop", n))
+    n = int(df[cols.outcome].isna().sum()) if cols.outcome else 0
+    if n:
+        out.append(Problem("note", "missing outcome", f"column {cols.outcome!r} (outcome): {n:,} row(s) have no outcome; "
+                           "kept for attrition, left out of outcome analyses", cols.outcome, "", n))
+    return out
+
+
+def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> list[Problem]:
+    """What :func:`pleval.data.validate` still objects to (duplicated ids, no treated rows,
+    ...) when no earlier check has already raised it."""
+    if any(p.level == "error" for p in found):
+        return []
+    try:
+        validate(df, cols, require=[r for r in require if r in cols.roles()])
+    except (DataError, DesignError) as exc:
+        col = next((c for c in map(str, df.columns) if f"'{c}'" in str(exc)), None)
+        return [Problem("error", "validation", str(exc), col)]
+    except PlevalError:  # pragma: no cover - every validation error is a DataError
+        raise
+    return []
+
+
+__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "suggest", "OUTLIER_K"]

@@ -1,0 +1,133 @@
+"""Outputs folders that are never left half-written.
+
+:func:`prepare` runs before any computation: it refuses a folder it cannot write (or a path
+that is a file) with one line, and tidies what an interrupted earlier run left beside it.
+:func:`atomic_folder` gives a fresh temporary folder *beside* the target
+(``.NAME.pleval-tmp-PID``, on the same file system); everything is written there and, only
+when all of it is written, the previous folder is renamed aside, the new one renamed into
+place and the old one deleted. An interrupted run (Ctrl-C, a kill, a full disk) therefore
+leaves the previous outputs whole — or nothing, for a new folder — and the next run needs
+no ``--force``: it removes the stale temporary folder, and if the interruption fell between
+the two renames it puts the previous folder back first.
+
+Files in the target that the previous run did not write (kept with ``--force``) are carried
+into the new folder as hard links (copies across file systems), so they survive the swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import PlevalError
+
+_TMP = ".pleval-tmp-"
+_OLD = ".pleval-old-"
+
+
+def _siblings(out: Path, tag: str) -> list[Path]:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        return []
+    prefix = f".{out.name}{tag}"
+    return sorted(p for p in parent.iterdir() if p.name.startswith(prefix))
+
+
+def _pid_alive(name: str) -> bool:
+    try:
+        pid = int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(out: Path) -> None:
+    """Undo what an interrupted run left: restore the previous folder if the run stopped
+    between the two renames, and delete stale temporary folders (of runs no longer alive)."""
+    out = Path(out)
+    olds = [p for p in _siblings(out, _OLD) if not _pid_alive(p.name)]
+    if olds and not out.exists():
+        olds[-1].rename(out)
+        olds = olds[:-1]
+    for p in olds + [p for p in _siblings(out, _TMP) if not _pid_alive(p.name)]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def prepare(out, flag: str = "--out") -> Path:
+    """Check, before computing, that ``out`` can be written: it is a folder or does not exist,
+    and a folder can be created beside it. Also :func:`recover`. Raises :class:`PlevalError`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PlevalError(f"{flag} {out}: exists and is not a folder; choose a folder")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlevalError(f"{flag} {out}: cannot create the folder {parent} ({exc.strerror}); choose another") from None
+    recover(out)
+    probe = parent / f".{out.name}{_TMP}probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise PlevalError(f"{flag} {out}: cannot write in {parent} ({exc.strerror}); choose a folder you can write") from None
+    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
+        raise PlevalError(f"{flag} {out}: the folder is not writable; choose another")
+    return out
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) ``src`` into ``dst``."""
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+@contextlib.contextmanager
+def atomic_folder(out, *, replaced: Iterable[str] = (), flag: str = "--out") -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success swap it into place (see the module
+    docstring). Entries of an existing ``out`` not in ``replaced`` (the previous run's files,
+    by relative path) and not written anew are carried over. On any error or interruption
+    the temporary folder is removed and ``out`` is untouched."""
+    out = prepare(out, flag)
+    tmp = out.resolve().parent / f".{out.name}{_TMP}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            replaced = {Path(r).parts[0] for r in replaced}
+            for entry in out.iterdir():
+                if entry.name not in replaced and not (tmp / entry.name).exists():
+                    _carry(entry, tmp / entry.name)
+            old = out.resolve().parent / f".{out.name}{_OLD}{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+__all__ = ["prepare", "recover", "atomic_folder"]

@@ -1,0 +1,321 @@
+"""Reading a district's student file: CSV/TSV/TXT, Excel, Parquet, Stata and SPSS.
+
+:func:`read_table` picks the reader by extension and never guesses silently: whatever it
+detected (the delimiter, the decimal mark, the text encoding, the header row of a sheet with
+title rows above it, the sheet among several) is recorded in ``attrs["read_notes"]`` and
+printed by ``pleval check``; every choice can be set instead (``sep``, ``decimal``,
+``encoding``, ``sheet``, ``header_row``). Declared missing-value codes (``na=(".", "-99")``)
+become missing values in every format. Every failure is one :class:`DataError` line naming
+the file and the fix.
+
+Detection rules:
+
+* encoding: UTF-8 (with or without a byte-order mark); a file that is not valid UTF-8 is
+  read as Windows-1252 (a superset of Latin-1 for printable text), and the note says so;
+* delimiter: :class:`csv.Sniffer` over the first 50 lines, among ``,`` ``;`` tab ``|``;
+* decimal mark: ``,`` when the delimiter is not a comma and a field looks like ``12,5``;
+* header row of a sheet (Excel) or text file: the first of its first 30 rows that is as
+  wide as the widest of them and holds only text (title rows above it are skipped).
+
+A header that names the same column twice is recorded (``attrs["duplicate_headers"]``; the
+later copies are renamed ``name.1``, ...) and :func:`read_table` raises, naming it:
+pandas would otherwise keep the first copy without a word.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+TEXT = (".csv", ".tsv", ".txt")
+EXCEL = (".xlsx", ".xlsm", ".xls")
+PARQUET = (".parquet", ".pq")
+STATA = (".dta",)
+SPSS = (".sav", ".zsav")
+EXTENSIONS = TEXT + EXCEL + PARQUET + STATA + SPSS
+
+_SEPS = ",;\t|"
+_DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
+_SCAN_ROWS = 30
+
+
+def _sep_name(sep: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}.get(sep, repr(sep))
+
+
+def read_table(
+    path: str | Path,
+    *,
+    sep: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
+    sheet: str | int | None = None,
+    header_row: int | None = None,
+    na: Iterable[str] | str | None = None,
+) -> pd.DataFrame:
+    """Read a student file chosen by its extension (see the module docstring).
+
+    Parameters
+    ----------
+    path : file name (``.csv``, ``.tsv``, ``.txt``, ``.xlsx``, ``.xls``, ``.parquet``,
+        ``.dta``, ``.sav``).
+    sep, decimal, encoding : text files: delimiter, decimal mark and encoding (detected
+        when not given).
+    sheet : Excel: sheet name or 0-based position (default: the first).
+    header_row : Excel and text files: the 1-based row holding the column names (default:
+        detected; rows above it are skipped).
+    na : values that mean "missing" besides empty cells (e.g. ``"."`` or ``("-99", "NA")``).
+
+    Returns a frame whose ``attrs`` hold ``source``, ``sha256`` (of the file's bytes),
+    ``read_notes`` (what was detected) and ``duplicate_headers``. Raises :class:`DataError`
+    (one line naming the file and the fix) for anything it cannot read, including a header
+    that names a column twice.
+    """
+    df = read_raw(path, sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row, na=na)
+    dups = df.attrs.get("duplicate_headers", ())
+    if dups:
+        raise DataError(duplicate_header_message(Path(path).name, dups))
+    return df
+
+
+def duplicate_header_message(name: str, dups) -> str:
+    listed = ", ".join(repr(d) for d in dups)
+    return (f"{name}: the header names column {listed} more than once; rename or delete the copies "
+            "(pleval will not guess which one is meant)")
+
+
+def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None) -> pd.DataFrame:
+    """:func:`read_table` without the duplicate-header error (``pleval check`` reports it
+    among the other problems)."""
+    from .data import file_sha256
+
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in EXTENSIONS:
+        raise DataError(f"{p.name}: unknown file type {ext or '(none)'!r}; save it as one of {', '.join(EXTENSIONS)}")
+    if not p.exists():
+        raise DataError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p.name}: the file is empty")
+    if header_row is not None and (isinstance(header_row, bool) or int(header_row) < 1):
+        raise DataError(f"{p.name}: --header-row must be a row number from 1; got {header_row!r}")
+    codes = _na_codes(na)
+    notes: list[str] = []
+    try:
+        if ext in TEXT:
+            df, dups = _read_text(p, ext, sep, decimal, encoding, header_row, codes, notes)
+        elif ext in EXCEL:
+            df, dups = _read_excel(p, sheet, header_row, codes, notes)
+        else:
+            df, dups = _read_binary(p, ext, codes), []
+    except PermissionError:
+        raise DataError(f"{p}: permission denied; check that you may read the file") from None
+    except ImportError as exc:  # an optional engine missing
+        raise DataError(f"{p.name}: cannot read {ext} files here ({exc}); save it as .csv") from None
+    if df.shape[1] == 0:
+        raise DataError(f"{p.name}: no columns found; check the file")
+    if df.shape[0] == 0:
+        raise DataError(f"{p.name}: the file has a header but no data rows")
+    df.columns = [str(c).strip() for c in df.columns]
+    df.attrs["source"] = str(p)
+    df.attrs["sha256"] = file_sha256(p)
+    df.attrs["read_notes"] = tuple(notes)
+    df.attrs["duplicate_headers"] = tuple(dups)
+    df.attrs.setdefault("first_data_row", 2)
+    return df
+
+
+def _na_codes(na) -> list[str]:
+    if na is None:
+        return []
+    if isinstance(na, str):
+        na = [v for v in na.split(",")] if "," in na and na.strip() != "," else [na]
+    return [str(v).strip() for v in na if str(v).strip()]
+
+
+def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
+    raw = p.read_bytes()
+    if encoding:
+        try:
+            return raw.decode(encoding)
+        except LookupError:
+            raise DataError(f"{p.name}: unknown encoding {encoding!r} (--encoding); e.g. utf-8, cp1252, latin-1") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{p.name}: not valid {encoding} (byte {raw[exc.start]:#x} at position {exc.start:,}); "
+                "try --encoding cp1252 or --encoding utf-8"
+            ) from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        notes.append(f"not valid UTF-8 (byte {raw[exc.start]:#x} at position {exc.start:,}): read as Windows-1252 "
+                     "(--encoding to choose)")
+        return raw.decode("cp1252", errors="replace")
+
+
+def _header_index(rows: list[list], name: str) -> int:
+    """0-based index of the header among ``rows`` (the first row as wide as the widest, all text)."""
+    def filled(r):
+        return [v for v in r if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip() != ""]
+
+    widths = [len(filled(r)) for r in rows]
+    if not widths or max(widths) == 0:
+        raise DataError(f"{name}: no header row found in the first {_SCAN_ROWS} rows; give --header-row")
+    widest = max(widths)
+    for i, r in enumerate(rows):
+        cells = filled(r)
+        if len(cells) == widest and all(isinstance(v, str) and not _is_number(v) for v in cells):
+            return i
+    return 0
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v.replace(",", "."))
+        return True
+    except ValueError:
+        return False
+
+
+def _dups(names) -> list[str]:
+    names = [str(n).strip() for n in names if n is not None and str(n).strip() != ""]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
+    text = _decode(p, encoding, notes)
+    lines = text.splitlines()[: max(50, _SCAN_ROWS)]
+    if sep is None:
+        if ext == ".tsv":
+            sep = "\t"
+        else:
+            sample = "\n".join(lines)
+            try:
+                sep = csv.Sniffer().sniff(sample, delimiters=_SEPS).delimiter
+            except csv.Error:
+                sep = ","
+            if sep != ",":
+                notes.append(f"delimiter: {_sep_name(sep)} (detected; --sep to choose)")
+    elif sep in ("tab", "\\t"):
+        sep = "\t"
+    rows = list(csv.reader(lines, delimiter=sep))
+    if header_row is None:
+        h = _header_index(rows[:_SCAN_ROWS], p.name) if rows else 0
+        if h:
+            notes.append(f"header on row {h + 1}: {h} row(s) above it skipped (--header-row to choose)")
+    else:
+        h = int(header_row) - 1
+    if decimal is None:
+        decimal = "."
+        if sep != ",":
+            body = [v for r in rows[h + 1:] for v in r]
+            if any(_DECIMAL_COMMA.match(v) for v in body):
+                decimal = ","
+                notes.append("decimal mark: comma (detected; --decimal to choose)")
+    dups = _dups(rows[h]) if len(rows) > h else []
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=codes or None,
+                         skipinitialspace=True, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p.name}: the file is empty (no header row)") from None
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        where = f"line {m.group(2)} has {m.group(3)} fields, the header {m.group(1)}" if m else str(exc).splitlines()[0]
+        raise DataError(
+            f"{p.name}: cannot split the rows into columns ({where}) with delimiter {_sep_name(sep)}; "
+            "give --sep (and --decimal), or quote fields that contain the delimiter"
+        ) from None
+    df.attrs["first_data_row"] = h + 2
+    return df, dups
+
+
+def _read_excel(p: Path, sheet, header_row, codes, notes):
+    try:
+        book = pd.ExcelFile(p)
+    except Exception as exc:  # openpyxl/xlrd raise many types for a damaged file
+        raise DataError(f"{p.name}: not a readable Excel file ({type(exc).__name__}); re-save it from Excel or as .csv") from None
+    names = book.sheet_names
+    if sheet is None:
+        sheet_name = names[0]
+        if len(names) > 1:
+            notes.append(f"{len(names)} sheets; read the first, {sheet_name!r} (--sheet to choose: {', '.join(map(repr, names))})")
+    else:
+        if isinstance(sheet, str) and sheet.isdigit():
+            sheet = int(sheet)
+        if isinstance(sheet, int):
+            if not 0 <= sheet < len(names):
+                raise DataError(f"{p.name}: no sheet number {sheet} (sheets, from 0: {', '.join(map(repr, names))}); fix --sheet")
+            sheet_name = names[sheet]
+        elif sheet in names:
+            sheet_name = sheet
+        else:
+            raise DataError(f"{p.name}: no sheet {sheet!r}; sheets are {', '.join(map(repr, names))} (--sheet)")
+    top = pd.read_excel(book, sheet_name=sheet_name, header=None, nrows=_SCAN_ROWS)
+    rows = top.astype(object).where(top.notna(), None).values.tolist()
+    if header_row is None:
+        h = _header_index(rows, p.name) if rows else 0
+        if h:
+            notes.append(f"header on row {h + 1} of sheet {sheet_name!r}: {h} row(s) above it skipped (--header-row to choose)")
+    else:
+        h = int(header_row) - 1
+    dups = _dups(rows[h]) if len(rows) > h else []
+    df = pd.read_excel(book, sheet_name=sheet_name, header=h, na_values=codes or None)
+    df = df.loc[:, [not (str(c).startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
+    df.attrs["first_data_row"] = h + 2
+    return df, dups
+
+
+def _read_binary(p: Path, ext, codes):
+    try:
+        if ext in PARQUET:
+            df = pd.read_parquet(p)
+        elif ext in STATA:
+            df = pd.read_stata(p)  # value labels become categories
+        else:
+            df = pd.read_spss(p)  # value labels applied (pyreadstat)
+    except ImportError:
+        raise
+    except (OSError, ValueError) as exc:
+        kind = {".dta": "Stata", ".sav": "SPSS", ".zsav": "SPSS"}.get(ext, "Parquet")
+        raise DataError(f"{p.name}: not a readable {kind} file ({str(exc).splitlines()[0][:120]}); re-export it or save it as .csv") from None
+    except Exception as exc:  # engine-specific errors (pyarrow, pyreadstat)
+        raise DataError(f"{p.name}: cannot read it ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); re-export it or save it as .csv") from None
+    if codes:
+        df = _apply_na(df, codes)
+    return df
+
+
+def _apply_na(df: pd.DataFrame, codes: list[str]) -> pd.DataFrame:
+    """Declared missing-value codes as missing, in text and in numeric columns."""
+    nums = []
+    for c in codes:
+        try:
+            nums.append(float(c))
+        except ValueError:
+            pass
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            if nums:
+                out[col] = s.mask(s.isin(nums))
+        elif isinstance(s.dtype, pd.CategoricalDtype):
+            drop = [c for c in s.cat.categories if str(c) in codes]
+            if drop:
+                out[col] = s.cat.remove_categories(drop)
+        else:
+            out[col] = s.mask(s.astype(str).str.strip().isin(codes) & s.notna())
+    return out
+
+
+__all__ = ["read_table", "read_raw", "EXTENSIONS"]

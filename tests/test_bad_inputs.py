@@ -1,0 +1,291 @@
+"""The bad-input corpus: every messy-file case of issue 13 (and those pleval already handled),
+through ``pleval check``, ``pleval estimate`` and the Python API.
+
+Each case is a small file made here from one simulated district (about 1,500 rows). For each:
+the exit code (0 clean, 1 warnings, 2 errors), a one-line message naming the column or the
+file, no traceback, the same line from ``pleval.check`` / ``pleval.estimate`` as a
+:class:`DataError`, the row count read, and, for errors, that ``pleval estimate`` leaves no
+outputs folder behind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import pleval
+from pleval.checks import check
+from pleval.cli import app
+from pleval.errors import DataError
+from pleval.readers import read_table
+
+runner = CliRunner()
+RENAMED = {"school_id": "School Name", "posttest": "Spring RIT", "pretest": "Fall RIT", "treatment": "PL Flag",
+           "subject": "Subject", "grade": "Grade Level"}
+DISTRICT = ["--school", "School Name", "--outcome", "Spring RIT", "--pretest", "Fall RIT", "--treatment", "PL Flag",
+            "--treated-label", "Y", "--subject", "Subject", "--grade", "Grade Level"]
+
+
+@pytest.fixture(scope="module")
+def base() -> pd.DataFrame:
+    d = pleval.simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=6, seed=5).data
+    return d.reset_index(drop=True)
+
+
+def _district(d: pd.DataFrame) -> pd.DataFrame:
+    out = d.rename(columns=RENAMED)
+    out["PL Flag"] = np.where(out["PL Flag"] == 1, "Y", "N")
+    return out
+
+
+def _set(d, col, pos, value):
+    d = d.copy()
+    if not pd.api.types.is_object_dtype(d[col]) and isinstance(value, str):
+        d[col] = d[col].astype(object)
+    d.loc[pos, col] = value
+    return d
+
+
+def _write_title_xlsx(d, p):
+    with pd.ExcelWriter(p) as w:
+        pd.DataFrame([["District export"], ["Spring 2024"]]).to_excel(w, index=False, header=False)
+        d.to_excel(w, index=False, startrow=3)
+
+
+def _write_two_sheets(d, p):
+    with pd.ExcelWriter(p) as w:
+        pd.DataFrame({"note": ["read me"]}).to_excel(w, sheet_name="Notes", index=False)
+        d.to_excel(w, sheet_name="Data", index=False)
+
+
+def _write_sav(d, p):
+    import pyreadstat
+
+    s = d.copy()
+    s["race"] = s["race"].map({"white": 1, "black": 2, "hispanic": 3, "asian": 4, "other": 5}).astype(float)
+    s["subject"] = s["subject"].map({"math": 1, "reading": 2}).astype(float)
+    pyreadstat.write_sav(s, str(p), variable_value_labels={
+        "race": {1.0: "white", 2.0: "black", 3.0: "hispanic", 4.0: "asian", 5.0: "other"},
+        "subject": {1.0: "math", 2.0: "reading"}})
+
+
+def _write_dta(d, p):
+    s = d.copy()
+    s["race"] = s["race"].astype("category")
+    s.to_stata(p, write_index=False)
+
+
+def _dup_header(d, p):
+    s = d.copy()
+    s.insert(len(s.columns), "posttest_copy", s["posttest"] * 0)
+    text = s.to_csv(index=False).replace("posttest_copy", "posttest", 1)
+    p.write_text(text)
+
+
+def _ragged(d, p):
+    lines = d.to_csv(index=False).splitlines()
+    lines[5] += ",extra,fields"
+    p.write_text("\n".join(lines) + "\n")
+
+
+def _latin1(d, p):
+    s = d.copy()
+    s["school_id"] = s["school_id"].str.replace("SCH0001", "École1", regex=False)
+    s.to_csv(p, index=False, encoding="cp1252")
+
+
+def _csv(d, p, **kw):
+    d.to_csv(p, index=False, **kw)
+
+
+# name: (file name, writer(base, path), extra CLI args, exit code, needles in the first line, rows read)
+CASES = {
+    "clean": ("clean.csv", _csv, [], 0, [], None),
+    "district with flags": ("district.csv", lambda d, p: _csv(_district(d), p), DISTRICT, 0, [], None),
+    "misspelled school": ("district.csv", lambda d, p: _csv(_district(d), p),
+                          [*DISTRICT[:0], "--school", "School name", *DISTRICT[2:]], 2,
+                          ["'School name'", "did you mean 'School Name'", '--school "School Name"'], None),
+    "near-namesake defaults": ("district.csv", lambda d, p: _csv(_district(d), p), DISTRICT[:10], 2,
+                               ['--grade "Grade Level"'], None),
+    "subject absent": ("nosubj.csv", lambda d, p: _csv(d[d.subject == "math"].drop(columns="subject"), p), [], 1,
+                       ["subjects pooled"], None),
+    "covariates absent": ("nocov.csv", lambda d, p: _csv(d.drop(columns=["female", "frl", "ell", "sped", "race"]), p),
+                          [], 1, ["no covariates"], None),
+    "pretest absent": ("nopre.csv", lambda d, p: _csv(d.drop(columns="pretest"), p), [], 1, ["no pretest"], None),
+    "school absent": ("nosch.csv", lambda d, p: _csv(d.drop(columns="school_id"), p), [], 2, ["school_id", "--school"],
+                      None),
+    "duplicated header": ("duphead.csv", _dup_header, [], 2, ["duphead.csv", "'posttest'", "more than once"], None),
+    "outcome outlier": ("out_y.csv", lambda d, p: _csv(_set(d, "posttest", 3, 1e12), p), [], 1,
+                        ["'posttest'", "robust SDs", "1e+12"], None),
+    "pretest outlier": ("out_x.csv", lambda d, p: _csv(_set(d, "pretest", 7, 1e12), p), [], 1, ["'pretest'", "1e+12"],
+                        None),
+    "yes/no among 0/1": ("frl.csv", lambda d, p: _csv(_set(d, "frl", [1, 2, 3], "yes"), p), [], 1,
+                         ["'frl'", "mixes numbers", "'yes'"], None),
+    "Grade 4 beside 4": ("grade.csv", lambda d, p: _csv(_set(d, "grade", [4, 5], "Grade 4"), p), [], 1,
+                         ["'grade'", "'Grade 4'"], None),
+    "constant covariate": ("const.csv", lambda d, p: _csv(d.assign(ell=0), p), [], 1, ["'ell'", "one value"], None),
+    "semicolon, decimal comma": ("semi.csv", lambda d, p: _csv(d.assign(pretest=d.pretest + 0.5), p, sep=";",
+                                                               decimal=","), [], 0, [], None),
+    "Windows-1252": ("latin1.csv", _latin1, [], 0, [], None),
+    "Excel title rows": ("title.xlsx", _write_title_xlsx, [], 0, [], None),
+    "Excel header row given": ("title.xlsx", _write_title_xlsx, ["--header-row", "4"], 0, [], None),
+    "Excel sheet": ("sheets.xlsx", _write_two_sheets, ["--sheet", "Data"], 0, [], None),
+    "Excel no such sheet": ("sheets.xlsx", _write_two_sheets, ["--sheet", "Daten"], 2,
+                            ["sheets.xlsx", "no sheet 'Daten'", "'Data'"], None),
+    "Stata": ("stata.dta", _write_dta, [], 0, [], None),
+    "SPSS with value labels": ("spss.sav", _write_sav, [], 0, [], None),
+    "Parquet": ("data.parquet", lambda d, p: d.to_parquet(p), [], 0, [], None),
+    "dot missing code": ("dot.csv", lambda d, p: _csv(_set(d, "pretest", [2, 9], "."), p), [], 2,
+                         ["'pretest'", "--na ."], None),
+    "dot declared": ("dot.csv", lambda d, p: _csv(_set(d, "pretest", [2, 9], "."), p), ["--na", "."], 1,
+                     ["'pretest'", "2 row(s) are missing"], None),
+    "labels without treated label": ("labels.csv", lambda d, p: _csv(d.assign(
+        treatment=np.where(d.treatment == 1, "PL", "comparison")), p), [], 2, ["'treatment'", "--treated-label PL"], None),
+    "treated label absent": ("labels.csv", lambda d, p: _csv(d.assign(
+        treatment=np.where(d.treatment == 1, "PL", "comparison")), p), ["--treated-label", "Z"], 2,
+        ["'treatment'", "'Z' does not occur"], None),
+    "text in outcome": ("texty.csv", lambda d, p: _csv(_set(d, "posttest", [1, 4], "absent"), p), [], 2,
+                        ["'posttest'", "must be numeric", "'absent'"], None),
+    "infinite outcome": ("inf.csv", lambda d, p: _csv(_set(d, "posttest", 2, np.inf), p), [], 2,
+                         ["'posttest'", "infinite"], None),
+    "duplicated students": ("dupid.csv", lambda d, p: _csv(pd.concat([d, d.head(3)]), p), [], 2,
+                            ["'student_id'", "share a student id"], None),
+    "negative weight": ("negw.csv", lambda d, p: _csv(d.assign(w=np.where(d.index == 0, -1.0, 1.0)), p),
+                        ["--weight", "w"], 2, ["'w'", "negative"], None),
+    "weight in a trial": ("w.csv", lambda d, p: _csv(d.assign(w=1.0), p), ["--weight", "w", "--design", "rct"], 2,
+                          ["'w'", "randomized-trial"], None),
+    "ragged rows": ("ragged.csv", _ragged, [], 2, ["ragged.csv", "--sep"], None),
+    "wrong encoding given": ("latin1.csv", _latin1, ["--encoding", "utf-8"], 2, ["latin1.csv", "--encoding cp1252"],
+                             None),
+    "unknown file type": ("data.sas7bdat", lambda d, p: p.write_text("x"), [], 2, ["data.sas7bdat", "unknown file type"],
+                          None),
+    "empty file": ("empty.csv", lambda d, p: p.write_text(""), [], 2, ["empty.csv", "empty"], None),
+    "header only": ("head.csv", lambda d, p: p.write_text("a,b\n"), [], 2, ["head.csv", "no data rows"], None),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(base, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    paths = {}
+    for name, (fname, writer, *_rest) in CASES.items():
+        p = folder / name.replace(" ", "_").replace("/", "_") / fname
+        p.parent.mkdir()
+        writer(base, p)
+        paths[name] = p
+    return paths
+
+
+def _read_kw(args: list[str]) -> dict:
+    flags = {"--sep": "sep", "--decimal": "decimal", "--encoding": "encoding", "--sheet": "sheet",
+             "--header-row": "header_row", "--na": "na"}
+    kw = {flags[a]: args[i + 1] for i, a in enumerate(args) if a in flags}
+    if "header_row" in kw:
+        kw["header_row"] = int(kw["header_row"])
+    return kw
+
+
+def _given(args: list[str]) -> tuple[dict, str]:
+    roles = {"--school": "school", "--outcome": "outcome", "--pretest": "pretest", "--treatment": "treatment",
+             "--treated-label": "treated_label", "--subject": "subject", "--grade": "grade", "--weight": "weight"}
+    given = {roles[a]: args[i + 1] for i, a in enumerate(args) if a in roles}
+    design = args[args.index("--design") + 1] if "--design" in args else "matched"
+    return given, design
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_check_cli_and_api(name, corpus, base):
+    _, _, args, code, needles, _ = CASES[name]
+    path = corpus[name]
+    r = runner.invoke(app, ["check", str(path), *args])
+    out = r.stdout + (r.stderr or "")
+    assert r.exit_code == code, (name, out)
+    assert "Traceback" not in out
+    given, design = _given(args)
+    report = check(path, given=given, design=design, **_read_kw(args))
+    assert report.exit_code == code, (name, report.summary())
+    if code:
+        first = (report.errors or report.warnings)[0].line
+        assert "\n" not in first and all(n in first for n in needles), (name, first)
+        assert first in out  # the CLI prints the API's line
+    if code < 2:
+        rows = len(base) + (0 if name != "subject absent" else -len(base[base.subject != "math"]))
+        assert report.n_rows == rows, (name, report.n_rows)
+
+
+def test_readers_read_the_values(corpus, base):
+    semi = read_table(corpus["semicolon, decimal comma"])
+    assert semi["pretest"].tolist() == (base["pretest"] + 0.5).tolist()
+    assert "École1" in set(read_table(corpus["Windows-1252"])["school_id"])
+    title = read_table(corpus["Excel title rows"])
+    assert list(title.columns) == list(base.columns) and len(title) == len(base)
+    assert read_table(corpus["Excel sheet"], sheet="Data").shape == base.shape
+    sav = read_table(corpus["SPSS with value labels"])
+    assert sav["race"].astype(str).tolist() == base["race"].tolist()
+    assert sav["subject"].astype(str).tolist() == base["subject"].tolist()
+    dta = read_table(corpus["Stata"])
+    assert dta["race"].astype(str).tolist() == base["race"].tolist()
+    dot = read_table(corpus["dot declared"], na=".")
+    assert dot["pretest"].isna().sum() == 2 and dot["pretest"].dtype == float
+
+
+ERROR_CASES = [n for n, c in CASES.items() if c[3] == 2]
+
+
+@pytest.mark.parametrize("name", ERROR_CASES)
+def test_estimate_stops_before_computing(name, corpus, tmp_path):
+    """``pleval estimate``: exit 2, the check's error lines only, and no outputs folder."""
+    _, _, args, _, needles, _ = CASES[name]
+    out = tmp_path / "results"
+    r = runner.invoke(app, ["estimate", str(corpus[name]), *args, "--out", str(out)])
+    lines = [ln for ln in (r.stderr or "").splitlines() if ln.strip()]
+    assert r.exit_code == 2, (name, r.stdout, r.stderr)
+    assert lines and all(ln.startswith("error:") for ln in lines), lines
+    assert all(n in lines[0] for n in needles), (name, lines[0])
+    assert "Traceback" not in r.stdout + r.stderr
+    assert not out.exists() and not list(tmp_path.glob(".results*"))
+
+
+@pytest.mark.parametrize("name", ["misspelled school", "dot missing code", "labels without treated label",
+                                  "duplicated header", "text in outcome", "duplicated students"])
+def test_api_raises_the_same_line(name, corpus):
+    """``pleval.estimate`` raises DataError with the line the CLI prints (never KeyError etc.)."""
+    _, _, args, _, needles, _ = CASES[name]
+    given, design = _given(args)
+    report = check(corpus[name], given=given, design=design)
+    with pytest.raises(DataError) as exc:
+        df = read_table(corpus[name])
+        pleval.estimate(df, checked=check(df, given=given, design=design), design=design)
+    assert str(exc.value).startswith(report.errors[0].line)
+    assert all(n in str(exc.value) for n in needles)
+
+
+def test_check_lists_every_problem_at_once(base, tmp_path):
+    d = _district(base)
+    d = _set(d, "Spring RIT", 3, 1e12)
+    d = _set(d, "frl", [1, 2], "yes")
+    p = tmp_path / "messy.csv"
+    d.to_csv(p, index=False)
+    r = check(p, given={"school": "School name", "outcome": "Spring RIT", "treatment": "PL Flag", "pretest": "Fall RIT"})
+    kinds = {(q.level, q.kind) for q in r.problems}
+    assert {("error", "missing column"), ("error", "treatment"), ("warning", "outlier"),
+            ("warning", "mixed codes")} <= kinds
+    assert sum(q.kind == "missing column" for q in r.errors) == 3  # school, grade (near 'Grade Level'), subject
+    frame = r.to_frame()
+    assert list(frame.columns) == ["level", "kind", "column", "n_rows", "message", "fix"] and len(frame) == len(r.problems)
+    assert r.exit_code == 2 and "Column roles" in r.summary()
+
+
+def test_outlier_rule_flags_only_gross_errors(base):
+    """No flag on clean simulated scores; a sentinel 999 in one grade x subject cell is flagged."""
+    assert not [p for p in check(base).problems if p.kind == "outlier"]
+    bad = _set(base, "posttest", 11, 999.0)
+    (p,) = [p for p in check(bad).problems if p.kind == "outlier"]
+    assert p.n_rows == 1 and "999" in p.message
+
+
+def test_clean_sample_file_is_clean():
+    r = check("sample_data/pl_matched_students.csv")
+    assert r.exit_code == 0 and not r.errors and not r.warnings
