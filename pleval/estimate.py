@@ -1011,6 +1011,7 @@ def to_json_dict(ev: Evaluation) -> dict[str, Any]:
         "subjects": subjects,
         "warnings": list(ev.warnings),
         "notes": list(ev.notes),
+        "data_checks": [] if ev.checks is None else [{"level": p.level, "message": p.line} for p in ev.checks.problems],
         "options": {k: _jsonable(v) for k, v in ev.options.items()},
         "provenance": json.loads(json.dumps(dict(ev.provenance), default=str)),
     }

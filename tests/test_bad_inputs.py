@@ -289,3 +289,49 @@ def test_outlier_rule_flags_only_gross_errors(base):
 def test_clean_sample_file_is_clean():
     r = check("sample_data/pl_matched_students.csv")
     assert r.exit_code == 0 and not r.errors and not r.warnings
+
+
+def test_warnings_head_the_output_and_the_report(base, tmp_path):
+    """A role that fell back to nothing: the consequence heads the CLI output and is in the report."""
+    p = tmp_path / "nocov.csv"
+    base.drop(columns=["female", "frl", "ell", "sped", "race"]).to_csv(p, index=False)
+    out = tmp_path / "res"
+    r = runner.invoke(app, ["estimate", str(p), "--out", str(out), "--no-placebo"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0].startswith("warning: no covariates")
+    html = (out / "report.html").read_text()
+    assert "Data checks" in html and "no covariates" in html
+
+
+def test_match_never_clusters_by_student_silently(base, tmp_path):
+    p = tmp_path / "nosch.csv"
+    base.drop(columns="school_id").to_csv(p, index=False)
+    r = runner.invoke(app, ["match", str(p), "--out-dir", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "'school_id'" in r.stderr and "--school" in r.stderr
+    assert not (tmp_path / "m").exists()
+    r = runner.invoke(app, ["match", str(p), "--school", "none", "--out-dir", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0].startswith("warning: no school column (--school none): standard errors are "
+                                               "clustered by student")
+
+
+def test_treated_label_in_trials_and_placebo_schools(base):
+    """The label is applied once: an RCT and matched placebo schools accept a two-label treatment."""
+    labelled = base.assign(treatment=np.where(base.treatment == 1, "PL", "comparison"))
+    cols = pleval.data.SAMPLE_COLUMNS.replace(treated_label="PL")
+    ev = pleval.estimate(labelled, cols, n_placebo=4)
+    ref = pleval.estimate(base, pleval.data.SAMPLE_COLUMNS, n_placebo=4)
+    assert ev.overall["estimate"].tolist() == pytest.approx(ref.overall["estimate"].tolist())
+    assert len(ev.placebo) and ev.placebo["effect_size"].tolist() == pytest.approx(ref.placebo["effect_size"].tolist())
+    rct = pleval.estimate(labelled, cols, design="rct", placebo=False)
+    rct_ref = pleval.estimate(base, pleval.data.SAMPLE_COLUMNS, design="rct", placebo=False)
+    assert rct.overall["estimate"].tolist() == pytest.approx(rct_ref.overall["estimate"].tolist())
+    assert ev.columns.treated_label == "PL"  # run.toml keeps it
+
+
+def test_no_pretest_works(base):
+    cols = pleval.data.SAMPLE_COLUMNS.replace(pretest=())
+    ev = pleval.estimate(base, cols, placebo=False)
+    assert len(ev.overall) and ev.equivalence.empty
+    ev = pleval.estimate(base.drop(columns="pretest"), placebo=False)  # absent: runs, with a warning
+    assert any("no pretest" in p.line for p in ev.checks.warnings)

@@ -110,6 +110,22 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
 # --------------------------------------------------------------------------------------
 # Data and design
 # --------------------------------------------------------------------------------------
+def data_checks(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """The warnings of the checks run before computing (:func:`pleval.check`): roles that fell
+    back to nothing and what that means, outliers, mixed codes, dropped rows."""
+    report = getattr(ev, "checks", None)
+    if report is None or not (report.warnings or report.notes):
+        return None
+    blocks: list = []
+    if report.warnings:
+        blocks.append(Bullets(tuple(p.line for p in report.warnings), "Warnings (the analysis ran; read the consequence)",
+                              style="warn"))
+    if report.notes:
+        blocks.append(Bullets(tuple(p.line for p in report.notes), "Notes"))
+    blocks.append(Paragraph("pleval check FILE lists every check with the option that fixes it.", style="note"))
+    return Section("checks", "Data checks", tuple(blocks))
+
+
 def data_and_design(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The design, the rows read and kept, and every row or school left out, by stage."""
     d = ev.data_summary
@@ -460,7 +476,8 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
 
 
-SECTIONS: tuple[Builder, ...] = (glance, data_and_design, balance, evidence_standards, overall, schools, heterogeneity, caveats,
+SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, schools,
+                                 heterogeneity, caveats,
                                  provenance)
 """The section builders, in the order the report prints them."""
 
