@@ -174,8 +174,12 @@ def check(
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
     problems: list[Problem] = [Problem("note", "reading", n) for n in df.attrs.get("read_notes", ())]
     name = Path(src).name if src else "the data"
-    for d in df.attrs.get("duplicate_headers", ()):
+    dups = list(df.attrs.get("duplicate_headers", ()))
+    dups += [str(c) for c in pd.unique(df.columns[df.columns.duplicated()]) if str(c) not in dups]
+    for d in dups:
         problems.append(Problem("error", "duplicated header", duplicate_header_message(name, [d]), d))
+    if df.columns.duplicated().any():  # check the rest on the first copies (the error above stands)
+        df = df.loc[:, ~df.columns.duplicated()]
     if len(df) == 0:
         problems.append(Problem("error", "empty", "the data have no rows"))
         return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
@@ -414,6 +418,27 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
     return out
 
 
+def warn_values(df: pd.DataFrame, cols: Columns) -> None:
+    """Issue the outlier and mixed-code findings of ``df`` as :class:`PlevalWarning` (for entry
+    points such as :func:`pleval.match` that take a frame without :func:`check`)."""
+    import warnings
+
+    from .errors import PlevalWarning
+
+    cols = _present(cols, df)
+    numeric = {}
+    for role in ("outcome", "pretest"):
+        for c in cols.roles().get(role, ()):
+            x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            numeric[c] = (role, x)
+    found = _outliers(df, cols, numeric)
+    for role in ("covariates", "grade", "subject", "school", "block"):
+        for c in cols.roles().get(role, ()):
+            found += _mixed_codes(df, c, role)
+    for p in found:
+        warnings.warn(p.line, PlevalWarning, stacklevel=3)
+
+
 def _treatment_problems(df, cols: Columns) -> list[Problem]:
     t = cols.treatment
     s = df[t]
@@ -542,4 +567,4 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> lis
     return []
 
 
-__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "suggest", "OUTLIER_K"]
+__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "suggest", "warn_values", "OUTLIER_K"]

@@ -295,6 +295,10 @@ def validate(
     for role in require:
         if role not in roles:
             raise DataError(f"the {role} column is required for this analysis; name it ({flag_for(role)} COLUMN)")
+    twice = sorted({c for cols in roles.values() for c in cols if list(df.columns).count(c) > 1})
+    if twice:
+        raise DataError(f"the data name column {', '.join(map(repr, twice))} more than once; rename or delete the "
+                        "copies (pleval will not guess which one is meant)")
     missing = [(role, c) for role, cols in roles.items() for c in cols if c not in df.columns]
     if missing:
         role, c = missing[0]

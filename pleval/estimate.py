@@ -465,6 +465,10 @@ def estimate(
         df.attrs["sha256"] = frame_sha256(df)
     notes: list[str] = []
     if isinstance(columns, Mapping):
+        unknown = sorted(set(columns) - {f.name for f in dataclasses.fields(Columns)})
+        if unknown:
+            raise DataError(f"unknown column role(s) {unknown}; roles are "
+                            f"{[f.name for f in dataclasses.fields(Columns)]}")
         columns = Columns(**columns)
     if columns is not None and not isinstance(columns, Columns):
         raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles; got {type(columns).__name__}")

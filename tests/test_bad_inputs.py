@@ -248,17 +248,21 @@ def test_estimate_stops_before_computing(name, corpus, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".results*"))
 
 
-@pytest.mark.parametrize("name", ["misspelled school", "dot missing code", "labels without treated label",
-                                  "duplicated header", "text in outcome", "duplicated students"])
+@pytest.mark.parametrize("name", ERROR_CASES)
 def test_api_raises_the_same_line(name, corpus):
-    """``pleval.estimate`` raises DataError with the line the CLI prints (never KeyError etc.)."""
+    """The Python API raises DataError with the line the CLI prints (never KeyError, TypeError,
+    UnicodeDecodeError or a pandas ParserError): from the reader for file problems, else from
+    ``pleval.estimate`` before it computes anything."""
     _, _, args, _, needles, _ = CASES[name]
     given, design = _given(args)
-    report = check(corpus[name], given=given, design=design)
+    report = check(corpus[name], given=given, design=design, **_read_kw(args))
     with pytest.raises(DataError) as exc:
-        df = read_table(corpus[name])
-        pleval.estimate(df, checked=check(df, given=given, design=design), design=design)
-    assert str(exc.value).startswith(report.errors[0].line)
+        df = read_table(corpus[name], **_read_kw(args))
+        if given:
+            pleval.estimate(df, checked=check(df, given=given, design=design), design=design)
+        else:
+            pleval.estimate(df, design=design)
+    assert str(exc.value).startswith(report.errors[0].line), (str(exc.value), report.errors[0].line)
     assert all(n in str(exc.value) for n in needles)
 
 
@@ -335,3 +339,31 @@ def test_no_pretest_works(base):
     assert len(ev.overall) and ev.equivalence.empty
     ev = pleval.estimate(base.drop(columns="pretest"), placebo=False)  # absent: runs, with a warning
     assert any("no pretest" in p.line for p in ev.checks.warnings)
+
+
+def test_schools_infinite_estimate_and_two_schools(tmp_path):
+    table = pd.read_csv("sample_data/school_effects.csv")
+    math = table[table.subject == "math"]
+    inf = tmp_path / "inf.csv"
+    math.assign(estimate=np.where(np.arange(len(math)) == 1, np.inf, math.estimate)).to_csv(inf, index=False)
+    r = runner.invoke(app, ["schools", str(inf)])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1] == (f"error: column 'estimate' (estimate): 1 row(s) are infinite (file "
+                                                 f"row(s) 3, school {math.school_id.iloc[1]!r}); correct or remove them")
+    two = tmp_path / "two.csv"
+    math.head(2).to_csv(two, index=False)
+    r = runner.invoke(app, ["schools", str(two)])  # default moderators cannot be fitted: a note, exit 0
+    assert r.exit_code == 0 and "note: no meta-regression on the default moderators" in r.stdout
+    r = runner.invoke(app, ["schools", str(two), "--moderators", "school_poverty,years_implementing,enrollment"])
+    assert r.exit_code == 2 and r.stdout == "" and "meta-regression" in r.stderr  # asked for: an error, nothing printed
+
+
+def test_api_warns_on_outliers_and_mixed_codes(base):
+    bad = _set(_set(base, "posttest", 3, 1e12), "frl", [1, 2], "yes")
+    with pytest.warns(pleval.PlevalWarning) as rec:
+        pleval.match(bad, pleval.data.SAMPLE_COLUMNS, method="mahalanobis")
+    msgs = [str(w.message) for w in rec]
+    assert any("'posttest'" in m and "robust SDs" in m for m in msgs)
+    assert any("'frl'" in m and "mixes numbers" in m for m in msgs)
+    with pytest.warns(pleval.PlevalWarning, match="'posttest' \\(outcome\\).*robust SDs"):
+        pleval.estimate(_set(base, "posttest", 3, 1e12), placebo=False)

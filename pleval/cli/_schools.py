@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import DataError
+from ..errors import DataError, DesignError
 from . import app
 from ._common import NONE_WORDS, School, echo, handle_errors
 
@@ -85,11 +85,22 @@ def schools(
         level=level,
         baseline_percentile=baseline_percentile,
     )
-    echo(res.summary())
+    # every computation before any printing: an error is one line, not a half-printed report
+    regressions, skipped = {}, None
     if mods:
-        for key, mr in res.meta_regression(mods, method=method).items():
-            echo("")
-            echo(f"[{key}] " + mr.summary())
+        try:
+            regressions = res.meta_regression(mods, method=method)
+        except (DataError, DesignError) as exc:
+            if moderators is not None:  # asked for: an error
+                raise
+            skipped = f"note: no meta-regression on the default moderators ({exc})"
+    echo(res.summary())
+    for key, mr in regressions.items():
+        echo("")
+        echo(f"[{key}] " + mr.summary())
+    if skipped:
+        echo("")
+        echo(skipped)
     if not quiet:
         from ..heterogeneity.export import _groups
 

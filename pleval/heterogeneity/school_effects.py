@@ -663,6 +663,13 @@ def school_effects_from_estimates(
         if nonnum.any():
             raise DataError(f"column {col!r} ({role}) must be numeric: {int(nonnum.sum()):,} row(s) are not")
         d[col] = vals
+    for role, col in [("estimate", estimate), ("se", se)]:
+        inf = np.isinf(d[col].to_numpy(dtype=float, na_value=np.nan))
+        if inf.any():
+            first = int(data.attrs.get("first_data_row", 2))
+            rows = ", ".join(str(int(i) + first) for i in np.flatnonzero(inf)[:3])
+            raise DataError(f"column {col!r} ({role}): {int(inf.sum()):,} row(s) are infinite (file row(s) {rows}, "
+                            f"school {d[school].iloc[int(np.flatnonzero(inf)[0])]!r}); correct or remove them")
     bad_se = (d[se] <= 0).fillna(False)
     if bad_se.any():
         raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative")

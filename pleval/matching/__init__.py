@@ -147,7 +147,13 @@ def match(
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
-    v = df if isinstance(df, Validated) else validate(df, columns)
+    if not isinstance(df, Validated):
+        from ..checks import warn_values  # outliers and mixed codes: computed, but worth a warning
+
+        v = validate(df, columns)
+        warn_values(df, columns)
+    else:
+        v = df
     columns = v.columns
     c = columns
     log = v.dropped.to_dict("records")
