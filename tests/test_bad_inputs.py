@@ -310,10 +310,10 @@ def test_warnings_head_the_output_and_the_report(base, tmp_path):
 def test_match_never_clusters_by_student_silently(base, tmp_path):
     p = tmp_path / "nosch.csv"
     base.drop(columns="school_id").to_csv(p, index=False)
-    r = runner.invoke(app, ["match", str(p), "--out-dir", str(tmp_path / "m")])
+    r = runner.invoke(app, ["match", str(p), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "'school_id'" in r.stderr and "--school" in r.stderr
     assert not (tmp_path / "m").exists()
-    r = runner.invoke(app, ["match", str(p), "--school", "none", "--out-dir", str(tmp_path / "m")])
+    r = runner.invoke(app, ["match", str(p), "--school", "none", "--out", str(tmp_path / "m")])
     assert r.exit_code == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[0].startswith("warning: no school column (--school none): standard errors are "
                                                "clustered by student")
