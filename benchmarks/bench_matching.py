@@ -174,8 +174,8 @@ def vcg_core(df):
     t = df["treatment"].to_numpy() == 1
     x = df["pretest"].to_numpy()
     cells = combine_codes(df, keys)
-    m = match_vcg(cells[t], x[t], cells[~t], x[~t], band=1.0, k=51, seed=0)
-    return f"{int((m.n_matched > 0).sum()):,} PL matched, {len(m.c_row):,} pairs (keys + sampling)"
+    m = match_vcg(cells[t], x[t], cells[~t], x[~t], band=1.0, k=51)
+    return f"{int((m.n_matched > 0).sum()):,} PL matched, {len(m.c_row):,} pairs (keys + closest k)"
 
 
 def naive_merge(df):

@@ -404,7 +404,8 @@ def estimate(
     method : matched: ``"propensity"`` (default), ``"mahalanobis"``, ``"vcg"``,
         ``"weighting"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``.
     subject : analyse only this subject (default: every subject, each separately).
-    seed : seed of every random step (matching ties/samples, placebo sampling, permutations).
+    seed : seed of the remaining random steps (placebo sampling, permutations); matching has
+        none (ties are kept, :mod:`pleval.matching.nearest`).
     progress : callable ``progress(message, done=None, total=None)`` told of each step.
     checked : CheckReport, optional
         The report of :func:`pleval.check` on this same ``df`` (its resolved columns are

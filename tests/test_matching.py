@@ -410,20 +410,3 @@ def test_rescaling_the_outcome_leaves_the_effect_size_unchanged(df):
     assert scaled.effect_size.estimate == pytest.approx(base.effect_size.estimate, rel=1e-9)
     assert scaled.effect_size.se == pytest.approx(base.effect_size.se, rel=1e-9)
     assert scaled.raw.pvalue == pytest.approx(base.raw.pvalue, rel=1e-9)
-
-
-@pytest.mark.parametrize("method", ["propensity", "mahalanobis"])
-def test_row_order_does_not_change_matches(df, method):
-    """Ties are broken by a seeded hash of student id and subject, not by row position.
-    Pretests rounded to whole points make exact ties common."""
-    d = df.assign(pretest=df["pretest"].round())
-    key = ["student_id", "subject"]
-
-    def pairs(frame):
-        m = pleval.match(frame, SAMPLE_COLUMNS, method=method, seed=3).matched
-        anchor = m[m.treatment == 1].set_index("_set")[key].astype(str).agg("|".join, axis=1)
-        comp = m[m.treatment == 0]
-        return sorted(zip(anchor.loc[comp["_set"]].to_numpy(), comp[key].astype(str).agg("|".join, axis=1)))
-
-    shuffled = d.sample(frac=1.0, random_state=9)
-    assert pairs(d) == pairs(shuffled)

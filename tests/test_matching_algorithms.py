@@ -1,10 +1,10 @@
 """Matching algorithms against slow brute-force versions written here from their definitions.
 
-Nearest neighbour: for each treated row (in the greedy order), rank eligible comparisons
-(same exact cell, distance <= caliper, unused if without replacement) by (distance,
-priority) with priority = ``default_rng(seed).permutation(n_comparison)``, and take k.
-VCG: every comparison in the cell within the band qualifies; at most k are kept, each
-k-subset equally likely.
+Nearest neighbour with replacement and ties kept: every eligible comparison (same exact cell,
+distance <= caliper) at a distance no larger than the k-th smallest, weight 1/m. Otherwise,
+for each treated row (in the greedy order), rank eligible comparisons (unused if without
+replacement) by (distance, priority) and take k. VCG: every comparison in the cell within the
+band qualifies; with more than k, the k closest, ties at the k-th distance sharing the places.
 """
 
 from __future__ import annotations
@@ -15,16 +15,40 @@ from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
 from pleval.errors import DataError, DesignError
-from pleval.matching.exact import NO_BAND, NO_CELL, _sample_offsets, match_vcg
+from pleval.matching.exact import NO_BAND, NO_CELL, match_vcg
 from pleval.matching.nearest import mahalanobis_coordinates, match_nearest
 
 
-def brute_nearest(tz, cz, tcell, ccell, k, caliper, replace, seed, order=None):
+def _idx(m, n_t, k):
+    """The long-format pairs of a NearestMatch as an (n_t, k) index matrix (-1 padded)."""
+    idx = np.full((n_t, k), -1)
+    for i in range(n_t):
+        c = m.c_row[m.t_row == i]
+        idx[i, : len(c)] = c
+    return idx
+
+
+def brute_ties(tz, cz, tcell, ccell, k, caliper):
+    tz, cz = np.asarray(tz, float), np.asarray(cz, float)
+    if tz.ndim == 1:
+        tz, cz = tz[:, None], cz[:, None]
+    out = []
+    for i in range(len(tz)):
+        d = np.sqrt(np.einsum("ij,ij->i", cz - tz[i], cz - tz[i]))
+        ok = (ccell == tcell[i]) & (d <= caliper)
+        if not ok.any():
+            out.append(set())
+            continue
+        d_k = np.sort(d[ok])[min(k, ok.sum()) - 1]
+        out.append(set(np.flatnonzero(ok & (d <= d_k + 1e-12))))
+    return out
+
+
+def brute_nearest(tz, cz, tcell, ccell, k, caliper, replace, prio, order=None):
     tz = np.asarray(tz, float)
     cz = np.asarray(cz, float)
     if tz.ndim == 1:
         tz, cz = tz[:, None], cz[:, None]
-    prio = np.random.default_rng(seed).permutation(len(cz))
     used = np.zeros(len(cz), bool)
     idx = np.full((len(tz), k), -1)
     for i in range(len(tz)) if order is None else order:
@@ -50,24 +74,39 @@ def _random_problem(rng):
     return tz, cz, rng.integers(0, n_cell, n_t), rng.integers(0, n_cell, n_c)
 
 
+def test_ties_kept_equal_brute_force():
+    """With replacement, every comparison tied at the k-th distance is in the set, weight 1/m."""
+    rng = np.random.default_rng(20241)
+    n_ties = 0
+    for _ in range(200):
+        tz, cz, tc, cc = _random_problem(rng)
+        k = int(rng.integers(1, 4))
+        caliper = float(rng.choice([np.inf, 0.3, 1.0]))
+        got = match_nearest(tz, cz, k=k, caliper=caliper, t_cell=tc, c_cell=cc)
+        for i, want in enumerate(brute_ties(tz, cz, tc, cc, k, caliper)):
+            sel = got.t_row == i
+            assert set(got.c_row[sel]) == want and sel.sum() == len(want) == got.n_matched[i]
+            np.testing.assert_allclose(got.weight[sel], 1.0 / max(len(want), 1))
+            n_ties += len(want) > k
+        t2 = tz if tz.ndim == 2 else tz[:, None]
+        c2 = cz if cz.ndim == 2 else cz[:, None]
+        np.testing.assert_allclose(got.dist, np.linalg.norm(t2[got.t_row] - c2[got.c_row], axis=1), rtol=1e-12, atol=1e-12)
+    assert n_ties > 100  # the problems do exercise ties
+
+
 @pytest.mark.parametrize("replace", [True, False])
 def test_nearest_equals_brute_force(replace):
+    """Taking exactly k (ties=False, or without replacement) by (distance, priority)."""
     rng = np.random.default_rng(20240 + replace)
     for _ in range(150):
         tz, cz, tc, cc = _random_problem(rng)
         k = int(rng.integers(1, 4))
         caliper = float(rng.choice([np.inf, 0.3, 1.0]))
-        seed = int(rng.integers(0, 1000))
-        got = match_nearest(tz, cz, k=k, caliper=caliper, replace=replace, t_cell=tc, c_cell=cc, seed=seed)
-        want = brute_nearest(tz, cz, tc, cc, k, caliper, replace, seed)
-        np.testing.assert_array_equal(got.idx, want)
-        # distances reported are the distances of the chosen pairs
-        ok = got.idx >= 0
-        t2 = tz if tz.ndim == 2 else tz[:, None]
-        c2 = cz if cz.ndim == 2 else cz[:, None]
-        rows = np.nonzero(ok)[0]
-        d = np.linalg.norm(t2[rows] - c2[got.idx[ok]], axis=1)
-        np.testing.assert_allclose(got.dist[ok], d, rtol=1e-12, atol=1e-12)
+        prio = rng.permutation(len(cz))
+        got = match_nearest(tz, cz, k=k, caliper=caliper, replace=replace, ties=False, t_cell=tc, c_cell=cc,
+                            c_priority=prio)
+        want = brute_nearest(tz, cz, tc, cc, k, caliper, replace, prio)
+        np.testing.assert_array_equal(_idx(got, len(tz), k), want)
 
 
 @pytest.mark.parametrize("order", ["largest", "smallest", "random"])
@@ -75,18 +114,17 @@ def test_greedy_order_equals_brute_force(order):
     rng = np.random.default_rng(7)
     for _ in range(40):
         tz, cz, tc, cc = _random_problem(rng)
-        key = rng.random(len(tz))
+        key = np.round(rng.random(len(tz)), 1)  # equal keys go by the treated priority
         seed = int(rng.integers(0, 100))
+        tprio = rng.permutation(len(tz))
         got = match_nearest(tz, cz, k=2, caliper=0.8, replace=False, t_cell=tc, c_cell=cc,
-                            order=order, order_key=key, seed=seed)
+                            order=order, order_key=key, seed=seed, t_priority=tprio)
         if order == "random":
-            gen = np.random.default_rng(seed)
-            gen.permutation(len(cz))  # the priorities are drawn first
-            seq = gen.permutation(len(tz))
+            seq = np.random.default_rng(seed).permutation(len(tz))
         else:
-            seq = np.argsort(-key if order == "largest" else key, kind="stable")
-        want = brute_nearest(tz, cz, tc, cc, 2, 0.8, False, seed, order=seq)
-        np.testing.assert_array_equal(got.idx, want)
+            seq = np.lexsort((tprio, -key if order == "largest" else key))
+        want = brute_nearest(tz, cz, tc, cc, 2, 0.8, False, np.arange(len(cz)), order=seq)
+        np.testing.assert_array_equal(_idx(got, len(tz), 2), want)
 
 
 def test_without_replacement_uses_each_comparison_once_and_deep_search():
@@ -95,18 +133,15 @@ def test_without_replacement_uses_each_comparison_once_and_deep_search():
     tz = rng.normal(1.0, 0.3, 300)
     cz = rng.normal(0.0, 1.0, 700)
     got = match_nearest(tz, cz, k=2, replace=False, seed=5, order="random")
-    used = got.idx[got.idx >= 0]
-    assert used.size == np.unique(used).size == 600
-    gen = np.random.default_rng(5)
-    gen.permutation(700)
-    want = brute_nearest(tz, cz, np.zeros(300, int), np.zeros(700, int), 2, np.inf, False, 5,
-                         order=gen.permutation(300))
-    np.testing.assert_array_equal(got.idx, want)
+    assert got.c_row.size == np.unique(got.c_row).size == 600
+    want = brute_nearest(tz, cz, np.zeros(300, int), np.zeros(700, int), 2, np.inf, False, np.arange(700),
+                         order=np.random.default_rng(5).permutation(300))
+    np.testing.assert_array_equal(_idx(got, 300, 2), want)
 
 
 def test_unmatched_reasons():
     got = match_nearest([0.0, 5.0, 0.1], [0.05, 0.2], k=1, caliper=0.5, t_cell=[0, 0, 1], c_cell=[0, 0])
-    assert got.idx[:, 0].tolist() == [0, -1, -1]
+    assert got.t_row.tolist() == [0] and got.c_row.tolist() == [0]
     assert got.reason.tolist() == ["", "no comparison within the caliper", "no comparison in its exact-match cell"]
     got = match_nearest([0.0, 0.01], [0.05], k=1, replace=False, order="data")
     assert got.reason.tolist() == ["", "comparisons in its exact-match cell used up (matching without replacement)"]
@@ -137,7 +172,7 @@ def test_mahalanobis_coordinates_give_mahalanobis_distance():
 
 
 def brute_vcg_sets(tc, ts, cc, cs, band):
-    return [set(np.flatnonzero((cc == tc[i]) & (np.abs(cs - ts[i]) <= band))) for i in range(len(tc))]
+    return [set(np.flatnonzero((cc == tc[i]) & (np.abs(cs - ts[i]) <= band + 1e-9))) for i in range(len(tc))]
 
 
 def test_vcg_equals_brute_force():
@@ -146,17 +181,28 @@ def test_vcg_equals_brute_force():
         n_t, n_c = int(rng.integers(1, 30)), int(rng.integers(0, 60))
         tc, cc = rng.integers(0, 3, n_t), rng.integers(0, 3, n_c)
         ts, cs = rng.integers(0, 10, n_t).astype(float), rng.integers(0, 10, n_c).astype(float)
+        if trial % 2:  # non-integer scores: distances with floating-point noise
+            ts, cs = ts / 10 + 0.1, cs / 10 + 0.1
         band, k = float(rng.choice([0.0, 1.0, 2.5])), int(rng.integers(1, 8))
-        m = match_vcg(tc, ts, cc, cs, band=band, k=k, seed=trial)
-        for i, q in enumerate(brute_vcg_sets(tc, ts, cc, cs, band)):
-            got = m.c_row[m.t_row == i]
+        m = match_vcg(tc, ts, cc, cs, band=band if trial % 2 == 0 else band / 10, k=k)
+        for i, q in enumerate(brute_vcg_sets(tc, ts, cc, cs, band if trial % 2 == 0 else band / 10)):
+            sel = m.t_row == i
+            got, w = m.c_row[sel], m.weight[sel]
             assert m.n_qualified[i] == len(q)
-            assert len(got) == len(set(got)) == min(k, len(q))
-            assert set(got) <= q
+            assert len(got) == len(set(got)) == m.n_matched[i]
+            q = sorted(q)
             if len(q) <= k:
-                assert set(got) == q
+                assert set(got) == set(q)
+                np.testing.assert_allclose(w, 1.0 / max(len(q), 1))
+            else:  # the k closest; those tied at the k-th distance share the remaining places
+                d = np.round(np.abs(cs[q] - ts[i]), 9)
+                d_k = np.sort(d)[k - 1]
+                n_closer = int((d < d_k).sum())
+                assert set(got) == {j for j, dj in zip(q, d) if dj <= d_k}
+                want = {j: (1 / k if dj < d_k else (k - n_closer) / ((d == d_k).sum() * k)) for j, dj in zip(q, d) if dj <= d_k}
+                np.testing.assert_allclose(w, [want[j] for j in got], rtol=1e-12)
             if len(got):
-                assert m.weight[m.t_row == i].sum() == pytest.approx(1.0)
+                assert w.sum() == pytest.approx(1.0)
                 assert m.reason[i] == ""
             elif not (cc == tc[i]).any():
                 assert m.reason[i] == NO_CELL
@@ -164,30 +210,16 @@ def test_vcg_equals_brute_force():
                 assert m.reason[i] == NO_BAND
 
 
-def test_vcg_is_seeded():
+def test_vcg_has_no_randomness_and_ignores_row_order():
     rng = np.random.default_rng(0)
-    args = (rng.integers(0, 2, 50), rng.integers(0, 5, 50).astype(float),
-            rng.integers(0, 2, 2000), rng.integers(0, 5, 2000).astype(float))
-    a, b, c = (match_vcg(*args, k=5, seed=s) for s in (1, 1, 2))
-    np.testing.assert_array_equal(a.c_row, b.c_row)
-    assert not np.array_equal(a.c_row, c.c_row)
-
-
-@pytest.mark.parametrize("n", [60, 80, 500])  # both sampling branches (n <= 2k and n > 2k)
-def test_vcg_sampling_is_uniform(n):
-    """Each of the n qualifying units is chosen with probability k/n (chi-square test), and
-    each pair with probability k(k-1)/(n(n-1))."""
-    k, reps = 51, 400
-    S = _sample_offsets(np.full(reps, n), k, np.random.default_rng(n))
-    assert (np.sort(S, axis=1)[:, 1:] != np.sort(S, axis=1)[:, :-1]).all()
-    counts = np.bincount(S.ravel(), minlength=n)
-    assert counts.sum() == reps * k
-    # under uniform sampling the per-unit counts are hypergeometric-like with mean reps*k/n
-    chi2 = ((counts - reps * k / n) ** 2 / (reps * k / n * (1 - k / n))).sum()
-    assert stats.chi2.sf(chi2, n - 1) > 1e-3
-    pair = np.mean((S == 0).any(axis=1) & (S == 1).any(axis=1))
-    p_pair = k * (k - 1) / (n * (n - 1))
-    assert abs(pair - p_pair) < 4 * np.sqrt(p_pair * (1 - p_pair) / reps) + 1e-9
+    tc, ts = rng.integers(0, 2, 50), rng.integers(0, 5, 50).astype(float)
+    cc, cs = rng.integers(0, 2, 2000), rng.integers(0, 5, 2000).astype(float)
+    a = match_vcg(tc, ts, cc, cs, k=5)
+    perm = rng.permutation(2000)
+    b = match_vcg(tc, ts, cc[perm], cs[perm], k=5)
+    pairs = lambda m, ids: sorted(zip(m.t_row.tolist(), ids[m.c_row].tolist(), m.weight.round(15).tolist()))
+    assert pairs(a, np.arange(2000)) == pairs(b, perm)
+    assert (a.n_matched > 5).all()  # integer scores: heavy ties at the k-th distance
 
 
 def test_vcg_bad_options():

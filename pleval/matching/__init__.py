@@ -34,6 +34,7 @@ from .results import EffectTable, MatchResult
 from .weighting import att_weights
 
 METHODS = ("propensity", "mahalanobis", "vcg", "weighting")
+CONVENTIONS = ("pleval", "matchit")
 
 
 def _exclude(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, log: list) -> pd.DataFrame:
@@ -78,14 +79,13 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, n
     return rows, sets, w
 
 
-def _stable_keys(data: pd.DataFrame, c, pos):
-    """Student id (and subject) of the rows at ``pos``, for row-order-free tie-breaking."""
-    if not c.student_id:
+def _priority(data: pd.DataFrame, c, pos, conventions: str):
+    """Tie-breaking ranks of the rows at ``pos``: the rank of the student id (so neither row
+    order nor the spelling of subject, grade or school labels matters), or data order (no
+    student id, or ``conventions="matchit"``)."""
+    if conventions == "matchit" or not c.student_id:
         return None
-    key = data[c.student_id].iloc[pos].astype(str).to_numpy()
-    if c.subject:
-        key = key + "\x1f" + data[c.subject].iloc[pos].astype(str).to_numpy()
-    return key
+    return pd.factorize(data[c.student_id].iloc[pos], sort=True)[0]
 
 
 def match(
@@ -98,7 +98,8 @@ def match(
     exact=None,
     k: int | None = None,
     caliper: float | bool | None = None,
-    replace: bool = True,
+    replace: bool | None = None,
+    ties: bool | None = None,
     order: str | None = None,
     discard: str = "none",
     penalize: bool = False,
@@ -111,6 +112,7 @@ def match(
     truncate: float | None = None,
     stabilize: bool = True,
     require_outcome: bool = True,
+    conventions: str = "pleval",
     seed: int = 0,
 ) -> MatchResult:
     """Build a matched comparison of PL (treated) and non-PL students.
@@ -128,7 +130,11 @@ def match(
     caliper : propensity: in SD of the logit PS (default None = 0.2; False for no caliper);
         mahalanobis: in Mahalanobis-distance units (default None = no caliper).
     replace : nearest-neighbour with (default) or without replacement.
-    order : greedy order without replacement ("largest", "smallest", "random", "data").
+    ties : with replacement, keep every comparison tied at the k-th distance, sharing the
+        weight (default True; False takes k by (distance, student id)).
+    order : greedy order without replacement ("largest" PS first, the default for
+        propensity; "smallest"; "data" = by student id, or row order without one, the default
+        for Mahalanobis; "random" = seeded).
     discard : drop units outside common support ("none", "treated", "control", "both").
     penalize, alpha : ridge-penalized propensity model instead of an error on separation.
     distance : Mahalanobis variables (default: the pretests and numeric covariates).
@@ -143,10 +149,19 @@ def match(
     model itself is unweighted.
     require_outcome : match only rows with an observed outcome (default; the rest are counted
         as excluded).
-    seed : seeds tie-breaking, greedy order "random" and VCG sampling.
+    conventions : "pleval" (default) or "matchit": MatchIt's defaults for nearest-neighbour
+        matching (match on the PS itself, no caliper, no replacement, "largest" order, ties in
+        data order) and cobalt's ATT standardized differences in the balance table. Explicit
+        ``caliper``/``replace``/``order``/``ties`` still apply.
+    seed : used only by ``order="random"``; nothing else in matching is random.
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    if conventions not in CONVENTIONS:
+        raise DataError(f"conventions must be one of {CONVENTIONS}; got {conventions!r}")
+    matchit = conventions == "matchit"
+    replace = (not matchit) if replace is None else bool(replace)
+    ties = (replace and not matchit) if ties is None else bool(ties)
     if not isinstance(df, Validated):
         from ..checks import warn_values  # outliers and mixed codes: computed, but worth a warning
 
@@ -178,7 +193,7 @@ def match(
         raise DesignError("after exclusions the data have no treated or no comparison rows")
 
     pm: PropensityModel | None = None
-    options: dict = {"method": method, "seed": seed}
+    options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
 
     def school_at(pos):  # school ids at row positions (NaN without a school column)
@@ -199,12 +214,14 @@ def match(
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
         if method == "propensity":
-            coord = pm.logit_ps
+            coord = pm.ps if matchit else pm.logit_ps
             unit = pooled_logit_sd(pm.logit_ps, t)
-            width = 0.2 if caliper is None else caliper
+            width = (False if matchit else 0.2) if caliper is None else caliper
             cal_abs = np.inf if width is False else width * unit
+            if matchit and width is not False:  # MatchIt: caliper in SD of the distance it matches on
+                cal_abs = width * float(np.std(pm.ps, ddof=1))
             order = order or "largest"
-            diagnostics["caliper (logit PS units)"] = float(cal_abs)
+            diagnostics["caliper (PS units)" if matchit else "caliper (logit PS units)"] = float(cal_abs)
         else:
             if distance is None:
                 dvars = list(c.pretest) + [x for x in c.covariates if not is_categorical(data[x])]
@@ -213,28 +230,32 @@ def match(
             enc = encode(data, dvars, categorical)
             coord = mahalanobis_coordinates(enc.X, t)
             cal_abs = np.inf if caliper is None or caliper is False else caliper
-            order = order or "random"
+            order = order or "data"
             options["distance"] = tuple(dvars)
         # quantized so that distances equal but for floating-point noise (which depends on row
-        # order through the fitted model) are exact ties, broken by the row-order-free priority
+        # order through the fitted model) are exact ties
         coord = np.round(coord, 10)
-        nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace,
+        nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                            t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                            order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
-                           c_key=_stable_keys(data, c, cpos))
-        matched_t = nm.idx[:, 0] >= 0
-        m_i = (nm.idx >= 0).sum(axis=1)
+                           c_priority=_priority(data, c, cpos, conventions),
+                           t_priority=_priority(data, c, tpos, conventions),
+                           sided=matchit and method == "propensity")
+        m_i = nm.n_matched
+        matched_t = m_i > 0
         n_sets = int(matched_t.sum())
-        valid = nm.idx[matched_t] >= 0
-        set_of_pair = np.repeat(np.arange(n_sets), m_i[matched_t])
-        c_pairs = cpos[nm.idx[matched_t][valid]]
-        rows, sets, w = _long(tpos[matched_t], c_pairs, set_of_pair, 1.0 / m_i[matched_t][set_of_pair], n_sets)
+        set_index = np.cumsum(matched_t) - 1  # treated row -> set id
+        rows, sets, w = _long(tpos[matched_t], cpos[nm.c_row], set_index[nm.t_row], nm.weight, n_sets)
         set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], nm.reason[~matched_t]
-        options.update(k=k, caliper=caliper, replace=replace, order=order, exact=tuple(strata))
+        options.update(k=k, caliper=caliper, replace=replace, ties=ties, order=order, exact=tuple(strata))
+        if order == "random":
+            options["seed"] = seed
         if n_sets:
-            diagnostics["mean matched distance"] = float(np.mean(nm.dist[matched_t][valid]))
+            diagnostics["mean matched distance"] = float(np.mean(nm.dist))
         diagnostics["treated with fewer than k matches"] = int(((m_i > 0) & (m_i < k)).sum())
+        if ties and replace:
+            diagnostics["treated with more than k matches (ties kept)"] = int((m_i > k).sum())
 
     elif method == "vcg":
         k = 51 if k is None else k
@@ -258,7 +279,7 @@ def match(
         cells = combine_codes(keyframe, list(keyframe.columns))
         tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
         score = data[c.main_pretest].to_numpy(dtype=float)
-        vm = match_vcg(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k, seed=seed)
+        vm = match_vcg(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)
         matched_t = vm.n_matched > 0
         n_sets = int(matched_t.sum())
         set_index = np.cumsum(matched_t) - 1  # treated row -> set id
@@ -268,7 +289,8 @@ def match(
         options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))
         if n_sets:
             diagnostics["mean comparisons per matched PL row"] = float(vm.n_matched[matched_t].mean())
-            diagnostics["PL rows with fewer than k comparisons"] = int(((vm.n_matched > 0) & (vm.n_matched < k)).sum())
+            diagnostics["PL rows with fewer than k qualified comparisons"] = int(((vm.n_qualified > 0) & (vm.n_qualified < k)).sum())
+            diagnostics["PL rows with ties at the k-th distance sharing places"] = int((vm.n_matched > k).sum())
         del vm
 
     else:  # weighting

@@ -1,26 +1,37 @@
-"""Nearest-neighbour matching (1:k) on the logit propensity score or Mahalanobis distance.
+"""Nearest-neighbour matching (1:k) on a score (the logit propensity score) or Mahalanobis distance.
 
 For each treated unit, the ``k`` comparison units closest in distance, within the same
 exact-match cell and within the caliper, are its matched set (ATT; Stuart 2010, §3.2).
 
-* **Distance.** On the logit PS, ``d(i, j) = |l_i − l_j|``. Mahalanobis:
+* **Distance.** On a score, ``d(i, j) = |l_i − l_j|``. Mahalanobis:
   ``d(i, j) = sqrt((x_i − x_j)' S⁻¹ (x_i − x_j))`` with ``S`` the pooled within-group
   covariance of the chosen covariates (Rubin 1980); computed as a Euclidean distance after
   the transform ``z = L⁻¹ x`` (``S = L L'``).
-* **Caliper.** Pairs farther apart than the caliper are not matched. For the PS the caliper is
-  ``caliper × sqrt((s_t² + s_c²)/2)`` of the logit PS, default 0.2 (Austin 2011); for
-  Mahalanobis it is in Mahalanobis-distance units (default none).
-* **Ties** are broken by a random priority of the comparison units drawn from ``seed``: units
-  are ranked by ``(distance, priority)``, so results are deterministic for a seed.
-* **Without replacement** the treated units are matched greedily one at a time in ``order``
-  ("largest" PS first, as MatchIt's default, "smallest", "random" or "data"); each takes its
-  ``k`` best still-unused comparisons. Greedy matching is sequential by definition; the loop
-  only walks precomputed candidate lists.
+* **Caliper.** Pairs farther apart than the caliper (an absolute distance here; the caller
+  converts SD units) are not matched.
+* **Ties, with replacement** (``ties=True``, the default): with ``d_k(i)`` the k-th smallest
+  eligible distance of treated unit ``i``, its matched set is *every* eligible comparison with
+  ``d(i, j) ≤ d_k(i)``, and each of its ``m_i`` members gets weight ``1/m_i`` (Abadie & Imbens
+  2006, §2; Sekhon's ``Matching``, ``ties = TRUE``). Nothing is chosen among equals, so no
+  seed, row order or label can change the set. Two distances count as equal when they differ
+  by at most :data:`TIE_TOL` (callers round the coordinates to a 1e-10 grid, so that distances
+  equal but for floating-point noise are exactly the same set).
+* **Without replacement** (or ``ties=False``) the ``k`` best are taken by ``(distance,
+  priority)``: ``c_priority`` ranks the comparisons (callers pass the rank of the student id;
+  default: position). Greedy matching takes the treated units one at a time in ``order``
+  ("largest" score first, as MatchIt's default, "smallest", "data" = by ``t_priority``, or
+  "random" = a seeded permutation, the only use of ``seed``); equal scores go by
+  ``t_priority``. ``sided=True`` reproduces MatchIt's scan on a score instead: among equal
+  distances the comparison with the smaller score wins, then the one nearer the treated unit
+  in (score, position) order. Greedy matching is sequential by definition; the loop only walks
+  precomputed candidate lists.
 
 Neighbour search never forms all treated × comparison pairs. On one dimension it is a sorted
-search (``searchsorted`` on (cell, value) keys, ``k`` candidates from each side); on several it
-is a ``scipy.spatial.cKDTree`` over distinct comparison points, with exact cells kept apart by
-an extra coordinate far larger than any within-cell distance.
+search (``searchsorted`` on (cell, value) keys: ``k`` candidates from each side give
+``d_k``, and the set ``|l_j − l_i| ≤ d_k`` is one contiguous range); on several it is a
+``scipy.spatial.cKDTree`` over distinct comparison points ("sites", with their member counts),
+``query`` for ``d_k`` and ``query_ball_point`` for the set, exact cells kept apart by an extra
+coordinate far larger than any within-cell distance.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from scipy.spatial import cKDTree
 from ..errors import DataError, DesignError
 
 ORDERS = ("largest", "smallest", "random", "data")
+TIE_TOL = 5e-11
+"""Distances within this of each other are ties (half the 1e-10 grid of the coordinates)."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +68,24 @@ def _lex_rows(dist, prio):
     return np.lexsort((prio, dist), axis=1)
 
 
+def _kth_of(dist, count, k):
+    """Per row of ascending finite-first ``dist`` with member ``count``s: the distance at which
+    the cumulative count reaches ``k`` (the last finite one if it never does; inf if none)."""
+    dist = np.where(np.isfinite(dist), dist, np.inf)
+    cum = np.cumsum(np.where(np.isfinite(dist), count, 0), axis=1)
+    reach = cum >= k
+    col = np.where(reach.any(axis=1), reach.argmax(axis=1), np.isfinite(dist).sum(axis=1) - 1)
+    out = dist[np.arange(len(dist)), np.maximum(col, 0)]
+    out[col < 0] = np.inf
+    return out
+
+
 class _SortedSearch:
     """One-dimensional search on (cell, value) keys."""
 
-    def __init__(self, c_x, c_cell, prio, t_x, t_cell, caliper):
+    def __init__(self, c_x, c_cell, prio, t_x, t_cell, caliper, sided=False):
         self.c_x, self.t_x, self.caliper = c_x, t_x, caliper
-        self.prio = prio
+        self.prio, self.sided = prio, sided
         n = len(c_x)
         # comparisons sorted by (cell, value, priority)
         o = np.argsort(c_x)
@@ -76,12 +101,15 @@ class _SortedSearch:
         eq = (u < len(v)) & (v[np.minimum(u, len(v) - 1)] == t_x)
         tkx = 2 * u + eq  # ... even for a treated value between two of them
         span = 2 * len(v) + 2
+        self.v = v
+        self.t_base = np.zeros(len(t_x), np.int64)
         if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:
             cs = c_cell[o]
             s = np.argsort(cs.astype(np.uint16) if cs.max(initial=0) < 2**16 else cs, kind="stable")
             o, kx, cs = o[s], kx[s], cs[s]
             self.keys = cs * span + kx
             self.t_key = t_cell * span + tkx
+            self.t_base = t_cell * span
             self.t_lo, self.t_hi = t_cell * span, (t_cell + 1) * span
         else:
             self.keys, self.t_key = kx, tkx
@@ -98,7 +126,8 @@ class _SortedSearch:
             end = np.minimum.accumulate(np.where(last, pos, n)[::-1])[::-1]
             self.left = o[start + end - pos]
 
-    def __call__(self, rows, K):
+    def _sides(self, rows, K):
+        """``K`` nearest comparisons on each side (left columns first), -1 where none."""
         n = len(self.keys)
         tk = self.t_key[rows]
         p = np.searchsorted(self.keys, tk, side="left")
@@ -118,7 +147,37 @@ class _SortedSearch:
         dist = np.where(idx >= 0, np.abs(self.c_x[np.maximum(idx, 0)] - x), np.inf)
         dist[dist > self.caliper] = np.inf
         idx[~np.isfinite(dist)] = -1
-        prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], np.iinfo(np.int64).max)
+        return idx, dist
+
+    def kth(self, rows, k):
+        """``d_k``: the k-th smallest eligible distance (the largest if fewer; inf if none)."""
+        _, dist = self._sides(rows, k)  # the k-th nearest lies among the k nearest of each side
+        return _kth_of(np.sort(dist, axis=1), np.ones_like(dist, dtype=np.int64), k)
+
+    def within(self, rows, bound):
+        """Every comparison at distance ≤ ``bound`` (one contiguous range per row): pairs
+        ``(row, comparison, distance)``."""
+        x = self.t_x[rows]
+        base = self.t_base[rows]
+        lo_key = base + 2 * np.searchsorted(self.v, x - bound, side="left")
+        hi_key = base + 2 * np.searchsorted(self.v, x + bound, side="right")
+        lo = np.searchsorted(self.keys, lo_key, side="left")
+        n = np.searchsorted(self.keys, hi_key, side="left") - lo
+        t_row = np.repeat(rows, n)
+        pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - lo, n)
+        c_row = self.right[pos]
+        dist = np.abs(self.c_x[c_row] - self.t_x[t_row])
+        ok = dist <= np.repeat(bound, n)  # exact, as the candidates' distances
+        return t_row[ok], c_row[ok], dist[ok]
+
+    def __call__(self, rows, K):
+        idx, dist = self._sides(rows, K)
+        if self.sided:  # MatchIt's scan: left side (smaller score) first, then nearer in the scan
+            j = np.arange(K)
+            side = np.concatenate([j, len(self.keys) + j])[None, :]
+            prio = np.where(idx >= 0, side, np.iinfo(np.int64).max)
+        else:
+            prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], np.iinfo(np.int64).max)
         # a side whose K-th candidate is still eligible may hold more beyond it: entries ranked
         # after that candidate are not yet certain
         lfull, rfull = idx[:, K - 1] >= 0, idx[:, 2 * K - 1] >= 0
@@ -152,7 +211,7 @@ def _row_groups(A):
 class _TreeSearch:
     """Multi-dimensional search: cKDTree over distinct comparison points ("sites")."""
 
-    def __init__(self, c_z, c_cell, prio, t_z, t_cell, caliper):
+    def __init__(self, c_z, c_cell, prio, t_z, t_cell, caliper, sided=False):
         self.caliper = caliper
         self.prio = prio
         span = np.ptp(np.vstack([c_z, t_z]), axis=0)
@@ -173,6 +232,38 @@ class _TreeSearch:
         self.count = np.bincount(site, minlength=self.n_sites)
         self.tree = cKDTree(self.site_xyz, balanced_tree=False, compact_nodes=False)
 
+    def _site_dist(self, t, s):
+        """Exact distances from query points ``t`` to sites ``s`` (one formula everywhere)."""
+        diff = self.site_xyz[s] - t
+        return np.sqrt(np.einsum("...k,...k->...", diff, diff))
+
+    def kth(self, rows, k):
+        Ks = min(k, self.n_sites)  # k sites hold at least k comparisons
+        t = self.t_aug[rows]
+        _, s = self.tree.query(t, k=Ks, distance_upper_bound=self.bound * (1 + 1e-9) + 1e-12)
+        s = s.reshape(len(rows), Ks)
+        found = s < self.n_sites
+        s_c = np.where(found, s, 0)
+        sd = self._site_dist(t[:, None, :], s_c)
+        found &= sd <= self.caliper
+        sd[~found] = np.inf
+        o = np.argsort(sd, axis=1, kind="stable")
+        return _kth_of(np.take_along_axis(sd, o, 1), np.take_along_axis(np.where(found, self.count[s_c], 0), o, 1), k)
+
+    def within(self, rows, bound):
+        t = self.t_aug[rows]
+        sites = self.tree.query_ball_point(t, r=bound * (1 + 1e-9) + 1e-12, return_sorted=False)
+        n = np.fromiter(map(len, sites), dtype=np.int64, count=len(rows))
+        s = np.concatenate(sites).astype(np.int64) if n.sum() else np.zeros(0, np.int64)
+        r = np.repeat(np.arange(len(rows)), n)
+        sd = self._site_dist(t[r], s)
+        ok = sd <= bound[r]
+        r, s, sd = r[ok], s[ok], sd[ok]
+        m = self.count[s]
+        pair = np.repeat(np.arange(len(s)), m)
+        pos = self.start[s][pair] + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        return rows[r][pair], self.members[pos], sd[pair]
+
     def __call__(self, rows, K):
         Ks = min(K + 1, self.n_sites)
         t = self.t_aug[rows]
@@ -180,9 +271,7 @@ class _TreeSearch:
         s = s.reshape(len(rows), Ks)
         found = s < self.n_sites
         s_c = np.where(found, s, 0)
-        # exact distances (one formula for every row and site, as a brute force would use)
-        diff = self.site_xyz[s_c] - t[:, None, :]
-        sd = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        sd = self._site_dist(t[:, None, :], s_c)
         sd[~found] = np.inf
         found &= sd <= self.caliper
         sd[~found] = np.inf
@@ -247,16 +336,33 @@ def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NearestMatch:
-    """Matches as arrays over the treated and comparison rows passed in.
+    """Matches in long format over the treated and comparison rows passed in.
 
-    ``idx[i, j]`` is the j-th match of treated row ``i`` (an index into the comparison rows),
-    ``-1`` if none; ``dist`` the distances. ``reason[i]`` is "" for a matched treated row,
-    otherwise why it has no match.
+    Pair ``p`` matches treated row ``t_row[p]`` with comparison row ``c_row[p]`` at distance
+    ``dist[p]`` with weight ``weight[p] = 1/m_i`` (``m_i = n_matched[i]`` comparisons in the
+    set); pairs come sorted by treated row, then distance, then comparison priority.
+    ``reason[i]`` is "" for a matched treated row, otherwise why it has no match.
     """
 
-    idx: np.ndarray
+    t_row: np.ndarray
+    c_row: np.ndarray
     dist: np.ndarray
+    weight: np.ndarray
+    n_matched: np.ndarray
     reason: np.ndarray
+
+
+def _ranks(x) -> np.ndarray:
+    """0..n−1 ranks of ``x`` (ties by position)."""
+    return np.argsort(np.argsort(np.asarray(x), kind="stable"), kind="stable").astype(np.int64)
+
+
+def _pairs(t_row, c_row, dist, prio, n_t) -> tuple:
+    """Sort pairs by (treated row, distance, priority); weights 1/m_i."""
+    o = np.lexsort((prio[c_row], dist, t_row))
+    t_row, c_row, dist = t_row[o], c_row[o], dist[o]
+    m = np.bincount(t_row, minlength=n_t)
+    return t_row, c_row, dist, 1.0 / np.maximum(m, 1)[t_row], m
 
 
 def match_nearest(
@@ -266,21 +372,25 @@ def match_nearest(
     k: int = 1,
     caliper: float = np.inf,
     replace: bool = True,
+    ties: bool = True,
     t_cell=None,
     c_cell=None,
     order: str = "data",
     order_key=None,
+    c_priority=None,
+    t_priority=None,
+    sided: bool = False,
     seed: int = 0,
-    c_key=None,
 ) -> NearestMatch:
-    """1:k nearest-neighbour matching of treated rows to comparison rows.
+    """1:k nearest-neighbour matching of treated rows to comparison rows (module docstring).
 
     ``t_coord``/``c_coord`` are 1-D (a score) or 2-D (already-transformed coordinates, e.g.
     :func:`mahalanobis_coordinates`). ``caliper`` is an absolute distance. ``t_cell``/``c_cell``
-    are integer exact-match cells. ``order_key`` (e.g. the PS of the treated rows) drives
-    ``order`` for greedy matching without replacement. ``c_key`` (e.g. student id and
-    subject of each comparison row) makes tie-breaking independent of row order: priorities
-    are the ranks of a seeded hash of the keys instead of a seeded permutation of positions.
+    are integer exact-match cells. ``ties`` keeps every comparison tied at the k-th distance
+    (with replacement only). ``c_priority``/``t_priority`` are sort keys breaking ties when
+    something must be chosen (without replacement, or ``ties=False``; default: position).
+    ``order_key`` (e.g. the PS of the treated rows) drives ``order`` without replacement;
+    ``seed`` is used by ``order="random"`` only. ``sided`` applies MatchIt's tie rule on a score.
     """
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
@@ -297,55 +407,67 @@ def match_nearest(
     if n_t and n_c:  # dense cell codes 0..m-1 shared by both groups
         cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0].astype(np.int64)
         c_cell, t_cell = cells[:n_c], cells[n_c:]
-    rng = np.random.default_rng(seed)
-    prio = rng.permutation(n_c).astype(np.int64) if c_key is None else _key_priority(c_key, seed)
-    idx = np.full((n_t, k), -1, dtype=np.int64)
-    dist = np.full((n_t, k), np.inf)
+    prio = np.arange(n_c, dtype=np.int64) if c_priority is None else _ranks(c_priority)
+    t_prio = np.arange(n_t, dtype=np.int64) if t_priority is None else _ranks(t_priority)
     reason = np.full(n_t, "", dtype=object)
+    empty = np.zeros(0, np.int64)
     if n_t == 0:
-        return NearestMatch(idx, dist, reason)
+        return NearestMatch(empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, np.int64), reason)
     # why a treated row can have no match at all
     in_cell = (np.bincount(c_cell, minlength=int(t_cell.max(initial=0)) + 1) > 0)[t_cell] if n_c else np.zeros(n_t, bool)
     reason[~in_cell] = "no comparison in its exact-match cell"
     if n_c == 0:
-        return NearestMatch(idx, dist, reason)
-    if t_coord.ndim == 1 or t_coord.shape[1] == 1:
-        search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper)
+        return NearestMatch(empty, empty, np.zeros(0), np.zeros(0), np.zeros(n_t, np.int64), reason)
+    one_d = t_coord.ndim == 1 or t_coord.shape[1] == 1
+    if one_d:
+        search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper, sided)
     else:
         search = _TreeSearch(c_coord, c_cell, prio, t_coord, t_cell, caliper)
 
-    if replace:
-        rows = np.arange(n_t)
-        K = k
-        while len(rows):
-            cand = search(rows, K)
-            done = (cand.n_safe >= k) | cand.complete
-            take = np.minimum(cand.n_safe, k)
-            r = rows[done]
-            sel = np.arange(k)[None, :] < take[done][:, None]
-            idx[r] = np.where(sel, cand.idx[done][:, :k], -1)
-            dist[r] = np.where(sel, cand.dist[done][:, :k], np.inf)
-            rows, K = rows[~done], K * 4
+    if replace and ties:
+        d_k = search.kth(np.arange(n_t), k)
+        rows = np.flatnonzero(np.isfinite(d_k))
+        t_row, c_row, dist = search.within(rows, np.minimum(d_k[rows] + TIE_TOL, caliper))
     else:
-        idx, dist = _greedy(search, n_t, n_c, k, order, order_key, rng)
-    unmatched = (idx[:, 0] < 0) & (reason == "")
+        if replace:
+            idx, dmat = _with_replacement(search, n_t, k)
+        else:
+            idx, dmat = _greedy(search, n_t, n_c, k, order, order_key, t_prio, np.random.default_rng(seed))
+        ok = idx >= 0
+        t_row = np.nonzero(ok)[0]
+        c_row, dist = idx[ok], dmat[ok]
+    t_row, c_row, dist, weight, m = _pairs(t_row, c_row, dist, prio, n_t)
+    unmatched = (m == 0) & (reason == "")
     if replace:
         reason[unmatched] = "no comparison within the caliper"
     elif np.isfinite(caliper):
         reason[unmatched] = "no unused comparison within the caliper (matching without replacement)"
     else:
         reason[unmatched] = "comparisons in its exact-match cell used up (matching without replacement)"
-    return NearestMatch(idx, dist, reason)
+    return NearestMatch(t_row, c_row, dist, weight, m, reason)
 
 
-def _key_priority(keys, seed: int) -> np.ndarray:
-    """Ranks 0..n−1 of a seeded 64-bit hash of the keys (row order plays no part)."""
-    h = pd.util.hash_array(np.asarray(keys).astype(str).astype(object), hash_key=f"{seed % 10**16:016d}")
-    return np.argsort(np.argsort(h, kind="stable"), kind="stable").astype(np.int64)
+def _with_replacement(search, n_t, k):
+    """The k best by (distance, priority) for every treated row, deepening the candidate
+    lists where ties leave the k-th place uncertain."""
+    idx = np.full((n_t, k), -1, dtype=np.int64)
+    dist = np.full((n_t, k), np.inf)
+    rows, K = np.arange(n_t), k
+    while len(rows):
+        cand = search(rows, K)
+        done = (cand.n_safe >= k) | cand.complete
+        take = np.minimum(cand.n_safe, k)
+        r = rows[done]
+        sel = np.arange(k)[None, :] < take[done][:, None]
+        idx[r] = np.where(sel, cand.idx[done][:, :k], -1)
+        dist[r] = np.where(sel, cand.dist[done][:, :k], np.inf)
+        rows, K = rows[~done], K * 4
+    return idx, dist
 
 
-def _greedy(search, n_t, n_c, k, order, order_key, rng, batch: int = 512):
-    """Greedy matching without replacement, treated rows taken in ``order``.
+def _greedy(search, n_t, n_c, k, order, order_key, t_prio, rng, batch: int = 512):
+    """Greedy matching without replacement, treated rows taken in ``order`` (equal keys by
+    ``t_prio``).
 
     Candidate lists do not depend on which comparisons are used, so they are computed in
     vectorized batches: all rows at depth ``k`` first, and deeper lists for the next ``batch``
@@ -354,11 +476,12 @@ def _greedy(search, n_t, n_c, k, order, order_key, rng, batch: int = 512):
     if order in ("largest", "smallest"):
         if order_key is None:
             raise DataError(f"order={order!r} needs a propensity score; use order='random' or 'data'")
-        seq = np.argsort(-order_key if order == "largest" else order_key, kind="stable")
+        key = np.asarray(order_key, dtype=float)
+        seq = np.lexsort((t_prio, -key if order == "largest" else key))
     elif order == "random":
         seq = rng.permutation(n_t)
     else:
-        seq = np.arange(n_t)
+        seq = np.argsort(t_prio, kind="stable")
     base = search(np.arange(n_t), k)
     b_idx, b_dist = base.idx, base.dist
     first = b_idx[:, 0].tolist()
