@@ -173,3 +173,18 @@ def test_blocks_without_contrast_are_left_out_with_a_warning():
     with pytest.warns(PlevalWarning, match="1 block"):
         res = randomization_test(df["y"], df["z"], clusters=df["school"], blocks=df["block"])
     assert res.n_blocks == 2 and res.n_assignments == 36
+
+
+def test_monte_carlo_error_is_reported_and_honest():
+    """The p-value is printed with its Monte Carlo SE, and p-values from different seeds differ
+    by what that SE says (all within 4 SE of their mean)."""
+    rng = np.random.default_rng(12)
+    y = rng.normal(size=400) + np.repeat(rng.normal(0, 0.3, 40), 10)
+    school = np.repeat(np.arange(40), 10)
+    z = np.repeat(rng.permutation(np.r_[np.ones(20), np.zeros(20)]), 10)
+    runs = [randomization_test(y, z, clusters=school, n_permutations=4000, seed=s, exact=False) for s in range(8)]
+    p = np.array([r.pvalue for r in runs])
+    se = runs[0].mc_se
+    assert se == pytest.approx(np.sqrt(p[0] * (1 - p[0]) / 4000))
+    assert np.all(np.abs(p - p.mean()) < 4 * se)
+    assert f"± {se:.2g} (Monte Carlo SE)" in runs[0].summary()

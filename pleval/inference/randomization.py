@@ -122,9 +122,9 @@ class RandomizationResult(ResultMixin):
             f"(MC SE of p {self.mc_se:.2g}; seed {self.seed})"
         )
         stat = "covariate-adjusted difference" if self.covariate_adjusted else "difference"
+        p = f"p = {self.pvalue:.4g}" if self.exact else f"p = {self.pvalue:.4g} ± {self.mc_se:.2g} (Monte Carlo SE)"
         lines = [
-            f"Randomization test ({self.alternative}): {stat} in {self.unit} means = {self.statistic:.4g}, "
-            f"p = {self.pvalue:.4g}",
+            f"Randomization test ({self.alternative}): {stat} in {self.unit} means = {self.statistic:.4g}, {p}",
             f"  {self.n_units:,} {self.unit}s ({self.n_treated_units:,} treated) in {self.n_blocks:,} block(s); {how}",
         ]
         lines.extend(f"  note: {n}" for n in self.notes)

@@ -5,12 +5,20 @@ For each covariate (each level of a categorical one) and each pretest:
 * weighted means ``x̄_g = Σ w x / Σ w`` in the treated (g = t) and comparison (g = c) groups;
 * weighted variances ``s²_g = Σ w (x − x̄_g)² / (Σ w − Σ w² / Σ w)`` (the unbiased
   "reliability weights" form; unweighted it is the usual n − 1 variance);
-* standardized mean difference ``SMD = (x̄_t − x̄_c) / sqrt((s²_t + s²_c)/2)``, the
-  denominator taken from the sample *before* matching for both columns so that before and
-  after differ only through the means (Stuart 2010; Austin 2009); |SMD| < 0.1 is the usual
-  rule of thumb;
+* standardized mean difference ``SMD = (x̄_t − x̄_c) / s``, ``s`` taken from the sample
+  *before* matching for both columns so that before and after differ only through the means
+  (Stuart 2010; Austin 2009): by default ``s = sqrt((s²_t + s²_c)/2)``; with
+  ``smd="treated"`` (cobalt's and MatchIt's ATT default) the treated group's SD, for a binary
+  variable ``sqrt(p_t(1 − p_t))``; |SMD| < 0.1 is the usual rule of thumb;
 * variance ratio ``VR = s²_t / s²_c`` (continuous variables; 1 is ideal, outside 0.5–2 is
-  poor; Rubin 2001).
+  poor; Rubin 2001);
+* eCDF statistics: with ``F_t``, ``F_c`` the weighted empirical CDFs, the mean and the maximum
+  (the Kolmogorov–Smirnov statistic) of ``|F_t(x) − F_c(x)|`` over the distinct values ``x``
+  of the sample before matching (the same grid before and after); for a binary variable both
+  are ``|p_t − p_c|`` (as MatchIt's ``summary``);
+* flags: ``imbalanced`` when |SMD after| > ``threshold`` (0.1), ``worse`` when |SMD| grew
+  with matching and now exceeds ``threshold/2`` (so changes in the third decimal are not
+  flagged).
 
 Baseline equivalence (WWC Standards Handbook v4.1, §II.D) is judged on the pretest in the
 matched sample, per outcome (per subject when the data have one): Hedges' g with the WWC
@@ -28,6 +36,7 @@ import pandas as pd
 
 from .._results import ResultMixin
 from ..effect_sizes import hedges_g
+from ..errors import DataError
 from ..standards import baseline_equivalence
 from ._design import codes_and_levels, is_categorical
 
@@ -59,10 +68,34 @@ def _indicator_columns(df: pd.DataFrame, variables, categorical=()):
     return out
 
 
+def _ecdf(x: np.ndarray, w: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    o = np.argsort(x, kind="stable")
+    cw = np.cumsum(w[o]) / w.sum()
+    i = np.searchsorted(x[o], grid, side="right")
+    return np.where(i > 0, cw[np.maximum(i - 1, 0)], 0.0)
+
+
+def ecdf_stats(x: np.ndarray, t: np.ndarray, w: np.ndarray, binary: bool, grid: np.ndarray) -> tuple[float, float]:
+    """Mean and maximum of ``|F_t − F_c|`` (weighted eCDFs) over ``grid`` (the distinct values
+    of the sample before matching, before and after alike, as MatchIt's ``summary``)."""
+    wt, wc = w[t].sum(), w[~t].sum()
+    if not (wt > 0 and wc > 0):
+        return np.nan, np.nan
+    if binary:
+        d = abs(np.dot(w[t], x[t]) / wt - np.dot(w[~t], x[~t]) / wc)
+        return d, d
+    e = np.abs(_ecdf(x[t], w[t], grid) - _ecdf(x[~t], w[~t], grid))
+    return float(e.mean()), float(e.max())
+
+
+SMD_DENOMINATORS = ("pooled", "treated")
+
+
 def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
-                  categorical=()) -> pd.DataFrame:
-    """SMDs and variance ratios before (unweighted ``before`` rows) and after (``after`` rows
-    weighted by ``weight``); one row per variable or categorical level."""
+                  categorical=(), smd: str = "pooled", threshold: float = 0.1) -> pd.DataFrame:
+    """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
+    (``after`` rows weighted by ``weight``), with the flags; one row per variable or
+    categorical level."""
     tb = before[treatment].to_numpy().astype(bool)
     ta = after[treatment].to_numpy().astype(bool)
     wa = after[weight].to_numpy(dtype=float)
@@ -73,10 +106,16 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
         ones_t, ones_c = np.ones(tb.sum()), np.ones((~tb).sum())
         mt0, vt0 = weighted_mean_var(xb[tb], ones_t)
         mc0, vc0 = weighted_mean_var(xb[~tb], ones_c)
-        sd0 = np.sqrt((vt0 + vc0) / 2.0)
+        if smd == "treated":
+            sd0 = np.sqrt(mt0 * (1.0 - mt0)) if binary else np.sqrt(vt0)
+        else:
+            sd0 = np.sqrt((vt0 + vc0) / 2.0)
         xa = cols_a.get(name, np.zeros(len(after)))
         mt1, vt1 = weighted_mean_var(xa[ta], wa[ta])
         mc1, vc1 = weighted_mean_var(xa[~ta], wa[~ta])
+        grid = np.unique(xb)
+        e0 = ecdf_stats(xb, tb, np.ones(len(xb)), binary, grid)
+        e1 = ecdf_stats(xa, ta, wa, binary, grid)
         with np.errstate(divide="ignore", invalid="ignore"):
             rows.append(
                 {
@@ -90,9 +129,17 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
                     "mean_comparison_after": mc1,
                     "smd_after": (mt1 - mc1) / sd0 if sd0 > 0 else np.nan,
                     "var_ratio_after": np.nan if binary else vt1 / vc1,
+                    "ecdf_mean_before": e0[0],
+                    "ecdf_max_before": e0[1],
+                    "ecdf_mean_after": e1[0],
+                    "ecdf_max_after": e1[1],
                 }
             )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    b, a = out["smd_before"].abs(), out["smd_after"].abs()
+    out["imbalanced"] = a > threshold
+    out["worse"] = (a > b) & (a > threshold / 2)
+    return out
 
 
 def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight") -> dict:
@@ -131,15 +178,24 @@ class Balance(ResultMixin):
 
     def summary(self) -> str:
         t = self.table
-        lines = ["Balance (SMD = standardized mean difference; VR = variance ratio)"]
+        lines = ["Balance (SMD = standardized mean difference; VR = variance ratio; eCDF max = KS statistic)"]
         shown = t.copy()
-        cols = [c for c in ("group", "variable", "smd_before", "smd_after", "var_ratio_before", "var_ratio_after") if c in shown]
+        shown["flag"] = np.where(t["imbalanced"], "|SMD|>" + f"{self.threshold:g}", "") + np.where(
+            t["worse"], np.where(t["imbalanced"], ", worse", "worse"), "")
+        cols = [c for c in ("group", "variable", "smd_before", "smd_after", "var_ratio_before", "var_ratio_after",
+                            "ecdf_mean_after", "ecdf_max_after", "flag") if c in shown]
         lines.append(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
-        bad = t[np.abs(t["smd_after"]) > self.threshold]
+        bad = t[t["imbalanced"]]
         lines.append(
             f"{len(bad)} of {len(t)} rows have |SMD| > {self.threshold} after matching"
             + (": " + ", ".join(bad["variable"].astype(str).head(8)) if len(bad) else "")
         )
+        worse = t[t["worse"]]
+        if len(worse):
+            lines.append(
+                f"{len(worse)} got worse with matching (|SMD| grew, now above {self.threshold / 2:g}): "
+                + ", ".join(f"{r.variable} {r.smd_before:+.3f} -> {r.smd_after:+.3f}" for r in worse.head(8).itertuples())
+            )
         if len(self.equivalence):
             lines.append("WWC baseline equivalence on the pretest (matched sample):")
         for r in self.equivalence.itertuples():
@@ -152,9 +208,13 @@ class Balance(ResultMixin):
 
 
 def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
-            by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1) -> Balance:
+            by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
+            smd: str = "pooled") -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
-    with ``by`` (e.g. the subject column), within each group."""
+    with ``by`` (e.g. the subject column), within each group. ``smd``: "pooled" (default) or
+    "treated" (cobalt's ATT standardization) SMD denominator."""
+    if smd not in SMD_DENOMINATORS:
+        raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
     groups = [("all", before, after)]
     if by is not None:
         groups += [(str(g), before[before[by] == g], after[after[by] == g]) for g in pd.unique(before[by])]
@@ -162,7 +222,8 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
     for name, b, a in groups:
         if not len(a) or a[treatment].nunique() < 2:
             continue
-        tab = balance_table(b, a, treatment, variables, weight=weight, categorical=categorical)
+        tab = balance_table(b, a, treatment, variables, weight=weight, categorical=categorical, smd=smd,
+                            threshold=threshold)
         tab.insert(0, "group", name)
         tabs.append(tab)
         if pretest is not None:

@@ -126,13 +126,35 @@ class MatchResult(ResultMixin):
         return int(np.unique(self.rows[~t]).size)
 
     # --- diagnostics and estimates ------------------------------------------------------
-    def balance(self, threshold: float = 0.1) -> Balance:
-        """Balance of the pretest(s) and covariates before and after (per subject if set)."""
+    def balance(self, threshold: float = 0.1, smd: str | None = None) -> Balance:
+        """Balance of the pretest(s) and covariates before and after (per subject if set).
+        ``smd``: SMD denominator, "pooled" or "treated" (default: "treated" under
+        ``conventions="matchit"``, as cobalt and MatchIt report the ATT, else "pooled")."""
         c = self.columns
+        if smd is None:
+            smd = "treated" if self.options.get("conventions") == "matchit" else "pooled"
         return balance(
             self.data, self.matched, c.treatment, self.variables, c.main_pretest,
-            by=c.subject, categorical=self.categorical, threshold=threshold,
+            by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd,
         )
+
+    def sample_sizes(self) -> pd.DataFrame:
+        """MatchIt-style sample sizes per group: all (including discarded), matched (distinct
+        rows), matched effective sample size (Kish ``(Σw)²/Σw²`` of each row's weight summed
+        over its sets), unmatched, discarded (outside common support)."""
+        t_all = self.data[self.columns.treatment].to_numpy() == 1
+        w = np.bincount(self.rows, weights=self.weight, minlength=len(self.data))
+        used = np.zeros(len(self.data), bool)
+        used[self.rows[self.weight > 0]] = True
+        pm = self.propensity
+        disc = (pm.support.n_discarded_control, pm.support.n_discarded_treated) if pm is not None else (0, 0)
+        out = {}
+        for name, g, d in (("comparison", ~t_all, disc[0]), ("treated", t_all, disc[1])):
+            wg = w[g & used]
+            ess = float(wg.sum() ** 2 / (wg**2).sum()) if wg.size else 0.0
+            n_all, n_used = int(g.sum()) + d, int((g & used).sum())
+            out[name] = [n_all, n_used, ess, n_all - n_used - d, d]
+        return pd.DataFrame(out, index=["all", "matched", "matched (ESS)", "unmatched", "discarded"])
 
     def estimate(
         self,
@@ -179,13 +201,19 @@ class MatchResult(ResultMixin):
 
     def _method_label(self) -> str:
         o = self.options
+        ties = ", ties kept" if o.get("ties") else ""
+        if self.method == "propensity" and o.get("conventions") == "matchit":
+            cal = "no caliper" if o["caliper"] in (None, False) else f"caliper {o['caliper']} SD"
+            return (f"1:{o['k']} nearest-neighbour matching on the propensity score, MatchIt conventions "
+                    f"({cal}, {'with' if o['replace'] else 'without'} replacement, order {o['order']}{ties})")
         if self.method == "propensity":
+            cal = "no caliper" if o["caliper"] is False else f"caliper {0.2 if o['caliper'] is None else o['caliper']} SD"
             return (f"1:{o['k']} nearest-neighbour matching on the logit propensity score "
-                    f"(caliper {0.2 if o['caliper'] is None else o['caliper']} SD, {'with' if o['replace'] else 'without'} replacement)")
+                    f"({cal}, {'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method == "mahalanobis":
-            return f"1:{o['k']} nearest-neighbour Mahalanobis matching ({'with' if o['replace'] else 'without'} replacement)"
+            return f"1:{o['k']} nearest-neighbour Mahalanobis matching ({'with' if o['replace'] else 'without'} replacement{ties})"
         if self.method == "vcg":
-            return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, up to {o['k']} comparisons)"
+            return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, the {o['k']} closest, ties sharing places)"
         return "ATT odds weighting on the propensity score"
 
     # --- display ------------------------------------------------------------------------
@@ -209,6 +237,10 @@ class MatchResult(ResultMixin):
     def summary(self) -> str:
         lines = [f"MatchResult: {self._method_label()}"]
         lines += [f"  {r.item}: {r.n_rows:,}" for r in self.to_frame().itertuples()]
+        if self.method != "weighting":
+            lines.append("  sample sizes:")
+            ss = self.sample_sizes()
+            lines += ["    " + x for x in ss.to_string(float_format=lambda v: f"{v:,.1f}").splitlines()]
         if self.propensity is not None:
             lines += ["  " + s for s in self.propensity.summary().splitlines()]
         for k, v in self.diagnostics.items():
