@@ -162,6 +162,11 @@ def _balance_display(ev: "Evaluation", subject: str) -> pd.DataFrame | None:
     for c in ("variance_ratio_after", "var_ratio_after", "measure", "verdict"):
         if c in b.columns:
             out[c.replace("_", " ")] = b[c].map(lambda v: fmt(v, 2) if isinstance(v, float) else str(v))
+    if "ecdf_max_after" in b.columns:
+        out["eCDF max (KS) after"] = b["ecdf_max_after"].map(lambda v: fmt(v, 3))
+    if "imbalanced" in b.columns:
+        out["flag"] = [", ".join(x for x, on in (("|SMD| > 0.1", i), ("worse after matching", w)) if on)
+                       for i, w in zip(b["imbalanced"].astype(bool), b["worse"].astype(bool))]
     return out
 
 
