@@ -235,11 +235,12 @@ def match(
         # quantized so that distances equal but for floating-point noise (which depends on row
         # order through the fitted model) are exact ties
         coord = np.round(coord, 10)
+        choose_none = replace and ties  # every tie kept: no priority needed
         nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                            t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                            order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
-                           c_priority=_priority(data, c, cpos, conventions),
-                           t_priority=_priority(data, c, tpos, conventions),
+                           c_priority=None if choose_none else _priority(data, c, cpos, conventions),
+                           t_priority=None if choose_none else _priority(data, c, tpos, conventions),
                            sided=matchit and method == "propensity")
         m_i = nm.n_matched
         matched_t = m_i > 0

@@ -340,7 +340,7 @@ class NearestMatch:
 
     Pair ``p`` matches treated row ``t_row[p]`` with comparison row ``c_row[p]`` at distance
     ``dist[p]`` with weight ``weight[p] = 1/m_i`` (``m_i = n_matched[i]`` comparisons in the
-    set); pairs come sorted by treated row, then distance, then comparison priority.
+    set); pairs come grouped by treated row in ascending order.
     ``reason[i]`` is "" for a matched treated row, otherwise why it has no match.
     """
 
@@ -357,12 +357,10 @@ def _ranks(x) -> np.ndarray:
     return np.argsort(np.argsort(np.asarray(x), kind="stable"), kind="stable").astype(np.int64)
 
 
-def _pairs(t_row, c_row, dist, prio, n_t) -> tuple:
-    """Sort pairs by (treated row, distance, priority); weights 1/m_i."""
-    o = np.lexsort((prio[c_row], dist, t_row))
-    t_row, c_row, dist = t_row[o], c_row[o], dist[o]
+def _weights(t_row, n_t) -> tuple:
+    """Set sizes m_i and pair weights 1/m_i."""
     m = np.bincount(t_row, minlength=n_t)
-    return t_row, c_row, dist, 1.0 / np.maximum(m, 1)[t_row], m
+    return 1.0 / np.maximum(m, 1)[t_row], m
 
 
 def match_nearest(
@@ -436,7 +434,7 @@ def match_nearest(
         ok = idx >= 0
         t_row = np.nonzero(ok)[0]
         c_row, dist = idx[ok], dmat[ok]
-    t_row, c_row, dist, weight, m = _pairs(t_row, c_row, dist, prio, n_t)
+    weight, m = _weights(t_row, n_t)
     unmatched = (m == 0) & (reason == "")
     if replace:
         reason[unmatched] = "no comparison within the caliper"
