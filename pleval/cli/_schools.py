@@ -39,7 +39,9 @@ def schools(
         + ", ".join(_DEFAULT_MODERATORS)
         + " present in the file; '' for none).",
     ),
-    method: str = typer.Option("REML", "--method", help="tau² estimator: REML, DL, PM or FE."),
+    method: str = typer.Option(
+        "REML", "--method", help="tau² estimator: REML, ML, DL, PM, EB, HE, SJ, HS (metafor's names) or FE."
+    ),
     hartung_knapp: bool = typer.Option(False, "--hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment: bh (Benjamini-Hochberg) or holm."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the counts of schools."),

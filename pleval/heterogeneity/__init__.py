@@ -1,7 +1,8 @@
 """School-level effect heterogeneity: per-school effects, random-effects meta-analysis,
-empirical-Bayes shrinkage, multiplicity-aware counts, meta-regression, placebo schools and
+empirical-Bayes shrinkage, leave-one-out and influence diagnostics, multiplicity-aware counts, meta-regression, placebo schools and
 table export. See ``docs/heterogeneity.md``."""
 
+from .influence import Influence, leave_one_out
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
@@ -13,6 +14,8 @@ from .export import export_table
 __all__ = [
     "meta_analysis",
     "MetaAnalysis",
+    "leave_one_out",
+    "Influence",
     "empirical_bayes",
     "Shrinkage",
     "significance_counts",

@@ -8,14 +8,31 @@ Model (Raudenbush 2009; Viechtbauer 2005, 2007): ``y_i = x_i'β + u_i + e_i``,
   ``r = y − Xβ̂(τ²)``;
 * REML score ``½[r'W²r − tr P]`` and Fisher information ``½ tr(PP)``, so the Fisher
   scoring step is ``Δ = (r'W²r − tr P) / tr(PP)`` (Viechtbauer 2005, eq. 10–12);
+* log-likelihood ``ℓ(τ²) = −½[Σ log(v_i+τ²) + r'Wr]``, ML score ``½[r'W²r − Σw]`` and
+  information ``½Σw²`` (Viechtbauer 2005, eq. 6–8);
 * the generalized Q statistic ``Q(τ²) = r'Wr``, distributed χ²(k − p) at the true τ² and
   strictly decreasing in τ² (the basis of the Q-profile interval, Viechtbauer 2007).
+
+The other estimators (Viechtbauer 2005, Table 1; Sidik & Jonkman 2005; metafor's ``rma``
+help page), with ``H = X(X'X)⁻¹X'`` the unweighted hat matrix, ``RSS = y'(I − H)y``:
+
+* ``"HE"`` Hedges (1983) unweighted method of moments:
+  ``max(0, [RSS − tr((I − H)V)] / (k − p))``, ``tr((I − H)V) = Σv − tr((X'X)⁻¹X'VX)``;
+* ``"HS"`` Hunter & Schmidt (2004): ``max(0, (Q_E − k) / Σw)``, FE weights ``w = 1/v``;
+* ``"SJ"`` Sidik & Jonkman (2005): start ``τ₀² = RSS/k`` (``Σ(y − ȳ)²/k`` without moderators),
+  then ``τ² = τ₀² Q(τ₀²)/(k − p)`` (always > 0);
+* ``"EB"`` empirical Bayes (Morris 1983; Berkey et al. 1995): the fixed point of
+  ``τ² = Σw_i[k/(k − p) r_i² − v_i] / Σw_i``, ``w_i = 1/(v_i + τ²)``; multiplying out,
+  ``Σw_i(v_i + τ²) = k`` so the fixed point solves ``Q(τ²) = k − p`` — the Paule–Mandel
+  equation (Viechtbauer et al. 2015): EB and PM give the same τ̂².
 
 Every trace is computed from p×p matrices (``tr P = Σw − tr(A X'W²X)``,
 ``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``), so nothing k×k is formed.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import optimize, stats
@@ -89,6 +106,67 @@ def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float
     return float(tau2), float(np.sqrt(2.0 / info))
 
 
+def loglik(y, v, X, tau2: float) -> float:
+    """ML log-likelihood up to a constant (see the module docstring)."""
+    w, _, _, r = wls_pieces(y, v, X, tau2)
+    return float(-0.5 * (np.sum(np.log(v + tau2)) + w @ r**2))
+
+
+def ml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
+    """ML τ² by Fisher scoring from the DL value, ``Δ = (r'W²r − Σw)/Σw²`` (truncated at 0),
+    with a bounded maximization of ``ℓ`` as a fall-back. Returns ``(τ², √(2/Σw²))``."""
+    scale = float(np.var(y) + np.mean(v))
+    tau2 = dl_tau2(y, v, X)
+    for _ in range(maxiter):
+        w, _, _, r = wls_pieces(y, v, X, tau2)
+        new = max(0.0, tau2 + float((w**2) @ r**2 - w.sum()) / float(w @ w))
+        if abs(new - tau2) <= tol * (1.0 + scale):
+            tau2 = new
+            break
+        tau2 = new
+    else:
+        res = optimize.minimize_scalar(
+            lambda t: -loglik(y, v, X, t), bounds=(0.0, 100.0 * scale), method="bounded",
+            options={"xatol": tol * (1.0 + scale)},
+        )
+        if not res.success:
+            raise ConvergenceError("ML estimate of tau² did not converge (Fisher scoring and bounded search)")
+        tau2 = float(res.x)
+    w = 1.0 / (v + tau2)
+    return float(tau2), float(np.sqrt(2.0 / (w @ w)))
+
+
+def _ols_rss(y, X) -> tuple[float, np.ndarray]:
+    """``(RSS, (X'X)⁻¹)`` of the unweighted least-squares fit."""
+    XtX_inv = np.linalg.inv(X.T @ X)
+    r = y - X @ (XtX_inv @ (X.T @ y))
+    return float(r @ r), XtX_inv
+
+
+def he_tau2(y, v, X) -> float:
+    """Hedges' unweighted method-of-moments τ² (module docstring)."""
+    k, p = X.shape
+    rss, XtX_inv = _ols_rss(y, X)
+    tr = v.sum() - np.trace(XtX_inv @ ((X * v[:, None]).T @ X))
+    return float(max(0.0, (rss - tr) / (k - p)))
+
+
+def hs_tau2(y, v, X) -> float:
+    """Hunter–Schmidt τ² ``max(0, (Q_E − k)/Σw)``, ``w = 1/v`` (module docstring)."""
+    k = X.shape[0]
+    w = 1.0 / v
+    return float(max(0.0, (generalized_q(y, v, X, 0.0) - k) / w.sum()))
+
+
+def sj_tau2(y, v, X) -> float:
+    """Sidik–Jonkman τ² ``τ₀² Q(τ₀²)/(k − p)`` from ``τ₀² = RSS/k`` (module docstring)."""
+    k, p = X.shape
+    tau0 = _ols_rss(y, X)[0] / k
+    if tau0 <= 0:
+        return 0.0
+    return float(tau0 * generalized_q(y, v, X, tau0) / (k - p))
+
+
 def pm_tau2(y, v, X, *, tol: float = 1e-12) -> float:
     """Paule–Mandel τ² for meta-regression: the root of ``Q(τ²) = k − p`` (0 if ``Q(0) < k − p``)."""
     k, p = X.shape
@@ -119,3 +197,23 @@ def q_profile_ci(y, v, X, level: float = 0.95) -> tuple[float, float]:
     low = _solve_q(y, v, X, float(stats.chi2.ppf(1.0 - a, df)), 1e-12)
     high = _solve_q(y, v, X, float(stats.chi2.ppf(a, df)), 1e-12)
     return low, high
+
+
+TAU2_METHODS = ("REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE")
+#: Estimators defined for a full sampling covariance V (they depend on the data only through
+#: the likelihood, the generalized Q or unweighted residuals, all invariant to the rotation
+#: by V's eigenvectors); HS needs the sum of independent FE weights.
+VCOV_METHODS = ("REML", "ML", "DL", "PM", "EB", "HE", "SJ", "FE")
+
+
+def estimate_tau2(method: str, y, v, X) -> tuple[float, float]:
+    """``(τ̂², SE)`` by ``method`` (one of :data:`TAU2_METHODS`); the SE is the
+    information-based one for REML and ML and NaN otherwise."""
+    if method == "FE":
+        return 0.0, math.nan
+    if method == "REML":
+        return reml_tau2(y, v, X)
+    if method == "ML":
+        return ml_tau2(y, v, X)
+    one = {"DL": dl_tau2, "PM": pm_tau2, "EB": pm_tau2, "HE": he_tau2, "SJ": sj_tau2, "HS": hs_tau2}[method]
+    return one(y, v, X), math.nan

@@ -10,7 +10,10 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
 
   - ``"DL"`` DerSimonian & Laird (1986): ``max(0, (Q − (k−1)) / (Σw − Σw²/Σw))``;
   - ``"PM"`` Paule & Mandel (1982): the root of ``Σ w*_i (y_i − μ̂)² = k − 1``;
-  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring.
+  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring;
+  - ``"ML"`` maximum likelihood, ``"HE"`` Hedges, ``"HS"`` Hunter–Schmidt, ``"SJ"``
+    Sidik–Jonkman and ``"EB"`` empirical Bayes (= PM), as metafor's ``rma(method=...)``
+    (formulas in :mod:`._tau2`). Standard errors of τ̂² are reported for REML and ML.
 
   Q and the DL τ² come from statsmodels' ``combine_effects``; pleval adds REML, the
   truncation of DL at 0 (which ``combine_effects`` omits), the Q-profile CI, metafor-style
@@ -29,8 +32,10 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
   reports the Q-based value for every method.) Intervals for I² and H² map the τ² CI.
 * Prediction interval for the true effect in a new school (Higgins, Thompson &
   Spiegelhalter 2009; Cochrane Handbook §10.10.4.3): ``μ̂ ± t_{k−2} √(τ̂² + SE²)``
-  (``prediction="t"``, default) or with a normal quantile (``prediction="normal"``, metafor's
-  default).
+  (``prediction="t"``, default), with t(k − 1) (``prediction="t_k1"``: metafor's interval
+  with ``test="knha"``, which pairs with ``hartung_knapp=True``) or with a normal quantile
+  (``prediction="normal"``, metafor's default). ``SE`` is the Hartung–Knapp SE when that is
+  chosen, as in metafor.
 
 **Correlated estimates** (``vcov=V``, a k×k sampling covariance, e.g. school estimates that
 share comparison schools; :attr:`SchoolEffects.vcov`): the model becomes
@@ -61,8 +66,9 @@ from .._results import ResultMixin
 from ..errors import DataError, DesignError, PlevalWarning
 from . import _tau2
 
-Method = Literal["REML", "DL", "PM", "FE"]
-METHODS = ("REML", "DL", "PM", "FE")
+Method = Literal["REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"]
+METHODS = _tau2.TAU2_METHODS
+PREDICTIONS = ("t", "t_k1", "normal")
 
 
 def _readonly(a) -> np.ndarray:
@@ -238,7 +244,7 @@ class MetaAnalysis(ResultMixin):
         if self.method != "FE":
             lines.append(
                 f"  {lv} prediction interval for a new school: {self.pi_low:.4f} to {self.pi_high:.4f} "
-                f"({'t(k-2)' if self.prediction == 't' else 'normal'})"
+                f"({_PREDICTION_NAMES[self.prediction]})"
             )
         return "\n".join(lines)
 
@@ -248,7 +254,24 @@ _METHOD_NAMES = {
     "DL": "random effects, DerSimonian-Laird",
     "PM": "random effects, Paule-Mandel",
     "REML": "random effects, REML",
+    "ML": "random effects, ML",
+    "EB": "random effects, empirical Bayes",
+    "HE": "random effects, Hedges",
+    "SJ": "random effects, Sidik-Jonkman",
+    "HS": "random effects, Hunter-Schmidt",
 }
+_PREDICTION_NAMES = {"t": "t(k-2)", "t_k1": "t(k-1)", "normal": "normal"}
+
+
+def check_method(method: str, correlated: bool) -> None:
+    """Raise a DataError for an unknown estimator or one not defined with a full ``vcov``."""
+    if method not in METHODS:
+        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    if correlated and method not in _tau2.VCOV_METHODS:
+        raise DataError(
+            f"method {method!r} needs independent estimates; with a full sampling covariance (vcov) use one of "
+            f"{_tau2.VCOV_METHODS}"
+        )
 
 
 def typical_variance(v: np.ndarray) -> float:
@@ -274,15 +297,16 @@ def meta_analysis(
     ----------
     estimates, ses : array-like
         School estimates and their standard errors (``v_i = SE_i²``, treated as known).
-    method : {"REML", "DL", "PM", "FE"}
-        Estimator of the between-school variance τ² (``"FE"``: τ² = 0).
+    method : {"REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"}
+        Estimator of the between-school variance τ² (``"FE"``: τ² = 0); with ``vcov`` every
+        one but ``"HS"``.
     hartung_knapp : bool
         Hartung–Knapp–Sidik–Jonkman SE and t(k − 1) reference for μ̂.
     level : float
         Confidence level of every interval.
-    prediction : {"t", "normal"}
-        Reference distribution of the prediction interval: t(k − 2) (Higgins et al. 2009)
-        or normal (metafor's default).
+    prediction : {"t", "t_k1", "normal"}
+        Reference distribution of the prediction interval: t(k − 2) (Higgins et al. 2009),
+        t(k − 1) (metafor with ``test="knha"``) or normal (metafor's default).
     labels : sequence, optional
         School names, kept for tables and forest plots.
     vcov : array (k, k), optional
@@ -292,10 +316,9 @@ def meta_analysis(
     -----
     Formulas and sources are in the module docstring and ``docs/heterogeneity.md``.
     """
-    if method not in METHODS:
-        raise DataError(f"method must be one of {METHODS}; got {method!r}")
-    if prediction not in ("t", "normal"):
-        raise DataError(f"prediction must be 't' or 'normal'; got {prediction!r}")
+    check_method(method, vcov is not None)
+    if prediction not in PREDICTIONS:
+        raise DataError(f"prediction must be one of {PREDICTIONS}; got {prediction!r}")
     if not 0 < level < 1:
         raise DataError(f"level must lie strictly between 0 and 1; got {level!r}")
     y, se = check_inputs(estimates, ses)
@@ -314,15 +337,10 @@ def meta_analysis(
     else:
         yy, vv, XX, Qrot = rotate(y, V, X)
         q, tau2_dl = _tau2.generalized_q(yy, vv, XX, 0.0), _tau2.dl_tau2(yy, vv, XX)
-    tau2_se = math.nan
-    if method == "FE":
-        tau2 = 0.0
-    elif method == "DL":
-        tau2 = tau2_dl
-    elif method == "PM":
-        tau2 = _tau2.pm_tau2(yy, vv, XX)
+    if method == "DL":
+        tau2, tau2_se = tau2_dl, math.nan
     else:
-        tau2, tau2_se = _tau2.reml_tau2(yy, vv, XX)
+        tau2, tau2_se = _tau2.estimate_tau2(method, yy, vv, XX)
 
     w, beta, A, r = _tau2.wls_pieces(yy, vv, XX, tau2)
     mu = float(beta[0])
@@ -364,6 +382,8 @@ def meta_analysis(
                 pcrit = math.nan
             else:
                 pcrit = stats.t.ppf(1 - alpha / 2, k - 2)
+        elif prediction == "t_k1":
+            pcrit = stats.t.ppf(1 - alpha / 2, k - 1)
         else:
             pcrit = stats.norm.ppf(1 - alpha / 2)
         half = pcrit * math.sqrt(tau2 + se_mu**2)
@@ -406,4 +426,4 @@ def meta_analysis(
     )
 
 
-__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "typical_variance", "check_inputs", "check_vcov", "rotate"]
+__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "PREDICTIONS", "check_method", "typical_variance", "check_inputs", "check_vcov", "rotate"]

@@ -2,7 +2,8 @@
 
 Mixed-effects model (Raudenbush 2009; Viechtbauer 2005): ``y_i = x_i'β + u_i + e_i``,
 ``u_i ~ N(0, τ²)`` the residual between-school variance, ``e_i ~ N(0, v_i)``, v_i known.
-Given τ̂² (REML by default; DL = Raudenbush's method of moments; PM; FE = 0), β̂ is the
+Given τ̂² (REML by default; DL = Raudenbush's method of moments; PM; ML, EB, HE, SJ, HS
+as in :mod:`._tau2`; FE = 0), β̂ is the
 weighted least-squares fit with ``w_i = 1/(v_i + τ̂²)``: ``β̂ = (X'WX)⁻¹X'Wy``,
 ``Var(β̂) = (X'WX)⁻¹``. Tests:
 
@@ -35,7 +36,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _tau2
-from .meta import METHODS, Method, check_inputs, check_vcov, rotate
+from .meta import Method, check_inputs, check_method, check_vcov, rotate
 
 
 @dataclass(frozen=True, repr=False)
@@ -124,8 +125,7 @@ def meta_regression(
     ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``).
     An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
     """
-    if method not in METHODS:
-        raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    check_method(method, vcov is not None)
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
@@ -140,13 +140,7 @@ def meta_regression(
         y, v, X, _ = rotate(y, check_vcov(vcov, se), X)
 
     def fit_tau2(Xm):
-        if method == "FE":
-            return 0.0, math.nan
-        if method == "DL":
-            return _tau2.dl_tau2(y, v, Xm), math.nan
-        if method == "PM":
-            return _tau2.pm_tau2(y, v, Xm), math.nan
-        return _tau2.reml_tau2(y, v, Xm)
+        return _tau2.estimate_tau2(method, y, v, Xm)
 
     tau2, tau2_se = fit_tau2(X)
     tau2_null = fit_tau2(X[:, :1])[0]

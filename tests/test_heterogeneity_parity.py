@@ -1,0 +1,240 @@
+"""metafor parity: τ² estimators ML, HE, SJ, EB, HS; the t(k−1) prediction interval;
+leave-one-out and influence diagnostics (pleval.heterogeneity.influence).
+
+Reference numbers are metafor's published test values (wviechtb/metafor, tests/testthat/;
+the file is named next to each). Independent checks: brute-force likelihood maximization,
+closed forms written out here, and refitting without each school.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+from pleval.errors import DataError, DesignError
+from pleval.heterogeneity import influence as influence_module
+from pleval.heterogeneity import leave_one_out, meta_analysis, meta_regression
+
+from .conftest import REFERENCE
+
+# Viechtbauer (2005) example 1, data and results as in metafor's
+# tests/testthat/test_analysis_example_viechtbauer2005.r (results on page 271).
+V05_Y = np.array([-0.581, 0.530, 0.771, 1.031, 0.553, 0.295, 0.078, 0.573, -0.176, -0.232])
+V05_V = np.array([0.023, 0.052, 0.060, 0.115, 0.095, 0.203, 0.200, 0.211, 0.051, 0.040])
+V05_METHODS = ("HS", "HE", "DL", "ML", "REML", "EB", "SJ")
+V05_TAU2 = (0.2282, 0.1484, 0.2768, 0.1967, 0.2232, 0.192, 0.1992)
+V05_I2 = (77.2284, 68.7988, 80.4447, 74.5098, 76.8399, 74.0511, 74.7545)
+V05_H2 = (4.3914, 3.205, 5.1137, 3.9231, 4.3178, 3.8537, 3.9611)
+# Example 2 (page 272), same file.
+V05B_Y = np.array([0.100, -0.162, -0.090, -0.049, -0.046, -0.010, -0.431, -0.261, 0.134, 0.019, 0.175, 0.056,
+                   0.045, 0.103, 0.121, -0.482, 0.290, 0.342])
+V05B_V = np.array([0.016, 0.015, 0.050, 0.050, 0.032, 0.052, 0.036, 0.024, 0.034, 0.033, 0.031, 0.034, 0.039,
+                   0.167, 0.134, 0.096, 0.016, 0.035])
+V05B_TAU2 = (0.0099, 0, 0.0126, 0.0132, 0.0157, 0.0104, 0.0248)
+
+
+def close(a, b, digits=4):
+    """Equal to the published number at its printed precision (half a unit in the last place)."""
+    assert abs(a - b) <= 0.5 * 10**-digits + 1e-12, (a, b)
+
+
+@pytest.fixture(scope="module")
+def bcg():
+    b = pd.read_csv(REFERENCE / "bcg.csv")
+    y = np.log((b.tpos / (b.tpos + b.tneg)) / (b.cpos / (b.cpos + b.cneg))).to_numpy()
+    v = (1 / b.tpos - 1 / (b.tpos + b.tneg) + 1 / b.cpos - 1 / (b.cpos + b.cneg)).to_numpy()
+    return y, np.sqrt(v), b
+
+
+@pytest.mark.parametrize("i", range(len(V05_METHODS)))
+def test_viechtbauer2005_tau2_i2_h2(i):
+    m = V05_METHODS[i]
+    r = meta_analysis(V05_Y, np.sqrt(V05_V), method=m)
+    close(r.tau2, V05_TAU2[i])
+    assert r.i2 == pytest.approx(V05_I2[i], abs=5e-3)  # tau² printed to 4 digits drives the 4th
+    assert r.h2 == pytest.approx(V05_H2[i], abs=5e-4)
+    r2 = meta_analysis(V05B_Y, np.sqrt(V05B_V), method=m)
+    close(r2.tau2, V05B_TAU2[i])
+
+
+def test_ml_tau2_se_matches_metafor():
+    # se.tau2 for ML, examples 1 and 2: 0.1255 and 0.0151 (test_analysis_example_viechtbauer2005.r)
+    close(meta_analysis(V05_Y, np.sqrt(V05_V), method="ML").tau2_se, 0.1255)
+    close(meta_analysis(V05B_Y, np.sqrt(V05B_V), method="ML").tau2_se, 0.0151)
+
+
+def test_clasp_estimators_tau_mu_se():
+    """DerSimonian & Kacker (2007) CLASP example, Tables 3-4, as in metafor's
+    tests/testthat/test_analysis_example_dersimonian2007.r (CA = HE)."""
+    n1 = np.array([156, 303, 565, 1570, 103, 4659.0])
+    n2 = np.array([74, 303, 477, 1565, 105, 4650.0])
+    a = np.array([5, 5, 12, 69, 9, 313.0])
+    c = np.array([8, 17, 9, 94, 11, 352.0])
+    b, d = n1 - a, n2 - c
+    y = np.log(a * d / (b * c))
+    se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+    expected = {  # method: (tau, mu, se)
+        "PM": (0.3681, -0.3811, 0.2060), "HE": (0.4410, -0.4035, 0.2327), "DL": (0.2323, -0.3240, 0.1540),
+        "EB": (0.3681, -0.3811, 0.2060), "REML": (0.1843, -0.2980, 0.1343), "HS": (0.1330, -0.2666, 0.1125),
+        "SJ": (0.4572, -0.4079, 0.2386),
+    }
+    for m, (tau, mu, s) in expected.items():
+        r = meta_analysis(y, se, method=m)
+        close(r.tau, tau), close(r.estimate, mu), close(r.se, s)
+    # ML: the article prints tau 0.0023; the ML maximum is at the boundary (tau² = 0, as metafor
+    # returns), so mu and SE agree to the printed digits within one unit.
+    r = meta_analysis(y, se, method="ML")
+    assert r.tau < 0.005 and abs(r.estimate + 0.1974) <= 1e-4 and abs(r.se - 0.0694) <= 1e-4
+
+
+def test_berkey1995_empirical_bayes_on_bcg(bcg):
+    """Berkey et al. (1995, p. 408) on dat.bcg with smoothed variances, as in metafor's
+    tests/testthat/test_analysis_example_berkey1995.r."""
+    _, _, b = bcg
+    y = np.log((b.tpos / (b.tpos + b.tneg)) / (b.cpos / (b.cpos + b.cneg))).to_numpy()
+    v = (np.sum(b.tneg / b.tpos) / (13 * (b.tneg + b.tpos)) + np.sum(b.cneg / b.cpos) / (13 * (b.cneg + b.cpos))).to_numpy()
+    r = meta_analysis(y, np.sqrt(v), method="EB")
+    close(r.estimate, -0.5429), close(r.se, 0.1842), close(r.tau2, 0.2682)
+    mr = meta_regression(y, np.sqrt(v), b.ablat - 33.46, method="EB")
+    c = mr.coefficients
+    close(c.estimate.iloc[0], -0.6303), close(c.estimate.iloc[1], -0.0268)
+    close(c.se.iloc[0], 0.1591), close(c.se.iloc[1], 0.0110)
+    close(mr.tau2, 0.1572)
+    assert 100 * mr.r2 == pytest.approx(41.3844, abs=5e-3)
+
+
+def test_estimators_against_their_definitions(bcg):
+    """Each estimator from its defining formula written out here (meta-regression on ablat)."""
+    y, se, b = bcg
+    v = se**2
+    X = np.column_stack([np.ones(13), b.ablat.to_numpy(float)])
+    k, p = X.shape
+    H = X @ np.linalg.solve(X.T @ X, X.T)
+    rss = y @ (np.eye(k) - H) @ y
+
+    def q_at(t):
+        W = np.diag(1 / (v + t))
+        P = W - W @ X @ np.linalg.solve(X.T @ W @ X, X.T @ W)
+        return y @ P @ y
+
+    def fit(m):
+        return meta_regression(y, se, b.ablat, method=m).tau2
+
+    assert fit("HE") == pytest.approx(max(0.0, (rss - np.trace((np.eye(k) - H) @ np.diag(v))) / (k - p)), rel=1e-10)
+    assert fit("HS") == pytest.approx(max(0.0, (q_at(0.0) - k) / np.sum(1 / v)), rel=1e-10, abs=1e-14)
+    t0 = rss / k
+    assert fit("SJ") == pytest.approx(t0 * q_at(t0) / (k - p), rel=1e-10)
+    assert q_at(fit("EB")) == pytest.approx(k - p, rel=1e-8)
+    assert fit("EB") == pytest.approx(fit("PM"), rel=1e-10)
+
+    def negll(t):
+        W = 1 / (v + t)
+        beta = np.linalg.solve(X.T @ (X * W[:, None]), X.T @ (W * y))
+        r = y - X @ beta
+        return 0.5 * (np.sum(np.log(v + t)) + np.sum(W * r**2))
+
+    brute = optimize.minimize_scalar(negll, bounds=(0, 5), method="bounded", options={"xatol": 1e-12}).x
+    assert fit("ML") == pytest.approx(brute, abs=1e-7)
+
+
+def test_estimators_with_full_vcov_reduce_to_diagonal(bcg):
+    y, se, _ = bcg
+    for m in ("ML", "HE", "SJ", "EB"):
+        a = meta_analysis(y, se, method=m)
+        b = meta_analysis(y, se, method=m, vcov=np.diag(se**2))
+        assert b.tau2 == pytest.approx(a.tau2, rel=1e-9, abs=1e-12) and b.estimate == pytest.approx(a.estimate, rel=1e-9)
+    with pytest.raises(DataError, match="HS.*independent estimates"):
+        meta_analysis(y, se, method="HS", vcov=np.diag(se**2))
+    with pytest.raises(DataError, match="method must be one of"):
+        meta_analysis(y, se, method="XX")
+
+
+def test_prediction_interval_t_k_minus_1(bcg):
+    y, se, _ = bcg
+    r = meta_analysis(y, se, "REML", hartung_knapp=True, prediction="t_k1")
+    half = stats.t.ppf(0.975, 12) * math.sqrt(r.tau2 + r.se**2)
+    assert (r.pi_low, r.pi_high) == pytest.approx((r.estimate - half, r.estimate + half))
+    assert "t(k-1)" in r.summary()
+    default = meta_analysis(y, se, "REML", hartung_knapp=True)
+    assert default.pi_high - default.pi_low > r.pi_high - r.pi_low  # t(k-2) is wider
+    with pytest.raises(DataError, match="prediction"):
+        meta_analysis(y, se, prediction="t(k-1)")
+
+
+# ---------------------------------------------------------------- leave-one-out and influence
+
+
+def test_influence_matches_metafor_on_bcg(bcg):
+    """Study 1 of dat.bcg, REML: metafor's tests/testthat/test_misc_influence.r
+    (influence() and leave1out())."""
+    y, se, _ = bcg
+    inf = leave_one_out(meta_analysis(y, se))
+    ref = {  # value for study 1 as published there
+        "rstudent": -0.218142474344442, "dffits": -0.0407075604868486, "cooks_d": 0.00171654236729195,
+        "cov_ratio": 1.11644891104804, "tau2_del": 0.336156745300306, "q_del": 151.582572747109,
+        "hat": 0.0505948307931551, "weight_pct": 5.05948307931551, "dfbetas": -0.0402659025974144,
+        "estimate_del": -0.707083788031436, "se_del": 0.189961024702717, "ci_low_del": -1.07940055491509,
+        "ci_high_del": -0.334767021147788, "pvalue_del": 0.000197449759023198, "i2_del": 93.2259349111223,
+        "h2_del": 14.762184698253,
+    }
+    row = inf.to_frame().iloc[0]
+    for key, val in ref.items():
+        assert row[key] == pytest.approx(val, rel=1e-6), key
+    assert not inf.influential[0]
+
+
+@pytest.mark.parametrize("method", ["REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"])
+@pytest.mark.parametrize("hk", [False, True])
+def test_leave_one_out_equals_refitting(bcg, method, hk):
+    y, se, _ = bcg
+    inf = leave_one_out(meta_analysis(y, se, method=method, hartung_knapp=hk))
+    for i in range(y.size):
+        keep = np.arange(y.size) != i
+        d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
+        got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
+        assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10)
+
+
+def test_power_series_equals_direct_sums(monkeypatch):
+    """The series route (large k) against the direct k × k route, and spot refits."""
+    rng = np.random.default_rng(7)
+    k = 400
+    se = rng.uniform(0.05, 0.3, k)
+    y = rng.normal(0.1, 0.15, k) + se * rng.standard_normal(k)
+    y[3] += 1.5  # an outlying school: its deleted fit is far from the others
+    for method in ("REML", "PM", "SJ"):
+        m = meta_analysis(y, se, method=method)
+        fast = leave_one_out(m)
+        monkeypatch.setattr(influence_module, "_SERIES_RATIO", -1.0)
+        direct = leave_one_out(m)
+        monkeypatch.undo()
+        np.testing.assert_allclose(fast.tau2_del, direct.tau2_del, rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(fast.estimate_del, direct.estimate_del, rtol=1e-10, atol=1e-13)
+        for i in (0, 3):
+            keep = np.arange(k) != i
+            d = meta_analysis(y[keep], se[keep], method=method)
+            assert fast.tau2_del[i] == pytest.approx(d.tau2, rel=1e-8)
+    assert leave_one_out(meta_analysis(y, se)).drives_tau == 3
+
+
+def test_influence_flags_the_school_that_drives_tau():
+    rng = np.random.default_rng(3)
+    se = np.full(20, 0.1)
+    y = rng.normal(0.2, 0.02, 20)
+    y[11] = 1.2
+    inf = leave_one_out(meta_analysis(y, se, labels=[f"s{i}" for i in range(20)]))
+    assert inf.drives_tau == 11 and inf.influential[11] and inf.to_frame().drives_tau.sum() == 1
+    assert "s11" in inf.summary() and inf._repr_html_()
+    assert inf.tau2_del[11] < 0.2 * inf.tau2
+
+
+def test_leave_one_out_input_errors(bcg):
+    y, se, _ = bcg
+    with pytest.raises(DataError, match="independent"):
+        leave_one_out(meta_analysis(y, se, vcov=np.diag(se**2)))
+    with pytest.raises(DesignError, match="at least 3"):
+        leave_one_out(meta_analysis(y[:2], se[:2], prediction="normal"))
