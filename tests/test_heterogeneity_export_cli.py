@@ -132,5 +132,19 @@ def test_cli_schools_options_and_errors(estimates_file, tmp_path):
     assert r.exit_code == 2 and "'nope'" in r.output
     r = runner.invoke(app, ["schools", str(path), "--out", str(path)])
     assert r.exit_code == 2 and "never overwrites" in r.output
-    r = runner.invoke(app, ["schools", str(path), "--method", "ML"])
+    r = runner.invoke(app, ["schools", str(path), "--method", "XYZ"])
     assert r.exit_code == 2 and "method" in r.output
+
+
+def test_cli_schools_new_tau2_estimators(tmp_path):
+    """--method takes metafor's estimator names (ML, EB, HE, SJ, HS) and matches the API."""
+    rng = np.random.default_rng(5)
+    se = rng.uniform(0.05, 0.2, 15)
+    df = pd.DataFrame({"school_id": range(15), "estimate": rng.normal(0.1, 0.1, 15) + se * rng.standard_normal(15), "se": se})
+    path = tmp_path / "est.csv"
+    df.to_csv(path, index=False)
+    for method in ("ML", "sj", "HS"):
+        r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--moderators", "", "--method", method, "-q"])
+        assert r.exit_code == 0, r.output
+        m = meta_analysis(df.estimate, df.se, method=method.upper())
+        assert f"{m.estimate:.4f}" in r.output and f"{m.tau2:.4f}" in r.output
