@@ -239,7 +239,7 @@ def test_level_and_outputs(kacker):
         ([1, np.nan, 2], [0.1, 0.1, 0.1], {}, DataError),
         ([1, 2, 3], [0.1, 0.0, 0.1], {}, DataError),
         ([1], [0.1], {}, DesignError),
-        ([1, 2], [0.1, 0.1], {"method": "ML"}, DataError),
+        ([1, 2], [0.1, 0.1], {"method": "XX"}, DataError),
         ([1, 2], [0.1, 0.1], {"level": 95}, DataError),
     ],
 )
