@@ -44,3 +44,19 @@ def test_match_cli_options_and_errors(csv, tmp_path):
     assert r.exit_code == 2 and "income" in r.output
     r = runner.invoke(app, ["match", str(csv), "--sd", "wide", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "--sd" in r.output
+
+
+def test_match_cli_matchit_conventions_on_lalonde(tmp_path):
+    """--conventions matchit reproduces MatchIt's lalonde sample sizes (tests/reference/lalonde.csv;
+    see test_matching_matchit.py for the published numbers)."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "reference" / "lalonde.csv"
+    r = runner.invoke(app, ["match", str(data), "--conventions", "matchit", "--outcome", "re78", "--treatment", "treat",
+                            "--pretest", "none", "--covariates", "age,educ,race,married,nodegree,re74,re75",
+                            "--school", "none", "--grade", "none", "--subject", "none", "--student-id", "id",
+                            "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    sizes = pd.read_csv(tmp_path / "out" / "sample_sizes.csv").set_index("sample")
+    assert sizes.loc[["all", "matched", "unmatched"], "comparison"].tolist() == [429, 185, 244]
+    assert "MatchIt conventions" in r.output

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-_OUTPUTS = ("matched.csv", "balance.csv", "equivalence.csv", "effect.csv", "unmatched.csv", "counts.csv")
+_OUTPUTS = ("matched.csv", "balance.csv", "equivalence.csv", "effect.csv", "unmatched.csv", "counts.csv",
+            "sample_sizes.csv")
 
 
 class Method(str, Enum):
@@ -61,7 +62,8 @@ def match_cmd(
     k: Optional[int] = typer.Option(None, "--k", help="Comparisons per PL student (default: 1; 51 for vcg)."),
     caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper: SD of the logit PS (propensity, default 0.2) or Mahalanobis units."),
     no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
-    replace: bool = typer.Option(True, "--replace/--no-replace", help="Nearest neighbour with or without replacement."),
+    replace: Optional[bool] = typer.Option(None, "--replace/--no-replace", help="Nearest neighbour with or without replacement (default: with; without under --conventions matchit)."),
+    conventions: str = typer.Option("pleval", "--conventions", help="pleval, or matchit: MatchIt's nearest-neighbour defaults and cobalt's SMD."),
     band: float = typer.Option(1.0, "--band", help="VCG: pretest band in points (0 = equal)."),
     school_keys: Optional[str] = typer.Option(None, "--school-keys", help="VCG: school-level exact keys, comma-separated (e.g. urbanicity)."),
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
@@ -81,8 +83,8 @@ def match_cmd(
     """Match PL students to comparison students, check balance and estimate the effect.
 
     Writes matched.csv (matched-set long format with _set, _weight, _pl_school), balance.csv,
-    equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv and
-    counts.csv to --out. Column options default to sample_data/pl_matched_students.csv.
+    equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv,
+    counts.csv and sample_sizes.csv (all / matched / ESS / unmatched / discarded per group) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
     from .. import outputs
     from ..checks import check
@@ -105,13 +107,15 @@ def match_cmd(
         df, cols, method=method.value, exact=parse_names(exact), k=k,
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
+        conventions=conventions,
     )
     by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
     bal = res.balance()
 
     eff_frame = eff.to_frame()
-    frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame())
+    sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method != "weighting" else pd.DataFrame()
+    frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
         for name, frame in zip(_OUTPUTS, frames):
             frame.to_csv(tmp / name, index=False)
