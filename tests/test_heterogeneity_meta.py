@@ -526,3 +526,17 @@ def test_meta_analysis_equivariance(data, shift, scale, seed):
         assert c.estimate == pytest.approx(scale * base.estimate, abs=1e-7 * scale)
         assert abs(c.tau2 - scale**2 * base.tau2) < 1e-6 * scale**2 * (1 + base.tau2)
         assert base.tau2_ci[0] <= base.tau2_ci[1] and base.tau2 >= 0
+
+
+def test_rank_intervals_report_monte_carlo_error(kacker):
+    """Mean ranks come with their Monte Carlo SE; across seeds they move by what it says, and
+    with the default draws far less than the rank's own uncertainty (< 0.1 posterior SD)."""
+    y, se = kacker
+    r = empirical_bayes(y, se, meta_analysis(y, se, "REML"))
+    runs = [r.rank_intervals(seed=s) for s in range(5)]
+    mean = np.array([x["rank_mean"].to_numpy() for x in runs])
+    mc = runs[0]["rank_mean_mc_se"].to_numpy()
+    assert np.all(np.abs(mean - mean.mean(axis=0)) <= 4 * mc + 1e-12)
+    posterior_sd = mc * np.sqrt(2000)
+    assert np.all(mc < 0.1 * posterior_sd + 1e-12)
+    assert np.all(np.ptp(mean, axis=0) < 0.1 * posterior_sd + 1e-12)

@@ -103,8 +103,11 @@ class Shrinkage(ResultMixin):
         """Simulated rank (1 = largest effect) of each school under its posterior.
 
         Draws ``θ_i ~ N(θ̃_i, SD_i²)`` independently (ignoring the small correlation through
-        μ̂) and ranks each draw; returns the median rank and the central ``level`` interval.
-        Wide intervals are the rule: a school's place in a league table is rarely known.
+        μ̂) and ranks each draw; returns the median rank and the central ``level`` interval,
+        and the mean rank with its Monte Carlo SE ``sd(rank)/√n_draws`` (with the default 2,000
+        draws, under 0.025 of the rank's posterior SD: other seeds move it by far less than its
+        uncertainty). Wide intervals are the rule: a school's place in a league table is rarely
+        known.
         """
         rng = np.random.default_rng(seed)
         k = self.shrunk.size
@@ -117,7 +120,8 @@ class Shrinkage(ResultMixin):
         point = np.empty(k, dtype=int)
         point[np.argsort(-self.shrunk)] = np.arange(1, k + 1)
         return pd.DataFrame(
-            {"label": list(self.labels), "rank": point, "rank_median": med, "rank_low": lo, "rank_high": hi}
+            {"label": list(self.labels), "rank": point, "rank_median": med, "rank_low": lo, "rank_high": hi,
+             "rank_mean": ranks.mean(axis=0), "rank_mean_mc_se": ranks.std(axis=0, ddof=1) / np.sqrt(n_draws)}
         )
 
 
