@@ -191,6 +191,15 @@ def balance(ev: "Evaluation", figures: Collection[str]) -> Section:
         bd = _balance_display(ev, s)
         if bd is not None:
             blocks.append(Table(bd, title=title(s, what)))
+    design = ev.details[ev.subjects[0]].get("design") if ev.design == "matched" else None
+    if design is not None and design.method != "weighting":
+        ss = design.sample_sizes()
+        show = {r: ("{:,.1f}" if r == "matched (ESS)" else "{:,.0f}") for r in ss.index}
+        blocks.append(Table(
+            pd.DataFrame({"sample": ss.index, "comparison": [show[r].format(v) for r, v in ss["comparison"].items()],
+                          "PL": [show[r].format(v) for r, v in ss["treated"].items()]}),
+            title="Sample sizes (student × subject rows, all subjects; ESS = Kish effective sample size)",
+        ))
     love = ("Absolute standardized mean differences of each baseline characteristic"
             + (" before and after matching." if ev.design == "matched" else
                " between the randomized groups (analytic sample).") + " Dashed line 0.05, solid line 0.25 (WWC bands); dotted line 0.1, the common rule of "
