@@ -49,6 +49,7 @@ from .data import (
     validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
+from .subgroups import BAND, pretest_bands
 
 DESIGNS = ("matched", "rct")
 MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting")
@@ -68,6 +69,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "placebo": True,
     "n_placebo": 0,
     "confounds": (),
+    "subgroups": (),
+    "bands": (),
     "overriding_negative": None,
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
@@ -102,6 +105,9 @@ _TABLES = (
     "propensity",
     "dropped",
     "rating",
+    "subgroups",
+    "subgroup_tests",
+    "equity",
 )
 
 
@@ -173,6 +179,15 @@ class Evaluation(ResultMixin):
     heterogeneity = property(lambda self: self.table("heterogeneity"), doc="Meta-analysis and counts by subject.")
     placebo = property(lambda self: self.table("placebo"), doc="Placebo-school estimates, by subject.")
     rating = property(lambda self: self.table("rating"), doc="WWC rating and ESSA tier: every step, by subject.")
+    subgroup_tests = property(lambda self: self.table("subgroup_tests"),
+                              doc="Equality of effects across each subgroup's levels, and the last − first difference.")
+    equity = property(lambda self: self.table("equity"), doc="Change in the achievement and FRL gaps, with CIs.")
+
+    def subgroups(self, subject=None) -> pd.DataFrame:
+        """Subgroup effects on three scales (one row per subject × subgroup × level; ``subject``
+        selects one subject), p-values adjusted across every subgroup row of the run."""
+        t = self.table("subgroups")
+        return t if subject is None or not len(t) else t[t["subject"] == self._subject(subject)].reset_index(drop=True)
     propensity = property(lambda self: self.table("propensity"), doc="Propensity scores (matched designs).")
     dropped = property(lambda self: self.table("dropped"), doc="Rows and schools left out, by stage and reason.")
 
@@ -247,6 +262,12 @@ class Evaluation(ResultMixin):
         from .plots import evaluation_forest
 
         return evaluation_forest(self, self._subject(subject), shrunk=shrunk)
+
+    def plot_subgroups(self, subject=None):
+        """Subgroup forest plot (:func:`pleval.plots.evaluation_subgroups`)."""
+        from .plots import evaluation_subgroups
+
+        return evaluation_subgroups(self, self._subject(subject))
 
     def plot_love(self, subject=None):
         """Love plot of covariate balance (:func:`pleval.plots.evaluation_love`)."""
@@ -328,6 +349,7 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
         if not (isinstance(opts["permutations"], (int, np.integer)) and opts["permutations"] >= 0):
             raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
     _check_rating_options(opts, design)
+    _check_subgroup_options(opts)
     if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
         raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
     return method, opts, passthrough
@@ -345,6 +367,24 @@ def _check_rating_options(o: dict, design: str) -> None:
             raise DataError(f"option {k} must be true or false; got {o[k]!r}")
     if design == "rct" and o["boundary"] not in ("cautious", "optimistic"):
         raise DataError(f"option boundary must be 'cautious' or 'optimistic'; got {o['boundary']!r}")
+
+
+def _check_subgroup_options(o: dict) -> None:
+    from .subgroups import pretest_bands
+
+    for k in ("subgroups", "bands"):
+        if isinstance(o[k], str):
+            o[k] = tuple(x.strip() for x in o[k].split(",") if x.strip())
+        if not isinstance(o[k], (list, tuple)):
+            raise DataError(f"option {k} must be a list; got {o[k]!r}")
+    if not all(isinstance(x, str) and x for x in o["subgroups"]):
+        raise DataError(f"option subgroups must be column names (or pretest_band); got {o['subgroups']!r}")
+    try:
+        o["bands"] = tuple(float(x) for x in o["bands"])
+    except (TypeError, ValueError):
+        raise DataError(f"option bands must be percents, e.g. 25,50,75; got {o['bands']!r}") from None
+    o["subgroups"] = tuple(dict.fromkeys(o["subgroups"]))
+    pretest_bands(pd.DataFrame({"p": [0.0]}), "p", cuts=o["bands"])  # checks the cut points
 
 
 def _check_common(o: dict) -> None:
@@ -481,6 +521,13 @@ def estimate(
     df, work = with_binary_treatment(df, columns)  # the label is applied once, here
     for p in checked.warnings:  # kept apart from ev.warnings: the report shows them under "Data checks"
         warnings.warn(p.line, PlevalWarning, stacklevel=2)
+    if BAND in opts["subgroups"]:
+        if BAND in df.columns:
+            raise DataError(f"column {BAND!r} exists in the data; pleval computes it for subgroups=({BAND!r}, ...)")
+        if not columns.pretest:
+            raise DataError(f"subgroup {BAND!r} needs a pretest column (columns.pretest)")
+        df = df.assign(**{BAND: pretest_bands(df, columns.main_pretest, [c for c in (columns.grade, columns.subject) if c],
+                                              opts["bands"])})
     progress("validating the data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -497,6 +544,7 @@ def estimate(
 
     keys = [ALL if s is None else str(s) for s in subjects]
     tables = _with_mdes(_assemble(keys, parts, v), opts)
+    tables.update(_subgroup_tables(keys, parts, opts))
     ratings = {k: _rate(design, p, s, sub_df, columns, opts) for k, p, s in zip(keys, parts, subjects)}
     tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()])
     if len(tables["overall"]):
@@ -627,11 +675,13 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
             df, columns, design=opts["rct_design"], method=method, subject=s, sd=opts["sd"], level=opts["level"],
             baseline_percentile=opts["baseline_percentile"], adjust=opts["adjust"], vcov=opts["vcov"] or None,
             compliance=bool(opts["compliance"]), permutations=perms, seed=seed, progress=tick if perms else None,
+            subgroups=opts["subgroups"],
         )
         part = {"effect": res.itt, "effects": dict(res.effects), "details": {"design": res}, "notes": list(res.notes)}
         part["equivalence"] = res.equivalence
         part["balance"] = res.equivalence.rename(columns={"effect_size": "smd_before"})[["variable", "smd_before", "measure", "verdict"]]
         part["attrition"] = res.attrition_frame()
+        part["subgroups"], part["subgroup_tests"] = res.subgroups, res.interactions
         part["dropped"] = res.dropped.assign(stage="randomized-trial analysis") if len(res.dropped) else None
         if res.randomization is not None:
             part["randomization"] = res.randomization
@@ -756,6 +806,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
         part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}, "notes": notes}
         part["balance"] = table[table["group"] == key].drop(columns="group")
         part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
+        if opts["subgroups"]:
+            part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, eff, opts, notes)
         if prop is not None:
             part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
         if schools is not None:
@@ -777,6 +829,76 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     if dropped is not None:
         out[0]["dropped"] = dropped.assign(subject="(all)")
     return out
+
+
+def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
+    """Subgroup effects on the matched sample of ``subject``: the matched effect's regression
+    with level-specific treatment effects, each matched set in the subgroup of its treated
+    student (:mod:`pleval.subgroups`)."""
+    from .matching.effect import regression_design
+    from .subgroups import level_codes, set_level_codes, subgroup_effects
+
+    c = m.columns
+    sample = m.matched if subject is None else m.matched[m.matched[c.subject] == subject]
+    d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
+                          strata=m.strata, school=c.school)
+    names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
+    rows, tests = [], []
+
+    def scale(e):
+        return Effect.from_raw(e, eff.sd, eff.sd_kind, omega=eff.omega, baseline_percentile=eff.baseline_percentile)
+
+    for name in opts["subgroups"]:
+        if name not in sample.columns:
+            raise DataError(f"subgroup column {name!r} is not in the data (or use {BAND!r})")
+        codes, labels = level_codes(sample[name], name)
+        codes = set_level_codes(sample, c.treatment, codes)
+        smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \
+            if c.pretest else np.full(len(labels), math.nan)
+        r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
+                                weights=d["weights"], clusters=d["clusters"], vcov="CR2" if c.school else "CR1",
+                                level=opts["level"], notes=notes)
+        rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]
+        tests += [t] if t is not None else []
+    big = [f"{r['subgroup']}={r['level']}" for r in rows if abs(r["pretest_smd"]) > 0.25]
+    if big:
+        notes.append(f"subgroups ({subject}): the pretest differs by more than 0.25 SD between matched groups in "
+                     f"{', '.join(big)}; the model adjusts for it, but read these rows with care")
+    return (pd.DataFrame(rows) if rows else None), (pd.DataFrame(tests) if tests else None)
+
+
+def _levels_of(rows: list[dict], labels: list) -> list[int]:
+    return [labels.index(r["level"]) for r in rows]
+
+
+def _level_smd(x: np.ndarray, t: np.ndarray, w: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """Weighted standardized difference of ``x`` (treated − comparison) within each level:
+    difference in weighted means over the root mean of the two weighted variances."""
+    out = np.empty(L)
+    for arm in (1.0, 0.0):  # two arms
+        k = t == arm
+        sw = np.bincount(codes[k], weights=w[k], minlength=L)
+        mu = np.bincount(codes[k], weights=w[k] * x[k], minlength=L) / sw
+        var = np.bincount(codes[k], weights=w[k] * (x[k] - mu[codes[k]]) ** 2, minlength=L) / sw
+        if arm == 1.0:
+            mu_t, var_t = mu, var
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:] = (mu_t - mu) / np.sqrt((var_t + var) / 2.0)
+    return out
+
+
+def _subgroup_tables(keys: list[str], parts: list[dict], opts: dict) -> dict[str, pd.DataFrame]:
+    """Subgroup rows and tests of every subject, p adjusted across all rows of the run; the equity table."""
+    from .inference import adjust_pvalues
+    from .subgroups import equity_table
+
+    sub = _concat([_with_subject(p.get("subgroups"), k) for k, p in zip(keys, parts)])
+    tests = _concat([_with_subject(p.get("subgroup_tests"), k) for k, p in zip(keys, parts)])
+    if len(sub):
+        sub["pvalue_adjusted"] = adjust_pvalues(sub["pvalue"].to_numpy(), opts["adjust"])
+        tests["pvalue_adjusted"] = adjust_pvalues(tests["pvalue"].to_numpy(), opts["adjust"])
+    return {"subgroups": sub, "subgroup_tests": tests,
+            "equity": equity_table(tests) if len(tests) else pd.DataFrame()}
 
 
 def _equivalence_frame(eq: pd.DataFrame) -> pd.DataFrame:

@@ -158,6 +158,7 @@ def forest(
     alpha: float = 0.05,
     sort: bool = True,
     title: str | None = None,
+    unit: str = "school",
 ) -> Figure:
     """Caterpillar plot of school effects, raw and shrunken, with the pooled effect.
 
@@ -184,6 +185,9 @@ def forest(
         Baseline of the percentile-point axis on top.
     sd, sd_kind : optional
         The standardizing SD (raw points per SD unit) and its description, for the axis label.
+
+    unit : str
+        What a row is, for the legend and subtitle (``"subgroup"`` for subgroup forest plots).
 
     The figure height grows with the number of schools (``ROW_INCH`` per row), so every
     label stays readable with 60 or more schools.
@@ -297,7 +301,7 @@ def forest(
 
     sig_word = "adjusted p" if pcol == "pvalue_adj" else "p"
     handles = [
-        Line2D([], [], marker="s", mfc="white", mec=NEUTRAL, color=NEUTRAL, label=f"school estimate, {level:.0%} CI"),
+        Line2D([], [], marker="s", mfc="white", mec=NEUTRAL, color=NEUTRAL, label=f"{unit} estimate, {level:.0%} CI"),
     ] + ([Line2D([], [], marker="o", color=SHRUNK, ms=4, label="shrunken (empirical Bayes)")] if has_shrunk else []) + (
         [
             Patch(color=POSITIVE, label=f"significantly positive ({sig_word} < {alpha:g})"),
@@ -313,7 +317,7 @@ def forest(
     _number_column(ax, ticks, _forest_numbers(d, placebo, pooled, level, mu), f"effect size [{level:.0%} CI]", fs)
 
     tau = _get(pooled, "tau")
-    sub = f"{k} schools" + (f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else "")
+    sub = f"{k} {unit}s" + (f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else "")
     ax.set_title(
         (title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2, loc="left"
     )
@@ -757,6 +761,31 @@ def evaluation_percentiles(ev: "Evaluation", subject: str) -> Figure:
     )
 
 
+def evaluation_subgroups(ev: "Evaluation", subject: str) -> Figure:
+    """Subgroup forest plot: :func:`forest` of the subgroup effects of ``subject`` (effect
+    sizes, CIs, coloured by the multiplicity-adjusted p), in the order of the subgroup table,
+    with the overall effect as the diamond."""
+    s = ev.subgroups(subject)
+    if not len(s):
+        raise PlevalError(f"no subgroup effects for subject {subject!r}")
+    d = pd.DataFrame({
+        "school": (s["subgroup"].astype(str) + " = " + s["level"].astype(str)).to_numpy(),
+        "estimate": s["effect_size"].to_numpy(dtype=float),
+        "se": ((s["es_ci_high"] - s["es_ci_low"]) / (2 * stats.norm.ppf(0.975))).to_numpy(dtype=float),
+        "ci_low": s["es_ci_low"].to_numpy(dtype=float),
+        "ci_high": s["es_ci_high"].to_numpy(dtype=float),
+        "pvalue_adj": s["pvalue_adjusted"].to_numpy(dtype=float),
+    }).iloc[::-1]
+    e = ev.effects[subject]
+    es = e.effect_size
+    return forest(
+        d, pooled={"estimate": es.estimate, "ci_low": es.ci_low, "ci_high": es.ci_high, "method": "all students"},
+        baseline_percentile=e.baseline_percentile, sd=e.sd, sd_kind=e.sd_kind, level=float(ev.options.get("level", 0.95)),
+        alpha=float(ev.options.get("alpha", 0.05)), sort=False, unit="subgroup level",
+        title=findings.title(subject, "Effect of personalized learning by subgroup"),
+    )
+
+
 def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
     """Every figure that applies to an evaluation, keyed by :func:`figure_name` (the file stem,
     e.g. ``forest_math``)."""
@@ -771,6 +800,8 @@ def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
         if len(sch) and np.isfinite(sch["effect_size"].to_numpy(dtype=float)).any():
             out[figure_name("forest", s)] = evaluation_forest(ev, s)
             out[figure_name("distribution", s)] = evaluation_distribution(ev, s)
+        if len(ev.subgroups(s)):
+            out[figure_name("subgroups", s)] = evaluation_subgroups(ev, s)
     return out
 
 
@@ -785,6 +816,7 @@ __all__ = [
     "PlevalFigure",
     "evaluation_figures",
     "evaluation_forest",
+    "evaluation_subgroups",
     "evaluation_distribution",
     "evaluation_love",
     "evaluation_overlap",

@@ -83,7 +83,6 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
@@ -91,13 +90,13 @@ from .data import Columns, design_matrix, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
+from .subgroups import level_codes, subgroup_effects
 
 DESIGNS = ("individual", "blocked", "cluster")
 METHODS = ("ols", "cluster_means", "mixedlm")
 VCOVS = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
 TERCILE = "pretest_tercile"
 _TERCILE_ALIASES = (TERCILE, "pretest_third")
-_MAX_LEVELS = 12
 
 
 # ----------------------------------------------------------------------------- result
@@ -574,82 +573,26 @@ def _subgroup_levels(ana: pd.DataFrame, cols: Columns, name: str) -> tuple[np.nd
         return np.searchsorted(cuts, p, side="right"), ["low third", "middle third", "high third"]
     if name not in ana.columns:
         raise DataError(f"subgroup column {name!r} is not in the data (or use {TERCILE!r})")
-    s = ana[name]
-    if s.isna().any():
-        raise DataError(f"subgroup column {name!r}: {int(s.isna().sum()):,} analytic row(s) are missing")
-    codes, labels = pd.factorize(s, sort=True)
-    if len(labels) > _MAX_LEVELS:
-        raise DataError(f"subgroup column {name!r} has {len(labels)} levels; at most {_MAX_LEVELS} are allowed")
-    if len(labels) < 2:
-        raise DataError(f"subgroup column {name!r} has a single value in the analytic sample")
-    return codes, list(labels)
+    return level_codes(ana[name], name)
 
 
-def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale: Callable, adjust: str, notes: list):
+def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale: Callable, adjust: str, level: float,
+               notes: list):
+    """Subgroup effects and tests (:func:`pleval.subgroups.subgroup_effects`), p adjusted across rows."""
     rows, tests = [], []
     for name in names:
         codes, labels = _subgroup_levels(ana, cols, name)
-        L = len(labels)
-        cross = np.zeros((L, 2), dtype=int)
-        np.add.at(cross, (codes, mod.z.astype(int)), 1)
-        usable = (cross > 0).all(axis=1)
-        if (~usable).any():
-            notes.append(f"subgroup {name}: level(s) {[labels[j] for j in np.flatnonzero(~usable)]} lack a treated or control row; left out")
-        if usable.sum() < 2:
-            notes.append(f"subgroup {name}: fewer than 2 usable levels; no subgroup analysis")
-            continue
-        rowmask = usable[codes]
-        lev_ids = np.flatnonzero(usable)
-        remap = -np.ones(L, dtype=int)
-        remap[lev_ids] = np.arange(lev_ids.size)
-        c = remap[codes[rowmask]]
-        Lu = lev_ids.size
-        base = [j for j, nm in enumerate(mod.names) if nm != "treatment" and nm != name and not nm.startswith(f"{name}[")]
-        X0 = mod.X[rowmask][:, base]
-        Z = np.zeros((c.size, Lu))
-        Z[np.arange(c.size), c] = mod.z[rowmask]
-        D, dn = _dummies(c, Lu, name, [labels[j] for j in lev_ids])
-        X = np.hstack([X0, D, Z])
-        xnames = [mod.names[j] for j in base] + dn + [f"treatment×{name}[{labels[j]}]" for j in lev_ids]
-        kw = dict(fit_kw)
-        if kw.get("clusters") is not None:
-            kw["clusters"] = kw["clusters"][rowmask]
-        try:
-            fit = ols(mod.y[rowmask], X, names=xnames, **kw)
-        except DesignError as exc:
-            notes.append(f"subgroup {name}: not estimable ({exc})")
-            continue
-        k0 = X.shape[1] - Lu
-        for i, j in enumerate(lev_ids):
-            b, se, df, p = fit.coef(xnames[k0 + i])
-            est = Estimate.from_t(b, se, df, n_treated=int(cross[j, 1]), n_control=int(cross[j, 0]),
-                                  n_clusters=None, method="subgroup ITT", label=f"{name}={labels[j]}")
-            es = scale(est)
-            rows.append({"subgroup": name, "level": labels[j], "n_treated": int(cross[j, 1]), "n_control": int(cross[j, 0]),
-                         "estimate": b, "se": se, "df": df, "ci_low": est.ci_low, "ci_high": est.ci_high, "pvalue": p,
-                         "effect_size": es.effect_size.estimate, "es_ci_low": es.effect_size.ci_low,
-                         "es_ci_high": es.effect_size.ci_high, "percentile_points": es.percentile_points.estimate})
-        R = np.zeros((Lu - 1, X.shape[1]))
-        R[:, k0] = -1.0
-        R[np.arange(Lu - 1), k0 + 1 + np.arange(Lu - 1)] = 1.0
-        if Lu == 2:
-            est, se, df, p = fit.contrast(R[0])
-            tests.append({"subgroup": name, "n_levels": 2, "statistic": est / se, "df1": 1.0, "df2": df, "pvalue": p,
-                          "test": f"t = {est / se:.3f} on {df:.1f} df (difference {est:.4g}, SE {se:.3g})"})
-        else:
-            b = R @ fit.params
-            W = float(b @ np.linalg.solve(R @ fit.vcov @ R.T, b))
-            q = Lu - 1
-            df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
-            F = W / q
-            p = float(stats.f.sf(F, q, df2))
-            tests.append({"subgroup": name, "n_levels": Lu, "statistic": F, "df1": float(q), "df2": df2, "pvalue": p,
-                          "test": f"Wald F = {F:.3f} on ({q}, {df2:.0f}) df"})
+        r, t = subgroup_effects(mod.y, mod.X, mod.names, mod.z, codes, labels, name=name, scale=scale,
+                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], level=level, notes=notes)
+        rows += r
+        if t is not None:
+            tests.append(t)
     if not rows:
         return None, None
     sub = pd.DataFrame(rows)
     sub["pvalue_adjusted"] = adjust_pvalues(sub["pvalue"].to_numpy(), adjust)
     inter = pd.DataFrame(tests)
+    inter.insert(0, "subgroup", inter.pop("subgroup"))
     inter["pvalue_adjusted"] = adjust_pvalues(inter["pvalue"].to_numpy(), adjust)
     return sub, inter
 
@@ -793,7 +736,7 @@ def analyze_rct(
 
     sub = inter = None
     if subgroups:
-        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, notes)
+        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes)
 
     ri = None
     if permutations:

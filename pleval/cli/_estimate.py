@@ -130,6 +130,26 @@ def _rating_table(ev) -> Table | None:
     return t
 
 
+def _subgroup_table(ev) -> Table | None:
+    """Subgroup effect sizes with CIs and adjusted p; the equity summary as the caption."""
+    sub = ev.subgroups()
+    if not len(sub):
+        return None
+    eq = ev.equity
+    cap = "\n".join(f"{r['subject']}: gap {r['gap']}: {r['change_es']:+.3f} SD ({r['es_ci_low']:+.3f}, "
+                     f"{r['es_ci_high']:+.3f}): {r['verdict']}" for _, r in eq.iterrows())
+    t = Table(title="Subgroups (effect size, CI; p adjusted across rows; subgroups.csv, equity.csv)",
+              title_justify="left", caption=escape(cap) or None, caption_justify="left")
+    for c in ("subject", "subgroup", "level", "ES", "CI", "pct pts", "adj. p"):
+        t.add_column(c, justify="left" if c in ("subject", "subgroup", "level") else "right", no_wrap=c in ("ES", "CI"))
+    for _, r in sub.iterrows():
+        t.add_row(escape(str(r["subject"])), escape(str(r["subgroup"])), escape(str(r["level"])),
+                  f"{r['effect_size']:+.3f}", f"{r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f}",
+                  f"{r['percentile_points']:+.1f}",
+                  "< 0.001" if r["pvalue_adjusted"] < 0.001 else f"{r['pvalue_adjusted']:.3f}")
+    return t
+
+
 def _schools_table(ev) -> Table | None:
     from .. import percentiles
 
@@ -226,6 +246,8 @@ def estimate(
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
+    subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Effects for each level of these columns, comma-separated; pretest_band = baseline achievement bands (e.g. pretest_band,frl,ell,sped) (default: none).", rich_help_panel="Options"),
+    bands: Optional[str] = typer.Option(None, "--bands", help="Pretest bands: cut points in percent of the pretest's rank within grade × subject, e.g. 25,50,75 (default: thirds).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
     sep: Sep = None,
     decimal: Decimal = None,
@@ -265,6 +287,7 @@ def estimate(
         sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method,
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
         rct_design=rct_design, vcov=vcov, permutations=permutations, compliance=compliance,
+        subgroups=subgroups, bands=bands,
     )
     if sd is not None:
         flag_opts["sd"] = sd if sd in ("pooled", "comparison") else parse_value(sd)
@@ -317,7 +340,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _rating_table(ev), _schools_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

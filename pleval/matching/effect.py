@@ -37,6 +37,43 @@ def _varying(df: pd.DataFrame, cols) -> list[str]:
     return [c for c in cols if c is not None and c in df.columns and df[c].nunique(dropna=True) > 1]
 
 
+def regression_design(
+    sample: pd.DataFrame,
+    *,
+    outcome: str,
+    treatment: str,
+    pretests=(),
+    covariates=(),
+    strata=(),
+    school: str | None = None,
+    weight: str = "_weight",
+    label: str = "",
+) -> dict:
+    """The regression of :func:`regression_effect` on ``sample``: ``y``, ``X`` (intercept,
+    treatment, adjusters), ``names``, ``weights``, ``clusters`` (schools, else students),
+    ``adjust`` (the adjusters used) and ``categorical`` (strata among them)."""
+    y = sample[outcome].to_numpy(dtype=float)
+    ok = np.isfinite(y)
+    if not ok.all():
+        raise DataError(
+            f"column {outcome!r} (outcome): {int((~ok).sum()):,} matched row(s) have no outcome; "
+            "match on rows with an outcome (the default) or drop them first"
+        )
+    t = sample[treatment].to_numpy().astype(float)
+    n_t = int(t.sum())
+    if n_t == 0 or n_t == len(t):
+        raise DesignError(f"{label or 'the matched sample'}: needs both treated and comparison rows")
+    adjust = _varying(sample, list(pretests) + list(covariates) + list(strata))
+    cat = tuple(c for c in strata if c in adjust)
+    enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
+    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
+    # clusters: schools; without them, students (the original row label, shared by every copy)
+    return {"y": y, "t": t, "X": enc.X[:, keep_cols], "names": [enc.names[j] for j in keep_cols],
+            "weights": sample[weight].to_numpy(dtype=float),
+            "clusters": sample[school].to_numpy() if school else sample.index.to_numpy(),
+            "adjust": adjust, "categorical": cat}
+
+
 def regression_effect(
     sample: pd.DataFrame,
     *,
@@ -55,27 +92,11 @@ def regression_effect(
     label: str = "",
 ) -> Effect:
     """Weighted regression-adjusted effect on ``sample`` (see the module docstring)."""
-    y = sample[outcome].to_numpy(dtype=float)
-    ok = np.isfinite(y)
-    if not ok.all():
-        raise DataError(
-            f"column {outcome!r} (outcome): {int((~ok).sum()):,} matched row(s) have no outcome; "
-            "match on rows with an outcome (the default) or drop them first"
-        )
-    t = sample[treatment].to_numpy().astype(float)
+    d = regression_design(sample, outcome=outcome, treatment=treatment, pretests=pretests, covariates=covariates,
+                          strata=strata, school=school, weight=weight, label=label)
+    y, t, w, adjust, cat = d["y"], d["t"], d["weights"], d["adjust"], d["categorical"]
     n_t = int(t.sum())
-    if n_t == 0 or n_t == len(t):
-        raise DesignError(f"{label or 'the matched sample'}: needs both treated and comparison rows")
-    adjust = _varying(sample, list(pretests) + list(covariates) + list(strata))
-    cat = tuple(c for c in strata if c in adjust)
-    enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
-    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
-    X = enc.X[:, keep_cols]
-    names = [enc.names[j] for j in keep_cols]
-    w = sample[weight].to_numpy(dtype=float)
-    # clusters: schools; without them, students (the original row label, shared by every copy)
-    clusters = sample[school].to_numpy() if school else sample.index.to_numpy()
-    fit = ols(y, X, weights=w, clusters=clusters, vcov=vcov, names=names)
+    fit = ols(y, d["X"], weights=w, clusters=d["clusters"], vcov=vcov, names=d["names"])
     est, se, df, _ = fit.coef(treatment)
     tr = t.astype(bool)
     n_c = int(pd.Index(sample.index[~tr]).nunique())

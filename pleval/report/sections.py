@@ -232,6 +232,55 @@ def evidence_standards(ev: "Evaluation", figures: Collection[str]) -> Section | 
     return Section("standards", "Evidence standards: WWC rating and ESSA tier", tuple(blocks))
 
 
+def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """Effects for each group of students, the tests of equal effects and the equity summary."""
+    sub = ev.subgroups()
+    if not len(sub):
+        return None
+    lvl = _lvl(ev)
+    blocks: list = [Paragraph(
+        "The effect within each group of students, from one model per grouping with a separate effect for each group "
+        "(same covariates and standard errors as the overall effect). p-values are adjusted for multiplicity across "
+        f"every row ({ADJUSTMENT_NAMES.get(str(ev.options.get('adjust')), ev.options.get('adjust'))}). Pretest bands "
+        "are ranges of the pretest's percentile rank within grade and subject."
+        + (" In a matched comparison each matched set belongs to the group of its PL student; the pretest difference "
+           "within each group is shown (pretest SMD)." if ev.design == "matched" else ""))]
+    eq = ev.equity
+    if len(eq):
+        items = [
+            (f"{r['subject']}, " if r["subject"] != "all" else "") + f"gap {r['gap']}: change "
+            f"{fmt(r['change_es'], 3, True)} SD ({lvl} CI {fmt_ci(r['es_ci_low'], r['es_ci_high'], 3, True)}; "
+            f"{fmt(r['change'], 2, True)} points) — {r['verdict']}"
+            for _, r in eq.iterrows()
+        ]
+        blocks.append(Bullets(tuple(items), title="Equity: does the program narrow or widen the gap?"))
+    tests = ev.subgroup_tests
+    for s in ev.subjects:
+        t = subject_rows(sub, s)
+        if not len(t):
+            continue
+        frame = pd.DataFrame({
+            "subgroup": t["subgroup"].astype(str), "level": t["level"].astype(str),
+            "n PL / comparison": t["n_treated"].map(fmt_int) + " / " + t["n_control"].map(fmt_int),
+            "effect size": t["effect_size"].map(lambda v: fmt(v, 3, True)),
+            f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
+            "percentile points": t["percentile_points"].map(lambda v: fmt(v, 1, True)),
+            "raw (points)": t["estimate"].map(lambda v: fmt(v, 2, True)),
+            "p": t["pvalue"].map(fmt_p), "adjusted p": t["pvalue_adjusted"].map(fmt_p),
+        })
+        if "pretest_smd" in t.columns:
+            frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
+        ts = subject_rows(tests, s)
+        note = "Equal effects across levels: " + "; ".join(
+            f"{r['subgroup']}: {r['test']}, p = {fmt_p(r['pvalue'])} (adjusted {fmt_p(r['pvalue_adjusted'])})"
+            for _, r in ts.iterrows()) + "."
+        blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
+    blocks += _figures(ev, figures, "subgroups",
+                       "Effect size by subgroup with CIs; colour marks effects significant after multiplicity adjustment; "
+                       "the diamond is the effect for all students.")
+    return Section("subgroups", "Subgroups and equity", tuple(blocks))
+
+
 # --------------------------------------------------------------------------------------
 # Overall effect
 # --------------------------------------------------------------------------------------
@@ -490,9 +539,8 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
 
 
-SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, schools,
-                                 heterogeneity, caveats,
-                                 provenance)
+SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, subgroups,
+                                 schools, heterogeneity, caveats, provenance)
 """The section builders, in the order the report prints them."""
 
 

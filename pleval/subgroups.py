@@ -1,0 +1,222 @@
+"""Subgroup effects, the test of equal effects across levels, and the change in a gap.
+
+One model per subgrouping variable s with levels l = 1..L, fitted by (weighted) least squares::
+
+    y_i = Σ_l τ_l z_i 1[s_i = l] + Σ_{l≥2} δ_l 1[s_i = l] + x_i'β + ε_i
+
+where x holds the design's other regressors (intercept, block effects, pretest, covariates;
+columns that are the subgrouping variable itself are dropped, its level indicators take their
+place). τ̂_l is the effect within level l. The covariance is the design's: CR2 by school with
+Satterthwaite df (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) for cluster designs and
+matched comparisons, HC2 otherwise (:func:`pleval.inference.ols`).
+
+* **Equality across levels** (the interaction test), H0: τ_1 = … = τ_L. With two levels, the t
+  test of τ̂_2 − τ̂_1 with its Satterthwaite df. With L > 2, the cluster-robust Wald statistic
+  ``W = (Rτ̂)'(R V R')⁻¹(Rτ̂)`` for the L − 1 differences from level 1, referred to
+  F(L − 1, G − 1) as ``W/(L − 1)`` (G clusters; the small-sample reference of Cameron & Miller
+  2015, §VII; n − k without clusters).
+* **Change in the gap** between the last and the first level, ``τ̂_L − τ̂_1``, with its
+  Satterthwaite-df t interval: e.g. with pretest bands ordered from lowest to highest, a negative
+  value means the program raised the lowest band more than the highest — it narrows the gap.
+* Levels without both treated and comparison rows cannot be estimated; they are left out and
+  the notes say so.
+
+Each level's effect is put on the three scales (raw, effect size, percentile points) by the
+caller's ``scale`` — the same SD and ω as the overall effect, so subgroup effects are on one
+yardstick with it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ._results import Effect, Estimate
+from .errors import DataError, DesignError
+from .inference import ols
+
+MAX_LEVELS = 12
+
+
+def level_codes(values: pd.Series, name: str) -> tuple[np.ndarray, list]:
+    """Integer codes (0..L−1, sorted levels) of a subgrouping column; errors name the column."""
+    if values.isna().any():
+        raise DataError(f"subgroup column {name!r}: {int(values.isna().sum()):,} analysed row(s) are missing")
+    codes, labels = pd.factorize(values, sort=True)
+    if len(labels) > MAX_LEVELS:
+        raise DataError(f"subgroup column {name!r} has {len(labels)} levels; at most {MAX_LEVELS} are allowed")
+    if len(labels) < 2:
+        raise DataError(f"subgroup column {name!r} has a single value among the analysed rows")
+    return codes, list(labels)
+
+
+def subgroup_effects(
+    y: np.ndarray,
+    X: np.ndarray,
+    names: Sequence[str],
+    z: np.ndarray,
+    codes: np.ndarray,
+    labels: Sequence,
+    *,
+    name: str,
+    scale: Callable[[Estimate], Effect],
+    weights: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    vcov: str = "CR2",
+    level: float = 0.95,
+    notes: list | None = None,
+) -> tuple[list[dict], dict | None]:
+    """Level rows and the test row for one subgrouping variable (module docstring).
+
+    ``X``/``names`` are the design's regressors *including* the treatment column named
+    ``"treatment"`` (dropped here, replaced by the level-specific treatment columns); ``z`` the
+    0/1 treatment; ``codes`` integer levels 0..L−1 with ``labels``. Returns ``([], None)`` when
+    fewer than two levels can be estimated (with a note).
+    """
+    notes = notes if notes is not None else []
+    L = len(labels)
+    zi = z.astype(int)
+    cross = np.zeros((L, 2), dtype=int)
+    np.add.at(cross, (codes, zi), 1)
+    usable = (cross > 0).all(axis=1)
+    if (~usable).any():
+        notes.append(f"subgroup {name}: level(s) {[labels[j] for j in np.flatnonzero(~usable)]} lack a treated or "
+                     "comparison row; left out")
+    if usable.sum() < 2:
+        notes.append(f"subgroup {name}: fewer than 2 levels with both treated and comparison rows; no subgroup analysis")
+        return [], None
+    rows_in = usable[codes]
+    lev = np.flatnonzero(usable)
+    remap = -np.ones(L, dtype=int)
+    remap[lev] = np.arange(lev.size)
+    c = remap[codes[rows_in]]
+    Lu = lev.size
+    base = [j for j, nm in enumerate(names) if nm != "treatment" and nm != name and not nm.startswith(f"{name}[")]
+    n = c.size
+    D = np.zeros((n, Lu - 1))
+    r = np.flatnonzero(c > 0)
+    D[r, c[r] - 1] = 1.0
+    Z = np.zeros((n, Lu))
+    Z[np.arange(n), c] = z[rows_in]
+    Xs = np.hstack([X[rows_in][:, base], D, Z])
+    k0 = len(base) + Lu - 1
+    xnames = [names[j] for j in base] + [f"{name}[{labels[j]}]" for j in lev[1:]] + [
+        f"treatment×{name}[{labels[j]}]" for j in lev]
+    try:
+        fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov,
+                  weights=None if weights is None else weights[rows_in],
+                  clusters=None if clusters is None else clusters[rows_in])
+    except DesignError as exc:
+        notes.append(f"subgroup {name}: not estimable ({exc})")
+        return [], None
+    rows = []
+    for i, j in enumerate(lev):
+        b, se, df, p = fit.coef(xnames[k0 + i])
+        est = Estimate.from_t(b, se, df, level=level, n_treated=int(cross[j, 1]), n_control=int(cross[j, 0]),
+                              n_clusters=None, method="subgroup effect", label=f"{name}={labels[j]}")
+        e = scale(est)
+        rows.append({
+            "subgroup": name, "level": labels[j], "n_treated": int(cross[j, 1]), "n_control": int(cross[j, 0]),
+            "estimate": b, "se": se, "df": df, "ci_low": est.ci_low, "ci_high": est.ci_high, "pvalue": p,
+            "effect_size": e.effect_size.estimate, "es_ci_low": e.effect_size.ci_low, "es_ci_high": e.effect_size.ci_high,
+            "percentile_points": e.percentile_points.estimate, "pp_ci_low": e.percentile_points.ci_low,
+            "pp_ci_high": e.percentile_points.ci_high,
+        })
+    R = np.zeros((Lu - 1, Xs.shape[1]))
+    R[:, k0] = -1.0
+    R[np.arange(Lu - 1), k0 + 1 + np.arange(Lu - 1)] = 1.0
+    if Lu == 2:
+        d, se, df, p = fit.contrast(R[0])
+        test = {"n_levels": 2, "statistic": d / se, "df1": 1.0, "df2": df, "pvalue": p,
+                "test": f"t = {d / se:.3f} on {df:.1f} df (Satterthwaite)"}
+    else:
+        b = R @ fit.params
+        W = float(b @ np.linalg.solve(R @ fit.vcov @ R.T, b))
+        q = Lu - 1
+        df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
+        F = W / q
+        test = {"n_levels": Lu, "statistic": F, "df1": float(q), "df2": df2, "pvalue": float(stats.f.sf(F, q, df2)),
+                "test": f"Wald F = {F:.3f} on ({q}, {df2:.0f}) df"}
+    g = np.zeros(Xs.shape[1])
+    g[k0], g[k0 + Lu - 1] = -1.0, 1.0
+    d, se, df, p = fit.contrast(g)
+    gap = Estimate.from_t(d, se, df, level=level, n_treated=int(cross[lev[[0, -1]], 1].sum()),
+                          n_control=int(cross[lev[[0, -1]], 0].sum()), n_clusters=None, method="difference of subgroup effects",
+                          label=f"{name}: {labels[lev[-1]]} − {labels[lev[0]]}")
+    ge = scale(gap)
+    test.update({
+        "subgroup": name, "gap": f"{labels[lev[-1]]} − {labels[lev[0]]}", "gap_estimate": d, "gap_se": se,
+        "gap_df": df, "gap_ci_low": gap.ci_low, "gap_ci_high": gap.ci_high, "gap_pvalue": p,
+        "gap_effect_size": ge.effect_size.estimate, "gap_es_ci_low": ge.effect_size.ci_low,
+        "gap_es_ci_high": ge.effect_size.ci_high,
+    })
+    return rows, test
+
+
+BAND = "pretest_band"
+"""The subgroup name of baseline achievement bands (:func:`pretest_bands`)."""
+
+
+def pretest_bands(df: pd.DataFrame, pretest: str, by: Sequence[str] = (), cuts: Sequence[float] = ()) -> pd.Series:
+    """Baseline achievement band of each row: the pretest's percentile rank within ``by``
+    (e.g. grade × subject) cut at ``cuts`` percent (default: thirds, 33⅓ and 66⅔).
+
+    Labels sort from lowest to highest: ``"1: P0–33"``, ``"2: P33–67"``, ``"3: P67–100"``.
+    The rank is the mid-rank of ties divided by the group size, so tied pretests share a band.
+    Rows without a pretest get no band (NaN).
+    """
+    cuts = [100.0 / 3, 200.0 / 3] if not len(cuts) else [float(c) for c in cuts]
+    if not all(0 < c < 100 for c in cuts) or any(b <= a for a, b in zip(cuts, cuts[1:])) or len(cuts) > 8:
+        raise DataError(f"bands: cut points must be 1 to 8 increasing percents strictly between 0 and 100; got {cuts}")
+    x = pd.to_numeric(df[pretest], errors="coerce")
+    keys = [df[b] for b in by if b in df.columns]
+    rank = x.groupby(keys, sort=False).rank(pct=True) if keys else x.rank(pct=True)
+    code = np.searchsorted(np.asarray(cuts) / 100.0, rank.to_numpy(dtype=float), side="left")
+    edges = [0.0, *cuts, 100.0]
+    labels = np.array([f"{i + 1}: P{edges[i]:.0f}–{edges[i + 1]:.0f}" for i in range(len(edges) - 1)], dtype=object)
+    out = pd.Series(labels[np.minimum(code, len(cuts))], index=df.index, name=BAND, dtype=object)
+    return out.where(x.notna())
+
+
+def set_level_codes(matched: pd.DataFrame, treatment: str, codes: np.ndarray) -> np.ndarray:
+    """In a matched sample, every row of a matched set takes the level of the set's treated
+    row (the subgroup of the treated students whose effect it estimates); rows outside sets
+    (weighting) keep their own level."""
+    s = matched["_set"].to_numpy()
+    t = matched[treatment].to_numpy() == 1
+    anchor = pd.Series(codes[t & (s >= 0)], index=s[t & (s >= 0)])
+    anchor = anchor[~anchor.index.duplicated()]
+    out = codes.copy()
+    in_set = s >= 0
+    out[in_set] = anchor.reindex(s[in_set]).to_numpy()
+    return out
+
+
+def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
+    """The change in the gap between advantaged and disadvantaged students, from the test rows:
+    highest minus lowest pretest band, and students not eligible for free or reduced-price lunch
+    minus eligible ones (subgroup ``frl`` coded 0/1). Negative: the program narrows the gap."""
+    rows = []
+    for r in tests.itertuples():
+        if r.subgroup == BAND:
+            sign, what = 1.0, f"highest − lowest pretest band ({r.gap})"
+        elif r.subgroup == "frl" and r.gap in ("1 − 0", "True − False"):
+            sign, what = -1.0, "non-FRL − FRL students"
+        else:
+            continue
+        lo, hi = sorted((sign * r.gap_ci_low, sign * r.gap_ci_high))
+        es_lo, es_hi = sorted((sign * r.gap_es_ci_low, sign * r.gap_es_ci_high))
+        verdict = "narrows the gap" if hi < 0 else "widens the gap" if lo > 0 else "no clear change in the gap"
+        row = {"gap": what, "change": sign * r.gap_estimate, "se": r.gap_se, "df": r.gap_df, "ci_low": lo,
+               "ci_high": hi, "pvalue": r.gap_pvalue, "change_es": sign * r.gap_effect_size, "es_ci_low": es_lo,
+               "es_ci_high": es_hi, "verdict": verdict}
+        if hasattr(r, "subject"):
+            row = {"subject": r.subject, **row}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["subgroup_effects", "level_codes", "pretest_bands", "set_level_codes", "equity_table", "BAND", "MAX_LEVELS"]

@@ -1,0 +1,271 @@
+"""pleval.subgroups: level effects and the equality test against a direct cluster-robust (CR2)
+Wald computation; pretest bands, set-level codes and the equity table by hand; the subgroups of
+pleval.estimate for both designs; equity-gap CI coverage by simulation."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+import pleval
+from pleval._results import Effect
+from pleval.errors import DataError, PlevalWarning
+from pleval.simulate import simulate_cluster_rct, simulate_matched
+from pleval.subgroups import BAND, equity_table, pretest_bands, set_level_codes, subgroup_effects
+
+from .conftest import sim_reps
+
+
+def _msqrt_inv(A):
+    w, V = np.linalg.eigh(A)
+    return (V / np.sqrt(w)) @ V.T
+
+
+def direct_cr2(X, y, clusters, weights=None):
+    """CR2 covariance with explicit n×n matrices, and the Satterthwaite df of a contrast c."""
+    if weights is not None:
+        sw = np.sqrt(weights)
+        X, y = X * sw[:, None], y * sw
+    n, k = X.shape
+    M = np.linalg.inv(X.T @ X)
+    IH = np.eye(n) - X @ M @ X.T
+    e = IH @ y
+    groups = [np.flatnonzero(clusters == g) for g in pd.unique(clusters)]
+    A = [_msqrt_inv(IH[np.ix_(i, i)]) for i in groups]
+    meat = sum(np.outer(X[i].T @ a @ e[i], X[i].T @ a @ e[i]) for i, a in zip(groups, A))
+
+    def df(c):
+        Q = np.column_stack([IH[:, i] @ (a @ X[i] @ M @ c) for i, a in zip(groups, A)])
+        g = Q.T @ Q
+        return np.trace(g) ** 2 / np.sum(g**2)
+
+    return M @ meat @ M, df
+
+
+def _data(seed, G=14, m=16, levels=3, weights=False):
+    rng = np.random.default_rng(seed)
+    school = np.repeat(np.arange(G), m)
+    z = (school % 2).astype(float)
+    pre = rng.normal(size=G * m)
+    lev = rng.integers(0, levels, size=G * m)
+    y = 0.5 * pre + 0.2 * lev + z * (0.1 + 0.15 * lev) + rng.normal(size=G)[school] * 0.5 + rng.normal(size=G * m)
+    w = rng.uniform(0.3, 2.0, size=G * m) if weights else None
+    X = np.column_stack([np.ones(G * m), z, pre])
+    return y, X, z, lev, school, w
+
+
+def _scale(e):
+    return Effect.from_raw(e, 10.0, "given", omega=1.0)
+
+
+@pytest.mark.parametrize("levels, weighted", [(2, False), (3, False), (4, True)])
+def test_levels_and_equality_test_equal_a_direct_cr2_wald(levels, weighted):
+    y, X, z, lev, school, w = _data(levels, levels=levels, weights=weighted)
+    rows, test = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, lev, list(range(levels)), name="g",
+                                  scale=_scale, weights=w, clusters=school)
+    # the interacted model by hand: const, pretest, level dummies, treatment × level
+    D = (lev[:, None] == np.arange(1, levels)).astype(float)
+    Z = z[:, None] * (lev[:, None] == np.arange(levels))
+    Xi = np.column_stack([X[:, [0, 2]], D, Z])
+    ref = (sm.WLS(y, Xi, weights=w) if weighted else sm.OLS(y, Xi)).fit()
+    V, cdf = direct_cr2(Xi, y, school, w)
+    k0 = 2 + levels - 1
+    for j, r in enumerate(rows):
+        c = np.eye(Xi.shape[1])[k0 + j]
+        assert r["estimate"] == pytest.approx(ref.params[k0 + j], rel=1e-9)
+        assert r["se"] == pytest.approx(np.sqrt(V[k0 + j, k0 + j]), rel=1e-8)
+        assert r["df"] == pytest.approx(cdf(c), rel=1e-7)
+        assert r["effect_size"] == pytest.approx(r["estimate"] / 10.0)
+    R = np.zeros((levels - 1, Xi.shape[1]))
+    R[:, k0] = -1
+    R[np.arange(levels - 1), k0 + 1 + np.arange(levels - 1)] = 1
+    b = R @ ref.params
+    W = float(b @ np.linalg.solve(R @ V @ R.T, b))
+    G = len(np.unique(school))
+    if levels == 2:
+        df = cdf(R[0])
+        assert test["statistic"] == pytest.approx(np.sqrt(W) * np.sign(b[0]), rel=1e-8)
+        assert test["df2"] == pytest.approx(df, rel=1e-7)
+        assert test["pvalue"] == pytest.approx(2 * stats.t.sf(np.sqrt(W), df), rel=1e-7)
+    else:
+        assert test["statistic"] == pytest.approx(W / (levels - 1), rel=1e-8)
+        assert (test["df1"], test["df2"]) == (levels - 1, G - 1)
+        assert test["pvalue"] == pytest.approx(stats.f.sf(W / (levels - 1), levels - 1, G - 1), rel=1e-7)
+    g = np.zeros(Xi.shape[1])
+    g[k0], g[k0 + levels - 1] = -1, 1
+    assert test["gap_estimate"] == pytest.approx(g @ ref.params, rel=1e-9)
+    assert test["gap_se"] == pytest.approx(np.sqrt(g @ V @ g), rel=1e-8)
+    assert test["gap_df"] == pytest.approx(cdf(g), rel=1e-7)
+    half = stats.t.ppf(0.975, cdf(g)) * np.sqrt(g @ V @ g)
+    assert test["gap_ci_low"] == pytest.approx(g @ ref.params - half, rel=1e-7)
+
+
+def test_a_level_without_both_arms_is_left_out_with_a_note():
+    y, X, z, lev, school, _ = _data(7)
+    lev = np.where(z == 1, lev, np.minimum(lev, 1))  # level 2 has treated rows only
+    notes: list = []
+    rows, test = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, lev, ["a", "b", "c"], name="g",
+                                  scale=_scale, clusters=school, notes=notes)
+    assert [r["level"] for r in rows] == ["a", "b"] and test["n_levels"] == 2
+    assert "['c'] lack a treated or comparison row" in notes[0]
+
+
+def test_pretest_bands_by_hand():
+    df = pd.DataFrame({"g": [3] * 6 + [4] * 4, "p": [1, 2, 3, 4, 5, 6, 10, 10, 20, 30], "s": "math"})
+    b = pretest_bands(df, "p", ["g", "s"])
+    assert list(b[:6]) == ["1: P0–33"] * 2 + ["2: P33–67"] * 2 + ["3: P67–100"] * 2
+    # ranks within grade 4: ties share the mid-rank 1.5/4 = 37.5% -> middle band; 3/4 and 4/4 -> top
+    assert list(b[6:]) == ["2: P33–67", "2: P33–67", "3: P67–100", "3: P67–100"]
+    q = pretest_bands(df.assign(p=df["p"].where(df.index != 0)), "p", cuts=[25, 50, 75])
+    assert pd.isna(q[0]) and sorted(q.dropna().unique())[0] == "1: P0–25" and q.dropna().nunique() == 4
+    with pytest.raises(DataError, match="increasing percents"):
+        pretest_bands(df, "p", cuts=[50, 25])
+    with pytest.raises(DataError, match="increasing percents"):
+        pretest_bands(df, "p", cuts=[0, 50])
+
+
+def test_set_level_codes_follow_the_treated_student():
+    m = pd.DataFrame({"_set": [0, 0, 0, 1, 1, -1], "t": [1, 0, 0, 1, 0, 0]})
+    codes = np.array([2, 0, 1, 0, 2, 1])
+    assert list(set_level_codes(m, "t", codes)) == [2, 2, 2, 0, 0, 1]
+
+
+def test_equity_table_signs_and_verdicts():
+    base = {"gap_se": 1.0, "gap_df": 30.0, "gap_pvalue": 0.01, "gap_effect_size": -0.2, "gap_es_ci_low": -0.3,
+            "gap_es_ci_high": -0.1}
+    tests = pd.DataFrame([
+        {"subgroup": BAND, "gap": "3: P67–100 − 1: P0–33", "gap_estimate": -2.0, "gap_ci_low": -3.0, "gap_ci_high": -1.0,
+         **base},
+        {"subgroup": "frl", "gap": "1 − 0", "gap_estimate": -2.0, "gap_ci_low": -3.0, "gap_ci_high": -1.0, **base},
+        {"subgroup": "ell", "gap": "1 − 0", "gap_estimate": 5.0, "gap_ci_low": 4.0, "gap_ci_high": 6.0, **base},
+    ])
+    e = equity_table(tests)
+    assert len(e) == 2  # ell is not an equity gap
+    assert e.loc[0, "verdict"] == "narrows the gap" and e.loc[0, "change"] == -2.0
+    # FRL: the gap is non-FRL − FRL; τ_FRL − τ_nonFRL = −2 means non-FRL students gained 2 more: it widens
+    assert e.loc[1, "change"] == 2.0 and (e.loc[1, "ci_low"], e.loc[1, "ci_high"]) == (1.0, 3.0)
+    assert e.loc[1, "verdict"] == "widens the gap" and e.loc[1, "change_es"] == pytest.approx(0.2)
+
+
+# ------------------------------------------------------------------------- pleval.estimate
+
+
+@pytest.fixture(scope="module")
+def rct_ev():
+    sim = simulate_cluster_rct(n_schools=16, n_blocks=4, students_per_school=40, grades=(4, 5), seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        return sim, pleval.estimate(sim.data, design="rct", subgroups=[BAND, "frl"], bands=[25, 50, 75], placebo=False)
+
+
+def test_rct_subgroups_in_estimate(rct_ev):
+    sim, ev = rct_ev
+    sub = ev.subgroups()
+    assert set(sub["subgroup"]) == {BAND, "frl"} and set(sub["subject"]) == {"math", "reading"}
+    assert sub[sub["subgroup"] == BAND]["level"].nunique() == 4
+    np.testing.assert_allclose(sub["pvalue_adjusted"], multipletests(sub["pvalue"], method="fdr_bh")[1], rtol=1e-12)
+    # the rows are analyze_rct's on the same band column
+    d = sim.data.assign(**{BAND: pretest_bands(sim.data, "pretest", ["grade", "subject"], [25, 50, 75])})
+    res = pleval.analyze_rct(d, pleval.data.RCT_SAMPLE_COLUMNS, subject="math", subgroups=[BAND, "frl"])
+    mine = ev.subgroups("math").set_index(["subgroup", "level"])
+    for r in res.subgroups.itertuples():
+        assert mine.loc[(r.subgroup, r.level), "estimate"] == pytest.approx(r.estimate, rel=1e-10)
+        assert mine.loc[(r.subgroup, r.level), "pp_ci_high"] == pytest.approx(r.pp_ci_high, rel=1e-10)
+    eq = ev.equity
+    assert len(eq) == 4 and set(eq["verdict"]) <= {"narrows the gap", "widens the gap", "no clear change in the gap"}
+    t = ev.subgroup_tests.set_index(["subject", "subgroup"])
+    assert eq.iloc[0]["change"] == pytest.approx(t.loc[("math", BAND), "gap_estimate"])
+    assert eq.iloc[1]["change"] == pytest.approx(-t.loc[("math", "frl"), "gap_estimate"])
+
+
+def test_matched_subgroups_equal_the_interacted_wls_on_the_matched_sample():
+    sim = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(4,), seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(sim.data, subgroups="frl", subject="math", placebo=False, seed=1)
+    m = ev.details["math"]["design"].matched
+    m = m[m["subject"] == "math"]
+    lev = set_level_codes(m, "treatment", m["frl"].to_numpy().astype(int))
+    z = m["treatment"].to_numpy(dtype=float)
+    X = pd.get_dummies(m[["pretest", "female", "ell", "sped", "race"]], columns=["race"], drop_first=False, dtype=float)
+    X = X.drop(columns=[c for c in X if c.startswith("race_")][:1])
+    Xi = np.column_stack([np.ones(len(m)), X.to_numpy(), lev, z * (lev == 0), z * (lev == 1)])
+    ref = sm.WLS(m["posttest"].to_numpy(), Xi, weights=m["_weight"].to_numpy()).fit()
+    sub = ev.subgroups("math").set_index("level")
+    assert sub.loc[0, "estimate"] == pytest.approx(ref.params[-2], rel=1e-8)
+    assert sub.loc[1, "estimate"] == pytest.approx(ref.params[-1], rel=1e-8)
+    assert "pretest_smd" in sub.columns
+
+
+def test_subgroup_option_errors(rct_ev):
+    sim, _ = rct_ev
+    with pytest.raises(DataError, match="bands"):
+        pleval.estimate(sim.data, design="rct", subgroups=BAND, bands="a,b")
+    with pytest.raises(DataError, match="'nope' is not in the data"):
+        pleval.estimate(sim.data, design="rct", subgroups="nope", placebo=False)
+    with pytest.raises(DataError, match=f"column {BAND!r} exists"):
+        pleval.estimate(sim.data.assign(**{BAND: 1}), design="rct", subgroups=BAND)
+
+
+# ------------------------------------------------------------------------------ simulation
+
+
+@pytest.mark.slow
+def test_equity_gap_ci_coverage_with_a_known_gap_change():
+    """Cluster RCT, 30 schools of 60 students, ICC ≈ 0.15, outcome SD 1; the effect is 0.10 SD
+    larger in the highest pretest third than in the lowest (a widening of 0.10 SD)."""
+    reps = sim_reps(1000, minimum=200)
+    rng = np.random.default_rng(2024)
+    G, m = 30, 60
+    school = np.repeat(np.arange(G), m)
+    cover, est = 0, []
+    for _ in range(reps):
+        z = rng.permutation(np.repeat([0.0, 1.0], G // 2))[school]
+        pre = rng.normal(size=G * m)
+        band = np.searchsorted(np.quantile(pre, [1 / 3, 2 / 3]), pre, side="right")
+        tau = 0.05 + 0.10 * (band == 2)
+        y = 0.5 * pre + rng.normal(scale=0.4, size=G)[school] + rng.normal(scale=0.75, size=G * m) + z * tau
+        X = np.column_stack([np.ones(G * m), z, pre])
+        _, t = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, band, ["low", "mid", "high"],
+                                name=BAND, scale=_scale, clusters=school)
+        cover += t["gap_ci_low"] <= 0.10 <= t["gap_ci_high"]
+        est.append(t["gap_estimate"])
+    rate = cover / reps
+    se = np.sqrt(0.95 * 0.05 / reps)
+    assert abs(rate - 0.95) < 3.5 * se + 0.01, rate
+    assert abs(np.mean(est) - 0.10) < 4 * np.std(est) / np.sqrt(reps)
+
+
+def test_outputs_report_and_cli(rct_ev, tmp_path):
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+    from pleval.report import save
+
+    sim, ev = rct_ev
+    out = save(ev, tmp_path / "out")
+    sub = pd.read_csv(out / "subgroups.csv")
+    assert len(sub) == len(ev.subgroups()) and {"pp_ci_low", "es_ci_high", "pvalue_adjusted"} <= set(sub.columns)
+    assert len(pd.read_csv(out / "equity.csv")) == 4 and (out / "subgroup_tests.csv").is_file()
+    assert (out / "plots" / "subgroups_math.png").stat().st_size > 10_000
+    html = (out / "report.html").read_text()
+    assert "Subgroups and equity" in html and "Equity: does the program narrow or widen the gap?" in html
+    assert ev.plot_subgroups("reading") is not None
+    src = tmp_path / "trial.csv"
+    sim.data.to_csv(src, index=False)
+    r = CliRunner().invoke(app, ["estimate", str(src), "--design", "rct", "--out", str(tmp_path / "cli"), "--no-placebo",
+                                 "--subgroups", "pretest_band,frl", "--bands", "25,50,75", "--only-subject", "math"])
+    assert r.exit_code == 0, r.output
+    assert "Subgroups (effect size" in r.output and "gap non-FRL − FRL students" in r.output
+    cli = pd.read_csv(tmp_path / "cli" / "subgroups.csv")
+    mine = ev.subgroups("math")
+    np.testing.assert_allclose(cli["estimate"], mine["estimate"], rtol=1e-10)
+    r = CliRunner().invoke(app, ["estimate", str(src), "--design", "rct", "--out", str(tmp_path / "bad"),
+                                 "--subgroups", "pretest_band", "--bands", "50,20"])
+    assert r.exit_code == 2 and "increasing percents" in r.output
