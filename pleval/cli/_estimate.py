@@ -138,10 +138,9 @@ def _subgroup_table(ev) -> Table | None:
     eq = ev.equity
     cap = "\n".join(f"{r['subject']}: gap {r['gap']}: {r['change_es']:+.3f} SD ({r['es_ci_low']:+.3f}, "
                      f"{r['es_ci_high']:+.3f}): {r['verdict']}" for _, r in eq.iterrows())
-    t = Table(title="Subgroups (effect size, CI; p adjusted across rows; subgroups.csv, equity.csv)",
-              title_justify="left", caption=escape(cap) or None, caption_justify="left")
-    for c in ("subject", "subgroup", "level", "ES", "CI", "pct pts", "adj. p"):
-        t.add_column(c, justify="left" if c in ("subject", "subgroup", "level") else "right", no_wrap=c in ("ES", "CI"))
+    t = table("Subgroups (effect size, CI; p adjusted across rows; subgroups.csv, equity.csv)",
+              ("subject", "subgroup", "level", "ES", "CI", "pct pts", "adj. p"), left=("subject", "subgroup", "level"),
+              caption=escape(cap) or None, caption_justify="left")
     for _, r in sub.iterrows():
         t.add_row(escape(str(r["subject"])), escape(str(r["subgroup"])), escape(str(r["level"])),
                   f"{r['effect_size']:+.3f}", f"{r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f}",
