@@ -262,6 +262,12 @@ def resolve_roles(df: pd.DataFrame, base: Columns, given: Mapping[str, Any] | No
     kw: dict[str, Any] = {}
     rows, problems = [], []
     cols_present = set(map(str, df.columns))
+    claimed = set()  # columns that play a role already: never suggested for another one
+    for role in roles_known:
+        if role != "treated_label":
+            v = given.get(role, getattr(base, role))
+            names = _split_names(v) if isinstance(v, str) and role in ("pretest", "covariates") else v
+            claimed |= {c for c in ((names,) if isinstance(names, str) else tuple(names or ())) if c in cols_present}
     for role in roles_known:
         if role == "treated_label":
             kw[role] = given.get(role, base.treated_label)
@@ -296,9 +302,10 @@ def resolve_roles(df: pd.DataFrame, base: Columns, given: Mapping[str, Any] | No
         kw[role] = present if multi else (present[0] if present else None)
         rows.append((role, ", ".join(present), "default" if present else ("default absent" if absent else "not used")))
         for c in absent:
-            near = _near_namesake(c, [x for x in df.columns if x not in present])
+            free = [x for x in df.columns if x not in claimed]
+            near = _near_namesake(c, free)
             if near is not None or role in require:
-                hint = near or (suggest(c, df.columns) or [None])[0]
+                hint = near or (suggest(c, free) or [None])[0]
                 did = f"; {hint!r} looks like it" if hint else ""
                 flag = flag_for(role)
                 if multi:
@@ -511,19 +518,21 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
     s = df[c]
     if pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
         return []
-    txt = s.dropna().astype(str).str.strip()
-    if not len(txt):
+    valid = s.notna().to_numpy()
+    stripped = s.astype(str).str.strip()
+    levels = pd.unique(stripped[valid])  # parse each distinct value once, not each row
+    if not len(levels):
         return []
-    num = pd.to_numeric(txt, errors="coerce")
-    n_text = int(num.isna().sum())
-    if 0 < n_text < len(txt) and n_text <= len(txt) / 2:
-        bad = s.notna().to_numpy() & pd.to_numeric(s.astype(str).str.strip(), errors="coerce").isna().to_numpy()
-        nums = sorted(num.dropna().unique())[:4]
+    lev_num = pd.to_numeric(pd.Series(levels), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    text_levels = levels[np.isnan(lev_num)]
+    bad = valid & stripped.isin(set(text_levels)).to_numpy()
+    n_text, n = int(bad.sum()), int(valid.sum())
+    if 0 < n_text <= n / 2:
+        nums = sorted(set(lev_num[~np.isnan(lev_num)]))[:4]
         return [Problem("warning", "mixed codes",
                         f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
-                        f"{n_text:,} row(s) such as {_examples(txt[num.isna()])} ({_rows(df, bad)}): each text becomes a "
+                        f"{n_text:,} row(s) such as {_examples(stripped[bad])} ({_rows(df, bad)}): each text becomes a "
                         "category of its own", c, "recode the text to the numeric codes", n_text)]
-    levels = txt.unique()
     if len(levels) <= 200:
         folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)
         clash = folded[folded.duplicated(keep=False)]
