@@ -295,8 +295,11 @@ def test_clean_sample_file_is_clean():
     assert r.exit_code == 0 and not r.errors and not r.warnings
 
 
-def test_warnings_head_the_output_and_the_report(base, tmp_path):
+def test_warnings_head_the_output_and_the_report(base, tmp_path, monkeypatch):
     """A role that fell back to nothing: the consequence heads the CLI output and is in the report."""
+    import pleval.plots
+
+    monkeypatch.setattr(pleval.plots, "evaluation_figures", lambda ev: {})  # the report without figures: fast
     p = tmp_path / "nocov.csv"
     base.drop(columns=["female", "frl", "ell", "sped", "race"]).to_csv(p, index=False)
     out = tmp_path / "res"
