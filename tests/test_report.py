@@ -290,3 +290,33 @@ def test_rating_on_the_first_screen_in_csvs_and_provenance(saved, ev):
     md = (out / "summary.md").read_text()
     assert "Evidence standards: WWC rating and ESSA tier" in md
     assert all(r.wwc_rating in md and r.reasons[0] in md for r in ev.ratings.values())
+
+
+def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
+    """A forest plot of 70 schools keeps its print size in the PDF: it is cut into page-high
+    bands where the labels column is blank, not shrunk to one page."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pleval.report import to_pdf
+
+    rng = np.random.default_rng(3)
+    k = 70
+    names = [f"School {i:02d}" + ("" if i % 7 else " — a long campus name") for i in range(k)]
+    df = pd.DataFrame({"school": names, "estimate": rng.normal(0.1, 0.15, k), "se": rng.uniform(0.05, 0.12, k)})
+    png = plots.to_png(plots.forest(df), dpi=200)
+    im = Image.open(io.BytesIO(png))
+    st = to_pdf._styles(to_pdf._fonts())
+    bands = [f for f in to_pdf._figure(png, "caption", 200, st) if type(f).__name__ == "Image"]
+    assert len(bands) >= 2
+    cuts = to_pdf._cuts(im, int((to_pdf.HEIGHT - 40) / (to_pdf.WIDTH / im.size[0])))
+    assert cuts[0][0] == 0 and cuts[-1][1] == im.size[1] and all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
+    ink = np.asarray(im.convert("L")) < 246
+    lines = ink.mean(axis=0) >= 0.3  # vertical lines and bands run through every row
+    assert all(not ink[c, ~lines].any() for _, c in cuts[:-1])  # nothing else is cut: no label, number, marker
+    labels = ink[:, : im.size[0] // 10]  # the long labels' start: text rows
+    assert all(not labels[c].any() for _, c in cuts[:-1])
+    assert all(b.drawHeight <= to_pdf.HEIGHT - 40 for b in bands)
+    assert all(b.drawWidth == pytest.approx(to_pdf.WIDTH) for b in bands)  # the page width: >= 200 dpi

@@ -4,9 +4,10 @@ with reportlab (pure Python), from the same blocks as ``report.html``.
 Print layout: US Letter, every numbered section starts on a new page and is a bookmark of the
 PDF; tables fit the page width (columns take the width their content needs, long cells wrap,
 the font steps down for very wide tables, the header row repeats on every page); figures are
-the report's PNGs, drawn at their print resolution or finer (a figure is scaled down to fit
-the page, never up). Text uses matplotlib's DejaVu fonts, which cover the Greek letters and
-symbols of the report (τ, Φ, ω, ≤, −).
+the report's PNGs, drawn at their print resolution or finer (a figure is scaled down to the
+page width, never up; one taller than a page continues on the next, cut between labels). Text
+uses matplotlib's DejaVu fonts, which cover the Greek letters and symbols of the report (τ, Φ,
+ω, ≤, −).
 """
 
 from __future__ import annotations
@@ -158,14 +159,44 @@ def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
 # --------------------------------------------------------------------------------------
 # Blocks
 # --------------------------------------------------------------------------------------
-def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle]) -> Flowable:
-    """The PNG at ``dpi`` (its print size), scaled down to fit the frame, never up."""
-    px_w, px_h = PILImage.open(io.BytesIO(png)).size
-    w, h = px_w / dpi * inch, px_h / dpi * inch
-    scale = min(1.0, WIDTH / w, (HEIGHT - 40) / h)
-    img = Image(io.BytesIO(png), width=w * scale, height=h * scale)
-    img.hAlign = "CENTER"
-    return KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])
+def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle]) -> list:
+    """The PNG at ``dpi`` (its print size), scaled down to the page width, never up. A figure
+    still taller than a page (the forest plot of many schools) is not shrunk further but
+    continues on the next page, cut between rows of labels."""
+    im = PILImage.open(io.BytesIO(png))
+    px_w, px_h = im.size
+    scale = min(1.0, WIDTH / (px_w / dpi * inch))
+    pt_per_px = scale * inch / dpi
+    limit = HEIGHT - 40
+    if px_h * pt_per_px <= limit:
+        img = Image(io.BytesIO(png), width=px_w * pt_per_px, height=px_h * pt_per_px)
+        img.hAlign = "CENTER"
+        return [KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])]
+    out: list = []
+    for top, bottom in _cuts(im, int(limit / pt_per_px)):
+        buf = io.BytesIO()
+        im.crop((0, top, px_w, bottom)).save(buf, format="PNG", dpi=(dpi, dpi))
+        img = Image(io.BytesIO(buf.getvalue()), width=px_w * pt_per_px, height=(bottom - top) * pt_per_px)
+        img.hAlign = "CENTER"
+        out.append(img)
+    return out + [Spacer(1, 3), _p(caption, st["caption"])]
+
+
+def _cuts(im: PILImage.Image, rows: int) -> list[tuple[int, int]]:
+    """Pixel bands of at most ``rows`` rows covering ``im``, each cut at a pixel row that is
+    blank apart from vertical lines and bands (columns inked in most rows: axes, reference
+    lines, shading), so no label, number or marker is split; a plain cut where there is none."""
+    import numpy as np
+
+    ink = np.asarray(im.convert("L")) < 246
+    blank = ~ink[:, ink.mean(axis=0) < 0.3].any(axis=1)
+    out, top = [], 0
+    while ink.shape[0] - top > rows:
+        window = np.flatnonzero(blank[top + rows // 2: top + rows])
+        cut = top + rows // 2 + int(window[-1]) if window.size else top + rows
+        out.append((top, cut))
+        top = cut
+    return out + [(top, ink.shape[0])]
 
 
 def _headline(b, st: dict[str, ParagraphStyle]) -> Flowable:
@@ -201,7 +232,7 @@ def _blocks(section: Section, images: Mapping[str, bytes], dpi: float, font: str
         elif b.kind == "table":
             out += _table(b, font, st)
         elif b.kind == "figure":
-            out.append(_figure(images[b.name], b.caption, dpi, st))
+            out += _figure(images[b.name], b.caption, dpi, st)
         elif b.kind == "headline":
             out.append(_headline(b, st))
     return out
