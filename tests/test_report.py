@@ -320,3 +320,22 @@ def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
     assert all(not labels[c].any() for _, c in cuts[:-1])
     assert all(b.drawHeight <= to_pdf.HEIGHT - 40 for b in bands)
     assert all(b.drawWidth == pytest.approx(to_pdf.WIDTH) for b in bands)  # the page width: >= 200 dpi
+
+
+def test_every_format_refuses_a_block_it_cannot_lay_out(ev, monkeypatch):
+    """A new kind of block must be given a layout in every format, not dropped silently."""
+    from dataclasses import dataclass, field
+
+    from pleval.report import to_html, to_markdown, to_pdf
+
+    @dataclass(frozen=True)
+    class Odd:
+        kind: str = field(default="odd")
+
+    odd = [blocks.Section("odd", "Odd", (Odd(),))]
+    for module, render in ((to_html, lambda: to_html.render_html(ev, {})),
+                           (to_markdown, lambda: to_markdown.render_markdown(ev, {})),
+                           (to_pdf, lambda: to_pdf.render_pdf(ev, {}, dpi=200))):
+        monkeypatch.setattr(module, "build", lambda *a, **k: odd)
+        with pytest.raises(TypeError, match="no layout for a 'odd' block"):
+            render()

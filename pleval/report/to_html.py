@@ -27,6 +27,10 @@ def render_html(ev: "Evaluation", images: Mapping[str, bytes]) -> str:
     b64 = {k: base64.b64encode(v).decode("ascii") for k, v in images.items()}
     return _ENV.get_template("report.html.j2").render(
         sections=sections, titles=numbered_titles(sections), subtitle=subtitle(ev), image=b64.__getitem__,
-        verdict_class=verdict_class, source_name=source_name(ev),
+        verdict_class=verdict_class, source_name=source_name(ev), unknown_block=_unknown_block,
     )
+
+
+def _unknown_block(kind: str):
+    raise TypeError(f"report.html has no layout for a {kind!r} block")
 

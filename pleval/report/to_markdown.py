@@ -37,5 +37,7 @@ def render_markdown(ev: "Evaluation", plot_files: Mapping[str, str]) -> str:
                 out += [f"**{b.title}: {b.big}.**" + (f" {b.status}." if b.status else ""), ""]
                 out += [f"- {t}" for t in b.lines]
                 out += [f"- {check}: **{verdict}**" for check, verdict in b.verdicts] + [""]
+            else:
+                raise TypeError(f"summary.md has no layout for a {b.kind!r} block")
     out += ["The full report: `report.html` (for print: `report.pdf`); `run.toml` repeats this run.", ""]
     return "\n".join(out)

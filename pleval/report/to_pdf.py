@@ -235,6 +235,8 @@ def _blocks(section: Section, images: Mapping[str, bytes], dpi: float, font: str
             out += _figure(images[b.name], b.caption, dpi, st)
         elif b.kind == "headline":
             out.append(_headline(b, st))
+        else:
+            raise TypeError(f"report.pdf has no layout for a {b.kind!r} block")
     return out
 
 
