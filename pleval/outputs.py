@@ -10,6 +10,9 @@ leaves the previous outputs whole — or nothing, for a new folder — and the n
 no ``--force``: it removes the stale temporary folder, and if the interruption fell between
 the two renames it puts the previous folder back first.
 
+:func:`atomic_file` does the same for a single file (``pleval schools --out``, ``pleval
+convert --out``): written beside, renamed over the target when complete.
+
 Files in the target that the previous run did not write (kept with ``--force``) are carried
 into the new folder as hard links (copies across file systems), so they survive the swap.
 """
@@ -130,4 +133,21 @@ def atomic_folder(out, *, replaced: Iterable[str] = (), flag: str = "--out") -> 
         raise
 
 
-__all__ = ["prepare", "recover", "atomic_folder"]
+@contextlib.contextmanager
+def atomic_file(path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same extension, so writers pick the same format);
+    on success it replaces ``path`` in one rename, on any error it is removed: a file being
+    written is never left half-written, and a previous version stays whole until replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}{_TMP}{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+__all__ = ["prepare", "recover", "atomic_folder", "atomic_file"]

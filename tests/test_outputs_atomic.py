@@ -118,3 +118,23 @@ def test_unusable_folder_fails_before_computing(tmp_path):
         assert time.perf_counter() - t0 < 5
         with pytest.raises(PlevalError, match=needle):
             prepare(out)
+
+
+def test_single_file_outputs_are_replaced_whole(tmp_path, monkeypatch):
+    """pleval schools --out: a failure while writing leaves the previous file as it was and no
+    temporary file; a completed write replaces it."""
+    from pleval.heterogeneity import export
+
+    out = tmp_path / "schools.xlsx"
+    r = CliRunner().invoke(app, ["schools", "sample_data/school_effects.csv", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+    before = out.read_bytes()
+
+    def broken(res, path, title):
+        Path(path).write_bytes(b"half a workbook")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "to_excel", broken)
+    r = CliRunner().invoke(app, ["schools", "sample_data/school_effects.csv", "--out", str(out), "--quiet"])
+    assert r.exit_code != 0
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["schools.xlsx"]

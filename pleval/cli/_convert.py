@@ -65,8 +65,11 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None) ->
     target = out or file.with_name(f"{file.stem}_percentile_points.csv")
     if target.resolve() == file.resolve():
         raise DataError("--out must differ from --file: pleval never overwrites its input")
-    if target.suffix.lower() in (".xlsx", ".xls"):
-        df.to_excel(target, index=False)
-    else:
-        df.to_csv(target, index=False)
+    from ..outputs import atomic_file
+
+    with atomic_file(target) as tmp:  # written beside and renamed: never left half-written
+        if target.suffix.lower() in (".xlsx", ".xls"):
+            df.to_excel(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     echo(f"wrote {len(df):,} rows with column {column}_percentile_points (baseline percentile {p:g}) to {target}")

@@ -371,15 +371,17 @@ def export_table(
     fmt = format or _EXT.get(p.suffix.lower())
     if fmt not in FORMATS:
         raise DataError(f"cannot tell the table format from {p.name!r}; use .csv, .xlsx, .md or .html (or format=...)")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        res.table.to_csv(p, index=False)
-    elif fmt == "xlsx":
-        to_excel(res, p, title)
-    elif fmt == "md":
-        p.write_text(to_markdown(res, title), encoding="utf-8")
-    else:
-        p.write_text(to_html(res, title), encoding="utf-8")
+    from ..outputs import atomic_file
+
+    with atomic_file(p) as tmp:  # written beside and renamed: never left half-written
+        if fmt == "csv":
+            res.table.to_csv(tmp, index=False)
+        elif fmt == "xlsx":
+            to_excel(res, tmp, title)
+        elif fmt == "md":
+            tmp.write_text(to_markdown(res, title), encoding="utf-8")
+        else:
+            tmp.write_text(to_html(res, title), encoding="utf-8")
     return p
 
 
