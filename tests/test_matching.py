@@ -410,3 +410,27 @@ def test_rescaling_the_outcome_leaves_the_effect_size_unchanged(df):
     assert scaled.effect_size.estimate == pytest.approx(base.effect_size.estimate, rel=1e-9)
     assert scaled.effect_size.se == pytest.approx(base.effect_size.se, rel=1e-9)
     assert scaled.raw.pvalue == pytest.approx(base.raw.pvalue, rel=1e-9)
+
+
+def test_balance_ecdf_and_flags(results, df):
+    """eCDF max before matching is the two-sample KS statistic (scipy); after matching, the
+    weighted eCDFs of the matched sample; flags follow their definitions."""
+    from scipy import stats
+
+    m = results["propensity"]
+    t = m.balance().table
+    row = t[(t.group == "all") & (t.variable == "pretest")].iloc[0]
+    d = m.data
+    x_t, x_c = d.loc[d.treatment == 1, "pretest"], d.loc[d.treatment == 0, "pretest"]
+    assert row.ecdf_max_before == pytest.approx(stats.ks_2samp(x_t, x_c).statistic, abs=1e-12)
+    x = m.matched
+    grid = np.unique(d["pretest"])
+    w = x["_weight"].to_numpy()
+    tt = x["treatment"].to_numpy() == 1
+    F = lambda sel: np.array([w[sel & (x["pretest"].to_numpy() <= g)].sum() for g in grid]) / w[sel].sum()
+    gap = np.abs(F(tt) - F(~tt))
+    assert row.ecdf_max_after == pytest.approx(gap.max(), abs=1e-12)
+    assert row.ecdf_mean_after == pytest.approx(gap.mean(), abs=1e-12)
+    a, b = t["smd_after"].abs(), t["smd_before"].abs()
+    assert (t["imbalanced"] == (a > 0.1)).all()
+    assert (t["worse"] == ((a > b) & (a > 0.05))).all()

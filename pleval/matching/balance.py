@@ -185,16 +185,18 @@ class Balance(ResultMixin):
         cols = [c for c in ("group", "variable", "smd_before", "smd_after", "var_ratio_before", "var_ratio_after",
                             "ecdf_mean_after", "ecdf_max_after", "flag") if c in shown]
         lines.append(shown[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""))
-        bad = t[t["imbalanced"]]
+        name = (t["group"].astype(str) + ": " if "group" in t else "") + t["variable"].astype(str)
+        bad = t["imbalanced"].to_numpy(dtype=bool)
         lines.append(
-            f"{len(bad)} of {len(t)} rows have |SMD| > {self.threshold} after matching"
-            + (": " + ", ".join(bad["variable"].astype(str).head(8)) if len(bad) else "")
+            f"{int(bad.sum())} of {len(t)} rows have |SMD| > {self.threshold} after matching"
+            + (": " + ", ".join(name[bad].head(8)) if bad.any() else "")
         )
-        worse = t[t["worse"]]
-        if len(worse):
+        worse = t["worse"].to_numpy(dtype=bool)
+        if worse.any():
             lines.append(
-                f"{len(worse)} got worse with matching (|SMD| grew, now above {self.threshold / 2:g}): "
-                + ", ".join(f"{r.variable} {r.smd_before:+.3f} -> {r.smd_after:+.3f}" for r in worse.head(8).itertuples())
+                f"{int(worse.sum())} got worse with matching (|SMD| grew, now above {self.threshold / 2:g}): "
+                + ", ".join(f"{n} {b:+.3f} -> {a:+.3f}" for n, b, a in
+                            zip(name[worse].head(8), t["smd_before"][worse], t["smd_after"][worse]))
             )
         if len(self.equivalence):
             lines.append("WWC baseline equivalence on the pretest (matched sample):")
