@@ -18,15 +18,32 @@ increasing in g, a confidence interval for g maps to one for Δ by its endpoints
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import norm
+import math
+import numbers
+from statistics import NormalDist
 
 from .errors import DataError
 
 NOTE = "Percentile points are shifts in rank, not percentage points of the score."
 
+# A single number is computed with the standard library (NormalDist: Φ by erfc, Φ⁻¹ by Wichura's
+# AS241, relative error about 1e-16), arrays with numpy and scipy.special (ndtr, ndtri: what
+# scipy.stats.norm.cdf/ppf call). Both are exact to double precision (tests compare them with
+# scipy.stats.norm); converting one number (`pleval convert 0.08`) loads neither numpy nor scipy.
+_N = NormalDist()
 
-def _baseline(p) -> np.ndarray:
+
+def _numbers(*xs) -> bool:
+    return all(isinstance(x, numbers.Real) for x in xs)
+
+
+def _baseline(p):
+    if _numbers(p):
+        if not (math.isfinite(p) and 0 < p < 100):
+            raise DataError(f"baseline_percentile must lie strictly between 0 and 100; got {[float(p)]}")
+        return float(p)
+    import numpy as np
+
     p = np.asarray(p, dtype=float)
     if not np.all(np.isfinite(p)) or np.any((p <= 0) | (p >= 100)):
         raise DataError(
@@ -35,7 +52,13 @@ def _baseline(p) -> np.ndarray:
     return p
 
 
-def _finite(x, name: str) -> np.ndarray:
+def _finite(x, name: str):
+    if _numbers(x):
+        if not math.isfinite(x):
+            raise DataError(f"{name} must be finite; 1 value(s) are NaN or infinite")
+        return float(x)
+    import numpy as np
+
     x = np.asarray(x, dtype=float)
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.isfinite(x).sum())
@@ -43,8 +66,30 @@ def _finite(x, name: str) -> np.ndarray:
     return x
 
 
+def _cdf(x):
+    """Φ (see the note above on numbers and arrays)."""
+    if _numbers(x):
+        return _N.cdf(x)
+    from scipy.special import ndtr
+
+    return ndtr(x)
+
+
+def _ppf(q):
+    """Φ⁻¹ (see the note above on numbers and arrays)."""
+    if _numbers(q):
+        return _N.inv_cdf(q)
+    from scipy.special import ndtri
+
+    return ndtri(q)
+
+
 def _out(values, like):
     """Return a float for scalar input, an array (or pandas object) otherwise."""
+    if _numbers(values):
+        return float(values)
+    import numpy as np
+
     if np.ndim(values) == 0:
         return float(values)
     try:
@@ -68,7 +113,7 @@ def to_percentile_points(g, baseline_percentile=50.0):
     """
     gg = _finite(g, "effect size g")
     p = _baseline(baseline_percentile)
-    return _out(100.0 * norm.cdf(norm.ppf(p / 100.0) + gg) - p, g)
+    return _out(100.0 * _cdf(_ppf(p / 100.0) + gg) - p, g)
 
 
 def from_percentile_points(points, baseline_percentile=50.0):
@@ -80,12 +125,15 @@ def from_percentile_points(points, baseline_percentile=50.0):
     d = _finite(points, "percentile points")
     p = _baseline(baseline_percentile)
     target = p + d
-    if np.any((target <= 0) | (target >= 100)):
+    bad = not 0 < target < 100 if _numbers(target) else bool(((target <= 0) | (target >= 100)).any())
+    if bad:
+        import numpy as np
+
         raise DataError(
             "baseline_percentile + percentile points must lie strictly between 0 and 100 "
             f"(a student cannot move past the 0th or 100th percentile); got {np.ravel(target)[:5].tolist()}"
         )
-    return _out(norm.ppf(target / 100.0) - norm.ppf(p / 100.0), points)
+    return _out(_ppf(target / 100.0) - _ppf(p / 100.0), points)
 
 
 def improvement_index(g):
@@ -99,9 +147,12 @@ def percentile_points_se(g, se, baseline_percentile=50.0):
     Use the mapped interval (:func:`percentile_interval`) for inference; this SE is for
     tables that want one.
     """
+    import numpy as np
+
     gg = _finite(g, "effect size g")
     p = _baseline(baseline_percentile)
-    return _out(100.0 * norm.pdf(norm.ppf(p / 100.0) + gg) * np.asarray(se, dtype=float), g)
+    z = np.asarray(_ppf(p / 100.0) + gg, dtype=float)
+    return _out(100.0 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) * np.asarray(se, dtype=float), g)
 
 
 def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):

@@ -111,3 +111,22 @@ def test_docs_table_matches_code():
         g, *cells = (float(c) for c in row)
         for p, cell in zip((50, 25, 10), cells):
             assert round(to_percentile_points(g, p), 2) == pytest.approx(cell, abs=1e-9)
+
+
+def test_numbers_and_arrays_agree_with_scipy_norm():
+    """A single number goes through the standard library, arrays through scipy.special: both equal
+    scipy.stats.norm's formula to double precision, across effects, baselines and both directions."""
+    g = np.linspace(-3, 3, 61)
+    for p in (1.0, 10.0, 25.0, 50.0, 90.0, 99.5):
+        exact = 100 * norm.cdf(norm.ppf(p / 100) + g) - p
+        arr = to_percentile_points(g, p)
+        one = np.array([to_percentile_points(float(x), p) for x in g])
+        assert np.max(np.abs(arr - exact)) < 1e-12 and np.max(np.abs(one - exact)) < 1e-12
+        pts = np.linspace(-0.9 * p, 0.9 * (100 - p), 41)
+        back = norm.ppf((p + pts) / 100) - norm.ppf(p / 100)
+        assert np.max(np.abs(from_percentile_points(pts, p) - back)) < 1e-12
+        assert max(abs(from_percentile_points(float(d), p) - b) for d, b in zip(pts, back)) < 1e-12
+        se = 100 * norm.pdf(norm.ppf(p / 100) + 0.2) * 0.05
+        assert percentile_points_se(0.2, 0.05, p) == pytest.approx(se, rel=1e-12)
+    assert isinstance(to_percentile_points(np.float64(0.1)), float)
+    assert isinstance(to_percentile_points(np.array(0.1)), float)

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from .. import percentiles
 from ..errors import DataError
 from . import app
 from ._common import echo, handle_errors
@@ -31,6 +30,8 @@ def convert(
     Percentile points are shifts in rank: from the 50th percentile, g = 0.08 moves a student
     to about the 53rd — not a gain of 3 percentage points in the score.
     """
+    from .. import percentiles
+
     p = baseline_percentile
     if file is not None:
         _convert_file(file, column, p, out)
@@ -50,6 +51,7 @@ def convert(
 
 
 def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
+    from .. import percentiles
     if not column:
         raise DataError("--file needs --column naming the effect-size column")
     from ..data import read_table

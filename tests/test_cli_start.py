@@ -1,0 +1,71 @@
+"""Fast start: the command line and `import pleval` load only what they use.
+
+`pleval --help`, `--version` and `convert 0.08` must not import pandas, scipy, statsmodels,
+linearmodels or matplotlib (they take seconds; benchmarks/bench_cli_start.py prints the times),
+and the lazily imported package API must behave as if everything were imported up front.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("numpy", "pandas", "scipy", "scipy.stats", "statsmodels", "linearmodels", "matplotlib", "pyarrow", "jinja2")
+
+RUN = """
+import json, sys
+from pleval.cli import app
+try:
+    app({args!r})
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\n" + json.dumps(sorted(sys.modules)))
+"""
+
+
+def _run(code: str) -> tuple[str, set[str]]:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *printed, modules = r.stdout.strip().splitlines()
+    return "\n".join(printed), set(json.loads(modules))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["convert", "0.08"], ["convert", "--help"],
+                                  ["estimate", "--help"]])
+def test_cli_start_imports_no_heavy_module(args):
+    printed, loaded = _run(RUN.format(args=args))
+    assert "pleval.cli" in loaded
+    assert not [m for m in HEAVY if m in loaded], [m for m in HEAVY if m in loaded]
+    if args == ["convert", "0.08"]:  # the conversion really ran
+        assert "+3.19 percentile points" in printed
+
+
+def test_import_pleval_is_light_and_the_api_is_whole():
+    code = """
+import json, sys
+import pleval
+light = sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r})
+names = {{n: callable(getattr(pleval, n)) for n in pleval.__all__ if n != "__version__"}}
+import pleval.estimate  # binds the submodule on the package: the function must stay
+from pleval.estimate import Evaluation
+print("\\n" + json.dumps(dict(light=light, names=names, version=pleval.__version__,
+      estimate=pleval.estimate.__name__, module=type(pleval.estimate).__name__,
+      heterogeneity=pleval.heterogeneity.__name__, same=pleval.Evaluation is Evaluation,
+      in_dir="school_effects" in dir(pleval))))
+""".format(heavy=set(HEAVY))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["light"] == []
+    assert all(out["names"].values()) and len(out["names"]) >= 20
+    assert out["estimate"] == "estimate" and out["module"] == "function"
+    assert out["heterogeneity"] == "pleval.heterogeneity" and out["same"] and out["in_dir"]
+    assert out["version"][0].isdigit()
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    import pleval
+
+    with pytest.raises(AttributeError):
+        pleval.no_such_name  # noqa: B018
