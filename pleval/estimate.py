@@ -71,6 +71,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "confounds": (),
     "subgroups": (),
     "bands": (),
+    "moderators": (),
+    "moderator_kh": True,
     "overriding_negative": None,
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
@@ -108,6 +110,7 @@ _TABLES = (
     "subgroups",
     "subgroup_tests",
     "equity",
+    "moderators",
 )
 
 
@@ -182,6 +185,8 @@ class Evaluation(ResultMixin):
     subgroup_tests = property(lambda self: self.table("subgroup_tests"),
                               doc="Equality of effects across each subgroup's levels, and the last − first difference.")
     equity = property(lambda self: self.table("equity"), doc="Change in the achievement and FRL gaps, with CIs.")
+    moderators = property(lambda self: self.table("moderators"),
+                          doc="Meta-regression of the school effects on context moderators, by subject.")
 
     def subgroups(self, subject=None) -> pd.DataFrame:
         """Subgroup effects on three scales (one row per subject × subgroup × level; ``subject``
@@ -384,6 +389,13 @@ def _check_subgroup_options(o: dict) -> None:
     except (TypeError, ValueError):
         raise DataError(f"option bands must be percents, e.g. 25,50,75; got {o['bands']!r}") from None
     o["subgroups"] = tuple(dict.fromkeys(o["subgroups"]))
+    if isinstance(o["moderators"], str):
+        o["moderators"] = tuple(x.strip() for x in o["moderators"].split(",") if x.strip())
+    if not (isinstance(o["moderators"], (list, tuple)) and all(isinstance(x, str) and x for x in o["moderators"])):
+        raise DataError(f"option moderators must be school-level column names; got {o['moderators']!r}")
+    o["moderators"] = tuple(dict.fromkeys(o["moderators"]))
+    if not isinstance(o["moderator_kh"], (bool, np.bool_)):
+        raise DataError(f"option moderator_kh must be true or false; got {o['moderator_kh']!r}")
     pretest_bands(pd.DataFrame({"p": [0.0]}), "p", cuts=o["bands"])  # checks the cut points
 
 
@@ -528,16 +540,18 @@ def estimate(
             raise DataError(f"subgroup {BAND!r} needs a pretest column (columns.pretest)")
         df = df.assign(**{BAND: pretest_bands(df, columns.main_pretest, [c for c in (columns.grade, columns.subject) if c],
                                               opts["bands"])})
+    df, mod_terms = _moderator_terms(df, opts["moderators"])
+    design_opts = {**opts, "_moderator_terms": tuple(mod_terms)}  # the school-effects step carries the terms
     progress("validating the data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         v = validate(df, work, require=("outcome", "treatment", "school"))
         subjects, sub_df = _subjects(v, df, subject)
         if design == "rct":
-            parts = _run_rct(sub_df, work, subjects, method, int(seed), opts, progress)
+            parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
         else:
             v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
-            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), opts, match_opts, progress)
+            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -545,6 +559,7 @@ def estimate(
     keys = [ALL if s is None else str(s) for s in subjects]
     tables = _with_mdes(_assemble(keys, parts, v), opts)
     tables.update(_subgroup_tables(keys, parts, opts))
+    tables["moderators"] = _moderator_table(parts, mod_terms, opts, notes)
     ratings = {k: _rate(design, p, s, sub_df, columns, opts) for k, p, s in zip(keys, parts, subjects)}
     tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()])
     if len(tables["overall"]):
@@ -626,6 +641,56 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool =
 # --------------------------------------------------------------------------------------
 # Designs
 # --------------------------------------------------------------------------------------
+def _moderator_terms(df: pd.DataFrame, moderators) -> tuple[pd.DataFrame, list[str]]:
+    """The meta-regression terms of the context moderators: a numeric column as it is; a
+    categorical one as 0/1 indicators ``name[level]`` of every level but the first (sorted),
+    added to ``df``. Errors name a missing column."""
+    terms: list[str] = []
+    add = {}
+    for name in moderators:
+        if name not in df.columns:
+            raise DataError(f"moderator column {name!r} is not in the data")
+        col = df[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            terms.append(name)
+            continue
+        levels = sorted(col.dropna().unique(), key=str)
+        if len(levels) < 2:
+            raise DataError(f"moderator column {name!r} has a single value")
+        for lev in levels[1:]:
+            add[f"{name}[{lev}]"] = (col == lev).astype(float).where(col.notna())
+            terms.append(f"{name}[{lev}]")
+    if add:
+        attrs = dict(df.attrs)
+        df = df.assign(**add)
+        df.attrs = attrs
+    return df, terms
+
+
+def _moderator_table(parts: list[dict], terms: list[str], opts: dict, notes: list) -> pd.DataFrame:
+    """Meta-regression of the school effects on the moderator terms, one per subject
+    (:meth:`pleval.heterogeneity.SchoolEffects.meta_regression`; Knapp–Hartung by default)."""
+    se = next((p["details"].get("schools") for p in parts if p["details"].get("schools") is not None), None)
+    if not terms or se is None:
+        if terms:
+            notes.append("moderators: no school effects, so no meta-regression")
+        return pd.DataFrame()
+    try:
+        fits = se.meta_regression(terms, method=opts["meta_method"], knapp_hartung=bool(opts["moderator_kh"]))
+    except (DataError, DesignError) as exc:
+        notes.append(f"moderators: no meta-regression ({exc})")
+        return pd.DataFrame()
+    rows = []
+    for key, mr in fits.items():
+        c = mr.coefficients.reset_index(names="term")
+        c.insert(0, "subject", str(key))
+        c = c.assign(k=mr.k, qm=mr.qm, qm_df=mr.qm_df, qm_test=mr.qm_distribution, qm_pvalue=mr.qm_pvalue,
+                     tau2=mr.tau2, tau2_without=mr.tau2_null, r2=mr.r2, qe=mr.qe, qe_df=mr.qe_df,
+                     qe_pvalue=mr.qe_pvalue, knapp_hartung=mr.knapp_hartung, method=mr.method)
+        rows.append(c)
+    return _concat(rows)
+
+
 def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
     return dict(
         treatment=columns.treatment,
@@ -641,6 +706,7 @@ def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
         alpha=opts["alpha"],
         level=opts["level"],
         baseline_percentile=opts["baseline_percentile"],
+        moderators=tuple(opts.get("_moderator_terms", ())),
     )
 
 

@@ -269,3 +269,37 @@ def test_outputs_report_and_cli(rct_ev, tmp_path):
     r = CliRunner().invoke(app, ["estimate", str(src), "--design", "rct", "--out", str(tmp_path / "bad"),
                                  "--subgroups", "pretest_band", "--bands", "50,20"])
     assert r.exit_code == 2 and "increasing percents" in r.output
+
+
+# ----------------------------------------------------------------------------- moderators
+
+
+def test_context_moderators_equal_a_direct_meta_regression(tmp_path):
+    from pathlib import Path
+
+    from pleval.heterogeneity import meta_regression
+    from pleval.report import save
+
+    d = pd.read_csv(Path(__file__).parents[1] / "sample_data" / "pl_matched_students.csv")
+    d = d[d["subject"] == "math"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, moderators="school_poverty,urbanicity", placebo=False)
+    m = ev.moderators
+    assert list(m["term"]) == ["intercept", "school_poverty", "urbanicity[suburban]", "urbanicity[urban]"]
+    sch = ev.schools[np.isfinite(ev.schools["effect_size"])]
+    urb = d.drop_duplicates("school_id").set_index("school_id")["urbanicity"].reindex(sch["school"]).to_numpy()
+    X = pd.DataFrame({"school_poverty": sch["school_poverty"].to_numpy(), "suburban": (urb == "suburban").astype(float),
+                      "urban": (urb == "urban").astype(float)})
+    V = ev.school_effects.vcov.get("math")
+    ref = meta_regression(sch["effect_size"], sch["es_se"], X, knapp_hartung=True,
+                          vcov=None if V is None else V.loc[sch["school"], sch["school"]].to_numpy())
+    np.testing.assert_allclose(m["estimate"], ref.coefficients["estimate"], rtol=1e-8)
+    np.testing.assert_allclose(m["pvalue"], ref.coefficients["pvalue"], rtol=1e-7)
+    assert m["qm"].iloc[0] == pytest.approx(ref.qm, rel=1e-8) and m["qm_df"].iloc[0] == 3
+    assert m["qm_test"].iloc[0].startswith("F(3, ")  # Knapp–Hartung by default
+    out = save(ev, tmp_path / "out")
+    assert len(pd.read_csv(out / "moderators.csv")) == len(m)
+    assert "Context moderators" in (out / "report.html").read_text()
+    with pytest.raises(DataError, match="moderator column 'nope'"):
+        pleval.estimate(d, moderators="nope", placebo=False)

@@ -149,6 +149,23 @@ def _subgroup_table(ev) -> Table | None:
     return t
 
 
+def _moderator_table(ev) -> Table | None:
+    """Meta-regression coefficients per subject; the QM test of each subject as the caption."""
+    m = ev.moderators
+    if not len(m):
+        return None
+    first = m.groupby("subject", sort=False).first()
+    cap = "\n".join(f"{s}: moderators together {r['qm_test']} = {r['qm']:.3f}, p = {r['qm_pvalue']:.3g}; "
+                     f"R² = {100 * r['r2']:.0f}% of the between-school variance" for s, r in first.iterrows())
+    t = table("Context moderators of the school effects (meta-regression; moderators.csv)",
+              ("subject", "term", "estimate", "CI", "p"), left=("subject", "term"), caption=escape(cap),
+              caption_justify="left")
+    for _, r in m.iterrows():
+        t.add_row(escape(str(r["subject"])), escape(str(r["term"])), f"{r['estimate']:+.3f}",
+                  f"{r['ci_low']:+.3f}, {r['ci_high']:+.3f}", f"{r['pvalue']:.3f}")
+    return t
+
+
 def _schools_table(ev) -> Table | None:
     from .. import percentiles
 
@@ -246,6 +263,7 @@ def estimate(
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Effects for each level of these columns, comma-separated; pretest_band = baseline achievement bands (e.g. pretest_band,frl,ell,sped) (default: none).", rich_help_panel="Options"),
+    moderators: Optional[str] = typer.Option(None, "--moderators", help="School-level columns to explain differences between school effects (meta-regression, Knapp-Hartung; categorical ones dummy-coded), comma-separated (default: none).", rich_help_panel="Options"),
     bands: Optional[str] = typer.Option(None, "--bands", help="Pretest bands: cut points in percent of the pretest's rank within grade × subject, e.g. 25,50,75 (default: thirds).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
     sep: Sep = None,
@@ -286,7 +304,7 @@ def estimate(
         sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method,
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
         rct_design=rct_design, vcov=vcov, permutations=permutations, compliance=compliance,
-        subgroups=subgroups, bands=bands,
+        subgroups=subgroups, bands=bands, moderators=moderators,
     )
     if sd is not None:
         flag_opts["sd"] = sd if sd in ("pooled", "comparison") else parse_value(sd)
@@ -339,7 +357,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

@@ -281,6 +281,29 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     return Section("subgroups", "Subgroups and equity", tuple(blocks))
 
 
+def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """Meta-regression of the school effects on school characteristics."""
+    m = ev.moderators
+    if not len(m):
+        return None
+    blocks: list = [Paragraph(
+        "Do school characteristics explain why the effect differs between schools? A meta-regression of the school "
+        "effect sizes on the characteristics (categorical ones as indicators against their first level), weighting "
+        "each school by its precision and the remaining between-school variance; tests "
+        + ("with the Knapp–Hartung adjustment (t and F references)." if bool(m["knapp_hartung"].iloc[0]) else
+           "with normal and χ² references.") + " Associations across schools, not effects of the characteristics.")]
+    for s, g in m.groupby("subject", sort=False):
+        r = g.iloc[0]
+        frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
+                              f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
+                              "p": g["pvalue"].map(fmt_p)})
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, p = {fmt_p(r['qm_pvalue'])}; k = {int(r['k'])} "
+                f"schools; residual τ² {r['tau2']:.4f} (without moderators {r['tau2_without']:.4f}), R² = "
+                f"{100 * r['r2']:.0f}%.")
+        blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
+    return Section("moderators", "Context moderators", tuple(blocks))
+
+
 # --------------------------------------------------------------------------------------
 # Overall effect
 # --------------------------------------------------------------------------------------
@@ -540,7 +563,7 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
 
 
 SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, subgroups,
-                                 schools, heterogeneity, caveats, provenance)
+                                 schools, heterogeneity, moderators, caveats, provenance)
 """The section builders, in the order the report prints them."""
 
 
