@@ -1,5 +1,6 @@
 """metafor parity: τ² estimators ML, HE, SJ, EB, HS; the t(k−1) prediction interval;
-leave-one-out and influence diagnostics (pleval.heterogeneity.influence).
+leave-one-out and influence diagnostics (pleval.heterogeneity.influence); the sign-flip
+permutation test of the pooled effect (pleval.heterogeneity.permutation).
 
 Reference numbers are metafor's published test values (wviechtb/metafor, tests/testthat/;
 the file is named next to each). Independent checks: brute-force likelihood maximization,
@@ -17,9 +18,10 @@ from scipy import optimize, stats
 
 from pleval.errors import DataError, DesignError
 from pleval.heterogeneity import influence as influence_module
-from pleval.heterogeneity import leave_one_out, meta_analysis, meta_regression
+from pleval.heterogeneity import leave_one_out, meta_analysis, meta_regression, permutation_test
+from pleval.heterogeneity import permutation as permutation_module
 
-from .conftest import REFERENCE
+from .conftest import REFERENCE, sim_reps
 
 # Viechtbauer (2005) example 1, data and results as in metafor's
 # tests/testthat/test_analysis_example_viechtbauer2005.r (results on page 271).
@@ -238,3 +240,75 @@ def test_leave_one_out_input_errors(bcg):
         leave_one_out(meta_analysis(y, se, vcov=np.diag(se**2)))
     with pytest.raises(DesignError, match="at least 3"):
         leave_one_out(meta_analysis(y[:2], se[:2], prediction="normal"))
+
+
+# ---------------------------------------------------------------- permutation test
+
+
+def test_permutation_follmann_proschan_exact():
+    """Follmann & Proschan (1999) Table 1, Peto log odds ratios, DL, exact test on the
+    estimate: p = 10/256 (metafor tests/testthat/test_misc_permutest.r)."""
+    ai = np.array([173, 157, 131, 56, 52, 36, 62, 2.0])
+    n1 = np.array([5331, 1906, 4541, 2051, 424, 1149, 6582, 88.0])
+    ci = np.array([210, 193, 121, 84, 65, 42, 20, 2.0])
+    n2 = np.array([5296, 1900, 4516, 2030, 422, 1129, 1663, 30.0])
+    n, m1 = n1 + n2, ai + ci
+    var = m1 * (n - m1) * n1 * n2 / (n**2 * (n - 1))  # Peto: y = (O - E)/V, v = 1/V
+    y = (ai - m1 * n1 / n) / var
+    p = permutation_test(meta_analysis(y, np.sqrt(1 / var), method="DL"), stat="estimate")
+    assert p.exact and p.n_perm == 256 and p.pvalue == 10 / 256
+    assert "exact" in p.summary() and p.to_frame().pvalue_permutation.iloc[0] == p.pvalue
+
+
+@pytest.mark.parametrize("method", ["REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"])
+def test_permutation_refits_equal_meta_analysis(bcg, method):
+    y, se, _ = bcg
+    rng = np.random.default_rng(1)
+    signs = rng.choice((-1.0, 1.0), size=(6, y.size))
+    for hk in (False, True):
+        got = permutation_module._statistic(method, signs * y, se**2, hk, "z")
+        want = [meta_analysis(s * y, se, method=method, hartung_knapp=hk).statistic for s in signs]
+        np.testing.assert_allclose(got, want, rtol=1e-8)
+
+
+def test_permutation_exact_equals_brute_force_enumeration(bcg):
+    y, se, _ = bcg
+    y, se = y[:7], se[:7]
+    meta = meta_analysis(y, se, method="REML", hartung_knapp=True)
+    zs = []
+    for code in range(2**7):
+        s = np.where((code >> np.arange(7)) & 1, -1.0, 1.0)
+        zs.append(meta_analysis(s * y, se, method="REML", hartung_knapp=True).statistic)
+    want = np.mean(np.abs(zs) >= abs(meta.statistic) - 1e-10)
+    assert permutation_test(meta).pvalue == pytest.approx(want)
+
+
+def test_permutation_random_patterns(bcg):
+    y, se, _ = bcg
+    meta = meta_analysis(y, se)
+    a = permutation_test(meta, n_perm=499, seed=3)
+    assert not a.exact and a.n_perm == 499 and 1 / 500 <= a.pvalue <= 1
+    assert permutation_test(meta, n_perm=499, seed=3).pvalue == a.pvalue
+    assert a.pvalue < 0.05  # BCG: the vaccine effect is clear
+    with pytest.raises(DataError, match="independent"):
+        permutation_test(meta_analysis(y, se, vcov=np.diag(se**2)))
+    with pytest.raises(DataError, match="stat"):
+        permutation_test(meta, stat="t")
+    with pytest.raises(DataError, match="n_perm"):
+        permutation_test(meta, n_perm=0)
+
+
+def test_permutation_size_under_the_null():
+    """Exact test, k = 6 schools, symmetric effects around 0: rejection rate at 5% is at most
+    5% (up to simulation error), while the z test with REML over-rejects."""
+    rng = np.random.default_rng(11)
+    reps, k = sim_reps(400), 6
+    rej_perm = rej_z = 0
+    for _ in range(reps):
+        se = rng.uniform(0.05, 0.3, k)
+        y = rng.normal(0, 0.2, k) + se * rng.standard_normal(k)
+        meta = meta_analysis(y, se, prediction="normal")
+        rej_perm += permutation_test(meta, n_perm=64).pvalue <= 0.05
+        rej_z += meta.pvalue <= 0.05
+    assert rej_perm / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+    assert rej_z >= rej_perm

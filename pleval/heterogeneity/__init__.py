@@ -1,11 +1,12 @@
 """School-level effect heterogeneity: per-school effects, random-effects meta-analysis,
-empirical-Bayes shrinkage, leave-one-out and influence diagnostics, multiplicity-aware counts, meta-regression, placebo schools and
+empirical-Bayes shrinkage, leave-one-out and influence diagnostics, a permutation test, multiplicity-aware counts, meta-regression, placebo schools and
 table export. See ``docs/heterogeneity.md``."""
 
 from .influence import Influence, leave_one_out
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
+from .permutation import PermutationTest, permutation_test
 from .placebo import PlaceboResult, placebo_schools
 from .school_effects import SchoolEffects, school_effects, school_effects_from_estimates
 from .shrinkage import Shrinkage, empirical_bayes
@@ -16,6 +17,8 @@ __all__ = [
     "MetaAnalysis",
     "leave_one_out",
     "Influence",
+    "permutation_test",
+    "PermutationTest",
     "empirical_bayes",
     "Shrinkage",
     "significance_counts",
