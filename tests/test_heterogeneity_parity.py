@@ -18,7 +18,7 @@ from scipy import optimize, stats
 
 from pleval.errors import DataError, DesignError
 from pleval.heterogeneity import influence as influence_module
-from pleval.heterogeneity import leave_one_out, meta_analysis, meta_regression, permutation_test
+from pleval.heterogeneity import empirical_bayes, leave_one_out, meta_analysis, meta_regression, permutation_test
 from pleval.heterogeneity import permutation as permutation_module
 
 from .conftest import REFERENCE, sim_reps
@@ -312,3 +312,47 @@ def test_permutation_size_under_the_null():
         rej_z += meta.pvalue <= 0.05
     assert rej_perm / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
     assert rej_z >= rej_perm
+
+
+def test_influence_small_example_matches_metafor():
+    """yi = 3, 2, 5, 4, 6 with vi = 1 (REML): metafor tests/testthat/test_misc_handling_nas.r
+    (leave1out estimates, Cook's distances, DFBETAS, hat values, deleted residuals)."""
+    y = np.array([3, 2, 5, 4, 6.0])
+    inf = leave_one_out(meta_analysis(y, np.ones(5)))
+    np.testing.assert_allclose(inf.estimate_del, [4.25, 4.5, 3.75, 4, 3.5], atol=1e-10)
+    np.testing.assert_allclose(inf.cooks_d, [0.125, 0.5, 0.125, 0, 0.5], atol=1e-10)
+    np.testing.assert_allclose(inf.dfbetas, [-0.3273, -0.8660, 0.3273, 0, 0.8660], atol=5e-5)
+    np.testing.assert_allclose(inf.hat, 0.2, atol=1e-12)
+    np.testing.assert_allclose(y - inf.estimate_del, [-1.25, -2.5, 1.25, 0, 2.5], atol=1e-10)
+
+
+# ---------------------------------------------------------------- BLUPs for meta-regression
+
+
+def test_metaregression_blup_matches_metafor():
+    """yi = 2, 5, 4, 6, vi = 1, xi = 3..6 (REML): blup() and ranef() predictions from metafor
+    tests/testthat/test_misc_handling_nas.r."""
+    b = meta_regression([2, 5, 4, 6.0], np.ones(4), [3, 4, 5, 6.0]).blup()
+    np.testing.assert_allclose(b.blup, [2.4444, 4.0370, 4.5926, 5.9259], atol=5e-5)
+    np.testing.assert_allclose(b.ranef, [-0.1556, 0.3370, -0.2074, 0.0259], atol=5e-5)
+    np.testing.assert_allclose(b.fitted, [2.6, 3.7, 4.8, 5.9], atol=1e-10)
+
+
+def test_metaregression_blup_against_empirical_bayes_and_vcov(bcg):
+    y, se, b = bcg
+    none = pd.DataFrame(index=range(y.size))  # no moderators: the BLUP is the shrinkage estimate
+    eb = empirical_bayes(y, se)
+    bl = meta_regression(y, se, none).blup()
+    np.testing.assert_allclose(bl.blup, eb.shrunk, rtol=1e-8)
+    np.testing.assert_allclose(bl.se, eb.shrunk_sd, rtol=1e-8)
+    rng = np.random.default_rng(2)
+    L = rng.normal(0, 0.02, (y.size, y.size))
+    V = np.diag(se**2) + L @ L.T
+    Vs = V * np.outer(se, se) / np.sqrt(np.outer(np.diag(V), np.diag(V)))  # keep diag = se²
+    blv = meta_regression(y, se, none, vcov=Vs).blup()
+    ebv = empirical_bayes(y, se, vcov=Vs)
+    np.testing.assert_allclose(blv.blup, ebv.shrunk, rtol=1e-8)
+    np.testing.assert_allclose(blv.se, ebv.shrunk_sd, rtol=1e-8)
+    a = meta_regression(y, se, b.ablat).blup()
+    d = meta_regression(y, se, b.ablat, vcov=np.diag(se**2)).blup()
+    np.testing.assert_allclose(a.to_numpy(), d.to_numpy(), rtol=1e-8, atol=1e-12)

@@ -21,6 +21,14 @@ With a full sampling covariance (``vcov=V``; correlated school estimates) the mo
 ``y ~ N(Xβ, V + τ²I)`` (metafor's ``rma.mv`` with mods): everything above is computed on the
 rotated data ``(Q'y, Q'X)`` with independent variances λ_i, ``V = QΛQ'`` (see
 :mod:`.meta`); ``QE = r'V⁻¹r`` and ``s² = (k − p)/tr P₀`` follow.
+
+**BLUPs** (:meth:`MetaRegression.blup`; metafor's ``blup()`` and ``ranef()``): the best linear
+unbiased prediction of school i's true effect ``θ_i = x_i'β + u_i`` given the fit is
+``θ̃ = Xβ̂ + û``, ``û = τ̂²W(y − Xβ̂)``, ``W = (V + τ̂²I)⁻¹`` (Henderson 1975; Raudenbush & Bryk
+2002, eq. 3.56 with moderators) — with independent estimates ``û_i = B_i(y_i − x_i'β̂)``,
+``B_i = τ̂²/(τ̂² + v_i)``. Its prediction-error covariance, treating τ̂² as known, is
+``τ̂²I − τ̂⁴W + (I − τ̂²W)X Var(β̂) X'(I − τ̂²W)'`` (diagonal ``B_i v_i + (1 − B_i)² x_i'Var(β̂)x_i``
+with independent estimates); intervals use a normal quantile, as metafor's.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _tau2
-from .meta import Method, check_inputs, check_method, check_vcov, rotate
+from .meta import Method, _readonly, check_inputs, check_method, check_vcov, rotate
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,9 +71,33 @@ class MetaRegression(ResultMixin):
     qm_distribution: str
     knapp_hartung: bool
     level: float
+    estimates: np.ndarray | None = None
+    ses: np.ndarray | None = None
+    design: np.ndarray | None = None
+    sampling_vcov: np.ndarray | None = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
+
+    def blup(self) -> pd.DataFrame:
+        """Per school: fitted value ``x_i'β̂``, random effect ``û_i``, BLUP ``θ̃_i = x_i'β̂ + û_i``,
+        its prediction-error SD and ``level`` interval (formulas in the module docstring)."""
+        y, X, b = self.estimates, self.design, self.coefficients["estimate"].to_numpy()
+        V = np.diag(self.ses**2) if self.sampling_vcov is None else self.sampling_vcov
+        k = y.size
+        fitted = X @ b
+        lam, Q = np.linalg.eigh(V)
+        W = (Q / (lam + self.tau2)) @ Q.T
+        u = self.tau2 * (W @ (y - fitted))
+        R = np.eye(k) - self.tau2 * W
+        RX = R @ X
+        pev = self.tau2 * (np.eye(k) - self.tau2 * W) + RX @ self.vcov @ RX.T
+        sd = np.sqrt(np.clip(np.diag(pev), 0.0, None))
+        crit = stats.norm.ppf(0.5 + self.level / 2)
+        blup = fitted + u
+        return pd.DataFrame(
+            {"fitted": fitted, "ranef": u, "blup": blup, "se": sd, "pi_low": blup - crit * sd, "pi_high": blup + crit * sd}
+        )
 
     def summary(self) -> str:
         kh = " with Knapp-Hartung" if self.knapp_hartung else ""
@@ -136,8 +168,10 @@ def meta_regression(
         raise DesignError(f"meta-regression with {p - 1} moderator(s) needs more than {p} schools; got {k}")
     if np.linalg.matrix_rank(X) < p:
         raise DesignError("moderators are collinear (or one is constant): the design matrix is rank deficient")
-    if vcov is not None:
-        y, v, X, _ = rotate(y, check_vcov(vcov, se), X)
+    y0, X0 = y, X
+    V = None if vcov is None else check_vcov(vcov, se)
+    if V is not None:
+        y, v, X, _ = rotate(y, V, X)
 
     def fit_tau2(Xm):
         return _tau2.estimate_tau2(method, y, v, Xm)
@@ -205,6 +239,10 @@ def meta_regression(
         qm_distribution=qm_dist,
         knapp_hartung=bool(knapp_hartung),
         level=float(level),
+        estimates=_readonly(y0),
+        ses=_readonly(se),
+        design=_readonly(X0),
+        sampling_vcov=None if V is None else _readonly(V),
     )
 
 
