@@ -50,7 +50,7 @@ _BLOCK = 2**21  # matrix entries per block of deleted fits
 _SERIES_RATIO = 0.5  # largest |δ_i| max w summed as a power series
 
 
-def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray, third: bool = False) -> dict[str, np.ndarray]:
+def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     """For each i: sums over j ≠ i of ``w``, ``wy``, ``wy²``, ``w²``, ``w²y``, ``w²y²`` and
     ``w³``, ``w_ij = 1/(v_j + t_i)`` (the module docstring explains the two routes)."""
     k = y.size
@@ -128,7 +128,7 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, tau2_full: float) -
         done = q <= kd - 1  # Q(0) at or below its target: τ̂² = 0
         t[done] = 0.0
     for _ in range(50):
-        s = _sums(t, y, v, third=method == "REML")
+        s = _sums(t, y, v)
         _, qt, w2r2 = _fit_parts(s)
         if method == "REML":
             tr_p = s["S"] - s["T"] / s["S"]
