@@ -23,6 +23,8 @@ number of distinct students; percentile points follow from the effect size
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -51,7 +53,8 @@ def regression_design(
 ) -> dict:
     """The regression of :func:`regression_effect` on ``sample``: ``y``, ``X`` (intercept,
     treatment, adjusters), ``names``, ``weights``, ``clusters`` (schools, else students),
-    ``adjust`` (the adjusters used) and ``categorical`` (strata among them)."""
+    ``adjust`` (the adjusters used), ``categorical`` (strata among them) and ``source`` (the
+    covariate each column of X comes from)."""
     y = sample[outcome].to_numpy(dtype=float)
     ok = np.isfinite(y)
     if not ok.all():
@@ -71,7 +74,31 @@ def regression_design(
     return {"y": y, "t": t, "X": enc.X[:, keep_cols], "names": [enc.names[j] for j in keep_cols],
             "weights": sample[weight].to_numpy(dtype=float),
             "clusters": sample[school].to_numpy() if school else sample.index.to_numpy(),
-            "adjust": adjust, "categorical": cat}
+            "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols]}
+
+
+@dataclass(frozen=True)
+class EffectDesign:
+    """:func:`regression_design` as an object: outcome, design matrix, column names, the
+    covariate each column comes from, weights, cluster ids, the adjusters and the strata among
+    them (for analyses of the same regression, e.g. :mod:`pleval.sensitivity`)."""
+
+    y: np.ndarray
+    t: np.ndarray
+    X: np.ndarray
+    names: tuple[str, ...]
+    source: tuple[str, ...]
+    weights: np.ndarray
+    clusters: np.ndarray
+    adjust: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+
+def effect_design(sample: pd.DataFrame, **kw) -> EffectDesign:
+    """:func:`regression_design` (same arguments) as an :class:`EffectDesign`."""
+    d = regression_design(sample, **kw)
+    return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
+                        tuple(d["adjust"]), tuple(d["categorical"]))
 
 
 def regression_effect(
@@ -90,13 +117,15 @@ def regression_effect(
     baseline_percentile: float = 50.0,
     method: str = "matched comparison",
     label: str = "",
+    design: EffectDesign | None = None,
 ) -> Effect:
-    """Weighted regression-adjusted effect on ``sample`` (see the module docstring)."""
-    d = regression_design(sample, outcome=outcome, treatment=treatment, pretests=pretests, covariates=covariates,
-                          strata=strata, school=school, weight=weight, label=label)
-    y, t, w, adjust, cat = d["y"], d["t"], d["weights"], d["adjust"], d["categorical"]
+    """Weighted regression-adjusted effect on ``sample`` (see the module docstring);
+    ``design``: its :func:`effect_design`, if already built."""
+    d = design or effect_design(sample, outcome=outcome, treatment=treatment, pretests=pretests,
+                                covariates=covariates, strata=strata, school=school, weight=weight, label=label)
+    y, t, w, adjust, cat = d.y, d.t, d.weights, d.adjust, d.categorical
     n_t = int(t.sum())
-    fit = ols(y, d["X"], weights=w, clusters=d["clusters"], vcov=vcov, names=d["names"])
+    fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names))
     est, se, df, _ = fit.coef(treatment)
     tr = t.astype(bool)
     n_c = int(pd.Index(sample.index[~tr]).nunique())

@@ -1,0 +1,304 @@
+"""Sensitivity of a matched comparison to unobserved confounding, per subject (or any group).
+
+:func:`sensitivity` takes a :class:`pleval.matching.MatchResult` and, for each group, puts
+four answers beside the regression-adjusted matched estimate (:mod:`pleval.matching.effect`):
+
+1. omitted-variable bounds on that very regression (:mod:`.ovb`; its CR2 SE enters as
+   documented there), benchmarked on the observed pretests and covariates;
+2. E-values of its effect size and CI (:mod:`.evalue`);
+3. Rosenbaum bounds on the matched sets (:mod:`.rosenbaum`), on the outcome adjusted for the
+   covariates: residuals of the weighted regression of the outcome on the same covariates
+   without the treatment (Rosenbaum 2002, "Covariance adjustment in randomized experiments
+   and observational studies", *Statistical Science* 17:286–327) — not available for ATT
+   weighting, which forms no matched sets;
+4. optionally a placebo (negative-control) outcome: a score measured before the program
+   (e.g. the year before the pretest), analysed with the same matched sets, weights and
+   model. Its "effect" should be zero; a clear non-zero one points to a difference between
+   the groups that the adjustment missed. Rows without the placebo score are left out and
+   counted (a set whose PL row lacks it is left out whole; the remaining comparisons of a set
+   are re-weighted to sum to one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .._results import Effect, ResultMixin
+from ..errors import DataError, DesignError
+from .evalue import EValue, evalue_smd
+from .ovb import Gram, OmittedVariableBounds, ovb_from_design
+from .rosenbaum import RosenbaumBounds, rosenbaum_bounds
+
+FRAME_COLUMNS = ["kind", "label", "r2dz_x", "r2yz_dx", "gamma", "estimate", "se", "t", "ci_low", "ci_high",
+                 "pvalue", "hl_low", "hl_high", "value"]
+"""Columns of :meth:`SubjectSensitivity.to_frame` (``sensitivity.csv`` adds ``subject``)."""
+
+
+@dataclass(frozen=True, repr=False)
+class SubjectSensitivity(ResultMixin):
+    """Sensitivity of one group's matched estimate: :attr:`ovb`, :attr:`evalue`,
+    :attr:`rosenbaum` (``None`` for weighting), :attr:`placebo` (``None`` unless asked)."""
+
+    label: str
+    effect: Effect
+    ovb: OmittedVariableBounds
+    evalue: EValue
+    rosenbaum: RosenbaumBounds | None
+    placebo: Effect | None = None
+    placebo_outcome: str | None = None
+    benchmark: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def multiple_to_zero(self) -> float:
+        """How many times as strong as the main benchmark (the pretest) a confounder would have
+        to be (k_D = k_Y) to bring the estimate to zero."""
+        return self.ovb.multiple_to_zero(self.benchmark) if self.benchmark else math.nan
+
+    def sentence(self) -> str:
+        """One plain sentence on how fragile the estimate is."""
+        rv = self.ovb.rv_q
+        if rv == 0:
+            return "The estimate is zero: there is no effect for a hidden difference to explain away."
+        k = self.multiple_to_zero
+        tail = ""
+        if self.benchmark and k <= 100:
+            tail = f" — a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates) —"
+        elif self.benchmark:
+            tail = f" — more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates) —"
+        word = "raise" if self.effect.raw.estimate < 0 else "lower"
+        return (
+            f"An unmeasured difference between PL and comparison students would have to explain {100 * rv:.1f}% of the "
+            f"remaining variance in both the outcome and PL enrolment{tail} to {word} the effect to zero; "
+            f"{100 * self.ovb.rv_qa:.1f}% of each would make it no longer statistically significant (α = {self.ovb.alpha:g})."
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One long table: the unadjusted estimate, robustness values, benchmark bounds,
+        E-values, Rosenbaum bounds and the placebo outcome (columns :data:`FRAME_COLUMNS`)."""
+        o = self.ovb
+        rows = [
+            {"kind": "estimate", "label": "regression-adjusted ATT (raw points)", "estimate": o.estimate, "se": o.se,
+             "t": o.t, "ci_low": self.effect.raw.ci_low, "ci_high": self.effect.raw.ci_high,
+             "pvalue": self.effect.raw.pvalue, "value": o.r2yd_x},
+            {"kind": "robustness value", "label": f"RV q={o.q:g}", "value": o.rv_q},
+            {"kind": "robustness value", "label": f"RV q={o.q:g} alpha={o.alpha:g}", "value": o.rv_qa},
+        ]
+        if self.benchmark:
+            rows.append({"kind": "robustness value", "label": f"multiple of {self.benchmark} to zero", "value": self.multiple_to_zero})
+        for b in o.benchmarks.itertuples():
+            rows.append({"kind": "benchmark", "label": b.benchmark, "r2dz_x": b.r2dxj_x, "r2yz_dx": b.r2yxj_dx})
+        for b in o.bounds.itertuples():
+            rows.append({"kind": "bound", "label": b.bound, "r2dz_x": b.r2dz_x, "r2yz_dx": b.r2yz_dx, "estimate": b.estimate,
+                         "se": b.se, "t": b.t, "ci_low": b.ci_low, "ci_high": b.ci_high})
+        e = self.evalue
+        rows.append({"kind": "e-value", "label": "effect size", "estimate": e.effect_size, "ci_low": e.ci_low,
+                     "ci_high": e.ci_high, "value": e.evalue})
+        rows.append({"kind": "e-value", "label": "CI limit closest to the null", "value": e.evalue_ci})
+        if self.rosenbaum is not None:
+            r = self.rosenbaum
+            rows.append({"kind": "rosenbaum", "label": f"gamma at alpha={r.alpha:g} ({r.test})", "gamma": r.gamma_alpha,
+                         "value": r.gamma_alpha})
+            for g in r.table.itertuples():
+                rows.append({"kind": "rosenbaum", "label": f"gamma={g.gamma:g}", "gamma": g.gamma, "pvalue": g.pvalue_upper,
+                             "hl_low": getattr(g, "hl_low", math.nan), "hl_high": getattr(g, "hl_high", math.nan),
+                             "ci_low": getattr(g, "ci_low", math.nan), "ci_high": getattr(g, "ci_high", math.nan)})
+        if self.placebo is not None:
+            p = self.placebo.raw
+            rows.append({"kind": "placebo outcome", "label": f"{self.placebo_outcome} (raw points)", "estimate": p.estimate,
+                         "se": p.se, "t": p.estimate / p.se, "ci_low": p.ci_low, "ci_high": p.ci_high, "pvalue": p.pvalue})
+            es = self.placebo.effect_size
+            rows.append({"kind": "placebo outcome", "label": f"{self.placebo_outcome} (effect size)", "estimate": es.estimate,
+                         "se": es.se, "ci_low": es.ci_low, "ci_high": es.ci_high, "pvalue": es.pvalue})
+        return pd.DataFrame(rows, columns=FRAME_COLUMNS)
+
+    def summary(self) -> str:
+        parts = [f"Sensitivity to unobserved confounding{' — ' + self.label if self.label else ''}", self.sentence(),
+                 self.ovb.summary(), self.evalue.summary()]
+        if self.rosenbaum is not None:
+            parts.append(self.rosenbaum.summary())
+        if self.placebo is not None:
+            p = self.placebo.effect_size
+            parts.append(f"Placebo outcome {self.placebo_outcome}: effect size {p.estimate:.3f} "
+                         f"({p.level:.0%} CI {p.ci_low:.3f} to {p.ci_high:.3f}; p = {p.pvalue:.3g}) — should be zero")
+        parts += [f"Note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+
+@dataclass(frozen=True, repr=False)
+class Sensitivity(ResultMixin):
+    """:class:`SubjectSensitivity` by group (``results`` maps a group key to it)."""
+
+    by: tuple[str, ...]
+    results: dict = field(default_factory=dict)
+
+    def __getitem__(self, key) -> SubjectSensitivity:
+        return self.results[key if isinstance(key, tuple) else (key,)]
+
+    def __iter__(self):
+        return iter(self.results.items())
+
+    def __len__(self):
+        return len(self.results)
+
+    def to_frame(self) -> pd.DataFrame:
+        parts = []
+        for key, res in self.results.items():
+            f = res.to_frame()
+            for i, (b, v) in enumerate(zip(self.by, key)):
+                f.insert(i, b, v)
+            parts.append(f)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(self.by) + FRAME_COLUMNS)
+
+    def summary(self) -> str:
+        return "\n\n".join(res.summary() for res in self.results.values())
+
+
+def default_benchmarks(columns) -> list[str]:
+    """Every pretest and covariate, the main pretest first."""
+    return list(dict.fromkeys(list(columns.pretest) + list(columns.covariates)))
+
+
+def sensitivity(
+    m,
+    by=None,
+    *,
+    benchmarks=None,
+    kd=(1, 2, 3),
+    q: float = 1.0,
+    alpha: float = 0.05,
+    gammas=(1.0, 1.5, 2.0, 3.0),
+    hl_gammas=(),
+    placebo_outcome: str | None = None,
+    sd="pooled",
+    level: float = 0.95,
+    effects=None,
+) -> Sensitivity:
+    """Sensitivity of the matched estimate(s) of ``m`` (a :class:`~pleval.matching.MatchResult`)
+    to unobserved confounding, one result per group of ``by`` (e.g. ``"subject"``).
+
+    Parameters
+    ----------
+    benchmarks : covariates to benchmark on (default: every pretest and covariate; a
+        categorical covariate is one group of indicators). The first is the main benchmark of
+        the plain sentence.
+    kd : multiples of each benchmark's strength (k_D = k_Y).
+    q, alpha : the robustness values RV_q and RV_{q,α}; α is also Rosenbaum's level.
+    gammas : Γ values for the Rosenbaum table of p-value bounds.
+    hl_gammas : Γ values at which to add the Hodges–Lehmann range and sensitivity interval.
+    placebo_outcome : a pre-program score to analyse as a negative-control outcome.
+    sd, level : as :meth:`MatchResult.estimate`.
+    effects : the result of ``m.estimate(by, sd=sd, level=level)`` if already computed.
+    """
+    from ..matching.effect import effect_design, regression_effect
+
+    c = m.columns
+    if not 0 < alpha < 1:
+        raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
+    bench = default_benchmarks(c) if benchmarks is None else ([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
+    unknown = [b for b in bench if b not in default_benchmarks(c)]
+    if unknown:
+        raise DataError(f"benchmark(s) {unknown} are not pretests or covariates of the analysis (they must be in the model)")
+    if placebo_outcome is not None:
+        _check_placebo(m, placebo_outcome)
+    by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
+    if effects is None:
+        effects = m.estimate(by=by, sd=sd, level=level)
+    sample = m.matched
+    groups = [((), sample)] if not by_t else [
+        (k if isinstance(k, tuple) else (k,), part) for k, part in sample.groupby(list(by_t), sort=True)
+    ]
+    kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
+              strata=m.strata, school=c.school)
+    results = {}
+    for key, part in groups:  # a handful of subjects
+        label = ", ".join(f"{b} = {v}" for b, v in zip(by_t, key))
+        eff = effects if not by_t else effects[key]
+        des = effect_design(part, **kw, label=label)
+        g = Gram(des.y, des.X, des.weights)
+        groups_cols = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in bench}
+        absent = [b for b, cols in groups_cols.items() if not cols]
+        groups_cols = {b: cols for b, cols in groups_cols.items() if cols}
+        notes = [f"benchmark {b!r} does not vary in this group and is left out" for b in absent]
+        ovb = ovb_from_design(des.y, des.X, des.names, c.treatment, weights=des.weights, benchmarks=groups_cols,
+                              se=eff.raw.se, df=eff.raw.df, gram=g, kd=kd, q=q, alpha=alpha, label=label)
+        es = eff.effect_size
+        ev = evalue_smd(es.estimate, es.ci_low, es.ci_high, label=label)
+        ros = None
+        if m.method == "weighting":
+            notes.append("no Rosenbaum bounds: ATT weighting forms no matched sets")
+        else:
+            d = des.names.index(c.treatment)
+            resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
+            ros = rosenbaum_bounds(resid, part["_set"].to_numpy(), part[c.treatment].to_numpy().astype(bool),
+                                   gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
+                                   hl_gammas=hl_gammas, label=label)
+        plc = None
+        if placebo_outcome is not None:
+            psample, note = _placebo_sample(part, placebo_outcome, c, m.method)
+            if note:
+                notes.append(note)
+            plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
+                                    vcov="CR2" if c.school else "CR1",
+                                    baseline_percentile=eff.baseline_percentile, method=f"placebo outcome {placebo_outcome}",
+                                    label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
+        main = bench[0] if bench and bench[0] in groups_cols else None
+        results[key] = SubjectSensitivity(label, eff, ovb, ev, ros, plc, placebo_outcome, main, tuple(notes))
+    return Sensitivity(by_t, results)
+
+
+def _check_placebo(m, col: str) -> None:
+    c = m.columns
+    if col not in m.data.columns:
+        raise DataError(f"placebo outcome column {col!r} is not in the data")
+    if col == c.outcome:
+        raise DataError(f"the placebo outcome {col!r} is the outcome itself")
+    used = set(c.pretest) | set(c.covariates) | set(m.variables) | set(m.options.get("keys", ()))
+    if col in used:
+        raise DesignError(
+            f"placebo outcome {col!r} is a pretest, covariate or matching variable: matched and adjusted on, its "
+            "'effect' is zero by construction; name a prior score that the analysis does not use"
+        )
+    x = pd.to_numeric(m.data[col], errors="coerce")
+    bad = x.isna() & m.data[col].notna()
+    if bad.any():
+        raise DataError(f"column {col!r} (placebo outcome): {int(bad.sum()):,} value(s) are not numbers")
+
+
+def _placebo_sample(part: pd.DataFrame, col: str, c, method: str) -> tuple[pd.DataFrame, str]:
+    """The matched rows with the placebo score: sets whose PL row lacks it are left out, other
+    missing rows too, and each set's remaining comparisons re-weighted to sum to one."""
+    has = pd.to_numeric(part[col], errors="coerce").notna().to_numpy()
+    if has.all():
+        return part, ""
+    t = part[c.treatment].to_numpy().astype(bool)
+    out = part.copy()
+    out[col] = pd.to_numeric(out[col], errors="coerce")
+    keep = has.copy()
+    sets = out["_set"].to_numpy()
+    if method != "weighting":
+        bad_sets = np.unique(sets[t & ~has])
+        keep &= ~np.isin(sets, bad_sets)
+        out = out[keep]
+        tt = out[c.treatment].to_numpy().astype(bool)
+        s = out["_set"].to_numpy()
+        codes, _ = pd.factorize(s)
+        total = np.bincount(codes, weights=np.where(tt, 0.0, out["_weight"].to_numpy()))
+        n_c = np.bincount(codes, weights=(~tt).astype(float))
+        alive = n_c[codes] > 0
+        w = out["_weight"].to_numpy().copy()
+        w[~tt] = w[~tt] / total[codes[~tt]]
+        out = out.assign(_weight=w)[alive]
+        dropped = len(part) - len(out)
+    else:
+        out = out[keep]
+        dropped = int((~keep).sum())
+    return out, (f"placebo outcome {col!r}: {dropped:,} matched row(s) without it left out "
+                 f"({int((t & ~has).sum()):,} PL row(s) missing it)")
+
+
+__all__ = ["sensitivity", "Sensitivity", "SubjectSensitivity", "default_benchmarks", "FRAME_COLUMNS"]

@@ -1,0 +1,180 @@
+"""E-values (VanderWeele & Ding 2017) and Rosenbaum bounds: published examples, an independent
+computation (scipy's Wilcoxon test) and brute-force enumeration for tiny matched sets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from pleval.errors import DataError, DesignError
+from pleval.sensitivity import evalue_ci, evalue_rr, evalue_smd, rosenbaum_bounds, signed_rank_gamma, signed_rank_pvalue
+from pleval.sensitivity.rosenbaum import _set_codes, _Sets
+
+# Morton et al. (1982) lead in children's blood, 33 matched pairs (Rosenbaum 2002, ch. 4; rbounds' psens example)
+LEAD_T = np.array([38, 23, 41, 18, 37, 36, 23, 62, 31, 34, 24, 14, 21, 17, 16, 20, 15, 10, 45, 39, 22, 35, 49, 48, 44,
+                   35, 43, 39, 34, 13, 73, 25, 27], float)
+LEAD_C = np.array([16, 18, 18, 24, 19, 11, 10, 15, 16, 18, 18, 13, 19, 10, 16, 16, 24, 13, 9, 14, 21, 19, 7, 18, 19,
+                   12, 11, 22, 25, 16, 13, 11, 13], float)
+
+
+# ---- E-values -------------------------------------------------------------------------------
+def test_evalue_published_examples():
+    """VanderWeele & Ding (2017), Ann Intern Med 167:268: RR 3.9 (95% CI 1.8–8.7) -> E-values
+    7.26 and 3.0; RR 0.80 (0.71–0.91) -> 1.81 and 1.43."""
+    assert round(float(evalue_rr(3.9)), 2) == 7.26
+    assert round(evalue_ci(3.9, 1.8, 8.7), 2) == 3.00
+    assert round(float(evalue_rr(0.80)), 2) == 1.81
+    assert round(evalue_ci(0.80, 0.71, 0.91), 2) == 1.43
+    assert evalue_ci(1.3, 0.9, 1.8) == 1.0  # the interval contains the null
+
+
+def test_evalue_smd():
+    """RR ≈ exp(0.91·d) (as the EValue package's evalues.MD); the limit closest to the null."""
+    d, lo, hi = 0.5, 0.3, 0.7
+    e = evalue_smd(d, lo, hi)
+    rr = math.exp(0.91 * d)
+    assert e.evalue == pytest.approx(rr + math.sqrt(rr * (rr - 1)))
+    rl = math.exp(0.91 * lo)
+    assert e.evalue_ci == pytest.approx(rl + math.sqrt(rl * (rl - 1)))
+    neg = evalue_smd(-d, -hi, -lo)  # a harmful effect: symmetric on the log scale
+    assert neg.evalue == pytest.approx(e.evalue) and neg.evalue_ci == pytest.approx(e.evalue_ci)
+    assert evalue_smd(0.1, -0.05, 0.25).evalue_ci == 1.0
+    with pytest.raises(DataError):
+        evalue_smd(0.1, 0.3, 0.2)
+
+
+# ---- Rosenbaum: pairs -----------------------------------------------------------------------
+def test_lead_pairs_gamma_one_matches_wilcoxon():
+    """At Γ = 1 the bound is Wilcoxon's signed-rank test: T = 499 (the V that R's wilcox.exact
+    reports for these data), the normal-approximation p-value of scipy (ties corrected, no
+    continuity correction), and the Hodges–Lehmann estimate is the median of the Walsh
+    averages (d_i + d_j)/2, i ≤ j (Hodges & Lehmann 1963), computed independently."""
+    d = LEAD_T - LEAD_C
+    from pleval.sensitivity.rosenbaum import _signed_rank
+
+    T, S1, S2 = _signed_rank(d)
+    assert T == 499
+    ref = stats.wilcoxon(d, alternative="greater", zero_method="wilcox", correction=False, method="approx")
+    assert signed_rank_pvalue(d, 1.0) == pytest.approx(ref.pvalue, rel=1e-10)
+    ids = np.repeat(np.arange(33), 2)
+    y = np.column_stack([LEAD_T, LEAD_C]).ravel()
+    tr = np.tile([True, False], 33)
+    rb = rosenbaum_bounds(y, ids, tr, gammas=[1.0], hl_gammas=[1.0, 2.0])
+    row = rb.table.set_index("gamma")
+    i, j = np.triu_indices(len(d))
+    assert row.loc[1.0, "hl_low"] == pytest.approx(np.median((d[i] + d[j]) / 2), abs=1e-4)
+    assert row.loc[2.0, "hl_low"] < 15.25 < row.loc[2.0, "hl_high"]
+    assert row.loc[2.0, "ci_low"] < row.loc[2.0, "hl_low"]
+
+
+def test_lead_gamma_search_and_monotone():
+    """The closed-form Γ at α has upper-bound p-value exactly α; the bound rises with Γ; the
+    lower bound is the mirror image (p with 1/(1+Γ))."""
+    d = LEAD_T - LEAD_C
+    g = signed_rank_gamma(d, 0.05)
+    assert 4 < g < 5
+    assert signed_rank_pvalue(d, g) == pytest.approx(0.05, rel=1e-9)
+    p = signed_rank_pvalue(d, [1, 2, 3, 4, 5, 6])
+    assert np.all(np.diff(p) > 0)
+    assert signed_rank_gamma(np.array([1.0, -1.0, 2.0, -2.0]), 0.05) == 1.0  # not significant at Γ = 1
+
+
+def test_pairs_moments_brute_force():
+    """For 5 pairs, enumerate every unobserved u ∈ {0,1}^10 and every assignment: the largest
+    mean of T over u, and its variance, are the E⁺ and V⁺ the bound uses."""
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.5, 1, 5)
+    gamma = 2.5
+    r = stats.rankdata(np.abs(d))
+    # pair s has units (a, b) with |difference| = |d_s|; T adds r_s when the higher unit is treated
+    best = (-np.inf, 0.0)
+    for u in itertools.product([0, 1], repeat=10):
+        u = np.array(u).reshape(5, 2)
+        p_hi = gamma ** u[:, 0] / (gamma ** u[:, 0] + gamma ** u[:, 1])  # unit 0 is the higher one
+        mean = float(np.sum(r * p_hi))
+        var = float(np.sum(r**2 * p_hi * (1 - p_hi)))
+        if mean > best[0] + 1e-12 or (abs(mean - best[0]) <= 1e-12 and var > best[1]):
+            best = (mean, var)
+    p = gamma / (1 + gamma)
+    assert best[0] == pytest.approx(p * r.sum())
+    assert best[1] == pytest.approx(p * (1 - p) * np.sum(r**2))
+
+
+# ---- Rosenbaum: matched sets ----------------------------------------------------------------
+def test_sets_separable_brute_force():
+    """Tiny matched sets of sizes 2–4: the separable approximation's per-set mean is the
+    maximum over every u ∈ {0,1}^{n_s} of the expected rank of the treated unit, and its
+    variance the largest among the maximizers (Gastwirth, Krieger & Rosenbaum 2000)."""
+    rng = np.random.default_rng(6)
+    sizes = [2, 3, 4, 3]
+    ids = np.repeat(np.arange(len(sizes)), sizes)
+    tr = np.zeros(len(ids), bool)
+    tr[np.concatenate([[0], np.cumsum(sizes)[:-1]])] = True
+    y = rng.normal(size=len(ids)) + 0.8 * tr
+    codes, size = _set_codes(ids, tr)
+    s = _Sets.build(y, codes, size, tr)
+    mean = np.bincount(codes, weights=y) / size
+    q = stats.rankdata(y - mean[codes])
+    for gamma in (1.0, 1.7, 3.0):
+        E = V = 0.0
+        El = 0.0
+        for k in range(len(sizes)):
+            qs = q[codes == k]
+            top = (-np.inf, 0.0)
+            low = np.inf
+            for u in itertools.product([0, 1], repeat=len(qs)):
+                w = gamma ** np.array(u, float)
+                pi = w / w.sum()
+                m = float(pi @ qs)
+                v = float(pi @ qs**2 - m**2)
+                if m > top[0] + 1e-12 or (abs(m - top[0]) <= 1e-12 and v > top[1]):
+                    top = (m, v)
+                low = min(low, m)
+            E, V, El = E + top[0], V + top[1], El + low
+        Es, Vs = s.moments(gamma)
+        assert Es == pytest.approx(E) and Vs == pytest.approx(V)
+        assert s.moments(gamma, lower=True)[0] == pytest.approx(El)
+    # Γ = 1: the permutation mean and variance of the aligned-rank statistic
+    E1 = sum(q[codes == k].mean() for k in range(len(sizes)))
+    V1 = sum(q[codes == k].var() for k in range(len(sizes)))
+    assert s.moments(1.0) == pytest.approx((E1, V1))
+
+
+def test_sets_gamma_search_and_hl():
+    """1:3 sets: Brent's search lands on p = α; at Γ = 1 the HL estimate balances T and its
+    mean; the effect direction is tested one-sided (a negative effect mirrored)."""
+    rng = np.random.default_rng(7)
+    n = 400
+    ids = np.repeat(np.arange(n), 4)
+    tr = np.tile([True, False, False, False], n)
+    y = rng.normal(size=4 * n) + 0.4 * tr
+    rb = rosenbaum_bounds(y, ids, tr, gammas=[1.0, 1.5], hl_gammas=[1.0, 1.5])
+    assert rb.test.startswith("aligned rank")
+    g = rb.gamma_alpha
+    assert g > 1
+    codes, size = _set_codes(ids, tr)
+    s = _Sets.build(y, codes, size, tr)
+    assert s.pvalue(g) == pytest.approx(0.05, abs=1e-6)
+    t1 = rb.table.set_index("gamma")
+    hl = t1.loc[1.0, "hl_low"]
+    assert 0.2 < hl < 0.6
+    s_hl = _Sets.build(y - hl * tr, codes, size, tr)
+    assert s_hl.T - s_hl.moments(1.0)[0] == pytest.approx(0.0, abs=1.0)  # a step function: within one rank
+    assert t1.loc[1.5, "hl_low"] < hl < t1.loc[1.5, "hl_high"]
+    neg = rosenbaum_bounds(-y, ids, tr, gammas=[1.0, 1.5], hl_gammas=[1.5])
+    assert neg.direction == "less" and neg.gamma_alpha == pytest.approx(g)
+    tn = neg.table.set_index("gamma")
+    assert tn.loc[1.5, "hl_low"] == pytest.approx(-t1.loc[1.5, "hl_high"], abs=1e-4)
+
+
+def test_rosenbaum_bad_input():
+    with pytest.raises(DesignError):
+        rosenbaum_bounds([1.0, 2.0, 3.0], [0, 0, 1], [True, False, True])
+    with pytest.raises(DataError):
+        rosenbaum_bounds([1.0, np.nan], [0, 0], [True, False])
+    with pytest.raises(DataError):
+        rosenbaum_bounds([1.0, 2.0], [0, 0], [True, False], gammas=[0.5])

@@ -1,0 +1,88 @@
+"""pleval.sensitivity.sensitivity on matched comparisons: consistency with the matched estimate,
+the Rosenbaum input, the placebo outcome and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pleval
+from pleval.data import SAMPLE_COLUMNS
+from pleval.errors import DataError, DesignError
+from pleval.inference import ols
+from pleval.matching.effect import effect_design
+from pleval.sensitivity import sensitivity
+from pleval.simulate import simulate_matched
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = simulate_matched(seed=11, n_schools=60, n_pl_schools=8, students_per_grade=8, grades=(4, 5)).data
+    rng = np.random.default_rng(0)
+    # a score from the year before the pretest: related to the pretest, untouched by the program
+    df["prior2"] = df["pretest"] - 5 + rng.normal(0, 6, len(df))
+    # a "placebo" that the program did touch (the posttest plus noise): its effect is not zero
+    df["touched"] = df["posttest"] + rng.normal(0, 3, len(df))
+    return df
+
+
+@pytest.fixture(scope="module")
+def matched(data):
+    return pleval.match(data, SAMPLE_COLUMNS, method="propensity", seed=1)
+
+
+def test_ovb_consistent_with_matched_estimate(matched):
+    c = matched.columns
+    eff = matched.estimate(by="subject")
+    s = sensitivity(matched, by="subject", effects=eff, placebo_outcome="prior2")
+    assert set(k[0] for k, _ in s) == {"math", "reading"}
+    r = s["math"]
+    assert r.ovb.estimate == pytest.approx(eff["math"].raw.estimate, rel=1e-9)
+    assert r.ovb.se == eff["math"].raw.se and r.ovb.df == eff["math"].raw.df
+    part = matched.matched[matched.matched[c.subject] == "math"]
+    des = effect_design(part, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
+                        strata=matched.strata, school=c.school)
+    fit = ols(des.y, des.X, weights=des.weights, vcov="classical", names=des.names)
+    assert r.ovb.se_classical == pytest.approx(fit.coef(c.treatment)[1], rel=1e-8)
+    assert list(r.ovb.benchmarks["benchmark"])[0] == "pretest" and r.benchmark == "pretest"
+    assert r.evalue.effect_size == eff["math"].effect_size.estimate
+    assert r.rosenbaum.test.startswith("Wilcoxon")  # 1:1 matching: pairs
+    assert "%" in r.sentence()
+    f = s.to_frame()
+    assert {"subject", "kind", "label", "value"} <= set(f.columns)
+    assert {"estimate", "robustness value", "bound", "e-value", "rosenbaum", "placebo outcome"} <= set(f["kind"])
+
+
+def test_placebo_outcome(matched):
+    """A pre-program score shows no 'effect' (its CI covers zero); a score the program touched does."""
+    s = sensitivity(matched, by="subject", placebo_outcome="prior2")
+    for _, r in s:
+        p = r.placebo.raw
+        assert p.ci_low < 0 < p.ci_high
+    touched = sensitivity(matched, by="subject", placebo_outcome="touched")
+    eff = matched.estimate(by="subject")
+    for key, r in touched:
+        assert r.placebo.raw.estimate == pytest.approx(eff[key].raw.estimate, abs=4 * eff[key].raw.se)
+
+
+def test_placebo_missing_rows_counted(data):
+    d = data.copy()
+    d.loc[d.index[::7], "prior2"] = np.nan
+    m = pleval.match(d, SAMPLE_COLUMNS, method="vcg", seed=1)
+    s = sensitivity(m, by="subject", placebo_outcome="prior2")
+    r = s["math"]
+    assert any("without it left out" in n for n in r.notes)
+    assert r.rosenbaum.test.startswith("aligned rank")  # VCG: many comparisons per set
+
+
+def test_bad_input(matched, data):
+    with pytest.raises(DesignError, match="pretest, covariate or matching variable"):
+        sensitivity(matched, placebo_outcome="frl")
+    with pytest.raises(DataError, match="not in the data"):
+        sensitivity(matched, placebo_outcome="nope")
+    with pytest.raises(DataError, match="benchmark"):
+        sensitivity(matched, benchmarks=["school_poverty"])
+    w = pleval.match(data, SAMPLE_COLUMNS, method="weighting", seed=1)
+    s = sensitivity(w, by="subject")
+    assert s["math"].rosenbaum is None and any("no Rosenbaum" in n for n in s["math"].notes)

@@ -1,0 +1,188 @@
+"""Omitted-variable bounds (pleval.sensitivity.ovb): sensemakr's published darfur example, exact
+identities against a refit with the confounder included, the cluster-robust adaptation, and a
+simulation with a hidden confounder of known strength."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval.errors import DataError
+from pleval.inference import ols
+from pleval.matching._design import encode
+from pleval.sensitivity.ovb import Gram, benchmark_r2, omitted_variable_bounds, ovb_from_design, robustness_value
+
+from .conftest import REFERENCE, sim_reps
+
+DARFUR_COVS = ["directlyharmed", "age", "farmer_dar", "herder_dar", "pastvoted", "hhsize_darfur", "female", "village"]
+
+
+@pytest.fixture(scope="module")
+def darfur():
+    df = pd.read_csv(REFERENCE / "darfur.csv")
+    enc = encode(df, DARFUR_COVS, categorical=("village",), intercept=True)
+    return df["peacefactor"].to_numpy(float), enc
+
+
+def test_darfur_published(darfur):
+    """Cinelli & Hazlett (2020) / sensemakr README: the darfur example to the published digits
+    (the bounds to the full precision of sensemakr's own test values)."""
+    y, enc = darfur
+    r = ovb_from_design(y, enc.X, enc.names, "directlyharmed", benchmarks={"female": ["female"]}, kd=[1, 2, 3])
+    assert r.dof == 783
+    assert round(r.estimate, 5) == 0.09732
+    assert round(r.se, 5) == 0.02326
+    assert round(r.t, 5) == 4.18445
+    assert round(r.r2yd_x, 5) == 0.02187
+    assert round(r.rv_q, 5) == 0.13878
+    assert round(r.rv_qa, 5) == 0.07626
+    b = r.bounds
+    assert list(b["bound"]) == ["1x female", "2x female", "3x female"]
+    expected = {  # sensemakr tests/testthat/test-02-darfur.R
+        "r2dz_x": [0.00916428667504862, 0.0183285733500972, 0.0274928600251459],
+        "r2yz_dx": [0.12464092303637, 0.249324064199975, 0.374050471038094],
+        "estimate": [0.0752202712144491, 0.0529151723844518, 0.0303960234641548],
+        "se": [0.0218733277437572, 0.0203500620779637, 0.0186700648170924],
+        "t": [3.43890386024675, 2.60024623913809, 1.62806202131271],
+    }
+    for col, vals in expected.items():
+        np.testing.assert_allclose(b[col], vals, rtol=1e-7, atol=1e-8, err_msg=col)
+    # the README's printed interval (critical value t(0.975, dof − 1), as sensemakr computes it today;
+    # the long-digit CI values in sensemakr's test file were made with t(0.975, dof) and differ at 1e-7)
+    assert list(b["ci_low"].round(4)) == [0.0323, 0.0130, -0.0063]
+    assert list(b["ci_high"].round(4)) == [0.1182, 0.0929, 0.0670]
+
+
+def test_darfur_negative_treatment(darfur):
+    """Flipping the treatment's sign flips the adjusted estimates and leaves the R² alone."""
+    y, enc = darfur
+    X = enc.X.copy()
+    X[:, enc.names.index("directlyharmed")] *= -1
+    r = ovb_from_design(y, X, enc.names, "directlyharmed", benchmarks={"female": ["female"]})
+    np.testing.assert_allclose(r.bounds["estimate"], [-0.0752202712144491, -0.0529151723844518, -0.0303960234641548], rtol=1e-7)
+    assert round(r.rv_qa, 5) == 0.07626
+
+
+def _sim(rng, n=3000, G=60, tau=0.3, gz=0.8, dz=0.6, cluster_sd=0.5):
+    """Clustered data with a hidden student-level confounder Z (Z drives both D and Y)."""
+    g = rng.integers(0, G, n)
+    x1 = rng.normal(size=n) + 0.5 * rng.normal(size=G)[g]
+    x2 = rng.binomial(1, 0.4, n).astype(float)
+    z = rng.normal(size=n)
+    d = (0.5 * x1 + dz * z + rng.normal(size=n) > 0).astype(float)
+    y = tau * d + x1 + 0.3 * x2 + gz * z + cluster_sd * rng.normal(size=G)[g] + rng.normal(size=n)
+    X = np.column_stack([np.ones(n), d, x1, x2])
+    return y, X, z, g
+
+
+def test_bias_identity_exact_against_refit():
+    """With the sample partial R² of Z, the adjusted estimate equals the coefficient of the fit
+    that includes Z, and the classical adjusted SE equals that fit's classical SE (exact:
+    Cinelli & Hazlett 2020, eq. 11-14), with and without weights."""
+    rng = np.random.default_rng(1)
+    y, X, z, g = _sim(rng)
+    names = ["const", "d", "x1", "x2"]
+    for w in (None, rng.uniform(0.2, 2.0, len(y))):
+        r = ovb_from_design(y, X, names, "d", weights=w)
+        full = np.column_stack([X, z])
+        gm = Gram(y, full, w)
+        r2dz = gm.partial_r2(1, [4], [0, 2, 3])
+        r2yz = gm.partial_r2(gm.y, [4], [0, 1, 2, 3])
+        fit = ols(y, full, weights=w, vcov="classical")
+        assert fit.params[1] < r.estimate  # Z biases the estimate upwards: reduce=True removes it
+        adj = r.adjusted(r2dz, r2yz)
+        np.testing.assert_allclose(adj["estimate"], fit.params[1], rtol=1e-9)
+        np.testing.assert_allclose(adj["se"], fit.se[1], rtol=1e-9)
+        short = ols(y, X, weights=w, vcov="classical")
+        np.testing.assert_allclose([r.estimate, r.se_classical], [short.params[1], short.se[1]], rtol=1e-9)
+
+
+def test_cluster_robust_adaptation():
+    """CR2: the point quantities do not depend on the covariance; the adjusted SE is κ times the
+    classical one (κ = CR2/classical SE of the fit without Z), which approximates the CR2 SE of
+    the refit with Z; at RV_{q,α} the adjusted CR2 interval just reaches zero."""
+    rng = np.random.default_rng(2)
+    y, X, z, g = _sim(rng)
+    names = ["const", "d", "x1", "x2"]
+    fit = ols(y, X, clusters=g, vcov="CR2", names=names)
+    b, se, df, _ = fit.coef("d")
+    classical = ovb_from_design(y, X, names, "d")
+    robust = ovb_from_design(y, X, names, "d", se=se, df=df)
+    for k in ("estimate", "r2yd_x", "rv_q", "se_classical", "dof"):
+        assert getattr(robust, k) == pytest.approx(getattr(classical, k), rel=1e-12)
+    assert robust.kappa == pytest.approx(se / classical.se_classical)
+    # a wider robust CI (κ > 1) takes a weaker confounder to reach non-significance, and vice versa
+    assert robust.kappa != pytest.approx(1.0, abs=0.02)
+    assert (robust.rv_qa - classical.rv_qa) * (robust.kappa - 1.0) < 0
+    # at RV_{q,α} (equal strengths) the adjusted CR2 interval's lower end is zero
+    a = robust.adjusted(robust.rv_qa, robust.rv_qa)
+    assert a["ci_low"] == pytest.approx(0.0, abs=1e-10)
+    a0 = robust.adjusted(robust.rv_q, robust.rv_q)
+    assert a0["estimate"] == pytest.approx(0.0, abs=1e-10)
+    # against the refit with Z: the design effect barely moves when a student-level Z is added
+    full = np.column_stack([X, z])
+    gm = Gram(y, full)
+    adj = robust.adjusted(gm.partial_r2(1, [4], [0, 2, 3]), gm.partial_r2(gm.y, [4], [0, 1, 2, 3]))
+    refit = ols(y, full, clusters=g, vcov="CR2")
+    assert adj["se"] == pytest.approx(refit.se[1], rel=0.10)
+
+
+def test_robustness_value_formulas():
+    """RV closed forms: the confounder at (RV, RV) exactly removes q·|estimate|; the extreme
+    case (f_q > 1/f*) uses (f_q² − f*²)/(1 + f_q²); not significant -> 0."""
+    r = omitted_variable_bounds(2.0, 0.5, 400, q=0.5)
+    a = r.adjusted(r.rv_q, r.rv_q)
+    assert a["estimate"] == pytest.approx(1.0, rel=1e-10)
+    assert robustness_value(1.0, 100, alpha=0.05) == 0.0
+    t, dof = 60.0, 100
+    fq, fc = t / np.sqrt(dof), 1.98 / np.sqrt(99)
+    from scipy import stats
+
+    fc = stats.t.ppf(0.975, 99) / np.sqrt(99)
+    assert fq > 1 / fc
+    assert robustness_value(t, dof, alpha=0.05) == pytest.approx((fq**2 - fc**2) / (1 + fq**2))
+
+
+def test_benchmark_multiple_to_zero():
+    """multiple_to_zero solves adjusted estimate = 0 along k_D = k_Y = k."""
+    r = omitted_variable_bounds(0.3, 0.1, 1000, benchmarks={"x": (0.02, 0.05)})
+    k = r.multiple_to_zero("x")
+    r2dz, r2yz = benchmark_r2(0.02, 0.05, k)
+    assert r.adjusted(r2dz, r2yz)["estimate"] == pytest.approx(0.0, abs=1e-8)
+    assert r.multiple_to_zero("x") > 1
+
+
+def test_bad_input():
+    with pytest.raises(DataError):
+        omitted_variable_bounds(np.nan, 0.1, 100)
+    with pytest.raises(DataError, match="all of the treatment"):
+        benchmark_r2(0.4, 0.1, 2.0)
+    with pytest.raises(DataError):
+        robustness_value(2.0, 100, q=0)
+
+
+@pytest.mark.slow
+def test_simulation_bound_at_true_strength_covers_truth():
+    """A hidden confounder of chosen strength: the estimate without it is biased; the bound at
+    its true (sample) partial R² recovers the with-Z estimate and its CR2-adapted 95% interval
+    covers the true effect in about 95% of replications."""
+    rng = np.random.default_rng(3)
+    reps = sim_reps(400, minimum=120)
+    tau = 0.3
+    cover = naive_cover = 0
+    names = ["const", "d", "x1", "x2"]
+    for _ in range(reps):
+        y, X, z, g = _sim(rng, n=1500, G=50, tau=tau)
+        fit = ols(y, X, clusters=g, vcov="CR2", names=names)
+        b, se, df, _ = fit.coef("d")
+        r = ovb_from_design(y, X, names, "d", se=se, df=df)
+        gm = Gram(y, np.column_stack([X, z]))
+        a = r.adjusted(gm.partial_r2(1, [4], [0, 2, 3]), gm.partial_r2(gm.y, [4], [0, 1, 2, 3]))
+        cover += a["ci_low"] <= tau <= a["ci_high"]
+        lo, hi = fit.conf_int()[1]
+        naive_cover += lo <= tau <= hi
+    rate = cover / reps
+    se_mc = np.sqrt(0.95 * 0.05 / reps)
+    assert abs(rate - 0.95) < 4 * se_mc + 0.01, rate
+    assert naive_cover / reps < 0.5  # without the bound the interval misses: the confounder matters
