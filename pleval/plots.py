@@ -28,6 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
+from matplotlib.ticker import MaxNLocator
 from scipy import special, stats
 
 from . import findings, percentiles
@@ -885,4 +886,84 @@ def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: flo
     power = float(table["power"].iloc[0]) if "power" in table else 0.8
     ax.set_title((title or "Minimum detectable effect size") + f" at {power:.0%} power",
                  fontsize=_BASE_FONT + 2, loc="left")
+# Sensitivity contour plot (omitted-variable bounds)
+# --------------------------------------------------------------------------------------
+def ovb_contour(
+    ovb,
+    *,
+    which: str = "both",
+    main: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Contours of the adjusted estimate and/or t-value over the confounder's partial R² with
+    PL enrolment (x, R²_{D~Z|X}) and with the outcome (y, R²_{Y~Z|D,X}), as sensemakr draws
+    them (Cinelli & Hazlett 2020, §5): the unadjusted estimate at the origin (black triangle),
+    the contour where the estimate (or the t-value) reaches 0 (or the critical value) dashed
+    red, and benchmark bounds as red diamonds ("2x pretest": a confounder twice as strong as
+    the pretest).
+
+    ``ovb`` has attributes or keys ``estimate, se, se_classical, dof, df, alpha, rv_q`` and
+    ``bounds`` (a DataFrame with ``bound, benchmark, kd, r2dz_x, r2yz_dx``), e.g. a
+    :class:`pleval.sensitivity.OmittedVariableBounds`. ``which``: ``"estimate"``, ``"t"`` or
+    ``"both"`` (two panels). ``main``: the benchmark drawn at every multiple (others at 1×;
+    default: the first benchmark).
+    """
+    from scipy import stats as _stats
+
+    from .sensitivity.ovb import adjusted_estimate, adjusted_se
+
+    if which not in ("estimate", "t", "both"):
+        raise DataError(f"which must be 'estimate', 't' or 'both'; got {which!r}")
+    est, se_c, dof = float(_get(ovb, "estimate")), float(_get(ovb, "se_classical")), float(_get(ovb, "dof"))
+    kappa = float(_get(ovb, "se", se_c)) / se_c
+    df = float(_get(ovb, "df", dof - 1))
+    alpha = float(_get(ovb, "alpha", 0.05))
+    rv = float(_get(ovb, "rv_q", 0.1))
+    bounds = _get(ovb, "bounds", pd.DataFrame(columns=["bound", "benchmark", "kd", "r2dz_x", "r2yz_dx"]))
+    if len(bounds):
+        main = main or str(bounds["benchmark"].iloc[0])
+        shown = bounds[(bounds["benchmark"] == main) | (bounds["kd"] == 1)]
+    else:
+        shown = bounds
+    xmax = float(np.clip(max(2.5 * rv, 1.25 * (shown["r2dz_x"].max() if len(shown) else 0)), 0.02, 0.99))
+    ymax = float(np.clip(max(2.5 * rv, 1.1 * (shown["r2yz_dx"].max() if len(shown) else 0)), 0.02, 0.99))
+    gx, gy = np.meshgrid(np.linspace(0, xmax, 161), np.linspace(0, ymax, 161))
+    adj = adjusted_estimate(est, se_c, dof, gx, gy)
+    tval = adj / (kappa * adjusted_se(se_c, dof, gx, gy))
+    crit = float(_stats.t.ppf(1 - alpha / 2, df))
+    panels = [p for p in ("estimate", "t") if which in (p, "both")]
+    fig = _figure(5.6 * len(panels), 4.8)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, kind in zip(axes, panels):
+        z, thr = (adj, 0.0) if kind == "estimate" else (tval, float(np.sign(est)) * crit)
+        finite = z[np.isfinite(z)]
+        lo_z, hi_z = np.quantile(finite, [0.01, 0.99])
+        levels = [v for v in MaxNLocator(8).tick_values(lo_z, hi_z) if lo_z < v < hi_z and v != thr]
+        cs = ax.contour(gx, gy, z, levels=levels, colors="#555555", linewidths=0.8, linestyles="solid")
+        ax.clabel(cs, fontsize=_BASE_FONT - 2, fmt=lambda v: f"{v:.3g}")
+        if np.nanmin(z) < thr < np.nanmax(z):
+            ax.contour(gx, gy, z, levels=[thr], colors=NEGATIVE, linewidths=1.6, linestyles="--")
+        ax.plot([0], [0], marker="^", color="black", ms=8, clip_on=False, zorder=5)
+        lab0 = f"unadjusted ({est:.3g})" if kind == "estimate" else f"unadjusted t = {est / (kappa * se_c):.2f}"
+        ax.annotate(lab0, (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=_BASE_FONT - 1)
+        placed: list[tuple[float, float]] = []
+        for b in shown.itertuples():
+            x, y = min(b.r2dz_x, xmax), min(b.r2yz_dx, ymax)
+            val = adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx)
+            if kind == "t":
+                with np.errstate(divide="ignore"):
+                    val = val / (kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx))
+            ax.plot([x], [y], marker="D", color=NEGATIVE, ms=6, clip_on=False, zorder=5)
+            if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # no overlapping labels
+                ax.annotate(f"{b.bound} ({float(val):.3g})", (x, y), xytext=(5, -10), textcoords="offset points",
+                            fontsize=_BASE_FONT - 1, color=NEGATIVE)
+                placed.append((x, y))
+        ax.set_xlim(0, xmax)
+        ax.set_ylim(0, ymax)
+        ax.set_xlabel("partial R² of confounder with PL enrolment, R²(D~Z|X)", fontsize=_BASE_FONT)
+        ax.set_ylabel("partial R² of confounder with outcome, R²(Y~Z|D,X)", fontsize=_BASE_FONT)
+        ax.tick_params(labelsize=_BASE_FONT - 1)
+        sub = "adjusted estimate (dashed: 0)" if kind == "estimate" else f"adjusted t (dashed: ±{crit:.2f})"
+        ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left")
+    fig.suptitle(title or "How strong would a hidden confounder have to be?", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
     return fig

@@ -86,3 +86,32 @@ def test_bad_input(matched, data):
     w = pleval.match(data, SAMPLE_COLUMNS, method="weighting", seed=1)
     s = sensitivity(w, by="subject")
     assert s["math"].rosenbaum is None and any("no Rosenbaum" in n for n in s["math"].notes)
+
+
+def test_contour_plot(matched):
+    from pleval.plots import ovb_contour
+
+    r = sensitivity(matched, by="subject")["math"]
+    fig = ovb_contour(r.ovb, main=r.benchmark)
+    assert len(fig.axes) == 2
+    assert len(ovb_contour(r.ovb, which="t").axes) == 1
+    with pytest.raises(DataError):
+        ovb_contour(r.ovb, which="nope")
+
+
+def test_cli_sensitivity(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    src = tmp_path / "students.csv"
+    data.to_csv(src, index=False)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["sensitivity", str(src), "--placebo-outcome", "prior2", "--hl-gamma", "1.5",
+                                   "--out-dir", str(out)])
+    assert res.exit_code == 0, res.output
+    f = pd.read_csv(out / "sensitivity.csv")
+    assert set(f["subject"]) == {"math", "reading"} and "placebo outcome" in set(f["kind"])
+    assert (out / "contour_math.png").stat().st_size > 1000
+    bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out-dir", str(out)])
+    assert bad.exit_code == 2 and "--kd" in bad.output

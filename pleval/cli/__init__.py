@@ -66,6 +66,7 @@ def main(
 from . import _check  # noqa: E402,F401
 from . import _estimate  # noqa: E402,F401
 from . import _match  # noqa: E402,F401
+from . import _sensitivity  # noqa: E402,F401
 from . import _rct  # noqa: E402,F401
 from . import _schools  # noqa: E402,F401
 from . import _power  # noqa: E402,F401
