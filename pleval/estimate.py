@@ -82,8 +82,11 @@ RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutatio
                                 "boundary": "cautious", "joiners": None, "compromised": False}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
 
-MATCHED_DEFAULTS: dict[str, Any] = {}
-"""Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`."""
+MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": ()}
+"""Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
+``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
+``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none) and
+``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval)."""
 
 Progress = Callable[..., None]
 
@@ -105,6 +108,7 @@ _TABLES = (
     "heterogeneity",
     "placebo",
     "propensity",
+    "sensitivity",
     "dropped",
     "rating",
     "subgroups",
@@ -194,6 +198,8 @@ class Evaluation(ResultMixin):
         t = self.table("subgroups")
         return t if subject is None or not len(t) else t[t["subject"] == self._subject(subject)].reset_index(drop=True)
     propensity = property(lambda self: self.table("propensity"), doc="Propensity scores (matched designs).")
+    sensitivity = property(lambda self: self.table("sensitivity"),
+                           doc="Sensitivity to unobserved confounding, by subject (matched designs; sensitivity.csv).")
     dropped = property(lambda self: self.table("dropped"), doc="Rows and schools left out, by stage and reason.")
 
     @property
@@ -280,6 +286,12 @@ class Evaluation(ResultMixin):
 
         return evaluation_love(self, self._subject(subject))
 
+    def plot_sensitivity(self, subject=None):
+        """Sensitivity contour plot, matched designs (:func:`pleval.plots.evaluation_sensitivity`)."""
+        from .plots import evaluation_sensitivity
+
+        return evaluation_sensitivity(self, self._subject(subject))
+
     def plot_overlap(self, subject=None):
         """Propensity-score overlap, matched designs (:func:`pleval.plots.evaluation_overlap`)."""
         from .plots import evaluation_overlap
@@ -355,6 +367,8 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
             raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
     _check_rating_options(opts, design)
     _check_subgroup_options(opts)
+    if design == "matched":
+        _check_matched(opts)
     if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
         raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
     return method, opts, passthrough
@@ -397,6 +411,18 @@ def _check_subgroup_options(o: dict) -> None:
     if not isinstance(o["moderator_kh"], (bool, np.bool_)):
         raise DataError(f"option moderator_kh must be true or false; got {o['moderator_kh']!r}")
     pretest_bands(pd.DataFrame({"p": [0.0]}), "p", cuts=o["bands"])  # checks the cut points
+
+
+def _check_matched(o: dict) -> None:
+    if not isinstance(o["sensitivity"], (bool, np.bool_)):
+        raise DataError(f"option sensitivity must be true or false; got {o['sensitivity']!r}")
+    if not isinstance(o["placebo_outcome"], str):
+        raise DataError(f"option placebo_outcome must be a column name (or empty); got {o['placebo_outcome']!r}")
+    g = o["hl_gammas"]
+    g = [g] if isinstance(g, (int, float)) and not isinstance(g, bool) else g
+    if not isinstance(g, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 1 for x in g):
+        raise DataError(f"option hl_gammas must be a list of numbers >= 1; got {o['hl_gammas']!r}")
+    o["hl_gammas"] = tuple(float(x) for x in g)
 
 
 def _check_common(o: dict) -> None:
@@ -847,6 +873,16 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     progress("matched estimate")
     by = columns.subject
     est = m.estimate(by=by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])
+    sens = None
+    if opts["sensitivity"]:
+        from .sensitivity import sensitivity
+
+        progress("sensitivity to unobserved confounding")
+        try:
+            sens = sensitivity(m, by=by, effects=est, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
+                               placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
+        except DesignError as exc:
+            sens_note = f"no sensitivity analysis: {exc}"
     bal = m.balance()
     table, eq = bal.table, bal.equivalence
     prop = _propensity_frame(m)
@@ -856,7 +892,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     sds = {s: (est if s is None else est[s]).sd for s in subjects}
     kw = _school_kwargs(columns, opts, sds[None] if by is None else sds)
     schools = placebo = None
-    notes: list[str] = []
+    notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
     try:
         schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
                                   school=columns.school, kw={**kw, "by": by}, sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
@@ -876,6 +912,11 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, eff, opts, notes)
         if prop is not None:
             part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
+        if sens is not None:
+            ss = sens[()] if s is None else sens[s]
+            part["details"]["sensitivity"] = ss
+            part["sensitivity"] = ss.to_frame()
+            notes.extend(f"{key}: {n}" for n in ss.notes)
         if schools is not None:
             part["schools"] = (schools, "all" if s is None else s)
         if placebo is not None:
@@ -1085,7 +1126,7 @@ def _concat(frames) -> pd.DataFrame:
 
 
 def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.DataFrame]:
-    overall, balance, equiv, attr, schools, het, placebo, prop, dropped = ([] for _ in range(9))
+    overall, balance, equiv, attr, schools, het, placebo, prop, sens, dropped = ([] for _ in range(10))
     seen: set[int] = set()
     for key, p in zip(keys, parts):
         for name, eff in p["effects"].items():
@@ -1097,6 +1138,7 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         equiv.append(_with_subject(p.get("equivalence"), key))
         attr.append(_with_subject(p.get("attrition"), key))
         prop.append(_with_subject(p.get("propensity"), key))
+        sens.append(_with_subject(p.get("sensitivity"), key))
         placebo.append(_with_subject(p.get("placebo"), key))
         dropped.append(_with_subject(p.get("dropped"), key))
         if p.get("schools") is not None:
@@ -1120,6 +1162,7 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         "heterogeneity": _concat(het),
         "placebo": _concat(placebo),
         "propensity": _concat(prop),
+        "sensitivity": _concat(sens),
         "dropped": _dropped_table(v, dropped),
     }
 

@@ -667,7 +667,7 @@ def effect_distribution(
 # --------------------------------------------------------------------------------------
 def figure_name(kind: str, subject: str) -> str:
     """The name (file stem) of an evaluation figure: ``kind`` (forest, distribution, love,
-    overlap, percentiles), then the subject unless the data have none."""
+    overlap, percentiles, sensitivity), then the subject unless the data have none."""
     return kind if subject == "all" else f"{kind}_{findings.slug(subject)}"
 
 
@@ -787,6 +787,15 @@ def evaluation_subgroups(ev: "Evaluation", subject: str) -> Figure:
     )
 
 
+def evaluation_sensitivity(ev: "Evaluation", subject: str) -> Figure:
+    """:func:`ovb_contour` of an evaluation's omitted-variable bounds for ``subject`` (matched designs)."""
+    ss = ev.details.get(subject, {}).get("sensitivity")
+    if ss is None:
+        raise PlevalError(f"no sensitivity analysis for subject {subject!r} (matched designs, option sensitivity)")
+    return ovb_contour(ss.ovb, main=ss.benchmark,
+                       title=findings.title(subject, "How strong would a hidden confounder have to be?"))
+
+
 def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
     """Every figure that applies to an evaluation, keyed by :func:`figure_name` (the file stem,
     e.g. ``forest_math``)."""
@@ -803,27 +812,9 @@ def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
             out[figure_name("distribution", s)] = evaluation_distribution(ev, s)
         if len(ev.subgroups(s)):
             out[figure_name("subgroups", s)] = evaluation_subgroups(ev, s)
+        if ev.details.get(s, {}).get("sensitivity") is not None:
+            out[figure_name("sensitivity", s)] = evaluation_sensitivity(ev, s)
     return out
-
-
-__all__ = [
-    "forest",
-    "love_plot",
-    "propensity_overlap",
-    "percentile_chart",
-    "effect_distribution",
-    "to_png",
-    "to_svg",
-    "PlevalFigure",
-    "evaluation_figures",
-    "evaluation_forest",
-    "evaluation_subgroups",
-    "evaluation_distribution",
-    "evaluation_love",
-    "evaluation_overlap",
-    "evaluation_percentiles",
-    "figure_name",
-]
 
 
 # --------------------------------------------------------------------------------------
@@ -967,3 +958,25 @@ def ovb_contour(
         ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left")
     fig.suptitle(title or "How strong would a hidden confounder have to be?", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
     return fig
+
+
+__all__ = [
+    "forest",
+    "love_plot",
+    "propensity_overlap",
+    "percentile_chart",
+    "effect_distribution",
+    "to_png",
+    "to_svg",
+    "PlevalFigure",
+    "evaluation_figures",
+    "evaluation_forest",
+    "evaluation_subgroups",
+    "evaluation_distribution",
+    "evaluation_love",
+    "evaluation_overlap",
+    "evaluation_percentiles",
+    "figure_name",
+    "ovb_contour",
+    "evaluation_sensitivity",
+]

@@ -115,3 +115,19 @@ def test_cli_sensitivity(data, tmp_path):
     assert (out / "contour_math.png").stat().st_size > 1000
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out-dir", str(out)])
     assert bad.exit_code == 2 and "--kd" in bad.output
+
+
+def test_estimate_writes_sensitivity(data, tmp_path):
+    """pleval.estimate: a sensitivity result per subject, in Evaluation.sensitivity and sensitivity.csv."""
+    ev = pleval.estimate(data, design="matched", seed=1, placebo=False, placebo_outcome="prior2", hl_gammas=[1.5])
+    f = ev.sensitivity
+    assert set(f["subject"]) == {"math", "reading"}
+    assert {"robustness value", "bound", "e-value", "rosenbaum", "placebo outcome"} <= set(f["kind"])
+    assert ev.details["math"]["sensitivity"].ovb.estimate == pytest.approx(ev.effect("math").raw.estimate)
+    from pleval.report import save
+
+    out = save(ev, tmp_path / "res")
+    assert pd.read_csv(out / "sensitivity.csv").shape == f.shape
+    assert len(pleval.estimate(data, design="matched", seed=1, placebo=False, sensitivity=False).sensitivity) == 0
+    with pytest.raises(DataError, match="hl_gammas"):
+        pleval.estimate(data, design="matched", hl_gammas=[0.5])

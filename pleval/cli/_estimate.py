@@ -257,6 +257,7 @@ def estimate(
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
+    placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="Matched: a pre-program score (e.g. the year before the pretest) analysed as a placebo outcome whose effect should be zero.", rich_help_panel="Options"),
     n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
@@ -303,6 +304,7 @@ def estimate(
     flag_opts = dict(
         sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method,
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
+        placebo_outcome=placebo_outcome,
         rct_design=rct_design, vcov=vcov, permutations=permutations, compliance=compliance,
         subgroups=subgroups, bands=bands, moderators=moderators,
     )

@@ -70,8 +70,8 @@ def _toml_safe(v):
 
 _OUTPUT_FILES = (
     "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
-    "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "subgroups.csv", "subgroup_tests.csv",
-    "equity.csv", "moderators.csv", "run.toml", "provenance.json", "report.html", "report.pdf",
+    "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "sensitivity.csv", "subgroups.csv",
+    "subgroup_tests.csv", "equity.csv", "moderators.csv", "run.toml", "provenance.json", "report.html", "report.pdf",
 )
 
 
@@ -116,7 +116,7 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
          input_path: str | None = None, dpi: int = PRINT_DPI) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
     school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
-    attrition.csv (trials), placebo.csv, run.toml, provenance.json, every figure as
+    attrition.csv (trials), placebo.csv, sensitivity.csv (matched designs), run.toml, provenance.json, every figure as
     plots/<name>.png (``dpi``, print resolution by default) and plots/<name>.svg, report.html and
     report.pdf (the same sections, laid out for print).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
@@ -176,6 +176,8 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         put("attrition.csv", ev.attrition.to_csv(index=False))
     if len(ev.placebo):
         put("placebo.csv", ev.placebo.to_csv(index=False))
+    if len(ev.sensitivity):
+        put("sensitivity.csv", ev.sensitivity.to_csv(index=False))
     put("summary.md", render_markdown(ev, plot_files))
     put("report.html", render_html(ev, images))
     put("report.pdf", render_pdf(ev, images, dpi=dpi))

@@ -345,6 +345,62 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
 
 
 # --------------------------------------------------------------------------------------
+# Sensitivity to unobserved confounding
+# --------------------------------------------------------------------------------------
+def _gamma_text(r) -> str:
+    if r is None:
+        return "— (no matched sets)"
+    if r.gamma_alpha <= 1:
+        return "1 (not significant even without hidden bias)"
+    return "over 10,000" if r.gamma_alpha == float("inf") else fmt(r.gamma_alpha, 2)
+
+
+def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """How fragile is this result? The plain sentence per subject, robustness values, E-values,
+    Rosenbaum's Γ, the placebo outcome and the contour plot (matched designs with the
+    sensitivity analysis; pleval.sensitivity)."""
+    subs = [(s, ev.details.get(s, {}).get("sensitivity")) for s in ev.subjects]
+    subs = [(s, ss) for s, ss in subs if ss is not None]
+    if not subs:
+        return None
+    alpha = float(ev.options.get("alpha", 0.05))
+    blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ss.sentence()}") for s, ss in subs]
+    fields = {
+        "robustness value: share of both residual variances that brings the estimate to zero":
+            [f"{100 * ss.ovb.rv_q:.1f}%" for _, ss in subs],
+        f"… that makes it not significant (α = {alpha:g})": [f"{100 * ss.ovb.rv_qa:.1f}%" for _, ss in subs],
+        "partial R² of PL with the outcome": [f"{100 * ss.ovb.r2yd_x:.2f}%" for _, ss in subs],
+        "multiple of the pretest that brings it to zero": [
+            "—" if not ss.benchmark else ("over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1))
+            for _, ss in subs],
+        "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
+        f"Rosenbaum Γ at which p reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],
+    }
+    if any(ss.placebo is not None for _, ss in subs):
+        fields["placebo outcome: effect size (CI), should be 0"] = [
+            "—" if ss.placebo is None else
+            f"{ss.placebo_outcome}: {fmt(ss.placebo.effect_size.estimate, 3)} "
+            f"({fmt_ci(ss.placebo.effect_size.ci_low, ss.placebo.effect_size.ci_high, 3)})"
+            for _, ss in subs]
+    table = pd.DataFrame({"": list(fields), **{str(s): [v[i] for v in fields.values()] for i, (s, _) in enumerate(subs)}})
+    blocks.append(Table(table, note=(
+        "Robustness values and the pretest multiple: Cinelli & Hazlett (2020), on the matched regression; "
+        "significance uses its cluster-robust SE (scaled by the same design effect after adjustment). Because "
+        "matching balances the pretest, a confounder 'as strong as the pretest' is weakly related to PL "
+        "enrolment in the matched sample, so the multiple can be large. E-value: the risk-ratio association "
+        "with both PL and the outcome needed to explain the effect away, via RR ≈ exp(0.91·d) (VanderWeele & "
+        "Ding 2017). Γ: how much two matched students' odds of PL may differ before the one-sided p-value "
+        "bound reaches α (Rosenbaum 2002; matched sets treated as independent, so school clustering is not "
+        "counted). Every number, with benchmark bounds for each covariate, is in sensitivity.csv."
+    )))
+    blocks += _figures(ev, figures, "sensitivity", "Adjusted estimate and t-value for a hidden confounder of any "
+                       "strength (partial R² with PL enrolment across, with the outcome up); dashed red: where the "
+                       "estimate reaches zero / loses significance; diamonds: confounders 1, 2, 3 times as strong as "
+                       "the pretest, and as strong as each other covariate.")
+    return Section("sensitivity", "How fragile is this result?", tuple(blocks))
+
+
+# --------------------------------------------------------------------------------------
 # Schools
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -562,8 +618,8 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
 
 
-SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, subgroups,
-                                 schools, heterogeneity, moderators, caveats, provenance)
+SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, fragility,
+                                 subgroups, schools, heterogeneity, moderators, caveats, provenance)
 """The section builders, in the order the report prints them."""
 
 

@@ -71,10 +71,14 @@ class SubjectSensitivity(ResultMixin):
         elif self.benchmark:
             tail = f" — more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates) —"
         word = "raise" if self.effect.raw.estimate < 0 else "lower"
+        if self.ovb.rv_qa > 0:
+            sig = (f"{100 * self.ovb.rv_qa:.1f}% of each would make it no longer statistically significant "
+                   f"(α = {self.ovb.alpha:g})")
+        else:
+            sig = f"the estimate is already not statistically significant (α = {self.ovb.alpha:g})"
         return (
             f"An unmeasured difference between PL and comparison students would have to explain {100 * rv:.1f}% of the "
-            f"remaining variance in both the outcome and PL enrolment{tail} to {word} the effect to zero; "
-            f"{100 * self.ovb.rv_qa:.1f}% of each would make it no longer statistically significant (α = {self.ovb.alpha:g})."
+            f"remaining variance in both the outcome and PL enrolment{tail} to {word} the effect to zero; {sig}."
         )
 
     def to_frame(self) -> pd.DataFrame:

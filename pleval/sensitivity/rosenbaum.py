@@ -62,7 +62,7 @@ def _norm_sf(z):
 def _signed_rank(d: np.ndarray) -> tuple[float, float, float]:
     """``(T, S₁, S₂)``: the signed-rank statistic, the sum and the sum of squares of the ranks."""
     d = d[d != 0]
-    r = stats.rankdata(np.abs(d))
+    r = _ranks_desc(np.abs(d))[0] if len(d) else np.zeros(0)
     return float(r[d > 0].sum()), float(r.sum()), float(r @ r)
 
 
@@ -106,7 +106,7 @@ def signed_rank_gamma(d, alpha: float = 0.05) -> float:
 def _ranks_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Average ranks (1 = smallest) of ``a`` and the order that sorts ``a`` decreasingly."""
     n = len(a)
-    o = np.argsort(-a, kind="stable")
+    o = np.argsort(-a)  # ties share their average rank: their order is irrelevant
     v = a[o]
     new = np.empty(n, dtype=bool)
     new[0] = True
@@ -120,49 +120,54 @@ def _ranks_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Sets:
-    """Aligned ranks sorted within sets (decreasing), with the per-set running sums."""
+    """Aligned ranks sorted decreasingly within each set, kept at the positions j = 0 … n_s − 2
+    (a = j + 1 ones in u), with the running sums the separable bound needs."""
 
     T: float
-    start: np.ndarray  # first position of each set
-    seg: np.ndarray  # set of each position
-    size: np.ndarray  # n_s per position
-    j: np.ndarray  # position within the set (0 = largest rank)
-    c1: np.ndarray  # Σ of the j+1 largest q in the set
-    c2: np.ndarray
-    s1: np.ndarray  # the set's Σ q (per position)
-    s2: np.ndarray
-    valid: np.ndarray  # j < n_s − 1 (a = j + 1 ones)
+    start: np.ndarray  # first kept position of each set
+    count: np.ndarray  # n_s − 1 kept positions per set
+    a: np.ndarray  # a = j + 1
+    b: np.ndarray  # n_s − a
+    top1: np.ndarray  # Σ of the a largest q of the set
+    rest1: np.ndarray  # Σ of the others
+    top2: np.ndarray  # the same for q²
+    rest2: np.ndarray
 
     @classmethod
     def build(cls, y: np.ndarray, codes: np.ndarray, size: np.ndarray, treated: np.ndarray) -> "_Sets":
         """From responses ``y``, set codes 0..S−1, set sizes and the treated flags."""
+        n = len(y)
         mean = np.bincount(codes, weights=y, minlength=len(size)) / size
         q, o = _ranks_desc(y - mean[codes])
-        o = o[np.argsort(codes[o], kind="stable")]  # by set, decreasing q within each set
+        pos = np.empty(n, dtype=np.int64)
+        pos[o] = np.arange(n)
+        o = np.argsort(codes * n + pos)  # by set, decreasing q within each set (one integer sort)
         qs, cs = q[o], codes[o]
-        start = np.concatenate([[0], np.cumsum(size)[:-1]])
-        j = np.arange(len(qs)) - start[cs]
+        first = np.concatenate([[0], np.cumsum(size)[:-1]])
+        j = np.arange(n) - first[cs]
         g1, g2 = np.cumsum(qs), np.cumsum(qs * qs)
-        c1 = g1 - np.concatenate([[0.0], g1])[start][cs]
-        c2 = g2 - np.concatenate([[0.0], g2])[start][cs]
+        c1 = g1 - np.concatenate([[0.0], g1])[first][cs]
+        c2 = g2 - np.concatenate([[0.0], g2])[first][cs]
         s1 = np.bincount(cs, weights=qs)[cs]
         s2 = np.bincount(cs, weights=qs * qs)[cs]
-        n = size[cs]
-        return cls(float(q[treated].sum()), start, cs, n, j, c1, c2, s1, s2, j < n - 1)
+        keep = j < size[cs] - 1
+        a = j[keep] + 1.0
+        count = size - 1
+        return cls(float(q[treated].sum()), np.concatenate([[0], np.cumsum(count)[:-1]]), count, a,
+                   size[cs][keep] - a, c1[keep], (s1 - c1)[keep], c2[keep], (s2 - c2)[keep])
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
         minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ)."""
-        a = self.j + 1.0
         g = 1.0 / gamma if lower else gamma
-        den = g * a + (self.size - a)
-        mu = (g * self.c1 + (self.s1 - self.c1)) / den
-        var = np.maximum((g * self.c2 + (self.s2 - self.c2)) / den - mu * mu, 0.0)
-        key = np.where(self.valid, -mu if lower else mu, -np.inf)
+        den = g * self.a + self.b
+        mu = (g * self.top1 + self.rest1) / den
+        var = (g * self.top2 + self.rest2) / den - mu * mu
+        key = -mu if lower else mu
         best = np.maximum.reduceat(key, self.start)
-        tie = self.valid & (key >= best[self.seg] - (1e-12 * np.abs(best[self.seg]) + 1e-12))
+        tie = key >= np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count)
         vbest = np.maximum.reduceat(np.where(tie, var, -np.inf), self.start)
-        return float((-best if lower else best).sum()), float(vbest.sum())
+        return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
         E, V = self.moments(gamma, lower)
@@ -193,7 +198,7 @@ def _gamma_search(pfun, alpha: float) -> float:
         return 1.0
     if pfun(GAMMA_MAX) < alpha:
         return math.inf
-    return float(math.exp(optimize.brentq(lambda lg: pfun(math.exp(lg)) - alpha, 0.0, math.log(GAMMA_MAX), xtol=1e-8)))
+    return float(math.exp(optimize.brentq(lambda lg: pfun(math.exp(lg)) - alpha, 0.0, math.log(GAMMA_MAX), xtol=1e-6)))
 
 
 # --------------------------------------------------------------------------------------
@@ -317,7 +322,7 @@ class _HL:
         """``T(τ) − E(τ)`` (``z_only`` False) or the standardized deviate."""
         if self.pairs:  # zeros kept and counted half, so that Γ = 1 gives the median of the Walsh averages
             x = self.d - tau
-            r = stats.rankdata(np.abs(x))
+            r = _ranks_desc(np.abs(x))[0]
             T, S1, S2 = float(r @ ((x > 0) + 0.5 * (x == 0))), float(r.sum()), float(r @ r)
             p = gamma / (1 + gamma)
             p = 1 - p if lower else p
