@@ -128,6 +128,8 @@ def test_estimate_writes_sensitivity(data, tmp_path):
 
     out = save(ev, tmp_path / "res")
     assert pd.read_csv(out / "sensitivity.csv").shape == f.shape
+    assert "How fragile is this result?" in (out / "summary.md").read_text()
+    assert (out / "plots" / "sensitivity_math.png").stat().st_size > 1000
     assert len(pleval.estimate(data, design="matched", seed=1, placebo=False, sensitivity=False).sensitivity) == 0
     with pytest.raises(DataError, match="hl_gammas"):
         pleval.estimate(data, design="matched", hl_gammas=[0.5])
