@@ -977,6 +977,8 @@ __all__ = [
     "evaluation_overlap",
     "evaluation_percentiles",
     "figure_name",
+    "power_curve",
+    "mdes_curve",
     "ovb_contour",
     "evaluation_sensitivity",
 ]
