@@ -3,11 +3,12 @@
     python benchmarks/bench_sensitivity.py [--quick]
 
 1. One subject's matched sample of 1M rows (500k pairs; and 1:5 sets), 5,000 schools: the main
-   estimate (the matched regression with CR2 by school, :func:`regression_effect`) and, beyond
-   it, every sensitivity quantity :func:`pleval.sensitivity.sensitivity` computes for a subject —
-   the design and its cross-products, the omitted-variable bounds for every covariate
-   benchmark, the E-values, the covariate-adjusted responses and the Rosenbaum bounds with Γ at
-   α (no Hodges–Lehmann intervals, which are computed only at Γ values the user lists).
+   estimate (its design matrix and the matched regression with CR2 by school, as
+   ``MatchResult.group_fits`` / ``pleval estimate`` compute it) and, beyond it, every
+   sensitivity quantity :func:`pleval.sensitivity.sensitivity` computes for a subject from that
+   design — the cross-products, the omitted-variable bounds for every covariate benchmark, the
+   E-values, the covariate-adjusted responses and the Rosenbaum bounds with Γ at α (no
+   Hodges–Lehmann intervals, which are computed only at Γ values the user lists).
 2. The Rosenbaum Γ search alone at 100k matched sets: pairs, 1:5 sets and VCG-like sets of 2–52.
 3. One Hodges–Lehmann range and interval at Γ = 1.5 for 100k pairs.
 Median of 3 runs, wall seconds.
@@ -49,17 +50,27 @@ def matched_sample(n_sets: int, k: int, n_schools: int, rng) -> pd.DataFrame:
     })
 
 
-def sensitivity_steps(m: pd.DataFrame, eff):
-    """What pleval.sensitivity.sensitivity does for one subject (without Hodges–Lehmann)."""
-    from pleval.matching.effect import effect_design
+COVS = ("female", "frl", "ell", "sped", "race")
+
+
+def main_estimate(m: pd.DataFrame):
+    """The design and the matched regression (CR2 by school), as pleval estimate fits them."""
+    from pleval.matching.effect import effect_design, regression_effect
+
+    kw = dict(outcome="posttest", treatment="treatment", pretests=("pretest",), covariates=COVS, strata=("grade",),
+              school="school_id")
+    des = effect_design(m, **kw)
+    return des, regression_effect(m, **kw, design=des)
+
+
+def sensitivity_steps(m: pd.DataFrame, des, eff):
+    """What pleval.sensitivity.sensitivity does for one subject beyond the main estimate
+    (without Hodges–Lehmann intervals)."""
     from pleval.sensitivity import evalue_smd, ovb_from_design, rosenbaum_bounds
     from pleval.sensitivity.ovb import Gram
 
-    covs = ("female", "frl", "ell", "sped", "race")
-    des = effect_design(m, outcome="posttest", treatment="treatment", pretests=("pretest",), covariates=covs,
-                        strata=("grade",), school="school_id")
-    g = Gram(des.y, des.X, des.weights)
-    bench = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in ("pretest",) + covs}
+    g = Gram(des.y, des.X, des.weights, constant=[0])
+    bench = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in ("pretest",) + COVS}
     ovb_from_design(des.y, des.X, des.names, "treatment", weights=des.weights, benchmarks=bench, se=eff.raw.se,
                     df=eff.raw.df, gram=g)
     evalue_smd(eff.effect_size.estimate, eff.effect_size.ci_low, eff.effect_size.ci_high)
@@ -72,7 +83,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="100k rows instead of 1M")
     args = ap.parse_args()
-    from pleval.matching.effect import regression_effect
     from pleval.sensitivity import rosenbaum_bounds
 
     rng = np.random.default_rng(1)
@@ -80,11 +90,9 @@ def main() -> None:
     print(f"{'one subject, matched rows':<44}{'main estimate s':>16}{'sensitivity s':>15}")
     for k in (1, 5):
         m = matched_sample(rows // (k + 1), k, 5000, rng)
-        kw = dict(outcome="posttest", treatment="treatment", pretests=("pretest",),
-                  covariates=("female", "frl", "ell", "sped", "race"), strata=("grade",), school="school_id")
-        eff = regression_effect(m, **kw)
-        t_main = best_of(lambda: regression_effect(m, **kw))
-        t_sens = best_of(lambda: sensitivity_steps(m, eff))
+        des, eff = main_estimate(m)
+        t_main = best_of(lambda: main_estimate(m))
+        t_sens = best_of(lambda: sensitivity_steps(m, des, eff))
         print(f"{f'{len(m):,} rows, 1:{k} sets':<44}{t_main:>16.2f}{t_sens:>15.2f}")
 
     print(f"\n{'Rosenbaum Γ search, 100k matched sets':<44}{'rows':>16}{'seconds':>15}")

@@ -861,7 +861,7 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
 def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
-    from .matching import match
+    from .matching import EffectTable, match
 
     progress(f"matching: {method}")
     try:
@@ -872,14 +872,15 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
         raise DataError(f"invalid matching option(s) {match_opts}: {exc}") from exc
     progress("matched estimate")
     by = columns.subject
-    est = m.estimate(by=by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])
+    fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])
+    est = fits[0][3] if by is None else EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
     sens = None
     if opts["sensitivity"]:
         from .sensitivity import sensitivity
 
         progress("sensitivity to unobserved confounding")
         try:
-            sens = sensitivity(m, by=by, effects=est, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
+            sens = sensitivity(m, by=by, fits=fits, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
                                placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
         except DesignError as exc:
             sens_note = f"no sensitivity analysis: {exc}"

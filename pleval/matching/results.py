@@ -24,7 +24,7 @@ from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError
 from .balance import Balance, balance
-from .effect import regression_effect
+from .effect import effect_design, regression_effect
 from .propensity import PropensityModel
 
 
@@ -175,29 +175,44 @@ class MatchResult(ResultMixin):
         cluster makes CR2's corrections negligible and its cost high). ``covariates``: the
         adjustment set (default: every pretest and covariate).
         """
+        fits = self.group_fits(by, sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile,
+                               covariates=covariates)
+        if by is None:
+            return fits[0][3]
+        return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
+
+    def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
+                   baseline_percentile: float = 50.0, covariates=None) -> list[tuple]:
+        """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
+        effect, by)`` per group (key ``()`` when ``by`` is None), the design being the
+        :class:`~pleval.matching.effect.EffectDesign` of the regression (for analyses of the same
+        regression, e.g. :func:`pleval.sensitivity.sensitivity`, without building it again)."""
         c = self.columns
         if vcov is None:
             vcov = "CR2" if c.school else "CR1"
         m = self.matched
         if covariates is None:
             covariates = c.covariates
-        kw = dict(
-            outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
-            strata=self.strata, school=c.school, sd=sd, vcov=vcov, level=level,
-            baseline_percentile=baseline_percentile, method=self._method_label(),
-        )
+        design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
+                         strata=self.strata, school=c.school)
+        kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label())
         if by is None:
-            return regression_effect(m, label=f"{c.outcome}: effect on the treated", **kw)
-        by = (by,) if isinstance(by, str) else tuple(by)
-        missing = [b for b in by if b not in m.columns]
-        if missing:
-            raise DataError(f"cannot estimate by {missing}: not columns of the data")
-        effects = {}
-        for key, part in m.groupby(list(by), sort=True):
-            key = key if isinstance(key, tuple) else (key,)
-            label = ", ".join(f"{b} = {v}" for b, v in zip(by, key))
-            effects[key] = regression_effect(part, label=f"{c.outcome} ({label})", **kw)
-        return EffectTable(by, effects)
+            groups = [((), m, f"{c.outcome}: effect on the treated")]
+            by = ()
+        else:
+            by = (by,) if isinstance(by, str) else tuple(by)
+            missing = [b for b in by if b not in m.columns]
+            if missing:
+                raise DataError(f"cannot estimate by {missing}: not columns of the data")
+            groups = []
+            for key, part in m.groupby(list(by), sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                groups.append((key, part, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+        out = []
+        for key, part, label in groups:  # a handful of groups
+            des = effect_design(part, **design_kw, label=label)
+            out.append((key, part, des, regression_effect(part, **design_kw, **kw, label=label, design=des), by))
+        return out
 
     def _method_label(self) -> str:
         o = self.options

@@ -180,7 +180,9 @@ def sensitivity(
     placebo_outcome: str | None = None,
     sd="pooled",
     level: float = 0.95,
+    baseline_percentile: float = 50.0,
     effects=None,
+    fits=None,
 ) -> Sensitivity:
     """Sensitivity of the matched estimate(s) of ``m`` (a :class:`~pleval.matching.MatchResult`)
     to unobserved confounding, one result per group of ``by`` (e.g. ``"subject"``).
@@ -195,8 +197,10 @@ def sensitivity(
     gammas : Γ values for the Rosenbaum table of p-value bounds.
     hl_gammas : Γ values at which to add the Hodges–Lehmann range and sensitivity interval.
     placebo_outcome : a pre-program score to analyse as a negative-control outcome.
-    sd, level : as :meth:`MatchResult.estimate`.
-    effects : the result of ``m.estimate(by, sd=sd, level=level)`` if already computed.
+    sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
+    effects : the result of ``m.estimate(by, ...)`` if already computed (otherwise the matched
+        regressions are fitted here; each subject's effect is then ``result.effect``).
+    fits : ``m.group_fits(by, ...)`` if already computed (its effects and designs are reused).
     """
     from ..matching.effect import effect_design, regression_effect
 
@@ -210,20 +214,22 @@ def sensitivity(
     if placebo_outcome is not None:
         _check_placebo(m, placebo_outcome)
     by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
-    if effects is None:
-        effects = m.estimate(by=by, sd=sd, level=level)
-    sample = m.matched
-    groups = [((), sample)] if not by_t else [
-        (k if isinstance(k, tuple) else (k,), part) for k, part in sample.groupby(list(by_t), sort=True)
-    ]
     kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
               strata=m.strata, school=c.school)
+    if fits is None and effects is None:  # fit the matched regressions here, building each design once
+        fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile)
+    if fits is not None:
+        fits = [(key, part, des, eff) for key, part, des, eff, _ in fits]
+    else:
+        sample = m.matched
+        groups = [((), sample)] if not by_t else [
+            (k if isinstance(k, tuple) else (k,), part) for k, part in sample.groupby(list(by_t), sort=True)
+        ]
+        fits = [(key, part, effect_design(part, **kw), effects if not by_t else effects[key]) for key, part in groups]
     results = {}
-    for key, part in groups:  # a handful of subjects
+    for key, part, des, eff in fits:  # a handful of subjects
         label = ", ".join(f"{b} = {v}" for b, v in zip(by_t, key))
-        eff = effects if not by_t else effects[key]
-        des = effect_design(part, **kw, label=label)
-        g = Gram(des.y, des.X, des.weights)
+        g = Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
         groups_cols = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in bench}
         absent = [b for b, cols in groups_cols.items() if not cols]
         groups_cols = {b: cols for b, cols in groups_cols.items() if cols}

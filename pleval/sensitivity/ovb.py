@@ -135,14 +135,19 @@ class Gram:
     of squares of column ``r`` on columns ``S`` is ``G_rr − G_rS G_SS⁻¹ G_Sr``. Columns are
     centred at their weighted means first (the intercept absorbs the means), for accuracy."""
 
-    def __init__(self, y: np.ndarray, X: np.ndarray, weights: np.ndarray | None = None):
+    def __init__(self, y: np.ndarray, X: np.ndarray, weights: np.ndarray | None = None, constant=None):
+        """``constant``: indices of X's constant columns (the intercept; found if None)."""
         w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float)
-        Z = np.column_stack([X, y])
-        const = np.ptp(Z, axis=0) == 0
-        mean = (w @ Z) / w.sum()
-        self.shift = np.where(const, 0.0, mean)
-        Zc = Z - self.shift
-        self.G = (Zc * w[:, None]).T @ Zc
+        Z = np.column_stack([X, y])  # the one copy of the data
+        const = np.zeros(Z.shape[1], dtype=bool)
+        if constant is None:
+            const = np.ptp(Z, axis=0) == 0
+        else:
+            const[list(constant)] = True
+        self.shift = np.where(const, 0.0, (w @ Z) / w.sum())
+        Z -= self.shift
+        Z *= np.sqrt(w)[:, None]
+        self.G = Z.T @ Z
         self.k = X.shape[1]
         self.y = self.k  # the outcome's index
 
@@ -157,8 +162,9 @@ class Gram:
     def residuals(self, y: np.ndarray, X: np.ndarray, cols) -> np.ndarray:
         """Residuals of the weighted regression of the outcome on the design columns ``cols``."""
         cols = np.asarray(list(cols), dtype=int)
-        beta = linalg.solve(self.G[np.ix_(cols, cols)], self.G[cols, self.y], assume_a="pos")
-        return (y - self.shift[self.y]) - (X[:, cols] - self.shift[cols]) @ beta
+        beta = np.zeros(self.k)
+        beta[cols] = linalg.solve(self.G[np.ix_(cols, cols)], self.G[cols, self.y], assume_a="pos")
+        return y - X @ beta - (self.shift[self.y] - self.shift[: self.k] @ beta)
 
     def partial_r2(self, r: int, group, others) -> float:
         """Share of the residual variance of column ``r`` (given ``others``) that ``group`` explains."""
@@ -335,7 +341,7 @@ def ovb_from_design(
         raise DataError(f"no design column named {treatment!r}")
     n, k = X.shape
     d = names.index(treatment)
-    g = Gram(y, X, weights) if gram is None else gram
+    g = Gram(y, X, weights, constant=[names.index("const")] if "const" in names else None) if gram is None else gram
     rest = [j for j in range(k) if j != d]
     dof = n - k
     rss_full = g.rss(g.y, range(k))

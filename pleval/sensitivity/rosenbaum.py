@@ -66,6 +66,11 @@ def _signed_rank(d: np.ndarray) -> tuple[float, float, float]:
     return float(r[d > 0].sum()), float(r.sum()), float(r @ r)
 
 
+def _pair_differences(y, codes, treated, n_sets) -> np.ndarray:
+    """Treated-minus-comparison difference of each pair (sets of two, one treated)."""
+    return np.bincount(codes, weights=np.where(treated, y, -y), minlength=n_sets)
+
+
 def signed_rank_pvalue(d, gamma=1.0) -> np.ndarray:
     """Upper bound on the one-sided (greater) p-value of Wilcoxon's signed-rank test of no
     effect from pair differences ``d`` at each Γ in ``gamma`` (normal approximation)."""
@@ -277,9 +282,7 @@ def rosenbaum_bounds(
     ys = sign * y
     pairs = bool(np.all(size == 2))
     if pairs:
-        order = np.lexsort((~treated, codes))  # per set: treated first
-        yo = ys[order]
-        d = yo[0::2] - yo[1::2]
+        d = _pair_differences(ys, codes, treated, n_sets)
         T, S1, S2 = _signed_rank(d)
         p_up = _sr_p(T, S1, S2, gammas)
         p_lo = _sr_p(T, S1, S2, gammas, lower=True)
@@ -308,9 +311,7 @@ class _HL:
         self.y, self.codes, self.treated, self.size, self.pairs = y, codes, treated, size, pairs
         self.z = stats.norm.isf(alpha / 2)
         if pairs:
-            order = np.lexsort((~treated, codes))
-            yo = y[order]
-            self.d = yo[0::2] - yo[1::2]
+            self.d = _pair_differences(y, codes, treated, len(size))
             span = np.ptp(self.d)
             self.lo, self.hi = self.d.min() - 1.0 - span, self.d.max() + 1.0 + span
         else:
