@@ -124,7 +124,8 @@ class Evaluation(ResultMixin):
 
     Tables (DataFrames): :attr:`data_summary`, :attr:`overall`, :attr:`balance`,
     :attr:`equivalence`, :attr:`attrition`, :attr:`schools`, :attr:`heterogeneity`,
-    :attr:`placebo`, :attr:`propensity`, :attr:`dropped`, :attr:`rating`. The ``plot_*`` methods draw with
+    :attr:`placebo`, :attr:`propensity`, :attr:`sensitivity`, :attr:`dropped`, :attr:`rating`. The ``plot_*``
+    methods draw with
     :mod:`pleval.plots`; :func:`pleval.report.save` writes the outputs folder and report.
 
     Attributes

@@ -877,6 +877,10 @@ def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: flo
     power = float(table["power"].iloc[0]) if "power" in table else 0.8
     ax.set_title((title or "Minimum detectable effect size") + f" at {power:.0%} power",
                  fontsize=_BASE_FONT + 2, loc="left")
+    return fig
+
+
+# --------------------------------------------------------------------------------------
 # Sensitivity contour plot (omitted-variable bounds)
 # --------------------------------------------------------------------------------------
 def ovb_contour(

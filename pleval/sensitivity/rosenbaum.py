@@ -34,7 +34,8 @@ upper and lower bounds. Each evaluation re-ranks the data (O(N log N)).
 
 Caveats: the model treats matched sets as disjoint; with matching *with replacement* a
 comparison student may sit in several sets (the bounds then treat the copies as distinct
-units). The test is one-sided in the direction of the estimated effect.
+units); matching weights are not used; students sharing a school are treated as independent.
+The test is one-sided in the direction of the estimated effect.
 """
 
 from __future__ import annotations
