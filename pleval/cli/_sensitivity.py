@@ -26,7 +26,7 @@ def parse_numbers(text: str | None, flag: str) -> tuple[float, ...]:
         raise DataError(f"{flag} must be comma-separated numbers; got {text!r}") from None
 
 
-@app.command("sensitivity")
+@app.command("sensitivity", short_help="How fragile is the matched effect: RV, E-values, Rosenbaum bounds.")
 @handle_errors
 def sensitivity_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
