@@ -17,9 +17,10 @@ option that fixes it, at one of three levels:
 exits. ``pleval.estimate`` runs the same checks first and stops on the first error before
 computing anything (:meth:`CheckReport.raise_errors`).
 
-Outlier rule (stated in every message): a value lies more than :data:`OUTLIER_K` = 8 scaled
-median absolute deviations (1.4826·MAD, the normal-consistent SD) from the median of its
-grade × subject cell. For normal data a false flag has probability about 1e-15 per value;
+Outlier rule (stated in every message): an outcome, pretest or weight value lies more than
+:data:`OUTLIER_K` = 8 scaled median absolute deviations (1.4826·MAD, the normal-consistent
+SD) from the median of its grade × subject cell (covariates are not checked: earnings and
+the like are legitimately skewed). For normal data a false flag has probability about 1e-15 per value;
 the rule is for gross errors (a score of 1e12, a sentinel 999), not for trimming.
 """
 
@@ -486,15 +487,15 @@ def _cells(df, cols: Columns) -> np.ndarray:
 
 
 def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
-    """Values beyond median ± OUTLIER_K·1.4826·MAD of their grade × subject cell."""
+    """Outcome, pretest and weight values beyond median ± OUTLIER_K·1.4826·MAD of their
+    grade × subject cell."""
+    # scores and weights only: covariates such as earnings are legitimately skewed
     cand = dict(numeric)
-    for c in cols.covariates:  # numeric covariates with many values (not 0/1 indicators)
-        s = df[c]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.nunique() > 10:
-            cand[c] = ("covariate", s.to_numpy(dtype=float, na_value=np.nan))
     if not cand:
         return []
     cell = _cells(df, cols)
+    keys = [k for k, c in (("subject", cols.subject), ("grade", cols.grade)) if c and c in df.columns]
+    where = f"of their {' × '.join(reversed(keys))} cell" if keys else "of the column"
     out = []
     for c, (role, x) in cand.items():
         frame = pd.DataFrame({"x": x, "g": cell})
@@ -508,7 +509,7 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
             out.append(Problem(
                 "warning", "outlier",
                 f"column {c!r} ({role}): {int(flag.sum()):,} value(s) lie more than {OUTLIER_K:g} robust SDs "
-                f"(1.4826·MAD) from the median of their grade × subject cell, e.g. {', '.join(f'{v:.6g}' for v in vals[:3])} "
+                f"(1.4826·MAD) from the median {where}, e.g. {', '.join(f'{v:.6g}' for v in vals[:3])} "
                 f"({_rows(df, flag)}); they move means, SDs and effect sizes", c,
                 "correct or remove those rows (declare missing-value codes with --na)", int(flag.sum())))
     return out

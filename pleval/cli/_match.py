@@ -88,7 +88,7 @@ def match_cmd(
     """
     from .. import outputs
     from ..checks import check
-    from ..data import read_table
+    from ..data import read_table, validate
     from ..matching import match
 
     sd_value = parse_sd(sd)
@@ -104,7 +104,7 @@ def match_cmd(
     print_checks(report)
     cols = report.columns
     res = match(
-        df, cols, method=method.value, exact=parse_names(exact), k=k,
+        validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings exact=parse_names(exact), k=k,
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
         conventions=conventions,
