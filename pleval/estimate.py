@@ -63,7 +63,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "level": 0.95,
     "baseline_percentile": 50.0,
     "meta_method": "REML",
-    "hartung_knapp": False,
+    "hartung_knapp": True,
     "adjust": "bh",
     "alpha": 0.05,
     "placebo": True,
@@ -76,7 +76,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "overriding_negative": None,
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
-placebo schools (matched: as many as PL schools; trials: every comparison school)."""
+placebo schools (every comparison school)."""
 
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
                                 "boundary": "cautious", "joiners": None, "compromised": False}
@@ -503,7 +503,8 @@ def estimate(
     meta_method : str
         ``"REML"`` (default), ``"DL"``, ``"PM"`` or ``"FE"``.
     hartung_knapp : bool
-        Hartung–Knapp adjustment of the pooled effect's CI.
+        Hartung–Knapp SE and t(k − 1) reference for the pooled school effect (default True: with
+        few schools the z interval covers too little; see docs/validation.md).
     adjust : str
         Multiplicity adjustment of school p-values: ``"bh"`` (default), ``"holm"``, ``"bonferroni"``.
     alpha : float
@@ -511,8 +512,8 @@ def estimate(
     placebo : bool
         Estimate placebo schools (True).
     n_placebo : int
-        How many comparison schools play PL (0 = the default: as many as PL schools for
-        matched designs, every comparison school in a trial).
+        How many comparison schools play PL (0 = the default: every comparison school, each
+        once; a trial caps the stacked rows, see :data:`PLACEBO_MAX_ROWS`).
     rct_design : str
         ``"cluster"`` (default), ``"blocked"`` or ``"individual"``.
     vcov : str
@@ -823,14 +824,55 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         anchors = _placebo_anchors(control, keys, school, int(opts["n_placebo"]), seed, notes)
         try:
             placebo = _school_effects(stack(control[control[school].isin(anchors)], control), stratum="_pl_school",
-                                      weight=None, cluster=None, unit=None, kw=kw, school=school).table
+                                      weight=None, cluster=None, unit=None, kw=kw, school=school)
         except (DesignError, DataError) as exc:
             notes.append(f"no placebo schools: {exc}")
     for s, part in zip(subjects, parts):
-        part["schools"] = (se, "all" if s is None else s)
+        skey = "all" if s is None else s
+        part["schools"] = (se, skey)
         if placebo is not None:
-            t = placebo if s is None else placebo[placebo[subj] == s]
+            t = placebo.table if s is None else placebo.table[placebo.table[subj] == s]
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+            part["calibration"] = _calibrate(se, skey, t, placebo.vcov.get(skey), opts)
+    _attach_calibration(parts, subjects)
+
+
+CALIBRATED_COLUMNS = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated",
+                      "p_calibrated_adjusted", "program_shrunk", "program_shrunk_sd", "prob_negative_program"]
+
+
+def _attach_calibration(parts: list[dict], subjects) -> None:
+    """Add each subject's placebo-calibrated columns to the shared school table (one
+    :class:`SchoolEffects` for all subjects), so the CSV/XLSX and the report carry them."""
+    cals = {("all" if s is None else s): p.get("calibration") for s, p in zip(subjects, parts)}
+    if not parts or parts[0].get("schools") is None or not any(c is not None for c in cals.values()):
+        return
+    se = parts[0]["schools"][0]
+    frames = []
+    for key, cal in cals.items():
+        if cal is not None:
+            f = cal.schools[["school", *CALIBRATED_COLUMNS]]
+            frames.append(f.assign(**{se.by[0]: key}) if se.by else f)
+    merged = se.table.merge(pd.concat(frames, ignore_index=True), on=[*se.by, "school"], how="left")
+    new = dataclasses.replace(se, table=merged)
+    for p in parts:
+        if p.get("schools") is not None:
+            p["schools"] = (new, p["schools"][1])
+
+
+def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcov, opts: dict):
+    """Placebo calibration of one subject's school effects (:func:`pleval.heterogeneity.calibrate`),
+    or None when there are fewer than 2 PL or placebo estimates."""
+    from .heterogeneity import calibrate
+
+    if skey not in se.vcov or placebo_vcov is None or len(placebo_vcov) < 2 or len(se.vcov[skey]) < 2:
+        return None
+    V = se.vcov[skey]
+    t = se.table if not se.by else se.table[se.table[se.by[0]] == skey]
+    t = t.set_index("school").loc[V.index]
+    p = placebo_table.set_index("school").loc[placebo_vcov.index]
+    return calibrate(V.index.to_numpy(), t["effect_size"], V.to_numpy(), t["df"], p["effect_size"],
+                     placebo_vcov.to_numpy(), alpha=opts["alpha"], adjust=opts["adjust"], level=opts["level"])
 
 
 PLACEBO_MAX_ROWS = 2_000_000
@@ -927,14 +969,10 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
             comp = placebo.comparison if s is None else placebo.comparison[placebo.comparison[by] == s]
             if len(comp):
-                c = comp.iloc[0]
-                part["placebo_stats"] = {
-                    "placebo_q_star_p": float(c["p_star"]),
-                    "placebo_significant_share": float(c["placebo_significant_share"]),
-                    "calibrated_positive": int(c["calibrated_positive"]),
-                    "calibrated_negative": int(c["calibrated_negative"]),
-                }
+                part["placebo_stats"] = {"placebo_q_star_p": float(comp.iloc[0]["p_star"])}
+            part["calibration"] = placebo.calibration.get("all" if s is None else s)
         out.append(part)
+    _attach_calibration(out, subjects)
     if dropped is not None:
         out[0]["dropped"] = dropped.assign(subject="(all)")
     return out
@@ -1059,8 +1097,8 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
         return placebo_schools(
             df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
             match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
-            by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], alpha=opts["alpha"],
-            level=opts["level"], seed=seed,
+            by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
+            alpha=opts["alpha"], level=opts["level"], seed=seed,
         )
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
@@ -1181,9 +1219,8 @@ def _with_mdes(tables: dict, opts: dict) -> dict:
 
 def _het_row(se, skey, part: dict) -> dict:
     """One row of the heterogeneity table: the meta-analysis, the significance counts and the
-    PL-versus-placebo spread (τ of placebo schools, excess τ² = max(0, τ²_PL − τ²_placebo))."""
-    from .heterogeneity import meta_analysis
-
+    PL-versus-placebo spread and the placebo calibration (:func:`pleval.heterogeneity.calibrate`: τ²_placebo
+    and τ²_program = max(0, τ²_PL − τ²_placebo) with CIs, calibrated counts)."""
     m, c = se.meta[skey], se.counts[skey]
     row = {**m.as_dict(), **{f"count_{k}": val for k, val in c.as_dict().items()}}
     row["pp_estimate"] = float(percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
@@ -1191,15 +1228,20 @@ def _het_row(se, skey, part: dict) -> dict:
     pl = part.get("placebo")
     if pl is not None:
         ok = np.isfinite(pl["effect_size"].to_numpy(dtype=float)) & np.isfinite(pl["es_se"].to_numpy(dtype=float))
-        g, gse = pl["effect_size"].to_numpy(dtype=float)[ok], pl["es_se"].to_numpy(dtype=float)[ok]
+        g = pl["effect_size"].to_numpy(dtype=float)[ok]
         row["placebo_k"] = int(g.size)
         row["placebo_sd"] = float(np.std(g, ddof=1)) if g.size > 1 else math.nan
-        if g.size >= 2:
-            mp = meta_analysis(g, gse, m.method, level=m.level)
-            row["placebo_tau"] = mp.tau
-            row["tau2_excess"] = max(0.0, m.tau2 - mp.tau2)
-            row["share_excess"] = row["tau2_excess"] / m.tau2 if m.tau2 > 0 else 0.0
-            row["placebo_significant_share"] = float(np.mean(pl["pvalue"].to_numpy(dtype=float)[ok] < c.alpha))
+        row["placebo_significant_share"] = float(np.mean(pl["pvalue"].to_numpy(dtype=float)[ok] < c.alpha))
+    cal = part.get("calibration")
+    if cal is not None:
+        d = cal.as_dict()
+        row.update({k: d[k] for k in ("tau_placebo", "tau2_placebo", "tau2_placebo_ci_low", "tau2_placebo_ci_high",
+                                      "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
+                                      "calibrated_positive", "calibrated_negative", "calibrated_adjustment",
+                                      "calibrated_expected_by_chance_raw")})
+        row["placebo_tau"] = d["tau_placebo"]
+        row["tau2_excess"] = d["tau2_program"]
+        row["share_excess"] = d["tau2_program"] / cal.pl.tau2 if cal.pl.tau2 > 0 else 0.0
     row.update(part.get("placebo_stats", {}))
     return row
 

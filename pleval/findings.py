@@ -189,10 +189,20 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         f"({lvl} prediction interval)."
     ]
     parts.append(
+        "Each school's estimate measures the program's effect there together with the school's own circumstances "
+        "relative to comparable schools (its students' growth that year, its staff): for a single school the two "
+        "cannot be told apart, so its interval is an interval for that sum."
+    )
+    pn = h.get("prob_negative_new", np.nan)
+    if pd.notna(pn):
+        parts.append(f"For a new school like these, the chance that its effect is below zero is {100 * float(pn):.0f}% "
+                     "(from the prediction distribution).")
+    parts.append(
         f"{int(h['count_positive_adjusted'])} school(s) are significantly positive and "
         f"{int(h['count_negative_adjusted'])} significantly negative after adjusting for multiplicity "
         f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
-        f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone)."
+        f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone if the program did nothing, "
+        "even more when schools differ for reasons of their own)."
     )
     med = h.get("school_mdes_median", np.nan)
     if pd.notna(med):
@@ -225,10 +235,21 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
                 f"{100 * share_sig:.0f}% of placebo schools look 'significant' at p < {alpha:g} "
                 f"(nominal {100 * alpha:.0f}%), {verdict}."
             )
-        if pd.notna(h.get("calibrated_positive", np.nan)):
+        if pd.notna(h.get("tau2_program", np.nan)):
             parts.append(
-                f"Allowing for the placebo spread (SE² + τ²_placebo), {int(h['calibrated_positive'])} school(s) remain "
-                f"significantly positive and {int(h['calibrated_negative'])} significantly negative (BH-adjusted)."
+                f"The program's own variation across schools, τ_program = √(τ²_PL − τ²_placebo) = "
+                f"{math.sqrt(float(h['tau2_program'])):.3f} ({lvl} CI {math.sqrt(float(h['tau2_program_ci_low'])):.3f} "
+                f"to {math.sqrt(float(h['tau2_program_ci_high'])):.3f})."
+            )
+        if pd.notna(h.get("calibrated_positive", np.nan)):
+            adj = ADJUSTMENT_NAMES.get(str(h.get("calibrated_adjustment", "bh")), str(h.get("calibrated_adjustment", "bh")))
+            parts.append(
+                f"Compared against the placebo spread (school circumstances counted as noise, with the uncertainty of "
+                f"τ_placebo carried into the test), {int(h['calibrated_positive'])} school(s) show a result beyond what "
+                f"circumstances alone produce in the positive direction and {int(h['calibrated_negative'])} in the "
+                f"negative direction ({adj}). If the program did nothing anywhere, about "
+                f"{float(h['calibrated_expected_by_chance_raw']):.1f} school(s) would pass before adjustment by chance, "
+                f"and any school at all after adjustment at most {100 * float(h.get('count_alpha', 0.05)):.0f}% of the time."
             )
     return parts
 

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import pleval
 from pleval.data import SAMPLE_COLUMNS
@@ -49,24 +50,66 @@ def test_placebo_schools_are_held_out_and_pl_schools_never_used(small):
 
 
 def test_comparison_numbers_follow_from_the_tables(small):
+    """Every figure of the comparison from the two tables and their joint covariances (the
+    placebo covariance block-diagonal across rounds), written out with matrices here."""
     _, r = small
     row = r.comparison.iloc[0]
     obs = r.observed.table.dropna(subset=["effect_size"])
     plc = r.placebo.dropna(subset=["effect_size"])
-    m_pl = meta_analysis(obs.effect_size, obs.es_se)
-    m_pb = meta_analysis(plc.effect_size, plc.es_se)
+    V = r.observed.vcov["math"].loc[obs.school, obs.school].to_numpy()
+    Vp = r.placebo_vcov["math"].loc[plc.school, plc.school].to_numpy()
+    rounds = plc["round"].to_numpy()
+    assert np.all(Vp[rounds[:, None] != rounds[None, :]] == 0)  # separate matching runs
+    m_pl = meta_analysis(obs.effect_size, obs.es_se, vcov=V)
+    m_pb = meta_analysis(plc.effect_size, plc.es_se, vcov=Vp)
     assert row.tau2_pl == pytest.approx(m_pl.tau2) and row.tau2_placebo == pytest.approx(m_pb.tau2)
     assert row.tau2_excess == pytest.approx(max(0.0, m_pl.tau2 - m_pb.tau2))
     assert row.placebo_significant_share == pytest.approx(np.mean(plc.pvalue < 0.05))
-    v = obs.es_se.to_numpy() ** 2
-    w = 1 / (v + m_pb.tau2)
     y = obs.effect_size.to_numpy()
-    mu = w @ y / w.sum()
-    assert row.q_star == pytest.approx(w @ (y - mu) ** 2)
-    np.testing.assert_allclose(r.calibrated.se_calibrated, np.sqrt(v + m_pb.tau2))
+    Wi = np.linalg.inv(V + m_pb.tau2 * np.eye(len(y)))
+    one = np.ones(len(y))
+    mu = one @ Wi @ y / (one @ Wi @ one)
+    assert row.q_star == pytest.approx((y - mu) @ Wi @ (y - mu))
+    v = obs.es_se.to_numpy() ** 2
+    cal = r.calibrated
+    np.testing.assert_allclose(cal.se_calibrated, np.sqrt(v + m_pb.tau2))
+    d = obs["df"].to_numpy()
+    nu = 2 * (v + m_pb.tau2) ** 2 / (2 * v**2 / d + m_pb.tau2_se**2)
+    np.testing.assert_allclose(cal.df_calibrated, nu)
+    np.testing.assert_allclose(cal.p_calibrated, 2 * stats.t.sf(np.abs(y) / np.sqrt(v + m_pb.tau2), nu))
     text = r.summary()
     assert "placebo" in text and "held out" in text
     assert r.to_frame().shape[0] == 1
+
+
+def test_mover_interval_and_calibration_by_hand():
+    from pleval.heterogeneity.calibration import calibrate, mover_difference
+
+    assert mover_difference(0.05, (0.02, 0.12), 0.02, (0.0, 0.06)) == pytest.approx(
+        (max(0, 0.03 - math.hypot(0.03, 0.04)), 0.03 + math.hypot(0.07, 0.02)))
+    rng = np.random.default_rng(4)
+    k, m = 10, 30
+    V = np.diag(rng.uniform(0.002, 0.01, k))
+    Vp = np.diag(rng.uniform(0.002, 0.01, m))
+    y = rng.normal(0, 0.15, k)
+    yp = rng.normal(0, 0.1, m)
+    c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, np.inf), yp, Vp)
+    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
+    lo, hi = mover_difference(mpl.tau2, mpl.tau2_ci, mpb.tau2, mpb.tau2_ci)
+    assert c.tau2_program == pytest.approx(max(0.0, mpl.tau2 - mpb.tau2))
+    assert c.tau2_program_ci == pytest.approx((lo, hi))
+    # infinite school df: the reference df come from the placebo variance alone
+    nu = 2 * (np.diag(V) + mpb.tau2) ** 2 / mpb.tau2_se**2
+    np.testing.assert_allclose(c.schools.df_calibrated, nu)
+    # program shrinkage: noise V + tau2_placebo I, signal tau2_program (independent case: closed form)
+    v = np.diag(V) + mpb.tau2
+    t2 = c.tau2_program
+    w = 1 / (v + t2)
+    mu = w @ y / w.sum()
+    B = t2 / (t2 + v)
+    np.testing.assert_allclose(c.schools.program_shrunk, mu + B * (y - mu), atol=1e-12)
+    kh = (v * w**2 * (y - mu)) ** 2 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Kackar-Harville term
+    np.testing.assert_allclose(c.schools.program_shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
 
 
 def test_reproducible_and_forest_plot(small):

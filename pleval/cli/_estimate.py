@@ -167,23 +167,59 @@ def _moderator_table(ev) -> Table | None:
 
 
 def _schools_table(ev) -> Table | None:
+    import math
+
+    import pandas as pd
+
     from .. import percentiles
 
     h = ev.heterogeneity
     if not len(h):
         return None
-    t = table("Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)",
-              ("subject", "k", "pooled", "τ", "τ placebo", "PI (pct pts)", "+", "−", "1-school MDES"), left=("subject",))
+    cal = "calibrated_positive" in h.columns and h["calibrated_positive"].notna().any()
+    title = ("Schools (effect sizes). A school's estimate is the program plus its own circumstances; +/− count schools "
+             "beyond the placebo spread (adjusted); MDES of one school, median, 80% power" if cal else
+             "Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)")
+    t = table(title, ("subject", "k", "pooled", "τ", "τ placebo", "τ program (CI)", "PI (pct pts)", "P(<0) new school",
+                      "+", "−", "by chance", "1-school MDES"), left=("subject",))
     for _, r in h.iterrows():
         p0 = ev.effects[r["subject"]].baseline_percentile
         lo, hi = (percentiles.to_percentile_points(v, p0) for v in (r["pi_low"], r["pi_high"]))
         tp = r.get("placebo_tau")
+        has_cal = cal and pd.notna(r.get("calibrated_positive"))
+        prog = (f"{math.sqrt(r['tau2_program']):.3f} ({math.sqrt(r['tau2_program_ci_low']):.3f}–"
+                f"{math.sqrt(r['tau2_program_ci_high']):.3f})") if has_cal else "—"
+        pos = int(r["calibrated_positive"] if has_cal else r["count_positive_adjusted"])
+        neg = int(r["calibrated_negative"] if has_cal else r["count_negative_adjusted"])
+        alpha = float(r["count_alpha"])
+        pn = r.get("prob_negative_new", math.nan)
         t.add_row(
             escape(str(r["subject"])), f"{int(r['k'])}", f"{r['estimate']:+.3f}", f"{r['tau']:.3f}",
-            "—" if tp is None or tp != tp else f"{tp:.3f}", f"{lo:+.1f} to {hi:+.1f}",
-            f"{int(r['count_positive_adjusted'])}", f"{int(r['count_negative_adjusted'])}",
+            "—" if tp is None or tp != tp else f"{tp:.3f}", prog, f"{lo:+.1f} to {hi:+.1f}",
+            "—" if pn != pn else f"{pn:.2f}", f"{pos}", f"{neg}", f"{alpha * int(r['k']):.1f} raw; any ≤{100 * alpha:.0f}%",
             f"{r.get('school_mdes_median', float('nan')):.3f}",
         )
+    return t
+
+
+def _risk_table(ev) -> Table | None:
+    """Per school: shrunken effect and the risk of harm (posterior P(effect < 0))."""
+    import numpy as np
+    import pandas as pd
+
+    s = ev.schools
+    if not len(s) or "prob_negative" not in s.columns:
+        return None
+    prog = "prob_negative_program" in s.columns and s["prob_negative_program"].notna().any()
+    cols = ["subject", "school", "effect size", "shrunken", "P(<0)"] + (["P(program <0)", "p vs placebo (adj.)"] if prog else [])
+    t = table("Risk of harm by school: posterior probability that the effect is below zero", cols, left=("subject", "school"))
+    for _, r in s[np.isfinite(s["effect_size"].to_numpy(dtype=float))].iterrows():
+        row = [escape(str(r["subject"])), escape(str(r["school"])), f"{r['effect_size']:+.3f}", f"{r['shrunk_es']:+.3f}",
+               f"{r['prob_negative']:.2f}"]
+        if prog:
+            row += [f"{r['prob_negative_program']:.2f}" if pd.notna(r["prob_negative_program"]) else "—",
+                    f"{r['p_calibrated_adjusted']:.3f}" if pd.notna(r["p_calibrated_adjusted"]) else "—"]
+        t.add_row(*row)
     return t
 
 
@@ -253,12 +289,12 @@ def estimate(
     level: Optional[float] = typer.Option(None, "--level", help="Confidence level (default: 0.95).", rich_help_panel="Options"),
     baseline_percentile: Optional[float] = typer.Option(None, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel="Options"),
     meta_method: Optional[str] = typer.Option(None, "--meta-method", help="tau² estimator: REML (default), DL, PM, FE.", rich_help_panel="Options"),
-    hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE for the pooled school effect (default: off).", rich_help_panel="Options"),
+    hartung_knapp: Optional[bool] = typer.Option(None, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE and t(k-1) reference for the pooled school effect (default: on).", rich_help_panel="Options"),
     adjust: Optional[str] = typer.Option(None, "--adjust", help="Multiplicity adjustment of school p-values: bh (default), holm, bonferroni.", rich_help_panel="Options"),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="Matched: a pre-program score (e.g. the year before the pretest) analysed as a placebo outcome whose effect should be zero.", rich_help_panel="Options"),
-    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = matched: as many as PL schools; rct: every comparison school) (default: 0).", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = every comparison school) (default: 0).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="rct: covariance (CR2 default for cluster designs, CR1, HC2, ...).", rich_help_panel="Options"),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
@@ -359,7 +395,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev), _risk_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

@@ -2,6 +2,7 @@
 empirical-Bayes shrinkage, leave-one-out and influence diagnostics, a permutation test, multiplicity-aware counts, meta-regression, placebo schools and
 table export. See ``docs/heterogeneity.md``."""
 
+from .calibration import Calibration, calibrate
 from .influence import Influence, leave_one_out
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
@@ -29,6 +30,8 @@ __all__ = [
     "school_effects_from_estimates",
     "SchoolEffects",
     "placebo_schools",
+    "calibrate",
+    "Calibration",
     "PlaceboResult",
     "export_table",
 ]

@@ -51,6 +51,14 @@ _NUMERIC = [
     ("shrunk_es_sd", "Shrunken ES SD", "0.000"),
     ("shrunk_pp", "Shrunken pp", "0.0"),
     ("reliability", "Reliability", "0.00"),
+    ("prob_negative", "P(effect < 0)", "0.00"),
+    ("se_calibrated", "SE with placebo spread (ES)", "0.000"),
+    ("ci_low_calibrated", "Placebo-calibrated CI low (ES)", "0.000"),
+    ("ci_high_calibrated", "Placebo-calibrated CI high (ES)", "0.000"),
+    ("p_calibrated", "p vs placebo spread", "0.0000"),
+    ("p_calibrated_adjusted", "p vs placebo spread, adjusted", "0.0000"),
+    ("program_shrunk", "Program effect, shrunken (ES)", "0.000"),
+    ("prob_negative_program", "P(program effect < 0)", "0.00"),
 ]
 
 
@@ -69,6 +77,14 @@ def footnotes(res: SchoolEffects) -> list[str]:
     notes.append(
         f"Intervals are {lvl:.0%} confidence intervals. 'p adjusted' controls for testing many schools at once "
         f"({adj}); compare the count of significant schools with the α·k expected by chance alone."
+    )
+    notes.append(
+        "A school's estimate is the program's effect there plus the school's own circumstances relative to "
+        "comparable schools (its students' growth that year, its staff); the two cannot be separated for one school. "
+        "Standard errors are joint across schools (comparison schools shared between PL schools are one cluster). "
+        "'P(effect < 0)' is the posterior probability, after shrinkage, that the school's effect is negative. "
+        "Where placebo schools were analysed, 'p vs placebo spread' asks whether a school's result exceeds what "
+        "school circumstances produce without any program, and 'P(program effect < 0)' counts that spread as noise."
     )
     notes.append(
         "Shrunken (empirical-Bayes) estimates pull each school toward the pooled effect in proportion to its "
@@ -106,7 +122,8 @@ def _pooled_line(res: SchoolEffects, key) -> str:
         f"Pooled effect size {m.estimate:.3f} ({m.level:.0%} CI {m.ci_low:.3f} to {m.ci_high:.3f}; "
         f"{to_percentile_points(m.estimate, b):+.1f} percentile points), {m.method}"
         f"{' + Hartung-Knapp' if m.hartung_knapp else ''}; k = {m.k}; tau = {m.tau:.3f}; I² = {m.i2:.0f}%; "
-        f"Q({m.q_df}) = {m.q:.1f}, p = {m.q_pvalue:.3g}; prediction interval {m.pi_low:.3f} to {m.pi_high:.3f}. "
+        f"Q({m.q_df}) = {m.q:.1f}, p = {m.q_pvalue:.3g}; prediction interval {m.pi_low:.3f} to {m.pi_high:.3f} "
+        f"(P(effect < 0) for a new school {m.prob_negative_new:.2f}). "
         f"Significant schools: {c.positive_raw} positive / {c.negative_raw} negative unadjusted "
         f"({c.expected_by_chance:.1f} expected by chance), {c.positive_adjusted} / {c.negative_adjusted} adjusted."
     )

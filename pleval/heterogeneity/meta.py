@@ -173,6 +173,19 @@ class MetaAnalysis(ResultMixin):
         return math.sqrt(self.tau2)
 
     @property
+    def prob_negative_new(self) -> float:
+        """Risk of harm for a new school like these: P(true effect < 0) under the prediction
+        distribution, ``F(−μ̂ / √(τ̂² + SE²))`` with F the t(k − 2), t(k − 1) or normal reference of the
+        prediction interval. NaN for ``"FE"``."""
+        if self.method == "FE":
+            return math.nan
+        scale = math.sqrt(self.tau2 + self.se**2)
+        if self.prediction == "t" and self.k < 3:
+            return math.nan
+        dist = {"t": stats.t(self.k - 2), "t_k1": stats.t(self.k - 1)}.get(self.prediction, stats.norm)
+        return float(dist.cdf(-self.estimate / scale))
+
+    @property
     def tau_ci(self) -> tuple[float, float]:
         return (math.sqrt(self.tau2_ci[0]), math.sqrt(self.tau2_ci[1]))
 
@@ -200,6 +213,7 @@ class MetaAnalysis(ResultMixin):
             "q_pvalue": self.q_pvalue,
             "pi_low": self.pi_low,
             "pi_high": self.pi_high,
+            "prob_negative_new": self.prob_negative_new,
             "level": self.level,
         }
 
@@ -244,7 +258,7 @@ class MetaAnalysis(ResultMixin):
         if self.method != "FE":
             lines.append(
                 f"  {lv} prediction interval for a new school: {self.pi_low:.4f} to {self.pi_high:.4f} "
-                f"({_PREDICTION_NAMES[self.prediction]})"
+                f"({_PREDICTION_NAMES[self.prediction]}); P(effect < 0) for a new school {self.prob_negative_new:.2f}"
             )
         return "\n".join(lines)
 

@@ -17,20 +17,25 @@ Procedure (:func:`placebo_schools`):
 3. Rounds repeat until ``n_placebo`` placebo schools have an estimate (each school plays the
    part at most once).
 
-Comparison, per ``by`` group (e.g. subject):
+Comparison, per ``by`` group (e.g. subject), with the joint covariances of both sets of
+estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) — see
+:mod:`.calibration` for the formulas:
 
-* the between-school SD of the placebo estimates, τ̂_placebo (REML, with its Q-profile CI),
-  beside τ̂_PL — the first is what arises without any program;
-* the excess between-school variance ``τ̂²_excess = max(0, τ̂²_PL − τ̂²_placebo)`` and its share
-  of ``τ̂²_PL`` (the part of the observed heterogeneity beyond what arises without the program);
-* a test that PL schools vary more than placebo schools: ``Q* = Σ w*_i (y_i − μ̂*)²`` with
-  ``w*_i = 1/(v_i + τ̂²_placebo)`` against χ²(k − 1) (approximate: τ̂²_placebo is treated as
-  known);
+* the between-school variance of the placebo estimates, τ̂²_placebo (REML with V, Q-profile
+  CI and REML SE), beside τ̂²_PL — the first is what arises without any program;
+* program heterogeneity ``τ̂²_program = max(0, τ̂²_PL − τ̂²_placebo)`` with a MOVER CI, and its
+  share of τ̂²_PL (``tau2_excess``/``share_excess``);
+* a test that PL schools vary more than placebo schools: ``Q* = r'(V + τ̂²_placebo I)⁻¹r`` (GLS
+  residuals) against χ²(k − 1) (approximate: τ̂²_placebo is treated as known);
 * the share of placebo schools "significant" at α (raw): a direct false-positive rate for
   single-school verdicts (nominally α);
-* placebo-calibrated PL school intervals and p-values with ``SE_cal = √(SE² + τ̂²_placebo)``
-  (normal reference, BH-adjusted), which account for school deviations that are not the
-  program's doing.
+* placebo-calibrated PL school tests and intervals, ``SE_cal = √(V_ss + τ̂²_placebo)`` against
+  t with Satterthwaite df that carry the uncertainty of τ̂²_placebo, adjusted across schools
+  (``calibrated``), and the posterior probability that the program's effect in each school is
+  negative.
+
+By default every comparison school plays placebo once (``n_placebo`` = all of them), in rounds
+of ``per_round`` so the comparison pool stays large.
 """
 
 from __future__ import annotations
@@ -42,13 +47,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import linalg, stats
 
 from .._results import ResultMixin
 from ..data import Columns, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference import adjust_pvalues
-from .meta import meta_analysis
+from ._tau2 import wls_pieces
+from .calibration import Calibration, calibrate
+from .meta import rotate
 from .school_effects import SchoolEffects, school_effects
 
 
@@ -70,6 +76,8 @@ class PlaceboResult(ResultMixin):
     rounds: pd.DataFrame
     by: tuple[str, ...]
     options: Mapping[str, object] = field(default_factory=dict)
+    placebo_vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
+    calibration: Mapping[object, Calibration] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.comparison.copy()
@@ -91,8 +99,9 @@ class PlaceboResult(ResultMixin):
         """The same placebo schools against another analysis of PL schools (the placebo runs
         use only comparison schools, so they serve any analysis with the same settings)."""
         o = self.options
-        comparison, calibrated = _compare(observed, self.placebo, self.by, o["effect_options"]["method"], o["alpha"], o["level"])
-        return replace(self, observed=observed, comparison=comparison, calibrated=calibrated)
+        comparison, calibrated, cal = _compare(observed, self.placebo, self.placebo_vcov, self.by, o["alpha"], o["level"],
+                                               o["effect_options"].get("adjust", "bh"))
+        return replace(self, observed=observed, comparison=comparison, calibrated=calibrated, calibration=cal)
 
     def summary(self) -> str:
         lines = [
@@ -110,14 +119,17 @@ class PlaceboResult(ResultMixin):
                 f"CI {math.sqrt(d['tau2_placebo_ci_low']):.3f} to {math.sqrt(d['tau2_placebo_ci_high']):.3f})",
                 f"  SD of the estimates: PL {d['sd_pl']:.3f}, placebo {d['sd_placebo']:.3f}; mean placebo estimate "
                 f"{d['mean_placebo']:.3f}",
-                f"  heterogeneity beyond the placebo level: tau_excess = {math.sqrt(d['tau2_excess']):.3f} "
-                f"({100 * d['share_excess']:.0f}% of the PL between-school variance); "
+                f"  program heterogeneity beyond the placebo level: tau_program = {math.sqrt(d['tau2_excess']):.3f} "
+                f"({self.options.get('level', 0.95):.0%} CI {math.sqrt(d['tau2_program_ci_low']):.3f} to "
+                f"{math.sqrt(d['tau2_program_ci_high']):.3f}; {100 * d['share_excess']:.0f}% of the PL between-school variance); "
                 f"test PL vs placebo spread Q*({d['q_star_df']}) = {d['q_star']:.1f}, p = {d['p_star']:.3g} (approximate)",
                 f"  placebo schools 'significant' at alpha = {d['alpha']:g}: {100 * d['placebo_significant_share']:.0f}% "
                 f"(nominal {100 * d['alpha']:.0f}%): single-school verdicts from student-level SEs are "
                 + ("over-confident" if d["placebo_significant_share"] > 2 * d["alpha"] else "about as reliable as stated"),
-                f"  PL schools significant with placebo-calibrated SEs: {d['calibrated_positive']} positive, "
-                f"{d['calibrated_negative']} negative (BH-adjusted)",
+                f"  PL schools whose result exceeds the placebo spread: {d['calibrated_positive']} positive, "
+                f"{d['calibrated_negative']} negative ({d['calibrated_adjustment']}-adjusted; with no program effect "
+                f"about {d['calibrated_expected_by_chance_raw']:.1f} pass unadjusted by chance, and any school after "
+                f"adjustment at most {100 * d['alpha']:.0f}% of the time)",
             ]
         return "\n".join(lines)
 
@@ -154,6 +166,7 @@ def placebo_schools(
     sd="pooled",
     vcov: str | None = None,
     method_meta: str = "REML",
+    adjust: str = "bh",
     alpha: float = 0.05,
     level: float = 0.95,
     seed: int = 0,
@@ -167,8 +180,7 @@ def placebo_schools(
         matching method and options passed to :func:`pleval.match` — the same as for the real
         analysis.
     n_placebo : int, optional
-        Placebo schools wanted (default: as many as PL schools, at most the number of
-        comparison schools / 2).
+        Placebo schools wanted (default: every comparison school, each once).
     per_round : int, optional
         Placebo schools per matching run (default: the number of PL schools, at most a quarter
         of the comparison schools, so the pool stays large).
@@ -178,6 +190,8 @@ def placebo_schools(
         :func:`~.school_effects.school_effects` options for both analyses (defaults: the
         pretests as covariates; clusters on the student id, which covers reused comparisons;
         by subject).
+    adjust
+        Multiplicity adjustment of the calibrated p-values ("bh", default, or "holm"/"bonferroni").
     alpha, level, seed
         Significance level, confidence level, and the seed of the placebo draw (and of matching).
     """
@@ -200,7 +214,7 @@ def placebo_schools(
     by = (by,) if isinstance(by, str) else tuple(by)
     eff_kw = dict(
         stratum="_pl_school", weight="_weight", treatment=columns.treatment, outcome=columns.outcome,
-        covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, alpha=alpha, level=level,
+        covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, adjust=adjust, alpha=alpha, level=level,
     )
 
     pl, comp = _school_treatment(data, school, columns.treatment)
@@ -210,7 +224,7 @@ def placebo_schools(
     if per_round is None:
         per_round = max(2, min(n_pl, len(comp) // 4))
     if n_placebo is None:
-        n_placebo = max(2, min(n_pl, len(comp) // 2))
+        n_placebo = len(comp)
     if per_round < 1 or n_placebo < 2:
         raise DataError("per_round must be >= 1 and n_placebo >= 2")
     if per_round > len(comp) - 2:
@@ -222,7 +236,7 @@ def placebo_schools(
     rng = np.random.default_rng(seed)
     order = rng.permutation(comp)
     non_pl = data.loc[~data[school].isin(pl).to_numpy()]
-    tables, round_rows = [], []
+    tables, round_rows, vcovs = [], [], []
     done, start, rnd = 0, 0, 0
     while done < n_placebo and start < len(order):
         chunk = order[start : start + min(per_round, n_placebo - done)]
@@ -235,6 +249,7 @@ def placebo_schools(
         t = res.table.copy()
         t.insert(0, "round", rnd)
         tables.append(t)
+        vcovs.append(res.vcov)
         used = pd.unique(m.loc[m[columns.treatment] == 0, school])
         round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
@@ -244,7 +259,8 @@ def placebo_schools(
     if done < n_placebo:
         warnings.warn(f"only {done} placebo schools could be estimated (asked for {n_placebo})", PlevalWarning, stacklevel=2)
 
-    comparison, calibrated = _compare(observed, placebo, by, method_meta, alpha, level)
+    placebo_vcov = {key: _block_diag([v[key] for v in vcovs if key in v]) for key in dict.fromkeys(k for v in vcovs for k in v)}
+    comparison, calibrated, cal = _compare(observed, placebo, placebo_vcov, by, alpha, level, adjust)
     return PlaceboResult(
         observed=observed,
         placebo=placebo,
@@ -252,13 +268,21 @@ def placebo_schools(
         calibrated=calibrated,
         rounds=pd.DataFrame(round_rows),
         by=by,
+        placebo_vcov=placebo_vcov,
+        calibration=cal,
         options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
                      seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level),
     )
 
 
-def _compare(observed: SchoolEffects, placebo: pd.DataFrame, by, method_meta, alpha, level):
-    rows, cal = [], []
+def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Block-diagonal covariance of estimates from separate runs (labels kept)."""
+    labels = [lab for f in frames for lab in f.index]
+    return pd.DataFrame(linalg.block_diag(*[f.to_numpy() for f in frames]), index=labels, columns=labels)
+
+
+def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mapping, by, alpha, level, adjust):
+    rows, cal, results = [], [], {}
     obs_groups = {(): observed.table} if not by else {
         (k if isinstance(k, tuple) else (k,)): g for k, g in observed.table.groupby(list(by), sort=False)
     }
@@ -268,61 +292,54 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, by, method_meta, al
             plc = plc[plc[col] == val]
         o = obs[np.isfinite(obs["effect_size"].to_numpy(dtype=float))]
         p = plc[np.isfinite(plc["effect_size"].to_numpy(dtype=float))]
+        gkey = "all" if not by else (key[0] if len(key) == 1 else key)
         if len(o) < 2 or len(p) < 2:
             warnings.warn(f"{key}: fewer than 2 PL or placebo school estimates; no comparison", PlevalWarning, stacklevel=3)
             continue
-        m_pl = meta_analysis(o["effect_size"], o["es_se"], method_meta, level=level)
-        m_pb = meta_analysis(p["effect_size"], p["es_se"], method_meta, level=level)
-        y, v = o["effect_size"].to_numpy(dtype=float), o["es_se"].to_numpy(dtype=float) ** 2
-        w = 1.0 / (v + m_pb.tau2)
-        mu = float(w @ y / w.sum())
-        q_star = float(w @ (y - mu) ** 2)
-        se_cal = np.sqrt(v + m_pb.tau2)
-        z = y / se_cal
-        p_cal = 2 * stats.norm.sf(np.abs(z))
-        p_cal_adj = np.asarray(adjust_pvalues(p_cal, "bh"))
-        crit = stats.norm.ppf(0.5 + level / 2)
-        c = pd.DataFrame({b: val for b, val in zip(by, key)}, index=range(len(o)))
-        c["school"] = o["school"].to_numpy()
-        c["effect_size"] = y
-        c["es_se"] = np.sqrt(v)
-        c["se_calibrated"] = se_cal
-        c["ci_low_calibrated"] = y - crit * se_cal
-        c["ci_high_calibrated"] = y + crit * se_cal
-        c["p_calibrated"] = p_cal
-        c["p_calibrated_adjusted"] = p_cal_adj
-        cal.append(c)
+        V = _group_vcov(observed.vcov, gkey, o)
+        Vp = _group_vcov(placebo_vcov, gkey, p)
+        c = calibrate(o["school"].to_numpy(), o["effect_size"], V, o["df"], p["effect_size"], Vp, alpha=alpha,
+                      adjust=adjust, level=level)
+        results[gkey] = c
+        frame = c.schools.copy()
+        for i, (b, val) in enumerate(zip(by, key)):
+            frame.insert(i, b, val)
+        cal.append(frame)
+        y = o["effect_size"].to_numpy(dtype=float)
+        w, _, _, r = wls_pieces(*rotate(y, V + c.placebo.tau2 * np.eye(y.size), np.ones((y.size, 1)))[:3], 0.0)
+        q_star = float(w @ r**2)
         sig = p["pvalue"].to_numpy(dtype=float) < alpha
-        tau2_excess = max(0.0, m_pl.tau2 - m_pb.tau2)
+        d = c.as_dict()
         rows.append(
             {
                 **dict(zip(by, key)),
-                "k_pl": m_pl.k,
-                "k_placebo": m_pb.k,
-                "mean_pl": m_pl.estimate,
-                "mean_placebo": m_pb.estimate,
+                **d,
+                "mean_pl": c.pl.estimate,
+                "mean_placebo": c.placebo.estimate,
                 "sd_pl": float(np.std(y, ddof=1)),
                 "sd_placebo": float(np.std(p["effect_size"], ddof=1)),
-                "tau_pl": m_pl.tau,
-                "tau_placebo": m_pb.tau,
-                "tau2_pl": m_pl.tau2,
-                "tau2_placebo": m_pb.tau2,
-                "tau2_placebo_ci_low": m_pb.tau2_ci[0],
-                "tau2_placebo_ci_high": m_pb.tau2_ci[1],
-                "tau2_excess": tau2_excess,
-                "share_excess": tau2_excess / m_pl.tau2 if m_pl.tau2 > 0 else 0.0,
+                "tau_pl": c.pl.tau,
+                "tau2_excess": c.tau2_program,
+                "share_excess": c.tau2_program / c.pl.tau2 if c.pl.tau2 > 0 else 0.0,
                 "q_star": q_star,
-                "q_star_df": m_pl.k - 1,
-                "p_star": float(stats.chi2.sf(q_star, m_pl.k - 1)),
+                "q_star_df": c.pl.k - 1,
+                "p_star": float(stats.chi2.sf(q_star, c.pl.k - 1)),
                 "alpha": alpha,
                 "placebo_significant_share": float(sig.mean()),
-                "calibrated_positive": int(((p_cal_adj < alpha) & (y > 0)).sum()),
-                "calibrated_negative": int(((p_cal_adj < alpha) & (y < 0)).sum()),
             }
         )
     comparison = pd.DataFrame(rows)
     calibrated = pd.concat(cal, ignore_index=True) if cal else pd.DataFrame()
-    return comparison, calibrated
+    return comparison, calibrated, results
+
+
+def _group_vcov(vcovs: Mapping, key, rows: pd.DataFrame) -> np.ndarray:
+    """The joint covariance of ``rows``' schools (diagonal ``es_se²`` when none is stored)."""
+    V = vcovs.get(key) if vcovs else None
+    if V is None:
+        return np.diag(rows["es_se"].to_numpy(dtype=float) ** 2)
+    lab = rows["school"].to_numpy()
+    return V.loc[lab, lab].to_numpy()
 
 
 __all__ = ["placebo_schools", "PlaceboResult"]

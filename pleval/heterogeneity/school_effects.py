@@ -88,6 +88,7 @@ TABLE_COLUMNS = [
     "shrunk_es_sd",
     "shrunk_pp",
     "reliability",
+    "prob_negative",
     "note",
 ]
 
@@ -255,7 +256,7 @@ def _finish(
     """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
     the joint covariance ``vcov_es``, rows aligned with ``table``, when given)."""
     table = table.copy()
-    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability"):
+    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability", "prob_negative"):
         table[col] = np.nan
     metas, shrinks, counts, vcovs = {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
@@ -278,11 +279,12 @@ def _finish(
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
         m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels,
                           vcov=None if vcov_es is None else V)
-        sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels)
+        sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels, tau2_uncertainty=True)
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
         table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
+        table.iloc[rows, table.columns.get_loc("prob_negative")] = sh.prob_negative
         table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
     return table, metas, shrinks, counts, vcovs
 

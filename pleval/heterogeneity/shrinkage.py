@@ -25,6 +25,13 @@ is ``θ̃ = μ̂1 + τ̂²W(y − μ̂1)``, ``W = (V + τ̂²I)⁻¹`` (Henderso
 
 whose diagonal is the formula above when V is diagonal (``B_i = τ̂²w_i``). ``reliability``
 is then the diagonal of ``τ̂²W``.
+
+Both treat τ̂² as known, and with few schools the intervals ``θ̃ ± z·SD`` then cover less than
+stated (about 88% at a nominal 95% with 15 schools in pleval's simulation study). With
+``tau2_uncertainty=True`` (what :func:`~.school_effects.school_effects` uses) pleval adds the
+first-order term for the estimated τ² (Kackar & Harville 1984):
+``(∂θ̃/∂τ²)² Var(τ̂²)``, ``∂θ̃/∂τ² = (I − τ̂²W)W(y − μ̂1)`` (``v_i w_i² (y_i − μ̂)`` when V is
+diagonal), with ``Var(τ̂²)`` the REML inverse Fisher information.
 """
 
 from __future__ import annotations
@@ -125,6 +132,24 @@ class Shrinkage(ResultMixin):
         )
 
 
+def blup(y: np.ndarray, V: np.ndarray, tau2: float, tau2_var: float = 0.0):
+    """BLUP with correlated sampling errors (module docstring): ``(μ̂, Var μ̂, θ̃, SD(θ − θ̃),
+    diag τ²W)`` for ``y ~ N(μ1 + u, V)``, ``u ~ N(0, τ²I)``; ``tau2_var`` adds the
+    Kackar–Harville term for an estimated τ² (module docstring)."""
+    lam, Q = np.linalg.eigh(V)
+    W = (Q / (lam + tau2)) @ Q.T
+    W1 = W.sum(axis=1)
+    mu_var = 1.0 / float(W1.sum())
+    mu = float(W1 @ y) * mu_var
+    shrunk = mu + tau2 * (W @ (y - mu))
+    c = (np.eye(y.size) - tau2 * W).sum(axis=1)
+    pev = np.diag(tau2 * np.eye(y.size) - tau2**2 * W + np.outer(c, c) * mu_var)
+    if tau2_var > 0:
+        Wr = W @ (y - mu)
+        pev = pev + (Wr - tau2 * (W @ Wr)) ** 2 * tau2_var
+    return mu, mu_var, shrunk, np.sqrt(np.clip(pev, 0.0, None)), tau2 * np.diag(W)
+
+
 def empirical_bayes(
     estimates,
     ses,
@@ -134,11 +159,14 @@ def empirical_bayes(
     level: float = 0.95,
     labels: Sequence | None = None,
     vcov=None,
+    tau2_uncertainty: bool = False,
 ) -> Shrinkage:
     """Shrink school estimates toward the pooled mean (formulas in the module docstring).
 
     ``meta`` supplies μ̂ and τ̂² (a :class:`MetaAnalysis` of the same estimates); otherwise
     :func:`meta_analysis` is run with ``method`` (and ``vcov``, a full sampling covariance).
+    ``tau2_uncertainty`` adds the Kackar–Harville term for the estimated τ² to the posterior
+    variance (REML only, whose SE of τ̂² it uses).
     """
     y, se = check_inputs(estimates, ses)
     if meta is None:
@@ -147,25 +175,16 @@ def empirical_bayes(
         raise ValueError("meta must be the meta-analysis of these same estimates")
     v = se**2
     tau2 = meta.tau2
+    t2var = meta.tau2_se**2 if tau2_uncertainty and np.isfinite(meta.tau2_se) else 0.0
     if meta.vcov is None:
         B = tau2 / (tau2 + v)
         w = 1.0 / (v + tau2)
         mu = float(w @ y / w.sum())
         mu_var = 1.0 / float(w.sum())
         shrunk = mu + B * (y - mu)
-        sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var)
+        sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var + (v * w**2 * (y - mu)) ** 2 * t2var)
     else:
-        lam, Q = np.linalg.eigh(meta.vcov)
-        W = (Q / (lam + tau2)) @ Q.T
-        W1 = W.sum(axis=1)
-        mu_var = 1.0 / float(W1.sum())
-        mu = float(W1 @ y) * mu_var
-        shrunk = mu + tau2 * (W @ (y - mu))
-        R = np.eye(y.size) - tau2 * W
-        c = R.sum(axis=1)
-        pev = tau2 * np.eye(y.size) - tau2**2 * W + np.outer(c, c) * mu_var
-        sd = np.sqrt(np.clip(np.diag(pev), 0.0, None))
-        B = tau2 * np.diag(W)
+        mu, mu_var, shrunk, sd, B = blup(y, meta.vcov, tau2, t2var)
     return Shrinkage(
         estimates=_readonly(y),
         ses=_readonly(se),
@@ -181,4 +200,4 @@ def empirical_bayes(
     )
 
 
-__all__ = ["empirical_bayes", "Shrinkage"]
+__all__ = ["empirical_bayes", "Shrinkage", "blup"]
