@@ -168,8 +168,6 @@ def _moderator_table(ev) -> Table | None:
 
 
 def _schools_table(ev) -> Table | None:
-    import math
-
     import pandas as pd
 
     from .. import percentiles
