@@ -9,7 +9,10 @@ exactly as if they were PL schools.
 Procedure (:func:`placebo_schools`):
 
 1. The real PL schools are removed from the data (they never serve as comparisons here).
-2. The comparison schools are put in random order (``seed``); each *round* takes the next
+2. The comparison schools are ranked by their mean pretest (then size) and dealt round-robin
+   into rounds, so every round holds out schools from across the achievement range; the
+   assignment depends on the data alone — not on a seed, the row order or how school ids are
+   spelled — so the placebo figures are the same on every run. Each *round* takes the next
    ``per_round`` of them, marks them as pseudo-PL (treatment = 1) — so they are held out of
    the comparison pool while they play the part — and runs the same matching
    (:func:`pleval.match`, same method and options) and the same per-school estimate
@@ -151,6 +154,18 @@ def _school_treatment(data: pd.DataFrame, school: str, treatment: str) -> tuple[
     return pl, comp
 
 
+def _round_order(data: pd.DataFrame, school: str, score: str, per_round: int) -> np.ndarray:
+    """Comparison schools in the order the rounds take them: ranked by mean ``score`` (then
+    number of rows) and dealt round-robin, so consecutive blocks of ``per_round`` spread over
+    the score range. A function of the data only (no seed, row order or label spelling)."""
+    g = data.groupby(school, sort=True, observed=True)[score]
+    stats = pd.DataFrame({"mean": g.mean(), "n": g.size()})
+    ranked = stats.sort_values(["mean", "n"], kind="mergesort").index.to_numpy()
+    n_rounds = -(-len(ranked) // per_round)
+    pos = np.arange(len(ranked))
+    return ranked[np.lexsort((pos, pos % n_rounds))]
+
+
 def placebo_schools(
     data: pd.DataFrame,
     columns: Columns,
@@ -193,7 +208,8 @@ def placebo_schools(
     adjust
         Multiplicity adjustment of the calibrated p-values ("bh", default, or "holm"/"bonferroni").
     alpha, level, seed
-        Significance level, confidence level, and the seed of the placebo draw (and of matching).
+        Significance level, confidence level, and the seed passed to matching (used only by
+        random matching orders; the placebo rounds themselves involve no randomness).
     """
     from ..matching import match  # designs layer: imported lazily, estimators sit above it
 
@@ -233,9 +249,8 @@ def placebo_schools(
     if observed is None:
         observed = school_effects(match(data, columns, method, **match_options).matched, **eff_kw)
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(comp)
     non_pl = data.loc[~data[school].isin(pl).to_numpy()]
+    order = _round_order(non_pl, school, columns.main_pretest or columns.outcome, per_round)
     tables, round_rows, vcovs = [], [], []
     done, start, rnd = 0, 0, 0
     while done < n_placebo and start < len(order):
