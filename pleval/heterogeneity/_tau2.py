@@ -81,27 +81,33 @@ def dl_tau2(y, v, X) -> float:
     return float(max(0.0, (q - (k - p)) / c))
 
 
+def _fisher_scoring(y, v, X, step, objective, name: str, tol: float, maxiter: int) -> float:
+    """τ² by Fisher scoring ``τ² ← max(0, τ² + step(τ²))`` from the DL value; if it does not
+    settle within ``maxiter`` steps, a bounded maximization of ``objective`` on [0, 100·scale]."""
+    scale = float(np.var(y) + np.mean(v))
+    tau2 = dl_tau2(y, v, X)
+    for _ in range(maxiter):
+        new = max(0.0, tau2 + step(tau2))
+        if abs(new - tau2) <= tol * (1.0 + scale):
+            return new
+        tau2 = new
+    res = optimize.minimize_scalar(
+        lambda t: -objective(t), bounds=(0.0, 100.0 * scale), method="bounded", options={"xatol": tol * (1.0 + scale)},
+    )
+    if not res.success:
+        raise ConvergenceError(f"{name} estimate of tau² did not converge (Fisher scoring and bounded search)")
+    return float(res.x)
+
+
 def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
     """REML τ² by Fisher scoring from the DL value (truncated at 0), with a bounded
     maximization of ``ℓ_R`` as a fall-back. Returns ``(τ², SE(τ²))``, the SE from the
     inverse Fisher information ``√(2 / tr PP)`` (0 is reported with that SE too)."""
-    scale = float(np.var(y) + np.mean(v))
-    tau2 = dl_tau2(y, v, X)
-    for _ in range(maxiter):
-        score, info = _reml_parts(y, v, X, tau2)
-        new = max(0.0, tau2 + score / info)
-        if abs(new - tau2) <= tol * (1.0 + scale):
-            tau2 = new
-            break
-        tau2 = new
-    else:
-        res = optimize.minimize_scalar(
-            lambda t: -restricted_loglik(y, v, X, t), bounds=(0.0, 100.0 * scale), method="bounded",
-            options={"xatol": tol * (1.0 + scale)},
-        )
-        if not res.success:
-            raise ConvergenceError("REML estimate of tau² did not converge (Fisher scoring and bounded search)")
-        tau2 = float(res.x)
+    def step(t):
+        score, info = _reml_parts(y, v, X, t)
+        return score / info
+
+    tau2 = _fisher_scoring(y, v, X, step, lambda t: restricted_loglik(y, v, X, t), "REML", tol, maxiter)
     _, info = _reml_parts(y, v, X, tau2)
     return float(tau2), float(np.sqrt(2.0 / info))
 
@@ -115,23 +121,11 @@ def loglik(y, v, X, tau2: float) -> float:
 def ml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
     """ML τ² by Fisher scoring from the DL value, ``Δ = (r'W²r − Σw)/Σw²`` (truncated at 0),
     with a bounded maximization of ``ℓ`` as a fall-back. Returns ``(τ², √(2/Σw²))``."""
-    scale = float(np.var(y) + np.mean(v))
-    tau2 = dl_tau2(y, v, X)
-    for _ in range(maxiter):
-        w, _, _, r = wls_pieces(y, v, X, tau2)
-        new = max(0.0, tau2 + float((w**2) @ r**2 - w.sum()) / float(w @ w))
-        if abs(new - tau2) <= tol * (1.0 + scale):
-            tau2 = new
-            break
-        tau2 = new
-    else:
-        res = optimize.minimize_scalar(
-            lambda t: -loglik(y, v, X, t), bounds=(0.0, 100.0 * scale), method="bounded",
-            options={"xatol": tol * (1.0 + scale)},
-        )
-        if not res.success:
-            raise ConvergenceError("ML estimate of tau² did not converge (Fisher scoring and bounded search)")
-        tau2 = float(res.x)
+    def step(t):
+        w, _, _, r = wls_pieces(y, v, X, t)
+        return float((w**2) @ r**2 - w.sum()) / float(w @ w)
+
+    tau2 = _fisher_scoring(y, v, X, step, lambda t: loglik(y, v, X, t), "ML", tol, maxiter)
     w = 1.0 / (v + tau2)
     return float(tau2), float(np.sqrt(2.0 / (w @ w)))
 
