@@ -90,11 +90,17 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
         h = het_row(ev, s)
         if h is not None:
-            lines.append(
-                f"Schools differ: τ = {float(h['tau']):.3f} SD; {int(h['count_positive_adjusted'])} significantly "
-                f"positive and {int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after "
-                "multiplicity adjustment."
+            counts = (
+                f"beyond the placebo spread (what school circumstances alone produce), {int(h['calibrated_positive'])} "
+                f"positive and {int(h['calibrated_negative'])} negative of {int(h['k'])} after multiplicity adjustment "
+                f"({int(h['count_positive_adjusted'])} and {int(h['count_negative_adjusted'])} against student-level "
+                "standard errors alone)"
+                if pd.notna(h.get("calibrated_positive", np.nan))
+                else f"{int(h['count_positive_adjusted'])} significantly positive and "
+                f"{int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after multiplicity "
+                "adjustment (no placebo schools, so school circumstances are not allowed for)"
             )
+            lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
