@@ -98,7 +98,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                 if pd.notna(h.get("calibrated_positive", np.nan))
                 else f"{int(h['count_positive_adjusted'])} significantly positive and "
                 f"{int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after multiplicity "
-                "adjustment (no placebo schools, so school circumstances are not allowed for)"
+                "adjustment (school circumstances not allowed for: placebo schools were not run)"
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
         cards.append(Headline(
