@@ -110,10 +110,11 @@ def test_cli_sensitivity(data, tmp_path):
     data.to_csv(src, index=False)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["sensitivity", str(src), "--placebo-outcome", "prior2", "--hl-gamma", "1.5",
-                                   "--out", str(out)])
+                                   "--statistic", "huber", "--out", str(out)])
     assert res.exit_code == 0, res.output
     f = pd.read_csv(out / "sensitivity.csv")
     assert set(f["subject"]) == {"math", "reading"} and "placebo outcome" in set(f["kind"])
+    assert f.loc[f["kind"] == "rosenbaum", "label"].str.contains("Huber M-statistic").any()
     assert (out / "contour_math.png").stat().st_size > 1000
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out", str(out)])
     assert bad.exit_code == 2 and "--kd" in bad.output

@@ -52,6 +52,7 @@ def sensitivity_cmd(
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for RV(q, alpha) and Rosenbaum's Gamma."),
     gammas: str = typer.Option("1,1.5,2,3", "--gammas", help="Gamma values for the table of Rosenbaum p-value bounds."),
     hl_gamma: Optional[str] = typer.Option(None, "--hl-gamma", help="Gamma values at which to add the Hodges-Lehmann range and interval, comma-separated."),
+    statistic: str = typer.Option("rank", "--statistic", help="Rosenbaum test statistic: rank (signed/aligned ranks) or huber (Huber M-statistic)."),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="A pre-program score to analyse as a placebo (negative-control) outcome."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
 ) -> None:
@@ -79,6 +80,7 @@ def sensitivity_cmd(
     res = sensitivity(
         m, by=cols.subject, benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
         gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
+        rosenbaum_statistic=statistic,
         placebo_outcome=placebo_outcome, sd=parse_sd(sd),
     )
     figures = {"contour" + "".join(f"_{v}" for v in key) + ".png": r for key, r in res}

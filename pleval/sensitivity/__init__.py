@@ -6,7 +6,7 @@ One module per idea:
   coefficient (Cinelli & Hazlett 2020), with the cluster-robust adaptation documented there;
 * :mod:`.evalue` — E-values (VanderWeele & Ding 2017) for effect sizes via RR ≈ exp(0.91·d);
 * :mod:`.rosenbaum` — Rosenbaum bounds for matched pairs (signed ranks) and matched sets
-  (aligned ranks, separable approximation), Γ at α, Hodges–Lehmann range and interval;
+  (aligned ranks or Huber M-scores, separable approximation), Γ at α, Hodges–Lehmann range and interval;
 * :mod:`.matched` — all of them for a matched comparison, per subject, plus a pre-period
   placebo outcome: :func:`sensitivity`.
 

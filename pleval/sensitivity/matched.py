@@ -177,6 +177,7 @@ def sensitivity(
     alpha: float = 0.05,
     gammas=(1.0, 1.5, 2.0, 3.0),
     hl_gammas=(),
+    rosenbaum_statistic: str = "rank",
     placebo_outcome: str | None = None,
     sd="pooled",
     level: float = 0.95,
@@ -196,6 +197,8 @@ def sensitivity(
     q, alpha : the robustness values RV_q and RV_{q,α}; α is also Rosenbaum's level.
     gammas : Γ values for the Rosenbaum table of p-value bounds.
     hl_gammas : Γ values at which to add the Hodges–Lehmann range and sensitivity interval.
+    rosenbaum_statistic : "rank" (signed ranks for pairs, aligned ranks for sets) or "huber"
+        (Huber's M-statistic, trim 2.5; Rosenbaum 2007) — see :func:`.rosenbaum.rosenbaum_bounds`.
     placebo_outcome : a pre-program score to analyse as a negative-control outcome.
     sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
     effects : the result of ``m.estimate(by, ...)`` if already computed (otherwise the matched
@@ -246,7 +249,7 @@ def sensitivity(
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             ros = rosenbaum_bounds(resid, part["_set"].to_numpy(), part[c.treatment].to_numpy().astype(bool),
                                    gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
-                                   hl_gammas=hl_gammas, label=label)
+                                   hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
         plc = None
         if placebo_outcome is not None:
             psample, note = _placebo_sample(part, placebo_outcome, c, m.method)

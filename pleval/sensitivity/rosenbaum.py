@@ -26,6 +26,11 @@ probabilities Γ^{u_i}/Σ_j Γ^{u_j}; the set's mean μ_s and variance v_s are t
 maximizes μ_s (the largest v_s among ties); then ``p ≤ 1 − Φ((T − Σμ_s)/√Σv_s)``. The Γ at
 α is found by Brent's method on log Γ. Vectorized over sets: O(N) per Γ after one sort.
 
+**Huber's M-statistic** (Maritz 1979; Rosenbaum 2007; sensitivitymv's ``senmv``), for pairs
+and sets alike: unit j of set s scores ``q_sj = (1/n_s) Σ_{k≠j} ψ((y_sj − y_sk)/h)``, ψ Huber's
+function trimmed at ``trim`` (see :class:`HuberScores`), T the sum of the treated units'
+scores, bounded by the same separable approximation.
+
 **Hodges–Lehmann at Γ** (Rosenbaum 1993; 2002 §4.3.5). For an additive effect τ the
 statistic of ``y − τ·treated`` falls with τ. The range of point estimates solves
 ``T(τ) = E⁺(τ)`` and ``T(τ) = E⁻(τ)`` (E⁻ the lower-bound mean, with 1/(1+Γ)); the sensitivity
@@ -125,6 +130,51 @@ def _ranks_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class HuberScores:
+    """Huber M-scores for matched sets (Maritz 1979; Rosenbaum 2007, §4): unit j of set s
+    scores ``q_sj = (1/n_s) Σ_{k≠j} ψ((y_sj − y_sk)/h)`` with
+    ``ψ(x) = sign(x)·min(1, max(0, |x| − inner)/(trim − inner))`` and ``h`` the ``lam``-quantile
+    of ``|y_sj − y_sk|`` over every ordered pair of every set (``trim = inf`` with ``inner = 0``:
+    ψ(x) = x on the unscaled differences, the permutational t). The statistic is the sum of the
+    treated units' scores; its bound uses the same separable approximation as the aligned
+    ranks. ``trim = 2.5, inner = 0, lam = ½`` is sensitivitymv's default (method "h")."""
+
+    trim: float = 2.5
+    inner: float = 0.0
+    lam: float = 0.5
+
+    def __post_init__(self):
+        if not (0 <= self.inner < self.trim):
+            raise DataError(f"Huber scores need 0 <= inner < trim; got inner={self.inner!r}, trim={self.trim!r}")
+        if not 0 < self.lam < 1:
+            raise DataError(f"lam (the quantile that scales the differences) must lie in (0, 1); got {self.lam!r}")
+
+    def __call__(self, y: np.ndarray, codes: np.ndarray, size: np.ndarray) -> np.ndarray:
+        order = np.argsort(codes, kind="stable")
+        first = np.concatenate([[0], np.cumsum(size)[:-1]])
+        blocks = []
+        for n in np.unique(size):  # one block per set size (a few sizes), vectorized over its sets
+            idx = order[first[size == n][:, None] + np.arange(n)]
+            blocks.append((n, idx, y[idx][:, :, None] - y[idx][:, None, :]))  # memory: Σ n_s² per call
+        scale = not (math.isinf(self.trim) and self.inner == 0)
+        h = 1.0
+        if scale:
+            h = float(np.quantile(np.concatenate([np.abs(d[:, ~np.eye(n, dtype=bool)]).ravel() for n, _, d in blocks]),
+                                  self.lam))
+            if not h > 0:
+                raise DataError(f"Huber scores: the {self.lam:g}-quantile of the within-set differences is zero; raise lam")
+        q = np.empty(len(y))
+        for n, idx, d in blocks:
+            x = np.abs(d) / h
+            if math.isinf(self.trim):
+                ab = np.maximum(x - self.inner, 0.0) if scale else x
+            else:
+                ab = np.minimum(1.0, np.maximum(x - self.inner, 0.0) / (self.trim - self.inner))
+            q[idx] = (np.sign(d) * ab).sum(axis=2) / n
+        return q
+
+
+@dataclass(frozen=True)
 class _Sets:
     """Aligned ranks sorted decreasingly within each set, kept at the positions j = 0 … n_s − 2
     (a = j + 1 ones in u), with the running sums the separable bound needs."""
@@ -140,11 +190,22 @@ class _Sets:
     rest2: np.ndarray
 
     @classmethod
-    def build(cls, y: np.ndarray, codes: np.ndarray, size: np.ndarray, treated: np.ndarray) -> "_Sets":
-        """From responses ``y``, set codes 0..S−1, set sizes and the treated flags."""
-        n = len(y)
-        mean = np.bincount(codes, weights=y, minlength=len(size)) / size
-        q, o = _ranks_desc(y - mean[codes])
+    def build(cls, y: np.ndarray, codes: np.ndarray, size: np.ndarray, treated: np.ndarray,
+              scores: HuberScores | None = None) -> "_Sets":
+        """From responses ``y``, set codes 0..S−1, set sizes and the treated flags; the unit
+        scores are aligned ranks, or ``scores``' M-scores when given."""
+        if scores is None:
+            mean = np.bincount(codes, weights=y, minlength=len(size)) / size
+            q, o = _ranks_desc(y - mean[codes])
+        else:
+            q = scores(y, codes, size)
+            o = np.argsort(-q, kind="stable")
+        return cls.from_scores(q, o, codes, size, treated)
+
+    @classmethod
+    def from_scores(cls, q, o, codes, size, treated) -> "_Sets":
+        """From unit scores ``q`` and the order ``o`` that sorts them decreasingly."""
+        n = len(q)
         pos = np.empty(n, dtype=np.int64)
         pos[o] = np.arange(n)
         o = np.argsort(codes * n + pos)  # by set, decreasing q within each set (one integer sort)
@@ -251,11 +312,16 @@ def rosenbaum_bounds(
     alpha: float = 0.05,
     direction: str | None = None,
     hl_gammas=(),
+    statistic: str = "rank",
+    trim: float = 2.5,
+    inner: float = 0.0,
     label: str = "",
 ) -> RosenbaumBounds:
     """Rosenbaum bounds for matched sets in long format: outcome ``y``, matched-set id
-    ``set_id`` and ``treated`` (one treated unit per set). Pairs use the signed-rank
-    statistic; any larger set switches to aligned ranks. ``direction``: "greater" / "less"
+    ``set_id`` and ``treated`` (one treated unit per set). ``statistic="rank"``: pairs use the
+    signed-rank statistic, any larger set switches to aligned ranks; ``statistic="huber"``:
+    Huber's M-statistic (:class:`HuberScores` with ``trim`` and ``inner``; Rosenbaum 2007,
+    sensitivitymv's ``senmv``) for pairs and sets alike. ``direction``: "greater" / "less"
     (default: the sign of the mean treated-minus-set-mean difference). The table has one row
     per Γ in ``gammas`` and ``hl_gammas``; the Hodges–Lehmann range and the sensitivity
     interval are computed at ``hl_gammas`` (each takes a few dozen re-rankings of the data)."""
@@ -272,6 +338,9 @@ def rosenbaum_bounds(
     gammas = np.array(sorted(set(np.atleast_1d(np.asarray(gammas, dtype=float)).tolist()) | hl_set))
     if np.any(gammas < 1):
         raise DataError("every Γ must be at least 1")
+    if statistic not in ("rank", "huber"):
+        raise DataError(f"statistic must be 'rank' or 'huber'; got {statistic!r}")
+    scores = HuberScores(float(trim), float(inner)) if statistic == "huber" else None
     codes, size = _set_codes(set_id, treated)
     n_sets = len(size)
     mean = np.bincount(codes, weights=y, minlength=n_sets) / size
@@ -281,7 +350,7 @@ def rosenbaum_bounds(
         raise DataError(f"direction must be 'greater' or 'less'; got {direction!r}")
     sign = 1.0 if direction == "greater" else -1.0
     ys = sign * y
-    pairs = bool(np.all(size == 2))
+    pairs = scores is None and bool(np.all(size == 2))
     if pairs:
         d = _pair_differences(ys, codes, treated, n_sets)
         T, S1, S2 = _signed_rank(d)
@@ -290,14 +359,15 @@ def rosenbaum_bounds(
         g_alpha = signed_rank_gamma(d, alpha)
         test = "Wilcoxon signed rank (pairs)"
     else:
-        sets = _Sets.build(ys, codes, size, treated)
+        sets = _Sets.build(ys, codes, size, treated, scores)
         p_up = np.array([sets.pvalue(g) for g in gammas])
         p_lo = np.array([sets.pvalue(g, lower=True) for g in gammas])
         g_alpha = _gamma_search(sets.pvalue, alpha)
-        test = "aligned rank (matched sets; separable approximation)"
+        test = ("aligned rank (matched sets; separable approximation)" if scores is None else
+                f"Huber M-statistic (trim {scores.trim:g}, inner {scores.inner:g}; separable approximation)")
     rows = {"gamma": gammas, "pvalue_upper": p_up, "pvalue_lower": p_lo}
     if hl_set:
-        hl = _HL(ys, codes, treated, size, pairs, alpha)
+        hl = _HL(ys, codes, treated, size, pairs, alpha, scores)
         est = np.array([hl.interval(g) if g in hl_set else (math.nan,) * 4 for g in gammas]) * sign
         if sign < 0:  # the bounds swap when the outcome is mirrored
             est = est[:, [1, 0, 3, 2]]
@@ -308,8 +378,8 @@ def rosenbaum_bounds(
 class _HL:
     """Hodges–Lehmann estimates and sensitivity intervals for an additive effect at Γ."""
 
-    def __init__(self, y, codes, treated, size, pairs, alpha):
-        self.y, self.codes, self.treated, self.size, self.pairs = y, codes, treated, size, pairs
+    def __init__(self, y, codes, treated, size, pairs, alpha, scores=None):
+        self.y, self.codes, self.treated, self.size, self.pairs, self.scores = y, codes, treated, size, pairs, scores
         self.z = stats.norm.isf(alpha / 2)
         if pairs:
             self.d = _pair_differences(y, codes, treated, len(size))
@@ -330,7 +400,7 @@ class _HL:
             p = 1 - p if lower else p
             E, V = p * S1, p * (1 - p) * S2
         else:
-            s = _Sets.build(self.y - tau * self.treated, self.codes, self.size, self.treated)
+            s = _Sets.build(self.y - tau * self.treated, self.codes, self.size, self.treated, self.scores)
             E, V = s.moments(gamma, lower)
             T = s.T
         if not z_only:
@@ -353,4 +423,4 @@ class _HL:
         return hl_low, hl_high, ci_low, ci_high
 
 
-__all__ = ["rosenbaum_bounds", "RosenbaumBounds", "signed_rank_pvalue", "signed_rank_gamma", "aligned_rank_pvalue"]
+__all__ = ["rosenbaum_bounds", "RosenbaumBounds", "HuberScores", "signed_rank_pvalue", "signed_rank_gamma", "aligned_rank_pvalue"]
