@@ -82,11 +82,14 @@ RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutatio
                                 "boundary": "cautious", "joiners": None, "compromised": False}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
 
-MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": ()}
+MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": (),
+                                    "school_sensitivity": False}
 """Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
 ``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
-``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none) and
-``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval)."""
+``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none),
+``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval) and
+``school_sensitivity`` (each PL school's robustness values in the school table:
+``school_effects(..., robustness_q=1)``)."""
 
 Progress = Callable[..., None]
 
@@ -415,8 +418,9 @@ def _check_subgroup_options(o: dict) -> None:
 
 
 def _check_matched(o: dict) -> None:
-    if not isinstance(o["sensitivity"], (bool, np.bool_)):
-        raise DataError(f"option sensitivity must be true or false; got {o['sensitivity']!r}")
+    for k in ("sensitivity", "school_sensitivity"):
+        if not isinstance(o[k], (bool, np.bool_)):
+            raise DataError(f"option {k} must be true or false; got {o[k]!r}")
     if not isinstance(o["placebo_outcome"], str):
         raise DataError(f"option placebo_outcome must be a column name (or empty); got {o['placebo_outcome']!r}")
     g = o["hl_gammas"]
@@ -939,7 +943,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
     try:
         schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
-                                  school=columns.school, kw={**kw, "by": by}, sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
+                                  school=columns.school, kw={**kw, "by": by, "robustness_q": 1.0 if opts["school_sensitivity"] else None},
+                                  sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
     if schools is not None and opts["placebo"]:

@@ -290,3 +290,31 @@ def test_shrunken_school_effects_beat_raw_with_known_effects():
         t = school_effects(d, stratum="school_id", covariates=["pretest"], sd=15.0, hedges_correction=False).table
         better += np.mean((t.shrunk_es - theta) ** 2) < np.mean((t.effect_size - theta) ** 2)
     assert better >= 0.85 * reps
+
+
+def test_per_school_robustness_values():
+    """``robustness_q``: each school's partial R², RV_q and RV_{q,α} (Cinelli & Hazlett 2020,
+    eqs. 19 and 22, with pleval's design-effect adaptation) from a classical statsmodels WLS of
+    that school alone, the school's reported SE and df entering through κ = SE/SE_classical."""
+    d, _ = make_sites(n_schools=6, n_per=90, seed=2, subjects=("math",), mu=0.6)
+    d = d[~((d.school_id == "S003") & (d.race == "hispanic"))]  # a dummy dropped for one school only
+    rng = np.random.default_rng(3)
+    d = d.assign(w=np.where(d.treatment == 1, 1.0, rng.uniform(0.3, 1.5, len(d))))
+    r = school_effects(d, stratum="school_id", covariates=["pretest", "race"], weight="w", cluster="student_id",
+                       robustness_q=0.5, alpha=0.10)
+    t = r.table.set_index("school")
+
+    def rv(f):
+        return 0.5 * (math.sqrt(f**4 + 4 * f**2) - f**2)
+
+    for sch, sub in d.groupby("school_id"):
+        est, se_c, dof = slow_fit(sub, ["pretest", "race"], "classical", weight="w")
+        tc = est / se_c
+        fq = 0.5 * abs(tc) / math.sqrt(dof)
+        fs = t.loc[sch, "se"] / se_c * stats.t.ppf(0.95, t.loc[sch, "df"]) / math.sqrt(dof - 1)
+        rva = 0.0 if fq <= fs else ((fq**2 - fs**2) / (1 + fq**2) if fq > 1 / fs else rv(fq - fs))
+        assert t.loc[sch, "partial_r2"] == pytest.approx(tc**2 / (tc**2 + dof), rel=1e-8)
+        assert t.loc[sch, "rv_q"] == pytest.approx(rv(fq), rel=1e-8)
+        assert t.loc[sch, "rv_qa"] == pytest.approx(rva, rel=1e-8, abs=1e-12)
+    assert (t["rv_qa"] <= t["rv_q"]).all() and (t["rv_qa"] > 0).any()
+    assert "rv_q" not in school_effects(d, stratum="school_id", covariates=["pretest"]).table.columns

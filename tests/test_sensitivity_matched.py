@@ -122,8 +122,13 @@ def test_cli_sensitivity(data, tmp_path):
 
 def test_estimate_writes_sensitivity(data, tmp_path):
     """pleval.estimate: a sensitivity result per subject, in Evaluation.sensitivity and sensitivity.csv."""
-    ev = pleval.estimate(data, design="matched", seed=1, placebo=False, placebo_outcome="prior2", hl_gammas=[1.5])
+    ev = pleval.estimate(data, design="matched", seed=1, placebo=False, placebo_outcome="prior2", hl_gammas=[1.5],
+                         school_sensitivity=True)
     f = ev.sensitivity
+    sch = ev.schools  # each PL school's robustness values (school_effects(..., robustness_q=1))
+    assert {"partial_r2", "rv_q", "rv_qa"} <= set(sch.columns)
+    ok = sch["rv_q"].notna()
+    assert ok.any() and (sch.loc[ok, "rv_qa"] <= sch.loc[ok, "rv_q"]).all()
     assert set(f["subject"]) == {"math", "reading"}
     assert {"robustness value", "bound", "e-value", "rosenbaum", "placebo outcome"} <= set(f["kind"])
     assert ev.details["math"]["sensitivity"].ovb.estimate == pytest.approx(ev.effect("math").raw.estimate)
@@ -134,5 +139,7 @@ def test_estimate_writes_sensitivity(data, tmp_path):
     assert "How fragile is this result?" in (out / "summary.md").read_text()
     assert (out / "plots" / "sensitivity_math.png").stat().st_size > 1000
     assert len(pleval.estimate(data, design="matched", seed=1, placebo=False, sensitivity=False).sensitivity) == 0
+    with pytest.raises(DataError, match="school_sensitivity"):
+        pleval.estimate(data, design="matched", school_sensitivity="yes")
     with pytest.raises(DataError, match="hl_gammas"):
         pleval.estimate(data, design="matched", hl_gammas=[0.5])

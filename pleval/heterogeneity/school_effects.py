@@ -66,6 +66,9 @@ PERCENTILE_NOTE = (
     "(100·Φ(Φ⁻¹(p/100) + g) − p, from effect size g; at p = 50 this is the WWC improvement index)."
 )
 
+ROBUSTNESS_COLUMNS = ("partial_r2", "rv_q", "rv_qa")
+"""Added after :data:`TABLE_COLUMNS` by ``school_effects(..., robustness_q=q)``."""
+
 TABLE_COLUMNS = [
     "school",
     "n_treated",
@@ -289,6 +292,24 @@ def _finish(
     return table, metas, shrinks, counts, vcovs
 
 
+def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float) -> dict:
+    """Per-school ``partial_r2``, ``rv_q``, ``rv_qa`` from the classical fit of each school
+    (σ̂²_s = Σ w e²/(n_s − p_s), SE_classical = √(σ̂²_s [S_s⁻¹]_TT)) with the design effect
+    κ = SE/SE_classical and the school's df entering ``rv_qa`` (pleval.sensitivity.ovb)."""
+    from ..sensitivity.ovb import partial_r2, robustness_value
+
+    dof = (np.bincount(codes, minlength=G) - fit.rank).astype(float)
+    good = fit.ok & (dof > 1) & np.isfinite(se) & np.isfinite(dfree)
+    dof = np.where(good, dof, np.nan)
+    e2 = fit.resid**2 if w is None else w * fit.resid**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se_c = np.sqrt(fit.bread[:, 1, 1] * np.bincount(codes, weights=e2, minlength=G) / dof)
+        t_c = est / se_c
+        f_crit = se / se_c * stats.t.ppf(1 - alpha / 2, np.where(good, dfree, 1.0)) / np.sqrt(dof - 1)
+        return {"partial_r2": partial_r2(t_c, dof), "rv_q": robustness_value(t_c, dof, q),
+                "rv_qa": robustness_value(t_c, dof, q, f_crit=f_crit)}
+
+
 def _covariate_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
     """Numeric covariates as they are (checked for variation without a costly ``nunique``);
     categorical ones expanded by :func:`pleval.data.design_matrix`."""
@@ -342,6 +363,7 @@ def school_effects(
     level: float = 0.95,
     baseline_percentile: float = 50.0,
     hedges_correction: bool | None = None,
+    robustness_q: float | None = None,
 ) -> SchoolEffects:
     """One effect per PL school (or RCT site), computed for all schools at once.
 
@@ -386,6 +408,13 @@ def school_effects(
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
     hedges_correction : apply Hedges' ω per school (WWC); default: yes for a sample SD, no
         for a given norm SD (as ``MatchResult.estimate``).
+    robustness_q : float, optional
+        Add each school's sensitivity to an unobserved confounder (Cinelli & Hazlett 2020, as
+        :mod:`pleval.sensitivity.ovb` does for the overall estimate): ``partial_r2`` of the
+        treatment with the outcome in the school's regression, ``rv_q`` (the share of both
+        residual variances a confounder must explain to reduce the estimate by
+        100·``robustness_q`` %) and ``rv_qa`` (… to make it not significant at ``alpha``; the
+        school's SE and df enter as the design effect κ = SE/SE_classical, as in ``ovb``).
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
@@ -522,6 +551,7 @@ def school_effects(
         crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
         pval = 2 * stats.t.sf(np.abs(est / se), np.maximum(dfree, 1))
     pval = np.where(fit.ok, pval, np.nan)
+    robust = {} if robustness_q is None else _school_robustness(fit, codes, G, w, est, se, dfree, robustness_q, alpha)
 
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
     by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(n, dtype=np.intp), [("all",)])
@@ -573,6 +603,8 @@ def school_effects(
     table["percentile_points"] = _pp(es, baseline_percentile)
     table["pp_ci_low"] = _pp(table["es_ci_low"].to_numpy(), baseline_percentile)
     table["pp_ci_high"] = _pp(table["es_ci_high"].to_numpy(), baseline_percentile)
+    for col, v in robust.items():
+        table[col] = v
     table["note"] = notes
     for mcol in moderators:
         vals = pd.to_numeric(df[mcol], errors="coerce").to_numpy(dtype=float)
@@ -599,7 +631,7 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
     """Meta-analysis, shrinkage and counts of a per-school table, as a :class:`SchoolEffects`."""
     table, metas, shrinks, counts, vcovs = _finish(table, by=by_cols, **finish_kw)
     return SchoolEffects(
-        table=table[[*by_cols, *TABLE_COLUMNS, *moderators]],
+        table=table[[*by_cols, *TABLE_COLUMNS, *[c for c in ROBUSTNESS_COLUMNS if c in table.columns], *moderators]],
         meta=metas,
         shrinkage=shrinks,
         counts=counts,

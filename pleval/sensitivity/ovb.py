@@ -84,27 +84,34 @@ def adjusted_se(se, dof, r2dz_x, r2yz_dx):
         return se * np.sqrt((1.0 - r2yz_dx) / (1.0 - r2dz_x)) * math.sqrt(dof / (dof - 1.0))
 
 
-def robustness_value(t, dof, q: float = 1.0, alpha: float | None = None, *, f_crit: float | None = None):
-    """``RV_q`` (``alpha`` None) or ``RV_{q,α}``; ``f_crit`` overrides ``t*_{α,dof−1}/√(dof−1)``."""
+def robustness_value(t, dof, q: float = 1.0, alpha: float | None = None, *, f_crit=None):
+    """``RV_q`` (``alpha`` None) or ``RV_{q,α}``; ``f_crit`` overrides ``t*_{α,dof−1}/√(dof−1)``.
+    Vectorized: arrays ``t``, ``dof`` (and ``f_crit``) give an array (scalars a float)."""
     if q <= 0:
         raise DataError(f"q must be positive; got {q!r}")
-    fq = q * abs(float(t)) / math.sqrt(dof)
+    scalar = np.ndim(t) == 0 and np.ndim(dof) == 0 and np.ndim(f_crit) == 0
+    t, dof = np.asarray(t, dtype=float), np.asarray(dof, dtype=float)
+    fq = q * np.abs(t) / np.sqrt(dof)
     if alpha is None and f_crit is None:
-        return _rv(fq)
-    if f_crit is None:
-        if not 0 < alpha < 1:
-            raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
-        f_crit = stats.t.ppf(1 - alpha / 2, dof - 1) / math.sqrt(dof - 1)
-    fqa = fq - f_crit
-    if fqa <= 0:
-        return 0.0
-    if fq > 1.0 / f_crit:  # the constraint R²_{Y~Z} ≤ 1 binds: extreme robustness value
-        return float((fq**2 - f_crit**2) / (1 + fq**2))
-    return _rv(fqa)
+        out = _rv(fq)
+    else:
+        if f_crit is None:
+            if not 0 < alpha < 1:
+                raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
+            f_crit = stats.t.ppf(1 - alpha / 2, dof - 1) / np.sqrt(dof - 1)
+        f_crit = np.asarray(f_crit, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            extreme = (fq**2 - f_crit**2) / (1 + fq**2)  # the constraint R²_{Y~Z} ≤ 1 binds
+            out = np.where(fq - f_crit <= 0, 0.0, np.where(fq > 1.0 / f_crit, extreme, _rv(np.maximum(fq - f_crit, 0.0))))
+        out = np.where(np.isnan(fq) | np.isnan(f_crit), np.nan, out)
+    return float(out) if scalar else out
 
 
-def _rv(f: float) -> float:
-    return 0.0 if f == 0 else float(2.0 / (1.0 + math.sqrt(1.0 + 4.0 / f**2)))  # = ½(√(f⁴+4f²) − f²), stable
+def _rv(f):
+    """½(√(f⁴+4f²) − f²), written stably as 2/(1 + √(1 + 4/f²)); 0 at f = 0."""
+    f = np.asarray(f, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.where(f == 0, 0.0, 2.0 / (1.0 + np.sqrt(1.0 + 4.0 / f**2)))
 
 
 def benchmark_r2(r2dxj_x, r2yxj_dx, kd=1.0, ky=None):
