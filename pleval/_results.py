@@ -17,7 +17,9 @@ from scipy import stats
 
 from . import percentiles
 
-SCALES = ("raw", "effect size", "percentile points")
+SCALES = ("raw", "effect size", "percentile points", "percentage points")
+"""The scales of an :class:`Estimate`; "percentage points" is the difference in shares of a yes/no
+outcome (:mod:`pleval.binary`), never to be confused with percentile points."""
 
 
 class ResultMixin:

@@ -49,6 +49,8 @@ from .data import (
     validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
+from .outcomes import binary_frame, outcome_plan, outcome_table
+from .outcomes import check_options as check_outcome_options
 from .subgroups import BAND, pretest_bands
 
 DESIGNS = ("matched", "rct")
@@ -74,6 +76,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "moderators": (),
     "moderator_kh": True,
     "overriding_negative": None,
+    "outcomes": (),
+    "domains": {},
+    "binary_method": "logit",
+    "lower_is_better": (),
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
 placebo schools (every comparison school)."""
@@ -118,6 +124,7 @@ _TABLES = (
     "subgroup_tests",
     "equity",
     "moderators",
+    "outcomes",
 )
 
 
@@ -153,6 +160,8 @@ class Evaluation(ResultMixin):
         Facts worth knowing about this run (e.g. optional columns not found).
     ratings : Mapping
         Subject -> its :class:`~pleval.rating.Rating` (WWC rating and ESSA tier with reasons).
+    outcome_ratings : Mapping
+        ``(subject, outcome)`` -> the Rating of each further outcome (``outcomes=``).
     checks : CheckReport
         The data checks run before anything was computed (:func:`pleval.check`); their
         warnings head the printed output and the report's "Data checks" section.
@@ -172,6 +181,7 @@ class Evaluation(ResultMixin):
     details: Mapping[str, Any] = field(default_factory=dict)
     ratings: Mapping[str, Any] = field(default_factory=dict)
     checks: Any = None
+    outcome_ratings: Mapping[Any, Any] = field(default_factory=dict)
     _tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
     # ---- tables ------------------------------------------------------------------------
@@ -195,6 +205,8 @@ class Evaluation(ResultMixin):
     equity = property(lambda self: self.table("equity"), doc="Change in the achievement and FRL gaps, with CIs.")
     moderators = property(lambda self: self.table("moderators"),
                           doc="Meta-regression of the school effects on context moderators, by subject.")
+    outcomes = property(lambda self: self.table("outcomes"),
+                        doc="Every outcome of the run × subject on its own scale, p adjusted within domain (outcomes.csv).")
 
     def subgroups(self, subject=None) -> pd.DataFrame:
         """Subgroup effects on three scales (one row per subject × subgroup × level; ``subject``
@@ -371,6 +383,7 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
             raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
     _check_rating_options(opts, design)
     _check_subgroup_options(opts)
+    check_outcome_options(opts)
     if design == "matched":
         _check_matched(opts)
     if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
@@ -526,6 +539,17 @@ def estimate(
         Randomization-test draws (0 = none).
     compliance : bool
         Estimate the CACE when a take-up column is given.
+    outcomes : list of str
+        Further outcomes analysed beside ``columns.outcome`` (the primary), each on its own scale:
+        scores on three scales, yes/no outcomes in percentage points with the Cox index
+        (:mod:`pleval.outcomes`, :mod:`pleval.binary`); table :attr:`Evaluation.outcomes`.
+    domains : mapping
+        Outcome -> domain for the multiplicity correction within subject × domain (default:
+        every outcome in ``"achievement"``).
+    binary_method : str
+        ``"logit"`` (default) or ``"lpm"`` (linear-probability model) for yes/no outcomes.
+    lower_is_better : list of str
+        Outcomes whose favourable direction is down (e.g. days absent), for the rating and tier.
 
     Notes
     -----
@@ -563,6 +587,8 @@ def estimate(
     checked.raise_errors()
     columns = checked.columns
     df, work = with_binary_treatment(df, columns)  # the label is applied once, here
+    plan = outcome_plan(df, columns.outcome, opts)
+    df = binary_frame(df, plan)  # yes/no outcomes coded 1/0
     for p in checked.warnings:  # kept apart from ev.warnings: the report shows them under "Data checks"
         warnings.warn(p.line, PlevalWarning, stacklevel=2)
     if BAND in opts["subgroups"]:
@@ -592,11 +618,26 @@ def estimate(
     tables = _with_mdes(_assemble(keys, parts, v), opts)
     tables.update(_subgroup_tables(keys, parts, opts))
     tables["moderators"] = _moderator_table(parts, mod_terms, opts, notes)
-    ratings = {k: _rate(design, p, s, sub_df, columns, opts) for k, p, s in zip(keys, parts, subjects)}
-    tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()])
+    up = columns.outcome not in opts["lower_is_better"]
+    ratings = {k: _rate(design, p, s, sub_df, columns, opts, up) for k, p, s in zip(keys, parts, subjects)}
+    outcome_ratings: dict = {}
+    if opts["outcomes"]:
+        progress("further outcomes")
+        tables["outcomes"], outcome_ratings, primary, more = outcome_table(design, plan, keys, subjects, parts, sub_df,
+                                                                           work, opts, ratings, _rate)
+        ratings.update(primary)
+        tables["overall"] = _with_outcomes(tables["overall"], tables["outcomes"], columns.outcome)
+        notes += more
+    tables["rating"] = _concat([_with_subject(r.to_frame(), k) for k, r in ratings.items()]
+                               + [_with_subject(r.to_frame(), k[0]) for k, r in outcome_ratings.items()])
     if len(tables["overall"]):
-        tables["overall"]["wwc_rating"] = tables["overall"]["subject"].map({k: r.wwc_rating for k, r in ratings.items()})
-        tables["overall"]["essa_tier"] = tables["overall"]["subject"].map({k: r.essa_tier for k, r in ratings.items()})
+        ov = tables["overall"]
+        key = ov["subject"] + ("\x1f" + ov["outcome"] if "outcome" in ov else "")
+        at = {k: r for k, r in ratings.items()} if "outcome" not in ov else {
+            f"{s}\x1f{o}": ratings[s] if o == columns.outcome else outcome_ratings[(s, o)]
+            for s, o in zip(ov["subject"], ov["outcome"])}
+        ov["wwc_rating"] = key.map({k: r.wwc_rating for k, r in at.items()})
+        ov["essa_tier"] = key.map({k: r.essa_tier for k, r in at.items()})
     resolved = {
         "design": design,
         "method": method,
@@ -607,6 +648,10 @@ def estimate(
     }
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
+    if opts["outcomes"]:
+        keep = ["subject", "outcome", "kind", "domain", "estimation", "scale", "estimate", "effect_size", "es_measure",
+                "pvalue", "pvalue_adjusted", "wwc_rating", "essa_tier"]
+        prov["outcomes"] = [{k: _jsonable(v) for k, v in r.items()} for r in tables["outcomes"][keep].to_dict("records")]
     return Evaluation(
         design=design,
         method=method,
@@ -619,6 +664,7 @@ def estimate(
         notes=tuple(dict.fromkeys(notes + [n for p in parts for n in p.get("notes", ())])),
         details=MappingProxyType({k: MappingProxyType(p.get("details", {})) for k, p in zip(keys, parts)}),
         ratings=MappingProxyType(ratings),
+        outcome_ratings=MappingProxyType(outcome_ratings),
         checks=checked,
         _tables=MappingProxyType(tables),
     )
@@ -1110,9 +1156,11 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
         return None
 
 
-def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict):
+def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict,
+          higher_is_better: bool = True):
     """The WWC rating and ESSA tier of one subject (:func:`pleval.rating.rate`) from what the
-    design computed: attrition, baseline equivalence, schools per arm, the primary estimate."""
+    design computed: attrition, baseline equivalence, schools per arm, the primary estimate
+    (favourable when positive, or negative with ``higher_is_better=False``)."""
     from .rating import StudyFacts, rate
 
     res, eff = part["details"]["design"], part["effect"]
@@ -1120,9 +1168,11 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
     pre = eq[eq["role"] == "pretest"] if eq is not None and len(eq) else pd.DataFrame(columns=["variable"])
     baseline = tuple((str(r.variable), float(r.effect_size), bool(r.adjusted_in_model)) for r in pre.itertuples())
     alpha = float(opts["alpha"])
+    sign = 1 if higher_is_better else -1
     unfavourable = tuple(name for name, e in part["effects"].items()
-                         if e is not eff and e.effect_size.pvalue < alpha and e.effect_size.estimate < 0)
+                         if e is not eff and e.effect_size.pvalue < alpha and sign * e.effect_size.estimate < 0)
     common = dict(baseline=baseline, effect_size=eff.effect_size.estimate, pvalue=eff.effect_size.pvalue,
+                  higher_is_better=higher_is_better,
                   unfavorable_elsewhere=unfavourable, alpha=alpha, confounds=tuple(opts["confounds"]),
                   overriding_negative=opts["overriding_negative"])
     outcome = columns.outcome if subject is None else f"{columns.outcome} ({subject})"
@@ -1210,6 +1260,18 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         "sensitivity": _concat(sens),
         "dropped": _dropped_table(v, dropped),
     }
+
+
+def _with_outcomes(overall: pd.DataFrame, outcomes: pd.DataFrame, primary: str) -> pd.DataFrame:
+    """The overall table with an ``outcome`` column, the primary analysis's domain and
+    within-domain adjusted p, and the further outcomes' rows (:func:`pleval.outcomes.overall_rows`)."""
+    from .outcomes import overall_rows
+
+    ov = overall.assign(outcome=primary)
+    first = outcomes[outcomes["outcome"] == primary].set_index("subject")
+    ov["domain"] = ov["subject"].map(first["domain"])
+    ov["pvalue_domain_adjusted"] = np.where(ov["primary"], ov["subject"].map(first["pvalue_adjusted"]), np.nan)
+    return _concat([ov, overall_rows(outcomes[outcomes["outcome"] != primary])])
 
 
 def _with_mdes(tables: dict, opts: dict) -> dict:

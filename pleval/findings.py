@@ -118,6 +118,8 @@ def design_text(ev: "Evaluation") -> str:
 def overall_rows(ev: "Evaluation") -> list[dict]:
     rows = []
     ov = ev.overall
+    if "outcome" in ov.columns:  # the primary outcome's analyses (further outcomes: ev.outcomes)
+        ov = ov[ov["outcome"] == ev.columns.outcome]
     for s in ev.subjects:
         o = subject_rows(ov, s)
         for analysis, g in o.groupby("analysis", sort=False):

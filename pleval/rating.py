@@ -121,6 +121,9 @@ class StudyFacts:
     overriding_negative : bool or None
         Declared: other studies show overriding unfavourable evidence on this outcome
         (None: not checked by the user).
+    pvalue_label : str
+        What ``pvalue`` is, as the ESSA condition prints it (e.g. a p adjusted within the
+        outcome's domain, :mod:`pleval.outcomes`).
     """
 
     outcome: str
@@ -143,6 +146,7 @@ class StudyFacts:
     joiners: bool | None = None
     confounds: tuple[str, ...] = ()
     overriding_negative: bool | None = None
+    pvalue_label: str = "p"
 
     def __post_init__(self):
         if self.design not in ("rct", "qed"):
@@ -332,7 +336,7 @@ def essa_conditions(f: StudyFacts, rating: str) -> tuple[str, tuple[Condition, .
     sig = bool(math.isfinite(f.pvalue) and f.pvalue < f.alpha and signed > 0)
     direction = "favourable" if signed > 0 else "unfavourable" if signed < 0 else "zero"
     c_sig = Condition("statistically significant favourable effect", sig,
-                      f"effect size {f.effect_size:+.3f} ({direction}), p = {f.pvalue:.3g} vs alpha {f.alpha:g}")
+                      f"effect size {f.effect_size:+.3f} ({direction}), {f.pvalue_label} = {f.pvalue:.3g} vs alpha {f.alpha:g}")
     if f.overriding_negative:
         c_neg = Condition("no overriding negative evidence", False, "declared: other studies show overriding unfavourable evidence")
     elif f.unfavorable_elsewhere:

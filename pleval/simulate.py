@@ -445,15 +445,25 @@ def _raw_scores(z: np.ndarray, grade: np.ndarray, subjects: tuple, means: dict, 
     return raw if decimals is None else np.round(raw, decimals)
 
 
+def _proficient(post: np.ndarray, grade: np.ndarray, subjects: tuple) -> pd.arrays.IntegerArray:
+    """1 when the posttest is at or above its grade's spring mean (the median of untreated
+    students' scores), 0 below, missing with the posttest; student-major like ``post.ravel()``."""
+    cut = _raw_scores(np.zeros(post.shape), grade, subjects, SPRING_MEAN, None)
+    out = pd.array((post >= cut).ravel().astype(np.int64), dtype="Int64")
+    out[np.isnan(post.ravel())] = pd.NA
+    return out
+
+
 def _long_frame(ids: dict, subjects: tuple, pre: np.ndarray, post: np.ndarray, tail: dict) -> pd.DataFrame:
     """One row per student × subject, student-major. ``ids``/``tail`` hold per-student numpy
-    arrays or :class:`_Str` columns (in order: ids, subject, pretest, posttest, tail)."""
+    arrays or :class:`_Str` columns (in order: ids, subject, pretest, posttest, proficient, tail)."""
     n, k = pre.shape
     rep = np.repeat(np.arange(n), k)
     cols = {name: v[rep] for name, v in ids.items()}
     cols["subject"] = _Str(subjects, np.tile(np.arange(k), n))
     cols["pretest"] = pre.ravel()
     cols["posttest"] = post.ravel()
+    cols["proficient"] = _proficient(post, ids["grade"], subjects)
     cols.update({name: v[rep] for name, v in tail.items()})
     return pd.DataFrame({name: v.series() if isinstance(v, _Str) else v for name, v in cols.items()})
 
@@ -536,8 +546,9 @@ def simulate_matched(
     rounded).
 
     Returns :class:`Simulated` whose ``data`` has the columns of ``sample_data/pl_matched_students.csv``:
-    student_id, school_id, treatment, grade, subject, pretest, posttest, female, frl, ell,
-    sped, race, school_poverty, urbanicity.
+    student_id, school_id, treatment, grade, subject, pretest, posttest, proficient (1 when the
+    posttest is at or above the grade's spring mean, the untreated median; missing with the
+    posttest), female, frl, ell, sped, race, school_poverty, urbanicity.
     """
     params = dict(locals())
     grades, subjects = _validate_common(grades, subjects, effect, tau, icc, school_value_added_sd, pretest_slope, poverty_r2)
@@ -699,8 +710,8 @@ def simulate_cluster_rct(
     the realized mean of ``takeup·θ_j`` over students of assigned schools.
 
     ``data`` has the columns of ``sample_data/pl_cluster_rct.csv``: student_id, school_id,
-    block, treatment, takeup, grade, subject, pretest, posttest, female, frl, ell, sped, race,
-    school_poverty.
+    block, treatment, takeup, grade, subject, pretest, posttest, proficient (as in
+    :func:`simulate_matched`), female, frl, ell, sped, race, school_poverty.
     """
     params = dict(locals())
     grades, subjects = _validate_common(grades, subjects, effect, tau, icc, school_value_added_sd, pretest_slope, poverty_r2)

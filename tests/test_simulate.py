@@ -32,12 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 
 MATCHED_COLUMNS = [
-    "student_id", "school_id", "treatment", "grade", "subject", "pretest", "posttest",
+    "student_id", "school_id", "treatment", "grade", "subject", "pretest", "posttest", "proficient",
     "female", "frl", "ell", "sped", "race", "school_poverty", "urbanicity",
 ]
 RCT_COLUMNS = [
     "student_id", "school_id", "block", "treatment", "takeup", "grade", "subject", "pretest",
-    "posttest", "female", "frl", "ell", "sped", "race", "school_poverty",
+    "posttest", "proficient", "female", "frl", "ell", "sped", "race", "school_poverty",
 ]
 EFFECTS_COLUMNS = [
     "school_id", "subject", "estimate", "se", "n_treated", "n_comparison", "school_poverty",
@@ -136,7 +136,9 @@ def _check_dtypes(df: pd.DataFrame, columns: list[str]) -> None:
     assert list(df.columns) == columns
     for col in columns:
         dt = df[col].dtype
-        if col in INT_COLS:
+        if col == "proficient":  # 0/1, missing with the posttest
+            assert dt == "Int64" and (df[col].isna() == df["posttest"].isna()).all()
+        elif col in INT_COLS:
             assert dt == np.int64, (col, dt)
         elif col in FLOAT_COLS:
             assert dt == np.float64, (col, dt)

@@ -85,7 +85,10 @@ def _overall_table(ev) -> Table:
     t = table(f"Overall effect ({lvl} CI; * = primary estimate)",
               ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"),
               left=("subject", "analysis"))
-    for (subject, analysis), g in ev.overall.groupby(["subject", "analysis"], sort=False):
+    ov = ev.overall
+    if "outcome" in ov.columns:  # further outcomes have their own table
+        ov = ov[ov["outcome"] == ev.columns.outcome]
+    for (subject, analysis), g in ov.groupby(["subject", "analysis"], sort=False):
         by = {r["scale"]: r for _, r in g.iterrows()}
         raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
         t.add_row(
@@ -147,6 +150,34 @@ def _subgroup_table(ev) -> Table | None:
                   f"{r['effect_size']:+.3f}", f"{r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f}",
                   f"{r['percentile_points']:+.1f}",
                   "< 0.001" if r["pvalue_adjusted"] < 0.001 else f"{r['pvalue_adjusted']:.3f}")
+    return t
+
+
+def _outcomes_table(ev) -> Table | None:
+    """Every outcome × subject on its own scale, p adjusted within subject × domain, with its
+    rating and tier; why yes/no outcomes have no percentile points as the caption."""
+    o = ev.outcomes
+    if not len(o):
+        return None
+    binary = o[o["kind"] == "binary"]
+    cap = ("Yes/no outcomes: difference in percentage points (shares of students, not percentile points), Cox index "
+           f"as the effect size, by {binary['estimation'].iloc[0]}; {binary['note'].iloc[0]}." if len(binary) else None)
+    t = table("Outcomes (p adjusted within subject × domain; outcomes.csv)",
+              ("subject", "outcome", "domain", "difference (CI)", "effect size (CI)", "pct pts", "p", "adj. p", "WWC",
+               "ESSA"), left=("subject", "outcome", "domain", "difference (CI)", "WWC", "ESSA"),
+              caption=escape(cap) if cap else None, caption_justify="left")
+    for _, r in o.iterrows():
+        unit = "pp" if r["scale"] == "percentage points" else "pts"
+        es = "Cox" if r["es_measure"] == "Cox index" else "g"
+        t.add_row(escape(str(r["subject"])), escape(str(r["outcome"])) + (" ↓" if r["favourable"] == "lower" else ""),
+                  escape(str(r["domain"])), f"{r['estimate']:+.2f} {unit} ({r['ci_low']:+.2f}, {r['ci_high']:+.2f})",
+                  f"{es} {r['effect_size']:+.3f} ({r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f})",
+                  "—" if r["percentile_points"] != r["percentile_points"] else f"{r['percentile_points']:+.1f}",
+                  "< 0.001" if r["pvalue"] < 0.001 else f"{r['pvalue']:.3f}",
+                  "< 0.001" if r["pvalue_adjusted"] < 0.001 else f"{r['pvalue_adjusted']:.3f}",
+                  escape(str(r["wwc_rating"]).replace("Meets WWC Standards ", "").replace("Does Not Meet WWC Standards",
+                                                                                          "Does Not Meet")),
+                  escape(str(r["essa_tier"])))
     return t
 
 
@@ -300,6 +331,10 @@ def estimate(
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Effects for each level of these columns, comma-separated; pretest_band = baseline achievement bands (e.g. pretest_band,frl,ell,sped) (default: none).", rich_help_panel="Options"),
     moderators: Optional[str] = typer.Option(None, "--moderators", help="School-level columns to explain differences between school effects (meta-regression, Knapp-Hartung; categorical ones dummy-coded), comma-separated (default: none).", rich_help_panel="Options"),
+    outcomes: Optional[str] = typer.Option(None, "--outcomes", help="Further outcomes beside --outcome, comma-separated, each on its own scale: scores in points, SD and percentile points; yes/no outcomes (0/1, yes/no) in percentage points with the Cox index (e.g. posttest,proficient,days_absent) (default: none).", rich_help_panel="Options"),
+    domains: Optional[str] = typer.Option(None, "--domains", help="Outcome domains for the within-domain multiplicity correction, OUTCOME=DOMAIN pairs, e.g. days_absent=attendance (default: every outcome in achievement).", rich_help_panel="Options"),
+    binary_method: Optional[str] = typer.Option(None, "--binary-method", help="Yes/no outcomes: logit (default) or lpm (linear-probability model).", rich_help_panel="Options"),
+    lower_is_better: Optional[str] = typer.Option(None, "--lower-is-better", help="Outcomes whose favourable direction is down, e.g. days_absent (default: none).", rich_help_panel="Options"),
     bands: Optional[str] = typer.Option(None, "--bands", help="Pretest bands: cut points in percent of the pretest's rank within grade × subject, e.g. 25,50,75 (default: thirds).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
     sep: Sep = None,
@@ -341,7 +376,8 @@ def estimate(
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
         placebo_outcome=placebo_outcome,
         rct_design=rct_design, vcov=vcov, permutations=permutations, compliance=compliance,
-        subgroups=subgroups, bands=bands, moderators=moderators,
+        subgroups=subgroups, bands=bands, moderators=moderators, outcomes=outcomes, domains=domains,
+        binary_method=binary_method, lower_is_better=lower_is_better,
     )
     if sd is not None:
         flag_opts["sd"] = sd if sd in ("pooled", "comparison") else parse_value(sd)
@@ -394,7 +430,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _rating_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev), _risk_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _outcomes_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev), _risk_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

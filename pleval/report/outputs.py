@@ -71,7 +71,7 @@ def _toml_safe(v):
 _OUTPUT_FILES = (
     "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
     "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "sensitivity.csv", "subgroups.csv",
-    "subgroup_tests.csv", "equity.csv", "moderators.csv", "run.toml", "provenance.json", "report.html", "report.pdf",
+    "subgroup_tests.csv", "equity.csv", "moderators.csv", "outcomes.csv", "run.toml", "provenance.json", "report.html", "report.pdf",
 )
 
 
@@ -167,6 +167,8 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     put("rating.csv", ev.rating.to_csv(index=False))
     if len(ev.moderators):
         put("moderators.csv", ev.moderators.to_csv(index=False))
+    if len(ev.outcomes):
+        put("outcomes.csv", ev.outcomes.to_csv(index=False))
     if len(ev.subgroups()):
         put("subgroups.csv", ev.subgroups().to_csv(index=False))
         put("subgroup_tests.csv", ev.subgroup_tests.to_csv(index=False))

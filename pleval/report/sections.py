@@ -238,6 +238,44 @@ def evidence_standards(ev: "Evaluation", figures: Collection[str]) -> Section | 
     return Section("standards", "Evidence standards: WWC rating and ESSA tier", tuple(blocks))
 
 
+def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
+    """Every outcome of the run on its own scale, p adjusted within subject × domain, with its
+    WWC rating and ESSA tier."""
+    o = ev.outcomes
+    if not len(o):
+        return None
+    lvl = _lvl(ev)
+    adj = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), ev.options.get("adjust"))
+    blocks: list = [Paragraph(
+        f"Each outcome on its own scale: scores in points, effect size (Hedges g) and percentile points; yes/no outcomes "
+        f"as the difference in percentage points — a difference in the share of students, not percentile points — "
+        f"with the WWC's Cox index as the effect size. p-values are adjusted ({adj}) within each subject and outcome "
+        f"domain, as the WWC does; outcomes in different domains are not corrected for each other. Each outcome has "
+        f"its own WWC rating and ESSA tier (its own analytic sample; ↓ marks outcomes where lower is better).")]
+    for s in ev.subjects:
+        t = subject_rows(o, s)
+        if not len(t):
+            continue
+        pp = t["scale"] == "percentage points"
+        frame = pd.DataFrame({
+            "outcome": t["outcome"].astype(str) + np.where(t["favourable"] == "lower", " ↓", ""),
+            "domain": t["domain"].astype(str),
+            "difference": [f"{fmt(e, 2, True)} {'pct. points' if p else 'points'} ({fmt_ci(a, b, 2, True)})"
+                           for e, a, b, p in zip(t["estimate"], t["ci_low"], t["ci_high"], pp)],
+            "effect size": [f"{m.replace(' index', '')} {fmt(e, 3, True)} ({fmt_ci(a, b, 3, True)})"
+                            for m, e, a, b in zip(t["es_measure"], t["effect_size"], t["es_ci_low"], t["es_ci_high"])],
+            "percentile points": [("not defined" if p else fmt(v, 1, True)) for v, p in zip(t["percentile_points"], pp)],
+            "p": t["pvalue"].map(fmt_p), "adjusted p": t["pvalue_adjusted"].map(fmt_p),
+            "WWC rating": t["wwc_rating"].astype(str), "ESSA tier": t["essa_tier"].astype(str),
+        })
+        notes = [f"{r.outcome}: {r.estimation}; {r.method}" for r in t.itertuples()]
+        if pp.any():
+            notes.append(t.loc[pp, "note"].iloc[0] + ".")
+        blocks.append(Table(frame, title=title(s, "Outcomes"), note=f"{lvl} CIs in brackets. " + " ".join(
+            n if n.endswith(".") else n + "." for n in notes)))
+    return Section("outcomes", "Outcomes beyond scale scores", tuple(blocks))
+
+
 def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     """Effects for each group of students, the tests of equal effects and the equity summary."""
     sub = ev.subgroups()
@@ -624,7 +662,7 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
 
 
-SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, fragility,
+SECTIONS: tuple[Builder, ...] = (glance, data_checks, data_and_design, balance, evidence_standards, overall, outcomes, fragility,
                                  subgroups, schools, heterogeneity, moderators, caveats, provenance)
 """The section builders, in the order the report prints them."""
 
