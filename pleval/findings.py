@@ -280,6 +280,20 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
     return rows
 
 
+def outcome_lines(ev: "Evaluation") -> list[str]:
+    """One line per subject × outcome of ``ev.outcomes`` (several outcomes in one run)."""
+    out = []
+    for r in ev.outcomes.to_dict("records"):
+        unit = "percentage points" if r["scale"] == "percentage points" else "points"
+        es = "Cox index" if r["es_measure"] == "Cox index" else "g"
+        pp = "" if r["scale"] == "percentage points" else f", {fmt(r['percentile_points'], 1, True)} percentile points"
+        out.append(f"[{r['subject']}] {r['outcome']} ({r['domain']}): {fmt(r['estimate'], 2, True)} {unit} "
+                   f"({fmt_ci(r['ci_low'], r['ci_high'], 2, True)}), {es} {fmt(r['effect_size'], 3, True)}{pp}; "
+                   f"p {fmt_p(r['pvalue'])}, adjusted within domain {fmt_p(r['pvalue_adjusted'])}; "
+                   f"{r['wwc_rating']}; ESSA {r['essa_tier']}")
+    return out
+
+
 def text_summary(ev: "Evaluation") -> str:
     """Plain-text summary (``Evaluation.summary()``)."""
     lines = [f"Evaluation: {design_text(ev)}"]
@@ -299,6 +313,8 @@ def text_summary(ev: "Evaluation") -> str:
     for s, r in ev.ratings.items():
         lines.append(f"  WWC rating [{s}]: {r.wwc_rating}; ESSA tier: {r.essa_tier} ({r.essa_reason})")
         lines.extend(f"    {x}" for x in r.reasons)
+    for r in outcome_lines(ev):
+        lines.append(f"  Outcome {r}")
     for h in het_rows(ev):
         lines.append(f"  Schools [{h['subject']}]: {' '.join(h['parts'])}")
     for w in ev.warnings:
@@ -331,6 +347,6 @@ def html_fragment(ev: "Evaluation") -> str:
 
 
 __all__ = [
-    "significance", "design_text", "overall_rows", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
+    "significance", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
     "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "title", "slug", "ADJUSTMENT_NAMES",
 ]

@@ -110,6 +110,8 @@ def test_trial_outcomes_table_p_adjustment_and_ratings(trial):
     assert d.essa_tier == "Moderate"  # fewer absences: significant and favourable; alone in its domain
     assert d.facts.pvalue == o.loc["days_absent", "pvalue"] and not d.facts.unfavorable_elsewhere
     assert ev.provenance["outcomes"][1]["outcome"] == "proficient"
+    text = ev.summary()
+    assert "Outcome [math] proficient (achievement): +" in text and "percentage points" in text and "Cox index" in text
 
 
 def test_text_yes_no_outcome_and_lpm(trial):
