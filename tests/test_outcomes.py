@@ -160,7 +160,7 @@ def test_done_when_matched_sample_on_the_command_line(tmp_path):
     text = r.output
     assert "WWC rating and ESSA tier" in text and "Meets WWC Standards With Reservations" not in text  # short form
     assert "Meets With Reservations" in text and "cannot exceed With Reservations" in text and "ESSA:" in text
-    assert "Outcomes (p adjusted within subject × domain" in text and " pp (" in text and "Cox +" in text
+    assert "Outcomes (p adjusted within subject × domain" in text and " %-points (" in text and "Cox +" in text
     assert "not defined for a yes/no outcome" in text
     assert "gap highest − lowest pretest band" in text and "urbanicity[" in text
     for f in ("subgroups.csv", "equity.csv", "outcomes.csv", "moderators.csv", "rating.csv"):
@@ -177,7 +177,7 @@ def test_done_when_matched_sample_on_the_command_line(tmp_path):
     assert {"outcome", "domain", "pvalue_domain_adjusted"} <= set(ov.columns)
     assert ((ov["outcome"] == "proficient") & (ov["scale"] == "percentage points")).sum() == 2
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert "Outcomes beyond scale scores" in html and "pct. points" in html
+    assert "Outcomes beyond scale scores" in html and "percentage points (" in html
     import json
 
     prov = json.loads((out / "provenance.json").read_text())

@@ -163,11 +163,11 @@ def _outcomes_table(ev) -> Table | None:
     cap = ("Yes/no outcomes: difference in percentage points (shares of students, not percentile points), Cox index "
            f"as the effect size, by {binary['estimation'].iloc[0]}; {binary['note'].iloc[0]}." if len(binary) else None)
     t = table("Outcomes (p adjusted within subject × domain; outcomes.csv)",
-              ("subject", "outcome", "domain", "difference (CI)", "effect size (CI)", "pct pts", "p", "adj. p", "WWC",
+              ("subject", "outcome", "domain", "difference (CI)", "effect size (CI)", "percentile pts", "p", "adj. p", "WWC",
                "ESSA"), left=("subject", "outcome", "domain", "difference (CI)", "WWC", "ESSA"),
               caption=escape(cap) if cap else None, caption_justify="left")
     for _, r in o.iterrows():
-        unit = "pp" if r["scale"] == "percentage points" else "pts"
+        unit = "%-points" if r["scale"] == "percentage points" else "points"
         es = "Cox" if r["es_measure"] == "Cox index" else "g"
         t.add_row(escape(str(r["subject"])), escape(str(r["outcome"])) + (" ↓" if r["favourable"] == "lower" else ""),
                   escape(str(r["domain"])), f"{r['estimate']:+.2f} {unit} ({r['ci_low']:+.2f}, {r['ci_high']:+.2f})",

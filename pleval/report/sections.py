@@ -260,7 +260,7 @@ def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({
             "outcome": t["outcome"].astype(str) + np.where(t["favourable"] == "lower", " ↓", ""),
             "domain": t["domain"].astype(str),
-            "difference": [f"{fmt(e, 2, True)} {'pct. points' if p else 'points'} ({fmt_ci(a, b, 2, True)})"
+            "difference": [f"{fmt(e, 2, True)} {'percentage points' if p else 'points'} ({fmt_ci(a, b, 2, True)})"
                            for e, a, b, p in zip(t["estimate"], t["ci_low"], t["ci_high"], pp)],
             "effect size": [f"{m.replace(' index', '')} {fmt(e, 3, True)} ({fmt_ci(a, b, 3, True)})"
                             for m, e, a, b in zip(t["es_measure"], t["effect_size"], t["es_ci_low"], t["es_ci_high"])],
