@@ -1,0 +1,400 @@
+"""Staggered adoption: group-time average effects (Callaway & Sant'Anna 2021).
+
+Units (schools, or any panel unit) adopt the program in different periods and stay adopted.
+The *cohort* ``g`` of a unit is its first program period (never-adopting units have none).
+For each cohort ``g`` and period ``t`` the group-time average effect is the 2×2
+difference in differences of cohort ``g`` against a comparison group ``C``, from a base
+period ``b``:
+
+.. math::
+
+    ATT(g,t) = \\bar{\\Delta Y}_{g} - \\bar{\\Delta Y}_{C},\\qquad \\Delta Y_i = Y_{it} - Y_{ib},
+
+with ``b = g - 1`` (the last period before adoption) for ``t ≥ g`` and ``b = t - 1`` for
+``t < g`` (pre-period placebo effects; the "varying" base period of the R ``did`` package).
+The comparison group is the never-adopting units (``control="never"``) or those not yet
+adopting by ``max(t, b)`` (``control="notyet"``). This is the unconditional (no covariates)
+estimator, identical to ``did::att_gt(..., xformla = ~1)`` for every ``est_method``.
+
+Inference uses each unit's influence function (Callaway & Sant'Anna 2021, Theorem 2):
+in the subsample of cohort ``g`` and ``C`` (``n_gt`` units, weights ``w`` normalized to mean
+1 there) ``ψ_i = w_i D_i (ΔY_i − \\bar{ΔY}_g)/\\bar{wD} − w_i C_i (ΔY_i − \\bar{ΔY}_C)/\\bar{wC}``,
+rescaled to the whole sample as ``IF_i = (n/n_gt) ψ_i``. The SE of any linear combination
+with influence function ``IF`` is ``√(Σ_i IF_i²)/n``; clustered (by school, for instance),
+``√(G/(G−1) Σ_c (Σ_{i∈c} IF_i)²)/n`` with a t(G−1) reference. Aggregations (simple,
+event-time, cohort, calendar) follow ``did::aggte``, including the influence function of the
+estimated cohort shares ``P(G = g)``. The Wald pre-test of parallel trends is
+``W = b' V̂⁻¹ b ~ χ²(k)`` over the ``k`` pre-period cells (a Moore–Penrose inverse and
+``k`` = rank of ``V̂`` when placebo cells are collinear).
+
+Source: Callaway, B. and Sant'Anna, P. H. C. (2021), "Difference-in-Differences with multiple
+time periods", *Journal of Econometrics* 225(2), 200–230; the R package ``did`` (aggte).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._results import Estimate, ResultMixin, t_interval
+from ..errors import DataError, DesignError
+
+CONTROLS = ("never", "notyet")
+AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """A balanced unit × period panel in arrays (rows: units; columns: periods)."""
+
+    units: np.ndarray
+    times: np.ndarray
+    y: np.ndarray
+    cohort: np.ndarray  # first program period of each unit; inf = never within the data
+    weight: np.ndarray  # normalized to mean 1
+    cluster: np.ndarray  # integer codes (one per unit when not clustered)
+    n_clusters: int | None
+    notes: tuple[str, ...]
+
+
+def _panel(data, outcome, unit, time, cohort, cluster, weight) -> _Panel:
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame; got {type(data).__name__}")
+    for role, c in (("outcome", outcome), ("unit", unit), ("time", time), ("cohort", cohort),
+                    ("cluster", cluster), ("weight", weight)):
+        if c is not None and c not in data.columns:
+            raise DataError(f"column {c!r} ({role}) is not in the data; available columns: "
+                            f"{', '.join(map(str, data.columns[:30]))}")
+    if len(data) == 0:
+        raise DataError("the data have no rows")
+    df = data
+    for role, c in (("outcome", outcome), ("time", time), ("weight", weight)):
+        if c is None:
+            continue
+        conv = pd.to_numeric(df[c], errors="coerce")
+        bad = conv.isna() & df[c].notna()
+        if bad.any():
+            raise DataError(f"column {c!r} ({role}) must be numeric: {int(bad.sum()):,} row(s) hold values such as "
+                            f"{', '.join(map(repr, df.loc[bad, c].astype(str).unique()[:3]))}")
+        miss = conv.isna()
+        if miss.any():
+            raise DataError(f"column {c!r} ({role}): {int(miss.sum()):,} row(s) are missing; the group-time estimator "
+                            "needs every unit in every period (fill or remove those units first)")
+        df = df.assign(**{c: conv.astype(float)})
+    for role, c in (("unit", unit), ("cluster", cluster)):
+        if c is not None and df[c].isna().any():
+            raise DataError(f"column {c!r} ({role}): {int(df[c].isna().sum()):,} row(s) are missing")
+    g_raw = df[cohort]
+    g_num = pd.to_numeric(g_raw, errors="coerce")
+    bad = g_num.isna() & g_raw.notna()
+    if bad.any():
+        raise DataError(f"column {cohort!r} (cohort: first program period) must be numeric, with 0 or empty for "
+                        f"never; {int(bad.sum()):,} row(s) hold values such as "
+                        f"{', '.join(map(repr, g_raw[bad].astype(str).unique()[:3]))}")
+    g_num = g_num.fillna(0.0).replace(0.0, np.inf)
+    dup = df.duplicated([unit, time], keep=False)
+    if dup.any():
+        raise DataError(f"columns {unit!r} × {time!r}: {int(dup.sum()):,} row(s) repeat a unit in a period; "
+                        "each unit should have one row per period")
+    for role, c, vals in (("cohort", cohort, g_num), ("cluster", cluster, df[cluster] if cluster else None),
+                          ("weight", weight, df[weight] if weight else None)):
+        if vals is None:
+            continue
+        varies = vals.groupby(df[unit].to_numpy()).nunique(dropna=False) > 1
+        if varies.any():
+            raise DataError(f"column {c!r} ({role}) must be constant within each unit; it varies within "
+                            f"{int(varies.sum()):,} unit(s) (e.g. {varies[varies].index[0]!r})")
+    times = np.sort(df[time].unique())
+    units, u_codes = np.unique(df[unit].to_numpy(), return_inverse=True)
+    t_codes = np.searchsorted(times, df[time].to_numpy())
+    n_per_unit = np.bincount(u_codes, minlength=len(units))
+    if (n_per_unit != len(times)).any():
+        k = int((n_per_unit != len(times)).sum())
+        raise DataError(f"columns {unit!r} × {time!r}: the panel is unbalanced — {k:,} of {len(units):,} unit(s) are "
+                        f"not observed in all {len(times)} periods; the group-time estimator needs a balanced panel")
+    y = np.empty((len(units), len(times)))
+    y[u_codes, t_codes] = df[outcome].to_numpy(dtype=float)
+    first = np.zeros(len(units), dtype=np.int64)
+    first[u_codes] = np.arange(len(df))
+    g = g_num.to_numpy()[first]
+    w = np.ones(len(units)) if weight is None else df[weight].to_numpy(dtype=float)[first]
+    if (w <= 0).any():
+        raise DataError(f"column {weight!r} (weight): {int((w <= 0).sum()):,} unit(s) have a weight that is not positive")
+    notes = []
+    finite = np.isfinite(g)
+    off_grid = finite & ~np.isin(g, times) & (g <= times[-1])
+    if off_grid.any():
+        raise DataError(f"column {cohort!r} (cohort): {int(off_grid.sum()):,} unit(s) have a first program period "
+                        f"that is not one of the periods in {time!r} ({', '.join(map(str, times[:8]))})")
+    late = finite & (g > times[-1])
+    if late.any():
+        notes.append(f"{int(late.sum()):,} unit(s) adopt after the last period ({times[-1]:g}): never adopting within "
+                     "the data, so they count as never-adopting comparisons")
+        g = np.where(late, np.inf, g)
+    early = g <= times[0]
+    if early.any():
+        notes.append(f"{int(early.sum()):,} unit(s) adopt in the first period ({times[0]:g}) or before: no "
+                     "pre-program period, so they are left out (as did::att_gt does)")
+    keep = ~early
+    if cluster is not None:
+        _, cl = np.unique(df[cluster].to_numpy()[first][keep], return_inverse=True)
+        n_clusters = int(cl.max()) + 1
+    else:
+        cl, n_clusters = np.arange(int(keep.sum())), None
+    w = w[keep]
+    return _Panel(units[keep], times, y[keep], g[keep], w / w.mean(), cl, n_clusters, tuple(notes))
+
+
+def _se(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None) -> np.ndarray:
+    """SE from influence functions (columns of ``inf``), unit-level or summed within clusters."""
+    n = inf.shape[0]
+    if n_clusters is None:
+        return np.sqrt((inf**2).sum(axis=0)) / n
+    sums = np.zeros((n_clusters, inf.shape[1]))
+    np.add.at(sums, cluster, inf)
+    return np.sqrt(n_clusters / (n_clusters - 1) * (sums**2).sum(axis=0)) / n
+
+
+def _vcov(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None) -> np.ndarray:
+    n = inf.shape[0]
+    if n_clusters is None:
+        return inf.T @ inf / n**2
+    sums = np.zeros((n_clusters, inf.shape[1]))
+    np.add.at(sums, cluster, inf)
+    return n_clusters / (n_clusters - 1) * sums.T @ sums / n**2
+
+
+def _frame(est, se, df, level, extra: dict) -> pd.DataFrame:
+    est, se = np.asarray(est, float), np.asarray(se, float)
+    crit, p = t_interval(est, se, df, level)
+    out = pd.DataFrame(extra)
+    out["estimate"], out["se"] = est, se
+    out["ci_low"], out["ci_high"], out["pvalue"] = est - crit * se, est + crit * se, p
+    return out
+
+
+@dataclass(frozen=True, repr=False)
+class Aggregation(ResultMixin):
+    """An aggregation of group-time effects: the overall effect and its parts
+    (event times, cohorts or periods; empty for ``simple``)."""
+
+    kind: str
+    overall: Estimate
+    table: pd.DataFrame
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def summary(self) -> str:
+        what = {"simple": "post-adoption cells weighted by cohort size", "dynamic": "event time (years since adoption)",
+                "group": "adoption cohort", "calendar": "calendar period"}[self.kind]
+        lines = [f"Aggregation: {self.kind} ({what})", "  overall " + self.overall.summary()]
+        if len(self.table):
+            key = self.table.columns[0]
+            lines.append(f"  {key:>10}{'estimate':>10}{'SE':>9}{'CI low':>9}{'CI high':>9}")
+            for r in self.table.itertuples(index=False):
+                lines.append(f"  {getattr(r, key):>10g}{r.estimate:>10.4f}{r.se:>9.4f}{r.ci_low:>9.4f}{r.ci_high:>9.4f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, repr=False)
+class GroupTimeEffects(ResultMixin):
+    """Group-time average effects ``ATT(g, t)`` with their influence functions.
+
+    ``table`` has one row per (cohort, period) cell: ``group``, ``time``, ``event_time``
+    (``t − g``), ``base_time``, ``estimate``, ``se``, CI, ``pvalue``, ``n_treated``,
+    ``n_control`` and ``post`` (``t ≥ g``). ``pretest`` is the Wald test of all
+    pre-period cells being zero (statistic, df, p-value).
+    """
+
+    table: pd.DataFrame
+    control: str
+    level: float
+    df: float
+    n_units: int
+    n_clusters: int | None
+    pretest: dict
+    notes: tuple[str, ...]
+    _inf: np.ndarray = field(repr=False)
+    _cohort: np.ndarray = field(repr=False)
+    _weight: np.ndarray = field(repr=False)
+    _cluster: np.ndarray = field(repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.table.copy()
+
+    def summary(self) -> str:
+        ctrl = {"never": "never-adopting units", "notyet": "not-yet-adopting units"}[self.control]
+        inf = (f"clustered by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
+               else "unit-level influence functions, normal reference")
+        lines = [f"Group-time effects ATT(g,t) (Callaway & Sant'Anna 2021): {self.n_units:,} units; comparisons: "
+                 f"{ctrl}; SEs {inf}",
+                 f"  {'group':>8}{'time':>8}{'ATT':>10}{'SE':>9}{'CI low':>9}{'CI high':>9}"]
+        for r in self.table.itertuples(index=False):
+            lines.append(f"  {r.group:>8g}{r.time:>8g}{r.estimate:>10.4f}{r.se:>9.4f}{r.ci_low:>9.4f}{r.ci_high:>9.4f}"
+                         + ("" if r.post else "  (pre)"))
+        pt = self.pretest
+        if pt["df"]:
+            lines.append(f"  pre-trend Wald test: chi2({pt['df']}) = {pt['statistic']:.3f}, p = {pt['pvalue']:.5f}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    # -- aggregation (did::aggte) -------------------------------------------------------
+    def _pg(self) -> np.ndarray:
+        """P(G = g) of each cell's cohort, over all units (weighted)."""
+        groups = self.table["group"].to_numpy()
+        return np.array([np.mean(self._weight * (self._cohort == g)) for g in groups])
+
+    def _wif(self, keep: np.ndarray, pg: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Influence function of the weights ``pg_k / Σ pg`` over the kept cells (did::aggte's wif)."""
+        ind = self._weight[:, None] * (self._cohort[:, None] == groups[None, keep]) - pg[None, keep]
+        s = pg[keep].sum()
+        return ind / s - ind.sum(axis=1, keepdims=True) * (pg[keep] / s**2)[None, :]
+
+    def _combine(self, att, inf, keep, weights, wif=None):
+        est = float(att[keep] @ weights)
+        f = inf[:, keep] @ weights
+        if wif is not None:
+            f = f + wif @ att[keep]
+        return est, f
+
+    def aggregate(self, kind: str = "simple") -> Aggregation:
+        """Aggregate the cells as ``did::aggte(type = kind)``: ``simple`` (post cells weighted by
+        cohort size), ``dynamic`` (by event time e = t − g, overall = mean over e ≥ 0), ``group``
+        (by cohort, overall weighted by cohort size) or ``calendar`` (by period)."""
+        if kind not in AGGREGATIONS:
+            raise DesignError(f"aggregation must be one of {AGGREGATIONS}; got {kind!r}")
+        t = self.table
+        att, inf = t["estimate"].to_numpy(), self._inf
+        group, time, e = t["group"].to_numpy(), t["time"].to_numpy(), t["event_time"].to_numpy()
+        post = t["post"].to_numpy()
+        pg = self._pg()
+        parts_est, parts_inf, keys = [], [], []
+        if kind == "simple":
+            keep = post
+            est, f = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
+        elif kind in ("dynamic", "calendar"):
+            col = e if kind == "dynamic" else time
+            values = np.unique(col if kind == "dynamic" else time[post])
+            for v in values:
+                keep = (col == v) & (post if kind == "calendar" else True)
+                pe, pf = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
+                parts_est.append(pe), parts_inf.append(pf), keys.append(v)
+            sel = np.asarray(keys) >= 0 if kind == "dynamic" else np.ones(len(keys), bool)
+            est = float(np.mean(np.asarray(parts_est)[sel]))
+            f = np.column_stack(parts_inf)[:, sel].mean(axis=1)
+        else:  # group
+            cohorts = np.unique(group[post])
+            for g in cohorts:
+                keep = (group == g) & post
+                pe, pf = self._combine(att, inf, keep, np.full(keep.sum(), 1.0 / keep.sum()))
+                parts_est.append(pe), parts_inf.append(pf), keys.append(g)
+            pgg = np.array([np.mean(self._weight * (self._cohort == g)) for g in cohorts])
+            ind = self._weight[:, None] * (self._cohort[:, None] == cohorts[None, :]) - pgg[None, :]
+            s = pgg.sum()
+            wif = ind / s - ind.sum(axis=1, keepdims=True) * (pgg / s**2)[None, :]
+            est = float(np.asarray(parts_est) @ (pgg / s))
+            f = np.column_stack(parts_inf) @ (pgg / s) + wif @ np.asarray(parts_est)
+        se = float(_se(f[:, None], self._cluster, self.n_clusters)[0])
+        overall = Estimate.from_t(est, se, self.df, level=self.level, n_treated=int(np.isfinite(self._cohort).sum()),
+                                  n_control=int((~np.isfinite(self._cohort)).sum()), n_clusters=self.n_clusters,
+                                  method=f"Callaway-Sant'Anna {kind} aggregation", label=f"ATT ({kind})")
+        key = {"dynamic": "event_time", "group": "group", "calendar": "time"}.get(kind)
+        if key is None:
+            table = pd.DataFrame(columns=["estimate", "se", "ci_low", "ci_high", "pvalue"])
+        else:
+            ses = _se(np.column_stack(parts_inf), self._cluster, self.n_clusters)
+            table = _frame(parts_est, ses, self.df, self.level, {key: np.asarray(keys)})
+        return Aggregation(kind, overall, table)
+
+    def event_study(self) -> Aggregation:
+        """Effects by years since adoption, with the pre-period (placebo) estimates."""
+        return self.aggregate("dynamic")
+
+    def plot_event_study(self, *, title: str | None = None):
+        """Event-study figure: pre-period estimates (a check of parallel trends) and effects by
+        years since adoption, with pointwise CIs."""
+        from .plots import event_study_plot
+
+        return event_study_plot(self.event_study().table, level=self.level, title=title)
+
+
+def group_time_effects(
+    data: pd.DataFrame,
+    *,
+    outcome: str,
+    unit: str,
+    time: str,
+    cohort: str,
+    control: str = "never",
+    cluster: str | None = None,
+    weight: str | None = None,
+    level: float = 0.95,
+) -> GroupTimeEffects:
+    """Group-time average effects ATT(g,t) of a staggered adoption (Callaway & Sant'Anna 2021).
+
+    ``data`` is a balanced long panel (one row per unit and period); ``cohort`` holds each
+    unit's first program period (0 or empty for never). ``control`` is ``"never"`` or
+    ``"notyet"``; ``cluster`` names a column constant within unit (e.g. a district when units
+    are schools) whose influence-function sums give the SEs; ``weight`` a unit weight. See the
+    module docstring for the formulas.
+    """
+    if control not in CONTROLS:
+        raise DesignError(f"control must be one of {CONTROLS}; got {control!r}")
+    p = _panel(data, outcome, unit, time, cohort, cluster, weight)
+    n, times, g = len(p.units), p.times, p.cohort
+    cohorts = np.unique(g[np.isfinite(g)])
+    if len(cohorts) == 0:
+        raise DesignError(f"column {cohort!r} (cohort): no unit adopts the program within the periods of {time!r}")
+    never = ~np.isfinite(g)
+    if control == "never" and not never.any():
+        raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
+    rows, infs = [], []
+    for gv in cohorts:
+        gi = int(np.searchsorted(times, gv))
+        treat = g == gv
+        for ti in range(1, len(times)):
+            bi = gi - 1 if ti >= gi else ti - 1
+            ctrl = never if control == "never" else never | ((g > times[max(ti, bi)]) & ~treat)
+            if not ctrl.any():
+                continue
+            sub = treat | ctrl
+            n_sub = int(sub.sum())
+            w = p.weight * sub
+            w = w / w[sub].mean()
+            dy = p.y[:, ti] - p.y[:, bi]
+            wt, wc = w * treat, w * ctrl
+            m_t, m_c = wt @ dy / wt.sum(), wc @ dy / wc.sum()
+            psi = wt * (dy - m_t) / (wt.sum() / n_sub) - wc * (dy - m_c) / (wc.sum() / n_sub)
+            infs.append(psi * n / n_sub)
+            rows.append((gv, times[ti], times[ti] - gv, times[bi], m_t - m_c, int(treat.sum()), int(ctrl.sum()),
+                         ti >= gi))
+    if not rows:
+        raise DesignError("no group-time cell has comparison units; with control='notyet' every unit adopts too early")
+    inf = np.column_stack(infs)
+    df = np.inf if p.n_clusters is None else float(p.n_clusters - 1)
+    if p.n_clusters is not None and p.n_clusters < 2:
+        raise DesignError(f"column {cluster!r} (cluster): one cluster; clustered SEs need at least two")
+    se = _se(inf, p.cluster, p.n_clusters)
+    cells = pd.DataFrame(rows, columns=["group", "time", "event_time", "base_time", "estimate", "n_treated",
+                                        "n_control", "post"])
+    table = _frame(cells["estimate"], se, df, level, cells.drop(columns="estimate").iloc[:, :4].to_dict("list"))
+    table[["n_treated", "n_control", "post"]] = cells[["n_treated", "n_control", "post"]]
+    pre = np.flatnonzero(~cells["post"].to_numpy() & (se > 0))
+    if len(pre):
+        b = cells["estimate"].to_numpy()[pre]
+        v = _vcov(inf[:, pre], p.cluster, p.n_clusters)
+        rank = int(np.linalg.matrix_rank(v))  # collinear placebo cells (a Moore-Penrose inverse, df = rank)
+        stat = float(b @ np.linalg.pinv(v) @ b)
+        pretest = {"statistic": stat, "df": rank, "pvalue": float(stats.chi2.sf(stat, rank))}
+    else:
+        pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
+    inf.setflags(write=False)
+    return GroupTimeEffects(table, control, level, df, n, p.n_clusters, pretest, p.notes, inf, g, p.weight,
+                            p.cluster)
+
+
+__all__ = ["group_time_effects", "GroupTimeEffects", "Aggregation", "CONTROLS", "AGGREGATIONS"]

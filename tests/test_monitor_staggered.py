@@ -1,0 +1,180 @@
+"""Staggered adoption (Callaway & Sant'Anna 2021) against the published mpdta results of the R
+package did, against csdid's analytic standard errors, and against statsmodels OLS."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from pleval.errors import DataError, DesignError
+from pleval.monitor import group_time_effects
+
+REF = Path(__file__).parent / "reference"
+MP = pd.read_csv(REF / "mpdta.csv")
+KW = dict(outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+
+# did 2.5.1, README.md and docs/reference/att_gt.md / aggte.md (xformla = ~1, never treated):
+# ATT(g,t) to 4 digits (identical for est_method "reg" and "dr") and the Wald pre-test p-value,
+# which uses the analytic influence-function variance.
+PUBLISHED_ATTGT = {
+    (2004, 2004): (-0.0105, 0.0246, 0.0258), (2004, 2005): (-0.0704, 0.0332, 0.0341),
+    (2004, 2006): (-0.1373, 0.0397, 0.0384), (2004, 2007): (-0.1008, 0.0357, 0.0354),
+    (2006, 2004): (0.0065, 0.0229, 0.0235), (2006, 2005): (-0.0028, 0.0197, 0.0192),
+    (2006, 2006): (-0.0046, 0.0179, 0.0184), (2006, 2007): (-0.0412, 0.0192, 0.0207),
+    (2007, 2004): (0.0305, 0.0154, 0.0161), (2007, 2005): (-0.0027, 0.0164, 0.0157),
+    (2007, 2006): (-0.0311, 0.0184, 0.0184), (2007, 2007): (-0.0261, 0.0170, 0.0176),
+}
+PUBLISHED_AGG = {  # overall estimate, {key: estimate}
+    "simple": (-0.04, {}),
+    "dynamic": (-0.0772, {-3: 0.0305, -2: -0.0006, -1: -0.0245, 0: -0.0199, 1: -0.0510, 2: -0.1373, 3: -0.1008}),
+    "group": (-0.031, {2004: -0.0797, 2006: -0.0229, 2007: -0.0261}),
+    "calendar": (-0.0417, {2004: -0.0105, 2005: -0.0704, 2006: -0.0488, 2007: -0.0371}),
+}
+
+
+@pytest.fixture(scope="module")
+def never():
+    return group_time_effects(MP, **KW)
+
+
+def test_mpdta_group_time_effects_match_published_digits(never):
+    t = never.table.set_index(["group", "time"])
+    assert len(t) == len(PUBLISHED_ATTGT)
+    for (g, tt), (att, *boot_se) in PUBLISHED_ATTGT.items():
+        assert round(t.loc[(g, tt), "estimate"], 4) == att, (g, tt)
+        # the published SEs are multiplier-bootstrap SEs of two runs (seed-dependent); the analytic
+        # SE is the quantity they estimate
+        assert min(boot_se) / 1.15 < t.loc[(g, tt), "se"] < max(boot_se) * 1.15, (g, tt)
+    assert never.pretest["df"] == 5
+    assert round(never.pretest["pvalue"], 5) == 0.16812
+
+
+@pytest.mark.parametrize("kind", list(PUBLISHED_AGG))
+def test_mpdta_aggregations_match_published_digits(never, kind):
+    overall, parts = PUBLISHED_AGG[kind]
+    agg = never.aggregate(kind)
+    assert round(agg.overall.estimate, len(str(overall).split(".")[1])) == overall
+    if parts:
+        got = dict(zip(agg.table.iloc[:, 0], agg.table["estimate"]))
+        assert {k: round(v, 4) for k, v in got.items()} == parts
+
+
+@pytest.mark.parametrize("control", ["never", "notyet"])
+def test_mpdta_matches_csdid_analytic_results(control):
+    """Every ATT(g,t), aggregation and analytic SE equals csdid 0.4.3's (tests/reference/make_mpdta_csdid.py)."""
+    ref = pd.read_csv(REF / "mpdta_csdid.csv")
+    ref = ref[ref["control"] == {"never": "nevertreated", "notyet": "notyettreated"}[control]]
+    res = group_time_effects(MP, **KW, control=control)
+    cells = ref[ref["kind"] == "attgt"].set_index(["key", "time"])
+    t = res.table.set_index(["group", "time"])
+    np.testing.assert_allclose(t["estimate"], cells.loc[t.index, "estimate"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(t["se"], cells.loc[t.index, "se"], rtol=1e-8)
+    for kind in ("simple", "dynamic", "group", "calendar"):
+        agg = res.aggregate(kind)
+        r = ref[ref["kind"] == kind]
+        top = r[r["key"].isna()].iloc[0]
+        assert agg.overall.estimate == pytest.approx(top["estimate"], rel=1e-9)
+        assert agg.overall.se == pytest.approx(top["se"], rel=1e-8)
+        if kind != "simple":
+            parts = r[r["key"].notna()].set_index("key")
+            np.testing.assert_allclose(agg.table["estimate"], parts.loc[agg.table.iloc[:, 0], "estimate"], rtol=1e-9)
+            np.testing.assert_allclose(agg.table["se"], parts.loc[agg.table.iloc[:, 0], "se"], rtol=1e-8)
+
+
+def _cell_ols(df, g, t, base, control, cluster=None):
+    wide = df.pivot(index="countyreal", columns="year", values="lemp")
+    coh = df.groupby("countyreal")["first.treat"].first().replace(0, np.inf)
+    dy = wide[t] - wide[base]
+    ctrl = np.isinf(coh) if control == "never" else np.isinf(coh) | ((coh > max(t, base)) & (coh != g))
+    sub = (coh == g) | ctrl
+    X = sm.add_constant((coh[sub] == g).astype(float).to_numpy())
+    if cluster is None:
+        fit = sm.OLS(dy[sub].to_numpy(), X).fit(cov_type="HC0")
+    else:
+        groups = cluster.reindex(dy[sub].index).to_numpy()
+        fit = sm.OLS(dy[sub].to_numpy(), X).fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": False})
+        k = len(np.unique(cluster))
+        return fit.params[1], fit.bse[1] * np.sqrt(k / (k - 1))
+    return fit.params[1], fit.bse[1]
+
+
+@pytest.mark.parametrize("control", ["never", "notyet"])
+def test_each_cell_is_a_two_by_two_ols_with_hc0_se(control):
+    res = group_time_effects(MP, **KW, control=control)
+    for r in res.table.itertuples():
+        b, se = _cell_ols(MP, r.group, r.time, r.base_time, control)
+        assert r.estimate == pytest.approx(b, rel=1e-10, abs=1e-13)
+        assert r.se == pytest.approx(se, rel=1e-10)
+
+
+def test_clustered_ses_are_influence_sums_within_clusters():
+    """Clustering counties into 40 pseudo-districts: each cell's SE equals statsmodels' cluster-robust
+    SE of the 2×2 regression (no small-sample factor) times √(G/(G−1)); a t(G−1) reference."""
+    ids = np.sort(MP["countyreal"].unique())
+    district = pd.Series(np.arange(len(ids)) % 40, index=ids)
+    df = MP.assign(district=MP["countyreal"].map(district))
+    res = group_time_effects(df, **KW, cluster="district")
+    assert res.n_clusters == 40 and res.df == 39
+    for r in res.table.itertuples():
+        b, se = _cell_ols(MP, r.group, r.time, r.base_time, "never", cluster=district)
+        assert r.se == pytest.approx(se, rel=1e-9)
+    # one unit per cluster: the unit-level SEs times √(G/(G−1))
+    own = group_time_effects(MP.assign(c=MP["countyreal"]), **KW, cluster="c")
+    base = group_time_effects(MP, **KW)
+    np.testing.assert_allclose(own.table["se"], base.table["se"] * np.sqrt(500 / 499), rtol=1e-12)
+    assert own.aggregate("group").overall.se == pytest.approx(base.aggregate("group").overall.se * np.sqrt(500 / 499))
+
+
+def test_row_order_and_sign_invariance(never):
+    shuffled = MP.sample(frac=1.0, random_state=3)
+    again = group_time_effects(shuffled, **KW)
+    pd.testing.assert_frame_equal(again.table, never.table)
+    flipped = group_time_effects(MP.assign(lemp=-MP["lemp"]), **KW)
+    np.testing.assert_allclose(flipped.table["estimate"], -never.table["estimate"], atol=1e-14)
+    assert flipped.aggregate("dynamic").overall.estimate == pytest.approx(-never.aggregate("dynamic").overall.estimate)
+
+
+def test_results_render_and_plot(never):
+    text = never.summary()
+    assert "pre-trend Wald test" in text and "(pre)" in text
+    agg = never.event_study()
+    assert list(agg.to_frame()["event_time"]) == [-3, -2, -1, 0, 1, 2, 3]
+    assert "ATT (dynamic)" in agg.summary() and "<table" in agg._repr_html_()
+    fig = never.plot_event_study()
+    assert len(fig.axes) == 1 and len(fig.axes[0].collections) >= 2
+
+
+def test_bad_panels_name_the_column():
+    with pytest.raises(DataError, match=r"'countyreal' × 'year'.*unbalanced.*1 of 500"):
+        group_time_effects(MP.iloc[1:], **KW)
+    with pytest.raises(DataError, match=r"repeat a unit"):
+        group_time_effects(pd.concat([MP, MP.iloc[:1]]), **KW)
+    bad = MP.copy()
+    bad.loc[0, "first.treat"] = 2006
+    with pytest.raises(DataError, match=r"'first.treat' \(cohort\) must be constant within each unit; .* 1 unit"):
+        group_time_effects(bad, **KW)
+    bad = MP.assign(**{"first.treat": MP["first.treat"].replace(2006, 2005.5)})
+    with pytest.raises(DataError, match=r"not one of the periods"):
+        group_time_effects(bad, **KW)
+    with pytest.raises(DataError, match=r"'lemp' \(outcome\): 1 row"):
+        group_time_effects(MP.assign(lemp=MP["lemp"].where(MP.index != 5)), **KW)
+    with pytest.raises(DataError, match=r"'nope' \(cluster\) is not in the data"):
+        group_time_effects(MP, **KW, cluster="nope")
+    treated_only = MP[MP["first.treat"] > 0]
+    with pytest.raises(DesignError, match=r"no never-adopting units; use control='notyet'"):
+        group_time_effects(treated_only, **KW)
+    assert len(group_time_effects(treated_only, **KW, control="notyet").table) > 0
+
+
+def test_first_period_and_late_adopters_are_counted_not_silently_dropped():
+    df = MP.copy()
+    early = df["countyreal"].isin(df["countyreal"].unique()[:3])
+    df.loc[early, "first.treat"] = 2003
+    late = df["countyreal"].isin(df.loc[df["first.treat"] == 0, "countyreal"].unique()[:2])
+    df.loc[late, "first.treat"] = 2009
+    res = group_time_effects(df, **KW)
+    assert res.n_units == 497
+    assert any("3 unit(s) adopt in the first period" in n for n in res.notes)
+    assert any("2 unit(s) adopt after the last period" in n for n in res.notes)
