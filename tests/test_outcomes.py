@@ -178,6 +178,7 @@ def test_done_when_matched_sample_on_the_command_line(tmp_path):
     assert ((ov["outcome"] == "proficient") & (ov["scale"] == "percentage points")).sum() == 2
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Outcomes beyond scale scores" in html and "percentage points (" in html
+    assert "Equity: does the program narrow or widen the gap?" in html and "Context moderators" in html
     import json
 
     prov = json.loads((out / "provenance.json").read_text())
