@@ -284,10 +284,10 @@ def outcome_lines(ev: "Evaluation") -> list[str]:
     """One line per subject × outcome of ``ev.outcomes`` (several outcomes in one run)."""
     out = []
     for r in ev.outcomes.to_dict("records"):
-        unit = "percentage points" if r["scale"] == "percentage points" else "points"
+        unit = " percentage points" if r["scale"] == "percentage points" else ""
         es = "Cox index" if r["es_measure"] == "Cox index" else "g"
         pp = "" if r["scale"] == "percentage points" else f", {fmt(r['percentile_points'], 1, True)} percentile points"
-        out.append(f"[{r['subject']}] {r['outcome']} ({r['domain']}): {fmt(r['estimate'], 2, True)} {unit} "
+        out.append(f"[{r['subject']}] {r['outcome']} ({r['domain']}): {fmt(r['estimate'], 2, True)}{unit} "
                    f"({fmt_ci(r['ci_low'], r['ci_high'], 2, True)}), {es} {fmt(r['effect_size'], 3, True)}{pp}; "
                    f"p {fmt_p(r['pvalue'])}, adjusted within domain {fmt_p(r['pvalue_adjusted'])}; "
                    f"{r['wwc_rating']}; ESSA {r['essa_tier']}")

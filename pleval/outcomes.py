@@ -7,7 +7,7 @@ or the trial's randomized sample with that outcome's own attrition):
 
 * a **score** (any other numeric column) by the design's own regression — matched: WLS on the
   matched sets, CR2 by school; trial: the OLS ITT with block effects, CR2 — on the three
-  scales (points, Hedges' g with the pooled SD of that outcome, percentile points);
+  scales (its own units, Hedges' g with the pooled SD of that outcome, percentile points);
 * a **yes/no** outcome (0/1, yes/no, true/false; :func:`pleval.binary.is_binary`) by logistic
   regression or the linear-probability model (``binary_method``), as the difference in
   percentage points and the Cox index (:mod:`pleval.binary`); percentile points are not
@@ -126,7 +126,7 @@ def binary_frame(df: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- estimation
 def _score_row(eff) -> dict:
     r, es, pp = eff.raw, eff.effect_size, eff.percentile_points
-    return {"scale": "points", "estimate": r.estimate, "se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high, "df": r.df,
+    return {"scale": "raw", "estimate": r.estimate, "se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high, "df": r.df,
             "pvalue": r.pvalue, "effect_size": es.estimate, "es_measure": "Hedges g", "es_se": es.se,
             "es_ci_low": es.ci_low, "es_ci_high": es.ci_high, "percentile_points": pp.estimate,
             "pp_ci_low": pp.ci_low, "pp_ci_high": pp.ci_high, "p_treated": math.nan, "p_comparison": math.nan,
@@ -272,7 +272,7 @@ def overall_rows(table: pd.DataFrame) -> pd.DataFrame:
         base = dict(subject=r.subject, analysis=analysis, primary=False, df=r.df, pvalue=r.pvalue,
                     n_treated=r.n_treated, n_control=r.n_control, n_clusters=r.n_clusters, method=r.method,
                     label=r.outcome, outcome=r.outcome, domain=r.domain, pvalue_domain_adjusted=r.pvalue_adjusted)
-        rows.append({**base, "scale": "raw" if r.scale == "points" else "percentage points", "estimate": r.estimate,
+        rows.append({**base, "scale": r.scale, "estimate": r.estimate,
                      "se": r.se, "ci_low": r.ci_low, "ci_high": r.ci_high})
         rows.append({**base, "scale": "effect size", "estimate": r.effect_size, "se": r.es_se, "ci_low": r.es_ci_low,
                      "ci_high": r.es_ci_high, "sd_kind": r.es_measure})

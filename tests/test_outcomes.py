@@ -91,6 +91,10 @@ def test_trial_outcomes_table_p_adjustment_and_ratings(trial):
     # a score beside: the trial's OLS ITT on that outcome
     res = pleval.rct.analyze_rct(df, ev.columns.replace(outcome="days_absent"), subject="math")
     assert o.loc["days_absent", "estimate"] == pytest.approx(res.itt.raw.estimate, rel=1e-10)
+    assert o.loc["days_absent", "scale"] == "raw" and o.loc["days_absent", "es_measure"] == "Hedges g"
+    assert o.loc["days_absent", "percentile_points"] == pytest.approx(res.itt.percentile_points.estimate, rel=1e-10)
+    ov_abs = ev.overall[ev.overall["outcome"] == "days_absent"]
+    assert sorted(ov_abs["scale"]) == ["effect size", "percentile points", "raw"]
     # ratings: each outcome's own facts, its direction and Cox index as the effect size
     r = ev.outcome_ratings[("math", "proficient")]
     assert r.facts.effect_size == pytest.approx(o.loc["proficient", "effect_size"])
@@ -160,7 +164,7 @@ def test_done_when_matched_sample_on_the_command_line(tmp_path):
     text = r.output
     assert "WWC rating and ESSA tier" in text and "Meets WWC Standards With Reservations" not in text  # short form
     assert "Meets With Reservations" in text and "cannot exceed With Reservations" in text and "ESSA:" in text
-    assert "Outcomes (p adjusted within subject × domain" in text and " %-points (" in text and "Cox +" in text
+    assert "Outcomes (scores in their own units; p adjusted within subject × domain" in text and " %-points (" in text and "Cox +" in text
     assert "not defined for a yes/no outcome" in text
     assert "gap highest − lowest pretest band" in text and "urbanicity[" in text
     for f in ("subgroups.csv", "equity.csv", "outcomes.csv", "moderators.csv", "rating.csv"):

@@ -162,15 +162,15 @@ def _outcomes_table(ev) -> Table | None:
     binary = o[o["kind"] == "binary"]
     cap = ("Yes/no outcomes: difference in percentage points (shares of students, not percentile points), Cox index "
            f"as the effect size, by {binary['estimation'].iloc[0]}; {binary['note'].iloc[0]}." if len(binary) else None)
-    t = table("Outcomes (p adjusted within subject × domain; outcomes.csv)",
+    t = table("Outcomes (scores in their own units; p adjusted within subject × domain; outcomes.csv)",
               ("subject", "outcome", "domain", "difference (CI)", "effect size (CI)", "percentile pts", "p", "adj. p", "WWC",
                "ESSA"), left=("subject", "outcome", "domain", "difference (CI)", "WWC", "ESSA"),
               caption=escape(cap) if cap else None, caption_justify="left")
     for _, r in o.iterrows():
-        unit = "%-points" if r["scale"] == "percentage points" else "points"
+        unit = " %-points" if r["scale"] == "percentage points" else ""  # scores: in the outcome's own units
         es = "Cox" if r["es_measure"] == "Cox index" else "g"
         t.add_row(escape(str(r["subject"])), escape(str(r["outcome"])) + (" ↓" if r["favourable"] == "lower" else ""),
-                  escape(str(r["domain"])), f"{r['estimate']:+.2f} {unit} ({r['ci_low']:+.2f}, {r['ci_high']:+.2f})",
+                  escape(str(r["domain"])), f"{r['estimate']:+.2f}{unit} ({r['ci_low']:+.2f}, {r['ci_high']:+.2f})",
                   f"{es} {r['effect_size']:+.3f} ({r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f})",
                   "—" if r["percentile_points"] != r["percentile_points"] else f"{r['percentile_points']:+.1f}",
                   "< 0.001" if r["pvalue"] < 0.001 else f"{r['pvalue']:.3f}",

@@ -247,7 +247,8 @@ def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     lvl = _lvl(ev)
     adj = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), ev.options.get("adjust"))
     blocks: list = [Paragraph(
-        f"Each outcome on its own scale: scores in points, effect size (Hedges g) and percentile points; yes/no outcomes "
+        f"Each outcome on its own scale: scores in their own units (points, days, ...), effect size (Hedges g) and "
+        f"percentile points; yes/no outcomes "
         f"as the difference in percentage points — a difference in the share of students, not percentile points — "
         f"with the WWC's Cox index as the effect size. p-values are adjusted ({adj}) within each subject and outcome "
         f"domain, as the WWC does; outcomes in different domains are not corrected for each other. Each outcome has "
@@ -260,7 +261,7 @@ def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({
             "outcome": t["outcome"].astype(str) + np.where(t["favourable"] == "lower", " ↓", ""),
             "domain": t["domain"].astype(str),
-            "difference": [f"{fmt(e, 2, True)} {'percentage points' if p else 'points'} ({fmt_ci(a, b, 2, True)})"
+            "difference": [f"{fmt(e, 2, True)}{' percentage points' if p else ''} ({fmt_ci(a, b, 2, True)})"
                            for e, a, b, p in zip(t["estimate"], t["ci_low"], t["ci_high"], pp)],
             "effect size": [f"{m.replace(' index', '')} {fmt(e, 3, True)} ({fmt_ci(a, b, 3, True)})"
                             for m, e, a, b in zip(t["es_measure"], t["effect_size"], t["es_ci_low"], t["es_ci_high"])],
