@@ -302,8 +302,8 @@ def _logit(y, X, w, codes, label):
     G = int(codes.max()) + 1
     mu = special.expit(X @ b)
     H_inv = np.linalg.inv(X.T @ ((w * mu * (1 - mu))[:, None] * X))
-    S = np.zeros((G, k))
-    np.add.at(S, codes, (w * (y - mu))[:, None] * X)
+    U = (w * (y - mu))[:, None] * X
+    S = np.column_stack([np.bincount(codes, weights=U[:, j], minlength=G) for j in range(k)])  # k columns
     c = G / (G - 1) * (n - 1) / (n - k)
     return b, c * H_inv @ (S.T @ S) @ H_inv, float(G - 1 if G < n else n - k)
 
