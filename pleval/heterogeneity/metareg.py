@@ -79,6 +79,12 @@ class MetaRegression(ResultMixin):
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
 
+    @property
+    def independent(self) -> bool:
+        """True when the estimates are independent (no sampling covariance, or a diagonal one)."""
+        V = self.sampling_vcov
+        return V is None or not np.any(V - np.diag(np.diag(V)))
+
     def blup(self) -> pd.DataFrame:
         """Per school: fitted value ``x_i'β̂``, random effect ``û_i``, BLUP ``θ̃_i = x_i'β̂ + û_i``,
         its prediction-error SD and ``level`` interval (formulas in the module docstring)."""

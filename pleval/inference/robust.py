@@ -9,7 +9,10 @@ Cluster-robust covariance (Liang & Zeger 1986), clusters g = 1..G::
     V = M [Σ_g X̃_g' A_g ẽ_g ẽ_g' A_g X̃_g] M
 
 * CR0: ``A_g = I``.
-* CR1: CR0 × G/(G−1) · (n−1)/(n−k) (Stata's ``vce(cluster)``).
+* CR1: CR0 × G/(G−1) · (n−1)/(n−k) with G − 1 df (Stata's ``vce(cluster)``; ``cluster_df="G-1"``,
+  the default), or CR0 × G/(G−k) with G − k df (``cluster_df="G-p"``: metafor's
+  ``robust(..., adjust=TRUE)``, Hedges, Tipton & Johnson 2010). CR0 takes the df of the same
+  convention.
 * CR2: ``A_g = (I − H_gg)^{−1/2}``, ``H_gg = X̃_g M X̃_g'`` (Bell & McCaffrey 2002; the
   Moore–Penrose inverse root where ``I − H_gg`` is singular, as clubSandwich),
   with Satterthwaite degrees of freedom for each coefficient/contrast
@@ -214,6 +217,7 @@ def ols(
     clusters=None,
     vcov: VcovType = "CR2",
     names: Sequence[str] | None = None,
+    cluster_df: Literal["G-1", "G-p"] = "G-1",
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -225,6 +229,9 @@ def ols(
     clusters : cluster labels (n,) for CR0/CR1/CR2 (required for them).
     vcov : "CR2" (default; Satterthwaite df), "CR1" (Stata; df G−1), "CR0" (df G−1),
         "HC2", "HC1", "HC0" (df n−k), "classical" (σ²M; df n−k).
+    cluster_df : "G-1" (default, Stata) or "G-p" (metafor's ``robust()``): the CR1 small-sample
+        factor and the df of CR1/CR0 — G/(G−1)·(n−1)/(n−k) with G − 1 df, or G/(G−k) with
+        G − k df.
 
     Returns
     -------
@@ -276,10 +283,14 @@ def ols(
             contrast_df = _satterthwaite(S, LFL, M)
         meat = U.T @ U
         V = M @ meat @ M
+        if cluster_df not in ("G-1", "G-p"):
+            raise DataError(f"cluster_df must be 'G-1' or 'G-p'; got {cluster_df!r}")
+        if cluster_df == "G-p" and G <= k and vcov != "CR2":
+            raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({k})")
         if vcov == "CR1":
-            V *= G / (G - 1) * (n - 1) / (n - k)
+            V *= G / (G - 1) * (n - 1) / (n - k) if cluster_df == "G-1" else G / (G - k)
         if contrast_df is None:
-            contrast_df = _constant_df(G - 1.0)
+            contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - k))
         return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df)
 
     if vcov in _HC_TYPES:
