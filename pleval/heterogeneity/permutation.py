@@ -188,4 +188,199 @@ def permutation_test(meta: MetaAnalysis, n_perm: int = 1000, *, stat: str = "z",
     )
 
 
-__all__ = ["permutation_test", "PermutationTest"]
+
+
+# --------------------------------------------------------------------------------------
+# Meta-regression: permuting the moderators
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True, repr=False)
+class ModeratorPermutationTest(ResultMixin):
+    """Result of :func:`permutation_test_moderators` (immutable): per term the observed test
+    statistic and its permutation p-value beside the model-based one, and the omnibus QM."""
+
+    method: str
+    k: int
+    coefficients: pd.DataFrame
+    qm: float
+    qm_pvalue: float
+    qm_pvalue_model: float
+    n_perm: int
+    exact: bool
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.coefficients.copy()
+
+    def summary(self) -> str:
+        how = f"exact, all {self.n_perm} distinct orderings" if self.exact else f"{self.n_perm} random permutations"
+        lines = [f"Permutation test of the moderators ({self.method}), k = {self.k} ({how})",
+                 f"  moderators together: QM = {self.qm:.4f}, permutation p = {self.qm_pvalue:.4g} "
+                 f"(model-based {self.qm_pvalue_model:.4g})",
+                 f"  {'term':<22}{'estimate':>11}{'statistic':>11}{'p perm':>10}{'p model':>10}"]
+        for name, r in self.coefficients.iterrows():
+            lines.append(f"  {str(name):<22}{r.estimate:>11.4g}{r.statistic:>11.3f}{r.pvalue_permutation:>10.4g}"
+                         f"{r.pvalue_model:>10.4g}")
+        return "\n".join(lines)
+
+
+def _wls_batch(Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray):
+    """Per row of (Y, V) at τ² = t: weights W, ``A = (X'WX)⁻¹``, β̂ and residuals R."""
+    W = 1.0 / (V + t[:, None])
+    A = np.linalg.inv(np.einsum("nk,kp,kq->npq", W, X, X, optimize=True))
+    beta = np.einsum("npq,nq->np", A, (W * Y) @ X, optimize=True)
+    return W, A, beta, Y - beta @ X.T
+
+
+def _tr_ax(A: np.ndarray, X: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """``A X' diag(D) X`` per row (n × p × p)."""
+    return np.einsum("npq,nk,kq,kr->npr", A, D, X, X, optimize=True)
+
+
+def _tau2_metareg(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """τ̂² of the meta-regression on fixed X for every row of (Y, V) (formulas in :mod:`._tau2`)."""
+    n, k = Y.shape
+    p = X.shape[1]
+    zero = np.zeros(n)
+    if method == "FE":
+        return zero
+    if method in ("HE", "SJ"):
+        H = X @ np.linalg.solve(X.T @ X, X.T)
+        rss = (((Y - Y @ H) ** 2)).sum(axis=1)
+        if method == "HE":
+            return np.maximum(0.0, (rss - (V.sum(axis=1) - V @ np.diag(H))) / (k - p))
+        t0 = rss / k
+        W, _, _, R = _wls_batch(Y, V, X, t0)
+        return np.where(t0 > 0, t0 * (W * R * R).sum(axis=1) / (k - p), 0.0)
+    W, A, _, R = _wls_batch(Y, V, X, zero)
+    q0 = (W * R * R).sum(axis=1)
+    if method == "HS":
+        return np.maximum(0.0, (q0 - k) / W.sum(axis=1))
+    dl = np.maximum(0.0, (q0 - (k - p)) / (W.sum(axis=1) - np.trace(_tr_ax(A, X, W * W), axis1=1, axis2=2)))
+    if method == "DL":
+        return dl
+    scale = float(np.var(Y[0]) + np.mean(V[0]))
+    t, done = (zero.copy(), q0 <= k - p) if method in ("PM", "EB") else (dl, np.zeros(n, dtype=bool))
+    for _ in range(100):
+        W, A, _, R = _wls_batch(Y, V, X, t)
+        wr2 = (W * W * R * R).sum(axis=1)
+        if method == "REML":
+            B2 = _tr_ax(A, X, W * W)
+            tr_p = W.sum(axis=1) - np.trace(B2, axis1=1, axis2=2)
+            tr_pp = ((W * W).sum(axis=1) - 2 * np.trace(_tr_ax(A, X, W**3), axis1=1, axis2=2)
+                     + np.einsum("npq,nqp->n", B2, B2))
+            step = (wr2 - tr_p) / tr_pp
+        elif method == "ML":
+            step = (wr2 - W.sum(axis=1)) / (W * W).sum(axis=1)
+        else:  # PM / EB: Newton on Q(τ²) = k − p, dQ/dτ² = −r'W²r
+            q = (W * R * R).sum(axis=1)
+            step = np.where(wr2 > 0, (q - (k - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
+        new = np.where(done, t, np.maximum(0.0, t + step))
+        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
+        t = new
+        if conv.all():
+            return t
+    for i in np.flatnonzero(~conv):  # rare: a pattern the vector iteration did not settle
+        t[i] = _tau2.estimate_tau2(method, Y[i], V[i], X)[0]
+    return t
+
+
+def _metareg_statistics(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, knapp_hartung: bool):
+    """``(β̂, statistic per term, QM)`` of the meta-regression for every row of (Y, V)."""
+    k, p = X.shape
+    t = _tau2_metareg(method, Y, V, X)
+    W, A, beta, R = _wls_batch(Y, V, X, t)
+    if knapp_hartung:
+        A = A * ((W * R * R).sum(axis=1) / (k - p))[:, None, None]
+    stat = beta / np.sqrt(np.einsum("npp->np", A))
+    bm = beta[:, 1:]
+    qm = np.einsum("np,np->n", bm, np.linalg.solve(A[:, 1:, 1:], bm[:, :, None])[:, :, 0])
+    return beta, stat, qm / (p - 1) if knapp_hartung else qm
+
+
+def _distinct_orderings(labels: np.ndarray) -> np.ndarray:
+    """Every distinct ordering of ``labels`` (a multiset), in lexicographic order, one per row."""
+    a = np.sort(labels).tolist()
+    out = []
+    while True:  # one step per ordering (called only when there are at most n_perm of them)
+        out.append(list(a))
+        i = len(a) - 2
+        while i >= 0 and a[i] >= a[i + 1]:
+            i -= 1
+        if i < 0:
+            return np.array(out)
+        j = len(a) - 1
+        while a[j] <= a[i]:
+            j -= 1
+        a[i], a[j] = a[j], a[i]
+        a[i + 1:] = a[i + 1:][::-1]
+
+
+def _n_orderings(labels: np.ndarray) -> float:
+    _, counts = np.unique(labels, return_counts=True)
+    return math.exp(math.lgamma(labels.size + 1) - sum(math.lgamma(c + 1) for c in counts))
+
+
+def permutation_test_moderators(mr, n_perm: int = 1000, *, seed: int = 0) -> ModeratorPermutationTest:
+    """Permutation test of the moderators of a meta-regression (metafor's ``permutest()`` on an
+    ``rma`` with ``mods``; Higgins & Thompson 2004; Viechtbauer et al. 2015).
+
+    Under H₀ the moderators carry no information about the effects, so every reassignment of
+    the rows of the design matrix to the (estimate, SE) pairs is equally likely. Each
+    reassignment is refitted — same τ² estimator (re-estimated), same Knapp–Hartung choice —
+    and the per-term statistics ``β̂_j/SE_j`` and the omnibus ``QM`` recomputed. Two-sided
+    p-values are the share of reassignments with ``|stat_j| ≥ |stat_j,obs|`` (``QM ≥ QM_obs``):
+    exact over all distinct orderings of the design rows when there are at most ``n_perm``
+    (tied rows counted once, as metafor), otherwise ``(1 + count)/(1 + n_perm)`` over
+    ``n_perm`` random permutations (``seed``). The intercept's p-value is reported as metafor
+    does, though permuting rows does not test it. The refits are vectorized over
+    permutations (blocks of an ``n × k`` array). Needs independent estimates."""
+    from .metareg import MetaRegression
+
+    if not isinstance(mr, MetaRegression):
+        raise DataError(f"permutation_test_moderators needs a MetaRegression; got {type(mr).__name__}")
+    if not mr.independent:
+        raise DataError("the permutation test needs independent estimates; this meta-regression used a full vcov")
+    if mr.design.shape[1] < 2:
+        raise DataError("the meta-regression has no moderators to test")
+    if not (isinstance(n_perm, (int, np.integer)) and n_perm >= 1):
+        raise DataError(f"n_perm must be a positive whole number; got {n_perm!r}")
+    y, v, X = np.asarray(mr.estimates), np.asarray(mr.ses) ** 2, np.asarray(mr.design)
+    k = y.size
+    _, stat_obs, qm_obs = _metareg_statistics(mr.method, y[None, :], v[None, :], X, mr.knapp_hartung)
+    stat_obs, qm_obs = stat_obs[0], float(qm_obs[0])
+    labels = np.unique(X, axis=0, return_inverse=True)[1].ravel()
+    exact = _n_orderings(labels) <= n_perm
+    if exact:
+        orders = _distinct_orderings(labels)
+        # an ordering a puts design row-type a_i on estimate i: σ maps estimates to design rows
+        # of those types, and refitting y on X[σ] is refitting y[σ⁻¹] on X
+        src = np.argsort(labels, kind="stable")
+        sigma = np.empty_like(orders)
+        np.put_along_axis(sigma, np.argsort(orders, axis=1, kind="stable"), np.broadcast_to(src, orders.shape), axis=1)
+        perms = np.argsort(sigma, axis=1)
+        n = len(perms)
+    else:
+        n = int(n_perm)
+        rng = np.random.default_rng(seed)
+    rows = max(1, _BLOCK // k)
+    count = np.zeros(X.shape[1], dtype=np.int64)
+    count_qm = 0
+    tol_s = 1e-10 * np.maximum(1.0, np.abs(stat_obs))
+    tol_q = 1e-10 * max(1.0, qm_obs)
+    for s in range(0, n, rows):
+        m = min(rows, n - s)
+        P = perms[s:s + m] if exact else rng.permuted(np.broadcast_to(np.arange(k), (m, k)), axis=1)
+        _, st, qm = _metareg_statistics(mr.method, y[P], v[P], X, mr.knapp_hartung)
+        count += (np.abs(st) >= np.abs(stat_obs) - tol_s).sum(axis=0)
+        count_qm += int((qm >= qm_obs - tol_q).sum())
+    pv = count / n if exact else (1 + count) / (1 + n)
+    pq = count_qm / n if exact else (1 + count_qm) / (1 + n)
+    c = mr.coefficients
+    coef = pd.DataFrame({"estimate": c["estimate"].to_numpy(), "statistic": stat_obs, "pvalue_permutation": pv,
+                         "pvalue_model": c["pvalue"].to_numpy()}, index=c.index)
+    return ModeratorPermutationTest(
+        method=mr.method + (" + Knapp-Hartung" if mr.knapp_hartung else ""), k=k, coefficients=coef, qm=qm_obs,
+        qm_pvalue=float(pq), qm_pvalue_model=float(mr.qm_pvalue), n_perm=n, exact=bool(exact),
+    )
+
+
+__all__ = ["permutation_test", "PermutationTest", "permutation_test_moderators", "ModeratorPermutationTest"]

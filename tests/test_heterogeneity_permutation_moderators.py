@@ -1,0 +1,100 @@
+"""Permutation test of meta-regression moderators (pleval.heterogeneity.permutation_test_moderators)
+against metafor's ``permutest()`` (published test values), refits by ``meta_regression`` and
+brute-force enumeration."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval.errors import DataError
+from pleval.heterogeneity import meta_analysis, meta_regression, permutation_test_moderators
+from pleval.heterogeneity import permutation as permutation_module
+
+from .conftest import REFERENCE
+
+# dat.hine1989 (metadat; Normand 1999, Table I): lidocaine, 6 trials
+HINE_N1 = np.array([39, 44, 107, 103, 110, 154.0])
+HINE_N2 = np.array([43, 44, 110, 100, 106, 146.0])
+HINE_AI = np.array([2, 4, 6, 7, 7, 11.0])
+HINE_CI = np.array([1, 4, 4, 5, 3, 4.0])
+
+
+@pytest.fixture(scope="module")
+def bcg():
+    b = pd.read_csv(REFERENCE / "bcg.csv")
+    y = np.log((b.tpos / (b.tpos + b.tneg)) / (b.cpos / (b.cpos + b.cneg))).to_numpy()
+    v = (1 / b.tpos - 1 / (b.tpos + b.tneg) + 1 / b.cpos - 1 / (b.cpos + b.cneg)).to_numpy()
+    return y, np.sqrt(v), b
+
+
+def test_hine_exact_matches_metafor():
+    """Risk differences (escalc "RD"), REML, fake moderator mod = 3, 1, 2, 2, 4, 5: the exact
+    permutation p-values are 1 and 0.0028 (metafor tests/testthat/test_misc_permutest.r); the
+    tied rows leave 6!/2! = 360 distinct orderings, and 1/360 = 0.0028."""
+    p1, p2 = HINE_AI / HINE_N1, HINE_CI / HINE_N2
+    y, v = p1 - p2, p1 * (1 - p1) / HINE_N1 + p2 * (1 - p2) / HINE_N2
+    assert round(meta_analysis(y, np.sqrt(v)).estimate, 6) == 0.029444  # the same file's random-effects estimate
+    r = permutation_test_moderators(meta_regression(y, np.sqrt(v), pd.DataFrame({"mod": [3, 1, 2, 2, 4, 5.0]})))
+    assert r.exact and r.n_perm == 360
+    assert [round(p, 4) for p in r.coefficients["pvalue_permutation"]] == [1.0, 0.0028]
+    assert r.coefficients["pvalue_permutation"].iloc[1] == 1 / 360
+    assert "360 distinct orderings" in r.summary()
+
+
+@pytest.mark.parametrize("method", ["REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"])
+def test_batched_refits_equal_meta_regression(bcg, method):
+    y, se, b = bcg
+    X = np.column_stack([np.ones(y.size), b.ablat, b.year - 1960.0])
+    rng = np.random.default_rng(2)
+    P = np.array([rng.permutation(y.size) for _ in range(5)])
+    for kh in (False, True):
+        _, stat, qm = permutation_module._metareg_statistics(method, y[P], se[P] ** 2, X, kh)
+        for i, p in enumerate(P):
+            mr = meta_regression(y[p], se[p], X[:, 1:], method=method, knapp_hartung=kh)
+            np.testing.assert_allclose(stat[i], mr.coefficients["statistic"], rtol=1e-7)
+            assert qm[i] == pytest.approx(mr.qm, rel=1e-7)
+
+
+def test_exact_equals_brute_force_enumeration(bcg):
+    """k = 6, a moderator with one tie: every distinct reassignment refitted by meta_regression
+    (itertools over all 6! orderings, duplicates removed)."""
+    y, se, b = bcg
+    y, se = y[:6], se[:6]
+    mod = np.array([44.0, 55, 42, 52, 13, 44])
+    mr = meta_regression(y, se, mod, method="DL", knapp_hartung=True)
+    seen, zs, qms = set(), [], []
+    for perm in itertools.permutations(range(6)):
+        key = tuple(mod[list(perm)])
+        if key in seen:
+            continue
+        seen.add(key)
+        f = meta_regression(y, se, mod[list(perm)], method="DL", knapp_hartung=True)
+        zs.append(f.coefficients["statistic"].to_numpy())
+        qms.append(f.qm)
+    zs = np.array(zs)
+    r = permutation_test_moderators(mr)
+    assert r.exact and r.n_perm == len(seen) == 360
+    obs = mr.coefficients["statistic"].to_numpy()
+    want = (np.abs(zs) >= np.abs(obs) - 1e-10 * np.maximum(1, np.abs(obs))).mean(axis=0)
+    np.testing.assert_allclose(r.coefficients["pvalue_permutation"], want)
+    assert r.qm_pvalue == pytest.approx(np.mean(np.array(qms) >= mr.qm - 1e-10 * max(1, mr.qm)))
+
+
+def test_random_permutations_and_errors(bcg):
+    y, se, b = bcg
+    mr = meta_regression(y, se, b[["ablat"]])
+    a = permutation_test_moderators(mr, n_perm=199, seed=4)
+    assert not a.exact and a.n_perm == 199
+    assert permutation_test_moderators(mr, n_perm=199, seed=4).qm_pvalue == a.qm_pvalue
+    assert a.coefficients.loc["ablat", "pvalue_permutation"] == pytest.approx(a.qm_pvalue)  # one moderator: QM = z²
+    assert 1 / 200 <= a.qm_pvalue < 0.05  # latitude explains the BCG effects
+    with pytest.raises(DataError, match="independent"):
+        permutation_test_moderators(meta_regression(y, se, b[["ablat"]], vcov=np.diag(se**2)))
+    with pytest.raises(DataError, match="MetaRegression"):
+        permutation_test_moderators(meta_analysis(y, se))
+    with pytest.raises(DataError, match="n_perm"):
+        permutation_test_moderators(mr, n_perm=0)
