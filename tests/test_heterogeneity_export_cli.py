@@ -148,3 +148,27 @@ def test_cli_schools_new_tau2_estimators(tmp_path):
         assert r.exit_code == 0, r.output
         m = meta_analysis(df.estimate, df.se, method=method.upper())
         assert f"{m.estimate:.4f}" in r.output and f"{m.tau2:.4f}" in r.output
+
+
+def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
+    """--influence, --permutations, --blup and --prediction print what the API computes."""
+    from pleval.heterogeneity import leave_one_out, meta_regression, permutation_test, permutation_test_moderators
+
+    path, df = estimates_file
+    mods = ["school_poverty", "years_implementing", "enrollment"]
+    r = runner.invoke(app, ["schools", str(path), "--influence", "--permutations", "99", "--seed", "3", "--blup",
+                            "--prediction", "t_k1", "-q"])
+    assert r.exit_code == 0, r.output
+    math = df[df.subject == "math"]
+    m = meta_analysis(math.estimate, math.se, prediction="t_k1")
+    assert f"{m.pi_low:.4f} to {m.pi_high:.4f} (t(k-1))" in r.output
+    inf = leave_one_out(m)
+    assert f"the school that drives tau is {math.school_id.iloc[inf.drives_tau]}" in r.output
+    p = permutation_test(m, n_perm=99, seed=3)
+    assert f"permutation p = {p.pvalue:.4g}" in r.output
+    mr = meta_regression(math.estimate, math.se, math[mods])
+    pm = permutation_test_moderators(mr, n_perm=99, seed=3)
+    assert f"QM = {pm.qm:.4f}, permutation p = {pm.qm_pvalue:.4g}" in r.output
+    assert "BLUPs of the true school effects" in r.output and f"{mr.blup().blup.iloc[0]:.4f}" in r.output
+    bad = runner.invoke(app, ["schools", str(path), "--prediction", "z"])
+    assert bad.exit_code == 2 and "prediction" in bad.output

@@ -43,6 +43,15 @@ def schools(
         "REML", "--method", help="tau² estimator: REML, ML, DL, PM, EB, HE, SJ, HS (metafor's names) or FE."
     ),
     hartung_knapp: bool = typer.Option(False, "--hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect."),
+    prediction: str = typer.Option(
+        "t", "--prediction", help="Prediction-interval reference: t (t(k-2)), t_k1 (t(k-1), metafor with knha) or normal (metafor's default)."
+    ),
+    influence: bool = typer.Option(False, "--influence", help="Leave-one-out fits and influence diagnostics (metafor's leave1out/influence)."),
+    permutations: int = typer.Option(
+        0, "--permutations", help="Permutation tests with this many draws (exact when fewer orderings exist): pooled effect and moderators. 0 = none."
+    ),
+    blup: bool = typer.Option(False, "--blup", help="BLUPs of each school's true effect from the meta-regression (metafor's blup)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random permutations."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment: bh (Benjamini-Hochberg) or holm."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the counts of schools."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
@@ -86,7 +95,10 @@ def schools(
         alpha=alpha,
         level=level,
         baseline_percentile=baseline_percentile,
+        prediction=prediction,
     )
+    if permutations < 0:
+        raise DataError(f"--permutations must be 0 or more; got {permutations}")
     # every computation before any printing: an error is one line, not a half-printed report
     regressions, skipped = {}, None
     if mods:
@@ -96,10 +108,14 @@ def schools(
             if moderators is not None:  # asked for: an error
                 raise
             skipped = f"note: no meta-regression on the default moderators ({exc})"
+    extra = _extras(res, regressions, influence=influence, permutations=permutations, blup=blup, seed=seed)
     echo(res.summary())
     for key, mr in regressions.items():
         echo("")
         echo(f"[{key}] " + mr.summary())
+    for block in extra:
+        echo("")
+        echo(block)
     if skipped:
         echo("")
         echo(skipped)
@@ -113,6 +129,29 @@ def schools(
     for target in out or []:
         path = export_table(res, target)
         echo(f"wrote {path}")
+
+
+def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup: bool, seed: int) -> list[str]:
+    """The optional analyses of each group, as printable blocks (computed before printing)."""
+    from ..heterogeneity import leave_one_out, permutation_test, permutation_test_moderators
+
+    out = []
+    for key, meta in res.meta.items():  # a handful of subjects
+        label = res._label(key)
+        if influence:
+            inf = leave_one_out(meta)
+            flagged = inf.to_frame()
+            flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
+            out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
+        if permutations:
+            out.append(f"[{label}] " + permutation_test(meta, n_perm=permutations, seed=seed).summary())
+            if key in regressions:
+                out.append(f"[{label}] " + permutation_test_moderators(regressions[key], n_perm=permutations, seed=seed).summary())
+        if blup and key in regressions:
+            b = regressions[key].blup()
+            b.insert(0, "school", list(meta.labels))
+            out.append(f"[{label}] BLUPs of the true school effects (meta-regression)\n" + b.round(4).to_markdown(index=False))
+    return out
 
 
 def _column(name: str) -> str | None:

@@ -1,5 +1,5 @@
 """School-level effect heterogeneity: per-school effects, random-effects meta-analysis,
-empirical-Bayes shrinkage, leave-one-out and influence diagnostics, a permutation test, multiplicity-aware counts, meta-regression, placebo schools and
+empirical-Bayes shrinkage, leave-one-out and influence diagnostics, permutation tests, cluster-robust inference, multiplicity-aware counts, meta-regression, placebo schools and
 table export. See ``docs/heterogeneity.md``."""
 
 from .calibration import Calibration, calibrate
@@ -7,8 +7,9 @@ from .influence import Influence, leave_one_out
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
-from .permutation import PermutationTest, permutation_test
+from .permutation import ModeratorPermutationTest, PermutationTest, permutation_test, permutation_test_moderators
 from .placebo import PlaceboResult, placebo_schools
+from .robust import RobustMeta, cluster_robust
 from .school_effects import SchoolEffects, school_effects, school_effects_from_estimates
 from .shrinkage import Shrinkage, empirical_bayes
 from .export import export_table
@@ -20,6 +21,10 @@ __all__ = [
     "Influence",
     "permutation_test",
     "PermutationTest",
+    "permutation_test_moderators",
+    "ModeratorPermutationTest",
+    "cluster_robust",
+    "RobustMeta",
     "empirical_bayes",
     "Shrinkage",
     "significance_counts",

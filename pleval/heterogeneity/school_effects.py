@@ -255,6 +255,7 @@ def _finish(
     level: float,
     baseline_percentile: float,
     vcov_es: np.ndarray | None = None,
+    prediction: str = "t",
 ) -> tuple[pd.DataFrame, dict, dict, dict, dict]:
     """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
     the joint covariance ``vcov_es``, rows aligned with ``table``, when given)."""
@@ -281,7 +282,7 @@ def _finish(
         V = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
         m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels,
-                          vcov=None if vcov_es is None else V)
+                          vcov=None if vcov_es is None else V, prediction=prediction)
         sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels, tau2_uncertainty=True)
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
@@ -675,11 +676,13 @@ def school_effects_from_estimates(
     alpha: float = 0.05,
     level: float = 0.95,
     baseline_percentile: float = 50.0,
+    prediction: Literal["t", "t_k1", "normal"] = "t",
 ) -> SchoolEffects:
     """School effects from a table of per-school effect sizes and SEs (e.g. an earlier analysis
     or ``sample_data/school_effects.csv``). Estimates are on the effect-size scale; raw-unit
     columns are left empty. p-values use a normal reference. Optional columns named ``None``
-    (or absent, for the defaults ``by``/``n_*``) are skipped."""
+    (or absent, for the defaults ``by``/``n_*``) are skipped. ``prediction``: the reference of
+    the prediction interval (:func:`meta_analysis`: t(k − 2), t(k − 1) or normal)."""
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
     by_cols = (by,) if isinstance(by, str) else tuple(by or ())
@@ -743,9 +746,10 @@ def school_effects_from_estimates(
     return _result(
         table, by_cols, moderators, dropped, {},
         method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
-        baseline_percentile=baseline_percentile,
+        baseline_percentile=baseline_percentile, prediction=prediction,
         options=dict(source="per-school estimates (effect-size scale)", method=method, hartung_knapp=hartung_knapp,
-                     adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile),
+                     adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile,
+                     prediction=prediction),
     )
 
 
