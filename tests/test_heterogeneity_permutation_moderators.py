@@ -92,8 +92,12 @@ def test_random_permutations_and_errors(bcg):
     assert permutation_test_moderators(mr, n_perm=199, seed=4).qm_pvalue == a.qm_pvalue
     assert a.coefficients.loc["ablat", "pvalue_permutation"] == pytest.approx(a.qm_pvalue)  # one moderator: QM = z²
     assert 1 / 200 <= a.qm_pvalue < 0.05  # latitude explains the BCG effects
+    V = np.diag(se**2)
+    diag = permutation_test_moderators(meta_regression(y, se, b[["ablat"]], vcov=V), n_perm=199, seed=4)
+    assert diag.qm_pvalue == a.qm_pvalue  # a diagonal sampling covariance is independent estimates
+    V[0, 1] = V[1, 0] = 0.3 * se[0] * se[1]
     with pytest.raises(DataError, match="independent"):
-        permutation_test_moderators(meta_regression(y, se, b[["ablat"]], vcov=np.diag(se**2)))
+        permutation_test_moderators(meta_regression(y, se, b[["ablat"]], vcov=V))
     with pytest.raises(DataError, match="MetaRegression"):
         permutation_test_moderators(meta_analysis(y, se))
     with pytest.raises(DataError, match="n_perm"):
