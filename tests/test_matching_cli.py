@@ -60,3 +60,30 @@ def test_match_cli_matchit_conventions_on_lalonde(tmp_path):
     sizes = pd.read_csv(tmp_path / "out" / "sample_sizes.csv").set_index("sample")
     assert sizes.loc[["all", "matched", "unmatched"], "comparison"].tolist() == [429, 185, 244]
     assert "MatchIt conventions" in r.output
+
+
+def test_match_cli_full_and_optimal_on_lalonde(tmp_path):
+    """--method full --link probit and --method optimal --exact race: the API's matched samples
+    (MatchIt's lalonde examples; test_matching_optimal.py has the published numbers)."""
+    from pathlib import Path
+
+    import pleval
+    from pleval.data import Columns
+
+    data = Path(__file__).parent / "reference" / "lalonde.csv"
+    base = ["match", str(data), "--conventions", "matchit", "--outcome", "re78", "--treatment", "treat",
+            "--pretest", "none", "--covariates", "age,educ,race,married,nodegree,re74,re75",
+            "--school", "none", "--grade", "none", "--subject", "none", "--student-id", "id"]
+    cols = Columns(outcome="re78", treatment="treat", student_id="id",
+                   covariates=("age", "educ", "race", "married", "nodegree", "re74", "re75"))
+    df = pd.read_csv(data)
+    for extra, kw in ((["--method", "full", "--link", "probit"], dict(method="full", link="probit")),
+                      (["--method", "optimal", "--exact", "race", "--k", "1"], dict(method="optimal", exact="race"))):
+        out = tmp_path / kw["method"]
+        r = runner.invoke(app, base + extra + ["-o", str(out)])
+        assert r.exit_code == 0, r.output
+        api = pleval.match(df, cols, conventions="matchit", **kw)
+        got = pd.read_csv(out / "matched.csv")
+        assert got["id"].tolist() == api.matched["id"].tolist()
+        assert got["_weight"].to_numpy() == pytest.approx(api.matched["_weight"].to_numpy())
+    assert "optimal 1:1 pair matching" in r.output

@@ -28,6 +28,8 @@ class Method(str, Enum):
     mahalanobis = "mahalanobis"
     vcg = "vcg"
     weighting = "weighting"
+    optimal = "optimal"
+    full = "full"
 
 
 def _effect_table(frame: pd.DataFrame, title: str) -> Table:
@@ -44,7 +46,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 @handle_errors
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
-    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg or weighting."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching) or full (optimal full matching)."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,
@@ -68,6 +70,8 @@ def match_cmd(
     school_keys: Optional[str] = typer.Option(None, "--school-keys", help="VCG: school-level exact keys, comma-separated (e.g. urbanicity)."),
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
     penalize: bool = typer.Option(False, "--penalize", help="Ridge-penalized propensity model instead of an error on separation."),
+    link: str = typer.Option("logit", "--link", help="Propensity model link: logit or probit."),
+    distance: Optional[str] = typer.Option(None, "--distance", help="Mahalanobis variables, comma-separated (mahalanobis; optimal and full match on them instead of the PS)."),
     trim: Optional[float] = typer.Option(None, "--trim", help="Weighting: drop units whose PS is below a or above 1 - a."),
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
@@ -104,7 +108,8 @@ def match_cmd(
     print_checks(report)
     cols = report.columns
     res = match(
-        validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings exact=parse_names(exact), k=k,
+        validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
+        exact=parse_names(exact), k=k, link=link, distance=parse_names(distance),
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
         conventions=conventions,

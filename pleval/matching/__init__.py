@@ -10,7 +10,9 @@ method:
 * ``"mahalanobis"`` — 1:k nearest neighbours on Mahalanobis distance (:mod:`.nearest`);
 * ``"vcg"`` — exact keys + pretest band, up to k (51) comparisons from non-PL schools
   (:mod:`.exact`);
-* ``"weighting"`` — ATT odds weights from the propensity score (:mod:`.weighting`).
+* ``"weighting"`` — ATT odds weights from the propensity score (:mod:`.weighting`);
+* ``"optimal"`` — optimal 1:k pair matching, minimum total distance (:mod:`.optimal`);
+* ``"full"`` — optimal full matching, every unit in a set (:mod:`.full`).
 
 Exact-match cells always include the subject (a math row is never compared with a reading
 row) and, by default, the grade.
@@ -28,12 +30,15 @@ from ..errors import DataError, DesignError
 from ._design import combine_codes, encode, is_categorical
 from .balance import Balance, balance
 from .exact import match_vcg
-from .nearest import mahalanobis_coordinates, match_nearest
+from .full import match_full, set_pairs
+from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
+from .optimal import match_optimal
 from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
 from .weighting import att_weights
 
-METHODS = ("propensity", "mahalanobis", "vcg", "weighting")
+METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full")
+OPTIMAL = ("optimal", "full")
 CONVENTIONS = ("pleval", "matchit")
 
 
@@ -88,6 +93,18 @@ def _priority(data: pd.DataFrame, c, pos, conventions: str):
     return pd.factorize(data[c.student_id].iloc[pos], sort=True)[0]
 
 
+def _optimal(method, t_coord, c_coord, k, caliper, t_cell, c_cell, diagnostics) -> NearestMatch:
+    """Optimal pair or full matching as pairs in matched-set long format."""
+    if method == "optimal":
+        return match_optimal(t_coord, c_coord, k=k, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
+    fm = match_full(t_coord, c_coord, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
+    t_row, c_row, w = set_pairs(fm)
+    diagnostics["full-matching subclasses"] = fm.n_sets
+    diagnostics["total within-set distance"] = fm.total
+    dist = np.abs(t_coord[t_row] - c_coord[c_row]) if t_coord.ndim == 1 else np.sqrt(((t_coord[t_row] - c_coord[c_row]) ** 2).sum(1))
+    return NearestMatch(t_row, c_row, dist, w, np.bincount(t_row, minlength=len(t_coord)), fm.t_reason)
+
+
 def match(
     df,
     columns: Columns,
@@ -104,6 +121,7 @@ def match(
     discard: str = "none",
     penalize: bool = False,
     alpha: float = 1e-3,
+    link: str = "logit",
     distance=None,
     band: float = 1.0,
     school_keys=(),
@@ -122,7 +140,11 @@ def match(
     df : DataFrame, or a :class:`pleval.data.Validated` (then not validated again).
     columns : :class:`pleval.data.Columns` (outcome, treatment, pretest(s), covariates, school,
         grade, subject, ...).
-    method : "propensity" | "mahalanobis" | "vcg" | "weighting".
+    method : "propensity" | "mahalanobis" | "vcg" | "weighting" | "optimal" | "full".
+        "optimal" and "full" match on the propensity score (the score itself under
+        ``conventions="matchit"``, its logit otherwise), or on the Mahalanobis distance of
+        ``distance`` when given; no caliper unless one is given (in SD of the score's logit,
+        or in Mahalanobis units). ``k`` applies to "optimal".
     covariates : propensity-model covariates (default: the pretests and covariates).
     categorical : numeric columns to treat as categorical.
     exact : exact-match columns (default: subject and grade; subject is always added).
@@ -137,6 +159,7 @@ def match(
         for Mahalanobis; "random" = seeded).
     discard : drop units outside common support ("none", "treated", "control", "both").
     penalize, alpha : ridge-penalized propensity model instead of an error on separation.
+    link : propensity model link, "logit" (default) or "probit".
     distance : Mahalanobis variables (default: the pretests and numeric covariates).
     band : VCG pretest band (±points; 0 = equal pretest).
     school_keys : VCG school-level exact keys (e.g. "urbanicity", "school_poverty");
@@ -178,7 +201,8 @@ def match(
     strata = _strata(c, exact, data)
     default_vars = list(c.pretest) + list(c.covariates)
     covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
-    if method in ("propensity", "weighting", "mahalanobis") and not (covariates or distance):
+    on_score = method in ("propensity", "weighting") or (method in OPTIMAL and distance is None)
+    if method in ("propensity", "weighting", "mahalanobis", *OPTIMAL) and not (covariates or distance):
         raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
     extra = list(covariates) + list(strata) + ([school_keys] if isinstance(school_keys, str) else list(school_keys))
     if distance is not None:
@@ -199,24 +223,24 @@ def match(
     def school_at(pos):  # school ids at row positions (NaN without a school column)
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
-    if method in ("propensity", "weighting"):
+    if on_score:
         pm = fit_propensity(data, c.treatment, covariates, categorical=categorical, discard=discard,
-                            penalize=penalize, alpha=alpha)
+                            penalize=penalize, alpha=alpha, link=link)
         if not pm.keep.all():
             log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
                         "n_rows": int((~pm.keep).sum())})
             data, t, pm = _keep_rows(data, t, pm, pm.keep)
-        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize)
+        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link)
 
-    if method in ("propensity", "mahalanobis"):
+    if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
         cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
-        if method == "propensity":
+        if on_score:
             coord = pm.ps if matchit else pm.logit_ps
             unit = pooled_logit_sd(pm.logit_ps, t)
-            width = (False if matchit else 0.2) if caliper is None else caliper
+            width = (False if matchit or method in OPTIMAL else 0.2) if caliper is None else caliper
             cal_abs = np.inf if width is False else width * unit
             if matchit and width is not False:  # MatchIt: caliper in SD of the distance it matches on
                 cal_abs = width * float(np.std(pm.ps, ddof=1))
@@ -236,12 +260,16 @@ def match(
         # order through the fitted model) are exact ties
         coord = np.round(coord, 10)
         choose_none = replace and ties  # every tie kept: no priority needed
-        nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
-                           t_cell=cells[tpos], c_cell=cells[cpos], order=order,
-                           order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
-                           c_priority=None if choose_none else _priority(data, c, cpos, conventions),
-                           t_priority=None if choose_none else _priority(data, c, tpos, conventions),
-                           sided=matchit and method == "propensity")
+        if method in OPTIMAL:
+            nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics)
+            replace, ties, order = method == "full", False, None
+        else:
+            nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
+                               t_cell=cells[tpos], c_cell=cells[cpos], order=order,
+                               order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
+                               c_priority=None if choose_none else _priority(data, c, cpos, conventions),
+                               t_priority=None if choose_none else _priority(data, c, tpos, conventions),
+                               sided=matchit and method == "propensity")
         m_i = nm.n_matched
         matched_t = m_i > 0
         n_sets = int(matched_t.sum())
@@ -355,6 +383,8 @@ __all__ = [
     "fit_propensity",
     "match_nearest",
     "match_vcg",
+    "match_optimal",
+    "match_full",
     "att_weights",
     "mahalanobis_coordinates",
     "METHODS",

@@ -3,7 +3,8 @@
 ``e(x) = P(T = 1 | x) = 1 / (1 + exp(-(b0 + x'b)))`` fitted by maximum likelihood with
 statsmodels' ``Logit`` (Newton). Matching uses the *logit* of the score, ``b0 + x'b``, whose
 distribution is closer to normal and on which Rosenbaum & Rubin (1985) and Austin (2011)
-define calipers.
+define calipers. ``link="probit"`` fits ``e(x) = Φ(b0 + x'b)`` with statsmodels' ``Probit``
+instead (MatchIt's ``link = "probit"``); ``logit_ps`` is then ``log(e/(1 − e))`` of its scores.
 
 Separation. When a covariate (or a level of one) predicts treatment perfectly or
 quasi-perfectly (e.g. every urban school is a PL school), the maximum-likelihood estimate does
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy import stats
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from .._results import ResultMixin
@@ -86,13 +88,14 @@ class PropensityModel(ResultMixin):
     n: int
     n_treated: int
     design_names: tuple[str, ...] = field(default=())
+    link: str = "logit"
 
     def to_frame(self) -> pd.DataFrame:
         """The fitted logit coefficients."""
         return self.params.rename("coefficient").to_frame()
 
     def summary(self) -> str:
-        how = f"ridge-penalized logit (alpha = {self.alpha:g})" if self.penalized else "logit (maximum likelihood)"
+        how = f"ridge-penalized logit (alpha = {self.alpha:g})" if self.penalized else f"{self.link} (maximum likelihood)"
         lines = [
             f"Propensity model: {how} on {len(self.covariates)} covariate(s), n = {self.n:,} ({self.n_treated:,} treated)",
             self.support.summary(),
@@ -137,7 +140,10 @@ def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates
     return problems
 
 
-def _fit_mle(y, X, warm_start_rows: int = 200_000):
+LINKS = ("logit", "probit")
+
+
+def _fit_mle(y, X, warm_start_rows: int = 200_000, model_class=sm.Logit):
     """Newton ML fit. On large data the Newton iterations start from the fit on a fixed
     subsample (every m-th row), which only saves iterations: the converged estimate is the
     full-data MLE."""
@@ -148,13 +154,13 @@ def _fit_mle(y, X, warm_start_rows: int = 200_000):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                r0 = sm.Logit(y[sub], X[sub], check_rank=False).fit(method="newton", maxiter=50, disp=0,
+                r0 = model_class(y[sub], X[sub], check_rank=False).fit(method="newton", maxiter=50, disp=0,
                                                                      callback=lambda *a: None)
                 if np.all(np.isfinite(r0.params)):
                     start = r0.params
             except (np.linalg.LinAlgError, ValueError):
                 start = None
-    model = sm.Logit(y, X, check_rank=False)
+    model = model_class(y, X, check_rank=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -191,6 +197,7 @@ def fit_propensity(
     discard: str = "none",
     penalize: bool = False,
     alpha: float = 1e-3,
+    link: str = "logit",
 ) -> PropensityModel:
     """Fit ``logit P(T=1|x) = b0 + x'b`` and report common support.
 
@@ -205,7 +212,12 @@ def fit_propensity(
         logit-PS range (MatchIt's ``discard``).
     penalize : fit a ridge-penalized logit (penalty ``alpha`` on standardized coefficients)
         instead of raising on separation; warns with :class:`PlevalWarning`.
+    link : "logit" (default) or "probit" (maximum likelihood only).
     """
+    if link not in LINKS:
+        raise DataError(f"link must be one of {LINKS}; got {link!r}")
+    if penalize and link != "logit":
+        raise DataError("penalize=True fits a ridge-penalized logit; it cannot be combined with link='probit'")
     if discard not in DISCARD:
         raise DataError(f"discard must be one of {DISCARD}; got {discard!r}")
     covariates = tuple(dict.fromkeys(covariates))
@@ -237,8 +249,10 @@ def fit_propensity(
                 f"the propensity covariates are collinear (design rank {rank} < {X.shape[1]} columns: "
                 f"{', '.join(names[1:])}); drop a redundant covariate"
             )
-        params, ok, err = _fit_mle(t, X)
+        params, ok, err = _fit_mle(t, X, model_class=sm.Probit if link == "probit" else sm.Logit)
         lin = X @ params if params is not None else None
+        if lin is not None and link == "probit":  # on the logit scale from here on
+            lin = stats.norm.logcdf(lin) - stats.norm.logsf(lin)
         if params is None or not ok or np.abs(lin).max() > _SEPARATION_LOGIT * 2:
             if params is None:
                 raise DesignError(f"the propensity model could not be fitted ({err}); check for separation or collinearity")
@@ -265,7 +279,7 @@ def fit_propensity(
     if not np.all(np.isfinite(lin)):
         raise ConvergenceError("the propensity model produced non-finite scores")
 
-    ps = 1.0 / (1.0 + np.exp(-lin))
+    ps = 1.0 / (1.0 + np.exp(-lin))  # lin is on the logit scale for either link
     t1 = t == 1
     lt, lc = lin[t1], lin[~t1]
     t_rng = (float(lt.min()), float(lt.max()))
@@ -298,6 +312,7 @@ def fit_propensity(
         n=len(t),
         n_treated=n_t,
         design_names=names,
+        link=link,
     )
 
 

@@ -227,6 +227,12 @@ class MatchResult(ResultMixin):
                     f"({cal}, {'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method == "mahalanobis":
             return f"1:{o['k']} nearest-neighbour Mahalanobis matching ({'with' if o['replace'] else 'without'} replacement{ties})"
+        if self.method in ("optimal", "full"):
+            on = (f"Mahalanobis distance of {', '.join(o['distance'])}" if "distance" in o else
+                  f"the {'' if o.get('conventions') == 'matchit' else 'logit '}propensity score ({o.get('link', 'logit')} model)")
+            cal = "" if o["caliper"] in (None, False) else f", caliper {o['caliper']}"
+            what = f"optimal 1:{o['k']} pair matching" if self.method == "optimal" else "optimal full matching"
+            return f"{what} on {on}{cal}"
         if self.method == "vcg":
             return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, the {o['k']} closest, ties sharing places)"
         return "ATT odds weighting on the propensity score"
