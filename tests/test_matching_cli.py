@@ -87,3 +87,41 @@ def test_match_cli_full_and_optimal_on_lalonde(tmp_path):
         assert got["id"].tolist() == api.matched["id"].tolist()
         assert got["_weight"].to_numpy() == pytest.approx(api.matched["_weight"].to_numpy())
     assert "optimal 1:1 pair matching" in r.output
+
+
+def test_match_cli_subclass_and_cem_on_lalonde(tmp_path):
+    """--method subclass / cem with their options give the API's weights (MatchIt's examples;
+    test_matching_subclass.py has the published numbers)."""
+    from pathlib import Path
+
+    import pleval
+    from pleval.data import Columns
+
+    data = Path(__file__).parent / "reference" / "lalonde.csv"
+    base = ["match", str(data), "--conventions", "matchit", "--outcome", "re78", "--treatment", "treat",
+            "--pretest", "none", "--school", "none", "--grade", "none", "--subject", "none", "--student-id", "id"]
+    df = pd.read_csv(data)
+    runs = (
+        (["--method", "subclass", "--subclasses", "10", "--estimand", "ATE", "--min-n", "2",
+          "--covariates", "age,educ,race,married,nodegree,re74,re75"],
+         ("age", "educ", "race", "married", "nodegree", "re74", "re75"),
+         dict(method="subclass", subclasses=10, estimand="ATE", min_n=2)),
+        (["--method", "cem", "--covariates", "age,race,married,educ", "--cutpoints", "educ=5",
+          "--grouping", "race=white+hispan"],
+         ("age", "race", "married", "educ"),
+         dict(method="cem", cutpoints={"educ": 5}, grouping={"race": [["white", "hispan"]]})),
+    )
+    for extra, cov, kw in runs:
+        out = tmp_path / kw["method"]
+        r = runner.invoke(app, base + extra + ["-o", str(out)])
+        assert r.exit_code == 0, r.output
+        api = pleval.match(df, Columns(outcome="re78", treatment="treat", student_id="id", covariates=cov),
+                           conventions="matchit", **kw)
+        got = pd.read_csv(out / "matched.csv")
+        assert got["id"].tolist() == api.matched["id"].tolist()
+        assert got["_weight"].to_numpy() == pytest.approx(api.matched["_weight"].to_numpy())
+        assert "_subclass" in got.columns
+    sizes = pd.read_csv(tmp_path / "cem" / "sample_sizes.csv").set_index("sample")
+    assert sizes.loc["matched", "treated"] == 149  # MatchIt's cem example 1
+    r = runner.invoke(app, base + ["--method", "cem", "--covariates", "age", "--cutpoints", "age", "-o", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--cutpoints" in r.output

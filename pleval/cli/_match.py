@@ -30,6 +30,38 @@ class Method(str, Enum):
     weighting = "weighting"
     optimal = "optimal"
     full = "full"
+    subclass = "subclass"
+    cem = "cem"
+
+
+def _cutpoints(text: str | None) -> dict | None:
+    """``educ=5,age=sturges,pretest=q4`` or ``income=20000;40000``: CEM bins per column."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, rule = item.partition("=")
+        if not rule:
+            raise typer.BadParameter(f"--cutpoints: {item!r} is not column=rule", param_hint="--cutpoints")
+        rule = rule.strip()
+        try:
+            out[name.strip()] = [float(v) for v in rule.split(";")] if ";" in rule else int(rule)
+        except ValueError:
+            out[name.strip()] = rule
+    return out
+
+
+def _grouping(text: str | None) -> dict | None:
+    """``race=white+hispan,frl=reduced+free``: CEM level groups per column."""
+    if not text:
+        return None
+    out: dict = {}
+    for item in text.split(","):
+        name, _, levels = item.partition("=")
+        if not levels:
+            raise typer.BadParameter(f"--grouping: {item!r} is not column=level+level", param_hint="--grouping")
+        out.setdefault(name.strip(), []).append([v.strip() for v in levels.split("+")])
+    return out
 
 
 def _effect_table(frame: pd.DataFrame, title: str) -> Table:
@@ -46,7 +78,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 @handle_errors
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
-    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching) or full (optimal full matching)."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses) or cem (coarsened exact matching)."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,
@@ -71,6 +103,11 @@ def match_cmd(
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
     penalize: bool = typer.Option(False, "--penalize", help="Ridge-penalized propensity model instead of an error on separation."),
     link: str = typer.Option("logit", "--link", help="Propensity model link: logit or probit."),
+    subclasses: int = typer.Option(6, "--subclasses", help="subclass: number of propensity-score subclasses."),
+    min_n: int = typer.Option(1, "--min-n", help="subclass: fewest PL and comparison rows per subclass (0 drops subclasses lacking one)."),
+    estimand: str = typer.Option("ATT", "--estimand", help="subclass, cem: ATT (default) or ATE weights."),
+    cutpoints: Optional[str] = typer.Option(None, "--cutpoints", help="cem: bins per column, e.g. educ=5,age=q4,income=20000;40000 (default: Sturges' rule)."),
+    grouping: Optional[str] = typer.Option(None, "--grouping", help="cem: merged levels, e.g. race=white+hispan."),
     distance: Optional[str] = typer.Option(None, "--distance", help="Mahalanobis variables, comma-separated (mahalanobis; optimal and full match on them instead of the PS)."),
     trim: Optional[float] = typer.Option(None, "--trim", help="Weighting: drop units whose PS is below a or above 1 - a."),
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
@@ -109,7 +146,8 @@ def match_cmd(
     cols = report.columns
     res = match(
         validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
-        exact=parse_names(exact), k=k, link=link, distance=parse_names(distance),
+        exact=parse_names(exact), k=k, link=link, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
+        estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
         conventions=conventions,

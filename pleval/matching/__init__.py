@@ -12,7 +12,9 @@ method:
   (:mod:`.exact`);
 * ``"weighting"`` — ATT odds weights from the propensity score (:mod:`.weighting`);
 * ``"optimal"`` — optimal 1:k pair matching, minimum total distance (:mod:`.optimal`);
-* ``"full"`` — optimal full matching, every unit in a set (:mod:`.full`).
+* ``"full"`` — optimal full matching, every unit in a set (:mod:`.full`);
+* ``"subclass"`` — subclassification on the propensity score (:mod:`.subclass`);
+* ``"cem"`` — coarsened exact matching (:mod:`.cem`).
 
 Exact-match cells always include the subject (a math row is never compared with a reading
 row) and, by default, the grade.
@@ -29,15 +31,17 @@ from ..data import Columns, Validated, validate
 from ..errors import DataError, DesignError
 from ._design import combine_codes, encode, is_categorical
 from .balance import Balance, balance
+from .cem import cem_cells
 from .exact import match_vcg
 from .full import match_full, set_pairs
 from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
 from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
+from .subclass import subclass_weights, subclassify
 from .weighting import att_weights
 
-METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full")
+METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem")
 OPTIMAL = ("optimal", "full")
 CONVENTIONS = ("pleval", "matchit")
 
@@ -122,6 +126,11 @@ def match(
     penalize: bool = False,
     alpha: float = 1e-3,
     link: str = "logit",
+    subclasses: int = 6,
+    min_n: int = 1,
+    estimand: str = "ATT",
+    cutpoints=None,
+    grouping=None,
     distance=None,
     band: float = 1.0,
     school_keys=(),
@@ -160,6 +169,13 @@ def match(
     discard : drop units outside common support ("none", "treated", "control", "both").
     penalize, alpha : ridge-penalized propensity model instead of an error on separation.
     link : propensity model link, "logit" (default) or "probit".
+    subclasses, min_n : number of propensity-score subclasses ("subclass"; default 6) and the
+        fewest treated and comparison rows each must hold (default 1; filled from neighbouring
+        subclasses as MatchIt does; 0 drops subclasses lacking a group).
+    estimand : "ATT" (default) or "ATE" ("subclass" and "cem": the subclass weights).
+    cutpoints, grouping : CEM coarsening of the covariates (:mod:`pleval.matching.cem`), e.g.
+        ``cutpoints={"pretest": 10}`` and ``grouping={"race": [["white", "asian"]]}``; numeric
+        covariates default to Sturges' number of equal-width bins.
     distance : Mahalanobis variables (default: the pretests and numeric covariates).
     band : VCG pretest band (±points; 0 = equal pretest).
     school_keys : VCG school-level exact keys (e.g. "urbanicity", "school_poverty");
@@ -201,8 +217,8 @@ def match(
     strata = _strata(c, exact, data)
     default_vars = list(c.pretest) + list(c.covariates)
     covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
-    on_score = method in ("propensity", "weighting") or (method in OPTIMAL and distance is None)
-    if method in ("propensity", "weighting", "mahalanobis", *OPTIMAL) and not (covariates or distance):
+    on_score = method in ("propensity", "weighting", "subclass") or (method in OPTIMAL and distance is None)
+    if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", *OPTIMAL) and not (covariates or distance):
         raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
     extra = list(covariates) + list(strata) + ([school_keys] if isinstance(school_keys, str) else list(school_keys))
     if distance is not None:
@@ -217,6 +233,7 @@ def match(
         raise DesignError("after exclusions the data have no treated or no comparison rows")
 
     pm: PropensityModel | None = None
+    subclass = None
     options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
 
@@ -322,6 +339,30 @@ def match(
             diagnostics["PL rows with ties at the k-th distance sharing places"] = int((vm.n_matched > k).sum())
         del vm
 
+    elif method in ("subclass", "cem"):
+        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        if method == "subclass":
+            sub = subclassify(pm.ps, t, n_subclasses=subclasses, estimand=estimand, cells=cells, min_n=min_n)
+            options.update(subclasses=subclasses, min_n=min_n)
+            lacking = "its propensity-score subclass has no comparison row"
+        else:
+            cc = cem_cells(data, covariates, cutpoints=cutpoints, grouping=grouping, categorical=categorical)
+            sub = pd.factorize(cells * (int(cc.max(initial=0)) + 1) + cc)[0]
+            options.update(cutpoints=dict(cutpoints or {}), grouping=dict(grouping or {}), covariates=tuple(covariates))
+            lacking = "no comparison row in its coarsened cell"
+        w_all = subclass_weights(sub, t, estimand)
+        keep = w_all > 0
+        rows = np.flatnonzero(keep)
+        sets = np.full(len(rows), -1, dtype=np.int64)
+        w = w_all[rows]
+        n_sets = int(np.unique(sub[keep]).size)
+        subclass = pd.factorize(sub[rows], sort=True)[0]
+        set_school = np.zeros(0, dtype=object)
+        un_pos = np.flatnonzero(~keep & (t == 1))
+        un_reason = np.full(len(un_pos), lacking, dtype=object)
+        options.update(estimand=estimand, exact=tuple(strata))
+        diagnostics["subclasses with treated and comparison rows"] = n_sets
+
     else:  # weighting
         wt = att_weights(pm.ps, t, trim=trim, truncate=truncate, stabilize=stabilize)
         if not wt.keep.all():
@@ -370,6 +411,7 @@ def match(
         strata=tuple(strata),
         propensity=pm,
         diagnostics=diagnostics,
+        subclass=subclass,
     )
 
 
@@ -385,6 +427,8 @@ __all__ = [
     "match_vcg",
     "match_optimal",
     "match_full",
+    "subclassify",
+    "cem_cells",
     "att_weights",
     "mahalanobis_coordinates",
     "METHODS",

@@ -9,7 +9,9 @@ For each covariate (each level of a categorical one) and each pretest:
   *before* matching for both columns so that before and after differ only through the means
   (Stuart 2010; Austin 2009): by default ``s = sqrt((s²_t + s²_c)/2)``; with
   ``smd="treated"`` (cobalt's and MatchIt's ATT default) the treated group's SD, for a binary
-  variable ``sqrt(p_t(1 − p_t))``; |SMD| < 0.1 is the usual rule of thumb;
+  variable ``sqrt(p_t(1 − p_t))``; with ``smd="pooled_p"`` (MatchIt's and cobalt's ATE
+  default) the pooled SD, for a binary variable ``sqrt((p_t(1 − p_t) + p_c(1 − p_c))/2)``;
+  |SMD| < 0.1 is the usual rule of thumb;
 * variance ratio ``VR = s²_t / s²_c`` (continuous variables; 1 is ideal, outside 0.5–2 is
   poor; Rubin 2001);
 * eCDF statistics: with ``F_t``, ``F_c`` the weighted empirical CDFs, the mean and the maximum
@@ -88,7 +90,7 @@ def ecdf_stats(x: np.ndarray, t: np.ndarray, w: np.ndarray, binary: bool, grid: 
     return float(e.mean()), float(e.max())
 
 
-SMD_DENOMINATORS = ("pooled", "treated")
+SMD_DENOMINATORS = ("pooled", "treated", "pooled_p")
 
 
 def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
@@ -108,6 +110,8 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
         mc0, vc0 = weighted_mean_var(xb[~tb], ones_c)
         if smd == "treated":
             sd0 = np.sqrt(mt0 * (1.0 - mt0)) if binary else np.sqrt(vt0)
+        elif smd == "pooled_p" and binary:  # MatchIt / cobalt for the ATE: p(1 − p) for binaries
+            sd0 = np.sqrt((mt0 * (1.0 - mt0) + mc0 * (1.0 - mc0)) / 2.0)
         else:
             sd0 = np.sqrt((vt0 + vc0) / 2.0)
         xa = cols_a.get(name, np.zeros(len(after)))
@@ -213,8 +217,8 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
             by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
             smd: str = "pooled") -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
-    with ``by`` (e.g. the subject column), within each group. ``smd``: "pooled" (default) or
-    "treated" (cobalt's ATT standardization) SMD denominator."""
+    with ``by`` (e.g. the subject column), within each group. ``smd``: "pooled" (default),
+    "treated" (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
     groups = [("all", before, after)]

@@ -7,7 +7,9 @@ long format*: the original columns plus
 * ``_set`` — matched-set id (one set per matched treated row; ``-1`` for weighting),
 * ``_weight`` — 1 for treated rows; each set's comparisons sum to 1 (ATT),
 * ``_pl_school`` — the school of the treated row anchoring the set (NaN for weighted
-  comparison rows, which belong to no set).
+  comparison rows, which belong to no set);
+* ``_subclass`` — for subclassification and coarsened exact matching, the subclass (stratum)
+  of the row (those methods have no one-treated sets: ``_set`` is ``-1``).
 
 A comparison row reused by several sets appears once per set.
 """
@@ -85,6 +87,7 @@ class MatchResult(ResultMixin):
     strata: tuple[str, ...] = ()
     propensity: PropensityModel | None = None
     diagnostics: dict = field(default_factory=dict)
+    subclass: np.ndarray | None = None
 
     # --- the matched sample -------------------------------------------------------------
     @cached_property
@@ -94,6 +97,8 @@ class MatchResult(ResultMixin):
         out["_set"] = self.set_id
         out["_weight"] = self.weight
         out["_pl_school"] = self.pl_school
+        if self.subclass is not None:
+            out["_subclass"] = self.subclass
         return out
 
     @property
@@ -128,11 +133,13 @@ class MatchResult(ResultMixin):
     # --- diagnostics and estimates ------------------------------------------------------
     def balance(self, threshold: float = 0.1, smd: str | None = None) -> Balance:
         """Balance of the pretest(s) and covariates before and after (per subject if set).
-        ``smd``: SMD denominator, "pooled" or "treated" (default: "treated" under
-        ``conventions="matchit"``, as cobalt and MatchIt report the ATT, else "pooled")."""
+        ``smd``: SMD denominator, "pooled", "treated" or "pooled_p" (default under
+        ``conventions="matchit"``: "treated" for the ATT, "pooled_p" for the ATE, as cobalt and
+        MatchIt report them; else "pooled")."""
         c = self.columns
-        if smd is None:
-            smd = "treated" if self.options.get("conventions") == "matchit" else "pooled"
+        if smd is None and self.options.get("conventions") == "matchit":
+            smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
+        smd = smd or "pooled"
         return balance(
             self.data, self.matched, c.treatment, self.variables, c.main_pretest,
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd,
@@ -197,7 +204,8 @@ class MatchResult(ResultMixin):
                          strata=self.strata, school=c.school)
         kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label())
         if by is None:
-            groups = [((), m, f"{c.outcome}: effect on the treated")]
+            what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
+            groups = [((), m, f"{c.outcome}: {what}")]
             by = ()
         else:
             by = (by,) if isinstance(by, str) else tuple(by)
@@ -233,6 +241,11 @@ class MatchResult(ResultMixin):
             cal = "" if o["caliper"] in (None, False) else f", caliper {o['caliper']}"
             what = f"optimal 1:{o['k']} pair matching" if self.method == "optimal" else "optimal full matching"
             return f"{what} on {on}{cal}"
+        if self.method == "subclass":
+            return (f"subclassification on the propensity score ({o['subclasses']} subclasses per exact cell, "
+                    f"{o['estimand']} weights)")
+        if self.method == "cem":
+            return f"coarsened exact matching on {', '.join(o['covariates'])} ({o['estimand']} weights)"
         if self.method == "vcg":
             return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, the {o['k']} closest, ties sharing places)"
         return "ATT odds weighting on the propensity score"
