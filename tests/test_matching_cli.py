@@ -125,3 +125,27 @@ def test_match_cli_subclass_and_cem_on_lalonde(tmp_path):
     assert sizes.loc["matched", "treated"] == 149  # MatchIt's cem example 1
     r = runner.invoke(app, base + ["--method", "cem", "--covariates", "age", "--cutpoints", "age", "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "--cutpoints" in r.output
+
+
+def test_match_cli_mahvars_and_calipers(tmp_path):
+    """--calipers and --exact on lalonde: MatchIt's ?method_nearest example 3 sample sizes
+    (test_matching_constrained.py has the published numbers)."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "reference" / "lalonde.csv"
+    base = ["match", str(data), "--conventions", "matchit", "--outcome", "re78", "--treatment", "treat",
+            "--pretest", "none", "--school", "none", "--grade", "none", "--subject", "none", "--student-id", "id"]
+    r = runner.invoke(app, base + ["--method", "mahalanobis", "--covariates", "age,educ,re74,re75,married,race",
+                                   "--distance", "age,educ,re74,re75", "--exact", "married,race",
+                                   "--calipers", "re74=0.2,re75=0.15", "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    sizes = pd.read_csv(tmp_path / "a" / "sample_sizes.csv").set_index("sample")
+    assert sizes.loc["matched"].tolist() == [83, 83]
+    r = runner.invoke(app, base + ["--covariates", "age,educ,race,married,nodegree,re74,re75", "--mahvars",
+                                   "age,educ,re74,re75", "--replace", "--k", "3", "--caliper", "0.02",
+                                   "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    sizes = pd.read_csv(tmp_path / "b" / "sample_sizes.csv").set_index("sample")
+    assert sizes.loc["matched", "treated"] == 162
+    r = runner.invoke(app, base + ["--calipers", "re74", "-o", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "--calipers" in r.output

@@ -51,6 +51,20 @@ def _cutpoints(text: str | None) -> dict | None:
     return out
 
 
+def _calipers(text: str | None) -> dict | None:
+    """``re74=0.2,re75=0.15``: per-variable calipers in SD units."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, width = item.partition("=")
+        try:
+            out[name.strip()] = float(width)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not column=SDs", param_hint="--calipers") from None
+    return out
+
+
 def _grouping(text: str | None) -> dict | None:
     """``race=white+hispan,frl=reduced+free``: CEM level groups per column."""
     if not text:
@@ -108,6 +122,8 @@ def match_cmd(
     estimand: str = typer.Option("ATT", "--estimand", help="subclass, cem: ATT (default) or ATE weights."),
     cutpoints: Optional[str] = typer.Option(None, "--cutpoints", help="cem: bins per column, e.g. educ=5,age=q4,income=20000;40000 (default: Sturges' rule)."),
     grouping: Optional[str] = typer.Option(None, "--grouping", help="cem: merged levels, e.g. race=white+hispan."),
+    mahvars: Optional[str] = typer.Option(None, "--mahvars", help="propensity: match on the Mahalanobis distance of these columns within the PS caliper."),
+    calipers: Optional[str] = typer.Option(None, "--calipers", help="Per-variable calipers in SDs, e.g. re74=0.2,re75=0.15 (propensity, mahalanobis)."),
     distance: Optional[str] = typer.Option(None, "--distance", help="Mahalanobis variables, comma-separated (mahalanobis; optimal and full match on them instead of the PS)."),
     trim: Optional[float] = typer.Option(None, "--trim", help="Weighting: drop units whose PS is below a or above 1 - a."),
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
@@ -148,6 +164,7 @@ def match_cmd(
         validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
         exact=parse_names(exact), k=k, link=link, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
         estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
+        mahvars=parse_names(mahvars), calipers=_calipers(calipers),
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
         conventions=conventions,

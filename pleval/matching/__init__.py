@@ -32,6 +32,7 @@ from ..errors import DataError, DesignError
 from ._design import combine_codes, encode, is_categorical
 from .balance import Balance, balance
 from .cem import cem_cells
+from .constrained import match_constrained
 from .exact import match_vcg
 from .full import match_full, set_pairs
 from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
@@ -109,6 +110,40 @@ def _optimal(method, t_coord, c_coord, k, caliper, t_cell, c_cell, diagnostics) 
     return NearestMatch(t_row, c_row, dist, w, np.bincount(t_row, minlength=len(t_coord)), fm.t_reason)
 
 
+def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, calipers, categorical, k, replace, cells,
+                 order, pm, c, conventions, seed, options) -> NearestMatch:
+    """Nearest neighbours on the PS or Mahalanobis distance within the PS caliper and the
+    per-variable calipers (:mod:`.constrained`)."""
+    box = []
+    if on_score and np.isfinite(cal_abs):
+        box.append(coord / cal_abs)
+    for col, width in calipers.items():
+        x = pd.to_numeric(data[col], errors="coerce").to_numpy(float)
+        if not (np.isfinite(width) and width > 0):
+            raise DataError(f"calipers[{col!r}] must be a positive number of SDs; got {width!r}")
+        box.append(x / (width * float(np.std(x, ddof=1))))
+    box = np.column_stack(box) if box else np.zeros((len(data), 0))
+    z = coord
+    if mahvars:
+        z = mahalanobis_coordinates(encode(data, mahvars, categorical).X, t)
+        options["mahvars"] = tuple(mahvars)
+    options["calipers"] = dict(calipers)
+    t_prio = _priority(data, c, tpos, conventions)
+    t_prio = np.arange(len(tpos)) if t_prio is None else t_prio
+    if order in ("largest", "smallest"):
+        if pm is None:
+            raise DataError(f"order={order!r} needs a propensity score; use order='random' or 'data'")
+        key = pm.ps[tpos]
+        seq = np.lexsort((t_prio, -key if order == "largest" else key))
+    elif order == "random":
+        seq = np.random.default_rng(seed).permutation(len(tpos))
+    else:
+        seq = np.argsort(t_prio, kind="stable")
+    return match_constrained(z[tpos], z[cpos], box[tpos], box[cpos], k=k, replace=replace, t_cell=cells[tpos],
+                             c_cell=cells[cpos], seq=seq, c_priority=_priority(data, c, cpos, conventions),
+                             caliper=np.inf if on_score else cal_abs)
+
+
 def match(
     df,
     columns: Columns,
@@ -131,6 +166,8 @@ def match(
     estimand: str = "ATT",
     cutpoints=None,
     grouping=None,
+    mahvars=None,
+    calipers=None,
     distance=None,
     band: float = 1.0,
     school_keys=(),
@@ -169,6 +206,10 @@ def match(
     discard : drop units outside common support ("none", "treated", "control", "both").
     penalize, alpha : ridge-penalized propensity model instead of an error on separation.
     link : propensity model link, "logit" (default) or "probit".
+    mahvars : with ``method="propensity"``, match on the Mahalanobis distance of these
+        columns among the comparisons within the propensity caliper (MatchIt's ``mahvars``).
+    calipers : per-variable calipers in SD units of each variable over all analysed rows,
+        e.g. ``{"re74": 0.2}`` (propensity or Mahalanobis matching; :mod:`.constrained`).
     subclasses, min_n : number of propensity-score subclasses ("subclass"; default 6) and the
         fewest treated and comparison rows each must hold (default 1; filled from neighbouring
         subclasses as MatchIt does; 0 drops subclasses lacking a group).
@@ -220,7 +261,14 @@ def match(
     on_score = method in ("propensity", "weighting", "subclass") or (method in OPTIMAL and distance is None)
     if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", *OPTIMAL) and not (covariates or distance):
         raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
+    mahvars = [mahvars] if isinstance(mahvars, str) else (list(mahvars) if mahvars is not None else None)
+    calipers = dict(calipers or {})
+    if (mahvars or calipers) and method not in ("propensity", "mahalanobis"):
+        raise DataError("mahvars= and calipers= apply to nearest-neighbour matching (method 'propensity' or 'mahalanobis')")
+    if mahvars and method != "propensity":
+        raise DataError("mahvars= matches within a propensity caliper: use method='propensity' (or distance= with 'mahalanobis')")
     extra = list(covariates) + list(strata) + ([school_keys] if isinstance(school_keys, str) else list(school_keys))
+    extra += list(mahvars or []) + list(calipers)
     if distance is not None:
         extra += [distance] if isinstance(distance, str) else list(distance)
     absent = [x for x in dict.fromkeys(extra) if x not in data.columns]
@@ -280,6 +328,10 @@ def match(
         if method in OPTIMAL:
             nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics)
             replace, ties, order = method == "full", False, None
+        elif mahvars or calipers:
+            nm = _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, calipers, categorical, k,
+                              replace, cells, order, pm, c, conventions, seed, options)
+            ties = False
         else:
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
