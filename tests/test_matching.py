@@ -343,7 +343,7 @@ def test_no_overlap_gives_clear_error(df):
 
 def test_bad_arguments(df):
     with pytest.raises(DataError, match="method must be"):
-        match(df, COLS, method="cem")
+        match(df, COLS, method="genetic")
     with pytest.raises(DataError, match="not in the data"):
         match(df, COLS, exact=("grade", "district"))
     with pytest.raises(DataError, match="school column"):
