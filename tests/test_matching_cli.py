@@ -149,3 +149,23 @@ def test_match_cli_mahvars_and_calipers(tmp_path):
     assert sizes.loc["matched", "treated"] == 162
     r = runner.invoke(app, base + ["--calipers", "re74", "-o", str(tmp_path / "c")])
     assert r.exit_code == 2 and "--calipers" in r.output
+
+
+def test_match_cli_weighting_ate_and_ebal(tmp_path):
+    """--method ebal and --method weighting --estimand ATE write the API's weights and the
+    weight summary (WeightIt's lalonde figures are in test_matching_weighting_parity.py)."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "reference" / "lalonde.csv"
+    base = ["match", str(data), "--conventions", "matchit", "--outcome", "re78", "--treatment", "treat",
+            "--pretest", "none", "--school", "none", "--grade", "none", "--subject", "none", "--student-id", "id",
+            "--covariates", "age,educ,race,married,nodegree,re74,re75"]
+    r = runner.invoke(app, base + ["--method", "ebal", "-o", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    ws = pd.read_csv(tmp_path / "e" / "weights.csv").set_index("group")
+    assert round(ws.loc["comparison", "ess"], 2) == 98.46  # WeightIt's getting-started vignette
+    r = runner.invoke(app, base + ["--method", "weighting", "--estimand", "ATE", "--moments", "1", "-o", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    assert "ATE inverse-probability weighting" in r.output
+    m = pd.read_csv(tmp_path / "w" / "matched.csv")
+    assert (m.loc[m["treat"] == 1, "_weight"] != 1).any()  # treated rows are weighted for the ATE

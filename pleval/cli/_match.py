@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 _OUTPUTS = ("matched.csv", "balance.csv", "equivalence.csv", "effect.csv", "unmatched.csv", "counts.csv",
-            "sample_sizes.csv")
+            "sample_sizes.csv", "weights.csv")
 
 
 class Method(str, Enum):
@@ -32,6 +32,7 @@ class Method(str, Enum):
     full = "full"
     subclass = "subclass"
     cem = "cem"
+    ebal = "ebal"
 
 
 def _cutpoints(text: str | None) -> dict | None:
@@ -92,7 +93,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 @handle_errors
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
-    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses) or cem (coarsened exact matching)."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses), cem (coarsened exact matching) or ebal (entropy balancing)."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,
@@ -119,7 +120,9 @@ def match_cmd(
     link: str = typer.Option("logit", "--link", help="Propensity model link: logit or probit."),
     subclasses: int = typer.Option(6, "--subclasses", help="subclass: number of propensity-score subclasses."),
     min_n: int = typer.Option(1, "--min-n", help="subclass: fewest PL and comparison rows per subclass (0 drops subclasses lacking one)."),
-    estimand: str = typer.Option("ATT", "--estimand", help="subclass, cem: ATT (default) or ATE weights."),
+    estimand: str = typer.Option("ATT", "--estimand", help="subclass, cem, weighting, ebal: ATT (default) or ATE weights."),
+    moments: int = typer.Option(1, "--moments", help="ebal: balance means (1), also variances (2) or third moments (3)."),
+    truncate: Optional[float] = typer.Option(None, "--truncate", help="Weighting: cap weights at this quantile (e.g. 0.99)."),
     cutpoints: Optional[str] = typer.Option(None, "--cutpoints", help="cem: bins per column, e.g. educ=5,age=q4,income=20000;40000 (default: Sturges' rule)."),
     grouping: Optional[str] = typer.Option(None, "--grouping", help="cem: merged levels, e.g. race=white+hispan."),
     mahvars: Optional[str] = typer.Option(None, "--mahvars", help="propensity: match on the Mahalanobis distance of these columns within the PS caliper."),
@@ -141,8 +144,10 @@ def match_cmd(
 
     Writes matched.csv (matched-set long format with _set, _weight, _pl_school), balance.csv,
     equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv,
-    counts.csv and sample_sizes.csv (all / matched / ESS / unmatched / discarded per group) to --out. Column options default to sample_data/pl_matched_students.csv.
+    counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group) and weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
+    import pandas as pd
+
     from .. import outputs
     from ..checks import check
     from ..data import read_table, validate
@@ -164,7 +169,7 @@ def match_cmd(
         validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
         exact=parse_names(exact), k=k, link=link, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
         estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
-        mahvars=parse_names(mahvars), calipers=_calipers(calipers),
+        mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
         caliper=False if no_caliper else caliper, replace=replace, band=band,
         school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
         conventions=conventions,
@@ -174,8 +179,9 @@ def match_cmd(
     bal = res.balance()
 
     eff_frame = eff.to_frame()
-    sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method != "weighting" else pd.DataFrame()
-    frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes)
+    sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method not in ("weighting", "ebal") else pd.DataFrame()
+    frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes,
+              res.weight_summary())
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
         for name, frame in zip(_OUTPUTS, frames):
             frame.to_csv(tmp / name, index=False)

@@ -14,7 +14,8 @@ method:
 * ``"optimal"`` — optimal 1:k pair matching, minimum total distance (:mod:`.optimal`);
 * ``"full"`` — optimal full matching, every unit in a set (:mod:`.full`);
 * ``"subclass"`` — subclassification on the propensity score (:mod:`.subclass`);
-* ``"cem"`` — coarsened exact matching (:mod:`.cem`).
+* ``"cem"`` — coarsened exact matching (:mod:`.cem`);
+* ``"ebal"`` — entropy-balancing weights (:mod:`.ebal`).
 
 Exact-match cells always include the subject (a math row is never compared with a reading
 row) and, by default, the grade.
@@ -40,9 +41,10 @@ from .optimal import match_optimal
 from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
 from .subclass import subclass_weights, subclassify
-from .weighting import att_weights
+from .ebal import balance_columns, entropy_weights
+from .weighting import att_weights, ipw_weights, weight_summary
 
-METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem")
+METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "ebal")
 OPTIMAL = ("optimal", "full")
 CONVENTIONS = ("pleval", "matchit")
 
@@ -168,6 +170,7 @@ def match(
     grouping=None,
     mahvars=None,
     calipers=None,
+    moments: int = 1,
     distance=None,
     band: float = 1.0,
     school_keys=(),
@@ -213,7 +216,10 @@ def match(
     subclasses, min_n : number of propensity-score subclasses ("subclass"; default 6) and the
         fewest treated and comparison rows each must hold (default 1; filled from neighbouring
         subclasses as MatchIt does; 0 drops subclasses lacking a group).
-    estimand : "ATT" (default) or "ATE" ("subclass" and "cem": the subclass weights).
+    estimand : "ATT" (default) or "ATE" ("subclass" and "cem": the subclass weights;
+        "weighting": odds or inverse-probability weights; "ebal": whose moments are balanced).
+    moments : "ebal": balance the means (1), and also the variances (2) or third moments (3)
+        of the non-binary covariates.
     cutpoints, grouping : CEM coarsening of the covariates (:mod:`pleval.matching.cem`), e.g.
         ``cutpoints={"pretest": 10}`` and ``grouping={"race": [["white", "asian"]]}``; numeric
         covariates default to Sturges' number of equal-width bins.
@@ -259,7 +265,7 @@ def match(
     default_vars = list(c.pretest) + list(c.covariates)
     covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
     on_score = method in ("propensity", "weighting", "subclass") or (method in OPTIMAL and distance is None)
-    if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", *OPTIMAL) and not (covariates or distance):
+    if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", "ebal", *OPTIMAL) and not (covariates or distance):
         raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
     mahvars = [mahvars] if isinstance(mahvars, str) else (list(mahvars) if mahvars is not None else None)
     calipers = dict(calipers or {})
@@ -415,8 +421,31 @@ def match(
         options.update(estimand=estimand, exact=tuple(strata))
         diagnostics["subclasses with treated and comparison rows"] = n_sets
 
+    elif method == "ebal":
+        enc = encode(data, covariates, categorical)
+        C, names = balance_columns(enc.X, enc.names, moments)
+        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        w = np.empty(len(data))
+        worst = 0.0
+        for g in np.unique(cells):  # balanced within each exact-match cell (a handful)
+            in_g = cells == g
+            if t[in_g].all() or not t[in_g].any():
+                raise DesignError(f"entropy balancing: an exact-match cell ({', '.join(strata)}) has no "
+                                  f"{'comparison' if t[in_g].all() else 'treated'} rows; drop it or change exact=")
+            ew = entropy_weights(C[in_g], t[in_g], estimand=estimand, names=names)
+            w[in_g] = ew.weight
+            worst = max(worst, ew.max_imbalance)
+        rows = np.arange(len(data))
+        sets = np.full(len(rows), -1, dtype=np.int64)
+        set_school = np.zeros(0, dtype=object)
+        un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
+        options.update(estimand=estimand, moments=moments, covariates=tuple(covariates), exact=tuple(strata),
+                       balanced=tuple(names))
+        diagnostics["largest remaining imbalance (SD)"] = worst
+        diagnostics["effective comparison sample size (Kish)"] = float(w[t == 0].sum() ** 2 / (w[t == 0] ** 2).sum())
+
     else:  # weighting
-        wt = att_weights(pm.ps, t, trim=trim, truncate=truncate, stabilize=stabilize)
+        wt = ipw_weights(pm.ps, t, estimand=estimand, trim=trim, truncate=truncate, stabilize=stabilize)
         if not wt.keep.all():
             log.append({"reason": f"propensity score outside [{trim}, {1 - trim}] (trim)", "column": "propensity score",
                         "n_rows": int((~wt.keep).sum())})
@@ -429,14 +458,14 @@ def match(
         w = w_all
         set_school = np.zeros(0, dtype=object)
         un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
-        options.update(trim=trim, truncate=truncate, stabilize=stabilize)
+        options.update(trim=trim, truncate=truncate, stabilize=stabilize, estimand=estimand)
         diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
     if c.weight:  # analysis weights multiply the matching weights (each row's own weight)
         w = w * data[c.weight].to_numpy(dtype=float)[rows]
         options["weight"] = c.weight
-    if method != "weighting" and n_sets == 0:
+    if method not in ("weighting", "ebal") and n_sets == 0:
         why = pd.Series(un_reason.astype(str)).value_counts()
         raise DesignError(
             f"no treated row found a match ({len(un_pos):,} unmatched: "
@@ -482,6 +511,9 @@ __all__ = [
     "subclassify",
     "cem_cells",
     "att_weights",
+    "ipw_weights",
+    "entropy_weights",
+    "weight_summary",
     "mahalanobis_coordinates",
     "METHODS",
 ]

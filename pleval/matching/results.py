@@ -145,6 +145,15 @@ class MatchResult(ResultMixin):
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd,
         )
 
+    def weight_summary(self) -> pd.DataFrame:
+        """WeightIt's weight statistics per group (:func:`pleval.matching.weighting.weight_summary`)
+        of each row's weight summed over its sets, over the rows in the matched sample."""
+        from .weighting import weight_summary
+
+        w = np.bincount(self.rows, weights=self.weight, minlength=len(self.data))
+        used = np.unique(self.rows)
+        return weight_summary(w[used], self.data[self.columns.treatment].to_numpy()[used] == 1)
+
     def sample_sizes(self) -> pd.DataFrame:
         """MatchIt-style sample sizes per group: all (including discarded), matched (distinct
         rows), matched effective sample size (Kish ``(Σw)²/Σw²`` of each row's weight summed
@@ -248,6 +257,11 @@ class MatchResult(ResultMixin):
             return f"coarsened exact matching on {', '.join(o['covariates'])} ({o['estimand']} weights)"
         if self.method == "vcg":
             return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, the {o['k']} closest, ties sharing places)"
+        if self.method == "ebal":
+            return (f"entropy balancing ({o['estimand']}) of {', '.join(o['covariates'])}"
+                    + (f", moments up to {o['moments']}" if o["moments"] > 1 else ""))
+        if o.get("estimand") == "ATE":
+            return "ATE inverse-probability weighting on the propensity score"
         return "ATT odds weighting on the propensity score"
 
     # --- display ------------------------------------------------------------------------
@@ -271,7 +285,11 @@ class MatchResult(ResultMixin):
     def summary(self) -> str:
         lines = [f"MatchResult: {self._method_label()}"]
         lines += [f"  {r.item}: {r.n_rows:,}" for r in self.to_frame().itertuples()]
-        if self.method != "weighting":
+        if self.method in ("weighting", "ebal"):
+            lines.append("  weights:")
+            ws = self.weight_summary()
+            lines += ["    " + x for x in ws.to_string(index=False, float_format=lambda v: f"{v:,.3f}").splitlines()]
+        else:
             lines.append("  sample sizes:")
             ss = self.sample_sizes()
             lines += ["    " + x for x in ss.to_string(float_format=lambda v: f"{v:,.1f}").splitlines()]

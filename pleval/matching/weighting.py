@@ -1,4 +1,4 @@
-"""Propensity-score weighting for the average effect on the treated (ATT).
+"""Propensity-score weighting for the average effect on the treated (ATT) or in the population (ATE).
 
 Treated units get weight 1 and comparison units the odds of treatment,
 
@@ -15,6 +15,17 @@ which reweights the comparison group to the treated group's covariate distributi
 * ``stabilize = True`` (default): rescale comparison weights to sum to the number of treated
   units (the Hájek / normalized form); the effect estimate is unchanged by this scaling, the
   weights become interpretable as "comparison students per treated student".
+
+For the ATE (``estimand="ATE"``, :func:`ipw_weights`) every unit gets the inverse probability
+of its own group, ``1/e(x)`` for treated and ``1/(1 − e(x))`` for comparison units (Rosenbaum
+& Rubin 1983; WeightIt's ``method = "glm"``); ``stabilize`` rescales each group's weights to sum
+to the sample size, and ``truncate`` caps both groups' weights at their quantile.
+
+:func:`weight_summary` describes any weights as WeightIt's ``summary.weightit`` does, per
+group: the range, the coefficient of variation ``sd(w)/mean(w)`` (sd with n − 1), the mean
+absolute deviation of ``w/mean(w)`` from 1, the negative entropy ``mean(v log v)`` of
+``v = w/mean(w)`` over positive weights, the number of zero weights, and Kish's effective sample
+size ``(Σw)²/Σw²``.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError, DesignError
 
@@ -61,3 +73,52 @@ def att_weights(ps, treated, *, trim: float | None = None, truncate: float | Non
         w[c] *= (keep & t1).sum() / w[c].sum()
     ess = float(w[c].sum() ** 2 / (w[c] ** 2).sum())
     return Weights(w, keep, int((t1 & ~keep).sum()), int((~t1 & ~keep).sum()), n_trunc, ess)
+
+
+def ipw_weights(ps, treated, *, estimand: str = "ATT", trim: float | None = None, truncate: float | None = None,
+                stabilize: bool = True) -> Weights:
+    """Inverse-probability weights for the ``estimand`` (module docstring); ``ess_control`` is
+    the comparison group's Kish ESS."""
+    if estimand == "ATT":
+        return att_weights(ps, treated, trim=trim, truncate=truncate, stabilize=stabilize)
+    if estimand != "ATE":
+        raise DataError(f"estimand must be 'ATT' or 'ATE'; got {estimand!r}")
+    ps = np.asarray(ps, dtype=float)
+    t1 = np.asarray(treated).astype(bool)
+    if trim is not None and not 0.0 <= trim < 0.5:
+        raise DataError(f"trim must lie in [0, 0.5); got {trim!r}")
+    if truncate is not None and not 0.5 < truncate <= 1.0:
+        raise DataError(f"truncate must be a quantile in (0.5, 1]; got {truncate!r}")
+    keep = (ps >= trim) & (ps <= 1.0 - trim) if trim else np.ones(len(ps), bool)
+    if not (keep & t1).any() or not (keep & ~t1).any():
+        raise DesignError("no treated or no comparison units remain after trimming the propensity score")
+    w = np.where(t1, 1.0 / ps, 1.0 / (1.0 - ps))
+    w[~keep] = np.nan
+    n_trunc = 0
+    for g in (keep & t1, keep & ~t1):
+        if truncate is not None and truncate < 1.0:
+            cap = np.quantile(w[g], truncate)
+            n_trunc += int((w[g] > cap).sum())
+            w[g] = np.minimum(w[g], cap)
+        if stabilize:
+            w[g] *= keep.sum() / w[g].sum()
+    c = keep & ~t1
+    ess = float(w[c].sum() ** 2 / (w[c] ** 2).sum())
+    return Weights(w, keep, int((t1 & ~keep).sum()), int((~t1 & ~keep).sum()), n_trunc, ess)
+
+
+def weight_summary(weight, treated) -> pd.DataFrame:
+    """WeightIt's weight statistics per group (module docstring), one row per group."""
+    w = np.asarray(weight, float)
+    t1 = np.asarray(treated).astype(bool)
+    rows = []
+    for name, g in (("treated", t1), ("comparison", ~t1)):
+        x = w[g]
+        m = x.mean()
+        v = x[x > 0] / x[x > 0].mean()
+        rows.append({"group": name, "n": int(g.sum()), "ess": float(x.sum() ** 2 / (x**2).sum()),
+                     "min": float(x.min()), "max": float(x.max()),
+                     "coef_of_var": float(x.std(ddof=1) / m) if len(x) > 1 else 0.0,
+                     "mad": float(np.mean(np.abs(x / m - 1.0))), "entropy": float(np.mean(v * np.log(v))),
+                     "n_zero": int((np.abs(x) < 1e-10).sum())})
+    return pd.DataFrame(rows)
