@@ -169,3 +169,17 @@ def test_match_cli_weighting_ate_and_ebal(tmp_path):
     assert "ATE inverse-probability weighting" in r.output
     m = pd.read_csv(tmp_path / "w" / "matched.csv")
     assert (m.loc[m["treat"] == 1, "_weight"] != 1).any()  # treated rows are weighted for the ATE
+
+
+def test_match_cli_ps_model(csv, tmp_path):
+    """--ps-model school_means gives the API's weights; fixed effects on whole-school PL is refused."""
+    # 40 schools, 8 PL: the school means separate the groups, hence the ridge penalty
+    r = runner.invoke(app, ["match", str(csv), "--method", "weighting", "--ps-model", "school_means", "--penalize",
+                            "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    with pytest.warns(UserWarning, match="ridge"):
+        api = match(pd.read_csv(csv), SAMPLE_COLUMNS, method="weighting", ps_model="school_means", penalize=True)
+    got = pd.read_csv(tmp_path / "a" / "matched.csv")
+    assert got["_weight"].to_numpy() == pytest.approx(api.matched["_weight"].to_numpy())
+    r = runner.invoke(app, ["match", str(csv), "--method", "weighting", "--ps-model", "fixed", "-o", str(tmp_path / "b")])
+    assert r.exit_code != 0 and "school_means" in r.output

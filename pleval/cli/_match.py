@@ -118,6 +118,7 @@ def match_cmd(
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
     penalize: bool = typer.Option(False, "--penalize", help="Ridge-penalized propensity model instead of an error on separation."),
     link: str = typer.Option("logit", "--link", help="Propensity model link: logit or probit."),
+    ps_model: str = typer.Option("student", "--ps-model", help="Propensity model: student, school_means (adds school means: PL chosen by school) or fixed (school fixed effects)."),
     subclasses: int = typer.Option(6, "--subclasses", help="subclass: number of propensity-score subclasses."),
     min_n: int = typer.Option(1, "--min-n", help="subclass: fewest PL and comparison rows per subclass (0 drops subclasses lacking one)."),
     estimand: str = typer.Option("ATT", "--estimand", help="subclass, cem, weighting, ebal: ATT (default) or ATE weights."),
@@ -167,7 +168,7 @@ def match_cmd(
     cols = report.columns
     res = match(
         validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
-        exact=parse_names(exact), k=k, link=link, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
+        exact=parse_names(exact), k=k, link=link, ps_model=ps_model, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
         estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
         mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
         caliper=False if no_caliper else caliper, replace=replace, band=band,

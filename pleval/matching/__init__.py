@@ -36,6 +36,7 @@ from .cem import cem_cells
 from .constrained import match_constrained
 from .exact import match_vcg
 from .full import match_full, set_pairs
+from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
 from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
@@ -163,6 +164,7 @@ def match(
     penalize: bool = False,
     alpha: float = 1e-3,
     link: str = "logit",
+    ps_model: str = "student",
     subclasses: int = 6,
     min_n: int = 1,
     estimand: str = "ATT",
@@ -209,6 +211,9 @@ def match(
     discard : drop units outside common support ("none", "treated", "control", "both").
     penalize, alpha : ridge-penalized propensity model instead of an error on separation.
     link : propensity model link, "logit" (default) or "probit".
+    ps_model : "student" (default), "school_means" (covariates and their school means, for PL
+        chosen school by school) or "fixed" (school fixed effects; needs PL to vary within
+        schools; schools without both groups are excluded) (:mod:`.multilevel`).
     mahvars : with ``method="propensity"``, match on the Mahalanobis distance of these
         columns among the comparisons within the propensity caliper (MatchIt's ``mahvars``).
     calipers : per-variable calipers in SD units of each variable over all analysed rows,
@@ -295,13 +300,21 @@ def match(
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
     if on_score:
-        pm = fit_propensity(data, c.treatment, covariates, categorical=categorical, discard=discard,
+        if ps_model == "fixed" and c.school:
+            data = _exclude(data, no_contrast(data, c.school, c.treatment),
+                            "school is all PL or all comparison (no within-school contrast for ps_model='fixed')",
+                            c.school, log)
+            t = data[c.treatment].to_numpy()
+            if t.sum() == 0 or t.sum() == len(t):
+                raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
+        ps_data, ps_covs, ps_cat = multilevel_covariates(data, covariates, c.school, c.treatment, ps_model, categorical)
+        pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
                             penalize=penalize, alpha=alpha, link=link)
         if not pm.keep.all():
             log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
                         "n_rows": int((~pm.keep).sum())})
             data, t, pm = _keep_rows(data, t, pm, pm.keep)
-        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link)
+        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link, ps_model=ps_model)
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
