@@ -10,6 +10,8 @@ tolerance is half a unit in the fourth decimal):
   ``summary(s.out1, subclass = TRUE)``: sample sizes by subclass and balance within subclasses;
 * the same page, example 2: ``method = "subclass", subclass = 10, estimand = "ATE", min.n = 2``,
   ``summary(s.out2)``: "Summary of Balance Across Subclasses" and the sample sizes (ESS);
+* ``reference/method_exact.html``, example 1: ``matchit(treat ~ age + race + married + educ,
+  data = lalonde, method = "exact")``, ``summary(m.out1)``;
 * ``reference/method_cem.html``, example 1: ``matchit(treat ~ age + race + married + educ,
   data = lalonde, method = "cem", cutpoints = list(educ = 5), grouping = list(race =
   list(c("white", "hispan"), c("black"))))``, ``summary(m.out1)``.
@@ -122,6 +124,23 @@ def test_cem_reproduces_matchit_example_1(lalonde):
     assert m.matched["_set"].eq(-1).all() and m.matched["_subclass"].nunique() == m.diagnostics[
         "subclasses with treated and comparison rows"]
     assert set(m.unmatched["reason"]) == {"no comparison row in its coarsened cell"}
+
+
+def test_exact_reproduces_matchit_example_1(lalonde):
+    cols = Columns(outcome="re78", treatment="treat", student_id="id", covariates=("age", "race", "married", "educ"))
+    m = pleval.match(lalonde, cols, method="exact", conventions="matchit")
+    ss = m.sample_sizes()
+    assert ss["comparison"].round(2).tolist() == [429, 59, 40.36, 370, 0]
+    assert ss["treated"].tolist() == [185, 54, 54, 131, 0]
+    published = {
+        "age": (19.9815, 19.9815, 0, 0.9936, 0, 0), "race[black]": (0.7778, 0.7778, 0, np.nan, 0, 0),
+        "race[hispan]": (0.0370, 0.0370, 0, np.nan, 0, 0), "race[white]": (0.1852, 0.1852, 0, np.nan, 0, 0),
+        "married": (0.0370, 0.0370, 0, np.nan, 0, 0), "educ": (10.3333, 10.3333, 0, 0.9936, 0, 0),
+    }
+    got = _after(m)
+    for var, want in published.items():
+        np.testing.assert_allclose(got[var], want, atol=TOL, err_msg=var)
+    assert "exact matching on age" in m.summary()
 
 
 def test_coarsening_rules():

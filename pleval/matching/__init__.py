@@ -14,7 +14,7 @@ method:
 * ``"optimal"`` — optimal 1:k pair matching, minimum total distance (:mod:`.optimal`);
 * ``"full"`` — optimal full matching, every unit in a set (:mod:`.full`);
 * ``"subclass"`` — subclassification on the propensity score (:mod:`.subclass`);
-* ``"cem"`` — coarsened exact matching (:mod:`.cem`);
+* ``"cem"`` — coarsened exact matching (:mod:`.cem`); ``"exact"`` — the same without coarsening;
 * ``"ebal"`` — entropy-balancing weights (:mod:`.ebal`).
 
 Exact-match cells always include the subject (a math row is never compared with a reading
@@ -45,7 +45,7 @@ from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
 from .weighting import att_weights, ipw_weights, weight_summary
 
-METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "ebal")
+METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
 OPTIMAL = ("optimal", "full")
 CONVENTIONS = ("pleval", "matchit")
 
@@ -270,7 +270,7 @@ def match(
     default_vars = list(c.pretest) + list(c.covariates)
     covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
     on_score = method in ("propensity", "weighting", "subclass") or (method in OPTIMAL and distance is None)
-    if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", "ebal", *OPTIMAL) and not (covariates or distance):
+    if method in ("propensity", "weighting", "mahalanobis", "subclass", "cem", "exact", "ebal", *OPTIMAL) and not (covariates or distance):
         raise DataError("matching needs covariates: name pretest(s)/covariates in Columns or pass covariates=")
     mahvars = [mahvars] if isinstance(mahvars, str) else (list(mahvars) if mahvars is not None else None)
     calipers = dict(calipers or {})
@@ -410,17 +410,18 @@ def match(
             diagnostics["PL rows with ties at the k-th distance sharing places"] = int((vm.n_matched > k).sum())
         del vm
 
-    elif method in ("subclass", "cem"):
+    elif method in ("subclass", "cem", "exact"):
         cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
         if method == "subclass":
             sub = subclassify(pm.ps, t, n_subclasses=subclasses, estimand=estimand, cells=cells, min_n=min_n)
             options.update(subclasses=subclasses, min_n=min_n)
             lacking = "its propensity-score subclass has no comparison row"
         else:
-            cc = cem_cells(data, covariates, cutpoints=cutpoints, grouping=grouping, categorical=categorical)
+            cc = cem_cells(data, covariates, cutpoints=cutpoints, grouping=grouping, categorical=categorical,
+                           default="sturges" if method == "cem" else 0)
             sub = pd.factorize(cells * (int(cc.max(initial=0)) + 1) + cc)[0]
             options.update(cutpoints=dict(cutpoints or {}), grouping=dict(grouping or {}), covariates=tuple(covariates))
-            lacking = "no comparison row in its coarsened cell"
+            lacking = "no comparison row in its coarsened cell" if method == "cem" else "no comparison row with the same covariates"
         w_all = subclass_weights(sub, t, estimand)
         keep = w_all > 0
         rows = np.flatnonzero(keep)

@@ -19,6 +19,9 @@ Given ``b`` bins the breaks are ``min + (max − min)·j/b``, the outer two repl
 a value on a break goes to the bin above it (R's ``findInterval``; the cem package puts it
 below). Binary 0/1 numeric covariates are binned too, which keeps 0 and 1 apart.
 ``grouping={"race": [["white", "hispan"]]}`` merges levels of a categorical covariate.
+
+Exact matching (MatchIt's ``method = "exact"``; pleval's ``method="exact"``) is the same with
+no coarsening: every distinct combination of the covariates is a subclass.
 """
 
 from __future__ import annotations
@@ -69,8 +72,10 @@ def coarsen(x: np.ndarray, cut) -> np.ndarray:
     return np.searchsorted(breaks, x, side="right")
 
 
-def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, categorical=()) -> np.ndarray:
-    """One cell code per row: the combination of the coarsened ``covariates``."""
+def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, categorical=(),
+              default="sturges") -> np.ndarray:
+    """One cell code per row: the combination of the coarsened ``covariates`` (numeric ones not
+    in ``cutpoints`` by the ``default`` rule; ``default=0`` is exact matching)."""
     cutpoints = dict(cutpoints or {})
     grouping = dict(grouping or {})
     unknown = [c for c in list(cutpoints) + list(grouping) if c not in covariates]
@@ -90,7 +95,7 @@ def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, 
             x = pd.to_numeric(s, errors="coerce").to_numpy(float)
             if not np.isfinite(x).all():
                 raise DataError(f"column {c!r}: {int((~np.isfinite(x)).sum()):,} missing or non-numeric value(s)")
-            frame[c] = coarsen(x, cutpoints.get(c, "sturges"))
+            frame[c] = coarsen(x, cutpoints.get(c, default))
     return combine_codes(pd.DataFrame(frame, index=data.index), list(covariates))
 
 

@@ -253,8 +253,9 @@ class MatchResult(ResultMixin):
         if self.method == "subclass":
             return (f"subclassification on the propensity score ({o['subclasses']} subclasses per exact cell, "
                     f"{o['estimand']} weights)")
-        if self.method == "cem":
-            return f"coarsened exact matching on {', '.join(o['covariates'])} ({o['estimand']} weights)"
+        if self.method in ("cem", "exact"):
+            what = "coarsened exact matching" if self.method == "cem" else "exact matching"
+            return f"{what} on {', '.join(o['covariates'])} ({o['estimand']} weights)"
         if self.method == "vcg":
             return f"VCG-style matching (exact keys, pretest within ±{o['band']:g}, the {o['k']} closest, ties sharing places)"
         if self.method == "ebal":
