@@ -54,7 +54,7 @@ from .outcomes import check_options as check_outcome_options
 from .subgroups import BAND, pretest_bands
 
 DESIGNS = ("matched", "rct")
-MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full")
+MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
 RCT_METHODS = ("ols", "cluster_means", "mixedlm")
 META_METHODS = ("REML", "DL", "PM", "FE")
 ADJUST = ("bh", "holm", "bonferroni")
@@ -498,7 +498,8 @@ def estimate(
         only where the column exists.
     design : ``"matched"`` (PL schools against matched comparison students) or ``"rct"``.
     method : matched: ``"propensity"`` (default), ``"mahalanobis"``, ``"vcg"``,
-        ``"weighting"``, ``"optimal"``, ``"full"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``.
+        ``"weighting"``, ``"optimal"``, ``"full"``, ``"subclass"``, ``"cem"``, ``"exact"``,
+        ``"ebal"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``.
     subject : analyse only this subject (default: every subject, each separately).
     seed : seed of the remaining random steps (placebo sampling, permutations); matching has
         none (ties are kept, :mod:`pleval.matching.nearest`).

@@ -294,7 +294,7 @@ def estimate(
     ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject. May come from --config."),
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
-    method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting, optimal, full; rct: ols (default), cluster_means, mixedlm."),
+    method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal; rct: ols (default), cluster_means, mixedlm."),
     only_subject: OnlySubject = None,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
     force: Force = False,

@@ -198,7 +198,7 @@ def balance(ev: "Evaluation", figures: Collection[str]) -> Section:
         if bd is not None:
             blocks.append(Table(bd, title=title(s, what)))
     design = ev.details[ev.subjects[0]].get("design") if ev.design == "matched" else None
-    if design is not None and design.method != "weighting":
+    if design is not None and design.method not in ("weighting", "ebal"):
         ss = design.sample_sizes()
         show = {r: ("{:,.1f}" if r == "matched (ESS)" else "{:,.0f}") for r in ss.index}
         blocks.append(Table(

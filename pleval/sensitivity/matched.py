@@ -242,8 +242,8 @@ def sensitivity(
         es = eff.effect_size
         ev = evalue_smd(es.estimate, es.ci_low, es.ci_high, label=label)
         ros = None
-        if m.method == "weighting":
-            notes.append("no Rosenbaum bounds: ATT weighting forms no matched sets")
+        if (part["_set"].to_numpy() < 0).all():  # weighting, subclassification, CEM, entropy balancing
+            notes.append(f"no Rosenbaum bounds: {m.method} forms no one-PL-row matched sets")
         else:
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
@@ -252,7 +252,7 @@ def sensitivity(
                                    hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
         plc = None
         if placebo_outcome is not None:
-            psample, note = _placebo_sample(part, placebo_outcome, c, m.method)
+            psample, note = _placebo_sample(part, placebo_outcome, c)
             if note:
                 notes.append(note)
             plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
@@ -282,7 +282,7 @@ def _check_placebo(m, col: str) -> None:
         raise DataError(f"column {col!r} (placebo outcome): {int(bad.sum()):,} value(s) are not numbers")
 
 
-def _placebo_sample(part: pd.DataFrame, col: str, c, method: str) -> tuple[pd.DataFrame, str]:
+def _placebo_sample(part: pd.DataFrame, col: str, c) -> tuple[pd.DataFrame, str]:
     """The matched rows with the placebo score: sets whose PL row lacks it are left out, other
     missing rows too, and each set's remaining comparisons re-weighted to sum to one."""
     has = pd.to_numeric(part[col], errors="coerce").notna().to_numpy()
@@ -293,7 +293,7 @@ def _placebo_sample(part: pd.DataFrame, col: str, c, method: str) -> tuple[pd.Da
     out[col] = pd.to_numeric(out[col], errors="coerce")
     keep = has.copy()
     sets = out["_set"].to_numpy()
-    if method != "weighting":
+    if (sets >= 0).any():
         bad_sets = np.unique(sets[t & ~has])
         keep &= ~np.isin(sets, bad_sets)
         out = out[keep]
