@@ -94,7 +94,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 @handle_errors
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
-    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses), cem (coarsened exact matching), exact (exact matching on the covariates) or ebal (entropy balancing)."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", metavar="METHOD", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses), cem (coarsened exact matching), exact (exact matching on the covariates) or ebal (entropy balancing)."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,

@@ -30,7 +30,7 @@ def parse_numbers(text: str | None, flag: str) -> tuple[float, ...]:
 @handle_errors
 def sensitivity_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
-    method: Method = typer.Option(Method.propensity, "--method", "-m", help="propensity, mahalanobis, vcg or weighting."),
+    method: Method = typer.Option(Method.propensity, "--method", "-m", metavar="METHOD", help="Matching method, as for pleval match (propensity, mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal)."),
     out: Path = typer.Option(Path("results/sensitivity"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,
