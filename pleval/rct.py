@@ -66,9 +66,11 @@ Subgroups
 One model per subgrouping variable with level-specific treatment effects
 ``Σ_l τ_l z_i 1[s_i = l]``, level main effects and the other regressors; τ̂_l are the
 within-subgroup ITTs (same covariance as the ITT). Equality of the τ_l (the interaction
-test) is a t test of the contrast (Satterthwaite df under CR2) for two levels and a Wald F
-test with (L − 1, G − 1) df (clustered; n − k otherwise) for more. Within-subgroup p-values
-are adjusted across all subgroup rows, interaction p-values across variables
+test) is a t test of the contrast (Satterthwaite df under CR2) for two levels and, for more,
+the HTZ test of Pustejovsky & Tipton (2018) under CR2 (``interaction_test="HTZ"``, default) or
+the Wald F with (L − 1, G − 1) df (``"F"``; n − k without clusters; always for non-CR2
+covariances). Within-subgroup p-values are adjusted across all subgroup rows, interaction
+p-values across variables
 (:func:`pleval.inference.adjust_pvalues`, Benjamini–Hochberg by default).
 ``"pretest_tercile"`` names the thirds of the main pretest in the analytic sample.
 """
@@ -577,13 +579,13 @@ def _subgroup_levels(ana: pd.DataFrame, cols: Columns, name: str) -> tuple[np.nd
 
 
 def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale: Callable, adjust: str, level: float,
-               notes: list):
+               notes: list, test: str):
     """Subgroup effects and tests (:func:`pleval.subgroups.subgroup_effects`), p adjusted across rows."""
     rows, tests = [], []
     for name in names:
         codes, labels = _subgroup_levels(ana, cols, name)
         r, t = subgroup_effects(mod.y, mod.X, mod.names, mod.z, codes, labels, name=name, scale=scale,
-                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], level=level, notes=notes)
+                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], level=level, notes=notes, test=test)
         rows += r
         if t is not None:
             tests.append(t)
@@ -614,6 +616,7 @@ def analyze_rct(
     baseline_percentile: float = 50.0,
     subgroups: Sequence[str] = (),
     adjust: Literal["bh", "holm", "bonferroni"] = "bh",
+    interaction_test: Literal["HTZ", "F"] = "HTZ",
     compliance: bool = True,
     permutations: int = 0,
     seed: int | None = 0,
@@ -636,12 +639,16 @@ def analyze_rct(
     sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
     subgroups : columns (or ``"pretest_tercile"``) for subgroup ITTs and interaction tests.
     adjust : multiplicity adjustment for subgroup p-values.
+    interaction_test : reference of the equality test across more than two subgroup levels:
+        ``"HTZ"`` (Pustejovsky & Tipton 2018; CR2 only) or ``"F"`` (Wald F, G − 1 df).
     compliance : estimate the CACE when ``columns.takeup`` is set.
     permutations : >0 runs a randomization test with that many re-randomizations (exact
         enumeration when the design allows few assignments); ``seed`` and ``progress`` pass through.
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
+    if interaction_test not in ("HTZ", "F"):
+        raise DataError(f"interaction_test must be 'HTZ' or 'F'; got {interaction_test!r}")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
     vcov = vcov or ("CR2" if clustered_design else "HC2")
@@ -736,7 +743,7 @@ def analyze_rct(
 
     sub = inter = None
     if subgroups:
-        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes)
+        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes, interaction_test)
 
     ri = None
     if permutations:
@@ -754,7 +761,7 @@ def analyze_rct(
         "treatment": cols.treatment, "school": cols.school, "block": cols.block,
         "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "model": model_desc,
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
-        "adjust": adjust, "permutations": permutations, "seed": seed,
+        "adjust": adjust, "interaction_test": interaction_test, "permutations": permutations, "seed": seed,
         "n_randomized": len(rand), "n_analytic": len(ana), "n_clusters_randomized": n_cl_r,
         "n_clusters_analytic": mod.n_schools if clustered_design else None,
         "n_blocks": mod.n_blocks or None,

@@ -12,9 +12,12 @@ matched comparisons, HC2 otherwise (:func:`pleval.inference.ols`).
 
 * **Equality across levels** (the interaction test), H0: τ_1 = … = τ_L. With two levels, the t
   test of τ̂_2 − τ̂_1 with its Satterthwaite df. With L > 2, the cluster-robust Wald statistic
-  ``W = (Rτ̂)'(R V R')⁻¹(Rτ̂)`` for the L − 1 differences from level 1, referred to
-  F(L − 1, G − 1) as ``W/(L − 1)`` (G clusters; the small-sample reference of Cameron & Miller
-  2015, §VII; n − k without clusters).
+  ``W = (Rτ̂)'(R V R')⁻¹(Rτ̂)`` for the L − 1 differences from level 1, referred by default
+  (``test="HTZ"``, CR2 fits) to the approximate Hotelling's T² of Pustejovsky & Tipton (2018):
+  ``F = (η − q + 1)/(η q)·W`` on ``(q, η − q + 1)``, q = L − 1 (clubSandwich's ``Wald_test``
+  default; :mod:`pleval.inference.wald`). ``test="F"`` gives the earlier reference,
+  ``W/(L − 1)`` on F(L − 1, G − 1) (Cameron & Miller 2015, §VII; n − k without clusters), which
+  over-rejects with few or unbalanced clusters; non-CR2 fits always use it.
 * **Change in the gap** between the last and the first level, ``τ̂_L − τ̂_1``, with its
   Satterthwaite-df t interval: e.g. with pretest bands ordered from lowest to highest, a negative
   value means the program raised the lowest band more than the highest — it narrows the gap.
@@ -32,7 +35,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ._results import Effect, Estimate
 from .errors import DataError, DesignError
@@ -68,14 +70,20 @@ def subgroup_effects(
     vcov: str = "CR2",
     level: float = 0.95,
     notes: list | None = None,
+    test: str = "HTZ",
 ) -> tuple[list[dict], dict | None]:
     """Level rows and the test row for one subgrouping variable (module docstring).
+
+    ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
+    (default; CR2 fits) or ``"F"``.
 
     ``X``/``names`` are the design's regressors *including* the treatment column named
     ``"treatment"`` (dropped here, replaced by the level-specific treatment columns); ``z`` the
     0/1 treatment; ``codes`` integer levels 0..L−1 with ``labels``. Returns ``([], None)`` when
     fewer than two levels can be estimated (with a note).
     """
+    if test not in ("HTZ", "F"):
+        raise DataError(f"subgroup test must be 'HTZ' or 'F'; got {test!r}")
     notes = notes if notes is not None else []
     L = len(labels)
     zi = z.astype(int)
@@ -133,13 +141,8 @@ def subgroup_effects(
         test = {"n_levels": 2, "statistic": d / se, "df1": 1.0, "df2": df, "pvalue": p,
                 "test": f"t = {d / se:.3f} on {df:.1f} df (Satterthwaite)"}
     else:
-        b = R @ fit.params
-        W = float(b @ np.linalg.solve(R @ fit.vcov @ R.T, b))
-        q = Lu - 1
-        df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
-        F = W / q
-        test = {"n_levels": Lu, "statistic": F, "df1": float(q), "df2": df2, "pvalue": float(stats.f.sf(F, q, df2)),
-                "test": f"Wald F = {F:.3f} on ({q}, {df2:.0f}) df"}
+        wt = fit.wald_test(R, test="HTZ" if test == "HTZ" and fit.cr2_blocks is not None else "F")
+        test = {"n_levels": Lu, "statistic": wt.F, "df1": wt.df1, "df2": wt.df2, "pvalue": wt.pvalue, "test": wt.label}
     g = np.zeros(Xs.shape[1])
     g[k0], g[k0 + Lu - 1] = -1.0, 1.0
     d, se, df, p = fit.contrast(g)

@@ -48,6 +48,25 @@ def direct_cr2(X, y, clusters, weights=None):
     return M @ meat @ M, df
 
 
+def direct_htz_eta(X, clusters, weights, C):
+    """HTZ η (Pustejovsky & Tipton 2018, eq. 13) from the explicit n-vectors q_sg = (I − H)_{·g} A_g X_g M c_s
+    in the √W-transformed model, standardized by Ω^{-1/2}."""
+    if weights is not None:
+        X = X * np.sqrt(weights)[:, None]
+    n = X.shape[0]
+    M = np.linalg.inv(X.T @ X)
+    IH = np.eye(n) - X @ M @ X.T
+    groups = [np.flatnonzero(clusters == g) for g in pd.unique(clusters)]
+    A = [_msqrt_inv(IH[np.ix_(i, i)]) for i in groups]
+    Qv = np.array([[IH[:, i] @ (a @ X[i] @ M @ c) for i, a in zip(groups, A)] for c in C])
+    Om = np.einsum("sgn,tgn->st", Qv, Qv)
+    Qv = np.einsum("su,ugn->sgn", _msqrt_inv(Om), Qv)
+    P = np.einsum("sgn,thn->sgth", Qv, Qv)
+    q = len(C)
+    tot = sum(np.sum(P[s, :, t, :] * P[t, :, s, :]) + np.sum(P[s, :, s, :] * P[t, :, t, :]) for s in range(q) for t in range(q))
+    return q * (q + 1) / tot
+
+
 def _data(seed, G=14, m=16, levels=3, weights=False):
     rng = np.random.default_rng(seed)
     school = np.repeat(np.arange(G), m)
@@ -94,9 +113,17 @@ def test_levels_and_equality_test_equal_a_direct_cr2_wald(levels, weighted):
         assert test["df2"] == pytest.approx(df, rel=1e-7)
         assert test["pvalue"] == pytest.approx(2 * stats.t.sf(np.sqrt(W), df), rel=1e-7)
     else:
-        assert test["statistic"] == pytest.approx(W / (levels - 1), rel=1e-8)
-        assert (test["df1"], test["df2"]) == (levels - 1, G - 1)
-        assert test["pvalue"] == pytest.approx(stats.f.sf(W / (levels - 1), levels - 1, G - 1), rel=1e-7)
+        q = levels - 1
+        eta = direct_htz_eta(Xi, school, w, R)
+        F = (eta - q + 1) / (eta * q) * W
+        assert test["statistic"] == pytest.approx(F, rel=1e-8) and test["test"].startswith("HTZ")
+        assert (test["df1"], test["df2"]) == (q, pytest.approx(eta - q + 1, rel=1e-8))
+        assert test["pvalue"] == pytest.approx(stats.f.sf(F, q, eta - q + 1), rel=1e-7)
+        _, f_test = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, lev, list(range(levels)), name="g",
+                                     scale=_scale, weights=w, clusters=school, test="F")
+        assert f_test["statistic"] == pytest.approx(W / q, rel=1e-8)
+        assert (f_test["df1"], f_test["df2"]) == (q, G - 1)
+        assert f_test["pvalue"] == pytest.approx(stats.f.sf(W / q, q, G - 1), rel=1e-7)
     g = np.zeros(Xi.shape[1])
     g[k0], g[k0 + levels - 1] = -1, 1
     assert test["gap_estimate"] == pytest.approx(g @ ref.params, rel=1e-9)

@@ -116,6 +116,7 @@ def rct(
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment for subgroups: bh, holm, bonferroni."),
+    interaction_test: str = typer.Option("HTZ", "--interaction-test", help="Test of equal subgroup effects (3+ levels): HTZ (CR2; Pustejovsky-Tipton) or F (Wald F, G-1 df)."),
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
     sep: Sep = None,
     decimal: Decimal = None,
@@ -158,7 +159,8 @@ def rct(
         subjects = [only_subject]
     kw = dict(
         design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
-        subgroups=parse_names(subgroups) or (), adjust=adjust, permutations=permutations, seed=seed,
+        subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test,
+        permutations=permutations, seed=seed,
     )
     results = {}
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

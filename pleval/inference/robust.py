@@ -33,6 +33,24 @@ For the Satterthwaite df of contrast c, ``p_g = A_g X̃_g M c = X̃_g a_g`` with
 and ``Z = [z_g]``, ``ν = (Σ s_g − tr(MZ'Z))² / (Σ s_g² − 2 Σ s_g z_g'Mz_g + ‖MZ'Z‖²_F)``,
 since ``q_g'q_h = δ_gh s_g − z_g'Mz_h`` for ``q_g = (I−H)_{·g} p_g``. All of this is
 batched over clusters (numpy stacked ``eigh``); memory is O(G·k²).
+
+Weighted CR2 comes in two forms (``cr2=``); without weights, or with weights constant within
+every cluster, they coincide. Both make ``V`` unbiased under their working model; they differ
+in where ``A_g`` is symmetrized:
+
+* ``"transformed"`` (default): CR2 of the √W-transformed model above, ``A_g`` symmetric in the
+  transformed metric; working model ``Var(e) ∝ W⁻¹`` (precision weights).
+* ``"clubsandwich"``: clubSandwich's CR2 for a weighted ``lm`` (its default target, working
+  model ``Φ = I``; Pustejovsky & Tipton 2018, eq. 5): ``A_g = B_g^{+1/2}`` inverted,
+  ``B_g = [(I − H)(I − H)']_gg`` with the weighted hat ``H = X M X'W``, and
+  ``V = M [Σ_g X_g'W_g A_g e_g e_g' A_g W_g X_g] M`` on the raw residuals. With
+  ``U_g = [X_g, W_gX_g]`` and ``N = [[−M X'W²X M, M], [M, 0]]``, ``B_g = I − U_g N U_g'``,
+  so ``B_g^{-1/2} = I + U_g Γ_g U_g'`` from two batched 2k×2k eigen-decompositions.
+
+Both reduce to one representation used for the Satterthwaite df and the HTZ test
+(:mod:`pleval.inference.wald`): a basis ``U_g`` (``X̃_g``, or ``[X_g, W_gX_g]``) with Gram
+``T_g = U_g'U_g``, ``A_g = I + U_g Γ_g U_g'`` on it, and ``q_g'q_h = δ_gh h_g'T_gh_g − z_g'N z_h``
+with ``z_g = T_g h_g`` (``N = M`` for the transformed form).
 """
 
 from __future__ import annotations
@@ -50,6 +68,8 @@ from .._results import ResultMixin, t_interval
 from ..errors import DataError, DesignError
 
 VcovType = Literal["CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical"]
+Cr2Form = Literal["transformed", "clubsandwich"]
+CR2_FORMS = ("transformed", "clubsandwich")
 _CLUSTER_TYPES = ("CR0", "CR1", "CR2")
 _HC_TYPES = ("HC0", "HC1", "HC2")
 
@@ -138,6 +158,7 @@ class OLSFit(ResultMixin):
     vcov_type: str
     resid: np.ndarray = field(repr=False)
     _contrast_df: Callable[[np.ndarray], float] = field(repr=False, compare=False)
+    cr2_blocks: CR2Blocks | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def df(self) -> np.ndarray:
@@ -187,6 +208,13 @@ class OLSFit(ResultMixin):
         df = float(self._contrast_df(c))
         return est, se, df, float(t_interval(est, se, df)[1])
 
+    def wald_test(self, R, value=None, test: str | None = None):
+        """Test ``Rβ = value`` (q constraints): HTZ under CR2, else an F test; see
+        :func:`pleval.inference.wald.wald_test`."""
+        from .wald import wald_test
+
+        return wald_test(self, R, value=value, test=test)
+
     def to_frame(self) -> pd.DataFrame:
         ci = self.conf_int()
         return pd.DataFrame(
@@ -218,6 +246,7 @@ def ols(
     vcov: VcovType = "CR2",
     names: Sequence[str] | None = None,
     cluster_df: Literal["G-1", "G-p"] = "G-1",
+    cr2: Cr2Form = "transformed",
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -232,11 +261,16 @@ def ols(
     cluster_df : "G-1" (default, Stata) or "G-p" (metafor's ``robust()``): the CR1 small-sample
         factor and the df of CR1/CR0 — G/(G−1)·(n−1)/(n−k) with G − 1 df, or G/(G−k) with
         G − k df.
+    cr2 : weighted CR2 form (module docstring): "transformed" (default; CR2 of the
+        √W-transformed model) or "clubsandwich" (clubSandwich's weighted-``lm`` CR2, working
+        model Φ = I). Identical without weights or with weights constant within clusters.
 
     Returns
     -------
     OLSFit
     """
+    if cr2 not in CR2_FORMS:
+        raise DataError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
     X, default_names = _as_2d(X)
     y = np.asarray(y, dtype=float).ravel()
     n, k = X.shape
@@ -275,12 +309,14 @@ def ols(
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
         S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None)
-        contrast_df = None
-        if vcov == "CR2":
+        blocks = None
+        if vcov == "CR2" and cr2 == "clubsandwich" and weights is not None:
+            U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
+        elif vcov == "CR2":
             L = linalg.cholesky(M, lower=True)
             LFL = _cr2_factors(S, L)
             U = U + np.einsum("gij,gjk,gk->gi", S, LFL, U, optimize=True)
-            contrast_df = _satterthwaite(S, LFL, M)
+            blocks = CR2Blocks(S, LFL, M, M)
         meat = U.T @ U
         V = M @ meat @ M
         if cluster_df not in ("G-1", "G-p"):
@@ -289,9 +325,11 @@ def ols(
             raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({k})")
         if vcov == "CR1":
             V *= G / (G - 1) * (n - 1) / (n - k) if cluster_df == "G-1" else G / (G - k)
-        if contrast_df is None:
+        if blocks is not None:
+            contrast_df = blocks.df
+        else:
             contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - k))
-        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df)
+        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df, blocks)
 
     if vcov in _HC_TYPES:
         e2 = et**2
@@ -315,20 +353,102 @@ def _constant_df(value: float) -> Callable[[np.ndarray], float]:
     return lambda c: value
 
 
-def _satterthwaite(S: np.ndarray, LFL: np.ndarray, M: np.ndarray):
-    """Bell–McCaffrey / Pustejovsky–Tipton Satterthwaite df for a contrast, from cluster blocks."""
+@dataclass(frozen=True)
+class CR2Blocks:
+    """Per-cluster blocks of a CR2 fit from which the Satterthwaite df and the HTZ test follow.
 
-    def df(c: np.ndarray) -> float:
-        Mc = M @ c
-        a = Mc + np.einsum("gij,gjk,k->gi", LFL, S, Mc, optimize=True)
-        z = np.einsum("gij,gj->gi", S, a)
-        s = np.einsum("gi,gi->g", a, z)
-        MZZ = M @ (z.T @ z)
-        num = (s.sum() - np.trace(MZZ)) ** 2
-        den = (s**2).sum() - 2.0 * np.einsum("g,gi,ij,gj->", s, z, M, z, optimize=True) + np.sum(MZZ * MZZ.T)
-        return float(num / den) if den > 0 else math.nan
+    For a contrast c (a row of C), the cluster-g weight vector is ``p_g = U_g h_g`` with
+    ``h_g = b + Γ_g T_g b``, ``b = lift(M c)``; writing ``q_g = (I − H)'_{·g} p_g`` (its
+    contribution to ``c'V c = Σ_g (q_g'y)²``), ``q_g'q_h = δ_gh h_g'T_g h_g − z_g'N z_h``,
+    ``z_g = T_g h_g``. ``offset`` places ``M c`` in ``b`` (0, or k for ``[X, WX]``).
+    """
 
-    return df
+    T: np.ndarray
+    Gamma: np.ndarray
+    N: np.ndarray
+    M: np.ndarray
+    offset: int = 0
+
+    def blocks(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``z`` (G×q×m), ``D[g, s, t] = h_gs'T_g h_gt`` (G×q×q) and ``E[g, s, t] = z_gs'N z_gt``."""
+        C = np.atleast_2d(np.asarray(C, dtype=float))
+        q, m, k = C.shape[0], self.T.shape[1], self.M.shape[0]
+        b = np.zeros((q, m))
+        b[:, self.offset : self.offset + k] = C @ self.M
+        h = b[None, :, :] + np.einsum("gij,gjl,ql->gqi", self.Gamma, self.T, b, optimize=True)
+        z = np.einsum("gij,gqj->gqi", self.T, h)
+        D = np.einsum("gsi,gti->gst", h, z)
+        E = np.einsum("gsi,ij,gtj->gst", z, self.N, z, optimize=True)
+        return z, D, E
+
+    def eta(self, C: np.ndarray) -> float:
+        """HTZ degrees of freedom η of constraints C (q×k) (Pustejovsky & Tipton 2018, eq. 13):
+        ``η = q(q+1) / Σ_{s,t} [Σ_gh P^{st}_gh P^{ts}_gh + P^{ss}_gh P^{tt}_gh]`` with the q_g
+        standardized by ``Ω^{-1/2}``, ``Ω = E(C V C')`` under the working model. For q = 1 this
+        is the Satterthwaite df of the contrast."""
+        z, D, E = self.blocks(C)
+        q = z.shape[1]
+        Omega = (D - E).sum(axis=0)
+        lam, vec = np.linalg.eigh((Omega + Omega.T) / 2.0)
+        if not np.all(lam > 1e-12 * max(float(np.abs(lam).max()), 1e-300)):
+            return math.nan
+        R = (vec / np.sqrt(lam)) @ vec.T
+        z = np.einsum("su,gui->gsi", R, z)
+        D = np.einsum("su,gur,tr->gst", R, D, R, optimize=True)
+        E = np.einsum("su,gur,tr->gst", R, E, R, optimize=True)
+        K = np.einsum("gsi,gtj->stij", z, z)  # K[a, c] = Z_a'Z_c
+        NK = np.einsum("ij,abjl->abil", self.N, K)
+
+        def pair_sum(a, b, c, d):  # Σ_gh P^{ab}_gh P^{cd}_gh
+            return (np.sum(D[:, a, b] * D[:, c, d]) - np.sum(D[:, a, b] * E[:, c, d]) - np.sum(D[:, c, d] * E[:, a, b])
+                    + np.trace(NK[b, d] @ NK[c, a]))
+
+        total = sum(pair_sum(s_, t_, t_, s_) + pair_sum(s_, s_, t_, t_) for s_ in range(q) for t_ in range(q))
+        return float(q * (q + 1) / total) if total > 0 else math.nan
+
+    def df(self, c: np.ndarray) -> float:
+        return self.eta(np.asarray(c, dtype=float)[None, :])
 
 
-__all__ = ["ols", "OLSFit", "cluster_codes", "grouped_cross_products"]
+def _inverse_root_factors(T: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """Γ_g with ``(B_g^+)^{1/2} = I + U_g Γ_g U_g'`` for ``B_g = I − U_g N U_g'``, from ``T_g = U_g'U_g``.
+
+    With ``T_g = V diag(τ) V'`` (directions with τ ≈ 0 dropped: U_g need not have full column
+    rank), ``Q = U_g V τ^{-1/2}`` is an orthonormal basis of span(U_g), on which ``B_g`` is
+    ``I − τ^{1/2}V'NVτ^{1/2} = Y diag(λ) Y'``; so ``Γ_g = Vτ^{-1/2} Y diag(f(λ)) Y' τ^{-1/2}V'``
+    with ``f(λ) = λ^{-1/2} − 1``, and ``f = −1`` where λ = 0 (Moore–Penrose, as clubSandwich).
+    Columns are scaled to unit total norm first so the rank cut is scale-free.
+    """
+    G, m, _ = T.shape
+    d = np.sqrt(np.einsum("gii->i", T))
+    sc = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
+    Ts = T * np.outer(sc, sc)
+    Ns = N * np.outer(d, d)
+    tau, V = np.linalg.eigh(Ts)
+    keep = tau > 1e-11 * np.maximum(tau.max(axis=1, keepdims=True), 1e-300)
+    root = np.where(keep, np.sqrt(np.where(keep, tau, 0.0)), 0.0)
+    inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
+    Vs = V * root[:, None, :]
+    B = np.eye(m)[None] - np.einsum("gji,jk,gkl->gil", Vs, Ns, Vs, optimize=True)
+    lam, Y = np.linalg.eigh(B)
+    f = np.where(lam > 1e-10, np.clip(lam, 1e-10, None) ** -0.5 - 1.0, -1.0)
+    Vi = V * inv_root[:, None, :]
+    P = np.einsum("gij,gjk->gik", Vi, Y)
+    Gam = np.einsum("gij,gj,gkj->gik", P, f, P, optimize=True)
+    return Gam * np.outer(sc, sc)
+
+
+def _cr2_clubsandwich(X, w, resid, codes, G, M):
+    """clubSandwich's weighted CR2 (working model Φ = I): meat vectors and the CR2 blocks."""
+    k = X.shape[1]
+    Ua = np.hstack([X, X * w[:, None]])
+    T, R = grouped_cross_products(Ua, codes, G, resid)  # T_g = U_g'U_g, R_g = [X_g'e_g; X_g'W_g e_g]
+    S2 = T[:, k:, k:].sum(axis=0)
+    MS2M = M @ S2 @ M
+    N = np.block([[-MS2M, M], [M, np.zeros((k, k))]])
+    Gam = _inverse_root_factors(T, N)
+    meat_vec = (R + np.einsum("gij,gjk,gk->gi", T, Gam, R, optimize=True))[:, k:]
+    return meat_vec, CR2Blocks(T, Gam, N, M, offset=k)
+
+
+__all__ = ["ols", "OLSFit", "CR2Blocks", "cluster_codes", "grouped_cross_products", "CR2_FORMS"]

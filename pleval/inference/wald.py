@@ -1,0 +1,89 @@
+"""Wald tests of q linear constraints ``Rβ = r`` on a robust least-squares fit.
+
+``Q = (Rβ̂ − r)'(R V R')⁻¹(Rβ̂ − r)`` with V the fit's covariance, referred to:
+
+* ``"HTZ"`` (default under CR2): the approximate Hotelling's T² test of Pustejovsky & Tipton
+  (2018, section 3.2; Tipton & Pustejovsky 2015 "AHZ"), clubSandwich's ``Wald_test(...,
+  test = "HTZ")``. ``Q/q`` is approximated by Hotelling's T²(q, η), i.e.
+  ``F = (η − q + 1)/(η q) · Q ~ F(q, η − q + 1)``, with η matching the total variance of
+  ``R V R'`` under the CR2 working model (:meth:`pleval.inference.robust.CR2Blocks.eta`).
+  For q = 1 it is the Satterthwaite t test.
+* ``"F"``: ``Q/q ~ F(q, G − 1)`` with G clusters (``n − k`` without clusters; Cameron & Miller
+  2015, §VII) — clubSandwich's ``"Naive-F"``.
+* ``"chi2"``: ``Q ~ χ²(q)`` (reported as ``F = Q/q`` on (q, ∞)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .._results import ResultMixin
+from ..errors import DataError
+
+WALD_TESTS = ("HTZ", "F", "chi2")
+
+
+@dataclass(frozen=True, repr=False)
+class WaldTest(ResultMixin):
+    """One multi-constraint test: ``F`` on ``(df1, df2)`` and its p-value (``Q`` the Wald statistic)."""
+
+    test: str
+    Q: float
+    F: float
+    df1: float
+    df2: float
+    pvalue: float
+    eta: float = math.nan
+
+    @property
+    def label(self) -> str:
+        name = {"HTZ": "HTZ", "F": "Wald F", "chi2": "Wald χ²"}[self.test]
+        df2 = "∞" if not np.isfinite(self.df2) else f"{self.df2:.1f}"
+        return f"{name} = {self.F:.3f} on ({self.df1:.0f}, {df2}) df"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([{"test": self.test, "Q": self.Q, "F": self.F, "df1": self.df1, "df2": self.df2,
+                              "pvalue": self.pvalue}])
+
+    def summary(self) -> str:
+        return f"{self.label}, p = {self.pvalue:.4g}"
+
+
+def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
+    """Test ``Rβ = value`` on an :class:`~pleval.inference.OLSFit` (module docstring).
+
+    ``R`` is q×k (a 1-D array is one constraint); ``value`` defaults to 0. ``test`` defaults to
+    ``"HTZ"`` for CR2 fits and ``"F"`` otherwise; HTZ needs a CR2 fit.
+    """
+    R = np.atleast_2d(np.asarray(R, dtype=float))
+    q, k = R.shape
+    if k != fit.k:
+        raise DataError(f"constraint matrix has {k} columns; the fit has {fit.k} coefficients")
+    test = test or ("HTZ" if fit.cr2_blocks is not None else "F")
+    if test not in WALD_TESTS:
+        raise DataError(f"test must be one of {WALD_TESTS}; got {test!r}")
+    if test == "HTZ" and fit.cr2_blocks is None:
+        raise DataError(f"the HTZ test needs a CR2 fit; this fit is {fit.vcov_type} (use test='F')")
+    r = np.zeros(q) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (q,))
+    d = R @ fit.params - r
+    try:
+        Q = float(d @ np.linalg.solve(R @ fit.vcov @ R.T, d))
+    except np.linalg.LinAlgError:
+        raise DataError("the constraints are linearly dependent or not identified (R V R' is singular)") from None
+    if test == "HTZ":
+        eta = fit.cr2_blocks.eta(R)
+        df2 = eta - q + 1.0
+        F = (eta - q + 1.0) / (eta * q) * Q
+        return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)) if df2 > 0 else math.nan, eta)
+    if test == "chi2":
+        return WaldTest("chi2", Q, Q / q, float(q), math.inf, float(stats.chi2.sf(Q, q)))
+    df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
+    return WaldTest("F", Q, Q / q, float(q), df2, float(stats.f.sf(Q / q, q, df2)))
+
+
+__all__ = ["wald_test", "WaldTest", "WALD_TESTS"]
