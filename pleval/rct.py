@@ -27,6 +27,12 @@ covariates (categorical ones as indicators)::
 by default for cluster designs, HC2 (MacKinnon & White 1985) for individual designs; see
 :func:`pleval.inference.ols`.
 
+With ``lin=True`` the ITT model is Lin's (2013) fully interacted adjustment
+(:mod:`pleval.lin`): the block indicators, pretest(s) and covariates are centred at their
+analytic-sample means and interacted with assignment, ``y = α + τz + x̃'β + z·x̃'γ + ε``; τ̂ is
+the ITT (estimatr's ``lm_lin``), with the same covariance (CR2 / HC2 by default). The other
+analyses keep the additive model.
+
 Other estimates
 ---------------
 * **Neyman (design-based) difference in means**, always reported beside the ITT: within
@@ -61,6 +67,13 @@ analytic sample (default; or the comparison-group SD, or a given norm SD) and
 ``ω = 1 − 3/(4N − 9)`` (N students) for the pooled SD. Percentile points map g from the
 baseline percentile (:func:`pleval.percentiles.to_percentile_points`).
 
+Cluster designs also report the **Hedges (2007) cluster-adjusted effect size** the WWC asks
+for when schools are assigned (Procedures Handbook v4.1/v5.0, effect sizes in cluster designs):
+``g_T = γ·g`` with ``γ = √{1 − 2(n̄ − 1)ρ/(N − 2)}`` (n̄ = N/m students per school, ρ the
+intraclass correlation, WWC default 0.20 for achievement; ``icc=``), i.e. g computed with the
+pooled SD divided by γ; its CI and percentile points scale the same way. It is labelled
+"g_T (Hedges 2007, ρ=…)" in :meth:`RCTResult.to_frame` (and ``all_effects()``) and the summary.
+
 Subgroups
 ---------
 One model per subgrouping variable with level-specific treatment effects
@@ -79,7 +92,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -92,6 +105,7 @@ from .data import Columns, design_matrix, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
+from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, subgroup_effects
 
 DESIGNS = ("individual", "blocked", "cluster")
@@ -126,6 +140,8 @@ class RCTResult(ResultMixin):
     _subgroups: pd.DataFrame | None = field(default=None, repr=False)
     _interactions: pd.DataFrame | None = field(default=None, repr=False)
     _dropped: pd.DataFrame = field(default=None, repr=False)
+    cluster_effect_size: Effect | None = None
+    wild_bootstrap: WildBootstrapResult | None = None
 
     @property
     def neyman(self) -> Effect | None:
@@ -183,11 +199,18 @@ class RCTResult(ResultMixin):
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per analysis × scale."""
         parts = []
-        for name, eff in self.effects.items():
+        for name, eff in self.all_effects():
             f = eff.to_frame()
             f.insert(0, "analysis", name)
             parts.append(f)
         return pd.concat(parts, ignore_index=True)
+
+    def all_effects(self) -> list[tuple[str, Effect]]:
+        """Every analysis with its name, then the Hedges (2007) g_T row for cluster designs."""
+        out = list(self.effects.items())
+        if self.cluster_effect_size is not None:
+            out.append((self.cluster_effect_size.raw.label, self.cluster_effect_size))
+        return out
 
     def summary(self) -> str:
         o = self.options
@@ -203,7 +226,7 @@ class RCTResult(ResultMixin):
             "",
             f"  {'analysis':<30}{'raw':>9}{'SE':>9}{'95% CI':>20}{'p':>9}{'ES':>8}{'pct pts':>9}",
         ]
-        for name, eff in self.effects.items():
+        for name, eff in self.all_effects():
             r = eff.raw
             ci = f"{r.ci_low:.3g} to {r.ci_high:.3g}"
             lines.append(
@@ -238,6 +261,8 @@ class RCTResult(ResultMixin):
                 )
         if self.randomization is not None:
             lines.append("  " + self.randomization.summary().replace("\n", "\n  "))
+        if self.wild_bootstrap is not None:
+            lines.append("  " + self.wild_bootstrap.summary())
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -617,7 +642,11 @@ def analyze_rct(
     subgroups: Sequence[str] = (),
     adjust: Literal["bh", "holm", "bonferroni"] = "bh",
     interaction_test: Literal["HTZ", "F"] = "HTZ",
+    lin: bool = False,
+    icc: float | None = 0.20,
     compliance: bool = True,
+    bootstrap: int = 0,
+    bootstrap_weights: Literal["rademacher", "webb"] = "rademacher",
     permutations: int = 0,
     seed: int | None = 0,
     progress: Callable[[int, int], None] | None = None,
@@ -641,7 +670,14 @@ def analyze_rct(
     adjust : multiplicity adjustment for subgroup p-values.
     interaction_test : reference of the equality test across more than two subgroup levels:
         ``"HTZ"`` (Pustejovsky & Tipton 2018; CR2 only) or ``"F"`` (Wald F, G − 1 df).
+    lin : Lin's (2013) fully interacted covariate adjustment for the OLS ITT (module docstring).
+    icc : intraclass correlation for the Hedges (2007) cluster-adjusted effect size g_T reported
+        for cluster designs (WWC default 0.20); ``None`` omits it.
     compliance : estimate the CACE when ``columns.takeup`` is set.
+    bootstrap : >0 runs a restricted wild cluster bootstrap test of the OLS ITT (schools as
+        clusters) with that many draws (all sign patterns when Rademacher and 2^G ≤ B), and its
+        inverted CI (:mod:`pleval.inference.wild`); ``bootstrap_weights`` ``"rademacher"`` or
+        ``"webb"`` (better with fewer than about 12 schools); ``seed`` is used and recorded.
     permutations : >0 runs a randomization test with that many re-randomizations (exact
         enumeration when the design allows few assignments); ``seed`` and ``progress`` pass through.
     """
@@ -649,6 +685,8 @@ def analyze_rct(
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
     if interaction_test not in ("HTZ", "F"):
         raise DataError(f"interaction_test must be 'HTZ' or 'F'; got {interaction_test!r}")
+    if icc is not None and not (0.0 <= float(icc) < 1.0):
+        raise DataError(f"icc must lie in [0, 1) (or be None); got {icc!r}")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
     vcov = vcov or ("CR2" if clustered_design else "HC2")
@@ -661,7 +699,14 @@ def analyze_rct(
 
     mod = _model(ana, cols, cov_names, notes)
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None}
-    fit = ols(mod.y, mod.X, names=mod.names, **fit_kw)
+    if lin:
+        from .lin import lin_design
+
+        covs = [j for j, nm in enumerate(mod.names) if nm not in ("const", "treatment")]
+        X_lin, lin_names = lin_design(mod.z, mod.X[:, covs], [mod.names[j] for j in covs])
+        fit = ols(mod.y, X_lin, names=lin_names, **fit_kw)
+    else:
+        fit = ols(mod.y, mod.X, names=mod.names, **fit_kw)
 
     t = mod.z == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
@@ -681,6 +726,8 @@ def analyze_rct(
 
     adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
     model_desc = "outcome ~ treatment" + (" + block FE" if cols.block else "") + "".join(f" + {a}" for a in adj)
+    if lin:
+        model_desc = "Lin (2013): " + model_desc + ", centred and interacted with treatment"
     vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else "") + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
     effects: dict[str, Effect] = {}
     b, se, df_, _ = fit.coef("treatment")
@@ -745,6 +792,15 @@ def analyze_rct(
     if subgroups:
         sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes, interaction_test)
 
+    boot = None
+    if bootstrap:
+        if fit_kw["clusters"] is None and not (cols.school and clustered_design):
+            raise DataError("the wild cluster bootstrap needs schools as clusters: a cluster design, or a CR covariance "
+                            "with the school column")
+        Xb = X_lin if lin else mod.X
+        boot = wild_cluster_bootstrap(mod.y, Xb, mod.school, "treatment", names=lin_names if lin else mod.names,
+                                      B=int(bootstrap), weights=bootstrap_weights, seed=seed, level=level)
+
     ri = None
     if permutations:
         ri = randomization_test(
@@ -755,13 +811,24 @@ def analyze_rct(
             n_permutations=permutations, seed=seed, progress=progress,
         )
 
+    g_t = None
+    if clustered_design and icc is not None:
+        itt_raw = next(iter(effects.values())).raw
+        nbar = (n_t + n_c) / mod.n_schools
+        gamma = math.sqrt(1.0 - 2.0 * (nbar - 1.0) * float(icc) / (n_t + n_c - 2.0))
+        label = f"g_T (Hedges 2007, ρ={float(icc):.2f})"
+        g_t = Effect.from_raw(replace(itt_raw, label=label), sd_value / gamma,
+                              f"{sd_kind} ÷ γ = {gamma:.4f} (n̄ = {nbar:.1f}, ρ = {float(icc):.2f})",
+                              omega=omega, baseline_percentile=baseline_percentile)
     n_cl_r = int(rand[cols.school].nunique()) if clustered_design else None
     options = {
         "design": design, "method": method, "outcome": cols.outcome, "subject": subject,
         "treatment": cols.treatment, "school": cols.school, "block": cols.block,
         "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "model": model_desc,
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
-        "adjust": adjust, "interaction_test": interaction_test, "permutations": permutations, "seed": seed,
+        "adjust": adjust, "interaction_test": interaction_test, "lin": lin, "icc": icc,
+        "bootstrap": bootstrap, "bootstrap_weights": bootstrap_weights,
+        "permutations": permutations, "seed": seed,
         "n_randomized": len(rand), "n_analytic": len(ana), "n_clusters_randomized": n_cl_r,
         "n_clusters_analytic": mod.n_schools if clustered_design else None,
         "n_blocks": mod.n_blocks or None,
@@ -781,6 +848,8 @@ def analyze_rct(
         _subgroups=sub,
         _interactions=inter,
         _dropped=dropped,
+        cluster_effect_size=g_t,
+        wild_bootstrap=boot,
     )
 
 

@@ -1,21 +1,27 @@
-"""Trial options of analyze_rct / `pleval rct` from issue 18: the HTZ interaction test, and the
-others as they land (each against an independent computation or published R output)."""
+"""Trial options of analyze_rct / `pleval rct` (issue 18): the HTZ interaction test, Lin's (2013)
+interacted adjustment and the Hedges (2007) cluster-adjusted effect size, each against published
+output or an independent computation."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 from typer.testing import CliRunner
 
 from pleval import analyze_rct
 from pleval.cli import app
+from pleval.errors import DataError
 from pleval.inference import ols
 
 from ._rct_sim import make_cluster_rct
 from .test_rct import COLS, _analytic
 
 runner = CliRunner()
+REF = Path(__file__).parent / "reference"
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +67,98 @@ def test_cli_interaction_test_option(tmp_path):
         r = runner.invoke(app, args + ["--interaction-test", opt, "--out", str(out)])
         assert r.exit_code == 0, r.output
         assert pd.read_csv(out / "interactions.csv")["test"].iloc[0].startswith(head)
+
+
+def test_lin_reproduces_lin_2013_table_2():
+    """Lin (2013, Annals of Applied Statistics 7:295–318) Table 2, Angrist, Lang & Oreopoulos (2009)
+    men, first-year GPA on the SFSP arm (data: estimatr's ``alo_star_men``; estimatr's
+    test-replicate-lin2013.R checks the same), "classic sandwich" (HC0) SEs: unadjusted −0.036
+    (0.158); usual adjustment for high-school GPA −0.083 (0.146); interacted (Lin) −0.081 (0.146)."""
+    from pleval.lin import lin_ols
+
+    d = pd.read_csv(REF / "alo_star_men.csv")
+    one = np.ones(len(d))
+    unadj = ols(d.GPA_year1, np.column_stack([one, d.sfsp]), vcov="HC0").coef("x1")
+    usual = ols(d.GPA_year1, np.column_stack([one, d.sfsp, d.gpa0]), vcov="HC0").coef("x1")
+    lin = lin_ols(d.GPA_year1, d.sfsp, d[["gpa0"]], vcov="HC0").coef("treatment")
+    assert [(round(b, 3), round(se, 3)) for b, se, _, _ in (unadj, usual, lin)] == [
+        (-0.036, 0.158), (-0.083, 0.146), (-0.081, 0.146)]
+    # Lin's τ̂ is the difference of the two arms' own regression predictions at the overall mean
+    x0 = d.gpa0.mean()
+    preds = []
+    for arm in (1, 0):
+        a = d[d.sfsp == arm]
+        b = np.polyfit(a.gpa0, a.GPA_year1, 1)
+        preds.append(np.polyval(b, x0))
+    assert lin[0] == pytest.approx(preds[0] - preds[1], rel=1e-10)
+    # estimatr's default for lm_lin is HC2
+    assert lin_ols(d.GPA_year1, d.sfsp, d[["gpa0"]]).vcov_type == "HC2"
+
+
+def test_rct_lin_option_equals_statsmodels_interacted_model(trial):
+    res = analyze_rct(trial, COLS, lin=True)
+    a = _analytic(trial)
+    C = pd.concat([pd.get_dummies(a["block"], prefix="b", drop_first=True, dtype=float),
+                   a[["pretest", "frl", "ell"]].astype(float)], axis=1)
+    C = C - C.mean()
+    z = a["treatment"].to_numpy(float)
+    X = pd.concat([C, C.mul(z, axis=0).add_prefix("z:")], axis=1)
+    X.insert(0, "treatment", z)
+    X.insert(0, "const", 1.0)
+    ref = sm.OLS(a["posttest"].to_numpy(), X.to_numpy()).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(a["school_id"])[0]})
+    assert res.itt.raw.estimate == pytest.approx(ref.params[1], rel=1e-10)
+    cr1 = analyze_rct(trial, COLS, lin=True, vcov="CR1")
+    assert cr1.itt.raw.se == pytest.approx(ref.bse[1], rel=1e-8)
+    assert "Lin (2013)" in res.options["model"] and res.options["lin"] is True
+    # CR2 with Satterthwaite df, as estimatr's lm_lin with clusters
+    direct = ols(a["posttest"], X, clusters=a["school_id"], vcov="CR2").coef("treatment")
+    assert (res.itt.raw.se, res.itt.raw.df) == (pytest.approx(direct[1], rel=1e-10), pytest.approx(direct[2], rel=1e-10))
+    # the additive ITT differs (the interactions matter here) and the other analyses are unchanged
+    base = analyze_rct(trial, COLS)
+    assert abs(base.itt.raw.estimate - res.itt.raw.estimate) > 1e-6
+    assert base.neyman.raw.estimate == res.neyman.raw.estimate
+
+
+def test_hedges_2007_cluster_effect_size_labelled(trial):
+    """g_T = g·√{1 − 2(n̄ − 1)ρ/(N − 2)}: equal to effect_sizes.hedges2007_effect_size (Hedges 2007's
+    d_T) times the WWC's ω, with the ITT as the mean difference and the pooled SD as S_T."""
+    from pleval.effect_sizes import hedges2007_effect_size
+
+    res = analyze_rct(trial, COLS)
+    gt = res.cluster_effect_size
+    n_t, n_c = res.itt.raw.n_treated, res.itt.raw.n_control
+    d_t, _ = hedges2007_effect_size(res.itt.raw.estimate, res.itt.sd, n_t, n_c, (n_t + n_c) / 24, 0.20)
+    assert gt.effect_size.estimate == pytest.approx(res.itt.omega * float(d_t), rel=1e-12)
+    assert gt.effect_size.estimate < res.itt.effect_size.estimate
+    ratio = gt.effect_size.estimate / res.itt.effect_size.estimate
+    assert gt.effect_size.ci_low == pytest.approx(ratio * res.itt.effect_size.ci_low, rel=1e-12)
+    assert gt.raw.estimate == res.itt.raw.estimate
+    rows = res.to_frame()
+    assert (rows["analysis"] == "g_T (Hedges 2007, ρ=0.20)").sum() == 3
+    assert "g_T (Hedges 2007" in res.summary()
+    # ρ = 0 leaves g unchanged; icc=None omits the row; individual designs have none
+    assert analyze_rct(trial, COLS, icc=0.0).cluster_effect_size.effect_size.estimate == pytest.approx(
+        res.itt.effect_size.estimate, rel=1e-12)
+    assert analyze_rct(trial, COLS, icc=None).cluster_effect_size is None
+    assert analyze_rct(trial, COLS, design="individual").cluster_effect_size is None
+    with pytest.raises(DataError, match="icc"):
+        analyze_rct(trial, COLS, icc=1.5)
+
+
+def test_cli_lin_and_icc(tmp_path):
+    path = tmp_path / "trial.csv"
+    make_cluster_rct(3, n_schools=16, n_blocks=2, effect=2.0).to_csv(path, index=False)
+    args = ["rct", str(path), "--outcome", "posttest", "--treatment", "treatment", "--pretest", "pretest",
+            "--covariates", "frl,ell", "--school", "school_id", "--block", "block"]
+    r = runner.invoke(app, args + ["--lin", "--icc", "0.15", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    itt = pd.read_csv(tmp_path / "a" / "itt.csv")
+    assert "g_T (Hedges 2007, ρ=0.15)" in set(itt["analysis"])
+    api = analyze_rct(pd.read_csv(path), COLS, lin=True, icc=0.15)
+    got = itt[(itt.analysis == "ITT") & (itt.scale == "raw")]["estimate"].iloc[0]
+    assert got == pytest.approx(api.itt.raw.estimate, rel=1e-9)
+    r = runner.invoke(app, args + ["--icc", "none", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0 and not pd.read_csv(tmp_path / "b" / "itt.csv")["analysis"].str.startswith("g_T").any()
+    r = runner.invoke(app, args + ["--icc", "lots", "--out", str(tmp_path / "c")])
+    assert r.exit_code != 0 and "--icc" in r.output

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-_TABLES = ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization")
-_OUTPUTS = tuple(f"{name}.csv" for name in _TABLES)
+_TABLES = ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization", "bootstrap")
+_OUTPUTS = tuple(f"{name}.csv" for name in _TABLES) + ("arms.csv",)
 
 
 class DesignOpt(str, Enum):
@@ -45,9 +45,63 @@ _SHORT = {
 }
 
 
+def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vcov, sd, baseline_percentile, only_subject,
+              seed: int, out: Path) -> None:
+    """``--control``: each arm against control (:func:`pleval.multiarm.analyze_multiarm`), arms.csv."""
+    import pandas as pd
+
+    from .. import outputs
+    from ..checks import check
+    from ..data import RCT_SAMPLE_COLUMNS
+    from ..errors import DataError
+    from ..multiarm import analyze_multiarm
+
+    if given.get("treated_label") is not None:
+        raise DataError("--control (multi-arm trial) and --treated-label cannot be combined")
+    t = given.get("treatment") or RCT_SAMPLE_COLUMNS.treatment
+    if t not in df.columns:
+        raise DataError(f"the treatment column {t!r} is not in the data")
+    arm_is_control = df[t].astype(str).str.strip() == str(control).strip()
+    report = check(df.assign(**{t: (~arm_is_control).astype(float).where(df[t].notna())}), given=given, design="rct",
+                   require=need)  # the column checks, with the arms read as control / any arm
+    print_checks(report)
+    cols = report.columns
+    subjects = [only_subject] if not cols.subject or only_subject is not None else \
+        [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
+    frames = []
+    for s in subjects:
+        res = analyze_multiarm(df, cols, control, design, vcov=vcov, adjust=adjust, subject=s, sd=sd,
+                               baseline_percentile=baseline_percentile, seed=seed)
+        frame = res.to_frame().assign(subject=s)
+        frames.append(frame[["subject"] + [c for c in frame.columns if c != "subject"]])
+        tab = table(f"Arms against control {res.control!r} — {res.options['outcome']}" + ("" if s is None else f", {s}")
+                    + f" ({res.options['vcov']}; p adjusted: {adjust})",
+                    ("arm", "raw", "SE", "df", "p", "p adj.", "effect size"), left=("arm",))
+        for r in frame.itertuples():
+            tab.add_row(escape(str(r.arm)), f"{r.estimate:.3f}", f"{r.se:.3f}", f"{r.df:.1f}", f"{r.pvalue:.3g}",
+                        f"{r.pvalue_adjusted:.3g}", f"{r.effect_size:.3f}")
+        console.print(tab)
+        for n in res.notes:
+            console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp / "arms.csv", index=False)
+    console.print(f"wrote arms.csv to {escape(str(out))}", highlight=False)
+
+
+def _parse_icc(value: str) -> float | None:
+    from ..errors import DataError
+
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise DataError(f"--icc must be a number in [0, 1) or 'none'; got {value!r}") from None
+
+
 def _effects_table(res, title: str) -> Table:
     t = table(title, ("analysis", "raw", "SE", "95% CI", "p", "df", "effect size", "pct points"), left=("analysis",))
-    for name, eff in res.effects.items():
+    for name, eff in res.all_effects():
         r = eff.raw
         t.add_row(
             escape(_SHORT.get(name, name)), f"{r.estimate:.3f}", f"{r.se:.3f}", f"{r.ci_low:.2f} to {r.ci_high:.2f}", f"{r.pvalue:.3g}",
@@ -116,8 +170,14 @@ def rct(
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment for subgroups: bh, holm, bonferroni."),
+    lin: bool = typer.Option(False, "--lin", help="Lin (2013) fully interacted covariate adjustment for the OLS ITT."),
+    icc: str = typer.Option("0.20", "--icc", help="ICC for the Hedges (2007) cluster-adjusted effect size g_T (cluster designs; WWC default 0.20); 'none' omits it."),
     interaction_test: str = typer.Option("HTZ", "--interaction-test", help="Test of equal subgroup effects (3+ levels): HTZ (CR2; Pustejovsky-Tipton) or F (Wald F, G-1 df)."),
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
+    control: Optional[str] = typer.Option(None, "--control", help="Multi-arm trial: the control label of the treatment column; every other label is an arm compared with it (writes arms.csv)."),
+    multiarm_adjust: str = typer.Option("holm", "--arms-adjust", help="Multiplicity adjustment across arms: holm, dunnett, bonferroni, none."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Wild cluster bootstrap draws for the ITT (restricted; 0: none; e.g. 9999)."),
+    bootstrap_weights: str = typer.Option("rademacher", "--bootstrap-weights", help="Wild bootstrap weights: rademacher or webb (fewer than ~12 schools)."),
     sep: Sep = None,
     decimal: Decimal = None,
     encoding: Encoding = None,
@@ -128,7 +188,7 @@ def rct(
     """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
 
     Writes itt.csv, attrition.csv and equivalence.csv (and subgroups.csv, interactions.csv,
-    randomization.csv when asked) to --out, and prints the tables. Column options default
+    randomization.csv, bootstrap.csv when asked) to --out, and prints the tables. Column options default
     to the names in sample_data/pl_cluster_rct.csv; the grade column pools the effect-size SD
     within grade.
     """
@@ -150,6 +210,10 @@ def rct(
         "student_id": student_id, "grade": grade,
     }
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
+    if control is not None:
+        _multiarm(df, given, need, control, multiarm_adjust, design.value, vcov, sd_value, baseline_percentile,
+                  only_subject, seed, out)
+        return
     report = check(df, given=given, design="rct", require=need)
     print_checks(report)
     cols = report.columns
@@ -159,8 +223,9 @@ def rct(
         subjects = [only_subject]
     kw = dict(
         design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
-        subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test,
-        permutations=permutations, seed=seed,
+        subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test, lin=lin,
+        icc=_parse_icc(icc),
+        permutations=permutations, bootstrap=bootstrap, bootstrap_weights=bootstrap_weights, seed=seed,
     )
     results = {}
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -186,6 +251,8 @@ def rct(
             tables["interactions"].append(res.interactions.assign(subject=s))
         if res.randomization is not None:
             tables["randomization"].append(res.randomization.to_frame().assign(subject=s))
+        if res.wild_bootstrap is not None:
+            tables["bootstrap"].append(res.wild_bootstrap.to_frame().assign(subject=s))
         console.print(_effects_table(res, f"ITT — {res.options['outcome']}" + ("" if s is None else f", {s}")
                                      + f" ({res.design} design; {res.options['vcov']})"))
         if res.complier_share is not None:
@@ -193,6 +260,8 @@ def rct(
             console.print(f"complier share (ITT on take-up): {c.estimate:.3f} (SE {c.se:.3f})", highlight=False)
         if res.randomization is not None:
             console.print(escape(res.randomization.summary()), highlight=False)
+        if res.wild_bootstrap is not None:
+            console.print(escape(res.wild_bootstrap.summary()), highlight=False)
         for n in res.notes:
             console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     written = []
