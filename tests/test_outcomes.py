@@ -44,6 +44,10 @@ def test_outcome_sample_drops_sets_without_the_outcome_and_reweights():
     out, n_out = _outcome_sample(m, "y", "treatment")
     assert n_out == 4  # the comparison without y, and the whole set 1 (its PL student has no y)
     assert out["_set"].tolist() == [0, 0] and out["_weight"].tolist() == [1.0, 1.0]
+    # weighting-type designs (no sets): rows without the outcome leave, the others keep their weights
+    w = m.assign(_set=-1, _weight=[1, 0.3, 0.7, 1, 0.2, 0.9])
+    out, n_out = _outcome_sample(w, "y", "treatment")
+    assert n_out == 2 and out["_weight"].tolist() == [1.0, 0.7, 0.2, 0.9]
 
 
 # ----------------------------------------------------------------------------- a trial
