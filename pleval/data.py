@@ -55,7 +55,9 @@ class Columns:
     ``outcome`` and ``treatment`` are required; ``pretest`` may be one name or several
     (the first is *the* pretest used for baseline equivalence); ``covariates`` are further
     baseline variables (numeric or categorical). ``treated_label`` says which value of a
-    two-label treatment column means treated (0/1 and True/False need none).
+    two-label treatment column means treated (0/1 and True/False need none). ``time`` (a
+    year or term) makes the file a panel of student × subject × time rows
+    (:mod:`pleval.monitor`).
     """
 
     outcome: str
@@ -69,6 +71,7 @@ class Columns:
     subject: str | None = None
     weight: str | None = None
     takeup: str | None = None
+    time: str | None = None
     treated_label: object = None
 
     def __post_init__(self):
@@ -112,7 +115,8 @@ RCT_SAMPLE_COLUMNS = SAMPLE_COLUMNS.replace(block="block", takeup="takeup")
 ROLE_FLAGS = {
     "outcome": "--outcome", "treatment": "--treatment", "pretest": "--pretest", "covariates": "--covariates",
     "school": "--school", "block": "--block", "student_id": "--student-id", "grade": "--grade",
-    "subject": "--subject", "weight": "--weight", "takeup": "--takeup", "treated_label": "--treated-label",
+    "subject": "--subject", "weight": "--weight", "takeup": "--takeup", "time": "--time",
+    "treated_label": "--treated-label",
 }
 """The command-line option that names each role (messages name the option, so that the CLI
 and the Python API say the same thing)."""
@@ -334,7 +338,8 @@ def validate(
             out[c], _ = _coerce_treatment(out[c], c, None)
 
     dropped = []
-    drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "weight", "takeup", "student_id"]
+    drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "takeup",
+                  "student_id"]
     keep = pd.Series(True, index=out.index)
     for role in drop_roles:
         for c in roles.get(role, ()):
@@ -360,10 +365,11 @@ def validate(
         raise DataError(f"column {t_col!r} (treatment): no comparison units among the {len(out):,} usable rows")
 
     if columns.student_id:
-        keys = [columns.student_id] + [c for c in (columns.subject, columns.grade) if c]
+        keys = [columns.student_id] + [c for c in (columns.subject, columns.time or columns.grade) if c]
         dup = out.duplicated(keys, keep=False)
         if dup.any():
             within = " within subject" if columns.subject else ""
+            within += f" and {columns.time!r}" if columns.time else ""
             raise DataError(
                 f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}; "
                 "each student should appear once per subject and term"

@@ -1,0 +1,120 @@
+"""Panel structure of a student file with a time role (year or term).
+
+A monitoring file has one row per student × subject × time. :func:`check_panel` counts what
+matters before effects over time are estimated: rows and students per period, duplicated
+student × subject × time rows (an error, as in :func:`pleval.data.validate`), gaps (a student
+absent from a period between their first and last), and students who change school or
+condition (treatment) between periods. Nothing is dropped here; each count names its column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._results import ResultMixin
+from ..data import Columns
+from ..errors import DataError
+
+
+@dataclass(frozen=True, repr=False)
+class PanelCheck(ResultMixin):
+    """Counts describing a student × subject × time panel.
+
+    ``counts`` has one row per check (``check``, ``column``, ``n``, ``of``, ``note``);
+    ``periods`` one row per time value and subject (``rows``, ``students``, ``treated``,
+    ``comparison``). ``changers`` lists the students who change school or condition.
+    """
+
+    counts: pd.DataFrame
+    periods: pd.DataFrame
+    changers: pd.DataFrame
+    times: tuple
+
+    def count(self, check: str) -> int:
+        return int(self.counts.set_index("check").loc[check, "n"])
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.counts.copy()
+
+    def summary(self) -> str:
+        lines = [f"Panel: {len(self.times)} periods ({', '.join(map(str, self.times))})"]
+        for r in self.counts.itertuples(index=False):
+            lines.append(f"  {r.check}: {r.n:,} of {r.of:,} [{r.column}]" + (f" — {r.note}" if r.note else ""))
+        return "\n".join(lines)
+
+
+def _time_order(s: pd.Series, name: str) -> pd.Series:
+    """Integer order of the time values: numeric values as numbers, text (terms such as
+    '2023-fall') in sorted order."""
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all():
+        return num
+    if num.notna().any():
+        bad = s[num.isna()].astype(str).unique()[:3]
+        raise DataError(f"column {name!r} (time) mixes numbers and text such as {', '.join(map(repr, bad))}; "
+                        "use one kind (years as numbers, or terms as sortable text such as 2023-1)")
+    return s.astype(str)
+
+
+def check_panel(df: pd.DataFrame, columns: Columns) -> PanelCheck:
+    """Count the panel problems of ``df`` (a frame already through :func:`pleval.data.validate`
+    or with the same roles). Requires ``columns.time`` and ``columns.student_id``; raises
+    :class:`DataError` for duplicated student × subject × time rows."""
+    if not columns.time:
+        raise DataError("monitoring over time needs the time column (--time COLUMN): a year or term")
+    if not columns.student_id:
+        raise DataError("monitoring over time needs the student id column (--student-id COLUMN)")
+    for role, c in (("time", columns.time), ("student_id", columns.student_id)):
+        if c not in df.columns:
+            raise DataError(f"column {c!r} ({role}) is not in the data; available columns: "
+                            f"{', '.join(map(str, df.columns[:30]))}")
+    sid, tcol = columns.student_id, columns.time
+    keys = [sid] + ([columns.subject] if columns.subject else [])
+    t = _time_order(df[tcol], tcol)
+    times = tuple(sorted(t.unique()))
+    dup = df.assign(_t=t).duplicated(keys + ["_t"], keep=False)
+    if dup.any():
+        raise DataError(f"columns {sid!r} × {tcol!r}: {int(dup.sum()):,} row(s) repeat a student"
+                        + (f" in a subject ({columns.subject!r})" if columns.subject else "")
+                        + " in the same period; each student should appear once per subject and period")
+    pos = pd.Series(np.searchsorted(np.asarray(times, dtype=object if t.dtype == object else float), t.to_numpy()),
+                    index=df.index)
+    grp = pos.groupby([df[k] for k in keys])
+    span = grp.max() - grp.min() + 1
+    present = grp.size()
+    n_gap = int((span > present).sum())
+    n_units = len(present)
+    students = df[sid].nunique()
+    rows = [
+        ("rows", "", len(df), len(df), ""),
+        ("students", sid, students, students, ""),
+        ("student × subject series with a gap", tcol, n_gap, n_units,
+         "absent from a period between their first and last (kept; exposure counts observed periods)"),
+        ("student × subject series observed once", tcol, int((present == 1).sum()), n_units, ""),
+    ]
+    changers = []
+    for role, col in (("school", columns.school), ("treatment", columns.treatment)):
+        if not col or col not in df.columns:
+            continue
+        k = df.groupby(sid)[col].nunique(dropna=True)
+        moved = k[k > 1].index
+        label = "students changing school" if role == "school" else "students changing condition"
+        note = ("clustered by their first school" if role == "school"
+                else "left out of the matched analysis over time (which compares conditions held throughout)")
+        rows.append((label, col, len(moved), students, note if len(moved) else ""))
+        changers.append(pd.DataFrame({sid: moved, "changes": role}))
+    counts = pd.DataFrame(rows, columns=["check", "column", "n", "of", "note"])
+    by = [df[tcol].rename("time")] + ([df[columns.subject]] if columns.subject else [])
+    periods = df.groupby(by, sort=True).agg(rows=(sid, "size"), students=(sid, "nunique"))
+    if columns.treatment in df.columns:
+        tr = pd.to_numeric(df[columns.treatment], errors="coerce")
+        periods["treated"] = tr.groupby(by, sort=True).sum().astype(int)
+        periods["comparison"] = periods["rows"] - periods["treated"]
+    changers = pd.concat(changers, ignore_index=True) if changers else pd.DataFrame(columns=[sid, "changes"])
+    return PanelCheck(counts, periods.reset_index(), changers, times)
+
+
+__all__ = ["check_panel", "PanelCheck"]
