@@ -487,7 +487,7 @@ def _documented_commands() -> list[list[str]]:
 def test_sample_data_is_what_the_documented_commands_regenerate(tmp_path):
     cmds = _documented_commands()
     outs = {Path(c[c.index("--out") + 1]).name for c in cmds}
-    assert outs == {"pl_matched_students.csv", "pl_cluster_rct.csv", "school_effects.csv"}
+    assert outs == {"pl_matched_students.csv", "pl_cluster_rct.csv", "school_effects.csv", "pl_panel_students.csv"}
     for args in cmds:
         for flag in ("--out", "--truth"):
             i = args.index(flag)

@@ -18,9 +18,11 @@ class Design(str, Enum):
     matched = "matched"
     rct = "rct"
     school_effects = "school-effects"
+    panel = "panel"
 
 
-_FUNCS = {Design.matched: "simulate_matched", Design.rct: "simulate_cluster_rct", Design.school_effects: "simulate_school_effects"}
+_FUNCS = {Design.matched: "simulate_matched", Design.rct: "simulate_cluster_rct", Design.school_effects: "simulate_school_effects",
+          Design.panel: "simulate_panel"}
 
 
 def _int_list(text: str, name: str) -> list[int]:
@@ -49,7 +51,7 @@ def write_frame(df, out: Path) -> None:
 @app.command("simulate", short_help="Simulated evaluation data with a known truth.")
 @handle_errors
 def simulate(
-    design: Design = typer.Argument(..., help="matched (PL vs comparison schools), rct (cluster-randomized) or school-effects (per-school estimates)."),
+    design: Design = typer.Argument(..., help="matched (PL vs comparison schools), rct (cluster-randomized), school-effects (per-school estimates) or panel (students over several years)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output table (.csv or .parquet)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Also write the truth record as JSON to this file."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: fresh entropy, printed)."),
@@ -74,6 +76,10 @@ def simulate(
     schools_lost: Optional[int] = typer.Option(None, "--schools-lost", help="rct: Schools losing every posttest."),
     years_slope: Optional[float] = typer.Option(None, "--years-slope", help="school-effects: Change in true effect per year implementing."),
     comparison_ratio: Optional[float] = typer.Option(None, "--comparison-ratio", help="school-effects: Comparison students per PL student."),
+    years: Optional[str] = typer.Option(None, "--years", help="panel: Years, e.g. 2021-2024."),
+    adoption: Optional[str] = typer.Option(None, "--adoption", help="panel: PL schools' first program years, e.g. 2022,2023 (staggered)."),
+    effects: Optional[str] = typer.Option(None, "--effects", help="panel: True effect (SD) after 1, 2, ... years of exposure, e.g. 0.05,0.10,0.15."),
+    slope_sd: Optional[float] = typer.Option(None, "--slope-sd", help="panel: SD of schools' own growth of the effect per year (SD units)."),
     decimals: Optional[int] = typer.Option(None, "--decimals", help="Round scores (matched, rct; default 0) or estimates and SEs (school-effects; default 4) to this many decimals."),
 ) -> None:
     """Simulate PL evaluation data with a known truth and write it to --out.
@@ -86,7 +92,20 @@ def simulate(
         given["grades"] = _int_list(given["grades"], "grades")
     if "subjects" in given:
         given["subjects"] = [s.strip() for s in given["subjects"].split(",") if s.strip()]
-    from .. import simulate as sim
+    for key in ("years", "adoption"):
+        if key in given:
+            given[key] = _int_list(given[key], key)
+    if "effects" in given:
+        try:
+            given["effects"] = [float(v) for v in given["effects"].split(",") if v.strip()]
+        except ValueError:
+            raise DataError(f"--effects must be comma-separated numbers; got {given['effects']!r}") from None
+    if design is Design.panel and "students_per_grade" in given:
+        given["students_per_grade"] = int(round(given["students_per_grade"]))
+    if design is Design.panel:
+        from .. import monitor as sim
+    else:
+        from .. import simulate as sim
 
     func = getattr(sim, _FUNCS[design])
     accepted = inspect.signature(func).parameters
