@@ -71,7 +71,7 @@ def test_numeric_options_are_typed_as_numbers_in_help():
 
 def test_commands_listed_in_the_order_a_user_needs_them():
     names = [n for n in GROUP.list_commands(None) if n != "check"]
-    assert names == ["estimate", "match", "sensitivity", "rct", "schools", "power", "convert", "simulate"]
+    assert names == ["estimate", "match", "sensitivity", "rct", "schools", "monitor", "power", "convert", "simulate"]
     if "check" in COMMANDS:
         assert GROUP.list_commands(None)[0] == "check"
 

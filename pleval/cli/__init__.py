@@ -69,6 +69,7 @@ from . import _match  # noqa: E402,F401
 from . import _sensitivity  # noqa: E402,F401
 from . import _rct  # noqa: E402,F401
 from . import _schools  # noqa: E402,F401
+from . import _monitor  # noqa: E402,F401
 from . import _power  # noqa: E402,F401
 from . import _convert  # noqa: E402,F401
 from . import _simulate  # noqa: E402,F401

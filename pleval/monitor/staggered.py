@@ -88,7 +88,7 @@ def _panel(data, outcome, unit, time, cohort, cluster, weight) -> _Panel:
         if c is not None and df[c].isna().any():
             raise DataError(f"column {c!r} ({role}): {int(df[c].isna().sum()):,} row(s) are missing")
     g_raw = df[cohort]
-    g_num = pd.to_numeric(g_raw, errors="coerce")
+    g_num = pd.to_numeric(g_raw, errors="coerce").astype(float)
     bad = g_num.isna() & g_raw.notna()
     if bad.any():
         raise DataError(f"column {cohort!r} (cohort: first program period) must be numeric, with 0 or empty for "

@@ -1,0 +1,82 @@
+"""``pleval monitor``: effects over several years or terms, school trajectories and staggered
+adoption, from a student × subject × time file to an outputs folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app
+from ._common import (
+    Covariates, Force, Grade, Outcome, Pretest, School, StudentId, Subject, TreatedLabel, Treatment, check_out_folder,
+    check_subject_flag, echo, handle_errors, parse_value,
+)
+
+_OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
+            "equity_over_time.csv", "school_trajectories.csv", "school_years.csv", "group_time_effects.csv",
+            "event_study.csv", "summary.md", "provenance.json", "figures")
+
+
+@app.command("monitor", short_help="Effects over years or terms: by year, by exposure, schools, staggered adoption.")
+@handle_errors
+def monitor(
+    file: Path = typer.Argument(..., help="Student × subject × time file (CSV, Parquet or Excel)."),
+    time: str = typer.Option(..., "--time", help="Time column: a year or a term (sortable).", rich_help_panel="Columns"),
+    cohort: Optional[str] = typer.Option(
+        None, "--cohort",
+        help="School's first program period (empty for comparison schools): years of exposure and, when schools "
+             "adopt in different periods, the staggered-adoption event study (default: pl_year if present; "
+             "'none' for none).", rich_help_panel="Columns"),
+    outcome: Outcome = None,
+    treatment: Treatment = None,
+    treated_label: TreatedLabel = None,
+    pretest: Pretest = None,
+    covariates: Covariates = None,
+    school: School = None,
+    subject: Subject = None,
+    grade: Grade = None,
+    student_id: StudentId = None,
+    method: str = typer.Option("weighting", "--method",
+                               help="Matching at the first pre-program score: weighting, propensity, mahalanobis, "
+                                    "vcg, or regression (no matching)."),
+    control: str = typer.Option("notyet", "--control",
+                                help="Staggered adoption comparisons: notyet (not-yet-adopting schools) or never."),
+    level: float = typer.Option(0.95, "--level", help="Confidence level."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for diverging schools (BH-adjusted)."),
+    out: Path = typer.Option(Path("results_monitor"), "--out", "-o", help="Outputs folder."),
+    force: Force = False,
+    no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
+) -> None:
+    """Monitor a program over several years or terms: effects by year and by years of exposure
+    (matched once at the first pre-program score; CR2 by first school), a trend test, equity
+    bands over time, schools whose trajectories diverge from the pooled trend (beyond the spread
+    of comparison schools), and, for schools adopting in different years, the group-time effects
+    and event study with pre-trends (Callaway & Sant'Anna 2021).
+
+    Percentile points are shifts in rank, not percentage points of the score.
+    """
+    from ..data import NONE_WORDS, SAMPLE_COLUMNS, read_table, resolve_columns
+    from ..monitor import monitor as run, save_monitoring
+    from ..outputs import prepare
+
+    check_out_folder(out, _OUTPUTS, force)
+    prepare(out)
+    df = read_table(file)
+    check_subject_flag(df, subject)
+    given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
+             "school": school, "subject": subject, "grade": grade, "student_id": student_id, "time": time,
+             "treated_label": parse_value(treated_label)}
+    cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
+    if cohort is None:
+        cohort = "pl_year" if "pl_year" in df.columns else None
+    elif cohort.strip().lower() in NONE_WORDS:
+        cohort = None
+    result = run(df, cols, cohort=cohort, method=method, control=control, level=level, alpha=alpha,
+                 input_sha256=df.attrs.get("sha256"))
+    save_monitoring(result, out, figures=not no_figures)
+    for n in notes:
+        echo(f"note: {n}")
+    echo(result.summary())
+    echo(f"\nwrote {out}/")

@@ -1,0 +1,323 @@
+"""Effects over time in a matched design: by year, by years of exposure, a trend test and
+equity bands, from one stacked regression per subject.
+
+Design. Each student is matched **once, at the first pre-program score** (the ``pretest``
+role: the student's score before their own exposure; if it varies within a student the
+first period's value is used and counted), with the student's baseline covariates, by any
+:func:`pleval.match` method (default ``"weighting"``: ATT odds weights). The matching weight
+``w_i`` of a student applies to all of the student's rows. Students whose condition changes
+between periods are left out (counted): the comparison is of conditions held throughout.
+
+A PL student's **years of exposure** in period ``t`` is the number of the student's observed
+periods up to ``t`` in which the student's school had adopted (``t ≥`` the school's first
+program year, ``cohort``; without a cohort column every period of a PL student counts). Rows
+of PL students before adoption have exposure 0 and give placebo (pre-program) estimates.
+
+Model (per subject; WLS with weights ``w_i``)::
+
+    y_it = α_{t,grade} + β_t·(pre_i − mean) + Σ_t δ_t·D_i·1{period t} + e_it          (by year)
+    y_it = α_{t,grade} + β_t·(pre_i − mean) + Σ_k λ_k·D_i·1{exposure k} + e_it        (by exposure)
+
+with period × grade intercepts and a pretest slope per period, so each ``δ_t`` is the
+regression-adjusted matched difference of period ``t`` alone. Students appear in several
+periods and share schools, so the covariance is cluster-robust by the student's **first
+school** (CR2 with Satterthwaite df; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018).
+Clustering by school nests students (each student's rows fall in one cluster), so it covers
+the correlation of a student's repeated rows as well as that of schoolmates; two-way
+clustering (student and school) would add nothing that school clustering misses when students
+are nested, and would lose CR2's small-sample correction (Cameron, Gelbach & Miller 2011).
+
+Trend test: the least-squares slope of the effects on the period index (or on years of
+exposure), the contrast ``c'δ`` with ``c_t = (t − t̄)/Σ(t − t̄)²`` over the program periods,
+tested with its CR2 SE and Satterthwaite df (H₀: the effect is flat).
+
+Effect sizes divide by the pooled within-group SD of the period's outcome, pooled within grade
+(:func:`pleval.effect_sizes.outcome_sd`), with Hedges' ω; percentile points from the 50th
+percentile (:mod:`pleval.percentiles`).
+
+Equity bands: the same model with ``D_i × period × band`` terms, bands the thirds of the
+baseline pretest within subject; the gap is top minus bottom band, per period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .._results import ResultMixin, t_interval
+from ..data import Columns, design_matrix, validate
+from ..effect_sizes import outcome_sd
+from ..errors import DataError, DesignError
+from ..inference import ols
+from ..percentiles import to_percentile_points
+from .panel import PanelCheck, _time_order, check_panel
+
+BAND_LABELS = ("bottom third", "middle third", "top third")
+
+
+@dataclass(frozen=True, repr=False)
+class OverTime(ResultMixin):
+    """Effects over time of a matched design (see the module docstring).
+
+    Tables (one row per subject and period / exposure / band; raw ``estimate`` with ``se``,
+    ``df``, CI and ``pvalue``, then ``es``/``es_ci_*`` in SD units and ``pp``/``pp_ci_*`` in
+    percentile points): ``by_year``, ``by_exposure``, ``equity``; ``trend`` has the slope per
+    period and per year of exposure.
+    """
+
+    by_year: pd.DataFrame
+    by_exposure: pd.DataFrame
+    trend: pd.DataFrame
+    equity: pd.DataFrame
+    panel: PanelCheck
+    columns: Columns
+    method: str
+    level: float
+    notes: tuple[str, ...]
+    _frames: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def subjects(self) -> list:
+        return list(dict.fromkeys(self.by_year["subject"]))
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.by_year.copy()
+
+    def summary(self) -> str:
+        lines = [f"Effects over time (matched at the first pre-program score, {self.method}; CR2 by first school)"]
+        for s in self.subjects:
+            lines.append(f"[{s}] by {self.columns.time}:")
+            for r in self.by_year[self.by_year["subject"] == s].itertuples(index=False):
+                tag = "" if r.program else "  (before adoption)"
+                lines.append(f"  {r.time!s:>10}  {r.es:+.3f} SD ({self.level:.0%} CI {r.es_ci_low:+.3f} to "
+                             f"{r.es_ci_high:+.3f}); {r.estimate:+.2f} points; n = {r.n_treated:,} PL, "
+                             f"{r.n_comparison:,} comparison{tag}")
+            lines.append(f"[{s}] by years of exposure:")
+            for r in self.by_exposure[self.by_exposure["subject"] == s].itertuples(index=False):
+                lines.append(f"  {int(r.exposure):>10}  {r.es:+.3f} SD ({r.es_ci_low:+.3f} to {r.es_ci_high:+.3f})")
+            for r in self.trend[self.trend["subject"] == s].itertuples(index=False):
+                lines.append(f"  trend per {r.per}: {r.es:+.4f} SD (p = {r.pvalue:.3g}, t({r.df:.1f}))")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def plot(self, subject: str | None = None, *, by: str = "year"):
+        """Effects over time with CIs (SD units), one panel per subject (or the one given)."""
+        from .plots import effects_over_time_plot
+
+        table = self.by_year if by == "year" else self.by_exposure
+        key = "time" if by == "year" else "exposure"
+        if subject is not None:
+            table = table[table["subject"] == subject]
+        return effects_over_time_plot(table, key=key, level=self.level,
+                                      xlabel=self.columns.time if by == "year" else "years of exposure")
+
+
+def _rows(fit, names, keys: dict, sd: float, omega: float, level: float) -> pd.DataFrame:
+    idx = [fit.index(n) for n in names]
+    est, se = fit.params[idx], fit.se[idx]
+    df = np.array([fit.coef_df(j) for j in idx])
+    crit, p = t_interval(est, se, df, level)
+    k = omega / sd
+    out = pd.DataFrame(keys)
+    out["estimate"], out["se"], out["df"] = est, se, df
+    out["ci_low"], out["ci_high"], out["pvalue"] = est - crit * se, est + crit * se, p
+    out["sd"], out["omega"] = sd, omega
+    out["es"], out["es_se"], out["es_ci_low"], out["es_ci_high"] = est * k, se * k, out["ci_low"] * k, out["ci_high"] * k
+    out["pp"] = to_percentile_points(out["es"].to_numpy())
+    out["pp_ci_low"] = to_percentile_points(out["es_ci_low"].to_numpy())
+    out["pp_ci_high"] = to_percentile_points(out["es_ci_high"].to_numpy())
+    return out
+
+
+def _omega(n: int) -> float:
+    return 1.0 - 3.0 / (4.0 * n - 9.0) if n > 3 else 1.0
+
+
+def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str):
+    """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
+    cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
+    fe = pd.get_dummies(cells, prefix="cell", dtype=float)
+    periods = pd.get_dummies(d["_t"].astype(str), prefix="pre", dtype=float)
+    pre = d["_pre"].to_numpy() - d["_pre"].mean()
+    X = pd.concat([fe, periods.mul(pre, axis=0), covs, terms], axis=1)
+    keep = X.std().gt(0) | X.columns.isin(terms.columns) | X.columns.str.startswith("cell_")
+    X = X.loc[:, keep]
+    return ols(d[c.outcome].to_numpy(float), X.to_numpy(float), weights=d["_w"].to_numpy(float),
+               clusters=d["_cluster"].to_numpy(), vcov=vcov, names=list(X.columns))
+
+
+def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: str, subject, level):
+    if len(xs) < 3:
+        return None
+    c = np.zeros(fit.k)
+    xc = xs - xs.mean()
+    c[[fit.index(n) for n in names]] = xc / (xc @ xc)
+    est, se, df, p = fit.contrast(c)
+    k = omega / sd
+    crit = t_interval(est, se, df, level)[0]
+    return {"subject": subject, "per": per, "n_points": len(xs), "estimate": est, "se": se, "df": df, "pvalue": p,
+            "ci_low": est - crit * se, "ci_high": est + crit * se, "es": est * k, "es_se": se * k,
+            "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
+
+
+def effects_over_time(
+    data: pd.DataFrame,
+    columns: Columns,
+    *,
+    method: str = "weighting",
+    cohort: str | None = None,
+    level: float = 0.95,
+    vcov: str = "CR2",
+    match_options: dict | None = None,
+    equity: bool = True,
+) -> OverTime:
+    """Effects by period, by years of exposure, a trend test and equity bands for a matched
+    design over several periods (formulas and choices in the module docstring).
+
+    ``data`` has one row per student × subject × period; ``columns`` needs ``time``,
+    ``student_id``, ``school``, ``outcome``, ``treatment`` and ``pretest`` (the first
+    pre-program score). ``cohort`` names a school-level column with the school's first program
+    period (empty for comparison schools), used for years of exposure. ``method`` is a
+    :func:`pleval.match` method (``match_options`` are passed on) or ``"regression"``
+    (no matching; every student weight 1). ``equity=False`` skips the equity bands.
+    """
+    from ..matching import match
+
+    c = columns
+    for role in ("time", "student_id", "school", "pretest"):
+        if not c.roles().get(role):
+            raise DataError(f"effects over time need the {role} column; name it (--{role.replace('_', '-')} COLUMN)")
+    if cohort is not None and cohort not in data.columns:
+        raise DataError(f"column {cohort!r} (cohort: first program period) is not in the data")
+    v = validate(data, c)
+    d = v.data
+    notes = list(v.notes) + [f"dropped {r.n_rows:,} row(s): {r.reason} [{r.column}]" for r in v.dropped.itertuples()]
+    c = v.columns
+    panel = check_panel(d, c)
+    d = d.assign(_t=_time_order(d[c.time], c.time))
+    changers = panel.changers.loc[panel.changers["changes"] == "treatment", c.student_id]
+    if len(changers):
+        d = d[~d[c.student_id].isin(changers)]
+        notes.append(f"{len(changers):,} student(s) change condition ({c.treatment!r}) between periods: left out")
+    n_miss = int(d[c.outcome].isna().sum())
+    if n_miss:
+        notes.append(f"{n_miss:,} row(s) without {c.outcome!r} left out of the effects (kept in the panel counts)")
+    keys = [c.student_id] + ([c.subject] if c.subject else [])
+    d = d.sort_values(keys + ["_t"], kind="stable")
+    first = d.groupby(keys, sort=False)
+    varies = first[c.main_pretest].transform("nunique") > 1
+    if varies.any():
+        notes.append(f"{int(varies.groupby([d[k] for k in keys]).any().sum()):,} student series have a "
+                     f"{c.main_pretest!r} that changes over time: the first period's value is used (the first "
+                     "pre-program score)")
+    d["_pre"] = first[c.main_pretest].transform("first")
+    d["_cluster"] = d.groupby(c.student_id, sort=False)[c.school].transform("first")
+    if c.subject is None:
+        d["_subject"] = "all"
+    subj = c.subject or "_subject"
+
+    # exposure: observed periods at or after the school's adoption, counted per student series
+    if cohort is not None:
+        g = pd.to_numeric(d[cohort], errors="coerce")
+        bad = g.isna() & d[cohort].notna()
+        if bad.any():
+            raise DataError(f"column {cohort!r} (cohort): {int(bad.sum()):,} row(s) are not numeric periods")
+        in_program = (d[c.treatment] == 1) & g.notna() & (d["_t"] >= g)
+        no_year = (d[c.treatment] == 1) & g.isna()
+        if no_year.any():
+            raise DataError(f"column {cohort!r} (cohort): {int(no_year.sum()):,} PL row(s) have no first program period")
+    else:
+        in_program = d[c.treatment] == 1
+    d["_exposure"] = in_program.astype(int).groupby([d[k] for k in keys], sort=False).cumsum() * in_program
+
+    # matching once per student series at the baseline (first period) row
+    base = d.groupby(keys, sort=False).head(1).copy()
+    base[c.main_pretest] = base["_pre"]
+    if method == "regression":
+        w = pd.Series(1.0, index=pd.MultiIndex.from_frame(base[keys]))
+    else:
+        bc = c.replace(time=None, grade=c.grade)
+        m = match(base, bc, method=method, require_outcome=False, **(match_options or {}))
+        w = m.matched.groupby(keys)["_weight"].sum()
+        n_out = int((m.data[c.treatment] == 1).sum() - m.n_treated_matched)
+        if n_out:
+            notes.append(f"{n_out:,} PL student series found no match at baseline and are left out")
+    idx = pd.MultiIndex.from_frame(d[keys])
+    d["_w"] = w.reindex(idx).fillna(0.0).to_numpy()
+    d = d[(d["_w"] > 0) & d[c.outcome].notna()]
+    if d.empty or d[c.treatment].nunique() < 2:
+        raise DesignError("after matching at baseline there are no PL or no comparison rows with an outcome")
+    # baseline terciles of the pretest, per subject
+    d["_band"] = d.groupby(subj)["_pre"].transform(
+        lambda s: pd.qcut(s.rank(method="first"), 3, labels=False)).astype(int)
+    covs_all = design_matrix(d, [x for x in c.covariates if d[x].nunique() > 1]) if c.covariates else pd.DataFrame(index=d.index)
+
+    by_year, by_exp, trends, eq_rows = [], [], [], []
+    frames = {}
+    for s, ds in d.groupby(subj, sort=False):
+        covs = covs_all.loc[ds.index]
+        D = ds[c.treatment].to_numpy()
+        times = sorted(ds["_t"].unique())
+        prog = {t: bool(((ds["_t"] == t) & (ds["_exposure"] > 0)).any()) for t in times}
+        yterms = pd.DataFrame({f"D@{t}": D * (ds["_t"] == t).to_numpy() for t in times}, index=ds.index)
+        fit = _fit(ds, yterms, c, covs, vcov)
+        sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
+                             weights=ds.loc[ds["_t"] == t, "_w"],
+                             strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
+        rows = []
+        for t in times:
+            dt = ds[ds["_t"] == t]
+            n1, n0 = int((dt[c.treatment] == 1).sum()), int((dt[c.treatment] == 0).sum())
+            r = _rows(fit, [f"D@{t}"], {"subject": [s], "time": [t]}, sds[t], _omega(n1 + n0), level)
+            r["n_treated"], r["n_comparison"], r["program"] = n1, n0, prog[t]
+            r["n_schools"] = dt.loc[dt[c.treatment] == 1, "_cluster"].nunique()
+            rows.append(r)
+        by_year.append(pd.concat(rows, ignore_index=True))
+        ptimes = [t for t in times if prog[t]]
+        mean_sd = float(np.mean([sds[t] for t in ptimes])) if ptimes else float(np.mean(list(sds.values())))
+        om = _omega(len(ds))
+        tr = _trend(fit, [f"D@{t}" for t in ptimes], np.arange(len(ptimes), dtype=float), mean_sd, om,
+                    f"{c.time} (program periods)", s, level)
+        if tr:
+            trends.append(tr)
+
+        ks = sorted(ds.loc[ds[c.treatment] == 1, "_exposure"].unique())
+        eterms = pd.DataFrame({f"D@k{k}": D * (ds["_exposure"] == k).to_numpy() for k in ks}, index=ds.index)
+        efit = _fit(ds, eterms, c, covs, vcov)
+        sd_all = outcome_sd(ds[c.outcome], ds[c.treatment] == 1, weights=ds["_w"],
+                            strata=ds["_t"].astype(str) + "|" + (ds[c.grade].astype(str) if c.grade else ""))[0]
+        erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level)
+        erows["n_treated"] = [int(((ds[c.treatment] == 1) & (ds["_exposure"] == k)).sum()) for k in ks]
+        by_exp.append(erows)
+        kpos = [k for k in ks if k >= 1]
+        tr = _trend(efit, [f"D@k{k}" for k in kpos], np.asarray(kpos, float), sd_all, om, "year of exposure", s, level)
+        if tr:
+            trends.append(tr)
+
+        frames[s] = ds
+        if not equity:
+            continue
+        bterms = pd.DataFrame({f"D@{t}#{b}": D * ((ds["_t"] == t) & (ds["_band"] == b)).to_numpy()
+                               for t in times for b in range(3)}, index=ds.index)
+        bfit = _fit(ds, bterms, c, covs, vcov)
+        for t in times:
+            r = _rows(bfit, [f"D@{t}#{b}" for b in range(3)], {"subject": s, "time": t, "band": list(BAND_LABELS)},
+                      sds[t], _omega(int((ds["_t"] == t).sum())), level)
+            cvec = np.zeros(bfit.k)
+            cvec[bfit.index(f"D@{t}#2")], cvec[bfit.index(f"D@{t}#0")] = 1.0, -1.0
+            est, se, df, p = bfit.contrast(cvec)
+            crit = t_interval(est, se, df, level)[0]
+            k = _omega(int((ds["_t"] == t).sum())) / sds[t]
+            gap = {"subject": s, "time": t, "band": "gap (top − bottom)", "estimate": est, "se": se, "df": df,
+                   "ci_low": est - crit * se, "ci_high": est + crit * se, "pvalue": p, "sd": sds[t],
+                   "es": est * k, "es_se": se * k, "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
+            eq_rows.append(pd.concat([r, pd.DataFrame([gap])], ignore_index=True))
+    trend = pd.DataFrame(trends)
+    equity_table = pd.concat(eq_rows, ignore_index=True) if eq_rows else pd.DataFrame()
+    return OverTime(pd.concat(by_year, ignore_index=True), pd.concat(by_exp, ignore_index=True), trend,
+                    equity_table, panel, c, method, level, tuple(notes), frames)
+
+
+__all__ = ["effects_over_time", "OverTime", "BAND_LABELS"]

@@ -1,0 +1,59 @@
+"""`pleval monitor` end to end on the bundled sample panel, and `pleval simulate panel`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from pleval.cli import app
+from pleval.monitor import simulate_panel
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_monitor_writes_the_outputs_folder(tmp_path):
+    out = tmp_path / "mon"
+    res = runner.invoke(app, ["monitor", str(ROOT / "sample_data" / "pl_panel_students.csv"), "--time", "year",
+                              "--covariates", "frl", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("panel_checks.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
+                 "equity_over_time.csv", "school_trajectories.csv", "group_time_effects.csv", "event_study.csv",
+                 "summary.md", "provenance.json"):
+        assert (out / name).is_file(), name
+    figs = {p.name for p in (out / "figures").iterdir()}
+    assert {"effects_by_year.png", "effects_by_exposure.png", "event_study_math.png",
+            "school_trajectories_reading.png", "equity_over_time_math.png"} <= figs
+    assert all((out / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figs)
+    by_year = pd.read_csv(out / "effects_by_year.csv")
+    assert set(by_year["subject"]) == {"math", "reading"} and set(by_year["time"]) == {2021, 2022, 2023, 2024}
+    assert by_year.loc[by_year["time"] == 2021, "program"].eq(False).all()
+    es = pd.read_csv(out / "event_study.csv")
+    assert (es["event_time"] < 0).any() and (es["event_time"] >= 0).any()   # pre-periods: the parallel-trends check
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["cohort"] == "pl_year" and prov["columns"]["time"] == ["year"]
+    assert "students changing school" in res.output and "event study" in res.output
+
+
+def test_monitor_errors_are_one_line(tmp_path):
+    res = runner.invoke(app, ["monitor", str(ROOT / "sample_data" / "pl_panel_students.csv"), "--time", "term",
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "column 'term' (time) is not in the data" in res.output
+
+
+def test_simulate_panel_cli_matches_the_api(tmp_path):
+    out, tj = tmp_path / "p.csv", tmp_path / "t.json"
+    res = runner.invoke(app, ["simulate", "panel", "--seed", "4", "--n-schools", "8", "--n-pl-schools", "3",
+                              "--students-per-grade", "3", "--years", "2020-2022", "--adoption", "2021",
+                              "--effects", "0.2,0.3", "--out", str(out), "--truth", str(tj)])
+    assert res.exit_code == 0, res.output
+    api = simulate_panel(seed=4, n_schools=8, n_pl_schools=3, students_per_grade=3, years=[2020, 2021, 2022],
+                         adoption=[2021], effects=[0.2, 0.3])
+    back = pd.read_csv(out)
+    assert len(back) == len(api.data) and back["posttest"].tolist() == api.data["posttest"].tolist()
+    assert json.loads(tj.read_text())["effects"] == [0.2, 0.3]
+    bad = runner.invoke(app, ["simulate", "matched", "--effects", "0.1", "--out", str(tmp_path / "m.csv")])
+    assert bad.exit_code == 2 and "--effects does not apply" in bad.output
