@@ -13,6 +13,15 @@ reused comparison student lies in that student's school cluster, so the SE accou
 reuse (the copies' scores are summed before squaring) as well as for students sharing a
 school. Without a school column the clusters are the students themselves.
 
+The copies of a reused student are fitted as one row with their weights summed
+(:func:`distinct_rows`): copies share y, x and cluster, so with ``X̃ = W^{1/2}X`` the copies'
+rows are ``V X̃₁`` for an isometry ``V`` (``V'V = I``) of the merged row ``X̃₁``. Then X'WX,
+X'Wy, every cluster's ``X̃_g'A_gẽ_g`` with the CR2 ``A_g = (I − V H_gg V')^{−1/2}
+= (I − VV') + V(I − H_gg)^{−1/2}V'`` and the Satterthwaite quantities are those of the merged
+rows: the coefficient, its CR0/CR2 SE and df are identical (CR1 and HC count rows, so they
+are fitted on the copies). On heavily tied data (every tie kept) this turns tens of millions of
+matched rows back into the distinct students.
+
 The effect size divides δ̂ (and its SE and CI) by the outcome SD chosen by the rule in docs/architecture.md (*Scales and the SD*) —
 by default the pooled within-group SD of the unadjusted outcome in the matched, weighted
 sample, pooled within grade × subject when the sample pools them
@@ -92,13 +101,26 @@ class EffectDesign:
     clusters: np.ndarray
     adjust: tuple[str, ...]
     categorical: tuple[str, ...]
+    rows: np.ndarray | None = None  # the analysed row each design row copies (None: unknown)
 
 
-def effect_design(sample: pd.DataFrame, **kw) -> EffectDesign:
-    """:func:`regression_design` (same arguments) as an :class:`EffectDesign`."""
+def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, **kw) -> EffectDesign:
+    """:func:`regression_design` (same arguments) as an :class:`EffectDesign`; ``rows``: the
+    analysed row behind each row of ``sample`` (a reused comparison student's copies share
+    one), which lets :func:`regression_effect` fit the copies as one row."""
     d = regression_design(sample, **kw)
     return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
-                        tuple(d["adjust"]), tuple(d["categorical"]))
+                        tuple(d["adjust"]), tuple(d["categorical"]), rows)
+
+
+def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Merge the copies of each row: ``(codes, first, [a[first] for a in arrays])`` where
+    ``codes`` maps every copy to its distinct row and ``first`` is each distinct row's first
+    copy (weights are summed by the caller: ``np.bincount(codes, w)``)."""
+    codes, uniq = pd.factorize(rows)
+    first = np.empty(len(uniq), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+    return codes, first, [a[first] for a in arrays]
 
 
 def regression_effect(
@@ -125,17 +147,27 @@ def regression_effect(
                                 covariates=covariates, strata=strata, school=school, weight=weight, label=label)
     y, t, w, adjust, cat = d.y, d.t, d.weights, d.adjust, d.categorical
     n_t = int(t.sum())
-    fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names))
-    est, se, df, _ = fit.coef(treatment)
     tr = t.astype(bool)
-    n_c = int(pd.Index(sample.index[~tr]).nunique())
+    strata_vals = [sample[c].to_numpy() for c in cat] or None
+    if d.rows is not None:  # the copies of reused students as one row (module docstring)
+        codes, first, (y1, X1, c1, t1) = distinct_rows(d.rows, y, d.X, d.clusters, tr)
+        n_c = int((~t1).sum())
+        if strata_vals:  # labelled on the distinct rows: the same codes, fewer labels to hash
+            firsts = [s[first] for s in strata_vals]
+            strata_vals = (pd.MultiIndex.from_arrays(firsts).factorize()[0] if len(firsts) > 1 else firsts[0])[codes]
+    else:
+        n_c = int(pd.Index(sample.index[~tr]).nunique())
+    if d.rows is not None and vcov in ("CR0", "CR2"):
+        fit = ols(y1, X1, weights=np.bincount(codes, w, len(first)), clusters=c1, vcov=vcov, names=list(d.names))
+    else:
+        fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names))
+    est, se, df, _ = fit.coef(treatment)
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
         method=f"{method}; WLS adjusted for {', '.join(adjust) or 'nothing'}; {vcov} SE by "
         f"{'school' if school else 'student'}", label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
-    strata_vals = [sample[c].to_numpy() for c in cat] or None
     sd_val, sd_kind = outcome_sd(y, tr, kind=sd, weights=w, strata=strata_vals)
     omega = float(hedges_omega(n_t + n_c)) if not isinstance(sd, (int, float)) else 1.0
     return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)

@@ -214,7 +214,7 @@ class MatchResult(ResultMixin):
         kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label())
         if by is None:
             what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
-            groups = [((), m, f"{c.outcome}: {what}")]
+            groups = [((), m, self.rows, f"{c.outcome}: {what}")]
             by = ()
         else:
             by = (by,) if isinstance(by, str) else tuple(by)
@@ -222,12 +222,15 @@ class MatchResult(ResultMixin):
             if missing:
                 raise DataError(f"cannot estimate by {missing}: not columns of the data")
             groups = []
-            for key, part in m.groupby(list(by), sort=True):
+            gb = m.groupby(list(by), sort=True)
+            number = gb.ngroup().to_numpy()
+            for i, (key, part) in enumerate(gb):
                 key = key if isinstance(key, tuple) else (key,)
-                groups.append((key, part, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+                groups.append((key, part, self.rows[number == i],
+                               f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
         out = []
-        for key, part, label in groups:  # a handful of groups
-            des = effect_design(part, **design_kw, label=label)
+        for key, part, rows, label in groups:  # a handful of groups
+            des = effect_design(part, **design_kw, label=label, rows=rows)
             out.append((key, part, des, regression_effect(part, **design_kw, **kw, label=label, design=des), by))
         return out
 
