@@ -49,6 +49,9 @@ BEFORE = "#999999"
 AFTER = "#0077BB"
 
 ROW_INCH = 0.27  # vertical space per school / covariate row
+FOREST_MAX_ROWS = 60
+"""School rows in an evaluation's forest plot: beyond it, the highest and lowest 30 are drawn
+and the schools between them summarized in one row (:func:`forest`, ``max_rows``)."""
 _BASE_FONT = 9
 
 
@@ -160,6 +163,7 @@ def forest(
     sort: bool = True,
     title: str | None = None,
     unit: str = "school",
+    max_rows: int | None = None,
 ) -> Figure:
     """Caterpillar plot of school effects, raw and shrunken, with the pooled effect.
 
@@ -189,8 +193,14 @@ def forest(
 
     unit : str
         What a row is, for the legend and subtitle (``"subgroup"`` for subgroup forest plots).
+    max_rows : int, optional
+        With more schools than this (and ``sort``), only the ``max_rows // 2`` highest and the
+        ``max_rows - max_rows // 2`` lowest estimates get a row each; the schools between them
+        are one summary row (the range of their estimates, a tick at their median, how many
+        are significantly positive or negative), so the figure stays legible and its size
+        bounded with thousands of schools (every school is in the school table).
 
-    The figure height grows with the number of schools (``ROW_INCH`` per row), so every
+    The figure height grows with the number of rows (``ROW_INCH`` per row), so every
     label stays readable with 60 or more schools.
     """
     _require(schools, ["school", "estimate", "se"], "forest plot")
@@ -202,9 +212,15 @@ def forest(
     if sort:
         d = d.sort_values("estimate", kind="stable")
     d = d.reset_index(drop=True)
+    k_all = len(d)
+    pcol = "pvalue_adj" if "pvalue_adj" in d.columns else ("pvalue" if "pvalue" in d.columns else None)
+    middle = None
+    if max_rows is not None and sort and k_all > max_rows >= 2:
+        n_low = max_rows - max_rows // 2
+        middle = d.iloc[n_low : k_all - max_rows // 2]
+        d = pd.concat([d.iloc[:n_low], d.iloc[k_all - max_rows // 2 :]], ignore_index=True)
     k = len(d)
     has_shrunk = "shrunk" in d.columns and d["shrunk"].notna().any()
-    pcol = "pvalue_adj" if "pvalue_adj" in d.columns else ("pvalue" if "pvalue" in d.columns else None)
     placebo = None if placebo is None else np.asarray(placebo, dtype=float)
     placebo = placebo[np.isfinite(placebo)] if placebo is not None else None
     if placebo is not None and placebo.size == 0:
@@ -213,10 +229,13 @@ def forest(
     # Rows: schools at y = 0..k-1 (largest on top); below them a gap, placebo row, pooled row.
     first = 2.6 if placebo is not None else 1.5
     y = np.arange(k, dtype=float) + first
+    if middle is not None:  # one row between the lowest and the highest for the schools between
+        y_middle = first + n_low
+        y[n_low:] += 1.0
     y_placebo = 1.25 if placebo is not None else None
     y_pooled = 0.0
     y_sep = first - 0.6
-    n_rows = k + 2 + (1 if placebo is not None else 0)
+    n_rows = k + 2 + (1 if placebo is not None else 0) + (1 if middle is not None else 0)
     fig = _figure(10.0, 2.5 + ROW_INCH * n_rows)
     ax = fig.add_subplot()
     fs = _BASE_FONT if k <= 40 else _BASE_FONT - 1
@@ -247,6 +266,13 @@ def forest(
         if "shrunk_ci_low" in d and "shrunk_ci_high" in d:
             ax.hlines(ys, d["shrunk_ci_low"], d["shrunk_ci_high"], colors=SHRUNK, lw=0.8, zorder=2)
         ax.scatter(d["shrunk"], ys, marker="o", s=12, color=SHRUNK, zorder=3)
+
+    # The schools between the highest and the lowest: their range, a tick at their median.
+    if middle is not None:
+        mid_est = middle["estimate"].to_numpy(dtype=float)
+        mid_est = mid_est[np.isfinite(mid_est)]
+        ax.hlines(y_middle, mid_est.min(), mid_est.max(), colors=NEUTRAL, lw=5, alpha=0.35, zorder=2)
+        ax.plot([np.median(mid_est)] * 2, [y_middle - 0.3, y_middle + 0.3], color=NEUTRAL, lw=1.5, zorder=3)
 
     # Placebo row and its central range across the plot.
     xs_extra = []
@@ -281,6 +307,11 @@ def forest(
     ax.set_ylim(-0.8, y[-1] + 0.8 if k else 1.0)
     ticks = list(y)
     labels = [str(s) for s in d["school"]]
+    numbers = _forest_numbers(d, placebo, pooled, level, mu)
+    if middle is not None:
+        ticks.insert(n_low, y_middle)
+        labels.insert(n_low, _middle_label(middle, pcol, alpha, unit))
+        numbers.insert(n_low, f"{np.median(mid_est):+.2f} (range {mid_est.min():+.2f}, {mid_est.max():+.2f})")
     if placebo is not None:
         ticks.append(y_placebo)
         labels.append(f"placebo schools (n = {placebo.size})")
@@ -289,8 +320,11 @@ def forest(
         ticks.append(y_pooled)
         labels.append(f"pooled{f' ({method})' if method else ''}")
     ax.set_yticks(ticks, labels, fontsize=fs)
-    for lab in ax.get_yticklabels()[k:]:
+    tick_labels = ax.get_yticklabels()
+    for lab in tick_labels[k + (middle is not None):]:
         lab.set_fontweight("bold")
+    if middle is not None:
+        tick_labels[n_low].set_fontstyle("italic")
     ax.axhline(y_sep, color="#BBBBBB", lw=0.6)
     ax.set_xlabel(_es_label(sd, sd_kind), fontsize=_BASE_FONT)
     ax.tick_params(axis="x", labelsize=_BASE_FONT - 1)
@@ -315,10 +349,11 @@ def forest(
                label=f"pooled effect (dotted line) and its {level:.0%} CI (diamond)"),
     ] if mu is not None else []) + handles
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=_BASE_FONT - 1, frameon=False)
-    _number_column(ax, ticks, _forest_numbers(d, placebo, pooled, level, mu), f"effect size [{level:.0%} CI]", fs)
+    _number_column(ax, ticks, numbers, f"effect size [{level:.0%} CI]", fs)
 
     tau = _get(pooled, "tau")
-    sub = f"{k} {unit}s" + (f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else "")
+    sub = f"{k_all:,} {unit}s" + (f" (the {k - n_low} highest and {n_low} lowest shown)" if middle is not None else "")
+    sub += f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else ""
     ax.set_title(
         (title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2, loc="left"
     )
@@ -337,6 +372,16 @@ def _forest_numbers(d: pd.DataFrame, placebo, pooled, level: float, mu) -> list[
     if mu is not None:
         out.append(cell(mu, _get(pooled, "ci_low", np.nan), _get(pooled, "ci_high", np.nan)))
     return out
+
+
+def _middle_label(middle: pd.DataFrame, pcol: str | None, alpha: float, unit: str) -> str:
+    """Label of the summary row: how many schools it stands for and how many are significant."""
+    text = f"{len(middle):,} {unit}s between"
+    if pcol is not None:
+        sig = middle[pcol].to_numpy(dtype=float) < alpha
+        est = middle["estimate"].to_numpy(dtype=float)
+        text += f" ({int((sig & (est > 0)).sum()):,} sig. +, {int((sig & (est < 0)).sum()):,} sig. −)"
+    return text
 
 
 def _number_column(ax, ticks, labels: list[str], header: str, fontsize: float) -> None:
@@ -717,7 +762,7 @@ def evaluation_forest(ev: "Evaluation", subject: str, *, shrunk: bool = True) ->
     return forest(
         d, pooled=pooled, placebo=_placebo_values(ev, subject), baseline_percentile=e.baseline_percentile,
         sd=e.sd, sd_kind=e.sd_kind, level=lvl, alpha=float(ev.options.get("alpha", 0.05)),
-        title=findings.title(subject, "Effect of personalized learning by school"),
+        title=findings.title(subject, "Effect of personalized learning by school"), max_rows=FOREST_MAX_ROWS,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pleval.data import SAMPLE_COLUMNS as C
@@ -40,3 +41,31 @@ def test_reused_rows_merged_give_the_same_fit(tied, vcov):
         assert eff.sd == pytest.approx(long.sd, rel=1e-12)
         assert eff.raw.n_control == long.raw.n_control
         assert eff.effect_size.estimate == pytest.approx(long.effect_size.estimate, rel=1e-10, abs=1e-12)
+
+
+def test_forest_with_thousands_of_schools_summarizes_the_middle():
+    """max_rows: the highest and lowest schools get rows, the rest one summary row; the figure
+    height no longer grows with the number of schools and no labels overlap."""
+    from pleval import plots
+
+    rng = np.random.default_rng(4)
+    k = 3000
+    est = rng.normal(0, 0.1, k)
+    df = pd.DataFrame({"school": [f"S{i}" for i in range(k)], "estimate": est, "se": np.full(k, 0.05),
+                       "pvalue_adj": np.where(np.abs(est) > 0.2, 0.001, 0.5)})
+    pooled = {"estimate": 0.0, "ci_low": -0.01, "ci_high": 0.01}
+    fig = plots.forest(df, pooled=pooled, max_rows=20)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == 20 + 1 + 1  # 20 schools, the summary row, the pooled row
+    order = np.argsort(est, kind="stable")
+    assert labels[:10] == [f"S{i}" for i in order[:10]] and labels[11:21] == [f"S{i}" for i in order[-10:]]
+    mid = est[order[10:-10]]
+    n_pos, n_neg = int((mid > 0.2).sum()), int((mid < -0.2).sum())
+    assert labels[10] == f"{k - 20:,} schools between ({n_pos:,} sig. +, {n_neg:,} sig. −)"
+    boxes = sorted((t.get_window_extent() for t in ax.get_yticklabels()), key=lambda b: b.y0)
+    assert all(b.y0 >= a.y1 - 0.5 for a, b in zip(boxes, boxes[1:]))
+    small = plots.forest(df.iloc[:20], pooled=pooled, max_rows=20)  # 20 rows: all drawn
+    assert len(small.axes[0].get_yticklabels()) == 21
+    assert fig.get_size_inches()[1] == pytest.approx(small.get_size_inches()[1] + plots.ROW_INCH)

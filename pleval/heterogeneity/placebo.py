@@ -53,7 +53,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from .._results import ResultMixin
-from ..data import Columns, with_binary_treatment
+from ..data import Columns, validate, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
 from ._tau2 import wls_pieces
 from .calibration import Calibration, calibrate
@@ -251,12 +251,19 @@ def placebo_schools(
 
     non_pl = data.loc[~data[school].isin(pl).to_numpy()]
     order = _round_order(non_pl, school, columns.main_pretest or columns.outcome, per_round)
+    # Validated once: its checks are row by row (and per student), so the comparison schools'
+    # validated rows are the same in every round; each round only relabels the treatment.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        v = validate(data, columns)
+    v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy()])
+    in_school = pd.factorize(v.data[school])
     tables, round_rows, vcovs = [], [], []
     done, start, rnd = 0, 0, 0
     while done < n_placebo and start < len(order):
         chunk = order[start : start + min(per_round, n_placebo - done)]
         start += len(chunk)
-        fake = non_pl.assign(**{columns.treatment: non_pl[school].isin(chunk).to_numpy().astype(int)})
+        fake = replace(v, data=v.data.assign(**{columns.treatment: in_school[1].isin(chunk)[in_school[0]].astype(int)}))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
             m = match(fake, columns, method, **match_options).matched

@@ -92,13 +92,20 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, n
     return rows, sets, w
 
 
-def _priority(data: pd.DataFrame, c, pos, conventions: str):
-    """Tie-breaking ranks of the rows at ``pos``: the rank of the student id (so neither row
-    order nor the spelling of subject, grade or school labels matters), or data order (no
-    student id, or ``conventions="matchit"``)."""
+def _id_ranks(data: pd.DataFrame, c, conventions: str) -> np.ndarray | None:
+    """Tie-breaking keys of the rows: the rank of the student id (so neither row order nor the
+    spelling of subject, grade or school labels matters), or data order (None: no student id,
+    or ``conventions="matchit"``). Each id is hashed once and only the distinct ids sorted."""
     if conventions == "matchit" or not c.student_id:
         return None
-    return pd.factorize(data[c.student_id].iloc[pos], sort=True)[0]
+    codes, uniq = pd.factorize(data[c.student_id])
+    return pd.factorize(uniq, sort=True)[0][codes]  # the sorted rank of each distinct id
+
+
+def _priority(data: pd.DataFrame, c, pos, conventions: str) -> np.ndarray | None:
+    """:func:`_id_ranks` of the rows at ``pos``, renumbered 0, 1, ... among them."""
+    r = _id_ranks(data, c, conventions)
+    return None if r is None else np.unique(r[pos], return_inverse=True)[1]
 
 
 def _optimal(method, t_coord, c_coord, k, caliper, t_cell, c_cell, diagnostics) -> NearestMatch:
@@ -343,7 +350,6 @@ def match(
         # quantized so that distances equal but for floating-point noise (which depends on row
         # order through the fitted model) are exact ties
         coord = np.round(coord, 10)
-        choose_none = replace and ties  # every tie kept: no priority needed
         if method in OPTIMAL:
             nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics)
             replace, ties, order = method == "full", False, None
@@ -352,11 +358,12 @@ def match(
                               replace, cells, order, pm, c, conventions, seed, options)
             ties = False
         else:
+            prio = None if replace and ties else _id_ranks(data, c, conventions)  # every tie kept: none needed
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
-                               c_priority=None if choose_none else _priority(data, c, cpos, conventions),
-                               t_priority=None if choose_none else _priority(data, c, tpos, conventions),
+                               c_priority=None if prio is None else prio[cpos],
+                               t_priority=None if prio is None else prio[tpos],
                                sided=matchit and method == "propensity")
         m_i = nm.n_matched
         matched_t = m_i > 0

@@ -354,7 +354,10 @@ class NearestMatch:
 
 def _ranks(x) -> np.ndarray:
     """0..n−1 ranks of ``x`` (ties by position)."""
-    return np.argsort(np.argsort(np.asarray(x), kind="stable"), kind="stable").astype(np.int64)
+    o = np.argsort(np.asarray(x), kind="stable")
+    r = np.empty(len(o), dtype=np.int64)
+    r[o] = np.arange(len(o))
+    return r
 
 
 def _weights(t_row, n_t) -> tuple:
