@@ -29,6 +29,8 @@ lock:
 	$(BIN)/python -m pip install --quiet uv
 	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs \
 	  --generate-hashes --universal --python-version 3.11 --no-header $(UV_ARGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra bench -c requirements.lock \
+	  --generate-hashes --universal --python-version 3.11 --no-header -o requirements-bench.lock
 
 # The suite against the newest releases (not in CI): drift shows here before users see it.
 test-latest:
@@ -49,8 +51,10 @@ test: $(STAMP)
 docs: $(STAMP)
 	@if [ -f mkdocs.yml ]; then $(BIN)/mkdocs build --strict --quiet; else echo "docs: mkdocs.yml not yet present"; fi
 
+# The peers (DoWhy, psmpy, causalinference) and py-spy, pinned by requirements-bench.lock (made
+# by `make lock` with the main lock's pins as constraints).
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-bench.lock
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
 
 clean:

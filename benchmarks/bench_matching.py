@@ -236,11 +236,11 @@ def _child(name, size, q):
         except OSError:
             pass
         before = _rss_kb("VmRSS:")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(arg)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         peak = _rss_kb("VmHWM:")
-        q.put({"task": name, "size": size, "seconds": wall, "peak_mb": peak / 1024,
+        q.put({"task": name, "size": size, "seconds": wall, "cpu": cpu, "peak_mb": peak / 1024,
                "extra_mb": (peak - before) / 1024, "frame_mb": frame_mb, "note": out})
     except Exception as exc:  # report, do not crash the table
         q.put({"task": name, "size": size, "error": f"{type(exc).__name__}: {exc}"[:160]})

@@ -1,0 +1,239 @@
+"""Benchmark: the in-memory speed targets of the scale issue, as ratios to floors measured in the same run.
+
+    python benchmarks/bench_scale.py            # 1M rows (targets 1, 2, 3 at 1M, 6)
+    python benchmarks/bench_scale.py --big      # also `pleval estimate` on 10M rows (target 3)
+    python benchmarks/bench_scale.py --size 100000   # a quick run at another size
+
+Every measurement runs in a fresh process (``bench_matching``'s harness: data built before
+the clock and the peak-RSS counter start) and reports wall and CPU seconds (user + system of
+the process): on a loaded machine wall time grows with the load, CPU time much less, so both
+are printed with the load average. Targets:
+
+1. propensity 1:1 matching at 1M rows ≤ 1.3× the statsmodels Logit + cKDTree floor and ≥ 4×
+   faster than DoWhy (when installed: ``pip install -e '.[bench]'``); the whole
+   ``match → balance → estimate`` ≤ 1.5× its floor (Logit + cKDTree + SMDs + a lean CR1
+   regression). pleval keeps every tie by default (Abadie–Imbens); on data with tied scores the
+   matched sample then holds many more rows than the floor's 1:1 pairs, so the comparisons
+   with the floor use ``ties=False`` (1:1, ties broken by student id) and the default is shown
+   beside them.
+2. VCG 100k PL vs a 1M pool, ``match → balance → estimate`` ≤ 1.5 s and ≤ 1 GB; from the raw
+   frame (validation included) ≤ 2× the pre-validated time.
+3. ``pleval estimate`` on 1M rows (a Parquet file) ≤ 6 s with all outputs; 10M ≤ 60 s, ≤ 6 GB.
+6. a forest plot of 3,000 schools (an evaluation's: the highest and lowest 30, the rest
+   summarized) drawn and written as PNG and SVG ≤ 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_matching as bm  # noqa: E402  (the data generators and floors)
+
+
+def _floor_full(df):
+    """Logit + cKDTree 1:1 match, SMDs of the covariates after matching, lean clustered OLS (CR1)."""
+    import statsmodels.api as sm
+    from scipy.spatial import cKDTree
+
+    X = pd.get_dummies(df[["pretest", *bm.COVARIATES]], columns=["race"], drop_first=True, dtype=float)
+    X.insert(0, "const", 1.0)
+    Xn = X.to_numpy()
+    t = df["treatment"].to_numpy()
+    lp = Xn @ sm.Logit(t, Xn).fit(disp=0).params
+    cal = 0.2 * np.sqrt((lp[t == 1].var(ddof=1) + lp[t == 0].var(ddof=1)) / 2)
+    tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
+    d, i = cKDTree(lp[cpos, None]).query(lp[tpos, None], k=1, distance_upper_bound=cal)
+    ok = np.isfinite(d)
+    rows = np.concatenate([tpos[ok], cpos[i[ok]]])
+    Z = Xn[rows, 1:]
+    tt = t[rows] == 1
+    smd = (Z[tt].mean(0) - Z[~tt].mean(0)) / np.sqrt((Z[tt].var(0, ddof=1) + Z[~tt].var(0, ddof=1)) / 2)
+    A = np.column_stack([Xn[rows], t[rows]])
+    y = df["posttest"].to_numpy()[rows]
+    g = pd.factorize(df["school_id"].to_numpy()[rows])[0]
+    M = np.linalg.inv(A.T @ A)
+    b = M @ (A.T @ y)
+    u = np.zeros((g.max() + 1, A.shape[1]))
+    np.add.at(u, g, A * (y - A @ b)[:, None])
+    se = np.sqrt((M @ (u.T @ u) @ M)[-1, -1])
+    return f"{ok.sum():,} pairs, max |SMD| {np.abs(smd).max():.3f}, effect {b[-1]:.3f} (SE {se:.3f})"
+
+
+def _pleval_full(v, **kw):
+    from pleval.matching import match
+
+    r = match(v, bm._columns(), **kw)
+    r.balance()
+    e = r.estimate()
+    return f"{len(r.rows):,} matched rows ({np.unique(r.rows).size:,} distinct), effect {e.raw.estimate:.3f} (SE {e.raw.se:.3f})"
+
+
+def ps_match_1to1(v):
+    from pleval.matching import match
+
+    r = match(v, bm._columns(), method="propensity", exact=(), ties=False)
+    return f"{r.n_treated_matched:,} matched, {len(r.rows):,} rows"
+
+
+def ps_match_ties(v):
+    from pleval.matching import match
+
+    r = match(v, bm._columns(), method="propensity", exact=())
+    return f"{r.n_treated_matched:,} matched, {len(r.rows):,} rows (every tie kept)"
+
+
+def ps_full_1to1(v):
+    return _pleval_full(v, method="propensity", exact=(), ties=False)
+
+
+def ps_full_ties(v):
+    return _pleval_full(v, method="propensity", exact=())
+
+
+def vcg_full(v):
+    return _pleval_full(v, method="vcg", band=1.0, k=51)
+
+
+TASKS = {  # name: (task, data kind, preparation before the clock)
+    "PS floor: Logit + cKDTree": (bm.floor_logit_kdtree, "ps", None),
+    "PS pleval.match ties=False": (ps_match_1to1, "ps", bm.validated),
+    "PS pleval.match (every tie kept)": (ps_match_ties, "ps", bm.validated),
+    "PS DoWhy propensity_score_matching": (bm.dowhy_psm, "ps", None),
+    "PS full floor: match + SMDs + CR1": (_floor_full, "ps", None),
+    "PS full pleval ties=False": (ps_full_1to1, "ps", bm.validated),
+    "PS full pleval (every tie kept)": (ps_full_ties, "ps", bm.validated),
+    "VCG full pleval (pre-validated)": (vcg_full, "vcg", bm.validated),
+    "VCG full pleval (raw frame)": (vcg_full, "vcg", None),
+}
+bm.TASKS.update(TASKS)
+bm.NEEDS["PS DoWhy propensity_score_matching"] = "dowhy"
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _forest_child(k, q):
+    from pleval import plots
+
+    rng = np.random.default_rng(1)
+    est = rng.normal(0, 0.1, k)
+    se = rng.uniform(0.03, 0.1, k)
+    df = pd.DataFrame({"school": [f"SCH{i:05d}" for i in range(k)], "estimate": est, "se": se, "shrunk": 0.6 * est,
+                       "shrunk_ci_low": 0.6 * est - 0.05, "shrunk_ci_high": 0.6 * est + 0.05,
+                       "pvalue_adj": rng.uniform(0, 1, k) ** 3})
+    pooled = {"estimate": 0.01, "ci_low": -0.01, "ci_high": 0.03, "pi_low": -0.2, "pi_high": 0.2, "tau": 0.1}
+    plots.to_png(plots.forest(df.iloc[:5]))  # fonts and caches warm, as in a report's later figures
+    t0, c0 = time.perf_counter(), _cpu()
+    fig = plots.forest(df, pooled=pooled, placebo=rng.normal(0, 0.08, k), max_rows=plots.FOREST_MAX_ROWS)
+    plots.to_png(fig)
+    plots.to_svg(fig)
+    q.put({"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0})
+
+
+def forest_time(k: int) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_forest_child, args=(k, q))
+    p.start()
+    p.join(600)
+    return q.get(timeout=5)
+
+
+def cli_estimate(n_schools: int, folder: Path) -> dict:
+    """``pleval estimate FILE --out DIR`` on simulated students (~480 rows per school)."""
+    from pleval.simulate import simulate_matched
+
+    path = folder / f"students_{n_schools}.parquet"
+    if not path.exists():
+        simulate_matched(n_schools=n_schools, n_pl_schools=n_schools // 10, students_per_grade=40,
+                         seed=1).data.to_parquet(path, index=False)
+    rows = pd.read_parquet(path, columns=["grade"]).shape[0]
+    exe = Path(sys.executable).with_name("pleval")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run([str(exe), "estimate", str(path), "--out", str(folder / f"out_{n_schools}"), "--force"],
+                         capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"rows": rows, "seconds": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+           "peak_mb": after.ru_maxrss / 1024}
+    if res.returncode:
+        out["error"] = res.stderr.strip().splitlines()[-1][:200] if res.stderr.strip() else f"exit {res.returncode}"
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1_000_000, help="rows for targets 1-3 (default 1M)")
+    ap.add_argument("--big", action="store_true", help="also `pleval estimate` on 10M rows")
+    ap.add_argument("--skip", default="", help="comma-separated: ps, vcg, cli, forest")
+    a = ap.parse_args(argv)
+    skip = set(a.skip.split(",")) - {""}
+    print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}", flush=True)
+    res = {}
+    for name, (_, kind, _) in TASKS.items():
+        if kind in skip or (name in bm.NEEDS and __import__("importlib").util.find_spec(bm.NEEDS[name]) is None):
+            continue
+        r = bm.run(name, a.size, timeout=1800)
+        res[name] = r
+        msg = f"ERROR {r['error']}" if "error" in r else (
+            f"{r['seconds']:8.2f} s ({r['cpu']:.2f} s CPU)  peak {r['peak_mb']:7.0f} MB  {r['note']}")
+        print(f"{name:44s} {a.size:>10,}  {msg}", flush=True)
+
+    def ratio(a_, b_):
+        return res[a_]["seconds"] / res[b_]["seconds"] if "seconds" in res.get(a_, {}) and "seconds" in res.get(b_, {}) else np.nan
+
+    lines = []
+    if "ps" not in skip:
+        r1 = ratio("PS pleval.match ties=False", "PS floor: Logit + cKDTree")
+        lines.append(f"1. PS 1:1 match / floor: {r1:.2f}x (target <= 1.3)  {'MET' if r1 <= 1.3 else 'NOT MET'}")
+        rd = ratio("PS DoWhy propensity_score_matching", "PS pleval.match ties=False")
+        if np.isfinite(rd):
+            lines.append(f"1. DoWhy / pleval PS match: {rd:.2f}x faster (target >= 4)  {'MET' if rd >= 4 else 'NOT MET'}")
+        rf = ratio("PS full pleval ties=False", "PS full floor: match + SMDs + CR1")
+        lines.append(f"1. PS full match->balance->estimate / floor: {rf:.2f}x (target <= 1.5)  {'MET' if rf <= 1.5 else 'NOT MET'}")
+        rt = ratio("PS full pleval (every tie kept)", "PS full floor: match + SMDs + CR1")
+        lines.append(f"   (every tie kept: {rt:.2f}x the floor)")
+    if "vcg" not in skip and "seconds" in res.get("VCG full pleval (pre-validated)", {}):
+        v = res["VCG full pleval (pre-validated)"]
+        rr = ratio("VCG full pleval (raw frame)", "VCG full pleval (pre-validated)")
+        ok = v["seconds"] <= 1.5 and v["peak_mb"] <= 1024
+        lines.append(f"2. VCG {a.size // 10:,} PL vs {a.size:,} pool full path: {v['seconds']:.2f} s, peak {v['peak_mb']:.0f} MB "
+                     f"(target <= 1.5 s, <= 1 GB)  {'MET' if ok else 'NOT MET'}")
+        lines.append(f"2. VCG from the raw frame / pre-validated: {rr:.2f}x (target <= 2)  {'MET' if rr <= 2 else 'NOT MET'}")
+    if "cli" not in skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n_schools, limit_s, limit_mb in [(2000, 6, None)] + ([(20000, 60, 6144)] if a.big else []):
+                c = cli_estimate(n_schools, Path(tmp))
+                if "error" in c:
+                    lines.append(f"3. pleval estimate {c['rows']:,} rows: ERROR {c['error']}")
+                    continue
+                ok = c["seconds"] <= limit_s and (limit_mb is None or c["peak_mb"] <= limit_mb)
+                lines.append(f"3. pleval estimate {c['rows']:,} rows with all outputs: {c['seconds']:.1f} s wall, "
+                             f"{c['cpu']:.1f} s CPU, peak {c['peak_mb']:.0f} MB (target <= {limit_s} s"
+                             f"{f', <= {limit_mb} MB' if limit_mb else ''})  {'MET' if ok else 'NOT MET'}")
+    if "forest" not in skip:
+        f = forest_time(3000)
+        lines.append(f"6. forest plot, 3,000 schools, PNG + SVG: {f['seconds']:.2f} s wall, {f['cpu']:.2f} s CPU "
+                     f"(target <= 2 s)  {'MET' if f['seconds'] <= 2 else 'NOT MET'}")
+    print("\n" + "\n".join(lines))
+    print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
