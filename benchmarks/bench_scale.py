@@ -217,7 +217,8 @@ def main(argv=None) -> int:
         lines.append(f"2. VCG from the raw frame / pre-validated: {rr:.2f}x (target <= 2)  {'MET' if rr <= 2 else 'NOT MET'}")
     if "cli" not in skip:
         with tempfile.TemporaryDirectory() as tmp:
-            for n_schools, limit_s, limit_mb in [(2000, 6, None)] + ([(20000, 60, 6144)] if a.big else []):
+            sizes = [(max(40, round(a.size / 481)), 6, None)] + ([(round(10_000_000 / 481), 60, 6144)] if a.big else [])
+            for n_schools, limit_s, limit_mb in sizes:  # ~481 rows per simulated school
                 c = cli_estimate(n_schools, Path(tmp))
                 if "error" in c:
                     lines.append(f"3. pleval estimate {c['rows']:,} rows: ERROR {c['error']}")
