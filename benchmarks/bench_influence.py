@@ -5,7 +5,8 @@
 Synthetic school estimates (5,000 schools by default, SEs 0.05–0.30, τ = 0.15, two outlying
 schools). Prints the wall time of ``pleval.heterogeneity.leave_one_out`` for each τ²
 estimator (best of 3), and for REML the time of refitting ``meta_analysis`` without each
-school for a subset, extrapolated to all schools (the loop it replaces).
+school for a subset, extrapolated to all schools (the loop it replaces); then leave-one-out for a
+meta-regression with one moderator at 500 and 1,000 schools (its cost grows as k²).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def main() -> None:
         meta_analysis(y[keep], se[keep])
     per = (time.perf_counter() - t0) / n_loop
     print(f"  loop of meta_analysis refits (REML): {per * k:7.1f} s extrapolated from {n_loop} refits")
+    from pleval.heterogeneity import leave_one_out_metareg, meta_regression
+
+    for km in sorted({min(k, 500), min(k, 1000)}):  # the meta-regression's deleted fits cost O(k²p²)
+        x = rng.normal(size=km)
+        mr = meta_regression(y[:km] + 0.05 * x, se[:km], x)
+        t0 = time.perf_counter()
+        leave_one_out_metareg(mr)
+        print(f"  meta-regression (REML, 1 moderator), {km:,} schools: {time.perf_counter() - t0:7.3f} s")
 
 
 if __name__ == "__main__":

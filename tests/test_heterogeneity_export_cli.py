@@ -152,7 +152,8 @@ def test_cli_schools_new_tau2_estimators(tmp_path):
 
 def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
     """--influence, --permutations, --blup and --prediction print what the API computes."""
-    from pleval.heterogeneity import leave_one_out, meta_regression, permutation_test, permutation_test_moderators
+    from pleval.heterogeneity import (leave_one_out, leave_one_out_metareg, meta_regression, permutation_test,
+                                      permutation_test_moderators)
 
     path, df = estimates_file
     mods = ["school_poverty", "years_implementing", "enrollment"]
@@ -164,6 +165,8 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
     assert f"{m.pi_low:.4f} to {m.pi_high:.4f} (t(k-1))" in r.output
     inf = leave_one_out(m)
     assert f"the school that drives tau is {math.school_id.iloc[inf.drives_tau]}" in r.output
+    mi = leave_one_out_metareg(meta_regression(math.estimate, math.se, math[mods]))
+    assert "Leave-one-out and influence, meta-regression (REML)" in r.output and f"without it {mi.tau2_del[mi.drives_tau]:.4f}" in r.output
     p = permutation_test(m, n_perm=99, seed=3)
     assert f"permutation p = {p.pvalue:.4g}" in r.output
     mr = meta_regression(math.estimate, math.se, math[mods])

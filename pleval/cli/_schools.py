@@ -46,7 +46,7 @@ def schools(
     prediction: str = typer.Option(
         "t", "--prediction", help="Prediction-interval reference: t (t(k-2)), t_k1 (t(k-1), metafor with knha) or normal (metafor's default)."
     ),
-    influence: bool = typer.Option(False, "--influence", help="Leave-one-out fits and influence diagnostics (metafor's leave1out/influence)."),
+    influence: bool = typer.Option(False, "--influence", help="Leave-one-out fits and influence diagnostics of the pooled effect and the meta-regression (metafor's leave1out/influence)."),
     permutations: int = typer.Option(
         0, "--permutations", help="Permutation tests with this many draws (exact when fewer orderings exist): pooled effect and moderators. 0 = none."
     ),
@@ -133,7 +133,7 @@ def schools(
 
 def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup: bool, seed: int) -> list[str]:
     """The optional analyses of each group, as printable blocks (computed before printing)."""
-    from ..heterogeneity import leave_one_out, permutation_test, permutation_test_moderators
+    from ..heterogeneity import leave_one_out, leave_one_out_metareg, permutation_test, permutation_test_moderators
 
     out = []
     for key, meta in res.meta.items():  # a handful of subjects
@@ -143,6 +143,8 @@ def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup:
             flagged = inf.to_frame()
             flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
             out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
+            if key in regressions:
+                out.append(f"[{label}] " + leave_one_out_metareg(regressions[key], labels=meta.labels).summary())
         if permutations:
             out.append(f"[{label}] " + permutation_test(meta, n_perm=permutations, seed=seed).summary())
             if key in regressions:

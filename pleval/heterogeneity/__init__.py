@@ -6,6 +6,7 @@ from .calibration import Calibration, calibrate
 from .influence import Influence, leave_one_out
 from .meta import MetaAnalysis, meta_analysis
 from .metareg import MetaRegression, meta_regression
+from .metareg_influence import MetaRegressionInfluence, leave_one_out_metareg
 from .multiplicity import SignificanceCounts, significance_counts
 from .permutation import ModeratorPermutationTest, PermutationTest, permutation_test, permutation_test_moderators
 from .placebo import PlaceboResult, placebo_schools
@@ -19,6 +20,8 @@ __all__ = [
     "MetaAnalysis",
     "leave_one_out",
     "Influence",
+    "leave_one_out_metareg",
+    "MetaRegressionInfluence",
     "permutation_test",
     "PermutationTest",
     "permutation_test_moderators",

@@ -28,6 +28,7 @@ import pandas as pd
 
 from .._results import ResultMixin
 from ..errors import DataError
+from . import _metareg_batch as mb
 from . import _tau2
 from .meta import MetaAnalysis
 
@@ -222,72 +223,11 @@ class ModeratorPermutationTest(ResultMixin):
         return "\n".join(lines)
 
 
-def _wls_batch(Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray):
-    """Per row of (Y, V) at τ² = t: weights W, ``A = (X'WX)⁻¹``, β̂ and residuals R."""
-    W = 1.0 / (V + t[:, None])
-    A = np.linalg.inv(np.einsum("nk,kp,kq->npq", W, X, X, optimize=True))
-    beta = np.einsum("npq,nq->np", A, (W * Y) @ X, optimize=True)
-    return W, A, beta, Y - beta @ X.T
-
-
-def _tr_ax(A: np.ndarray, X: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """``A X' diag(D) X`` per row (n × p × p)."""
-    return np.einsum("npq,nk,kq,kr->npr", A, D, X, X, optimize=True)
-
-
-def _tau2_metareg(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """τ̂² of the meta-regression on fixed X for every row of (Y, V) (formulas in :mod:`._tau2`)."""
-    n, k = Y.shape
-    p = X.shape[1]
-    zero = np.zeros(n)
-    if method == "FE":
-        return zero
-    if method in ("HE", "SJ"):
-        H = X @ np.linalg.solve(X.T @ X, X.T)
-        rss = (((Y - Y @ H) ** 2)).sum(axis=1)
-        if method == "HE":
-            return np.maximum(0.0, (rss - (V.sum(axis=1) - V @ np.diag(H))) / (k - p))
-        t0 = rss / k
-        W, _, _, R = _wls_batch(Y, V, X, t0)
-        return np.where(t0 > 0, t0 * (W * R * R).sum(axis=1) / (k - p), 0.0)
-    W, A, _, R = _wls_batch(Y, V, X, zero)
-    q0 = (W * R * R).sum(axis=1)
-    if method == "HS":
-        return np.maximum(0.0, (q0 - k) / W.sum(axis=1))
-    dl = np.maximum(0.0, (q0 - (k - p)) / (W.sum(axis=1) - np.trace(_tr_ax(A, X, W * W), axis1=1, axis2=2)))
-    if method == "DL":
-        return dl
-    scale = float(np.var(Y[0]) + np.mean(V[0]))
-    t, done = (zero.copy(), q0 <= k - p) if method in ("PM", "EB") else (dl, np.zeros(n, dtype=bool))
-    for _ in range(100):
-        W, A, _, R = _wls_batch(Y, V, X, t)
-        wr2 = (W * W * R * R).sum(axis=1)
-        if method == "REML":
-            B2 = _tr_ax(A, X, W * W)
-            tr_p = W.sum(axis=1) - np.trace(B2, axis1=1, axis2=2)
-            tr_pp = ((W * W).sum(axis=1) - 2 * np.trace(_tr_ax(A, X, W**3), axis1=1, axis2=2)
-                     + np.einsum("npq,nqp->n", B2, B2))
-            step = (wr2 - tr_p) / tr_pp
-        elif method == "ML":
-            step = (wr2 - W.sum(axis=1)) / (W * W).sum(axis=1)
-        else:  # PM / EB: Newton on Q(τ²) = k − p, dQ/dτ² = −r'W²r
-            q = (W * R * R).sum(axis=1)
-            step = np.where(wr2 > 0, (q - (k - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
-        new = np.where(done, t, np.maximum(0.0, t + step))
-        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
-        t = new
-        if conv.all():
-            return t
-    for i in np.flatnonzero(~conv):  # rare: a pattern the vector iteration did not settle
-        t[i] = _tau2.estimate_tau2(method, Y[i], V[i], X)[0]
-    return t
-
-
 def _metareg_statistics(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, knapp_hartung: bool):
     """``(β̂, statistic per term, QM)`` of the meta-regression for every row of (Y, V)."""
     k, p = X.shape
-    t = _tau2_metareg(method, Y, V, X)
-    W, A, beta, R = _wls_batch(Y, V, X, t)
+    t = mb.tau2_batch(method, Y, V, X)
+    W, A, beta, R = mb.wls_batch(Y, V, X, t)
     if knapp_hartung:
         A = A * ((W * R * R).sum(axis=1) / (k - p))[:, None, None]
     stat = beta / np.sqrt(np.einsum("npp->np", A))
@@ -332,7 +272,7 @@ def permutation_test_moderators(mr, n_perm: int = 1000, *, seed: int = 0) -> Mod
     (tied rows counted once, as metafor), otherwise ``(1 + count)/(1 + n_perm)`` over
     ``n_perm`` random permutations (``seed``). The intercept's p-value is reported as metafor
     does, though permuting rows does not test it. The refits are vectorized over
-    permutations (blocks of an ``n × k`` array). Needs independent estimates."""
+    permutations (blocks of an ``n × k`` array; :mod:`._metareg_batch`). Needs independent estimates."""
     from .metareg import MetaRegression
 
     if not isinstance(mr, MetaRegression):
