@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs \
+	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs --extra spark \
 	  --generate-hashes --universal --python-version 3.11 --no-header $(UV_ARGS) -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra bench -c requirements.lock \
 	  --generate-hashes --universal --python-version 3.11 --no-header -o requirements-bench.lock

@@ -278,6 +278,7 @@ def validate(
     *,
     require: Iterable[str] = ("outcome", "treatment"),
     drop_missing: bool = True,
+    both_arms: bool = True,
 ) -> Validated:
     """Check ``df`` against ``columns`` and return a :class:`Validated` record.
 
@@ -289,7 +290,8 @@ def validate(
     Rows with a missing treatment, pretest, covariate, school, block, subject or grade are
     dropped and counted per reason (``drop_missing=False`` raises instead). Rows with a
     missing outcome are **kept** and counted (``n_missing_outcome``): attrition needs them;
-    outcome analyses leave them out and say so.
+    outcome analyses leave them out and say so. ``both_arms=False`` accepts a file of one arm
+    (the PL file of a comparison pool given apart, :mod:`pleval.pool`).
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
@@ -361,7 +363,7 @@ def validate(
     n_t = int(out[t_col].sum())
     if n_t == 0:
         raise DataError(f"column {t_col!r} (treatment): no treated units among the {len(out):,} usable rows")
-    if n_t == len(out):
+    if n_t == len(out) and both_arms:
         raise DataError(f"column {t_col!r} (treatment): no comparison units among the {len(out):,} usable rows")
 
     if columns.student_id:

@@ -1,0 +1,93 @@
+"""What an engine does with the pool: aggregate queries, the partitions, the matched rows.
+
+An engine is an object with the methods of :class:`SqlEngine`. The SQL is written once, in the
+subset that DuckDB and Spark SQL share; the engines differ only in how a query is run, how an
+identifier is quoted, and how the partitions are matched (:mod:`.duck`: one partition at a
+time in this process; :mod:`.spark`: ``cogroup(...).applyInPandas`` on the cluster).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .source import literal
+
+NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+           "FLOAT", "DOUBLE", "DECIMAL", "REAL", "INT", "LONG", "SHORT", "BYTE")
+
+
+def kind(sql_type: str) -> str:
+    """"numeric", "bool" or "other" for a DuckDB or Spark SQL type name."""
+    t = sql_type.upper().split("(")[0].strip()
+    if t in NUMERIC:
+        return "numeric"
+    return "bool" if t in ("BOOLEAN", "BOOL") else "other"
+
+
+class SqlEngine:
+    """The queries every engine answers. ``where`` is a SQL condition on the pool's rows."""
+
+    name = "sql"
+    relation: str
+    types: dict
+
+    def quote(self, name: str) -> str:  # pragma: no cover - each engine's own
+        raise NotImplementedError
+
+    def literal(self, v) -> str:
+        return literal(v)
+
+    def one(self, query: str) -> tuple:  # pragma: no cover
+        raise NotImplementedError
+
+    def frame(self, query: str) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def register(self, name: str, df: pd.DataFrame) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    # ---- aggregates ----------------------------------------------------------------
+    def counts(self, conditions: list[str]) -> list[int]:
+        """Rows satisfying each condition (one query)."""
+        if not conditions:
+            return []
+        row = self.one(f"SELECT {', '.join(f'sum(CASE WHEN {c} THEN 1 ELSE 0 END)' for c in conditions)} "
+                       f"FROM {self.relation}")
+        return [int(v or 0) for v in row]
+
+    def value_counts(self, col: str, where: str, by: str | None = None) -> pd.DataFrame:
+        """Counts of each value of ``col`` (and of ``by``) among the rows ``where``."""
+        q = self.quote(col)
+        keys = f"{self.quote(by)} AS g, {q} AS v" if by else f"{q} AS v"
+        group = f"{self.quote(by)}, {q}" if by else q
+        return self.frame(f"SELECT {keys}, count(*) AS n FROM {self.relation} WHERE {where} GROUP BY {group}")
+
+    def n_distinct_at_most(self, col: str, where: str, cap: int) -> bool:
+        """Whether ``col`` has at most ``cap`` distinct values (approximately counted, with margin)."""
+        n = self.one(f"SELECT approx_count_distinct({self.quote(col)}) FROM {self.relation} WHERE {where}")[0]
+        return int(n or 0) <= cap // 2
+
+    def moments(self, exprs: list[str], where: str, by: str | None = None) -> pd.DataFrame:
+        """count, mean and sample variance of each expression (by group and overall)."""
+        aggs = ", ".join(f"count({e}) AS n{j}, avg({e}) AS m{j}, var_samp({e}) AS v{j}" for j, e in enumerate(exprs))
+        out = [self.frame(f"SELECT 'all' AS g, {aggs} FROM {self.relation} WHERE {where}")]
+        if by:
+            out.append(self.frame(f"SELECT CAST({self.quote(by)} AS VARCHAR) AS g, {aggs} FROM {self.relation} "
+                                  f"WHERE {where} GROUP BY {self.quote(by)}"))
+        return pd.concat(out, ignore_index=True)
+
+    # ---- the partitions ------------------------------------------------------------
+    def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:  # pragma: no cover
+        """Match every partition: ``(pairs with the pool row id as "rid", the full pool rows
+        used, with "_rid")``."""
+        raise NotImplementedError
+
+
+def as_python(values) -> list:
+    """Plain Python scalars (level values compare and format alike from either side)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
