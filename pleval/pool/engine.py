@@ -29,6 +29,7 @@ class SqlEngine:
     """The queries every engine answers. ``where`` is a SQL condition on the pool's rows."""
 
     name = "sql"
+    string_type = "VARCHAR"
     relation: str
     types: dict
 
@@ -60,24 +61,32 @@ class SqlEngine:
                        f"FROM {self.relation}")
         return [int(v or 0) for v in row]
 
-    def value_counts(self, col: str, where: str, by: str | None = None) -> pd.DataFrame:
-        """Counts of each value of ``col`` (and of ``by``) among the rows ``where``."""
-        q = self.quote(col)
-        keys = f"{self.quote(by)} AS g, {q} AS v" if by else f"{q} AS v"
-        group = f"{self.quote(by)}, {q}" if by else q
-        return self.frame(f"SELECT {keys}, count(*) AS n FROM {self.relation} WHERE {where} GROUP BY {group}")
+    def n_distinct_at_most(self, cols: list[str], where: str, cap: int) -> list[bool]:
+        """Whether each column has at most ``cap`` distinct values (approximately counted, with
+        margin), in one query."""
+        row = self.one("SELECT " + ", ".join(f"approx_count_distinct({self.quote(c)})" for c in cols)
+                       + f" FROM {self.relation} WHERE {where}")
+        return [int(n or 0) <= cap // 2 for n in row]
 
-    def n_distinct_at_most(self, col: str, where: str, cap: int) -> bool:
-        """Whether ``col`` has at most ``cap`` distinct values (approximately counted, with margin)."""
-        n = self.one(f"SELECT approx_count_distinct({self.quote(col)}) FROM {self.relation} WHERE {where}")[0]
-        return int(n or 0) <= cap // 2
+    def value_counts_many(self, cols: list[str], text: list[bool], where: str, by: str | None) -> pd.DataFrame:
+        """Counts of each value of each column (by ``by``), in one query: columns ``var``, ``g``,
+        ``vs`` (the value of a text column), ``vn`` (of a numeric or boolean one, as a double), ``n``."""
+        g = f"CAST({self.quote(by)} AS {self.string_type})" if by else "'all'"
+        parts = []
+        for c, is_text in zip(cols, text):
+            q = self.quote(c)
+            vs, vn = (q, "CAST(NULL AS DOUBLE)") if is_text else (f"CAST(NULL AS {self.string_type})", f"CAST({q} AS DOUBLE)")
+            group = f"{g}, {q}" if by else q
+            parts.append(f"SELECT {self.literal(c)} AS var, {g} AS g, {vs} AS vs, {vn} AS vn, count(*) AS n "
+                         f"FROM {self.relation} WHERE {where} GROUP BY {group}")
+        return self.frame(" UNION ALL ".join(parts))
 
     def moments(self, exprs: list[str], where: str, by: str | None = None) -> pd.DataFrame:
         """count, mean and sample variance of each expression (by group and overall)."""
         aggs = ", ".join(f"count({e}) AS n{j}, avg({e}) AS m{j}, var_samp({e}) AS v{j}" for j, e in enumerate(exprs))
         out = [self.frame(f"SELECT 'all' AS g, {aggs} FROM {self.relation} WHERE {where}")]
         if by:
-            out.append(self.frame(f"SELECT CAST({self.quote(by)} AS VARCHAR) AS g, {aggs} FROM {self.relation} "
+            out.append(self.frame(f"SELECT CAST({self.quote(by)} AS {self.string_type}) AS g, {aggs} FROM {self.relation} "
                                   f"WHERE {where} GROUP BY {self.quote(by)}"))
         return pd.concat(out, ignore_index=True)
 

@@ -81,7 +81,7 @@ def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
     if t in eng.types:
         lab = columns.treated_label
         cond = f"{eng.quote(t)} = {eng.literal(lab)}" if lab is not None else \
-            f"CAST({eng.quote(t)} AS VARCHAR) NOT IN ('0', '0.0', 'false', 'False')"
+            f"CAST({eng.quote(t)} AS {eng.string_type}) NOT IN ('0', '0.0', 'false', 'False')"
         n1 = eng.counts([f"{eng.quote(t)} IS NOT NULL AND {cond}"])[0]
         if n1:
             raise DataError(f"column {t!r} (treatment): {n1:,} pool row(s) are marked treated; the pool holds "
@@ -150,15 +150,20 @@ def _make_engine(engine: str, pool, table, spark):
 
 
 def _levels(eng, data, covariates, categorical, where):
-    """Counts per level (PL and pool together) of each categorical covariate."""
+    """Counts per level (PL and pool together) of each categorical covariate (one query)."""
+    cats = [c for c in covariates if c in categorical or is_categorical(data[c]) or kind(eng.types[c]) != "numeric"]
+    if not cats:
+        return {}
+    text = [kind(eng.types[c]) == "other" for c in cats]
+    vc = eng.value_counts_many(cats, text, where, None)
     out = {}
-    for c in covariates:
-        if c in categorical or is_categorical(data[c]) or kind(eng.types[c]) != "numeric":
-            pool = eng.value_counts(c, where)
-            cnt = pd.Series(pool["n"].to_numpy(dtype=np.int64), index=as_python(pool["v"]))
-            pl = data[c].value_counts()
-            pl.index = as_python(pl.index)
-            out[c] = cnt.add(pl, fill_value=0).astype(np.int64)
+    for c, is_text in zip(cats, text):
+        f = vc[vc["var"] == c]
+        vals = f["vs"].to_numpy(dtype=object) if is_text else f["vn"].to_numpy(dtype=float)
+        cnt = pd.Series(f["n"].to_numpy(dtype=np.int64), index=as_python(vals))
+        pl = data[c].value_counts()
+        pl.index = as_python(pl.index)
+        out[c] = cnt.add(pl, fill_value=0).astype(np.int64)
     return out
 
 

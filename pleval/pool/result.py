@@ -26,19 +26,26 @@ DISTINCT_CAP = 2_000_000
 
 
 def pool_before(eng, data: pd.DataFrame, columns, variables, categorical, where: str) -> dict:
-    """Per variable: ``("counts", frame g/v/n)`` or ``("moments", frame g/n0/m0/v0)`` of the
-    eligible pool rows, by subject (``g``; the whole pool is "all")."""
+    """Per variable: ``("counts", frame g/v/n, categorical)`` or ``("moments", frame g/n0/m0/v0,
+    False)`` of the eligible pool rows, by subject (``g``; the whole pool is "all"). Two queries
+    in all (the engines pay per query): distinct counts, then every variable's value counts."""
     by = columns.subject
+    cat = {v: v in categorical or is_categorical(data[v]) or kind(eng.types[v]) != "numeric" for v in variables}
+    numeric = [v for v in variables if not cat[v]]
+    small = dict(zip(numeric, eng.n_distinct_at_most(numeric, where, DISTINCT_CAP))) if numeric else {}
+    counted = [v for v in variables if cat[v] or small[v]]
+    text = {v: kind(eng.types[v]) == "other" for v in variables}
+    vc = eng.value_counts_many(counted, [text[v] for v in counted], where, by) if counted else None
     out = {}
     for var in variables:
-        cat = var in categorical or is_categorical(data[var]) or kind(eng.types[var]) != "numeric"
-        if cat or eng.n_distinct_at_most(var, where, DISTINCT_CAP):
-            vc = eng.value_counts(var, where, by)
-            if not by:
-                vc.insert(0, "g", "all")
-            out[var] = ("counts", vc, cat)
+        if var in counted:
+            f = vc[vc["var"] == var]
+            f = pd.DataFrame({"g": f["g"].to_numpy() if by else "all",
+                              "v": f["vs"].to_numpy(dtype=object) if text[var] else f["vn"].to_numpy(dtype=float),
+                              "n": f["n"].to_numpy(dtype=np.int64)})
+            out[var] = ("counts", f, cat[var])
         else:
-            out[var] = ("moments", eng.moments([f"CAST({eng.quote(var)} AS DOUBLE)"], where, by), cat)
+            out[var] = ("moments", eng.moments([f"CAST({eng.quote(var)} AS DOUBLE)"], where, by), False)
     return out
 
 

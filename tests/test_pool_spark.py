@@ -1,0 +1,53 @@
+"""The Spark engine of pleval.pool in Spark local mode: the matched sample and the estimates of
+the in-memory engine, to 1e-12. One local session for the module (Java 17 on the machine)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+from pleval.data import SAMPLE_COLUMNS
+from pleval.pool import match_pool
+
+from .test_pool import SAMPLE, _same_matched, _same_numbers
+
+pyspark = pytest.importorskip("pyspark")
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # the workers run this interpreter (pleval, pandas)
+    s = (SparkSession.builder.master("local[1]").appName("pleval-test")
+         .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+         .config("spark.driver.memory", "1g").getOrCreate())
+    s.sparkContext.setLogLevel("ERROR")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def small():
+    df = pd.read_csv(SAMPLE)
+    df = df[df["grade"].isin([3, 4])]
+    pl = df[df["treatment"] == 1].reset_index(drop=True)
+    pool = df[df["treatment"] == 0].drop(columns="treatment").reset_index(drop=True)
+    return pl, pool
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("method", ["vcg", "propensity"])
+def test_spark_engine_matches_in_memory(spark, small, method, tmp_path):
+    pl, pool = small
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    spark.read.parquet(str(tmp_path / "pool.parquet")).createOrReplaceTempView("state_pool")
+    ref = match_pool(pl, pool, SAMPLE_COLUMNS, method, engine="memory")
+    got = match_pool(pl, "state_pool", SAMPLE_COLUMNS, method, engine="spark", spark=spark)  # a table name
+    _same_matched(ref, got)
+    _same_numbers(ref.estimate(by="subject").to_frame(), got.estimate(by="subject").to_frame())
+    _same_numbers(ref.balance().table, got.balance().table)
+    _same_numbers(ref.sample_sizes(), got.sample_sizes())
