@@ -42,6 +42,11 @@ class DuckEngine(SqlEngine):
     def register(self, name: str, df: pd.DataFrame) -> None:
         self.src.con.register(name, df)
 
+    def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:
+        cols_sql = ", ".join(map(quote, dict.fromkeys(cols))) or "1 AS one"
+        samp = "" if fraction >= 1 else f" USING SAMPLE {100.0 * fraction!r} PERCENT (bernoulli, 1)"
+        return self.frame(f"SELECT {cols_sql} FROM (SELECT * FROM {self.relation} WHERE {where}) s{samp}")
+
     def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:
         strata = list(plan.strata)
         parts = list(pl.groupby(strata, sort=True)) if strata else [((), pl)]

@@ -90,6 +90,10 @@ class SqlEngine:
                                   f"WHERE {where} GROUP BY {self.quote(by)}"))
         return pd.concat(out, ignore_index=True)
 
+    def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:  # pragma: no cover
+        """A seeded random ``fraction`` of the rows ``where`` (columns ``cols``)."""
+        raise NotImplementedError
+
     # ---- the partitions ------------------------------------------------------------
     def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:  # pragma: no cover
         """Match every partition: ``(pairs with the pool row id as "rid", the full pool rows

@@ -119,12 +119,37 @@ class LogitFit:
     max_abs_eta_pool: float
 
 
+def warm_start(X_t: np.ndarray, X_s: np.ndarray, fraction: float) -> np.ndarray | None:
+    """Starting values from the PL rows and a random ``fraction`` of the pool, in memory: the
+    logit of that case-control sample has the full-data slopes and an intercept larger by
+    ``−log(fraction)`` (Prentice & Pyke 1979), so the intercept is moved back. Only the number
+    of Newton passes depends on it; the passes converge to the full-data MLE from any start.
+    None when the sample fit fails."""
+    import statsmodels.api as sm
+
+    if not len(X_s):
+        return None
+    y = np.concatenate([np.ones(len(X_t)), np.zeros(len(X_s))])
+    try:
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            r = sm.Logit(y, np.vstack([X_t, X_s])).fit(method="newton", maxiter=50, disp=0)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    b = np.asarray(r.params, dtype=float).copy()
+    if not np.all(np.isfinite(b)):
+        return None
+    b[0] += np.log(fraction)
+    return b
+
+
 def fit_logit(X_t: np.ndarray, pool_pass: Callable[[np.ndarray], tuple], names, *, tol: float = 1e-10,
-              maxiter: int = 50, progress=None) -> LogitFit:
+              maxiter: int = 50, progress=None, start: np.ndarray | None = None) -> LogitFit:
     """Newton–Raphson for the logit MLE with treated rows ``X_t`` (in memory) and comparison
-    rows summed by ``pool_pass(beta) -> (Σ w x x', Σ p x, Σ log(1 − p), max |η|)``."""
+    rows summed by ``pool_pass(beta) -> (Σ w x x', Σ p x, Σ log(1 − p), max |η|)``, from
+    ``start`` (default zeros)."""
     k = X_t.shape[1]
-    beta = np.zeros(k)
+    beta = np.zeros(k) if start is None else np.asarray(start, dtype=float)
     prev = None  # (beta, ll) of the last accepted point
     step = None
     for it in range(1, maxiter + 1):
@@ -142,7 +167,7 @@ def fit_logit(X_t: np.ndarray, pool_pass: Callable[[np.ndarray], tuple], names, 
             return LogitFit(beta, it, max_eta)
         H = (X_t * (p * (1.0 - p))[:, None]).T @ X_t + H_c
         g = X_t.T @ (1.0 - p) - s_c
-        if it == 1:
+        if it == 1 or (it == 2 and start is not None):
             scale = np.sqrt(np.diag(H))  # Jacobi scaling: the rank of a correlation-like matrix
             scale[scale == 0] = 1.0
             rank = int(np.linalg.matrix_rank(H / np.outer(scale, scale), hermitian=True))

@@ -36,6 +36,8 @@ ENGINES = ("duckdb", "spark", "memory")
 METHODS = ("propensity", "vcg")
 _DROP_ROLES = ("pretest", "covariates", "school", "block", "subject", "grade", "weight", "student_id")
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
+WARM_SAMPLE = 50_000
+"""Pool rows sampled for the starting values of the out-of-core logit (:func:`.logit.warm_start`)."""
 
 
 def _no_progress(message, done=None, total=None):
@@ -208,7 +210,7 @@ def _separation(eng, data, t_counts, levels, covariates, where) -> list[str]:
     return problems
 
 
-def _propensity_plan(eng, data, columns, covariates, categorical, where, progress):
+def _propensity_plan(eng, data, columns, covariates, categorical, where, progress, n_pool):
     levels = _levels(eng, data, covariates, set(categorical), where)
     t_counts = {c: pd.Series(data[c].value_counts().to_numpy(), index=as_python(data[c].value_counts().index))
                 for c in levels}
@@ -229,7 +231,10 @@ def _propensity_plan(eng, data, columns, covariates, categorical, where, progres
         row = eng.one(f"SELECT {', '.join(aggs)} FROM (SELECT {inner} FROM {eng.relation} WHERE {where}) s")
         return logit.unpack(row, len(terms))
 
-    fit = logit.fit_logit(X_t, pool_pass, names, progress=progress)
+    fraction = min(1.0, WARM_SAMPLE / max(n_pool, 1))
+    sample = eng.sample([t.source for t in terms if t.source != "const"], where, fraction)
+    start = logit.warm_start(X_t, logit.term_matrix(sample, terms), len(sample) / max(n_pool, 1))
+    fit = logit.fit_logit(X_t, pool_pass, names, progress=progress, start=start)
     logit.check_fit(fit, X_t, names)
     lin = logit.linear_sql(xs, fit.params)
     row = eng.one(f"SELECT var_samp(eta), min(eta), max(eta), count(*) FROM (SELECT {lin} AS eta FROM {eng.relation} "
@@ -344,7 +349,8 @@ def match_pool(
         replace = True if replace is None else bool(replace)
         ties = replace if ties is None else bool(ties)
         progress("propensity model (out of core)")
-        terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress)
+        terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress,
+                                                    eng.counts([where])[0])
         lin_t = logit.term_matrix(data, terms) @ fit.params
         unit = float(np.sqrt((lin_t.var(ddof=1) + eta["var"]) / 2.0))
         width = 0.2 if caliper is None else caliper

@@ -88,6 +88,10 @@ class SparkEngine(SqlEngine):
     def register(self, name: str, df: pd.DataFrame) -> None:
         self.spark.createDataFrame(df).createOrReplaceTempView(name)
 
+    def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:
+        sdf = self.spark.sql(f"SELECT {', '.join(map(self.quote, dict.fromkeys(cols)))} FROM {VIEW} WHERE {where}")
+        return (sdf if fraction >= 1 else sdf.sample(fraction=fraction, seed=1)).toPandas()
+
     def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:
         from pyspark.sql import functions as F
         from pyspark.sql.types import DoubleType, IntegralType, LongType, StringType, StructField, StructType
