@@ -482,6 +482,7 @@ def estimate(
     *,
     progress: Progress | None = None,
     checked=None,
+    matcher: Callable | None = None,
     **options,
 ) -> Evaluation:
     """Evaluate a PL program from a student file: design diagnostics, overall effect by
@@ -509,6 +510,9 @@ def estimate(
         used); without it the checks run here. Either way an error stops the run before
         anything is computed (:class:`~pleval.errors.DataError`, the check's one line) and
         the warnings are issued as :class:`~pleval.errors.PlevalWarning`.
+    matcher : callable, optional
+        Used instead of :func:`pleval.match` (same arguments, returns a ``MatchResult``):
+        :func:`pleval.pool.estimate_pool` passes the match of a comparison pool given apart.
 
     Other Parameters
     ----------------
@@ -610,7 +614,8 @@ def estimate(
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
         else:
             v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
-            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress)
+            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
+                                 matcher)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -952,14 +957,15 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
     return schools[np.sort(keep)]
 
 
-def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress) -> list[dict]:
+def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress,
+                 matcher=None) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
     from .matching import EffectTable, match
 
     progress(f"matching: {method}")
     try:
-        m = match(v, columns, method=method, seed=seed, **match_opts)  # already validated
+        m = (matcher or match)(v, columns, method=method, seed=seed, **match_opts)  # already validated
     except TypeError as exc:
         if not match_opts:
             raise

@@ -127,3 +127,30 @@ def test_pool_bad_inputs(split, stored):
         match_pool(pl, pool.assign(posttest=pool["posttest"].astype(str)), SAMPLE_COLUMNS, "vcg")
     with pytest.raises(DataError, match="no such file"):
         match_pool(pl, stored["parquet"] / "nowhere", SAMPLE_COLUMNS, "vcg")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_estimate_with_a_pool_is_the_in_memory_evaluation(split, stored, tmp_path):
+    """`pleval estimate pl.csv --pool pool.duckdb`: the tables of pleval.estimate on PL + pool
+    (placebo schools off: not run with a pool, and the notes say so)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import pleval
+    from pleval.cli import app
+
+    pl, pool = split
+    pl = pl[pl["grade"].isin([3, 4])]
+    pool = pool[pool["grade"].isin([3, 4])]
+    ref = pleval.estimate(pd.concat([pl, pool.assign(treatment=0)], ignore_index=True), SAMPLE_COLUMNS, method="vcg",
+                          placebo=False, sensitivity=False)
+    pl.drop(columns="treatment").to_csv(tmp_path / "pl.csv", index=False)
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    res = CliRunner().invoke(app, ["estimate", str(tmp_path / "pl.csv"), "--pool", str(tmp_path / "pool.parquet"),
+                                   "--method", "vcg", "--set", "sensitivity=false", "--out", str(tmp_path / "out"),
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = pd.read_csv(tmp_path / "out" / "overall.csv")
+    _same_numbers(ref.overall.reset_index(drop=True)[got.columns.tolist()], got, rtol=1e-10)
+    assert "comparison pool" in json.loads(res.stdout)["notes"][0]

@@ -296,6 +296,9 @@ def estimate(
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
     method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal; rct: ols (default), cluster_means, mixedlm."),
     only_subject: OnlySubject = None,
+    pool: Optional[str] = typer.Option(None, "--pool", help="Comparison pool given apart from FILE, which then holds PL students only: a folder of Parquet files, a .parquet file or a DuckDB database file (or, with --engine spark, a Spark table or path). Matched out of core (docs/scale.md)."),
+    pool_table: Optional[str] = typer.Option(None, "--pool-table", help="The table of a DuckDB --pool file (default: its only table)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="With --pool: duckdb (default: out of core), spark (the active Spark session, e.g. under spark-submit) or memory."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
     force: Force = False,
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
@@ -402,19 +405,33 @@ def estimate(
                  subject=subject, weight=weight, takeup=takeup)
     reading = read_options(sep, decimal, encoding, sheet, header_row, na)
     check_outputs(out_, force=force, input_path=str(src))  # before any computation
+    if (pool_table or engine) and pool is None:
+        raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
+    if pool is not None and design_ != "matched":
+        raise DataError("--pool gives the comparison students of a matched design; it does not go with --design rct")
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps:
         steps("reading and checking the data")
         df = read_table(src, **reading)
         check_subject_flag(df, subject)
-        report = check(df, given=_given(cfg.get("columns", {}), flags), design=design_)
-        if fmt == "text" and not quiet and not debug:
+        if pool is not None:
+            from ..pool import estimate_pool
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PlevalWarning)
+                ev = estimate_pool(df, pool, _given(cfg.get("columns", {}), flags), method_, engine=engine or "duckdb",
+                                   table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
+            if fmt == "text" and not quiet and not debug:
+                print_checks(ev.checks)
+        report = None if pool is not None else check(df, given=_given(cfg.get("columns", {}), flags), design=design_)
+        if report is not None and fmt == "text" and not quiet and not debug:
             print_checks(report)  # errors: every line, exit 2; warnings: at the top
-        else:
+        elif report is not None:
             report.raise_errors()
-        with warnings.catch_warnings():  # shown above (or in the JSON): not again as Python warnings
-            warnings.simplefilter("ignore", PlevalWarning)
-            ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
-                              progress=steps, checked=report, **options)
+        if report is not None:
+            with warnings.catch_warnings():  # shown above (or in the JSON): not again as Python warnings
+                warnings.simplefilter("ignore", PlevalWarning)
+                ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
+                                  progress=steps, checked=report, **options)
         steps("writing plots, tables and the report")
         folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src))
     elapsed = time.perf_counter() - t0

@@ -13,8 +13,9 @@ All three give the same matched sample and estimates (:mod:`.match`, :mod:`.part
 :func:`estimate_pool` runs the whole evaluation on it.
 """
 
+from .evaluate import estimate_pool
 from .match import ENGINES, match_pool
 from .result import PoolMatchResult
 from .source import PoolSource, open_pool
 
-__all__ = ["match_pool", "open_pool", "PoolSource", "PoolMatchResult", "ENGINES"]
+__all__ = ["match_pool", "estimate_pool", "open_pool", "PoolSource", "PoolMatchResult", "ENGINES"]
