@@ -25,7 +25,6 @@ from ..data import Columns, _coerce_treatment, validate
 from ..errors import DataError, DesignError
 from ..matching import _long, _strata
 from ..matching._design import is_categorical
-from ..matching.exact import match_vcg  # noqa: F401  (the matcher the partitions run)
 from ..matching.propensity import CommonSupport, PropensityModel
 from . import logit
 from .engine import as_python, kind

@@ -80,12 +80,6 @@ class PoolSource:
     def columns(self) -> list[str]:
         return [c for c in self.types if c != RID]
 
-    def sql(self, query: str):
-        return self.con.sql(query)
-
-    def count(self, where: str = "TRUE") -> int:
-        return int(self.con.execute(f"SELECT count(*) FROM {self.relation} WHERE {where}").fetchall()[0][0])
-
 
 def _parquet_files(p: Path) -> list[str]:
     if p.is_file():
