@@ -64,7 +64,7 @@ def _pl_frame(pl: pd.DataFrame, columns: Columns) -> pd.DataFrame:
 
 def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
     roles = columns.roles()
-    need = [c for role, cols in roles.items() if role not in ("treatment", "takeup", "block") for c in cols]
+    need = [c for role, cols in roles.items() if role not in ("treatment", "takeup") for c in cols]
     need = list(dict.fromkeys(need + list(extra)))
     absent = [c for c in need if c not in eng.types]
     if absent:
