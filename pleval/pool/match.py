@@ -33,7 +33,8 @@ from .result import PoolMatchResult, pool_before
 
 ENGINES = ("duckdb", "spark", "memory")
 METHODS = ("propensity", "vcg")
-_DROP_ROLES = ("pretest", "covariates", "school", "block", "subject", "grade", "weight", "student_id")
+_DROP_ROLES = ("pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "student_id")
+"""The roles whose missing values drop a row, in the order of :func:`pleval.data.validate`."""
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 WARM_SAMPLE = 50_000
 """Pool rows sampled for the starting values of the out-of-core logit (:func:`.logit.warm_start`)."""
