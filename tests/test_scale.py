@@ -69,3 +69,20 @@ def test_forest_with_thousands_of_schools_summarizes_the_middle():
     small = plots.forest(df.iloc[:20], pooled=pooled, max_rows=20)  # 20 rows: all drawn
     assert len(small.axes[0].get_yticklabels()) == 21
     assert fig.get_size_inches()[1] == pytest.approx(small.get_size_inches()[1] + plots.ROW_INCH)
+
+
+def test_balance_on_merged_rows_is_the_balance_of_every_copy(tied):
+    """MatchResult.balance merges a reused student's copies (weights and squared weights
+    summed): the table and the WWC equivalence equal those computed on the long matched sample."""
+    from pleval.matching.balance import balance
+
+    merged = tied.balance()
+    long = balance(tied.data, tied.matched, C.treatment, tied.variables, C.main_pretest, by=C.subject,
+                   categorical=tied.categorical)
+    num = long.table.select_dtypes("number").columns
+    np.testing.assert_allclose(merged.table[num].to_numpy(float), long.table[num].to_numpy(float), rtol=1e-10, atol=1e-12)
+    assert merged.table.drop(columns=num).equals(long.table.drop(columns=num))
+    num = long.equivalence.select_dtypes("number").columns
+    np.testing.assert_allclose(merged.equivalence[num].to_numpy(float), long.equivalence[num].to_numpy(float),
+                               rtol=1e-10)
+    assert (merged.equivalence["wwc_baseline_equivalence"] == long.equivalence["wwc_baseline_equivalence"]).all()

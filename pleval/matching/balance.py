@@ -43,31 +43,45 @@ from ..standards import baseline_equivalence
 from ._design import codes_and_levels, is_categorical
 
 
-def weighted_mean_var(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Weighted mean and unbiased reliability-weighted variance (as ``numpy.cov(aweights=)``)."""
+def weighted_mean_var(x: np.ndarray, w: np.ndarray, w2: np.ndarray | None = None) -> tuple[float, float]:
+    """Weighted mean and unbiased reliability-weighted variance (as ``numpy.cov(aweights=)``);
+    ``w2``: each row's sum of squared weights when a row stands for several copies (default ``w²``)."""
+    m, v = weighted_moments(np.asarray(x, dtype=float)[:, None], w, w2)
+    return float(m[0]), float(v[0])
+
+
+def weighted_moments(X: np.ndarray, w: np.ndarray, w2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`weighted_mean_var` of every column of ``X`` at once (one matrix product each)."""
     sw = w.sum()
     if sw <= 0:
-        return np.nan, np.nan
-    m = float(np.dot(w, x) / sw)
-    denom = sw - np.dot(w, w) / sw
-    v = float(np.dot(w, (x - m) ** 2) / denom) if denom > 0 else np.nan
+        return np.full(X.shape[1], np.nan), np.full(X.shape[1], np.nan)
+    m = (w @ X) / sw
+    denom = sw - (w2.sum() if w2 is not None else np.dot(w, w)) / sw
+    v = (w @ (X - m) ** 2) / denom if denom > 0 else np.full(X.shape[1], np.nan)
     return m, v
 
 
 def _indicator_columns(df: pd.DataFrame, variables, categorical=()):
-    """(name, values, is_binary) for every variable; categorical ones give one 0/1 column per level."""
-    out = []
+    """(names, values as an n×p matrix, is_binary per column); categorical variables give one
+    0/1 column per level."""
+    names, cols, binary = [], [], []
     for c in variables:
         s = df[c]
         if c in categorical or is_categorical(s):
             codes, levels = codes_and_levels(s)
             for j, lev in enumerate(levels):
-                out.append((f"{c}[{lev}]", (codes == j).astype(float), True))
+                names.append(f"{c}[{lev}]")
+                cols.append(codes == j)
+                binary.append(True)
         else:
             x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            binary = bool(np.isin(x[np.isfinite(x)], (0.0, 1.0)).all())
-            out.append((c, x, binary))
-    return out
+            names.append(c)
+            cols.append(x)
+            binary.append(bool(np.isin(x[np.isfinite(x)], (0.0, 1.0)).all()))
+    X = np.empty((len(df), len(cols)))
+    for j, col in enumerate(cols):
+        X[:, j] = col
+    return names, X, np.array(binary, dtype=bool)
 
 
 def _ecdf(x: np.ndarray, w: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -94,67 +108,71 @@ SMD_DENOMINATORS = ("pooled", "treated", "pooled_p")
 
 
 def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
-                  categorical=(), smd: str = "pooled", threshold: float = 0.1) -> pd.DataFrame:
+                  categorical=(), smd: str = "pooled", threshold: float = 0.1, weight2: str | None = None) -> pd.DataFrame:
     """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
     (``after`` rows weighted by ``weight``), with the flags; one row per variable or
-    categorical level."""
+    categorical level. ``weight2``: a column with each ``after`` row's sum of squared weights,
+    when a row stands for several weighted copies (a comparison student reused by several
+    matched sets, merged: the same means, variances and eCDFs)."""
     tb = before[treatment].to_numpy().astype(bool)
     ta = after[treatment].to_numpy().astype(bool)
     wa = after[weight].to_numpy(dtype=float)
-    cols_b = _indicator_columns(before, variables, categorical)
-    cols_a = {name: x for name, x, _ in _indicator_columns(after, variables, categorical)}
-    rows = []
-    for name, xb, binary in cols_b:
-        ones_t, ones_c = np.ones(tb.sum()), np.ones((~tb).sum())
-        mt0, vt0 = weighted_mean_var(xb[tb], ones_t)
-        mc0, vc0 = weighted_mean_var(xb[~tb], ones_c)
-        if smd == "treated":
-            sd0 = np.sqrt(mt0 * (1.0 - mt0)) if binary else np.sqrt(vt0)
-        elif smd == "pooled_p" and binary:  # MatchIt / cobalt for the ATE: p(1 − p) for binaries
-            sd0 = np.sqrt((mt0 * (1.0 - mt0) + mc0 * (1.0 - mc0)) / 2.0)
-        else:
-            sd0 = np.sqrt((vt0 + vc0) / 2.0)
-        xa = cols_a.get(name, np.zeros(len(after)))
-        mt1, vt1 = weighted_mean_var(xa[ta], wa[ta])
-        mc1, vc1 = weighted_mean_var(xa[~ta], wa[~ta])
-        grid = np.unique(xb)
-        e0 = ecdf_stats(xb, tb, np.ones(len(xb)), binary, grid)
-        e1 = ecdf_stats(xa, ta, wa, binary, grid)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rows.append(
-                {
-                    "variable": name,
-                    "binary": binary,
-                    "mean_treated_before": mt0,
-                    "mean_comparison_before": mc0,
-                    "smd_before": (mt0 - mc0) / sd0 if sd0 > 0 else np.nan,
-                    "var_ratio_before": np.nan if binary else vt0 / vc0,
-                    "mean_treated_after": mt1,
-                    "mean_comparison_after": mc1,
-                    "smd_after": (mt1 - mc1) / sd0 if sd0 > 0 else np.nan,
-                    "var_ratio_after": np.nan if binary else vt1 / vc1,
-                    "ecdf_mean_before": e0[0],
-                    "ecdf_max_before": e0[1],
-                    "ecdf_mean_after": e1[0],
-                    "ecdf_max_after": e1[1],
-                }
-            )
-    out = pd.DataFrame(rows)
+    wa2 = None if weight2 is None else after[weight2].to_numpy(dtype=float)
+    names, Xb, binary = _indicator_columns(before, variables, categorical)
+    names_a, Xa_own, _ = _indicator_columns(after, variables, categorical)
+    pos = {n: j for j, n in enumerate(names_a)}
+    Xa = np.column_stack([Xa_own[:, pos[n]] if n in pos else np.zeros(len(after)) for n in names]) if names \
+        else np.empty((len(after), 0))
+    ones = np.ones(len(before))
+    mt0, vt0 = weighted_moments(Xb[tb], ones[tb])
+    mc0, vc0 = weighted_moments(Xb[~tb], ones[~tb])
+    if smd == "treated":
+        var0 = np.where(binary, mt0 * (1.0 - mt0), vt0)
+    elif smd == "pooled_p":  # MatchIt / cobalt for the ATE: p(1 − p) for binaries
+        var0 = np.where(binary, (mt0 * (1.0 - mt0) + mc0 * (1.0 - mc0)) / 2.0, (vt0 + vc0) / 2.0)
+    else:
+        var0 = (vt0 + vc0) / 2.0
+    sd0 = np.sqrt(var0)
+    mt1, vt1 = weighted_moments(Xa[ta], wa[ta], None if wa2 is None else wa2[ta])
+    mc1, vc1 = weighted_moments(Xa[~ta], wa[~ta], None if wa2 is None else wa2[~ta])
+    grids = [None if binary[j] else np.unique(Xb[:, j]) for j in range(len(names))]
+    e0 = np.array([ecdf_stats(Xb[:, j], tb, ones, binary[j], grids[j]) for j in range(len(names))]).reshape(-1, 2)
+    e1 = np.array([ecdf_stats(Xa[:, j], ta, wa, binary[j], grids[j]) for j in range(len(names))]).reshape(-1, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = pd.DataFrame({
+            "variable": names,
+            "binary": binary,
+            "mean_treated_before": mt0,
+            "mean_comparison_before": mc0,
+            "smd_before": np.where(sd0 > 0, (mt0 - mc0) / sd0, np.nan),
+            "var_ratio_before": np.where(binary, np.nan, vt0 / vc0),
+            "mean_treated_after": mt1,
+            "mean_comparison_after": mc1,
+            "smd_after": np.where(sd0 > 0, (mt1 - mc1) / sd0, np.nan),
+            "var_ratio_after": np.where(binary, np.nan, vt1 / vc1),
+            "ecdf_mean_before": e0[:, 0],
+            "ecdf_max_before": e0[:, 1],
+            "ecdf_mean_after": e1[:, 0],
+            "ecdf_max_after": e1[:, 1],
+        })
     b, a = out["smd_before"].abs(), out["smd_after"].abs()
     out["imbalanced"] = a > threshold
     out["worse"] = (a > b) & (a > threshold / 2)
     return out
 
 
-def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight") -> dict:
-    """Hedges g of the pretest in the matched sample and the WWC verdicts."""
+def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight",
+                        weight2: str | None = None) -> dict:
+    """Hedges g of the pretest in the matched sample and the WWC verdicts (``weight2`` as in
+    :func:`balance_table`)."""
     t = after[treatment].to_numpy().astype(bool)
     w = after[weight].to_numpy(dtype=float)
+    w2 = w**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
     x = after[pretest].to_numpy(dtype=float)
-    mt, vt = weighted_mean_var(x[t], w[t])
-    mc, vc = weighted_mean_var(x[~t], w[~t])
-    nt = w[t].sum() ** 2 / (w[t] ** 2).sum()
-    nc = w[~t].sum() ** 2 / (w[~t] ** 2).sum()
+    mt, vt = weighted_mean_var(x[t], w[t], w2[t])
+    mc, vc = weighted_mean_var(x[~t], w[~t], w2[~t])
+    nt = w[t].sum() ** 2 / w2[t].sum()
+    nc = w[~t].sum() ** 2 / w2[~t].sum()
     g = float(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc))
     return {
         "pretest": pretest,
@@ -215,10 +233,11 @@ class Balance(ResultMixin):
 
 def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
             by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
-            smd: str = "pooled") -> Balance:
+            smd: str = "pooled", weight2: str | None = None) -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
     with ``by`` (e.g. the subject column), within each group. ``smd``: "pooled" (default),
-    "treated" (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator."""
+    "treated" (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator;
+    ``weight2``: see :func:`balance_table`."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
     groups = [("all", before, after)]
@@ -229,11 +248,11 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
         if not len(a) or a[treatment].nunique() < 2:
             continue
         tab = balance_table(b, a, treatment, variables, weight=weight, categorical=categorical, smd=smd,
-                            threshold=threshold)
+                            threshold=threshold, weight2=weight2)
         tab.insert(0, "group", name)
         tabs.append(tab)
         if pretest is not None:
-            eqs.append({"group": name, **pretest_equivalence(a, treatment, pretest, weight=weight)})
+            eqs.append({"group": name, **pretest_equivalence(a, treatment, pretest, weight=weight, weight2=weight2)})
     eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",
                "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]  # empty without a pretest
     return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=eq_cols), threshold)

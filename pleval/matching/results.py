@@ -140,9 +140,13 @@ class MatchResult(ResultMixin):
         if smd is None and self.options.get("conventions") == "matchit":
             smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
         smd = smd or "pooled"
+        # each matched row once, its copies' weights and squared weights summed (the same table)
+        rows, codes = np.unique(self.rows, return_inverse=True)
+        after = self.data.iloc[rows].assign(_weight=np.bincount(codes, self.weight, len(rows)),
+                                            _weight2=np.bincount(codes, self.weight**2, len(rows)))
         return balance(
-            self.data, self.matched, c.treatment, self.variables, c.main_pretest,
-            by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd,
+            self.data, after, c.treatment, self.variables, c.main_pretest,
+            by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2",
         )
 
     def weight_summary(self) -> pd.DataFrame:
