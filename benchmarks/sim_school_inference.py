@@ -1,6 +1,7 @@
 """Simulation study of school-by-school inference (docs/validation.md, "School-by-school inference").
 
-    python benchmarks/sim_school_inference.py [--reps 200] [--scenario NAME ...] [--out table.csv]
+    python benchmarks/sim_school_inference.py [--reps 200] [--seed0 0] [--scenario NAME ...] [--rows rows.csv]
+    python benchmarks/sim_school_inference.py --summarize rows.csv [more.csv ...]
 
 Data from the independent generator ``tests/_school_sim.py`` (not pleval.simulate); each
 replication runs ``pleval.estimate`` with its defaults (placebo schools: every comparison
@@ -9,7 +10,9 @@ own deviation), pooled CI and prediction-interval coverage, shrunken-interval co
 calibrated per-school interval's coverage of the program effect, the chance that any PL school
 is flagged (calibrated, adjusted), the false-discovery proportion (wrong-sign flags), and the
 coverage of the τ²_program and τ²_placebo intervals. Prints one row per scenario with Monte
-Carlo SEs.
+Carlo SEs. Scenarios advance together (seed by seed); ``--rows`` appends every replication's
+figures to a CSV as it finishes, so long runs can be split over processes with different
+``--seed0``, stopped at any time and summarized together.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,37 +38,49 @@ SCENARIOS = {
 }
 FIGURES = ["school_ci", "pooled_ci", "pi", "shrunk_ci", "cal_ci_program", "any_flag", "any_flag_uncalibrated", "fdp",
            "tau2_program_ci", "tau2_placebo_ci"]
+COLUMNS = ["scenario", "seed", "k", *FIGURES, "n_flag"]
 
 
-def run(name: str, reps: int, seed0: int = 0) -> dict:
-    kw = dict(SCENARIOS[name])
-    rows = [replicate(seed0 + r, **kw) for r in range(reps)]
-    f = pd.DataFrame(rows)
-    out = {"scenario": name, "reps": reps}
-    for c in FIGURES:
-        if c in f:
-            out[c] = float(f[c].mean())
-            out[c + "_mcse"] = mc_se(f[c])
-    return out
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario: replications, and each figure's mean and Monte Carlo SE."""
+    out = []
+    for name, f in rows.groupby("scenario", sort=False):
+        r = {"scenario": name, "reps": len(f)}
+        for c in FIGURES:
+            if c in f:
+                r[c], r[c + "_mcse"] = float(f[c].mean()), mc_se(f[c])
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def line(r) -> str:
+    return " | ".join([r["scenario"], str(r["reps"])] + [f"{100 * r[c]:.1f} ± {100 * r[c + '_mcse']:.1f}" for c in FIGURES
+                                                         if c in r])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--seed0", type=int, default=0)
     ap.add_argument("--scenario", nargs="*", default=list(SCENARIOS))
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--rows", type=Path, help="append each replication's figures to this CSV")
+    ap.add_argument("--summarize", nargs="*", type=Path, help="summarize replication CSVs written by --rows")
     a = ap.parse_args()
-    results = []
-    for name in a.scenario:
-        t0 = time.perf_counter()
-        r = run(name, a.reps)
-        r["seconds"] = time.perf_counter() - t0
-        results.append(r)
-        print(" | ".join([name, str(a.reps)] + [f"{100 * r[c]:.1f} ± {100 * r[c + '_mcse']:.1f}" for c in FIGURES if c in r])
-              + f" | {r['seconds']:.0f} s", flush=True)
-        if a.out:
-            pd.DataFrame(results).to_csv(a.out, index=False)
-
+    if a.summarize:
+        for _, r in summarize(pd.concat([pd.read_csv(p) for p in a.summarize], ignore_index=True)).iterrows():
+            print(line(r))
+        return
+    t0 = time.perf_counter()
+    rows = []
+    for seed in range(a.seed0, a.seed0 + a.reps):  # scenarios interleaved: every one advances together
+        for name in a.scenario:
+            rows.append({"scenario": name, "seed": seed, **replicate(seed, **SCENARIOS[name])})
+            if a.rows:
+                pd.DataFrame(rows[-1:]).reindex(columns=COLUMNS).to_csv(a.rows, mode="a", header=not a.rows.exists(),
+                                                                        index=False)
+    for _, r in summarize(pd.DataFrame(rows)).iterrows():
+        print(line(r), flush=True)
+    print(f"{time.perf_counter() - t0:.0f} s")
 
 if __name__ == "__main__":
     main()

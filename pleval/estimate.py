@@ -895,11 +895,15 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
 
 CALIBRATED_COLUMNS = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated",
                       "p_calibrated_adjusted", "program_shrunk", "program_shrunk_sd", "prob_negative_program"]
+_TOTAL_COLUMNS = {"shrunk_total": "shrunk_es", "shrunk_total_sd": "shrunk_es_sd", "reliability_total": "reliability",
+                  "prob_negative_total": "prob_negative"}
 
 
 def _attach_calibration(parts: list[dict], subjects) -> None:
     """Add each subject's placebo-calibrated columns to the shared school table (one
-    :class:`SchoolEffects` for all subjects), so the CSV/XLSX and the report carry them."""
+    :class:`SchoolEffects` for all subjects), so the CSV/XLSX and the report carry them; where
+    there are placebo schools, the shrunken columns use their spread as a floor on the prior
+    variance (:func:`pleval.heterogeneity.calibrate`: τ̂²_total = max(τ̂²_PL, τ̂²_placebo))."""
     cals = {("all" if s is None else s): p.get("calibration") for s, p in zip(subjects, parts)}
     if not parts or parts[0].get("schools") is None or not any(c is not None for c in cals.values()):
         return
@@ -907,10 +911,15 @@ def _attach_calibration(parts: list[dict], subjects) -> None:
     frames = []
     for key, cal in cals.items():
         if cal is not None:
-            f = cal.schools[["school", *CALIBRATED_COLUMNS]]
+            f = cal.schools[["school", *CALIBRATED_COLUMNS, *_TOTAL_COLUMNS]]
             frames.append(f.assign(**{se.by[0]: key}) if se.by else f)
     merged = se.table.merge(pd.concat(frames, ignore_index=True), on=[*se.by, "school"], how="left")
-    new = dataclasses.replace(se, table=merged)
+    has = merged["shrunk_total"].notna().to_numpy()
+    for src, dst in _TOTAL_COLUMNS.items():
+        merged.loc[has, dst] = merged.loc[has, src]
+    merged.loc[has, "shrunk_pp"] = percentiles.to_percentile_points(merged.loc[has, "shrunk_es"].to_numpy(dtype=float),
+                                                                    se.options.get("baseline_percentile", 50.0))
+    new = dataclasses.replace(se, table=merged.drop(columns=list(_TOTAL_COLUMNS)))
     for p in parts:
         if p.get("schools") is not None:
             p["schools"] = (new, p["schools"][1])
@@ -928,7 +937,8 @@ def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcov, opts: dict):
     t = t.set_index("school").loc[V.index]
     p = placebo_table.set_index("school").loc[placebo_vcov.index]
     return calibrate(V.index.to_numpy(), t["effect_size"], V.to_numpy(), t["df"], p["effect_size"],
-                     placebo_vcov.to_numpy(), alpha=opts["alpha"], adjust=opts["adjust"], level=opts["level"])
+                     placebo_vcov.to_numpy(), alpha=opts["alpha"], adjust=opts["adjust"], level=opts["level"],
+                     hartung_knapp=opts["hartung_knapp"])
 
 
 PLACEBO_MAX_ROWS = 2_000_000
@@ -1156,7 +1166,7 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
             df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
             match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
             by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
-            alpha=opts["alpha"], level=opts["level"], seed=seed,
+            alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"],
         )
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
@@ -1313,6 +1323,10 @@ def _het_row(se, skey, part: dict) -> dict:
                                       "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
                                       "calibrated_positive", "calibrated_negative", "calibrated_adjustment",
                                       "calibrated_expected_by_chance_raw")})
+        # a new school's effect (program + circumstances): the placebo spread is a floor on its variance
+        row.update({"pi_low_pl_only": row["pi_low"], "pi_high_pl_only": row["pi_high"],
+                    "prob_negative_new_pl_only": row["prob_negative_new"]})
+        row.update({k: d[k] for k in ("tau2_total", "pi_low", "pi_high", "pi_df", "prob_negative_new")})
         row["placebo_tau"] = d["tau_placebo"]
         row["tau2_excess"] = d["tau2_program"]
         row["share_excess"] = d["tau2_program"] / cal.pl.tau2 if cal.pl.tau2 > 0 else 0.0

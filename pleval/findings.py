@@ -184,11 +184,16 @@ def het_rows(ev: "Evaluation") -> list[dict]:
 def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     p0 = ev.effects[s].baseline_percentile
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
+    floor = pd.notna(h.get("tau2_total", np.nan))
     parts = [
         f"Across {int(h['k'])} PL schools the true effects are estimated to vary with SD τ = {float(h['tau']):.3f} "
-        f"(I² = {float(h['i2']):.0f}%); the effect in a new, similar school would lie between "
-        f"{fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile points "
-        f"({lvl} prediction interval)."
+        f"(I² = {float(h['i2']):.0f}%); the effect in a new, similar school "
+        + ("(the program plus that school's own circumstances) " if floor else "")
+        + f"would lie between {fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile "
+        f"points ({lvl} prediction interval"
+        + (f", with a between-school SD of {math.sqrt(float(h['tau2_total'])):.3f}: the larger of the PL schools' and the "
+           "placebo schools' spread, since schools differ at least as much as they do without any program)." if floor
+           else ").")
     ]
     parts.append(
         "Each school's estimate measures the program's effect there together with the school's own circumstances "

@@ -105,6 +105,24 @@ def test_rct_school_effect_is_the_school_against_its_block_controls(rct_ev, rct_
     assert np.allclose(sch["effect_size"], sch["estimate"] * (1 - 3 / (4 * n - 9)) / e.sd)
 
 
+def test_rct_site_effects_get_the_joint_covariance_and_placebo_calibration(rct_ev, rct_sim):
+    """PL schools of one block share its comparison schools: their estimates covary (raw CR2
+    off-diagonal non-zero within a block, exactly zero across blocks), and the school table and
+    heterogeneity row carry the placebo calibration (comparison schools of the block as placebo)."""
+    d = _rct_rows(rct_sim.data, "math")
+    se = rct_ev.school_effects
+    raw = se.vcov_raw["math"]
+    block = d.groupby("school_id")["block"].first().loc[raw.index].to_numpy()
+    same = block[:, None] == block[None, :]
+    off = ~np.eye(len(block), dtype=bool)
+    assert np.all(raw.to_numpy()[~same] == 0) and np.abs(raw.to_numpy()[same & off]).min() > 0
+    sch = rct_ev.schools[rct_ev.schools.subject == "math"]
+    assert sch["p_calibrated_adjusted"].notna().all() and sch["ci_low_calibrated"].notna().all()
+    h = rct_ev.heterogeneity.set_index("subject").loc["math"]
+    assert np.isfinite(h["tau2_placebo"]) and h["tau2_program_ci_low"] <= h["tau2_program_ci_high"]
+    assert h["tau2_total"] == pytest.approx(max(h["tau2"], h["tau2_placebo"]))
+
+
 def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, rct_sim):
     d = _rct_rows(rct_sim.data, "math")
     pl = rct_ev.placebo
@@ -128,11 +146,21 @@ def test_heterogeneity_row_is_the_meta_analysis_of_the_school_table(matched_ev):
     s = sch[(sch.subject == "reading") & np.isfinite(sch.effect_size)]
     V = matched_ev.school_effects.vcov["reading"].loc[s["school"], s["school"]].to_numpy()
     m = pleval.meta_analysis(s["effect_size"], s["es_se"], "REML", vcov=V, hartung_knapp=True)
-    assert abs(V - np.diag(np.diag(V))).max() > 0  # shared comparison schools
+    raw = matched_ev.school_effects.vcov_raw["reading"].loc[s["school"], s["school"]].to_numpy()
+    assert abs(raw - np.diag(np.diag(raw))).max() > 0  # shared comparison schools
+    lam = matched_ev.school_effects.vcov_shrinkage["reading"]  # the off-diagonal the meta-analysis uses
+    np.testing.assert_allclose(V, np.diag(np.diag(raw)) + (1 - lam) * (raw - np.diag(np.diag(raw))), rtol=1e-12)
     h = matched_ev.heterogeneity.set_index("subject").loc["reading"]
     assert h["estimate"] == pytest.approx(m.estimate) and h["tau2"] == pytest.approx(m.tau2)
     assert h["k"] == len(s)
     assert h["count_positive_adjusted"] == ((s.p_adjusted < 0.05) & (s.effect_size > 0)).sum()
+    # with placebo schools, a new school's prediction and the shrunken columns use the placebo spread as a floor
+    c = matched_ev.details["reading"]["placebo"].calibration["reading"]
+    assert h["pi_low_pl_only"] == pytest.approx(m.pi_low) and h["pi_high_pl_only"] == pytest.approx(m.pi_high)
+    assert (h["pi_low"], h["pi_high"]) == pytest.approx(c.pi) and h["tau2_total"] == pytest.approx(max(m.tau2, c.placebo.tau2))
+    tot = c.schools.set_index("school").loc[s["school"]]
+    np.testing.assert_allclose(s["shrunk_es"], tot["shrunk_total"], rtol=1e-12)
+    np.testing.assert_allclose(s["prob_negative"], tot["prob_negative_total"], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_joint_cr0_cr1_match_statsmodels_on_the_stacked_design():
     y, w = d["posttest"].to_numpy(), d["_weight"].to_numpy()
     fit = sm.WLS(y, X, weights=w).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(cl)[0], "use_correction": False})
     res = _se(d, "CR0")
-    V = res.vcov["all"].to_numpy()
+    V = res.vcov_raw["all"].to_numpy()
     np.testing.assert_allclose(res.table["estimate"], fit.params[k : 2 * k], rtol=1e-10)
     np.testing.assert_allclose(V, fit.cov_params()[k : 2 * k, k : 2 * k], rtol=1e-8, atol=1e-14)
     assert np.abs(V - np.diag(np.diag(V))).max() > 1e-4  # shared comparison schools correlate the estimates
@@ -106,12 +106,40 @@ def test_joint_cr0_cr1_match_statsmodels_on_the_stacked_design():
         assert row["df"] == len(np.unique(cls)) - 1
 
 
+def test_off_diagonal_shrinkage_matches_a_direct_computation():
+    """The covariance the meta-analysis uses: the raw CR0 off-diagonal times 1 − λ, with
+    λ = Σ_{s≠t} Var̂(V_st) / Σ_{s≠t} V_st², Var̂ the unbiased variance of the sum of the shared
+    clusters' score products φ_sc φ_tc (each cluster's scores on the explicit stacked design;
+    Schäfer & Strimmer 2005, target D); the diagonal untouched."""
+    d = stacked(seed=5)
+    X, cl, k = stacked_design(d)
+    y, w = d["posttest"].to_numpy(), d["_weight"].to_numpy()
+    M = np.linalg.inv((X * w[:, None]).T @ X)
+    e = y - X @ (M @ (X * w[:, None]).T @ y)
+    codes = pd.factorize(cl)[0]
+    U = np.zeros((codes.max() + 1, X.shape[1]))
+    np.add.at(U, codes, X * (w * e)[:, None])
+    phi = U @ M[:, k : 2 * k]  # clusters × schools
+    V = phi.T @ phi
+    off = ~np.eye(k, dtype=bool)
+    both = [[(phi[:, s] != 0) & (phi[:, t] != 0) for t in range(k)] for s in range(k)]  # shared clusters
+    prod = [[phi[both[s][t], s] * phi[both[s][t], t] for t in range(k)] for s in range(k)]
+    var = np.array([[len(a) * np.var(a, ddof=1) if len(a) > 1 else np.sum(a**2) for a in row] for row in prod])
+    lam = np.sum(var[off]) / np.sum(V[off] ** 2)
+    res = _se(d, "CR0")
+    assert 0 < lam < 1
+    assert res.vcov_shrinkage["all"] == pytest.approx(lam, rel=1e-8)
+    want = np.diag(np.diag(V)) + (1 - lam) * (V - np.diag(np.diag(V)))
+    np.testing.assert_allclose(res.vcov["all"].to_numpy(), want, rtol=1e-8, atol=1e-14)
+    assert res.meta["all"].vcov is not None and np.allclose(res.meta["all"].vcov, want, rtol=1e-8, atol=1e-14)
+
+
 def test_joint_cr2_matches_direct_n_by_n_computation():
     d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
     X, cl, k = stacked_design(d)
     res = _se(d, "CR2")
     V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
-    np.testing.assert_allclose(res.vcov["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
     np.testing.assert_allclose(res.table["se"], np.sqrt(np.diag(V)), rtol=1e-8)
 
@@ -141,7 +169,7 @@ def test_student_clusters_only_cover_reuse():
     res = school_effects(d, covariates=["pretest"], cluster="student_id", vcov="CR0", sd=1.0)
     fit = sm.WLS(d["posttest"].to_numpy(), X, weights=d["_weight"].to_numpy()).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(d["student_id"])[0], "use_correction": False})
-    np.testing.assert_allclose(res.vcov["all"].to_numpy(), fit.cov_params()[k : 2 * k, k : 2 * k], rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), fit.cov_params()[k : 2 * k, k : 2 * k], rtol=1e-8, atol=1e-14)
 
 
 # ---------------------------------------------------------------- correlated meta-analysis

@@ -540,3 +540,22 @@ def test_rank_intervals_report_monte_carlo_error(kacker):
     posterior_sd = mc * np.sqrt(2000)
     assert np.all(mc < 0.1 * posterior_sd + 1e-12)
     assert np.all(np.ptp(mean, axis=0) < 0.1 * posterior_sd + 1e-12)
+
+
+def test_shrinkage_with_estimated_tau2_uses_the_prasad_rao_mse():
+    """tau2_uncertainty: g1 + g2 + 2 g3 (Prasad & Rao 1990; Datta & Lahiri 2000 for REML),
+    g3 = (v w² (y − μ̂))² Var(τ̂²), written out for independent estimates and matched by the
+    correlated-error path with a diagonal V."""
+    rng = np.random.default_rng(8)
+    se = rng.uniform(0.05, 0.15, 14)
+    y = 0.1 + rng.normal(0, 0.12, 14) + rng.normal(0, se)
+    r = empirical_bayes(y, se, tau2_uncertainty=True)
+    m = meta_analysis(y, se)
+    v, t2 = se**2, m.tau2
+    w = 1 / (v + t2)
+    mu = w @ y / w.sum()
+    B = t2 * w
+    g3 = (v * w**2 * (y - mu)) ** 2 * m.tau2_se**2
+    np.testing.assert_allclose(r.shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + 2 * g3), rtol=1e-10)
+    rv = empirical_bayes(y, se, tau2_uncertainty=True, vcov=np.diag(v))
+    np.testing.assert_allclose(rv.shrunk_sd, r.shrunk_sd, rtol=1e-8)

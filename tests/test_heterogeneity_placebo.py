@@ -82,11 +82,11 @@ def test_comparison_numbers_follow_from_the_tables(small):
     assert r.to_frame().shape[0] == 1
 
 
-def test_mover_interval_and_calibration_by_hand():
-    from pleval.heterogeneity.calibration import calibrate, mover_difference
+def test_program_interval_and_calibration_by_hand():
+    from scipy import optimize
 
-    assert mover_difference(0.05, (0.02, 0.12), 0.02, (0.0, 0.06)) == pytest.approx(
-        (max(0, 0.03 - math.hypot(0.03, 0.04)), 0.03 + math.hypot(0.07, 0.02)))
+    from pleval.heterogeneity.calibration import calibrate
+
     rng = np.random.default_rng(4)
     k, m = 10, 30
     V = np.diag(rng.uniform(0.002, 0.01, k))
@@ -95,9 +95,16 @@ def test_mover_interval_and_calibration_by_hand():
     yp = rng.normal(0, 0.1, m)
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, np.inf), yp, Vp)
     mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
-    lo, hi = mover_difference(mpl.tau2, mpl.tau2_ci, mpb.tau2, mpb.tau2_ci)
     assert c.tau2_program == pytest.approx(max(0.0, mpl.tau2 - mpb.tau2))
-    assert c.tau2_program_ci == pytest.approx((lo, hi))
+
+    def qstar(t):  # generalized Q with the placebo variance as an offset (independent estimates)
+        w = 1 / (np.diag(V) + mpb.tau2 + t)
+        return w @ (y - w @ y / w.sum()) ** 2
+
+    ends = []
+    for q in stats.chi2.ppf([0.975, 0.025], k - 1):
+        ends.append(0.0 if qstar(0.0) <= q else optimize.brentq(lambda t: qstar(t) - q, 0.0, 10.0, xtol=1e-14))
+    assert ends[1] > 0 and c.tau2_program_ci == pytest.approx(tuple(ends), abs=1e-9)
     # infinite school df: the reference df come from the placebo variance alone
     nu = 2 * (np.diag(V) + mpb.tau2) ** 2 / mpb.tau2_se**2
     np.testing.assert_allclose(c.schools.df_calibrated, nu)
@@ -108,8 +115,46 @@ def test_mover_interval_and_calibration_by_hand():
     mu = w @ y / w.sum()
     B = t2 / (t2 + v)
     np.testing.assert_allclose(c.schools.program_shrunk, mu + B * (y - mu), atol=1e-12)
-    kh = (v * w**2 * (y - mu)) ** 2 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Kackar-Harville term
+    kh = 2 * (v * w**2 * (y - mu)) ** 2 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Prasad-Rao: 2 x Kackar-Harville
     np.testing.assert_allclose(c.schools.program_shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
+
+
+@pytest.mark.parametrize("pl_sd", [0.0, 0.3])
+def test_new_school_prediction_uses_the_placebo_spread_as_a_floor(pl_sd):
+    """τ̂²_total = max(τ̂²_PL, τ̂²_placebo); prediction interval μ̂ ± t_ν √(τ̂²_total + SE²_HK) with
+    Satterthwaite ν from the REML SE of whichever estimate sets τ̂²_total; shrinkage toward μ̂
+    with prior variance τ̂²_total (independent case: closed forms)."""
+    from pleval.heterogeneity.calibration import calibrate
+
+    rng = np.random.default_rng(7)
+    k, m = 12, 40
+    V = np.diag(rng.uniform(0.002, 0.01, k))
+    Vp = np.diag(rng.uniform(0.002, 0.01, m))
+    y = 0.1 + rng.normal(0, pl_sd, k) + rng.normal(0, np.sqrt(np.diag(V)))
+    yp = rng.normal(0, 0.1, m) + rng.normal(0, np.sqrt(np.diag(Vp)))
+    c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
+    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
+    assert (mpl.tau2 > mpb.tau2) == (pl_sd > 0)  # both branches of the max are exercised
+    t2 = max(mpl.tau2, mpb.tau2)
+    t2var = (mpl.tau2_se if mpl.tau2 >= mpb.tau2 else mpb.tau2_se) ** 2
+    v = np.diag(V)
+    w = 1 / (v + t2)
+    mu = w @ y / w.sum()
+    se2 = (w @ (y - mu) ** 2) / (k - 1) / w.sum()  # Hartung-Knapp
+    nu = 2 * (t2 + se2) ** 2 / (t2var + 2 * se2**2 / (k - 1))
+    half = stats.t.ppf(0.975, nu) * np.sqrt(t2 + se2)
+    assert c.tau2_total == pytest.approx(t2) and c.pi_df == pytest.approx(nu)
+    assert c.pi == pytest.approx((mu - half, mu + half))
+    assert c.prob_negative_new == pytest.approx(stats.t.cdf(-mu / np.sqrt(t2 + se2), nu))
+    B = t2 / (t2 + v)
+    np.testing.assert_allclose(c.schools.shrunk_total, mu + B * (y - mu), atol=1e-12)
+    kh = 2 * (v * w**2 * (y - mu)) ** 2 * t2var
+    np.testing.assert_allclose(c.schools.shrunk_total_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
+    np.testing.assert_allclose(c.schools.prob_negative_total, stats.norm.cdf(-c.schools.shrunk_total / c.schools.shrunk_total_sd))
+    # without Hartung-Knapp: the model-based SE of the GLS mean
+    c0 = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp, hartung_knapp=False)
+    nu0 = 2 * (t2 + 1 / w.sum()) ** 2 / (t2var + 2 / w.sum() ** 2 / (k - 1))
+    assert c0.pi[1] - c0.pi[0] == pytest.approx(2 * stats.t.ppf(0.975, nu0) * np.sqrt(t2 + 1 / w.sum()))
 
 
 def test_reproducible_and_forest_plot(small):

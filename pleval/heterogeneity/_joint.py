@@ -30,6 +30,25 @@ deviation (its "school shock") cannot be separated from its program effect by it
 so the per-school estimate targets the program effect *plus* that deviation
 (the identifiable quantity; see ``docs/heterogeneity.md``).
 
+**Regularized off-diagonal.** Each ``V_st`` (s ≠ t) is a sum over the comparison-school
+clusters the two sets share, so with a few dozen such clusters the off-diagonal entries are
+noisy, and a quadratic form ``r'V⁻¹r`` (the generalized Q of the meta-analysis, the REML
+likelihood) inherits the noise: in pleval's simulation study with no school effects at all, Q
+of 60 placebo schools averaged 1.18 (k − 1) with the raw matrix against 1.09 (k − 1) with its
+diagonal, and the Q-profile interval for τ² missed 0 in 15% of studies. pleval therefore
+shrinks the off-diagonal toward 0 by one factor per group of schools (Schäfer & Strimmer 2005,
+target "D": diagonal, unequal variances), the diagonal — each school's own SE — untouched:
+
+    V* = diag(V) + (1 − λ)(V − diag(V)),   λ = min(1, Σ_{s≠t} Var̂(V_st) / Σ_{s≠t} V_st²),
+
+with ``Var̂(V_st) = (m_st Σ_c (φ_sc φ_tc)² − V_st²)/(m_st − 1)`` the unbiased variance of a sum of
+``m_st`` independent cluster terms (the clusters shared by s and t; ``Σ_c (φ_sc φ_tc)²`` when
+``m_st = 1``; :attr:`JointCovariance.vcov_var`).
+λ is near 1 when the shared clusters carry little real covariance and near 0 when they carry
+much (it is the estimated share of the off-diagonal sum of squares that is noise); V* is
+positive definite whenever V is (a convex combination of V and its diagonal). Applied per
+``by`` group by :func:`regularize`; with no cluster in two sets V is diagonal and unchanged.
+
 Computation: cell sums by ``np.bincount``; one batched ``eigh`` for cells with more than one
 row, a closed form (HC2-type ``(1 − h)^{−1/2}``) for single-row cells; ``V = ΦΦ'`` with the
 sparse k × clusters matrix Φ. No loop over students, schools or cells.
@@ -53,6 +72,7 @@ class JointCovariance:
     vcov: np.ndarray  # G × G covariance of the target coefficient (NaN rows/cols where not ok)
     df: np.ndarray  # G reference df per school
     n_clusters: np.ndarray  # G clusters in each school's set
+    vcov_var: np.ndarray  # G × G estimated variance of each entry of vcov (module docstring)
 
 
 def _batched_sqrt(M: np.ndarray) -> np.ndarray:
@@ -158,7 +178,25 @@ def joint_covariance(
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
     Phi = sparse.csr_matrix((phi, (cell_group, cell_cluster)), shape=(G, n_cl))
     V = np.asarray((Phi @ Phi.T).todense())
+    Phi2 = Phi.multiply(Phi).tocsr()
+    S2 = np.asarray((Phi2 @ Phi2.T).todense())  # Σ_c (φ_sc φ_tc)²
+    B = (Phi != 0).astype(np.float64)
+    m = np.asarray((B @ B.T).todense())  # clusters shared by s and t
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Vvar = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
     ok = ok & (G_s > 1)
-    V[~ok, :] = np.nan
-    V[:, ~ok] = np.nan
-    return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s)
+    for M in (V, Vvar):
+        M[~ok, :] = np.nan
+        M[:, ~ok] = np.nan
+    return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s, vcov_var=Vvar)
+
+
+def regularize(V: np.ndarray, V_var: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(V*, λ)``: the off-diagonal of ``V`` shrunk toward 0 by
+    ``λ = min(1, Σ_{s≠t} Var̂(V_st) / Σ_{s≠t} V_st²)`` (Schäfer & Strimmer 2005, target D; module
+    docstring), the diagonal kept. λ = 0 when V is diagonal."""
+    off = ~np.eye(V.shape[0], dtype=bool)
+    ss = float(np.sum(V[off] ** 2))
+    lam = min(1.0, float(np.sum(V_var[off])) / ss) if ss > 0 else 0.0
+    D = np.diag(np.diag(V))
+    return D + (1.0 - lam) * (V - D), lam

@@ -26,7 +26,8 @@ estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) —
 
 * the between-school variance of the placebo estimates, τ̂²_placebo (REML with V, Q-profile
   CI and REML SE), beside τ̂²_PL — the first is what arises without any program;
-* program heterogeneity ``τ̂²_program = max(0, τ̂²_PL − τ̂²_placebo)`` with a MOVER CI, and its
+* program heterogeneity ``τ̂²_program = max(0, τ̂²_PL − τ̂²_placebo)`` with a Q-profile CI
+  (τ̂²_placebo as an offset), and its
   share of τ̂²_PL (``tau2_excess``/``share_excess``);
 * a test that PL schools vary more than placebo schools: ``Q* = r'(V + τ̂²_placebo I)⁻¹r`` (GLS
   residuals) against χ²(k − 1) (approximate: τ̂²_placebo is treated as known);
@@ -103,7 +104,7 @@ class PlaceboResult(ResultMixin):
         use only comparison schools, so they serve any analysis with the same settings)."""
         o = self.options
         comparison, calibrated, cal = _compare(observed, self.placebo, self.placebo_vcov, self.by, o["alpha"], o["level"],
-                                               o["effect_options"].get("adjust", "bh"))
+                                               o["effect_options"].get("adjust", "bh"), o.get("hartung_knapp", True))
         return replace(self, observed=observed, comparison=comparison, calibrated=calibrated, calibration=cal)
 
     def summary(self) -> str:
@@ -185,6 +186,7 @@ def placebo_schools(
     alpha: float = 0.05,
     level: float = 0.95,
     seed: int = 0,
+    hartung_knapp: bool = True,
 ) -> PlaceboResult:
     """Analyse comparison schools as if they were PL schools (see the module docstring).
 
@@ -210,6 +212,8 @@ def placebo_schools(
     alpha, level, seed
         Significance level, confidence level, and the seed passed to matching (used only by
         random matching orders; the placebo rounds themselves involve no randomness).
+    hartung_knapp
+        Hartung–Knapp SE of the pooled mean in the placebo-informed prediction interval.
     """
     from ..matching import match  # designs layer: imported lazily, estimators sit above it
 
@@ -282,7 +286,7 @@ def placebo_schools(
         warnings.warn(f"only {done} placebo schools could be estimated (asked for {n_placebo})", PlevalWarning, stacklevel=2)
 
     placebo_vcov = {key: _block_diag([v[key] for v in vcovs if key in v]) for key in dict.fromkeys(k for v in vcovs for k in v)}
-    comparison, calibrated, cal = _compare(observed, placebo, placebo_vcov, by, alpha, level, adjust)
+    comparison, calibrated, cal = _compare(observed, placebo, placebo_vcov, by, alpha, level, adjust, hartung_knapp)
     return PlaceboResult(
         observed=observed,
         placebo=placebo,
@@ -293,7 +297,8 @@ def placebo_schools(
         placebo_vcov=placebo_vcov,
         calibration=cal,
         options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
-                     seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level),
+                     seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
+                     hartung_knapp=hartung_knapp),
     )
 
 
@@ -303,7 +308,8 @@ def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(linalg.block_diag(*[f.to_numpy() for f in frames]), index=labels, columns=labels)
 
 
-def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mapping, by, alpha, level, adjust):
+def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mapping, by, alpha, level, adjust,
+             hartung_knapp: bool = True):
     rows, cal, results = [], [], {}
     obs_groups = {(): observed.table} if not by else {
         (k if isinstance(k, tuple) else (k,)): g for k, g in observed.table.groupby(list(by), sort=False)
@@ -321,7 +327,7 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
         V = _group_vcov(observed.vcov, gkey, o)
         Vp = _group_vcov(placebo_vcov, gkey, p)
         c = calibrate(o["school"].to_numpy(), o["effect_size"], V, o["df"], p["effect_size"], Vp, alpha=alpha,
-                      adjust=adjust, level=level)
+                      adjust=adjust, level=level, hartung_knapp=hartung_knapp)
         results[gkey] = c
         frame = c.schools.copy()
         for i, (b, val) in enumerate(zip(by, key)):

@@ -18,7 +18,10 @@ sets it appears in — covering reused comparison students and the comparison sc
 deviations — and every treated student is its own cluster (``cluster=``, the student id);
 CR2 with Satterthwaite df by default. With only ``cluster=`` (a student id) the clusters are
 students, so reuse is covered but comparison-school deviations are not; without either, HC2
-per school (independent schools). Per-school SEs are the diagonal. The meta-analysis,
+per school (independent schools). Per-school SEs are the diagonal; the off-diagonal is shrunk
+toward 0 by the estimated share of its sum of squares that is noise (Schäfer & Strimmer 2005;
+:func:`._joint.regularize`), since a noisy cluster-robust off-diagonal inflates the quadratic
+forms of the meta-analysis. The meta-analysis,
 prediction interval, Hartung–Knapp and shrinkage then use the full matrix (GLS with
 ``V + τ²I``; :mod:`.meta`).
 
@@ -53,7 +56,7 @@ from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, grouped_wls
-from ._joint import JOINT_VCOV_TYPES, joint_covariance
+from ._joint import JOINT_VCOV_TYPES, joint_covariance, regularize
 from .meta import MetaAnalysis, Method, meta_analysis
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
@@ -111,7 +114,9 @@ class SchoolEffects(ResultMixin):
     ``shrinkage`` and ``counts`` are keyed by the ``by`` value (``"all"`` without ``by``).
     Effect-size columns are the scale of the meta-analysis and shrinkage. ``vcov`` holds, per
     ``by`` group, the joint k×k sampling covariance of the schools' effect sizes (schools with
-    an estimate; labelled by school), whose diagonal is ``es_se²``.
+    an estimate; labelled by school), whose diagonal is ``es_se²``: the cluster-robust matrix with
+    its off-diagonal shrunk by ``vcov_shrinkage[key]`` (λ; :func:`._joint.regularize`), which the
+    meta-analysis, shrinkage and placebo calibration use; ``vcov_raw`` holds the unshrunk one.
     """
 
     table: pd.DataFrame
@@ -123,6 +128,8 @@ class SchoolEffects(ResultMixin):
     dropped: pd.DataFrame
     options: Mapping[str, object] = field(default_factory=dict)
     vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
+    vcov_raw: Mapping[object, pd.DataFrame] = field(default_factory=dict)
+    vcov_shrinkage: Mapping[object, float] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -256,13 +263,16 @@ def _finish(
     baseline_percentile: float,
     vcov_es: np.ndarray | None = None,
     prediction: str = "t",
-) -> tuple[pd.DataFrame, dict, dict, dict, dict]:
+    vcov_es_var: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict, dict, dict, dict, dict, dict]:
     """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
-    the joint covariance ``vcov_es``, rows aligned with ``table``, when given)."""
+    the joint covariance ``vcov_es``, rows aligned with ``table``, when given, its off-diagonal
+    regularized within the group by :func:`._joint.regularize` with the entries' variances
+    ``vcov_es_var``)."""
     table = table.copy()
     for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability", "prob_negative"):
         table[col] = np.nan
-    metas, shrinks, counts, vcovs = {}, {}, {}, {}
+    metas, shrinks, counts, vcovs, raws, lams = {}, {}, {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
         (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
     ]
@@ -280,6 +290,9 @@ def _finish(
         labels = sub["school"].to_numpy()[ok]
         rows = idx[ok]
         V = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
+        if vcov_es is not None:
+            raws[key] = pd.DataFrame(V, index=labels, columns=labels)
+            V, lams[key] = regularize(V, vcov_es_var[np.ix_(rows, rows)])
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
         m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels,
                           vcov=None if vcov_es is None else V, prediction=prediction)
@@ -290,7 +303,7 @@ def _finish(
         table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
         table.iloc[rows, table.columns.get_loc("prob_negative")] = sh.prob_negative
         table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
-    return table, metas, shrinks, counts, vcovs
+    return table, metas, shrinks, counts, vcovs, raws, lams
 
 
 def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float) -> dict:
@@ -529,12 +542,12 @@ def school_effects(
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(n) if w is None else w, codes, G, fit.bread, cl, fit.ok,
                               fit.rank, vcov=vcov, target=1)
-        V_raw = jc.vcov
+        V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
                       params=np.where(ok_g[:, None], fit.params, np.nan))
     else:
-        V_raw = None
+        V_raw = V_var = None
 
     # Counts per stratum and arm.
     if unit_id:
@@ -619,6 +632,7 @@ def school_effects(
         table, by_cols, moderators, dropped, sd_info,
         method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
         baseline_percentile=baseline_percentile, vcov_es=None if V_raw is None else V_raw * np.outer(scale, scale),
+        vcov_es_var=None if V_var is None else V_var * np.outer(scale, scale) ** 2,
         options=dict(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
             cluster=cluster, school=school, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
@@ -630,7 +644,7 @@ def school_effects(
 
 def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_kw) -> "SchoolEffects":
     """Meta-analysis, shrinkage and counts of a per-school table, as a :class:`SchoolEffects`."""
-    table, metas, shrinks, counts, vcovs = _finish(table, by=by_cols, **finish_kw)
+    table, metas, shrinks, counts, vcovs, raws, lams = _finish(table, by=by_cols, **finish_kw)
     return SchoolEffects(
         table=table[[*by_cols, *TABLE_COLUMNS, *[c for c in ROBUSTNESS_COLUMNS if c in table.columns], *moderators]],
         meta=metas,
@@ -641,6 +655,8 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
         dropped=pd.DataFrame(dropped, columns=["reason", "column", "n_rows"]),
         options=options,
         vcov=vcovs,
+        vcov_raw=raws,
+        vcov_shrinkage=lams,
     )
 
 

@@ -28,10 +28,14 @@ is then the diagonal of ``τ̂²W``.
 
 Both treat τ̂² as known, and with few schools the intervals ``θ̃ ± z·SD`` then cover less than
 stated (about 88% at a nominal 95% with 15 schools in pleval's simulation study). With
-``tau2_uncertainty=True`` (what :func:`~.school_effects.school_effects` uses) pleval adds the
-first-order term for the estimated τ² (Kackar & Harville 1984):
-``(∂θ̃/∂τ²)² Var(τ̂²)``, ``∂θ̃/∂τ² = (I − τ̂²W)W(y − μ̂1)`` (``v_i w_i² (y_i − μ̂)`` when V is
-diagonal), with ``Var(τ̂²)`` the REML inverse Fisher information.
+``tau2_uncertainty=True`` (what :func:`~.school_effects.school_effects` uses) pleval uses the
+second-order mean-squared-error estimate of Prasad & Rao (1990), which Datta & Lahiri (2000)
+show holds for REML: ``g₁(τ̂²) + g₂(τ̂²) + 2g₃``, with ``g₁ + g₂`` the variance above and
+``g₃ = (∂θ̃/∂τ²)² Var(τ̂²)`` the Kackar & Harville (1984) term for the estimated τ²,
+``∂θ̃/∂τ² = (I − τ̂²W)W(y − μ̂1)`` (``v_i w_i² (y_i − μ̂)`` when V is diagonal), ``Var(τ̂²)`` the
+REML inverse Fisher information. g₃ counts twice because ``g₁(τ̂²)`` underestimates ``g₁(τ²)``
+by about g₃. In a meta-level simulation with pleval's 15-school covariances (1,000 studies each),
+shrunken intervals covered 94–96% with it against 92.5–96% with g₃ once.
 """
 
 from __future__ import annotations
@@ -134,8 +138,8 @@ class Shrinkage(ResultMixin):
 
 def blup(y: np.ndarray, V: np.ndarray, tau2: float, tau2_var: float = 0.0):
     """BLUP with correlated sampling errors (module docstring): ``(μ̂, Var μ̂, θ̃, SD(θ − θ̃),
-    diag τ²W)`` for ``y ~ N(μ1 + u, V)``, ``u ~ N(0, τ²I)``; ``tau2_var`` adds the
-    Kackar–Harville term for an estimated τ² (module docstring)."""
+    diag τ²W)`` for ``y ~ N(μ1 + u, V)``, ``u ~ N(0, τ²I)``; ``tau2_var`` (``Var(τ̂²)``) adds
+    twice the Kackar–Harville term for an estimated τ² (Prasad–Rao; module docstring)."""
     lam, Q = np.linalg.eigh(V)
     W = (Q / (lam + tau2)) @ Q.T
     W1 = W.sum(axis=1)
@@ -146,7 +150,7 @@ def blup(y: np.ndarray, V: np.ndarray, tau2: float, tau2_var: float = 0.0):
     pev = np.diag(tau2 * np.eye(y.size) - tau2**2 * W + np.outer(c, c) * mu_var)
     if tau2_var > 0:
         Wr = W @ (y - mu)
-        pev = pev + (Wr - tau2 * (W @ Wr)) ** 2 * tau2_var
+        pev = pev + 2.0 * (Wr - tau2 * (W @ Wr)) ** 2 * tau2_var
     return mu, mu_var, shrunk, np.sqrt(np.clip(pev, 0.0, None)), tau2 * np.diag(W)
 
 
@@ -165,8 +169,8 @@ def empirical_bayes(
 
     ``meta`` supplies μ̂ and τ̂² (a :class:`MetaAnalysis` of the same estimates); otherwise
     :func:`meta_analysis` is run with ``method`` (and ``vcov``, a full sampling covariance).
-    ``tau2_uncertainty`` adds the Kackar–Harville term for the estimated τ² to the posterior
-    variance (REML only, whose SE of τ̂² it uses).
+    ``tau2_uncertainty`` uses the Prasad–Rao mean squared error for the estimated τ² (twice the
+    Kackar–Harville term added; REML only, whose SE of τ̂² it uses).
     """
     y, se = check_inputs(estimates, ses)
     if meta is None:
@@ -182,7 +186,7 @@ def empirical_bayes(
         mu = float(w @ y / w.sum())
         mu_var = 1.0 / float(w.sum())
         shrunk = mu + B * (y - mu)
-        sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var + (v * w**2 * (y - mu)) ** 2 * t2var)
+        sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var + 2.0 * (v * w**2 * (y - mu)) ** 2 * t2var)
     else:
         mu, mu_var, shrunk, sd, B = blup(y, meta.vcov, tau2, t2var)
     return Shrinkage(

@@ -534,9 +534,16 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
                  "MDES: the smallest true effect the school's own test would detect with 80% power at α = {alpha:g}."),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
                  "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
-                 "noise; its interval is the estimate ± z × posterior SD (it does not include the uncertainty in τ)."),
+                 "noise (with placebo schools, the between-school variance is at least their spread); its interval "
+                 "is the estimate ± z × posterior SD, which allows for the uncertainty in τ (Prasad–Rao)."),
     SchoolColumn("shrunken {lvl} interval", ("shrunk_es", "shrunk_es_sd"), _shrunk_interval),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
+    SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
+                 "P(effect < 0): risk of harm — the posterior probability that the school's effect (program plus its "
+                 "circumstances) is below zero."),
+    SchoolColumn("P(program effect < 0)", ("prob_negative_program",), _num("prob_negative_program", 2, False),
+                 "P(program effect < 0): the same for the program's own effect, the school's circumstances counted "
+                 "as noise (placebo schools)."),
     SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str)),
 )
 """The printable columns of the school table, in order, each labelled and explained once."""
