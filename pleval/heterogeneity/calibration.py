@@ -22,8 +22,8 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   the test that PL schools vary more than placebo schools. τ̂²_placebo is plugged in (its REML SE
   is small beside τ̂²_PL's when there are several times as many placebo as PL schools). It
   replaced a MOVER interval (Zou & Donner 2008) from the two separate Q-profile intervals, which
-  covered 97.6% at τ²_program = 0 and 95.8% at 0.0225 (1,000 meta-level simulations with the
-  study's covariances; the Q*-profile 95.7% and 94.8%).
+  covered 98.0% at τ²_program = 0 and 95.8% at 0.0225 (2,000 meta-level studies each with the
+  study's covariances, ``benchmarks/sim_school_meta.py``; the Q*-profile 95.3% and 94.9%).
 * Per-school calibrated test of "no program effect in school s" (``v_s + μ = 0``, with the
   school's deviation ``u_s`` counted as noise): ``t_s = y_s / √(V_ss + τ̂²_placebo)`` against
   t(ν_s) with the Satterthwaite df of the sum of the two estimated variances,
