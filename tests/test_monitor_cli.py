@@ -22,7 +22,7 @@ def test_monitor_writes_the_outputs_folder(tmp_path):
     assert res.exit_code == 0, res.output
     for name in ("panel_checks.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
                  "equity_over_time.csv", "school_trajectories.csv", "group_time_effects.csv", "event_study.csv",
-                 "summary.md", "provenance.json"):
+                 "summary.md", "provenance.json", "report.html"):
         assert (out / name).is_file(), name
     figs = {p.name for p in (out / "figures").iterdir()}
     assert {"effects_by_year.png", "effects_by_exposure.png", "event_study_math.png",
@@ -57,3 +57,39 @@ def test_simulate_panel_cli_matches_the_api(tmp_path):
     assert json.loads(tj.read_text())["effects"] == [0.2, 0.3]
     bad = runner.invoke(app, ["simulate", "matched", "--effects", "0.1", "--out", str(tmp_path / "m.csv")])
     assert bad.exit_code == 2 and "--effects does not apply" in bad.output
+
+
+def test_monitor_report_html_has_every_section_and_the_results(tmp_path):
+    """report.html: self-contained (figures embedded, no external resources), every section heading, and the
+    numbers of the results tables as printed."""
+    from pleval.data import SAMPLE_COLUMNS, read_table
+    from pleval.monitor import monitor
+    from pleval.report import save_monitoring
+
+    df = read_table(ROOT / "sample_data" / "pl_panel_students.csv")
+    m = monitor(df, SAMPLE_COLUMNS.replace(time="year", covariates=("frl",)), cohort="pl_year",
+                method="regression")
+    out = save_monitoring(m, tmp_path / "mon")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for heading in ("Effects by year", "Effects by years of exposure", "Is the effect growing? The trend test",
+                    "Staggered adoption: event study and pre-trends", "Schools whose trajectories diverge",
+                    "Equity bands over time", "Provenance and options"):
+        assert f". {heading}</h2>" in html, heading
+    assert "src=\"http" not in html and "<script" not in html
+    assert html.count("data:image/png;base64,") == len(list((out / "figures").iterdir()))
+    by_year = pd.read_csv(out / "effects_by_year.csv")
+    r = by_year.iloc[-1]
+    assert f"{r.es:+.3f}" in html and f"{r.es_ci_low:+.3f} to {r.es_ci_high:+.3f}" in html
+    trend = pd.read_csv(out / "trend.csv")
+    assert f"{trend['es'].iloc[0]:+.3f}" in html
+    pre = m.staggered["math"].pretest
+    assert f"chi2({pre['df']}) = {pre['statistic']:.2f}" in html
+    slopes = pd.read_csv(out / "school_trajectories.csv")
+    pl = slopes[slopes["kind"] == "PL"].iloc[0]
+    assert f"<td>{pl.slope_es:+.3f}</td>" in html and "adjusted for testing every school at once" in html
+    eq = pd.read_csv(out / "equity_over_time.csv")
+    assert "gap (top − bottom)" in html and f"{eq['es'].iloc[0]:+.3f}" in html
+    assert m.provenance["input_sha256"] in html and "regression" in html
+    # without figures the report still renders, with no images
+    bare = save_monitoring(m, tmp_path / "bare", figures=False)
+    assert "data:image" not in (bare / "report.html").read_text(encoding="utf-8")

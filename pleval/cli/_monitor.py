@@ -16,7 +16,7 @@ from ._common import (
 
 _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
             "equity_over_time.csv", "school_trajectories.csv", "school_years.csv", "group_time_effects.csv",
-            "event_study.csv", "summary.md", "provenance.json", "figures")
+            "event_study.csv", "summary.md", "provenance.json", "report.html", "figures")
 
 
 @app.command("monitor", short_help="Effects over years or terms: by year, by exposure, schools, staggered adoption.")
@@ -58,8 +58,9 @@ def monitor(
     Percentile points are shifts in rank, not percentage points of the score.
     """
     from ..data import NONE_WORDS, SAMPLE_COLUMNS, read_table, resolve_columns
-    from ..monitor import monitor as run, save_monitoring
+    from ..monitor import monitor as run
     from ..outputs import prepare
+    from ..report import save_monitoring
 
     check_out_folder(out, _OUTPUTS, force)
     prepare(out)

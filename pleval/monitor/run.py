@@ -128,9 +128,12 @@ def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str
     return gt
 
 
-def save_monitoring(m: Monitoring, out, *, figures: bool = True) -> Path:
+def save_monitoring(m: Monitoring, out, *, figures: bool = True, html=None) -> Path:
     """Write the outputs folder: CSV tables, PNG figures, ``summary.md`` and
-    ``provenance.json``, atomically (:func:`pleval.outputs.atomic_folder`)."""
+    ``provenance.json``, atomically (:func:`pleval.outputs.atomic_folder`). ``html``, a function
+    ``(m, images) -> str`` with ``images`` mapping figure names (file names without ``.png``) to
+    PNG bytes, writes ``report.html``: :func:`pleval.report.save_monitoring` passes
+    :func:`pleval.report.monitoring.monitoring_html` (this module does not import the report)."""
     from ..outputs import atomic_folder
     from ..plots import to_png
     from .plots import effects_over_time_plot, trajectories_plot
@@ -147,7 +150,7 @@ def save_monitoring(m: Monitoring, out, *, figures: bool = True) -> Path:
     if m.staggered:
         tables["group_time_effects.csv"] = pd.concat([g.table.assign(subject=s) for s, g in m.staggered.items()])
         tables["event_study.csv"] = pd.concat([g.event_study().table.assign(subject=s) for s, g in m.staggered.items()])
-    written = list(tables) + ["summary.md", "provenance.json", "figures"]
+    written = list(tables) + ["summary.md", "provenance.json", "figures", "report.html"]
     with atomic_folder(out, replaced=written) as tmp:
         for name, t in tables.items():
             t.to_csv(tmp / name, index=False)
@@ -167,8 +170,13 @@ def save_monitoring(m: Monitoring, out, *, figures: bool = True) -> Path:
                     figs[f"equity_over_time_{s}.png"] = effects_over_time_plot(
                         e.rename(columns={"subject": "_s", "band": "subject"}), key="time",
                         level=ot.level, xlabel=ot.columns.time, title=f"{s}: effects by baseline band over time")
-            for name, fig in figs.items():
-                (fig_dir / name).write_bytes(to_png(fig))
+            images = {name.removesuffix(".png"): to_png(fig) for name, fig in figs.items()}
+            for name, png in images.items():
+                (fig_dir / f"{name}.png").write_bytes(png)
+        else:
+            images = {}
+        if html is not None:
+            (tmp / "report.html").write_text(html(m, images), encoding="utf-8")
     return Path(out)
 
 

@@ -8,8 +8,13 @@ rendered to HTML (:mod:`~pleval.report.to_html`, template ``templates/report.htm
 print-ready PDF (:mod:`~pleval.report.to_pdf`) and to Markdown
 (:mod:`~pleval.report.to_markdown`). Figures come from :mod:`pleval.plots`. Data
 flow one way: this package reads an Evaluation; :mod:`pleval.estimate` never imports it.
+
+``pleval.report.save_monitoring(m, "results_monitor")`` writes the outputs folder of ``pleval
+monitor`` with its ``report.html`` (:mod:`pleval.report.monitoring`), from a
+:class:`~pleval.monitor.Monitoring`.
 """
 
+from .monitoring import monitoring_html, save_monitoring
 from .outputs import PROVENANCE_MARK, check_outputs, run_config, save
 from .sections import SECTIONS, build, school_table
 from .to_html import render_html
@@ -17,5 +22,5 @@ from .to_markdown import render_markdown
 from .to_pdf import render_pdf
 
 __all__ = ["save", "check_outputs", "run_config", "render_html", "render_pdf", "render_markdown", "build", "SECTIONS",
-           "school_table",
+           "school_table", "save_monitoring", "monitoring_html",
            "PROVENANCE_MARK"]

@@ -7,11 +7,11 @@ e-mailed. Printed from a browser, each numbered section starts on a new page.
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from .blocks import numbered_titles, verdict_class
+from .blocks import Section, numbered_titles, verdict_class
 from .sections import build, source_name, subtitle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,11 +23,18 @@ _ENV = Environment(loader=PackageLoader("pleval.report", "templates"), autoescap
 
 def render_html(ev: "Evaluation", images: Mapping[str, bytes]) -> str:
     """The HTML report of ``ev``; ``images`` maps figure names to PNG bytes."""
-    sections = build(ev, images.keys())
+    return render_sections(build(ev, images.keys()), images, heading="Did personalized learning work?",
+                           doc_title="PL evaluation", subtitle=subtitle(ev), source_name=source_name(ev))
+
+
+def render_sections(sections: Sequence[Section], images: Mapping[str, bytes], *, heading: str, doc_title: str,
+                    subtitle: str, source_name: str) -> str:
+    """Any list of sections as one self-contained HTML page (the template and style sheet of
+    ``report.html``); ``images`` maps the names of the sections' figures to PNG bytes."""
     b64 = {k: base64.b64encode(v).decode("ascii") for k, v in images.items()}
     return _ENV.get_template("report.html.j2").render(
-        sections=sections, titles=numbered_titles(sections), subtitle=subtitle(ev), image=b64.__getitem__,
-        verdict_class=verdict_class, source_name=source_name(ev), unknown_block=_unknown_block,
+        sections=sections, titles=numbered_titles(sections), heading=heading, doc_title=doc_title, subtitle=subtitle,
+        image=b64.__getitem__, verdict_class=verdict_class, source_name=source_name, unknown_block=_unknown_block,
     )
 
 

@@ -1,0 +1,228 @@
+"""``report.html`` of ``pleval monitor``: the sections of a
+:class:`~pleval.monitor.Monitoring` (effects by year and by years of exposure, the trend test,
+the staggered-adoption event study, diverging schools, equity bands over time, provenance),
+rendered by the template of the estimate report (:func:`pleval.report.to_html.render_sections`).
+Data flow one way: this module reads a Monitoring; :mod:`pleval.monitor` never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Collection, Mapping
+
+import pandas as pd
+
+from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, title
+from .blocks import Bullets, Figure, Paragraph, Section, Table
+from .sections import CAVEAT_MATCHED, CAVEAT_MULTIPLICITY, CAVEAT_PERCENTILE, CAVEAT_SCHOOL
+from .to_html import render_sections
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..monitor import Monitoring
+
+
+def _lvl(m: "Monitoring") -> str:
+    return f"{m.over_time.level:.0%}"
+
+
+def _effects_table(f: pd.DataFrame, key: str, label: str, lvl: str) -> pd.DataFrame:
+    """Rows of ``effects_by_year.csv`` / ``effects_by_exposure.csv`` (or the equity table) as printed."""
+    out = {label: f[key].astype(str)}
+    if "program" in f:
+        out["program"] = f["program"].map({True: "yes", False: "no (pre-program)"})
+    if "band" in f:
+        out["band"] = f["band"].astype(str)
+    if "n_treated" in f:
+        out["n PL"] = f["n_treated"].map(fmt_int)
+    if "n_comparison" in f:
+        out["n comparison"] = f["n_comparison"].map(fmt_int)
+    out.update({
+        "effect size": f["es"].map(lambda v: fmt(v, 3, True)),
+        f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(f["es_ci_low"], f["es_ci_high"])],
+        "points": f["estimate"].map(lambda v: fmt(v, 2, True)),
+        "p": f["pvalue"].map(fmt_p),
+    })
+    if "pp" in f:
+        out["percentile points"] = f["pp"].map(lambda v: fmt(v, 1, True))
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def _figure(name: str, caption: str, figures: Collection[str]) -> list[Figure]:
+    return [Figure(name, caption)] if name in figures else []
+
+
+_EFFECTS_NOTE = (
+    "Effect size: the matched PL − comparison difference in SD units (the period's pooled within-group SD, "
+    "within grade, Hedges' ω); points: the same on the outcome's scale; CIs and p-values are cluster-robust by each "
+    "student's first school (CR2, Satterthwaite df)."
+)
+
+
+def by_year(m: "Monitoring", figures: Collection[str]) -> Section:
+    """Effects by period: one table per subject and the figure."""
+    ot, lvl = m.over_time, _lvl(m)
+    tables = [Table(_effects_table(ot.by_year[ot.by_year["subject"] == s], "time", str(ot.columns.time), lvl),
+                    title=title(s, f"Effects by {ot.columns.time}"), note=_EFFECTS_NOTE + " Pre-program periods "
+                    "estimate a placebo difference, which should be near zero.") for s in ot.subjects]
+    return Section("by-year", f"Effects by {ot.columns.time}", (
+        *_figure("effects_by_year", f"Effect size by {ot.columns.time} with {lvl} CIs, per subject.", figures),
+        *tables))
+
+
+def by_exposure(m: "Monitoring", figures: Collection[str]) -> Section:
+    """Effects by years of exposure (0 = PL students before their school adopted)."""
+    ot, lvl = m.over_time, _lvl(m)
+    tables = [Table(_effects_table(ot.by_exposure[ot.by_exposure["subject"] == s], "exposure", "years of exposure",
+                                   lvl), title=title(s, "Effects by years of exposure"),
+                    note=_EFFECTS_NOTE + " Exposure 0: PL students before their school adopted (a placebo).")
+              for s in ot.subjects]
+    return Section("by-exposure", "Effects by years of exposure", (
+        *_figure("effects_by_exposure", f"Effect size by years of exposure with {lvl} CIs, per subject.", figures),
+        *tables))
+
+
+def trend(m: "Monitoring", figures: Collection[str]) -> Section:
+    """The trend test: the slope of the effects per period and per year of exposure."""
+    t, lvl = m.over_time.trend, _lvl(m)
+    table = pd.DataFrame({
+        "subject": t["subject"].astype(str), "slope over": t["per"].astype(str), "n periods": t["n_points"].map(fmt_int),
+        "slope, effect size per period": t["es"].map(lambda v: fmt(v, 3, True)),
+        f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
+        "slope, points per period": t["estimate"].map(lambda v: fmt(v, 2, True)),
+        "p": t["pvalue"].map(fmt_p),
+    })
+    return Section("trend", "Is the effect growing? The trend test", (
+        Paragraph("The least-squares slope of the effects over the program periods (and over years of exposure ≥ 1), "
+                  "with its CR2 standard error; H₀: the effect is flat. A large p-value is not evidence of a flat "
+                  "effect: with few schools the trend is hard to see."),
+        Table(table, note="n periods: the number of periods (or years of exposure) the slope is fitted to."),
+    ))
+
+
+def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
+    """The staggered-adoption event study with its pre-trend test (subjects where it was run)."""
+    if not m.staggered:
+        return None
+    lvl, blocks = _lvl(m), []
+    for s, gt in m.staggered.items():
+        pre, es = gt.pretest, gt.event_study().table
+        comp = "not-yet-adopting" if gt.control == "notyet" else "never-adopting"
+        overall = gt.aggregate("group").overall
+        lines = [f"Overall (cohort-weighted): {fmt(overall.estimate, 2, True)} points ({lvl} CI "
+                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; p = {fmt_p(overall.pvalue)}); comparisons: "
+                 f"{comp} schools."]
+        lines.append(f"Pre-trend Wald test: chi2({pre['df']}) = {fmt(pre['statistic'], 2)}, p = {fmt_p(pre['pvalue'])}."
+                     " A small p-value is evidence against parallel trends; a large one is not proof of them."
+                     if pre["df"] else "Pre-trend test: no pre-adoption cells in the data.")
+        blocks.append(Bullets(tuple(lines) + tuple(gt.notes), title=str(s)))
+        blocks += _figure(f"event_study_{s}", f"{s}: event study (school means, points) with {lvl} CIs; negative "
+                          "periods are before adoption.", figures)
+        blocks.append(Table(pd.DataFrame({
+            "periods since adoption": es["event_time"].map(lambda v: f"{int(v):+d}"),
+            "points": es["estimate"].map(lambda v: fmt(v, 2, True)),
+            f"{lvl} CI": [fmt_ci(a, b, 2, True) for a, b in zip(es["ci_low"], es["ci_high"])],
+            "p": es["pvalue"].map(fmt_p),
+        }), title=title(s, "Event study"), note="Callaway & Sant'Anna (2021) group-time effects on school × period "
+            "means of the regression-adjusted outcome, aggregated by periods since adoption; schools are the units."))
+    return Section("staggered", "Staggered adoption: event study and pre-trends", (
+        Paragraph("Schools adopted in different periods: each adoption cohort is compared with schools that had not "
+                  "(yet) adopted, never with earlier adopters."), *blocks))
+
+
+def schools(m: "Monitoring", figures: Collection[str]) -> Section:
+    """School trajectories: which PL schools' slopes diverge from the pooled trend."""
+    adjustment = ADJUSTMENT_NAMES["bh"]
+    alpha = float(m.provenance.get("alpha", 0.05))
+    blocks: list = [Paragraph(
+        "One slope per PL school: how its effect changed per program period, in effect-size units, beside the "
+        "pooled trend. A school diverges (faster or slower) when its slope differs from the pooled trend beyond the "
+        f"spread of comparison (placebo) schools' slopes, after the {adjustment} adjustment at α = {alpha:g}.")]
+    for s, st in m.schools.items():
+        pl = st.slopes[st.slopes["kind"] == "PL"].sort_values("slope", ascending=False)
+        blocks.append(Paragraph(f"{s}: {st.n_diverging} of {len(pl)} PL schools diverge from the pooled trend "
+                                f"({fmt(st.pooled_trend / st.sd, 3, True)} SD per period)."))
+        blocks += _figure(f"school_trajectories_{s}", f"{s}: school effects by period against the pooled trend.",
+                          figures)
+        blocks.append(Table(pd.DataFrame({
+            "school": pl["school"].astype(str), "periods": pl["n_periods"].map(fmt_int),
+            "slope (SD per period)": pl["slope_es"].map(lambda v: fmt(v, 3, True)),
+            "SE": pl["se_es"].map(lambda v: fmt(v, 3)),
+            "shrunken ES": pl["slope_shrunk_es"].map(lambda v: fmt(v, 3, True)),
+            "p": pl["pvalue"].map(fmt_p), "adjusted p": pl["p_adjusted"].map(fmt_p),
+            f"diverges (α = {alpha:g})": pl["direction"].replace("", "no"),
+        }), title=title(s, "School trajectories"), note=(
+            f"adjusted p: adjusted for testing every school at once ({adjustment}). shrunken: empirical-Bayes "
+            "estimate, pulled toward the pooled effect in proportion to the school's noise. p tests the slope "
+            "against the pooled trend with the placebo schools' spread added to its SE.")))
+    if not m.schools:
+        blocks.append(Paragraph("No school trajectories (see the notes under Caveats)."))
+    return Section("schools", "Schools whose trajectories diverge", (*blocks, Bullets((CAVEAT_SCHOOL,
+                                                                                        CAVEAT_MULTIPLICITY))))
+
+
+def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
+    """Effects by baseline band (thirds of the pretest) over time, with the gap."""
+    eq, lvl = m.over_time.equity, _lvl(m)
+    if not len(eq):
+        return None
+    blocks: list = []
+    for s in m.over_time.subjects:
+        f = eq[eq["subject"] == s]
+        blocks += _figure(f"equity_over_time_{s}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
+        blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl),
+                            title=title(s, "Equity bands over time"), note=(
+                                "Bands: thirds of the baseline pretest within subject; the gap (top − bottom) is a "
+                                "contrast with its CR2 SE (no percentile points).")))
+    return Section("equity", "Equity bands over time", tuple(blocks))
+
+
+def caveats(m: "Monitoring", figures: Collection[str]) -> Section:
+    """The caveats and every note raised during the analysis."""
+    blocks: list = [Bullets((CAVEAT_PERCENTILE, CAVEAT_MATCHED))]
+    if m.notes:
+        blocks.append(Bullets(tuple(m.notes), title="Notes raised during the analysis", style="warn"))
+    return Section("caveats", "Caveats", tuple(blocks))
+
+
+def provenance(m: "Monitoring", figures: Collection[str]) -> Section:
+    """Every option, the columns, the pleval version and the input's SHA-256."""
+    p = dict(m.provenance)
+    cols = p.pop("columns", {})
+    rows = [(k, "" if v is None else (v if isinstance(v, str) else json.dumps(v, default=str))) for k, v in p.items()
+            if k not in ("input_sha256", "pleval")]
+    rows += [(f"column: {role}", ", ".join(c)) for role, c in cols.items()]
+    rows += [("input SHA-256", str(p.get("input_sha256", ""))), ("pleval", str(p.get("pleval", "")))]
+    return Section("provenance", "Provenance and options", (
+        Table(pd.DataFrame(rows, columns=["setting", "value"])),
+        Paragraph("provenance.json in the outputs folder holds the same.", style="note")))
+
+
+SECTIONS = (by_year, by_exposure, trend, staggered, schools, equity, caveats, provenance)
+"""The section builders of the monitoring report, in print order."""
+
+
+def monitoring_sections(m: "Monitoring", figures: Collection[str] = ()) -> list[Section]:
+    """The report's sections for ``m`` (those that apply), given the names of its figures."""
+    return [s for b in SECTIONS if (s := b(m, figures)) is not None]
+
+
+def monitoring_html(m: "Monitoring", images: Mapping[str, bytes]) -> str:
+    """``report.html`` of ``m``; ``images`` maps figure names (the PNG file names without
+    ``.png``) to PNG bytes."""
+    sha = str(m.provenance.get("input_sha256", ""))
+    sub = (f"Monitoring over {m.over_time.columns.time} · {', '.join(map(str, m.over_time.subjects))}"
+           + (f" · input SHA-256 {sha[:12]}…" if sha else "") + f" · pleval {m.provenance.get('pleval', '')}")
+    return render_sections(monitoring_sections(m, images.keys()), images,
+                           heading="Is personalized learning working over time?", doc_title="PL monitoring",
+                           subtitle=sub, source_name=sha[:12] or "(a DataFrame)")
+
+
+def save_monitoring(m: "Monitoring", out, *, figures: bool = True) -> Path:
+    """The outputs folder of :func:`pleval.monitor.save_monitoring` with ``report.html``."""
+    from ..monitor import save_monitoring as save
+
+    return save(m, out, figures=figures, html=monitoring_html)
+
+
+__all__ = ["SECTIONS", "monitoring_sections", "monitoring_html", "save_monitoring"]
