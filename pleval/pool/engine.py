@@ -8,6 +8,8 @@ time in this process; :mod:`.spark`: ``cogroup(...).applyInPandas`` on the clust
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 
@@ -25,7 +27,7 @@ def kind(sql_type: str) -> str:
     return "bool" if t in ("BOOLEAN", "BOOL") else "other"
 
 
-class SqlEngine:
+class SqlEngine(ABC):
     """The queries every engine answers. ``where`` is a SQL condition on the pool's rows."""
 
     name = "sql"
@@ -33,24 +35,29 @@ class SqlEngine:
     relation: str
     types: dict
 
-    def quote(self, name: str) -> str:  # pragma: no cover - each engine's own
-        raise NotImplementedError
+    @abstractmethod
+    def quote(self, name: str) -> str:
+        ...
 
     def literal(self, v) -> str:
         return literal(v)
 
-    def one(self, query: str) -> tuple:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def one(self, query: str) -> tuple:
+        ...
 
-    def frame(self, query: str) -> pd.DataFrame:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def frame(self, query: str) -> pd.DataFrame:
+        ...
 
-    def register(self, name: str, df: pd.DataFrame) -> None:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def register(self, name: str, df: pd.DataFrame) -> None:
+        ...
 
     @property
-    def description(self) -> str:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def description(self) -> str:
+        ...
 
     # ---- aggregates ----------------------------------------------------------------
     def counts(self, conditions: list[str]) -> list[int]:
@@ -90,15 +97,15 @@ class SqlEngine:
                                   f"WHERE {where} GROUP BY {self.quote(by)}"))
         return pd.concat(out, ignore_index=True)
 
-    def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:  # pragma: no cover
+    @abstractmethod
+    def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:
         """A seeded random ``fraction`` of the rows ``where`` (columns ``cols``)."""
-        raise NotImplementedError
 
     # ---- the partitions ------------------------------------------------------------
-    def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:  # pragma: no cover
+    @abstractmethod
+    def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Match every partition: ``(pairs with the pool row id as "rid", the full pool rows
         used, with "_rid")``."""
-        raise NotImplementedError
 
 
 def as_python(values) -> list:
