@@ -47,6 +47,7 @@ def test_spark_engine_matches_in_memory(spark, small, method, tmp_path):
     spark.read.parquet(str(tmp_path / "pool.parquet")).createOrReplaceTempView("state_pool")
     ref = match_pool(pl, pool, SAMPLE_COLUMNS, method, engine="memory")
     got = match_pool(pl, "state_pool", SAMPLE_COLUMNS, method, engine="spark", spark=spark)  # a table name
+    assert len(got.matched) == len(ref.matched) > 0
     _same_matched(ref, got)
     _same_numbers(ref.estimate(by="subject").to_frame(), got.estimate(by="subject").to_frame())
     _same_numbers(ref.balance().table, got.balance().table)
