@@ -800,6 +800,11 @@ def _school_effects(frame: pd.DataFrame, *, stratum: str, weight: str | None, cl
     effect's), is relabelled with what it is (``sd_kind``) rather than "given norm SD"."""
     from .heterogeneity import school_effects
 
+    constant = [c for c in kw.get("covariates", ()) if frame[c].nunique(dropna=False) < 2]
+    if constant:  # e.g. an exact-match key on which one PL school's students all agree
+        warnings.warn(f"school effects: covariate(s) {', '.join(constant)} take one value in the matched sample; "
+                      "left out of the school-effects model", PlevalWarning, stacklevel=3)
+        kw = {**kw, "covariates": tuple(c for c in kw["covariates"] if c not in constant)}
     se = school_effects(frame, stratum=stratum, weight=weight, cluster=cluster, school=school, unit_id=unit, **kw)
     if sd_kind:
         label = f"{sd_kind}; the SD of the overall effect"
@@ -1035,7 +1040,9 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             part["details"]["placebo"] = placebo
             t = placebo.placebo if s is None else placebo.placebo[placebo.placebo[by] == s]
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
-            comp = placebo.comparison if s is None else placebo.comparison[placebo.comparison[by] == s]
+            comp = placebo.comparison
+            if s is not None and len(comp):  # empty when fewer than 2 PL schools have an estimate
+                comp = comp[comp[by] == s]
             if len(comp):
                 part["placebo_stats"] = {"placebo_q_star_p": float(comp.iloc[0]["p_star"])}
             part["calibration"] = placebo.calibration.get("all" if s is None else s)

@@ -396,3 +396,16 @@ def test_matched_rating_is_a_qed_with_schools_counted_in_the_matched_sample(matc
         sch = sch[sch["subject"] == s]
         assert r.facts.n_schools_control == sch.loc[sch["treatment"] == 0, "school_id"].nunique()
         assert r.facts.n_students == sch["student_id"].nunique()
+
+
+def test_one_pl_school_runs_and_says_there_is_no_school_comparison(matched_sim):
+    d = matched_sim.data
+    keep = d["school_id"].isin(d.loc[d["treatment"] == 1, "school_id"].unique()[:1]) | (d["treatment"] == 0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(d[keep], method="vcg", seed=1)
+    assert any("fewer than 2 schools" in str(w.message) for w in caught)
+    ref = pleval.match(d[keep], SAMPLE_COLUMNS, method="vcg").estimate(by="subject")
+    for s in ("math", "reading"):
+        for a, b in zip(ev.effect(s).estimates, ref[s].estimates):
+            assert a.estimate == pytest.approx(b.estimate, rel=1e-10) and a.se == pytest.approx(b.se, rel=1e-10)
