@@ -175,3 +175,21 @@ def test_force_protects_a_folder_of_other_files(files, tmp_path):
     _ok(["match", str(coded), "--out", str(tmp_path / "again")])
     _ok(["match", str(coded), "--out", str(tmp_path / "again")])  # a previous output is replaced
     assert (out / "notes.txt").read_text() == "mine" and (out / "effect.csv").exists()
+
+
+def test_os_errors_are_one_line_with_exit_code_2(capsys, monkeypatch):
+    import errno
+
+    from pleval.cli._common import handle_errors
+
+    monkeypatch.delenv("PLEVAL_DEBUG", raising=False)
+
+    @handle_errors
+    def write():
+        raise OSError(errno.ENOSPC, "No space left on device", "results/report.pdf")
+
+    with pytest.raises(typer.Exit) as exc:
+        write()
+    assert exc.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "report.pdf" in err and "Traceback" not in err

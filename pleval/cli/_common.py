@@ -65,7 +65,8 @@ def table(title: str, columns: Iterable[str], left: Iterable[str] = (), **kw) ->
 
 
 def handle_errors(func: Callable) -> Callable:
-    """Turn pleval/data errors into one clear line on stderr and exit code 2.
+    """Turn pleval/data errors and operating-system errors (a missing file, a full disk, a folder
+    that cannot be written) into one clear line on stderr and exit code 2.
 
     Set the environment variable ``PLEVAL_DEBUG=1`` (or pass ``--debug`` where a command
     offers it) to see the traceback instead. Python-style hints in messages
@@ -76,7 +77,7 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (PlevalError, ValueError, FileNotFoundError, KeyError) as exc:
+        except (PlevalError, ValueError, OSError, KeyError) as exc:
             if kwargs.get("debug") or _debug_env():
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
