@@ -50,51 +50,93 @@ def generate(seed: int, n_pl: int = 15, n_comp: int = 60, per_school: int = 60, 
     return df, truth, dict(mu=mu, tau=tau, delta=delta)
 
 
-def replicate(seed: int, method: str = "propensity", level: float = 0.95, **gen) -> dict:
-    """One study: ``pleval.estimate`` defaults (``sd=15`` so effect sizes are in latent units)
-    and every figure of the validation table."""
+def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> list[dict]:
+    """Stage 1 (expensive): one data set per ``tau`` (same seed: the same schools, students and
+    deviations, only the PL schools' program effects differ) through ``pleval.estimate``
+    (defaults, ``sd=15`` so effect sizes are in latent units; the sensitivity analysis, which
+    feeds no school figure, is off), and what the meta layer needs: the PL schools' effect sizes,
+    joint covariance, df, p-values and per-school CIs, the placebo schools' effect sizes and
+    joint covariance, and the truths. The placebo schools are estimated on the first data set
+    only and reused: they are comparison schools, whose rows do not depend on ``tau`` (the
+    placebo analysis drops the PL schools first), so their estimates are identical.
+    """
     import pleval
     from pleval.errors import PlevalWarning
 
-    df, truth, par = generate(seed, **gen)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PlevalWarning)
-        ev = pleval.estimate(df, design="matched", method=method, seed=seed, sd=15.0)
-    s = ev.schools.merge(truth, on="school")
-    s = s[np.isfinite(s["effect_size"])]
-    h = ev.heterogeneity.iloc[0]
-    target = (s["theta"] + s["g"]).to_numpy()  # the identifiable quantity: program + own deviation
-    theta = s["theta"].to_numpy()
-    z = stats.norm.ppf(0.5 + level / 2)
-    es, lo, hi = s["effect_size"].to_numpy(), s["es_ci_low"].to_numpy(), s["es_ci_high"].to_numpy()
-    sh, shsd = s["shrunk_es"].to_numpy(), s["shrunk_es_sd"].to_numpy()
-    mu, tau, delta = par["mu"], par["tau"], par["delta"]
-    sd_new = np.hypot(tau, delta)
-    if sd_new > 0:
-        pi_cov = stats.norm.cdf((h["pi_high"] - mu) / sd_new) - stats.norm.cdf((h["pi_low"] - mu) / sd_new)
-    else:
-        pi_cov = float(h["pi_low"] <= mu <= h["pi_high"])
-    flag_raw = s["p_adjusted"].to_numpy() < 0.05
-    out = {
-        "k": len(s),
-        "school_ci": np.mean((lo <= target) & (target <= hi)),
-        "pooled_ci": float(h["ci_low"] <= mu <= h["ci_high"]),
-        "pi": pi_cov,
-        "shrunk_ci": np.mean(np.abs(sh - target) <= z * shsd),
-        "any_flag_uncalibrated": float(flag_raw.any()),
-    }
-    if "p_calibrated_adjusted" in s:
-        flag = s["p_calibrated_adjusted"].to_numpy() < 0.05
-        wrong = flag & (np.sign(es) != np.sign(theta)) if tau > 0 or mu != 0 else flag
-        out.update({
-            "cal_ci_program": np.mean((s["ci_low_calibrated"] <= theta) & (theta <= s["ci_high_calibrated"])),
-            "any_flag": float(flag.any()),
-            "n_flag": float(flag.sum()),
-            "fdp": float(wrong.sum() / max(flag.sum(), 1)),
-            "tau2_program_ci": float(h["tau2_program_ci_low"] <= tau**2 <= h["tau2_program_ci_high"]),
-            "tau2_placebo_ci": float(h["tau2_placebo_ci_low"] <= delta**2 <= h["tau2_placebo_ci_high"]),
+    out, placebo = [], None
+    for tau in taus:
+        df, truth, par = generate(seed, tau=tau, **gen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            ev = pleval.estimate(df, design="matched", method=method, seed=seed, sd=15.0, sensitivity=False,
+                                 placebo=placebo is None)
+        se = ev.school_effects
+        key = next(iter(se.vcov))  # one subject (math)
+        V = se.vcov[key]
+        t = se.table.set_index("school").loc[V.index]
+        tr = truth.set_index("school").loc[V.index]
+        if placebo is None:
+            plc = ev.details[key]["placebo"]
+            p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
+            lab = p["school"].to_numpy()
+            placebo = {"placebo_y": p["effect_size"].to_numpy(dtype=float),
+                       "placebo_V": plc.placebo_vcov[key].loc[lab, lab].to_numpy()}
+        out.append({
+            "labels": V.index.to_numpy().astype(str), "y": t["effect_size"].to_numpy(dtype=float), "V": V.to_numpy(),
+            "df": t["df"].to_numpy(dtype=float), "pvalue": t["pvalue"].to_numpy(dtype=float),
+            "ci_low": t["es_ci_low"].to_numpy(dtype=float), "ci_high": t["es_ci_high"].to_numpy(dtype=float),
+            "theta": tr["theta"].to_numpy(dtype=float), "g": tr["g"].to_numpy(dtype=float),
+            "k_all": np.array(len(se.table)), "mu": np.array(par["mu"]), "tau": np.array(par["tau"]),
+            "delta": np.array(par["delta"]), **placebo,
         })
     return out
+
+
+def infer(ing: dict):
+    """Stage 2 (cheap): :func:`pleval.heterogeneity.school_inference` on stored ingredients with
+    ``pleval.estimate``'s default options."""
+    from pleval.estimate import COMMON_DEFAULTS as o
+    from pleval.heterogeneity import school_inference
+
+    return school_inference(ing["labels"], ing["y"], ing["V"], ing["df"], ing["pvalue"], ing["placebo_y"],
+                            ing["placebo_V"], method=o["meta_method"], hartung_knapp=o["hartung_knapp"],
+                            adjust=o["adjust"], alpha=o["alpha"], level=o["level"])
+
+
+def score(ing: dict, level: float = 0.95) -> dict:
+    """Every figure of the validation table from one replication's ingredients (stage 2)."""
+    si = infer(ing)
+    cal, m = si.calibration, si.meta
+    target = ing["theta"] + ing["g"]  # the identifiable quantity: program + own deviation
+    theta, es = ing["theta"], ing["y"]
+    mu, tau, delta = float(ing["mu"]), float(ing["tau"]), float(ing["delta"])
+    z = stats.norm.ppf(0.5 + level / 2)
+    sd_new = np.hypot(tau, delta)
+    lo, hi = cal.pi
+    pi_cov = stats.norm.cdf((hi - mu) / sd_new) - stats.norm.cdf((lo - mu) / sd_new) if sd_new > 0 else float(lo <= mu <= hi)
+    c = cal.schools
+    sh, shsd = c["shrunk_total"].to_numpy(), c["shrunk_total_sd"].to_numpy()
+    flag = c["p_calibrated_adjusted"].to_numpy() < 0.05
+    wrong = flag & (np.sign(es) != np.sign(theta)) if tau > 0 or mu != 0 else flag
+    return {
+        "k": len(es),
+        "school_ci": np.mean((ing["ci_low"] <= target) & (target <= ing["ci_high"])),
+        "pooled_ci": float(m.ci_low <= mu <= m.ci_high),
+        "pi": pi_cov,
+        "shrunk_ci": np.mean(np.abs(sh - target) <= z * shsd),
+        "cal_ci_program": np.mean((c["ci_low_calibrated"] <= theta) & (theta <= c["ci_high_calibrated"])),
+        "any_flag": float(flag.any()),
+        "any_flag_uncalibrated": float((np.asarray(si.counts.p_adjusted) < 0.05).any()),
+        "fdp": float(wrong.sum() / max(flag.sum(), 1)),
+        "tau2_program_ci": float(cal.tau2_program_ci[0] <= tau**2 <= cal.tau2_program_ci[1]),
+        "tau2_placebo_ci": float(cal.placebo.tau2_ci[0] <= delta**2 <= cal.placebo.tau2_ci[1]),
+        "n_flag": float(flag.sum()),
+    }
+
+
+def replicate(seed: int, method: str = "propensity", level: float = 0.95, **gen) -> dict:
+    """One study: stage 1 (:func:`ingredients`) then every figure of the table (:func:`score`)."""
+    return score(ingredients(seed, method, taus=(gen.pop("tau", 0.0),), **gen)[0], level)
 
 
 def mc_se(values) -> float:

@@ -12,6 +12,7 @@ from .permutation import ModeratorPermutationTest, PermutationTest, permutation_
 from .placebo import PlaceboResult, placebo_schools
 from .robust import RobustMeta, cluster_robust
 from .school_effects import SchoolEffects, school_effects, school_effects_from_estimates
+from .school_inference import SchoolInference, pool_schools, school_inference
 from .shrinkage import Shrinkage, empirical_bayes
 from .export import export_table
 
@@ -37,6 +38,9 @@ __all__ = [
     "school_effects",
     "school_effects_from_estimates",
     "SchoolEffects",
+    "school_inference",
+    "pool_schools",
+    "SchoolInference",
     "placebo_schools",
     "calibrate",
     "Calibration",

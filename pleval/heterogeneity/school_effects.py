@@ -57,10 +57,11 @@ from ..errors import DataError, DesignError, PlevalWarning
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, grouped_wls
 from ._joint import JOINT_VCOV_TYPES, joint_covariance, regularize
-from .meta import MetaAnalysis, Method, meta_analysis
+from .meta import MetaAnalysis, Method
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
-from .shrinkage import Shrinkage, empirical_bayes
+from .school_inference import pool_schools
+from .shrinkage import Shrinkage
 
 PERCENTILE_NOTE = (
     "Percentile points are a shift in rank, not in the score: a school's effect of +{ex:.1f} "
@@ -294,9 +295,8 @@ def _finish(
             raws[key] = pd.DataFrame(V, index=labels, columns=labels)
             V, lams[key] = regularize(V, vcov_es_var[np.ix_(rows, rows)])
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
-        m = meta_analysis(es[ok], ses[ok], method=method, hartung_knapp=hartung_knapp, level=level, labels=labels,
-                          vcov=None if vcov_es is None else V, prediction=prediction)
-        sh = empirical_bayes(es[ok], ses[ok], m, level=level, labels=labels, tau2_uncertainty=True)
+        m, sh = pool_schools(es[ok], ses[ok], None if vcov_es is None else V, method=method,
+                             hartung_knapp=hartung_knapp, level=level, prediction=prediction, labels=labels)
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
