@@ -51,43 +51,54 @@ def generate(seed: int, n_pl: int = 15, n_comp: int = 60, per_school: int = 60, 
 
 
 def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> list[dict]:
-    """Stage 1 (expensive): one data set per ``tau`` (same seed: the same schools, students and
-    deviations, only the PL schools' program effects differ) through ``pleval.estimate``
-    (defaults, ``sd=15`` so effect sizes are in latent units; the sensitivity analysis, which
-    feeds no school figure, is off), and what the meta layer needs: the PL schools' effect sizes,
-    joint covariance, df, p-values and per-school CIs, the placebo schools' effect sizes and
-    joint covariance, and the truths. The placebo schools are estimated on the first data set
-    only and reused: they are comparison schools, whose rows do not depend on ``tau`` (the
-    placebo analysis drops the PL schools first), so their estimates are identical.
+    """Stage 1 (expensive): the data set of ``seed`` through ``pleval.estimate`` (defaults,
+    ``sd=15`` so effect sizes are in latent units; the sensitivity analysis, which feeds no school
+    figure, is off), and what the meta layer needs, for each program-effect SD in ``taus``: the
+    PL schools' effect sizes, joint covariance, df, p-values and per-school CIs, the placebo
+    schools' effect sizes and joint covariance, and the truths.
+
+    The data sets of one seed differ only in the PL schools' program effects θ_j (the generator
+    draws them whatever ``tau`` is), so only the first is estimated: the placebo schools are
+    comparison schools, whose rows are the same; and in PL school j's matched set only its own
+    students' outcomes move, all by θ_j, so the weighted least-squares coefficient of the
+    treatment moves by exactly θ_j while the residuals — hence V and the df — do not. The other
+    τ's estimates and CIs are the first's shifted by the change in θ_j, with p-values from
+    ``school_effects``' t(df) formula. (The tests check both against separate ``pleval.estimate``
+    runs.)
     """
     import pleval
     from pleval.errors import PlevalWarning
 
-    out, placebo = [], None
+    df, truth, par = generate(seed, tau=taus[0], **gen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(df, design="matched", method=method, seed=seed, sd=15.0, sensitivity=False)
+    se = ev.school_effects
+    key = next(iter(se.vcov))  # one subject (math)
+    V = se.vcov[key]
+    t = se.table.set_index("school").loc[V.index]
+    plc = ev.details[key]["placebo"]
+    p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
+    lab = p["school"].to_numpy()
+    base = {
+        "labels": V.index.to_numpy().astype(str), "y": t["effect_size"].to_numpy(dtype=float), "V": V.to_numpy(),
+        "se": t["es_se"].to_numpy(dtype=float), "df": t["df"].to_numpy(dtype=float),
+        "pvalue": t["pvalue"].to_numpy(dtype=float), "ci_low": t["es_ci_low"].to_numpy(dtype=float),
+        "ci_high": t["es_ci_high"].to_numpy(dtype=float), "k_all": np.array(len(se.table)),
+        "placebo_y": p["effect_size"].to_numpy(dtype=float), "placebo_V": plc.placebo_vcov[key].loc[lab, lab].to_numpy(),
+    }
+    theta0 = truth.set_index("school").loc[V.index, "theta"].to_numpy(dtype=float)
+    out = []
     for tau in taus:
-        df, truth, par = generate(seed, tau=tau, **gen)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PlevalWarning)
-            ev = pleval.estimate(df, design="matched", method=method, seed=seed, sd=15.0, sensitivity=False,
-                                 placebo=placebo is None)
-        se = ev.school_effects
-        key = next(iter(se.vcov))  # one subject (math)
-        V = se.vcov[key]
-        t = se.table.set_index("school").loc[V.index]
+        _, truth, par = generate(seed, tau=tau, **gen)
         tr = truth.set_index("school").loc[V.index]
-        if placebo is None:
-            plc = ev.details[key]["placebo"]
-            p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
-            lab = p["school"].to_numpy()
-            placebo = {"placebo_y": p["effect_size"].to_numpy(dtype=float),
-                       "placebo_V": plc.placebo_vcov[key].loc[lab, lab].to_numpy()}
+        shift = tr["theta"].to_numpy(dtype=float) - theta0
+        y = base["y"] + shift
         out.append({
-            "labels": V.index.to_numpy().astype(str), "y": t["effect_size"].to_numpy(dtype=float), "V": V.to_numpy(),
-            "df": t["df"].to_numpy(dtype=float), "pvalue": t["pvalue"].to_numpy(dtype=float),
-            "ci_low": t["es_ci_low"].to_numpy(dtype=float), "ci_high": t["es_ci_high"].to_numpy(dtype=float),
+            **base, "y": y, "ci_low": base["ci_low"] + shift, "ci_high": base["ci_high"] + shift,
+            "pvalue": 2 * stats.t.sf(np.abs(y / base["se"]), np.maximum(base["df"], 1)) if tau != taus[0] else base["pvalue"],
             "theta": tr["theta"].to_numpy(dtype=float), "g": tr["g"].to_numpy(dtype=float),
-            "k_all": np.array(len(se.table)), "mu": np.array(par["mu"]), "tau": np.array(par["tau"]),
-            "delta": np.array(par["delta"]), **placebo,
+            "mu": np.array(par["mu"]), "tau": np.array(par["tau"]), "delta": np.array(par["delta"]),
         })
     return out
 
