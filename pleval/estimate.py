@@ -483,6 +483,7 @@ def estimate(
     progress: Progress | None = None,
     checked=None,
     matcher: Callable | None = None,
+    placebo_rounds=None,
     **options,
 ) -> Evaluation:
     """Evaluate a PL program from a student file: design diagnostics, overall effect by
@@ -513,6 +514,10 @@ def estimate(
     matcher : callable, optional
         Used instead of :func:`pleval.match` (same arguments, returns a ``MatchResult``):
         :func:`pleval.pool.estimate_pool` passes the match of a comparison pool given apart.
+    placebo_rounds : optional
+        Where placebo schools come from and are re-matched (``rounds=`` of
+        :func:`pleval.heterogeneity.placebo.placebo_schools`; default: ``df``):
+        :func:`pleval.pool.estimate_pool` passes the pool's.
 
     Other Parameters
     ----------------
@@ -615,7 +620,7 @@ def estimate(
         else:
             v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
             parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
-                                 matcher)
+                                 matcher, placebo_rounds)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -973,7 +978,7 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
 
 
 def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress,
-                 matcher=None) -> list[dict]:
+                 matcher=None, placebo_rounds=None) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
     from .matching import EffectTable, match
@@ -1017,7 +1022,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
         notes.append(f"no school effects: {exc}")
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
-        placebo = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes)
+        placebo = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)
@@ -1163,7 +1168,7 @@ def _match_dropped(m) -> pd.DataFrame | None:
     return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
 
 
-def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes):
+def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None):
     """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
     with the same matching and the same school-effect settings as the PL schools."""
     from .heterogeneity.placebo import placebo_schools
@@ -1173,7 +1178,7 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
             df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
             match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
             by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
-            alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"],
+            alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds,
         )
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")

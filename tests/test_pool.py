@@ -129,28 +129,104 @@ def test_pool_bad_inputs(split, stored):
         match_pool(pl, stored["parquet"] / "nowhere", SAMPLE_COLUMNS, "vcg")
 
 
+def _grades_3_4(split):
+    """PL and pool rows of grades 3 and 4, without the pool rows relabelled into a PL school
+    (a school both PL and comparison has no placebo schools, in memory or with a pool)."""
+    pl, pool = split
+    pl = pl[pl["grade"].isin([3, 4])]
+    pool = pool[pool["grade"].isin([3, 4]) & ~pool["school_id"].isin(pl["school_id"])]
+    return pl, pool
+
+
 @pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
-def test_estimate_with_a_pool_is_the_in_memory_evaluation(split, stored, tmp_path):
-    """`pleval estimate pl.csv --pool pool.duckdb`: the tables of pleval.estimate on PL + pool
-    (placebo schools off: not run with a pool, and the notes say so)."""
+def test_estimate_with_a_pool_is_the_in_memory_evaluation(split, tmp_path):
+    """`pleval estimate pl.csv --pool pool.parquet`: the tables of pleval.estimate on PL + pool,
+    placebo schools included (each round re-matched against the rest of the pool): placebo
+    estimates, τ̂²_placebo, calibrated p-values to 1e-10; provenance and run.toml name the pool."""
     import json
+    import tomllib
 
     from typer.testing import CliRunner
 
     import pleval
     from pleval.cli import app
+    from pleval.cli._estimate import _load_config
+    from pleval.pool.source import open_pool
 
-    pl, pool = split
-    pl = pl[pl["grade"].isin([3, 4])]
-    pool = pool[pool["grade"].isin([3, 4])]
+    pl, pool = _grades_3_4(split)
     ref = pleval.estimate(pd.concat([pl, pool.assign(treatment=0)], ignore_index=True), SAMPLE_COLUMNS, method="vcg",
-                          placebo=False, sensitivity=False)
+                          sensitivity=False)
     pl.drop(columns="treatment").to_csv(tmp_path / "pl.csv", index=False)
     pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    out = tmp_path / "out"
     res = CliRunner().invoke(app, ["estimate", str(tmp_path / "pl.csv"), "--pool", str(tmp_path / "pool.parquet"),
-                                   "--method", "vcg", "--set", "sensitivity=false", "--out", str(tmp_path / "out"),
+                                   "--method", "vcg", "--set", "sensitivity=false", "--out", str(out),
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
-    got = pd.read_csv(tmp_path / "out" / "overall.csv")
-    _same_numbers(ref.overall.reset_index(drop=True)[got.columns.tolist()], got, rtol=1e-10)
-    assert "comparison pool" in json.loads(res.stdout)["notes"][0]
+    for name in ("overall", "placebo", "heterogeneity", "school_effects"):
+        got = pd.read_csv(out / f"{name}.csv")
+        want = pd.read_csv(pd.io.common.StringIO(ref.table("schools" if name == "school_effects" else name)
+                                                 .to_csv(index=False)))
+        assert len(got) and len(got) == len(want), name
+        _same_numbers(want[got.columns.tolist()], got, rtol=1e-10)
+    assert ref.placebo["school"].nunique() == pool["school_id"].nunique()  # every comparison school played placebo
+    notes = json.loads(res.stdout)["notes"]
+    assert "comparison pool" in notes[0] and "placebo schools are re-matched" in notes[0]
+    prov = json.loads((out / "provenance.json").read_text())["pool"]
+    assert prov["engine"] == "duckdb" and prov["path"] == str(tmp_path / "pool.parquet")
+    assert prov["eligible_rows"] == int(ref.details[ref.subjects[0]]["design"].sample_sizes().loc["all", "comparison"])
+    assert prov["fingerprint"] == open_pool(tmp_path / "pool.parquet").fingerprint
+    assert prov["fingerprint"]["n_rows"] == len(pool)
+    run = tomllib.loads((out / "run.toml").read_text())
+    assert run["pool"] == {"path": "../pool.parquet", "engine": "duckdb"}
+    assert _load_config(out / "run.toml")["pool"]["path"] == str((tmp_path / "pool.parquet").resolve())
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_estimate_with_a_pool_in_memory_one_subject(split):
+    """The memory engine with propensity matching and one subject: pleval.estimate on PL + pool
+    restricted to that subject, placebo schools included."""
+    import pleval
+    from pleval.pool import estimate_pool
+
+    pl, pool = _grades_3_4(split)
+    ref = pleval.estimate(pd.concat([pl, pool.assign(treatment=0)], ignore_index=True), SAMPLE_COLUMNS,
+                          method="propensity", subject="math", sensitivity=False)
+    got = estimate_pool(pl.drop(columns="treatment"), pool, SAMPLE_COLUMNS, "propensity", engine="memory",
+                        subject="math", sensitivity=False)
+    for name in ("overall", "placebo", "heterogeneity", "schools", "balance"):
+        assert len(ref.table(name)), name
+        _same_numbers(ref.table(name), got.table(name), rtol=1e-10)
+    assert got.provenance["pool"]["engine"] == "memory"
+    assert got.provenance["pool"]["fingerprint"]["kind"] == "DataFrame"
+
+
+def test_match_cli_with_a_pool_is_the_api(split, stored, tmp_path):
+    """`pleval match pl.csv --pool ...` writes match_pool's matched sample, balance and effect,
+    and a provenance.json naming the pool; options that do not apply to a pool are refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    pl = split[0].drop(columns="treatment")
+    pl.to_csv(tmp_path / "pl.csv", index=False)
+    m = match_pool(pd.read_csv(tmp_path / "pl.csv"), stored["duckdb"], SAMPLE_COLUMNS, "vcg", k=5)
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(app, ["match", str(tmp_path / "pl.csv"), "--pool", str(stored["duckdb"]), "--method", "vcg",
+                              "--k", "5", "--by", "subject", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _same_numbers(m.matched.reset_index(drop=True).astype({"student_id": str, "school_id": str}),
+                  pd.read_csv(out / "matched.csv", dtype={"student_id": str, "school_id": str}))
+    _same_numbers(m.balance().table, pd.read_csv(out / "balance.csv"))
+    _same_numbers(m.estimate(by=["subject"]).to_frame(), pd.read_csv(out / "effect.csv"))
+    _same_numbers(m.sample_sizes().rename_axis("sample").reset_index(), pd.read_csv(out / "sample_sizes.csv"))
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["pool"]["eligible_rows"] == m.n_pool and prov["pool"]["table"] is None
+    assert prov["pool"]["fingerprint"]["kind"] == "duckdb" and prov["pool"]["fingerprint"]["table"] == "students"
+    assert prov["options"]["k"] == 5 and prov["options"]["method"] == "vcg" and len(prov["input"]["sha256"]) == 64
+    res = runner.invoke(app, ["match", str(tmp_path / "pl.csv"), "--pool", str(stored["duckdb"]), "--method", "vcg",
+                              "--discard", "treated", "--out", str(tmp_path / "o2")])
+    assert res.exit_code != 0 and "--discard" in res.output

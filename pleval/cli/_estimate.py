@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 # Column-role flags, named as the Columns fields they set.
 _ROLES = ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id", "grade",
           "subject", "weight", "takeup")
-_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match")
+_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match", "pool")
+_POOL_KEYS = ("path", "table", "engine")
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -46,17 +47,24 @@ def _load_config(path: Path) -> dict[str, Any]:
     unknown = [k for k in cfg if k not in _TOP_KEYS]
     if unknown:
         raise DataError(f"--config {path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(_TOP_KEYS)}")
-    for sec in ("columns", "options", "match"):
+    for sec in ("columns", "options", "match", "pool"):
         if sec in cfg and not isinstance(cfg[sec], dict):
             raise DataError(f"--config {path}: [{sec}] must be a table")
     bad_roles = [k for k in cfg.get("columns", {}) if k not in _ROLES]
     if bad_roles:
         raise DataError(f"--config {path}: unknown column role(s) {', '.join(map(repr, bad_roles))} in [columns]")
+    bad_pool = [k for k in cfg.get("pool", {}) if k not in _POOL_KEYS]
+    if bad_pool or ("pool" in cfg and "path" not in cfg["pool"]):
+        raise DataError(f"--config {path}: [pool] takes path (required), table and engine"
+                        + (f"; unknown: {', '.join(map(repr, bad_pool))}" if bad_pool else ""))
     base = path.resolve().parent
     for key in ("file", "out"):
         if key in cfg:
             p = Path(str(cfg[key]))
             cfg[key] = p if p.is_absolute() else base / p
+    if "pool" in cfg:  # a path relative to the config's folder, or a Spark table name (kept as it is)
+        p = Path(str(cfg["pool"]["path"]))
+        cfg["pool"]["path"] = str(p if p.is_absolute() or not (base / p).exists() else (base / p).resolve())
     return cfg
 
 
@@ -406,6 +414,9 @@ def estimate(
                  subject=subject, weight=weight, takeup=takeup)
     reading = read_options(sep, decimal, encoding, sheet, header_row, na)
     check_outputs(out_, force=force, input_path=str(src))  # before any computation
+    cfg_pool = cfg.get("pool", {})
+    if pool is None and cfg_pool:
+        pool, pool_table, engine = cfg_pool["path"], pool_table or cfg_pool.get("table"), engine or cfg_pool.get("engine")
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     if pool is not None and design_ != "matched":

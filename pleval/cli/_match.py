@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from ..errors import DataError
 from . import app
 from ._common import (
     Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Seed, Sep, Sheet,
-    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
+    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, err_console, escape,
     handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options, table,
 )
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 _OUTPUTS = ("matched.csv", "balance.csv", "equivalence.csv", "effect.csv", "unmatched.csv", "counts.csv",
-            "sample_sizes.csv", "weights.csv")
+            "sample_sizes.csv", "weights.csv", "provenance.json")
 
 
 class Method(str, Enum):
@@ -95,6 +97,9 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     method: Method = typer.Option(Method.propensity, "--method", "-m", metavar="METHOD", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses), cem (coarsened exact matching), exact (exact matching on the covariates) or ebal (entropy balancing)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Comparison pool given apart from DATA, which then holds PL students only: a folder of Parquet files, a .parquet file or a DuckDB database file (or, with --engine spark, a Spark table or path). Matched out of core, vcg or propensity (docs/scale.md)."),
+    pool_table: Optional[str] = typer.Option(None, "--pool-table", help="The table of a DuckDB --pool file (default: its only table)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="With --pool: duckdb (default: out of core), spark (the active Spark session) or memory."),
     out: Path = typer.Option(Path("results/match"), "--out", "-o", help="Folder for the outputs."),
     force: Force = False,
     seed: Seed = 0,
@@ -146,7 +151,7 @@ def match_cmd(
 
     Writes matched.csv (matched-set long format with _set, _weight, _pl_school), balance.csv,
     equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv,
-    counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group) and weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) to --out. Column options default to sample_data/pl_matched_students.csv.
+    counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group), weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) and provenance.json (version, options, the input's SHA-256 and, with --pool, the pool's path, engine, eligible rows and fingerprint) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
     import pandas as pd
 
@@ -157,25 +162,42 @@ def match_cmd(
 
     sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
+    if (pool_table or engine) and pool is None:
+        raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     outputs.prepare(out)
     df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
-    # a school column is required unless --school none says so (then a warning: SEs by student)
-    report = check(df, given=given, require=("outcome", "treatment") if school is not None else None)
-    print_checks(report)
-    cols = report.columns
-    res = match(
-        validate(df, cols), cols, method=method.value,  # validated here: the checks above are not repeated as warnings
-        exact=parse_names(exact), k=k, link=link, ps_model=ps_model, distance=parse_names(distance), subclasses=subclasses, min_n=min_n,
-        estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
-        mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
-        caliper=False if no_caliper else caliper, replace=replace, band=band,
-        school_keys=parse_names(school_keys) or (), discard=discard, penalize=penalize, trim=trim, seed=seed,
-        conventions=conventions,
-    )
+    options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=False if no_caliper else caliper,
+                   replace=replace, band=band, school_keys=parse_names(school_keys) or ())
+    if pool is not None:
+        from ..pool import match_pool
+        from ..pool.evaluate import pl_columns
+        from ._estimate import _Steps
+
+        _no_pool_options(dict(conventions=conventions, discard=discard, penalize=penalize, link=link, ps_model=ps_model,
+                              subclasses=subclasses, min_n=min_n, estimand=estimand, moments=moments, truncate=truncate,
+                              cutpoints=cutpoints, grouping=grouping, mahvars=mahvars, calipers=calipers,
+                              distance=distance, trim=trim))
+        pl, cols = pl_columns(df, given)
+        with _Steps(enabled=err_console.is_terminal) as steps:
+            res = match_pool(pl, pool, cols, engine=engine or "duckdb", table=pool_table, progress=steps, **options)
+        pool_info = getattr(res, "pool", None) or {"path": str(pool), "table": pool_table, "engine": engine}
+        pool_info = {**pool_info, "path": str(pool)}
+    else:
+        # a school column is required unless --school none says so (then a warning: SEs by student)
+        report = check(df, given=given, require=("outcome", "treatment") if school is not None else None)
+        print_checks(report)
+        cols = report.columns
+        options.update(link=link, ps_model=ps_model, distance=parse_names(distance), subclasses=subclasses,
+                       min_n=min_n, estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
+                       mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
+                       discard=discard, penalize=penalize, trim=trim, seed=seed, conventions=conventions)
+        # validated here: the checks above are not repeated as warnings
+        res = match(validate(df, cols), cols, **options)
+        pool_info = None
     by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
     bal = res.balance()
@@ -184,9 +206,12 @@ def match_cmd(
     sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method not in ("weighting", "ebal") else pd.DataFrame()
     frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes,
               res.weight_summary())
+    prov = outputs.provenance_record("pleval match outputs", df, cols, dict(options, by=by_cols, sd=sd,
+                                     baseline_percentile=baseline_percentile), pool=pool_info)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
         for name, frame in zip(_OUTPUTS, frames):
             frame.to_csv(tmp / name, index=False)
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str), encoding="utf-8")
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
@@ -195,3 +220,15 @@ def match_cmd(
     console.print(f"SD used for the effect size: {first.sd:.4g} ({escape(first.sd_kind)}). Percentile points are "
                   "shifts in rank, not percentage points of the score.", highlight=False)
     console.print(f"wrote {', '.join(_OUTPUTS)} to {escape(str(out))}", highlight=False)
+
+
+_POOL_DEFAULTS = dict(conventions="pleval", discard="none", penalize=False, link="logit", ps_model="student",
+                      subclasses=6, min_n=1, estimand="ATT", moments=1)
+
+
+def _no_pool_options(given: dict) -> None:
+    """With --pool, matching is vcg or propensity with pleval's conventions: other options are refused."""
+    bad = [k for k, v in given.items() if v != _POOL_DEFAULTS.get(k)]
+    if bad:
+        raise DataError("with --pool these options do not apply (matching is vcg or propensity with pleval's "
+                        f"conventions, docs/scale.md): {', '.join('--' + k.replace('_', '-') for k in bad)}")

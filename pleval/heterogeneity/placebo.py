@@ -160,11 +160,50 @@ def _round_order(data: pd.DataFrame, school: str, score: str, per_round: int) ->
     number of rows) and dealt round-robin, so consecutive blocks of ``per_round`` spread over
     the score range. A function of the data only (no seed, row order or label spelling)."""
     g = data.groupby(school, sort=True, observed=True)[score]
-    stats = pd.DataFrame({"mean": g.mean(), "n": g.size()})
+    return deal(pd.DataFrame({"mean": g.mean(), "n": g.size()}), per_round)
+
+
+def deal(stats: pd.DataFrame, per_round: int) -> np.ndarray:
+    """:func:`_round_order` from the schools' ``mean`` score and row count ``n`` (index: the
+    school ids, sorted)."""
     ranked = stats.sort_values(["mean", "n"], kind="mergesort").index.to_numpy()
     n_rounds = -(-len(ranked) // per_round)
     pos = np.arange(len(ranked))
     return ranked[np.lexsort((pos, pos % n_rounds))]
+
+
+class _InMemoryRounds:
+    """Where the placebo rounds get their schools and matches: the student file in memory.
+    :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart."""
+
+    def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict):
+        self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
+
+    def schools(self) -> tuple[np.ndarray, np.ndarray]:
+        """PL and comparison school ids (:func:`_school_treatment`)."""
+        return _school_treatment(self.data, self.columns.school, self.columns.treatment)
+
+    def order(self, pl: np.ndarray, per_round: int) -> np.ndarray:
+        """The comparison schools in round order; validates the data once for the rounds: its
+        checks are row by row (and per student), so the comparison schools' validated rows
+        are the same in every round, and each round only relabels the treatment."""
+        from ..matching import match  # designs layer: imported lazily, estimators sit above it
+
+        c, school = self.columns, self.columns.school
+        non_pl = self.data.loc[~self.data[school].isin(pl).to_numpy()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            v = validate(self.data, c)
+        v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy()])
+        codes, levels = pd.factorize(v.data[school])
+        self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
+        self._match = match
+        return _round_order(non_pl, school, c.main_pretest or c.outcome, per_round)
+
+    def match(self, chunk: np.ndarray) -> pd.DataFrame:
+        """The matched sample of one round: the schools ``chunk`` as pseudo-PL against the other
+        comparison schools, with the analysis's matching."""
+        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options).matched
 
 
 def placebo_schools(
@@ -187,6 +226,7 @@ def placebo_schools(
     level: float = 0.95,
     seed: int = 0,
     hartung_knapp: bool = True,
+    rounds=None,
 ) -> PlaceboResult:
     """Analyse comparison schools as if they were PL schools (see the module docstring).
 
@@ -214,9 +254,11 @@ def placebo_schools(
         random matching orders; the placebo rounds themselves involve no randomness).
     hartung_knapp
         Hartung–Knapp SE of the pooled mean in the placebo-informed prediction interval.
+    rounds
+        Where the schools and each round's match come from (default: ``data`` in memory); a
+        :class:`pleval.pool.placebo.PoolRounds` re-matches against a comparison pool given apart
+        (``observed`` is then required).
     """
-    from ..matching import match  # designs layer: imported lazily, estimators sit above it
-
     if not isinstance(columns, Columns):
         raise DataError("columns must be a pleval.data.Columns naming the roles (school=... is required)")
     school = columns.school
@@ -237,7 +279,11 @@ def placebo_schools(
         covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, adjust=adjust, alpha=alpha, level=level,
     )
 
-    pl, comp = _school_treatment(data, school, columns.treatment)
+    if rounds is None:
+        rounds = _InMemoryRounds(data, columns, method, match_options)
+    elif observed is None:
+        raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
+    pl, comp = rounds.schools()
     if len(comp) < 4:
         raise DesignError(f"placebo schools need at least 4 comparison schools; the data have {len(comp)}")
     n_pl = max(len(pl), 2)
@@ -251,26 +297,19 @@ def placebo_schools(
         raise DataError(f"per_round ({per_round}) leaves too few comparison schools ({len(comp)}) in the pool")
 
     if observed is None:
+        from ..matching import match
+
         observed = school_effects(match(data, columns, method, **match_options).matched, **eff_kw)
 
-    non_pl = data.loc[~data[school].isin(pl).to_numpy()]
-    order = _round_order(non_pl, school, columns.main_pretest or columns.outcome, per_round)
-    # Validated once: its checks are row by row (and per student), so the comparison schools'
-    # validated rows are the same in every round; each round only relabels the treatment.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PlevalWarning)
-        v = validate(data, columns)
-    v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy()])
-    in_school = pd.factorize(v.data[school])
+    order = rounds.order(pl, per_round)
     tables, round_rows, vcovs = [], [], []
     done, start, rnd = 0, 0, 0
     while done < n_placebo and start < len(order):
         chunk = order[start : start + min(per_round, n_placebo - done)]
         start += len(chunk)
-        fake = replace(v, data=v.data.assign(**{columns.treatment: in_school[1].isin(chunk)[in_school[0]].astype(int)}))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            m = match(fake, columns, method, **match_options).matched
+            m = rounds.match(chunk)
             res = school_effects(m, **eff_kw)
         t = res.table.copy()
         t.insert(0, "round", rnd)

@@ -25,6 +25,7 @@ class DuckEngine(SqlEngine):
         self.src = src
         self.relation = src.relation
         self.types = {k: v for k, v in src.types.items() if k != RID}
+        self.fingerprint = src.fingerprint
 
     @property
     def description(self) -> str:
@@ -41,6 +42,9 @@ class DuckEngine(SqlEngine):
 
     def register(self, name: str, df: pd.DataFrame) -> None:
         self.src.con.register(name, df)
+
+    def view(self, name: str, query: str) -> None:
+        self.src.con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {query}")
 
     def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:
         cols_sql = ", ".join(map(quote, dict.fromkeys(cols))) or "1 AS one"

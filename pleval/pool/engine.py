@@ -34,6 +34,8 @@ class SqlEngine(ABC):
     string_type = "VARCHAR"
     relation: str
     types: dict
+    fingerprint: dict
+    """What the pool is, cheaply (:func:`.source.fingerprint`), for provenance."""
 
     @abstractmethod
     def quote(self, name: str) -> str:
@@ -96,6 +98,20 @@ class SqlEngine(ABC):
             out.append(self.frame(f"SELECT CAST({self.quote(by)} AS {self.string_type}) AS g, {aggs} FROM {self.relation} "
                                   f"WHERE {where} GROUP BY {self.quote(by)}"))
         return pd.concat(out, ignore_index=True)
+
+    def restricted(self, condition: str, name: str) -> "SqlEngine":
+        """The same engine on the pool rows satisfying ``condition`` (a view ``name``): a subject
+        of the evaluation, or the pool without the placebo round's schools."""
+        import copy
+
+        self.view(name, f"SELECT * FROM {self.relation} WHERE {condition}")
+        out = copy.copy(self)
+        out.relation = name
+        return out
+
+    @abstractmethod
+    def view(self, name: str, query: str) -> None:
+        """Create or replace the temporary view ``name`` as ``query``."""
 
     @abstractmethod
     def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:

@@ -18,6 +18,8 @@ the two pieces, with the pool's share computed by aggregate queries:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -27,7 +29,7 @@ from ..matching import _long, _strata
 from ..matching._design import is_categorical
 from ..matching.propensity import CommonSupport, PropensityModel
 from . import logit
-from .engine import as_python, kind
+from .engine import SqlEngine, as_python, kind
 from .partition import Plan
 from .result import PoolMatchResult, pool_before
 
@@ -141,6 +143,8 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
 
 
 def _make_engine(engine: str, pool, table, spark):
+    if isinstance(pool, SqlEngine):
+        return pool
     if engine == "duckdb":
         from .duck import DuckEngine
         from .source import open_pool
@@ -263,6 +267,7 @@ def match_pool(
     school_keys=(),
     school_bins=None,
     require_outcome: bool = True,
+    before: bool = True,
     progress=None,
 ):
     """Match the PL students of ``pl`` against the comparison pool ``pool``.
@@ -273,7 +278,9 @@ def match_pool(
     the pool into memory and run :func:`pleval.match` on PL + pool: the reference).
     ``method`` and the matching options are those of :func:`pleval.match` ("vcg" and
     "propensity"; nearest-neighbour matching with pleval conventions, ``discard="none"``).
-    ``progress(message, done, total)`` is told of each pass and partition.
+    ``progress(message, done, total)`` is told of each pass and partition. ``before=False``
+    leaves out the pool's aggregates for balance before matching (the placebo rounds of
+    :mod:`.placebo` need only the matched sample).
 
     Returns a :class:`~pleval.pool.result.PoolMatchResult` (``engine="memory"``: the
     :class:`~pleval.matching.MatchResult` of :func:`pleval.match`).
@@ -290,6 +297,8 @@ def match_pool(
         raise DataError(f"the PL students must be a DataFrame; got {type(pl).__name__}")
     pl = _pl_frame(pl, columns)
     columns = columns.replace(treated_label=None)
+    if engine == "memory" and isinstance(pool, SqlEngine):
+        raise DataError("engine='memory' takes the pool itself (a DataFrame, a Parquet or DuckDB path)")
     opts = dict(covariates=covariates, categorical=categorical, exact=exact, k=k, caliper=caliper, replace=replace,
                 ties=ties, order=order, band=band, school_keys=school_keys, school_bins=school_bins,
                 require_outcome=require_outcome)
@@ -371,13 +380,21 @@ def match_pool(
     pairs, used = eng.match(plan, pl_light, where, progress)
     progress("assembling the matched sample")
     before = pool_before(eng, data, c, tuple(dict.fromkeys(default_vars + [x for x in covariates if x not in default_vars])),
-                         tuple(categorical), where)
+                         tuple(categorical), where) if before else {}
     return _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, covariates, default_vars,
-                     categorical, strata, n_pool, before, eng.description, eng.name)
+                     categorical, strata, n_pool, before, eng, pool_record(pool, table, eng.name, eng.description, eng.fingerprint, n_pool))
+
+
+def pool_record(pool, table, engine: str, description: str, fingerprint: dict, eligible_rows: int) -> dict:
+    """What provenance records of a pool: its path (or Spark table name; None for a frame), the
+    DuckDB table, the engine, the eligible rows (after the exclusions) and its fingerprint
+    (:func:`.source.fingerprint`)."""
+    return {"path": str(pool) if isinstance(pool, (str, Path)) else None, "table": table, "engine": engine,
+            "description": description, "eligible_rows": int(eligible_rows), "fingerprint": fingerprint}
 
 
 def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, covariates, default_vars, categorical,
-              strata, n_pool, before, description, engine_name):
+              strata, n_pool, before, eng, record):
     from .source import RID
 
     n_pl = len(data)
@@ -428,7 +445,7 @@ def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, c
                              logit_ps=lin, keep=np.ones(len(full), bool), support=support, penalized=False, alpha=0.0,
                              covariates=tuple(options["covariates"]), n=n_pl + eta["n"], n_treated=n_pl,
                              design_names=tuple(t.name for t in terms))
-    diagnostics["comparison pool"] = f"{description}: {n_pool:,} eligible rows ({engine_name})"
+    diagnostics["comparison pool"] = f"{eng.description}: {n_pool:,} eligible rows ({eng.name})"
     un_pos = np.flatnonzero(~matched_t)
     unmatched = pd.DataFrame({"row": data.index[un_pos], "reason": reason[un_pos].astype(str)})
     for col in (c.student_id, c.school, c.subject, c.grade):
@@ -441,5 +458,5 @@ def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, c
         unmatched=unmatched, exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]), options=options,
         variables=tuple(dict.fromkeys(default_vars + [x for x in covariates if x not in default_vars])),
         categorical=tuple(categorical), strata=tuple(strata), propensity=pm, diagnostics=diagnostics,
-        n_pool=n_pool, before=before,
+        n_pool=n_pool, before=before, pool=record,
     )

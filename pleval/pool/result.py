@@ -65,10 +65,12 @@ def _pool_group(entry, group):
 class PoolMatchResult(MatchResult):
     """:class:`~pleval.matching.MatchResult` of :func:`pleval.pool.match_pool`: ``data`` holds
     the eligible PL rows and the comparison rows used; ``n_pool`` counts the eligible pool
-    rows and ``before`` holds the pool's aggregates for balance before matching."""
+    rows, ``before`` holds the pool's aggregates for balance before matching and ``pool`` what
+    provenance records of the pool (:func:`.match.pool_record`)."""
 
     n_pool: int = 0
     before: dict = field(default_factory=dict)
+    pool: dict = field(default_factory=dict)
 
     def sample_sizes(self) -> pd.DataFrame:
         out = super().sample_sizes()

@@ -13,12 +13,17 @@ file`` (files in sorted path order), for a DuckDB table its ``rowid``, for a fra
 Matching pulls only the few columns it needs, one exact-key partition at a time; the full rows
 of the matched comparisons are fetched at the end by ``_rid``.
 
+Every opened pool carries a *fingerprint* for provenance (:func:`fingerprint`): what it is,
+cheaply, without reading its rows (docs/scale.md, *Provenance of a pool*).
+
 DuckDB runs with a memory limit (``PLEVAL_DUCKDB_MEMORY``, default 4GB) and spills to a
 temporary directory (``PLEVAL_DUCKDB_TEMP``, default the system temporary folder) beyond it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -69,12 +74,13 @@ def connect(memory_limit: str | None = None, temp_directory: str | None = None, 
 @dataclass
 class PoolSource:
     """An opened pool: the connection, the view ``relation`` (the pool's columns plus ``_rid``),
-    its column types and a one-line description."""
+    its column types, a one-line description and its :func:`fingerprint`."""
 
     con: object
     relation: str
     types: dict
     description: str
+    fingerprint: dict
 
     @property
     def columns(self) -> list[str]:
@@ -90,6 +96,36 @@ def _parquet_files(p: Path) -> list[str]:
     return files
 
 
+def _stat(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "modified_utc_ns": st.st_mtime_ns}
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(kind: str, **parts) -> dict:
+    """``{"kind", ..., "sha256"}``: the parts given and the SHA-256 of their JSON, so two runs on
+    the same pool show the same digest. Parquet: every file's path (relative to the dataset),
+    size, modification time and row count (from the file footers); a DuckDB file: its path,
+    size and modification time, the table and its row count; a DataFrame: its content hash.
+    The digest leaves the pool's absolute path out (a dataset read from another mount point
+    keeps it)."""
+    out = {"kind": kind, **parts}
+    return {**out, "sha256": _digest({k: v for k, v in out.items() if k != "path"})}
+
+
+def _parquet_fingerprint(con, root: Path, files: list[str]) -> dict:
+    rows = dict(con.execute("SELECT file_name, sum(row_group_num_rows) FROM "
+                            "(SELECT DISTINCT file_name, row_group_id, row_group_num_rows FROM parquet_metadata(?)) "
+                            "GROUP BY file_name", [files]).fetchall())
+    base = root if root.is_dir() else root.parent
+    listed = [{"file": str(Path(f).relative_to(base)), **_stat(Path(f)), "rows": int(rows.get(f, 0))} for f in files]
+    return fingerprint("parquet", path=str(root.resolve()), n_files=len(files),
+                       n_rows=sum(f["rows"] for f in listed), files=listed)
+
+
 def open_pool(pool, *, table: str | None = None, con=None) -> PoolSource:
     """Open ``pool`` (module docstring) as a DuckDB view with a stable row id ``_rid``."""
     if isinstance(pool, PoolSource):
@@ -102,6 +138,9 @@ def open_pool(pool, *, table: str | None = None, con=None) -> PoolSource:
         con.register("pleval_pool_frame", frame)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {VIEW} AS SELECT * FROM pleval_pool_frame")
         desc = f"a DataFrame of {len(pool):,} rows"
+        from ..data import frame_sha256
+
+        fp = fingerprint("DataFrame", n_rows=len(pool), n_columns=pool.shape[1], content_sha256=frame_sha256(pool))
     else:
         p = Path(pool)
         if not p.exists():
@@ -120,6 +159,8 @@ def open_pool(pool, *, table: str | None = None, con=None) -> PoolSource:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {VIEW} AS SELECT *, rowid AS {RID} "
                         f"FROM pleval_pooldb.main.{quote(table)}")
             desc = f"DuckDB table {table!r} in {p}"
+            n = con.execute(f"SELECT count(*) FROM pleval_pooldb.main.{quote(table)}").fetchall()[0][0]
+            fp = fingerprint("duckdb", path=str(p.resolve()), **_stat(p), table=table, n_rows=int(n))
         elif p.is_dir() or p.suffix.lower() in PARQUET_EXT:
             files = _parquet_files(p)
             hive = any("=" in part for f in files for part in Path(f).relative_to(p if p.is_dir() else p.parent).parts[:-1])
@@ -132,10 +173,11 @@ def open_pool(pool, *, table: str | None = None, con=None) -> PoolSource:
                 f"(f.idx << 40) + p.file_row_number AS {RID} FROM {src} p JOIN pleval_pool_files f USING (filename)"
             )
             desc = f"Parquet dataset {p} ({len(files):,} file{'s' if len(files) != 1 else ''})"
+            fp = _parquet_fingerprint(con, p, files)
         else:
             raise DataError(f"pool {str(p)!r}: expected a folder of Parquet files, a .parquet file or a DuckDB "
                             f"database ({', '.join(DUCKDB_EXT)})")
     types = {name: str(t) for name, t in zip(*(lambda r: (r.columns, r.types))(con.sql(f"SELECT * FROM {VIEW} LIMIT 0")))}
     if list(types).count(RID) != 1:
         raise DataError(f"the pool has a column named {RID!r}, which pleval reserves for row ids; rename it")
-    return PoolSource(con, VIEW, types, desc)
+    return PoolSource(con, VIEW, types, desc, fp)

@@ -43,6 +43,18 @@ def session(spark=None):
     return spark
 
 
+def _fingerprint(sdf, desc: str) -> dict:
+    """The files behind the pool as Spark lists them (names only: their sizes and times would
+    take a call to the file system per file), or, for a frame with none, its description."""
+    from .source import fingerprint
+
+    try:
+        files = sorted(sdf.inputFiles())
+    except Exception:  # a frame built in memory has no input files
+        files = []
+    return fingerprint("spark", source=desc, n_files=len(files), files=files)
+
+
 class SparkEngine(SqlEngine):
     name = "spark"
     string_type = "STRING"
@@ -71,6 +83,7 @@ class SparkEngine(SqlEngine):
         self.relation = VIEW
         self.types = {f.name: f.dataType.simpleString() for f in sdf.schema.fields}
         self._desc = desc
+        self.fingerprint = _fingerprint(sdf, desc)
 
     @property
     def description(self) -> str:
@@ -88,8 +101,11 @@ class SparkEngine(SqlEngine):
     def register(self, name: str, df: pd.DataFrame) -> None:
         self.spark.createDataFrame(df).createOrReplaceTempView(name)
 
+    def view(self, name: str, query: str) -> None:
+        self.spark.sql(query).createOrReplaceTempView(name)
+
     def sample(self, cols: list[str], where: str, fraction: float) -> pd.DataFrame:
-        sdf = self.spark.sql(f"SELECT {', '.join(map(self.quote, dict.fromkeys(cols)))} FROM {VIEW} WHERE {where}")
+        sdf = self.spark.sql(f"SELECT {', '.join(map(self.quote, dict.fromkeys(cols)))} FROM {self.relation} WHERE {where}")
         return (sdf if fraction >= 1 else sdf.sample(fraction=fraction, seed=1)).toPandas()
 
     def match(self, plan, pl: pd.DataFrame, where: str, progress) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -97,7 +113,7 @@ class SparkEngine(SqlEngine):
         from pyspark.sql.types import DoubleType, IntegralType, LongType, StringType, StructField, StructType
 
         strata = list(plan.strata)
-        pool = self.spark.sql(f"SELECT * FROM {VIEW} WHERE {where}")
+        pool = self.spark.sql(f"SELECT * FROM {self.relation} WHERE {where}")
         types = {f.name: f.dataType for f in pool.schema.fields}
         pl_sdf = self.spark.createDataFrame(pl)
         for s in strata:  # the keys of both sides in the pool's types, so that they group together

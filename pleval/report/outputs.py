@@ -28,9 +28,11 @@ PROVENANCE_MARK = "pleval estimate outputs"
 """Value of ``provenance.json``'s ``"kind"``: how a previous pleval output folder is recognised."""
 
 
-def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None) -> dict[str, Any]:
+def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None,
+               folder: Path | None = None) -> dict[str, Any]:
     """The resolved configuration as a TOML-ready dict (no None values): what ``run.toml`` holds
-    and ``pleval estimate --config`` reads back."""
+    and ``pleval estimate --config`` reads back; a comparison pool's path is relative to
+    ``folder`` (where run.toml is written) when given."""
     opts = dict(ev.options)
     cfg: dict[str, Any] = {}
     src = file or ev.provenance.get("input", {}).get("path")
@@ -51,6 +53,11 @@ def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = N
     if ev.columns.treated_label is not None:
         cols["treated_label"] = ev.columns.treated_label
     cfg["columns"] = cols
+    pool = ev.provenance.get("pool")
+    if pool and pool.get("path"):  # a comparison pool given apart (pleval.pool): where it is and the engine
+        path = pool["path"]
+        cfg["pool"] = {"path": _relative(path, folder) if folder is not None and Path(path).exists() else path,
+                       "table": pool.get("table"), "engine": pool["engine"]}
     match = opts.pop("match", None)
     cfg["options"] = {k: v for k, v in opts.items() if v is not None}
     if match:
@@ -185,7 +192,7 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     put("report.pdf", render_pdf(ev, images, dpi=dpi))
     put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
                     "# Repeat it exactly with: pleval estimate --config run.toml\n"
-                    + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".")))
+                    + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".", folder=out)))
     prov = {
         "kind": PROVENANCE_MARK,
         **json.loads(json.dumps(dict(ev.provenance), default=str)),

@@ -660,6 +660,15 @@ def provenance(ev: "Evaluation", figures: Collection[str]) -> Section:
     rows += [
         ("input", str(inp.get("path") or "(a DataFrame)")),
         ("input SHA-256", str(inp.get("sha256", ""))),
+    ]
+    pool = prov.get("pool")
+    if pool:  # a comparison pool given apart (pleval.pool)
+        where = pool.get("path") or pool.get("description", "")
+        rows += [("comparison pool", f"{where}" + (f", table {pool['table']}" if pool.get("table") else "")
+                  + f" ({pool.get('engine')} engine; {int(pool.get('eligible_rows', 0)):,} eligible rows)"),
+                 ("comparison pool fingerprint", f"{pool.get('fingerprint', {}).get('kind', '')} "
+                                                 f"{pool.get('fingerprint', {}).get('sha256', '')}")]
+    rows += [
         ("pleval / python", f"{prov.get('pleval_version', '')} / {prov.get('python', '')}"),
         ("packages", ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())),
     ]
