@@ -175,6 +175,7 @@ def match_cmd(
     if pool is not None:
         from ..pool import match_pool
         from ..pool.evaluate import pl_columns
+        from ..pool.match import record_of
         from ._estimate import _Steps
 
         _no_pool_options(dict(conventions=conventions, discard=discard, penalize=penalize, link=link, ps_model=ps_model,
@@ -184,8 +185,7 @@ def match_cmd(
         pl, cols = pl_columns(df, given)
         with _Steps(enabled=err_console.is_terminal) as steps:
             res = match_pool(pl, pool, cols, engine=engine or "duckdb", table=pool_table, progress=steps, **options)
-        pool_info = getattr(res, "pool", None) or {"path": str(pool), "table": pool_table, "engine": engine}
-        pool_info = {**pool_info, "path": str(pool)}
+        pool_info = record_of(res, pool, pool_table)
     else:
         # a school column is required unless --school none says so (then a warning: SEs by student)
         report = check(df, given=given, require=("outcome", "treatment") if school is not None else None)

@@ -10,7 +10,8 @@ the PL students of ``pl`` against a pool of comparison students that need not fi
 * ``engine="memory"``: the pool read into memory and :func:`pleval.match` run on PL + pool.
 
 All three give the same matched sample and estimates (:mod:`.match`, :mod:`.partition`);
-:func:`estimate_pool` runs the whole evaluation on it.
+:func:`estimate_pool` runs the whole evaluation on it, placebo schools re-matched against the
+pool (:mod:`.placebo`), its provenance recording the pool's fingerprint (:mod:`.source`).
 """
 
 from .evaluate import estimate_pool

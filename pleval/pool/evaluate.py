@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..data import SAMPLE_COLUMNS, Columns, read_table, resolve_columns, with_binary_treatment
 from ..errors import DataError
-from .match import ENGINES, _make_engine, match_pool, pool_record
+from .match import ENGINES, _make_engine, match_pool, pool_record, record_of
 
 
 def pl_columns(pl: pd.DataFrame, columns: Columns | Mapping[str, Any] | None) -> tuple[pd.DataFrame, Columns]:
@@ -116,7 +116,7 @@ def estimate_pool(
             eng = eng.restricted(f"CAST({eng.quote(columns.subject)} AS {eng.string_type}) = {eng.literal(str(subject))}",
                                  "pleval_pool_subject")
         m = match_pool(pl, eng, columns, method, engine=engine, progress=progress, **match_opts)
-        record = {**m.pool, "path": str(pool) if isinstance(pool, (str, Path)) else None, "table": table}
+        record = record_of(m, pool, table)
         if opts["placebo"] and columns.school and engine == "duckdb":
             rounds = PoolRounds(eng, pl[columns.school].dropna(), columns.replace(treated_label=None), method,
                                 match_opts, progress)

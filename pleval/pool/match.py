@@ -393,6 +393,16 @@ def pool_record(pool, table, engine: str, description: str, fingerprint: dict, e
             "description": description, "eligible_rows": int(eligible_rows), "fingerprint": fingerprint}
 
 
+def record_of(m, pool, table) -> dict:
+    """:func:`pool_record` of the match ``m`` of :func:`match_pool` against ``pool`` (any engine)."""
+    if isinstance(m, PoolMatchResult):
+        return {**m.pool, "path": str(pool) if isinstance(pool, (str, Path)) else None, "table": table}
+    from .source import open_pool
+
+    return pool_record(pool, table, "memory", "the pool read into memory", open_pool(pool, table=table).fingerprint,
+                       int(m.sample_sizes().loc["all", "comparison"]))
+
+
 def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, covariates, default_vars, categorical,
               strata, n_pool, before, eng, record):
     from .source import RID
