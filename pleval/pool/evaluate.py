@@ -52,6 +52,16 @@ def _memory_pool(pool, table, columns: Columns, subject):
     return frame, src.fingerprint
 
 
+def _placebo_note(ev) -> str:
+    """How many of the pool's comparison schools played placebo, in how many rounds."""
+    res = next((d["placebo"] for d in ev.details.values() if "placebo" in d), None)
+    if res is None:
+        return "placebo schools: none could be run (see the notes)"
+    return (f"placebo schools are re-matched against the rest of the pool: {res.rounds['placebo_school'].nunique():,} "
+            f"comparison schools in {res.rounds['round'].nunique():,} rounds, each a match against the pool "
+            "(--n-placebo bounds them)")
+
+
 def estimate_pool(
     pl,
     pool,
@@ -133,6 +143,6 @@ def estimate_pool(
     notes.insert(0, f"comparison pool: {record['description']}, {record['eligible_rows']:,} eligible rows ({record['engine']}); "
                     f"matched per exact-key partition, only the {n_used:,} comparison rows used are held in memory "
                     "(the data summary counts those)"
-                    + ("; placebo schools are re-matched against the rest of the pool" if rounds is not None else ""))
+                    + (f"; {_placebo_note(ev)}" if rounds is not None else ""))
     prov = dict(ev.provenance, pool=record)
     return dataclasses.replace(ev, notes=tuple(notes) + tuple(ev.notes), provenance=MappingProxyType(prov))
