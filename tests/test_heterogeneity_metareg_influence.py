@@ -91,3 +91,27 @@ def test_input_errors(bcg):
         leave_one_out_metareg(meta_regression(y[:4], se[:4], b[["ablat", "year"]][:4]))
     with pytest.raises(DataError, match="labels"):
         leave_one_out_metareg(meta_regression(y, se, b[["ablat"]]), labels=["a"])
+
+
+@pytest.mark.parametrize("method", ["REML", "ML", "PM", "DL", "HE", "SJ", "HS"])
+def test_many_schools_equal_refits(method):
+    """At 400 schools most deleted τ̂² lie near the median (the power-series route of
+    loo_weighted_sums) and two outliers far from it (the direct route): both equal refitting
+    meta_regression without the school."""
+    rng = np.random.default_rng(11)
+    k = 400
+    se = rng.uniform(0.05, 0.3, k)
+    M = rng.normal(size=(k, 2))
+    y = 0.1 + M @ [0.05, -0.03] + rng.normal(0, 0.12, k) + se * rng.standard_normal(k)
+    y[:2] += (3.0, -1.2)
+    se[0] = 0.05  # precise and far off: its deleted τ̂² lies outside the series' radius (REML, ML, PM)
+    full = meta_regression(y, se, M, method=method, knapp_hartung=True)
+    r = leave_one_out_metareg(full)
+    for i in (0, 1, 2, 57, 399):
+        keep = np.arange(k) != i
+        d = meta_regression(y[keep], se[keep], M[keep], method=method, knapp_hartung=True)
+        assert r.tau2_del[i] == pytest.approx(d.tau2, rel=1e-7, abs=1e-12)
+        np.testing.assert_allclose(r.coef_del[i], d.coefficients["estimate"], rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(r.se_del[i], d.coefficients["se"], rtol=1e-7)
+        assert r.qe_del[i] == pytest.approx(d.qe, rel=1e-9)
+    assert r.drives_tau == 0

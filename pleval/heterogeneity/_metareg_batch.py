@@ -1,13 +1,11 @@
-"""Many meta-regression fits on one design matrix at once (permutations, deleted fits).
+"""Many meta-regression fits on one design matrix at once (permutation tests).
 
 Each row b of ``(Y, V)`` (n × k) is a data set of k estimates and sampling variances fitted on
-the same design X (k × p); an optional 0/1 mask ``M`` (n × k) leaves estimates out of a row's
-fit (weight 0), e.g. the school deleted in a leave-one-out fit. Everything is p × p algebra per
-row (``einsum`` over the k estimates): ``X'WX``, ``A = (X'WX)⁻¹``, β̂, residuals, and the τ²
-estimators of :mod:`._tau2` with ``k_b = Σ_j M_bj`` estimates — closed forms for DL, HE, HS,
-SJ and FE; vector Fisher scoring for REML and ML and vector Newton steps on
-``Q(τ²) = k_b − p`` (``dQ/dτ² = −r'W²r``) for PM/EB, from the DL value (PM/EB: from 0). A row
-whose iteration has not settled is refitted alone by :mod:`._tau2`.
+the same design X (k × p). Everything is p × p algebra per row (``einsum`` over the k
+estimates): ``X'WX``, ``A = (X'WX)⁻¹``, β̂, residuals, and the τ² estimators of :mod:`._tau2` —
+closed forms for DL, HE, HS, SJ and FE; vector Fisher scoring for REML and ML and vector Newton
+steps on ``Q(τ²) = k − p`` (``dQ/dτ² = −r'W²r``) for PM/EB, from the DL value (PM/EB: from 0).
+A row whose iteration has not settled is refitted alone by :mod:`._tau2`.
 """
 
 from __future__ import annotations
@@ -17,11 +15,9 @@ import numpy as np
 from . import _tau2
 
 
-def wls_batch(Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray, M: np.ndarray | None = None):
-    """Per row at τ² = t: weights ``W`` (0 where masked), ``A = (X'WX)⁻¹``, β̂ and residuals R."""
+def wls_batch(Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray):
+    """Per row at τ² = t: weights ``W``, ``A = (X'WX)⁻¹``, β̂ and residuals R."""
     W = 1.0 / (V + t[:, None])
-    if M is not None:
-        W = W * M
     A = np.linalg.inv(np.einsum("nk,kp,kq->npq", W, X, X, optimize=True))
     beta = np.einsum("npq,nq->np", A, (W * Y) @ X, optimize=True)
     return W, A, beta, Y - beta @ X.T
@@ -32,12 +28,12 @@ def ax(A: np.ndarray, X: np.ndarray, D: np.ndarray) -> np.ndarray:
     return np.einsum("npq,nk,kq,kr->npr", A, D, X, X, optimize=True)
 
 
-def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, M: np.ndarray | None = None) -> np.ndarray:
-    """τ̂² of the meta-regression of every row of (Y, V) on X (``M``: estimates in each fit)."""
+def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """τ̂² of the meta-regression of every row of (Y, V) on X."""
     n, k = Y.shape
     p = X.shape[1]
-    kb = np.full(n, float(k)) if M is None else M.sum(axis=1)
-    ones = np.ones((n, k)) if M is None else M
+    kb = np.full(n, float(k))
+    ones = np.ones((n, k))
     zero = np.zeros(n)
     if method == "FE":
         return zero
@@ -49,9 +45,9 @@ def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, M: np.n
             tr = (ones * V).sum(axis=1) - np.trace(ax(B, X, ones * V), axis1=1, axis2=2)
             return np.maximum(0.0, (rss - tr) / (kb - p))
         t0 = rss / kb
-        W, _, _, R = wls_batch(Y, V, X, t0, M)
+        W, _, _, R = wls_batch(Y, V, X, t0)
         return np.where(t0 > 0, t0 * (W * R * R).sum(axis=1) / (kb - p), 0.0)
-    W, A, _, R = wls_batch(Y, V, X, zero, M)
+    W, A, _, R = wls_batch(Y, V, X, zero)
     q0 = (W * R * R).sum(axis=1)
     if method == "HS":
         return np.maximum(0.0, (q0 - kb) / W.sum(axis=1))
@@ -61,7 +57,7 @@ def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, M: np.n
     scale = float(np.var(Y[0]) + np.mean(V[0]))
     t, done = (zero.copy(), q0 <= kb - p) if method in ("PM", "EB") else (dl, np.zeros(n, dtype=bool))
     for _ in range(100):
-        W, A, _, R = wls_batch(Y, V, X, t, M)
+        W, A, _, R = wls_batch(Y, V, X, t)
         wr2 = (W * W * R * R).sum(axis=1)
         if method == "REML":
             B2 = ax(A, X, W * W)
@@ -80,6 +76,5 @@ def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, M: np.n
         if conv.all():
             return t
     for i in np.flatnonzero(~conv):  # rare: a row the vector iteration did not settle
-        keep = slice(None) if M is None else M[i] > 0
-        t[i] = _tau2.estimate_tau2(method, Y[i, keep], V[i, keep], X[keep])[0]
+        t[i] = _tau2.estimate_tau2(method, Y[i], V[i], X)[0]
     return t

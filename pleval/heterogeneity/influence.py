@@ -50,12 +50,13 @@ _BLOCK = 2**21  # matrix entries per block of deleted fits
 _SERIES_RATIO = 0.5  # largest |δ_i| max w summed as a power series
 
 
-def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-    """For each i: sums over j ≠ i of ``w``, ``wy``, ``wy²``, ``w²``, ``w²y``, ``w²y²`` and
-    ``w³``, ``w_ij = 1/(v_j + t_i)`` (the module docstring explains the two routes)."""
-    k = y.size
-    Y = np.column_stack([np.ones(k), y, y * y])
-    out = np.empty((k, 7))
+def loo_weighted_sums(t: np.ndarray, v: np.ndarray, F: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """For each deleted fit i and each power m of ``F`` (m → a k × f matrix of per-school
+    features): ``Σ_{j≠i} w_ij^m F_m[j]`` (k × f), ``w_ij = 1/(v_j + t_i)`` — by the power
+    series about the centre c where ``|t_i − c| max w ≤ ½``, else directly in row blocks
+    (module docstring). O(k·f) per series term; nothing k × k is stored."""
+    k = v.size
+    out = {m: np.empty((k, f.shape[1])) for m, f in F.items()}
     c = float(np.median(t))
     wc = 1.0 / (v + c)
     wmax = float(wc.max())
@@ -64,24 +65,30 @@ def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
     if series.any():
         n_terms = int(np.ceil(np.log(1e-20) / np.log(max(float(np.abs(rho[series]).max()), 1e-20)))) + 1
         n_terms = min(max(n_terms, 1), 70)
-        u = wc / wmax
-        P = np.cumprod(np.broadcast_to(u, (n_terms + 3, k)), axis=0) @ Y  # P[n-1, a] = Σ u^n y^a
+        U = np.cumprod(np.broadcast_to(wc / wmax, (n_terms + max(F) - 1, k)), axis=0)  # U[n-1] = u^n
         D = np.cumprod(np.column_stack([np.ones(series.sum()), np.broadcast_to(-rho[series, None], (series.sum(), n_terms - 1))]), axis=1)
         n = np.arange(n_terms)
-        for m, cols in ((1, slice(0, 3)), (2, slice(3, 6)), (3, slice(6, 7))):
-            coef = special.comb(m + n - 1, n)[:, None] * P[m - 1 + n, : cols.stop - cols.start]
-            out[series, cols] = wmax**m * (D @ coef)
-    for s in np.array_split(np.flatnonzero(~series), max(1, int(np.ceil((~series).sum() * k / _BLOCK)))):
+        for m, f in F.items():
+            coef = special.comb(m + n - 1, n)[:, None] * (U[m - 1: m - 1 + n_terms] @ f)
+            out[m][series] = wmax**m * (D @ coef)
+    rest = np.flatnonzero(~series)
+    for s in np.array_split(rest, max(1, int(np.ceil(rest.size * k / _BLOCK)))):
         if s.size:
             W = 1.0 / (v[None, :] + t[s, None])
-            out[s, 0:3] = W @ Y
-            out[s, 3:6] = (W * W) @ Y
-            out[s, 6] = (W**3).sum(axis=1)
+            for m, f in F.items():
+                out[m][s] = (W**m) @ f
     own = 1.0 / (v + t)
-    out[:, 0:3] -= own[:, None] * Y
-    out[:, 3:6] -= (own**2)[:, None] * Y
-    out[:, 6] -= own**3
-    return dict(zip(("S", "Sy", "Syy", "T", "Ty", "Tyy", "U"), out.T))
+    for m, f in F.items():
+        out[m] -= (own**m)[:, None] * f
+    return out
+
+
+def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
+    """For each i: sums over j ≠ i of ``w``, ``wy``, ``wy²``, ``w²``, ``w²y``, ``w²y²`` and
+    ``w³``, ``w_ij = 1/(v_j + t_i)`` (:func:`loo_weighted_sums`)."""
+    Y = np.column_stack([np.ones(y.size), y, y * y])
+    o = loo_weighted_sums(t, v, {1: Y, 2: Y, 3: Y[:, :1]})
+    return dict(zip(("S", "Sy", "Syy", "T", "Ty", "Tyy", "U"), np.column_stack([o[1], o[2], o[3]]).T))
 
 
 def _fit_parts(s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

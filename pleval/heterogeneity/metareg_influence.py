@@ -18,9 +18,17 @@ A school is *influential* if ``|DFFITS| > 3√(p/(k − p))``, the χ²(p) lower
 distance exceeds 0.5, ``h_i > 3p/k`` or some ``|DFBETAS| > 1``; the school that *drives τ* is
 the one whose removal lowers the residual τ̂² the most.
 
-**Vectorized.** The k deleted fits are rows of one batch (:mod:`._metareg_batch`): the full
-data in every row with a 0/1 mask removing one school, p × p algebra per row, computed in
-blocks of rows (an ``m × k`` array at a time; the work is O(k²p²) per τ² iteration).
+**Vectorized.** Every deleted-fit quantity is p × p algebra on weighted sums over the other
+schools, ``Σ_{j≠i} w_ij^m F_j`` (m = 1, 2, 3) of the features ``F_j = (x_jx_j', x_jy_j, y_j², 1)``
+with ``w_ij = 1/(v_j + τ̂²₍ᵢ₎)``: ``X'W₍ᵢ₎X``, ``A₍ᵢ₎``, β̂₍ᵢ₎, ``Q₍ᵢ₎ = Σwy² − β̂'Σwxy``,
+``r'W²r``, ``tr P = Σw − tr(A X'W²X)`` and ``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``.
+At a τ² shared by every fit (FE weights for QE, DL and HS; unit weights for HE and SJ's start)
+the sums are the totals minus school i's own term (rank-one downdates). At the deleted τ̂²₍ᵢ₎
+they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits share
+(:func:`.influence.loo_weighted_sums`, as for the meta-analysis without moderators), so a
+τ² iteration — Fisher scoring (REML, ML) or Newton steps on ``Q(τ²) = k − 1 − p`` (PM/EB) from the
+full-data τ̂², all deleted fits at once — costs O(k·p²) per series term instead of O(k²p²).
+A deleted fit the vector iteration has not settled is refitted alone by :mod:`._tau2`.
 """
 
 from __future__ import annotations
@@ -33,10 +41,9 @@ from scipy import stats
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
-from . import _metareg_batch as mb
+from . import _tau2
+from .influence import loo_weighted_sums
 from .meta import _readonly
-
-_BLOCK = 2**21  # array entries per block of deleted fits
 
 
 @dataclass(frozen=True, repr=False)
@@ -107,46 +114,113 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     if len(labels) != k:
         raise DataError(f"labels has {len(labels)} entries for {k} schools")
     kh = mr.knapp_hartung
+    kd = k - 1  # schools in each deleted fit
     beta = mr.coefficients["estimate"].to_numpy()
     vb = np.asarray(mr.vcov)
     w = 1.0 / (v + mr.tau2)
     A0 = np.linalg.inv((X * w[:, None]).T @ X)
     hat = w * np.einsum("ip,pq,iq->i", X, A0, X)
-    out = {name: np.empty(k) for name in ("tau2", "qe", "s2", "pred", "vpred")}
-    coef, var, varall = np.empty((k, p)), np.empty((k, p, p)), np.empty((k, p))
-    rows = max(1, _BLOCK // k)
-    for s in range(0, k, rows):  # blocks of deleted fits
-        idx = np.arange(s, min(k, s + rows))
-        Y, V = np.broadcast_to(y, (idx.size, k)), np.broadcast_to(v, (idx.size, k))
-        M = np.ones((idx.size, k))
-        M[np.arange(idx.size), idx] = 0.0
-        t = mb.tau2_batch(mr.method, Y, V, X, M)
-        W, A, b, R = mb.wls_batch(Y, V, X, t, M)
-        s2 = (W * R * R).sum(axis=1) / (k - 1 - p) if kh else np.ones(idx.size)
-        W0, _, _, R0 = mb.wls_batch(Y, V, X, np.zeros(idx.size), M)
-        Vd = A * s2[:, None, None]
-        xi = X[idx]
-        out["tau2"][idx], out["qe"][idx], out["s2"][idx] = t, (W0 * R0 * R0).sum(axis=1), s2
-        out["pred"][idx] = np.einsum("np,np->n", xi, b)
-        out["vpred"][idx] = np.einsum("np,npq,nq->n", xi, Vd, xi)
-        coef[idx], var[idx] = b, Vd
-        varall[idx] = np.einsum("npp->np", mb.wls_batch(Y, V, X, t)[1])
-    t, s2 = out["tau2"], out["s2"]
+    F = np.column_stack([np.einsum("jp,jq->jpq", X, X).reshape(k, p * p), X * y[:, None], y * y, np.ones(k)])
+    t = _deleted_tau2(mr.method, y, v, X, F, float(mr.tau2))
+    S = loo_weighted_sums(t, v, {1: F})[1]
+    A, b, q = _fit(S, p)
+    s2 = q / (kd - p) if kh else np.ones(k)
+    _, _, qe = _fit(_downdate(F, 1.0 / v), p)
+    Vd = A * s2[:, None, None]
+    pred = np.einsum("np,np->n", X, b)
+    vpred = np.einsum("np,npq,nq->n", X, Vd, X)
+    own = 1.0 / (v + t)  # all k schools at the deleted τ̂², for DFBETAS
+    varall = np.einsum("npp->np", np.linalg.inv(S[:, : p * p].reshape(k, p, p)
+                                                 + own[:, None, None] * np.einsum("np,nq->npq", X, X)))
+    coef, var = b, Vd
     d = beta[None, :] - coef
-    dffits = (X @ beta - out["pred"]) / np.sqrt(s2 * hat * (t + v))
+    dffits = (X @ beta - pred) / np.sqrt(s2 * hat * (t + v))
     dfbetas = d / np.sqrt(s2[:, None] * varall)
     cooks = np.einsum("np,pq,nq->n", d, np.linalg.inv(vb), d)
     cov_ratio = np.linalg.det(var) / np.linalg.det(vb)
-    rstudent = (y - out["pred"]) / np.sqrt(v * s2 + out["vpred"] + t * s2)
+    rstudent = (y - pred) / np.sqrt(v * s2 + vpred + t * s2)
     influential = ((np.abs(dffits) > 3 * np.sqrt(p / (k - p))) | (stats.chi2.cdf(cooks, p) > 0.5) | (hat > 3 * p / k)
                    | (np.abs(dfbetas) > 1).any(axis=1))
     return MetaRegressionInfluence(
         method=mr.method + (" + Knapp-Hartung" if kh else ""), k=k, terms=tuple(mr.coefficients.index), labels=labels,
         tau2=float(mr.tau2), coef_del=_readonly(coef), se_del=_readonly(np.sqrt(np.einsum("npp->np", var))),
-        tau2_del=_readonly(t), qe_del=_readonly(out["qe"]), rstudent=_readonly(rstudent), dffits=_readonly(dffits),
+        tau2_del=_readonly(t), qe_del=_readonly(qe), rstudent=_readonly(rstudent), dffits=_readonly(dffits),
         cooks_d=_readonly(cooks), cov_ratio=_readonly(cov_ratio), hat=_readonly(hat), dfbetas=_readonly(dfbetas),
         influential=np.array(influential, dtype=bool),
     )
+
+
+def _downdate(F: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``Σ_{j≠i} w_j F_j`` for every i at weights shared by all deleted fits (total − own)."""
+    return (w @ F)[None, :] - w[:, None] * F
+
+
+def _fit(S: np.ndarray, p: int):
+    """From the sums ``S = Σ w (xx', xy, y², 1)`` of each deleted fit: ``A = (X'WX)⁻¹``, β̂ and
+    ``Q = Σ w r² = Σwy² − β̂'Σwxy``."""
+    pp = p * p
+    A = np.linalg.inv(S[:, :pp].reshape(-1, p, p))
+    xy = S[:, pp: pp + p]
+    b = np.einsum("npq,nq->np", A, xy)
+    return A, b, np.maximum(S[:, pp + p] - np.einsum("np,np->n", b, xy), 0.0)
+
+
+def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, F: np.ndarray, tau2_full: float) -> np.ndarray:
+    """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`)."""
+    k, p = X.shape
+    kd, pp = k - 1, p * p
+    if method == "FE":
+        return np.zeros(k)
+    if method in ("HE", "SJ"):  # unweighted least squares of the other schools
+        S1 = _downdate(F, np.ones(k))
+        B, bo, rss = _fit(S1, p)
+        if method == "HE":
+            xvx = _downdate(F[:, :pp] * v[:, None], np.ones(k)).reshape(k, p, p)
+            tr = (v.sum() - v) - np.einsum("npq,nqp->n", B, xvx)
+            return np.maximum(0.0, (rss - tr) / (kd - p))
+        t0 = rss / kd
+        q = _fit(loo_weighted_sums(t0, v, {1: F})[1], p)[2]
+        return np.where(t0 > 0, t0 * q / (kd - p), 0.0)
+    S0 = _downdate(F, 1.0 / v)
+    A, _, q0 = _fit(S0, p)
+    if method == "HS":
+        return np.maximum(0.0, (q0 - kd) / S0[:, -1])
+    xw2x = _downdate(F[:, :pp], 1.0 / v**2).reshape(k, p, p)
+    if method == "DL":
+        return np.maximum(0.0, (q0 - (kd - p)) / (S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)))
+    t = np.full(k, tau2_full)
+    scale = float(np.var(y) + np.mean(v))
+    done = np.zeros(k, dtype=bool)
+    if method in ("PM", "EB"):
+        done = q0 <= kd - p  # Q(0) at or below its target: τ̂² = 0
+        t[done] = 0.0
+    xy = slice(pp, pp + p)
+    for _ in range(50):
+        o = loo_weighted_sums(t, v, {1: F, 2: F, 3: F[:, :pp]} if method == "REML" else {1: F, 2: F})
+        A, b, q = _fit(o[1], p)
+        S2 = o[2]
+        wr2 = np.maximum(S2[:, pp + p] - 2 * np.einsum("np,np->n", b, S2[:, xy])
+                         + np.einsum("np,npq,nq->n", b, S2[:, :pp].reshape(k, p, p), b), 0.0)
+        if method == "REML":
+            B2 = A @ S2[:, :pp].reshape(k, p, p)
+            tr_p = o[1][:, -1] - np.trace(B2, axis1=1, axis2=2)
+            tr_pp = S2[:, -1] - 2 * np.einsum("npq,nqp->n", A, o[3].reshape(k, p, p)) + np.einsum("npq,nqp->n", B2, B2)
+            step = (wr2 - tr_p) / tr_pp
+        elif method == "ML":
+            step = (wr2 - o[1][:, -1]) / S2[:, -1]
+        else:  # PM / EB
+            step = np.where(wr2 > 0, (q - (kd - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
+        new = np.where(done, t, np.maximum(0.0, t + step))
+        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
+        t = new
+        if conv.all():
+            return t
+    keep = np.ones(k, dtype=bool)
+    for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
+        keep[i] = False
+        t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], X[keep])[0]
+        keep[i] = True
+    return t
 
 
 __all__ = ["leave_one_out_metareg", "MetaRegressionInfluence"]
