@@ -49,6 +49,7 @@ from .data import (
     validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
+from .inference.robust import VCOV_TYPES as VCOVS, check_conventions
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .outcomes import check_options as check_outcome_options
 from .subgroups import BAND, pretest_bands
@@ -56,7 +57,9 @@ from .subgroups import BAND, pretest_bands
 DESIGNS = ("matched", "rct")
 MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
 RCT_METHODS = ("ols", "cluster_means", "mixedlm")
-META_METHODS = ("REML", "DL", "PM", "FE")
+META_METHODS = ("REML", "ML", "DL", "PM", "EB", "HE", "SJ", "FE")
+"""τ² estimators of the school meta-analysis (metafor's names); HS is left out: it needs
+independent estimates, and the school effects of one evaluation share comparison students."""
 ADJUST = ("bh", "holm", "bonferroni")
 ALL = "all"  # the subject label when the data have no subject column
 
@@ -80,17 +83,24 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "domains": {},
     "binary_method": "logit",
     "lower_is_better": (),
+    "cluster_df": "G-1",
+    "cr2": "transformed",
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
 placebo schools (every comparison school)."""
 
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
-                                "boundary": "cautious", "joiners": None, "compromised": False}
-"""Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs)."""
+                                "boundary": "cautious", "joiners": None, "compromised": False, "lin": False,
+                                "icc": 0.20, "bootstrap": 0, "bootstrap_weights": "rademacher",
+                                "interaction_test": "HTZ"}
+"""Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs);
+``lin``, ``icc``, ``bootstrap``, ``bootstrap_weights`` and ``interaction_test`` are those of
+:func:`pleval.rct.analyze_rct` (``icc="none"`` omits the g_T row)."""
 
 MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": (),
-                                    "school_sensitivity": False}
+                                    "school_sensitivity": False, "vcov": ""}
 """Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
+``vcov`` (the matched effect's covariance; "" = CR2 by school, CR1 by student without a school column),
 ``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
 ``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none),
 ``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval) and
@@ -125,6 +135,8 @@ _TABLES = (
     "equity",
     "moderators",
     "outcomes",
+    "randomization",
+    "bootstrap",
 )
 
 
@@ -203,6 +215,10 @@ class Evaluation(ResultMixin):
     subgroup_tests = property(lambda self: self.table("subgroup_tests"),
                               doc="Equality of effects across each subgroup's levels, and the last − first difference.")
     equity = property(lambda self: self.table("equity"), doc="Change in the achievement and FRL gaps, with CIs.")
+    randomization = property(lambda self: self.table("randomization"),
+                             doc="Randomization test of the trial's ITT, by subject (``permutations`` > 0).")
+    bootstrap = property(lambda self: self.table("bootstrap"),
+                         doc="Wild cluster bootstrap test and CI of the trial's ITT, by subject (``bootstrap`` > 0).")
     moderators = property(lambda self: self.table("moderators"),
                           doc="Meta-regression of the school effects on context moderators, by subject.")
     outcomes = property(lambda self: self.table("outcomes"),
@@ -379,8 +395,20 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
     if design == "rct":
         if opts["rct_design"] not in ("individual", "blocked", "cluster"):
             raise DataError(f"option rct_design must be 'individual', 'blocked' or 'cluster'; got {opts['rct_design']!r}")
-        if not (isinstance(opts["permutations"], (int, np.integer)) and opts["permutations"] >= 0):
-            raise DataError(f"option permutations must be a whole number >= 0; got {opts['permutations']!r}")
+        for k in ("permutations", "bootstrap"):
+            if isinstance(opts[k], bool) or not (isinstance(opts[k], (int, np.integer)) and opts[k] >= 0):
+                raise DataError(f"option {k} must be a whole number >= 0; got {opts[k]!r}")
+        if not isinstance(opts["lin"], (bool, np.bool_)):
+            raise DataError(f"option lin must be true or false; got {opts['lin']!r}")
+        if opts["bootstrap_weights"] not in ("rademacher", "webb"):
+            raise DataError(f"option bootstrap_weights must be 'rademacher' or 'webb'; got {opts['bootstrap_weights']!r}")
+        if opts["interaction_test"] not in ("HTZ", "F"):
+            raise DataError(f"option interaction_test must be 'HTZ' or 'F'; got {opts['interaction_test']!r}")
+        icc = opts["icc"]
+        if icc is None or (isinstance(icc, str) and icc.strip().lower() == "none"):
+            opts["icc"] = "none"  # recorded as text: run.toml has no null
+        elif isinstance(icc, bool) or not isinstance(icc, (int, float)) or not 0 <= icc < 1:
+            raise DataError(f"option icc must be a number in [0, 1) or 'none'; got {icc!r}")
     _check_rating_options(opts, design)
     _check_subgroup_options(opts)
     check_outcome_options(opts)
@@ -460,6 +488,9 @@ def _check_common(o: dict) -> None:
     for k in ("hartung_knapp", "placebo"):
         if not isinstance(o[k], (bool, np.bool_)):
             raise DataError(f"option {k} must be true or false; got {o[k]!r}")
+    check_conventions(o["cluster_df"], o["cr2"])
+    if o.get("vcov") and o["vcov"] not in VCOVS:
+        raise DataError(f"option vcov must be one of {', '.join(VCOVS)}; got {o['vcov']!r}")
 
 
 def default_columns(df: pd.DataFrame, design: str) -> tuple[Columns, list[str]]:
@@ -528,7 +559,8 @@ def estimate(
     baseline_percentile : float
         Baseline percentile for percentile points (50).
     meta_method : str
-        ``"REML"`` (default), ``"DL"``, ``"PM"`` or ``"FE"``.
+        τ² estimator of the school meta-analysis: ``"REML"`` (default), ``"ML"``, ``"DL"``,
+        ``"PM"``, ``"EB"``, ``"HE"``, ``"SJ"`` or ``"FE"`` (metafor's names).
     hartung_knapp : bool
         Hartung–Knapp SE and t(k − 1) reference for the pooled school effect (default True: with
         few schools the z interval covers too little; see docs/validation.md).
@@ -544,7 +576,19 @@ def estimate(
     rct_design : str
         ``"cluster"`` (default), ``"blocked"`` or ``"individual"``.
     vcov : str
-        Covariance (default CR2 for cluster designs).
+        Covariance of the overall effect: ``"CR2"``, ``"CR1"``, ``"CR0"``, ``"HC2"``, ``"HC1"``,
+        ``"HC0"``, ``"classical"`` (default ``""``: CR2 by school for cluster trials and matched
+        designs, HC2 for individual trials, CR1 by student for matched data without schools).
+    cluster_df : str
+        ``"G-1"`` (default, Stata: CR1 factor G/(G−1)·(n−1)/(n−k), G − 1 df) or ``"G-p"``
+        (metafor's ``robust()``: G/(G−p), G − p df) for CR1/CR0 (:func:`pleval.inference.ols`).
+    cr2 : str
+        Weighted CR2 form: ``"transformed"`` (default; CR2 of the √W-transformed model) or
+        ``"clubsandwich"`` (clubSandwich's). Matched designs only (their weights vary within school).
+    lin, icc, bootstrap, bootstrap_weights, interaction_test :
+        rct: Lin (2013) adjustment, the ICC of the Hedges (2007) g_T row (0.20; ``"none"``: no row),
+        wild cluster bootstrap draws (0: none) and weights, and the subgroup equality test
+        (:func:`pleval.rct.analyze_rct`).
     permutations : int
         Randomization-test draws (0 = none).
     compliance : bool
@@ -834,17 +878,23 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
         res = analyze_rct(
             df, columns, design=opts["rct_design"], method=method, subject=s, sd=opts["sd"], level=opts["level"],
             baseline_percentile=opts["baseline_percentile"], adjust=opts["adjust"], vcov=opts["vcov"] or None,
-            compliance=bool(opts["compliance"]), permutations=perms, seed=seed, progress=tick if perms else None,
-            subgroups=opts["subgroups"],
+            cluster_df=opts["cluster_df"], compliance=bool(opts["compliance"]), permutations=perms, seed=seed,
+            progress=tick if perms else None, subgroups=opts["subgroups"], lin=bool(opts["lin"]),
+            icc=None if opts["icc"] == "none" else float(opts["icc"]),
+            bootstrap=int(opts["bootstrap"]), bootstrap_weights=opts["bootstrap_weights"],
+            interaction_test=opts["interaction_test"],
         )
-        part = {"effect": res.itt, "effects": dict(res.effects), "details": {"design": res}, "notes": list(res.notes)}
+        part = {"effect": res.itt, "effects": dict(res.all_effects()), "details": {"design": res},
+                "notes": list(res.notes)}
         part["equivalence"] = res.equivalence
         part["balance"] = res.equivalence.rename(columns={"effect_size": "smd_before"})[["variable", "smd_before", "measure", "verdict"]]
         part["attrition"] = res.attrition_frame()
         part["subgroups"], part["subgroup_tests"] = res.subgroups, res.interactions
         part["dropped"] = res.dropped.assign(stage="randomized-trial analysis") if len(res.dropped) else None
         if res.randomization is not None:
-            part["randomization"] = res.randomization
+            part["randomization"] = res.randomization.to_frame()
+        if res.wild_bootstrap is not None:
+            part["bootstrap"] = res.wild_bootstrap.to_frame()
         out.append(part)
     if opts["rct_design"] == "cluster":
         progress("school effects")
@@ -992,7 +1042,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
         raise DataError(f"invalid matching option(s) {match_opts}: {exc}") from exc
     progress("matched estimate")
     by = columns.subject
-    fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"])
+    fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"],
+                        vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"])
     est = fits[0][3] if by is None else EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
     sens = None
     if opts["sensitivity"]:
@@ -1083,8 +1134,9 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
         smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \
             if c.pretest else np.full(len(labels), math.nan)
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
-                                weights=d["weights"], clusters=d["clusters"], vcov="CR2" if c.school else "CR1",
-                                level=opts["level"], notes=notes)
+                                weights=d["weights"], clusters=d["clusters"],
+                                vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
+                                cr2=opts["cr2"], level=opts["level"], notes=notes)
         rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]
         tests += [t] if t is not None else []
     big = [f"{r['subgroup']}={r['level']}" for r in rows if abs(r["pretest_smd"]) > 0.25]
@@ -1250,7 +1302,7 @@ def _concat(frames) -> pd.DataFrame:
 
 
 def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.DataFrame]:
-    overall, balance, equiv, attr, schools, het, placebo, prop, sens, dropped = ([] for _ in range(10))
+    overall, balance, equiv, attr, schools, het, placebo, prop, sens, dropped, ri, boot = ([] for _ in range(12))
     seen: set[int] = set()
     for key, p in zip(keys, parts):
         for name, eff in p["effects"].items():
@@ -1265,6 +1317,8 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         sens.append(_with_subject(p.get("sensitivity"), key))
         placebo.append(_with_subject(p.get("placebo"), key))
         dropped.append(_with_subject(p.get("dropped"), key))
+        ri.append(_with_subject(p.get("randomization"), key))
+        boot.append(_with_subject(p.get("bootstrap"), key))
         if p.get("schools") is not None:
             se, skey = p["schools"]
             p["details"]["schools"] = se
@@ -1287,6 +1341,8 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
         "placebo": _concat(placebo),
         "propensity": _concat(prop),
         "sensitivity": _concat(sens),
+        "randomization": _concat(ri),
+        "bootstrap": _concat(boot),
         "dropped": _dropped_table(v, dropped),
     }
 

@@ -109,6 +109,7 @@ def analyze_multiarm(
     *,
     covariates: Sequence[str] | None = None,
     vcov: str | None = None,
+    cluster_df: Literal["G-1", "G-p"] = "G-1",
     adjust: Literal["holm", "dunnett", "bonferroni", "none"] = "holm",
     subject: object = None,
     sd: str | float = "pooled",
@@ -120,9 +121,12 @@ def analyze_multiarm(
 
     The treatment column holds arm labels (any values); ``control`` names the control arm.
     ``seed`` fixes the numerical integration of the Dunnett adjustment (reproducible p-values).
+    ``vcov`` and ``cluster_df`` as in :func:`pleval.rct.analyze_rct`.
     """
+    from .inference.robust import check_conventions, convention_label
     from .rct import VCOVS, _model, _validate
 
+    check_conventions(cluster_df, "transformed")
     if adjust not in ADJUST:
         raise DataError(f"adjust must be one of {ADJUST}; got {adjust!r}")
     t = columns.treatment
@@ -167,7 +171,9 @@ def analyze_multiarm(
     keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
     X = np.column_stack([mod.X[:, [0]], D, mod.X[:, keep[1:]]])
     names = ["const"] + [f"arm[{a}]" for a in arms] + [mod.names[j] for j in keep[1:]]
-    fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None)
+    fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None,
+              cluster_df=cluster_df)
+    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False))
 
     grades = ana[cols.grade].to_numpy() if cols.grade and ana[cols.grade].nunique() > 1 else None
     effects, est, se, dfs = {}, [], [], []
@@ -180,7 +186,7 @@ def analyze_multiarm(
         omega = float(effect_sizes.hedges_omega(n_a + n_c)) if sd == "pooled" else 1.0
         e = Estimate.from_t(b, s_, d_, level=level, n_treated=n_a, n_control=n_c,
                             n_clusters=mod.n_schools if vcov.startswith("CR") else None,
-                            method=f"arm {a} vs {control}: OLS, {vcov}", label=f"{a} vs {control}")
+                            method=f"arm {a} vs {control}: OLS, {vc_desc}", label=f"{a} vs {control}")
         effects[a] = Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
         est.append(b)
         se.append(s_)
@@ -202,7 +208,7 @@ def analyze_multiarm(
         crit_b = stats.t.ppf(1.0 - (1.0 - level) / (2.0 * m), dfs)
         sim = {a: (est[i] - crit_b[i] * se[i], est[i] + crit_b[i] * se[i]) for i, a in enumerate(arms)}
     options = {
-        "design": design, "outcome": cols.outcome, "treatment": t, "vcov": vcov + (" (Satterthwaite df)" if vcov == "CR2" else ""),
+        "design": design, "outcome": cols.outcome, "treatment": t, "vcov": vc_desc, "cluster_df": cluster_df,
         "covariates": tuple(cov_names), "level": level, "seed": seed, "n_analytic": len(ana),
         "n_by_arm": MappingProxyType(counts),
     }

@@ -105,6 +105,7 @@ from .data import Columns, design_matrix, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
+from .inference.robust import check_conventions, convention_label
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, subgroup_effects
 
@@ -610,7 +611,7 @@ def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale
     for name in names:
         codes, labels = _subgroup_levels(ana, cols, name)
         r, t = subgroup_effects(mod.y, mod.X, mod.names, mod.z, codes, labels, name=name, scale=scale,
-                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], level=level, notes=notes, test=test)
+                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], cluster_df=fit_kw["cluster_df"], level=level, notes=notes, test=test)
         rows += r
         if t is not None:
             tests.append(t)
@@ -634,6 +635,7 @@ def analyze_rct(
     *,
     covariates: Sequence[str] | None = None,
     vcov: str | None = None,
+    cluster_df: Literal["G-1", "G-p"] = "G-1",
     method: Literal["ols", "cluster_means", "mixedlm"] = "ols",
     subject: object = None,
     sd: str | float = "pooled",
@@ -663,6 +665,10 @@ def analyze_rct(
     covariates : model covariates besides the pretest(s); default ``columns.covariates``.
     vcov : ``"CR2"`` (default for cluster designs), ``"CR1"``, ``"CR0"``, ``"HC2"`` (default
         otherwise), ``"HC1"``, ``"HC0"`` or ``"classical"``; CR types cluster by ``school``.
+    cluster_df : CR1/CR0 convention (:func:`pleval.inference.ols`): ``"G-1"`` (default, Stata:
+        G/(G−1)·(n−1)/(n−k), G − 1 df) or ``"G-p"`` (metafor's ``robust()``: G/(G−p), G − p df).
+        CR2 is unaffected (Satterthwaite df); the trial's OLS is unweighted, so the weighted-CR2
+        form does not arise.
     method : the primary ITT: ``"ols"``, ``"cluster_means"`` or ``"mixedlm"``.
     subject : the subject to analyse when the data are long by subject.
     sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
@@ -687,6 +693,7 @@ def analyze_rct(
         raise DataError(f"interaction_test must be 'HTZ' or 'F'; got {interaction_test!r}")
     if icc is not None and not (0.0 <= float(icc) < 1.0):
         raise DataError(f"icc must lie in [0, 1) (or be None); got {icc!r}")
+    check_conventions(cluster_df, "transformed")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
     vcov = vcov or ("CR2" if clustered_design else "HC2")
@@ -698,7 +705,7 @@ def analyze_rct(
         raise DataError(f"method={method!r} needs the school column (columns.school)")
 
     mod = _model(ana, cols, cov_names, notes)
-    fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None}
+    fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
     if lin:
         from .lin import lin_design
 
@@ -728,7 +735,7 @@ def analyze_rct(
     model_desc = "outcome ~ treatment" + (" + block FE" if cols.block else "") + "".join(f" + {a}" for a in adj)
     if lin:
         model_desc = "Lin (2013): " + model_desc + ", centred and interacted with treatment"
-    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else "") + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
+    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False)) + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
     effects: dict[str, Effect] = {}
     b, se, df_, _ = fit.coef("treatment")
     ols_effect = effect(b, se, df_, "ITT", f"OLS ITT: {model_desc}; {vc_desc}")
@@ -824,7 +831,7 @@ def analyze_rct(
     options = {
         "design": design, "method": method, "outcome": cols.outcome, "subject": subject,
         "treatment": cols.treatment, "school": cols.school, "block": cols.block,
-        "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "model": model_desc,
+        "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "cluster_df": cluster_df, "model": model_desc,
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
         "adjust": adjust, "interaction_test": interaction_test, "lin": lin, "icc": icc,
         "bootstrap": bootstrap, "bootstrap_weights": bootstrap_weights,

@@ -71,11 +71,14 @@ def subgroup_effects(
     level: float = 0.95,
     notes: list | None = None,
     test: str = "HTZ",
+    cluster_df: str = "G-1",
+    cr2: str = "transformed",
 ) -> tuple[list[dict], dict | None]:
     """Level rows and the test row for one subgrouping variable (module docstring).
 
     ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
-    (default; CR2 fits) or ``"F"``.
+    (default; CR2 fits) or ``"F"``. ``cluster_df`` and ``cr2`` are the conventions of
+    :func:`pleval.inference.ols`.
 
     ``X``/``names`` are the design's regressors *including* the treatment column named
     ``"treatment"`` (dropped here, replaced by the level-specific treatment columns); ``z`` the
@@ -114,7 +117,7 @@ def subgroup_effects(
     xnames = [names[j] for j in base] + [f"{name}[{labels[j]}]" for j in lev[1:]] + [
         f"treatment×{name}[{labels[j]}]" for j in lev]
     try:
-        fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov,
+        fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
                   weights=None if weights is None else weights[rows_in],
                   clusters=None if clusters is None else clusters[rows_in])
     except DesignError as exc:

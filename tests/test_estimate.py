@@ -72,7 +72,8 @@ def test_rct_effects_equal_analyze_rct(rct_ev, rct_sim):
     assert e.raw.estimate == pytest.approx(ref.itt.raw.estimate, rel=1e-12)
     assert e.raw.se == pytest.approx(ref.itt.raw.se, rel=1e-12)
     ov = rct_ev.overall
-    assert set(ov.loc[ov.subject == "reading", "analysis"]) == set(ref.effects)
+    assert set(ov.loc[ov.subject == "reading", "analysis"]) == {name for name, _ in ref.all_effects()}
+    assert "g_T (Hedges 2007, ρ=0.20)" in set(ov["analysis"])  # the WWC's cluster-adjusted effect size, labelled
     assert len(rct_ev.attrition) == 4  # students and schools, two subjects
 
 
@@ -179,7 +180,13 @@ def test_resolve_options_defaults_and_errors():
         ("quasi", None, {}, "design must be"),
         ("matched", None, {"level": 1.5}, "level"),
         ("matched", None, {"sd": -2}, "sd"),
-        ("matched", None, {"meta_method": "ML"}, "meta_method"),
+        ("matched", None, {"meta_method": "HS"}, "meta_method"),  # needs independent estimates
+        ("matched", None, {"cluster_df": "n-1"}, "cluster_df"),
+        ("matched", None, {"cr2": "CR3"}, "cr2"),
+        ("matched", None, {"vcov": "HC3"}, "vcov"),
+        ("rct", None, {"bootstrap": -5}, "bootstrap"),
+        ("rct", None, {"icc": 1.2}, "icc"),
+        ("rct", None, {"bootstrap_weights": "mammen"}, "bootstrap_weights"),
         ("matched", None, {"adjust": "fdr"}, "adjust"),
         ("matched", None, {"placebo": "yes"}, "placebo"),
         ("rct", None, {"permutations": -1}, "permutations"),

@@ -137,6 +137,9 @@ def match_cmd(
     distance: Optional[str] = typer.Option(None, "--distance", help="Mahalanobis variables, comma-separated (mahalanobis; optimal and full match on them instead of the PS)."),
     trim: Optional[float] = typer.Option(None, "--trim", help="Weighting: drop units whose PS is below a or above 1 - a."),
     by: Optional[str] = typer.Option(None, "--by", help="Effects by group, e.g. subject or subject,grade (default: one pooled effect)."),
+    vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the effect: CR2 (default, by school), CR1 (default without a school column), CR0, HC2, HC1, HC0, classical."),
+    cluster_df: str = typer.Option("G-1", "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df)."),
+    cr2: str = typer.Option("transformed", "--cr2", help="Weighted CR2 form (matched weights vary within school): transformed (default; CR2 of the sqrt(W)-transformed model) or clubsandwich (clubSandwich's)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     weight: Weight = None,
@@ -199,7 +202,8 @@ def match_cmd(
         res = match(validate(df, cols), cols, **options)
         pool_info = None
     by_cols = parse_names(by) or None
-    eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile)
+    eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile, vcov=vcov,
+                       cluster_df=cluster_df, cr2=cr2)
     bal = res.balance()
 
     eff_frame = eff.to_frame()

@@ -45,8 +45,8 @@ _SHORT = {
 }
 
 
-def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vcov, sd, baseline_percentile, only_subject,
-              seed: int, out: Path) -> None:
+def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vcov, cluster_df: str, sd,
+              baseline_percentile, only_subject, seed: int, out: Path) -> None:
     """``--control``: each arm against control (:func:`pleval.multiarm.analyze_multiarm`), arms.csv."""
     import pandas as pd
 
@@ -70,7 +70,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vco
         [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     frames = []
     for s in subjects:
-        res = analyze_multiarm(df, cols, control, design, vcov=vcov, adjust=adjust, subject=s, sd=sd,
+        res = analyze_multiarm(df, cols, control, design, vcov=vcov, cluster_df=cluster_df, adjust=adjust, subject=s, sd=sd,
                                baseline_percentile=baseline_percentile, seed=seed)
         frame = res.to_frame().assign(subject=s)
         frames.append(frame[["subject"] + [c for c in frame.columns if c != "subject"]])
@@ -166,6 +166,7 @@ def rct(
     student_id: StudentId = None,
     grade: Grade = None,
     vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
+    cluster_df: str = typer.Option("G-1", "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
@@ -211,8 +212,8 @@ def rct(
     }
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
-        _multiarm(df, given, need, control, multiarm_adjust, design.value, vcov, sd_value, baseline_percentile,
-                  only_subject, seed, out)
+        _multiarm(df, given, need, control, multiarm_adjust, design.value, vcov, cluster_df, sd_value,
+                  baseline_percentile, only_subject, seed, out)
         return
     report = check(df, given=given, design="rct", require=need)
     print_checks(report)
@@ -222,7 +223,7 @@ def rct(
     else:
         subjects = [only_subject]
     kw = dict(
-        design=design.value, vcov=vcov, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
+        design=design.value, vcov=vcov, cluster_df=cluster_df, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
         subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test, lin=lin,
         icc=_parse_icc(icc),
         permutations=permutations, bootstrap=bootstrap, bootstrap_weights=bootstrap_weights, seed=seed,

@@ -46,10 +46,14 @@ def schools(
     prediction: str = typer.Option(
         "t", "--prediction", help="Prediction-interval reference: t (t(k-2)), t_k1 (t(k-1), metafor with knha) or normal (metafor's default)."
     ),
-    influence: bool = typer.Option(False, "--influence", help="Leave-one-out fits and influence diagnostics of the pooled effect and the meta-regression (metafor's leave1out/influence)."),
+    influence: bool = typer.Option(False, "--influence", help="Leave-one-out fits and influence diagnostics of the pooled effect and the meta-regression (metafor's leave1out/influence); with --out, also written to OUT_influence.csv (one row per school and analysis)."),
     permutations: int = typer.Option(
         0, "--permutations", help="Permutation tests with this many draws (exact when fewer orderings exist): pooled effect and moderators. 0 = none."
     ),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", help="Column of cluster labels (e.g. district): cluster-robust SEs, t tests and intervals for the pooled effect and the meta-regression (metafor's robust()).",
+    ),
+    cluster_df: str = typer.Option("G-p", "--cluster-df", help="With --cluster: G-p (metafor's robust(), default: factor G/(G-p), G-p df) or G-1 (Stata)."),
     blup: bool = typer.Option(False, "--blup", help="BLUPs of each school's true effect from the meta-regression (metafor's blup)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random permutations."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment: bh (Benjamini-Hochberg) or holm."),
@@ -96,6 +100,7 @@ def schools(
         level=level,
         baseline_percentile=baseline_percentile,
         prediction=prediction,
+        cluster=cluster,
     )
     if permutations < 0:
         raise DataError(f"--permutations must be 0 or more; got {permutations}")
@@ -109,6 +114,10 @@ def schools(
                 raise
             skipped = f"note: no meta-regression on the default moderators ({exc})"
     extra = _extras(res, regressions, influence=influence, permutations=permutations, blup=blup, seed=seed)
+    influence_frame = res.influence(regressions) if influence and out else None
+    if cluster:
+        extra += [f"[{res._label(k if not isinstance(k, tuple) or k[-1] != 'meta-regression' else k[0])}] {r.summary()}"
+                  for k, r in res.cluster_robust(cluster, df=cluster_df, regressions=regressions).items()]
     echo(res.summary())
     for key, mr in regressions.items():
         echo("")
@@ -129,6 +138,10 @@ def schools(
     for target in out or []:
         path = export_table(res, target)
         echo(f"wrote {path}")
+        if influence_frame is not None:
+            extra_path = Path(target).with_name(Path(target).stem + "_influence.csv")
+            influence_frame.to_csv(extra_path, index=False)
+            echo(f"wrote {extra_path}")
 
 
 def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup: bool, seed: int) -> list[str]:

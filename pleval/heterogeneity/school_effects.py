@@ -178,6 +178,51 @@ class SchoolEffects(ResultMixin):
             )
         return out
 
+    def influence(self, regressions: Mapping | None = None) -> pd.DataFrame:
+        """Leave-one-out fits and influence diagnostics of each ``by`` group's pooled effect
+        (:func:`pleval.heterogeneity.leave_one_out`; metafor's ``leave1out``/``influence``), one
+        row per school with ``analysis = "meta-analysis"``; with ``regressions``
+        (:meth:`meta_regression`'s result) also each meta-regression's
+        (:func:`pleval.heterogeneity.leave_one_out_metareg`), ``analysis = "meta-regression"``."""
+        from .influence import leave_one_out
+        from .metareg_influence import leave_one_out_metareg
+
+        parts = []
+        groups = dict(self._groups())
+        for key, m in self.meta.items():
+            head = {**self._key_dict(key)}
+            f = leave_one_out(m).to_frame().rename(columns={"label": "school"})
+            parts.append(f.assign(**head, analysis="meta-analysis"))
+            if regressions and key in regressions:
+                sub = groups[key]
+                labels = sub["school"].to_numpy()[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
+                f = leave_one_out_metareg(regressions[key], labels=labels).to_frame().rename(columns={"label": "school"})
+                parts.append(f.assign(**head, analysis="meta-regression"))
+        out = pd.concat(parts, ignore_index=True)
+        first = [*self.by, "analysis", "school"]
+        return out[first + [c for c in out.columns if c not in first]]
+
+    def cluster_robust(self, cluster: str, *, df: str = "G-p", regressions: Mapping | None = None) -> dict:
+        """Cluster-robust inference (:func:`pleval.heterogeneity.cluster_robust`; metafor's
+        ``robust()``) for the pooled effect of each ``by`` group, the clusters (schools sharing a
+        district, a comparison school, ...) read from column ``cluster`` of :attr:`table`;
+        ``df``: ``"G-p"`` (metafor, default) or ``"G-1"`` (Stata). With ``regressions``
+        (:meth:`meta_regression`'s result) also each group's meta-regression, under key
+        ``(key, "meta-regression")``. Returns ``{key: RobustMeta}``."""
+        from .robust import cluster_robust
+
+        if cluster not in self.table.columns:
+            raise DataError(f"cluster column {cluster!r} is not in the school table; pass it as cluster=... when "
+                            "computing school effects")
+        out = {}
+        for key, sub in self._groups():
+            of = dict(zip(sub["school"].to_numpy(), sub[cluster].to_numpy()))
+            out[key] = cluster_robust(self.meta[key], [of[s] for s in self.meta[key].labels], df=df)
+            if regressions and key in regressions:
+                keep = sub[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
+                out[(key, "meta-regression")] = cluster_robust(regressions[key], keep[cluster].to_numpy(), df=df)
+        return out
+
     def _groups(self):
         if not self.by:
             yield "all", self.table
@@ -693,19 +738,21 @@ def school_effects_from_estimates(
     level: float = 0.95,
     baseline_percentile: float = 50.0,
     prediction: Literal["t", "t_k1", "normal"] = "t",
+    cluster: str | None = None,
 ) -> SchoolEffects:
     """School effects from a table of per-school effect sizes and SEs (e.g. an earlier analysis
     or ``sample_data/school_effects.csv``). Estimates are on the effect-size scale; raw-unit
     columns are left empty. p-values use a normal reference. Optional columns named ``None``
     (or absent, for the defaults ``by``/``n_*``) are skipped. ``prediction``: the reference of
-    the prediction interval (:func:`meta_analysis`: t(k − 2), t(k − 1) or normal)."""
+    the prediction interval (:func:`meta_analysis`: t(k − 2), t(k − 1) or normal). ``cluster``: a
+    column of cluster labels (e.g. district) kept in the table for :meth:`SchoolEffects.cluster_robust`."""
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
     by_cols = (by,) if isinstance(by, str) else tuple(by or ())
     if by == "subject" and "subject" not in data.columns:
         by_cols = ()
     for role, col in [("school", school), ("estimate", estimate), ("se", se), *[("by", c) for c in by_cols],
-                      *[("moderator", c) for c in moderators]]:
+                      *[("moderator", c) for c in moderators], *([("cluster", cluster)] if cluster else [])]:
         if col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
     d = data.copy()
@@ -759,13 +806,17 @@ def school_effects_from_estimates(
     table["note"] = ""
     for m in moderators:
         table[m] = pd.to_numeric(d[m], errors="coerce").to_numpy()
+    if cluster:
+        if d[cluster].isna().any():
+            raise DataError(f"column {cluster!r} (cluster): {int(d[cluster].isna().sum()):,} school row(s) have no cluster label")
+        table[cluster] = d[cluster].to_numpy()
     return _result(
-        table, by_cols, moderators, dropped, {},
+        table, by_cols, list(dict.fromkeys([*moderators, *([cluster] if cluster else [])])), dropped, {},
         method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
         baseline_percentile=baseline_percentile, prediction=prediction,
         options=dict(source="per-school estimates (effect-size scale)", method=method, hartung_knapp=hartung_knapp,
                      adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile,
-                     prediction=prediction),
+                     prediction=prediction, cluster=cluster),
     )
 
 

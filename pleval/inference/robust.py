@@ -74,6 +74,29 @@ _CLUSTER_TYPES = ("CR0", "CR1", "CR2")
 _HC_TYPES = ("HC0", "HC1", "HC2")
 
 
+CLUSTER_DF = ("G-1", "G-p")
+VCOV_TYPES = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
+
+
+def check_conventions(cluster_df: str, cr2: str) -> None:
+    """A :class:`DataError` naming the option unless ``cluster_df`` and ``cr2`` are conventions
+    of :func:`ols` (``"G-1"``/``"G-p"``; ``"transformed"``/``"clubsandwich"``)."""
+    if cluster_df not in CLUSTER_DF:
+        raise DataError(f"cluster_df must be 'G-1' (Stata) or 'G-p' (metafor's robust()); got {cluster_df!r}")
+    if cr2 not in CR2_FORMS:
+        raise DataError(f"cr2 must be 'transformed' or 'clubsandwich'; got {cr2!r}")
+
+
+def convention_label(vcov: str, cluster_df: str, cr2: str, weighted: bool) -> str:
+    """How the conventions change ``vcov``, for labels: ``", df G-p"`` for CR1/CR0 under
+    ``cluster_df="G-p"``, ``", clubSandwich form"`` for a weighted CR2 under ``cr2="clubsandwich"``."""
+    if vcov in ("CR1", "CR0") and cluster_df == "G-p":
+        return ", df G-p"
+    if vcov == "CR2" and weighted and cr2 == "clubsandwich":
+        return ", clubSandwich form"
+    return ""
+
+
 def _as_2d(X) -> tuple[np.ndarray, list[str]]:
     if isinstance(X, pd.DataFrame):
         names = [str(c) for c in X.columns]
@@ -269,8 +292,7 @@ def ols(
     -------
     OLSFit
     """
-    if cr2 not in CR2_FORMS:
-        raise DataError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
+    check_conventions(cluster_df, cr2)
     X, default_names = _as_2d(X)
     y = np.asarray(y, dtype=float).ravel()
     n, k = X.shape
@@ -319,8 +341,6 @@ def ols(
             blocks = CR2Blocks(S, LFL, M, M)
         meat = U.T @ U
         V = M @ meat @ M
-        if cluster_df not in ("G-1", "G-p"):
-            raise DataError(f"cluster_df must be 'G-1' or 'G-p'; got {cluster_df!r}")
         if cluster_df == "G-p" and G <= k and vcov != "CR2":
             raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({k})")
         if vcov == "CR1":

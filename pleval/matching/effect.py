@@ -19,7 +19,8 @@ rows are ``V X̃₁`` for an isometry ``V`` (``V'V = I``) of the merged row ``X�
 X'Wy, every cluster's ``X̃_g'A_gẽ_g`` with the CR2 ``A_g = (I − V H_gg V')^{−1/2}
 = (I − VV') + V(I − H_gg)^{−1/2}V'`` and the Satterthwaite quantities are those of the merged
 rows: the coefficient, its CR0/CR2 SE and df are identical (CR1 and HC count rows, so they
-are fitted on the copies). The merged fit centres the regressors at their weighted means
+are fitted on the copies; so is clubSandwich's weighted CR2, ``cr2="clubsandwich"``, whose
+working model Φ = I counts rows too). The merged fit centres the regressors at their weighted means
 (the treatment coefficient, its SE and df do not move; only the intercept, which is not
 reported, does), which keeps the rounding error of the answer far below 1e-12. On heavily tied data (every tie kept) this turns tens of millions of
 matched rows back into the distinct students.
@@ -43,6 +44,7 @@ from .._results import Effect, Estimate
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
+from ..inference.robust import convention_label
 from ._design import encode
 
 
@@ -137,6 +139,8 @@ def regression_effect(
     weight: str = "_weight",
     sd="pooled",
     vcov: str = "CR2",
+    cluster_df: str = "G-1",
+    cr2: str = "transformed",
     level: float = 0.95,
     baseline_percentile: float = 50.0,
     method: str = "matched comparison",
@@ -144,7 +148,9 @@ def regression_effect(
     design: EffectDesign | None = None,
 ) -> Effect:
     """Weighted regression-adjusted effect on ``sample`` (see the module docstring);
-    ``design``: its :func:`effect_design`, if already built."""
+    ``design``: its :func:`effect_design`, if already built. ``cluster_df`` and ``cr2``: the
+    conventions of :func:`pleval.inference.ols` (CR1/CR0 df G − 1 or G − p; the weighted CR2
+    form, which matters here because matched weights vary within school)."""
     d = design or effect_design(sample, outcome=outcome, treatment=treatment, pretests=pretests,
                                 covariates=covariates, strata=strata, school=school, weight=weight, label=label)
     y, t, w, adjust, cat = d.y, d.t, d.weights, d.adjust, d.categorical
@@ -159,17 +165,20 @@ def regression_effect(
             strata_vals = (pd.MultiIndex.from_arrays(firsts).factorize()[0] if len(firsts) > 1 else firsts[0])[codes]
     else:
         n_c = int(pd.Index(sample.index[~tr]).nunique())
-    if d.rows is not None and vcov in ("CR0", "CR2"):
+    conv = dict(cluster_df=cluster_df, cr2=cr2)
+    # merging copies leaves CR0 and the transformed CR2 unchanged, not clubSandwich's CR2 (its working model counts rows)
+    if d.rows is not None and (vcov == "CR0" or (vcov == "CR2" and cr2 == "transformed")):
         w1 = np.bincount(codes, w, len(first))
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
         X1 = X1 - np.concatenate([[0.0], (w1 @ X1[:, 1:]) / w1.sum()])
-        fit = ols(y1, X1, weights=w1, clusters=c1, vcov=vcov, names=list(d.names))
+        fit = ols(y1, X1, weights=w1, clusters=c1, vcov=vcov, names=list(d.names), **conv)
     else:
-        fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names))
+        fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
     est, se, df, _ = fit.coef(treatment)
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
-        method=f"{method}; WLS adjusted for {', '.join(adjust) or 'nothing'}; {vcov} SE by "
+        method=f"{method}; WLS adjusted for {', '.join(adjust) or 'nothing'}; "
+        f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(w) > 0))} SE by "
         f"{'school' if school else 'student'}", label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)

@@ -25,6 +25,7 @@ import pandas as pd
 from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError
+from ..inference.robust import check_conventions
 from .balance import Balance, balance
 from .effect import effect_design, regression_effect
 from .propensity import PropensityModel
@@ -185,6 +186,8 @@ class MatchResult(ResultMixin):
         level: float = 0.95,
         baseline_percentile: float = 50.0,
         covariates=None,
+        cluster_df: str = "G-1",
+        cr2: str = "transformed",
     ) -> Effect | EffectTable:
         """Regression-adjusted effect on the matched sample (:mod:`pleval.matching.effect`).
 
@@ -193,16 +196,20 @@ class MatchResult(ResultMixin):
         ``sd``: "pooled" (default), "comparison" or a given norm SD. ``vcov``: default "CR2" by
         school, or "CR1" by student when the data have no school column (one student per
         cluster makes CR2's corrections negligible and its cost high). ``covariates``: the
-        adjustment set (default: every pretest and covariate).
+        adjustment set (default: every pretest and covariate). ``cluster_df``: ``"G-1"`` (Stata,
+        default) or ``"G-p"`` (metafor's ``robust()``) for CR1/CR0; ``cr2``: the weighted CR2 form,
+        ``"transformed"`` (default) or ``"clubsandwich"`` (:func:`pleval.inference.ols`; matched
+        weights vary within school, so the two differ slightly).
         """
         fits = self.group_fits(by, sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile,
-                               covariates=covariates)
+                               covariates=covariates, cluster_df=cluster_df, cr2=cr2)
         if by is None:
             return fits[0][3]
         return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
 
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
-                   baseline_percentile: float = 50.0, covariates=None) -> list[tuple]:
+                   baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
+                   cr2: str = "transformed") -> list[tuple]:
         """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
         effect, by)`` per group (key ``()`` when ``by`` is None), the design being the
         :class:`~pleval.matching.effect.EffectDesign` of the regression (for analyses of the same
@@ -215,7 +222,9 @@ class MatchResult(ResultMixin):
             covariates = c.covariates
         design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
                          strata=self.strata, school=c.school)
-        kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label())
+        check_conventions(cluster_df, cr2)
+        kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
+                  cluster_df=cluster_df, cr2=cr2)
         if by is None:
             what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
             groups = [((), m, self.rows, f"{c.outcome}: {what}")]

@@ -187,6 +187,10 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         put("placebo.csv", ev.placebo.to_csv(index=False))
     if len(ev.sensitivity):
         put("sensitivity.csv", ev.sensitivity.to_csv(index=False))
+    if len(ev.randomization):
+        put("randomization.csv", ev.randomization.to_csv(index=False))
+    if len(ev.bootstrap):
+        put("bootstrap.csv", ev.bootstrap.to_csv(index=False))
     put("summary.md", render_markdown(ev, plot_files))
     put("report.html", render_html(ev, images))
     put("report.pdf", render_pdf(ev, images, dpi=dpi))
