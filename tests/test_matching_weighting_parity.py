@@ -121,6 +121,38 @@ def test_ebal_ate_per_group_reproduces_method_ebal_example_2(lalonde):
         assert imbalance < 1e-6 and (np.abs(p @ X[g] - target) <= 1e-6 * X[g].std(axis=0)).all()
 
 
+def test_ipw_ate_reproduces_weightit_readme(lalonde):
+    """``weightit(treat ~ age + educ + nodegree + married + race + re74 + re75, data = lalonde,
+    method = "ps", estimand = "ATE")`` ("ps" is the old name of "glm"): ``summary(W)`` and
+    ``bal.tab(W, un = TRUE)`` as printed in WeightIt's README.md at commit 02ccf0fd (github.com/
+    ngreifer/WeightIt) — weight ranges, the five largest weights of each group and their units,
+    coefficients of variation, ESS 58.327 / 329.008, and the balance table (standardized
+    differences, pooled SD, for continuous covariates; raw differences for binary ones). The
+    README lists each group's five units in another order than their weights; the sets agree."""
+    m = pleval.match(lalonde, _cols(C7), method="weighting", estimand="ATE", stabilize=False, conventions="matchit")
+    ws = m.weight_summary().set_index("group")
+    published = {"treated": (1.1721, 40.0773, 1.4777, 58.327), "comparison": (1.0092, 4.7432, 0.5519, 329.008)}
+    for g, (lo, hi, cv, ess) in published.items():
+        assert ws.loc[g, ["min", "max", "coef_of_var"]].to_numpy(float) == pytest.approx([lo, hi, cv], abs=5e-5)
+        assert ws.loc[g, "ess"] == pytest.approx(ess, abs=5e-4)
+    w = np.bincount(m.rows, weights=m.weight, minlength=len(m.data))
+    t = m.data["treat"].to_numpy() == 1
+    tops = {"treated": ({137, 124, 116, 68, 10}, [13.5451, 15.9884, 23.2967, 23.3891, 40.0773]),
+            "comparison": ({597, 573, 411, 381, 303}, [4.0301, 4.0592, 4.2397, 4.5231, 4.7432])}
+    for g, rows in (("treated", np.flatnonzero(t)), ("comparison", np.flatnonzero(~t))):
+        top = rows[np.argsort(w[rows])[-5:]]
+        assert set((top + 1).tolist()) == tops[g][0]
+        np.testing.assert_allclose(w[top], tops[g][1], atol=5e-5)
+    b = m.balance().table.set_index("variable")
+    raw = b["mean_treated_after"] - b["mean_comparison_after"]
+    adj = b["smd_after"].where(~b["binary"], raw)
+    published = {"age": -0.1676, "educ": 0.1296, "nodegree": -0.0547, "married": -0.0944, "race[black]": 0.0499,
+                 "race[hispan]": 0.0047, "race[white]": -0.0546, "re74": -0.2740, "re75": -0.1579}
+    np.testing.assert_allclose(adj[list(published)], list(published.values()), atol=5e-5 + 1e-9)
+    np.testing.assert_allclose(b.loc[["age", "educ", "re74", "re75"], "smd_before"], [-0.2419, 0.0448, -0.5958, -0.2870],
+                               atol=5e-5 + 1e-9)
+
+
 def test_ipw_ate_against_closed_form(lalonde):
     m = pleval.match(lalonde, _cols(C7), method="weighting", estimand="ATE", stabilize=False)
     ps = m.propensity.ps

@@ -82,9 +82,9 @@ def check_conventions(cluster_df: str, cr2: str) -> None:
     """A :class:`DataError` naming the option unless ``cluster_df`` and ``cr2`` are conventions
     of :func:`ols` (``"G-1"``/``"G-p"``; ``"transformed"``/``"clubsandwich"``)."""
     if cluster_df not in CLUSTER_DF:
-        raise DataError(f"cluster_df must be 'G-1' (Stata) or 'G-p' (metafor's robust()); got {cluster_df!r}")
+        raise DataError(f"cluster_df must be 'G-1' or 'G-p' (Stata's or metafor's robust() convention); got {cluster_df!r}")
     if cr2 not in CR2_FORMS:
-        raise DataError(f"cr2 must be 'transformed' or 'clubsandwich'; got {cr2!r}")
+        raise DataError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
 
 
 def convention_label(vcov: str, cluster_df: str, cr2: str, weighted: bool) -> str:
