@@ -15,7 +15,8 @@ convex dual
 whose gradient is the weighted mean of ``c − m`` (zero at the solution: exact balance) and whose
 Hessian is the weighted covariance of ``c``. ``f`` is minimized by
 ``scipy.optimize.minimize(method="trust-exact")`` with that gradient and Hessian, on columns
-standardized by their SD so that the tolerance (``tol``, default 1e-10 SD) means the same for
+centred at the target and standardized by their SD (folded into λ rather than rescaling the
+rows) so that the tolerance (``tol``, default 1e-10 SD) means the same for
 every column (a solution is accepted when every column is within :data:`ACCEPT` = 1e-6 SD
 of its target). Weights are scaled as WeightIt's: comparison weights sum to the number of
 treated units (ATT); each group's weights sum to the sample size (ATE).
@@ -51,26 +52,28 @@ HESSIAN_ROWS = 100_000
 
 
 class _Dual:
-    """``f``, its gradient and Hessian at the last λ asked for (scipy asks for all three).
+    """``f``, its gradient and Hessian at the last λ asked for (scipy asks for all three), in
+    the standardized coordinates ``(c − m)/s`` without forming them: ``η = D(λ/s)``, gradient
+    ``(p'D)/s``, Hessian ``diag(1/s) Cov_p(D) diag(1/s)``.
 
     On more than :data:`HESSIAN_ROWS` rows the Hessian comes from a systematic subsample: it
     only steers the Newton steps, so the solution (where the exact gradient vanishes) is the
     same, and each step costs a tenth as much at a million rows."""
 
-    def __init__(self, D: np.ndarray, logq: np.ndarray):
-        self.D, self.logq = D, logq
+    def __init__(self, D: np.ndarray, scale: np.ndarray):
+        self.D, self.scale = D, scale
         self.sub = slice(None, None, max(1, len(D) // HESSIAN_ROWS))
         self.D_sub = np.ascontiguousarray(D[self.sub])
         self.lam = None
 
     def _at(self, lam):
         if self.lam is None or not np.array_equal(lam, self.lam):
-            eta = self.logq + self.D @ lam
+            eta = self.D @ (lam / self.scale)
             top = eta.max()
             e = np.exp(eta - top)
             s = e.sum()
             p = e / s
-            g = p @ self.D
+            g = (p @ self.D) / self.scale
             self.lam, self.f, self.p, self.g = lam.copy(), top + np.log(s), p, g
             self.h = None
         return self
@@ -86,30 +89,34 @@ class _Dual:
             Ds = self.D_sub
             g = (p @ Ds) / p.sum()
             Dp = (Ds - g) * np.sqrt(p / p.sum())[:, None]
-            a.h = Dp.T @ Dp
+            a.h = (Dp.T @ Dp) / np.outer(self.scale, self.scale)
         return a.h
 
 
 def balance_to(C: np.ndarray, target: np.ndarray, names, tol: float = 1e-10) -> tuple[np.ndarray, float, int]:
     """Entropy-balancing weights (summing to 1) of the rows of ``C`` whose weighted mean is
-    ``target`` (standardized in place: pass a copy), the largest remaining imbalance in SD
-    units and the number of iterations."""
-    sd = C.std(axis=0)
-    lo, hi = C.min(axis=0), C.max(axis=0)
+    ``target`` (centred at the target in place: pass a copy), the largest remaining imbalance
+    in SD units and the number of iterations. One pass each for the centring, the column sums
+    and sums of squares (the SDs) and the ranges; then two per function evaluation."""
+    n = len(C)
+    D = C
+    D -= target  # the caller's copy of the group, centred at the target
+    mean = np.ones(n) @ D / n  # group mean − target
+    sd = np.sqrt(np.maximum(np.einsum("ij,ij->j", D, D) / n - mean**2, 0.0))
+    lo, hi = D.min(axis=0), D.max(axis=0)  # the group's range, relative to the target
+    tiny = 1e-9 * np.maximum(1.0, np.abs(target))
     flat = sd <= 1e-12 * np.maximum(1.0, np.abs(target))
-    bad = (flat & (np.abs(lo - target) > 1e-9 * np.maximum(1.0, np.abs(target)))) | (~flat & ((target < lo) | (target > hi)))
+    bad = (flat & (np.abs(lo) > tiny)) | (~flat & ((lo > 0) | (hi < 0)))
     if bad.any():
         raise DesignError(
             "entropy balancing has no solution: the target mean of "
-            + ", ".join(f"{names[j]!r} ({target[j]:.4g}; group range {lo[j]:.4g} to {hi[j]:.4g})" for j in np.flatnonzero(bad))
+            + ", ".join(f"{names[j]!r} ({target[j]:.4g}; group range {lo[j] + target[j]:.4g} to {hi[j] + target[j]:.4g})"
+                        for j in np.flatnonzero(bad))
             + " lies outside the values of the group to be weighted"
         )
     keep = ~flat
-    D = C[:, keep] if not keep.all() else C  # C is the caller's copy of the group: standardized in place
-    D -= target[keep]
-    D /= sd[keep]
-    dual = _Dual(D, np.zeros(len(C)))
-    res = minimize(dual.fun, np.zeros(D.shape[1]), jac=True, hess=dual.hess, method="trust-exact",
+    dual = _Dual(D[:, keep] if not keep.all() else D, sd[keep])
+    res = minimize(dual.fun, np.zeros(int(keep.sum())), jac=True, hess=dual.hess, method="trust-exact",
                    options={"gtol": tol, "maxiter": 500})
     a = dual._at(res.x)
     imbalance = float(np.abs(a.g).max(initial=0.0))
@@ -142,10 +149,10 @@ def entropy_weights(C, treated, *, estimand: str = "ATT", names=None, tol: float
     names = list(names) if names is not None else [f"column {j}" for j in range(C.shape[1])]
     w = np.ones(len(C))
     worst, iters = 0.0, 0
-    if estimand == "ATT":
-        target, groups, total = C[t1].mean(axis=0), (~t1,), float(t1.sum())
+    if estimand == "ATT":  # means as matrix-vector products: no copy of the rows
+        target, groups, total = (t1.astype(float) @ C) / t1.sum(), (~t1,), float(t1.sum())
     else:
-        target, groups, total = C.mean(axis=0), (t1, ~t1), float(len(C))
+        target, groups, total = np.ones(len(C)) @ C / len(C), (t1, ~t1), float(len(C))
     for g in groups:
         p, imb, it = balance_to(C[g], target, names, tol)  # C[g] is a copy
         w[g] = p * total
