@@ -962,8 +962,9 @@ _TOTAL_COLUMNS = {"shrunk_total": "shrunk_es", "shrunk_total_sd": "shrunk_es_sd"
 def _attach_calibration(parts: list[dict], subjects) -> None:
     """Add each subject's placebo-calibrated columns to the shared school table (one
     :class:`SchoolEffects` for all subjects), so the CSV/XLSX and the report carry them; where
-    there are placebo schools, the shrunken columns use their spread as a floor on the prior
-    variance (:func:`pleval.heterogeneity.calibrate`: τ̂²_total = max(τ̂²_PL, τ̂²_placebo))."""
+    there are placebo schools, the shrunken columns hold the prior variance at least at their
+    spread (:func:`pleval.heterogeneity.calibrate`: order-restricted τ²_total ≥ τ²_placebo, its
+    uncertainty integrated out)."""
     cals = {("all" if s is None else s): p.get("calibration") for s, p in zip(subjects, parts)}
     if not parts or parts[0].get("schools") is None or not any(c is not None for c in cals.values()):
         return
@@ -1391,10 +1392,10 @@ def _het_row(se, skey, part: dict) -> dict:
                                       "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
                                       "calibrated_positive", "calibrated_negative", "calibrated_adjustment",
                                       "calibrated_expected_by_chance_raw")})
-        # a new school's effect (program + circumstances): the placebo spread is a floor on its variance
+        # a new school's effect (program + circumstances): its variance is at least the placebo spread
         row.update({"pi_low_pl_only": row["pi_low"], "pi_high_pl_only": row["pi_high"],
                     "prob_negative_new_pl_only": row["prob_negative_new"]})
-        row.update({k: d[k] for k in ("tau2_total", "pi_low", "pi_high", "pi_df", "prob_negative_new")})
+        row.update({k: d[k] for k in ("tau2_total", "pi_low", "pi_high", "prob_negative_new")})
         row["placebo_tau"] = d["tau_placebo"]
         row["tau2_excess"] = d["tau2_program"]
         row["share_excess"] = d["tau2_program"] / cal.pl.tau2 if cal.pl.tau2 > 0 else 0.0

@@ -191,8 +191,9 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         + ("(the program plus that school's own circumstances) " if floor else "")
         + f"would lie between {fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile "
         f"points ({lvl} prediction interval"
-        + (f", with a between-school SD of {math.sqrt(float(h['tau2_total'])):.3f}: the larger of the PL schools' and the "
-           "placebo schools' spread, since schools differ at least as much as they do without any program)." if floor
+        + (f", with a between-school SD of {math.sqrt(float(h['tau2_total'])):.3f}: the PL schools' spread, held at "
+           "least at the placebo schools' since schools differ at least as much as they do without any program, and "
+           "allowing for the uncertainty of both)." if floor
            else ").")
     ]
     parts.append(

@@ -120,10 +120,11 @@ def test_program_interval_and_calibration_by_hand():
 
 
 @pytest.mark.parametrize("pl_sd", [0.0, 0.3])
-def test_new_school_prediction_uses_the_placebo_spread_as_a_floor(pl_sd):
-    """τ̂²_total = max(τ̂²_PL, τ̂²_placebo); prediction interval μ̂ ± t_ν √(τ̂²_total + SE²_HK) with
-    Satterthwaite ν from the REML SE of whichever estimate sets τ̂²_total; shrinkage toward μ̂
-    with prior variance τ̂²_total (independent case: closed forms)."""
+def test_new_school_variance_is_order_restricted_above_the_placebo_spread(pl_sd):
+    """τ̂²_total: τ̂²_PL when it is at least τ̂²_placebo, else their precision-weighted mean
+    (isotonic); the prediction interval and shrunken effects integrate the variance's
+    confidence distribution (independent case: closed forms; tests/test_heterogeneity_predictive.py)."""
+    from pleval.heterogeneity import _predictive
     from pleval.heterogeneity.calibration import calibrate
 
     rng = np.random.default_rng(7)
@@ -134,27 +135,24 @@ def test_new_school_prediction_uses_the_placebo_spread_as_a_floor(pl_sd):
     yp = rng.normal(0, 0.1, m) + rng.normal(0, np.sqrt(np.diag(Vp)))
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
     mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
-    assert (mpl.tau2 > mpb.tau2) == (pl_sd > 0)  # both branches of the max are exercised
-    t2 = max(mpl.tau2, mpb.tau2)
-    t2var = (mpl.tau2_se if mpl.tau2 >= mpb.tau2 else mpb.tau2_se) ** 2
+    assert (mpl.tau2 > mpb.tau2) == (pl_sd > 0)  # both branches of the order restriction are exercised
+    w, wp = 1 / mpl.tau2_se**2, 1 / mpb.tau2_se**2
+    t2 = mpl.tau2 if pl_sd > 0 else (w * mpl.tau2 + wp * mpb.tau2) / (w + wp)
+    assert c.tau2_total == pytest.approx(t2)
+    assert (mpb.tau2 > c.tau2_total > mpl.tau2) if pl_sd == 0 else c.tau2_total == pytest.approx(mpl.tau2)
     v = np.diag(V)
-    w = 1 / (v + t2)
-    mu = w @ y / w.sum()
-    se2 = (w @ (y - mu) ** 2) / (k - 1) / w.sum()  # Hartung-Knapp
-    nu = 2 * (t2 + se2) ** 2 / (t2var + 2 * se2**2 / (k - 1))
-    half = stats.t.ppf(0.975, nu) * np.sqrt(t2 + se2)
-    assert c.tau2_total == pytest.approx(t2) and c.pi_df == pytest.approx(nu)
-    assert c.pi == pytest.approx((mu - half, mu + half))
-    assert c.prob_negative_new == pytest.approx(stats.t.cdf(-mu / np.sqrt(t2 + se2), nu))
-    B = t2 / (t2 + v)
-    np.testing.assert_allclose(c.schools.shrunk_total, mu + B * (y - mu), atol=1e-12)
-    kh = 2 * (v * w**2 * (y - mu)) ** 2 * t2var
-    np.testing.assert_allclose(c.schools.shrunk_total_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
-    np.testing.assert_allclose(c.schools.prob_negative_total, stats.norm.cdf(-c.schools.shrunk_total / c.schools.shrunk_total_sd))
-    # without Hartung-Knapp: the model-based SE of the GLS mean
+    wt = 1 / (v + t2)
+    mu = wt @ y / wt.sum()
+    assert c.mu_total == pytest.approx(mu)
+    assert c.se_total**2 == pytest.approx((wt @ (y - mu) ** 2) / (k - 1) / wt.sum())  # Hartung-Knapp
+    np.testing.assert_allclose(c.schools.reliability_total, t2 / (t2 + v), atol=1e-12)
+    sig = _predictive.variance_draws(y, V, yp, Vp)
+    assert c.pi == pytest.approx(_predictive.predictive(y, V, sig)[0])
+    np.testing.assert_allclose(c.schools.shrunk_total_sd, _predictive.shrinkage(y, V, sig)[1])
+    assert c.pi[0] < c.mu_total < c.pi[1] and 0 < c.prob_negative_new < 1
+    # without Hartung-Knapp: the model-based SE of the GLS mean; the prediction is unchanged
     c0 = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp, hartung_knapp=False)
-    nu0 = 2 * (t2 + 1 / w.sum()) ** 2 / (t2var + 2 / w.sum() ** 2 / (k - 1))
-    assert c0.pi[1] - c0.pi[0] == pytest.approx(2 * stats.t.ppf(0.975, nu0) * np.sqrt(t2 + 1 / w.sum()))
+    assert c0.se_total**2 == pytest.approx(1 / wt.sum()) and c0.pi == pytest.approx(c.pi)
 
 
 def test_reproducible_and_forest_plot(small):

@@ -32,20 +32,27 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   the uncertainty of τ̂²_placebo widens the reference distribution). p-values are adjusted
   across the k schools (BH by default; with no program effect anywhere, BH's false-discovery
   rate is the chance that any school is flagged, so the default holds that family-wise rate).
-* Between-school variance of a new school's effect (program plus circumstances),
-  ``τ̂²_total = max(τ̂²_PL, τ̂²_placebo) = τ̂²_placebo + τ̂²_program``: a new PL school's effect is
-  ``μ + v + u`` with variance ``τ²_program + τ²_placebo``, and the placebo schools (usually four
-  times as many as PL schools) pin down the second part, which REML on 15 PL schools often puts
-  at 0. With ``Var(τ̂²_total)`` the REML ``SE²`` of whichever estimate sets it:
+* Between-school variance of a school's total effect (program plus circumstances),
+  ``σ² = τ²_program + τ²_placebo ≥ τ²_placebo``: a new PL school's effect is ``μ + v + u``. The
+  placebo schools (usually four times as many as PL schools) pin down the second part, which
+  REML on 15 PL schools often puts at 0. Point estimate ``τ̂²_total``: the order-restricted
+  (precision-weighted isotonic) combination of τ̂²_PL and τ̂²_placebo, ``τ̂²_PL`` when
+  ``τ̂²_PL ≥ τ̂²_placebo``, else ``(τ̂²_PL/SE²_PL + τ̂²_pb/SE²_pb)/(1/SE²_PL + 1/SE²_pb)``
+  (Robertson, Wright & Dykstra 1988). Its uncertainty is integrated out through the
+  generalized-Q confidence distributions of the two variances, projected onto the same order
+  (:mod:`._predictive`, which states the formulas):
 
-  - prediction interval ``μ̂ ± t_ν √(τ̂²_total + SE²(μ̂))``, μ̂ and SE the GLS estimate with
-    ``V + τ̂²_total I`` (Hartung–Knapp SE when asked), ``ν = 2(τ̂²_total + SE²)² /
-    (Var(τ̂²_total) + 2SE⁴/(k − 1))`` — the Satterthwaite df of the estimated variance, wide when
-    the PL schools set τ̂²_total (few of them) and near normal when the placebo schools do;
-    ``prob_negative_new = F_ν(−μ̂/√(τ̂²_total + SE²))``;
-  - shrunken school effects: the BLUP of ``μ + v_s + u_s`` with prior variance τ̂²_total and
-    noise V, with the Kackar–Harville term for ``Var(τ̂²_total)`` (:func:`.shrinkage.blup`),
-    and ``P(effect < 0)``.
+  - prediction interval: the quantiles of the predictive mixture over the confidence
+    distribution, ``N(μ̂(σ²), σ² + Var μ̂(σ²))`` (Nagashima, Noma & Furukawa 2019), and
+    ``prob_negative_new`` its CDF at 0;
+  - shrunken school effects of ``μ + v_s + u_s``: the BLUP mean and prediction-error variance
+    averaged over the same distribution (Morris 1983), ``P(effect < 0)`` the mixture's CDF at 0.
+
+  It replaced ``max(τ̂²_PL, τ̂²_placebo)`` with a Satterthwaite t reference and the Prasad–Rao
+  MSE, which covered 98% at ``τ²_program = 0`` and 92% (shrinkage) or 99.8% (prediction)
+  at ``τ²_placebo = 0`` in the meta-level simulation (``benchmarks/sim_school_meta.py``).
+  ``mu_total``/``se_total`` are the GLS mean with ``V + τ̂²_total I`` and its (Hartung–Knapp, when
+  asked) SE; ``reliability_total`` is ``diag(τ̂²_total W)``.
 * Program-effect shrinkage: the BLUP of ``μ + v_s`` with signal variance τ̂²_program and noise
   covariance ``V + τ̂²_placebo I`` (:func:`.shrinkage.blup`, with the Kackar–Harville term for
   ``Var(τ̂²_program) ≈ SE²(τ̂²_PL) + SE²(τ̂²_placebo)``), and the posterior probability that the
@@ -65,6 +72,7 @@ from .._results import ResultMixin
 from ..inference import adjust_pvalues
 from ._tau2 import q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, rotate
+from ._predictive import order_restricted, predictive, shrinkage, variance_draws
 from .shrinkage import blup
 
 
@@ -91,7 +99,6 @@ class Calibration(ResultMixin):
     mu_total: float = math.nan
     se_total: float = math.nan
     pi: tuple[float, float] = (math.nan, math.nan)
-    pi_df: float = math.nan
     prob_negative_new: float = math.nan
 
     @property
@@ -128,7 +135,6 @@ class Calibration(ResultMixin):
             "tau2_total": self.tau2_total,
             "pi_low": self.pi[0],
             "pi_high": self.pi[1],
-            "pi_df": self.pi_df,
             "prob_negative_new": self.prob_negative_new,
         }
 
@@ -146,8 +152,8 @@ class Calibration(ResultMixin):
             f"  program heterogeneity tau²_program = {d['tau2_program']:.4f} ({lv} Q-profile CI "
             f"{d['tau2_program_ci_low']:.4f} to {d['tau2_program_ci_high']:.4f})",
             f"  a new school's effect (program + circumstances): between-school variance {d['tau2_total']:.4f} "
-            f"(max of PL and placebo); {lv} prediction interval {d['pi_low']:.3f} to {d['pi_high']:.3f} "
-            f"(t, {d['pi_df']:.1f} df); P(effect < 0) {d['prob_negative_new']:.2f}",
+            f"(PL and placebo spreads, PL at least placebo); {lv} prediction interval {d['pi_low']:.3f} to "
+            f"{d['pi_high']:.3f} (variance uncertainty integrated out); P(effect < 0) {d['prob_negative_new']:.2f}",
             f"  schools whose result exceeds the placebo spread ({self.adjust}-adjusted, alpha = {self.alpha:g}): "
             f"{d['calibrated_positive']} positive, {d['calibrated_negative']} negative; with no program effect "
             f"about {d['calibrated_expected_by_chance_raw']:.1f} would pass unadjusted and, after adjustment, "
@@ -172,7 +178,8 @@ def calibrate(
 
     ``y``, ``V``, ``df``: the PL schools' effect sizes, joint covariance and per-school df;
     ``placebo_y``, ``placebo_V``: the placebo schools' effect sizes and joint covariance;
-    ``hartung_knapp``: the SE of μ̂ in the prediction interval.
+    ``hartung_knapp``: the SE of μ̂ reported as ``se_total`` (the prediction interval integrates the
+    variance uncertainty instead).
     """
     y = np.asarray(y, dtype=float)
     V = np.asarray(V, dtype=float)
@@ -200,20 +207,18 @@ def calibrate(
     with np.errstate(divide="ignore", invalid="ignore"):
         p_neg = stats.norm.cdf(-shrunk / sd)
 
-    t2_tot = max(m_pl.tau2, t2p)
-    t2_tot_var = (m_pl.tau2_se if m_pl.tau2 >= t2p else m_pb.tau2_se) ** 2
-    mu_t, _, sh_t, sd_t, rel_t = blup(y, V, t2_tot, t2_tot_var)
+    w_pl, w_pb = 1.0 / m_pl.tau2_se**2, 1.0 / m_pb.tau2_se**2
+    t2_tot = float(order_restricted(m_pl.tau2, t2p, w_pl, w_pb))
+    sigma2 = variance_draws(y, V, yp, Vp)
+    pi, p_neg_new = predictive(y, V, sigma2, level)
+    sh_t, sd_t, p_neg_t = shrinkage(y, V, sigma2)
+    mu_t, _, _, _, rel_t = blup(y, V, t2_tot)
     k = y.size
     W = np.linalg.inv(V + t2_tot * np.eye(k))
     se2 = 1.0 / float(W.sum())
     if hartung_knapp:
         r = y - mu_t
         se2 *= float(r @ W @ r) / (k - 1)
-    total = t2_tot + se2
-    pi_nu = 2 * total**2 / (t2_tot_var + 2 * se2**2 / (k - 1))
-    half = stats.t.ppf(0.5 + level / 2, pi_nu) * math.sqrt(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_neg_t = stats.norm.cdf(-sh_t / sd_t)
     schools = pd.DataFrame({
         "school": list(labels),
         "effect_size": y,
@@ -234,8 +239,7 @@ def calibrate(
     })
     return Calibration(schools=schools, pl=m_pl, placebo=m_pb, tau2_program=tau2_program, tau2_program_ci=ci,
                        alpha=float(alpha), adjust=adjust, level=float(level), tau2_total=float(t2_tot),
-                       mu_total=float(mu_t), se_total=math.sqrt(se2), pi=(float(mu_t - half), float(mu_t + half)),
-                       pi_df=float(pi_nu), prob_negative_new=float(stats.t.cdf(-mu_t / math.sqrt(total), pi_nu)))
+                       mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new)
 
 
 __all__ = ["calibrate", "Calibration", "program_tau2_ci"]

@@ -1,0 +1,172 @@
+"""A new school's effect and each school's total effect, with the uncertainty of the
+between-school variance integrated out by its confidence distribution.
+
+Model (:mod:`.calibration`): PL estimates ``y ~ N(μ1, V + σ²I)`` with ``σ² = τ²_program +
+τ²_placebo`` the variance of a school's total effect (program plus circumstances), placebo
+estimates ``y_p ~ N(μ₀1, V_p + δ²I)`` with ``δ² = τ²_placebo``, so ``σ² ≥ δ²``.
+
+**Confidence distributions of the variances.** With ``V = QΛQ'``, ``ỹ = Q'y``, ``x̃ = Q'1``, the
+generalized statistic ``Q(s) = Σ_i (ỹ_i − x̃_i μ̂(s))² / (λ_i + s)`` is χ²(k − 1) at the true
+``s = σ²`` and strictly decreasing in ``s`` (Viechtbauer 2007), so
+
+    H(s) = 1 − F_{χ²(k−1)}(Q(s)),   s ≥ 0,
+
+is a confidence distribution for σ² (Xie & Singh 2013): its quantiles are the Q-profile
+confidence limits, with an atom ``1 − F(Q(0))`` at 0. The ``p``-quantile is the root of
+``Q(s) = χ²_{k−1, 1−p}`` (0 when ``Q(0)`` is already below it). The same for δ² from the
+placebo schools. pleval takes the quantiles at the midpoints ``p_j = (j + ½)/n`` for σ² and at
+a permutation of the same midpoints for δ² (a rank-1 lattice, ``u_j = p_{(a·j) mod n}``), so
+the ``n`` pairs ``(s_j, d_j)`` are a deterministic sample of the two independent distributions.
+
+**Order restriction.** Schools differ at least as much with the program as without it
+(``σ² ≥ δ²``). Each pair is projected onto that order by the precision-weighted isotonic
+(pool-adjacent-violators) rule for two ordered parameters (Robertson, Wright & Dykstra 1988,
+ch. 1): ``σ²_j = s_j`` if ``s_j ≥ d_j``, else the pooled value
+``(w s_j + w_p d_j)/(w + w_p)``, with ``w = I(s_j)``, ``w_p = I_p(d_j)`` the REML Fisher
+informations ``½ tr P²`` of the two variances evaluated at the pair (the precisions of the two
+estimates there). The same rule on the REML estimates, whose informations are ``1/SE²``, gives
+the point estimate ``τ̂²_total``.
+
+**Prediction for a new school** (Nagashima, Noma & Furukawa 2019, with the generalized-Q
+confidence distribution): ``θ_new | σ²_j ~ N(μ̂(σ²_j), σ²_j + Var μ̂(σ²_j))``, μ̂ the GLS mean
+with ``V + σ²_j I``; the predictive distribution is the equal mixture over ``j``, the
+prediction interval its ``(1 ∓ level)/2`` quantiles and ``P(θ_new < 0)`` its CDF at 0.
+
+**Shrunken school effects** (Morris 1983: the posterior mean and variance averaged over the
+distribution of the hyperparameter, which adds the ``Var(θ̃)`` term driven by ``(y_s − μ̂)²``):
+``θ̃_s = mean_j θ̃_s(σ²_j)`` and ``SD_s² = mean_j PEV_s(σ²_j) + var_j θ̃_s(σ²_j)``, with θ̃ and PEV
+the BLUP and its prediction-error variance (:func:`.shrinkage.blup`) at prior variance σ²_j.
+
+Everything is vectorized over the ``n`` draws (and schools); roots by bisection on the
+monotone ``Q``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special, stats
+
+N_DRAWS = 400
+_LATTICE = 247  # coprime to N_DRAWS, ≈ 0.618 N_DRAWS (golden-ratio rank-1 lattice)
+
+
+def _q_stat(yy: np.ndarray, lam: np.ndarray, x: np.ndarray, s: np.ndarray):
+    """``(Q(s), μ̂(s), Var μ̂(s))`` of the rotated model for each entry of ``s``."""
+    w = 1.0 / (lam[None, :] + s[:, None])
+    sxx = w @ (x * x)
+    sxy = w @ (x * yy)
+    return w @ (yy * yy) - sxy**2 / sxx, sxy / sxx, 1.0 / sxx
+
+
+def cd_quantiles(yy: np.ndarray, lam: np.ndarray, x: np.ndarray, p: np.ndarray, iters: int = 44) -> np.ndarray:
+    """Quantiles at probabilities ``p`` of the generalized-Q confidence distribution of σ²
+    for rotated data (module docstring): the roots of ``Q(s) = χ²_{k−1, 1−p}``, 0 where
+    ``Q(0)`` is below the target. Bisection, all ``p`` at once."""
+    p = np.asarray(p, dtype=float)
+    target = stats.chi2.isf(p, yy.size - 1)
+    zero = _q_stat(yy, lam, x, np.zeros(1))[0][0] <= target
+    hi = np.full(p.size, float(np.var(yy) + lam.mean()))
+    for _ in range(200):  # Q(s) → 0 as s → ∞: quadruple until every root is bracketed
+        low = _q_stat(yy, lam, x, hi)[0] > target
+        if not np.any(low & ~zero):
+            break
+        hi = np.where(low, 4.0 * hi, hi)
+    lo = np.zeros(p.size)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = _q_stat(yy, lam, x, mid)[0] > target
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    return np.where(zero, 0.0, 0.5 * (lo + hi))
+
+
+def order_restricted(s, d, w: float, w_p: float):
+    """Precision-weighted isotonic projection of ``(s, d)`` onto ``s ≥ d`` (module docstring):
+    ``s`` where ``s ≥ d``, else ``(w s + w_p d)/(w + w_p)``."""
+    s = np.asarray(s, dtype=float)
+    return np.where(s >= d, s, (w * s + w_p * np.asarray(d, dtype=float)) / (w + w_p))
+
+
+def reml_information(lam: np.ndarray, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """REML Fisher information ``½ tr(P²)`` of σ² at each entry of ``s`` (rotated model with the
+    single column ``x``; :mod:`._tau2`), ``1/SE²`` of the REML estimate when evaluated there."""
+    w = 1.0 / (lam[None, :] + s[:, None])
+    sxx = w @ (x * x)
+    b2 = (w * w) @ (x * x) / sxx
+    return 0.5 * ((w * w).sum(axis=1) - 2.0 * ((w**3) @ (x * x)) / sxx + b2 * b2)
+
+
+RESTRICTIONS = ("isotonic", "max", "none")
+
+
+def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, restrict: str = "isotonic") -> np.ndarray:
+    """``n`` draws ``σ²_j`` of a school's total between-school variance (module docstring).
+
+    ``restrict``: ``"isotonic"`` (pleval), the precision-weighted projection with each draw's
+    REML informations; ``"max"``, ``max(s_j, d_j)`` (the placebo draw as a floor); ``"none"``,
+    the PL draws alone (the placebo schools unused)."""
+    if restrict not in RESTRICTIONS:
+        raise ValueError(f"restrict must be one of {RESTRICTIONS}; got {restrict!r}")
+    if math.gcd(lattice, n) != 1:
+        raise ValueError("lattice must be coprime to n")
+    p = (np.arange(n) + 0.5) / n
+    lam, Q = np.linalg.eigh(V)
+    x = Q.sum(axis=0)
+    s = cd_quantiles(Q.T @ y, lam, x, p)
+    if restrict == "none":
+        return s
+    lp, Qp = np.linalg.eigh(Vp)
+    xp = Qp.sum(axis=0)
+    d = cd_quantiles(Qp.T @ yp, lp, xp, p)[(lattice * np.arange(n)) % n]
+    if restrict == "max":
+        return np.maximum(s, d)
+    return order_restricted(s, d, reml_information(lam, x, s), reml_information(lp, xp, d))
+
+
+def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 56) -> np.ndarray:
+    """Quantiles of the equal mixture of ``N(m_j, sd_j²)`` (bisection on its CDF)."""
+    probs = np.asarray(probs, dtype=float)
+    lo = np.full(probs.size, float(np.min(m - 40.0 * sd)))
+    hi = np.full(probs.size, float(np.max(m + 40.0 * sd)))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        below = special.ndtr((mid[:, None] - m[None, :]) / sd[None, :]).mean(axis=1) < probs
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def predictive(y, V, sigma2: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float], float]:
+    """Prediction interval and ``P(θ_new < 0)`` of the mixture over the draws ``sigma2``."""
+    lam, Q = np.linalg.eigh(V)
+    _, mu, mu_var = _q_stat(Q.T @ y, lam, Q.sum(axis=0), sigma2)
+    sd = np.sqrt(sigma2 + mu_var)
+    a = (1.0 - level) / 2.0
+    lo, hi = _mixture_quantiles(mu, sd, [a, 1.0 - a])
+    return (float(lo), float(hi)), float(special.ndtr(-mu / sd).mean())
+
+
+def shrinkage(y, V, sigma2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(θ̃, SD, P(θ < 0))`` per school, averaged over the draws ``sigma2`` (module docstring):
+    the BLUP ``μ̂ + σ²W(y − μ̂1)`` and ``PEV = σ² − σ⁴ diag W + c²Var μ̂``, ``c = 1 − σ²W1``,
+    ``W = (V + σ²I)⁻¹``, at each draw; ``P(θ < 0)`` is the mixture's CDF at 0."""
+    lam, Q = np.linalg.eigh(V)
+    yy, x = Q.T @ y, Q.sum(axis=0)
+    w = 1.0 / (lam[None, :] + sigma2[:, None])  # n × k: eigenvalues of W per draw
+    sxx = w @ (x * x)
+    mu = (w @ (x * yy)) / sxx
+    s2 = sigma2[:, None]
+    shr = mu[:, None] + s2 * ((w * (yy[None, :] - mu[:, None] * x[None, :])) @ Q.T)
+    c = 1.0 - s2 * ((w * x[None, :]) @ Q.T)
+    pev = np.clip(s2 - s2**2 * (w @ (Q * Q).T) + c**2 / sxx[:, None], 0.0, None)
+    mean = shr.mean(axis=0)
+    sd = np.sqrt(pev.mean(axis=0) + shr.var(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pneg = np.where(pev > 0, special.ndtr(-shr / np.sqrt(pev)), (shr < 0).astype(float)).mean(axis=0)
+    return mean, sd, pneg
+
+
+__all__ = ["cd_quantiles", "order_restricted", "reml_information", "variance_draws", "predictive", "shrinkage",
+           "N_DRAWS", "RESTRICTIONS"]

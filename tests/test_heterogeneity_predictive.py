@@ -1,0 +1,215 @@
+"""A new school's effect and shrunken total effects with the between-school variance integrated
+out by its generalized-Q confidence distribution (pleval.heterogeneity._predictive), checked
+against direct computations (scipy root finding on the unrotated generalized Q, per-draw BLUPs),
+and a meta-level coverage check with known covariances."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from pleval.heterogeneity import _predictive as P
+from pleval.heterogeneity import calibrate, meta_analysis
+from pleval.heterogeneity.shrinkage import blup
+
+from .conftest import sim_reps
+
+
+def _cov(rng, k, rho=0.3):
+    """A positive-definite covariance with unequal variances and correlated errors."""
+    se = rng.uniform(0.08, 0.15, k)
+    R = np.full((k, k), rho) + (1 - rho) * np.eye(k)
+    return R * np.outer(se, se)
+
+
+def _gen_q(y, V, s):
+    """Generalized Q ``r'(V + sI)⁻¹r`` with the GLS residuals, computed directly."""
+    W = np.linalg.inv(V + s * np.eye(y.size))
+    mu = W.sum(axis=1) @ y / W.sum()
+    r = y - mu
+    return float(r @ W @ r), mu, 1.0 / W.sum()
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(4)
+    k, m = 12, 30
+    V, Vp = _cov(rng, k), _cov(rng, m, 0.1)
+    y = 0.05 + rng.normal(0, 0.12, k) + np.linalg.cholesky(V) @ rng.standard_normal(k)
+    yp = rng.normal(0, 0.08, m) + np.linalg.cholesky(Vp) @ rng.standard_normal(m)
+    return y, V, yp, Vp
+
+
+def test_cd_quantiles_are_q_profile_limits(data):
+    y, V, _, _ = data
+    k = y.size
+    lam, Q = np.linalg.eigh(V)
+    p = np.array([0.01, 0.2, 0.5, 0.8, 0.975])
+    got = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), p)
+    for pi, g in zip(p, got):
+        target = stats.chi2.isf(pi, k - 1)
+        want = 0.0 if _gen_q(y, V, 0.0)[0] <= target else optimize.brentq(
+            lambda s: _gen_q(y, V, s)[0] - target, 0.0, 10.0, xtol=1e-14)
+        assert g == pytest.approx(want, abs=1e-10)
+    assert got[-1] > 0 and np.all(np.diff(got) >= 0)  # quantiles increase with p
+    # the 2.5% and 97.5% quantiles are the Q-profile interval of the meta-analysis
+    m = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V)
+    ends = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), np.array([0.025, 0.975]))
+    np.testing.assert_allclose(ends, m.tau2_ci, atol=1e-10)
+
+
+def test_order_restricted_is_the_two_group_isotonic_projection():
+    s, d = np.array([0.02, 0.005, 0.0]), np.array([0.01, 0.01, 0.01])
+    got = P.order_restricted(s, d, 1.0, 3.0)
+    np.testing.assert_allclose(got, [0.02, (0.005 + 3 * 0.01) / 4, 0.03 / 4])
+    # the pooled value minimises the weighted squared distance on the order cone s >= d
+    for si, di, gi in zip(s, d, got):
+        res = optimize.minimize(lambda z: (z[0] - si) ** 2 + 3 * (z[1] - di) ** 2, [di, di],
+                                constraints={"type": "ineq", "fun": lambda z: z[0] - z[1]}, tol=1e-14)
+        assert gi == pytest.approx(res.x[0], abs=1e-6)
+
+
+def test_reml_information_is_the_inverse_squared_reml_se(data):
+    y, V, _, _ = data
+    lam, Q = np.linalg.eigh(V)
+    m = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V)
+    info = P.reml_information(lam, Q.sum(axis=0), np.array([m.tau2, 0.0, 0.05]))
+    assert info[0] == pytest.approx(1 / m.tau2_se**2, rel=1e-10)
+    # independent case: ½ tr(P²) with P = W − W11'W/1'W1 formed explicitly
+    for s, i in zip((0.0, 0.05), info[1:]):
+        W = np.linalg.inv(V + s * np.eye(y.size))
+        Pm = W - np.outer(W.sum(1), W.sum(0)) / W.sum()
+        assert i == pytest.approx(0.5 * np.trace(Pm @ Pm), rel=1e-10)
+
+
+def test_variance_draws_pair_the_two_confidence_distributions(data):
+    y, V, yp, Vp = data
+    n = 40
+    p = (np.arange(n) + 0.5) / n
+    lam, Q = np.linalg.eigh(V)
+    lp, Qp = np.linalg.eigh(Vp)
+    s = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), p)
+    d = P.cd_quantiles(Qp.T @ yp, lp, Qp.sum(axis=0), p)[(17 * np.arange(n)) % n]
+    assert sorted(d) == pytest.approx(sorted(P.cd_quantiles(Qp.T @ yp, lp, Qp.sum(axis=0), p)))  # a permutation
+    np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="none"), s, atol=1e-14)
+    np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="max"), np.maximum(s, d), atol=1e-14)
+    iso = P.variance_draws(y, V, yp, Vp, n=n, lattice=17)
+    w, wp = P.reml_information(lam, Q.sum(axis=0), s), P.reml_information(lp, Qp.sum(axis=0), d)
+    np.testing.assert_allclose(iso, np.where(s >= d, s, (w * s + wp * d) / (w + wp)), atol=1e-14)
+    assert np.any(s < d) and np.any(s > d) and np.all(iso >= np.minimum(s, d)) and np.all(iso <= np.maximum(s, d))
+    with pytest.raises(ValueError):
+        P.variance_draws(y, V, yp, Vp, n=40, lattice=10)
+    with pytest.raises(ValueError):
+        P.variance_draws(y, V, yp, Vp, restrict="floor")
+
+
+def test_predictive_mixture_against_direct_computation(data):
+    y, V, _, _ = data
+    sig = np.array([0.0, 0.004, 0.01, 0.03])
+    (lo, hi), pneg = P.predictive(y, V, sig, level=0.9)
+    parts = [_gen_q(y, V, s) for s in sig]
+    mu = np.array([q[1] for q in parts])
+    sd = np.sqrt(sig + np.array([q[2] for q in parts]))
+
+    def cdf(x):
+        return stats.norm.cdf((x - mu) / sd).mean()
+
+    assert lo == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.05, -5, 5, xtol=1e-14), abs=1e-10)
+    assert hi == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.95, -5, 5, xtol=1e-14), abs=1e-10)
+    assert pneg == pytest.approx(cdf(0.0), abs=1e-12)
+    # a single draw is the plug-in normal prediction interval
+    (lo1, hi1), _ = P.predictive(y, V, np.array([0.01]), level=0.9)
+    q = _gen_q(y, V, 0.01)
+    z = stats.norm.ppf(0.95) * math.sqrt(0.01 + q[2])
+    assert (lo1, hi1) == pytest.approx((q[1] - z, q[1] + z), abs=1e-10)
+
+
+def test_shrinkage_averages_the_blups_over_the_draws(data):
+    y, V, _, _ = data
+    sig = np.array([0.0, 0.004, 0.01, 0.03])
+    mean, sd, pneg = P.shrinkage(y, V, sig)
+    sh, pev = [], []
+    for s in sig:  # the per-draw BLUP and its prediction-error SD, from shrinkage.blup
+        _, _, th, d, _ = blup(y, V, s)
+        sh.append(th)
+        pev.append(d**2)
+    sh, pev = np.array(sh), np.array(pev)
+    np.testing.assert_allclose(mean, sh.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(sd, np.sqrt(pev.mean(axis=0) + sh.var(axis=0)), atol=1e-12)
+    # σ² = 0: every school is shrunk to μ̂ (PEV = Var μ̂), so P(θ < 0) is Φ(−μ̂/SD(μ̂)) there
+    want = np.where(pev > 1e-14, stats.norm.cdf(-sh / np.sqrt(np.clip(pev, 1e-300, None))), (sh < 0) * 1.0)
+    np.testing.assert_allclose(pneg, want.mean(axis=0), atol=1e-10)
+
+
+def test_diagonal_v_matches_the_independent_formulas(data):
+    """With a diagonal V the rotated computations reduce to the textbook independent ones."""
+    y, V, _, _ = data
+    v = np.diag(V)
+    D = np.diag(v)
+    sig = np.array([0.002, 0.02])
+    mean, sd, _ = P.shrinkage(y, D, sig)
+    th, var = [], []
+    for s in sig:
+        w = 1 / (v + s)
+        mu = w @ y / w.sum()
+        B = s / (s + v)
+        th.append(mu + B * (y - mu))
+        var.append(B * v + (1 - B) ** 2 / w.sum())
+    th, var = np.array(th), np.array(var)
+    np.testing.assert_allclose(mean, th.mean(0), atol=1e-12)
+    np.testing.assert_allclose(sd, np.sqrt(var.mean(0) + th.var(0)), atol=1e-12)
+
+
+def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
+    y, V, yp, Vp = data
+    k = y.size
+    c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
+    mpl = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V)
+    mpb = meta_analysis(yp, np.sqrt(np.diag(Vp)), vcov=Vp)
+    w, wp = mpl.tau2_se**-2, mpb.tau2_se**-2
+    want = mpl.tau2 if mpl.tau2 >= mpb.tau2 else (w * mpl.tau2 + wp * mpb.tau2) / (w + wp)
+    assert c.tau2_total == pytest.approx(want)
+    sig = P.variance_draws(y, V, yp, Vp)
+    assert np.all(sig >= 0) and sig.size == P.N_DRAWS
+    pi, pneg = P.predictive(y, V, sig)
+    assert c.pi == pytest.approx(pi) and c.prob_negative_new == pytest.approx(pneg)
+    mean, sd, pn = P.shrinkage(y, V, sig)
+    np.testing.assert_allclose(c.schools.shrunk_total, mean)
+    np.testing.assert_allclose(c.schools.shrunk_total_sd, sd)
+    np.testing.assert_allclose(c.schools.prob_negative_total, pn)
+    _, _, _, _, rel = blup(y, V, c.tau2_total)
+    np.testing.assert_allclose(c.schools.reliability_total, rel)
+    # the deterministic lattice: a finer one moves the interval by far less than its width
+    fine = P.predictive(y, V, P.variance_draws(y, V, yp, Vp, n=2000, lattice=1237))[0]
+    assert abs(fine[0] - c.pi[0]) + abs(fine[1] - c.pi[1]) < 0.01 * (c.pi[1] - c.pi[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tau, delta", [(0.0, 0.10), (0.15, 0.10), (0.08, 0.0)])
+def test_meta_level_coverage_with_known_covariances(tau, delta):
+    """benchmarks/sim_school_meta.py at reduced size, with synthetic covariances of the size
+    pleval.estimate produces (15 PL, 60 placebo schools): prediction interval and shrunken
+    intervals within [93%, 97%] up to three Monte Carlo SEs."""
+    rng = np.random.default_rng(int(1000 * tau + 100 * delta))
+    studies = sim_reps(1200, minimum=300)
+    k, m = 15, 60
+    designs = [(_cov(rng, k, 0.05), _cov(rng, m, 0.02)) for _ in range(5)]
+    pi_cov, shr_cov = [], []
+    sd_new = math.hypot(tau, delta)
+    for b in range(studies):
+        V, Vp = designs[b % 5]
+        truth = tau * rng.standard_normal(k) + delta * rng.standard_normal(k)
+        y = truth + np.linalg.cholesky(V) @ rng.standard_normal(k)
+        yp = delta * rng.standard_normal(m) + np.linalg.cholesky(Vp) @ rng.standard_normal(m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c = calibrate(np.arange(k), y, V, np.full(k, 60.0), yp, Vp)
+        pi_cov.append(stats.norm.cdf(c.pi[1] / sd_new) - stats.norm.cdf(c.pi[0] / sd_new))
+        shr_cov.append(np.mean(np.abs(c.schools.shrunk_total - truth) <= 1.96 * c.schools.shrunk_total_sd))
+    for name, v in (("prediction interval", pi_cov), ("shrunken", shr_cov)):
+        mean, se = np.mean(v), np.std(v, ddof=1) / math.sqrt(studies)
+        assert 0.93 - 3 * se <= mean <= 0.97 + 3 * se, (name, mean, se)
