@@ -27,7 +27,8 @@ and the PL-only meta-analysis, and the script prints the coverage (%, ± Monte C
 ``--perturb-df d`` analyses each study with covariances whose variances are multiplied by
 independent ``χ²(d)/d`` draws (the noise of a CR2 variance with d Satterthwaite df; pleval's
 per-school CR2 df are about 60 in these designs), the data drawn with the unperturbed ones:
-how much the estimation noise of V moves pleval's intervals.
+how much the estimation noise of V moves pleval's intervals. ``--offdiag-scale c`` analyses
+with the off-diagonals times ``c`` (0: a diagonal V against data with the full one).
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def previous(y, V, c, hk_se2: float) -> dict:
     return out
 
 
-def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_df: float = 0.0) -> dict:
+def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_df: float = 0.0,
+        offdiag_scale: float = 1.0) -> dict:
     from pleval.heterogeneity import calibrate, meta_analysis
     from pleval.heterogeneity import _predictive as P
 
@@ -106,13 +108,16 @@ def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_
         truth = tau * rng.standard_normal(k) + delta * rng.standard_normal(k)
         y = truth + np.linalg.cholesky(V) @ rng.standard_normal(k)
         yp = delta * rng.standard_normal(m) + np.linalg.cholesky(Vp) @ rng.standard_normal(m)
+        misfit = bool(perturb_df) or offdiag_scale != 1.0
         if perturb_df:  # analyse with covariances whose variances carry χ²(d)/d noise (CR2 with d df)
             s, sp = (np.sqrt(rng.chisquare(perturb_df, n) / perturb_df) for n in (k, m))
             V, Vp = V * np.outer(s, s), Vp * np.outer(sp, sp)
+        if offdiag_scale != 1.0:  # analyse with the off-diagonal scaled (0: diagonal V)
+            V, Vp = (offdiag_scale * M + (1 - offdiag_scale) * np.diag(np.diag(M)) for M in (V, Vp))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             c = calibrate(np.arange(k), y, V, np.full(k, 60.0), yp, Vp)
-            if perturb_df:
+            if misfit:
                 rec.setdefault("tau2_program Q*", []).append(float(c.tau2_program_ci[0] <= tau**2 <= c.tau2_program_ci[1]))
                 rec.setdefault("tau2_placebo", []).append(float(c.placebo.tau2_ci[0] <= delta**2 <= c.placebo.tau2_ci[1]))
                 rec.setdefault("PI (pleval)", []).append(cover(*c.pi))
@@ -157,6 +162,8 @@ def main():
     ap.add_argument("--grid", nargs="*", help="τ,δ pairs, e.g. 0,0.1 0.15,0")
     ap.add_argument("--perturb-df", type=float, default=0.0,
                     help="analyse with V, V_p whose variances are scaled by χ²(d)/d draws (pleval's intervals only)")
+    ap.add_argument("--offdiag-scale", type=float, default=1.0,
+                    help="analyse with the off-diagonals of V, V_p times this (0: diagonal; pleval's intervals only)")
     a = ap.parse_args()
     if a.cache and a.cache.exists():
         f = np.load(a.cache)
@@ -168,9 +175,10 @@ def main():
     grid = [tuple(map(float, g.split(","))) for g in a.grid] if a.grid else GRID
     print(f"{len(designs)} designs: {designs[0][0].shape[0]} PL, {designs[0][1].shape[0]} placebo schools", flush=True)
     for tau, delta in grid:
-        r = run(designs, tau, delta, a.studies, perturb_df=a.perturb_df)
+        r = run(designs, tau, delta, a.studies, perturb_df=a.perturb_df, offdiag_scale=a.offdiag_scale)
         print(f"tau={tau:.2f} delta={delta:.2f} studies={a.studies}"
-              + (f" perturb_df={a.perturb_df:g}" if a.perturb_df else "") + ": "
+              + (f" perturb_df={a.perturb_df:g}" if a.perturb_df else "")
+              + (f" offdiag_scale={a.offdiag_scale:g}" if a.offdiag_scale != 1 else "") + ": "
               + "; ".join(f"{k} {m:.1f} ± {s:.1f}" for k, (m, s) in r.items()), flush=True)
 
 
