@@ -129,7 +129,7 @@ def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "
     return _factor(n_t, n_c, correction) * (special.logit(p_t) - special.logit(p_c)) / 1.65
 
 
-def outcome_sd(y, treated, kind="pooled", weights=None, strata=None) -> tuple[float, str]:
+def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=None) -> tuple[float, str]:
     """The SD that standardizes an effect, and a label saying which it is.
 
     ``kind="pooled"`` (default, WWC): pooled within-group SD of the *unadjusted* outcome;
@@ -143,6 +143,9 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None) -> tuple[fl
     differences between grade means do not inflate the SD of an analysis that pools grades
     (the WWC computes effect sizes within grade and averages them; RAND used grade norms).
     Strata with fewer than two outcomes in an arm contribute nothing.
+
+    ``weights2``: each row's Σw² when a row stands for several copies whose weights were summed
+    into ``weights`` (a reused matched comparison student); the SD is then that of the copies.
     """
     if isinstance(kind, (int, float, np.floating)) and not isinstance(kind, bool):
         if not (np.isfinite(kind) and kind > 0):
@@ -153,6 +156,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None) -> tuple[fl
     y = np.asarray(y, dtype=float)
     t = np.asarray(treated).astype(bool)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
+    w2 = w**2 if weights2 is None else np.asarray(weights2, dtype=float)
     ok = np.isfinite(y) & (w > 0)
     codes = np.zeros(y.size, dtype=np.intp) if strata is None else _codes(strata)
     arms = (~t,) if kind == "comparison" else (~t, t)
@@ -162,7 +166,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None) -> tuple[fl
         c, yy, ww = codes[m], y[m], w[m]
         S = int(codes.max()) + 1
         sw = np.bincount(c, ww, S)
-        sw2 = np.bincount(c, ww**2, S)
+        sw2 = np.bincount(c, w2[m], S)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.bincount(c, ww * yy, S) / sw
             n_eff = sw**2 / sw2

@@ -1067,8 +1067,11 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     schools = placebo = None
     notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
     try:
-        schools = _school_effects(m.matched, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
-                                  school=columns.school, kw={**kw, "by": by, "robustness_q": 1.0 if opts["school_sensitivity"] else None},
+        sample = m.school_sample([columns.treatment, columns.outcome, *kw["covariates"], *kw["moderators"], sid,
+                                  columns.school, by])  # copies within one PL school's sets merged
+        schools = _school_effects(sample, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
+                                  school=columns.school, kw={**kw, "by": by, "weight2": "_weight2", "copies": "_copies",
+                                                             "robustness_q": 1.0 if opts["school_sensitivity"] else None},
                                   sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
@@ -1275,7 +1278,8 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
             attrition_schools=(att["schools"].overall, att["schools"].differential) if cluster else None,
             boundary=opts["boundary"], compromised=bool(opts["compromised"]), joiners=opts["joiners"], **common)
     else:
-        m = res.matched if subject is None else res.matched[res.matched[columns.subject] == subject]
+        m = res.distinct([columns.treatment, columns.school, columns.student_id, columns.subject])
+        m = m if subject is None else m[m[columns.subject] == subject]
         t = m[columns.treatment].to_numpy() == 1
         sch = m[columns.school]
         facts = StudyFacts(

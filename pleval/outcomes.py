@@ -200,7 +200,8 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
     if c.pretest:
         g = pretest_equivalence(sample, c.treatment, c.main_pretest)["hedges_g"]
         eq = pd.DataFrame([{"variable": c.main_pretest, "role": "pretest", "effect_size": g, "adjusted_in_model": True}])
-    part = {"details": {"design": SimpleNamespace(matched=sample)}, "effect": _favour(es, p), "equivalence": eq}
+    design = SimpleNamespace(distinct=lambda columns=None: sample)  # what _rate reads: the rows' students and schools
+    part = {"details": {"design": design}, "effect": _favour(es, p), "equivalence": eq}
     part["effects"] = {"": part["effect"]}
     r = rate("matched", part, subject, None, c.replace(outcome=outcome), opts)
     note = (f"{label}: {n_out:,} matched row(s) without this outcome (or whose set's PL student lacks it) left out"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from pleval.data import SAMPLE_COLUMNS as C
 from pleval.data import validate
 from pleval.inference import ols
 from pleval.matching import match
-from pleval.matching.effect import regression_effect
+from pleval.matching.effect import effect_design, regression_effect
 from pleval.simulate import simulate_matched
 
 
@@ -23,24 +24,45 @@ def tied():
     return match(validate(df, C), C, method="propensity")
 
 
-@pytest.mark.parametrize("vcov", ["CR2", "CR0", "CR1"])
+def _long_groups(m, by):
+    """The literal matched sample (every copy a row), split by ``by``: the slow route."""
+    return [((k,), part) for k, part in m.matched.groupby(by, sort=True)]
+
+
+@pytest.mark.parametrize("vcov", ["CR2", "CR0", "CR1", "HC1"])
 def test_reused_rows_merged_give_the_same_fit(tied, vcov):
-    """Copies of a reused comparison student fitted as one row (weights summed): the same
-    coefficient, SE and df as the regression on every copy (CR0/CR2 exactly; CR1 counts rows
-    and stays on the copies), and the same SD, to 1e-10."""
+    """The effect regression on the distinct matched rows (weights and squared weights summed,
+    copies counted; no copy is formed) gives the coefficient, SE, df, SD, effect size and counts
+    of the regression on every copy, to 1e-10 (HC counts copies and is fitted on them)."""
     assert np.unique(tied.rows).size < 0.9 * len(tied.rows)  # reuse is real here
-    for key, part, des, eff, _ in tied.group_fits("subject", vcov=vcov):
-        assert des.rows is not None
-        full = ols(des.y, des.X, weights=des.weights, clusters=des.clusters, vcov=vcov, names=list(des.names))
-        b, se, df, _ = full.coef(C.treatment)
-        assert eff.raw.estimate == pytest.approx(b, rel=1e-10, abs=1e-10)
-        assert eff.raw.se == pytest.approx(se, rel=1e-10)
-        assert eff.raw.df == pytest.approx(df, rel=1e-10)
-        long = regression_effect(part, outcome=C.outcome, treatment=C.treatment, strata=tied.strata, school=C.school,
-                                 vcov=vcov, design=dataclasses.replace(des, rows=None))
+    kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, covariates=C.covariates,
+              strata=tied.strata, school=C.school)
+    fits = tied.group_fits("subject", vcov=vcov)
+    for (key, part, des, eff, _), (key_l, long_part) in zip(fits, _long_groups(tied, C.subject)):
+        assert key == key_l and des.rows is not None and len(np.unique(des.rows)) == len(des.rows)
+        assert des.n_obs == len(long_part) > len(des.rows)
+        long_des = effect_design(long_part, **kw)  # rows unknown: fitted copy by copy
+        long = regression_effect(long_part, **kw, vcov=vcov, design=long_des)
+        assert eff.raw.estimate == pytest.approx(long.raw.estimate, rel=1e-10, abs=1e-10)
+        assert eff.raw.se == pytest.approx(long.raw.se, rel=1e-10)
+        assert eff.raw.df == pytest.approx(long.raw.df, rel=1e-10)
         assert eff.sd == pytest.approx(long.sd, rel=1e-12)
-        assert eff.raw.n_control == long.raw.n_control
+        assert (eff.raw.n_treated, eff.raw.n_control, eff.raw.n_clusters) == \
+            (long.raw.n_treated, long.raw.n_control, long.raw.n_clusters)
         assert eff.effect_size.estimate == pytest.approx(long.effect_size.estimate, rel=1e-10, abs=1e-12)
+        assert eff.effect_size.se == pytest.approx(long.effect_size.se, rel=1e-10)
+        if vcov == "CR1":  # the reported n counts the copies, as the long fit's does
+            full = ols(long_des.y, long_des.X, weights=long_des.weights, clusters=long_des.clusters, vcov=vcov)
+            assert full.n == des.n_obs
+
+
+def test_merged_design_refuses_row_counting_ses(tied):
+    """HC/classical SEs give each copy its own term: a merged design refuses them (clear error)."""
+    from pleval.errors import DesignError
+
+    _, part, des, _ = tied.group_designs()[0]
+    with pytest.raises(DesignError, match="copies"):
+        regression_effect(part, outcome=C.outcome, treatment=C.treatment, vcov="HC2", design=des)
 
 
 def test_forest_with_thousands_of_schools_summarizes_the_middle():
@@ -86,3 +108,210 @@ def test_balance_on_merged_rows_is_the_balance_of_every_copy(tied):
     np.testing.assert_allclose(merged.equivalence[num].to_numpy(float), long.equivalence[num].to_numpy(float),
                                rtol=1e-10)
     assert (merged.equivalence["wwc_baseline_equivalence"] == long.equivalence["wwc_baseline_equivalence"]).all()
+
+
+def _old_placebo_sample(part: pd.DataFrame, col: str, treatment: str) -> pd.DataFrame:
+    """The placebo-outcome sample as it was built on the long matched sample (the literal route):
+    sets whose PL row lacks the score dropped, other missing rows too, each set's remaining
+    comparisons re-weighted to sum to one."""
+    has = part[col].notna().to_numpy()
+    out = part[has]
+    sets = part["_set"].to_numpy()
+    t = part[treatment].to_numpy() == 1
+    out = part[has & ~np.isin(sets, np.unique(sets[t & ~has]))]
+    tt = out[treatment].to_numpy() == 1
+    codes = pd.factorize(out["_set"].to_numpy())[0]
+    total = np.bincount(codes, weights=np.where(tt, 0.0, out["_weight"].to_numpy()))
+    alive = np.bincount(codes, weights=(~tt).astype(float))[codes] > 0
+    w = out["_weight"].to_numpy().copy()
+    w[~tt] /= total[codes[~tt]]
+    return out.assign(_weight=w)[alive]
+
+
+def test_sensitivity_on_distinct_rows_is_that_of_every_copy():
+    """Omitted-variable bounds, Rosenbaum bounds (on the (set, member) pairs) and the placebo
+    outcome (re-weighted per set) from the distinct rows equal those computed on the long matched
+    sample, with a placebo score missing for some PL and comparison rows."""
+    from pleval.sensitivity import sensitivity
+    from pleval.sensitivity.ovb import Gram, ovb_from_design
+    from pleval.sensitivity.rosenbaum import rosenbaum_bounds
+
+    df = simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=12, seed=3).data
+    rng = np.random.default_rng(5)
+    df["prior"] = df["pretest"] - 4 + rng.normal(0, 6, len(df))
+    df.loc[rng.random(len(df)) < 0.08, "prior"] = np.nan
+    m = match(validate(df, C), C, method="propensity")
+    assert np.unique(m.rows).size < 0.9 * len(m.rows)
+    s = sensitivity(m, by="subject", placebo_outcome="prior", hl_gammas=(1.5,))
+    kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, covariates=C.covariates,
+              strata=m.strata, school=C.school)
+    for key, long_part in _long_groups(m, C.subject):
+        r = s[key]
+        des = effect_design(long_part, **kw)
+        g = Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
+        bench = {b: [n for n, src in zip(des.names, des.source) if src == b] for b in (*C.pretest, *C.covariates)}
+        ovb = ovb_from_design(des.y, des.X, des.names, C.treatment, weights=des.weights,
+                              benchmarks={b: v for b, v in bench.items() if v}, se=r.effect.raw.se, df=r.effect.raw.df)
+        for f in ("estimate", "se_classical", "r2yd_x", "rv_q", "rv_qa"):
+            assert getattr(r.ovb, f) == pytest.approx(getattr(ovb, f), rel=1e-10), f
+        np.testing.assert_allclose(r.ovb.bounds.select_dtypes("number").to_numpy(float),
+                                   ovb.bounds.select_dtypes("number").to_numpy(float), rtol=1e-9, atol=1e-12)
+        d = des.names.index(C.treatment)
+        resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
+        ros = rosenbaum_bounds(resid, long_part["_set"].to_numpy(), long_part[C.treatment].to_numpy() == 1,
+                               alpha=0.05, direction=r.rosenbaum.direction, hl_gammas=(1.5,))
+        assert (r.rosenbaum.test, r.rosenbaum.n_sets, r.rosenbaum.n_units) == (ros.test, ros.n_sets, ros.n_units)
+        np.testing.assert_allclose(r.rosenbaum.table.to_numpy(float), ros.table.to_numpy(float), rtol=1e-9)
+        assert r.rosenbaum.gamma_alpha == pytest.approx(ros.gamma_alpha, rel=1e-9)
+        psample = _old_placebo_sample(long_part, "prior", C.treatment)
+        assert len(psample) < len(long_part)
+        plc = regression_effect(psample, **{**kw, "outcome": "prior"}, vcov="CR2",
+                                design=effect_design(psample, **{**kw, "outcome": "prior"}))
+        assert r.placebo.raw.estimate == pytest.approx(plc.raw.estimate, rel=1e-10, abs=1e-12)
+        assert r.placebo.raw.se == pytest.approx(plc.raw.se, rel=1e-10)
+        assert r.placebo.raw.df == pytest.approx(plc.raw.df, rel=1e-10)
+        assert r.placebo.raw.n_control == plc.raw.n_control
+        assert r.placebo.effect_size.estimate == pytest.approx(plc.effect_size.estimate, rel=1e-10)
+
+
+def _school_kw(**extra):
+    return dict(stratum="_pl_school", weight="_weight", treatment=C.treatment, outcome=C.outcome,
+                covariates=tuple(C.pretest) + tuple(C.covariates), cluster=C.student_id, unit_id=C.student_id,
+                school=C.school, by=C.subject, sd="pooled", **extra)
+
+
+def _assert_same_schools(merged, long):
+    """Two SchoolEffects agree: every number of the table, the joint covariances (raw and
+    regularized), the shrinkage factors and the meta-analyses, to 1e-10."""
+    num = long.table.select_dtypes("number").columns
+    assert list(merged.table.columns) == list(long.table.columns)
+    np.testing.assert_allclose(merged.table[num].to_numpy(float), long.table[num].to_numpy(float), rtol=1e-10, atol=1e-12)
+    assert merged.table.drop(columns=num).equals(long.table.drop(columns=num))
+    for key in long.vcov_raw:
+        for a, b in ((merged.vcov_raw[key], long.vcov_raw[key]), (merged.vcov[key], long.vcov[key])):
+            assert list(a.index) == list(b.index)
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-10, atol=1e-14)
+        assert merged.vcov_shrinkage[key] == pytest.approx(long.vcov_shrinkage[key], rel=1e-10, abs=1e-14)
+        for f in ("estimate", "se", "tau2", "q"):
+            assert getattr(merged.meta[key], f) == pytest.approx(getattr(long.meta[key], f), rel=1e-10, abs=1e-14), f
+
+
+@pytest.mark.parametrize("vcov", ["CR2", "CR1"])
+def test_school_effects_on_merged_copies_are_those_of_every_copy(tied, vcov):
+    """School effects from one row per (PL school, matched row) pair — copies within one PL
+    school's sets merged, copies in different schools' sets kept apart — equal those from every
+    copy: estimates, SEs, Satterthwaite df, counts, robustness values, the joint CR2 covariance
+    (raw and regularized) and the meta-analysis."""
+    from pleval.heterogeneity import school_effects
+
+    long = tied.matched
+    merged = tied.school_sample()
+    assert len(merged) < len(long) and (merged["_copies"] > 1).any()
+    pairs = long.groupby(["_pl_school", long.index]).size()
+    assert len(pairs) == len(merged) and int(merged["_copies"].sum()) == len(long)
+    kw = _school_kw(vcov=vcov, robustness_q=1.0)
+    a = school_effects(merged, **kw, weight2="_weight2", copies="_copies")
+    b = school_effects(long, **kw)
+    _assert_same_schools(a, b)
+    assert a.options["n_rows"] == b.options["n_rows"]
+
+
+def test_school_effects_count_copies_where_distinct_rows_are_few():
+    """A stratum with fewer distinct rows than parameters but more copies keeps exactly the
+    estimate (or the absence of one) that its copies give; weights vary within copies."""
+    from pleval.heterogeneity import school_effects
+
+    rng = np.random.default_rng(8)
+    n = 400
+    df = pd.DataFrame({"s": rng.integers(0, 8, n), "t": rng.integers(0, 2, n), "x": rng.normal(size=n),
+                       "z": rng.normal(size=n), "cl": rng.integers(0, 30, n), "sch": rng.integers(0, 12, n)})
+    df["y"] = df["x"] + 0.3 * df["t"] + rng.normal(size=n)
+    df.loc[df["s"] == 7, "s"] = 6
+    df.loc[[0, 1], ["s", "t", "x", "z", "y"]] = [[7, 0, 0.5, 1.0, 2.0], [7, 1, 0.5, 1.0, 2.5]]  # stratum 7: 2 rows
+    df = df.assign(id=np.arange(n))
+    copies = df.loc[np.r_[rng.integers(0, n, 3 * n), [0, 1] * 4]].reset_index(drop=True)  # copies within strata
+    long = pd.concat([df, copies], ignore_index=True)
+    long = long.assign(w=rng.uniform(0.2, 2.0, len(long)))
+    long["cl"] = long.groupby("id")["cl"].transform("first")
+    long["sch"] = long["sch"].where(long["t"] == 0)  # comparison rows' own school; none for treated rows
+    merged = (long.assign(w2=long["w"] ** 2, c=1)
+              .groupby(["s", "id"], sort=False, as_index=False)
+              .agg(t=("t", "first"), x=("x", "first"), z=("z", "first"), y=("y", "first"), cl=("cl", "first"),
+                   sch=("sch", "first"), w=("w", "sum"), w2=("w2", "sum"), c=("c", "sum")))
+    assert len(merged) < len(long) and merged.loc[merged["s"] == 7].shape[0] == 2
+    for kw in (dict(cluster="cl", school=None, vcov="CR2"), dict(cluster="cl", school="sch", vcov="CR2"),
+               dict(cluster="cl", school=None, vcov="CR1"), dict(cluster=None, school=None, vcov="classical")):
+        base = dict(stratum="s", treatment="t", outcome="y", covariates=("x", "z"), weight="w", unit_id="id", sd="pooled",
+                    robustness_q=1.0, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = school_effects(merged[merged["s"] != 7], **base, weight2="w2", copies="c")
+            b = school_effects(long[long["s"] != 7], **base)
+            _assert_same_schools(a, b)
+            # stratum 7 fits its 2 distinct rows exactly: with the copies counted it keeps its
+            # estimate (10 copies > rank 2) as the copies do, with an SE of zero up to rounding
+            a, b = (school_effects(d, **base, **x).table.set_index("school").loc[7]
+                    for d, x in ((merged, dict(weight2="w2", copies="c")), (long, {})))
+        assert a["estimate"] == pytest.approx(b["estimate"], rel=1e-10) == 0.5
+        assert a["n_comparison"] == b["n_comparison"] == 1 and abs(a["se"]) < 1e-12 and abs(b["se"]) < 1e-12
+    with pytest.raises(Exception, match="copy"):
+        school_effects(merged, stratum="s", treatment="t", outcome="y", weight="w", weight2="w2", copies="c", vcov="HC2")
+
+
+def test_placebo_rounds_on_merged_copies_are_those_of_every_copy(tied, monkeypatch):
+    """Placebo schools (each round's school effects on merged (school, row) pairs) equal the
+    placebo schools computed on every copy of every round: estimates, joint covariance, τ̂²."""
+    from pleval.heterogeneity import placebo as plc
+
+    data = tied.data
+    kw = dict(n_placebo=8, cluster=C.student_id, by=C.subject)
+    a = plc.placebo_schools(data, C, "propensity", **kw)
+    monkeypatch.setattr(plc, "_school_sample", lambda m, cols, merge: m.matched.assign(
+        _weight2=m.matched["_weight"] ** 2, _copies=1))
+    b = plc.placebo_schools(data, C, "propensity", **kw)
+    num = b.placebo.select_dtypes("number").columns
+    np.testing.assert_allclose(a.placebo[num].to_numpy(float), b.placebo[num].to_numpy(float), rtol=1e-10, atol=1e-12)
+    assert a.rounds.equals(b.rounds)
+    for key in b.placebo_vcov:
+        np.testing.assert_allclose(a.placebo_vcov[key].to_numpy(), b.placebo_vcov[key].to_numpy(), rtol=1e-10, atol=1e-14)
+    num = b.comparison.select_dtypes("number").columns
+    np.testing.assert_allclose(a.comparison[num].to_numpy(float), b.comparison[num].to_numpy(float), rtol=1e-10,
+                               atol=1e-12)
+    _assert_same_schools(a.observed, b.observed)
+
+
+def test_evaluation_of_the_sample_data_is_that_of_every_copy(monkeypatch):
+    """`pleval.estimate` on the sample data: the effects equal the regression on every copy of
+    the long matched sample, and the school effects, their joint covariance and the placebo
+    schools (estimates, τ̂²_placebo, calibration) equal a second run in which every per-school
+    analysis gets the long matched sample (each copy a row), to 1e-10."""
+    import pleval
+    from pleval.matching import MatchResult
+
+    df = pd.read_csv(Path(pleval.__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = pleval.estimate(df, n_placebo=6)
+    m = next(d["design"] for d in ev.details.values())
+    assert np.unique(m.rows).size < len(m.rows)
+    kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, covariates=C.covariates,
+              strata=m.strata, school=C.school)
+    for (subject,), long_part in _long_groups(m, C.subject):
+        long = regression_effect(long_part, **kw, design=effect_design(long_part, **kw))
+        eff = ev.effect(subject)
+        for a, b in ((eff.raw, long.raw), (eff.effect_size, long.effect_size)):
+            assert (a.estimate, a.se, a.df) == pytest.approx((b.estimate, b.se, b.df), rel=1e-10, abs=1e-12)
+
+    def every_copy(self, columns=None):
+        return self.matched.assign(_weight2=self.matched["_weight"] ** 2, _copies=1)
+
+    monkeypatch.setattr(MatchResult, "school_sample", every_copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = pleval.estimate(df, n_placebo=6)
+    _assert_same_schools(ev.school_effects, ref.school_effects)
+    for name in ("schools", "placebo", "heterogeneity"):
+        a, b = ev.table(name), ref.table(name)
+        num = b.select_dtypes("number").columns
+        assert len(num) and list(a.columns) == list(b.columns)
+        np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-10, atol=1e-12)

@@ -72,9 +72,12 @@ def grouped_wls(
     clusters: np.ndarray | None = None,
     vcov: str = "HC2",
     target: int = 1,
+    counts: np.ndarray | None = None,
 ) -> GroupedFit:
     """Batched per-group WLS (see the module docstring). ``groups``: int codes 0..G−1;
-    ``clusters``: int codes (any numbering) required for CR0/CR1."""
+    ``clusters``: int codes (any numbering) required for CR0/CR1; ``counts``: the copies each
+    row stands for when rows merge copies of one row within a group (weights summed; every
+    count — n_s, the residual df, the CR1 factor — then counts copies; not for HC types)."""
     if vcov not in VCOV_TYPES:
         raise ValueError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
     n, p = X.shape
@@ -82,7 +85,9 @@ def grouped_wls(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     S = _pair_sums(X, w, groups, G)
     u = np.stack([np.bincount(groups, weights=w * X[:, a] * y, minlength=G) for a in range(p)], axis=1)
-    n_g = np.bincount(groups, minlength=G).astype(float)
+    n_g = np.bincount(groups, weights=counts, minlength=G).astype(float)
+    if counts is not None and vcov.startswith("HC"):
+        raise ValueError(f"vcov={vcov!r} gives each copy its own term: fit the copies")
 
     # Batched pseudo-inverse through the eigen-decomposition of the scale-free matrix
     # C = D⁻¹SD⁻¹ (D = √diag S). A covariate constant within one group (e.g. a category

@@ -104,12 +104,15 @@ def joint_covariance(
     *,
     vcov: str = "CR2",
     target: int = 1,
+    counts: np.ndarray | None = None,
 ) -> JointCovariance:
     """Joint covariance of the ``target`` coefficient across groups (module docstring).
 
     ``X`` (n×p), residuals ``e``, weights ``w``, group codes 0..G−1, the groups' (pseudo-)inverse
     breads ``Sinv`` (G×p×p), cluster codes (any integers; a cluster may span groups), the groups
-    whose target is estimable (``ok``) and their ranks.
+    whose target is estimable (``ok``) and their ranks; ``counts``: the copies each row stands
+    for when rows merge copies of one row in one group and cluster (weights summed): CR1's
+    n_s counts them; everything else is a function of the cells' sums and identical.
     """
     if vcov not in JOINT_VCOV_TYPES:
         raise ValueError(f"joint covariance must be one of {JOINT_VCOV_TYPES}; got {vcov!r}")
@@ -124,7 +127,7 @@ def joint_covariance(
     rows = np.bincount(cell, minlength=n_cells)
     U = np.stack([np.bincount(cell, weights=w * e * X[:, a], minlength=n_cells) for a in range(p)], axis=1)
     G_s = np.bincount(cell_group, minlength=G).astype(float)
-    n_s = np.bincount(groups, minlength=G).astype(float)
+    n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
     m = Sinv[:, :, target]  # M_s c, c = e_target
     df = G_s - 1.0
 

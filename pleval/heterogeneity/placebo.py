@@ -200,10 +200,10 @@ class _InMemoryRounds:
         self._match = match
         return _round_order(non_pl, school, c.main_pretest or c.outcome, per_round)
 
-    def match(self, chunk: np.ndarray) -> pd.DataFrame:
-        """The matched sample of one round: the schools ``chunk`` as pseudo-PL against the other
-        comparison schools, with the analysis's matching."""
-        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options).matched
+    def match(self, chunk: np.ndarray):
+        """The match of one round (a :class:`~pleval.matching.MatchResult`): the schools
+        ``chunk`` as pseudo-PL against the other comparison schools, with the analysis's matching."""
+        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options)
 
 
 def placebo_schools(
@@ -278,6 +278,10 @@ def placebo_schools(
         stratum="_pl_school", weight="_weight", treatment=columns.treatment, outcome=columns.outcome,
         covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, adjust=adjust, alpha=alpha, level=level,
     )
+    sample_cols = [columns.treatment, columns.outcome, *covariates, cluster, school, *by]
+    merge = vcov is None or vcov in ("CR2", "CR1", "CR0", "classical")
+    if merge:  # copies within one school's sets merged (docs/scale.md)
+        eff_kw.update(weight2="_weight2", copies="_copies")
 
     if rounds is None:
         rounds = _InMemoryRounds(data, columns, method, match_options)
@@ -299,7 +303,7 @@ def placebo_schools(
     if observed is None:
         from ..matching import match
 
-        observed = school_effects(match(data, columns, method, **match_options).matched, **eff_kw)
+        observed = school_effects(_school_sample(match(data, columns, method, **match_options), sample_cols, merge), **eff_kw)
 
     order = rounds.order(pl, per_round)
     tables, round_rows, vcovs = [], [], []
@@ -309,7 +313,7 @@ def placebo_schools(
         start += len(chunk)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            m = rounds.match(chunk)
+            m = _school_sample(rounds.match(chunk), sample_cols, merge)
             res = school_effects(m, **eff_kw)
         t = res.table.copy()
         t.insert(0, "round", rnd)
@@ -339,6 +343,13 @@ def placebo_schools(
                      seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
                      hartung_knapp=hartung_knapp),
     )
+
+
+def _school_sample(m, columns, merge: bool) -> pd.DataFrame:
+    """A round's matched sample for :func:`~.school_effects.school_effects`: each distinct
+    (PL school, matched row) pair once (:meth:`pleval.matching.MatchResult.school_sample`), or
+    every copy for HC SEs (which give each copy its own term)."""
+    return m.school_sample([c for c in columns if c]) if merge else m.matched
 
 
 def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -34,6 +34,12 @@ the schools of each ``by`` group (BH by default). The effect sizes are then pool
 (:func:`~pleval.heterogeneity.meta.meta_analysis`) and shrunk toward the pooled mean
 (:func:`~pleval.heterogeneity.shrinkage.empirical_bayes`).
 
+**Merged copies.** A comparison student reused by several sets of one PL school may come as
+one row with its copies' weights and squared weights summed and the copies counted
+(``weight2=``, ``copies=``; :meth:`pleval.matching.MatchResult.school_sample`, what
+:func:`pleval.estimate` passes): the estimates, SEs, df and joint covariance are those of the
+copies (docs/scale.md, *Why merging copies changes no number*).
+
 A single PL school's matched estimate is the program effect *plus* that school's own
 deviation from its comparisons; student-level SEs do not cover the second part. Read the
 shrunken column beside the raw one, and compare the spread with placebo schools
@@ -351,13 +357,13 @@ def _finish(
     return table, metas, shrinks, counts, vcovs, raws, lams
 
 
-def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float) -> dict:
+def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float, counts=None) -> dict:
     """Per-school ``partial_r2``, ``rv_q``, ``rv_qa`` from the classical fit of each school
     (σ̂²_s = Σ w e²/(n_s − p_s), SE_classical = √(σ̂²_s [S_s⁻¹]_TT)) with the design effect
     κ = SE/SE_classical and the school's df entering ``rv_qa`` (pleval.sensitivity.ovb)."""
     from ..sensitivity.ovb import partial_r2, robustness_value
 
-    dof = (np.bincount(codes, minlength=G) - fit.rank).astype(float)
+    dof = (np.bincount(codes, weights=counts, minlength=G) - fit.rank).astype(float)
     good = fit.ok & (dof > 1) & np.isfinite(se) & np.isfinite(dfree)
     dof = np.where(good, dof, np.nan)
     e2 = fit.resid**2 if w is None else w * fit.resid**2
@@ -423,6 +429,8 @@ def school_effects(
     baseline_percentile: float = 50.0,
     hedges_correction: bool | None = None,
     robustness_q: float | None = None,
+    weight2: str | None = None,
+    copies: str | None = None,
 ) -> SchoolEffects:
     """One effect per PL school (or RCT site), computed for all schools at once.
 
@@ -474,6 +482,13 @@ def school_effects(
         residual variances a confounder must explain to reduce the estimate by
         100·``robustness_q`` %) and ``rv_qa`` (… to make it not significant at ``alpha``; the
         school's SE and df enter as the design effect κ = SE/SE_classical, as in ``ovb``).
+    weight2, copies : columns of a sample whose rows merge copies of one row within one
+        stratum (:meth:`pleval.matching.MatchResult.school_sample`: a comparison student in
+        several sets of one PL school), holding each row's summed squared weights and number of
+        copies (``weight`` holds the summed weights). Every count (residual df, CR1 factors,
+        row counts) then counts the copies and the estimates, SEs, df and joint covariance are
+        those of the copies (docs/scale.md); HC types, which give each copy its own term, are
+        refused.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
@@ -504,6 +519,11 @@ def school_effects(
     if vcov not in (*JOINT_VCOV_TYPES, *VCOV_TYPES):
         raise DataError(f"vcov must be one of {(*JOINT_VCOV_TYPES, *VCOV_TYPES)}; got {vcov!r}")
     joint = vcov in JOINT_VCOV_TYPES
+    if copies is not None and vcov.startswith("HC"):
+        raise DataError(f"vcov={vcov!r} gives each copy of a merged row its own term: pass the copies, not copies=")
+    for role, col in (("weight2", weight2), ("copies", copies)):
+        if col is not None and (col not in data.columns or weight is None):
+            raise DataError(f"column {col!r} ({role}) is not in the data, or no weight= is given with it")
     if joint and cluster is None and school is None:
         raise DataError(f"vcov={vcov!r} needs cluster='<column>' or school='<column>'")
 
@@ -515,9 +535,10 @@ def school_effects(
         nonlocal keep
         m = mask & keep
         if m.any():
-            dropped.append({"reason": reason, "column": column, "n_rows": int(m.sum())})
+            dropped.append({"reason": reason, "column": column, "n_rows": int(m.sum() if cnt is None else cnt[m].sum())})
             keep &= ~m
 
+    cnt = None if copies is None else data[copies].to_numpy(dtype=np.int64)
     t_raw = data[treatment]
     t_num = pd.to_numeric(t_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan) if not pd.api.types.is_bool_dtype(t_raw) \
         else t_raw.to_numpy(dtype=float)
@@ -569,24 +590,26 @@ def school_effects(
     y = y[keep]
     t = t_num[keep]
     w = None if w is None else w[keep]
-    n = y.size
+    w2 = None if weight2 is None else data[weight2].to_numpy(dtype=float)[keep]
+    cnt = None if cnt is None else cnt[keep]
+    n = y.size if cnt is None else int(cnt.sum())
 
     # Strata: (by..., school) combinations, all fitted in one batch.
     key_cols = [*by_cols, stratum]
     codes, uniq = _factorize_many(df, key_cols)
     G = len(uniq)
     Xcov = _covariate_matrix(df, covariates)
-    if Xcov.shape[1]:
-        Xcov = Xcov - Xcov.mean(axis=0)
-    X = np.column_stack([np.ones(n), t, Xcov])
-    fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1)
+    if Xcov.shape[1]:  # centred at the mean of the copies (only the intercepts move)
+        Xcov = Xcov - (Xcov.mean(axis=0) if cnt is None else cnt @ Xcov / n)
+    X = np.column_stack([np.ones(len(y)), t, Xcov])
+    fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
     if joint:
-        cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else np.arange(n)
+        cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else np.arange(len(y))
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = pd.factorize(df[school].to_numpy())[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
-        jc = joint_covariance(X, fit.resid, np.ones(n) if w is None else w, codes, G, fit.bread, cl, fit.ok,
-                              fit.rank, vcov=vcov, target=1)
+        jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
+                              fit.rank, vcov=vcov, target=1, counts=cnt)
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
@@ -601,7 +624,7 @@ def school_effects(
         n_c = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 0], minlength=G)
     else:
         n_t = np.bincount(codes, weights=t, minlength=G).astype(int)
-        n_c = (np.bincount(codes, minlength=G) - n_t).astype(int)
+        n_c = (np.bincount(codes, weights=cnt, minlength=G) - n_t).astype(int)
 
     est = fit.params[:, 1]
     se = np.sqrt(np.diag(V_raw)) if joint else np.sqrt(fit.vcov[:, 1, 1])
@@ -610,17 +633,18 @@ def school_effects(
         crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
         pval = 2 * stats.t.sf(np.abs(est / se), np.maximum(dfree, 1))
     pval = np.where(fit.ok, pval, np.nan)
-    robust = {} if robustness_q is None else _school_robustness(fit, codes, G, w, est, se, dfree, robustness_q, alpha)
+    robust = {} if robustness_q is None else _school_robustness(fit, codes, G, w, est, se, dfree, robustness_q, alpha, cnt)
 
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
-    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(n, dtype=np.intp), [("all",)])
+    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(len(y), dtype=np.intp), [("all",)])
     sd_val = np.empty(len(by_uniq))
     sd_info = {}
     for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
         m = by_codes == j
         key = bkey[0] if len(bkey) == 1 else bkey
         kind = sd[key] if isinstance(sd, Mapping) else sd
-        s_val, s_lab = outcome_sd(y[m], t[m], kind=kind, weights=None if w is None else w[m])
+        s_val, s_lab = outcome_sd(y[m], t[m], kind=kind, weights=None if w is None else w[m],
+                                  weights2=None if w2 is None else w2[m])
         sd_val[j] = s_val
         sd_info[key] = (s_val, s_lab)
     g_by = np.zeros(G, dtype=np.intp)

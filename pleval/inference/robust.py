@@ -270,6 +270,7 @@ def ols(
     names: Sequence[str] | None = None,
     cluster_df: Literal["G-1", "G-p"] = "G-1",
     cr2: Cr2Form = "transformed",
+    n_obs: int | None = None,
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -287,6 +288,9 @@ def ols(
     cr2 : weighted CR2 form (module docstring): "transformed" (default; CR2 of the
         √W-transformed model) or "clubsandwich" (clubSandwich's weighted-``lm`` CR2, working
         model Φ = I). Identical without weights or with weights constant within clusters.
+    n_obs : the observations the rows stand for, when a row merges copies of one observation
+        (weights summed, copies in one cluster; :mod:`pleval.matching.effect`): the CR1 factor
+        and the reported n count the copies. Cluster-robust types only.
 
     Returns
     -------
@@ -323,9 +327,12 @@ def ols(
     et = yt - Xt @ beta
     resid = y - X @ beta
 
+    if n_obs is not None and vcov not in _CLUSTER_TYPES:
+        raise DataError(f"n_obs (merged copies) needs a cluster-robust vcov; got {vcov!r}")
     if vcov in _CLUSTER_TYPES:
         if clusters is None:
             raise DataError(f"vcov={vcov!r} needs cluster ids (clusters=...)")
+        n = n if n_obs is None else int(n_obs)
         codes, G = cluster_codes(clusters)
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")

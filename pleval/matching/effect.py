@@ -14,16 +14,21 @@ reuse (the copies' scores are summed before squaring) as well as for students sh
 school. Without a school column the clusters are the students themselves.
 
 The copies of a reused student are fitted as one row with their weights summed
-(:func:`distinct_rows`): copies share y, x and cluster, so with ``X̃ = W^{1/2}X`` the copies'
-rows are ``V X̃₁`` for an isometry ``V`` (``V'V = I``) of the merged row ``X̃₁``. Then X'WX,
-X'Wy, every cluster's ``X̃_g'A_gẽ_g`` with the CR2 ``A_g = (I − V H_gg V')^{−1/2}
-= (I − VV') + V(I − H_gg)^{−1/2}V'`` and the Satterthwaite quantities are those of the merged
-rows: the coefficient, its CR0/CR2 SE and df are identical (CR1 and HC count rows, so they
-are fitted on the copies; so is clubSandwich's weighted CR2, ``cr2="clubsandwich"``, whose
-working model Φ = I counts rows too). The merged fit centres the regressors at their weighted means
-(the treatment coefficient, its SE and df do not move; only the intercept, which is not
-reported, does), which keeps the rounding error of the answer far below 1e-12. On heavily tied data (every tie kept) this turns tens of millions of
-matched rows back into the distinct students.
+(:func:`merge_copies`; :meth:`pleval.matching.MatchResult.group_fits` builds the design on the
+distinct rows directly and never forms the copies): copies share y, x and cluster, so with
+``X̃ = W^{1/2}X`` the copies' rows are ``V X̃₁`` for an isometry ``V`` (``V'V = I``) of the
+merged row ``X̃₁``. Then X'WX, X'Wy, every cluster's ``X̃_g'A_gẽ_g`` with the CR2
+``A_g = (I − V H_gg V')^{−1/2} = (I − VV') + V(I − H_gg)^{−1/2}V'`` and the Satterthwaite
+quantities are those of the merged rows: the coefficient, its CR0/CR2 SE and df are
+identical; CR1's factor (n − 1)/(n − k) counts the copies (``n_obs``), so it is identical too.
+HC and classical SEs give each copy its own leverage or residual term, so they are fitted on
+the copies; so is clubSandwich's weighted CR2 (``cr2="clubsandwich"``), whose working model
+Φ = I counts rows too. The SD's weighted variances and Kish sizes use each row's summed weights and
+summed squared weights (``weights2``): identical. The merged fit centres the regressors at
+their weighted means (the treatment coefficient, its SE and df do not move; only the
+intercept, which is not reported, does), which keeps the rounding error of the answer far
+below 1e-12. On heavily tied data (every tie kept) this turns tens of millions of matched
+rows back into the distinct students.
 
 The effect size divides δ̂ (and its SE and CI) by the outcome SD chosen by the rule in docs/architecture.md (*Scales and the SD*) —
 by default the pooled within-group SD of the unadjusted outcome in the matched, weighted
@@ -45,7 +50,7 @@ from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
 from ..inference.robust import convention_label
-from ._design import encode
+from ._design import combine_codes, encode
 
 
 def _varying(df: pd.DataFrame, cols) -> list[str]:
@@ -94,7 +99,12 @@ def regression_design(
 class EffectDesign:
     """:func:`regression_design` as an object: outcome, design matrix, column names, the
     covariate each column comes from, weights, cluster ids, the adjusters and the strata among
-    them (for analyses of the same regression, e.g. :mod:`pleval.sensitivity`)."""
+    them (for analyses of the same regression, e.g. :mod:`pleval.sensitivity`).
+
+    ``rows``: the analysed row behind each design row (None: unknown). When ``copies`` is
+    given, each design row is one distinct row standing for ``copies`` copies (a comparison
+    student reused by several matched sets) with their weights summed in ``weights`` and their
+    squared weights summed in ``weights2`` (:func:`merge_copies`)."""
 
     y: np.ndarray
     t: np.ndarray
@@ -105,16 +115,33 @@ class EffectDesign:
     clusters: np.ndarray
     adjust: tuple[str, ...]
     categorical: tuple[str, ...]
-    rows: np.ndarray | None = None  # the analysed row each design row copies (None: unknown)
+    rows: np.ndarray | None = None
+    weights2: np.ndarray | None = None
+    copies: np.ndarray | None = None
+
+    @property
+    def n_obs(self) -> int:
+        """The rows the design stands for (every copy counted)."""
+        return len(self.y) if self.copies is None else int(self.copies.sum())
+
+    @property
+    def merged(self) -> bool:
+        """True when some design row stands for several copies."""
+        return self.copies is not None and bool((self.copies > 1).any())
 
 
-def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, **kw) -> EffectDesign:
+def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, weight2: str | None = None,
+                  copies: str | None = None, **kw) -> EffectDesign:
     """:func:`regression_design` (same arguments) as an :class:`EffectDesign`; ``rows``: the
     analysed row behind each row of ``sample`` (a reused comparison student's copies share
-    one), which lets :func:`regression_effect` fit the copies as one row."""
+    one), which lets :func:`regression_effect` fit the copies as one row; ``weight2`` and
+    ``copies``: columns of a sample of distinct rows holding each row's summed squared weights
+    and number of copies."""
     d = regression_design(sample, **kw)
     return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
-                        tuple(d["adjust"]), tuple(d["categorical"]), rows)
+                        tuple(d["adjust"]), tuple(d["categorical"]), rows,
+                        None if weight2 is None else sample[weight2].to_numpy(dtype=float),
+                        None if copies is None else sample[copies].to_numpy(dtype=np.int64))
 
 
 def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -125,6 +152,25 @@ def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, li
     first = np.empty(len(uniq), dtype=np.intp)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
     return codes, first, [a[first] for a in arrays]
+
+
+def merge_copies(d: EffectDesign) -> tuple[EffectDesign, np.ndarray, np.ndarray]:
+    """The design with the copies of each row (same ``rows`` entry) merged into one row:
+    weights, squared weights and copy counts summed (module docstring). Returns the merged
+    design, ``codes`` (copy → merged row) and ``first`` (each merged row's first copy)."""
+    codes, first, (y1, t1, X1, c1, r1) = distinct_rows(d.rows, d.y, d.t, d.X, d.clusters, d.rows)
+    m = len(first)
+    w2 = d.weights**2 if d.weights2 is None else d.weights2
+    cp = np.ones(len(codes), np.int64) if d.copies is None else d.copies
+    out = EffectDesign(y1, t1, X1, d.names, d.source, np.bincount(codes, d.weights, m), c1, d.adjust, d.categorical,
+                       r1, np.bincount(codes, w2, m), np.bincount(codes, cp, m).astype(np.int64))
+    return out, codes, first
+
+
+def mergeable(vcov: str, cr2: str = "transformed") -> bool:
+    """Whether the fit is unchanged when copies of a row are merged (module docstring): CR0,
+    CR1 (its n counting copies) and the transformed CR2."""
+    return vcov in ("CR0", "CR1") or (vcov == "CR2" and cr2 == "transformed")
 
 
 def regression_effect(
@@ -153,35 +199,32 @@ def regression_effect(
     form, which matters here because matched weights vary within school)."""
     d = design or effect_design(sample, outcome=outcome, treatment=treatment, pretests=pretests,
                                 covariates=covariates, strata=strata, school=school, weight=weight, label=label)
-    y, t, w, adjust, cat = d.y, d.t, d.weights, d.adjust, d.categorical
-    n_t = int(t.sum())
-    tr = t.astype(bool)
-    strata_vals = [sample[c].to_numpy() for c in cat] or None
-    if d.rows is not None:  # the copies of reused students as one row (module docstring)
-        codes, first, (y1, X1, c1, t1) = distinct_rows(d.rows, y, d.X, d.clusters, tr)
-        n_c = int((~t1).sum())
-        if strata_vals:  # labelled on the distinct rows: the same codes, fewer labels to hash
-            firsts = [s[first] for s in strata_vals]
-            strata_vals = (pd.MultiIndex.from_arrays(firsts).factorize()[0] if len(firsts) > 1 else firsts[0])[codes]
-    else:
-        n_c = int(pd.Index(sample.index[~tr]).nunique())
+    n_t = int(d.t.sum())
+    strata_vals = combine_codes(sample, d.categorical) if d.categorical else None  # grade x subject cells
+    cluster = mergeable(vcov, cr2)
+    if cluster and d.rows is not None and d.copies is None:  # copies of reused students: merge them (module docstring)
+        d, codes, first = merge_copies(d)
+        strata_vals = None if strata_vals is None else strata_vals[first]
     conv = dict(cluster_df=cluster_df, cr2=cr2)
-    # merging copies leaves CR0 and the transformed CR2 unchanged, not clubSandwich's CR2 (its working model counts rows)
-    if d.rows is not None and (vcov == "CR0" or (vcov == "CR2" and cr2 == "transformed")):
-        w1 = np.bincount(codes, w, len(first))
+    tr = d.t.astype(bool)
+    n_c = int((~tr).sum()) if d.copies is not None else int(pd.Index(sample.index[~tr]).nunique())
+    if cluster:
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
-        X1 = X1 - np.concatenate([[0.0], (w1 @ X1[:, 1:]) / w1.sum()])
-        fit = ols(y1, X1, weights=w1, clusters=c1, vcov=vcov, names=list(d.names), **conv)
+        X = d.X - np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.copies is not None else d.X
+        fit = ols(d.y, X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs, **conv)
+    elif d.merged:
+        raise DesignError(f"vcov={vcov!r} (cr2={cr2!r}) counts every copy of a reused comparison student: fit it on "
+                          "the copies (MatchResult.estimate does)")
     else:
-        fit = ols(y, d.X, weights=w, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
+        fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
     est, se, df, _ = fit.coef(treatment)
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
-        method=f"{method}; WLS adjusted for {', '.join(adjust) or 'nothing'}; "
-        f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(w) > 0))} SE by "
+        method=f"{method}; WLS adjusted for {', '.join(d.adjust) or 'nothing'}; "
+        f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(d.weights) > 0))} SE by "
         f"{'school' if school else 'student'}", label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
-    sd_val, sd_kind = outcome_sd(y, tr, kind=sd, weights=w, strata=strata_vals)
+    sd_val, sd_kind = outcome_sd(d.y, tr, kind=sd, weights=d.weights, strata=strata_vals, weights2=d.weights2)
     omega = float(hedges_omega(n_t + n_c)) if not isinstance(sd, (int, float)) else 1.0
     return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)

@@ -11,7 +11,11 @@ long format*: the original columns plus
 * ``_subclass`` — for subclassification and coarsened exact matching, the subclass (stratum)
   of the row (those methods have no one-treated sets: ``_set`` is ``-1``).
 
-A comparison row reused by several sets appears once per set.
+A comparison row reused by several sets appears once per set. The analyses do not form this
+frame: they run on the *distinct* matched rows (:meth:`MatchResult.distinct`), each once with
+its copies' weights summed, squared weights summed and copies counted, which gives the same
+estimates (docs/scale.md); where the set structure itself matters (Rosenbaum bounds) it is read
+from ``rows``/``set_id``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..data import Columns
 from ..errors import DataError
 from ..inference.robust import check_conventions
 from .balance import Balance, balance
-from .effect import effect_design, regression_effect
+from .effect import effect_design, mergeable, regression_effect
 from .propensity import PropensityModel
 
 
@@ -102,6 +106,48 @@ class MatchResult(ResultMixin):
             out["_subclass"] = self.subclass
         return out
 
+    @cached_property
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, codes, weight, weight2, copies)``: the distinct matched rows (positions in
+        ``data``, ascending), each matched-sample row's index among them, and per distinct row
+        the sum of its copies' weights, of their squares, and the number of copies."""
+        n = len(self.data)
+        copies = np.bincount(self.rows, minlength=n)
+        rows = np.flatnonzero(copies)
+        code = np.zeros(n, dtype=np.intp)
+        code[rows] = np.arange(len(rows))
+        return (rows, code[self.rows], np.bincount(self.rows, self.weight, n)[rows],
+                np.bincount(self.rows, self.weight**2, n)[rows], copies[rows])
+
+    def distinct(self, columns=None) -> pd.DataFrame:
+        """The matched sample with each distinct row once (in the order of ``data``): its
+        ``columns`` (default all) plus ``_weight`` (the sum of its copies' weights), ``_weight2``
+        (the sum of their squares) and ``_copies`` (how many sets it serves)."""
+        rows, _, w, w2, cp = self._distinct
+        cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
+        return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(_weight=w, _weight2=w2, _copies=cp)
+
+    def school_sample(self, columns=None) -> pd.DataFrame:
+        """The matched sample for per-school analyses (:func:`pleval.heterogeneity.school_effects`
+        with ``weight="_weight", weight2="_weight2", copies="_copies"``): one row per distinct
+        (PL school, matched row) pair — a comparison student's copies in several sets of one PL
+        school merged (weights, squared weights and copies summed), its copies in different PL
+        schools' sets kept apart (they are rows of different schools' regressions) — with
+        ``columns`` (default all) and ``_pl_school``; pairs in order of first appearance in
+        the matched sample. Without one-PL-row sets (weighting) it is :attr:`matched` itself."""
+        cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
+        if len(self.set_id) and (self.set_id < 0).any():
+            m = self.matched
+            return m[cols + ["_pl_school", "_weight"]].assign(_weight2=m["_weight"] ** 2, _copies=1)
+        sch, labels = pd.factorize(self.set_school, use_na_sentinel=False)
+        pair, key = pd.factorize(sch[self.set_id].astype(np.int64) * len(self.data) + self.rows)
+        rows = key % len(self.data)
+        k = len(key)
+        return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(
+            _pl_school=np.asarray(labels, dtype=object)[key // len(self.data)],
+            _weight=np.bincount(pair, self.weight, k), _weight2=np.bincount(pair, self.weight**2, k),
+            _copies=np.bincount(pair, minlength=k))
+
     @property
     def pl_school(self) -> np.ndarray:
         """``_pl_school`` per matched row: the set's anchor school; for weighting (no sets) the
@@ -142,9 +188,7 @@ class MatchResult(ResultMixin):
             smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
         smd = smd or "pooled"
         # each matched row once, its copies' weights and squared weights summed (the same table)
-        rows, codes = np.unique(self.rows, return_inverse=True)
-        after = self.data.iloc[rows].assign(_weight=np.bincount(codes, self.weight, len(rows)),
-                                            _weight2=np.bincount(codes, self.weight**2, len(rows)))
+        after = self.distinct([c.treatment, *self.variables, c.main_pretest, c.subject])
         return balance(
             self.data, after, c.treatment, self.variables, c.main_pretest,
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2",
@@ -207,45 +251,75 @@ class MatchResult(ResultMixin):
             return fits[0][3]
         return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
 
+    def group_designs(self, by=None, *, covariates=None) -> list[tuple]:
+        """The effect regression's design per group, on the distinct matched rows: one
+        ``(key, part, design, label)`` per group (key ``()`` when ``by`` is None), ``part`` the
+        group's rows of :meth:`distinct` and ``design`` its
+        :class:`~pleval.matching.effect.EffectDesign` (weights summed over copies, with
+        ``weights2``, ``copies`` and ``rows``, the positions in ``data``)."""
+        c = self.columns
+        if covariates is None:
+            covariates = c.covariates
+        by = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
+        missing = [b for b in by if b not in self.data.columns]
+        if missing:
+            raise DataError(f"cannot estimate by {missing}: not columns of the data")
+        design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
+                         strata=self.strata, school=c.school)
+        d = self.distinct([c.outcome, c.treatment, *c.pretest, *covariates, *self.strata, c.school, *by])
+        rows = self._distinct[0]
+        if not by:
+            what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
+            groups = [((), d, rows, f"{c.outcome}: {what}")]
+        else:
+            groups = []
+            for key, idx in d.groupby(list(by), sort=True).indices.items():  # a handful of groups
+                key = key if isinstance(key, tuple) else (key,)
+                groups.append((key, d.iloc[idx], rows[idx],
+                               f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+        return [(key, part, effect_design(part, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies"),
+                 label) for key, part, r, label in groups]
+
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
                    baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
                    cr2: str = "transformed") -> list[tuple]:
         """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
-        effect, by)`` per group (key ``()`` when ``by`` is None), the design being the
-        :class:`~pleval.matching.effect.EffectDesign` of the regression (for analyses of the same
-        regression, e.g. :func:`pleval.sensitivity.sensitivity`, without building it again)."""
+        effect, by)`` per group (key ``()`` when ``by`` is None), ``rows`` and ``design`` those of
+        :meth:`group_designs` (for analyses of the same regression, e.g.
+        :func:`pleval.sensitivity.sensitivity`, without building it again). HC, classical and
+        clubSandwich's weighted CR2 count every copy of a reused row, so for them the copies are
+        fitted."""
         c = self.columns
         if vcov is None:
             vcov = "CR2" if c.school else "CR1"
-        m = self.matched
-        if covariates is None:
-            covariates = c.covariates
-        design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
-                         strata=self.strata, school=c.school)
         check_conventions(cluster_df, cr2)
-        kw = dict(sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
+        kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
+                  covariates=c.covariates if covariates is None else covariates, strata=self.strata, school=c.school,
+                  sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
                   cluster_df=cluster_df, cr2=cr2)
-        if by is None:
-            what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
-            groups = [((), m, self.rows, f"{c.outcome}: {what}")]
-            by = ()
-        else:
-            by = (by,) if isinstance(by, str) else tuple(by)
-            missing = [b for b in by if b not in m.columns]
-            if missing:
-                raise DataError(f"cannot estimate by {missing}: not columns of the data")
-            groups = []
-            gb = m.groupby(list(by), sort=True)
-            number = gb.ngroup().to_numpy()
-            for i, (key, part) in enumerate(gb):
-                key = key if isinstance(key, tuple) else (key,)
-                groups.append((key, part, self.rows[number == i],
-                               f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+        by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
         out = []
-        for key, part, rows, label in groups:  # a handful of groups
-            des = effect_design(part, **design_kw, label=label, rows=rows)
-            out.append((key, part, des, regression_effect(part, **design_kw, **kw, label=label, design=des), by))
+        for key, part, des, label in self.group_designs(by, covariates=covariates):
+            if mergeable(vcov, cr2):
+                eff = regression_effect(part, **kw, label=label, design=des)
+            else:
+                long_part, long_des = self._copies_of(part, des)
+                eff = regression_effect(long_part, **kw, label=label, design=long_des)
+            out.append((key, part, des, eff, by_t))
         return out
+
+    def _copies_of(self, part: pd.DataFrame, des) -> tuple[pd.DataFrame, object]:
+        """A group's rows and design with every copy as its own row (for HC/classical SEs)."""
+        from dataclasses import replace
+
+        local = np.full(len(self.data), -1, dtype=np.intp)
+        local[des.rows] = np.arange(len(des.rows))
+        pos = local[self.rows]
+        keep = pos >= 0
+        i, w = pos[keep], self.weight[keep]
+        long = replace(des, y=des.y[i], t=des.t[i], X=des.X[i], weights=w, clusters=des.clusters[i], rows=des.rows[i],
+                       weights2=None, copies=None)
+        return part.iloc[i], long
 
     def _method_label(self) -> str:
         o = self.options

@@ -69,8 +69,9 @@ class PoolRounds:
         self.total = -(-len(self.stats) // per_round)
         return deal(self.stats.astype({"mean": float, "n": np.int64}), per_round)
 
-    def match(self, chunk: np.ndarray) -> pd.DataFrame:
-        """The round's schools' students against the pool without them (:func:`.match.match_pool`)."""
+    def match(self, chunk: np.ndarray):
+        """The round's schools' students against the pool without them (:func:`.match.match_pool`;
+        its :class:`~pleval.pool.result.PoolMatchResult`)."""
         from .match import match_pool
 
         eng, c = self.eng, self.columns
@@ -84,5 +85,4 @@ class PoolRounds:
         pseudo = eng.frame(f"SELECT * FROM {eng.relation} WHERE {in_chunk}{order}")
         pseudo = pseudo.drop(columns=[RID], errors="ignore").assign(**{c.treatment: 1})
         rest = eng.restricted(f"NOT ({in_chunk})", REST_VIEW)
-        m = match_pool(pseudo, rest, c, self.method, engine=eng.name, before=False, **self.match_options)
-        return m.matched
+        return match_pool(pseudo, rest, c, self.method, engine=eng.name, before=False, **self.match_options)

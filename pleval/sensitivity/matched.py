@@ -205,7 +205,7 @@ def sensitivity(
         regressions are fitted here; each subject's effect is then ``result.effect``).
     fits : ``m.group_fits(by, ...)`` if already computed (its effects and designs are reused).
     """
-    from ..matching.effect import effect_design, regression_effect
+    from ..matching.effect import regression_effect
 
     c = m.columns
     if not 0 < alpha < 1:
@@ -224,11 +224,7 @@ def sensitivity(
     if fits is not None:
         fits = [(key, part, des, eff) for key, part, des, eff, _ in fits]
     else:
-        sample = m.matched
-        groups = [((), sample)] if not by_t else [
-            (k if isinstance(k, tuple) else (k,), part) for k, part in sample.groupby(list(by_t), sort=True)
-        ]
-        fits = [(key, part, effect_design(part, **kw), effects if not by_t else effects[key]) for key, part in groups]
+        fits = [(key, part, des, effects if not by_t else effects[key]) for key, part, des, _ in m.group_designs(by)]
     results = {}
     for key, part, des, eff in fits:  # a handful of subjects
         label = ", ".join(f"{b} = {v}" for b, v in zip(by_t, key))
@@ -238,25 +234,27 @@ def sensitivity(
         groups_cols = {b: cols for b, cols in groups_cols.items() if cols}
         notes = [f"benchmark {b!r} does not vary in this group and is left out" for b in absent]
         ovb = ovb_from_design(des.y, des.X, des.names, c.treatment, weights=des.weights, benchmarks=groups_cols,
-                              se=eff.raw.se, df=eff.raw.df, gram=g, kd=kd, q=q, alpha=alpha, label=label)
+                              se=eff.raw.se, df=eff.raw.df, gram=g, kd=kd, q=q, alpha=alpha, label=label,
+                              n_obs=des.n_obs)
         es = eff.effect_size
         ev = evalue_smd(es.estimate, es.ci_low, es.ci_high, label=label)
         ros = None
-        if (part["_set"].to_numpy() < 0).all():  # weighting, subclassification, CEM, entropy balancing
+        pos, sets = _set_members(m, des)
+        if (sets < 0).all():  # weighting, subclassification, CEM, entropy balancing
             notes.append(f"no Rosenbaum bounds: {m.method} forms no one-PL-row matched sets")
         else:
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
-            ros = rosenbaum_bounds(resid, part["_set"].to_numpy(), part[c.treatment].to_numpy().astype(bool),
+            ros = rosenbaum_bounds(resid[pos], sets, des.t[pos].astype(bool),
                                    gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
                                    hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
         plc = None
         if placebo_outcome is not None:
-            psample, note = _placebo_sample(part, placebo_outcome, c)
+            psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw)
             if note:
                 notes.append(note)
             plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
-                                    vcov="CR2" if c.school else "CR1",
+                                    vcov="CR2" if c.school else "CR1", design=pdes,
                                     baseline_percentile=eff.baseline_percentile, method=f"placebo outcome {placebo_outcome}",
                                     label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
         main = bench[0] if bench and bench[0] in groups_cols else None
@@ -282,36 +280,50 @@ def _check_placebo(m, col: str) -> None:
         raise DataError(f"column {col!r} (placebo outcome): {int(bad.sum()):,} value(s) are not numbers")
 
 
-def _placebo_sample(part: pd.DataFrame, col: str, c) -> tuple[pd.DataFrame, str]:
-    """The matched rows with the placebo score: sets whose PL row lacks it are left out, other
-    missing rows too, and each set's remaining comparisons re-weighted to sum to one."""
-    has = pd.to_numeric(part[col], errors="coerce").notna().to_numpy()
+def _set_members(m, des) -> tuple[np.ndarray, np.ndarray]:
+    """The matched sets of a group as ``(pos, set)``: for every (set, member) pair of ``m``
+    among the group's distinct design rows, the member's design row and the set id — the set
+    structure the Rosenbaum bounds need, without copying any data."""
+    local = np.full(len(m.data), -1, dtype=np.intp)
+    local[des.rows] = np.arange(len(des.rows))
+    pos = local[m.rows]
+    keep = pos >= 0
+    return pos[keep], m.set_id[keep]
+
+
+def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict) -> tuple[pd.DataFrame, object, str]:
+    """The group's distinct matched rows with the placebo score, and their design: sets whose PL
+    row lacks it are left out, other missing rows too, and each set's remaining comparisons
+    re-weighted to sum to one (on the (set, member) pairs, then summed per distinct row)."""
+    from ..matching.effect import effect_design
+
+    y = pd.to_numeric(m.data[col].iloc[des.rows], errors="coerce").to_numpy(dtype=float)
+    has = ~np.isnan(y)
+    psample = part.assign(**{col: y})
     if has.all():
-        return part, ""
-    t = part[c.treatment].to_numpy().astype(bool)
-    out = part.copy()
-    out[col] = pd.to_numeric(out[col], errors="coerce")
-    keep = has.copy()
-    sets = out["_set"].to_numpy()
+        return psample, effect_design(psample, **{**kw, "outcome": col}, rows=des.rows, weight2="_weight2",
+                                      copies="_copies"), ""
+    t = des.t.astype(bool)
+    pos, sets = _set_members(m, des)
+    inside = np.zeros(len(m.data), dtype=bool)
+    inside[des.rows] = True
+    w = m.weight[inside[m.rows]]
+    keep = has[pos]
     if (sets >= 0).any():
-        bad_sets = np.unique(sets[t & ~has])
-        keep &= ~np.isin(sets, bad_sets)
-        out = out[keep]
-        tt = out[c.treatment].to_numpy().astype(bool)
-        s = out["_set"].to_numpy()
-        codes, _ = pd.factorize(s)
-        total = np.bincount(codes, weights=np.where(tt, 0.0, out["_weight"].to_numpy()))
-        n_c = np.bincount(codes, weights=(~tt).astype(float))
-        alive = n_c[codes] > 0
-        w = out["_weight"].to_numpy().copy()
-        w[~tt] = w[~tt] / total[codes[~tt]]
-        out = out.assign(_weight=w)[alive]
-        dropped = len(part) - len(out)
-    else:
-        out = out[keep]
-        dropped = int((~keep).sum())
-    return out, (f"placebo outcome {col!r}: {dropped:,} matched row(s) without it left out "
-                 f"({int((t & ~has).sum()):,} PL row(s) missing it)")
+        tt = t[pos]
+        keep &= ~np.isin(sets, np.unique(sets[tt & ~has[pos]]))
+        codes = pd.factorize(sets)[0]
+        total = np.bincount(codes, weights=np.where(keep & ~tt, w, 0.0))
+        keep &= np.bincount(codes, weights=(keep & ~tt).astype(float))[codes] > 0
+        w = np.where(tt, w, w / np.where(total[codes] > 0, total[codes], 1.0))
+    w = np.where(keep, w, 0.0)
+    n = len(des.rows)
+    copies = np.bincount(pos[keep], minlength=n)
+    alive = copies > 0
+    psample = psample.assign(_weight=np.bincount(pos, w, n), _weight2=np.bincount(pos, w**2, n), _copies=copies)[alive]
+    pdes = effect_design(psample, **{**kw, "outcome": col}, rows=des.rows[alive], weight2="_weight2", copies="_copies")
+    return psample, pdes, (f"placebo outcome {col!r}: {int(len(pos) - keep.sum()):,} matched row(s) without it left out "
+                           f"({int((t & ~has).sum()):,} PL row(s) missing it)")
 
 
 __all__ = ["sensitivity", "Sensitivity", "SubjectSensitivity", "default_benchmarks", "FRAME_COLUMNS"]

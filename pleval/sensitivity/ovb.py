@@ -336,13 +336,16 @@ def ovb_from_design(
     se: float | None = None,
     df: float | None = None,
     gram: Gram | None = None,
+    n_obs: int | None = None,
     **kw,
 ) -> OmittedVariableBounds:
     """:func:`omitted_variable_bounds` for the (weighted) least-squares fit of ``y`` on ``X``
     (which includes the intercept), coefficient ``treatment``; ``benchmarks`` maps a label to
     the design columns of one covariate or group. One pass over the data (the cross-products);
     the rest is k×k algebra. ``se``/``df``: the inference SE and df of the same fit (e.g. CR2);
-    ``gram``: the :class:`Gram` of ``(y, X, weights)`` if already computed."""
+    ``gram``: the :class:`Gram` of ``(y, X, weights)`` if already computed; ``n_obs``: the
+    observations the rows stand for when rows merge copies with their weights summed (the
+    classical df ``n − k`` counts the copies; the cross-products are those of the copies)."""
     names = list(names)
     if treatment not in names:
         raise DataError(f"no design column named {treatment!r}")
@@ -350,7 +353,7 @@ def ovb_from_design(
     d = names.index(treatment)
     g = Gram(y, X, weights, constant=[names.index("const")] if "const" in names else None) if gram is None else gram
     rest = [j for j in range(k) if j != d]
-    dof = n - k
+    dof = (n if n_obs is None else int(n_obs)) - k
     rss_full = g.rss(g.y, range(k))
     rss_d = g.rss(d, rest)  # residual SS of the treatment on the covariates
     if rss_d <= 0:

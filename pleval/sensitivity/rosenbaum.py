@@ -57,6 +57,11 @@ from ..errors import DataError, DesignError
 
 GAMMA_MAX = 1e4
 
+TIE_TOL = 1e-10
+"""Values within ``TIE_TOL`` × the largest |value| of each other rank as ties: the responses
+are covariance-adjusted (residuals), and rounding in that adjustment must not decide whether
+two equal responses tie (it differs between, e.g., the same data in another row order)."""
+
 
 def _norm_sf(z):
     return special.ndtr(-np.asarray(z, dtype=float))
@@ -66,8 +71,9 @@ def _norm_sf(z):
 # Pairs: signed ranks
 # --------------------------------------------------------------------------------------
 def _signed_rank(d: np.ndarray) -> tuple[float, float, float]:
-    """``(T, S₁, S₂)``: the signed-rank statistic, the sum and the sum of squares of the ranks."""
-    d = d[d != 0]
+    """``(T, S₁, S₂)``: the signed-rank statistic, the sum and the sum of squares of the ranks
+    (zero differences, within :data:`TIE_TOL` of the largest, dropped)."""
+    d = d[np.abs(d) > TIE_TOL * float(np.max(np.abs(d), initial=0.0))]
     r = _ranks_desc(np.abs(d))[0] if len(d) else np.zeros(0)
     return float(r[d > 0].sum()), float(r.sum()), float(r @ r)
 
@@ -115,13 +121,14 @@ def signed_rank_gamma(d, alpha: float = 0.05) -> float:
 # Matched sets: aligned ranks with the separable approximation
 # --------------------------------------------------------------------------------------
 def _ranks_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Average ranks (1 = smallest) of ``a`` and the order that sorts ``a`` decreasingly."""
+    """Average ranks (1 = smallest) of ``a`` and the order that sorts ``a`` decreasingly
+    (values within :data:`TIE_TOL` of each other, relative to the largest, tie)."""
     n = len(a)
     o = np.argsort(-a)  # ties share their average rank: their order is irrelevant
     v = a[o]
     new = np.empty(n, dtype=bool)
     new[0] = True
-    np.not_equal(v[1:], v[:-1], out=new[1:])
+    np.greater(v[:-1] - v[1:], TIE_TOL * float(np.max(np.abs(v), initial=0.0)), out=new[1:])
     first = np.flatnonzero(new)
     last = np.append(first[1:], n) - 1
     q = np.empty(n)
