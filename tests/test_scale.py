@@ -315,3 +315,16 @@ def test_evaluation_of_the_sample_data_is_that_of_every_copy(monkeypatch):
         num = b.select_dtypes("number").columns
         assert len(num) and list(a.columns) == list(b.columns)
         np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-10, atol=1e-12)
+
+
+def test_collinear_adjuster_is_left_out_of_the_effect_regression(tied):
+    """An adjuster that is a linear combination of others in the matched sample is left out
+    (the fit is that of the model without it; the method names what was adjusted for),
+    instead of a singular fit whose answer rounding decides."""
+    part = tied.distinct()
+    kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, strata=tied.strata, school=C.school)
+    with_dup = part.assign(twice=2.0 * part[C.main_pretest] + 1.0)
+    a = regression_effect(with_dup, **kw, covariates=(*C.covariates, "twice"))
+    b = regression_effect(part, **kw, covariates=C.covariates)
+    assert (a.raw.estimate, a.raw.se, a.raw.df) == pytest.approx((b.raw.estimate, b.raw.se, b.raw.df), rel=1e-9)
+    assert "twice" not in a.raw.method and a.raw.method == b.raw.method

@@ -88,11 +88,34 @@ def regression_design(
     cat = tuple(c for c in strata if c in adjust)
     enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
     keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
+    w = sample[weight].to_numpy(dtype=float)
+    keep_cols = [keep_cols[j] for j in _independent(enc.X[:, keep_cols], w)]
+    adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
     return {"y": y, "t": t, "X": enc.X[:, keep_cols], "names": [enc.names[j] for j in keep_cols],
-            "weights": sample[weight].to_numpy(dtype=float),
+            "weights": w,
             "clusters": sample[school].to_numpy() if school else sample.index.to_numpy(),
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols]}
+
+
+COLLINEAR_TOL = 1e-10
+"""An adjuster column whose weighted residual variance, given the columns before it, is below
+this share of its own variance is collinear with them and left out (the treatment never is)."""
+
+
+def _independent(X: np.ndarray, w: np.ndarray) -> list[int]:
+    """The columns of ``X`` (intercept first, treatment second) that are not linear
+    combinations of the columns before them in the weighted sample: sequential sweep of the
+    weighted cross-product matrix of the centred columns (one pass over the rows, then k×k
+    algebra). The treatment is never dropped (both arms are present)."""
+    Xc = X[:, 1:] - (w @ X[:, 1:]) / w.sum()
+    G = (Xc * w[:, None]).T @ Xc
+    kept: list[int] = []
+    for j in range(G.shape[0]):  # columns, not rows
+        r = G[j, j] - (G[j, kept] @ np.linalg.solve(G[np.ix_(kept, kept)], G[kept, j]) if kept else 0.0)
+        if j == 0 or r > COLLINEAR_TOL * G[j, j]:
+            kept.append(j)
+    return [0] + [j + 1 for j in kept]
 
 
 @dataclass(frozen=True)
