@@ -22,6 +22,7 @@ from pleval.errors import DataError
 from pleval.heterogeneity import school_effects_from_estimates
 from pleval.inference import ols
 from pleval.matching import match
+from pleval.matching.effect import effect_design
 from pleval.multiarm import analyze_multiarm
 from pleval.simulate import simulate_cluster_rct, simulate_matched
 
@@ -113,7 +114,9 @@ def test_match_cr2_and_cluster_df_cli_equal_api(students, tmp_path):
         assert got[form]["df"] == pytest.approx(api.raw.df, rel=1e-10)
     api = res.estimate(cr2="clubsandwich")
     assert "clubSandwich form" in api.raw.method
-    d = res.group_fits()[0][2]
+    c = SAMPLE_COLUMNS
+    d = effect_design(res.matched, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
+                      covariates=c.covariates, strata=res.strata, school=c.school)  # every copy a row
     direct = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, names=list(d.names), cr2="clubsandwich")
     b, se, df, _ = direct.coef(SAMPLE_COLUMNS.treatment)
     assert (api.raw.estimate, api.raw.se, api.raw.df) == pytest.approx((b, se, df), rel=1e-10)
