@@ -210,8 +210,9 @@ def match_cmd(
     sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method not in ("weighting", "ebal") else pd.DataFrame()
     frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes,
               res.weight_summary())
-    prov = outputs.provenance_record("pleval match outputs", df, cols, dict(options, by=by_cols, sd=sd,
-                                     baseline_percentile=baseline_percentile), pool=pool_info)
+    prov = outputs.provenance_record("pleval match outputs", df, cols, dict(
+        options, by=by_cols, sd=sd, baseline_percentile=baseline_percentile, vcov=vcov, cluster_df=cluster_df, cr2=cr2),
+        pool=pool_info)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
         for name, frame in zip(_OUTPUTS, frames):
             frame.to_csv(tmp / name, index=False)
