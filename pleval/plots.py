@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import rc_context, rcParams
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
@@ -74,6 +76,35 @@ def to_svg(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", facecolor="white")
     return buf.getvalue()
+
+
+def to_png_svg(fig: Figure, dpi: int = 150) -> tuple[bytes, bytes]:
+    """PNG (at ``dpi``) and SVG bytes of a figure, as :func:`to_png` and :func:`to_svg` give
+    them, from one layout.
+
+    ``savefig`` with a tight bounding box lays the figure out and measures it in a draw of
+    its own before the real one, so saving two formats costs four draws. Here the layout
+    (constrained) and the tight box are computed once, at ``dpi``; the layout is then held
+    while the PNG and the SVG are drawn, one draw each. The figure is left as it was (its
+    layout engine, dpi and canvas restored)."""
+    engine, old_dpi, canvas = fig.get_layout_engine(), fig.dpi, fig.canvas
+    FigureCanvasAgg(fig)  # the renderer it caches serves the layout and the measurement
+    try:
+        fig.set_dpi(dpi)
+        fig.draw_without_rendering()
+        box = fig.get_tightbbox().padded(rcParams["savefig.pad_inches"])
+        with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)  # keep the positions just computed
+        out = []
+        for fmt, res in (("png", dpi), ("svg", None)):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, dpi=res, bbox_inches=box, facecolor="white")
+            out.append(buf.getvalue())
+    finally:
+        fig.set_layout_engine(engine)
+        fig.set_dpi(old_dpi)
+        fig.set_canvas(canvas)
+    return out[0], out[1]
 
 
 def _figure(width: float, height: float) -> PlevalFigure:
@@ -1017,6 +1048,7 @@ __all__ = [
     "effect_distribution",
     "to_png",
     "to_svg",
+    "to_png_svg",
     "PlevalFigure",
     "evaluation_figures",
     "evaluation_forest",

@@ -249,3 +249,40 @@ def test_love_plot_draws_the_0_1_rule_of_thumb():
     ax = plots.love_plot(bal).axes[0]
     assert 0.1 in {round(float(l.get_xdata()[0]), 6) for l in ax.lines}
     assert 0.1 not in {round(float(l.get_xdata()[0]), 6) for l in plots.love_plot(bal, reference=None).axes[0].lines}
+
+
+def _svg_texts(svg: bytes) -> list[str]:
+    """The text comments matplotlib writes before each text's glyphs (the strings drawn)."""
+    import re
+
+    return re.findall(r"<!-- (.*?) -->", svg.decode())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: plots.forest(_schools(70)[0], pooled=_schools(70)[1], max_rows=plots.FOREST_MAX_ROWS,
+                         placebo=np.linspace(-0.2, 0.2, 40)),
+    lambda: plots.love_plot(pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.3, -0.1], "smd_after": [0.02, 0.04]})),
+    lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
+])
+def test_png_and_svg_from_one_layout_equal_the_separate_saves(make):
+    """to_png_svg lays the figure out once for both formats: its PNG is pixel for pixel the
+    PNG of to_png at the same dpi, its SVG draws the same strings as to_svg with the same page
+    size to a pixel, and the figure is left as it was (layout engine, dpi, canvas)."""
+    fig = make()
+    engine, dpi, canvas = type(fig.get_layout_engine()), fig.dpi, fig.canvas
+    png, svg = plots.to_png_svg(fig, dpi=120)
+    assert (type(fig.get_layout_engine()), fig.dpi, fig.canvas) == (engine, dpi, canvas)
+    ref_png, ref_svg = plots.to_png(make(), dpi=120), plots.to_svg(make())
+    a, b = (np.asarray(Image.open(io.BytesIO(x))) for x in (png, ref_png))
+    assert a.shape == b.shape and (a == b).all()
+    assert Image.open(io.BytesIO(png)).info["dpi"] == pytest.approx((120, 120), abs=0.5)
+    assert svg.lstrip().startswith(b"<?xml") and _svg_texts(svg) == _svg_texts(ref_svg) and len(_svg_texts(svg)) > 5
+
+    def size(s: bytes) -> tuple[float, float]:
+        import re
+
+        w, h = re.search(rb'width="([\d.]+)pt" height="([\d.]+)pt"', s).groups()
+        return float(w), float(h)
+
+    assert size(svg) == pytest.approx(size(ref_svg), abs=1.0)
+    assert plots.to_png(fig, dpi=120) == ref_png  # the figure saves as before afterwards

@@ -340,3 +340,30 @@ def test_every_format_refuses_a_block_it_cannot_lay_out(ev, monkeypatch):
         monkeypatch.setattr(module, "build", lambda *a, **k: odd)
         with pytest.raises(TypeError, match="no layout for a 'odd' block"):
             render()
+
+
+def test_pdf_streams_are_binary_and_reportlab_setting_restored(saved):
+    """report.pdf's streams are Flate only (no ASCII85 layer; reportlab's encoder for it is pure
+    Python), its figures decode to the PNGs on disk, and reportlab's global setting is left as
+    it was."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pypdf import PdfReader
+    from reportlab import rl_config
+
+    out, _ = saved
+    raw = (out / "report.pdf").read_bytes()
+    assert b"/ASCII85Decode" not in raw and b"/FlateDecode" in raw
+    assert rl_config.useA85 == 1
+    pngs = [np.asarray(Image.open(p).convert("RGB")) for p in (out / "plots").glob("*.png")]
+    seen = 0
+    for page in PdfReader(out / "report.pdf").pages:
+        for img in page.images:
+            im = np.asarray(Image.open(io.BytesIO(img.data)).convert("RGB"))
+            same_size = [ref for ref in pngs if ref.shape == im.shape]
+            if same_size:  # (figures taller than a page are cut into bands)
+                assert any((im == ref).all() for ref in same_size)
+                seen += 1
+    assert seen >= 1

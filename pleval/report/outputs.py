@@ -161,9 +161,9 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     images = {}
     plot_files = {}
     for k, fig in figs.items():
-        images[k] = plots.to_png(fig, dpi=dpi)
+        images[k], svg = plots.to_png_svg(fig, dpi=dpi)
         put(f"plots/{k}.png", images[k])
-        put(f"plots/{k}.svg", plots.to_svg(fig))
+        put(f"plots/{k}.svg", svg)
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))

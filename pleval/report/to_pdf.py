@@ -13,11 +13,13 @@ uses matplotlib's DejaVu fonts, which cover the Greek letters and symbols of the
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 from xml.sax.saxutils import escape
 
 from PIL import Image as PILImage
+from reportlab import rl_config
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_LEFT, TA_RIGHT
 from reportlab.lib.pagesizes import LETTER
@@ -266,8 +268,23 @@ def render_pdf(ev: "Evaluation", images: Mapping[str, bytes], *, dpi: float) -> 
                             bottomMargin=MARGIN + 0.3 * inch, title="Did personalized learning work?",
                             author=f"pleval {ev.provenance.get('pleval_version', '')}", subject=subtitle(ev),
                             invariant=1)
-    doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
+    with _binary_streams():
+        doc.build(story, onFirstPage=on_page, onLaterPages=on_page)
     return buf.getvalue()
+
+
+@contextmanager
+def _binary_streams():
+    """Streams (pages, figures) Flate-compressed without the ASCII85 layer reportlab adds by
+    default (``rl_config.useA85``): the same content, a fifth smaller, without reportlab's
+    pure-Python ASCII85 encoder (a third of the time of a report with a dozen figures). The
+    setting is restored afterwards."""
+    old = rl_config.useA85
+    rl_config.useA85 = 0
+    try:
+        yield
+    finally:
+        rl_config.useA85 = old
 
 
 __all__ = ["render_pdf"]
