@@ -310,8 +310,10 @@ def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
     png = plots.to_png(plots.forest(df), dpi=200)
     im = Image.open(io.BytesIO(png))
     st = to_pdf._styles(to_pdf._fonts())
-    bands = [f for f in to_pdf._figure(png, "caption", 200, st) if type(f).__name__ == "Image"]
+    bands = [f for f in to_pdf._figure(png, "caption", 200, st) if isinstance(f, to_pdf._Picture)]
     assert len(bands) >= 2
+    whole = np.asarray(im.convert("RGB"))
+    assert (np.concatenate([np.asarray(b.image) for b in bands]) == whole).all()  # the bands are the figure
     cuts = to_pdf._cuts(im, int((to_pdf.HEIGHT - 40) / (to_pdf.WIDTH / im.size[0])))
     assert cuts[0][0] == 0 and cuts[-1][1] == im.size[1] and all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
     ink = np.asarray(im.convert("L")) < 246
@@ -355,7 +357,7 @@ def test_pdf_streams_are_binary_and_reportlab_setting_restored(saved):
 
     out, _ = saved
     raw = (out / "report.pdf").read_bytes()
-    assert b"/ASCII85Decode" not in raw and b"/FlateDecode" in raw
+    assert b"/ASCII85Decode" not in raw and b"/FlateDecode" in raw and b"/SMask" not in raw
     assert rl_config.useA85 == 1
     pngs = [np.asarray(Image.open(p).convert("RGB")) for p in (out / "plots").glob("*.png")]
     seen = 0
@@ -367,3 +369,23 @@ def test_pdf_streams_are_binary_and_reportlab_setting_restored(saved):
                 assert any((im == ref).all() for ref in same_size)
                 seen += 1
     assert seen >= 1
+
+
+def test_pdf_draws_opaque_figures_without_a_soft_mask():
+    """A figure whose alpha channel is opaque everywhere (the report's, on white) goes to the
+    PDF as RGB, the same pixels, without a soft mask; a translucent one keeps its alpha."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pleval.report import to_pdf
+
+    png = plots.to_png(plots.percentile_chart(0.2, (0.05, 0.35)), dpi=60)
+    im = to_pdf._decoded(png)
+    assert im.mode == "RGB" and (np.asarray(im) == np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))).all()
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 3] = 128
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    assert to_pdf._decoded(buf.getvalue()).mode == "RGBA"

@@ -25,9 +25,10 @@ from reportlab.lib.enums import TA_LEFT, TA_RIGHT
 from reportlab.lib.pagesizes import LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
+from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
-from reportlab.platypus import (Flowable, Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
+from reportlab.platypus import (Flowable, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
                                 Table as RLTable, TableStyle)
 
 from .blocks import Section, Table, numbered_titles, verdict_class
@@ -165,23 +166,44 @@ def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle])
     """The PNG at ``dpi`` (its print size), scaled down to the page width, never up. A figure
     still taller than a page (the forest plot of many schools) is not shrunk further but
     continues on the next page, cut between rows of labels."""
-    im = PILImage.open(io.BytesIO(png))
+    im = _decoded(png)
     px_w, px_h = im.size
     scale = min(1.0, WIDTH / (px_w / dpi * inch))
     pt_per_px = scale * inch / dpi
     limit = HEIGHT - 40
     if px_h * pt_per_px <= limit:
-        img = Image(io.BytesIO(png), width=px_w * pt_per_px, height=px_h * pt_per_px)
-        img.hAlign = "CENTER"
+        img = _Picture(im, px_w * pt_per_px, px_h * pt_per_px)
         return [KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])]
-    out: list = []
-    for top, bottom in _cuts(im, int(limit / pt_per_px)):
-        buf = io.BytesIO()
-        im.crop((0, top, px_w, bottom)).save(buf, format="PNG", dpi=(dpi, dpi))
-        img = Image(io.BytesIO(buf.getvalue()), width=px_w * pt_per_px, height=(bottom - top) * pt_per_px)
-        img.hAlign = "CENTER"
-        out.append(img)
+    out: list = [_Picture(im.crop((0, top, px_w, bottom)), px_w * pt_per_px, (bottom - top) * pt_per_px)
+                 for top, bottom in _cuts(im, int(limit / pt_per_px))]
     return out + [Spacer(1, 3), _p(caption, st["caption"])]
+
+
+def _decoded(png: bytes) -> PILImage.Image:
+    """The PNG decoded, as RGB when its alpha channel is opaque everywhere (the report's
+    figures, drawn on white): drawn the same, without the soft mask reportlab would otherwise
+    make of the alpha channel."""
+    im = PILImage.open(io.BytesIO(png))
+    im.load()
+    if im.mode == "RGBA" and im.getchannel("A").getextrema() == (255, 255):
+        im = im.convert("RGB")
+    return im
+
+
+class _Picture(Flowable):
+    """A decoded image drawn ``width`` × ``height`` points, centred (``canvas.drawImage``);
+    platypus' ``Image`` takes a file and would decode it again."""
+
+    def __init__(self, im: PILImage.Image, width: float, height: float):
+        super().__init__()
+        self.image, self.drawWidth, self.drawHeight = im, width, height
+        self.hAlign = "CENTER"
+
+    def wrap(self, *args):
+        return self.drawWidth, self.drawHeight
+
+    def draw(self):
+        self.canv.drawImage(ImageReader(self.image), 0, 0, self.drawWidth, self.drawHeight, mask="auto")
 
 
 def _cuts(im: PILImage.Image, rows: int) -> list[tuple[int, int]]:
