@@ -389,3 +389,28 @@ def test_pdf_draws_opaque_figures_without_a_soft_mask():
     buf = io.BytesIO()
     Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
     assert to_pdf._decoded(buf.getvalue()).mode == "RGBA"
+
+
+def test_save_builds_the_sections_once_for_every_format(ev, tmp_path, monkeypatch):
+    """report.save builds the report's sections once and renders summary.md, report.html and
+    report.pdf from them: the same Markdown as rendering on its own."""
+    from pleval.report import outputs, to_html, to_markdown, to_pdf
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return sections.build(*args, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a renderer rebuilt the sections")
+
+    monkeypatch.setattr(outputs, "build", counted)
+    for mod in (to_html, to_markdown, to_pdf):
+        monkeypatch.setattr(mod, "build", refused)
+    out = report.save(ev, tmp_path / "out")
+    assert len(calls) == 1
+    monkeypatch.undo()
+    names = sorted(plots.evaluation_figures(ev))
+    assert (out / "summary.md").read_text() == report.render_markdown(ev, {k: f"plots/{k}.png" for k in names})
+    assert (out / "report.html").stat().st_size > 0 and (out / "report.pdf").read_bytes().startswith(b"%PDF")

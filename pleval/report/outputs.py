@@ -14,6 +14,7 @@ import pandas as pd
 from .. import outputs as atomic
 from .. import plots
 from ..errors import PlevalError
+from .sections import build
 from .to_html import render_html
 from .to_markdown import render_markdown
 from .to_pdf import render_pdf
@@ -191,9 +192,10 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         put("randomization.csv", ev.randomization.to_csv(index=False))
     if len(ev.bootstrap):
         put("bootstrap.csv", ev.bootstrap.to_csv(index=False))
-    put("summary.md", render_markdown(ev, plot_files))
-    put("report.html", render_html(ev, images))
-    put("report.pdf", render_pdf(ev, images, dpi=dpi))
+    sections = build(ev, figs.keys())  # once, for the three renderings
+    put("summary.md", render_markdown(ev, plot_files, sections=sections))
+    put("report.html", render_html(ev, images, sections=sections))
+    put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
     put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
                     "# Repeat it exactly with: pleval estimate --config run.toml\n"
                     + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".", folder=out)))

@@ -21,9 +21,12 @@ _ENV = Environment(loader=PackageLoader("pleval.report", "templates"), autoescap
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def render_html(ev: "Evaluation", images: Mapping[str, bytes]) -> str:
-    """The HTML report of ``ev``; ``images`` maps figure names to PNG bytes."""
-    return render_sections(build(ev, images.keys()), images, heading="Did personalized learning work?",
+def render_html(ev: "Evaluation", images: Mapping[str, bytes], *, sections: Sequence[Section] | None = None) -> str:
+    """The HTML report of ``ev``; ``images`` maps figure names to PNG bytes. ``sections``: the
+    report's sections if already built (``build(ev, images)``)."""
+    if sections is None:
+        sections = build(ev, images.keys())
+    return render_sections(sections, images, heading="Did personalized learning work?",
                            doc_title="PL evaluation", subtitle=subtitle(ev), source_name=source_name(ev))
 
 

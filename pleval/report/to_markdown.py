@@ -3,10 +3,11 @@ linked to their files in ``plots/``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 
+from .blocks import Section
 from .sections import build, subtitle
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,9 +18,12 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, disable_numparse=True) if len(df) else "_(none)_"
 
 
-def render_markdown(ev: "Evaluation", plot_files: Mapping[str, str]) -> str:
-    """The Markdown summary of ``ev``; ``plot_files`` maps figure names to their paths."""
-    sections = build(ev, plot_files.keys())
+def render_markdown(ev: "Evaluation", plot_files: Mapping[str, str], *,
+                    sections: Sequence[Section] | None = None) -> str:
+    """The Markdown summary of ``ev``; ``plot_files`` maps figure names to their paths.
+    ``sections``: the report's sections if already built (``build(ev, plot_files)``)."""
+    if sections is None:
+        sections = build(ev, plot_files.keys())
     out = ["# Did personalized learning work?", "", f"*{subtitle(ev)}*", ""]
     for s in sections:
         out += [f"## {s.title}", ""]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from PIL import Image as PILImage
@@ -264,11 +264,14 @@ def _blocks(section: Section, images: Mapping[str, bytes], dpi: float, font: str
     return out
 
 
-def render_pdf(ev: "Evaluation", images: Mapping[str, bytes], *, dpi: float) -> bytes:
-    """The PDF report of ``ev``; ``images`` maps figure names to PNG bytes made at ``dpi``."""
+def render_pdf(ev: "Evaluation", images: Mapping[str, bytes], *, dpi: float,
+               sections: Sequence[Section] | None = None) -> bytes:
+    """The PDF report of ``ev``; ``images`` maps figure names to PNG bytes made at ``dpi``.
+    ``sections``: the report's sections if already built (``build(ev, images)``)."""
     font = _fonts()
     st = _styles(font)
-    sections = build(ev, images.keys())
+    if sections is None:
+        sections = build(ev, images.keys())
     story: list = [_p("Did personalized learning work?", st["title"]), _p(subtitle(ev), st["subtitle"])]
     for i, (s, heading) in enumerate(zip(sections, numbered_titles(sections))):
         if s.numbered and i:
