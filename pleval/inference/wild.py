@@ -13,9 +13,11 @@ Stata's ``boottest`` defaults: restricted, symmetric two-tailed p-value, CR1 t s
    ``β̂*_j − r = a'v``, cluster scores ``s* = (diag(a) − C) v``, ``t* = a'v / √(c·‖s*‖²)``.
    No bootstrap sample is ever formed: one O(n k²) pass for the ``S_g``, a few O(n k) passes,
    then O(G² B).
-4. ``p = #{|t*| > |t|}/B`` (fwildclusterboot's two-tailed p-value). With Rademacher weights
-   and ``2^G ≤ B`` every sign pattern is enumerated once (exact, deterministic); otherwise B
-   seeded draws and the Monte Carlo SE ``√(p(1−p)/B)``.
+4. ``p = #{|t*| > |t|}/B`` (fwildclusterboot's two-tailed p-value; ties, such as the patterns
+   ``v = ±1`` that reproduce the data, are not counted). When ``B`` is at least the number of
+   weight patterns (``2^G`` Rademacher, ``6^G`` Webb) every pattern is enumerated once (exact,
+   deterministic; ``v`` and ``−v`` give the same ``|t*|``, so half of them are formed, in blocks
+   of ``_CHUNK`` draws); otherwise B seeded draws and the Monte Carlo SE ``√(p(1−p)/B)``.
 5. Confidence interval by test inversion: ũ, a and C are linear in r, so
    ``t*(r) = (A − rB')/√(c(Q₀ − 2rQ₁ + r²Q₂))`` and ``t(r) = (β̂_j − r)/se`` are evaluated for
    any r in O(B) from per-draw sums; the bounds are where p(r) crosses 1 − level (bisection to
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,9 @@ from ..errors import DataError, DesignError
 from .robust import cluster_codes, grouped_cross_products
 
 WEIGHTS = ("rademacher", "webb")
-_WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
+_VALUES = {"rademacher": np.array([-1.0, 1.0]),
+           "webb": np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])}
+_CHUNK = 1 << 16  # draws per block: bounds the G × draws work arrays when every pattern is enumerated
 
 
 @dataclass(frozen=True, repr=False)
@@ -68,22 +72,34 @@ class WildBootstrapResult(ResultMixin):
         }])
 
     def summary(self) -> str:
-        how = (f"all {self.draws:,} Rademacher sign patterns (exact)" if self.enumerated
+        how = (f"all {self.draws:,} {self.weights} weight patterns (exact)" if self.enumerated
                else f"{self.draws:,} {self.weights} draws, seed {self.seed}; Monte Carlo SE of p {self.mc_se:.4f}")
         return (f"Wild cluster bootstrap (restricted, {self.n_clusters} clusters; {how}): {self.param} = "
                 f"{self.estimate:.4g}, t(CR1) = {self.t:.3f}, p = {self.pvalue:.4f}; "
                 f"{100 * self.level:.0f}% CI {self.ci_low:.4g} to {self.ci_high:.4g}")
 
 
-def _draws(G: int, B: int, weights: str, seed: int | None) -> tuple[np.ndarray, bool]:
-    if weights == "rademacher" and G <= 30 and 2**G <= B:
-        codes = np.arange(2**G, dtype=np.int64)
-        V = ((codes[None, :] >> np.arange(G, dtype=np.int64)[:, None]) & 1) * 2.0 - 1.0
-        return V, True
+def _weight_chunks(G: int, B: int, weights: str, seed: int | None) -> tuple[Iterator[np.ndarray], int, bool]:
+    """Weight matrices (G × at most ``_CHUNK`` draws each), their total number, and whether they
+    enumerate every pattern (``L^G ≤ B`` for the L-point distribution: 2^G Rademacher, 6^G Webb)."""
+    table = _VALUES[weights]
+    L = table.size
+    if G * math.log(L) <= math.log(B) + 1e-9:
+        N = L**G
+        place = L ** np.arange(G, dtype=np.int64)
+
+        def patterns():  # pattern i: weight table[digit g of i in base L] in cluster g
+            # v and −v give the same |t*| for every r, so only the patterns whose last cluster
+            # has a positive weight are formed (the upper half of the codes): same p(r)
+            for s in range(N // 2, N, _CHUNK):
+                i = np.arange(s, min(s + _CHUNK, N), dtype=np.int64)
+                yield table[(i[None, :] // place[:, None]) % L]
+
+        return patterns(), N, True
     rng = np.random.default_rng(seed)
-    if weights == "rademacher":
-        return rng.integers(0, 2, size=(G, B), dtype=np.int8) * 2.0 - 1.0, False
-    return _WEBB[rng.integers(0, 6, size=(G, B))], False
+    codes = (rng.integers(0, 2, size=(G, B), dtype=np.int8) if weights == "rademacher"
+             else rng.integers(0, 6, size=(G, B)))
+    return (table[codes[:, s:s + _CHUNK]] for s in range(0, B, _CHUNK)), B, False
 
 
 def wild_cluster_bootstrap(
@@ -157,10 +173,13 @@ def wild_cluster_bootstrap(
 
     a_y, D_y = parts(Uy)
     a_x, D_x = parts(Ux)
-    V, enumerated = _draws(G, int(B), weights, seed)
-    A, Bv = a_y @ V, a_x @ V
-    P, Q = D_y @ V, D_x @ V
-    Q0, Q1, Q2 = np.einsum("gb,gb->b", P, P), np.einsum("gb,gb->b", P, Q), np.einsum("gb,gb->b", Q, Q)
+    chunks, draws, enumerated = _weight_chunks(G, int(B), weights, seed)
+    sums = []  # per draw: a'v, a_x'v and the three quadratic forms of the bootstrap cluster scores
+    for V in chunks:
+        P, Q = D_y @ V, D_x @ V
+        sums.append((a_y @ V, a_x @ V, np.einsum("gb,gb->b", P, P), np.einsum("gb,gb->b", P, Q),
+                     np.einsum("gb,gb->b", Q, Q)))
+    A, Bv, Q0, Q1, Q2 = (np.concatenate(col) for col in zip(*sums))
 
     def pvalue(r0: float) -> float:
         num = A - r0 * Bv
@@ -172,7 +191,6 @@ def wild_cluster_bootstrap(
         return float(np.mean(tb > t0 * (1.0 + 1e-12)))
 
     p = pvalue(r)
-    draws = V.shape[1]
     mc = 0.0 if enumerated else math.sqrt(p * (1.0 - p) / draws)
     lo = hi = math.nan
     if ci:
