@@ -936,6 +936,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         "school effects in a cluster-randomized trial compare each PL school with the comparison schools of its "
         "block: one school's estimate is not protected by randomization and includes that school's own difference"
     )
+    why = "" if opts["placebo"] else NO_PLACEBO_RUN
     if opts["placebo"]:
         anchors = _placebo_anchors(control, keys, school, int(opts["n_placebo"]), seed, notes)
         try:
@@ -943,13 +944,15 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
                                       weight=None, cluster=None, unit=None, kw=kw, school=school)
         except (DesignError, DataError) as exc:
             notes.append(f"no placebo schools: {exc}")
+            why = f"no placebo-calibrated figures: no placebo schools ({exc})"
     for s, part in zip(subjects, parts):
         skey = "all" if s is None else s
         part["schools"] = (se, skey)
+        part["calibration_note"] = why
         if placebo is not None:
             t = placebo.table if s is None else placebo.table[placebo.table[subj] == s]
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
-            part["calibration"] = _calibrate(se, skey, t, placebo.vcov.get(skey), opts)
+            part["calibration"], part["calibration_note"] = _calibrate(se, skey, t, placebo.vcov, opts)
     _attach_calibration(parts, subjects)
 
 
@@ -986,20 +989,28 @@ def _attach_calibration(parts: list[dict], subjects) -> None:
             p["schools"] = (new, p["schools"][1])
 
 
-def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcov, opts: dict):
-    """Placebo calibration of one subject's school effects (:func:`pleval.heterogeneity.calibrate`),
-    or None when there are fewer than 2 PL or placebo estimates."""
-    from .heterogeneity import calibrate
+NO_PLACEBO_RUN = "no placebo-calibrated figures: placebo schools were not run (option placebo is off)"
 
-    if skey not in se.vcov or placebo_vcov is None or len(placebo_vcov) < 2 or len(se.vcov[skey]) < 2:
-        return None
-    V = se.vcov[skey]
-    t = se.table if not se.by else se.table[se.table[se.by[0]] == skey]
-    t = t.set_index("school").loc[V.index]
-    p = placebo_table.set_index("school").loc[placebo_vcov.index]
-    return calibrate(V.index.to_numpy(), t["effect_size"], V.to_numpy(), t["df"], p["effect_size"],
-                     placebo_vcov.to_numpy(), alpha=opts["alpha"], adjust=opts["adjust"], level=opts["level"],
-                     hartung_knapp=opts["hartung_knapp"])
+
+def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcovs, opts: dict):
+    """Placebo calibration of one subject's school effects (:func:`pleval.heterogeneity.calibrate`;
+    a single PL school included), and "" — or None and why there is none (fewer than 2 placebo
+    estimates)."""
+    from .heterogeneity import calibrate
+    from .heterogeneity.placebo import _group_vcov
+
+    def estimated(f: pd.DataFrame) -> pd.DataFrame:
+        se_ = f["es_se"].to_numpy(dtype=float)
+        return f[np.isfinite(f["effect_size"].to_numpy(dtype=float)) & np.isfinite(se_) & (se_ > 0)]
+
+    t = estimated(se.table if not se.by else se.table[se.table[se.by[0]] == skey])
+    p = estimated(placebo_table)
+    try:
+        return calibrate(t["school"].to_numpy(), t["effect_size"], _group_vcov(se.vcov, skey, t), t["df"],
+                         p["effect_size"], _group_vcov(placebo_vcovs, skey, p), alpha=opts["alpha"],
+                         adjust=opts["adjust"], level=opts["level"], hartung_knapp=opts["hartung_knapp"]), ""
+    except DesignError as exc:
+        return None, str(exc)
 
 
 PLACEBO_MAX_ROWS = 2_000_000
@@ -1032,6 +1043,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
                  matcher=None, placebo_rounds=None) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
+    from .heterogeneity.calibration import too_few_placebo
     from .matching import EffectTable, match
 
     progress(f"matching: {method}")
@@ -1075,9 +1087,10 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
                                   sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
+    why = "" if opts["placebo"] else NO_PLACEBO_RUN
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
-        placebo = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds)
+        placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)
@@ -1096,16 +1109,20 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             notes.extend(f"{key}: {n}" for n in ss.notes)
         if schools is not None:
             part["schools"] = (schools, "all" if s is None else s)
+            part["calibration_note"] = why
         if placebo is not None:
             part["details"]["placebo"] = placebo
             t = placebo.placebo if s is None else placebo.placebo[placebo.placebo[by] == s]
             part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
             comp = placebo.comparison
-            if s is not None and len(comp):  # empty when fewer than 2 PL schools have an estimate
+            if s is not None and len(comp):  # empty when no subject has 2 placebo estimates
                 comp = comp[comp[by] == s]
             if len(comp):
                 part["placebo_stats"] = {"placebo_q_star_p": float(comp.iloc[0]["p_star"])}
             part["calibration"] = placebo.calibration.get("all" if s is None else s)
+            if part["calibration"] is None:
+                part["calibration_note"] = too_few_placebo(int(np.isfinite(part["placebo"]["effect_size"]
+                                                                           .to_numpy(dtype=float)).sum()))
         out.append(part)
     _attach_calibration(out, subjects)
     if dropped is not None:
@@ -1226,7 +1243,8 @@ def _match_dropped(m) -> pd.DataFrame | None:
 
 def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None):
     """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
-    with the same matching and the same school-effect settings as the PL schools."""
+    with the same matching and the same school-effect settings as the PL schools; and "", or
+    None and why there are none."""
     from .heterogeneity.placebo import placebo_schools
 
     try:
@@ -1235,10 +1253,10 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
             match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
             by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
             alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds,
-        )
+        ), ""
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
-        return None
+        return None, f"no placebo-calibrated figures: no placebo schools ({exc})"
 
 
 def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict,
@@ -1329,7 +1347,7 @@ def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.
             p["details"]["schools"] = se
             tab = se.table if not se.by else se.table[se.table[se.by[0]] == skey].drop(columns=list(se.by))
             schools.append(_with_subject(tab, key))
-            if skey in se.meta:
+            if skey in se.meta or (skey in se.counts and se.counts[skey].k == 1):
                 het.append(_with_subject(pd.DataFrame([_het_row(se, skey, p)]), key))
             if id(se) not in seen and len(se.dropped):
                 dropped.append(se.dropped.assign(stage="school effects", subject="(all)" if se.by else key))
@@ -1378,10 +1396,17 @@ def _het_row(se, skey, part: dict) -> dict:
     """One row of the heterogeneity table: the meta-analysis, the significance counts and the
     PL-versus-placebo spread and the placebo calibration (:func:`pleval.heterogeneity.calibrate`: τ²_placebo
     and τ²_program = max(0, τ²_PL − τ²_placebo) with CIs, calibrated counts)."""
-    m, c = se.meta[skey], se.counts[skey]
-    row = {**m.as_dict(), **{f"count_{k}": val for k, val in c.as_dict().items()}}
-    row["pp_estimate"] = float(percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
-    row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m.k > 1 else math.nan
+    from .heterogeneity import MetaAnalysis
+    from .heterogeneity.calibration import ONE_SCHOOL
+
+    m, c = se.meta.get(skey), se.counts[skey]
+    pooled = m.as_dict() if m is not None else MetaAnalysis.nan_dict(c.k)
+    row = {**pooled, **{f"count_{k}": val for k, val in c.as_dict().items()}}
+    row["not_estimable"] = "" if m is not None else ONE_SCHOOL  # a single PL school: nothing to pool
+    row["pp_estimate"] = math.nan if m is None else float(
+        percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
+    row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m is not None else math.nan
+    row["calibration_note"] = part.get("calibration_note", "")
     pl = part.get("placebo")
     if pl is not None:
         ok = np.isfinite(pl["effect_size"].to_numpy(dtype=float)) & np.isfinite(pl["es_se"].to_numpy(dtype=float))
@@ -1402,7 +1427,7 @@ def _het_row(se, skey, part: dict) -> dict:
         row.update({k: d[k] for k in ("tau2_total", "pi_low", "pi_high", "prob_negative_new")})
         row["placebo_tau"] = d["tau_placebo"]
         row["tau2_excess"] = d["tau2_program"]
-        row["share_excess"] = d["tau2_program"] / cal.pl.tau2 if cal.pl.tau2 > 0 else 0.0
+        row["share_excess"] = math.nan if cal.pl is None else d["tau2_program"] / cal.pl.tau2 if cal.pl.tau2 > 0 else 0.0
     row.update(part.get("placebo_stats", {}))
     return row
 

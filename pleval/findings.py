@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
+from ._text import unsigned_zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -35,7 +36,7 @@ def fmt(x, nd: int = 3, signed: bool = False) -> str:
         return str(x)
     if not math.isfinite(v):
         return "—"
-    return f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}"
+    return unsigned_zeros(f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}")
 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
@@ -163,8 +164,8 @@ def het_rows(ev: "Evaluation") -> list[dict]:
             "pooled_ci": fmt_ci(h["ci_low"], h["ci_high"], 3, True),
             "tau": fmt(h["tau"], 3),
             "tau_ci": fmt_ci(math.sqrt(max(h["tau2_ci_low"], 0)), math.sqrt(max(h["tau2_ci_high"], 0)), 3),
-            "i2": f"{float(h['i2']):.0f}%",
-            "q": f"{float(h['q']):.1f} (df {int(h['q_df'])}, p {fmt_p(h['q_pvalue'])})",
+            "i2": f"{float(h['i2']):.0f}%" if pd.notna(h["i2"]) else "—",
+            "q": f"{float(h['q']):.1f} (df {int(h['q_df'])}, p {fmt_p(h['q_pvalue'])})" if pd.notna(h["q"]) else "—",
             "pi": fmt_ci(h["pi_low"], h["pi_high"], 3, True),
             "pi_pp": fmt_ci(pp(h["pi_low"], p0), pp(h["pi_high"], p0), 1, True),
             "expected": f"{float(h['count_expected_by_chance']):.1f}",
@@ -181,7 +182,44 @@ def het_rows(ev: "Evaluation") -> list[dict]:
     return rows
 
 
+def note_text(h: pd.Series, col: str) -> str:
+    """A text column of the heterogeneity row ("" when absent)."""
+    v = h.get(col, "")
+    return v if isinstance(v, str) else ""
+
+
+def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
+    """A single PL school: why nothing is pooled, and the school's estimate against the placebo
+    spread (or why that comparison is missing)."""
+    lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
+    alpha = float(h.get("count_alpha", 0.05))
+    why = note_text(h, "not_estimable")
+    parts = [why[0].upper() + why[1:] + "."]
+    sch = subject_rows(ev.schools, s)
+    r = sch[np.isfinite(sch["effect_size"].to_numpy(dtype=float))].iloc[0]
+    own = (f"School {r['school']}: effect size {fmt(r['effect_size'], 3, True)} ({lvl} CI "
+           f"{fmt_ci(r['es_ci_low'], r['es_ci_high'], 3, True)} from student-level standard errors, an interval for the "
+           "program plus the school's own circumstances")
+    if pd.notna(r.get("p_calibrated", np.nan)):
+        beyond = r["p_calibrated_adjusted"] < alpha
+        verdict = (f"beyond what school circumstances alone produce ({'above' if r['effect_size'] > 0 else 'below'} zero)"
+                   if beyond else "not beyond what school circumstances alone produce")
+        parts.append(
+            own + f"). Counting the spread that placebo schools show without any program (τ_placebo = "
+            f"{fmt(h.get('tau_placebo', np.nan), 3)}, {fmt_int(h.get('placebo_k'))} placebo schools) as noise, with "
+            f"its uncertainty, the {lvl} interval for the program's effect in the school is "
+            f"{fmt_ci(r['ci_low_calibrated'], r['ci_high_calibrated'], 3, True)} (p = {fmt_p(r['p_calibrated'])}): "
+            f"{verdict} at α = {alpha:g}."
+        )
+    else:
+        parts.append(own + f"); {note_text(h, 'calibration_note') or 'no placebo-calibrated figures'}, so the "
+                     "program's effect cannot be told apart from the school's own circumstances.")
+    return parts
+
+
 def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
+    if note_text(h, "not_estimable"):
+        return one_school_parts(ev, s, h)
     p0 = ev.effects[s].baseline_percentile
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
     floor = pd.notna(h.get("tau2_total", np.nan))
@@ -259,6 +297,9 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
                 f"{float(h['calibrated_expected_by_chance_raw']):.1f} school(s) would pass before adjustment by chance, "
                 f"and any school at all after adjustment at most {100 * float(h.get('count_alpha', 0.05)):.0f}% of the time."
             )
+    if note_text(h, "calibration_note"):
+        parts.append(note_text(h, "calibration_note")[0].upper() + note_text(h, "calibration_note")[1:] + ": school "
+                     "verdicts rest on student-level standard errors, which do not cover a school's own circumstances.")
     return parts
 
 
@@ -354,5 +395,5 @@ def html_fragment(ev: "Evaluation") -> str:
 
 __all__ = [
     "significance", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
-    "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "title", "slug", "ADJUSTMENT_NAMES",
+    "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
 ]

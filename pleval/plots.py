@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import special, stats
 
 from . import findings, percentiles
+from ._text import unsigned_zeros
 from .errors import DataError, PlevalError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -342,7 +343,8 @@ def forest(
     if middle is not None:
         ticks.insert(n_low, y_middle)
         labels.insert(n_low, _middle_label(middle, pcol, alpha, unit))
-        numbers.insert(n_low, f"{np.median(mid_est):+.2f} (range {mid_est.min():+.2f}, {mid_est.max():+.2f})")
+        numbers.insert(n_low, unsigned_zeros(f"{np.median(mid_est):+.2f} (range {mid_est.min():+.2f}, "
+                                             f"{mid_est.max():+.2f})"))
     if placebo is not None:
         ticks.append(y_placebo)
         labels.append(f"placebo schools (n = {placebo.size})")
@@ -394,12 +396,12 @@ def forest(
 def _forest_numbers(d: pd.DataFrame, placebo, pooled, level: float, mu) -> list[str]:
     """The right-hand column of the forest plot, row by row as the y ticks: estimate [CI]."""
     def cell(e, lo, hi):
-        return f"{e:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite([e, lo, hi]).all() else ""
+        return unsigned_zeros(f"{e:+.2f} [{lo:+.2f}, {hi:+.2f}]") if np.isfinite([e, lo, hi]).all() else ""
 
     out = [cell(e, lo, hi) for e, lo, hi in zip(d["estimate"], d["ci_low"], d["ci_high"])]
     if placebo is not None:
         q = np.quantile(placebo, [(1 - level) / 2, (1 + level) / 2])
-        out.append(f"      [{q[0]:+.2f}, {q[1]:+.2f}]")
+        out.append(unsigned_zeros(f"      [{q[0]:+.2f}, {q[1]:+.2f}]"))
     if mu is not None:
         out.append(cell(mu, _get(pooled, "ci_low", np.nan), _get(pooled, "ci_high", np.nan)))
     return out
@@ -711,7 +713,7 @@ def effect_distribution(
     fig = _figure(7.5, 5.2)
     ax = fig.add_subplot()
     ax.hist(y, bins=edges, density=True, color=POSITIVE, alpha=0.45, label=f"school estimates (n = {y.size})")
-    if sh is not None:
+    if sh is not None and np.isfinite(sh).any():
         ax.hist(sh[np.isfinite(sh)], bins=edges, density=True, histtype="step", color=SHRUNK, lw=1.4,
                 label="shrunken (empirical Bayes)")
     if pl is not None and np.isfinite(pl).any():
@@ -785,6 +787,8 @@ def evaluation_forest(ev: "Evaluation", subject: str, *, shrunk: bool = True) ->
     if not shrunk:
         d = d.drop(columns=["shrunk", "shrunk_ci_low", "shrunk_ci_high"])
     h = findings.het_row(ev, subject)
+    if h is not None and not np.isfinite(float(h["estimate"])):  # one PL school: nothing pooled
+        h = None
     pooled = None
     if h is not None:
         pooled = {k: h[k] for k in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "tau")}
@@ -801,6 +805,8 @@ def evaluation_distribution(ev: "Evaluation", subject: str) -> Figure:
     """:func:`effect_distribution` of an evaluation's school effects for ``subject``."""
     d = _school_plot_frame(ev, subject, float(ev.options.get("level", 0.95)))
     h = findings.het_row(ev, subject)
+    if h is not None and not np.isfinite(float(h["estimate"])):  # one PL school: nothing pooled
+        h = None
     return effect_distribution(
         d["estimate"], shrunk=d["shrunk"], mu=None if h is None else float(h["estimate"]),
         tau=None if h is None else float(h["tau"]), placebo=_placebo_values(ev, subject),

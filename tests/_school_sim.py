@@ -74,8 +74,11 @@ def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> li
         warnings.simplefilter("ignore", PlevalWarning)
         ev = pleval.estimate(df, design="matched", method=method, seed=seed, sd=15.0, sensitivity=False)
     se = ev.school_effects
-    key = next(iter(se.vcov))  # one subject (math)
-    V = se.vcov[key]
+    key = next(iter(se.counts))  # one subject (math)
+    V = se.vcov.get(key)
+    if V is None:  # one PL school: no joint covariance is stored, its variance is es_se²
+        one = se.table[np.isfinite(se.table["effect_size"].to_numpy(dtype=float))]
+        V = pd.DataFrame(np.diag(one["es_se"].to_numpy(dtype=float) ** 2), index=one["school"], columns=one["school"])
     t = se.table.set_index("school").loc[V.index]
     plc = ev.details[key]["placebo"]
     p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
@@ -153,3 +156,24 @@ def replicate(seed: int, method: str = "propensity", level: float = 0.95, **gen)
 def mc_se(values) -> float:
     v = np.asarray(values, dtype=float)
     return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+ONE_SCHOOL_GEN = dict(n_pl=1, n_comp=40, per_school=60)
+"""The one-PL-school study (benchmarks/sim_one_school.py, tests/test_one_school.py)."""
+
+
+def score_one(ing: dict, level: float = 0.95) -> dict:
+    """The figures of one replication with a single PL school (stage 2): the calibrated
+    interval's coverage of the program effect θ, the calibrated flag (p < 1 − level), and for
+    reference the student-level interval's coverage of θ + g and its flag."""
+    si = infer(ing)
+    c = si.calibration.schools.iloc[0]
+    theta, g, y = float(ing["theta"][0]), float(ing["g"][0]), float(ing["y"][0])
+    alpha = 1 - level
+    return {
+        "cal_ci_program": float(c["ci_low_calibrated"] <= theta <= c["ci_high_calibrated"]),
+        "flag": float(c["p_calibrated_adjusted"] < alpha),
+        "school_ci": float(ing["ci_low"][0] <= theta + g <= ing["ci_high"][0]),
+        "flag_uncalibrated": float(ing["pvalue"][0] < alpha),
+        "y": y, "se_calibrated": float(c["se_calibrated"]), "df_calibrated": float(c["df_calibrated"]),
+    }

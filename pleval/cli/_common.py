@@ -54,19 +54,43 @@ err_console = _Console(stderr=True)
 
 def table(title: str, columns: Iterable[str], left: Iterable[str] = (), **kw) -> "Table":
     """A rich table whose cells wrap rather than being cut off; ``left`` columns are
-    left-aligned, the others (numbers) right-aligned; ``kw`` go to ``rich.table.Table``."""
-    from rich.table import Table
-
+    left-aligned, the others (numbers) right-aligned; ``kw`` go to ``rich.table.Table``. Text
+    cells print a zero as ``0.00``, never ``-0.00`` (:func:`pleval._text.unsigned_zeros`)."""
     left = set(left)
-    t = Table(title=title, title_justify="left", **kw)
+    t = _table_class()(title=title, title_justify="left", **kw)
     for c in columns:
         t.add_column(c, justify="left" if c in left else "right", overflow="fold")
     return t
 
 
+@functools.cache
+def _table_class():
+    from rich.table import Table
+
+    from .._text import unsigned_zeros
+
+    class _Table(Table):
+        def add_row(self, *cells, **kw):
+            super().add_row(*(unsigned_zeros(c) if isinstance(c, str) else c for c in cells), **kw)
+
+    return _Table
+
+
+INTERNAL_EXIT = 1
+"""Exit code of an internal error (a bug in pleval); the user's input or environment gives 2."""
+
+# The command line's own exits and usage errors, which pass through (click's ClickException,
+# whichever click typer uses).
+_CLI_EXITS = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
+
+
 def handle_errors(func: Callable) -> Callable:
-    """Turn pleval/data errors and operating-system errors (a missing file, a full disk, a folder
-    that cannot be written) into one clear line on stderr and exit code 2.
+    """Turn pleval/data errors, value errors (a file that does not parse, an option out of
+    range) and operating-system errors (a missing file, a full disk, a folder that cannot be
+    written) into one clear line on stderr and exit code 2. Anything else (a ``KeyError``, a
+    ``TypeError``…) is a bug in pleval, not the user's doing: one line saying so, with the
+    exception's type and message and a request to report it, and exit code
+    :data:`INTERNAL_EXIT`.
 
     Set the environment variable ``PLEVAL_DEBUG=1`` (or pass ``--debug`` where a command
     offers it) to see the traceback instead. Python-style hints in messages
@@ -77,12 +101,23 @@ def handle_errors(func: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (PlevalError, ValueError, OSError, KeyError) as exc:
+        except _CLI_EXITS:
+            raise
+        except (PlevalError, ValueError, OSError) as exc:
             if kwargs.get("debug") or _debug_env():
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             err_console.print(f"[bold red]error:[/] {escape(cli_words(msg))}", highlight=False)
             raise typer.Exit(code=2) from None
+        except Exception as exc:
+            if kwargs.get("debug") or _debug_env():
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err_console.print(
+                f"[bold red]internal error:[/] {escape(type(exc).__name__ + (f': {msg}' if msg else ''))} — a bug in "
+                "pleval, not a problem with your data or options. Please report it with the command you ran and "
+                "its output with --debug (or PLEVAL_DEBUG=1), which shows where it happened.", highlight=False)
+            raise typer.Exit(code=INTERNAL_EXIT) from None
 
     return wrapper
 

@@ -212,6 +212,8 @@ def _schools_table(ev) -> Table | None:
     from .. import percentiles
 
     h = ev.heterogeneity
+    if len(h):
+        h = h[h["k"] > 1]  # a single PL school: _one_school_table
     if not len(h):
         return None
     cal = "calibrated_positive" in h.columns and h["calibrated_positive"].notna().any()
@@ -238,6 +240,49 @@ def _schools_table(ev) -> Table | None:
             "—" if pn != pn else f"{pn:.2f}", f"{pos}", f"{neg}", f"{alpha * int(r['k']):.1f} raw; any ≤{100 * alpha:.0f}%",
             f"{r.get('school_mdes_median', float('nan')):.3f}",
         )
+    notes = [f"{r['subject']}: {r['calibration_note']}" for _, r in h.iterrows()
+             if isinstance(r.get("calibration_note"), str) and r["calibration_note"]]
+    if notes:
+        t.caption, t.caption_justify = escape("\n".join(notes)), "left"
+    return t
+
+
+def _one_school_table(ev) -> Table | None:
+    """A subject with a single PL school: its estimate, and against the placebo spread the
+    calibrated SE, interval, p and verdict (or why there are none); why nothing is pooled."""
+    import numpy as np
+    import pandas as pd
+
+    from ..findings import note_text, subject_rows
+
+    h = ev.heterogeneity
+    if not len(h) or not (h["k"] == 1).any():
+        return None
+    lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
+    alpha = float(ev.options.get("alpha", 0.05))
+    t = table(f"One PL school: its effect against the spread of placebo schools (effect sizes; {lvl} CIs)",
+              ("subject", "school", "effect size (CI)", "τ placebo (k)", "SE with placebo spread", "calibrated CI",
+               "df", "p vs placebo", f"beyond placebo spread (α = {alpha:g})"), left=("subject", "school"))
+    why = []
+    for _, r in h[h["k"] == 1].iterrows():
+        sch = subject_rows(ev.schools, r["subject"])
+        x = sch[np.isfinite(sch["effect_size"].to_numpy(dtype=float))].iloc[0]
+        has = pd.notna(x.get("p_calibrated", np.nan))
+        verdict = "—" if not has else ("no" if x["p_calibrated_adjusted"] >= alpha else
+                                       "yes, " + ("above" if x["effect_size"] > 0 else "below") + " zero")
+        t.add_row(escape(str(r["subject"])), escape(str(x["school"])),
+                  f"{x['effect_size']:+.3f} ({x['es_ci_low']:+.3f}, {x['es_ci_high']:+.3f})",
+                  f"{r['tau_placebo']:.3f} ({int(r['placebo_k'])})" if has else "—",
+                  f"{x['se_calibrated']:.3f}" if has else "—",
+                  f"{x['ci_low_calibrated']:+.3f}, {x['ci_high_calibrated']:+.3f}" if has else "—",
+                  f"{x['df_calibrated']:.1f}" if has else "—",
+                  ("< 0.001" if x["p_calibrated"] < 0.001 else f"{x['p_calibrated']:.3f}") if has else "—", verdict)
+        why += [f"{r['subject']}: {w}" for w in (note_text(r, "calibration_note"), note_text(r, "not_estimable")) if w]
+    t.caption = escape("\n".join(["The school's estimate is the program's effect plus the school's own circumstances; "
+                                   "the calibrated interval counts the spread of placebo schools (comparison schools "
+                                   "analysed as if PL) as noise: SE = √(SE² + τ²_placebo), t with Satterthwaite df.",
+                                   *why]))
+    t.caption_justify = "left"
     return t
 
 
@@ -248,6 +293,9 @@ def _risk_table(ev) -> Table | None:
 
     s = ev.schools
     if not len(s) or "prob_negative" not in s.columns:
+        return None
+    s = s[np.isfinite(s["shrunk_es"].to_numpy(dtype=float))]  # a single PL school is not shrunk
+    if not len(s):
         return None
     prog = "prob_negative_program" in s.columns and s["prob_negative_program"].notna().any()
     cols = ["subject", "school", "effect size", "shrunken", "P(<0)"] + (["P(program <0)", "p vs placebo (adj.)"] if prog else [])
@@ -461,7 +509,7 @@ def estimate(
     console.print(_overall_table(ev))
     for s_ in ev.subjects:
         console.print(escape(ev.sentence(s_)), highlight=False)
-    for table in (_verdict_table(ev), _rating_table(ev), _outcomes_table(ev), _subgroup_table(ev), _schools_table(ev), _moderator_table(ev), _risk_table(ev)):
+    for table in (_verdict_table(ev), _rating_table(ev), _outcomes_table(ev), _subgroup_table(ev), _schools_table(ev), _one_school_table(ev), _moderator_table(ev), _risk_table(ev)):
         if table is not None:
             console.print(table)
     for n in ev.notes:

@@ -32,6 +32,14 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   the uncertainty of τ̂²_placebo widens the reference distribution). p-values are adjusted
   across the k schools (BH by default; with no program effect anywhere, BH's false-discovery
   rate is the chance that any school is flagged, so the default holds that family-wise rate).
+  The test needs only the school's own estimate and the placebo schools
+  (:func:`calibrated_tests`), so it is given for a **single PL school** too (k = 1, a district
+  asking whether the program worked in its one PL school, where the school's own deviation
+  matters most): the same formula, with nothing to adjust for. What needs the spread of
+  several PL schools — τ̂²_PL, τ̂²_program, the pooled mean, the prediction interval and both
+  shrinkages — is then not estimable, reported as NaN with :data:`ONE_SCHOOL` as the reason
+  (``note``). Fewer than 2 placebo estimates leave τ̂²_placebo, and so every calibrated figure,
+  undefined: :func:`calibrate` raises a :class:`DesignError` saying so.
 * Between-school variance of a school's total effect (program plus circumstances),
   ``σ² = τ²_program + τ²_placebo ≥ τ²_placebo``: a new PL school's effect is ``μ + v + u``. The
   placebo schools (usually four times as many as PL schools) pin down the second part, which
@@ -69,6 +77,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
+from ..errors import DesignError
 from ..inference import adjust_pvalues
 from ._tau2 import q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, rotate
@@ -83,12 +92,54 @@ def program_tau2_ci(y: np.ndarray, V: np.ndarray, tau2_placebo: float, level: fl
     return float(low), float(high)
 
 
+ONE_SCHOOL = ("one PL school: the pooled effect, τ² of PL schools, the program's own variation (τ²_program), the "
+              "prediction interval for a new school and shrinkage need the spread of at least 2 PL schools' estimates "
+              "and are not estimable; the school's own interval and its placebo-calibrated test need no other PL school")
+"""Why a single PL school's calibration leaves the between-PL-school quantities NaN."""
+
+_GROUP_COLUMNS = ("program_shrunk", "program_shrunk_sd", "prob_negative_program", "shrunk_total", "shrunk_total_sd",
+                  "reliability_total", "prob_negative_total")
+"""Per-school columns of :func:`calibrate` that need at least 2 PL schools."""
+
+
+def too_few_placebo(n: int) -> str:
+    """Why there are no placebo-calibrated figures with ``n`` < 2 placebo estimates."""
+    return (f"no placebo-calibrated figures: {n} placebo school(s) have an estimate, and the spread of school "
+            "estimates without the program (τ²_placebo) needs at least 2")
+
+
+def calibrated_tests(y, v, df, tau2_placebo: float, tau2_placebo_se: float, level: float = 0.95) -> dict:
+    """Each school's test and interval against the placebo spread (module docstring): with
+    ``v`` the sampling variances ``V_ss`` and ``d`` the schools' own df,
+    ``SE_cal = √(v + τ̂²_pb)``, ``ν = 2(v + τ̂²_pb)²/(2v²/d + SE_pb²)`` (Satterthwaite; the own
+    term is 0 where ``d`` is missing or infinite), ``t = y/SE_cal`` against t(ν) and the
+    interval ``y ± t_{ν, (1+level)/2} SE_cal``. Uses nothing but the school itself and the placebo
+    schools, so k = 1 and k ≥ 2 get the same figures (tested)."""
+    y, v, d = (np.asarray(a, dtype=float) for a in (y, v, df))
+    good = np.isfinite(d) & (d > 0)
+    own = np.where(good, 2 * v**2 / np.where(good, d, 1.0), 0.0)
+    se_cal = np.sqrt(v + tau2_placebo)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu = 2 * (v + tau2_placebo) ** 2 / (own + tau2_placebo_se**2)
+    nu = np.where(np.isfinite(nu) & (nu > 0), nu, np.inf)
+    crit = stats.t.ppf(0.5 + level / 2, nu)
+    return {
+        "se_calibrated": se_cal,
+        "df_calibrated": nu,
+        "ci_low_calibrated": y - crit * se_cal,
+        "ci_high_calibrated": y + crit * se_cal,
+        "p_calibrated": 2 * stats.t.sf(np.abs(y / se_cal), nu),
+    }
+
+
 @dataclass(frozen=True, repr=False)
 class Calibration(ResultMixin):
-    """Result of :func:`calibrate` for one group of PL schools (immutable)."""
+    """Result of :func:`calibrate` for one group of PL schools (immutable). With a single PL
+    school ``pl`` is None, the between-PL-school figures are NaN and ``note`` says why
+    (:data:`ONE_SCHOOL`)."""
 
     schools: pd.DataFrame
-    pl: MetaAnalysis
+    pl: MetaAnalysis | None
     placebo: MetaAnalysis
     tau2_program: float
     tau2_program_ci: tuple[float, float]
@@ -100,6 +151,7 @@ class Calibration(ResultMixin):
     se_total: float = math.nan
     pi: tuple[float, float] = (math.nan, math.nan)
     prob_negative_new: float = math.nan
+    note: str = ""
 
     @property
     def positive(self) -> int:
@@ -113,12 +165,13 @@ class Calibration(ResultMixin):
 
     def as_dict(self) -> dict:
         k = len(self.schools)
+        pl_ci = self.pl.tau2_ci if self.pl is not None else (math.nan, math.nan)
         return {
             "k_pl": k,
             "k_placebo": self.placebo.k,
-            "tau2_pl": self.pl.tau2,
-            "tau2_pl_ci_low": self.pl.tau2_ci[0],
-            "tau2_pl_ci_high": self.pl.tau2_ci[1],
+            "tau2_pl": self.pl.tau2 if self.pl is not None else math.nan,
+            "tau2_pl_ci_low": pl_ci[0],
+            "tau2_pl_ci_high": pl_ci[1],
             "tau2_placebo": self.placebo.tau2,
             "tau2_placebo_se": self.placebo.tau2_se,
             "tau2_placebo_ci_low": self.placebo.tau2_ci[0],
@@ -136,6 +189,7 @@ class Calibration(ResultMixin):
             "pi_low": self.pi[0],
             "pi_high": self.pi[1],
             "prob_negative_new": self.prob_negative_new,
+            "calibration_note": self.note,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -144,6 +198,19 @@ class Calibration(ResultMixin):
     def summary(self) -> str:
         d = self.as_dict()
         lv = f"{self.level:.0%}"
+        if self.pl is None:
+            r = self.schools.iloc[0]
+            verdict = ("beyond the placebo spread, " + ("positive" if r["effect_size"] > 0 else "negative")
+                       if r["p_calibrated_adjusted"] < self.alpha else "not beyond the placebo spread")
+            return "\n".join([
+                f"Placebo-calibrated school effect (1 PL school, {d['k_placebo']} placebo schools)",
+                f"  tau² of placebo schools {d['tau2_placebo']:.4f} ({lv} CI {d['tau2_placebo_ci_low']:.4f} to "
+                f"{d['tau2_placebo_ci_high']:.4f}; SE {d['tau2_placebo_se']:.4f})",
+                f"  school {r['school']}: effect size {r['effect_size']:.3f}, SE {r['es_se']:.3f}; with the placebo spread "
+                f"SE {r['se_calibrated']:.3f}, {lv} CI {r['ci_low_calibrated']:.3f} to {r['ci_high_calibrated']:.3f} "
+                f"(t, {r['df_calibrated']:.1f} df), p = {r['p_calibrated']:.3g}: {verdict} at alpha = {self.alpha:g}",
+                f"  {self.note}",
+            ])
         return "\n".join([
             f"Placebo-calibrated school effects (k = {d['k_pl']} PL, {d['k_placebo']} placebo schools)",
             f"  tau² of PL schools {d['tau2_pl']:.4f} ({lv} CI {d['tau2_pl_ci_low']:.4f} to {d['tau2_pl_ci_high']:.4f}); "
@@ -181,27 +248,28 @@ def calibrate(
     ``hartung_knapp``: the SE of μ̂ reported as ``se_total`` (the prediction interval integrates the
     variance uncertainty instead).
     """
-    y = np.asarray(y, dtype=float)
-    V = np.asarray(V, dtype=float)
+    y = np.atleast_1d(np.asarray(y, dtype=float))
+    V = np.atleast_2d(np.asarray(V, dtype=float))
     yp = np.asarray(placebo_y, dtype=float)
     Vp = np.asarray(placebo_V, dtype=float)
+    if yp.size < 2:
+        raise DesignError(too_few_placebo(yp.size))
+    if y.size < 1:
+        raise DesignError("no placebo-calibrated figures: no PL school has an estimate")
     se = np.sqrt(np.diag(V))
-    m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels)
     m_pb = meta_analysis(yp, np.sqrt(np.diag(Vp)), "REML", level=level, vcov=Vp)
     t2p = m_pb.tau2
+    tests = calibrated_tests(y, se**2, df, t2p, m_pb.tau2_se, level)
+    first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
+             "p_calibrated_adjusted": np.asarray(adjust_pvalues(tests["p_calibrated"], adjust))}
+    if y.size < 2:
+        schools = pd.DataFrame({**first, **{c: np.nan for c in _GROUP_COLUMNS}})
+        return Calibration(schools=schools, pl=None, placebo=m_pb, tau2_program=math.nan,
+                           tau2_program_ci=(math.nan, math.nan), alpha=float(alpha), adjust=adjust, level=float(level),
+                           note=ONE_SCHOOL)
+    m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels)
     tau2_program = max(0.0, m_pl.tau2 - t2p)
     ci = program_tau2_ci(y, V, t2p, level)
-
-    v = se**2
-    d = np.asarray(df, dtype=float)
-    own = np.where(np.isfinite(d) & (d > 0), 2 * v**2 / np.where(np.isfinite(d) & (d > 0), d, 1.0), 0.0)
-    se_cal = np.sqrt(v + t2p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nu = 2 * (v + t2p) ** 2 / (own + m_pb.tau2_se**2)
-    nu = np.where(np.isfinite(nu) & (nu > 0), nu, np.inf)
-    tstat = y / se_cal
-    p_cal = 2 * stats.t.sf(np.abs(tstat), nu)
-    crit = stats.t.ppf(0.5 + level / 2, nu)
     mu, _, shrunk, sd, _ = blup(y, V + t2p * np.eye(y.size), tau2_program,
                                 m_pl.tau2_se**2 + m_pb.tau2_se**2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -220,15 +288,7 @@ def calibrate(
         r = y - mu_t
         se2 *= float(r @ W @ r) / (k - 1)
     schools = pd.DataFrame({
-        "school": list(labels),
-        "effect_size": y,
-        "es_se": se,
-        "se_calibrated": se_cal,
-        "df_calibrated": nu,
-        "ci_low_calibrated": y - crit * se_cal,
-        "ci_high_calibrated": y + crit * se_cal,
-        "p_calibrated": p_cal,
-        "p_calibrated_adjusted": np.asarray(adjust_pvalues(p_cal, adjust)),
+        **first,
         "program_shrunk": shrunk,
         "program_shrunk_sd": sd,
         "prob_negative_program": p_neg,
@@ -242,4 +302,4 @@ def calibrate(
                        mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new)
 
 
-__all__ = ["calibrate", "Calibration", "program_tau2_ci"]
+__all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "ONE_SCHOOL", "too_few_placebo"]

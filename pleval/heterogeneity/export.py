@@ -53,6 +53,7 @@ _NUMERIC = [
     ("reliability", "Reliability", "0.00"),
     ("prob_negative", "P(effect < 0)", "0.00"),
     ("se_calibrated", "SE with placebo spread (ES)", "0.000"),
+    ("df_calibrated", "df with placebo spread", "0.0"),
     ("ci_low_calibrated", "Placebo-calibrated CI low (ES)", "0.000"),
     ("ci_high_calibrated", "Placebo-calibrated CI high (ES)", "0.000"),
     ("p_calibrated", "p vs placebo spread", "0.0000"),
@@ -113,6 +114,11 @@ def _groups(res: SchoolEffects):
 def _pooled_line(res: SchoolEffects, key) -> str:
     m = res.meta.get(key)
     if m is None:
+        c = res.counts.get(key)
+        if c is not None and c.k == 1:
+            from .calibration import ONE_SCHOOL
+
+            return f"Pooled: not estimable ({ONE_SCHOOL})."
         return "Pooled: not estimated (fewer than 2 schools)."
     from ..percentiles import to_percentile_points
 
@@ -310,7 +316,9 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
         ws["A1"].font = Font(bold=True, size=13)
         ws["A2"] = _pooled_line(res, key)
         ws["A2"].alignment = Alignment(wrap_text=False)
-        cols = [("school", "School", "@")] + _present_columns(sub) + [(c, c, "General") for c in extra] + [("note", "Note", "@")]
+        named = {c for c, _, _ in _NUMERIC}  # shown once, with its readable header
+        cols = ([("school", "School", "@")] + _present_columns(sub)
+                + [(c, c, "General") for c in extra if c not in named and sub[c].notna().any()] + [("note", "Note", "@")])
         hr = 4
         for j, (_, header, _) in enumerate(cols, 1):
             c = ws.cell(row=hr, column=j, value=header)

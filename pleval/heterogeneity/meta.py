@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Sequence
 
 import numpy as np
@@ -216,6 +216,16 @@ class MetaAnalysis(ResultMixin):
             "prob_negative_new": self.prob_negative_new,
             "level": self.level,
         }
+
+    @classmethod
+    def nan_dict(cls, k: int) -> dict:
+        """:meth:`as_dict`'s keys for a group that cannot be pooled (fewer than 2 schools): NaN
+        except ``k``, so tables keep their columns."""
+        nan = math.nan
+        kw = {f.name: nan for f in fields(cls)}
+        kw.update(method="", k=k, tau2_ci=(nan, nan), i2_ci=(nan, nan), h2_ci=(nan, nan), hartung_knapp=False,
+                  prediction="", estimates=np.empty(0), ses=np.empty(0), weights=np.empty(0), labels=(), vcov=None)
+        return cls(**kw).as_dict()
 
     def to_frame(self) -> pd.DataFrame:
         """One row of every pooled statistic."""

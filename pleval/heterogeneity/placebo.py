@@ -116,6 +116,11 @@ class PlaceboResult(ResultMixin):
         for r in self.comparison.itertuples(index=False):
             d = r._asdict()
             key = ", ".join(str(d[b]) for b in self.by) if self.by else "all"
+            if d["k_pl"] < 2:
+                gkey = tuple(d[b] for b in self.by)
+                c = self.calibration["all" if not self.by else (gkey[0] if len(gkey) == 1 else gkey)]
+                lines += [f"[{key}]", *c.summary().splitlines()[1:]]
+                continue
             lines += [
                 f"[{key}]",
                 f"  between-school SD (tau, effect size): PL schools {d['tau_pl']:.3f} (k = {d['k_pl']}); "
@@ -371,8 +376,9 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
         o = obs[np.isfinite(obs["effect_size"].to_numpy(dtype=float))]
         p = plc[np.isfinite(plc["effect_size"].to_numpy(dtype=float))]
         gkey = "all" if not by else (key[0] if len(key) == 1 else key)
-        if len(o) < 2 or len(p) < 2:
-            warnings.warn(f"{key}: fewer than 2 PL or placebo school estimates; no comparison", PlevalWarning, stacklevel=3)
+        if len(o) < 1 or len(p) < 2:
+            warnings.warn(f"{key}: no placebo-calibrated figures: {len(o)} PL and {len(p)} placebo school estimates "
+                          "(at least 1 PL and 2 placebo estimates are needed)", PlevalWarning, stacklevel=3)
             continue
         V = _group_vcov(observed.vcov, gkey, o)
         Vp = _group_vcov(placebo_vcov, gkey, p)
@@ -384,24 +390,25 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
             frame.insert(i, b, val)
         cal.append(frame)
         y = o["effect_size"].to_numpy(dtype=float)
-        w, _, _, r = wls_pieces(*rotate(y, V + c.placebo.tau2 * np.eye(y.size), np.ones((y.size, 1)))[:3], 0.0)
-        q_star = float(w @ r**2)
         sig = p["pvalue"].to_numpy(dtype=float) < alpha
         d = c.as_dict()
+        if c.pl is None:  # one PL school: no spread among PL schools to compare (Calibration.note)
+            spread = {"mean_pl": float(y[0]), "sd_pl": math.nan, "tau_pl": math.nan, "tau2_excess": math.nan,
+                      "share_excess": math.nan, "q_star": math.nan, "q_star_df": 0, "p_star": math.nan}
+        else:
+            w, _, _, r = wls_pieces(*rotate(y, V + c.placebo.tau2 * np.eye(y.size), np.ones((y.size, 1)))[:3], 0.0)
+            q_star = float(w @ r**2)
+            spread = {"mean_pl": c.pl.estimate, "sd_pl": float(np.std(y, ddof=1)), "tau_pl": c.pl.tau,
+                      "tau2_excess": c.tau2_program,
+                      "share_excess": c.tau2_program / c.pl.tau2 if c.pl.tau2 > 0 else 0.0,
+                      "q_star": q_star, "q_star_df": c.pl.k - 1, "p_star": float(stats.chi2.sf(q_star, c.pl.k - 1))}
         rows.append(
             {
                 **dict(zip(by, key)),
                 **d,
-                "mean_pl": c.pl.estimate,
+                **spread,
                 "mean_placebo": c.placebo.estimate,
-                "sd_pl": float(np.std(y, ddof=1)),
                 "sd_placebo": float(np.std(p["effect_size"], ddof=1)),
-                "tau_pl": c.pl.tau,
-                "tau2_excess": c.tau2_program,
-                "share_excess": c.tau2_program / c.pl.tau2 if c.pl.tau2 > 0 else 0.0,
-                "q_star": q_star,
-                "q_star_df": c.pl.k - 1,
-                "p_star": float(stats.chi2.sf(q_star, c.pl.k - 1)),
                 "alpha": alpha,
                 "placebo_significant_share": float(sig.mean()),
             }

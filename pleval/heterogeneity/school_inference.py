@@ -16,7 +16,9 @@ runs that step, the counts (:func:`~.multiplicity.significance_counts`) and the 
 (:func:`~.calibration.calibrate`, as :func:`~.placebo.placebo_schools` does) from stored
 ingredients, so a simulation study can score a method on saved estimates without re-running
 the matching (``benchmarks/sim_school_inference.py``). The formulas are those of the modules
-named; nothing is computed here.
+named; nothing is computed here. With a single PL school there is nothing to pool or shrink
+(``meta`` and ``shrinkage`` are None, ``note`` says why) and the calibration gives that school's
+test and interval (:data:`~.calibration.ONE_SCHOOL`; ``benchmarks/sim_one_school.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
-from .calibration import Calibration, calibrate
+from .calibration import ONE_SCHOOL, Calibration, calibrate
 from .meta import MetaAnalysis, Method, meta_analysis
 from .multiplicity import SignificanceCounts, significance_counts
 from .shrinkage import Shrinkage, empirical_bayes
@@ -46,19 +48,22 @@ def pool_schools(y, se, V=None, *, method: Method = "REML", hartung_knapp: bool 
 @dataclass(frozen=True, repr=False)
 class SchoolInference(ResultMixin):
     """Result of :func:`school_inference`: ``counts`` (uncalibrated, student-level p-values),
-    ``meta`` and ``shrinkage`` (:func:`pool_schools`), ``calibration`` (None without placebo
-    schools)."""
+    ``meta`` and ``shrinkage`` (:func:`pool_schools`; None for a single PL school, with ``note``
+    saying why), ``calibration`` (None without placebo schools)."""
 
     counts: SignificanceCounts
-    meta: MetaAnalysis
-    shrinkage: Shrinkage
+    meta: MetaAnalysis | None
+    shrinkage: Shrinkage | None
     calibration: Calibration | None = None
+    note: str = ""
 
     def to_frame(self) -> pd.DataFrame:
-        return self.calibration.schools.copy() if self.calibration is not None else self.shrinkage.to_frame()
+        if self.calibration is not None:
+            return self.calibration.schools.copy()
+        return self.shrinkage.to_frame() if self.shrinkage is not None else pd.DataFrame()
 
     def summary(self) -> str:
-        parts = [self.meta.summary(), self.counts.summary()]
+        parts = [self.meta.summary() if self.meta is not None else f"Not estimable: {self.note}", self.counts.summary()]
         if self.calibration is not None:
             parts.append(self.calibration.summary())
         return "\n".join(parts)
@@ -79,13 +84,16 @@ def school_inference(labels, y, V, df, pvalue, placebo_y=None, placebo_V=None, *
     V = np.asarray(V, dtype=float)
     se = np.sqrt(np.diag(V))
     counts = significance_counts(y, np.asarray(pvalue, dtype=float), alpha=alpha, method=adjust)
-    meta, shrink = pool_schools(y, se, V, method=method, hartung_knapp=hartung_knapp, level=level,
-                                prediction=prediction, labels=labels)
+    meta = shrink = None
+    if y.size > 1:
+        meta, shrink = pool_schools(y, se, V, method=method, hartung_knapp=hartung_knapp, level=level,
+                                    prediction=prediction, labels=labels)
     cal = None
     if placebo_y is not None:
         cal = calibrate(labels, y, V, df, placebo_y, placebo_V, alpha=alpha, adjust=adjust, level=level,
                         hartung_knapp=hartung_knapp)
-    return SchoolInference(counts=counts, meta=meta, shrinkage=shrink, calibration=cal)
+    return SchoolInference(counts=counts, meta=meta, shrinkage=shrink, calibration=cal,
+                           note=ONE_SCHOOL if y.size == 1 else "")
 
 
 __all__ = ["school_inference", "pool_schools", "SchoolInference"]

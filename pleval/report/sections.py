@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import stats
 
 from .. import percentiles
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, significance,
-                        overall_rows, subject_rows, title, verdict_rows)
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
+                        one_school_parts, significance, overall_rows, subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -89,7 +89,9 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
         if r is not None:
             lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
         h = het_row(ev, s)
-        if h is not None:
+        if h is not None and note_text(h, "not_estimable"):  # one PL school
+            lines.append(one_school_parts(ev, s, h)[1])
+        elif h is not None:
             counts = (
                 f"beyond the placebo spread (what school circumstances alone produce), {int(h['calibrated_positive'])} "
                 f"positive and {int(h['calibrated_negative'])} negative of {int(h['k'])} after multiplicity adjustment "
@@ -98,7 +100,8 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                 if pd.notna(h.get("calibrated_positive", np.nan))
                 else f"{int(h['count_positive_adjusted'])} significantly positive and "
                 f"{int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after multiplicity "
-                "adjustment (school circumstances not allowed for: placebo schools were not run)"
+                "adjustment (school circumstances not allowed for: "
+                f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})"
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
         cards.append(Headline(
@@ -550,7 +553,9 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
 
 
 def _present(frame: pd.DataFrame) -> list[SchoolColumn]:
-    return [c for c in SCHOOL_COLUMNS if all(n in frame.columns for n in c.needs)]
+    """The columns whose sources ``frame`` has, with a value somewhere (a single PL school has
+    no shrunken columns)."""
+    return [c for c in SCHOOL_COLUMNS if all(n in frame.columns and frame[n].notna().any() for n in c.needs)]
 
 
 def school_table(schools: pd.DataFrame, context: TableContext = TableContext()) -> pd.DataFrame:
@@ -612,11 +617,13 @@ def heterogeneity(ev: "Evaluation", figures: Collection[str]) -> Section:
     table = pd.DataFrame({"": [label for label, _ in fields],
                           **{str(h["subject"]): [h[key] for _, key in fields] for h in rows}})
     blocks: list = [Bullets(tuple(h["parts"]), title=str(h["subject"])) for h in rows]
-    blocks.append(Table(table, note=(
-        f"Random-effects meta-analysis of the school effect sizes ({rows[0]['method']} estimate of τ²; Q-profile CI "
-        "for τ); prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson & Spiegelhalter 2009). Adjusted "
-        f"counts use {rows[0]['adjustment']}."
-    )))
+    method = next((h["method"] for h in rows if h["method"]), "")
+    note = [f"Random-effects meta-analysis of the school effect sizes ({method} estimate of τ²; Q-profile CI for τ); "
+            "prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson & Spiegelhalter 2009). Adjusted counts use "
+            f"{rows[0]['adjustment']}."] if method else []
+    if any(h["k"] == "1" for h in rows):
+        note.append("— marks a figure that needs at least 2 PL schools (one PL school here).")
+    blocks.append(Table(table, note=" ".join(note)))
     blocks += _figures(ev, figures, "distribution", "Histogram of school estimates, their shrunken values, the "
                        "placebo schools and the estimated distribution of true school effects N(μ, τ²).")
     return Section("heterogeneity", "Heterogeneity: how much do schools differ?", tuple(blocks))

@@ -1,0 +1,215 @@
+"""A single PL school (issue 11): its placebo-calibrated test and interval, the figures that need
+several PL schools reported as not estimable with the reason, and why there is no calibration
+when there are too few placebo schools — in the Python results, the CLI, the CSV/XLSX and the
+report; and by simulation the calibrated interval's coverage of the program effect and the flag
+rate with no program effect (tests/_school_sim.py's generator, one PL school)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+from typer.testing import CliRunner
+
+import pleval
+from pleval.cli import app
+from pleval.errors import DesignError, PlevalWarning
+from pleval.heterogeneity import calibrate, school_inference
+from pleval.heterogeneity.calibration import ONE_SCHOOL
+
+from ._school_sim import ONE_SCHOOL_GEN, generate, ingredients, mc_se, score_one
+from .conftest import sim_scale
+
+
+def _reml(y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """τ̂² by REML with the full covariance V (a bounded 1-D search of the restricted
+    log-likelihood) and its SE from the REML information ½ tr(P²): independent of pleval."""
+    one = np.ones(y.size)
+
+    def nll(t):
+        W = np.linalg.inv(V + t * np.eye(y.size))
+        s = one @ W @ one
+        r = y - (one @ W @ y) / s
+        return 0.5 * (np.linalg.slogdet(V + t * np.eye(y.size))[1] + math.log(s) + r @ W @ r)
+
+    t = optimize.minimize_scalar(nll, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-13}).x
+    t = 0.0 if nll(0.0) <= nll(t) else t
+    W = np.linalg.inv(V + t * np.eye(y.size))
+    P = W - np.outer(W @ one, one @ W) / (one @ W @ one)
+    return t, math.sqrt(2.0 / np.trace(P @ P))
+
+
+def _direct(y, v, d, t2p, se_pb, level=0.95):
+    """The calibrated figures of one school straight from the formula (docs/heterogeneity.md)."""
+    se_cal = math.sqrt(v + t2p)
+    nu = 2 * (v + t2p) ** 2 / (2 * v**2 / d + se_pb**2)
+    q = stats.t.ppf(0.5 + level / 2, nu)
+    return {"se_calibrated": se_cal, "df_calibrated": nu, "ci_low_calibrated": y - q * se_cal,
+            "ci_high_calibrated": y + q * se_cal, "p_calibrated": 2 * stats.t.sf(abs(y) / se_cal, nu)}
+
+
+def _placebo(seed=4, m=30):
+    rng = np.random.default_rng(seed)
+    vp = rng.uniform(0.01, 0.03, m)
+    A = rng.normal(0, 0.004, (m, m))
+    Vp = np.diag(vp) + (A @ A.T) * 0.2  # a full (correlated) placebo covariance
+    return rng.multivariate_normal(np.zeros(m), Vp + 0.012 * np.eye(m)), Vp
+
+
+def test_one_school_equals_the_direct_formula():
+    yp, Vp = _placebo()
+    t2p, se_pb = _reml(yp, Vp)
+    c = calibrate(["A"], [0.21], [[0.016]], [37.0], yp, Vp)
+    assert c.placebo.tau2 == pytest.approx(t2p, abs=1e-7) and c.placebo.tau2_se == pytest.approx(se_pb, rel=1e-5)
+    want = _direct(0.21, 0.016, 37.0, c.placebo.tau2, c.placebo.tau2_se)
+    row = c.schools.iloc[0]
+    for k, v in want.items():
+        assert row[k] == pytest.approx(v, rel=1e-12), k
+    assert row["p_calibrated_adjusted"] == pytest.approx(want["p_calibrated"], rel=1e-12)  # one test: nothing to adjust
+    # against the independent REML too (to its search tolerance)
+    assert row["se_calibrated"] == pytest.approx(_direct(0.21, 0.016, 37.0, t2p, se_pb)["se_calibrated"], rel=1e-6)
+
+
+def test_one_school_is_the_k_school_formula_per_school():
+    """Each school's calibrated figures are the same alone and among k schools: the per-school
+    path uses only the school and the placebo schools."""
+    yp, Vp = _placebo(7)
+    rng = np.random.default_rng(1)
+    k = 6
+    y, v, d = rng.normal(0, 0.2, k), rng.uniform(0.01, 0.04, k), rng.uniform(20, 80, k)
+    V = np.diag(v) + 0.002 * (np.ones((k, k)) - np.eye(k))
+    labels = [f"S{i}" for i in range(k)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        many = calibrate(labels, y, V, d, yp, Vp).schools.set_index("school")
+    cols = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated"]
+    for i, lab in enumerate(labels):
+        one = calibrate([lab], y[i : i + 1], V[i : i + 1, i : i + 1], d[i : i + 1], yp, Vp).schools.iloc[0]
+        np.testing.assert_allclose(one[cols].to_numpy(dtype=float), many.loc[lab, cols].to_numpy(dtype=float),
+                                   rtol=1e-13, err_msg=lab)
+
+
+def test_one_school_reports_what_is_not_estimable_and_why():
+    yp, Vp = _placebo()
+    c = calibrate(["A"], [0.3], [[0.01]], [50.0], yp, Vp)
+    d = c.as_dict()
+    assert c.pl is None and c.note == ONE_SCHOOL and d["calibration_note"] == ONE_SCHOOL
+    for key in ("tau2_pl", "tau2_program", "tau2_program_ci_low", "tau2_total", "pi_low", "pi_high", "prob_negative_new"):
+        assert math.isnan(d[key]), key
+    assert math.isfinite(d["tau2_placebo"]) and d["k_pl"] == 1
+    assert c.schools[["program_shrunk", "shrunk_total", "prob_negative_total"]].isna().all().all()
+    assert "not estimable" in c.summary() and "SE" in c.summary()
+    si = school_inference(["A"], [0.3], [[0.01]], [50.0], [0.003], yp, Vp)
+    assert si.meta is None and si.shrinkage is None and si.note == ONE_SCHOOL
+    assert "Not estimable" in si.summary() and len(si.to_frame()) == 1
+    assert c.positive + c.negative == int(c.schools["p_calibrated"].iloc[0] < 0.05)
+
+
+def test_too_few_placebo_schools_say_why():
+    with pytest.raises(DesignError, match="1 placebo school.*needs at least 2"):
+        calibrate(["A"], [0.3], [[0.01]], [50.0], [0.1], [[0.01]])
+
+
+# --------------------------------------------------------------------------------------------
+# pleval estimate end to end: Python, CLI, CSV/XLSX, report
+# --------------------------------------------------------------------------------------------
+GEN = dict(n_pl=1, n_comp=12, per_school=50, delta=0.10)
+
+
+@pytest.fixture(scope="module")
+def one_school(tmp_path_factory):
+    df, truth, _ = generate(21, **GEN)
+    path = tmp_path_factory.mktemp("one") / "one_school.csv"
+    df.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(df, seed=2, sd=15.0)
+    out = path.parent / "results"
+    r = CliRunner().invoke(app, ["estimate", str(path), "--out", str(out), "--seed", "2", "--sd", "15"])
+    assert r.exit_code == 0, r.output
+    return ev, out, r.output
+
+
+def test_estimate_gives_the_single_school_its_calibrated_figures(one_school):
+    ev, _, _ = one_school
+    s = ev.schools
+    assert len(s) == 1
+    row = s.iloc[0]
+    plc = ev.details["math"]["placebo"]
+    p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
+    Vp = plc.placebo_vcov["math"].loc[p["school"], p["school"]].to_numpy()
+    t2p, se_pb = _reml(p["effect_size"].to_numpy(dtype=float), Vp)
+    want = _direct(row["effect_size"], row["es_se"] ** 2, row["df"], t2p, se_pb)
+    for k, v in want.items():
+        assert row[k] == pytest.approx(v, rel=1e-5), k
+    h = ev.heterogeneity.iloc[0]
+    assert h["k"] == 1 and h["not_estimable"] == ONE_SCHOOL and h["calibration_note"] == ""
+    assert math.isnan(h["estimate"]) and math.isnan(h["tau2"]) and math.isnan(h["pi_low"])
+    assert h["tau2_placebo"] == pytest.approx(t2p, abs=1e-7) and h["placebo_k"] == len(p)
+    assert h["calibrated_positive"] + h["calibrated_negative"] == int(row["p_calibrated_adjusted"] < 0.05)
+    assert "are not estimable" in ev.summary() and f"{row['ci_low_calibrated']:+.3f} to" in ev.summary()
+
+
+def test_cli_csv_xlsx_and_report_carry_the_calibrated_figures(one_school):
+    ev, out, output = one_school
+    csv = pd.read_csv(out / "school_effects.csv")
+    cols = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated"]
+    np.testing.assert_allclose(csv[cols].to_numpy(dtype=float), ev.schools[cols].to_numpy(dtype=float), rtol=1e-9)
+    het = pd.read_csv(out / "heterogeneity.csv")
+    assert het["not_estimable"].iloc[0] == ONE_SCHOOL and math.isnan(het["estimate"].iloc[0])
+    from openpyxl import load_workbook
+
+    ws = load_workbook(out / "school_effects.xlsx")["math"]
+    cells = [c for r in ws.iter_rows(values_only=True) for c in r if c is not None]
+    assert "SE with placebo spread (ES)" in cells and "df with placebo spread" in cells
+    assert cells.count("SE with placebo spread (ES)") == 1 and "se_calibrated" not in cells  # shown once
+    assert any(isinstance(c, str) and "not estimable" in c for c in cells)
+    r = ev.schools.iloc[0]
+    text = " ".join(output.split())
+    assert "One PL school" in text and f"{r['se_calibrated']:.3f}" in text
+    assert f"{r['ci_low_calibrated']:+.3f}, {r['ci_high_calibrated']:+.3f}" in text
+    assert "not estimable" in text
+    html = (out / "report.html").read_text()
+    assert f"{r['ci_low_calibrated']:+.3f} to {r['ci_high_calibrated']:+.3f}" in html
+    assert "need the spread of at least 2 PL schools" in html
+
+
+def test_no_placebo_schools_say_why(tmp_path):
+    df, _, _ = generate(5, n_pl=1, n_comp=3, per_school=50)  # placebo schools need at least 4 comparison schools
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(df, seed=1, sd=15.0, sensitivity=False)
+        off = pleval.estimate(df, seed=1, sd=15.0, sensitivity=False, placebo=False)
+    h = ev.heterogeneity.iloc[0]
+    assert h["calibration_note"].startswith("no placebo-calibrated figures: no placebo schools")
+    assert "at least 4 comparison schools" in h["calibration_note"]
+    assert "placebo schools were not run" in off.heterogeneity.iloc[0]["calibration_note"]
+    assert "at least 4 comparison schools" in pleval.findings.text_summary(ev)
+    path = tmp_path / "few.csv"
+    df.to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["estimate", str(path), "--out", str(tmp_path / "out"), "--sd", "15"])
+    assert r.exit_code == 0, r.output
+    assert "at least 4 comparison schools" in " ".join(r.output.split())
+
+
+# --------------------------------------------------------------------------------------------
+# Simulation: coverage of θ and the flag rate with no program effect
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("delta", [0.0, 0.10])
+def test_calibrated_interval_covers_the_program_effect_of_one_school(delta):
+    """The study of docs/validation.md ("One PL school"): at full size (PLEVAL_SIM_SCALE=1) 400
+    replications per δ, seeds 0–399, as ``benchmarks/sim_one_school.py``. One replication is a
+    whole ``pleval.estimate`` with a placebo matching run per two comparison schools, so the
+    reduced run shrinks with the square of the scale (25 replications at make test's 0.25)."""
+    reps = max(12, round(400 * sim_scale() ** 2))
+    rows = pd.DataFrame([score_one(ingredients(seed, "propensity", **ONE_SCHOOL_GEN, delta=delta)[0])
+                         for seed in range(reps)])
+    cov, flag = rows["cal_ci_program"], rows["flag"]
+    assert (cov + flag == 1).all()  # θ = 0: the interval misses exactly when the school is flagged
+    assert 0.93 - 3 * mc_se(cov) <= cov.mean() <= 0.97 + 3 * mc_se(cov), (cov.mean(), mc_se(cov))
+    assert flag.mean() <= 0.07 + 3 * math.sqrt(0.07 * 0.93 / reps), flag.mean()
