@@ -158,7 +158,7 @@ def mc_se(values) -> float:
     return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
-ONE_SCHOOL_GEN = dict(n_pl=1, n_comp=40, per_school=60)
+ONE_SCHOOL_GEN = dict(n_pl=1, n_comp=24, per_school=60)
 """The one-PL-school study (benchmarks/sim_one_school.py, tests/test_one_school.py)."""
 
 
