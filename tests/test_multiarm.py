@@ -1,11 +1,15 @@
 """Multi-arm trials: the joint model against statsmodels, Holm against statsmodels' multipletests,
-Dunnett against scipy.stats.dunnett on Dunnett's (1955) example, and `pleval rct --control`."""
+Dunnett against scipy.stats.dunnett on Dunnett's (1955) example, against multcomp's printed R output
+(recovery, tox, litter) and against an exact quadrature, and `pleval rct --control`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize, special
 import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -15,6 +19,8 @@ from pleval.cli import app
 from pleval.data import Columns
 from pleval.errors import DataError, DesignError
 from pleval.multiarm import analyze_multiarm
+
+REF = Path(__file__).parent / "reference"
 
 from ._rct_sim import make_cluster_rct
 from .test_rct import COLS
@@ -45,6 +51,99 @@ def test_dunnett_equals_scipy_on_dunnetts_example():
     again = analyze_multiarm(df, Columns(outcome="y", treatment="arm"), "c", design="individual", vcov="classical",
                              adjust="dunnett")
     assert again.pvalue_adjusted == res.pvalue_adjusted
+
+
+def _dunnett_exact_crit(n_control, n_arms, df, level=0.95):
+    """Two-sided Dunnett critical value by quadrature (no Monte Carlo): with one control and
+    classical variances corr(T_a, T_b) = λ_a λ_b, λ_a = √{n_a/(n_a + n_0)}, so
+    P(max|T_a| < q) = E_{s,z} Π_a [Φ((qs + λ_a z)/√(1 − λ_a²)) − Φ((−qs + λ_a z)/√(1 − λ_a²))],
+    z ~ N(0, 1) and s ~ √(χ²_df/df) (Dunnett 1955), on a Gauss–Legendre grid in s and a fine grid in z."""
+    lam = np.sqrt(np.asarray(n_arms, float) / (np.asarray(n_arms, float) + n_control))
+    z = np.linspace(-9.0, 9.0, 201)
+    wz = stats.norm.pdf(z) * (z[1] - z[0])
+    x, w = np.polynomial.legendre.leggauss(101)
+    lo, hi = 1e-6, 1.0 + 12.0 / np.sqrt(df)
+    s = (hi - lo) / 2 * x + (hi + lo) / 2
+    ws = w * (hi - lo) / 2 * stats.chi.pdf(s * np.sqrt(df), df) * np.sqrt(df)
+    S, Z, L = s[:, None, None], z[None, :, None], lam[None, None, :]
+    r = np.sqrt(1.0 - L**2)
+
+    def inside(q):
+        return ws @ (special.ndtr((q * S + L * Z) / r) - special.ndtr((-q * S + L * Z) / r)).prod(-1) @ wz
+
+    return optimize.brentq(lambda q: inside(q) - level, 1.5, 4.0, xtol=1e-10)
+
+
+def test_dunnett_against_multcomp_recovery():
+    """multcomp's ``glht(aov(minutes ~ blanket, data = recovery), mcp(blanket = "Dunnett"))``,
+    printed in multcomp's inst/MCMT/MCMT.Rout.save (R 2.6.1, 2007) and MCMT.Rout (R 3.0.2, 2013),
+    reproducing Westfall et al. (1999), Multiple Comparisons and Multiple Tests Using the SAS
+    System, pp. 78–79; data multcomp ``recovery`` (tests/reference/multcomp_recovery.csv).
+    ``summary()``: estimates −2.1333, −7.4667, −1.6667; SEs 1.6038, 1.6038, 0.8848; t −1.330,
+    −4.656, −1.884; adjusted p 0.456, < 0.001, 0.182 (both runs). ``confint()``: quantile 2.4887
+    (2007) / 2.4884 (2013); b1 − b0 −6.1247 to 1.8581 (2007) / −6.1241 to 1.8575 (2013), b2 − b0
+    −11.4581 to −3.4753 / b3 − b0 −3.8686 to 0.5353 (2007). The two R runs differ by 3e−4 in the
+    quantile: mvtnorm's randomized QMC with its default abseps = 0.001. pleval's integration
+    error is about 1e−5, checked against the exact quadrature."""
+    df = pd.read_csv(REF / "multcomp_recovery.csv")
+    res = analyze_multiarm(df, Columns(outcome="minutes", treatment="blanket"), "b0", design="individual",
+                           vcov="classical", adjust="dunnett")
+    f = res.to_frame().set_index("arm").loc[["b1", "b2", "b3"]]
+    np.testing.assert_allclose(f["estimate"].round(4), [-2.1333, -7.4667, -1.6667], atol=1e-12)
+    np.testing.assert_allclose(f["se"].round(4), [1.6038, 1.6038, 0.8848], atol=1e-12)
+    np.testing.assert_allclose((f["estimate"] / f["se"]).round(3), [-1.330, -4.656, -1.884], atol=1e-12)
+    # adjusted p: printed to 3 digits, identical in both runs
+    np.testing.assert_allclose(f.loc[["b1", "b3"], "pvalue_adjusted"].round(3), [0.456, 0.182], atol=1e-12)
+    assert f.loc["b2", "pvalue_adjusted"] < 0.001
+    # the critical value: exact to 1e-4, and inside the spread of the two R runs ± mvtnorm's error
+    crit = (f["simultaneous_ci_high"] - f["estimate"]) / f["se"]
+    np.testing.assert_allclose(crit, crit.iloc[0], rtol=1e-12)
+    exact = _dunnett_exact_crit(20, [3, 3, 15], 37)
+    assert crit.iloc[0] == pytest.approx(exact, abs=1e-4)
+    assert abs(crit.iloc[0] - 2.4887) < 5e-4 and abs(crit.iloc[0] - 2.4884) < 5e-4
+    for r_lo, r_hi, lo, hi in [((-6.1247, -6.1241), (1.8581, 1.8575), *f.loc["b1", ["simultaneous_ci_low", "simultaneous_ci_high"]]),
+                               ((-11.4581, -11.4575), (-3.4753, -3.4759), *f.loc["b2", ["simultaneous_ci_low", "simultaneous_ci_high"]])]:
+        assert min(r_lo) - 1e-3 < lo < max(r_lo) + 1e-3 and min(r_hi) - 1e-3 < hi < max(r_hi) + 1e-3
+    assert f.loc["b3", "simultaneous_ci_low"] == pytest.approx(-3.8686, abs=1e-3)
+    assert f.loc["b3", "simultaneous_ci_high"] == pytest.approx(0.5353, abs=1e-3)
+
+
+def test_dunnett_against_multcomp_tox_six_arms():
+    """multcomp ``glht(aov(gain ~ g, data = tox), mcp(g = "Dunnett"))``, ``confint()``
+    (Westfall et al. 1999, p. 56; multcomp inst/MCMT; data tests/reference/multcomp_tox.csv):
+    residual SE 14.49154 on 21 df; estimates −9.48, −24.90, −33.24, −13.50, −20.70, −31.14;
+    quantile 2.7909 (R 2.6.1) / 2.7894 (R 3.0.2); g1 − g0 −38.0785 to 19.1185 (2007) /
+    −38.0628 to 19.1028 (2013). The R runs differ by 1.5e−3 in the quantile (mvtnorm abseps
+    0.001); the exact quadrature gives 2.78972."""
+    df = pd.read_csv(REF / "multcomp_tox.csv")
+    res = analyze_multiarm(df, Columns(outcome="gain", treatment="group"), "g0", design="individual",
+                           vcov="classical", adjust="dunnett")
+    f = res.to_frame().set_index("arm").loc[[f"g{i}" for i in range(1, 7)]]
+    np.testing.assert_allclose(f["estimate"].round(4), [-9.48, -24.90, -33.24, -13.50, -20.70, -31.14], atol=1e-12)
+    sigma = f["se"].iloc[0] / np.sqrt(1 / 4 + 1 / 4)
+    assert round(sigma, 5) == 14.49154 and (f["df"] == 21).all()
+    crit = (f["simultaneous_ci_high"] - f["estimate"]) / f["se"]
+    assert crit.iloc[0] == pytest.approx(_dunnett_exact_crit(4, [4] * 6, 21), abs=1e-4)
+    assert 2.7894 - 1e-3 < crit.iloc[0] < 2.7909 + 1e-3
+    lo, hi = f.loc["g1", ["simultaneous_ci_low", "simultaneous_ci_high"]]
+    assert -38.0785 - 0.01 < lo < -38.0628 + 0.01 and 19.1028 - 0.01 < hi < 19.1185 + 0.01
+
+
+def test_covariate_adjusted_arms_against_multcomp_litter():
+    """multcomp ``glht(aov(weight ~ dose + gesttime + number, data = litter), mcp(dose = K))``,
+    ``summary(gh, test = univariate())`` (Westfall et al. 1999, p. 110; multcomp inst/MCMT;
+    data multcomp ``litter``, tests/reference/multcomp_litter.csv): control − dose 5, 50, 500 is
+    3.3524 (SE 1.2908, t 2.597, p 0.0115), 2.2909 (1.3384, 1.712, 0.0915), 2.6752 (1.3343,
+    2.005, 0.0490); pleval reports dose − control, so the signs flip."""
+    df = pd.read_csv(REF / "multcomp_litter.csv")
+    res = analyze_multiarm(df, Columns(outcome="weight", treatment="dose", covariates=("gesttime", "number")), 0,
+                           design="individual", vcov="classical", adjust="none")
+    f = res.to_frame().set_index("arm").loc[[5, 50, 500]]
+    np.testing.assert_allclose(f["estimate"].round(4), [-3.3524, -2.2909, -2.6752], atol=1e-12)
+    np.testing.assert_allclose(f["se"].round(4), [1.2908, 1.3384, 1.3343], atol=1e-12)
+    np.testing.assert_allclose((f["estimate"] / f["se"]).round(3), [-2.597, -1.712, -2.005], atol=1e-12)
+    np.testing.assert_allclose(f["pvalue"].round(4), [0.0115, 0.0915, 0.0490], atol=1e-12)
+    assert (f["df"] == 74 - 6).all()
 
 
 @pytest.fixture(scope="module")
