@@ -141,12 +141,15 @@ def test_propensity_overlap_panels_and_densities():
     fig = plots.propensity_overlap(ps, t, weights=w)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
-    bars = [p for c in ax.containers for p in c]
-    heights = np.array([p.get_height() for p in bars])
-    widths = np.array([p.get_width() for p in bars])
-    # Each group's bars are a density: the positive (treated) and negative (comparison) areas are 1.
-    assert (heights[heights > 0] * widths[heights > 0]).sum() == pytest.approx(1.0)
-    assert (-heights[heights < 0] * widths[heights < 0]).sum() == pytest.approx(1.0)
+    from matplotlib.patches import StepPatch
+
+    steps = [p.get_data() for p in ax.patches if isinstance(p, StepPatch)]
+    assert len(steps) == 2
+    # Each group's histogram is a density: the positive (treated) and negative (comparison) areas are 1.
+    areas = [(d.values * np.diff(d.edges)).sum() for d in steps]
+    assert areas == [pytest.approx(1.0), pytest.approx(-1.0)]
+    hist, _ = np.histogram(ps[t == 1], bins=steps[0].edges, density=True)
+    assert steps[0].values == pytest.approx(hist)
     _png_ok(fig)
     assert len(plots.propensity_overlap(ps, t, logit=True).axes) == 1
     with pytest.raises(DataError, match="differ in length"):
@@ -265,17 +268,35 @@ def _svg_texts(svg: bytes) -> list[str]:
     lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
 ])
 def test_png_and_svg_from_one_layout_equal_the_separate_saves(make):
-    """to_png_svg lays the figure out once for both formats: its PNG is pixel for pixel the
-    PNG of to_png at the same dpi, its SVG draws the same strings as to_svg with the same page
-    size to a pixel, and the figure is left as it was (layout engine, dpi, canvas)."""
+    """to_png_svg draws the figure once: its PNG is matplotlib's own drawing of the figure
+    (savefig without a box, as laid out) cut to the tight box padded by 0.1 inch, pixel for
+    pixel, white in the padding beyond the figure's edge, and as large as savefig's tight PNG
+    to a pixel; its SVG draws the same strings as to_svg with the same page size to a pixel;
+    to_png gives the same PNG; and the figure is left as it was (layout engine, dpi, canvas)."""
     fig = make()
     engine, dpi, canvas = type(fig.get_layout_engine()), fig.dpi, fig.canvas
     png, svg = plots.to_png_svg(fig, dpi=120)
     assert (type(fig.get_layout_engine()), fig.dpi, fig.canvas) == (engine, dpi, canvas)
-    ref_png, ref_svg = plots.to_png(make(), dpi=120), plots.to_svg(make())
-    a, b = (np.asarray(Image.open(io.BytesIO(x))) for x in (png, ref_png))
-    assert a.shape == b.shape and (a == b).all()
-    assert Image.open(io.BytesIO(png)).info["dpi"] == pytest.approx((120, 120), abs=0.5)
+    ref_svg = plots.to_svg(make())
+    tight = io.BytesIO()
+    make().savefig(tight, format="png", dpi=120, bbox_inches="tight", facecolor="white")
+    im = Image.open(io.BytesIO(png))
+    assert im.mode == "RGB" and im.info["dpi"] == pytest.approx((120, 120), abs=0.5)
+    a = np.asarray(im)
+    assert a.shape[0] - Image.open(tight).size[1] in (0, 1, 2) and a.shape[1] - Image.open(tight).size[0] in (0, 1, 2)
+
+    whole = make()  # the same figure drawn whole by savefig, at the same dpi
+    whole.set_dpi(120)
+    whole.draw_without_rendering()
+    box = whole.get_tightbbox().padded(0.1)
+    buf = io.BytesIO()
+    whole.savefig(buf, format="png", dpi=120, facecolor="white")
+    full = np.asarray(Image.open(buf).convert("RGB"))
+    x0, top = int(np.floor(box.x0 * 120)), full.shape[0] - int(np.ceil(box.y1 * 120))
+    canvas_ = np.full((a.shape[0] + 2 * a.shape[0], a.shape[1] + 2 * a.shape[1], 3), 255, np.uint8)
+    canvas_[a.shape[0] - top : a.shape[0] - top + full.shape[0], a.shape[1] - x0 : a.shape[1] - x0 + full.shape[1]] = full
+    expected = canvas_[a.shape[0] : 2 * a.shape[0], a.shape[1] : 2 * a.shape[1]]
+    assert (a == expected).all()
     assert svg.lstrip().startswith(b"<?xml") and _svg_texts(svg) == _svg_texts(ref_svg) and len(_svg_texts(svg)) > 5
 
     def size(s: bytes) -> tuple[float, float]:
@@ -285,4 +306,32 @@ def test_png_and_svg_from_one_layout_equal_the_separate_saves(make):
         return float(w), float(h)
 
     assert size(svg) == pytest.approx(size(ref_svg), abs=1.0)
-    assert plots.to_png(fig, dpi=120) == ref_png  # the figure saves as before afterwards
+    assert plots.to_png(fig, dpi=120) == png  # the figure saves as before afterwards
+
+
+def test_png_of_a_figure_drawing_past_its_edge_keeps_what_is_outside():
+    """Text placed outside the figure is clipped in a plain drawing; the tight PNG still
+    shows it (drawn again within the box), as savefig's tight PNG does."""
+    fig = plots.percentile_chart(0.2)
+    fig.text(1.05, 0.5, "outside the figure", fontsize=20)
+    png = plots.to_png(fig, dpi=60)
+    tight = io.BytesIO()
+    fig.savefig(tight, format="png", dpi=60, bbox_inches="tight", facecolor="white")
+    a, b = (np.asarray(Image.open(x).convert("RGB")) for x in (io.BytesIO(png), tight))
+    assert a.shape[1] > 7.5 * 60 + 100 and abs(a.shape[1] - b.shape[1]) <= 2
+    right = a[:, int(7.6 * 60):]  # beyond the figure's own width
+    assert (right < 128).any()  # the text's ink
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_encode_png_is_a_valid_png_of_the_pixels(channels):
+    """encode_png writes a PNG that decodes (Pillow) to exactly the pixels, with its dpi."""
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    px[5:20] = 255  # flat areas, as in figures
+    data = plots.encode_png(px, dpi=200)
+    im = Image.open(io.BytesIO(data))
+    im.verify()
+    im = Image.open(io.BytesIO(data))
+    assert im.mode == ("RGB" if channels == 3 else "RGBA") and im.info["dpi"] == pytest.approx((200, 200), abs=0.01)
+    assert (np.asarray(im) == px).all()

@@ -371,6 +371,40 @@ def test_pdf_streams_are_binary_and_reportlab_setting_restored(saved):
     assert seen >= 1
 
 
+def test_pdf_takes_the_rgb_pngs_as_they_are(saved):
+    """The report's figures are RGB PNGs; each that fits a page goes into report.pdf as it is:
+    its compressed rows are the image stream (Flate with PNG predictors), which a PDF reader
+    (pypdf) decodes to the PNG's pixels. A PNG with alpha, a palette or transparency is
+    decoded instead."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from pleval.report import to_pdf
+
+    out, _ = saved
+    raw = (out / "report.pdf").read_bytes()
+    pngs = {p.name: p.read_bytes() for p in (out / "plots").glob("*.png")}
+    passed = {k: to_pdf._PassedPNG.of(v) for k, v in pngs.items()}
+    assert passed and all(p is not None for p in passed.values())
+    inside = [k for k, p in passed.items() if p.data in raw]
+    assert inside and b"/Predictor 15" in raw
+    decoded = [np.asarray(Image.open(io.BytesIO(img.data)).convert("RGB"))
+               for page in PdfReader(out / "report.pdf").pages for img in page.images]
+    for k in inside:
+        ref = np.asarray(Image.open(io.BytesIO(pngs[k])).convert("RGB"))
+        assert any(d.shape == ref.shape and (d == ref).all() for d in decoded)
+    for mode in ("RGBA", "P", "L"):
+        buf = io.BytesIO()
+        Image.new(mode, (4, 3)).save(buf, format="PNG")
+        assert to_pdf._PassedPNG.of(buf.getvalue()) is None
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3)).save(buf, format="PNG", transparency=(0, 0, 0))
+    assert to_pdf._PassedPNG.of(buf.getvalue()) is None
+
+
 def test_pdf_draws_opaque_figures_without_a_soft_mask():
     """A figure whose alpha channel is opaque everywhere (the report's, on white) goes to the
     PDF as RGB, the same pixels, without a soft mask; a translucent one keeps its alpha."""

@@ -12,7 +12,9 @@ uses matplotlib's DejaVu fonts, which cover the Greek letters and symbols of the
 
 from __future__ import annotations
 
+import hashlib
 import io
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -26,7 +28,7 @@ from reportlab.lib.pagesizes import LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import inch
 from reportlab.lib.utils import ImageReader
-from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase import pdfdoc, pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (Flowable, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
                                 Table as RLTable, TableStyle)
@@ -165,15 +167,17 @@ def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
 def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle]) -> list:
     """The PNG at ``dpi`` (its print size), scaled down to the page width, never up. A figure
     still taller than a page (the forest plot of many schools) is not shrunk further but
-    continues on the next page, cut between rows of labels."""
-    im = _decoded(png)
-    px_w, px_h = im.size
+    continues on the next page, cut between rows of labels. An RGB PNG that fits a page goes
+    into the PDF as it is (:class:`_PassedPNG`), without being decoded."""
+    passed = _PassedPNG.of(png)
+    px_w, px_h = passed.size if passed is not None else _decoded(png).size
     scale = min(1.0, WIDTH / (px_w / dpi * inch))
     pt_per_px = scale * inch / dpi
     limit = HEIGHT - 40
     if px_h * pt_per_px <= limit:
-        img = _Picture(im, px_w * pt_per_px, px_h * pt_per_px)
+        img = _Picture(passed or _decoded(png), px_w * pt_per_px, px_h * pt_per_px)
         return [KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])]
+    im = _decoded(png)
     out: list = [_Picture(im.crop((0, top, px_w, bottom)), px_w * pt_per_px, (bottom - top) * pt_per_px)
                  for top, bottom in _cuts(im, int(limit / pt_per_px))]
     return out + [Spacer(1, 3), _p(caption, st["caption"])]
@@ -190,11 +194,62 @@ def _decoded(png: bytes) -> PILImage.Image:
     return im
 
 
-class _Picture(Flowable):
-    """A decoded image drawn ``width`` × ``height`` points, centred (``canvas.drawImage``);
-    platypus' ``Image`` takes a file and would decode it again."""
+class _PassedPNG:
+    """An 8-bit RGB, non-interlaced PNG without transparency, as a PDF image: PDF's Flate filter
+    with PNG predictors (``/DecodeParms << /Predictor 15 … >>``, PDF 1.7 §7.4.4.4) decodes the
+    PNG's compressed rows as they are, so its IDAT data is the image stream: nothing is decoded
+    or compressed again (reportlab would inflate the PNG, hash the pixels and deflate them)."""
 
-    def __init__(self, im: PILImage.Image, width: float, height: float):
+    def __init__(self, width: int, height: int, data: bytes):
+        self.size, self.data = (width, height), data
+        self.name = "png" + hashlib.sha1(data).hexdigest()
+
+    @classmethod
+    def of(cls, png: bytes) -> "_PassedPNG | None":
+        if png[:8] != b"\x89PNG\r\n\x1a\n":
+            return None
+        pos, header, idat, tag = 8, None, [], b""
+        while pos + 8 <= len(png):
+            n, tag = struct.unpack(">I4s", png[pos : pos + 8])
+            data = png[pos + 8 : pos + 8 + n]
+            pos += 12 + n
+            if tag == b"IHDR":
+                header = struct.unpack(">IIBBBBB", data)
+            elif tag == b"IDAT":
+                idat.append(data)
+            elif tag in (b"tRNS", b"IEND"):
+                break
+        if tag == b"tRNS" or header is None or header[2:] != (8, 2, 0, 0, 0):  # depth 8, RGB, no interlace
+            return None
+        return cls(header[0], header[1], b"".join(idat))
+
+
+class _PNGImage(pdfdoc.PDFImageXObject):
+    """The image XObject of a :class:`_PassedPNG`: its IDAT data under ``/FlateDecode`` with
+    the PNG predictor parameters."""
+
+    def __init__(self, png: _PassedPNG):
+        super().__init__(png.name)
+        self.png = png
+
+    def format(self, document):
+        w, h = self.png.size
+        stream = pdfdoc.PDFStream(content=self.png.data)
+        for key, value in (("Type", pdfdoc.PDFName("XObject")), ("Subtype", pdfdoc.PDFName("Image")), ("Width", w),
+                           ("Height", h), ("BitsPerComponent", 8), ("ColorSpace", pdfdoc.PDFName("DeviceRGB")),
+                           ("Filter", pdfdoc.PDFArray([pdfdoc.PDFName("FlateDecode")])),
+                           ("DecodeParms", pdfdoc.PDFDictionary({"Predictor": 15, "Colors": 3, "BitsPerComponent": 8,
+                                                                 "Columns": w}))):
+            stream.dictionary[key] = value
+        return stream.format(document)
+
+
+class _Picture(Flowable):
+    """An image drawn ``width`` × ``height`` points, centred: a decoded image
+    (``canvas.drawImage``; platypus' ``Image`` takes a file and would decode it again) or a
+    :class:`_PassedPNG`, registered once as an image XObject and drawn by name."""
+
+    def __init__(self, im: "PILImage.Image | _PassedPNG", width: float, height: float):
         super().__init__()
         self.image, self.drawWidth, self.drawHeight = im, width, height
         self.hAlign = "CENTER"
@@ -203,7 +258,17 @@ class _Picture(Flowable):
         return self.drawWidth, self.drawHeight
 
     def draw(self):
-        self.canv.drawImage(ImageReader(self.image), 0, 0, self.drawWidth, self.drawHeight, mask="auto")
+        c = self.canv
+        if not isinstance(self.image, _PassedPNG):
+            c.drawImage(ImageReader(self.image), 0, 0, self.drawWidth, self.drawHeight, mask="auto")
+            return
+        if not c.hasForm(self.image.name):
+            c._doc.addForm(self.image.name, _PNGImage(self.image))
+        c._currentPageHasImages = 1
+        c.saveState()
+        c.scale(self.drawWidth, self.drawHeight)
+        c.doForm(self.image.name)
+        c.restoreState()
 
 
 def _cuts(im: PILImage.Image, rows: int) -> list[tuple[int, int]]:
