@@ -237,6 +237,13 @@ def _es_label(sd: float | None, sd_kind: str | None = None) -> str:
     return label
 
 
+def _no_ylabel(ax) -> None:
+    """Fix the place of an axes' (empty) y label: matplotlib otherwise places it beside the
+    tick labels of the axes and its twins, measuring every one of them at each draw (a forest
+    plot's 60 school labels, on both sides, several times per figure)."""
+    ax.yaxis.set_label_coords(0.0, 0.5)
+
+
 def _pad(lo: float, hi: float, frac: float = 0.06) -> tuple[float, float]:
     span = hi - lo if hi > lo else max(abs(hi), 0.1)
     return lo - frac * span, hi + frac * span
@@ -416,6 +423,7 @@ def forest(
         ticks.append(y_pooled)
         labels.append(f"pooled{f' ({method})' if method else ''}")
     ax.set_yticks(ticks, labels, fontsize=fs)
+    _no_ylabel(ax)
     tick_labels = ax.get_yticklabels()
     for lab in tick_labels[k + (middle is not None):]:
         lab.set_fontweight("bold")
@@ -450,9 +458,10 @@ def forest(
     tau = _get(pooled, "tau")
     sub = f"{k_all:,} {unit}s" + (f" (the {k - n_low} highest and {n_low} lowest shown)" if middle is not None else "")
     sub += f"; τ (SD of true school effects) = {tau:.3f}" if tau is not None else ""
-    ax.set_title(
-        (title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2, loc="left"
-    )
+    # The title is the figure's, not the axes': an axes title is placed above every tick label
+    # of the axes and its twins, all measured again at each draw.
+    fig.suptitle((title or "Effect of personalized learning by school") + f"\n{sub}", fontsize=_BASE_FONT + 2,
+                 x=0.01, ha="left")
     return fig
 
 
@@ -490,6 +499,7 @@ def _number_column(ax, ticks, labels: list[str], header: str, fontsize: float) -
     right.set_ylim(ax.get_ylim())
     right.set_yticks([*ticks, top], [*labels, header], fontsize=fontsize - 0.5, family="DejaVu Sans Mono")
     right.get_yticklabels()[-1].set_fontweight("bold")
+    _no_ylabel(right)
     right.tick_params(axis="y", length=0, pad=4)
     for side in right.spines:
         right.spines[side].set_visible(False)
@@ -560,6 +570,7 @@ def love_plot(
     if has_after:
         ax.scatter(d["_a"], y, marker="o", s=28, color=AFTER, zorder=4, label=labels[1])
     ax.set_yticks(y, [str(v) for v in d["variable"]], fontsize=_BASE_FONT if k <= 40 else _BASE_FONT - 1)
+    _no_ylabel(ax)
     ax.set_ylim(-0.7, k - 0.3)
     ax.set_xlim(xmin, xmax)
     ax.set_xlabel(("|standardized mean difference|" if absolute else "standardized mean difference") + " (SD units)",

@@ -194,7 +194,7 @@ def test_forest_takes_a_meta_analysis_object_as_pooled():
     diamond = [p for p in ax.patches if p.__class__.__name__ == "Polygon"][0]
     xs = diamond.get_xy()[:, 0]
     assert xs.min() == pytest.approx(m.ci_low) and xs.max() == pytest.approx(m.ci_high)
-    assert f"τ (SD of true school effects) = {m.tau:.3f}" in ax.get_title(loc="left")
+    assert f"τ (SD of true school effects) = {m.tau:.3f}" in fig.get_suptitle()
     assert "pooled (REML)" in [t.get_text() for t in ax.get_yticklabels()]
 
 
