@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pleval
 from pleval.data import SAMPLE_COLUMNS
 from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.heterogeneity import meta_analysis, school_effects
+from pleval.heterogeneity.calibration import placebo_meta
 from pleval.heterogeneity.placebo import placebo_schools
 from pleval.simulate import simulate_matched
 
@@ -61,7 +63,8 @@ def test_comparison_numbers_follow_from_the_tables(small):
     rounds = plc["round"].to_numpy()
     assert np.all(Vp[rounds[:, None] != rounds[None, :]] == 0)  # separate matching runs
     m_pl = meta_analysis(obs.effect_size, obs.es_se, vcov=V)
-    m_pb = meta_analysis(plc.effect_size, plc.es_se, vcov=Vp)
+    m_pb = placebo_meta(plc.effect_size.to_numpy(), Vp)  # Hedges' unweighted τ² (tests/test_heterogeneity_unweighted.py)
+    assert m_pb.tau2 == pytest.approx(meta_analysis(plc.effect_size, plc.es_se, "HE", vcov=Vp).tau2)
     assert row.tau2_pl == pytest.approx(m_pl.tau2) and row.tau2_placebo == pytest.approx(m_pb.tau2)
     assert row.tau2_excess == pytest.approx(max(0.0, m_pl.tau2 - m_pb.tau2))
     assert row.placebo_significant_share == pytest.approx(np.mean(plc.pvalue < 0.05))
@@ -82,6 +85,15 @@ def test_comparison_numbers_follow_from_the_tables(small):
     assert r.to_frame().shape[0] == 1
 
 
+def _hedges(yp, v):
+    """Hedges' unweighted τ² of independent estimates and its SE, by the textbook formulas:
+    ``(Σ(y − ȳ)² − (1 − 1/m)Σv)/(m − 1)`` and ``√(2 tr(MΣ̂MΣ̂))/(m − 1)``, ``Σ̂ = diag(v) + τ̂²I``."""
+    m = yp.size
+    t2 = max(0.0, (np.sum((yp - yp.mean()) ** 2) - (1 - 1 / m) * v.sum()) / (m - 1))
+    S = (np.eye(m) - 1 / m) @ np.diag(v + t2)
+    return SimpleNamespace(tau2=t2, tau2_se=np.sqrt(2 * np.trace(S @ S)) / (m - 1))
+
+
 def test_program_interval_and_calibration_by_hand():
     from scipy import optimize
 
@@ -94,7 +106,7 @@ def test_program_interval_and_calibration_by_hand():
     y = rng.normal(0, 0.15, k)
     yp = rng.normal(0, 0.1, m)
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, np.inf), yp, Vp)
-    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
+    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), _hedges(yp, np.diag(Vp))
     assert c.tau2_program == pytest.approx(max(0.0, mpl.tau2 - mpb.tau2))
 
     def qstar(t):  # generalized Q with the placebo variance as an offset (independent estimates)
@@ -134,7 +146,7 @@ def test_new_school_variance_is_order_restricted_above_the_placebo_spread(pl_sd)
     y = 0.1 + rng.normal(0, pl_sd, k) + rng.normal(0, np.sqrt(np.diag(V)))
     yp = rng.normal(0, 0.1, m) + rng.normal(0, np.sqrt(np.diag(Vp)))
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
-    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), meta_analysis(yp, np.sqrt(np.diag(Vp)))
+    mpl, mpb = meta_analysis(y, np.sqrt(np.diag(V))), _hedges(yp, np.diag(Vp))
     assert (mpl.tau2 > mpb.tau2) == (pl_sd > 0)  # both branches of the order restriction are exercised
     w, wp = 1 / mpl.tau2_se**2, 1 / mpb.tau2_se**2
     t2 = mpl.tau2 if pl_sd > 0 else (w * mpl.tau2 + wp * mpb.tau2) / (w + wp)

@@ -14,6 +14,7 @@ from scipy import optimize, stats
 
 from pleval.heterogeneity import _predictive as P
 from pleval.heterogeneity import calibrate, meta_analysis
+from pleval.heterogeneity._unweighted import unweighted_q
 from pleval.heterogeneity.shrinkage import blup
 
 from .conftest import sim_reps
@@ -91,14 +92,14 @@ def test_variance_draws_pair_the_two_confidence_distributions(data):
     n = 40
     p = (np.arange(n) + 0.5) / n
     lam, Q = np.linalg.eigh(V)
-    lp, Qp = np.linalg.eigh(Vp)
+    uq = unweighted_q(yp, Vp)  # the placebo variance: confidence distribution of the unweighted Q
     s = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), p)
-    d = P.cd_quantiles(Qp.T @ yp, lp, Qp.sum(axis=0), p)[(17 * np.arange(n)) % n]
-    assert sorted(d) == pytest.approx(sorted(P.cd_quantiles(Qp.T @ yp, lp, Qp.sum(axis=0), p)))  # a permutation
+    d = uq.quantiles(p)[(17 * np.arange(n)) % n]
+    assert sorted(d) == pytest.approx(sorted(uq.quantiles(p)))  # a permutation
     np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="none"), s, atol=1e-14)
     np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="max"), np.maximum(s, d), atol=1e-14)
     iso = P.variance_draws(y, V, yp, Vp, n=n, lattice=17)
-    w, wp = P.reml_information(lam, Q.sum(axis=0), s), P.reml_information(lp, Qp.sum(axis=0), d)
+    w, wp = P.reml_information(lam, Q.sum(axis=0), s), uq.information(d)
     np.testing.assert_allclose(iso, np.where(s >= d, s, (w * s + wp * d) / (w + wp)), atol=1e-14)
     assert np.any(s < d) and np.any(s > d) and np.all(iso >= np.minimum(s, d)) and np.all(iso <= np.maximum(s, d))
     with pytest.raises(ValueError):
@@ -169,8 +170,13 @@ def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
     k = y.size
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
     mpl = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V)
-    mpb = meta_analysis(yp, np.sqrt(np.diag(Vp)), vcov=Vp)
-    w, wp = mpl.tau2_se**-2, mpb.tau2_se**-2
+    mpb = meta_analysis(yp, np.sqrt(np.diag(Vp)), "HE", vcov=Vp)  # placebo: Hedges' unweighted estimator
+    m = yp.size
+    S = (np.eye(m) - 1 / m) @ (Vp + mpb.tau2 * np.eye(m))
+    se_pb = np.sqrt(2 * np.trace(S @ S)) / (m - 1)
+    assert c.placebo.tau2 == pytest.approx(mpb.tau2) and c.placebo.tau2_se == pytest.approx(se_pb)
+    assert c.placebo.tau2_ci == pytest.approx(unweighted_q(yp, Vp).ci())
+    w, wp = mpl.tau2_se**-2, se_pb**-2
     want = mpl.tau2 if mpl.tau2 >= mpb.tau2 else (w * mpl.tau2 + wp * mpb.tau2) / (w + wp)
     assert c.tau2_total == pytest.approx(want)
     sig = P.variance_draws(y, V, yp, Vp)

@@ -13,19 +13,21 @@ generalized statistic ``Q(s) = Σ_i (ỹ_i − x̃_i μ̂(s))² / (λ_i + s)`` i
 
 is a confidence distribution for σ² (Xie & Singh 2013): its quantiles are the Q-profile
 confidence limits, with an atom ``1 − F(Q(0))`` at 0. The ``p``-quantile is the root of
-``Q(s) = χ²_{k−1, 1−p}`` (0 when ``Q(0)`` is already below it). The same for δ² from the
-placebo schools. pleval takes the quantiles at the midpoints ``p_j = (j + ½)/n`` for σ² and at
-a permutation of the same midpoints for δ² (a rank-1 lattice, ``u_j = p_{(a·j) mod n}``), so
+``Q(s) = χ²_{k−1, 1−p}`` (0 when ``Q(0)`` is already below it). For δ² the placebo schools'
+confidence distribution of the *unweighted* Q (:mod:`._unweighted`), ``H_p(d) = P_d(Q₁ > q)``:
+their covariance is estimated, and the weights of the generalized Q would turn its noise into
+spurious spread (many placebo schools make that visible). pleval takes the quantiles at the
+midpoints ``p_j = (j + ½)/n`` for σ² and at a permutation of the same midpoints for δ² (a rank-1 lattice, ``u_j = p_{(a·j) mod n}``), so
 the ``n`` pairs ``(s_j, d_j)`` are a deterministic sample of the two independent distributions.
 
 **Order restriction.** Schools differ at least as much with the program as without it
 (``σ² ≥ δ²``). Each pair is projected onto that order by the precision-weighted isotonic
 (pool-adjacent-violators) rule for two ordered parameters (Robertson, Wright & Dykstra 1988,
 ch. 1): ``σ²_j = s_j`` if ``s_j ≥ d_j``, else the pooled value
-``(w s_j + w_p d_j)/(w + w_p)``, with ``w = I(s_j)``, ``w_p = I_p(d_j)`` the REML Fisher
-informations ``½ tr P²`` of the two variances evaluated at the pair (the precisions of the two
-estimates there). The same rule on the REML estimates, whose informations are ``1/SE²``, gives
-the point estimate ``τ̂²_total``.
+``(w s_j + w_p d_j)/(w + w_p)``, with ``w = I(s_j)`` the REML Fisher information ``½ tr P²``
+of σ² and ``w_p = I_p(d_j)`` that of the placebo moment estimator, ``(m − 1)²/(2Σ(β_i + d)²)``,
+each evaluated at the pair (the precisions of the two estimates there). The same rule on the
+two estimates, whose informations are ``1/SE²``, gives the point estimate ``τ̂²_total``.
 
 **Prediction for a new school** (Nagashima, Noma & Furukawa 2019, with the generalized-Q
 confidence distribution): ``θ_new | σ²_j ~ N(μ̂(σ²_j), σ²_j + Var μ̂(σ²_j))``, μ̂ the GLS mean
@@ -47,6 +49,8 @@ import math
 
 import numpy as np
 from scipy import special, stats
+
+from ._unweighted import unweighted_q
 
 N_DRAWS = 400
 _LATTICE = 247  # coprime to N_DRAWS, ≈ 0.618 N_DRAWS (golden-ratio rank-1 lattice)
@@ -105,7 +109,7 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     """``n`` draws ``σ²_j`` of a school's total between-school variance (module docstring).
 
     ``restrict``: ``"isotonic"`` (pleval), the precision-weighted projection with each draw's
-    REML informations; ``"max"``, ``max(s_j, d_j)`` (the placebo draw as a floor); ``"none"``,
+    informations; ``"max"``, ``max(s_j, d_j)`` (the placebo draw as a floor); ``"none"``,
     the PL draws alone (the placebo schools unused)."""
     if restrict not in RESTRICTIONS:
         raise ValueError(f"restrict must be one of {RESTRICTIONS}; got {restrict!r}")
@@ -117,12 +121,11 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     s = cd_quantiles(Q.T @ y, lam, x, p)
     if restrict == "none":
         return s
-    lp, Qp = np.linalg.eigh(Vp)
-    xp = Qp.sum(axis=0)
-    d = cd_quantiles(Qp.T @ yp, lp, xp, p)[(lattice * np.arange(n)) % n]
+    uq = unweighted_q(yp, Vp)
+    d = uq.quantiles(p)[(lattice * np.arange(n)) % n]
     if restrict == "max":
         return np.maximum(s, d)
-    return order_restricted(s, d, reml_information(lam, x, s), reml_information(lp, xp, d))
+    return order_restricted(s, d, reml_information(lam, x, s), uq.information(d))
 
 
 def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 56) -> np.ndarray:

@@ -10,8 +10,11 @@ deviation from its comparisons that arises without any program (the same in PL a
 schools when PL schools were selected on observables), and ``e ~ N(0, V)`` the sampling error
 with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across placebo rounds).
 
-* ``τ̂²_placebo``: REML on the placebo estimates with their V (:func:`.meta.meta_analysis`,
-  ``vcov=``), its Q-profile CI and REML SE ``SE_pb``.
+* ``τ̂²_placebo``: Hedges' (1983) unweighted moment estimate from ``Q₁ = Σ(y_j − ȳ)²``, its SE
+  ``SE_pb`` and the interval that inverts the exact distribution of ``Q₁``
+  (:mod:`._unweighted`; Jackson 2013): unlike REML and the Q-profile, whose weights ``1/V̂``
+  turn the noise of an estimated placebo covariance into spurious spread (Kulinskaya,
+  Dollinger & Bjørkestøl 2011), ``Q₁`` is linear in V̂. :func:`placebo_meta`.
 * ``τ̂²_PL``: REML on the PL estimates with their V, Q-profile CI.
 * ``τ̂²_program = max(0, τ̂²_PL − τ̂²_placebo)``, CI by the Q-profile (Viechtbauer 2007) with the
   placebo variance as an offset: the ``t ≥ 0`` at which ``Q*(t) = r_t'(V + (τ̂²_placebo + t)I)⁻¹r_t``
@@ -19,7 +22,7 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   χ²(k − 1). With τ²_placebo known, ``Q*(τ²_program) ~ χ²(k − 1)`` exactly (normal errors, V
   known), so the interval is exact in the interior and, like every equal-tailed interval for a
   variance, covers ``1 − α/2`` at ``τ²_program = 0``, where its upper end cannot miss; ``Q*(0)`` is
-  the test that PL schools vary more than placebo schools. τ̂²_placebo is plugged in (its REML SE
+  the test that PL schools vary more than placebo schools. τ̂²_placebo is plugged in (its SE
   is small beside τ̂²_PL's when there are several times as many placebo as PL schools). It
   replaced a MOVER interval (Zou & Donner 2008) from the two separate Q-profile intervals, which
   covered 98.0% at τ²_program = 0 and 95.8% at 0.0225 (2,000 meta-level studies each with the
@@ -47,8 +50,9 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   (precision-weighted isotonic) combination of τ̂²_PL and τ̂²_placebo, ``τ̂²_PL`` when
   ``τ̂²_PL ≥ τ̂²_placebo``, else ``(τ̂²_PL/SE²_PL + τ̂²_pb/SE²_pb)/(1/SE²_PL + 1/SE²_pb)``
   (Robertson, Wright & Dykstra 1988). Its uncertainty is integrated out through the
-  generalized-Q confidence distributions of the two variances, projected onto the same order
-  (:mod:`._predictive`, which states the formulas):
+  confidence distributions of the two variances (the generalized Q of the PL schools, the
+  unweighted Q of the placebo schools), projected onto the same order (:mod:`._predictive`,
+  which states the formulas):
 
   - prediction interval: the quantiles of the predictive mixture over the confidence
     distribution, ``N(μ̂(σ²), σ² + Var μ̂(σ²))`` (Nagashima, Noma & Furukawa 2019), and
@@ -70,7 +74,7 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -82,6 +86,7 @@ from ..inference import adjust_pvalues
 from ._tau2 import q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, rotate
 from ._predictive import order_restricted, predictive, shrinkage, variance_draws
+from ._unweighted import unweighted_q
 from .shrinkage import blup
 
 
@@ -130,6 +135,21 @@ def calibrated_tests(y, v, df, tau2_placebo: float, tau2_placebo_se: float, leve
         "ci_high_calibrated": y + crit * se_cal,
         "p_calibrated": 2 * stats.t.sf(np.abs(y / se_cal), nu),
     }
+
+
+def placebo_meta(yp: np.ndarray, Vp: np.ndarray, level: float = 0.95) -> MetaAnalysis:
+    """Meta-analysis of the placebo schools with Hedges' unweighted τ̂²_placebo, its SE and the
+    interval from the exact distribution of the unweighted Q (:mod:`._unweighted`; module
+    docstring); I² and H² intervals map that interval."""
+    m = meta_analysis(yp, np.sqrt(np.diag(Vp)), "HE", level=level, vcov=Vp)
+    uq = unweighted_q(yp, Vp)
+    se = uq.estimate()[1]
+    ci = uq.ci(level)
+    Vi = np.linalg.inv(Vp)  # typical within-school variance s² = (k − 1)/tr P₀, as meta_analysis
+    one = Vi.sum(axis=1)
+    s2 = (yp.size - 1) / (np.trace(Vi) - float(one @ one) / float(one.sum()))
+    return replace(m, tau2_se=se, tau2_ci=ci, i2_ci=tuple(100.0 * t / (t + s2) for t in ci),
+                   h2_ci=tuple((t + s2) / s2 for t in ci))
 
 
 @dataclass(frozen=True, repr=False)
@@ -257,7 +277,7 @@ def calibrate(
     if y.size < 1:
         raise DesignError("no placebo-calibrated figures: no PL school has an estimate")
     se = np.sqrt(np.diag(V))
-    m_pb = meta_analysis(yp, np.sqrt(np.diag(Vp)), "REML", level=level, vcov=Vp)
+    m_pb = placebo_meta(yp, Vp, level)
     t2p = m_pb.tau2
     tests = calibrated_tests(y, se**2, df, t2p, m_pb.tau2_se, level)
     first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
@@ -302,4 +322,5 @@ def calibrate(
                        mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new)
 
 
-__all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "ONE_SCHOOL", "too_few_placebo"]
+__all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "placebo_meta", "ONE_SCHOOL",
+           "too_few_placebo"]

@@ -24,8 +24,10 @@ Comparison, per ``by`` group (e.g. subject), with the joint covariances of both 
 estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) — see
 :mod:`.calibration` for the formulas:
 
-* the between-school variance of the placebo estimates, τ̂²_placebo (REML with V, Q-profile
-  CI and REML SE), beside τ̂²_PL — the first is what arises without any program;
+* the between-school variance of the placebo estimates, τ̂²_placebo (Hedges' unweighted
+  estimator with V, its SE and the interval from the exact distribution of the unweighted Q,
+  which the noise of an estimated V does not inflate), beside τ̂²_PL — the first is what arises
+  without any program;
 * program heterogeneity ``τ̂²_program = max(0, τ̂²_PL − τ̂²_placebo)`` with a Q-profile CI
   (τ̂²_placebo as an offset), and its
   share of τ̂²_PL (``tau2_excess``/``share_excess``);
