@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import optimize, stats
+from scipy import stats
 from typer.testing import CliRunner
 
 import pleval
@@ -25,22 +25,15 @@ from ._school_sim import ONE_SCHOOL_GEN, generate, ingredients, mc_se, score_one
 from .conftest import sim_scale
 
 
-def _reml(y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
-    """τ̂² by REML with the full covariance V (a bounded 1-D search of the restricted
-    log-likelihood) and its SE from the REML information ½ tr(P²): independent of pleval."""
-    one = np.ones(y.size)
-
-    def nll(t):
-        W = np.linalg.inv(V + t * np.eye(y.size))
-        s = one @ W @ one
-        r = y - (one @ W @ y) / s
-        return 0.5 * (np.linalg.slogdet(V + t * np.eye(y.size))[1] + math.log(s) + r @ W @ r)
-
-    t = optimize.minimize_scalar(nll, bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-13}).x
-    t = 0.0 if nll(0.0) <= nll(t) else t
-    W = np.linalg.inv(V + t * np.eye(y.size))
-    P = W - np.outer(W @ one, one @ W) / (one @ W @ one)
-    return t, math.sqrt(2.0 / np.trace(P @ P))
+def _hedges(y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
+    """τ̂²_placebo as pleval estimates it (Hedges' unweighted moment estimator with the full
+    covariance V, docs/heterogeneity.md) and its SE, from the matrix formulas:
+    ``max(0, (y'My − tr(MV))/(m − 1))`` and ``√(2 tr((M(V + τ̂²I))²))/(m − 1)``, ``M = I − 11'/m``."""
+    m = y.size
+    M = np.eye(m) - 1.0 / m
+    t = max(0.0, float(y @ M @ y - np.trace(M @ V)) / (m - 1))
+    S = M @ (V + t * np.eye(m))
+    return t, math.sqrt(2.0 * np.trace(S @ S)) / (m - 1)
 
 
 def _direct(y, v, d, t2p, se_pb, level=0.95):
@@ -62,7 +55,7 @@ def _placebo(seed=4, m=30):
 
 def test_one_school_equals_the_direct_formula():
     yp, Vp = _placebo()
-    t2p, se_pb = _reml(yp, Vp)
+    t2p, se_pb = _hedges(yp, Vp)
     c = calibrate(["A"], [0.21], [[0.016]], [37.0], yp, Vp)
     assert c.placebo.tau2 == pytest.approx(t2p, abs=1e-7) and c.placebo.tau2_se == pytest.approx(se_pb, rel=1e-5)
     want = _direct(0.21, 0.016, 37.0, c.placebo.tau2, c.placebo.tau2_se)
@@ -70,7 +63,7 @@ def test_one_school_equals_the_direct_formula():
     for k, v in want.items():
         assert row[k] == pytest.approx(v, rel=1e-12), k
     assert row["p_calibrated_adjusted"] == pytest.approx(want["p_calibrated"], rel=1e-12)  # one test: nothing to adjust
-    # against the independent REML too (to its search tolerance)
+    # against the independent formula too
     assert row["se_calibrated"] == pytest.approx(_direct(0.21, 0.016, 37.0, t2p, se_pb)["se_calibrated"], rel=1e-6)
 
 
@@ -142,7 +135,7 @@ def test_estimate_gives_the_single_school_its_calibrated_figures(one_school):
     plc = ev.details["math"]["placebo"]
     p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
     Vp = plc.placebo_vcov["math"].loc[p["school"], p["school"]].to_numpy()
-    t2p, se_pb = _reml(p["effect_size"].to_numpy(dtype=float), Vp)
+    t2p, se_pb = _hedges(p["effect_size"].to_numpy(dtype=float), Vp)
     want = _direct(row["effect_size"], row["es_se"] ** 2, row["df"], t2p, se_pb)
     for k, v in want.items():
         assert row[k] == pytest.approx(v, rel=1e-5), k
