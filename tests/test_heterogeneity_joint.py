@@ -286,3 +286,21 @@ def test_vcov_input_errors():
     bad[0, 1] += 0.01
     with pytest.raises(DataError, match="symmetric"):
         meta_analysis(y, se, vcov=bad)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_joint_cr2_in_blocks_of_cells_equals_the_direct_computation(monkeypatch, chunk):
+    """The multi-row cells (and the rows of the quadratic forms) go in blocks of ``_CHUNK``:
+    blocks of 1, 2 and 5 cells give the direct n×n CR2 and its df, as one block does."""
+    from pleval.heterogeneity import _joint
+
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=3)
+    X, cl, k = stacked_design(d)
+    whole = _se(d, "CR2")
+    monkeypatch.setattr(_joint, "_CHUNK", chunk)
+    res = _se(d, "CR2")
+    V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), whole.vcov_raw["all"].to_numpy(), rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(res.table["df"], whole.table["df"], rtol=1e-10)

@@ -49,9 +49,10 @@ much (it is the estimated share of the off-diagonal sum of squares that is noise
 positive definite whenever V is (a convex combination of V and its diagonal). Applied per
 ``by`` group by :func:`regularize`; with no cluster in two sets V is diagonal and unchanged.
 
-Computation: cell sums by ``np.bincount``; one batched ``eigh`` for cells with more than one
-row, a closed form (HC2-type ``(1 − h)^{−1/2}``) for single-row cells; ``V = ΦΦ'`` with the
-sparse k × clusters matrix Φ. No loop over students, schools or cells.
+Computation: cell sums by ``np.bincount``; a batched ``eigh`` for cells with more than one
+row (in blocks of cells, so memory stays bounded), a closed form (HC2-type ``(1 − h)^{−1/2}``)
+for single-row cells; ``V = ΦΦ'`` with the sparse k × clusters matrix Φ. No loop over
+students, schools or cells.
 """
 
 from __future__ import annotations
@@ -89,6 +90,50 @@ def _f_ratio(lam: np.ndarray) -> np.ndarray:
     one = lam >= 1.0 - 1e-10
     f = np.where(one, -1.0, (1.0 - np.where(one, 0.0, lam)) ** -0.5 - 1.0)
     return np.where(lam > 1e-12, f / np.where(lam > 1e-12, lam, 1.0), 0.5)
+
+
+_CHUNK = 1 << 15
+"""Cells (or rows) per block of the batched p×p algebra: bounds the memory of the gathered
+p×p matrices (a few tens of MB per block) without a loop over schools or cells."""
+
+
+def _quad(x: np.ndarray, M: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``x_i' M_{g_i} x_i`` for every row i, in blocks of rows."""
+    out = np.empty(len(x))
+    for s in range(0, len(x), _CHUNK):  # blocks of rows, not schools
+        xs = x[s : s + _CHUNK, None, :]
+        out[s : s + _CHUNK] = (xs @ M[g[s : s + _CHUNK]] @ xs.transpose(0, 2, 1))[:, 0, 0]
+    return out
+
+
+def _multi_row_cells(X, w, cell, multi, gm, Sinv, m, U, a, z) -> None:
+    """CR2 for the cells with more than one row, in place on their rows of ``U``, ``a`` and
+    ``z``: with ``LL' = M_s``, ``C = L'S_cL = WΛW'`` and ``F = W·(f(Λ)/Λ)·W'``,
+    ``X̃_c'A_cẽ_c = U_c + S_cLFL'U_c``, ``a_c = m_s + LFL'S_c m_s`` and ``z_c = S_c a_c``.
+    The cells go in blocks of :data:`_CHUNK`: their rows, sorted by cell, give each block's
+    ``S_c`` (:func:`._batched._pair_sums`), then one batched ``eigh`` per block."""
+    inv_multi = np.full(len(U), -1, dtype=np.intp)
+    inv_multi[multi] = np.arange(multi.size)
+    code = inv_multi[cell]
+    rows = np.flatnonzero(code >= 0)
+    rows = rows[np.argsort(code[rows], kind="stable")]
+    code = code[rows]
+    bounds = np.searchsorted(code, np.arange(0, multi.size + _CHUNK, _CHUNK))
+    L = _batched_sqrt(Sinv)
+    for b in range(-(-multi.size // _CHUNK)):  # blocks of cells
+        lo, hi = b * _CHUNK, min((b + 1) * _CHUNK, multi.size)
+        r = rows[bounds[b] : bounds[b + 1]]
+        Sc = _pair_sums(X[r], w[r], code[bounds[b] : bounds[b + 1]] - lo, hi - lo)
+        Lb = L[gm[lo:hi]]
+        LbT = Lb.transpose(0, 2, 1)
+        lam, Wv = np.linalg.eigh(LbT @ Sc @ Lb)
+        LFL = Lb @ ((Wv * _f_ratio(lam)[:, None, :]) @ Wv.transpose(0, 2, 1)) @ LbT
+        cells = multi[lo:hi]
+        mb = m[gm[lo:hi], :, None]
+        U[cells] += (Sc @ (LFL @ U[cells, :, None]))[:, :, 0]
+        ab = mb + LFL @ (Sc @ mb)
+        a[cells] = ab[:, :, 0]
+        z[cells] = (Sc @ ab)[:, :, 0]
 
 
 def joint_covariance(
@@ -139,34 +184,21 @@ def joint_covariance(
         i1 = first[single]
         g1 = cell_group[single]
         x1 = X[i1]
-        h = w[i1] * np.einsum("ia,iab,ib->i", x1, Sinv[g1], x1)
+        h = w[i1] * _quad(x1, Sinv, g1)
         inv_root = np.where(h < 1 - 1e-10, 1.0 / np.sqrt(np.clip(1.0 - h, 1e-300, None)), 0.0)
         U[single] *= inv_root[:, None]
         a = np.empty((n_cells, p))
         a[single] = m[g1] * inv_root[:, None]
         z = np.empty((n_cells, p))
         z[single] = (w[i1] * np.einsum("ia,ia->i", x1, a[single]))[:, None] * x1  # S_c a_c
-        # multi-row cells: the general formula with a batched eigen-decomposition
         multi = np.flatnonzero(~single)
-        if multi.size:
-            inv_multi = np.full(n_cells, -1, dtype=np.intp)
-            inv_multi[multi] = np.arange(multi.size)
-            in_multi = inv_multi[cell] >= 0
-            Sc = _pair_sums(X[in_multi], w[in_multi], inv_multi[cell[in_multi]], multi.size)
-            gm = cell_group[multi]
-            L = _batched_sqrt(Sinv)[gm]
-            C = np.einsum("gji,gjk,gkl->gil", L, Sc, L, optimize=True)
-            lam, Wv = np.linalg.eigh(C)
-            F = np.einsum("gij,gj,gkj->gik", Wv, _f_ratio(lam), Wv, optimize=True)
-            LFL = np.einsum("gij,gjk,glk->gil", L, F, L, optimize=True)
-            U[multi] = U[multi] + np.einsum("gij,gjk,gk->gi", Sc, LFL, U[multi], optimize=True)
-            a[multi] = m[gm] + np.einsum("gij,gjk,gk->gi", LFL, Sc, m[gm], optimize=True)
-            z[multi] = np.einsum("gij,gj->gi", Sc, a[multi])
+        if multi.size:  # multi-row cells: the general formula, in blocks of cells
+            _multi_row_cells(X, w, cell, multi, cell_group[multi], Sinv, m, U, a, z)
         # Satterthwaite df per group (robust._satterthwaite, batched over groups)
         s = np.einsum("ci,ci->c", a, z)
         ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
         MZZ = Sinv @ ZZ
-        zMz = np.einsum("ci,cij,cj->c", z, Sinv[cell_group], z)
+        zMz = _quad(z, Sinv, cell_group)
         num = (np.bincount(cell_group, weights=s, minlength=G) - np.einsum("gii->g", MZZ)) ** 2
         den = (np.bincount(cell_group, weights=s**2, minlength=G)
                - 2.0 * np.bincount(cell_group, weights=s * zMz, minlength=G)
