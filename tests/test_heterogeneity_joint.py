@@ -288,6 +288,49 @@ def test_vcov_input_errors():
         meta_analysis(y, se, vcov=bad)
 
 
+def _small_schools(seed=4):
+    """Comparison schools of 1 to 8 students, three more covariates (p = 6 per set): cells of
+    one row, of fewer rows than columns (2–5) and of more, in sets sharing schools."""
+    rng = np.random.default_rng(seed)
+    d = stacked(n_pl=5, n_comp=10, per_set=4, seed=seed)
+    for c in ("x1", "x2", "x3"):
+        d[c] = rng.normal(size=len(d))
+    size = d[d.treatment == 0].groupby("school_id")["student_id"].transform(lambda s: pd.factorize(s)[0])
+    cut = d.loc[d.treatment == 0, "school_id"].map(dict(zip(sorted(d.school_id.unique()), rng.integers(1, 9, 99))))
+    return d.drop(index=size.index[size.to_numpy() >= cut.to_numpy()]).reset_index(drop=True)
+
+
+def _design(d, covs):
+    """The stacked design with per-set intercept, treatment and covariate slopes."""
+    sets = pd.factorize(d["_pl_school"])[0]
+    k = sets.max() + 1
+    ind = (sets[:, None] == np.arange(k)[None, :]).astype(float)
+    cols = [ind, ind * d["treatment"].to_numpy()[:, None]]
+    cols += [ind * (d[c] - d[c].mean()).to_numpy()[:, None] for c in covs]
+    cl = np.where(d["treatment"] == 1, "T" + d["student_id"], d["school_id"])
+    return np.hstack(cols), cl, k
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1 << 15])
+def test_joint_cr2_by_cell_size_and_in_blocks_equals_the_direct_computation(monkeypatch, chunk):
+    """Multi-row cells of fewer rows than columns go through their r × r leverage, larger ones
+    through the p × p form, in blocks of ``_CHUNK`` cells (and the quadratic forms in blocks of
+    rows): blocks of 1, 2, 5 cells and one block give the direct n×n CR2, its df and the
+    off-diagonal variance behind λ."""
+    from pleval.heterogeneity import _joint
+
+    covs = ["pretest", "x1", "x2", "x3"]
+    d = _small_schools()
+    X, cl, k = _design(d, covs)
+    sizes = pd.Series(cl).groupby([d["_pl_school"].to_numpy(), cl]).size()
+    assert (sizes == 1).any() and ((sizes > 1) & (sizes < 6)).sum() >= 5 and (sizes >= 6).sum() >= 5  # every kind
+    monkeypatch.setattr(_joint, "_CHUNK", chunk)
+    res = school_effects(d, covariates=covs, cluster="student_id", school="school_id", vcov="CR2", sd=1.0)
+    V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
+
+
 @pytest.mark.parametrize("chunk", [1, 2, 5])
 def test_joint_cr2_in_blocks_of_cells_equals_the_direct_computation(monkeypatch, chunk):
     """The multi-row cells (and the rows of the quadratic forms) go in blocks of ``_CHUNK``:

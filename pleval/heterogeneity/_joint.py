@@ -51,8 +51,8 @@ positive definite whenever V is (a convex combination of V and its diagonal). Ap
 
 Computation: cell sums by ``np.bincount``; a batched ``eigh`` for cells with more than one
 row (in blocks of cells, so memory stays bounded), a closed form (HC2-type ``(1 − h)^{−1/2}``)
-for single-row cells; ``V = ΦΦ'`` with the sparse k × clusters matrix Φ. No loop over
-students, schools or cells.
+for single-row cells; ``V = ΦΦ'`` from the k × clusters matrix Φ (sparse for clusters in a few
+sets, dense blocks for clusters in many). No loop over students, schools or cells.
 """
 
 from __future__ import annotations
@@ -106,35 +106,115 @@ def _quad(x: np.ndarray, M: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
-def _multi_row_cells(X, w, cell, multi, gm, Sinv, m, U, a, z) -> None:
-    """CR2 for the cells with more than one row, in place on their rows of ``U``, ``a`` and
-    ``z``: with ``LL' = M_s``, ``C = L'S_cL = WΛW'`` and ``F = W·(f(Λ)/Λ)·W'``,
-    ``X̃_c'A_cẽ_c = U_c + S_cLFL'U_c``, ``a_c = m_s + LFL'S_c m_s`` and ``z_c = S_c a_c``.
-    The cells go in blocks of :data:`_CHUNK`: their rows, sorted by cell, give each block's
-    ``S_c`` (:func:`._batched._pair_sums`), then one batched ``eigh`` per block."""
-    inv_multi = np.full(len(U), -1, dtype=np.intp)
-    inv_multi[multi] = np.arange(multi.size)
-    code = inv_multi[cell]
+def _f(lam: np.ndarray) -> np.ndarray:
+    """``f(λ) = (1 − λ)^{−1/2} − 1`` on [0, 1], with ``f(1) = −1`` (pseudo-inverse)."""
+    lam = np.clip(lam, 0.0, 1.0)
+    one = lam >= 1.0 - 1e-10
+    return np.where(one, -1.0, (1.0 - np.where(one, 0.0, lam)) ** -0.5 - 1.0)
+
+
+def _multi_row_cells(X, w, e, cell, multi, size, gm, Sinv, m, U, z, s) -> None:
+    """CR2 for the cells with more than one row, in place on their entries of ``U`` (the
+    adjusted score ``X̃_c'A_cẽ_c``), ``z`` and ``s`` (the Satterthwaite pieces, see
+    :func:`joint_covariance`). A cell of r < p rows is handled in its r-dimensional row space
+    (:func:`_small_cells`), a larger one in the p-dimensional one (:func:`_large_cells`); the
+    cells are grouped by size (a loop over at most p − 1 sizes) and go in blocks of
+    :data:`_CHUNK`."""
+    p = X.shape[1]
+    code = np.full(len(U), -1, dtype=np.intp)
+    code[multi] = np.arange(multi.size)
+    code = code[cell]
     rows = np.flatnonzero(code >= 0)
-    rows = rows[np.argsort(code[rows], kind="stable")]
-    code = code[rows]
-    bounds = np.searchsorted(code, np.arange(0, multi.size + _CHUNK, _CHUNK))
+    cls = np.minimum(size, p)  # cells of fewer rows than columns by their size, the others together
+    rows = rows[np.argsort(cls[code[rows]].astype(np.int64) * multi.size + code[rows], kind="stable")]
+    start = 0
+    for r in np.unique(cls):  # cell sizes, not cells
+        j = np.flatnonzero(cls == r)  # ascending: the order of their rows in ``rows``
+        seg = rows[start : start + int(size[j].sum())]
+        start += seg.size
+        if r < p:
+            _small_cells(X[seg].reshape(j.size, r, p), w[seg].reshape(j.size, r), e[seg].reshape(j.size, r),
+                         multi[j], gm[j], Sinv, m, U, z, s)
+        else:
+            _large_cells(X, w, seg, np.searchsorted(j, code[seg]), multi[j], gm[j], Sinv, m, U, z, s)
+
+
+def _small_cells(Xr, wr, er, cells, g, Sinv, m, U, z, s) -> None:
+    """Cells of r rows (``Xr``: cells × r × p): with ``Z = W^{1/2}X_c`` and the r × r leverage
+    ``H = Z M_s Z' = QΛQ'``, ``A = I + Q f(Λ) Q'`` (f of :func:`_f`), so ``U_c = Z'Aẽ``; with
+    ``v = Z m_s``, ``z_c = Z'Av`` and ``s_c = ‖Av‖²`` (= ``a_c'z_c`` of the p-dimensional form)."""
+    r = Xr.shape[1]
+    for lo in range(0, len(cells), _CHUNK):  # blocks of cells
+        sl = slice(lo, lo + _CHUNK)
+        sw = np.sqrt(wr[sl])
+        Zc = Xr[sl] * sw[:, :, None]
+        ZcT = Zc.transpose(0, 2, 1)
+        lam, Q = np.linalg.eigh(Zc @ Sinv[g[sl]] @ ZcT)
+        A = (Q * _f(lam)[:, None, :]) @ Q.transpose(0, 2, 1)
+        A[:, np.arange(r), np.arange(r)] += 1.0
+        c = cells[sl]
+        U[c] = (ZcT @ (A @ (er[sl] * sw)[:, :, None]))[:, :, 0]
+        Av = A @ (Zc @ m[g[sl], :, None])
+        z[c] = (ZcT @ Av)[:, :, 0]
+        s[c] = np.einsum("cij,cij->c", Av, Av)
+
+
+def _large_cells(X, w, seg, local, cells, g, Sinv, m, U, z, s) -> None:
+    """Cells of p rows or more (their rows ``seg``, sorted by cell; ``local``: each row's cell
+    0..len(cells)−1): with ``LL' = M_s``, ``C = L'S_cL = WΛW'`` and ``F = W·(f(Λ)/Λ)·W'``,
+    ``X̃_c'A_cẽ_c = U_c + S_cLFL'U_c``, ``a_c = m_s + LFL'S_c m_s``, ``z_c = S_c a_c`` and
+    ``s_c = a_c'z_c``; each block's ``S_c`` by :func:`._batched._pair_sums`, one batched ``eigh``
+    per block."""
+    bounds = np.searchsorted(local, np.arange(0, len(cells) + _CHUNK, _CHUNK))
     L = _batched_sqrt(Sinv)
-    for b in range(-(-multi.size // _CHUNK)):  # blocks of cells
-        lo, hi = b * _CHUNK, min((b + 1) * _CHUNK, multi.size)
-        r = rows[bounds[b] : bounds[b + 1]]
-        Sc = _pair_sums(X[r], w[r], code[bounds[b] : bounds[b + 1]] - lo, hi - lo)
-        Lb = L[gm[lo:hi]]
+    for b in range(-(-len(cells) // _CHUNK)):  # blocks of cells
+        lo, hi = b * _CHUNK, min((b + 1) * _CHUNK, len(cells))
+        r = seg[bounds[b] : bounds[b + 1]]
+        Sc = _pair_sums(X[r], w[r], local[bounds[b] : bounds[b + 1]] - lo, hi - lo)
+        Lb = L[g[lo:hi]]
         LbT = Lb.transpose(0, 2, 1)
         lam, Wv = np.linalg.eigh(LbT @ Sc @ Lb)
         LFL = Lb @ ((Wv * _f_ratio(lam)[:, None, :]) @ Wv.transpose(0, 2, 1)) @ LbT
-        cells = multi[lo:hi]
-        mb = m[gm[lo:hi], :, None]
-        U[cells] += (Sc @ (LFL @ U[cells, :, None]))[:, :, 0]
+        c = cells[lo:hi]
+        mb = m[g[lo:hi], :, None]
+        U[c] += (Sc @ (LFL @ U[c, :, None]))[:, :, 0]
         ab = mb + LFL @ (Sc @ mb)
-        a[cells] = ab[:, :, 0]
-        z[cells] = (Sc @ ab)[:, :, 0]
+        zb = Sc @ ab
+        z[c] = zb[:, :, 0]
+        s[c] = np.einsum("cij,cij->c", ab, zb)
 
+def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
+    """``V = ΦΦ'``, ``S2 = Σ_c (φ_sc φ_tc)²`` and the number of clusters shared by s and t
+    (nonzero φ in both) for the k × clusters matrix Φ of the cells' scores. A cluster in a few
+    sets (a treated student: one per subject) costs a sparse product the square of its sets; one
+    in more than k/8 sets (a comparison school serving many) goes through dense products,
+    in blocks of clusters."""
+    n_sets = np.bincount(cell_cluster, minlength=n_cl)
+    few = n_sets[cell_cluster] * 8 <= G
+    Phi = sparse.csr_matrix((phi[few], (cell_group[few], cell_cluster[few])), shape=(G, n_cl))
+    V = np.asarray((Phi @ Phi.T).todense())
+    Phi2 = Phi.multiply(Phi).tocsr()
+    S2 = np.asarray((Phi2 @ Phi2.T).todense())
+    B = (Phi != 0).astype(np.float64)
+    m = np.asarray((B @ B.T).todense())
+    many = np.flatnonzero(n_sets * 8 > G)
+    col = np.full(n_cl, -1, dtype=np.intp)
+    col[many] = np.arange(many.size)
+    c = col[cell_cluster[~few]]
+    o = np.argsort(c, kind="stable")
+    c, gs, ps = c[o], cell_group[~few][o], phi[~few][o]
+    width = max(1, _CHUNK // 16)
+    bounds = np.searchsorted(c, np.arange(0, many.size + width, width))
+    for b in range(-(-many.size // width)):  # blocks of clusters
+        lo, hi = bounds[b], bounds[b + 1]
+        P = np.zeros((G, min(width, many.size - b * width)))
+        P[gs[lo:hi], c[lo:hi] - b * width] = ps[lo:hi]
+        V += P @ P.T
+        P2 = P * P
+        S2 += P2 @ P2.T
+        P = (P != 0).astype(float)
+        m += P @ P.T
+    return V, S2, m
 
 def joint_covariance(
     X: np.ndarray,
@@ -187,15 +267,15 @@ def joint_covariance(
         h = w[i1] * _quad(x1, Sinv, g1)
         inv_root = np.where(h < 1 - 1e-10, 1.0 / np.sqrt(np.clip(1.0 - h, 1e-300, None)), 0.0)
         U[single] *= inv_root[:, None]
-        a = np.empty((n_cells, p))
-        a[single] = m[g1] * inv_root[:, None]
+        a1 = m[g1] * inv_root[:, None]
         z = np.empty((n_cells, p))
-        z[single] = (w[i1] * np.einsum("ia,ia->i", x1, a[single]))[:, None] * x1  # S_c a_c
+        z[single] = (w[i1] * np.einsum("ia,ia->i", x1, a1))[:, None] * x1  # S_c a_c
+        s = np.empty(n_cells)
+        s[single] = np.einsum("ia,ia->i", a1, z[single])
         multi = np.flatnonzero(~single)
-        if multi.size:  # multi-row cells: the general formula, in blocks of cells
-            _multi_row_cells(X, w, cell, multi, cell_group[multi], Sinv, m, U, a, z)
+        if multi.size:  # multi-row cells: the general formula, by cell size and in blocks of cells
+            _multi_row_cells(X, w, e, cell, multi, rows[multi], cell_group[multi], Sinv, m, U, z, s)
         # Satterthwaite df per group (robust._satterthwaite, batched over groups)
-        s = np.einsum("ci,ci->c", a, z)
         ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
         MZZ = Sinv @ ZZ
         zMz = _quad(z, Sinv, cell_group)
@@ -211,12 +291,7 @@ def joint_covariance(
         with np.errstate(invalid="ignore", divide="ignore"):
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
-    Phi = sparse.csr_matrix((phi, (cell_group, cell_cluster)), shape=(G, n_cl))
-    V = np.asarray((Phi @ Phi.T).todense())
-    Phi2 = Phi.multiply(Phi).tocsr()
-    S2 = np.asarray((Phi2 @ Phi2.T).todense())  # Σ_c (φ_sc φ_tc)²
-    B = (Phi != 0).astype(np.float64)
-    m = np.asarray((B @ B.T).todense())  # clusters shared by s and t
+    V, S2, m = _cross_products(phi, cell_group, cell_cluster, G, n_cl)
     with np.errstate(invalid="ignore", divide="ignore"):
         Vvar = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
     ok = ok & (G_s > 1)
