@@ -97,15 +97,22 @@ RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutatio
 ``lin``, ``icc``, ``bootstrap``, ``bootstrap_weights`` and ``interaction_test`` are those of
 :func:`pleval.rct.analyze_rct` (``icc="none"`` omits the g_T row)."""
 
+PLACEBO_CAP = 300
+"""The default bound on placebo schools of a matched design: with more comparison schools, the
+first 300 of the placebo round order play placebo (spread over the pretest range, chosen by the
+data alone; :func:`pleval.heterogeneity.placebo.placebo_schools`). Each round re-matches the
+whole file, so on a state file with thousands of comparison schools all of them would cost
+ten matches and more; docs/scale.md measures what the cap changes. ``placebo_cap=0``: all."""
+
 MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": (),
-                                    "school_sensitivity": False, "vcov": ""}
+                                    "school_sensitivity": False, "vcov": "", "placebo_cap": PLACEBO_CAP}
 """Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
 ``vcov`` (the matched effect's covariance; "" = CR2 by school, CR1 by student without a school column),
 ``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
 ``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none),
 ``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval) and
 ``school_sensitivity`` (each PL school's robustness values in the school table:
-``school_effects(..., robustness_q=1)``)."""
+``school_effects(..., robustness_q=1)``) and ``placebo_cap`` (:data:`PLACEBO_CAP`)."""
 
 Progress = Callable[..., None]
 
@@ -464,6 +471,8 @@ def _check_matched(o: dict) -> None:
             raise DataError(f"option {k} must be true or false; got {o[k]!r}")
     if not isinstance(o["placebo_outcome"], str):
         raise DataError(f"option placebo_outcome must be a column name (or empty); got {o['placebo_outcome']!r}")
+    if isinstance(o["placebo_cap"], bool) or not (isinstance(o["placebo_cap"], (int, np.integer)) and o["placebo_cap"] >= 0):
+        raise DataError(f"option placebo_cap must be a whole number >= 0; got {o['placebo_cap']!r}")
     g = o["hl_gammas"]
     g = [g] if isinstance(g, (int, float)) and not isinstance(g, bool) else g
     if not isinstance(g, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 1 for x in g):
@@ -572,7 +581,11 @@ def estimate(
         Estimate placebo schools (True).
     n_placebo : int
         How many comparison schools play PL (0 = the default: every comparison school, each
-        once; a trial caps the stacked rows, see :data:`PLACEBO_MAX_ROWS`).
+        once, up to ``placebo_cap`` in a matched design; a trial caps the stacked rows, see
+        :data:`PLACEBO_MAX_ROWS`).
+    placebo_cap : int
+        Matched designs: the default number of placebo schools is at most this many
+        (:data:`PLACEBO_CAP`, 300; 0 = every comparison school).
     rct_design : str
         ``"cluster"`` (default), ``"blocked"`` or ``"individual"``.
     vcov : str
@@ -703,6 +716,9 @@ def estimate(
     }
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
+    plc = next((p["details"]["placebo"] for p in parts if "placebo" in p.get("details", {})), None)
+    if plc is not None:
+        prov["placebo"] = plc.extent()
     if opts["outcomes"]:
         keep = ["subject", "outcome", "kind", "domain", "estimation", "scale", "estimate", "effect_size", "es_measure",
                 "pvalue", "pvalue_adjusted", "wwc_rating", "essa_tier"]
@@ -1248,15 +1264,22 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     from .heterogeneity.placebo import placebo_schools
 
     try:
-        return placebo_schools(
+        res = placebo_schools(
             df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
             match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
             by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
             alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds,
-        ), ""
+            cap=int(opts["placebo_cap"]),
+        )
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
         return None, f"no placebo-calibrated figures: no placebo schools ({exc})"
+    x = res.extent()
+    if x["capped"]:
+        notes.append(f"placebo schools: {x['placebo_schools']:,} of the {x['comparison_schools']:,} comparison schools "
+                     f"played placebo (placebo_cap = {x['cap']}: the first of the round order, spread over the pretest "
+                     "range); placebo_cap = 0 (--placebo-cap 0) runs every one")
+    return res, ""
 
 
 def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict,

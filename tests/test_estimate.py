@@ -194,6 +194,8 @@ def test_resolve_options_defaults_and_errors():
         ("rct", None, {"bootstrap_weights": "mammen"}, "bootstrap_weights"),
         ("matched", None, {"adjust": "fdr"}, "adjust"),
         ("matched", None, {"placebo": "yes"}, "placebo"),
+        ("matched", None, {"placebo_cap": -1}, "placebo_cap"),
+        ("rct", None, {"placebo_cap": 10}, "unknown option 'placebo_cap'"),
         ("rct", None, {"permutations": -1}, "permutations"),
     ]
     for design, method, options, msg in bad:
@@ -210,6 +212,35 @@ def test_match_options_pass_through_and_are_recorded(matched_sim):
     assert not len(ev.placebo) and not len(ev.propensity)  # no placebo asked; no PS for Mahalanobis
     with pytest.raises(DataError, match="subjects are math, reading"):
         pleval.estimate(matched_sim.data, subject="science")
+
+
+def test_placebo_cap_bounds_the_default_and_is_recorded(matched_sim, matched_ev, tmp_path):
+    """Matched designs: with more comparison schools than ``placebo_cap``, the first ``cap`` of
+    the round order play placebo — the run of ``n_placebo=cap`` — with a note, the extent in the
+    provenance and the cap in run.toml; a cap at or above the number of comparison schools (the
+    default here: 32 comparison schools) changes nothing."""
+    import tomllib
+
+    from pleval.estimate import PLACEBO_CAP
+    from pleval.report.outputs import run_config
+
+    assert matched_ev.options["placebo_cap"] == PLACEBO_CAP
+    x = matched_ev.provenance["placebo"]
+    assert x["comparison_schools"] == 32 and x["placebo_schools"] == 32 and not x["capped"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        capped = pleval.estimate(matched_sim.data, seed=1, placebo_cap=12)
+        direct = pleval.estimate(matched_sim.data, seed=1, n_placebo=12, placebo_cap=0)
+        at = pleval.estimate(matched_sim.data, seed=1, placebo_cap=32)
+    x = capped.provenance["placebo"]
+    assert (x["comparison_schools"], x["placebo_schools"], x["cap"], x["capped"]) == (32, 12, 12, True)
+    assert any("12 of the 32 comparison schools played placebo (placebo_cap = 12" in n for n in capped.notes)
+    pd.testing.assert_frame_equal(capped.placebo, direct.placebo)
+    pd.testing.assert_frame_equal(capped.heterogeneity, direct.heterogeneity)
+    pd.testing.assert_frame_equal(at.placebo, matched_ev.placebo)
+    pd.testing.assert_frame_equal(at.schools, matched_ev.schools)
+    assert not any("placebo_cap" in n for n in at.notes)
+    assert tomllib.loads(__import__("tomli_w").dumps(run_config(capped)))["options"]["placebo_cap"] == 12
 
 
 def test_same_seed_same_result(matched_sim, matched_ev):

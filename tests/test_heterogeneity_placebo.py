@@ -237,7 +237,30 @@ def test_placebo_rounds_do_not_depend_on_seed_row_order_or_school_labels(small):
         warnings.simplefilter("ignore", PlevalWarning)
         runs = [placebo_schools(d, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=s)
                 for d, s in ((data, 0), (shuffled, 5), (relabelled, 9))]
+        runs += [placebo_schools(d, SAMPLE_COLUMNS, per_round=8, cap=20, seed=s) for d, s in ((shuffled, 1), (relabelled, 2))]
     cols = ["tau2_placebo", "tau2_placebo_ci_low", "tau2_placebo_ci_high", "tau2_program"]
     for other in runs:
         np.testing.assert_allclose(other.comparison[cols].to_numpy(float), r.comparison[cols].to_numpy(float),
                                    rtol=1e-12, atol=1e-12)
+
+
+def test_cap_takes_the_first_schools_of_the_round_order(small):
+    """``cap`` bounds the default number of placebo schools: the run is that of ``n_placebo=cap``
+    (the first schools of the dealt order); a cap at or above the number of comparison schools
+    changes nothing."""
+    data, r = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        capped = placebo_schools(data, SAMPLE_COLUMNS, per_round=8, cap=20, seed=3)
+        n_comp = capped.extent()["comparison_schools"]
+        wide = placebo_schools(data, SAMPLE_COLUMNS, per_round=8, cap=n_comp, seed=3)
+        every = placebo_schools(data, SAMPLE_COLUMNS, per_round=8, seed=3)
+    assert capped.extent() == {"comparison_schools": n_comp, "placebo_schools": 20,
+                               "estimates": int(np.isfinite(r.placebo["effect_size"]).sum()), "rounds": 3,
+                               "per_round": 8, "cap": 20, "capped": True}
+    assert "capped: the first 20 of" in capped.summary()
+    pd.testing.assert_frame_equal(capped.placebo, r.placebo)
+    pd.testing.assert_frame_equal(capped.comparison, r.comparison)
+    assert not wide.extent()["capped"] and wide.extent()["placebo_schools"] == n_comp > 20
+    pd.testing.assert_frame_equal(wide.placebo, every.placebo)
+    pd.testing.assert_frame_equal(wide.comparison, every.comparison)

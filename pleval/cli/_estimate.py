@@ -384,7 +384,8 @@ def estimate(
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Significance level of the school counts (default: 0.05).", rich_help_panel="Options"),
     placebo: Optional[bool] = typer.Option(None, "--placebo/--no-placebo", help="Estimate placebo schools (default: on).", rich_help_panel="Options"),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="Matched: a pre-program score (e.g. the year before the pretest) analysed as a placebo outcome whose effect should be zero.", rich_help_panel="Options"),
-    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = every comparison school) (default: 0).", rich_help_panel="Options"),
+    n_placebo: Optional[int] = typer.Option(None, "--n-placebo", help="Number of placebo schools (0 = every comparison school, up to --placebo-cap) (default: 0).", rich_help_panel="Options"),
+    placebo_cap: Optional[int] = typer.Option(None, "--placebo-cap", help="Matched: at most this many placebo schools by default, the first of the round order (0 = every comparison school) (default: 300).", rich_help_panel="Options"),
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the overall effect: CR2 (default by school), CR1, CR0, HC2 (individual trials' default), HC1, HC0, classical.", rich_help_panel="Options"),
     cluster_df: Optional[str] = typer.Option(None, "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df).", rich_help_panel="Options"),
@@ -436,6 +437,7 @@ def estimate(
     flag_opts = dict(
         sd=sd, level=level, baseline_percentile=baseline_percentile, meta_method=meta_method,
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
+        placebo_cap=placebo_cap,
         placebo_outcome=placebo_outcome,
         rct_design=rct_design, vcov=vcov, cluster_df=cluster_df, cr2=cr2, permutations=permutations, compliance=compliance,
         subgroups=subgroups, bands=bands, moderators=moderators, outcomes=outcomes, domains=domains,

@@ -41,7 +41,11 @@ estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) —
   negative.
 
 By default every comparison school plays placebo once (``n_placebo`` = all of them), in rounds
-of ``per_round`` so the comparison pool stays large.
+of ``per_round`` so the comparison pool stays large. ``cap`` bounds that default: with more
+comparison schools than ``cap``, the first ``cap`` of the round order play placebo — whole
+rounds first, so they are spread over the pretest range as every round is, and chosen by the
+data alone as the order is (:func:`pleval.estimate` caps at
+:data:`pleval.estimate.PLACEBO_CAP` schools; docs/scale.md measures what the cap changes).
 """
 
 from __future__ import annotations
@@ -109,11 +113,24 @@ class PlaceboResult(ResultMixin):
                                                o["effect_options"].get("adjust", "bh"), o.get("hartung_knapp", True))
         return replace(self, observed=observed, comparison=comparison, calibrated=calibrated, calibration=cal)
 
+    def extent(self) -> dict:
+        """How many comparison schools there were, how many played placebo (and had an
+        estimate), in how many rounds, and the cap on the default number (0: none), for the
+        provenance and the report."""
+        o = self.options
+        return {"comparison_schools": int(o.get("n_comparison", len(self.rounds))),
+                "placebo_schools": int(len(self.rounds)),
+                "estimates": int(np.isfinite(self.placebo["effect_size"].to_numpy(dtype=float)).sum()),
+                "rounds": int(self.rounds["round"].nunique()), "per_round": int(o["per_round"]),
+                "cap": int(o.get("cap") or 0), "capped": bool(o.get("capped", False))}
+
     def summary(self) -> str:
+        x = self.extent()
         lines = [
-            f"Placebo schools: {len(self.rounds)} comparison schools analysed as if PL "
-            f"({int(np.isfinite(self.placebo['effect_size']).sum())} estimates) in {self.rounds['round'].nunique()} "
-            "matching run(s), each held out of the comparison pool while playing the part",
+            f"Placebo schools: {x['placebo_schools']} comparison schools analysed as if PL "
+            f"({x['estimates']} estimates) in {x['rounds']} matching run(s), each held out of the comparison pool "
+            "while playing the part" + (f" (capped: the first {x['cap']} of {x['comparison_schools']} comparison "
+                                         "schools in the round order)" if x["capped"] else ""),
         ]
         for r in self.comparison.itertuples(index=False):
             d = r._asdict()
@@ -234,6 +251,7 @@ def placebo_schools(
     seed: int = 0,
     hartung_knapp: bool = True,
     rounds=None,
+    cap: int | None = None,
 ) -> PlaceboResult:
     """Analyse comparison schools as if they were PL schools (see the module docstring).
 
@@ -244,7 +262,7 @@ def placebo_schools(
         matching method and options passed to :func:`pleval.match` — the same as for the real
         analysis.
     n_placebo : int, optional
-        Placebo schools wanted (default: every comparison school, each once).
+        Placebo schools wanted (default: every comparison school, each once, up to ``cap``).
     per_round : int, optional
         Placebo schools per matching run (default: the number of PL schools, at most a quarter
         of the comparison schools, so the pool stays large).
@@ -265,6 +283,9 @@ def placebo_schools(
         Where the schools and each round's match come from (default: ``data`` in memory); a
         :class:`pleval.pool.placebo.PoolRounds` re-matches against a comparison pool given apart
         (``observed`` is then required).
+    cap : int, optional
+        Without ``n_placebo``: at most this many placebo schools, the first of the round order
+        (default: no cap).
     """
     if not isinstance(columns, Columns):
         raise DataError("columns must be a pleval.data.Columns naming the roles (school=... is required)")
@@ -300,8 +321,9 @@ def placebo_schools(
     n_pl = max(len(pl), 2)
     if per_round is None:
         per_round = max(2, min(n_pl, len(comp) // 4))
+    capped = n_placebo is None and bool(cap) and len(comp) > int(cap)
     if n_placebo is None:
-        n_placebo = len(comp)
+        n_placebo = min(int(cap), len(comp)) if capped else len(comp)
     if per_round < 1 or n_placebo < 2:
         raise DataError("per_round must be >= 1 and n_placebo >= 2")
     if per_round > len(comp) - 2:
@@ -347,7 +369,7 @@ def placebo_schools(
         placebo_vcov=placebo_vcov,
         calibration=cal,
         options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
-                     seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
+                     n_comparison=len(comp), cap=cap, capped=capped, seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
                      hartung_knapp=hartung_knapp),
     )
 
