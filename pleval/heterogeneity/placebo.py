@@ -369,7 +369,8 @@ def placebo_schools(
         placebo_vcov=placebo_vcov,
         calibration=cal,
         options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
-                     n_comparison=len(comp), cap=cap, capped=capped, seed=seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
+                     n_comparison=len(comp), cap=cap, capped=capped, seed=seed,
+                     effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
                      hartung_knapp=hartung_knapp),
     )
 
