@@ -448,3 +448,60 @@ def test_save_builds_the_sections_once_for_every_format(ev, tmp_path, monkeypatc
     names = sorted(plots.evaluation_figures(ev))
     assert (out / "summary.md").read_text() == report.render_markdown(ev, {k: f"plots/{k}.png" for k in names})
     assert (out / "report.html").stat().st_size > 0 and (out / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_bootstrap_and_randomization_reach_the_report_with_the_csv_numbers(sim, tmp_path):
+    """`pleval estimate --design rct` with a wild cluster bootstrap (Webb weights, sampled) and a
+    randomization test (16 schools in 4 blocks: all 1,296 assignments, exact): report.html, summary.md and report.pdf show, for each row of
+    bootstrap.csv and randomization.csv, the method, draws, weights, seed, p, its Monte Carlo SE
+    and the bootstrap CI, with the CSV's numbers."""
+    from pypdf import PdfReader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(sim.data, design="rct", subject="math", seed=3, bootstrap=499, bootstrap_weights="webb",
+                             permutations=300)
+    out = report.save(ev, tmp_path / "out")
+    boot = pd.read_csv(out / "bootstrap.csv").iloc[0]
+    ri = pd.read_csv(out / "randomization.csv").iloc[0]
+    assert not boot["enumerated"] and boot["pvalue_mc_se"] > 0 and ri["exact"] and ri["mc_se"] == 0
+    html = (out / "report.html").read_text()
+    start = html.index("<h3>Resampling checks of the overall effect</h3>")
+    assert html.index('<section id="overall"') < start < html.index("</section>", html.index('<section id="overall"'))
+    rows = re.findall(r"<tr>(.*?)</tr>", html[start:html.index("</table>", start)], flags=re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in rows[1:]]
+    assert len(cells) == 2
+    b, r = ({h: v for h, v in zip(re.findall(r"<th[^>]*>(.*?)</th>", rows[0]), c)} for c in cells)
+    assert b["subject"] == r["subject"] == "math"
+    assert b["method"].startswith("wild cluster bootstrap") and f"{int(boot['n_clusters'])} schools" in b["method"]
+    assert (b["weights"], b["draws"], b["seed"]) == ("webb", f"{int(boot['draws']):,}", str(int(boot["seed"])))
+    assert b["p"] == f"{boot['pvalue']:.4f}" and b["Monte Carlo SE of p"] == f"{boot['pvalue_mc_se']:.4f}"
+    assert b[f"{boot['level']:.0%} CI"] == f"{boot['ci_low']:.4f} to {boot['ci_high']:.4f}"
+    assert b["estimate"] == f"{boot['estimate']:.4f}"
+    assert r["method"].startswith(f"randomization test, {ri['alternative']}")
+    assert r["draws"] == f"all {int(ri['n_assignments']):,} assignments (exact)"
+    assert (r["seed"], r["estimate"]) == ("—", f"{ri['statistic']:.4f}")  # no draws: the seed plays no part
+    assert r["p"] == f"{ri['pvalue']:.4f}" and r["Monte Carlo SE of p"] == "0 (exact)"
+    # the same numbers in the Markdown summary and the PDF
+    md = (out / "summary.md").read_text()
+    pdf = " ".join(p.extract_text() for p in PdfReader(out / "report.pdf").pages)
+    for text in (md, pdf):
+        assert "Resampling checks of the overall effect" in text
+        for v in (boot["pvalue"], boot["pvalue_mc_se"], boot["ci_low"], ri["pvalue"], ri["statistic"]):
+            assert f"{v:.4f}" in text
+
+
+def test_resampling_table_sampled_randomization_and_absent():
+    """A sampled randomization test shows its draws out of the possible assignments, its seed and
+    Monte Carlo SE; no bootstrap and no randomization test: no table."""
+    from types import SimpleNamespace
+
+    ri = pd.DataFrame([{"subject": "reading", "statistic": -0.25, "pvalue": 0.412, "mc_se": 0.0049, "alternative": "greater",
+                        "exact": False, "n_assignments": 2.7e9, "n_draws": 10_000, "unit": "cluster",
+                        "covariate_adjusted": False, "seed": 11}])
+    ev = SimpleNamespace(bootstrap=pd.DataFrame(), randomization=ri, subjects=["math", "reading"], options={"level": 0.9})
+    f = sections.resampling_table(ev).frame.iloc[0]
+    assert (f["method"], f["draws"], f["seed"]) == ("randomization test, greater", "10,000 of 2.7e+09 assignments", "11")
+    assert (f["estimate"], f["p"], f["Monte Carlo SE of p"], f["90% CI"]) == ("-0.2500", "0.4120", "0.0049", "—")
+    assert sections.resampling_table(SimpleNamespace(bootstrap=pd.DataFrame(), randomization=pd.DataFrame(),
+                                                     subjects=["math"], options={})) is None

@@ -387,9 +387,50 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
     ))
     blocks.append(Bullets(tuple(f"{r['subject']}, {r['analysis']}: {r['method']}" for r in rows),
                           title="How each estimate was computed"))
+    resampling = resampling_table(ev)
+    if resampling is not None:
+        blocks.append(resampling)
     blocks += _figures(ev, figures, "percentiles", "How an effect size converts to percentile points from different "
                        "starting percentiles; the estimate and its confidence interval are marked.")
     return Section("overall", "Overall effect", tuple(blocks))
+
+
+def resampling_table(ev: "Evaluation") -> Table | None:
+    """The wild cluster bootstrap and randomization test of the ITT (``bootstrap.csv``,
+    ``randomization.csv``) by subject, with method, draws, weights, seed and the Monte Carlo SE
+    of p; ``None`` when neither was run."""
+    ci = f"{_lvl(ev)} CI"
+    rows = []
+    for b in ev.bootstrap.itertuples() if len(ev.bootstrap) else ():
+        exact = bool(b.enumerated)
+        rows.append({
+            "subject": b.subject, "method": f"wild cluster bootstrap-t, restricted ({int(b.n_clusters)} schools)",
+            "draws": f"all {int(b.draws):,} sign patterns (exact)" if exact else f"{int(b.draws):,}",
+            "weights": b.weights, "seed": "—" if exact else str(b.seed), "estimate": fmt(b.estimate, 4),
+            "p": fmt(b.pvalue, 4), "Monte Carlo SE of p": "0 (exact)" if exact else fmt(b.pvalue_mc_se, 4),
+            ci: fmt_ci(b.ci_low, b.ci_high, 4),
+        })
+    for r in ev.randomization.itertuples() if len(ev.randomization) else ():
+        exact = bool(r.exact)
+        rows.append({
+            "subject": r.subject,
+            "method": f"randomization test, {r.alternative}" + (" (covariate-adjusted)" if r.covariate_adjusted else ""),
+            "draws": (f"all {int(r.n_assignments):,} assignments (exact)" if exact
+                      else f"{int(r.n_draws):,} of {float(r.n_assignments):.3g} assignments"),
+            "weights": "—", "seed": "—" if exact else str(r.seed), "estimate": fmt(r.statistic, 4),
+            "p": fmt(r.pvalue, 4), "Monte Carlo SE of p": "0 (exact)" if exact else fmt(r.mc_se, 4), ci: "—",
+        })
+    if not rows:
+        return None
+    order = {s: i for i, s in enumerate(ev.subjects)}
+    frame = pd.DataFrame(rows).sort_values("subject", key=lambda c: c.map(order), kind="stable")
+    return Table(frame.reset_index(drop=True), title="Resampling checks of the overall effect", note=(
+        "The intent-to-treat effect re-tested without the model's standard error. Wild cluster bootstrap: the "
+        "restricted bootstrap-t with schools as clusters (null imposed); estimate = the ITT in points, p and the CI "
+        "from inverting the test; with few schools, Rademacher weights enumerate every sign pattern (exact). "
+        "Randomization test: the difference in (school) means recomputed over re-randomizations of the design "
+        "(same blocks and clusters); estimate = that observed difference. Monte Carlo SE: the simulation error of p "
+        "from the finite number of draws, which the seed reproduces. Full tables: bootstrap.csv, randomization.csv."))
 
 
 # --------------------------------------------------------------------------------------
