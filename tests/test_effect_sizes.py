@@ -120,6 +120,15 @@ def test_hedges2007_t_adjustment_worked_example():
     assert t0 == pytest.approx(t) and h0 == pytest.approx(N - 2)
 
 
+def test_hedges2007_df_against_published_r_output():
+    """h of Hedges (2007) (WWC Procedures Handbook v5.0, eq. E.21) for N = 100 students in
+    clusters of n = 5 (m = 20) with ρ = 0.1: the R package VIVECampbell documents
+    ``df_h(N_total = 100, ICC = 0.1, avg_grp_size = 5)`` → 94.4 (rounded to 2 decimals; its
+    pkgdown reference page, reference/df_h.md)."""
+    _, h = hedges2007_adjusted_t(1.0, 100, 20, 0.1)
+    assert round(float(h), 2) == 94.4
+
+
 def test_hedges2007_effect_size_by_simulation():
     """d_T is unbiased for delta_T and V(d_T) matches its Monte Carlo variance."""
     rng = np.random.default_rng(2007)
