@@ -31,6 +31,11 @@ Multiplicity across the A comparisons (``adjust``):
   reject more.
 * ``"bonferroni"``, ``"none"``.
 
+``alternative`` (multcomp's ``alternative``): ``"two-sided"`` (default), ``"greater"`` (H1: τ_a > 0;
+``p_a = P(max_b T_b ≥ t_a)`` for Dunnett, t(df_a) upper tail for the others; simultaneous lower
+bounds) or ``"less"`` (H1: τ_a < 0; upper bounds). The raw ``pvalue`` column follows it; each
+arm's own CI and effect-size CI stay two-sided.
+
 Both Holm and Dunnett are offered because neither dominates; Holm is the default because it
 makes no distributional assumption about the dependence of the comparisons.
 """
@@ -52,6 +57,7 @@ from .errors import DataError, DesignError
 from .inference import adjust_pvalues, ols
 
 ADJUST = ("holm", "dunnett", "bonferroni", "none")
+ALTERNATIVES = ("two-sided", "greater", "less")
 
 
 @dataclass(frozen=True, repr=False)
@@ -67,6 +73,8 @@ class MultiArmResult(ResultMixin):
     fit: object = field(repr=False)
     options: Mapping[str, object] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    alternative: str = "two-sided"
+    pvalue: Mapping[object, float] = field(default_factory=dict)  # raw p under ``alternative``
 
     def to_frame(self) -> pd.DataFrame:
         rows = []
@@ -76,7 +84,8 @@ class MultiArmResult(ResultMixin):
             rows.append({
                 "arm": arm, "control": self.control, "n_arm": r.n_treated, "n_control": r.n_control,
                 "estimate": r.estimate, "se": r.se, "df": r.df, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                "pvalue": r.pvalue, "pvalue_adjusted": self.pvalue_adjusted[arm], "adjust": self.adjust,
+                "pvalue": self.pvalue.get(arm, r.pvalue), "alternative": self.alternative,
+                "pvalue_adjusted": self.pvalue_adjusted[arm], "adjust": self.adjust,
                 "simultaneous_ci_low": lo, "simultaneous_ci_high": hi, "effect_size": es.estimate,
                 "es_ci_low": es.ci_low, "es_ci_high": es.ci_high, "sd": eff.sd, "percentile_points": pp.estimate,
             })
@@ -93,11 +102,12 @@ class MultiArmResult(ResultMixin):
         return "\n".join(lines)
 
 
-def _inside(q: float, corr: np.ndarray, df: float, seed: int, points: int) -> float:
-    """P(max_b |T_b| < q) for T multivariate t(corr, df) (normal when df is infinite), by the
-    seeded randomized-lattice rule (the same lattice at every q: a smooth function of q)."""
+def _inside(q: float, corr: np.ndarray, df: float, seed: int, points: int, two_sided: bool = True) -> float:
+    """P(max_b |T_b| < q) (``two_sided``) or P(max_b T_b < q) for T multivariate t(corr, df)
+    (normal when df is infinite), by the seeded randomized-lattice rule (the same lattice at
+    every q: a smooth function of q)."""
     k = corr.shape[0]
-    lo, hi = np.full(k, -q), np.full(k, q)
+    lo, hi = np.full(k, -q if two_sided else -np.inf), np.full(k, q)
     if not np.isfinite(df):
         return float(stats.multivariate_normal.cdf(hi, cov=corr, lower_limit=lo, maxpts=points, abseps=1e-7,
                                                    releps=0, rng=np.random.default_rng(seed)))
@@ -105,17 +115,26 @@ def _inside(q: float, corr: np.ndarray, df: float, seed: int, points: int) -> fl
                                                              random_state=np.random.default_rng(seed)))
 
 
-def _dunnett(t: np.ndarray, corr: np.ndarray, df: float, level: float, seed: int,
+def _dunnett(t: np.ndarray, corr: np.ndarray, df: float, level: float, seed: int, alternative: str = "two-sided",
              points_per_arm: int = 25_000) -> tuple[np.ndarray, float]:
-    """Single-step max-|t| adjusted p-values ``1 − P(max_b |T_b| < |t_a|)`` and the two-sided
-    simultaneous critical value c with ``P(max_b |T_b| < c) = level`` (module docstring)."""
-    k, points = t.size, points_per_arm * t.size
-    p = np.array([1.0 - _inside(abs(v), corr, df, seed, points) for v in t])
+    """Single-step adjusted p-values ``1 − P(max_b |T_b| < |t_a|)`` and the simultaneous critical
+    value c with ``P(max_b |T_b| < c) = level``; one-sided, max_b T_b and t_a ("greater") or
+    −t_a ("less": T is symmetric) in place of the absolute values (module docstring)."""
+    k, points, two = t.size, points_per_arm * t.size, alternative == "two-sided"
+    q_obs = np.abs(t) if two else (t if alternative == "greater" else -t)
+    p = np.array([1.0 - _inside(v, corr, df, seed, points, two) for v in q_obs])
     tq = stats.t(df) if np.isfinite(df) else stats.norm()
+    a = (1.0 - level) / (2.0 if two else 1.0)
     # c lies between the unadjusted and the Bonferroni critical values
-    lo, hi = tq.ppf(1.0 - (1.0 - level) / 2.0), tq.ppf(1.0 - (1.0 - level) / (2.0 * k)) + 0.01
-    crit = optimize.brentq(lambda q: _inside(q, corr, df, seed, points) - level, lo, hi, xtol=1e-6)
+    lo, hi = tq.ppf(1.0 - a), tq.ppf(1.0 - a / k) + 0.01
+    crit = optimize.brentq(lambda q: _inside(q, corr, df, seed, points, two) - level, lo, hi, xtol=1e-6)
     return np.clip(p, 0.0, 1.0), float(crit)
+
+
+def _bounds(est: np.ndarray, se: np.ndarray, crit, alternative: str) -> list[tuple[float, float]]:
+    lo = np.where(alternative == "less", -np.inf, est - crit * se)
+    hi = np.where(alternative == "greater", np.inf, est + crit * se)
+    return list(zip(lo.tolist(), hi.tolist()))
 
 
 def analyze_multiarm(
@@ -128,6 +147,7 @@ def analyze_multiarm(
     vcov: str | None = None,
     cluster_df: Literal["G-1", "G-p"] = "G-1",
     adjust: Literal["holm", "dunnett", "bonferroni", "none"] = "holm",
+    alternative: Literal["two-sided", "greater", "less"] = "two-sided",
     subject: object = None,
     sd: str | float = "pooled",
     level: float = 0.95,
@@ -146,6 +166,8 @@ def analyze_multiarm(
     check_conventions(cluster_df, "transformed")
     if adjust not in ADJUST:
         raise DataError(f"adjust must be one of {ADJUST}; got {adjust!r}")
+    if alternative not in ALTERNATIVES:
+        raise DataError(f"alternative must be one of {ALTERNATIVES}; got {alternative!r}")
     t = columns.treatment
     if t is None or t not in df.columns:
         raise DataError(f"the treatment column {t!r} (arm labels) is not in the data")
@@ -209,28 +231,31 @@ def analyze_multiarm(
         se.append(s_)
         dfs.append(d_)
     est, se, dfs = np.array(est), np.array(se), np.array(dfs)
-    p = np.array([effects[a].raw.pvalue for a in arms])
+    tstat = est / se
+    p = {"two-sided": np.array([effects[a].raw.pvalue for a in arms]), "greater": stats.t.sf(tstat, dfs),
+         "less": stats.t.cdf(tstat, dfs)}[alternative]
     if adjust == "dunnett":
         idx = [names.index(f"arm[{a}]") for a in arms]
         V = fit.vcov[np.ix_(idx, idx)]
         corr = V / np.sqrt(np.outer(np.diag(V), np.diag(V)))
         nu = float(dfs.min())
-        p_adj, crit = _dunnett(est / se, corr, nu, level, seed)
-        sim = {a: (est[i] - crit * se[i], est[i] + crit * se[i]) for i, a in enumerate(arms)}
-        notes.append(f"Dunnett single-step max-|t|: multivariate t with the fitted correlation of the arm effects, "
-                     f"{nu:.1f} df (the smallest arm df); simultaneous critical value {crit:.3f}")
+        p_adj, crit = _dunnett(tstat, corr, nu, level, seed, alternative)
+        notes.append(f"Dunnett single-step max-{'|t|' if alternative == 'two-sided' else 't'} ({alternative}): "
+                     f"multivariate t with the fitted correlation of the arm effects, {nu:.1f} df (the smallest arm "
+                     f"df); simultaneous critical value {crit:.3f}")
     else:
         p_adj = p if adjust == "none" else adjust_pvalues(p, adjust)
         m = 1 if adjust == "none" else len(arms)  # Bonferroni-type simultaneous intervals
-        crit_b = stats.t.ppf(1.0 - (1.0 - level) / (2.0 * m), dfs)
-        sim = {a: (est[i] - crit_b[i] * se[i], est[i] + crit_b[i] * se[i]) for i, a in enumerate(arms)}
+        crit = stats.t.ppf(1.0 - (1.0 - level) / ((2.0 if alternative == "two-sided" else 1.0) * m), dfs)
+    sim = dict(zip(arms, _bounds(est, se, crit, alternative)))
     options = {
         "design": design, "outcome": cols.outcome, "treatment": t, "vcov": vc_desc, "cluster_df": cluster_df,
-        "covariates": tuple(cov_names), "level": level, "seed": seed, "n_analytic": len(ana),
+        "covariates": tuple(cov_names), "level": level, "seed": seed, "n_analytic": len(ana), "alternative": alternative,
         "n_by_arm": MappingProxyType(counts),
     }
     return MultiArmResult(control, arms, MappingProxyType(effects), MappingProxyType(dict(zip(arms, map(float, p_adj)))),
-                          adjust, MappingProxyType(sim), fit, MappingProxyType(options), tuple(notes))
+                          adjust, MappingProxyType(sim), fit, MappingProxyType(options), tuple(notes), alternative,
+                          MappingProxyType(dict(zip(arms, map(float, p)))))
 
 
-__all__ = ["analyze_multiarm", "MultiArmResult", "ADJUST"]
+__all__ = ["analyze_multiarm", "MultiArmResult", "ADJUST", "ALTERNATIVES"]

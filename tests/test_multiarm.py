@@ -53,11 +53,12 @@ def test_dunnett_equals_scipy_on_dunnetts_example():
     assert again.pvalue_adjusted == res.pvalue_adjusted
 
 
-def _dunnett_exact_crit(n_control, n_arms, df, level=0.95):
-    """Two-sided Dunnett critical value by quadrature (no Monte Carlo): with one control and
-    classical variances corr(T_a, T_b) = λ_a λ_b, λ_a = √{n_a/(n_a + n_0)}, so
-    P(max|T_a| < q) = E_{s,z} Π_a [Φ((qs + λ_a z)/√(1 − λ_a²)) − Φ((−qs + λ_a z)/√(1 − λ_a²))],
-    z ~ N(0, 1) and s ~ √(χ²_df/df) (Dunnett 1955), on a Gauss–Legendre grid in s and a fine grid in z."""
+def _dunnett_exact_crit(n_control, n_arms, df, level=0.95, two_sided=True):
+    """Dunnett critical value by quadrature (no Monte Carlo): with one control and classical
+    variances corr(T_a, T_b) = λ_a λ_b, λ_a = √{n_a/(n_a + n_0)}, so
+    P(max|T_a| < q) = E_{s,z} Π_a [Φ((qs + λ_a z)/√(1 − λ_a²)) − Φ((−qs + λ_a z)/√(1 − λ_a²))]
+    (one-sided P(max T_a < q): without the second term), z ~ N(0, 1) and s ~ √(χ²_df/df)
+    (Dunnett 1955), on a Gauss–Legendre grid in s and a fine grid in z."""
     lam = np.sqrt(np.asarray(n_arms, float) / (np.asarray(n_arms, float) + n_control))
     z = np.linspace(-9.0, 9.0, 201)
     wz = stats.norm.pdf(z) * (z[1] - z[0])
@@ -69,9 +70,10 @@ def _dunnett_exact_crit(n_control, n_arms, df, level=0.95):
     r = np.sqrt(1.0 - L**2)
 
     def inside(q):
-        return ws @ (special.ndtr((q * S + L * Z) / r) - special.ndtr((-q * S + L * Z) / r)).prod(-1) @ wz
+        below = special.ndtr((-q * S + L * Z) / r) if two_sided else 0.0
+        return ws @ (special.ndtr((q * S + L * Z) / r) - below).prod(-1) @ wz
 
-    return optimize.brentq(lambda q: inside(q) - level, 1.5, 4.0, xtol=1e-10)
+    return optimize.brentq(lambda q: inside(q) - level, 1.0, 4.0, xtol=1e-10)
 
 
 def test_dunnett_against_multcomp_recovery():
@@ -106,6 +108,53 @@ def test_dunnett_against_multcomp_recovery():
         assert min(r_lo) - 1e-3 < lo < max(r_lo) + 1e-3 and min(r_hi) - 1e-3 < hi < max(r_hi) + 1e-3
     assert f.loc["b3", "simultaneous_ci_low"] == pytest.approx(-3.8686, abs=1e-3)
     assert f.loc["b3", "simultaneous_ci_high"] == pytest.approx(0.5353, abs=1e-3)
+
+
+def test_one_sided_dunnett_against_multcomp_recovery():
+    """``glht(amod, mcp(blanket = "Dunnett"), alternative = "less")`` on ``recovery``
+    (Westfall et al. 1999, p. 80; multcomp inst/MCMT and ``?recovery``): ``summary()`` adjusted p
+    0.2412 / < 1e−4 / 0.0926 (R 2.6.1) and 0.2411 / 0.0924 (R 3.0.2); ``confint(level = 0.9)``
+    quantile −1.8426 / −1.8428 and upper bounds 0.82186, −4.51148, −0.03635 (2007) / 0.82218,
+    −0.03618 (2013). The exact one-sided quantile is 1.84307."""
+    df = pd.read_csv(REF / "multcomp_recovery.csv")
+    kw = dict(design="individual", vcov="classical", adjust="dunnett", alternative="less")
+    cols = Columns(outcome="minutes", treatment="blanket")
+    f = analyze_multiarm(df, cols, "b0", **kw).to_frame().set_index("arm").loc[["b1", "b2", "b3"]]
+    assert (f["alternative"] == "less").all()
+    np.testing.assert_allclose(f["pvalue"], stats.t.cdf(f["estimate"] / f["se"], 37), rtol=1e-12)
+    assert 0.2411 - 1e-3 < f.loc["b1", "pvalue_adjusted"] < 0.2412 + 1e-3 and f.loc["b2", "pvalue_adjusted"] < 1e-4
+    assert 0.0924 - 1e-3 < f.loc["b3", "pvalue_adjusted"] < 0.0926 + 1e-3
+    g = analyze_multiarm(df, cols, "b0", level=0.9, **kw).to_frame().set_index("arm").loc[["b1", "b2", "b3"]]
+    assert np.isneginf(g["simultaneous_ci_low"]).all()
+    crit = (g["simultaneous_ci_high"] - g["estimate"]) / g["se"]
+    assert crit.iloc[0] == pytest.approx(_dunnett_exact_crit(20, [3, 3, 15], 37, 0.9, two_sided=False), abs=1e-4)
+    assert 1.8426 - 1e-3 < crit.iloc[0] < 1.8428 + 1e-3
+    for arm, lo_r, hi_r in (("b1", 0.82186, 0.82218), ("b2", -4.51148, -4.51116), ("b3", -0.03635, -0.03618)):
+        assert lo_r - 2e-3 < g.loc[arm, "simultaneous_ci_high"] < hi_r + 2e-3
+    # the one-sided raw p and Holm on it
+    h = analyze_multiarm(df, cols, "b0", design="individual", vcov="classical", alternative="greater").to_frame()
+    np.testing.assert_allclose(h["pvalue"], stats.t.sf(h["estimate"] / h["se"], 37), rtol=1e-12)
+    np.testing.assert_allclose(h["pvalue_adjusted"], multipletests(h["pvalue"], method="holm")[1], rtol=1e-12)
+    assert np.isposinf(h["simultaneous_ci_high"]).all()
+
+
+def test_covariate_adjusted_dunnett_against_multcomp_ratgrwth():
+    """ANCOVA with four baseline weights: ``glht(aov(w4 ~ ., data = ratgrwth), mcp(trt =
+    "Dunnett"), alternative = "less")`` (Westfall et al. 1999, p. 100; multcomp inst/MCMT, both
+    R runs print the same; data tests/reference/multcomp_ratgrwth.csv): Thiouracil − Control
+    −9.458 (SE 3.328, t −2.842, adjusted p 0.00982), Thyroxin − Control −2.113 (3.196, −0.661,
+    0.42184); ``confint()`` quantile −2.06, upper bounds −2.6036 and 4.4699."""
+    df = pd.read_csv(REF / "multcomp_ratgrwth.csv")
+    res = analyze_multiarm(df, Columns(outcome="w4", treatment="trt", covariates=("w0", "w1", "w2", "w3")), "Control",
+                           design="individual", vcov="classical", adjust="dunnett", alternative="less")
+    f = res.to_frame().set_index("arm").loc[["Thiouracil", "Thyroxin"]]
+    np.testing.assert_allclose(f["estimate"].round(3), [-9.458, -2.113], atol=1e-12)
+    np.testing.assert_allclose(f["se"].round(3), [3.328, 3.196], atol=1e-12)
+    np.testing.assert_allclose((f["estimate"] / f["se"]).round(3), [-2.842, -0.661], atol=1e-12)
+    np.testing.assert_allclose(f["pvalue_adjusted"].round(5), [0.00982, 0.42184], atol=1e-12)
+    np.testing.assert_allclose(f["simultaneous_ci_high"].round(4), [-2.6036, 4.4699], atol=1e-12)
+    crit = (f["simultaneous_ci_high"] - f["estimate"]) / f["se"]
+    assert round(crit.iloc[0], 2) == 2.06 and (f["df"] == 20).all()
 
 
 def test_dunnett_against_multcomp_tox_six_arms():
@@ -194,6 +243,8 @@ def test_errors(three_arm):
         analyze_multiarm(mixed, cols, "control")
     with pytest.raises(DataError, match="adjust"):
         analyze_multiarm(three_arm, cols, "control", adjust="sidak")
+    with pytest.raises(DataError, match="alternative"):
+        analyze_multiarm(three_arm, cols, "control", alternative="two.sided")
 
 
 def test_cli_control_option(three_arm, tmp_path):
@@ -201,9 +252,11 @@ def test_cli_control_option(three_arm, tmp_path):
     three_arm.to_csv(path, index=False)
     args = ["rct", str(path), "--outcome", "posttest", "--treatment", "arm", "--pretest", "pretest",
             "--covariates", "frl,ell", "--school", "school_id", "--block", "block", "--control", "control",
-            "--out", str(tmp_path / "o")]
+            "--arms-alternative", "greater", "--out", str(tmp_path / "o")]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     got = pd.read_csv(tmp_path / "o" / "arms.csv").set_index("arm")
-    api = analyze_multiarm(three_arm, COLS.replace(treatment="arm"), "control").to_frame().set_index("arm")
+    api = analyze_multiarm(three_arm, COLS.replace(treatment="arm"), "control",
+                           alternative="greater").to_frame().set_index("arm")
     np.testing.assert_allclose(got.loc[["A", "B"], "pvalue_adjusted"], api.loc[["A", "B"], "pvalue_adjusted"], rtol=1e-9)
+    assert (got["alternative"] == "greater").all()

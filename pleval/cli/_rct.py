@@ -45,8 +45,8 @@ _SHORT = {
 }
 
 
-def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vcov, cluster_df: str, sd,
-              baseline_percentile, only_subject, seed: int, out: Path) -> None:
+def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str, design: str, vcov, cluster_df: str,
+              sd, baseline_percentile, only_subject, seed: int, out: Path) -> None:
     """``--control``: each arm against control (:func:`pleval.multiarm.analyze_multiarm`), arms.csv."""
     import pandas as pd
 
@@ -70,12 +70,13 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, design: str, vco
         [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     frames = []
     for s in subjects:
-        res = analyze_multiarm(df, cols, control, design, vcov=vcov, cluster_df=cluster_df, adjust=adjust, subject=s, sd=sd,
-                               baseline_percentile=baseline_percentile, seed=seed)
+        res = analyze_multiarm(df, cols, control, design, vcov=vcov, cluster_df=cluster_df, adjust=adjust,
+                               alternative=alternative, subject=s, sd=sd, baseline_percentile=baseline_percentile, seed=seed)
         frame = res.to_frame().assign(subject=s)
         frames.append(frame[["subject"] + [c for c in frame.columns if c != "subject"]])
         tab = table(f"Arms against control {res.control!r} — {res.options['outcome']}" + ("" if s is None else f", {s}")
-                    + f" ({res.options['vcov']}; p adjusted: {adjust})",
+                    + f" ({res.options['vcov']}; p adjusted: {adjust}"
+                    + ("" if alternative == "two-sided" else f", {alternative}") + ")",
                     ("arm", "raw", "SE", "df", "p", "p adj.", "effect size"), left=("arm",))
         for r in frame.itertuples():
             tab.add_row(escape(str(r.arm)), f"{r.estimate:.3f}", f"{r.se:.3f}", f"{r.df:.1f}", f"{r.pvalue:.3g}",
@@ -177,6 +178,7 @@ def rct(
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
     control: Optional[str] = typer.Option(None, "--control", help="Multi-arm trial: the control label of the treatment column; every other label is an arm compared with it (writes arms.csv)."),
     multiarm_adjust: str = typer.Option("holm", "--arms-adjust", help="Multiplicity adjustment across arms: holm, dunnett, bonferroni, none."),
+    multiarm_alternative: str = typer.Option("two-sided", "--arms-alternative", help="Alternative of the arm tests: two-sided, greater (arm better) or less (one-sided p and simultaneous bounds)."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Wild cluster bootstrap draws for the ITT (restricted; 0: none; e.g. 9999)."),
     bootstrap_weights: str = typer.Option("rademacher", "--bootstrap-weights", help="Wild bootstrap weights: rademacher or webb (fewer than ~12 schools)."),
     sep: Sep = None,
@@ -212,7 +214,7 @@ def rct(
     }
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
-        _multiarm(df, given, need, control, multiarm_adjust, design.value, vcov, cluster_df, sd_value,
+        _multiarm(df, given, need, control, multiarm_adjust, multiarm_alternative, design.value, vcov, cluster_df, sd_value,
                   baseline_percentile, only_subject, seed, out)
         return
     report = check(df, given=given, design="rct", require=need)
