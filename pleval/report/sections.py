@@ -385,11 +385,11 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             f"MDES: the smallest effect each analysis detects with 80% power at α = {float(ev.options.get('alpha', 0.05)):g}."
         ),
     ))
-    blocks.append(Bullets(tuple(f"{r['subject']}, {r['analysis']}: {r['method']}" for r in rows),
-                          title="How each estimate was computed"))
     resampling = resampling_table(ev)
     if resampling is not None:
         blocks.append(resampling)
+    blocks.append(Bullets(tuple(f"{r['subject']}, {r['analysis']}: {r['method']}" for r in rows),
+                          title="How each estimate was computed"))
     blocks += _figures(ev, figures, "percentiles", "How an effect size converts to percentile points from different "
                        "starting percentiles; the estimate and its confidence interval are marked.")
     return Section("overall", "Overall effect", tuple(blocks))
