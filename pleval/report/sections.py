@@ -405,7 +405,7 @@ def resampling_table(ev: "Evaluation") -> Table | None:
         exact = bool(b.enumerated)
         rows.append({
             "subject": b.subject, "method": f"wild cluster bootstrap-t, restricted ({int(b.n_clusters)} schools)",
-            "draws": f"all {int(b.draws):,} sign patterns (exact)" if exact else f"{int(b.draws):,}",
+            "draws": f"all {int(b.draws):,} weight patterns (exact)" if exact else f"{int(b.draws):,}",
             "weights": b.weights, "seed": "—" if exact else str(b.seed), "estimate": fmt(b.estimate, 4),
             "p": fmt(b.pvalue, 4), "Monte Carlo SE of p": "0 (exact)" if exact else fmt(b.pvalue_mc_se, 4),
             ci: fmt_ci(b.ci_low, b.ci_high, 4),
@@ -427,7 +427,8 @@ def resampling_table(ev: "Evaluation") -> Table | None:
     return Table(frame.reset_index(drop=True), title="Resampling checks of the overall effect", note=(
         "The intent-to-treat effect re-tested without the model's standard error. Wild cluster bootstrap: the "
         "restricted bootstrap-t with schools as clusters (null imposed); estimate = the ITT in points, p and the CI "
-        "from inverting the test; with few schools, Rademacher weights enumerate every sign pattern (exact). "
+        "from inverting the test; when the draws cover every weight pattern (2^G Rademacher, 6^G Webb for G "
+        "schools) each is used once (exact). "
         "Randomization test: the difference in (school) means recomputed over re-randomizations of the design "
         "(same blocks and clusters); estimate = that observed difference. Monte Carlo SE: the simulation error of p "
         "from the finite number of draws, which the seed reproduces. Full tables: bootstrap.csv, randomization.csv."))
