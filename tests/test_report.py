@@ -493,15 +493,22 @@ def test_bootstrap_and_randomization_reach_the_report_with_the_csv_numbers(sim, 
 
 def test_resampling_table_sampled_randomization_and_absent():
     """A sampled randomization test shows its draws out of the possible assignments, its seed and
-    Monte Carlo SE; no bootstrap and no randomization test: no table."""
+    Monte Carlo SE; an enumerated bootstrap says so (no seed, no Monte Carlo error); rows follow
+    the order of the subjects; no bootstrap and no randomization test: no table."""
     from types import SimpleNamespace
 
     ri = pd.DataFrame([{"subject": "reading", "statistic": -0.25, "pvalue": 0.412, "mc_se": 0.0049, "alternative": "greater",
                         "exact": False, "n_assignments": 2.7e9, "n_draws": 10_000, "unit": "cluster",
                         "covariate_adjusted": False, "seed": 11}])
-    ev = SimpleNamespace(bootstrap=pd.DataFrame(), randomization=ri, subjects=["math", "reading"], options={"level": 0.9})
-    f = sections.resampling_table(ev).frame.iloc[0]
+    boot = pd.DataFrame([{"subject": "math", "param": "treatment", "estimate": 1.5, "null": 0.0, "t_cr1": 2.0,
+                          "pvalue": 0.0625, "pvalue_mc_se": 0.0, "ci_low": -0.1, "ci_high": 3.2, "level": 0.9,
+                          "n_clusters": 8, "draws": 256, "enumerated": True, "weights": "rademacher", "seed": 11}])
+    ev = SimpleNamespace(bootstrap=boot, randomization=ri, subjects=["reading", "math"], options={"level": 0.9})
+    f, b = sections.resampling_table(ev).frame.iloc[0], sections.resampling_table(ev).frame.iloc[1]
     assert (f["method"], f["draws"], f["seed"]) == ("randomization test, greater", "10,000 of 2.7e+09 assignments", "11")
     assert (f["estimate"], f["p"], f["Monte Carlo SE of p"], f["90% CI"]) == ("-0.2500", "0.4120", "0.0049", "—")
+    assert (b["subject"], b["draws"], b["seed"], b["Monte Carlo SE of p"]) == ("math", "all 256 weight patterns (exact)",
+                                                                            "—", "0 (exact)")
+    assert (b["p"], b["90% CI"]) == ("0.0625", "-0.1000 to 3.2000")
     assert sections.resampling_table(SimpleNamespace(bootstrap=pd.DataFrame(), randomization=pd.DataFrame(),
                                                      subjects=["math"], options={})) is None
