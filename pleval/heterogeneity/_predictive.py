@@ -50,6 +50,7 @@ import math
 import numpy as np
 from scipy import special, stats
 
+from ._roots import bisect, bracket_above
 from ._unweighted import unweighted_q
 
 N_DRAWS = 400
@@ -71,19 +72,13 @@ def cd_quantiles(yy: np.ndarray, lam: np.ndarray, x: np.ndarray, p: np.ndarray, 
     p = np.asarray(p, dtype=float)
     target = stats.chi2.isf(p, yy.size - 1)
     zero = _q_stat(yy, lam, x, np.zeros(1))[0][0] <= target
-    hi = np.full(p.size, float(np.var(yy) + lam.mean()))
-    for _ in range(200):  # Q(s) → 0 as s → ∞: quadruple until every root is bracketed
-        low = _q_stat(yy, lam, x, hi)[0] > target
-        if not np.any(low & ~zero):
-            break
-        hi = np.where(low, 4.0 * hi, hi)
-    lo = np.zeros(p.size)
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        above = _q_stat(yy, lam, x, mid)[0] > target
-        lo = np.where(above, mid, lo)
-        hi = np.where(above, hi, mid)
-    return np.where(zero, 0.0, 0.5 * (lo + hi))
+
+    def above(s):
+        return _q_stat(yy, lam, x, s)[0] > target
+
+    # Q(s) → 0 as s → ∞: quadruple until every root is bracketed
+    hi = bracket_above(above, np.full(p.size, float(np.var(yy) + lam.mean())), zero, 4.0)
+    return np.where(zero, 0.0, bisect(above, np.zeros(p.size), hi, iters))
 
 
 def order_restricted(s, d, w: float, w_p: float):
@@ -133,12 +128,11 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 56) ->
     probs = np.asarray(probs, dtype=float)
     lo = np.full(probs.size, float(np.min(m - 40.0 * sd)))
     hi = np.full(probs.size, float(np.max(m + 40.0 * sd)))
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        below = special.ndtr((mid[:, None] - m[None, :]) / sd[None, :]).mean(axis=1) < probs
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-    return 0.5 * (lo + hi)
+
+    def below(t):
+        return special.ndtr((t[:, None] - m[None, :]) / sd[None, :]).mean(axis=1) < probs
+
+    return bisect(below, lo, hi, iters)
 
 
 def predictive(y, V, sigma2: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float], float]:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ._roots import bisect, bracket_above
+
 
 @dataclass(frozen=True)
 class UnweightedQ:
@@ -76,19 +78,13 @@ class UnweightedQ:
         docstring): 0 where ``H(0) ≥ p``, else the root of ``H(τ²) = p``; bisection, all ``p`` at once."""
         p = np.atleast_1d(np.asarray(p, dtype=float))
         zero = self.sf(0.0)[0] >= p
-        hi = np.full(p.size, max(self.q / self.df, float(self.beta.max())))
-        for _ in range(200):  # H(τ²) → 1 as τ² → ∞: double until every root is bracketed
-            low = self.sf(hi) < p
-            if not np.any(low & ~zero):
-                break
-            hi = np.where(low, 2.0 * hi, hi)
-        lo = np.zeros(p.size)
-        for _ in range(iters):
-            mid = 0.5 * (lo + hi)
-            below = self.sf(mid) < p
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        return np.where(zero, 0.0, 0.5 * (lo + hi))
+
+        def below(t):
+            return self.sf(t) < p
+
+        # H(τ²) → 1 as τ² → ∞: double until every root is bracketed
+        hi = bracket_above(below, np.full(p.size, max(self.q / self.df, float(self.beta.max()))), zero, 2.0)
+        return np.where(zero, 0.0, bisect(below, np.zeros(p.size), hi, iters))
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Equal-tailed interval: the ``(1 ∓ level)/2`` quantiles of the confidence distribution."""
