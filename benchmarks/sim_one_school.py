@@ -25,7 +25,6 @@ coverage of θ is the same for every θ and equals one minus the flag rate at θ
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._school_sim import ONE_SCHOOL_GEN as GEN, ingredients, mc_se, score_one  # noqa: E402
+from tests._school_sim import ONE_SCHOOL_GEN as GEN, ingredients, mc_se, score_one, store_seeds  # noqa: E402
 
 CELLS = {"d10": dict(delta=0.10), "d0": dict(delta=0.0)}
 FIGURES = ["cal_ci_program", "flag", "school_ci", "flag_uncalibrated"]
@@ -42,20 +41,12 @@ FIGURES = ["cal_ci_program", "flag", "school_ci", "flag_uncalibrated"]
 
 def stage1(out: Path, seed0: int, reps: int, method: str) -> None:
     """Ingredients of both cells, seed by seed, one ``seed{seed}.npz`` per seed (atomic)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for seed in range(seed0, seed0 + reps):
-        path = out / f"seed{seed:06d}.npz"
-        if path.exists():
-            continue
-        t0, c0 = time.perf_counter(), time.process_time()
-        arrays = {}
-        for cell, spec in CELLS.items():
-            for k, v in ingredients(seed, method, **GEN, **spec)[0].items():
-                arrays[f"{cell}__{k}"] = v
-        tmp = out / f".seed{seed:06d}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        print(f"seed {seed}: {time.process_time() - c0:.1f} s CPU, {time.perf_counter() - t0:.1f} s wall", flush=True)
+
+    def arrays_for(seed: int) -> dict:
+        return {f"{cell}__{k}": v for cell, spec in CELLS.items()
+                for k, v in ingredients(seed, method, **GEN, **spec)[0].items()}
+
+    store_seeds(out, range(seed0, seed0 + reps), arrays_for)
 
 
 def stage2(paths: list[Path]) -> pd.DataFrame:

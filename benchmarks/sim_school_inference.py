@@ -28,7 +28,6 @@ school is flagged (calibrated, adjusted; and uncalibrated), the false-discovery 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._school_sim import ingredients, mc_se, score  # noqa: E402
+from tests._school_sim import ingredients, mc_se, score, store_seeds  # noqa: E402
 
 BIG = dict(n_pl=32, n_comp=200, per_school=40)
 CELLS = {
@@ -78,12 +77,8 @@ def describe(name: str) -> str:
 
 def stage1(out: Path, seed0: int, reps: int, cells: list[str], big_every: int) -> None:
     """Ingredients of every cell, seed by seed, one ``seed{seed}.npz`` per seed (atomic)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for seed in range(seed0, seed0 + reps):
-        path = out / f"seed{seed:06d}.npz"
-        if path.exists():
-            continue
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def arrays_for(seed: int) -> dict:
         arrays = {}
         for cell in cells:
             spec = dict(CELLS[cell])
@@ -96,11 +91,9 @@ def stage1(out: Path, seed0: int, reps: int, cells: list[str], big_every: int) -
                         arrays[f"{cell}__{k}"] = v  # identical for both τ: stored once
                     else:
                         arrays[f"{tname}-{cell}__{k}"] = v
-        tmp = out / f".seed{seed:06d}.tmp.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-        print(f"seed {seed}: {sum(k.endswith('__y') for k in arrays)} scenarios, "
-              f"{time.process_time() - c0:.1f} s CPU, {time.perf_counter() - t0:.1f} s wall", flush=True)
+        return arrays
+
+    store_seeds(out, range(seed0, seed0 + reps), arrays_for)
 
 
 def stage2(paths: list[Path]) -> pd.DataFrame:

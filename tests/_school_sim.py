@@ -15,7 +15,11 @@ units. Covariates: frl ~ Bernoulli(p_j), female, ell, sped, race (unrelated to t
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,6 +155,23 @@ def score(ing: dict, level: float = 0.95) -> dict:
 def replicate(seed: int, method: str = "propensity", level: float = 0.95, **gen) -> dict:
     """One study: stage 1 (:func:`ingredients`) then every figure of the table (:func:`score`)."""
     return score(ingredients(seed, method, taus=(gen.pop("tau", 0.0),), **gen)[0], level)
+
+
+def store_seeds(out: Path, seeds: Iterable[int], arrays_for: Callable[[int], dict]) -> None:
+    """Stage 1 of the two-stage studies: ``arrays_for(seed)`` saved as ``out/seed{seed:06d}.npz``
+    for every seed not stored yet (atomic: a temporary file renamed), its cost printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        path = out / f"seed{seed:06d}.npz"
+        if path.exists():
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        arrays = arrays_for(seed)
+        tmp = out / f".seed{seed:06d}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        print(f"seed {seed}: {len(arrays)} arrays, {time.process_time() - c0:.1f} s CPU, "
+              f"{time.perf_counter() - t0:.1f} s wall", flush=True)
 
 
 def mc_se(values) -> float:
