@@ -207,3 +207,102 @@ def test_calibrated_interval_covers_the_program_effect_of_one_school(delta):
     se = math.sqrt(0.95 * 0.05 / reps)  # Monte Carlo SE at the nominal rate (the observed one can be 0)
     assert 0.93 - 3 * se <= cov.mean() <= 0.97 + 3 * se, (cov.mean(), mc_se(cov))
     assert flag.mean() <= 0.07 + 3 * math.sqrt(0.07 * 0.93 / reps), flag.mean()
+
+
+# --------------------------------------------------------------------------------------------
+# One school outside the matched path: `pleval schools` and a trial's school-level path
+# --------------------------------------------------------------------------------------------
+def test_schools_cli_with_one_school_reports_what_is_not_estimable(tmp_path):
+    """`pleval schools` on a file with one school: the school's own figures (normal reference
+    without a df column), a warning, and the pooled quantities reported as not estimable with
+    the reason, on screen and in the CSV (empty shrinkage)."""
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"school_id": ["A"], "subject": ["math"], "estimate": [0.21], "se": [0.08],
+                  "n_treated": [40], "n_comparison": [60]}).to_csv(path, index=False)
+    with pytest.warns(PlevalWarning, match="math: fewer than 2 schools with an estimate; no meta-analysis"):
+        r = CliRunner().invoke(app, ["schools", str(path), "--out", str(tmp_path / "out.csv")])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "[math] Pooled: not estimable (" + " ".join(ONE_SCHOOL.split()) + ")" in text
+    z = stats.norm.ppf(0.975)
+    assert f"{0.21 - z * 0.08:.3f} to {0.21 + z * 0.08:.3f}" in text
+    row = pd.read_csv(tmp_path / "out.csv").iloc[0]
+    assert row["effect_size"] == pytest.approx(0.21) and row["pvalue"] == pytest.approx(2 * stats.norm.sf(0.21 / 0.08))
+    assert row["es_ci_low"] == pytest.approx(0.21 - z * 0.08) and row["es_ci_high"] == pytest.approx(0.21 + z * 0.08)
+    assert all(math.isnan(row[c]) for c in ("shrunk_es", "shrunk_es_sd", "reliability", "prob_negative"))
+
+
+def _one_site(seed=3, n=200):
+    """A multi-site trial with a single site: students randomized within one school."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 2, n)
+    pre = rng.normal(200, 15, n)
+    y = 200 + 0.7 * (pre - 200) + 3.0 * t + rng.normal(0, 10.7, n)
+    return pd.DataFrame({"school_id": "S0", "block": "S0", "student_id": np.arange(n), "treatment": t,
+                         "pretest": pre, "posttest": y})
+
+
+def test_one_site_trial_runs_and_says_what_is_not_estimable(tmp_path):
+    """A multi-site trial with one site: the site's effect is the trial's ITT (OLS with HC2,
+    checked against statsmodels); the school-level path runs, warns, and reports the pooled
+    quantities and shrinkage as not estimable with the reason; `pleval estimate` says why a
+    blocked trial has no school-effects table; `pleval rct` runs on it."""
+    import statsmodels.api as sm
+
+    from pleval import analyze_rct
+    from pleval.data import Columns
+    from pleval.heterogeneity import school_effects
+
+    df = _one_site()
+    ref = sm.OLS(df["posttest"], sm.add_constant(df[["treatment", "pretest"]])).fit(cov_type="HC2")
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), school="school_id",
+                   block="block", student_id="student_id", covariates=())
+    itt = analyze_rct(df, cols, design="blocked").itt
+    raw = next(e for e in itt.estimates if e.scale == "raw")
+    assert raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-9)
+    assert raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    with pytest.warns(PlevalWarning, match="fewer than 2 schools with an estimate; no meta-analysis"):
+        se = school_effects(df, stratum="school_id", treatment="treatment", outcome="posttest", covariates=["pretest"])
+    row = se.table.iloc[0]
+    assert row["estimate"] == pytest.approx(ref.params["treatment"], rel=1e-9)
+    assert row["se"] == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    assert se.meta == {} and se.counts["all"].k == 1 and math.isnan(row["shrunk_es"])
+    assert "[all] Pooled: not estimable (" + ONE_SCHOOL + ")" in se.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(df, design="rct", columns=cols, rct_design="blocked", seed=0)
+    assert ev.effect().raw.estimate == pytest.approx(raw.estimate, rel=1e-9)
+    assert "school effects are estimated for cluster-randomized trials and matched designs only" in ev.notes
+    assert ev.school_effects is None
+    path = tmp_path / "site.csv"
+    df.to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["rct", str(path), "--design", "blocked", "--subject", "none", "--covariates", "none",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    out = pd.read_csv(tmp_path / "out" / "itt.csv")
+    mine = out[(out.analysis == "ITT") & (out.scale == "raw")].iloc[0]
+    assert mine["estimate"] == pytest.approx(ref.params["treatment"], rel=1e-9)
+
+
+def test_cluster_trial_with_one_pl_school_is_a_clear_design_error(tmp_path):
+    """A cluster-randomized trial with a single treated (PL) school has no trial-level ITT (a
+    cluster-robust SE needs at least 2 schools per arm): a DesignError with the counts, in the
+    API, `pleval estimate` and `pleval rct` (one line, exit code 2), not a crash."""
+    from pleval import analyze_rct
+    from pleval.data import RCT_SAMPLE_COLUMNS
+    from pleval.simulate import simulate_cluster_rct
+
+    d = simulate_cluster_rct(n_schools=8, n_blocks=1, students_per_school=20, grades=[4], seed=21).data
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())
+    one = d[(d.treatment == 0) | (d.school_id == pl[0])]
+    n_control = one.loc[one.treatment == 0, "school_id"].nunique()
+    msg = f"needs at least 2 treated and 2 control schools; have 1 treated and {n_control} control"
+    with pytest.raises(DesignError, match=msg):
+        analyze_rct(one, RCT_SAMPLE_COLUMNS, subject="math")
+    with pytest.raises(DesignError, match=msg):
+        pleval.estimate(one, design="rct", columns=RCT_SAMPLE_COLUMNS)
+    path = tmp_path / "one_pl.csv"
+    one.to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["rct", str(path), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and msg in " ".join(r.output.split())
+    assert "Traceback" not in r.output

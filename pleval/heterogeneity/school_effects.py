@@ -295,6 +295,11 @@ class SchoolEffects(ResultMixin):
                 f"Shrinkage: SD of raw school effects {np.std(sh.estimates, ddof=1):.4f} -> "
                 f"{np.std(sh.shrunk, ddof=1):.4f} after empirical-Bayes shrinkage (ranks remain uncertain)."
             )
+        from .export import _pooled_line
+
+        for key in (k for k in self.counts if k not in self.meta):  # fewer than 2 schools: say what is missing and why
+            lines.append("")
+            lines.append(f"[{self._label(key)}] " + _pooled_line(self, key))
         lines.append("")
         lines.append(self.footnote)
         return "\n".join(lines)
