@@ -189,6 +189,14 @@ def test_influence_matches_metafor_on_bcg(bcg):
     assert not inf.influential[0]
 
 
+def test_influence_flags_as_many_studies_as_metafor(bcg):
+    """metafor's tests/testthat/test_misc_influence.r: with the equal-effects model (method="EE",
+    pleval's "FE") print(influence(res), infonly=TRUE) lists 3 of the 13 dat.bcg trials as
+    influential (under REML, trial 1 is not: is.infl FALSE, the test above)."""
+    y, se, _ = bcg
+    assert leave_one_out(meta_analysis(y, se, method="FE")).influential.sum() == 3
+
+
 @pytest.mark.parametrize("method", ["REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"])
 @pytest.mark.parametrize("hk", [False, True])
 def test_leave_one_out_equals_refitting(bcg, method, hk):

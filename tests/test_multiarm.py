@@ -260,3 +260,8 @@ def test_cli_control_option(three_arm, tmp_path):
                            alternative="greater").to_frame().set_index("arm")
     np.testing.assert_allclose(got.loc[["A", "B"], "pvalue_adjusted"], api.loc[["A", "B"], "pvalue_adjusted"], rtol=1e-9)
     assert (got["alternative"] == "greater").all()
+    r = CliRunner().invoke(app, args[:-4] + ["--arms-adjust", "dunnett", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "d" / "arms.csv").set_index("arm")
+    api = analyze_multiarm(three_arm, COLS.replace(treatment="arm"), "control", adjust="dunnett").to_frame().set_index("arm")
+    np.testing.assert_allclose(got.loc[["A", "B"], "pvalue_adjusted"], api.loc[["A", "B"], "pvalue_adjusted"], rtol=1e-6)

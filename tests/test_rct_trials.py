@@ -62,7 +62,7 @@ def test_cli_interaction_test_option(tmp_path):
     make_cluster_rct(3, n_schools=16, n_blocks=2, effect=2.0).to_csv(path, index=False)
     args = ["rct", str(path), "--outcome", "posttest", "--treatment", "treatment", "--pretest", "pretest",
             "--covariates", "frl,ell", "--school", "school_id", "--block", "block", "--subgroups", "pretest_tercile"]
-    for opt, head in (("HTZ", "HTZ"), ("F", "Wald F")):
+    for opt, head in (("HTZ", "HTZ"), ("F", "Wald F"), ("htz", "HTZ")):
         out = tmp_path / opt
         r = runner.invoke(app, args + ["--interaction-test", opt, "--out", str(out)])
         assert r.exit_code == 0, r.output

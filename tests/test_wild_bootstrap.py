@@ -130,6 +130,12 @@ def test_rct_bootstrap_option_and_cli(tmp_path):
     boot = pd.read_csv(tmp_path / "o" / "bootstrap.csv")
     assert boot["pvalue"].iloc[0] == pytest.approx(wb.pvalue, abs=1e-12)
     assert boot["ci_low"].iloc[0] == pytest.approx(wb.ci_low, rel=1e-9)
+    r = CliRunner().invoke(app, args[:-6] + ["--bootstrap", "999", "--bootstrap-weights", "webb", "--seed", "4",
+                                             "--out", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    boot = pd.read_csv(tmp_path / "w" / "bootstrap.csv")
+    assert boot["pvalue"].iloc[0] == pytest.approx(webb.pvalue, abs=1e-12)
+    assert boot["ci_high"].iloc[0] == pytest.approx(webb.ci_high, rel=1e-9)
 
 
 @pytest.mark.slow

@@ -226,7 +226,7 @@ def rct(
         subjects = [only_subject]
     kw = dict(
         design=design.value, vcov=vcov, cluster_df=cluster_df, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
-        subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test, lin=lin,
+        subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test.upper(), lin=lin,
         icc=_parse_icc(icc),
         permutations=permutations, bootstrap=bootstrap, bootstrap_weights=bootstrap_weights, seed=seed,
     )

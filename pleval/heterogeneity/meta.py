@@ -311,7 +311,7 @@ def meta_analysis(
     *,
     hartung_knapp: bool = False,
     level: float = 0.95,
-    prediction: Literal["t", "normal"] = "t",
+    prediction: Literal["t", "t_k1", "normal"] = "t",
     labels: Sequence | None = None,
     vcov=None,
 ) -> MetaAnalysis:
