@@ -62,7 +62,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, sparse
+from scipy import linalg
 
 from .._results import ResultMixin, t_interval
 from ..errors import DataError, DesignError
@@ -117,35 +117,94 @@ def cluster_codes(clusters) -> tuple[np.ndarray, int]:
     return codes.astype(np.intp), len(uniques)
 
 
-def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None, w: np.ndarray | None = None):
-    """Per-cluster ``S_g = X_g'W_gX_g`` (G×k×k) and, if ``e`` is given, ``u_g = X_g'W_ge_g`` (G×k).
+_TILE_COST = {32: 1.0, 16: 1.5, 8: 2.2, 4: 4.0, 2: 10.0, 1: 25.0}
+"""Relative cost per row of a batched ``matmul`` over tiles of b rows (measured, one BLAS thread)."""
+_CHUNK_ROWS = 1 << 16
+"""Rows gathered at a time by :func:`grouped_cross_products` (bounded memory, cache-sized buffers)."""
 
-    Sums over the rows of each cluster are products with the sparse G×n matrix ``A`` holding
-    the weights (``A[g, r] = w_r`` for r in g). A column constant within every cluster (the
-    intercept, a cluster-level treatment, block indicators when clusters nest in blocks)
-    needs no pairwise pass: for such a column i, ``S_g[i, j] = c_gi · (A X)_gj``. Only the
-    within-cluster-varying columns are multiplied pairwise. O(n·k_v·k) time for k_v varying
-    columns, O(G·k²) memory.
+
+def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(order, counts)``: the rows sorted by cluster, stably (None when they already are),
+    and each cluster's row count."""
+    counts = np.bincount(codes, minlength=G)
+    if codes.size < 2 or bool(np.all(codes[1:] >= codes[:-1])):
+        return None, counts
+    return np.argsort(codes, kind="stable"), counts
+
+
+def tile_rows(counts: np.ndarray) -> int:
+    """The tile size b of :func:`grouped_cross_products` for clusters of ``counts`` rows: the
+    least estimated cost, rows after padding each cluster to a multiple of b times the cost per
+    row of tiles of b rows."""
+    return min(_TILE_COST, key=lambda b: _TILE_COST[b] * float(np.sum(-(-counts // b) * b)))
+
+
+def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None,
+                           w: np.ndarray | None = None, *, pairs: bool = True):
+    """Per-cluster ``S_g = X_g'W_gX_g`` (G×k×k; None unless ``pairs``) and, if ``e`` is given,
+    ``u_g = X_g'W_ge_g`` (G×k).
+
+    The rows are taken in cluster order (:func:`cluster_order`) and cut into *tiles* of b rows,
+    each within one cluster (a cluster's last tile padded with rows of weight 0); every tile's
+    ``[W X, W e]' X`` is one small product of a batched ``matmul``, and the tiles of a cluster
+    are summed (``np.add.reduceat``); S is symmetrized. b (1–32, :func:`tile_rows`) trades the
+    padding against the speed of larger products. Rows are gathered in chunks of 65,536 into
+    reused buffers: no n×k copy, O(G·k²) memory, no loop over clusters or rows (only over
+    chunks). ``pairs=False`` (CR0/CR1 need the scores only) skips S.
     """
     n, k = X.shape
-    w = np.ones(n) if w is None else w
-    A = sparse.csr_matrix((w, (codes, np.arange(n))), shape=(G, n))
-    sums = A @ X
-    some_row = np.zeros(G, dtype=np.intp)
-    some_row[codes] = np.arange(n)  # any row of each cluster
-    level = X[some_row]  # each cluster's value of each column, where the column is cluster-level
-    const = np.array([np.array_equal(X[:, j], level[:, j][codes]) for j in range(k)], dtype=bool)
-    S = np.empty((G, k, k))
-    S[:, const, :] = level[:, const, None] * sums[:, None, :]
-    S[:, :, const] = np.swapaxes(S[:, const, :], 1, 2)
-    vary = np.flatnonzero(~const)
-    for a, i in enumerate(vary):  # loop over varying regressors, not over clusters
-        block = A @ (X[:, vary[a:]] * X[:, [i]])
-        S[:, i, vary[a:]] = block
-        S[:, vary[a:], i] = block
-    S[np.bincount(codes, minlength=G) == 0] = 0.0
-    U = None if e is None else A @ (X * e[:, None])
+    X = np.ascontiguousarray(X)  # rows are gathered: row-major reads whole rows
+    order, counts = cluster_order(codes, G)
+    sorted_codes = codes if order is None else codes[order]
+    b = tile_rows(counts)
+    tiles = -(-counts // b)
+    n_tiles = int(tiles.sum())
+    first_tile = np.cumsum(tiles) - tiles
+    first_row = np.cumsum(counts) - counts
+    pos = first_tile[sorted_codes] * b + (np.arange(n) - first_row[sorted_codes])  # padded slot of each sorted row
+    src = np.zeros(n_tiles * b, dtype=np.intp)
+    src[pos] = np.arange(n) if order is None else order
+    wp = np.zeros(n_tiles * b)
+    wp[pos] = 1.0 if w is None else (w if order is None else w[order])
+    tile_cluster = np.repeat(np.arange(G), tiles)
+    left = (k if pairs else 0) + (e is not None)  # columns of [W X, W e] formed
+    out = np.zeros((G, left, k))
+    step = max(1, _CHUNK_ROWS // b)
+    bufX = np.empty((min(n_tiles, step) * b, k))
+    bufL = np.empty((min(n_tiles, step) * b, left))
+    for lo in range(0, n_tiles, step):  # chunks of rows, not clusters
+        hi = min(lo + step, n_tiles)
+        m = (hi - lo) * b
+        r, wc = src[lo * b : hi * b], wp[lo * b : hi * b]
+        Xc = np.take(X, r, axis=0, out=bufX[:m])
+        Lc = bufL[:m]
+        if pairs:
+            np.multiply(Xc, wc[:, None], out=Lc[:, :k])
+        if e is not None:
+            np.multiply(e[r], wc, out=Lc[:, -1])
+        P = np.matmul(Lc.reshape(hi - lo, b, left).transpose(0, 2, 1), Xc.reshape(hi - lo, b, k))
+        tc = tile_cluster[lo:hi]
+        starts = np.flatnonzero(np.concatenate([[True], tc[1:] != tc[:-1]]))
+        out[tc[starts]] += np.add.reduceat(P, starts, axis=0)
+    S = None
+    if pairs:
+        S = out[:, :k, :]
+        S = (S + S.transpose(0, 2, 1)) / 2.0
+    U = None if e is None else out[:, -1, :].copy()
     return S, U
+
+
+def _gram(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``X̃'X̃`` and ``X̃'ỹ`` of the transformed model (``X̃ = W^{1/2}X``), in blocks of rows:
+    no n×k copy."""
+    k = X.shape[1]
+    XtX, Xty = np.zeros((k, k)), np.zeros(k)
+    for lo in range(0, len(y), _CHUNK_ROWS):
+        rows = slice(lo, lo + _CHUNK_ROWS)
+        Xb, yb = (X[rows], y[rows]) if sw is None else (X[rows] * sw[rows, None], y[rows] * sw[rows])
+        XtX += Xb.T @ Xb
+        Xty += Xb.T @ yb
+    return XtX, Xty
 
 
 def _cr2_factors(S: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -311,10 +370,9 @@ def ols(
         if w.shape[0] != n or np.any(~np.isfinite(w)) or np.any(w < 0):
             raise DataError("weights must be finite, non-negative and one per row")
         sw = np.sqrt(w)
-        Xt, yt = X * sw[:, None], y * sw
     else:
-        Xt, yt = X, y
-    XtX = Xt.T @ Xt
+        sw = None
+    XtX, Xty = _gram(X, y, sw)
     try:
         Lc = linalg.cholesky(XtX, lower=True)
     except linalg.LinAlgError:
@@ -323,8 +381,7 @@ def ols(
             "combination of others within the analysed rows"
         ) from None
     M = linalg.cho_solve((Lc, True), np.eye(k))
-    beta = M @ (Xt.T @ yt)
-    et = yt - Xt @ beta
+    beta = M @ Xty
     resid = y - X @ beta
 
     if n_obs is not None and vcov not in _CLUSTER_TYPES:
@@ -337,11 +394,12 @@ def ols(
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
-        S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None)
         blocks = None
         if vcov == "CR2" and cr2 == "clubsandwich" and weights is not None:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
-        elif vcov == "CR2":
+        else:  # CR0/CR1 need the scores u_g only; CR2 the blocks S_g too
+            S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None, pairs=vcov == "CR2")
+        if vcov == "CR2" and blocks is None:
             L = linalg.cholesky(M, lower=True)
             LFL = _cr2_factors(S, L)
             U = U + np.einsum("gij,gjk,gk->gi", S, LFL, U, optimize=True)
@@ -358,6 +416,7 @@ def ols(
             contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - k))
         return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df, blocks)
 
+    Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
         e2 = et**2
         if vcov == "HC2":

@@ -42,6 +42,9 @@ def codes_and_levels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
 
 
+_FILL_ROWS = 8192
+
+
 def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False) -> Encoded:
     """Expand ``covariates`` of ``df`` into a float design matrix (a leading column of ones,
     named "const", when ``intercept``).
@@ -74,13 +77,15 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
     if intercept:
         parts.insert(0, ("const", "const", None, None))
     X = np.empty((n, len(parts)))  # filled column by column: one copy of the data
-    for j, (_, _, _, val) in enumerate(parts):
-        if val is None:
-            X[:, j] = 1.0
-        elif isinstance(val, tuple):
-            np.equal(val[0], val[1], out=X[:, j], casting="unsafe")
-        else:
-            X[:, j] = val
+    for lo in range(0, n, _FILL_ROWS):  # in blocks of rows that stay in cache (the columns are strided)
+        rows = slice(lo, lo + _FILL_ROWS)
+        for j, (_, _, _, val) in enumerate(parts):
+            if val is None:
+                X[rows, j] = 1.0
+            elif isinstance(val, tuple):
+                np.equal(val[0][rows], val[1], out=X[rows, j], casting="unsafe")
+            else:
+                X[rows, j] = val[rows]
     return Encoded(X, tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts), tuple(cats))
 
 

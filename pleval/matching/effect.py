@@ -87,17 +87,30 @@ def regression_design(
     adjust = _varying(sample, list(pretests) + list(covariates) + list(strata))
     cat = tuple(c for c in strata if c in adjust)
     enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
-    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if np.ptp(enc.X[:, j]) > 0]
+    varies = enc.X.max(axis=0) > enc.X.min(axis=0)  # one pass over the rows for all columns
+    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if varies[j]]
     w = sample[weight].to_numpy(dtype=float)
-    keep_cols = [keep_cols[j] for j in _independent(enc.X[:, keep_cols], w)]
+    X = np.take(enc.X, keep_cols, axis=1)  # row-major, as the per-cluster cross-products read it
+    ind = _independent(X, w)
+    keep_cols = [keep_cols[j] for j in ind]
+    X = X if len(ind) == X.shape[1] else np.take(X, ind, axis=1)
     adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
-    return {"y": y, "t": t, "X": enc.X[:, keep_cols], "names": [enc.names[j] for j in keep_cols],
+    return {"y": y, "t": t, "X": X, "names": [enc.names[j] for j in keep_cols],
             "weights": w,
-            "clusters": sample[school].to_numpy() if school else sample.index.to_numpy(),
+            "clusters": _cluster_ids(sample[school]) if school else sample.index.to_numpy(),
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols]}
 
 
+def _cluster_ids(s: pd.Series) -> np.ndarray:
+    """Integer ids of the school column's values (the same grouping as the values, without
+    converting strings to Python objects); the values themselves when some are missing, so
+    that :func:`pleval.inference.robust.cluster_codes` names the problem."""
+    codes = pd.factorize(s)[0]
+    return s.to_numpy() if (codes < 0).any() else codes
+
+
+_BLOCK_ROWS = 1 << 16
 COLLINEAR_TOL = 1e-10
 """An adjuster column whose weighted residual variance, given the columns before it, is below
 this share of its own variance is collinear with them and left out (the treatment never is)."""
@@ -108,8 +121,12 @@ def _independent(X: np.ndarray, w: np.ndarray) -> list[int]:
     combinations of the columns before them in the weighted sample: sequential sweep of the
     weighted cross-product matrix of the centred columns (one pass over the rows, then k×k
     algebra). The treatment is never dropped (both arms are present)."""
-    Xc = X[:, 1:] - (w @ X[:, 1:]) / w.sum()
-    G = (Xc * w[:, None]).T @ Xc
+    Z = X[:, 1:]
+    mean = (w @ Z) / w.sum()
+    G = np.zeros((Z.shape[1], Z.shape[1]))
+    for lo in range(0, len(Z), _BLOCK_ROWS):  # blocks of rows: no n×k temporaries
+        Zc = Z[lo : lo + _BLOCK_ROWS] - mean
+        G += (Zc * w[lo : lo + _BLOCK_ROWS, None]).T @ Zc
     kept: list[int] = []
     for j in range(G.shape[0]):  # columns, not rows
         r = G[j, j] - (G[j, kept] @ np.linalg.solve(G[np.ix_(kept, kept)], G[kept, j]) if kept else 0.0)
