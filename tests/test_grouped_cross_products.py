@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pleval.inference import ols, robust
-from pleval.inference.robust import grouped_cross_products, tile_rows
+from pleval.inference.robust import cluster_order, grouped_cross_products, tile_rows
 
 
 def _sizes(kind, rng):
@@ -112,3 +112,13 @@ def test_cr2_on_tiles_equals_the_nxn_computation(kind, monkeypatch):
     refit = ols(y[perm], X[perm], weights=w[perm], clusters=cl[perm], vcov="CR2")
     np.testing.assert_allclose(refit.vcov, fit.vcov, rtol=0, atol=1e-10 * np.abs(V).max())
     assert refit.coef_df(1) == pytest.approx(fit.coef_df(1), rel=1e-10)
+
+
+@pytest.mark.parametrize("G", [1, 300, 70_000, 200_000])  # one or two 16-bit radix digits
+def test_cluster_order_is_the_stable_sort(G):
+    rng = np.random.default_rng(G)
+    codes = rng.integers(0, G, 50_000).astype(np.intp)
+    order, counts = cluster_order(codes, G)
+    assert np.array_equal(counts, np.bincount(codes, minlength=G))
+    assert np.array_equal(np.arange(codes.size) if order is None else order, np.argsort(codes, kind="stable"))
+    assert cluster_order(np.sort(codes), G)[0] is None  # already sorted: no permutation

@@ -129,7 +129,12 @@ def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndar
     counts = np.bincount(codes, minlength=G)
     if codes.size < 2 or bool(np.all(codes[1:] >= codes[:-1])):
         return None, counts
-    return np.argsort(codes, kind="stable"), counts
+    order = None  # least significant 16 bits first: numpy sorts uint16 keys by radix
+    for shift in range(0, max(int(G - 1).bit_length(), 1), 16):
+        digit = ((codes if order is None else codes[order]) >> shift).astype(np.uint16)
+        step = np.argsort(digit, kind="stable")
+        order = step if order is None else order[step]
+    return order, counts
 
 
 def tile_rows(counts: np.ndarray) -> int:
@@ -185,11 +190,19 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         P = np.matmul(Lc.reshape(hi - lo, b, left).transpose(0, 2, 1), Xc.reshape(hi - lo, b, k))
         tc = tile_cluster[lo:hi]
         starts = np.flatnonzero(np.concatenate([[True], tc[1:] != tc[:-1]]))
-        out[tc[starts]] += np.add.reduceat(P, starts, axis=0)
+        sums = P if starts.size == P.shape[0] else np.add.reduceat(P, starts, axis=0)
+        cl = tc[starts]  # increasing; only the first can have tiles in the chunk before
+        if lo > 0 and tile_cluster[lo - 1] == cl[0]:
+            out[cl[0]] += sums[0]
+            cl, sums = cl[1:], sums[1:]
+        if cl.size and cl[-1] - cl[0] + 1 == cl.size:
+            out[cl[0] : cl[-1] + 1] = sums
+        else:
+            out[cl] = sums
     S = None
     if pairs:
-        S = out[:, :k, :]
-        S = (S + S.transpose(0, 2, 1)) / 2.0
+        S = np.add(out[:, :k, :], out[:, :k, :].transpose(0, 2, 1))
+        S *= 0.5
     U = None if e is None else out[:, -1, :].copy()
     return S, U
 
