@@ -328,3 +328,104 @@ def test_collinear_adjuster_is_left_out_of_the_effect_regression(tied):
     b = regression_effect(part, **kw, covariates=C.covariates)
     assert (a.raw.estimate, a.raw.se, a.raw.df) == pytest.approx((b.raw.estimate, b.raw.se, b.raw.df), rel=1e-9)
     assert "twice" not in a.raw.method and a.raw.method == b.raw.method
+
+
+def _balance_literally(before, after, variables, by, smd):
+    """The balance table row by row, group by group, from boolean selections (the slow route):
+    weighted means, Σw(x − x̄)²/(Σw − Σw²/Σw), SMDs, variance ratios, and eCDFs evaluated at
+    each distinct value of the group before matching as Σw[x ≤ v]/Σw."""
+    rows = []
+    for name in ["all", *pd.unique(before[by])]:
+        b = before if name == "all" else before[before[by] == name]
+        a = after if name == "all" else after[after[by] == name]
+        tb, ta = b["t"].to_numpy() == 1, a["t"].to_numpy() == 1
+        wa, wa2 = a["_weight"].to_numpy(), a["_weight2"].to_numpy()
+        cols = []
+        for v in variables:
+            if not pd.api.types.is_numeric_dtype(b[v]):
+                cols += [(f"{v}[{lev}]", (b[v] == lev).to_numpy(float), (a[v] == lev).to_numpy(float), True)
+                         for lev in sorted(b[v].unique())]
+            else:
+                x = b[v].to_numpy(float)
+                cols.append((v, x, a[v].to_numpy(float), bool(np.isin(x, (0, 1)).all())))
+
+        def mv(x, w, w2):  # a constant column: its value and no variance (no rounding noise)
+            m = x[0] if np.ptp(x) == 0 else (w * x).sum() / w.sum()
+            return m, (w * (x - m) ** 2).sum() / (w.sum() - w2.sum() / w.sum())
+
+        def ecdf(x, t, w, grid):
+            F = [((x[s][:, None] <= grid) * w[s][:, None]).sum(0) / w[s].sum() for s in (t, ~t)]
+            e = np.abs(F[0] - F[1])
+            return e.mean(), e.max()
+
+        for v, xb, xa, binary in cols:
+            ones = np.ones(len(xb))
+            (mt0, vt0), (mc0, vc0) = mv(xb[tb], ones[tb], ones[tb]), mv(xb[~tb], ones[~tb], ones[~tb])
+            (mt1, vt1), (mc1, vc1) = mv(xa[ta], wa[ta], wa2[ta]), mv(xa[~ta], wa[~ta], wa2[~ta])
+            var0 = {"pooled": (vt0 + vc0) / 2, "treated": mt0 * (1 - mt0) if binary else vt0,
+                    "pooled_p": (mt0 * (1 - mt0) + mc0 * (1 - mc0)) / 2 if binary else (vt0 + vc0) / 2}[smd]
+            sd0 = np.sqrt(var0)
+            grid = np.unique(xb)
+            e0 = (abs(mt0 - mc0),) * 2 if binary else ecdf(xb, tb, ones, grid)
+            e1 = (abs(mt1 - mc1),) * 2 if binary else ecdf(xa, ta, wa, grid)
+            rows.append([name, v, binary, mt0, mc0, (mt0 - mc0) / sd0 if sd0 > 0 else np.nan,
+                         np.nan if binary or vc0 == 0 else vt0 / vc0, mt1, mc1,
+                         (mt1 - mc1) / sd0 if sd0 > 0 else np.nan, np.nan if binary or vc1 == 0 else vt1 / vc1, *e0, *e1])
+    return pd.DataFrame(rows, columns=["group", "variable", "binary", "mean_treated_before", "mean_comparison_before",
+                                       "smd_before", "var_ratio_before", "mean_treated_after", "mean_comparison_after",
+                                       "smd_after", "var_ratio_after", "ecdf_mean_before", "ecdf_max_before",
+                                       "ecdf_mean_after", "ecdf_max_after"])
+
+
+@pytest.mark.parametrize("smd", ["pooled", "treated", "pooled_p"])
+def test_balance_in_one_pass_is_the_literal_balance(smd):
+    """balance() (rows sorted by treatment × subject once, moments per cell pooled, eCDFs from
+    histograms) against the table computed group by group from boolean selections: weighted
+    data with ties (whole-point and rounded scores), a constant column, a 0/1 column that is
+    not binary in one subject, a categorical covariate with a level absent from one subject,
+    three subjects and merged copies (Σw² ≠ (Σw)²); the matched rows given as a frame and as
+    positions in ``before``."""
+    from pleval.matching.balance import balance
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    subject = rng.choice(["math", "reading", "science"], n)
+    race = rng.choice(["a", "b", "c", "d"], n, p=[0.5, 0.3, 0.15, 0.05])
+    race[(subject == "science") & (race == "d")] = "a"
+    df = pd.DataFrame({
+        "t": (rng.random(n) < 0.3).astype(int), "subject": subject,
+        "pre": np.round(rng.normal(200, 15, n)), "score": np.round(rng.normal(0, 1, n), 1),
+        "const": 3.0, "frl": (rng.random(n) < 0.4).astype(int), "race": race,
+        "mix": np.where(subject == "math", rng.integers(0, 3, n), rng.integers(0, 2, n)),
+    })
+    rows = np.sort(rng.choice(n, 900, replace=False))
+    after = df.iloc[rows].assign(_weight=rng.choice([0.5, 1.0, 2.0, 1 / 3], len(rows)))
+    after["_weight2"] = after["_weight"] ** 2 * rng.choice([1.0, 0.5, 0.25], len(rows))  # merged copies
+    variables = ["pre", "score", "const", "frl", "race", "mix"]
+    want = _balance_literally(df, after, variables, "subject", smd)
+    for got in (balance(df, after, "t", variables, "pre", by="subject", smd=smd, weight2="_weight2"),
+                balance(df, after[["_weight", "_weight2"]], "t", variables, "pre", by="subject", smd=smd,
+                        weight2="_weight2", rows=rows)):
+        tab = got.table
+        assert tab[["group", "variable", "binary"]].equals(want[["group", "variable", "binary"]])
+        assert {"science"} == set(tab.group[tab.variable == "race[d]"]) ^ {"all", "math", "reading", "science"}
+        assert not tab.binary[(tab.variable == "mix") & (tab.group == "math")].item()
+        assert tab.binary[(tab.variable == "mix") & (tab.group == "reading")].item()
+        num = want.columns[3:]
+        np.testing.assert_allclose(tab[num].to_numpy(float), want[num].to_numpy(float), rtol=1e-12, atol=1e-14)
+        const = tab[tab.variable == "const"]
+        assert const[["smd_before", "smd_after", "var_ratio_before", "var_ratio_after"]].isna().all().all()
+        assert (const[["ecdf_max_before", "ecdf_max_after"]] == 0).all().all()
+        eq = got.equivalence.set_index("group")
+        for name in ["all", "math", "reading", "science"]:
+            a = after if name == "all" else after[after.subject == name]
+            t, w, w2, x = a.t == 1, a._weight, a._weight2, a.pre
+            nt, nc = w[t].sum() ** 2 / w2[t].sum(), w[~t].sum() ** 2 / w2[~t].sum()
+            mt, mc = np.average(x[t], weights=w[t]), np.average(x[~t], weights=w[~t])
+            assert eq.loc[name, "mean_treated"] == pytest.approx(mt, rel=1e-13)
+            assert eq.loc[name, "n_eff_comparison"] == pytest.approx(nc, rel=1e-13)
+            vt = (w[t] * (x[t] - mt) ** 2).sum() / (w[t].sum() - w2[t].sum() / w[t].sum())
+            vc = (w[~t] * (x[~t] - mc) ** 2).sum() / (w[~t].sum() - w2[~t].sum() / w[~t].sum())
+            sp = np.sqrt(((nt - 1) * vt + (nc - 1) * vc) / (nt + nc - 2))
+            g = (1 - 3 / (4 * (nt + nc) - 9)) * (mt - mc) / sp
+            assert eq.loc[name, "hedges_g"] == pytest.approx(g, rel=1e-11)

@@ -27,6 +27,16 @@ matched sample, per outcome (per subject when the data have one): Hedges' g with
 small-sample factor, ``g = ω (x̄_t − x̄_c) / s_pooled``, ``ω = 1 − 3/(4N − 9)``, group sizes
 the Kish effective sizes ``(Σw)²/Σw²``; the verdict bands come from
 :func:`pleval.standards.baseline_equivalence`.
+
+Computation (:func:`balance`): every group (overall and per subject) comes from one pass over
+the data. Rows are sorted once by cell (treatment × subject), the columns (a categorical
+variable's levels as 0/1 columns) gathered into one matrix in that order, and each cell's
+moments taken in two blocked matrix-vector passes (sums relative to the cell's first row, then
+centred squares); a subject's or the overall moments pool their cells' exactly (Chan, Golub &
+LeVeque 1983). The eCDFs of a non-binary column are cumulated per-cell weighted histograms
+over its values (for whole-number values such as pretests without sorting). A matched sample
+whose rows are rows of ``before`` is passed as their positions (``rows=``), so that nothing is
+copied but the weights.
 """
 
 from __future__ import annotations
@@ -61,29 +71,6 @@ def weighted_moments(X: np.ndarray, w: np.ndarray, w2: np.ndarray | None = None)
     return m, v
 
 
-def _indicator_columns(df: pd.DataFrame, variables, categorical=()):
-    """(names, values as an n×p matrix, is_binary per column); categorical variables give one
-    0/1 column per level."""
-    names, cols, binary = [], [], []
-    for c in variables:
-        s = df[c]
-        if c in categorical or is_categorical(s):
-            codes, levels = codes_and_levels(s)
-            for j, lev in enumerate(levels):
-                names.append(f"{c}[{lev}]")
-                cols.append(codes == j)
-                binary.append(True)
-        else:
-            x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            names.append(c)
-            cols.append(x)
-            binary.append(bool(np.isin(x[np.isfinite(x)], (0.0, 1.0)).all()))
-    X = np.empty((len(df), len(cols)))
-    for j, col in enumerate(cols):
-        X[:, j] = col
-    return names, X, np.array(binary, dtype=bool)
-
-
 def _ecdf(x: np.ndarray, w: np.ndarray, grid: np.ndarray) -> np.ndarray:
     o = np.argsort(x, kind="stable")
     cw = np.cumsum(w[o]) / w.sum()
@@ -107,25 +94,9 @@ def ecdf_stats(x: np.ndarray, t: np.ndarray, w: np.ndarray, binary: bool, grid: 
 SMD_DENOMINATORS = ("pooled", "treated", "pooled_p")
 
 
-def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
-                  categorical=(), smd: str = "pooled", threshold: float = 0.1, weight2: str | None = None) -> pd.DataFrame:
-    """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
-    (``after`` rows weighted by ``weight``), with the flags; one row per variable or
-    categorical level. ``weight2``: a column with each ``after`` row's sum of squared weights,
-    when a row stands for several weighted copies (a comparison student reused by several
-    matched sets, merged: the same means, variances and eCDFs)."""
-    tb = before[treatment].to_numpy().astype(bool)
-    ta = after[treatment].to_numpy().astype(bool)
-    wa = after[weight].to_numpy(dtype=float)
-    wa2 = None if weight2 is None else after[weight2].to_numpy(dtype=float)
-    names, Xb, binary = _indicator_columns(before, variables, categorical)
-    names_a, Xa_own, _ = _indicator_columns(after, variables, categorical)
-    pos = {n: j for j, n in enumerate(names_a)}
-    Xa = np.column_stack([Xa_own[:, pos[n]] if n in pos else np.zeros(len(after)) for n in names]) if names \
-        else np.empty((len(after), 0))
-    ones = np.ones(len(before))
-    mt0, vt0 = weighted_moments(Xb[tb], ones[tb])
-    mc0, vc0 = weighted_moments(Xb[~tb], ones[~tb])
+def _table(names, binary, mt0, vt0, mc0, vc0, mt1, vt1, mc1, vc1, e, smd: str, threshold: float) -> pd.DataFrame:
+    """The balance table from the groups' moments and eCDF statistics (``e``: mean and max
+    before, mean and max after)."""
     if smd == "treated":
         var0 = np.where(binary, mt0 * (1.0 - mt0), vt0)
     elif smd == "pooled_p":  # MatchIt / cobalt for the ATE: p(1 − p) for binaries
@@ -133,11 +104,6 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
     else:
         var0 = (vt0 + vc0) / 2.0
     sd0 = np.sqrt(var0)
-    mt1, vt1 = weighted_moments(Xa[ta], wa[ta], None if wa2 is None else wa2[ta])
-    mc1, vc1 = weighted_moments(Xa[~ta], wa[~ta], None if wa2 is None else wa2[~ta])
-    grids = [None if binary[j] else np.unique(Xb[:, j]) for j in range(len(names))]
-    e0 = np.array([ecdf_stats(Xb[:, j], tb, ones, binary[j], grids[j]) for j in range(len(names))]).reshape(-1, 2)
-    e1 = np.array([ecdf_stats(Xa[:, j], ta, wa, binary[j], grids[j]) for j in range(len(names))]).reshape(-1, 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = pd.DataFrame({
             "variable": names,
@@ -150,15 +116,279 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
             "mean_comparison_after": mc1,
             "smd_after": np.where(sd0 > 0, (mt1 - mc1) / sd0, np.nan),
             "var_ratio_after": np.where(binary, np.nan, vt1 / vc1),
-            "ecdf_mean_before": e0[:, 0],
-            "ecdf_max_before": e0[:, 1],
-            "ecdf_mean_after": e1[:, 0],
-            "ecdf_max_after": e1[:, 1],
+            "ecdf_mean_before": e[:, 0],
+            "ecdf_max_before": e[:, 1],
+            "ecdf_mean_after": e[:, 2],
+            "ecdf_max_after": e[:, 3],
         })
     b, a = out["smd_before"].abs(), out["smd_after"].abs()
     out["imbalanced"] = a > threshold
     out["worse"] = (a > b) & (a > threshold / 2)
     return out
+
+
+_BLOCK = 1 << 16  # rows per block of the moment passes (bounds their temporary)
+
+
+def _group_codes(before: pd.DataFrame, after: pd.DataFrame, by: str | None, rows):
+    """Each row's group: 0 … G−1 the values of ``by`` in order of first appearance in ``before``
+    (as ``pd.unique``), G for rows in none (a missing ``by``, or a value absent from ``before``);
+    and the G labels."""
+    if by is None:
+        return np.zeros(len(before), np.intp), np.zeros(len(after), np.intp), []
+    gb, labels = pd.factorize(before[by], use_na_sentinel=True)
+    G = len(labels)
+    gb = np.where(gb < 0, G, gb)
+    if rows is not None:
+        return gb, gb[rows], [str(g) for g in labels]
+    ga, own = pd.factorize(after[by], use_na_sentinel=True)
+    ga = np.append(pd.Index(labels).get_indexer(own), -1)[ga]
+    return gb, np.where(ga < 0, G, ga), [str(g) for g in labels]
+
+
+def _numeric(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, categorical, pretest):
+    """The balance columns: per variable a numeric column or one 0/1 column per level of its
+    sorted levels in ``before`` (``after``'s values matched to them by name, ``c[level]``),
+    then ``pretest`` unless it is a numeric variable. Returns the variables' specs ``(name,
+    column or None, levels, first level column, codes in before)``, the pretest's column, and
+    per column its values in ``before`` and in ``after`` (None: ``after``'s rows are rows of
+    ``before``): an array, or (codes, level)."""
+    specs, src_b, src_a = [], [], []
+    for c in variables:
+        if c in categorical or is_categorical(before[c]):
+            codes, levels = codes_and_levels(before[c])
+            if after is None:
+                codes_a = codes
+            elif c in categorical or is_categorical(after[c]):
+                own, own_levels = codes_and_levels(after[c])
+                pos = {f"{c}[{lev}]": j for j, lev in enumerate(levels)}
+                codes_a = np.array([pos.get(f"{c}[{lev}]", -1) for lev in own_levels] + [-1], dtype=np.int64)[own]
+            else:  # no level of it in after
+                codes_a = np.full(len(after), -1, np.int64)
+            specs.append((c, None, levels, len(src_b), codes))
+            src_b += [(codes, j) for j in range(len(levels))]
+            src_a += [(codes_a, j) for j in range(len(levels))]
+        else:
+            specs.append((c, len(src_b), None, None, None))
+            src_b.append(_numeric(before[c]))
+            src_a.append(src_b[-1] if after is None else np.zeros(len(after))
+                         if c in categorical or is_categorical(after[c]) else _numeric(after[c]))
+    jp = next((j for c, j, *_ in specs if c == pretest and j is not None), None)
+    if pretest is not None and jp is None:
+        jp = len(src_b)
+        src_b.append(_numeric(before[pretest]))
+        src_a.append(src_b[-1] if after is None else _numeric(after[pretest]))
+    return specs, jp, src_b, src_a
+
+
+def _matrix(sources, order: np.ndarray) -> np.ndarray:
+    """The columns, rows in ``order``, as one n × p float matrix (column-major: filled and
+    read column by column); a categorical variable's codes are gathered once for its levels."""
+    X = np.empty((len(order), len(sources)), order="F")
+    gathered = {}
+    for j, s in enumerate(sources):
+        if isinstance(s, tuple):
+            codes = gathered.setdefault(id(s[0]), s[0][order])
+            np.equal(codes, s[1], out=X[:, j], casting="unsafe")
+        else:
+            np.take(s, order, out=X[:, j], mode="clip")  # ("raise" would buffer)
+    return X
+
+
+def _cell_sums(X: np.ndarray, w: np.ndarray, w2: np.ndarray, a: int, b: int):
+    """``(x̄, Σw(x − x̄)², Σw, Σw²)`` of every column over rows ``a:b``: two passes in blocks of
+    rows, each one matrix-vector product per block; the first sums the values less the first
+    row's (so a constant column's mean is exact and its squares zero), the second the centred
+    squares."""
+    p = X.shape[1]
+    s0, s2 = w[a:b].sum(), w2[a:b].sum()
+    if not s0 > 0:
+        return np.full(p, np.nan), np.zeros(p), s0, s2
+    x0 = np.where(np.isfinite(X[a]), X[a], 0.0)
+    blocks = [(i, X[i:min(i + _BLOCK, b)]) for i in range(a, b, _BLOCK)]
+    m = x0 + sum((w[i:i + len(B)] @ (B - x0) for i, B in blocks), np.zeros(p)) / s0
+    q = np.zeros(p)
+    for i, B in blocks:
+        D = B - m
+        D *= D
+        q += w[i:i + len(D)] @ D
+    return m, q, s0, s2
+
+
+def _pool(cells):
+    """Mean, reliability-weighted variance, Σw and Σw² of the union of cells from their
+    :func:`_cell_sums` (Chan, Golub & LeVeque 1983: within-cell squares plus each cell's weight
+    times its mean's squared distance to the union's, the union's mean taken relative to the
+    first cell's so that a constant column stays exact); NaN as :func:`weighted_moments`."""
+    s0, s2 = sum(c[2] for c in cells), sum(c[3] for c in cells)
+    on = [c for c in cells if c[2] > 0]
+    if not on:
+        return np.full(len(cells[0][0]), np.nan), np.full(len(cells[0][0]), np.nan), s0, s2
+    if len(on) == 1:
+        m, q = on[0][0], on[0][1]
+    else:
+        x0 = on[0][0]
+        m = x0 + sum(c[2] * (c[0] - x0) for c in on) / s0
+        q = sum(c[1] + c[2] * (c[0] - m) ** 2 for c in on)
+    denom = s0 - s2 / s0
+    return m, (q / denom if denom > 0 else np.full(len(m), np.nan)), s0, s2
+
+
+def _value_codes(x: np.ndarray, y: np.ndarray):
+    """Ascending candidate values ``u`` (NaN last), each value of ``x``'s index in ``u``, and
+    for each value of ``y`` the index of the first candidate not below it (``len(u)``: above
+    them all). The candidates are the whole range from min to max of ``x`` when its values are
+    whole numbers in a range no longer than their count (pretests: no sort, and ``y``'s
+    indices by subtraction when they are whole numbers too), else its distinct values."""
+    if len(x) and np.isfinite(x).all():
+        lo, hi = x.min(), x.max()
+        if hi - lo <= len(x) + 1024:
+            k = x - lo
+            ki = k.astype(np.intp)
+            if np.array_equal(ki, k):
+                u = lo + np.arange(int(hi - lo) + 1)
+                if np.isfinite(y).all():
+                    ky = np.clip(y - lo, 0, len(u))  # below lo: index 0; above hi: len(u)
+                    kyi = ky.astype(np.intp)
+                    if np.array_equal(kyi, ky):
+                        return u, ki, kyi
+                return u, ki, np.searchsorted(u, y, side="left")
+    u, k = np.unique(x, return_inverse=True)
+    return u, k.reshape(-1), np.searchsorted(u, y, side="left")
+
+
+def _ecdf_gap(h: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
+    """Mean and max of |F_t − F_c| at the ``grid`` positions, from the weighted histograms
+    ``h`` (comparison, treated) over the candidate values (last bin: above them all)."""
+    tot = h.sum(axis=1)
+    if not (tot > 0).all():
+        return np.nan, np.nan
+    F = np.cumsum(h[:, :-1], axis=1) / tot[:, None]
+    e = np.abs(F[1] - F[0])[grid]
+    return float(e.mean()), float(e.max())
+
+
+def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2, categorical, smd, threshold,
+            rows=None, skip_single=True):
+    """(group, table, WWC-equivalence dict or None) for "all" and each group of ``by``.
+
+    One pass serves every group: the rows are sorted by cell (treatment × group; a stable
+    sort of small integers) and the columns gathered into one matrix in that order, so that
+    each cell is a block of rows whose moments take two matrix-vector passes
+    (:func:`_cell_sums`); a group's, and "all"'s, are pooled from its cells (:func:`_pool`).
+    The eCDFs of a non-binary column come from per-cell weighted histograms over its
+    candidate values, cumulated and read at the group's grid (the distinct values of its rows
+    before matching)."""
+    gb, ga, labels = _group_codes(before, after, by, rows)
+    G = len(labels)
+    tb = before[treatment].to_numpy().astype(bool)
+    ta = tb[rows] if rows is not None else after[treatment].to_numpy().astype(bool)
+    wa = after[weight].to_numpy(dtype=float)
+    wa2 = wa**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
+    specs, jp, src_b, src_a = _columns(before, None if rows is not None else after, variables, categorical, pretest)
+    n_cells = 2 * (G + 1)
+    cb, ca = (tb * (G + 1) + gb).astype(np.int16), (ta * (G + 1) + ga).astype(np.int16)
+    ob, oa = np.argsort(cb, kind="stable"), np.argsort(ca, kind="stable")
+    bb = np.concatenate([[0], np.cumsum(np.bincount(cb, minlength=n_cells))])
+    ba = np.concatenate([[0], np.cumsum(np.bincount(ca, minlength=n_cells))])
+    Xb, Xa = _matrix(src_b, ob), _matrix(src_a, oa if rows is None else rows[oa])
+    wa, wa2 = wa[oa], wa2[oa]
+    cb, ca = cb[ob].astype(np.intp), ca[oa].astype(np.intp)
+    ones = np.ones(len(before))
+    sums_b = [_cell_sums(Xb, ones, ones, bb[c], bb[c + 1]) for c in range(n_cells)]
+    sums_a = [_cell_sums(Xa, wa, wa2, ba[c], ba[c + 1]) for c in range(n_cells)]
+
+    def in_groups(codes, size, g_rows):  # (G + 1) × size presence: row 0 "all", then each group
+        pres = np.bincount(g_rows * size + codes, minlength=(G + 1) * size).reshape(G + 1, size) > 0
+        return np.vstack([pres.any(axis=0), pres[:G]])
+
+    t_codes, t_levels = pd.factorize(before[treatment] if rows is not None else after[treatment], use_na_sentinel=True)
+    t_codes = t_codes[rows] if rows is not None else t_codes
+    ok = t_codes >= 0
+    n_t = in_groups(t_codes[ok], max(len(t_levels), 1), ga[ok]).sum(axis=1)
+    n_rows = np.bincount(ga, minlength=G + 1)
+    n_rows = np.concatenate([[len(after)], n_rows[:G]])
+    nonbin, present = {}, {}  # per column: is it non-binary (0/1 where finite) in each group before
+    for name, j, levels, _, codes in specs:
+        if j is not None:
+            x = src_b[j]
+            bad = np.isfinite(x) & (x != 0) & (x != 1)
+            nonbin[j] = in_groups(np.zeros(int(bad.sum()), np.intp), 1, gb[bad])[:, 0]
+        else:
+            ok = codes >= 0
+            present[name] = in_groups(codes[ok], len(levels), gb[ok])
+    ecdf = {}  # column → per group ((mean, max) before, (mean, max) after)
+    for j, nb in nonbin.items():
+        if not nb.any():
+            continue
+        u, kb, ka = _value_codes(Xb[:, j], Xa[:, j])
+        D = len(u)
+        grid = in_groups(kb, D, cb % (G + 1))
+        hb = np.bincount(cb * (D + 1) + kb, minlength=n_cells * (D + 1)).reshape(2, G + 1, D + 1).astype(float)
+        ha = np.bincount(ca * (D + 1) + ka, weights=wa, minlength=n_cells * (D + 1)).reshape(2, G + 1, D + 1)
+        ecdf[j] = [(_ecdf_gap(h0, grid[r]), _ecdf_gap(h1, grid[r])) for r, (h0, h1) in
+                   enumerate(zip([hb.sum(axis=1), *hb.transpose(1, 0, 2)[:G]], [ha.sum(axis=1), *ha.transpose(1, 0, 2)[:G]]))]
+    out = []
+    for r, name in enumerate(["all", *labels]):
+        if skip_single and (not n_rows[r] or n_t[r] < 2):
+            continue
+        # the group's cells (comparison, treated), or every group's for "all"
+        cells = [range(t * (G + 1), (t + 1) * (G + 1)) if r == 0 else [t * (G + 1) + r - 1] for t in (0, 1)]
+        (mc0, vc0, _, _), (mt0, vt0, _, _) = (_pool([sums_b[c] for c in cs]) for cs in cells)
+        (mc1, vc1, s0c, s2c), (mt1, vt1, s0t, s2t) = (_pool([sums_a[c] for c in cs]) for cs in cells)
+        cols, names, binary = [], [], []
+        for v, j, levels, first, _ in specs:
+            if j is not None:
+                cols.append(j)
+                names.append(v)
+                binary.append(not nonbin[j][r])
+            else:
+                on = np.flatnonzero(present[v][r])
+                cols += list(first + on)
+                names += [f"{v}[{levels[i]}]" for i in on]
+                binary += [True] * len(on)
+        cols, binary = np.array(cols, dtype=np.intp), np.array(binary, dtype=bool)
+        e = np.empty((len(cols), 4))
+        for i, (j, bi) in enumerate(zip(cols, binary)):
+            if bi:  # both statistics are |p_t − p_c|
+                e[i] = [abs(mt0[j] - mc0[j])] * 2 + [abs(mt1[j] - mc1[j])] * 2
+            else:
+                e[i] = [*ecdf[j][r][0], *ecdf[j][r][1]]
+        tab = _table(names, binary, mt0[cols], vt0[cols], mc0[cols], vc0[cols], mt1[cols], vt1[cols],
+                     mc1[cols], vc1[cols], e, smd, threshold)
+        eq = None if pretest is None else _equivalence(pretest, mt1[jp], vt1[jp], mc1[jp], vc1[jp],
+                                                       s0t**2 / s2t, s0c**2 / s2c)
+        out.append((name, tab, eq))
+    return out
+
+
+def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
+                  categorical=(), smd: str = "pooled", threshold: float = 0.1, weight2: str | None = None) -> pd.DataFrame:
+    """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
+    (``after`` rows weighted by ``weight``), with the flags; one row per variable or
+    categorical level. ``weight2``: a column with each ``after`` row's sum of squared weights,
+    when a row stands for several weighted copies (a comparison student reused by several
+    matched sets, merged: the same means, variances and eCDFs)."""
+    return _tables(before, after, treatment, variables, None, by=None, weight=weight, weight2=weight2,
+                   categorical=categorical, smd=smd, threshold=threshold, skip_single=False)[0][1]
+
+
+def _equivalence(pretest: str, mt, vt, mc, vc, nt, nc) -> dict:
+    g = float(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc))
+    return {
+        "pretest": pretest,
+        "mean_treated": mt,
+        "mean_comparison": mc,
+        "hedges_g": g,
+        "n_eff_treated": nt,
+        "n_eff_comparison": nc,
+        "wwc_baseline_equivalence": baseline_equivalence(g),
+        "wwc_with_pretest_in_model": baseline_equivalence(g, adjusted=True),
+    }
 
 
 def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight",
@@ -171,19 +401,7 @@ def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, we
     x = after[pretest].to_numpy(dtype=float)
     mt, vt = weighted_mean_var(x[t], w[t], w2[t])
     mc, vc = weighted_mean_var(x[~t], w[~t], w2[~t])
-    nt = w[t].sum() ** 2 / w2[t].sum()
-    nc = w[~t].sum() ** 2 / w2[~t].sum()
-    g = float(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc))
-    return {
-        "pretest": pretest,
-        "mean_treated": mt,
-        "mean_comparison": mc,
-        "hedges_g": g,
-        "n_eff_treated": nt,
-        "n_eff_comparison": nc,
-        "wwc_baseline_equivalence": baseline_equivalence(g),
-        "wwc_with_pretest_in_model": baseline_equivalence(g, adjusted=True),
-    }
+    return _equivalence(pretest, mt, vt, mc, vc, w[t].sum() ** 2 / w2[t].sum(), w[~t].sum() ** 2 / w2[~t].sum())
 
 
 @dataclass(frozen=True, repr=False)
@@ -233,26 +451,21 @@ class Balance(ResultMixin):
 
 def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
             by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
-            smd: str = "pooled", weight2: str | None = None) -> Balance:
+            smd: str = "pooled", weight2: str | None = None, rows: np.ndarray | None = None) -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
-    with ``by`` (e.g. the subject column), within each group. ``smd``: "pooled" (default),
-    "treated" (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator;
-    ``weight2``: see :func:`balance_table`."""
+    with ``by`` (e.g. the subject column), within each group (groups whose ``after`` rows lack
+    a treated or a comparison row are left out). ``smd``: "pooled" (default), "treated"
+    (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator;
+    ``weight2``: see :func:`balance_table`. ``rows``: when ``after``'s rows are rows of
+    ``before`` (a matched sample), their positions in ``before``; ``after`` then needs only
+    the weight columns, everything else is read from ``before``."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
-    groups = [("all", before, after)]
-    if by is not None:
-        groups += [(str(g), before[before[by] == g], after[after[by] == g]) for g in pd.unique(before[by])]
-    tabs, eqs = [], []
-    for name, b, a in groups:
-        if not len(a) or a[treatment].nunique() < 2:
-            continue
-        tab = balance_table(b, a, treatment, variables, weight=weight, categorical=categorical, smd=smd,
-                            threshold=threshold, weight2=weight2)
-        tab.insert(0, "group", name)
-        tabs.append(tab)
-        if pretest is not None:
-            eqs.append({"group": name, **pretest_equivalence(a, treatment, pretest, weight=weight, weight2=weight2)})
+    parts = _tables(before, after, treatment, variables, pretest, by=by, weight=weight, weight2=weight2,
+                    categorical=categorical, smd=smd, threshold=threshold,
+                    rows=None if rows is None else np.asarray(rows, dtype=np.intp))
+    tabs = [tab.assign(group=name)[["group", *tab.columns]] for name, tab, _ in parts]
+    eqs = [{"group": name, **eq} for name, _, eq in parts if eq is not None]
     eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",
                "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]  # empty without a pretest
     return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=eq_cols), threshold)

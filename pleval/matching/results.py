@@ -187,11 +187,12 @@ class MatchResult(ResultMixin):
         if smd is None and self.options.get("conventions") == "matchit":
             smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
         smd = smd or "pooled"
-        # each matched row once, its copies' weights and squared weights summed (the same table)
-        after = self.distinct([c.treatment, *self.variables, c.main_pretest, c.subject])
+        # each matched row once, its copies' weights and squared weights summed (the same table);
+        # its values are read from data at its positions
+        rows, _, w, w2, _ = self._distinct
         return balance(
-            self.data, after, c.treatment, self.variables, c.main_pretest,
-            by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2",
+            self.data, pd.DataFrame({"_weight": w, "_weight2": w2}), c.treatment, self.variables, c.main_pretest,
+            by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2", rows=rows,
         )
 
     def weight_summary(self) -> pd.DataFrame:
