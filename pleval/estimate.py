@@ -91,10 +91,10 @@ placebo schools (every comparison school)."""
 
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
                                 "boundary": "cautious", "joiners": None, "compromised": False, "lin": False,
-                                "icc": 0.20, "bootstrap": 0, "bootstrap_weights": "rademacher",
+                                "icc": 0.20, "gt_df": "N-2", "bootstrap": 0, "bootstrap_weights": "rademacher",
                                 "interaction_test": "HTZ"}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs);
-``lin``, ``icc``, ``bootstrap``, ``bootstrap_weights`` and ``interaction_test`` are those of
+``lin``, ``icc``, ``gt_df``, ``bootstrap``, ``bootstrap_weights`` and ``interaction_test`` are those of
 :func:`pleval.rct.analyze_rct` (``icc="none"`` omits the g_T row)."""
 
 PLACEBO_CAP = 300
@@ -411,6 +411,8 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
             raise DataError(f"option bootstrap_weights must be 'rademacher' or 'webb'; got {opts['bootstrap_weights']!r}")
         if opts["interaction_test"] not in ("HTZ", "F"):
             raise DataError(f"option interaction_test must be 'HTZ' or 'F'; got {opts['interaction_test']!r}")
+        if opts["gt_df"] not in ("N-2", "h"):
+            raise DataError(f"option gt_df must be 'N-2' or 'h'; got {opts['gt_df']!r}")
         icc = opts["icc"]
         if icc is None or (isinstance(icc, str) and icc.strip().lower() == "none"):
             opts["icc"] = "none"  # recorded as text: run.toml has no null
@@ -598,8 +600,9 @@ def estimate(
     cr2 : str
         Weighted CR2 form: ``"transformed"`` (default; CR2 of the √W-transformed model) or
         ``"clubsandwich"`` (clubSandwich's). Matched designs only (their weights vary within school).
-    lin, icc, bootstrap, bootstrap_weights, interaction_test :
-        rct: Lin (2013) adjustment, the ICC of the Hedges (2007) g_T row (0.20; ``"none"``: no row),
+    lin, icc, gt_df, bootstrap, bootstrap_weights, interaction_test :
+        rct: Lin (2013) adjustment, the ICC of the Hedges (2007) g_T row (0.20; ``"none"``: no row)
+        and the df of its ω (``"N-2"`` or ``"h"``),
         wild cluster bootstrap draws (0: none) and weights, and the subgroup equality test
         (:func:`pleval.rct.analyze_rct`).
     permutations : int
@@ -896,7 +899,7 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
             baseline_percentile=opts["baseline_percentile"], adjust=opts["adjust"], vcov=opts["vcov"] or None,
             cluster_df=opts["cluster_df"], compliance=bool(opts["compliance"]), permutations=perms, seed=seed,
             progress=tick if perms else None, subgroups=opts["subgroups"], lin=bool(opts["lin"]),
-            icc=None if opts["icc"] == "none" else float(opts["icc"]),
+            icc=None if opts["icc"] == "none" else float(opts["icc"]), gt_df=opts["gt_df"],
             bootstrap=int(opts["bootstrap"]), bootstrap_weights=opts["bootstrap_weights"],
             interaction_test=opts["interaction_test"],
         )

@@ -73,6 +73,10 @@ for when schools are assigned (Procedures Handbook v4.1/v5.0, effect sizes in cl
 intraclass correlation, WWC default 0.20 for achievement; ``icc=``), i.e. g computed with the
 pooled SD divided by γ; its CI and percentile points scale the same way. It is labelled
 "g_T (Hedges 2007, ρ=…)" in :meth:`RCTResult.to_frame` (and ``all_effects()``) and the summary.
+Its small-sample factor is ω = 1 − 3/(4N − 9) (``gt_df="N-2"``, default) or, with
+``gt_df="h"``, ``ω = 1 − 3/(4h − 1)`` with Hedges' (2007) cluster-adjusted df
+``h = [(N−2) − 2(n̄−1)ρ]² / [(N−2)(1−ρ)² + n̄(N−2n̄)ρ² + 2(N−2n̄)ρ(1−ρ)]`` (WWC v5.0 eq. E.21),
+as VIVECampbell computes the WWC's cluster-adjusted g (labelled "…, ω(h)").
 
 Subgroups
 ---------
@@ -646,6 +650,7 @@ def analyze_rct(
     interaction_test: Literal["HTZ", "F"] = "HTZ",
     lin: bool = False,
     icc: float | None = 0.20,
+    gt_df: Literal["N-2", "h"] = "N-2",
     compliance: bool = True,
     bootstrap: int = 0,
     bootstrap_weights: Literal["rademacher", "webb"] = "rademacher",
@@ -679,6 +684,8 @@ def analyze_rct(
     lin : Lin's (2013) fully interacted covariate adjustment for the OLS ITT (module docstring).
     icc : intraclass correlation for the Hedges (2007) cluster-adjusted effect size g_T reported
         for cluster designs (WWC default 0.20); ``None`` omits it.
+    gt_df : df of g_T's small-sample factor ω = 1 − 3/(4·df − 1): ``"N-2"`` (default; the
+        students' ω = 1 − 3/(4N − 9)) or ``"h"`` (Hedges' cluster-adjusted df, module docstring).
     compliance : estimate the CACE when ``columns.takeup`` is set.
     bootstrap : >0 runs a restricted wild cluster bootstrap test of the OLS ITT (schools as
         clusters) with that many draws (all sign patterns when Rademacher and 2^G ≤ B), and its
@@ -693,6 +700,8 @@ def analyze_rct(
         raise DataError(f"interaction_test must be 'HTZ' or 'F'; got {interaction_test!r}")
     if icc is not None and not (0.0 <= float(icc) < 1.0):
         raise DataError(f"icc must lie in [0, 1) (or be None); got {icc!r}")
+    if gt_df not in ("N-2", "h"):
+        raise DataError(f"gt_df must be 'N-2' or 'h'; got {gt_df!r}")
     check_conventions(cluster_df, "transformed")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
@@ -754,8 +763,8 @@ def analyze_rct(
         mdf = float(G - max(mod.n_blocks, 1) - 1)
         extra["MixedLM"] = effect(float(mixed_res.fe_params.iloc[j]), float(mixed_res.bse_fe.iloc[j]), mdf,
                                   "ITT (MixedLM)", f"MixedLM, random school intercepts (REML); t({mdf:.0f}), between-within df")
-        icc = float(mixed_res.cov_re.iloc[0, 0] / (mixed_res.cov_re.iloc[0, 0] + mixed_res.scale))
-        notes.append(f"MixedLM: residual intraclass correlation {icc:.3f}")
+        resid_icc = float(mixed_res.cov_re.iloc[0, 0] / (mixed_res.cov_re.iloc[0, 0] + mixed_res.scale))
+        notes.append(f"MixedLM: residual intraclass correlation {resid_icc:.3f}")
 
     if method == "ols":
         effects["ITT"] = ols_effect
@@ -824,16 +833,21 @@ def analyze_rct(
         nbar = (n_t + n_c) / mod.n_schools
         gamma = math.sqrt(1.0 - 2.0 * (nbar - 1.0) * float(icc) / (n_t + n_c - 2.0))
         label = f"g_T (Hedges 2007, ρ={float(icc):.2f})"
+        omega_t, how = omega, ""
+        if gt_df == "h" and omega != 1.0:
+            _, h = effect_sizes.hedges2007_adjusted_t(0.0, n_t + n_c, mod.n_schools, float(icc))
+            omega_t, how = 1.0 - 3.0 / (4.0 * float(h) - 1.0), f"; ω = 1 − 3/(4h − 1), h = {float(h):.1f}"
+            label = f"g_T (Hedges 2007, ρ={float(icc):.2f}, ω(h))"
         g_t = Effect.from_raw(replace(itt_raw, label=label), sd_value / gamma,
-                              f"{sd_kind} ÷ γ = {gamma:.4f} (n̄ = {nbar:.1f}, ρ = {float(icc):.2f})",
-                              omega=omega, baseline_percentile=baseline_percentile)
+                              f"{sd_kind} ÷ γ = {gamma:.4f} (n̄ = {nbar:.1f}, ρ = {float(icc):.2f}{how})",
+                              omega=omega_t, baseline_percentile=baseline_percentile)
     n_cl_r = int(rand[cols.school].nunique()) if clustered_design else None
     options = {
         "design": design, "method": method, "outcome": cols.outcome, "subject": subject,
         "treatment": cols.treatment, "school": cols.school, "block": cols.block,
         "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "cluster_df": cluster_df, "model": model_desc,
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
-        "adjust": adjust, "interaction_test": interaction_test, "lin": lin, "icc": icc,
+        "adjust": adjust, "interaction_test": interaction_test, "lin": lin, "icc": icc, "gt_df": gt_df,
         "bootstrap": bootstrap, "bootstrap_weights": bootstrap_weights,
         "permutations": permutations, "seed": seed,
         "n_randomized": len(rand), "n_analytic": len(ana), "n_clusters_randomized": n_cl_r,

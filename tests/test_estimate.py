@@ -192,6 +192,7 @@ def test_resolve_options_defaults_and_errors():
         ("rct", None, {"bootstrap": -5}, "bootstrap"),
         ("rct", None, {"icc": 1.2}, "icc"),
         ("rct", None, {"bootstrap_weights": "mammen"}, "bootstrap_weights"),
+        ("rct", None, {"gt_df": "N-1"}, "gt_df"),
         ("matched", None, {"adjust": "fdr"}, "adjust"),
         ("matched", None, {"placebo": "yes"}, "placebo"),
         ("matched", None, {"placebo_cap": -1}, "placebo_cap"),

@@ -146,6 +146,37 @@ def test_hedges_2007_cluster_effect_size_labelled(trial):
         analyze_rct(trial, COLS, icc=1.5)
 
 
+def test_g_t_omega_from_hedges_cluster_df(trial):
+    """gt_df="h": ω = 1 − 3/(4h − 1) with Hedges' (2007) cluster-adjusted df
+    h = [(N−2) − 2(n̄−1)ρ]² / [(N−2)(1−ρ)² + n̄(N−2n̄)ρ² + 2(N−2n̄)ρ(1−ρ)] (WWC v5.0 eq. E.21) in
+    place of the students' ω = 1 − 3/(4N − 9); everything else about g_T unchanged."""
+    base = analyze_rct(trial, COLS).cluster_effect_size
+    res = analyze_rct(trial, COLS, gt_df="h")
+    gt = res.cluster_effect_size
+    N = res.itt.raw.n_treated + res.itt.raw.n_control
+    nbar, rho = N / 24, 0.20
+    h = ((N - 2) - 2 * (nbar - 1) * rho) ** 2 / (
+        (N - 2) * (1 - rho) ** 2 + nbar * (N - 2 * nbar) * rho**2 + 2 * (N - 2 * nbar) * rho * (1 - rho))
+    ratio = (1 - 3 / (4 * h - 1)) / (1 - 3 / (4 * N - 9))
+    assert ratio < 1
+    for key in ("estimate", "se", "ci_low", "ci_high"):
+        assert getattr(gt.effect_size, key) == pytest.approx(ratio * getattr(base.effect_size, key), rel=1e-12)
+    assert gt.raw.estimate == base.raw.estimate and gt.effect_size.pvalue == pytest.approx(base.effect_size.pvalue)
+    assert "ω(h)" in gt.effect_size.label and f"h = {h:.1f}" in gt.sd_kind
+    assert res.options["gt_df"] == "h"
+    with pytest.raises(DataError, match="gt_df"):
+        analyze_rct(trial, COLS, gt_df="J")
+
+
+def test_mixedlm_keeps_the_given_icc(trial):
+    """method="mixedlm" reports the model's residual ICC in a note; the g_T row keeps the ICC it
+    was given (and icc=None still omits it)."""
+    res = analyze_rct(trial, COLS, method="mixedlm", icc=0.15)
+    assert res.cluster_effect_size.effect_size.label == "g_T (Hedges 2007, ρ=0.15)"
+    assert any("residual intraclass correlation" in n for n in res.notes)
+    assert analyze_rct(trial, COLS, method="mixedlm", icc=None).cluster_effect_size is None
+
+
 def test_cli_lin_and_icc(tmp_path):
     path = tmp_path / "trial.csv"
     make_cluster_rct(3, n_schools=16, n_blocks=2, effect=2.0).to_csv(path, index=False)
@@ -162,3 +193,9 @@ def test_cli_lin_and_icc(tmp_path):
     assert r.exit_code == 0 and not pd.read_csv(tmp_path / "b" / "itt.csv")["analysis"].str.startswith("g_T").any()
     r = runner.invoke(app, args + ["--icc", "lots", "--out", str(tmp_path / "c")])
     assert r.exit_code != 0 and "--icc" in r.output
+    r = runner.invoke(app, args + ["--gt-df", "h", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    itt = pd.read_csv(tmp_path / "d" / "itt.csv")
+    got = itt[itt.analysis == "g_T (Hedges 2007, ρ=0.20, ω(h))"].set_index("scale")["estimate"]
+    api = analyze_rct(pd.read_csv(path), COLS, gt_df="h").cluster_effect_size.effect_size.estimate
+    assert got["effect size"] == pytest.approx(api, rel=1e-9)
