@@ -2,7 +2,8 @@
 
 For every group s (a PL school, or a site of a multi-site RCT) fit
 ``y = X β_s + e`` by WLS on the rows of s, where X = [1, T, covariates]. Everything is
-built from grouped sufficient statistics (one ``np.bincount`` per pair of columns), then
+built from grouped sufficient statistics (one batched product over tiles of rows sorted by
+group, :func:`pleval.inference.robust.grouped_cross_products`), then
 solved with one batched ``np.linalg.solve`` — no per-group Python loop:
 
 * ``S_s = Σ_{i∈s} w_i x_i x_i'``, ``u_s = Σ_{i∈s} w_i x_i y_i``, ``β̂_s = S_s⁻¹ u_s``;
@@ -33,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..inference.robust import grouped_cross_products
+
 _RANK_TOL = 1e-10
 VCOV_TYPES = ("HC2", "HC1", "HC0", "CR1", "CR0", "classical")
 
@@ -51,15 +54,10 @@ class GroupedFit:
 
 
 def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
-    """``Σ_{i∈g} weights_i x_i x_i'`` for every group g (G × p × p)."""
-    p = X.shape[1]
-    S = np.empty((G, p, p))
-    for a in range(p):  # loop over columns, not groups
-        xa = X[:, a] * weights
-        for b in range(a, p):
-            S[:, a, b] = np.bincount(codes, weights=xa * X[:, b], minlength=G)
-            S[:, b, a] = S[:, a, b]
-    return S
+    """``Σ_{i∈g} weights_i x_i x_i'`` for every group g (G × p × p), by
+    :func:`pleval.inference.robust.grouped_cross_products` (batched products over tiles of rows
+    sorted by group; no loop over groups or column pairs)."""
+    return grouped_cross_products(X, codes, G, w=weights)[0]
 
 
 def grouped_wls(
@@ -83,8 +81,7 @@ def grouped_wls(
     n, p = X.shape
     G = n_groups
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    S = _pair_sums(X, w, groups, G)
-    u = np.stack([np.bincount(groups, weights=w * X[:, a] * y, minlength=G) for a in range(p)], axis=1)
+    S, u = grouped_cross_products(X, groups, G, y, w)  # S_s = Σ w x x', u_s = Σ w x y: one pass
     n_g = np.bincount(groups, weights=counts, minlength=G).astype(float)
     if counts is not None and vcov.startswith("HC"):
         raise ValueError(f"vcov={vcov!r} gives each copy its own term: fit the copies")

@@ -1,0 +1,44 @@
+"""The grouped sufficient statistics of the batched per-school fits (``_batched._pair_sums`` and the
+``X'Wy`` of ``grouped_wls``) equal a loop over groups, for sorted and unsorted group codes, empty
+groups, one-row groups and zero weights."""
+
+import numpy as np
+import pytest
+
+from pleval.heterogeneity._batched import _pair_sums, grouped_wls
+
+
+def _data(seed, n=3000, p=7, G=400):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=(n, p - 2))])
+    codes = rng.integers(0, G - 3, n)  # the last three groups empty
+    codes[:5] = G - 4  # a group of several rows among singletons
+    w = rng.uniform(0.2, 4.0, n)
+    w[rng.random(n) < 0.05] = 0.0
+    return X, w, codes, G, rng.normal(size=n)
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_pair_sums_equal_a_loop_over_groups(sort):
+    X, w, codes, G, _ = _data(1)
+    if sort:
+        o = np.argsort(codes, kind="stable")
+        X, w, codes = X[o], w[o], codes[o]
+    S = _pair_sums(X, w, codes, G)
+    ref = np.zeros((G, X.shape[1], X.shape[1]))
+    for g in range(G):
+        Xg = X[codes == g]
+        ref[g] = Xg.T @ (Xg * w[codes == g, None])
+    np.testing.assert_allclose(S, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert np.all(S[G - 3 :] == 0)
+
+
+def test_grouped_wls_equals_per_group_wls():
+    X, w, codes, G, y = _data(2, n=4000, p=4, G=60)
+    fit = grouped_wls(y, X, codes, G, weights=w, vcov="HC1")
+    for g in range(G - 3):
+        m = codes == g
+        Xg, yg, wg = X[m], y[m], w[m]
+        b = np.linalg.lstsq(Xg * np.sqrt(wg)[:, None], yg * np.sqrt(wg), rcond=None)[0]
+        if fit.ok[g]:
+            np.testing.assert_allclose(fit.params[g], b, rtol=1e-10, atol=1e-10)
