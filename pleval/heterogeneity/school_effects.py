@@ -609,9 +609,9 @@ def school_effects(
     X = np.column_stack([np.ones(len(y)), t, Xcov])
     fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
     if joint:
-        cl = pd.factorize(df[cluster].to_numpy())[0] if cluster else np.arange(len(y))
+        cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
         if school:  # comparison rows: their school; treated rows: their own cluster
-            sc = pd.factorize(df[school].to_numpy())[0]
+            sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
                               fit.rank, vcov=vcov, target=1, counts=cnt)
@@ -624,7 +624,7 @@ def school_effects(
 
     # Counts per stratum and arm.
     if unit_id:
-        pair = pd.DataFrame({"g": codes, "t": t, "u": df[unit_id].to_numpy()}).drop_duplicates()
+        pair = pd.DataFrame({"g": codes, "t": t, "u": _factorize(df[unit_id])[0]}).drop_duplicates()
         n_t = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 1], minlength=G)
         n_c = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 0], minlength=G)
     else:
@@ -734,12 +734,20 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
     )
 
 
+def _factorize(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of a column as it is stored (Arrow strings dictionary-encoded by Arrow,
+    not first copied into Python objects): codes in first-appearance order, missing = −1, and
+    the values as a numpy array."""
+    codes, uniq = pd.factorize(s)
+    return codes, np.asarray(uniq)
+
+
 def _factorize_many(df: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
     """Integer codes (first-appearance order) for the combinations of ``cols``, and their values."""
     codes = np.zeros(len(df), dtype=np.int64)
     levels = []
     for c in cols:
-        cc, u = pd.factorize(df[c].to_numpy())
+        cc, u = _factorize(df[c])
         codes = codes * len(u) + cc
         levels.append(u)
     inv, comb = pd.factorize(codes)
