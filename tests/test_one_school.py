@@ -7,7 +7,10 @@ rate with no program effect (tests/_school_sim.py's generator, one PL school).""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -306,3 +309,17 @@ def test_cluster_trial_with_one_pl_school_is_a_clear_design_error(tmp_path):
     r = CliRunner().invoke(app, ["rct", str(path), "--out", str(tmp_path / "out")])
     assert r.exit_code == 2 and msg in " ".join(r.output.split())
     assert "Traceback" not in r.output
+
+
+
+def test_cli_prints_pleval_warnings_as_one_plain_line(tmp_path):
+    """A warning from the API reaches a CLI user as ``warning: …``, not as Python's
+    ``file.py:LINE: PlevalWarning: …`` form (here: `pleval schools` with one school; a fresh
+    process, since pytest records warnings instead of printing them)."""
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"school_id": ["A"], "subject": ["math"], "estimate": [0.21], "se": [0.08]}).to_csv(path, index=False)
+    cli = Path(__file__).resolve().parents[1] / "cli.py"
+    r = subprocess.run([sys.executable, str(cli), "schools", str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "warning: math: fewer than 2 schools with an estimate; no meta-analysis" in r.stderr
+    assert "PlevalWarning" not in r.stderr and ".py:" not in r.stderr, r.stderr

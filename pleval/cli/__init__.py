@@ -6,6 +6,8 @@ the bottom of this file are the list of commands.
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 from typer.core import TyperGroup
 
@@ -45,6 +47,19 @@ app = typer.Typer(
 )
 
 
+_python_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """pleval's own warnings as one plain ``warning: …`` line, like the data checks' warnings;
+    other libraries' warnings keep Python's form (file and line say where they come from)."""
+    from ..errors import PlevalWarning
+
+    if issubclass(category, PlevalWarning):
+        return f"warning: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
 def _version(value: bool) -> None:
     if value:
         from .. import __version__
@@ -58,6 +73,7 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """pleval: evaluate personalized learning (matched comparisons, RCTs, school effects)."""
+    warnings.formatwarning = _format_warning
 
 
 # Command modules, one line each, in the order a user needs them (the order of `pleval --help`):
