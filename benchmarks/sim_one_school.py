@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._school_sim import ONE_SCHOOL_GEN as GEN, ingredients, mc_se, score_one, store_seeds  # noqa: E402
+from tests._school_sim import ONE_SCHOOL_GEN as GEN, ingredients, mc_se, score_one, store_seeds, stored_seeds, with_prefix  # noqa: E402
 
 CELLS = {"d10": dict(delta=0.10), "d0": dict(delta=0.0)}
 FIGURES = ["cal_ci_program", "flag", "school_ci", "flag_uncalibrated"]
@@ -52,12 +52,9 @@ def stage1(out: Path, seed0: int, reps: int, method: str) -> None:
 def stage2(paths: list[Path]) -> pd.DataFrame:
     """One row of figures per stored replication and cell."""
     rows = []
-    for path in paths:
-        seed = int(path.stem.removeprefix("seed"))
-        with np.load(path) as z:
-            for cell in CELLS:
-                ing = {k.split("__", 1)[1]: z[k] for k in z.keys() if k.startswith(f"{cell}__")}
-                rows.append({"cell": cell, "seed": seed, **score_one(ing)})
+    for seed, arrays in stored_seeds(paths):
+        for cell in CELLS:
+            rows.append({"cell": cell, "seed": seed, **score_one(with_prefix(arrays, cell))})
     return pd.DataFrame(rows)
 
 

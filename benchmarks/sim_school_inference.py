@@ -32,11 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests._school_sim import ingredients, mc_se, score, store_seeds  # noqa: E402
+from tests._school_sim import ingredients, mc_se, score, store_seeds, stored_seeds, with_prefix  # noqa: E402
 
 BIG = dict(n_pl=32, n_comp=200, per_school=40)
 CELLS = {
@@ -99,17 +98,12 @@ def stage1(out: Path, seed0: int, reps: int, cells: list[str], big_every: int) -
 def stage2(paths: list[Path]) -> pd.DataFrame:
     """One row of figures per stored replication (pleval's meta layer on the ingredients)."""
     rows = []
-    for path in paths:
-        seed = int(path.stem.removeprefix("seed"))
-        with np.load(path) as z:
-            keys = list(z.keys())
-            for name in SCENARIOS:
-                cell = name.split("-", 1)[1]
-                if f"{name}__y" not in keys:
-                    continue
-                ing = {k.split("__", 1)[1]: z[k] for k in keys if k.startswith(f"{name}__")}
-                ing.update({k.split("__", 1)[1]: z[k] for k in keys if k.startswith(f"{cell}__")})
-                rows.append({"scenario": name, "seed": seed, **score(ing)})
+    for seed, arrays in stored_seeds(paths):
+        for name in SCENARIOS:
+            if f"{name}__y" not in arrays:
+                continue
+            ing = {**with_prefix(arrays, name), **with_prefix(arrays, name.split("-", 1)[1])}
+            rows.append({"scenario": name, "seed": seed, **score(ing)})
     return pd.DataFrame(rows).reindex(columns=COLUMNS)
 
 

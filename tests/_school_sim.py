@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,18 @@ def store_seeds(out: Path, seeds: Iterable[int], arrays_for: Callable[[int], dic
         os.replace(tmp, path)
         print(f"seed {seed}: {len(arrays)} arrays, {time.process_time() - c0:.1f} s CPU, "
               f"{time.perf_counter() - t0:.1f} s wall", flush=True)
+
+
+def stored_seeds(paths: Iterable[Path]) -> Iterator[tuple[int, dict]]:
+    """Stage 2's reading side of :func:`store_seeds`: ``(seed, {name: array})`` per stored file."""
+    for path in paths:
+        with np.load(path) as z:
+            yield int(path.stem.removeprefix("seed")), {k: z[k] for k in z.files}
+
+
+def with_prefix(arrays: dict, prefix: str) -> dict:
+    """The arrays stored as ``{prefix}__{name}``, keyed by ``name``."""
+    return {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{prefix}__")}
 
 
 def mc_se(values) -> float:
