@@ -22,7 +22,7 @@ import pleval
 from pleval.cli import app
 from pleval.errors import DesignError, PlevalWarning
 from pleval.heterogeneity import calibrate, school_inference
-from pleval.heterogeneity.calibration import ONE_SCHOOL
+from pleval.heterogeneity.calibration import ONE_SCHOOL, ONE_SCHOOL_ESTIMATE
 
 from ._school_sim import ONE_SCHOOL_GEN, generate, ingredients, mc_se, score_one
 from .conftest import sim_scale
@@ -226,7 +226,8 @@ def test_schools_cli_with_one_school_reports_what_is_not_estimable(tmp_path):
         r = CliRunner().invoke(app, ["schools", str(path), "--out", str(tmp_path / "out.csv")])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
-    assert "[math] Pooled: not estimable (" + " ".join(ONE_SCHOOL.split()) + ")" in text
+    assert "[math] Pooled: not estimable (" + " ".join(ONE_SCHOOL_ESTIMATE.split()) + ")" in text
+    assert "placebo" not in text  # `pleval schools` has no placebo schools
     z = stats.norm.ppf(0.975)
     assert f"{0.21 - z * 0.08:.3f} to {0.21 + z * 0.08:.3f}" in text
     row = pd.read_csv(tmp_path / "out.csv").iloc[0]
@@ -270,7 +271,7 @@ def test_one_site_trial_runs_and_says_what_is_not_estimable(tmp_path):
     assert row["estimate"] == pytest.approx(ref.params["treatment"], rel=1e-9)
     assert row["se"] == pytest.approx(ref.bse["treatment"], rel=1e-9)
     assert se.meta == {} and se.counts["all"].k == 1 and math.isnan(row["shrunk_es"])
-    assert "[all] Pooled: not estimable (" + ONE_SCHOOL + ")" in se.summary()
+    assert "[all] Pooled: not estimable (" + ONE_SCHOOL_ESTIMATE + ")" in se.summary()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         ev = pleval.estimate(df, design="rct", columns=cols, rct_design="blocked", seed=0)

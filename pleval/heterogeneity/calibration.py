@@ -102,6 +102,12 @@ ONE_SCHOOL = ("one PL school: the pooled effect, τ² of PL schools, the program
               "and are not estimable; the school's own interval and its placebo-calibrated test need no other PL school")
 """Why a single PL school's calibration leaves the between-PL-school quantities NaN."""
 
+ONE_SCHOOL_ESTIMATE = ("one school: the pooled effect, τ², the prediction interval for a new school and shrinkage need "
+                       "the spread of at least 2 schools' estimates and are not estimable; the school's own estimate "
+                       "and interval need no other school")
+"""The same for :class:`~.school_effects.SchoolEffects`, which has no placebo schools (``pleval schools``,
+a trial's sites, the uncalibrated school table of a matched design)."""
+
 _GROUP_COLUMNS = ("program_shrunk", "program_shrunk_sd", "prob_negative_program", "shrunk_total", "shrunk_total_sd",
                   "reliability_total", "prob_negative_total")
 """Per-school columns of :func:`calibrate` that need at least 2 PL schools."""
@@ -323,4 +329,4 @@ def calibrate(
 
 
 __all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "placebo_meta", "ONE_SCHOOL",
-           "too_few_placebo"]
+           "ONE_SCHOOL_ESTIMATE", "too_few_placebo"]

@@ -116,9 +116,9 @@ def _pooled_line(res: SchoolEffects, key) -> str:
     if m is None:
         c = res.counts.get(key)
         if c is not None and c.k == 1:
-            from .calibration import ONE_SCHOOL
+            from .calibration import ONE_SCHOOL_ESTIMATE
 
-            return f"Pooled: not estimable ({ONE_SCHOOL})."
+            return f"Pooled: not estimable ({ONE_SCHOOL_ESTIMATE})."
         return "Pooled: not estimated (fewer than 2 schools)."
     from ..percentiles import to_percentile_points
 
