@@ -429,3 +429,66 @@ def test_balance_in_one_pass_is_the_literal_balance(smd):
             sp = np.sqrt(((nt - 1) * vt + (nc - 1) * vc) / (nt + nc - 2))
             g = (1 - 3 / (4 * (nt + nc) - 9)) * (mt - mc) / sp
             assert eq.loc[name, "hedges_g"] == pytest.approx(g, rel=1e-11)
+
+
+def test_vcg_sets_are_the_literal_k_closest():
+    """vcg_sets (d_k by bisection of two sorted runs, each set as three runs of equal weight,
+    lookups on needles sorted by cell and score) against a literal per-row computation: every
+    qualifier's distance, the k-th smallest by a full sort, weights 1/k and (k − c)/(t·k);
+    whole-point scores (ties at d_k), fractional ones with noise, bands 0 to wide, k 1 to 60,
+    cells without comparisons. Then the long format written from the ranges (what ``match``
+    keeps) is that of the pairs (``_long``)."""
+    from pleval.matching import _long
+    from pleval.matching.exact import TIE_TOL, vcg_sets
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n_t, n_c = int(rng.integers(1, 80)), int(rng.integers(0, 900))
+        tc, cc = rng.integers(0, 4, n_t), rng.integers(0, 3, n_c)
+        scale = [1.0, 0.1, 0.37][trial % 3]
+        ts, cs = rng.integers(0, 15, n_t) * scale + 0.1, rng.integers(0, 15, n_c) * scale + 0.1
+        if trial % 4 == 3:
+            cs = cs + rng.normal(0, 1e-12, n_c)
+        band, k = float(rng.choice([0.0, 1.0, 3.0, 100.0])) * scale, int(rng.integers(1, 61))
+        vs = vcg_sets(tc, ts, cc, cs, band=band, k=k)
+        m = vs.pairs()
+        for i in range(n_t):
+            q = np.flatnonzero((cc == tc[i]) & (np.abs(cs - ts[i]) <= band + TIE_TOL))
+            d = np.abs(cs[q] - ts[i])
+            got, w = m.c_row[m.t_row == i], m.weight[m.t_row == i]
+            assert m.n_qualified[i] == len(q)
+            if len(q) <= k:
+                assert sorted(got) == sorted(q) and (w == 1.0 / max(len(q), 1)).all()
+                continue
+            d_k = np.sort(d)[k - 1]
+            in_set = np.abs(d - d_k) <= 2 * TIE_TOL + 1e-13 * d_k
+            keep = (d < d_k - TIE_TOL) | in_set
+            assert sorted(got) == sorted(q[keep])
+            closer = d < d_k - TIE_TOL
+            c, t = closer.sum(), (keep & ~closer).sum()
+            want = dict(zip(q, np.where(closer, 1.0 / k, (k - c) / (t * k))))
+            np.testing.assert_allclose(w, [want[j] for j in got], rtol=1e-15, atol=0)
+        t_pos = np.sort(rng.choice(10 * (n_t + n_c) + 1, n_t, replace=False))
+        c_pos = np.sort(rng.choice(10 * (n_t + n_c) + 1, n_c, replace=False))
+        matched = m.n_matched > 0
+        want_long = _long(t_pos[matched], c_pos[m.c_row], (np.cumsum(matched) - 1)[m.t_row], m.weight,
+                          int(matched.sum()))
+        for a, b in zip(vs.long(t_pos, c_pos), want_long):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("values", [[3, 5, 3, 9, 5], [1, 0, 1, 1], [-7, 2**40, 0, -7], [4], [2**62, -2**62]])
+def test_integer_codes_without_hashing_are_factorize(values):
+    """codes_and_levels codes small-range integers through a table of the values present: the
+    codes and levels (Python ints, sorted) of pandas.factorize(sort=True); wide ranges fall back."""
+    from pleval.matching._design import codes_and_levels
+
+    for dtype in ("int64", "int32", "uint8"):
+        if not all(np.iinfo(dtype).min <= x <= np.iinfo(dtype).max for x in values):
+            continue
+        s = pd.Series(np.array(values, dtype=dtype))
+        codes, levels = codes_and_levels(s)
+        want_codes, want_levels = pd.factorize(s, sort=True)
+        assert codes.dtype == np.int64 and np.array_equal(codes, want_codes)
+        assert levels.dtype == object and list(levels) == list(want_levels)
+        assert [type(x) for x in levels] == [type(x) for x in np.asarray(want_levels, dtype=object)]

@@ -34,7 +34,7 @@ from ._design import combine_codes, encode, is_categorical
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
-from .exact import match_vcg
+from .exact import match_vcg, vcg_sets
 from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
@@ -403,11 +403,10 @@ def match(
         cells = combine_codes(keyframe, list(keyframe.columns))
         tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
         score = data[c.main_pretest].to_numpy(dtype=float)
-        vm = match_vcg(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)
+        vm = vcg_sets(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)
         matched_t = vm.n_matched > 0
         n_sets = int(matched_t.sum())
-        set_index = np.cumsum(matched_t) - 1  # treated row -> set id
-        rows, sets, w = _long(tpos[matched_t], cpos[vm.c_row], set_index[vm.t_row], vm.weight, n_sets)
+        rows, sets, w = vm.long(tpos, cpos)  # the pairs written once, in long format
         set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], vm.reason[~matched_t]
         options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))

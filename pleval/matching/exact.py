@@ -21,9 +21,14 @@ better-matched comparisons; distances within ``TIE_TOL`` are ties. A comparison 
 serve several PL students (matching with replacement).
 
 The search is keyed and sort-based: comparison students are sorted once by (cell, pretest)
-and each PL student's qualifying range is two ``searchsorted`` lookups; ``d_k`` comes from the
-``k`` nearest on each side of its pretest, and the set within ``d_k`` is again one contiguous
-range. No treated × comparison pair table is ever built. Memory is O(n + Σ m_i).
+and each PL student's qualifying range is two ``searchsorted`` lookups. ``d_k`` is the k-th
+smallest of two sorted runs of distances (the comparisons below the pretest, nearest first,
+and those at or above it), found by a binary search for the split between the runs (the
+k-th smallest of two sorted sequences): a few lookups per PL student rather than ``2k``
+distances each. The set within ``d_k`` is again one contiguous range, and so are the
+comparisons strictly closer than ``d_k`` (distances fall, then rise, along the range), so
+every set is at most three runs of equal weight. No treated × comparison pair table is ever
+built; the pairs are written once, in their final order. Memory is O(n + Σ m_i).
 """
 
 from __future__ import annotations
@@ -54,7 +59,83 @@ class VCGMatch:
     reason: np.ndarray
 
 
-def match_vcg(
+@dataclass(frozen=True)
+class VCGSets:
+    """The matched sets as ranges: treated row i's set is ``order[lo[i] : lo[i] + n_matched[i]]``
+    (comparison rows, sorted by cell and pretest), made of three runs of ``run_len[i]`` rows
+    with weights ``run_weight[i]`` (tied at the k-th distance, strictly closer, tied; a set of
+    at most k qualifiers is one run)."""
+
+    order: np.ndarray
+    lo: np.ndarray
+    run_len: np.ndarray
+    run_weight: np.ndarray
+    n_qualified: np.ndarray
+    n_matched: np.ndarray
+    reason: np.ndarray
+
+    def pairs(self) -> VCGMatch:
+        """The sets as treated × comparison pairs, in treated-row order."""
+        m = self.n_matched
+        t_row = np.repeat(np.arange(len(m)), m)
+        c_row = self.order[np.arange(len(t_row)) - np.repeat(np.cumsum(m) - m - self.lo, m)]
+        weight = np.repeat(self.run_weight.ravel(), self.run_len.ravel())
+        return VCGMatch(t_row, c_row, weight, self.n_qualified, m, self.reason)
+
+    def long(self, t_pos: np.ndarray, c_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Matched-set long format ``(rows, set_id, weight)``: each matched treated row (set ids
+        0, 1, ... in treated-row order; its position ``t_pos``, weight 1), then its set's
+        comparisons (positions ``c_pos``) in the order of :meth:`pairs`."""
+        matched = self.n_matched > 0
+        m = self.n_matched[matched]
+        size = m + 1
+        start = np.cumsum(size) - size
+        n = int(size.sum())
+        # slot j of a set reads sorted comparison lo + j − 1 (slot 0, the treated row, is overwritten)
+        src = np.repeat(self.lo[matched] - start - 1, size)
+        src += np.arange(n)
+        rows = np.asarray(c_pos, dtype=np.int64)[self.order][np.maximum(src, 0, out=src)]
+        rows[start] = t_pos[matched]
+        del src
+        sets = np.repeat(np.arange(len(m)), size)
+        runs = np.column_stack([np.ones(len(m)), self.run_weight[matched]])
+        lens = np.column_stack([np.ones(len(m), np.int64), self.run_len[matched]])
+        return rows, sets, np.repeat(runs.ravel(), lens.ravel())
+
+
+def _kth_smallest_of_runs(left, right, k: int, n: int) -> np.ndarray:
+    """Per row, the k-th smallest of the values ``left(i)`` (i = 0, 1, ...) and ``right(j)``,
+    each nondecreasing in its index (``inf`` past its end), by bisection on how many come from
+    ``left``: the least i with ``left(i) ≥ right(k − 1 − i)`` (``right(−1) = −inf``) splits
+    the k smallest into ``left(0..i−1)`` and ``right(0..k−1−i)``; n rows."""
+    lo = np.zeros(n, np.int64)
+    hi = np.full(n, k, np.int64)
+    while True:
+        act = lo < hi
+        if not act.any():
+            break
+        mid = (lo + hi) // 2
+        ge = left(mid) >= right(k - 1 - mid)
+        hi = np.where(act & ge, mid, hi)
+        lo = np.where(act & ~ge, mid + 1, lo)
+    return np.maximum(np.where(lo >= 1, left(lo - 1), -np.inf), right(k - 1 - lo))
+
+
+def _first_true(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per row, the first p in [lo, hi) where ``pred(p)`` holds (hi if none), for a ``pred``
+    false then true along p (bisection)."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        act = lo < hi
+        if not act.any():
+            return lo
+        mid = (lo + hi) // 2
+        ok = pred(np.where(act, mid, 0))
+        hi = np.where(act & ok, mid, hi)
+        lo = np.where(act & ~ok, mid + 1, lo)
+
+
+def vcg_sets(
     t_cell,
     t_score,
     c_cell,
@@ -62,15 +143,15 @@ def match_vcg(
     *,
     band: float = 1.0,
     k: int = 51,
-) -> VCGMatch:
-    """Match treated to comparison rows with equal ``cell`` and ``|score diff| ≤ band``:
-    all of them when at most ``k`` qualify, else the ``k`` closest with ties at the k-th
-    distance sharing the last places (module docstring)."""
+) -> VCGSets:
+    """:func:`match_vcg` as ranges of the sorted comparisons (:class:`VCGSets`), before any
+    pair is written."""
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise DataError(f"k (comparisons per PL student) must be a positive integer; got {k!r}")
     band = float(band)
     if not (np.isfinite(band) and band >= 0):
         raise DataError(f"band must be a non-negative number of pretest points; got {band!r}")
+    k = int(k)
     t_score = np.asarray(t_score, dtype=float)
     c_score = np.asarray(c_score, dtype=float)
     n_t, n_c = len(t_score), len(c_score)
@@ -88,44 +169,75 @@ def match_vcg(
     s = np.argsort(cs.astype(np.uint16) if n_c and cs.max() < 2**16 else cs, kind="stable")
     o = o[s]
     keys = cs[s] * span + kx[s]
+    # treated rows in (cell, score) order: every lookup below then searches sorted needles (cache-friendly)
+    t_order = np.lexsort((t_score, t_cell))
     # qualifying range of each treated row: values in [x − band, x + band] within its cell
     lo_key = t_cell * span + 2 * np.searchsorted(v, t_score - band - TIE_TOL, side="left")
     hi_key = t_cell * span + 2 * np.searchsorted(v, t_score + band + TIE_TOL, side="right")
-    lo = np.searchsorted(keys, lo_key, side="left")
-    hi = np.searchsorted(keys, hi_key, side="left")
+    lo, hi = np.empty(n_t, np.intp), np.empty(n_t, np.intp)
+    lo[t_order] = np.searchsorted(keys, lo_key[t_order], side="left")
+    hi[t_order] = np.searchsorted(keys, hi_key[t_order], side="left")
     n_q = hi - lo
     big = n_q > k
-    # d_k for rows with more than k qualified: the k nearest on each side of the pretest
-    d_k = np.full(n_t, np.inf)
+    run_len = np.zeros((n_t, 3), np.int64)
+    run_weight = np.zeros((n_t, 3))
     if big.any():
-        r = np.flatnonzero(big)
-        mid = np.searchsorted(keys, t_cell[r] * span + 2 * np.searchsorted(v, t_score[r], side="left"), side="left")
-        j = np.arange(k)
-        pos = np.concatenate([mid[:, None] - 1 - j, mid[:, None] + j], axis=1)
-        ok = (pos >= lo[r, None]) & (pos < hi[r, None])
-        d = np.where(ok, np.abs(c_score[o[np.clip(pos, 0, max(n_c - 1, 0))]] - t_score[r, None]), np.inf)
-        d_k[r] = np.partition(d, k - 1, axis=1)[:, k - 1]
-        # the set: pretest within d_k (a sub-range of the band range)
+        r = t_order[big[t_order]]  # in (cell, score) order
+        xs = c_score[o]  # sorted like keys
+        tr, lr, hr = t_score[r], lo[r], hi[r]
         base = t_cell[r] * span
-        lo[r] = np.maximum(lo[r], np.searchsorted(keys, base + 2 * np.searchsorted(v, t_score[r] - d_k[r] - TIE_TOL)))
-        hi[r] = np.minimum(hi[r], np.searchsorted(keys, base + 2 * np.searchsorted(v, t_score[r] + d_k[r] + TIE_TOL,
-                                                                                   side="right")))
+        # first comparison at or above the pretest: below it distances rise leftwards, from it rightwards
+        mid = np.searchsorted(keys, base + 2 * np.searchsorted(v, tr, side="left"), side="left")
+
+        def dist(p):
+            return np.abs(xs[p] - tr)
+
+        def below(i):  # i-th nearest below the pretest (inf past the range or the k nearest)
+            p = mid - 1 - i
+            ok = (i < k) & (p >= lr)
+            return np.where(ok, dist(np.where(ok, p, 0)), np.inf)
+
+        def above(j):  # j-th nearest at or above it; −inf for j = −1
+            p = mid + j
+            ok = (j >= 0) & (p < hr)
+            return np.where(ok, dist(np.where(ok, p, 0)), np.where(j < 0, -np.inf, np.inf))
+
+        d_k = _kth_smallest_of_runs(below, above, k, len(r))
+        # the set: pretest within d_k (a sub-range of the band range)
+        lr = np.maximum(lr, np.searchsorted(keys, base + 2 * np.searchsorted(v, tr - d_k - TIE_TOL)))
+        hr = np.minimum(hr, np.searchsorted(keys, base + 2 * np.searchsorted(v, tr + d_k + TIE_TOL, side="right")))
+        lo[r], hi[r] = lr, hr
+        # strictly closer than d_k: a run around the pretest
+        near = d_k - TIE_TOL
+        c_lo = _first_true(lambda p: dist(p) < near, lr, mid)
+        c_hi = _first_true(lambda p: ~(dist(p) < near), mid, hr)
+        n_closer = (c_hi - c_lo).astype(float)
+        share = (k - n_closer) / np.maximum(hr - lr - n_closer, 1) / k  # per tied comparison
+        run_len[r] = np.column_stack([c_lo - lr, c_hi - c_lo, hr - c_hi])
+        run_weight[r] = np.column_stack([share, np.full(len(r), 1.0 / k), share])
     m = hi - lo
+    small = ~big
+    run_len[small, 1] = m[small]
+    run_weight[small, 1] = 1.0 / np.maximum(m[small], 1)
 
     reason = np.full(n_t, "", dtype=object)
     if n_t:
         in_cell = (np.bincount(c_cell, minlength=len(cells) + 1) > 0)[t_cell]
         reason[(m == 0) & ~in_cell] = NO_CELL
         reason[(m == 0) & in_cell] = NO_BAND
+    return VCGSets(o, lo, run_len, run_weight, n_q, m, reason)
 
-    t_row = np.repeat(np.arange(n_t), m)
-    c_row = o[np.arange(len(t_row)) - np.repeat(np.cumsum(m) - m - lo, m)]
-    weight = (1.0 / np.maximum(m, 1))[t_row]
-    if big.any():
-        dist = np.abs(c_score[c_row] - t_score[t_row])
-        dk = d_k[t_row]
-        closer = dist < dk - TIE_TOL
-        n_closer = np.bincount(t_row, weights=closer, minlength=n_t)
-        share = (k - n_closer) / np.maximum(m - n_closer, 1) / k  # per tied comparison
-        weight = np.where(big[t_row], np.where(closer, 1.0 / k, share[t_row]), weight)
-    return VCGMatch(t_row, c_row, weight, n_q, m, reason)
+
+def match_vcg(
+    t_cell,
+    t_score,
+    c_cell,
+    c_score,
+    *,
+    band: float = 1.0,
+    k: int = 51,
+) -> VCGMatch:
+    """Match treated to comparison rows with equal ``cell`` and ``|score diff| ≤ band``:
+    all of them when at most ``k`` qualify, else the ``k`` closest with ties at the k-th
+    distance sharing the last places (module docstring)."""
+    return vcg_sets(t_cell, t_score, c_cell, c_score, band=band, k=k).pairs()
