@@ -49,7 +49,7 @@ from .data import (
     validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
-from .inference.robust import VCOV_TYPES as VCOVS, check_conventions
+from .inference.robust import CR2_FORMS, VCOV_TYPES as VCOVS, check_conventions
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .outcomes import check_options as check_outcome_options
 from .subgroups import BAND, pretest_bands
@@ -85,6 +85,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "lower_is_better": (),
     "cluster_df": "G-1",
     "cr2": "transformed",
+    "school_cr2": "clubsandwich",
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
 placebo schools (every comparison school)."""
@@ -500,6 +501,8 @@ def _check_common(o: dict) -> None:
         if not isinstance(o[k], (bool, np.bool_)):
             raise DataError(f"option {k} must be true or false; got {o[k]!r}")
     check_conventions(o["cluster_df"], o["cr2"])
+    if o["school_cr2"] not in CR2_FORMS:
+        raise DataError(f"option school_cr2 must be one of {', '.join(CR2_FORMS)}; got {o['school_cr2']!r}")
     if o.get("vcov") and o["vcov"] not in VCOVS:
         raise DataError(f"option vcov must be one of {', '.join(VCOVS)}; got {o['vcov']!r}")
 
@@ -599,7 +602,13 @@ def estimate(
         (metafor's ``robust()``: G/(G−p), G − p df) for CR1/CR0 (:func:`pleval.inference.ols`).
     cr2 : str
         Weighted CR2 form: ``"transformed"`` (default; CR2 of the √W-transformed model) or
-        ``"clubsandwich"`` (clubSandwich's). Matched designs only (their weights vary within school).
+        ``"clubsandwich"`` (clubSandwich's) of the overall effect. Matched designs only (their
+        weights vary within school).
+    school_cr2 : str
+        The weighted CR2 form of the school effects' joint covariance and the placebo schools
+        (:func:`pleval.heterogeneity.school_effects`): ``"clubsandwich"`` (default; working model
+        Φ = I on the distinct students, unbiased whatever the matching weights) or
+        ``"transformed"``. Equal when weights are constant within each school's set (RCT sites).
     lin, icc, gt_df, bootstrap, bootstrap_weights, interaction_test :
         rct: Lin (2013) adjustment, the ICC of the Hedges (2007) g_T row (0.20; ``"none"``: no row)
         and the df of its ω (``"N-2"`` or ``"h"``),
@@ -859,6 +868,7 @@ def _school_kwargs(columns: Columns, opts: dict, sd_value) -> dict:
         level=opts["level"],
         baseline_percentile=opts["baseline_percentile"],
         moderators=tuple(opts.get("_moderator_terms", ())),
+        cr2=opts["school_cr2"],
     )
 
 
@@ -1269,7 +1279,7 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     try:
         res = placebo_schools(
             df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
-            match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id,
+            match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id, cr2=kw["cr2"],
             by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
             alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds,
             cap=int(opts["placebo_cap"]),

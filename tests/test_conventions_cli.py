@@ -254,3 +254,31 @@ def test_schools_hartung_knapp_prediction_t_k1_matches_metafor_readme(bcg_csv):
                             "--moderators", "", "--hartung-knapp", "--prediction", "t_k1", "-q"])
     assert r.exit_code == 0, r.output
     assert m.summary() in r.output
+
+
+def test_school_cr2_reaches_school_effects_placebo_and_run_toml(students, tmp_path):
+    """``school_cr2`` (``--school-cr2``): the CR2 form of the school effects' joint covariance and
+    of the placebo schools, recorded in run.toml; the overall effect's ``cr2`` is a separate
+    option. Under matching weights the forms differ; the estimates do not."""
+    path, data = students
+    out = tmp_path / "s"
+    r = runner.invoke(app, ["estimate", str(path), "--school-cr2", "transformed", "--no-placebo", "--set",
+                            "sensitivity=false", "--set", "k=3", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    cfg = tomllib.loads((out / "run.toml").read_text())
+    assert cfg["options"]["school_cr2"] == "transformed" and cfg["options"]["cr2"] == "transformed"
+    kw = dict(design="matched", placebo=False, sensitivity=False, k=3)
+    old = pleval.estimate(data, school_cr2="transformed", **kw)
+    new = pleval.estimate(data, **kw)
+    csv = pd.read_csv(out / "school_effects.csv")
+    t_old, t_new = old.school_effects.table, new.school_effects.table
+    np.testing.assert_allclose(np.sort(csv["se"].dropna()), np.sort(t_old["se"].dropna()), rtol=1e-6)
+    assert new.school_effects.options["cr2"] == "clubsandwich" and old.school_effects.options["cr2"] == "transformed"
+    np.testing.assert_allclose(t_new["estimate"], t_old["estimate"], rtol=1e-12)
+    assert np.abs(t_new["se"] / t_old["se"] - 1).max() > 1e-4
+    s = new.subjects[0]
+    assert new.effects[s].raw.se == pytest.approx(old.effects[s].raw.se, rel=1e-12)  # the overall effect: cr2
+    plc = pleval.estimate(data, design="matched", sensitivity=False, k=3, school_cr2="transformed", n_placebo=4)
+    assert plc.details[s]["placebo"].options["effect_options"]["cr2"] == "transformed"
+    with pytest.raises(DataError, match="school_cr2"):
+        pleval.estimate(data, school_cr2="precision", **kw)

@@ -81,8 +81,9 @@ def direct_cr2(y, X, cl, w, cols):
 
 
 def _se(d, vcov, **kw):
+    """The transformed CR2 form (direct_cr2's); the Φ = I form is tested in test_joint_phi.py."""
     return school_effects(d, covariates=["pretest"], cluster="student_id", school="school_id", vcov=vcov, sd=1.0,
-                          **kw)
+                          cr2="transformed", **kw)
 
 
 def test_joint_cr0_cr1_match_statsmodels_on_the_stacked_design():
@@ -325,7 +326,8 @@ def test_joint_cr2_by_cell_size_and_in_blocks_equals_the_direct_computation(monk
     sizes = pd.Series(cl).groupby([d["_pl_school"].to_numpy(), cl]).size()
     assert (sizes == 1).any() and ((sizes > 1) & (sizes < 6)).sum() >= 5 and (sizes >= 6).sum() >= 5  # every kind
     monkeypatch.setattr(_joint, "_CHUNK", chunk)
-    res = school_effects(d, covariates=covs, cluster="student_id", school="school_id", vcov="CR2", sd=1.0)
+    res = school_effects(d, covariates=covs, cluster="student_id", school="school_id", vcov="CR2", sd=1.0,
+                         cr2="transformed")
     V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
     np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)

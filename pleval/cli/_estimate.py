@@ -389,7 +389,8 @@ def estimate(
     rct_design: Optional[str] = typer.Option(None, "--rct-design", help="rct: cluster (default), blocked or individual.", rich_help_panel="Options"),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the overall effect: CR2 (default by school), CR1, CR0, HC2 (individual trials' default), HC1, HC0, classical.", rich_help_panel="Options"),
     cluster_df: Optional[str] = typer.Option(None, "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df).", rich_help_panel="Options"),
-    cr2: Optional[str] = typer.Option(None, "--cr2", help="Weighted CR2 form (matched designs, whose weights vary within school): transformed (default) or clubsandwich.", rich_help_panel="Options"),
+    cr2: Optional[str] = typer.Option(None, "--cr2", help="Weighted CR2 form of the overall matched effect (its weights vary within school): transformed (default) or clubsandwich.", rich_help_panel="Options"),
+    school_cr2: Optional[str] = typer.Option(None, "--school-cr2", help="Weighted CR2 form of the school effects and placebo schools: clubsandwich (default; equal error variances of the distinct students) or transformed.", rich_help_panel="Options"),
     permutations: Optional[int] = typer.Option(None, "--permutations", help="rct: randomization-test draws (0 = none) (default: 0).", rich_help_panel="Options"),
     compliance: Optional[bool] = typer.Option(None, "--compliance/--no-compliance", help="rct: estimate the CACE when a take-up column exists (default: on).", rich_help_panel="Options"),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Effects for each level of these columns, comma-separated; pretest_band = baseline achievement bands (e.g. pretest_band,frl,ell,sped) (default: none).", rich_help_panel="Options"),
@@ -439,7 +440,7 @@ def estimate(
         hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, placebo=placebo, n_placebo=n_placebo,
         placebo_cap=placebo_cap,
         placebo_outcome=placebo_outcome,
-        rct_design=rct_design, vcov=vcov, cluster_df=cluster_df, cr2=cr2, permutations=permutations, compliance=compliance,
+        rct_design=rct_design, vcov=vcov, cluster_df=cluster_df, cr2=cr2, school_cr2=school_cr2, permutations=permutations, compliance=compliance,
         subgroups=subgroups, bands=bands, moderators=moderators, outcomes=outcomes, domains=domains,
         binary_method=binary_method, lower_is_better=lower_is_better,
     )

@@ -63,7 +63,9 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from ..inference.robust import CR2_FORMS
 from ._batched import _pair_sums
+from ._joint_phi import phi_identity_cells, working_matrices
 
 JOINT_VCOV_TYPES = ("CR2", "CR1", "CR0")
 
@@ -230,6 +232,8 @@ def joint_covariance(
     vcov: str = "CR2",
     target: int = 1,
     counts: np.ndarray | None = None,
+    cr2: str = "transformed",
+    units: np.ndarray | None = None,
 ) -> JointCovariance:
     """Joint covariance of the ``target`` coefficient across groups (module docstring).
 
@@ -238,11 +242,22 @@ def joint_covariance(
     whose target is estimable (``ok``) and their ranks; ``counts``: the copies each row stands
     for when rows merge copies of one row in one group and cluster (weights summed): CR1's
     n_s counts them; everything else is a function of the cells' sums and identical.
+    ``cr2``: the CR2 form, ``"transformed"`` or ``"clubsandwich"`` (working model Φ = I;
+    :mod:`._joint_phi`; used only where weights vary within a group, the forms being equal
+    otherwise); ``units``: each row's unit (student) code, so that under ``"clubsandwich"`` the
+    copies of one unit in one cell — rows equal in ``X`` and ``e`` — are merged into one
+    observation first (weights summed).
     """
     if vcov not in JOINT_VCOV_TYPES:
         raise ValueError(f"joint covariance must be one of {JOINT_VCOV_TYPES}; got {vcov!r}")
-    n, p = X.shape
+    if cr2 not in CR2_FORMS:
+        raise ValueError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
     G = n_groups
+    n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
+    phi_identity = vcov == "CR2" and cr2 == "clubsandwich" and _varies_within(w, groups, G)
+    if phi_identity and units is not None:
+        X, e, w, groups, clusters = _merge_copies(X, e, w, groups, clusters, units)
+    n, p = X.shape
     ccodes, cl_uniq = pd.factorize(clusters)
     n_cl = len(cl_uniq)
     cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + ccodes)
@@ -250,13 +265,17 @@ def joint_covariance(
     cell_group = (cell_key // n_cl).astype(np.intp)
     cell_cluster = (cell_key % n_cl).astype(np.intp)
     rows = np.bincount(cell, minlength=n_cells)
-    U = np.stack([np.bincount(cell, weights=w * e * X[:, a], minlength=n_cells) for a in range(p)], axis=1)
     G_s = np.bincount(cell_group, minlength=G).astype(float)
-    n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
     m = Sinv[:, :, target]  # M_s c, c = e_target
     df = G_s - 1.0
 
-    if vcov == "CR2":
+    N = Sinv  # the working matrix of the Satterthwaite df: q_c'q_d = δ_cd s_c − z_c'N_s z_d
+    if phi_identity:
+        N, b = working_matrices(X, w, groups, G, Sinv, target)
+        U, z, s = phi_identity_cells(X, w, e, cell, n_cells, cell_group, N, b)
+    else:
+        U = np.stack([np.bincount(cell, weights=w * e * X[:, a], minlength=n_cells) for a in range(p)], axis=1)
+    if vcov == "CR2" and not phi_identity:
         # single-row cells: A = (1 − h)^{−1/2}, h = w x'M x (leverage-one cells get 0)
         single = rows == 1
         first = np.full(n_cells, -1, dtype=np.intp)
@@ -275,10 +294,10 @@ def joint_covariance(
         multi = np.flatnonzero(~single)
         if multi.size:  # multi-row cells: the general formula, by cell size and in blocks of cells
             _multi_row_cells(X, w, e, cell, multi, rows[multi], cell_group[multi], Sinv, m, U, z, s)
-        # Satterthwaite df per group (robust._satterthwaite, batched over groups)
+    if vcov == "CR2":  # Satterthwaite df per group (robust.CR2Blocks.eta, batched over groups)
         ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
-        MZZ = Sinv @ ZZ
-        zMz = _quad(z, Sinv, cell_group)
+        MZZ = N @ ZZ
+        zMz = _quad(z, N, cell_group)
         num = (np.bincount(cell_group, weights=s, minlength=G) - np.einsum("gii->g", MZZ)) ** 2
         den = (np.bincount(cell_group, weights=s**2, minlength=G)
                - 2.0 * np.bincount(cell_group, weights=s * zMz, minlength=G)
@@ -299,6 +318,34 @@ def joint_covariance(
         M[~ok, :] = np.nan
         M[:, ~ok] = np.nan
     return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s, vcov_var=Vvar)
+
+
+def _varies_within(w: np.ndarray, groups: np.ndarray, G: int) -> bool:
+    """Whether the weights differ between two rows of some group."""
+    first = np.zeros(G)
+    first[groups[::-1]] = w[::-1]
+    return bool(np.any(w != first[groups]))
+
+
+def _merge_copies(X, e, w, groups, clusters, units):
+    """Rows of one (group, cluster, unit) that are equal in ``X`` and ``e`` (copies of one
+    observation) as one row with their weights summed; other rows unchanged."""
+    key = np.zeros(len(e), dtype=np.int64)
+    for codes in (groups, clusters, units):  # mixed-radix code of the triple
+        c, u = pd.factorize(codes)
+        key = key * len(u) + c
+    key, _ = pd.factorize(key)
+    first = np.full(key.max() + 1, -1, dtype=np.intp)
+    first[key[::-1]] = np.arange(len(key))[::-1]
+    f = first[key]
+    same = (e == e[f]) & np.all(X == X[f], axis=1)
+    key = np.where(same, key, key.max() + 1 + np.arange(len(key)))
+    key, _ = pd.factorize(key)
+    if key.max() + 1 == len(key):
+        return X, e, w, groups, clusters
+    rep = np.full(key.max() + 1, -1, dtype=np.intp)
+    rep[key[::-1]] = np.arange(len(key))[::-1]
+    return X[rep], e[rep], np.bincount(key, weights=w), groups[rep], clusters[rep]
 
 
 def regularize(V: np.ndarray, V_var: np.ndarray) -> tuple[np.ndarray, float]:

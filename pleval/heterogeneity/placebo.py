@@ -244,6 +244,7 @@ def placebo_schools(
     by: str | Sequence[str] | None = "default",
     sd="pooled",
     vcov: str | None = None,
+    cr2: str = "clubsandwich",
     method_meta: str = "REML",
     adjust: str = "bh",
     alpha: float = 0.05,
@@ -268,10 +269,10 @@ def placebo_schools(
         of the comparison schools, so the pool stays large).
     observed : SchoolEffects, optional
         The PL schools' effects; computed here with the same settings if not given.
-    covariates, cluster, by, sd, vcov, method_meta
+    covariates, cluster, by, sd, vcov, cr2, method_meta
         :func:`~.school_effects.school_effects` options for both analyses (defaults: the
         pretests as covariates; clusters on the student id, which covers reused comparisons;
-        by subject).
+        by subject; the CR2 form with working model Φ = I).
     adjust
         Multiplicity adjustment of the calibrated p-values ("bh", default, or "holm"/"bonferroni").
     alpha, level, seed
@@ -304,7 +305,7 @@ def placebo_schools(
     by = (by,) if isinstance(by, str) else tuple(by)
     eff_kw = dict(
         stratum="_pl_school", weight="_weight", treatment=columns.treatment, outcome=columns.outcome,
-        covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, method=method_meta, adjust=adjust, alpha=alpha, level=level,
+        covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, cr2=cr2, method=method_meta, adjust=adjust, alpha=alpha, level=level,
     )
     sample_cols = [columns.treatment, columns.outcome, *covariates, cluster, school, *by]
     merge = vcov is None or vcov in ("CR2", "CR1", "CR0", "classical")

@@ -60,6 +60,7 @@ from .._results import ResultMixin
 from ..data import design_matrix
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
+from ..inference.robust import CR2_FORMS
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, grouped_wls
 from ._joint import JOINT_VCOV_TYPES, joint_covariance, regularize
@@ -426,6 +427,7 @@ def school_effects(
     moderators: Sequence[str] = (),
     sd: Literal["pooled", "comparison"] | float | Mapping = "pooled",
     vcov: str | None = None,
+    cr2: Literal["clubsandwich", "transformed"] = "clubsandwich",
     method: Method = "REML",
     hartung_knapp: bool = False,
     adjust: Literal["bh", "holm", "bonferroni"] = "bh",
@@ -475,6 +477,13 @@ def school_effects(
     vcov : {"CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical"}, optional
         Default ``"CR2"`` (Satterthwaite df) with ``school``, ``"CR1"`` with ``cluster`` only,
         ``"HC2"`` otherwise. The CR types give the joint covariance; the others a diagonal one.
+    cr2 : {"clubsandwich", "transformed"}
+        The CR2 form where weights vary within a school's set (:mod:`._joint`; the forms are
+        equal otherwise): ``"clubsandwich"`` (default; working model Φ = I — equal error
+        variances of the distinct students, whatever their matching weights; :mod:`._joint_phi`)
+        or ``"transformed"`` (CR2 of the √W-transformed model, working model Var(e) ∝ 1/w).
+        Under ``"clubsandwich"`` a row is one observation: pass copies of a student merged
+        (``copies=``), or name ``unit_id`` so that copies in one set are merged first.
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
@@ -523,6 +532,8 @@ def school_effects(
         vcov = "CR2" if school else ("CR1" if cluster else "HC2")
     if vcov not in (*JOINT_VCOV_TYPES, *VCOV_TYPES):
         raise DataError(f"vcov must be one of {(*JOINT_VCOV_TYPES, *VCOV_TYPES)}; got {vcov!r}")
+    if cr2 not in CR2_FORMS:
+        raise DataError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
     joint = vcov in JOINT_VCOV_TYPES
     if copies is not None and vcov.startswith("HC"):
         raise DataError(f"vcov={vcov!r} gives each copy of a merged row its own term: pass the copies, not copies=")
@@ -614,7 +625,8 @@ def school_effects(
             sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
-                              fit.rank, vcov=vcov, target=1, counts=cnt)
+                              fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2,
+                              units=_factorize(df[unit_id])[0] if unit_id else None)
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
@@ -709,7 +721,7 @@ def school_effects(
         vcov_es_var=None if V_var is None else V_var * np.outer(scale, scale) ** 2,
         options=dict(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
-            cluster=cluster, school=school, vcov=vcov, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
+            cluster=cluster, school=school, vcov=vcov, cr2=cr2, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
             level=level, baseline_percentile=baseline_percentile, hedges_correction=hedges_correction, n_rows=n,
             n_input=n_in,
         ),

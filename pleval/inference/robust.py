@@ -510,31 +510,35 @@ class CR2Blocks:
 
 
 def _inverse_root_factors(T: np.ndarray, N: np.ndarray) -> np.ndarray:
-    """Γ_g with ``(B_g^+)^{1/2} = I + U_g Γ_g U_g'`` for ``B_g = I − U_g N U_g'``, from ``T_g = U_g'U_g``.
+    """Γ_g with ``(B_g^+)^{1/2} = I + U_g Γ_g U_g'`` for ``B_g = I − U_g N U_g'``, from ``T_g = U_g'U_g``
+    (``N``: one m×m matrix, or one per g).
 
     With ``T_g = V diag(τ) V'`` (directions with τ ≈ 0 dropped: U_g need not have full column
     rank), ``Q = U_g V τ^{-1/2}`` is an orthonormal basis of span(U_g), on which ``B_g`` is
     ``I − τ^{1/2}V'NVτ^{1/2} = Y diag(λ) Y'``; so ``Γ_g = Vτ^{-1/2} Y diag(f(λ)) Y' τ^{-1/2}V'``
     with ``f(λ) = λ^{-1/2} − 1``, and ``f = −1`` where λ = 0 (Moore–Penrose, as clubSandwich).
-    Columns are scaled to unit total norm first so the rank cut is scale-free.
+    Columns are scaled to unit total norm first (per g when N is per g) so the rank cut is
+    scale-free.
     """
     G, m, _ = T.shape
-    d = np.sqrt(np.einsum("gii->i", T))
+    per_g = N.ndim == 3  # one N per g (pleval.heterogeneity._joint): each g scaled on its own
+    d = np.sqrt(np.einsum("gii->gi", T) if per_g else np.einsum("gii->i", T))
     sc = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
-    Ts = T * np.outer(sc, sc)
-    Ns = N * np.outer(d, d)
+    outer = (lambda a: a[..., :, None] * a[..., None, :])
+    Ts = T * outer(sc)
+    Ns = N * outer(d)
     tau, V = np.linalg.eigh(Ts)
     keep = tau > 1e-11 * np.maximum(tau.max(axis=1, keepdims=True), 1e-300)
     root = np.where(keep, np.sqrt(np.where(keep, tau, 0.0)), 0.0)
     inv_root = np.where(keep, 1.0 / np.where(keep, root, 1.0), 0.0)
     Vs = V * root[:, None, :]
-    B = np.eye(m)[None] - np.einsum("gji,jk,gkl->gil", Vs, Ns, Vs, optimize=True)
+    B = np.eye(m)[None] - Vs.transpose(0, 2, 1) @ Ns @ Vs
     lam, Y = np.linalg.eigh(B)
     f = np.where(lam > 1e-10, np.clip(lam, 1e-10, None) ** -0.5 - 1.0, -1.0)
     Vi = V * inv_root[:, None, :]
     P = np.einsum("gij,gjk->gik", Vi, Y)
     Gam = np.einsum("gij,gj,gkj->gik", P, f, P, optimize=True)
-    return Gam * np.outer(sc, sc)
+    return Gam * outer(sc)
 
 
 def _cr2_clubsandwich(X, w, resid, codes, G, M):

@@ -1,0 +1,146 @@
+"""CR2 per (set, cluster) cell with working model Φ = I: the clubSandwich form of the joint covariance.
+
+In each set s (one school's regression, WLS with weights W and bread ``M_s = (X_s'W_sX_s)⁻¹``)
+the weighted hat matrix is ``H = X M_s X'W``; clubSandwich's CR2 for a weighted ``lm`` (its
+default target, Φ = I: equal error variances of the rows; Bell & McCaffrey 2002, Pustejovsky &
+Tipton 2018 eq. 5) adjusts cell c's residuals by
+
+    A_c = (B_c⁺)^{1/2},   B_c = [(I − H)(I − H)']_cc = I − U_c N_s U_c',
+
+    U_c = [X_c, W_cX_c],  N_s = [[−M_s S2_s M_s, M_s], [M_s, 0]],  S2_s = Σ_{i∈s} w_i² x_i x_i',
+
+and its score is ``X_c'W_cA_ce_c`` on the raw residuals (:func:`pleval.inference.robust.ols`
+with ``cr2="clubsandwich"`` is the same for one set). ``E[e_c e_c'] = σ²B_c`` when the rows'
+errors are independent with equal variance, so each school's variance is unbiased under that
+model whatever the weights; the √W-transformed form (``cr2="transformed"``) is unbiased when
+``Var(e_i) ∝ 1/w_i`` instead, which matching weights (how often a comparison student was
+matched) do not imply. With weights constant within each set, ``B_c = I − H_cc`` and the two
+forms coincide.
+
+A row is one observation: a comparison student whose copies in one school's sets are merged
+into one row (weights summed; :meth:`pleval.matching.MatchResult.school_sample`) counts once,
+as it should — its copies share one outcome and one error, so they are one draw of Φ = I, not
+several independent ones. Unmerged copies are merged first when the caller names the unit
+(:func:`._joint.joint_covariance`'s ``units``), so both inputs give the same covariance.
+
+Computation, batched and without an n_c × n_c matrix: cells of one row in closed form
+(``A = B^{−1/2}``, a scalar); cells of r < 2p rows by their r × r ``B_c`` (one batched ``eigh``
+per size); larger cells on the 2p-dimensional span of ``U_c`` from ``T_c = U_c'U_c`` and
+``N_s`` (:func:`pleval.inference.robust._inverse_root_factors`: ``A_c = I + U_cΓ_cU_c'``), in
+blocks of cells. For the Satterthwaite df (working model Φ = I, as clubSandwich) each cell also
+returns ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` with ``p_c = A_cW_cX_cM_s e_t``, so that
+``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` within a set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inference.robust import _inverse_root_factors, grouped_cross_products
+
+_CHUNK = 1 << 14
+"""Cells per block of the batched 2p × 2p algebra (bounded memory)."""
+
+_TOL = 1e-10
+"""Eigenvalues of ``B_c`` at or below this are taken as 0 (Moore–Penrose root, as clubSandwich)."""
+
+
+def _inv_root(lam: np.ndarray) -> np.ndarray:
+    return np.where(lam > _TOL, np.clip(lam, _TOL, None) ** -0.5, 0.0)
+
+
+def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, Sinv: np.ndarray,
+                     target: int) -> tuple[np.ndarray, np.ndarray]:
+    """``N_s`` (G × 2p × 2p) and ``b_s = [0; M_s e_target]`` (G × 2p) of every set."""
+    p = X.shape[1]
+    S2 = grouped_cross_products(X, groups, G, w=w * w)[0]
+    N = np.zeros((G, 2 * p, 2 * p))
+    N[:, :p, :p] = -(Sinv @ S2 @ Sinv)
+    N[:, :p, p:] = Sinv
+    N[:, p:, :p] = Sinv
+    b = np.zeros((G, 2 * p))
+    b[:, p:] = Sinv[:, :, target]
+    return N, b
+
+
+def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.ndarray, n_cells: int,
+                       cell_group: np.ndarray, N: np.ndarray, b: np.ndarray):
+    """``(U, z, s)`` per cell: the adjusted score ``X_c'W_cA_ce_c`` (cells × p) and the
+    Satterthwaite pieces ``z_c`` (cells × 2p), ``s_c`` (module docstring). ``cell``: each row's
+    cell 0..n_cells−1; ``cell_group``: each cell's set; ``N``, ``b``: :func:`working_matrices`."""
+    n, p = X.shape
+    q = 2 * p
+    U = np.empty((n_cells, p))
+    z = np.empty((n_cells, q))
+    s = np.empty(n_cells)
+    size = np.bincount(cell, minlength=n_cells)
+    cls = np.minimum(size, q)  # cells of fewer rows than 2p by their size, the others together
+    order = np.argsort(cls[cell].astype(np.int64) * n_cells + cell, kind="stable")  # rows by class, then cell
+    start = 0
+    for r in np.unique(cls):  # at most 2p sizes, not cells
+        cells = np.flatnonzero(cls == r)  # ascending: the order of their rows in ``order``
+        seg = order[start : start + int(size[cells].sum())]
+        start += seg.size
+        g = cell_group[cells]
+        if r == 1:
+            _single(X[seg], w[seg], e[seg], cells, g, N, b, U, z, s)
+        elif r < q:
+            _small(X[seg].reshape(cells.size, r, p), w[seg].reshape(cells.size, r), e[seg].reshape(cells.size, r),
+                   cells, g, N, b, U, z, s)
+        else:
+            _large(X, w, e, seg, np.searchsorted(cells, cell[seg]), cells, g, N, b, U, z, s)
+    return U, z, s
+
+
+def _single(x, w, e, cells, g, N, b, U, z, s) -> None:
+    """One-row cells: ``u = [x; wx]``, ``B = 1 − u'N_s u``, ``A = B^{−1/2}`` (0 where B = 0)."""
+    u = np.hstack([x, x * w[:, None]])
+    for lo in range(0, len(cells), _CHUNK):  # blocks of cells
+        sl = slice(lo, lo + _CHUNK)
+        us, gs = u[sl], g[sl]
+        A = _inv_root(1.0 - np.einsum("ci,cij,cj->c", us, N[gs], us))
+        c = cells[sl]
+        U[c] = (A * w[sl] * e[sl])[:, None] * x[sl]
+        pc = A * np.einsum("ci,ci->c", us, b[gs])
+        z[c] = us * pc[:, None]
+        s[c] = pc * pc
+
+
+def _small(Xr, wr, er, cells, g, N, b, U, z, s) -> None:
+    """Cells of r rows, 1 < r < 2p (``Xr``: cells × r × p): ``B_c = I − U_cN_sU_c'`` is r × r;
+    ``A_c = QΛ^{+1/2}Q'`` from its eigen-decomposition."""
+    r, p = Xr.shape[1], Xr.shape[2]
+    for lo in range(0, len(cells), _CHUNK):  # blocks of cells
+        sl = slice(lo, lo + _CHUNK)
+        Uc = np.concatenate([Xr[sl], Xr[sl] * wr[sl, :, None]], axis=2)
+        gs = g[sl]
+        B = -(Uc @ N[gs] @ Uc.transpose(0, 2, 1))
+        B[:, np.arange(r), np.arange(r)] += 1.0
+        lam, Q = np.linalg.eigh(B)
+        A = (Q * _inv_root(lam)[:, None, :]) @ Q.transpose(0, 2, 1)
+        c = cells[sl]
+        U[c] = np.einsum("crj,cr->cj", Uc[:, :, p:], np.einsum("crt,ct->cr", A, er[sl]))
+        pc = np.einsum("crt,ct->cr", A, np.einsum("ctj,cj->ct", Uc, b[gs]))
+        z[c] = np.einsum("crj,cr->cj", Uc, pc)
+        s[c] = np.einsum("cr,cr->c", pc, pc)
+
+
+def _large(X, w, e, seg, local, cells, g, N, b, U, z, s) -> None:
+    """Cells of 2p rows or more (rows ``seg`` sorted by cell, ``local`` their cell 0..len−1):
+    ``T_c = U_c'U_c``, ``R_c = U_c'e_c`` by batched products, ``A_c = I + U_cΓ_cU_c'``; the score is
+    the W X half of ``R_c + T_cΓ_cR_c``, ``h_c = b_s + Γ_cT_cb_s``, ``z_c = T_ch_c``, ``s_c = h_c'z_c``."""
+    p = X.shape[1]
+    bounds = np.searchsorted(local, np.arange(0, len(cells) + _CHUNK, _CHUNK))
+    for blk in range(-(-len(cells) // _CHUNK)):  # blocks of cells
+        lo, hi = blk * _CHUNK, min((blk + 1) * _CHUNK, len(cells))
+        rows = seg[bounds[blk] : bounds[blk + 1]]
+        Ua = np.hstack([X[rows], X[rows] * w[rows, None]])
+        T, R = grouped_cross_products(Ua, local[bounds[blk] : bounds[blk + 1]] - lo, hi - lo, e[rows])
+        gs = g[lo:hi]
+        Gam = _inverse_root_factors(T, N[gs])
+        c = cells[lo:hi]
+        U[c] = (R + np.einsum("cij,cjk,ck->ci", T, Gam, R, optimize=True))[:, p:]
+        h = b[gs] + np.einsum("cij,cjk,ck->ci", Gam, T, b[gs], optimize=True)
+        zc = np.einsum("cij,cj->ci", T, h)
+        z[c] = zc
+        s[c] = np.einsum("ci,ci->c", h, zc)

@@ -1,0 +1,130 @@
+"""The Φ = I (clubSandwich) form of the joint covariance's CR2 (pleval.heterogeneity._joint_phi):
+against the direct n×n computation on the stacked design, against ``ols(cr2="clubsandwich")``
+for one school's set, its equality with the transformed form when weights are constant within
+each set, and merging of copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval.errors import DataError
+from pleval.heterogeneity import school_effects
+from pleval.inference import ols
+
+from .test_heterogeneity_joint import _design, _pinv_sqrt, _small_schools, stacked, stacked_design
+
+KW = dict(cluster="student_id", school="school_id", vcov="CR2", sd=1.0)
+
+
+def direct_phi_identity(y, X, cl, w, cols):
+    """The n×n clubSandwich CR2 of the stacked WLS fit: ``H = XMX'W``, ``B = (I − H)(I − H)'``,
+    ``A_c = (B_cc⁺)^{1/2}`` per stacked cluster, ``V = M Σ_c X_c'W_cA_ce_ce_c'A_cW_cX_c M``, and
+    the Satterthwaite df ``tr(Ω)²/‖Ω‖²_F``, ``Ω = QQ'``, ``q_c = (I − H)'p_c``,
+    ``p_c = A_cW_cX_cM e_j`` (Pustejovsky & Tipton 2018, Φ = I)."""
+    M = np.linalg.pinv((X * w[:, None]).T @ X)
+    H = X @ M @ (X * w[:, None]).T
+    e = y - H @ y
+    IH = np.eye(len(y)) - H
+    B = IH @ IH.T
+    groups = [cl == g for g in pd.unique(cl)]
+    A = [_pinv_sqrt(B[np.ix_(i, i)]) for i in groups]
+    WX = X * w[:, None]
+    U = np.array([WX[i].T @ a @ e[i] for i, a in zip(groups, A)])
+    V = M @ (U.T @ U) @ M
+    dfs = []
+    for j in cols:
+        Q = np.zeros((len(groups), len(y)))
+        for r, (i, a) in enumerate(zip(groups, A)):
+            p = np.zeros(len(y))
+            p[i] = a @ WX[i] @ M[:, j]
+            Q[r] = IH.T @ p
+        Om = Q @ Q.T
+        dfs.append(np.trace(Om) ** 2 / np.sum(Om**2))
+    return V[np.ix_(cols, cols)], np.array(dfs)
+
+
+def test_phi_identity_matches_the_direct_n_by_n_computation():
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
+    X, cl, k = stacked_design(d)
+    res = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW)
+    V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-9)
+    assert res.options["cr2"] == "clubsandwich"
+    old = school_effects(d, covariates=["pretest"], cr2="transformed", **KW)  # weights vary: the forms differ
+    assert np.abs(np.diag(old.vcov_raw["all"].to_numpy()) / np.diag(V) - 1).max() > 0.01
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 14])
+def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk):
+    """Cells of one row (closed form), of 2..2p−1 rows (their r × r B_c) and of 2p rows or
+    more (the 2p-dimensional span of [X_c, W_cX_c]), in blocks of 1, 3 and all cells."""
+    from pleval.heterogeneity import _joint_phi
+
+    covs = ["pretest"]  # p = 3: 2p = 6
+    d = _small_schools()
+    X, cl, k = _design(d, covs)
+    sizes = pd.Series(cl).groupby([d["_pl_school"].to_numpy(), cl]).size()
+    assert (sizes == 1).any() and ((sizes > 1) & (sizes < 6)).sum() >= 5 and (sizes >= 6).sum() >= 5
+    monkeypatch.setattr(_joint_phi, "_CHUNK", chunk)
+    res = school_effects(d, covariates=covs, cr2="clubsandwich", **KW)
+    V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-8)
+
+
+def test_one_school_equals_ols_clubsandwich():
+    """No comparison school shared: each school's SE and df are ``ols(..., cr2="clubsandwich")``
+    on its own set with the same clusters (that fit's rows are distinct students)."""
+    d = stacked(n_pl=4, n_comp=12, per_set=3, seed=3, share=False)
+    res = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW).table.set_index("school")
+    for s, sub in d.groupby("_pl_school"):
+        Xs = np.column_stack([np.ones(len(sub)), sub["treatment"], sub["pretest"] - d["pretest"].mean()])
+        cls = np.where(sub["treatment"] == 1, "T" + sub["student_id"], sub["school_id"])
+        f = ols(sub["posttest"], Xs, weights=sub["_weight"], clusters=cls, vcov="CR2", cr2="clubsandwich")
+        assert res.loc[s, "se"] == pytest.approx(f.se[1], rel=1e-10)
+        assert res.loc[s, "df"] == pytest.approx(f.coef_df(1), rel=1e-9)
+
+
+def test_equals_the_transformed_form_when_weights_are_constant_within_sets(monkeypatch):
+    """Weights constant within each set (1:1 matching without reuse inside a school; they differ
+    between sets): B_c = I − H_cc and the two forms agree — also when the Φ = I code is forced."""
+    from pleval.heterogeneity import _joint
+
+    d = stacked(n_pl=5, n_comp=8, per_set=3, seed=6)
+    d["_weight"] = d["_pl_school"].map({f"P{s}": 0.5 + s for s in range(5)})
+    old = school_effects(d, covariates=["pretest"], cr2="transformed", **KW)
+    monkeypatch.setattr(_joint, "_varies_within", lambda *a: True)
+    new = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW)
+    np.testing.assert_allclose(new.vcov_raw["all"].to_numpy(), old.vcov_raw["all"].to_numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(new.table["df"], old.table["df"], rtol=1e-9)
+
+
+def test_copies_of_a_student_are_one_observation():
+    """A comparison student split into copies within a set (weights summed back to the original)
+    gives the merged sample's covariance once ``unit_id`` names the student; counted as separate
+    rows (as ``ols`` on the copies would) it does not — Φ = I would then treat the copies, which
+    share one outcome and one error, as independent draws."""
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
+    rng = np.random.default_rng(0)
+    pick = (d["treatment"] == 0).to_numpy() & (rng.uniform(size=len(d)) < 0.4)
+    frac = rng.uniform(0.2, 0.8, pick.sum())
+    cp = d[pick].assign(_weight=d.loc[pick, "_weight"] * (1 - frac))
+    d2 = d.copy()
+    d2.loc[pick, "_weight"] *= frac
+    d2 = pd.concat([d2, cp], ignore_index=True).sample(frac=1, random_state=1).reset_index(drop=True)
+    merged = school_effects(d, covariates=["pretest"], **KW)
+    split = school_effects(d2, covariates=["pretest"], unit_id="student_id", **KW)
+    rows = school_effects(d2, covariates=["pretest"], **KW)
+    np.testing.assert_allclose(split.vcov_raw["all"].to_numpy(), merged.vcov_raw["all"].to_numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(split.table["df"], merged.table["df"], rtol=1e-9)
+    assert np.abs(rows.vcov_raw["all"].to_numpy() - merged.vcov_raw["all"].to_numpy()).max() > 1e-3 * np.abs(
+        merged.vcov_raw["all"].to_numpy()).max()
+
+
+def test_cr2_form_is_checked():
+    d = stacked(seed=1)
+    with pytest.raises(DataError, match="cr2"):
+        school_effects(d, covariates=["pretest"], cr2="precision", **KW)
