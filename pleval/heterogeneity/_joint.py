@@ -17,8 +17,16 @@ Cameron, Gelbach & Miller 2011). Because the bread is block-diagonal, the levera
 (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018) is applied per (set, cluster) cell, with
 the Moore–Penrose root where a cell's leverage reaches 1 (as clubSandwich):
 
-* ``"CR2"`` (default): the above; per-school Satterthwaite df (Pustejovsky & Tipton 2018,
-  working model Φ = I) from the clusters of the school's own set;
+* ``"CR2"`` (default): the above; per-school Satterthwaite df (Pustejovsky & Tipton 2018)
+  from the clusters of the school's own set. Where weights vary within a set, the adjustment
+  has two forms (``cr2=``, as :func:`pleval.inference.ols`): ``"transformed"``, the formula
+  above in the √W-transformed model (working model Var(e) ∝ 1/w), and ``"clubsandwich"``,
+  ``A_c = (B_c⁺)^{1/2}`` with ``B_c = [(I − H)(I − H)']_cc``, ``H = X M_s X'W``, on the raw
+  residuals (working model Φ = I, clubSandwich's default; :mod:`._joint_phi`), the default of
+  :func:`~.school_effects.school_effects` since matching weights are not precision weights.
+  The df follow the form (``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` with ``N_s = M_s``, or the
+  2p × 2p ``N_s`` of :mod:`._joint_phi`). With weights constant within every set the two are
+  equal and the transformed code runs;
 * ``"CR1"``: ``A = I`` and ``V_st · √(f_s f_t)``, ``f_s = G_s/(G_s − 1)·(n_s − 1)/(n_s − p_s)``
   with G_s the clusters in set s, so the diagonal is each school's own CR1; df ``G_s − 1``;
 * ``"CR0"``: ``A = I``, no factor; df ``G_s − 1``.

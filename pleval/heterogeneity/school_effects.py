@@ -16,7 +16,11 @@ with clusters that span the sets: with ``school=`` (each row's own school; what
 :func:`pleval.estimate` passes) every *comparison school* is one cluster across all the PL
 sets it appears in — covering reused comparison students and the comparison schools' own
 deviations — and every treated student is its own cluster (``cluster=``, the student id);
-CR2 with Satterthwaite df by default. With only ``cluster=`` (a student id) the clusters are
+CR2 with Satterthwaite df by default, in clubSandwich's form with working model Φ = I
+(``cr2="clubsandwich"``: equal error variances of the distinct students, whatever their
+matching weights; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018; :mod:`._joint_phi`) —
+the √W-transformed form (``cr2="transformed"``) treats matching weights as precision weights
+and its variances were 2–4% too small under VCG matching (docs/validation.md). With only ``cluster=`` (a student id) the clusters are
 students, so reuse is covered but comparison-school deviations are not; without either, HC2
 per school (independent schools). Per-school SEs are the diagonal; the off-diagonal is shrunk
 toward 0 by the estimated share of its sum of squares that is noise (Schäfer & Strimmer 2005;
@@ -37,8 +41,11 @@ the schools of each ``by`` group (BH by default). The effect sizes are then pool
 **Merged copies.** A comparison student reused by several sets of one PL school may come as
 one row with its copies' weights and squared weights summed and the copies counted
 (``weight2=``, ``copies=``; :meth:`pleval.matching.MatchResult.school_sample`, what
-:func:`pleval.estimate` passes): the estimates, SEs, df and joint covariance are those of the
-copies (docs/scale.md, *Why merging copies changes no number*).
+:func:`pleval.estimate` passes): the estimates are those of the copies, and so are the SEs, df
+and joint covariance under ``cr2="transformed"`` (docs/scale.md, *Why merging copies changes no
+number*). Under ``cr2="clubsandwich"`` the merged row is one observation of Φ = I — the copies
+share one outcome and one error — and copies passed unmerged are merged first when
+``unit_id`` names the student.
 
 A single PL school's matched estimate is the program effect *plus* that school's own
 deviation from its comparisons; student-level SEs do not cover the second part. Read the
@@ -500,8 +507,8 @@ def school_effects(
         stratum (:meth:`pleval.matching.MatchResult.school_sample`: a comparison student in
         several sets of one PL school), holding each row's summed squared weights and number of
         copies (``weight`` holds the summed weights). Every count (residual df, CR1 factors,
-        row counts) then counts the copies and the estimates, SEs, df and joint covariance are
-        those of the copies (docs/scale.md); HC types, which give each copy its own term, are
+        row counts) then counts the copies and the estimates (and under ``cr2="transformed"``
+        the SEs, df and joint covariance) are those of the copies (docs/scale.md); HC types, which give each copy its own term, are
         refused.
     """
     if not isinstance(data, pd.DataFrame):

@@ -34,8 +34,9 @@ and ``Z = [z_g]``, ``ν = (Σ s_g − tr(MZ'Z))² / (Σ s_g² − 2 Σ s_g z_g'M
 since ``q_g'q_h = δ_gh s_g − z_g'Mz_h`` for ``q_g = (I−H)_{·g} p_g``. All of this is
 batched over clusters (numpy stacked ``eigh``); memory is O(G·k²).
 
-Weighted CR2 comes in two forms (``cr2=``); without weights, or with weights constant within
-every cluster, they coincide. Both make ``V`` unbiased under their working model; they differ
+Weighted CR2 comes in two forms (``cr2=``); without weights, or with one weight for all rows,
+they coincide (weights constant within each cluster but different between clusters are not
+enough: ``(I − H)(I − H)'`` then differs from ``I − H̃``). Both make ``V`` unbiased under their working model; they differ
 in where ``A_g`` is symmetrized:
 
 * ``"transformed"`` (default): CR2 of the √W-transformed model above, ``A_g`` symmetric in the
@@ -359,7 +360,7 @@ def ols(
         G − k df.
     cr2 : weighted CR2 form (module docstring): "transformed" (default; CR2 of the
         √W-transformed model) or "clubsandwich" (clubSandwich's weighted-``lm`` CR2, working
-        model Φ = I). Identical without weights or with weights constant within clusters.
+        model Φ = I). Identical without weights or with one weight for all rows.
     n_obs : the observations the rows stand for, when a row merges copies of one observation
         (weights summed, copies in one cluster; :mod:`pleval.matching.effect`): the CR1 factor
         and the reported n count the copies. Cluster-robust types only.
