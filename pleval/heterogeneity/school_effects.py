@@ -490,7 +490,8 @@ def school_effects(
         variances of the distinct students, whatever their matching weights; :mod:`._joint_phi`)
         or ``"transformed"`` (CR2 of the √W-transformed model, working model Var(e) ∝ 1/w).
         Under ``"clubsandwich"`` a row is one observation: pass copies of a student merged
-        (``copies=``), or name ``unit_id`` so that copies in one set are merged first.
+        (``copies=``), or name ``unit_id`` (without ``copies``) so that copies in one set —
+        rows of one student equal in covariates and outcome — are merged first.
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
@@ -633,7 +634,7 @@ def school_effects(
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
                               fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2,
-                              units=_factorize(df[unit_id])[0] if unit_id else None)
+                              units=_factorize(df[unit_id])[0] if unit_id and copies is None else None)
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
