@@ -5,6 +5,8 @@ each set, and merging of copies."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,11 +104,14 @@ def test_equals_the_transformed_form_when_weights_are_constant_within_sets(monke
     np.testing.assert_allclose(new.table["df"], old.table["df"], rtol=1e-9)
 
 
-def test_copies_of_a_student_are_one_observation():
+def test_copies_of_a_student_are_one_observation(monkeypatch):
     """A comparison student split into copies within a set (weights summed back to the original)
-    gives the merged sample's covariance once ``unit_id`` names the student; counted as separate
-    rows (as ``ols`` on the copies would) it does not — Φ = I would then treat the copies, which
+    gives the merged sample's covariance: the rows of one student id (``unit_id``, else the
+    ``cluster`` id) equal in covariates and outcome are merged first. Counted as separate rows
+    (as ``ols`` on the copies would) they are not — Φ = I would then treat the copies, which
     share one outcome and one error, as independent draws."""
+    from pleval.heterogeneity import _joint
+
     d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
     rng = np.random.default_rng(0)
     pick = (d["treatment"] == 0).to_numpy() & (rng.uniform(size=len(d)) < 0.4)
@@ -116,12 +121,15 @@ def test_copies_of_a_student_are_one_observation():
     d2.loc[pick, "_weight"] *= frac
     d2 = pd.concat([d2, cp], ignore_index=True).sample(frac=1, random_state=1).reset_index(drop=True)
     merged = school_effects(d, covariates=["pretest"], **KW)
-    split = school_effects(d2, covariates=["pretest"], unit_id="student_id", **KW)
+    V = merged.vcov_raw["all"].to_numpy()
+    for unit in ("student_id", None):
+        split = school_effects(d2, covariates=["pretest"], unit_id=unit, **KW)
+        np.testing.assert_allclose(split.vcov_raw["all"].to_numpy(), V, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(split.table["df"], merged.table["df"], rtol=1e-9)
+    module = sys.modules["pleval.heterogeneity.school_effects"]
+    monkeypatch.setattr(module, "joint_covariance", lambda *a, **k: _joint.joint_covariance(*a, **{**k, "units": None}))
     rows = school_effects(d2, covariates=["pretest"], **KW)
-    np.testing.assert_allclose(split.vcov_raw["all"].to_numpy(), merged.vcov_raw["all"].to_numpy(), rtol=1e-9, atol=1e-15)
-    np.testing.assert_allclose(split.table["df"], merged.table["df"], rtol=1e-9)
-    assert np.abs(rows.vcov_raw["all"].to_numpy() - merged.vcov_raw["all"].to_numpy()).max() > 1e-3 * np.abs(
-        merged.vcov_raw["all"].to_numpy()).max()
+    assert np.abs(rows.vcov_raw["all"].to_numpy() - V).max() > 1e-3 * np.abs(V).max()
 
 
 def test_cr2_form_is_checked():

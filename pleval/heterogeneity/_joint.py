@@ -342,7 +342,9 @@ def _merge_copies(X, e, w, groups, clusters, units):
     for codes in (groups, clusters, units):  # mixed-radix code of the triple
         c, u = pd.factorize(codes)
         key = key * len(u) + c
-    key, _ = pd.factorize(key)
+    key, uniq = pd.factorize(key)
+    if len(uniq) == len(key):
+        return X, e, w, groups, clusters
     first = np.full(key.max() + 1, -1, dtype=np.intp)
     first[key[::-1]] = np.arange(len(key))[::-1]
     f = first[key]

@@ -44,8 +44,8 @@ one row with its copies' weights and squared weights summed and the copies count
 :func:`pleval.estimate` passes): the estimates are those of the copies, and so are the SEs, df
 and joint covariance under ``cr2="transformed"`` (docs/scale.md, *Why merging copies changes no
 number*). Under ``cr2="clubsandwich"`` the merged row is one observation of Φ = I — the copies
-share one outcome and one error — and copies passed unmerged are merged first when
-``unit_id`` names the student.
+share one outcome and one error — and copies passed unmerged (rows of one ``unit_id``, else
+``cluster``, id in one set, equal in covariates and outcome) are merged first.
 
 A single PL school's matched estimate is the program effect *plus* that school's own
 deviation from its comparisons; student-level SEs do not cover the second part. Read the
@@ -489,9 +489,9 @@ def school_effects(
         equal otherwise): ``"clubsandwich"`` (default; working model Φ = I — equal error
         variances of the distinct students, whatever their matching weights; :mod:`._joint_phi`)
         or ``"transformed"`` (CR2 of the √W-transformed model, working model Var(e) ∝ 1/w).
-        Under ``"clubsandwich"`` a row is one observation: pass copies of a student merged
-        (``copies=``), or name ``unit_id`` (without ``copies``) so that copies in one set —
-        rows of one student equal in covariates and outcome — are merged first.
+        Under ``"clubsandwich"`` a row is one observation: copies of one student in one set —
+        rows of one ``unit_id`` (else ``cluster``) id equal in covariates and outcome — are
+        merged into one first (weights summed), so merged and unmerged samples agree.
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
@@ -634,7 +634,7 @@ def school_effects(
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
                               fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2,
-                              units=_factorize(df[unit_id])[0] if unit_id and copies is None else None)
+                              units=_factorize(df[unit_id or cluster])[0] if unit_id or cluster else None)
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
