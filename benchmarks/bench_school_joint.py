@@ -6,7 +6,8 @@ Synthetic matched-set long format: ``--pl`` PL schools, each with its treated st
 students of ~40 comparison schools drawn from its region's 100 of ``--comparison`` (so comparison schools are shared
 between sets), one pretest covariate, matching weights; ``--rows`` stacked rows in all. Prints the
 wall time and the CPU time of this process (best of 3) of ``school_effects(..., school="school_id")``
-— the batched per-school fit, the CR2 joint covariance clustered by comparison school
+— the batched per-school fit, the CR2 joint covariance clustered by comparison school (the
+default Φ = I form, and the transformed form for comparison)
 (Satterthwaite df, regularized off-diagonal) and the REML meta-analysis, shrinkage and counts
 with the full covariance — and of its two parts. On a machine shared with other jobs the CPU
 time is what the computation itself needs (numpy single-threaded: OPENBLAS_NUM_THREADS=1).
@@ -62,6 +63,8 @@ def main():
 
     df = make(a.rows, a.pl, a.comparison)
     t_all, res = best_of(lambda: school_effects(df, covariates=["pretest"], cluster="student_id", school="school_id", sd=1.0))
+    t_tr, _ = best_of(lambda: school_effects(df, covariates=["pretest"], cluster="student_id", school="school_id", sd=1.0,
+                                             cr2="transformed"))
     t_hc, _ = best_of(lambda: school_effects(df, covariates=["pretest"], vcov="HC2", sd=1.0))
     V = res.vcov_raw["all"].to_numpy()
     t = res.table
@@ -70,6 +73,8 @@ def main():
     print(f"{len(df):,} stacked rows, {a.pl} PL schools, {df.loc[df.treatment == 0, 'school_id'].nunique()} comparison schools")
     print(f"school_effects with CR2 joint covariance + correlated REML meta-analysis: {t_all[0]:.2f} s wall, "
           f"{t_all[1]:.2f} s CPU")
+    print(f"  (the same with the transformed CR2 form instead of clubSandwich's Φ = I: {t_tr[0]:.2f} s wall, "
+          f"{t_tr[1]:.2f} s CPU)")
     print(f"  (same fit with independent HC2 SEs: {t_hc[0]:.2f} s wall, {t_hc[1]:.2f} s CPU; correlated meta-analysis "
           f"alone: {t_meta[0] * 1000:.0f} ms wall; off-diagonal shrinkage λ = {res.vcov_shrinkage['all']:.2f})")
     corr = off / np.sqrt(np.outer(np.diag(V), np.diag(V)))[~np.eye(len(V), dtype=bool)]
