@@ -263,12 +263,15 @@ def joint_covariance(
     G = n_groups
     n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
     phi_identity = vcov == "CR2" and cr2 == "clubsandwich" and _varies_within(w, groups, G)
-    if phi_identity and units is not None:
-        X, e, w, groups, clusters = _merge_copies(X, e, w, groups, clusters, units)
-    n, p = X.shape
     ccodes, cl_uniq = pd.factorize(clusters)
     n_cl = len(cl_uniq)
     cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + ccodes)
+    if phi_identity and units is not None:
+        merged = _merge_copies(cell, units, X, e)
+        if merged is not None:  # the copies' cells are unchanged
+            key, rep = merged
+            X, e, w, groups, cell = X[rep], e[rep], np.bincount(key, weights=w), groups[rep], cell[rep]
+    n, p = X.shape
     n_cells = len(cell_key)
     cell_group = (cell_key // n_cl).astype(np.intp)
     cell_cluster = (cell_key % n_cl).astype(np.intp)
@@ -335,27 +338,23 @@ def _varies_within(w: np.ndarray, groups: np.ndarray, G: int) -> bool:
     return bool(np.any(w != first[groups]))
 
 
-def _merge_copies(X, e, w, groups, clusters, units):
-    """Rows of one (group, cluster, unit) that are equal in ``X`` and ``e`` (copies of one
-    observation) as one row with their weights summed; other rows unchanged."""
-    key = np.zeros(len(e), dtype=np.int64)
-    for codes in (groups, clusters, units):  # mixed-radix code of the triple
-        c, u = pd.factorize(codes)
-        key = key * len(u) + c
-    key, uniq = pd.factorize(key)
+def _merge_copies(cell, units, X, e):
+    """``(key, rep)``: each row's merged row and each merged row's first row, where rows of one
+    cell and unit that are equal in ``X`` and ``e`` (copies of one observation) merge; None when
+    no two rows merge."""
+    key, uniq = pd.factorize(cell.astype(np.int64) * (int(units.max()) + 1) + units)
     if len(uniq) == len(key):
-        return X, e, w, groups, clusters
-    first = np.full(key.max() + 1, -1, dtype=np.intp)
+        return None
+    first = np.full(len(uniq), -1, dtype=np.intp)
     first[key[::-1]] = np.arange(len(key))[::-1]
     f = first[key]
     same = (e == e[f]) & np.all(X == X[f], axis=1)
-    key = np.where(same, key, key.max() + 1 + np.arange(len(key)))
-    key, _ = pd.factorize(key)
-    if key.max() + 1 == len(key):
-        return X, e, w, groups, clusters
-    rep = np.full(key.max() + 1, -1, dtype=np.intp)
+    key, uniq = pd.factorize(np.where(same, key, len(uniq) + np.arange(len(key))))
+    if len(uniq) == len(key):
+        return None
+    rep = np.full(len(uniq), -1, dtype=np.intp)
     rep[key[::-1]] = np.arange(len(key))[::-1]
-    return X[rep], e[rep], np.bincount(key, weights=w), groups[rep], clusters[rep]
+    return key, rep
 
 
 def regularize(V: np.ndarray, V_var: np.ndarray) -> tuple[np.ndarray, float]:

@@ -629,12 +629,14 @@ def school_effects(
     fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
     if joint:
         cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
+        units = None  # the student of each row, whose copies in one set are one observation (Φ = I)
+        if unit_id or cluster:
+            units = cl if unit_id in (None, cluster) else _factorize(df[unit_id])[0]
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
-                              fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2,
-                              units=_factorize(df[unit_id or cluster])[0] if unit_id or cluster else None)
+                              fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2, units=units)
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
