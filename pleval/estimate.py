@@ -1109,7 +1109,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
     try:
         sample = m.school_sample([columns.treatment, columns.outcome, *kw["covariates"], *kw["moderators"], sid,
-                                  columns.school, by])  # copies within one PL school's sets merged
+                                  columns.school, by],  # copies within one PL school's sets merged
+                                 categorical={sid, columns.school, by} - {*kw["covariates"], *kw["moderators"]})
         schools = _school_effects(sample, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
                                   school=columns.school, kw={**kw, "by": by, "weight2": "_weight2", "copies": "_copies",
                                                              "robustness_q": 1.0 if opts["school_sensitivity"] else None},

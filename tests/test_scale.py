@@ -216,6 +216,31 @@ def test_school_effects_on_merged_copies_are_those_of_every_copy(tied, vcov):
     assert a.options["n_rows"] == b.options["n_rows"]
 
 
+def test_school_sample_keys_as_categoricals_change_nothing(tied):
+    """``school_sample``'s Categorical keys (``_pl_school`` always, the text columns named in
+    ``categorical=``) hold the values of a direct group-by of the long matched sample by (PL
+    school, row), pairs in order of first appearance; school effects on them are exactly those
+    on plain text columns (the same codes, the same sums in the same order)."""
+    from pleval.heterogeneity import school_effects
+
+    keys = [C.student_id, C.school, C.subject]
+    a = tied.school_sample(categorical=keys)
+    assert all(isinstance(a[c].dtype, pd.CategoricalDtype) for c in [*keys, "_pl_school"])
+    long = tied.matched.assign(_row=tied.rows, _w2=tied.matched["_weight"] ** 2)
+    direct = long.groupby(["_pl_school", "_row"], sort=False).agg(
+        **{c: (c, "first") for c in (*keys, C.outcome)}, _weight=("_weight", "sum"), _weight2=("_w2", "sum"),
+        _copies=("_weight", "size")).reset_index()
+    for c in (*keys, "_pl_school"):
+        assert a[c].astype(object).tolist() == direct[c].astype(object).tolist(), c
+    for c in (C.outcome, "_weight", "_weight2", "_copies"):
+        np.testing.assert_allclose(a[c].to_numpy(float), direct[c].to_numpy(float), rtol=1e-13, atol=0)
+    plain = a.assign(**{c: a[c].astype(object).to_numpy() for c in (*keys, "_pl_school")})
+    x, y = (school_effects(f, **_school_kw(), weight2="_weight2", copies="_copies") for f in (a, plain))
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+    for key in y.vcov_raw:
+        assert x.vcov_raw[key].equals(y.vcov_raw[key]) and x.vcov[key].equals(y.vcov[key])
+
+
 def test_school_effects_count_copies_where_distinct_rows_are_few():
     """A stratum with fewer distinct rows than parameters but more copies keeps exactly the
     estimate (or the absence of one) that its copies give; weights vary within copies."""
@@ -266,7 +291,7 @@ def test_placebo_rounds_on_merged_copies_are_those_of_every_copy(tied, monkeypat
     data = tied.data
     kw = dict(n_placebo=8, cluster=C.student_id, by=C.subject)
     a = plc.placebo_schools(data, C, "propensity", **kw)
-    monkeypatch.setattr(plc, "_school_sample", lambda m, cols, merge: m.matched.assign(
+    monkeypatch.setattr(plc, "_school_sample", lambda m, cols, merge, keys=(): m.matched.assign(
         _weight2=m.matched["_weight"] ** 2, _copies=1))
     b = plc.placebo_schools(data, C, "propensity", **kw)
     num = b.placebo.select_dtypes("number").columns
@@ -302,7 +327,7 @@ def test_evaluation_of_the_sample_data_is_that_of_every_copy(monkeypatch):
         for a, b in ((eff.raw, long.raw), (eff.effect_size, long.effect_size)):
             assert (a.estimate, a.se, a.df) == pytest.approx((b.estimate, b.se, b.df), rel=1e-10, abs=1e-12)
 
-    def every_copy(self, columns=None):
+    def every_copy(self, columns=None, categorical=()):
         return self.matched.assign(_weight2=self.matched["_weight"] ** 2, _copies=1)
 
     monkeypatch.setattr(MatchResult, "school_sample", every_copy)

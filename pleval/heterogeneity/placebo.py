@@ -308,6 +308,7 @@ def placebo_schools(
         covariates=covariates, cluster=cluster, school=school, by=by, sd=sd, vcov=vcov, cr2=cr2, method=method_meta, adjust=adjust, alpha=alpha, level=level,
     )
     sample_cols = [columns.treatment, columns.outcome, *covariates, cluster, school, *by]
+    keys = {cluster, school, *by} - set(covariates)  # only grouped on: categorical in the sample
     merge = vcov is None or vcov in ("CR2", "CR1", "CR0", "classical")
     if merge:  # copies within one school's sets merged (docs/scale.md)
         eff_kw.update(weight2="_weight2", copies="_copies")
@@ -333,7 +334,7 @@ def placebo_schools(
     if observed is None:
         from ..matching import match
 
-        observed = school_effects(_school_sample(match(data, columns, method, **match_options), sample_cols, merge), **eff_kw)
+        observed = school_effects(_school_sample(match(data, columns, method, **match_options), sample_cols, merge, keys), **eff_kw)
 
     order = rounds.order(pl, per_round)
     tables, round_rows, vcovs = [], [], []
@@ -343,7 +344,7 @@ def placebo_schools(
         start += len(chunk)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            m = _school_sample(rounds.match(chunk), sample_cols, merge)
+            m = _school_sample(rounds.match(chunk), sample_cols, merge, keys)
             res = school_effects(m, **eff_kw)
         t = res.table.copy()
         t.insert(0, "round", rnd)
@@ -376,11 +377,11 @@ def placebo_schools(
     )
 
 
-def _school_sample(m, columns, merge: bool) -> pd.DataFrame:
+def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:
     """A round's matched sample for :func:`~.school_effects.school_effects`: each distinct
-    (PL school, matched row) pair once (:meth:`pleval.matching.MatchResult.school_sample`), or
-    every copy for HC SEs (which give each copy its own term)."""
-    return m.school_sample([c for c in columns if c]) if merge else m.matched
+    (PL school, matched row) pair once (:meth:`pleval.matching.MatchResult.school_sample`, the
+    text ``keys`` as Categoricals), or every copy for HC SEs (which give each copy its own term)."""
+    return m.school_sample([c for c in columns if c], categorical=keys) if merge else m.matched
 
 
 def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -127,24 +127,34 @@ class MatchResult(ResultMixin):
         cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
         return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(_weight=w, _weight2=w2, _copies=cp)
 
-    def school_sample(self, columns=None) -> pd.DataFrame:
+    def school_sample(self, columns=None, *, categorical=()) -> pd.DataFrame:
         """The matched sample for per-school analyses (:func:`pleval.heterogeneity.school_effects`
         with ``weight="_weight", weight2="_weight2", copies="_copies"``): one row per distinct
         (PL school, matched row) pair — a comparison student's copies in several sets of one PL
         school merged (weights, squared weights and copies summed), its copies in different PL
         schools' sets kept apart (they are rows of different schools' regressions) — with
         ``columns`` (default all) and ``_pl_school``; pairs in order of first appearance in
-        the matched sample. Without one-PL-row sets (weighting) it is :attr:`matched` itself."""
+        the matched sample. Without one-PL-row sets (weighting) it is :attr:`matched` itself.
+
+        ``_pl_school`` is a pandas Categorical (the school labels, integer codes beneath), and so
+        are the text columns named in ``categorical`` (keys that are only grouped on, e.g. the
+        student and school ids): the same values as the long frame's, without a Python string
+        per row; their categories are in order of first appearance in ``data``."""
         cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
         if len(self.set_id) and (self.set_id < 0).any():
             m = self.matched
             return m[cols + ["_pl_school", "_weight"]].assign(_weight2=m["_weight"] ** 2, _copies=1)
-        sch, labels = pd.factorize(self.set_school, use_na_sentinel=False)
-        pair, key = pd.factorize(sch[self.set_id].astype(np.int64) * len(self.data) + self.rows)
-        rows = key % len(self.data)
+        n = len(self.data)
+        sch, labels = pd.factorize(self.set_school)  # a set without a school: code -1
+        pair, key = pd.factorize(sch[self.set_id].astype(np.int64) * n + self.rows)
+        rows = key % n
         k = len(key)
-        return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(
-            _pl_school=np.asarray(labels, dtype=object)[key // len(self.data)],
+        cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
+               and not isinstance(self.data[c].dtype, pd.CategoricalDtype)}
+        plain = self.data.iloc[rows, self.data.columns.get_indexer([c for c in cols if c not in cat])]
+        parts = {c: plain[c] if c not in cat else _categorical(self.data[c], rows) for c in cols}
+        return pd.DataFrame(parts, index=plain.index, copy=False).assign(
+            _pl_school=pd.Categorical.from_codes(key // n, categories=pd.Index(labels)),
             _weight=np.bincount(pair, self.weight, k), _weight2=np.bincount(pair, self.weight**2, k),
             _copies=np.bincount(pair, minlength=k))
 
@@ -390,6 +400,14 @@ class MatchResult(ResultMixin):
         for k, v in self.diagnostics.items():
             lines.append(f"  {k}: {v:,.4g}" if isinstance(v, (int, float)) else f"  {k}: {v}")
         return "\n".join(lines)
+
+
+
+
+def _categorical(s: pd.Series, rows: np.ndarray) -> pd.Categorical:
+    """``s`` at positions ``rows`` as a Categorical (missing values stay missing)."""
+    codes, uniq = pd.factorize(s)  # Arrow strings: dictionary-encoded as stored
+    return pd.Categorical.from_codes(codes[rows], categories=pd.Index(uniq))
 
 
 __all__ = ["MatchResult", "EffectTable"]
