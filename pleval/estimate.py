@@ -1339,7 +1339,7 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
         sch = m[columns.school]
         facts = StudyFacts(
             outcome, "qed", "schools", int(m[columns.student_id].nunique()) if columns.student_id else int(len(m)),
-            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=bool(set(sch[t]) & set(sch[~t])), **common)
+            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=bool(sch[t].isin(sch[~t]).any()), **common)
     return rate(facts)
 
 

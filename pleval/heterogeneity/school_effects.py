@@ -646,9 +646,12 @@ def school_effects(
 
     # Counts per stratum and arm.
     if unit_id:
-        pair = pd.DataFrame({"g": codes, "t": t, "u": _factorize(df[unit_id])[0]}).drop_duplicates()
-        n_t = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 1], minlength=G)
-        n_c = np.bincount(pair["g"].to_numpy()[pair["t"].to_numpy() == 0], minlength=G)
+        stu = _factorize(df[unit_id])[0] + 1  # 0: no id; distinct (stratum, arm, student) triples as integers
+        n_stu = int(stu.max()) + 1
+        triple = pd.unique((codes.astype(np.int64) * n_stu + stu) * 2 + (t == 1))
+        g_of, arm = triple // 2 // n_stu, triple % 2
+        n_t = np.bincount(g_of[arm == 1], minlength=G)
+        n_c = np.bincount(g_of[arm == 0], minlength=G)
     else:
         n_t = np.bincount(codes, weights=t, minlength=G).astype(int)
         n_c = (np.bincount(codes, weights=cnt, minlength=G) - n_t).astype(int)
