@@ -17,9 +17,10 @@ and the PL-only meta-analysis, and the script prints the coverage (%, ± Monte C
   mixture with the order restriction); the same without the order restriction (σ² = the larger
   draw); the earlier ``max(τ̂²_PL, τ̂²_placebo)`` with a Satterthwaite t; the order-restricted
   estimate with that t; PL-only t(k−2);
-* shrunken intervals ``θ̃ ± z·SD`` of ``θ_s + g_s``: pleval's (averaged over the same
-  distribution, Morris 1983); the earlier Prasad–Rao ``2g₃`` and Kackar–Harville ``g₃`` once
-  with ``max(τ̂²_PL, τ̂²_placebo)``;
+* shrunken intervals of ``θ_s + g_s``: pleval's (the quantiles of the posterior mixture over the
+  same distribution); ``θ̃ ± z·SD`` with that mixture's mean and SD (Morris 1983, pleval's earlier
+  interval); the earlier Prasad–Rao ``2g₃`` and Kackar–Harville ``g₃`` once with
+  ``max(τ̂²_PL, τ̂²_placebo)``;
 * the τ²_program interval — Q-profile with the placebo offset (pleval) and MOVER from the two
   separate Q-profile intervals (Zou & Donner 2008; pleval's earlier interval);
 * the τ²_placebo interval.
@@ -138,7 +139,9 @@ def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_
             ("PI max + Satterthwaite t (before)", cover(*old["max"][:2])),
             ("PI order-restricted + Satterthwaite t", cover(*old["iso"][:2])),
             ("PI PL-only t(k-2)", cover(pl.pi_low, pl.pi_high)),
-            ("shrunken CD mixture (pleval)", shr(c.schools["shrunk_total"], c.schools["shrunk_total_sd"])),
+            ("shrunken CD mixture quantiles (pleval)", np.mean((c.schools["shrunk_total_ci_low"] <= truth)
+                                                               & (truth <= c.schools["shrunk_total_ci_high"]))),
+            ("shrunken CD mixture, Morris ± z SD", shr(c.schools["shrunk_total"], c.schools["shrunk_total_sd"])),
             ("shrunken CD PL only", shr(*P.shrinkage(y, V, pl_only)[:2])),
             ("shrunken CD max", shr(*P.shrinkage(y, V, larger)[:2])),
             ("shrunken Prasad-Rao 2g3 (before)", shr(*old["max"][2:4])),

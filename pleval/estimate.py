@@ -987,7 +987,8 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
 
 CALIBRATED_COLUMNS = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated",
                       "p_calibrated_adjusted", "program_shrunk", "program_shrunk_sd", "prob_negative_program"]
-_TOTAL_COLUMNS = {"shrunk_total": "shrunk_es", "shrunk_total_sd": "shrunk_es_sd", "reliability_total": "reliability",
+_TOTAL_COLUMNS = {"shrunk_total": "shrunk_es", "shrunk_total_sd": "shrunk_es_sd", "shrunk_total_ci_low": "shrunk_es_ci_low",
+                  "shrunk_total_ci_high": "shrunk_es_ci_high", "reliability_total": "reliability",
                   "prob_negative_total": "prob_negative"}
 
 

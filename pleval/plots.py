@@ -827,7 +827,6 @@ def figure_name(kind: str, subject: str) -> str:
 def _school_plot_frame(ev: "Evaluation", subject: str, level: float) -> pd.DataFrame:
     s = findings.subject_rows(ev.schools, subject)
     s = s[np.isfinite(s["effect_size"].to_numpy(dtype=float))]
-    z = stats.norm.ppf(0.5 + level / 2)
     return pd.DataFrame(
         {
             "school": s["school"].astype(str).to_numpy(),
@@ -836,8 +835,8 @@ def _school_plot_frame(ev: "Evaluation", subject: str, level: float) -> pd.DataF
             "ci_low": s["es_ci_low"].to_numpy(dtype=float),
             "ci_high": s["es_ci_high"].to_numpy(dtype=float),
             "shrunk": s["shrunk_es"].to_numpy(dtype=float),
-            "shrunk_ci_low": (s["shrunk_es"] - z * s["shrunk_es_sd"]).to_numpy(dtype=float),
-            "shrunk_ci_high": (s["shrunk_es"] + z * s["shrunk_es_sd"]).to_numpy(dtype=float),
+            "shrunk_ci_low": s["shrunk_es_ci_low"].to_numpy(dtype=float),
+            "shrunk_ci_high": s["shrunk_es_ci_high"].to_numpy(dtype=float),
             "pvalue_adj": s["p_adjusted"].to_numpy(dtype=float),
         }
     )

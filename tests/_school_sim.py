@@ -121,19 +121,19 @@ def infer(ing: dict):
                             adjust=o["adjust"], alpha=o["alpha"], level=o["level"])
 
 
-def score(ing: dict, level: float = 0.95) -> dict:
-    """Every figure of the validation table from one replication's ingredients (stage 2)."""
+def score(ing: dict) -> dict:
+    """Every figure of the validation table from one replication's ingredients (stage 2), the
+    intervals at ``pleval.estimate``'s default level (:func:`infer`)."""
     si = infer(ing)
     cal, m = si.calibration, si.meta
     target = ing["theta"] + ing["g"]  # the identifiable quantity: program + own deviation
     theta, es = ing["theta"], ing["y"]
     mu, tau, delta = float(ing["mu"]), float(ing["tau"]), float(ing["delta"])
-    z = stats.norm.ppf(0.5 + level / 2)
     sd_new = np.hypot(tau, delta)
     lo, hi = cal.pi
     pi_cov = stats.norm.cdf((hi - mu) / sd_new) - stats.norm.cdf((lo - mu) / sd_new) if sd_new > 0 else float(lo <= mu <= hi)
     c = cal.schools
-    sh, shsd = c["shrunk_total"].to_numpy(), c["shrunk_total_sd"].to_numpy()
+    sh_lo, sh_hi = c["shrunk_total_ci_low"].to_numpy(), c["shrunk_total_ci_high"].to_numpy()
     flag = c["p_calibrated_adjusted"].to_numpy() < 0.05
     wrong = flag & (np.sign(es) != np.sign(theta)) if tau > 0 or mu != 0 else flag
     return {
@@ -141,7 +141,7 @@ def score(ing: dict, level: float = 0.95) -> dict:
         "school_ci": np.mean((ing["ci_low"] <= target) & (target <= ing["ci_high"])),
         "pooled_ci": float(m.ci_low <= mu <= m.ci_high),
         "pi": pi_cov,
-        "shrunk_ci": np.mean(np.abs(sh - target) <= z * shsd),
+        "shrunk_ci": np.mean((sh_lo <= target) & (target <= sh_hi)),
         "cal_ci_program": np.mean((c["ci_low_calibrated"] <= theta) & (theta <= c["ci_high_calibrated"])),
         "any_flag": float(flag.any()),
         "any_flag_uncalibrated": float((np.asarray(si.counts.p_adjusted) < 0.05).any()),
@@ -152,9 +152,9 @@ def score(ing: dict, level: float = 0.95) -> dict:
     }
 
 
-def replicate(seed: int, method: str = "propensity", level: float = 0.95, **gen) -> dict:
+def replicate(seed: int, method: str = "propensity", **gen) -> dict:
     """One study: stage 1 (:func:`ingredients`) then every figure of the table (:func:`score`)."""
-    return score(ingredients(seed, method, taus=(gen.pop("tau", 0.0),), **gen)[0], level)
+    return score(ingredients(seed, method, taus=(gen.pop("tau", 0.0),), **gen)[0])
 
 
 def store_seeds(out: Path, seeds: Iterable[int], arrays_for: Callable[[int], dict]) -> None:

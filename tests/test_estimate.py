@@ -167,6 +167,8 @@ def test_heterogeneity_row_is_the_meta_analysis_of_the_school_table(matched_ev):
     tot = c.schools.set_index("school").loc[s["school"]]
     np.testing.assert_allclose(s["shrunk_es"], tot["shrunk_total"], rtol=1e-12)
     np.testing.assert_allclose(s["prob_negative"], tot["prob_negative_total"], rtol=1e-12)
+    np.testing.assert_allclose(s[["shrunk_es_ci_low", "shrunk_es_ci_high"]].to_numpy(),
+                               tot[["shrunk_total_ci_low", "shrunk_total_ci_high"]].to_numpy(), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,6 +67,9 @@ def test_excel_one_sheet_per_subject_formatted(student_result, tmp_path):
     values = [ws.cell(row=5 + i, column=col).value for i in range(len(math))]
     np.testing.assert_allclose(values, math.effect_size)
     assert ws.cell(row=5, column=col).number_format == "0.000"
+    for name, src in (("Shrunken interval low (ES)", "shrunk_es_ci_low"), ("Shrunken interval high (ES)", "shrunk_es_ci_high")):
+        c = header.index(name) + 1
+        np.testing.assert_allclose([ws.cell(row=5 + i, column=c).value for i in range(len(math))], math[src])
     text = " ".join(str(c.value) for row in ws.iter_rows(min_row=5 + len(math)) for c in row if c.value)
     assert "shift in rank" in text and "Benjamini-Hochberg" in text
     summary = wb["Summary"]
@@ -86,6 +89,8 @@ def test_markdown_and_html(student_result, tmp_path):
     md = export_table(student_result, tmp_path / "t.md").read_text()
     assert md.count("## ") == 2 and "| School" in md and "shift in rank" in md
     assert "Pooled effect size" in md
+    r = student_result.table.iloc[0]
+    assert "Shrunken interval |" in md and f"{r.shrunk_es_ci_low:.3f} to {r.shrunk_es_ci_high:.3f}" in md
     html = export_table(student_result, tmp_path / "t.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.count("<table>") == 2
     assert "shift in rank" in html and "<h2>reading</h2>" in html

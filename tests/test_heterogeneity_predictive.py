@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
 from pleval.heterogeneity import _predictive as P
 from pleval.heterogeneity import calibrate, meta_analysis
@@ -132,7 +132,7 @@ def test_predictive_mixture_against_direct_computation(data):
 def test_shrinkage_averages_the_blups_over_the_draws(data):
     y, V, _, _ = data
     sig = np.array([0.0, 0.004, 0.01, 0.03])
-    mean, sd, pneg = P.shrinkage(y, V, sig)
+    mean, sd, pneg, _, _ = P.shrinkage(y, V, sig)
     sh, pev = [], []
     for s in sig:  # the per-draw BLUP and its prediction-error SD, from shrinkage.blup
         _, _, th, d, _ = blup(y, V, s)
@@ -146,13 +146,84 @@ def test_shrinkage_averages_the_blups_over_the_draws(data):
     np.testing.assert_allclose(pneg, want.mean(axis=0), atol=1e-10)
 
 
+def _posterior_brute_force(y, V, s, big=1e6):
+    """School effects' normal posterior at prior variance ``s`` by Bayes' rule on the joint
+    normal, with the flat prior on μ approximated by N(0, big): θ ~ N(0, sI + big·11'),
+    y | θ ~ N(θ, V); independent of the BLUP algebra."""
+    k = y.size
+    prior = s * np.eye(k) + big * np.ones((k, k))
+    cov = np.linalg.inv(np.linalg.inv(prior) + np.linalg.inv(V))
+    return cov @ np.linalg.solve(V, y), np.sqrt(np.diag(cov))
+
+
+def test_shrunken_interval_is_the_posterior_mixtures_quantiles():
+    """Interval ends and P(θ < 0) against a brute-force mixture: each draw's posterior from the
+    joint normal, the mixture's CDF integrated numerically from its density (scipy quad), its
+    quantiles by brentq."""
+    rng = np.random.default_rng(7)
+    k = 5
+    V = _cov(rng, k)
+    y = np.array([0.45, -0.05, 0.02, 0.1, -0.3])  # schools far from the mean: skewed mixtures
+    sig = np.array([0.001, 0.008, 0.02, 0.05])
+    mix = P.shrinkage(y, V, sig, level=0.9)
+    parts = [_posterior_brute_force(y, V, s) for s in sig]
+    for i in range(k):
+        m = np.array([p[0][i] for p in parts])
+        sd = np.array([p[1][i] for p in parts])
+
+        def cdf(x):  # ∫ mixture density, not the normal CDF
+            lo = float(np.min(m - 12 * sd))
+            return integrate.quad(lambda t: stats.norm.pdf(t, m, sd).mean(), lo, x, epsabs=1e-13, epsrel=1e-12,
+                                  limit=200)[0]
+
+        assert mix.low[i] == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.05, -3, 3, xtol=1e-12), abs=1e-6)
+        assert mix.high[i] == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.95, -3, 3, xtol=1e-12), abs=1e-6)
+        assert mix.prob_negative[i] == pytest.approx(cdf(0.0), abs=1e-6)
+        assert mix.mean[i] == pytest.approx(m.mean(), abs=1e-6)
+    # the interval is not the normal approximation θ̃ ± z·SD: asymmetric where the school is far out
+    z = stats.norm.ppf(0.95)
+    assert np.max(np.abs((mix.high - mix.mean) - (mix.mean - mix.low))) > 0.005
+    assert not np.allclose(mix.low, mix.mean - z * mix.sd, atol=1e-3)
+    # one draw: the plug-in normal posterior interval
+    one = P.shrinkage(y, V, sig[2:3], level=0.9)
+    np.testing.assert_allclose(one.low, one.mean - z * one.sd, atol=1e-10)
+    np.testing.assert_allclose(one.high, one.mean + z * one.sd, atol=1e-10)
+
+
+def test_shrunken_interval_and_risk_of_harm_agree(data):
+    """0 lies outside the interval exactly when P(θ < 0) is beyond the tail probability: both are
+    the same mixture (its CDF at the interval ends is (1 ∓ level)/2)."""
+    y, V, yp, Vp = data
+    y = y + np.linspace(-0.4, 0.4, y.size)  # schools on both sides of 0, some far out
+    sig = P.variance_draws(y, V, yp, Vp)
+    mix = P.shrinkage(y, V, sig)
+    draws = [blup(y, V, s) for s in sig]
+    th, sd = np.array([d[2] for d in draws]), np.array([d[3] for d in draws])
+    for end, p in ((mix.low, 0.025), (mix.high, 0.975)):
+        np.testing.assert_allclose(stats.norm.cdf((end[None, :] - th) / sd).mean(axis=0), p, atol=1e-10)
+    assert np.any(mix.low > 0) and np.any(mix.high < 0) and np.any((mix.low < 0) & (mix.high > 0))
+    np.testing.assert_array_equal(mix.low > 0, mix.prob_negative < 0.025)
+    np.testing.assert_array_equal(mix.high < 0, mix.prob_negative > 0.975)
+
+
+def test_mixture_quantiles_with_a_point_mass():
+    """A component with SD 0 is a point mass: the quantile sits on it while the CDF jumps over p."""
+    m, sd = np.array([0.0, 1.0]), np.array([0.0, 1.0])
+    q = P._mixture_quantiles(m, sd, [0.25, 0.75])
+    assert q[0] == pytest.approx(0.0, abs=1e-12)
+    want = optimize.brentq(lambda x: 0.5 + 0.5 * stats.norm.cdf(x - 1) - 0.75, 0, 5, xtol=1e-14)
+    assert q[1] == pytest.approx(want, abs=1e-10)
+    cols = P._mixture_quantiles(np.stack([m, m + 1], axis=1), np.stack([sd, sd], axis=1), [0.75])
+    np.testing.assert_allclose(cols[0], [want, want + 1], atol=1e-10)  # one mixture per column
+
+
 def test_diagonal_v_matches_the_independent_formulas(data):
     """With a diagonal V the rotated computations reduce to the textbook independent ones."""
     y, V, _, _ = data
     v = np.diag(V)
     D = np.diag(v)
     sig = np.array([0.002, 0.02])
-    mean, sd, _ = P.shrinkage(y, D, sig)
+    mean, sd = P.shrinkage(y, D, sig)[:2]
     th, var = [], []
     for s in sig:
         w = 1 / (v + s)
@@ -183,10 +254,12 @@ def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
     assert np.all(sig >= 0) and sig.size == P.N_DRAWS
     pi, pneg = P.predictive(y, V, sig)
     assert c.pi == pytest.approx(pi) and c.prob_negative_new == pytest.approx(pneg)
-    mean, sd, pn = P.shrinkage(y, V, sig)
-    np.testing.assert_allclose(c.schools.shrunk_total, mean)
-    np.testing.assert_allclose(c.schools.shrunk_total_sd, sd)
-    np.testing.assert_allclose(c.schools.prob_negative_total, pn)
+    mix = P.shrinkage(y, V, sig)
+    np.testing.assert_allclose(c.schools.shrunk_total, mix.mean)
+    np.testing.assert_allclose(c.schools.shrunk_total_sd, mix.sd)
+    np.testing.assert_allclose(c.schools.prob_negative_total, mix.prob_negative)
+    np.testing.assert_allclose(c.schools.shrunk_total_ci_low, mix.low)
+    np.testing.assert_allclose(c.schools.shrunk_total_ci_high, mix.high)
     _, _, _, _, rel = blup(y, V, c.tau2_total)
     np.testing.assert_allclose(c.schools.reliability_total, rel)
     # the deterministic lattice: a finer one moves the interval by far less than its width
@@ -215,7 +288,7 @@ def test_meta_level_coverage_with_known_covariances(tau, delta):
             warnings.simplefilter("ignore")
             c = calibrate(np.arange(k), y, V, np.full(k, 60.0), yp, Vp)
         pi_cov.append(stats.norm.cdf(c.pi[1] / sd_new) - stats.norm.cdf(c.pi[0] / sd_new))
-        shr_cov.append(np.mean(np.abs(c.schools.shrunk_total - truth) <= 1.96 * c.schools.shrunk_total_sd))
+        shr_cov.append(np.mean((c.schools.shrunk_total_ci_low <= truth) & (truth <= c.schools.shrunk_total_ci_high)))
     for name, v in (("prediction interval", pi_cov), ("shrunken", shr_cov)):
         mean, se = np.mean(v), np.std(v, ddof=1) / math.sqrt(studies)
         assert 0.93 - 3 * se <= mean <= 0.97 + 3 * se, (name, mean, se)

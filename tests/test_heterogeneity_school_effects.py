@@ -129,6 +129,9 @@ def test_effect_size_percentiles_meta_and_shrinkage():
     assert r.meta["all"].estimate == pytest.approx(m.estimate) and r.meta["all"].tau2 == pytest.approx(m.tau2)
     sh = r.shrinkage["all"]
     np.testing.assert_allclose(t.shrunk_es, sh.shrunk)
+    z = stats.norm.ppf(0.975)  # without placebo schools the shrunken interval is the estimate ± z × SD
+    np.testing.assert_allclose(t.shrunk_es_ci_low, sh.shrunk - z * sh.shrunk_sd, rtol=1e-12)
+    np.testing.assert_allclose(t.shrunk_es_ci_high, sh.shrunk + z * sh.shrunk_sd, rtol=1e-12)
     np.testing.assert_allclose(t.shrunk_pp, 100 * stats.norm.cdf(sh.shrunk) - 50, rtol=1e-10)
     assert np.all(np.abs(t.shrunk_es - m.estimate) <= np.abs(t.effect_size - m.estimate) + 1e-12)
     # BH-adjusted p within the group

@@ -61,6 +61,7 @@ def test_two_stages_equal_pleval_estimate(method):
         for mine, theirs in ((si.counts.p_adjusted, "p_adjusted"), (cs["p_calibrated_adjusted"], "p_calibrated_adjusted"),
                              (cs["ci_low_calibrated"], "ci_low_calibrated"), (cs["ci_high_calibrated"], "ci_high_calibrated"),
                              (cs["shrunk_total"], "shrunk_es"), (cs["shrunk_total_sd"], "shrunk_es_sd"),
+                             (cs["shrunk_total_ci_low"], "shrunk_es_ci_low"), (cs["shrunk_total_ci_high"], "shrunk_es_ci_high"),
                              (ing["ci_low"], "es_ci_low"), (ing["ci_high"], "es_ci_high"), (ing["y"], "effect_size"),
                              (ing["pvalue"], "pvalue"), (ing["df"], "df")):
             np.testing.assert_allclose(np.asarray(mine, dtype=float), s[theirs].to_numpy(dtype=float), rtol=0, atol=1e-10,

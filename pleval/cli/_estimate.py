@@ -287,7 +287,8 @@ def _one_school_table(ev) -> Table | None:
 
 
 def _risk_table(ev) -> Table | None:
-    """Per school: shrunken effect and the risk of harm (posterior P(effect < 0))."""
+    """Per school: shrunken effect, its interval (the posterior's equal-tailed quantiles) and the
+    risk of harm (posterior P(effect < 0), from the same posterior)."""
     import numpy as np
     import pandas as pd
 
@@ -298,11 +299,13 @@ def _risk_table(ev) -> Table | None:
     if not len(s):
         return None
     prog = "prob_negative_program" in s.columns and s["prob_negative_program"].notna().any()
-    cols = ["subject", "school", "effect size", "shrunken", "P(<0)"] + (["P(program <0)", "p vs placebo (adj.)"] if prog else [])
+    lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
+    cols = (["subject", "school", "effect size", "shrunken", f"shrunken {lvl} interval", "P(<0)"]
+            + (["P(program <0)", "p vs placebo (adj.)"] if prog else []))
     t = table("Risk of harm by school: posterior probability that the effect is below zero", cols, left=("subject", "school"))
     for _, r in s[np.isfinite(s["effect_size"].to_numpy(dtype=float))].iterrows():
         row = [escape(str(r["subject"])), escape(str(r["school"])), f"{r['effect_size']:+.3f}", f"{r['shrunk_es']:+.3f}",
-               f"{r['prob_negative']:.2f}"]
+               f"{r['shrunk_es_ci_low']:+.3f} to {r['shrunk_es_ci_high']:+.3f}", f"{r['prob_negative']:.2f}"]
         if prog:
             row += [f"{r['prob_negative_program']:.2f}" if pd.notna(r["prob_negative_program"]) else "—",
                     f"{r['p_calibrated_adjusted']:.3f}" if pd.notna(r["p_calibrated_adjusted"]) else "—"]

@@ -34,10 +34,17 @@ confidence distribution): ``θ_new | σ²_j ~ N(μ̂(σ²_j), σ²_j + Var μ̂(
 with ``V + σ²_j I``; the predictive distribution is the equal mixture over ``j``, the
 prediction interval its ``(1 ∓ level)/2`` quantiles and ``P(θ_new < 0)`` its CDF at 0.
 
-**Shrunken school effects** (Morris 1983: the posterior mean and variance averaged over the
-distribution of the hyperparameter, which adds the ``Var(θ̃)`` term driven by ``(y_s − μ̂)²``):
-``θ̃_s = mean_j θ̃_s(σ²_j)`` and ``SD_s² = mean_j PEV_s(σ²_j) + var_j θ̃_s(σ²_j)``, with θ̃ and PEV
-the BLUP and its prediction-error variance (:func:`.shrinkage.blup`) at prior variance σ²_j.
+**Shrunken school effects.** At each draw school s's effect has the normal posterior
+``N(θ̃_s(σ²_j), PEV_s(σ²_j))``, θ̃ and PEV the BLUP and its prediction-error variance
+(:func:`.shrinkage.blup`) at prior variance σ²_j; with σ² integrated out by its distribution its
+posterior is the equal mixture of these normals over ``j`` (Kass & Steffey 1989, who approximate
+this integral to first order; Morris 1983). Its mean and SD are
+``θ̃_s = mean_j θ̃_s(σ²_j)`` and ``SD_s² = mean_j PEV_s(σ²_j) + var_j θ̃_s(σ²_j)`` (Morris's
+``Var(θ̃)`` term, driven by ``(y_s − μ̂)²``); the **interval is the mixture's ``(1 ∓ level)/2``
+quantiles** — not ``θ̃ ± z·SD``: the mixture is skewed toward the school's own estimate and
+heavier-tailed than a normal of the same SD — and ``P(θ_s < 0)`` is the same mixture's CDF at 0,
+so the interval excludes 0 exactly when that probability is below ``(1 − level)/2`` or above
+``(1 + level)/2``.
 
 Everything is vectorized over the ``n`` draws (and schools); roots by bisection on the
 monotone ``Q``.
@@ -46,6 +53,7 @@ monotone ``Q``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy import special, stats
@@ -123,16 +131,24 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     return order_restricted(s, d, reml_information(lam, x, s), uq.information(d))
 
 
-def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 56) -> np.ndarray:
-    """Quantiles of the equal mixture of ``N(m_j, sd_j²)`` (bisection on its CDF)."""
+def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) -> np.ndarray:
+    """Quantiles at ``probs`` of the equal mixture of ``N(m_j, sd_j²)`` over the first axis (bisection
+    on its CDF): shape ``(len(probs),)`` for 1-d ``m``, ``sd``, ``(len(probs), k)`` for ``n × k``
+    (one mixture per column). The ``p``-quantile lies between the smallest and the largest of the
+    components' ``p``-quantiles (the mixture's CDF is below ``p`` at the first and above it at the
+    last), so that is the starting bracket; ``sd_j = 0`` is a point mass at ``m_j``."""
     probs = np.asarray(probs, dtype=float)
-    lo = np.full(probs.size, float(np.min(m - 40.0 * sd)))
-    hi = np.full(probs.size, float(np.max(m + 40.0 * sd)))
+    m2, sd2 = (np.asarray(a, dtype=float).reshape(a.shape[0], -1) for a in (m, sd))
+    comp = m2[None] + sd2[None] * special.ndtri(probs)[:, None, None]  # probs × n × k
+    lo, hi = comp.min(axis=1), comp.max(axis=1)
 
     def below(t):
-        return special.ndtr((t[:, None] - m[None, :]) / sd[None, :]).mean(axis=1) < probs
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(sd2[None] > 0, special.ndtr((t[:, None, :] - m2[None]) / sd2[None]), t[:, None, :] >= m2[None])
+        return c.mean(axis=1) < probs[:, None]
 
-    return bisect(below, lo, hi, iters)
+    q = bisect(below, lo, hi, iters)
+    return q[:, 0] if np.ndim(m) == 1 else q
 
 
 def predictive(y, V, sigma2: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float], float]:
@@ -145,10 +161,22 @@ def predictive(y, V, sigma2: np.ndarray, level: float = 0.95) -> tuple[tuple[flo
     return (float(lo), float(hi)), float(special.ndtr(-mu / sd).mean())
 
 
-def shrinkage(y, V, sigma2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(θ̃, SD, P(θ < 0))`` per school, averaged over the draws ``sigma2`` (module docstring):
-    the BLUP ``μ̂ + σ²W(y − μ̂1)`` and ``PEV = σ² − σ⁴ diag W + c²Var μ̂``, ``c = 1 − σ²W1``,
-    ``W = (V + σ²I)⁻¹``, at each draw; ``P(θ < 0)`` is the mixture's CDF at 0."""
+class MixtureShrinkage(NamedTuple):
+    """Per school: the posterior mixture's mean, SD, ``P(θ < 0)`` and interval ends (module
+    docstring)."""
+
+    mean: np.ndarray
+    sd: np.ndarray
+    prob_negative: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def shrinkage(y, V, sigma2: np.ndarray, level: float = 0.95) -> MixtureShrinkage:
+    """Each school's posterior mixture over the draws ``sigma2`` (module docstring): the BLUP
+    ``μ̂ + σ²W(y − μ̂1)`` and ``PEV = σ² − σ⁴ diag W + c²Var μ̂``, ``c = 1 − σ²W1``,
+    ``W = (V + σ²I)⁻¹``, at each draw; its mean and SD, ``P(θ < 0)`` (its CDF at 0) and its
+    ``(1 ∓ level)/2`` quantiles."""
     lam, Q = np.linalg.eigh(V)
     yy, x = Q.T @ y, Q.sum(axis=0)
     w = 1.0 / (lam[None, :] + sigma2[:, None])  # n × k: eigenvalues of W per draw
@@ -162,8 +190,10 @@ def shrinkage(y, V, sigma2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     sd = np.sqrt(pev.mean(axis=0) + shr.var(axis=0))
     with np.errstate(divide="ignore", invalid="ignore"):
         pneg = np.where(pev > 0, special.ndtr(-shr / np.sqrt(pev)), (shr < 0).astype(float)).mean(axis=0)
-    return mean, sd, pneg
+    a = (1.0 - level) / 2.0
+    low, high = _mixture_quantiles(shr, np.sqrt(pev), [a, 1.0 - a])
+    return MixtureShrinkage(mean, sd, pneg, low, high)
 
 
 __all__ = ["cd_quantiles", "order_restricted", "reml_information", "variance_draws", "predictive", "shrinkage",
-           "N_DRAWS", "RESTRICTIONS"]
+           "MixtureShrinkage", "N_DRAWS", "RESTRICTIONS"]

@@ -57,8 +57,10 @@ with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across p
   - prediction interval: the quantiles of the predictive mixture over the confidence
     distribution, ``N(μ̂(σ²), σ² + Var μ̂(σ²))`` (Nagashima, Noma & Furukawa 2019), and
     ``prob_negative_new`` its CDF at 0;
-  - shrunken school effects of ``μ + v_s + u_s``: the BLUP mean and prediction-error variance
-    averaged over the same distribution (Morris 1983), ``P(effect < 0)`` the mixture's CDF at 0.
+  - shrunken school effects of ``μ + v_s + u_s``: the posterior is the mixture of the BLUP
+    posteriors ``N(θ̃_s(σ²), PEV_s(σ²))`` over the same distribution (Morris 1983; Kass & Steffey
+    1989); ``shrunk_total``/``shrunk_total_sd`` its mean and SD, ``shrunk_total_ci_low``/``_high``
+    its ``(1 ∓ level)/2`` quantiles (the interval), ``P(effect < 0)`` its CDF at 0.
 
   It replaced ``max(τ̂²_PL, τ̂²_placebo)`` with a Satterthwaite t reference and the Prasad–Rao
   MSE, which covered 98% at ``τ²_program = 0`` and 92% (shrinkage) or 99.8% (prediction)
@@ -109,7 +111,7 @@ ONE_SCHOOL_ESTIMATE = ("one school: the pooled effect, τ², the prediction inte
 a trial's sites, the uncalibrated school table of a matched design)."""
 
 _GROUP_COLUMNS = ("program_shrunk", "program_shrunk_sd", "prob_negative_program", "shrunk_total", "shrunk_total_sd",
-                  "reliability_total", "prob_negative_total")
+                  "shrunk_total_ci_low", "shrunk_total_ci_high", "reliability_total", "prob_negative_total")
 """Per-school columns of :func:`calibrate` that need at least 2 PL schools."""
 
 
@@ -305,7 +307,7 @@ def calibrate(
     t2_tot = float(order_restricted(m_pl.tau2, t2p, w_pl, w_pb))
     sigma2 = variance_draws(y, V, yp, Vp)
     pi, p_neg_new = predictive(y, V, sigma2, level)
-    sh_t, sd_t, p_neg_t = shrinkage(y, V, sigma2)
+    mix = shrinkage(y, V, sigma2, level)
     mu_t, _, _, _, rel_t = blup(y, V, t2_tot)
     k = y.size
     W = np.linalg.inv(V + t2_tot * np.eye(k))
@@ -318,10 +320,12 @@ def calibrate(
         "program_shrunk": shrunk,
         "program_shrunk_sd": sd,
         "prob_negative_program": p_neg,
-        "shrunk_total": sh_t,
-        "shrunk_total_sd": sd_t,
+        "shrunk_total": mix.mean,
+        "shrunk_total_sd": mix.sd,
+        "shrunk_total_ci_low": mix.low,
+        "shrunk_total_ci_high": mix.high,
         "reliability_total": rel_t,
-        "prob_negative_total": p_neg_t,
+        "prob_negative_total": mix.prob_negative,
     })
     return Calibration(schools=schools, pl=m_pl, placebo=m_pb, tau2_program=tau2_program, tau2_program_ci=ci,
                        alpha=float(alpha), adjust=adjust, level=float(level), tau2_total=float(t2_tot),

@@ -49,6 +49,8 @@ _NUMERIC = [
     ("p_adjusted", "p adjusted", "0.0000"),
     ("shrunk_es", "Shrunken ES", "0.000"),
     ("shrunk_es_sd", "Shrunken ES SD", "0.000"),
+    ("shrunk_es_ci_low", "Shrunken interval low (ES)", "0.000"),
+    ("shrunk_es_ci_high", "Shrunken interval high (ES)", "0.000"),
     ("shrunk_pp", "Shrunken pp", "0.0"),
     ("reliability", "Reliability", "0.00"),
     ("prob_negative", "P(effect < 0)", "0.00"),
@@ -90,7 +92,9 @@ def footnotes(res: SchoolEffects) -> list[str]:
     notes.append(
         "Shrunken (empirical-Bayes) estimates pull each school toward the pooled effect in proportion to its "
         "noise (reliability = τ²/(τ² + SE²)); they are better guesses of a school's true effect than the raw "
-        "estimates, but rankings of schools remain uncertain."
+        "estimates, but rankings of schools remain uncertain. The shrunken interval is the central part of the "
+        "school's posterior with the uncertainty in τ allowed for (with placebo schools, its quantiles with τ "
+        "integrated out, which need not be symmetric about the estimate; otherwise estimate ± z × SD)."
     )
     if o.get("stratum") == "_pl_school" or "matched" in str(o.get("source", "")):
         notes.append(
@@ -168,9 +172,8 @@ def _readable(sub: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     out["CI (pp)"] = ci(sub["pp_ci_low"], sub["pp_ci_high"], 1)
     out["p"] = [pv(x) for x in sub["pvalue"]]
     out["p adjusted"] = [pv(x) for x in sub["p_adjusted"]]
-    out["Shrunken ES (SD)"] = [
-        "" if pd.isna(a) else f"{f(a, 3)} ({f(b, 3)})" for a, b in zip(sub["shrunk_es"], sub["shrunk_es_sd"])
-    ]
+    out["Shrunken ES"] = [f(x, 3) for x in sub["shrunk_es"]]
+    out["Shrunken interval"] = ci(sub["shrunk_es_ci_low"], sub["shrunk_es_ci_high"], 3)
     out["Shrunken pp"] = [f(x, 1) for x in sub["shrunk_pp"]]
     for c in extra:
         out[c] = sub[c].to_numpy()

@@ -107,6 +107,8 @@ TABLE_COLUMNS = [
     "pp_ci_high",
     "shrunk_es",
     "shrunk_es_sd",
+    "shrunk_es_ci_low",
+    "shrunk_es_ci_high",
     "shrunk_pp",
     "reliability",
     "prob_negative",
@@ -256,7 +258,6 @@ class SchoolEffects(ResultMixin):
         if key not in groups:
             raise DataError(f"no group {key!r}; groups are {list(groups)}")
         t = groups[key]
-        z = stats.norm.ppf(0.5 + float(self.options.get("level", 0.95)) / 2)
         return pd.DataFrame(
             {
                 "school": t["school"].to_numpy(),
@@ -265,8 +266,8 @@ class SchoolEffects(ResultMixin):
                 "ci_low": t["es_ci_low"].to_numpy(dtype=float),
                 "ci_high": t["es_ci_high"].to_numpy(dtype=float),
                 "shrunk": t["shrunk_es"].to_numpy(dtype=float),
-                "shrunk_ci_low": (t["shrunk_es"] - z * t["shrunk_es_sd"]).to_numpy(dtype=float),
-                "shrunk_ci_high": (t["shrunk_es"] + z * t["shrunk_es_sd"]).to_numpy(dtype=float),
+                "shrunk_ci_low": t["shrunk_es_ci_low"].to_numpy(dtype=float),
+                "shrunk_ci_high": t["shrunk_es_ci_high"].to_numpy(dtype=float),
                 "pvalue": t["pvalue"].to_numpy(dtype=float),
                 "pvalue_adj": t["p_adjusted"].to_numpy(dtype=float),
             }
@@ -335,7 +336,8 @@ def _finish(
     regularized within the group by :func:`._joint.regularize` with the entries' variances
     ``vcov_es_var``)."""
     table = table.copy()
-    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_pp", "reliability", "prob_negative"):
+    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_es_ci_low", "shrunk_es_ci_high", "shrunk_pp",
+                "reliability", "prob_negative"):
         table[col] = np.nan
     metas, shrinks, counts, vcovs, raws, lams = {}, {}, {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
@@ -364,6 +366,8 @@ def _finish(
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
+        table.iloc[rows, table.columns.get_loc("shrunk_es_ci_low")] = sh.ci_low
+        table.iloc[rows, table.columns.get_loc("shrunk_es_ci_high")] = sh.ci_high
         table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
         table.iloc[rows, table.columns.get_loc("prob_negative")] = sh.prob_negative
         table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)

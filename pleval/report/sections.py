@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Callable, Collection
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .. import percentiles
 from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
@@ -500,10 +499,6 @@ class TableContext:
     level: float = 0.95
     alpha: float = 0.05
 
-    @property
-    def z(self) -> float:
-        return float(stats.norm.ppf(0.5 + self.level / 2))
-
 
 @dataclass(frozen=True)
 class SchoolColumn:
@@ -524,11 +519,6 @@ def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, Tabl
 
 def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
     return lambda f, c: pd.Series([fmt_ci(a, b, nd, True) for a, b in zip(f[lo], f[hi])], index=f.index)
-
-
-def _shrunk_interval(f: pd.DataFrame, c: TableContext) -> pd.Series:
-    return pd.Series([fmt_ci(m - c.z * s, m + c.z * s, 3, True) for m, s in zip(f["shrunk_es"], f["shrunk_es_sd"])],
-                     index=f.index)
 
 
 SIGNIFICANCE_TESTS: tuple[tuple[str, str], ...] = (
@@ -579,9 +569,11 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
                  "MDES: the smallest true effect the school's own test would detect with 80% power at α = {alpha:g}."),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
                  "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
-                 "noise (with placebo schools, the between-school variance is at least their spread); its interval "
-                 "is the estimate ± z × posterior SD, which allows for the uncertainty in τ (Prasad–Rao)."),
-    SchoolColumn("shrunken {lvl} interval", ("shrunk_es", "shrunk_es_sd"), _shrunk_interval),
+                 "noise (with placebo schools, the between-school variance is at least their spread). Its interval: "
+                 "with placebo schools, the equal-tailed quantiles of the school's posterior with the uncertainty in τ "
+                 "integrated out; without them, the estimate ± z × posterior SD, which allows for it (Prasad–Rao)."),
+    SchoolColumn("shrunken {lvl} interval", ("shrunk_es_ci_low", "shrunk_es_ci_high"),
+                 _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3)),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
     SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
                  "P(effect < 0): risk of harm — the posterior probability that the school's effect (program plus its "
