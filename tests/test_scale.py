@@ -517,3 +517,27 @@ def test_integer_codes_without_hashing_are_factorize(values):
         assert codes.dtype == np.int64 and np.array_equal(codes, want_codes)
         assert levels.dtype == object and list(levels) == list(want_levels)
         assert [type(x) for x in levels] == [type(x) for x in np.asarray(want_levels, dtype=object)]
+
+
+@pytest.mark.parametrize("vcov,cr2", [("CR2", "transformed"), ("CR1", "transformed"), ("CR0", "transformed"),
+                                      ("CR2", "clubsandwich"), ("HC1", "transformed")])
+def test_ols_center_is_the_fit_of_the_centred_columns(vcov, cr2):
+    """ols(center=) (the centred rows formed a block at a time, in the Gram, the residuals and
+    the per-cluster cross-products) against the fit of the explicitly centred matrix: the
+    same coefficients, covariance, df and residuals; more rows than one block."""
+    from pleval.inference.robust import _CHUNK_ROWS
+
+    rng = np.random.default_rng(3)
+    n = _CHUNK_ROWS + 5000
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(200, 15, n), rng.integers(0, 2, n)])
+    y = X @ [5.0, 2.0, 0.8, -1.0] + rng.normal(0, 8, n)
+    w, g = rng.choice([0.25, 0.5, 1.0, 1 / 3], n), rng.integers(0, 300, n)
+    center = np.concatenate([[0.0], (w @ X[:, 1:]) / w.sum()])
+    kw = dict(weights=w, clusters=None if vcov == "HC1" else g, vcov=vcov, cr2=cr2)
+    a, b = ols(y, X, center=center, **kw), ols(y, X - center, **kw)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-13)
+    np.testing.assert_allclose(a.vcov, b.vcov, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(a.resid, b.resid, rtol=1e-12, atol=1e-12)
+    assert a.coef_df(1) == pytest.approx(b.coef_df(1), rel=1e-12)
+    with pytest.raises(Exception, match="center"):
+        ols(y, X, center=center[:2], **kw)

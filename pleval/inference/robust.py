@@ -146,9 +146,10 @@ def tile_rows(counts: np.ndarray) -> int:
 
 
 def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None,
-                           w: np.ndarray | None = None, *, pairs: bool = True):
+                           w: np.ndarray | None = None, *, pairs: bool = True, center: np.ndarray | None = None):
     """Per-cluster ``S_g = X_g'W_gX_g`` (G×k×k; None unless ``pairs``) and, if ``e`` is given,
-    ``u_g = X_g'W_ge_g`` (G×k).
+    ``u_g = X_g'W_ge_g`` (G×k); with ``center``, those of ``X − center`` (subtracted from the
+    rows as they are gathered).
 
     The rows are taken in cluster order (:func:`cluster_order`) and cut into *tiles* of b rows,
     each within one cluster (a cluster's last tile padded with rows of weight 0); every tile's
@@ -183,6 +184,8 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         m = (hi - lo) * b
         r, wc = src[lo * b : hi * b], wp[lo * b : hi * b]
         Xc = np.take(X, r, axis=0, out=bufX[:m])
+        if center is not None:
+            np.subtract(Xc, center, out=Xc)
         Lc = bufL[:m]
         if pairs:
             np.multiply(Xc, wc[:, None], out=Lc[:, :k])
@@ -208,17 +211,30 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
     return S, U
 
 
-def _gram(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``X̃'X̃`` and ``X̃'ỹ`` of the transformed model (``X̃ = W^{1/2}X``), in blocks of rows:
-    no n×k copy."""
+def _gram(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None,
+          center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``X̃'X̃`` and ``X̃'ỹ`` of the transformed model (``X̃ = W^{1/2}X``, X less ``center``), in
+    blocks of rows: no n×k copy."""
     k = X.shape[1]
     XtX, Xty = np.zeros((k, k)), np.zeros(k)
     for lo in range(0, len(y), _CHUNK_ROWS):
         rows = slice(lo, lo + _CHUNK_ROWS)
-        Xb, yb = (X[rows], y[rows]) if sw is None else (X[rows] * sw[rows, None], y[rows] * sw[rows])
+        Xb = X[rows] if center is None else X[rows] - center
+        Xb, yb = (Xb, y[rows]) if sw is None else (Xb * sw[rows, None], y[rows] * sw[rows])
         XtX += Xb.T @ Xb
         Xty += Xb.T @ yb
     return XtX, Xty
+
+
+def _residuals(y: np.ndarray, X: np.ndarray, beta: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    """``y − (X − center)β``, the centred rows formed a block at a time."""
+    if center is None:
+        return y - X @ beta
+    e = np.empty(len(y))
+    for lo in range(0, len(y), _CHUNK_ROWS):
+        rows = slice(lo, lo + _CHUNK_ROWS)
+        np.subtract(y[rows], (X[rows] - center) @ beta, out=e[rows])
+    return e
 
 
 def _cr2_factors(S: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -344,6 +360,7 @@ def ols(
     cluster_df: Literal["G-1", "G-p"] = "G-1",
     cr2: Cr2Form = "transformed",
     n_obs: int | None = None,
+    center=None,
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -364,6 +381,10 @@ def ols(
     n_obs : the observations the rows stand for, when a row merges copies of one observation
         (weights summed, copies in one cluster; :mod:`pleval.matching.effect`): the CR1 factor
         and the reported n count the copies. Cluster-robust types only.
+    center : a row vector (k,): fit ``X − center`` without forming it (the centred rows are
+        made a block at a time), e.g. regressors centred at their weighted means for a better
+        conditioned X'WX (:mod:`pleval.matching.effect`); the coefficients of the centred
+        columns, their covariance and df are those of the uncentred fit, the intercept moves.
 
     Returns
     -------
@@ -386,7 +407,13 @@ def ols(
         sw = np.sqrt(w)
     else:
         sw = None
-    XtX, Xty = _gram(X, y, sw)
+    if center is not None:
+        center = np.asarray(center, dtype=float).ravel()
+        if center.shape != (k,) or not np.isfinite(center).all():
+            raise DataError(f"center must be {k} finite numbers, one per column of X")
+        if vcov not in _CLUSTER_TYPES or (vcov == "CR2" and cr2 == "clubsandwich" and weights is not None):
+            X, center = X - center, None  # the per-row paths read X whole
+    XtX, Xty = _gram(X, y, sw, center)
     try:
         Lc = linalg.cholesky(XtX, lower=True)
     except linalg.LinAlgError:
@@ -396,7 +423,7 @@ def ols(
         ) from None
     M = linalg.cho_solve((Lc, True), np.eye(k))
     beta = M @ Xty
-    resid = y - X @ beta
+    resid = _residuals(y, X, beta, center)
 
     if n_obs is not None and vcov not in _CLUSTER_TYPES:
         raise DataError(f"n_obs (merged copies) needs a cluster-robust vcov; got {vcov!r}")
@@ -412,7 +439,8 @@ def ols(
         if vcov == "CR2" and cr2 == "clubsandwich" and weights is not None:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
         else:  # CR0/CR1 need the scores u_g only; CR2 the blocks S_g too
-            S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None, pairs=vcov == "CR2")
+            S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None, pairs=vcov == "CR2",
+                                          center=center)
         if vcov == "CR2" and blocks is None:
             L = linalg.cholesky(M, lower=True)
             LFL = _cr2_factors(S, L)

@@ -90,7 +90,8 @@ def regression_design(
     varies = enc.X.max(axis=0) > enc.X.min(axis=0)  # one pass over the rows for all columns
     keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if varies[j]]
     w = sample[weight].to_numpy(dtype=float)
-    X = np.take(enc.X, keep_cols, axis=1)  # row-major, as the per-cluster cross-products read it
+    # row-major, as the per-cluster cross-products read it (every column varies after _varying: no copy)
+    X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
     ind = _independent(X, w)
     keep_cols = [keep_cols[j] for j in ind]
     X = X if len(ind) == X.shape[1] else np.take(X, ind, axis=1)
@@ -250,8 +251,9 @@ def regression_effect(
     n_c = int((~tr).sum()) if d.copies is not None else int(pd.Index(sample.index[~tr]).nunique())
     if cluster:
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
-        X = d.X - np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.copies is not None else d.X
-        fit = ols(d.y, X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs, **conv)
+        center = np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.copies is not None else None
+        fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs,
+                  center=center, **conv)
     elif d.merged:
         raise DesignError(f"vcov={vcov!r} (cr2={cr2!r}) counts every copy of a reused comparison student: fit it on "
                           "the copies (MatchResult.estimate does)")

@@ -107,23 +107,22 @@ class MatchResult(ResultMixin):
         return out
 
     @cached_property
-    def _distinct(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(rows, codes, weight, weight2, copies)``: the distinct matched rows (positions in
-        ``data``, ascending), each matched-sample row's index among them, and per distinct row
-        the sum of its copies' weights, of their squares, and the number of copies."""
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, weight, weight2, copies)``: the distinct matched rows (positions in ``data``,
+        ascending) and per distinct row the sum of its copies' weights, of their squares, and
+        the number of copies."""
         n = len(self.data)
         copies = np.bincount(self.rows, minlength=n)
         rows = np.flatnonzero(copies)
-        code = np.zeros(n, dtype=np.intp)
-        code[rows] = np.arange(len(rows))
-        return (rows, code[self.rows], np.bincount(self.rows, self.weight, n)[rows],
-                np.bincount(self.rows, self.weight**2, n)[rows], copies[rows])
+        w2 = np.square(self.weight)
+        w2 = np.bincount(self.rows, w2, n)[rows]
+        return rows, np.bincount(self.rows, self.weight, n)[rows], w2, copies[rows]
 
     def distinct(self, columns=None) -> pd.DataFrame:
         """The matched sample with each distinct row once (in the order of ``data``): its
         ``columns`` (default all) plus ``_weight`` (the sum of its copies' weights), ``_weight2``
         (the sum of their squares) and ``_copies`` (how many sets it serves)."""
-        rows, _, w, w2, cp = self._distinct
+        rows, w, w2, cp = self._distinct
         cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
         return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(_weight=w, _weight2=w2, _copies=cp)
 
@@ -199,7 +198,7 @@ class MatchResult(ResultMixin):
         smd = smd or "pooled"
         # each matched row once, its copies' weights and squared weights summed (the same table);
         # its values are read from data at its positions
-        rows, _, w, w2, _ = self._distinct
+        rows, w, w2, _ = self._distinct
         return balance(
             self.data, pd.DataFrame({"_weight": w, "_weight2": w2}), c.treatment, self.variables, c.main_pretest,
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2", rows=rows,
