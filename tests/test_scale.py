@@ -541,3 +541,37 @@ def test_ols_center_is_the_fit_of_the_centred_columns(vcov, cr2):
     assert a.coef_df(1) == pytest.approx(b.coef_df(1), rel=1e-12)
     with pytest.raises(Exception, match="center"):
         ols(y, X, center=center[:2], **kw)
+
+
+def test_codes_computed_once_give_the_same_tables(tied):
+    """The string columns coded once on the whole data (MatchResult._column_codes) and only
+    gathered and renumbered for the distinct rows, each subject and the balance groups: the
+    same designs (X, names, clusters, strata cells), balance table and effects as coding each
+    frame anew; first-appearance renumbering as pandas.factorize, with missing values and
+    levels that do not occur."""
+    from pleval.matching._design import codes_and_levels, combine_codes, present_codes
+    from pleval.matching.balance import _first_appearance, balance
+
+    m = tied
+    c = m.columns
+    for by in (None, c.subject):
+        for key, part, des, _ in m.group_designs(by):
+            plain = effect_design(part, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
+                                  covariates=c.covariates, strata=m.strata, school=c.school, rows=des.rows,
+                                  weight2="_weight2", copies="_copies")
+            assert des.names == plain.names and np.array_equal(des.X, plain.X)
+            assert np.array_equal(pd.factorize(des.clusters)[0], pd.factorize(plain.clusters)[0])
+            assert np.array_equal(des.cells, combine_codes(part, des.categorical))
+    rows, w, w2, _ = m._distinct
+    after = pd.DataFrame({"_weight": w, "_weight2": w2})
+    kw = dict(by=c.subject, weight2="_weight2", rows=rows)
+    pd.testing.assert_frame_equal(m.balance().table, balance(m.data, after, c.treatment, m.variables, c.main_pretest,
+                                                             **kw).table)
+    s = pd.Series(["b", None, "c", "a", "b", None, "c"], dtype="string")
+    k, lv = codes_and_levels(s)
+    lv_more = np.array(["a", "b", "b2", "c", "d"], dtype=object)  # codes over more levels than occur
+    k_more = np.array([1, -1, 3, 0, 1, -1, 3])
+    assert [np.array_equal(x, y) for x, y in zip(present_codes(k_more, lv_more), (k, lv))] == [True, True]
+    want, want_levels = pd.factorize(s, use_na_sentinel=True)
+    got, got_levels = _first_appearance(k_more, lv_more)
+    assert np.array_equal(got, want) and list(got_levels) == list(want_levels)

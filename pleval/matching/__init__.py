@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..data import Columns, Validated, validate
 from ..errors import DataError, DesignError
-from ._design import combine_codes, encode, is_categorical
+from ._design import codes_and_levels, combine_codes, encode, is_categorical
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
@@ -300,6 +300,7 @@ def match(
 
     pm: PropensityModel | None = None
     subclass = None
+    codes: dict = {}  # columns of the final data already coded (codes_and_levels), for MatchResult
     options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
 
@@ -387,9 +388,17 @@ def match(
             raise DataError("VCG matching draws comparisons from non-PL schools: name the school column (school=...)")
         if not c.main_pretest:
             raise DataError("VCG matching needs a pretest column (pretest=...)")
-        pl_schools = pd.unique(data.loc[data[c.treatment] == 1, c.school])
-        in_pl = (data[c.treatment].to_numpy() == 0) & data[c.school].isin(pl_schools).to_numpy()
+        sc, sl = codes_and_levels(data[c.school])  # kept for the balance and the effect regression
+        t_all = data[c.treatment].to_numpy()
+        if (sc >= 0).all():
+            pl_code = np.zeros(len(sl), bool)
+            pl_code[sc[t_all == 1]] = True
+            in_pl = (t_all == 0) & pl_code[sc]
+        else:  # a missing school id: as isin
+            pl_schools = pd.unique(data.loc[t_all == 1, c.school])
+            in_pl = (t_all == 0) & data[c.school].isin(pl_schools).to_numpy()
         data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log)
+        codes[c.school] = (sc[~in_pl] if in_pl.any() else sc, sl)
         t = data[c.treatment].to_numpy()
         skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
         keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))].copy()
@@ -400,7 +409,9 @@ def match(
             bad = keyframe[col].isna().to_numpy()
             if bad.any():
                 raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) fall outside school_bins {list(edges)}")
-        cells = combine_codes(keyframe, list(keyframe.columns))
+        key_codes: dict = {}
+        cells = combine_codes(keyframe, list(keyframe.columns), out=key_codes)
+        codes.update({col: kl for col, kl in key_codes.items() if col not in (school_bins or {})})
         tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
         score = data[c.main_pretest].to_numpy(dtype=float)
         vm = vcg_sets(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)
@@ -513,6 +524,7 @@ def match(
         propensity=pm,
         diagnostics=diagnostics,
         subclass=subclass,
+        codes=codes,
     )
 
 

@@ -39,10 +39,26 @@ class Encoded:
 _DENSE_RANGE = 1 << 16
 
 
-def codes_and_levels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def present_codes(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, levels)`` renumbered over the levels that occur (``-1`` stays ``-1``): the
+    codes of a subset of rows, taken from the codes of the whole column, made those of
+    :func:`codes_and_levels` on the subset."""
+    ok = codes >= 0
+    present = np.bincount(codes if ok.all() else codes[ok], minlength=len(levels)) > 0
+    if present.all():
+        return codes, levels
+    table = np.append(np.cumsum(present) - 1, -1)
+    return table[codes], levels[present]
+
+
+def codes_and_levels(s: pd.Series, known: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes (``-1`` for missing) and the sorted levels of a column. Integers within a
     small range (0/1 indicators, grades) are coded through a table of the values present, with
-    no hashing: the same codes and levels as :func:`pandas.factorize` with ``sort=True``."""
+    no hashing: the same codes and levels as :func:`pandas.factorize` with ``sort=True``.
+    ``known``: the column's codes over sorted levels, already computed (e.g. gathered from those
+    of the whole data); only renumbered (:func:`present_codes`)."""
+    if known is not None:
+        return present_codes(*known)
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu" and len(s):
         x = s.to_numpy()
         low, high = int(x.min()), int(x.max())
@@ -57,13 +73,15 @@ def codes_and_levels(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 _FILL_ROWS = 8192
 
 
-def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False) -> Encoded:
+def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False, codes=None) -> Encoded:
     """Expand ``covariates`` of ``df`` into a float design matrix (a leading column of ones,
-    named "const", when ``intercept``).
+    named "const", when ``intercept``). ``codes``: ``{column: (codes, levels)}`` of categorical
+    columns already coded (:func:`codes_and_levels`'s ``known``).
 
     Raises :class:`DataError` for a missing column or a missing value (callers drop and count
     incomplete rows before encoding).
     """
+    known = codes
     covariates = list(dict.fromkeys(covariates))
     missing = [c for c in covariates if c not in df.columns]
     if missing:
@@ -74,7 +92,7 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
     for c in covariates:
         s = df[c]
         if c in categorical or is_categorical(s):
-            codes, levels = codes_and_levels(s)
+            codes, levels = codes_and_levels(s, (known or {}).get(c))
             if (codes < 0).any():
                 raise DataError(f"covariate {c!r} has {(codes < 0).sum():,} missing value(s)")
             ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))
@@ -101,14 +119,18 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
     return Encoded(X, tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts), tuple(cats))
 
 
-def combine_codes(df: pd.DataFrame, columns) -> np.ndarray:
+def combine_codes(df: pd.DataFrame, columns, codes=None, out: dict | None = None) -> np.ndarray:
     """One int64 cell code per row for the combination of ``columns`` (mixed-radix of the
-    per-column factorize codes; ``-1`` where any key is missing). Equal rows share a code."""
+    per-column factorize codes; ``-1`` where any key is missing). Equal rows share a code.
+    ``codes``: as :func:`encode`'s; ``out``: a dict that receives each column's
+    ``(codes, levels)``."""
     n = len(df)
     code = np.zeros(n, dtype=np.int64)
     miss = np.zeros(n, dtype=bool)
     for c in columns:
-        k, levels = codes_and_levels(df[c])
+        k, levels = codes_and_levels(df[c], (codes or {}).get(c))
+        if out is not None:
+            out[c] = (k, levels)
         miss |= k < 0
         code = code * (len(levels) + 1) + np.maximum(k, 0)
         if len(levels) and code.max(initial=0) > 2**50:  # keep the radix product exact

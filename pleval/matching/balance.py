@@ -130,13 +130,26 @@ def _table(names, binary, mt0, vt0, mc0, vc0, mt1, vt1, mc1, vc1, e, smd: str, t
 _BLOCK = 1 << 16  # rows per block of the moment passes (bounds their temporary)
 
 
-def _group_codes(before: pd.DataFrame, after: pd.DataFrame, by: str | None, rows):
+def _first_appearance(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes over sorted levels renumbered by first appearance (``pd.factorize``'s order; ``-1``
+    stays), with the levels that occur in that order."""
+    ok = codes >= 0
+    first = np.full(len(levels), len(codes))
+    first[codes[ok][::-1]] = np.flatnonzero(ok)[::-1]  # the last assignment (the first row) wins
+    present = np.flatnonzero(first < len(codes))
+    seq = present[np.argsort(first[present], kind="stable")]
+    table = np.full(len(levels) + 1, -1, np.intp)
+    table[seq] = np.arange(len(seq))
+    return table[codes], levels[seq]
+
+
+def _group_codes(before: pd.DataFrame, after: pd.DataFrame, by: str | None, rows, known=None):
     """Each row's group: 0 … G−1 the values of ``by`` in order of first appearance in ``before``
     (as ``pd.unique``), G for rows in none (a missing ``by``, or a value absent from ``before``);
-    and the G labels."""
+    and the G labels. ``known``: ``before[by]``'s codes over sorted levels, if computed."""
     if by is None:
         return np.zeros(len(before), np.intp), np.zeros(len(after), np.intp), []
-    gb, labels = pd.factorize(before[by], use_na_sentinel=True)
+    gb, labels = pd.factorize(before[by], use_na_sentinel=True) if known is None else _first_appearance(*known)
     G = len(labels)
     gb = np.where(gb < 0, G, gb)
     if rows is not None:
@@ -150,17 +163,19 @@ def _numeric(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, categorical, pretest):
+def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, categorical, pretest, codes=None):
     """The balance columns: per variable a numeric column or one 0/1 column per level of its
     sorted levels in ``before`` (``after``'s values matched to them by name, ``c[level]``),
     then ``pretest`` unless it is a numeric variable. Returns the variables' specs ``(name,
     column or None, levels, first level column, codes in before)``, the pretest's column, and
     per column its values in ``before`` and in ``after`` (None: ``after``'s rows are rows of
-    ``before``): an array, or (codes, level)."""
+    ``before``): an array, or (codes, level). ``codes``: ``before``'s columns already coded,
+    as :func:`balance`'s."""
     specs, src_b, src_a = [], [], []
+    known = codes
     for c in variables:
         if c in categorical or is_categorical(before[c]):
-            codes, levels = codes_and_levels(before[c])
+            codes, levels = codes_and_levels(before[c], (known or {}).get(c))
             if after is None:
                 codes_a = codes
             elif c in categorical or is_categorical(after[c]):
@@ -273,7 +288,7 @@ def _ecdf_gap(h: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
 
 
 def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2, categorical, smd, threshold,
-            rows=None, skip_single=True):
+            rows=None, skip_single=True, codes=None):
     """(group, table, WWC-equivalence dict or None) for "all" and each group of ``by``.
 
     One pass serves every group: the rows are sorted by cell (treatment × group; a stable
@@ -283,13 +298,13 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     The eCDFs of a non-binary column come from per-cell weighted histograms over its
     candidate values, cumulated and read at the group's grid (the distinct values of its rows
     before matching)."""
-    gb, ga, labels = _group_codes(before, after, by, rows)
+    gb, ga, labels = _group_codes(before, after, by, rows, (codes or {}).get(by))
     G = len(labels)
     tb = before[treatment].to_numpy().astype(bool)
     ta = tb[rows] if rows is not None else after[treatment].to_numpy().astype(bool)
     wa = after[weight].to_numpy(dtype=float)
     wa2 = wa**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
-    specs, jp, src_b, src_a = _columns(before, None if rows is not None else after, variables, categorical, pretest)
+    specs, jp, src_b, src_a = _columns(before, None if rows is not None else after, variables, categorical, pretest, codes)
     n_cells = 2 * (G + 1)
     cb, ca = (tb * (G + 1) + gb).astype(np.int16), (ta * (G + 1) + ga).astype(np.int16)
     ob, oa = np.argsort(cb, kind="stable"), np.argsort(ca, kind="stable")
@@ -306,7 +321,7 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
         pres = np.bincount(g_rows * size + codes, minlength=(G + 1) * size).reshape(G + 1, size) > 0
         return np.vstack([pres.any(axis=0), pres[:G]])
 
-    t_codes, t_levels = pd.factorize(before[treatment] if rows is not None else after[treatment], use_na_sentinel=True)
+    t_codes, t_levels = codes_and_levels(before[treatment] if rows is not None else after[treatment])  # counted only
     t_codes = t_codes[rows] if rows is not None else t_codes
     ok = t_codes >= 0
     n_t = in_groups(t_codes[ok], max(len(t_levels), 1), ga[ok]).sum(axis=1)
@@ -451,19 +466,21 @@ class Balance(ResultMixin):
 
 def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
             by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
-            smd: str = "pooled", weight2: str | None = None, rows: np.ndarray | None = None) -> Balance:
+            smd: str = "pooled", weight2: str | None = None, rows: np.ndarray | None = None, codes=None) -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
     with ``by`` (e.g. the subject column), within each group (groups whose ``after`` rows lack
     a treated or a comparison row are left out). ``smd``: "pooled" (default), "treated"
     (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator;
     ``weight2``: see :func:`balance_table`. ``rows``: when ``after``'s rows are rows of
     ``before`` (a matched sample), their positions in ``before``; ``after`` then needs only
-    the weight columns, everything else is read from ``before``."""
+    the weight columns, everything else is read from ``before``. ``codes``: ``{column: (codes,
+    levels)}`` of ``before``'s categorical columns already coded (levels sorted; as
+    :func:`pleval.matching._design.codes_and_levels`), used with ``rows``."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
     parts = _tables(before, after, treatment, variables, pretest, by=by, weight=weight, weight2=weight2,
                     categorical=categorical, smd=smd, threshold=threshold,
-                    rows=None if rows is None else np.asarray(rows, dtype=np.intp))
+                    rows=None if rows is None else np.asarray(rows, dtype=np.intp), codes=None if rows is None else codes)
     tabs = [tab.assign(group=name)[["group", *tab.columns]] for name, tab, _ in parts]
     eqs = [{"group": name, **eq} for name, _, eq in parts if eq is not None]
     eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",

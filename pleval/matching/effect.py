@@ -53,8 +53,22 @@ from ..inference.robust import convention_label
 from ._design import combine_codes, encode
 
 
-def _varying(df: pd.DataFrame, cols) -> list[str]:
-    return [c for c in cols if c is not None and c in df.columns and df[c].nunique(dropna=True) > 1]
+def _varies(s: pd.Series, known=None) -> bool:
+    """More than one distinct non-missing value (``Series.nunique() > 1``); from the codes when
+    they are known, from the extremes for numpy numbers."""
+    if known is not None:
+        k = known[0]
+        k = k[k >= 0]
+        return bool(len(k)) and bool((k != k[0]).any())
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
+        x = s.to_numpy()
+        x = x[~np.isnan(x)] if s.dtype.kind == "f" else x
+        return bool(len(x)) and bool(x.min() < x.max())
+    return s.nunique(dropna=True) > 1
+
+
+def _varying(df: pd.DataFrame, cols, codes=None) -> list[str]:
+    return [c for c in cols if c is not None and c in df.columns and _varies(df[c], (codes or {}).get(c))]
 
 
 def regression_design(
@@ -68,11 +82,15 @@ def regression_design(
     school: str | None = None,
     weight: str = "_weight",
     label: str = "",
+    codes=None,
 ) -> dict:
     """The regression of :func:`regression_effect` on ``sample``: ``y``, ``X`` (intercept,
     treatment, adjusters), ``names``, ``weights``, ``clusters`` (schools, else students),
     ``adjust`` (the adjusters used), ``categorical`` (strata among them) and ``source`` (the
-    covariate each column of X comes from)."""
+    covariate each column of X comes from). ``codes``: ``{column: (codes, levels)}`` of
+    categorical columns already coded, aligned with ``sample``'s rows (levels sorted, possibly
+    more than occur; :func:`pleval.matching._design.codes_and_levels`); then ``cells`` holds the
+    strata cells too."""
     y = sample[outcome].to_numpy(dtype=float)
     ok = np.isfinite(y)
     if not ok.all():
@@ -84,9 +102,9 @@ def regression_design(
     n_t = int(t.sum())
     if n_t == 0 or n_t == len(t):
         raise DesignError(f"{label or 'the matched sample'}: needs both treated and comparison rows")
-    adjust = _varying(sample, list(pretests) + list(covariates) + list(strata))
+    adjust = _varying(sample, list(pretests) + list(covariates) + list(strata), codes)
     cat = tuple(c for c in strata if c in adjust)
-    enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True)
+    enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True, codes=codes)
     varies = enc.X.max(axis=0) > enc.X.min(axis=0)  # one pass over the rows for all columns
     keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if varies[j]]
     w = sample[weight].to_numpy(dtype=float)
@@ -97,10 +115,15 @@ def regression_design(
     X = X if len(ind) == X.shape[1] else np.take(X, ind, axis=1)
     adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
+    known = (codes or {}).get(school) if school else None
+    if school:  # integer ids of the schools (ols numbers them by first appearance either way)
+        clusters = known[0] if known is not None and (known[0] >= 0).all() else _cluster_ids(sample[school])
+    else:
+        clusters = sample.index.to_numpy()
     return {"y": y, "t": t, "X": X, "names": [enc.names[j] for j in keep_cols],
-            "weights": w,
-            "clusters": _cluster_ids(sample[school]) if school else sample.index.to_numpy(),
-            "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols]}
+            "weights": w, "clusters": clusters,
+            "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols],
+            "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None}
 
 
 def _cluster_ids(s: pd.Series) -> np.ndarray:
@@ -145,7 +168,8 @@ class EffectDesign:
     ``rows``: the analysed row behind each design row (None: unknown). When ``copies`` is
     given, each design row is one distinct row standing for ``copies`` copies (a comparison
     student reused by several matched sets) with their weights summed in ``weights`` and their
-    squared weights summed in ``weights2`` (:func:`merge_copies`)."""
+    squared weights summed in ``weights2`` (:func:`merge_copies`). ``cells``: each row's
+    strata cell (``combine_codes`` of ``categorical``), when already computed."""
 
     y: np.ndarray
     t: np.ndarray
@@ -159,6 +183,7 @@ class EffectDesign:
     rows: np.ndarray | None = None
     weights2: np.ndarray | None = None
     copies: np.ndarray | None = None
+    cells: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:
@@ -182,7 +207,7 @@ def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, weigh
     return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
                         tuple(d["adjust"]), tuple(d["categorical"]), rows,
                         None if weight2 is None else sample[weight2].to_numpy(dtype=float),
-                        None if copies is None else sample[copies].to_numpy(dtype=np.int64))
+                        None if copies is None else sample[copies].to_numpy(dtype=np.int64), d["cells"])
 
 
 def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -241,7 +266,7 @@ def regression_effect(
     d = design or effect_design(sample, outcome=outcome, treatment=treatment, pretests=pretests,
                                 covariates=covariates, strata=strata, school=school, weight=weight, label=label)
     n_t = int(d.t.sum())
-    strata_vals = combine_codes(sample, d.categorical) if d.categorical else None  # grade x subject cells
+    strata_vals = (d.cells if d.cells is not None else combine_codes(sample, d.categorical)) if d.categorical else None  # grade x subject cells
     cluster = mergeable(vcov, cr2)
     if cluster and d.rows is not None and d.copies is None:  # copies of reused students: merge them (module docstring)
         d, codes, first = merge_copies(d)

@@ -30,6 +30,7 @@ from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError
 from ..inference.robust import check_conventions
+from ._design import codes_and_levels, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
 from .propensity import PropensityModel
@@ -93,6 +94,7 @@ class MatchResult(ResultMixin):
     propensity: PropensityModel | None = None
     diagnostics: dict = field(default_factory=dict)
     subclass: np.ndarray | None = None
+    codes: dict = field(default_factory=dict, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
     @cached_property
@@ -186,6 +188,15 @@ class MatchResult(ResultMixin):
         t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
         return int(np.unique(self.rows[~t]).size)
 
+    def _column_codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """``data[column]``'s codes over sorted levels (:func:`~pleval.matching._design.codes_and_levels`;
+        levels that do not occur may be among them), computed once: kept in ``codes``, where
+        matching leaves those it computed (the balance tables and the effect regressions of
+        every group read the same codes)."""
+        if column not in self.codes:
+            self.codes[column] = codes_and_levels(self.data[column])
+        return self.codes[column]
+
     # --- diagnostics and estimates ------------------------------------------------------
     def balance(self, threshold: float = 0.1, smd: str | None = None) -> Balance:
         """Balance of the pretest(s) and covariates before and after (per subject if set).
@@ -199,9 +210,11 @@ class MatchResult(ResultMixin):
         # each matched row once, its copies' weights and squared weights summed (the same table);
         # its values are read from data at its positions
         rows, w, w2, _ = self._distinct
+        coded = [x for x in dict.fromkeys([*self.variables, c.subject]) if x and is_categorical(self.data[x])]
         return balance(
             self.data, pd.DataFrame({"_weight": w, "_weight2": w2}), c.treatment, self.variables, c.main_pretest,
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2", rows=rows,
+            codes={x: self._column_codes(x) for x in coded},
         )
 
     def weight_summary(self) -> pd.DataFrame:
@@ -276,8 +289,11 @@ class MatchResult(ResultMixin):
             raise DataError(f"cannot estimate by {missing}: not columns of the data")
         design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
                          strata=self.strata, school=c.school)
-        d = self.distinct([c.outcome, c.treatment, *c.pretest, *covariates, *self.strata, c.school, *by])
+        cols = [c.outcome, c.treatment, *c.pretest, *covariates, *self.strata, c.school, *by]
+        d = self.distinct(cols)
         rows = self._distinct[0]
+        coded = [x for x in dict.fromkeys(cols) if x and is_categorical(self.data[x])]  # strings: coded once
+        codes = {x: self._column_codes(x) for x in coded}
         if not by:
             what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
             groups = [((), d, rows, f"{c.outcome}: {what}")]
@@ -287,7 +303,8 @@ class MatchResult(ResultMixin):
                 key = key if isinstance(key, tuple) else (key,)
                 groups.append((key, d.iloc[idx], rows[idx],
                                f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
-        return [(key, part, effect_design(part, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies"),
+        return [(key, part, effect_design(part, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies",
+                                          codes={x: (k[r], lv) for x, (k, lv) in codes.items()}),
                  label) for key, part, r, label in groups]
 
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
@@ -328,7 +345,7 @@ class MatchResult(ResultMixin):
         keep = pos >= 0
         i, w = pos[keep], self.weight[keep]
         long = replace(des, y=des.y[i], t=des.t[i], X=des.X[i], weights=w, clusters=des.clusters[i], rows=des.rows[i],
-                       weights2=None, copies=None)
+                       weights2=None, copies=None, cells=None if des.cells is None else des.cells[i])
         return part.iloc[i], long
 
     def _method_label(self) -> str:
