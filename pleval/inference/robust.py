@@ -168,11 +168,16 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
     n_tiles = int(tiles.sum())
     first_tile = np.cumsum(tiles) - tiles
     first_row = np.cumsum(counts) - counts
-    pos = first_tile[sorted_codes] * b + (np.arange(n) - first_row[sorted_codes])  # padded slot of each sorted row
+    pos = first_tile[sorted_codes]  # padded slot of each sorted row (formed in place: less memory)
+    pos *= b
+    pos -= first_row[sorted_codes]
+    pos += np.arange(n)
+    del sorted_codes
     src = np.zeros(n_tiles * b, dtype=np.intp)
     src[pos] = np.arange(n) if order is None else order
     wp = np.zeros(n_tiles * b)
     wp[pos] = 1.0 if w is None else (w if order is None else w[order])
+    del pos, order
     tile_cluster = np.repeat(np.arange(G), tiles)
     left = (k if pairs else 0) + (e is not None)  # columns of [W X, W e] formed
     out = np.zeros((G, left, k))

@@ -398,7 +398,7 @@ def match(
             pl_schools = pd.unique(data.loc[t_all == 1, c.school])
             in_pl = (t_all == 0) & data[c.school].isin(pl_schools).to_numpy()
         data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log)
-        codes[c.school] = (sc[~in_pl] if in_pl.any() else sc, sl)
+        codes[c.school] = ((sc[~in_pl] if in_pl.any() else sc).astype(np.int32), sl)
         t = data[c.treatment].to_numpy()
         skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
         keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))].copy()
@@ -411,7 +411,8 @@ def match(
                 raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) fall outside school_bins {list(edges)}")
         key_codes: dict = {}
         cells = combine_codes(keyframe, list(keyframe.columns), out=key_codes)
-        codes.update({col: kl for col, kl in key_codes.items() if col not in (school_bins or {})})
+        codes.update({col: (kc.astype(np.int32), lv) for col, (kc, lv) in key_codes.items()
+                      if col not in (school_bins or {}) and is_categorical(keyframe[col])})  # strings: costly to redo
         tpos, cpos = np.flatnonzero(t == 1), np.flatnonzero(t == 0)
         score = data[c.main_pretest].to_numpy(dtype=float)
         vm = vcg_sets(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)

@@ -98,8 +98,13 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
             ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))
             cats.append(c)
             parts += [(f"{c}[{lev}]", c, lev, (codes, j)) for j, lev in enumerate(levels) if j != ref]
-        else:
-            x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        else:  # numpy numbers are read as they are (cast to float as X is filled): no converted copy
+            numpy_number = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf"
+            x = s.to_numpy() if numpy_number else pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64,
+                                                                                            na_value=np.nan)
+            if x.dtype.kind in "iu":
+                parts.append((c, c, None, x))
+                continue
             bad = ~np.isfinite(x)
             if bad.any():
                 raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")

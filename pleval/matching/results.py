@@ -189,12 +189,13 @@ class MatchResult(ResultMixin):
         return int(np.unique(self.rows[~t]).size)
 
     def _column_codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
-        """``data[column]``'s codes over sorted levels (:func:`~pleval.matching._design.codes_and_levels`;
-        levels that do not occur may be among them), computed once: kept in ``codes``, where
+        """``data[column]``'s codes over sorted levels (:func:`~pleval.matching._design.codes_and_levels`,
+        kept as int32; levels that do not occur may be among them), computed once: kept in ``codes``, where
         matching leaves those it computed (the balance tables and the effect regressions of
         every group read the same codes)."""
         if column not in self.codes:
-            self.codes[column] = codes_and_levels(self.data[column])
+            k, levels = codes_and_levels(self.data[column])
+            self.codes[column] = (k.astype(np.int32) if len(levels) < 2**31 else k, levels)
         return self.codes[column]
 
     # --- diagnostics and estimates ------------------------------------------------------
