@@ -207,8 +207,9 @@ def _matrix(sources, order: np.ndarray) -> np.ndarray:
     gathered = {}
     for j, s in enumerate(sources):
         if isinstance(s, tuple):
-            codes = gathered.setdefault(id(s[0]), s[0][order])
-            np.equal(codes, s[1], out=X[:, j], casting="unsafe")
+            if id(s[0]) not in gathered:
+                gathered[id(s[0])] = s[0][order]
+            np.equal(gathered[id(s[0])], s[1], out=X[:, j], casting="unsafe")
         else:
             np.take(s, order, out=X[:, j], mode="clip")  # ("raise" would buffer)
     return X
