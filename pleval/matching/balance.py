@@ -135,7 +135,7 @@ def _first_appearance(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray
     stays), with the levels that occur in that order."""
     ok = codes >= 0
     first = np.full(len(levels), len(codes))
-    first[codes[ok][::-1]] = np.flatnonzero(ok)[::-1]  # the last assignment (the first row) wins
+    np.minimum.at(first, codes[ok], np.flatnonzero(ok))  # each level's first row
     present = np.flatnonzero(first < len(codes))
     seq = present[np.argsort(first[present], kind="stable")]
     table = np.full(len(levels) + 1, -1, np.intp)
