@@ -480,10 +480,25 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
 
 
 def _cells(df, cols: Columns) -> np.ndarray:
-    keys = [c for c in (cols.subject, cols.grade) if c and c in df.columns]
-    if not keys:
-        return np.zeros(len(df), dtype=np.int64)
-    return df.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+    """A code per row for its grade × subject cell (missing keys a cell of their own)."""
+    code = np.zeros(len(df), dtype=np.int64)
+    for c in (cols.subject, cols.grade):
+        if c and c in df.columns:
+            k, levels = pd.factorize(df[c], use_na_sentinel=False)
+            code = code * len(levels) + k
+    return code
+
+
+def _cell_median(x: np.ndarray, groups: list) -> np.ndarray:
+    """Each row's median of the non-missing ``x`` in its cell (``groups``: the rows of each cell);
+    NaN for a cell without values."""
+    out = np.full(len(x), np.nan)
+    for rows in groups:  # one partial sort per cell, not per row
+        v = x[rows]
+        v = v[~np.isnan(v)]
+        if v.size:
+            out[rows] = np.median(v)
+    return out
 
 
 def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
@@ -496,11 +511,12 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     cell = _cells(df, cols)
     keys = [k for k, c in (("subject", cols.subject), ("grade", cols.grade)) if c and c in df.columns]
     where = f"of their {' × '.join(reversed(keys))} cell" if keys else "of the column"
+    order = np.argsort(cell.astype(np.int16) if cell.max() < 2**15 else cell, kind="stable")  # int16: a radix sort
+    groups = np.split(order, np.flatnonzero(np.diff(cell[order])) + 1)
     out = []
     for c, (role, x) in cand.items():
-        frame = pd.DataFrame({"x": x, "g": cell})
-        med = frame.groupby("g")["x"].transform("median").to_numpy()
-        mad = (frame["x"] - med).abs().groupby(frame["g"]).transform("median").to_numpy() * 1.4826
+        med = _cell_median(x, groups)
+        mad = _cell_median(np.abs(x - med), groups) * 1.4826
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.abs(x - med) / mad
         flag = np.isfinite(x) & (mad > 0) & (z > OUTLIER_K)
@@ -520,19 +536,26 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
     if pd.api.types.is_numeric_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
         return []
     valid = s.notna().to_numpy()
-    stripped = s.astype(str).str.strip()
-    levels = pd.unique(stripped[valid])  # parse each distinct value once, not each row
+    if isinstance(s.dtype, pd.StringDtype):  # text: strip each distinct value once, not each row
+        codes, distinct = pd.factorize(s)
+        distinct = pd.Series(distinct).str.strip()
+        levels = pd.unique(distinct)
+    else:  # Python objects: 1, 1.0 and True are one key to a hash table, yet print differently
+        codes = np.where(valid, np.arange(len(s)), -1)
+        distinct = s.astype(str).str.strip()
+        levels = pd.unique(distinct[valid])
     if not len(levels):
         return []
     lev_num = pd.to_numeric(pd.Series(levels), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     text_levels = levels[np.isnan(lev_num)]
-    bad = valid & stripped.isin(set(text_levels)).to_numpy()
+    bad = valid & distinct.isin(set(text_levels)).to_numpy()[codes]
     n_text, n = int(bad.sum()), int(valid.sum())
     if 0 < n_text <= n / 2:
         nums = sorted(set(lev_num[~np.isnan(lev_num)]))[:4]
+        shown = _examples(distinct.to_numpy()[codes[bad]])
         return [Problem("warning", "mixed codes",
                         f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
-                        f"{n_text:,} row(s) such as {_examples(stripped[bad])} ({_rows(df, bad)}): each text becomes a "
+                        f"{n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
                         "category of its own", c, "recode the text to the numeric codes", n_text)]
     if len(levels) <= 200:
         folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)

@@ -33,11 +33,100 @@ def file_sha256(path: str | Path) -> str:
 
 
 def frame_sha256(df: pd.DataFrame) -> str:
-    """SHA-256 of a frame's content (values, index and column names), for provenance."""
+    """SHA-256 of a frame's content, for provenance, in one pass over the stored values.
+
+    Hashed in order: the column names, the number of rows, then the index (each level) and
+    each column as its name's position, its dtype and its values as stored: the bytes of a
+    numeric, boolean or datetime array; for a text column stored by Arrow, which rows are
+    missing, each value's length in bytes and the UTF-8 bytes of the values; for any other
+    column (Python objects, categoricals, nullable integers), pandas' 64-bit hash of each
+    value (``pandas.util.hash_array``). So it changes whenever a value, a column name, a
+    dtype or the row order changes (0.0 and -0.0, being stored differently, differ too).
+    """
     h = hashlib.sha256()
     h.update("\x1f".join(map(str, df.columns)).encode())
-    h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+    h.update(f"\x1e{len(df)}".encode())
+    index = df.index
+    arrays = [("index", index.get_level_values(i)) for i in range(index.nlevels)]
+    arrays += [(str(j), df.iloc[:, j]) for j in range(df.shape[1])]
+    for tag, s in arrays:
+        h.update(f"\x1e{tag}\x1f{s.dtype}\x1e".encode())
+        _hash_values(h, s.array if not isinstance(s.dtype, np.dtype) else s.to_numpy())
     return h.hexdigest()
+
+
+_ARROW_TEXT = {"string", "large_string", "binary", "large_binary"}
+
+
+def _hash_values(h, values) -> None:
+    """Feed one column's values to ``h`` (see :func:`frame_sha256`)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biufcmM":
+        h.update(np.ascontiguousarray(values).view(np.uint8))
+        return
+    if getattr(values.dtype, "storage", None) == "pyarrow" or isinstance(values.dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        a = pa.array(values)
+        chunks = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+        if str(a.type) in _ARROW_TEXT and all(c.buffers()[1] is not None for c in chunks):
+            wide = str(a.type).startswith("large_")
+            parts = []  # per chunk: its offsets (from its first row) and data buffer
+            for c in chunks:
+                offsets = np.frombuffer(c.buffers()[1], dtype=np.int64 if wide else np.int32)
+                parts.append((offsets[c.offset:c.offset + len(c) + 1], c.buffers()[2]))
+            for c in chunks:  # chunk boundaries leave no trace: all validity, all lengths, all bytes
+                h.update(c.is_valid().to_numpy(zero_copy_only=False).view(np.uint8))
+            for offsets, _ in parts:
+                h.update(np.diff(offsets).astype(np.int64))
+            for offsets, data in parts:
+                if data is not None:
+                    h.update(np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]])
+            return
+    h.update(pd.util.hash_array(np.asarray(values, dtype=object) if isinstance(values, np.ndarray) else values))
+
+
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+
+
+def _text_fingerprint(s: pd.Series) -> np.ndarray | None:
+    """A 64-bit number per row that equal texts share (from each value's length and its first
+    and last 8 bytes), for a text column stored by Arrow; None for any other column."""
+    if getattr(s.dtype, "storage", None) != "pyarrow" and not isinstance(s.dtype, pd.ArrowDtype):
+        return None
+    import pyarrow as pa
+
+    a = pa.array(s.array)
+    a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+    if str(a.type) not in _ARROW_TEXT or a.buffers()[1] is None:
+        return None
+    offsets = np.frombuffer(a.buffers()[1], dtype=np.int64 if str(a.type).startswith("large_") else np.int32)
+    offsets = offsets[a.offset:a.offset + len(a) + 1].astype(np.int64)
+    data = np.zeros(int(offsets[-1]) + 8, dtype=np.uint8)  # 8 spare bytes: every window below is in bounds
+    if a.buffers()[2] is not None:
+        data[:-8] = np.frombuffer(a.buffers()[2], dtype=np.uint8)[:int(offsets[-1])]
+    words = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # 8 bytes from each byte
+    length = np.diff(offsets)
+    keep = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
+    head = words[offsets[:-1]] & keep[np.minimum(length, 8)]
+    tail = np.where(length > 8, words[np.maximum(offsets[1:] - 8, 0)], np.uint64(0))
+    return head * _MIX[0] ^ tail * _MIX[1] ^ length.astype(np.uint64) * _MIX[2]
+
+
+def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
+    """``df.duplicated(keys, keep=False)`` as an array. When the first key is Arrow text, rows
+    are first compared by a 64-bit mix of its :func:`_text_fingerprint` and the other keys'
+    codes: equal keys always mix equally, so only rows whose mix recurs can be duplicates, and
+    only those are compared exactly (hashing a million distinct ids is the expensive part)."""
+    mix = _text_fingerprint(df[keys[0]])
+    if mix is None:
+        return df.duplicated(keys, keep=False).to_numpy()
+    for c in keys[1:]:
+        mix = mix * _MIX[0] + pd.factorize(df[c], use_na_sentinel=False)[0].astype(np.uint64)
+    out = np.zeros(len(df), dtype=bool)
+    cand = np.flatnonzero(pd.Series(mix).duplicated(keep=False).to_numpy())
+    if cand.size:
+        out[cand] = df.iloc[cand].duplicated(keys, keep=False).to_numpy()
+    return out
 
 
 def _tuple(v) -> tuple[str, ...]:
@@ -368,7 +457,7 @@ def validate(
 
     if columns.student_id:
         keys = [columns.student_id] + [c for c in (columns.subject, columns.time or columns.grade) if c]
-        dup = out.duplicated(keys, keep=False)
+        dup = _duplicated(out, keys)
         if dup.any():
             within = " within subject" if columns.subject else ""
             within += f" and {columns.time!r}" if columns.time else ""

@@ -135,6 +135,48 @@ def test_frame_hash_sensitive_to_content(df):
     assert frame_sha256(df2) != h
 
 
+def test_frame_hash_changes_with_any_value_name_dtype_or_order():
+    """The one-pass hash (buffers as stored) against every kind of column: a change to one value
+    of any column, a column name, a dtype, the index or the row order changes it; equal content
+    stored differently (a sliced or chunked Arrow column, a copy) does not."""
+    base = pd.DataFrame({
+        "num": [1.5, 2.0, np.nan, 4.0], "int": [1, 2, 3, 4], "flag": [True, False, True, True],
+        "txt": pd.array(["a", "bb", None, "dddd"], dtype="str"),
+        "obj": pd.Series(["x", 1, None, "z"], dtype=object),
+        "cat": pd.Categorical(["u", "v", "u", "v"]), "nint": pd.array([1, None, 3, 4], dtype="Int64"),
+        "when": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]),
+    })
+    assert base["txt"].array.__class__.__name__ == "ArrowStringArray"
+    h = frame_sha256(base)
+    assert frame_sha256(base.copy()) == h
+    sliced = pd.concat([base.iloc[:0], base]).iloc[1:]  # an Arrow column with a non-zero offset
+    assert frame_sha256(pd.concat([base.iloc[:1], sliced]).reset_index(drop=True)) == h  # two chunks
+    shifted = pd.concat([base.iloc[[3]], base]).iloc[1:].reset_index(drop=True)
+    assert frame_sha256(shifted) == h
+    changed = {
+        "num": 2.5, "int": 9, "flag": True, "txt": "ba", "obj": 2, "cat": "u", "nint": 5,
+        "when": pd.Timestamp("2025-01-01"),
+    }
+    seen = {h}
+    for col, value in changed.items():
+        other = base.copy()
+        other.loc[1, col] = value
+        seen.add(frame_sha256(other))
+    other = base.copy()
+    other.loc[2, "txt"] = ""  # missing and empty text differ
+    seen.add(frame_sha256(other))
+    other = base.copy()
+    other.loc[0, "txt"], other.loc[1, "txt"] = "ab", "b"  # same bytes, other boundaries
+    seen.add(frame_sha256(other))
+    seen.add(frame_sha256(base.rename(columns={"num": "num2"})))
+    seen.add(frame_sha256(base.astype({"int": float})))
+    seen.add(frame_sha256(base.iloc[[1, 0, 2, 3]].reset_index(drop=True)))  # row order
+    seen.add(frame_sha256(base.iloc[[1, 0, 2, 3]]))  # rows and index labels reordered together
+    seen.add(frame_sha256(base.set_axis([10, 11, 12, 13])))  # the index
+    seen.add(frame_sha256(base.iloc[:3]))
+    assert len(seen) == 1 + len(changed) + 8
+
+
 def test_design_matrix_expands_categoricals(df):
     X = design_matrix(df, ["frl", "race"])
     assert list(X.columns) == ["frl", "race[hispanic]", "race[white]"]
