@@ -511,7 +511,7 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     cell = _cells(df, cols)
     keys = [k for k, c in (("subject", cols.subject), ("grade", cols.grade)) if c and c in df.columns]
     where = f"of their {' × '.join(reversed(keys))} cell" if keys else "of the column"
-    order = np.argsort(cell.astype(np.int16) if cell.max() < 2**15 else cell, kind="stable")  # int16: a radix sort
+    order = np.argsort(cell.astype(np.int16) if cell.max(initial=0) < 2**15 else cell, kind="stable")  # int16: radix
     groups = np.split(order, np.flatnonzero(np.diff(cell[order])) + 1)
     out = []
     for c, (role, x) in cand.items():

@@ -73,3 +73,13 @@ def test_mixed_codes_same_for_text_and_object_columns():
             assert [p.line for p in got] == [p.line for p in ref]
         found += bool(ref)
     assert found > 20
+
+
+def test_outlier_rule_on_no_rows():
+    from pleval.checks import _outliers
+
+    df = pd.DataFrame({"y": pd.Series([], dtype=float), "grade": pd.Series([], dtype=int),
+                       "subject": pd.Series([], dtype="str")})
+    cols = Columns(outcome="y", treatment="t", grade="grade", subject="subject")
+    assert _outliers(df, cols, {"y": ("outcome", df["y"].to_numpy())}) == []
+    assert not _duplicated(df.assign(sid=pd.Series([], dtype="str")), ["sid", "subject"]).size
