@@ -1116,6 +1116,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
                                   school=columns.school, kw={**kw, "by": by, "weight2": "_weight2", "copies": "_copies",
                                                              "robustness_q": 1.0 if opts["school_sensitivity"] else None},
                                   sd_kind=(est if by is None else est[subjects[0]]).sd_kind)
+        del sample  # freed before the placebo rounds match
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
     why = "" if opts["placebo"] else NO_PLACEBO_RUN

@@ -83,3 +83,12 @@ def test_cli_tables_and_forest_numbers_print_zero_unsigned():
     nums = _forest_numbers(d, np.array([-0.001, 0.001, -0.002]), None, 0.95, None)
     assert nums[0] == "0.00 [-0.20, +0.20]" and nums[1] == "+0.20 [0.00, +0.40]"
     assert "-0.00" not in " ".join(nums)
+
+
+def test_out_of_memory_is_not_called_a_bug():
+    r = runner.invoke(_app(MemoryError()), [])
+    assert r.exit_code == 2
+    err = " ".join(r.stderr.split())
+    assert err.startswith("error: out of memory") and "more memory" in err and "bug" not in err
+    r = runner.invoke(_app(MemoryError("out of memory in the step 'x'")), [])
+    assert r.exit_code == 2 and " ".join(r.stderr.split()) == "error: out of memory in the step 'x'"

@@ -79,6 +79,9 @@ def _table_class():
 INTERNAL_EXIT = 1
 """Exit code of an internal error (a bug in pleval); the user's input or environment gives 2."""
 
+OUT_OF_MEMORY = ("out of memory: the data (or a step's intermediate arrays) do not fit in this machine's memory; "
+                 "run it on a smaller file or a machine with more memory")
+
 # The command line's own exits and usage errors, which pass through (click's ClickException,
 # whichever click typer uses).
 _CLI_EXITS = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))
@@ -86,8 +89,9 @@ _CLI_EXITS = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro_
 
 def handle_errors(func: Callable) -> Callable:
     """Turn pleval/data errors, value errors (a file that does not parse, an option out of
-    range) and operating-system errors (a missing file, a full disk, a folder that cannot be
-    written) into one clear line on stderr and exit code 2. Anything else (a ``KeyError``, a
+    range), operating-system errors (a missing file, a full disk, a folder that cannot be
+    written) and running out of memory (``MemoryError``: its message, or :data:`OUT_OF_MEMORY`)
+    into one clear line on stderr and exit code 2. Anything else (a ``KeyError``, a
     ``TypeError``…) is a bug in pleval, not the user's doing: one line saying so, with the
     exception's type and message and a request to report it, and exit code
     :data:`INTERNAL_EXIT`.
@@ -103,6 +107,12 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except _CLI_EXITS:
             raise
+        except MemoryError as exc:  # the machine's limit, not a bug: what ran out, and what to do
+            if kwargs.get("debug") or _debug_env():
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err_console.print(f"[bold red]error:[/] {escape(msg or OUT_OF_MEMORY)}", highlight=False)
+            raise typer.Exit(code=2) from None
         except (PlevalError, ValueError, OSError) as exc:
             if kwargs.get("debug") or _debug_env():
                 raise

@@ -8,6 +8,7 @@ OUT/run.toml`` repeats the run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import math
@@ -15,7 +16,7 @@ import time
 import tomllib
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
@@ -477,7 +478,9 @@ def estimate(
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     if pool is not None and design_ != "matched":
         raise DataError("--pool gives the comparison students of a matched design; it does not go with --design rct")
-    with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps:
+    df = report = None
+    with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps, \
+            _out_of_memory(steps, lambda: (df, report)):
         steps("reading and checking the data")
         df = read_table(src, **reading)
         check_subject_flag(df, subject)
@@ -525,6 +528,30 @@ def estimate(
     console.print(escape(percentiles.NOTE), highlight=False)
     console.print(f"Outputs in {escape(str(folder))}/ ({elapsed:.1f} s). Report: [bold]{escape(str(report))}[/]",
                   highlight=False)
+
+
+@contextlib.contextmanager
+def _out_of_memory(steps: "_Steps", state: Callable):
+    """A ``MemoryError`` as one plain error (exit code 2): the step it happened in, the rows and
+    schools of the file, and the options that need less memory (docs/scale.md)."""
+    try:
+        yield
+    except MemoryError as exc:
+        df, report = state()
+        size = ""
+        if df is not None:
+            school = report.columns.school if report is not None else None
+            size = f"{len(df):,} rows"
+            try:  # the frames of the failed step are freed by now
+                size += f", {df[school].nunique():,} schools" if school in df.columns else ""
+            except MemoryError:
+                pass
+            size = f" ({size})"
+        step = steps.message or "starting"
+        raise MemoryError(
+            f"out of memory in the step '{step}'{size}. Ask for less: fewer placebo schools (--placebo-cap N, e.g. "
+            "--placebo-cap 100, or --no-placebo), the comparison students as a pool matched out of core (--pool, "
+            "DuckDB engine; docs/scale.md), or a machine with more memory") from exc
 
 
 def _command(ctx: typer.Context) -> str:

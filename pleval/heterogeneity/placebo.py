@@ -352,6 +352,7 @@ def placebo_schools(
         vcovs.append(res.vcov)
         used = pd.unique(m.loc[m[columns.treatment] == 0, school])
         round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
+        del m, res  # the round's matched sample is freed before the next round is matched
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
         done += int(ok.sum())
         rnd += 1

@@ -630,6 +630,7 @@ def school_effects(
     if Xcov.shape[1]:  # centred at the mean of the copies (only the intercepts move)
         Xcov = Xcov - (Xcov.mean(axis=0) if cnt is None else cnt @ Xcov / n)
     X = np.column_stack([np.ones(len(y)), t, Xcov])
+    del Xcov  # not needed beside X (n × k)
     fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
     if joint:
         cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
