@@ -355,10 +355,16 @@ def test_cli_python_and_report_give_the_same_headline(matched_run):
         assert f"{e.estimate:.3f}" in summary
 
 
-def test_out_of_memory_is_a_plain_error_naming_the_step_and_what_to_do(tmp_path, monkeypatch):
-    """A MemoryError in a stage (here the placebo rounds) is the machine's limit, not a bug:
-    one line with the step, the rows and schools and the options that need less memory; exit 2."""
-    import pleval.heterogeneity.placebo as placebo
+@pytest.mark.parametrize("module, name, step, advice", [
+    ("pleval.heterogeneity.placebo", "placebo_schools", "placebo schools", "--placebo-cap N, e.g. --placebo-cap 100"),
+    ("pleval.estimate", "_school_effects", "school effects", "--set ties=false"),
+])
+def test_out_of_memory_is_a_plain_error_naming_the_step_and_what_to_do(tmp_path, monkeypatch, module, name, step, advice):
+    """A MemoryError in a stage (the placebo rounds, the school effects) is the machine's limit,
+    not a bug: one line with the step, the rows and schools and the options that need less
+    memory there; exit 2."""
+    import importlib
+
     from pleval.simulate import simulate_matched
 
     data = simulate_matched(n_schools=24, n_pl_schools=6, students_per_grade=6, seed=1).data
@@ -367,13 +373,13 @@ def test_out_of_memory_is_a_plain_error_naming_the_step_and_what_to_do(tmp_path,
     def no_memory(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(placebo, "placebo_schools", no_memory)
+    monkeypatch.setattr(importlib.import_module(module), name, no_memory)
     out = tmp_path / "o"
     r = _run([str(path), "--out", str(out)])
     assert r.exit_code == 2, r.stderr or r.output
     err = " ".join(r.stderr.split())
-    assert err.startswith("error: out of memory in the step 'placebo schools'")
+    assert err.startswith(f"error: out of memory in the step '{step}'")
     assert f"({len(data):,} rows, {data['school_id'].nunique():,} schools)" in err
-    assert "--placebo-cap" in err and "--pool" in err and "more memory" in err
+    assert advice in err and "--pool" in err and "more memory" in err
     assert "internal error" not in err and "bug" not in err
     assert not out.exists()
