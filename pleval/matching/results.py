@@ -147,7 +147,10 @@ class MatchResult(ResultMixin):
             return m[cols + ["_pl_school", "_weight"]].assign(_weight2=m["_weight"] ** 2, _copies=1)
         n = len(self.data)
         sch, labels = pd.factorize(self.set_school)  # a set without a school: code -1
-        pair, key = pd.factorize(sch[self.set_id].astype(np.int64) * n + self.rows)
+        key = sch[self.set_id].astype(np.int64, copy=False)  # (PL school, row) of each set member, formed in place
+        key *= n
+        key += self.rows
+        pair, key = pd.factorize(key)
         rows = key % n
         k = len(key)
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
