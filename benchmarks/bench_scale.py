@@ -121,7 +121,8 @@ def _pleval_full(v, **kw):
     r = match(v, bm._columns(), **kw)
     r.balance()
     e = r.estimate()
-    return f"{len(r.rows):,} matched rows ({r._distinct[0].size:,} distinct), effect {e.raw.estimate:.3f} (SE {e.raw.se:.3f})"
+    rows, _, _, copies = r._distinct  # (the long format itself is not formed for VCG)
+    return f"{int(copies.sum()):,} matched rows ({rows.size:,} distinct), effect {e.raw.estimate:.3f} (SE {e.raw.se:.3f})"
 
 
 def ps_match_1to1(v):

@@ -500,6 +500,17 @@ def test_vcg_sets_are_the_literal_k_closest():
                           int(matched.sum()))
         for a, b in zip(vs.long(t_pos, c_pos), want_long):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+        # the distinct rows from the ranges (treated and comparison rows apart, as in data): bit for
+        # bit the bincounts of the long format
+        n = 10 * (n_t + n_c) + 1
+        pos = rng.permutation(n)[: n_t + n_c]
+        t_pos, c_pos = np.sort(pos[:n_t]), np.sort(pos[n_t:])
+        rows, _, w = vs.long(t_pos, c_pos)
+        cp = np.bincount(rows, minlength=n)
+        used = np.flatnonzero(cp)
+        want = (used, np.bincount(rows, w, n)[used], np.bincount(rows, np.square(w), n)[used], cp[used])
+        for a, b in zip(vs.distinct(t_pos, c_pos, n), want):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 @pytest.mark.parametrize("values", [[3, 5, 3, 9, 5], [1, 0, 1, 1], [-7, 2**40, 0, -7], [4], [2**62, -2**62]])
@@ -575,3 +586,29 @@ def test_codes_computed_once_give_the_same_tables(tied):
     want, want_levels = pd.factorize(s, use_na_sentinel=True)
     got, got_levels = _first_appearance(k_more, lv_more)
     assert np.array_equal(got, want) and list(got_levels) == list(want_levels)
+
+
+def test_vcg_distinct_rows_from_the_ranges_are_those_of_the_long_format():
+    """VCG matching keeps its sets as ranges (``MatchResult.sets``): balance and the effect run
+    on distinct rows taken from the ranges, and the long format is written only when read. The
+    distinct rows are bit for bit the bincounts of the long format, and the balance table,
+    effect, SE and df exactly those of the same result given its long format (sets dropped)."""
+    from dataclasses import replace
+
+    df = simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=12, seed=3).data
+    kw = dict(method="vcg", band=5.0, k=10, covariates=["frl"])  # few keys, small k: heavy reuse, ties at d_k
+    m = match(validate(df, C), C, **kw)
+    bal, eff = m.balance().table, m.estimate(by=C.subject)
+    assert m.sets is not None and "rows" not in vars(m)  # nothing of the long format formed so far
+    n = len(m.data)
+    cp = np.bincount(m.rows, minlength=n)
+    used = np.flatnonzero(cp)
+    assert cp.max() > 3 and len(m.rows) > 2 * len(used)  # reuse is real here
+    want = (used, np.bincount(m.rows, m.weight, n)[used], np.bincount(m.rows, np.square(m.weight), n)[used], cp[used])
+    for a, b in zip(m._distinct, want):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    given = replace(m, rows=m.rows, set_id=m.set_id, weight=m.weight, sets=None)
+    pd.testing.assert_frame_equal(given.balance().table, bal, check_exact=True)
+    pd.testing.assert_frame_equal(given.estimate(by=C.subject).to_frame(), eff.to_frame(), check_exact=True)
+    w = validate(df.assign(wt=np.linspace(0.5, 2.0, len(df))), C.replace(weight="wt"))  # own weights: long at once
+    assert match(w, w.columns, **kw).sets is None

@@ -34,7 +34,7 @@ from ._design import codes_and_levels, combine_codes, encode, is_categorical
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
-from .exact import match_vcg, vcg_sets
+from .exact import VCGSample, match_vcg, vcg_sets
 from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
@@ -300,6 +300,7 @@ def match(
 
     pm: PropensityModel | None = None
     subclass = None
+    lazy = None  # the matcher's own form of the sets, when the long format is formed on demand
     codes: dict = {}  # columns of the final data already coded (codes_and_levels), for MatchResult
     options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
@@ -418,7 +419,10 @@ def match(
         vm = vcg_sets(cells[tpos], score[tpos], cells[cpos], score[cpos], band=band, k=k)
         matched_t = vm.n_matched > 0
         n_sets = int(matched_t.sum())
-        rows, sets, w = vm.long(tpos, cpos)  # the pairs written once, in long format
+        lazy = VCGSample(vm, tpos, cpos)  # the long format written from the ranges when first read
+        rows = sets = w = None
+        if c.weight:  # each row's own weight multiplies its matching weight: needed now
+            (rows, sets, w), lazy = lazy.long(), None
         set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], vm.reason[~matched_t]
         options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))
@@ -426,7 +430,6 @@ def match(
             diagnostics["mean comparisons per matched PL row"] = float(vm.n_matched[matched_t].mean())
             diagnostics["PL rows with fewer than k qualified comparisons"] = int(((vm.n_qualified > 0) & (vm.n_qualified < k)).sum())
             diagnostics["PL rows with ties at the k-th distance sharing places"] = int((vm.n_matched > k).sum())
-        del vm
 
     elif method in ("subclass", "cem", "exact"):
         cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
@@ -526,6 +529,7 @@ def match(
         diagnostics=diagnostics,
         subclass=subclass,
         codes=codes,
+        sets=lazy,
     )
 
 

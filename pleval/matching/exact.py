@@ -64,7 +64,10 @@ class VCGSets:
     """The matched sets as ranges: treated row i's set is ``order[lo[i] : lo[i] + n_matched[i]]``
     (comparison rows, sorted by cell and pretest), made of three runs of ``run_len[i]`` rows
     with weights ``run_weight[i]`` (tied at the k-th distance, strictly closer, tied; a set of
-    at most k qualifiers is one run)."""
+    at most k qualifiers is one run). ``groups`` are the positions in ``order`` where a new
+    (cell, pretest) value starts: every run begins and ends at one of them (its bounds are
+    looked up by pretest value, and whether a comparison is strictly closer than d_k depends
+    on its pretest alone)."""
 
     order: np.ndarray
     lo: np.ndarray
@@ -73,6 +76,7 @@ class VCGSets:
     n_qualified: np.ndarray
     n_matched: np.ndarray
     reason: np.ndarray
+    groups: np.ndarray
 
     def pairs(self) -> VCGMatch:
         """The sets as treated × comparison pairs, in treated-row order."""
@@ -101,6 +105,55 @@ class VCGSets:
         runs = np.column_stack([np.ones(len(m)), self.run_weight[matched]])
         lens = np.column_stack([np.ones(len(m), np.int64), self.run_len[matched]])
         return rows, sets, np.repeat(runs.ravel(), lens.ravel())
+
+    def distinct(self, t_pos: np.ndarray, c_pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct rows of :meth:`long` without writing it: ``(rows, weight, weight2, copies)``,
+        rows ascending (positions among ``n``), per row the sum of its copies' weights, of their
+        squares and the number of copies — bit for bit the sums over the long format (``bincount``
+        in set order). Comparisons with one (cell, pretest) value are in the same runs of the
+        same sets, so the sums are taken once per value and run: one term per (set, value) in
+        set order, each value's terms added in the order the long format adds a row's copies."""
+        matched = self.n_matched > 0
+        n_c, n_g = len(self.order), len(self.groups)
+        gid = np.zeros(n_c, np.int64)
+        gid[self.groups[1:]] = 1
+        np.cumsum(gid, out=gid)  # value group of each sorted comparison
+        lens = self.run_len[matched].ravel()
+        start = np.repeat(self.lo[matched], 3) + np.cumsum(self.run_len[matched], axis=1).ravel() - lens
+        full = lens > 0  # the nonempty runs, in set order
+        start, lens, wrun = start[full], lens[full], self.run_weight[matched].ravel()[full]
+        g0 = gid[start]
+        ng = gid[start + lens - 1] + 1 - g0  # values in each run
+        total = int(ng.sum())
+        g = np.repeat(g0 - (np.cumsum(ng) - ng), ng)
+        g += np.arange(total)  # the value of each (run, value) term, runs in set order
+        wg = np.repeat(wrun, ng)
+        cnt = np.bincount(g, minlength=n_g)
+        sw, sw2 = np.bincount(g, wg, n_g), np.bincount(g, np.square(wg), n_g)
+        del g, wg
+        # each data row's value (n_g: a matched treated row, weight 1; −1: not in the sample)
+        at = np.full(n, -1, np.int64)
+        at[np.asarray(c_pos, dtype=np.int64)[self.order]] = np.where(cnt[gid] > 0, gid, -1)
+        at[np.asarray(t_pos, dtype=np.int64)[matched]] = n_g
+        rows = np.flatnonzero(at >= 0)
+        at = at[rows]
+        return rows, np.append(sw, 1.0)[at], np.append(sw2, 1.0)[at], np.append(cnt, 1)[at]
+
+
+@dataclass(frozen=True)
+class VCGSample:
+    """:class:`VCGSets` with the positions of its treated and comparison rows in the data: the
+    matched sample (:meth:`long`) and its distinct rows (:meth:`distinct`) on demand."""
+
+    sets: VCGSets
+    t_pos: np.ndarray
+    c_pos: np.ndarray
+
+    def long(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.sets.long(self.t_pos, self.c_pos)
+
+    def distinct(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.sets.distinct(self.t_pos, self.c_pos, n)
 
 
 def _kth_smallest_of_runs(left, right, k: int, n: int) -> np.ndarray:
@@ -169,6 +222,7 @@ def vcg_sets(
     s = np.argsort(cs.astype(np.uint16) if n_c and cs.max() < 2**16 else cs, kind="stable")
     o = o[s]
     keys = cs[s] * span + kx[s]
+    groups = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if n_c else np.zeros(0, np.int64)
     # treated rows in (cell, score) order: every lookup below then searches sorted needles (cache-friendly)
     t_order = np.lexsort((t_score, t_cell))
     # qualifying range of each treated row: values in [x − band, x + band] within its cell
@@ -225,7 +279,7 @@ def vcg_sets(
         in_cell = (np.bincount(c_cell, minlength=len(cells) + 1) > 0)[t_cell]
         reason[(m == 0) & ~in_cell] = NO_CELL
         reason[(m == 0) & in_cell] = NO_BAND
-    return VCGSets(o, lo, run_len, run_weight, n_q, m, reason)
+    return VCGSets(o, lo, run_len, run_weight, n_q, m, reason, groups)
 
 
 def match_vcg(

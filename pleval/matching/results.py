@@ -68,6 +68,25 @@ class EffectTable(ResultMixin):
         )
 
 
+class _LongColumn:
+    """A field of the long format (``rows``, ``set_id``, ``weight``): given, or, when ``None``
+    is given, formed with the two others from ``MatchResult.sets`` when first read."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.name)  # a field without a default
+        if self.name not in obj.__dict__:
+            obj.__dict__.update(zip(("rows", "set_id", "weight"), obj.sets.long()))
+        return obj.__dict__[self.name]
+
+    def __set__(self, obj, value):
+        if value is not None:
+            obj.__dict__[self.name] = value
+
+
 @dataclass(frozen=True, repr=False)
 class MatchResult(ResultMixin):
     """A matched (or weighted) design, ready for balance checks and effect estimation.
@@ -75,15 +94,18 @@ class MatchResult(ResultMixin):
     ``data`` are the rows eligible for matching (after the exclusions listed in
     ``exclusions``); ``rows``/``set_id``/``weight`` describe the matched sample by position in
     ``data`` and ``set_school`` is the school of each set's treated row; ``unmatched`` lists
-    treated rows with no match and why.
+    treated rows with no match and why. ``sets`` (VCG: :class:`~pleval.matching.exact.VCGSample`)
+    is the matcher's own form of the sets, when it has one: ``rows``/``set_id``/``weight`` may
+    then be given as ``None`` and are written from it when first read, and the distinct rows
+    come from it directly (``sets.distinct``), without the long format.
     """
 
     data: pd.DataFrame
     columns: Columns
     method: str
-    rows: np.ndarray
-    set_id: np.ndarray
-    weight: np.ndarray
+    rows: np.ndarray = _LongColumn()
+    set_id: np.ndarray = _LongColumn()
+    weight: np.ndarray = _LongColumn()
     set_school: np.ndarray
     unmatched: pd.DataFrame
     exclusions: pd.DataFrame
@@ -95,6 +117,7 @@ class MatchResult(ResultMixin):
     diagnostics: dict = field(default_factory=dict)
     subclass: np.ndarray | None = None
     codes: dict = field(default_factory=dict, repr=False, compare=False)
+    sets: object = field(default=None, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
     @cached_property
@@ -114,6 +137,8 @@ class MatchResult(ResultMixin):
         ascending) and per distinct row the sum of its copies' weights, of their squares, and
         the number of copies."""
         n = len(self.data)
+        if self.sets is not None:
+            return self.sets.distinct(n)
         copies = np.bincount(self.rows, minlength=n)
         rows = np.flatnonzero(copies)
         w2 = np.square(self.weight)
