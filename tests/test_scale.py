@@ -353,6 +353,24 @@ def test_collinear_adjuster_is_left_out_of_the_effect_regression(tied):
     b = regression_effect(part, **kw, covariates=C.covariates)
     assert (a.raw.estimate, a.raw.se, a.raw.df) == pytest.approx((b.raw.estimate, b.raw.se, b.raw.df), rel=1e-9)
     assert "twice" not in a.raw.method and a.raw.method == b.raw.method
+    # integers that round to one float64 do not vary in the design: left out, as a constant is
+    huge = part.assign(big=np.where(np.arange(len(part)) % 2, 2**60 + 1, 2**60).astype(np.int64))
+    c = regression_effect(huge, **kw, covariates=(*C.covariates, "big"))
+    assert (c.raw.estimate, c.raw.se, c.raw.df) == (b.raw.estimate, b.raw.se, b.raw.df) and c.raw.method == b.raw.method
+
+
+def test_ols_counts_non_finite_rows():
+    """ols refuses missing or infinite values in y or X, counting the rows (its fast check is a
+    finite sum of each)."""
+    from pleval.errors import DataError
+
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.ones(50), rng.normal(size=50)])
+    y = rng.normal(size=50)
+    for Xb, yb, n_bad in ((X, np.where(np.arange(50) == 3, np.nan, y), 1),
+                          (np.where(np.arange(50)[:, None] % 10 == 0, np.array([1.0, np.inf]), X), y, 5)):
+        with pytest.raises(DataError, match=f"^{n_bad} row"):
+            ols(yb, Xb, vcov="HC1")
 
 
 def _balance_literally(before, after, variables, by, smd):

@@ -225,7 +225,9 @@ def _gram(X: np.ndarray, y: np.ndarray, sw: np.ndarray | None,
     for lo in range(0, len(y), _CHUNK_ROWS):
         rows = slice(lo, lo + _CHUNK_ROWS)
         Xb = X[rows] if center is None else X[rows] - center
-        Xb, yb = (Xb, y[rows]) if sw is None else (Xb * sw[rows, None], y[rows] * sw[rows])
+        if sw is not None:
+            Xb = np.multiply(Xb, sw[rows, None], out=None if center is None else Xb)  # in place when a copy
+        yb = y[rows] if sw is None else y[rows] * sw[rows]
         XtX += Xb.T @ Xb
         Xty += Xb.T @ yb
     return XtX, Xty
@@ -402,8 +404,8 @@ def ols(
     names = tuple(names) if names is not None else tuple(default_names)
     if y.shape[0] != n or len(names) != k:
         raise DataError(f"y has {y.shape[0]} rows and X has {n}; names has {len(names)} for {k} columns")
-    bad = ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
-    if bad.any():
+    bad = None if np.isfinite(X.sum()) and np.isfinite(y.sum()) else ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
+    if bad is not None and bad.any():  # (a finite sum has no NaN or infinity among its terms)
         raise DataError(f"{int(bad.sum())} row(s) have missing or non-finite values in y or X; drop them first")
     if weights is not None:
         w = np.asarray(weights, dtype=float).ravel()

@@ -55,7 +55,8 @@ from ._design import combine_codes, encode
 
 def _varies(s: pd.Series, known=None) -> bool:
     """More than one distinct non-missing value (``Series.nunique() > 1``); from the codes when
-    they are known, from the extremes for numpy numbers."""
+    they are known, from the extremes for numpy numbers (compared as the float64 the design
+    holds: integers beyond 2**53 that round to one float do not vary there)."""
     if known is not None:
         k = known[0]
         k = k[k >= 0]
@@ -63,7 +64,7 @@ def _varies(s: pd.Series, known=None) -> bool:
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
         x = s.to_numpy()
         x = x[~np.isnan(x)] if s.dtype.kind == "f" else x
-        return bool(len(x)) and bool(x.min() < x.max())
+        return bool(len(x)) and float(x.min()) < float(x.max())
     return s.nunique(dropna=True) > 1
 
 
@@ -105,14 +106,12 @@ def regression_design(
     adjust = _varying(sample, list(pretests) + list(covariates) + list(strata), codes)
     cat = tuple(c for c in strata if c in adjust)
     enc = encode(sample, [treatment] + adjust, categorical=cat, intercept=True, codes=codes)
-    varies = enc.X.max(axis=0) > enc.X.min(axis=0)  # one pass over the rows for all columns
-    keep_cols = [0, 1] + [j for j in range(2, enc.X.shape[1]) if varies[j]]
+    # Every adjuster column varies: a numeric adjuster varies (_varying, as float64) and so does
+    # the indicator of each level present other than the reference. X stays row-major, as the
+    # per-cluster cross-products read it.
     w = sample[weight].to_numpy(dtype=float)
-    # row-major, as the per-cluster cross-products read it (every column varies after _varying: no copy)
+    keep_cols = _independent(enc.X, w)
     X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
-    ind = _independent(X, w)
-    keep_cols = [keep_cols[j] for j in ind]
-    X = X if len(ind) == X.shape[1] else np.take(X, ind, axis=1)
     adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
     known = (codes or {}).get(school) if school else None
