@@ -368,6 +368,7 @@ def ols(
     cr2: Cr2Form = "transformed",
     n_obs: int | None = None,
     center=None,
+    gram=None,
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -392,6 +393,8 @@ def ols(
         made a block at a time), e.g. regressors centred at their weighted means for a better
         conditioned X'WX (:mod:`pleval.matching.effect`); the coefficients of the centred
         columns, their covariance and df are those of the uncentred fit, the intercept moves.
+    gram : ``(X̃'X̃, X̃'ỹ)`` of this fit (the rows of X less ``center``, times √w; :func:`_gram`
+        of the same arguments), when the caller has formed them already: used as given.
 
     Returns
     -------
@@ -419,8 +422,10 @@ def ols(
         if center.shape != (k,) or not np.isfinite(center).all():
             raise DataError(f"center must be {k} finite numbers, one per column of X")
         if vcov not in _CLUSTER_TYPES or (vcov == "CR2" and cr2 == "clubsandwich" and weights is not None):
-            X, center = X - center, None  # the per-row paths read X whole
-    XtX, Xty = _gram(X, y, sw, center)
+            X, center, gram = X - center, None, None  # the per-row paths read X whole
+    if gram is not None and (np.shape(gram[0]) != (k, k) or np.shape(gram[1]) != (k,)):
+        raise DataError(f"gram must be X'X ({k} x {k}) and X'y ({k}) of the transformed model")
+    XtX, Xty = _gram(X, y, sw, center) if gram is None else gram
     try:
         Lc = linalg.cholesky(XtX, lower=True)
     except linalg.LinAlgError:

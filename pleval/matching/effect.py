@@ -49,7 +49,7 @@ from .._results import Effect, Estimate
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
-from ..inference.robust import convention_label
+from ..inference.robust import _gram, convention_label
 from ._design import combine_codes, encode
 
 
@@ -110,7 +110,12 @@ def regression_design(
     # the indicator of each level present other than the reference. X stays row-major, as the
     # per-cluster cross-products read it.
     w = sample[weight].to_numpy(dtype=float)
-    keep_cols = _independent(enc.X, w)
+    # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
+    # the merged fit the same way): the collinearity sweep reads them, and the fit reuses them
+    # when no column is left out
+    center = np.concatenate([[0.0], (w @ enc.X[:, 1:]) / w.sum()])
+    XtX, Xty = _gram(enc.X, y, np.sqrt(w), center)
+    keep_cols = _independent(XtX)
     X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
     adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
@@ -122,7 +127,8 @@ def regression_design(
     return {"y": y, "t": t, "X": X, "names": [enc.names[j] for j in keep_cols],
             "weights": w, "clusters": clusters,
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols],
-            "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None}
+            "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None,
+            "gram": (center, XtX, Xty) if X is enc.X else None}
 
 
 def _cluster_ids(s: pd.Series) -> np.ndarray:
@@ -133,23 +139,17 @@ def _cluster_ids(s: pd.Series) -> np.ndarray:
     return s.to_numpy() if (codes < 0).any() else codes
 
 
-_BLOCK_ROWS = 1 << 16
 COLLINEAR_TOL = 1e-10
 """An adjuster column whose weighted residual variance, given the columns before it, is below
 this share of its own variance is collinear with them and left out (the treatment never is)."""
 
 
-def _independent(X: np.ndarray, w: np.ndarray) -> list[int]:
-    """The columns of ``X`` (intercept first, treatment second) that are not linear
-    combinations of the columns before them in the weighted sample: sequential sweep of the
-    weighted cross-product matrix of the centred columns (one pass over the rows, then k×k
-    algebra). The treatment is never dropped (both arms are present)."""
-    Z = X[:, 1:]
-    mean = (w @ Z) / w.sum()
-    G = np.zeros((Z.shape[1], Z.shape[1]))
-    for lo in range(0, len(Z), _BLOCK_ROWS):  # blocks of rows: no n×k temporaries
-        Zc = Z[lo : lo + _BLOCK_ROWS] - mean
-        G += (Zc * w[lo : lo + _BLOCK_ROWS, None]).T @ Zc
+def _independent(XtX: np.ndarray) -> list[int]:
+    """The columns of X (intercept first, treatment second) that are not linear combinations of
+    the columns before them in the weighted sample, from ``XtX``, the weighted cross-products of
+    the columns centred at their weighted means (the intercept's row and column aside):
+    sequential sweep, k×k algebra only. The treatment is never dropped (both arms are present)."""
+    G = XtX[1:, 1:]
     kept: list[int] = []
     for j in range(G.shape[0]):  # columns, not rows
         r = G[j, j] - (G[j, kept] @ np.linalg.solve(G[np.ix_(kept, kept)], G[kept, j]) if kept else 0.0)
@@ -168,7 +168,10 @@ class EffectDesign:
     given, each design row is one distinct row standing for ``copies`` copies (a comparison
     student reused by several matched sets) with their weights summed in ``weights`` and their
     squared weights summed in ``weights2`` (:func:`merge_copies`). ``cells``: each row's
-    strata cell (``combine_codes`` of ``categorical``), when already computed."""
+    strata cell (``combine_codes`` of ``categorical``), when already computed. ``gram``:
+    ``(center, X̃'X̃, X̃'ỹ)`` — the weighted means the merged fit centres X at and the cross-products
+    of the centred, √w-weighted rows (:func:`pleval.inference.ols`'s ``gram``), when formed with
+    the design; None once X, y or the weights change."""
 
     y: np.ndarray
     t: np.ndarray
@@ -183,6 +186,7 @@ class EffectDesign:
     weights2: np.ndarray | None = None
     copies: np.ndarray | None = None
     cells: np.ndarray | None = None
+    gram: tuple | None = None
 
     @property
     def n_obs(self) -> int:
@@ -206,7 +210,7 @@ def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, weigh
     return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
                         tuple(d["adjust"]), tuple(d["categorical"]), rows,
                         None if weight2 is None else sample[weight2].to_numpy(dtype=float),
-                        None if copies is None else sample[copies].to_numpy(dtype=np.int64), d["cells"])
+                        None if copies is None else sample[copies].to_numpy(dtype=np.int64), d["cells"], d["gram"])
 
 
 def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -275,9 +279,12 @@ def regression_effect(
     n_c = int((~tr).sum()) if d.copies is not None else int(pd.Index(sample.index[~tr]).nunique())
     if cluster:
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
-        center = np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.copies is not None else None
+        center, gram = None, None
+        if d.copies is not None:
+            center = np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.gram is None else d.gram[0]
+            gram = None if d.gram is None else d.gram[1:]
         fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs,
-                  center=center, **conv)
+                  center=center, gram=gram, **conv)
     elif d.merged:
         raise DesignError(f"vcov={vcov!r} (cr2={cr2!r}) counts every copy of a reused comparison student: fit it on "
                           "the copies (MatchResult.estimate does)")

@@ -374,7 +374,7 @@ class MatchResult(ResultMixin):
         keep = pos >= 0
         i, w = pos[keep], self.weight[keep]
         long = replace(des, y=des.y[i], t=des.t[i], X=des.X[i], weights=w, clusters=des.clusters[i], rows=des.rows[i],
-                       weights2=None, copies=None, cells=None if des.cells is None else des.cells[i])
+                       weights2=None, copies=None, cells=None if des.cells is None else des.cells[i], gram=None)
         return part.iloc[i], long
 
     def _method_label(self) -> str:
