@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import stats
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 
 from .._results import ResultMixin
 from ..errors import ConvergenceError, DataError, DesignError, PlevalWarning
@@ -143,10 +141,16 @@ def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates
 LINKS = ("logit", "probit")
 
 
-def _fit_mle(y, X, warm_start_rows: int = 200_000, model_class=sm.Logit):
-    """Newton ML fit. On large data the Newton iterations start from the fit on a fixed
-    subsample (every m-th row), which only saves iterations: the converged estimate is the
-    full-data MLE."""
+def _fit_mle(y, X, warm_start_rows: int = 200_000, link: str = "logit"):
+    """Newton ML fit (statsmodels' ``Logit`` or ``Probit``). On large data the Newton
+    iterations start from the fit on a fixed subsample (every m-th row), which only saves
+    iterations: the converged estimate is the full-data MLE."""
+    # statsmodels is imported where a model is fitted: matching without one (VCG, Mahalanobis)
+    # does not pay for its import (about half a CPU-second)
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+    model_class = sm.Probit if link == "probit" else sm.Logit
     start = None
     n = len(y)
     if n > 2 * warm_start_rows:
@@ -176,6 +180,8 @@ def _fit_mle(y, X, warm_start_rows: int = 200_000, model_class=sm.Logit):
 def _fit_ridge(y, X, alpha):
     """Ridge logit on standardized columns, intercept unpenalized; returns params on the
     original scale."""
+    import statsmodels.api as sm
+
     mu = X[:, 1:].mean(axis=0)
     sd = X[:, 1:].std(axis=0)
     sd[sd == 0] = 1.0
@@ -249,7 +255,7 @@ def fit_propensity(
                 f"the propensity covariates are collinear (design rank {rank} < {X.shape[1]} columns: "
                 f"{', '.join(names[1:])}); drop a redundant covariate"
             )
-        params, ok, err = _fit_mle(t, X, model_class=sm.Probit if link == "probit" else sm.Logit)
+        params, ok, err = _fit_mle(t, X, link=link)
         lin = X @ params if params is not None else None
         if lin is not None and link == "probit":  # on the logit scale from here on
             lin = stats.norm.logcdf(lin) - stats.norm.logsf(lin)
