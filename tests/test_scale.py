@@ -495,6 +495,8 @@ def test_vcg_sets_are_the_literal_k_closest():
         band, k = float(rng.choice([0.0, 1.0, 3.0, 100.0])) * scale, int(rng.integers(1, 61))
         vs = vcg_sets(tc, ts, cc, cs, band=band, k=k)
         m = vs.pairs()
+        relabelled = vcg_sets((tc * 7 + 3).astype(str), ts, (cc * 7 + 3).astype(str), cs, band=band, k=k).pairs()
+        assert all(np.array_equal(getattr(m, f), getattr(relabelled, f)) for f in ("t_row", "c_row", "weight"))  # codes or labels
         for i in range(n_t):
             q = np.flatnonzero((cc == tc[i]) & (np.abs(cs - ts[i]) <= band + TIE_TOL))
             d = np.abs(cs[q] - ts[i])

@@ -402,7 +402,8 @@ def match(
         codes[c.school] = ((sc[~in_pl] if in_pl.any() else sc).astype(np.int32), sl)
         t = data[c.treatment].to_numpy()
         skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
-        keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))].copy()
+        keyframe = data[list(dict.fromkeys(strata + [x for x in covariates if x not in c.pretest] + skeys))]
+        keyframe = keyframe.copy() if school_bins else keyframe  # (binned below)
         for col, edges in (school_bins or {}).items():
             if col not in keyframe:
                 raise DataError(f"school_bins names {col!r}, which is not among the school keys")

@@ -208,7 +208,10 @@ def vcg_sets(
     t_score = np.asarray(t_score, dtype=float)
     c_score = np.asarray(c_score, dtype=float)
     n_t, n_c = len(t_score), len(c_score)
-    cells = pd.factorize(np.concatenate([np.asarray(c_cell), np.asarray(t_cell)]))[0].astype(np.int64)
+    cells = np.concatenate([np.asarray(c_cell), np.asarray(t_cell)])
+    if not (cells.dtype.kind in "iu" and len(cells) and cells.min() >= 0 and cells.max() < len(cells)):
+        cells = pd.factorize(cells)[0]  # small non-negative integer codes are used as given: the cells' order is immaterial
+    cells = cells.astype(np.int64, copy=False)
     c_cell, t_cell = cells[:n_c], cells[n_c:]
 
     # comparisons sorted by (cell, score); keys: cell·span + 2·rank(score) + 1
