@@ -632,3 +632,34 @@ def test_vcg_distinct_rows_from_the_ranges_are_those_of_the_long_format():
     pd.testing.assert_frame_equal(given.estimate(by=C.subject).to_frame(), eff.to_frame(), check_exact=True)
     w = validate(df.assign(wt=np.linspace(0.5, 2.0, len(df))), C.replace(weight="wt"))  # own weights: long at once
     assert match(w, w.columns, **kw).sets is None
+
+
+def test_combine_codes_is_the_mixed_radix_of_the_column_codes():
+    """combine_codes (the radix product bounded without a pass over the codes, missing keys
+    masked only when a column has them) against the literal form: every column's codes, the
+    mixed-radix product checked after each column (re-coded past 2**50), −1 where a key is
+    missing; with missing values, text, integers and enough columns to pass 2**50."""
+    from pleval.matching._design import codes_and_levels, combine_codes
+
+    def literal(df, columns):
+        code, miss = np.zeros(len(df), np.int64), np.zeros(len(df), bool)
+        for c in columns:
+            k, levels = codes_and_levels(df[c])
+            miss |= k < 0
+            code = code * (len(levels) + 1) + np.maximum(k, 0)
+            if len(levels) and code.max(initial=0) > 2**50:
+                code = pd.factorize(code, sort=True)[0].astype(np.int64)
+        code[miss] = -1
+        return code
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    df = pd.DataFrame({f"i{j}": rng.integers(0, 9000, n) for j in range(5)})
+    df["s"] = pd.Series(rng.choice(["a", "b", "c", None], n), dtype="string")
+    df["g"] = rng.integers(3, 9, n)
+    df["f"] = np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 3, n).astype(float))
+    for cols in (["g"], ["s", "g"], ["g", "f"], list(df.columns), ["i0", "i1", "i2", "i3", "i4", "g", "s", "f"]):
+        out = {}
+        got = combine_codes(df, cols, out=out)
+        assert got.dtype == np.int64 and np.array_equal(got, literal(df, cols)), cols
+        assert list(out) == cols

@@ -131,14 +131,21 @@ def combine_codes(df: pd.DataFrame, columns, codes=None, out: dict | None = None
     ``(codes, levels)``."""
     n = len(df)
     code = np.zeros(n, dtype=np.int64)
-    miss = np.zeros(n, dtype=bool)
+    miss = None
+    top = 1  # a bound on the codes so far (code < top): no pass over them while it stays small
     for c in columns:
         k, levels = codes_and_levels(df[c], (codes or {}).get(c))
         if out is not None:
             out[c] = (k, levels)
-        miss |= k < 0
-        code = code * (len(levels) + 1) + np.maximum(k, 0)
-        if len(levels) and code.max(initial=0) > 2**50:  # keep the radix product exact
+        if len(k) and k.min() < 0:
+            miss = (k < 0) if miss is None else miss | (k < 0)
+            k = np.maximum(k, 0)
+        code *= len(levels) + 1
+        code += k
+        top *= len(levels) + 1
+        if len(levels) and top > 2**50 and code.max(initial=0) > 2**50:  # keep the radix product exact
             code = pd.factorize(code, sort=True)[0].astype(np.int64)
-    code[miss] = -1
+            top = int(code.max(initial=0)) + 1
+    if miss is not None:
+        code[miss] = -1
     return code
