@@ -28,7 +28,10 @@ k-th smallest of two sorted sequences): a few lookups per PL student rather than
 distances each. The set within ``d_k`` is again one contiguous range, and so are the
 comparisons strictly closer than ``d_k`` (distances fall, then rise, along the range), so
 every set is at most three runs of equal weight. No treated × comparison pair table is ever
-built; the pairs are written once, in their final order. Memory is O(n + Σ m_i).
+built; the pairs are written once, in their final order, and only when asked for: what the
+analyses read, each distinct matched row with its copies' summed weights, comes from the
+ranges directly, one term per set and pretest value (:meth:`VCGSets.distinct`). Memory is
+O(n + Σ m_i) for the pairs, O(n) without them.
 """
 
 from __future__ import annotations
