@@ -226,7 +226,12 @@ def _child(name, size, q):
         arg = prep(df) if prep else df
         if prep:
             del df
-        import pleval  # noqa: F401  (imports outside the timing)
+        # imports outside the timing: `import pleval` alone loads nothing (its names load on first use),
+        # so the modules the tasks call are imported here (statsmodels, which only the propensity fit
+        # and the peers load, stays inside, as for them)
+        import pleval.checks  # noqa: F401
+        import pleval.data  # noqa: F401
+        import pleval.matching  # noqa: F401
 
         if name in NEEDS:
             __import__(NEEDS[name])
