@@ -1027,7 +1027,7 @@ def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcovs, opts: dict)
     a single PL school included), and "" — or None and why there is none (fewer than 2 placebo
     estimates)."""
     from .heterogeneity import calibrate
-    from .heterogeneity.placebo import _group_vcov
+    from .heterogeneity.placebo import _group_vcov, _raw_vcov
 
     def estimated(f: pd.DataFrame) -> pd.DataFrame:
         se_ = f["es_se"].to_numpy(dtype=float)
@@ -1038,7 +1038,8 @@ def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcovs, opts: dict)
     try:
         return calibrate(t["school"].to_numpy(), t["effect_size"], _group_vcov(se.vcov, skey, t), t["df"],
                          p["effect_size"], _group_vcov(placebo_vcovs, skey, p), alpha=opts["alpha"],
-                         adjust=opts["adjust"], level=opts["level"], hartung_knapp=opts["hartung_knapp"]), ""
+                         adjust=opts["adjust"], level=opts["level"], hartung_knapp=opts["hartung_knapp"],
+                         V_raw=_raw_vcov(se, skey, t)), ""
     except DesignError as exc:
         return None, str(exc)
 

@@ -58,7 +58,8 @@ def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> li
     """Stage 1 (expensive): the data set of ``seed`` through ``pleval.estimate`` (defaults,
     ``sd=15`` so effect sizes are in latent units; the sensitivity analysis, which feeds no school
     figure, is off), and what the meta layer needs, for each program-effect SD in ``taus``: the
-    PL schools' effect sizes, joint covariance, df, p-values and per-school CIs, the placebo
+    PL schools' effect sizes, joint covariance (as used, and ``V_raw`` before the off-diagonal
+    shrinkage), df, p-values and per-school CIs, the placebo
     schools' effect sizes and joint covariance, and the truths.
 
     The data sets of one seed differ only in the PL schools' program effects θ_j (the generator
@@ -83,12 +84,15 @@ def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> li
     if V is None:  # one PL school: no joint covariance is stored, its variance is es_se²
         one = se.table[np.isfinite(se.table["effect_size"].to_numpy(dtype=float))]
         V = pd.DataFrame(np.diag(one["es_se"].to_numpy(dtype=float) ** 2), index=one["school"], columns=one["school"])
+    V_raw = se.vcov_raw.get(key)
+    V_raw = V if V_raw is None else V_raw.loc[V.index, V.index]
     t = se.table.set_index("school").loc[V.index]
     plc = ev.details[key]["placebo"]
     p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
     lab = p["school"].to_numpy()
     base = {
         "labels": V.index.to_numpy().astype(str), "y": t["effect_size"].to_numpy(dtype=float), "V": V.to_numpy(),
+        "V_raw": V_raw.to_numpy(),
         "se": t["es_se"].to_numpy(dtype=float), "df": t["df"].to_numpy(dtype=float),
         "pvalue": t["pvalue"].to_numpy(dtype=float), "ci_low": t["es_ci_low"].to_numpy(dtype=float),
         "ci_high": t["es_ci_high"].to_numpy(dtype=float), "k_all": np.array(len(se.table)),
@@ -118,7 +122,7 @@ def infer(ing: dict):
 
     return school_inference(ing["labels"], ing["y"], ing["V"], ing["df"], ing["pvalue"], ing["placebo_y"],
                             ing["placebo_V"], method=o["meta_method"], hartung_knapp=o["hartung_knapp"],
-                            adjust=o["adjust"], alpha=o["alpha"], level=o["level"])
+                            adjust=o["adjust"], alpha=o["alpha"], level=o["level"], V_raw=ing.get("V_raw"))
 
 
 def score(ing: dict) -> dict:

@@ -12,7 +12,7 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 
 from pleval.errors import DataError
-from pleval.heterogeneity import empirical_bayes, meta_analysis, meta_regression, school_effects
+from pleval.heterogeneity import calibrate, empirical_bayes, meta_analysis, meta_regression, school_effects
 from pleval.inference import ols
 
 
@@ -133,6 +133,12 @@ def test_off_diagonal_shrinkage_matches_a_direct_computation():
     want = np.diag(np.diag(V)) + (1 - lam) * (V - np.diag(np.diag(V)))
     np.testing.assert_allclose(res.vcov["all"].to_numpy(), want, rtol=1e-8, atol=1e-14)
     assert res.meta["all"].vcov is not None and np.allclose(res.meta["all"].vcov, want, rtol=1e-8, atol=1e-14)
+    # the pooled SE: the model SE with the shrunk V plus the covariance the shrinkage removed
+    m = res.meta["all"]
+    W = np.linalg.inv(want + m.tau2 * np.eye(k))
+    wt = W.sum(axis=1) / W.sum()
+    assert m.se**2 == pytest.approx(1 / W.sum() + max(0.0, wt @ (V - want) @ wt), rel=1e-8)
+    assert m.se2_offdiag > 0
 
 
 def test_joint_cr2_matches_direct_n_by_n_computation():
@@ -276,6 +282,80 @@ def test_correlated_metaregression_against_gls():
     np.testing.assert_allclose(r.vcov, g.normalized_cov_params, rtol=1e-8)
 
 
+def _shrunk(V, lam):
+    D = np.diag(np.diag(V))
+    return D + (1 - lam) * (V - D)
+
+
+@pytest.mark.parametrize("hk", [False, True])
+def test_pooled_se_adds_back_the_covariance_the_shrinkage_removed(hk):
+    """With ``vcov_unshrunk=V0`` and ``vcov=V`` (V0's off-diagonal times 0.3), μ̂, τ², Q, the
+    weights and I² are those of V alone, and SE² = (1'W1)⁻¹ (times the Hartung–Knapp factor
+    r'Wr/(k − 1)) + w̃'(V0 − V)w̃, W = (V + τ̂²I)⁻¹, w̃ = W1/1'W1, written with matrices; the CI,
+    p-value and prediction interval use that SE."""
+    y, V0 = _corr_data(seed=6)
+    k = y.size
+    V0 = V0 + 0.004  # a component shared by every school (as shared comparison schools give)
+    V = _shrunk(V0, 0.7)
+    se = np.sqrt(np.diag(V))
+    a = meta_analysis(y, se, "REML", vcov=V, hartung_knapp=hk)
+    b = meta_analysis(y, se, "REML", vcov=V, hartung_knapp=hk, vcov_unshrunk=V0)
+    for f in ("estimate", "tau2", "q", "i2", "h2", "fe_estimate", "fe_se"):
+        assert getattr(b, f) == pytest.approx(getattr(a, f), rel=1e-12), f
+    np.testing.assert_allclose(b.weights, a.weights, rtol=1e-12)
+    W = np.linalg.inv(V + b.tau2 * np.eye(k))
+    wt = W.sum(axis=1) / W.sum()
+    r = y - wt @ y
+    base = 1 / W.sum() * ((r @ W @ r) / (k - 1) if hk else 1.0)
+    extra = wt @ (V0 - V) @ wt
+    assert extra > 0.05 * base  # the removed covariance matters in this example
+    assert b.se2_offdiag == pytest.approx(extra, rel=1e-9)
+    assert b.se == pytest.approx(np.sqrt(base + extra), rel=1e-9)
+    assert a.se == pytest.approx(np.sqrt(base), rel=1e-9)
+    dist = stats.t(k - 1) if hk else stats.norm
+    assert b.ci_high - b.estimate == pytest.approx(dist.ppf(0.975) * b.se, rel=1e-9)
+    assert b.pvalue == pytest.approx(2 * dist.sf(abs(b.estimate) / b.se), rel=1e-9)
+    assert b.pi_high - b.estimate == pytest.approx(stats.t.ppf(0.975, k - 2) * np.sqrt(b.tau2 + b.se**2), rel=1e-9)
+    assert "regularization of V removed" in b.summary()
+
+
+def test_pooled_se_unchanged_when_nothing_or_negative_covariance_was_removed():
+    """``vcov_unshrunk = vcov`` changes nothing (term 0); a removed off-diagonal whose quadratic
+    form is negative is floored at 0, so the SE never falls below the model's."""
+    y, V0 = _corr_data(seed=7)
+    se = np.sqrt(np.diag(V0))
+    a = meta_analysis(y, se, "REML", vcov=V0, hartung_knapp=True)
+    b = meta_analysis(y, se, "REML", vcov=V0, hartung_knapp=True, vcov_unshrunk=V0)
+    assert b.se2_offdiag == 0.0
+    for f in ("estimate", "se", "ci_low", "ci_high", "pvalue", "pi_low", "pi_high"):
+        assert getattr(b, f) == getattr(a, f), f
+    D = np.diag(np.diag(V0))
+    V_neg = 2 * D - V0  # the "unshrunk" matrix with every covariance of the opposite sign
+    c = meta_analysis(y, se, "REML", vcov=D, hartung_knapp=True, vcov_unshrunk=V_neg)
+    d = meta_analysis(y, se, "REML", vcov=D, hartung_knapp=True)
+    assert c.se2_offdiag == 0.0 and c.se == d.se
+
+
+def test_calibrated_pooled_se_adds_back_the_removed_covariance():
+    """``calibrate(..., V_raw=V0)``: se_total² = the HK-scaled GLS variance at τ̂²_total plus
+    w̃'(V0 − V)w̃ with that GLS's weights; the rest of the calibration is unchanged."""
+    y, V0 = _corr_data(seed=8)
+    V0 = V0 + 0.004
+    yp, Vp = _corr_data(k=20, seed=9, tau=0.1)
+    V = _shrunk(V0, 0.6)
+    lab, df = [f"s{i}" for i in range(y.size)], np.full(y.size, 40.0)
+    a = calibrate(lab, y, V, df, yp, Vp)
+    b = calibrate(lab, y, V, df, yp, Vp, V_raw=V0)
+    pd.testing.assert_frame_equal(a.schools, b.schools)
+    assert b.tau2_total == a.tau2_total and b.mu_total == a.mu_total and b.pi == a.pi
+    W = np.linalg.inv(V + b.tau2_total * np.eye(y.size))
+    wt = W.sum(axis=1) / W.sum()
+    r = y - b.mu_total
+    want = (r @ W @ r) / (y.size - 1) / W.sum() + max(0.0, wt @ (V0 - V) @ wt)
+    assert b.se_total**2 == pytest.approx(want, rel=1e-9)
+    assert b.se_total > a.se_total
+
+
 def test_vcov_input_errors():
     y, V = _corr_data(k=5)
     se = np.sqrt(np.diag(V))
@@ -287,6 +367,10 @@ def test_vcov_input_errors():
     bad[0, 1] += 0.01
     with pytest.raises(DataError, match="symmetric"):
         meta_analysis(y, se, vcov=bad)
+    with pytest.raises(DataError, match="vcov_unshrunk needs vcov"):
+        meta_analysis(y, se, vcov_unshrunk=V)
+    with pytest.raises(DataError, match="diagonal of vcov_unshrunk"):
+        meta_analysis(y, se, vcov=V, vcov_unshrunk=V * 1.1)
 
 
 def _small_schools(seed=4):

@@ -86,7 +86,7 @@ from .._results import ResultMixin
 from ..errors import DesignError
 from ..inference import adjust_pvalues
 from ._tau2 import q_profile_ci
-from .meta import MetaAnalysis, meta_analysis, rotate
+from .meta import MetaAnalysis, meta_analysis, offdiag_variance, rotate
 from ._predictive import order_restricted, predictive, shrinkage, variance_draws
 from ._unweighted import unweighted_q
 from .shrinkage import blup
@@ -268,13 +268,15 @@ def calibrate(
     adjust: str = "bh",
     level: float = 0.95,
     hartung_knapp: bool = True,
+    V_raw=None,
 ) -> Calibration:
     """Placebo calibration of one group of PL school effect sizes (module docstring).
 
     ``y``, ``V``, ``df``: the PL schools' effect sizes, joint covariance and per-school df;
     ``placebo_y``, ``placebo_V``: the placebo schools' effect sizes and joint covariance;
     ``hartung_knapp``: the SE of μ̂ reported as ``se_total`` (the prediction interval integrates the
-    variance uncertainty instead).
+    variance uncertainty instead); ``V_raw``: ``V`` before its off-diagonal shrinkage, whose removed
+    covariance ``se_total`` adds back (:func:`~.meta.offdiag_variance`; None: nothing removed).
     """
     y = np.atleast_1d(np.asarray(y, dtype=float))
     V = np.atleast_2d(np.asarray(V, dtype=float))
@@ -315,6 +317,8 @@ def calibrate(
     if hartung_knapp:
         r = y - mu_t
         se2 *= float(r @ W @ r) / (k - 1)
+    if V_raw is not None:
+        se2 += offdiag_variance(W.sum(axis=1) / W.sum(), np.asarray(V_raw, dtype=float), V)
     schools = pd.DataFrame({
         **first,
         "program_shrunk": shrunk,

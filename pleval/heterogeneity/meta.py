@@ -48,6 +48,17 @@ interval are the formulas of :mod:`._tau2` applied to ``(ỹ, λ, Q'1)`` (Q, tr 
 likelihood are invariant to the rotation). The typical within-school variance becomes
 ``s² = (k − 1)/tr P`` (equal to the expression above when V is diagonal); ``weights`` are the
 GLS weights ``(1'W1)⁻¹ W1``, ``W = (V + τ̂²I)⁻¹`` (they can be negative).
+
+**Covariance removed by regularization** (``vcov_unshrunk=V₀``): when ``V`` is a regularized
+estimate whose off-diagonal was shrunk toward 0 (:attr:`SchoolEffects.vcov`, Schäfer & Strimmer
+2005), the pooled estimate ``μ̂ = w̃'y`` (``w̃`` the GLS weights above, summing to 1) still varies
+with the covariance the shrinkage removed, which neither the model variance ``(1'W1)⁻¹`` nor
+the Hartung–Knapp factor can see: a component shared by all schools moves every estimate
+together and leaves the residuals unchanged. Its cluster-robust estimate is put back into the
+pooled SE only, ``SE² = SE²_(model or HK) + max(0, w̃'(V₀ − V)w̃)`` (a quadratic form in one
+fixed linear combination, so the unshrunk matrix's noise averages out where it would not in
+``V⁻¹``); τ², Q, I², the weights and the shrinkage keep ``V``. ``se2_offdiag`` holds the
+term; with ``V₀ = V`` it is 0 and every figure is unchanged.
 """
 
 from __future__ import annotations
@@ -94,18 +105,19 @@ def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tup
     return y, se
 
 
-def check_vcov(vcov, se: np.ndarray) -> np.ndarray:
-    """A k×k sampling covariance: finite, symmetric, positive definite, diagonal = SE²."""
+def check_vcov(vcov, se: np.ndarray, name: str = "vcov") -> np.ndarray:
+    """A k×k sampling covariance (argument ``name``): finite, symmetric, diagonal = SE² (positive
+    definiteness is checked where it is needed, by :func:`rotate`)."""
     V = np.asarray(vcov, dtype=float)
     k = se.size
     if V.shape != (k, k):
-        raise DataError(f"vcov must be {k}×{k} (one row and column per estimate); got shape {V.shape}")
+        raise DataError(f"{name} must be {k}×{k} (one row and column per estimate); got shape {V.shape}")
     if not np.isfinite(V).all():
-        raise DataError("vcov has missing or infinite entries; drop the schools without an estimate first")
+        raise DataError(f"{name} has missing or infinite entries; drop the schools without an estimate first")
     if not np.allclose(V, V.T, rtol=1e-10, atol=1e-14 * np.abs(V).max()):
-        raise DataError("vcov must be symmetric")
+        raise DataError(f"{name} must be symmetric")
     if not np.allclose(np.diag(V), se**2, rtol=1e-8, atol=0):
-        raise DataError("the diagonal of vcov must equal ses²")
+        raise DataError(f"the diagonal of {name} must equal ses²")
     return (V + V.T) / 2
 
 
@@ -162,6 +174,7 @@ class MetaAnalysis(ResultMixin):
     weights: np.ndarray
     labels: tuple
     vcov: np.ndarray | None = None
+    se2_offdiag: float = 0.0
 
     @property
     def correlated(self) -> bool:
@@ -254,6 +267,8 @@ class MetaAnalysis(ResultMixin):
             f"  pooled effect  {self.estimate:.4f}  (SE {self.se:.4f}; {lv} CI {self.ci_low:.4f} to "
             f"{self.ci_high:.4f}; p = {self.pvalue:.3g}, {ref})",
         ]
+        if self.se2_offdiag > 0:
+            lines.append(f"  SE² includes {self.se2_offdiag:.3g} for the between-school covariance the regularization of V removed")
         if self.method != "FE":
             se = f", SE {self.tau2_se:.4f}" if np.isfinite(self.tau2_se) else ""
             lines += [
@@ -314,6 +329,7 @@ def meta_analysis(
     prediction: Literal["t", "t_k1", "normal"] = "t",
     labels: Sequence | None = None,
     vcov=None,
+    vcov_unshrunk=None,
 ) -> MetaAnalysis:
     """Pool per-school estimates with a fixed- or random-effects model.
 
@@ -335,6 +351,9 @@ def meta_analysis(
         School names, kept for tables and forest plots.
     vcov : array (k, k), optional
         Full sampling covariance of the estimates (diagonal ``ses²``): GLS with ``V + τ²I``.
+    vcov_unshrunk : array (k, k), optional
+        ``vcov`` before its off-diagonal was shrunk (same diagonal); the pooled SE adds
+        ``max(0, w̃'(vcov_unshrunk − vcov)w̃)`` (module docstring). Needs ``vcov``.
 
     Notes
     -----
@@ -351,6 +370,9 @@ def meta_analysis(
     X = np.ones((k, 1))
     alpha = 1.0 - level
     V = None if vcov is None else check_vcov(vcov, se)
+    if vcov_unshrunk is not None and V is None:
+        raise DataError("vcov_unshrunk needs vcov (the shrunk covariance the analysis uses)")
+    V0 = None if vcov_unshrunk is None else check_vcov(vcov_unshrunk, se, "vcov_unshrunk")
 
     if V is None:
         yy, vv, XX = y, v, X
@@ -368,11 +390,14 @@ def meta_analysis(
 
     w, beta, A, r = _tau2.wls_pieces(yy, vv, XX, tau2)
     mu = float(beta[0])
-    se_mu = math.sqrt(A[0, 0])
+    gls_w = w if V is None else Qrot @ (XX[:, 0] * w)
+    se2 = A[0, 0]
     df = math.inf
     if hartung_knapp:
-        se_mu = math.sqrt(A[0, 0] * float(w @ r**2) / (k - 1))
+        se2 *= float(w @ r**2) / (k - 1)
         df = float(k - 1)
+    se2_offdiag = 0.0 if V0 is None else offdiag_variance(gls_w / gls_w.sum(), V0, V)
+    se_mu = math.sqrt(se2 + se2_offdiag)
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = dist.ppf(1 - alpha / 2)
     z = mu / se_mu
@@ -381,11 +406,9 @@ def meta_analysis(
     tau2_ci = _tau2.q_profile_ci(yy, vv, XX, level)
     if V is None:
         s2 = typical_variance(v)
-        gls_w = w
     else:
         w0, _, A0, _ = _tau2.wls_pieces(yy, vv, XX, 0.0)
         s2 = float((k - 1) / (w0.sum() - A0[0, 0] * float((XX[:, 0] * w0) @ (XX[:, 0] * w0))))
-        gls_w = Qrot @ (XX[:, 0] * w)
     if method == "FE":
         i2 = 100.0 * max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
         h2 = q / (k - 1)
@@ -447,7 +470,16 @@ def meta_analysis(
         weights=_readonly(100.0 * gls_w / gls_w.sum()),
         labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
         vcov=None if V is None else _readonly(V),
+        se2_offdiag=float(se2_offdiag),
     )
 
 
-__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "PREDICTIONS", "check_method", "typical_variance", "check_inputs", "check_vcov", "rotate"]
+def offdiag_variance(weights: np.ndarray, V_unshrunk: np.ndarray, V: np.ndarray) -> float:
+    """``max(0, w'(V_unshrunk − V)w)``: the variance of the linear combination ``w'y`` carried by
+    the covariance that shrinking ``V_unshrunk``'s off-diagonal to ``V`` removed (module
+    docstring), floored at 0 so the correction never shortens an interval."""
+    return max(0.0, float(weights @ (V_unshrunk - V) @ weights))
+
+
+__all__ = ["meta_analysis", "MetaAnalysis", "METHODS", "PREDICTIONS", "check_method", "typical_variance", "check_inputs", "check_vcov", "rotate",
+           "offdiag_variance"]

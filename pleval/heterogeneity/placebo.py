@@ -411,7 +411,7 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
         V = _group_vcov(observed.vcov, gkey, o)
         Vp = _group_vcov(placebo_vcov, gkey, p)
         c = calibrate(o["school"].to_numpy(), o["effect_size"], V, o["df"], p["effect_size"], Vp, alpha=alpha,
-                      adjust=adjust, level=level, hartung_knapp=hartung_knapp)
+                      adjust=adjust, level=level, hartung_knapp=hartung_knapp, V_raw=_raw_vcov(observed, gkey, o))
         results[gkey] = c
         frame = c.schools.copy()
         for i, (b, val) in enumerate(zip(by, key)):
@@ -444,6 +444,12 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
     comparison = pd.DataFrame(rows)
     calibrated = pd.concat(cal, ignore_index=True) if cal else pd.DataFrame()
     return comparison, calibrated, results
+
+
+def _raw_vcov(effects, key, rows: pd.DataFrame) -> np.ndarray | None:
+    """The unshrunk joint covariance of ``rows``' schools (:attr:`SchoolEffects.vcov_raw`), None
+    when none is stored."""
+    return _group_vcov(effects.vcov_raw, key, rows) if key in effects.vcov_raw else None
 
 
 def _group_vcov(vcovs: Mapping, key, rows: pd.DataFrame) -> np.ndarray:

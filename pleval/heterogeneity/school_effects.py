@@ -356,13 +356,14 @@ def _finish(
             continue
         labels = sub["school"].to_numpy()[ok]
         rows = idx[ok]
-        V = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
+        V = V_raw = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
         if vcov_es is not None:
             raws[key] = pd.DataFrame(V, index=labels, columns=labels)
             V, lams[key] = regularize(V, vcov_es_var[np.ix_(rows, rows)])
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
         m, sh = pool_schools(es[ok], ses[ok], None if vcov_es is None else V, method=method,
-                             hartung_knapp=hartung_knapp, level=level, prediction=prediction, labels=labels)
+                             hartung_knapp=hartung_knapp, level=level, prediction=prediction, labels=labels,
+                             V_raw=None if vcov_es is None else V_raw)
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd

@@ -36,12 +36,14 @@ from .shrinkage import Shrinkage, empirical_bayes
 
 
 def pool_schools(y, se, V=None, *, method: Method = "REML", hartung_knapp: bool = True, level: float = 0.95,
-                 prediction: str = "t", labels=None) -> tuple[MetaAnalysis, Shrinkage]:
+                 prediction: str = "t", labels=None, V_raw=None) -> tuple[MetaAnalysis, Shrinkage]:
     """Random-effects pooling (GLS with ``V + τ²I``; independent schools when ``V`` is None)
     and empirical-Bayes shrinkage of one group of school effect sizes
-    (:func:`~.meta.meta_analysis`, :func:`~.shrinkage.empirical_bayes` with the τ² uncertainty)."""
+    (:func:`~.meta.meta_analysis`, :func:`~.shrinkage.empirical_bayes` with the τ² uncertainty);
+    ``V_raw``, ``V`` before its off-diagonal shrinkage, adds the covariance it removed to the
+    pooled SE (``vcov_unshrunk``)."""
     m = meta_analysis(y, se, method=method, hartung_knapp=hartung_knapp, level=level, labels=labels, vcov=V,
-                      prediction=prediction)
+                      prediction=prediction, vcov_unshrunk=V_raw)
     return m, empirical_bayes(y, se, m, level=level, labels=labels, tau2_uncertainty=True)
 
 
@@ -71,11 +73,13 @@ class SchoolInference(ResultMixin):
 
 def school_inference(labels, y, V, df, pvalue, placebo_y=None, placebo_V=None, *, method: Method = "REML",
                      hartung_knapp: bool = True, adjust: str = "bh", alpha: float = 0.05, level: float = 0.95,
-                     prediction: str = "t") -> SchoolInference:
+                     prediction: str = "t", V_raw=None) -> SchoolInference:
     """The meta layer of one group of PL schools from its ingredients (module docstring).
 
     ``labels, y, V, df, pvalue``: the PL schools with an estimate, their effect sizes, joint
-    covariance (diagonal ``es_se²``), df and student-level p-values; ``placebo_y, placebo_V``:
+    covariance (diagonal ``es_se²``), df and student-level p-values; ``V_raw``: the joint
+    covariance before its off-diagonal shrinkage (:attr:`SchoolEffects.vcov_raw`; None: none
+    was shrunk), which the pooled SEs use; ``placebo_y, placebo_V``:
     the placebo schools' effect sizes and joint covariance (no calibration when None). The
     options are :func:`pleval.estimate`'s (``meta_method``, ``hartung_knapp``, ``adjust``,
     ``alpha``, ``level``).
@@ -87,11 +91,11 @@ def school_inference(labels, y, V, df, pvalue, placebo_y=None, placebo_V=None, *
     meta = shrink = None
     if y.size > 1:
         meta, shrink = pool_schools(y, se, V, method=method, hartung_knapp=hartung_knapp, level=level,
-                                    prediction=prediction, labels=labels)
+                                    prediction=prediction, labels=labels, V_raw=V_raw)
     cal = None
     if placebo_y is not None:
         cal = calibrate(labels, y, V, df, placebo_y, placebo_V, alpha=alpha, adjust=adjust, level=level,
-                        hartung_knapp=hartung_knapp)
+                        hartung_knapp=hartung_knapp, V_raw=V_raw)
     return SchoolInference(counts=counts, meta=meta, shrinkage=shrink, calibration=cal,
                            note=ONE_SCHOOL if y.size == 1 else "")
 
