@@ -113,7 +113,7 @@ def regression_design(
     # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
     # the merged fit the same way): the collinearity sweep reads them, and the fit reuses them
     # when no column is left out
-    center = np.concatenate([[0.0], (w @ enc.X[:, 1:]) / w.sum()])
+    center = _weighted_center(enc.X, w)
     XtX, Xty = _gram(enc.X, y, np.sqrt(w), center)
     keep_cols = _independent(XtX)
     X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
@@ -129,6 +129,12 @@ def regression_design(
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols],
             "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None,
             "gram": (center, XtX, Xty) if X is enc.X else None}
+
+
+def _weighted_center(X: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The centre of the effect regression's centred fit: 0 for the intercept (first column),
+    the weighted mean of every other column."""
+    return np.concatenate([[0.0], (w @ X[:, 1:]) / w.sum()])
 
 
 def _cluster_ids(s: pd.Series) -> np.ndarray:
@@ -281,7 +287,7 @@ def regression_effect(
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
         center, gram = None, None
         if d.copies is not None:
-            center = np.concatenate([[0.0], (d.weights @ d.X[:, 1:]) / d.weights.sum()]) if d.gram is None else d.gram[0]
+            center = _weighted_center(d.X, d.weights) if d.gram is None else d.gram[0]
             gram = None if d.gram is None else d.gram[1:]
         fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs,
                   center=center, gram=gram, **conv)
