@@ -145,6 +145,20 @@ def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, r
     assert het.loc["math", "placebo_sd"] == pytest.approx(np.std(pl["effect_size"], ddof=1))
 
 
+def test_school_meta_regression_passes_the_unshrunk_covariance(matched_ev):
+    """SchoolEffects.meta_regression adds back the covariance the shrinkage removed: its fit is
+    meta_regression with vcov and vcov_unshrunk taken from the school effects."""
+    se = matched_ev.school_effects
+    got = se.meta_regression(["n_treated"])["reading"]
+    t = se.table[se.table["subject"] == "reading"]
+    t = t[np.isfinite(t.effect_size)]
+    ids = t["school"].to_numpy()
+    V, V0 = se.vcov["reading"].loc[ids, ids].to_numpy(), se.vcov_raw["reading"].loc[ids, ids].to_numpy()
+    want = pleval.heterogeneity.meta_regression(t["effect_size"], t["es_se"], t[["n_treated"]], vcov=V, vcov_unshrunk=V0)
+    np.testing.assert_allclose(got.vcov, want.vcov, rtol=1e-12)
+    assert np.trace(got.vcov_offdiag) > 0
+
+
 def test_heterogeneity_row_is_the_meta_analysis_of_the_school_table(matched_ev):
     sch = matched_ev.schools
     s = sch[(sch.subject == "reading") & np.isfinite(sch.effect_size)]

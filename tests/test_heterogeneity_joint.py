@@ -356,6 +356,67 @@ def test_calibrated_pooled_se_adds_back_the_removed_covariance():
     assert b.se_total > a.se_total
 
 
+@pytest.mark.parametrize("hk", [False, True])
+def test_metaregression_vcov_adds_back_the_covariance_the_shrinkage_removed(hk):
+    """``meta_regression(..., vcov=V, vcov_unshrunk=V0)``: β̂, τ², QE, R² and I² are V's alone;
+    Var(β̂) = (X'Σ⁻¹X)⁻¹ (times the Knapp–Hartung factor) + the positive part of L(V0 − V)L',
+    L = (X'Σ⁻¹X)⁻¹X'Σ⁻¹, Σ = V + τ̂²I, written in the unrotated space; SEs, CIs, p and QM use it."""
+    y, V0 = _corr_data(k=16, seed=10)
+    k = y.size
+    V0 = V0 + 0.004
+    V = _shrunk(V0, 0.7)
+    se = np.sqrt(np.diag(V))
+    x = np.cos(np.arange(k))
+    a = meta_regression(y, se, x, vcov=V, knapp_hartung=hk)
+    b = meta_regression(y, se, x, vcov=V, knapp_hartung=hk, vcov_unshrunk=V0)
+    for f in ("tau2", "qe", "r2", "i2", "df"):
+        assert getattr(b, f) == pytest.approx(getattr(a, f), rel=1e-12), f
+    np.testing.assert_allclose(b.coefficients["estimate"], a.coefficients["estimate"], rtol=1e-12)
+    X = np.column_stack([np.ones(k), x])
+    Si = np.linalg.inv(V + b.tau2 * np.eye(k))
+    A = np.linalg.inv(X.T @ Si @ X)
+    L = A @ X.T @ Si
+    r = y - X @ (L @ y)
+    base = A * ((r @ Si @ r) / (k - 2) if hk else 1.0)
+    e, E = np.linalg.eigh(L @ (V0 - V) @ L.T)
+    extra = (E * np.clip(e, 0, None)) @ E.T
+    assert extra[0, 0] > 0.05 * base[0, 0]  # the shared component moves the intercept
+    np.testing.assert_allclose(b.vcov_offdiag, extra, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(b.vcov, base + extra, rtol=1e-8)
+    np.testing.assert_allclose(a.vcov, base, rtol=1e-8)
+    dist = stats.t(k - 2) if hk else stats.norm
+    c = b.coefficients
+    np.testing.assert_allclose(c["ci_high"] - c["estimate"], dist.ppf(0.975) * np.sqrt(np.diag(base + extra)), rtol=1e-8)
+    np.testing.assert_allclose(c["pvalue"], 2 * dist.sf(np.abs(c["estimate"]) / np.sqrt(np.diag(base + extra))), rtol=1e-8)
+    qm = c["estimate"].iloc[1] ** 2 / (base + extra)[1, 1]
+    assert b.qm == pytest.approx(qm, rel=1e-8)
+    assert "regularization of V removed" in b.summary() and "regularization" not in a.summary()
+
+
+def test_metaregression_offdiag_term_is_the_pooled_se_term_without_moderators():
+    """With no moderators the added variance is meta_analysis's w̃'(V0 − V)w̃; with V0 = V nothing
+    changes; a removed covariance of the wrong sign adds nothing (its eigenvalues floored)."""
+    y, V0 = _corr_data(k=14, seed=11)
+    V0 = V0 + 0.004
+    V = _shrunk(V0, 0.5)
+    se = np.sqrt(np.diag(V))
+    none = pd.DataFrame(index=range(y.size))
+    r = meta_regression(y, se, none, vcov=V, vcov_unshrunk=V0, knapp_hartung=True)
+    m = meta_analysis(y, se, "REML", vcov=V, vcov_unshrunk=V0, hartung_knapp=True)
+    assert r.vcov_offdiag[0, 0] == pytest.approx(m.se2_offdiag, rel=1e-9)
+    assert r.coefficients["se"].iloc[0] == pytest.approx(m.se, rel=1e-9)
+    x = np.linspace(0, 1, y.size)
+    same = meta_regression(y, se, x, vcov=V, vcov_unshrunk=V)
+    plain = meta_regression(y, se, x, vcov=V)
+    np.testing.assert_allclose(same.vcov, plain.vcov, rtol=1e-12, atol=1e-16)
+    D = np.diag(np.diag(V0))
+    neg = meta_regression(y, np.sqrt(np.diag(D)), x, vcov=D, vcov_unshrunk=2 * D - V0)
+    pos = meta_regression(y, np.sqrt(np.diag(D)), x, vcov=D)
+    assert np.all(np.diag(neg.vcov) >= np.diag(pos.vcov) * (1 - 1e-12))
+    with pytest.raises(DataError, match="vcov_unshrunk needs vcov"):
+        meta_regression(y, se, x, vcov_unshrunk=V0)
+
+
 def test_vcov_input_errors():
     y, V = _corr_data(k=5)
     se = np.sqrt(np.diag(V))

@@ -318,9 +318,10 @@ def test_context_moderators_equal_a_direct_meta_regression(tmp_path):
     urb = d.drop_duplicates("school_id").set_index("school_id")["urbanicity"].reindex(sch["school"]).to_numpy()
     X = pd.DataFrame({"school_poverty": sch["school_poverty"].to_numpy(), "suburban": (urb == "suburban").astype(float),
                       "urban": (urb == "urban").astype(float)})
-    V = ev.school_effects.vcov.get("math")
-    ref = meta_regression(sch["effect_size"], sch["es_se"], X, knapp_hartung=True,
-                          vcov=None if V is None else V.loc[sch["school"], sch["school"]].to_numpy())
+    ids = sch["school"]
+    V, V0 = ev.school_effects.vcov["math"].loc[ids, ids], ev.school_effects.vcov_raw["math"].loc[ids, ids]
+    ref = meta_regression(sch["effect_size"], sch["es_se"], X, knapp_hartung=True, vcov=V.to_numpy(),
+                          vcov_unshrunk=V0.to_numpy())
     np.testing.assert_allclose(m["estimate"], ref.coefficients["estimate"], rtol=1e-8)
     np.testing.assert_allclose(m["pvalue"], ref.coefficients["pvalue"], rtol=1e-7)
     assert m["qm"].iloc[0] == pytest.approx(ref.qm, rel=1e-8) and m["qm_df"].iloc[0] == 3

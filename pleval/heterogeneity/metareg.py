@@ -22,6 +22,14 @@ With a full sampling covariance (``vcov=V``; correlated school estimates) the mo
 rotated data ``(Q'y, Q'X)`` with independent variances λ_i, ``V = QΛQ'`` (see
 :mod:`.meta`); ``QE = r'V⁻¹r`` and ``s² = (k − p)/tr P₀`` follow.
 
+**Covariance removed by regularization** (``vcov_unshrunk=V₀``, as in :mod:`.meta`): β̂ = Ly
+with ``L = (X'WX)⁻¹X'W`` still varies with the covariance that shrinking ``V₀``'s off-diagonal
+to ``V`` removed, ``L(V₀ − V)L'``; its positive part (the eigenvalues of that p × p matrix
+floored at 0, so no coefficient's SE can shrink) is added to ``Var(β̂)`` after the
+Knapp–Hartung factor, and the tests, CIs and QM use the sum. ``vcov_offdiag`` holds the term;
+τ², QE, R², I² and the BLUPs' shrinkage keep ``V``. With one column (no moderators) it is the
+pooled SE's term of :func:`.meta.meta_analysis`.
+
 **BLUPs** (:meth:`MetaRegression.blup`; metafor's ``blup()`` and ``ranef()``): the best linear
 unbiased prediction of school i's true effect ``θ_i = x_i'β + u_i`` given the fit is
 ``θ̃ = Xβ̂ + û``, ``û = τ̂²W(y − Xβ̂)``, ``W = (V + τ̂²I)⁻¹`` (Henderson 1975; Raudenbush & Bryk
@@ -75,6 +83,7 @@ class MetaRegression(ResultMixin):
     ses: np.ndarray | None = None
     design: np.ndarray | None = None
     sampling_vcov: np.ndarray | None = None
+    vcov_offdiag: np.ndarray | None = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
@@ -115,6 +124,11 @@ class MetaRegression(ResultMixin):
             f"tau² without moderators {self.tau2_null:.4g}; R² = {100 * self.r2:.1f}%; residual I² = {self.i2:.1f}%",
             f"  residual heterogeneity QE({self.qe_df}) = {self.qe:.4f}, p = {self.qe_pvalue:.3g}",
             f"  moderators together QM: {self.qm_distribution} = {self.qm:.4f}, p = {self.qm_pvalue:.3g}",
+        ]
+        if self.vcov_offdiag is not None and np.any(self.vcov_offdiag):
+            lines.append("  Var(β) includes the between-school covariance the regularization of V removed "
+                         f"(SE² added: {', '.join(f'{x:.3g}' for x in np.diag(self.vcov_offdiag))})")
+        lines += [
             f"  {'term':<22}{'estimate':>11}{'SE':>11}{ref:>9}{'p':>10}{'CI low':>11}{'CI high':>11}",
         ]
         for name, r in c.iterrows():
@@ -157,11 +171,14 @@ def meta_regression(
     level: float = 0.95,
     names: Sequence[str] | None = None,
     vcov=None,
+    vcov_unshrunk=None,
 ) -> MetaRegression:
     """Regress school effects on school-level moderators (formulas in the module docstring).
 
     ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``).
     An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
+    ``vcov_unshrunk``: the covariance before the off-diagonal shrinkage that gave ``vcov``;
+    ``Var(β̂)`` adds the positive part of ``L(vcov_unshrunk − vcov)L'`` (module docstring).
     """
     check_method(method, vcov is not None)
     y, se = check_inputs(estimates, ses)
@@ -176,8 +193,11 @@ def meta_regression(
         raise DesignError("moderators are collinear (or one is constant): the design matrix is rank deficient")
     y0, X0 = y, X
     V = None if vcov is None else check_vcov(vcov, se)
+    if vcov_unshrunk is not None and V is None:
+        raise DataError("vcov_unshrunk needs vcov (the shrunk covariance the analysis uses)")
+    V0 = None if vcov_unshrunk is None else check_vcov(vcov_unshrunk, se, "vcov_unshrunk")
     if V is not None:
-        y, v, X, _ = rotate(y, V, X)
+        y, v, X, Q = rotate(y, V, X)
 
     def fit_tau2(Xm):
         return _tau2.estimate_tau2(method, y, v, Xm)
@@ -190,6 +210,10 @@ def meta_regression(
     if knapp_hartung:
         vcov = A * float(w @ r**2) / (k - p)
         df = float(k - p)
+    offdiag = None
+    if V0 is not None:
+        offdiag = offdiag_vcov(A @ (X * w[:, None]).T @ Q.T, V0, V)
+        vcov = vcov + offdiag
     se_b = np.sqrt(np.diag(vcov))
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = dist.ppf(0.5 + level / 2)
@@ -249,7 +273,18 @@ def meta_regression(
         ses=_readonly(se),
         design=_readonly(X0),
         sampling_vcov=None if V is None else _readonly(V),
+        vcov_offdiag=None if offdiag is None else _readonly(offdiag),
     )
 
 
-__all__ = ["meta_regression", "MetaRegression"]
+def offdiag_vcov(L: np.ndarray, V_unshrunk: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """The positive part of ``L(V_unshrunk − V)L'``: the covariance of the linear combinations
+    ``Ly`` carried by what shrinking ``V_unshrunk``'s off-diagonal to ``V`` removed, its negative
+    eigenvalues set to 0 so that no combination's variance is lowered (for one row,
+    :func:`.meta.offdiag_variance`)."""
+    M = L @ (V_unshrunk - V) @ L.T
+    e, E = np.linalg.eigh((M + M.T) / 2)
+    return (E * np.clip(e, 0.0, None)) @ E.T
+
+
+__all__ = ["meta_regression", "MetaRegression", "offdiag_vcov"]

@@ -177,7 +177,8 @@ class SchoolEffects(ResultMixin):
         self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = False
     ) -> dict[object, MetaRegression]:
         """Meta-regression of the effect sizes on school-level columns of :attr:`table`,
-        one per ``by`` group (schools without an estimate are left out)."""
+        one per ``by`` group (schools without an estimate are left out), on the shrunk joint
+        covariance with the removed covariance added back to ``Var(β̂)`` (``vcov_unshrunk``)."""
         missing = [m for m in moderators if m not in self.table.columns]
         if missing:
             raise DataError(
@@ -187,10 +188,12 @@ class SchoolEffects(ResultMixin):
         out = {}
         for key, sub in self._groups():
             sub = sub[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
-            V = self.vcov.get(key)
+            ids = sub["school"].to_numpy()
+            V, V0 = self.vcov.get(key), self.vcov_raw.get(key)
             out[key] = meta_regression(
                 sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung,
-                vcov=None if V is None else V.loc[sub["school"].to_numpy(), sub["school"].to_numpy()].to_numpy(),
+                vcov=None if V is None else V.loc[ids, ids].to_numpy(),
+                vcov_unshrunk=None if V is None or V0 is None else V0.loc[ids, ids].to_numpy(),
             )
         return out
 
