@@ -1299,6 +1299,14 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     return res, ""
 
 
+def _shares_school(school: pd.Series, treated: np.ndarray) -> bool:
+    """Whether a school has rows of both arms: ``school[treated].isin(school[~treated]).any()``
+    on integer codes (a missing id is code −1 on both sides, as ``isin`` matches NaN to NaN;
+    ``isin`` on Arrow strings takes a Python string per row)."""
+    code = pd.factorize(school)[0]
+    return bool(np.isin(code[treated], code[~treated]).any())
+
+
 def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict,
           higher_is_better: bool = True):
     """The WWC rating and ESSA tier of one subject (:func:`pleval.rating.rate`) from what the
@@ -1342,7 +1350,7 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
         sch = m[columns.school]
         facts = StudyFacts(
             outcome, "qed", "schools", int(m[columns.student_id].nunique()) if columns.student_id else int(len(m)),
-            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=bool(sch[t].isin(sch[~t]).any()), **common)
+            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=_shares_school(sch, t), **common)
     return rate(facts)
 
 

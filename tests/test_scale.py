@@ -663,3 +663,20 @@ def test_combine_codes_is_the_mixed_radix_of_the_column_codes():
         got = combine_codes(df, cols, out=out)
         assert got.dtype == np.int64 and np.array_equal(got, literal(df, cols)), cols
         assert list(out) == cols
+
+
+@pytest.mark.parametrize("dtype", ["object", "string[pyarrow]", "category"])
+def test_shares_school_is_isin(dtype):
+    """The rating's check for a school holding both arms, on integer codes, is pandas' ``isin``
+    (missing ids included: NaN matches NaN)."""
+    from pleval.estimate import _shares_school
+
+    rng = np.random.default_rng(5)
+    for case in range(40):
+        ids = rng.choice(["a", "b", "c", "d", None], size=rng.integers(1, 12))
+        t = rng.integers(0, 2, ids.size).astype(bool)
+        sch = pd.Series(ids, dtype=object)
+        want = bool(sch[t].isin(sch[~t]).any())
+        assert _shares_school(sch.astype(dtype), t) is want, (case, ids, t)
+    assert _shares_school(pd.Series(["a", "b"], dtype=dtype), np.array([True, False])) is False
+    assert _shares_school(pd.Series(["a", "a"], dtype=dtype), np.array([True, False])) is True
