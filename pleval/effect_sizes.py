@@ -157,23 +157,26 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     t = np.asarray(treated).astype(bool)
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=float)
     w2 = w**2 if weights2 is None else np.asarray(weights2, dtype=float)
-    ok = np.isfinite(y) & (w > 0)
     codes = np.zeros(y.size, dtype=np.intp) if strata is None else _codes(strata)
-    arms = (~t,) if kind == "comparison" else (~t, t)
+    if codes.size and codes.min() < 0:
+        raise DataError("outcome SD: the strata have missing values")
+    S = int(codes.max()) + 1 if codes.size else 1
+    # one bin per arm x stratum (comparison first), 2S for the rows left out; each bin's sums
+    # are taken over its rows in row order, as over the arm's rows alone
+    key = np.where(t, codes + S, codes) if kind == "pooled" else np.where(t, 2 * S, codes)
+    key[~(np.isfinite(y) & (w > 0))] = 2 * S
+    sw = np.bincount(key, w, 2 * S + 1)
+    sw2 = np.bincount(key, w2, 2 * S + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.bincount(key, w * y, 2 * S + 1) / sw
+        n_eff = sw**2 / sw2
+        var = np.bincount(key, w * (y - mean[key]) ** 2, 2 * S + 1) / sw * n_eff / (n_eff - 1.0)
     ss = dof = 0.0
-    for arm in arms:  # two arms at most
-        m = arm & ok
-        c, yy, ww = codes[m], y[m], w[m]
-        S = int(codes.max()) + 1
-        sw = np.bincount(c, ww, S)
-        sw2 = np.bincount(c, w2[m], S)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.bincount(c, ww * yy, S) / sw
-            n_eff = sw**2 / sw2
-            var = np.bincount(c, ww * (yy - mean[c]) ** 2, S) / sw * n_eff / (n_eff - 1.0)
-        use = n_eff > 1.0 + 1e-9
-        ss += float(np.sum((n_eff[use] - 1.0) * var[use]))
-        dof += float(np.sum(n_eff[use] - 1.0))
+    for arm in range(1 if kind == "comparison" else 2):  # the arms' strata in turn, as before
+        n_a, v_a = n_eff[arm * S:(arm + 1) * S], var[arm * S:(arm + 1) * S]
+        use = n_a > 1.0 + 1e-9
+        ss += float(np.sum((n_a[use] - 1.0) * v_a[use]))
+        dof += float(np.sum(n_a[use] - 1.0))
     if dof <= 0:
         raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
     label = "comparison-group SD" if kind == "comparison" else "pooled within-group SD"

@@ -172,3 +172,42 @@ def test_outcome_sd_within_strata_ignores_grade_mean_differences():
     assert outcome_sd(y, t, strata=[grade, subject])[0] == pytest.approx(
         outcome_sd(y, t, strata=np.char.add(grade.astype(str), subject))[0], rel=1e-12
     )
+
+
+def _outcome_sd_per_arm(y, t, kind, w, w2, codes):
+    """outcome_sd's weighted, stratified SD taken arm by arm on the arm's rows (its earlier form)."""
+    ok = np.isfinite(y) & (w > 0)
+    ss = dof = 0.0
+    S = int(codes.max()) + 1
+    for arm in ((~t,) if kind == "comparison" else (~t, t)):
+        m = arm & ok
+        c, yy, ww = codes[m], y[m], w[m]
+        sw, sw2 = np.bincount(c, ww, S), np.bincount(c, w2[m], S)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.bincount(c, ww * yy, S) / sw
+            n_eff = sw**2 / sw2
+            var = np.bincount(c, ww * (yy - mean[c]) ** 2, S) / sw * n_eff / (n_eff - 1.0)
+        use = n_eff > 1.0 + 1e-9
+        ss += float(np.sum((n_eff[use] - 1.0) * var[use]))
+        dof += float(np.sum(n_eff[use] - 1.0))
+    return float(np.sqrt(ss / dof))
+
+
+@pytest.mark.parametrize("kind", ["pooled", "comparison"])
+def test_outcome_sd_in_one_pass_is_the_sd_arm_by_arm(kind):
+    """All arms and strata in one set of bincounts: bit for bit the arm-by-arm sums, with
+    missing outcomes, zero weights, strata empty in an arm and single-row strata."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    y = rng.normal(200, 15, n)
+    y[rng.random(n) < 0.03] = np.nan
+    t = rng.random(n) < 0.3
+    w = rng.choice([0.0, 0.2, 0.5, 1.0, 1 / 3], n)
+    w2 = w**2 * rng.integers(1, 4, n)
+    codes = rng.integers(0, 12, n)
+    codes[(codes == 5) & t] = 4  # stratum 5: comparison rows only
+    codes[np.flatnonzero(codes == 7)[1:]] = 6  # stratum 7: one row
+    got = outcome_sd(y, t, kind, weights=w, strata=codes, weights2=w2)[0]
+    assert got == _outcome_sd_per_arm(y, t, kind, w, w2, pd.factorize(codes)[0])
+    with pytest.raises(DataError, match="strata"):
+        outcome_sd(y, t, kind, strata=np.where(codes == 3, np.nan, codes))

@@ -426,8 +426,9 @@ def test_balance_in_one_pass_is_the_literal_balance(smd):
     histograms) against the table computed group by group from boolean selections: weighted
     data with ties (whole-point and rounded scores), a constant column, a 0/1 column that is
     not binary in one subject, a categorical covariate with a level absent from one subject,
-    three subjects and merged copies (Σw² ≠ (Σw)²); the matched rows given as a frame and as
-    positions in ``before``."""
+    three subjects and merged copies (Σw² ≠ (Σw)²), 0/1 columns (integer, float and constant;
+    their moments from weighted counts); the matched rows given as a frame and as positions in
+    ``before``."""
     from pleval.matching.balance import balance
 
     rng = np.random.default_rng(11)
@@ -440,11 +441,12 @@ def test_balance_in_one_pass_is_the_literal_balance(smd):
         "pre": np.round(rng.normal(200, 15, n)), "score": np.round(rng.normal(0, 1, n), 1),
         "const": 3.0, "frl": (rng.random(n) < 0.4).astype(int), "race": race,
         "mix": np.where(subject == "math", rng.integers(0, 3, n), rng.integers(0, 2, n)),
+        "ell": (rng.random(n) < 0.1).astype(float), "one": 1,
     })
     rows = np.sort(rng.choice(n, 900, replace=False))
     after = df.iloc[rows].assign(_weight=rng.choice([0.5, 1.0, 2.0, 1 / 3], len(rows)))
     after["_weight2"] = after["_weight"] ** 2 * rng.choice([1.0, 0.5, 0.25], len(rows))  # merged copies
-    variables = ["pre", "score", "const", "frl", "race", "mix"]
+    variables = ["pre", "score", "const", "frl", "race", "mix", "ell", "one"]
     want = _balance_literally(df, after, variables, "subject", smd)
     for got in (balance(df, after, "t", variables, "pre", by="subject", smd=smd, weight2="_weight2"),
                 balance(df, after[["_weight", "_weight2"]], "t", variables, "pre", by="subject", smd=smd,
@@ -456,9 +458,11 @@ def test_balance_in_one_pass_is_the_literal_balance(smd):
         assert tab.binary[(tab.variable == "mix") & (tab.group == "reading")].item()
         num = want.columns[3:]
         np.testing.assert_allclose(tab[num].to_numpy(float), want[num].to_numpy(float), rtol=1e-12, atol=1e-14)
-        const = tab[tab.variable == "const"]
-        assert const[["smd_before", "smd_after", "var_ratio_before", "var_ratio_after"]].isna().all().all()
-        assert (const[["ecdf_max_before", "ecdf_max_after"]] == 0).all().all()
+        for c in ("const", "one"):  # constant (the 0/1 one's moments from counts): no SMD, no eCDF gap
+            const = tab[tab.variable == c]
+            assert const[["smd_before", "smd_after", "var_ratio_before", "var_ratio_after"]].isna().all().all()
+            assert (const[["ecdf_max_before", "ecdf_max_after"]] == 0).all().all()
+            assert (const[["mean_treated_before", "mean_comparison_after"]] == df[c].iloc[0]).all().all()
         eq = got.equivalence.set_index("group")
         for name in ["all", "math", "reading", "science"]:
             a = after if name == "all" else after[after.subject == name]

@@ -120,8 +120,10 @@ def cluster_codes(clusters) -> tuple[np.ndarray, int]:
 
 _TILE_COST = {32: 1.0, 16: 1.5, 8: 2.2, 4: 4.0, 2: 10.0, 1: 25.0}
 """Relative cost per row of a batched ``matmul`` over tiles of b rows (measured, one BLAS thread)."""
-_CHUNK_ROWS = 1 << 16
-"""Rows gathered at a time by :func:`grouped_cross_products` (bounded memory, cache-sized buffers)."""
+_CHUNK_ROWS = 1 << 12
+"""Rows gathered or read at a time by :func:`grouped_cross_products`, :func:`_gram` and
+:func:`_residuals`: bounded memory, and buffers that stay in a core's cache (4,096 rows of 17
+columns are 0.56 MB; 65,536-row blocks, 8.9 MB, made these passes 1.4-1.7x slower)."""
 
 
 def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndarray]:
@@ -155,7 +157,7 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
     each within one cluster (a cluster's last tile padded with rows of weight 0); every tile's
     ``[W X, W e]' X`` is one small product of a batched ``matmul``, and the tiles of a cluster
     are summed (``np.add.reduceat``); S is symmetrized. b (1–32, :func:`tile_rows`) trades the
-    padding against the speed of larger products. Rows are gathered in chunks of 65,536 into
+    padding against the speed of larger products. Rows are gathered in chunks of 4,096 into
     reused buffers: no n×k copy, O(G·k²) memory, no loop over clusters or rows (only over
     chunks). ``pairs=False`` (CR0/CR1 need the scores only) skips S.
     """

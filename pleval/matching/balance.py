@@ -160,6 +160,10 @@ def _group_codes(before: pd.DataFrame, after: pd.DataFrame, by: str | None, rows
 
 
 def _numeric(s: pd.Series) -> np.ndarray:
+    """A numeric column's values: numpy integers as they are (read as float where gathered), the
+    rest as float (NaN where missing or not a number)."""
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+        return s.to_numpy()
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -210,8 +214,10 @@ def _matrix(sources, order: np.ndarray) -> np.ndarray:
             if id(s[0]) not in gathered:
                 gathered[id(s[0])] = s[0][order]
             np.equal(gathered[id(s[0])], s[1], out=X[:, j], casting="unsafe")
-        else:
+        elif s.dtype == X.dtype:
             np.take(s, order, out=X[:, j], mode="clip")  # ("raise" would buffer)
+        else:  # integers
+            X[:, j] = s[order]
     return X
 
 
@@ -232,6 +238,79 @@ def _cell_sums(X: np.ndarray, w: np.ndarray, w2: np.ndarray, a: int, b: int):
         D = B - m
         D *= D
         q += w[i:i + len(D)] @ D
+    return m, q, s0, s2
+
+
+def _zero_one(x: np.ndarray) -> bool:
+    """Every value is 0 or 1 (none missing)."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
+_COUNT_BINS = 1 << 16  # the most (cell, values) bins of one bincount in :func:`_count_moments`
+
+
+def _count_digits(sources, counted) -> list[tuple[np.ndarray, list]]:
+    """The counted (0/1) columns as digits of mixed-radix row keys, for :func:`_count_moments`:
+    per batch of variables (a categorical variable's levels share its codes, digit code + 1,
+    0 for missing; a 0/1 column is its own variable, digit x), the key of every row and the
+    batch's layout, per variable its radix and its columns with the digit of their ones."""
+    variables: dict = {}
+    for j in np.flatnonzero(counted):
+        s = sources[j]
+        if isinstance(s, tuple):
+            v = variables.setdefault(id(s[0]), [s[0], 0, []])
+            v[1] = max(v[1], int(s[1]) + 2)
+            v[2].append((j, int(s[1]) + 1))
+        else:
+            variables[j] = [s, 2, [(j, 1)]]
+    batches, key, layout, size = [], None, [], 1
+    for values, radix, cols in variables.values():
+        if layout and size * radix > _COUNT_BINS:
+            batches.append((key, layout))
+            key, layout, size = None, [], 1
+        digit = values + 1 if isinstance(sources[cols[0][0]], tuple) else values == 1
+        key = digit.astype(np.intp) if key is None else key * radix + digit
+        layout.append((radix, cols))
+        size *= radix
+    if layout:
+        batches.append((key, layout))
+    return batches
+
+
+def _count_moments(batches, p: int, cell: np.ndarray, n_cells: int, w: np.ndarray | None = None,
+                   rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell and 0/1 column (those of ``batches``, :func:`_count_digits`; the others NaN,
+    of ``p``): the weighted mean and ``Σw(x − x̄)²``, as :func:`_cell_sums` gives them, from the
+    weights of the column's ones and zeros in the cell, ``s₁`` and ``s₀``: ``x̄ = s₁/(s₁ + s₀)``
+    and ``Σw(x − x̄)² = s₁s₀/(s₁ + s₀)``, exact up to the rounding of the sums (a column
+    constant in a cell gets its value and 0; a cell without weight NaN and 0). The weights of
+    every (cell, digits) combination are one bincount over the rows in their order (``w``,
+    default 1: counts before matching), summed over the other variables' digits. ``cell``
+    and ``w`` are per row of ``rows`` (the rows of the keys they describe; default all)."""
+    ones, zeros = np.full((n_cells, p), np.nan), np.full((n_cells, p), np.nan)
+    for key, layout in batches:
+        size = int(np.prod([radix for radix, _ in layout]))
+        k = cell * size
+        k += key if rows is None else key[rows]
+        T = np.bincount(k, w, n_cells * size).reshape(n_cells, *[radix for radix, _ in layout])
+        for i, (_, cols) in enumerate(layout):
+            bins = T.sum(axis=tuple(a for a in range(1, T.ndim) if a != i + 1)) if T.ndim > 2 else T
+            for j, one in cols:
+                ones[:, j] = bins[:, one]
+                zeros[:, j] = np.delete(bins, one, axis=1).sum(axis=1)
+    s0 = ones + zeros
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(s0 > 0, ones / s0, np.nan)
+        q = np.where(s0 > 0, ones * zeros / s0, 0.0)
+    return m, q
+
+
+def _with_counted(sums, counted: tuple[np.ndarray, np.ndarray], c: int, mat: list[int]):
+    """A cell's :func:`_cell_sums` of the gathered columns ``mat`` completed with the moments
+    of the counted columns (:func:`_count_moments`)."""
+    m_mat, q_mat, s0, s2 = sums
+    m, q = counted[0][c].copy(), counted[1][c].copy()
+    m[mat], q[mat] = m_mat, q_mat
     return m, q, s0, s2
 
 
@@ -307,20 +386,46 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     wa2 = wa**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
     specs, jp, src_b, src_a = _columns(before, None if rows is not None else after, variables, categorical, pretest, codes)
     n_cells = 2 * (G + 1)
-    cb, ca = (tb * (G + 1) + gb).astype(np.int16), (ta * (G + 1) + ga).astype(np.int16)
-    ob, oa = np.argsort(cb, kind="stable"), np.argsort(ca, kind="stable")
-    bb = np.concatenate([[0], np.cumsum(np.bincount(cb, minlength=n_cells))])
-    ba = np.concatenate([[0], np.cumsum(np.bincount(ca, minlength=n_cells))])
-    Xb, Xa = _matrix(src_b, ob), _matrix(src_a, oa if rows is None else rows[oa])
-    wa, wa2 = wa[oa], wa2[oa]
-    cb, ca = cb[ob].astype(np.intp), ca[oa].astype(np.intp)
-    ones = np.ones(len(before))
-    sums_b = [_cell_sums(Xb, ones, ones, bb[c], bb[c + 1]) for c in range(n_cells)]
-    sums_a = [_cell_sums(Xa, wa, wa2, ba[c], ba[c + 1]) for c in range(n_cells)]
+    cb, ca = (tb * (G + 1) + gb).astype(np.intp), (ta * (G + 1) + ga).astype(np.intp)
 
     def in_groups(codes, size, g_rows):  # (G + 1) × size presence: row 0 "all", then each group
         pres = np.bincount(g_rows * size + codes, minlength=(G + 1) * size).reshape(G + 1, size) > 0
         return np.vstack([pres.any(axis=0), pres[:G]])
+
+    nonbin, present = {}, {}  # per column: is it non-binary (0/1 where finite) in each group before
+    counted = [isinstance(x, tuple) for x in src_b]  # 0/1 in before and after: moments from weighted counts
+    for name, j, levels, _, codes in specs:
+        if j is not None:
+            x = src_b[j]
+            if x.dtype.kind in "iu":  # integers: no pass at all when they lie in [0, 1]
+                finite_all = True
+                bad = None if not len(x) or (x.min() >= 0 and x.max() <= 1) else (x != 0) & (x != 1)
+            else:
+                finite = np.isfinite(x)
+                finite_all, bad = bool(finite.all()), finite & (x != 0) & (x != 1)
+            nonbin[j] = (np.zeros(G + 1, bool) if bad is None else
+                         in_groups(np.zeros(int(bad.sum()), np.intp), 1, gb[bad])[:, 0])
+            counted[j] = not nonbin[j][0] and finite_all and (src_a[j] is x or _zero_one(src_a[j]))
+        else:
+            ok = codes >= 0
+            present[name] = in_groups(codes[ok], len(levels), gb[ok])
+    mat = [j for j in range(len(src_b)) if not counted[j]]  # the columns gathered into matrices
+    at = np.full(len(src_b), -1)
+    at[mat] = np.arange(len(mat))
+    digits = _count_digits(src_b, counted)
+    count_b = _count_moments(digits, len(src_b), cb, n_cells)
+    count_a = _count_moments(digits if rows is not None else _count_digits(src_a, counted), len(src_b), ca, n_cells,
+                             wa, rows)
+    ob, oa = np.argsort(cb.astype(np.int16), kind="stable"), np.argsort(ca.astype(np.int16), kind="stable")
+    bb = np.concatenate([[0], np.cumsum(np.bincount(cb, minlength=n_cells))])
+    ba = np.concatenate([[0], np.cumsum(np.bincount(ca, minlength=n_cells))])
+    Xb = _matrix([src_b[j] for j in mat], ob)
+    Xa = _matrix([src_a[j] for j in mat], oa if rows is None else rows[oa])
+    wa, wa2 = wa[oa], wa2[oa]
+    cb, ca = cb[ob], ca[oa]
+    ones = np.ones(len(before))
+    sums_b = [_with_counted(_cell_sums(Xb, ones, ones, bb[c], bb[c + 1]), count_b, c, mat) for c in range(n_cells)]
+    sums_a = [_with_counted(_cell_sums(Xa, wa, wa2, ba[c], ba[c + 1]), count_a, c, mat) for c in range(n_cells)]
 
     t_codes, t_levels = codes_and_levels(before[treatment] if rows is not None else after[treatment])  # counted only
     t_codes = t_codes[rows] if rows is not None else t_codes
@@ -328,20 +433,11 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     n_t = in_groups(t_codes[ok], max(len(t_levels), 1), ga[ok]).sum(axis=1)
     n_rows = np.bincount(ga, minlength=G + 1)
     n_rows = np.concatenate([[len(after)], n_rows[:G]])
-    nonbin, present = {}, {}  # per column: is it non-binary (0/1 where finite) in each group before
-    for name, j, levels, _, codes in specs:
-        if j is not None:
-            x = src_b[j]
-            bad = np.isfinite(x) & (x != 0) & (x != 1)
-            nonbin[j] = in_groups(np.zeros(int(bad.sum()), np.intp), 1, gb[bad])[:, 0]
-        else:
-            ok = codes >= 0
-            present[name] = in_groups(codes[ok], len(levels), gb[ok])
     ecdf = {}  # column → per group ((mean, max) before, (mean, max) after)
     for j, nb in nonbin.items():
         if not nb.any():
             continue
-        u, kb, ka = _value_codes(Xb[:, j], Xa[:, j])
+        u, kb, ka = _value_codes(Xb[:, at[j]], Xa[:, at[j]])
         D = len(u)
         grid = in_groups(kb, D, cb % (G + 1))
         hb = np.bincount(cb * (D + 1) + kb, minlength=n_cells * (D + 1)).reshape(2, G + 1, D + 1).astype(float)
