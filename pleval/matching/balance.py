@@ -29,8 +29,11 @@ the Kish effective sizes ``(Σw)²/Σw²``; the verdict bands come from
 :func:`pleval.standards.baseline_equivalence`.
 
 Computation (:func:`balance`): every group (overall and per subject) comes from one pass over
-the data. Rows are sorted once by cell (treatment × subject), the columns (a categorical
-variable's levels as 0/1 columns) gathered into one matrix in that order, and each cell's
+the data. A 0/1 column (each level of a categorical variable, a 0/1 covariate) has, in a cell
+(treatment × subject) with weights ``s₁`` on its ones and ``s₀`` on its zeros, mean
+``s₁/(s₁ + s₀)`` and ``Σw(x − x̄)² = s₁s₀/(s₁ + s₀)``: these weights come from one bincount of
+the rows' cells and digits (mixed radix over the 0/1 variables) per side, before and after.
+The other columns are gathered into one matrix, rows sorted once by cell, and each cell's
 moments taken in two blocked matrix-vector passes (sums relative to the cell's first row, then
 centred squares); a subject's or the overall moments pool their cells' exactly (Chan, Golub &
 LeVeque 1983). The eCDFs of a non-binary column are cumulated per-cell weighted histograms
@@ -371,9 +374,10 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
             rows=None, skip_single=True, codes=None):
     """(group, table, WWC-equivalence dict or None) for "all" and each group of ``by``.
 
-    One pass serves every group: the rows are sorted by cell (treatment × group; a stable
-    sort of small integers) and the columns gathered into one matrix in that order, so that
-    each cell is a block of rows whose moments take two matrix-vector passes
+    One pass serves every group: the 0/1 columns' cell moments come from weighted counts
+    (:func:`_count_moments`); for the others the rows are sorted by cell (treatment × group; a
+    stable sort of small integers) and the columns gathered into one matrix in that order, so
+    that each cell is a block of rows whose moments take two matrix-vector passes
     (:func:`_cell_sums`); a group's, and "all"'s, are pooled from its cells (:func:`_pool`).
     The eCDFs of a non-binary column come from per-cell weighted histograms over its
     candidate values, cumulated and read at the group's grid (the distinct values of its rows
