@@ -131,7 +131,9 @@ def _drawn(fig: Figure, dpi: float):
 def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> bytes:
     """The PNG of ``box`` (inches, on the pixel grid) of the figure ``canvas`` has drawn: the
     drawn pixels inside the figure, white outside it. When what is drawn (``content``) reaches
-    past the figure's edge (so the drawing clipped it), the box is drawn again by ``savefig``."""
+    past the figure's edge (so the drawing clipped it), the box is drawn again by ``savefig``.
+    The pixels are copied once, straight into the PNG's rows (RGB when every drawn pixel is
+    opaque, as on a white face)."""
     px = np.rint(np.array(box.extents) * dpi).astype(int)
     rgba = np.asarray(canvas.buffer_rgba())
     h, w = rgba.shape[:2]
@@ -139,11 +141,41 @@ def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> by
         buf = io.BytesIO()
         canvas.figure.savefig(buf, format="png", dpi=dpi, bbox_inches=box, facecolor="white")
         return buf.getvalue()
-    out = np.full((px[3] - px[1], px[2] - px[0], 4), 255, dtype=np.uint8)
     c0, c1 = max(px[0], 0), min(px[2], w)  # columns of the box inside the figure
     r0, r1 = max(h - px[3], 0), min(h - px[1], h)  # rows (top down)
-    out[r0 - (h - px[3]) : r1 - (h - px[3]), c0 - px[0] : c1 - px[0]] = rgba[r0:r1, c0:c1]
-    return encode_png(out[..., :3] if (out[..., 3] == 255).all() else out, dpi)
+    src = rgba[r0:r1, c0:c1]
+    channels = 3 if (src[..., 3] == 255).all() else 4
+    rows, pixels = _png_rows(px[3] - px[1], px[2] - px[0], channels)
+    top, left = r0 - (h - px[3]), c0 - px[0]  # where the drawn pixels start in the box
+    bottom, right = top + (r1 - r0), left + (c1 - c0)
+    for part in (pixels[:top], pixels[bottom:], pixels[top:bottom, :left], pixels[top:bottom, right:]):
+        part[...] = 255  # the padding beyond the figure's edge: white
+    pixels[top:bottom, left:right] = src[..., :channels]
+    return _png_bytes(rows, channels, dpi)
+
+
+def _png_rows(height: int, width: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a PNG image before deflating (a filter-type byte, 0, then the pixels) and a
+    (height, width, channels) view of their pixels to fill."""
+    rows = np.empty((height, width * channels + 1), dtype=np.uint8)
+    rows[:, 0] = 0
+    return rows, rows[:, 1:].reshape(height, width, channels)
+
+
+def _png_bytes(rows: np.ndarray, channels: int, dpi: float | None = None, level: int = 3) -> bytes:
+    """PNG bytes of unfiltered ``rows`` (:func:`_png_rows`) of 8-bit RGB or RGBA pixels."""
+    h, w = rows.shape[0], (rows.shape[1] - 1) // channels
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2 if channels == 3 else 6, 0, 0, 0))]
+    if dpi:
+        ppm = round(dpi / 0.0254)  # pixels per metre
+        parts.append(chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)))
+    parts += [chunk(b"tEXt", b"Software\0" + f"pleval, Matplotlib version {matplotlib.__version__}".encode()),
+              chunk(b"IDAT", zlib.compress(rows, level)), chunk(b"IEND", b"")]
+    return b"".join(parts)
 
 
 def encode_png(pixels: np.ndarray, dpi: float | None = None, level: int = 3) -> bytes:
@@ -155,20 +187,9 @@ def encode_png(pixels: np.ndarray, dpi: float | None = None, level: int = 3) -> 
     (about as small as Pillow's default output, in a quarter of the time); and an RGB PNG
     written so goes into a PDF as it is (:mod:`pleval.report.to_pdf`)."""
     h, w, c = pixels.shape
-    rows = np.empty((h, w * c + 1), dtype=np.uint8)
-    rows[:, 0] = 0
-    rows[:, 1:] = pixels.reshape(h, w * c)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 6, 0, 0, 0))]
-    if dpi:
-        ppm = round(dpi / 0.0254)  # pixels per metre
-        parts.append(chunk(b"pHYs", struct.pack(">IIB", ppm, ppm, 1)))
-    parts += [chunk(b"tEXt", b"Software\0" + f"pleval, Matplotlib version {matplotlib.__version__}".encode()),
-              chunk(b"IDAT", zlib.compress(rows, level)), chunk(b"IEND", b"")]
-    return b"".join(parts)
+    rows, view = _png_rows(h, w, c)
+    view[...] = pixels
+    return _png_bytes(rows, c, dpi, level)
 
 
 def _figure(width: float, height: float) -> PlevalFigure:
@@ -242,6 +263,12 @@ def _no_ylabel(ax) -> None:
     tick labels of the axes and its twins, measuring every one of them at each draw (a forest
     plot's 60 school labels, on both sides, several times per figure)."""
     ax.yaxis.set_label_coords(0.0, 0.5)
+
+
+_TITLE_ON_TOP = {"y": 1.0}
+"""``set_title`` keyword for axes with nothing above them (no top axis or tick labels): the title
+sits on the axes' top edge, where matplotlib would place it, without matplotlib measuring every
+tick label of the axes (and its twins) at each layout pass and draw to find that out."""
 
 
 def _pad(lo: float, hi: float, frac: float = 0.06) -> tuple[float, float]:
@@ -590,6 +617,7 @@ def love_plot(
         (title or "Covariate balance") + f"\n{k} covariates; {n_bad} with |SMD| > {hi_t:g} {which}",
         fontsize=_BASE_FONT + 2,
         loc="left",
+        **_TITLE_ON_TOP,
     )
     return fig
 
@@ -651,7 +679,7 @@ def propensity_overlap(
                       label=f"{lab}: n = {int(m.sum()):,}")  # one filled outline, not a patch per bin
         ax.axvspan(lo, hi, color="#DDCC77", alpha=0.15, lw=0, zorder=0)
         ax.axhline(0, color="#444444", lw=0.8)
-        ax.set_title(name, fontsize=_BASE_FONT + 1, loc="left")
+        ax.set_title(name, fontsize=_BASE_FONT + 1, loc="left", **_TITLE_ON_TOP)
         ax.set_xlabel(("logit of " if logit else "") + "propensity score", fontsize=_BASE_FONT)
         ax.set_ylabel("density (treated up, comparison down)", fontsize=_BASE_FONT)
         ax.tick_params(labelsize=_BASE_FONT - 1)
@@ -734,6 +762,7 @@ def percentile_chart(
         + "\nPercentile points are shifts in rank, not percentage points of the score",
         fontsize=_BASE_FONT + 2,
         loc="left",
+        **_TITLE_ON_TOP,
     )
     return fig
 
@@ -1115,7 +1144,7 @@ def ovb_contour(
         ax.set_ylabel("partial R² of confounder with outcome, R²(Y~Z|D,X)", fontsize=_BASE_FONT)
         ax.tick_params(labelsize=_BASE_FONT - 1)
         sub = "adjusted estimate (dashed: 0)" if kind == "estimate" else f"adjusted t (dashed: ±{crit:.2f})"
-        ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left")
+        ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left", **_TITLE_ON_TOP)
     fig.suptitle(title or "How strong would a hidden confounder have to be?", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
     return fig
 

@@ -48,7 +48,7 @@ def matched_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rct_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rct") / "results"
-    r = _run([str(RCT), "--design", "rct", "--out", str(out), "--level", "0.9", "--format", "json"])
+    r = _run([str(RCT), "--design", "rct", "--out", str(out), "--level", "0.9", "--format", "json", "--svg"])
     assert r.exit_code == 0, r.output + (r.stderr or "")
     return out, r
 
@@ -87,6 +87,10 @@ def test_every_output_exists_and_parses(which, request):
     assert sorted(p.name for p in (out / "plots").glob("*.*")) == sorted(
         Path(f).name for f in prov["outputs"] if f.startswith("plots/")
     )
+    # SVGs only on request (--svg, recorded in run.toml), one beside each PNG.
+    pngs, svgs = (sorted(p.stem for p in (out / "plots").glob(f"*.{ext}")) for ext in ("png", "svg"))
+    assert len(pngs) >= 6 and svgs == (pngs if which == "rct_run" else [])
+    assert cfg.get("svg", False) is (which == "rct_run")
     md = (out / "summary.md").read_text()
     assert "## Overall effect" in md and "| subject" in md and "percentile" in md
 
@@ -224,7 +228,7 @@ def test_percentile_points_match_the_effect_size(rct_run):
 def test_toml_configured_run_equals_the_flag_run(rct_run, tmp_path):
     out, _ = rct_run
     cfg = tomllib.loads((out / "run.toml").read_text())
-    assert cfg["options"]["level"] == 0.9 and cfg["design"] == "rct"
+    assert cfg["options"]["level"] == 0.9 and cfg["design"] == "rct" and cfg["svg"] is True
     # Relative paths in run.toml are read relative to its folder: copy it elsewhere with the
     # paths made absolute, and override the output folder by a flag.
     again = tmp_path / "again"
@@ -235,14 +239,22 @@ def test_toml_configured_run_equals_the_flag_run(rct_run, tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(out / f), pd.read_csv(again / f), check_exact=False, rtol=1e-12)
     assert (again / "run.toml").read_text().replace("out = \".\"", "") == (out / "run.toml").read_text().replace(
         "out = \".\"", "")
+    assert sorted(p.name for p in (again / "plots").iterdir()) == sorted(p.name for p in (out / "plots").iterdir())
     # A flag overrides the file.
     other = tmp_path / "other"
     r = _run(["--config", str(out / "run.toml"), "--out", str(other), "--level", "0.95", "--only-subject", "math",
-              "--no-placebo", "--quiet"])
+              "--no-placebo", "--no-svg", "--quiet"])
     assert r.exit_code == 0, r.output + (r.stderr or "")
     ov = pd.read_csv(other / "overall.csv")
     assert set(ov.subject) == {"math"} and (ov["level"] == 0.95).all()
     assert not (other / "placebo.csv").exists()
+    # --no-svg overrides the file's svg = true; a config's svg must be a boolean.
+    assert not list((other / "plots").glob("*.svg")) and list((other / "plots").glob("*.png"))
+    assert "svg" not in tomllib.loads((other / "run.toml").read_text())
+    bad = tmp_path / "bad.toml"
+    bad.write_text((out / "run.toml").read_text().replace("svg = true", 'svg = "yes"'))
+    r = _run(["--config", str(bad), "--out", str(tmp_path / "bad_out")])
+    assert r.exit_code == 2 and _one_line_error(r, "svg must be true or false")
 
 
 def test_rerun_into_previous_output_and_refusals(rct_run, tmp_path):

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
     ev = pleval.estimate(pleval.simulate_matched(n_schools=24, n_pl_schools=6, students_per_grade=6, seed=2).data,
                          placebo=False)
     plots.evaluation_figures = lambda ev: {"forest": None}
-    plots.to_png_svg = stalled
+    plots.to_png = plots.to_png_svg = stalled
     report.save(ev, sys.argv[1])
 """)
 

@@ -38,7 +38,7 @@ def saved(ev, sim, tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
     src = root / "trial.csv"
     sim.data.to_csv(src, index=False)
-    out = report.save(ev, root / "out", input_path=str(src))
+    out = report.save(ev, root / "out", input_path=str(src), svg=True)
     return out, src
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # Column-role flags, named as the Columns fields they set.
 _ROLES = ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id", "grade",
           "subject", "weight", "takeup")
-_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match", "pool")
+_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match", "pool", "svg")
 _POOL_KEYS = ("path", "table", "engine")
 
 
@@ -51,6 +51,8 @@ def _load_config(path: Path) -> dict[str, Any]:
     for sec in ("columns", "options", "match", "pool"):
         if sec in cfg and not isinstance(cfg[sec], dict):
             raise DataError(f"--config {path}: [{sec}] must be a table")
+    if not isinstance(cfg.get("svg", False), bool):
+        raise DataError(f"--config {path}: svg must be true or false; got {cfg['svg']!r}")
     bad_roles = [k for k in cfg.get("columns", {}) if k not in _ROLES]
     if bad_roles:
         raise DataError(f"--config {path}: unknown column role(s) {', '.join(map(repr, bad_roles))} in [columns]")
@@ -362,6 +364,7 @@ def estimate(
     engine: Optional[str] = typer.Option(None, "--engine", help="With --pool: duckdb (default: out of core), spark (the active Spark session, e.g. under spark-submit) or memory."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Outputs folder (default: results)."),
     force: Force = False,
+    svg: Optional[bool] = typer.Option(None, "--svg/--no-svg", help="Write every figure as SVG too, beside its PNG (drawn a second time) (default: PNG only)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file of options (e.g. a previous run.toml); flags override it."),
     fmt: str = typer.Option("text", "--format", help="Terminal output: text (rich tables) or json."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random step (default: 0)."),
@@ -504,7 +507,8 @@ def estimate(
                 ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
                                   progress=steps, checked=report, **options)
         steps("writing plots, tables and the report")
-        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src))
+        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src),
+                             svg=svg if svg is not None else bool(cfg.get("svg", False)))
     elapsed = time.perf_counter() - t0
     report = folder / "report.html"
     if fmt == "json":

@@ -30,10 +30,11 @@ PROVENANCE_MARK = "pleval estimate outputs"
 
 
 def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None,
-               folder: Path | None = None) -> dict[str, Any]:
+               folder: Path | None = None, svg: bool = False) -> dict[str, Any]:
     """The resolved configuration as a TOML-ready dict (no None values): what ``run.toml`` holds
     and ``pleval estimate --config`` reads back; a comparison pool's path is relative to
-    ``folder`` (where run.toml is written) when given."""
+    ``folder`` (where run.toml is written) when given; ``svg = true`` when the figures were
+    written as SVG too."""
     opts = dict(ev.options)
     cfg: dict[str, Any] = {}
     src = file or ev.provenance.get("input", {}).get("path")
@@ -46,6 +47,8 @@ def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = N
             opts.pop(k, None)
     if out:
         cfg["out"] = str(out)
+    if svg:
+        cfg["svg"] = True
     cols = {}
     for role, cols_ in ev.columns.roles().items():
         cols[role] = list(cols_) if role in ("pretest", "covariates") else cols_[0]
@@ -121,12 +124,13 @@ def check_outputs(out_dir, *, force: bool = False, input_path: str | None = None
 
 
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
-         input_path: str | None = None, dpi: int = PRINT_DPI) -> Path:
+         input_path: str | None = None, dpi: int = PRINT_DPI, svg: bool = False) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
     school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
     attrition.csv (trials), placebo.csv, sensitivity.csv (matched designs), run.toml, provenance.json, every figure as
-    plots/<name>.png (``dpi``, print resolution by default) and plots/<name>.svg, report.html and
-    report.pdf (the same sections, laid out for print).
+    plots/<name>.png (``dpi``, print resolution by default) and, with ``svg``, as plots/<name>.svg
+    too (drawn a second time: about a third of the figures' cost), report.html and report.pdf
+    (the same sections, laid out for print).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -140,11 +144,11 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     previous = check_outputs(out, force=force, input_path=src)
     figs = plots.evaluation_figures(ev)
     with atomic.atomic_folder(out, replaced=previous or []) as tmp:
-        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi)
+        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi, svg=svg)
     return out
 
 
-def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int) -> None:
+def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool) -> None:
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``)."""
     import tomli_w
 
@@ -162,9 +166,14 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     images = {}
     plot_files = {}
     for k, fig in figs.items():
-        images[k], svg = plots.to_png_svg(fig, dpi=dpi)
+        drawing = None
+        if svg:
+            images[k], drawing = plots.to_png_svg(fig, dpi=dpi)
+        else:
+            images[k] = plots.to_png(fig, dpi=dpi)
         put(f"plots/{k}.png", images[k])
-        put(f"plots/{k}.svg", svg)
+        if drawing is not None:
+            put(f"plots/{k}.svg", drawing)
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
@@ -198,7 +207,8 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
     put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
                     "# Repeat it exactly with: pleval estimate --config run.toml\n"
-                    + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".", folder=out)))
+                    + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".", folder=out,
+                                               svg=svg)))
     prov = {
         "kind": PROVENANCE_MARK,
         **json.loads(json.dumps(dict(ev.provenance), default=str)),
