@@ -34,6 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 from scipy import special, stats
@@ -126,6 +127,8 @@ def _drawn(fig: Figure, dpi: float):
         fig.set_dpi(old_dpi)
         fig.set_facecolor(face)
         fig.set_canvas(canvas)
+        for text in fig.findobj(Text):  # they keep the last renderer, its pixels with it, while the figure lives
+            text._renderer = None
 
 
 def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> bytes:

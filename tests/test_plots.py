@@ -335,3 +335,37 @@ def test_encode_png_is_a_valid_png_of_the_pixels(channels):
     im = Image.open(io.BytesIO(data))
     assert im.mode == ("RGB" if channels == 3 else "RGBA") and im.info["dpi"] == pytest.approx((200, 200), abs=0.01)
     assert (np.asarray(im) == px).all()
+
+
+def test_drawing_is_released_with_the_figure_kept():
+    """After to_png the figure keeps no reference to the renderer it was drawn with (its texts
+    cache the last one): the drawing's pixels go at once, not when the figure is collected."""
+    import gc
+    import weakref
+
+    fig = plots.love_plot(pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.3, -0.1], "smd_after": [0.02, 0.04]}))
+    gc.disable()
+    try:
+        with plots._drawn(fig, 50) as drawn:
+            renderer = weakref.ref(drawn[0].get_renderer())
+        del drawn
+        assert renderer() is None
+    finally:
+        gc.enable()
+    assert plots.to_png(fig, dpi=50)[:8] == b"\x89PNG\r\n\x1a\n"  # and it draws again
+
+
+@pytest.mark.parametrize("make", [
+    lambda: plots.love_plot(pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.3, -0.1], "smd_after": [0.02, 0.04]})),
+    lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
+    lambda: plots.propensity_overlap(np.r_[np.linspace(0.2, 0.8, 50), np.linspace(0.1, 0.7, 200)],
+                                     np.r_[np.ones(50), np.zeros(200)], weights=np.ones(250)),
+])
+def test_titles_on_top_are_where_matplotlib_places_them(make):
+    """Axes titles with nothing above them are put on the top edge (not placed by measuring the
+    tick labels at each draw): the same PNG as with matplotlib's automatic placement."""
+    fig, auto = make(), make()
+    for ax in auto.axes:
+        title = ax.title if ax.get_title() else ax._left_title
+        ax.set_title(title.get_text(), loc="center" if title is ax.title else "left", fontsize=title.get_fontsize(), y=None)
+    assert plots.to_png(fig, dpi=60) == plots.to_png(auto, dpi=60)

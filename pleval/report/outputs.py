@@ -165,7 +165,9 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
 
     images = {}
     plot_files = {}
-    for k, fig in figs.items():
+    names = list(figs)
+    for k in names:
+        fig = figs.pop(k)  # let each figure go once written: its drawing's pixels with it
         drawing = None
         if svg:
             images[k], drawing = plots.to_png_svg(fig, dpi=dpi)
@@ -201,7 +203,7 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         put("randomization.csv", ev.randomization.to_csv(index=False))
     if len(ev.bootstrap):
         put("bootstrap.csv", ev.bootstrap.to_csv(index=False))
-    sections = build(ev, figs.keys())  # once, for the three renderings
+    sections = build(ev, names)  # once, for the three renderings
     put("summary.md", render_markdown(ev, plot_files, sections=sections))
     put("report.html", render_html(ev, images, sections=sections))
     put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
