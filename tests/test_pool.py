@@ -69,11 +69,17 @@ def _same_numbers(a: pd.DataFrame, b: pd.DataFrame, rtol=1e-12):
     assert (a[other].astype(str).to_numpy() == b[other].astype(str).to_numpy()).all()
 
 
-@pytest.mark.parametrize("method,where", [("vcg", "parquet"), ("propensity", "duckdb")])
-def test_duckdb_engine_matches_in_memory(split, stored, method, where):
+@pytest.mark.parametrize("method,where,kw", [("vcg", "parquet", {}), ("propensity", "duckdb", {}),
+                                             ("propensity", "parquet", {"tie_cap": 3})])
+def test_duckdb_engine_matches_in_memory(split, stored, method, where, kw):
+    """The out-of-core match is the in-memory one; with ``tie_cap`` too (ties capped in every
+    partition by the ranks of the hashed ids, which order rows as in the whole data)."""
     pl, pool = split
-    ref = match_pool(pl, pool, SAMPLE_COLUMNS, method, engine="memory")
-    got = match_pool(pl, stored[where], SAMPLE_COLUMNS, method, engine="duckdb")
+    ref = match_pool(pl, pool, SAMPLE_COLUMNS, method, engine="memory", **kw)
+    got = match_pool(pl, stored[where], SAMPLE_COLUMNS, method, engine="duckdb", **kw)
+    if kw:
+        tr = ref.data["treatment"].to_numpy()[ref.rows] == 1
+        assert np.bincount(ref.set_id[~tr]).max() == 3 and got.options["tie_cap"] == 3
     _same_matched(ref, got)
     _same_numbers(ref.estimate(by="subject").to_frame(), got.estimate(by="subject").to_frame())
     _same_numbers(ref.balance().table, got.balance().table)

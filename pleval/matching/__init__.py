@@ -37,7 +37,7 @@ from .constrained import match_constrained
 from .exact import VCGSample, match_vcg, vcg_sets
 from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
-from .nearest import NearestMatch, mahalanobis_coordinates, match_nearest
+from .nearest import NearestMatch, hashed_ranks, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
 from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
@@ -90,6 +90,15 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, n
     rows[start], sets[start], w[start] = t_pos, np.arange(n_sets), 1.0
     rows[pos_c], sets[pos_c], w[pos_c] = c_pos, set_of_pair, pair_weight
     return rows, sets, w
+
+
+TIE_CAP = 25
+"""The default most comparisons a nearest-neighbour set keeps when ties are kept (``tie_cap``).
+On whole-point scores almost every tie is a comparison with the treated student's own covariate
+pattern, so uncapped sets grow with the pool (a median of 49 at 1M rows, and the distinct
+(PL school, matched row) pairs of the school effects with its square). With 25 the
+comparison part of an estimate's variance is within about 1/25 of that of every tie
+(Abadie & Imbens 2006); sets of the sample data (at most 22) are not capped."""
 
 
 def _id_ranks(data: pd.DataFrame, c, conventions: str) -> np.ndarray | None:
@@ -166,6 +175,7 @@ def match(
     caliper: float | bool | None = None,
     replace: bool | None = None,
     ties: bool | None = None,
+    tie_cap: int | None = None,
     order: str | None = None,
     discard: str = "none",
     penalize: bool = False,
@@ -212,6 +222,11 @@ def match(
     replace : nearest-neighbour with (default) or without replacement.
     ties : with replacement, keep every comparison tied at the k-th distance, sharing the
         weight (default True; False takes k by (distance, student id)).
+    tie_cap : with ties kept, at most ``max(tie_cap, k)`` comparisons per set (default
+        :data:`TIE_CAP`; 0 = every tie): the tied ones beyond it are left out by a fixed
+        rotation over a hash of the student ids that spreads each group of equal treated rows
+        evenly over their tied comparisons (:mod:`.nearest`). Needs a student id (without one,
+        every tie is kept).
     order : greedy order without replacement ("largest" PS first, the default for
         propensity; "smallest"; "data" = by student id, or row order without one, the default
         for Mahalanobis; "random" = seeded).
@@ -260,6 +275,8 @@ def match(
     matchit = conventions == "matchit"
     replace = (not matchit) if replace is None else bool(replace)
     ties = (replace and not matchit) if ties is None else bool(ties)
+    if tie_cap is not None and (isinstance(tie_cap, bool) or not isinstance(tie_cap, (int, np.integer)) or tie_cap < 0):
+        raise DataError(f"tie_cap must be a whole number >= 0 (0 = every tie); got {tie_cap!r}")
     if not isinstance(df, Validated):
         from ..checks import warn_values  # outliers and mixed codes: computed, but worth a warning
 
@@ -361,12 +378,16 @@ def match(
             ties = False
         else:
             prio = None if replace and ties else _id_ranks(data, c, conventions)  # every tie kept: none needed
+            cap = (TIE_CAP if tie_cap is None else int(tie_cap)) if replace and ties and c.student_id else 0
+            key = hashed_ranks(data[c.student_id]) if cap else None
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
                                c_priority=None if prio is None else prio[cpos],
                                t_priority=None if prio is None else prio[tpos],
-                               sided=matchit and method == "propensity")
+                               sided=matchit and method == "propensity", tie_cap=cap,
+                               c_key=None if key is None else key[cpos], t_key=None if key is None else key[tpos])
+            options["tie_cap"] = cap
         m_i = nm.n_matched
         matched_t = m_i > 0
         n_sets = int(matched_t.sum())

@@ -16,6 +16,18 @@ exact-match cell and within the caliper, are its matched set (ATT; Stuart 2010, 
   seed, row order or label can change the set. Two distances count as equal when they differ
   by at most :data:`TIE_TOL` (callers round the coordinates to a 1e-10 grid, so that distances
   equal but for floating-point noise are exactly the same set).
+* **A cap on kept ties** (``tie_cap=M``, with replacement and ties): when more than ``M``
+  comparisons are within ``d_k(i)`` (on data with whole-point scores and categorical covariates
+  almost every tie is at distance 0: every comparison of the treated student's covariate
+  pattern in the cell, so sets grow in proportion to the pool), the set keeps the fewer than
+  ``k`` strictly closer ones and ``M − s_i`` of the tied ones, chosen by a fixed rotation: the
+  tied comparisons in order of ``c_key`` (callers pass a hash of the student id, so the order
+  is unrelated to schools or row order), the treated rows with the same cell and coordinates
+  (hence the same tied comparisons) in order of ``t_key``, and the r-th of them takes the
+  ``M − s_i`` consecutive places (cyclically) from place ``r·(M − s_i) mod T_i``. The rows of a
+  group so cover the ``T_i`` tied comparisons evenly (each ⌊n(M − s)/T⌋ or ⌈n(M − s)/T⌉
+  times): their summed weights are as close to the uncapped ones as ``M`` places allow. No
+  seed, and no dependence on row order or labels other than the ids.
 * **Without replacement** (or ``ties=False``) the ``k`` best are taken by ``(distance,
   priority)``: ``c_priority`` ranks the comparisons (callers pass the rank of the student id;
   default: position). Greedy matching takes the treated units one at a time in ``order``
@@ -382,6 +394,9 @@ def match_nearest(
     t_priority=None,
     sided: bool = False,
     seed: int = 0,
+    tie_cap: int = 0,
+    c_key=None,
+    t_key=None,
 ) -> NearestMatch:
     """1:k nearest-neighbour matching of treated rows to comparison rows (module docstring).
 
@@ -392,6 +407,9 @@ def match_nearest(
     something must be chosen (without replacement, or ``ties=False``; default: position).
     ``order_key`` (e.g. the PS of the treated rows) drives ``order`` without replacement;
     ``seed`` is used by ``order="random"`` only. ``sided`` applies MatchIt's tie rule on a score.
+    ``tie_cap`` (with ``ties``; 0 = none) keeps at most ``max(tie_cap, k)`` comparisons per set,
+    the tied ones chosen by the rotation of the module docstring over the comparisons' ``c_key``
+    and the treated rows' ``t_key`` (distinct sortable keys, e.g. ranks of hashed ids).
     """
     if not (isinstance(k, (int, np.integer)) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
@@ -428,7 +446,11 @@ def match_nearest(
     if replace and ties:
         d_k = search.kth(np.arange(n_t), k)
         rows = np.flatnonzero(np.isfinite(d_k))
-        t_row, c_row, dist = search.within(rows, np.minimum(d_k[rows] + TIE_TOL, caliper))
+        if tie_cap:
+            t_row, c_row, dist = _capped_within(search, rows, d_k, caliper, max(int(tie_cap), k), t_coord, t_cell,
+                                                np.asarray(c_key), np.asarray(t_key))
+        else:
+            t_row, c_row, dist = search.within(rows, np.minimum(d_k[rows] + TIE_TOL, caliper))
     else:
         if replace:
             idx, dmat = _with_replacement(search, n_t, k)
@@ -446,6 +468,72 @@ def match_nearest(
     else:
         reason[unmatched] = "comparisons in its exact-match cell used up (matching without replacement)"
     return NearestMatch(t_row, c_row, dist, weight, m, reason)
+
+
+def hashed_ranks(ids) -> np.ndarray:
+    """Per value of ``ids``, its rank by a fixed 64-bit hash of its text (pandas' SipHash with
+    its fixed key: the same on every run and machine), then by the text: an order of the ids
+    unrelated to how they are numbered (e.g. by school) and independent of row order — the
+    ``c_key``/``t_key`` of ``tie_cap``. Each distinct id is hashed once."""
+    codes, uniq = pd.factorize(np.asarray(ids, dtype=object) if not isinstance(ids, pd.Series) else ids)
+    text = np.asarray(pd.Index(uniq).astype(str), dtype=object)
+    rank = np.empty(len(text), np.int64)
+    rank[np.lexsort((text, pd.util.hash_array(text, categorize=False)))] = np.arange(len(text))
+    return np.where(codes >= 0, rank[codes], -1)
+
+
+def _group_ranks(t_coord, t_cell, t_key) -> np.ndarray:
+    """Per treated row, its rank by ``t_key`` among the treated rows of the same cell and
+    coordinates (which have the same distances to every comparison, hence the same ties)."""
+    coords = t_coord.reshape(len(t_cell), -1)
+    if coords.shape[1] == 1:
+        o = np.lexsort((t_key, coords[:, 0], t_cell))
+        same = (t_cell[o][1:] == t_cell[o][:-1]) & (coords[o, 0][1:] == coords[o, 0][:-1])
+    else:
+        gid = _row_groups(np.column_stack([coords, t_cell]))[0]
+        o = np.lexsort((t_key, gid))
+        same = gid[o][1:] == gid[o][:-1]
+    pos = np.arange(len(o))
+    start = np.maximum.accumulate(np.where(np.concatenate([[True], ~same]), pos, 0))
+    rank = np.empty(len(o), np.int64)
+    rank[o] = pos - start
+    return rank
+
+
+def _capped_within(search, rows, d_k, caliper, cap, t_coord, t_cell, c_key, t_key, chunk: int = 4096):
+    """:meth:`within` with at most ``cap`` comparisons per treated row: the strictly closer ones
+    and the rotation's share of those tied at ``d_k`` (module docstring). Treated rows go in
+    chunks, so the uncapped pairs of only ``chunk`` rows exist at once."""
+    rank = _group_ranks(t_coord, t_cell, t_key)
+    out = []
+    for lo in range(0, len(rows), chunk):
+        r = rows[lo : lo + chunk]
+        t_row, c_row, dist = search.within(r, np.minimum(d_k[r] + TIE_TOL, caliper))
+        if not len(t_row):
+            continue
+        new = np.concatenate([[True], t_row[1:] != t_row[:-1]])  # pairs come grouped by treated row
+        run = np.cumsum(new) - 1
+        m = np.bincount(run)
+        over = (m > cap)[run]
+        if over.any():
+            strict = dist < d_k[t_row] - TIE_TOL  # fewer than k of them
+            tie = np.flatnonzero(over & ~strict)
+            tie = tie[np.lexsort((c_key[c_row[tie]], run[tie]))]
+            rt = run[tie]
+            first = np.concatenate([[True], rt[1:] != rt[:-1]])
+            pos = np.arange(len(tie))
+            j = pos - np.maximum.accumulate(np.where(first, pos, 0))  # place among the row's ties
+            n_tie = np.bincount(rt, minlength=len(m))
+            places = cap - np.bincount(run, strict & over, minlength=len(m)).astype(np.int64)
+            tr = t_row[tie]
+            off = (rank[tr] * places[rt]) % n_tie[rt]
+            keep = ~over | strict
+            keep[tie[(j - off) % n_tie[rt] < places[rt]]] = True
+            t_row, c_row, dist = t_row[keep], c_row[keep], dist[keep]
+        out.append((t_row, c_row, dist))
+    if not out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(a) for a in zip(*out))
 
 
 def _with_replacement(search, n_t, k):

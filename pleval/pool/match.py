@@ -262,6 +262,7 @@ def match_pool(
     caliper: float | bool | None = None,
     replace: bool | None = None,
     ties: bool | None = None,
+    tie_cap: int | None = None,
     order: str | None = None,
     band: float = 1.0,
     school_keys=(),
@@ -300,7 +301,7 @@ def match_pool(
     if engine == "memory" and isinstance(pool, SqlEngine):
         raise DataError("engine='memory' takes the pool itself (a DataFrame, a Parquet or DuckDB path)")
     opts = dict(covariates=covariates, categorical=categorical, exact=exact, k=k, caliper=caliper, replace=replace,
-                ties=ties, order=order, band=band, school_keys=school_keys, school_bins=school_bins,
+                ties=ties, tie_cap=tie_cap, order=order, band=band, school_keys=school_keys, school_bins=school_bins,
                 require_outcome=require_outcome)
     if engine == "memory":
         from ..matching import match
@@ -357,6 +358,11 @@ def match_pool(
         k = 1 if k is None else k
         replace = True if replace is None else bool(replace)
         ties = replace if ties is None else bool(ties)
+        if tie_cap is not None and (isinstance(tie_cap, bool) or not isinstance(tie_cap, (int, np.integer)) or tie_cap < 0):
+            raise DataError(f"tie_cap must be a whole number >= 0 (0 = every tie); got {tie_cap!r}")
+        from ..matching import TIE_CAP
+
+        tie_cap = (TIE_CAP if tie_cap is None else int(tie_cap)) if replace and ties and c.student_id else 0
         progress("propensity model (out of core)")
         terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress,
                                                     eng.counts([where])[0])
@@ -367,9 +373,9 @@ def match_pool(
         order = order or "largest"
         diagnostics["caliper (logit PS units)"] = float(cal_abs)
         plan = Plan("propensity", c, tuple(strata), k, terms=terms, params=fit.params, caliper=cal_abs,
-                    replace=replace, ties=ties, order=order)
+                    replace=replace, ties=ties, order=order, tie_cap=tie_cap)
         options.update(covariates=tuple(covariates), discard="none", penalize=False, k=k, caliper=caliper,
-                       replace=replace, ties=ties, order=order, exact=tuple(strata))
+                       replace=replace, ties=ties, tie_cap=tie_cap, order=order, exact=tuple(strata))
         n_out_c = eng.counts([f"({where}) AND (({lin_sql}) < {float(lin_t.min())!r} OR ({lin_sql}) > "
                               f"{float(lin_t.max())!r})"])[0]
         pm_parts = (terms, fit, eta, lin_t, n_out_c)

@@ -6,8 +6,8 @@ matched independently and the union of their matches is the match of the whole d
 partition the matchers are the in-memory ones, unchanged: :func:`pleval.matching.match_vcg` on
 the VCG cells (the strata plus the other exact keys) and :func:`pleval.matching.match_nearest`
 on the rounded logit propensity score with the caliper of the whole data. Tie-breaking
-priorities are ranks of the student id, so ranks within a partition order rows as ranks in the
-whole data do; greedy matching without replacement ("largest", "smallest" or "data" order) visits
+priorities are ranks of the student id, and the keys of the tie cap ranks of its hash, so ranks
+within a partition order rows as ranks in the whole data do; greedy matching without replacement ("largest", "smallest" or "data" order) visits
 each partition's PL rows in the order it visits them in the whole data, and partitions share
 no comparison rows. Hence the matched sample is the in-memory one.
 
@@ -28,7 +28,7 @@ from ..data import Columns
 from ..errors import DataError
 from ..matching._design import combine_codes
 from ..matching.exact import match_vcg
-from ..matching.nearest import match_nearest
+from ..matching.nearest import hashed_ranks, match_nearest
 from .logit import Term, term_matrix
 
 PAIRS_SCHEMA = {"pl": "int64", "c": "int64", "weight": "float64", "dist": "float64", "n_q": "int64", "n_m": "int64",
@@ -54,6 +54,7 @@ class Plan:
     replace: bool = True
     ties: bool = True
     order: str = "largest"
+    tie_cap: int = 0
 
     @property
     def needed(self) -> list[str]:
@@ -103,9 +104,12 @@ def match_partition(plan: Plan, pl: pd.DataFrame, pool: pd.DataFrame) -> pd.Data
                 return None
             return pd.factorize(frame[c.student_id], sort=True)[0]
 
+        cap = plan.tie_cap if choose_none and c.student_id else 0  # hashed-id ranks order as those of all rows
         nm = match_nearest(np.round(lin_t, 10), np.round(lin_c, 10), k=plan.k, caliper=plan.caliper,
                            replace=plan.replace, ties=plan.ties, order=plan.order,
-                           order_key=1.0 / (1.0 + np.exp(-lin_t)), c_priority=prio(pool), t_priority=prio(pl))
+                           order_key=1.0 / (1.0 + np.exp(-lin_t)), c_priority=prio(pool), t_priority=prio(pl),
+                           tie_cap=cap, c_key=hashed_ranks(pool[c.student_id]) if cap else None,
+                           t_key=hashed_ranks(pl[c.student_id]) if cap else None)
         t_row, c_row, w, dist, n_m, reason = nm.t_row, nm.c_row, nm.weight, nm.dist, nm.n_matched, nm.reason
         n_q = np.zeros(n_t, np.int64)
     pairs = pd.DataFrame({"pl": pl_pos[t_row], "c": np.asarray(c_row, np.int64), "weight": w, "dist": dist,

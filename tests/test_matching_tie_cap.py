@@ -1,0 +1,174 @@
+"""``tie_cap``: at most M comparisons per nearest-neighbour set when ties are kept, the tied ones
+by a fixed rotation over hashed ids — checked against a literal, row-by-row construction."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval.data import SAMPLE_COLUMNS as C
+from pleval.data import validate
+from pleval.matching import match
+from pleval.matching.nearest import TIE_TOL, _capped_within, _SortedSearch, hashed_ranks, match_nearest
+
+
+def _literal(t_x, c_x, t_cell, c_cell, k, cap, caliper, c_key, t_key):
+    """The capped sets one treated row at a time: every comparison of the cell within the
+    caliper by distance; d_k; all within d_k when at most ``cap``, else the strictly closer ones
+    and the rotation's window of the tied ones (in c_key order), the window of the r-th treated
+    row of its (cell, coordinates) group (by t_key) starting at r·places mod T."""
+    t_x, c_x = np.atleast_2d(t_x.T).T, np.atleast_2d(c_x.T).T
+    cap = max(cap, k)
+    group = {}
+    for i in np.argsort(t_key, kind="stable"):
+        g = (t_cell[i], *t_x[i])
+        group.setdefault(g, []).append(i)
+    rank = {i: r for g in group.values() for r, i in enumerate(g)}
+    sets = {}
+    for i in range(len(t_x)):
+        js = np.flatnonzero(c_cell == t_cell[i])
+        d = np.sqrt(((c_x[js] - t_x[i]) ** 2).sum(axis=1))
+        ok = d <= caliper
+        js, d = js[ok], d[ok]
+        if not len(js):
+            continue
+        dk = np.sort(d)[min(k, len(d)) - 1]
+        inside = d <= dk + TIE_TOL
+        js, d = js[inside], d[inside]
+        if len(js) <= cap:
+            sets[i] = set(js.tolist())
+            continue
+        strict = js[d < dk - TIE_TOL]
+        tied = js[d >= dk - TIE_TOL]
+        tied = tied[np.argsort(c_key[tied], kind="stable")]
+        places, T = cap - len(strict), len(tied)
+        off = (rank[i] * places) % T
+        sets[i] = set(strict.tolist()) | {int(tied[(off + j) % T]) for j in range(places)}
+    return sets
+
+
+def _as_sets(nm):
+    out = {}
+    for t, c in zip(nm.t_row.tolist(), nm.c_row.tolist()):
+        out.setdefault(t, set()).add(c)
+    return out
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("k,cap", [(1, 1), (1, 3), (2, 3), (3, 5), (2, 40)])
+def test_capped_sets_are_the_literal_rotation(dim, k, cap):
+    """On heavily tied coordinates (a coarse grid: many distances of 0 and equal distances on
+    both sides), with cells and a caliper, the capped sets and their weights 1/m are the literal
+    construction's, for 1-D scores (sorted search) and 2-D coordinates (KD-tree)."""
+    rng = np.random.default_rng(11 + dim + 10 * k + cap)
+    n_capped = 0
+    for rep in range(6):
+        n_t, n_c = int(rng.integers(5, 60)), int(rng.integers(5, 200))
+        shape = (n_t,) if dim == 1 else (n_t, 2)
+        t_x = rng.integers(0, 6, shape).astype(float) * 0.5
+        c_x = rng.integers(0, 6, (n_c,) if dim == 1 else (n_c, 2)).astype(float) * 0.5
+        t_cell, c_cell = rng.integers(0, 3, n_t), rng.integers(0, 3, n_c)
+        c_key, t_key = rng.permutation(n_c), rng.permutation(n_t)
+        caliper = [np.inf, 1.0][rep % 2]
+        nm = match_nearest(t_x, c_x, k=k, caliper=caliper, t_cell=t_cell, c_cell=c_cell, tie_cap=cap,
+                           c_key=c_key, t_key=t_key)
+        want = _literal(t_x, c_x, t_cell, c_cell, k, cap, caliper, c_key, t_key)
+        assert _as_sets(nm) == want, rep
+        m = np.bincount(nm.t_row, minlength=n_t)
+        np.testing.assert_array_equal(nm.n_matched, m)
+        np.testing.assert_array_equal(nm.weight, 1.0 / m[nm.t_row])
+        assert np.all(np.diff(nm.t_row) >= 0)  # grouped by treated row, ascending
+        full = _as_sets(match_nearest(t_x, c_x, k=k, caliper=caliper, t_cell=t_cell, c_cell=c_cell))
+        n_capped += sum(len(full[i]) > max(cap, k) for i in full)
+        assert all(want[i] == full[i] for i in full if len(full[i]) <= max(cap, k))  # the rest as uncapped
+    assert n_capped > 0 or cap == 40
+
+
+def test_rotation_covers_the_tied_comparisons_evenly_and_chunks_change_nothing():
+    """n treated rows of one pattern and T comparisons tied at distance 0: each comparison serves
+    ⌊nM/T⌋ or ⌈nM/T⌉ sets; and the chunks of treated rows do not change the pairs."""
+    n, T, M = 7, 30, 4
+    t_x, c_x = np.zeros(n), np.zeros(T)
+    nm = match_nearest(t_x, c_x, k=1, tie_cap=M, c_key=np.arange(T)[::-1], t_key=np.arange(n))
+    uses = np.bincount(nm.c_row, minlength=T)
+    assert uses.sum() == n * M and set(uses.tolist()) <= {n * M // T, -(-n * M // T)}
+    rng = np.random.default_rng(2)
+    t_x, c_x = rng.integers(0, 4, 300) * 1.0, rng.integers(0, 4, 500) * 1.0
+    s = _SortedSearch(c_x, np.zeros(500, np.int64), np.arange(500), t_x, np.zeros(300, np.int64), np.inf)
+    d_k = s.kth(np.arange(300), 2)
+    c_key, t_key = rng.permutation(500), rng.permutation(300)
+    a = _capped_within(s, np.arange(300), d_k, np.inf, 6, t_x, np.zeros(300, np.int64), c_key, t_key)
+    b = _capped_within(s, np.arange(300), d_k, np.inf, 6, t_x, np.zeros(300, np.int64), c_key, t_key, chunk=7)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_hashed_ranks_depend_on_the_ids_only():
+    """A total order of the distinct ids, the same for any row order or storage type, and not
+    the order of the ids themselves (sequential ids are spread)."""
+    ids = pd.Series([f"STU{i:07d}" for i in range(2000)])
+    r = hashed_ranks(ids)
+    assert sorted(r.tolist()) == list(range(2000))
+    perm = np.random.default_rng(0).permutation(2000)
+    np.testing.assert_array_equal(hashed_ranks(ids.iloc[perm]), r[perm])
+    np.testing.assert_array_equal(hashed_ranks(ids.astype("string[pyarrow]")), r)
+    np.testing.assert_array_equal(hashed_ranks(ids.to_numpy(dtype=object)), r)
+    assert abs(np.corrcoef(r, np.arange(2000))[0, 1]) < 0.1
+    rep = hashed_ranks(pd.Series(["b", "a", "b"]))
+    assert rep[0] == rep[2] != rep[1]
+
+
+@pytest.fixture(scope="module")
+def tied_data():
+    from pleval.simulate import simulate_matched
+
+    return simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=12, seed=3).data
+
+
+def _pairs(m, c):
+    sid = m.data[c.student_id].to_numpy()
+    anchor = {s: sid[r] for s, r in zip(m.set_id, m.rows) if m.data[c.treatment].iat[r] == 1}
+    subj = m.data[c.subject].to_numpy()
+    return sorted((anchor[s], sid[r], subj[r], round(float(w), 12)) for s, r, w in zip(m.set_id, m.rows, m.weight))
+
+
+def test_match_caps_ties_the_same_way_in_any_row_order(tied_data):
+    """``match(tie_cap=M)``: every set has at most M comparisons, the matched pairs (by student
+    id) and weights are the same for shuffled rows, and a cap at least the largest set, or 0, is
+    the uncapped match; without a student id nothing is capped."""
+    df = tied_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = match(validate(df, C), C, method="propensity", tie_cap=0)
+        tr = full.data[C.treatment].to_numpy()[full.rows] == 1
+        biggest = int(np.bincount(full.set_id[~tr]).max())
+        assert biggest > 4  # ties are heavy here
+        capped = match(validate(df, C), C, method="propensity", tie_cap=4)
+        shuffled = df.sample(frac=1.0, random_state=1).reset_index(drop=True)
+        capped2 = match(validate(shuffled, C), C, method="propensity", tie_cap=4)
+        same = match(validate(df, C), C, method="propensity", tie_cap=biggest)
+    t2 = capped.data[C.treatment].to_numpy()[capped.rows] == 1
+    assert np.bincount(capped.set_id[~t2]).max() == 4
+    assert capped.options["tie_cap"] == 4 and full.options["tie_cap"] == 0
+    assert _pairs(capped, C) == _pairs(capped2, C)
+    assert _pairs(same, C) == _pairs(full, C)
+    with pytest.raises(Exception, match="tie_cap"):
+        match(validate(df, C), C, method="propensity", tie_cap=-1)
+
+
+def test_default_cap_leaves_the_sample_data_uncapped():
+    """The sample data's largest set (22) is below the default cap: the default match is every tie."""
+    from pleval.data import read_table
+    from pleval.matching import TIE_CAP
+
+    df = read_table("sample_data/pl_matched_students.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = match(df, C, method="propensity")
+        b = match(df, C, method="propensity", tie_cap=0)
+    assert a.options["tie_cap"] == TIE_CAP
+    for x in ("rows", "set_id", "weight"):
+        np.testing.assert_array_equal(getattr(a, x), getattr(b, x))
