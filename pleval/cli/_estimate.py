@@ -555,8 +555,9 @@ def _out_of_memory(steps: "_Steps", state: Callable):
         pool = "the comparison students as a pool matched out of core (--pool, DuckDB engine; docs/scale.md)"
         less = (f"fewer placebo schools (--placebo-cap N, e.g. --placebo-cap 100, or --no-placebo), {pool}"
                 if step == "placebo schools" else
-                f"a smaller matched sample (nearest-neighbour matching: --set ties=false keeps k comparisons per PL "
-                f"student instead of every tie), {pool}, fewer placebo schools for the later steps (--placebo-cap N)")
+                f"a smaller matched sample (nearest-neighbour matching: --set tie_cap=10 keeps at most 10 comparisons "
+                f"per PL student, --set ties=false exactly k), {pool}, fewer placebo schools for the later steps "
+                "(--placebo-cap N)")
         raise MemoryError(f"out of memory in the step '{step}'{size}. Ask for less: {less}, or a machine with more "
                           "memory") from exc
 

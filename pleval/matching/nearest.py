@@ -426,6 +426,8 @@ def match_nearest(
     if n_t and n_c:  # dense cell codes 0..m-1 shared by both groups
         cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0].astype(np.int64)
         c_cell, t_cell = cells[:n_c], cells[n_c:]
+    if tie_cap and replace and ties:  # the searches order equal points by priority: here, as the cap's rotation
+        c_priority = c_key
     prio = np.arange(n_c, dtype=np.int64) if c_priority is None else _ranks(c_priority)
     t_prio = np.arange(n_t, dtype=np.int64) if t_priority is None else _ranks(t_priority)
     reason = np.full(n_t, "", dtype=object)
@@ -477,8 +479,12 @@ def hashed_ranks(ids) -> np.ndarray:
     ``c_key``/``t_key`` of ``tie_cap``. Each distinct id is hashed once."""
     codes, uniq = pd.factorize(np.asarray(ids, dtype=object) if not isinstance(ids, pd.Series) else ids)
     text = np.asarray(pd.Index(uniq).astype(str), dtype=object)
+    h = pd.util.hash_array(text, categorize=False)
+    o = np.argsort(h, kind="stable")
+    if (h[o][1:] == h[o][:-1]).any():  # a 64-bit collision: those ids by their text
+        o = np.lexsort((text, h))
     rank = np.empty(len(text), np.int64)
-    rank[np.lexsort((text, pd.util.hash_array(text, categorize=False)))] = np.arange(len(text))
+    rank[o] = np.arange(len(text))
     return np.where(codes >= 0, rank[codes], -1)
 
 
@@ -518,8 +524,11 @@ def _capped_within(search, rows, d_k, caliper, cap, t_coord, t_cell, c_key, t_ke
         if over.any():
             strict = dist < d_k[t_row] - TIE_TOL  # fewer than k of them
             tie = np.flatnonzero(over & ~strict)
-            tie = tie[np.lexsort((c_key[c_row[tie]], run[tie]))]
-            rt = run[tie]
+            ck, rt = c_key[c_row[tie]], run[tie]
+            down = (rt[1:] == rt[:-1]) & (ck[1:] < ck[:-1])  # equal points come in c_key order (the search's
+            if down.any():  # priority): only ties at two distances or several points need a sort
+                tie = tie[np.lexsort((ck, rt))]
+                rt = run[tie]
             first = np.concatenate([[True], rt[1:] != rt[:-1]])
             pos = np.arange(len(tie))
             j = pos - np.maximum.accumulate(np.where(first, pos, 0))  # place among the row's ties
