@@ -371,6 +371,20 @@ def test_ols_counts_non_finite_rows():
                           (np.where(np.arange(50)[:, None] % 10 == 0, np.array([1.0, np.inf]), X), y, 5)):
         with pytest.raises(DataError, match=f"^{n_bad} row"):
             ols(yb, Xb, vcov="HC1")
+    # given X'X (no pass over X when it is finite): a NaN or an infinity in X, even in a row of
+    # weight 0, leaves it non-finite, and the rows are counted
+    w, g = np.where(np.arange(50) == 7, 0.0, 1.0), np.arange(50) % 5
+    for bad in (np.nan, np.inf):
+        Xb = X.copy()
+        Xb[7, 1] = bad
+        sw = np.sqrt(w)
+        gram = ((Xb * sw[:, None]).T @ (Xb * sw[:, None]), (Xb * sw[:, None]).T @ (y * sw))
+        with pytest.raises(DataError, match="^1 row"):
+            ols(y, Xb, weights=w, clusters=g, vcov="CR1", gram=gram)
+    sw = np.sqrt(w)
+    gram = ((X * sw[:, None]).T @ (X * sw[:, None]), (X * sw[:, None]).T @ (y * sw))
+    assert np.allclose(ols(y, X, weights=w, clusters=g, vcov="CR1", gram=gram).params,
+                       ols(y, X, weights=w, clusters=g, vcov="CR1").params, rtol=1e-13)
 
 
 def _balance_literally(before, after, variables, by, smd):
@@ -537,7 +551,8 @@ def test_vcg_sets_are_the_literal_k_closest():
             assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("values", [[3, 5, 3, 9, 5], [1, 0, 1, 1], [-7, 2**40, 0, -7], [4], [2**62, -2**62]])
+@pytest.mark.parametrize("values", [[3, 5, 3, 9, 5], [1, 0, 1, 1], [-7, 2**40, 0, -7], [4], [2**62, -2**62],
+                                    [2, 0, 1, 2], [5, 3, 4, 4]])
 def test_integer_codes_without_hashing_are_factorize(values):
     """codes_and_levels codes small-range integers through a table of the values present: the
     codes and levels (Python ints, sorted) of pandas.factorize(sort=True); wide ranges fall back."""
@@ -576,6 +591,60 @@ def test_ols_center_is_the_fit_of_the_centred_columns(vcov, cr2):
     assert a.coef_df(1) == pytest.approx(b.coef_df(1), rel=1e-12)
     with pytest.raises(Exception, match="center"):
         ols(y, X, center=center[:2], **kw)
+
+
+@pytest.mark.parametrize("vcov,cr2", [("CR2", "transformed"), ("CR1", "transformed"), ("CR0", "transformed"),
+                                      ("CR2", "clubsandwich")])
+def test_ols_scores_from_the_callers_blocks_are_those_of_the_residuals(vcov, cr2):
+    """ols(blocks=): the scores u_g = T_g − S_gβ from per-school X̃'X̃ and X̃'ỹ (the outcome less
+    its weighted mean, the gram their sums) against the fit that forms them from the residuals:
+    the same coefficients but the intercept, covariance, df and residuals (clubSandwich's CR2
+    ignores them); blocks of the wrong shape are refused."""
+    from pleval.errors import DataError
+    from pleval.inference.robust import _CHUNK_ROWS, cluster_codes, grouped_cross_products
+
+    rng = np.random.default_rng(5)
+    n = 2 * _CHUNK_ROWS + 77
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(200, 15, n), rng.integers(0, 2, n)])
+    g = rng.integers(0, 150, n)
+    y = X @ [5.0, 2.0, 0.8, -1.0] + rng.normal(0, 8, n) + rng.normal(0, 3, 150)[g]
+    w = rng.choice([0.25, 0.5, 1.0, 1 / 3], n)
+    center = np.concatenate([[0.0], (w @ X[:, 1:]) / w.sum()])
+    y0 = float(w @ y / w.sum())
+    codes, G = cluster_codes(g)
+    S, T = grouped_cross_products(X, codes, G, y - y0, w, center=center)
+    kw = dict(weights=w, clusters=g, vcov=vcov, cr2=cr2, center=center)
+    a = ols(y - y0, X, gram=(S.sum(axis=0), T.sum(axis=0)), blocks=(S, T), **kw)
+    b = ols(y, X, **kw)
+    np.testing.assert_allclose(a.params[1:], b.params[1:], rtol=1e-12)
+    assert a.params[0] + y0 == pytest.approx(b.params[0], rel=1e-12)
+    np.testing.assert_allclose(a.vcov, b.vcov, rtol=1e-11, atol=1e-15 * np.abs(b.vcov).max())
+    np.testing.assert_allclose(a.resid, b.resid, rtol=1e-10, atol=1e-11)
+    assert a.coef_df(1) == pytest.approx(b.coef_df(1), rel=1e-11) and a.n_clusters == b.n_clusters == G
+    if cr2 == "transformed":
+        with pytest.raises(DataError, match="blocks"):
+            ols(y - y0, X, blocks=(S[:, :2, :2], T), **kw)
+
+
+@pytest.mark.parametrize("by", [None, C.subject])
+def test_designs_without_the_text_columns_are_the_same(tied, by):
+    """group_designs(part_columns="read") leaves the coded text columns out of ``part`` (the
+    design takes their codes): the same designs and effects, bit for bit; ``by`` stays."""
+    text = [x for x in (C.school, C.subject, *C.covariates) if x and not pd.api.types.is_numeric_dtype(tied.data[x])]
+    assert C.school in text and C.subject in text  # the case this covers
+    for (ka, pa, da, _), (kb, pb, db, _) in zip(tied.group_designs(by), tied.group_designs(by, part_columns="read")):
+        assert ka == kb and set(pa.columns) - set(pb.columns) == set(text) - {by}
+        for f in ("y", "t", "X", "weights", "weights2", "copies", "clusters", "rows", "cells"):
+            assert np.array_equal(getattr(da, f), getattr(db, f)), f
+        assert (da.names, da.adjust, da.categorical) == (db.names, db.adjust, db.categorical)
+    a = tied.group_fits(by)
+    b = tied.group_fits(by, part_columns="read")
+    for x, y in zip(a, b):
+        assert x[3].to_frame().equals(y[3].to_frame())
+    est = tied.estimate(by)  # (its designs leave the text out)
+    assert (est if by is None else est[a[0][0]]).to_frame().equals(a[0][3].to_frame())
+    with pytest.raises(Exception, match="part_columns"):
+        tied.group_designs(by, part_columns="some")
 
 
 def test_codes_computed_once_give_the_same_tables(tied):
@@ -636,6 +705,10 @@ def test_vcg_distinct_rows_from_the_ranges_are_those_of_the_long_format():
     pd.testing.assert_frame_equal(given.estimate(by=C.subject).to_frame(), eff.to_frame(), check_exact=True)
     w = validate(df.assign(wt=np.linspace(0.5, 2.0, len(df))), C.replace(weight="wt"))  # own weights: long at once
     assert match(w, w.columns, **kw).sets is None
+    # each set's school, taken from the school codes' levels: the anchoring PL row's own school id
+    anchor = m.rows[m.data[C.treatment].to_numpy()[m.rows] == 1]  # in set order
+    assert m.set_school.dtype == object and len(m.set_school) == len(anchor)
+    assert m.set_school.tolist() == m.data[C.school].iloc[anchor].to_numpy(dtype=object).tolist()
 
 
 def test_combine_codes_is_the_mixed_radix_of_the_column_codes():

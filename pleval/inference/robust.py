@@ -371,6 +371,7 @@ def ols(
     n_obs: int | None = None,
     center=None,
     gram=None,
+    blocks=None,
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -397,6 +398,12 @@ def ols(
         columns, their covariance and df are those of the uncentred fit, the intercept moves.
     gram : ``(X̃'X̃, X̃'ỹ)`` of this fit (the rows of X less ``center``, times √w; :func:`_gram`
         of the same arguments), when the caller has formed them already: used as given.
+    blocks : ``(S, T)``, per cluster (numbered as :func:`cluster_codes` numbers ``clusters``)
+        ``S_g = X̃_g'X̃_g`` and ``T_g = X̃_g'ỹ_g`` of this fit (:func:`grouped_cross_products` with
+        y as ``e``), when the caller has formed them: CR0, CR1 and the transformed CR2 then take
+        the scores ``u_g = X̃_g'ẽ_g = T_g − S_gβ̂`` from them, without another pass over the rows
+        (pass y less its weighted mean: the scores are then differences of terms of the same
+        size as themselves). Ignored by the other types.
 
     Returns
     -------
@@ -409,8 +416,13 @@ def ols(
     names = tuple(names) if names is not None else tuple(default_names)
     if y.shape[0] != n or len(names) != k:
         raise DataError(f"y has {y.shape[0]} rows and X has {n}; names has {len(names)} for {k} columns")
-    bad = None if np.isfinite(X.sum()) and np.isfinite(y.sum()) else ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
-    if bad is not None and bad.any():  # (a finite sum has no NaN or infinity among its terms)
+    if gram is not None and (np.shape(gram[0]) != (k, k) or np.shape(gram[1]) != (k,)):
+        raise DataError(f"gram must be X'X ({k} x {k}) and X'y ({k}) of the transformed model")
+    # a finite sum has no NaN or infinity among its terms; nor has X when its Gram is finite (a
+    # non-finite value of X makes its row's products, weighted or not, NaN or infinite)
+    finite_x = (gram is not None and bool(np.isfinite(gram[0]).all())) or np.isfinite(X.sum())
+    bad = None if finite_x and np.isfinite(y.sum()) else ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
+    if bad is not None and bad.any():
         raise DataError(f"{int(bad.sum())} row(s) have missing or non-finite values in y or X; drop them first")
     if weights is not None:
         w = np.asarray(weights, dtype=float).ravel()
@@ -424,9 +436,7 @@ def ols(
         if center.shape != (k,) or not np.isfinite(center).all():
             raise DataError(f"center must be {k} finite numbers, one per column of X")
         if vcov not in _CLUSTER_TYPES or (vcov == "CR2" and cr2 == "clubsandwich" and weights is not None):
-            X, center, gram = X - center, None, None  # the per-row paths read X whole
-    if gram is not None and (np.shape(gram[0]) != (k, k) or np.shape(gram[1]) != (k,)):
-        raise DataError(f"gram must be X'X ({k} x {k}) and X'y ({k}) of the transformed model")
+            X, center, gram, blocks = X - center, None, None, None  # the per-row paths read X whole
     XtX, Xty = _gram(X, y, sw, center) if gram is None else gram
     try:
         Lc = linalg.cholesky(XtX, lower=True)
@@ -445,13 +455,22 @@ def ols(
         if clusters is None:
             raise DataError(f"vcov={vcov!r} needs cluster ids (clusters=...)")
         n = n if n_obs is None else int(n_obs)
-        codes, G = cluster_codes(clusters)
+        club = vcov == "CR2" and cr2 == "clubsandwich" and weights is not None
+        given, blocks = (None if club else blocks), None
+        if given is not None:  # the caller's per-cluster blocks: the scores from them
+            S, T = given
+            G = len(S)
+            if np.shape(S) != (G, k, k) or np.shape(T) != (G, k):
+                raise DataError(f"blocks must be per-cluster X'X (G x {k} x {k}) and X'y (G x {k})")
+        else:
+            codes, G = cluster_codes(clusters)
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
-        blocks = None
-        if vcov == "CR2" and cr2 == "clubsandwich" and weights is not None:
+        if club:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
+        elif given is not None:
+            U = T - np.einsum("gij,j->gi", S, beta)
         else:  # CR0/CR1 need the scores u_g only; CR2 the blocks S_g too
             S, U = grouped_cross_products(X, codes, G, resid, w if weights is not None else None, pairs=vcov == "CR2",
                                           center=center)

@@ -445,7 +445,9 @@ def match(
         rows = sets = w = None
         if c.weight:  # each row's own weight multiplies its matching weight: needed now
             (rows, sets, w), lazy = lazy.long(), None
-        set_school = school_at(tpos[matched_t])
+        anchors = tpos[matched_t]
+        sk = codes[c.school][0]
+        set_school = sl[sk[anchors]] if (sk >= 0).all() else school_at(anchors)  # the levels, no text per set
         un_pos, un_reason = tpos[~matched_t], vm.reason[~matched_t]
         options.update(k=k, band=band, keys=tuple(keyframe.columns), school_keys=tuple(skeys), exact=tuple(strata))
         if n_sets:

@@ -63,9 +63,12 @@ def codes_and_levels(s: pd.Series, known: tuple[np.ndarray, np.ndarray] | None =
         x = s.to_numpy()
         low, high = int(x.min()), int(x.max())
         if high - low < _DENSE_RANGE:
-            present = np.bincount(x - low, minlength=high - low + 1) > 0
-            table = np.cumsum(present) - 1
-            return table[x - low].astype(np.int64, copy=False), (np.flatnonzero(present) + low).astype(s.dtype).astype(object)
+            k = x - low if low else x
+            present = np.bincount(k, minlength=high - low + 1) > 0
+            levels = (np.flatnonzero(present) + low).astype(s.dtype).astype(object)
+            if present.all():  # every value from low to high: the codes are the values less low
+                return k.astype(np.int64, copy=False), levels
+            return (np.cumsum(present) - 1)[k], levels
     codes, levels = pd.factorize(s, sort=True, use_na_sentinel=True)
     return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
 
@@ -76,23 +79,24 @@ _FILL_ROWS = 8192
 def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False, codes=None) -> Encoded:
     """Expand ``covariates`` of ``df`` into a float design matrix (a leading column of ones,
     named "const", when ``intercept``). ``codes``: ``{column: (codes, levels)}`` of categorical
-    columns already coded (:func:`codes_and_levels`'s ``known``).
+    columns already coded (:func:`codes_and_levels`'s ``known``): such a column need not be a
+    column of ``df``.
 
     Raises :class:`DataError` for a missing column or a missing value (callers drop and count
     incomplete rows before encoding).
     """
-    known = codes
+    known = codes or {}
     covariates = list(dict.fromkeys(covariates))
-    missing = [c for c in covariates if c not in df.columns]
+    missing = [c for c in covariates if c not in df.columns and c not in known]
     if missing:
         raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, missing))}")
     n = len(df)
     parts = []  # (name, source, level, values or (codes, j))
     cats = []
     for c in covariates:
-        s = df[c]
-        if c in categorical or is_categorical(s):
-            codes, levels = codes_and_levels(s, (known or {}).get(c))
+        s = df[c] if c not in known else None
+        if c in known or c in categorical or is_categorical(s):
+            codes, levels = codes_and_levels(s, known.get(c))
             if (codes < 0).any():
                 raise DataError(f"covariate {c!r} has {(codes < 0).sum():,} missing value(s)")
             ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))
@@ -134,7 +138,8 @@ def combine_codes(df: pd.DataFrame, columns, codes=None, out: dict | None = None
     miss = None
     top = 1  # a bound on the codes so far (code < top): no pass over them while it stays small
     for c in columns:
-        k, levels = codes_and_levels(df[c], (codes or {}).get(c))
+        known = (codes or {}).get(c)
+        k, levels = codes_and_levels(None if known is not None else df[c], known)
         if out is not None:
             out[c] = (k, levels)
         if len(k) and k.min() < 0:

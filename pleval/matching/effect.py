@@ -49,7 +49,7 @@ from .._results import Effect, Estimate
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
-from ..inference.robust import _gram, convention_label
+from ..inference.robust import _gram, cluster_codes, convention_label, grouped_cross_products
 from ._design import combine_codes, encode
 
 
@@ -69,7 +69,9 @@ def _varies(s: pd.Series, known=None) -> bool:
 
 
 def _varying(df: pd.DataFrame, cols, codes=None) -> list[str]:
-    return [c for c in cols if c is not None and c in df.columns and _varies(df[c], (codes or {}).get(c))]
+    codes = codes or {}
+    return [c for c in cols if c is not None and (c in codes or c in df.columns)
+            and _varies(df[c] if c not in codes else None, codes.get(c))]
 
 
 def regression_design(
@@ -84,6 +86,7 @@ def regression_design(
     weight: str = "_weight",
     label: str = "",
     codes=None,
+    per_school: bool = False,
 ) -> dict:
     """The regression of :func:`regression_effect` on ``sample``: ``y``, ``X`` (intercept,
     treatment, adjusters), ``names``, ``weights``, ``clusters`` (schools, else students),
@@ -91,7 +94,8 @@ def regression_design(
     covariate each column of X comes from). ``codes``: ``{column: (codes, levels)}`` of
     categorical columns already coded, aligned with ``sample``'s rows (levels sorted, possibly
     more than occur; :func:`pleval.matching._design.codes_and_levels`); then ``cells`` holds the
-    strata cells too."""
+    strata cells too. ``per_school``: with a school, form the cross-products as per-school
+    blocks (for a merged cluster-robust fit, which reads them: ``gram``)."""
     y = sample[outcome].to_numpy(dtype=float)
     ok = np.isfinite(y)
     if not ok.all():
@@ -110,25 +114,34 @@ def regression_design(
     # the indicator of each level present other than the reference. X stays row-major, as the
     # per-cluster cross-products read it.
     w = sample[weight].to_numpy(dtype=float)
-    # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
-    # the merged fit the same way): the collinearity sweep reads them, and the fit reuses them
-    # when no column is left out
-    center = _weighted_center(enc.X, w)
-    XtX, Xty = _gram(enc.X, y, np.sqrt(w), center)
-    keep_cols = _independent(XtX)
-    X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
-    adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     # clusters: schools; without them, students (the original row label, shared by every copy)
     known = (codes or {}).get(school) if school else None
     if school:  # integer ids of the schools (ols numbers them by first appearance either way)
         clusters = known[0] if known is not None and (known[0] >= 0).all() else _cluster_ids(sample[school])
     else:
         clusters = sample.index.to_numpy()
+    # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
+    # the merged fit the same way): the collinearity sweep reads them, and the fit reuses them
+    # when no column is left out. By school, they are the sums of the per-school blocks the
+    # cluster-robust SE needs (with the outcome less its weighted mean: ols(blocks=)), formed in
+    # the one pass over the rows that the SE takes anyway.
+    center = _weighted_center(enc.X, w)
+    y0, blocks = 0.0, None
+    if school and per_school:
+        g, G = cluster_codes(clusters)
+        y0 = float(w @ y / w.sum())
+        blocks = grouped_cross_products(enc.X, g, G, y - y0, w, center=center)
+        XtX, Xty = blocks[0].sum(axis=0), blocks[1].sum(axis=0)
+    else:
+        XtX, Xty = _gram(enc.X, y, np.sqrt(w), center)
+    keep_cols = _independent(XtX)
+    X = enc.X if len(keep_cols) == enc.X.shape[1] else np.take(enc.X, keep_cols, axis=1)
+    adjust = [a for a in adjust if a in {enc.source[j] for j in keep_cols}]  # strata (cat) still define the SD's cells
     return {"y": y, "t": t, "X": X, "names": [enc.names[j] for j in keep_cols],
             "weights": w, "clusters": clusters,
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols],
             "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None,
-            "gram": (center, XtX, Xty) if X is enc.X else None}
+            "gram": (center, XtX, Xty, y0, blocks) if X is enc.X else None}
 
 
 def _weighted_center(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -175,9 +188,11 @@ class EffectDesign:
     student reused by several matched sets) with their weights summed in ``weights`` and their
     squared weights summed in ``weights2`` (:func:`merge_copies`). ``cells``: each row's
     strata cell (``combine_codes`` of ``categorical``), when already computed. ``gram``:
-    ``(center, X̃'X̃, X̃'ỹ)`` — the weighted means the merged fit centres X at and the cross-products
-    of the centred, √w-weighted rows (:func:`pleval.inference.ols`'s ``gram``), when formed with
-    the design; None once X, y or the weights change."""
+    ``(center, X̃'X̃, X̃'ỹ, y0, blocks)`` — the weighted means the merged fit centres X at, the
+    cross-products of the centred, √w-weighted rows (:func:`pleval.inference.ols`'s ``gram``) with
+    ỹ the √w-weighted outcome less ``y0`` (its weighted mean when clustered by school, else 0),
+    and by school their per-cluster terms ``(S, T)`` (``ols``'s ``blocks``; None without a
+    school), when formed with the design; None once X, y or the weights change."""
 
     y: np.ndarray
     t: np.ndarray
@@ -212,7 +227,7 @@ def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, weigh
     one), which lets :func:`regression_effect` fit the copies as one row; ``weight2`` and
     ``copies``: columns of a sample of distinct rows holding each row's summed squared weights
     and number of copies."""
-    d = regression_design(sample, **kw)
+    d = regression_design(sample, **kw, per_school=copies is not None)  # (distinct rows: a merged fit reads them)
     return EffectDesign(d["y"], d["t"], d["X"], tuple(d["names"]), tuple(d["source"]), d["weights"], d["clusters"],
                         tuple(d["adjust"]), tuple(d["categorical"]), rows,
                         None if weight2 is None else sample[weight2].to_numpy(dtype=float),
@@ -285,12 +300,14 @@ def regression_effect(
     n_c = int((~tr).sum()) if d.copies is not None else int(pd.Index(sample.index[~tr]).nunique())
     if cluster:
         # Centred columns (only the intercept moves): the same slopes, SEs and df, better conditioned.
-        center, gram = None, None
+        center, gram, y0, blocks = None, None, 0.0, None
         if d.copies is not None:
             center = _weighted_center(d.X, d.weights) if d.gram is None else d.gram[0]
-            gram = None if d.gram is None else d.gram[1:]
-        fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), n_obs=d.n_obs,
-                  center=center, gram=gram, **conv)
+            if d.gram is not None:  # (the outcome less y0: only the intercept moves)
+                _, XtX, Xty, y0, blocks = d.gram
+                gram = (XtX, Xty)
+        fit = ols(d.y - y0 if y0 else d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names),
+                  n_obs=d.n_obs, center=center, gram=gram, blocks=blocks, **conv)
     elif d.merged:
         raise DesignError(f"vcov={vcov!r} (cr2={cr2!r}) counts every copy of a reused comparison student: fit it on "
                           "the copies (MatchResult.estimate does)")
