@@ -402,8 +402,8 @@ def ols(
         ``S_g = X̃_g'X̃_g`` and ``T_g = X̃_g'ỹ_g`` of this fit (:func:`grouped_cross_products` with
         y as ``e``), when the caller has formed them: CR0, CR1 and the transformed CR2 then take
         the scores ``u_g = X̃_g'ẽ_g = T_g − S_gβ̂`` from them, without another pass over the rows
-        (pass y less its weighted mean: the scores are then differences of terms of the same
-        size as themselves). Ignored by the other types.
+        (pass y less its weighted mean, so that T_g and S_gβ̂ are not much larger than their
+        difference). Ignored by the other types.
 
     Returns
     -------
