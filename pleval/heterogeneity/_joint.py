@@ -308,10 +308,11 @@ def joint_covariance(
     if vcov == "CR2":  # Satterthwaite df per group (robust.CR2Blocks.eta, batched over groups)
         ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
         MZZ = N @ ZZ
-        zMz = _quad(z, N, cell_group)
+        # Σ_c s_c z_c'N_s z_c = tr(N_s Σ_c s_c z_c z_c'): one weighted pair sum per group, not a
+        # quadratic form per cell (each a gathered N_s)
+        szMz = np.einsum("gij,gji->g", N, _pair_sums(z, s, cell_group, G))
         num = (np.bincount(cell_group, weights=s, minlength=G) - np.einsum("gii->g", MZZ)) ** 2
-        den = (np.bincount(cell_group, weights=s**2, minlength=G)
-               - 2.0 * np.bincount(cell_group, weights=s * zMz, minlength=G)
+        den = (np.bincount(cell_group, weights=s**2, minlength=G) - 2.0 * szMz
                + np.einsum("gij,gji->g", MZZ, MZZ))
         with np.errstate(invalid="ignore", divide="ignore"):
             df = np.where(den > 0, num / den, np.nan)
