@@ -510,3 +510,47 @@ def test_resampling_table_sampled_randomization_and_absent():
     assert (b["p"], b["90% CI"]) == ("0.0625", "-0.1000 to 3.2000")
     assert sections.resampling_table(SimpleNamespace(bootstrap=pd.DataFrame(), randomization=pd.DataFrame(),
                                                      subjects=["math"], options={})) is None
+
+
+def _pdf_texts(pdf: bytes) -> list[tuple]:
+    """(page, y, x, text, bold, font size) of every text drawn in a PDF, in drawing-independent order."""
+    import io
+
+    from pypdf import PdfReader
+
+    out = []
+    for i, page in enumerate(PdfReader(io.BytesIO(pdf)).pages):
+        def visit(text, cm, tm, font, size):
+            if text.strip():
+                out.append((i, tm[4] * cm[0] + tm[5] * cm[2] + cm[4], tm[4] * cm[1] + tm[5] * cm[3] + cm[5], text.strip(),
+                            "Bold" in str(font.get("/BaseFont", "")), size))
+        page.extract_text(visitor_text=visit)
+    return sorted((p, round(y, 1), round(x, 1), t, b, s) for p, x, y, t, b, s in out)
+
+
+def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monkeypatch):
+    """One-line cells of the PDF's tables are drawn as strings (reportlab's Paragraph layout of
+    every cell was most of report.pdf's time): every text lands where a Paragraph per cell puts
+    it, with the same fonts; cells that wrap and coloured verdicts stay Paragraphs."""
+    from reportlab.platypus import Paragraph as RLParagraph
+
+    from pleval.report import to_pdf
+
+    frame = pd.DataFrame({
+        "school": ["Lincoln Elementary", "A school with a long name " * 8, "two  spaces"],
+        "estimate": ["+0.12", "−0.05 to +0.30", "—"],
+        "verdict": ["Meets WWC Standards Without Reservations", "not equivalent", ""],
+    })
+    table = blocks.Table(frame, title="T", bold=(True, False, False), verdict_columns=("verdict",))
+    cells = to_pdf._table(table, to_pdf._fonts(), to_pdf._styles(to_pdf._fonts()))[1]._cellvalues
+    kinds = [[isinstance(c, RLParagraph) for c in row] for row in cells]
+    assert kinds == [[False, False, True], [False, False, True], [True, False, True], [True, False, True]]
+    section = [blocks.Section("t", "Table", (table,))]
+    strings = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+    monkeypatch.setattr(to_pdf, "_STRING_CELLS", False)
+    paragraphs = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+    assert strings != paragraphs
+    a, b = _pdf_texts(strings), _pdf_texts(paragraphs)
+    assert [t[3:] for t in a] == [t[3:] for t in b] and len(a) > 10  # the same texts, fonts and sizes
+    assert any(t[4] and t[3] == "+0.12" for t in a)  # a bold row's number
+    assert all(p == q and abs(y - v) <= 0.1 and abs(x - u) <= 0.1 for (p, y, x, *_), (q, v, u, *_) in zip(a, b))
