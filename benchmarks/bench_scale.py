@@ -214,8 +214,8 @@ def forest_time(k: int) -> dict:
 def _steps_child(path: str, out: str, q):
     """The steps of ``pleval estimate`` through the API, each timed (CPU and wall): reading and
     checking, the analysis, and writing the outputs (``report.save``), then the parts of the
-    writing redone one by one (figures drawn and rendered as PNG and SVG, the PDF, the HTML,
-    the workbook)."""
+    writing redone one by one (figures drawn and rendered as PNG, and as PNG and SVG as with
+    ``--svg``, the PDF, the HTML, the workbook)."""
     import warnings
 
     t = {}
@@ -239,7 +239,9 @@ def _steps_child(path: str, out: str, q):
     ev = step("analysis", lambda: estimate(df, chk.columns, design="matched", seed=0, checked=chk))
     step("outputs (report.save)", lambda: report.save(ev, out, force=True))
     figs = step("  figures: drawn", lambda: plots.evaluation_figures(ev))
-    images = step("  figures: PNG + SVG", lambda: {k: plots.to_png_svg(f, dpi=outputs.PRINT_DPI)[0] for k, f in figs.items()})
+    images = step("  figures: PNG", lambda: {k: plots.to_png(f, dpi=outputs.PRINT_DPI) for k, f in figs.items()})
+    figs = plots.evaluation_figures(ev)
+    step("  figures: PNG + SVG (--svg)", lambda: [plots.to_png_svg(f, dpi=outputs.PRINT_DPI) for f in figs.values()])
     step("  report.pdf", lambda: to_pdf.render_pdf(ev, images, dpi=outputs.PRINT_DPI))
     step("  report.html", lambda: to_html.render_html(ev, images))
     step("  school_effects.xlsx", lambda: outputs._write_school_xlsx(ev, Path(out) / "bench.xlsx"))
