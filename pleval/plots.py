@@ -78,10 +78,21 @@ def to_png(fig: Figure, dpi: int = 150) -> bytes:
         return _png_of(canvas, content, box, dpi)
 
 
+_SVG_FIXED = {"svg.hashsalt": "pleval"}
+"""matplotlib names an SVG's clip paths and glyphs by hashes salted with a random UUID unless
+``svg.hashsalt`` is set; with it (and no date in the metadata) the same figure gives the same bytes."""
+
+
+def _save_svg(fig: Figure, buf, bbox_inches) -> None:
+    with rc_context(_SVG_FIXED):
+        fig.savefig(buf, format="svg", bbox_inches=bbox_inches, facecolor="white", metadata={"Date": None})
+
+
 def to_svg(fig: Figure) -> bytes:
-    """SVG bytes of a figure (white background, tight bounding box): scales to any size."""
+    """SVG bytes of a figure (white background, tight bounding box): scales to any size. The
+    same figure gives the same bytes (no date; fixed ids)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", facecolor="white")
+    _save_svg(fig, buf, "tight")
     return buf.getvalue()
 
 
@@ -103,7 +114,7 @@ def to_png_svg(fig: Figure, dpi: int = 150) -> tuple[bytes, bytes]:
         with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
             fig.set_layout_engine(None)  # keep the positions just computed
         buf = io.BytesIO()
-        fig.savefig(buf, format="svg", bbox_inches=box, facecolor="white")
+        _save_svg(fig, buf, box)
     return png, buf.getvalue()
 
 

@@ -369,3 +369,14 @@ def test_titles_on_top_are_where_matplotlib_places_them(make):
         title = ax.title if ax.get_title() else ax._left_title
         ax.set_title(title.get_text(), loc="center" if title is ax.title else "left", fontsize=title.get_fontsize(), y=None)
     assert plots.to_png(fig, dpi=60) == plots.to_png(auto, dpi=60)
+
+
+def test_svg_bytes_are_the_same_for_the_same_figure():
+    """No date in the SVG's metadata and ids from a fixed salt: the same figure built twice gives
+    the same SVG bytes, by to_svg and by to_png_svg (a random salt or a date would differ)."""
+    def make():
+        return plots.forest(_schools(12)[0], pooled=_schools(12)[1])
+
+    a, b = plots.to_svg(make()), plots.to_svg(make())
+    assert a == b and b"<dc:date>" not in a and b"clip-path" in a
+    assert plots.to_png_svg(make(), dpi=80)[1] == plots.to_png_svg(make(), dpi=80)[1]
