@@ -287,13 +287,14 @@ def _logit(y, X, w, codes, label):
     cluster-robust sandwich ``c·H⁻¹(Σ_g s_g s_g')H⁻¹`` with ``H = X'diag(wμ(1−μ))X``,
     ``s_g = Σ_{i∈g} w_i(y_i − μ_i)x_i`` and ``c = G/(G−1)·(n−1)/(n−k)`` (CR1, Stata's and
     statsmodels' factor; every row its own cluster without ``codes``: HC1), and the df (G − 1)."""
-    import statsmodels.api as sm
+    from statsmodels.genmod.families import Binomial
+    from statsmodels.genmod.generalized_linear_model import GLM
     from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerfectSeparationWarning)
         try:
-            b = np.asarray(sm.GLM(y, X, family=sm.families.Binomial(), var_weights=w).fit().params)
+            b = np.asarray(GLM(y, X, family=Binomial(), var_weights=w).fit().params)
         except (PerfectSeparationWarning, np.linalg.LinAlgError) as exc:
             raise DesignError(f"{label or 'binary outcome'}: the logistic regression cannot be fitted ({exc}); "
                               "use method='lpm'") from None

@@ -494,11 +494,11 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
 
 def _mixedlm_fit(mod: _Model, notes: list):
     """statsmodels MixedLM with random school intercepts (REML); retry powell, nm on failure."""
-    import statsmodels.api as sm
+    from statsmodels.regression.mixed_linear_model import MixedLM
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     exog = pd.DataFrame(mod.X, columns=mod.names)
-    model = sm.MixedLM(mod.y, exog, groups=mod.school)
+    model = MixedLM(mod.y, exog, groups=mod.school)
     failures = []
     for method in (None, "powell", "nm"):
         with warnings.catch_warnings(record=True) as caught:

@@ -125,7 +125,7 @@ def warm_start(X_t: np.ndarray, X_s: np.ndarray, fraction: float) -> np.ndarray 
     ``−log(fraction)`` (Prentice & Pyke 1979), so the intercept is moved back. Only the number
     of Newton passes depends on it; the passes converge to the full-data MLE from any start.
     None when the sample fit fails."""
-    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import Logit
 
     if not len(X_s):
         return None
@@ -133,7 +133,7 @@ def warm_start(X_t: np.ndarray, X_s: np.ndarray, fraction: float) -> np.ndarray 
     try:
         with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
             __import__("warnings").simplefilter("ignore")
-            r = sm.Logit(y, np.vstack([X_t, X_s])).fit(method="newton", maxiter=50, disp=0)
+            r = Logit(y, np.vstack([X_t, X_s])).fit(method="newton", maxiter=50, disp=0)
     except (np.linalg.LinAlgError, ValueError):
         return None
     b = np.asarray(r.params, dtype=float).copy()
