@@ -101,6 +101,19 @@ comparison part of an estimate's variance is within about 1/25 of that of every 
 (Abadie & Imbens 2006); sets of the sample data (at most 22) are not capped."""
 
 
+def check_tie_cap(tie_cap) -> None:
+    """Raise unless ``tie_cap`` is None or a whole number >= 0."""
+    if tie_cap is not None and (isinstance(tie_cap, bool) or not isinstance(tie_cap, (int, np.integer)) or tie_cap < 0):
+        raise DataError(f"tie_cap must be a whole number >= 0 (0 = every tie); got {tie_cap!r}")
+
+
+def resolve_tie_cap(tie_cap, *, replace: bool, ties: bool, student_id) -> int:
+    """The cap a nearest-neighbour match applies: ``tie_cap`` (default :data:`TIE_CAP`) when
+    ties are kept with replacement and there is a student id to rotate by, else 0 (none)."""
+    check_tie_cap(tie_cap)
+    return (TIE_CAP if tie_cap is None else int(tie_cap)) if replace and ties and student_id else 0
+
+
 def _id_ranks(data: pd.DataFrame, c, conventions: str) -> np.ndarray | None:
     """Tie-breaking keys of the rows: the rank of the student id (so neither row order nor the
     spelling of subject, grade or school labels matters), or data order (None: no student id,
@@ -275,8 +288,7 @@ def match(
     matchit = conventions == "matchit"
     replace = (not matchit) if replace is None else bool(replace)
     ties = (replace and not matchit) if ties is None else bool(ties)
-    if tie_cap is not None and (isinstance(tie_cap, bool) or not isinstance(tie_cap, (int, np.integer)) or tie_cap < 0):
-        raise DataError(f"tie_cap must be a whole number >= 0 (0 = every tie); got {tie_cap!r}")
+    check_tie_cap(tie_cap)
     if not isinstance(df, Validated):
         from ..checks import warn_values  # outliers and mixed codes: computed, but worth a warning
 
@@ -378,7 +390,7 @@ def match(
             ties = False
         else:
             prio = None if replace and ties else _id_ranks(data, c, conventions)  # every tie kept: none needed
-            cap = (TIE_CAP if tie_cap is None else int(tie_cap)) if replace and ties and c.student_id else 0
+            cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
             key = hashed_ranks(data[c.student_id]) if cap else None
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,

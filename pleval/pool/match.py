@@ -358,11 +358,9 @@ def match_pool(
         k = 1 if k is None else k
         replace = True if replace is None else bool(replace)
         ties = replace if ties is None else bool(ties)
-        if tie_cap is not None and (isinstance(tie_cap, bool) or not isinstance(tie_cap, (int, np.integer)) or tie_cap < 0):
-            raise DataError(f"tie_cap must be a whole number >= 0 (0 = every tie); got {tie_cap!r}")
-        from ..matching import TIE_CAP
+        from ..matching import resolve_tie_cap
 
-        tie_cap = (TIE_CAP if tie_cap is None else int(tie_cap)) if replace and ties and c.student_id else 0
+        tie_cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
         progress("propensity model (out of core)")
         terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress,
                                                     eng.counts([where])[0])
