@@ -757,3 +757,21 @@ def test_shares_school_is_isin(dtype):
         assert _shares_school(sch.astype(dtype), t) is want, (case, ids, t)
     assert _shares_school(pd.Series(["a", "b"], dtype=dtype), np.array([True, False])) is False
     assert _shares_school(pd.Series(["a", "a"], dtype=dtype), np.array([True, False])) is True
+
+
+@pytest.mark.parametrize("top", [0, 1, 300, 2**16 - 1, 2**16, 70_000, 2**32 + 5, 2**50])
+def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
+    """radix_argsort is numpy's stable argsort (one, two, three and four 16-bit digits; many equal
+    keys), first_appearance_codes is pd.factorize: the same codes and, at each code's first
+    position, its key (school_sample's (PL school, row) pairs are numbered by it)."""
+    from pleval.matching._design import first_appearance_codes, radix_argsort
+
+    rng = np.random.default_rng(top % 97)
+    for n in (0, 1, 5, 20_000):
+        key = rng.integers(0, top + 1, n).astype(np.int64)
+        if n > 5:
+            key[rng.integers(0, n, n // 2)] = key[rng.integers(0, n, n // 2)]  # repeated keys
+        assert np.array_equal(radix_argsort(key), np.argsort(key, kind="stable"))
+        codes, first = first_appearance_codes(key)
+        want, uniq = pd.factorize(key)
+        assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)

@@ -30,7 +30,7 @@ from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError
 from ..inference.robust import check_conventions
-from ._design import codes_and_levels, is_categorical
+from ._design import codes_and_levels, first_appearance_codes, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
 from .propensity import PropensityModel
@@ -173,9 +173,11 @@ class MatchResult(ResultMixin):
         n = len(self.data)
         sch, labels = pd.factorize(self.set_school)  # a set without a school: code -1
         key = sch[self.set_id].astype(np.int64, copy=False)  # (PL school, row) of each set member, formed in place
+        key += 1
         key *= n
         key += self.rows
-        pair, key = pd.factorize(key)
+        pair, first = first_appearance_codes(key)  # pd.factorize's codes, by a radix sort
+        key = key[first]
         rows = key % n
         k = len(key)
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
@@ -183,7 +185,7 @@ class MatchResult(ResultMixin):
         plain = self.data.iloc[rows, self.data.columns.get_indexer([c for c in cols if c not in cat])]
         parts = {c: plain[c] if c not in cat else _categorical(self.data[c], rows) for c in cols}
         return pd.DataFrame(parts, index=plain.index, copy=False).assign(
-            _pl_school=pd.Categorical.from_codes(key // n, categories=pd.Index(labels)),
+            _pl_school=pd.Categorical.from_codes(key // n - 1, categories=pd.Index(labels)),
             _weight=np.bincount(pair, self.weight, k), _weight2=np.bincount(pair, self.weight**2, k),
             _copies=np.bincount(pair, minlength=k))
 
