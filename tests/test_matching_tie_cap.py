@@ -12,7 +12,8 @@ import pytest
 from pleval.data import SAMPLE_COLUMNS as C
 from pleval.data import validate
 from pleval.matching import match
-from pleval.matching.nearest import TIE_TOL, _capped_within, _SortedSearch, hashed_ranks, match_nearest
+from pleval.matching.nearest import (TIE_TOL, _capped_ranges, _capped_within, _group_ranks, _ranks, _SortedSearch,
+                                     hashed_ranks, match_nearest)
 
 
 def _literal(t_x, c_x, t_cell, c_cell, k, cap, caliper, c_key, t_key):
@@ -100,10 +101,56 @@ def test_rotation_covers_the_tied_comparisons_evenly_and_chunks_change_nothing()
     s = _SortedSearch(c_x, np.zeros(500, np.int64), np.arange(500), t_x, np.zeros(300, np.int64), np.inf)
     d_k = s.kth(np.arange(300), 2)
     c_key, t_key = rng.permutation(500), rng.permutation(300)
-    a = _capped_within(s, np.arange(300), d_k, np.inf, 6, t_x, np.zeros(300, np.int64), c_key, t_key)
-    b = _capped_within(s, np.arange(300), d_k, np.inf, 6, t_x, np.zeros(300, np.int64), c_key, t_key, chunk=7)
+    rank = _group_ranks(t_x, np.zeros(300, np.int64), t_key)
+    a = _capped_within(s, np.arange(300), d_k, np.inf, 6, rank, c_key)
+    b = _capped_within(s, np.arange(300), d_k, np.inf, 6, rank, c_key, chunk=7)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_capped_ranges_are_the_capped_pairs():
+    """On one dimension the capped sets come from the ranges of the sorted comparisons, without
+    the uncapped pairs (:func:`_capped_ranges`): the same pairs, distances and order as capping
+    the uncapped pairs (:func:`_capped_within`) — whole-point and noisy scores, cells, calipers,
+    k = 1-3, caps small and large, ties at d_k > 0 on both sides (the rows that fall back) and
+    rotations that wrap around a run."""
+    rng = np.random.default_rng(11)
+    slow = wrapped = 0
+    for case in range(60):
+        n_t, n_c = int(rng.integers(1, 80)), int(rng.integers(1, 400))
+        t_x = rng.integers(0, 6, n_t) * 1.0
+        c_x = rng.integers(0, 6, n_c) * 1.0
+        if case % 3 == 2:
+            c_x[rng.random(n_c) < 0.3] += 0.25  # values between the whole points
+        t_cell, c_cell = rng.integers(0, 1 + case % 3, n_t), rng.integers(0, 1 + case % 3, n_c)
+        caliper = [np.inf, 1.0, 2.5][case % 3]
+        k, cap = int(rng.integers(1, 4)), int(rng.integers(1, 9))
+        cap = max(cap, k)
+        c_key, t_key = rng.permutation(n_c), rng.permutation(n_t)
+        s = _SortedSearch(c_x, c_cell, _ranks(c_key), t_x, t_cell, caliper)  # as match_nearest builds it
+        d_k = s.kth(np.arange(n_t), k)
+        rows = np.flatnonzero(np.isfinite(d_k))
+        rank = _group_ranks(t_x, t_cell, t_key)
+        want = _capped_within(s, rows, d_k, caliper, cap, rank, c_key)
+        got = _capped_ranges(s, rows, d_k, caliper, cap, rank, c_key)
+        for x, y in zip(got, want):
+            assert x.dtype == y.dtype and np.array_equal(x, y), case
+        tied = want[2] >= d_k[want[0]] - TIE_TOL
+        m = np.bincount(want[0], minlength=n_t)
+        below, above = np.zeros(n_t, bool), np.zeros(n_t, bool)
+        below[want[0][tied & (c_x[want[1]] < t_x[want[0]])]] = True
+        above[want[0][tied & (c_x[want[1]] > t_x[want[0]])]] = True
+        slow += int((below & above & (m == cap)).sum())
+        at = np.empty(n_c, np.int64)
+        at[s.right] = np.arange(n_c)  # each comparison's place in the sorted order
+        p, r = at[want[1][tied]], want[0][tied]
+        span = np.zeros(n_t, np.int64)
+        np.maximum.at(span, r, p)
+        low = np.full(n_t, n_c)
+        np.minimum.at(low, r, p)
+        one_run = below ^ above | (np.bincount(r, minlength=n_t) > 0) & ~below & ~above
+        wrapped += int((one_run & (m == cap) & (span - low + 1 > np.bincount(r, minlength=n_t))).sum())
+    assert slow > 0 and wrapped > 0
 
 
 def test_hashed_ranks_depend_on_the_ids_only():

@@ -40,7 +40,8 @@ exact-match cell and within the caliper, are its matched set (ATT; Stuart 2010, 
 
 Neighbour search never forms all treated × comparison pairs. On one dimension it is a sorted
 search (``searchsorted`` on (cell, value) keys: ``k`` candidates from each side give
-``d_k``, and the set ``|l_j − l_i| ≤ d_k`` is one contiguous range); on several it is a
+``d_k``, and the set ``|l_j − l_i| ≤ d_k`` is one contiguous range, whose runs of equal
+values give a capped set's members without listing the uncapped ones); on several it is a
 ``scipy.spatial.cKDTree`` over distinct comparison points ("sites", with their member counts),
 ``query`` for ``d_k`` and ``query_ball_point`` for the set, exact cells kept apart by an extra
 coordinate far larger than any within-cell distance.
@@ -55,6 +56,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..errors import DataError, DesignError
+from ._design import radix_argsort
 
 ORDERS = ("largest", "smallest", "random", "data")
 TIE_TOL = 5e-11
@@ -99,13 +101,16 @@ class _SortedSearch:
         self.c_x, self.t_x, self.caliper = c_x, t_x, caliper
         self.prio, self.sided = prio, sided
         n = len(c_x)
-        # comparisons sorted by (cell, value, priority)
-        o = np.argsort(c_x)
+        # comparisons sorted by (cell, value, priority): in priority order (``prio`` ranks them
+        # 0 … n − 1), then stably by the rank of their value among the distinct values (few on
+        # whole-point scores; a radix sort)
+        by_prio = np.empty(n, np.int64)
+        by_prio[prio] = np.arange(n)
+        codes, uniq = pd.factorize(c_x[by_prio])  # equal values (0.0 and -0.0 too) share a code
+        value_rank = np.empty(len(uniq), np.int64)
+        value_rank[np.argsort(uniq)] = np.arange(len(uniq))
+        o = by_prio[radix_argsort(value_rank[codes])]
         xs = c_x[o]
-        if np.any(xs[1:] == xs[:-1]):
-            dense = np.cumsum(np.concatenate([[0], xs[1:] != xs[:-1]]))
-            o = o[np.argsort(dense * n + prio[o])]
-            xs = c_x[o]
         new = np.concatenate([[True], xs[1:] != xs[:-1]])
         v = xs[new]
         kx = 2 * (np.cumsum(new) - 1) + 1  # value keys: odd for comparison values ...
@@ -166,15 +171,21 @@ class _SortedSearch:
         _, dist = self._sides(rows, k)  # the k-th nearest lies among the k nearest of each side
         return _kth_of(np.sort(dist, axis=1), np.ones_like(dist, dtype=np.int64), k)
 
-    def within(self, rows, bound):
-        """Every comparison at distance ≤ ``bound`` (one contiguous range per row): pairs
-        ``(row, comparison, distance)``."""
+    def span(self, rows, bound):
+        """``(lo, n)``: the comparisons whose values lie within ``bound`` of each row's (give or
+        take rounding: :meth:`within` checks the distances) are positions ``lo … lo + n − 1`` of
+        the sorted comparisons."""
         x = self.t_x[rows]
         base = self.t_base[rows]
         lo_key = base + 2 * np.searchsorted(self.v, x - bound, side="left")
         hi_key = base + 2 * np.searchsorted(self.v, x + bound, side="right")
         lo = np.searchsorted(self.keys, lo_key, side="left")
-        n = np.searchsorted(self.keys, hi_key, side="left") - lo
+        return lo, np.searchsorted(self.keys, hi_key, side="left") - lo
+
+    def within(self, rows, bound):
+        """Every comparison at distance ≤ ``bound`` (one contiguous range per row): pairs
+        ``(row, comparison, distance)``."""
+        lo, n = self.span(rows, bound)
         t_row = np.repeat(rows, n)
         pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n - lo, n)
         c_row = self.right[pos]
@@ -366,7 +377,8 @@ class NearestMatch:
 
 def _ranks(x) -> np.ndarray:
     """0..n−1 ranks of ``x`` (ties by position)."""
-    o = np.argsort(np.asarray(x), kind="stable")
+    x = np.asarray(x)
+    o = radix_argsort(x) if x.dtype.kind in "iu" and x.size and x.min() >= 0 else np.argsort(x, kind="stable")
     r = np.empty(len(o), dtype=np.int64)
     r[o] = np.arange(len(o))
     return r
@@ -449,8 +461,9 @@ def match_nearest(
         d_k = search.kth(np.arange(n_t), k)
         rows = np.flatnonzero(np.isfinite(d_k))
         if tie_cap:
-            t_row, c_row, dist = _capped_within(search, rows, d_k, caliper, max(int(tie_cap), k), t_coord, t_cell,
-                                                np.asarray(c_key), np.asarray(t_key))
+            capped = _capped_ranges if one_d else _capped_within
+            t_row, c_row, dist = capped(search, rows, d_k, caliper, max(int(tie_cap), k),
+                                        _group_ranks(t_coord, t_cell, np.asarray(t_key)), np.asarray(c_key))
         else:
             t_row, c_row, dist = search.within(rows, np.minimum(d_k[rows] + TIE_TOL, caliper))
     else:
@@ -506,11 +519,11 @@ def _group_ranks(t_coord, t_cell, t_key) -> np.ndarray:
     return rank
 
 
-def _capped_within(search, rows, d_k, caliper, cap, t_coord, t_cell, c_key, t_key, chunk: int = 4096):
+def _capped_within(search, rows, d_k, caliper, cap, rank, c_key, chunk: int = 4096):
     """:meth:`within` with at most ``cap`` comparisons per treated row: the strictly closer ones
-    and the rotation's share of those tied at ``d_k`` (module docstring). Treated rows go in
-    chunks, so the uncapped pairs of only ``chunk`` rows exist at once."""
-    rank = _group_ranks(t_coord, t_cell, t_key)
+    and the rotation's share of those tied at ``d_k`` (module docstring; ``rank``: the rows'
+    :func:`_group_ranks`). Treated rows go in chunks, so the uncapped pairs of only ``chunk``
+    rows exist at once."""
     out = []
     for lo in range(0, len(rows), chunk):
         r = rows[lo : lo + chunk]
@@ -543,6 +556,59 @@ def _capped_within(search, rows, d_k, caliper, cap, t_coord, t_cell, c_key, t_ke
     if not out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     return tuple(np.concatenate(a) for a in zip(*out))
+
+
+def _capped_ranges(search: _SortedSearch, rows, d_k, caliper, cap, rank, c_key):
+    """:func:`_capped_within` on one dimension without forming the uncapped pairs. A row's
+    comparisons within ``d_k`` are one range of the sorted comparisons, made of runs of one
+    (cell, value) each, so of one distance: the runs closer than ``d_k`` are kept whole, and a
+    row with more than ``cap`` keeps of its run tied at ``d_k`` the rotation's places, one or two
+    stretches of the run (a run lists its comparisons in ``c_key`` order, the rotation's).
+    Rows with ties in two runs (at ``x − d_k`` and ``x + d_k``) go through
+    :func:`_capped_within`. The same pairs, in the same order."""
+    keys = search.keys
+    new = np.concatenate([[True], keys[1:] != keys[:-1]])
+    run_of = np.cumsum(new) - 1
+    run_start = np.flatnonzero(new)
+    run_size = np.diff(np.append(run_start, len(keys)))
+    run_x = search.c_x[search.right[run_start]]
+    bound = np.minimum(d_k[rows] + TIE_TOL, caliper)
+    lo, n = search.span(rows, bound)
+    has = n > 0
+    rows, lo, n, bound = rows[has], lo[has], n[has], bound[has]
+    first = run_of[lo]
+    n_runs = run_of[lo + n - 1] - first + 1
+    row = np.repeat(np.arange(len(rows)), n_runs)  # (row, run) entries, in position order per row
+    run = np.arange(int(n_runs.sum())) - np.repeat(np.cumsum(n_runs) - n_runs - first, n_runs)
+    dist = np.abs(run_x[run] - search.t_x[rows[row]])  # as within() computes each pair's
+    size = np.where(dist <= bound[row], run_size[run], 0)  # runs beyond the bound: none kept
+    over = (np.bincount(row, size, len(rows)) > cap)[row]
+    strict = dist < d_k[rows][row] - TIE_TOL
+    tie = over & ~strict & (size > 0)
+    slow = np.bincount(row[tie], minlength=len(rows)) > 1  # ties in two runs
+    whole = ~(over & ~strict) & ~slow[row]
+    one = tie & ~slow[row]
+    places = cap - np.bincount(row, np.where(over & strict, size, 0), len(rows)).astype(np.int64)
+    t_ = size[one]
+    p_ = places[row[one]]
+    off = (rank[rows[row[one]]] * p_) % t_
+    wrap = off + p_ > t_
+    start = np.zeros((len(run), 2), np.int64)
+    length = np.zeros((len(run), 2), np.int64)
+    start[whole, 0], length[whole, 0] = run_start[run[whole]], size[whole]
+    start[one, 0] = run_start[run[one]] + np.where(wrap, 0, off)  # places off … off + p − 1, cyclically
+    length[one, 0] = np.where(wrap, off + p_ - t_, p_)
+    start[one, 1], length[one, 1] = run_start[run[one]] + off, np.where(wrap, t_ - off, 0)
+    length = length.ravel()
+    t_row = np.repeat(np.repeat(rows[row], 2), length)
+    pos = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length - start.ravel(), length)
+    c_row, dist = search.right[pos], np.repeat(np.repeat(dist, 2), length)
+    if slow.any():
+        extra = _capped_within(search, rows[slow], d_k, caliper, cap, rank, c_key)
+        t_row, c_row, dist = (np.concatenate(a) for a in zip((t_row, c_row, dist), extra))
+        o = radix_argsort(t_row)  # each row's pairs from one of the two, in its order
+        t_row, c_row, dist = t_row[o], c_row[o], dist[o]
+    return t_row, c_row, dist
 
 
 def _with_replacement(search, n_t, k):
