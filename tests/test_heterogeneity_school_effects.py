@@ -321,3 +321,23 @@ def test_per_school_robustness_values():
         assert t.loc[sch, "rv_qa"] == pytest.approx(rva, rel=1e-8, abs=1e-12)
     assert (t["rv_qa"] <= t["rv_q"]).all() and (t["rv_qa"] > 0).any()
     assert "rv_q" not in school_effects(d, stratum="school_id", covariates=["pretest"]).table.columns
+
+
+def test_design_is_row_major_and_centred_at_the_copies_mean():
+    """``[1, t, covariates]`` with a categorical covariate's dummies, each covariate column less
+    its mean over the copies, built row-major (the joint covariance gathers rows)."""
+    import importlib
+
+    from pleval.data import design_matrix
+
+    se_mod = importlib.import_module("pleval.heterogeneity.school_effects")
+    d = make_sites(n_schools=3, n_per=20, subjects=("math",))[0]
+    cnt = np.random.default_rng(1).integers(1, 4, len(d))
+    t = d["treatment"].to_numpy(dtype=float)
+    cov = np.column_stack([d["pretest"].to_numpy(), design_matrix(d, ["race"]).to_numpy(dtype=float)])
+    for c in (None, cnt):
+        n = len(d) if c is None else int(c.sum())
+        X = se_mod._design(d, ["pretest", "race"], t, c, n)
+        mean = cov.mean(axis=0) if c is None else c @ cov / n
+        assert X.flags["C_CONTIGUOUS"]
+        np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean]), rtol=1e-14, atol=1e-12)

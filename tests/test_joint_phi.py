@@ -59,10 +59,12 @@ def test_phi_identity_matches_the_direct_n_by_n_computation():
     assert np.abs(np.diag(old.vcov_raw["all"].to_numpy()) / np.diag(V) - 1).max() > 0.01
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 1 << 14])
-def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk):
+@pytest.mark.parametrize("chunk, tile", [(1, 32), (3, 2), (1 << 14, 1), (1 << 14, 2), (1 << 14, 32)])
+def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk, tile):
     """Cells of one row (closed form), of 2..2p−1 rows (their r × r B_c) and of 2p rows or
-    more (the 2p-dimensional span of [X_c, W_cX_c]), in blocks of 1, 3 and all cells."""
+    more (the 2p-dimensional span of [X_c, W_cX_c]), in blocks of 1, 3 and all cells, with the
+    rows' products with their set's matrices in tiles of 1, 2 and 32 rows (runs of a set's rows
+    cut into several tiles, the last padded)."""
     from pleval.heterogeneity import _joint_phi
 
     covs = ["pretest"]  # p = 3: 2p = 6
@@ -71,7 +73,42 @@ def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk):
     sizes = pd.Series(cl).groupby([d["_pl_school"].to_numpy(), cl]).size()
     assert (sizes == 1).any() and ((sizes > 1) & (sizes < 6)).sum() >= 5 and (sizes >= 6).sum() >= 5
     monkeypatch.setattr(_joint_phi, "_CHUNK", chunk)
+    monkeypatch.setattr(_joint_phi, "_TILE", tile)
     res = school_effects(d, covariates=covs, cr2="clubsandwich", **KW)
+    V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-8)
+
+
+@pytest.mark.parametrize("tile", [1, 3, 32])
+def test_set_products_equal_a_product_per_row(monkeypatch, tile):
+    """``x_i'P_{g_i}`` by tiles of the runs of one set's rows (runs of 1 to 40 rows, the same set
+    in several runs) equals the product with each row's own matrix."""
+    from pleval.heterogeneity import _joint_phi
+
+    rng = np.random.default_rng(7)
+    g = np.repeat(rng.integers(0, 6, 30), rng.integers(1, 41, 30))
+    x, P = rng.normal(size=(len(g), 4)), rng.normal(size=(6, 4, 9))
+    monkeypatch.setattr(_joint_phi, "_TILE", tile)
+    np.testing.assert_allclose(_joint_phi._set_products(x, g, P), np.einsum("ia,iab->ib", x, P[g]), rtol=1e-13,
+                               atol=1e-13)
+
+
+def test_phi_identity_with_cells_of_leverage_one():
+    """A covariate that is 1 on exactly one comparison school's students in a set makes that
+    school's cell degenerate (``(I − H)'W_c1_c = 0``, so ``B_cW_c1_c = 0``; its eigenvalue is 0 to
+    rounding, of either sign): the Moore–Penrose root (eigenvalues ≤ ``_TOL`` taken as 0) drops
+    that direction — for a cell of one row (``A = 0``), of 2..2p−1 rows and of more — as the
+    direct n×n computation with a pseudo-inverse root does (inverting the rounding-level
+    eigenvalue instead makes the covariance singular)."""
+    d = _small_schools()
+    picked = ["C5", "C7", "C1"]  # in no set together
+    d["only"] = d["school_id"].isin(picked).astype(float)
+    X, cl, k = _design(d, ["only"])  # p = 3: 2p = 6
+    sizes = pd.Series(cl).groupby([d["_pl_school"].to_numpy(), cl]).size()
+    own = sizes[sizes.index.get_level_values(1).isin(picked)]
+    assert set(own.groupby(level=0).size()) == {1} and {1, 4, 7} <= set(own)  # one such cell per set; each kind
+    res = school_effects(d, covariates=["only"], cr2="clubsandwich", **KW)
     V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
     np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-8)

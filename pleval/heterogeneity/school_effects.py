@@ -396,9 +396,11 @@ def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float,
                 "rv_qa": robustness_value(t_c, dof, q, f_crit=f_crit)}
 
 
-def _covariate_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray:
-    """Numeric covariates as they are (checked for variation without a costly ``nunique``);
-    categorical ones expanded by :func:`pleval.data.design_matrix`."""
+def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.ndarray | None, n: int) -> np.ndarray:
+    """``X = [1, t, covariates]`` (n_rows × p, row-major: the joint covariance gathers rows).
+    Numeric covariates as they are (checked for variation without a costly ``nunique``),
+    categorical ones expanded by :func:`pleval.data.design_matrix`; each covariate column
+    centred at the mean of the copies (only the intercepts move)."""
     cols = []
     for c in covariates:
         s = df[c]
@@ -409,7 +411,14 @@ def _covariate_matrix(df: pd.DataFrame, covariates: Sequence[str]) -> np.ndarray
             cols.append(v[:, None])
         else:
             cols.append(design_matrix(df, [c]).to_numpy(dtype=float))
-    return np.hstack(cols) if cols else np.empty((len(df), 0))
+    X = np.empty((len(df), 2 + sum(b.shape[1] for b in cols)))
+    X[:, 0] = 1.0
+    X[:, 1] = t
+    j = 2
+    for b in cols:  # a handful of covariates
+        np.subtract(b, b.mean(axis=0) if cnt is None else cnt @ b / n, out=X[:, j : j + b.shape[1]])
+        j += b.shape[1]
+    return X
 
 
 def _key(k):
@@ -630,11 +639,7 @@ def school_effects(
     key_cols = [*by_cols, stratum]
     codes, uniq = _factorize_many(df, key_cols)
     G = len(uniq)
-    Xcov = _covariate_matrix(df, covariates)
-    if Xcov.shape[1]:  # centred at the mean of the copies (only the intercepts move)
-        Xcov = Xcov - (Xcov.mean(axis=0) if cnt is None else cnt @ Xcov / n)
-    X = np.column_stack([np.ones(len(y)), t, Xcov])
-    del Xcov  # not needed beside X (n × k)
+    X = _design(df, covariates, t, cnt, n)
     fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
     if joint:
         cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
