@@ -168,6 +168,25 @@ def test_hashed_ranks_depend_on_the_ids_only():
     assert rep[0] == rep[2] != rep[1]
 
 
+def test_hashed_ranks_order_colliding_hashes_by_text(monkeypatch):
+    """Ids whose 64-bit hashes collide are ranked by their text (the order is by hash, then
+    text), whatever the sort of the hashes."""
+    ids = pd.Series(["d", "b", "a", "c", "b", "e"])
+    fake = {"a": 7, "b": 3, "c": 7, "d": 3, "e": 1}  # a/c and b/d collide
+    monkeypatch.setattr(pd.util, "hash_array", lambda text, categorize: np.array([fake[t] for t in text], np.uint64))
+    want = {t: i for i, t in enumerate(sorted(fake, key=lambda t: (fake[t], t)))}
+    np.testing.assert_array_equal(hashed_ranks(ids), [want[t] for t in ids])
+
+
+def test_searchsorted_in_sorted_order_is_numpys():
+    from pleval.matching.nearest import _searchsorted
+
+    rng = np.random.default_rng(4)
+    a = np.sort(rng.integers(0, 50, 300))
+    for v in (rng.integers(-5, 60, 1000), np.zeros(0, np.int64), np.array([3])):
+        np.testing.assert_array_equal(_searchsorted(a, v), np.searchsorted(a, v))
+
+
 @pytest.fixture(scope="module")
 def tied_data():
     from pleval.simulate import simulate_matched

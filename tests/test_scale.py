@@ -221,11 +221,19 @@ def test_school_sample_keys_as_categoricals_change_nothing(tied):
     ``categorical=``) hold the values of a direct group-by of the long matched sample by (PL
     school, row), pairs in order of first appearance; school effects on them are exactly those
     on plain text columns (the same codes, the same sums in the same order)."""
+    from dataclasses import replace
+
     from pleval.heterogeneity import school_effects
 
     keys = [C.student_id, C.school, C.subject]
     a = tied.school_sample(categorical=keys)
     assert all(isinstance(a[c].dtype, pd.CategoricalDtype) for c in [*keys, "_pl_school"])
+    # the student ids' factorization left by matching (for the tie cap) is the one a fresh one gives
+    assert C.student_id in tied.factorized
+    fresh = replace(tied, factorized={}).school_sample(categorical=keys)
+    pd.testing.assert_frame_equal(a, fresh, check_exact=True)
+    for c in (*keys, "_pl_school"):
+        assert a[c].cat.categories.equals(fresh[c].cat.categories)
     long = tied.matched.assign(_row=tied.rows, _w2=tied.matched["_weight"] ** 2)
     direct = long.groupby(["_pl_school", "_row"], sort=False).agg(
         **{c: (c, "first") for c in (*keys, C.outcome)}, _weight=("_weight", "sum"), _weight2=("_w2", "sum"),

@@ -331,6 +331,7 @@ def match(
     subclass = None
     lazy = None  # the matcher's own form of the sets, when the long format is formed on demand
     codes: dict = {}  # columns of the final data already coded (codes_and_levels), for MatchResult
+    factorized: dict = {}  # and factorized (pd.factorize)
     options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
 
@@ -391,7 +392,10 @@ def match(
         else:
             prio = None if replace and ties else _id_ranks(data, c, conventions)  # every tie kept: none needed
             cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
-            key = hashed_ranks(data[c.student_id]) if cap else None
+            key = None
+            if cap:  # the ids' factorization is kept for school_sample
+                factorized[c.student_id] = pd.factorize(data[c.student_id])
+                key = hashed_ranks(data[c.student_id], factorized[c.student_id])
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
@@ -565,6 +569,7 @@ def match(
         diagnostics=diagnostics,
         subclass=subclass,
         codes=codes,
+        factorized=factorized,
         sets=lazy,
     )
 

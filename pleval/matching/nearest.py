@@ -77,6 +77,15 @@ class Candidates:
     complete: np.ndarray
 
 
+def _searchsorted(a, v) -> np.ndarray:
+    """``np.searchsorted(a, v)`` with the needles looked up in sorted order: numpy then starts
+    each search where the last ended (4× faster for 100,000 needles in 900,000 keys)."""
+    o = np.argsort(v)
+    out = np.empty(len(v), np.int64)
+    out[o] = np.searchsorted(a, v[o])
+    return out
+
+
 def _lex_rows(dist, prio):
     """Per-row permutation sorting each row by (dist, prio)."""
     return np.lexsort((prio, dist), axis=1)
@@ -114,7 +123,7 @@ class _SortedSearch:
         new = np.concatenate([[True], xs[1:] != xs[:-1]])
         v = xs[new]
         kx = 2 * (np.cumsum(new) - 1) + 1  # value keys: odd for comparison values ...
-        u = np.searchsorted(v, t_x, side="left")
+        u = _searchsorted(v, t_x)
         eq = (u < len(v)) & (v[np.minimum(u, len(v) - 1)] == t_x)
         tkx = 2 * u + eq  # ... even for a treated value between two of them
         span = 2 * len(v) + 2
@@ -147,7 +156,7 @@ class _SortedSearch:
         """``K`` nearest comparisons on each side (left columns first), -1 where none."""
         n = len(self.keys)
         tk = self.t_key[rows]
-        p = np.searchsorted(self.keys, tk, side="left")
+        p = _searchsorted(self.keys, tk)
         j = np.arange(K)
         rpos = p[:, None] + j
         lpos = p[:, None] - 1 - j
@@ -175,12 +184,14 @@ class _SortedSearch:
         """``(lo, n)``: the comparisons whose values lie within ``bound`` of each row's (give or
         take rounding: :meth:`within` checks the distances) are positions ``lo … lo + n − 1`` of
         the sorted comparisons."""
-        x = self.t_x[rows]
-        base = self.t_base[rows]
+        o = np.argsort(self.t_key[rows])  # looked up in (cell, value) order: over sorted keys
+        x, base, bound = self.t_x[rows][o], self.t_base[rows][o], np.broadcast_to(bound, len(rows))[o]
         lo_key = base + 2 * np.searchsorted(self.v, x - bound, side="left")
         hi_key = base + 2 * np.searchsorted(self.v, x + bound, side="right")
         lo = np.searchsorted(self.keys, lo_key, side="left")
-        return lo, np.searchsorted(self.keys, hi_key, side="left") - lo
+        out = np.empty((2, len(rows)), np.int64)
+        out[0, o], out[1, o] = lo, np.searchsorted(self.keys, hi_key, side="left") - lo
+        return out[0], out[1]
 
     def within(self, rows, bound):
         """Every comparison at distance ≤ ``bound`` (one contiguous range per row): pairs
@@ -485,15 +496,18 @@ def match_nearest(
     return NearestMatch(t_row, c_row, dist, weight, m, reason)
 
 
-def hashed_ranks(ids) -> np.ndarray:
+def hashed_ranks(ids, factorized=None) -> np.ndarray:
     """Per value of ``ids``, its rank by a fixed 64-bit hash of its text (pandas' SipHash with
     its fixed key: the same on every run and machine), then by the text: an order of the ids
     unrelated to how they are numbered (e.g. by school) and independent of row order — the
-    ``c_key``/``t_key`` of ``tie_cap``. Each distinct id is hashed once."""
-    codes, uniq = pd.factorize(np.asarray(ids, dtype=object) if not isinstance(ids, pd.Series) else ids)
+    ``c_key``/``t_key`` of ``tie_cap``. Each distinct id is hashed once. ``factorized``:
+    ``pd.factorize(ids)``, when already computed."""
+    if factorized is None:
+        factorized = pd.factorize(np.asarray(ids, dtype=object) if not isinstance(ids, pd.Series) else ids)
+    codes, uniq = factorized
     text = np.asarray(pd.Index(uniq).astype(str), dtype=object)
     h = pd.util.hash_array(text, categorize=False)
-    o = np.argsort(h, kind="stable")
+    o = np.argsort(h)  # distinct hashes: one order (equal ones are ordered below)
     if (h[o][1:] == h[o][:-1]).any():  # a 64-bit collision: those ids by their text
         o = np.lexsort((text, h))
     rank = np.empty(len(text), np.int64)

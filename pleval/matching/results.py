@@ -97,7 +97,9 @@ class MatchResult(ResultMixin):
     treated rows with no match and why. ``sets`` (VCG: :class:`~pleval.matching.exact.VCGSample`)
     is the matcher's own form of the sets, when it has one: ``rows``/``set_id``/``weight`` may
     then be given as ``None`` and are written from it when first read, and the distinct rows
-    come from it directly (``sets.distinct``), without the long format.
+    come from it directly (``sets.distinct``), without the long format. ``factorized`` holds
+    ``pd.factorize`` of text columns of ``data`` already computed (matching leaves the student
+    id's, factorized for the tie cap's hashed ranks), which :meth:`school_sample` reuses.
     """
 
     data: pd.DataFrame
@@ -117,6 +119,7 @@ class MatchResult(ResultMixin):
     diagnostics: dict = field(default_factory=dict)
     subclass: np.ndarray | None = None
     codes: dict = field(default_factory=dict, repr=False, compare=False)
+    factorized: dict = field(default_factory=dict, repr=False, compare=False)
     sets: object = field(default=None, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
@@ -183,7 +186,7 @@ class MatchResult(ResultMixin):
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
                and not isinstance(self.data[c].dtype, pd.CategoricalDtype)}
         plain = self.data.iloc[rows, self.data.columns.get_indexer([c for c in cols if c not in cat])]
-        parts = {c: plain[c] if c not in cat else _categorical(self.data[c], rows) for c in cols}
+        parts = {c: plain[c] if c not in cat else _categorical(self.data[c], rows, self.factorized.get(c)) for c in cols}
         return pd.DataFrame(parts, index=plain.index, copy=False).assign(
             _pl_school=pd.Categorical.from_codes(key // n - 1, categories=pd.Index(labels)),
             _weight=np.bincount(pair, self.weight, k), _weight2=np.bincount(pair, self.weight**2, k),
@@ -458,9 +461,10 @@ class MatchResult(ResultMixin):
 
 
 
-def _categorical(s: pd.Series, rows: np.ndarray) -> pd.Categorical:
-    """``s`` at positions ``rows`` as a Categorical (missing values stay missing)."""
-    codes, uniq = pd.factorize(s)  # Arrow strings: dictionary-encoded as stored
+def _categorical(s: pd.Series, rows: np.ndarray, factorized=None) -> pd.Categorical:
+    """``s`` at positions ``rows`` as a Categorical (missing values stay missing);
+    ``factorized``: ``pd.factorize(s)``, when already computed."""
+    codes, uniq = pd.factorize(s) if factorized is None else factorized  # Arrow strings: dictionary-encoded as stored
     return pd.Categorical.from_codes(codes[rows], categories=pd.Index(uniq))
 
 
