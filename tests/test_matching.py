@@ -146,6 +146,32 @@ def test_propensity_fit_on_patterns_is_the_rows_mle(noise):
     assert np.array_equal(pm.logit_ps, (X[first] @ pm.params.to_numpy())[pattern])
 
 
+def test_separation_checks_on_patterns_are_those_on_rows():
+    """The per-covariate separation checks on covariate patterns with their row and treated
+    counts (as fit_propensity runs them) name the same covariates and levels, with the same
+    counts and ranges, as on the rows: a level all treated, one without treated rows, a 0/1
+    covariate, a numeric range beyond the other group's, and none."""
+    from pleval.matching.propensity import _separation_by_covariate, covariate_patterns
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    d = pd.DataFrame({"x": rng.integers(0, 30, n).astype(float), "b": rng.integers(0, 2, n),
+                      "g": rng.choice(np.array(["u", "v", "w", "z"], dtype=object), n)})
+    d["t"] = (rng.random(n) < 0.3).astype(int)
+    d.loc[d["g"] == "u", "t"] = 1
+    d.loc[d["g"] == "z", "t"] = 0
+    d.loc[(d["b"] == 1) & (d["g"] != "z"), "t"] = 1
+    d["far"] = d["x"] + 100.0 * d["t"]
+    for covs in (["x", "b", "g"], ["far", "x"], ["x"]):
+        t = d["t"].to_numpy()
+        pattern, first = covariate_patterns(d, covs)
+        n_u = np.bincount(pattern).astype(float)
+        y_u = np.bincount(pattern, weights=t)
+        rows = _separation_by_covariate(d, t, covs, set())
+        assert _separation_by_covariate(d.iloc[first], y_u, covs, set(), n_u) == rows
+        assert bool(rows) == (covs != ["x"]), rows
+
+
 def test_common_support_report_and_discard(df):
     pm = fit_propensity(df, "treatment", ["pretest", "frl"], discard="both")
     t = df.treatment.to_numpy() == 1

@@ -106,15 +106,19 @@ class PropensityModel(ResultMixin):
     __repr__ = summary
 
 
-def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates, categorical) -> list[str]:
+def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates, categorical,
+                             n: np.ndarray | None = None) -> list[str]:
     """Covariates (and levels) that alone separate the groups.
 
     For a categorical or binary covariate: a level (with rows) whose units are all treated or
     all comparison. For a numeric covariate: the treated range lies entirely at or beyond one
     end of the comparison range (complete or quasi-complete separation, Albert & Anderson 1984).
+    Each row of ``enc_source`` stands for ``n`` rows (default 1) of which ``t`` are treated
+    (e.g. covariate patterns with their counts): the same verdicts as on the rows.
     """
     problems = []
-    t1 = t == 1
+    n = np.ones(len(t), np.int64) if n is None else n
+    t1, t0 = t > 0, t < n  # holds treated rows, comparison rows
     for c in covariates:
         s = enc_source[c]
         x = None
@@ -124,15 +128,15 @@ def _separation_by_covariate(enc_source: pd.DataFrame, t: np.ndarray, covariates
             binary = bool(np.all((x == lo) | (x == hi)))
         if x is None or binary:
             codes, levels = pd.factorize(s, sort=True)
-            n_all = np.bincount(codes, minlength=len(levels))
-            n_t = np.bincount(codes[t1], minlength=len(levels))
+            n_all = np.bincount(codes, n, len(levels)).astype(np.int64)
+            n_t = np.bincount(codes, t, len(levels)).astype(np.int64)
             for j, lev in enumerate(levels):
                 if n_all[j] and n_t[j] == n_all[j]:
                     problems.append(f"{c} = {lev!r} (all {n_all[j]:,} rows treated)")
                 elif n_all[j] and n_t[j] == 0:
                     problems.append(f"{c} = {lev!r} (no treated rows among {n_all[j]:,})")
         else:
-            xt, xc = x[t1], x[~t1]
+            xt, xc = x[t1], x[t0]
             if xt.max() <= xc.min() or xt.min() >= xc.max():
                 problems.append(
                     f"{c} (treated range [{xt.min():.4g}, {xt.max():.4g}] does not overlap comparison "
@@ -280,7 +284,10 @@ def fit_propensity(
     names = enc.names
 
     if not penalize:
-        problems = _separation_by_covariate(df, t, covariates, set(enc.categorical) | set(categorical))
+        pattern, first = covariate_patterns(df, covariates)  # checked and fitted on distinct design rows
+        n_u = np.bincount(pattern, minlength=len(first)).astype(float)
+        y_u = np.bincount(pattern, weights=t, minlength=len(first))
+        problems = _separation_by_covariate(df.iloc[first], y_u, covariates, set(enc.categorical) | set(categorical), n_u)
         if problems:
             raise DesignError(
                 "perfect or quasi-perfect separation in the propensity model: "
@@ -288,9 +295,7 @@ def fit_propensity(
                 + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
                 + ". Match exactly on the covariate, drop it or the rows concerned, or pass penalize=True."
             )
-        pattern, first = covariate_patterns(df, covariates)  # the fit runs on distinct design rows
         Xu = X[first]
-        n_u = np.bincount(pattern, minlength=len(first)).astype(float)
         scale = np.abs(Xu).max(axis=0)
         Xs = Xu / np.where(scale > 0, scale, 1.0)
         rank = int(np.linalg.matrix_rank((Xs * n_u[:, None]).T @ Xs, hermitian=True))  # the rows' Xs'Xs
@@ -300,7 +305,7 @@ def fit_propensity(
                 f"{', '.join(names[1:])}); drop a redundant covariate"
             )
         if link == "logit":
-            params, ok, err = _fit_logit_patterns(Xu, n_u, np.bincount(pattern, weights=t, minlength=len(first)))
+            params, ok, err = _fit_logit_patterns(Xu, n_u, y_u)
         else:
             params, ok, err = _fit_mle(t, X)
         lin = None
