@@ -310,9 +310,11 @@ def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
     st = to_pdf._styles(to_pdf._fonts())
     bands = [f for f in to_pdf._figure(png, "caption", 200, st) if isinstance(f, to_pdf._Picture)]
     assert len(bands) >= 2
-    whole = np.asarray(im.convert("RGB"))
-    assert (np.concatenate([np.asarray(b.image) for b in bands]) == whole).all()  # the bands are the figure
-    cuts = to_pdf._cuts(im, int((to_pdf.HEIGHT - 40) / (to_pdf.WIDTH / im.size[0])))
+    passed = to_pdf._PassedPNG.of(png)
+    assert all(b.image.data == passed.data for b in bands)  # the PNG as it is, each band its rows of it
+    assert [b.rows[2] for b in bands] == [im.size[1]] * len(bands)
+    cuts = [b.rows[:2] for b in bands]  # the bands are the figure
+    assert cuts == to_pdf._cuts(im, int((to_pdf.HEIGHT - 40) / (to_pdf.WIDTH / im.size[0])))
     assert cuts[0][0] == 0 and cuts[-1][1] == im.size[1] and all(a[1] == b[0] for a, b in zip(cuts, cuts[1:]))
     ink = np.asarray(im.convert("L")) < 246
     lines = ink.mean(axis=0) >= 0.3  # vertical lines and bands run through every row
@@ -321,6 +323,88 @@ def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
     assert all(not labels[c].any() for _, c in cuts[:-1])
     assert all(b.drawHeight <= to_pdf.HEIGHT - 40 for b in bands)
     assert all(b.drawWidth == pytest.approx(to_pdf.WIDTH) for b in bands)  # the page width: >= 200 dpi
+
+
+def test_pdf_bands_of_a_tall_figure_show_their_rows_of_the_one_image(ev):
+    """A figure cut across pages is one image in report.pdf (its PNG's data as it is, not a
+    compressed copy per band): each band draws it at the figure's scale, clipped to a box that
+    shows exactly that band's pixel rows, the bands in order and together the whole figure."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from pleval.report import to_pdf
+
+    rng = np.random.default_rng(4)
+    k = 90
+    df = pd.DataFrame({"school": [f"S{i:02d}" for i in range(k)], "estimate": rng.normal(0.1, 0.15, k),
+                       "se": rng.uniform(0.05, 0.12, k)})
+    png = plots.to_png(plots.forest(df), dpi=200)
+    height = Image.open(io.BytesIO(png)).size[1]
+    section = [blocks.Section("f", "Figure", (blocks.Figure("forest", "a tall forest plot"),))]
+    pdf = to_pdf.render_pdf(ev, {"forest": png}, dpi=200, sections=section)
+    assert pdf.count(to_pdf._PassedPNG.of(png).data) == 1
+
+    def times(m, n):  # PDF matrices [a b c d e f]: m then n
+        return [m[0] * n[0] + m[1] * n[2], m[0] * n[1] + m[1] * n[3], m[2] * n[0] + m[3] * n[2],
+                m[2] * n[1] + m[3] * n[3], m[4] * n[0] + m[5] * n[2] + n[4], m[4] * n[1] + m[5] * n[3] + n[5]]
+
+    shown = []  # per band: (pixel row at the clip's top, at its bottom), from where the image lands
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        ctm, stack, clip = [1, 0, 0, 1, 0, 0], [], None
+        for operands, op in page.get_contents().operations:
+            if op == b"q":
+                stack.append((ctm, clip))
+            elif op == b"Q":
+                ctm, clip = stack.pop()
+            elif op == b"cm":
+                ctm = times([float(v) for v in operands], ctm)
+            elif op == b"re":
+                x, y, w, h = (float(v) for v in operands)
+                assert ctm[1] == ctm[2] == 0
+                clip = (ctm[4] + ctm[0] * x, ctm[5] + ctm[3] * y, ctm[0] * w, ctm[3] * h)
+            elif op == b"Do":
+                y0, d = ctm[5], ctm[3]  # the image's bottom edge and height on the page
+                row = lambda yy: (y0 + d - yy) / d * height  # noqa: E731  pixel row (from the top) at yy
+                assert clip is not None and clip[0] == pytest.approx(ctm[4]) and clip[2] == pytest.approx(ctm[0])
+                shown.append((row(clip[1] + clip[3]), row(clip[1])))
+    assert len(shown) >= 2
+    px = 0.01  # a hundredth of a pixel: the PDF writes numbers to a few decimals
+    assert shown[0][0] == pytest.approx(0, abs=px) and shown[-1][1] == pytest.approx(height, abs=px)
+    assert all(a[1] == pytest.approx(b[0], abs=px) for a, b in zip(shown, shown[1:]))  # nothing lost or shown twice
+    assert all(r == pytest.approx(round(r), abs=px) for band in shown for r in band)  # cut between pixel rows
+
+
+def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeypatch):
+    """A long table's wrapping cells (reportlab wraps each again to measure rows, to split the
+    table at every page and to draw it) break their lines once each, and report.pdf is the
+    same bytes as when every wrap breaks them again."""
+    from reportlab.platypus import Paragraph as RLParagraph
+
+    from pleval.report import to_pdf
+
+    n = 300
+    frame = pd.DataFrame({f"column {j}": [f"row {i} cell {j} with words to wrap" for i in range(n)] for j in range(12)})
+    section = [blocks.Section("t", "Table", (blocks.Table(frame, title="Long"),))]
+    broken = []
+    breaks = RLParagraph.breakLines
+
+    def counted(self, width):
+        if isinstance(self, to_pdf._CellParagraph):
+            broken.append(self)
+        return breaks(self, width)
+
+    monkeypatch.setattr(RLParagraph, "breakLines", counted)
+    once = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+    cells = len(broken)
+    assert cells >= 12 * n and len(set(map(id, broken))) == cells  # every cell a Paragraph, broken once
+    broken.clear()
+    monkeypatch.setattr(to_pdf._CellParagraph, "wrap", RLParagraph.wrap)
+    again = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+    assert len(broken) > 2 * cells  # what reportlab does unaided
+    assert once == again
 
 
 def test_every_format_refuses_a_block_it_cannot_lay_out(ev, monkeypatch):

@@ -105,14 +105,27 @@ class _Bookmark(Flowable):
 # --------------------------------------------------------------------------------------
 # Tables that fit the page
 # --------------------------------------------------------------------------------------
+class _Measured(dict):
+    """``pdfmetrics.stringWidth`` of (text, font, size), each measured once: a table's cells
+    are measured for every font size tried, as whole cells and word by word, and again to
+    choose how each is drawn; many repeat ("< 0.001")."""
+
+    def __missing__(self, key: tuple[str, str, float]) -> float:
+        self[key] = width = pdfmetrics.stringWidth(*key)
+        return width
+
+
 def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold: list[bool], font: str,
-            size: float) -> list[float] | None:
+            size: float, measured: _Measured | None = None) -> list[float] | None:
     """Column widths that fit :data:`WIDTH`: each column gets what its longest cell needs
     when everything fits; otherwise numbers stay on one line, text columns and headers keep at
     least their longest word, and the rest of the page is shared in proportion to what each
-    column still wants. ``None`` if that does not fit at this font size."""
+    column still wants. ``None`` if that does not fit at this font size. ``measured``: string
+    widths already measured (:class:`_Measured`)."""
+    measured = _Measured() if measured is None else measured
+
     def w(s: str, bold: bool = False) -> float:
-        return pdfmetrics.stringWidth(s, f"{font}-Bold" if bold else font, size)
+        return measured[s, f"{font}-Bold" if bold else font, size]
 
     def longest_word(s: str, bold: bool = False) -> float:
         return max((w(t, bold) for t in s.split()), default=0.0)
@@ -129,10 +142,25 @@ def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold:
     return [m + spare * x / sum(want) for m, x in zip(least, want)]
 
 
+class _CellParagraph(Paragraph):
+    """A table cell's Paragraph that breaks its lines once per width: reportlab's Table wraps
+    every Paragraph cell again to measure rows, to split the table at each page and to draw it
+    (about four times each in a long table), always at the column's width, where the lines
+    and height come out the same (``Paragraph.wrap`` depends on the width alone)."""
+
+    _wrapped: tuple[float, tuple[float, float]] | None = None
+
+    def wrap(self, availWidth, availHeight):
+        if self._wrapped is None or self._wrapped[0] != availWidth:
+            self._wrapped = (availWidth, super().wrap(availWidth, availHeight))
+        return self._wrapped[1]
+
+
 def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
     header, rows, right = t.columns, t.rows(), t.right_aligned()
+    measured = _Measured()
     for size in TABLE_FONT_SIZES:
-        widths = _widths(rows, header, right, [t.is_bold(i) for i in range(len(rows))], font, size)
+        widths = _widths(rows, header, right, [t.is_bold(i) for i in range(len(rows))], font, size, measured)
         if widths is not None:
             break
     else:  # even single words do not fit: share the width equally and let words break
@@ -145,12 +173,12 @@ def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
 
     def para(v: str, j: int, bold: bool = False) -> Paragraph | str:
         if _STRING_CELLS and j not in verdict_cols and v == " ".join(v.split()) \
-                and pdfmetrics.stringWidth(v, fonts[bold], size) <= widths[j] - 2 * _PAD:
+                and measured[v, fonts[bold], size] <= widths[j] - 2 * _PAD:
             return v  # one line: drawn as a string, where a Paragraph would put it (a tenth of the time)
         text = escape(v)
         if j in verdict_cols and (cls := verdict_class(v)):
             text = f'<font color="{VERDICT[cls].hexval()}">{text}</font>'
-        return Paragraph(f"<b>{text}</b>" if bold else text, cell[j])
+        return _CellParagraph(f"<b>{text}</b>" if bold else text, cell[j])
 
     bold_rows = [0] + [i + 1 for i in range(len(rows)) if t.is_bold(i)]
     data = [[para(h, j, True) for j, h in enumerate(header)]]
@@ -181,8 +209,9 @@ def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
 def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle]) -> list:
     """The PNG at ``dpi`` (its print size), scaled down to the page width, never up. A figure
     still taller than a page (the forest plot of many schools) is not shrunk further but
-    continues on the next page, cut between rows of labels. An RGB PNG that fits a page goes
-    into the PDF as it is (:class:`_PassedPNG`), without being decoded."""
+    continues on the next page, cut between rows of labels. An RGB PNG goes into the PDF as it
+    is (:class:`_PassedPNG`), without being decoded or compressed again; when it is cut, each
+    band draws that one image clipped to the band's rows."""
     passed = _PassedPNG.of(png)
     px_w, px_h = passed.size if passed is not None else _decoded(png).size
     scale = min(1.0, WIDTH / (px_w / dpi * inch))
@@ -192,7 +221,9 @@ def _figure(png: bytes, caption: str, dpi: float, st: dict[str, ParagraphStyle])
         img = _Picture(passed or _decoded(png), px_w * pt_per_px, px_h * pt_per_px)
         return [KeepTogether([img, Spacer(1, 3), _p(caption, st["caption"])])]
     im = _decoded(png)
-    out: list = [_Picture(im.crop((0, top, px_w, bottom)), px_w * pt_per_px, (bottom - top) * pt_per_px)
+    out: list = [_Picture(passed, px_w * pt_per_px, (bottom - top) * pt_per_px, rows=(top, bottom, px_h))
+                 if passed is not None else
+                 _Picture(im.crop((0, top, px_w, bottom)), px_w * pt_per_px, (bottom - top) * pt_per_px)
                  for top, bottom in _cuts(im, int(limit / pt_per_px))]
     return out + [Spacer(1, 3), _p(caption, st["caption"])]
 
@@ -261,11 +292,15 @@ class _PNGImage(pdfdoc.PDFImageXObject):
 class _Picture(Flowable):
     """An image drawn ``width`` × ``height`` points, centred: a decoded image
     (``canvas.drawImage``; platypus' ``Image`` takes a file and would decode it again) or a
-    :class:`_PassedPNG`, registered once as an image XObject and drawn by name."""
+    :class:`_PassedPNG`, registered once as an image XObject and drawn by name. ``rows = (top,
+    bottom, height)``: only pixel rows ``top:bottom`` of the PNG's ``height`` show, the whole
+    image drawn at the same scale and clipped to the ``width`` × ``height`` box (one band of a
+    figure cut across pages)."""
 
-    def __init__(self, im: "PILImage.Image | _PassedPNG", width: float, height: float):
+    def __init__(self, im: "PILImage.Image | _PassedPNG", width: float, height: float,
+                 rows: tuple[int, int, int] | None = None):
         super().__init__()
-        self.image, self.drawWidth, self.drawHeight = im, width, height
+        self.image, self.drawWidth, self.drawHeight, self.rows = im, width, height, rows
         self.hAlign = "CENTER"
 
     def wrap(self, *args):
@@ -280,7 +315,16 @@ class _Picture(Flowable):
             c._doc.addForm(self.image.name, _PNGImage(self.image))
         c._currentPageHasImages = 1
         c.saveState()
-        c.scale(self.drawWidth, self.drawHeight)
+        if self.rows is None:
+            c.scale(self.drawWidth, self.drawHeight)
+        else:
+            top, bottom, height = self.rows
+            box = c.beginPath()
+            box.rect(0, 0, self.drawWidth, self.drawHeight)
+            c.clipPath(box, stroke=0, fill=0)
+            per_row = self.drawHeight / (bottom - top)
+            c.translate(0, -(height - bottom) * per_row)  # the rows below the band, under the box
+            c.scale(self.drawWidth, height * per_row)
         c.doForm(self.image.name)
         c.restoreState()
 
