@@ -36,7 +36,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Polygon
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import Bbox
+from matplotlib.transforms import Bbox, ScaledTranslation
 from scipy import special, stats
 
 from . import findings, percentiles
@@ -530,20 +530,25 @@ def _middle_label(middle: pd.DataFrame, pcol: str | None, alpha: float, unit: st
     return text
 
 
+_NUMBER_PAD = 4.0
+"""Points between the plot's right edge and the number column of a forest plot."""
+
+
 def _number_column(ax, ticks, labels: list[str], header: str, fontsize: float) -> None:
-    """Numbers as a column right of the plot (as metafor's ``forest()``): a twin y axis whose
-    tick labels are ``labels`` at ``ticks``, with ``header`` above the first row."""
+    """Numbers as a column right of the plot (as metafor's ``forest()``): ``labels`` at
+    ``ticks``, with ``header`` (bold) above the first row. Each is a text placed as the tick
+    labels of a right-hand twin y axis without tick marks would be (x at the axes' right edge
+    plus :data:`_NUMBER_PAD` points, y in data units; left-aligned, vertically centred on the
+    baseline): the same pixels, without a twin axes and its ticks to create, lay out and
+    draw (each tick five artists)."""
     lo, hi = ax.get_ylim()
     top = hi + 0.6
     ax.set_ylim(lo, top + 0.5)
-    right = ax.twinx()
-    right.set_ylim(ax.get_ylim())
-    right.set_yticks([*ticks, top], [*labels, header], fontsize=fontsize - 0.5, family="DejaVu Sans Mono")
-    right.get_yticklabels()[-1].set_fontweight("bold")
-    _no_ylabel(right)
-    right.tick_params(axis="y", length=0, pad=4)
-    for side in right.spines:
-        right.spines[side].set_visible(False)
+    place = ax.get_yaxis_transform(which="tick2") + ScaledTranslation(
+        _NUMBER_PAD / 72, 0, ax.get_figure(root=False).dpi_scale_trans)
+    for y, text in zip([*ticks, top], [*labels, header]):
+        ax.text(1, y, text, transform=place, ha="left", va="center_baseline", fontsize=fontsize - 0.5,
+                family="DejaVu Sans Mono", fontweight="bold" if text is header else None, clip_on=False)
 
 
 # --------------------------------------------------------------------------------------

@@ -210,11 +210,12 @@ def test_figures_display_inline_in_ipython():
 def test_forest_numbers_column_and_pooled_line_in_legend():
     df, pooled = _schools(5)
     fig = plots.forest(df, pooled=pooled, placebo=np.linspace(-0.1, 0.1, 21))
-    ax, right = fig.axes[0], fig.axes[-1]
+    ax = fig.axes[0]
     fig.canvas.draw()
     left = [t.get_text() for t in ax.get_yticklabels()]
-    nums = [t.get_text() for t in right.get_yticklabels()]
-    assert list(right.get_yticks())[:-1] == pytest.approx(list(ax.get_yticks()))  # one number row per plot row
+    column = [t for t in ax.texts if t.get_family() == ["DejaVu Sans Mono"]]
+    nums = [t.get_text() for t in column]
+    assert [t.get_position()[1] for t in column][:-1] == pytest.approx(list(ax.get_yticks()))  # a number per row
     assert nums[-1] == "effect size [95% CI]"
     top = df.sort_values("estimate").iloc[-1]
     z = stats.norm.ppf(0.975)
@@ -224,6 +225,32 @@ def test_forest_numbers_column_and_pooled_line_in_legend():
     assert nums[len(df) + 1] == "+0.08 [+0.05, +0.11]"  # pooled
     legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
     assert "pooled effect (dotted line)" in legend
+
+
+def test_forest_numbers_are_the_pixels_of_a_twin_axis_tick_labels():
+    """The forest plot's number column is texts placed as a right-hand twin y axis (no tick
+    marks, pad 4 points) would place its tick labels, without the twin axes and its ticks:
+    the PNG is byte for byte the one drawn with such a twin axis."""
+    df, pooled = _schools(12)
+    fig = plots.forest(df, pooled=pooled, placebo=np.linspace(-0.1, 0.1, 21))
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1  # no twin axes (the percentile-point axis is a child of the plot's)
+    column = [t for t in ax.texts if t.get_family() == ["DejaVu Sans Mono"]]
+    png = plots.to_png(fig, dpi=120)
+    ticks, labels = [t.get_position()[1] for t in column], [t.get_text() for t in column]
+    bold = [t.get_fontweight() for t in column]
+    for t in column:
+        t.remove()
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(ticks, labels, fontsize=column[0].get_fontsize(), family="DejaVu Sans Mono")
+    for lab, weight in zip(right.get_yticklabels(), bold):
+        lab.set_fontweight(weight)
+    plots._no_ylabel(right)
+    right.tick_params(axis="y", length=0, pad=plots._NUMBER_PAD)
+    for side in right.spines:
+        right.spines[side].set_visible(False)
+    assert bold[-1] == "bold" and plots.to_png(fig, dpi=120) == png
 
 
 def test_distribution_legend_is_outside_the_plot():
