@@ -407,6 +407,31 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
     assert once == again
 
 
+def test_pdf_table_font_size_is_the_largest_that_fits_and_too_wide_tables_are_measured_once(monkeypatch):
+    """A table takes the largest of the font sizes at which it fits (as trying each in turn);
+    one that does not fit at the smallest size is measured at that size only (what a table
+    needs only grows with the size), and its columns share the page."""
+    from pleval.report import to_pdf
+
+    font, st = to_pdf._fonts(), to_pdf._styles(to_pdf._fonts())
+    calls = []
+    widths = to_pdf._widths
+    monkeypatch.setattr(to_pdf, "_widths", lambda *a: calls.append(a[5]) or widths(*a))
+    for ncol, words in ((3, 2), (11, 2), (14, 3), (40, 1)):
+        frame = pd.DataFrame({f"column {j} " + "header " * words: [f"+0.{i}{j} to +0.{j}{i} " + "word " * words
+                                                                     for i in range(5)] for j in range(ncol)})
+        table = blocks.Table(frame, title="T")
+        calls.clear()
+        cell = to_pdf._table(table, font, st)[1]._cellStyles[1][0]
+        fits = [z for z in to_pdf.TABLE_FONT_SIZES
+                if widths(table.rows(), table.columns, table.right_aligned(), [False] * 5, font, z) is not None]
+        assert cell.fontsize == (fits[0] if fits else to_pdf.TABLE_FONT_SIZES[-1])
+        assert calls == ([to_pdf.TABLE_FONT_SIZES[-1]] + list(to_pdf.TABLE_FONT_SIZES[: to_pdf.TABLE_FONT_SIZES.index(fits[0]) + 1])
+                         if fits else [to_pdf.TABLE_FONT_SIZES[-1]])
+        if not fits:
+            assert to_pdf._table(table, font, st)[1]._colWidths == [to_pdf.WIDTH / ncol] * ncol
+
+
 def test_every_format_refuses_a_block_it_cannot_lay_out(ev, monkeypatch):
     """A new kind of block must be given a layout in every format, not dropped silently."""
     from dataclasses import dataclass, field

@@ -158,11 +158,16 @@ class _CellParagraph(Paragraph):
 
 def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
     header, rows, right = t.columns, t.rows(), t.right_aligned()
-    measured = _Measured()
-    for size in TABLE_FONT_SIZES:
-        widths = _widths(rows, header, right, [t.is_bold(i) for i in range(len(rows))], font, size, measured)
-        if widths is not None:
-            break
+    measured, bold = _Measured(), [t.is_bold(i) for i in range(len(rows))]
+    size = TABLE_FONT_SIZES[-1]
+    # What a table needs only grows with the font size: if it does not fit at the smallest, it
+    # fits at none (the school tables of many columns), and the larger sizes are not measured.
+    widths = _widths(rows, header, right, bold, font, size, measured)
+    if widths is not None:
+        for size in TABLE_FONT_SIZES:
+            widths = _widths(rows, header, right, bold, font, size, measured)
+            if widths is not None:
+                break
     else:  # even single words do not fit: share the width equally and let words break
         widths = [WIDTH / len(header)] * len(header)
     cell = [ParagraphStyle(f"c{j}", fontName=font, fontSize=size, leading=size * 1.25, textColor=INK,
