@@ -783,3 +783,18 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
         codes, first = first_appearance_codes(key)
         want, uniq = pd.factorize(key)
         assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)
+
+
+def test_school_effects_leave_the_sample_as_it_was(tied):
+    """With every row kept the school-effects step reads the sample's columns without copying
+    them (views); nothing it computes is written back: the frame is unchanged, and a second
+    call gives the same table."""
+    from pleval.heterogeneity import school_effects
+
+    merged = tied.school_sample()
+    before = merged.copy(deep=True)
+    kw = _school_kw(vcov="CR2")
+    a = school_effects(merged, **kw, weight2="_weight2", copies="_copies")
+    pd.testing.assert_frame_equal(merged, before)
+    b = school_effects(merged, **kw, weight2="_weight2", copies="_copies")
+    pd.testing.assert_frame_equal(a.table, b.table)

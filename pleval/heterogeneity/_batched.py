@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..inference.robust import grouped_cross_products
+from ..inference.robust import _CHUNK_ROWS, grouped_cross_products
 
 _RANK_TOL = 1e-10
 VCOV_TYPES = ("HC2", "HC1", "HC0", "CR1", "CR0", "classical")
@@ -104,7 +104,10 @@ def grouped_wls(
     proj_tt = np.einsum("gj,gj->g", Sinv[:, target, :], S[:, :, target])
     ok = (np.abs(proj_tt - 1.0) < 1e-8) & (n_g > rank)
     beta = np.einsum("gab,gb->ga", Sinv, u)
-    e = y - np.einsum("ia,ia->i", X, beta[groups])
+    e = np.empty(n)
+    for lo in range(0, n, _CHUNK_ROWS):  # blocks of rows: no n × p gather of the coefficients
+        rows = slice(lo, lo + _CHUNK_ROWS)
+        np.subtract(y[rows], np.einsum("ia,ia->i", X[rows], beta[groups[rows]]), out=e[rows])
 
     if vcov == "classical":
         sigma2 = np.bincount(groups, weights=w * e**2, minlength=G) / np.maximum(n_g - rank, 1)

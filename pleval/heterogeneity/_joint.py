@@ -73,7 +73,7 @@ from scipy import sparse
 
 from ..inference.robust import CR2_FORMS
 from ._batched import _pair_sums
-from ._joint_phi import phi_identity_cells, working_matrices
+from ._joint_phi import df_sums, phi_identity_cells, working_matrices
 
 JOINT_VCOV_TYPES = ("CR2", "CR1", "CR0")
 
@@ -283,7 +283,7 @@ def joint_covariance(
     N = Sinv  # the working matrix of the Satterthwaite df: q_c'q_d = δ_cd s_c − z_c'N_s z_d
     if phi_identity:
         N, b = working_matrices(X, w, groups, G, Sinv, target)
-        U, z, s = phi_identity_cells(X, w, e, cell, n_cells, cell_group, N, b)
+        phi, sums = phi_identity_cells(X, w, e, cell, n_cells, cell_group, N, b)
     else:
         U = np.stack([np.bincount(cell, weights=w * e * X[:, a], minlength=n_cells) for a in range(p)], axis=1)
     if vcov == "CR2" and not phi_identity:
@@ -305,19 +305,20 @@ def joint_covariance(
         multi = np.flatnonzero(~single)
         if multi.size:  # multi-row cells: the general formula, by cell size and in blocks of cells
             _multi_row_cells(X, w, e, cell, multi, rows[multi], cell_group[multi], Sinv, m, U, z, s)
+        sums = df_sums(z, s, cell_group, G)
     if vcov == "CR2":  # Satterthwaite df per group (robust.CR2Blocks.eta, batched over groups)
-        ZZ = _pair_sums(z, np.ones(n_cells), cell_group, G)
+        s1, s2, ZZ, SZZ = sums
         MZZ = N @ ZZ
         # Σ_c s_c z_c'N_s z_c = tr(N_s Σ_c s_c z_c z_c'): one weighted pair sum per group, not a
         # quadratic form per cell (each a gathered N_s)
-        szMz = np.einsum("gij,gji->g", N, _pair_sums(z, s, cell_group, G))
-        num = (np.bincount(cell_group, weights=s, minlength=G) - np.einsum("gii->g", MZZ)) ** 2
-        den = (np.bincount(cell_group, weights=s**2, minlength=G) - 2.0 * szMz
-               + np.einsum("gij,gji->g", MZZ, MZZ))
+        szMz = np.einsum("gij,gji->g", N, SZZ)
+        num = (s1 - np.einsum("gii->g", MZZ)) ** 2
+        den = s2 - 2.0 * szMz + np.einsum("gij,gji->g", MZZ, MZZ)
         with np.errstate(invalid="ignore", divide="ignore"):
             df = np.where(den > 0, num / den, np.nan)
 
-    phi = np.einsum("ca,ca->c", Sinv[cell_group, target, :], U)
+    if not phi_identity:
+        phi = np.einsum("ca,ca->c", Sinv[cell_group, target, :], U)
     if vcov == "CR1":
         with np.errstate(invalid="ignore", divide="ignore"):
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
@@ -349,7 +350,9 @@ def _merge_copies(cell, units, X, e):
     first = np.full(len(uniq), -1, dtype=np.intp)
     first[key[::-1]] = np.arange(len(key))[::-1]
     f = first[key]
-    same = (e == e[f]) & np.all(X == X[f], axis=1)
+    same = np.ones(len(key), dtype=bool)
+    dup = np.flatnonzero(f != np.arange(len(key)))  # rows after the first of their (cell, unit)
+    same[dup] = (e[dup] == e[f[dup]]) & np.all(X[dup] == X[f[dup]], axis=1)
     key, uniq = pd.factorize(np.where(same, key, len(uniq) + np.arange(len(key))))
     if len(uniq) == len(key):
         return None

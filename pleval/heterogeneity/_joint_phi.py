@@ -29,9 +29,11 @@ per size), formed from the blocks of ``N_s`` as ``B_c = I + X_cC_c' + C_cX_c'`` 
 ``C_c = X_cK_s/2 − W_cX_cM_s``, ``K_s = M_sS2_sM_s`` (r × p products per cell; each row's
 ``x_i'[K_s/2, M_s, m_s]`` by tiles of rows of one set, no matrix gathered per cell); larger cells on the 2p-dimensional span of ``U_c`` from
 ``T_c = U_c'U_c`` and ``N_s`` (:func:`pleval.inference.robust._inverse_root_factors`: ``A_c = I + U_cΓ_cU_c'``), in
-blocks of cells. For the Satterthwaite df (working model Φ = I, as clubSandwich) each cell also
-returns ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` with ``p_c = A_cW_cX_cM_s e_t``, so that
-``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` within a set.
+blocks of cells. Each cell keeps only its score of the target coefficient,
+``φ_c = e_t'M_sX_c'W_cA_ce_c = p_c'e_c`` with ``p_c = A_cW_cX_cM_s e_t``. For the Satterthwaite
+df (working model Φ = I, as clubSandwich) ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` give
+``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` within a set; only their per-set sums enter the df
+(:func:`df_sums`), so they are added up block by block of cells and no cells × 2p array is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..inference.robust import _inverse_root_factors, cluster_order, grouped_cross_products
+from ._batched import _pair_sums
 
 _CHUNK = 1 << 14
 """Cells per block of the batched 2p × 2p algebra (bounded memory)."""
@@ -67,18 +70,21 @@ def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, S
 
 def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.ndarray, n_cells: int,
                        cell_group: np.ndarray, N: np.ndarray, b: np.ndarray):
-    """``(U, z, s)`` per cell: the adjusted score ``X_c'W_cA_ce_c`` (cells × p) and the
-    Satterthwaite pieces ``z_c`` (cells × 2p), ``s_c`` (module docstring). ``cell``: each row's
-    cell 0..n_cells−1; ``cell_group``: each cell's set; ``N``, ``b``: :func:`working_matrices`.
+    """``(phi, sums)``: each cell's adjusted score of the target coefficient
+    ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric) and, per set, the Satterthwaite
+    df's sums ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
+    :func:`df_sums`), added up block by block so that no cells × 2p array is kept. ``cell``:
+    each row's cell 0..n_cells−1; ``cell_group``: each cell's set; ``N``, ``b``:
+    :func:`working_matrices`.
 
     The cells go by size class, within a class by set: each row's ``x_i'P_s`` (``P_s`` of
     :func:`_row_matrices`) is then one product per tile of rows of one set
     (:func:`_set_products`), not one per cell with a gathered matrix."""
     n, p = X.shape
     q = 2 * p
-    U = np.empty((n_cells, p))
-    z = np.empty((n_cells, q))
-    s = np.empty(n_cells)
+    G = len(N)
+    phi = np.empty(n_cells)
+    sums = (np.zeros(G), np.zeros(G), np.zeros((G, q, q)), np.zeros((G, q, q)))
     P = _row_matrices(N, b)
     size = np.bincount(cell, minlength=n_cells)
     cls = np.minimum(size, q)  # cells of fewer rows than 2p by their size, the others together
@@ -86,6 +92,7 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.nda
     rank = np.empty(n_cells, dtype=np.intp)
     rank[by_set] = np.arange(n_cells)
     order = cluster_order(rank[cell], n_cells)[0]  # rows by set and cell (radix sorts) ...
+    del rank
     order = np.arange(n) if order is None else order
     order = order[np.argsort(cls[cell[order]].astype(np.uint16), kind="stable")]  # ... then by class
     cls_by_set = cls[by_set]
@@ -96,15 +103,28 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.nda
         start += seg.size
         g = cell_group[cells]
         if r == 1:
-            _single(X[seg], w[seg], e[seg], cells, g, P, U, z, s)
+            _single(X, w, e, seg, cells, g, P, phi, sums)
         elif r < q:
-            _small(X[seg].reshape(cells.size, r, p), w[seg].reshape(cells.size, r), e[seg].reshape(cells.size, r),
-                   cells, g, P, U, z, s)
+            _small(X, w, e, seg, r, cells, g, P, phi, sums)
         else:
             local = np.empty(n_cells, dtype=np.intp)
             local[cells] = np.arange(cells.size)
-            _large(X, w, e, seg, local[cell[seg]], cells, g, N, b, U, z, s)
-    return U, z, s
+            _large(X, w, e, seg, local[cell[seg]], cells, g, N, b, phi, sums)
+    return phi, sums
+
+
+def df_sums(z: np.ndarray, s: np.ndarray, cell_group: np.ndarray, G: int):
+    """Per set, ``(Σ_c s_c, Σ_c s_c², Σ_c z_cz_c', Σ_c s_cz_cz_c')`` over its cells: all the
+    Satterthwaite df needs of the cells (:func:`._joint.joint_covariance`)."""
+    return (np.bincount(cell_group, weights=s, minlength=G), np.bincount(cell_group, weights=s * s, minlength=G),
+            _pair_sums(z, np.ones(len(s)), cell_group, G), _pair_sums(z, s, cell_group, G))
+
+
+def _add_df_sums(sums, z: np.ndarray, s: np.ndarray, g: np.ndarray) -> None:
+    """Add a block of cells' :func:`df_sums` to ``sums``, in place (only the sets present)."""
+    sets, local = np.unique(g, return_inverse=True)
+    for total, part in zip(sums, df_sums(z, s, local, len(sets))):
+        total[sets] += part
 
 
 def _row_matrices(N: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,33 +157,33 @@ def _set_products(x: np.ndarray, g: np.ndarray, P: np.ndarray) -> np.ndarray:
     return out.reshape(n_tiles * _TILE, -1)[slot]
 
 
-def _single(x, w, e, cells, g, P, U, z, s) -> None:
-    """One-row cells: ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c`` (:func:`_row_matrices`),
-    ``A = B^{−1/2}`` (0 where B = 0)."""
-    p = x.shape[1]
+def _single(X, w, e, seg, cells, g, P, phi, sums) -> None:
+    """One-row cells (``seg``: their rows): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c``
+    (:func:`_row_matrices`), ``A = B^{−1/2}`` (0 where B = 0), ``p = Awx'm``, ``z = [xp; wxp]``,
+    ``s = p²``, ``φ = pe``; the rows gathered a block at a time."""
+    p = X.shape[1]
     for lo in range(0, len(cells), _CHUNK):  # blocks of cells
         sl = slice(lo, lo + _CHUNK)
-        xs, ws = x[sl], w[sl]
+        rows = seg[sl]
+        xs, ws = X[rows], w[rows]
         Y = _set_products(xs, g[sl], P)
         c = Y[:, :p] - ws[:, None] * Y[:, p : 2 * p]
-        A = _inv_root(1.0 + 2.0 * np.einsum("ca,ca->c", xs, c))
-        pc = A * ws * Y[:, 2 * p]
-        cs = cells[sl]
-        U[cs] = (A * ws * e[sl])[:, None] * xs
-        z[cs, :p] = xs * pc[:, None]
-        z[cs, p:] = xs * (ws * pc)[:, None]
-        s[cs] = pc * pc
+        pc = _inv_root(1.0 + 2.0 * np.einsum("ca,ca->c", xs, c)) * ws * Y[:, 2 * p]
+        phi[cells[sl]] = pc * e[rows]
+        _add_df_sums(sums, np.hstack([xs, xs * ws[:, None]]) * pc[:, None], pc * pc, g[sl])
 
 
-def _small(Xr, wr, er, cells, g, P, U, z, s) -> None:
-    """Cells of r rows, 1 < r < 2p (``Xr``: cells × r × p): ``B_c = I + X_cC_c' + C_cX_c'``
+def _small(X, w, e, seg, r, cells, g, P, phi, sums) -> None:
+    """Cells of r rows, 1 < r < 2p (``seg``: their rows, cell by cell): ``B_c = I + X_cC_c' + C_cX_c'``
     (:func:`_row_matrices`) is r × r; ``A_c = QΛ^{+1/2}Q'`` from its eigen-decomposition;
-    ``p_c = A_cW_cX_cm_s``."""
-    r, p = Xr.shape[1], Xr.shape[2]
+    ``p_c = A_cW_cX_cm_s``, ``z_c = [X_c'p_c; X_c'W_cp_c]``, ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``;
+    the rows gathered a block of cells at a time."""
+    p = X.shape[1]
     diag = np.arange(r)
     for lo in range(0, len(cells), _CHUNK):  # blocks of cells
         sl = slice(lo, lo + _CHUNK)
-        Xc, wc = Xr[sl], wr[sl]
+        rows = seg[lo * r : (lo + _CHUNK) * r]
+        Xc, wc, ec = X[rows].reshape(-1, r, p), w[rows].reshape(-1, r), e[rows].reshape(-1, r)
         Y = _set_products(Xc.reshape(-1, p), np.repeat(g[sl], r), P).reshape(len(Xc), r, -1)
         C = Y[:, :, :p] - wc[:, :, None] * Y[:, :, p : 2 * p]
         XT = Xc.transpose(0, 2, 1)
@@ -172,21 +192,17 @@ def _small(Xr, wr, er, cells, g, P, U, z, s) -> None:
         B[:, diag, diag] += 1.0
         lam, Q = np.linalg.eigh(B)
         A = (Q * _inv_root(lam)[:, None, :]) @ Q.transpose(0, 2, 1)
-        Av = A @ np.stack([er[sl], wc * Y[:, :, 2 * p]], axis=2)  # [A_ce_c, p_c]
-        pc = Av[:, :, 1]
-        Xv = XT @ np.stack([wc * Av[:, :, 0], pc, wc * pc], axis=2)  # X_c'[W_cA_ce_c, p_c, W_cp_c]
-        cs = cells[sl]
-        U[cs] = Xv[:, :, 0]
-        z[cs, :p] = Xv[:, :, 1]
-        z[cs, p:] = Xv[:, :, 2]
-        s[cs] = np.einsum("cr,cr->c", pc, pc)
+        pc = (A @ (wc * Y[:, :, 2 * p])[:, :, None])[:, :, 0]
+        phi[cells[sl]] = np.einsum("cr,cr->c", pc, ec)
+        z = (XT @ np.stack([pc, wc * pc], axis=2)).transpose(0, 2, 1).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
+        _add_df_sums(sums, z, np.einsum("cr,cr->c", pc, pc), g[sl])
 
 
-def _large(X, w, e, seg, local, cells, g, N, b, U, z, s) -> None:
+def _large(X, w, e, seg, local, cells, g, N, b, phi, sums) -> None:
     """Cells of 2p rows or more (rows ``seg`` sorted by cell, ``local`` their cell 0..len−1):
     ``T_c = U_c'U_c``, ``R_c = U_c'e_c`` by batched products, ``A_c = I + U_cΓ_cU_c'``; the score is
-    the W X half of ``R_c + T_cΓ_cR_c``, ``h_c = b_s + Γ_cT_cb_s``, ``z_c = T_ch_c``, ``s_c = h_c'z_c``."""
-    p = X.shape[1]
+    the W X half of ``R_c + T_cΓ_cR_c``, so with ``h_c = b_s + Γ_cT_cb_s``, ``φ_c = h_c'R_c``;
+    ``z_c = T_ch_c``, ``s_c = h_c'z_c``."""
     bounds = np.searchsorted(local, np.arange(0, len(cells) + _CHUNK, _CHUNK))
     for blk in range(-(-len(cells) // _CHUNK)):  # blocks of cells
         lo, hi = blk * _CHUNK, min((blk + 1) * _CHUNK, len(cells))
@@ -195,9 +211,7 @@ def _large(X, w, e, seg, local, cells, g, N, b, U, z, s) -> None:
         T, R = grouped_cross_products(Ua, local[bounds[blk] : bounds[blk + 1]] - lo, hi - lo, e[rows])
         gs = g[lo:hi]
         Gam = _inverse_root_factors(T, N[gs])
-        c = cells[lo:hi]
-        U[c] = (R + np.einsum("cij,cjk,ck->ci", T, Gam, R, optimize=True))[:, p:]
         h = b[gs] + np.einsum("cij,cjk,ck->ci", Gam, T, b[gs], optimize=True)
+        phi[cells[lo:hi]] = np.einsum("ci,ci->c", h, R)
         zc = np.einsum("cij,cj->ci", T, h)
-        z[c] = zc
-        s[c] = np.einsum("ci,ci->c", h, zc)
+        _add_df_sums(sums, zc, np.einsum("ci,ci->c", h, zc), gs)

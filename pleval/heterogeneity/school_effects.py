@@ -401,21 +401,18 @@ def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.
     Numeric covariates as they are (checked for variation without a costly ``nunique``),
     categorical ones expanded by :func:`pleval.data.design_matrix`; each covariate column
     centred at the mean of the copies (only the intercepts move)."""
-    cols = []
-    for c in covariates:
-        s = df[c]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            v = s.to_numpy(dtype=float)
-            if not np.ptp(v) > 0:
-                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-            cols.append(v[:, None])
-        else:
-            cols.append(design_matrix(df, [c]).to_numpy(dtype=float))
-    X = np.empty((len(df), 2 + sum(b.shape[1] for b in cols)))
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in covariates]
+    blocks = [c if num else design_matrix(df, [c]).to_numpy(dtype=float) for c, num in zip(covariates, numeric)]
+    X = np.empty((len(df), 2 + sum(1 if num else b.shape[1] for b, num in zip(blocks, numeric))))
     X[:, 0] = 1.0
     X[:, 1] = t
     j = 2
-    for b in cols:  # a handful of covariates
+    for i, c in enumerate(covariates):  # a handful of covariates, one numeric column in memory at a time
+        b, blocks[i] = blocks[i], None
+        if numeric[i]:
+            b = df[c].to_numpy(dtype=float)[:, None]
+            if not np.ptp(b) > 0:
+                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
         np.subtract(b, b.mean(axis=0) if cnt is None else cnt @ b / n, out=X[:, j : j + b.shape[1]])
         j += b.shape[1]
     return X
@@ -627,7 +624,9 @@ def school_effects(
             stacklevel=2,
         )
 
-    df = data.loc[keep, [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, school, unit_id) if x)])]]
+    cols = [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, school, unit_id) if x)])]
+    keep = slice(None) if keep.all() else keep  # every row kept: views, no copies (the stacked sample is large)
+    df = data[cols] if isinstance(keep, slice) else data.loc[keep, cols]
     y = y[keep]
     t = t_num[keep]
     w = None if w is None else w[keep]
