@@ -147,7 +147,8 @@ def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> by
     drawn pixels inside the figure, white outside it. When what is drawn (``content``) reaches
     past the figure's edge (so the drawing clipped it), the box is drawn again by ``savefig``.
     The pixels are copied once, straight into the PNG's rows (RGB when every drawn pixel is
-    opaque, as on a white face)."""
+    opaque, as on a white face), one channel at a time: numpy copies a plane of every third
+    (fourth) byte four times faster than pixels of three bytes."""
     px = np.rint(np.array(box.extents) * dpi).astype(int)
     rgba = np.asarray(canvas.buffer_rgba())
     h, w = rgba.shape[:2]
@@ -158,13 +159,15 @@ def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> by
     c0, c1 = max(px[0], 0), min(px[2], w)  # columns of the box inside the figure
     r0, r1 = max(h - px[3], 0), min(h - px[1], h)  # rows (top down)
     src = rgba[r0:r1, c0:c1]
-    channels = 3 if (src[..., 3] == 255).all() else 4
+    channels = 3 if not src.size or src[..., 3].min() == 255 else 4
     rows, pixels = _png_rows(px[3] - px[1], px[2] - px[0], channels)
     top, left = r0 - (h - px[3]), c0 - px[0]  # where the drawn pixels start in the box
     bottom, right = top + (r1 - r0), left + (c1 - c0)
     for part in (pixels[:top], pixels[bottom:], pixels[top:bottom, :left], pixels[top:bottom, right:]):
         part[...] = 255  # the padding beyond the figure's edge: white
-    pixels[top:bottom, left:right] = src[..., :channels]
+    drawn = pixels[top:bottom, left:right]
+    for c in range(channels):
+        drawn[..., c] = src[..., c]
     return _png_bytes(rows, channels, dpi)
 
 
