@@ -527,6 +527,44 @@ def test_pdf_takes_the_rgb_pngs_as_they_are(saved):
     assert to_pdf._PassedPNG.of(buf.getvalue()) is None
 
 
+def test_pdf_figures_decode_by_the_letter_of_the_pdf_filters(saved):
+    """Each figure image of report.pdf decodes to its PNG's pixels when its filters are read as
+    PDF 32000-1 §7.3.8.2 says: a ``/Filter`` array takes a ``/DecodeParms`` array of the same
+    length, a single filter name a dictionary. (A filter array with a lone dictionary leaves
+    the PNG predictor unapplied in strict readers such as poppler: every figure sheared.)"""
+    import io
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+    from pypdf import PdfReader
+    from pypdf.generic import ArrayObject
+
+    def predictor_rows(data: bytes, width: int) -> np.ndarray:  # PNG filters None/Sub/Up (what pleval writes: None)
+        stride = 3 * width + 1
+        rows = np.frombuffer(data, np.uint8).reshape(-1, stride)
+        assert (rows[:, 0] == 0).all()
+        return rows[:, 1:].reshape(len(rows), width, 3)
+
+    out, _ = saved
+    pngs = [np.asarray(Image.open(p).convert("RGB")) for p in (out / "plots").glob("*.png")]
+    checked = 0
+    for page in PdfReader(out / "report.pdf").pages:
+        for xobj in page["/Resources"].get("/XObject", {}).values():
+            xobj = xobj.get_object()
+            if xobj.get("/Subtype") != "/Image" or "/DecodeParms" not in xobj:
+                continue
+            filters, parms = xobj["/Filter"], xobj["/DecodeParms"]
+            if isinstance(filters, ArrayObject):
+                assert isinstance(parms, ArrayObject) and len(parms) == len(filters)
+                filters, parms = filters[0], parms[0]
+            assert filters == "/FlateDecode" and parms["/Predictor"] == 15 and parms["/Columns"] == xobj["/Width"]
+            pixels = predictor_rows(zlib.decompress(xobj._data), int(xobj["/Width"]))
+            assert any(ref.shape == pixels.shape and (ref == pixels).all() for ref in pngs)
+            checked += 1
+    assert checked >= 1
+
+
 def test_pdf_draws_opaque_figures_without_a_soft_mask():
     """A figure whose alpha channel is opaque everywhere (the report's, on white) goes to the
     PDF as RGB, the same pixels, without a soft mask; a translucent one keeps its alpha."""

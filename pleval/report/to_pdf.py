@@ -287,7 +287,7 @@ class _PNGImage(pdfdoc.PDFImageXObject):
         stream = pdfdoc.PDFStream(content=self.png.data)
         for key, value in (("Type", pdfdoc.PDFName("XObject")), ("Subtype", pdfdoc.PDFName("Image")), ("Width", w),
                            ("Height", h), ("BitsPerComponent", 8), ("ColorSpace", pdfdoc.PDFName("DeviceRGB")),
-                           ("Filter", pdfdoc.PDFArray([pdfdoc.PDFName("FlateDecode")])),
+                           ("Filter", pdfdoc.PDFName("FlateDecode")),
                            ("DecodeParms", pdfdoc.PDFDictionary({"Predictor": 15, "Colors": 3, "BitsPerComponent": 8,
                                                                  "Columns": w}))):
             stream.dictionary[key] = value
