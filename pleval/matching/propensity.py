@@ -195,20 +195,23 @@ def covariate_patterns(df: pd.DataFrame, covariates) -> tuple[np.ndarray, np.nda
     return pattern, np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
 
 
-def _fit_logit_patterns(X: np.ndarray, n: np.ndarray, y: np.ndarray, *, tol: float = 1e-10, maxiter: int = 50):
+def _fit_logit_patterns(X: np.ndarray, n: np.ndarray, y: np.ndarray, *, tol: float = 1e-8, maxiter: int = 50):
     """Logit MLE by Newton–Raphson on covariate patterns: design rows ``X`` (one per pattern)
     with ``n`` rows of which ``y`` treated. The log-likelihood of the rows,
     ``ℓ(β) = Σ_j y_j η_j − n_j log(1 + e^{η_j})`` (η = Xβ), is theirs summed within patterns, so
     its score ``X'(y − n p)`` and Hessian ``−X' diag(n p (1 − p)) X`` are those of the rows and
     Newton's iterations are statsmodels' ``Logit(...).fit(method="newton")`` on the rows, with
-    sums over patterns instead of rows (McCullagh & Nelder 1989, §4.4: grouped binary data).
-    From β = 0 until no coefficient moves by more than ``tol``. Returns ``(β, converged, error)``
+    sums over patterns instead of rows (McCullagh & Nelder 1989, §4.4: grouped binary data),
+    and 10⁻¹⁰ added to the Hessian's diagonal as statsmodels does (it moves no fixed point).
+    From β = 0 until no coefficient moves by more than ``tol`` (statsmodels' default), at most
+    ``maxiter`` steps. Returns ``(β, converged, error)``
     as :func:`_fit_mle`."""
     beta = np.zeros(X.shape[1])
     for _ in range(maxiter):
         with np.errstate(over="ignore"):  # e^{−η} = inf gives p = 0, as it should
             p = 1.0 / (1.0 + np.exp(-(X @ beta)))
         H = (X * (n * p * (1.0 - p))[:, None]).T @ X
+        H[np.diag_indices_from(H)] += 1e-10  # statsmodels' ridge_factor: a step even where H underflows
         try:
             step = np.linalg.solve(H, X.T @ (y - n * p))
         except np.linalg.LinAlgError as exc:  # singular Hessian: separation or collinearity
