@@ -195,33 +195,37 @@ def covariate_patterns(df: pd.DataFrame, covariates) -> tuple[np.ndarray, np.nda
     return pattern, np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
 
 
-def _fit_logit_patterns(X: np.ndarray, n: np.ndarray, y: np.ndarray, *, tol: float = 1e-8, maxiter: int = 50):
-    """Logit MLE by Newton–Raphson on covariate patterns: design rows ``X`` (one per pattern)
-    with ``n`` rows of which ``y`` treated. The log-likelihood of the rows,
-    ``ℓ(β) = Σ_j y_j η_j − n_j log(1 + e^{η_j})`` (η = Xβ), is theirs summed within patterns, so
-    its score ``X'(y − n p)`` and Hessian ``−X' diag(n p (1 − p)) X`` are those of the rows and
-    Newton's iterations are statsmodels' ``Logit(...).fit(method="newton")`` on the rows, with
-    sums over patterns instead of rows (McCullagh & Nelder 1989, §4.4: grouped binary data),
-    and 10⁻¹⁰ added to the Hessian's diagonal as statsmodels does (it moves no fixed point).
-    From β = 0 until no coefficient moves by more than ``tol`` (statsmodels' default), at most
-    ``maxiter`` steps. Returns ``(β, converged, error)``
-    as :func:`_fit_mle`."""
-    beta = np.zeros(X.shape[1])
-    for _ in range(maxiter):
-        with np.errstate(over="ignore"):  # e^{−η} = inf gives p = 0, as it should
-            p = 1.0 / (1.0 + np.exp(-(X @ beta)))
-        H = (X * (n * p * (1.0 - p))[:, None]).T @ X
-        H[np.diag_indices_from(H)] += 1e-10  # statsmodels' ridge_factor: a step even where H underflows
+def _fit_logit_patterns(X: np.ndarray, n: np.ndarray, y: np.ndarray, *, maxiter: int = 50):
+    """Logit MLE on covariate patterns: design rows ``X`` (one per pattern) with ``n`` rows of
+    which ``y`` treated, fitted as the grouped binomial GLM of statsmodels (endog ``[y, n − y]``,
+    logit link). Its log-likelihood ``Σ_j y_j η_j − n_j log(1 + e^{η_j})`` (η = Xβ, up to a
+    constant) is the rows' summed within patterns, so the MLE, score and Hessian are those of
+    ``Logit`` on every row (McCullagh & Nelder 1989, §4.4: grouped binary data). Fitted by
+    Newton's method from β = 0 as ``Logit(...).fit(method="newton")`` on the rows (same ridge,
+    tolerance and ``maxiter``; the iterates are the same up to the order of the sums). Under
+    separation the grouped likelihood's Newton steps reach non-finite values where the rows'
+    run on to large coefficients; the fit is then GLM's iteratively reweighted least squares,
+    which does run on (with ``PerfectSeparationWarning``), so the caller's error can name the
+    covariates with the largest coefficients. Returns ``(β, converged, error)`` as :func:`_fit_mle`."""
+    from statsmodels.genmod.families import Binomial
+    from statsmodels.genmod.generalized_linear_model import GLM
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+
+    model = GLM(np.column_stack([y, n - y]), X, family=Binomial())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            step = np.linalg.solve(H, X.T @ (y - n * p))
+            res = model.fit(method="newton", start_params=np.zeros(X.shape[1]), maxiter=maxiter, disp=0)
+            converged = bool(res.mle_retvals["converged"])
+            if not np.all(np.isfinite(res.params)):  # separation: IRLS runs on to finite coefficients
+                res = model.fit(maxiter=maxiter)
+                converged = bool(res.converged)
         except np.linalg.LinAlgError as exc:  # singular Hessian: separation or collinearity
             return None, False, str(exc)
-        beta = beta + step
-        if not np.all(np.isfinite(beta)):
-            return None, False, "non-finite coefficients"
-        if np.max(np.abs(step)) <= tol:
-            return beta, True, ""
-    return beta, False, ""
+    if not np.all(np.isfinite(res.params)):
+        return None, False, "non-finite coefficients"
+    bad = any(issubclass(w.category, (ConvergenceWarning, PerfectSeparationWarning)) for w in caught)
+    return np.asarray(res.params), converged and not bad, ""
 
 
 def _fit_ridge(y, X, alpha):
