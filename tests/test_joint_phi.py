@@ -47,7 +47,12 @@ def direct_phi_identity(y, X, cl, w, cols):
     return V[np.ix_(cols, cols)], np.array(dfs)
 
 
-def test_phi_identity_matches_the_direct_n_by_n_computation():
+@pytest.mark.parametrize("block_rows", [1, 40, 1 << 20])
+def test_phi_identity_matches_the_direct_n_by_n_computation(monkeypatch, block_rows):
+    """Also by blocks of whole groups of about 1 (one group each), 40 and all rows."""
+    from pleval.heterogeneity import _joint
+
+    monkeypatch.setattr(_joint, "_BLOCK_ROWS", block_rows)
     d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
     X, cl, k = stacked_design(d)
     res = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW)
@@ -141,7 +146,8 @@ def test_equals_the_transformed_form_when_weights_are_constant_within_sets(monke
     np.testing.assert_allclose(new.table["df"], old.table["df"], rtol=1e-9)
 
 
-def test_copies_of_a_student_are_one_observation(monkeypatch):
+@pytest.mark.parametrize("block_rows", [1, 40, 1 << 20])
+def test_copies_of_a_student_are_one_observation(monkeypatch, block_rows):
     """A comparison student split into copies within a set (weights summed back to the original)
     gives the merged sample's covariance: the rows of one student id (``unit_id``, else the
     ``cluster`` id) equal in covariates and outcome are merged first. Counted as separate rows
@@ -149,6 +155,7 @@ def test_copies_of_a_student_are_one_observation(monkeypatch):
     share one outcome and one error, as independent draws."""
     from pleval.heterogeneity import _joint
 
+    monkeypatch.setattr(_joint, "_BLOCK_ROWS", block_rows)  # copies merged within each block of groups
     d = stacked(n_pl=4, n_comp=6, per_set=3, seed=2)
     rng = np.random.default_rng(0)
     pick = (d["treatment"] == 0).to_numpy() & (rng.uniform(size=len(d)) < 0.4)

@@ -648,14 +648,17 @@ def school_effects(
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
+            del sc
         jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
                               fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2, units=units)
+        del cl, units
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
                       params=np.where(ok_g[:, None], fit.params, np.nan))
     else:
         V_raw = V_var = None
+    del X  # n × p, not needed after the fits: freed before the counts' hashing below
 
     # Counts per stratum and arm.
     if unit_id:
