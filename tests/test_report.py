@@ -325,6 +325,27 @@ def test_pdf_continues_a_figure_taller_than_a_page_between_labels():
     assert all(b.drawWidth == pytest.approx(to_pdf.WIDTH) for b in bands)  # the page width: >= 200 dpi
 
 
+def test_pdf_cuts_a_tall_translucent_figure_into_decoded_bands():
+    """A figure taller than a page that cannot go into the PDF as it is (alpha that is not
+    opaque) is decoded and cut into bands of its pixels, which together are the figure."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pleval.report import to_pdf
+
+    rgba = np.full((6000, 400, 4), 255, np.uint8)
+    rgba[::50, :, :3] = 0
+    rgba[:, :10, 3] = 128
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    bands = [f for f in to_pdf._figure(buf.getvalue(), "caption", 200, to_pdf._styles(to_pdf._fonts()))
+             if isinstance(f, to_pdf._Picture)]
+    assert len(bands) >= 2 and all(b.rows is None and b.image.mode == "RGBA" for b in bands)
+    assert (np.concatenate([np.asarray(b.image) for b in bands]) == rgba).all()
+
+
 def test_pdf_bands_of_a_tall_figure_show_their_rows_of_the_one_image(ev):
     """A figure cut across pages is one image in report.pdf (its PNG's data as it is, not a
     compressed copy per band): each band draws it at the figure's scale, clipped to a box that
