@@ -324,20 +324,29 @@ def test_per_school_robustness_values():
 
 
 def test_design_is_row_major_and_centred_at_the_copies_mean():
-    """``[1, t, covariates]`` with a categorical covariate's dummies, each covariate column less
-    its mean over the copies, built row-major (the joint covariance gathers rows)."""
+    """``[1, t, covariates]`` with categorical covariates' indicators as ``design_matrix`` gives
+    them (text columns, Arrow or object, levels sorted; a Categorical's own categories, an unused
+    one included), each covariate column less its mean over the copies, built row-major (the
+    joint covariance gathers rows)."""
     import importlib
 
     from pleval.data import design_matrix
 
     se_mod = importlib.import_module("pleval.heterogeneity.school_effects")
     d = make_sites(n_schools=3, n_per=20, subjects=("math",))[0]
+    d["race_arrow"] = d["race"].astype("string[pyarrow]")
+    d["race_cat"] = pd.Categorical(d["race"], categories=["white", "other", "black", "hispanic"])
+    covs = ["pretest", "race", "race_arrow", "race_cat"]
     cnt = np.random.default_rng(1).integers(1, 4, len(d))
     t = d["treatment"].to_numpy(dtype=float)
-    cov = np.column_stack([d["pretest"].to_numpy(), design_matrix(d, ["race"]).to_numpy(dtype=float)])
+    cov = design_matrix(d, covs).to_numpy(dtype=float)
+    assert cov.shape[1] == 1 + 2 + 2 + 3
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
-        X = se_mod._design(d, ["pretest", "race"], t, c, n)
+        X = se_mod._design(d, covs, t, c, n)
         mean = cov.mean(axis=0) if c is None else c @ cov / n
         assert X.flags["C_CONTIGUOUS"]
         np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean]), rtol=1e-14, atol=1e-12)
+    one = d.assign(race_arrow="white")["race_arrow"].astype("string[pyarrow]")
+    with pytest.raises(DataError, match="single category"):
+        se_mod._design(d.assign(race_arrow=one), ["race_arrow"], t, None, len(d))

@@ -399,11 +399,15 @@ def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float,
 def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.ndarray | None, n: int) -> np.ndarray:
     """``X = [1, t, covariates]`` (n_rows × p, row-major: the joint covariance gathers rows).
     Numeric covariates as they are (checked for variation without a costly ``nunique``),
-    categorical ones expanded by :func:`pleval.data.design_matrix`; each covariate column
-    centred at the mean of the copies (only the intercepts move)."""
+    categorical ones as :func:`pleval.data.design_matrix` expands them (an indicator per level
+    but the first, the levels sorted unless the column is a Categorical; text and Categorical
+    columns from their codes, :func:`_level_codes`); each covariate column centred at the mean of
+    the copies (only the intercepts move)."""
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in covariates]
-    blocks = [c if num else design_matrix(df, [c]).to_numpy(dtype=float) for c, num in zip(covariates, numeric)]
-    X = np.empty((len(df), 2 + sum(1 if num else b.shape[1] for b, num in zip(blocks, numeric))))
+    blocks = [c if num else _level_codes(df[c], c) or design_matrix(df, [c]).to_numpy(dtype=float)
+              for c, num in zip(covariates, numeric)]
+    width = [1 if num else b[1] - 1 if isinstance(b, tuple) else b.shape[1] for b, num in zip(blocks, numeric)]
+    X = np.empty((len(df), 2 + sum(width)))
     X[:, 0] = 1.0
     X[:, 1] = t
     j = 2
@@ -413,9 +417,33 @@ def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.
             b = df[c].to_numpy(dtype=float)[:, None]
             if not np.ptp(b) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-        np.subtract(b, b.mean(axis=0) if cnt is None else cnt @ b / n, out=X[:, j : j + b.shape[1]])
+        elif isinstance(b, tuple):  # (codes, levels): an indicator column per level but the first
+            codes = b[0]
+            b = np.empty((len(df), width[i]), order="F")
+            for k in range(width[i]):  # levels, not rows
+                np.equal(codes, k + 1, out=b[:, k], casting="unsafe")
+        for k in range(b.shape[1]):  # the block's columns
+            col = b[:, k]
+            np.subtract(col, col.mean() if cnt is None else cnt @ col / n, out=X[:, j + k])
         j += b.shape[1]
     return X
+
+
+def _level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, int] | None:
+    """``(codes, number of levels)`` of a Categorical (its categories, in their order) or text
+    column (its values sorted), as ``s.astype("category")`` in :func:`pleval.data.design_matrix`
+    numbers them but without converting the text (Arrow's dictionary encoding); None for other
+    types (left to ``design_matrix``)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes, n_lev = s.cat.codes.to_numpy(), len(s.cat.categories)
+    elif isinstance(s.dtype, pd.StringDtype):
+        codes, uniq = pd.factorize(s, sort=True)
+        n_lev = len(uniq)
+    else:
+        return None
+    if n_lev < 2:
+        raise DataError(f"column {name!r} (covariate) has a single category in the analysed rows; leave it out")
+    return codes, n_lev
 
 
 def _key(k):
