@@ -69,3 +69,21 @@ def test_unknown_attribute_is_an_attribute_error():
 
     with pytest.raises(AttributeError):
         pleval.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("env, expected", [(None, False), ("1", True)])
+def test_cli_process_asks_numpy_for_no_huge_pages_unless_told(env, expected):
+    """The command line sets NUMPY_MADVISE_HUGEPAGE=0 for its own process before numpy is
+    imported (docs/scale.md); a value in the environment is kept; `import pleval` alone sets nothing."""
+    import os
+
+    code = ("import pleval.cli, numpy\n"
+            "from numpy._core.multiarray import _get_madvise_hugepage\n"
+            "print(_get_madvise_hugepage())")
+    base = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=base if env is None else {**base, "NUMPY_MADVISE_HUGEPAGE": env})
+    assert r.stdout.strip() == str(expected)
+    lib = subprocess.run([sys.executable, "-c", "import os, pleval; print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'))"],
+                         capture_output=True, text=True, check=True, env=base)
+    assert lib.stdout.strip() == "None"

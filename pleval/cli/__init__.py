@@ -6,7 +6,14 @@ the bottom of this file are the list of commands.
 
 from __future__ import annotations
 
+import os
 import warnings
+
+# The command's own process: numpy (imported later, on first use) asks for no transparent huge
+# pages, whose faults compact memory after large allocations (1M-row `pleval estimate`: 16.4
+# instead of 18.1 CPU-s, the same results; docs/scale.md, "System time and huge pages"). A value
+# already in the environment wins; `import pleval` as a library leaves numpy's default alone.
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
 
 import typer
 from typer.core import TyperGroup
