@@ -772,7 +772,8 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
     """radix_argsort is numpy's stable argsort (one, two, three and four 16-bit digits; many equal
     keys), first_appearance_codes is pd.factorize: the same codes and, at each code's first
     position, its key (school_sample's (PL school, row) pairs are numbered by it)."""
-    from pleval.matching._design import first_appearance_codes, radix_argsort
+    from pleval.inference.robust import radix_argsort
+    from pleval.matching._design import first_appearance_codes
 
     rng = np.random.default_rng(top % 97)
     for n in (0, 1, 5, 20_000):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..inference.robust import radix_argsort
 
 
 def is_categorical(s: pd.Series) -> bool:
@@ -71,22 +72,6 @@ def codes_and_levels(s: pd.Series, known: tuple[np.ndarray, np.ndarray] | None =
             return (np.cumsum(present) - 1)[k], levels
     codes, levels = pd.factorize(s, sort=True, use_na_sentinel=True)
     return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
-
-
-def radix_argsort(key: np.ndarray) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` of non-negative integers, as least-significant-digit
-    radix passes over 16-bit digits (numpy sorts uint16 stably by a radix sort, wider integers by
-    timsort, 3× slower on a million keys): each pass is stable, so after the pass of the most
-    significant digit the order is by the whole key, equal keys in position order."""
-    top = int(key.max(initial=0))
-    order = None
-    shift = 0
-    while order is None or top >> shift:
-        digit = ((key if order is None else key[order]) >> shift).astype(np.uint16)  # the low 16 bits
-        step = np.argsort(digit, kind="stable")
-        order = step if order is None else order[step]
-        shift += 16
-    return order
 
 
 def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

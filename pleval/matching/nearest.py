@@ -56,7 +56,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from ..errors import DataError, DesignError
-from ._design import radix_argsort
+from ..inference.robust import radix_argsort
 
 ORDERS = ("largest", "smallest", "random", "data")
 TIE_TOL = 5e-11
