@@ -498,17 +498,29 @@ def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = 
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
             parts.append(s.astype(float).rename(c))
         else:
-            cat = s.astype("category")
-            if len(cat.cat.categories) < 2:
-                raise DataError(f"column {c!r} (covariate) has a single category in the analysed rows; leave it out")
-            levels = list(cat.cat.categories)[1 if drop_first else 0 :]
-            codes = cat.cat.codes.to_numpy()
-            for lev in levels:
-                j = list(cat.cat.categories).index(lev)
-                parts.append(pd.Series((codes == j).astype(float), index=df.index, name=f"{c}[{lev}]"))
+            codes, levels = level_codes(s, c)
+            for j in range(1 if drop_first else 0, len(levels)):
+                parts.append(pd.Series((codes == j).astype(float), index=df.index, name=f"{c}[{levels[j]}]"))
     if not parts:
         return pd.DataFrame(index=df.index)
     return pd.concat(parts, axis=1)
+
+
+def level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
+    """``(codes, levels)`` of a categorical covariate as :func:`design_matrix` expands it: a
+    Categorical's own categories in their order, other values sorted (``astype("category")``'s
+    levels); text is coded as stored (Arrow's dictionary encoding), not converted. A column with
+    a single level raises :class:`DataError` naming it."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        codes, levels = s.cat.codes.to_numpy(), s.cat.categories
+    elif isinstance(s.dtype, pd.StringDtype):
+        codes, levels = pd.factorize(s, sort=True)
+    else:
+        cat = s.astype("category")
+        codes, levels = cat.cat.codes.to_numpy(), cat.cat.categories
+    if len(levels) < 2:
+        raise DataError(f"column {name!r} (covariate) has a single category in the analysed rows; leave it out")
+    return codes, pd.Index(levels)
 
 
 __all__ = [
@@ -517,6 +529,7 @@ __all__ = [
     "read_table",
     "validate",
     "design_matrix",
+    "level_codes",
     "file_sha256",
     "frame_sha256",
     "SAMPLE_COLUMNS",

@@ -326,7 +326,7 @@ def test_per_school_robustness_values():
 def test_design_is_row_major_and_centred_at_the_copies_mean():
     """``[1, t, covariates]`` with categorical covariates' indicators as ``design_matrix`` gives
     them (text columns, Arrow or object, levels sorted; a Categorical's own categories, an unused
-    one included), each covariate column less its mean over the copies, built row-major (the
+    one included; a boolean as 0/1), each covariate column less its mean over the copies, built row-major (the
     joint covariance gathers rows)."""
     import importlib
 
@@ -336,11 +336,12 @@ def test_design_is_row_major_and_centred_at_the_copies_mean():
     d = make_sites(n_schools=3, n_per=20, subjects=("math",))[0]
     d["race_arrow"] = d["race"].astype("string[pyarrow]")
     d["race_cat"] = pd.Categorical(d["race"], categories=["white", "other", "black", "hispanic"])
-    covs = ["pretest", "race", "race_arrow", "race_cat"]
+    d["frl_bool"] = d["pretest"] > d["pretest"].median()
+    covs = ["pretest", "race", "race_arrow", "race_cat", "frl_bool"]
     cnt = np.random.default_rng(1).integers(1, 4, len(d))
     t = d["treatment"].to_numpy(dtype=float)
     cov = design_matrix(d, covs).to_numpy(dtype=float)
-    assert cov.shape[1] == 1 + 2 + 2 + 3
+    assert cov.shape[1] == 1 + 2 + 2 + 3 + 1
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
         X = se_mod._design(d, covs, t, c, n)

@@ -64,7 +64,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
-from ..data import design_matrix
+from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
 from ..inference.robust import CR2_FORMS
@@ -398,15 +398,13 @@ def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float,
 
 def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.ndarray | None, n: int) -> np.ndarray:
     """``X = [1, t, covariates]`` (n_rows × p, row-major: the joint covariance gathers rows).
-    Numeric covariates as they are (checked for variation without a costly ``nunique``),
-    categorical ones as :func:`pleval.data.design_matrix` expands them (an indicator per level
-    but the first, the levels sorted unless the column is a Categorical; text and Categorical
-    columns from their codes, :func:`_level_codes`); each covariate column centred at the mean of
-    the copies (only the intercepts move)."""
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in covariates]
-    blocks = [c if num else _level_codes(df[c], c) or design_matrix(df, [c]).to_numpy(dtype=float)
-              for c, num in zip(covariates, numeric)]
-    width = [1 if num else b[1] - 1 if isinstance(b, tuple) else b.shape[1] for b, num in zip(blocks, numeric)]
+    Numeric (and 0/1 boolean) covariates as they are (checked for variation without a costly
+    ``nunique``), categorical ones as :func:`pleval.data.design_matrix` expands them (an
+    indicator per level but the first, written from :func:`pleval.data.level_codes`' codes);
+    each covariate column centred at the mean of the copies (only the intercepts move)."""
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in covariates]  # booleans too, as 0/1
+    blocks = [None if num else level_codes(df[c], c) for c, num in zip(covariates, numeric)]
+    width = [1 if num else len(b[1]) - 1 for b, num in zip(blocks, numeric)]
     X = np.empty((len(df), 2 + sum(width)))
     X[:, 0] = 1.0
     X[:, 1] = t
@@ -417,7 +415,7 @@ def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.
             b = df[c].to_numpy(dtype=float)[:, None]
             if not np.ptp(b) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-        elif isinstance(b, tuple):  # (codes, levels): an indicator column per level but the first
+        else:  # level codes: an indicator column per level but the first
             codes = b[0]
             b = np.empty((len(df), width[i]), order="F")
             for k in range(width[i]):  # levels, not rows
@@ -427,23 +425,6 @@ def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.
             np.subtract(col, col.mean() if cnt is None else cnt @ col / n, out=X[:, j + k])
         j += b.shape[1]
     return X
-
-
-def _level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, int] | None:
-    """``(codes, number of levels)`` of a Categorical (its categories, in their order) or text
-    column (its values sorted), as ``s.astype("category")`` in :func:`pleval.data.design_matrix`
-    numbers them but without converting the text (Arrow's dictionary encoding); None for other
-    types (left to ``design_matrix``)."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        codes, n_lev = s.cat.codes.to_numpy(), len(s.cat.categories)
-    elif isinstance(s.dtype, pd.StringDtype):
-        codes, uniq = pd.factorize(s, sort=True)
-        n_lev = len(uniq)
-    else:
-        return None
-    if n_lev < 2:
-        raise DataError(f"column {name!r} (covariate) has a single category in the analysed rows; leave it out")
-    return codes, n_lev
 
 
 def _key(k):
