@@ -549,9 +549,9 @@ def _number_column(ax, ticks, labels: list[str], header: str, fontsize: float) -
     ax.set_ylim(lo, top + 0.5)
     place = ax.get_yaxis_transform(which="tick2") + ScaledTranslation(
         _NUMBER_PAD / 72, 0, ax.get_figure(root=False).dpi_scale_trans)
-    for y, text in zip([*ticks, top], [*labels, header]):
+    for y, text, bold in zip([*ticks, top], [*labels, header], [False] * len(labels) + [True]):
         ax.text(1, y, text, transform=place, ha="left", va="center_baseline", fontsize=fontsize - 0.5,
-                family="DejaVu Sans Mono", fontweight="bold" if text is header else None, clip_on=False)
+                family="DejaVu Sans Mono", fontweight="bold" if bold else None, clip_on=False)
 
 
 # --------------------------------------------------------------------------------------
