@@ -1,8 +1,8 @@
 """Propensity scores: a logistic model of treatment on covariates.
 
-``e(x) = P(T = 1 | x) = 1 / (1 + exp(-(b0 + x'b)))`` fitted by maximum likelihood (Newton–Raphson,
-the iterations of statsmodels' ``Logit(...).fit(method="newton")``) on the distinct covariate
-patterns with their row and treated counts, whose likelihood is the rows' (grouped binary data;
+``e(x) = P(T = 1 | x) = 1 / (1 + exp(-(b0 + x'b)))`` fitted by maximum likelihood as statsmodels'
+grouped binomial ``GLM`` (Newton–Raphson, the iterations of ``Logit(...).fit(method="newton")``)
+on the distinct covariate patterns with their row and treated counts, whose likelihood is the rows' (grouped binary data;
 whole-point pretests and categorical covariates leave a few thousand patterns in a million rows,
 so the fit costs next to nothing). Matching uses the *logit* of the score, ``b0 + x'b``, whose
 distribution is closer to normal and on which Rosenbaum & Rubin (1985) and Austin (2011)
