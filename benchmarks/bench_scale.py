@@ -268,22 +268,58 @@ def bench_file(n_schools: int, folder: Path) -> Path:
     return path
 
 
+def _tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants (Linux /proc), MB: the sum of their
+    RSS, which counts pages shared between forked processes once per process (an upper bound)."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for p in tree:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
 def cli_estimate(n_schools: int, folder: Path) -> dict:
     """``pleval estimate FILE --out DIR`` on simulated students (~480 rows per school), in a
-    fresh process: wall, CPU (user + system) and peak resident memory of that process."""
+    fresh process: wall, CPU (user + system, of the process and its worker processes) and peak
+    memory. The peak is the larger of the biggest single process's peak RSS (``ru_maxrss``,
+    exact) and the peak of the whole process tree's summed RSS sampled every 50 ms (with
+    worker processes, the memory the machine needs at once)."""
     path = bench_file(n_schools, folder)
     rows = pd.read_parquet(path, columns=["grade"]).shape[0]
     exe = Path(sys.executable).with_name("pleval")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run([str(exe), "estimate", str(path), "--out", str(folder / f"out_{n_schools}"), "--force"],
-                         capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    proc = subprocess.Popen([str(exe), "estimate", str(path), "--out", str(folder / f"out_{n_schools}"), "--force"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    tree_mb = 0.0
+    if os.path.isdir("/proc"):
+        while proc.poll() is None:
+            tree_mb = max(tree_mb, _tree_rss_mb(proc.pid))
+            time.sleep(0.05)
+    stderr = proc.communicate()[1]
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = {"rows": rows, "seconds": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-           "peak_mb": after.ru_maxrss / 1024}
-    if res.returncode:
-        out["error"] = res.stderr.strip().splitlines()[-1][:200] if res.stderr.strip() else f"exit {res.returncode}"
+           "peak_mb": max(after.ru_maxrss / 1024, tree_mb), "largest_process_mb": after.ru_maxrss / 1024}
+    if proc.returncode:
+        out["error"] = stderr.strip().splitlines()[-1][:200] if stderr.strip() else f"exit {proc.returncode}"
     return out
 
 
@@ -346,7 +382,8 @@ def main(argv=None) -> int:
                     continue
                 ok = c["seconds"] <= limit_s and (limit_mb is None or c["peak_mb"] <= limit_mb)
                 lines.append(f"3. pleval estimate {c['rows']:,} rows with all outputs: {c['seconds']:.1f} s wall, "
-                             f"{c['cpu']:.1f} s CPU, peak {c['peak_mb']:.0f} MB = {c['seconds'] / limit_s:.2f}x wall, "
+                             f"{c['cpu']:.1f} s CPU, peak {c['peak_mb']:.0f} MB (largest process "
+                             f"{c['largest_process_mb']:.0f} MB) = {c['seconds'] / limit_s:.2f}x wall, "
                              f"{c['cpu'] / limit_s:.2f}x CPU" + (f", {c['peak_mb'] / limit_mb:.2f}x memory" if limit_mb else "")
                              + f" of the target (<= {limit_s} s{f', <= {limit_mb} MB' if limit_mb else ''})  "
                              f"{'MET' if ok else 'NOT MET'}")
