@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from pleval.cli import app
 from pleval.errors import DataError
 from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
+from pleval.heterogeneity import export
 from pleval.heterogeneity.export import export_table, footnotes
 
 from .test_heterogeneity_school_effects import make_sites
@@ -180,3 +181,34 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
     assert "BLUPs of the true school effects" in r.output and f"{mr.blup().blup.iloc[0]:.4f}" in r.output
     bad = runner.invoke(app, ["schools", str(path), "--prediction", "z"])
     assert bad.exit_code == 2 and "prediction" in bad.output
+
+
+def test_excel_every_cell_has_its_columns_format_and_its_rows_shading(tmp_path):
+    """Each table cell's style is set on the first cell of its column and shading and copied to
+    the others: read back, every cell has its column's number format, the fill of its row
+    (red, green or none), and the default font; the header row keeps its own style."""
+    rng = np.random.default_rng(5)
+    k = 40
+    est = rng.normal(0, 0.4, k)
+    est[:3] = [-0.9, 0.9, np.nan]  # significantly negative, significantly positive, no estimate
+    df = pd.DataFrame({"school_id": [f"S{i:02d}" for i in range(k)], "estimate": est,
+                       "se": rng.uniform(0.05, 0.3, k), "n_treated": rng.integers(20, 90, k),
+                       "n_comparison": rng.integers(90, 400, k)})
+    r = school_effects_from_estimates(df, by=None)
+    ws = openpyxl.load_workbook(export_table(r, tmp_path / "s.xlsx"))["All schools"]
+    formats = {h: f for _, h, f in export._NUMERIC}
+    header = [c.value for c in ws[4]]
+    assert all(c.font.bold and c.fill.fgColor.rgb.endswith("DDE4EE") for c in ws[4])
+    t = r.table.set_index("school")
+    alpha = float(r.options.get("alpha", 0.05))
+    shades = set()
+    for row in ws.iter_rows(min_row=5, max_row=4 + len(t)):
+        school = row[0].value
+        p, g = t.loc[school, "p_adjusted"], t.loc[school, "effect_size"]
+        want = ("FDE0DC" if g < 0 else "DFF0D8") if p < alpha else None
+        shades.add(want)
+        for h, c in zip(header, row):
+            assert c.number_format == formats.get(h, "@"), (school, h)
+            assert (c.fill.fgColor.rgb[-6:] if c.fill.fill_type else None) == want, (school, h)
+            assert not c.font.bold
+    assert shades == {"FDE0DC", "DFF0D8", None} and len(t) >= k - 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import re
+from copy import copy
 from pathlib import Path
 from typing import Literal
 
@@ -299,6 +300,14 @@ def _sheet_name(label: str, used: set[str]) -> str:
 
 
 def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") -> None:
+    """Write the school table as an Excel workbook (the sheets the module docstring lists).
+
+    A table cell's style is set once per column and shading (number format, fill), on the first
+    cell that has it; the other cells get a copy of that cell's style record (openpyxl's
+    ``StyleArray``: indices into the workbook's lists of fonts, fills and formats, what
+    openpyxl's own worksheet copy assigns). Setting the style of each cell makes openpyxl hash
+    the fill and format objects to find them in those lists, cell by cell: most of the
+    workbook's time with hundreds of schools."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
@@ -329,10 +338,10 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
             c.alignment = Alignment(horizontal="center", wrap_text=True)
         padj = sub["p_adjusted"].to_numpy(dtype=float)
         es = sub["effect_size"].to_numpy(dtype=float)
+        shade = np.where(padj < alpha, np.where(es < 0, 1, 2), 0)  # fills: none, negative, positive
+        styles: dict = {}  # (column, fill): the style of the first cell so styled, copied to the others
         for i, rec in enumerate(sub[[c for c, _, _ in cols]].itertuples(index=False), start=hr + 1):
-            fill = None
-            if padj[i - hr - 1] < alpha:
-                fill = neg_fill if es[i - hr - 1] < 0 else pos_fill
+            fill = int(shade[i - hr - 1])
             for j, ((_, _, fmt), v) in enumerate(zip(cols, rec), 1):
                 if isinstance(v, (float, np.floating)) and not np.isfinite(v):
                     v = None
@@ -341,9 +350,14 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
                 elif v is pd.NA:
                     v = None
                 cell = ws.cell(row=i, column=j, value=v if fmt != "@" else (None if v is None else str(v)))
+                style = styles.get((j, fill))
+                if style is not None:
+                    cell._style = copy(style)
+                    continue
                 cell.number_format = fmt
-                if fill is not None:
-                    cell.fill = fill
+                if fill:
+                    cell.fill = (neg_fill, pos_fill)[fill - 1]
+                styles[j, fill] = cell._style
         last = hr + len(sub)
         ws.freeze_panes = ws.cell(row=hr + 1, column=2)
         ws.auto_filter.ref = f"A{hr}:{get_column_letter(len(cols))}{last}"
