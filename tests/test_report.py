@@ -418,6 +418,7 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
         return breaks(self, width)
 
     monkeypatch.setattr(RLParagraph, "breakLines", counted)
+    monkeypatch.setattr(to_pdf, "_STRING_CELLS", False)  # every cell a Paragraph
     once = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
     cells = len(broken)
     assert cells >= 12 * n and len(set(map(id, broken))) == cells  # every cell a Paragraph, broken once
@@ -711,29 +712,93 @@ def _pdf_texts(pdf: bytes) -> list[tuple]:
     return sorted((p, round(y, 1), round(x, 1), t, b, s) for p, x, y, t, b, s in out)
 
 
+def _pdf_coloured_texts(pdf: bytes) -> list[tuple]:
+    """(page, encoded text, fill colour) of every text shown in a PDF, sorted."""
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.generic import ContentStream
+
+    out = []
+    for i, page in enumerate(PdfReader(io.BytesIO(pdf)).pages):
+        colour, stack = None, []
+        for operands, op in ContentStream(page.get_contents(), page.pdf).operations:
+            if op == b"rg":
+                colour = tuple(round(float(v), 4) for v in operands)
+            elif op == b"q":
+                stack.append(colour)
+            elif op == b"Q":
+                colour = stack.pop()
+            elif op in (b"Tj", b"'", b'"', b"TJ"):
+                out.append((i, repr(operands[-1]), colour))
+    return sorted(out)
+
+
 def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monkeypatch):
-    """One-line cells of the PDF's tables are drawn as strings (reportlab's Paragraph layout of
+    """Table cells of the PDF are drawn as strings, a line each (reportlab's Paragraph layout of
     every cell was most of report.pdf's time): every text lands where a Paragraph per cell puts
-    it, with the same fonts; cells that wrap and coloured verdicts stay Paragraphs."""
+    it, with the same fonts and colours (the verdicts' too), and wrapping cells break into the
+    same lines. Cells a Paragraph draws otherwise stay Paragraphs: a word wider than its column
+    (the Paragraph cuts it) and text with runs of spaces."""
     from reportlab.platypus import Paragraph as RLParagraph
 
     from pleval.report import to_pdf
 
     frame = pd.DataFrame({
-        "school": ["Lincoln Elementary", "A school with a long name " * 8, "two  spaces"],
-        "estimate": ["+0.12", "−0.05 to +0.30", "—"],
-        "verdict": ["Meets WWC Standards Without Reservations", "not equivalent", ""],
+        "school": ["Lincoln Elementary", ("A school with a long name " * 8).strip(), "two  spaces",
+                   "Supercalifragilisticexpialidocious" * 8],
+        "estimate": ["+0.12", "−0.05 to +0.30", "—", "+1"],
+        "verdict": ["Meets WWC Standards Without Reservations", "not equivalent", "", "above zero: raw, adjusted"],
     })
-    table = blocks.Table(frame, title="T", bold=(True, False, False), verdict_columns=("verdict",))
-    cells = to_pdf._table(table, to_pdf._fonts(), to_pdf._styles(to_pdf._fonts()))[1]._cellvalues
-    kinds = [[isinstance(c, RLParagraph) for c in row] for row in cells]
-    assert kinds == [[False, False, True], [False, False, True], [True, False, True], [True, False, True]]
+    table = blocks.Table(frame, title="T", bold=(True, False, False, False), verdict_columns=("verdict",))
+    drawn = to_pdf._table(table, to_pdf._fonts(), to_pdf._styles(to_pdf._fonts()))[1]
+    kinds = [[isinstance(c, RLParagraph) for c in row] for row in drawn._cellvalues]
+    assert kinds == [[False] * 3] * 3 + [[True, False, False]] * 2
+    assert "\n" in drawn._cellvalues[2][0]  # the long name: several lines
+    colours = {v: drawn._cellStyles[i + 1][2].color for i, v in enumerate(frame["verdict"])}
+    assert colours["not equivalent"] == to_pdf.VERDICT["bad"] and colours[""] == to_pdf.INK
     section = [blocks.Section("t", "Table", (table,))]
     strings = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
     monkeypatch.setattr(to_pdf, "_STRING_CELLS", False)
     paragraphs = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
     assert strings != paragraphs
     a, b = _pdf_texts(strings), _pdf_texts(paragraphs)
-    assert [t[3:] for t in a] == [t[3:] for t in b] and len(a) > 10  # the same texts, fonts and sizes
+    assert [t[3:] for t in a] == [t[3:] for t in b] and len(a) > 20  # the same texts (lines), fonts and sizes
     assert any(t[4] and t[3] == "+0.12" for t in a)  # a bold row's number
     assert all(p == q and abs(y - v) <= 0.1 and abs(x - u) <= 0.1 for (p, y, x, *_), (q, v, u, *_) in zip(a, b))
+    assert _pdf_coloured_texts(strings) == _pdf_coloured_texts(paragraphs)
+
+
+def test_pdf_cell_lines_are_the_lines_of_reportlabs_paragraph():
+    """:func:`to_pdf._lines` breaks text as reportlab's Paragraph does (random words and
+    widths, plain and bold, near the edge of the space-shrinking allowance too), and gives
+    None exactly where the Paragraph cuts a word or narrows a line's spaces."""
+    import numpy as np
+    from reportlab.platypus import Paragraph as RLParagraph
+
+    from pleval.report import to_pdf
+
+    font = to_pdf._fonts()
+    rng = np.random.default_rng(7)
+    vocab = ["a", "to", "CI", "+0.380", "−0.05", "school", "placebo-calibrated", "raw,", "adjusted", "α", "(n = 12)",
+             "Supercalifragilistic"]
+    measured, seen = to_pdf._Measured(), {"lines": 0, "cut": 0, "narrowed": 0}
+    for _ in range(1500):
+        text = " ".join(rng.choice(vocab, rng.integers(1, 9)))
+        name = font if rng.random() < 0.5 else f"{font}-Bold"
+        size = float(rng.choice(to_pdf.TABLE_FONT_SIZES))
+        width = float(rng.uniform(10, 90))
+        style = to_pdf.ParagraphStyle("c", fontName=name, fontSize=size, leading=size * 1.25)
+        para = RLParagraph(text, style)
+        para.wrap(width, 1000)
+        want = para.blPara.lines
+        got = to_pdf._lines(text, name, size, width, style.spaceShrinkage, measured)
+        cut = para._splitLongWordCount > 0
+        narrowed = any(extra <= -1e-8 for extra, _ in want)
+        if got is None:
+            assert cut or narrowed, text
+            seen["cut" if cut else "narrowed"] += 1
+        else:
+            assert not cut and not narrowed and got == [" ".join(words) for _, words in want], (text, width)
+            seen["lines"] += len(got) > 1
+    assert min(seen.values()) > 0, seen  # each case met
