@@ -43,6 +43,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
+from ._workers import Forked, available_memory, can_fork, default_workers
 from .checks import check
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, read_table, resolve_columns,
@@ -86,9 +87,11 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "cluster_df": "G-1",
     "cr2": "transformed",
     "school_cr2": "clubsandwich",
+    "workers": None,
 }
 """Options of every design (see :func:`estimate`); ``n_placebo=0`` means the default number of
-placebo schools (every comparison school)."""
+placebo schools (every comparison school); ``workers=None`` the default number of processes
+(:func:`pleval._workers.default_workers`: 2, or 1 on a machine with one core)."""
 
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
                                 "boundary": "cautious", "joiners": None, "compromised": False, "lin": False,
@@ -426,6 +429,11 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
         _check_matched(opts)
     if isinstance(opts["n_placebo"], bool) or not (isinstance(opts["n_placebo"], (int, np.integer)) and opts["n_placebo"] >= 0):
         raise DataError(f"option n_placebo must be a whole number >= 0; got {opts['n_placebo']!r}")
+    if opts["workers"] is None:
+        opts["workers"] = default_workers()
+    if isinstance(opts["workers"], bool) or not (isinstance(opts["workers"], (int, np.integer)) and opts["workers"] >= 1):
+        raise DataError(f"option workers must be a whole number >= 1; got {opts['workers']!r}")
+    opts["workers"] = int(opts["workers"])
     return method, opts, passthrough
 
 
@@ -591,6 +599,11 @@ def estimate(
     placebo_cap : int
         Matched designs: the default number of placebo schools is at most this many
         (:data:`PLACEBO_CAP`, 300; 0 = every comparison school).
+    workers : int
+        Processes (default: 2, or 1 with one core; 1 = everything in this one). Matched
+        designs run the placebo rounds in a second, forked process beside the main analysis
+        where the system can fork and the memory allows (:func:`_placebo_in_worker`);
+        :func:`pleval.report.save` draws the figures in two. The results do not depend on it.
     rct_design : str
         ``"cluster"`` (default), ``"blocked"`` or ``"individual"``.
     vcov : str
@@ -1073,7 +1086,24 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
 def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress,
                  matcher=None, placebo_rounds=None) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
-    then per subject: the matched effect, balance, WWC equivalence, school effects, placebo."""
+    then per subject: the matched effect, balance, WWC equivalence, school effects, placebo.
+    The placebo rounds run in a forked worker process beside the rest where
+    :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process)."""
+    worker = None
+    if _placebo_in_worker(df, opts, placebo_rounds):
+        worker = Forked(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds)
+    try:
+        return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
+                              placebo_rounds, worker)
+    finally:
+        if worker is not None:
+            worker.cancel()  # a no-op once its result was taken
+
+
+def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress, matcher,
+                   placebo_rounds, worker) -> list[dict]:
+    """:func:`_run_matched`'s work; ``worker`` runs the placebo rounds (None: run here, after
+    the PL schools' effects, as :func:`pleval.heterogeneity.placebo_schools` does)."""
     from .heterogeneity.calibration import too_few_placebo
     from .matching import EffectTable, match
 
@@ -1089,6 +1119,10 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"],
                         vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"])
     est = fits[0][3] if by is None else EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
+    sds = {s: (est if s is None else est[s]).sd for s in subjects}
+    kw = _school_kwargs(columns, opts, sds[None] if by is None else sds)
+    if worker is not None:
+        worker.send(kw["sd"])  # the placebo rounds' school effects are on the overall effect's SD
     sens = None
     if opts["sensitivity"]:
         from .sensitivity import sensitivity
@@ -1105,8 +1139,6 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     dropped = _match_dropped(m)
     sid = columns.student_id
     progress("school effects")
-    sds = {s: (est if s is None else est[s]).sd for s in subjects}
-    kw = _school_kwargs(columns, opts, sds[None] if by is None else sds)
     schools = placebo = None
     notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
     try:
@@ -1123,7 +1155,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
-        placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds)
+        placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
+                                        worker)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)
@@ -1274,20 +1307,21 @@ def _match_dropped(m) -> pd.DataFrame | None:
     return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
 
 
-def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None):
+def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None,
+                     worker=None):
     """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
     with the same matching and the same school-effect settings as the PL schools; and "", or
-    None and why there are none."""
+    None and why there are none. ``worker``: the :class:`~pleval._workers.Forked` job of
+    :func:`_placebo_rounds_job` that ran the rounds (its warnings and errors are raised here,
+    where the rounds would have raised them)."""
     from .heterogeneity.placebo import placebo_schools
 
     try:
-        res = placebo_schools(
-            df, columns, method, n_placebo=int(opts["n_placebo"]) or None, observed=observed,
-            match_options=match_opts, covariates=kw["covariates"], cluster=columns.student_id, cr2=kw["cr2"],
-            by=columns.subject, sd=kw["sd"], method_meta=opts["meta_method"], adjust=opts["adjust"],
-            alpha=opts["alpha"], level=opts["level"], seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds,
-            cap=int(opts["placebo_cap"]),
-        )
+        if worker is None:
+            res = placebo_schools(df, columns, method, observed=observed,
+                                  **_placebo_args(columns, seed, opts, match_opts, kw, rounds))
+        else:
+            res = worker.result().compare(observed)
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
         return None, f"no placebo-calibrated figures: no placebo schools ({exc})"
@@ -1297,6 +1331,52 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
                      f"played placebo (placebo_cap = {x['cap']}: the first of the round order, spread over the pretest "
                      "range); placebo_cap = 0 (--placebo-cap 0) runs every one")
     return res, ""
+
+
+def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds) -> dict:
+    """The placebo rounds' settings: those of the PL schools' effects (``kw``)."""
+    return dict(n_placebo=int(opts["n_placebo"]) or None, match_options=match_opts, covariates=kw["covariates"],
+                cluster=columns.student_id, cr2=kw["cr2"], by=columns.subject, sd=kw["sd"],
+                method_meta=opts["meta_method"], adjust=opts["adjust"], alpha=opts["alpha"], level=opts["level"],
+                seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds, cap=int(opts["placebo_cap"]))
+
+
+def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds):
+    """The placebo rounds of :func:`_matched_placebo` in a worker process
+    (:func:`pleval.heterogeneity.placebo.play_rounds`, without the PL schools); their SD, the
+    overall effect's, is ``receive()``d from the main process once the first round is matched."""
+    from .heterogeneity.placebo import play_rounds, plan_rounds
+
+    plan = plan_rounds(df, columns, method, **_placebo_args(columns, seed, opts, match_opts,
+                                                            _school_kwargs(columns, opts, None), rounds),
+                       observed_given=True)
+    return play_rounds(plan, sd=receive)
+
+
+PLACEBO_WORKER_MAX_ROWS = 3_000_000
+"""The largest file whose placebo rounds run in a worker process by default. A worker adds to
+the memory of a run (the sum over both processes' proportional set sizes, beside one process's
+peak): 0.76 GB at 1M rows, 1.03 GB at 3M (docs/scale.md, *Two processes*); a larger file runs
+them in the main process after the rest, so 10M rows need no more memory than in one process."""
+
+PLACEBO_WORKER_BYTES_PER_ROW = 800
+"""What a placebo worker process is taken to add to the memory of a run, per row of the file
+(above the 0.76 GB measured at 1M rows and the 1.03 GB at 3M)."""
+
+
+def _placebo_in_worker(df: pd.DataFrame, opts: dict, rounds) -> bool:
+    """Whether the placebo rounds run in a worker process: with ``workers`` ≥ 2, placebo schools
+    to run from the data in memory (not a pool's engine), a system that can fork, at most
+    :data:`PLACEBO_WORKER_MAX_ROWS` rows, and :data:`PLACEBO_WORKER_BYTES_PER_ROW` per row within
+    half of the memory the system has available now."""
+    from .heterogeneity.placebo import _InMemoryRounds
+
+    if opts["workers"] < 2 or not opts["placebo"] or not can_fork():
+        return False
+    if rounds is not None and not isinstance(rounds, _InMemoryRounds):
+        return False
+    rows = len(df if rounds is None else rounds.data)  # a pool in memory: the rounds match the whole of it
+    return rows <= PLACEBO_WORKER_MAX_ROWS and PLACEBO_WORKER_BYTES_PER_ROW * rows <= available_memory() / 2
 
 
 def _shares_school(school: pd.Series, treated: np.ndarray) -> bool:

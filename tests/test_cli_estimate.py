@@ -368,7 +368,7 @@ def test_cli_python_and_report_give_the_same_headline(matched_run):
 
 
 @pytest.mark.parametrize("module, name, step, advice", [
-    ("pleval.heterogeneity.placebo", "placebo_schools", "placebo schools", "--placebo-cap N, e.g. --placebo-cap 100"),
+    ("pleval.heterogeneity.placebo", "play_rounds", "placebo schools", "--placebo-cap N, e.g. --placebo-cap 100"),
     ("pleval.estimate", "_school_effects", "school effects", "--set tie_cap=10"),
 ])
 def test_out_of_memory_is_a_plain_error_naming_the_step_and_what_to_do(tmp_path, monkeypatch, module, name, step, advice):

@@ -407,6 +407,7 @@ def estimate(
     binary_method: Optional[str] = typer.Option(None, "--binary-method", help="Yes/no outcomes: logit (default) or lpm (linear-probability model).", rich_help_panel="Options"),
     lower_is_better: Optional[str] = typer.Option(None, "--lower-is-better", help="Outcomes whose favourable direction is down, e.g. days_absent (default: none).", rich_help_panel="Options"),
     bands: Optional[str] = typer.Option(None, "--bands", help="Pretest bands: cut points in percent of the pretest's rank within grade × subject, e.g. 25,50,75 (default: thirds).", rich_help_panel="Options"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes: 2 runs the placebo rounds beside the main analysis and draws the figures in two (the same results); 1 = one process (default: 2, or 1 with one core).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
     sep: Sep = None,
     decimal: Decimal = None,
@@ -449,7 +450,7 @@ def estimate(
         placebo_outcome=placebo_outcome,
         rct_design=rct_design, vcov=vcov, cluster_df=cluster_df, cr2=cr2, school_cr2=school_cr2, permutations=permutations, compliance=compliance,
         subgroups=subgroups, bands=bands, moderators=moderators, outcomes=outcomes, domains=domains,
-        binary_method=binary_method, lower_is_better=lower_is_better,
+        binary_method=binary_method, lower_is_better=lower_is_better, workers=workers,
     )
     if sd is not None:
         flag_opts["sd"] = sd if sd in ("pooled", "comparison") else parse_value(sd)

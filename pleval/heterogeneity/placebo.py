@@ -288,6 +288,57 @@ def placebo_schools(
         Without ``n_placebo``: at most this many placebo schools, the first of the round order
         (default: no cap).
     """
+    plan = plan_rounds(data, columns, method, n_placebo=n_placebo, per_round=per_round, match_options=match_options,
+                       covariates=covariates, cluster=cluster, by=by, sd=sd, vcov=vcov, cr2=cr2, method_meta=method_meta,
+                       adjust=adjust, alpha=alpha, level=level, seed=seed, hartung_knapp=hartung_knapp, rounds=rounds,
+                       cap=cap, observed_given=observed is not None)
+    if observed is None:
+        observed = plan.observed()
+    return play_rounds(plan).compare(observed)
+
+
+@dataclass
+class RoundsPlan:
+    """What :func:`placebo_schools` checked and resolved before its rounds (:func:`plan_rounds`):
+    where the rounds come from, the school-effect settings (``eff_kw``, shared by the PL schools'
+    own analysis), the PL and comparison schools, how many play placebo and how many per round."""
+
+    data: pd.DataFrame
+    columns: Columns
+    method: str
+    match_options: dict
+    rounds: object
+    eff_kw: dict
+    sample_cols: list
+    merge: bool
+    keys: set
+    by: tuple
+    pl: np.ndarray
+    comp: np.ndarray
+    per_round: int
+    n_placebo: int
+    cap: int | None
+    capped: bool
+    seed: int
+    alpha: float
+    level: float
+    hartung_knapp: bool
+
+    def observed(self) -> SchoolEffects:
+        """The PL schools' effects with the rounds' matching and settings (when not given)."""
+        from ..matching import match
+
+        m = match(self.data, self.columns, self.method, **self.match_options)
+        return school_effects(_school_sample(m, self.sample_cols, self.merge, self.keys), **self.eff_kw)
+
+
+def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round=None, match_options=None,
+                covariates=None, cluster="default", by="default", sd="pooled", vcov=None, cr2="clubsandwich",
+                method_meta="REML", adjust="bh", alpha=0.05, level=0.95, seed=0, hartung_knapp=True, rounds=None,
+                cap=None, observed_given: bool = False) -> RoundsPlan:
+    """:func:`placebo_schools`' checks and defaults (its arguments; ``observed_given``: whether
+    the PL schools' effects are given), raising its ``DataError``/``DesignError``; nothing is
+    matched yet."""
     if not isinstance(columns, Columns):
         raise DataError("columns must be a pleval.data.Columns naming the roles (school=... is required)")
     school = columns.school
@@ -315,7 +366,7 @@ def placebo_schools(
 
     if rounds is None:
         rounds = _InMemoryRounds(data, columns, method, match_options)
-    elif observed is None:
+    elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()
     if len(comp) < 4:
@@ -330,51 +381,57 @@ def placebo_schools(
         raise DataError("per_round must be >= 1 and n_placebo >= 2")
     if per_round > len(comp) - 2:
         raise DataError(f"per_round ({per_round}) leaves too few comparison schools ({len(comp)}) in the pool")
+    return RoundsPlan(data, columns, method, match_options, rounds, eff_kw, sample_cols, merge, keys, by, pl, comp,
+                      per_round, n_placebo, cap, capped, seed, alpha, level, hartung_knapp)
 
-    if observed is None:
-        from ..matching import match
 
-        observed = school_effects(_school_sample(match(data, columns, method, **match_options), sample_cols, merge, keys), **eff_kw)
-
-    order = rounds.order(pl, per_round)
+def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
+    """The placebo rounds of ``plan``: a :class:`PlaceboResult` without the PL schools (its
+    ``observed`` None, no comparison yet); :meth:`PlaceboResult.compare` adds them. ``sd``: a
+    callable giving the school effects' SD in place of the plan's, called once the first round is
+    matched (a worker process running the rounds beside the main analysis receives it from there)."""
+    school, treatment = plan.columns.school, plan.columns.treatment
+    eff_kw = plan.eff_kw
+    order = plan.rounds.order(plan.pl, plan.per_round)
     tables, round_rows, vcovs = [], [], []
     done, start, rnd = 0, 0, 0
-    while done < n_placebo and start < len(order):
-        chunk = order[start : start + min(per_round, n_placebo - done)]
+    while done < plan.n_placebo and start < len(order):
+        chunk = order[start : start + min(plan.per_round, plan.n_placebo - done)]
         start += len(chunk)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            m = _school_sample(rounds.match(chunk), sample_cols, merge, keys)
+            m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
+            if sd is not None:
+                eff_kw, sd = {**eff_kw, "sd": sd()}, None
             res = school_effects(m, **eff_kw)
         t = res.table.copy()
         t.insert(0, "round", rnd)
         tables.append(t)
         vcovs.append(res.vcov)
-        used = pd.unique(m.loc[m[columns.treatment] == 0, school])
+        used = pd.unique(m.loc[m[treatment] == 0, school])
         round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
         del m, res  # the round's matched sample is freed before the next round is matched
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
         done += int(ok.sum())
         rnd += 1
     placebo = pd.concat(tables, ignore_index=True)
-    if done < n_placebo:
-        warnings.warn(f"only {done} placebo schools could be estimated (asked for {n_placebo})", PlevalWarning, stacklevel=2)
+    if done < plan.n_placebo:
+        warnings.warn(f"only {done} placebo schools could be estimated (asked for {plan.n_placebo})", PlevalWarning,
+                      stacklevel=2)
 
     placebo_vcov = {key: _block_diag([v[key] for v in vcovs if key in v]) for key in dict.fromkeys(k for v in vcovs for k in v)}
-    comparison, calibrated, cal = _compare(observed, placebo, placebo_vcov, by, alpha, level, adjust, hartung_knapp)
     return PlaceboResult(
-        observed=observed,
+        observed=None,
         placebo=placebo,
-        comparison=comparison,
-        calibrated=calibrated,
+        comparison=pd.DataFrame(),
+        calibrated=pd.DataFrame(),
         rounds=pd.DataFrame(round_rows),
-        by=by,
+        by=plan.by,
         placebo_vcov=placebo_vcov,
-        calibration=cal,
-        options=dict(match_method=method, match_options=match_options, n_placebo=n_placebo, per_round=per_round,
-                     n_comparison=len(comp), cap=cap, capped=capped, seed=seed,
-                     effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=alpha, level=level,
-                     hartung_knapp=hartung_knapp),
+        options=dict(match_method=plan.method, match_options=plan.match_options, n_placebo=plan.n_placebo,
+                     per_round=plan.per_round, n_comparison=len(plan.comp), cap=plan.cap, capped=plan.capped,
+                     seed=plan.seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=plan.alpha,
+                     level=plan.level, hartung_knapp=plan.hartung_knapp),
     )
 
 

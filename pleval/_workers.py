@@ -1,0 +1,151 @@
+"""Work in a second process beside the main one: ``workers=`` of :func:`pleval.estimate` and
+:func:`pleval.report.save` (docs/scale.md, *Two processes*).
+
+A :class:`Forked` job runs a function in a child made with ``fork``: the child inherits the
+parent's memory as it is (the data frame is neither copied nor pickled; its pages are shared
+until one side writes them) and sends back one picklable result. Nothing in the job may depend
+on which process runs it, so the results are those of a serial run, bit for bit:
+
+* warnings raised in the child are recorded there and raised again in the parent, in their
+  order, when it takes the result (where the serial run would have raised them);
+* an exception in the child is raised in the parent when it takes the result, the same
+  exception (type and message), with the child's traceback as a note;
+* a child that dies without a result (killed, e.g. by the kernel for memory) is a
+  ``MemoryError`` (SIGKILL) or ``RuntimeError`` in the parent, saying so.
+
+Fork and threads: only the forking thread exists in the child. numpy's OpenBLAS stops its
+threads before a fork and starts them again on the next call (``pthread_atfork``); Arrow's
+thread pools are re-made in a forked child; the child never draws with matplotlib unless the
+job does, and never writes to the terminal. ``fork`` is unavailable on Windows and not the
+default on macOS (Objective-C frameworks are not fork-safe there): :func:`can_fork` is False
+there and callers run the job in the main process instead (the same results).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import traceback
+import warnings
+from typing import Any, Callable
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Processes used by default: 2, or fewer if fewer cores are available."""
+    return max(1, min(2, available_cores()))
+
+
+def available_memory() -> float:
+    """Bytes of memory the system can give now without swapping (Linux ``MemAvailable``; else
+    the physical memory; infinity where neither is known)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - Windows
+        return float("inf")
+
+
+def can_fork() -> bool:
+    """Whether jobs may run in a forked process: Linux and other POSIX systems but macOS."""
+    import multiprocessing
+
+    return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
+
+
+class Forked:
+    """``fn(receive, *args)`` running in a forked child process; ``receive()`` in the child
+    returns the next object the parent passes to :meth:`send`. :meth:`result` waits for the
+    value (see the module docstring for warnings and errors); :meth:`cancel` stops the child.
+
+    The child is a bare ``os.fork``: it runs the job and leaves with ``os._exit``, never touching
+    the standard streams (another thread of the parent, e.g. a progress display, may have held
+    their locks at the fork) nor running the parent's exit handlers."""
+
+    def __init__(self, fn: Callable, *args: Any):
+        from multiprocessing import Pipe
+
+        self._conn, child = Pipe()
+        gc.freeze()  # the child's collections leave the inherited objects (and their pages) alone
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._pid = os.fork()
+            if self._pid == 0:  # pragma: no cover - the child (its coverage is not collected)
+                try:
+                    self._conn.close()
+                    _child(child, fn, args)
+                finally:
+                    os._exit(0)
+        finally:
+            gc.unfreeze()
+        child.close()
+        self.exitcode: int | None = None
+
+    def send(self, obj: Any) -> None:
+        """Pass ``obj`` to the child's ``receive()`` (nothing if the child has ended, e.g. on an error)."""
+        try:
+            self._conn.send(obj)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def result(self) -> Any:
+        """The child's value, after raising its warnings here; its exception, if it raised one."""
+        try:
+            kind, value, tb, caught = self._conn.recv()
+        except (EOFError, OSError):
+            self._wait()
+            if self.exitcode == -signal.SIGKILL:
+                raise MemoryError("a worker process was killed (SIGKILL), most likely for lack of memory; "
+                                  "run with one process (workers=1, --workers 1)") from None
+            raise RuntimeError(f"a worker process ended without a result (exit code {self.exitcode})") from None
+        self._wait()
+        for message, category, filename, lineno in caught:
+            warnings.warn_explicit(message, category, filename, lineno)
+        if kind == "error":
+            value.add_note(f"(raised in a worker process)\n{tb}")
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        """Stop the child if it is still running (its result is not needed)."""
+        if self.exitcode is None:
+            try:
+                os.kill(self._pid, signal.SIGTERM)
+            except ProcessLookupError:  # pragma: no cover - already gone
+                pass
+            self._wait()
+
+    def _wait(self) -> None:
+        self._conn.close()
+        if self.exitcode is None:
+            self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+
+
+def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child
+    """The child's side: run the job with warnings recorded, send (kind, value, traceback, warnings)."""
+    with warnings.catch_warnings(record=True) as caught:  # the inherited filters, recorded instead of shown
+        try:
+            out = ("ok", fn(conn.recv, *args), "")
+        except BaseException as exc:  # noqa: BLE001 - any failure goes back to the parent
+            out = ("error", exc, traceback.format_exc())
+    msgs = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+    try:
+        conn.send((*out, msgs))
+    except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
+        conn.send(("error", RuntimeError(f"a worker process could not send its result back: {exc!r}"), out[2], msgs))

@@ -1,0 +1,172 @@
+"""Two processes (``workers=``): the placebo rounds in a forked worker beside the main analysis
+give the same files, warnings and errors as one process (pleval._workers, estimate._run_matched)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import warnings
+from pathlib import Path
+
+import pytest
+
+import pleval
+import pleval.heterogeneity.placebo as plc
+from pleval import _workers
+from pleval.cli import app
+from pleval.errors import DataError, DesignError, PlevalWarning
+
+est_mod = importlib.import_module("pleval.estimate")  # the module (pleval.estimate is the function)
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
+
+fork_only = pytest.mark.skipif(not _workers.can_fork(), reason="fork is not available here")
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> Path:
+    from typer.testing import CliRunner
+
+    out = tmp_path / name
+    r = CliRunner().invoke(app, ["estimate", str(SAMPLE), "--out", str(out), "-q", *extra])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+@fork_only
+def test_one_and_two_workers_write_the_same_files(tmp_path, monkeypatch):
+    used = []
+    real = est_mod._placebo_in_worker
+    monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: used.append(real(*a)) or used[-1])
+    one = _run(tmp_path, "one", "--workers", "1")
+    two = _run(tmp_path, "two", "--workers", "2")
+    assert used == [False, True]  # the second run did use a worker
+    csvs = sorted(p.name for p in one.glob("*.csv"))
+    assert {"placebo.csv", "school_effects.csv", "heterogeneity.csv", "overall.csv"} <= set(csvs)
+    assert csvs == sorted(p.name for p in two.glob("*.csv"))
+    for name in csvs:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    for png in sorted((one / "plots").glob("*.png")):
+        assert png.read_bytes() == (two / "plots" / png.name).read_bytes(), png.name
+    import json
+
+    p1, p2 = (json.loads((d / "provenance.json").read_text()) for d in (one, two))
+    assert p1["warnings"] == p2["warnings"] and p1["placebo"] == p2["placebo"]
+    assert (p1["options"]["workers"], p2["options"]["workers"]) == (1, 2)
+    assert "workers = 2" in (two / "run.toml").read_text()
+
+
+def _evaluate(workers: int):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(str(SAMPLE), workers=workers)
+    return ev, [str(w.message) for w in caught]
+
+
+@fork_only
+def test_the_workers_warnings_reach_the_evaluation_in_order(monkeypatch):
+    real = plc.play_rounds
+
+    def play(plan, sd=None):
+        warnings.warn("a warning from the placebo rounds", RuntimeWarning)
+        out = real(plan, sd)
+        warnings.warn("a second one, after them", PlevalWarning)
+        return out
+
+    monkeypatch.setattr(plc, "play_rounds", play)
+    monkeypatch.setattr(plc, "placebo_schools", _serial_with(play))
+    (ev1, w1), (ev2, w2) = _evaluate(1), _evaluate(2)
+    assert "a warning from the placebo rounds" in ev2.warnings and "a second one, after them" in ev2.warnings
+    assert ev1.warnings == ev2.warnings and w1 == w2 and ev1.notes == ev2.notes
+    assert ev1.placebo.equals(ev2.placebo) and ev1.schools.equals(ev2.schools)
+
+
+def _serial_with(play):
+    """placebo_schools with ``play`` as its rounds (what the serial path runs)."""
+    def placebo_schools(data, columns, method="propensity", *, observed=None, **kw):
+        plan = plc.plan_rounds(data, columns, method, observed_given=observed is not None, **kw)
+        return play(plan).compare(observed)
+
+    return placebo_schools
+
+
+@fork_only
+@pytest.mark.parametrize("error", [DesignError, DataError])
+def test_a_design_error_in_the_worker_is_the_same_note(monkeypatch, error):
+    def play(plan, sd=None):
+        raise error("the rounds cannot run: no comparison school left")
+
+    monkeypatch.setattr(plc, "play_rounds", play)
+    monkeypatch.setattr(plc, "placebo_schools", _serial_with(play))
+    (ev1, _), (ev2, _) = _evaluate(1), _evaluate(2)
+    note = "no placebo schools: the rounds cannot run: no comparison school left"
+    assert note in ev2.notes and ev1.notes == ev2.notes and not len(ev2.placebo)
+
+
+@fork_only
+def test_a_failing_worker_reaches_the_user(tmp_path, monkeypatch):
+    def play(plan, sd=None):
+        raise KeyError("round 1 lost its schools")
+
+    monkeypatch.setattr(plc, "play_rounds", play)
+    with pytest.raises(KeyError, match="round 1 lost its schools") as info:
+        pleval.estimate(str(SAMPLE), workers=2)
+    assert any("raised in a worker process" in n and "KeyError" in n for n in info.value.__notes__)
+    from typer.testing import CliRunner
+
+    r = CliRunner().invoke(app, ["estimate", str(SAMPLE), "--out", str(tmp_path / "o"), "-q", "--workers", "2"])
+    assert r.exit_code != 0 and "KeyError: 'round 1 lost its schools'" in r.output
+    assert not (tmp_path / "o" / "overall.csv").exists()
+
+
+def _kill_self(receive):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _send_back(receive, x):
+    warnings.warn("child warning", UserWarning)
+    return x + receive()
+
+
+@fork_only
+def test_forked_jobs():
+    job = _workers.Forked(_send_back, 40)
+    job.send(2)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 42
+    job.cancel()  # after the result: nothing left to stop
+    with pytest.raises(MemoryError, match="killed"):
+        _workers.Forked(_kill_self).result()
+    waiting = _workers.Forked(_send_back, 1)  # blocked in receive(): stopped
+    waiting.cancel()
+    assert waiting.exitcode == -signal.SIGTERM
+
+
+def test_workers_option():
+    assert est_mod.resolve_options("matched", None, {})[1]["workers"] == _workers.default_workers()
+    assert est_mod.resolve_options("rct", None, {"workers": 1})[1]["workers"] == 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(DataError, match="option workers must be a whole number >= 1"):
+            est_mod.resolve_options("matched", None, {"workers": bad})
+
+
+def test_no_worker_when_memory_or_fork_is_short(monkeypatch):
+    import pandas as pd
+
+    df = pd.DataFrame({"x": range(1000)})
+    opts = {"workers": 2, "placebo": True}
+    monkeypatch.setattr(est_mod, "can_fork", lambda: True)
+    monkeypatch.setattr(est_mod, "available_memory", lambda: 1e12)
+    assert est_mod._placebo_in_worker(df, opts, None)
+    assert not est_mod._placebo_in_worker(df, {**opts, "workers": 1}, None)
+    assert not est_mod._placebo_in_worker(df, {**opts, "placebo": False}, None)
+    assert not est_mod._placebo_in_worker(df, opts, object())  # a pool's rounds (an engine): here
+    monkeypatch.setattr(est_mod, "available_memory", lambda: 2 * est_mod.PLACEBO_WORKER_BYTES_PER_ROW * 999)
+    assert not est_mod._placebo_in_worker(df, opts, None)
+    monkeypatch.setattr(est_mod, "available_memory", lambda: 1e12)
+    monkeypatch.setattr(est_mod, "PLACEBO_WORKER_MAX_ROWS", 999)
+    assert not est_mod._placebo_in_worker(df, opts, None)  # a large file: one process, one process's memory
+    monkeypatch.setattr(est_mod, "PLACEBO_WORKER_MAX_ROWS", 1000)
+    assert est_mod._placebo_in_worker(df, opts, None)
+    monkeypatch.setattr(est_mod, "can_fork", lambda: False)
+    assert not est_mod._placebo_in_worker(df, opts, None)
+
