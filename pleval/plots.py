@@ -1006,21 +1006,29 @@ def evaluation_sensitivity(ev: "Evaluation", subject: str) -> Figure:
 def evaluation_figures(ev: "Evaluation") -> dict[str, Any]:
     """Every figure that applies to an evaluation, keyed by :func:`figure_name` (the file stem,
     e.g. ``forest_math``)."""
+    return {k: make() for k, make in evaluation_figure_makers(ev).items()}
+
+
+def evaluation_figure_makers(ev: "Evaluation") -> dict[str, Any]:
+    """The figures of :func:`evaluation_figures`, not yet built: the name of each and a function
+    of no arguments that builds it (so that processes can each build their own)."""
+    from functools import partial
+
     out = {}
     for s in ev.subjects:
-        out[figure_name("percentiles", s)] = evaluation_percentiles(ev, s)
+        out[figure_name("percentiles", s)] = partial(evaluation_percentiles, ev, s)
         if len(findings.subject_rows(ev.balance, s)):
-            out[figure_name("love", s)] = evaluation_love(ev, s)
+            out[figure_name("love", s)] = partial(evaluation_love, ev, s)
         if len(findings.subject_rows(ev.propensity, s)):
-            out[figure_name("overlap", s)] = evaluation_overlap(ev, s)
+            out[figure_name("overlap", s)] = partial(evaluation_overlap, ev, s)
         sch = findings.subject_rows(ev.schools, s)
         if len(sch) and np.isfinite(sch["effect_size"].to_numpy(dtype=float)).any():
-            out[figure_name("forest", s)] = evaluation_forest(ev, s)
-            out[figure_name("distribution", s)] = evaluation_distribution(ev, s)
+            out[figure_name("forest", s)] = partial(evaluation_forest, ev, s)
+            out[figure_name("distribution", s)] = partial(evaluation_distribution, ev, s)
         if len(ev.subgroups(s)):
-            out[figure_name("subgroups", s)] = evaluation_subgroups(ev, s)
+            out[figure_name("subgroups", s)] = partial(evaluation_subgroups, ev, s)
         if ev.details.get(s, {}).get("sensitivity") is not None:
-            out[figure_name("sensitivity", s)] = evaluation_sensitivity(ev, s)
+            out[figure_name("sensitivity", s)] = partial(evaluation_sensitivity, ev, s)
     return out
 
 

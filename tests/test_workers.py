@@ -170,3 +170,68 @@ def test_no_worker_when_memory_or_fork_is_short(monkeypatch):
     monkeypatch.setattr(est_mod, "can_fork", lambda: False)
     assert not est_mod._placebo_in_worker(df, opts, None)
 
+
+def test_figure_shares():
+    from pleval.report.outputs import _shares
+
+    names = ["percentiles_math", "love_math", "forest_math", "distribution_math", "sensitivity_math",
+             "percentiles_reading", "forest_reading", "distribution_reading"]
+    mine, theirs = _shares(names)
+    assert sorted(mine + theirs) == sorted(names) and not set(mine) & set(theirs)
+    assert {"forest_math", "forest_reading"} & set(mine) and {"forest_math", "forest_reading"} & set(theirs)
+    assert _shares([]) == ([], []) and _shares(["love_math"]) == (["love_math"], [])
+
+
+@pytest.fixture(scope="module")
+def sample_ev():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        return pleval.estimate(str(SAMPLE), workers=1)
+
+
+@fork_only
+def test_save_draws_the_same_figures_in_two_processes(tmp_path, sample_ev):
+    from pleval.report import save
+
+    one = save(sample_ev, tmp_path / "one", workers=1)
+    two = save(sample_ev, tmp_path / "two", workers=2, svg=True)
+    pngs = sorted(p.name for p in (one / "plots").glob("*.png"))
+    assert len(pngs) >= 8 and pngs == sorted(p.name for p in (two / "plots").glob("*.png"))
+    assert len(list((two / "plots").glob("*.svg"))) == len(pngs)
+    for name in pngs:
+        assert (one / "plots" / name).read_bytes() == (two / "plots" / name).read_bytes(), name
+    for name in ["summary.md", *(p.name for p in one.glob("*.csv"))]:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    import pandas as pd
+
+    a, b = (pd.read_excel(d / "school_effects.xlsx", sheet_name=None, engine="openpyxl") for d in (one, two))
+    assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a)
+
+
+@fork_only
+def test_a_figure_failing_in_the_worker_reaches_the_user(tmp_path, sample_ev, monkeypatch):
+    from pleval import plots
+    from pleval.report import save
+    from pleval.report.outputs import _shares
+
+    theirs = _shares(list(plots.evaluation_figure_makers(sample_ev)))[1]
+    real = plots.evaluation_figure_makers
+
+    def makers(ev):
+        out = real(ev)
+        out[theirs[0]] = lambda: plots.forest(pd_frame_without_columns())
+        return out
+
+    monkeypatch.setattr(plots, "evaluation_figure_makers", makers)
+    with pytest.raises(DataError) as info:
+        save(sample_ev, tmp_path / "two", workers=2)
+    with pytest.raises(DataError) as serial:
+        save(sample_ev, tmp_path / "one", workers=1)
+    assert str(info.value) == str(serial.value)
+    assert not (tmp_path / "two").exists()
+
+
+def pd_frame_without_columns():
+    import pandas as pd
+
+    return pd.DataFrame({"x": [1.0]})

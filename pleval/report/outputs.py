@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from .. import outputs as atomic
 from .. import plots
@@ -124,13 +125,16 @@ def check_outputs(out_dir, *, force: bool = False, input_path: str | None = None
 
 
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
-         input_path: str | None = None, dpi: int = PRINT_DPI, svg: bool = False) -> Path:
+         input_path: str | None = None, dpi: int = PRINT_DPI, svg: bool = False, workers: int | None = None) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
     school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
     attrition.csv (trials), placebo.csv, sensitivity.csv (matched designs), run.toml, provenance.json, every figure as
     plots/<name>.png (``dpi``, print resolution by default) and, with ``svg``, as plots/<name>.svg
     too (drawn a second time: about a third of the figures' cost), report.html and report.pdf
     (the same sections, laid out for print).
+    ``workers`` (default: the evaluation's ``workers`` option): with 2 and a system that can
+    fork, a second process draws half of the figures and then writes the workbook while this
+    one writes the reports (:func:`_write_files`; the same bytes as with 1).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -142,15 +146,60 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     out = Path(out_dir)
     src = input_path or ev.provenance.get("input", {}).get("path")
     previous = check_outputs(out, force=force, input_path=src)
-    figs = plots.evaluation_figures(ev)
+    from .._workers import can_fork, default_workers
+
+    workers = workers or ev.options.get("workers") or default_workers()
+    two = workers >= 2 and can_fork()
+    makers = plots.evaluation_figure_makers(ev)
+    figs = makers if two else {k: make() for k, make in makers.items()}  # built here: each process builds its own
     with atomic.atomic_folder(out, replaced=previous or []) as tmp:
-        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi, svg=svg)
+        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi, svg=svg, forked=two)
     return out
 
 
-def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool) -> None:
-    """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``)."""
-    import tomli_w
+FIGURE_COST = {"forest": 3.0, "distribution": 1.5}
+"""Rough cost of drawing a figure of each kind (others 1), for sharing them between two
+processes (the forest plot of many schools draws the most text)."""
+
+
+def _shares(names: list[str]) -> tuple[list[str], list[str]]:
+    """``names`` in two shares of about equal :data:`FIGURE_COST`: the costliest first, each to
+    the lighter share so far (the first share is this process's, the second the worker's)."""
+    cost = {k: FIGURE_COST.get(k.split("_")[0], 1.0) for k in names}
+    shares: tuple[list[str], list[str]] = ([], [])
+    for k in sorted(names, key=lambda k: -cost[k]):  # stable: ties keep the figures' order
+        min(shares, key=lambda sh: sum(cost[x] for x in sh)).append(k)
+    return shares
+
+
+def _draw(figs: dict, names, dpi: int, svg: bool) -> dict[str, tuple[bytes, bytes | None]]:
+    """PNG (and SVG) bytes of the figures ``names``; ``figs`` holds figures or functions that
+    build them. Each figure is let go once drawn (its pixels with it)."""
+    out = {}
+    for k in names:
+        fig = figs.pop(k)
+        fig = fig if isinstance(fig, Figure) else fig()
+        out[k] = plots.to_png_svg(fig, dpi=dpi) if svg else (plots.to_png(fig, dpi=dpi), None)
+        del fig
+    return out
+
+
+def _draw_job(receive, figs: dict, names, dpi: int, svg: bool):
+    return _draw(figs, names, dpi, svg)
+
+
+def _xlsx_job(receive, ev: "Evaluation", path: Path) -> None:
+    _write_school_xlsx(ev, path)
+
+
+def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool,
+                 forked: bool = False) -> None:
+    """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
+    ``figs``: the figures, or functions building them. ``forked``: a forked process
+    (:class:`pleval._workers.Forked`) draws a share of the figures (:func:`_shares`) while this one
+    draws the rest, then writes the workbook while this one writes the CSVs and reports, which
+    need every figure; the files are those of one process, byte for byte."""
+    from .._workers import Forked
 
     (tmp / "plots").mkdir(exist_ok=True)
     written: list[str] = []
@@ -163,24 +212,42 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
             p.write_text(data, encoding="utf-8")
         written.append(name)
 
-    images = {}
-    plot_files = {}
     names = list(figs)
+    if forked:
+        mine, theirs = _shares(names)
+        job = Forked(_draw_job, figs, theirs, dpi, svg)
+        try:
+            drawn = _draw(figs, mine, dpi, svg)
+            drawn.update(job.result())
+        finally:
+            job.cancel()
+        book = Forked(_xlsx_job, ev, tmp / "school_effects.xlsx")
+    else:
+        drawn = _draw(figs, names, dpi, svg)
+    images, plot_files = {}, {}
     for k in names:
-        fig = figs.pop(k)  # let each figure go once written: its drawing's pixels with it
-        drawing = None
-        if svg:
-            images[k], drawing = plots.to_png_svg(fig, dpi=dpi)
-        else:
-            images[k] = plots.to_png(fig, dpi=dpi)
+        images[k], drawing = drawn.pop(k)
         put(f"plots/{k}.png", images[k])
         if drawing is not None:
             put(f"plots/{k}.svg", drawing)
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
-    _write_school_xlsx(ev, tmp / "school_effects.xlsx")
+    if not forked:
+        _write_school_xlsx(ev, tmp / "school_effects.xlsx")
     written.append("school_effects.xlsx")
+    try:
+        _write_reports(ev, tmp, put, names, images, plot_files, dpi)
+        if forked:
+            book.result()
+    finally:
+        if forked:
+            book.cancel()
+    _write_provenance(ev, tmp, put, written, src=src, out=out, command=command, svg=svg)
+
+
+def _write_reports(ev: "Evaluation", tmp: Path, put, names, images: dict, plot_files: dict, dpi: int) -> None:
+    """The CSV tables, summary.md, report.html and report.pdf."""
     put("balance.csv", ev.balance.to_csv(index=False))
     put("equivalence.csv", ev.equivalence.to_csv(index=False))
     put("rating.csv", ev.rating.to_csv(index=False))
@@ -207,6 +274,12 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     put("summary.md", render_markdown(ev, plot_files, sections=sections))
     put("report.html", render_html(ev, images, sections=sections))
     put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
+
+
+def _write_provenance(ev: "Evaluation", tmp: Path, put, written: list, *, src, out: Path, command, svg: bool) -> None:
+    """run.toml and provenance.json (which lists every file written)."""
+    import tomli_w
+
     put("run.toml", "# pleval estimate: the resolved configuration of this run.\n"
                     "# Repeat it exactly with: pleval estimate --config run.toml\n"
                     + tomli_w.dumps(run_config(ev, file=_relative(src, out) if src else None, out=".", folder=out,
