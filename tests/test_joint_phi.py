@@ -85,6 +85,78 @@ def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk, tile):
     np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-8)
 
 
+def _spy_rho(monkeypatch):
+    """The ‖D_c‖_F of every cell given to ``_joint_phi._root_times``, recorded as it runs."""
+    from pleval.heterogeneity import _joint_phi
+
+    seen, root_times = [], _joint_phi._root_times
+    monkeypatch.setattr(_joint_phi, "_root_times", lambda D, v: seen.append(np.linalg.norm(D, axis=(1, 2)))
+                        or root_times(D, v))
+    return seen
+
+
+@pytest.mark.parametrize("series", [0.0, 0.25, 0.999])
+def test_phi_identity_by_series_and_by_eigen_decomposition(monkeypatch, series):
+    """Cells of 2..2p−1 rows take ``(B_c⁺)^{1/2}`` from its binomial series where
+    ``‖B_c − I‖_F ≤ _SERIES``, from an eigen-decomposition elsewhere: with no cell, some and all
+    below the threshold, the direct n×n computation."""
+    from pleval.heterogeneity import _joint_phi
+
+    monkeypatch.setattr(_joint_phi, "_SERIES", series)
+    seen = _spy_rho(monkeypatch)
+    d = _small_schools()
+    X, cl, k = _design(d, ["pretest"])
+    res = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW)
+    rho = np.concatenate(seen)
+    below = int((rho <= series).sum())
+    assert {0.0: below == 0, 0.25: 0 < below < rho.size, 0.999: below == rho.size}[series]
+    V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-9)
+
+
+def test_phi_identity_in_larger_sets(monkeypatch):
+    """Sets of about 250 rows: most cells of 2..2p−1 rows have ``‖B_c − I‖_F`` below the default
+    threshold (binomial series), a few above; the direct n×n computation."""
+    from pleval.heterogeneity import _joint_phi
+
+    seen = _spy_rho(monkeypatch)
+    d = stacked(n_pl=3, n_comp=60, per_set=40, seed=5)
+    res = school_effects(d, covariates=["pretest"], cr2="clubsandwich", **KW)
+    rho = np.concatenate(seen)
+    assert (rho <= _joint_phi._SERIES).sum() >= 40 and (rho > _joint_phi._SERIES).any()
+    X, cl, k = stacked_design(d)
+    V, dfs = direct_phi_identity(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-9)
+
+
+@pytest.mark.parametrize("r", [2, 3, 7])
+def test_root_times_equals_the_pseudo_inverse_root(monkeypatch, r):
+    """``(B⁺)^{1/2}v`` for ``B = I + D``: by the binomial series where ``‖D‖_F ≤ _SERIES`` (D = 0,
+    small, just below the threshold), by an eigen-decomposition just above it, far above it and
+    where B is singular (``D = −uu'``, leverage 1: the Moore–Penrose root) — each as that one
+    matrix's own eigen-decomposition gives; only the cells above the threshold are decomposed."""
+    from pleval.heterogeneity import _joint_phi
+
+    rng = np.random.default_rng(r)
+    Ds = []
+    for rho in (0.0, 1e-3, 0.03, 0.0999, 0.1001, 0.6):
+        D = rng.normal(size=(r, r))
+        Ds.append((D + D.T) * (rho / np.linalg.norm(D + D.T)))
+    u = rng.normal(size=r)
+    Ds.append(-np.outer(u, u) / (u @ u))
+    D, v = np.array(Ds), rng.normal(size=(len(Ds), r))
+    decomposed, eigh = [], np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda B: decomposed.append(len(B)) or eigh(B))
+    got = _joint_phi._root_times(D, v)
+    monkeypatch.undo()
+    assert decomposed == [3]
+    want = np.array([_pinv_sqrt(np.eye(r) + Di) @ vi for Di, vi in zip(D, v)])
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+    assert np.abs(want[-1] @ u) < 1e-12  # the singular direction dropped
+
+
 @pytest.mark.parametrize("tile", [1, 3, 32])
 def test_set_products_equal_a_product_per_row(monkeypatch, tile):
     """``x_i'P_{g_i}`` by tiles of the runs of one set's rows (runs of 1 to 40 rows, the same set
@@ -99,13 +171,19 @@ def test_set_products_equal_a_product_per_row(monkeypatch, tile):
                                atol=1e-13)
 
 
-def test_phi_identity_with_cells_of_leverage_one():
+@pytest.mark.parametrize("series", [None, 0.999])
+def test_phi_identity_with_cells_of_leverage_one(monkeypatch, series):
     """A covariate that is 1 on exactly one comparison school's students in a set makes that
     school's cell degenerate (``(I − H)'W_c1_c = 0``, so ``B_cW_c1_c = 0``; its eigenvalue is 0 to
     rounding, of either sign): the Moore–Penrose root (eigenvalues ≤ ``_TOL`` taken as 0) drops
     that direction — for a cell of one row (``A = 0``), of 2..2p−1 rows and of more — as the
     direct n×n computation with a pseudo-inverse root does (inverting the rounding-level
-    eigenvalue instead makes the covariance singular)."""
+    eigenvalue instead makes the covariance singular). Also with the binomial series allowed up to
+    ‖B_c − I‖_F = 0.999 (a degenerate cell has ‖B_c − I‖ ≥ 1: eigen-decomposition still)."""
+    from pleval.heterogeneity import _joint_phi
+
+    if series is not None:
+        monkeypatch.setattr(_joint_phi, "_SERIES", series)
     d = _small_schools()
     picked = ["C5", "C7", "C1"]  # in no set together
     d["only"] = d["school_id"].isin(picked).astype(float)
