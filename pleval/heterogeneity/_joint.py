@@ -356,13 +356,14 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
         if r1 == r0:  # groups without rows: no cells
             continue
         rows = np.arange(r0, r1) if order is None else order[r0:r1]
-        Xb, wb, eb, gb = X[rows], w[rows], e[rows], groups[rows] - g0
+        wb, gb = w[rows], groups[rows] - g0
         cell, cell_key = pd.factorize(gb.astype(np.int64) * n_cl + ccodes[rows])
         if units is not None:
-            merged = _merge_copies(cell, units[rows], Xb, eb)
+            merged = _merge_copies(cell, units[rows], X, e, rows)
             if merged is not None:  # the copies' cells are unchanged
                 key, rep = merged
-                Xb, eb, wb, gb, cell = Xb[rep], eb[rep], np.bincount(key, weights=wb), gb[rep], cell[rep]
+                rows, wb, gb, cell = rows[rep], np.bincount(key, weights=wb), gb[rep], cell[rep]
+        Xb, eb = np.take(X, rows, axis=0), e[rows]  # the block's rows, gathered once
         del rows
         cg = (cell_key // n_cl).astype(np.intp)
         Nb, bb = working_matrices(Xb, wb, gb, g1 - g0, Sinv[g0:g1], target)
@@ -383,10 +384,10 @@ def _varies_within(w: np.ndarray, groups: np.ndarray, G: int) -> bool:
     return bool(np.any(w != first[groups]))
 
 
-def _merge_copies(cell, units, X, e):
-    """``(key, rep)``: each row's merged row and each merged row's first row, where rows of one
-    cell and unit that are equal in ``X`` and ``e`` (copies of one observation) merge; None when
-    no two rows merge."""
+def _merge_copies(cell, units, X, e, rows):
+    """``(key, rep)``: each of ``rows``' merged row and each merged row's first row, where rows of
+    one cell and unit that are equal in ``X`` and ``e`` (copies of one observation) merge; None
+    when no two rows merge. ``cell``, ``units``: those of ``rows``."""
     key, uniq = pd.factorize(cell.astype(np.int64) * (int(units.max()) + 1) + units)
     if len(uniq) == len(key):
         return None
@@ -395,7 +396,8 @@ def _merge_copies(cell, units, X, e):
     f = first[key]
     same = np.ones(len(key), dtype=bool)
     dup = np.flatnonzero(f != np.arange(len(key)))  # rows after the first of their (cell, unit)
-    same[dup] = (e[dup] == e[f[dup]]) & np.all(X[dup] == X[f[dup]], axis=1)
+    a, b = rows[dup], rows[f[dup]]
+    same[dup] = (e[a] == e[b]) & np.all(np.take(X, a, axis=0) == np.take(X, b, axis=0), axis=1)
     key, uniq = pd.factorize(np.where(same, key, len(uniq) + np.arange(len(key))))
     if len(uniq) == len(key):
         return None

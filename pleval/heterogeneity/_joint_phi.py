@@ -121,7 +121,8 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.nda
         else:
             local = np.repeat(np.arange(k), size[cells])
             _large(X[rows], w[rows], e[rows], local, cells, g, N, b, phi, z[at], s[at])
-    return phi, df_sums(z, s, cell_group[cells_all], G)
+    by = np.argsort(cell_group[cells_all], kind="stable")  # the cells by set, for the df's sums
+    return phi, df_sums(np.take(z, by, axis=0), s[by], cell_group[cells_all[by]], G)
 
 
 def df_sums(z: np.ndarray, s: np.ndarray, cell_group: np.ndarray, G: int):
@@ -157,8 +158,8 @@ def _set_products(x: np.ndarray, g: np.ndarray, P: np.ndarray) -> np.ndarray:
     n_tiles = int(tiles.sum())
     xp = np.zeros((n_tiles * _TILE, x.shape[1]))
     xp[slot] = x
-    out = np.matmul(xp.reshape(n_tiles, _TILE, -1), P[np.repeat(g[starts], tiles)])
-    return out.reshape(n_tiles * _TILE, -1)[slot]
+    out = np.matmul(xp.reshape(n_tiles, _TILE, -1), np.take(P, np.repeat(g[starts], tiles), axis=0))
+    return np.take(out.reshape(n_tiles * _TILE, -1), slot, axis=0)
 
 
 def _single(X, w, e, cells, g, P, phi, z, s) -> None:
@@ -215,7 +216,7 @@ def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):  # ρ = 0: no term after the first
         terms = np.where(series, np.ceil(np.log(2.0**-53 * (1.0 - np.where(series, rho, 0.0))) / np.log(rho)) - 1.0, -1.0)
     terms = np.where(series, np.maximum(terms, 0.0), -1.0).astype(np.intp)
-    order = np.argsort(-terms, kind="stable")  # series cells first, those needing more terms before
+    order = np.argsort((terms.max(initial=0) - terms).astype(np.uint8), kind="stable")  # series cells first, more terms before
     terms = terms[order]
     D, y = np.take(D, order, axis=0), np.take(v, order, axis=0)
     ns = int(np.count_nonzero(series))
