@@ -738,8 +738,8 @@ def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monk
     """Table cells of the PDF are drawn as strings, a line each (reportlab's Paragraph layout of
     every cell was most of report.pdf's time): every text lands where a Paragraph per cell puts
     it, with the same fonts and colours (the verdicts' too), and wrapping cells break into the
-    same lines. Cells a Paragraph draws otherwise stay Paragraphs: a word wider than its column
-    (the Paragraph cuts it) and text with runs of spaces."""
+    same lines, words wider than their column cut where the Paragraph cuts them. Text with runs
+    of spaces stays a Paragraph."""
     from reportlab.platypus import Paragraph as RLParagraph
 
     from pleval.report import to_pdf
@@ -753,8 +753,8 @@ def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monk
     table = blocks.Table(frame, title="T", bold=(True, False, False, False), verdict_columns=("verdict",))
     drawn = to_pdf._table(table, to_pdf._fonts(), to_pdf._styles(to_pdf._fonts()))[1]
     kinds = [[isinstance(c, RLParagraph) for c in row] for row in drawn._cellvalues]
-    assert kinds == [[False] * 3] * 3 + [[True, False, False]] * 2
-    assert "\n" in drawn._cellvalues[2][0]  # the long name: several lines
+    assert kinds == [[False] * 3] * 3 + [[True, False, False], [False] * 3]
+    assert "\n" in drawn._cellvalues[2][0] and "\n" in drawn._cellvalues[4][0]  # several lines; a word cut
     colours = {v: drawn._cellStyles[i + 1][2].color for i, v in enumerate(frame["verdict"])}
     assert colours["not equivalent"] == to_pdf.VERDICT["bad"] and colours[""] == to_pdf.INK
     section = [blocks.Section("t", "Table", (table,))]
@@ -771,9 +771,12 @@ def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monk
 
 def test_pdf_cell_lines_are_the_lines_of_reportlabs_paragraph():
     """:func:`to_pdf._lines` breaks text as reportlab's Paragraph does (random words and
-    widths, plain and bold, near the edge of the space-shrinking allowance too), and gives
-    None exactly where the Paragraph cuts a word or narrows a line's spaces."""
+    widths, plain and bold, near the edge of the space-shrinking allowance, words cut across
+    lines), and gives None exactly where the Paragraph draws a line otherwise than as its
+    string: its spaces narrowed, or a space counted at its end (a cut word's first character
+    that did not fit after it)."""
     import numpy as np
+    from reportlab.pdfbase.pdfmetrics import stringWidth
     from reportlab.platypus import Paragraph as RLParagraph
 
     from pleval.report import to_pdf
@@ -781,24 +784,24 @@ def test_pdf_cell_lines_are_the_lines_of_reportlabs_paragraph():
     font = to_pdf._fonts()
     rng = np.random.default_rng(7)
     vocab = ["a", "to", "CI", "+0.380", "−0.05", "school", "placebo-calibrated", "raw,", "adjusted", "α", "(n = 12)",
-             "Supercalifragilistic"]
-    measured, seen = to_pdf._Measured(), {"lines": 0, "cut": 0, "narrowed": 0}
-    for _ in range(1500):
+             "Supercalifragilistic", "SCH1180"]
+    measured, seen = to_pdf._Measured(), {"wrapped": 0, "cut": 0, "narrowed": 0, "space at the end": 0}
+    for _ in range(3000):
         text = " ".join(rng.choice(vocab, rng.integers(1, 9)))
         name = font if rng.random() < 0.5 else f"{font}-Bold"
         size = float(rng.choice(to_pdf.TABLE_FONT_SIZES))
-        width = float(rng.uniform(10, 90))
+        width = float(rng.uniform(4, 90))
         style = to_pdf.ParagraphStyle("c", fontName=name, fontSize=size, leading=size * 1.25)
         para = RLParagraph(text, style)
         para.wrap(width, 1000)
         want = para.blPara.lines
         got = to_pdf._lines(text, name, size, width, style.spaceShrinkage, measured)
-        cut = para._splitLongWordCount > 0
         narrowed = any(extra <= -1e-8 for extra, _ in want)
+        spaced = any(abs(width - extra - stringWidth(" ".join(words), name, size)) > 1e-9 for extra, words in want)
         if got is None:
-            assert cut or narrowed, text
-            seen["cut" if cut else "narrowed"] += 1
+            assert narrowed or spaced, (text, width)
+            seen["narrowed" if narrowed else "space at the end"] += 1
         else:
-            assert not cut and not narrowed and got == [" ".join(words) for _, words in want], (text, width)
-            seen["lines"] += len(got) > 1
+            assert not narrowed and not spaced and got == [" ".join(words) for _, words in want], (text, width)
+            seen["cut" if para._splitLongWordCount else "wrapped"] += len(got) > 1
     assert min(seen.values()) > 0, seen  # each case met

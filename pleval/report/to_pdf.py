@@ -147,30 +147,65 @@ def _lines(text: str, font: str, size: float, width: float, shrink: float, measu
     """The lines a Paragraph of ``text`` (words one space apart, one font) breaks into at
     ``width``, when it draws each line as the plain string it is; None when it would not.
 
-    ``Paragraph.breakLines`` (reportlab, its case of one style) adds words to a line while the
-    line's width (words and the spaces between them) stays within ``width`` plus ``shrink``
-    spaces per word already on it, and starts a new line otherwise. It cuts a word wider than
-    ``width`` into pieces, and draws a line wider than ``width`` (in the allowance) with its
-    spaces narrowed: for those None (the cell stays a Paragraph). The sums are the same, in the
-    same order, so the same lines come out."""
+    ``Paragraph.breakLines`` (reportlab, its case of one style without hyphenation) adds words
+    to a line while the line's width (words and the spaces between them) stays within ``width``
+    plus ``shrink`` spaces per word already on it, and starts a new line otherwise. A word wider
+    than ``width`` it cuts (``_splitWord``) where the next character would pass the line's end,
+    the first piece ending the current line, each piece then on a line of its own, the last
+    continued by the next words. Lines wider than ``width`` (in the allowance) it draws with
+    their spaces narrowed, and a word whose first character does not fit where it starts
+    leaves a space at the end of its line: for those None (the cell stays a Paragraph). The
+    sums are the same, in the same order, so the same lines come out."""
     space = measured[" ", font, size]
-    lines, line, current = [], [], -space
-    for word in text.split(" "):
+    lines, line, current, forced = [], [], -space, False
+    words = [(w, False) for w in reversed(text.split(" "))]  # (word, a piece of a cut word), last first
+    while words:
+        word, piece = words.pop()
         word_width = measured[word, font, size]
-        if word_width > width:
-            return None
         new = current + space + word_width
-        if new <= width + shrink * space * len(line) or not line:
+        fits = new <= width + shrink * space * len(line)
+        if not fits and not forced and not piece and word_width > width:
+            pieces = _cut(word, current + space, width, font, size, measured)
+            if not all(pieces):
+                return None
+            words += [(w, True) for w in reversed(pieces)]
+            forced = True
+            continue
+        if fits or not line or forced:
             line.append(word)
-            current = new
+            if forced:
+                if width - new <= -1e-8:
+                    return None
+                lines.append(" ".join(line))
+                line, current, forced = [], -space, False
+            else:
+                current = new
             continue
         if width - current <= -1e-8:
             return None
         lines.append(" ".join(line))
         line, current = [word], word_width
-    if width - current <= -1e-8:
+    if line and width - current <= -1e-8:
         return None
-    return lines + [" ".join(line)]
+    return lines + [" ".join(line)] if line else lines
+
+
+def _cut(word: str, start: float, width: float, font: str, size: float, measured: _Measured) -> list[str]:
+    """``word`` cut as reportlab's ``_splitWord`` cuts a word too wide for its line: a piece
+    ends where its next character would pass ``width``, the first piece counted from
+    ``start`` (the width of the line before it), the others from 0. A piece is empty where a
+    character does not fit even at the start of a piece (reportlab keeps one wider than a
+    whole line in place, on a line too wide: a Paragraph either way)."""
+    pieces, piece, used = [], "", start
+    for c in word:
+        c_width = measured[c, font, size]
+        new = used + c_width
+        if new > width:
+            pieces.append(piece)
+            piece, new = "", c_width
+        piece += c
+        used = new
+    return pieces + [piece]
 
 
 class _CellParagraph(Paragraph):
