@@ -107,7 +107,7 @@ def grouped_wls(
     e = np.empty(n)
     for lo in range(0, n, _CHUNK_ROWS):  # blocks of rows: no n × p gather of the coefficients
         rows = slice(lo, lo + _CHUNK_ROWS)
-        np.subtract(y[rows], np.einsum("ia,ia->i", X[rows], beta[groups[rows]]), out=e[rows])
+        np.subtract(y[rows], np.einsum("ia,ia->i", X[rows], np.take(beta, groups[rows], axis=0)), out=e[rows])
 
     if vcov == "classical":
         sigma2 = np.bincount(groups, weights=w * e**2, minlength=G) / np.maximum(n_g - rank, 1)

@@ -213,9 +213,10 @@ def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
     them) ``B = QΛQ'`` and ``QΛ^{+1/2}Q'v``, eigenvalues ≤ :data:`_TOL` taken as 0."""
     rho = np.sqrt(np.einsum("cij,cij->c", D, D))
     series = rho <= _SERIES
-    with np.errstate(divide="ignore"):  # ρ = 0: no term after the first
-        terms = np.where(series, np.ceil(np.log(2.0**-53 * (1.0 - np.where(series, rho, 0.0))) / np.log(rho)) - 1.0, -1.0)
-    terms = np.where(series, np.maximum(terms, 0.0), -1.0).astype(np.intp)
+    rs = np.where(series, rho, 0.5)  # the others: any ρ in (0, 1), their count is not used
+    with np.errstate(divide="ignore"):  # ρ = 0: log ρ = −∞, no term after the first
+        k = np.ceil(np.log(2.0**-53 * (1.0 - rs)) / np.log(rs)) - 1.0
+    terms = np.where(series, np.maximum(k, 0.0), -1.0).astype(np.intp)
     order = np.argsort((terms.max(initial=0) - terms).astype(np.uint8), kind="stable")  # series cells first, more terms before
     terms = terms[order]
     D, y = np.take(D, order, axis=0), np.take(v, order, axis=0)
