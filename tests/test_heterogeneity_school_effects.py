@@ -344,10 +344,10 @@ def test_design_is_row_major_and_centred_at_the_copies_mean():
     assert cov.shape[1] == 1 + 2 + 2 + 3 + 1
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
-        X = se_mod._design(d, covs, t, c, n)
+        X = se_mod._design_rows(se_mod._design_columns(d, covs, c, n), t, np.arange(len(d)))
         mean = cov.mean(axis=0) if c is None else c @ cov / n
         assert X.flags["C_CONTIGUOUS"]
         np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean]), rtol=1e-14, atol=1e-12)
     one = d.assign(race_arrow="white")["race_arrow"].astype("string[pyarrow]")
     with pytest.raises(DataError, match="single category"):
-        se_mod._design(d.assign(race_arrow=one), ["race_arrow"], t, None, len(d))
+        se_mod._design_columns(d.assign(race_arrow=one), ["race_arrow"], None, len(d))

@@ -249,7 +249,7 @@ def test_copies_of_a_student_are_one_observation(monkeypatch, block_rows):
         np.testing.assert_allclose(split.vcov_raw["all"].to_numpy(), V, rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(split.table["df"], merged.table["df"], rtol=1e-9)
     module = sys.modules["pleval.heterogeneity.school_effects"]
-    monkeypatch.setattr(module, "joint_covariance", lambda *a, **k: _joint.joint_covariance(*a, **{**k, "units": None}))
+    monkeypatch.setattr(module, "joint_cells", lambda *a, **k: _joint.joint_cells(*a, **{**k, "units": None}))
     rows = school_effects(d2, covariates=["pretest"], **KW)
     assert np.abs(rows.vcov_raw["all"].to_numpy() - V).max() > 1e-3 * np.abs(V).max()
 

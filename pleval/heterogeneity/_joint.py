@@ -88,6 +88,20 @@ class JointCovariance:
     vcov_var: np.ndarray  # G × G estimated variance of each entry of vcov (module docstring)
 
 
+@dataclass(frozen=True)
+class JointCells:
+    """The cells' part of :func:`joint_covariance` for some groups (:func:`joint_cells`): each
+    (group, cluster) cell's score of the target coefficient (CR1's factor applied), with its
+    group and cluster code, and each group's df and number of clusters. Cells of disjoint sets
+    of groups combine by concatenation (:func:`joint_from_cells`)."""
+
+    phi: np.ndarray
+    group: np.ndarray
+    cluster: np.ndarray
+    df: np.ndarray
+    n_clusters: np.ndarray
+
+
 def _batched_sqrt(M: np.ndarray) -> np.ndarray:
     """A factor ``L`` with ``LL' = M`` for every PSD matrix of a stack (eigen-decomposition,
     so rank-deficient ``M`` — pseudo-inverse breads — are fine)."""
@@ -258,13 +272,44 @@ def joint_covariance(
     copies of one unit in one cell — rows equal in ``X`` and ``e`` — are merged into one
     observation first (weights summed).
     """
+    ccodes, cl_uniq = pd.factorize(clusters)
+    cells = joint_cells(X, e, w, groups, n_groups, Sinv, ccodes, ok, rank, vcov=vcov, target=target, counts=counts,
+                        cr2=cr2, units=units)
+    return joint_from_cells(cells, n_groups, len(cl_uniq), ok)
+
+
+def joint_cells(
+    X: np.ndarray,
+    e: np.ndarray,
+    w: np.ndarray,
+    groups: np.ndarray,
+    n_groups: int,
+    Sinv: np.ndarray,
+    clusters: np.ndarray,
+    ok: np.ndarray,
+    rank: np.ndarray,
+    *,
+    vcov: str = "CR2",
+    target: int = 1,
+    counts: np.ndarray | None = None,
+    cr2: str = "transformed",
+    units: np.ndarray | None = None,
+    phi_identity: bool | None = None,
+) -> JointCells:
+    """The cells of :func:`joint_covariance` (same arguments; ``clusters`` as codes 0..n_cl−1,
+    which the cells keep): their scores, groups and clusters, and each group's df and number
+    of clusters. ``phi_identity``: whether the Φ = I form applies (:func:`uses_phi_identity`;
+    None: decided from these groups, as :func:`joint_covariance` does for all of them), so
+    that blocks of groups can follow one decision.
+    """
     if vcov not in JOINT_VCOV_TYPES:
         raise ValueError(f"joint covariance must be one of {JOINT_VCOV_TYPES}; got {vcov!r}")
     if cr2 not in CR2_FORMS:
         raise ValueError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
     G = n_groups
     n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
-    phi_identity = vcov == "CR2" and cr2 == "clubsandwich" and _varies_within(w, groups, G)
+    if phi_identity is None:
+        phi_identity = uses_phi_identity(w, groups, G, vcov, cr2)
     ccodes, cl_uniq = pd.factorize(clusters)
     n_cl = len(cl_uniq)
     if phi_identity:  # by blocks of whole groups (module docstring)
@@ -321,14 +366,21 @@ def joint_covariance(
         with np.errstate(invalid="ignore", divide="ignore"):
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
-    V, S2, m = _cross_products(phi, cell_group, cell_cluster, G, n_cl)
+    return JointCells(phi=phi, group=cell_group, cluster=cl_uniq[cell_cluster], df=df, n_clusters=G_s)
+
+
+def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray) -> JointCovariance:
+    """The :class:`JointCovariance` of the cells of all groups (:func:`joint_cells`; clusters
+    coded 0..n_clusters−1); ``ok``: the groups whose target is estimable."""
+    G, G_s = n_groups, cells.n_clusters
+    V, S2, m = _cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters)
     with np.errstate(invalid="ignore", divide="ignore"):
         Vvar = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
     ok = ok & (G_s > 1)
     for M in (V, Vvar):
         M[~ok, :] = np.nan
         M[:, ~ok] = np.nan
-    return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s, vcov_var=Vvar)
+    return JointCovariance(vcov=V, df=np.where(ok, cells.df, np.nan), n_clusters=G_s, vcov_var=Vvar)
 
 
 _BLOCK_ROWS = 1 << 18
@@ -375,6 +427,12 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
         cell_group.append(cg + g0)
         cell_cluster.append((cell_key % n_cl).astype(np.intp))
     return np.concatenate(phi), np.concatenate(cell_group), np.concatenate(cell_cluster), N, sums
+
+
+def uses_phi_identity(w: np.ndarray, groups: np.ndarray, G: int, vcov: str, cr2: str) -> bool:
+    """Whether the cells take the Φ = I form (:mod:`._joint_phi`): CR2 in clubSandwich's form
+    with weights that vary within some group (the forms are equal otherwise)."""
+    return vcov == "CR2" and cr2 == "clubsandwich" and _varies_within(w, groups, G)
 
 
 def _varies_within(w: np.ndarray, groups: np.ndarray, G: int) -> bool:

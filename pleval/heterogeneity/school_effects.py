@@ -67,10 +67,10 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference.robust import CR2_FORMS
+from ..inference.robust import CR2_FORMS, cluster_order
 from ..percentiles import to_percentile_points
-from ._batched import VCOV_TYPES, grouped_wls
-from ._joint import JOINT_VCOV_TYPES, joint_covariance, regularize
+from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
+from ._joint import JOINT_VCOV_TYPES, JointCells, joint_cells, joint_from_cells, regularize, uses_phi_identity
 from .meta import MetaAnalysis, Method
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
@@ -378,53 +378,113 @@ def _finish(
     return table, metas, shrinks, counts, vcovs, raws, lams
 
 
-def _school_robustness(fit, codes, G, w, est, se, dfree, q: float, alpha: float, counts=None) -> dict:
+def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
     """Per-school ``partial_r2``, ``rv_q``, ``rv_qa`` from the classical fit of each school
-    (σ̂²_s = Σ w e²/(n_s − p_s), SE_classical = √(σ̂²_s [S_s⁻¹]_TT)) with the design effect
-    κ = SE/SE_classical and the school's df entering ``rv_qa`` (pleval.sensitivity.ovb)."""
+    (σ̂²_s = Σ w e²/(n_s − p_s), ``e2`` = Σ w e² per school, SE_classical = √(σ̂²_s [S_s⁻¹]_TT))
+    with the design effect κ = SE/SE_classical and the school's df entering ``rv_qa``
+    (pleval.sensitivity.ovb)."""
     from ..sensitivity.ovb import partial_r2, robustness_value
 
-    dof = (np.bincount(codes, weights=counts, minlength=G) - fit.rank).astype(float)
+    dof = fit.n - fit.rank
     good = fit.ok & (dof > 1) & np.isfinite(se) & np.isfinite(dfree)
     dof = np.where(good, dof, np.nan)
-    e2 = fit.resid**2 if w is None else w * fit.resid**2
     with np.errstate(invalid="ignore", divide="ignore"):
-        se_c = np.sqrt(fit.bread[:, 1, 1] * np.bincount(codes, weights=e2, minlength=G) / dof)
+        se_c = np.sqrt(fit.bread[:, 1, 1] * e2 / dof)
         t_c = est / se_c
         f_crit = se / se_c * stats.t.ppf(1 - alpha / 2, np.where(good, dfree, 1.0)) / np.sqrt(dof - 1)
         return {"partial_r2": partial_r2(t_c, dof), "rv_q": robustness_value(t_c, dof, q),
                 "rv_qa": robustness_value(t_c, dof, q, f_crit=f_crit)}
 
 
-def _design(df: pd.DataFrame, covariates: Sequence[str], t: np.ndarray, cnt: np.ndarray | None, n: int) -> np.ndarray:
-    """``X = [1, t, covariates]`` (n_rows × p, row-major: the joint covariance gathers rows).
-    Numeric (and 0/1 boolean) covariates as they are (checked for variation without a costly
-    ``nunique``), categorical ones as :func:`pleval.data.design_matrix` expands them (an
-    indicator per level but the first, written from :func:`pleval.data.level_codes`' codes);
-    each covariate column centred at the mean of the copies (only the intercepts move)."""
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in covariates]  # booleans too, as 0/1
-    blocks = [None if num else level_codes(df[c], c) for c, num in zip(covariates, numeric)]
-    width = [1 if num else len(b[1]) - 1 for b, num in zip(blocks, numeric)]
-    X = np.empty((len(df), 2 + sum(width)))
-    X[:, 0] = 1.0
-    X[:, 1] = t
-    j = 2
-    for i, c in enumerate(covariates):  # a handful of covariates, one numeric column in memory at a time
-        b, blocks[i] = blocks[i], None
-        if numeric[i]:
-            b = df[c].to_numpy(dtype=float)[:, None]
-            if not np.ptp(b) > 0:
+def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
+    """The covariates of ``X = [1, t, covariates]`` (:func:`_design_rows`), one entry per
+    covariate: ``(values, centres)``. Numeric (and 0/1 boolean) covariates as they are (checked
+    for variation without a costly ``nunique``), categorical ones as their level codes, expanded
+    as :func:`pleval.data.design_matrix` does (an indicator per level but the first, from
+    :func:`pleval.data.level_codes`); each design column is centred at its mean over the copies
+    of all rows (only the intercepts move), computed here once for every block of rows."""
+    out = []
+    for c in covariates:  # a handful of covariates, one design column in memory at a time
+        if pd.api.types.is_numeric_dtype(df[c]):  # booleans too, as 0/1
+            col = df[c].to_numpy(dtype=float)
+            if not np.ptp(col) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-        else:  # level codes: an indicator column per level but the first
-            codes = b[0]
-            b = np.empty((len(df), width[i]), order="F")
-            for k in range(width[i]):  # levels, not rows
-                np.equal(codes, k + 1, out=b[:, k], casting="unsafe")
-        for k in range(b.shape[1]):  # the block's columns
-            col = b[:, k]
-            np.subtract(col, col.mean() if cnt is None else cnt @ col / n, out=X[:, j + k])
-        j += b.shape[1]
+            out.append((col, np.array([col.mean() if cnt is None else cnt @ col / n])))
+            continue
+        codes, levels = level_codes(df[c], c)
+        col = np.empty(len(df))
+        centres = np.empty(len(levels) - 1)
+        for k in range(centres.size):  # levels, not rows
+            np.equal(codes, k + 1, out=col, casting="unsafe")
+            centres[k] = col.mean() if cnt is None else cnt @ col / n
+        out.append((codes, centres))
+    return out
+
+
+def _design_rows(columns: list, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X = [1, t, covariates]`` of ``rows`` (n_rows × p, row-major: the joint covariance
+    gathers rows), the covariates of :func:`_design_columns` centred at their centres."""
+    X = np.empty((len(rows), 2 + sum(len(c) for _, c in columns)))
+    X[:, 0] = 1.0
+    X[:, 1] = t[rows]
+    j = 2
+    for values, centres in columns:  # a handful of covariates
+        v = values[rows]
+        if len(centres) == 1 and v.dtype.kind == "f":
+            np.subtract(v, centres[0], out=X[:, j])
+        else:
+            for k in range(centres.size):  # levels, not rows
+                np.subtract(v == k + 1, centres[k], out=X[:, j + k])
+        j += centres.size
     return X
+
+
+_BLOCK_ROWS = 1 << 18
+"""Rows (of whole strata) per block of :func:`_fit_blocks`."""
+
+
+def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
+    """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
+    of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
+    :data:`_BLOCK_ROWS` rows (a loop over blocks, not strata): a stratum's regression and
+    its (stratum, cluster) cells are its own, so only ``X`` of a block, never of the whole
+    sample, is formed, and only the strata's fits and the cells' scores are kept; the joint
+    covariance is then formed from all the cells (:func:`._joint.joint_from_cells`). The
+    clusters are numbered once for all blocks, and whether the Φ = I form applies is decided
+    once, from all the weights. Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per
+    stratum, and the joint covariance (None for the other vcov types)."""
+    joint = vcov in JOINT_VCOV_TYPES
+    w1 = np.ones(len(y)) if w is None else w
+    if joint:
+        clusters, cl_uniq = pd.factorize(clusters)
+        phi_identity = uses_phi_identity(w1, codes, G, vcov, cr2)
+    order, per_group = cluster_order(codes, G)
+    ends = np.cumsum(per_group)
+    last = np.searchsorted(ends, np.arange(_BLOCK_ROWS, ends[-1], _BLOCK_ROWS))  # a block's last stratum
+    bounds = np.unique(np.concatenate([[0], last + 1, [G]]))
+    fits, e2, cells = [], np.zeros(G), []
+    for g0, g1 in zip(bounds[:-1], bounds[1:]):  # blocks of strata
+        r0, r1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
+        rows = np.arange(r0, r1) if order is None else order[r0:r1]
+        X = _design_rows(design, t, rows)
+        gb, wb, cb = codes[rows] - g0, w1[rows], None if cnt is None else cnt[rows]
+        f = grouped_wls(y[rows], X, gb, g1 - g0, weights=None if w is None else wb,
+                        vcov="classical" if joint else vcov, target=1, counts=cb)
+        e2[g0:g1] = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0)
+        if joint:
+            c = joint_cells(X, f.resid, wb, gb, g1 - g0, f.bread, clusters[rows], f.ok, f.rank, vcov=vcov,
+                            target=1, counts=cb, cr2=cr2, units=None if units is None else units[rows],
+                            phi_identity=phi_identity)
+            cells.append(replace(c, group=c.group + g0))
+        fits.append(replace(f, resid=None))
+        del X, f
+    fit = GroupedFit(**{k: np.concatenate([getattr(f, k) for f in fits]) for k in
+                        ("params", "vcov", "df", "n", "n_clusters", "ok", "rank", "bread")}, resid=None)
+    if not joint:
+        return fit, e2, None
+    cells = JointCells(**{k: np.concatenate([getattr(c, k) for c in cells]) for k in
+                          ("phi", "group", "cluster", "df", "n_clusters")})
+    return fit, e2, joint_from_cells(cells, G, len(cl_uniq), fit.ok)
 
 
 def _key(k):
@@ -643,31 +703,30 @@ def school_effects(
     cnt = None if cnt is None else cnt[keep]
     n = y.size if cnt is None else int(cnt.sum())
 
-    # Strata: (by..., school) combinations, all fitted in one batch.
+    # Strata: (by..., school) combinations, fitted in blocks of whole strata (_fit_blocks).
     key_cols = [*by_cols, stratum]
     codes, uniq = _factorize_many(df, key_cols)
     G = len(uniq)
-    X = _design(df, covariates, t, cnt, n)
-    fit = grouped_wls(y, X, codes, G, weights=w, vcov="classical" if joint else vcov, target=1, counts=cnt)
+    design = _design_columns(df, covariates, cnt, n)
+    cl = units = None
     if joint:
         cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
-        units = None  # the student of each row, whose copies in one set are one observation (Φ = I)
+        # the student of each row, whose copies in one set are one observation (Φ = I)
         if unit_id or cluster:
             units = cl if unit_id in (None, cluster) else _factorize(df[unit_id])[0]
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
-        jc = joint_covariance(X, fit.resid, np.ones(len(y)) if w is None else w, codes, G, fit.bread, cl, fit.ok,
-                              fit.rank, vcov=vcov, target=1, counts=cnt, cr2=cr2, units=units)
-        del cl, units
+    fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
+    del design, cl, units
+    if joint:
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
                       params=np.where(ok_g[:, None], fit.params, np.nan))
     else:
         V_raw = V_var = None
-    del X  # n × p, not needed after the fits: freed before the counts' hashing below
 
     # Counts per stratum and arm.
     if unit_id:
@@ -688,7 +747,7 @@ def school_effects(
         crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
         pval = 2 * stats.t.sf(np.abs(est / se), np.maximum(dfree, 1))
     pval = np.where(fit.ok, pval, np.nan)
-    robust = {} if robustness_q is None else _school_robustness(fit, codes, G, w, est, se, dfree, robustness_q, alpha, cnt)
+    robust = {} if robustness_q is None else _school_robustness(fit, e2, est, se, dfree, robustness_q, alpha)
 
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
     by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(len(y), dtype=np.intp), [("all",)])

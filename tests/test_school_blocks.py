@@ -1,0 +1,95 @@
+"""School effects by blocks of whole strata (``school_effects._fit_blocks``): the per-school
+fits and the joint covariance's cells formed block by block give what one block of every
+stratum gives — every school's estimate, SE, df, counts and robustness values, the raw and
+regularized joint covariance and λ — for each vcov type and CR2 form, with copies merged,
+categorical covariates and several subjects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pleval.heterogeneity import school_effects
+
+from .test_heterogeneity_joint import stacked
+
+COLUMNS = ["n_treated", "n_comparison", "estimate", "se", "ci_low", "ci_high", "df", "pvalue", "p_adjusted",
+           "effect_size", "es_se", "shrunk_es", "shrunk_es_sd", "reliability"]
+
+
+def _sample(seed: int) -> pd.DataFrame:
+    """Two subjects of the stacked matched sample, a categorical covariate, and copies: some
+    rows stand for two or three (weights and squared weights summed)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for subject in ("math", "reading"):  # two subjects
+        d = stacked(n_pl=7, n_comp=9, per_set=4, seed=seed + len(subject)).assign(subject=subject)
+        parts.append(d)
+    d = pd.concat(parts, ignore_index=True).sample(frac=1, random_state=seed).reset_index(drop=True)
+    d["grade"] = rng.choice(["g3", "g4", "g5"], len(d))
+    d["_copies"] = rng.integers(1, 4, len(d))
+    d["_weight2"] = d["_weight"] ** 2 / d["_copies"]
+    return d
+
+
+def _fit(d, monkeypatch, block_rows, **kw):
+    module = __import__("pleval.heterogeneity.school_effects", fromlist=["_BLOCK_ROWS"])
+    monkeypatch.setattr(module, "_BLOCK_ROWS", block_rows)
+    return school_effects(d, covariates=["pretest", "grade"], by="subject", sd=1.0, **kw)
+
+
+CASES = [
+    dict(cluster="student_id", school="school_id", unit_id="student_id", vcov="CR2", cr2="clubsandwich",
+         weight2="_weight2", copies="_copies", robustness_q=1.0),
+    dict(cluster="student_id", school="school_id", vcov="CR2", cr2="transformed", weight2="_weight2", copies="_copies"),
+    dict(cluster="student_id", school="school_id", vcov="CR1", weight2="_weight2", copies="_copies"),
+    dict(cluster="student_id", vcov="CR0"),
+    dict(vcov="HC2", robustness_q=0.5),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("block_rows", [1, 50])
+def test_blocks_of_strata_give_the_all_at_once_results(monkeypatch, case, block_rows):
+    """Blocks of one stratum each (1 row) and of a few strata (50 rows) against one block."""
+    d = _sample(case)
+    kw = CASES[case]
+    one = _fit(d, monkeypatch, 1 << 40, **kw)
+    blocks = _fit(d, monkeypatch, block_rows, **kw)
+    pd.testing.assert_frame_equal(blocks.table[["subject", "school", "note"]], one.table[["subject", "school", "note"]])
+    cols = COLUMNS + [c for c in ("partial_r2", "rv_q", "rv_qa") if c in one.table.columns]
+    assert len(cols) > len(COLUMNS) or "robustness_q" not in kw
+    a, b = blocks.table[cols].to_numpy(dtype=float), one.table[cols].to_numpy(dtype=float)
+    assert np.isfinite(b[:, 2]).sum() >= 12  # most schools have an estimate
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    for key in one.vcov_raw:  # the two subjects
+        for attr in ("vcov_raw", "vcov"):
+            x, y = getattr(blocks, attr)[key], getattr(one, attr)[key]
+            pd.testing.assert_index_equal(x.index, y.index)
+            np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), rtol=1e-12, atol=1e-15 * np.abs(y.to_numpy()).max())
+        assert blocks.vcov_shrinkage[key] == pytest.approx(one.vcov_shrinkage[key], rel=1e-12)
+    if kw["vcov"] == "CR2":
+        assert any(np.count_nonzero(v.to_numpy() - np.diag(np.diag(v.to_numpy()))) for v in one.vcov_raw.values())
+
+
+def test_blocks_hold_whole_strata(monkeypatch):
+    """Each block of :func:`_fit_blocks` holds whole strata: with blocks of one row, the
+    grouped fit is called once per stratum, on that stratum's rows only."""
+    from pleval.heterogeneity import school_effects as _  # noqa: F401
+
+    module = __import__("pleval.heterogeneity.school_effects", fromlist=["grouped_wls"])
+    seen = []
+    real = module.grouped_wls
+
+    def spy(y, X, groups, G, **kw):
+        seen.append((len(y), G, np.bincount(groups, minlength=G)))
+        return real(y, X, groups, G, **kw)
+
+    monkeypatch.setattr(module, "grouped_wls", spy)
+    d = _sample(7)
+    _fit(d, monkeypatch, 1, **CASES[0])
+    sizes = d.groupby(["subject", "_pl_school"], sort=False).size()
+    assert len(seen) == len(sizes)
+    assert all(G == 1 and rows.tolist() == [n] for n, G, rows in seen)
+    assert sorted(n for n, _, _ in seen) == sorted(sizes.tolist())
