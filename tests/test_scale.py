@@ -216,6 +216,45 @@ def test_school_effects_on_merged_copies_are_those_of_every_copy(tied, vcov):
     assert a.options["n_rows"] == b.options["n_rows"]
 
 
+def test_lazy_school_sample_is_the_frame_read_a_column_at_a_time(tied):
+    """``school_sample(lazy=True)`` holds the pairs without their columns: its columns, read one
+    at a time, its frame (of all pairs and of some), and a subset of it are those of the frame
+    ``school_sample()`` forms, and school effects on it (every pair's column gathered when read)
+    are exactly those on the frame, including rows left out for a missing outcome."""
+    from dataclasses import replace
+
+    from pleval.errors import PlevalWarning
+    from pleval.heterogeneity import school_effects
+    from pleval.matching.results import SchoolSample
+
+    keys = [C.student_id, C.school, C.subject]
+    frame = tied.school_sample(categorical=keys)
+    lazy = tied.school_sample(categorical=keys, lazy=True)
+    assert isinstance(lazy, SchoolSample) and len(lazy) == len(frame) and list(lazy.columns) == list(frame.columns)
+    for c in frame.columns:
+        assert lazy[c].dtype == frame[c].dtype, c
+        assert lazy[c].astype(object).tolist() == frame[c].astype(object).tolist(), c
+    pd.testing.assert_frame_equal(lazy.frame(), frame, check_exact=True)
+    pos = np.flatnonzero(np.arange(len(frame)) % 3 == 1)
+    pd.testing.assert_frame_equal(lazy.frame(pos), frame.iloc[pos], check_exact=True)
+    keep = np.arange(len(frame)) % 4 != 0
+    pd.testing.assert_frame_equal(lazy.subset(keep).frame(), frame[keep], check_exact=True)
+    kw = dict(**_school_kw(robustness_q=1.0), weight2="_weight2", copies="_copies")
+    x, y = school_effects(lazy, **kw), school_effects(frame, **kw)
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+    for key in y.vcov_raw:
+        assert x.vcov_raw[key].equals(y.vcov_raw[key]) and x.vcov[key].equals(y.vcov[key])
+    gone = lazy.rows[np.flatnonzero(frame[C.treatment].to_numpy() == 0)[::7]]  # comparison rows of data
+    holes = replace(tied, data=tied.data.assign(
+        **{C.outcome: tied.data[C.outcome].where(~np.isin(np.arange(len(tied.data)), gone))}))
+    with pytest.warns(PlevalWarning, match="missing outcome"):
+        x = school_effects(holes.school_sample(categorical=keys, lazy=True), **kw)
+    with pytest.warns(PlevalWarning, match="missing outcome"):
+        y = school_effects(holes.school_sample(categorical=keys), **kw)
+    assert x.dropped["n_rows"].sum() > 0 and x.dropped.equals(y.dropped)
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+
+
 def test_school_sample_keys_as_categoricals_change_nothing(tied):
     """``school_sample``'s Categorical keys (``_pl_school`` always, the text columns named in
     ``categorical=``) hold the values of a direct group-by of the long matched sample by (PL
@@ -335,7 +374,7 @@ def test_evaluation_of_the_sample_data_is_that_of_every_copy(monkeypatch):
         for a, b in ((eff.raw, long.raw), (eff.effect_size, long.effect_size)):
             assert (a.estimate, a.se, a.df) == pytest.approx((b.estimate, b.se, b.df), rel=1e-10, abs=1e-12)
 
-    def every_copy(self, columns=None, categorical=()):
+    def every_copy(self, columns=None, categorical=(), lazy=False):
         return self.matched.assign(_weight2=self.matched["_weight"] ** 2, _copies=1)
 
     monkeypatch.setattr(MatchResult, "school_sample", every_copy)

@@ -408,7 +408,7 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         t.insert(0, "round", rnd)
         tables.append(t)
         vcovs.append(res.vcov)
-        used = pd.unique(m.loc[m[treatment] == 0, school])
+        used = pd.unique(m[school].to_numpy()[m[treatment].to_numpy() == 0])
         round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
         del m, res  # the round's matched sample is freed before the next round is matched
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
@@ -438,8 +438,9 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
 def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:
     """A round's matched sample for :func:`~.school_effects.school_effects`: each distinct
     (PL school, matched row) pair once (:meth:`pleval.matching.MatchResult.school_sample`, the
-    text ``keys`` as Categoricals), or every copy for HC SEs (which give each copy its own term)."""
-    return m.school_sample([c for c in columns if c], categorical=keys) if merge else m.matched
+    text ``keys`` as Categoricals; lazily, its columns gathered as they are read), or every copy
+    for HC SEs (which give each copy its own term)."""
+    return m.school_sample([c for c in columns if c], categorical=keys, lazy=True) if merge else m.matched
 
 
 def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:

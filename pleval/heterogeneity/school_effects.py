@@ -67,6 +67,7 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
+from ..matching.results import SchoolSample
 from ..inference.robust import CR2_FORMS, cluster_order
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
@@ -398,39 +399,44 @@ def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
 
 def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
     """The covariates of ``X = [1, t, covariates]`` (:func:`_design_rows`), one entry per
-    covariate: ``(values, centres)``. Numeric (and 0/1 boolean) covariates as they are (checked
+    covariate: ``(values, centres, numeric)``. Numeric (and 0/1 boolean) covariates as they are (checked
     for variation without a costly ``nunique``), categorical ones as their level codes, expanded
     as :func:`pleval.data.design_matrix` does (an indicator per level but the first, from
     :func:`pleval.data.level_codes`); each design column is centred at its mean over the copies
     of all rows (only the intercepts move), computed here once for every block of rows."""
     out = []
     for c in covariates:  # a handful of covariates, one design column in memory at a time
-        if pd.api.types.is_numeric_dtype(df[c]):  # booleans too, as 0/1
-            col = df[c].to_numpy(dtype=float)
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
+            col = s.to_numpy(dtype=float)
             if not np.ptp(col) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-            out.append((col, np.array([col.mean() if cnt is None else cnt @ col / n])))
+            centre = np.array([col.mean() if cnt is None else cnt @ col / n])
+            if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them (exact as floats)
+                v = s.to_numpy()
+                col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
+            out.append((col, centre, True))
             continue
-        codes, levels = level_codes(df[c], c)
+        codes, levels = level_codes(s, c)
         col = np.empty(len(df))
         centres = np.empty(len(levels) - 1)
         for k in range(centres.size):  # levels, not rows
             np.equal(codes, k + 1, out=col, casting="unsafe")
             centres[k] = col.mean() if cnt is None else cnt @ col / n
-        out.append((codes, centres))
+        out.append((codes.astype(np.min_scalar_type(-len(levels))), centres, False))
     return out
 
 
 def _design_rows(columns: list, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``X = [1, t, covariates]`` of ``rows`` (n_rows × p, row-major: the joint covariance
     gathers rows), the covariates of :func:`_design_columns` centred at their centres."""
-    X = np.empty((len(rows), 2 + sum(len(c) for _, c in columns)))
+    X = np.empty((len(rows), 2 + sum(len(c) for _, c, _ in columns)))
     X[:, 0] = 1.0
     X[:, 1] = t[rows]
     j = 2
-    for values, centres in columns:  # a handful of covariates
+    for values, centres, numeric in columns:  # a handful of covariates
         v = values[rows]
-        if len(centres) == 1 and v.dtype.kind == "f":
+        if numeric:
             np.subtract(v, centres[0], out=X[:, j])
         else:
             for k in range(centres.size):  # levels, not rows
@@ -595,7 +601,7 @@ def school_effects(
         the SEs, df and joint covariance) are those of the copies (docs/scale.md); HC types, which give each copy its own term, are
         refused.
     """
-    if not isinstance(data, pd.DataFrame):
+    if not isinstance(data, (pd.DataFrame, SchoolSample)):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
     if stratum is None:
         if "_pl_school" not in data.columns:
@@ -695,7 +701,10 @@ def school_effects(
 
     cols = [c for c in dict.fromkeys([stratum, *by_cols, *covariates, *moderators, *(x for x in (cluster, school, unit_id) if x)])]
     keep = slice(None) if keep.all() else keep  # every row kept: views, no copies (the stacked sample is large)
-    df = data[cols] if isinstance(keep, slice) else data.loc[keep, cols]
+    if isinstance(data, SchoolSample):  # its columns are gathered as they are read, one at a time
+        df = data if isinstance(keep, slice) else data.subset(keep)
+    else:
+        df = data[cols] if isinstance(keep, slice) else data.loc[keep, cols]
     y = y[keep]
     t = t_num[keep]
     w = None if w is None else w[keep]

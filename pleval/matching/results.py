@@ -156,7 +156,7 @@ class MatchResult(ResultMixin):
         cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
         return self.data.iloc[rows, self.data.columns.get_indexer(cols)].assign(_weight=w, _weight2=w2, _copies=cp)
 
-    def school_sample(self, columns=None, *, categorical=()) -> pd.DataFrame:
+    def school_sample(self, columns=None, *, categorical=(), lazy: bool = False) -> pd.DataFrame | SchoolSample:
         """The matched sample for per-school analyses (:func:`pleval.heterogeneity.school_effects`
         with ``weight="_weight", weight2="_weight2", copies="_copies"``): one row per distinct
         (PL school, matched row) pair — a comparison student's copies in several sets of one PL
@@ -168,7 +168,11 @@ class MatchResult(ResultMixin):
         ``_pl_school`` is a pandas Categorical (the school labels, integer codes beneath), and so
         are the text columns named in ``categorical`` (keys that are only grouped on, e.g. the
         student and school ids): the same values as the long frame's, without a Python string
-        per row; their categories are in order of first appearance in ``data``."""
+        per row; their categories are in order of first appearance in ``data``.
+
+        ``lazy=True``: a :class:`SchoolSample` instead, the pairs without their data columns
+        gathered (a column is gathered when read; ``school_effects`` reads them one at a time,
+        and forms the rows of a block of schools at a time), for samples many times the data."""
         cols = list(self.data.columns) if columns is None else list(dict.fromkeys(c for c in columns if c))
         if len(self.set_id) and (self.set_id < 0).any():
             m = self.matched
@@ -181,16 +185,14 @@ class MatchResult(ResultMixin):
         key += self.rows
         pair, first = first_appearance_codes(key)  # pd.factorize's codes, by a radix sort
         key = key[first]
-        rows = key % n
+        del first
         k = len(key)
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
                and not isinstance(self.data[c].dtype, pd.CategoricalDtype)}
-        plain = self.data.iloc[rows, self.data.columns.get_indexer([c for c in cols if c not in cat])]
-        parts = {c: plain[c] if c not in cat else _categorical(self.data[c], rows, self.factorized.get(c)) for c in cols}
-        return pd.DataFrame(parts, index=plain.index, copy=False).assign(
-            _pl_school=pd.Categorical.from_codes(key // n - 1, categories=pd.Index(labels)),
-            _weight=np.bincount(pair, self.weight, k), _weight2=np.bincount(pair, self.weight**2, k),
-            _copies=np.bincount(pair, minlength=k))
+        out = SchoolSample(self.data, cols, cat, {c: f for c, f in self.factorized.items() if c in cat},
+                           key % n, key // n - 1, pd.Index(labels), np.bincount(pair, self.weight, k),
+                           np.bincount(pair, self.weight**2, k), np.bincount(pair, minlength=k))
+        return out if lazy else out.frame()
 
     @property
     def pl_school(self) -> np.ndarray:
@@ -461,6 +463,60 @@ class MatchResult(ResultMixin):
 
 
 
+class SchoolSample:
+    """:meth:`MatchResult.school_sample` without its data columns gathered: the (PL school,
+    matched row) pairs as arrays — each pair's row of ``data`` (``rows``), PL school code
+    (``school``, into ``labels``), summed weights, squared weights and copies — and the
+    ``columns`` of ``data`` it carries. A column is gathered for every pair when read
+    (``sample[c]``, the Series :meth:`frame` holds), and :meth:`frame` forms the frame of any
+    pairs: what :func:`pleval.heterogeneity.school_effects` needs to read the sample one column
+    at a time and form the rows of one block of schools at a time, never the whole frame."""
+
+    def __init__(self, data, columns, categorical, factorized, rows, school, labels, weight, weight2, copies):
+        self.data, self.cols, self.categorical, self.factorized = data, list(columns), set(categorical), dict(factorized)
+        self.rows, self.school, self.labels = rows, school, labels
+        self.weight, self.weight2, self.copies = weight, weight2, copies
+        self.columns = pd.Index([*self.cols, "_pl_school", "_weight", "_weight2", "_copies"])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, column: str) -> pd.Series:
+        return self._column(column, slice(None))
+
+    def _column(self, c: str, pos) -> pd.Series:
+        extra = {"_weight": self.weight, "_weight2": self.weight2, "_copies": self.copies}
+        if c in extra:
+            return pd.Series(extra[c][pos], name=c, copy=False)
+        if c == "_pl_school":
+            return pd.Series(pd.Categorical.from_codes(self.school[pos], categories=self.labels), name=c, copy=False)
+        if c not in self.cols:
+            raise KeyError(c)
+        rows = self.rows[pos]
+        if c in self.categorical:
+            if c not in self.factorized:  # once per column (the long frame's categories)
+                self.factorized[c] = pd.factorize(self.data[c])
+            return pd.Series(_categorical(self.data[c], rows, self.factorized[c]), name=c, copy=False)
+        s = self.data[c]
+        return pd.Series(s.to_numpy()[rows], name=c, copy=False) if isinstance(s.dtype, np.dtype) else s.iloc[rows]
+
+    def subset(self, keep: np.ndarray) -> SchoolSample:
+        """The pairs where ``keep`` (a boolean mask) is True."""
+        return SchoolSample(self.data, self.cols, self.categorical, self.factorized, self.rows[keep], self.school[keep],
+                            self.labels, self.weight[keep], self.weight2[keep], self.copies[keep])
+
+    def frame(self, pos=None) -> pd.DataFrame:
+        """The pairs ``pos`` (default all) as a DataFrame (index: their rows' labels in ``data``)."""
+        pos = slice(None) if pos is None else pos
+        rows = self.rows[pos]
+        plain = self.data.iloc[rows, self.data.columns.get_indexer([c for c in self.cols if c not in self.categorical])]
+        parts = {c: plain[c] if c not in self.categorical else
+                 _categorical(self.data[c], rows, self.factorized.get(c)) for c in self.cols}
+        return pd.DataFrame(parts, index=plain.index, copy=False).assign(
+            _pl_school=pd.Categorical.from_codes(self.school[pos], categories=self.labels),
+            _weight=self.weight[pos], _weight2=self.weight2[pos], _copies=self.copies[pos])
+
+
 def _categorical(s: pd.Series, rows: np.ndarray, factorized=None) -> pd.Categorical:
     """``s`` at positions ``rows`` as a Categorical (missing values stay missing);
     ``factorized``: ``pd.factorize(s)``, when already computed."""
@@ -468,4 +524,4 @@ def _categorical(s: pd.Series, rows: np.ndarray, factorized=None) -> pd.Categori
     return pd.Categorical.from_codes(codes[rows], categories=pd.Index(uniq))
 
 
-__all__ = ["MatchResult", "EffectTable"]
+__all__ = ["MatchResult", "EffectTable", "SchoolSample"]
