@@ -402,7 +402,7 @@ def validate(
         )
     sha = df.attrs.get("sha256") or frame_sha256(df)
     n_input = len(df)
-    out = df.copy()
+    out = df.copy(deep=False)  # copy-on-write: a column is copied only if written, never the caller's
     notes: list[str] = []
 
     for role in _NUMERIC_ROLES:
@@ -444,7 +444,7 @@ def validate(
         neg = (out[columns.weight] < 0) & keep
         if neg.any():
             raise DataError(f"column {columns.weight!r} (weight): {int(neg.sum()):,} row(s) are negative")
-    out = out.loc[keep]
+    out = out if bool(keep.all()) else out.loc[keep]  # every row kept: no copy of every column
     out[t_col] = out[t_col].astype(int)
     if columns.takeup:
         out[columns.takeup] = out[columns.takeup].astype(int)

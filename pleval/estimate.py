@@ -1133,6 +1133,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
                                placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
         except DesignError as exc:
             sens_note = f"no sensitivity analysis: {exc}"
+    del fits  # each subject's rows and design (n × p): not needed past the effects and sensitivity
     bal = m.balance()
     table, eq = bal.table, bal.equivalence
     prop = _propensity_frame(m)
