@@ -456,13 +456,12 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     its (stratum, cluster) cells are its own, so only ``X`` of a block, never of the whole
     sample, is formed, and only the strata's fits and the cells' scores are kept; the joint
     covariance is then formed from all the cells (:func:`._joint.joint_from_cells`). The
-    clusters are numbered once for all blocks, and whether the Φ = I form applies is decided
-    once, from all the weights. Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per
+    clusters are numbered once for all blocks (by the caller), and whether the Φ = I form applies is decided
+    once, from all the weights (``clusters``: codes 0..n_clusters−1). Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per
     stratum, and the joint covariance (None for the other vcov types)."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
     if joint:
-        clusters, cl_uniq = pd.factorize(clusters)
         phi_identity = uses_phi_identity(w1, codes, G, vcov, cr2)
     order, per_group = cluster_order(codes, G)
     ends = np.cumsum(per_group)
@@ -490,7 +489,7 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
         return fit, e2, None
     cells = JointCells(**{k: np.concatenate([getattr(c, k) for c in cells]) for k in
                           ("phi", "group", "cluster", "df", "n_clusters")})
-    return fit, e2, joint_from_cells(cells, G, len(cl_uniq), fit.ok)
+    return fit, e2, joint_from_cells(cells, G, int(clusters.max()) + 1, fit.ok)
 
 
 def _key(k):
@@ -651,7 +650,9 @@ def school_effects(
             dropped.append({"reason": reason, "column": column, "n_rows": int(m.sum() if cnt is None else cnt[m].sum())})
             keep &= ~m
 
-    cnt = None if copies is None else data[copies].to_numpy(dtype=np.int64)
+    cnt = None if copies is None else data[copies].to_numpy()
+    if cnt is not None and cnt.dtype.kind not in "iu":  # whole numbers, in the type they come in
+        cnt = cnt.astype(np.int64)
     t_raw = data[treatment]
     t_num = pd.to_numeric(t_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan) if not pd.api.types.is_bool_dtype(t_raw) \
         else t_raw.to_numpy(dtype=float)
@@ -665,6 +666,7 @@ def school_effects(
     if nonnum.any():
         raise DataError(f"column {outcome!r} (outcome) must be numeric: {int(nonnum.sum()):,} row(s) are not")
     y = y_s.to_numpy(dtype=float, na_value=np.nan)
+    del t_raw, y_s, nonnum, bad_t  # columns of every row, not needed again
     drop(~np.isfinite(y), "missing outcome", outcome)
     drop(data[stratum].isna().to_numpy(), "no school (stratum) id", stratum)
     for c in by_cols:
@@ -727,6 +729,7 @@ def school_effects(
             sc = _factorize(df[school])[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
+        cl = pd.factorize(cl)[0]  # numbered by first appearance, once for every block (as joint_covariance)
     fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
     del design, cl, units
     if joint:

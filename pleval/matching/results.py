@@ -189,9 +189,11 @@ class MatchResult(ResultMixin):
         k = len(key)
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
                and not isinstance(self.data[c].dtype, pd.CategoricalDtype)}
+        small = np.int32 if max(n, len(labels), len(self.rows)) < 2**31 else np.int64  # rows, schools, copies
         out = SchoolSample(self.data, cols, cat, {c: f for c, f in self.factorized.items() if c in cat},
-                           key % n, key // n - 1, pd.Index(labels), np.bincount(pair, self.weight, k),
-                           np.bincount(pair, self.weight**2, k), np.bincount(pair, minlength=k))
+                           (key % n).astype(small), (key // n - 1).astype(small), pd.Index(labels),
+                           np.bincount(pair, self.weight, k), np.bincount(pair, self.weight**2, k),
+                           np.bincount(pair, minlength=k).astype(small))
         return out if lazy else out.frame()
 
     @property
