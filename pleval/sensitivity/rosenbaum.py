@@ -234,13 +234,24 @@ class _Sets:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
         minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ)."""
         g = 1.0 / gamma if lower else gamma
-        den = g * self.a + self.b
-        mu = (g * self.top1 + self.rest1) / den
-        var = (g * self.top2 + self.rest2) / den - mu * mu
-        key = -mu if lower else mu
+        # the same operations in the same order as (g·a + b), (g·top1 + rest1)/den, ... written
+        # into three buffers of the positions' length (a position per set member: large)
+        den = np.multiply(self.a, g, dtype=float)
+        den += self.b
+        mu = np.multiply(self.top1, g)
+        mu += self.rest1
+        mu /= den
+        var = np.multiply(self.top2, g)
+        var += self.rest2
+        var /= den
+        np.multiply(mu, mu, out=den)
+        var -= den
+        del den
+        key = np.negative(mu, out=mu) if lower else mu
         best = np.maximum.reduceat(key, self.start)
-        tie = key >= np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count)
-        vbest = np.maximum.reduceat(np.where(tie, var, -np.inf), self.start)
+        tie = np.greater_equal(key, np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count))
+        var[np.logical_not(tie, out=tie)] = -np.inf  # not tied with the set's best
+        vbest = np.maximum.reduceat(var, self.start)
         return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
