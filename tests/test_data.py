@@ -70,6 +70,18 @@ def test_numeric_strings_are_accepted(df):
     assert validate(df, COLS).data["pre"].dtype == float
 
 
+def test_validation_leaves_the_callers_frame_untouched(df):
+    """validate copies shallowly (pandas' copy-on-write): converting a column of numeric strings
+    and coding the treatment in its result never writes into the caller's frame or arrays."""
+    df["pre"] = df["pre"].round(1).astype(str)
+    df["pl"] = df["pl"].map({1: "True", 0: "False"})
+    before = df.copy(deep=True)
+    v = validate(df, COLS)
+    assert v.data["pre"].dtype == float and v.data["pl"].tolist() == before["pl"].eq("True").astype(int).tolist()
+    v.data.loc[v.data.index[:3], "post"] = -1.0  # writing into the result ...
+    pd.testing.assert_frame_equal(df, before)  # ... leaves the input as it was
+
+
 def test_treatment_variants(df):
     for coded in (df["pl"].astype(bool), df["pl"].map({1: "True", 0: "False"})):
         assert validate(df.assign(pl=coded), COLS).data["pl"].tolist() == df["pl"].tolist()
