@@ -179,7 +179,7 @@ def test_figure_shares():
     mine, theirs = _shares(names)
     assert sorted(mine + theirs) == sorted(names) and not set(mine) & set(theirs)
     assert {"forest_math", "forest_reading"} & set(mine) and {"forest_math", "forest_reading"} & set(theirs)
-    assert _shares([]) == ([], []) and _shares(["love_math"]) == (["love_math"], [])
+    assert _shares([]) == ([], []) and _shares(["love_math"]) == ([], ["love_math"])
 
 
 @pytest.fixture(scope="module")

@@ -157,18 +157,27 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     return out
 
 
-FIGURE_COST = {"forest": 3.0, "distribution": 1.5}
-"""Rough cost of drawing a figure of each kind (others 1), for sharing them between two
-processes (the forest plot of many schools draws the most text)."""
+FIGURE_COST = {"forest": 4.0, "distribution": 2.0, "overlap": 1.7, "sensitivity": 1.7}
+"""Cost of building and drawing a figure of each kind against a percentile chart's (others 1),
+for sharing them between two processes: measured at 1M rows and 200 dpi (the percentile chart
+0.10 CPU-s, the love plot 0.09, the overlap and sensitivity plots 0.17, the distribution
+0.16–0.25, the forest plot of 207 schools 0.40)."""
+
+REPORTS_COST = 3.0
+"""What this process writes after the figures beyond what the worker does (the reports and CSVs,
+less the workbook: about 0.3 CPU-s at 1M rows), in the units of :data:`FIGURE_COST`."""
 
 
 def _shares(names: list[str]) -> tuple[list[str], list[str]]:
-    """``names`` in two shares of about equal :data:`FIGURE_COST`: the costliest first, each to
-    the lighter share so far (the first share is this process's, the second the worker's)."""
+    """``names`` in two shares, this process's and the worker's, of about equal cost with this
+    process's :data:`REPORTS_COST` counted: the costliest first, each to the share lighter so far."""
     cost = {k: FIGURE_COST.get(k.split("_")[0], 1.0) for k in names}
     shares: tuple[list[str], list[str]] = ([], [])
+    load = [REPORTS_COST, 0.0]
     for k in sorted(names, key=lambda k: -cost[k]):  # stable: ties keep the figures' order
-        min(shares, key=lambda sh: sum(cost[x] for x in sh)).append(k)
+        i = 0 if load[0] < load[1] else 1
+        shares[i].append(k)
+        load[i] += cost[k]
     return shares
 
 
