@@ -137,6 +137,15 @@ class Forked:
             self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
 
 
+def start(fn: Callable, *args: Any) -> Forked | None:
+    """A :class:`Forked` job, or None where the system gives no process (``fork`` failing for
+    lack of memory or a process limit): the caller then does the work itself."""
+    try:
+        return Forked(fn, *args)
+    except OSError:
+        return None
+
+
 def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child
     """The child's side: run the job with warnings recorded, send (kind, value, traceback, warnings)."""
     with warnings.catch_warnings(record=True) as caught:  # the inherited filters, recorded instead of shown

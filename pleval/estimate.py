@@ -43,7 +43,8 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from ._workers import Forked, available_memory, can_fork, default_workers
+from ._workers import available_memory, can_fork, default_workers
+from ._workers import start as start_worker
 from .checks import check
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, read_table, resolve_columns,
@@ -1091,7 +1092,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process)."""
     worker = None
     if _placebo_in_worker(df, opts, placebo_rounds):
-        worker = Forked(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds)
+        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds)
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
                               placebo_rounds, worker)

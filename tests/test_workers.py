@@ -235,3 +235,20 @@ def pd_frame_without_columns():
     import pandas as pd
 
     return pd.DataFrame({"x": [1.0]})
+
+
+def test_without_a_process_everything_runs_here(tmp_path, sample_ev, monkeypatch):
+    from pleval.report import save
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    monkeypatch.setattr(_workers, "can_fork", lambda: True)
+    monkeypatch.setattr(est_mod, "can_fork", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(str(SAMPLE), workers=2)
+    assert ev.placebo.equals(sample_ev.placebo) and ev.schools.equals(sample_ev.schools)
+    out = save(ev, tmp_path / "o", workers=2)
+    assert (out / "school_effects.xlsx").exists() and len(list((out / "plots").glob("*.png"))) >= 8

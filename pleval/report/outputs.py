@@ -205,10 +205,11 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
                  forked: bool = False) -> None:
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
     ``figs``: the figures, or functions building them. ``forked``: a forked process
-    (:class:`pleval._workers.Forked`) draws a share of the figures (:func:`_shares`) while this one
-    draws the rest, then writes the workbook while this one writes the CSVs and reports, which
-    need every figure; the files are those of one process, byte for byte."""
-    from .._workers import Forked
+    (:class:`pleval._workers.Forked`, where the system gives one) draws a share of the figures
+    (:func:`_shares`) while this one draws the rest, then writes the workbook while this one
+    writes the CSVs and reports, which need every figure; the files are those of one process,
+    byte for byte."""
+    from .._workers import start
 
     (tmp / "plots").mkdir(exist_ok=True)
     written: list[str] = []
@@ -222,17 +223,16 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         written.append(name)
 
     names = list(figs)
-    if forked:
-        mine, theirs = _shares(names)
-        job = Forked(_draw_job, figs, theirs, dpi, svg)
-        try:
-            drawn = _draw(figs, mine, dpi, svg)
+    mine, theirs = _shares(names) if forked else (names, [])
+    job = start(_draw_job, figs, theirs, dpi, svg) if theirs else None
+    try:
+        drawn = _draw(figs, mine if job is not None else names, dpi, svg)
+        if job is not None:
             drawn.update(job.result())
-        finally:
+    finally:
+        if job is not None:
             job.cancel()
-        book = Forked(_xlsx_job, ev, tmp / "school_effects.xlsx")
-    else:
-        drawn = _draw(figs, names, dpi, svg)
+    book = start(_xlsx_job, ev, tmp / "school_effects.xlsx") if forked else None
     images, plot_files = {}, {}
     for k in names:
         images[k], drawing = drawn.pop(k)
@@ -242,15 +242,15 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         plot_files[k] = f"plots/{k}.png"
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
-    if not forked:
+    if book is None:
         _write_school_xlsx(ev, tmp / "school_effects.xlsx")
     written.append("school_effects.xlsx")
     try:
         _write_reports(ev, tmp, put, names, images, plot_files, dpi)
-        if forked:
+        if book is not None:
             book.result()
     finally:
-        if forked:
+        if book is not None:
             book.cancel()
     _write_provenance(ev, tmp, put, written, src=src, out=out, command=command, svg=svg)
 
