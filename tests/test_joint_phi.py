@@ -157,6 +157,23 @@ def test_root_times_equals_the_pseudo_inverse_root(monkeypatch, r):
     assert np.abs(want[-1] @ u) < 1e-12  # the singular direction dropped
 
 
+def test_root_times_with_long_series(monkeypatch):
+    """With the threshold moved up to 0.999, cells of ρ up to 0.95 need hundreds of terms (more
+    than 255): the cells are ordered by their number of terms all the same, each series is
+    summed to its end, and the products equal each matrix's own eigen-decomposition."""
+    from pleval.heterogeneity import _joint_phi
+
+    monkeypatch.setattr(_joint_phi, "_SERIES", 0.999)
+    rng = np.random.default_rng(11)
+    rho = np.array([0.95, 0.2, 0.9, 0.5, 0.05, 0.0, 0.95])
+    D = rng.normal(size=(len(rho), 4, 4))
+    D = D + D.transpose(0, 2, 1)
+    D *= (rho / np.linalg.norm(D, axis=(1, 2)))[:, None, None]
+    v = rng.normal(size=(len(rho), 4))
+    want = np.array([_pinv_sqrt(np.eye(4) + Di) @ vi for Di, vi in zip(D, v)])
+    np.testing.assert_allclose(_joint_phi._root_times(D, v), want, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("tile", [1, 3, 32])
 def test_set_products_equal_a_product_per_row(monkeypatch, tile):
     """``x_i'P_{g_i}`` by tiles of the runs of one set's rows (runs of 1 to 40 rows, the same set
