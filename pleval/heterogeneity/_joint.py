@@ -75,7 +75,7 @@ from scipy import sparse
 
 from ..inference.robust import CR2_FORMS, cluster_order
 from ._batched import _pair_sums
-from ._joint_phi import df_sums, phi_identity_cells, working_matrices
+from ._joint_phi import df_sums, phi_identity_cells
 
 JOINT_VCOV_TYPES = ("CR2", "CR1", "CR0")
 
@@ -414,13 +414,10 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
             merged = _merge_copies(cell, units[rows], X, e, rows)
             if merged is not None:  # the copies' cells are unchanged
                 key, rep = merged
-                rows, wb, gb, cell = rows[rep], np.bincount(key, weights=wb), gb[rep], cell[rep]
-        Xb, eb = np.take(X, rows, axis=0), e[rows]  # the block's rows, gathered once
-        del rows
+                rows, wb, cell = rows[rep], np.bincount(key, weights=wb), cell[rep]
         cg = (cell_key // n_cl).astype(np.intp)
-        Nb, bb = working_matrices(Xb, wb, gb, g1 - g0, Sinv[g0:g1], target)
-        phi_b, sums_b = phi_identity_cells(Xb, wb, eb, cell, len(cell_key), cg, Nb, bb)
-        N[g0:g1] = Nb
+        phi_b, N[g0:g1], sums_b = phi_identity_cells(X, wb, e, rows, cell, len(cell_key), cg, Sinv[g0:g1], target)
+        del rows
         for total, part in zip(sums, sums_b):
             total[g0:g1] = part
         phi.append(phi_b)

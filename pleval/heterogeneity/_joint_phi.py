@@ -78,23 +78,23 @@ def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, S
     return N, b
 
 
-def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.ndarray, n_cells: int,
-                       cell_group: np.ndarray, N: np.ndarray, b: np.ndarray):
-    """``(phi, sums)``: each cell's adjusted score of the target coefficient
-    ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric) and, per set, the Satterthwaite
-    df's sums ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
-    :func:`df_sums`), from the cells' ``z_c`` and ``s_c`` taken in the order of their sets. ``cell``:
-    each row's cell 0..n_cells−1; ``cell_group``: each cell's set; ``N``, ``b``:
-    :func:`working_matrices`.
+def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.ndarray, cell: np.ndarray,
+                       n_cells: int, cell_group: np.ndarray, Sinv: np.ndarray, target: int):
+    """``(phi, N, sums)``: each cell's adjusted score of the target coefficient
+    ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric), each set's ``N_s``
+    (:func:`working_matrices`) and, per set, the Satterthwaite df's sums
+    ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
+    :func:`df_sums`), from the cells' ``z_c`` and ``s_c`` taken in the order of their sets. The
+    rows are ``X[rows]``, ``e[rows]`` with weights ``w`` (one per row of ``rows``); ``cell``: each
+    row's cell 0..n_cells−1; ``cell_group``: each cell's set; ``Sinv``: the sets' breads.
 
-    The cells go by size class, within a class by set: each row's ``x_i'P_s`` (``P_s`` of
-    :func:`_row_matrices`) is then one product per tile of rows of one set
+    The rows are gathered once, by size class, within a class by set and cell: each row's
+    ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per tile of rows of one set
     (:func:`_set_products`), not one per cell with a gathered matrix."""
-    n, p = X.shape
+    n, p = len(rows), X.shape[1]
     q = 2 * p
-    G = len(N)
+    G = len(Sinv)
     phi = np.empty(n_cells)
-    P = _row_matrices(N, b)
     size = np.bincount(cell, minlength=n_cells)
     cls = np.minimum(size, q)  # cells of fewer rows than 2p by their size, the others together
     by_set = np.argsort(cell_group, kind="stable")  # cells by set
@@ -105,7 +105,11 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.nda
     order = np.arange(n) if order is None else order
     order = order[np.argsort(cls[cell[order]].astype(np.uint16), kind="stable")]  # ... then by class
     cells_all = by_set[np.argsort(cls[by_set].astype(np.uint16), kind="stable")]  # by class, then set: as the rows
-    X, w, e = np.take(X, order, axis=0), w[order], e[order]  # one gather: each class's rows a slice
+    src = rows[order]
+    X, w, e = np.take(X, src, axis=0), w[order], e[src]  # one gather: each class's rows a slice
+    del src
+    N, b = working_matrices(X, w, cell_group[cell[order]], G, Sinv, target)
+    P = _row_matrices(N, b)
     z, s = np.empty((n_cells, q)), np.empty(n_cells)  # in the order of ``cells_all``
     row0 = cell0 = 0
     for r, k in zip(*np.unique(cls, return_counts=True)):  # at most 2p sizes, not cells
@@ -121,8 +125,7 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, cell: np.nda
         else:
             local = np.repeat(np.arange(k), size[cells])
             _large(X[rows], w[rows], e[rows], local, cells, g, N, b, phi, z[at], s[at])
-    by = np.argsort(cell_group[cells_all], kind="stable")  # the cells by set, for the df's sums
-    return phi, df_sums(np.take(z, by, axis=0), s[by], cell_group[cells_all[by]], G)
+    return phi, N, df_sums(z, s, cell_group[cells_all], G)
 
 
 def df_sums(z: np.ndarray, s: np.ndarray, cell_group: np.ndarray, G: int):
