@@ -84,9 +84,9 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric), each set's ``N_s``
     (:func:`working_matrices`) and, per set, the Satterthwaite df's sums
     ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
-    :func:`df_sums`), from the cells' ``z_c`` and ``s_c`` taken in the order of their sets. The
-    rows are ``X[rows]``, ``e[rows]`` with weights ``w`` (one per row of ``rows``); ``cell``: each
-    row's cell 0..n_cells−1; ``cell_group``: each cell's set; ``Sinv``: the sets' breads.
+    :func:`df_sums`) from the cells' ``z_c`` and ``s_c``. The rows are ``X[rows]``, ``e[rows]``
+    with weights ``w`` (one per row of ``rows``); ``cell``: each row's cell 0..n_cells−1;
+    ``cell_group``: each cell's set; ``Sinv``: the sets' breads.
 
     The rows are gathered once, by size class, within a class by set and cell: each row's
     ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per tile of rows of one set
@@ -114,17 +114,17 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     row0 = cell0 = 0
     for r, k in zip(*np.unique(cls, return_counts=True)):  # at most 2p sizes, not cells
         cells = cells_all[cell0 : cell0 + k]
-        rows = slice(row0, row0 + int(size[cells].sum()))
+        span = slice(row0, row0 + int(size[cells].sum()))  # the class's rows
         at = slice(cell0, cell0 + k)
-        row0, cell0 = rows.stop, at.stop
+        row0, cell0 = span.stop, at.stop
         g = cell_group[cells]
         if r == 1:
-            _single(X[rows], w[rows], e[rows], cells, g, P, phi, z[at], s[at])
+            _single(X[span], w[span], e[span], cells, g, P, phi, z[at], s[at])
         elif r < q:
-            _small(X[rows], w[rows], e[rows], r, cells, g, P, phi, z[at], s[at])
+            _small(X[span], w[span], e[span], r, cells, g, P, phi, z[at], s[at])
         else:
             local = np.repeat(np.arange(k), size[cells])
-            _large(X[rows], w[rows], e[rows], local, cells, g, N, b, phi, z[at], s[at])
+            _large(X[span], w[span], e[span], local, cells, g, N, b, phi, z[at], s[at])
     return phi, N, df_sums(z, s, cell_group[cells_all], G)
 
 
