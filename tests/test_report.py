@@ -429,29 +429,48 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
     assert once == again
 
 
-def test_pdf_table_font_size_is_the_largest_that_fits_and_too_wide_tables_are_measured_once(monkeypatch):
-    """A table takes the largest of the font sizes at which it fits (as trying each in turn);
-    one that does not fit at the smallest size is measured at that size only (what a table
-    needs only grows with the size), and its columns share the page."""
+def _cell_text(cell) -> str:
+    """The text of a cell of a table laid out by ``to_pdf._table`` (a string of lines or a
+    Paragraph), its words one space apart."""
+    text = cell if isinstance(cell, str) else re.sub(r"<[^>]*>", "", cell.text)
+    return " ".join(text.split())
+
+
+def test_pdf_table_font_size_is_the_largest_that_fits_and_too_wide_tables_are_split():
+    """A table takes the largest of the font sizes at which it fits (as trying each in turn). One
+    that does not fit at the smallest size with every word whole is printed in parts: every
+    column once, after the first (the key), which leads every part, all parts at the largest
+    size at which each fits, the table's note under the last."""
     from pleval.report import to_pdf
 
     font, st = to_pdf._fonts(), to_pdf._styles(to_pdf._fonts())
-    calls = []
     widths = to_pdf._widths
-    monkeypatch.setattr(to_pdf, "_widths", lambda *a: calls.append(a[5]) or widths(*a))
     for ncol, words in ((3, 2), (11, 2), (14, 3), (40, 1)):
         frame = pd.DataFrame({f"column {j} " + "header " * words: [f"+0.{i}{j} to +0.{j}{i} " + "word " * words
                                                                      for i in range(5)] for j in range(ncol)})
-        table = blocks.Table(frame, title="T")
-        calls.clear()
-        cell = to_pdf._table(table, font, st)[1]._cellStyles[1][0]
+        table = blocks.Table(frame, title="T", note="the note")
+        laid = to_pdf._table(table, font, st)
+        grids = [f for f in laid if isinstance(f, to_pdf.RLTable)]
+        notes = [f.text for f in laid if isinstance(f, to_pdf.Paragraph) and f.style.name == "note"]
+        heads = [[_cell_text(c) for c in g._cellvalues[0]] for g in grids]
         fits = [z for z in to_pdf.TABLE_FONT_SIZES
                 if widths(table.rows(), table.columns, table.right_aligned(), [False] * 5, font, z) is not None]
-        assert cell.fontsize == (fits[0] if fits else to_pdf.TABLE_FONT_SIZES[-1])
-        assert calls == ([to_pdf.TABLE_FONT_SIZES[-1]] + list(to_pdf.TABLE_FONT_SIZES[: to_pdf.TABLE_FONT_SIZES.index(fits[0]) + 1])
-                         if fits else [to_pdf.TABLE_FONT_SIZES[-1]])
-        if not fits:
-            assert to_pdf._table(table, font, st)[1]._colWidths == [to_pdf.WIDTH / ncol] * ncol
+        if fits:
+            assert len(grids) == 1 and grids[0]._cellStyles[1][0].fontsize == fits[0] and notes == ["the note"]
+            continue
+        assert len(grids) > 1 and notes[-1] == "the note" and all("part" in n for n in notes[:-1])
+        columns = [" ".join(c.split()) for c in table.columns]
+        assert all(h[0] == columns[0] for h in heads)  # the key leads every part...
+        assert [c for h in heads for c in h[1:]] == columns[1:]  # ...and every other column is in one part
+        size = grids[0]._cellStyles[1][0].fontsize
+        assert all(g._cellStyles[1][0].fontsize == size for g in grids)
+        parts = [[columns.index(c) for c in h] for h in heads]
+        right = table.right_aligned()
+        sub = [([table.columns[j] for j in p], [[r[j] for j in p] for r in table.rows()], [right[j] for j in p])
+               for p in parts]
+        assert all(widths(r, h, n, [False] * 5, font, size) is not None for h, r, n in sub)  # each part fits...
+        assert all(any(widths(r, h, n, [False] * 5, font, z) is None for h, r, n in sub)
+                   for z in to_pdf.TABLE_FONT_SIZES if z > size)  # ...and not all at a larger size
 
 
 def test_html_reads_each_tables_columns_once(ev, monkeypatch):
@@ -805,3 +824,68 @@ def test_pdf_cell_lines_are_the_lines_of_reportlabs_paragraph():
             assert not narrowed and not spaced and got == [" ".join(words) for _, words in want], (text, width)
             seen["cut" if para._splitLongWordCount else "wrapped"] += len(got) > 1
     assert min(seen.values()) > 0, seen  # each case met
+
+
+@pytest.fixture(scope="module")
+def sample_ev():
+    """The matched sample evaluation (sample_data/pl_matched_students.csv: 32 PL schools per
+    subject, placebo schools, 17-column school tables)."""
+    from pathlib import Path
+
+    from pleval.data import read_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        return pleval.estimate(read_table(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"))
+
+
+def _laid_lines(cell, width: float) -> list[str]:
+    """The lines a laid-out table cell is drawn in at ``width`` (a string's lines, or the lines
+    reportlab breaks a Paragraph into)."""
+    from pleval.report import to_pdf
+
+    if isinstance(cell, str):
+        return cell.split("\n")
+    cell.wrap(width - 2 * to_pdf._PAD, 1e6)
+    bl = cell.blPara
+    if bl.kind == 0:
+        return [" ".join(words) for _, words in bl.lines]
+    return ["".join(f.text for f in line.words) for line in bl.lines]
+
+
+def test_pdf_tables_of_the_sample_evaluation_cut_no_word(sample_ev):
+    """Every table of the sample evaluation's report.pdf keeps each word, school id, number and
+    header whole: every cell's lines are its words, none cut; every column is printed (a
+    school table, too wide for the page, in parts, each led by the school); and in the PDF's
+    text (pypdf) every school id is a whole word, and every bold word at table size is a word
+    of a table's header or bold row (no fragment such as "adjuste" or "SCH008")."""
+    from pleval.report import to_pdf
+
+    font, st = to_pdf._fonts(), to_pdf._styles(to_pdf._fonts())
+    built = sections.build(sample_ev)
+    tables = [b for s in built for b in s.blocks if b.kind == "table"]
+    split = 0
+    for t in tables:
+        grids = [f for f in to_pdf._table(t, font, st) if isinstance(f, to_pdf.RLTable)]
+        heads = [[_cell_text(c) for c in g._cellvalues[0]] for g in grids]
+        columns = [" ".join(c.split()) for c in t.columns]
+        assert all(h[0] == columns[0] for h in heads) and [c for h in heads for c in h[1:]] == columns[1:], t.title
+        split += len(grids) > 1
+        for g in grids:
+            for row in g._cellvalues:
+                for cell, width in zip(row, g._colWidths):
+                    lines = _laid_lines(cell, width)
+                    assert [w for line in lines for w in line.split()] == _cell_text(cell).split(), (t.title, lines)
+    school_tables = [t for t in tables if t.title.startswith("School table")]
+    assert len(school_tables) == 2 and split >= 2 and all(len(t.columns) >= 17 for t in school_tables)
+
+    texts = _pdf_texts(to_pdf.render_pdf(sample_ev, {}, dpi=200, sections=built))
+    words = {w for *_, text, _, _ in texts for w in text.split()}
+    ids = set(sample_ev.schools["school"].astype(str))
+    assert len(ids) >= 32 and ids <= words
+    allowed = {w for t in tables for c in t.columns for w in c.split()}
+    allowed |= {w for t in tables for i, r in enumerate(t.rows()) if t.is_bold(i) for v in r for w in v.split()}
+    bold = {w for *_, text, is_bold, size in texts if is_bold and size <= to_pdf.TABLE_FONT_SIZES[0]
+            for w in text.split()}
+    assert {w for t in school_tables for c in t.columns for w in c.split()} <= bold
+    assert bold <= allowed, bold - allowed

@@ -43,7 +43,10 @@ class Table:
     ``frame`` holds the cells (its column names are the header); ``bold`` marks rows to print in
     bold (e.g. primary estimates, explained in ``note``); cells of ``verdict_columns`` are coloured
     by :func:`verdict_class`; ``note`` is printed under the table and should explain every
-    column that is not self-explanatory.
+    column that is not self-explanatory. ``groups``: (name, label of its first column) of each
+    group of columns after the first, in order: where a table too wide for the printed page is
+    split into parts (the first column, the rows' key, repeated in each) and what each part
+    holds; without groups a split may fall between any two columns.
     """
 
     frame: pd.DataFrame
@@ -51,6 +54,7 @@ class Table:
     note: str = ""
     bold: tuple[bool, ...] = ()
     verdict_columns: tuple[str, ...] = ()
+    groups: tuple[tuple[str, str], ...] = ()
     kind: str = field(default="table", init=False)
 
     @property

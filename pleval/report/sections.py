@@ -500,17 +500,24 @@ class TableContext:
     alpha: float = 0.05
 
 
+OWN_ESTIMATE, OTHER_ESTIMATES = "the school's own estimate", "placebo-calibrated and shrunken estimates"
+"""The school table's two groups of columns (a table too wide for the page is printed in parts
+along them, each keyed by the school)."""
+
+
 @dataclass(frozen=True)
 class SchoolColumn:
     """One column of the school table: its ``label`` (``{lvl}`` and ``{alpha}`` are filled in),
     the school-frame columns it ``needs``, ``cell(frame, context) -> Series`` of formatted
-    strings, and ``note``, the sentence under the table that explains it (empty when the label
-    says it all)."""
+    strings, ``note``, the sentence under the table that explains it (empty when the label
+    says it all), and the ``group`` of columns it belongs to (:data:`OWN_ESTIMATE` or
+    :data:`OTHER_ESTIMATES`)."""
 
     label: str
     needs: tuple[str, ...]
     cell: Callable[[pd.DataFrame, TableContext], pd.Series]
     note: str = ""
+    group: str = OWN_ESTIMATE
 
 
 def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
@@ -556,32 +563,33 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
     SchoolColumn("p", ("pvalue",), lambda f, c: f["pvalue"].map(fmt_p)),
     SchoolColumn("adjusted p", ("p_adjusted",), lambda f, c: f["p_adjusted"].map(fmt_p),
                  "adjusted p: adjusted for testing every school at once ({adjustment})."),
-    SchoolColumn("calibrated {lvl} CI", ("ci_low_calibrated", "ci_high_calibrated"),
-                 _range("ci_low_calibrated", "ci_high_calibrated", 3),
-                 "calibrated: allowing for the spread of placebo schools, i.e. for the school's own difference "
-                 "from its comparisons that student-level standard errors do not cover."),
-    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p)),
     SchoolColumn("significant (α = {alpha:g})", ("effect_size", "pvalue"), _significance,
                  "significant: which tests put the school's effect above or below zero at α = {alpha:g}: raw p, "
                  "adjusted p, and (when placebo schools were analysed) the placebo-calibrated p adjusted for "
                  "multiplicity; \"no\" when none does."),
     SchoolColumn("MDES (SD)", ("mdes_sd",), _num("mdes_sd", 3, False),
                  "MDES: the smallest true effect the school's own test would detect with 80% power at α = {alpha:g}."),
+    SchoolColumn("calibrated {lvl} CI", ("ci_low_calibrated", "ci_high_calibrated"),
+                 _range("ci_low_calibrated", "ci_high_calibrated", 3),
+                 "calibrated: allowing for the spread of placebo schools, i.e. for the school's own difference "
+                 "from its comparisons that student-level standard errors do not cover.", OTHER_ESTIMATES),
+    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p), group=OTHER_ESTIMATES),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
                  "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
                  "noise (with placebo schools, the between-school variance is at least their spread). Its interval: "
                  "with placebo schools, the equal-tailed quantiles of the school's posterior with the uncertainty in τ "
-                 "integrated out; without them, the estimate ± z × posterior SD, which allows for it (Prasad–Rao)."),
+                 "integrated out; without them, the estimate ± z × posterior SD, which allows for it (Prasad–Rao).",
+                 OTHER_ESTIMATES),
     SchoolColumn("shrunken {lvl} interval", ("shrunk_es_ci_low", "shrunk_es_ci_high"),
-                 _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3)),
-    SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1)),
+                 _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3), group=OTHER_ESTIMATES),
+    SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1), group=OTHER_ESTIMATES),
     SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
                  "P(effect < 0): risk of harm — the posterior probability that the school's effect (program plus its "
-                 "circumstances) is below zero."),
+                 "circumstances) is below zero.", OTHER_ESTIMATES),
     SchoolColumn("P(program effect < 0)", ("prob_negative_program",), _num("prob_negative_program", 2, False),
                  "P(program effect < 0): the same for the program's own effect, the school's circumstances counted "
-                 "as noise (placebo schools)."),
-    SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str)),
+                 "as noise (placebo schools).", OTHER_ESTIMATES),
+    SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str), group=OTHER_ESTIMATES),
 )
 """The printable columns of the school table, in order, each labelled and explained once."""
 
@@ -601,6 +609,18 @@ def school_table(schools: pd.DataFrame, context: TableContext = TableContext()) 
     return pd.DataFrame({k: v for k, v in cols.items() if (v != "").any()}).reset_index(drop=True)
 
 
+def school_column_groups(table: pd.DataFrame, context: TableContext = TableContext()) -> tuple[tuple[str, str], ...]:
+    """The groups of the columns of ``table`` (a :func:`school_table`): (name, label of its
+    first column) of each group present, in order (:attr:`Table.groups`)."""
+    lvl = f"{context.level:.0%}"
+    group = {c.label.format(lvl=lvl, alpha=context.alpha): c.group for c in SCHOOL_COLUMNS}
+    out: list[tuple[str, str]] = []
+    for label in table.columns[1:]:  # the first, the school, keys every part
+        if not out or out[-1][0] != group[label]:
+            out.append((group[label], label))
+    return tuple(out)
+
+
 def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: str) -> str:
     """The explanations of the columns :func:`school_table` prints for ``schools``."""
     return " ".join(c.note.format(alpha=context.alpha, adjustment=adjustment) for c in _present(schools) if c.note)
@@ -610,8 +630,13 @@ def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The forest plots and the school tables."""
     ctx = TableContext(float(ev.options.get("level", 0.95)), float(ev.options.get("alpha", 0.05)))
     adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
-    tables = [Table(school_table(f, ctx), title=title(s, "School table"), note=school_table_note(f, ctx, adjustment))
-              for s in ev.subjects if len(f := subject_rows(ev.schools, s))]
+
+    def table(f: pd.DataFrame, subject: str) -> Table:
+        t = school_table(f, ctx)
+        return Table(t, title=title(subject, "School table"), note=school_table_note(f, ctx, adjustment),
+                     groups=school_column_groups(t, ctx))
+
+    tables = [table(f, s) for s in ev.subjects if len(f := subject_rows(ev.schools, s))]
     if not tables:
         return Section("schools", "Schools", (Paragraph("No school-by-school effects for this design."),))
     text = (
@@ -745,5 +770,5 @@ def subtitle(ev: "Evaluation") -> str:
             + f" · pleval {prov.get('pleval_version', '')} · {prov.get('created_utc', '')}")
 
 
-__all__ = ["SECTIONS", "build", "school_table", "SCHOOL_COLUMNS", "SchoolColumn", "TableContext", "SIGNIFICANCE_TESTS", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
+__all__ = ["SECTIONS", "build", "school_table", "school_column_groups", "SCHOOL_COLUMNS", "SchoolColumn", "TableContext", "SIGNIFICANCE_TESTS", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
            "CAVEAT_MATCHED", "CAVEAT_SCHOOL", "CAVEAT_MULTIPLICITY", "CAVEAT_RCT"]

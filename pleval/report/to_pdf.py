@@ -116,14 +116,11 @@ class _Measured(dict):
         return width
 
 
-def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold: list[bool], font: str,
-            size: float, measured: _Measured | None = None) -> list[float] | None:
-    """Column widths that fit :data:`WIDTH`: each column gets what its longest cell needs
-    when everything fits; otherwise numbers stay on one line, text columns and headers keep at
-    least their longest word, and the rest of the page is shared in proportion to what each
-    column still wants. ``None`` if that does not fit at this font size. ``measured``: string
-    widths already measured (:class:`_Measured`)."""
-    measured = _Measured() if measured is None else measured
+def _needs(rows: list[list[str]], header: list[str], numeric: list[bool], bold: list[bool], font: str,
+           size: float, measured: _Measured) -> tuple[list[float], list[float]]:
+    """(natural, least) width of each column at ``size``, padding included: what its longest
+    cell needs on one line, and the least it takes without cutting a word: its longest word
+    (the header, bold, and text cells) or its widest cell (numbers never wrap)."""
 
     def w(s: str, bold: bool = False) -> float:
         return measured[s, f"{font}-Bold" if bold else font, size]
@@ -135,12 +132,51 @@ def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold:
     natural = [max(w(c[0], True), *(w(v, b) for v, b in zip(c[1:], bold))) + 2 * _PAD for c in cols]
     least = [max(longest_word(c[0], True), *((w(v, b) if num else longest_word(v, b)) for v, b in zip(c[1:], bold)))
              + 2 * _PAD for c, num in zip(cols, numeric)]
+    return natural, least
+
+
+def _widths(rows: list[list[str]], header: list[str], numeric: list[bool], bold: list[bool], font: str,
+            size: float, measured: _Measured | None = None) -> list[float] | None:
+    """Column widths that fit :data:`WIDTH`: each column gets what its longest cell needs
+    when everything fits; otherwise numbers stay on one line, text columns and headers keep at
+    least their longest word, and the rest of the page is shared in proportion to what each
+    column still wants. ``None`` if that does not fit at this font size. ``measured``: string
+    widths already measured (:class:`_Measured`)."""
+    natural, least = _needs(rows, header, numeric, bold, font, size, _Measured() if measured is None else measured)
     if sum(natural) <= WIDTH:
         return natural
     if sum(least) > WIDTH:
         return None
     spare, want = WIDTH - sum(least), [n - m for n, m in zip(natural, least)]
     return [m + spare * x / sum(want) for m, x in zip(least, want)]
+
+
+def _split(least: list[float], starts: list[bool]) -> list[list[int]] | None:
+    """The columns of a table too wide for the page (``least``: each column's least width,
+    :func:`_needs`) in parts that fit, each the first column (the rows' key) followed by a run
+    of the others, in order: as many whole groups of columns (``starts[j]``: column ``j``
+    begins a group) as fit beside the key, then a new part; a group too wide for a part of
+    its own is split between its columns. None when the key and a single column do not fit
+    side by side (a word wider than the page)."""
+    room = WIDTH - least[0] - 1e-6  # a hair below the page: sums in another order differ in the last bit
+    groups: list[list[int]] = []
+    for j in range(1, len(least)):
+        if starts[j] or not groups:
+            groups.append([])
+        groups[-1].append(j)
+    units = [u for g in groups for u in ([g] if sum(least[j] for j in g) <= room else [[j] for j in g])]
+    if any(sum(least[j] for j in u) > room for u in units):
+        return None
+    parts: list[list[int]] = [[]]
+    used = 0.0
+    for u in units:
+        w = sum(least[j] for j in u)
+        if parts[-1] and used + w > room:
+            parts.append([])
+            used = 0.0
+        parts[-1] += u
+        used += w
+    return [[0, *p] for p in parts]
 
 
 def _lines(text: str, font: str, size: float, width: float, shrink: float, measured: _Measured) -> list[str] | None:
@@ -223,19 +259,66 @@ class _CellParagraph(Paragraph):
 
 
 def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
+    """``t`` laid out at the largest of :data:`TABLE_FONT_SIZES` at which it fits the page
+    width with no word cut (:func:`_widths`). A table that does not fit even at the smallest
+    size is printed in parts of the same rows (:func:`_split`, along ``t.groups``), each led
+    by the first column and titled with what it holds, all at the largest size at which every
+    part fits; the table's note follows the last part."""
     header, rows, right = t.columns, t.rows(), t.right_aligned()
     measured, bold = _Measured(), [t.is_bold(i) for i in range(len(rows))]
-    size = TABLE_FONT_SIZES[-1]
+    small = TABLE_FONT_SIZES[-1]
     # What a table needs only grows with the font size: if it does not fit at the smallest, it
-    # fits at none (the school tables of many columns), and the larger sizes are not measured.
-    widths = _widths(rows, header, right, bold, font, size, measured)
-    if widths is not None:
-        for size in TABLE_FONT_SIZES:
-            widths = _widths(rows, header, right, bold, font, size, measured)
-            if widths is not None:
-                break
-    else:  # even single words do not fit: share the width equally and let words break
-        widths = [WIDTH / len(header)] * len(header)
+    # fits at none, and it is split by the widths at that size.
+    least = _needs(rows, header, right, bold, font, small, measured)[1]
+    parts = [list(range(len(header)))]
+    if sum(least) > WIDTH:
+        firsts = {label for _, label in t.groups}
+        parts = _split(least, [not t.groups or h in firsts for h in header]) or parts
+    columns = [([header[j] for j in p], [[r[j] for j in p] for r in rows], [right[j] for j in p]) for p in parts]
+    for size in TABLE_FONT_SIZES:
+        widths = [_widths(r, h, n, bold, font, size, measured) for h, r, n in columns]
+        if all(w is not None for w in widths):
+            break
+    else:  # a word wider than the page: the columns share the width equally and words break
+        widths = [[WIDTH / len(p)] * len(p) for p in parts]
+    if len(parts) == 1:
+        return _titled(t.title, _grid(t, columns[0], widths[0], size, font, measured), t.note, st)
+    names = [_part_name(t, p) for p in parts]
+    out: list = []
+    for i, (c, w) in enumerate(zip(columns, widths)):
+        title = f"part {i + 1} of {len(parts)}: {names[i]}"
+        note = t.note if i + 1 == len(parts) else (
+            f"Continued below: part {i + 2} of {len(parts)} ({names[i + 1]}), the same rows in the same order, "
+            f"each led by its {header[0]}" + (", then the notes on every column." if t.note else "."))
+        out += _titled(f"{t.title} ({title})" if t.title else title[0].upper() + title[1:], _grid(t, c, w, size, font, measured),
+                       note, st)
+    return out
+
+
+def _part_name(t: Table, part: list[int]) -> str:
+    """What one part of a split table holds: the names of its groups of columns (``t.groups``),
+    or the labels of its first and last columns after the key."""
+    header = t.columns
+    if not t.groups:
+        return header[part[1]] if len(part) == 2 else f"columns {header[part[1]]} to {header[part[-1]]}"
+    starts = {header.index(label): name for name, label in t.groups if label in header}
+    group = [starts[max(k for k in starts if k <= j)] if any(k <= j for k in starts) else "" for j in part[1:]]
+    return ", ".join(dict.fromkeys(g for g in group if g)) or header[part[1]]
+
+
+def _titled(title: str, table: Flowable, note: str, st: dict[str, ParagraphStyle]) -> list:
+    out: list = [_p(title, st["h2"])] if title else []
+    out += [table, Spacer(1, 3)]
+    if note:
+        out.append(_p(note, st["note"]))
+    return out + [Spacer(1, 6)]
+
+
+def _grid(t: Table, columns: tuple[list[str], list[list[str]], list[bool]], widths: list[float], size: float,
+          font: str, measured: _Measured) -> RLTable:
+    """The reportlab table of some of the columns of ``t`` (``columns``: their header, rows and
+    which align right) at ``widths`` and font ``size``."""
+    header, rows, right = columns
     cell = [ParagraphStyle(f"c{j}", fontName=font, fontSize=size, leading=size * 1.25, textColor=INK,
                            alignment=TA_RIGHT if r else TA_LEFT) for j, r in enumerate(right)]
     verdict_cols = {j for j, c in enumerate(header) if c in t.verdict_columns}
@@ -272,11 +355,7 @@ def _table(t: Table, font: str, st: dict[str, ParagraphStyle]) -> list:
         *[("FONTNAME", (0, i), (-1, i), fonts[1]) for i in bold_rows],
         *coloured,
     ]))
-    out: list = [_p(t.title, st["h2"])] if t.title else []
-    out += [table, Spacer(1, 3)]
-    if t.note:
-        out.append(_p(t.note, st["note"]))
-    return out + [Spacer(1, 6)]
+    return table
 
 
 # --------------------------------------------------------------------------------------
