@@ -9,6 +9,7 @@ import re
 from markupsafe import escape as html_escape
 import tomllib
 import warnings
+from xml.sax.saxutils import unescape
 
 import pandas as pd
 import pytest
@@ -432,7 +433,7 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
 def _cell_text(cell) -> str:
     """The text of a cell of a table laid out by ``to_pdf._table`` (a string of lines or a
     Paragraph), its words one space apart."""
-    text = cell if isinstance(cell, str) else re.sub(r"<[^>]*>", "", cell.text)
+    text = cell if isinstance(cell, str) else unescape(re.sub(r"<[^>]*>", "", cell.text))
     return " ".join(text.split())
 
 
@@ -853,14 +854,17 @@ def _laid_lines(cell, width: float) -> list[str]:
     return ["".join(f.text for f in line.words) for line in bl.lines]
 
 
-def test_pdf_tables_of_the_sample_evaluation_cut_no_word(sample_ev):
-    """Every table of the sample evaluation's report.pdf keeps each word, school id, number and
-    header whole: every cell's lines are its words, none cut; every column is printed (a
-    school table, too wide for the page, in parts, each led by the school); and in the PDF's
-    text (pypdf) every school id is a whole word, and every bold word at table size is a word
-    of a table's header or bold row (no fragment such as "adjuste" or "SCH008")."""
+@pytest.mark.parametrize("which", ["sample_ev", "ev"])
+def test_pdf_tables_cut_no_word(which, request):
+    """Every table of report.pdf (the matched sample evaluation's; the cluster RCT's) keeps each
+    word, school id, number and header whole: every cell's lines are its words, none cut;
+    every column is printed (a school table, too wide for the page, in parts, each led by the
+    school). In the sample's PDF text (pypdf) every school id is a whole word, and every bold
+    word at table size is a word of a table's header or bold row (no fragment such as
+    "adjuste" or "SCH008")."""
     from pleval.report import to_pdf
 
+    sample_ev = request.getfixturevalue(which)
     font, st = to_pdf._fonts(), to_pdf._styles(to_pdf._fonts())
     built = sections.build(sample_ev)
     tables = [b for s in built for b in s.blocks if b.kind == "table"]
@@ -877,6 +881,9 @@ def test_pdf_tables_of_the_sample_evaluation_cut_no_word(sample_ev):
                     lines = _laid_lines(cell, width)
                     assert [w for line in lines for w in line.split()] == _cell_text(cell).split(), (t.title, lines)
     school_tables = [t for t in tables if t.title.startswith("School table")]
+    assert len(school_tables) == 2 and split >= 1
+    if which != "sample_ev":
+        return
     assert len(school_tables) == 2 and split >= 2 and all(len(t.columns) >= 17 for t in school_tables)
 
     texts = _pdf_texts(to_pdf.render_pdf(sample_ev, {}, dpi=200, sections=built))
@@ -889,3 +896,25 @@ def test_pdf_tables_of_the_sample_evaluation_cut_no_word(sample_ev):
             for w in text.split()}
     assert {w for t in school_tables for c in t.columns for w in c.split()} <= bold
     assert bold <= allowed, bold - allowed
+
+
+def test_pdf_split_packs_whole_groups_beside_the_key():
+    """to_pdf._split: each part is the key (column 0) and a run of the other columns, every one
+    once and in order; whole groups are packed while they fit beside the key, a group too wide
+    for a part of its own is split between its columns, each part fits the page; None when the
+    key and a single column cannot share the page."""
+    from pleval.report import to_pdf
+
+    W = to_pdf.WIDTH
+    key = 0.1 * W
+    least = [key, 0.3 * W, 0.3 * W, 0.2 * W, 0.2 * W, 0.1 * W]
+    starts = [False, True, False, True, False, False]  # groups: 1-2 (0.6 W), 3-5 (0.5 W)
+    assert to_pdf._split(least, starts) == [[0, 1, 2], [0, 3, 4, 5]]  # 0.6 + 0.2 would fit, but not the whole group
+    assert to_pdf._split(least, [True] * 6) == [[0, 1, 2, 3], [0, 4, 5]]  # any column may start a part
+    wide = [key, 0.5 * W, 0.5 * W, 0.3 * W, 0.1 * W]
+    assert to_pdf._split(wide, [False, True, False, False, True]) == [[0, 1], [0, 2, 3], [0, 4]]  # group 1-3 split
+    for least, starts in ((least, starts), (wide, [True] * 5), ([key] + [0.05 * W] * 40, [True] * 41)):
+        parts = to_pdf._split(least, starts)
+        assert all(p[0] == 0 for p in parts) and [j for p in parts for j in p[1:]] == list(range(1, len(least)))
+        assert all(sum(least[j] for j in p) <= W for p in parts)
+    assert to_pdf._split([key, 0.95 * W], [False, True]) is None

@@ -2,8 +2,10 @@
 with reportlab (pure Python), from the same blocks as ``report.html``.
 
 Print layout: US Letter, every numbered section starts on a new page and is a bookmark of the
-PDF; tables fit the page width (columns take the width their content needs, long cells wrap,
-the font steps down for very wide tables, the header row repeats on every page); figures are
+PDF; tables fit the page width (columns take the width their content needs, long cells wrap
+between words, the font steps down for very wide tables, the header row repeats on every
+page; a table too wide even so is printed in parts of the same rows, each led by its first
+column, rather than cut inside words); figures are
 the report's PNGs, drawn at their print resolution or finer (a figure is scaled down to the
 page width, never up; one taller than a page continues on the next, cut between labels). Text
 uses matplotlib's DejaVu fonts, which cover the Greek letters and symbols of the report (τ, Φ,
