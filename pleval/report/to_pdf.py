@@ -309,6 +309,7 @@ def _part_name(t: Table, part: list[int]) -> str:
 
 
 def _titled(title: str, table: Flowable, note: str, st: dict[str, ParagraphStyle]) -> list:
+    """A laid-out table under its ``title`` (if any) and over its ``note`` (if any)."""
     out: list = [_p(title, st["h2"])] if title else []
     out += [table, Spacer(1, 3)]
     if note:
