@@ -479,6 +479,7 @@ class SchoolSample:
         self.rows, self.school, self.labels = rows, school, labels
         self.weight, self.weight2, self.copies = weight, weight2, copies
         self.columns = pd.Index([*self.cols, "_pl_school", "_weight", "_weight2", "_copies"])
+        self.dtypes: dict = {}  # the categorical columns' dtypes, formed when first read
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -496,16 +497,21 @@ class SchoolSample:
             raise KeyError(c)
         rows = self.rows[pos]
         if c in self.categorical:
-            if c not in self.factorized:  # once per column (the long frame's categories)
-                self.factorized[c] = pd.factorize(self.data[c])
-            return pd.Series(_categorical(self.data[c], rows, self.factorized[c]), name=c, copy=False)
+            if c not in self.dtypes:  # once per column: the long frame's categories (a hash of every id)
+                if c not in self.factorized:
+                    self.factorized[c] = pd.factorize(self.data[c])
+                self.dtypes[c] = pd.CategoricalDtype(pd.Index(self.factorized[c][1]))
+            codes = self.factorized[c][0][rows]
+            return pd.Series(pd.Categorical.from_codes(codes, dtype=self.dtypes[c], validate=False), name=c, copy=False)
         s = self.data[c]
         return pd.Series(s.to_numpy()[rows], name=c, copy=False) if isinstance(s.dtype, np.dtype) else s.iloc[rows]
 
     def subset(self, keep: np.ndarray) -> SchoolSample:
         """The pairs where ``keep`` (a boolean mask) is True."""
-        return SchoolSample(self.data, self.cols, self.categorical, self.factorized, self.rows[keep], self.school[keep],
-                            self.labels, self.weight[keep], self.weight2[keep], self.copies[keep])
+        out = SchoolSample(self.data, self.cols, self.categorical, self.factorized, self.rows[keep], self.school[keep],
+                           self.labels, self.weight[keep], self.weight2[keep], self.copies[keep])
+        out.dtypes = self.dtypes
+        return out
 
     def frame(self, pos=None) -> pd.DataFrame:
         """The pairs ``pos`` (default all) as a DataFrame (index: their rows' labels in ``data``)."""
