@@ -6,6 +6,8 @@ categorical covariates and several subjects."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +36,7 @@ def _sample(seed: int) -> pd.DataFrame:
 
 
 def _fit(d, monkeypatch, block_rows, **kw):
-    module = __import__("pleval.heterogeneity.school_effects", fromlist=["_BLOCK_ROWS"])
+    module = importlib.import_module("pleval.heterogeneity.school_effects")
     monkeypatch.setattr(module, "_BLOCK_ROWS", block_rows)
     return school_effects(d, covariates=["pretest", "grade"], by="subject", sd=1.0, **kw)
 
@@ -76,9 +78,7 @@ def test_blocks_of_strata_give_the_all_at_once_results(monkeypatch, case, block_
 def test_blocks_hold_whole_strata(monkeypatch):
     """Each block of :func:`_fit_blocks` holds whole strata: with blocks of one row, the
     grouped fit is called once per stratum, on that stratum's rows only."""
-    from pleval.heterogeneity import school_effects as _  # noqa: F401
-
-    module = __import__("pleval.heterogeneity.school_effects", fromlist=["grouped_wls"])
+    module = importlib.import_module("pleval.heterogeneity.school_effects")
     seen = []
     real = module.grouped_wls
 

@@ -8,7 +8,9 @@ or a site of a multi-site RCT (randomized within schools/sites) — pleval fits
 
 by weighted least squares with school-specific parameters (covariate slopes are the
 school's own), all strata together from grouped sufficient statistics
-(``pleval.heterogeneity._batched``), not one model per school.
+(``pleval.heterogeneity._batched``), not one model per school, in blocks of whole strata of
+about 2¹⁸ rows (the design of one block at a time; only the strata's fits and the joint
+covariance's cell scores are kept across blocks).
 
 **Joint covariance.** The school estimates of one ``by`` group are one stacked estimation, and
 their k×k sampling covariance (:attr:`SchoolEffects.vcov`; :mod:`._joint`) is cluster-robust
@@ -67,8 +69,8 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
-from ..matching.results import SchoolSample
 from ..inference.robust import CR2_FORMS, cluster_order
+from ..matching.results import SchoolSample
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
 from ._joint import JOINT_VCOV_TYPES, JointCells, joint_cells, joint_from_cells, regularize, uses_phi_identity
@@ -399,8 +401,8 @@ def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
 
 def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
     """The covariates of ``X = [1, t, covariates]`` (:func:`_design_rows`), one entry per
-    covariate: ``(values, centres, numeric)``. Numeric (and 0/1 boolean) covariates as they are (checked
-    for variation without a costly ``nunique``), categorical ones as their level codes, expanded
+    covariate: ``(values, centres, numeric)``. Numeric (and 0/1 boolean) covariates as they are
+    (checked for variation without a costly ``nunique``), categorical ones as their level codes, expanded
     as :func:`pleval.data.design_matrix` does (an indicator per level but the first, from
     :func:`pleval.data.level_codes`); each design column is centred at its mean over the copies
     of all rows (only the intercepts move), computed here once for every block of rows."""
@@ -456,9 +458,10 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     its (stratum, cluster) cells are its own, so only ``X`` of a block, never of the whole
     sample, is formed, and only the strata's fits and the cells' scores are kept; the joint
     covariance is then formed from all the cells (:func:`._joint.joint_from_cells`). The
-    clusters are numbered once for all blocks (by the caller), and whether the Φ = I form applies is decided
-    once, from all the weights (``clusters``: codes 0..n_clusters−1). Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per
-    stratum, and the joint covariance (None for the other vcov types)."""
+    clusters are numbered once for all blocks (by the caller; ``clusters``: codes
+    0..n_clusters−1), and whether the Φ = I form applies is decided once, from all the weights.
+    Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per stratum, and the joint
+    covariance (None for the other vcov types)."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
     if joint:
@@ -538,9 +541,10 @@ def school_effects(
 
     Parameters
     ----------
-    data : DataFrame
+    data : DataFrame or SchoolSample
         Student rows. For matched designs, the matched-set long format of ``pleval.match``
-        (``_pl_school``, ``_weight``); for multi-site RCTs, the student file.
+        (``_pl_school``, ``_weight``), or its school sample (``MatchResult.school_sample``, also
+        lazily: its columns are then read one at a time); for multi-site RCTs, the student file.
     stratum : str, optional
         Column naming the school each row's comparison belongs to. Default ``"_pl_school"``
         when present (then ``weight`` defaults to ``"_weight"``).
