@@ -146,6 +146,14 @@ def test_school_table_columns_follow_the_frame(ev):
     assert not t2["significant (α = 0.05)"].str.contains("placebo-calibrated").any()
     note = sections.school_table_note(cal, ctx, "Benjamini–Hochberg")
     assert "calibrated" in note and "shrunken" in note and "Benjamini–Hochberg" in note
+    # the groups the PDF splits the table along, named by what they hold
+    assert sections.school_column_groups(t, ctx) == (("the school's own estimate", t.columns[1]),
+                                                     ("shrunken estimates", "shrunken ES"))
+    assert sections.school_column_groups(t2, ctx) == (("the school's own estimate", t2.columns[1]),
+                                                      ("placebo-calibrated and shrunken estimates", "calibrated 95% CI"))
+    own = list(t2.columns).index("calibrated 95% CI")
+    assert {"significant (α = 0.05)", "MDES (SD)", "adjusted p"} <= set(t2.columns[:own])
+    assert not any("shrunken" in c or "calibrated" in c for c in t2.columns[:own])
 
 
 def test_markdown_keeps_signs_and_tables(saved, ev):

@@ -500,9 +500,11 @@ class TableContext:
     alpha: float = 0.05
 
 
-OWN_ESTIMATE, OTHER_ESTIMATES = "the school's own estimate", "placebo-calibrated and shrunken estimates"
-"""The school table's two groups of columns (a table too wide for the page is printed in parts
-along them, each keyed by the school)."""
+OWN_ESTIMATE, CALIBRATED, SHRUNKEN = "own", "placebo-calibrated", "shrunken"
+"""What a school-table column shows: the school's own estimate, or an estimate placebo-calibrated
+or shrunken. The table has two groups of columns, the own estimate and the others (a table
+too wide for the page is printed in parts along them, each keyed by the school;
+:func:`school_column_groups`)."""
 
 
 @dataclass(frozen=True)
@@ -510,8 +512,8 @@ class SchoolColumn:
     """One column of the school table: its ``label`` (``{lvl}`` and ``{alpha}`` are filled in),
     the school-frame columns it ``needs``, ``cell(frame, context) -> Series`` of formatted
     strings, ``note``, the sentence under the table that explains it (empty when the label
-    says it all), and the ``group`` of columns it belongs to (:data:`OWN_ESTIMATE` or
-    :data:`OTHER_ESTIMATES`)."""
+    says it all), and the ``group`` of columns it belongs to (:data:`OWN_ESTIMATE`,
+    :data:`CALIBRATED` or :data:`SHRUNKEN`)."""
 
     label: str
     needs: tuple[str, ...]
@@ -572,24 +574,24 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
     SchoolColumn("calibrated {lvl} CI", ("ci_low_calibrated", "ci_high_calibrated"),
                  _range("ci_low_calibrated", "ci_high_calibrated", 3),
                  "calibrated: allowing for the spread of placebo schools, i.e. for the school's own difference "
-                 "from its comparisons that student-level standard errors do not cover.", OTHER_ESTIMATES),
-    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p), group=OTHER_ESTIMATES),
+                 "from its comparisons that student-level standard errors do not cover.", CALIBRATED),
+    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p), group=CALIBRATED),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
                  "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
                  "noise (with placebo schools, the between-school variance is at least their spread). Its interval: "
                  "with placebo schools, the equal-tailed quantiles of the school's posterior with the uncertainty in τ "
                  "integrated out; without them, the estimate ± z × posterior SD, which allows for it (Prasad–Rao).",
-                 OTHER_ESTIMATES),
+                 SHRUNKEN),
     SchoolColumn("shrunken {lvl} interval", ("shrunk_es_ci_low", "shrunk_es_ci_high"),
-                 _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3), group=OTHER_ESTIMATES),
-    SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1), group=OTHER_ESTIMATES),
+                 _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3), group=SHRUNKEN),
+    SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1), group=SHRUNKEN),
     SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
                  "P(effect < 0): risk of harm — the posterior probability that the school's effect (program plus its "
-                 "circumstances) is below zero.", OTHER_ESTIMATES),
+                 "circumstances) is below zero.", SHRUNKEN),
     SchoolColumn("P(program effect < 0)", ("prob_negative_program",), _num("prob_negative_program", 2, False),
                  "P(program effect < 0): the same for the program's own effect, the school's circumstances counted "
-                 "as noise (placebo schools).", OTHER_ESTIMATES),
-    SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str), group=OTHER_ESTIMATES),
+                 "as noise (placebo schools).", SHRUNKEN),
+    SchoolColumn("note", ("note",), lambda f, c: f["note"].fillna("").astype(str), group=SHRUNKEN),
 )
 """The printable columns of the school table, in order, each labelled and explained once."""
 
@@ -614,11 +616,12 @@ def school_column_groups(table: pd.DataFrame, context: TableContext = TableConte
     first column) of each group present, in order (:attr:`Table.groups`)."""
     lvl = f"{context.level:.0%}"
     group = {c.label.format(lvl=lvl, alpha=context.alpha): c.group for c in SCHOOL_COLUMNS}
-    out: list[tuple[str, str]] = []
-    for label in table.columns[1:]:  # the first, the school, keys every part
-        if not out or out[-1][0] != group[label]:
-            out.append((group[label], label))
-    return tuple(out)
+    labels = list(table.columns[1:])  # the first, the school, keys every part
+    own = [label for label in labels if group[label] == OWN_ESTIMATE]
+    others = [label for label in labels if group[label] != OWN_ESTIMATE]
+    kinds = " and ".join(dict.fromkeys(group[label] for label in others))
+    return tuple((name, part[0]) for name, part in (("the school's own estimate", own), (f"{kinds} estimates", others))
+                 if part)
 
 
 def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: str) -> str:
