@@ -11,7 +11,9 @@ on which process runs it, so the results are those of a serial run, bit for bit:
 * an exception in the child is raised in the parent when it takes the result, the same
   exception (type and message), with the child's traceback as a note;
 * a child that dies without a result (killed, e.g. by the kernel for memory) is a
-  ``MemoryError`` (SIGKILL) or ``RuntimeError`` in the parent, saying so.
+  ``MemoryError`` (SIGKILL) or ``RuntimeError`` in the parent, saying so;
+* a parent that dies takes its child with it (Linux: the kernel ends the child), so no worker
+  goes on computing for nobody.
 
 Fork and threads: only the forking thread exists in the child. numpy's OpenBLAS stops its
 threads before a fork and starts them again on the next call (``pthread_atfork``); Arrow's
@@ -81,6 +83,7 @@ class Forked:
         from multiprocessing import Pipe
 
         self._conn, child = Pipe()
+        parent = os.getpid()
         gc.freeze()  # the child's collections leave the inherited objects (and their pages) alone
         try:
             with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
@@ -88,6 +91,7 @@ class Forked:
                 self._pid = os.fork()
             if self._pid == 0:  # pragma: no cover - the child (its coverage is not collected)
                 try:
+                    _end_with(parent)
                     self._conn.close()
                     _child(child, fn, args)
                 finally:
@@ -144,6 +148,22 @@ def start(fn: Callable, *args: Any) -> Forked | None:
         return Forked(fn, *args)
     except OSError:
         return None
+
+
+def _end_with(parent: int) -> None:  # pragma: no cover - runs in the child
+    """Have the kernel end this child when the process that forked it ends (Linux
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``), so a parent killed mid-job (``kill -9``, the
+    out-of-memory killer) leaves no worker computing for nobody; and end now if it has already
+    ended. Elsewhere the child ends when its result cannot be sent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child

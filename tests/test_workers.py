@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -252,3 +255,43 @@ def test_without_a_process_everything_runs_here(tmp_path, sample_ev, monkeypatch
     assert ev.placebo.equals(sample_ev.placebo) and ev.schools.equals(sample_ev.schools)
     out = save(ev, tmp_path / "o", workers=2)
     assert (out / "school_effects.xlsx").exists() and len(list((out / "plots").glob("*.png"))) >= 8
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_killed_parent_takes_its_worker_with_it(tmp_path):
+    """A parent killed with SIGKILL mid-job (as by the out-of-memory killer) leaves no worker behind."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import sys, time\n"
+        "from pleval import _workers\n"
+        "job = _workers.Forked(lambda receive: time.sleep(120))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(job._pid))\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survived = _alive(child)
+    if survived:
+        os.kill(child, signal.SIGKILL)  # not left behind by a failing run
+    assert not survived
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not a zombie: an orphan is reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
