@@ -209,6 +209,7 @@ def _large_cells(X, w, seg, local, cells, g, Sinv, m, U, z, s) -> None:
         z[c] = zb[:, :, 0]
         s[c] = np.einsum("cij,cij->c", ab, zb)
 
+
 def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     """``V = ΦΦ'``, ``S2 = Σ_c (φ_sc φ_tc)²`` and the number of clusters shared by s and t
     (nonzero φ in both) for the k × clusters matrix Φ of the cells' scores. A cluster in a few
@@ -241,6 +242,7 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
         P = (P != 0).astype(float)
         m += P @ P.T
     return V, S2, m
+
 
 def joint_covariance(
     X: np.ndarray,
