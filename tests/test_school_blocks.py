@@ -93,3 +93,24 @@ def test_blocks_hold_whole_strata(monkeypatch):
     assert len(seen) == len(sizes)
     assert all(G == 1 and rows.tolist() == [n] for n, G, rows in seen)
     assert sorted(n for n, _, _ in seen) == sorted(sizes.tolist())
+
+
+@pytest.mark.parametrize("size", [1, 7, 50, 10_000])
+def test_group_blocks_cover_every_row_once_in_whole_groups(size):
+    """``robust.group_blocks``: the blocks' rows are every row once, in group order (stable),
+    each block whole groups g0..g1−1, a block ending at the group holding its size-th row."""
+    from pleval.inference.robust import group_blocks
+
+    rng = np.random.default_rng(size)
+    G = 30
+    codes = rng.integers(0, G, 400)
+    codes[codes == 5] = 6  # a group without rows
+    blocks = list(group_blocks(codes, G, size))
+    assert [b[0] for b in blocks] == [0] + [b[1] for b in blocks[:-1]] and blocks[-1][1] == G
+    rows = np.concatenate([b[2] for b in blocks])
+    np.testing.assert_array_equal(rows, np.argsort(codes, kind="stable"))
+    for g0, g1, idx in blocks:
+        assert set(np.unique(codes[idx])) <= set(range(g0, g1))
+        assert np.isin(np.flatnonzero((codes >= g0) & (codes < g1)), idx).all()
+    sorted_codes = np.sort(codes)  # a block ends with the group of each size-th row, the last with group G − 1
+    np.testing.assert_array_equal([g1 - 1 for _, g1, _ in blocks], np.union1d(sorted_codes[size - 1 : -1 : size], [G - 1]))

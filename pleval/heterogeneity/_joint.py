@@ -73,7 +73,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..inference.robust import CR2_FORMS, cluster_order
+from ..inference.robust import CR2_FORMS, group_blocks
 from ._batched import _pair_sums
 from ._joint_phi import df_sums, phi_identity_cells
 
@@ -398,18 +398,12 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
     scores φ_c (with their group and cluster) are gathered for ``V``. Returns
     ``(phi, cell_group, cell_cluster, N, sums)``."""
     p = X.shape[1]
-    order, per_group = cluster_order(groups, G)
-    ends = np.cumsum(per_group)  # rows up to and including each group
-    last = np.searchsorted(ends, np.arange(_BLOCK_ROWS, ends[-1], _BLOCK_ROWS))  # a block's last group
-    g_bounds = np.unique(np.concatenate([[0], last + 1, [G]]))
     N = np.zeros((G, 2 * p, 2 * p))
     sums = (np.zeros(G), np.zeros(G), np.zeros((G, 2 * p, 2 * p)), np.zeros((G, 2 * p, 2 * p)))
     phi, cell_group, cell_cluster = [], [], []
-    for g0, g1 in zip(g_bounds[:-1], g_bounds[1:]):  # blocks of groups
-        r0, r1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
-        if r1 == r0:  # groups without rows: no cells
+    for g0, g1, rows in group_blocks(groups, G, _BLOCK_ROWS):  # blocks of groups
+        if not rows.size:  # groups without rows: no cells
             continue
-        rows = np.arange(r0, r1) if order is None else order[r0:r1]
         wb, gb = w[rows], groups[rows] - g0
         cell, cell_key = pd.factorize(gb.astype(np.int64) * n_cl + ccodes[rows])
         if units is not None:

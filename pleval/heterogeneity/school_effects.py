@@ -69,7 +69,7 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference.robust import CR2_FORMS, cluster_order
+from ..inference.robust import CR2_FORMS, group_blocks
 from ..matching.results import SchoolSample
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
@@ -466,14 +466,8 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     w1 = np.ones(len(y)) if w is None else w
     if joint:
         phi_identity = uses_phi_identity(w1, codes, G, vcov, cr2)
-    order, per_group = cluster_order(codes, G)
-    ends = np.cumsum(per_group)
-    last = np.searchsorted(ends, np.arange(_BLOCK_ROWS, ends[-1], _BLOCK_ROWS))  # a block's last stratum
-    bounds = np.unique(np.concatenate([[0], last + 1, [G]]))
     fits, e2, cells = [], np.zeros(G), []
-    for g0, g1 in zip(bounds[:-1], bounds[1:]):  # blocks of strata
-        r0, r1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
-        rows = np.arange(r0, r1) if order is None else order[r0:r1]
+    for g0, g1, rows in group_blocks(codes, G, _BLOCK_ROWS):  # blocks of strata
         X = _design_rows(design, t, rows)
         gb, wb, cb = codes[rows] - g0, w1[rows], None if cnt is None else cnt[rows]
         f = grouped_wls(y[rows], X, gb, g1 - g0, weights=None if w is None else wb,

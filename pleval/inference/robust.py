@@ -151,6 +151,20 @@ def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndar
     return radix_argsort(codes), counts
 
 
+def group_blocks(codes: np.ndarray, G: int, rows: int):
+    """Blocks of whole groups of about ``rows`` rows each, for work done a block at a time:
+    yields ``(g0, g1, idx)``, the groups g0..g1−1 of a block (at least one) and the positions of
+    their rows in group order (stable; :func:`cluster_order`). A block ends with the group in
+    which its ``rows``-th row falls, so every block but one of groups without any rows has rows."""
+    order, per_group = cluster_order(codes, G)
+    ends = np.cumsum(per_group)  # rows up to and including each group
+    last = np.searchsorted(ends, np.arange(rows, ends[-1], rows))  # a block's last group
+    bounds = np.unique(np.concatenate([[0], last + 1, [G]]))
+    for g0, g1 in zip(bounds[:-1], bounds[1:]):  # blocks, not groups
+        r0, r1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
+        yield int(g0), int(g1), (np.arange(r0, r1) if order is None else order[r0:r1])
+
+
 def tile_rows(counts: np.ndarray) -> int:
     """The tile size b of :func:`grouped_cross_products` for clusters of ``counts`` rows: the
     least estimated cost, rows after padding each cluster to a multiple of b times the cost per
