@@ -395,3 +395,32 @@ def test_out_of_memory_is_a_plain_error_naming_the_step_and_what_to_do(tmp_path,
     assert advice in err and "--pool" in err and "more memory" in err
     assert "internal error" not in err and "bug" not in err
     assert not out.exists()
+
+
+def test_risk_table_lists_the_highest_risks_where_a_subject_has_many_schools():
+    """The terminal's risk-of-harm table lists every school of a subject with at most RISK_ROWS
+    PL schools (in the table's order) and, beyond that, the RISK_TOP of highest P(<0), highest
+    first, saying so in its caption."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pleval.cli._estimate import RISK_ROWS, RISK_TOP, _risk_table
+
+    rng = np.random.default_rng(3)
+    n = {"math": RISK_ROWS + 5, "reading": RISK_ROWS}
+    schools = pd.concat([pd.DataFrame({"subject": k, "school": [f"S{i:03d}" for i in range(m)],
+                                       "effect_size": rng.normal(0, 0.2, m), "prob_negative": rng.uniform(0, 1, m)})
+                         for k, m in n.items()], ignore_index=True)
+    schools["shrunk_es"] = schools["effect_size"] * 0.8
+    schools["shrunk_es_ci_low"], schools["shrunk_es_ci_high"] = schools["shrunk_es"] - 0.1, schools["shrunk_es"] + 0.1
+    t = _risk_table(SimpleNamespace(schools=schools, options={}))
+    subj, school, risk = (list(t.columns[j].cells) for j in (0, 1, 5))
+    math = schools[schools["subject"] == "math"].sort_values("prob_negative", ascending=False).head(RISK_TOP)
+    assert subj == ["math"] * RISK_TOP + ["reading"] * RISK_ROWS
+    assert school[:RISK_TOP] == math["school"].tolist()
+    assert risk[:RISK_TOP] == [f"{p:.2f}" for p in math["prob_negative"]]
+    assert school[RISK_TOP:] == schools.loc[schools["subject"] == "reading", "school"].tolist()
+    assert f"math: {RISK_TOP} of {RISK_ROWS + 5}" in t.caption and "reading" not in t.caption
+    few = _risk_table(SimpleNamespace(schools=schools[schools["subject"] == "reading"], options={}))
+    assert few.row_count == RISK_ROWS and not few.caption

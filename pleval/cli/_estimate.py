@@ -289,24 +289,46 @@ def _one_school_table(ev) -> Table | None:
     return t
 
 
+RISK_ROWS = 40
+"""PL schools per subject the terminal's risk-of-harm table lists in full; a subject with more
+lists its :data:`RISK_TOP` schools of highest risk (every school: school_effects.csv)."""
+
+RISK_TOP = 20
+
+
 def _risk_table(ev) -> Table | None:
     """Per school: shrunken effect, its interval (the posterior's equal-tailed quantiles) and the
-    risk of harm (posterior P(effect < 0), from the same posterior)."""
+    risk of harm (posterior P(effect < 0), from the same posterior). A subject with more than
+    :data:`RISK_ROWS` schools shows its :data:`RISK_TOP` of highest P(<0), highest first, and
+    the caption says so (the terminal is a summary; the files hold every school)."""
     import numpy as np
     import pandas as pd
 
     s = ev.schools
     if not len(s) or "prob_negative" not in s.columns:
         return None
-    s = s[np.isfinite(s["shrunk_es"].to_numpy(dtype=float))]  # a single PL school is not shrunk
-    if not len(s):
+    s = s[np.isfinite(s["shrunk_es"].to_numpy(dtype=float)) & np.isfinite(s["effect_size"].to_numpy(dtype=float))]
+    if not len(s):  # (a single PL school is not shrunk)
         return None
+    sizes = s.groupby("subject", sort=False)["school"].transform("size")
+    big = sizes > RISK_ROWS
+    schools_of = s[big].groupby("subject", sort=False).size().to_dict()  # the subjects cut short
+    if schools_of:
+        order = {k: i for i, k in enumerate(pd.unique(s["subject"]))}
+        top = (s[big].sort_values("prob_negative", ascending=False, kind="stable")
+               .groupby("subject", sort=False).head(RISK_TOP))
+        s = pd.concat([s[~big], top]).sort_values("subject", key=lambda c: c.map(order), kind="stable")
     prog = "prob_negative_program" in s.columns and s["prob_negative_program"].notna().any()
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
     cols = (["subject", "school", "effect size", "shrunken", f"shrunken {lvl} interval", "P(<0)"]
             + (["P(program <0)", "p vs placebo (adj.)"] if prog else []))
     t = table("Risk of harm by school: posterior probability that the effect is below zero", cols, left=("subject", "school"))
-    for _, r in s[np.isfinite(s["effect_size"].to_numpy(dtype=float))].iterrows():
+    if schools_of:
+        t.caption = (f"Where a subject has more than {RISK_ROWS} PL schools, its {RISK_TOP} with the highest P(<0) "
+                     f"({', '.join(f'{escape(str(k))}: {RISK_TOP} of {v:,}' for k, v in schools_of.items())}); "
+                     "every school is in school_effects.csv.")
+        t.caption_justify = "left"
+    for _, r in s.iterrows():
         row = [escape(str(r["subject"])), escape(str(r["school"])), f"{r['effect_size']:+.3f}", f"{r['shrunk_es']:+.3f}",
                f"{r['shrunk_es_ci_low']:+.3f} to {r['shrunk_es_ci_high']:+.3f}", f"{r['prob_negative']:.2f}"]
         if prog:
