@@ -312,16 +312,13 @@ def joint_cells(
     n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
     if phi_identity is None:
         phi_identity = uses_phi_identity(w, groups, G, vcov, cr2)
-    ccodes, cl_uniq = pd.factorize(clusters)
-    n_cl = len(cl_uniq)
+    n_cl = int(clusters.max()) + 1 if len(clusters) else 0  # codes as given (numbered once by the caller)
     if phi_identity:  # by blocks of whole groups (module docstring)
-        phi, cell_group, cell_cluster, N, sums = _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl,
+        phi, cell_group, cell_cluster, N, sums = _phi_identity_blocks(X, w, e, groups, G, Sinv, clusters, n_cl,
                                                                       target, units)
-        del ccodes
     else:
         N = Sinv  # the working matrix of the Satterthwaite df: q_c'q_d = δ_cd s_c − z_c'N_s z_d
-        cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + ccodes)
-        del ccodes
+        cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + clusters)
         n, p = X.shape
         n_cells = len(cell_key)
         cell_group = (cell_key // n_cl).astype(np.intp)
@@ -368,7 +365,7 @@ def joint_cells(
         with np.errstate(invalid="ignore", divide="ignore"):
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
-    return JointCells(phi=phi, group=cell_group, cluster=cl_uniq[cell_cluster], df=df, n_clusters=G_s)
+    return JointCells(phi=phi, group=cell_group, cluster=cell_cluster, df=df, n_clusters=G_s)
 
 
 def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray) -> JointCovariance:
