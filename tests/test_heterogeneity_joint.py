@@ -494,3 +494,57 @@ def test_joint_cr2_in_blocks_of_cells_equals_the_direct_computation(monkeypatch,
     np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
     np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), whole.vcov_raw["all"].to_numpy(), rtol=1e-10, atol=1e-15)
     np.testing.assert_allclose(res.table["df"], whole.table["df"], rtol=1e-10)
+
+
+def _cells(rng, G=12, n_cl=40, n=600):
+    """Cells of G groups over n_cl clusters: a few clusters serve most groups (the dense path of
+    ``_cross_products``), the rest a group or two (the sparse path)."""
+    from pleval.heterogeneity._joint import JointCells
+
+    wide = rng.random(n) < 0.5
+    cluster = np.where(wide, rng.integers(0, 4, n), rng.integers(4, n_cl, n))
+    group = rng.integers(0, G, n)
+    key = pd.unique(group.astype(np.int64) * n_cl + cluster)  # one cell per (group, cluster)
+    group, cluster = (key // n_cl).astype(np.intp), (key % n_cl).astype(np.intp)
+    return JointCells(phi=rng.normal(size=key.size), group=group, cluster=cluster,
+                      df=np.full(G, 5.0), n_clusters=np.bincount(group, minlength=G).astype(float))
+
+
+def test_joint_covariance_within_parts_is_the_whole_matrix_blocks(monkeypatch):
+    """``parts``: V, its entries' variances and the df within each part are those of the whole
+    matrix (to rounding), the entries between parts are not formed (NaN), and each product is
+    over one part's groups only."""
+    from pleval.heterogeneity import _joint
+
+    rng = np.random.default_rng(11)
+    G = 12
+    cells = _cells(rng, G=G)
+    ok = np.ones(G, dtype=bool)
+    ok[5] = False
+    parts = rng.permutation(np.arange(G) % 3)
+    whole = _joint.joint_from_cells(cells, G, 40, ok)
+    sizes = []
+    products = _joint._cross_products
+    monkeypatch.setattr(_joint, "_cross_products", lambda *a: sizes.append(a[3]) or products(*a))
+    split = _joint.joint_from_cells(cells, G, 40, ok, parts)
+    assert sizes == [4, 4, 4]
+    same = parts[:, None] == parts[None, :]
+    assert np.all(np.abs(whole.vcov[~same & ok[:, None] & ok[None, :]]) > 0)  # clusters span parts
+    for a, b in ((split.vcov, whole.vcov), (split.vcov_var, whole.vcov_var)):
+        assert np.isnan(a[~same]).all()
+        np.testing.assert_allclose(a[same], b[same], rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(split.df, whole.df)
+
+
+def test_school_effects_by_subject_pool_each_subject_on_its_own_block():
+    """With two subjects sharing comparison schools, each subject's joint covariance is that
+    subject's block of the whole matrix (what a fit of that subject alone gives)."""
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=5)
+    two = pd.concat([d.assign(subject="math"), d.assign(subject="reading",
+                                                        posttest=d["posttest"] + np.random.default_rng(1).normal(size=len(d)))],
+                    ignore_index=True)
+    res = _se(two, "CR2", by="subject")
+    for s in ("math", "reading"):
+        alone = _se(two[two["subject"] == s], "CR2", by="subject")
+        np.testing.assert_allclose(res.vcov_raw[s].to_numpy(), alone.vcov_raw[s].to_numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(res.vcov[s].to_numpy(), alone.vcov[s].to_numpy(), rtol=1e-12, atol=1e-15)

@@ -72,8 +72,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.linalg import blas
 
-from ..inference.robust import CR2_FORMS, group_blocks
+from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
 from ._batched import _pair_sums
 from ._joint_phi import df_sums, phi_identity_cells
 
@@ -82,7 +83,7 @@ JOINT_VCOV_TYPES = ("CR2", "CR1", "CR0")
 
 @dataclass(frozen=True)
 class JointCovariance:
-    vcov: np.ndarray  # G × G covariance of the target coefficient (NaN rows/cols where not ok)
+    vcov: np.ndarray  # G × G covariance of the target coefficient (NaN rows/cols where not ok, and between parts)
     df: np.ndarray  # G reference df per school
     n_clusters: np.ndarray  # G clusters in each school's set
     vcov_var: np.ndarray  # G × G estimated variance of each entry of vcov (module docstring)
@@ -214,8 +215,10 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     """``V = ΦΦ'``, ``S2 = Σ_c (φ_sc φ_tc)²`` and the number of clusters shared by s and t
     (nonzero φ in both) for the k × clusters matrix Φ of the cells' scores. A cluster in a few
     sets (a treated student: one per subject) costs a sparse product the square of its sets; one
-    in more than k/8 sets (a comparison school serving many) goes through dense products,
-    in blocks of clusters."""
+    in more than k/8 sets (a comparison school serving many) goes through dense symmetric
+    rank-k updates (BLAS ``syrk``: the upper triangle, half a general product's work), in blocks
+    of clusters; the shared-cluster counts, whole numbers far below 2²⁴, exactly in single
+    precision."""
     n_sets = np.bincount(cell_cluster, minlength=n_cl)
     few = n_sets[cell_cluster] * 8 <= G
     Phi = sparse.csr_matrix((phi[few], (cell_group[few], cell_cluster[few])), shape=(G, n_cl))
@@ -225,22 +228,28 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     B = (Phi != 0).astype(np.float64)
     m = np.asarray((B @ B.T).todense())
     many = np.flatnonzero(n_sets * 8 > G)
+    if not many.size:
+        return V, S2, m
     col = np.full(n_cl, -1, dtype=np.intp)
     col[many] = np.arange(many.size)
     c = col[cell_cluster[~few]]
-    o = np.argsort(c, kind="stable")
-    c, gs, ps = c[o], cell_group[~few][o], phi[~few][o]
     width = max(1, _CHUNK // 16)
+    o = radix_argsort(c // width)  # cells by block of clusters (the order within a block is free)
+    c, gs, ps = c[o], cell_group[~few][o], phi[~few][o]
     bounds = np.searchsorted(c, np.arange(0, many.size + width, width))
+    Vd, S2d = np.zeros((G, G), order="F"), np.zeros((G, G), order="F")
+    md = np.zeros((G, G), dtype=np.float32, order="F")
     for b in range(-(-many.size // width)):  # blocks of clusters
         lo, hi = bounds[b], bounds[b + 1]
-        P = np.zeros((G, min(width, many.size - b * width)))
+        P = np.zeros((G, min(width, many.size - b * width)), order="F")
         P[gs[lo:hi], c[lo:hi] - b * width] = ps[lo:hi]
-        V += P @ P.T
-        P2 = P * P
-        S2 += P2 @ P2.T
-        P = (P != 0).astype(float)
-        m += P @ P.T
+        Vd = blas.dsyrk(1.0, P, beta=1.0, c=Vd, overwrite_c=1)
+        S2d = blas.dsyrk(1.0, P * P, beta=1.0, c=S2d, overwrite_c=1)
+        md = blas.ssyrk(1.0, (P != 0).astype(np.float32, order="F"), beta=1.0, c=md, overwrite_c=1)
+    for M, D in ((V, Vd), (S2, S2d), (m, md)):  # the upper triangles, mirrored
+        D = np.triu(D)
+        M += D
+        M += np.triu(D, 1).T
     return V, S2, m
 
 
@@ -368,11 +377,28 @@ def joint_cells(
     return JointCells(phi=phi, group=cell_group, cluster=cell_cluster, df=df, n_clusters=G_s)
 
 
-def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray) -> JointCovariance:
+def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray,
+                     parts: np.ndarray | None = None) -> JointCovariance:
     """The :class:`JointCovariance` of the cells of all groups (:func:`joint_cells`; clusters
-    coded 0..n_clusters−1); ``ok``: the groups whose target is estimable."""
+    coded 0..n_clusters−1); ``ok``: the groups whose target is estimable. ``parts``: each
+    group's part (codes 0..K−1, e.g. its subject), when only the covariances within a part
+    are wanted (each part is pooled on its own): those between parts are then not formed and
+    are NaN. ``V = ΦΦ'`` costs the square of the groups a cluster serves, so K parts of equal
+    size cost 1/K of the whole matrix."""
     G, G_s = n_groups, cells.n_clusters
-    V, S2, m = _cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters)
+    if parts is None:
+        V, S2, m = _cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters)
+    else:
+        V, S2, m = (np.full((G, G), np.nan) for _ in range(3))
+        local = np.empty(G, dtype=np.intp)
+        cell_part = parts[cells.group]
+        for k in range(int(parts.max()) + 1 if G else 0):  # parts (by-groups: a handful), not schools
+            idx = np.flatnonzero(parts == k)
+            local[idx] = np.arange(idx.size)
+            sel = np.flatnonzero(cell_part == k)
+            block = np.ix_(idx, idx)
+            V[block], S2[block], m[block] = _cross_products(cells.phi[sel], local[cells.group[sel]],
+                                                            cells.cluster[sel], idx.size, n_clusters)
     with np.errstate(invalid="ignore", divide="ignore"):
         Vvar = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
     ok = ok & (G_s > 1)

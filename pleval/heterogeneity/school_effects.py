@@ -451,7 +451,7 @@ _BLOCK_ROWS = 1 << 18
 """Rows (of whole strata) per block of :func:`_fit_blocks`."""
 
 
-def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
+def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str, parts=None):
     """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
     of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
     :data:`_BLOCK_ROWS` rows (a loop over blocks, not strata): a stratum's regression and
@@ -460,8 +460,9 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     covariance is then formed from all the cells (:func:`._joint.joint_from_cells`). The
     clusters are numbered once for all blocks (by the caller; ``clusters``: codes
     0..n_clusters−1), and whether the Φ = I form applies is decided once, from all the weights.
-    Returns ``(fit, e2, jc)``: the fits (no residuals), Σ w e² per stratum, and the joint
-    covariance (None for the other vcov types)."""
+    ``parts``: each stratum's by group, when only the covariances within by groups are wanted
+    (:func:`._joint.joint_from_cells`). Returns ``(fit, e2, jc)``: the fits (no residuals),
+    Σ w e² per stratum, and the joint covariance (None for the other vcov types)."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
     if joint:
@@ -486,7 +487,7 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
         return fit, e2, None
     cells = JointCells(**{k: np.concatenate([getattr(c, k) for c in cells]) for k in
                           ("phi", "group", "cluster", "df", "n_clusters")})
-    return fit, e2, joint_from_cells(cells, G, int(clusters.max()) + 1, fit.ok)
+    return fit, e2, joint_from_cells(cells, G, int(clusters.max()) + 1, fit.ok, parts)
 
 
 def _key(k):
@@ -728,7 +729,11 @@ def school_effects(
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
         cl = pd.factorize(cl)[0]  # numbered by first appearance, once for every block (as joint_covariance)
-    fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
+    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(len(y), dtype=np.intp), [("all",)])
+    g_by = np.zeros(G, dtype=np.intp)  # each stratum's by group
+    g_by[codes] = by_codes
+    # each by group is pooled on its own (_finish): the joint covariance within by groups only
+    fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, g_by if by_cols else None)
     del design, cl, units
     if joint:
         V_raw, V_var = jc.vcov, jc.vcov_var
@@ -760,7 +765,6 @@ def school_effects(
     robust = {} if robustness_q is None else _school_robustness(fit, e2, est, se, dfree, robustness_q, alpha)
 
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
-    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(len(y), dtype=np.intp), [("all",)])
     sd_val = np.empty(len(by_uniq))
     sd_info = {}
     for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
@@ -771,8 +775,6 @@ def school_effects(
                                   weights2=None if w2 is None else w2[m])
         sd_val[j] = s_val
         sd_info[key] = (s_val, s_lab)
-    g_by = np.zeros(G, dtype=np.intp)
-    g_by[codes] = by_codes
     N = (n_t + n_c).astype(float)
     omega = np.where(N >= 4, hedges_omega(np.maximum(N, 4)), np.nan) if hedges_correction else np.ones(G)
     scale = omega / sd_val[g_by]
