@@ -1382,14 +1382,6 @@ def _placebo_in_worker(df: pd.DataFrame, opts: dict, rounds) -> bool:
     return rows <= PLACEBO_WORKER_MAX_ROWS and PLACEBO_WORKER_BYTES_PER_ROW * rows <= available_memory() / 2
 
 
-def _shares_school(school: pd.Series, treated: np.ndarray) -> bool:
-    """Whether a school has rows of both arms: ``school[treated].isin(school[~treated]).any()``
-    on integer codes (a missing id is code −1 on both sides, as ``isin`` matches NaN to NaN;
-    ``isin`` on Arrow strings takes a Python string per row)."""
-    code = pd.factorize(school)[0]
-    return bool(np.isin(code[treated], code[~treated]).any())
-
-
 def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, opts: dict,
           higher_is_better: bool = True):
     """The WWC rating and ESSA tier of one subject (:func:`pleval.rating.rate`) from what the
@@ -1427,13 +1419,8 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
             attrition_schools=(att["schools"].overall, att["schools"].differential) if cluster else None,
             boundary=opts["boundary"], compromised=bool(opts["compromised"]), joiners=opts["joiners"], **common)
     else:
-        m = res.distinct([columns.treatment, columns.school, columns.student_id, columns.subject])
-        m = m if subject is None else m[m[columns.subject] == subject]
-        t = m[columns.treatment].to_numpy() == 1
-        sch = m[columns.school]
-        facts = StudyFacts(
-            outcome, "qed", "schools", int(m[columns.student_id].nunique()) if columns.student_id else int(len(m)),
-            int(sch[t].nunique()), int(sch[~t].nunique()), schools_shared=_shares_school(sch, t), **common)
+        n, n_t, n_c, shared = res.sample_counts[subject]
+        facts = StudyFacts(outcome, "qed", "schools", n, n_t, n_c, schools_shared=shared, **common)
     return rate(facts)
 
 

@@ -790,20 +790,32 @@ def test_combine_codes_is_the_mixed_radix_of_the_column_codes():
 
 
 @pytest.mark.parametrize("dtype", ["object", "string[pyarrow]", "category"])
-def test_shares_school_is_isin(dtype):
-    """The rating's check for a school holding both arms, on integer codes, is pandas' ``isin``
-    (missing ids included: NaN matches NaN)."""
-    from pleval.estimate import _shares_school
+def test_sample_counts_are_pandas_nunique_and_isin_on_the_distinct_rows(tied, dtype):
+    """``MatchResult.sample_counts`` (the rating's sample size) is, per subject and for every
+    row, the distinct rows' ``nunique`` of student ids and of the treated and comparison rows'
+    school ids, and ``isin`` for a school holding both arms (a missing id matching a missing
+    one), with school ids missing in some rows and of each column type."""
+    import dataclasses
 
     rng = np.random.default_rng(5)
-    for case in range(40):
-        ids = rng.choice(["a", "b", "c", "d", None], size=rng.integers(1, 12))
-        t = rng.integers(0, 2, ids.size).astype(bool)
-        sch = pd.Series(ids, dtype=object)
-        want = bool(sch[t].isin(sch[~t]).any())
-        assert _shares_school(sch.astype(dtype), t) is want, (case, ids, t)
-    assert _shares_school(pd.Series(["a", "b"], dtype=dtype), np.array([True, False])) is False
-    assert _shares_school(pd.Series(["a", "a"], dtype=dtype), np.array([True, False])) is True
+    for case in range(6):
+        data = tied.data.copy()
+        ids = data[C.school].astype(object).to_numpy()
+        if case:  # a few schools' ids missing, on both arms or one
+            gone = rng.choice(pd.unique(ids), size=case, replace=False)
+            arm = data[C.treatment].to_numpy() == (case % 2)
+            ids = np.where(np.isin(ids, gone) & (arm | (case > 3)), None, ids)
+        if case == 5:  # every school shared: one id everywhere
+            ids = np.where(pd.isna(ids), None, "one")
+        data[C.school] = pd.Series(ids, index=data.index).astype(dtype)
+        m = dataclasses.replace(tied, data=data, codes={}, factorized={})
+        d = m.distinct([C.treatment, C.school, C.student_id, C.subject])
+        for subject in [None, *pd.unique(d[C.subject])]:
+            part = d if subject is None else d[d[C.subject] == subject]
+            t = part[C.treatment].to_numpy() == 1
+            sch = part[C.school].astype(object)
+            want = (part[C.student_id].nunique(), sch[t].nunique(), sch[~t].nunique(), bool(sch[t].isin(sch[~t]).any()))
+            assert m.sample_counts[subject] == want, (case, subject)
 
 
 @pytest.mark.parametrize("top", [0, 1, 300, 2**16 - 1, 2**16, 70_000, 2**32 + 5, 2**50])

@@ -225,6 +225,45 @@ class MatchResult(ResultMixin):
         t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
         return int(np.unique(self.rows[~t]).size)
 
+    @cached_property
+    def sample_counts(self) -> dict:
+        """The matched sample's size, as a study rating counts it: ``{subject: (students,
+        treated schools, comparison schools, shared)}`` for every subject level present and for
+        None (every row). Over the distinct matched rows: distinct student ids (distinct rows
+        without a student id column), distinct school ids among the treated and among the
+        comparison rows (a missing id not counted), and whether a school id — a missing one
+        counting as one — has rows of both arms. Counted on integer codes (each id column coded
+        once, the student ids as the tie cap left them in ``factorized``) by presence tables,
+        not by hashing each subject's ids again."""
+        c = self.columns
+        rows = self._distinct[0]
+        t = self.data[c.treatment].to_numpy()[rows] == 1
+        if c.student_id:
+            if c.student_id not in self.factorized:
+                self.factorized[c.student_id] = pd.factorize(self.data[c.student_id])
+            stu, levels = self.factorized[c.student_id]
+            stu, n_stu = stu[rows], len(levels)
+        else:
+            stu, n_stu = np.arange(rows.size), rows.size
+        sch, levels = self._column_codes(c.school) if c.school else (np.full(len(self.data), -1), ())
+        sch, n_sch = sch[rows].astype(np.int64), len(levels)
+        groups = [(None, np.zeros(rows.size, dtype=np.int64), 1)]
+        if c.subject:
+            g, subjects = self._column_codes(c.subject)
+            groups.append((subjects, g[rows].astype(np.int64), len(subjects)))
+        out = {}
+        for keys, g, G in groups:  # every row, then by subject: two passes
+            ok = g >= 0
+            n = _present(g[ok], stu[ok], G, n_stu).sum(axis=1)
+            school = np.where(sch >= 0, sch, n_sch)  # a missing id: one more level
+            arm_t = _present(g[ok & t], school[ok & t], G, n_sch + 1)
+            arm_c = _present(g[ok & ~t], school[ok & ~t], G, n_sch + 1)
+            n_t, n_c = arm_t[:, :n_sch].sum(axis=1), arm_c[:, :n_sch].sum(axis=1)
+            shared = (arm_t & arm_c).any(axis=1)
+            for j, key in enumerate([None] if keys is None else keys):
+                out[key] = (int(n[j]), int(n_t[j]), int(n_c[j]), bool(shared[j]))
+        return out
+
     def _column_codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """``data[column]``'s codes over sorted levels (:func:`~pleval.matching._design.codes_and_levels`,
         kept as int32; levels that do not occur may be among them), computed once: kept in ``codes``, where
@@ -523,6 +562,12 @@ class SchoolSample:
         return pd.DataFrame(parts, index=plain.index, copy=False).assign(
             _pl_school=pd.Categorical.from_codes(self.school[pos], categories=self.labels),
             _weight=self.weight[pos], _weight2=self.weight2[pos], _copies=self.copies[pos])
+
+
+def _present(g: np.ndarray, code: np.ndarray, G: int, K: int) -> np.ndarray:
+    """The G × K table of which codes 0..K−1 (those ≥ 0) occur in each group 0..G−1."""
+    ok = code >= 0
+    return np.bincount(g[ok] * K + code[ok], minlength=G * K).reshape(G, K) > 0
 
 
 def _categorical(s: pd.Series, rows: np.ndarray, factorized=None) -> pd.Categorical:
