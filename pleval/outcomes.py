@@ -200,7 +200,12 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
     if c.pretest:
         g = pretest_equivalence(sample, c.treatment, c.main_pretest)["hedges_g"]
         eq = pd.DataFrame([{"variable": c.main_pretest, "role": "pretest", "effect_size": g, "adjusted_in_model": True}])
-    design = SimpleNamespace(distinct=lambda columns=None: sample)  # what _rate reads: the rows' students and schools
+    t = sample[c.treatment].to_numpy() == 1
+    school = pd.factorize(sample[c.school])[0]  # a missing id is code −1 in both arms, as isin matches NaN to NaN
+    n = int(sample[c.student_id].nunique()) if c.student_id else len(sample)
+    counts = (n, int(sample[c.school][t].nunique()), int(sample[c.school][~t].nunique()),
+              bool(np.isin(school[t], school[~t]).any()))
+    design = SimpleNamespace(sample_counts={subject: counts})  # what _rate reads (MatchResult.sample_counts)
     part = {"details": {"design": design}, "effect": _favour(es, p), "equivalence": eq}
     part["effects"] = {"": part["effect"]}
     r = rate("matched", part, subject, None, c.replace(outcome=outcome), opts)
