@@ -146,6 +146,49 @@ def test_propensity_fit_on_patterns_is_the_rows_mle(noise):
     assert np.array_equal(pm.logit_ps, (X[first] @ pm.params.to_numpy())[pattern])
 
 
+def test_encode_rows_is_the_design_of_those_rows():
+    """encode(..., rows=r) is encode(...).X[r] with the same names and reference levels (the most
+    frequent level over every row, even when another is the most frequent among the rows r),
+    also with the categorical codes given; a missing value outside r still raises."""
+    from pleval.matching._design import codes_and_levels, encode
+
+    d = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "g": ["a", "a", "a", "b", "b", "c"], "k": [0, 1, 1, 2, 2, 2]})
+    r = np.array([3, 4, 5, 5])  # "b" the most frequent here, "a" over every row
+    full = encode(d, ["x", "g", "k"], categorical=("k",), intercept=True)
+    for codes in (None, {"g": codes_and_levels(d["g"])}):
+        sub = encode(d, ["x", "g", "k"], categorical=("k",), intercept=True, codes=codes, rows=r)
+        assert sub.names == full.names and "g[a]" not in sub.names
+        assert np.array_equal(sub.X, full.X[r])
+    with pytest.raises(DataError, match="missing"):
+        encode(d.assign(x=[np.nan, 2, 3, 4, 5, 6]), ["x"], rows=r)
+
+
+def test_logit_propensity_encodes_the_patterns_only(monkeypatch):
+    """The logit fit forms the design rows of the distinct covariate patterns only, not a row
+    per student (a 10M-row design is 0.8 GB), with the same scores as from every row's."""
+    from pleval.matching import _design, propensity
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    d = pd.DataFrame({"pretest": rng.integers(0, 30, n).astype(float), "frl": rng.integers(0, 2, n),
+                      "race": rng.choice(np.array(["a", "b", "c"], dtype=object), n)})
+    d["t"] = (rng.random(n) < 1 / (1 + np.exp(1.5 - 0.05 * d["pretest"]))).astype(int)
+    sizes = []
+    real = _design.encode
+
+    def spy(*a, **k):
+        enc = real(*a, **k)
+        sizes.append(len(enc.X))
+        return enc
+
+    monkeypatch.setattr(propensity, "encode", spy)
+    pm = fit_propensity(d, "t", ["pretest", "frl", "race"])
+    n_patterns = len(propensity.covariate_patterns(d, ["pretest", "frl", "race"])[1])
+    assert sizes == [n_patterns] and n_patterns < n
+    X = real(d, ["pretest", "frl", "race"], intercept=True).X
+    np.testing.assert_allclose(pm.logit_ps, X @ pm.params.to_numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_separation_checks_on_patterns_are_those_on_rows():
     """The per-covariate separation checks on covariate patterns with their row and treated
     counts (as fit_propensity runs them) name the same covariates and levels, with the same

@@ -153,6 +153,52 @@ def test_capped_ranges_are_the_capped_pairs():
     assert slow > 0 and wrapped > 0
 
 
+def test_sorted_search_orders_runs_and_mirrors_them():
+    """_SortedSearch: the comparisons sorted by (cell, value, priority) (``right``), its runs of
+    one (cell, value) each (``run_start``), and ``left`` each run reversed — against a lexsort,
+    with cells and without, one-row runs only, and the order given (``by_prio``) or not."""
+    rng = np.random.default_rng(4)
+    for case in range(30):
+        n_c, n_t = int(rng.integers(1, 300)), int(rng.integers(1, 50))
+        c_x = rng.integers(0, [3, 8, 10_000][case % 3], n_c) * 0.5
+        c_cell = rng.integers(0, 1 + case % 2 * 3, n_c)
+        t_x, t_cell = rng.integers(0, 8, n_t) * 0.5, rng.integers(0, 1 + case % 2 * 3, n_t)
+        prio = _ranks(rng.permutation(n_c))
+        by_prio = np.argsort(prio)
+        want = np.lexsort((prio, c_x, c_cell))
+        for s in (_SortedSearch(c_x, c_cell, prio, t_x, t_cell, np.inf),
+                  _SortedSearch(c_x, c_cell, prio, t_x, t_cell, np.inf, by_prio=by_prio)):
+            assert np.array_equal(s.right, want)
+            cx, cc = c_x[want], c_cell[want]
+            new = np.concatenate([[True], (cx[1:] != cx[:-1]) | (cc[1:] != cc[:-1])])
+            assert np.array_equal(s.run_start, np.flatnonzero(new))
+            run = np.cumsum(new) - 1
+            assert np.array_equal(s.left, want[np.lexsort((-prio[want], run))])
+
+
+def test_long_format_in_blocks_is_that_of_the_pairs(monkeypatch):
+    """_long with the comparison rows and sets looked up a block of pairs at a time (``c_map``,
+    ``s_map``: what match passes, no per-pair copies) is _long of the looked-up pairs, for blocks
+    smaller than, equal to and larger than the pairs."""
+    import pleval.matching as pm
+
+    rng = np.random.default_rng(9)
+    n_t, n_c = 60, 500
+    m = rng.integers(0, 5, n_t)  # pairs per treated row, some none
+    t_row = np.repeat(np.arange(n_t), m)
+    c_row = rng.integers(0, n_c, len(t_row))
+    weight = 1.0 / m[t_row]
+    tpos, cpos = np.sort(rng.choice(5000, n_t, replace=False)), rng.choice(5000, n_c)
+    matched = m > 0
+    set_index = np.cumsum(matched) - 1
+    want = pm._long(tpos[matched], cpos[c_row], set_index[t_row], weight, int(matched.sum()))
+    for block in (7, len(t_row), 1 << 16):
+        monkeypatch.setattr(pm, "_BLOCK_PAIRS", block)
+        got = pm._long(tpos[matched], c_row, t_row, weight, int(matched.sum()), c_map=cpos, s_map=set_index)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def test_hashed_ranks_depend_on_the_ids_only():
     """A total order of the distinct ids, the same for any row order or storage type, and not
     the order of the ids themselves (sequential ids are spread)."""

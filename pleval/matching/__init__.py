@@ -77,18 +77,34 @@ def _strata(columns: Columns, exact, data) -> list[str]:
     return exact
 
 
-def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_BLOCK_PAIRS = 1 << 16
+"""Pairs :func:`_long` places at a time (its temporaries stay in cache, none of them per pair)."""
+
+
+def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets, *, c_map=None, s_map=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Matched-set long format: each set's treated row, then its comparisons. The pairs come
-    ordered by set (``set_of_pair`` non-decreasing), so no sort is needed."""
-    size = np.bincount(set_of_pair, minlength=n_sets) + 1
-    start = np.cumsum(size) - size  # position of each set's treated row
-    pos_c = np.arange(len(c_pos)) + set_of_pair + 1  # pair p sits after the s+1 treated rows before it
+    ordered by set (``set_of_pair`` non-decreasing), so no sort is needed: set ``s`` starts at
+    ``Σ_{s' < s} (size_{s'} + 1)`` and pair ``p`` sits at ``p + s_p + 1``. ``c_map``/``s_map``:
+    when given, pair ``p``'s comparison row and set are ``c_map[c_pos[p]]`` and
+    ``s_map[set_of_pair[p]]`` (e.g. the matcher's row indices and treated rows), looked up a block of
+    pairs at a time rather than as per-pair arrays (``s_map`` increasing on the ``set_of_pair`` present)."""
+    if s_map is None:
+        size = np.bincount(set_of_pair, minlength=n_sets)
+    else:  # sets numbered in order of their treated rows: the treated rows' pair counts, in order
+        per_row = np.bincount(set_of_pair, minlength=len(s_map))
+        size = per_row[per_row > 0]
+    start = np.cumsum(size + 1) - (size + 1)  # position of each set's treated row
     n = len(t_pos) + len(c_pos)
     rows = np.empty(n, dtype=np.int64)
     sets = np.empty(n, dtype=np.int64)
     w = np.empty(n)
     rows[start], sets[start], w[start] = t_pos, np.arange(n_sets), 1.0
-    rows[pos_c], sets[pos_c], w[pos_c] = c_pos, set_of_pair, pair_weight
+    for lo in range(0, len(c_pos), _BLOCK_PAIRS):
+        hi = min(lo + _BLOCK_PAIRS, len(c_pos))
+        s = set_of_pair[lo:hi] if s_map is None else s_map[set_of_pair[lo:hi]]
+        at = np.arange(lo + 1, hi + 1) + s  # pair p sits after the s + 1 treated rows before it
+        rows[at] = c_pos[lo:hi] if c_map is None else c_map[c_pos[lo:hi]]
+        sets[at], w[at] = s, pair_weight[lo:hi]
     return rows, sets, w
 
 
@@ -408,7 +424,7 @@ def match(
         matched_t = m_i > 0
         n_sets = int(matched_t.sum())
         set_index = np.cumsum(matched_t) - 1  # treated row -> set id
-        rows, sets, w = _long(tpos[matched_t], cpos[nm.c_row], set_index[nm.t_row], nm.weight, n_sets)
+        rows, sets, w = _long(tpos[matched_t], nm.c_row, nm.t_row, nm.weight, n_sets, c_map=cpos, s_map=set_index)
         set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], nm.reason[~matched_t]
         options.update(k=k, caliper=caliper, replace=replace, ties=ties, order=order, exact=tuple(strata))

@@ -99,11 +99,14 @@ def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _FILL_ROWS = 8192
 
 
-def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False, codes=None) -> Encoded:
+def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = False, codes=None,
+           rows: np.ndarray | None = None) -> Encoded:
     """Expand ``covariates`` of ``df`` into a float design matrix (a leading column of ones,
     named "const", when ``intercept``). ``codes``: ``{column: (codes, levels)}`` of categorical
     columns already coded (:func:`codes_and_levels`'s ``known``): such a column need not be a
-    column of ``df``.
+    column of ``df``. ``rows``: positions of the rows whose design rows are wanted (default:
+    every row); the levels, reference levels and checks are still those of every row, so
+    ``encode(df, ..., rows=r).X`` is ``encode(df, ...).X[r]`` without forming the rest.
 
     Raises :class:`DataError` for a missing column or a missing value (callers drop and count
     incomplete rows before encoding).
@@ -113,7 +116,7 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
     missing = [c for c in covariates if c not in df.columns and c not in known]
     if missing:
         raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, missing))}")
-    n = len(df)
+    n = len(df) if rows is None else len(rows)
     parts = []  # (name, source, level, values or (codes, j))
     cats = []
     for c in covariates:
@@ -122,20 +125,19 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
             codes, levels = codes_and_levels(s, known.get(c))
             if (codes < 0).any():
                 raise DataError(f"covariate {c!r} has {(codes < 0).sum():,} missing value(s)")
-            ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))
+            ref = int(np.argmax(np.bincount(codes, minlength=len(levels))))  # the most frequent of every row
             cats.append(c)
+            codes = codes if rows is None else codes[rows]
             parts += [(f"{c}[{lev}]", c, lev, (codes, j)) for j, lev in enumerate(levels) if j != ref]
         else:  # numpy numbers are read as they are (cast to float as X is filled): no converted copy
             numpy_number = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf"
             x = s.to_numpy() if numpy_number else pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64,
                                                                                             na_value=np.nan)
-            if x.dtype.kind in "iu":
-                parts.append((c, c, None, x))
-                continue
-            bad = ~np.isfinite(x)
-            if bad.any():
-                raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")
-            parts.append((c, c, None, x))
+            if x.dtype.kind not in "iu":
+                bad = ~np.isfinite(x)
+                if bad.any():
+                    raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")
+            parts.append((c, c, None, x if rows is None else x[rows]))
     if intercept:
         parts.insert(0, ("const", "const", None, None))
     X = np.empty((n, len(parts)))  # filled column by column: one copy of the data

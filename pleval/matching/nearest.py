@@ -106,51 +106,56 @@ def _kth_of(dist, count, k):
 class _SortedSearch:
     """One-dimensional search on (cell, value) keys."""
 
-    def __init__(self, c_x, c_cell, prio, t_x, t_cell, caliper, sided=False):
+    def __init__(self, c_x, c_cell, prio, t_x, t_cell, caliper, sided=False, by_prio=None):
+        """``prio`` ranks the comparisons 0 … n − 1; ``by_prio``: the comparisons in that order
+        (its inverse), when already at hand."""
         self.c_x, self.t_x, self.caliper = c_x, t_x, caliper
         self.prio, self.sided = prio, sided
         n = len(c_x)
-        # comparisons sorted by (cell, value, priority): in priority order (``prio`` ranks them
-        # 0 … n − 1), then stably by the rank of their value among the distinct values (few on
-        # whole-point scores; a radix sort)
-        by_prio = np.empty(n, np.int64)
-        by_prio[prio] = np.arange(n)
-        codes, uniq = pd.factorize(c_x[by_prio])  # equal values (0.0 and -0.0 too) share a code
-        value_rank = np.empty(len(uniq), np.int64)
-        value_rank[np.argsort(uniq)] = np.arange(len(uniq))
-        o = by_prio[radix_argsort(value_rank[codes])]
-        xs = c_x[o]
-        new = np.concatenate([[True], xs[1:] != xs[:-1]])
-        v = xs[new]
-        kx = 2 * (np.cumsum(new) - 1) + 1  # value keys: odd for comparison values ...
+        if by_prio is None:
+            by_prio = np.empty(n, np.int64)
+            by_prio[prio] = np.arange(n)
+        codes, v = pd.factorize(c_x)  # equal values (0.0 and -0.0 too) share a code
+        value_order = np.argsort(v)
+        v = v[value_order]  # the distinct values, ascending
+        value_rank = np.empty(len(v), np.int64)
+        value_rank[value_order] = np.arange(len(v))
         u = _searchsorted(v, t_x)
         eq = (u < len(v)) & (v[np.minimum(u, len(v) - 1)] == t_x)
-        tkx = 2 * u + eq  # ... even for a treated value between two of them
+        tkx = 2 * u + eq  # value keys: even for a treated value between two comparison values ...
         span = 2 * len(v) + 2
+        key = value_rank[codes]
+        del codes
+        key *= 2
+        key += 1  # ... odd for the comparison values
         self.v = v
         self.t_base = np.zeros(len(t_x), np.int64)
         if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:
-            cs = c_cell[o]
-            s = np.argsort(cs.astype(np.uint16) if cs.max(initial=0) < 2**16 else cs, kind="stable")
-            o, kx, cs = o[s], kx[s], cs[s]
-            self.keys = cs * span + kx
+            key += c_cell * span
             self.t_key = t_cell * span + tkx
             self.t_base = t_cell * span
             self.t_lo, self.t_hi = t_cell * span, (t_cell + 1) * span
         else:
-            self.keys, self.t_key = kx, tkx
+            self.t_key = tkx
             self.t_lo, self.t_hi = np.full(len(t_x), -1), np.full(len(t_x), span)
+        # comparisons sorted by (cell, value, priority): in priority order, then stably by their
+        # (cell, value) key (a radix sort: few distinct values on whole-point scores)
+        o = by_prio[radix_argsort(key[by_prio])]
+        self.keys = key[o]
+        del key
         self.right = o  # ties in ascending priority
-        # left side: the same order with each run of equal keys reversed (descending priority)
+        # runs of equal keys (one cell and value each) and, for the left side, the same order with
+        # each run reversed (descending priority): place j of a run [a, b] takes place a + b − j
         newk = np.concatenate([[True], self.keys[1:] != self.keys[:-1]])
-        if newk.all():
+        self.run_start = np.flatnonzero(newk)
+        del newk
+        if len(self.run_start) == n:
             self.left = o
         else:
-            pos = np.arange(n)
-            start = np.maximum.accumulate(np.where(newk, pos, 0))
-            last = np.concatenate([newk[1:], [True]])
-            end = np.minimum.accumulate(np.where(last, pos, n)[::-1])[::-1]
-            self.left = o[start + end - pos]
+            ends = np.append(self.run_start[1:], n)
+            mirror = np.repeat(self.run_start + ends - 1, ends - self.run_start)
+            mirror -= np.arange(n)
+            self.left = o[mirror]
 
     def _sides(self, rows, K):
         """``K`` nearest comparisons on each side (left columns first), -1 where none."""
@@ -386,19 +391,25 @@ class NearestMatch:
     reason: np.ndarray
 
 
-def _ranks(x) -> np.ndarray:
-    """0..n−1 ranks of ``x`` (ties by position)."""
+def _order_ranks(x) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, ranks)``: the stable sort order of ``x`` and its inverse, the 0..n−1 ranks (ties
+    by position)."""
     x = np.asarray(x)
     o = radix_argsort(x) if x.dtype.kind in "iu" and x.size and x.min() >= 0 else np.argsort(x, kind="stable")
     r = np.empty(len(o), dtype=np.int64)
     r[o] = np.arange(len(o))
-    return r
+    return o, r
+
+
+def _ranks(x) -> np.ndarray:
+    """0..n−1 ranks of ``x`` (ties by position)."""
+    return _order_ranks(x)[1]
 
 
 def _weights(t_row, n_t) -> tuple:
     """Set sizes m_i and pair weights 1/m_i."""
     m = np.bincount(t_row, minlength=n_t)
-    return 1.0 / np.maximum(m, 1)[t_row], m
+    return (1.0 / np.maximum(m, 1))[t_row], m  # 1/m_i per treated row, then per pair: one per-pair array
 
 
 def match_nearest(
@@ -451,7 +462,7 @@ def match_nearest(
         c_cell, t_cell = cells[:n_c], cells[n_c:]
     if tie_cap and replace and ties:  # the searches order equal points by priority: here, as the cap's rotation
         c_priority = c_key
-    prio = np.arange(n_c, dtype=np.int64) if c_priority is None else _ranks(c_priority)
+    by_prio, prio = (None, np.arange(n_c, dtype=np.int64)) if c_priority is None else _order_ranks(c_priority)
     t_prio = np.arange(n_t, dtype=np.int64) if t_priority is None else _ranks(t_priority)
     reason = np.full(n_t, "", dtype=object)
     empty = np.zeros(0, np.int64)
@@ -464,7 +475,7 @@ def match_nearest(
         return NearestMatch(empty, empty, np.zeros(0), np.zeros(0), np.zeros(n_t, np.int64), reason)
     one_d = t_coord.ndim == 1 or t_coord.shape[1] == 1
     if one_d:
-        search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper, sided)
+        search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper, sided, by_prio)
     else:
         search = _TreeSearch(c_coord, c_cell, prio, t_coord, t_cell, caliper)
 
@@ -477,6 +488,7 @@ def match_nearest(
                                         _group_ranks(t_coord, t_cell, np.asarray(t_key)), np.asarray(c_key))
         else:
             t_row, c_row, dist = search.within(rows, np.minimum(d_k[rows] + TIE_TOL, caliper))
+        del search  # its sorted keys are not needed for the weights
     else:
         if replace:
             idx, dmat = _with_replacement(search, n_t, k)
@@ -580,18 +592,15 @@ def _capped_ranges(search: _SortedSearch, rows, d_k, caliper, cap, rank, c_key):
     stretches of the run (a run lists its comparisons in ``c_key`` order, the rotation's).
     Rows with ties in two runs (at ``x − d_k`` and ``x + d_k``) go through
     :func:`_capped_within`. The same pairs, in the same order."""
-    keys = search.keys
-    new = np.concatenate([[True], keys[1:] != keys[:-1]])
-    run_of = np.cumsum(new) - 1
-    run_start = np.flatnonzero(new)
-    run_size = np.diff(np.append(run_start, len(keys)))
+    run_start = search.run_start
+    run_size = np.diff(np.append(run_start, len(search.keys)))
     run_x = search.c_x[search.right[run_start]]
     bound = np.minimum(d_k[rows] + TIE_TOL, caliper)
     lo, n = search.span(rows, bound)
     has = n > 0
     rows, lo, n, bound = rows[has], lo[has], n[has], bound[has]
-    first = run_of[lo]
-    n_runs = run_of[lo + n - 1] - first + 1
+    first = np.searchsorted(run_start, lo, side="right") - 1  # the runs of the first and last positions
+    n_runs = np.searchsorted(run_start, lo + n - 1, side="right") - first
     row = np.repeat(np.arange(len(rows)), n_runs)  # (row, run) entries, in position order per row
     run = np.arange(int(n_runs.sum())) - np.repeat(np.cumsum(n_runs) - n_runs - first, n_runs)
     dist = np.abs(run_x[run] - search.t_x[rows[row]])  # as within() computes each pair's
@@ -613,10 +622,17 @@ def _capped_ranges(search: _SortedSearch, rows, d_k, caliper, cap, rank, c_key):
     start[one, 0] = run_start[run[one]] + np.where(wrap, 0, off)  # places off … off + p − 1, cyclically
     length[one, 0] = np.where(wrap, off + p_ - t_, p_)
     start[one, 1], length[one, 1] = run_start[run[one]] + off, np.where(wrap, t_ - off, 0)
-    length = length.ravel()
+    length, start = length.ravel(), start.ravel()
     t_row = np.repeat(np.repeat(rows[row], 2), length)
-    pos = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length - start.ravel(), length)
-    c_row, dist = search.right[pos], np.repeat(np.repeat(dist, 2), length)
+    # the stretches' positions: 1 after 1 within a stretch, and the jump to the next one's start
+    pos = np.ones(int(length.sum()), np.int64)
+    on = length > 0
+    first_at = (np.cumsum(length) - length)[on]
+    pos[first_at] = np.diff(start[on], prepend=0) - np.append(0, length[on][:-1] - 1)
+    np.cumsum(pos, out=pos)
+    c_row = search.right[pos]
+    del pos
+    dist = np.repeat(np.repeat(dist, 2), length)
     if slow.any():
         extra = _capped_within(search, rows[slow], d_k, caliper, cap, rank, c_key)
         t_row, c_row, dist = (np.concatenate(a) for a in zip((t_row, c_row, dist), extra))

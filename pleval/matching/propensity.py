@@ -183,13 +183,14 @@ def _fit_mle(y, X, warm_start_rows: int = 200_000):
     return res.params, converged and not conv and not sep, ""
 
 
-def covariate_patterns(df: pd.DataFrame, covariates) -> tuple[np.ndarray, np.ndarray]:
+def covariate_patterns(df: pd.DataFrame, covariates, out: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows' covariate patterns: ``(pattern of each row, first row of each pattern)``,
     patterns numbered in order of first appearance. Rows with equal values of every covariate
     share a pattern, hence an encoded design row (:func:`~._design.encode` is a function of the
     values). Whole-point pretests and categorical covariates leave few patterns: 12,880 at most
-    on the scale benchmark's 1M rows (161 pretest values × 16 × 5)."""
-    code = combine_codes(df, covariates)
+    on the scale benchmark's 1M rows (161 pretest values × 16 × 5). ``out``: a dict that
+    receives each covariate's ``(codes, levels)`` (:func:`~._design.combine_codes`)."""
+    code = combine_codes(df, covariates, out=out)
     pattern = pd.factorize(code)[0]
     top = np.maximum.accumulate(pattern)  # factorize numbers patterns in order of first appearance
     return pattern, np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
@@ -286,12 +287,22 @@ def fit_propensity(
     n_t = int(t.sum())
     if n_t == 0 or n_t == len(t):
         raise DesignError(f"treatment column {treatment!r} must contain both treated and comparison rows")
-    enc: Encoded = encode(df, covariates, categorical, intercept=True)
-    X = enc.X
-    names = enc.names
-
+    absent = [c for c in covariates if c not in df.columns]
+    if absent:
+        raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, absent))}")
+    X = None  # the design of every row: only the probit and the ridge fits need it
     if not penalize:
-        pattern, first = covariate_patterns(df, covariates)  # checked and fitted on distinct design rows
+        coded: dict = {}
+        pattern, first = covariate_patterns(df, covariates, out=coded)  # checked and fitted on distinct design rows
+        if link == "logit":  # the design rows of the patterns only, the categorical columns' codes reused
+            known = {c: coded[c] for c in covariates if c in categorical or is_categorical(df[c])}
+            enc: Encoded = encode(df, covariates, categorical, intercept=True, codes=known, rows=first)
+            Xu = enc.X
+        else:
+            enc = encode(df, covariates, categorical, intercept=True)
+            X = enc.X
+            Xu = X[first]
+        names = enc.names
         n_u = np.bincount(pattern, minlength=len(first)).astype(float)
         y_u = np.bincount(pattern, weights=t, minlength=len(first))
         problems = _separation_by_covariate(df.iloc[first], y_u, covariates, set(enc.categorical) | set(categorical), n_u)
@@ -302,13 +313,12 @@ def fit_propensity(
                 + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
                 + ". Match exactly on the covariate, drop it or the rows concerned, or pass penalize=True."
             )
-        Xu = X[first]
         scale = np.abs(Xu).max(axis=0)
         Xs = Xu / np.where(scale > 0, scale, 1.0)
         rank = int(np.linalg.matrix_rank((Xs * n_u[:, None]).T @ Xs, hermitian=True))  # the rows' Xs'Xs
-        if rank < X.shape[1]:
+        if rank < Xu.shape[1]:
             raise DesignError(
-                f"the propensity covariates are collinear (design rank {rank} < {X.shape[1]} columns: "
+                f"the propensity covariates are collinear (design rank {rank} < {Xu.shape[1]} columns: "
                 f"{', '.join(names[1:])}); drop a redundant covariate"
             )
         if link == "logit":
@@ -325,7 +335,9 @@ def fit_propensity(
             if params is None:
                 raise DesignError(f"the propensity model could not be fitted ({err}); check for separation or collinearity")
             # multivariate separation: name the covariates with the largest standardized coefficients
-            sdx = X[:, 1:].std(axis=0)
+            # (each column's SD over the rows: that of the pattern rows weighted by their counts)
+            mean = n_u @ Xu[:, 1:] / n_u.sum()
+            sdx = np.sqrt(n_u @ (Xu[:, 1:] - mean) ** 2 / n_u.sum())
             std_coef = np.abs(params[1:] * sdx)
             order = np.argsort(-std_coef)[:3]
             culprits = sorted({enc.source[j + 1] for j in order if np.isfinite(std_coef[j])})
@@ -336,6 +348,8 @@ def fit_propensity(
                 f"{', '.join(culprits)}. Match exactly on them, drop them, or pass penalize=True."
             )
     else:
+        enc = encode(df, covariates, categorical, intercept=True)
+        X, names = enc.X, enc.names
         params = _fit_ridge(t.astype(float), X, alpha)
         lin = X @ params
         warnings.warn(
