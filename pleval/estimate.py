@@ -1092,7 +1092,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process)."""
     worker = None
     if _placebo_in_worker(df, opts, placebo_rounds):
-        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds)
+        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v)
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
                               placebo_rounds, worker)
@@ -1159,7 +1159,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
-                                        worker)
+                                        worker, v)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)
@@ -1311,18 +1311,19 @@ def _match_dropped(m) -> pd.DataFrame | None:
 
 
 def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None,
-                     worker=None):
+                     worker=None, v: Validated | None = None):
     """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
     with the same matching and the same school-effect settings as the PL schools; and "", or
     None and why there are none. ``worker``: the :class:`~pleval._workers.Forked` job of
     :func:`_placebo_rounds_job` that ran the rounds (its warnings and errors are raised here,
-    where the rounds would have raised them)."""
+    where the rounds would have raised them). ``v``: the analysis's validation of ``df``, which
+    the rounds reuse."""
     from .heterogeneity.placebo import placebo_schools
 
     try:
         if worker is None:
             res = placebo_schools(df, columns, method, observed=observed,
-                                  **_placebo_args(columns, seed, opts, match_opts, kw, rounds))
+                                  **_placebo_args(columns, seed, opts, match_opts, kw, rounds, v))
         else:
             res = worker.result().compare(observed)
     except (DesignError, DataError) as exc:
@@ -1336,22 +1337,24 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     return res, ""
 
 
-def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds) -> dict:
-    """The placebo rounds' settings: those of the PL schools' effects (``kw``)."""
-    return dict(n_placebo=int(opts["n_placebo"]) or None, match_options=match_opts, covariates=kw["covariates"],
+def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds, v: Validated | None = None) -> dict:
+    """The placebo rounds' settings: those of the PL schools' effects (``kw``); ``v``: the
+    analysis's validation of the data, which the rounds take instead of validating it again."""
+    return dict(validated=v if rounds is None else None, n_placebo=int(opts["n_placebo"]) or None, match_options=match_opts, covariates=kw["covariates"],
                 cluster=columns.student_id, cr2=kw["cr2"], by=columns.subject, sd=kw["sd"],
                 method_meta=opts["meta_method"], adjust=opts["adjust"], alpha=opts["alpha"], level=opts["level"],
                 seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds, cap=int(opts["placebo_cap"]))
 
 
-def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds):
+def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds, v=None):
     """The placebo rounds of :func:`_matched_placebo` in a worker process
     (:func:`pleval.heterogeneity.placebo.play_rounds`, without the PL schools); their SD, the
-    overall effect's, is ``receive()``d from the main process once the first round is matched."""
+    overall effect's, is ``receive()``d from the main process once the first round is matched.
+    ``v``: the analysis's validation of ``df`` (inherited by the fork), reused by the rounds."""
     from .heterogeneity.placebo import play_rounds, plan_rounds
 
     plan = plan_rounds(df, columns, method, **_placebo_args(columns, seed, opts, match_opts,
-                                                            _school_kwargs(columns, opts, None), rounds),
+                                                            _school_kwargs(columns, opts, None), rounds, v),
                        observed_given=True)
     return play_rounds(plan, sd=receive)
 

@@ -264,3 +264,29 @@ def test_cap_takes_the_first_schools_of_the_round_order(small):
     assert not wide.extent()["capped"] and wide.extent()["placebo_schools"] == n_comp > 20
     pd.testing.assert_frame_equal(wide.placebo, every.placebo)
     pd.testing.assert_frame_equal(wide.comparison, every.comparison)
+
+
+def test_rounds_take_the_validation_given_instead_of_validating_again(small, monkeypatch):
+    """placebo_schools(..., validated=validate(data, columns)) gives the same placebo tables
+    without validating the data again; pleval.estimate hands its own validation to the rounds
+    (in one process and in the forked worker), so they never validate."""
+    from pleval.data import validate
+    from pleval.heterogeneity import placebo
+
+    data, r = small
+    v = validate(data, SAMPLE_COLUMNS)
+
+    def no_validation(*a, **k):
+        raise AssertionError("the rounds validated the data again")
+
+    monkeypatch.setattr(placebo, "validate", no_validation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        given = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3, validated=v)
+    pd.testing.assert_frame_equal(given.placebo, r.placebo)
+    pd.testing.assert_frame_equal(given.comparison, r.comparison)
+    for workers in (1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            ev = pleval.estimate(data, SAMPLE_COLUMNS, workers=workers, n_placebo=20)
+        assert len(ev.placebo) and not any("no placebo" in n for n in ev.notes)

@@ -200,24 +200,28 @@ class _InMemoryRounds:
     """Where the placebo rounds get their schools and matches: the student file in memory.
     :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart."""
 
-    def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict):
+    def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
+        self.validated = validated
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
         """PL and comparison school ids (:func:`_school_treatment`)."""
         return _school_treatment(self.data, self.columns.school, self.columns.treatment)
 
     def order(self, pl: np.ndarray, per_round: int) -> np.ndarray:
-        """The comparison schools in round order; validates the data once for the rounds: its
-        checks are row by row (and per student), so the comparison schools' validated rows
-        are the same in every round, and each round only relabels the treatment."""
+        """The comparison schools in round order; validates the data once for the rounds (not at
+        all when ``validated``, the analysis's own :func:`pleval.data.validate` of ``data``, is
+        given): its checks are row by row (and per student), so the comparison schools'
+        validated rows are the same in every round, and each round only relabels the treatment."""
         from ..matching import match  # designs layer: imported lazily, estimators sit above it
 
         c, school = self.columns, self.columns.school
         non_pl = self.data.loc[~self.data[school].isin(pl).to_numpy()]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PlevalWarning)
-            v = validate(self.data, c)
+        v = self.validated
+        if v is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PlevalWarning)
+                v = validate(self.data, c)
         v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy()])
         codes, levels = pd.factorize(v.data[school])
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
@@ -253,6 +257,7 @@ def placebo_schools(
     hartung_knapp: bool = True,
     rounds=None,
     cap: int | None = None,
+    validated=None,
 ) -> PlaceboResult:
     """Analyse comparison schools as if they were PL schools (see the module docstring).
 
@@ -287,11 +292,14 @@ def placebo_schools(
     cap : int, optional
         Without ``n_placebo``: at most this many placebo schools, the first of the round order
         (default: no cap).
+    validated : :class:`pleval.data.Validated`, optional
+        ``validate(data, columns)`` when the caller has it (``data`` with a 0/1 treatment): the
+        rounds take its rows instead of validating ``data`` again.
     """
     plan = plan_rounds(data, columns, method, n_placebo=n_placebo, per_round=per_round, match_options=match_options,
                        covariates=covariates, cluster=cluster, by=by, sd=sd, vcov=vcov, cr2=cr2, method_meta=method_meta,
                        adjust=adjust, alpha=alpha, level=level, seed=seed, hartung_knapp=hartung_knapp, rounds=rounds,
-                       cap=cap, observed_given=observed is not None)
+                       cap=cap, observed_given=observed is not None, validated=validated)
     if observed is None:
         observed = plan.observed()
     return play_rounds(plan).compare(observed)
@@ -335,7 +343,7 @@ class RoundsPlan:
 def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round=None, match_options=None,
                 covariates=None, cluster="default", by="default", sd="pooled", vcov=None, cr2="clubsandwich",
                 method_meta="REML", adjust="bh", alpha=0.05, level=0.95, seed=0, hartung_knapp=True, rounds=None,
-                cap=None, observed_given: bool = False) -> RoundsPlan:
+                cap=None, observed_given: bool = False, validated=None) -> RoundsPlan:
     """:func:`placebo_schools`' checks and defaults (its arguments; ``observed_given``: whether
     the PL schools' effects are given), raising its ``DataError``/``DesignError``; nothing is
     matched yet."""
@@ -365,7 +373,7 @@ def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round
         eff_kw.update(weight2="_weight2", copies="_copies")
 
     if rounds is None:
-        rounds = _InMemoryRounds(data, columns, method, match_options)
+        rounds = _InMemoryRounds(data, columns, method, match_options, validated)
     elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()
