@@ -290,3 +290,42 @@ def test_rounds_take_the_validation_given_instead_of_validating_again(small, mon
             warnings.simplefilter("ignore", PlevalWarning)
             ev = pleval.estimate(data, SAMPLE_COLUMNS, workers=workers, n_placebo=20)
         assert len(ev.placebo) and not any("no placebo" in n for n in ev.notes)
+
+
+def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
+    """The rounds' matches differ in the treatment only: the covariate patterns, exact-match cells
+    and the student ids' hashed ranks are computed once for all rounds (match's ``_reuse``), and
+    each round's match is that of a fresh :func:`pleval.match` of its data."""
+    import pleval.matching as pm
+    from pleval.heterogeneity.placebo import _InMemoryRounds
+
+    data, _ = small
+    calls = {"hashed_ranks": 0, "design_patterns": 0}
+    for name in calls:
+        real = getattr(pm, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(pm, name, counted)
+    rounds = _InMemoryRounds(data, SAMPLE_COLUMNS, "propensity", {"seed": 0})
+    pl, _ = rounds.schools()
+    order = rounds.order(pl, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        got = [rounds.match(order[i : i + 8]) for i in (0, 8, 16)]
+        assert calls == {"hashed_ranks": 1, "design_patterns": 1}
+        fresh = [pm.match(rounds._fake(order[i : i + 8]), SAMPLE_COLUMNS, "propensity", seed=0) for i in (0, 8, 16)]
+    for a, b in zip(got, fresh):
+        for f in ("rows", "set_id", "weight", "set_school"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))
+        assert np.array_equal(a.propensity.logit_ps, b.propensity.logit_ps)
+        (ca, ua), (cb, ub) = a.factorized["student_id"], b.factorized["student_id"]
+        assert np.array_equal(ca, cb) and np.array_equal(np.asarray(ua), np.asarray(ub))
+    rounds.last_round()
+    before = calls["hashed_ranks"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        rounds.match(order[:8])
+    assert calls["hashed_ranks"] == before + 1  # nothing kept after the last round

@@ -189,6 +189,31 @@ def test_logit_propensity_encodes_the_patterns_only(monkeypatch):
     np.testing.assert_allclose(pm.logit_ps, X @ pm.params.to_numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("penalize", [False, True])
+def test_support_and_discard_from_patterns_are_those_of_the_rows(penalize):
+    """The groups' logit-score ranges, the counts outside the other group's range and the rows
+    ``discard`` keeps, computed on the covariate patterns (then each row its pattern's), are those
+    of the rows, for every ``discard``; so are the scores (a pattern's score, each of its rows')."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    d = pd.DataFrame({"pretest": rng.integers(0, 40, n).astype(float), "frl": rng.integers(0, 2, n)})
+    d["t"] = (rng.random(n) < 1 / (1 + np.exp(4.0 - 0.12 * d["pretest"]))).astype(int)
+    for discard in ("none", "treated", "control", "both"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            pm = fit_propensity(d, "t", ["pretest", "frl"], discard=discard, penalize=penalize)
+        lin, t1 = pm.logit_ps, d["t"].to_numpy() == 1
+        assert np.array_equal(pm.ps, 1.0 / (1.0 + np.exp(-lin)))
+        lo_t, hi_t, lo_c, hi_c = lin[t1].min(), lin[t1].max(), lin[~t1].min(), lin[~t1].max()
+        t_out, c_out = t1 & ((lin < lo_c) | (lin > hi_c)), ~t1 & ((lin < lo_t) | (lin > hi_t))
+        s = pm.support
+        assert (s.treated_range, s.control_range) == ((lo_t, hi_t), (lo_c, hi_c))
+        assert (s.n_treated_outside, s.n_control_outside) == (int(t_out.sum()), int(c_out.sum())) != (0, 0)
+        keep = ~(t_out & (discard in ("treated", "both"))) & ~(c_out & (discard in ("control", "both")))
+        assert np.array_equal(pm.keep, keep)
+        assert (s.n_discarded_treated, s.n_discarded_control) == (int((t1 & ~keep).sum()), int((~t1 & ~keep).sum()))
+
+
 def test_separation_checks_on_patterns_are_those_on_rows():
     """The per-covariate separation checks on covariate patterns with their row and treated
     counts (as fit_propensity runs them) name the same covariates and levels, with the same

@@ -226,12 +226,17 @@ class _InMemoryRounds:
         codes, levels = pd.factorize(v.data[school])
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
+        self._reuse: dict | None = {}  # the rounds' rows are the same: what depends on them alone is computed once
         return _round_order(non_pl, school, c.main_pretest or c.outcome, per_round)
 
     def match(self, chunk: np.ndarray):
         """The match of one round (a :class:`~pleval.matching.MatchResult`): the schools
         ``chunk`` as pseudo-PL against the other comparison schools, with the analysis's matching."""
-        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options)
+        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options, _reuse=self._reuse)
+
+    def last_round(self) -> None:
+        """No round follows: what the rounds shared is let go (before the round's school effects)."""
+        self._reuse = None
 
 
 def placebo_schools(
@@ -409,6 +414,8 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
             m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
+            if (start >= len(order) or len(chunk) >= plan.n_placebo - done) and hasattr(plan.rounds, "last_round"):
+                plan.rounds.last_round()  # the last round, unless some school has no estimate
             if sd is not None:
                 eff_kw, sd = {**eff_kw, "sd": sd()}, None
             res = school_effects(m, **eff_kw)

@@ -39,7 +39,7 @@ from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, hashed_ranks, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
-from .propensity import PropensityModel, fit_propensity, pooled_logit_sd
+from .propensity import PropensityModel, design_patterns, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
 from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
@@ -62,6 +62,18 @@ def _keep_rows(data, t, pm: PropensityModel, mask):
     """Drop rows (discarded or trimmed: already logged) from the data and the fitted scores."""
     sub = replace(pm, ps=pm.ps[mask], logit_ps=pm.logit_ps[mask], keep=np.ones(int(mask.sum()), bool))
     return data.loc[mask], t[mask], sub
+
+
+def _reused(store: dict | None, name, index: pd.Index, make):
+    """``make()``, or what ``store`` keeps under ``name`` from a call on the same rows (``index``):
+    arrays per row that do not depend on the treatment (``match``'s ``_reuse``); None: nothing kept."""
+    if store is None:
+        return make()
+    hit = store.get(name)
+    if hit is not None and hit[0].equals(index):
+        return hit[1]
+    store[name] = (index, make())
+    return store[name][1]
 
 
 def _strata(columns: Columns, exact, data) -> list[str]:
@@ -229,6 +241,7 @@ def match(
     require_outcome: bool = True,
     conventions: str = "pleval",
     seed: int = 0,
+    _reuse: dict | None = None,
 ) -> MatchResult:
     """Build a matched comparison of PL (treated) and non-PL students.
 
@@ -296,6 +309,10 @@ def match(
         data order) and cobalt's ATT standardized differences in the balance table. Explicit
         ``caliper``/``replace``/``order``/``ties`` still apply.
     seed : used only by ``order="random"``; nothing else in matching is random.
+    _reuse : a dict the caller keeps across calls on the same rows and columns that differ in
+        the treatment only (the placebo rounds): what depends on the rows alone (the covariate
+        patterns, the exact-match cells, the student ids' factorization and hashed ranks) is
+        computed once, and taken again where a call's rows (their index) are the same.
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
@@ -363,8 +380,12 @@ def match(
             if t.sum() == 0 or t.sum() == len(t):
                 raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
         ps_data, ps_covs, ps_cat = multilevel_covariates(data, covariates, c.school, c.treatment, ps_model, categorical)
+        pats = None
+        if _reuse is not None and not penalize:
+            pats = _reused(_reuse, ("patterns", tuple(ps_covs), ps_cat), ps_data.index,
+                           lambda: design_patterns(ps_data, ps_covs, ps_cat))
         pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
-                            penalize=penalize, alpha=alpha, link=link)
+                            penalize=penalize, alpha=alpha, link=link, patterns=pats)
         if not pm.keep.all():
             log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
                         "n_rows": int((~pm.keep).sum())})
@@ -373,7 +394,8 @@ def match(
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
-        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        cells = _reused(_reuse, ("cells", tuple(strata)), data.index,
+                        lambda: combine_codes(data, strata) if strata else np.zeros(len(data), np.int64))
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
         if on_score:
@@ -410,8 +432,11 @@ def match(
             cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
             key = None
             if cap:  # the ids' factorization is kept for school_sample
-                factorized[c.student_id] = pd.factorize(data[c.student_id])
-                key = hashed_ranks(data[c.student_id], factorized[c.student_id])
+                def ids():
+                    f = pd.factorize(data[c.student_id])
+                    return f, hashed_ranks(data[c.student_id], f)
+
+                factorized[c.student_id], key = _reused(_reuse, ("ids", c.student_id), data.index, ids)
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,

@@ -196,6 +196,16 @@ def covariate_patterns(df: pd.DataFrame, covariates, out: dict | None = None) ->
     return pattern, np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))
 
 
+def design_patterns(df: pd.DataFrame, covariates, categorical=()) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`covariate_patterns` of ``df`` and the categorical covariates' ``(codes, levels)``
+    (:func:`~._design.encode`'s ``codes``): what :func:`fit_propensity` takes from the
+    covariates, which does not depend on the treatment."""
+    covariates = tuple(dict.fromkeys(covariates))
+    coded: dict = {}
+    pattern, first = covariate_patterns(df, covariates, out=coded)
+    return pattern, first, {c: coded[c] for c in covariates if c in categorical or is_categorical(df[c])}
+
+
 def _fit_logit_patterns(X: np.ndarray, n: np.ndarray, y: np.ndarray, *, maxiter: int = 50):
     """Logit MLE on covariate patterns: design rows ``X`` (one per pattern) with ``n`` rows of
     which ``y`` treated, fitted as the grouped binomial GLM of statsmodels (endog ``[y, n − y]``,
@@ -257,6 +267,7 @@ def fit_propensity(
     penalize: bool = False,
     alpha: float = 1e-3,
     link: str = "logit",
+    patterns: tuple | None = None,
 ) -> PropensityModel:
     """Fit ``logit P(T=1|x) = b0 + x'b`` and report common support.
 
@@ -272,6 +283,8 @@ def fit_propensity(
     penalize : fit a ridge-penalized logit (penalty ``alpha`` on standardized coefficients)
         instead of raising on separation; warns with :class:`PlevalWarning`.
     link : "logit" (default) or "probit" (maximum likelihood only).
+    patterns : ``design_patterns(df, covariates, categorical)``, when already computed (e.g. for
+        another treatment of the same rows).
     """
     if link not in LINKS:
         raise DataError(f"link must be one of {LINKS}; got {link!r}")
@@ -292,10 +305,9 @@ def fit_propensity(
         raise DataError(f"covariate column(s) not found in the data: {', '.join(map(repr, absent))}")
     X = None  # the design of every row: only the probit and the ridge fits need it
     if not penalize:
-        coded: dict = {}
-        pattern, first = covariate_patterns(df, covariates, out=coded)  # checked and fitted on distinct design rows
+        # checked and fitted on distinct design rows
+        pattern, first, known = design_patterns(df, covariates, categorical) if patterns is None else patterns
         if link == "logit":  # the design rows of the patterns only, the categorical columns' codes reused
-            known = {c: coded[c] for c in covariates if c in categorical or is_categorical(df[c])}
             enc: Encoded = encode(df, covariates, categorical, intercept=True, codes=known, rows=first)
             Xu = enc.X
         else:
@@ -327,10 +339,9 @@ def fit_propensity(
             params, ok, err = _fit_mle(t, X)
         lin = None
         if params is not None:
-            lin = Xu @ params
+            lin = Xu @ params  # per pattern: equal rows, equal scores
             if link == "probit":  # on the logit scale from here on
                 lin = stats.norm.logcdf(lin) - stats.norm.logsf(lin)
-            lin = lin[pattern]  # equal rows, equal scores
         if params is None or not ok or np.abs(lin).max() > _SEPARATION_LOGIT * 2:
             if params is None:
                 raise DesignError(f"the propensity model could not be fitted ({err}); check for separation or collinearity")
@@ -341,7 +352,7 @@ def fit_propensity(
             std_coef = np.abs(params[1:] * sdx)
             order = np.argsort(-std_coef)[:3]
             culprits = sorted({enc.source[j + 1] for j in order if np.isfinite(std_coef[j])})
-            extreme = int((np.abs(lin) > _SEPARATION_LOGIT).sum())
+            extreme = int(n_u[np.abs(lin) > _SEPARATION_LOGIT].sum())
             raise DesignError(
                 "the propensity model shows separation (no finite maximum-likelihood estimate; "
                 f"{extreme:,} row(s) with fitted score within 3e-7 of 0 or 1); covariate(s) most involved: "
@@ -351,7 +362,8 @@ def fit_propensity(
         enc = encode(df, covariates, categorical, intercept=True)
         X, names = enc.X, enc.names
         params = _fit_ridge(t.astype(float), X, alpha)
-        lin = X @ params
+        lin = X @ params  # per row: each row its own pattern
+        pattern, n_u, y_u = None, np.ones(len(t)), t.astype(float)
         warnings.warn(
             f"propensity scores from a ridge-penalized logit (alpha = {alpha:g}); coefficients are shrunk "
             "toward zero, so scores are less extreme than a maximum-likelihood fit would give",
@@ -361,27 +373,31 @@ def fit_propensity(
     if not np.all(np.isfinite(lin)):
         raise ConvergenceError("the propensity model produced non-finite scores")
 
+    # the scores, the groups' ranges and who lies outside the other group's range, per pattern (a
+    # pattern holds treated rows when y_u > 0, comparison rows when y_u < n_u), then per row
     ps = 1.0 / (1.0 + np.exp(-lin))  # lin is on the logit scale for either link
+    has_t, has_c = y_u > 0, y_u < n_u
+    t_rng = (float(lin[has_t].min()), float(lin[has_t].max()))
+    c_rng = (float(lin[has_c].min()), float(lin[has_c].max()))
+    t_out = has_t & ((lin < c_rng[0]) | (lin > c_rng[1]))  # patterns whose treated rows are outside
+    c_out = has_c & ((lin < t_rng[0]) | (lin > t_rng[1]))
     t1 = t == 1
-    lt, lc = lin[t1], lin[~t1]
-    t_rng = (float(lt.min()), float(lt.max()))
-    c_rng = (float(lc.min()), float(lc.max()))
-    t_out = t1 & ((lin < c_rng[0]) | (lin > c_rng[1]))
-    c_out = ~t1 & ((lin < t_rng[0]) | (lin > t_rng[1]))
     keep = np.ones(len(t), dtype=bool)
     if discard in ("treated", "both"):
-        keep &= ~t_out
+        keep &= ~(t1 & (t_out if pattern is None else t_out[pattern]))
     if discard in ("control", "both"):
-        keep &= ~c_out
+        keep &= ~(~t1 & (c_out if pattern is None else c_out[pattern]))
     support = CommonSupport(
         treated_range=t_rng,
         control_range=c_rng,
-        n_treated_outside=int(t_out.sum()),
-        n_control_outside=int(c_out.sum()),
+        n_treated_outside=int(y_u[t_out].sum()),
+        n_control_outside=int((n_u - y_u)[c_out].sum()),
         discard=discard,
-        n_discarded_treated=int((t1 & ~keep).sum()),
-        n_discarded_control=int((~t1 & ~keep).sum()),
+        n_discarded_treated=int((t1 & ~keep).sum()) if discard != "none" else 0,
+        n_discarded_control=int((~t1 & ~keep).sum()) if discard != "none" else 0,
     )
+    if pattern is not None:
+        lin, ps = lin[pattern], ps[pattern]
     return PropensityModel(
         params=pd.Series(params, index=list(names)),
         ps=ps,
