@@ -144,6 +144,77 @@ def test_sets_separable_brute_force():
     assert s.moments(1.0) == pytest.approx((E1, V1))
 
 
+def _moments_every_position(s, gamma, lower=False):
+    """The separable bound's sums with μ and v formed at every kept position (s's arrays): v is
+    computed only at the positions tied with their set's best, which must give the same bits."""
+    g = 1.0 / gamma if lower else gamma
+    den = s.a * g + s.b
+    mu = (s.top1 * g + s.rest1) / den
+    var = (s.top2 * g + s.rest2) / den - mu * mu
+    key = -mu if lower else mu
+    best = np.maximum.reduceat(key, s.start)
+    tie = key >= np.repeat(best - (1e-12 * np.abs(best) + 1e-12), s.count)
+    vbest = np.maximum.reduceat(np.where(tie, var, -np.inf), s.start)
+    return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
+
+
+def test_sets_moments_exact_and_sums_by_set():
+    """Sets of 2–12 with ties (rounded responses) and Huber scores: the bound's sums are
+    bit-identical to those formed at every position, and each kept position's running sums are
+    those of its set's a largest scores (a = 1 … n_s − 1) and of the others."""
+    from pleval.sensitivity.rosenbaum import HuberScores
+
+    rng = np.random.default_rng(11)
+    size = rng.integers(2, 13, 300)
+    size[::3] = 2
+    ids = np.repeat(np.arange(len(size)), size)
+    tr = np.zeros(len(ids), bool)
+    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    perm = rng.permutation(len(ids))
+    ids, tr = ids[perm], tr[perm]
+    y = np.round(rng.normal(size=len(ids)) + 0.3 * tr, 1)
+    codes, size = _set_codes(ids, tr)
+    for scores in (None, HuberScores()):
+        s = _Sets.build(y, codes, size, tr, scores)
+        for gamma in (1.0, 1.25, 2.0, 7.0, 1e4):
+            for lower in (False, True):
+                assert s.moments(gamma, lower) == _moments_every_position(s, gamma, lower)
+    k = 17  # one set, by hand (untied responses)
+    y = rng.normal(size=len(ids))
+    q = stats.rankdata(y - (np.bincount(codes, weights=y) / size)[codes])
+    qk = np.sort(q[codes == k])[::-1]
+    at = slice(s.start[k], s.start[k] + s.count[k])
+    s = _Sets.build(y, codes, size, tr)
+    assert s.a[at].tolist() == list(range(1, size[k]))
+    assert s.b[at].tolist() == [size[k] - a for a in range(1, size[k])]
+    np.testing.assert_allclose(s.top1[at], np.cumsum(qk)[:-1])
+    np.testing.assert_allclose(s.rest1[at], qk.sum() - np.cumsum(qk)[:-1])
+    np.testing.assert_allclose(s.top2[at], np.cumsum(qk**2)[:-1])
+
+
+def test_rosenbaum_bounds_leave_no_reference_cycle():
+    """Brent's method (the Γ search, the Hodges–Lehmann roots) must not keep the sets' n-long
+    sums alive after the bounds are computed: scipy's brentq wraps its function in a closure
+    that refers to itself, which held them until the cyclic garbage collector ran."""
+    import gc
+
+    rng = np.random.default_rng(12)
+    ids = np.repeat(np.arange(200), 4)
+    tr = np.tile([True, False, False, False], 200)
+    y = rng.normal(size=800) + 0.5 * tr
+    from pleval.sensitivity.rosenbaum import _HL
+
+    gc.collect()
+    gc.disable()
+    try:
+        rb = rosenbaum_bounds(y, ids, tr, gammas=[1.0, 2.0], hl_gammas=[1.5])
+        alive = [o for o in gc.get_objects() if isinstance(o, (_Sets, _HL))]
+    finally:
+        gc.enable()
+    assert rb.gamma_alpha > 1
+    assert alive == []
+
+
 def test_sets_gamma_search_and_hl():
     """1:3 sets: Brent's search lands on p = α; at Γ = 1 the HL estimate balances T and its
     mean; the effect direction is tested one-sided (a negative effect mirrored)."""

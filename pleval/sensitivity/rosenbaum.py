@@ -189,7 +189,7 @@ class _Sets:
     T: float
     start: np.ndarray  # first kept position of each set
     count: np.ndarray  # n_s − 1 kept positions per set
-    a: np.ndarray  # a = j + 1
+    a: np.ndarray  # a = j + 1 (int32 when it fits: the bound converts it to float exactly)
     b: np.ndarray  # n_s − a
     top1: np.ndarray  # Σ of the a largest q of the set
     rest1: np.ndarray  # Σ of the others
@@ -211,47 +211,72 @@ class _Sets:
 
     @classmethod
     def from_scores(cls, q, o, codes, size, treated) -> "_Sets":
-        """From unit scores ``q`` and the order ``o`` that sorts them decreasingly."""
+        """From unit scores ``q`` and the order ``o`` that sorts them decreasingly. Set s's
+        units are the positions ``first_s … first_s + n_s − 1`` of the by-set order; its
+        running sums ``c`` are the cumulative sums less their value before ``first_s`` and its
+        totals are summed in that order (``np.bincount``); the last position of each set is
+        not kept (a = n_s would put every unit in u's ones). Each n-long temporary is freed
+        as soon as it is read (they dominate the memory of the bounds)."""
         n = len(q)
-        pos = np.empty(n, dtype=np.int64)
-        pos[o] = np.arange(n)
-        o = np.argsort(codes * n + pos)  # by set, decreasing q within each set (one integer sort)
+        T = float(q[treated].sum())
+        key = np.empty(n, dtype=np.int64)
+        key[o] = np.arange(n)  # the rank of each unit's q, decreasing
+        key += codes * n
+        o = np.argsort(key)  # by set, decreasing q within each set (one integer sort)
+        del key
         qs, cs = q[o], codes[o]
+        del o
         first = np.concatenate([[0], np.cumsum(size)[:-1]])
-        j = np.arange(n) - first[cs]
-        g1, g2 = np.cumsum(qs), np.cumsum(qs * qs)
-        c1 = g1 - np.concatenate([[0.0], g1])[first][cs]
-        c2 = g2 - np.concatenate([[0.0], g2])[first][cs]
-        s1 = np.bincount(cs, weights=qs)[cs]
-        s2 = np.bincount(cs, weights=qs * qs)[cs]
-        keep = j < size[cs] - 1
-        a = j[keep] + 1.0
         count = size - 1
-        return cls(float(q[treated].sum()), np.concatenate([[0], np.cumsum(count)[:-1]]), count, a,
-                   size[cs][keep] - a, c1[keep], (s1 - c1)[keep], c2[keep], (s2 - c2)[keep])
+        start = np.concatenate([[0], np.cumsum(count)[:-1]])
+        kept = np.ones(n, dtype=bool)
+        kept[first + count] = False  # each set's last position
+        itype = np.int32 if n < 2**31 else np.int64
+        a = np.arange(1, len(kept) - len(size) + 1, dtype=itype)  # j + 1 over the kept positions
+        a -= np.repeat(start.astype(itype), count)
+        b = np.repeat(count.astype(itype), count)
+        b += 1
+        b -= a
+        sums = []
+        for power in (1, 2):  # q, then q²
+            x = qs if power == 1 else np.square(qs)
+            c = np.cumsum(x)
+            c -= np.repeat(np.concatenate([[0.0], c])[first], size)
+            s = np.repeat(np.bincount(cs, weights=x, minlength=len(size)), size)
+            del x
+            s -= c
+            sums += [c[kept], s[kept]]
+            del c, s
+        return cls(T, start, count, a, b, *sums)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
-        minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ)."""
+        minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ). At Γ (g),
+        position (s, a) has ``μ = (g·top1 + rest1)/(g·a + b)`` and
+        ``v = (g·top2 + rest2)/(g·a + b) − μ²``; each set takes the largest μ and, among the
+        positions tied with it, the largest v — computed at those positions only (about one a
+        set)."""
         g = 1.0 / gamma if lower else gamma
-        # the same operations in the same order as (g·a + b), (g·top1 + rest1)/den, ... written
-        # into three buffers of the positions' length (a position per set member: large)
         den = np.multiply(self.a, g, dtype=float)
         den += self.b
         mu = np.multiply(self.top1, g)
         mu += self.rest1
         mu /= den
-        var = np.multiply(self.top2, g)
-        var += self.rest2
-        var /= den
-        np.multiply(mu, mu, out=den)
-        var -= den
-        del den
         key = np.negative(mu, out=mu) if lower else mu
         best = np.maximum.reduceat(key, self.start)
-        tie = np.greater_equal(key, np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count))
-        var[np.logical_not(tie, out=tie)] = -np.inf  # not tied with the set's best
-        vbest = np.maximum.reduceat(var, self.start)
+        tie = np.greater_equal(key, np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count))  # tied with the best
+        ties = np.add.reduceat(tie, self.start, dtype=np.intp)  # per set (0 only if its μ is NaN: then v = 0)
+        at = np.flatnonzero(tie)
+        del tie
+        mt = key[at]
+        var = np.multiply(self.top2[at], g)
+        var += self.rest2[at]
+        var /= den[at]
+        var -= mt * mt
+        del den, mu, key
+        vbest = np.full(len(self.start), -np.inf)
+        some = ties > 0
+        vbest[some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some]) if len(at) else vbest[:0]
         return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
@@ -266,7 +291,7 @@ def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
     n_t = np.bincount(codes, weights=treated.astype(float), minlength=n_sets)
     if n_sets == 0 or np.any(size < 2) or np.any(n_t != 1):
         raise DesignError("Rosenbaum bounds need matched sets with exactly one treated unit and at least one comparison")
-    return codes.astype(np.int64), size
+    return codes.astype(np.int64, copy=False), size
 
 
 def aligned_rank_pvalue(y, set_id, treated, gamma=1.0) -> np.ndarray:
@@ -283,7 +308,18 @@ def _gamma_search(pfun, alpha: float) -> float:
         return 1.0
     if pfun(GAMMA_MAX) < alpha:
         return math.inf
-    return float(math.exp(optimize.brentq(lambda lg: pfun(math.exp(lg)) - alpha, 0.0, math.log(GAMMA_MAX), xtol=1e-6)))
+    return float(math.exp(_brentq(lambda lg: pfun(math.exp(lg)) - alpha, 0.0, math.log(GAMMA_MAX), xtol=1e-6)))
+
+
+def _brentq(f, a: float, b: float, xtol: float) -> float:
+    """``scipy.optimize.brentq(f, a, b, xtol=xtol)``, without keeping ``f`` alive afterwards:
+    brentq wraps f in a closure that refers to itself, a reference cycle that held f — and the
+    arrays f reads (the sets' sums: n-long) — until the cyclic garbage collector ran."""
+    box = [f]
+    try:
+        return optimize.brentq(lambda x: box[0](x), a, b, xtol=xtol)
+    finally:
+        box.clear()
 
 
 # --------------------------------------------------------------------------------------
@@ -380,7 +416,8 @@ def rosenbaum_bounds(
         sets = _Sets.build(ys, codes, size, treated, scores)
         p_up = np.array([sets.pvalue(g) for g in gammas])
         p_lo = np.array([sets.pvalue(g, lower=True) for g in gammas])
-        g_alpha = _gamma_search(sets.pvalue, alpha)
+        known = dict(zip(gammas.tolist(), p_up.tolist()))  # (Γ = 1 is in the table by default)
+        g_alpha = _gamma_search(lambda g: known[g] if g in known else sets.pvalue(g), alpha)
         test = ("aligned rank (matched sets; separable approximation)" if scores is None else
                 f"Huber M-statistic (trim {scores.trim:g}, inner {scores.inner:g}; separable approximation)")
     rows = {"gamma": gammas, "pvalue_upper": p_up, "pvalue_lower": p_lo}
@@ -430,7 +467,7 @@ class _HL:
         fa, fb = f(a), f(b)
         if fa <= 0 or fb >= 0:
             return math.nan
-        return float(optimize.brentq(f, a, b, xtol=self.tol))
+        return float(_brentq(f, a, b, xtol=self.tol))
 
     def interval(self, gamma: float) -> tuple[float, float, float, float]:
         """``(HL low, HL high, CI low, CI high)`` at Γ."""
