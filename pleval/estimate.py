@@ -1117,24 +1117,47 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         raise DataError(f"invalid matching option(s) {match_opts}: {exc}") from exc
     progress("matched estimate")
     by = columns.subject
+    by_t = () if by is None else (by,)
+    # Each subject's rows and design (n × p) are needed only by its effect and sensitivity: fitted
+    # lazily, one subject's are held at a time. With a placebo worker, which waits for the
+    # effects' SD, every subject is fitted first (the worker's rows are at most a few million).
     fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"],
-                        vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"])
-    est = fits[0][3] if by is None else EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
-    sds = {s: (est if s is None else est[s]).sd for s in subjects}
-    kw = _school_kwargs(columns, opts, sds[None] if by is None else sds)
+                        vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"],
+                        part_columns="all" if opts["sensitivity"] and opts["placebo_outcome"] else "read",
+                        lazy=worker is None)
+    effects: dict = {}
+
+    def effect_table():
+        return effects[()] if by is None else EffectTable(by_t, dict(effects))
+
     if worker is not None:
-        worker.send(kw["sd"])  # the placebo rounds' school effects are on the overall effect's SD
-    sens = None
+        effects.update((fit[0], fit[3]) for fit in fits)
+        worker.send(_school_kwargs(columns, opts, _effect_sds(effect_table(), subjects, by))["sd"])
+    sens = analyse = None
     if opts["sensitivity"]:
-        from .sensitivity import sensitivity
+        from .sensitivity.matched import Sensitivity, group_sensitivity
 
         progress("sensitivity to unobserved confounding")
         try:
-            sens = sensitivity(m, by=by, fits=fits, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
-                               placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
+            analyse = group_sensitivity(m, by=by_t, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
+                                        placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
         except DesignError as exc:
             sens_note = f"no sensitivity analysis: {exc}"
-    del fits  # each subject's rows and design (n × p): not needed past the effects and sensitivity
+    results: dict = {}
+    for fit in fits:  # a handful of subjects
+        key, part, des, eff = fit[:4]
+        effects[key] = eff
+        if analyse is not None:
+            try:
+                results[key] = analyse(key, part, des, eff)
+            except DesignError as exc:
+                analyse, sens_note = None, f"no sensitivity analysis: {exc}"
+        del fit, part, des  # before the next subject's design is formed
+    del fits
+    if analyse is not None:
+        sens = Sensitivity(by_t, results)
+    est = effect_table()
+    kw = _school_kwargs(columns, opts, _effect_sds(est, subjects, by))
     bal = m.balance()
     table, eq = bal.table, bal.equivalence
     prop = _propensity_frame(m)
@@ -1197,6 +1220,12 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     if dropped is not None:
         out[0]["dropped"] = dropped.assign(subject="(all)")
     return out
+
+
+def _effect_sds(est, subjects, by):
+    """The outcome SD of the effect (``by`` None) or of each subject's, as ``_school_kwargs`` takes it."""
+    sds = {s: (est if s is None else est[s]).sd for s in subjects}
+    return sds[None] if by is None else sds
 
 
 def _matched_subgroups(m, subject, eff, opts: dict, notes: list):

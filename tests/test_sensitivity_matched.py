@@ -143,3 +143,63 @@ def test_estimate_writes_sensitivity(data, tmp_path):
         pleval.estimate(data, design="matched", school_sensitivity="yes")
     with pytest.raises(DataError, match="hl_gammas"):
         pleval.estimate(data, design="matched", hl_gammas=[0.5])
+
+
+def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
+    """In one process, pleval.estimate fits the subjects lazily: each subject's rows and design
+    are dropped after its effect and sensitivity, before the next subject's design is formed
+    (the memory of large files); with a placebo worker every subject is fitted first (the
+    worker waits for their SD). Both orders give the same effects and sensitivity tables."""
+    import gc
+    import weakref
+
+    import pleval.matching.results as results
+
+    made = []
+    build = results.effect_design
+
+    def tracked(*args, **kw):
+        alive = [r() for r in made if r() is not None]
+        made.append(None)
+        d = build(*args, **kw)
+        made[-1] = weakref.ref(d)
+        tracked.overlap = max(tracked.overlap, len(alive))
+        return d
+
+    tracked.overlap = 0
+    monkeypatch.setattr(results, "effect_design", tracked)
+    gc.collect()
+    gc.disable()  # freed when dropped, not by the cyclic collector
+    try:
+        one = pleval.estimate(data, design="matched", seed=1, placebo=False, workers=1)
+    finally:
+        gc.enable()
+    assert len(made) == 2 and tracked.overlap == 0
+    lazy = results.MatchResult.group_fits(one.details["math"]["design"], "subject", lazy=True)
+    assert not isinstance(lazy, list) and [f[0] for f in lazy] == [("math",), ("reading",)]
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(one.sensitivity, sensitivity(one.details["math"]["design"], by="subject").to_frame())
+    runs = [(w, pleval.estimate(data, design="matched", seed=1, workers=w)) for w in (1, 2)]  # (a worker with 2)
+    runs.append((1, pleval.estimate(data, design="matched", seed=1, placebo=False, workers=1, sensitivity=False)))
+    for w, ev in runs:
+        for s in ("math", "reading"):
+            assert ev.effect(s).raw == one.effect(s).raw and ev.effect(s).sd == one.effect(s).sd
+    pd.testing.assert_frame_equal(runs[0][1].sensitivity, one.sensitivity)
+    pd.testing.assert_frame_equal(runs[1][1].sensitivity, one.sensitivity)
+    pd.testing.assert_frame_equal(runs[0][1].schools, runs[1][1].schools)
+    assert len(runs[2][1].sensitivity) == 0
+
+
+def test_group_designs_lazy_match_distinct_rows(matched):
+    """group_designs(lazy=True) gathers each group's rows as the distinct matched rows of that
+    group: the same frame (values, index, dtypes) as distinct() split by subject."""
+    c = matched.columns
+    eager = matched.group_designs("subject")
+    lazy = list(matched.group_designs("subject", lazy=True))
+    d = matched.distinct([c.outcome, c.treatment, *c.pretest, *c.covariates, *matched.strata, c.school, c.subject])
+    for (k1, p1, d1, l1), (k2, p2, d2, l2) in zip(eager, lazy):
+        assert k1 == k2 and l1 == l2
+        pd.testing.assert_frame_equal(p1, p2)
+        pd.testing.assert_frame_equal(p2, d[d[c.subject] == k2[0]])
+        np.testing.assert_array_equal(d1.X, d2.X)
+        np.testing.assert_array_equal(d1.rows, d2.rows)

@@ -351,7 +351,7 @@ class MatchResult(ResultMixin):
             return fits[0][3]
         return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
 
-    def group_designs(self, by=None, *, covariates=None, part_columns: str = "all") -> list[tuple]:
+    def group_designs(self, by=None, *, covariates=None, part_columns: str = "all", lazy: bool = False) -> list[tuple]:
         """The effect regression's design per group, on the distinct matched rows: one
         ``(key, part, design, label)`` per group (key ``()`` when ``by`` is None), ``part`` the
         group's rows of :meth:`distinct` and ``design`` its
@@ -359,7 +359,9 @@ class MatchResult(ResultMixin):
         ``weights2``, ``copies`` and ``rows``, the positions in ``data``). ``part_columns``:
         "all" (default) every column the regression uses; "read", only those it reads as values
         (text columns without a missing value, whose codes the design takes, are left out:
-        gathering their text is a third of the cost of ``part`` at 1M rows)."""
+        gathering their text is a third of the cost of ``part`` at 1M rows). ``lazy``: an
+        iterator instead of a list, each group's rows and design formed when it is reached (a
+        consumer that drops them before the next holds one group's at a time)."""
         c = self.columns
         if covariates is None:
             covariates = c.covariates
@@ -367,39 +369,55 @@ class MatchResult(ResultMixin):
         missing = [b for b in by if b not in self.data.columns]
         if missing:
             raise DataError(f"cannot estimate by {missing}: not columns of the data")
-        design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
-                         strata=self.strata, school=c.school)
         if part_columns not in ("all", "read"):
             raise DataError(f"part_columns must be 'all' or 'read'; got {part_columns!r}")
+        designs = self._group_designs(by, covariates, part_columns)
+        return designs if lazy else list(designs)
+
+    def _group_designs(self, by: tuple, covariates, part_columns: str):
+        c = self.columns
+        design_kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=covariates,
+                         strata=self.strata, school=c.school)
         cols = [c.outcome, c.treatment, *c.pretest, *covariates, *self.strata, c.school, *by]
         coded = [x for x in dict.fromkeys(cols) if x and is_categorical(self.data[x])]  # strings: coded once
         codes = {x: self._column_codes(x) for x in coded}
         if part_columns == "read":
             cols = [x for x in cols if x not in codes or x in by or (codes[x][0] < 0).any()]
-        d = self.distinct(cols)
-        rows = self._distinct[0]
+        rows, w, w2, cp = self._distinct
+        cols = list(dict.fromkeys(x for x in cols if x))
+        at = self.data.columns.get_indexer(cols)
+
+        def part(idx):  # the rows idx of distinct(cols), gathered for one group
+            r = rows if idx is None else rows[idx]
+            return self.data.iloc[r, at].assign(**{k: v if idx is None else v[idx] for k, v in
+                                                   (("_weight", w), ("_weight2", w2), ("_copies", cp))}), r
+
         if not by:
             what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
-            groups = [((), d, rows, f"{c.outcome}: {what}")]
+            groups = [((), None, f"{c.outcome}: {what}")]
         else:
+            keys = self.data.iloc[rows, self.data.columns.get_indexer(list(by))]
             groups = []
-            for key, idx in d.groupby(list(by), sort=True).indices.items():  # a handful of groups
+            for key, idx in keys.groupby(list(by), sort=True).indices.items():  # a handful of groups
                 key = key if isinstance(key, tuple) else (key,)
-                groups.append((key, d.iloc[idx], rows[idx],
-                               f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
-        return [(key, part, effect_design(part, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies",
-                                          codes={x: (k[r], lv) for x, (k, lv) in codes.items()}),
-                 label) for key, part, r, label in groups]
+                groups.append((key, idx, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+        for key, idx, label in groups:
+            p, r = part(idx)
+            des = effect_design(p, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies",
+                                codes={x: (k[r], lv) for x, (k, lv) in codes.items()})
+            yield key, p, des, label
+            del p, r, des  # (before the next group's are formed)
 
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
                    baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
-                   cr2: str = "transformed", part_columns: str = "all") -> list[tuple]:
+                   cr2: str = "transformed", part_columns: str = "all", lazy: bool = False) -> list[tuple]:
         """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
         effect, by)`` per group (key ``()`` when ``by`` is None), ``rows`` and ``design`` those of
         :meth:`group_designs` (for analyses of the same regression, e.g.
         :func:`pleval.sensitivity.sensitivity`, without building it again). HC, classical and
         clubSandwich's weighted CR2 count every copy of a reused row, so for them the copies are
-        fitted. ``part_columns``: as :meth:`group_designs`'s."""
+        fitted. ``part_columns`` and ``lazy``: as :meth:`group_designs`'s (lazily, each group is
+        fitted when reached)."""
         c = self.columns
         if vcov is None:
             vcov = "CR2" if c.school else "CR1"
@@ -409,15 +427,20 @@ class MatchResult(ResultMixin):
                   sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
                   cluster_df=cluster_df, cr2=cr2)
         by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
-        out = []
-        for key, part, des, label in self.group_designs(by, covariates=covariates, part_columns=part_columns):
+        designs = self.group_designs(by, covariates=covariates, part_columns=part_columns, lazy=True)
+        fits = self._fits(designs, kw, vcov, cr2, by_t)
+        return fits if lazy else list(fits)
+
+    def _fits(self, designs, kw: dict, vcov: str, cr2: str, by_t: tuple):
+        for key, part, des, label in designs:
             if mergeable(vcov, cr2):
                 eff = regression_effect(part, **kw, label=label, design=des)
             else:
                 long_part, long_des = self._copies_of(part, des)
                 eff = regression_effect(long_part, **kw, label=label, design=long_des)
-            out.append((key, part, des, eff, by_t))
-        return out
+                del long_part, long_des
+            yield key, part, des, eff, by_t
+            del part, des
 
     def _copies_of(self, part: pd.DataFrame, des) -> tuple[pd.DataFrame, object]:
         """A group's rows and design with every copy as its own row (for HC/classical SEs)."""

@@ -203,8 +203,35 @@ def sensitivity(
     sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
     effects : the result of ``m.estimate(by, ...)`` if already computed (otherwise the matched
         regressions are fitted here; each subject's effect is then ``result.effect``).
-    fits : ``m.group_fits(by, ...)`` if already computed (its effects and designs are reused).
+    fits : ``m.group_fits(by, ...)`` if already computed (its effects and designs are reused),
+        or any iterable of its tuples (e.g. ``group_fits(..., lazy=True)``: each group is analysed
+        as it is reached).
     """
+    by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
+    analyse = group_sensitivity(m, benchmarks=benchmarks, kd=kd, q=q, alpha=alpha, gammas=gammas, hl_gammas=hl_gammas,
+                                rosenbaum_statistic=rosenbaum_statistic, placebo_outcome=placebo_outcome, sd=sd,
+                                level=level, by=by_t)
+    if fits is None and effects is None:  # fit the matched regressions here, one group's design at a time
+        fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile, lazy=True)
+    if fits is None:
+        fits = ((key, part, des, effects if not by_t else effects[key], by_t)
+                for key, part, des, _ in m.group_designs(by, lazy=True))
+    results = {}
+    for fit in fits:
+        key, part, des, eff = fit[:4]
+        results[key] = analyse(key, part, des, eff)
+        del fit, part, des  # (before the next group's design is formed)
+    return Sensitivity(by_t, results)
+
+
+def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha: float = 0.05,
+                      gammas=(1.0, 1.5, 2.0, 3.0), hl_gammas=(), rosenbaum_statistic: str = "rank",
+                      placebo_outcome: str | None = None, sd="pooled", level: float = 0.95, by=()):
+    """:func:`sensitivity`'s analysis of one group, its options checked once: returns
+    ``analyse(key, part, design, effect) -> SubjectSensitivity`` for the ``(key, part, design,
+    effect)`` of each group of ``m.group_fits(by)`` (``by``: the group columns, a tuple), so
+    that a caller fitting the groups one at a time can analyse each before the next is formed
+    and drop its design."""
     from ..matching.effect import regression_effect
 
     c = m.columns
@@ -216,18 +243,11 @@ def sensitivity(
         raise DataError(f"benchmark(s) {unknown} are not pretests or covariates of the analysis (they must be in the model)")
     if placebo_outcome is not None:
         _check_placebo(m, placebo_outcome)
-    by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
     kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
               strata=m.strata, school=c.school)
-    if fits is None and effects is None:  # fit the matched regressions here, building each design once
-        fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile)
-    if fits is not None:
-        fits = [(key, part, des, eff) for key, part, des, eff, _ in fits]
-    else:
-        fits = [(key, part, des, effects if not by_t else effects[key]) for key, part, des, _ in m.group_designs(by)]
-    results = {}
-    for key, part, des, eff in fits:  # a handful of subjects
-        label = ", ".join(f"{b} = {v}" for b, v in zip(by_t, key))
+
+    def analyse(key, part, des, eff) -> SubjectSensitivity:
+        label = ", ".join(f"{b} = {v}" for b, v in zip(by, key))
         g = Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
         groups_cols = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in bench}
         absent = [b for b, cols in groups_cols.items() if not cols]
@@ -245,9 +265,11 @@ def sensitivity(
         else:
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
+            del g
             ros = rosenbaum_bounds(resid[pos], sets, des.t[pos].astype(bool),
                                    gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
                                    hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
+        del pos, sets
         plc = None
         if placebo_outcome is not None:
             psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw)
@@ -258,8 +280,9 @@ def sensitivity(
                                     baseline_percentile=eff.baseline_percentile, method=f"placebo outcome {placebo_outcome}",
                                     label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
         main = bench[0] if bench and bench[0] in groups_cols else None
-        results[key] = SubjectSensitivity(label, eff, ovb, ev, ros, plc, placebo_outcome, main, tuple(notes))
-    return Sensitivity(by_t, results)
+        return SubjectSensitivity(label, eff, ovb, ev, ros, plc, placebo_outcome, main, tuple(notes))
+
+    return analyse
 
 
 def _check_placebo(m, col: str) -> None:
@@ -326,4 +349,4 @@ def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict) -> tuple[pd.
                            f"({int((t & ~has).sum()):,} PL row(s) missing it)")
 
 
-__all__ = ["sensitivity", "Sensitivity", "SubjectSensitivity", "default_benchmarks", "FRAME_COLUMNS"]
+__all__ = ["sensitivity", "group_sensitivity", "Sensitivity", "SubjectSensitivity", "default_benchmarks", "FRAME_COLUMNS"]

@@ -129,10 +129,16 @@ def _ranks_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new = np.empty(n, dtype=bool)
     new[0] = True
     np.greater(v[:-1] - v[1:], TIE_TOL * float(np.max(np.abs(v), initial=0.0)), out=new[1:])
-    first = np.flatnonzero(new)
+    del v
+    first = np.flatnonzero(new)  # of each run of tied values, in o's order
+    run = np.cumsum(new)
+    run -= 1
+    del new
     last = np.append(first[1:], n) - 1
+    rank = n - (first + last) / 2.0
+    del first, last
     q = np.empty(n)
-    q[o] = (n - (first + last) / 2.0)[np.cumsum(new) - 1]
+    q[o] = rank if len(rank) == n else rank[run]  # (no ties: each run is one value)
     return q, o
 
 
@@ -207,46 +213,55 @@ class _Sets:
         else:
             q = scores(y, codes, size)
             o = np.argsort(-q, kind="stable")
-        return cls.from_scores(q, o, codes, size, treated)
+        rank = _inverse(o)
+        del o
+        return cls.from_ranks(q, rank, codes, size, treated)
 
     @classmethod
-    def from_scores(cls, q, o, codes, size, treated) -> "_Sets":
-        """From unit scores ``q`` and the order ``o`` that sorts them decreasingly. Set s's
-        units are the positions ``first_s … first_s + n_s − 1`` of the by-set order; its
-        running sums ``c`` are the cumulative sums less their value before ``first_s`` and its
-        totals are summed in that order (``np.bincount``); the last position of each set is
-        not kept (a = n_s would put every unit in u's ones). Each n-long temporary is freed
-        as soon as it is read (they dominate the memory of the bounds)."""
-        n = len(q)
+    def from_ranks(cls, q, rank, codes, size, treated) -> "_Sets":
+        """From unit scores ``q`` and each unit's place ``rank`` in their decreasing order
+        (0 = the largest; ``rank`` is overwritten). Set s's units are the positions
+        ``first_s … first_s + n_s − 1`` of the by-set order; at its kept positions (all but the
+        last: a = n_s would put every unit in u's ones) ``top`` is the cumulative sum less its
+        value before ``first_s`` and ``rest`` the set's total (summed in that order,
+        ``np.bincount``) less ``top``. Each n-long temporary is freed as soon as it is read
+        (they dominate the memory of the bounds)."""
+        n, n_sets = len(q), len(size)
         T = float(q[treated].sum())
-        key = np.empty(n, dtype=np.int64)
-        key[o] = np.arange(n)  # the rank of each unit's q, decreasing
+        key = rank
         key += codes * n
         o = np.argsort(key)  # by set, decreasing q within each set (one integer sort)
-        del key
+        del key, rank
         qs, cs = q[o], codes[o]
         del o
+        totals = [np.bincount(cs, weights=qs, minlength=n_sets), np.bincount(cs, weights=np.square(qs), minlength=n_sets)]
+        del cs
         first = np.concatenate([[0], np.cumsum(size)[:-1]])
         count = size - 1
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         kept = np.ones(n, dtype=bool)
         kept[first + count] = False  # each set's last position
         itype = np.int32 if n < 2**31 else np.int64
-        a = np.arange(1, len(kept) - len(size) + 1, dtype=itype)  # j + 1 over the kept positions
+        a = np.arange(1, n - n_sets + 1, dtype=itype)  # j + 1 over the kept positions
         a -= np.repeat(start.astype(itype), count)
         b = np.repeat(count.astype(itype), count)
         b += 1
         b -= a
         sums = []
-        for power in (1, 2):  # q, then q²
-            x = qs if power == 1 else np.square(qs)
-            c = np.cumsum(x)
-            c -= np.repeat(np.concatenate([[0.0], c])[first], size)
-            s = np.repeat(np.bincount(cs, weights=x, minlength=len(size)), size)
-            del x
-            s -= c
-            sums += [c[kept], s[kept]]
-            del c, s
+        for i, total in enumerate(totals):  # q, then q²
+            if i:
+                qs = np.square(qs)
+            c = np.cumsum(qs)
+            off = np.zeros(n_sets)
+            off[1:] = c[first[1:] - 1]  # the cumulative sum before each set
+            top = c[kept]
+            del c
+            top -= np.repeat(off, count)
+            rest = np.repeat(total, count)
+            rest -= top
+            sums += [top, rest]
+            del top, rest
+        del qs
         return cls(T, start, count, a, b, *sums)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
@@ -266,7 +281,7 @@ class _Sets:
         best = np.maximum.reduceat(key, self.start)
         tie = np.greater_equal(key, np.repeat(best - (1e-12 * np.abs(best) + 1e-12), self.count))  # tied with the best
         ties = np.add.reduceat(tie, self.start, dtype=np.intp)  # per set (0 only if its μ is NaN: then v = 0)
-        at = np.flatnonzero(tie)
+        at = np.flatnonzero(tie) if ties.sum() < len(tie) else slice(None)  # (at Γ = 1 every position ties)
         del tie
         mt = key[at]
         var = np.multiply(self.top2[at], g)
@@ -276,12 +291,19 @@ class _Sets:
         del den, mu, key
         vbest = np.full(len(self.start), -np.inf)
         some = ties > 0
-        vbest[some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some]) if len(at) else vbest[:0]
+        vbest[some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some]) if len(var) else vbest[:0]
         return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
         E, V = self.moments(gamma, lower)
         return float(_norm_sf((self.T - E) / math.sqrt(V))) if V > 0 else (0.0 if self.T > E else 1.0)
+
+
+def _inverse(o: np.ndarray) -> np.ndarray:
+    """The inverse permutation of ``o`` (int64)."""
+    inv = np.empty(len(o), dtype=np.int64)
+    inv[o] = np.arange(len(o))
+    return inv
 
 
 def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +425,7 @@ def rosenbaum_bounds(
     if direction not in ("greater", "less"):
         raise DataError(f"direction must be 'greater' or 'less'; got {direction!r}")
     sign = 1.0 if direction == "greater" else -1.0
-    ys = sign * y
+    ys = y if sign > 0 else -y
     pairs = scores is None and bool(np.all(size == 2))
     if pairs:
         d = _pair_differences(ys, codes, treated, n_sets)
