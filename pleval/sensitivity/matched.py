@@ -266,7 +266,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             del g
-            ros = rosenbaum_bounds(resid[pos], sets, des.t[pos].astype(bool),
+            ros = rosenbaum_bounds(resid[pos], sets, (des.t != 0)[pos],
                                    gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
                                    hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
         del pos, sets
@@ -307,9 +307,11 @@ def _set_members(m, des) -> tuple[np.ndarray, np.ndarray]:
     """The matched sets of a group as ``(pos, set)``: for every (set, member) pair of ``m``
     among the group's distinct design rows, the member's design row and the set id — the set
     structure the Rosenbaum bounds need, without copying any data."""
-    local = np.full(len(m.data), -1, dtype=np.intp)
-    local[des.rows] = np.arange(len(des.rows))
+    small = np.int32 if len(des.rows) < 2**31 else np.intp  # (a position per set member: large)
+    local = np.full(len(m.data), -1, dtype=small)
+    local[des.rows] = np.arange(len(des.rows), dtype=small)
     pos = local[m.rows]
+    del local
     keep = pos >= 0
     return pos[keep], m.set_id[keep]
 

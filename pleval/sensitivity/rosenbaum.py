@@ -310,7 +310,7 @@ def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
     codes, _ = pd.factorize(np.asarray(set_id), sort=False)
     n_sets = int(codes.max()) + 1 if len(codes) else 0
     size = np.bincount(codes, minlength=n_sets)
-    n_t = np.bincount(codes, weights=treated.astype(float), minlength=n_sets)
+    n_t = np.bincount(codes[treated], minlength=n_sets)
     if n_sets == 0 or np.any(size < 2) or np.any(n_t != 1):
         raise DesignError("Rosenbaum bounds need matched sets with exactly one treated unit and at least one comparison")
     return codes.astype(np.int64, copy=False), size
