@@ -74,6 +74,8 @@ class Forked:
     """``fn(receive, *args)`` running in a forked child process; ``receive()`` in the child
     returns the next object the parent passes to :meth:`send`. :meth:`result` waits for the
     value (see the module docstring for warnings and errors); :meth:`cancel` stops the child.
+    A job may also hand the parent values before it ends (:func:`post` in the child,
+    :meth:`posted` in the parent), e.g. one part of its work that the parent needs first.
 
     The child is a bare ``os.fork``: it runs the job and leaves with ``os._exit``, never touching
     the standard streams (another thread of the parent, e.g. a progress display, may have held
@@ -100,6 +102,7 @@ class Forked:
             gc.unfreeze()
         child.close()
         self.exitcode: int | None = None
+        self._final: tuple | None = None  # the end message, when posted() met it
 
     def send(self, obj: Any) -> None:
         """Pass ``obj`` to the child's ``receive()`` (nothing if the child has ended, e.g. on an error)."""
@@ -108,16 +111,33 @@ class Forked:
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def result(self) -> Any:
-        """The child's value, after raising its warnings here; its exception, if it raised one."""
+    def posted(self) -> Any:
+        """The next value the job handed over with :func:`post`. If the job ended first: its
+        exception (or what :meth:`result` raises for a child that died), else a RuntimeError."""
+        message = self._receive()
+        if message[0] == "post":
+            return message[1]
+        self._final = message
+        self.result()
+        raise RuntimeError("a worker process ended without handing over what it was to post")
+
+    def _receive(self) -> tuple:
         try:
-            kind, value, tb, caught = self._conn.recv()
+            return self._conn.recv()
         except (EOFError, OSError):
             self._wait()
             if self.exitcode == -signal.SIGKILL:
                 raise MemoryError("a worker process was killed (SIGKILL), most likely for lack of memory; "
                                   "run with one process (workers=1, --workers 1)") from None
             raise RuntimeError(f"a worker process ended without a result (exit code {self.exitcode})") from None
+
+    def result(self) -> Any:
+        """The child's value, after raising its warnings here; its exception, if it raised one.
+        Values the job posted and :meth:`posted` did not take are passed over."""
+        message, self._final = self._final, None
+        while message is None or message[0] == "post":
+            message = self._receive()
+        kind, value, tb, caught = message
         self._wait()
         for message, category, filename, lineno in caught:
             warnings.warn_explicit(message, category, filename, lineno)
@@ -166,8 +186,22 @@ def _end_with(parent: int) -> None:  # pragma: no cover - runs in the child
         os._exit(1)
 
 
+_posting: Callable | None = None
+"""In a forked child: its connection's ``send`` (:func:`post`)."""
+
+
+def post(value: Any) -> None:
+    """In a :class:`Forked` job: hand ``value`` to the parent now (:meth:`Forked.posted`); the
+    job goes on. Warnings go with the job's end, as without it."""
+    if _posting is None:
+        raise RuntimeError("post() is for a job running in a forked worker process")
+    _posting(("post", value, "", []))
+
+
 def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child
     """The child's side: run the job with warnings recorded, send (kind, value, traceback, warnings)."""
+    global _posting
+    _posting = conn.send
     with warnings.catch_warnings(record=True) as caught:  # the inherited filters, recorded instead of shown
         try:
             out = ("ok", fn(conn.recv, *args), "")

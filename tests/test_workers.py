@@ -174,15 +174,77 @@ def test_no_worker_when_memory_or_fork_is_short(monkeypatch):
     assert not est_mod._placebo_in_worker(df, opts, None)
 
 
-def test_figure_shares():
-    from pleval.report.outputs import _shares
+def _post_then_return(receive, x):
+    _workers.post(x)
+    warnings.warn("child warning", UserWarning)
+    return x + receive()
+
+
+def _raise_before_posting(receive):
+    raise KeyError("nothing to post")
+
+
+@fork_only
+def test_a_job_posts_before_it_ends():
+    job = _workers.Forked(_post_then_return, 40)
+    assert job.posted() == 40  # while the job waits for the parent
+    job.send(2)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 42
+    job = _workers.Forked(_post_then_return, 1)
+    job.send(1)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 2  # a post not taken is passed over
+    with pytest.raises(KeyError, match="nothing to post"):
+        _workers.Forked(_raise_before_posting).posted()
+    with pytest.raises(RuntimeError, match="without handing over"):
+        _ended_without_posting()
+    with pytest.raises(MemoryError, match="killed"):
+        _workers.Forked(_kill_self).posted()
+    with pytest.raises(RuntimeError, match="forked worker"):
+        _workers.post(1)  # not in a job
+
+
+def _ended_without_posting():
+    job = _workers.Forked(_return_at_once)
+    return job.posted()
+
+
+def _return_at_once(receive):
+    return 1
+
+
+def _take_all(receive, queue):
+    taken = []
+    while (k := queue.take()) is not None:
+        taken.append(k)
+    return taken
+
+
+def test_figures_costliest_first():
+    from pleval.report.outputs import _by_cost
 
     names = ["percentiles_math", "love_math", "forest_math", "distribution_math", "sensitivity_math",
-             "percentiles_reading", "forest_reading", "distribution_reading"]
-    mine, theirs = _shares(names)
+             "percentiles_reading", "forest_reading", "distribution_reading", "overlap_math"]
+    assert _by_cost(names) == ["forest_math", "forest_reading", "distribution_math", "distribution_reading",
+                               "sensitivity_math", "overlap_math", "percentiles_math", "love_math",
+                               "percentiles_reading"]
+    assert _by_cost([]) == []
+
+
+@fork_only
+def test_the_figure_queue_gives_each_figure_once_to_either_process():
+    from pleval.report.outputs import _Queue
+
+    names = [f"f{i}" for i in range(2000)]
+    queue = _Queue(names, shared=True)
+    job = _workers.Forked(_take_all, queue)
+    mine = _take_all(None, queue)
+    theirs = job.result()
     assert sorted(mine + theirs) == sorted(names) and not set(mine) & set(theirs)
-    assert {"forest_math", "forest_reading"} & set(mine) and {"forest_math", "forest_reading"} & set(theirs)
-    assert _shares([]) == ([], []) and _shares(["love_math"]) == ([], ["love_math"])
+    assert mine == sorted(mine, key=names.index) and theirs == sorted(theirs, key=names.index)
+    here = _Queue(["a", "b"], shared=False)
+    assert [here.take(), here.take(), here.take()] == ["a", "b", None]
 
 
 @pytest.fixture(scope="module")
@@ -215,23 +277,53 @@ def test_save_draws_the_same_figures_in_two_processes(tmp_path, sample_ev):
 def test_a_figure_failing_in_the_worker_reaches_the_user(tmp_path, sample_ev, monkeypatch):
     from pleval import plots
     from pleval.report import save
-    from pleval.report.outputs import _shares
 
-    theirs = _shares(list(plots.evaluation_figure_makers(sample_ev)))[1]
+    here = os.getpid()
     real = plots.evaluation_figure_makers
 
-    def makers(ev):
-        out = real(ev)
-        out[theirs[0]] = lambda: plots.forest(pd_frame_without_columns())
-        return out
+    def fails_in_the_worker(make):
+        def build():
+            if os.getpid() != here:
+                return plots.forest(pd_frame_without_columns())
+            return make()
+        return build
 
-    monkeypatch.setattr(plots, "evaluation_figure_makers", makers)
+    monkeypatch.setattr(plots, "evaluation_figure_makers", lambda ev: {k: fails_in_the_worker(m) for k, m in real(ev).items()})
     with pytest.raises(DataError) as info:
         save(sample_ev, tmp_path / "two", workers=2)
     with pytest.raises(DataError) as serial:
-        save(sample_ev, tmp_path / "one", workers=1)
+        plots.forest(pd_frame_without_columns())
     assert str(info.value) == str(serial.value)
     assert not (tmp_path / "two").exists()
+
+
+@fork_only
+def test_a_busy_process_leaves_the_figures_to_the_other(tmp_path, sample_ev, monkeypatch):
+    """Each figure is drawn by whichever process is free: while this process is held up in its
+    first figure, the worker draws all the others (with fixed shares it would draw its own only)."""
+    from pleval import plots
+    from pleval.report import save
+
+    here, log = os.getpid(), tmp_path / "drawn"
+    real = plots.evaluation_figure_makers
+    n = len(real(sample_ev))
+
+    def logged(name, make):
+        def build():
+            with open(log, "a") as f:
+                f.write(f"{name} {os.getpid()}\n")
+            if os.getpid() == here:  # held up until the worker has taken every other figure
+                deadline = time.monotonic() + 60
+                while len(log.read_text().splitlines()) < n and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            return make()
+        return build
+
+    monkeypatch.setattr(plots, "evaluation_figure_makers", lambda ev: {k: logged(k, m) for k, m in real(ev).items()})
+    out = save(sample_ev, tmp_path / "o", workers=2)
+    pids = [line.split()[1] for line in log.read_text().splitlines()]
+    assert len(pids) == n and pids.count(str(here)) <= 1
+    assert len(list((out / "plots").glob("*.png"))) == n
 
 
 def pd_frame_without_columns():

@@ -133,8 +133,9 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     too (drawn a second time: about a third of the figures' cost), report.html and report.pdf
     (the same sections, laid out for print).
     ``workers`` (default: the evaluation's ``workers`` option): with 2 and a system that can
-    fork, a second process draws half of the figures and then writes the workbook while this
-    one writes the reports (:func:`_write_files`; the same bytes as with 1).
+    fork, a second process draws figures beside this one (each figure drawn by whichever
+    process is free first) and then writes the workbook while this one writes the reports
+    (:func:`_write_files`; the same bytes as with 1).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -159,33 +160,48 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
 
 FIGURE_COST = {"forest": 4.0, "distribution": 2.0, "overlap": 1.7, "sensitivity": 1.7}
 """Cost of building and drawing a figure of each kind against a percentile chart's (others 1),
-for sharing them between two processes: measured at 1M rows and 200 dpi (the percentile chart
-0.10 CPU-s, the love plot 0.09, the overlap and sensitivity plots 0.17, the distribution
-0.16–0.25, the forest plot of 207 schools 0.40)."""
-
-REPORTS_COST = 3.0
-"""What this process writes after the figures beyond what the worker does (the reports and CSVs,
-less the workbook: about 0.3 CPU-s at 1M rows), in the units of :data:`FIGURE_COST`."""
+measured at 1M rows and 200 dpi (the percentile chart 0.10 CPU-s, the love plot 0.09, the
+overlap and sensitivity plots 0.17, the distribution 0.16–0.25, the forest plot of 207
+schools 0.40): the figures are drawn costliest first (:func:`_by_cost`)."""
 
 
-def _shares(names: list[str]) -> tuple[list[str], list[str]]:
-    """``names`` in two shares, this process's and the worker's, of about equal cost with this
-    process's :data:`REPORTS_COST` counted: the costliest first, each to the share lighter so far."""
-    cost = {k: FIGURE_COST.get(k.split("_")[0], 1.0) for k in names}
-    shares: tuple[list[str], list[str]] = ([], [])
-    load = [REPORTS_COST, 0.0]
-    for k in sorted(names, key=lambda k: -cost[k]):  # stable: ties keep the figures' order
-        i = 0 if load[0] < load[1] else 1
-        shares[i].append(k)
-        load[i] += cost[k]
-    return shares
+def _by_cost(names: list[str]) -> list[str]:
+    """``names`` costliest first by :data:`FIGURE_COST` (ties in their order): two processes
+    taking them in turn (:class:`_Queue`) end with the cheapest, so they finish together."""
+    return sorted(names, key=lambda k: -FIGURE_COST.get(k.split("_")[0], 1.0))
 
 
-def _draw(figs: dict, names, dpi: int, svg: bool) -> dict[str, tuple[bytes, bytes | None]]:
-    """PNG (and SVG) bytes of the figures ``names``; ``figs`` holds figures or functions that
-    build them. Each figure is let go once drawn (its pixels with it)."""
+class _Queue:
+    """The figures to draw, taken one at a time by whichever process is free: a counter in
+    memory shared by a parent and its forked child (with its lock), or a plain one."""
+
+    def __init__(self, names: list[str], shared: bool):
+        self.names = names
+        if shared:
+            import multiprocessing
+
+            self._next = multiprocessing.get_context("fork").Value("i", 0)
+        else:
+            self._next = None
+            self._i = 0
+
+    def take(self) -> str | None:
+        """The next figure's name, or None when every figure is taken."""
+        if self._next is None:
+            i, self._i = self._i, self._i + 1
+        else:
+            with self._next.get_lock():
+                i = self._next.value
+                self._next.value = i + 1
+        return self.names[i] if i < len(self.names) else None
+
+
+def _draw(figs: dict, queue: _Queue, dpi: int, svg: bool) -> dict[str, tuple[bytes, bytes | None]]:
+    """PNG (and SVG) bytes of the figures taken from ``queue`` until none is left; ``figs``
+    holds figures or functions that build them. Each figure is let go once drawn (its pixels
+    with it)."""
     out = {}
-    for k in names:
+    while (k := queue.take()) is not None:
         fig = figs.pop(k)
         fig = fig if isinstance(fig, Figure) else fig()
         out[k] = plots.to_png_svg(fig, dpi=dpi) if svg else (plots.to_png(fig, dpi=dpi), None)
@@ -193,22 +209,24 @@ def _draw(figs: dict, names, dpi: int, svg: bool) -> dict[str, tuple[bytes, byte
     return out
 
 
-def _draw_job(receive, figs: dict, names, dpi: int, svg: bool):
-    return _draw(figs, names, dpi, svg)
+def _worker_job(receive, ev: "Evaluation", figs: dict, queue: _Queue, dpi: int, svg: bool, book: Path) -> None:
+    """The forked process's part: figures from ``queue`` until none is left, handed to the
+    parent (:func:`pleval._workers.post`), then the workbook ``book``."""
+    from .._workers import post
 
-
-def _xlsx_job(receive, ev: "Evaluation", path: Path) -> None:
-    _write_school_xlsx(ev, path)
+    post(_draw(figs, queue, dpi, svg))
+    _write_school_xlsx(ev, book)
 
 
 def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool,
                  forked: bool = False) -> None:
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
     ``figs``: the figures, or functions building them. ``forked``: a forked process
-    (:class:`pleval._workers.Forked`, where the system gives one) draws a share of the figures
-    (:func:`_shares`) while this one draws the rest, then writes the workbook while this one
-    writes the CSVs and reports, which need every figure; the files are those of one process,
-    byte for byte."""
+    (:class:`pleval._workers.Forked`, where the system gives one) draws figures beside this
+    one, then writes the workbook while this one writes the reports that need every figure.
+    The figures are drawn costliest first, each by whichever process takes it first
+    (:class:`_Queue`); this process writes the CSVs and ``summary.md`` before taking any. The
+    files are those of one process, byte for byte."""
     from .._workers import start
 
     (tmp / "plots").mkdir(exist_ok=True)
@@ -223,40 +241,38 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
         written.append(name)
 
     names = list(figs)
-    mine, theirs = _shares(names) if forked else (names, [])
-    job = start(_draw_job, figs, theirs, dpi, svg) if theirs else None
+    queue = _Queue(_by_cost(names), shared=forked)
+    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp / "school_effects.xlsx") if forked and names else None
     try:
-        drawn = _draw(figs, mine if job is not None else names, dpi, svg)
+        plot_files = {k: f"plots/{k}.png" for k in names}
+        sections = _write_tables(ev, put, names, plot_files)
+        drawn = _draw(figs, queue, dpi, svg)
+        if job is None:
+            _write_school_xlsx(ev, tmp / "school_effects.xlsx")
+        else:
+            drawn.update(job.posted())
+        written.append("school_effects.xlsx")
+        images = {}
+        for k in names:
+            images[k], drawing = drawn.pop(k)
+            put(f"plots/{k}.png", images[k])
+            if drawing is not None:
+                put(f"plots/{k}.svg", drawing)
+        put("report.html", render_html(ev, images, sections=sections))
+        put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
         if job is not None:
-            drawn.update(job.result())
+            job.result()
     finally:
         if job is not None:
             job.cancel()
-    book = start(_xlsx_job, ev, tmp / "school_effects.xlsx") if forked else None
-    images, plot_files = {}, {}
-    for k in names:
-        images[k], drawing = drawn.pop(k)
-        put(f"plots/{k}.png", images[k])
-        if drawing is not None:
-            put(f"plots/{k}.svg", drawing)
-        plot_files[k] = f"plots/{k}.png"
-    put("overall.csv", ev.overall.to_csv(index=False))
-    put("school_effects.csv", ev.schools.to_csv(index=False))
-    if book is None:
-        _write_school_xlsx(ev, tmp / "school_effects.xlsx")
-    written.append("school_effects.xlsx")
-    try:
-        _write_reports(ev, tmp, put, names, images, plot_files, dpi)
-        if book is not None:
-            book.result()
-    finally:
-        if book is not None:
-            book.cancel()
     _write_provenance(ev, tmp, put, written, src=src, out=out, command=command, svg=svg)
 
 
-def _write_reports(ev: "Evaluation", tmp: Path, put, names, images: dict, plot_files: dict, dpi: int) -> None:
-    """The CSV tables, summary.md, report.html and report.pdf."""
+def _write_tables(ev: "Evaluation", put, names, plot_files: dict):
+    """The CSV tables and summary.md; returns the report's sections (built once, for the
+    three renderings)."""
+    put("overall.csv", ev.overall.to_csv(index=False))
+    put("school_effects.csv", ev.schools.to_csv(index=False))
     put("balance.csv", ev.balance.to_csv(index=False))
     put("equivalence.csv", ev.equivalence.to_csv(index=False))
     put("rating.csv", ev.rating.to_csv(index=False))
@@ -279,10 +295,9 @@ def _write_reports(ev: "Evaluation", tmp: Path, put, names, images: dict, plot_f
         put("randomization.csv", ev.randomization.to_csv(index=False))
     if len(ev.bootstrap):
         put("bootstrap.csv", ev.bootstrap.to_csv(index=False))
-    sections = build(ev, names)  # once, for the three renderings
+    sections = build(ev, names)
     put("summary.md", render_markdown(ev, plot_files, sections=sections))
-    put("report.html", render_html(ev, images, sections=sections))
-    put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
+    return sections
 
 
 def _write_provenance(ev: "Evaluation", tmp: Path, put, written: list, *, src, out: Path, command, svg: bool) -> None:
