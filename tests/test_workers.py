@@ -265,7 +265,7 @@ def test_save_draws_the_same_figures_in_two_processes(tmp_path, sample_ev):
     assert len(list((two / "plots").glob("*.svg"))) == len(pngs)
     for name in pngs:
         assert (one / "plots" / name).read_bytes() == (two / "plots" / name).read_bytes(), name
-    for name in ["summary.md", *(p.name for p in one.glob("*.csv"))]:
+    for name in ["summary.md", "report.html", "report.pdf", *(p.name for p in one.glob("*.csv"))]:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     import pandas as pd
 

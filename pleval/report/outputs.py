@@ -134,8 +134,8 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     (the same sections, laid out for print).
     ``workers`` (default: the evaluation's ``workers`` option): with 2 and a system that can
     fork, a second process draws figures beside this one (each figure drawn by whichever
-    process is free first) and then writes the workbook while this one writes the reports
-    (:func:`_write_files`; the same bytes as with 1).
+    process is free first) and then writes report.pdf while this one writes the workbook and
+    report.html (:func:`_write_files`; the same bytes as with 1).
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -209,13 +209,15 @@ def _draw(figs: dict, queue: _Queue, dpi: int, svg: bool) -> dict[str, tuple[byt
     return out
 
 
-def _worker_job(receive, ev: "Evaluation", figs: dict, queue: _Queue, dpi: int, svg: bool, book: Path) -> None:
+def _worker_job(receive, ev: "Evaluation", figs: dict, queue: _Queue, dpi: int, svg: bool, tmp: Path) -> None:
     """The forked process's part: figures from ``queue`` until none is left, handed to the
-    parent (:func:`pleval._workers.post`), then the workbook ``book``."""
+    parent (:func:`pleval._workers.post`); then, given the report's sections and every figure
+    by the parent, ``report.pdf`` in ``tmp``."""
     from .._workers import post
 
     post(_draw(figs, queue, dpi, svg))
-    _write_school_xlsx(ev, book)
+    sections, images = receive()
+    (tmp / "report.pdf").write_bytes(render_pdf(ev, images, dpi=dpi, sections=sections))
 
 
 def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool,
@@ -223,10 +225,11 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
     ``figs``: the figures, or functions building them. ``forked``: a forked process
     (:class:`pleval._workers.Forked`, where the system gives one) draws figures beside this
-    one, then writes the workbook while this one writes the reports that need every figure.
-    The figures are drawn costliest first, each by whichever process takes it first
-    (:class:`_Queue`); this process writes the CSVs and ``summary.md`` before taking any. The
-    files are those of one process, byte for byte."""
+    one, then writes ``report.pdf`` while this one writes the workbook and ``report.html``
+    (the PDF is the costliest of the files that need every figure). The figures are drawn
+    costliest first, each by whichever process takes it first (:class:`_Queue`); this process
+    writes the CSVs and ``summary.md`` before taking any. The files are those of one process,
+    byte for byte."""
     from .._workers import start
 
     (tmp / "plots").mkdir(exist_ok=True)
@@ -242,26 +245,27 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
 
     names = list(figs)
     queue = _Queue(_by_cost(names), shared=forked)
-    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp / "school_effects.xlsx") if forked and names else None
+    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp) if forked and names else None
     try:
-        plot_files = {k: f"plots/{k}.png" for k in names}
-        sections = _write_tables(ev, put, names, plot_files)
+        sections = _write_tables(ev, put, names, {k: f"plots/{k}.png" for k in names})
         drawn = _draw(figs, queue, dpi, svg)
-        if job is None:
-            _write_school_xlsx(ev, tmp / "school_effects.xlsx")
-        else:
-            drawn.update(job.posted())
-        written.append("school_effects.xlsx")
-        images = {}
-        for k in names:
-            images[k], drawing = drawn.pop(k)
-            put(f"plots/{k}.png", images[k])
-            if drawing is not None:
-                put(f"plots/{k}.svg", drawing)
-        put("report.html", render_html(ev, images, sections=sections))
-        put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
         if job is not None:
+            drawn.update(job.posted())
+        images = {k: drawn[k][0] for k in names}
+        if job is not None:
+            job.send((sections, images))
+        _write_school_xlsx(ev, tmp / "school_effects.xlsx")
+        written.append("school_effects.xlsx")
+        for k in names:
+            put(f"plots/{k}.png", images[k])
+            if drawn[k][1] is not None:
+                put(f"plots/{k}.svg", drawn[k][1])
+        put("report.html", render_html(ev, images, sections=sections))
+        if job is None:
+            put("report.pdf", render_pdf(ev, images, dpi=dpi, sections=sections))
+        else:
             job.result()
+            written.append("report.pdf")
     finally:
         if job is not None:
             job.cancel()
