@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from ._results import ResultMixin
-from .data import NONE_WORDS, RCT_SAMPLE_COLUMNS, ROLE_FLAGS, SAMPLE_COLUMNS, Columns, _split_names, flag_for, validate
+from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, ROLE_FLAGS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
+                   validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, read_raw
 
@@ -78,6 +79,28 @@ class Problem:
         return self.message + (f"; fix: {self.fix}" if self.fix else "")
 
 
+class _Handover:
+    """:func:`check`'s :class:`~pleval.data.Validated` record of a frame, kept for the
+    :func:`pleval.estimate` of that same frame (``check(..., keep_validated=True)``) and given
+    up by :meth:`take` once, so that a run validates its data once and the report holds no
+    copy of the data afterwards."""
+
+    def __init__(self, frame: pd.DataFrame, validated: Validated):
+        self._held: tuple[pd.DataFrame, Validated] | None = (frame, validated)
+
+    def take(self, frame: pd.DataFrame, columns: Columns, require) -> Validated | None:
+        """The record if it is what ``validate(frame, columns, require=require)`` returns: the
+        same frame object (not a copy, not a frame read again) with equal roles, every role in
+        ``require`` among them (:func:`~pleval.data.validate` returns the same record for any
+        such ``require``); else ``None``. Either way the report no longer holds it."""
+        held, self._held = self._held, None
+        if held is None:
+            return None
+        f, v = held
+        same = f is frame and v.columns == columns and set(require) <= set(columns.roles())
+        return v if same else None
+
+
 @dataclass(frozen=True, repr=False)
 class CheckReport(ResultMixin):
     """Every problem found in a student file (immutable). ``columns`` is the resolved
@@ -91,6 +114,15 @@ class CheckReport(ResultMixin):
     columns: Columns | None
     problems: tuple[Problem, ...]
     roles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    _handover: _Handover | None = field(default=None, repr=False, compare=False)
+
+    def take_validated(self, df: pd.DataFrame, columns: Columns, require=("outcome", "treatment")) -> Validated | None:
+        """The :class:`~pleval.data.Validated` record of the check's own validation of ``df``
+        (kept by ``check(df, ..., keep_validated=True)``) when it is the one
+        ``validate(df, columns, require=require)`` would return: ``df`` the very frame checked
+        (unchanged since), ``columns`` equal to the roles validated; else ``None``. Given up
+        on the first call: a second one returns ``None``."""
+        return None if self._handover is None else self._handover.take(df, columns, require)
 
     def _level(self, level: str) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.level == level)
@@ -145,6 +177,7 @@ def check(
     given: Mapping[str, Any] | None = None,
     design: str = "matched",
     require: tuple[str, ...] | None = None,
+    keep_validated: bool = False,
     **read_options,
 ) -> CheckReport:
     """Check a student file (a path or a DataFrame) and return a :class:`CheckReport`.
@@ -159,6 +192,11 @@ def check(
         the CLI's column options; roles not given take their default name if it exists.
     design : ``"matched"`` or ``"rct"`` (which roles matter, whether weights can be used).
     require : roles that must be present (default: outcome, treatment and school).
+    keep_validated : keep the :class:`~pleval.data.Validated` record of the data frame
+        ``data`` (when it passes every check) in the report, for :func:`pleval.estimate` of
+        this same frame to take (:meth:`CheckReport.take_validated`) instead of validating it
+        again. The frame must not change in between. Default False: a report kept holds no
+        copy of the data.
     """
     if isinstance(data, (str, Path)):
         src = str(data)
@@ -193,7 +231,9 @@ def check(
         cols, roles, found = _explicit_roles(df, columns, require)
     problems += found
     problems += _value_problems(df, _present(cols, df), design)
-    problems += _validation_problem(df, cols, require, problems)
+    found, validated = _validation_problem(df, cols, require, problems)
+    problems += found
+    handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
     unused = [str(c) for c in df.columns if c not in used]
     if unused:
@@ -201,7 +241,7 @@ def check(
                                 + (f" (and {len(unused) - 20} more)" if len(unused) > 20 else "")))
     order = {lv: i for i, lv in enumerate(LEVELS)}
     problems.sort(key=lambda p: order[p.level])
-    return CheckReport(src, design, len(df), df.shape[1], cols, tuple(problems), roles)
+    return CheckReport(src, design, len(df), df.shape[1], cols, tuple(problems), roles, handover)
 
 
 # --------------------------------------------------------------------------------------
@@ -585,19 +625,19 @@ def _missing_problems(df, cols: Columns) -> list[Problem]:
     return out
 
 
-def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> list[Problem]:
+def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tuple[list[Problem], Validated | None]:
     """What :func:`pleval.data.validate` still objects to (duplicated ids, no treated rows,
-    ...) when no earlier check has already raised it."""
+    ...) when no earlier check has already raised it, and its record when it objects to nothing."""
     if any(p.level == "error" for p in found):
-        return []
+        return [], None
     try:
-        validate(df, cols, require=[r for r in require if r in cols.roles()])
+        v = validate(df, cols, require=[r for r in require if r in cols.roles()])
     except (DataError, DesignError) as exc:
         col = next((c for c in map(str, df.columns) if f"'{c}'" in str(exc)), None)
-        return [Problem("error", "validation", str(exc), col)]
+        return [Problem("error", "validation", str(exc), col)], None
     except PlevalError:  # pragma: no cover - every validation error is a DataError
         raise
-    return []
+    return [], v
 
 
 __all__ = ["check", "CheckReport", "Problem", "resolve_roles", "suggest", "warn_values", "OUTLIER_K"]

@@ -564,7 +564,10 @@ def estimate(
         The report of :func:`pleval.check` on this same ``df`` (its resolved columns are
         used); without it the checks run here. Either way an error stops the run before
         anything is computed (:class:`~pleval.errors.DataError`, the check's one line) and
-        the warnings are issued as :class:`~pleval.errors.PlevalWarning`.
+        the warnings are issued as :class:`~pleval.errors.PlevalWarning`. A report of
+        ``check(df, ..., keep_validated=True)`` on this very frame object, left unchanged since,
+        also gives its validation of the data (:meth:`~pleval.checks.CheckReport.take_validated`),
+        so that the data are validated once.
     matcher : callable, optional
         Used instead of :func:`pleval.match` (same arguments, returns a ``MatchResult``):
         :func:`pleval.pool.estimate_pool` passes the match of a comparison pool given apart.
@@ -660,11 +663,13 @@ def estimate(
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a DataFrame or a file path; got {type(df).__name__}")
     hashed_file = bool(df.attrs.get("sha256"))
+    checked_frame = df  # the frame a report given as ``checked`` is of
     if not hashed_file and len(df):
         # Hash the frame once (a shallow copy: the caller's frame is untouched); the design
         # modules' own validation reuses it instead of hashing again.
         df = df.copy(deep=False)
         df.attrs["sha256"] = frame_sha256(df)
+    as_given = df  # while df is this frame, the checks' validation of checked_frame is that of df
     notes: list[str] = []
     if isinstance(columns, Mapping):
         unknown = sorted(set(columns) - {f.name for f in dataclasses.fields(Columns)})
@@ -676,7 +681,7 @@ def estimate(
         raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles; got {type(columns).__name__}")
     progress("checking the data")
     if checked is None:
-        checked = check(df, columns, design=design)
+        checked, checked_frame = check(df, columns, design=design, keep_validated=True), df
     checked.raise_errors()
     columns = checked.columns
     df, work = with_binary_treatment(df, columns)  # the label is applied once, here
@@ -696,7 +701,10 @@ def estimate(
     progress("validating the data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        v = validate(df, work, require=("outcome", "treatment", "school"))
+        need = ("outcome", "treatment", "school")
+        v = checked.take_validated(checked_frame, work, need)  # the report gives it up either way
+        if v is None or df is not as_given:  # else the checks' own validation is that of df
+            v = validate(df, work, require=need)
         subjects, sub_df = _subjects(v, df, subject)
         if design == "rct":
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)

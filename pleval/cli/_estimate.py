@@ -519,7 +519,8 @@ def estimate(
                                    table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
             if fmt == "text" and not quiet and not debug:
                 print_checks(ev.checks)
-        report = None if pool is not None else check(df, given=_given(cfg.get("columns", {}), flags), design=design_)
+        report = None if pool is not None else check(df, given=_given(cfg.get("columns", {}), flags), design=design_,
+                                                      keep_validated=True)  # the estimate validates once
         if report is not None and fmt == "text" and not quiet and not debug:
             print_checks(report)  # errors: every line, exit 2; warnings: at the top
         elif report is not None:
