@@ -422,9 +422,14 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
     for role in ("outcome", "pretest", "weight"):
         for c in roles.get(role, ()):
             s = df[c]
-            x = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_bool_dtype(s) else s.astype(float)
-            bad = (x.isna() & s.notna()).to_numpy()
-            if bad.any():
+            if pd.api.types.is_bool_dtype(s):
+                x = s.astype(float)
+            elif pd.api.types.is_numeric_dtype(s):
+                x = s  # numbers already (to_numeric would copy them unchanged): none can be text
+            else:
+                x = pd.to_numeric(s, errors="coerce")
+            bad = (x.isna() & s.notna()).to_numpy() if x is not s else None
+            if bad is not None and bad.any():
                 vals = s[bad].astype(str).str.strip()
                 na_like = vals.str.lower().isin(NA_LIKE).all()
                 codes = list(dict.fromkeys(vals))[:3]
@@ -456,6 +461,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             out += _mixed_codes(df, c, role)
     for role in ("pretest", "covariates"):
         for c in roles.get(role, ()):
+            if _varies(df[c]):
+                continue
             vals = df[c].dropna()
             if len(vals) and vals.nunique() == 1:
                 rest = [x for x in roles[role] if x != c]
@@ -464,6 +471,14 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
     out += _missing_problems(df, cols)
     return out
+
+
+def _varies(s: pd.Series) -> bool:
+    """Whether a column of numpy integers or floats holds two different values: its smallest
+    non-missing value is below its largest (a quick test before counting distinct values);
+    False for any other column."""
+    x = s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else None
+    return x is not None and x.size > 0 and bool(np.fmin.reduce(x) < np.fmax.reduce(x))
 
 
 def warn_values(df: pd.DataFrame, cols: Columns) -> None:
@@ -529,21 +544,22 @@ def _cells(df, cols: Columns) -> np.ndarray:
     return code
 
 
-def _cell_median(x: np.ndarray, groups: list) -> np.ndarray:
-    """Each row's median of the non-missing ``x`` in its cell (``groups``: the rows of each cell);
-    NaN for a cell without values."""
-    out = np.full(len(x), np.nan)
-    for rows in groups:  # one partial sort per cell, not per row
-        v = x[rows]
-        v = v[~np.isnan(v)]
+def _cell_median(xs: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Each cell's median of its non-missing values: ``xs`` holds the rows sorted by cell, cell
+    ``j`` the rows ``bounds[j]:bounds[j + 1]``; NaN for a cell without values."""
+    out = np.full(len(bounds) - 1, np.nan)
+    for j in range(len(bounds) - 1):  # one partial sort per cell, not per row
+        v = xs[bounds[j]:bounds[j + 1]]
+        v = v[~np.isnan(v)]  # a copy: the median may reorder it
         if v.size:
-            out[rows] = np.median(v)
+            out[j] = np.median(v, overwrite_input=True)
     return out
 
 
 def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     """Outcome, pretest and weight values beyond median ± OUTLIER_K·1.4826·MAD of their
-    grade × subject cell."""
+    grade × subject cell: ``|x − m| / (1.4826·median(|x − m|)) > OUTLIER_K`` with ``m`` the
+    cell's median (non-missing values; a cell whose MAD is 0 flags nothing)."""
     # scores and weights only: covariates such as earnings are legitimately skewed
     cand = dict(numeric)
     if not cand:
@@ -552,14 +568,17 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     keys = [k for k, c in (("subject", cols.subject), ("grade", cols.grade)) if c and c in df.columns]
     where = f"of their {' × '.join(reversed(keys))} cell" if keys else "of the column"
     order = np.argsort(cell.astype(np.int16) if cell.max(initial=0) < 2**15 else cell, kind="stable")  # int16: radix
-    groups = np.split(order, np.flatnonzero(np.diff(cell[order])) + 1)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(cell[order])) + 1, [len(cell)]])
+    size = np.diff(bounds)
     out = []
     for c, (role, x) in cand.items():
-        med = _cell_median(x, groups)
-        mad = _cell_median(np.abs(x - med), groups) * 1.4826
+        xs = x[order]  # the rows cell by cell: each cell a slice
+        dev = np.abs(xs - np.repeat(_cell_median(xs, bounds), size))
+        mad = np.repeat(_cell_median(dev, bounds), size) * 1.4826
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.abs(x - med) / mad
-        flag = np.isfinite(x) & (mad > 0) & (z > OUTLIER_K)
+            z = dev / mad
+        flag = np.zeros(len(x), dtype=bool)
+        flag[order] = np.isfinite(xs) & (mad > 0) & (z > OUTLIER_K)
         if flag.any():
             vals = x[flag]
             out.append(Problem(

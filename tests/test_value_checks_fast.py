@@ -36,23 +36,61 @@ def test_text_fingerprint_shared_by_equal_texts_and_tells_these_apart():
     assert _text_fingerprint(pd.Series(IDS, dtype=object)) is None
 
 
+def _sample(rng, n):
+    x = np.round(rng.normal(200, 10, n), int(rng.integers(0, 3)))
+    x[rng.random(n) < 0.2] = np.nan
+    grade = rng.integers(3, 6, n).astype(float)
+    grade[rng.random(n) < 0.1] = np.nan
+    return x, pd.DataFrame({"grade": grade, "subject": rng.choice(["m", "r"], n)})
+
+
 def test_cell_medians_equal_pandas_groupby_bit_for_bit():
     rng = np.random.default_rng(2)
     for trial in range(40):
         n = int(rng.integers(1, 300))
-        x = np.round(rng.normal(200, 10, n), int(rng.integers(0, 3)))
-        x[rng.random(n) < 0.2] = np.nan
-        grade = rng.integers(3, 6, n).astype(float)
-        grade[rng.random(n) < 0.1] = np.nan
-        df = pd.DataFrame({"grade": grade, "subject": rng.choice(["m", "r"], n)})
+        x, df = _sample(rng, n)
         cell = _cells(df, Columns(outcome="y", treatment="t", grade="grade", subject="subject"))
         order = np.argsort(cell, kind="stable")
-        groups = np.split(order, np.flatnonzero(np.diff(cell[order])) + 1)
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(cell[order])) + 1, [n]])
+        per_row = np.empty(n)
         g = df.groupby(["subject", "grade"], dropna=False, sort=False).ngroup().to_numpy()
         med = pd.Series(x).groupby(g).transform("median").to_numpy()
-        assert np.array_equal(_cell_median(x, groups), med, equal_nan=True)
+        per_row[order] = np.repeat(_cell_median(x[order], bounds), np.diff(bounds))
+        assert np.array_equal(per_row, med, equal_nan=True)
         mad = (pd.Series(x) - med).abs().groupby(g).transform("median").to_numpy()
-        assert np.array_equal(_cell_median(np.abs(x - med), groups), mad, equal_nan=True)
+        per_row[order] = np.repeat(_cell_median(np.abs(x - med)[order], bounds), np.diff(bounds))
+        assert np.array_equal(per_row, mad, equal_nan=True)
+
+
+def test_outliers_are_the_rows_beyond_the_rule_computed_with_pandas():
+    """:func:`_outliers` flags exactly the rows with |x − m| > 8·1.4826·MAD in their cell (m and
+    MAD the cell's medians by pandas' groupby), and its message shows the first of them."""
+    from pleval.checks import OUTLIER_K, _outliers, _rows
+
+    rng = np.random.default_rng(5)
+    cols = Columns(outcome="y", treatment="t", grade="grade", subject="subject")
+    found = 0
+    for trial in range(40):
+        n = int(rng.integers(1, 400))
+        x, df = _sample(rng, n)
+        far = rng.random(n) < 0.03
+        x[far] = x[far] * rng.choice([-1, 10, 1e6], far.sum())
+        if trial % 4 == 0:
+            x[: n // 2] = 200.0  # cells with no spread: nothing flagged there
+        df = df.set_index(rng.permutation(n) + 11)
+        g = df.groupby(["subject", "grade"], dropna=False, sort=False).ngroup().to_numpy()
+        med = pd.Series(x).groupby(g).transform("median").to_numpy()
+        mad = (pd.Series(x) - med).abs().groupby(g).transform("median").to_numpy() * 1.4826
+        with np.errstate(invalid="ignore", divide="ignore"):
+            flag = np.isfinite(x) & (mad > 0) & (np.abs(x - med) / mad > OUTLIER_K)
+        got = _outliers(df.assign(y=x), cols, {"y": ("outcome", x)})
+        assert len(got) == int(flag.any())
+        if got:
+            p = got[0]
+            assert p.n_rows == int(flag.sum())
+            assert f"e.g. {', '.join(f'{v:.6g}' for v in x[flag][:3])} ({_rows(df, flag)})" in p.message
+            found += 1
+    assert found > 10
 
 
 def test_mixed_codes_same_for_text_and_object_columns():
@@ -83,3 +121,25 @@ def test_outlier_rule_on_no_rows():
     cols = Columns(outcome="y", treatment="t", grade="grade", subject="subject")
     assert _outliers(df, cols, {"y": ("outcome", df["y"].to_numpy())}) == []
     assert not _duplicated(df.assign(sid=pd.Series([], dtype="str")), ["sid", "subject"]).size
+
+
+def test_constant_columns_found_as_by_counting_distinct_values():
+    """The constant-column warning (a quick min < max test first) names exactly the pretest and
+    covariate columns whose non-missing values are all one value (``nunique() == 1``)."""
+    from pleval.checks import _value_problems, _varies
+
+    n = 50
+    rng = np.random.default_rng(4)
+    cols = {
+        "int_const": np.full(n, 3), "int_var": rng.integers(0, 2, n), "float_const_nan": np.where(rng.random(n) < 0.3, np.nan, 2.5),
+        "float_var_nan": np.where(rng.random(n) < 0.3, np.nan, rng.normal(size=n)), "all_nan": np.full(n, np.nan),
+        "zeros_signed": np.where(rng.random(n) < 0.5, 0.0, -0.0), "text_const": ["a"] * n,
+        "text_var": rng.choice(["a", "b"], n), "nullable_const": pd.array([1] * (n - 1) + [None], dtype="Int64"),
+        "bool_var": rng.random(n) < 0.5,
+    }
+    df = pd.DataFrame({"y": rng.normal(size=n), "t": np.arange(n) % 2, **cols})
+    c = Columns(outcome="y", treatment="t", pretest=("float_var_nan",), covariates=tuple(k for k in cols if k != "float_var_nan"))
+    found = {p.column for p in _value_problems(df, c, "matched") if p.kind == "constant"}
+    assert found == {k for k in cols if df[k].dropna().nunique() == 1}
+    assert found == {"int_const", "float_const_nan", "zeros_signed", "text_const", "nullable_const"}
+    assert _varies(df["int_var"]) and not _varies(df["all_nan"]) and not _varies(df["text_var"])
