@@ -235,7 +235,7 @@ def _steps_child(path: str, out: str, q):
     from pleval.report import outputs, to_html, to_pdf
 
     df = step("read", lambda: read_table(path))
-    chk = step("check", lambda: check(df, design="matched"))
+    chk = step("check", lambda: check(df, design="matched", keep_validated=True))  # as the CLI
     ev = step("analysis", lambda: estimate(df, chk.columns, design="matched", seed=0, checked=chk))
     step("outputs (report.save)", lambda: report.save(ev, out, force=True))
     figs = step("  figures: drawn", lambda: plots.evaluation_figures(ev))
