@@ -519,9 +519,13 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
         return []
     if pd.api.types.is_bool_dtype(s):
         return []
-    x = pd.to_numeric(s, errors="coerce")
-    if not (x.isna() & s.notna()).any() and set(x.dropna().unique()) <= {0, 1}:
-        return []
+    if pd.api.types.is_numeric_dtype(s):  # numbers already (to_numeric would copy them unchanged)
+        if set(vals) <= {0, 1}:
+            return []
+    else:
+        x = pd.to_numeric(s, errors="coerce")
+        if not (x.isna() & s.notna()).any() and set(x.dropna().unique()) <= {0, 1}:
+            return []
     if set(s.dropna().astype(str).str.strip().str.lower().unique()) <= {"true", "false"}:
         return []
     if len(vals) == 2:

@@ -339,9 +339,13 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series
         return out, treated_label
     if pd.api.types.is_bool_dtype(s):
         return s.astype(float), True
-    conv = pd.to_numeric(s, errors="coerce")
-    if not (conv.isna() & s.notna()).any() and set(conv.dropna().unique()) <= {0, 1}:
-        return conv.astype(float), 1
+    if pd.api.types.is_numeric_dtype(s):  # numbers already (to_numeric would copy them unchanged)
+        if set(values) <= {0, 1}:
+            return s.astype(float), 1
+    else:
+        conv = pd.to_numeric(s, errors="coerce")
+        if not (conv.isna() & s.notna()).any() and set(conv.dropna().unique()) <= {0, 1}:
+            return conv.astype(float), 1
     lowered = s.astype(str).str.strip().str.lower().where(s.notna())
     if set(lowered.dropna().unique()) <= {"true", "false"}:
         return lowered.eq("true").astype(float).where(s.notna()), True

@@ -143,3 +143,36 @@ def test_constant_columns_found_as_by_counting_distinct_values():
     assert found == {k for k in cols if df[k].dropna().nunique() == 1}
     assert found == {"int_const", "float_const_nan", "zeros_signed", "text_const", "nullable_const"}
     assert _varies(df["int_var"]) and not _varies(df["all_nan"]) and not _varies(df["text_var"])
+
+
+def _coerce_with_to_numeric(s):
+    """The treatment's 0/1 coding through ``pd.to_numeric`` (the plain computation)."""
+    conv = pd.to_numeric(s, errors="coerce")
+    if not (conv.isna() & s.notna()).any() and set(conv.dropna().unique()) <= {0, 1}:
+        return conv.astype(float)
+    return None
+
+
+@pytest.mark.parametrize("values", [
+    [0, 1, 1, 0], [0.0, 1.0, np.nan, 1.0], pd.array([0, 1, None, 1], dtype="Int64"), [1, 2, 2, 1],
+    [0.0, 0.5, 1.0, np.nan], [1, 1, 1, 1], np.array([0, 1, 1, 0], dtype=np.uint8),
+])
+def test_numeric_treatments_coded_as_by_to_numeric(values):
+    """Numeric treatment columns skip ``to_numeric``: the same 0/1 coding, the same findings."""
+    from pleval.checks import _treatment_problems
+    from pleval.data import _coerce_treatment
+    from pleval.errors import DataError
+
+    s = pd.Series(values, name="t")
+    ref = _coerce_with_to_numeric(s)
+    try:
+        got, label = _coerce_treatment(s, "t", None)
+    except DataError:
+        got = None
+    if ref is None:
+        assert got is None
+    else:
+        pd.testing.assert_series_equal(got, ref, check_exact=True)
+        assert label == 1
+    found = _treatment_problems(pd.DataFrame({"t": s}), Columns(outcome="y", treatment="t"))
+    assert (found == []) == (ref is not None)
