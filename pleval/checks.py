@@ -539,31 +539,28 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
 
 
 def _cells(df, cols: Columns) -> np.ndarray:
-    """A code per row for its grade × subject cell (missing keys a cell of their own)."""
+    """A code per row for its grade × subject cell (missing keys a cell of their own), below the
+    number of rows (the subject × grade numbering, renumbered in order of appearance when the
+    product of their numbers of levels is not)."""
     code = np.zeros(len(df), dtype=np.int64)
     for c in (cols.subject, cols.grade):
         if c and c in df.columns:
             k, levels = pd.factorize(df[c], use_na_sentinel=False)
             code = code * len(levels) + k
-    return code
+    return code if code.max(initial=0) < len(code) else pd.factorize(code)[0]
 
 
-def _cell_median(xs: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Each cell's median of its non-missing values: ``xs`` holds the rows sorted by cell, cell
-    ``j`` the rows ``bounds[j]:bounds[j + 1]``; NaN for a cell without values."""
-    out = np.full(len(bounds) - 1, np.nan)
-    for j in range(len(bounds) - 1):  # one partial sort per cell, not per row
-        v = xs[bounds[j]:bounds[j + 1]]
-        v = v[~np.isnan(v)]  # a copy: the median may reorder it
-        if v.size:
-            out[j] = np.median(v, overwrite_input=True)
-    return out
+def _median(v: np.ndarray) -> float:
+    """The median of the non-missing values of ``v`` (``np.median``); NaN when there are none."""
+    v = v[~np.isnan(v)]  # a copy: the median may reorder it
+    return float(np.median(v, overwrite_input=True)) if v.size else np.nan
 
 
 def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     """Outcome, pretest and weight values beyond median ± OUTLIER_K·1.4826·MAD of their
     grade × subject cell: ``|x − m| / (1.4826·median(|x − m|)) > OUTLIER_K`` with ``m`` the
-    cell's median (non-missing values; a cell whose MAD is 0 flags nothing)."""
+    cell's median (non-missing values; a cell whose MAD is 0 flags nothing). The rows are
+    sorted by cell once; each cell is then a slice of each column so sorted."""
     # scores and weights only: covariates such as earnings are legitimately skewed
     cand = dict(numeric)
     if not cand:
@@ -572,17 +569,20 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     keys = [k for k, c in (("subject", cols.subject), ("grade", cols.grade)) if c and c in df.columns]
     where = f"of their {' × '.join(reversed(keys))} cell" if keys else "of the column"
     order = np.argsort(cell.astype(np.int16) if cell.max(initial=0) < 2**15 else cell, kind="stable")  # int16: radix
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(cell[order])) + 1, [len(cell)]])
-    size = np.diff(bounds)
+    size = np.bincount(cell)
+    bounds = np.concatenate([[0], np.cumsum(size[size > 0])])  # the cells in code order, as sorted
     out = []
     for c, (role, x) in cand.items():
-        xs = x[order]  # the rows cell by cell: each cell a slice
-        dev = np.abs(xs - np.repeat(_cell_median(xs, bounds), size))
-        mad = np.repeat(_cell_median(dev, bounds), size) * 1.4826
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = dev / mad
+        xs = x[order]
+        flag_sorted = np.zeros(len(x), dtype=bool)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):  # a handful of cells
+            v = xs[lo:hi]
+            dev = np.abs(v - _median(v))
+            mad = _median(dev) * 1.4826
+            with np.errstate(invalid="ignore", divide="ignore"):
+                flag_sorted[lo:hi] = np.isfinite(v) & (mad > 0) & (dev / mad > OUTLIER_K)
         flag = np.zeros(len(x), dtype=bool)
-        flag[order] = np.isfinite(xs) & (mad > 0) & (z > OUTLIER_K)
+        flag[order] = flag_sorted
         if flag.any():
             vals = x[flag]
             out.append(Problem(
