@@ -900,7 +900,10 @@ def _school_effects(frame: pd.DataFrame, *, stratum: str, weight: str | None, cl
     effect's), is relabelled with what it is (``sd_kind``) rather than "given norm SD"."""
     from .heterogeneity import school_effects
 
-    constant = [c for c in kw.get("covariates", ()) if frame[c].nunique(dropna=False) < 2]
+    from .matching.results import SchoolSample
+
+    constant = [c for c in kw.get("covariates", ()) if not (frame.varies(c) if isinstance(frame, SchoolSample)
+                                                             else frame[c].nunique(dropna=False) >= 2)]
     if constant:  # e.g. an exact-match key on which one PL school's students all agree
         warnings.warn(f"school effects: covariate(s) {', '.join(constant)} take one value in the matched sample; "
                       "left out of the school-effects model", PlevalWarning, stacklevel=3)

@@ -255,6 +255,93 @@ def test_lazy_school_sample_is_the_frame_read_a_column_at_a_time(tied):
     pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
 
 
+def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
+    """A lazy school sample's ``isna``, ``codes``, ``level_codes`` and ``varies``, read from
+    its data's columns without gathering values, are those of its gathered columns: the same
+    missing rows, the same partition of the pairs (values decoded), :func:`pleval.data.level_codes`'
+    codes and levels (text: the sorted levels the pairs have, one absent from them left out; a
+    Categorical: all its categories), ``nunique(dropna=False) >= 2``; and school effects on a
+    subset without one race level are those of its frame."""
+    from dataclasses import replace
+
+    from pleval.data import level_codes
+    from pleval.errors import DataError
+    from pleval.heterogeneity import school_effects
+
+    keys = [C.student_id, C.school, C.subject]
+    data = tied.data.assign(grade_cat=tied.data["grade"].astype(str).astype("category").cat.add_categories(["zz"]),
+                            one=1.0, late=0.0)
+    late = data.index[tied.rows[-1]]
+    data.loc[late, "late"] = 1.0  # differs from every other row only in a pair far past the first 1,024
+    data.loc[data.index[tied.rows[:50]], C.outcome] = np.nan
+    m = replace(tied, data=data)
+    cols = [*data.columns]
+    lazy = m.school_sample(cols, categorical=keys, lazy=True)
+    race = lazy["race"]
+    first = sorted(race.unique())[0]
+    for sample in (lazy, lazy.subset(race.to_numpy() != first)):
+        for c in [*cols, "_pl_school", "_weight"]:
+            col = sample[c]
+            np.testing.assert_array_equal(sample.isna(c), col.isna().to_numpy(), err_msg=c)
+            codes, values = sample.codes(c)
+            np.testing.assert_array_equal(pd.factorize(codes)[0], pd.factorize(col, use_na_sentinel=False)[0], err_msg=c)
+            assert ((codes < 0) == col.isna().to_numpy()).all(), c
+            ok = codes >= 0
+            assert list(values[codes[ok]]) == list(col[ok].astype(object)), c
+            assert sample.varies(c) == (col.nunique(dropna=False) >= 2), c
+        assert sample.isna(C.outcome).sum() > 0
+        assert not sample.varies("one") and sample.varies("late")
+        for c in ("race", "grade_cat", C.school):
+            got, want = sample.level_codes(c), level_codes(sample[c], c)
+            np.testing.assert_array_equal(got[0], want[0], err_msg=c)
+            assert list(got[1]) == list(want[1]), c
+        assert sample.level_codes(C.outcome) is None and sample.level_codes("female") is None
+    assert "zz" in list(lazy.level_codes("grade_cat")[1])
+    without = lazy.subset(race.to_numpy() != first)
+    assert first not in list(without.level_codes("race")[1]) and first in list(lazy.level_codes("race")[1])
+    with pytest.raises(DataError, match="single category"):
+        lazy.subset(race.to_numpy() == first).level_codes("race")
+    kw = dict(**_school_kw(robustness_q=1.0), weight2="_weight2", copies="_copies")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = school_effects(without, **kw), school_effects(without.frame(), **kw)
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+    for key in y.vcov_raw:
+        assert x.vcov_raw[key].equals(y.vcov_raw[key])
+
+
+def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
+    """School effects skip looking for copies of one student in one stratum when no two rows of
+    the data share (student, subject) (``SchoolSample.distinct_in_data``); where two do — a
+    comparison student's row repeated, equal in covariates and outcome, in one PL school's set —
+    the lazy sample's effects still equal its frame's, whose copies are merged (Φ = I)."""
+    from dataclasses import replace
+
+    from pleval.heterogeneity import school_effects
+
+    keys = [C.student_id, C.school, C.subject]
+    lazy = tied.school_sample(categorical=keys, lazy=True)
+    assert lazy.distinct_in_data([C.student_id, C.subject]) and not lazy.distinct_in_data([C.student_id])
+    frame = lazy.frame()
+    comp = np.flatnonzero(frame[C.treatment].to_numpy() == 0)
+    same = frame.iloc[comp].groupby(["_pl_school", C.subject], observed=True).indices
+    a, b = next(comp[v[:2]] for v in same.values() if len(v) > 1)  # two comparison pairs of one stratum
+    ra, rb = lazy.rows[a], lazy.rows[b]
+    data = tied.data.copy()
+    copy = [C.student_id, C.school, C.outcome, *C.pretest, *C.covariates]
+    data.iloc[rb, data.columns.get_indexer(copy)] = data.iloc[ra, data.columns.get_indexer(copy)].to_numpy()
+    dup = replace(tied, data=data, factorized={})
+    lazy = dup.school_sample(categorical=keys, lazy=True)
+    assert not lazy.distinct_in_data([C.student_id, C.subject])
+    kw = dict(**_school_kw(), weight2="_weight2", copies="_copies")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = school_effects(lazy, **kw), school_effects(lazy.frame(), **kw)
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+    for key in y.vcov_raw:
+        assert x.vcov_raw[key].equals(y.vcov_raw[key])
+
+
 def test_school_sample_keys_as_categoricals_change_nothing(tied):
     """``school_sample``'s Categorical keys (``_pl_school`` always, the text columns named in
     ``categorical=``) hold the values of a direct group-by of the long matched sample by (PL

@@ -69,7 +69,7 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference.robust import CR2_FORMS, group_blocks
+from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
 from ..matching.results import SchoolSample
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
@@ -399,7 +399,7 @@ def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
                 "rv_qa": robustness_value(t_c, dof, q, f_crit=f_crit)}
 
 
-def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
+def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
     """The covariates of ``X = [1, t, covariates]`` (:func:`_design_rows`), one entry per
     covariate: ``(values, centres, numeric)``. Numeric (and 0/1 boolean) covariates as they are
     (checked for variation without a costly ``nunique``), categorical ones as their level codes, expanded
@@ -408,8 +408,9 @@ def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray
     of all rows (only the intercepts move), computed here once for every block of rows."""
     out = []
     for c in covariates:  # a handful of covariates, one design column in memory at a time
-        s = df[c]
-        if pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
+        coded = df.level_codes(c) if isinstance(df, SchoolSample) else None  # its codes, not its values
+        s = None if coded is not None else df[c]
+        if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
             col = s.to_numpy(dtype=float)
             if not np.ptp(col) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
@@ -419,12 +420,9 @@ def _design_columns(df: pd.DataFrame, covariates: Sequence[str], cnt: np.ndarray
                 col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
             out.append((col, centre, True))
             continue
-        codes, levels = level_codes(s, c)
-        col = np.empty(len(df))
-        centres = np.empty(len(levels) - 1)
-        for k in range(centres.size):  # levels, not rows
-            np.equal(codes, k + 1, out=col, casting="unsafe")
-            centres[k] = col.mean() if cnt is None else cnt @ col / n
+        codes, levels = coded if coded is not None else level_codes(s, c)
+        # an indicator's mean: its level's rows (copies) over all, exact whole-number sums
+        centres = np.bincount(codes, weights=cnt, minlength=len(levels))[1:] / (len(df) if cnt is None else n)
         out.append((codes.astype(np.min_scalar_type(-len(levels))), centres, False))
     return out
 
@@ -660,18 +658,19 @@ def school_effects(
     if bad_t.any():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1: {int(bad_t.sum()):,} row(s) hold other values")
     drop(~np.isfinite(t_num), "missing treatment", treatment)
-    y_s = pd.to_numeric(data[outcome], errors="coerce")
-    nonnum = y_s.isna().to_numpy() & data[outcome].notna().to_numpy()
+    y_raw = data[outcome]
+    y_s = pd.to_numeric(y_raw, errors="coerce")
+    nonnum = y_s.isna().to_numpy() & y_raw.notna().to_numpy()
     if nonnum.any():
         raise DataError(f"column {outcome!r} (outcome) must be numeric: {int(nonnum.sum()):,} row(s) are not")
     y = y_s.to_numpy(dtype=float, na_value=np.nan)
-    del t_raw, y_s, nonnum, bad_t  # columns of every row, not needed again
+    del t_raw, y_raw, y_s, nonnum, bad_t  # columns of every row, not needed again
     drop(~np.isfinite(y), "missing outcome", outcome)
-    drop(data[stratum].isna().to_numpy(), "no school (stratum) id", stratum)
+    drop(_isna(data, stratum), "no school (stratum) id", stratum)
     for c in by_cols:
-        drop(data[c].isna().to_numpy(), "missing by value", c)
+        drop(_isna(data, c), "missing by value", c)
     for c in covariates:
-        drop(data[c].isna().to_numpy(), "missing covariate", c)
+        drop(_isna(data, c), "missing covariate", c)
     w = None
     if weight is not None:
         w_s = pd.to_numeric(data[weight], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -681,9 +680,9 @@ def school_effects(
         drop(w_s == 0, "zero weight", weight)
         w = w_s
     if cluster is not None:
-        drop(data[cluster].isna().to_numpy(), "missing cluster id", cluster)
+        drop(_isna(data, cluster), "missing cluster id", cluster)
     if school is not None:
-        drop(data[school].isna().to_numpy() & (t_num == 0), "comparison row without a school", school)
+        drop(_isna(data, school) & (t_num == 0), "comparison row without a school", school)
     if not keep.any():
         raise DataError("no usable rows remain after dropping rows with missing values")
     for arm, name in ((0.0, "comparison"), (1.0, "treated")):
@@ -720,18 +719,23 @@ def school_effects(
     design = _design_columns(df, covariates, cnt, n)
     cl = units = None
     if joint:
-        cl = _factorize(df[cluster])[0] if cluster else np.arange(len(y))
+        cl = _codes(df, cluster)[0] if cluster else np.arange(len(y))
         # the student of each row, whose copies in one set are one observation (Φ = I)
         if unit_id or cluster:
-            units = cl if unit_id in (None, cluster) else _factorize(df[unit_id])[0]
+            units = cl if unit_id in (None, cluster) else _codes(df, unit_id)[0]
+            if (isinstance(df, SchoolSample) and stratum == "_pl_school"
+                    and df.distinct_in_data([unit_id or cluster, *by_cols])):
+                units = None  # a stratum's pairs are distinct rows, of distinct students: no copies to merge
         if school:  # comparison rows: their school; treated rows: their own cluster
-            sc = _factorize(df[school])[0]
+            sc = _codes(df, school)[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
         cl = pd.factorize(cl)[0]  # numbered by first appearance, once for every block (as joint_covariance)
-    by_codes, by_uniq = _factorize_many(df, list(by_cols)) if by_cols else (np.zeros(len(y), dtype=np.intp), [("all",)])
-    g_by = np.zeros(G, dtype=np.intp)  # each stratum's by group
-    g_by[codes] = by_codes
+    # The by groups of the strata: a by value first appears among the rows in the first stratum
+    # that has it, so numbering the strata's values by first appearance numbers the rows' values.
+    heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
+    g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
+    by_codes = g_by[codes]
     # each by group is pooled on its own (_finish): the joint covariance within by groups only
     fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, g_by if by_cols else None)
     del design, cl, units
@@ -745,9 +749,11 @@ def school_effects(
 
     # Counts per stratum and arm.
     if unit_id:
-        stu = _factorize(df[unit_id])[0] + 1  # 0: no id; distinct (stratum, arm, student) triples as integers
+        stu = _codes(df, unit_id)[0] + 1  # 0: no id; distinct (stratum, arm, student) triples as integers
         n_stu = int(stu.max()) + 1
-        triple = pd.unique((codes.astype(np.int64) * n_stu + stu) * 2 + (t == 1))
+        triple = (codes.astype(np.int64) * n_stu + stu) * 2 + (t == 1)
+        triple = triple[radix_argsort(triple)]  # sorted (a radix sort: 3× faster than a hash table here) ...
+        triple = triple[np.concatenate([[True], triple[1:] != triple[:-1]])]  # ... each distinct one once
         g_of, arm = triple // 2 // n_stu, triple % 2
         n_t = np.bincount(g_of[arm == 1], minlength=G)
         n_c = np.bincount(g_of[arm == 0], minlength=G)
@@ -795,7 +801,7 @@ def school_effects(
         warnings.warn(f"school_effects: {n_bad} of {G} school(s) have no estimate (see the 'note' column)", PlevalWarning, stacklevel=2)
         dropped.append({"reason": "school without an estimate", "column": stratum, "n_rows": n_bad})
 
-    table = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
+    table = heads
     table["school"] = [u[-1] for u in uniq]
     table["n_treated"] = n_t.astype(int)
     table["n_comparison"] = n_c.astype(int)
@@ -855,20 +861,32 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
     )
 
 
-def _factorize(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``pd.factorize`` of a column as it is stored (Arrow strings dictionary-encoded by Arrow,
-    not first copied into Python objects): codes in first-appearance order, missing = −1, and
-    the values as a numpy array."""
-    codes, uniq = pd.factorize(s)
+def _isna(data: pd.DataFrame | SchoolSample, c: str) -> np.ndarray:
+    """Whether each row's value of column ``c`` is missing (a :class:`SchoolSample`'s from its
+    data's column, without gathering it: :meth:`SchoolSample.isna`)."""
+    return data.isna(c) if isinstance(data, SchoolSample) else data[c].isna().to_numpy()
+
+
+def _codes(data: pd.DataFrame | SchoolSample, c: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, values)`` of column ``c``: integer codes (missing = −1) with ``values[codes]``
+    each row's value. A frame's column ``pd.factorize``d as it is stored (Arrow strings
+    dictionary-encoded by Arrow, not first copied into Python objects; codes in first-appearance
+    order); a :class:`SchoolSample`'s coded in its data, the codes gathered
+    (:meth:`SchoolSample.codes`: another numbering, and values no row has). Only the partition
+    of the rows the codes make is used (every grouping renumbers by first appearance)."""
+    if isinstance(data, SchoolSample):
+        return data.codes(c)
+    codes, uniq = pd.factorize(data[c])
     return codes, np.asarray(uniq)
 
 
-def _factorize_many(df: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
-    """Integer codes (first-appearance order) for the combinations of ``cols``, and their values."""
+def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
+    """Integer codes (first-appearance order) for the combinations of ``cols``, and their values
+    (mixed-radix codes of the columns' :func:`_codes`, numbered by first appearance)."""
     codes = np.zeros(len(df), dtype=np.int64)
     levels = []
     for c in cols:
-        cc, u = _factorize(df[c])
+        cc, u = _codes(df, c)
         codes = codes * len(u) + cc
         levels.append(u)
     inv, comb = pd.factorize(codes)

@@ -568,11 +568,81 @@ class SchoolSample:
         s = self.data[c]
         return pd.Series(s.to_numpy()[rows], name=c, copy=False) if isinstance(s.dtype, np.dtype) else s.iloc[rows]
 
+    def isna(self, c: str) -> np.ndarray:
+        """Whether each pair's value of column ``c`` is missing (``self[c].isna()``), found in
+        ``data``'s column and gathered only when some value there is missing."""
+        if c not in self.cols:
+            return self[c].isna().to_numpy()
+        miss = self.data[c].isna().to_numpy()
+        return miss[self.rows] if miss.any() else np.zeros(len(self.rows), dtype=bool)
+
+    def varies(self, c: str) -> bool:
+        """Whether the pairs take two values or more of column ``c``, a missing value counting as
+        one (``self[c].nunique(dropna=False) >= 2``): the first pairs' values read first, every
+        pair's only when those agree."""
+        if self._column(c, slice(0, 1024)).nunique(dropna=False) >= 2:
+            return True
+        return self[c].nunique(dropna=False) >= 2
+
+    def distinct_in_data(self, columns) -> bool:
+        """Whether no two rows of ``data`` agree in all of ``columns`` (data columns, none
+        missing; their codes combined, counted by ``np.bincount`` or, past 2²⁶ combinations, by a
+        hash): then two pairs of one PL school that agree in them are one pair."""
+        key, size = np.zeros(len(self.data), dtype=np.int64), 1
+        for c in columns:
+            if c not in self.factorized:
+                self.factorized[c] = pd.factorize(self.data[c])
+            codes, uniq = self.factorized[c]
+            if len(codes) and codes.min() < 0:
+                return False
+            key = key * len(uniq) + codes
+            size *= max(len(uniq), 1)
+        if size <= 1 << 26:
+            return len(key) < 2 or int(np.bincount(key, minlength=1).max()) <= 1
+        return len(pd.unique(key)) == len(key)
+
+    def codes(self, c: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, values)`` of column ``c``: each pair's integer code (−1 where missing) with
+        ``values[codes]`` its value, without gathering the values. The numbering is ``data``'s
+        (its ``pd.factorize``, kept per column; ``_pl_school``: ``school`` and ``labels``), not
+        the pairs' order of first appearance, and ``values`` may hold values no pair has."""
+        if c == "_pl_school":
+            return self.school, np.asarray(self.labels)
+        if c not in self.cols:
+            codes, uniq = pd.factorize(self[c])
+            return codes, np.asarray(uniq)
+        if c not in self.factorized:
+            self.factorized[c] = pd.factorize(self.data[c])
+        codes, uniq = self.factorized[c]
+        return codes[self.rows], np.asarray(uniq)
+
+    def level_codes(self, c: str) -> tuple[np.ndarray, pd.Index] | None:
+        """:func:`pleval.data.level_codes` of ``self[c]`` (the levels of a categorical covariate;
+        the same codes and levels), from ``data``'s column coded once (its sorted levels, kept)
+        and the pairs' codes gathered, not the values: a Categorical's (or a key column's) levels
+        are all its categories; text's are the sorted values the pairs have. None for a numeric
+        column (it is no categorical covariate), or any other type (read the values)."""
+        s = self.data[c]
+        if c in self.categorical or isinstance(s.dtype, pd.CategoricalDtype):
+            codes, uniq = self.codes(c) if c in self.categorical else (s.cat.codes.to_numpy()[self.rows], s.cat.categories)
+            return _checked_levels(codes, pd.Index(uniq), c)
+        if not isinstance(s.dtype, pd.StringDtype):
+            return None
+        key = ("sorted", c)
+        if key not in self.factorized:
+            self.factorized[key] = pd.factorize(s, sort=True)
+        codes, uniq = self.factorized[key]
+        codes = codes[self.rows]
+        present = np.bincount(codes[codes >= 0], minlength=len(uniq)) > 0  # the pairs' levels, in sorted order
+        new = np.cumsum(present) - 1
+        codes = np.where(codes >= 0, new[codes], -1) if len(uniq) else codes
+        return _checked_levels(codes, pd.Index(uniq)[present], c)
+
     def subset(self, keep: np.ndarray) -> SchoolSample:
         """The pairs where ``keep`` (a boolean mask) is True."""
         out = SchoolSample(self.data, self.cols, self.categorical, self.factorized, self.rows[keep], self.school[keep],
                            self.labels, self.weight[keep], self.weight2[keep], self.copies[keep])
-        out.dtypes = self.dtypes
+        out.factorized, out.dtypes = self.factorized, self.dtypes  # shared: codings of the same data
         return out
 
     def frame(self, pos=None) -> pd.DataFrame:
@@ -591,6 +661,13 @@ def _present(g: np.ndarray, code: np.ndarray, G: int, K: int) -> np.ndarray:
     """The G × K table of which codes 0..K−1 (those ≥ 0) occur in each group 0..G−1."""
     ok = code >= 0
     return np.bincount(g[ok] * K + code[ok], minlength=G * K).reshape(G, K) > 0
+
+
+def _checked_levels(codes: np.ndarray, levels: pd.Index, name: str) -> tuple[np.ndarray, pd.Index]:
+    """``(codes, levels)``, refused as :func:`pleval.data.level_codes` refuses a single level."""
+    if len(levels) < 2:
+        raise DataError(f"column {name!r} (covariate) has a single category in the analysed rows; leave it out")
+    return codes, levels
 
 
 def _categorical(s: pd.Series, rows: np.ndarray, factorized=None) -> pd.Categorical:
