@@ -114,3 +114,30 @@ def test_group_blocks_cover_every_row_once_in_whole_groups(size):
         assert np.isin(np.flatnonzero((codes >= g0) & (codes < g1)), idx).all()
     sorted_codes = np.sort(codes)  # a block ends with the group of each size-th row, the last with group G − 1
     np.testing.assert_array_equal([g1 - 1 for _, g1, _ in blocks], np.union1d(sorted_codes[size - 1 : -1 : size], [G - 1]))
+
+
+@pytest.mark.parametrize("copies", [False, True])
+def test_whole_number_covariates_are_centred_to_the_last_bit(copies):
+    """A whole-number covariate's centre from the copies of each value (``np.bincount``) is the
+    floating-point mean the design had (``cnt @ col / n``, ``col.mean()``) bit for bit — booleans,
+    small and wide unsigned values; negative and huge values take the floating-point route —
+    and each column keeps the narrowest integer type that holds it; a constant one is refused."""
+    from pleval.errors import DataError
+
+    se = importlib.import_module("pleval.heterogeneity.school_effects")
+    rng = np.random.default_rng(11)
+    n = 100_003
+    df = pd.DataFrame({"b": rng.random(n) < 0.3, "small": rng.integers(0, 6, n), "wide": rng.integers(0, 60_000, n),
+                       "neg": rng.integers(-3, 4, n), "huge": rng.integers(0, 2**40, n), "x": rng.normal(size=n)})
+    cnt = rng.integers(1, 5, n).astype(np.int32) if copies else None
+    total = n if cnt is None else int(cnt.sum())
+    cols = se._design_columns(df, list(df.columns), cnt, total)
+    for c, (values, centre, numeric) in zip(df.columns, cols):
+        f = df[c].to_numpy(dtype=float)
+        assert numeric and centre.tolist() == [f.mean() if cnt is None else cnt @ f / total], c
+        if c != "x":
+            v = df[c].to_numpy()
+            assert values.dtype == np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())), c
+            np.testing.assert_array_equal(values, v)
+    with pytest.raises(DataError, match="no variation"):
+        se._design_columns(df.assign(small=3), ["small"], cnt, total)

@@ -410,12 +410,26 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
     for c in covariates:  # a handful of covariates, one design column in memory at a time
         coded = df.level_codes(c) if isinstance(df, SchoolSample) else None  # its codes, not its values
         s = None if coded is not None else df[c]
+        if s is not None and isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":  # whole numbers (booleans as 0/1)
+            v = s.to_numpy()
+            lo, hi = v.min(), v.max()
+            if not hi > lo:
+                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
+            col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)))  # narrowest type: exact as floats
+            lo, hi = int(lo), int(hi)
+            copies = len(v) if cnt is None else int(cnt.sum())
+            if lo >= 0 and hi < 1 << 16 and hi * copies < 2**53:
+                # Σ copies·value from the copies of each value: whole numbers below 2⁵³, so the mean is
+                # the floating-point sum's (every partial sum exact) over the count, to the last bit
+                per = np.bincount(col, weights=cnt)
+                out.append((col, np.array([(np.arange(per.size) @ per) / copies]), True))
+                continue
         if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
             col = s.to_numpy(dtype=float)
             if not np.ptp(col) > 0:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
             centre = np.array([col.mean() if cnt is None else cnt @ col / n])
-            if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them (exact as floats)
+            if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them
                 v = s.to_numpy()
                 col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
             out.append((col, centre, True))
