@@ -548,3 +548,46 @@ def test_school_effects_by_subject_pool_each_subject_on_its_own_block():
         alone = _se(two[two["subject"] == s], "CR2", by="subject")
         np.testing.assert_allclose(res.vcov_raw[s].to_numpy(), alone.vcov_raw[s].to_numpy(), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(res.vcov[s].to_numpy(), alone.vcov[s].to_numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_calibration_and_pooling_decompose_the_covariance_once(monkeypatch):
+    """``calibrate`` and ``pool_schools`` take one eigen-decomposition of the k × k covariance
+    and reuse it (``V + cI`` is ``(λ + c, Q)``): the same figures as decomposing each matrix,
+    to rounding."""
+    from pleval.heterogeneity import _predictive
+    from pleval.heterogeneity.calibration import calibrate, program_tau2_ci
+    from pleval.heterogeneity.school_inference import pool_schools
+    from pleval.heterogeneity.shrinkage import blup
+
+    y, V0 = _corr_data(seed=8)
+    V = _shrunk(V0 + 0.004, 0.6)
+    yp, Vp = _corr_data(k=20, seed=9, tau=0.1)
+    lab, df = [f"s{i}" for i in range(y.size)], np.full(y.size, 40.0)
+    eigh, sizes = np.linalg.eigh, []
+    monkeypatch.setattr(np.linalg, "eigh", lambda a, *r, **kw: sizes.append(np.shape(a)) or eigh(a, *r, **kw))
+    c = calibrate(lab, y, V, df, yp, Vp, V_raw=V0 + 0.004)
+    assert sizes.count(V.shape) == 1
+    sizes.clear()
+    m, sh = pool_schools(y, np.sqrt(np.diag(V)), V, labels=lab)
+    assert sizes.count(V.shape) == 1
+    monkeypatch.setattr(np.linalg, "eigh", eigh)
+    # each piece against its own decomposition of the matrix it stands for
+    t2p, t2 = c.placebo.tau2, c.tau2_program
+    I = np.eye(y.size)
+    assert c.tau2_program_ci == pytest.approx(program_tau2_ci(y, V, t2p), rel=1e-10, abs=1e-14)
+    want = blup(y, V + t2p * I, t2, c.pl.tau2_se**2 + c.placebo.tau2_se**2)
+    np.testing.assert_allclose(c.schools["program_shrunk"], want[2], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(c.schools["program_shrunk_sd"], want[3], rtol=1e-10)
+    sigma2 = _predictive.variance_draws(y, V, yp, Vp)
+    assert c.pi == pytest.approx(_predictive.predictive(y, V, sigma2)[0], rel=1e-12)
+    np.testing.assert_allclose(c.schools["shrunk_total"], _predictive.shrinkage(y, V, sigma2).mean, rtol=1e-12)
+    W = np.linalg.inv(V + c.tau2_total * I)
+    wt = W.sum(axis=1) / W.sum()
+    r = y - c.mu_total
+    se2 = (r @ W @ r) / (y.size - 1) / W.sum() + max(0.0, wt @ (V0 + 0.004 - V) @ wt)
+    assert c.se_total**2 == pytest.approx(se2, rel=1e-12)
+    m2 = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V, hartung_knapp=True, labels=lab)
+    sh2 = empirical_bayes(y, np.sqrt(np.diag(V)), m2, labels=lab, tau2_uncertainty=True)
+    assert (m.estimate, m.se, m.tau2) == (m2.estimate, m2.se, m2.tau2)
+    np.testing.assert_array_equal(sh.shrunk, sh2.shrunk)
+    np.testing.assert_array_equal(sh.shrunk_sd, sh2.shrunk_sd)

@@ -108,18 +108,20 @@ def reml_information(lam: np.ndarray, x: np.ndarray, s: np.ndarray) -> np.ndarra
 RESTRICTIONS = ("isotonic", "max", "none")
 
 
-def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, restrict: str = "isotonic") -> np.ndarray:
+def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, restrict: str = "isotonic",
+                   eigen: tuple | None = None) -> np.ndarray:
     """``n`` draws ``σ²_j`` of a school's total between-school variance (module docstring).
 
     ``restrict``: ``"isotonic"`` (pleval), the precision-weighted projection with each draw's
     informations; ``"max"``, ``max(s_j, d_j)`` (the placebo draw as a floor); ``"none"``,
-    the PL draws alone (the placebo schools unused)."""
+    the PL draws alone (the placebo schools unused). ``eigen``: ``(λ, Q)``,
+    :func:`numpy.linalg.eigh` of ``V``, when already computed."""
     if restrict not in RESTRICTIONS:
         raise ValueError(f"restrict must be one of {RESTRICTIONS}; got {restrict!r}")
     if math.gcd(lattice, n) != 1:
         raise ValueError("lattice must be coprime to n")
     p = (np.arange(n) + 0.5) / n
-    lam, Q = np.linalg.eigh(V)
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     x = Q.sum(axis=0)
     s = cd_quantiles(Q.T @ y, lam, x, p)
     if restrict == "none":
@@ -151,9 +153,11 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) ->
     return q[:, 0] if np.ndim(m) == 1 else q
 
 
-def predictive(y, V, sigma2: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float], float]:
-    """Prediction interval and ``P(θ_new < 0)`` of the mixture over the draws ``sigma2``."""
-    lam, Q = np.linalg.eigh(V)
+def predictive(y, V, sigma2: np.ndarray, level: float = 0.95,
+               eigen: tuple | None = None) -> tuple[tuple[float, float], float]:
+    """Prediction interval and ``P(θ_new < 0)`` of the mixture over the draws ``sigma2``
+    (``eigen``: ``(λ, Q)`` of ``V`` when already computed)."""
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     _, mu, mu_var = _q_stat(Q.T @ y, lam, Q.sum(axis=0), sigma2)
     sd = np.sqrt(sigma2 + mu_var)
     a = (1.0 - level) / 2.0
@@ -172,12 +176,12 @@ class MixtureShrinkage(NamedTuple):
     high: np.ndarray
 
 
-def shrinkage(y, V, sigma2: np.ndarray, level: float = 0.95) -> MixtureShrinkage:
+def shrinkage(y, V, sigma2: np.ndarray, level: float = 0.95, eigen: tuple | None = None) -> MixtureShrinkage:
     """Each school's posterior mixture over the draws ``sigma2`` (module docstring): the BLUP
     ``μ̂ + σ²W(y − μ̂1)`` and ``PEV = σ² − σ⁴ diag W + c²Var μ̂``, ``c = 1 − σ²W1``,
     ``W = (V + σ²I)⁻¹``, at each draw; its mean and SD, ``P(θ < 0)`` (its CDF at 0) and its
-    ``(1 ∓ level)/2`` quantiles."""
-    lam, Q = np.linalg.eigh(V)
+    ``(1 ∓ level)/2`` quantiles. ``eigen``: ``(λ, Q)`` of ``V`` when already computed."""
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     yy, x = Q.T @ y, Q.sum(axis=0)
     w = 1.0 / (lam[None, :] + sigma2[:, None])  # n × k: eigenvalues of W per draw
     sxx = w @ (x * x)

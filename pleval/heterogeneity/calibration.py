@@ -92,9 +92,12 @@ from ._unweighted import unweighted_q
 from .shrinkage import blup
 
 
-def program_tau2_ci(y: np.ndarray, V: np.ndarray, tau2_placebo: float, level: float = 0.95) -> tuple[float, float]:
-    """Q-profile interval for τ²_program with τ²_placebo as an offset (module docstring)."""
-    yy, lam, XX, _ = rotate(y, V + tau2_placebo * np.eye(y.size), np.ones((y.size, 1)))
+def program_tau2_ci(y: np.ndarray, V: np.ndarray, tau2_placebo: float, level: float = 0.95,
+                    eigen: tuple | None = None) -> tuple[float, float]:
+    """Q-profile interval for τ²_program with τ²_placebo as an offset (module docstring);
+    ``eigen``: ``(λ, Q)`` of ``V`` when already computed (``V + τ²_placebo I`` is ``(λ + τ²_placebo, Q)``)."""
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
+    yy, lam, XX, _ = rotate(y, None, np.ones((y.size, 1)), (lam + tau2_placebo, Q))
     low, high = q_profile_ci(yy, lam, XX, level)
     return float(low), float(high)
 
@@ -297,28 +300,31 @@ def calibrate(
         return Calibration(schools=schools, pl=None, placebo=m_pb, tau2_program=math.nan,
                            tau2_program_ci=(math.nan, math.nan), alpha=float(alpha), adjust=adjust, level=float(level),
                            note=ONE_SCHOOL)
-    m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels)
+    eig = lam, Q = np.linalg.eigh(V)  # once: V + cI below is (λ + c, Q)
+    m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels, vcov_eigen=eig)
     tau2_program = max(0.0, m_pl.tau2 - t2p)
-    ci = program_tau2_ci(y, V, t2p, level)
-    mu, _, shrunk, sd, _ = blup(y, V + t2p * np.eye(y.size), tau2_program,
-                                m_pl.tau2_se**2 + m_pb.tau2_se**2)
+    ci = program_tau2_ci(y, V, t2p, level, eigen=eig)
+    mu, _, shrunk, sd, _ = blup(y, None, tau2_program, m_pl.tau2_se**2 + m_pb.tau2_se**2, eigen=(lam + t2p, Q))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_neg = stats.norm.cdf(-shrunk / sd)
 
     w_pl, w_pb = 1.0 / m_pl.tau2_se**2, 1.0 / m_pb.tau2_se**2
     t2_tot = float(order_restricted(m_pl.tau2, t2p, w_pl, w_pb))
-    sigma2 = variance_draws(y, V, yp, Vp)
-    pi, p_neg_new = predictive(y, V, sigma2, level)
-    mix = shrinkage(y, V, sigma2, level)
-    mu_t, _, _, _, rel_t = blup(y, V, t2_tot)
+    sigma2 = variance_draws(y, V, yp, Vp, eigen=eig)
+    pi, p_neg_new = predictive(y, V, sigma2, level, eigen=eig)
+    mix = shrinkage(y, V, sigma2, level, eigen=eig)
+    mu_t, _, _, _, rel_t = blup(y, V, t2_tot, eigen=eig)
     k = y.size
-    W = np.linalg.inv(V + t2_tot * np.eye(k))
-    se2 = 1.0 / float(W.sum())
+    # W = (V + τ²_total I)⁻¹ = Q(Λ + τ²_total I)⁻¹Q': its sums and quadratic forms from Q'1 and Q'r
+    d = 1.0 / (lam + t2_tot)
+    q1 = Q.sum(axis=0)
+    w_sum = float(q1 @ (d * q1))
+    se2 = 1.0 / w_sum
     if hartung_knapp:
-        r = y - mu_t
-        se2 *= float(r @ W @ r) / (k - 1)
+        qr = Q.T @ (y - mu_t)
+        se2 *= float(qr @ (d * qr)) / (k - 1)
     if V_raw is not None:
-        se2 += offdiag_variance(W.sum(axis=1) / W.sum(), np.asarray(V_raw, dtype=float), V)
+        se2 += offdiag_variance(Q @ (d * q1) / w_sum, np.asarray(V_raw, dtype=float), V)
     schools = pd.DataFrame({
         **first,
         "program_shrunk": shrunk,

@@ -121,10 +121,12 @@ def check_vcov(vcov, se: np.ndarray, name: str = "vcov") -> np.ndarray:
     return (V + V.T) / 2
 
 
-def rotate(y: np.ndarray, V: np.ndarray, X: np.ndarray):
+def rotate(y: np.ndarray, V: np.ndarray | None, X: np.ndarray, eigen: tuple | None = None):
     """``(Q'y, λ, Q'X, Q)`` for ``V = QΛQ'``: the rotated model has independent errors with
-    variances λ (see the module docstring). Raises if V is not positive definite."""
-    lam, Q = np.linalg.eigh(V)
+    variances λ (see the module docstring). Raises if V is not positive definite. ``eigen``:
+    ``(λ, Q)`` when already known (:func:`numpy.linalg.eigh` of ``V``; ``V`` then unused:
+    ``V + cI`` is ``(λ + c, Q)``)."""
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     if not lam[0] > 1e-12 * lam[-1]:
         raise DesignError(
             "the sampling covariance of the school estimates is singular (some combination of schools has no "
@@ -330,6 +332,7 @@ def meta_analysis(
     labels: Sequence | None = None,
     vcov=None,
     vcov_unshrunk=None,
+    vcov_eigen: tuple | None = None,
 ) -> MetaAnalysis:
     """Pool per-school estimates with a fixed- or random-effects model.
 
@@ -354,6 +357,9 @@ def meta_analysis(
     vcov_unshrunk : array (k, k), optional
         ``vcov`` before its off-diagonal was shrunk (same diagonal); the pooled SE adds
         ``max(0, w̃'(vcov_unshrunk − vcov)w̃)`` (module docstring). Needs ``vcov``.
+    vcov_eigen : tuple, optional
+        ``(λ, Q)``, :func:`numpy.linalg.eigh` of ``vcov``, when already computed (a caller that
+        needs it again decomposes the k × k matrix once).
 
     Notes
     -----
@@ -381,7 +387,7 @@ def meta_analysis(
             sm = combine_effects(y, v, method_re="dl", alpha=alpha)
         q, tau2_dl = float(sm.q), max(0.0, float(sm.tau2))
     else:
-        yy, vv, XX, Qrot = rotate(y, V, X)
+        yy, vv, XX, Qrot = rotate(y, V, X, vcov_eigen)
         q, tau2_dl = _tau2.generalized_q(yy, vv, XX, 0.0), _tau2.dl_tau2(yy, vv, XX)
     if method == "DL":
         tau2, tau2_se = tau2_dl, math.nan

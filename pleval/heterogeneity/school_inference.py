@@ -42,9 +42,10 @@ def pool_schools(y, se, V=None, *, method: Method = "REML", hartung_knapp: bool 
     (:func:`~.meta.meta_analysis`, :func:`~.shrinkage.empirical_bayes` with the τ² uncertainty);
     ``V_raw``, ``V`` before its off-diagonal shrinkage, adds the covariance it removed to the
     pooled SE (``vcov_unshrunk``)."""
+    eig = None if V is None else np.linalg.eigh(V)  # once, for the GLS and the BLUP
     m = meta_analysis(y, se, method=method, hartung_knapp=hartung_knapp, level=level, labels=labels, vcov=V,
-                      prediction=prediction, vcov_unshrunk=V_raw)
-    return m, empirical_bayes(y, se, m, level=level, labels=labels, tau2_uncertainty=True)
+                      prediction=prediction, vcov_unshrunk=V_raw, vcov_eigen=eig)
+    return m, empirical_bayes(y, se, m, level=level, labels=labels, tau2_uncertainty=True, vcov_eigen=eig)
 
 
 @dataclass(frozen=True, repr=False)

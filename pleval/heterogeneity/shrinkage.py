@@ -137,18 +137,21 @@ class Shrinkage(ResultMixin):
         )
 
 
-def blup(y: np.ndarray, V: np.ndarray, tau2: float, tau2_var: float = 0.0):
+def blup(y: np.ndarray, V: np.ndarray | None, tau2: float, tau2_var: float = 0.0, eigen: tuple | None = None):
     """BLUP with correlated sampling errors (module docstring): ``(μ̂, Var μ̂, θ̃, SD(θ − θ̃),
     diag τ²W)`` for ``y ~ N(μ1 + u, V)``, ``u ~ N(0, τ²I)``; ``tau2_var`` (``Var(τ̂²)``) adds
-    twice the Kackar–Harville term for an estimated τ² (Prasad–Rao; module docstring)."""
-    lam, Q = np.linalg.eigh(V)
+    twice the Kackar–Harville term for an estimated τ² (Prasad–Rao; module docstring).
+    ``eigen``: ``(λ, Q)`` of ``V`` when already known (``V`` then unused), ``W = Q(Λ + τ²I)⁻¹Q'``;
+    the prediction error variance ``PEV = τ² − τ⁴ diag W + c² Var μ̂``, ``c = (I − τ²W)1``,
+    from the diagonals, not the k × k matrices."""
+    lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     W = (Q / (lam + tau2)) @ Q.T
     W1 = W.sum(axis=1)
     mu_var = 1.0 / float(W1.sum())
     mu = float(W1 @ y) * mu_var
     shrunk = mu + tau2 * (W @ (y - mu))
     c = (np.eye(y.size) - tau2 * W).sum(axis=1)
-    pev = np.diag(tau2 * np.eye(y.size) - tau2**2 * W + np.outer(c, c) * mu_var)
+    pev = tau2 - tau2**2 * np.diag(W) + c * c * mu_var
     if tau2_var > 0:
         Wr = W @ (y - mu)
         pev = pev + 2.0 * (Wr - tau2 * (W @ Wr)) ** 2 * tau2_var
@@ -165,17 +168,19 @@ def empirical_bayes(
     labels: Sequence | None = None,
     vcov=None,
     tau2_uncertainty: bool = False,
+    vcov_eigen: tuple | None = None,
 ) -> Shrinkage:
     """Shrink school estimates toward the pooled mean (formulas in the module docstring).
 
     ``meta`` supplies μ̂ and τ̂² (a :class:`MetaAnalysis` of the same estimates); otherwise
     :func:`meta_analysis` is run with ``method`` (and ``vcov``, a full sampling covariance).
     ``tau2_uncertainty`` uses the Prasad–Rao mean squared error for the estimated τ² (twice the
-    Kackar–Harville term added; REML only, whose SE of τ̂² it uses).
+    Kackar–Harville term added; REML only, whose SE of τ̂² it uses). ``vcov_eigen``: ``(λ, Q)``,
+    :func:`numpy.linalg.eigh` of the covariance (``vcov``, or ``meta``'s), when already computed.
     """
     y, se = check_inputs(estimates, ses)
     if meta is None:
-        meta = meta_analysis(y, se, method=method, level=level, vcov=vcov)
+        meta = meta_analysis(y, se, method=method, level=level, vcov=vcov, vcov_eigen=vcov_eigen)
     elif meta.k != y.size or not np.allclose(meta.estimates, y):
         raise ValueError("meta must be the meta-analysis of these same estimates")
     v = se**2
@@ -189,7 +194,7 @@ def empirical_bayes(
         shrunk = mu + B * (y - mu)
         sd = np.sqrt(B * v + (1.0 - B) ** 2 * mu_var + 2.0 * (v * w**2 * (y - mu)) ** 2 * t2var)
     else:
-        mu, mu_var, shrunk, sd, B = blup(y, meta.vcov, tau2, t2var)
+        mu, mu_var, shrunk, sd, B = blup(y, meta.vcov, tau2, t2var, eigen=vcov_eigen)
     return Shrinkage(
         estimates=_readonly(y),
         ses=_readonly(se),
