@@ -297,6 +297,7 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
             assert list(got[1]) == list(want[1]), c
         assert sample.level_codes(C.outcome) is None and sample.level_codes("female") is None
     assert "zz" in list(lazy.level_codes("grade_cat")[1])
+    assert lazy._at.dtype == np.intp and np.array_equal(lazy._at, lazy.rows)  # the gathers' index, kept
     without = lazy.subset(race.to_numpy() != first)
     assert first not in list(without.level_codes("race")[1]) and first in list(lazy.level_codes("race")[1])
     with pytest.raises(DataError, match="single category"):
