@@ -1134,7 +1134,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     # effects' SD, every subject is fitted first (the worker's rows are at most a few million).
     fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"],
                         vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"],
-                        part_columns="all" if opts["sensitivity"] and opts["placebo_outcome"] else "read",
+                        part_columns="all" if opts["sensitivity"] and opts["placebo_outcome"] else "none",
                         lazy=worker is None)
     effects: dict = {}
 
@@ -1157,13 +1157,21 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     results: dict = {}
     for fit in fits:  # a handful of subjects
         key, part, des, eff = fit[:4]
+        del fit
         effects[key] = eff
+        finish = None
         if analyse is not None:
             try:
-                results[key] = analyse(key, part, des, eff)
+                finish = analyse(key, part, des, eff, later=True)
             except DesignError as exc:
                 analyse, sens_note = None, f"no sensitivity analysis: {exc}"
-        del fit, part, des  # before the next subject's design is formed
+        del part, des  # the subject's rows and design: freed before its Rosenbaum bounds and the next subject's
+        if finish is not None:
+            try:
+                results[key] = finish()
+            except DesignError as exc:
+                analyse, sens_note = None, f"no sensitivity analysis: {exc}"
+            del finish
     del fits
     if analyse is not None:
         sens = Sensitivity(by_t, results)

@@ -147,36 +147,53 @@ def test_estimate_writes_sensitivity(data, tmp_path):
 
 def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
     """In one process, pleval.estimate fits the subjects lazily: each subject's rows and design
-    are dropped after its effect and sensitivity, before the next subject's design is formed
-    (the memory of large files); with a placebo worker every subject is fitted first (the
-    worker waits for their SD). Both orders give the same effects and sensitivity tables."""
+    are dropped after its effect and the sensitivity analysis that reads them, before its
+    Rosenbaum bounds and the next subject's design are formed (the memory of large files);
+    with a placebo worker every subject is fitted first (the worker waits for their SD). Both
+    orders give the same effects and sensitivity tables."""
     import gc
     import weakref
 
     import pleval.matching.results as results
+    import pleval.sensitivity.matched as matched_mod
 
     made = []
-    build = results.effect_design
+    build, bounds = results.effect_design, matched_mod.rosenbaum_bounds
+
+    def alive():
+        return [r() for r in made if r() is not None]
 
     def tracked(*args, **kw):
-        alive = [r() for r in made if r() is not None]
+        tracked.overlap = max(tracked.overlap, len(alive()))
         made.append(None)
         d = build(*args, **kw)
         made[-1] = weakref.ref(d)
-        tracked.overlap = max(tracked.overlap, len(alive))
         return d
 
-    tracked.overlap = 0
+    def tracked_bounds(*args, **kw):
+        tracked.during_bounds = max(tracked.during_bounds, len(alive()))
+        return bounds(*args, **kw)
+
+    tracked.overlap = tracked.during_bounds = 0
     monkeypatch.setattr(results, "effect_design", tracked)
+    monkeypatch.setattr(matched_mod, "rosenbaum_bounds", tracked_bounds)
     gc.collect()
     gc.disable()  # freed when dropped, not by the cyclic collector
     try:
         one = pleval.estimate(data, design="matched", seed=1, placebo=False, workers=1)
     finally:
         gc.enable()
-    assert len(made) == 2 and tracked.overlap == 0
-    lazy = results.MatchResult.group_fits(one.details["math"]["design"], "subject", lazy=True)
-    assert not isinstance(lazy, list) and [f[0] for f in lazy] == [("math",), ("reading",)]
+    assert len(made) == 2 and tracked.overlap == 0 and tracked.during_bounds == 0
+    m = one.details["math"]["design"]
+    lazy = m.group_fits("subject", lazy=True, part_columns="none")
+    assert not isinstance(lazy, list)
+    fits = list(lazy)
+    assert [f[0] for f in fits] == [("math",), ("reading",)] and fits[0][1] is None
+    for f, g in zip(fits, m.group_fits("subject")):  # without the rows: the same design and effect
+        np.testing.assert_array_equal(f[2].X, g[2].X)
+        assert f[3].raw == g[3].raw
+    hc = m.group_fits("subject", vcov="HC1", part_columns="none")  # fitted on the copies, then dropped
+    assert hc[0][1] is None and hc[0][3].raw == m.group_fits("subject", vcov="HC1")[0][3].raw
     monkeypatch.undo()
     pd.testing.assert_frame_equal(one.sensitivity, sensitivity(one.details["math"]["design"], by="subject").to_frame())
     runs = [(w, pleval.estimate(data, design="matched", seed=1, workers=w)) for w in (1, 2)]  # (a worker with 2)

@@ -359,9 +359,11 @@ class MatchResult(ResultMixin):
         ``weights2``, ``copies`` and ``rows``, the positions in ``data``). ``part_columns``:
         "all" (default) every column the regression uses; "read", only those it reads as values
         (text columns without a missing value, whose codes the design takes, are left out:
-        gathering their text is a third of the cost of ``part`` at 1M rows). ``lazy``: an
-        iterator instead of a list, each group's rows and design formed when it is reached (a
-        consumer that drops them before the next holds one group's at a time)."""
+        gathering their text is a third of the cost of ``part`` at 1M rows); "none", ``part`` is
+        None (the columns read are gathered for the design and dropped once it is built). ``lazy``:
+        an iterator instead of a list, each group's rows and design formed when it is reached and
+        held by nothing but the tuple it hands out (a consumer that drops it before the next
+        holds one group's at a time)."""
         c = self.columns
         if covariates is None:
             covariates = c.covariates
@@ -369,8 +371,8 @@ class MatchResult(ResultMixin):
         missing = [b for b in by if b not in self.data.columns]
         if missing:
             raise DataError(f"cannot estimate by {missing}: not columns of the data")
-        if part_columns not in ("all", "read"):
-            raise DataError(f"part_columns must be 'all' or 'read'; got {part_columns!r}")
+        if part_columns not in ("all", "read", "none"):
+            raise DataError(f"part_columns must be 'all', 'read' or 'none'; got {part_columns!r}")
         designs = self._group_designs(by, covariates, part_columns)
         return designs if lazy else list(designs)
 
@@ -381,7 +383,7 @@ class MatchResult(ResultMixin):
         cols = [c.outcome, c.treatment, *c.pretest, *covariates, *self.strata, c.school, *by]
         coded = [x for x in dict.fromkeys(cols) if x and is_categorical(self.data[x])]  # strings: coded once
         codes = {x: self._column_codes(x) for x in coded}
-        if part_columns == "read":
+        if part_columns != "all":
             cols = [x for x in cols if x not in codes or x in by or (codes[x][0] < 0).any()]
         rows, w, w2, cp = self._distinct
         cols = list(dict.fromkeys(x for x in cols if x))
@@ -401,12 +403,15 @@ class MatchResult(ResultMixin):
             for key, idx in keys.groupby(list(by), sort=True).indices.items():  # a handful of groups
                 key = key if isinstance(key, tuple) else (key,)
                 groups.append((key, idx, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
-        for key, idx, label in groups:
+
+        def build(group):
+            key, idx, label = group
             p, r = part(idx)
             des = effect_design(p, **design_kw, label=label, rows=r, weight2="_weight2", copies="_copies",
                                 codes={x: (k[r], lv) for x, (k, lv) in codes.items()})
-            yield key, p, des, label
-            del p, r, des  # (before the next group's are formed)
+            return key, None if part_columns == "none" else p, des, label
+
+        return map(build, groups)  # (map keeps no reference to what it hands out)
 
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
                    baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
@@ -416,7 +421,8 @@ class MatchResult(ResultMixin):
         :meth:`group_designs` (for analyses of the same regression, e.g.
         :func:`pleval.sensitivity.sensitivity`, without building it again). HC, classical and
         clubSandwich's weighted CR2 count every copy of a reused row, so for them the copies are
-        fitted. ``part_columns`` and ``lazy``: as :meth:`group_designs`'s (lazily, each group is
+        fitted (with ``part_columns="none"`` their rows are gathered, as "read", and dropped after
+        the fit). ``part_columns`` and ``lazy``: as :meth:`group_designs`'s (lazily, each group is
         fitted when reached)."""
         c = self.columns
         if vcov is None:
@@ -427,20 +433,21 @@ class MatchResult(ResultMixin):
                   sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
                   cluster_df=cluster_df, cr2=cr2)
         by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
-        designs = self.group_designs(by, covariates=covariates, part_columns=part_columns, lazy=True)
-        fits = self._fits(designs, kw, vcov, cr2, by_t)
-        return fits if lazy else list(fits)
+        merged = mergeable(vcov, cr2)
+        designs = self.group_designs(by, covariates=covariates, lazy=True,
+                                     part_columns="read" if part_columns == "none" and not merged else part_columns)
 
-    def _fits(self, designs, kw: dict, vcov: str, cr2: str, by_t: tuple):
-        for key, part, des, label in designs:
-            if mergeable(vcov, cr2):
+        def fit(design):
+            key, part, des, label = design
+            if merged:
                 eff = regression_effect(part, **kw, label=label, design=des)
             else:
                 long_part, long_des = self._copies_of(part, des)
                 eff = regression_effect(long_part, **kw, label=label, design=long_des)
-                del long_part, long_des
-            yield key, part, des, eff, by_t
-            del part, des
+            return key, None if part_columns == "none" else part, des, eff, by_t
+
+        fits = map(fit, designs)  # (map keeps no reference to what it hands out)
+        return fits if lazy else list(fits)
 
     def _copies_of(self, part: pd.DataFrame, des) -> tuple[pd.DataFrame, object]:
         """A group's rows and design with every copy as its own row (for HC/classical SEs)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -231,7 +232,10 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     ``analyse(key, part, design, effect) -> SubjectSensitivity`` for the ``(key, part, design,
     effect)`` of each group of ``m.group_fits(by)`` (``by``: the group columns, a tuple), so
     that a caller fitting the groups one at a time can analyse each before the next is formed
-    and drop its design."""
+    and drop its design. ``part`` is read only for a placebo outcome (else it may be None).
+    ``analyse(..., later=True)`` returns ``finish() -> SubjectSensitivity`` instead, having done
+    all that reads the design: ``finish`` computes the Rosenbaum bounds, from the residuals of
+    the set members alone, so the caller can drop the design before them."""
     from ..matching.effect import regression_effect
 
     c = m.columns
@@ -246,7 +250,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
               strata=m.strata, school=c.school)
 
-    def analyse(key, part, des, eff) -> SubjectSensitivity:
+    def analyse(key, part, des, eff, later: bool = False):
         label = ", ".join(f"{b} = {v}" for b, v in zip(by, key))
         g = Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
         groups_cols = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in bench}
@@ -258,7 +262,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
                               n_obs=des.n_obs)
         es = eff.effect_size
         ev = evalue_smd(es.estimate, es.ci_low, es.ci_high, label=label)
-        ros = None
+        bounds = None
         pos, sets = _set_members(m, des)
         if (sets < 0).all():  # weighting, subclassification, CEM, entropy balancing
             notes.append(f"no Rosenbaum bounds: {m.method} forms no one-PL-row matched sets")
@@ -266,9 +270,10 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             del g
-            ros = rosenbaum_bounds(resid[pos], sets, (des.t != 0)[pos],
-                                   gammas=gammas, alpha=alpha, direction="less" if eff.raw.estimate < 0 else "greater",
-                                   hl_gammas=hl_gammas, statistic=rosenbaum_statistic, label=label)
+            bounds = partial(rosenbaum_bounds, resid[pos], sets, (des.t != 0)[pos], gammas=gammas, alpha=alpha,
+                             direction="less" if eff.raw.estimate < 0 else "greater", hl_gammas=hl_gammas,
+                             statistic=rosenbaum_statistic, label=label)  # (reads no part of the design)
+            del resid
         del pos, sets
         plc = None
         if placebo_outcome is not None:
@@ -280,7 +285,12 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
                                     baseline_percentile=eff.baseline_percentile, method=f"placebo outcome {placebo_outcome}",
                                     label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
         main = bench[0] if bench and bench[0] in groups_cols else None
-        return SubjectSensitivity(label, eff, ovb, ev, ros, plc, placebo_outcome, main, tuple(notes))
+
+        def finish() -> SubjectSensitivity:
+            ros = None if bounds is None else bounds()
+            return SubjectSensitivity(label, eff, ovb, ev, ros, plc, placebo_outcome, main, tuple(notes))
+
+        return finish if later else finish()
 
     return analyse
 
