@@ -709,7 +709,9 @@ def estimate(
         if design == "rct":
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
         else:
-            v_sub = v if subject is None else dataclasses.replace(v, data=v.data[v.data.index.isin(sub_df.index)])
+            # the subject's rows by their value, not their index labels (a frame may repeat labels)
+            v_sub = v if subject is None else dataclasses.replace(
+                v, data=v.data[v.data[columns.subject].isin(subjects).to_numpy()])
             parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
                                  matcher, placebo_rounds)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))

@@ -469,3 +469,18 @@ def test_one_pl_school_runs_and_says_there_is_no_school_comparison(matched_sim):
     for s in ("math", "reading"):
         for a, b in zip(ev.effect(s).estimates, ref[s].estimates):
             assert a.estimate == pytest.approx(b.estimate, rel=1e-10) and a.se == pytest.approx(b.se, rel=1e-10)
+
+
+def test_one_subject_of_a_frame_with_repeated_index_labels(matched_sim):
+    """``subject=``: the subject's rows are chosen by their value, not their index labels, so a
+    frame whose labels repeat across subjects (a math and a reading row sharing each label) gives
+    what its default-indexed copy gives (before, the other subject's rows came along)."""
+    df = matched_sim.data.reset_index(drop=True)
+    repeated = df.set_axis(df.groupby("subject").cumcount().to_numpy(), axis=0)  # row k of each subject: label k
+    assert repeated.groupby(level=0)["subject"].nunique().max() == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        a = pleval.estimate(df, subject="math", placebo=False, sensitivity=False)
+        b = pleval.estimate(repeated, subject="math", placebo=False, sensitivity=False)
+    pd.testing.assert_frame_equal(a.overall, b.overall)
+    pd.testing.assert_frame_equal(a.schools, b.schools)
