@@ -377,6 +377,13 @@ def joint_cells(
     return JointCells(phi=phi, group=cell_group, cluster=cell_cluster, df=df, n_clusters=G_s)
 
 
+def _entry_variances(V: np.ndarray, S2: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, Var̂(V))``: each entry's estimated variance from :func:`_cross_products`' sums
+    (module docstring; ``Σ_c (φ_sc φ_tc)²`` where one cluster is shared)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return V, np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
+
+
 def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray,
                      parts: np.ndarray | None = None) -> JointCovariance:
     """The :class:`JointCovariance` of the cells of all groups (:func:`joint_cells`; clusters
@@ -387,9 +394,9 @@ def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.n
     size cost 1/K of the whole matrix."""
     G, G_s = n_groups, cells.n_clusters
     if parts is None:
-        V, S2, m = _cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters)
-    else:
-        V, S2, m = (np.full((G, G), np.nan) for _ in range(3))
+        V, Vvar = _entry_variances(*_cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters))
+    else:  # each part's block formed alone: only V and Var̂(V) are G × G
+        V, Vvar = np.full((G, G), np.nan), np.full((G, G), np.nan)
         local = np.empty(G, dtype=np.intp)
         cell_part = parts[cells.group]
         for k in range(int(parts.max()) + 1 if G else 0):  # parts (by-groups: a handful), not schools
@@ -397,10 +404,8 @@ def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.n
             local[idx] = np.arange(idx.size)
             sel = np.flatnonzero(cell_part == k)
             block = np.ix_(idx, idx)
-            V[block], S2[block], m[block] = _cross_products(cells.phi[sel], local[cells.group[sel]],
-                                                            cells.cluster[sel], idx.size, n_clusters)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        Vvar = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
+            V[block], Vvar[block] = _entry_variances(*_cross_products(cells.phi[sel], local[cells.group[sel]],
+                                                                      cells.cluster[sel], idx.size, n_clusters))
     ok = ok & (G_s > 1)
     for M in (V, Vvar):
         M[~ok, :] = np.nan

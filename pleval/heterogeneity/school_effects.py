@@ -846,8 +846,8 @@ def school_effects(
     return _result(
         table, by_cols, moderators, dropped, sd_info,
         method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha, level=level,
-        baseline_percentile=baseline_percentile, vcov_es=None if V_raw is None else V_raw * np.outer(scale, scale),
-        vcov_es_var=None if V_var is None else V_var * np.outer(scale, scale) ** 2,
+        baseline_percentile=baseline_percentile, vcov_es=_rescaled(V_raw, V_var, scale),
+        vcov_es_var=V_var,
         options=dict(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
             cluster=cluster, school=school, vcov=vcov, cr2=cr2, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
@@ -855,6 +855,19 @@ def school_effects(
             n_input=n_in,
         ),
     )
+
+
+def _rescaled(V_raw, V_var, scale):
+    """``V_raw`` on the effect-size scale, ``V_st·(c_s c_t)``, and ``V_var`` by its square, in
+    place (the G × G matrices are large at state scale; the products are those of
+    ``V_raw * np.outer(scale, scale)`` and ``V_var * np.outer(scale, scale) ** 2``)."""
+    if V_raw is None:
+        return None
+    c = np.outer(scale, scale)
+    V_raw *= c
+    c *= c
+    V_var *= c
+    return V_raw
 
 
 def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_kw) -> "SchoolEffects":
