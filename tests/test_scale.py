@@ -266,7 +266,6 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
 
     from pleval.data import level_codes
     from pleval.errors import DataError
-    from pleval.heterogeneity import school_effects
 
     keys = [C.student_id, C.school, C.subject]
     data = tied.data.assign(grade_cat=tied.data["grade"].astype(str).astype("category").cat.add_categories(["zz"]),
@@ -302,13 +301,7 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
     assert first not in list(without.level_codes("race")[1]) and first in list(lazy.level_codes("race")[1])
     with pytest.raises(DataError, match="single category"):
         lazy.subset(race.to_numpy() == first).level_codes("race")
-    kw = dict(**_school_kw(robustness_q=1.0), weight2="_weight2", copies="_copies")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x, y = school_effects(without, **kw), school_effects(without.frame(), **kw)
-    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
-    for key in y.vcov_raw:
-        assert x.vcov_raw[key].equals(y.vcov_raw[key])
+    _same_effects_as_its_frame(without, robustness_q=1.0)
 
 
 def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
@@ -317,8 +310,6 @@ def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
     comparison student's row repeated, equal in covariates and outcome, in one PL school's set —
     the lazy sample's effects still equal its frame's, whose copies are merged (Φ = I)."""
     from dataclasses import replace
-
-    from pleval.heterogeneity import school_effects
 
     keys = [C.student_id, C.school, C.subject]
     lazy = tied.school_sample(categorical=keys, lazy=True)
@@ -334,7 +325,14 @@ def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
     dup = replace(tied, data=data, factorized={})
     lazy = dup.school_sample(categorical=keys, lazy=True)
     assert not lazy.distinct_in_data([C.student_id, C.subject])
-    kw = dict(**_school_kw(), weight2="_weight2", copies="_copies")
+    _same_effects_as_its_frame(lazy)
+
+
+def _same_effects_as_its_frame(lazy, **kw):
+    """A lazy school sample's school effects are exactly those of its gathered frame."""
+    from pleval.heterogeneity import school_effects
+
+    kw = dict(**_school_kw(**kw), weight2="_weight2", copies="_copies")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x, y = school_effects(lazy, **kw), school_effects(lazy.frame(), **kw)
