@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ._results import ResultMixin
-from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, ROLE_FLAGS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
+from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
                    validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, read_raw
