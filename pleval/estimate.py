@@ -706,6 +706,7 @@ def estimate(
         if v is None or df is not as_given:  # else the checks' own validation is that of df
             v = validate(df, work, require=need)
         subjects, sub_df = _subjects(v, df, subject)
+        left_out = _other_subjects(v, subjects, subject)
         if design == "rct":
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
         else:
@@ -719,7 +720,7 @@ def estimate(
         warnings.warn(msg, PlevalWarning, stacklevel=2)
 
     keys = [ALL if s is None else str(s) for s in subjects]
-    tables = _with_mdes(_assemble(keys, parts, v), opts)
+    tables = _with_mdes(_assemble(keys, parts, v, left_out), opts)
     tables.update(_subgroup_tables(keys, parts, opts))
     tables["moderators"] = _moderator_table(parts, mod_terms, opts, notes)
     up = columns.outcome not in opts["lower_is_better"]
@@ -794,6 +795,19 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
         present = match
         df = df[df[col].astype(str) == str(subject)]
     return sorted(present, key=str), df
+
+
+def _other_subjects(v: Validated, subjects: list, subject) -> pd.DataFrame | None:
+    """The dropped-rows entry of the validated rows of the subjects not analysed (``subject=``
+    given): left out on purpose, but counted, as every row left out is."""
+    if subject is None or v.columns.subject is None:
+        return None
+    col = v.columns.subject
+    n = len(v.data) - int(v.data[col].isin(subjects).sum())
+    if n == 0:
+        return None
+    return pd.DataFrame({"subject": ["(all)"], "reason": [f"another subject (only {subject!s} analysed)"],
+                         "column": [col], "n_rows": [n], "stage": ["subject selection"]})
 
 
 def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool = True) -> dict[str, Any]:
@@ -1495,8 +1509,12 @@ def _concat(frames) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _assemble(keys: list[str], parts: list[dict], v: Validated) -> dict[str, pd.DataFrame]:
-    overall, balance, equiv, attr, schools, het, placebo, prop, sens, dropped, ri, boot = ([] for _ in range(12))
+def _assemble(keys: list[str], parts: list[dict], v: Validated,
+              left_out: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """The run's tables from each subject's ``parts``; ``left_out``: the rows of subjects not
+    analysed (:func:`_other_subjects`), listed first among the stages' dropped rows."""
+    overall, balance, equiv, attr, schools, het, placebo, prop, sens, ri, boot = ([] for _ in range(11))
+    dropped = [left_out]
     seen: set[int] = set()
     for key, p in zip(keys, parts):
         for name, eff in p["effects"].items():

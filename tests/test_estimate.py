@@ -227,6 +227,12 @@ def test_match_options_pass_through_and_are_recorded(matched_sim):
     assert ev.options["match"] == {"k": 2} and ev.options["subject"] == "math"
     assert ev.subjects == ("math",) and set(ev.overall.subject) == {"math"}
     assert not len(ev.placebo) and not len(ev.propensity)  # no placebo asked; no PS for Mahalanobis
+    # the other subject's rows are left out on purpose, and counted
+    other = ev.dropped[ev.dropped["stage"] == "subject selection"]
+    assert list(other["n_rows"]) == [int((matched_sim.data["subject"] == "reading").sum())]
+    assert list(other["column"]) == ["subject"] and "only math analysed" in other["reason"].iloc[0]
+    assert not (pleval.estimate(matched_sim.data, method="mahalanobis", k=2, placebo=False).dropped
+                .get("stage", pd.Series(dtype=str)) == "subject selection").any()
     with pytest.raises(DataError, match="subjects are math, reading"):
         pleval.estimate(matched_sim.data, subject="science")
 
@@ -371,6 +377,8 @@ def test_trial_placebo_schools_are_sampled_when_the_stack_is_large(rct_sim, monk
     k = ev.heterogeneity["placebo_k"].iloc[0]
     assert 2 <= k < n_controls
     assert any(n.startswith(f"placebo schools: a random {k} of {n_controls}") for n in ev.notes)
+    assert ev.dropped.loc[ev.dropped["stage"] == "subject selection", "n_rows"].tolist() == [
+        int((rct_sim.data["subject"] != "math").sum())]
     again = pleval.estimate(rct_sim.data, design="rct", subject="math")  # seeded: the same sample
     assert list(again.placebo["school"]) == list(ev.placebo["school"])
 
