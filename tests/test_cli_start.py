@@ -87,3 +87,57 @@ def test_cli_process_asks_numpy_for_no_huge_pages_unless_told(env, expected):
     lib = subprocess.run([sys.executable, "-c", "import os, pleval; print(os.environ.get('NUMPY_MADVISE_HUGEPAGE'))"],
                          capture_output=True, text=True, check=True, env=base)
     assert lib.stdout.strip() == "None"
+
+
+SLOW_WORKER = """
+import importlib, json, sys, time
+from pleval import _workers
+from pleval.cli import app
+est = importlib.import_module("pleval.estimate")
+seen = {{}}
+fork = _workers.Forked.__init__
+def forked(self, *a):
+    seen.setdefault("at the fork", sorted(m for m in OUTPUTS if m in sys.modules))
+    fork(self, *a)
+_workers.Forked.__init__ = forked
+job = est._placebo_rounds_job
+def slow_job(*a):  # the worker ends after the main process's work: the main process waits for it
+    time.sleep({sleep})
+    return job(*a)
+est._placebo_rounds_job = slow_job
+placebo = est._matched_placebo
+def matched_placebo(*a, **k):
+    out = placebo(*a, **k)
+    seen["after the wait"] = sorted(m for m in OUTPUTS if m in sys.modules)
+    return out
+est._matched_placebo = matched_placebo
+try:
+    app({args!r})
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\n" + json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "darwin" or not hasattr(__import__("os"), "fork"), reason="no fork here")
+@pytest.mark.parametrize("sleep", [3, 0])
+def test_estimate_forks_its_worker_before_importing_the_outputs_modules(tmp_path, sleep):
+    """`pleval estimate` forks the placebo worker before it imports the outputs' modules (matplotlib,
+    reportlab: the worker needs none of them), and imports them while it waits for the worker."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
+    outputs = ["matplotlib", "pleval.plots", "pleval.report", "reportlab"]
+    args = ["estimate", str(sample), "--out", str(tmp_path / "out"), "-q", "--workers", "2"]
+    code = f"OUTPUTS = {outputs!r}\n" + SLOW_WORKER.format(args=args, sleep=sleep)
+    _, seen = _run_seen(code)
+    assert seen["at the fork"] == []
+    if sleep:  # waited for: imported then; else at the writing of the outputs
+        assert seen["after the wait"] == outputs
+    assert (tmp_path / "out" / "report.pdf").exists()
+
+
+def _run_seen(code: str):
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    *printed, seen = r.stdout.strip().splitlines()
+    return "\n".join(printed), json.loads(seen)

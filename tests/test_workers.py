@@ -387,3 +387,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _sleep_then_return(receive, seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@fork_only
+def test_a_task_runs_once_while_the_parent_would_wait():
+    ran = []
+    with _workers.while_waiting(lambda: ran.append(len(ran))):
+        assert _workers.Forked(_sleep_then_return, 0.5).result() == 0.5  # nothing arrived yet: the task ran
+        assert ran == [0]
+        assert _workers.Forked(_sleep_then_return, 0.5).result() == 0.5
+        assert ran == [0]  # once
+    assert _workers._idle == []
+    with _workers.while_waiting(lambda: ran.append("early")):
+        job = _workers.Forked(_sleep_then_return, 0)
+        assert job._conn.poll(30)  # its result is there: no waiting, no task
+        assert job.result() == 0
+    assert ran == [0] and _workers._idle == []  # a task never needed is dropped with its block
+
+    def fail():
+        raise ImportError("no such module")
+
+    with _workers.while_waiting(fail), pytest.raises(ImportError, match="no such module"):
+        _workers.Forked(_sleep_then_return, 0.5).result()

@@ -446,8 +446,9 @@ def estimate(
     from ..checks import check
     from ..data import read_table
     from ..errors import PlevalWarning
+    from .._workers import while_waiting
     from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
-    from ..report import check_outputs, save as save_report
+    from ..outputs import check_outputs
 
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
@@ -526,11 +527,15 @@ def estimate(
         elif report is not None:
             report.raise_errors()
         if report is not None:
-            with warnings.catch_warnings():  # shown above (or in the JSON): not again as Python warnings
+            # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is
+            # forked (it needs none of them), while this process waits for it if it does.
+            with warnings.catch_warnings(), while_waiting(_import_outputs):  # warnings: shown above (or in the JSON)
                 warnings.simplefilter("ignore", PlevalWarning)
                 ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
                                   progress=steps, checked=report, **options)
         steps("writing plots, tables and the report")
+        from ..report import save as save_report
+
         folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src),
                              svg=svg if svg is not None else bool(cfg.get("svg", False)))
     elapsed = time.perf_counter() - t0
@@ -556,6 +561,10 @@ def estimate(
     console.print(escape(percentiles.NOTE), highlight=False)
     console.print(f"Outputs in {escape(str(folder))}/ ({elapsed:.1f} s). Report: [bold]{escape(str(report))}[/]",
                   highlight=False)
+
+
+def _import_outputs() -> None:
+    from .. import report  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from .. import outputs as atomic
 from .. import plots
-from ..errors import PlevalError
+from ..outputs import PROVENANCE_MARK, check_outputs  # where the command line checks --out before importing this module
 from .sections import build
 from .to_html import render_html
 from .to_markdown import render_markdown
@@ -25,10 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PRINT_DPI = 200
 """Resolution of the PNG figures (and of the figures in the HTML and PDF reports)."""
-
-PROVENANCE_MARK = "pleval estimate outputs"
-"""Value of ``provenance.json``'s ``"kind"``: how a previous pleval output folder is recognised."""
-
 
 def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None,
                folder: Path | None = None, svg: bool = False) -> dict[str, Any]:
@@ -78,50 +74,6 @@ def _toml_safe(v):
     if isinstance(v, np.generic):
         return v.item()
     return v
-
-
-_OUTPUT_FILES = (
-    "summary.md", "overall.csv", "school_effects.csv", "school_effects.xlsx", "balance.csv", "equivalence.csv",
-    "heterogeneity.csv", "attrition.csv", "placebo.csv", "rating.csv", "sensitivity.csv", "subgroups.csv",
-    "subgroup_tests.csv", "equity.csv", "moderators.csv", "outcomes.csv", "run.toml", "provenance.json", "report.html", "report.pdf",
-)
-
-
-def _previous_outputs(out: Path) -> list[str] | None:
-    """Files a previous pleval run wrote into ``out`` (None if ``out`` is not a pleval output)."""
-    p = out / "provenance.json"
-    if not p.is_file():
-        return None
-    try:
-        prov = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    if prov.get("kind") != PROVENANCE_MARK:
-        return None
-    return [str(f) for f in prov.get("outputs", [])]
-
-
-def check_outputs(out_dir, *, force: bool = False, input_path: str | None = None) -> list[str] | None:
-    """Refuse, before anything is computed, an outputs folder that cannot be used: a file, a
-    folder that cannot be created or written (:func:`pleval.outputs.prepare`), a non-empty
-    folder that is not a previous pleval output (unless ``force``), or one where the input file
-    would be overwritten. Returns the previous run's files (``None`` if there was none)."""
-    out = atomic.prepare(out_dir)
-    previous = _previous_outputs(out) if out.exists() else None
-    if out.exists() and any(out.iterdir()) and previous is None and not force:
-        raise PlevalError(
-            f"--out {out}: the folder is not empty and is not a previous pleval output (no pleval provenance.json); "
-            "choose another folder or pass --force"
-        )
-    src_path = Path(input_path).resolve() if input_path else None
-    if src_path is not None:
-        here = out.resolve()
-        ours = src_path.parent == here and src_path.name in _OUTPUT_FILES
-        in_plots = src_path.parent == here / "plots" and src_path.suffix.lower() in (".png", ".svg")
-        listed = previous is not None and any((out / f).resolve() == src_path for f in previous)
-        if src_path == here or ours or in_plots or listed:
-            raise PlevalError(f"--out {out}: writing there would overwrite the input file {input_path}; choose another folder")
-    return previous
 
 
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
