@@ -536,6 +536,34 @@ def test_joint_covariance_within_parts_is_the_whole_matrix_blocks(monkeypatch):
     np.testing.assert_array_equal(split.df, whole.df)
 
 
+@pytest.mark.parametrize("with_parts", [False, True])
+def test_joint_covariance_of_blocks_of_cells_is_that_of_all_cells(with_parts):
+    """Cells passed as blocks of consecutive groups (as the school-effects fits make them, each
+    block's groups' df and cluster counts its own) give exactly the matrices, df and counts of the
+    same cells in one :class:`JointCells`, with and without ``parts``."""
+    from pleval.heterogeneity import _joint
+
+    rng = np.random.default_rng(12)
+    G = 12
+    cells = _cells(rng, G=G)
+    order = np.argsort(cells.group, kind="stable")  # the blocks' cells come group by group
+    cells = _joint.JointCells(phi=cells.phi[order], group=cells.group[order], cluster=cells.cluster[order],
+                              df=rng.uniform(2, 9, G), n_clusters=cells.n_clusters)
+    ok = np.ones(G, dtype=bool)
+    ok[3] = False
+    parts = rng.permutation(np.arange(G) % 2) if with_parts else None
+    whole = _joint.joint_from_cells(cells, G, 40, ok, parts)
+    blocks = []
+    for g0, g1 in ((0, 5), (5, 6), (6, G)):
+        m = (cells.group >= g0) & (cells.group < g1)
+        blocks.append(_joint.JointCells(phi=cells.phi[m], group=cells.group[m], cluster=cells.cluster[m],
+                                        df=cells.df[g0:g1], n_clusters=cells.n_clusters[g0:g1]))
+    split = _joint.joint_from_cells(blocks, G, 40, ok, parts)
+    for f in ("vcov", "vcov_var", "df", "n_clusters"):
+        np.testing.assert_array_equal(getattr(split, f), getattr(whole, f), err_msg=f)
+    assert np.isfinite(split.vcov[np.ix_(ok, ok)]).any() and np.isnan(split.df[3])
+
+
 def test_school_effects_by_subject_pool_each_subject_on_its_own_block():
     """With two subjects sharing comparison schools, each subject's joint covariance is that
     subject's block of the whole matrix (what a fit of that subject alone gives)."""

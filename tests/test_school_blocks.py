@@ -118,7 +118,7 @@ def test_group_blocks_cover_every_row_once_in_whole_groups(size):
 
 @pytest.mark.parametrize("copies", [False, True])
 def test_whole_number_covariates_are_centred_to_the_last_bit(copies):
-    """A whole-number covariate's centre from the copies of each value (``np.bincount``) is the
+    """A whole-number covariate's centre from Σ copies·value summed in 64-bit integers is the
     floating-point mean the design had (``cnt @ col / n``, ``col.mean()``) bit for bit — booleans,
     small and wide unsigned values; negative and huge values take the floating-point route —
     and each column keeps the narrowest integer type that holds it; a constant one is refused."""

@@ -384,33 +384,49 @@ def _entry_variances(V: np.ndarray, S2: np.ndarray, m: np.ndarray) -> tuple[np.n
         return V, np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
 
 
-def joint_from_cells(cells: JointCells, n_groups: int, n_clusters: int, ok: np.ndarray,
+def joint_from_cells(cells: JointCells | list[JointCells], n_groups: int, n_clusters: int, ok: np.ndarray,
                      parts: np.ndarray | None = None) -> JointCovariance:
     """The :class:`JointCovariance` of the cells of all groups (:func:`joint_cells`; clusters
-    coded 0..n_clusters−1); ``ok``: the groups whose target is estimable. ``parts``: each
-    group's part (codes 0..K−1, e.g. its subject), when only the covariances within a part
-    are wanted (each part is pooled on its own): those between parts are then not formed and
-    are NaN. ``V = ΦΦ'`` costs the square of the groups a cluster serves, so K parts of equal
-    size cost 1/K of the whole matrix."""
-    G, G_s = n_groups, cells.n_clusters
+    coded 0..n_clusters−1): one :class:`JointCells`, or a list of them for consecutive blocks of
+    groups (their groups' ``df`` and ``n_clusters`` in turn; each block's cells are taken as
+    they are, not concatenated into one array of all cells); ``ok``: the groups whose target is
+    estimable. ``parts``: each group's part (codes 0..K−1, e.g. its subject), when only the
+    covariances within a part are wanted (each part is pooled on its own): those between parts
+    are then not formed and are NaN, and only one part's cells are gathered at a time (from each
+    block, by a mask of the block's cells). ``V = ΦΦ'`` costs the square of the groups a
+    cluster serves, so K parts of equal size cost 1/K of the whole matrix."""
+    blocks = [cells] if isinstance(cells, JointCells) else list(cells)
+    G = n_groups
+    G_s = np.concatenate([c.n_clusters for c in blocks])
+    df = np.concatenate([c.df for c in blocks])
     if parts is None:
-        V, Vvar = _entry_variances(*_cross_products(cells.phi, cells.group, cells.cluster, G, n_clusters))
+        V, Vvar = _entry_variances(*_cross_products(*_gathered(blocks, None), G, n_clusters))
     else:  # each part's block formed alone: only V and Var̂(V) are G × G
         V, Vvar = np.full((G, G), np.nan), np.full((G, G), np.nan)
         local = np.empty(G, dtype=np.intp)
-        cell_part = parts[cells.group]
         for k in range(int(parts.max()) + 1 if G else 0):  # parts (by-groups: a handful), not schools
             idx = np.flatnonzero(parts == k)
             local[idx] = np.arange(idx.size)
-            sel = np.flatnonzero(cell_part == k)
+            phi, group, cluster = _gathered(blocks, parts == k)
             block = np.ix_(idx, idx)
-            V[block], Vvar[block] = _entry_variances(*_cross_products(cells.phi[sel], local[cells.group[sel]],
-                                                                      cells.cluster[sel], idx.size, n_clusters))
+            V[block], Vvar[block] = _entry_variances(*_cross_products(phi, local[group], cluster, idx.size,
+                                                                      n_clusters))
+            del phi, group, cluster
     ok = ok & (G_s > 1)
     for M in (V, Vvar):
         M[~ok, :] = np.nan
         M[:, ~ok] = np.nan
-    return JointCovariance(vcov=V, df=np.where(ok, cells.df, np.nan), n_clusters=G_s, vcov_var=Vvar)
+    return JointCovariance(vcov=V, df=np.where(ok, df, np.nan), n_clusters=G_s, vcov_var=Vvar)
+
+
+def _gathered(blocks: list[JointCells], in_part: np.ndarray | None):
+    """``(phi, group, cluster)`` of the blocks' cells (those whose group is ``in_part``, a mask of
+    the groups, when given), in the blocks' order."""
+    if in_part is None:
+        sel = [slice(None)] * len(blocks)
+    else:
+        sel = [in_part[c.group] for c in blocks]  # a block's mask at a time
+    return tuple(np.concatenate([getattr(c, k)[m] for c, m in zip(blocks, sel)]) for k in ("phi", "group", "cluster"))
 
 
 _BLOCK_ROWS = 1 << 18

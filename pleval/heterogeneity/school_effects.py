@@ -73,7 +73,7 @@ from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
 from ..matching.results import SchoolSample
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
-from ._joint import JOINT_VCOV_TYPES, JointCells, joint_cells, joint_from_cells, regularize, uses_phi_identity
+from ._joint import JOINT_VCOV_TYPES, joint_cells, joint_from_cells, regularize, uses_phi_identity
 from .meta import MetaAnalysis, Method
 from .metareg import MetaRegression, meta_regression
 from .multiplicity import SignificanceCounts, significance_counts
@@ -417,12 +417,12 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
             col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)))  # narrowest type: exact as floats
             lo, hi = int(lo), int(hi)
-            copies = len(v) if cnt is None else int(cnt.sum())
-            if lo >= 0 and hi < 1 << 16 and hi * copies < 2**53:
-                # Σ copies·value from the copies of each value: whole numbers below 2⁵³, so the mean is
-                # the floating-point sum's (every partial sum exact) over the count, to the last bit
-                per = np.bincount(col, weights=cnt)
-                out.append((col, np.array([(np.arange(per.size) @ per) / copies]), True))
+            if lo >= 0 and hi < 1 << 16 and hi * n < 2**53:
+                # Σ copies·value, a whole number below 2⁵³, summed exactly in 64-bit integers (as the
+                # floating-point sum of the copies of each value, every partial sum exact): the mean
+                # to the last bit
+                total = int(col.sum(dtype=np.int64) if cnt is None else np.einsum("i,i->", col, cnt, dtype=np.int64))
+                out.append((col, np.array([total / n]), True))
                 continue
         if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
             col = s.to_numpy(dtype=float)
@@ -497,8 +497,6 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
                         ("params", "vcov", "df", "n", "n_clusters", "ok", "rank", "bread")}, resid=None)
     if not joint:
         return fit, e2, None
-    cells = JointCells(**{k: np.concatenate([getattr(c, k) for c in cells]) for k in
-                          ("phi", "group", "cluster", "df", "n_clusters")})
     return fit, e2, joint_from_cells(cells, G, int(clusters.max()) + 1, fit.ok, parts)
 
 
@@ -687,7 +685,8 @@ def school_effects(
         drop(_isna(data, c), "missing covariate", c)
     w = None
     if weight is not None:
-        w_s = pd.to_numeric(data[weight], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        w_s = pd.to_numeric(data[weight], errors="coerce")  # float64 as it is (NaN for missing): no copy
+        w_s = w_s.to_numpy() if w_s.dtype == np.float64 else w_s.to_numpy(dtype=float, na_value=np.nan)
         if np.any(w_s[np.isfinite(w_s)] < 0):
             raise DataError(f"column {weight!r} (weight): {int((w_s < 0).sum()):,} row(s) are negative")
         drop(~np.isfinite(w_s), "missing weight", weight)
@@ -732,24 +731,26 @@ def school_effects(
     G = len(uniq)
     design = _design_columns(df, covariates, cnt, n)
     cl = units = None
+
+    def distinct(c):  # a stratum's pairs are distinct rows, of distinct values of c (a student id)
+        return isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
+
     if joint:
         cl = _codes(df, cluster)[0] if cluster else np.arange(len(y))
         # the student of each row, whose copies in one set are one observation (Φ = I)
         if unit_id or cluster:
             units = cl if unit_id in (None, cluster) else _codes(df, unit_id)[0]
-            if (isinstance(df, SchoolSample) and stratum == "_pl_school"
-                    and df.distinct_in_data([unit_id or cluster, *by_cols])):
-                units = None  # a stratum's pairs are distinct rows, of distinct students: no copies to merge
+            if distinct(unit_id or cluster):
+                units = None  # no copies to merge
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _codes(df, school)[0]
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
-        cl = pd.factorize(cl)[0]  # numbered by first appearance, once for every block (as joint_covariance)
+        cl = _narrow(pd.factorize(cl)[0])  # numbered by first appearance, once for every block (as joint_covariance)
     # The by groups of the strata: a by value first appears among the rows in the first stratum
     # that has it, so numbering the strata's values by first appearance numbers the rows' values.
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
-    by_codes = g_by[codes]
     # each by group is pooled on its own (_finish): the joint covariance within by groups only
     fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, g_by if by_cols else None)
     del design, cl, units
@@ -761,8 +762,12 @@ def school_effects(
     else:
         V_raw = V_var = None
 
-    # Counts per stratum and arm.
-    if unit_id:
+    # Counts per stratum and arm: of distinct students, which are the rows when no student has two
+    # rows in one stratum (no id missing: distinct_in_data), else by sorting the (stratum, arm, id) triples.
+    if unit_id and distinct(unit_id):
+        n_t = np.bincount(codes[t == 1], minlength=G)
+        n_c = np.bincount(codes[t == 0], minlength=G)
+    elif unit_id:
         stu = _codes(df, unit_id)[0] + 1  # 0: no id; distinct (stratum, arm, student) triples as integers
         n_stu = int(stu.max()) + 1
         triple = (codes.astype(np.int64) * n_stu + stu) * 2 + (t == 1)
@@ -787,6 +792,7 @@ def school_effects(
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
     sd_val = np.empty(len(by_uniq))
     sd_info = {}
+    by_codes = g_by.astype(np.min_scalar_type(len(by_uniq)))[codes]  # formed after the fits: not held through them
     for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
         m = by_codes == j
         key = bkey[0] if len(bkey) == 1 else bkey
@@ -907,6 +913,12 @@ def _codes(data: pd.DataFrame | SchoolSample, c: str) -> tuple[np.ndarray, np.nd
     return codes, np.asarray(uniq)
 
 
+def _narrow(codes: np.ndarray) -> np.ndarray:
+    """Codes 0..k−1 as ``int32`` when they fit (half the memory of ``intp`` per stacked row), else
+    ``intp``."""
+    return codes.astype(np.int32 if len(codes) == 0 or codes.max() < 2**31 - 1 else np.intp)
+
+
 def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
     """Integer codes (first-appearance order) for the combinations of ``cols``, and their values
     (mixed-radix codes of the columns' :func:`_codes`, numbered by first appearance)."""
@@ -921,7 +933,7 @@ def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tup
     for u in reversed(levels):  # decode the mixed-radix combination codes
         parts.append(u[comb % len(u)])
         comb = comb // len(u)
-    return inv.astype(np.intp), list(zip(*reversed(parts)))
+    return _narrow(inv), list(zip(*reversed(parts)))
 
 
 def school_effects_from_estimates(
