@@ -66,6 +66,25 @@ def test_matched_effects_equal_match_estimate(matched_ev, matched_sim):
     assert eq.loc["math", "verdict"] == ref_eq.loc["math", "wwc_with_pretest_in_model"]
 
 
+def test_propensity_table_is_the_match_scores_by_subject(matched_ev, matched_sim):
+    """Each subject's rows of the propensity table are the match's rows of that subject: score,
+    treatment and matched weight summed over sets; the subject column is compared as stored
+    (Arrow strings stay Arrow strings, no Python object per row)."""
+    from pleval.estimate import _propensity_frame
+
+    data = matched_sim.data.astype({"subject": "string[pyarrow]"})
+    m = pleval.match(data, SAMPLE_COLUMNS, method="propensity", seed=1)
+    assert isinstance(_propensity_frame(m)["_subject"].dtype, pd.StringDtype)
+    w = np.bincount(m.rows, weights=m.weight, minlength=len(m.data))
+    for s in ("math", "reading"):
+        at = (m.data["subject"] == s).to_numpy()
+        p = matched_ev.propensity[matched_ev.propensity["subject"] == s]
+        assert list(p.columns) == ["subject", "score", "treated", "weight"]
+        np.testing.assert_array_equal(p["score"].to_numpy(), m.propensity.ps[at])
+        np.testing.assert_array_equal(p["treated"].to_numpy(), m.data["treatment"].to_numpy()[at])
+        np.testing.assert_array_equal(p["weight"].to_numpy(), w[at])
+
+
 def test_rct_effects_equal_analyze_rct(rct_ev, rct_sim):
     ref = pleval.analyze_rct(rct_sim.data, RCT_SAMPLE_COLUMNS, design="cluster", subject="reading")
     e = rct_ev.effect("reading")

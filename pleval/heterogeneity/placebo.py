@@ -216,7 +216,8 @@ class _InMemoryRounds:
         from ..matching import match  # designs layer: imported lazily, estimators sit above it
 
         c, school = self.columns, self.columns.school
-        non_pl = self.data.loc[~self.data[school].isin(pl).to_numpy()]
+        score = c.main_pretest or c.outcome
+        non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
         v = self.validated
         if v is None:
             with warnings.catch_warnings():
@@ -227,7 +228,7 @@ class _InMemoryRounds:
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         self._reuse: dict | None = {}  # the rounds' rows are the same: what depends on them alone is computed once
-        return _round_order(non_pl, school, c.main_pretest or c.outcome, per_round)
+        return _round_order(non_pl, school, score, per_round)
 
     def match(self, chunk: np.ndarray):
         """The match of one round (a :class:`~pleval.matching.MatchResult`): the schools
