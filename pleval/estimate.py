@@ -1195,7 +1195,6 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     kw = _school_kwargs(columns, opts, _effect_sds(est, subjects, by))
     bal = m.balance()
     table, eq = bal.table, bal.equivalence
-    prop = _propensity_frame(m)
     dropped = _match_dropped(m)
     sid = columns.student_id
     progress("school effects")
@@ -1214,10 +1213,16 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
+    # The propensity table has a row per matched row: formed after the school effects and, in one
+    # process, after the placebo rounds (whose peak memory it would raise); with a placebo worker,
+    # while its rounds finish.
+    prop = _propensity_frame(m) if worker is not None else None
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
                                         worker, v)
+    if worker is None:
+        prop = _propensity_frame(m)
     out = []
     for s in subjects:  # a handful of subjects
         key = "all" if s is None else str(s)

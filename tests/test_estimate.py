@@ -85,6 +85,32 @@ def test_propensity_table_is_the_match_scores_by_subject(matched_ev, matched_sim
         np.testing.assert_array_equal(p["weight"].to_numpy(), w[at])
 
 
+def test_propensity_table_is_formed_after_the_school_effects_and_placebo_rounds(matched_sim, matched_ev, monkeypatch):
+    """In one process the propensity table (a row per matched row) is not alive while the school
+    effects and the placebo rounds run (their peak memory), and the tables are those of before."""
+    import importlib
+
+    est = importlib.import_module("pleval.estimate")  # (the module: pleval.estimate is also the function)
+    placebo = importlib.import_module("pleval.heterogeneity.placebo")
+    seen: list[str] = []
+
+    def spy(name, f):
+        def g(*a, **k):
+            seen.append(name)
+            return f(*a, **k)
+        return g
+
+    monkeypatch.setattr(est, "_propensity_frame", spy("propensity", est._propensity_frame))
+    monkeypatch.setattr(est, "_school_effects", spy("school effects", est._school_effects))
+    monkeypatch.setattr(placebo, "play_rounds", spy("placebo rounds", placebo.play_rounds))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(matched_sim.data, seed=1, workers=1)
+    assert seen == ["school effects", "placebo rounds", "propensity"]
+    assert len(ev.propensity) and set(ev.propensity["subject"]) == {"math", "reading"}
+    pd.testing.assert_frame_equal(ev.propensity, matched_ev.propensity)  # (matched_ev: two processes)
+
+
 def test_rct_effects_equal_analyze_rct(rct_ev, rct_sim):
     ref = pleval.analyze_rct(rct_sim.data, RCT_SAMPLE_COLUMNS, design="cluster", subject="reading")
     e = rct_ev.effect("reading")
