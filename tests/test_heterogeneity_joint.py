@@ -536,6 +536,33 @@ def test_joint_covariance_within_parts_is_the_whole_matrix_blocks(monkeypatch):
     np.testing.assert_array_equal(split.df, whole.df)
 
 
+@pytest.mark.parametrize("sorted_groups", [True, False])
+def test_cross_products_are_those_of_the_dense_score_matrix(sorted_groups):
+    """``_cross_products`` (sparse rows for clusters in few groups, dense blocks for the others)
+    gives ``ΦΦ'``, ``(Φ∘Φ)(Φ∘Φ)'`` and the counts of clusters with a nonzero φ in both groups
+    of the dense k × clusters matrix Φ, exact zeros in φ (leverage-one cells) not counted,
+    whatever the order of the cells."""
+    from pleval.heterogeneity import _joint
+
+    rng = np.random.default_rng(13)
+    G, n_cl = 40, 400
+    cells = _cells(rng, G=G, n_cl=n_cl)
+    phi = np.where(rng.random(cells.phi.size) < 0.1, 0.0, cells.phi)
+    order = np.argsort(cells.group, kind="stable") if sorted_groups else rng.permutation(phi.size)
+    phi, group, cluster = phi[order], cells.group[order], cells.cluster[order]
+    P = np.zeros((G, n_cl))
+    P[group, cluster] = phi
+    V, S2, m = _joint._cross_products(phi, group, cluster, G, n_cl)
+    np.testing.assert_allclose(V, P @ P.T, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(S2, (P * P) @ (P * P).T, rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(m, (P != 0).astype(float) @ (P != 0).astype(float).T)
+    cell = np.zeros((G, n_cl))
+    cell[group, cluster] = 1.0
+    assert (m < cell @ cell.T).any()  # a zero φ is not counted
+    per = np.bincount(cluster, minlength=n_cl)
+    assert (per * 8 > G).any() and ((per > 0) & (per * 8 <= G)).any()  # both paths
+
+
 @pytest.mark.parametrize("with_parts", [False, True])
 def test_joint_covariance_of_blocks_of_cells_is_that_of_all_cells(with_parts):
     """Cells passed as blocks of consecutive groups (as the school-effects fits make them, each

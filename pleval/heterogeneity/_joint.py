@@ -219,23 +219,32 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     rank-k updates (BLAS ``syrk``: the upper triangle, half a general product's work), in blocks
     of clusters; the shared-cluster counts, whole numbers far below 2²⁴, exactly in single
     precision."""
-    n_sets = np.bincount(cell_cluster, minlength=n_cl)
-    few = n_sets[cell_cluster] * 8 <= G
-    Phi = sparse.csr_matrix((phi[few], (cell_group[few], cell_cluster[few])), shape=(G, n_cl))
+    wide = np.bincount(cell_cluster, minlength=n_cl) * 8 > G  # clusters in more than k/8 sets
+    few = ~wide[cell_cluster]
+    Phi = _sparse_rows(phi, cell_group, cell_cluster, few, G, n_cl)
     V = np.asarray((Phi @ Phi.T).todense())
-    Phi2 = Phi.multiply(Phi).tocsr()
-    S2 = np.asarray((Phi2 @ Phi2.T).todense())
-    B = (Phi != 0).astype(np.float64)
-    m = np.asarray((B @ B.T).todense())
-    many = np.flatnonzero(n_sets * 8 > G)
+    nonzero = Phi.data != 0
+    Phi.data *= Phi.data  # Φ∘Φ on Φ's indices (a zero φ an explicit 0: it adds 0 to a sum)
+    S2 = np.asarray((Phi @ Phi.T).todense())
+    Phi.data = nonzero.astype(np.float64)  # the pattern of nonzero φ
+    del nonzero
+    m = np.asarray((Phi @ Phi.T).todense())
+    del Phi
+    many = np.flatnonzero(wide)
     if not many.size:
         return V, S2, m
-    col = np.full(n_cl, -1, dtype=np.intp)
+    col = np.full(n_cl, -1, dtype=np.int32 if many.size < 2**31 else np.intp)
     col[many] = np.arange(many.size)
-    c = col[cell_cluster[~few]]
+    sel = np.flatnonzero(~few)
+    del few, wide
+    c = col[cell_cluster[sel]]
+    del col
     width = max(1, _CHUNK // 16)
     o = radix_argsort(c // width)  # cells by block of clusters (the order within a block is free)
-    c, gs, ps = c[o], cell_group[~few][o], phi[~few][o]
+    sel, c = sel[o], c[o]
+    del o
+    gs, ps = cell_group[sel], phi[sel]
+    del sel
     bounds = np.searchsorted(c, np.arange(0, many.size + width, width))
     Vd, S2d = np.zeros((G, G), order="F"), np.zeros((G, G), order="F")
     md = np.zeros((G, G), dtype=np.float32, order="F")
@@ -251,6 +260,24 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
         M += D
         M += np.triu(D, 1).T
     return V, S2, m
+
+
+def _sparse_rows(phi, cell_group, cell_cluster, keep, G: int, n_cl: int) -> sparse.csr_matrix:
+    """The G × n_cl CSR matrix of the cells ``keep`` (a mask), each cell's φ at (its group, its
+    cluster), built from its arrays directly (its rows' cells in order, by group when not
+    already; the clusters sorted within each row, as the canonical form of a COO build): no
+    COO triplets, 32-bit indices where they fit."""
+    sel = np.flatnonzero(keep)
+    g = cell_group[sel]
+    if g.size > 1 and np.any(g[1:] < g[:-1]):
+        o = np.argsort(g, kind="stable")
+        sel, g = sel[o], g[o]
+    small = np.int32 if max(n_cl, sel.size) < 2**31 else np.int64
+    indptr = np.zeros(G + 1, dtype=small)
+    np.cumsum(np.bincount(g, minlength=G), out=indptr[1:])
+    Phi = sparse.csr_matrix((phi[sel], cell_cluster[sel].astype(small), indptr), shape=(G, n_cl))
+    Phi.sort_indices()
+    return Phi
 
 
 def joint_covariance(

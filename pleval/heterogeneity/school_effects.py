@@ -463,18 +463,18 @@ _BLOCK_ROWS = 1 << 18
 """Rows (of whole strata) per block of :func:`_fit_blocks`."""
 
 
-def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str, parts=None):
+def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
     """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
     of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
     :data:`_BLOCK_ROWS` rows (a loop over blocks, not strata): a stratum's regression and
     its (stratum, cluster) cells are its own, so only ``X`` of a block, never of the whole
-    sample, is formed, and only the strata's fits and the cells' scores are kept; the joint
-    covariance is then formed from all the cells (:func:`._joint.joint_from_cells`). The
-    clusters are numbered once for all blocks (by the caller; ``clusters``: codes
-    0..n_clusters−1), and whether the Φ = I form applies is decided once, from all the weights.
-    ``parts``: each stratum's by group, when only the covariances within by groups are wanted
-    (:func:`._joint.joint_from_cells`). Returns ``(fit, e2, jc)``: the fits (no residuals),
-    Σ w e² per stratum, and the joint covariance (None for the other vcov types)."""
+    sample, is formed, and only the strata's fits and the cells' scores are kept; the caller
+    forms the joint covariance from the blocks' cells (:func:`._joint.joint_from_cells`) once
+    the design and the row-length codes are freed. The clusters are numbered once for all
+    blocks (by the caller; ``clusters``: codes 0..n_clusters−1), and whether the Φ = I form
+    applies is decided once, from all the weights. Returns ``(fit, e2, cells)``: the fits (no
+    residuals), Σ w e² per stratum, and each block's :class:`._joint.JointCells` (None for the
+    other vcov types)."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
     if joint:
@@ -495,9 +495,7 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
         del X, f
     fit = GroupedFit(**{k: np.concatenate([getattr(f, k) for f in fits]) for k in
                         ("params", "vcov", "df", "n", "n_clusters", "ok", "rank", "bread")}, resid=None)
-    if not joint:
-        return fit, e2, None
-    return fit, e2, joint_from_cells(cells, G, int(clusters.max()) + 1, fit.ok, parts)
+    return fit, e2, cells if joint else None
 
 
 def _key(k):
@@ -751,10 +749,13 @@ def school_effects(
     # that has it, so numbering the strata's values by first appearance numbers the rows' values.
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
-    # each by group is pooled on its own (_finish): the joint covariance within by groups only
-    fit, e2, jc = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, g_by if by_cols else None)
-    del design, cl, units
+    fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
+    n_cl = None if cl is None else int(cl.max()) + 1
+    del design, cl, units  # freed before the cells' cross-products
     if joint:
+        # each by group is pooled on its own (_finish): the joint covariance within by groups only
+        jc = joint_from_cells(cells, G, n_cl, fit.ok, g_by if by_cols else None)
+        del cells
         V_raw, V_var = jc.vcov, jc.vcov_var
         ok_g = fit.ok & np.isfinite(np.diag(V_raw))
         fit = replace(fit, ok=ok_g, df=jc.df, n_clusters=jc.n_clusters,
