@@ -432,6 +432,8 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
             if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them
                 v = s.to_numpy()
                 col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
+            elif isinstance(df, SchoolSample) and s.dtype == np.float64 and df.data[c].dtype == np.float64:
+                col = _Gathered(df.data[c].to_numpy(), df._at)  # read by block from the data: no float per pair held
             out.append((col, centre, True))
             continue
         codes, levels = coded if coded is not None else level_codes(s, c)
@@ -439,6 +441,18 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
         centres = np.bincount(codes, weights=cnt, minlength=len(levels))[1:] / (len(df) if cnt is None else n)
         out.append((codes.astype(np.min_scalar_type(-len(levels))), centres, False))
     return out
+
+
+class _Gathered:
+    """A school sample's float column as its data's column and the pairs' rows: ``g[rows]`` is
+    ``values[at[rows]]``, the pairs' values of ``rows``, gathered when a block of rows is formed
+    (a column of every pair is not held through the fits)."""
+
+    def __init__(self, values: np.ndarray, at: np.ndarray):
+        self.values, self.at = values, at
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.values[self.at[rows]]
 
 
 def _design_rows(columns: list, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -717,7 +731,8 @@ def school_effects(
     else:
         df = data[cols] if isinstance(keep, slice) else data.loc[keep, cols]
     y = y[keep]
-    t = t_num[keep]
+    t = t_num[keep].astype(np.int8)  # 0/1: a byte a row through the fits
+    del t_num
     w = None if w is None else w[keep]
     w2 = None if weight2 is None else data[weight2].to_numpy(dtype=float)[keep]
     cnt = None if cnt is None else cnt[keep]
