@@ -256,7 +256,7 @@ def test_lazy_school_sample_is_the_frame_read_a_column_at_a_time(tied):
 
 
 def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
-    """A lazy school sample's ``isna``, ``codes``, ``level_codes`` and ``varies``, read from
+    """A lazy school sample's ``isna``, ``codes``, ``level_codes``, ``varies`` and ``integers``, read from
     its data's columns without gathering values, are those of its gathered columns: the same
     missing rows, the same partition of the pairs (values decoded), :func:`pleval.data.level_codes`'
     codes and levels (text: the sorted levels the pairs have, one absent from them left out; a
@@ -288,6 +288,12 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
             ok = codes >= 0
             assert list(values[codes[ok]]) == list(col[ok].astype(object)), c
             assert sample.varies(c) == (col.nunique(dropna=False) >= 2), c
+            ints = sample.integers(c)  # whole numbers: the gathered values, in a type no wider
+            if c in data.columns and isinstance(data[c].dtype, np.dtype) and data[c].dtype.kind in "biu":
+                np.testing.assert_array_equal(ints, col.to_numpy(), err_msg=c)
+                assert ints.dtype.itemsize <= col.dtype.itemsize, c
+            else:
+                assert ints is None, c
         assert sample.isna(C.outcome).sum() > 0
         assert not sample.varies("one") and sample.varies("late")
         for c in ("race", "grade_cat", C.school):

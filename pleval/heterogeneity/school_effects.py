@@ -409,13 +409,17 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
     out = []
     for c in covariates:  # a handful of covariates, one design column in memory at a time
         coded = df.level_codes(c) if isinstance(df, SchoolSample) else None  # its codes, not its values
-        s = None if coded is not None else df[c]
-        if s is not None and isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":  # whole numbers (booleans as 0/1)
-            v = s.to_numpy()
+        s = v = None
+        if coded is None:  # whole numbers (booleans as 0/1): a lazy sample's gathered in a narrow type
+            v = df.integers(c) if isinstance(df, SchoolSample) else None
+            if v is None:
+                s = df[c]
+                v = s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu" else None
+        if v is not None:
             lo, hi = v.min(), v.max()
             if not hi > lo:
                 raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-            col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)))  # narrowest type: exact as floats
+            col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)), copy=False)  # narrowest type: exact as floats
             lo, hi = int(lo), int(hi)
             if lo >= 0 and hi < 1 << 16 and hi * n < 2**53:
                 # Σ copies·value, a whole number below 2⁵³, summed exactly in 64-bit integers (as the
@@ -424,6 +428,7 @@ def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], 
                 total = int(col.sum(dtype=np.int64) if cnt is None else np.einsum("i,i->", col, cnt, dtype=np.int64))
                 out.append((col, np.array([total / n]), True))
                 continue
+            s = df[c] if s is None else s
         if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
             col = s.to_numpy(dtype=float)
             if not np.ptp(col) > 0:

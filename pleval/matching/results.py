@@ -581,6 +581,19 @@ class SchoolSample:
         s = self.data[c]
         return pd.Series(s.to_numpy()[rows], name=c, copy=False) if isinstance(s.dtype, np.dtype) else s.iloc[rows]
 
+    def integers(self, c: str) -> np.ndarray | None:
+        """The pairs' values of a whole-number column of ``data`` (booleans, integers of a numpy
+        dtype; ``self[c].to_numpy()``'s values) in the narrowest type that holds the data's, the
+        data's column narrowed first (a byte a pair gathered, not eight); None for any other
+        column."""
+        s = self.data[c] if c in self.cols else None
+        if s is None or not (isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu"):
+            return None
+        v = s.to_numpy()
+        if v.size:
+            v = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())), copy=False)
+        return v[self._at]
+
     def isna(self, c: str) -> np.ndarray:
         """Whether each pair's value of column ``c`` is missing (``self[c].isna()``), found in
         ``data``'s column and gathered only when some value there is missing."""
@@ -645,11 +658,11 @@ class SchoolSample:
         if key not in self.factorized:
             self.factorized[key] = pd.factorize(s, sort=True)
         codes, uniq = self.factorized[key]
-        codes = codes[self._at]
-        present = np.bincount(codes[codes >= 0], minlength=len(uniq)) > 0  # the pairs' levels, in sorted order
-        new = np.cumsum(present) - 1
-        codes = np.where(codes >= 0, new[codes], -1) if len(uniq) else codes
-        return _checked_levels(codes, pd.Index(uniq)[present], c)
+        small = np.min_scalar_type(-len(uniq) - 1)  # the codes, −1 (missing) and len(uniq) fit
+        codes = codes.astype(small)[self._at]  # a narrow gather
+        present = np.bincount(codes + small.type(1), minlength=len(uniq) + 1)[1:] > 0  # the pairs' levels, in sorted order
+        new = np.append(np.cumsum(present) - 1, -1).astype(small)  # renumbered; [-1]: missing stays −1
+        return _checked_levels(new[codes], pd.Index(uniq)[present], c)
 
     def subset(self, keep: np.ndarray) -> SchoolSample:
         """The pairs where ``keep`` (a boolean mask) is True."""
