@@ -25,14 +25,13 @@ there and callers run the job in the main process instead (the same results).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import signal
 import sys
 import traceback
 import warnings
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 
 def available_cores() -> int:
@@ -132,12 +131,15 @@ class Forked:
                                   "run with one process (workers=1, --workers 1)") from None
             raise RuntimeError(f"a worker process ended without a result (exit code {self.exitcode})") from None
 
+    def ready(self) -> bool:
+        """Whether the job has handed something over (a posted value, its result or error) or
+        ended: :meth:`posted` or :meth:`result` would not wait."""
+        return self._final is not None or self.exitcode is not None or self._conn.poll()
+
     def result(self) -> Any:
         """The child's value, after raising its warnings here; its exception, if it raised one.
         Values the job posted and :meth:`posted` did not take are passed over."""
         message, self._final = self._final, None
-        if message is None and _idle and not self._conn.poll():
-            _run_idle()  # nothing arrived yet: this process would wait idle
         while message is None or message[0] == "post":
             message = self._receive()
         kind, value, tb, caught = message
@@ -162,29 +164,6 @@ class Forked:
         self._conn.close()
         if self.exitcode is None:
             self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
-
-
-_idle: list[Callable[[], Any]] = []
-"""Tasks of :func:`while_waiting` not run yet."""
-
-
-@contextlib.contextmanager
-def while_waiting(task: Callable[[], Any]) -> Iterator[None]:
-    """Within the block, the first :meth:`Forked.result` that would wait for a child (nothing
-    arrived from it yet) runs ``task()`` first, once: work this process does later anyway (the
-    command line imports the outputs' modules so), moved into time it would otherwise spend
-    waiting. Not run if no result is waited for; its exception is raised where it runs."""
-    _idle.append(task)
-    try:
-        yield
-    finally:
-        if task in _idle:
-            _idle.remove(task)
-
-
-def _run_idle() -> None:
-    while _idle:
-        _idle.pop(0)()
 
 
 def start(fn: Callable, *args: Any) -> Forked | None:
@@ -228,7 +207,6 @@ def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs 
     """The child's side: run the job with warnings recorded, send (kind, value, traceback, warnings)."""
     global _posting
     _posting = conn.send
-    _idle.clear()  # the parent's tasks
     with warnings.catch_warnings(record=True) as caught:  # the inherited filters, recorded instead of shown
         try:
             out = ("ok", fn(conn.recv, *args), "")

@@ -34,6 +34,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Mapping
@@ -538,6 +539,7 @@ def estimate(
     checked=None,
     matcher: Callable | None = None,
     placebo_rounds=None,
+    while_waiting: Callable | None = None,
     **options,
 ) -> Evaluation:
     """Evaluate a PL program from a student file: design diagnostics, overall effect by
@@ -575,6 +577,15 @@ def estimate(
         Where placebo schools come from and are re-matched (``rounds=`` of
         :func:`pleval.heterogeneity.placebo.placebo_schools`; default: ``df``):
         :func:`pleval.pool.estimate_pool` passes the pool's.
+    while_waiting : callable, optional
+        ``while_waiting(preview, pending)``, called in this process when a matched design's
+        placebo rounds run in a worker process (``workers`` ≥ 2) and nothing is left here but to
+        wait for them: ``preview`` is an :class:`Evaluation` holding what is already final
+        (the effects, the balance, equivalence, propensity and sensitivity tables and the
+        design and sensitivity details, each as in the evaluation returned; every other table
+        empty), ``pending()`` is True while the worker still runs. :class:`pleval.report.EarlyFigures`
+        draws the figures of the preview that way. Not called otherwise (one process, a trial).
+        Its warnings are raised after the evaluation's, not made part of it.
 
     Other Parameters
     ----------------
@@ -698,6 +709,17 @@ def estimate(
                                               opts["bands"])})
     df, mod_terms = _moderator_terms(df, opts["moderators"])
     design_opts = {**opts, "_moderator_terms": tuple(mod_terms)}  # the school-effects step carries the terms
+    resolved = {
+        "design": design,
+        "method": method,
+        "subject": subject,
+        "seed": int(seed),
+        **opts,
+        **({"match": dict(match_opts)} if match_opts else {}),
+    }
+    early: list = []  # the warnings of while_waiting
+    hook = None if while_waiting is None else partial(_call_while_waiting, while_waiting, method, columns, resolved,
+                                                      early)
     progress("validating the data")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -714,10 +736,12 @@ def estimate(
             v_sub = v if subject is None else dataclasses.replace(
                 v, data=v.data[v.data[columns.subject].isin(subjects).to_numpy()])
             parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
-                                 matcher, placebo_rounds)
+                                 matcher, placebo_rounds, hook)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
+    for w in early:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     keys = [ALL if s is None else str(s) for s in subjects]
     tables = _with_mdes(_assemble(keys, parts, v, left_out), opts)
@@ -743,14 +767,6 @@ def estimate(
             for s, o in zip(ov["subject"], ov["outcome"])}
         ov["wwc_rating"] = key.map({k: r.wwc_rating for k, r in at.items()})
         ov["essa_tier"] = key.map({k: r.essa_tier for k, r in at.items()})
-    resolved = {
-        "design": design,
-        "method": method,
-        "subject": subject,
-        "seed": int(seed),
-        **opts,
-        **({"match": dict(match_opts)} if match_opts else {}),
-    }
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
     plc = next((p["details"]["placebo"] for p in parts if "placebo" in p.get("details", {})), None)
@@ -1112,24 +1128,26 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, n_plac
 
 
 def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress,
-                 matcher=None, placebo_rounds=None) -> list[dict]:
+                 matcher=None, placebo_rounds=None, while_waiting=None) -> list[dict]:
     """One :func:`pleval.match` for every subject (the subject is always an exact-match key),
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo.
     The placebo rounds run in a forked worker process beside the rest where
-    :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process)."""
+    :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process);
+    ``while_waiting(keys, parts, pending)`` is then called before their result is waited for,
+    with each subject's :func:`_design_part`."""
     worker = None
     if _placebo_in_worker(df, opts, placebo_rounds):
         worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v)
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
-                              placebo_rounds, worker)
+                              placebo_rounds, worker, while_waiting)
     finally:
         if worker is not None:
             worker.cancel()  # a no-op once its result was taken
 
 
 def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress, matcher,
-                   placebo_rounds, worker) -> list[dict]:
+                   placebo_rounds, worker, while_waiting=None) -> list[dict]:
     """:func:`_run_matched`'s work; ``worker`` runs the placebo rounds (None: run here, after
     the PL schools' effects, as :func:`pleval.heterogeneity.placebo_schools` does)."""
     from .heterogeneity.calibration import too_few_placebo
@@ -1212,33 +1230,28 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         del sample  # freed before the placebo rounds match
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
+    keys = ["all" if s is None else str(s) for s in subjects]
+    out = [_design_part(s, est, m, table, eq, sens) for s in subjects]
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
     # The propensity table has a row per matched row: formed after the school effects and, in one
     # process, after the placebo rounds (whose peak memory it would raise); with a placebo worker,
     # while its rounds finish.
-    prop = _propensity_frame(m) if worker is not None else None
+    if worker is not None:
+        _with_propensity(out, subjects, _propensity_frame(m))
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
+        if worker is not None and while_waiting is not None and not worker.ready():
+            while_waiting(keys, out, lambda: not worker.ready())
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
                                         worker, v)
     if worker is None:
-        prop = _propensity_frame(m)
-    out = []
-    for s in subjects:  # a handful of subjects
-        key = "all" if s is None else str(s)
-        eff = est if s is None else est[s]
-        part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}, "notes": notes}
-        part["balance"] = table[table["group"] == key].drop(columns="group")
-        part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
+        _with_propensity(out, subjects, _propensity_frame(m))
+    for s, key, part in zip(subjects, keys, out):  # a handful of subjects
+        part["notes"] = notes
         if opts["subgroups"]:
-            part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, eff, opts, notes)
-        if prop is not None:
-            part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
+            part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, part["effect"], opts, notes)
         if sens is not None:
-            ss = sens[()] if s is None else sens[s]
-            part["details"]["sensitivity"] = ss
-            part["sensitivity"] = ss.to_frame()
-            notes.extend(f"{key}: {n}" for n in ss.notes)
+            notes.extend(f"{key}: {n}" for n in part["details"]["sensitivity"].notes)
         if schools is not None:
             part["schools"] = (schools, "all" if s is None else s)
             part["calibration_note"] = why
@@ -1255,11 +1268,54 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
             if part["calibration"] is None:
                 part["calibration_note"] = too_few_placebo(int(np.isfinite(part["placebo"]["effect_size"]
                                                                            .to_numpy(dtype=float)).sum()))
-        out.append(part)
     _attach_calibration(out, subjects)
     if dropped is not None:
         out[0]["dropped"] = dropped.assign(subject="(all)")
     return out
+
+
+def _design_part(s, est, m, balance: pd.DataFrame, eq: pd.DataFrame, sens) -> dict:
+    """Subject ``s``'s part of a matched design (``s`` None: the data have no subjects) as known
+    before its school effects and placebo schools: the effect (of the effect table ``est``), the
+    design ``m``, balance, equivalence and sensitivity analysis (propensity scores:
+    :func:`_with_propensity`)."""
+    key = "all" if s is None else str(s)
+    eff = est if s is None else est[s]
+    part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}}
+    part["balance"] = balance[balance["group"] == key].drop(columns="group")
+    part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
+    if sens is not None:
+        ss = sens[()] if s is None else sens[s]
+        part["details"]["sensitivity"] = ss
+        part["sensitivity"] = ss.to_frame()
+    return part
+
+
+def _with_propensity(parts: list[dict], subjects, prop: pd.DataFrame | None) -> None:
+    """Each subject's propensity scores (of :func:`_propensity_frame`) into its part."""
+    if prop is not None:
+        for s, part in zip(subjects, parts):
+            part["propensity"] = prop if s is None else prop[prop["_subject"] == s].drop(columns="_subject")
+
+
+def _call_while_waiting(fn: Callable, method: str, columns: Columns, options: Mapping, caught: list, keys: list[str],
+                        parts: list[dict], pending: Callable[[], bool]) -> None:
+    """``fn(preview, pending)`` (``estimate(..., while_waiting=fn)``): ``preview`` the
+    :class:`Evaluation` of a matched design's ``parts`` (:func:`_design_part`, one per subject
+    of ``keys``) so far, its tables as :func:`_assemble` makes them; the warnings ``fn``
+    raises are added to ``caught``."""
+    tables = {name: _concat([_with_subject(p.get(name), k) for k, p in zip(keys, parts)])
+              for name in ("balance", "equivalence", "propensity", "sensitivity")}
+    preview = Evaluation(
+        design="matched", method=method, columns=columns, subjects=tuple(keys),
+        effects=MappingProxyType({k: p["effect"] for k, p in zip(keys, parts)}), options=MappingProxyType(dict(options)),
+        provenance=MappingProxyType({}),
+        details=MappingProxyType({k: MappingProxyType(dict(p["details"])) for k, p in zip(keys, parts)}),
+        _tables=MappingProxyType(tables))
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        fn(preview, pending)
+    caught.extend(got)
 
 
 def _effect_sds(est, subjects, by):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
 HEAVY = ("numpy", "pandas", "scipy", "scipy.stats", "statsmodels", "linearmodels", "matplotlib", "pyarrow", "jinja2")
 
 RUN = """
@@ -127,7 +129,7 @@ def test_estimate_forks_its_worker_before_importing_the_outputs_modules(tmp_path
     from pathlib import Path
 
     sample = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
-    outputs = ["matplotlib", "pleval.plots", "pleval.report", "reportlab"]
+    outputs = ["matplotlib", "pleval.plots", "pleval.report.outputs", "reportlab"]  # pleval.report itself is light
     args = ["estimate", str(sample), "--out", str(tmp_path / "out"), "-q", "--workers", "2"]
     code = f"OUTPUTS = {outputs!r}\n" + SLOW_WORKER.format(args=args, sleep=sleep)
     _, seen = _run_seen(code)
@@ -141,3 +143,26 @@ def _run_seen(code: str):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     *printed, seen = r.stdout.strip().splitlines()
     return "\n".join(printed), json.loads(seen)
+
+
+def test_estimate_loads_the_writers_only_to_write(tmp_path):
+    """`pleval estimate` checks the outputs folder (refused here: it is a file) before anything
+    is computed without loading matplotlib, reportlab or jinja2 (the writers load them while
+    the placebo worker runs, pleval.report.EarlyFigures); pleval.report's lazy names all resolve."""
+    (tmp_path / "taken").write_text("not a folder")
+    code = f"""
+import json, sys
+from pleval.cli import app
+try:
+    app(["estimate", {str(SAMPLE)!r}, "--out", {str(tmp_path / "taken")!r}, "-q"])
+except SystemExit as exc:
+    code = exc.code
+writers = sorted(m for m in sys.modules if m.split(".")[0] in ("matplotlib", "reportlab", "jinja2"))
+import pleval.report
+names = {{n: getattr(pleval.report, n) is not None for n in pleval.report.__all__}}
+print("\\n" + json.dumps(dict(code=code, writers=writers, names=names, pdf=pleval.report.to_pdf.__name__)))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["code"] == 2 and "is not a folder" in r.stdout + r.stderr and out["writers"] == []
+    assert all(out["names"].values()) and len(out["names"]) >= 12 and out["pdf"] == "pleval.report.to_pdf"

@@ -205,6 +205,21 @@ def test_a_job_posts_before_it_ends():
         _workers.post(1)  # not in a job
 
 
+@fork_only
+def test_a_job_is_ready_once_it_has_handed_something_over():
+    job = _workers.Forked(_send_back, 40)
+    time.sleep(0.2)
+    assert not job.ready()  # waiting for the parent
+    job.send(2)
+    deadline = time.monotonic() + 60
+    while not job.ready() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.ready()
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 42
+    assert job.ready()  # ended
+
+
 def _ended_without_posting():
     job = _workers.Forked(_return_at_once)
     return job.posted()
@@ -326,6 +341,81 @@ def test_a_busy_process_leaves_the_figures_to_the_other(tmp_path, sample_ev, mon
     assert len(list((out / "plots").glob("*.png"))) == n
 
 
+@fork_only
+def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp_path, monkeypatch):
+    """estimate(while_waiting=...) hands a preview of the final tables to EarlyFigures while the
+    placebo worker runs; save(early=...) writes those figures without drawing them again: the same
+    files, byte for byte, as a save that draws everything."""
+    from pleval import plots
+    from pleval.report import EarlyFigures, save
+
+    early, previews = EarlyFigures(), []
+    job = est_mod._placebo_rounds_job
+
+    def slow_job(*args):  # the rounds end after the main process's work: it waits for them
+        time.sleep(2)
+        return job(*args)
+
+    monkeypatch.setattr(est_mod, "_placebo_rounds_job", slow_job)
+
+    def waiting(preview, pending):
+        assert isinstance(pending(), bool)
+        previews.append(preview)
+        early(preview, lambda: True)  # every figure of the preview, whatever the worker's pace
+        warnings.warn("a warning while waiting", UserWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(str(SAMPLE), workers=2, while_waiting=waiting)
+    assert len(previews) == 1
+    assert "a warning while waiting" not in ev.warnings  # raised, not the evaluation's
+    assert [w.category for w in caught if str(w.message) == "a warning while waiting"] == [UserWarning]
+    preview = previews[0]
+    for name in ("balance", "equivalence", "propensity", "sensitivity"):
+        assert len(preview.table(name)) and preview.table(name).equals(ev.table(name)), name
+    assert preview.subjects == ev.subjects and all(preview.effects[k] is ev.effects[k] for k in ev.subjects)
+    assert not len(preview.schools) and not len(preview.placebo) and not len(preview.heterogeneity)
+    drawn = early.figures(ev, 200, False)
+    assert {k.split("_")[0] for k in drawn} == {"percentiles", "love", "overlap", "sensitivity"}
+    assert len(drawn) == 4 * len(ev.subjects)
+    assert early.figures(ev, 100, False) == {} and early.figures(ev, 200, True) == {}  # another format
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        other = pleval.estimate(str(SAMPLE), workers=1, placebo=False)
+    assert early.figures(other, 200, False) == {}  # another evaluation
+
+    built = []
+    real = plots.evaluation_figure_makers
+
+    def counted(name, make):
+        def build():
+            built.append(name)
+            return make()
+        return build
+
+    monkeypatch.setattr(plots, "evaluation_figure_makers", lambda e: {k: counted(k, m) for k, m in real(e).items()})
+    plain = save(ev, tmp_path / "plain", workers=1)
+    built.clear()
+    save(ev, tmp_path / "ahead1", workers=1, early=early)
+    assert sorted(built) == sorted(set(real(ev)) - set(drawn))  # the others were not drawn again
+    files = sorted(str(p.relative_to(plain)) for p in plain.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+    assert len(files) > 20
+    for ahead in (tmp_path / "ahead1", save(ev, tmp_path / "ahead2", workers=2, early=early)):
+        assert files == sorted(str(p.relative_to(ahead)) for p in ahead.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+        for name in files:
+            assert (plain / name).read_bytes() == (ahead / name).read_bytes(), name
+
+
+@fork_only
+def test_while_waiting_only_with_a_placebo_worker(monkeypatch):
+    calls = []
+    monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        pleval.estimate(str(SAMPLE), workers=2, while_waiting=lambda *a: calls.append(a))
+    assert calls == []
+
+
 def pd_frame_without_columns():
     import pandas as pd
 
@@ -387,30 +477,3 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _sleep_then_return(receive, seconds):
-    time.sleep(seconds)
-    return seconds
-
-
-@fork_only
-def test_a_task_runs_once_while_the_parent_would_wait():
-    ran = []
-    with _workers.while_waiting(lambda: ran.append(len(ran))):
-        assert _workers.Forked(_sleep_then_return, 0.5).result() == 0.5  # nothing arrived yet: the task ran
-        assert ran == [0]
-        assert _workers.Forked(_sleep_then_return, 0.5).result() == 0.5
-        assert ran == [0]  # once
-    assert _workers._idle == []
-    with _workers.while_waiting(lambda: ran.append("early")):
-        job = _workers.Forked(_sleep_then_return, 0)
-        assert job._conn.poll(30)  # its result is there: no waiting, no task
-        assert job.result() == 0
-    assert ran == [0] and _workers._idle == []  # a task never needed is dropped with its block
-
-    def fail():
-        raise ImportError("no such module")
-
-    with _workers.while_waiting(fail), pytest.raises(ImportError, match="no such module"):
-        _workers.Forked(_sleep_then_return, 0.5).result()

@@ -446,9 +446,9 @@ def estimate(
     from ..checks import check
     from ..data import read_table
     from ..errors import PlevalWarning
-    from .._workers import while_waiting
     from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
     from ..outputs import check_outputs
+    from ..report import EarlyFigures  # light: the writers are loaded when needed
 
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
@@ -505,6 +505,8 @@ def estimate(
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     if pool is not None and design_ != "matched":
         raise DataError("--pool gives the comparison students of a matched design; it does not go with --design rct")
+    svg_ = svg if svg is not None else bool(cfg.get("svg", False))
+    early = EarlyFigures(svg=svg_)  # drawn while the placebo worker runs (estimate's while_waiting)
     df = report = None
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps, \
             _out_of_memory(steps, lambda: (df, report)):
@@ -527,17 +529,16 @@ def estimate(
         elif report is not None:
             report.raise_errors()
         if report is not None:
-            # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is
-            # forked (it needs none of them), while this process waits for it if it does.
-            with warnings.catch_warnings(), while_waiting(_import_outputs):  # warnings: shown above (or in the JSON)
+            # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is forked (it
+            # needs none of them): by `early` while this process waits for the worker, or by save_report.
+            with warnings.catch_warnings():  # warnings: shown above (or in the JSON)
                 warnings.simplefilter("ignore", PlevalWarning)
                 ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
-                                  progress=steps, checked=report, **options)
+                                  progress=steps, checked=report, while_waiting=early, **options)
         steps("writing plots, tables and the report")
         from ..report import save as save_report
 
-        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src),
-                             svg=svg if svg is not None else bool(cfg.get("svg", False)))
+        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src), svg=svg_, early=early)
     elapsed = time.perf_counter() - t0
     report = folder / "report.html"
     if fmt == "json":
@@ -561,10 +562,6 @@ def estimate(
     console.print(escape(percentiles.NOTE), highlight=False)
     console.print(f"Outputs in {escape(str(folder))}/ ({elapsed:.1f} s). Report: [bold]{escape(str(report))}[/]",
                   highlight=False)
-
-
-def _import_outputs() -> None:
-    from .. import report  # noqa: F401
 
 
 @contextlib.contextmanager

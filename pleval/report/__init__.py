@@ -12,15 +12,55 @@ flow one way: this package reads an Evaluation; :mod:`pleval.estimate` never imp
 ``pleval.report.save_monitoring(m, "results_monitor")`` writes the outputs folder of ``pleval
 monitor`` with its ``report.html`` (:mod:`pleval.report.monitoring`), from a
 :class:`~pleval.monitor.Monitoring`.
+
+The names below are imported on first use (PEP 562 module ``__getattr__``): ``from
+pleval.report import EarlyFigures`` (or ``check_outputs``, :func:`pleval.outputs.check_outputs`)
+loads neither matplotlib nor reportlab nor jinja2, so ``pleval estimate`` loads them only when it
+has outputs to write (while it waits for its placebo worker, :class:`EarlyFigures`).
 """
 
-from .monitoring import monitoring_html, save_monitoring
-from .outputs import PROVENANCE_MARK, check_outputs, run_config, save
-from .sections import SECTIONS, build, school_table
-from .to_html import render_html
-from .to_markdown import render_markdown
-from .to_pdf import render_pdf
+import importlib
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the API docs
+    from ..outputs import PROVENANCE_MARK, check_outputs
+    from .early import EarlyFigures
+    from .monitoring import monitoring_html, save_monitoring
+    from .outputs import run_config, save
+    from .sections import SECTIONS, build, school_table
+    from .to_html import render_html
+    from .to_markdown import render_markdown
+    from .to_pdf import render_pdf
+
+# Public name -> the module that defines it (in this package; "..": pleval's).
+_LAZY = {
+    "save": "outputs", "run_config": "outputs", "check_outputs": ".outputs", "PROVENANCE_MARK": ".outputs",
+    "EarlyFigures": "early", "render_html": "to_html", "render_pdf": "to_pdf", "render_markdown": "to_markdown",
+    "build": "sections", "SECTIONS": "sections", "school_table": "sections", "save_monitoring": "monitoring",
+    "monitoring_html": "monitoring",
+}
 
 __all__ = ["save", "check_outputs", "run_config", "render_html", "render_pdf", "render_markdown", "build", "SECTIONS",
-           "school_table", "save_monitoring", "monitoring_html",
+           "school_table", "save_monitoring", "monitoring_html", "EarlyFigures",
            "PROVENANCE_MARK"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)  # ".{.outputs}": pleval.outputs
+    elif name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:  # a submodule not imported yet, e.g. pleval.report.to_pdf
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from .. import outputs as atomic
 from .. import plots
 from ..outputs import PROVENANCE_MARK, check_outputs  # where the command line checks --out before importing this module
+from .early import PRINT_DPI, EarlyFigures
 from .sections import build
 from .to_html import render_html
 from .to_markdown import render_markdown
@@ -23,8 +24,6 @@ from .to_pdf import render_pdf
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
 
-PRINT_DPI = 200
-"""Resolution of the PNG figures (and of the figures in the HTML and PDF reports)."""
 
 def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = None,
                folder: Path | None = None, svg: bool = False) -> dict[str, Any]:
@@ -77,7 +76,8 @@ def _toml_safe(v):
 
 
 def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None = None,
-         input_path: str | None = None, dpi: int = PRINT_DPI, svg: bool = False, workers: int | None = None) -> Path:
+         input_path: str | None = None, dpi: int = PRINT_DPI, svg: bool = False, workers: int | None = None,
+         early: EarlyFigures | None = None) -> Path:
     """Write the outputs folder for ``ev`` and return its path: summary.md, overall.csv,
     school_effects.csv and .xlsx, balance.csv, equivalence.csv, heterogeneity.csv,
     attrition.csv (trials), placebo.csv, sensitivity.csv (matched designs), run.toml, provenance.json, every figure as
@@ -88,6 +88,8 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     fork, a second process draws figures beside this one (each figure drawn by whichever
     process is free first) and then writes report.pdf while this one writes the workbook and
     report.html (:func:`_write_files`; the same bytes as with 1).
+    ``early``: the :class:`~pleval.report.EarlyFigures` given to :func:`pleval.estimate` for
+    ``ev``; the figures it drew are written as they are (the same bytes), the rest drawn here.
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -104,9 +106,11 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     workers = workers or ev.options.get("workers") or default_workers()
     two = workers >= 2 and can_fork()
     makers = plots.evaluation_figure_makers(ev)
-    figs = makers if two else {k: make() for k, make in makers.items()}  # built here: each process builds its own
+    drawn = {k: v for k, v in early.figures(ev, dpi, svg).items() if k in makers} if early is not None else {}
+    figs = {k: make if two else make() for k, make in makers.items() if k not in drawn}  # a process builds its own
     with atomic.atomic_folder(out, replaced=previous or []) as tmp:
-        _write_files(ev, tmp, figs, src=src, out=out, command=command, dpi=dpi, svg=svg, forked=two)
+        _write_files(ev, tmp, list(makers), figs, drawn, src=src, out=out, command=command, dpi=dpi, svg=svg,
+                     forked=two)
     return out
 
 
@@ -172,10 +176,11 @@ def _worker_job(receive, ev: "Evaluation", figs: dict, queue: _Queue, dpi: int, 
     (tmp / "report.pdf").write_bytes(render_pdf(ev, images, dpi=dpi, sections=sections))
 
 
-def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, command, dpi: int, svg: bool,
-                 forked: bool = False) -> None:
+def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, early: dict, *, src, out: Path, command,
+                 dpi: int, svg: bool, forked: bool = False) -> None:
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
-    ``figs``: the figures, or functions building them. ``forked``: a forked process
+    ``names``: the figures, in their order; ``figs``: those to draw, or functions building them;
+    ``early``: the others, drawn (name -> PNG and SVG bytes). ``forked``: a forked process
     (:class:`pleval._workers.Forked`, where the system gives one) draws figures beside this
     one, then writes ``report.pdf`` while this one writes the workbook and ``report.html``
     (the PDF is the costliest of the files that need every figure). The figures are drawn
@@ -195,12 +200,11 @@ def _write_files(ev: "Evaluation", tmp: Path, figs: dict, *, src, out: Path, com
             p.write_text(data, encoding="utf-8")
         written.append(name)
 
-    names = list(figs)
-    queue = _Queue(_by_cost(names), shared=forked)
-    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp) if forked and names else None
+    queue = _Queue(_by_cost(list(figs)), shared=forked)
+    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp) if forked and figs else None
     try:
         sections = _write_tables(ev, put, names, {k: f"plots/{k}.png" for k in names})
-        drawn = _draw(figs, queue, dpi, svg)
+        drawn = {**early, **_draw(figs, queue, dpi, svg)}
         if job is not None:
             drawn.update(job.posted())
         images = {k: drawn[k][0] for k in names}
