@@ -158,15 +158,19 @@ def _moments_every_position(s, gamma, lower=False):
     return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
 
 
-def test_sets_moments_exact_and_sums_by_set():
-    """Sets of 2–12 with ties (rounded responses) and Huber scores: the bound's sums are
-    bit-identical to those formed at every position, and each kept position's running sums are
-    those of its set's a largest scores (a = 1 … n_s − 1) and of the others."""
+def test_sets_moments_exact_and_sums_by_set(monkeypatch):
+    """Sets of 2–12 and one of 40 with ties (rounded responses) and Huber scores: the bound's
+    sums, formed a chunk of whole sets at a time (the default chunks, and chunks of 1 and 64
+    positions, a set longer than a chunk on its own), are bit-identical to those formed at
+    every position in one pass, and each kept position's running sums are those of its set's a
+    largest scores (a = 1 … n_s − 1) and of the others."""
+    from pleval.sensitivity import rosenbaum
     from pleval.sensitivity.rosenbaum import HuberScores
 
     rng = np.random.default_rng(11)
     size = rng.integers(2, 13, 300)
     size[::3] = 2
+    size[5] = 40
     ids = np.repeat(np.arange(len(size)), size)
     tr = np.zeros(len(ids), bool)
     tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
@@ -174,11 +178,13 @@ def test_sets_moments_exact_and_sums_by_set():
     ids, tr = ids[perm], tr[perm]
     y = np.round(rng.normal(size=len(ids)) + 0.3 * tr, 1)
     codes, size = _set_codes(ids, tr)
-    for scores in (None, HuberScores()):
-        s = _Sets.build(y, codes, size, tr, scores)
-        for gamma in (1.0, 1.25, 2.0, 7.0, 1e4):
-            for lower in (False, True):
-                assert s.moments(gamma, lower) == _moments_every_position(s, gamma, lower)
+    for chunk in (rosenbaum._CHUNK, 1, 64):
+        monkeypatch.setattr(rosenbaum, "_CHUNK", chunk)
+        for scores in (None, HuberScores()):
+            s = _Sets.build(y, codes, size, tr, scores)
+            for gamma in (1.0, 1.25, 2.0, 7.0, 1e4):
+                for lower in (False, True):
+                    assert s.moments(gamma, lower) == _moments_every_position(s, gamma, lower)
     k = 17  # one set, by hand (untied responses)
     y = rng.normal(size=len(ids))
     q = stats.rankdata(y - (np.bincount(codes, weights=y) / size)[codes])
