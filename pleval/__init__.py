@@ -9,11 +9,11 @@ statsmodels or matplotlib; ``pleval.estimate(...)``, ``from pleval import match`
 ``pleval.heterogeneity`` work as if everything were imported up front.
 """
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from .errors import ConvergenceError, DataError, DesignError, PlevalError, PlevalWarning
 
 if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the API docs (mkdocstrings)
@@ -62,22 +62,7 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-def __getattr__(name: str):
-    if name == "__version__":  # read from the installed metadata on first use
-        value = _version()
-    elif name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    else:  # a submodule not imported yet, e.g. pleval.heterogeneity
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    setattr(sys.modules[__name__], name, value)
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, {"__version__": _version})
 
 
 def __dir__():

@@ -19,9 +19,9 @@ loads neither matplotlib nor reportlab nor jinja2, so ``pleval estimate`` loads 
 has outputs to write (while it waits for its placebo worker, :class:`EarlyFigures`).
 """
 
-import importlib
-import sys
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the API docs
     from ..outputs import PROVENANCE_MARK, check_outputs
@@ -46,20 +46,7 @@ __all__ = ["save", "check_outputs", "run_config", "render_html", "render_pdf", "
            "PROVENANCE_MARK"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)  # ".{.outputs}": pleval.outputs
-    elif name.startswith("__"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    else:  # a submodule not imported yet, e.g. pleval.report.to_pdf
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    setattr(sys.modules[__name__], name, value)
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__():
