@@ -431,7 +431,12 @@ def validate(
                 raise DataError(f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite")
 
     t_col = columns.treatment
-    out[t_col], treated_value = _coerce_treatment(out[t_col], t_col, columns.treated_label)
+    given = out[t_col]
+    coded, treated_value = _coerce_treatment(given, t_col, columns.treated_label)
+    # 0/1 already stored as integers (none can be missing): kept as given, so that the validated
+    # frame shares the column with the caller's instead of holding a copy of it
+    same = columns.treated_label is None and isinstance(given.dtype, np.dtype) and given.dtype.kind in "iu"
+    out[t_col] = given if same else coded
     for role in ("takeup",):
         for c in roles.get(role, ()):
             out[c], _ = _coerce_treatment(out[c], c, None)

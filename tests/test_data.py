@@ -139,6 +139,17 @@ def test_round_trip_formats(tmp_path, df, ext):
     assert v.input_sha256 == back.attrs["sha256"]
 
 
+@pytest.mark.parametrize("dtype", ["int64", "int32", "float64", "bool"])
+def test_validated_treatment_is_0_1_integers_sharing_0_1_int64_with_the_callers_frame(df, dtype):
+    given = df.assign(pl=df["pl"].astype(dtype))
+    v = validate(given, COLS)
+    assert v.data["pl"].dtype == np.dtype(int)
+    assert v.data["pl"].tolist() == df["pl"].tolist()
+    assert np.shares_memory(v.data["pl"].to_numpy(), given["pl"].to_numpy()) == (dtype == "int64")
+    v.data.loc[v.data.index[0], "pl"] = 7  # copy-on-write: the caller's frame never changes
+    assert given["pl"].iloc[0] == df["pl"].iloc[0]
+
+
 def test_parquet_is_read_as_pandas_reads_it_one_block_per_column(tmp_path, df):
     """The same frame as ``pd.read_parquet`` (values, dtypes, missing values, a nullable integer
     and text with gaps), each column in a block of its own (no consolidated copy)."""
