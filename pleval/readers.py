@@ -288,10 +288,7 @@ def _read_excel(p: Path, sheet, header_row, codes, notes):
 def _read_binary(p: Path, ext, codes):
     try:
         if ext in PARQUET:
-            # Each column its own block, converted from Arrow one at a time and each Arrow column
-            # freed once converted: no consolidated copy of the numeric columns, no second copy
-            # of the file in memory (pandas holds the Arrow table nowhere else). The same frame.
-            df = pd.read_parquet(p, to_pandas_kwargs={"split_blocks": True, "self_destruct": True})
+            df = pd.read_parquet(p)
         elif ext in STATA:
             df = pd.read_stata(p)  # value labels become categories
         else:
