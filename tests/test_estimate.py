@@ -282,6 +282,18 @@ def test_match_options_pass_through_and_are_recorded(matched_sim):
         pleval.estimate(matched_sim.data, subject="science")
 
 
+def test_a_subject_analysed_alone_is_a_file_of_its_rows(matched_sim):
+    """subject= fits the propensity model on that subject's rows, as a file of them would
+    (docs/matching.md): the same estimate, SE and matched sample."""
+    alone = pleval.estimate(matched_sim.data, placebo=False, subject="math")
+    rows = matched_sim.data[matched_sim.data["subject"] == "math"]
+    own = pleval.estimate(rows, placebo=False)
+    a, b = alone.effect("math"), own.effect("math")
+    assert (a.raw.estimate, a.raw.se, a.sd) == (b.raw.estimate, b.raw.se, b.sd)
+    both = pleval.estimate(matched_sim.data, placebo=False).effect("math")
+    assert both.raw.estimate != a.raw.estimate  # one model over both subjects matches differently
+
+
 def test_placebo_cap_bounds_the_default_and_is_recorded(matched_sim, matched_ev, tmp_path):
     """Matched designs: with more comparison schools than ``placebo_cap``, the first ``cap`` of
     the round order play placebo — the run of ``n_placebo=cap`` — with a note, the extent in the
