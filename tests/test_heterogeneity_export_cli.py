@@ -184,9 +184,9 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
 
 
 def test_excel_every_cell_has_its_columns_format_and_its_rows_shading(tmp_path):
-    """Each table cell's style is set on the first cell of its column and shading and copied to
-    the others: read back, every cell has its column's number format, the fill of its row
-    (red, green or none), and the default font; the header row keeps its own style."""
+    """Each table cell's format is made once per column format and shading and given to every
+    such cell: read back, every cell has its column's number format, the fill of its row (red,
+    green or none), and the default font; the header row keeps its own style."""
     rng = np.random.default_rng(5)
     k = 40
     est = rng.normal(0, 0.4, k)
@@ -212,3 +212,68 @@ def test_excel_every_cell_has_its_columns_format_and_its_rows_shading(tmp_path):
             assert (c.fill.fgColor.rgb[-6:] if c.fill.fill_type else None) == want, (school, h)
             assert not c.font.bold
     assert shades == {"FDE0DC", "DFF0D8", None} and len(t) >= k - 1
+
+
+def _drawn_pixels(width: float) -> int:
+    """Excel's pixels for a stored column width (ECMA-376 Part 1, §18.3.1.13; Calibri 11)."""
+    return int(((256 * width + 128 // 7) / 256) * 7)
+
+
+def test_excel_layout_fonts_widths_and_extra_columns(estimates_file, tmp_path):
+    """The rest of the workbook's content, read back: the title (bold 13 pt) and pooled line
+    above each table, its header row 30 pt high, frozen below and right of the school, filters
+    over the table, every column as wide (in drawn pixels) as its header's width of 0.9
+    character a letter, at least 9, the school and note columns as their longest entry; extra
+    columns (a moderator, a cluster) as numbers and text; the notes below, bold and italic; the summary's
+    number formats."""
+    path, df = estimates_file
+    d = pd.read_csv(path).assign(district=lambda x: np.where(x.school_poverty > 0.5, "east", "west"))
+    r = school_effects_from_estimates(d, by="subject", moderators=["school_poverty"], cluster="district")
+    wb = openpyxl.load_workbook(export_table(r, tmp_path / "e.xlsx"))
+    assert wb.sheetnames == ["Summary", "math", "reading"]
+    ws = wb["math"]
+    assert ws["A1"].value.endswith("— math") and ws["A1"].font.b and ws["A1"].font.sz == 13
+    assert ws["A2"].value.startswith("Pooled effect size") and not ws["A2"].font.b
+    assert ws.row_dimensions[4].height == 30 and ws.freeze_panes == "B5"
+    header = [c.value for c in ws[4]]
+    n = int((df.subject == "math").sum())
+    assert ws.auto_filter.ref == f"A4:{openpyxl.utils.get_column_letter(len(header))}{4 + n}"
+    widths = {}
+    for d in ws.column_dimensions.values():  # a range of equal columns is one entry
+        widths.update({j: _drawn_pixels(d.width) for j in range(d.min, d.max + 1)})
+    for j, h in enumerate(header, 1):
+        want = max(0.9 * len(h), 9)
+        if h in ("School", "Note"):
+            longest = r.table[r.table.subject == "math"]["school" if h == "School" else "note"].astype(str).str.len().max()
+            want = min(max(want, longest + 2), 60)
+        assert widths[j] == _drawn_pixels(want), h
+    math = df[df.subject == "math"].set_index("school_id")
+    j, k = header.index("school_poverty"), header.index("district")
+    for row in ws.iter_rows(min_row=5, max_row=4 + n):
+        assert row[j].value == pytest.approx(math.loc[row[0].value, "school_poverty"], rel=1e-15)
+        assert row[j].number_format == "General" and row[j].data_type == "n" and row[0].data_type == "s"
+        assert row[k].value == ("east" if row[j].value > 0.5 else "west") and row[k].number_format == "General"
+    assert ws.cell(row=6 + n, column=1).value == "Notes" and ws.cell(row=6 + n, column=1).font.b
+    assert ws.cell(row=8 + n, column=1).value.startswith("1. ") and ws.cell(row=8 + n, column=1).font.i
+    summary = wb["Summary"]
+    assert summary.row_dimensions[3].height == 45 and summary["A1"].font.sz == 13
+    formats = {h: f for _, h, f in export._SUMMARY}
+    head = [c.value for c in summary[3]]
+    for c in summary[4]:
+        h = head[c.column - 1]
+        assert c.number_format == ("@" if isinstance(c.value, str) else formats.get(h, "@")), h
+
+
+def test_excel_strings_stay_text_and_a_group_named_summary(tmp_path):
+    """School ids that look like formulas, links or numbers are written as the text they are;
+    a group called "Summary" gets a sheet of its own beside the summary sheet."""
+    ids = ["=1+2", "http://example.org/s", "007", "-5", "plain"]
+    df = pd.DataFrame({"school_id": ids * 2, "subject": ["Summary"] * 5 + ["math"] * 5,
+                       "estimate": [0.1, -0.2, 0.3, 0.0, 0.05] * 2, "se": [0.1] * 10})
+    r = school_effects_from_estimates(df, by="subject")
+    wb = openpyxl.load_workbook(export_table(r, tmp_path / "s.xlsx"))
+    assert [n.lower() for n in wb.sheetnames] == ["summary", "summary (2)", "math"]
+    for name in wb.sheetnames[1:]:
+        cells = [row[0] for row in wb[name].iter_rows(min_row=5, max_row=9)]
+        assert sorted(c.value for c in cells) == sorted(ids) and {c.data_type for c in cells} == {"s"}
+        assert not wb[name]._hyperlinks

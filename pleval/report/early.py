@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
 
-WRITERS = ("pleval.report.outputs", "pleval.report.to_html", "pleval.report.to_pdf", "openpyxl", "tabulate",
-           "pandas.io.formats.excel", "tomli_w")
+WRITERS = ("pleval.report.outputs", "pleval.report.to_html", "pleval.report.to_pdf", "xlsxwriter", "tabulate",
+           "tomli_w")
 """What writing the outputs imports (matplotlib, reportlab and jinja2 with the report's modules,
-about 0.4 s on an idle machine; the workbook's openpyxl and summary.md's tabulate, through pandas,
-imported when first used after the analysis: 0.34 and 0.10 s at load 6), imported by
+about 0.4 s on an idle machine; the workbook's xlsxwriter, 0.04 s, and summary.md's tabulate,
+through pandas, 0.10 s at load 6, imported when first used after the analysis), imported by
 :class:`EarlyFigures` while the process would wait."""
 
 PRINT_DPI = 200
