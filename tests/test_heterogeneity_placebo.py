@@ -117,6 +117,7 @@ def test_program_interval_and_calibration_by_hand():
     for q in stats.chi2.ppf([0.975, 0.025], k - 1):
         ends.append(0.0 if qstar(0.0) <= q else optimize.brentq(lambda t: qstar(t) - q, 0.0, 10.0, xtol=1e-14))
     assert ends[1] > 0 and c.tau2_program_ci == pytest.approx(tuple(ends), abs=1e-9)
+    assert c.q_star == pytest.approx(qstar(0.0), rel=1e-12)  # the test of PL vs placebo spread
     # infinite school df: the reference df come from the placebo variance alone
     nu = 2 * (np.diag(V) + mpb.tau2) ** 2 / mpb.tau2_se**2
     np.testing.assert_allclose(c.schools.df_calibrated, nu)
@@ -129,6 +130,35 @@ def test_program_interval_and_calibration_by_hand():
     np.testing.assert_allclose(c.schools.program_shrunk, mu + B * (y - mu), atol=1e-12)
     kh = 2 * (v * w**2 * (y - mu)) ** 2 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Prasad-Rao: 2 x Kackar-Harville
     np.testing.assert_allclose(c.schools.program_shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
+
+
+def test_calibration_decomposes_the_pl_covariance_once(monkeypatch):
+    """One eigendecomposition of the k × k PL covariance serves every figure of the calibration
+    and the comparison's Q*(0) (a correlated V: Q*(0) checked against a direct solve)."""
+    from pleval.heterogeneity import calibration, placebo
+
+    rng = np.random.default_rng(8)
+    k, m = 12, 25
+    A = rng.normal(0, 0.03, (k, k))
+    V = A @ A.T / k + np.diag(rng.uniform(0.002, 0.01, k))
+    Vp = np.diag(rng.uniform(0.002, 0.01, m))
+    y, yp = rng.normal(0, 0.15, k), rng.normal(0, 0.1, m)
+    labels = [f"s{i}" for i in range(k)]
+    observed = SimpleNamespace(table=pd.DataFrame({"school": labels, "effect_size": y, "es_se": np.sqrt(np.diag(V)),
+                                                   "df": np.full(k, 30.0)}),
+                               vcov={"all": pd.DataFrame(V, index=labels, columns=labels)}, vcov_raw={})
+    plc = pd.DataFrame({"school": [f"p{i}" for i in range(m)], "effect_size": yp, "es_se": np.sqrt(np.diag(Vp)),
+                        "pvalue": rng.uniform(size=m)})
+    sizes = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a, *r, **kw: sizes.append(np.shape(a)[0]) or eigh(a, *r, **kw))
+    comparison, _, cal = placebo._compare(observed, plc, {}, (), 0.05, 0.95, "bh")
+    assert sizes.count(k) == 1
+    t2p = cal["all"].placebo.tau2
+    Wi = np.linalg.inv(V + t2p * np.eye(k))
+    r = y - (Wi.sum(axis=0) @ y) / Wi.sum()
+    assert comparison.q_star.iloc[0] == pytest.approx(r @ Wi @ r, rel=1e-10)
+    assert math.isnan(calibration.calibrate(labels[:1], y[:1], V[:1, :1], [30.0], yp, Vp).q_star)  # one PL school
 
 
 @pytest.mark.parametrize("pl_sd", [0.0, 0.3])

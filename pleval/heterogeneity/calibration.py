@@ -85,7 +85,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DesignError
 from ..inference import adjust_pvalues
-from ._tau2 import q_profile_ci
+from ._tau2 import generalized_q, q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, offdiag_variance, rotate
 from ._predictive import order_restricted, predictive, shrinkage, variance_draws
 from ._unweighted import unweighted_q
@@ -96,10 +96,16 @@ def program_tau2_ci(y: np.ndarray, V: np.ndarray, tau2_placebo: float, level: fl
                     eigen: tuple | None = None) -> tuple[float, float]:
     """Q-profile interval for τ²_program with τ²_placebo as an offset (module docstring);
     ``eigen``: ``(λ, Q)`` of ``V`` when already computed (``V + τ²_placebo I`` is ``(λ + τ²_placebo, Q)``)."""
+    return _program_q(y, V, tau2_placebo, level, eigen)[:2]
+
+
+def _program_q(y, V, tau2_placebo: float, level: float, eigen: tuple | None) -> tuple[float, float, float]:
+    """:func:`program_tau2_ci`'s interval and ``Q*(0) = r'(V + τ̂²_placebo I)⁻¹r`` (``r`` the GLS
+    residuals), from one rotation by V's eigenvectors."""
     lam, Q = np.linalg.eigh(V) if eigen is None else eigen
     yy, lam, XX, _ = rotate(y, None, np.ones((y.size, 1)), (lam + tau2_placebo, Q))
     low, high = q_profile_ci(yy, lam, XX, level)
-    return float(low), float(high)
+    return float(low), float(high), generalized_q(yy, lam, XX, 0.0)
 
 
 ONE_SCHOOL = ("one PL school: the pooled effect, τ² of PL schools, the program's own variation (τ²_program), the "
@@ -167,7 +173,9 @@ def placebo_meta(yp: np.ndarray, Vp: np.ndarray, level: float = 0.95) -> MetaAna
 class Calibration(ResultMixin):
     """Result of :func:`calibrate` for one group of PL schools (immutable). With a single PL
     school ``pl`` is None, the between-PL-school figures are NaN and ``note`` says why
-    (:data:`ONE_SCHOOL`)."""
+    (:data:`ONE_SCHOOL`). ``q_star``: ``Q*(0) = r'(V + τ̂²_placebo I)⁻¹r`` (``r`` the GLS residuals),
+    the statistic of the test that PL schools vary more than placebo schools, χ²(k − 1) when they
+    do not (module docstring)."""
 
     schools: pd.DataFrame
     pl: MetaAnalysis | None
@@ -183,6 +191,7 @@ class Calibration(ResultMixin):
     pi: tuple[float, float] = (math.nan, math.nan)
     prob_negative_new: float = math.nan
     note: str = ""
+    q_star: float = math.nan
 
     @property
     def positive(self) -> int:
@@ -303,7 +312,7 @@ def calibrate(
     eig = lam, Q = np.linalg.eigh(V)  # once: V + cI below is (λ + c, Q)
     m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels, vcov_eigen=eig)
     tau2_program = max(0.0, m_pl.tau2 - t2p)
-    ci = program_tau2_ci(y, V, t2p, level, eigen=eig)
+    *ci, q_star = _program_q(y, V, t2p, level, eig)
     mu, _, shrunk, sd, _ = blup(y, None, tau2_program, m_pl.tau2_se**2 + m_pb.tau2_se**2, eigen=(lam + t2p, Q))
     with np.errstate(divide="ignore", invalid="ignore"):
         p_neg = stats.norm.cdf(-shrunk / sd)
@@ -337,9 +346,10 @@ def calibrate(
         "reliability_total": rel_t,
         "prob_negative_total": mix.prob_negative,
     })
-    return Calibration(schools=schools, pl=m_pl, placebo=m_pb, tau2_program=tau2_program, tau2_program_ci=ci,
+    return Calibration(schools=schools, pl=m_pl, placebo=m_pb, tau2_program=tau2_program, tau2_program_ci=tuple(ci),
                        alpha=float(alpha), adjust=adjust, level=float(level), tau2_total=float(t2_tot),
-                       mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new)
+                       mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new,
+                       q_star=q_star)
 
 
 __all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "placebo_meta", "ONE_SCHOOL",

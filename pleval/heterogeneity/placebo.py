@@ -62,9 +62,7 @@ from scipy import linalg, stats
 from .._results import ResultMixin
 from ..data import Columns, validate, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
-from ._tau2 import wls_pieces
 from .calibration import Calibration, calibrate
-from .meta import rotate
 from .school_effects import SchoolEffects, school_effects
 
 
@@ -498,8 +496,7 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
             spread = {"mean_pl": float(y[0]), "sd_pl": math.nan, "tau_pl": math.nan, "tau2_excess": math.nan,
                       "share_excess": math.nan, "q_star": math.nan, "q_star_df": 0, "p_star": math.nan}
         else:
-            w, _, _, r = wls_pieces(*rotate(y, V + c.placebo.tau2 * np.eye(y.size), np.ones((y.size, 1)))[:3], 0.0)
-            q_star = float(w @ r**2)
+            q_star = c.q_star  # (from calibrate's decomposition of V)
             spread = {"mean_pl": c.pl.estimate, "sd_pl": float(np.std(y, ddof=1)), "tau_pl": c.pl.tau,
                       "tau2_excess": c.tau2_program,
                       "share_excess": c.tau2_program / c.pl.tau2 if c.pl.tau2 > 0 else 0.0,
