@@ -198,6 +198,101 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     np.testing.assert_allclose(s.top2[at], np.cumsum(qk**2)[:-1])
 
 
+def _argsort_ranks(a):
+    """Average ranks with the tolerance ties, by ``np.argsort`` and the runs of the sorted values
+    (the textbook route): two values tie when the sorted sequence steps between them by at most
+    ``TIE_TOL`` × the largest |value|."""
+    from pleval.sensitivity.rosenbaum import TIE_TOL
+
+    o = np.argsort(-a, kind="stable")
+    v = a[o]
+    run = np.concatenate([[0], np.cumsum(v[:-1] - v[1:] > TIE_TOL * np.abs(a).max())])
+    first = np.searchsorted(run, run, side="left")
+    last = np.searchsorted(run, run, side="right") - 1
+    q = np.empty(len(a))
+    q[o] = len(a) - (first + last) / 2
+    return q
+
+
+def _awkward_values(rng, n):
+    """Exact ties, ties up to rounding (tenths computed two ways),
+    continuous values, and a few values 3e-9 apart: above the tie tolerance, yet close enough
+    to share the top bits that :func:`_rank_order` sorts by first when it keeps few of them."""
+    k, m = n // 4, min(50, n // 10)
+    j = rng.integers(-30, 30, k)
+    parts = [np.round(rng.normal(size=k), 1), np.where(rng.random(k) < 0.5, j * 0.1, j / 10),  # 3 * 0.1 > 3 / 10
+             rng.normal(size=n - 2 * k - m), 1.0 + 3e-9 * rng.integers(0, 50, m)]
+    return rng.permutation(np.concatenate(parts))
+
+
+def _edge_values(rng):
+    """Pairs of values 1 ulp apart, each pair just within the tie tolerance of the next (its
+    smallest value ties with the next pair's largest; its largest not with the next's
+    smallest): the runs are right only if the step between two pairs is taken between the
+    right members."""
+    from pleval.sensitivity.rosenbaum import TIE_TOL
+
+    tol = TIE_TOL * 10.0
+    out = [10.0]
+    for c in np.linspace(1, 9, 40):
+        b = c - tol
+        while c - b > tol:
+            b = np.nextafter(b, np.inf)
+        out += [c, np.nextafter(c, np.inf), b, np.nextafter(b, -np.inf)]
+    return rng.permutation(np.array(out))
+
+
+@pytest.mark.parametrize("bits", [None, 30, 40, 41])
+def test_rank_order_equals_the_argsort_ranks(monkeypatch, bits):
+    """Aligned ranks from one integer sort (:func:`_rank_order`) equal the argsort's bit for bit,
+    with their tolerance ties, whatever the truncation (``bits``, the index bits: by default few,
+    only ties up to rounding fall out of order; forced to 30, 22 bits of each mantissa are
+    left and the values 3e-9 apart are sorted again exactly, while of values 1e-7 apart more
+    than a quarter would be, and the argsort serves; to 40, 12 bits; 41: the argsort), and the
+    order sorts the values decreasingly up to ties."""
+    from pleval.sensitivity import rosenbaum
+
+    if bits is not None:
+        monkeypatch.setattr(rosenbaum, "_index_bits", lambda n: bits)
+    rng = np.random.default_rng(12)
+    for n in (1, 2, 3, 1000, 20_000):
+        a = _awkward_values(rng, n) if n > 3 else rng.normal(size=n)
+        spread = 1.0 + 1e-7 * rng.permutation(n)  # all apart, sharing their top bits when few are kept
+        for x in (a, -a, a[: n // 2] if n > 3 else a, spread, _edge_values(rng)):
+            q, o = rosenbaum._ranks_desc(x)
+            np.testing.assert_array_equal(q, _argsort_ranks(x))
+            assert np.array_equal(np.sort(o), np.arange(len(x))) and np.all(np.diff(q[o]) <= 0)
+
+
+@pytest.mark.parametrize("bits", [None, 40])
+def test_sets_by_set_order_from_one_integer_sort(monkeypatch, bits):
+    """The sets' sums are those of an argsort of the aligned ranks set by set (bits 40: the
+    sort key ``code·n + rank`` of more than 2^63 places' worth, the branch of huge n)."""
+    from pleval.sensitivity import rosenbaum
+    from pleval.sensitivity.rosenbaum import HuberScores
+
+    rng = np.random.default_rng(13)
+    size = rng.integers(2, 9, 500)
+    ids = rng.permutation(np.repeat(np.arange(len(size)), size))
+    tr = np.zeros(len(ids), bool)
+    tr[np.unique(ids, return_index=True)[1]] = True
+    y = _awkward_values(rng, len(ids))
+    codes, size = _set_codes(ids, tr)
+    if bits is not None:
+        monkeypatch.setattr(rosenbaum, "_index_bits", lambda n: bits)
+    for scores in (None, HuberScores()):
+        s = _Sets.build(y, codes, size, tr, scores)
+        q = _argsort_ranks(y - (np.bincount(codes, weights=y) / size)[codes]) if scores is None else scores(y, codes,
+                                                                                                                  size)
+        assert s.T == q[tr].sum()
+        by_set = np.lexsort((-q, codes))
+        qs, cs = q[by_set], codes[by_set]
+        top = np.concatenate([np.cumsum(qs[cs == k])[:-1] for k in range(len(size))])
+        np.testing.assert_allclose(s.top1, top, rtol=1e-13)
+        np.testing.assert_allclose(s.rest1, np.repeat(np.bincount(cs, weights=qs), size - 1) - top, rtol=1e-12,
+                                   atol=1e-9)
+
+
 def test_rosenbaum_bounds_leave_no_reference_cycle():
     """Brent's method (the Γ search, the Hodges–Lehmann roots) must not keep the sets' n-long
     sums alive after the bounds are computed: scipy's brentq wraps its function in a closure
