@@ -352,6 +352,24 @@ def test_rosenbaum_bad_input():
         rosenbaum_bounds([1.0, 2.0], [0, 0], [True, False], gammas=[0.5])
 
 
+def test_set_codes_by_first_appearance():
+    """Set codes in order of first appearance (pandas' factorize) whether the ids come set by set
+    (counted, not hashed), shuffled, or as text; the sizes with them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(14)
+    ids = np.repeat(rng.choice(10**9, 300, replace=False), rng.integers(2, 6, 300))
+    for x in (np.sort(ids), np.sort(ids).astype(np.uint32), rng.permutation(ids), ids.astype(str)):
+        tr = np.zeros(len(x), bool)
+        tr[np.unique(x, return_index=True)[1]] = True
+        codes, size = _set_codes(x, tr)
+        want = pd.factorize(x, sort=False)[0]
+        np.testing.assert_array_equal(codes, want)
+        np.testing.assert_array_equal(size, np.bincount(want))
+        with pytest.raises(DesignError):
+            _set_codes(x, np.zeros(len(x), bool))
+
+
 # ---- Rosenbaum: Huber M-statistic, published matched-set examples ------------------------------
 REF = __import__("pathlib").Path(__file__).parent / "reference"
 

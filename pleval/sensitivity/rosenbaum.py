@@ -418,7 +418,14 @@ def _inverse(o: np.ndarray) -> np.ndarray:
 
 
 def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
-    codes, _ = pd.factorize(np.asarray(set_id), sort=False)
+    """Set codes 0..S−1 in order of first appearance, and the set sizes. Integer ids that never
+    decrease (matched sets listed set by set) are coded by counting the changes, no hashing."""
+    set_id = np.asarray(set_id)
+    if set_id.dtype.kind in "iu" and len(set_id) > 1 and bool(np.all(set_id[1:] >= set_id[:-1])):
+        codes = np.zeros(len(set_id), dtype=np.int64)
+        np.cumsum(set_id[1:] != set_id[:-1], out=codes[1:])
+    else:
+        codes, _ = pd.factorize(set_id, sort=False)
     n_sets = int(codes.max()) + 1 if len(codes) else 0
     size = np.bincount(codes, minlength=n_sets)
     n_t = np.bincount(codes[treated], minlength=n_sets)
