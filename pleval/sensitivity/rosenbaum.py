@@ -193,7 +193,7 @@ def _rank_order(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(bad):
         key = np.unique(u[bad] >> shift) << shift  # the truncations of the groups out of order
         lo, hi = np.searchsorted(u, key), np.searchsorted(u, key | mask, side="right")
-        del u, key
+        del key
         ends = np.column_stack([lo, hi]).ravel()
         ends = ends[:-1] if ends[-1] == n else ends
         top, bottom = np.maximum.reduceat(v, ends)[::2], np.minimum.reduceat(v, ends)[::2]
@@ -209,10 +209,12 @@ def _rank_order(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             del at, sub
         narrow = ~wide
         v[lo[narrow]], v[hi[narrow] - 1] = top[narrow], bottom[narrow]
+    del u
     return o, _place_ranks(v, tol)
 
 
 def _argsort_ranks(a, tol):
+    """:func:`_rank_order` by ``np.argsort``."""
     o = np.argsort(-a)
     return o, _place_ranks(a[o], tol)
 
