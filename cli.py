@@ -3,7 +3,7 @@
 The same app as the installed ``pleval`` console script.
 """
 
-from pleval.cli import app
+from pleval.cli import run
 
 if __name__ == "__main__":
-    app()
+    run()

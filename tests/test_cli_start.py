@@ -166,3 +166,25 @@ print("\\n" + json.dumps(dict(code=code, writers=writers, names=names, pdf=pleva
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["code"] == 2 and "is not a folder" in r.stdout + r.stderr and out["writers"] == []
     assert all(out["names"].values()) and len(out["names"]) >= 12 and out["pdf"] == "pleval.report.to_pdf"
+
+
+def test_console_script_freezes_the_collector_at_exit():
+    """`pleval` runs `pleval.cli.run`, which runs the command and, at exit, freezes the
+    collector (the shutdown's full collection of the run's heap is skipped): an exit handler
+    registered before it runs after it and sees the objects frozen; the command's output and
+    exit code are those of `app`."""
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts") if e.name == "pleval"] == ["pleval.cli:run"]
+    code = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
+sys.argv = ["pleval", "convert", "0.08"]
+from pleval.cli import run
+print("frozen before:", gc.get_freeze_count() > 0)
+run()
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "+3.19 percentile points" in r.stdout
+    assert "frozen before: False" in r.stdout and r.stdout.rstrip().endswith("frozen at exit: True")
