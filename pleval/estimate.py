@@ -1243,7 +1243,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         if worker is not None and while_waiting is not None and not worker.ready():
             while_waiting(keys, out, lambda: not worker.ready())
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
-                                        worker, v)
+                                        worker, v, m if matcher is None else None)
     if worker is None:
         _with_propensity(out, subjects, _propensity_frame(m))
     for s, key, part in zip(subjects, keys, out):  # a handful of subjects
@@ -1436,19 +1436,20 @@ def _match_dropped(m) -> pd.DataFrame | None:
 
 
 def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, observed, notes, rounds=None,
-                     worker=None, v: Validated | None = None):
+                     worker=None, v: Validated | None = None, m=None):
     """Comparison schools analysed as if PL (:func:`pleval.heterogeneity.placebo.placebo_schools`),
     with the same matching and the same school-effect settings as the PL schools; and "", or
     None and why there are none. ``worker``: the :class:`~pleval._workers.Forked` job of
     :func:`_placebo_rounds_job` that ran the rounds (its warnings and errors are raised here,
     where the rounds would have raised them). ``v``: the analysis's validation of ``df``, which
-    the rounds reuse."""
+    the rounds reuse; ``m``: the analysis's :func:`pleval.match` of ``v``, whose student ids'
+    factorization they take."""
     from .heterogeneity.placebo import placebo_schools
 
     try:
         if worker is None:
             res = placebo_schools(df, columns, method, observed=observed,
-                                  **_placebo_args(columns, seed, opts, match_opts, kw, rounds, v))
+                                  **_placebo_args(columns, seed, opts, match_opts, kw, rounds, v, m))
         else:
             res = worker.result().compare(observed)
     except (DesignError, DataError) as exc:
@@ -1462,10 +1463,12 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     return res, ""
 
 
-def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds, v: Validated | None = None) -> dict:
+def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds, v: Validated | None = None, m=None) -> dict:
     """The placebo rounds' settings: those of the PL schools' effects (``kw``); ``v``: the
-    analysis's validation of the data, which the rounds take instead of validating it again."""
-    return dict(validated=v if rounds is None else None, n_placebo=int(opts["n_placebo"]) or None, match_options=match_opts, covariates=kw["covariates"],
+    analysis's validation of the data, which the rounds take instead of validating it again;
+    ``m``: its match of ``v`` (the student ids' factorization the rounds take)."""
+    return dict(validated=v if rounds is None else None, matched=m if rounds is None else None,
+                n_placebo=int(opts["n_placebo"]) or None, match_options=match_opts, covariates=kw["covariates"],
                 cluster=columns.student_id, cr2=kw["cr2"], by=columns.subject, sd=kw["sd"],
                 method_meta=opts["meta_method"], adjust=opts["adjust"], alpha=opts["alpha"], level=opts["level"],
                 seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds, cap=int(opts["placebo_cap"]))

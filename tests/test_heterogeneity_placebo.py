@@ -330,7 +330,7 @@ def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
     from pleval.heterogeneity.placebo import _InMemoryRounds
 
     data, _ = small
-    calls = {"hashed_ranks": 0, "design_patterns": 0}
+    calls = {"distinct_hashed_ranks": 0, "design_patterns": 0}
     for name in calls:
         real = getattr(pm, name)
 
@@ -345,7 +345,7 @@ def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         got = [rounds.match(order[i : i + 8]) for i in (0, 8, 16)]
-        assert calls == {"hashed_ranks": 1, "design_patterns": 1}
+        assert calls == {"distinct_hashed_ranks": 1, "design_patterns": 1}
         fresh = [pm.match(rounds._fake(order[i : i + 8]), SAMPLE_COLUMNS, "propensity", seed=0) for i in (0, 8, 16)]
     for a, b in zip(got, fresh):
         for f in ("rows", "set_id", "weight", "set_school"):
@@ -354,8 +354,52 @@ def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
         (ca, ua), (cb, ub) = a.factorized["student_id"], b.factorized["student_id"]
         assert np.array_equal(ca, cb) and np.array_equal(np.asarray(ua), np.asarray(ub))
     rounds.last_round()
-    before = calls["hashed_ranks"]
+    before = calls["distinct_hashed_ranks"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         rounds.match(order[:8])
-    assert calls["hashed_ranks"] == before + 1  # nothing kept after the last round
+    assert calls["distinct_hashed_ranks"] == before + 1  # nothing kept after the last round
+
+
+def test_rounds_keep_only_the_columns_they_read(small):
+    """The rounds' rows carry the roles' columns, those the matching options name and the school
+    effects' (``_round_columns``), not the rest of the file: columns nobody reads change nothing
+    in the placebo tables, and a column a matching option names is kept."""
+    from pleval.heterogeneity.placebo import _InMemoryRounds, _round_columns
+
+    data, r = small
+    wide = data.assign(junk_text=np.where(data.index % 2 == 0, "x", "y"), junk=np.arange(len(data)) / 7.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        got = placebo_schools(wide, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3)
+    pd.testing.assert_frame_equal(got.placebo, r.placebo)
+    pd.testing.assert_frame_equal(got.comparison, r.comparison)
+    rounds = _InMemoryRounds(wide, SAMPLE_COLUMNS, "propensity", {"seed": 0}, keep=["posttest"])
+    order = rounds.order(rounds.schools()[0], 8)
+    cols = list(rounds._fake(order[:8]).data.columns)
+    assert cols == [c for c in data.columns if c in {n for v in SAMPLE_COLUMNS.roles().values() for n in v}]
+    names = pd.Index(["a", "b", "c", "d", "e", "f", SAMPLE_COLUMNS.outcome])
+    opts = {"exact": ["b"], "calipers": {"c": 0.2}, "distance": "d", "seed": 0, "order": "largest"}
+    assert _round_columns(names, SAMPLE_COLUMNS, opts, ["e"]) == ["b", "c", "d", "e", SAMPLE_COLUMNS.outcome]
+
+
+def test_rounds_take_the_ids_of_the_analysis_match(small, monkeypatch):
+    """``placebo_schools(..., matched=m)`` with the analysis's own match of ``validated``: the
+    same placebo tables, the student ids hashed by that match only (the rounds take its
+    factorization for their rows)."""
+    import pleval.matching as pm
+    from pleval.data import validate
+
+    data, r = small
+    v = validate(data, SAMPLE_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = pm.match(v, SAMPLE_COLUMNS, "propensity", seed=3)
+        calls = []
+        real = pm.distinct_hashed_ranks
+        monkeypatch.setattr(pm, "distinct_hashed_ranks", lambda *a: calls.append(1) or real(*a))
+        got = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3, validated=v, matched=m,
+                              observed=r.observed)
+    assert not calls
+    pd.testing.assert_frame_equal(got.placebo, r.placebo)
+    pd.testing.assert_frame_equal(got.comparison, r.comparison)

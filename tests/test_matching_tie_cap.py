@@ -286,3 +286,72 @@ def test_default_cap_leaves_the_sample_data_uncapped():
     o, p = np.lexsort((a.rows, a.set_id)), np.lexsort((b.rows, b.set_id))
     for x in ("rows", "set_id", "weight"):
         np.testing.assert_array_equal(getattr(a, x)[o], getattr(b, x)[p])
+
+
+def test_ids_of_some_rows_are_their_own_factorization():
+    """``_ids_of``: the ids' factorization of some rows, taken from that of more rows, is
+    ``pd.factorize`` of those rows (codes and distinct ids, including when an id's first row is
+    not taken, so the order of first appearance changes), and their ranks order the ids as
+    :func:`hashed_ranks` of those rows does; a missing id gives None (factorized afresh)."""
+    from pleval.matching import _ids_of
+    from pleval.matching.nearest import distinct_hashed_ranks
+
+    rng = np.random.default_rng(7)
+    ids = pd.Series([f"S{i:04d}" for i in rng.integers(0, 300, 2000)], dtype="str")
+    f = pd.factorize(ids)
+    value = (f, distinct_hashed_ranks(f[1]))
+    first_rows = np.unique(f[0], return_index=True)[1]
+    for pos in (np.sort(rng.choice(2000, 1500, replace=False)),  # some ids' first rows left out
+                np.setdiff1d(np.arange(2000), first_rows[:40]),  # certainly
+                np.arange(0, 2000, 2), np.arange(2000)):
+        (codes, uniq), ranks = _ids_of(value, pos)
+        want_codes, want_uniq = pd.factorize(ids.iloc[pos])
+        np.testing.assert_array_equal(codes, want_codes)
+        pd.testing.assert_index_equal(uniq, want_uniq)
+        np.testing.assert_array_equal(np.argsort(ranks[codes], kind="stable"),
+                                      np.argsort(hashed_ranks(ids.iloc[pos]), kind="stable"))
+    gap = pd.Series(["a", None, "b", "a"], dtype="str")
+    fg = pd.factorize(gap)
+    assert _ids_of((fg, distinct_hashed_ranks(fg[1])), np.array([0, 1, 3])) is None
+
+
+def test_positions_of_labels_among_more_labels():
+    """``_positions``: where labels are in a unique parent index (binary search when both are
+    increasing integers, a hash lookup otherwise); None when a label is not there or the parent
+    repeats labels."""
+    from pleval.matching import _positions
+
+    parent = pd.Index([2, 3, 5, 8, 13, 21])
+    np.testing.assert_array_equal(_positions(parent, pd.Index([3, 8, 21])), [1, 3, 5])
+    np.testing.assert_array_equal(_positions(parent, pd.Index([21, 3])), [5, 1])
+    assert _positions(parent, pd.Index([3, 4])) is None
+    assert _positions(parent, pd.Index([3, 34])) is None
+    assert _positions(pd.Index([1, 1, 2]), pd.Index([1])) is None
+    np.testing.assert_array_equal(_positions(pd.Index(["b", "a", "c"]), pd.Index(["c", "b"])), [2, 0])
+    assert len(_positions(parent, parent[:0])) == 0
+
+
+def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkeypatch):
+    """``match(..., _reuse=reuse_store(m))`` on some of ``m.data``'s rows (with another
+    treatment, as a placebo round) is the fresh match of those rows, without hashing the ids."""
+    import pleval.matching as pm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        v = validate(tied_data, C)
+        m = match(v, C, method="propensity", tie_cap=4)
+        comp = v.data[v.data[C.treatment] == 0]
+        schools = comp[C.school].unique()
+        sub = comp.assign(**{C.treatment: comp[C.school].isin(schools[::4]).astype(int)})
+        vs = pm.replace(v, data=sub)
+        fresh = match(vs, C, method="propensity", tie_cap=4)
+        calls = []
+        monkeypatch.setattr(pm, "distinct_hashed_ranks", lambda *a: calls.append(a))
+        store = pm.reuse_store(m)
+        taken = match(vs, C, method="propensity", tie_cap=4, _reuse=store)
+    assert not calls and store[("ids", C.student_id)][0].equals(sub.index)
+    for f in ("rows", "set_id", "weight", "set_school"):
+        np.testing.assert_array_equal(getattr(taken, f), getattr(fresh, f))
+    (a, ua), (b, ub) = taken.factorized[C.student_id], fresh.factorized[C.student_id]
+    np.testing.assert_array_equal(a, b)
+    pd.testing.assert_index_equal(ua, ub)

@@ -196,11 +196,15 @@ def deal(stats: pd.DataFrame, per_round: int) -> np.ndarray:
 
 class _InMemoryRounds:
     """Where the placebo rounds get their schools and matches: the student file in memory.
-    :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart."""
+    :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart.
+    ``keep``: further columns the rounds read beside the roles and the matching options' (the
+    school effects'); ``matched``: the analysis's own :func:`pleval.match` of ``validated``,
+    whose student ids' factorization and hashed ranks the rounds take for their rows."""
 
-    def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None):
+    def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None,
+                 keep=(), matched=None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
-        self.validated = validated
+        self.validated, self.keep, self.matched = validated, tuple(keep), matched
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
         """PL and comparison school ids (:func:`_school_treatment`)."""
@@ -210,8 +214,9 @@ class _InMemoryRounds:
         """The comparison schools in round order; validates the data once for the rounds (not at
         all when ``validated``, the analysis's own :func:`pleval.data.validate` of ``data``, is
         given): its checks are row by row (and per student), so the comparison schools'
-        validated rows are the same in every round, and each round only relabels the treatment."""
-        from ..matching import match  # designs layer: imported lazily, estimators sit above it
+        validated rows are the same in every round, and each round only relabels the treatment.
+        The rounds keep those rows with only the columns they read (:func:`_round_columns`)."""
+        from ..matching import match, reuse_store  # designs layer: imported lazily, estimators sit above it
 
         c, school = self.columns, self.columns.school
         score = c.main_pretest or c.outcome
@@ -221,11 +226,14 @@ class _InMemoryRounds:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PlevalWarning)
                 v = validate(self.data, c)
-        v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy()])
+        cols = _round_columns(v.data.columns, c, self.match_options, self.keep)
+        v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy(), cols])
         codes, levels = pd.factorize(v.data[school])
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
-        self._reuse: dict | None = {}  # the rounds' rows are the same: what depends on them alone is computed once
+        # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
+        self._reuse: dict | None = reuse_store(self.matched) if self.matched is not None and self.validated is not None else {}
+        self.matched = None
         return _round_order(non_pl, school, score, per_round)
 
     def match(self, chunk: np.ndarray):
@@ -236,6 +244,18 @@ class _InMemoryRounds:
     def last_round(self) -> None:
         """No round follows: what the rounds shared is let go (before the round's school effects)."""
         self._reuse = None
+
+
+def _round_columns(names: pd.Index, columns: Columns, match_options: Mapping, keep) -> list:
+    """The columns of ``names`` the rounds read: those of the roles, those the matching options
+    name (a name, a list of names, or a mapping's keys) and ``keep``, in the data's order."""
+    named = {n for role in columns.roles().values() for n in role} | set(keep)
+    for value in match_options.values():
+        if isinstance(value, str):
+            named.add(value)
+        elif isinstance(value, (list, tuple, set, frozenset, dict)):
+            named.update(x for x in value if isinstance(x, str))
+    return [n for n in names if n in named]
 
 
 def placebo_schools(
@@ -262,6 +282,7 @@ def placebo_schools(
     rounds=None,
     cap: int | None = None,
     validated=None,
+    matched=None,
 ) -> PlaceboResult:
     """Analyse comparison schools as if they were PL schools (see the module docstring).
 
@@ -299,11 +320,15 @@ def placebo_schools(
     validated : :class:`pleval.data.Validated`, optional
         ``validate(data, columns)`` when the caller has it (``data`` with a 0/1 treatment): the
         rounds take its rows instead of validating ``data`` again.
+    matched : :class:`pleval.matching.MatchResult`, optional
+        The analysis's own ``pleval.match(validated, columns, method, **match_options)``: the
+        rounds take its student ids' factorization and hashed ranks for their rows instead of
+        hashing the ids again (:func:`pleval.matching.reuse_store`).
     """
     plan = plan_rounds(data, columns, method, n_placebo=n_placebo, per_round=per_round, match_options=match_options,
                        covariates=covariates, cluster=cluster, by=by, sd=sd, vcov=vcov, cr2=cr2, method_meta=method_meta,
                        adjust=adjust, alpha=alpha, level=level, seed=seed, hartung_knapp=hartung_knapp, rounds=rounds,
-                       cap=cap, observed_given=observed is not None, validated=validated)
+                       cap=cap, observed_given=observed is not None, validated=validated, matched=matched)
     if observed is None:
         observed = plan.observed()
     return play_rounds(plan).compare(observed)
@@ -347,7 +372,7 @@ class RoundsPlan:
 def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round=None, match_options=None,
                 covariates=None, cluster="default", by="default", sd="pooled", vcov=None, cr2="clubsandwich",
                 method_meta="REML", adjust="bh", alpha=0.05, level=0.95, seed=0, hartung_knapp=True, rounds=None,
-                cap=None, observed_given: bool = False, validated=None) -> RoundsPlan:
+                cap=None, observed_given: bool = False, validated=None, matched=None) -> RoundsPlan:
     """:func:`placebo_schools`' checks and defaults (its arguments; ``observed_given``: whether
     the PL schools' effects are given), raising its ``DataError``/``DesignError``; nothing is
     matched yet."""
@@ -377,7 +402,7 @@ def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round
         eff_kw.update(weight2="_weight2", copies="_copies")
 
     if rounds is None:
-        rounds = _InMemoryRounds(data, columns, method, match_options, validated)
+        rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols, matched=matched)
     elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()

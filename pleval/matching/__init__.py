@@ -30,14 +30,14 @@ import pandas as pd
 
 from ..data import Columns, Validated, validate
 from ..errors import DataError, DesignError
-from ._design import codes_and_levels, combine_codes, encode, is_categorical
+from ._design import codes_and_levels, combine_codes, encode, first_appearance_codes, is_categorical
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
 from .exact import VCGSample, match_vcg, vcg_sets
 from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
-from .nearest import NearestMatch, hashed_ranks, mahalanobis_coordinates, match_nearest
+from .nearest import NearestMatch, distinct_hashed_ranks, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
 from .propensity import PropensityModel, design_patterns, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult
@@ -64,16 +64,70 @@ def _keep_rows(data, t, pm: PropensityModel, mask):
     return data.loc[mask], t[mask], sub
 
 
-def _reused(store: dict | None, name, index: pd.Index, make):
+def _reused(store: dict | None, name, index: pd.Index, make, subset=None):
     """``make()``, or what ``store`` keeps under ``name`` from a call on the same rows (``index``):
-    arrays per row that do not depend on the treatment (``match``'s ``_reuse``); None: nothing kept."""
+    arrays per row that do not depend on the treatment (``match``'s ``_reuse``); None: nothing kept.
+    ``subset(value, positions)``: the value of some rows from that of more rows (None when it
+    cannot be taken), for an entry kept from a call on rows that include ``index``'s
+    (:func:`reuse_store`)."""
     if store is None:
         return make()
     hit = store.get(name)
     if hit is not None and hit[0].equals(index):
         return hit[1]
-    store[name] = (index, make())
+    value = None
+    if hit is not None and subset is not None:
+        pos = _positions(hit[0], index)
+        value = None if pos is None else subset(hit[1], pos)
+    store[name] = (index, make() if value is None else value)
     return store[name][1]
+
+
+def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
+    """Where the labels ``index`` are in ``parent`` (a unique index), or None when some are not
+    there. Both increasing (rows filtered from one frame): a binary search, no hash table."""
+    if len(index) > len(parent) or not parent.is_unique:
+        return None
+    if parent.dtype.kind in "iu" and index.dtype.kind in "iu" and parent.is_monotonic_increasing \
+            and index.is_monotonic_increasing:
+        p, x = parent.to_numpy(), index.to_numpy()
+        pos = np.searchsorted(p, x)
+        if not len(x):
+            return pos
+        return pos if pos[-1] < len(p) and bool((p[pos] == x).all()) else None
+    pos = parent.get_indexer(index)
+    return None if (pos < 0).any() else pos
+
+
+def _ids_of(value, pos: np.ndarray):
+    """``match``'s ``("ids", column)`` entry — the student ids' ``pd.factorize`` and the hashed
+    rank of each distinct id (:func:`~.nearest.distinct_hashed_ranks`) — of the rows ``pos``
+    from that of more rows: the codes gathered and renumbered in order of first appearance (as
+    ``pd.factorize`` numbers them), the distinct ids and their ranks taken (the ranks keep the
+    hash order, all the matcher reads of them). None with a missing id."""
+    (codes, uniq), ranks = value
+    sub = codes[pos]
+    if len(sub) and sub.min() < 0:
+        return None
+    present = np.zeros(len(uniq), bool)
+    present[sub] = True
+    new = (np.cumsum(present) - 1)[sub]  # numbered in the larger rows' order of first appearance
+    old = np.flatnonzero(present)
+    top = np.maximum.accumulate(new)
+    if len(new) and (new[0] != 0 or (new[1:] > top[:-1] + 1).any()):  # an id first seen in rows not taken
+        new, first = first_appearance_codes(new)
+        old = sub[first]
+    return (new, uniq[old]), ranks[old]
+
+
+def reuse_store(m: MatchResult) -> dict:
+    """A ``_reuse`` store for later :func:`match` calls on some of ``m.data``'s rows (the placebo
+    rounds' of an analysis's own match): the student ids' factorization and hashed ranks ``m``'s
+    match computed, which such a call takes for its rows instead of hashing the ids again."""
+    sid = m.columns.student_id
+    if m.id_ranks is None or sid not in m.factorized:
+        return {}
+    return {("ids", sid): (m.data.index, (m.factorized[sid], m.id_ranks))}
 
 
 def _strata(columns: Columns, exact, data) -> list[str]:
@@ -365,6 +419,7 @@ def match(
     lazy = None  # the matcher's own form of the sets, when the long format is formed on demand
     codes: dict = {}  # columns of the final data already coded (codes_and_levels), for MatchResult
     factorized: dict = {}  # and factorized (pd.factorize)
+    id_ranks = None  # the hashed rank of each distinct student id (factorized's), with the tie cap
     options: dict = {"method": method, "conventions": conventions}
     diagnostics: dict = {}
 
@@ -431,19 +486,24 @@ def match(
             prio = None if replace and ties else _id_ranks(data, c, conventions)  # every tie kept: none needed
             cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
             key = None
-            if cap:  # the ids' factorization is kept for school_sample
+            if cap:  # the ids' factorization is kept for school_sample, their ranks for a match of some of the rows
                 def ids():
                     f = pd.factorize(data[c.student_id])
-                    return f, hashed_ranks(data[c.student_id], f)
+                    return f, distinct_hashed_ranks(f[1])
 
-                factorized[c.student_id], key = _reused(_reuse, ("ids", c.student_id), data.index, ids)
+                f, id_ranks = _reused(_reuse, ("ids", c.student_id), data.index, ids, _ids_of)
+                factorized[c.student_id] = f
+
+                def key(pos):  # the rows' hashed ranks (-1: no id)
+                    k = f[0][pos]
+                    return np.where(k >= 0, id_ranks[k], -1)
             nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
                                c_priority=None if prio is None else prio[cpos],
                                t_priority=None if prio is None else prio[tpos],
                                sided=matchit and method == "propensity", tie_cap=cap,
-                               c_key=None if key is None else key[cpos], t_key=None if key is None else key[tpos])
+                               c_key=None if key is None else key(cpos), t_key=None if key is None else key(tpos))
             options["tie_cap"] = cap
         m_i = nm.n_matched
         matched_t = m_i > 0
@@ -611,6 +671,7 @@ def match(
         subclass=subclass,
         codes=codes,
         factorized=factorized,
+        id_ranks=id_ranks,
         sets=lazy,
     )
 
@@ -634,5 +695,6 @@ __all__ = [
     "entropy_weights",
     "weight_summary",
     "mahalanobis_coordinates",
+    "reuse_store",
     "METHODS",
 ]

@@ -517,6 +517,11 @@ def hashed_ranks(ids, factorized=None) -> np.ndarray:
     if factorized is None:
         factorized = pd.factorize(np.asarray(ids, dtype=object) if not isinstance(ids, pd.Series) else ids)
     codes, uniq = factorized
+    return np.where(codes >= 0, distinct_hashed_ranks(uniq)[codes], -1)
+
+
+def distinct_hashed_ranks(uniq) -> np.ndarray:
+    """:func:`hashed_ranks` of distinct values ``uniq`` (0, 1, ... in the hash order)."""
     text = np.asarray(pd.Index(uniq).astype(str), dtype=object)
     h = pd.util.hash_array(text, categorize=False)
     o = np.argsort(h)  # distinct hashes: one order (equal ones are ordered below)
@@ -524,7 +529,7 @@ def hashed_ranks(ids, factorized=None) -> np.ndarray:
         o = np.lexsort((text, h))
     rank = np.empty(len(text), np.int64)
     rank[o] = np.arange(len(text))
-    return np.where(codes >= 0, rank[codes], -1)
+    return rank
 
 
 def _group_ranks(t_coord, t_cell, t_key) -> np.ndarray:

@@ -99,7 +99,9 @@ class MatchResult(ResultMixin):
     then be given as ``None`` and are written from it when first read, and the distinct rows
     come from it directly (``sets.distinct``), without the long format. ``factorized`` holds
     ``pd.factorize`` of text columns of ``data`` already computed (matching leaves the student
-    id's, factorized for the tie cap's hashed ranks), which :meth:`school_sample` reuses.
+    id's, factorized for the tie cap's hashed ranks), which :meth:`school_sample` reuses;
+    ``id_ranks`` the hashed rank of each of those distinct ids (with the tie cap), which a later
+    match of some of ``data``'s rows takes (:func:`pleval.matching.reuse_store`).
     """
 
     data: pd.DataFrame
@@ -120,6 +122,7 @@ class MatchResult(ResultMixin):
     subclass: np.ndarray | None = None
     codes: dict = field(default_factory=dict, repr=False, compare=False)
     factorized: dict = field(default_factory=dict, repr=False, compare=False)
+    id_ranks: np.ndarray | None = field(default=None, repr=False, compare=False)
     sets: object = field(default=None, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
