@@ -1137,6 +1137,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     with each subject's :func:`_design_part`."""
     worker = None
     if _placebo_in_worker(df, opts, placebo_rounds):
+        _import_model(method)
         worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v)
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
@@ -1144,6 +1145,15 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     finally:
         if worker is not None:
             worker.cancel()  # a no-op once its result was taken
+
+
+def _import_model(method: str) -> None:
+    """Import the model every match of ``method`` fits its propensity score with (statsmodels'
+    GLM) before the placebo worker is forked: the main process imports it for its own match
+    anyway, and the worker, forked after, has it instead of importing it again for its first
+    round (~0.1 s of the worker's time at 1M rows)."""
+    if method in ("propensity", "weighting", "subclass", "optimal", "full"):
+        import statsmodels.genmod.generalized_linear_model  # noqa: F401
 
 
 def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress, matcher,

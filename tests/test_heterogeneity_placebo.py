@@ -403,3 +403,33 @@ def test_rounds_take_the_ids_of_the_analysis_match(small, monkeypatch):
     assert not calls
     pd.testing.assert_frame_equal(got.placebo, r.placebo)
     pd.testing.assert_frame_equal(got.comparison, r.comparison)
+
+
+@pytest.mark.parametrize("ids", ["text", "numbers"])
+def test_round_order_and_rows_from_one_coding_of_the_schools(small, ids):
+    """``schools()`` codes the school column once; ``order()`` takes those codes for the round
+    order (grouped by code: the same means and counts as grouped by the ids) and for the
+    rounds' rows — the same order and rows as grouping and matching the ids themselves, also
+    with rows in another order and validated rows fewer than the data's."""
+    from pleval.data import validate
+    from pleval.heterogeneity.placebo import _InMemoryRounds, _round_order
+
+    data, _ = small
+    d = data.sample(frac=1.0, random_state=5)
+    if ids == "numbers":
+        d = d.assign(school_id=d["school_id"].str[3:].astype(int) * 7)
+    d = d.assign(pretest=d["pretest"].mask(np.arange(len(d)) % 97 == 0))  # rows validation drops
+    v = validate(d, SAMPLE_COLUMNS)
+    assert len(v.data) < len(d)
+    coded = _InMemoryRounds(d, SAMPLE_COLUMNS, "propensity", {"seed": 0}, validated=v)
+    pl, comp = coded.schools()
+    plain = _InMemoryRounds(d, SAMPLE_COLUMNS, "propensity", {"seed": 0}, validated=v)
+    by_ids = d.groupby("school_id")["treatment"].max()
+    np.testing.assert_array_equal(pl, by_ids.index[by_ids == 1].to_numpy())
+    np.testing.assert_array_equal(comp, by_ids.index[by_ids == 0].to_numpy())
+    got, want = coded.order(pl, 8), plain.order(pl, 8)  # plain: no schools() coding, the ids grouped
+    np.testing.assert_array_equal(got, want)
+    non_pl = d[~d["school_id"].isin(pl)]
+    np.testing.assert_array_equal(got, _round_order(non_pl, "school_id", "pretest", 8))
+    for chunk in (got[:8], got[8:16]):
+        pd.testing.assert_frame_equal(coded._fake(chunk).data, plain._fake(chunk).data)

@@ -162,27 +162,48 @@ class PlaceboResult(ResultMixin):
 
 def _school_treatment(data: pd.DataFrame, school: str, treatment: str) -> tuple[np.ndarray, np.ndarray]:
     """PL and comparison school ids; a school must be wholly PL or wholly comparison."""
+    return _school_arms(data, school, treatment)[:2]
+
+
+def _school_arms(data: pd.DataFrame, school: str, treatment: str):
+    """:func:`_school_treatment` and the school codes it counts on: ``(pl, comp, codes, ids,
+    is_pl)`` — each row's code of ``ids`` (the sorted school ids; −1: no school id, left out),
+    and whether each school is PL. One coding of the school column, counted by ``np.bincount``."""
     t = pd.to_numeric(data[treatment], errors="coerce")
     if t.isna().any() or not t.isin([0, 1]).all():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1 for placebo schools")
-    by_school = t.groupby(data[school].to_numpy()).agg(["min", "max"])
-    mixed = by_school["min"] != by_school["max"]
+    codes, ids = pd.factorize(data[school], sort=True)
+    ok = codes >= 0
+    k = codes if ok.all() else codes[ok]
+    rows = np.bincount(k, minlength=len(ids))
+    treated = np.bincount(k, weights=t.to_numpy(dtype=float) if ok.all() else t.to_numpy(dtype=float)[ok],
+                          minlength=len(ids))
+    mixed = (treated > 0) & (treated < rows)
     if mixed.any():
         raise DesignError(
             f"column {school!r} (school): {int(mixed.sum())} school(s) have both PL and comparison students; "
             "placebo schools need schools that are wholly PL or wholly comparison"
         )
-    pl = by_school.index[by_school["max"] == 1].to_numpy()
-    comp = by_school.index[by_school["max"] == 0].to_numpy()
-    return pl, comp
+    ids = ids.to_numpy()
+    is_pl = treated > 0
+    return ids[is_pl], ids[~is_pl], codes, ids, is_pl
 
 
-def _round_order(data: pd.DataFrame, school: str, score: str, per_round: int) -> np.ndarray:
+def _round_order(data: pd.DataFrame, school: str, score: str, per_round: int, coded=None) -> np.ndarray:
     """Comparison schools in the order the rounds take them: ranked by mean ``score`` (then
     number of rows) and dealt round-robin, so consecutive blocks of ``per_round`` spread over
-    the score range. A function of the data only (no seed, row order or label spelling)."""
-    g = data.groupby(school, sort=True, observed=True)[score]
-    return deal(pd.DataFrame({"mean": g.mean(), "n": g.size()}), per_round)
+    the score range. A function of the data only (no seed, row order or label spelling).
+    ``coded``: ``(codes, ids, is_pl)`` of :func:`_school_arms` when ``data`` holds the PL schools
+    too: their rows are left out by code, and the comparison schools grouped by their codes (the
+    same groups, rows and order as by the ids, so the same means)."""
+    if coded is None:
+        g = data.groupby(school, sort=True, observed=True)[score]
+        return deal(pd.DataFrame({"mean": g.mean(), "n": g.size()}), per_round)
+    codes, ids, is_pl = coded
+    keep = np.flatnonzero((codes >= 0) & ~is_pl[codes])
+    g = data[score].iloc[keep].groupby(codes[keep], sort=True)
+    stats = pd.DataFrame({"mean": g.mean(), "n": g.size()})
+    return deal(stats.set_axis(pd.Index(ids[stats.index.to_numpy()], name=school)), per_round)
 
 
 def deal(stats: pd.DataFrame, per_round: int) -> np.ndarray:
@@ -208,7 +229,8 @@ class _InMemoryRounds:
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
         """PL and comparison school ids (:func:`_school_treatment`)."""
-        return _school_treatment(self.data, self.columns.school, self.columns.treatment)
+        pl, comp, *self._coded = _school_arms(self.data, self.columns.school, self.columns.treatment)
+        return pl, comp
 
     def order(self, pl: np.ndarray, per_round: int) -> np.ndarray:
         """The comparison schools in round order; validates the data once for the rounds (not at
@@ -216,25 +238,37 @@ class _InMemoryRounds:
         given): its checks are row by row (and per student), so the comparison schools'
         validated rows are the same in every round, and each round only relabels the treatment.
         The rounds keep those rows with only the columns they read (:func:`_round_columns`)."""
-        from ..matching import match, reuse_store  # designs layer: imported lazily, estimators sit above it
+        from ..matching import _positions, match, reuse_store  # designs layer: imported lazily, estimators above it
 
         c, school = self.columns, self.columns.school
         score = c.main_pretest or c.outcome
-        non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
+        coded = getattr(self, "_coded", None)  # schools()' coding of the school column, for these PL schools
+        if coded is not None and not np.array_equal(coded[1][coded[2]], pl):
+            coded = None
         v = self.validated
         if v is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PlevalWarning)
                 v = validate(self.data, c)
         cols = _round_columns(v.data.columns, c, self.match_options, self.keep)
-        v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy(), cols])
-        codes, levels = pd.factorize(v.data[school])
+        at = None if coded is None else _positions(self.data.index, v.data.index)  # the validated rows in data
+        codes = None if at is None else coded[0][at]
+        if codes is None or (len(codes) and codes.min() < 0):
+            v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy(), cols])
+            codes, levels = pd.factorize(v.data[school])
+        else:  # the school codes of schools() taken for the validated rows: no text hashed again
+            keep = ~coded[2][codes]
+            v = replace(v, data=v.data.loc[keep, cols])
+            codes, levels = codes[keep], pd.Index(coded[1])
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
         self._reuse: dict | None = reuse_store(self.matched) if self.matched is not None and self.validated is not None else {}
         self.matched = None
-        return _round_order(non_pl, school, score, per_round)
+        if coded is None:
+            non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
+            return _round_order(non_pl, school, score, per_round)
+        return _round_order(self.data, school, score, per_round, coded)
 
     def match(self, chunk: np.ndarray):
         """The match of one round (a :class:`~pleval.matching.MatchResult`): the schools
@@ -435,6 +469,7 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
     while done < plan.n_placebo and start < len(order):
         chunk = order[start : start + min(plan.per_round, plan.n_placebo - done)]
         start += len(chunk)
+        _release_free_memory()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
             m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
@@ -472,6 +507,27 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
                      seed=plan.seed, effect_options={k: v for k, v in eff_kw.items() if k != "by"}, alpha=plan.alpha,
                      level=plan.level, hartung_knapp=plan.hartung_knapp),
     )
+
+
+def _release_free_memory() -> None:
+    """Hand the memory freed so far back to the system before a round is matched: glibc's
+    ``malloc_trim(0)`` and the Arrow pool's ``release_unused`` (where there are). The allocators
+    otherwise keep what the analysis before the rounds freed mapped, while a round's large
+    arrays are mapped afresh beside it (10M rows: 0.78 GB kept at the round's start,
+    docs/scale.md). Nothing is computed differently."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+    try:
+        import pyarrow
+    except ImportError:
+        return
+    pyarrow.default_memory_pool().release_unused()
 
 
 def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:
