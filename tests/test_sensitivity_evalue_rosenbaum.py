@@ -191,7 +191,7 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     qk = np.sort(q[codes == k])[::-1]
     at = slice(s.start[k], s.start[k] + s.count[k])
     s = _Sets.build(y, codes, size, tr)
-    assert s.a[at].tolist() == list(range(1, size[k]))
+    assert s.a.dtype == np.int8 and s.a[at].tolist() == list(range(1, size[k]))
     assert s.b[at].tolist() == [size[k] - a for a in range(1, size[k])]
     np.testing.assert_allclose(s.top1[at], np.cumsum(qk)[:-1])
     np.testing.assert_allclose(s.rest1[at], qk.sum() - np.cumsum(qk)[:-1])
@@ -273,6 +273,7 @@ def test_sets_by_set_order_from_one_integer_sort(monkeypatch, bits):
 
     rng = np.random.default_rng(13)
     size = rng.integers(2, 9, 500)
+    size[7] = 200  # a set too large for int8 positions
     ids = rng.permutation(np.repeat(np.arange(len(size)), size))
     tr = np.zeros(len(ids), bool)
     tr[np.unique(ids, return_index=True)[1]] = True
@@ -291,6 +292,9 @@ def test_sets_by_set_order_from_one_integer_sort(monkeypatch, bits):
         np.testing.assert_allclose(s.top1, top, rtol=1e-13)
         np.testing.assert_allclose(s.rest1, np.repeat(np.bincount(cs, weights=qs), size - 1) - top, rtol=1e-12,
                                    atol=1e-9)
+        a = np.concatenate([np.arange(1, n) for n in size])  # a = j + 1, b = n_s − a, in the narrowest integers
+        assert s.a.dtype == s.b.dtype == np.int16
+        assert np.array_equal(s.a, a) and np.array_equal(s.b, np.repeat(size, size - 1) - a)
 
 
 def test_rosenbaum_bounds_leave_no_reference_cycle():

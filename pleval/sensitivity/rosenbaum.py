@@ -276,7 +276,7 @@ class _Sets:
     T: float
     start: np.ndarray  # first kept position of each set
     count: np.ndarray  # n_s − 1 kept positions per set
-    a: np.ndarray  # a = j + 1 (int32 when it fits: the bound converts it to float exactly)
+    a: np.ndarray  # a = j + 1 (the narrowest integers that hold the largest set: the bound converts them exactly)
     b: np.ndarray  # n_s − a
     top1: np.ndarray  # Σ of the a largest q of the set
     rest1: np.ndarray  # Σ of the others
@@ -337,34 +337,35 @@ class _Sets:
         del place
         cs = key  # the set codes in by-set order
         del key
-        totals = [np.bincount(cs, weights=qs, minlength=n_sets), np.bincount(cs, weights=np.square(qs), minlength=n_sets)]
+        qs2 = np.square(qs)
+        totals = [np.bincount(cs, weights=qs, minlength=n_sets), np.bincount(cs, weights=qs2, minlength=n_sets)]
         del cs
         first = np.concatenate([[0], np.cumsum(size)[:-1]])
         count = size - 1
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         kept = np.ones(n, dtype=bool)
         kept[first + count] = False  # each set's last position
-        itype = np.int32 if n < 2**31 else np.int64
-        a = np.arange(1, n - n_sets + 1, dtype=itype)  # j + 1 over the kept positions
-        a -= np.repeat(start.astype(itype), count)
-        b = np.repeat(count.astype(itype), count)
-        b += 1
+        itype = next(t for t in (np.int8, np.int16, np.int32, np.int64) if int(size.max(initial=0)) <= np.iinfo(t).max)
+        a = np.ones(n - n_sets, dtype=itype)  # j + 1 over the kept positions: steps of 1, back to 1 at each set
+        a[start[1:]] = 1 - count[:-1]
+        np.cumsum(a, dtype=itype, out=a)
+        b = np.repeat(size.astype(itype), count)
         b -= a
-        sums = []
-        for i, total in enumerate(totals):  # q, then q²
-            if i:
-                qs = np.square(qs)
-            c = np.cumsum(qs)
+
+        def split(x, total):  # (top, rest) of the scores x in by-set order (x becomes their running sum)
+            np.cumsum(x, out=x)
             off = np.zeros(n_sets)
-            off[1:] = c[first[1:] - 1]  # the cumulative sum before each set
-            top = c[kept]
-            del c
+            off[1:] = x[first[1:] - 1]  # the cumulative sum before each set
+            top = x[kept]
             top -= np.repeat(off, count)
             rest = np.repeat(total, count)
             rest -= top
-            sums += [top, rest]
-            del top, rest
+            return top, rest
+
+        sums = split(qs, totals[0])
         del qs
+        sums += split(qs2, totals[1])
+        del qs2
         return cls(T, start, count, a, b, *sums)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
