@@ -559,3 +559,52 @@ def test_shrinkage_with_estimated_tau2_uses_the_prasad_rao_mse():
     np.testing.assert_allclose(r.shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + 2 * g3), rtol=1e-10)
     rv = empirical_bayes(y, se, tau2_uncertainty=True, vcov=np.diag(v))
     np.testing.assert_allclose(rv.shrunk_sd, r.shrunk_sd, rtol=1e-8)
+
+
+@pytest.mark.parametrize("tau2_var", [0.0, 2e-5])
+def test_blup_with_correlated_errors_equals_the_matrix_formulas(tau2_var):
+    """shrinkage.blup forms W = (V + τ²I)⁻¹ only through products with vectors (O(k²)): its
+    μ̂, Var μ̂, θ̃, prediction-error SD (with the Kackar–Harville term) and reliability equal the
+    matrix formulas of the module docstring written with an explicit inverse."""
+    from pleval.heterogeneity.shrinkage import blup
+
+    rng = np.random.default_rng(11)
+    k = 40
+    A = rng.normal(0, 0.03, (k, k))
+    V = A @ A.T / k + np.diag(rng.uniform(0.005, 0.02, k))
+    y = 0.1 + rng.normal(0, 0.1, k)
+    t2 = 0.004
+    W = np.linalg.inv(V + t2 * np.eye(k))
+    one = np.ones(k)
+    mu_var = 1 / (one @ W @ one)
+    mu = (one @ W @ y) * mu_var
+    M = np.eye(k) - t2 * W
+    pev = np.diag(t2 * np.eye(k) - t2**2 * W + np.outer(M @ one, M @ one) * mu_var)
+    pev = pev + 2 * (M @ W @ (y - mu)) ** 2 * tau2_var
+    for got in (blup(y, V, t2, tau2_var), blup(y, None, t2, tau2_var, eigen=np.linalg.eigh(V))):
+        np.testing.assert_allclose(got[:2], (mu, mu_var), rtol=1e-12)
+        np.testing.assert_allclose(got[2], mu + t2 * W @ (y - mu), rtol=1e-12)
+        np.testing.assert_allclose(got[3], np.sqrt(pev), rtol=1e-12)
+        np.testing.assert_allclose(got[4], t2 * np.diag(W), rtol=1e-12)
+
+
+def test_check_vcov_symmetrizes_and_keeps_an_exactly_symmetric_matrix():
+    """check_vcov returns (V + V')/2: V itself (equal values, no copy needed) when V is exactly
+    symmetric, the average when it is symmetric up to rounding; it refuses an asymmetric V."""
+    from pleval.heterogeneity.meta import check_vcov
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(0, 0.1, (6, 6))
+    V = A @ A.T + np.eye(6)
+    se = np.sqrt(np.diag(V))
+    assert np.array_equal(V, V.T)
+    np.testing.assert_array_equal(check_vcov(V, se), V)
+    near = V.copy()
+    near[0, 1] *= 1 + 1e-13
+    got = check_vcov(near, se)
+    np.testing.assert_array_equal(got, (near + near.T) / 2)
+    assert np.array_equal(got, got.T)
+    far = V.copy()
+    far[0, 1] += 0.01
+    with pytest.raises(DataError, match="symmetric"):
+        check_vcov(far, se)

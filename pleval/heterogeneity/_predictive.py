@@ -143,10 +143,16 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) ->
     m2, sd2 = (np.asarray(a, dtype=float).reshape(a.shape[0], -1) for a in (m, sd))
     comp = m2[None] + sd2[None] * special.ndtri(probs)[:, None, None]  # probs × n × k
     lo, hi = comp.min(axis=1), comp.max(axis=1)
+    point = None if np.all(sd2 > 0) else sd2[None] <= 0
+    c = comp  # reused for every evaluation of the CDFs (probs × n × k)
 
     def below(t):
         with np.errstate(divide="ignore", invalid="ignore"):
-            c = np.where(sd2[None] > 0, special.ndtr((t[:, None, :] - m2[None]) / sd2[None]), t[:, None, :] >= m2[None])
+            np.subtract(t[:, None, :], m2[None], out=c)
+            np.divide(c, sd2[None], out=c)
+            special.ndtr(c, out=c)
+            if point is not None:  # point masses: 1 at or above m_j
+                np.copyto(c, t[:, None, :] >= m2[None], where=point)
         return c.mean(axis=1) < probs[:, None]
 
     q = bisect(below, lo, hi, iters)

@@ -107,18 +107,21 @@ def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tup
 
 def check_vcov(vcov, se: np.ndarray, name: str = "vcov") -> np.ndarray:
     """A k×k sampling covariance (argument ``name``): finite, symmetric, diagonal = SE² (positive
-    definiteness is checked where it is needed, by :func:`rotate`)."""
+    definiteness is checked where it is needed, by :func:`rotate`); returned symmetrized,
+    ``(V + V')/2``, which is ``V`` itself when it is exactly symmetric (no k × k temporaries
+    then)."""
     V = np.asarray(vcov, dtype=float)
     k = se.size
     if V.shape != (k, k):
         raise DataError(f"{name} must be {k}×{k} (one row and column per estimate); got shape {V.shape}")
     if not np.isfinite(V).all():
         raise DataError(f"{name} has missing or infinite entries; drop the schools without an estimate first")
-    if not np.allclose(V, V.T, rtol=1e-10, atol=1e-14 * np.abs(V).max()):
+    exact = np.array_equal(V, V.T)
+    if not exact and not np.allclose(V, V.T, rtol=1e-10, atol=1e-14 * np.abs(V).max()):
         raise DataError(f"{name} must be symmetric")
     if not np.allclose(np.diag(V), se**2, rtol=1e-8, atol=0):
         raise DataError(f"the diagonal of {name} must equal ses²")
-    return (V + V.T) / 2
+    return V if exact else (V + V.T) / 2
 
 
 def rotate(y: np.ndarray, V: np.ndarray | None, X: np.ndarray, eigen: tuple | None = None):

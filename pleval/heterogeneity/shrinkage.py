@@ -141,21 +141,28 @@ def blup(y: np.ndarray, V: np.ndarray | None, tau2: float, tau2_var: float = 0.0
     """BLUP with correlated sampling errors (module docstring): ``(μ̂, Var μ̂, θ̃, SD(θ − θ̃),
     diag τ²W)`` for ``y ~ N(μ1 + u, V)``, ``u ~ N(0, τ²I)``; ``tau2_var`` (``Var(τ̂²)``) adds
     twice the Kackar–Harville term for an estimated τ² (Prasad–Rao; module docstring).
-    ``eigen``: ``(λ, Q)`` of ``V`` when already known (``V`` then unused), ``W = Q(Λ + τ²I)⁻¹Q'``;
-    the prediction error variance ``PEV = τ² − τ⁴ diag W + c² Var μ̂``, ``c = (I − τ²W)1``,
-    from the diagonals, not the k × k matrices."""
+    ``eigen``: ``(λ, Q)`` of ``V`` when already known (``V`` then unused). With
+    ``W = Q(Λ + τ²I)⁻¹Q'`` every quantity is a product of ``W`` with a vector,
+    ``Wv = Q(d ∘ Q'v)``, ``d = 1/(λ + τ²)``, and ``diag W = (Q∘Q)d``: O(k²), W itself (k³) is
+    not formed. The prediction error variance ``PEV = τ² − τ⁴ diag W + c² Var μ̂``,
+    ``c = (I − τ²W)1``."""
     lam, Q = np.linalg.eigh(V) if eigen is None else eigen
-    W = (Q / (lam + tau2)) @ Q.T
-    W1 = W.sum(axis=1)
+    d = 1.0 / (lam + tau2)
+
+    def W(v):  # W v
+        return Q @ (d * (Q.T @ v))
+
+    W1 = W(np.ones(y.size))
     mu_var = 1.0 / float(W1.sum())
     mu = float(W1 @ y) * mu_var
-    shrunk = mu + tau2 * (W @ (y - mu))
-    c = (np.eye(y.size) - tau2 * W).sum(axis=1)
-    pev = tau2 - tau2**2 * np.diag(W) + c * c * mu_var
+    Wr = W(y - mu)
+    shrunk = mu + tau2 * Wr
+    c = 1.0 - tau2 * W1
+    diag_w = (Q * Q) @ d
+    pev = tau2 - tau2**2 * diag_w + c * c * mu_var
     if tau2_var > 0:
-        Wr = W @ (y - mu)
-        pev = pev + 2.0 * (Wr - tau2 * (W @ Wr)) ** 2 * tau2_var
-    return mu, mu_var, shrunk, np.sqrt(np.clip(pev, 0.0, None)), tau2 * np.diag(W)
+        pev = pev + 2.0 * (Wr - tau2 * W(Wr)) ** 2 * tau2_var
+    return mu, mu_var, shrunk, np.sqrt(np.clip(pev, 0.0, None)), tau2 * diag_w
 
 
 def empirical_bayes(
