@@ -536,12 +536,13 @@ def test_joint_covariance_within_parts_is_the_whole_matrix_blocks(monkeypatch):
     np.testing.assert_array_equal(split.df, whole.df)
 
 
-@pytest.mark.parametrize("sorted_groups", [True, False])
-def test_cross_products_are_those_of_the_dense_score_matrix(sorted_groups):
+@pytest.mark.parametrize("sorted_groups,chunk", [(True, None), (False, None), (False, 48)])
+def test_cross_products_are_those_of_the_dense_score_matrix(sorted_groups, chunk, monkeypatch):
     """``_cross_products`` (sparse rows for clusters in few groups, dense blocks for the others)
     gives ``ΦΦ'``, ``(Φ∘Φ)(Φ∘Φ)'`` and the counts of clusters with a nonzero φ in both groups
     of the dense k × clusters matrix Φ, exact zeros in φ (leverage-one cells) not counted,
-    whatever the order of the cells."""
+    whatever the order of the cells; with blocks of a few clusters (``_CHUNK // 16``), several
+    blocks and a last one narrower, the block matrices reused, exactly the one-block result."""
     from pleval.heterogeneity import _joint
 
     rng = np.random.default_rng(13)
@@ -553,13 +554,19 @@ def test_cross_products_are_those_of_the_dense_score_matrix(sorted_groups):
     P = np.zeros((G, n_cl))
     P[group, cluster] = phi
     V, S2, m = _joint._cross_products(phi, group, cluster, G, n_cl)
+    per = np.bincount(cluster, minlength=n_cl)
+    if chunk is not None:
+        monkeypatch.setattr(_joint, "_CHUNK", chunk)
+        width = chunk // 16
+        assert (per * 8 > G).sum() > width and (per * 8 > G).sum() % width  # blocks, the last narrower
+        for got, want in zip(_joint._cross_products(phi, group, cluster, G, n_cl), (V, S2, m)):
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(V, P @ P.T, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(S2, (P * P) @ (P * P).T, rtol=1e-13, atol=1e-14)
     np.testing.assert_array_equal(m, (P != 0).astype(float) @ (P != 0).astype(float).T)
     cell = np.zeros((G, n_cl))
     cell[group, cluster] = 1.0
     assert (m < cell @ cell.T).any()  # a zero φ is not counted
-    per = np.bincount(cluster, minlength=n_cl)
     assert (per * 8 > G).any() and ((per > 0) & (per * 8 <= G)).any()  # both paths
 
 

@@ -233,32 +233,40 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     many = np.flatnonzero(wide)
     if not many.size:
         return V, S2, m
+    width = max(1, _CHUNK // 16)
     col = np.full(n_cl, -1, dtype=np.int32 if many.size < 2**31 else np.intp)
     col[many] = np.arange(many.size)
-    sel = np.flatnonzero(~few)
-    del few, wide
-    c = col[cell_cluster[sel]]
-    del col
-    width = max(1, _CHUNK // 16)
-    o = radix_argsort(c // width)  # cells by block of clusters (the order within a block is free)
-    sel, c = sel[o], c[o]
-    del o
-    gs, ps = cell_group[sel], phi[sel]
-    del sel
-    bounds = np.searchsorted(c, np.arange(0, many.size + width, width))
+    cc = col[cell_cluster]  # each cell's column among the wide clusters (−1: a cluster in few sets)
+    del col, few, wide
+    n_blocks = -(-many.size // width)
+    key = cc // width + 1  # 0: few sets; 1 + the block of clusters
+    o = radix_argsort(key)  # cells by block of clusters (the order within a block is free)
+    bounds = np.cumsum(np.bincount(key, minlength=n_blocks + 1))  # block b: o[bounds[b] : bounds[b + 1]]
+    del key
     Vd, S2d = np.zeros((G, G), order="F"), np.zeros((G, G), order="F")
     md = np.zeros((G, G), dtype=np.float32, order="F")
-    for b in range(-(-many.size // width)):  # blocks of clusters
-        lo, hi = bounds[b], bounds[b + 1]
-        P = np.zeros((G, min(width, many.size - b * width)), order="F")
-        P[gs[lo:hi], c[lo:hi] - b * width] = ps[lo:hi]
+    # the blocks' matrices: Φ's columns, Φ∘Φ and the pattern of nonzero φ, zero but where a
+    # block's cells are written (and cleared after), reused for every block
+    bufs = (np.zeros((G, width), order="F"), np.zeros((G, width), order="F"),
+            np.zeros((G, width), dtype=np.float32, order="F"))
+    flats = [buf.reshape(-1, order="F") for buf in bufs]  # views: entry (g, j) at g + G·j
+    for b in range(n_blocks):  # blocks of clusters
+        at = o[bounds[b] : bounds[b + 1]]
+        flat = cell_group[at] + G * (cc[at] - b * width)  # the cells' entries
+        vals = phi[at]
+        for f, v in zip(flats, (vals, vals * vals, vals != 0)):
+            f[flat] = v
+        cols = min(width, many.size - b * width)
+        P, P2, B = (buf[:, :cols] for buf in bufs)
         Vd = blas.dsyrk(1.0, P, beta=1.0, c=Vd, overwrite_c=1)
-        S2d = blas.dsyrk(1.0, P * P, beta=1.0, c=S2d, overwrite_c=1)
-        md = blas.ssyrk(1.0, (P != 0).astype(np.float32, order="F"), beta=1.0, c=md, overwrite_c=1)
-    for M, D in ((V, Vd), (S2, S2d), (m, md)):  # the upper triangles, mirrored
-        D = np.triu(D)
+        S2d = blas.dsyrk(1.0, P2, beta=1.0, c=S2d, overwrite_c=1)
+        md = blas.ssyrk(1.0, B, beta=1.0, c=md, overwrite_c=1)
+        for f in flats:
+            f[flat] = 0
+    del o, cc, bufs, flats
+    for M, D in ((V, Vd), (S2, S2d), (m, md)):  # the upper triangles (the lower ones are 0), mirrored
+        D += np.triu(D, 1).T
         M += D
-        M += np.triu(D, 1).T
     return V, S2, m
 
 
