@@ -593,9 +593,30 @@ def test_joint_covariance_of_blocks_of_cells_is_that_of_all_cells(with_parts):
         blocks.append(_joint.JointCells(phi=cells.phi[m], group=cells.group[m], cluster=cells.cluster[m],
                                         df=cells.df[g0:g1], n_clusters=cells.n_clusters[g0:g1]))
     split = _joint.joint_from_cells(blocks, G, 40, ok, parts)
+    narrow = _joint.joint_from_cells([_joint.JointCells(phi=b.phi, group=b.group.astype(np.int32),
+                                                        cluster=b.cluster.astype(np.int32), df=b.df,
+                                                        n_clusters=b.n_clusters) for b in blocks], G, 40, ok, parts)
     for f in ("vcov", "vcov_var", "df", "n_clusters"):
         np.testing.assert_array_equal(getattr(split, f), getattr(whole, f), err_msg=f)
+        np.testing.assert_array_equal(getattr(narrow, f), getattr(whole, f), err_msg=f)  # codes in 32 bits
     assert np.isfinite(split.vcov[np.ix_(ok, ok)]).any() and np.isnan(split.df[3])
+
+
+@pytest.mark.parametrize("cr2", ["transformed", "clubsandwich"])
+def test_school_effects_keep_the_cells_codes_in_32_bits(cr2, monkeypatch):
+    """The cells' group and cluster codes, held from the fits to the cross-products, are int32
+    (both CR2 forms' paths)."""
+    import importlib
+
+    module = importlib.import_module("pleval.heterogeneity.school_effects")
+    seen = []
+    inner = module.joint_from_cells
+    monkeypatch.setattr(module, "joint_from_cells", lambda cells, *a: seen.extend(cells) or inner(cells, *a))
+    d = stacked(seed=3)
+    d["w"] = np.where(d["treatment"] == 1, 1.0, np.random.default_rng(3).uniform(0.5, 2.0, len(d)))
+    school_effects(d, covariates=["pretest"], cluster="student_id", school="school_id", vcov="CR2", sd=1.0,
+                   cr2=cr2, weight="w")
+    assert seen and all(c.group.dtype == np.int32 and c.cluster.dtype == np.int32 for c in seen)
 
 
 def test_school_effects_by_subject_pool_each_subject_on_its_own_block():

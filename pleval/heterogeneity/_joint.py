@@ -93,14 +93,20 @@ class JointCovariance:
 class JointCells:
     """The cells' part of :func:`joint_covariance` for some groups (:func:`joint_cells`): each
     (group, cluster) cell's score of the target coefficient (CR1's factor applied), with its
-    group and cluster code, and each group's df and number of clusters. Cells of disjoint sets
-    of groups combine by concatenation (:func:`joint_from_cells`)."""
+    group and cluster code (``int32`` where they fit: a cell's 24 bytes become 16, and they are
+    held from the fits to the cross-products), and each group's df and number of clusters.
+    Cells of disjoint sets of groups combine by concatenation (:func:`joint_from_cells`)."""
 
     phi: np.ndarray
     group: np.ndarray
     cluster: np.ndarray
     df: np.ndarray
     n_clusters: np.ndarray
+
+
+def _narrow(codes: np.ndarray, bound: int) -> np.ndarray:
+    """Codes below ``bound`` as ``int32`` when ``bound`` fits, else ``intp``."""
+    return codes.astype(np.int32 if bound < 2**31 else np.intp, copy=False)
 
 
 def _batched_sqrt(M: np.ndarray) -> np.ndarray:
@@ -252,7 +258,8 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     flats = [buf.reshape(-1, order="F") for buf in bufs]  # views: entry (g, j) at g + G·j
     for b in range(n_blocks):  # blocks of clusters
         at = o[bounds[b] : bounds[b + 1]]
-        flat = cell_group[at] + G * (cc[at] - b * width)  # the cells' entries
+        flat = G * (cc[at] - b * width).astype(np.intp)  # the cells' entries
+        flat += cell_group[at]
         vals = phi[at]
         for f, v in zip(flats, (vals, vals * vals, vals != 0)):
             f[flat] = v
@@ -409,7 +416,7 @@ def joint_cells(
         with np.errstate(invalid="ignore", divide="ignore"):
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
-    return JointCells(phi=phi, group=cell_group, cluster=cell_cluster, df=df, n_clusters=G_s)
+    return JointCells(phi=phi, group=_narrow(cell_group, G), cluster=_narrow(cell_cluster, n_cl), df=df, n_clusters=G_s)
 
 
 def _entry_variances(V: np.ndarray, S2: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -496,8 +503,8 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
         for total, part in zip(sums, sums_b):
             total[g0:g1] = part
         phi.append(phi_b)
-        cell_group.append(cg + g0)
-        cell_cluster.append((cell_key % n_cl).astype(np.intp))
+        cell_group.append(_narrow(cg + g0, G))
+        cell_cluster.append(_narrow(cell_key % n_cl, n_cl))
     return np.concatenate(phi), np.concatenate(cell_group), np.concatenate(cell_cluster), N, sums
 
 
