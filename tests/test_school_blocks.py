@@ -141,3 +141,24 @@ def test_whole_number_covariates_are_centred_to_the_last_bit(copies):
             np.testing.assert_array_equal(values, v)
     with pytest.raises(DataError, match="no variation"):
         se._design_columns(df.assign(small=3), ["small"], cnt, total)
+
+
+def test_pairs_outcome_and_weights_are_freed_before_the_cross_products(monkeypatch):
+    """The standardizing SD is formed right after the fits, so that the outcome and weights of
+    every (PL school, row) pair are no longer held while the joint covariance's cross-products
+    run (its largest step at state scale)."""
+    import sys
+
+    module = importlib.import_module("pleval.heterogeneity.school_effects")
+    held = []
+    inner = module.joint_from_cells
+
+    def spy(*a, **k):
+        held.append(set(sys._getframe(1).f_locals))
+        return inner(*a, **k)
+
+    monkeypatch.setattr(module, "joint_from_cells", spy)
+    d = _sample(4)
+    res = school_effects(d, covariates=["pretest"], by="subject", **CASES[0])
+    assert held and not held[0] & {"y", "w", "w2", "by_codes"}
+    assert len(res.sd) == 2 and all(np.isfinite(v[0]) and v[0] > 0 for v in res.sd.values())

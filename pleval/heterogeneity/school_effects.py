@@ -772,6 +772,19 @@ def school_effects(
     fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
     n_cl = None if cl is None else int(cl.max()) + 1
     del design, cl, units  # freed before the cells' cross-products
+    # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
+    sd_val = np.empty(len(by_uniq))
+    sd_info = {}
+    by_codes = g_by.astype(np.min_scalar_type(len(by_uniq)))[codes]  # formed after the fits: not held through them
+    for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
+        m = by_codes == j
+        key = bkey[0] if len(bkey) == 1 else bkey
+        kind = sd[key] if isinstance(sd, Mapping) else sd
+        s_val, s_lab = outcome_sd(y[m], t[m], kind=kind, weights=None if w is None else w[m],
+                                  weights2=None if w2 is None else w2[m])
+        sd_val[j] = s_val
+        sd_info[key] = (s_val, s_lab)
+    del y, w, w2, by_codes, m  # the outcome and weights of every pair: not held through the cross-products
     if joint:
         # each by group is pooled on its own (_finish): the joint covariance within by groups only
         jc = joint_from_cells(cells, G, n_cl, fit.ok, g_by if by_cols else None)
@@ -810,18 +823,6 @@ def school_effects(
     pval = np.where(fit.ok, pval, np.nan)
     robust = {} if robustness_q is None else _school_robustness(fit, e2, est, se, dfree, robustness_q, alpha)
 
-    # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
-    sd_val = np.empty(len(by_uniq))
-    sd_info = {}
-    by_codes = g_by.astype(np.min_scalar_type(len(by_uniq)))[codes]  # formed after the fits: not held through them
-    for j, bkey in enumerate(by_uniq):  # loop over a handful of subjects
-        m = by_codes == j
-        key = bkey[0] if len(bkey) == 1 else bkey
-        kind = sd[key] if isinstance(sd, Mapping) else sd
-        s_val, s_lab = outcome_sd(y[m], t[m], kind=kind, weights=None if w is None else w[m],
-                                  weights2=None if w2 is None else w2[m])
-        sd_val[j] = s_val
-        sd_info[key] = (s_val, s_lab)
     N = (n_t + n_c).astype(float)
     omega = np.where(N >= 4, hedges_omega(np.maximum(N, 4)), np.nan) if hedges_correction else np.ones(G)
     scale = omega / sd_val[g_by]
