@@ -364,9 +364,9 @@ def _finish(
         rows = idx[ok]
         V = V_raw = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
         if vcov_es is not None:
-            raws[key] = pd.DataFrame(V, index=labels, columns=labels)
+            raws[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)
             V, lams[key] = regularize(V, vcov_es_var[np.ix_(rows, rows)])
-        vcovs[key] = pd.DataFrame(V, index=labels, columns=labels)
+        vcovs[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)  # fresh arrays: not copied
         m, sh = pool_schools(es[ok], ses[ok], None if vcov_es is None else V, method=method,
                              hartung_knapp=hartung_knapp, level=level, prediction=prediction, labels=labels,
                              V_raw=None if vcov_es is None else V_raw)
