@@ -283,6 +283,7 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
             col = sample[c]
             np.testing.assert_array_equal(sample.isna(c), col.isna().to_numpy(), err_msg=c)
             codes, values = sample.codes(c)
+            assert c not in data.columns or codes.dtype == np.int32, c  # a data column's codes gathered narrow
             np.testing.assert_array_equal(pd.factorize(codes)[0], pd.factorize(col, use_na_sentinel=False)[0], err_msg=c)
             assert ((codes < 0) == col.isna().to_numpy()).all(), c
             ok = codes >= 0

@@ -634,7 +634,8 @@ class SchoolSample:
         """``(codes, values)`` of column ``c``: each pair's integer code (−1 where missing) with
         ``values[codes]`` its value, without gathering the values. The numbering is ``data``'s
         (its ``pd.factorize``, kept per column; ``_pl_school``: ``school`` and ``labels``), not
-        the pairs' order of first appearance, and ``values`` may hold values no pair has."""
+        the pairs' order of first appearance, and ``values`` may hold values no pair has. A data
+        column's codes are gathered as ``int32`` where they fit (half the bytes a pair of ``intp``)."""
         if c == "_pl_school":
             return self.school, np.asarray(self.labels)
         if c not in self.cols:
@@ -643,6 +644,8 @@ class SchoolSample:
         if c not in self.factorized:
             self.factorized[c] = pd.factorize(self.data[c])
         codes, uniq = self.factorized[c]
+        if len(uniq) < 2**31 - 1:
+            codes = codes.astype(np.int32, copy=False)
         return codes[self._at], np.asarray(uniq)
 
     def level_codes(self, c: str) -> tuple[np.ndarray, pd.Index] | None:
