@@ -674,3 +674,25 @@ def test_calibration_and_pooling_decompose_the_covariance_once(monkeypatch):
     assert (m.estimate, m.se, m.tau2) == (m2.estimate, m2.se, m2.tau2)
     np.testing.assert_array_equal(sh.shrunk, sh2.shrunk)
     np.testing.assert_array_equal(sh.shrunk_sd, sh2.shrunk_sd)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.05, 0.5, 50.0])
+def test_regularize_is_the_convex_combination_to_the_last_bit(scale):
+    """regularize's V* is ``D + (1 − λ)(V − D)`` bit for bit (off the diagonal (1 − λ)V_st, a
+    negative entry times 0 a +0 as in the sum; the diagonal kept), with
+    ``λ = min(1, Σ_{s≠t} Var̂(V_st) / Σ_{s≠t} V_st²)``, from no shrinkage to full."""
+    from pleval.heterogeneity._joint import regularize
+
+    rng = np.random.default_rng(21)
+    A = rng.normal(0, 1, (30, 30))
+    V = A @ A.T / 30
+    V_var = scale * V**2 * rng.uniform(0.5, 1.5, V.shape)
+    V_var = (V_var + V_var.T) / 2
+    got, lam = regularize(V, V_var)
+    off = ~np.eye(30, dtype=bool)
+    assert lam == min(1.0, float(np.sum(V_var[off])) / float(np.sum(V[off] ** 2)))
+    assert (lam == 0.0) == (scale == 0.0) and (lam == 1.0) == (scale == 50.0)
+    D = np.diag(np.diag(V))
+    want = D + (1.0 - lam) * (V - D)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))

@@ -550,5 +550,9 @@ def regularize(V: np.ndarray, V_var: np.ndarray) -> tuple[np.ndarray, float]:
     off = ~np.eye(V.shape[0], dtype=bool)
     ss = float(np.sum(V[off] ** 2))
     lam = min(1.0, float(np.sum(V_var[off])) / ss) if ss > 0 else 0.0
-    D = np.diag(np.diag(V))
-    return D + (1.0 - lam) * (V - D), lam
+    # D + (1 − λ)(V − D) entry by entry: (1 − λ)V_st off the diagonal (+ 0.0: a −0 as the sum's
+    # +0), V_ss on it — the same numbers without the k × k temporaries
+    out = V * (1.0 - lam)
+    out += 0.0
+    np.fill_diagonal(out, np.diag(V))
+    return out, lam
