@@ -696,3 +696,19 @@ def test_regularize_is_the_convex_combination_to_the_last_bit(scale):
     want = D + (1.0 - lam) * (V - D)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_entry_variances_in_place_are_the_formula():
+    """``_entry_variances`` (in place on one k × k array) gives ``(m·S2 − V²)/(m − 1)`` where more
+    than one cluster is shared, ``S2`` where one or none is (and where m is undefined), bit for bit."""
+    from pleval.heterogeneity._joint import _entry_variances
+
+    rng = np.random.default_rng(5)
+    V, S2 = rng.normal(size=(40, 40)), rng.random((40, 40))
+    m = rng.integers(0, 5, (40, 40)).astype(float)
+    m[0, 0], V[1, 1] = np.nan, np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
+    got_V, got = _entry_variances(V, S2, m.copy())
+    assert got_V is V and {0.0, 1.0, 2.0, 4.0} <= set(np.unique(m[1:, 1:]))
+    np.testing.assert_array_equal(got, want)

@@ -421,9 +421,16 @@ def joint_cells(
 
 def _entry_variances(V: np.ndarray, S2: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(V, Var̂(V))``: each entry's estimated variance from :func:`_cross_products`' sums
-    (module docstring; ``Σ_c (φ_sc φ_tc)²`` where one cluster is shared)."""
+    (module docstring; ``Σ_c (φ_sc φ_tc)²`` where one cluster is shared). The same operations as
+    ``np.where(m > 1, (m·S2 − V²)/(m − 1), S2)``, in place on one k × k array (``m`` is spent)."""
+    one = ~(m > 1)
+    out = m * S2
+    out -= V * V
+    m -= 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        return V, np.where(m > 1, (m * S2 - V**2) / (m - 1), S2)
+        out /= m
+    np.copyto(out, S2, where=one)
+    return V, out
 
 
 def joint_from_cells(cells: JointCells | list[JointCells], n_groups: int, n_clusters: int, ok: np.ndarray,
