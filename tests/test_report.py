@@ -438,6 +438,33 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
     assert once == again
 
 
+def test_pdf_tables_row_heights_are_reportlabs(ev, monkeypatch):
+    """The row heights given to reportlab (:func:`to_pdf._row_heights`) are those it measures
+    unaided: a table of several pages with string cells of one and several lines and Paragraph
+    cells (runs of spaces, bold rows) gives the same report.pdf, byte for byte, with and
+    without them, drawn as strings or every cell as a Paragraph."""
+    from pleval.report import to_pdf
+
+    n = 150
+    frame = pd.DataFrame({"school": [f"S{i:03d}" + ("  two  spaces" if i % 7 == 0 else "") for i in range(n)],
+                          "estimate": [f"+0.{i:03d} to +0.{i + 1:03d}" for i in range(n)],
+                          **{f"column {j}": [" ".join(["word"] * (1 + (i * j) % 9)) for i in range(n)] for j in range(6)}})
+    section = [blocks.Section("t", "Table", (blocks.Table(frame, title="Long", bold=[i % 10 == 0 for i in range(n)]),))]
+    measured = to_pdf.RLTable
+
+    def unaided(*args, rowHeights=None, **kw):
+        assert rowHeights is not None and len(rowHeights) == len(args[0])
+        return measured(*args, **kw)
+
+    for strings in (True, False):
+        monkeypatch.setattr(to_pdf, "_STRING_CELLS", strings)
+        given = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+        with monkeypatch.context() as m:
+            m.setattr(to_pdf, "RLTable", unaided)
+            assert to_pdf.render_pdf(ev, {}, dpi=200, sections=section) == given
+        assert len(_pdf_texts(given)) > 3 * n
+
+
 def _cell_text(cell) -> str:
     """The text of a cell of a table laid out by ``to_pdf._table`` (a string of lines or a
     Paragraph), its words one space apart."""

