@@ -438,6 +438,25 @@ def test_pdf_table_cells_break_their_lines_once_and_lay_out_the_same(ev, monkeyp
     assert once == again
 
 
+def test_pdf_laid_out_before_its_figures_is_the_same_pdf(saved, ev):
+    """`to_pdf.layout` lays the report out without any figure, each figure block holding its
+    figure's place in the sections' order; `render_pdf` with that story is the PDF it makes from
+    the sections, and the one `report.save` wrote (its figure process lays the tables out
+    before it draws)."""
+    from pleval.report import to_pdf
+    from pleval.report.early import PRINT_DPI
+
+    out, _ = saved
+    names = list(plots.evaluation_figure_makers(ev))
+    images = {k: (out / "plots" / f"{k}.png").read_bytes() for k in names}
+    secs = sections.build(ev, names)
+    story = to_pdf.layout(ev, secs)
+    held = [f.name for f in story if isinstance(f, blocks.Figure)]
+    assert held == [b.name for s in secs for b in s.blocks if b.kind == "figure"] and sorted(held) == sorted(names)
+    pdf = to_pdf.render_pdf(ev, images, dpi=PRINT_DPI, story=story)
+    assert pdf == to_pdf.render_pdf(ev, images, dpi=PRINT_DPI, sections=secs) == (out / "report.pdf").read_bytes()
+
+
 def test_pdf_tables_row_heights_are_reportlabs(ev, monkeypatch):
     """The row heights given to reportlab (:func:`to_pdf._row_heights`) are those it measures
     unaided: a table of several pages with string cells of one and several lines and Paragraph

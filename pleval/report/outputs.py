@@ -19,7 +19,7 @@ from .early import PRINT_DPI, EarlyFigures
 from .sections import build
 from .to_html import render_html
 from .to_markdown import render_markdown
-from .to_pdf import render_pdf
+from .to_pdf import layout, render_pdf
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
@@ -165,15 +165,18 @@ def _draw(figs: dict, queue: _Queue, dpi: int, svg: bool) -> dict[str, tuple[byt
     return out
 
 
-def _worker_job(receive, ev: "Evaluation", figs: dict, queue: _Queue, dpi: int, svg: bool, tmp: Path) -> None:
-    """The forked process's part: figures from ``queue`` until none is left, handed to the
-    parent (:func:`pleval._workers.post`); then, given the report's sections and every figure
-    by the parent, ``report.pdf`` in ``tmp``."""
+def _worker_job(receive, ev: "Evaluation", sections: list, figs: dict, queue: _Queue, dpi: int, svg: bool,
+                tmp: Path) -> None:
+    """The forked process's part: ``report.pdf`` laid out but for its figures (the tables, which
+    need none: :func:`~pleval.report.to_pdf.layout`); figures from ``queue`` until none is left,
+    handed to the parent (:func:`pleval._workers.post`); then, given every figure by the
+    parent, ``report.pdf`` in ``tmp``."""
     from .._workers import post
 
+    story = layout(ev, sections)
     post(_draw(figs, queue, dpi, svg))
-    sections, images = receive()
-    (tmp / "report.pdf").write_bytes(render_pdf(ev, images, dpi=dpi, sections=sections))
+    images = receive()
+    (tmp / "report.pdf").write_bytes(render_pdf(ev, images, dpi=dpi, story=story))
 
 
 def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, early: dict, *, src, out: Path, command,
@@ -181,9 +184,10 @@ def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, earl
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
     ``names``: the figures, in their order; ``figs``: those to draw, or functions building them;
     ``early``: the others, drawn (name -> PNG and SVG bytes). ``forked``: a forked process
-    (:class:`pleval._workers.Forked`, where the system gives one) draws figures beside this
-    one, then writes ``report.pdf`` while this one writes the workbook and ``report.html``
-    (the PDF is the costliest of the files that need every figure). The figures are drawn
+    (:class:`pleval._workers.Forked`, where the system gives one) lays out ``report.pdf`` but
+    for its figures, draws figures beside this one, then writes ``report.pdf`` while this one
+    writes the workbook and ``report.html`` (the PDF is the costliest of the files that need
+    every figure). The figures are drawn
     costliest first, each by whichever process takes it first (:class:`_Queue`); this process
     writes the CSVs and ``summary.md`` before taking any. The files are those of one process,
     byte for byte."""
@@ -201,15 +205,16 @@ def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, earl
         written.append(name)
 
     queue = _Queue(_by_cost(list(figs)), shared=forked)
-    job = start(_worker_job, ev, figs, queue, dpi, svg, tmp) if forked and figs else None
+    sections = build(ev, names)  # before the fork: the forked process lays out report.pdf's tables first
+    job = start(_worker_job, ev, sections, figs, queue, dpi, svg, tmp) if forked and figs else None
     try:
-        sections = _write_tables(ev, put, names, {k: f"plots/{k}.png" for k in names})
+        _write_tables(ev, put, sections, {k: f"plots/{k}.png" for k in names})
         drawn = {**early, **_draw(figs, queue, dpi, svg)}
         if job is not None:
             drawn.update(job.posted())
         images = {k: drawn[k][0] for k in names}
         if job is not None:
-            job.send((sections, images))
+            job.send(images)
         _write_school_xlsx(ev, tmp / "school_effects.xlsx")
         written.append("school_effects.xlsx")
         for k in names:
@@ -228,9 +233,9 @@ def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, earl
     _write_provenance(ev, tmp, put, written, src=src, out=out, command=command, svg=svg)
 
 
-def _write_tables(ev: "Evaluation", put, names, plot_files: dict):
-    """The CSV tables and summary.md; returns the report's sections (built once, for the
-    three renderings)."""
+def _write_tables(ev: "Evaluation", put, sections: list, plot_files: dict) -> None:
+    """The CSV tables and summary.md (from the report's ``sections``, built once for the three
+    renderings)."""
     put("overall.csv", ev.overall.to_csv(index=False))
     put("school_effects.csv", ev.schools.to_csv(index=False))
     put("balance.csv", ev.balance.to_csv(index=False))
@@ -255,9 +260,7 @@ def _write_tables(ev: "Evaluation", put, names, plot_files: dict):
         put("randomization.csv", ev.randomization.to_csv(index=False))
     if len(ev.bootstrap):
         put("bootstrap.csv", ev.bootstrap.to_csv(index=False))
-    sections = build(ev, names)
     put("summary.md", render_markdown(ev, plot_files, sections=sections))
-    return sections
 
 
 def _write_provenance(ev: "Evaluation", tmp: Path, put, written: list, *, src, out: Path, command, svg: bool) -> None:
