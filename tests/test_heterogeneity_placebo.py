@@ -433,3 +433,19 @@ def test_round_order_and_rows_from_one_coding_of_the_schools(small, ids):
     np.testing.assert_array_equal(got, _round_order(non_pl, "school_id", "pretest", 8))
     for chunk in (got[:8], got[8:16]):
         pd.testing.assert_frame_equal(coded._fake(chunk).data, plain._fake(chunk).data)
+
+
+def test_free_memory_is_handed_back_before_the_first_round_only(small, monkeypatch):
+    """The allocators' free memory is handed back once, before the first round's match (pages
+    handed back fault in again when the next round reuses them), and changes no figure."""
+    from pleval.heterogeneity import placebo
+
+    data, r = small
+    calls = []
+    real = placebo._release_free_memory
+    monkeypatch.setattr(placebo, "_release_free_memory", lambda: calls.append(1) or real())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        got = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3, observed=r.observed)
+    assert got.rounds["round"].nunique() == 3 and calls == [1]
+    pd.testing.assert_frame_equal(got.placebo, r.placebo)

@@ -469,7 +469,8 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
     while done < plan.n_placebo and start < len(order):
         chunk = order[start : start + min(plan.per_round, plan.n_placebo - done)]
         start += len(chunk)
-        _release_free_memory()
+        if not rnd:  # (between rounds the next round's arrays take the place of the last's)
+            _release_free_memory()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
             m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
@@ -510,11 +511,12 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
 
 
 def _release_free_memory() -> None:
-    """Hand the memory freed so far back to the system before a round is matched: glibc's
-    ``malloc_trim(0)`` and the Arrow pool's ``release_unused`` (where there are). The allocators
-    otherwise keep what the analysis before the rounds freed mapped, while a round's large
-    arrays are mapped afresh beside it (10M rows: 0.78 GB kept at the round's start,
-    docs/scale.md). Nothing is computed differently."""
+    """Hand the memory freed so far back to the system before the first round is matched:
+    glibc's ``malloc_trim(0)`` and the Arrow pool's ``release_unused`` (where there are). The
+    allocators otherwise keep what the analysis before the rounds freed mapped, while a round's
+    large arrays are mapped afresh beside it (10M rows: 1.1 GB, docs/scale.md). Nothing is
+    computed differently; pages handed back fault in again when reused (a second round at 1M
+    rows: 0.07 CPU-s), so it is done once."""
     import ctypes
     import sys
 
