@@ -1014,18 +1014,24 @@ def evaluation_figure_makers(ev: "Evaluation") -> dict[str, Any]:
     of no arguments that builds it (so that processes can each build their own)."""
     from functools import partial
 
+    def subjects(frame: pd.DataFrame) -> set:
+        return set(frame["subject"].unique()) if len(frame) and "subject" in frame.columns else set()
+
     out = {}
+    # Each table once (a property is a copy; the propensity scores are a row per student), and
+    # only the subjects it has rows for.
+    balance, propensity, schools, subgroups = subjects(ev.balance), subjects(ev.propensity), ev.schools, ev.subgroups()
     for s in ev.subjects:
         out[figure_name("percentiles", s)] = partial(evaluation_percentiles, ev, s)
-        if len(findings.subject_rows(ev.balance, s)):
+        if s in balance:
             out[figure_name("love", s)] = partial(evaluation_love, ev, s)
-        if len(findings.subject_rows(ev.propensity, s)):
+        if s in propensity:
             out[figure_name("overlap", s)] = partial(evaluation_overlap, ev, s)
-        sch = findings.subject_rows(ev.schools, s)
+        sch = findings.subject_rows(schools, s)
         if len(sch) and np.isfinite(sch["effect_size"].to_numpy(dtype=float)).any():
             out[figure_name("forest", s)] = partial(evaluation_forest, ev, s)
             out[figure_name("distribution", s)] = partial(evaluation_distribution, ev, s)
-        if len(ev.subgroups(s)):
+        if len(subgroups) and (subgroups["subject"] == s).any():
             out[figure_name("subgroups", s)] = partial(evaluation_subgroups, ev, s)
         if ev.details.get(s, {}).get("sensitivity") is not None:
             out[figure_name("sensitivity", s)] = partial(evaluation_sensitivity, ev, s)

@@ -477,3 +477,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_figure_makers_take_each_table_once(sample_ev, monkeypatch):
+    """`plots.evaluation_figure_makers` (run before `report.save` forks) copies each of the
+    evaluation's tables once, not once per subject (the propensity scores are a row per
+    student), and finds the same figures as the tables' rows for each subject say."""
+    from collections import Counter
+
+    from pleval import findings, plots
+    from pleval.estimate import Evaluation
+
+    taken = Counter()
+    table = Evaluation.table
+
+    def counted(self, name):
+        taken[name] += 1
+        return table(self, name)
+
+    monkeypatch.setattr(Evaluation, "table", counted)
+    names = set(plots.evaluation_figure_makers(sample_ev))
+    assert len(sample_ev.subjects) > 1 and taken and max(taken.values()) == 1, taken
+    monkeypatch.undo()
+    for s in sample_ev.subjects:
+        for kind, frame in (("love", sample_ev.balance), ("overlap", sample_ev.propensity),
+                            ("subgroups", sample_ev.subgroups())):
+            assert (plots.figure_name(kind, s) in names) == bool(len(findings.subject_rows(frame, s))), (kind, s)
+        assert plots.figure_name("forest", s) in names and plots.figure_name("percentiles", s) in names
