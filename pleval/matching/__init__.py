@@ -497,13 +497,16 @@ def match(
                 def key(pos):  # the rows' hashed ranks (-1: no id)
                     k = f[0][pos]
                     return np.where(k >= 0, id_ranks[k], -1)
-            nm = match_nearest(coord[tpos], coord[cpos], k=k, caliper=cal_abs, replace=replace, ties=ties,
+            t_coord, c_coord = coord[tpos], coord[cpos]
+            del coord  # every row's: not held through the search
+            nm = match_nearest(t_coord, c_coord, k=k, caliper=cal_abs, replace=replace, ties=ties,
                                t_cell=cells[tpos], c_cell=cells[cpos], order=order,
                                order_key=pm.ps[tpos] if pm is not None else None, seed=seed,
                                c_priority=None if prio is None else prio[cpos],
                                t_priority=None if prio is None else prio[tpos],
                                sided=matchit and method == "propensity", tie_cap=cap,
                                c_key=None if key is None else key(cpos), t_key=None if key is None else key(tpos))
+            del t_coord, c_coord
             options["tie_cap"] = cap
         m_i = nm.n_matched
         matched_t = m_i > 0
