@@ -1020,7 +1020,8 @@ def evaluation_figure_makers(ev: "Evaluation") -> dict[str, Any]:
     out = {}
     # Each table once (a property is a copy; the propensity scores are a row per student), and
     # only the subjects it has rows for.
-    balance, propensity, schools, subgroups = subjects(ev.balance), subjects(ev.propensity), ev.schools, ev.subgroups()
+    balance, propensity, subgroups = (subjects(t) for t in (ev.balance, ev.propensity, ev.subgroups()))
+    schools = ev.schools
     for s in ev.subjects:
         out[figure_name("percentiles", s)] = partial(evaluation_percentiles, ev, s)
         if s in balance:
@@ -1031,7 +1032,7 @@ def evaluation_figure_makers(ev: "Evaluation") -> dict[str, Any]:
         if len(sch) and np.isfinite(sch["effect_size"].to_numpy(dtype=float)).any():
             out[figure_name("forest", s)] = partial(evaluation_forest, ev, s)
             out[figure_name("distribution", s)] = partial(evaluation_distribution, ev, s)
-        if len(subgroups) and (subgroups["subject"] == s).any():
+        if s in subgroups:
             out[figure_name("subgroups", s)] = partial(evaluation_subgroups, ev, s)
         if ev.details.get(s, {}).get("sensitivity") is not None:
             out[figure_name("sensitivity", s)] = partial(evaluation_sensitivity, ev, s)

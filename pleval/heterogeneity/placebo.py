@@ -160,15 +160,11 @@ class PlaceboResult(ResultMixin):
         return "\n".join(lines)
 
 
-def _school_treatment(data: pd.DataFrame, school: str, treatment: str) -> tuple[np.ndarray, np.ndarray]:
-    """PL and comparison school ids; a school must be wholly PL or wholly comparison."""
-    return _school_arms(data, school, treatment)[:2]
-
-
 def _school_arms(data: pd.DataFrame, school: str, treatment: str):
-    """:func:`_school_treatment` and the school codes it counts on: ``(pl, comp, codes, ids,
-    is_pl)`` — each row's code of ``ids`` (the sorted school ids; −1: no school id, left out),
-    and whether each school is PL. One coding of the school column, counted by ``np.bincount``."""
+    """PL and comparison school ids (a school must be wholly PL or wholly comparison) and the
+    school codes they are counted on: ``(pl, comp, codes, ids, is_pl)`` — each row's code of
+    ``ids`` (the sorted school ids; −1: no school id, left out), and whether each school is PL.
+    One coding of the school column, counted by ``np.bincount``."""
     t = pd.to_numeric(data[treatment], errors="coerce")
     if t.isna().any() or not t.isin([0, 1]).all():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1 for placebo schools")
@@ -226,10 +222,12 @@ class _InMemoryRounds:
                  keep=(), matched=None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
         self.validated, self.keep, self.matched = validated, tuple(keep), matched
+        self._coded = None  # schools()' coding of the school column (:func:`_school_arms`)
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
-        """PL and comparison school ids (:func:`_school_treatment`)."""
-        pl, comp, *self._coded = _school_arms(self.data, self.columns.school, self.columns.treatment)
+        """PL and comparison school ids (:func:`_school_arms`)."""
+        pl, comp, *coded = _school_arms(self.data, self.columns.school, self.columns.treatment)
+        self._coded = tuple(coded)
         return pl, comp
 
     def order(self, pl: np.ndarray, per_round: int) -> np.ndarray:
@@ -242,7 +240,7 @@ class _InMemoryRounds:
 
         c, school = self.columns, self.columns.school
         score = c.main_pretest or c.outcome
-        coded = getattr(self, "_coded", None)  # schools()' coding of the school column, for these PL schools
+        coded = self._coded  # for these PL schools only
         if coded is not None and not np.array_equal(coded[1][coded[2]], pl):
             coded = None
         v = self.validated
