@@ -31,6 +31,8 @@ import signal
 import sys
 import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Callable
 
 
@@ -45,6 +47,53 @@ def available_cores() -> int:
 def default_workers() -> int:
     """Processes used by default: 2, or fewer if fewer cores are available."""
     return max(1, min(2, available_cores()))
+
+
+_limit: int | None = None
+"""Processes the current run may use (:func:`limited`; None: no limit but the cores)."""
+
+_running = 0
+"""This process's :class:`Forked` children still running (each takes a core)."""
+
+_in_child = False
+"""True in a forked worker: its parent counts it, and it computes in one thread."""
+
+
+@contextmanager
+def limited(workers: int):
+    """Within the block, :func:`compute_threads` counts at most ``workers`` cores (a run's
+    ``workers=`` option: ``workers=1`` keeps every computation in one thread)."""
+    global _limit
+    before, _limit = _limit, int(workers)
+    try:
+        yield
+    finally:
+        _limit = before
+
+
+def compute_threads() -> int:
+    """Threads a computation in this process may use now: the cores available to it, at most the
+    run's ``workers`` (:func:`limited`), less one per :class:`Forked` worker still running; at
+    least 1, and 1 in a worker. A stage that splits its work over these threads (numpy releases
+    the GIL inside its loops and BLAS calls) uses the second core when no worker holds it, as in a
+    10M-row run, which has no placebo worker (docs/scale.md, *Threads*)."""
+    if _in_child:
+        return 1
+    cores = available_cores() if _limit is None else min(_limit, available_cores())
+    return max(1, cores - _running)
+
+
+def thread_map(fn: Callable, items, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]``, the calls spread over ``threads`` threads (default
+    :func:`compute_threads`) when more than one: the results in the order of ``items``, the
+    first exception raised. Only for work whose result does not depend on which thread runs it
+    (each call writes nothing shared), so the results are those of the loop, bit for bit."""
+    items = list(items)
+    n = min(compute_threads() if threads is None else threads, len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
 
 
 def available_memory() -> float:
@@ -84,6 +133,7 @@ class Forked:
     def __init__(self, fn: Callable, *args: Any):
         from multiprocessing import Pipe
 
+        global _running
         self._conn, child = Pipe()
         parent = os.getpid()
         gc.freeze()  # the child's collections leave the inherited objects (and their pages) alone
@@ -101,6 +151,7 @@ class Forked:
         finally:
             gc.unfreeze()
         child.close()
+        _running += 1
         self.exitcode: int | None = None
         self._final: tuple | None = None  # the end message, when posted() met it
 
@@ -161,9 +212,11 @@ class Forked:
             self._wait()
 
     def _wait(self) -> None:
+        global _running
         self._conn.close()
         if self.exitcode is None:
             self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+            _running -= 1
 
 
 def start(fn: Callable, *args: Any) -> Forked | None:
@@ -205,8 +258,8 @@ def post(value: Any) -> None:
 
 def _child(conn, fn: Callable, args: tuple) -> None:  # pragma: no cover - runs in the child
     """The child's side: run the job with warnings recorded, send (kind, value, traceback, warnings)."""
-    global _posting
-    _posting = conn.send
+    global _posting, _in_child
+    _posting, _in_child = conn.send, True
     with warnings.catch_warnings(record=True) as caught:  # the inherited filters, recorded instead of shown
         try:
             out = ("ok", fn(conn.recv, *args), "")

@@ -44,7 +44,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from ._workers import available_memory, can_fork, default_workers
+from ._workers import available_memory, can_fork, default_workers, limited
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
@@ -721,7 +721,7 @@ def estimate(
     hook = None if while_waiting is None else partial(_call_while_waiting, while_waiting, method, columns, resolved,
                                                       early)
     progress("validating the data")
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, limited(opts["workers"]):  # threads within `workers`
         warnings.simplefilter("always")
         need = ("outcome", "treatment", "school")
         v = checked.take_validated(checked_frame, work, need)  # the report gives it up either way

@@ -144,6 +144,73 @@ def test_forked_jobs():
     assert waiting.exitcode == -signal.SIGTERM
 
 
+def _threads_here(receive):
+    return _workers.compute_threads()
+
+
+@fork_only
+def test_compute_threads_counts_cores_the_run_may_use_and_running_workers(monkeypatch):
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    assert _workers.compute_threads() == 2
+    with _workers.limited(1):
+        assert _workers.compute_threads() == 1
+        with _workers.limited(4):  # never more than the cores
+            assert _workers.compute_threads() == 2
+        assert _workers.compute_threads() == 1
+    assert _workers.compute_threads() == 2
+    waiting = _workers.Forked(_send_back, 1)  # a worker takes a core while it runs
+    assert _workers.compute_threads() == 1
+    waiting.cancel()
+    assert _workers.compute_threads() == 2
+    assert _workers.Forked(_threads_here).result() == 1  # a worker computes in one thread
+    assert _workers.compute_threads() == 2
+
+
+def test_thread_map_keeps_the_order_and_raises_the_first_error():
+    import threading
+
+    seen = set()
+
+    def f(x):
+        seen.add(threading.get_ident())
+        time.sleep(0.01 * (x % 3))
+        return x * x
+
+    assert _workers.thread_map(f, range(12), threads=3) == [x * x for x in range(12)]
+    assert len(seen) > 1  # spread over threads
+    seen.clear()
+    assert _workers.thread_map(f, range(5), threads=1) == [x * x for x in range(5)]
+    assert seen == {threading.get_ident()}  # one thread: here
+
+    def bad(x):
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    with pytest.raises(ValueError, match="three"):
+        _workers.thread_map(bad, range(6), threads=2)
+
+
+@fork_only
+@pytest.mark.parametrize("workers, placebo, threads", [(1, True, 1), (2, True, 1), (2, False, 2)])
+def test_a_run_computes_in_the_threads_its_workers_leave(monkeypatch, workers, placebo, threads):
+    import pandas as pd
+
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    seen, parts = [], est_mod._matched_parts
+
+    def recording(*a, **k):
+        seen.append(_workers.compute_threads())  # with the placebo worker (if any) running
+        return parts(*a, **k)
+
+    monkeypatch.setattr(est_mod, "_matched_parts", recording)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pleval.estimate(pd.read_csv(SAMPLE), workers=workers, placebo=placebo)
+    assert seen == [threads]
+    assert _workers.compute_threads() == 2  # the limit ends with the run
+
+
 def test_workers_option():
     assert est_mod.resolve_options("matched", None, {})[1]["workers"] == _workers.default_workers()
     assert est_mod.resolve_options("rct", None, {"workers": 1})[1]["workers"] == 1
