@@ -188,3 +188,39 @@ run()
     assert r.returncode == 0, r.stderr
     assert "+3.19 percentile points" in r.stdout
     assert "frozen before: False" in r.stdout and r.stdout.rstrip().endswith("frozen at exit: True")
+
+
+def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypatch):
+    """`pleval.cli.run` sets glibc's mmap and trim thresholds (256 MB) before the command, unless
+    a MALLOC_* setting is in the environment; elsewhere than glibc it sets nothing."""
+    import ctypes
+
+    import pleval.cli as cli
+
+    calls = []
+
+    class Libc:
+        gnu_get_libc_version = object()
+
+        def mallopt(self, p, v):
+            calls.append((p, v))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    assert cli.keep_freed_memory({}) == [(-3, 256 << 20), (-1, 256 << 20)] == calls
+    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+        assert cli.keep_freed_memory({key: "0"}) == []
+    assert len(calls) == 2
+
+    class Other:  # a C library without glibc's version function
+        def mallopt(self, p, v):  # pragma: no cover - must not be called
+            raise AssertionError("mallopt called outside glibc")
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Other())
+    assert cli.keep_freed_memory({}) == []
+    called = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: called.append(True))
+    monkeypatch.setattr(cli, "app", lambda: called.append("app"))
+    monkeypatch.setattr("atexit.register", lambda f: None)
+    cli.run()
+    assert called == [True, "app"]  # before the command
