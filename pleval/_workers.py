@@ -29,6 +29,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,29 @@ _running = 0
 _in_child = False
 """True in a forked worker: its parent counts it, and it computes in one thread."""
 
+_in_map = threading.local()
+"""``_in_map.calls``: in a thread of :func:`thread_map`, that map's :class:`_Calls`."""
+
+
+class _Calls:
+    """One :func:`thread_map`'s calls over ``cores`` threads: ``left`` of them not ended yet
+    (each running or waiting holds a core until the threads outnumber them)."""
+
+    def __init__(self, fn: Callable, cores: int, calls: int):
+        self.fn, self.cores, self.left, self.lock = fn, cores, calls, threading.Lock()
+
+    def __call__(self, x):
+        _in_map.calls = self
+        try:
+            return self.fn(x)
+        finally:
+            with self.lock:
+                self.left -= 1
+
+    def free(self) -> int:
+        """The cores a call may use: its own and those no other call holds."""
+        return max(1, self.cores - min(self.cores, self.left) + 1)
+
 
 @contextmanager
 def limited(workers: int):
@@ -74,11 +98,16 @@ def limited(workers: int):
 def compute_threads() -> int:
     """Threads a computation in this process may use now: the cores available to it, at most the
     run's ``workers`` (:func:`limited`), less one per :class:`Forked` worker still running; at
-    least 1, and 1 in a worker. A stage that splits its work over these threads (numpy releases
-    the GIL inside its loops and BLAS calls) uses the second core when no worker holds it, as in a
-    10M-row run, which has no placebo worker (docs/scale.md, *Threads*)."""
+    least 1, and 1 in a worker. In a call of :func:`thread_map`: 1 while the map's other calls
+    hold its other threads, more once they have ended (a computation nested in the last call
+    left uses the cores the others held). A stage that splits its work over these threads (numpy
+    releases the GIL inside its loops and BLAS calls) uses the second core when no worker holds
+    it, as in a 10M-row run, which has no placebo worker (docs/scale.md, *Threads*)."""
     if _in_child:
         return 1
+    calls = getattr(_in_map, "calls", None)
+    if calls is not None:
+        return calls.free()
     cores = available_cores() if _limit is None else min(_limit, available_cores())
     return max(1, cores - _running)
 
@@ -93,7 +122,7 @@ def thread_map(fn: Callable, items, threads: int | None = None) -> list:
     if n <= 1:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(_Calls(fn, n, len(items)), items))
 
 
 def available_memory() -> float:

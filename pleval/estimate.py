@@ -44,7 +44,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from ._workers import available_memory, can_fork, default_workers, limited
+from ._workers import available_memory, can_fork, default_workers, limited, thread_map
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
@@ -1147,6 +1147,34 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             worker.cancel()  # a no-op once its result was taken
 
 
+def _call(fn):
+    return fn()
+
+
+def _run_held(held: list):
+    """``held.pop()()`` (None for an empty list): the call's value, or the :class:`DesignError`
+    it raised. The list is its only holder, so what the callable holds is freed when it ends."""
+    if not held:
+        return None
+    try:
+        return held.pop()()
+    except DesignError as exc:
+        return exc
+
+
+def _next_subject(fits, analyse):
+    """The next of the lazy ``fits`` (None when none is left) as ``(key, effect, finish)``:
+    ``finish`` its sensitivity analysis's Rosenbaum bounds, the rest of the analysis done here
+    (``analyse(..., later=True)``), or the :class:`DesignError` the analysis raised (None
+    without ``analyse``). The subject's rows and design are freed on return."""
+    fit = next(fits, None)
+    if fit is None:
+        return None
+    key, part, des, eff = fit[:4]
+    del fit
+    return key, eff, None if analyse is None else _run_held([partial(analyse, key, part, des, eff, later=True)])
+
+
 def _import_model(method: str) -> None:
     """Import the model every match of ``method`` fits its propensity score with (statsmodels'
     GLM) before the placebo worker is forked: the main process imports it for its own match
@@ -1199,24 +1227,27 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         except DesignError as exc:
             sens_note = f"no sensitivity analysis: {exc}"
     results: dict = {}
-    for fit in fits:  # a handful of subjects
-        key, part, des, eff = fit[:4]
-        del fit
-        effects[key] = eff
-        finish = None
-        if analyse is not None:
-            try:
-                finish = analyse(key, part, des, eff, later=True)
-            except DesignError as exc:
-                analyse, sens_note = None, f"no sensitivity analysis: {exc}"
-        del part, des  # the subject's rows and design: freed before its Rosenbaum bounds and the next subject's
-        if finish is not None:
-            try:
-                results[key] = finish()
-            except DesignError as exc:
-                analyse, sens_note = None, f"no sensitivity analysis: {exc}"
-            del finish
+    subjects_left = iter(fits)
     del fits
+    key, held = None, []  # the previous subject's key and Rosenbaum bounds (its `finish`), if any
+    while True:  # a handful of subjects
+        # The previous subject's Rosenbaum bounds (which read none of its design) beside the next
+        # subject's fit and analysis: in two threads when a core is free, else one after the other
+        done, step = thread_map(_call, [partial(_run_held, held), partial(_next_subject, subjects_left, analyse)])
+        if isinstance(done, DesignError):
+            analyse, sens_note = None, f"no sensitivity analysis: {done}"
+        elif done is not None and analyse is not None:
+            results[key] = done
+        if step is None:
+            break
+        key, eff, finish = step
+        del step
+        effects[key] = eff
+        if isinstance(finish, DesignError) and analyse is not None:
+            analyse, sens_note = None, f"no sensitivity analysis: {finish}"
+        held = [finish] if analyse is not None and callable(finish) else []
+        del finish
+    del subjects_left
     if analyse is not None:
         sens = Sensitivity(by_t, results)
     est = effect_table()

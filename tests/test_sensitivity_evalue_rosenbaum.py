@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from pleval import _workers
 from pleval.errors import DataError, DesignError
 from pleval.sensitivity import evalue_ci, evalue_rr, evalue_smd, rosenbaum_bounds, signed_rank_gamma, signed_rank_pvalue
 from pleval.sensitivity.rosenbaum import _set_codes, _Sets
@@ -161,9 +163,9 @@ def _moments_every_position(s, gamma, lower=False):
 def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     """Sets of 2–12 and one of 40 with ties (rounded responses) and Huber scores: the bound's
     sums, formed a chunk of whole sets at a time (the default chunks, and chunks of 1 and 64
-    positions, a set longer than a chunk on its own), are bit-identical to those formed at
-    every position in one pass, and each kept position's running sums are those of its set's a
-    largest scores (a = 1 … n_s − 1) and of the others."""
+    positions, a set longer than a chunk on its own), in one thread or two (runs of chunks), are
+    bit-identical to those formed at every position in one pass, and each kept position's
+    running sums are those of its set's a largest scores (a = 1 … n_s − 1) and of the others."""
     from pleval.sensitivity import rosenbaum
     from pleval.sensitivity.rosenbaum import HuberScores
 
@@ -178,13 +180,28 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     ids, tr = ids[perm], tr[perm]
     y = np.round(rng.normal(size=len(ids)) + 0.3 * tr, 1)
     codes, size = _set_codes(ids, tr)
-    for chunk in (rosenbaum._CHUNK, 1, 64):
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    threads, best = [], _Sets._best
+
+    def recorded(*a):
+        threads.append(threading.get_ident())
+        return best(*a)
+
+    monkeypatch.setattr(_Sets, "_best", recorded)
+    default = rosenbaum._CHUNK
+    for chunk in (default, 1, 64):
         monkeypatch.setattr(rosenbaum, "_CHUNK", chunk)
         for scores in (None, HuberScores()):
             s = _Sets.build(y, codes, size, tr, scores)
             for gamma in (1.0, 1.25, 2.0, 7.0, 1e4):
                 for lower in (False, True):
-                    assert s.moments(gamma, lower) == _moments_every_position(s, gamma, lower)
+                    every = _moments_every_position(s, gamma, lower)
+                    for cores in (1, 2):  # the chunks' runs in one thread and in two
+                        threads.clear()
+                        with _workers.limited(cores):
+                            assert s.moments(gamma, lower) == every
+                        runs = cores if chunk < default else 1  # (the default: one chunk)
+                        assert len(threads) == runs and (threading.get_ident() in threads) == (runs == 1)
     k = 17  # one set, by hand (untied responses)
     y = rng.normal(size=len(ids))
     q = stats.rankdata(y - (np.bincount(codes, weights=y) / size)[codes])

@@ -3,6 +3,8 @@ the Rosenbaum input, the placebo outcome and bad input."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -205,6 +207,71 @@ def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
     pd.testing.assert_frame_equal(runs[1][1].sensitivity, one.sensitivity)
     pd.testing.assert_frame_equal(runs[0][1].schools, runs[1][1].schools)
     assert len(runs[2][1].sensitivity) == 0
+
+
+def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
+    """In one process with a free core (as a 10M-row run, which has no placebo worker), a
+    subject's Rosenbaum bounds run beside the next subject's fit and analysis, the bounds' sums
+    split over two threads once nothing else runs, and the subjects' placebo calibrations side by
+    side: the same sensitivity and calibration tables as in one thread (workers=1), each subject's
+    design still formed once no other subject's is held."""
+    import gc
+    import threading
+    import weakref
+
+    import pleval.heterogeneity.placebo as placebo_mod
+    import pleval.matching.results as results
+    from pleval import _workers
+    from pleval.sensitivity import rosenbaum
+
+    est_mod = importlib.import_module("pleval.estimate")
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: False)  # one process
+    monkeypatch.setattr(rosenbaum, "_CHUNK", 64)  # several chunks a set of bounds
+    where = {"bounds": [], "sums": [], "calibrate": []}
+    calls = {"bounds": (rosenbaum, "rosenbaum_bounds"), "sums": (rosenbaum._Sets, "_best"),
+             "calibrate": (placebo_mod, "calibrate")}
+    made, build = [], results.effect_design
+    overlap = []
+
+    def tracked(*args, **kw):  # a subject's design formed while another's is held?
+        overlap.append(sum(r() is not None for r in made))
+        d = build(*args, **kw)
+        made.append(weakref.ref(d))
+        return d
+
+    monkeypatch.setattr(results, "effect_design", tracked)
+    for name, (owner, attr) in calls.items():
+        def recording(*a, _real=getattr(owner, attr), _name=name, **k):
+            where[_name].append(threading.get_ident())
+            return _real(*a, **k)
+
+        monkeypatch.setattr(owner, attr, recording)
+    import pleval.sensitivity.matched as matched_mod
+
+    monkeypatch.setattr(matched_mod, "rosenbaum_bounds", rosenbaum.rosenbaum_bounds)
+    runs = {}
+    gc.collect()
+    gc.disable()  # designs freed when dropped, not by the cyclic collector
+    try:
+        for workers in (1, 2):
+            for v in where.values():
+                v.clear()
+            runs[workers] = pleval.estimate(data, design="matched", seed=1, workers=workers, hl_gammas=[1.5])
+            assert len(where["bounds"]) == 2 and len(where["calibrate"]) == 2 and where["sums"]
+            # workers=1: everything here; 2: the bounds (and their sums) and calibrations in threads
+            assert {t == threading.get_ident() for v in where.values() for t in v} == {workers == 1}
+    finally:
+        gc.enable()
+    assert overlap == [0, 0] * 2  # never two subjects' designs at once
+    one, two = runs[1], runs[2]
+    assert len(one.sensitivity) and len(one.details["math"]["placebo"].calibrated)
+    pd.testing.assert_frame_equal(two.sensitivity, one.sensitivity)
+    for s in ("math", "reading"):
+        assert two.effect(s).raw == one.effect(s).raw
+        a, b = (ev.details[s]["placebo"] for ev in (one, two))
+        pd.testing.assert_frame_equal(b.comparison, a.comparison)
+        pd.testing.assert_frame_equal(b.calibrated, a.calibrated)
 
 
 def test_group_designs_lazy_match_distinct_rows(matched):

@@ -191,6 +191,35 @@ def test_thread_map_keeps_the_order_and_raises_the_first_error():
         _workers.thread_map(bad, range(6), threads=2)
 
 
+def test_a_call_of_thread_map_computes_in_one_thread_until_the_others_end(monkeypatch):
+    """compute_threads() in a call of thread_map: 1 while the map's other calls hold its other
+    threads (running or waiting), the cores they held once they have ended."""
+    import threading
+
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    barrier = threading.Barrier(2)
+
+    def beside(x):  # both calls run at once: each has one core
+        barrier.wait(5)
+        n = _workers.compute_threads()
+        barrier.wait(5)
+        return n
+
+    def last(x):  # call 0 ends at once; call 1, once it has, has both cores
+        calls = getattr(_workers._in_map, "calls", None)
+        deadline = time.time() + 5
+        while x and calls is not None and calls.left > 1 and time.time() < deadline:
+            time.sleep(0.001)
+        return _workers.compute_threads()
+
+    assert _workers.thread_map(beside, range(2)) == [1, 1]
+    assert _workers.thread_map(last, range(2))[1] == 2
+    assert _workers.thread_map(beside, range(4), threads=2) == [1] * 4  # (a call waiting for a thread holds it)
+    with _workers.limited(1):  # one core: the calls run here, one after the other
+        assert _workers.thread_map(last, range(2)) == [1, 1]
+    assert _workers.compute_threads() == 2  # outside any map
+
+
 @fork_only
 @pytest.mark.parametrize("workers, placebo, threads", [(1, True, 1), (2, True, 1), (2, False, 2)])
 def test_a_run_computes_in_the_threads_its_workers_leave(monkeypatch, workers, placebo, threads):

@@ -60,6 +60,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from .._results import ResultMixin
+from .._workers import thread_map
 from ..data import Columns, validate, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
 from .calibration import Calibration, calibrate
@@ -550,6 +551,7 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
     obs_groups = {(): observed.table} if not by else {
         (k if isinstance(k, tuple) else (k,)): g for k, g in observed.table.groupby(list(by), sort=False)
     }
+    groups, inputs = [], []  # (key, gkey, PL rows, placebo rows) and calibrate's arguments, of each group with estimates
     for key, obs in obs_groups.items():
         plc = placebo
         for col, val in zip(by, key):
@@ -561,10 +563,16 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
             warnings.warn(f"{key}: no placebo-calibrated figures: {len(o)} PL and {len(p)} placebo school estimates "
                           "(at least 1 PL and 2 placebo estimates are needed)", PlevalWarning, stacklevel=3)
             continue
-        V = _group_vcov(observed.vcov, gkey, o)
-        Vp = _group_vcov(placebo_vcov, gkey, p)
-        c = calibrate(o["school"].to_numpy(), o["effect_size"], V, o["df"], p["effect_size"], Vp, alpha=alpha,
-                      adjust=adjust, level=level, hartung_knapp=hartung_knapp, V_raw=_raw_vcov(observed, gkey, o))
+        groups.append((key, gkey, o, p))
+        inputs.append(dict(labels=o["school"].to_numpy(), y=o["effect_size"].to_numpy(), V=_group_vcov(observed.vcov, gkey, o),
+                           df=o["df"].to_numpy(), placebo_y=p["effect_size"].to_numpy(),
+                           placebo_V=_group_vcov(placebo_vcov, gkey, p), V_raw=_raw_vcov(observed, gkey, o)))
+    # The groups' calibrations (each a few eigen-decompositions of its schools' covariance) in
+    # threads when a core is free: each computed as alone, taken in the groups' order
+    calibrations = thread_map(lambda kw: calibrate(**kw, alpha=alpha, adjust=adjust, level=level,
+                                                   hartung_knapp=hartung_knapp), inputs)
+    del inputs
+    for (key, gkey, o, p), c in zip(groups, calibrations):
         results[gkey] = c
         frame = c.schools.copy()
         for i, (b, val) in enumerate(zip(by, key)):

@@ -376,13 +376,28 @@ class _Sets:
         positions tied with it, the largest v — computed at those positions only (about one a
         set). Whole sets of about :data:`_CHUNK` positions at a time, so that the temporaries
         stay in a core's cache (n-long ones streamed through memory and faulted in fresh pages
-        on every call); the sums over the sets in set order."""
+        on every call); the chunks in :func:`~pleval._workers.compute_threads` runs of
+        consecutive chunks, one a thread, each set's μ and v computed as in one thread; the sums
+        over the sets in set order (the same floats whatever the threads)."""
+        from .._workers import compute_threads, thread_map
+
         g = 1.0 / gamma if lower else gamma
         n_sets, n = len(self.start), len(self.a)
-        best = np.empty(n_sets)
-        vbest = np.full(n_sets, -np.inf)  # stays -inf only for a set whose μ is NaN (then v = 0)
         cut = np.unique(np.append(np.searchsorted(self.start, np.arange(0, n, _CHUNK)), n_sets))
-        for s0, s1 in zip(cut[:-1].tolist(), cut[1:].tolist()):  # chunks of whole sets, not sets
+        runs = np.array_split(np.arange(len(cut) - 1), min(compute_threads(), max(len(cut) - 1, 1)))
+        parts = thread_map(lambda r: self._best(cut[r[0]:r[-1] + 2].tolist(), g, lower), [r for r in runs if len(r)])
+        best = np.concatenate([b for b, _ in parts]) if parts else np.zeros(0)
+        vbest = np.concatenate([v for _, v in parts]) if parts else np.zeros(0)
+        return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
+
+    def _best(self, cut: list, g: float, lower: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The largest μ of each set from ``cut[0]`` to ``cut[-1]`` (negated for ``lower``) and
+        the largest v of the positions tied with it (−inf only for a set whose μ is NaN), chunk
+        by chunk (sets ``cut[i]`` to ``cut[i + 1]``): :meth:`moments`'s per-set work."""
+        n_sets, n = len(self.start), len(self.a)
+        best = np.empty(cut[-1] - cut[0])
+        vbest = np.full(len(best), -np.inf)
+        for s0, s1 in zip(cut[:-1], cut[1:]):  # chunks of whole sets, not sets
             p0, p1 = int(self.start[s0]), (int(self.start[s1]) if s1 < n_sets else n)
             start, count = self.start[s0:s1] - p0, self.count[s0:s1]
             den = np.multiply(self.a[p0:p1], g, dtype=float)
@@ -404,9 +419,9 @@ class _Sets:
             var -= mt * mt
             some = ties > 0
             if len(var):
-                vbest[s0:s1][some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some])
-            best[s0:s1] = top
-        return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
+                vbest[s0 - cut[0]:s1 - cut[0]][some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some])
+            best[s0 - cut[0]:s1 - cut[0]] = top
+        return best, vbest
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
         E, V = self.moments(gamma, lower)
