@@ -162,3 +162,38 @@ def test_pairs_outcome_and_weights_are_freed_before_the_cross_products(monkeypat
     res = school_effects(d, covariates=["pretest"], by="subject", **CASES[0])
     assert held and not held[0] & {"y", "w", "w2", "by_codes"}
     assert len(res.sd) == 2 and all(np.isfinite(v[0]) and v[0] > 0 for v in res.sd.values())
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_blocks_in_threads_give_the_one_thread_results_bit_for_bit(monkeypatch, case):
+    """The blocks of strata spread over three threads (``_workers.thread_map``) give every number of
+    one thread exactly — the table, the raw and regularized joint covariance, λ — and the blocks
+    did run in more than one thread (each block's fit held a moment, so that all threads take some)."""
+    import threading
+    import time
+
+    from pleval import _workers
+
+    module = importlib.import_module("pleval.heterogeneity.school_effects")
+    real, seen = module.grouped_wls, set()
+
+    def held(*a, **k):
+        seen.add(threading.get_ident())
+        time.sleep(0.005)
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, "grouped_wls", held)
+    d = _sample(case + 20)
+    kw = CASES[case]
+    monkeypatch.setattr(_workers, "compute_threads", lambda: 1)
+    one = _fit(d, monkeypatch, 40, **kw)
+    assert len(seen) == 1
+    monkeypatch.setattr(_workers, "compute_threads", lambda: 3)
+    seen.clear()
+    threaded = _fit(d, monkeypatch, 40, **kw)
+    assert len(seen) > 1
+    pd.testing.assert_frame_equal(threaded.table, one.table, check_exact=True)
+    for attr in ("vcov_raw", "vcov"):
+        for key, v in getattr(one, attr).items():
+            pd.testing.assert_frame_equal(getattr(threaded, attr)[key], v, check_exact=True)
+    assert threaded.vcov_shrinkage == one.vcov_shrinkage

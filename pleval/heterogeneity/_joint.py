@@ -67,13 +67,14 @@ cell's score φ_c is kept across blocks. No loop over students, schools or cells
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.linalg import blas
 
+from .._workers import thread_map
 from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
 from ._batched import _pair_sums
 from ._joint_phi import df_sums, phi_identity_cells
@@ -224,57 +225,90 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     in more than k/8 sets (a comparison school serving many) goes through dense symmetric
     rank-k updates (BLAS ``syrk``: the upper triangle, half a general product's work), in blocks
     of clusters; the shared-cluster counts, whole numbers far below 2²⁴, exactly in single
-    precision."""
+    precision. The three matrices are independent (:func:`_lane`): they go to
+    :func:`pleval._workers.thread_map`'s threads, each computed as in one thread."""
     wide = np.bincount(cell_cluster, minlength=n_cl) * 8 > G  # clusters in more than k/8 sets
-    few = ~wide[cell_cluster]
-    Phi = _sparse_rows(phi, cell_group, cell_cluster, few, G, n_cl)
-    V = np.asarray((Phi @ Phi.T).todense())
-    nonzero = Phi.data != 0
-    Phi.data *= Phi.data  # Φ∘Φ on Φ's indices (a zero φ an explicit 0: it adds 0 to a sum)
-    S2 = np.asarray((Phi @ Phi.T).todense())
-    Phi.data = nonzero.astype(np.float64)  # the pattern of nonzero φ
-    del nonzero
-    m = np.asarray((Phi @ Phi.T).todense())
-    del Phi
+    Phi = _sparse_rows(phi, cell_group, cell_cluster, ~wide[cell_cluster], G, n_cl)
     many = np.flatnonzero(wide)
-    if not many.size:
-        return V, S2, m
-    width = max(1, _CHUNK // 16)
-    col = np.full(n_cl, -1, dtype=np.int32 if many.size < 2**31 else np.intp)
-    col[many] = np.arange(many.size)
-    cc = col[cell_cluster]  # each cell's column among the wide clusters (−1: a cluster in few sets)
-    del col, few, wide
-    n_blocks = -(-many.size // width)
-    key = cc // width + 1  # 0: few sets; 1 + the block of clusters
-    o = radix_argsort(key)  # cells by block of clusters (the order within a block is free)
-    bounds = np.cumsum(np.bincount(key, minlength=n_blocks + 1))  # block b: o[bounds[b] : bounds[b + 1]]
-    del key
-    Vd, S2d = np.zeros((G, G), order="F"), np.zeros((G, G), order="F")
-    md = np.zeros((G, G), dtype=np.float32, order="F")
-    # the blocks' matrices: Φ's columns, Φ∘Φ and the pattern of nonzero φ, zero but where a
-    # block's cells are written (and cleared after), reused for every block
-    bufs = (np.zeros((G, width), order="F"), np.zeros((G, width), order="F"),
-            np.zeros((G, width), dtype=np.float32, order="F"))
-    flats = [buf.reshape(-1, order="F") for buf in bufs]  # views: entry (g, j) at g + G·j
-    for b in range(n_blocks):  # blocks of clusters
-        at = o[bounds[b] : bounds[b + 1]]
-        flat = G * (cc[at] - b * width).astype(np.intp)  # the cells' entries
-        flat += cell_group[at]
-        vals = phi[at]
-        for f, v in zip(flats, (vals, vals * vals, vals != 0)):
-            f[flat] = v
-        cols = min(width, many.size - b * width)
-        P, P2, B = (buf[:, :cols] for buf in bufs)
-        Vd = blas.dsyrk(1.0, P, beta=1.0, c=Vd, overwrite_c=1)
-        S2d = blas.dsyrk(1.0, P2, beta=1.0, c=S2d, overwrite_c=1)
-        md = blas.ssyrk(1.0, B, beta=1.0, c=md, overwrite_c=1)
-        for f in flats:
-            f[flat] = 0
-    del o, cc, bufs, flats
-    for M, D in ((V, Vd), (S2, S2d), (m, md)):  # the upper triangles (the lower ones are 0), mirrored
-        D += np.triu(D, 1).T
-        M += D
-    return V, S2, m
+    del wide
+    blocks, width = [], max(1, _CHUNK // 16)
+    if many.size:
+        col = np.full(n_cl, -1, dtype=np.int32 if many.size < 2**31 else np.intp)
+        col[many] = np.arange(many.size)
+        cc = col[cell_cluster]  # each cell's column among the wide clusters (−1: a cluster in few sets)
+        del col
+        n_blocks = -(-many.size // width)
+        key = cc // width + 1  # 0: few sets; 1 + the block of clusters
+        o = radix_argsort(key)  # cells by block of clusters (the order within a block is free)
+        bounds = np.cumsum(np.bincount(key, minlength=n_blocks + 1))  # block b: o[bounds[b] : bounds[b + 1]]
+        del key
+        for b in range(n_blocks):  # blocks of clusters: each cell's entry (g, j) of its block at g + G·j
+            at = o[bounds[b] : bounds[b + 1]]
+            flat = G * (cc[at] - b * width).astype(np.intp)
+            flat += cell_group[at]
+            blocks.append((flat, phi[at], min(width, many.size - b * width)))
+        del o, cc
+    return tuple(thread_map(lambda kind: _lane(kind, Phi, blocks, G, width), range(3)))
+
+
+def _lane(kind: int, Phi: sparse.csr_matrix, blocks: list, G: int, width: int) -> np.ndarray:
+    """One matrix of :func:`_cross_products` (``kind`` 0: ``ΦΦ'``, 1: ``(Φ∘Φ)(Φ∘Φ)'``, 2: the
+    pattern's, the counts of shared clusters): the sparse rows' product plus the dense blocks'
+    (``blocks``: each block's cells' flat entries in its G × width matrix, their φ and its
+    columns), the blocks' ``syrk`` updates (:func:`_syrk`) into the upper triangle, mirrored at
+    the end. Reads ``Phi`` and ``blocks``, writes only its own arrays."""
+    data = Phi.data
+    data = data if kind == 0 else data * data if kind == 1 else (data != 0).astype(np.float64)
+    P = sparse.csr_matrix((data, Phi.indices, Phi.indptr), shape=Phi.shape)  # Φ's indices, this lane's values
+    M = np.asarray((P @ P.T).todense())
+    del P, data
+    if not blocks:
+        return M
+    dtype = np.float32 if kind == 2 else np.float64
+    D = np.zeros((G, G), dtype=dtype, order="F")
+    buf = np.zeros((G, width), dtype=dtype, order="F")  # zero but where a block's cells are written (and cleared after)
+    flat_buf = buf.reshape(-1, order="F")  # a view: entry (g, j) at g + G·j
+    for flat, vals, cols in blocks:  # blocks of clusters
+        flat_buf[flat] = vals if kind == 0 else vals * vals if kind == 1 else vals != 0
+        _syrk(buf[:, :cols], D)
+        flat_buf[flat] = 0
+    D += np.triu(D, 1).T  # the upper triangle (the lower one is 0), mirrored
+    M += D
+    return M
+
+
+def _blas_syrk(name: str):
+    """The BLAS routine ``name`` (``dsyrk``, ``ssyrk``) of scipy's Cython BLAS
+    (:mod:`scipy.linalg.cython_blas`, the routines :mod:`scipy.linalg.blas` wraps), as a ctypes
+    function: ctypes releases the GIL during the call, scipy.linalg.blas's wrappers do not, so two
+    threads' updates run at once. Arguments as Fortran's, all by address."""
+    from scipy.linalg import cython_blas
+
+    capsule = cython_blas.__pyx_capi__[name]
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 10)(get_pointer(capsule, get_name(capsule)))
+
+
+_SYRK = {}
+""":func:`_blas_syrk`'s functions by dtype, made on first use."""
+
+
+def _syrk(A: np.ndarray, C: np.ndarray) -> None:
+    """``C ← AA' + C`` on C's upper triangle (BLAS ``syrk``, uplo U, trans N), in place, for a
+    column-major ``A`` (n × k) and ``C`` (n × n) of one dtype (float64 or float32): the numbers of
+    ``scipy.linalg.blas.dsyrk(1.0, A, beta=1.0, c=C, overwrite_c=1)``, without the GIL."""
+    if A.dtype not in _SYRK:
+        _SYRK[A.dtype] = _blas_syrk("dsyrk" if A.dtype == np.float64 else "ssyrk")
+    assert A.flags.f_contiguous and C.flags.f_contiguous and C.dtype == A.dtype and C.shape == (len(A), len(A))
+    n, k = A.shape
+    num = np.ctypeslib.as_ctypes_type(A.dtype)
+    ints = [ctypes.c_int(v) for v in (n, k, max(1, n), max(1, n))]
+    one = num(1.0)
+    ref = ctypes.addressof
+    _SYRK[A.dtype](ctypes.c_char_p(b"U"), ctypes.c_char_p(b"N"), ref(ints[0]), ref(ints[1]), ref(one),
+                   A.ctypes.data, ref(ints[2]), ref(one), C.ctypes.data, ref(ints[3]))
 
 
 def _sparse_rows(phi, cell_group, cell_cluster, keep, G: int, n_cl: int) -> sparse.csr_matrix:

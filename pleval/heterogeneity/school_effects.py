@@ -69,7 +69,8 @@ from .._results import ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
+from .._workers import thread_map
+from ..inference.robust import CR2_FORMS, group_spans, radix_argsort, span_rows
 from ..matching.results import SchoolSample
 from ..percentiles import to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
@@ -491,30 +492,36 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     forms the joint covariance from the blocks' cells (:func:`._joint.joint_from_cells`) once
     the design and the row-length codes are freed. The clusters are numbered once for all
     blocks (by the caller; ``clusters``: codes 0..n_clusters−1), and whether the Φ = I form
-    applies is decided once, from all the weights. Returns ``(fit, e2, cells)``: the fits (no
-    residuals), Σ w e² per stratum, and each block's :class:`._joint.JointCells` (None for the
-    other vcov types)."""
+    applies is decided once, from all the weights. The blocks, independent, are spread over
+    :func:`pleval._workers.thread_map`'s threads (a core no worker holds) and their results
+    taken in the blocks' order, so they are those of one thread, bit for bit. Returns
+    ``(fit, e2, cells)``: the fits (no residuals), Σ w e² per stratum, and each block's
+    :class:`._joint.JointCells` (None for the other vcov types)."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
-    if joint:
-        phi_identity = uses_phi_identity(w1, codes, G, vcov, cr2)
-    fits, e2, cells = [], np.zeros(G), []
-    for g0, g1, rows in group_blocks(codes, G, _BLOCK_ROWS):  # blocks of strata
+    phi_identity = joint and uses_phi_identity(w1, codes, G, vcov, cr2)
+    order, spans = group_spans(codes, G, _BLOCK_ROWS)
+
+    def fit(span):  # one block of strata: its fits, Σ w e² and cells (reads the arrays, writes none)
+        g0, g1, r0, r1 = span
+        rows = span_rows(order, r0, r1)
         X = _design_rows(design, t, rows)
         gb, wb, cb = codes[rows] - g0, w1[rows], None if cnt is None else cnt[rows]
         f = grouped_wls(y[rows], X, gb, g1 - g0, weights=None if w is None else wb,
                         vcov="classical" if joint else vcov, target=1, counts=cb)
-        e2[g0:g1] = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0)
+        e2 = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0)
+        c = None
         if joint:
             c = joint_cells(X, f.resid, wb, gb, g1 - g0, f.bread, clusters[rows], f.ok, f.rank, vcov=vcov,
                             target=1, counts=cb, cr2=cr2, units=None if units is None else units[rows],
                             phi_identity=phi_identity)
-            cells.append(replace(c, group=c.group + g0))
-        fits.append(replace(f, resid=None))
-        del X, f
+            c = replace(c, group=c.group + g0)
+        return replace(f, resid=None), e2, c
+
+    fits, e2, cells = zip(*thread_map(fit, spans))
     fit = GroupedFit(**{k: np.concatenate([getattr(f, k) for f in fits]) for k in
                         ("params", "vcov", "df", "n", "n_clusters", "ok", "rank", "bread")}, resid=None)
-    return fit, e2, cells if joint else None
+    return fit, np.concatenate(e2), list(cells) if joint else None
 
 
 def _key(k):

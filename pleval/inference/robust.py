@@ -151,18 +151,33 @@ def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndar
     return radix_argsort(codes), counts
 
 
-def group_blocks(codes: np.ndarray, G: int, rows: int):
-    """Blocks of whole groups of about ``rows`` rows each, for work done a block at a time:
-    yields ``(g0, g1, idx)``, the groups g0..g1−1 of a block (at least one) and the positions of
-    their rows in group order (stable; :func:`cluster_order`). A block ends with the group in
-    which its ``rows``-th row falls, so every block but one of groups without any rows has rows."""
+def group_spans(codes: np.ndarray, G: int, rows: int) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
+    """``(order, spans)``: the rows in group order (:func:`cluster_order`; None when they already
+    are) and the blocks of whole groups of about ``rows`` rows each, ``(g0, g1, r0, r1)``: the
+    groups g0..g1−1 of a block (at least one), whose rows are ``order[r0:r1]``. A block ends with
+    the group in which its ``rows``-th row falls, so every block but one of groups without any
+    rows has rows. The spans hold no rows' positions: blocks handed to threads all at once
+    (:func:`pleval._workers.thread_map`) take theirs when they run (:func:`span_rows`)."""
     order, per_group = cluster_order(codes, G)
     ends = np.cumsum(per_group)  # rows up to and including each group
     last = np.searchsorted(ends, np.arange(rows, ends[-1], rows))  # a block's last group
     bounds = np.unique(np.concatenate([[0], last + 1, [G]]))
-    for g0, g1 in zip(bounds[:-1], bounds[1:]):  # blocks, not groups
-        r0, r1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
-        yield int(g0), int(g1), (np.arange(r0, r1) if order is None else order[r0:r1])
+    return order, [(int(g0), int(g1), int(ends[g0 - 1]) if g0 else 0, int(ends[g1 - 1]))
+                   for g0, g1 in zip(bounds[:-1], bounds[1:])]  # blocks, not groups
+
+
+def span_rows(order: np.ndarray | None, r0: int, r1: int) -> np.ndarray:
+    """The positions of a span's rows (:func:`group_spans`)."""
+    return np.arange(r0, r1) if order is None else order[r0:r1]
+
+
+def group_blocks(codes: np.ndarray, G: int, rows: int):
+    """Blocks of whole groups of about ``rows`` rows each, for work done a block at a time:
+    yields ``(g0, g1, idx)``, the groups g0..g1−1 of a block (at least one) and the positions of
+    their rows in group order (stable; :func:`cluster_order`), the blocks of :func:`group_spans`."""
+    order, spans = group_spans(codes, G, rows)
+    for g0, g1, r0, r1 in spans:
+        yield g0, g1, span_rows(order, r0, r1)
 
 
 def tile_rows(counts: np.ndarray) -> int:
