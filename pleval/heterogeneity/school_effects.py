@@ -341,7 +341,8 @@ def _finish(
     """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
     the joint covariance ``vcov_es``, rows aligned with ``table``, when given, its off-diagonal
     regularized within the group by :func:`._joint.regularize` with the entries' variances
-    ``vcov_es_var``)."""
+    ``vcov_es_var``). The groups are pooled in :func:`pleval._workers.thread_map`'s threads (each
+    its own k × k algebra), their results taken in the groups' order."""
     table = table.copy()
     for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_es_ci_low", "shrunk_es_ci_high", "shrunk_pp",
                 "reliability", "prob_negative"):
@@ -350,6 +351,7 @@ def _finish(
     groups = [("all", np.arange(len(table)))] if not by else [
         (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
     ]
+    jobs = []  # the groups to pool: (key, es, ses, labels, rows)
     for key, idx in groups:
         sub = table.iloc[idx]
         es = sub["effect_size"].to_numpy(dtype=float)
@@ -361,16 +363,25 @@ def _finish(
         if ok.sum() < 2:
             warnings.warn(f"{key}: fewer than 2 schools with an estimate; no meta-analysis", PlevalWarning, stacklevel=3)
             continue
-        labels = sub["school"].to_numpy()[ok]
-        rows = idx[ok]
-        V = V_raw = np.diag(ses[ok] ** 2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
+        jobs.append((key, es[ok], ses[ok], sub["school"].to_numpy()[ok], idx[ok]))
+
+    def pool(job):  # one group's regularized covariance and pooling (reads the shared arrays, writes none)
+        key, es, ses, labels, rows = job
+        V = V_raw = np.diag(ses**2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
+        lam = None
         if vcov_es is not None:
-            raws[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)
-            V, lams[key] = regularize(V, vcov_es_var[np.ix_(rows, rows)])
-        vcovs[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)  # fresh arrays: not copied
-        m, sh = pool_schools(es[ok], ses[ok], None if vcov_es is None else V, method=method,
-                             hartung_knapp=hartung_knapp, level=level, prediction=prediction, labels=labels,
+            V, lam = regularize(V, vcov_es_var[np.ix_(rows, rows)])
+        m, sh = pool_schools(es, ses, None if vcov_es is None else V, method=method, hartung_knapp=hartung_knapp,
+                             level=level, prediction=prediction, labels=labels,
                              V_raw=None if vcov_es is None else V_raw)
+        return V, V_raw, lam, m, sh
+
+    # the groups (subjects) pooled in threads where a core is free (each a k × k eigen-decomposition)
+    for (key, es, ses, labels, rows), (V, V_raw, lam, m, sh) in zip(jobs, thread_map(pool, jobs)):
+        if vcov_es is not None:
+            raws[key] = pd.DataFrame(V_raw, index=labels, columns=labels, copy=False)
+            lams[key] = lam
+        vcovs[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)  # fresh arrays: not copied
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
         table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
