@@ -1264,6 +1264,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
                                   columns.school, by],  # copies within one PL school's sets merged
                                  categorical={sid, columns.school, by} - {*kw["covariates"], *kw["moderators"]},
                                  lazy=True)  # columns gathered as read: no frame of every pair
+        m.let_go_long()  # formed again when next read (the propensity table's weights, after the placebo rounds)
         schools = _school_effects(sample, stratum="_pl_school", weight="_weight", cluster=sid, unit=sid,
                                   school=columns.school, kw={**kw, "by": by, "weight2": "_weight2", "copies": "_copies",
                                                              "robustness_q": 1.0 if opts["school_sensitivity"] else None},

@@ -354,11 +354,15 @@ def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
         (ca, ua), (cb, ub) = a.factorized["student_id"], b.factorized["student_id"]
         assert np.array_equal(ca, cb) and np.array_equal(np.asarray(ua), np.asarray(ub))
     rounds.last_round()
-    before = calls["distinct_hashed_ranks"]
+    store, before = rounds._reuse, dict(calls)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
+        last = rounds.match(order[:8])  # takes what the rounds shared, letting it go
+        assert calls == before and rounds._reuse is None and set(store) == {pm._LAST_USE}
+        for f in ("rows", "set_id", "weight", "set_school"):
+            assert np.array_equal(getattr(last, f), getattr(got[0], f))
         rounds.match(order[:8])
-    assert calls["distinct_hashed_ranks"] == before + 1  # nothing kept after the last round
+    assert calls["distinct_hashed_ranks"] == before["distinct_hashed_ranks"] + 1  # nothing kept after the last round
 
 
 def test_rounds_keep_only_the_columns_they_read(small):

@@ -176,6 +176,25 @@ def test_sorted_search_orders_runs_and_mirrors_them():
             assert np.array_equal(s.left, want[np.lexsort((-prio[want], run))])
 
 
+def test_positions_and_ranks_are_int32_below_two_to_the_31():
+    """The sorted search's arrays of positions and ranks (``right``, ``left``, ``prio``), the ranks
+    of ``_order_ranks`` and of :func:`distinct_hashed_ranks` are ``int32`` (half the bytes of the
+    per-comparison arrays at 10M rows), chosen by the count: ``int64`` from 2³¹ on."""
+    from pleval.matching.nearest import _order_ranks, _positions_dtype, distinct_hashed_ranks
+
+    assert _positions_dtype(2**31 - 1) == np.int32 and _positions_dtype(2**31) == np.int64
+    rng = np.random.default_rng(5)
+    key = rng.integers(0, 1000, 500)
+    o, r = _order_ranks(key)
+    assert o.dtype == r.dtype == np.int32
+    np.testing.assert_array_equal(o, np.argsort(key, kind="stable"))
+    np.testing.assert_array_equal(r[o], np.arange(500))
+    c_x = rng.integers(0, 20, 500) * 0.5
+    s = _SortedSearch(c_x, rng.integers(0, 3, 500), r, c_x[:40], rng.integers(0, 3, 40), np.inf, by_prio=o)
+    assert s.right.dtype == s.left.dtype == s.prio.dtype == np.int32
+    assert distinct_hashed_ranks(pd.Index([f"S{i}" for i in range(50)])).dtype == np.int32
+
+
 def test_long_format_in_blocks_is_that_of_the_pairs(monkeypatch):
     """_long with the comparison rows and sets looked up a block of pairs at a time (``c_map``,
     ``s_map``: what match passes, no per-pair copies) is _long of the looked-up pairs, for blocks
@@ -197,6 +216,37 @@ def test_long_format_in_blocks_is_that_of_the_pairs(monkeypatch):
         got = pm._long(tpos[matched], c_row, t_row, weight, int(matched.sum()), c_map=cpos, s_map=set_index)
         for a, b in zip(got, want):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+        lazy = pm.NearestSets(tpos[matched], cpos, c_row.astype(np.int32), m[matched])  # weights 1/size: the same bits
+        for a, b in zip(lazy.long(), want):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_the_long_format_is_let_go_and_formed_again(tied_data):
+    """A nearest-neighbour match forms its long format when first read (:class:`NearestSets`);
+    ``let_go_long`` drops it and the next read forms the same arrays; the distinct rows are those
+    of the long format. A match without the matcher's sets (analysis weights) keeps its own."""
+    import pleval.matching as pm
+    from pleval.matching.results import distinct_rows
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = match(validate(tied_data, C), C, method="propensity", tie_cap=4)
+        weighted = match(validate(tied_data.assign(w=1.0), pm.replace(C, weight="w")), pm.replace(C, weight="w"),
+                         method="propensity", tie_cap=4)
+    assert isinstance(m.sets, pm.NearestSets) and "rows" not in m.__dict__
+    first = [m.rows, m.set_id, m.weight]
+    m.let_go_long()
+    assert not {"rows", "set_id", "weight"} & set(m.__dict__)
+    for a, b in zip([m.rows, m.set_id, m.weight], first):
+        assert a is not b and a.dtype == b.dtype and np.array_equal(a, b)
+    for a, b in zip(m._distinct, distinct_rows(m.rows, m.weight, len(m.data))):
+        np.testing.assert_array_equal(a, b)
+    assert weighted.sets is None
+    rows = weighted.rows
+    weighted.let_go_long()
+    assert weighted.rows is rows
+    for f in ("rows", "set_id", "weight"):
+        np.testing.assert_array_equal(getattr(weighted, f), getattr(m, f))
 
 
 def test_hashed_ranks_depend_on_the_ids_only():
@@ -313,6 +363,78 @@ def test_ids_of_some_rows_are_their_own_factorization():
     gap = pd.Series(["a", None, "b", "a"], dtype="str")
     fg = pd.factorize(gap)
     assert _ids_of((fg, distinct_hashed_ranks(fg[1])), np.array([0, 1, 3])) is None
+
+
+def test_a_store_marked_for_its_last_use_gives_its_entries_up():
+    """``_reused``: a store keeps what it makes and gives it again; marked by ``last_use``, it gives
+    an entry once (letting it go) and keeps nothing new, so a later call makes it afresh."""
+    from pleval.matching import _LAST_USE, _reused, last_use
+
+    made = []
+
+    def make():
+        made.append(1)
+        return np.arange(3)
+
+    idx = pd.Index([4, 5, 6])
+    store: dict = {}
+    a = _reused(store, "x", idx, make)
+    assert _reused(store, "x", idx, make) is a and len(made) == 1 and "x" in store
+    last_use(store)
+    assert _reused(store, "x", idx, make) is a and len(made) == 1
+    assert set(store) == {_LAST_USE}
+    assert _reused(store, "x", idx, make) is not a and len(made) == 2 and set(store) == {_LAST_USE}
+
+
+def test_kept_codes_are_int32(tied_data):
+    """The codes a match keeps beside the data (the student ids' factorization) and those a school
+    sample keeps (its columns' ``pd.factorize``, the sorted levels') are ``int32``: the same
+    codes as pandas', half the bytes."""
+    from pleval.matching._design import factorize
+
+    s = pd.Series(["b", "a", None, "b"], dtype="str")
+    codes, uniq = factorize(s)
+    assert codes.dtype == np.int32
+    np.testing.assert_array_equal(codes, pd.factorize(s)[0])
+    codes, uniq = factorize(s, sort=True)
+    np.testing.assert_array_equal(codes, pd.factorize(s, sort=True)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = match(validate(tied_data, C), C, method="propensity", tie_cap=4)
+    assert m.factorized[C.student_id][0].dtype == np.int32
+    ss = m.school_sample([C.treatment, C.student_id, C.school, C.subject], categorical={C.student_id, C.school},
+                         lazy=True)
+    ss.codes(C.school), ss.level_codes(C.subject)
+    assert ss.distinct_in_data([C.student_id, C.subject])
+    assert {f[0].dtype for f in ss.factorized.values()} == {np.dtype(np.int32)}
+
+
+@pytest.mark.parametrize("discard", ["none", "both"])
+def test_ids_coded_beside_the_fit_change_nothing(tied_data, monkeypatch, discard):
+    """With a free core, ``match`` codes the student ids (the tie cap's) in a second thread while
+    the propensity model is fitted, on the rows before the fit's exclusions (then taken for the
+    rows left): the same match as in one thread, and the ids are coded once."""
+    import pleval.matching as pm
+    from pleval import _workers
+
+    calls = []
+    real = pm._student_ids
+    monkeypatch.setattr(pm, "_student_ids", lambda data, sid: calls.append(len(data)) or real(data, sid))
+    got = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(_workers, "compute_threads", lambda n=threads: n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got[threads] = match(validate(tied_data, C), C, method="propensity", tie_cap=4, discard=discard,
+                                 caliper=0.05)
+    a, b = got[1], got[2]
+    assert calls == [len(a.data), len(tied_data)] and len(a.data) == len(b.data)
+    assert discard == "none" or len(a.data) < len(tied_data)
+    for f in ("rows", "set_id", "weight", "set_school"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    np.testing.assert_array_equal(a.factorized[C.student_id][0], b.factorized[C.student_id][0])
+    np.testing.assert_array_equal(np.argsort(a.id_ranks), np.argsort(b.id_ranks))
+    pd.testing.assert_frame_equal(a.unmatched, b.unmatched)
 
 
 def test_positions_of_labels_among_more_labels():

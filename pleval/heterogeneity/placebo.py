@@ -224,6 +224,7 @@ class _InMemoryRounds:
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
         self.validated, self.keep, self.matched = validated, tuple(keep), matched
         self._coded = None  # schools()' coding of the school column (:func:`_school_arms`)
+        self._last = False  # last_round() was called
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
         """PL and comparison school ids (:func:`_school_arms`)."""
@@ -238,6 +239,7 @@ class _InMemoryRounds:
         validated rows are the same in every round, and each round only relabels the treatment.
         The rounds keep those rows with only the columns they read (:func:`_round_columns`)."""
         from ..matching import _positions, match, reuse_store  # designs layer: imported lazily, estimators above it
+        from ..matching._design import narrow_codes
 
         c, school = self.columns, self.columns.school
         score = c.main_pretest or c.outcome
@@ -259,6 +261,7 @@ class _InMemoryRounds:
             keep = ~coded[2][codes]
             v = replace(v, data=v.data.loc[keep, cols])
             codes, levels = codes[keep], pd.Index(coded[1])
+        codes = narrow_codes(codes, len(levels))  # (held by the rounds)
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
@@ -272,11 +275,20 @@ class _InMemoryRounds:
     def match(self, chunk: np.ndarray):
         """The match of one round (a :class:`~pleval.matching.MatchResult`): the schools
         ``chunk`` as pseudo-PL against the other comparison schools, with the analysis's matching."""
-        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options, _reuse=self._reuse)
+        store = self._reuse
+        if store is not None and self._last:  # the last round takes what the rounds shared; none is kept after it
+            self._reuse = None
+        return self._match(self._fake(chunk), self.columns, self.method, **self.match_options, _reuse=store)
 
     def last_round(self) -> None:
-        """No round follows: what the rounds shared is let go (before the round's school effects)."""
-        self._reuse = None
+        """The next round is the last: it takes what the rounds shared and lets each part go as it
+        is taken (:func:`pleval.matching.last_use`), so that the parts are freed during its match
+        as the match's own arrays are; later rounds (if some school had no estimate) share none."""
+        from ..matching import last_use
+
+        self._last = True
+        if self._reuse is not None:
+            last_use(self._reuse)
 
 
 def _round_columns(names: pd.Index, columns: Columns, match_options: Mapping, keep) -> list:
@@ -470,11 +482,11 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         start += len(chunk)
         if not rnd:  # (between rounds the next round's arrays take the place of the last's)
             _release_free_memory()
+        if (start >= len(order) or len(chunk) >= plan.n_placebo - done) and hasattr(plan.rounds, "last_round"):
+            plan.rounds.last_round()  # the last round, unless some school has no estimate
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
             m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
-            if (start >= len(order) or len(chunk) >= plan.n_placebo - done) and hasattr(plan.rounds, "last_round"):
-                plan.rounds.last_round()  # the last round, unless some school has no estimate
             if sd is not None:
                 eff_kw, sd = {**eff_kw, "sd": sd()}, None
             res = school_effects(m, **eff_kw)

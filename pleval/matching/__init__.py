@@ -28,9 +28,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from .. import _workers
 from ..data import Columns, Validated, validate
 from ..errors import DataError, DesignError
-from ._design import codes_and_levels, combine_codes, encode, first_appearance_codes, is_categorical
+from ._design import codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical, narrow_codes
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
@@ -64,23 +65,40 @@ def _keep_rows(data, t, pm: PropensityModel, mask):
     return data.loc[mask], t[mask], sub
 
 
+_LAST_USE = "last use"
+"""The key that marks a ``_reuse`` store for its last call (:func:`last_use`)."""
+
+
+def last_use(store: dict) -> dict:
+    """Mark a ``_reuse`` store for its last call (the placebo rounds' last match): that call takes
+    what the store keeps, letting each entry go as it is taken, and keeps nothing new, so that
+    what it takes is freed with the call's own arrays (as soon as the call no longer needs it)
+    rather than held by the store through the call."""
+    store[_LAST_USE] = True
+    return store
+
+
 def _reused(store: dict | None, name, index: pd.Index, make, subset=None):
     """``make()``, or what ``store`` keeps under ``name`` from a call on the same rows (``index``):
     arrays per row that do not depend on the treatment (``match``'s ``_reuse``); None: nothing kept.
     ``subset(value, positions)``: the value of some rows from that of more rows (None when it
     cannot be taken), for an entry kept from a call on rows that include ``index``'s
-    (:func:`reuse_store`)."""
+    (:func:`reuse_store`). A store marked by :func:`last_use` gives its entry up and keeps none."""
     if store is None:
         return make()
-    hit = store.get(name)
+    last = store.get(_LAST_USE, False)
+    hit = store.pop(name, None) if last else store.get(name)
     if hit is not None and hit[0].equals(index):
         return hit[1]
     value = None
     if hit is not None and subset is not None:
         pos = _positions(hit[0], index)
         value = None if pos is None else subset(hit[1], pos)
-    store[name] = (index, make() if value is None else value)
-    return store[name][1]
+    del hit
+    value = make() if value is None else value
+    if not last:
+        store[name] = (index, value)
+    return value
 
 
 def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
@@ -111,13 +129,21 @@ def _ids_of(value, pos: np.ndarray):
         return None
     present = np.zeros(len(uniq), bool)
     present[sub] = True
-    new = (np.cumsum(present) - 1)[sub]  # numbered in the larger rows' order of first appearance
+    new = narrow_codes(np.cumsum(present) - 1, len(uniq))[sub]  # numbered in the larger rows' order of first appearance
     old = np.flatnonzero(present)
     top = np.maximum.accumulate(new)
     if len(new) and (new[0] != 0 or (new[1:] > top[:-1] + 1).any()):  # an id first seen in rows not taken
         new, first = first_appearance_codes(new)
+        new = narrow_codes(new, len(first))
         old = sub[first]
     return (new, uniq[old]), ranks[old]
+
+
+def _student_ids(data: pd.DataFrame, sid: str):
+    """``match``'s ``("ids", sid)`` entry: the student ids' factorization (int32 codes) and the
+    hashed rank of each distinct id (:func:`~.nearest.distinct_hashed_ranks`), the tie cap's keys."""
+    f = factorize(data[sid])
+    return f, distinct_hashed_ranks(f[1])
 
 
 def reuse_store(m: MatchResult) -> dict:
@@ -153,7 +179,8 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets, *, c_map=None, s_map=N
     ``Σ_{s' < s} (size_{s'} + 1)`` and pair ``p`` sits at ``p + s_p + 1``. ``c_map``/``s_map``:
     when given, pair ``p``'s comparison row and set are ``c_map[c_pos[p]]`` and
     ``s_map[set_of_pair[p]]`` (e.g. the matcher's row indices and treated rows), looked up a block of
-    pairs at a time rather than as per-pair arrays (``s_map`` increasing on the ``set_of_pair`` present)."""
+    pairs at a time rather than as per-pair arrays (``s_map`` increasing on the ``set_of_pair`` present).
+    ``pair_weight`` None: each pair's weight is ``1/size`` of its set (:class:`NearestSets`)."""
     if s_map is None:
         size = np.bincount(set_of_pair, minlength=n_sets)
     else:  # sets numbered in order of their treated rows: the treated rows' pair counts, in order
@@ -170,8 +197,25 @@ def _long(t_pos, c_pos, set_of_pair, pair_weight, n_sets, *, c_map=None, s_map=N
         s = set_of_pair[lo:hi] if s_map is None else s_map[set_of_pair[lo:hi]]
         at = np.arange(lo + 1, hi + 1) + s  # pair p sits after the s + 1 treated rows before it
         rows[at] = c_pos[lo:hi] if c_map is None else c_map[c_pos[lo:hi]]
-        sets[at], w[at] = s, pair_weight[lo:hi]
+        sets[at], w[at] = s, (1.0 / size[s] if pair_weight is None else pair_weight[lo:hi])
     return rows, sets, w
+
+
+class NearestSets:
+    """A nearest-neighbour match's sets as the matcher leaves them — the matched treated rows'
+    positions in the data (``t_pos``, one set each, in order), each pair's comparison (an index
+    into the comparisons' positions ``c_pos``; pairs grouped by set) and each set's size — from
+    which :class:`MatchResult` forms the long format (:meth:`long`: weights ``1/size``, as the
+    matcher gives them) when it is read, and again after :meth:`MatchResult.let_go_long`. At 10M
+    rows 0.19 GB where the long format is 0.58 GB."""
+
+    def __init__(self, t_pos, c_pos, c_row, sizes):
+        self.t_pos, self.c_pos, self.c_row, self.sizes = t_pos, c_pos, c_row, sizes
+
+    def long(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n_sets = len(self.t_pos)
+        set_of_pair = np.repeat(np.arange(n_sets, dtype=np.int32 if n_sets < 2**31 else np.int64), self.sizes)
+        return _long(self.t_pos, self.c_row, set_of_pair, None, n_sets, c_map=self.c_pos)
 
 
 TIE_CAP = 25
@@ -426,26 +470,41 @@ def match(
     def school_at(pos):  # school ids at row positions (NaN without a school column)
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
+    ids_ahead = None  # a store of the student ids' coding, computed beside the propensity fit
     if on_score:
-        if ps_model == "fixed" and c.school:
-            data = _exclude(data, no_contrast(data, c.school, c.treatment),
-                            "school is all PL or all comparison (no within-school contrast for ps_model='fixed')",
-                            c.school, log)
-            t = data[c.treatment].to_numpy()
-            if t.sum() == 0 or t.sum() == len(t):
-                raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
-        ps_data, ps_covs, ps_cat = multilevel_covariates(data, covariates, c.school, c.treatment, ps_model, categorical)
-        pats = None
-        if _reuse is not None and not penalize:
-            pats = _reused(_reuse, ("patterns", tuple(ps_covs), ps_cat), ps_data.index,
-                           lambda: design_patterns(ps_data, ps_covs, ps_cat))
-        pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
-                            penalize=penalize, alpha=alpha, link=link, patterns=pats)
-        if not pm.keep.all():
-            log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
-                        "n_rows": int((~pm.keep).sum())})
-            data, t, pm = _keep_rows(data, t, pm, pm.keep)
-        options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link, ps_model=ps_model)
+        def fit():  # the propensity model (and the rows it leaves)
+            nonlocal data, t, pm
+            if ps_model == "fixed" and c.school:
+                data = _exclude(data, no_contrast(data, c.school, c.treatment),
+                                "school is all PL or all comparison (no within-school contrast for ps_model='fixed')",
+                                c.school, log)
+                t = data[c.treatment].to_numpy()
+                if t.sum() == 0 or t.sum() == len(t):
+                    raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
+            ps_data, ps_covs, ps_cat = multilevel_covariates(data, covariates, c.school, c.treatment, ps_model, categorical)
+            pats = None
+            if _reuse is not None and not penalize:
+                pats = _reused(_reuse, ("patterns", tuple(ps_covs), ps_cat), ps_data.index,
+                               lambda: design_patterns(ps_data, ps_covs, ps_cat))
+            pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
+                                penalize=penalize, alpha=alpha, link=link, patterns=pats)
+            del pats  # (the fit's only)
+            if not pm.keep.all():
+                log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
+                            "n_rows": int((~pm.keep).sum())})
+                data, t, pm = _keep_rows(data, t, pm, pm.keep)
+            options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link,
+                           ps_model=ps_model)
+
+        if (method == "propensity" and not (mahvars or calipers) and _reuse is None and _workers.compute_threads() > 1
+                and resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)):
+            # the tie cap's ids do not depend on the fit: coded in a second thread meanwhile (a core is free)
+            before = data
+            ids_ahead = {("ids", c.student_id): (before.index, _workers.thread_map(lambda job: job(), [
+                fit, lambda: _student_ids(before, c.student_id)])[1])}
+            del before
+        else:
+            fit()
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
@@ -475,6 +534,7 @@ def match(
         # quantized so that distances equal but for floating-point noise (which depends on row
         # order through the fitted model) are exact ties
         coord = np.round(coord, 10)
+        nearest = method not in OPTIMAL and not (mahvars or calipers)  # match_nearest's sets: weights 1/size
         if method in OPTIMAL:
             nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics)
             replace, ties, order = method == "full", False, None
@@ -487,12 +547,10 @@ def match(
             cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
             key = None
             if cap:  # the ids' factorization is kept for school_sample, their ranks for a match of some of the rows
-                def ids():
-                    f = pd.factorize(data[c.student_id])
-                    return f, distinct_hashed_ranks(f[1])
-
-                f, id_ranks = _reused(_reuse, ("ids", c.student_id), data.index, ids, _ids_of)
+                f, id_ranks = _reused(_reuse if ids_ahead is None else ids_ahead, ("ids", c.student_id), data.index,
+                                      lambda: _student_ids(data, c.student_id), _ids_of)
                 factorized[c.student_id] = f
+                del ids_ahead
 
                 def key(pos):  # the rows' hashed ranks (-1: no id)
                     k = f[0][pos]
@@ -511,8 +569,12 @@ def match(
         m_i = nm.n_matched
         matched_t = m_i > 0
         n_sets = int(matched_t.sum())
-        set_index = np.cumsum(matched_t) - 1  # treated row -> set id
-        rows, sets, w = _long(tpos[matched_t], nm.c_row, nm.t_row, nm.weight, n_sets, c_map=cpos, s_map=set_index)
+        rows = sets = w = None
+        if nearest and not c.weight:  # the long format formed when read (each row's own weight would be needed now)
+            lazy = NearestSets(tpos[matched_t], cpos, nm.c_row, m_i[matched_t])
+        else:
+            set_index = np.cumsum(matched_t) - 1  # treated row -> set id
+            rows, sets, w = _long(tpos[matched_t], nm.c_row, nm.t_row, nm.weight, n_sets, c_map=cpos, s_map=set_index)
         set_school = school_at(tpos[matched_t])
         un_pos, un_reason = tpos[~matched_t], nm.reason[~matched_t]
         options.update(k=k, caliper=caliper, replace=replace, ties=ties, order=order, exact=tuple(strata))

@@ -74,6 +74,18 @@ def codes_and_levels(s: pd.Series, known: tuple[np.ndarray, np.ndarray] | None =
     return codes.astype(np.int64, copy=False), np.asarray(levels, dtype=object)
 
 
+def narrow_codes(codes: np.ndarray, n_levels: int) -> np.ndarray:
+    """Integer codes of ``n_levels`` levels (``-1``: missing) as ``int32`` where they fit: half
+    the bytes of pandas' ``intp`` codes, for codes kept beside the data."""
+    return codes.astype(np.int32, copy=False) if n_levels < 2**31 - 1 else codes
+
+
+def factorize(values, sort: bool = False):
+    """``pd.factorize(values, sort=sort)`` with its codes narrowed (:func:`narrow_codes`)."""
+    codes, uniq = pd.factorize(values, sort=sort)
+    return narrow_codes(codes, len(uniq)), uniq
+
+
 def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(key)`` of non-negative integers (codes in order of first appearance) as
     ``(codes, first position of each code)``, by a radix sort instead of a hash table: the runs

@@ -77,6 +77,12 @@ class Candidates:
     complete: np.ndarray
 
 
+def _positions_dtype(n: int):
+    """The integer type of positions 0 … n − 1 and ranks: ``int32`` below 2³¹ (half the bytes of
+    the search's per-comparison arrays), else ``int64``."""
+    return np.int32 if n < 2**31 else np.int64
+
+
 def _searchsorted(a, v) -> np.ndarray:
     """``np.searchsorted(a, v)`` with the needles looked up in sorted order: numpy then starts
     each search where the last ended (4× faster for 100,000 needles in 900,000 keys)."""
@@ -113,7 +119,7 @@ class _SortedSearch:
         self.prio, self.sided = prio, sided
         n = len(c_x)
         if by_prio is None:
-            by_prio = np.empty(n, np.int64)
+            by_prio = np.empty(n, _positions_dtype(n))
             by_prio[prio] = np.arange(n)
         codes, v = pd.factorize(c_x)  # equal values (0.0 and -0.0 too) share a code
         value_order = np.argsort(v)
@@ -130,17 +136,17 @@ class _SortedSearch:
         key += 1  # ... odd for the comparison values
         self.v = v
         self.t_base = np.zeros(len(t_x), np.int64)
-        if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:
-            key += c_cell * span
-            self.t_key = t_cell * span + tkx
-            self.t_base = t_cell * span
-            self.t_lo, self.t_hi = t_cell * span, (t_cell + 1) * span
+        if c_cell.max(initial=0) > 0 or t_cell.max(initial=0) > 0:  # (int64 products: the cells may be int32)
+            key += np.multiply(c_cell, span, dtype=np.int64)
+            self.t_base = np.multiply(t_cell, span, dtype=np.int64)
+            self.t_key = self.t_base + tkx
+            self.t_lo, self.t_hi = self.t_base, self.t_base + span
         else:
             self.t_key = tkx
             self.t_lo, self.t_hi = np.full(len(t_x), -1), np.full(len(t_x), span)
         # comparisons sorted by (cell, value, priority): in priority order, then stably by their
         # (cell, value) key (a radix sort: few distinct values on whole-point scores)
-        o = by_prio[radix_argsort(key[by_prio])]
+        o = by_prio[radix_argsort(key[by_prio])]  # (positions: by_prio's type)
         self.keys = key[o]
         del key
         self.right = o  # ties in ascending priority
@@ -216,7 +222,7 @@ class _SortedSearch:
             side = np.concatenate([j, len(self.keys) + j])[None, :]
             prio = np.where(idx >= 0, side, np.iinfo(np.int64).max)
         else:
-            prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], np.iinfo(np.int64).max)
+            prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)].astype(np.int64), np.iinfo(np.int64).max)
         # a side whose K-th candidate is still eligible may hold more beyond it: entries ranked
         # after that candidate are not yet certain
         lfull, rfull = idx[:, K - 1] >= 0, idx[:, 2 * K - 1] >= 0
@@ -265,7 +271,7 @@ class _TreeSearch:
         self.site_xyz = c_aug[first]
         self.n_sites = len(first)
         n = len(prio)
-        mem = np.argsort(site * n + prio)  # members of each site by ascending priority
+        mem = np.argsort(site * n + prio.astype(np.int64))  # members of each site by ascending priority
         self.members = mem
         self.start = np.searchsorted(site[mem], np.arange(self.n_sites), side="left")
         self.count = np.bincount(site, minlength=self.n_sites)
@@ -321,7 +327,7 @@ class _TreeSearch:
         idx = np.where(ok, self.members[pos], -1).reshape(len(rows), Ks * K)
         dist = np.where(ok, sd[:, :, None], np.inf).reshape(len(rows), Ks * K)
         big_p = np.iinfo(np.int64).max
-        prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)], big_p)
+        prio = np.where(idx >= 0, self.prio[np.maximum(idx, 0)].astype(np.int64), big_p)
         # not yet certain: anything at or beyond the farthest site fetched when the query was
         # full, and anything ranked after a site's last fetched member when it has more
         full = found[:, -1] & (Ks < self.n_sites)
@@ -329,7 +335,7 @@ class _TreeSearch:
         bp = np.where(full, -1, big_p)
         trunc = found & (self.count[s_c] > K)
         if trunc.any():
-            last_p = self.prio[self.members[np.minimum(self.start[s_c] + K - 1, len(self.members) - 1)]]
+            last_p = self.prio[self.members[np.minimum(self.start[s_c] + K - 1, len(self.members) - 1)]].astype(np.int64)
             d_t = np.where(trunc, sd, np.inf)
             p_t = np.where(trunc, last_p, big_p)
             o = _lex_rows(d_t, p_t)[:, 0]  # lexicographic minimum of (d_t, p_t) per row
@@ -393,11 +399,12 @@ class NearestMatch:
 
 def _order_ranks(x) -> tuple[np.ndarray, np.ndarray]:
     """``(order, ranks)``: the stable sort order of ``x`` and its inverse, the 0..n−1 ranks (ties
-    by position)."""
+    by position), both of :func:`_positions_dtype`."""
     x = np.asarray(x)
     o = radix_argsort(x) if x.dtype.kind in "iu" and x.size and x.min() >= 0 else np.argsort(x, kind="stable")
-    r = np.empty(len(o), dtype=np.int64)
-    r[o] = np.arange(len(o))
+    o = o.astype(_positions_dtype(len(o)), copy=False)
+    r = np.empty(len(o), dtype=o.dtype)
+    r[o] = np.arange(len(o), dtype=o.dtype)
     return o, r
 
 
@@ -458,11 +465,13 @@ def match_nearest(
     t_cell = np.zeros(n_t, np.int64) if t_cell is None else np.asarray(t_cell, np.int64)
     c_cell = np.zeros(n_c, np.int64) if c_cell is None else np.asarray(c_cell, np.int64)
     if n_t and n_c:  # dense cell codes 0..m-1 shared by both groups
-        cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0].astype(np.int64)
-        c_cell, t_cell = cells[:n_c], cells[n_c:]
+        cells = pd.factorize(np.concatenate([c_cell, t_cell]))[0]
+        cells = cells.astype(_positions_dtype(len(cells)), copy=False)
+        c_cell, t_cell = cells[:n_c], cells[n_c:].copy()  # (t_cell outlives the search's build, c_cell not)
+        del cells
     if tie_cap and replace and ties:  # the searches order equal points by priority: here, as the cap's rotation
         c_priority = c_key
-    by_prio, prio = (None, np.arange(n_c, dtype=np.int64)) if c_priority is None else _order_ranks(c_priority)
+    by_prio, prio = (None, np.arange(n_c, dtype=_positions_dtype(n_c))) if c_priority is None else _order_ranks(c_priority)
     t_prio = np.arange(n_t, dtype=np.int64) if t_priority is None else _ranks(t_priority)
     reason = np.full(n_t, "", dtype=object)
     empty = np.zeros(0, np.int64)
@@ -478,6 +487,7 @@ def match_nearest(
         search = _SortedSearch(c_coord.ravel(), c_cell, prio, t_coord.ravel(), t_cell, caliper, sided, by_prio)
     else:
         search = _TreeSearch(c_coord, c_cell, prio, t_coord, t_cell, caliper)
+    del by_prio, prio, c_cell  # the search holds what it reads of them
 
     if replace and ties:
         d_k = search.kth(np.arange(n_t), k)
@@ -521,13 +531,14 @@ def hashed_ranks(ids, factorized=None) -> np.ndarray:
 
 
 def distinct_hashed_ranks(uniq) -> np.ndarray:
-    """:func:`hashed_ranks` of distinct values ``uniq`` (0, 1, ... in the hash order)."""
+    """:func:`hashed_ranks` of distinct values ``uniq`` (0, 1, ... in the hash order; ``int32``
+    below 2³¹ values)."""
     text = np.asarray(pd.Index(uniq).astype(str), dtype=object)
     h = pd.util.hash_array(text, categorize=False)
     o = np.argsort(h)  # distinct hashes: one order (equal ones are ordered below)
     if (h[o][1:] == h[o][:-1]).any():  # a 64-bit collision: those ids by their text
         o = np.lexsort((text, h))
-    rank = np.empty(len(text), np.int64)
+    rank = np.empty(len(text), _positions_dtype(len(text)))
     rank[o] = np.arange(len(text))
     return rank
 

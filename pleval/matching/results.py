@@ -30,7 +30,7 @@ from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError
 from ..inference.robust import check_conventions
-from ._design import codes_and_levels, first_appearance_codes, is_categorical
+from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
 from .propensity import PropensityModel
@@ -143,13 +143,17 @@ class MatchResult(ResultMixin):
         ascending) and per distinct row the sum of its copies' weights, of their squares, and
         the number of copies."""
         n = len(self.data)
-        if self.sets is not None:
+        if getattr(self.sets, "distinct", None) is not None:  # a matcher's sets that give them directly (VCG)
             return self.sets.distinct(n)
-        copies = np.bincount(self.rows, minlength=n)
-        rows = np.flatnonzero(copies)
-        w2 = np.square(self.weight)
-        w2 = np.bincount(self.rows, w2, n)[rows]
-        return rows, np.bincount(self.rows, self.weight, n)[rows], w2, copies[rows]
+        return distinct_rows(self.rows, self.weight, n)
+
+    def let_go_long(self) -> None:
+        """Drop the long format (``rows``, ``set_id``, ``weight``) where ``sets`` forms it again
+        when next read: for a caller done with it for a while (the school sample formed, before
+        the school effects and the placebo rounds, at 10M rows 0.58 GB)."""
+        if self.sets is not None:
+            for name in ("rows", "set_id", "weight"):
+                self.__dict__.pop(name, None)
 
     def distinct(self, columns=None) -> pd.DataFrame:
         """The matched sample with each distinct row once (in the order of ``data``): its
@@ -243,7 +247,7 @@ class MatchResult(ResultMixin):
         t = self.data[c.treatment].to_numpy()[rows] == 1
         if c.student_id:
             if c.student_id not in self.factorized:
-                self.factorized[c.student_id] = pd.factorize(self.data[c.student_id])
+                self.factorized[c.student_id] = factorize(self.data[c.student_id])
             stu, levels = self.factorized[c.student_id]
             stu, n_stu = stu[rows], len(levels)
         else:
@@ -577,7 +581,7 @@ class SchoolSample:
         if c in self.categorical:
             if c not in self.dtypes:  # once per column: the long frame's categories (a hash of every id)
                 if c not in self.factorized:
-                    self.factorized[c] = pd.factorize(self.data[c])
+                    self.factorized[c] = factorize(self.data[c])
                 self.dtypes[c] = pd.CategoricalDtype(pd.Index(self.factorized[c][1]))
             codes = self.factorized[c][0][rows]
             return pd.Series(pd.Categorical.from_codes(codes, dtype=self.dtypes[c], validate=False), name=c, copy=False)
@@ -620,7 +624,7 @@ class SchoolSample:
         key, size = np.zeros(len(self.data), dtype=np.int64), 1
         for c in columns:
             if c not in self.factorized:
-                self.factorized[c] = pd.factorize(self.data[c])
+                self.factorized[c] = factorize(self.data[c])
             codes, uniq = self.factorized[c]
             if len(codes) and codes.min() < 0:
                 return False
@@ -642,7 +646,7 @@ class SchoolSample:
             codes, uniq = pd.factorize(self[c])
             return codes, np.asarray(uniq)
         if c not in self.factorized:
-            self.factorized[c] = pd.factorize(self.data[c])
+            self.factorized[c] = factorize(self.data[c])
         codes, uniq = self.factorized[c]
         if len(uniq) < 2**31 - 1:
             codes = codes.astype(np.int32, copy=False)
@@ -662,7 +666,7 @@ class SchoolSample:
             return None
         key = ("sorted", c)
         if key not in self.factorized:
-            self.factorized[key] = pd.factorize(s, sort=True)
+            self.factorized[key] = factorize(s, sort=True)
         codes, uniq = self.factorized[key]
         small = np.min_scalar_type(-len(uniq) - 1)  # the codes, −1 (missing) and len(uniq) fit
         codes = codes.astype(small)[self._at]  # a narrow gather
@@ -687,6 +691,14 @@ class SchoolSample:
         return pd.DataFrame(parts, index=plain.index, copy=False).assign(
             _pl_school=pd.Categorical.from_codes(self.school[pos], categories=self.labels),
             _weight=self.weight[pos], _weight2=self.weight2[pos], _copies=self.copies[pos])
+
+
+def distinct_rows(rows: np.ndarray, weight: np.ndarray, n: int):
+    """``MatchResult._distinct`` of the long format's ``rows`` and ``weight`` (``n`` rows of data)."""
+    copies = np.bincount(rows, minlength=n)
+    distinct = np.flatnonzero(copies)
+    w2 = np.bincount(rows, np.square(weight), n)[distinct]
+    return distinct, np.bincount(rows, weight, n)[distinct], w2, copies[distinct]
 
 
 def _present(g: np.ndarray, code: np.ndarray, G: int, K: int) -> np.ndarray:
