@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -230,9 +231,8 @@ def check(
             raise DataError(f"columns must be a pleval.data.Columns; got {type(columns).__name__}")
         cols, roles, found = _explicit_roles(df, columns, require)
     problems += found
-    problems += _value_problems(df, _present(cols, df), design)
-    found, validated = _validation_problem(df, cols, require, problems)
-    problems += found
+    values, found, validated = _values_and_validation(df, cols, require, design, problems)
+    problems += values + found
     handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
     unused = [str(c) for c in df.columns if c not in used]
@@ -646,6 +646,32 @@ def _missing_problems(df, cols: Columns) -> list[Problem]:
         out.append(Problem("note", "missing outcome", f"column {cols.outcome!r} (outcome): {n:,} row(s) have no outcome; "
                            "kept for attrition, left out of outcome analyses", cols.outcome, "", n))
     return out
+
+
+def _values_and_validation(df, cols: Columns, require, design: str,
+                           found: list[Problem]) -> tuple[list[Problem], list[Problem], Validated | None]:
+    """The value problems (:func:`_value_problems`) and then :func:`_validation_problem` given every
+    problem before it, as one after the other, computed side by side
+    (:func:`pleval._workers.thread_map`, where a core is free) when ``found`` holds no error: the
+    validation then runs whatever the value checks find, and is set aside (an exception it raised
+    too) when they find an error. Each is computed as alone, so the results are those of the loop."""
+    present = _present(cols, df)
+    if any(p.level == "error" for p in found):
+        return _value_problems(df, present, design), [], None
+    from ._workers import thread_map
+
+    def validation():
+        try:
+            return _validation_problem(df, cols, require, []), None
+        except Exception as exc:  # raised only if the value checks find no error
+            return None, exc
+
+    values, (done, exc) = thread_map(lambda f: f(), [partial(_value_problems, df, present, design), validation])
+    if any(p.level == "error" for p in values):
+        return values, [], None
+    if exc is not None:
+        raise exc
+    return values, *done
 
 
 def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tuple[list[Problem], Validated | None]:
