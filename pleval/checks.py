@@ -40,7 +40,7 @@ from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
                    validate)
 from .errors import DataError, DesignError, PlevalError
-from .readers import duplicate_header_message, read_raw
+from .readers import duplicate_header_message, file_columns, read_raw
 
 LEVELS = ("error", "warning", "note")
 OUTLIER_K = 8.0
@@ -224,24 +224,55 @@ def check(
         problems.append(Problem("error", "empty", "the data have no rows"))
         return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
     base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
+    listed = df if "file_columns" not in df.attrs else pd.DataFrame(columns=file_columns(df))  # the file's names
     if columns is None:
-        cols, roles, found = resolve_roles(df, base, given, design=design, require=require)
+        cols, roles, found = resolve_roles(listed, base, given, design=design, require=require)
     else:
         if not isinstance(columns, Columns):
             raise DataError(f"columns must be a pleval.data.Columns; got {type(columns).__name__}")
-        cols, roles, found = _explicit_roles(df, columns, require)
+        cols, roles, found = _explicit_roles(listed, columns, require)
     problems += found
     values, found, validated = _values_and_validation(df, cols, require, design, problems)
     problems += values + found
     handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
-    unused = [str(c) for c in df.columns if c not in used]
+    unused = [str(c) for c in listed.columns if c not in used]
     if unused:
         problems.append(Problem("note", "unused columns", f"columns not used by any role: {', '.join(unused[:20])}"
                                 + (f" (and {len(unused) - 20} more)" if len(unused) > 20 else "")))
     order = {lv: i for i, lv in enumerate(LEVELS)}
     problems.sort(key=lambda p: order[p.level])
-    return CheckReport(src, design, len(df), df.shape[1], cols, tuple(problems), roles, handover)
+    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover)
+
+
+def columns_needed(names: list[str], given: Mapping[str, Any] | None = None, *, design: str = "matched",
+                   require: tuple[str, ...] | None = None, options: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The columns among a file's ``names`` that :func:`check` and :func:`pleval.estimate` read
+    with these roles (``given``, ``design``, ``require`` as :func:`check` takes them) and
+    ``options``: every role's column as :func:`check` resolves them, and every column an option
+    names (any text among the options' values and keys, lists and comma-separated words
+    included); None, every column, when the roles hold an error (:func:`check` then names the
+    columns that look like the one meant among all of them). For
+    :func:`pleval.readers.read_table`'s ``columns``."""
+    require = ("outcome", "treatment", "school") if require is None else tuple(require)
+    base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
+    cols, _, found = resolve_roles(pd.DataFrame(columns=names), base, given, design=design, require=require)
+    if any(p.level == "error" for p in found):
+        return None
+    used = {c for v in cols.roles().values() for c in v} | (_words(options) & set(names))
+    return [c for c in names if c in used]
+
+
+def _words(value) -> set[str]:
+    """Every text in ``value`` (mappings' keys and values, sequences), whole and split at commas,
+    stripped."""
+    if isinstance(value, str):
+        return {value.strip(), *(w.strip() for w in value.split(","))}
+    if isinstance(value, Mapping):
+        return _words(list(value.keys())) | _words(list(value.values()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return set().union(*map(_words, value)) if value else set()
+    return set()
 
 
 # --------------------------------------------------------------------------------------
@@ -689,4 +720,4 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tup
     return [], v
 
 
-__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "suggest", "warn_values", "OUTLIER_K"]
+__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "suggest", "warn_values", "OUTLIER_K"]

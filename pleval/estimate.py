@@ -54,6 +54,7 @@ from .data import (
 from .errors import DataError, DesignError, PlevalWarning
 from .inference.robust import CR2_FORMS, VCOV_TYPES as VCOVS, check_conventions
 from .outcomes import binary_frame, outcome_plan, outcome_table
+from .readers import file_columns
 from .outcomes import check_options as check_outcome_options
 from .subgroups import BAND, pretest_bands
 
@@ -847,7 +848,7 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool =
             "sha256": v.input_sha256,
             "sha256_of": "file bytes" if hashed_file else "frame content (pleval.data.frame_sha256)",
             "n_rows": int(v.n_input),
-            "n_columns": int(df.shape[1]),
+            "n_columns": len(file_columns(df)),  # those of the file not read too
         },
         "seed": seed,
     }

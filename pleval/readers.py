@@ -18,6 +18,11 @@ Detection rules:
 * header row of a sheet (Excel) or text file: the first of its first 30 rows that is as
   wide as the widest of them and holds only text (title rows above it are skipped).
 
+A Parquet file can be read in part: ``read_table(path, columns=choose)`` reads the columns
+``choose`` picks from the file's column names (its schema), and records every name in
+``attrs["file_columns"]`` (what :func:`pleval.check` lists and counts); a column never read costs
+neither the decoding nor the memory held through a run. Other formats are read whole.
+
 A header that names the same column twice is recorded (``attrs["duplicate_headers"]``; the
 later copies are renamed ``name.1``, ...) and :func:`read_table` raises, naming it:
 pandas would otherwise keep the first copy without a word.
@@ -29,7 +34,7 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -61,6 +66,7 @@ def read_table(
     sheet: str | int | None = None,
     header_row: int | None = None,
     na: Iterable[str] | str | None = None,
+    columns: Callable[[list[str]], Iterable[str] | None] | None = None,
 ) -> pd.DataFrame:
     """Read a student file chosen by its extension (see the module docstring).
 
@@ -74,13 +80,19 @@ def read_table(
     header_row : Excel and text files: the 1-based row holding the column names (default:
         detected; rows above it are skipped).
     na : values that mean "missing" besides empty cells (e.g. ``"."`` or ``("-99", "NA")``).
+    columns : Parquet: a function of the file's column names (stripped of surrounding spaces)
+        returning those to read, or None for every one; the frame's ``attrs["file_columns"]``
+        then holds every name of the file. Ignored for a file whose schema stores a pandas index
+        or names a column twice, and for other formats (read whole).
 
     Returns a frame whose ``attrs`` hold ``source``, ``sha256`` (of the file's bytes),
-    ``read_notes`` (what was detected) and ``duplicate_headers``. Raises :class:`DataError`
+    ``read_notes`` (what was detected), ``duplicate_headers`` and, when read in part,
+    ``file_columns``. Raises :class:`DataError`
     (one line naming the file and the fix) for anything it cannot read, including a header
     that names a column twice.
     """
-    df = read_raw(path, sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row, na=na)
+    df = read_raw(path, sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row, na=na,
+                  columns=columns)
     dups = df.attrs.get("duplicate_headers", ())
     if dups:
         raise DataError(duplicate_header_message(Path(path).name, dups))
@@ -93,7 +105,8 @@ def duplicate_header_message(name: str, dups) -> str:
             "(pleval will not guess which one is meant)")
 
 
-def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None) -> pd.DataFrame:
+def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None,
+             columns=None) -> pd.DataFrame:
     """:func:`read_table` without the duplicate-header error (``pleval check`` reports it
     among the other problems)."""
     from .data import file_sha256
@@ -118,7 +131,7 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
         elif ext in EXCEL:
             df, dups = _read_excel(p, sheet, header_row, codes, notes)
         else:
-            df, dups = _read_binary(p, ext, codes), []
+            df, dups = _read_binary(p, ext, codes, columns), []
     except PermissionError:
         raise DataError(f"{p}: permission denied; check that you may read the file") from None
     except ImportError as exc:  # an optional engine missing
@@ -285,10 +298,13 @@ def _read_excel(p: Path, sheet, header_row, codes, notes):
     return df, dups
 
 
-def _read_binary(p: Path, ext, codes):
+def _read_binary(p: Path, ext, codes, columns=None):
     try:
         if ext in PARQUET:
-            df = pd.read_parquet(p)
+            names, read = _parquet_columns(p, columns)
+            df = pd.read_parquet(p, columns=read)
+            if read is not None:
+                df.attrs["file_columns"] = tuple(names)
         elif ext in STATA:
             df = pd.read_stata(p)  # value labels become categories
         else:
@@ -303,6 +319,39 @@ def _read_binary(p: Path, ext, codes):
     if codes:
         df = _apply_na(df, codes)
     return df
+
+
+def file_columns(df: pd.DataFrame) -> list[str]:
+    """The column names of the file ``df`` was read from, those not read too
+    (``attrs["file_columns"]``, :func:`read_table`'s ``columns``), then any column of ``df``
+    not among them; ``df``'s columns when it was read whole."""
+    read = [str(c) for c in df.columns]
+    listed = df.attrs.get("file_columns")
+    if not listed:
+        return read
+    return [*listed, *(c for c in read if c not in set(listed))]
+
+
+def _parquet_columns(p: Path, choose) -> tuple[list[str] | None, list[str] | None]:
+    """The file's column names (stripped) and those of them to read as the file names them
+    (:func:`read_table`'s ``columns``);
+    ``(None, None)``, every column, when nothing is chosen, when the schema stores a pandas
+    index (its columns are named apart from the frame's) or names a column twice."""
+    if choose is None:
+        return None, None
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(p)
+    index = (schema.pandas_metadata or {}).get("index_columns", [])
+    names = list(schema.names)
+    stripped = [str(n).strip() for n in names]
+    if any(not isinstance(i, dict) for i in index) or len(set(stripped)) < len(stripped):
+        return None, None
+    keep = choose(stripped)
+    if keep is None:
+        return None, None
+    keep = set(keep)
+    return stripped, [n for n, s in zip(names, stripped) if s in keep]
 
 
 def _apply_na(df: pd.DataFrame, codes: list[str]) -> pd.DataFrame:
@@ -328,4 +377,4 @@ def _apply_na(df: pd.DataFrame, codes: list[str]) -> pd.DataFrame:
     return out
 
 
-__all__ = ["read_table", "read_raw", "EXTENSIONS"]
+__all__ = ["read_table", "read_raw", "file_columns", "EXTENSIONS"]

@@ -15,6 +15,7 @@ import math
 import time
 import tomllib
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -443,7 +444,7 @@ def estimate(
     Column options default to the names in sample_data/ (roles absent from the file are left out). Every option can also come from --config FILE.toml; flags given here override it, and OUT/run.toml records the resolved configuration so the run can be repeated exactly (docs/estimate.md).
     """
     from .. import percentiles
-    from ..checks import check
+    from ..checks import check, columns_needed
     from ..data import read_table
     from ..errors import PlevalWarning
     from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
@@ -511,18 +512,21 @@ def estimate(
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps, \
             _out_of_memory(steps, lambda: (df, report)):
         steps("reading and checking the data")
-        df = read_table(src, **reading)
+        given = _given(cfg.get("columns", {}), flags)
+        # the columns of a role or named by an option (Parquet), the others never read: docs/scale.md
+        needed = None if pool is not None else partial(columns_needed, given=given, design=design_, options=options)
+        df = read_table(src, **reading, columns=needed)
         check_subject_flag(df, subject)
         if pool is not None:
             from ..pool import estimate_pool
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PlevalWarning)
-                ev = estimate_pool(df, pool, _given(cfg.get("columns", {}), flags), method_, engine=engine or "duckdb",
+                ev = estimate_pool(df, pool, given, method_, engine=engine or "duckdb",
                                    table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
             if fmt == "text" and not quiet and not debug:
                 print_checks(ev.checks)
-        report = None if pool is not None else check(df, given=_given(cfg.get("columns", {}), flags), design=design_,
+        report = None if pool is not None else check(df, given=given, design=design_,
                                                       keep_validated=True)  # the estimate validates once
         if report is not None and fmt == "text" and not quiet and not debug:
             print_checks(report)  # errors: every line, exit 2; warnings: at the top
