@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import percentiles
 
@@ -96,6 +95,8 @@ def t_interval(estimate, se, df, level: float = 0.95):
 
     Vectorized over all arguments (``df`` may mix finite values and ``inf``).
     """
+    from scipy import stats  # here, not at import: reading and checking a file need no scipy (0.5 s)
+
     df = np.asarray(df, dtype=float)
     q = 0.5 + level / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):

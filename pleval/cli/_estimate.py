@@ -8,10 +8,13 @@ OUT/run.toml`` repeats the run exactly.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import difflib
+import importlib
 import json
 import math
+import threading
 import time
 import tomllib
 import warnings
@@ -339,6 +342,35 @@ def _risk_table(ev) -> Table | None:
     return t
 
 
+_ANALYSIS_MODULES = collections.defaultdict(
+    lambda: ("scipy.stats",),
+    {m: ("scipy.stats", "statsmodels.genmod.generalized_linear_model")  # the propensity score's model
+     for m in ("propensity", "weighting", "subclass", "optimal", "full")},
+)
+"""The libraries the analysis of a design (``rct``) or matching method imports first, by
+:func:`_import_beside` while the file is read and checked (which need none of them)."""
+
+
+def _import_beside(names: tuple[str, ...]) -> threading.Thread:
+    """A thread importing the modules ``names`` while this one reads and checks the file: the
+    reading (Arrow's decoding, the hashing of the file) and much of the checks (numpy) run without
+    the interpreter's lock, the imports (scipy.stats ~0.5 s) mostly with it, so each proceeds
+    while the other waits. Third-party libraries only, which import none of pleval's modules:
+    no module is imported by both threads but pandas, which the first to reach it imports whole
+    while the other waits. An import that fails is left to fail again where the analysis imports
+    it. Joined before the analysis (before any worker is forked)."""
+    def run():
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # raised again where the analysis imports it
+                return
+
+    thread = threading.Thread(target=run, name="pleval-imports")
+    thread.start()
+    return thread
+
+
 class _Steps:
     """Progress display on stderr: a spinner with the current step and elapsed time, and a bar
     for steps that report counts (randomization tests)."""
@@ -443,14 +475,6 @@ def estimate(
 
     Column options default to the names in sample_data/ (roles absent from the file are left out). Every option can also come from --config FILE.toml; flags given here override it, and OUT/run.toml records the resolved configuration so the run can be repeated exactly (docs/estimate.md).
     """
-    from .. import percentiles
-    from ..checks import check, columns_needed
-    from ..data import read_table
-    from ..errors import PlevalWarning
-    from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS, estimate as run_estimate, to_json_dict
-    from ..outputs import check_outputs
-    from ..report import EarlyFigures  # light: the writers are loaded when needed
-
     _unknown_options(list(ctx.args), ctx)
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")
@@ -462,6 +486,14 @@ def estimate(
     if design_ not in ("matched", "rct"):
         raise DataError(f"--design must be matched or rct; got {design_!r}")
     method_ = method or cfg.get("method")
+    loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
+    from .. import percentiles
+    from ..checks import check, columns_needed
+    from ..errors import PlevalWarning
+    from ..outputs import check_outputs
+    from ..readers import read_table
+    from ..report import EarlyFigures  # light: the writers are loaded when needed
+
     subject_ = only_subject if only_subject is not None else cfg.get("subject")
     seed_ = seed if seed is not None else cfg.get("seed", 0)
     out_ = out if out is not None else Path(cfg.get("out", "results"))
@@ -486,6 +518,8 @@ def estimate(
         options[k.strip()] = parse_value(v.strip())
     if design is not None and cfg.get("design") not in (None, design_):
         # A config from the other design: leave out its design-specific options (say so).
+        from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS
+
         other = RCT_DEFAULTS if design_ == "matched" else {**MATCHED_DEFAULTS, **cfg.get("match", {})}
         dropped = [k for k in other if k in options and flag_opts.get(k) is None]
         for k in dropped:
@@ -532,6 +566,9 @@ def estimate(
             print_checks(report)  # errors: every line, exit 2; warnings: at the top
         elif report is not None:
             report.raise_errors()
+        loading.join()
+        from ..estimate import estimate as run_estimate, to_json_dict
+
         if report is not None:
             # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is forked (it
             # needs none of them): by `early` while this process waits for the worker, or by save_report.

@@ -1,0 +1,71 @@
+"""`pleval estimate` imports the analysis' libraries (scipy.stats, statsmodels' GLM) in a thread
+while it reads and checks the file, which need none of them, and joins it before the analysis."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import pleval.checks
+import pleval.readers
+from pleval.cli import _estimate as cli_estimate
+from pleval.cli import app
+
+est_mod = importlib.import_module("pleval.estimate")  # the module (pleval.estimate is the function)
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
+
+
+def test_reading_and_checking_import_no_scipy():
+    code = ("import sys, pleval.readers, pleval.data, pleval.checks\n"
+            "print(sorted(m for m in ('scipy', 'scipy.stats', 'statsmodels') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_import_beside_imports_in_a_thread_and_leaves_a_failure_to_the_analysis(capsys):
+    t = cli_estimate._import_beside(("json.tool", "no_such_module_pleval_xyz", "this"))
+    assert isinstance(t, threading.Thread) and t.name == "pleval-imports"
+    t.join()
+    assert "json.tool" in sys.modules and "this" not in sys.modules  # stopped at the failure, silently
+    assert capsys.readouterr().err == ""
+    assert cli_estimate._ANALYSIS_MODULES["propensity"][-1] == "statsmodels.genmod.generalized_linear_model"
+    assert cli_estimate._ANALYSIS_MODULES["rct"] == cli_estimate._ANALYSIS_MODULES["mahalanobis"] == ("scipy.stats",)
+
+
+@pytest.mark.parametrize("design", ["matched", "rct"])
+def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_analysis(design, tmp_path,
+                                                                                       monkeypatch):
+    events = []
+    real_beside, real_read, real_check = cli_estimate._import_beside, pleval.readers.read_table, pleval.checks.check
+
+    class Joined:
+        def __init__(self, thread):
+            self.thread = thread
+
+        def join(self):
+            self.thread.join()
+            events.append("joined")
+
+    def beside(names):
+        events.append(("imports", names))
+        return Joined(real_beside(names))
+
+    def estimate(*a, **k):
+        events.append("estimate")
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli_estimate, "_import_beside", beside)
+    monkeypatch.setattr(pleval.readers, "read_table", lambda *a, **k: events.append("read") or real_read(*a, **k))
+    monkeypatch.setattr(pleval.checks, "check", lambda *a, **k: events.append("check") or real_check(*a, **k))
+    monkeypatch.setattr(est_mod, "estimate", estimate)
+    sample = SAMPLE if design == "matched" else SAMPLE.with_name("pl_cluster_rct.csv")
+    r = CliRunner().invoke(app, ["estimate", str(sample), "--design", design, "--out", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    names = cli_estimate._ANALYSIS_MODULES["rct" if design == "rct" else "propensity"]
+    assert events == [("imports", names), "read", "check", "joined", "estimate"]
