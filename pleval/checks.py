@@ -250,8 +250,8 @@ def columns_needed(names: list[str], given: Mapping[str, Any] | None = None, *, 
     """The columns among a file's ``names`` that :func:`check` and :func:`pleval.estimate` read
     with these roles (``given``, ``design``, ``require`` as :func:`check` takes them) and
     ``options``: every role's column as :func:`check` resolves them, and every column an option
-    names (any text among the options' values and keys, lists and comma-separated words
-    included); None, every column, when the roles hold an error (:func:`check` then names the
+    names (any text among the options' values and keys, lists, comma-separated words and
+    ``OUTCOME=DOMAIN`` pairs included); None, every column, when the roles hold an error (:func:`check` then names the
     columns that look like the one meant among all of them). For
     :func:`pleval.readers.read_table`'s ``columns``."""
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
@@ -264,10 +264,10 @@ def columns_needed(names: list[str], given: Mapping[str, Any] | None = None, *, 
 
 
 def _words(value) -> set[str]:
-    """Every text in ``value`` (mappings' keys and values, sequences), whole and split at commas,
-    stripped."""
+    """Every text in ``value`` (mappings' keys and values, sequences), whole and split at commas
+    and equals signs (``--domains days_absent=attendance``), stripped."""
     if isinstance(value, str):
-        return {value.strip(), *(w.strip() for w in value.split(","))}
+        return {value.strip(), *(w.strip() for w in re.split(r"[,=]", value))}
     if isinstance(value, Mapping):
         return _words(list(value.keys())) | _words(list(value.values()))
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -59,6 +59,8 @@ def test_columns_needed_are_the_roles_and_the_columns_options_name(data):
     got = columns_needed(names, options={"subgroups": "frl, poverty", "domains": {"extra_score": "achievement"},
                                          "match": {"calipers": {"pretest": 0.1}}, "level": 0.9})
     assert got == [c for c in names if c in roles + ["poverty", "extra_score"]]
+    assert columns_needed(names, options={"domains": "district_note=attendance"}) == [
+        c for c in names if c in roles + ["district_note"]]
     assert columns_needed(names, given={"covariates": "female"}) == [c for c in names if c in roles and c not in (
         "frl", "ell", "sped", "race")]
     assert columns_needed(names, given={"school": "no_such_school"}) is None  # an error: check sees every column
