@@ -1163,14 +1163,15 @@ def _run_held(held: list):
         return exc
 
 
-def _next_subject(fits, analyse):
-    """The next of the lazy ``fits`` (None when none is left) as ``(key, effect, finish)``:
-    ``finish`` its sensitivity analysis's Rosenbaum bounds, the rest of the analysis done here
-    (``analyse(..., later=True)``), or the :class:`DesignError` the analysis raised (None
-    without ``analyse``). The subject's rows and design are freed on return."""
+def _next_subject(fits, analyse, then: Callable):
+    """The next of the lazy ``fits`` as ``(key, effect, finish)``: ``finish`` its sensitivity
+    analysis's Rosenbaum bounds, the rest of the analysis done here (``analyse(...,
+    later=True)``), or the :class:`DesignError` the analysis raised (None without ``analyse``);
+    the subject's rows and design are freed on return. When none is left, ``(None, None,
+    then())``: the work that follows the subjects (the balance table)."""
     fit = next(fits, None)
     if fit is None:
-        return None
+        return None, None, then()
     key, part, des, eff = fit[:4]
     del fit
     return key, eff, None if analyse is None else _run_held([partial(analyse, key, part, des, eff, later=True)])
@@ -1233,16 +1234,18 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     key, held = None, []  # the previous subject's key and Rosenbaum bounds (its `finish`), if any
     while True:  # a handful of subjects
         # The previous subject's Rosenbaum bounds (which read none of its design) beside the next
-        # subject's fit and analysis: in two threads when a core is free, else one after the other
-        done, step = thread_map(_call, [partial(_run_held, held), partial(_next_subject, subjects_left, analyse)])
+        # subject's fit and analysis, or the balance table after the last: in two threads when a
+        # core is free, else one after the other
+        done, step = thread_map(_call, [partial(_run_held, held), partial(_next_subject, subjects_left, analyse, m.balance)])
         if isinstance(done, DesignError):
             analyse, sens_note = None, f"no sensitivity analysis: {done}"
         elif done is not None and analyse is not None:
             results[key] = done
-        if step is None:
-            break
         key, eff, finish = step
         del step
+        if key is None:  # no subject left: `finish` is `then`'s, the balance table
+            bal = finish
+            break
         effects[key] = eff
         if isinstance(finish, DesignError) and analyse is not None:
             analyse, sens_note = None, f"no sensitivity analysis: {finish}"
@@ -1253,7 +1256,6 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         sens = Sensitivity(by_t, results)
     est = effect_table()
     kw = _school_kwargs(columns, opts, _effect_sds(est, subjects, by))
-    bal = m.balance()
     table, eq = bal.table, bal.equivalence
     dropped = _match_dropped(m)
     sid = columns.student_id

@@ -8,6 +8,7 @@ import math
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -151,8 +152,8 @@ def _moments_every_position(s, gamma, lower=False):
     computed only at the positions tied with their set's best, which must give the same bits."""
     g = 1.0 / gamma if lower else gamma
     den = s.a * g + s.b
-    mu = (s.top1 * g + s.rest1) / den
-    var = (s.top2 * g + s.rest2) / den - mu * mu
+    mu = (s.top1 * g + (np.repeat(s.total1, s.count) - s.top1)) / den
+    var = (s.top2 * g + (np.repeat(s.total2, s.count) - s.top2)) / den - mu * mu
     key = -mu if lower else mu
     best = np.maximum.reduceat(key, s.start)
     tie = key >= np.repeat(best - (1e-12 * np.abs(best) + 1e-12), s.count)
@@ -211,7 +212,7 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     assert s.a.dtype == np.int8 and s.a[at].tolist() == list(range(1, size[k]))
     assert s.b[at].tolist() == [size[k] - a for a in range(1, size[k])]
     np.testing.assert_allclose(s.top1[at], np.cumsum(qk)[:-1])
-    np.testing.assert_allclose(s.rest1[at], qk.sum() - np.cumsum(qk)[:-1])
+    np.testing.assert_allclose(s.total1[k] - s.top1[at], qk.sum() - np.cumsum(qk)[:-1])
     np.testing.assert_allclose(s.top2[at], np.cumsum(qk**2)[:-1])
 
 
@@ -307,8 +308,7 @@ def test_sets_by_set_order_from_one_integer_sort(monkeypatch, bits):
         qs, cs = q[by_set], codes[by_set]
         top = np.concatenate([np.cumsum(qs[cs == k])[:-1] for k in range(len(size))])
         np.testing.assert_allclose(s.top1, top, rtol=1e-13)
-        np.testing.assert_allclose(s.rest1, np.repeat(np.bincount(cs, weights=qs), size - 1) - top, rtol=1e-12,
-                                   atol=1e-9)
+        np.testing.assert_allclose(s.total1, np.bincount(cs, weights=qs), rtol=1e-12, atol=1e-9)
         a = np.concatenate([np.arange(1, n) for n in size])  # a = j + 1, b = n_s − a, in the narrowest integers
         assert s.a.dtype == s.b.dtype == np.int16
         assert np.array_equal(s.a, a) and np.array_equal(s.b, np.repeat(size, size - 1) - a)
@@ -335,6 +335,38 @@ def test_rosenbaum_bounds_leave_no_reference_cycle():
         gc.enable()
     assert rb.gamma_alpha > 1
     assert alive == []
+
+
+@pytest.mark.parametrize("hl", [False, True])
+def test_bounds_free_their_inputs_once_read(monkeypatch, hl):
+    """Given its arrays in a list it empties (as the matched analysis's Rosenbaum bounds are),
+    _bounds frees the responses, set ids and treated flags once the bound's sums are formed:
+    the p-values and the Γ search run without them (n-long), unless the Hodges–Lehmann
+    estimates re-rank the responses; the same bounds as rosenbaum_bounds."""
+    import weakref
+
+    from pleval.sensitivity import rosenbaum
+
+    rng = np.random.default_rng(14)
+    ids = np.repeat(np.arange(300), 3)
+    tr = np.tile([True, False, False], 300)
+    y = rng.normal(size=900) + 0.4 * tr
+    data = [y.copy(), ids.copy(), tr.copy()]
+    refs = [weakref.ref(a) for a in data]
+    alive, moments = [], _Sets.moments
+
+    def recorded(self, *a):
+        alive.append([r() is not None for r in refs])
+        return moments(self, *a)
+
+    monkeypatch.setattr(_Sets, "moments", recorded)
+    kw = dict(gammas=(1.0, 1.5, 2.0), alpha=0.05, direction=None, hl_gammas=(1.5,) if hl else (), statistic="rank",
+              trim=2.5, inner=0.0, label="")
+    got = rosenbaum._bounds(data, **kw)
+    assert data == [] and alive and all(a == [hl, False, False] for a in alive)  # (the flags: read as a copy)
+    ref = rosenbaum_bounds(y, ids, tr, **{k: v for k, v in kw.items()})
+    pd.testing.assert_frame_equal(got.table, ref.table)
+    assert got.gamma_alpha == ref.gamma_alpha and got.n_units == 900
 
 
 def test_sets_gamma_search_and_hl():

@@ -160,7 +160,7 @@ def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
     import pleval.sensitivity.matched as matched_mod
 
     made = []
-    build, bounds = results.effect_design, matched_mod.rosenbaum_bounds
+    build, bounds = results.effect_design, matched_mod._bounds
 
     def alive():
         return [r() for r in made if r() is not None]
@@ -178,7 +178,7 @@ def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
 
     tracked.overlap = tracked.during_bounds = 0
     monkeypatch.setattr(results, "effect_design", tracked)
-    monkeypatch.setattr(matched_mod, "rosenbaum_bounds", tracked_bounds)
+    monkeypatch.setattr(matched_mod, "_bounds", tracked_bounds)
     gc.collect()
     gc.disable()  # freed when dropped, not by the cyclic collector
     try:
@@ -211,16 +211,18 @@ def test_estimate_holds_one_subject_design_at_a_time(data, monkeypatch):
 
 def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
     """In one process with a free core (as a 10M-row run, which has no placebo worker), a
-    subject's Rosenbaum bounds run beside the next subject's fit and analysis, the bounds' sums
-    split over two threads once nothing else runs, and the subjects' placebo calibrations side by
-    side: the same sensitivity and calibration tables as in one thread (workers=1), each subject's
-    design still formed once no other subject's is held."""
+    subject's Rosenbaum bounds run beside the next subject's fit and analysis (the last
+    subject's beside the balance table), the bounds' sums split over two threads once nothing
+    else runs, and the subjects' placebo calibrations side by side: the same sensitivity,
+    balance and calibration tables as in one thread (workers=1), each subject's design still
+    formed once no other subject's is held."""
     import gc
     import threading
     import weakref
 
     import pleval.heterogeneity.placebo as placebo_mod
     import pleval.matching.results as results
+    import pleval.sensitivity.matched as matched_mod
     from pleval import _workers
     from pleval.sensitivity import rosenbaum
 
@@ -228,9 +230,9 @@ def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
     monkeypatch.setattr(_workers, "available_cores", lambda: 2)
     monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: False)  # one process
     monkeypatch.setattr(rosenbaum, "_CHUNK", 64)  # several chunks a set of bounds
-    where = {"bounds": [], "sums": [], "calibrate": []}
-    calls = {"bounds": (rosenbaum, "rosenbaum_bounds"), "sums": (rosenbaum._Sets, "_best"),
-             "calibrate": (placebo_mod, "calibrate")}
+    where = {"bounds": [], "sums": [], "calibrate": [], "balance": []}
+    calls = {"bounds": (matched_mod, "_bounds"), "sums": (rosenbaum._Sets, "_best"),
+             "calibrate": (placebo_mod, "calibrate"), "balance": (results.MatchResult, "balance")}
     made, build = [], results.effect_design
     overlap = []
 
@@ -247,9 +249,6 @@ def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(owner, attr, recording)
-    import pleval.sensitivity.matched as matched_mod
-
-    monkeypatch.setattr(matched_mod, "rosenbaum_bounds", rosenbaum.rosenbaum_bounds)
     runs = {}
     gc.collect()
     gc.disable()  # designs freed when dropped, not by the cyclic collector
@@ -258,8 +257,8 @@ def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
             for v in where.values():
                 v.clear()
             runs[workers] = pleval.estimate(data, design="matched", seed=1, workers=workers, hl_gammas=[1.5])
-            assert len(where["bounds"]) == 2 and len(where["calibrate"]) == 2 and where["sums"]
-            # workers=1: everything here; 2: the bounds (and their sums) and calibrations in threads
+            assert len(where["bounds"]) == len(where["calibrate"]) == 2 and len(where["balance"]) == 1 and where["sums"]
+            # workers=1: everything here; 2: the bounds (and their sums), balance and calibrations in threads
             assert {t == threading.get_ident() for v in where.values() for t in v} == {workers == 1}
     finally:
         gc.enable()
@@ -267,6 +266,7 @@ def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
     one, two = runs[1], runs[2]
     assert len(one.sensitivity) and len(one.details["math"]["placebo"].calibrated)
     pd.testing.assert_frame_equal(two.sensitivity, one.sensitivity)
+    pd.testing.assert_frame_equal(two.balance, one.balance)
     for s in ("math", "reading"):
         assert two.effect(s).raw == one.effect(s).raw
         a, b = (ev.details[s]["placebo"] for ev in (one, two))

@@ -32,7 +32,7 @@ from .._results import Effect, ResultMixin
 from ..errors import DataError, DesignError
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
-from .rosenbaum import RosenbaumBounds, rosenbaum_bounds
+from .rosenbaum import HuberScores, RosenbaumBounds, _bounds
 
 FRAME_COLUMNS = ["kind", "label", "r2dz_x", "r2yz_dx", "gamma", "estimate", "se", "t", "ci_low", "ci_high",
                  "pvalue", "hl_low", "hl_high", "value"]
@@ -270,9 +270,10 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             del g
-            bounds = partial(rosenbaum_bounds, resid[pos], sets, (des.t != 0)[pos], gammas=gammas, alpha=alpha,
+            # (reads no part of the design; takes its arrays out of the list: freed once read)
+            bounds = partial(_bounds, [resid[pos], sets, (des.t != 0)[pos]], gammas=gammas, alpha=alpha,
                              direction="less" if eff.raw.estimate < 0 else "greater", hl_gammas=hl_gammas,
-                             statistic=rosenbaum_statistic, label=label)  # (reads no part of the design)
+                             statistic=rosenbaum_statistic, trim=HuberScores.trim, inner=HuberScores.inner, label=label)
             del resid
         del pos, sets
         plc = None

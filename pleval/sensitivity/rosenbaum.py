@@ -279,9 +279,9 @@ class _Sets:
     a: np.ndarray  # a = j + 1 (the narrowest integers that hold the largest set: the bound converts them exactly)
     b: np.ndarray  # n_s − a
     top1: np.ndarray  # Σ of the a largest q of the set
-    rest1: np.ndarray  # Σ of the others
     top2: np.ndarray  # the same for q²
-    rest2: np.ndarray
+    total1: np.ndarray  # Σ q of each set (the others' sum at a position: total − top)
+    total2: np.ndarray  # Σ q² of each set
 
     @classmethod
     def build(cls, y: np.ndarray, codes: np.ndarray, size: np.ndarray, treated: np.ndarray,
@@ -311,9 +311,10 @@ class _Sets:
         its score — one ``np.sort``, no argsort. Set s's units are the positions
         ``first_s … first_s + n_s − 1`` of the by-set order; at its kept positions (all but the
         last: a = n_s would put every unit in u's ones) ``top`` is the cumulative sum less its
-        value before ``first_s`` and ``rest`` the set's total (summed in that order,
-        ``np.bincount``) less ``top``. Each n-long temporary is freed as soon as it is read
-        (they dominate the memory of the bounds)."""
+        value before ``first_s``; the others' sum ``rest`` is the set's total (summed in that
+        order, ``np.bincount``) less ``top``, formed where :meth:`moments` reads it (not held:
+        n-long). Each n-long temporary is freed as soon as it is read (they dominate the memory
+        of the bounds)."""
         n, n_sets = len(rank), len(size)
         T = float((q[treated] if q is not None else place[rank[treated]]).sum())
         if place is None:
@@ -352,27 +353,25 @@ class _Sets:
         b = np.repeat(size.astype(itype), count)
         b -= a
 
-        def split(x, total):  # (top, rest) of the scores x in by-set order (x becomes their running sum)
+        def top(x):  # the running sums of the a largest scores x in by-set order (x becomes their running sum)
             np.cumsum(x, out=x)
             off = np.zeros(n_sets)
             off[1:] = x[first[1:] - 1]  # the cumulative sum before each set
-            top = x[kept]
-            top -= np.repeat(off, count)
-            rest = np.repeat(total, count)
-            rest -= top
-            return top, rest
+            t = x[kept]
+            t -= np.repeat(off, count)
+            return t
 
-        sums = split(qs, totals[0])
+        top1 = top(qs)
         del qs
-        sums += split(qs2, totals[1])
+        top2 = top(qs2)
         del qs2
-        return cls(T, start, count, a, b, *sums)
+        return cls(T, start, count, a, b, top1, top2, *totals)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
         minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ). At Γ (g),
         position (s, a) has ``μ = (g·top1 + rest1)/(g·a + b)`` and
-        ``v = (g·top2 + rest2)/(g·a + b) − μ²``; each set takes the largest μ and, among the
+        ``v = (g·top2 + rest2)/(g·a + b) − μ²`` (``rest = total − top``); each set takes the largest μ and, among the
         positions tied with it, the largest v — computed at those positions only (about one a
         set). Whole sets of about :data:`_CHUNK` positions at a time, so that the temporaries
         stay in a core's cache (n-long ones streamed through memory and faulted in fresh pages
@@ -402,8 +401,10 @@ class _Sets:
             start, count = self.start[s0:s1] - p0, self.count[s0:s1]
             den = np.multiply(self.a[p0:p1], g, dtype=float)
             den += self.b[p0:p1]
-            key = np.multiply(self.top1[p0:p1], g)
-            key += self.rest1[p0:p1]
+            top1 = self.top1[p0:p1]
+            key = np.repeat(self.total1[s0:s1], count)
+            key -= top1  # rest1 = total − top, as summed
+            key += np.multiply(top1, g)  # g·top1 + rest1
             key /= den
             if lower:
                 np.negative(key, out=key)
@@ -413,8 +414,10 @@ class _Sets:
             at = np.flatnonzero(tie) if ties.sum() < len(tie) else slice(None)  # (at Γ = 1 every position ties)
             del tie
             mt = key[at]
-            var = np.multiply(self.top2[p0:p1][at], g)
-            var += self.rest2[p0:p1][at]
+            top2 = self.top2[p0:p1][at]
+            var = self.total2[s0:s1][np.repeat(np.arange(s1 - s0), ties)]  # (the tied positions' sets)
+            var -= top2  # rest2
+            var += np.multiply(top2, g)
             var /= den[at]
             var -= mt * mt
             some = ties > 0
@@ -537,6 +540,17 @@ def rosenbaum_bounds(
     (default: the sign of the mean treated-minus-set-mean difference). The table has one row
     per Γ in ``gammas`` and ``hl_gammas``; the Hodges–Lehmann range and the sensitivity
     interval are computed at ``hl_gammas`` (each takes a few dozen re-rankings of the data)."""
+    return _bounds([y, set_id, treated], gammas=gammas, alpha=alpha, direction=direction, hl_gammas=hl_gammas,
+                   statistic=statistic, trim=trim, inner=inner, label=label)
+
+
+def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim, inner, label) -> RosenbaumBounds:
+    """:func:`rosenbaum_bounds` of ``data = [y, set_id, treated]``, taken out of the list (emptied):
+    a caller that holds the arrays nowhere else has them freed once read — the set ids once
+    coded, the responses once the bound's sums are formed, unless the Hodges–Lehmann estimates
+    re-rank them — instead of through the p-values and the Γ search."""
+    y, set_id, treated = data
+    data.clear()
     y = np.asarray(y, dtype=float)
     set_id = np.asarray(set_id)
     treated = np.asarray(treated).astype(bool)
@@ -554,7 +568,8 @@ def rosenbaum_bounds(
         raise DataError(f"statistic must be 'rank' or 'huber'; got {statistic!r}")
     scores = HuberScores(float(trim), float(inner)) if statistic == "huber" else None
     codes, size = _set_codes(set_id, treated)
-    n_sets = len(size)
+    del set_id
+    n_sets, n_units = len(size), len(y)
     mean = np.bincount(codes, weights=y, minlength=n_sets) / size
     if direction is None:
         direction = "greater" if np.mean(y[treated] - mean[codes[treated]]) >= 0 else "less"
@@ -562,9 +577,12 @@ def rosenbaum_bounds(
         raise DataError(f"direction must be 'greater' or 'less'; got {direction!r}")
     sign = 1.0 if direction == "greater" else -1.0
     ys = y if sign > 0 else -y
+    del y, mean
     pairs = scores is None and bool(np.all(size == 2))
+    hl = _HL(ys, codes, treated, size, pairs, alpha, scores) if hl_set else None
     if pairs:
         d = _pair_differences(ys, codes, treated, n_sets)
+        del ys, codes, treated
         T, S1, S2 = _signed_rank(d)
         p_up = _sr_p(T, S1, S2, gammas)
         p_lo = _sr_p(T, S1, S2, gammas, lower=True)
@@ -572,6 +590,7 @@ def rosenbaum_bounds(
         test = "Wilcoxon signed rank (pairs)"
     else:
         sets = _Sets.build(ys, codes, size, treated, scores)
+        del ys, codes, treated
         p_up = np.array([sets.pvalue(g) for g in gammas])
         p_lo = np.array([sets.pvalue(g, lower=True) for g in gammas])
         known = dict(zip(gammas.tolist(), p_up.tolist()))  # (Γ = 1 is in the table by default)
@@ -579,13 +598,12 @@ def rosenbaum_bounds(
         test = ("aligned rank (matched sets; separable approximation)" if scores is None else
                 f"Huber M-statistic (trim {scores.trim:g}, inner {scores.inner:g}; separable approximation)")
     rows = {"gamma": gammas, "pvalue_upper": p_up, "pvalue_lower": p_lo}
-    if hl_set:
-        hl = _HL(ys, codes, treated, size, pairs, alpha, scores)
+    if hl is not None:
         est = np.array([hl.interval(g) if g in hl_set else (math.nan,) * 4 for g in gammas]) * sign
         if sign < 0:  # the bounds swap when the outcome is mirrored
             est = est[:, [1, 0, 3, 2]]
         rows.update(hl_low=est[:, 0], hl_high=est[:, 1], ci_low=est[:, 2], ci_high=est[:, 3])
-    return RosenbaumBounds(test, direction, n_sets, len(y), float(alpha), g_alpha, pd.DataFrame(rows), label)
+    return RosenbaumBounds(test, direction, n_sets, n_units, float(alpha), g_alpha, pd.DataFrame(rows), label)
 
 
 class _HL:
