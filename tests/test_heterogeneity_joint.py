@@ -712,3 +712,35 @@ def test_entry_variances_in_place_are_the_formula():
     got_V, got = _entry_variances(V, S2, m.copy())
     assert got_V is V and {0.0, 1.0, 2.0, 4.0} <= set(np.unique(m[1:, 1:]))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("chunk", [None, 48])
+def test_cross_products_in_threads_are_those_of_one_thread(chunk, monkeypatch):
+    """``_cross_products``' lanes (V, S2 and the counts in two halves of each block's clusters) in
+    two threads give one thread's matrices bit for bit, with one block of clusters and with
+    several (the last narrower); the dense blocks' updates by :func:`_joint._syrk` are those of
+    ``scipy.linalg.blas`` bit for bit."""
+    from scipy.linalg import blas
+
+    from pleval import _workers
+    from pleval.heterogeneity import _joint
+
+    if chunk is not None:
+        monkeypatch.setattr(_joint, "_CHUNK", chunk)
+    rng = np.random.default_rng(21)
+    G, n_cl = 40, 400
+    cells = _cells(rng, G=G, n_cl=n_cl)
+    args = (cells.phi, cells.group, cells.cluster, G, n_cl)
+    monkeypatch.setattr(_workers, "compute_threads", lambda: 1)
+    one = _joint._cross_products(*args)
+    monkeypatch.setattr(_workers, "compute_threads", lambda: 2)
+    two = _joint._cross_products(*args)
+    for a, b in zip(two, one):
+        np.testing.assert_array_equal(a, b)
+    assert np.count_nonzero(one[2] - np.diag(np.diag(one[2])))  # clusters shared
+    for dtype, ref in ((np.float64, blas.dsyrk), (np.float32, blas.ssyrk)):
+        A = np.asfortranarray(rng.normal(size=(30, 7)).astype(dtype))
+        C = np.asfortranarray(rng.normal(size=(30, 30)).astype(dtype))
+        want = ref(1.0, A, beta=1.0, c=C.copy(order="F"), overwrite_c=1)
+        _joint._syrk(A, C)
+        np.testing.assert_array_equal(C, want)

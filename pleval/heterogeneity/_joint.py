@@ -225,8 +225,11 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     in more than k/8 sets (a comparison school serving many) goes through dense symmetric
     rank-k updates (BLAS ``syrk``: the upper triangle, half a general product's work), in blocks
     of clusters; the shared-cluster counts, whole numbers far below 2²⁴, exactly in single
-    precision. The three matrices are independent (:func:`_lane`): they go to
-    :func:`pleval._workers.thread_map`'s threads, each computed as in one thread."""
+    precision. The three matrices are independent (:func:`_lane`), and the counts split into
+    two halves of each block's clusters (whole numbers: their sum is exact in any order, and each
+    half costs half a double-precision lane's ``syrk`` with a quarter of its work, so two threads
+    get equal shares): the four lanes go to :func:`pleval._workers.thread_map`'s threads, each
+    computed as in one thread."""
     wide = np.bincount(cell_cluster, minlength=n_cl) * 8 > G  # clusters in more than k/8 sets
     Phi = _sparse_rows(phi, cell_group, cell_cluster, ~wide[cell_cluster], G, n_cl)
     many = np.flatnonzero(wide)
@@ -248,31 +251,46 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
             flat += cell_group[at]
             blocks.append((flat, phi[at], min(width, many.size - b * width)))
         del o, cc
-    return tuple(thread_map(lambda kind: _lane(kind, Phi, blocks, G, width), range(3)))
+    V, S2, m, m2 = thread_map(lambda lane: _lane(*lane, Phi, blocks, G, width), [(0, 0), (1, 0), (2, 0), (2, 1)])
+    m += m2
+    return V, S2, m
 
 
-def _lane(kind: int, Phi: sparse.csr_matrix, blocks: list, G: int, width: int) -> np.ndarray:
+def _lane(kind: int, half: int, Phi: sparse.csr_matrix, blocks: list, G: int, width: int) -> np.ndarray:
     """One matrix of :func:`_cross_products` (``kind`` 0: ``ΦΦ'``, 1: ``(Φ∘Φ)(Φ∘Φ)'``, 2: the
     pattern's, the counts of shared clusters): the sparse rows' product plus the dense blocks'
     (``blocks``: each block's cells' flat entries in its G × width matrix, their φ and its
     columns), the blocks' ``syrk`` updates (:func:`_syrk`) into the upper triangle, mirrored at
-    the end. Reads ``Phi`` and ``blocks``, writes only its own arrays."""
-    data = Phi.data
-    data = data if kind == 0 else data * data if kind == 1 else (data != 0).astype(np.float64)
-    P = sparse.csr_matrix((data, Phi.indices, Phi.indptr), shape=Phi.shape)  # Φ's indices, this lane's values
-    M = np.asarray((P @ P.T).todense())
-    del P, data
-    if not blocks:
-        return M
+    the end. The counts come in two halves: ``half`` 0, the sparse rows and the first
+    ⌈cols/2⌉ columns of each block; 1, the block's other columns only (a G × G single-precision
+    matrix). Reads ``Phi`` and ``blocks``, writes only its own arrays."""
+    M = None
+    if half == 0:
+        data = Phi.data
+        data = data if kind == 0 else data * data if kind == 1 else (data != 0).astype(np.float64)
+        P = sparse.csr_matrix((data, Phi.indices, Phi.indptr), shape=Phi.shape)  # Φ's indices, this lane's values
+        M = np.asarray((P @ P.T).todense())
+        del P, data
+        if not blocks:
+            return M
     dtype = np.float32 if kind == 2 else np.float64
     D = np.zeros((G, G), dtype=dtype, order="F")
-    buf = np.zeros((G, width), dtype=dtype, order="F")  # zero but where a block's cells are written (and cleared after)
-    flat_buf = buf.reshape(-1, order="F")  # a view: entry (g, j) at g + G·j
+    buf = np.zeros((G, width if kind < 2 else -(-width // 2)), dtype=dtype, order="F")  # zero but where a
+    flat_buf = buf.reshape(-1, order="F")  # block's cells are written (and cleared after); entry (g, j) at g + G·j
     for flat, vals, cols in blocks:  # blocks of clusters
+        if kind == 2:  # the counts: one half of the block's columns
+            cut = -(-cols // 2)
+            lo, hi = (0, cut) if half == 0 else (cut, cols)
+            keep = (flat >= G * lo) & (flat < G * hi)
+            flat, vals, cols = flat[keep] - G * lo, vals[keep], hi - lo
+            if not cols:
+                continue
         flat_buf[flat] = vals if kind == 0 else vals * vals if kind == 1 else vals != 0
         _syrk(buf[:, :cols], D)
         flat_buf[flat] = 0
     D += np.triu(D, 1).T  # the upper triangle (the lower one is 0), mirrored
+    if M is None:
+        return D
     M += D
     return M
 
