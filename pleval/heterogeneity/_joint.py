@@ -226,9 +226,9 @@ def _cross_products(phi, cell_group, cell_cluster, G: int, n_cl: int):
     rank-k updates (BLAS ``syrk``: the upper triangle, half a general product's work), in blocks
     of clusters; the shared-cluster counts, whole numbers far below 2²⁴, exactly in single
     precision. The three matrices are independent (:func:`_lane`), and the counts split into
-    two halves of each block's clusters (whole numbers: their sum is exact in any order, and each
-    half costs half a double-precision lane's ``syrk`` with a quarter of its work, so two threads
-    get equal shares): the four lanes go to :func:`pleval._workers.thread_map`'s threads, each
+    two halves of each block's clusters (whole numbers: their sum is exact in any order; each half,
+    half the columns in single precision, is about a quarter of a double-precision lane's work, so
+    two threads get equal shares): the four lanes go to :func:`pleval._workers.thread_map`'s threads, each
     computed as in one thread."""
     wide = np.bincount(cell_cluster, minlength=n_cl) * 8 > G  # clusters in more than k/8 sets
     Phi = _sparse_rows(phi, cell_group, cell_cluster, ~wide[cell_cluster], G, n_cl)
