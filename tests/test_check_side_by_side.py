@@ -4,13 +4,20 @@ the validation set aside when the value checks find an error."""
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 import pleval
 import pleval.checks
 from pleval import _workers
+from pleval.cli import app
 from pleval.simulate import simulate_matched
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +80,24 @@ def test_no_validation_after_an_error_of_the_roles(data, monkeypatch):
     monkeypatch.setattr(_workers, "compute_threads", lambda: 2)
     report = pleval.check(data.drop(columns="treatment"))
     assert report.errors and calls == []
+
+
+@pytest.mark.parametrize("workers", [None, "1", "2"])
+def test_the_command_checks_in_at_most_its_workers_threads(workers, tmp_path, monkeypatch):
+    threads = []
+    real = _workers.thread_map
+
+    def spy(fn, items, threads_=None):
+        threads.append(_workers.compute_threads())
+        return real(fn, items, threads_)
+
+    def estimate(*a, **k):
+        raise SystemExit(0)  # the checks are done: stop before the analysis
+
+    monkeypatch.setattr(_workers, "thread_map", spy)
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    monkeypatch.setattr(importlib.import_module("pleval.estimate"), "estimate", estimate)
+    args = ["estimate", str(SAMPLE), "--out", str(tmp_path / "o"), "-q"] + (["--workers", workers] if workers else [])
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert threads == [1 if workers == "1" else 2]

@@ -488,6 +488,7 @@ def estimate(
     method_ = method or cfg.get("method")
     loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
     from .. import percentiles
+    from .._workers import limited
     from ..checks import check, columns_needed
     from ..errors import PlevalWarning
     from ..outputs import check_outputs
@@ -560,8 +561,10 @@ def estimate(
                                    table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
             if fmt == "text" and not quiet and not debug:
                 print_checks(ev.checks)
-        report = None if pool is not None else check(df, given=given, design=design_,
-                                                      keep_validated=True)  # the estimate validates once
+        # the checks' threads: at most --workers (one with --workers 1), as the analysis'
+        with limited(options["workers"]) if options.get("workers") else contextlib.nullcontext():
+            report = None if pool is not None else check(df, given=given, design=design_,
+                                                          keep_validated=True)  # the estimate validates once
         if report is not None and fmt == "text" and not quiet and not debug:
             print_checks(report)  # errors: every line, exit 2; warnings: at the top
         elif report is not None:
