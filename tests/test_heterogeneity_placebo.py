@@ -365,6 +365,28 @@ def test_rounds_share_what_depends_on_the_rows_alone(small, monkeypatch):
     assert calls["distinct_hashed_ranks"] == before["distinct_hashed_ranks"] + 1  # nothing kept after the last round
 
 
+def test_used_schools_from_codes_are_those_of_the_values(small):
+    """A round's comparison schools in order of first appearance, from the school sample's codes
+    (``_used_schools``): those of its values (``pd.unique`` over the gathered frame's column),
+    and the frame's own when given a frame."""
+    from pleval.heterogeneity.placebo import _InMemoryRounds, _used_schools
+
+    data, _ = small
+    rounds = _InMemoryRounds(data, SAMPLE_COLUMNS, "propensity", {"seed": 0})
+    pl, _ = rounds.schools()
+    order = rounds.order(pl, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = rounds.match(order[8:16])
+    s, t = SAMPLE_COLUMNS.school, SAMPLE_COLUMNS.treatment
+    ss = m.school_sample([t, s], categorical={s}, lazy=True)
+    frame = ss.frame()
+    want = pd.unique(frame[s].to_numpy()[frame[t].to_numpy() == 0])
+    got = _used_schools(ss, s, t)
+    assert len(want) > 10 and list(got) == list(want)
+    assert list(_used_schools(frame, s, t)) == list(want)
+
+
 def test_rounds_keep_only_the_columns_they_read(small):
     """The rounds' rows carry the roles' columns, those the matching options name and the school
     effects' (``_round_columns``), not the rest of the file: columns nobody reads change nothing

@@ -494,7 +494,7 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         t.insert(0, "round", rnd)
         tables.append(t)
         vcovs.append(res.vcov)
-        used = pd.unique(m[school].to_numpy()[m[treatment].to_numpy() == 0])
+        used = _used_schools(m, school, treatment)
         round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
         del m, res  # the round's matched sample is freed before the next round is matched
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
@@ -549,6 +549,20 @@ def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:
     text ``keys`` as Categoricals; lazily, its columns gathered as they are read), or every copy
     for HC SEs (which give each copy its own term)."""
     return m.school_sample([c for c in columns if c], categorical=keys, lazy=True) if merge else m.matched
+
+
+def _used_schools(m, school: str, treatment: str) -> np.ndarray:
+    """The schools of a round's comparison rows, in order of first appearance in its matched
+    sample ``m``: from a school sample's school codes and narrow treatment (no school id and no
+    8-byte treatment gathered per pair: at 10M rows the round's peak held both), as
+    ``pd.unique(m[school][m[treatment] == 0])``."""
+    codes = t = None
+    if hasattr(m, "codes") and hasattr(m, "integers"):  # a SchoolSample
+        codes, values = m.codes(school)
+        t = m.integers(treatment)
+    if t is None or (len(codes) and codes.min() < 0):  # a frame, or a missing school id
+        return pd.unique(m[school].to_numpy()[m[treatment].to_numpy() == 0])
+    return values[pd.unique(codes[t == 0])]
 
 
 def _block_diag(frames: list[pd.DataFrame]) -> pd.DataFrame:
