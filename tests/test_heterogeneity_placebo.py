@@ -387,6 +387,37 @@ def test_used_schools_from_codes_are_those_of_the_values(small):
     assert list(_used_schools(frame, s, t)) == list(want)
 
 
+def test_rounds_hold_narrow_integers_and_match_the_same(small):
+    """The rounds hold their rows with the treatment a one-byte placeholder and the integer
+    columns only their match reads in a byte (``_rounds_rows``): a round's match is the match of
+    the same rows with the columns as validated."""
+    import pleval.matching as pm
+    from pleval.data import validate
+    from pleval.heterogeneity.placebo import _InMemoryRounds
+
+    data, _ = small
+    C = SAMPLE_COLUMNS
+    sample_cols = [C.treatment, C.outcome, *C.pretest, C.student_id, C.school, C.subject]
+    rounds = _InMemoryRounds(data, C, "propensity", {"seed": 0}, keep=sample_cols)
+    pl, _ = rounds.schools()
+    order = rounds.order(pl, 8)
+    held = rounds._fake(order[:0]).data
+    narrow = [x for x in held.columns if held[x].dtype == np.uint8]
+    assert C.grade in narrow and not set(narrow) & set(sample_cols)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        v = validate(data, C)
+        got = rounds.match(order[:8])
+        fake = rounds._fake(order[:8]).data
+        same = v.data.loc[fake.index, list(fake.columns)].assign(**{C.treatment: fake[C.treatment]})
+        assert same[C.grade].dtype == np.int64
+        want = pm.match(pm.replace(v, data=same), C, "propensity", seed=0)
+    for f in ("rows", "set_id", "weight", "set_school"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    np.testing.assert_array_equal(got.propensity.logit_ps, want.propensity.logit_ps)
+    assert list(got.data.columns) == list(want.data.columns)
+
+
 def test_rounds_keep_only_the_columns_they_read(small):
     """The rounds' rows carry the roles' columns, those the matching options name and the school
     effects' (``_round_columns``), not the rest of the file: columns nobody reads change nothing

@@ -255,11 +255,11 @@ class _InMemoryRounds:
         at = None if coded is None else _positions(self.data.index, v.data.index)  # the validated rows in data
         codes = None if at is None else coded[0][at]
         if codes is None or (len(codes) and codes.min() < 0):
-            v = replace(v, data=v.data.loc[~v.data[school].isin(pl).to_numpy(), cols])
+            v = replace(v, data=_rounds_rows(v.data, ~v.data[school].isin(pl).to_numpy(), cols, c.treatment, self.keep))
             codes, levels = pd.factorize(v.data[school])
         else:  # the school codes of schools() taken for the validated rows: no text hashed again
             keep = ~coded[2][codes]
-            v = replace(v, data=v.data.loc[keep, cols])
+            v = replace(v, data=_rounds_rows(v.data, keep, cols, c.treatment, self.keep))
             codes, levels = codes[keep], pd.Index(coded[1])
         codes = narrow_codes(codes, len(levels))  # (held by the rounds)
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
@@ -289,6 +289,25 @@ class _InMemoryRounds:
         self._last = True
         if self._reuse is not None:
             last_use(self._reuse)
+
+
+def _rounds_rows(data: pd.DataFrame, keep: np.ndarray, cols: list, treatment: str, sample_cols) -> pd.DataFrame:
+    """``data.loc[keep, cols]``, the rounds' rows, as the rounds hold them through every round:
+    the treatment column a placeholder of a byte a row (each round assigns its own in its place),
+    and the integer columns that only the rounds' match reads (not the school effects'
+    ``sample_cols``), with no value below 0, in the narrowest unsigned type that holds their values
+    (0/1 indicators and grades: a byte a row instead of eight; the match codes them or casts
+    them to float, the same values either way)."""
+    narrow = [x for x in cols if x != treatment and x not in set(sample_cols) and isinstance(data[x].dtype, np.dtype)
+              and data[x].dtype.kind in "iu"]
+    out = data.loc[keep, [x for x in cols if x != treatment]]
+    for x in narrow:
+        v = out[x].to_numpy()
+        if len(v) and v.min() >= 0:
+            out[x] = v.astype(np.min_scalar_type(v.max()))
+    if treatment in cols:
+        out.insert(cols.index(treatment), treatment, np.zeros(len(out), np.int8))
+    return out
 
 
 def _round_columns(names: pd.Index, columns: Columns, match_options: Mapping, keep) -> list:
