@@ -191,8 +191,8 @@ run()
 
 
 def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypatch):
-    """`pleval.cli.run` sets glibc's mmap and trim thresholds (256 MB) before the command, unless
-    a MALLOC_* setting is in the environment; elsewhere than glibc it sets nothing."""
+    """`pleval.cli.run` sets glibc's mmap and trim thresholds (256 MB) and one arena before the
+    command, unless a MALLOC_* setting is in the environment; elsewhere than glibc it sets nothing."""
     import ctypes
 
     import pleval.cli as cli
@@ -207,10 +207,10 @@ def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypat
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    assert cli.keep_freed_memory({}) == [(-3, 256 << 20), (-1, 256 << 20)] == calls
-    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_"):
+    assert cli.keep_freed_memory({}) == [(-3, 256 << 20), (-1, 256 << 20), (-8, 1)] == calls
+    for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_"):
         assert cli.keep_freed_memory({key: "0"}) == []
-    assert len(calls) == 2
+    assert len(calls) == 3
 
     class Other:  # a C library without glibc's version function
         def mallopt(self, p, v):  # pragma: no cover - must not be called

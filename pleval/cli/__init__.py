@@ -54,7 +54,8 @@ app = typer.Typer(
 )
 
 
-HEAP_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (-3, 256 << 20), "MALLOC_TRIM_THRESHOLD_": (-1, 256 << 20)}
+HEAP_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (-3, 256 << 20), "MALLOC_TRIM_THRESHOLD_": (-1, 256 << 20),
+                 "MALLOC_ARENA_MAX": (-8, 1)}
 """glibc's allocator settings of the command's process (environment variable: ``mallopt``
 parameter and value; :func:`keep_freed_memory`)."""
 
@@ -65,9 +66,13 @@ def keep_freed_memory(environ=os.environ) -> list[tuple[int, int]]:
     instead of mapping every array above its (at most 32 MB) threshold afresh and unmapping it
     when freed: a freed array's pages then serve the next one instead of faulting in again, the
     system time of a large run (10M-row ``pleval estimate``: 128 → 93 CPU-s, 46 → 17.5 of them
-    system time, the largest process 6.37 → 6.58 GB; docs/scale.md, *glibc's allocator*). A
-    setting already in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
-    ``MALLOC_MMAP_MAX_``) is left to glibc; not on glibc, nothing is set. Returns the
+    system time, the largest process 6.37 → 6.58 GB; docs/scale.md, *glibc's allocator*). One
+    arena for every thread (``mallopt(M_ARENA_MAX, 1)``): the threads of
+    :func:`pleval._workers.thread_map` would otherwise each allocate from an arena of their own,
+    which keeps its freed memory apart from the others' (the 10M run's largest process rose by
+    0.4 GB with the sensitivity analysis's threads; docs/scale.md, *Threads*). A setting already
+    in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_MAX_``) is left to glibc; not on glibc, nothing is set. Returns the
     ``(parameter, value)`` pairs set. For the command's own process: ``import pleval`` as a
     library leaves the allocator alone."""
     if any(k in environ for k in (*HEAP_SETTINGS, "MALLOC_MMAP_MAX_")):
