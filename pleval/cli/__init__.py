@@ -69,8 +69,8 @@ def keep_freed_memory(environ=os.environ) -> list[tuple[int, int]]:
     system time, the largest process 6.37 → 6.58 GB; docs/scale.md, *glibc's allocator*). One
     arena for every thread (``mallopt(M_ARENA_MAX, 1)``): the threads of
     :func:`pleval._workers.thread_map` would otherwise each allocate from an arena of their own,
-    which keeps its freed memory apart from the others' (the 10M run's largest process rose by
-    0.4 GB with the sensitivity analysis's threads; docs/scale.md, *Threads*). A setting already
+    which keeps its freed memory apart from the others' (10M rows: the largest process 6,627 →
+    6,824 MB with the sensitivity analysis's threads; docs/scale.md, *Threads*). A setting already
     in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
     ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_MAX_``) is left to glibc; not on glibc, nothing is set. Returns the
     ``(parameter, value)`` pairs set. For the command's own process: ``import pleval`` as a
