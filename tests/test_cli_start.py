@@ -191,7 +191,7 @@ run()
 
 
 def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypatch):
-    """`pleval.cli.run` sets glibc's mmap and trim thresholds (256 MB) and one arena before the
+    """`pleval.cli.run` sets glibc's mmap and trim thresholds (256 MB) and two arenas before the
     command, unless a MALLOC_* setting is in the environment; elsewhere than glibc it sets nothing."""
     import ctypes
 
@@ -207,7 +207,7 @@ def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypat
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    assert cli.keep_freed_memory({}) == [(-3, 256 << 20), (-1, 256 << 20), (-8, 1)] == calls
+    assert cli.keep_freed_memory({}) == [(-3, 256 << 20), (-1, 256 << 20), (-8, 2)] == calls
     for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_"):
         assert cli.keep_freed_memory({key: "0"}) == []
     assert len(calls) == 3

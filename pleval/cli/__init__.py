@@ -55,7 +55,7 @@ app = typer.Typer(
 
 
 HEAP_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (-3, 256 << 20), "MALLOC_TRIM_THRESHOLD_": (-1, 256 << 20),
-                 "MALLOC_ARENA_MAX": (-8, 1)}
+                 "MALLOC_ARENA_MAX": (-8, 2)}
 """glibc's allocator settings of the command's process (environment variable: ``mallopt``
 parameter and value; :func:`keep_freed_memory`)."""
 
@@ -66,11 +66,12 @@ def keep_freed_memory(environ=os.environ) -> list[tuple[int, int]]:
     instead of mapping every array above its (at most 32 MB) threshold afresh and unmapping it
     when freed: a freed array's pages then serve the next one instead of faulting in again, the
     system time of a large run (10M-row ``pleval estimate``: 128 → 93 CPU-s, 46 → 17.5 of them
-    system time, the largest process 6.37 → 6.58 GB; docs/scale.md, *glibc's allocator*). One
-    arena for every thread (``mallopt(M_ARENA_MAX, 1)``): the threads of
-    :func:`pleval._workers.thread_map` would otherwise each allocate from an arena of their own,
-    which keeps its freed memory apart from the others' (10M rows: the largest process 6,627 →
-    6,824 MB with the sensitivity analysis's threads; docs/scale.md, *Threads*). A setting already
+    system time, the largest process 6.37 → 6.58 GB; docs/scale.md, *glibc's allocator*). Two
+    arenas (``mallopt(M_ARENA_MAX, 2)``, one per thread of :func:`pleval._workers.thread_map` on
+    two cores): with an arena per thread each keeps its freed memory apart from the others'; with
+    one, the threads queue for it and compute one after the other (10M rows, idle machine: one
+    arena 97.2 s wall and 6,160 MB, two 78.2 s and 5,757 MB, no limit 83.3 s and 5,658 MB;
+    docs/scale.md, *Threads*). A setting already
     in the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
     ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_MAX_``) is left to glibc; not on glibc, nothing is set. Returns the
     ``(parameter, value)`` pairs set. For the command's own process: ``import pleval`` as a
