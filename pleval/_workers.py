@@ -141,6 +141,29 @@ def available_memory() -> float:
         return float("inf")
 
 
+def release_free_memory() -> None:
+    """Hand the memory freed so far back to the system: glibc's ``malloc_trim(0)`` and the Arrow
+    pool's ``release_unused`` (where there are). The allocators otherwise keep freed memory mapped
+    (the ``pleval`` command keeps up to 256 MB at the heap's top and every freed chunk inside it
+    for reuse, ``pleval.cli.keep_freed_memory``). Done before a placebo round's large arrays
+    (10M rows: 1.1 GB, docs/scale.md) and before a fork (:class:`Forked`): a freed page still
+    mapped at the fork is shared with the child, and the parent reusing it while the child runs
+    copies it, memory counted twice for nothing (10M rows, the figures' process: docs/scale.md,
+    sixteenth round). Nothing is computed differently; pages handed back fault in again when reused."""
+    import ctypes
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+    try:
+        import pyarrow
+    except ImportError:
+        return
+    pyarrow.default_memory_pool().release_unused()
+
+
 def can_fork() -> bool:
     """Whether jobs may run in a forked process: Linux and other POSIX systems but macOS."""
     import multiprocessing
@@ -165,6 +188,7 @@ class Forked:
         global _running
         self._conn, child = Pipe()
         parent = os.getpid()
+        release_free_memory()  # only live memory is shared with the child
         gc.freeze()  # the child's collections leave the inherited objects (and their pages) alone
         try:
             with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process

@@ -144,6 +144,21 @@ def test_forked_jobs():
     assert waiting.exitcode == -signal.SIGTERM
 
 
+@fork_only
+def test_a_fork_shares_only_live_memory(monkeypatch):
+    """Freed memory is handed back before the fork (else the child shares it and the parent's
+    reuse copies it): release_free_memory runs once per fork, before it."""
+    order = []
+    real_fork = os.fork
+    monkeypatch.setattr(_workers, "release_free_memory", lambda: order.append("release"))
+    monkeypatch.setattr(os, "fork", lambda: order.append("fork") or real_fork())
+    job = _workers.Forked(_send_back, 1)
+    job.send(1)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 2
+    assert order == ["release", "fork"]
+
+
 def _threads_here(receive):
     return _workers.compute_threads()
 

@@ -60,6 +60,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from .._results import ResultMixin
+from .._workers import release_free_memory as _release_free_memory
 from .._workers import thread_map
 from ..data import Columns, validate, with_binary_treatment
 from ..errors import DataError, DesignError, PlevalWarning
@@ -539,27 +540,6 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
                      level=plan.level, hartung_knapp=plan.hartung_knapp),
     )
 
-
-def _release_free_memory() -> None:
-    """Hand the memory freed so far back to the system before the first round is matched:
-    glibc's ``malloc_trim(0)`` and the Arrow pool's ``release_unused`` (where there are). The
-    allocators otherwise keep what the analysis before the rounds freed mapped, while a round's
-    large arrays are mapped afresh beside it (10M rows: 1.1 GB, docs/scale.md). Nothing is
-    computed differently; pages handed back fault in again when reused (a second round at 1M
-    rows: 0.07 CPU-s), so it is done once."""
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc
-            pass
-    try:
-        import pyarrow
-    except ImportError:
-        return
-    pyarrow.default_memory_pool().release_unused()
 
 
 def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:
