@@ -689,7 +689,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
         return _value_problems(df, present, design), [], None
-    from ._workers import thread_map
+    from ._workers import side_by_side
 
     def validation():
         try:
@@ -697,7 +697,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
         except Exception as exc:  # raised only if the value checks find no error
             return None, exc
 
-    values, (done, exc) = thread_map(lambda f: f(), [partial(_value_problems, df, present, design), validation])
+    values, (done, exc) = side_by_side(partial(_value_problems, df, present, design), validation)
     if any(p.level == "error" for p in values):
         return values, [], None
     if exc is not None:

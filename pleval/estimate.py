@@ -44,7 +44,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
-from ._workers import available_memory, can_fork, default_workers, limited, thread_map
+from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
@@ -1148,10 +1148,6 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
             worker.cancel()  # a no-op once its result was taken
 
 
-def _call(fn):
-    return fn()
-
-
 def _run_held(held: list):
     """``held.pop()()`` (None for an empty list): the call's value, or the :class:`DesignError`
     it raised. The list is its only holder, so what the callable holds is freed when it ends."""
@@ -1236,7 +1232,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         # The previous subject's Rosenbaum bounds (which read none of its design) beside the next
         # subject's fit and analysis, or the balance table after the last: in two threads when a
         # core is free, else one after the other
-        done, step = thread_map(_call, [partial(_run_held, held), partial(_next_subject, subjects_left, analyse, m.balance)])
+        done, step = side_by_side(partial(_run_held, held), partial(_next_subject, subjects_left, analyse, m.balance))
         if isinstance(done, DesignError):
             analyse, sens_note = None, f"no sensitivity analysis: {done}"
         elif done is not None and analyse is not None:

@@ -500,8 +500,8 @@ def match(
                 and resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)):
             # the tie cap's ids do not depend on the fit: coded in a second thread meanwhile (a core is free)
             before = data
-            ids_ahead = {("ids", c.student_id): (before.index, _workers.thread_map(lambda job: job(), [
-                fit, lambda: _student_ids(before, c.student_id)])[1])}
+            ids_ahead = {("ids", c.student_id): (before.index, _workers.side_by_side(
+                fit, lambda: _student_ids(before, c.student_id))[1])}
             del before
         else:
             fit()
