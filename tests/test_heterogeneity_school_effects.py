@@ -323,16 +323,19 @@ def test_per_school_robustness_values():
     assert "rv_q" not in school_effects(d, stratum="school_id", covariates=["pretest"]).table.columns
 
 
-def test_design_is_row_major_and_centred_at_the_copies_mean():
+@pytest.mark.parametrize("chunk", [7, 1 << 12])
+def test_design_is_row_major_and_centred_at_the_copies_mean(monkeypatch, chunk):
     """``[1, t, covariates]`` with categorical covariates' indicators as ``design_matrix`` gives
     them (text columns, Arrow or object, levels sorted; a Categorical's own categories, an unused
     one included; a boolean as 0/1), each covariate column less its mean over the copies, built row-major (the
-    joint covariance gathers rows)."""
+    joint covariance gathers rows), for rows in any order, by chunks of 7 rows (the last one
+    shorter) or all at once."""
     import importlib
 
     from pleval.data import design_matrix
 
     se_mod = importlib.import_module("pleval.heterogeneity.school_effects")
+    monkeypatch.setattr(se_mod, "_DESIGN_ROWS", chunk)
     d = make_sites(n_schools=3, n_per=20, subjects=("math",))[0]
     d["race_arrow"] = d["race"].astype("string[pyarrow]")
     d["race_cat"] = pd.Categorical(d["race"], categories=["white", "other", "black", "hispanic"])
@@ -344,10 +347,11 @@ def test_design_is_row_major_and_centred_at_the_copies_mean():
     assert cov.shape[1] == 1 + 2 + 2 + 3 + 1
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
-        X = se_mod._design_rows(se_mod._design_columns(d, covs, c, n), t, np.arange(len(d)))
+        rows = np.random.default_rng(2).permutation(len(d))
+        X = se_mod._design_rows(se_mod._design_columns(d, covs, c, n), t, rows)
         mean = cov.mean(axis=0) if c is None else c @ cov / n
-        assert X.flags["C_CONTIGUOUS"]
-        np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean]), rtol=1e-14, atol=1e-12)
+        assert X.flags["C_CONTIGUOUS"] and len(d) % 7
+        np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean])[rows], rtol=1e-14, atol=1e-12)
     one = d.assign(race_arrow="white")["race_arrow"].astype("string[pyarrow]")
     with pytest.raises(DataError, match="single category"):
         se_mod._design_columns(d.assign(race_arrow=one), ["race_arrow"], None, len(d))

@@ -32,10 +32,9 @@ series ``B_c^{−1/2} = Σ_k C(−1/2, k) D_c^k`` where ``‖D_c‖_F ≤`` :dat
 cell's leverage is small in a large set), else by a batched ``eigh`` (:func:`_root_times`);
 larger cells on the 2p-dimensional span of ``U_c`` from ``T_c = U_c'U_c`` and ``N_s``
 (:func:`pleval.inference.robust._inverse_root_factors`: ``A_c = I + U_cΓ_cU_c'``), in blocks of
-cells. The rows are gathered once, by size class, set and cell, so that each class's rows are
-one slice. Each cell keeps only its score of the target coefficient,
-``φ_c = e_t'M_sX_c'W_cA_ce_c = p_c'e_c`` with ``p_c = A_cW_cX_cM_s e_t``. For the Satterthwaite
-df (working model Φ = I, as clubSandwich) ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` give
+cells. Each size class's rows are gathered when it comes, by set and cell. Each cell keeps only
+its score of the target coefficient, ``φ_c = e_t'M_sX_c'W_cA_ce_c = p_c'e_c`` with
+``p_c = A_cW_cX_cM_s e_t``. For the Satterthwaite df (working model Φ = I, as clubSandwich) ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` give
 ``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` within a set; only their per-set sums enter the df
 (:func:`df_sums`), formed once per call of :func:`phi_identity_cells` (a block of whole sets of about
 :data:`._joint._BLOCK_ROWS` rows).
@@ -45,8 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference.robust import _inverse_root_factors, cluster_order, grouped_cross_products
-from ._batched import _pair_sums
+from ..inference.robust import _inverse_root_factors, cluster_order, grouped_cross_products, radix_argsort
 
 _CHUNK = 1 << 14
 """Cells per block of the batched 2p × 2p algebra (bounded memory)."""
@@ -65,10 +63,11 @@ def _inv_root(lam: np.ndarray) -> np.ndarray:
 
 
 def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, Sinv: np.ndarray,
-                     target: int) -> tuple[np.ndarray, np.ndarray]:
-    """``N_s`` (G × 2p × 2p) and ``b_s = [0; M_s e_target]`` (G × 2p) of every set."""
+                     target: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``N_s`` (G × 2p × 2p) and ``b_s = [0; M_s e_target]`` (G × 2p) of every set; ``order``: the
+    rows in set order, when known (:func:`pleval.inference.robust.grouped_cross_products`)."""
     p = X.shape[1]
-    S2 = grouped_cross_products(X, groups, G, w=w * w)[0]
+    S2 = grouped_cross_products(X, groups, G, w=w * w, order=order)[0]
     N = np.zeros((G, 2 * p, 2 * p))
     N[:, :p, :p] = -(Sinv @ S2 @ Sinv)
     N[:, :p, p:] = Sinv
@@ -88,9 +87,11 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     with weights ``w`` (one per row of ``rows``); ``cell``: each row's cell 0..n_cells−1;
     ``cell_group``: each cell's set; ``Sinv``: the sets' breads.
 
-    The rows are gathered once, by size class, within a class by set and cell: each row's
-    ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per tile of rows of one set
-    (:func:`_set_products`), not one per cell with a gathered matrix."""
+    ``S2_s`` is summed over the rows by set, size class and cell, in place (their order given to
+    :func:`pleval.inference.robust.grouped_cross_products`, not sorted again); then each size
+    class's rows are gathered as it comes, by set and cell: each row's ``x_i'P_s`` (``P_s`` of
+    :func:`_row_matrices`) is then one product per tile of rows of one set (:func:`_set_products`),
+    not one per cell with a gathered matrix."""
     n, p = len(rows), X.shape[1]
     q = 2 * p
     G = len(Sinv)
@@ -99,17 +100,17 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     cls = np.minimum(size, q)  # cells of fewer rows than 2p by their size, the others together
     by_set = np.argsort(cell_group, kind="stable")  # cells by set
     rank = np.empty(n_cells, dtype=np.intp)
-    rank[by_set] = np.arange(n_cells)
-    order = cluster_order(rank[cell], n_cells)[0]  # rows by set and cell (radix sorts) ...
+    rank[radix_argsort(cell_group.astype(np.int64) * q + (cls - 1))] = np.arange(n_cells)  # cells by set and class
+    order = cluster_order(rank[cell], n_cells)[0]  # rows by set, class and cell (radix sorts) ...
     del rank
     order = np.arange(n) if order is None else order
-    order = order[np.argsort(cls[cell[order]].astype(np.uint16), kind="stable")]  # ... then by class
-    cells_all = by_set[np.argsort(cls[by_set].astype(np.uint16), kind="stable")]  # by class, then set: as the rows
-    src = rows[order]
-    X, w, e = np.take(X, src, axis=0), w[order], e[src]  # one gather: each class's rows a slice
-    del src
-    N, b = working_matrices(X, w, cell_group[cell[order]], G, Sinv, target)
+    if not (n == len(X) and bool(np.all(rows[1:] > rows[:-1]))):  # all of X's rows, in order: X itself
+        X = np.take(X, rows, axis=0)  # the rows of this call, gathered once
+    e = e[rows]
+    N, b = working_matrices(X, w, cell_group[cell], G, Sinv, target, order)
     P = _row_matrices(N, b)
+    order = order[np.argsort(cls[cell[order]].astype(np.uint16), kind="stable")]  # ... by class, then set and cell
+    cells_all = by_set[np.argsort(cls[by_set].astype(np.uint16), kind="stable")]  # by class, then set: as the rows
     z, s = np.empty((n_cells, q)), np.empty(n_cells)  # in the order of ``cells_all``
     row0 = cell0 = 0
     for r, k in zip(*np.unique(cls, return_counts=True)):  # at most 2p sizes, not cells
@@ -118,21 +119,26 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
         at = slice(cell0, cell0 + k)
         row0, cell0 = span.stop, at.stop
         g = cell_group[cells]
+        i = order[span]  # the class's rows, gathered as the class comes
+        Xk, wk, ek = np.take(X, i, axis=0), w[i], e[i]
         if r == 1:
-            _single(X[span], w[span], e[span], cells, g, P, phi, z[at], s[at])
+            _single(Xk, wk, ek, cells, g, P, phi, z[at], s[at])
         elif r < q:
-            _small(X[span], w[span], e[span], r, cells, g, P, phi, z[at], s[at])
+            _small(Xk, wk, ek, r, cells, g, P, phi, z[at], s[at])
         else:
             local = np.repeat(np.arange(k), size[cells])
-            _large(X[span], w[span], e[span], local, cells, g, N, b, phi, z[at], s[at])
+            _large(Xk, wk, ek, local, cells, g, N, b, phi, z[at], s[at])
+        del Xk, wk, ek
     return phi, N, df_sums(z, s, cell_group[cells_all], G)
 
 
 def df_sums(z: np.ndarray, s: np.ndarray, cell_group: np.ndarray, G: int):
     """Per set, ``(Σ_c s_c, Σ_c s_c², Σ_c z_cz_c', Σ_c s_cz_cz_c')`` over its cells: all the
-    Satterthwaite df needs of the cells (:func:`._joint.joint_covariance`)."""
-    return (np.bincount(cell_group, weights=s, minlength=G), np.bincount(cell_group, weights=s * s, minlength=G),
-            _pair_sums(z, np.ones(len(s)), cell_group, G), _pair_sums(z, s, cell_group, G))
+    Satterthwaite df needs of the cells (:func:`._joint.joint_covariance`). The two matrix sums in
+    one pass over the cells (:func:`pleval.inference.robust.grouped_cross_products` with two
+    weightings: a product of ``[Z, SZ]'Z`` per tile)."""
+    zz, szz = grouped_cross_products(z, cell_group, G, w=(np.ones(len(s)), s))[0]
+    return np.bincount(cell_group, weights=s, minlength=G), np.bincount(cell_group, weights=s * s, minlength=G), zz, szz
 
 
 def _row_matrices(N: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -201,7 +207,7 @@ def _small(X, w, e, r, cells, g, P, phi, z, s) -> None:
         D = D + D.transpose(0, 2, 1)
         pc = _root_times(D, wc * Y[:, :, 2 * p])
         phi[cells[sl]] = np.einsum("cr,cr->c", pc, ec)
-        z[sl] = (XT @ np.stack([pc, wc * pc], axis=2)).transpose(0, 2, 1).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
+        z[sl] = (np.stack([pc, wc * pc], axis=1) @ Xc).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
         s[sl] = np.einsum("cr,cr->c", pc, pc)
 
 

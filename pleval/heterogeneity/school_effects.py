@@ -472,21 +472,30 @@ class _Gathered:
         return self.values[self.at[rows]]
 
 
+_DESIGN_ROWS = 1 << 12
+"""Rows of ``X`` written at a time by :func:`_design_rows`: a chunk's columns are written while
+its rows are in a core's cache (2^18 rows, p = 11: 7 ms a block by chunks of 4,096 rows, 9-14 ms
+a column of every row at a time)."""
+
+
 def _design_rows(columns: list, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``X = [1, t, covariates]`` of ``rows`` (n_rows × p, row-major: the joint covariance
-    gathers rows), the covariates of :func:`_design_columns` centred at their centres."""
+    gathers rows), the covariates of :func:`_design_columns` centred at their centres; by chunks
+    of :data:`_DESIGN_ROWS` rows."""
     X = np.empty((len(rows), 2 + sum(len(c) for _, c, _ in columns)))
-    X[:, 0] = 1.0
-    X[:, 1] = t[rows]
-    j = 2
-    for values, centres, numeric in columns:  # a handful of covariates
-        v = values[rows]
-        if numeric:
-            np.subtract(v, centres[0], out=X[:, j])
-        else:
-            for k in range(centres.size):  # levels, not rows
-                np.subtract(v == k + 1, centres[k], out=X[:, j + k])
-        j += centres.size
+    for lo in range(0, len(rows), _DESIGN_ROWS):  # chunks of rows, not rows
+        r, Xc = rows[lo : lo + _DESIGN_ROWS], X[lo : lo + _DESIGN_ROWS]
+        Xc[:, 0] = 1.0
+        Xc[:, 1] = t[r]
+        j = 2
+        for values, centres, numeric in columns:  # a handful of covariates
+            v = values[r]
+            if numeric:
+                np.subtract(v, centres[0], out=Xc[:, j])
+            else:
+                for k in range(centres.size):  # levels, not rows
+                    np.subtract(v == k + 1, centres[k], out=Xc[:, j + k])
+            j += centres.size
     return X
 
 
