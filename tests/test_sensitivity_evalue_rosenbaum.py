@@ -201,7 +201,8 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
                         threads.clear()
                         with _workers.limited(cores):
                             assert s.moments(gamma, lower) == every
-                        runs = cores if chunk < default else 1  # (the default: one chunk)
+                        # every position (Huber scores, Γ = 1) by chunks; else each set's peak (_peaks)
+                        runs = 0 if scores is None and gamma != 1 else cores if chunk < default else 1
                         assert len(threads) == runs and (threading.get_ident() in threads) == (runs == 1)
     k = 17  # one set, by hand (untied responses)
     y = rng.normal(size=len(ids))
@@ -214,6 +215,67 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     np.testing.assert_allclose(s.top1[at], np.cumsum(qk)[:-1])
     np.testing.assert_allclose(s.total1[k] - s.top1[at], qk.sum() - np.cumsum(qk)[:-1])
     np.testing.assert_allclose(s.top2[at], np.cumsum(qk**2)[:-1])
+
+
+def test_sets_peaks_equal_every_position(monkeypatch):
+    """The bound's sums from each set's peak (:meth:`_Sets._peaks`: μ at about three positions
+    a set) are bit-identical to those formed at every position, upper and lower, at Γ from
+    within rounding of 1 to 10⁶, on sets of 2–60 with awkward responses: exact ties inside sets
+    (whole sets of one value: every position ties), ties up to rounding and continuous values.
+    Sets whose peak cannot be told from its neighbours (at least those of one value) are formed
+    at every position; at Γ = 2 on untied responses, none. Runs of sets in two threads: the same."""
+    from pleval.sensitivity import rosenbaum
+
+    rng = np.random.default_rng(5)
+    size = rng.integers(2, 61, 400)
+    size[::4] = 2
+    ids = np.repeat(np.arange(len(size)), size)
+    tr = np.zeros(len(ids), bool)
+    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    y = np.where(rng.random(len(ids)) < 0.5, np.round(rng.normal(size=len(ids)), 1), rng.normal(size=len(ids)))
+    y[ids % 7 == 3] = 1.5  # sets of one value
+    y += 0.3 * tr * (ids % 7 != 3)
+    perm = rng.permutation(len(ids))
+    codes, size = _set_codes(ids[perm], tr[perm])
+    s = _Sets.build(y[perm], codes, size, tr[perm])
+    assert s.rise is not None
+    flat = np.sum((np.bincount(ids, minlength=len(size)) >= 4) & (np.arange(len(size)) % 7 == 3))  # sets
+    # of one value and more than three positions, all tied: every position
+    redone, at = [], _Sets._at
+
+    def recorded(self, sets, pos, count, g, lower):
+        if isinstance(pos, np.ndarray) and len(count) < len(self.start):
+            redone.append(len(count))
+        return at(self, sets, pos, count, g, lower)
+
+    monkeypatch.setattr(_Sets, "_at", recorded)
+    runs, peaks = [], _Sets._peaks
+
+    def ran(self, *a):
+        runs.append(a[2:])
+        return peaks(self, *a)
+
+    monkeypatch.setattr(_Sets, "_peaks", ran)
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    for gamma in (1 + 1e-15, 1 + 1e-12, 1 + 1e-9, 1.0001, 1.25, 2.0, 3.7, 50.0, 1e4, 1e6):
+        for lower in (False, True):
+            every = _moments_every_position(s, gamma, lower)
+            for cores, chunk in ((1, rosenbaum._CHUNK), (2, 1000)):  # one run of sets; two, in two threads
+                monkeypatch.setattr(rosenbaum, "_CHUNK", chunk)
+                redone.clear()
+                runs.clear()
+                with _workers.limited(cores):
+                    assert s.moments(gamma, lower) == every
+                assert sum(redone) >= flat > 0
+                assert runs == ([(0, len(size))] if cores == 1 else [(0, 200), (200, 400)])  # runs of sets
+    # Γ = 1: every μ of a set is its mean; exact sums give the lower bound's sums bit for bit
+    # (rosenbaum_bounds takes its p-value there from the upper's)
+    assert s.moments(1.0, lower=True) == s.moments(1.0)
+    y = rng.normal(size=len(ids)) + 0.3 * tr
+    s = _Sets.build(y, *_set_codes(ids, tr), tr)
+    redone.clear()
+    assert s.moments(2.0) == _moments_every_position(s, 2.0) and not redone
+    assert _Sets.build(y, *_set_codes(ids, tr), tr, rosenbaum.HuberScores()).rise is None
 
 
 def _argsort_ranks(a):

@@ -282,6 +282,7 @@ class _Sets:
     top2: np.ndarray  # the same for q²
     total1: np.ndarray  # Σ q of each set (the others' sum at a position: total − top)
     total2: np.ndarray  # Σ q² of each set
+    rise: np.ndarray | None = None  # Γ below which μ rises past each position (:func:`_rises`; exact sums only)
 
     @classmethod
     def build(cls, y: np.ndarray, codes: np.ndarray, size: np.ndarray, treated: np.ndarray,
@@ -365,26 +366,36 @@ class _Sets:
         del qs
         top2 = top(qs2)
         del qs2
-        return cls(T, start, count, a, b, top1, top2, *totals)
+        exact = q is None and n * (n + 1) < 2**53
+        rise = _rises(top1, a, size, totals[0], start, count) if exact else None
+        return cls(T, start, count, a, b, top1, top2, *totals, rise)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
         minimizing u puts the ones on the smallest ranks: the same sums with 1/Γ). At Γ (g),
         position (s, a) has ``μ = (g·top1 + rest1)/(g·a + b)`` and
         ``v = (g·top2 + rest2)/(g·a + b) − μ²`` (``rest = total − top``); each set takes the largest μ and, among the
-        positions tied with it, the largest v — computed at those positions only (about one a
-        set). Whole sets of about :data:`_CHUNK` positions at a time, so that the temporaries
-        stay in a core's cache (n-long ones streamed through memory and faulted in fresh pages
-        on every call); the chunks in :func:`~pleval._workers.compute_threads` runs of
-        consecutive chunks, one a thread, each set's μ and v computed as in one thread; the sums
-        over the sets in set order (the same floats whatever the threads)."""
+        positions tied with it (within 1e-12, relative, + 1e-12), the largest v. With exact
+        running sums (aligned ranks) and g ≠ 1, :meth:`_peaks` finds those positions from about
+        three a set (in :func:`~pleval._workers.compute_threads` runs of consecutive sets, one a
+        thread); otherwise (Huber scores, Γ = 1, where every position ties) μ is formed at
+        every position, whole sets of about :data:`_CHUNK` positions at a time, so that the
+        temporaries stay in a core's cache (n-long ones streamed through memory and faulted in
+        fresh pages on every call); the chunks in :func:`~pleval._workers.compute_threads` runs
+        of consecutive chunks, one a thread. Each set's μ and v are computed by the same
+        operations whichever way (:meth:`_at`), and summed over the sets in set order: the same
+        floats whatever the route and the threads."""
         from .._workers import compute_threads, thread_map
 
         g = 1.0 / gamma if lower else gamma
         n_sets, n = len(self.start), len(self.a)
-        cut = np.unique(np.append(np.searchsorted(self.start, np.arange(0, n, _CHUNK)), n_sets))
-        runs = np.array_split(np.arange(len(cut) - 1), min(compute_threads(), max(len(cut) - 1, 1)))
-        parts = thread_map(lambda r: self._best(cut[r[0]:r[-1] + 2].tolist(), g, lower), [r for r in runs if len(r)])
+        if self.rise is not None and g != 1.0:
+            cut = np.linspace(0, n_sets, min(compute_threads(), max(n // _CHUNK, 1)) + 1).astype(int)
+            parts = thread_map(lambda r: self._peaks(g, lower, *r), list(zip(cut[:-1].tolist(), cut[1:].tolist())))
+        else:
+            cut = np.unique(np.append(np.searchsorted(self.start, np.arange(0, n, _CHUNK)), n_sets))
+            runs = np.array_split(np.arange(len(cut) - 1), min(compute_threads(), max(len(cut) - 1, 1)))
+            parts = thread_map(lambda r: self._best(cut[r[0]:r[-1] + 2].tolist(), g, lower), [r for r in runs if len(r)])
         best = np.concatenate([b for b, _ in parts]) if parts else np.zeros(0)
         vbest = np.concatenate([v for _, v in parts]) if parts else np.zeros(0)
         return float((-best if lower else best).sum()), float(np.maximum(vbest, 0.0).sum())
@@ -392,43 +403,127 @@ class _Sets:
     def _best(self, cut: list, g: float, lower: bool) -> tuple[np.ndarray, np.ndarray]:
         """The largest μ of each set from ``cut[0]`` to ``cut[-1]`` (negated for ``lower``) and
         the largest v of the positions tied with it (−inf only for a set whose μ is NaN), chunk
-        by chunk (sets ``cut[i]`` to ``cut[i + 1]``): :meth:`moments`'s per-set work."""
+        by chunk (sets ``cut[i]`` to ``cut[i + 1]``): :meth:`moments`'s per-set work at every
+        position."""
         n_sets, n = len(self.start), len(self.a)
         best = np.empty(cut[-1] - cut[0])
-        vbest = np.full(len(best), -np.inf)
+        vbest = np.empty(len(best))
         for s0, s1 in zip(cut[:-1], cut[1:]):  # chunks of whole sets, not sets
             p0, p1 = int(self.start[s0]), (int(self.start[s1]) if s1 < n_sets else n)
-            start, count = self.start[s0:s1] - p0, self.count[s0:s1]
-            den = np.multiply(self.a[p0:p1], g, dtype=float)
-            den += self.b[p0:p1]
-            top1 = self.top1[p0:p1]
-            key = np.repeat(self.total1[s0:s1], count)
-            key -= top1  # rest1 = total − top, as summed
-            key += np.multiply(top1, g)  # g·top1 + rest1
-            key /= den
-            if lower:
-                np.negative(key, out=key)
-            top = np.maximum.reduceat(key, start)
-            tie = np.greater_equal(key, np.repeat(top - (1e-12 * np.abs(top) + 1e-12), count))  # tied with the best
-            ties = np.add.reduceat(tie, start, dtype=np.intp)  # per set (0 only if its μ is NaN)
-            at = np.flatnonzero(tie) if ties.sum() < len(tie) else slice(None)  # (at Γ = 1 every position ties)
-            del tie
-            mt = key[at]
-            top2 = self.top2[p0:p1][at]
-            var = self.total2[s0:s1][np.repeat(np.arange(s1 - s0), ties)]  # (the tied positions' sets)
-            var -= top2  # rest2
-            var += np.multiply(top2, g)
-            var /= den[at]
-            var -= mt * mt
-            some = ties > 0
-            if len(var):
-                vbest[s0 - cut[0]:s1 - cut[0]][some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some])
-            best[s0 - cut[0]:s1 - cut[0]] = top
+            at = slice(s0 - cut[0], s1 - cut[0])
+            best[at], vbest[at], _ = self._at(slice(s0, s1), slice(p0, p1), self.count[s0:s1], g, lower)
+        return best, vbest
+
+    def _at(self, sets, pos, count, g: float, lower: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the kept positions ``pos`` (slice or array), ``count[i]`` consecutive ones of set
+        ``sets[i]`` in turn: each set's largest μ among them (negated for ``lower``), the
+        largest v of those tied with it (−inf for a set whose μ is NaN) and μ (negated) at
+        each position."""
+        den = np.multiply(self.a[pos], g, dtype=float)
+        den += self.b[pos]
+        top1 = self.top1[pos]
+        key = np.repeat(self.total1[sets], count)
+        key -= top1  # rest1 = total − top, as summed
+        key += np.multiply(top1, g)  # g·top1 + rest1
+        key /= den
+        if lower:
+            np.negative(key, out=key)
+        first = np.cumsum(count) - count
+        top = np.maximum.reduceat(key, first) if len(key) else np.zeros(0)
+        tie = np.greater_equal(key, np.repeat(top - (1e-12 * np.abs(top) + 1e-12), count))  # tied with the best
+        ties = np.add.reduceat(tie, first, dtype=np.intp) if len(key) else np.zeros(0, np.intp)  # 0 only for NaN μ
+        at = np.flatnonzero(tie) if ties.sum() < len(tie) else slice(None)  # (at Γ = 1 every position ties)
+        del tie
+        mt = key[at]
+        top2 = self.top2[pos][at]
+        var = np.repeat(self.total2[sets], ties)  # (the tied positions' sets)
+        var -= top2  # rest2
+        var += np.multiply(top2, g)
+        var /= den[at]
+        var -= mt * mt
+        some = ties > 0
+        vbest = np.full(len(top), -np.inf)
+        if len(var):
+            vbest[some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some])
+        return top, vbest, key
+
+    def _peaks(self, g: float, lower: bool, s0: int, s1: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`moments`'s ``(best, vbest)`` of sets ``s0`` to ``s1`` from three positions a
+        set, for exact running sums and g ≠ 1. Along a set's positions μ (−μ for g < 1, the lower bound) rises strictly
+        while q_{a+1} > μ_a and never rises after (:func:`_rises`): its peak a* counts the
+        positions whose :attr:`rise` exceeds g. μ is formed at a* − 1, a* and a* + 1 (within
+        the set). When each neighbour lies below a*'s μ by more than the tie tolerance and a
+        rounding margin (1e-13 of either), the left one is on the rising side and the right one
+        on the falling side, so every position beyond them lies lower still: a* is the set's
+        best and the only position tied with it, as :meth:`_best` would find them, μ and v
+        formed there by the same operations — the same floats. Sets failing this (ties between
+        neighbours; g within rounding of a threshold) are formed at every position
+        (:meth:`_at`)."""
+        start, last = self.start[s0:s1], self.count[s0:s1] - 1
+        p0 = int(start[0]) if len(start) else 0
+        up = np.cumsum((self.rise[p0:p0 + int(last.sum()) + len(last)] > g).view(np.uint8), dtype=np.int32)
+        j = np.diff(up[start - p0 + last], prepend=0)  # (a set's last position never rises)
+        del up
+        pos = np.stack([np.maximum(j - 1, 0), j, np.minimum(j + 1, last)])
+        pos += start
+        den = np.multiply(self.a[pos], g, dtype=float)
+        den += self.b[pos]
+        top1 = self.top1[pos]
+        key = np.repeat(self.total1[None, s0:s1], 3, axis=0)
+        key -= top1  # as :meth:`_at`
+        key += np.multiply(top1, g)
+        key /= den
+        del top1
+        if lower:
+            np.negative(key, out=key)
+        best = key[1]
+        low = best - (1e-12 * np.abs(best) + 1e-12) - 1e-13 * np.abs(best)  # below the tie band
+        ok = (j == 0) | (key[0] < low - 1e-13 * np.abs(key[0]))
+        ok &= (j >= last) | (key[2] < low - 1e-13 * np.abs(key[2]))
+        top2 = self.top2[pos[1]]
+        vbest = self.total2[s0:s1] - top2
+        vbest += np.multiply(top2, g)
+        vbest /= den[1]
+        vbest -= best * best
+        redo = np.flatnonzero(~ok)
+        if len(redo):  # at every position
+            c = last[redo] + 1
+            pos = np.repeat(start[redo] - (np.cumsum(c) - c), c) + np.arange(int(c.sum()))
+            best[redo], vbest[redo], _ = self._at(redo + s0, pos, c, g, lower)
         return best, vbest
 
     def pvalue(self, gamma: float, lower: bool = False) -> float:
         E, V = self.moments(gamma, lower)
         return float(_norm_sf((self.T - E) / math.sqrt(V))) if V > 0 else (0.0 if self.T > E else 1.0)
+
+
+def _rises(top1: np.ndarray, a: np.ndarray, size: np.ndarray, total1: np.ndarray, start: np.ndarray,
+           count: np.ndarray) -> np.ndarray:
+    """At each kept position (set s, a ones), the Γ below which the separable bound's μ rises
+    from a to a + 1, as float32 (a locator: :meth:`_Sets._peaks` checks what it finds):
+    ``G = 1 + n_s(q_{a+1} − q̄_s)/(top1_a − a·q_{a+1})``, −inf at each set's last position.
+    μ_{a+1} − μ_a has the sign of (g − 1)(q_{a+1} − μ_a), μ_{a+1} being μ_a and q_{a+1} (the
+    (a+1)-th largest score, ``top1_{a+1} − top1_a``) averaged with weights g·a + b and g − 1;
+    ``q_{a+1} > μ_a`` is ``n_s(q_{a+1} − q̄_s) > (g − 1)(top1_a − a·q_{a+1})``, i.e. g < G (the
+    bracket is ≥ 0). Once ``q_{a+1} ≤ μ_a``, μ_{a+1} lies on q_{a+1}'s side no more (between
+    them for g > 1, beyond μ_a for g < 1), so ``q_{a+2} ≤ q_{a+1} ≤ μ_{a+1}``: μ (−μ for g < 1)
+    rises strictly up to its peak and never after, and the positions below g ≠ 1 are a prefix
+    of each set (in exact arithmetic: G only locates the peak)."""
+    nxt = np.diff(top1)  # q_{a+1} (across a set's end: its last position, left out)
+    den = np.multiply(a[:-1], nxt, dtype=float)
+    np.subtract(top1[:-1], den, out=den)
+    num = np.repeat(total1 / size, count)[:-1]
+    np.subtract(nxt, num, out=num)
+    del nxt
+    num *= np.repeat(size, count)[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        num /= den
+    del den
+    num += 1.0
+    rise = np.empty(len(top1), dtype=np.float32)
+    rise[:-1] = num
+    rise[start + count - 1] = -np.inf
+    return rise
 
 
 def _inverse(o: np.ndarray) -> np.ndarray:
@@ -592,7 +687,10 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
         sets = _Sets.build(ys, codes, size, treated, scores)
         del ys, codes, treated
         p_up = np.array([sets.pvalue(g) for g in gammas])
-        p_lo = np.array([sets.pvalue(g, lower=True) for g in gammas])
+        # at Γ = 1 every μ of a set is its mean, whichever bound: with exact sums (aligned ranks) the
+        # lower bound's sums are the upper's, bit for bit
+        p_lo = np.array([p if g == 1 and sets.rise is not None else sets.pvalue(g, lower=True)
+                         for g, p in zip(gammas.tolist(), p_up.tolist())])
         known = dict(zip(gammas.tolist(), p_up.tolist()))  # (Γ = 1 is in the table by default)
         g_alpha = _gamma_search(lambda g: known[g] if g in known else sets.pvalue(g), alpha)
         test = ("aligned rank (matched sets; separable approximation)" if scores is None else
