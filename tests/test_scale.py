@@ -913,10 +913,11 @@ def test_sample_counts_are_pandas_nunique_and_isin_on_the_distinct_rows(tied, dt
 
 @pytest.mark.parametrize("top", [0, 1, 300, 2**16 - 1, 2**16, 70_000, 2**32 + 5, 2**50])
 def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
-    """radix_argsort is numpy's stable argsort (one, two, three and four 16-bit digits; many equal
-    keys), first_appearance_codes is pd.factorize: the same codes and, at each code's first
-    position, its key (school_sample's (PL school, row) pairs are numbered by it)."""
-    from pleval.inference.robust import radix_argsort
+    """radix_argsort is numpy's stable argsort (packed with the positions in one int64 sort, and,
+    past 63 bits, one, two, three and four 16-bit digits; many equal keys), sorted_keys the keys
+    in that order, first_appearance_codes is pd.factorize: the same codes and, at each code's
+    first position, its key (school_sample's (PL school, row) pairs are numbered by it)."""
+    from pleval.inference.robust import radix_argsort, sorted_keys
     from pleval.matching._design import first_appearance_codes
 
     rng = np.random.default_rng(top % 97)
@@ -924,7 +925,10 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
         key = rng.integers(0, top + 1, n).astype(np.int64)
         if n > 5:
             key[rng.integers(0, n, n // 2)] = key[rng.integers(0, n, n // 2)]  # repeated keys
-        assert np.array_equal(radix_argsort(key), np.argsort(key, kind="stable"))
+        want_order = np.argsort(key, kind="stable")
+        assert np.array_equal(radix_argsort(key), want_order)
+        ks, order = sorted_keys(key)
+        assert np.array_equal(order, want_order) and np.array_equal(ks, key[want_order])
         codes, first = first_appearance_codes(key)
         want, uniq = pd.factorize(key)
         assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..inference.robust import radix_argsort
+from ..inference.robust import sorted_keys
 
 
 def is_categorical(s: pd.Series) -> bool:
@@ -88,23 +88,25 @@ def factorize(values, sort: bool = False):
 
 def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(key)`` of non-negative integers (codes in order of first appearance) as
-    ``(codes, first position of each code)``, by a radix sort instead of a hash table: the runs
-    of equal keys in sorted order are the groups, a run's first element its first appearance
-    (the sort is stable)."""
+    ``(codes, first position of each code)``, by a sort instead of a hash table
+    (:func:`~pleval.inference.robust.sorted_keys`): the runs of equal keys in sorted order are the
+    groups, a run's first element its first appearance (the sort is stable)."""
     n = len(key)
     if not n:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    order = radix_argsort(key)
-    ks = key[order]
+    ks, order = sorted_keys(key)
     new = np.empty(n, bool)
     new[0] = True
     np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    del ks
     first = order[new]  # each group's first position
     is_first = np.zeros(n, bool)
     is_first[first] = True
-    code_at = np.cumsum(is_first) - 1  # groups numbered by first position
+    small = np.int32 if n < 2**31 else np.int64  # (a cumulative count of booleans: int32 is 2-6x faster)
+    code_at = np.cumsum(is_first, dtype=small)  # groups numbered by first position (from 1)
+    group = np.cumsum(new, dtype=small)  # each sorted position's group (from 1)
     codes = np.empty(n, np.int64)
-    codes[order] = code_at[first][np.cumsum(new) - 1]
+    codes[order] = code_at[first][group - 1] - 1
     return codes, np.flatnonzero(is_first)
 
 
