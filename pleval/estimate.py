@@ -1458,8 +1458,7 @@ def _propensity_frame(m) -> pd.DataFrame | None:
     if pm is None:
         return None
     c = m.columns
-    w = np.bincount(m.rows, weights=m.weight, minlength=len(m.data))
-    out = pd.DataFrame({"score": pm.ps, "treated": m.data[c.treatment].to_numpy(dtype=int), "weight": w})
+    out = pd.DataFrame({"score": pm.ps, "treated": m.data[c.treatment].to_numpy(dtype=int), "weight": m.row_weights()})
     if c.subject:  # as stored (Arrow strings stay Arrow: no Python object per row; compared per subject)
         out["_subject"] = m.data[c.subject].array
     return out

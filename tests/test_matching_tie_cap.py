@@ -108,6 +108,20 @@ def test_rotation_covers_the_tied_comparisons_evenly_and_chunks_change_nothing()
         np.testing.assert_array_equal(x, y)
 
 
+def test_pairs_without_their_weights_are_the_same_pairs():
+    """``weights=False`` leaves the pairs' weights out and nothing else: the same pairs,
+    distances, set sizes and reasons (the weights ``1/m_i`` formed from the set sizes)."""
+    rng = np.random.default_rng(5)
+    t_x, c_x = rng.integers(0, 200, 400) * 1.0, rng.integers(0, 200, 900) * 1.0
+    kw = dict(k=2, tie_cap=5, caliper=2.5, t_cell=rng.integers(0, 4, 400), c_cell=rng.integers(0, 3, 900),
+              c_key=rng.permutation(900), t_key=rng.permutation(400))  # (cell 3: no comparison)
+    full, bare = match_nearest(t_x, c_x, **kw), match_nearest(t_x, c_x, **kw, weights=False)
+    assert bare.weight is None and (full.n_matched == 0).any() and len(np.unique(full.n_matched)) > 3
+    for f in ("t_row", "c_row", "dist", "n_matched", "reason"):
+        np.testing.assert_array_equal(getattr(bare, f), getattr(full, f))
+    np.testing.assert_array_equal(full.weight, 1.0 / bare.n_matched[bare.t_row])
+
+
 def test_capped_ranges_are_the_capped_pairs():
     """On one dimension the capped sets come from the ranges of the sorted comparisons, without
     the uncapped pairs (:func:`_capped_ranges`): the same pairs, distances and order as capping
@@ -242,6 +256,13 @@ def test_the_long_format_is_let_go_and_formed_again(tied_data):
     for a, b in zip(m._distinct, distinct_rows(m.rows, m.weight, len(m.data))):
         np.testing.assert_array_equal(a, b)
     assert weighted.sets is None
+    # the rows' summed weights and the sample sizes from the distinct rows, the same as from the long
+    # format (the weighted match's, all its weights 1 x the same): the long format not formed again
+    want_w = np.bincount(m.rows, m.weight, len(m.data))
+    m.let_go_long()
+    np.testing.assert_array_equal(m.row_weights(), want_w)
+    pd.testing.assert_frame_equal(m.sample_sizes(), weighted.sample_sizes())
+    assert not {"rows", "set_id", "weight"} & set(m.__dict__)
     rows = weighted.rows
     weighted.let_go_long()
     assert weighted.rows is rows

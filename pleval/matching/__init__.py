@@ -209,6 +209,9 @@ class NearestSets:
     matcher gives them) when it is read, and again after :meth:`MatchResult.let_go_long`. At 10M
     rows 0.19 GB where the long format is 0.58 GB."""
 
+    positive = True
+    """Every weight of the long format is positive (1 for a treated row, ``1/size`` for a comparison)."""
+
     def __init__(self, t_pos, c_pos, c_row, sizes):
         self.t_pos, self.c_pos, self.c_row, self.sizes = t_pos, c_pos, c_row, sizes
 
@@ -563,7 +566,8 @@ def match(
                                c_priority=None if prio is None else prio[cpos],
                                t_priority=None if prio is None else prio[tpos],
                                sided=matchit and method == "propensity", tie_cap=cap,
-                               c_key=None if key is None else key(cpos), t_key=None if key is None else key(tpos))
+                               c_key=None if key is None else key(cpos), t_key=None if key is None else key(tpos),
+                               weights=bool(c.weight))  # else NearestSets forms them from the set sizes
             del t_coord, c_coord
             options["tie_cap"] = cap
         m_i = nm.n_matched

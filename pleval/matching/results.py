@@ -147,6 +147,19 @@ class MatchResult(ResultMixin):
             return self.sets.distinct(n)
         return distinct_rows(self.rows, self.weight, n)
 
+    def row_weights(self) -> np.ndarray:
+        """Each row of ``data``'s matched weight summed over its sets (0 outside the matched
+        sample): ``np.bincount(rows, weights=weight, minlength=len(data))``, taken from the
+        distinct rows' sums (the same bincount) when they are at hand, so that a long format let
+        go is not formed again for it (a matcher's own sums, VCG's, are not taken)."""
+        n = len(self.data)
+        if "_distinct" in self.__dict__ and getattr(self.sets, "distinct", None) is None:
+            rows, w, _, _ = self._distinct
+            out = np.zeros(n)
+            out[rows] = w
+            return out
+        return np.bincount(self.rows, weights=self.weight, minlength=n)
+
     def let_go_long(self) -> None:
         """Drop the long format (``rows``, ``set_id``, ``weight``) where ``sets`` forms it again
         when next read: for a caller done with it for a while (the school sample formed, before
@@ -306,7 +319,7 @@ class MatchResult(ResultMixin):
         of each row's weight summed over its sets, over the rows in the matched sample."""
         from .weighting import weight_summary
 
-        w = np.bincount(self.rows, weights=self.weight, minlength=len(self.data))
+        w = self.row_weights()
         used = np.unique(self.rows)
         return weight_summary(w[used], self.data[self.columns.treatment].to_numpy()[used] == 1)
 
@@ -315,9 +328,12 @@ class MatchResult(ResultMixin):
         rows), matched effective sample size (Kish ``(Σw)²/Σw²`` of each row's weight summed
         over its sets), unmatched, discarded (outside common support)."""
         t_all = self.data[self.columns.treatment].to_numpy() == 1
-        w = np.bincount(self.rows, weights=self.weight, minlength=len(self.data))
+        w = self.row_weights()
         used = np.zeros(len(self.data), bool)
-        used[self.rows[self.weight > 0]] = True
+        if getattr(self.sets, "positive", False):  # every weight positive: every distinct row is used
+            used[self._distinct[0]] = True
+        else:
+            used[self.rows[self.weight > 0]] = True
         pm = self.propensity
         disc = (pm.support.n_discarded_control, pm.support.n_discarded_treated) if pm is not None else (0, 0)
         out = {}
