@@ -506,3 +506,48 @@ def test_free_memory_is_handed_back_before_the_first_round_only(small, monkeypat
         got = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3, observed=r.observed)
     assert got.rounds["round"].nunique() == 3 and calls == [1]
     pd.testing.assert_frame_equal(got.placebo, r.placebo)
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_rounds_matched_while_the_sd_is_awaited_are_the_same(small, monkeypatch, lost):
+    """With the SD given as a callable (a worker), every round is matched before it is called, as
+    if each school of the rounds before had an estimate; a round that a school without an
+    estimate (``lost``: the first round's first school's estimates made NaN) moves is matched
+    again. The same placebo table, covariances and rounds as the rounds one at a time with the
+    SD given."""
+    from pleval.heterogeneity import placebo
+    from pleval.heterogeneity.placebo import play_rounds, plan_rounds
+
+    data, r = small
+    real, first_call = placebo.school_effects, [True]
+
+    def effects(m, **kw):  # the first call of each run: its first school without an estimate
+        out = real(m, **kw)
+        if lost and first_call.pop():
+            first = out.table["school"].iloc[0]
+            out.table.loc[out.table["school"] == first, "effect_size"] = np.nan
+        first_call.append(False)
+        return out
+
+    monkeypatch.setattr(placebo, "school_effects", effects)
+    kw = dict(n_placebo=20, per_round=8, seed=3, observed_given=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        plan = plan_rounds(data, SAMPLE_COLUMNS, **kw)
+        sd = {"math": 1.7}
+        plan.eff_kw["sd"] = sd
+        serial = play_rounds(plan)
+        first_call[:] = [True]
+        asked = []
+        plan = plan_rounds(data, SAMPLE_COLUMNS, **kw)
+        matched = []
+        real_match = plan.rounds.match
+        monkeypatch.setattr(plan.rounds, "match", lambda chunk: matched.append(len(chunk)) or real_match(chunk))
+        ahead = play_rounds(plan, sd=lambda: asked.append(len(matched)) or sd)
+    assert asked == [3]  # every round matched before the SD was asked for
+    assert matched == ([8, 8, 4, 5] if lost else [8, 8, 4])  # one school lost: the third round (4 -> 5 schools) again
+    pd.testing.assert_frame_equal(ahead.placebo, serial.placebo)
+    pd.testing.assert_frame_equal(ahead.rounds, serial.rounds)
+    assert ahead.placebo_vcov.keys() == serial.placebo_vcov.keys()
+    for key in serial.placebo_vcov:
+        pd.testing.assert_frame_equal(ahead.placebo_vcov[key], serial.placebo_vcov[key])

@@ -491,24 +491,46 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
     """The placebo rounds of ``plan``: a :class:`PlaceboResult` without the PL schools (its
     ``observed`` None, no comparison yet); :meth:`PlaceboResult.compare` adds them. ``sd``: a
     callable giving the school effects' SD in place of the plan's, called once the first round is
-    matched (a worker process running the rounds beside the main analysis receives it from there)."""
+    matched (a worker process running the rounds beside the main analysis receives it from there).
+    Before it is called (where a worker would wait for the SD) the later rounds are matched as
+    well, as they would be if every school of the rounds before had an estimate (the school
+    samples of every round are then held at once; a worker's rows are at most a few million); a
+    round matched ahead whose schools a missing estimate changes is matched again."""
     school, treatment = plan.columns.school, plan.columns.treatment
     eff_kw = plan.eff_kw
     order = plan.rounds.order(plan.pl, plan.per_round)
     tables, round_rows, vcovs = [], [], []
-    done, start, rnd = 0, 0, 0
-    while done < plan.n_placebo and start < len(order):
+
+    def matched(start: int, done: int):
+        """The round from place ``start`` of the order with ``done`` estimates so far: its
+        schools and matched sample."""
         chunk = order[start : start + min(plan.per_round, plan.n_placebo - done)]
-        start += len(chunk)
-        if not rnd:  # (between rounds the next round's arrays take the place of the last's)
+        if (start, len(chunk)) in ahead:
+            return ahead.pop((start, len(chunk)))
+        if not start:  # (between rounds the next round's arrays take the place of the last's)
             _release_free_memory()
-        if (start >= len(order) or len(chunk) >= plan.n_placebo - done) and hasattr(plan.rounds, "last_round"):
+        if (start + len(chunk) >= len(order) or len(chunk) >= plan.n_placebo - done) and hasattr(plan.rounds, "last_round"):
             plan.rounds.last_round()  # the last round, unless some school has no estimate
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            m = _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
-            if sd is not None:
-                eff_kw, sd = {**eff_kw, "sd": sd()}, None
+            return chunk, _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
+
+    ahead: dict = {}  # (start, schools) -> a round matched while the SD was awaited
+    done, start, rnd = 0, 0, 0
+    while done < plan.n_placebo and start < len(order):
+        chunk, m = matched(start, done)
+        ahead = {key: r for key, r in ahead.items() if key[0] > start}  # (one taken the place of another: let go)
+        if sd is not None:
+            at, got = start + len(chunk), done + len(chunk)
+            while got < plan.n_placebo and at < len(order):  # the next rounds, as if each school had an estimate
+                later = matched(at, got)
+                ahead[(at, len(later[0]))] = later
+                at, got = at + len(later[0]), got + len(later[0])
+                del later
+            eff_kw, sd = {**eff_kw, "sd": sd()}, None
+        start += len(chunk)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
             res = school_effects(m, **eff_kw)
         t = res.table.copy()
         t.insert(0, "round", rnd)
@@ -520,6 +542,7 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
         done += int(ok.sum())
         rnd += 1
+    del ahead
     placebo = pd.concat(tables, ignore_index=True)
     if done < plan.n_placebo:
         warnings.warn(f"only {done} placebo schools could be estimated (asked for {plan.n_placebo})", PlevalWarning,
