@@ -1136,13 +1136,16 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process);
     ``while_waiting(keys, parts, pending)`` is then called before their result is waited for,
     with each subject's :func:`_design_part`."""
-    worker = None
+    worker = m = None
     if _placebo_in_worker(df, opts, placebo_rounds):
-        _import_model(method)
-        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v)
+        # the analysis's match first, with the core the worker will hold (the student ids coded beside
+        # the propensity fit), then the worker, whose rounds take that coding for their rows
+        m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher)
+        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v,
+                              m if matcher is None else None)
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
-                              placebo_rounds, worker, while_waiting)
+                              placebo_rounds, worker, while_waiting, m)
     finally:
         if worker is not None:
             worker.cancel()  # a no-op once its result was taken
@@ -1173,29 +1176,29 @@ def _next_subject(fits, analyse, then: Callable):
     return key, eff, None if analyse is None else _run_held([partial(analyse, key, part, des, eff, later=True)])
 
 
-def _import_model(method: str) -> None:
-    """Import the model every match of ``method`` fits its propensity score with (statsmodels'
-    GLM) before the placebo worker is forked: the main process imports it for its own match
-    anyway, and the worker, forked after, has it instead of importing it again for its first
-    round (~0.1 s of the worker's time at 1M rows)."""
-    if method in ("propensity", "weighting", "subclass", "optimal", "full"):
-        import statsmodels.genmod.generalized_linear_model  # noqa: F401
-
-
-def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress, matcher,
-                   placebo_rounds, worker, while_waiting=None) -> list[dict]:
-    """:func:`_run_matched`'s work; ``worker`` runs the placebo rounds (None: run here, after
-    the PL schools' effects, as :func:`pleval.heterogeneity.placebo_schools` does)."""
-    from .heterogeneity.calibration import too_few_placebo
-    from .matching import EffectTable, match
+def _analysis_match(v: Validated, columns: Columns, method, seed, match_opts, progress, matcher=None):
+    """The analysis's :func:`pleval.match` of the validated rows ``v`` (or ``matcher``'s)."""
+    from .matching import match
 
     progress(f"matching: {method}")
     try:
-        m = (matcher or match)(v, columns, method=method, seed=seed, **match_opts)  # already validated
+        return (matcher or match)(v, columns, method=method, seed=seed, **match_opts)  # already validated
     except TypeError as exc:
         if not match_opts:
             raise
         raise DataError(f"invalid matching option(s) {match_opts}: {exc}") from exc
+
+
+def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, opts, match_opts, progress, matcher,
+                   placebo_rounds, worker, while_waiting=None, m=None) -> list[dict]:
+    """:func:`_run_matched`'s work; ``worker`` runs the placebo rounds (None: run here, after
+    the PL schools' effects, as :func:`pleval.heterogeneity.placebo_schools` does); ``m``: the
+    analysis's match, when made before the worker started."""
+    from .heterogeneity.calibration import too_few_placebo
+    from .matching import EffectTable
+
+    if m is None:
+        m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher)
     progress("matched estimate")
     by = columns.subject
     by_t = () if by is None else (by,)
@@ -1514,15 +1517,16 @@ def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds, v: Valid
                 seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds, cap=int(opts["placebo_cap"]))
 
 
-def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds, v=None):
+def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds, v=None, m=None):
     """The placebo rounds of :func:`_matched_placebo` in a worker process
     (:func:`pleval.heterogeneity.placebo.play_rounds`, without the PL schools); their SD, the
     overall effect's, is ``receive()``d from the main process once the first round is matched.
-    ``v``: the analysis's validation of ``df`` (inherited by the fork), reused by the rounds."""
+    ``v``: the analysis's validation of ``df`` and ``m`` its match of ``v`` (inherited by the
+    fork), reused by the rounds."""
     from .heterogeneity.placebo import play_rounds, plan_rounds
 
     plan = plan_rounds(df, columns, method, **_placebo_args(columns, seed, opts, match_opts,
-                                                            _school_kwargs(columns, opts, None), rounds, v),
+                                                            _school_kwargs(columns, opts, None), rounds, v, m),
                        observed_given=True)
     return play_rounds(plan, sd=receive)
 

@@ -615,3 +615,33 @@ def test_figure_makers_take_each_table_once(sample_ev, monkeypatch):
                             ("subgroups", sample_ev.subgroups())):
             assert (plots.figure_name(kind, s) in names) == bool(len(findings.subject_rows(frame, s))), (kind, s)
         assert plots.figure_name("forest", s) in names and plots.figure_name("percentiles", s) in names
+
+
+@fork_only
+def test_the_analysis_match_comes_before_the_worker_and_is_handed_to_it(monkeypatch):
+    """With a placebo worker the analysis's match runs first, with the core the worker will hold,
+    and the worker's rounds get it (they take its student ids' coding for their rows)."""
+    import pandas as pd
+
+    import pleval.matching as pm
+
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    events, real_match, real_start = [], pm.match, est_mod.start_worker
+
+    def match(*a, **k):
+        m = real_match(*a, **k)
+        events.append(("match", _workers.compute_threads(), m))
+        return m
+
+    def start(fn, *args):
+        events.append(("worker", args[-1]))
+        return real_start(fn, *args)
+
+    monkeypatch.setattr(pm, "match", match)
+    monkeypatch.setattr(est_mod, "start_worker", start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = pleval.estimate(pd.read_csv(SAMPLE), workers=2)
+    (what, threads, m), (then, handed) = events
+    assert (what, threads, then) == ("match", 2, "worker") and handed is m
+    assert ev.details[ev.subjects[0]]["design"] is m
