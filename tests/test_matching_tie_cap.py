@@ -434,20 +434,29 @@ def test_kept_codes_are_int32(tied_data):
 def test_ids_coded_beside_the_fit_change_nothing(tied_data, monkeypatch, discard):
     """With a free core, ``match`` codes the student ids (the tie cap's) in a second thread while
     the propensity model is fitted, on the rows before the fit's exclusions (then taken for the
-    rows left): the same match as in one thread, and the ids are coded once."""
+    rows left), and forms the exact-match cells of the rows left in the fit's thread: the same
+    match as in one thread, and the ids are coded once."""
+    import threading
+
     import pleval.matching as pm
     from pleval import _workers
 
-    calls = []
-    real = pm._student_ids
+    calls, threads_of = [], {}
+    real, real_fit, real_cells = pm._student_ids, pm.fit_propensity, pm.combine_codes
     monkeypatch.setattr(pm, "_student_ids", lambda data, sid: calls.append(len(data)) or real(data, sid))
+    monkeypatch.setattr(pm, "fit_propensity", lambda *a, **k: threads_of.setdefault("fit", threading.get_ident())
+                        and real_fit(*a, **k))
+    monkeypatch.setattr(pm, "combine_codes", lambda *a, **k: threads_of.setdefault("cells", threading.get_ident())
+                        and real_cells(*a, **k))
     got = {}
     for threads in (1, 2):
         monkeypatch.setattr(_workers, "compute_threads", lambda n=threads: n)
+        threads_of.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             got[threads] = match(validate(tied_data, C), C, method="propensity", tie_cap=4, discard=discard,
                                  caliper=0.05)
+        assert set(threads_of) == {"fit", "cells"} and threads_of["fit"] == threads_of["cells"]
     a, b = got[1], got[2]
     assert calls == [len(a.data), len(tied_data)] and len(a.data) == len(b.data)
     assert discard == "none" or len(a.data) < len(tied_data)

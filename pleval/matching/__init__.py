@@ -473,7 +473,7 @@ def match(
     def school_at(pos):  # school ids at row positions (NaN without a school column)
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
-    ids_ahead = None  # a store of the student ids' coding, computed beside the propensity fit
+    ids_ahead = cells_ahead = None  # the student ids' coding, computed beside the propensity fit, and the cells
     if on_score:
         def fit():  # the propensity model (and the rows it leaves)
             nonlocal data, t, pm
@@ -501,18 +501,26 @@ def match(
 
         if (method == "propensity" and not (mahvars or calipers) and _reuse is None and _workers.compute_threads() > 1
                 and resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)):
-            # the tie cap's ids do not depend on the fit: coded in a second thread meanwhile (a core is free)
+            # the tie cap's ids do not depend on the fit: coded in a second thread meanwhile (a core is free),
+            # and the exact-match cells of the rows the fit leaves formed in the fit's thread (the shorter)
             before = data
-            ids_ahead = {("ids", c.student_id): (before.index, _workers.side_by_side(
-                fit, lambda: _student_ids(before, c.student_id))[1])}
-            del before
+
+            def fit_and_cells():
+                fit()
+                return combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+
+            cells_ahead, ids = _workers.side_by_side(fit_and_cells, lambda: _student_ids(before, c.student_id))
+            ids_ahead = {("ids", c.student_id): (before.index, ids)}
+            del before, ids
         else:
             fit()
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
-        cells = _reused(_reuse, ("cells", tuple(strata)), data.index,
-                        lambda: combine_codes(data, strata) if strata else np.zeros(len(data), np.int64))
+        cells = cells_ahead if cells_ahead is not None else _reused(
+            _reuse, ("cells", tuple(strata)), data.index,
+            lambda: combine_codes(data, strata) if strata else np.zeros(len(data), np.int64))
+        del cells_ahead
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
         if on_score:
