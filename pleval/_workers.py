@@ -174,6 +174,28 @@ def release_free_memory() -> None:
     pyarrow.default_memory_pool().release_unused()
 
 
+@contextmanager
+def collector_frozen():
+    """The objects alive on entry left out of the cyclic garbage collector's passes until the
+    block ends (:func:`gc.freeze`, then :func:`gc.unfreeze`; inside an outer such block they stay
+    frozen until the outer one ends). A full collection (generation 2), which Python starts
+    whenever the objects that survived younger collections reach a quarter of the older ones,
+    then goes over the objects made in the block only, not over every module, function and table
+    of the run: drawing an evaluation's figures makes about 100,000 objects, and each full
+    collection among them went over the 250,000 the run had made before (0.1–0.2 s each at 1M
+    rows; docs/scale.md, seventeenth round). Nothing is freed later than it would be otherwise
+    but objects that were already garbage, in reference cycles, on entry, collected after the
+    block. A forked child inherits the freeze: its collections leave the parent's objects, and
+    so their shared pages, alone."""
+    outer = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not outer:
+            gc.unfreeze()
+
+
 def can_fork() -> bool:
     """Whether jobs may run in a forked process: Linux and other POSIX systems but macOS."""
     import multiprocessing
@@ -199,8 +221,7 @@ class Forked:
         self._conn, child = Pipe()
         parent = os.getpid()
         release_free_memory()  # only live memory is shared with the child
-        gc.freeze()  # the child's collections leave the inherited objects (and their pages) alone
-        try:
+        with collector_frozen():  # the child's collections leave the inherited objects (and their pages) alone
             with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self._pid = os.fork()
@@ -211,8 +232,6 @@ class Forked:
                     _child(child, fn, args)
                 finally:
                     os._exit(0)
-        finally:
-            gc.unfreeze()
         child.close()
         _running += 1
         self.exitcode: int | None = None

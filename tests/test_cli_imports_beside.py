@@ -69,3 +69,30 @@ def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_an
     assert r.exit_code == 0, r.output
     names = cli_estimate._ANALYSIS_MODULES["rct" if design == "rct" else "propensity"]
     assert events == [("imports", names), "read", "check", "joined", "estimate"]
+
+
+def test_the_collector_leaves_what_the_run_keeps_alone(tmp_path, monkeypatch):
+    """The garbage collector's full passes leave alone the modules imported before the file is
+    read, then the analysis' libraries, the data and its checks once the estimate starts (each
+    frozen: pleval._workers.collector_frozen); nothing is left frozen after the command."""
+    import gc
+
+    frozen = {}
+    real_read = pleval.readers.read_table
+
+    def read(*a, **k):
+        frozen["read"] = gc.get_freeze_count()
+        frozen["data"] = df = real_read(*a, **k)
+        return df
+
+    def estimate(*a, **k):
+        frozen["estimate"] = gc.get_freeze_count()
+        frozen["data frozen"] = not any(o is frozen["data"] for o in gc.get_objects())
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pleval.readers, "read_table", read)
+    monkeypatch.setattr(est_mod, "estimate", estimate)
+    r = CliRunner().invoke(app, ["estimate", str(SAMPLE), "--out", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert 0 < frozen["read"] < frozen["estimate"] and frozen["data frozen"]
+    assert gc.get_freeze_count() == 0

@@ -159,6 +159,54 @@ def test_a_fork_shares_only_live_memory(monkeypatch):
     assert order == ["release", "fork"]
 
 
+def _freeze_count_here(receive):
+    import gc
+
+    return gc.get_freeze_count()
+
+
+@fork_only
+def test_the_collector_leaves_the_objects_alive_on_entry_alone_until_the_block_ends():
+    """collector_frozen: the objects alive on entry are out of the collector's passes (frozen)
+    until the block ends, then back in; a nested block (and a fork inside one) leaves the outer
+    block's freeze in place; a fork outside any block leaves nothing frozen in the parent, and
+    its child has the parent's objects frozen."""
+    import gc
+
+    def tracked(obj):  # in a generation the collector goes over (not frozen)
+        return any(o is obj for o in gc.get_objects())
+
+    assert gc.get_freeze_count() == 0
+    kept = [object()]  # alive on entry
+    with _workers.collector_frozen():
+        frozen = gc.get_freeze_count()
+        made = [object()]  # made in the block: collected as ever
+        assert frozen > 0 and not tracked(kept) and tracked(made)
+        with _workers.collector_frozen():
+            assert gc.get_freeze_count() >= frozen
+        assert gc.get_freeze_count() >= frozen  # the inner block ended: the outer freeze holds
+        job = _workers.Forked(_freeze_count_here)
+        assert job.result() > 0 and gc.get_freeze_count() >= frozen  # the fork kept it too
+    assert gc.get_freeze_count() == 0 and tracked(kept)
+    job = _workers.Forked(_freeze_count_here)
+    assert job.result() > 0 and gc.get_freeze_count() == 0
+
+
+@fork_only
+def test_save_writes_with_the_evaluation_frozen(tmp_path, sample_ev, monkeypatch):
+    """save(): the collector's passes while the figures are drawn leave the evaluation (and
+    everything else alive before the save) alone; afterwards nothing is left frozen."""
+    import gc
+
+    from pleval.report import outputs
+
+    seen = []
+    real = outputs._write_files
+    monkeypatch.setattr(outputs, "_write_files", lambda *a, **k: seen.append(gc.get_freeze_count()) or real(*a, **k))
+    outputs.save(sample_ev, tmp_path / "out", workers=1)
+    assert seen and seen[0] > 0 and gc.get_freeze_count() == 0
+
+
 def _threads_here(receive):
     return _workers.compute_threads()
 

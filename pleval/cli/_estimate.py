@@ -488,7 +488,7 @@ def estimate(
     method_ = method or cfg.get("method")
     loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
     from .. import percentiles
-    from .._workers import limited
+    from .._workers import collector_frozen, limited
     from ..checks import check, columns_needed
     from ..errors import PlevalWarning
     from ..outputs import check_outputs
@@ -544,8 +544,10 @@ def estimate(
     svg_ = svg if svg is not None else bool(cfg.get("svg", False))
     early = EarlyFigures(svg=svg_)  # drawn while the placebo worker runs (estimate's while_waiting)
     df = report = None
+    # The garbage collector's full passes leave alone the objects the run keeps to its end: the modules imported
+    # so far, then (below) the analysis' libraries, the data and its checks (pleval._workers.collector_frozen).
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps, \
-            _out_of_memory(steps, lambda: (df, report)):
+            _out_of_memory(steps, lambda: (df, report)), collector_frozen():
         steps("reading and checking the data")
         given = _given(cfg.get("columns", {}), flags)
         # the columns of a role or named by an option (Parquet), the others never read: docs/scale.md
@@ -572,17 +574,19 @@ def estimate(
         loading.join()
         from ..estimate import estimate as run_estimate, to_json_dict
 
-        if report is not None:
-            # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is forked (it
-            # needs none of them): by `early` while this process waits for the worker, or by save_report.
-            with warnings.catch_warnings():  # warnings: shown above (or in the JSON)
-                warnings.simplefilter("ignore", PlevalWarning)
-                ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
-                                  progress=steps, checked=report, while_waiting=early, **options)
-        steps("writing plots, tables and the report")
-        from ..report import save as save_report
+        with collector_frozen():  # and save() the evaluation's
+            if report is not None:
+                # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is forked
+                # (it needs none of them): by `early` while this process waits for the worker, or by save_report.
+                with warnings.catch_warnings():  # warnings: shown above (or in the JSON)
+                    warnings.simplefilter("ignore", PlevalWarning)
+                    ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
+                                      progress=steps, checked=report, while_waiting=early, **options)
+            steps("writing plots, tables and the report")
+            from ..report import save as save_report
 
-        folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src), svg=svg_, early=early)
+            folder = save_report(ev, out_, force=force, command=_command(ctx), input_path=str(src), svg=svg_,
+                                 early=early)
     elapsed = time.perf_counter() - t0
     report = folder / "report.html"
     if fmt == "json":

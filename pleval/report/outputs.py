@@ -101,14 +101,14 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     out = Path(out_dir)
     src = input_path or ev.provenance.get("input", {}).get("path")
     previous = check_outputs(out, force=force, input_path=src)
-    from .._workers import can_fork, default_workers
+    from .._workers import can_fork, collector_frozen, default_workers
 
     workers = workers or ev.options.get("workers") or default_workers()
     two = workers >= 2 and can_fork()
     makers = plots.evaluation_figure_makers(ev)
     drawn = {k: v for k, v in early.figures(ev, dpi, svg).items() if k in makers} if early is not None else {}
     figs = {k: make if two else make() for k, make in makers.items() if k not in drawn}  # a process builds its own
-    with atomic.atomic_folder(out, replaced=previous or []) as tmp:
+    with atomic.atomic_folder(out, replaced=previous or []) as tmp, collector_frozen():  # collections over the figures' objects only
         _write_files(ev, tmp, list(makers), figs, drawn, src=src, out=out, command=command, dpi=dpi, svg=svg,
                      forked=two)
     return out
