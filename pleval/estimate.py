@@ -212,10 +212,14 @@ class Evaluation(ResultMixin):
 
     # ---- tables ------------------------------------------------------------------------
     def table(self, name: str) -> pd.DataFrame:
-        """A copy of one of the tables (:data:`_TABLES`)."""
+        """A copy of one of the tables (:data:`_TABLES`): a shallow one, which pandas'
+        copy-on-write keeps apart from the evaluation's whatever is done to it (a change copies
+        what it changes; its arrays are read-only views), made without copying a value (the
+        propensity table has a row per matched row: ten million at 10M rows, and the report
+        reads it three times)."""
         if name not in _TABLES:
             raise KeyError(f"no table {name!r}; tables are {', '.join(_TABLES)}")
-        return self._tables.get(name, pd.DataFrame()).copy()
+        return self._tables.get(name, pd.DataFrame()).copy(deep=False)
 
     data_summary = property(lambda self: self.table("data_summary"), doc="Rows read, kept, dropped (and why).")
     overall = property(lambda self: self.table("overall"), doc="Overall effects: subject × analysis × scale.")

@@ -378,9 +378,18 @@ def test_no_subject_column_and_columns_as_mapping(matched_sim):
 def test_evaluation_is_immutable_and_tables_are_copies(rct_ev):
     with pytest.raises(dataclasses.FrozenInstanceError):
         rct_ev.design = "matched"
+    before = rct_ev.overall.to_csv()
     ov = rct_ev.overall
     ov.loc[:, "estimate"] = 999.0
     assert (rct_ev.overall["estimate"] != 999.0).all()
+    # A table is a shallow copy: whatever is done to it, copy-on-write keeps the evaluation's as it was.
+    ov = rct_ev.overall
+    ov.iloc[0, list(ov.columns).index("ci_low")] = -1.0
+    ov["subject"] = "x"
+    ov.pop("ci_high")
+    with pytest.raises(ValueError, match="read-only"):
+        rct_ev.overall["estimate"].to_numpy()[0] = 1.0
+    assert rct_ev.overall.to_csv() == before
     with pytest.raises(TypeError):
         rct_ev.effects["math"] = None
     with pytest.raises(TypeError):
