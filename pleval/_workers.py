@@ -181,12 +181,12 @@ def collector_frozen():
     frozen until the outer one ends). A full collection (generation 2), which Python starts
     whenever the objects that survived younger collections reach a quarter of the older ones,
     then goes over the objects made in the block only, not over every module, function and table
-    of the run: drawing an evaluation's figures makes about 100,000 objects, and each full
-    collection among them went over the 250,000 the run had made before (0.1–0.2 s each at 1M
-    rows; docs/scale.md, seventeenth round). Nothing is freed later than it would be otherwise
-    but objects that were already garbage, in reference cycles, on entry, collected after the
-    block. A forked child inherits the freeze: its collections leave the parent's objects, and
-    so their shared pages, alone."""
+    of the run (about 200,000 objects when a 1M-row `pleval estimate` writes its outputs; each
+    full collection over them 0.2–1.3 s of the main process at load 10–15; docs/scale.md,
+    seventeenth round). Nothing is freed later than it would be otherwise but objects that were
+    already garbage, in reference cycles, on entry, collected after the block. A forked child
+    inherits the freeze: its collections leave the parent's objects, and so their shared pages,
+    alone."""
     outer = gc.get_freeze_count() > 0
     gc.freeze()
     try:
@@ -194,6 +194,26 @@ def collector_frozen():
     finally:
         if not outer:
             gc.unfreeze()
+
+
+@contextmanager
+def collector_paused():
+    """No pass of the cyclic garbage collector while the block runs (:func:`gc.disable`), and
+    what it made frozen at its end (:func:`gc.freeze`) before the collector runs again: for work
+    that makes objects a run keeps, not garbage in cycles (the analysis' libraries imported
+    beside the reading and checking of the file: 12 unreachable objects at 1M rows). Inside a
+    :func:`collector_frozen` block, which unfreezes them when it ends. Without it the imports
+    started two full collections while a 1M-row file was read and checked, each over every
+    object made so far (0.43–0.84 s of the main process in all at load 12; docs/scale.md,
+    seventeenth round)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def can_fork() -> bool:

@@ -72,21 +72,22 @@ def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_an
 
 
 def test_the_collector_leaves_what_the_run_keeps_alone(tmp_path, monkeypatch):
-    """The garbage collector's full passes leave alone the modules imported before the file is
-    read, then the analysis' libraries, the data and its checks once the estimate starts (each
-    frozen: pleval._workers.collector_frozen); nothing is left frozen after the command."""
+    """The garbage collector's passes leave alone the modules imported before the file is read,
+    then the analysis' libraries, the data and its checks, made with the collector paused, once
+    the estimate starts (each frozen: pleval._workers.collector_frozen, collector_paused); the
+    collector runs in the estimate, and nothing is left frozen after the command."""
     import gc
 
     frozen = {}
     real_read = pleval.readers.read_table
 
     def read(*a, **k):
-        frozen["read"] = gc.get_freeze_count()
+        frozen["read"], frozen["collecting while read"] = gc.get_freeze_count(), gc.isenabled()
         frozen["data"] = df = real_read(*a, **k)
         return df
 
     def estimate(*a, **k):
-        frozen["estimate"] = gc.get_freeze_count()
+        frozen["estimate"], frozen["collecting in the estimate"] = gc.get_freeze_count(), gc.isenabled()
         frozen["data frozen"] = not any(o is frozen["data"] for o in gc.get_objects())
         raise SystemExit(0)
 
@@ -95,4 +96,5 @@ def test_the_collector_leaves_what_the_run_keeps_alone(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["estimate", str(SAMPLE), "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 0, r.output
     assert 0 < frozen["read"] < frozen["estimate"] and frozen["data frozen"]
-    assert gc.get_freeze_count() == 0
+    assert not frozen["collecting while read"] and frozen["collecting in the estimate"]
+    assert gc.get_freeze_count() == 0 and gc.isenabled()

@@ -192,6 +192,26 @@ def test_the_collector_leaves_the_objects_alive_on_entry_alone_until_the_block_e
     assert job.result() > 0 and gc.get_freeze_count() == 0
 
 
+def test_the_collector_pauses_and_freezes_what_the_block_made():
+    """collector_paused: no collection in the block (even one asked for by allocations), what it
+    made frozen at its end, and the collector as it was; an outer collector_frozen unfreezes."""
+    import gc
+
+    with _workers.collector_frozen():
+        with _workers.collector_paused():
+            assert not gc.isenabled()
+            made = [object()]
+        assert gc.isenabled() and not any(o is made for o in gc.get_objects())
+    assert gc.get_freeze_count() == 0 and any(o is made for o in gc.get_objects())
+    gc.disable()
+    try:
+        with _workers.collector_frozen(), _workers.collector_paused():
+            pass
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
+
+
 @fork_only
 def test_save_writes_with_the_evaluation_frozen(tmp_path, sample_ev, monkeypatch):
     """save(): the collector's passes while the figures are drawn leave the evaluation (and

@@ -488,7 +488,7 @@ def estimate(
     method_ = method or cfg.get("method")
     loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
     from .. import percentiles
-    from .._workers import collector_frozen, limited
+    from .._workers import collector_frozen, collector_paused, limited
     from ..checks import check, columns_needed
     from ..errors import PlevalWarning
     from ..outputs import check_outputs
@@ -544,37 +544,39 @@ def estimate(
     svg_ = svg if svg is not None else bool(cfg.get("svg", False))
     early = EarlyFigures(svg=svg_)  # drawn while the placebo worker runs (estimate's while_waiting)
     df = report = None
-    # The garbage collector's full passes leave alone the objects the run keeps to its end: the modules imported
-    # so far, then (below) the analysis' libraries, the data and its checks (pleval._workers.collector_frozen).
+    # The garbage collector's passes leave alone the objects the run keeps to its end: the modules imported so far,
+    # then the analysis' libraries, the data and its checks, which are made with the collector paused (no garbage
+    # in cycles to find among them), then the evaluation (pleval._workers.collector_frozen, collector_paused).
     with _Steps(enabled=not quiet and fmt == "text" and err_console.is_terminal) as steps, \
             _out_of_memory(steps, lambda: (df, report)), collector_frozen():
         steps("reading and checking the data")
         given = _given(cfg.get("columns", {}), flags)
         # the columns of a role or named by an option (Parquet), the others never read: docs/scale.md
         needed = None if pool is not None else partial(columns_needed, given=given, design=design_, options=options)
-        df = read_table(src, **reading, columns=needed)
-        check_subject_flag(df, subject)
-        if pool is not None:
-            from ..pool import estimate_pool
+        with collector_paused() if pool is None else contextlib.nullcontext():  # a pool's estimate collects
+            df = read_table(src, **reading, columns=needed)
+            check_subject_flag(df, subject)
+            if pool is not None:
+                from ..pool import estimate_pool
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PlevalWarning)
-                ev = estimate_pool(df, pool, given, method_, engine=engine or "duckdb",
-                                   table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
-            if fmt == "text" and not quiet and not debug:
-                print_checks(ev.checks)
-        # the checks' threads: at most --workers (one with --workers 1), as the analysis'
-        with limited(options["workers"]) if options.get("workers") else contextlib.nullcontext():
-            report = None if pool is not None else check(df, given=given, design=design_,
-                                                          keep_validated=True)  # the estimate validates once
-        if report is not None and fmt == "text" and not quiet and not debug:
-            print_checks(report)  # errors: every line, exit 2; warnings: at the top
-        elif report is not None:
-            report.raise_errors()
-        loading.join()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PlevalWarning)
+                    ev = estimate_pool(df, pool, given, method_, engine=engine or "duckdb",
+                                       table=pool_table, subject=subject_, seed=seed_, progress=steps, **options)
+                if fmt == "text" and not quiet and not debug:
+                    print_checks(ev.checks)
+            # the checks' threads: at most --workers (one with --workers 1), as the analysis'
+            with limited(options["workers"]) if options.get("workers") else contextlib.nullcontext():
+                report = None if pool is not None else check(df, given=given, design=design_,
+                                                              keep_validated=True)  # the estimate validates once
+            if report is not None and fmt == "text" and not quiet and not debug:
+                print_checks(report)  # errors: every line, exit 2; warnings: at the top
+            elif report is not None:
+                report.raise_errors()
+            loading.join()
         from ..estimate import estimate as run_estimate, to_json_dict
 
-        with collector_frozen():  # and save() the evaluation's
+        with collector_frozen():  # (a pool's data; save() freezes the evaluation)
             if report is not None:
                 # The outputs' modules (matplotlib, reportlab: 0.4 s) are imported after the placebo worker is forked
                 # (it needs none of them): by `early` while this process waits for the worker, or by save_report.
