@@ -62,14 +62,7 @@ def test_grouped_cross_products_equal_a_loop_over_clusters(kind, chunk, b, monke
         S1, U1 = grouped_cross_products(Xs, shuffled, G, es, ws, pairs=False)
         assert S1 is None
         np.testing.assert_allclose(U1, U0, rtol=0, atol=1e-12 * np.abs(U0).max())
-        # the rows' cluster order given (rows of a cluster in another order: the same sums) ...
-        by = np.argsort(shuffled * cl.size + np.arange(cl.size)[::-1], kind="stable")
-        Sg, Ug = grouped_cross_products(Xs, shuffled, G, es, ws, order=by)
-        np.testing.assert_allclose(Sg, S0, rtol=0, atol=1e-12 * np.abs(S0).max())
-        np.testing.assert_allclose(Ug, U0, rtol=0, atol=1e-12 * np.abs(U0).max())
-        assert np.array_equal(grouped_cross_products(Xs, shuffled, G, es, ws, order=np.argsort(shuffled,
-                                                                                              kind="stable"))[0], S)
-        # ... and two weightings in one pass (u from the first)
+        # two weightings in one pass (u from the first)
         w2 = np.cos(ws) + 1.5
         (Sa, Sb), Uab = grouped_cross_products(Xs, shuffled, G, es, (ws, w2))
         np.testing.assert_allclose(Sa, S0, rtol=0, atol=1e-12 * np.abs(S0).max())

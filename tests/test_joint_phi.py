@@ -275,3 +275,31 @@ def test_cr2_form_is_checked():
     d = stacked(seed=1)
     with pytest.raises(DataError, match="cr2"):
         school_effects(d, covariates=["pretest"], cr2="precision", **KW)
+
+
+def test_the_fits_squared_weight_sums_serve_the_cells():
+    """``grouped_wls(..., squares=True)`` also gives each set's ``S2_s = Σ w_i² x_i x_i'`` (against
+    a loop over the sets), from the pass that forms ``S_s``, the fit as without it; given to
+    ``phi_identity_cells`` (what ``school_effects`` does where no copies merge) it gives the cells
+    the rows' own sum gives, to rounding (the two add the rows in other orders)."""
+    from pleval.heterogeneity import _joint_phi
+    from pleval.heterogeneity._batched import grouped_wls
+
+    rng = np.random.default_rng(4)
+    n, G = 400, 5
+    g, cl = np.sort(rng.integers(0, G, n)), rng.integers(0, 40, n)
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n), rng.normal(size=n)])
+    w = rng.uniform(0.2, 3.0, n)
+    y = X @ np.array([1.0, 0.5, 0.3]) + rng.normal(size=n)
+    plain = grouped_wls(y, X, g, G, weights=w, vcov="classical")
+    f = grouped_wls(y, X, g, G, weights=w, vcov="classical", squares=True)
+    want = np.array([(X[g == s] * (w[g == s] ** 2)[:, None]).T @ X[g == s] for s in range(G)])
+    np.testing.assert_allclose(f.sq, want, rtol=1e-12)
+    assert plain.sq is None
+    np.testing.assert_allclose(f.params, plain.params, rtol=1e-13)
+    cell, key = pd.factorize(g * 40 + cl)
+    args = (X, w, f.resid, np.arange(n), cell, len(key), key // 40, f.bread, 1)
+    own, given = _joint_phi.phi_identity_cells(*args), _joint_phi.phi_identity_cells(*args, squares=f.sq)
+    for a, b in zip([own[0], own[1], *own[2]], [given[0], given[1], *given[2]]):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13 * np.abs(a).max())
+    assert not np.allclose(_joint_phi.phi_identity_cells(*args, squares=2 * f.sq)[0], own[0], rtol=1e-6)

@@ -51,6 +51,7 @@ class GroupedFit:
     rank: np.ndarray  # G
     bread: np.ndarray  # G × p × p, the (pseudo-)inverse S_s⁻¹
     resid: np.ndarray  # n, y − x'β̂_s
+    sq: np.ndarray | None = None  # G × p × p, Σ w² x x' per group (``grouped_wls(..., squares=True)``)
 
 
 def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
@@ -71,17 +72,21 @@ def grouped_wls(
     vcov: str = "HC2",
     target: int = 1,
     counts: np.ndarray | None = None,
+    squares: bool = False,
 ) -> GroupedFit:
     """Batched per-group WLS (see the module docstring). ``groups``: int codes 0..G−1;
     ``clusters``: int codes (any numbering) required for CR0/CR1; ``counts``: the copies each
     row stands for when rows merge copies of one row within a group (weights summed; every
-    count — n_s, the residual df, the CR1 factor — then counts copies; not for HC types)."""
+    count — n_s, the residual df, the CR1 factor — then counts copies; not for HC types);
+    ``squares``: also ``Σ_{i∈s} w_i² x_i x_i'`` (:attr:`GroupedFit.sq`; the Φ = I joint
+    covariance's ``S2_s``, :mod:`._joint_phi`), in the same pass over the rows."""
     if vcov not in VCOV_TYPES:
         raise ValueError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
     n, p = X.shape
     G = n_groups
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    S, u = grouped_cross_products(X, groups, G, y, w)  # S_s = Σ w x x', u_s = Σ w x y: one pass
+    S, u = grouped_cross_products(X, groups, G, y, (w, w * w) if squares else w)  # S_s = Σ w x x', u_s = Σ w x y: one pass
+    S, sq = S if squares else (S, None)
     n_g = np.bincount(groups, weights=counts, minlength=G).astype(float)
     if counts is not None and vcov.startswith("HC"):
         raise ValueError(f"vcov={vcov!r} gives each copy its own term: fit the copies")
@@ -151,4 +156,4 @@ def grouped_wls(
     beta[~ok] = np.nan
     V[~ok] = np.nan
     return GroupedFit(params=beta, vcov=V, df=df.astype(float), n=n_g, n_clusters=n_cl, ok=ok, rank=rank, bread=Sinv,
-                      resid=e)
+                      resid=e, sq=sq)

@@ -400,12 +400,15 @@ def joint_cells(
     cr2: str = "transformed",
     units: np.ndarray | None = None,
     phi_identity: bool | None = None,
+    squares: np.ndarray | None = None,
 ) -> JointCells:
     """The cells of :func:`joint_covariance` (same arguments; ``clusters`` as codes 0..n_cl−1,
     which the cells keep): their scores, groups and clusters, and each group's df and number
     of clusters. ``phi_identity``: whether the Φ = I form applies (:func:`uses_phi_identity`;
     None: decided from these groups, as :func:`joint_covariance` does for all of them), so
-    that blocks of groups can follow one decision.
+    that blocks of groups can follow one decision. ``squares``: the groups' ``Σ w² x x'`` when
+    the fit has them (:attr:`._batched.GroupedFit.sq`; the Φ = I form's ``S2_s``, else formed
+    from the rows).
     """
     if vcov not in JOINT_VCOV_TYPES:
         raise ValueError(f"joint covariance must be one of {JOINT_VCOV_TYPES}; got {vcov!r}")
@@ -418,7 +421,7 @@ def joint_cells(
     n_cl = int(clusters.max()) + 1 if len(clusters) else 0  # codes as given (numbered once by the caller)
     if phi_identity:  # by blocks of whole groups (module docstring)
         phi, cell_group, cell_cluster, N, sums = _phi_identity_blocks(X, w, e, groups, G, Sinv, clusters, n_cl,
-                                                                      target, units)
+                                                                      target, units, squares)
     else:
         N = Sinv  # the working matrix of the Satterthwaite df: q_c'q_d = δ_cd s_c − z_c'N_s z_d
         cell, cell_key = pd.factorize(groups.astype(np.int64) * n_cl + clusters)
@@ -536,12 +539,13 @@ and gathers are a block's, not the whole stacked sample's (1M-row file, 2.1M pai
 blocks of 2^18 rows, 2,030 MB with 2^20)."""
 
 
-def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
+def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units, squares=None):
     """The Φ = I cells (:mod:`._joint_phi`) by blocks of whole groups of about
     :data:`_BLOCK_ROWS` rows (a loop over blocks, not groups): a cell lies in one group, so each
     block's cells, their copies merged, their ``N_s`` and df sums are its own; only the cells'
-    scores φ_c (with their group and cluster) are gathered for ``V``. Returns
-    ``(phi, cell_group, cell_cluster, N, sums)``."""
+    scores φ_c (with their group and cluster) are gathered for ``V``; ``squares``: the groups'
+    ``S2_s`` when known (of the rows as given: formed again for a block whose copies merge).
+    Returns ``(phi, cell_group, cell_cluster, N, sums)``."""
     p = X.shape[1]
     N = np.zeros((G, 2 * p, 2 * p))
     sums = (np.zeros(G), np.zeros(G), np.zeros((G, 2 * p, 2 * p)), np.zeros((G, 2 * p, 2 * p)))
@@ -551,13 +555,15 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units):
             continue
         wb, gb = w[rows], groups[rows] - g0
         cell, cell_key = pd.factorize(gb.astype(np.int64) * n_cl + ccodes[rows])
+        sq = None if squares is None else squares[g0:g1]
         if units is not None:
             merged = _merge_copies(cell, units[rows], X, e, rows)
             if merged is not None:  # the copies' cells are unchanged
                 key, rep = merged
-                rows, wb, cell = rows[rep], np.bincount(key, weights=wb), cell[rep]
+                rows, wb, cell, sq = rows[rep], np.bincount(key, weights=wb), cell[rep], None
         cg = (cell_key // n_cl).astype(np.intp)
-        phi_b, N[g0:g1], sums_b = phi_identity_cells(X, wb, e, rows, cell, len(cell_key), cg, Sinv[g0:g1], target)
+        phi_b, N[g0:g1], sums_b = phi_identity_cells(X, wb, e, rows, cell, len(cell_key), cg, Sinv[g0:g1], target,
+                                                     sq)
         del rows
         for total, part in zip(sums, sums_b):
             total[g0:g1] = part

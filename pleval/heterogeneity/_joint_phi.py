@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..inference.robust import _inverse_root_factors, cluster_order, grouped_cross_products, radix_argsort
+from ..inference.robust import _inverse_root_factors, cluster_order, grouped_cross_products
 
 _CHUNK = 1 << 14
 """Cells per block of the batched 2p × 2p algebra (bounded memory)."""
@@ -62,12 +62,10 @@ def _inv_root(lam: np.ndarray) -> np.ndarray:
     return np.where(lam > _TOL, np.clip(lam, _TOL, None) ** -0.5, 0.0)
 
 
-def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, Sinv: np.ndarray,
-                     target: int, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``N_s`` (G × 2p × 2p) and ``b_s = [0; M_s e_target]`` (G × 2p) of every set; ``order``: the
-    rows in set order, when known (:func:`pleval.inference.robust.grouped_cross_products`)."""
-    p = X.shape[1]
-    S2 = grouped_cross_products(X, groups, G, w=w * w, order=order)[0]
+def working_matrices(S2: np.ndarray, Sinv: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """``N_s`` (G × 2p × 2p) and ``b_s = [0; M_s e_target]`` (G × 2p) of every set from its
+    ``S2_s = Σ_{i∈s} w_i² x_i x_i'`` and bread ``M_s``."""
+    G, p = Sinv.shape[:2]
     N = np.zeros((G, 2 * p, 2 * p))
     N[:, :p, :p] = -(Sinv @ S2 @ Sinv)
     N[:, :p, p:] = Sinv
@@ -78,39 +76,40 @@ def working_matrices(X: np.ndarray, w: np.ndarray, groups: np.ndarray, G: int, S
 
 
 def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.ndarray, cell: np.ndarray,
-                       n_cells: int, cell_group: np.ndarray, Sinv: np.ndarray, target: int):
+                       n_cells: int, cell_group: np.ndarray, Sinv: np.ndarray, target: int,
+                       squares: np.ndarray | None = None):
     """``(phi, N, sums)``: each cell's adjusted score of the target coefficient
     ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric), each set's ``N_s``
     (:func:`working_matrices`) and, per set, the Satterthwaite df's sums
     ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
     :func:`df_sums`) from the cells' ``z_c`` and ``s_c``. The rows are ``X[rows]``, ``e[rows]``
     with weights ``w`` (one per row of ``rows``); ``cell``: each row's cell 0..n_cells−1;
-    ``cell_group``: each cell's set; ``Sinv``: the sets' breads.
+    ``cell_group``: each cell's set; ``Sinv``: the sets' breads; ``squares``: the sets'
+    ``S2_s = Σ w_i² x_i x_i'`` when known (the fit's, :attr:`._batched.GroupedFit.sq`, from the
+    pass that forms ``S_s``), else summed over these rows.
 
-    ``S2_s`` is summed over the rows by set, size class and cell, in place (their order given to
-    :func:`pleval.inference.robust.grouped_cross_products`, not sorted again); then each size
-    class's rows are gathered as it comes, by set and cell: each row's ``x_i'P_s`` (``P_s`` of
-    :func:`_row_matrices`) is then one product per tile of rows of one set (:func:`_set_products`),
-    not one per cell with a gathered matrix."""
-    n, p = len(rows), X.shape[1]
+    The rows are ordered by size class, set and cell (one radix sort), each class's rows gathered
+    as it comes: each row's ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per
+    tile of rows of one set (:func:`_set_products`), not one per cell with a gathered matrix."""
+    p = X.shape[1]
     q = 2 * p
     G = len(Sinv)
     phi = np.empty(n_cells)
     size = np.bincount(cell, minlength=n_cells)
     cls = np.minimum(size, q)  # cells of fewer rows than 2p by their size, the others together
     by_set = np.argsort(cell_group, kind="stable")  # cells by set
-    rank = np.empty(n_cells, dtype=np.intp)
-    rank[radix_argsort(cell_group.astype(np.int64) * q + (cls - 1))] = np.arange(n_cells)  # cells by set and class
-    order = cluster_order(rank[cell], n_cells)[0]  # rows by set, class and cell (radix sorts) ...
-    del rank
-    order = np.arange(n) if order is None else order
-    if not (n == len(X) and bool(np.all(rows[1:] > rows[:-1]))):  # all of X's rows, in order: X itself
-        X = np.take(X, rows, axis=0)  # the rows of this call, gathered once
-    e = e[rows]
-    N, b = working_matrices(X, w, cell_group[cell], G, Sinv, target, order)
+    cells_all = by_set[np.argsort(cls[by_set].astype(np.uint16), kind="stable")]  # by class, then set
+    if squares is None:  # these rows' S2_s (their copies merged here, or no fit's sums given)
+        squares = grouped_cross_products(np.take(X, rows, axis=0), cell_group[cell], G, w=w * w)[0]
+    N, b = working_matrices(squares, Sinv, target)
     P = _row_matrices(N, b)
-    order = order[np.argsort(cls[cell[order]].astype(np.uint16), kind="stable")]  # ... by class, then set and cell
-    cells_all = by_set[np.argsort(cls[by_set].astype(np.uint16), kind="stable")]  # by class, then set: as the rows
+    rank = np.empty(n_cells, dtype=np.intp)
+    rank[cells_all] = np.arange(n_cells)
+    order = cluster_order(rank[cell], n_cells)[0]  # rows by class, set and cell, as the cells (radix sorts)
+    del rank
+    src = rows if order is None else rows[order]  # X's rows in that order
+    w, e = (w, e[src]) if order is None else (w[order], e[src])
+    del order
     z, s = np.empty((n_cells, q)), np.empty(n_cells)  # in the order of ``cells_all``
     row0 = cell0 = 0
     for r, k in zip(*np.unique(cls, return_counts=True)):  # at most 2p sizes, not cells
@@ -119,16 +118,15 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
         at = slice(cell0, cell0 + k)
         row0, cell0 = span.stop, at.stop
         g = cell_group[cells]
-        i = order[span]  # the class's rows, gathered as the class comes
-        Xk, wk, ek = np.take(X, i, axis=0), w[i], e[i]
+        Xk = np.take(X, src[span], axis=0)  # the class's rows, gathered as the class comes
         if r == 1:
-            _single(Xk, wk, ek, cells, g, P, phi, z[at], s[at])
+            _single(Xk, w[span], e[span], cells, g, P, phi, z[at], s[at])
         elif r < q:
-            _small(Xk, wk, ek, r, cells, g, P, phi, z[at], s[at])
+            _small(Xk, w[span], e[span], r, cells, g, P, phi, z[at], s[at])
         else:
             local = np.repeat(np.arange(k), size[cells])
-            _large(Xk, wk, ek, local, cells, g, N, b, phi, z[at], s[at])
-        del Xk, wk, ek
+            _large(Xk, w[span], e[span], local, cells, g, N, b, phi, z[at], s[at])
+        del Xk
     return phi, N, df_sums(z, s, cell_group[cells_all], G)
 
 

@@ -223,8 +223,7 @@ def tile_rows(counts: np.ndarray) -> int:
 
 
 def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarray | None = None,
-                           w: np.ndarray | None = None, *, pairs: bool = True, center: np.ndarray | None = None,
-                           order: np.ndarray | None = None):
+                           w: np.ndarray | None = None, *, pairs: bool = True, center: np.ndarray | None = None):
     """Per-cluster ``S_g = X_g'W_gX_g`` (G×k×k; None unless ``pairs``) and, if ``e`` is given,
     ``u_g = X_g'W_ge_g`` (G×k); with ``center``, those of ``X − center`` (subtracted from the
     rows as they are gathered).
@@ -237,13 +236,11 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
     reused buffers: no n×k copy, O(G·k²) memory, no loop over clusters or rows (only over
     chunks). ``pairs=False`` (CR0/CR1 need the scores only) skips S. ``w`` may be a tuple of
     weightings: then S is a tuple, ``X_g'W_jX_g`` for each, from one pass over the rows (one
-    product of ``[W_1X, W_2X, …]' X`` per tile; ``u`` takes the first). ``order``: the rows in
-    cluster order when the caller has it (``codes[order]`` non-decreasing; a cluster's terms are
-    summed in this order), so that they are not sorted again.
+    product of ``[W_1X, W_1e, W_2X, …]' X`` per tile; ``u`` takes the first).
     """
     n, k = X.shape
     X = np.ascontiguousarray(X)  # rows are gathered: row-major reads whole rows
-    order, counts = cluster_order(codes, G) if order is None else (order, np.bincount(codes, minlength=G))
+    order, counts = cluster_order(codes, G)
     sorted_codes = codes if order is None else codes[order]
     b = tile_rows(counts)
     tiles = -(-counts // b)
@@ -263,8 +260,10 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         wp[pos, j] = 1.0 if wj is None else (wj if order is None else wj[order])
     del pos, order
     tile_cluster = np.repeat(np.arange(G), tiles)
-    kw = k * len(weights) if pairs else 0
-    left = kw + (e is not None)  # columns of [W X, W e] formed
+    nw = len(weights) if pairs else 0
+    ecol = k if nw else 0  # [W_1X, W_1e, W_2X, …]: W_1e right after W_1X, where a single weighting has it
+    col = [0] + [k + (e is not None) + j * k for j in range(nw - 1)]  # each weighting's first column
+    left = nw * k + (e is not None)
     out = np.zeros((G, left, k))
     step = max(1, _CHUNK_ROWS // b)
     bufX = np.empty((min(n_tiles, step) * b, k))
@@ -277,10 +276,10 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         if center is not None:
             np.subtract(Xc, center, out=Xc)
         Lc = bufL[:m]
-        for j in range(kw // k):  # the weightings
-            np.multiply(Xc, wc[:, j, None], out=Lc[:, j * k : (j + 1) * k])
+        for j in range(nw):  # the weightings
+            np.multiply(Xc, wc[:, j, None], out=Lc[:, col[j] : col[j] + k])
         if e is not None:
-            np.multiply(e[r], wc[:, 0], out=Lc[:, -1])
+            np.multiply(e[r], wc[:, 0], out=Lc[:, ecol])
         P = np.matmul(Lc.reshape(hi - lo, b, left).transpose(0, 2, 1), Xc.reshape(hi - lo, b, k))
         tc = tile_cluster[lo:hi]
         starts = np.flatnonzero(np.concatenate([[True], tc[1:] != tc[:-1]]))
@@ -294,11 +293,11 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         else:
             out[cl] = sums
     S = []
-    for j in range(kw // k):
-        S.append(np.add(out[:, j * k : (j + 1) * k, :], out[:, j * k : (j + 1) * k, :].transpose(0, 2, 1)))
+    for j in range(nw):
+        S.append(np.add(out[:, col[j] : col[j] + k, :], out[:, col[j] : col[j] + k, :].transpose(0, 2, 1)))
         S[-1] *= 0.5
     S = tuple(S) if isinstance(w, tuple) else S[0] if S else None
-    U = None if e is None else out[:, -1, :].copy()
+    U = None if e is None else out[:, ecol, :].copy()
     return S, U
 
 
