@@ -947,3 +947,26 @@ def test_school_effects_leave_the_sample_as_it_was(tied):
     pd.testing.assert_frame_equal(merged, before)
     b = school_effects(merged, **kw, weight2="_weight2", copies="_copies")
     pd.testing.assert_frame_equal(a.table, b.table)
+
+
+def test_groups_from_codes_are_the_groupby_groups():
+    """A coded key column's groups (``results._groups``: from its codes at the rows, sorted
+    levels, missing keys and levels absent from the rows left out) are pandas' ``groupby(sort=True)``
+    groups: the same keys, in the same order, of the same types, and the same positions."""
+    from pleval.matching._design import codes_and_levels
+    from pleval.matching.results import _groups
+
+    rng = np.random.default_rng(4)
+    s = pd.Series(rng.choice(["reading", "math", "science", None], 500), dtype="string")
+    data = pd.DataFrame({"subject": s, "grade": rng.integers(3, 6, 500)})
+    rows = rng.choice(np.flatnonzero(s.ne("science").fillna(True).to_numpy()), 300)  # (a level absent from the rows)
+    codes = {"subject": codes_and_levels(data["subject"])}
+    assert len(codes["subject"][1]) == 3
+    for by, coded in ((("subject",), codes), (("subject",), {}), (("grade",), codes), (("subject", "grade"), codes)):
+        got = _groups(data, rows, by, coded)
+        want = data.iloc[rows][list(by)].groupby(list(by), sort=True).indices
+        assert [k for k, _ in got] == [k if isinstance(k, tuple) else (k,) for k in want]
+        assert [type(v) for k, _ in got for v in k] == [type(v) for k in want for v in (k if isinstance(k, tuple) else (k,))]
+        for (_, idx), ref in zip(got, want.values()):
+            assert np.array_equal(idx, ref)
+    assert [k for k, _ in _groups(data, rows, ("subject",), codes)] == [("math",), ("reading",)]

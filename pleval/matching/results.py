@@ -87,6 +87,19 @@ class _LongColumn:
             obj.__dict__[self.name] = value
 
 
+def _groups(data: pd.DataFrame, rows: np.ndarray, by: tuple, codes: dict) -> list[tuple[tuple, np.ndarray]]:
+    """``(key, positions in rows)`` of each group of ``data.iloc[rows]`` by the columns ``by``, in
+    sorted key order, rows with a missing key left out (``groupby(by, sort=True).indices``). One
+    coded column (``codes[b]``: codes over its sorted levels, -1 missing): from its codes at
+    ``rows``, without gathering or hashing its values."""
+    if len(by) == 1 and by[0] in codes:
+        k, levels = codes[by[0]]
+        k = k[rows]
+        return [((levels[g],), np.flatnonzero(k == g)) for g in np.flatnonzero(np.bincount(k[k >= 0], minlength=len(levels)))]
+    keys = data.iloc[rows, data.columns.get_indexer(list(by))]
+    return [(key if isinstance(key, tuple) else (key,), idx) for key, idx in keys.groupby(list(by), sort=True).indices.items()]
+
+
 @dataclass(frozen=True, repr=False)
 class MatchResult(ResultMixin):
     """A matched (or weighted) design, ready for balance checks and effect estimation.
@@ -421,10 +434,8 @@ class MatchResult(ResultMixin):
             what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
             groups = [((), None, f"{c.outcome}: {what}")]
         else:
-            keys = self.data.iloc[rows, self.data.columns.get_indexer(list(by))]
             groups = []
-            for key, idx in keys.groupby(list(by), sort=True).indices.items():  # a handful of groups
-                key = key if isinstance(key, tuple) else (key,)
+            for key, idx in _groups(self.data, rows, by, codes):  # a handful of groups
                 groups.append((key, idx, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
 
         def build(group):
