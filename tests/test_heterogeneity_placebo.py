@@ -146,7 +146,7 @@ def test_calibration_decomposes_the_pl_covariance_once(monkeypatch):
     labels = [f"s{i}" for i in range(k)]
     observed = SimpleNamespace(table=pd.DataFrame({"school": labels, "effect_size": y, "es_se": np.sqrt(np.diag(V)),
                                                    "df": np.full(k, 30.0)}),
-                               vcov={"all": pd.DataFrame(V, index=labels, columns=labels)}, vcov_raw={})
+                               vcov={"all": pd.DataFrame(V, index=labels, columns=labels)}, vcov_raw={}, vcov_eigen={})
     plc = pd.DataFrame({"school": [f"p{i}" for i in range(m)], "effect_size": yp, "es_se": np.sqrt(np.diag(Vp)),
                         "pvalue": rng.uniform(size=m)})
     sizes = []
@@ -159,6 +159,40 @@ def test_calibration_decomposes_the_pl_covariance_once(monkeypatch):
     r = y - (Wi.sum(axis=0) @ y) / Wi.sum()
     assert comparison.q_star.iloc[0] == pytest.approx(r @ Wi @ r, rel=1e-10)
     assert math.isnan(calibration.calibrate(labels[:1], y[:1], V[:1, :1], [30.0], yp, Vp).q_star)  # one PL school
+    # the pooling's decomposition of the same matrix (SchoolEffects.vcov_eigen): none here, the same bits
+    observed.vcov_eigen = {"all": eigh(V)}
+    sizes.clear()
+    again, calibrated, _ = placebo._compare(observed, plc, {}, (), 0.05, 0.95, "bh")
+    assert sizes.count(k) == 0
+    pd.testing.assert_frame_equal(again, comparison, check_exact=True)
+    # not the pooled schools in the pooled order (a school without an estimate): decomposed again
+    observed.table.loc[3, "effect_size"] = np.nan
+    sizes.clear()
+    placebo._compare(observed, plc, {}, (), 0.05, 0.95, "bh")
+    assert sizes.count(k - 1) == 1
+
+
+def test_comparison_reuses_the_pooled_decomposition(small, monkeypatch):
+    """The school effects keep each group's eigen-decomposition of the covariance they pool with
+    (``vcov_eigen``, that of ``vcov``), and the comparison's calibration takes it: the same
+    tables, bit for bit, as decomposing the matrix again."""
+    from dataclasses import replace
+
+    _, res = small
+    obs = res.observed
+    for key, V in obs.vcov.items():
+        lam, Q = obs.vcov_eigen[key]
+        ref = np.linalg.eigh(V.to_numpy())
+        assert np.array_equal(lam, ref[0]) and np.array_equal(Q, ref[1])
+    sizes, eigh = [], np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda x, *r, **kw: sizes.append(np.shape(x)) or eigh(x, *r, **kw))
+    a = res.compare(obs)
+    shapes = [V.shape for V in obs.vcov.values()]
+    assert not any(sz in shapes for sz in sizes)  # no PL covariance decomposed again
+    b = res.compare(replace(obs, vcov_eigen={}))
+    assert any(sz in shapes for sz in sizes)
+    pd.testing.assert_frame_equal(a.comparison, b.comparison, check_exact=True)
+    pd.testing.assert_frame_equal(a.calibrated, b.calibrated, check_exact=True)
 
 
 @pytest.mark.parametrize("pl_sd", [0.0, 0.3])

@@ -281,6 +281,7 @@ def calibrate(
     level: float = 0.95,
     hartung_knapp: bool = True,
     V_raw=None,
+    eigen: tuple | None = None,
 ) -> Calibration:
     """Placebo calibration of one group of PL school effect sizes (module docstring).
 
@@ -288,7 +289,9 @@ def calibrate(
     ``placebo_y``, ``placebo_V``: the placebo schools' effect sizes and joint covariance;
     ``hartung_knapp``: the SE of μ̂ reported as ``se_total`` (the prediction interval integrates the
     variance uncertainty instead); ``V_raw``: ``V`` before its off-diagonal shrinkage, whose removed
-    covariance ``se_total`` adds back (:func:`~.meta.offdiag_variance`; None: nothing removed).
+    covariance ``se_total`` adds back (:func:`~.meta.offdiag_variance`; None: nothing removed); ``eigen``:
+    ``(λ, Q)``, :func:`numpy.linalg.eigh` of ``V``, when already computed (e.g.
+    :attr:`SchoolEffects.vcov_eigen`, from the pooling of the same matrix).
     """
     y = np.atleast_1d(np.asarray(y, dtype=float))
     V = np.atleast_2d(np.asarray(V, dtype=float))
@@ -309,7 +312,7 @@ def calibrate(
         return Calibration(schools=schools, pl=None, placebo=m_pb, tau2_program=math.nan,
                            tau2_program_ci=(math.nan, math.nan), alpha=float(alpha), adjust=adjust, level=float(level),
                            note=ONE_SCHOOL)
-    eig = lam, Q = np.linalg.eigh(V)  # once: V + cI below is (λ + c, Q)
+    eig = lam, Q = np.linalg.eigh(V) if eigen is None else eigen  # once: V + cI below is (λ + c, Q)
     m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels, vcov_eigen=eig)
     tau2_program = max(0.0, m_pl.tau2 - t2p)
     *ci, q_star = _program_q(y, V, t2p, level, eig)

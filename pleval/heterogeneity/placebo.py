@@ -614,7 +614,8 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
         groups.append((key, gkey, o, p))
         inputs.append(dict(labels=o["school"].to_numpy(), y=o["effect_size"].to_numpy(), V=_group_vcov(observed.vcov, gkey, o),
                            df=o["df"].to_numpy(), placebo_y=p["effect_size"].to_numpy(),
-                           placebo_V=_group_vcov(placebo_vcov, gkey, p), V_raw=_raw_vcov(observed, gkey, o)))
+                           placebo_V=_group_vcov(placebo_vcov, gkey, p), V_raw=_raw_vcov(observed, gkey, o),
+                           eigen=_pooled_eigen(observed, gkey, o)))
     # The groups' calibrations (each a few eigen-decompositions of its schools' covariance) in
     # threads when a core is free: each computed as alone, taken in the groups' order
     calibrations = thread_map(lambda kw: calibrate(**kw, alpha=alpha, adjust=adjust, level=level,
@@ -658,6 +659,16 @@ def _raw_vcov(effects, key, rows: pd.DataFrame) -> np.ndarray | None:
     """The unshrunk joint covariance of ``rows``' schools (:attr:`SchoolEffects.vcov_raw`), None
     when none is stored."""
     return _group_vcov(effects.vcov_raw, key, rows) if key in effects.vcov_raw else None
+
+
+def _pooled_eigen(effects, key, rows: pd.DataFrame) -> tuple | None:
+    """The pooling's eigen-decomposition of the group's covariance (:attr:`SchoolEffects.vcov_eigen`)
+    when ``rows`` are its schools in its order (the matrix :func:`_group_vcov` takes is then the
+    pooled one, entry for entry), else None."""
+    eig, V = effects.vcov_eigen.get(key), effects.vcov.get(key)
+    if eig is None or V is None or not np.array_equal(V.index.to_numpy(), rows["school"].to_numpy()):
+        return None
+    return eig
 
 
 def _group_vcov(vcovs: Mapping, key, rows: pd.DataFrame) -> np.ndarray:

@@ -137,7 +137,9 @@ class SchoolEffects(ResultMixin):
     ``by`` group, the joint k×k sampling covariance of the schools' effect sizes (schools with
     an estimate; labelled by school), whose diagonal is ``es_se²``: the cluster-robust matrix with
     its off-diagonal shrunk by ``vcov_shrinkage[key]`` (λ; :func:`._joint.regularize`), which the
-    meta-analysis, shrinkage and placebo calibration use; ``vcov_raw`` holds the unshrunk one.
+    meta-analysis, shrinkage and placebo calibration use; ``vcov_raw`` holds the unshrunk one;
+    ``vcov_eigen`` the pooling's :func:`numpy.linalg.eigh` of ``vcov[key]``, ``(λ, Q)``, which the
+    placebo calibration of the same schools reuses (:func:`~.calibration.calibrate`'s ``eigen``).
     """
 
     table: pd.DataFrame
@@ -151,6 +153,7 @@ class SchoolEffects(ResultMixin):
     vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
     vcov_raw: Mapping[object, pd.DataFrame] = field(default_factory=dict)
     vcov_shrinkage: Mapping[object, float] = field(default_factory=dict)
+    vcov_eigen: Mapping[object, tuple] = field(default_factory=dict, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -337,7 +340,7 @@ def _finish(
     vcov_es: np.ndarray | None = None,
     prediction: str = "t",
     vcov_es_var: np.ndarray | None = None,
-) -> tuple[pd.DataFrame, dict, dict, dict, dict, dict, dict]:
+) -> tuple[pd.DataFrame, dict, dict, dict, dict, dict, dict, dict]:
     """Add adjusted p-values, shrinkage and percentile points; pool each ``by`` group (GLS with
     the joint covariance ``vcov_es``, rows aligned with ``table``, when given, its off-diagonal
     regularized within the group by :func:`._joint.regularize` with the entries' variances
@@ -347,7 +350,7 @@ def _finish(
     for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_es_ci_low", "shrunk_es_ci_high", "shrunk_pp",
                 "reliability", "prob_negative"):
         table[col] = np.nan
-    metas, shrinks, counts, vcovs, raws, lams = {}, {}, {}, {}, {}, {}
+    metas, shrinks, counts, vcovs, raws, lams, eigens = {}, {}, {}, {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
         (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
     ]
@@ -368,19 +371,21 @@ def _finish(
     def pool(job):  # one group's regularized covariance and pooling (reads the shared arrays, writes none)
         key, es, ses, labels, rows = job
         V = V_raw = np.diag(ses**2) if vcov_es is None else vcov_es[np.ix_(rows, rows)]
-        lam = None
+        lam = eig = None
         if vcov_es is not None:
             V, lam = regularize(V, vcov_es_var[np.ix_(rows, rows)])
+            eig = np.linalg.eigh(V)  # kept for the placebo calibration of these schools
         m, sh = pool_schools(es, ses, None if vcov_es is None else V, method=method, hartung_knapp=hartung_knapp,
                              level=level, prediction=prediction, labels=labels,
-                             V_raw=None if vcov_es is None else V_raw)
-        return V, V_raw, lam, m, sh
+                             V_raw=None if vcov_es is None else V_raw, eigen=eig)
+        return V, V_raw, lam, eig, m, sh
 
     # the groups (subjects) pooled in threads where a core is free (each a k × k eigen-decomposition)
-    for (key, es, ses, labels, rows), (V, V_raw, lam, m, sh) in zip(jobs, thread_map(pool, jobs)):
+    for (key, es, ses, labels, rows), (V, V_raw, lam, eig, m, sh) in zip(jobs, thread_map(pool, jobs)):
         if vcov_es is not None:
             raws[key] = pd.DataFrame(V_raw, index=labels, columns=labels, copy=False)
             lams[key] = lam
+            eigens[key] = eig
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)  # fresh arrays: not copied
         metas[key], shrinks[key] = m, sh
         table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
@@ -390,7 +395,7 @@ def _finish(
         table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
         table.iloc[rows, table.columns.get_loc("prob_negative")] = sh.prob_negative
         table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
-    return table, metas, shrinks, counts, vcovs, raws, lams
+    return table, metas, shrinks, counts, vcovs, raws, lams, eigens
 
 
 def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
@@ -927,7 +932,7 @@ def _rescaled(V_raw, V_var, scale):
 
 def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_kw) -> "SchoolEffects":
     """Meta-analysis, shrinkage and counts of a per-school table, as a :class:`SchoolEffects`."""
-    table, metas, shrinks, counts, vcovs, raws, lams = _finish(table, by=by_cols, **finish_kw)
+    table, metas, shrinks, counts, vcovs, raws, lams, eigens = _finish(table, by=by_cols, **finish_kw)
     return SchoolEffects(
         table=table[[*by_cols, *TABLE_COLUMNS, *[c for c in ROBUSTNESS_COLUMNS if c in table.columns], *moderators]],
         meta=metas,
@@ -940,6 +945,7 @@ def _result(table, by_cols, moderators, dropped, sd_info, *, options, **finish_k
         vcov=vcovs,
         vcov_raw=raws,
         vcov_shrinkage=lams,
+        vcov_eigen=eigens,
     )
 
 

@@ -36,13 +36,14 @@ from .shrinkage import Shrinkage, empirical_bayes
 
 
 def pool_schools(y, se, V=None, *, method: Method = "REML", hartung_knapp: bool = True, level: float = 0.95,
-                 prediction: str = "t", labels=None, V_raw=None) -> tuple[MetaAnalysis, Shrinkage]:
+                 prediction: str = "t", labels=None, V_raw=None, eigen: tuple | None = None) -> tuple[MetaAnalysis, Shrinkage]:
     """Random-effects pooling (GLS with ``V + τ²I``; independent schools when ``V`` is None)
     and empirical-Bayes shrinkage of one group of school effect sizes
     (:func:`~.meta.meta_analysis`, :func:`~.shrinkage.empirical_bayes` with the τ² uncertainty);
     ``V_raw``, ``V`` before its off-diagonal shrinkage, adds the covariance it removed to the
-    pooled SE (``vcov_unshrunk``)."""
-    eig = None if V is None else np.linalg.eigh(V)  # once, for the GLS and the BLUP
+    pooled SE (``vcov_unshrunk``); ``eigen``: ``(λ, Q)``, :func:`numpy.linalg.eigh` of ``V``, when
+    already computed."""
+    eig = None if V is None else np.linalg.eigh(V) if eigen is None else eigen  # once, for the GLS and the BLUP
     m = meta_analysis(y, se, method=method, hartung_knapp=hartung_knapp, level=level, labels=labels, vcov=V,
                       prediction=prediction, vcov_unshrunk=V_raw, vcov_eigen=eig)
     return m, empirical_bayes(y, se, m, level=level, labels=labels, tau2_uncertainty=True, vcov_eigen=eig)
