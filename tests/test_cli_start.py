@@ -8,6 +8,7 @@ and the lazily imported package API must behave as if everything were imported u
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,8 +78,6 @@ def test_unknown_attribute_is_an_attribute_error():
 def test_cli_process_asks_numpy_for_no_huge_pages_unless_told(env, expected):
     """The command line sets NUMPY_MADVISE_HUGEPAGE=0 for its own process before numpy is
     imported (docs/scale.md); a value in the environment is kept; `import pleval` alone sets nothing."""
-    import os
-
     code = ("import pleval.cli, numpy\n"
             "from numpy._core.multiarray import _get_madvise_hugepage\n"
             "print(_get_madvise_hugepage())")
@@ -220,7 +219,26 @@ def test_console_script_keeps_freed_memory_unless_the_environment_says(monkeypat
     assert cli.keep_freed_memory({}) == []
     called = []
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: called.append(True))
+    monkeypatch.setattr(cli, "no_huge_pages", lambda: called.append("thp"))
     monkeypatch.setattr(cli, "app", lambda: called.append("app"))
     monkeypatch.setattr("atexit.register", lambda f: None)
     cli.run()
-    assert called == [True, "app"]  # before the command
+    assert called == [True, "thp", "app"]  # before the command
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_THP_DISABLE) is Linux's")
+@pytest.mark.parametrize("env, off", [(None, "1"), ("0", "1"), ("1", "0")])
+def test_the_command_asks_for_no_transparent_huge_pages(env, off):
+    """The command's process asks Linux for no transparent huge pages (PR_GET_THP_DISABLE reads 1
+    after :func:`pleval.cli.no_huge_pages`), in a fresh process (the setting is the process's);
+    NUMPY_MADVISE_HUGEPAGE=1 in the environment leaves huge pages on; the library alone does not
+    change the setting."""
+    base = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    code = ("import ctypes, pleval.cli as c; c.no_huge_pages(); "
+            "print(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=base if env is None else {**base, "NUMPY_MADVISE_HUGEPAGE": env})
+    assert got.stdout.strip() == off
+    lib = subprocess.run([sys.executable, "-c", "import ctypes, pleval; print(ctypes.CDLL(None).prctl(42, 0, 0, 0, 0))"],
+                         capture_output=True, text=True, check=True, env=base)
+    assert lib.stdout.strip() == "0"

@@ -7,6 +7,7 @@ the bottom of this file are the list of commands.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 # The command's own process: numpy (imported later, on first use) asks for no transparent huge
@@ -88,9 +89,35 @@ def keep_freed_memory(environ=os.environ) -> list[tuple[int, int]]:
     return [(p, v) for p, v in HEAP_SETTINGS.values() if libc.mallopt(p, v) == 1]
 
 
+PR_SET_THP_DISABLE = 41
+"""Linux ``prctl`` option: no transparent huge pages for the calling process and its children."""
+
+
+def no_huge_pages(environ=os.environ) -> bool:
+    """Ask Linux for no transparent huge pages in the command's process and its forked workers
+    (``prctl(PR_SET_THP_DISABLE)``); True if set. Arrow's allocator (mimalloc, which reads the
+    Parquet file) asks for huge pages as numpy did before ``NUMPY_MADVISE_HUGEPAGE=0``; on a
+    machine whose ``transparent_hugepage/defrag`` is ``madvise`` a fault on such memory may first
+    compact memory, so a run's system time varied with what the machine had done before. 10M-row
+    ``pleval estimate``, idle machine, alternating: 62.2 and 63.0 s wall, 14.5–15.7 s system time,
+    largest process 5,626–5,656 MB, against 80.9 s, 26.5 s and 5,771 MB with huge pages (62.0–65.2 s
+    in other runs of the same code); the 10M read alone 1.10–1.17 s instead of 1.77–2.51 s; the same
+    results (docs/scale.md, *System time and huge pages*). ``NUMPY_MADVISE_HUGEPAGE=1`` in the
+    environment (huge pages wanted) leaves them on; elsewhere than Linux nothing is set."""
+    if environ.get("NUMPY_MADVISE_HUGEPAGE") == "1" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - a C library without prctl
+        return False
+
+
 def run() -> None:
     """The ``pleval`` console script (and ``python cli.py``): :data:`app`, in a process whose
-    allocator keeps freed memory for reuse (:func:`keep_freed_memory`), with the cyclic
+    allocator keeps freed memory for reuse (:func:`keep_freed_memory`) and that asks for no
+    transparent huge pages (:func:`no_huge_pages`), with the cyclic
     garbage collector told at exit to leave the run's objects alone (:func:`gc.freeze`, an exit
     handler registered before the command's own, so run after them). Otherwise the
     interpreter's shutdown spends 0.5–1 s after a 1M-row ``pleval estimate`` on a last full
@@ -102,6 +129,7 @@ def run() -> None:
     import gc
 
     keep_freed_memory()
+    no_huge_pages()
     atexit.register(gc.freeze)
     app()
 
