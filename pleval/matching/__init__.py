@@ -473,6 +473,9 @@ def match(
     def school_at(pos):  # school ids at row positions (NaN without a school column)
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
+    def cell_codes():  # each row's exact-match cell (all 0 without strata), of the rows kept so far
+        return combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+
     ids_ahead = cells_ahead = None  # the student ids' coding, computed beside the propensity fit, and the cells
     if on_score:
         def fit():  # the propensity model (and the rows it leaves)
@@ -507,7 +510,7 @@ def match(
 
             def fit_and_cells():
                 fit()
-                return combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+                return cell_codes()
 
             cells_ahead, ids = _workers.side_by_side(fit_and_cells, lambda: _student_ids(before, c.student_id))
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
@@ -517,9 +520,8 @@ def match(
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
-        cells = cells_ahead if cells_ahead is not None else _reused(
-            _reuse, ("cells", tuple(strata)), data.index,
-            lambda: combine_codes(data, strata) if strata else np.zeros(len(data), np.int64))
+        cells = cells_ahead if cells_ahead is not None else _reused(_reuse, ("cells", tuple(strata)), data.index,
+                                                                    cell_codes)
         del cells_ahead
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
@@ -650,7 +652,7 @@ def match(
             diagnostics["PL rows with ties at the k-th distance sharing places"] = int((vm.n_matched > k).sum())
 
     elif method in ("subclass", "cem", "exact"):
-        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        cells = cell_codes()
         if method == "subclass":
             sub = subclassify(pm.ps, t, n_subclasses=subclasses, estimand=estimand, cells=cells, min_n=min_n)
             options.update(subclasses=subclasses, min_n=min_n)
@@ -677,7 +679,7 @@ def match(
     elif method == "ebal":
         enc = encode(data, covariates, categorical)
         C, names = balance_columns(enc.X, enc.names, moments)
-        cells = combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+        cells = cell_codes()
         w = np.empty(len(data))
         worst = 0.0
         for g in np.unique(cells):  # balanced within each exact-match cell (a handful)
