@@ -65,15 +65,19 @@ _in_map = threading.local()
 
 class _Calls:
     """One :func:`thread_map`'s calls over ``cores`` threads: ``left`` of them not ended yet
-    (each running or waiting holds a core until the threads outnumber them)."""
+    (each running or waiting holds a core until the threads outnumber them); ``shown[i]``: the
+    warnings call ``i`` raised (:class:`_HeldWarnings`)."""
 
     def __init__(self, fn: Callable, cores: int, calls: int):
         self.fn, self.cores, self.left, self.lock = fn, cores, calls, threading.Lock()
+        self.shown: list[list] = [[] for _ in range(calls)]
 
-    def __call__(self, x):
+    def __call__(self, ix):
+        i, x = ix
         _in_map.calls = self
         try:
-            return self.fn(x)
+            with _HeldWarnings.holding(self.shown[i]):
+                return self.fn(x)
         finally:
             with self.lock:
                 self.left -= 1
@@ -81,6 +85,71 @@ class _Calls:
     def free(self) -> int:
         """The cores a call may use: its own and those no other call holds."""
         return max(1, self.cores - min(self.cores, self.left) + 1)
+
+
+class _HeldWarnings:
+    """Warnings raised in :func:`thread_map`'s threads, held per call and shown after the map in
+    the order of the calls: the order of a loop, whichever thread warns first.
+
+    While a map runs, ``warnings._showwarnmsg`` (the step after the filters: the warning is to be
+    shown) is wrapped; in a thread holding a list (:meth:`holding`) it appends the warning there
+    instead, unless a ``catch_warnings(record=True)`` block has taken the warnings since the call
+    began (a call recording its own warnings, as the propensity fits do to see non-convergence):
+    those go to that block as before. ``catch_warnings`` itself never sets ``_showwarnmsg``, so
+    blocks entered and left in other threads do not undo the wrapper. The held warnings were
+    filtered in their thread; :meth:`show` passes them on to whatever shows or records warnings
+    in the caller (the wrapper again in a nested map). Before Python 3.14 the filters and the
+    recording blocks are global to the process, so a block in one thread can still record another
+    thread's warnings: no two of pleval's threads record or filter warnings at once
+    (tests/test_workers_warnings.py)."""
+
+    _held = threading.local()
+    _lock = threading.Lock()
+    _maps = 0
+    _shown_by: Callable | None = None
+
+    @classmethod
+    @contextmanager
+    def wrapped(cls):
+        """``warnings._showwarnmsg`` wrapped within the block (nested and concurrent maps share it)."""
+        with cls._lock:
+            if cls._maps == 0:
+                cls._shown_by = warnings._showwarnmsg
+                warnings._showwarnmsg = cls._hold
+            cls._maps += 1
+        try:
+            yield
+        finally:
+            with cls._lock:
+                cls._maps -= 1
+                if cls._maps == 0 and warnings._showwarnmsg is cls._hold:
+                    warnings._showwarnmsg = cls._shown_by
+
+    @classmethod
+    @contextmanager
+    def holding(cls, into: list):
+        """This thread's warnings appended to ``into`` within the block."""
+        before = getattr(cls._held, "now", None)
+        cls._held.now = (warnings._showwarnmsg_impl, warnings.showwarning, into)
+        try:
+            yield
+        finally:
+            cls._held.now = before
+
+    @staticmethod
+    def _hold(msg) -> None:
+        now = getattr(_HeldWarnings._held, "now", None)
+        if now is not None and warnings._showwarnmsg_impl is now[0] and warnings.showwarning is now[1]:
+            now[2].append(msg)
+        else:
+            _HeldWarnings._shown_by(msg)
+
+    @staticmethod
+    def show(held: list[list]) -> None:
+        """The held warnings, call by call, passed on as if raised now."""
+        for msgs in held:
+            for msg in msgs:
+                warnings._showwarnmsg(msg)
 
 
 @contextmanager
@@ -116,13 +185,19 @@ def thread_map(fn: Callable, items, threads: int | None = None) -> list:
     """``[fn(x) for x in items]``, the calls spread over ``threads`` threads (default
     :func:`compute_threads`) when more than one: the results in the order of ``items``, the
     first exception raised. Only for work whose result does not depend on which thread runs it
-    (each call writes nothing shared), so the results are those of the loop, bit for bit."""
+    (each call writes nothing shared), so the results are those of the loop, bit for bit; the
+    warnings the calls raise are shown after the map, in the order of ``items``
+    (:class:`_HeldWarnings`), as the loop would show them."""
     items = list(items)
     n = min(compute_threads() if threads is None else threads, len(items))
     if n <= 1:
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(_Calls(fn, n, len(items)), items))
+    calls = _Calls(fn, n, len(items))
+    try:
+        with _HeldWarnings.wrapped(), ThreadPoolExecutor(n) as pool:
+            return list(pool.map(calls, enumerate(items)))
+    finally:
+        _HeldWarnings.show(calls.shown)
 
 
 def side_by_side(*calls: Callable[[], Any]) -> list:
