@@ -186,3 +186,57 @@ def test_simulation_bound_at_true_strength_covers_truth():
     se_mc = np.sqrt(0.95 * 0.05 / reps)
     assert abs(rate - 0.95) < 4 * se_mc + 0.01, rate
     assert naive_cover / reps < 0.5  # without the bound the interval misses: the confounder matters
+
+
+def test_partial_r2_of_a_weak_group_is_accurate():
+    """Gram.partial_r2 forms the fall in the residual SS directly (FWL): for a covariate that
+    explains ~1e-9 of the outcome's residual variance it agrees with the straightforward
+    projection (QR residuals of the outcome and the covariate on the others) to 1e-9, where the
+    difference of the two residual sums of squares keeps only a digit or two."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(10, 3, n)])
+    w = rng.uniform(0.5, 2.0, n)
+    sw = np.sqrt(w)
+    z, e = rng.normal(size=n), rng.normal(size=n)
+    Xz = np.column_stack([X, z])
+    e -= Xz @ np.linalg.lstsq(Xz * sw[:, None], e * sw, rcond=None)[0]  # noise ⟂ X and z (weighted)
+    y = X @ [1.0, 2.0, 0.5] + e + 3e-5 * z  # z explains ~1e-9 of what X leaves
+    Xw, zw, yw = X * sw[:, None], z * sw, y * sw
+    ez = zw - Xw @ np.linalg.lstsq(Xw, zw, rcond=None)[0]  # residualized on X (weighted)
+    ey = yw - Xw @ np.linalg.lstsq(Xw, yw, rcond=None)[0]
+    exact = (ez @ ey) ** 2 / (ez @ ez) / (ey @ ey)
+    assert 1e-11 < exact < 1e-7
+    g = Gram(y, np.column_stack([X, z]), w)
+    assert g.partial_r2(g.y, [3], [0, 1, 2]) == pytest.approx(exact, rel=1e-9, abs=0)
+
+
+def test_gram_from_fit_equals_gram_of_rows():
+    """Gram.from_fit, from the effect design's own cross-products (centred at the weighted means,
+    by school or not), equals the Gram formed from the rows to rounding, and gives the same
+    residuals (for the Rosenbaum bounds) and omitted-variable bounds."""
+    from pleval.matching.effect import effect_design
+    from pleval.simulate import simulate_matched
+
+    df = simulate_matched(seed=4, n_schools=30, n_pl_schools=6, students_per_grade=10, grades=(4, 5)).data
+    df["_weight"] = np.random.default_rng(1).uniform(0.2, 3.0, len(df))
+    df["_weight2"], df["_copies"] = df["_weight"] ** 2, 1
+    kw = dict(outcome="posttest", treatment="treatment", pretests=("pretest",), covariates=("female", "frl"),
+              strata=("grade",))
+    for school, copies in (("school_id", "_copies"), (None, None)):  # y less its mean, or y as it is
+        des = effect_design(df, **kw, school=school, copies=copies, weight2=copies and "_weight2")
+        assert des.gram is not None and (des.gram[3] != 0) == (school is not None)
+        rows = Gram(des.y, des.X, des.weights, constant=[0])
+        fit = Gram.from_fit(des.y, des.weights, *des.gram[:4])
+        np.testing.assert_allclose(fit.G, rows.G, rtol=0, atol=1e-12 * np.abs(rows.G).max())
+        np.testing.assert_allclose(fit.shift, rows.shift, rtol=1e-13, atol=1e-13)
+        cols = [j for j in range(fit.k) if j != 1]
+        np.testing.assert_allclose(fit.residuals(des.y, des.X, cols), rows.residuals(des.y, des.X, cols),
+                                   rtol=0, atol=1e-10 * np.abs(des.y).max())
+        bench = {"pretest": ["pretest"], "female": ["female"]}
+        a = ovb_from_design(des.y, des.X, des.names, "treatment", weights=des.weights, benchmarks=bench, gram=fit)
+        b = ovb_from_design(des.y, des.X, des.names, "treatment", weights=des.weights, benchmarks=bench)
+        for f in ("estimate", "se_classical", "r2yd_x", "rv_q", "rv_qa"):
+            assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-11), f
+        np.testing.assert_allclose(a.benchmarks[["r2dxj_x", "r2yxj_dx"]].to_numpy(float),
+                                   b.benchmarks[["r2dxj_x", "r2yxj_dx"]].to_numpy(float), rtol=1e-9)

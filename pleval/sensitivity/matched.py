@@ -252,7 +252,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
 
     def analyse(key, part, des, eff, later: bool = False):
         label = ", ".join(f"{b} = {v}" for b, v in zip(by, key))
-        g = Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
+        g = design_gram(des)
         groups_cols = {b: [n for n, s in zip(des.names, des.source) if s == b] for b in bench}
         absent = [b for b, cols in groups_cols.items() if not cols]
         groups_cols = {b: cols for b, cols in groups_cols.items() if cols}
@@ -294,6 +294,15 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
         return finish if later else finish()
 
     return analyse
+
+
+def design_gram(des) -> Gram:
+    """The :class:`~.ovb.Gram` of an :class:`~pleval.matching.effect.EffectDesign`: from the
+    cross-products its fit formed when the design holds them (``des.gram``; :meth:`Gram.from_fit`,
+    no pass over X), else from the rows."""
+    if des.gram is not None:
+        return Gram.from_fit(des.y, des.weights, *des.gram[:4])
+    return Gram(des.y, des.X, des.weights, constant=[des.names.index("const")])
 
 
 def _check_placebo(m, col: str) -> None:

@@ -158,6 +158,31 @@ class Gram:
         self.k = X.shape[1]
         self.y = self.k  # the outcome's index
 
+    @classmethod
+    def from_fit(cls, y: np.ndarray, weights: np.ndarray, center: np.ndarray, XtX: np.ndarray, Xty: np.ndarray,
+                 y0: float = 0.0) -> "Gram":
+        """The Gram of ``(y, X, weights)`` from the cross-products a weighted fit of y on X has
+        formed (:func:`pleval.matching.effect.regression_design`'s ``gram``): ``XtX = X̃'X̃`` and
+        ``Xty = X̃'ỹ``, ``X̃ = W^{1/2}(X − center)`` with ``center`` 0 at the intercept (the first
+        column) and the other columns' weighted means, ``ỹ = W^{1/2}(y − y0)``. Only the outcome's
+        centred sum of squares ``Σ w(y − ȳ)²`` (ȳ its weighted mean) takes a pass over the rows;
+        no n×k copy. ``X̃'W^{1/2}(y − ȳ) = Xty − (ȳ − y0)·XtX[:, 0]`` (``X̃'W^{1/2}1`` is the
+        intercept's column; the correction is 0 when y0 is ȳ). The matrix is that of the
+        constructor up to rounding (the same sums in another order: ~1e-15 relative)."""
+        w = np.asarray(weights, dtype=float)
+        ybar = float(w @ y / w.sum())  # (as regression_design's y0)
+        e = y - ybar
+        e *= np.sqrt(w)
+        k = XtX.shape[0]
+        g = cls.__new__(cls)
+        g.G = np.empty((k + 1, k + 1))
+        g.G[:k, :k] = XtX
+        g.G[:k, k] = g.G[k, :k] = Xty if ybar == y0 else Xty - (ybar - y0) * XtX[:, 0]
+        g.G[k, k] = e @ e
+        g.shift = np.append(np.asarray(center, dtype=float), ybar)
+        g.k, g.y = k, k
+        return g
+
     def rss(self, r: int, cols) -> float:
         cols = np.asarray(list(cols), dtype=int)
         if cols.size == 0:
@@ -174,10 +199,21 @@ class Gram:
         return y - X @ beta - (self.shift[self.y] - self.shift[: self.k] @ beta)
 
     def partial_r2(self, r: int, group, others) -> float:
-        """Share of the residual variance of column ``r`` (given ``others``) that ``group`` explains."""
-        without = self.rss(r, others)
-        with_ = self.rss(r, list(others) + list(group))
-        return max(0.0, (without - with_) / without) if without > 0 else 0.0
+        """Share of the residual variance of column ``r`` (given ``others``) that ``group`` explains:
+        ``c'D⁻¹c / RSS(r | others)``, ``D`` and ``c`` the cross-products of ``group`` with itself and
+        with ``r``, each residualized on ``others`` — the fall in the residual sum of squares when
+        the group is added (Frisch–Waugh–Lovell), formed directly. (The difference of the two
+        residual sums of squares loses its leading digits to cancellation when the group explains
+        little: 7e-9 relative error for a partial R² of 1e-7 at 1M rows, against 1e-12 this way.)"""
+        S, idx = list(others), list(group) + [r]
+        M = self.G[np.ix_(idx, idx)]
+        if S:
+            M = M - self.G[np.ix_(idx, S)] @ linalg.solve(self.G[np.ix_(S, S)], self.G[np.ix_(S, idx)], assume_a="pos")
+        without = float(M[-1, -1])
+        if not without > 0:
+            return 0.0
+        c = M[:-1, -1]
+        return max(0.0, float(c @ linalg.solve(M[:-1, :-1], c, assume_a="pos")) / without)
 
 
 # --------------------------------------------------------------------------------------
