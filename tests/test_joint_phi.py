@@ -86,12 +86,16 @@ def test_phi_identity_by_cell_size_and_in_blocks(monkeypatch, chunk, tile):
 
 
 def _spy_rho(monkeypatch):
-    """The ‖D_c‖_F of every cell given to ``_joint_phi._root_times``, recorded as it runs."""
+    """The ‖D_c‖_F of every cell given to ``_joint_phi._root_times``, recorded as it runs (but the
+    empty cells padding the tiles, whose D is 0)."""
     from pleval.heterogeneity import _joint_phi
 
+    def rho(D):
+        n = np.linalg.norm(D, axis=(1, 2))
+        return n[D.any(axis=(1, 2))]
+
     seen, root_times = [], _joint_phi._root_times
-    monkeypatch.setattr(_joint_phi, "_root_times", lambda D, v: seen.append(np.linalg.norm(D, axis=(1, 2)))
-                        or root_times(D, v))
+    monkeypatch.setattr(_joint_phi, "_root_times", lambda D, v: seen.append(rho(D)) or root_times(D, v))
     return seen
 
 
@@ -175,17 +179,31 @@ def test_root_times_with_long_series(monkeypatch):
 
 
 @pytest.mark.parametrize("tile", [1, 3, 32])
-def test_set_products_equal_a_product_per_row(monkeypatch, tile):
-    """``x_i'P_{g_i}`` by tiles of the runs of one set's rows (runs of 1 to 40 rows, the same set
-    in several runs) equals the product with each row's own matrix."""
+@pytest.mark.parametrize("r", [1, 2, 3, 5, 8])
+def test_tile_products_equal_a_product_per_row(monkeypatch, tile, r):
+    """Cells of r rows whose sets come in runs (runs of 1 to 40 cells, the same set in several
+    runs), laid out in tiles of whole cells of one set (each run padded with empty cells): every
+    cell in its own place, in order, the tiles' rows a multiple of 4 and at least ``_TILE`` (or
+    4/gcd(r, 4) cells), and each row's ``x_i'P_{g_i}`` by tiles equal to the product with its own
+    matrix; the empty cells' rows give 0."""
     from pleval.heterogeneity import _joint_phi
 
-    rng = np.random.default_rng(7)
-    g = np.repeat(rng.integers(0, 6, 30), rng.integers(1, 41, 30))
-    x, P = rng.normal(size=(len(g), 4)), rng.normal(size=(6, 4, 9))
+    rng = np.random.default_rng(7 + r)
+    g = np.repeat(rng.integers(0, 6, 30), rng.integers(1, 41, 30))  # each cell's set
+    x, P = rng.normal(size=(len(g) * r, 4)), rng.normal(size=(6, 4, 9))
     monkeypatch.setattr(_joint_phi, "_TILE", tile)
-    np.testing.assert_allclose(_joint_phi._set_products(x, g, P), np.einsum("ia,iab->ib", x, P[g]), rtol=1e-13,
+    slot, tile_set, t = _joint_phi._tiles(g, r)
+    assert (t * r) % 4 == 0 and (t * r >= tile or t == 4 // np.gcd(r, 4))
+    assert np.all(np.diff(slot) > 0) and np.array_equal(tile_set[slot // t], g)  # in order, in a tile of its set
+    xp = np.zeros((len(tile_set) * t * r, 4))
+    xp.reshape(-1, r, 4)[slot] = x.reshape(-1, r, 4)
+    got = _joint_phi._tile_products(xp, r, t, tile_set, P)
+    assert got.shape == (len(tile_set) * t, r, 9)
+    np.testing.assert_allclose(got[slot].reshape(-1, 9), np.einsum("ia,iab->ib", x, P[np.repeat(g, r)]), rtol=1e-13,
                                atol=1e-13)
+    empty = np.ones(len(got), dtype=bool)
+    empty[slot] = False
+    assert (empty.any() or t == 1) and not got[empty].any()
 
 
 @pytest.mark.parametrize("series", [None, 0.999])

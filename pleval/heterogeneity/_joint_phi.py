@@ -89,8 +89,10 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     pass that forms ``S_s``), else summed over these rows.
 
     The rows are ordered by size class, set and cell (one radix sort), each class's rows gathered
-    as it comes: each row's ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per
-    tile of rows of one set (:func:`_set_products`), not one per cell with a gathered matrix."""
+    as it comes, straight into tiles of whole cells of one set (:func:`_tiles`): each row's
+    ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per tile
+    (:func:`_tile_products`), not one per cell with a gathered matrix, and the class's cells are
+    taken from the tiles as they lie."""
     p = X.shape[1]
     q = 2 * p
     G = len(Sinv)
@@ -118,12 +120,23 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
         at = slice(cell0, cell0 + k)
         row0, cell0 = span.stop, at.stop
         g = cell_group[cells]
-        Xk = np.take(X, src[span], axis=0)  # the class's rows, gathered as the class comes
-        if r == 1:
-            _single(Xk, w[span], e[span], cells, g, P, phi, z[at], s[at])
-        elif r < q:
-            _small(Xk, w[span], e[span], r, cells, g, P, phi, z[at], s[at])
+        if r < q:  # the class's rows gathered into tiles of whole cells of one set (:func:`_tiles`)
+            slot, tile_set, t = _tiles(g, r)
+            n_pad = len(tile_set) * t  # cells, with the empty ones
+            pos = (slot[:, None] * r + np.arange(r)).ravel()  # each row's place among the padded rows
+            idx = np.zeros(n_pad * r, dtype=np.intp)
+            idx[pos] = src[span]
+            Xk = np.take(X, idx, axis=0)
+            empty = np.ones(n_pad * r, dtype=bool)
+            empty[pos] = False
+            Xk[empty] = 0.0
+            wk, ek = np.zeros(n_pad * r), np.zeros(n_pad * r)
+            wk[pos], ek[pos] = w[span], e[span]
+            phi_k, z_k, s_k = np.empty(n_pad), np.empty((n_pad, q)), np.empty(n_pad)
+            (_single if r == 1 else _small)(Xk, wk, ek, r, t, tile_set, P, phi_k, z_k, s_k)
+            phi[cells], z[at], s[at] = phi_k[slot], z_k[slot], s_k[slot]
         else:
+            Xk = np.take(X, src[span], axis=0)
             local = np.repeat(np.arange(k), size[cells])
             _large(Xk, w[span], e[span], local, cells, g, N, b, phi, z[at], s[at])
         del Xk
@@ -149,62 +162,80 @@ def _row_matrices(N: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _TILE = 32
-"""Rows per tile of :func:`_set_products` (2M rows, one thread: 0.14 s with tiles of 32, 0.23 s with
-16, 1.8 s with 8)."""
+"""Rows per tile of the rows' products with their set's matrices (:func:`_tiles`; 2M rows, one
+thread: 0.14 s with tiles of 32, 0.23 s with 16, 1.8 s with 8)."""
 
 
-def _set_products(x: np.ndarray, g: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """``x_i'P_{g_i}`` for rows ``x`` whose sets ``g`` are in runs: each run cut into tiles of
-    :data:`_TILE` rows (the last padded with zeros), one batched ``matmul`` of the tiles with
-    their set's ``P``; no per-row gather of ``P``."""
-    m = len(g)
+def _tiles(g: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(slot, tile_set, t)``: a layout of cells of r rows whose sets ``g`` are in runs, in tiles
+    of t whole cells of one set (each run padded with empty cells to a multiple of t): each cell's
+    place among the padded cells, each tile's set. A tile's rows are then one product with its
+    set's matrix, a cell's rows are consecutive, and the cells' algebra runs on the padded cells
+    as they are (an empty cell, of rows 0 and weights 0, gives 0): no per-row gather of the
+    matrices, and no gather of the products. t is the least multiple of ``4/gcd(r, 4)`` with
+    ``t·r ≥`` :data:`_TILE`: tiles of a multiple of 4 rows, each row's product the same, bit for
+    bit, as in tiles of 32 (OpenBLAS's ``dgemm`` takes rows by 4; a remainder row goes through
+    another kernel, whose sums round otherwise)."""
+    unit = 4 // np.gcd(r, 4)
+    t = unit * -(-_TILE // (unit * r))
+    k = len(g)
     starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
-    counts = np.diff(np.append(starts, m))
-    tiles = -(-counts // _TILE)
-    slot = np.repeat((np.cumsum(tiles) - tiles) * _TILE - starts, counts) + np.arange(m)
-    n_tiles = int(tiles.sum())
-    xp = np.zeros((n_tiles * _TILE, x.shape[1]))
-    xp[slot] = x
-    out = np.matmul(xp.reshape(n_tiles, _TILE, -1), np.take(P, np.repeat(g[starts], tiles), axis=0))
-    return np.take(out.reshape(n_tiles * _TILE, -1), slot, axis=0)
+    counts = np.diff(np.append(starts, k))
+    tiles = -(-counts // t)
+    slot = np.repeat((np.cumsum(tiles) - tiles) * t - starts, counts) + np.arange(k)
+    return slot, np.repeat(g[starts], tiles), t
 
 
-def _single(X, w, e, cells, g, P, phi, z, s) -> None:
-    """One-row cells (rows ``X``, ``w``, ``e`` in the order of ``cells``; ``z``, ``s`` theirs to
-    fill): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c`` (:func:`_row_matrices`), ``A = B^{−1/2}``
-    (0 where B = 0), ``p = Awx'm``, ``z = [xp; wxp]``, ``s = p²``, ``φ = pe``; a block of cells at a
-    time."""
+def _tile_products(X: np.ndarray, r: int, t: int, tile_set: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """``x_i'P_s`` of the rows ``X`` of whole tiles of :func:`_tiles` (sets ``tile_set``), one
+    batched ``matmul`` of the tiles with their set's ``P``, as (cells × r × columns)."""
+    n_tiles = len(tile_set)
+    out = np.matmul(X.reshape(n_tiles, t * r, -1), np.take(P, tile_set, axis=0))
+    return out.reshape(n_tiles * t, r, -1)
+
+
+def _chunks(n_cells: int, t: int):
+    """Blocks of about :data:`_CHUNK` cells, whole tiles of t cells each: ``(cells, tiles)`` slices."""
+    step = t * max(1, _CHUNK // t)
+    for lo in range(0, n_cells, step):
+        hi = min(lo + step, n_cells)
+        yield slice(lo, hi), slice(lo // t, hi // t)
+
+
+def _single(X, w, e, r, t, tile_set, P, phi, z, s) -> None:
+    """One-row cells in the padded layout of :func:`_tiles` (rows ``X``, ``w``, ``e``; ``phi``,
+    ``z``, ``s`` the padded cells' to fill): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c``
+    (:func:`_row_matrices`), ``A = B^{−1/2}`` (0 where B = 0), ``p = Awx'm``, ``z = [xp; wxp]``,
+    ``s = p²``, ``φ = pe``; a block of cells at a time."""
     p = X.shape[1]
-    for lo in range(0, len(cells), _CHUNK):  # blocks of cells
-        sl = slice(lo, lo + _CHUNK)
+    for sl, ts in _chunks(len(X), t):  # blocks of cells
         xs, ws = X[sl], w[sl]
-        Y = _set_products(xs, g[sl], P)
+        Y = _tile_products(xs, 1, t, tile_set[ts], P)[:, 0]
         c = Y[:, :p] - ws[:, None] * Y[:, p : 2 * p]
         pc = _inv_root(1.0 + 2.0 * np.einsum("ca,ca->c", xs, c)) * ws * Y[:, 2 * p]
-        phi[cells[sl]] = pc * e[sl]
+        phi[sl] = pc * e[sl]
         np.multiply(xs, pc[:, None], out=z[sl, :p])
         np.multiply(z[sl, :p], ws[:, None], out=z[sl, p:])
         s[sl] = pc * pc
 
 
-def _small(X, w, e, r, cells, g, P, phi, z, s) -> None:
-    """Cells of r rows, 1 < r < 2p (rows ``X``, ``w``, ``e`` cell by cell in the order of
-    ``cells``; ``z``, ``s`` theirs to fill): ``B_c = I + D_c``, ``D_c = X_cC_c' + C_cX_c'``
-    (:func:`_row_matrices`) is r × r; ``p_c = A_cW_cX_cm_s`` with ``A_c = (B_c⁺)^{1/2}`` applied by
-    :func:`_root_times`, ``z_c = [X_c'p_c; X_c'W_cp_c]``, ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``; a
-    block of cells at a time."""
+def _small(X, w, e, r, t, tile_set, P, phi, z, s) -> None:
+    """Cells of r rows, 1 < r < 2p, in the padded layout of :func:`_tiles` (rows ``X``, ``w``,
+    ``e`` cell by cell; ``phi``, ``z``, ``s`` the padded cells' to fill): ``B_c = I + D_c``,
+    ``D_c = X_cC_c' + C_cX_c'`` (:func:`_row_matrices`) is r × r; ``p_c = A_cW_cX_cm_s`` with
+    ``A_c = (B_c⁺)^{1/2}`` applied by :func:`_root_times`, ``z_c = [X_c'p_c; X_c'W_cp_c]``,
+    ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``; a block of cells at a time."""
     p = X.shape[1]
-    for lo in range(0, len(cells), _CHUNK):  # blocks of cells
-        sl = slice(lo, lo + _CHUNK)
-        rows = slice(lo * r, (lo + _CHUNK) * r)
+    for sl, ts in _chunks(len(X) // r, t):  # blocks of cells
+        rows = slice(sl.start * r, sl.stop * r)
         Xc, wc, ec = X[rows].reshape(-1, r, p), w[rows].reshape(-1, r), e[rows].reshape(-1, r)
-        Y = _set_products(X[rows], np.repeat(g[sl], r), P).reshape(len(Xc), r, -1)
+        Y = _tile_products(X[rows], r, t, tile_set[ts], P)
         C = Y[:, :, :p] - wc[:, :, None] * Y[:, :, p : 2 * p]
         XT = Xc.transpose(0, 2, 1)
         D = C @ XT
         D = D + D.transpose(0, 2, 1)
         pc = _root_times(D, wc * Y[:, :, 2 * p])
-        phi[cells[sl]] = np.einsum("cr,cr->c", pc, ec)
+        phi[sl] = np.einsum("cr,cr->c", pc, ec)
         z[sl] = (np.stack([pc, wc * pc], axis=1) @ Xc).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
         s[sl] = np.einsum("cr,cr->c", pc, pc)
 
