@@ -451,15 +451,12 @@ def joint_cells(
         multi = np.flatnonzero(~single)
         if multi.size:  # multi-row cells: the general formula, by cell size and in blocks of cells
             _multi_row_cells(X, w, e, cell, multi, rows[multi], cell_group[multi], Sinv, m, U, z, s)
-        sums = df_sums(z, s, cell_group, G)
+        sums = df_sums(z, s, _quad(z, Sinv, cell_group), cell_group, G)
     G_s = np.bincount(cell_group, minlength=G).astype(float)
     df = G_s - 1.0
     if vcov == "CR2":  # Satterthwaite df per group (robust.CR2Blocks.eta, batched over groups)
-        s1, s2, ZZ, SZZ = sums
+        s1, s2, ZZ, szMz = sums  # szMz: Σ_c s_c z_c'N_s z_c
         MZZ = N @ ZZ
-        # Σ_c s_c z_c'N_s z_c = tr(N_s Σ_c s_c z_c z_c'): one weighted pair sum per group, not a
-        # quadratic form per cell (each a gathered N_s)
-        szMz = np.einsum("gij,gji->g", N, SZZ)
         num = (s1 - np.einsum("gii->g", MZZ)) ** 2
         den = s2 - 2.0 * szMz + np.einsum("gij,gji->g", MZZ, MZZ)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -548,7 +545,7 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units, 
     Returns ``(phi, cell_group, cell_cluster, N, sums)``."""
     p = X.shape[1]
     N = np.zeros((G, 2 * p, 2 * p))
-    sums = (np.zeros(G), np.zeros(G), np.zeros((G, 2 * p, 2 * p)), np.zeros((G, 2 * p, 2 * p)))
+    sums = (np.zeros(G), np.zeros(G), np.zeros((G, 2 * p, 2 * p)), np.zeros(G))
     phi, cell_group, cell_cluster = [], [], []
     for g0, g1, rows in group_blocks(groups, G, _BLOCK_ROWS):  # blocks of groups
         if not rows.size:  # groups without rows: no cells

@@ -37,7 +37,9 @@ its score of the target coefficient, ``φ_c = e_t'M_sX_c'W_cA_ce_c = p_c'e_c`` w
 ``p_c = A_cW_cX_cM_s e_t``. For the Satterthwaite df (working model Φ = I, as clubSandwich) ``z_c = U_c'p_c`` and ``s_c = p_c'p_c`` give
 ``q_c'q_d = δ_cd s_c − z_c'N_s z_d`` within a set; only their per-set sums enter the df
 (:func:`df_sums`), formed once per call of :func:`phi_identity_cells` (a block of whole sets of about
-:data:`._joint._BLOCK_ROWS` rows).
+:data:`._joint._BLOCK_ROWS` rows). The df's ``Σ_c s_c z_c'N_s z_c`` takes each cell's
+``z_c'N_s z_c = p_c'U_cN_sU_c'p_c = −p_c'D_cp_c`` (``U_cN_sU_c' = I − B_c``) from the r × r ``D_c``
+already formed, not from a 2p × 2p sum of ``s_c z_cz_c'`` per set.
 """
 
 from __future__ import annotations
@@ -81,8 +83,8 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     """``(phi, N, sums)``: each cell's adjusted score of the target coefficient
     ``φ_c = m_s'X_c'W_cA_ce_c = p_c'e_c`` (``A_c`` symmetric), each set's ``N_s``
     (:func:`working_matrices`) and, per set, the Satterthwaite df's sums
-    ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_cz_cz_c')`` over its cells (module docstring;
-    :func:`df_sums`) from the cells' ``z_c`` and ``s_c``. The rows are ``X[rows]``, ``e[rows]``
+    ``(Σ s_c, Σ s_c², Σ z_cz_c', Σ s_c z_c'N_sz_c)`` over its cells (module docstring;
+    :func:`df_sums`) from the cells' ``z_c``, ``s_c`` and ``z_c'N_sz_c``. The rows are ``X[rows]``, ``e[rows]``
     with weights ``w`` (one per row of ``rows``); ``cell``: each row's cell 0..n_cells−1;
     ``cell_group``: each cell's set; ``Sinv``: the sets' breads; ``squares``: the sets'
     ``S2_s = Σ w_i² x_i x_i'`` when known (the fit's, :attr:`._batched.GroupedFit.sq`, from the
@@ -112,7 +114,7 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     src = rows if order is None else rows[order]  # X's rows in that order
     w, e = (w, e[src]) if order is None else (w[order], e[src])
     del order
-    z, s = np.empty((n_cells, q)), np.empty(n_cells)  # in the order of ``cells_all``
+    z, s, zNz = np.empty((n_cells, q)), np.empty(n_cells), np.empty(n_cells)  # in the order of ``cells_all``
     row0 = cell0 = 0
     for r, k in zip(*np.unique(cls, return_counts=True)):  # at most 2p sizes, not cells
         cells = cells_all[cell0 : cell0 + k]
@@ -132,24 +134,26 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
             Xk[empty] = 0.0
             wk, ek = np.zeros(n_pad * r), np.zeros(n_pad * r)
             wk[pos], ek[pos] = w[span], e[span]
-            phi_k, z_k, s_k = np.empty(n_pad), np.empty((n_pad, q)), np.empty(n_pad)
-            (_single if r == 1 else _small)(Xk, wk, ek, r, t, tile_set, P, phi_k, z_k, s_k)
-            phi[cells], z[at], s[at] = phi_k[slot], z_k[slot], s_k[slot]
+            phi_k, z_k, s_k, zNz_k = np.empty(n_pad), np.empty((n_pad, q)), np.empty(n_pad), np.empty(n_pad)
+            (_single if r == 1 else _small)(Xk, wk, ek, r, t, tile_set, P, phi_k, z_k, s_k, zNz_k)
+            phi[cells], z[at], s[at], zNz[at] = phi_k[slot], z_k[slot], s_k[slot], zNz_k[slot]
         else:
             Xk = np.take(X, src[span], axis=0)
             local = np.repeat(np.arange(k), size[cells])
-            _large(Xk, w[span], e[span], local, cells, g, N, b, phi, z[at], s[at])
+            _large(Xk, w[span], e[span], local, cells, g, N, b, phi, z[at], s[at], zNz[at])
         del Xk
-    return phi, N, df_sums(z, s, cell_group[cells_all], G)
+    return phi, N, df_sums(z, s, zNz, cell_group[cells_all], G)
 
 
-def df_sums(z: np.ndarray, s: np.ndarray, cell_group: np.ndarray, G: int):
-    """Per set, ``(Σ_c s_c, Σ_c s_c², Σ_c z_cz_c', Σ_c s_cz_cz_c')`` over its cells: all the
-    Satterthwaite df needs of the cells (:func:`._joint.joint_covariance`). The two matrix sums in
-    one pass over the cells (:func:`pleval.inference.robust.grouped_cross_products` with two
-    weightings: a product of ``[Z, SZ]'Z`` per tile)."""
-    zz, szz = grouped_cross_products(z, cell_group, G, w=(np.ones(len(s)), s))[0]
-    return np.bincount(cell_group, weights=s, minlength=G), np.bincount(cell_group, weights=s * s, minlength=G), zz, szz
+def df_sums(z: np.ndarray, s: np.ndarray, zNz: np.ndarray, cell_group: np.ndarray, G: int):
+    """Per set, ``(Σ_c s_c, Σ_c s_c², Σ_c z_cz_c', Σ_c s_c z_c'N_sz_c)`` over its cells from each
+    cell's ``z_c``, ``s_c`` and ``z_c'N_sz_c`` (``zNz``): all the Satterthwaite df needs of the cells
+    (:func:`._joint.joint_covariance`: ``Σ_c s_c z_c'N_sz_c = tr(N_s Σ_c s_cz_cz_c')``). The matrix
+    sum by :func:`pleval.inference.robust.grouped_cross_products` (a product of ``Z'Z`` per tile),
+    the others by ``np.bincount``."""
+    zz = grouped_cross_products(z, cell_group, G)[0]
+    s1, s2 = np.bincount(cell_group, weights=s, minlength=G), np.bincount(cell_group, weights=s * s, minlength=G)
+    return s1, s2, zz, np.bincount(cell_group, weights=s * zNz, minlength=G)
 
 
 def _row_matrices(N: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,35 +206,39 @@ def _chunks(n_cells: int, t: int):
         yield slice(lo, hi), slice(lo // t, hi // t)
 
 
-def _single(X, w, e, r, t, tile_set, P, phi, z, s) -> None:
+def _single(X, w, e, r, t, tile_set, P, phi, z, s, zNz) -> None:
     """One-row cells in the padded layout of :func:`_tiles` (rows ``X``, ``w``, ``e``; ``phi``,
-    ``z``, ``s`` the padded cells' to fill): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c``
+    ``z``, ``s``, ``zNz`` the padded cells' to fill): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c``
     (:func:`_row_matrices`), ``A = B^{−1/2}`` (0 where B = 0), ``p = Awx'm``, ``z = [xp; wxp]``,
-    ``s = p²``, ``φ = pe``; a block of cells at a time."""
+    ``s = p²``, ``φ = pe``, ``z'N_sz = p²u'N_su = −2x'c p²``; a block of cells at a time."""
     p = X.shape[1]
     for sl, ts in _chunks(len(X), t):  # blocks of cells
         xs, ws = X[sl], w[sl]
         Y = _tile_products(xs, 1, t, tile_set[ts], P)[:, 0]
-        c = Y[:, :p] - ws[:, None] * Y[:, p : 2 * p]
-        pc = _inv_root(1.0 + 2.0 * np.einsum("ca,ca->c", xs, c)) * ws * Y[:, 2 * p]
+        c = np.multiply(Y[:, p : 2 * p], ws[:, None])
+        np.subtract(Y[:, :p], c, out=c)
+        xc = np.einsum("ca,ca->c", xs, c)
+        pc = _inv_root(1.0 + 2.0 * xc) * ws * Y[:, 2 * p]
         phi[sl] = pc * e[sl]
         np.multiply(xs, pc[:, None], out=z[sl, :p])
         np.multiply(z[sl, :p], ws[:, None], out=z[sl, p:])
         s[sl] = pc * pc
+        zNz[sl] = -2.0 * xc * s[sl]
 
 
-def _small(X, w, e, r, t, tile_set, P, phi, z, s) -> None:
+def _small(X, w, e, r, t, tile_set, P, phi, z, s, zNz) -> None:
     """Cells of r rows, 1 < r < 2p, in the padded layout of :func:`_tiles` (rows ``X``, ``w``,
-    ``e`` cell by cell; ``phi``, ``z``, ``s`` the padded cells' to fill): ``B_c = I + D_c``,
+    ``e`` cell by cell; ``phi``, ``z``, ``s``, ``zNz`` the padded cells' to fill): ``B_c = I + D_c``,
     ``D_c = X_cC_c' + C_cX_c'`` (:func:`_row_matrices`) is r × r; ``p_c = A_cW_cX_cm_s`` with
     ``A_c = (B_c⁺)^{1/2}`` applied by :func:`_root_times`, ``z_c = [X_c'p_c; X_c'W_cp_c]``,
-    ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``; a block of cells at a time."""
+    ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``, ``z_c'N_sz_c = −p_c'D_cp_c``; a block of cells at a time."""
     p = X.shape[1]
     for sl, ts in _chunks(len(X) // r, t):  # blocks of cells
         rows = slice(sl.start * r, sl.stop * r)
         Xc, wc, ec = X[rows].reshape(-1, r, p), w[rows].reshape(-1, r), e[rows].reshape(-1, r)
         Y = _tile_products(X[rows], r, t, tile_set[ts], P)
-        C = Y[:, :, :p] - wc[:, :, None] * Y[:, :, p : 2 * p]
+        C = np.multiply(Y[:, :, p : 2 * p], wc[:, :, None])  # C = Y₁ − W Y₂, in one array (2x faster)
+        np.subtract(Y[:, :, :p], C, out=C)
         XT = Xc.transpose(0, 2, 1)
         D = C @ XT
         D = D + D.transpose(0, 2, 1)
@@ -238,6 +246,7 @@ def _small(X, w, e, r, t, tile_set, P, phi, z, s) -> None:
         phi[sl] = np.einsum("cr,cr->c", pc, ec)
         z[sl] = (np.stack([pc, wc * pc], axis=1) @ Xc).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
         s[sl] = np.einsum("cr,cr->c", pc, pc)
+        zNz[sl] = -np.einsum("cr,cr->c", pc, np.einsum("cij,cj->ci", D, pc))
 
 
 def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -248,7 +257,11 @@ def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
     (``|a_k| ≤ 1``; Higham 2008, *Functions of Matrices*, §6.8.1): each term one matrix-vector
     product, a cell's series cut after the first K terms with ``ρ^{K+1}/(1 − ρ) ≤ 2⁻⁵³`` (what is
     left, relative to ‖v‖, is below rounding). Elsewhere (a cell whose leverage reaches 1 among
-    them) ``B = QΛQ'`` and ``QΛ^{+1/2}Q'v``, eigenvalues ≤ :data:`_TOL` taken as 0."""
+    them) ``B = QΛQ'`` and ``QΛ^{+1/2}Q'v``, eigenvalues ≤ :data:`_TOL` taken as 0.
+
+    The series runs with the cells last (``D`` as r × r × cells, ``v`` as r × cells): each term's
+    products are then ``r²`` passes along the cells (``einsum("ijc,jc->ic")``, the sum over j in
+    order), 4–7 times faster for r ≤ 8 than one small product per cell."""
     rho = np.sqrt(np.einsum("cij,cij->c", D, D))
     series = rho <= _SERIES
     rs = np.where(series, rho, 0.5)  # the others: any ρ in (0, 1), their count is not used
@@ -256,18 +269,22 @@ def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
         k = np.ceil(np.log(2.0**-53 * (1.0 - rs)) / np.log(rs)) - 1.0
     terms = np.where(series, np.maximum(k, 0.0), -1.0).astype(np.intp)
     order = np.argsort((terms.max(initial=0) - terms).astype(np.uint16), kind="stable")  # series cells first, more terms before
-    terms = terms[order]
-    D, y = np.take(D, order, axis=0), np.take(v, order, axis=0)
     ns = int(np.count_nonzero(series))
-    t = y[:ns]
+    top = int(terms[order[0]]) if ns else 0
+    m_of = np.searchsorted(-terms[order[:ns]], -np.arange(top + 1), side="right")  # cells with at least k terms: a prefix
+    y = np.take(v, order, axis=0)
+    Dt = np.take(D.transpose(1, 2, 0), order[:ns], axis=2)  # the series cells, last
+    yt = np.ascontiguousarray(y[:ns].T)
+    t = yt
     a = 1.0
-    for k in range(1, int(terms[0]) + 1 if ns else 1):  # terms of the series, not cells
-        m = int(np.count_nonzero(terms >= k))  # the cells still adding terms: a prefix
+    for k in range(1, top + 1):  # terms of the series, not cells
+        m = int(m_of[k])
         a *= -(2.0 * k - 1.0) / (2.0 * k)
-        t = np.einsum("cij,cj->ci", D[:m], t[:m])
-        y[:m] += a * t
+        t = np.einsum("ijc,jc->ic", Dt[:, :, :m], t[:, :m])
+        yt[:, :m] += a * t
+    y[:ns] = yt.T
     if ns < len(D):
-        B = D[ns:]
+        B = np.take(D, order[ns:], axis=0)
         r = B.shape[1]
         B[:, np.arange(r), np.arange(r)] += 1.0
         lam, Q = np.linalg.eigh(B)
@@ -277,11 +294,12 @@ def _root_times(D: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _large(X, w, e, local, cells, g, N, b, phi, z, s) -> None:
+def _large(X, w, e, local, cells, g, N, b, phi, z, s, zNz) -> None:
     """Cells of 2p rows or more (rows ``X``, ``w``, ``e`` sorted by cell, ``local`` their cell
-    0..len−1; ``z``, ``s`` the cells' to fill): ``T_c = U_c'U_c``, ``R_c = U_c'e_c`` by batched
-    products, ``A_c = I + U_cΓ_cU_c'``; the score is the W X half of ``R_c + T_cΓ_cR_c``, so with
-    ``h_c = b_s + Γ_cT_cb_s``, ``φ_c = h_c'R_c``; ``z_c = T_ch_c``, ``s_c = h_c'z_c``."""
+    0..len−1; ``z``, ``s``, ``zNz`` the cells' to fill): ``T_c = U_c'U_c``, ``R_c = U_c'e_c`` by
+    batched products, ``A_c = I + U_cΓ_cU_c'``; the score is the W X half of ``R_c + T_cΓ_cR_c``, so
+    with ``h_c = b_s + Γ_cT_cb_s``, ``φ_c = h_c'R_c``; ``z_c = T_ch_c``, ``s_c = h_c'z_c``, and
+    ``z_c'N_sz_c`` as it is."""
     bounds = np.searchsorted(local, np.arange(0, len(cells) + _CHUNK, _CHUNK))
     for blk in range(-(-len(cells) // _CHUNK)):  # blocks of cells
         lo, hi = blk * _CHUNK, min((blk + 1) * _CHUNK, len(cells))
@@ -294,3 +312,4 @@ def _large(X, w, e, local, cells, g, N, b, phi, z, s) -> None:
         phi[cells[lo:hi]] = np.einsum("ci,ci->c", h, R)
         z[lo:hi] = np.einsum("cij,cj->ci", T, h)
         s[lo:hi] = np.einsum("ci,ci->c", h, z[lo:hi])
+        zNz[lo:hi] = np.einsum("ci,cij,cj->c", z[lo:hi], N[gs], z[lo:hi], optimize=True)
