@@ -104,6 +104,26 @@ def test_confidence_distribution_quantiles_invert_the_tail():
     assert uq.ci(0.95) == pytest.approx((qs[1], qs[-1]))
 
 
+def test_quantiles_search_only_roots_above_zero():
+    """quantiles bisects only the probabilities below the atom H(0) — each its own search, so
+    bit-identical to bisecting every probability and putting 0 where H(0) ≥ p (the straightforward
+    form), with probabilities on both sides of the atom and all of them at it."""
+    from pleval.heterogeneity._roots import bisect, bracket_above
+
+    rng = np.random.default_rng(9)
+    m = 40
+    V = _cov(rng, m, 0.05)
+    y = rng.normal(0, 0.03, m) + np.linalg.cholesky(V) @ rng.standard_normal(m)
+    uq = unweighted_q(y, V)
+    h0 = float(uq.sf(0.0)[0])
+    assert 0.05 < h0 < 0.95
+    for p in ((np.arange(400) + 0.5) / 400, np.array([h0 / 3, h0 / 2])):
+        zero = h0 >= p
+        hi = bracket_above(lambda t: uq.sf(t) < p, np.full(p.size, max(uq.q / uq.df, float(uq.beta.max()))), zero, 2.0)
+        every = np.where(zero, 0.0, bisect(lambda t: uq.sf(t) < p, np.zeros(p.size), hi, 50))
+        np.testing.assert_array_equal(uq.quantiles(p), every, strict=True)
+
+
 def test_interval_robust_to_noise_in_v():
     """With V̂ unbiased but noisy (each variance on 10 df), the unweighted interval keeps its
     level at τ² = 0.005 while the weighted Q-profile over-states the spread (200 estimates)."""

@@ -322,6 +322,27 @@ def _edge_values(rng):
     return rng.permutation(np.array(out))
 
 
+def test_sets_peaks_by_runs_of_sets():
+    """``_Sets._peaks`` over any run of sets (empty, one set, the rest) gives those sets' entries
+    of the whole: the runs' results put together are the whole's, bit for bit."""
+    rng = np.random.default_rng(8)
+    size = rng.integers(2, 30, 120)
+    ids = np.repeat(np.arange(len(size)), size)
+    tr = np.zeros(len(ids), bool)
+    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    y = rng.normal(size=len(ids)) + 0.4 * tr
+    codes, size = _set_codes(ids, tr)
+    s = _Sets.build(y, codes, size, tr)
+    n = len(size)
+    for g, lower in ((1.7, False), (1 / 1.7, True), (np.float64(3.0), False)):
+        whole = s._peaks(g, lower, 0, n)
+        cuts = [0, 0, 1, 1, 37, 38, n, n]
+        parts = [s._peaks(g, lower, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+        assert [len(p[0]) for p in parts] == [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+        for k in (0, 1):
+            np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k], strict=True)
+
+
 @pytest.mark.parametrize("bits", [None, 30, 40, 41])
 def test_rank_order_equals_the_argsort_ranks(monkeypatch, bits):
     """Aligned ranks from one integer sort (:func:`_rank_order`) equal the argsort's bit for bit,

@@ -77,14 +77,20 @@ class UnweightedQ:
         """Quantiles at probabilities ``p`` of the confidence distribution ``H`` (module
         docstring): 0 where ``H(0) ≥ p``, else the root of ``H(τ²) = p``; bisection, all ``p`` at once."""
         p = np.atleast_1d(np.asarray(p, dtype=float))
-        zero = self.sf(0.0)[0] >= p
+        out = np.zeros(p.size)
+        search = self.sf(0.0)[0] < p
+        if not search.any():
+            return out
+        ps = p[search]  # only roots above 0 are searched (each p's bisection its own: the same floats)
 
         def below(t):
-            return self.sf(t) < p
+            return self.sf(t) < ps
 
         # H(τ²) → 1 as τ² → ∞: double until every root is bracketed
-        hi = bracket_above(below, np.full(p.size, max(self.q / self.df, float(self.beta.max()))), zero, 2.0)
-        return np.where(zero, 0.0, bisect(below, np.zeros(p.size), hi, iters))
+        hi = bracket_above(below, np.full(ps.size, max(self.q / self.df, float(self.beta.max()))),
+                           np.zeros(ps.size, dtype=bool), 2.0)
+        out[search] = bisect(below, np.zeros(ps.size), hi, iters)
+        return out
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Equal-tailed interval: the ``(1 ∓ level)/2`` quantiles of the confidence distribution."""

@@ -460,30 +460,32 @@ class _Sets:
         neighbours; g within rounding of a threshold) are formed at every position
         (:meth:`_at`)."""
         start, last = self.start[s0:s1], self.count[s0:s1] - 1
-        p0 = int(start[0]) if len(start) else 0
-        up = np.cumsum((self.rise[p0:p0 + int(last.sum()) + len(last)] > g).view(np.uint8), dtype=np.int32)
-        j = np.diff(up[start - p0 + last], prepend=0)  # (a set's last position never rises)
-        del up
-        pos = np.stack([np.maximum(j - 1, 0), j, np.minimum(j + 1, last)])
-        pos += start
+        if not len(start):
+            return np.zeros(0), np.zeros(0)
+        p0 = int(start[0])
+        # the positions that rise, counted set by set (a set's last position never rises)
+        j = np.add.reduceat((self.rise[p0:p0 + int(last.sum()) + len(last)] > g).view(np.uint8), start - p0,
+                            dtype=np.int32)
+        pos = np.stack([np.maximum(j - 1, 0), j, np.minimum(j + 1, last)], axis=1)  # a set's three side by side:
+        pos += start[:, None]  # (gathered from the same cache lines)
         den = np.multiply(self.a[pos], g, dtype=float)
         den += self.b[pos]
         top1 = self.top1[pos]
-        key = np.repeat(self.total1[None, s0:s1], 3, axis=0)
+        key = np.repeat(self.total1[s0:s1, None], 3, axis=1)
         key -= top1  # as :meth:`_at`
         key += np.multiply(top1, g)
         key /= den
         del top1
         if lower:
             np.negative(key, out=key)
-        best = key[1]
+        best = key[:, 1]
         low = best - (1e-12 * np.abs(best) + 1e-12) - 1e-13 * np.abs(best)  # below the tie band
-        ok = (j == 0) | (key[0] < low - 1e-13 * np.abs(key[0]))
-        ok &= (j >= last) | (key[2] < low - 1e-13 * np.abs(key[2]))
-        top2 = self.top2[pos[1]]
+        ok = (j == 0) | (key[:, 0] < low - 1e-13 * np.abs(key[:, 0]))
+        ok &= (j >= last) | (key[:, 2] < low - 1e-13 * np.abs(key[:, 2]))
+        top2 = self.top2[pos[:, 1]]
         vbest = self.total2[s0:s1] - top2
         vbest += np.multiply(top2, g)
-        vbest /= den[1]
+        vbest /= den[:, 1]
         vbest -= best * best
         redo = np.flatnonzero(~ok)
         if len(redo):  # at every position
