@@ -108,15 +108,21 @@ def test_pairs_moments_brute_force():
 
 
 # ---- Rosenbaum: matched sets ----------------------------------------------------------------
+def _first_treated(sizes):
+    """Set ids of sets of ``sizes``, listed set by set, and the treated flags (each set's first unit)."""
+    ids = np.repeat(np.arange(len(sizes)), sizes)
+    tr = np.zeros(len(ids), bool)
+    tr[np.concatenate([[0], np.cumsum(sizes)[:-1]])] = True
+    return ids, tr
+
+
 def test_sets_separable_brute_force():
     """Tiny matched sets of sizes 2–4: the separable approximation's per-set mean is the
     maximum over every u ∈ {0,1}^{n_s} of the expected rank of the treated unit, and its
     variance the largest among the maximizers (Gastwirth, Krieger & Rosenbaum 2000)."""
     rng = np.random.default_rng(6)
     sizes = [2, 3, 4, 3]
-    ids = np.repeat(np.arange(len(sizes)), sizes)
-    tr = np.zeros(len(ids), bool)
-    tr[np.concatenate([[0], np.cumsum(sizes)[:-1]])] = True
+    ids, tr = _first_treated(sizes)
     y = rng.normal(size=len(ids)) + 0.8 * tr
     codes, size = _set_codes(ids, tr)
     s = _Sets.build(y, codes, size, tr)
@@ -174,9 +180,7 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
     size = rng.integers(2, 13, 300)
     size[::3] = 2
     size[5] = 40
-    ids = np.repeat(np.arange(len(size)), size)
-    tr = np.zeros(len(ids), bool)
-    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    ids, tr = _first_treated(size)
     perm = rng.permutation(len(ids))
     ids, tr = ids[perm], tr[perm]
     y = np.round(rng.normal(size=len(ids)) + 0.3 * tr, 1)
@@ -229,9 +233,7 @@ def test_sets_peaks_equal_every_position(monkeypatch):
     rng = np.random.default_rng(5)
     size = rng.integers(2, 61, 400)
     size[::4] = 2
-    ids = np.repeat(np.arange(len(size)), size)
-    tr = np.zeros(len(ids), bool)
-    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    ids, tr = _first_treated(size)
     y = np.where(rng.random(len(ids)) < 0.5, np.round(rng.normal(size=len(ids)), 1), rng.normal(size=len(ids)))
     y[ids % 7 == 3] = 1.5  # sets of one value
     y += 0.3 * tr * (ids % 7 != 3)
@@ -327,9 +329,7 @@ def test_sets_peaks_by_runs_of_sets():
     of the whole: the runs' results put together are the whole's, bit for bit."""
     rng = np.random.default_rng(8)
     size = rng.integers(2, 30, 120)
-    ids = np.repeat(np.arange(len(size)), size)
-    tr = np.zeros(len(ids), bool)
-    tr[np.concatenate([[0], np.cumsum(size)[:-1]])] = True
+    ids, tr = _first_treated(size)
     y = rng.normal(size=len(ids)) + 0.4 * tr
     codes, size = _set_codes(ids, tr)
     s = _Sets.build(y, codes, size, tr)
