@@ -145,3 +145,15 @@ def test_interval_robust_to_noise_in_v():
 def test_needs_positive_definite_v():
     with pytest.raises(ValueError):
         unweighted_q([0.1, 0.2, 0.3], np.zeros((3, 3)))
+
+
+def test_chi2_tail_is_scipys():
+    """The tail the bisection reads is scipy.stats.chi2.sf's, bit for bit: inside the support,
+    at and below 0, at infinity and for NaN, over a wide range of df."""
+    from pleval.heterogeneity._unweighted import _chi2_sf
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.gamma(2.0, 50.0, 5000), rng.uniform(0, 1e-3, 50), -rng.random(20),
+                        [0.0, -0.0, np.inf, np.nan, 1e-300, 1e300]])
+    df = rng.uniform(0.05, 3000.0, len(x))
+    np.testing.assert_array_equal(_chi2_sf(x, df), stats.chi2.sf(x, df), strict=True)

@@ -40,9 +40,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from ._roots import bisect, bracket_above
+
+
+def _chi2_sf(x: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """``scipy.stats.chi2.sf(x, df)`` for ``df > 0``, the same floats without the distribution
+    machinery (its argument checks and masks cost as much as the tail at the sizes bisection
+    calls it with): ``scipy.special.chdtrc`` inside the support (0, ∞), 1 at or below 0, 0 at ∞."""
+    with np.errstate(invalid="ignore"):
+        out = special.chdtrc(df, x)
+    out[x <= 0] = 1.0
+    out[np.isposinf(x)] = 0.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ class UnweightedQ:
         c = self.beta[None, :] + np.atleast_1d(np.asarray(tau2, dtype=float))[:, None]
         k1, k2, k3 = c.sum(axis=1), (c**2).sum(axis=1), (c**3).sum(axis=1)
         h = k2**3 / k3**2
-        return stats.chi2.sf(h + (self.q - k1) * np.sqrt(h / k2), h)
+        return _chi2_sf(h + (self.q - k1) * np.sqrt(h / k2), h)
 
     def estimate(self) -> tuple[float, float]:
         """``(τ̂², SE)`` of Hedges' unweighted moment estimator (module docstring)."""
