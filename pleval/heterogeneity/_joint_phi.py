@@ -26,8 +26,8 @@ several independent ones. Unmerged copies are merged first when the caller names
 Computation, batched and without an n_c × n_c matrix: cells of one row in closed form
 (``A = B^{−1/2}``, a scalar); cells of r < 2p rows by their r × r ``B_c = I + D_c``, formed from
 the blocks of ``N_s`` as ``D_c = X_cC_c' + C_cX_c'`` with ``C_c = X_cK_s/2 − W_cX_cM_s``,
-``K_s = M_sS2_sM_s`` (r × p products per cell; each row's ``x_i'[K_s/2, M_s, m_s]`` by tiles of
-rows of one set, no matrix gathered per cell), ``A_c`` applied to one vector: by the binomial
+``K_s = M_sS2_sM_s`` (r × p products per cell; each row's ``[c_i', w_ix_i'm_s]`` as one product of
+``[x_i; w_ix_i]`` by tiles of rows of one set, no matrix gathered per cell), ``A_c`` applied to one vector: by the binomial
 series ``B_c^{−1/2} = Σ_k C(−1/2, k) D_c^k`` where ``‖D_c‖_F ≤`` :data:`_SERIES` (most cells: a
 cell's leverage is small in a large set), else by a batched ``eigh`` (:func:`_root_times`);
 larger cells on the 2p-dimensional span of ``U_c`` from ``T_c = U_c'U_c`` and ``N_s``
@@ -91,10 +91,10 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
     pass that forms ``S_s``), else summed over these rows.
 
     The rows are ordered by size class, set and cell (one radix sort), each class's rows gathered
-    as it comes, straight into tiles of whole cells of one set (:func:`_tiles`): each row's
-    ``x_i'P_s`` (``P_s`` of :func:`_row_matrices`) is then one product per tile
-    (:func:`_tile_products`), not one per cell with a gathered matrix, and the class's cells are
-    taken from the tiles as they lie."""
+    as it comes, straight into tiles of whole cells of one set (:func:`_tiles`), as
+    ``u_i = [x_i; w_ix_i]``: each row's ``u_i'P_s = [c_i', w_ix_i'm_s]`` (``P_s`` of
+    :func:`_row_matrices`) is then one product per tile (:func:`_tile_products`), not one per cell
+    with a gathered matrix, and the class's cells are taken from the tiles as they lie."""
     p = X.shape[1]
     q = 2 * p
     G = len(Sinv)
@@ -128,12 +128,14 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
             pos = (slot[:, None] * r + np.arange(r)).ravel()  # each row's place among the padded rows
             idx = np.zeros(n_pad * r, dtype=np.intp)
             idx[pos] = src[span]
-            Xk = np.take(X, idx, axis=0)
+            Xk = np.empty((n_pad * r, q))  # the rows' u_i = [x_i, w_ix_i]
+            np.take(X, idx, axis=0, out=Xk[:, :p], mode="clip")
             empty = np.ones(n_pad * r, dtype=bool)
             empty[pos] = False
-            Xk[empty] = 0.0
+            Xk[empty, :p] = 0.0
             wk, ek = np.zeros(n_pad * r), np.zeros(n_pad * r)
             wk[pos], ek[pos] = w[span], e[span]
+            np.multiply(Xk[:, :p], wk[:, None], out=Xk[:, p:])
             phi_k, z_k, s_k, zNz_k = np.empty(n_pad), np.empty((n_pad, q)), np.empty(n_pad), np.empty(n_pad)
             (_single if r == 1 else _small)(Xk, wk, ek, r, t, tile_set, P, phi_k, z_k, s_k, zNz_k)
             phi[cells], z[at], s[at], zNz[at] = phi_k[slot], z_k[slot], s_k[slot], zNz_k[slot]
@@ -157,12 +159,17 @@ def df_sums(z: np.ndarray, s: np.ndarray, zNz: np.ndarray, cell_group: np.ndarra
 
 
 def _row_matrices(N: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``P_s = [K_s/2, M_s, m_s]`` (G × p × (2p + 1)) with ``K_s = M_sS2_sM_s`` and ``m_s = M_se_t``
-    (the blocks of ``N_s`` and ``b_s``): with ``c_i = K_sx_i/2 − w_iM_sx_i`` (from ``x_i'P_s``),
-    ``U_cN_sU_c' = −X_cKX_c' + X_cMX_c'W_c + W_cX_cMX_c'`` is ``−(X_cC_c' + C_cX_c')``, so
-    ``B_c = I + X_cC_c' + C_cX_c'`` (r × p products, not r × 2p × 2p), and ``U_c b_s = W_cX_cm_s``."""
+    """``P_s = [[K_s/2, 0], [−M_s, m_s]]`` (G × 2p × (p + 1)) with ``K_s = M_sS2_sM_s`` and
+    ``m_s = M_se_t`` (the blocks of ``N_s`` and ``b_s``): a row's ``u_i'P_s = [c_i', w_ix_i'm_s]``
+    with ``u_i = [x_i; w_ix_i]`` and ``c_i = K_sx_i/2 − w_iM_sx_i``; ``U_cN_sU_c' = −X_cKX_c' +
+    X_cMX_c'W_c + W_cX_cMX_c'`` is ``−(X_cC_c' + C_cX_c')``, so ``B_c = I + X_cC_c' + C_cX_c'``
+    (r × p products, not r × 2p × 2p), and ``U_c b_s = W_cX_cm_s``."""
     p = N.shape[1] // 2
-    return np.concatenate([-0.5 * N[:, :p, :p], N[:, :p, p:], b[:, p:, None]], axis=2)
+    P = np.zeros((len(N), 2 * p, p + 1))
+    P[:, :p, :p] = -0.5 * N[:, :p, :p]
+    P[:, p:, :p] = -N[:, :p, p:]
+    P[:, p:, p] = b[:, p:]
+    return P
 
 
 _TILE = 32
@@ -191,8 +198,9 @@ def _tiles(g: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _tile_products(X: np.ndarray, r: int, t: int, tile_set: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """``x_i'P_s`` of the rows ``X`` of whole tiles of :func:`_tiles` (sets ``tile_set``), one
-    batched ``matmul`` of the tiles with their set's ``P``, as (cells × r × columns)."""
+    """Each row's product with its set's matrix, ``x_i'P_s``, for the rows ``X`` of whole tiles of
+    :func:`_tiles` (sets ``tile_set``): one batched ``matmul`` of the tiles with their set's ``P``,
+    as (cells × r × columns)."""
     n_tiles = len(tile_set)
     out = np.matmul(X.reshape(n_tiles, t * r, -1), np.take(P, tile_set, axis=0))
     return out.reshape(n_tiles * t, r, -1)
@@ -211,17 +219,14 @@ def _single(X, w, e, r, t, tile_set, P, phi, z, s, zNz) -> None:
     ``z``, ``s``, ``zNz`` the padded cells' to fill): ``u = [x; wx]``, ``B = 1 − u'N_s u = 1 + 2x'c``
     (:func:`_row_matrices`), ``A = B^{−1/2}`` (0 where B = 0), ``p = Awx'm``, ``z = [xp; wxp]``,
     ``s = p²``, ``φ = pe``, ``z'N_sz = p²u'N_su = −2x'c p²``; a block of cells at a time."""
-    p = X.shape[1]
+    p = X.shape[1] // 2
     for sl, ts in _chunks(len(X), t):  # blocks of cells
-        xs, ws = X[sl], w[sl]
-        Y = _tile_products(xs, 1, t, tile_set[ts], P)[:, 0]
-        c = np.multiply(Y[:, p : 2 * p], ws[:, None])
-        np.subtract(Y[:, :p], c, out=c)
-        xc = np.einsum("ca,ca->c", xs, c)
-        pc = _inv_root(1.0 + 2.0 * xc) * ws * Y[:, 2 * p]
+        us = X[sl]
+        Y = _tile_products(us, 1, t, tile_set[ts], P)[:, 0]
+        xc = np.einsum("ca,ca->c", us[:, :p], Y[:, :p])
+        pc = _inv_root(1.0 + 2.0 * xc) * Y[:, p]
         phi[sl] = pc * e[sl]
-        np.multiply(xs, pc[:, None], out=z[sl, :p])
-        np.multiply(z[sl, :p], ws[:, None], out=z[sl, p:])
+        np.multiply(us, pc[:, None], out=z[sl])
         s[sl] = pc * pc
         zNz[sl] = -2.0 * xc * s[sl]
 
@@ -232,19 +237,16 @@ def _small(X, w, e, r, t, tile_set, P, phi, z, s, zNz) -> None:
     ``D_c = X_cC_c' + C_cX_c'`` (:func:`_row_matrices`) is r × r; ``p_c = A_cW_cX_cm_s`` with
     ``A_c = (B_c⁺)^{1/2}`` applied by :func:`_root_times`, ``z_c = [X_c'p_c; X_c'W_cp_c]``,
     ``s_c = p_c'p_c``, ``φ_c = p_c'e_c``, ``z_c'N_sz_c = −p_c'D_cp_c``; a block of cells at a time."""
-    p = X.shape[1]
+    p = X.shape[1] // 2
     for sl, ts in _chunks(len(X) // r, t):  # blocks of cells
         rows = slice(sl.start * r, sl.stop * r)
-        Xc, wc, ec = X[rows].reshape(-1, r, p), w[rows].reshape(-1, r), e[rows].reshape(-1, r)
+        Uc, ec = X[rows].reshape(-1, r, 2 * p), e[rows].reshape(-1, r)
         Y = _tile_products(X[rows], r, t, tile_set[ts], P)
-        C = np.multiply(Y[:, :, p : 2 * p], wc[:, :, None])  # C = Y₁ − W Y₂, in one array (2x faster)
-        np.subtract(Y[:, :, :p], C, out=C)
-        XT = Xc.transpose(0, 2, 1)
-        D = C @ XT
+        D = Y[:, :, :p] @ Uc[:, :, :p].transpose(0, 2, 1)
         D = D + D.transpose(0, 2, 1)
-        pc = _root_times(D, wc * Y[:, :, 2 * p])
+        pc = _root_times(D, Y[:, :, p])
         phi[sl] = np.einsum("cr,cr->c", pc, ec)
-        z[sl] = (np.stack([pc, wc * pc], axis=1) @ Xc).reshape(len(Xc), 2 * p)  # [X_c'p_c; X_c'W_cp_c]
+        z[sl] = (pc[:, None, :] @ Uc)[:, 0]  # [X_c'p_c; X_c'W_cp_c] = U_c'p_c
         s[sl] = np.einsum("cr,cr->c", pc, pc)
         zNz[sl] = -np.einsum("cr,cr->c", pc, np.einsum("cij,cj->ci", D, pc))
 
