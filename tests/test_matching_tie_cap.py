@@ -483,11 +483,16 @@ def test_positions_of_labels_among_more_labels():
     assert len(_positions(parent, parent[:0])) == 0
 
 
-def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkeypatch):
+@pytest.mark.parametrize("threads, discard", [(1, "none"), (2, "none"), (2, "both")])
+def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkeypatch, threads, discard):
     """``match(..., _reuse=reuse_store(m))`` on some of ``m.data``'s rows (with another
-    treatment, as a placebo round) is the fresh match of those rows, without hashing the ids."""
+    treatment, as a placebo round) is the fresh match of those rows, without hashing the ids;
+    with a free core the ids are taken in a second thread beside the fit (for the rows before its
+    exclusions, then for the rows left), the same match."""
     import pleval.matching as pm
+    from pleval import _workers
 
+    monkeypatch.setattr(_workers, "compute_threads", lambda: threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         v = validate(tied_data, C)
@@ -496,12 +501,13 @@ def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkey
         schools = comp[C.school].unique()
         sub = comp.assign(**{C.treatment: comp[C.school].isin(schools[::4]).astype(int)})
         vs = pm.replace(v, data=sub)
-        fresh = match(vs, C, method="propensity", tie_cap=4)
+        fresh = match(vs, C, method="propensity", tie_cap=4, discard=discard, caliper=0.05)
         calls = []
         monkeypatch.setattr(pm, "distinct_hashed_ranks", lambda *a: calls.append(a))
         store = pm.reuse_store(m)
-        taken = match(vs, C, method="propensity", tie_cap=4, _reuse=store)
-    assert not calls and store[("ids", C.student_id)][0].equals(sub.index)
+        taken = match(vs, C, method="propensity", tie_cap=4, discard=discard, caliper=0.05, _reuse=store)
+    assert not calls and store[("ids", C.student_id)][0].equals(sub.index if threads > 1 else taken.data.index)
+    assert discard == "none" or len(taken.data) < len(sub)
     for f in ("rows", "set_id", "weight", "set_school"):
         np.testing.assert_array_equal(getattr(taken, f), getattr(fresh, f))
     (a, ua), (b, ub) = taken.factorized[C.student_id], fresh.factorized[C.student_id]

@@ -502,17 +502,22 @@ def match(
             options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link,
                            ps_model=ps_model)
 
-        if (method == "propensity" and not (mahvars or calipers) and _reuse is None and _workers.compute_threads() > 1
+        if (method == "propensity" and not (mahvars or calipers) and _workers.compute_threads() > 1
                 and resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)):
-            # the tie cap's ids do not depend on the fit: coded in a second thread meanwhile (a core is free),
-            # and the exact-match cells of the rows the fit leaves formed in the fit's thread (the shorter)
+            # the tie cap's ids do not depend on the fit: coded (or taken from the store of a call on more rows:
+            # a placebo round's) in a second thread meanwhile (a core is free), and the exact-match cells of the
+            # rows the fit leaves formed (or taken) in the fit's thread (the shorter)
             before = data
 
             def fit_and_cells():
                 fit()
-                return cell_codes()
+                return _reused(_reuse, ("cells", tuple(strata)), data.index, cell_codes)
 
-            cells_ahead, ids = _workers.side_by_side(fit_and_cells, lambda: _student_ids(before, c.student_id))
+            def ids():
+                return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
+                               _ids_of)
+
+            cells_ahead, ids = _workers.side_by_side(fit_and_cells, ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
             del before, ids
         else:
