@@ -676,29 +676,41 @@ def propensity_overlap(
     support that matters for the effect on the treated), explained in the legend.
     """
     s = np.asarray(score, dtype=float)
-    t = np.asarray(treated).astype(float)
+    t = np.asarray(treated)
     if s.shape != t.shape:
         raise DataError(f"propensity overlap: score ({s.size}) and treated ({t.size}) differ in length")
-    ok = np.isfinite(s) & np.isfinite(t)
+    ok = np.isfinite(s)
+    if t.dtype.kind not in "biu":  # an integer or boolean indicator is always finite
+        t = t.astype(float)
+        ok &= np.isfinite(t)
     if logit:
         with np.errstate(divide="ignore"):
             s = np.log(s / (1 - s))
         ok &= np.isfinite(s)
     t = t.astype(bool)
-    if not (ok & t).any() or not (ok & ~t).any():
+    groups = (ok & t, ok & ~t)
+    if not groups[0].any() or not groups[1].any():
         raise DataError("propensity overlap: need finite scores for both treated and comparison units")
     w = None if weights is None else np.asarray(weights, dtype=float)
-    panels = [("before matching", np.ones_like(s))] + ([("after matching (weighted)", np.nan_to_num(w))] if w is not None else [])
+    panels = [("before matching", None)] + ([("after matching (weighted)", w > 0)] if w is not None else [])
     fig = _figure(7.5 if len(panels) == 1 else 11.0, 4.2)
     axes = fig.subplots(1, len(panels), sharey=False, squeeze=False)[0]
-    edges = np.linspace(s[ok].min(), s[ok].max(), bins + 1)
-    lo, hi = s[ok & t].min(), s[ok & t].max()
-    for ax, (name, ww) in zip(axes, panels):
-        for grp, sign, colour, lab in ((t, 1, POSITIVE, "treated (PL)"), (~t, -1, NEUTRAL, "comparison")):
-            m = ok & grp & (ww > 0)
-            h, _ = np.histogram(s[m], bins=edges, weights=ww[m], density=True) if m.any() else (np.zeros(bins), None)
+    edges = np.linspace(np.min(s, where=ok, initial=np.inf), np.max(s, where=ok, initial=-np.inf), bins + 1)
+    lo, hi = np.min(s, where=groups[0], initial=np.inf), np.max(s, where=groups[0], initial=-np.inf)
+    # Equal-width bins between the finite scores' extremes: numpy counts them in one pass
+    # (np.bincount of each score's bin), where bin edges given as an array sort the scores;
+    # each score falls in the same bin [e_i, e_i+1) either way (numpy corrects the computed bin
+    # against the edges, np.linspace's), the last bin closed. Degenerate edges (one score
+    # value) keep the array's path.
+    spread = (bins, (edges[0], edges[-1])) if edges[-1] > edges[0] else (edges, None)
+    for ax, (name, positive) in zip(axes, panels):
+        for grp, sign, colour, lab in zip(groups, (1, -1), (POSITIVE, NEUTRAL), ("treated (PL)", "comparison")):
+            m = grp if positive is None else grp & positive
+            n = int(np.count_nonzero(m))
+            h = np.histogram(s[m], bins=spread[0], range=spread[1], weights=None if positive is None else w[m],
+                             density=True)[0] if n else np.zeros(bins)
             ax.stairs(sign * h, edges, baseline=0, fill=True, color=colour, alpha=0.75, lw=0,
-                      label=f"{lab}: n = {int(m.sum()):,}")  # one filled outline, not a patch per bin
+                      label=f"{lab}: n = {n:,}")  # one filled outline, not a patch per bin
         ax.axvspan(lo, hi, color="#DDCC77", alpha=0.15, lw=0, zorder=0)
         ax.axhline(0, color="#444444", lw=0.8)
         ax.set_title(name, fontsize=_BASE_FONT + 1, loc="left", **_TITLE_ON_TOP)
@@ -952,12 +964,16 @@ def evaluation_love(ev: "Evaluation", subject: str) -> Figure:
 
 def evaluation_overlap(ev: "Evaluation", subject: str) -> Figure:
     """:func:`propensity_overlap` of an evaluation's propensity scores (propensity-based matching)."""
-    p = findings.subject_rows(ev.propensity, subject)
-    if not len(p):
+    p = ev.propensity
+    rows = (p["subject"] == subject).to_numpy(dtype=bool) if len(p) and "subject" in p.columns else None
+    if rows is None or not rows.any():
         raise PlevalError("no propensity scores: overlap is drawn for propensity-based matched designs")
-    w = p["weight"] if "weight" in p.columns else None
-    return propensity_overlap(p["score"], p["treated"], weights=w,
-                              title=findings.title(subject, "Propensity-score overlap"))
+    first, n = int(rows.argmax()), int(np.count_nonzero(rows))
+    if rows[first:first + n].all():  # the subject's rows together (as matched): a view of them
+        rows = slice(first, first + n)
+    # the subject's rows of the columns drawn only (a row per student)
+    score, treated, w = (p[c].to_numpy()[rows] if c in p.columns else None for c in ("score", "treated", "weight"))
+    return propensity_overlap(score, treated, weights=w, title=findings.title(subject, "Propensity-score overlap"))
 
 
 def evaluation_percentiles(ev: "Evaluation", subject: str) -> Figure:

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import stats
 
 from pleval import percentiles, plots
-from pleval.errors import DataError
+from pleval.errors import DataError, PlevalError
 
 
 def _schools(k: int, seed: int = 1) -> tuple[pd.DataFrame, dict]:
@@ -154,6 +154,44 @@ def test_propensity_overlap_panels_and_densities():
     assert len(plots.propensity_overlap(ps, t, logit=True).axes) == 1
     with pytest.raises(DataError, match="differ in length"):
         plots.propensity_overlap(ps, t[:-1])
+
+
+def test_propensity_overlap_bins_as_the_edges_give_them():
+    """The equal-width bins counted in one pass hold the scores the edges array puts in them
+    (np.histogram with the edges, which sorts the scores), scores on the edges included, both
+    panels and both groups; the subject's rows give the same figure whether together or mixed
+    with another subject's."""
+    from matplotlib.patches import StepPatch
+
+    rng = np.random.default_rng(3)
+    ps = np.round(np.r_[rng.beta(3, 5, 300), rng.beta(2, 8, 3000)], 2)  # many scores on the 40 bins' edges
+    ps[[5, 400]] = np.nan
+    t = np.r_[np.ones(300, dtype=int), np.zeros(3000, dtype=int)]
+    w = np.r_[np.ones(300), rng.choice([0.0, 0.25, 0.5, 1.0, np.nan], 3000)]
+    fig = plots.propensity_overlap(ps, t, weights=w)
+    ok = np.isfinite(ps)
+    edges = np.linspace(ps[ok].min(), ps[ok].max(), 41)
+    ww = np.nan_to_num(w)
+    for ax, weighted in zip(fig.axes, (False, True)):
+        steps = [p.get_data() for p in ax.patches if isinstance(p, StepPatch)]
+        for d, grp, sign in zip(steps, (t == 1, t == 0), (1, -1)):
+            m = ok & grp & ((ww > 0) if weighted else True)
+            want, _ = np.histogram(ps[m], bins=edges, weights=ww[m] if weighted else np.ones(m.sum()), density=True)
+            np.testing.assert_allclose(sign * d.values, want, rtol=1e-13, atol=0)
+            assert (d.values != 0).tolist() == (want != 0).tolist()  # the same bins hold scores
+            np.testing.assert_array_equal(d.edges, edges)
+
+    class Ev:  # an evaluation's propensity table: two subjects, together, then mixed
+        propensity = pd.DataFrame({"subject": pd.array(["math"] * 3300 + ["reading"] * 3300, dtype="str"),
+                                   "score": np.r_[ps, rng.beta(5, 5, 3300)], "treated": np.r_[t, t],
+                                   "weight": np.r_[w, np.ones(3300)]})
+
+    together = plots.to_png(plots.evaluation_overlap(Ev, "math"), dpi=60)
+    Ev.propensity = Ev.propensity.iloc[np.argsort(np.r_[np.arange(3300) * 2, np.arange(3300) * 2 + 1], kind="stable")]
+    assert (Ev.propensity["subject"].iloc[:2] != "math").any()
+    assert plots.to_png(plots.evaluation_overlap(Ev, "math"), dpi=60) == together
+    with pytest.raises(PlevalError, match="no propensity scores"):
+        plots.evaluation_overlap(Ev, "science")
 
 
 def test_percentile_chart_marks_the_estimate():
