@@ -584,13 +584,16 @@ def estimate(
         :func:`pleval.pool.estimate_pool` passes the pool's.
     while_waiting : callable, optional
         ``while_waiting(preview, pending)``, called in this process when a matched design's
-        placebo rounds run in a worker process (``workers`` ≥ 2) and nothing is left here but to
-        wait for them: ``preview`` is an :class:`Evaluation` holding what is already final
-        (the effects, the balance, equivalence, propensity and sensitivity tables and the
-        design and sensitivity details, each as in the evaluation returned; every other table
-        empty), ``pending()`` is True while the worker still runs. :class:`pleval.report.EarlyFigures`
-        draws the figures of the preview that way. Not called otherwise (one process, a trial).
-        Its warnings are raised after the evaluation's, not made part of it.
+        PL schools' effects are estimated and its placebo rounds are still to be taken: from a
+        worker process (``workers`` ≥ 2), whose rounds this process would wait for, or run here
+        next (one process, or a file of more than 3M rows). ``preview`` is an
+        :class:`Evaluation` holding what is already final (the effects, the balance,
+        equivalence and sensitivity tables, the propensity scores when a worker runs the rounds
+        (in one process they are formed after them) and the design and sensitivity details,
+        each as in the evaluation returned; every other table empty); ``pending()`` is True
+        while the worker still runs (always False without one). :class:`pleval.report.EarlyFigures`
+        draws the figures of the preview that way. Not called otherwise (no placebo schools, a
+        trial). Its warnings are raised after the evaluation's, not made part of it.
 
     Other Parameters
     ----------------
@@ -1288,8 +1291,8 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         _with_propensity(out, subjects, _propensity_frame(m))
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
-        if worker is not None and while_waiting is not None and not worker.ready():
-            while_waiting(keys, out, lambda: not worker.ready())
+        if while_waiting is not None:  # what is final, while the rounds run (in the worker, or next here)
+            while_waiting(keys, out, (lambda: not worker.ready()) if worker is not None else (lambda: False))
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
                                         worker, v, m if matcher is None else None)
     if worker is None:

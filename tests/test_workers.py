@@ -586,13 +586,83 @@ def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp
 
 
 @fork_only
-def test_while_waiting_only_with_a_placebo_worker(monkeypatch):
+@pytest.mark.parametrize("behind_fails", [False, True])
+def test_figures_left_when_the_worker_ends_are_drawn_behind(tmp_path, monkeypatch, behind_fails):
+    """When the placebo worker ends before EarlyFigures has drawn every figure of the preview, a
+    forked process draws the rest while the evaluation is finished; save() shares their queue
+    (its processes take the ones not begun) and takes what that process drew: each figure drawn
+    once, the same files byte for byte as a save that draws everything. If that process fails,
+    save() draws the figures it took."""
+    from pleval import plots
+    from pleval.report import EarlyFigures, save
+
+    import pleval.report.early as early_mod
+
+    here, log, behind = os.getpid(), tmp_path / "drawn", []  # `behind` holds True in the process behind only
+    draw_behind = early_mod._draw_behind
+    monkeypatch.setattr(early_mod, "_draw_behind", lambda *a: (behind.append(True), draw_behind(*a))[1])
+    early, calls = EarlyFigures(), []
+    job = est_mod._placebo_rounds_job
+    monkeypatch.setattr(est_mod, "_placebo_rounds_job", lambda *a: (time.sleep(2), job(*a))[1])
+    real = plots.evaluation_figure_makers
+
+    def behind_pid():
+        return early._behind.job._pid if early._behind is not None else None
+
+    def logged(name, make):
+        def build():
+            with open(log, "a") as f:
+                f.write(f"{name} {os.getpid()}\n")
+            if behind_fails and behind:
+                raise RuntimeError("a figure that fails in the process behind")
+            if os.getpid() == here and behind_pid() is not None and early._behind._done.alive:  # it has begun one first
+                deadline = time.monotonic() + 60
+                while f" {behind_pid()}\n" not in log.read_text() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            return make()
+        return build
+
+    monkeypatch.setattr(plots, "evaluation_figure_makers", lambda e: {k: logged(k, m) for k, m in real(e).items()})
+
+    def waiting(preview, pending):
+        calls.append(len(calls))
+        early(preview, lambda: len(calls) < 3 and not calls.append(0))  # two drawn here, then the worker "ends"
+
+    ev = pleval.estimate(str(SAMPLE), workers=2, while_waiting=waiting)
+    n_early = len(real(ev)) - len([k for k in real(ev) if k.startswith(("forest", "distribution"))])
+    assert len(early.figures(ev, 200, False)) == 2 and early._behind is not None
+    assert sorted(early._behind.names) == sorted(set(k for k in real(ev) if not k.startswith(("forest", "distribution")))
+                                                 - set(early.figures(ev, 200, False)))
+    pid = str(behind_pid())
+    out = save(ev, tmp_path / "ahead", workers=2, early=early)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sum(p == pid for _, p in lines) >= 1  # drawn behind
+    kept = [name for name, p in lines if not (behind_fails and p == pid)]  # a failed process's are drawn again
+    assert sorted(kept) == sorted(real(ev)) and n_early == 4 * len(ev.subjects)  # each drawn once
+    assert early._behind._done.alive is False  # collected and reaped
+    log.unlink()
+    plain = save(ev, tmp_path / "plain", workers=1)
+    files = sorted(str(p.relative_to(plain)) for p in plain.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+    assert files == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix != ".xlsx")
+    for name in files:
+        assert (plain / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@fork_only
+def test_while_waiting_without_a_placebo_worker(monkeypatch):
+    """Without a worker, while_waiting is called once before the placebo rounds run here, with
+    pending() False and no propensity scores yet (formed after the rounds); without placebo
+    schools, not at all."""
     calls = []
     monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
-        pleval.estimate(str(SAMPLE), workers=2, while_waiting=lambda *a: calls.append(a))
-    assert calls == []
+        ev = pleval.estimate(str(SAMPLE), workers=2,
+                             while_waiting=lambda preview, pending: calls.append((preview, pending())))
+        assert len(calls) == 1 and calls[0][1] is False
+        assert not len(calls[0][0].propensity) and len(ev.propensity) and len(calls[0][0].balance)
+        pleval.estimate(str(SAMPLE), workers=2, placebo=False, while_waiting=lambda *a: calls.append(a))
+    assert len(calls) == 1
 
 
 def pd_frame_without_columns():

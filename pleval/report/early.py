@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import weakref
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,37 +39,110 @@ class EarlyFigures:
     (:data:`WRITERS`), then draws the preview's figures (percentile
     charts, love plots, propensity overlap, sensitivity contours), cheapest first, as long as
     the worker runs: the main process would otherwise wait idle (and the figure being drawn
-    when the worker ends delays it least). Each is drawn as
-    :func:`save` draws it (PNG at ``dpi``, and SVG with ``svg``), from the very tables the
-    finished evaluation holds, so the files are the same bytes. A figure whose drawing fails is
-    left to :func:`save`, which raises the error where it would have raised it.
+    when the worker ends delays it least). The figures left when the worker ends are drawn by
+    a forked process (:func:`pleval._workers.start`, with the preview's ``workers`` ≥ 2) while
+    this one takes the rounds, calibrates and assembles the evaluation (a core that would
+    otherwise be idle or shared by two threads); their names are a queue it shares with
+    :func:`save`'s processes, which take the ones it has not begun once they have drawn their
+    own (:class:`Behind`), so each is drawn once and none waited for longer than one figure.
+    Each is drawn as :func:`save` draws it (PNG at ``dpi``, and SVG with ``svg``), from the very
+    tables the finished evaluation holds, so the files are the same bytes. A figure whose
+    drawing fails is left to :func:`save`, which raises the error where it would have raised it.
     """
 
     def __init__(self, dpi: int = PRINT_DPI, svg: bool = False):
         self.dpi, self.svg = dpi, svg
         self._drawn: dict[str, tuple[bytes, bytes | None]] = {}
         self._effects: dict = {}
+        self._behind: Behind | None = None
 
     def __call__(self, preview: "Evaluation", pending: Callable[[], bool]) -> None:
         for name in WRITERS:
             with contextlib.suppress(ImportError):  # an optional one missing: save() says so
                 importlib.import_module(name)
         from .. import plots
+        from .._workers import can_fork
         from . import outputs
 
-        self._effects, self._drawn = dict(preview.effects), {}  # this evaluation's only
+        if self._behind is not None:  # a previous evaluation's
+            self._behind.cancel()
+        self._effects, self._drawn, self._behind = dict(preview.effects), {}, None  # this evaluation's only
         makers = plots.evaluation_figure_makers(preview)
-        for name in reversed(outputs._by_cost(list(makers))):  # cheapest first: the last one may delay the process
-            if not pending():
-                break
+        left = list(reversed(outputs._by_cost(list(makers))))  # cheapest first: the last one may delay the process
+        while left and pending():
             try:
-                self._drawn.update(outputs._draw({name: makers[name]}, outputs._Queue([name], shared=False), self.dpi,
-                                                 self.svg))
+                self._drawn.update(outputs._draw({left[0]: makers[left[0]]}, outputs._Queue(left[:1], shared=False),
+                                                 self.dpi, self.svg))
             except Exception:  # drawn again by save(), which raises it
-                break
+                return
+            del left[0]
+        if left and (preview.options.get("workers") or 1) >= 2 and can_fork():
+            self._behind = Behind.start({k: makers[k] for k in left}, outputs._by_cost(left), self.dpi, self.svg)
+
+    def _same(self, ev: "Evaluation", dpi: int, svg: bool) -> bool:
+        return (self._effects.keys() == ev.effects.keys() and all(ev.effects[k] is e for k, e in self._effects.items())
+                and (dpi, svg) == (self.dpi, self.svg))
 
     def figures(self, ev: "Evaluation", dpi: int, svg: bool) -> dict[str, tuple[bytes, bytes | None]]:
-        """The figures drawn for ``ev`` (the evaluation of the preview they were drawn from) at
-        ``dpi`` and ``svg``: name -> (PNG, SVG or None); none for another evaluation or format."""
-        same = self._effects.keys() == ev.effects.keys() and all(ev.effects[k] is e for k, e in self._effects.items())
-        return dict(self._drawn) if same and (dpi, svg) == (self.dpi, self.svg) else {}
+        """The figures drawn in this process for ``ev`` (the evaluation of the preview they were
+        drawn from) at ``dpi`` and ``svg``: name -> (PNG, SVG or None); none for another
+        evaluation or format."""
+        return dict(self._drawn) if self._same(ev, dpi, svg) else {}
+
+    def behind(self, ev: "Evaluation", dpi: int, svg: bool) -> "Behind | None":
+        """The figures of ``ev`` a forked process is drawing (:class:`Behind`), for ``save`` to
+        share; None if there are none (or they are another evaluation's or format's: that
+        process is then stopped)."""
+        if self._behind is not None and not self._same(ev, dpi, svg):
+            self._behind.cancel()
+            self._behind = None
+        return self._behind
+
+
+class Behind:
+    """Figures drawn by a forked process (:func:`_draw_behind`) from a queue of names shared
+    with :func:`save`'s processes (:class:`~pleval.report.outputs._Queue` in shared memory):
+    they draw the ones it has not begun (:attr:`queue`, :attr:`names`) and :meth:`collect`
+    takes what it drew."""
+
+    def __init__(self, job, queue):
+        self.job, self.queue = job, queue
+        self._done = weakref.finalize(self, job.cancel)  # stopped (and reaped) if never collected
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.queue.names)
+
+    @classmethod
+    def start(cls, makers: dict, names: list[str], dpi: int, svg: bool) -> "Behind | None":
+        from .._workers import start
+        from .outputs import _Queue
+
+        queue = _Queue(names, shared=True)
+        job = start(_draw_behind, makers, queue, dpi, svg)
+        return None if job is None else cls(job, queue)
+
+    def cancel(self) -> None:
+        """Stop the process (its figures are not needed)."""
+        self._done()
+
+    def collect(self) -> dict[str, tuple[bytes, bytes | None]]:
+        """The figures the process drew (waiting for the one it is drawing), name -> (PNG, SVG or
+        None); none if it failed: the figures it took are then missing, for ``save`` to draw
+        (and raise the error where it would). Once: the process is reaped."""
+        if not self._done.alive:
+            return {}
+        self._done.detach()
+        try:
+            return self.job.result()
+        except Exception:  # noqa: BLE001 - drawn again by save(), which raises it
+            return {}
+        finally:
+            self.job.cancel()
+
+
+def _draw_behind(receive, makers: dict, queue, dpi: int, svg: bool) -> dict:
+    """The forked process's part of :class:`Behind`: the figures taken from ``queue`` until none is left."""
+    from .outputs import _draw
+
+    return _draw(makers, queue, dpi, svg)

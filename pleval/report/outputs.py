@@ -89,7 +89,10 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     process is free first) and then writes report.pdf while this one writes the workbook and
     report.html (:func:`_write_files`; the same bytes as with 1).
     ``early``: the :class:`~pleval.report.EarlyFigures` given to :func:`pleval.estimate` for
-    ``ev``; the figures it drew are written as they are (the same bytes), the rest drawn here.
+    ``ev``; the figures it drew are written as they are (the same bytes), those its forked
+    process is drawing are shared with it (:class:`~pleval.report.early.Behind`: this save's
+    processes draw the ones it has not begun once they have drawn the others), the rest are
+    drawn here.
     ``command`` is recorded in provenance.json; ``input_path`` is the input file (default: the
     one the evaluation read), never overwritten.
 
@@ -107,10 +110,15 @@ def save(ev: "Evaluation", out_dir, *, force: bool = False, command: str | None 
     two = workers >= 2 and can_fork()
     makers = plots.evaluation_figure_makers(ev)
     drawn = {k: v for k, v in early.figures(ev, dpi, svg).items() if k in makers} if early is not None else {}
-    figs = {k: make if two else make() for k, make in makers.items() if k not in drawn}  # a process builds its own
+    behind = early.behind(ev, dpi, svg) if early is not None else None
+    if behind is not None and not set(behind.names) <= set(makers) - set(drawn):  # not this save's figures
+        behind.cancel()
+        behind = None
+    later = {k: makers[k] for k in behind.names} if behind is not None else {}
+    figs = {k: make if two else make() for k, make in makers.items() if k not in drawn and k not in later}  # a process builds its own
     with atomic.atomic_folder(out, replaced=previous or []) as tmp, collector_frozen():  # collections over the figures' objects only
         _write_files(ev, tmp, list(makers), figs, drawn, src=src, out=out, command=command, dpi=dpi, svg=svg,
-                     forked=two)
+                     forked=two, behind=behind, later=later)
     return out
 
 
@@ -166,24 +174,29 @@ def _draw(figs: dict, queue: _Queue, dpi: int, svg: bool) -> dict[str, tuple[byt
 
 
 def _worker_job(receive, ev: "Evaluation", sections: list, figs: dict, queue: _Queue, dpi: int, svg: bool,
-                tmp: Path) -> None:
+                tmp: Path, later: dict | None = None, behind: _Queue | None = None) -> None:
     """The forked process's part: ``report.pdf`` laid out but for its figures (the tables, which
     need none: :func:`~pleval.report.to_pdf.layout`); figures from ``queue`` until none is left,
-    handed to the parent (:func:`pleval._workers.post`); then, given every figure by the
-    parent, ``report.pdf`` in ``tmp``."""
+    then from ``behind`` (``later``'s, shared with :class:`~pleval.report.early.Behind`'s
+    process), handed to the parent (:func:`pleval._workers.post`); then, given every figure by
+    the parent, ``report.pdf`` in ``tmp``."""
     from .._workers import post
 
     story = layout(ev, sections)
-    post(_draw(figs, queue, dpi, svg))
+    drawn = _draw(figs, queue, dpi, svg)
+    post({**drawn, **_draw(later, behind, dpi, svg)} if behind is not None else drawn)
     images = receive()
     (tmp / "report.pdf").write_bytes(render_pdf(ev, images, dpi=dpi, story=story))
 
 
 def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, early: dict, *, src, out: Path, command,
-                 dpi: int, svg: bool, forked: bool = False) -> None:
+                 dpi: int, svg: bool, forked: bool = False, behind=None, later: dict | None = None) -> None:
     """Every output file of ``ev``, written into ``tmp`` (run.toml's paths are relative to ``out``).
     ``names``: the figures, in their order; ``figs``: those to draw, or functions building them;
-    ``early``: the others, drawn (name -> PNG and SVG bytes). ``forked``: a forked process
+    ``early``: figures drawn (name -> PNG and SVG bytes); ``behind``: the
+    :class:`~pleval.report.early.Behind` drawing ``later``'s figures (functions building them),
+    whose queue this save's processes share once their own is done; a figure it failed to hand
+    over is drawn here (raising its error here). ``forked``: a forked process
     (:class:`pleval._workers.Forked`, where the system gives one) lays out ``report.pdf`` but
     for its figures, draws figures beside this one, then writes ``report.pdf`` while this one
     writes the workbook and ``report.html`` (the PDF is the costliest of the files that need
@@ -205,13 +218,21 @@ def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, earl
         written.append(name)
 
     queue = _Queue(_by_cost(list(figs)), shared=forked)
+    shared = None if behind is None else behind.queue
     sections = build(ev, names)  # before the fork: the forked process lays out report.pdf's tables first
-    job = start(_worker_job, ev, sections, figs, queue, dpi, svg, tmp) if forked and figs else None
+    job = start(_worker_job, ev, sections, figs, queue, dpi, svg, tmp, later, shared) \
+        if forked and (figs or later) else None
     try:
         _write_tables(ev, put, sections, {k: f"plots/{k}.png" for k in names})
         drawn = {**early, **_draw(figs, queue, dpi, svg)}
+        if shared is not None:
+            drawn.update(_draw(dict(later), shared, dpi, svg))
         if job is not None:
             drawn.update(job.posted())
+        if behind is not None:
+            drawn.update(behind.collect())
+            missing = [k for k in names if k not in drawn]  # its process failed: drawn here, raising its error here
+            drawn.update(_draw({k: later[k] for k in missing}, _Queue(missing, shared=False), dpi, svg))
         images = {k: drawn[k][0] for k in names}
         if job is not None:
             job.send(images)
