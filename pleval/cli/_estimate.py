@@ -582,8 +582,12 @@ def estimate(
                 # (it needs none of them): by `early` while this process waits for the worker, or by save_report.
                 with warnings.catch_warnings():  # warnings: shown above (or in the JSON)
                     warnings.simplefilter("ignore", PlevalWarning)
-                    ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_, seed=seed_,
-                                      progress=steps, checked=report, while_waiting=early, **options)
+                    try:
+                        ev = run_estimate(df, report.columns, design=design_, method=method_, subject=subject_,
+                                          seed=seed_, progress=steps, checked=report, while_waiting=early, **options)
+                    except BaseException:
+                        early.close()  # its figures' process, if any
+                        raise
             steps("writing plots, tables and the report")
             from ..report import save as save_report
 

@@ -33,6 +33,8 @@ class EarlyFigures:
         ev = pleval.estimate(df, while_waiting=early)
         pleval.report.save(ev, "results", early=early)
 
+    (or ``early.close()`` for an evaluation not saved).
+
     Called with the estimate's preview (an :class:`~pleval.estimate.Evaluation` holding the
     effects, balance, propensity scores and sensitivity analysis, each final) and ``pending()``
     (True while the worker runs), it first imports what writing the outputs needs
@@ -64,9 +66,8 @@ class EarlyFigures:
         from .._workers import can_fork
         from . import outputs
 
-        if self._behind is not None:  # a previous evaluation's
-            self._behind.cancel()
-        self._effects, self._drawn, self._behind = dict(preview.effects), {}, None  # this evaluation's only
+        self.close()  # a previous evaluation's
+        self._effects, self._drawn = dict(preview.effects), {}  # this evaluation's only
         makers = plots.evaluation_figure_makers(preview)
         left = list(reversed(outputs._by_cost(list(makers))))  # cheapest first: the last one may delay the process
         while left and pending():
@@ -78,6 +79,13 @@ class EarlyFigures:
             del left[0]
         if left and (preview.options.get("workers") or 1) >= 2 and can_fork():
             self._behind = Behind.start({k: makers[k] for k in left}, outputs._by_cost(left), self.dpi, self.svg)
+
+    def close(self) -> None:
+        """Stop the process drawing figures behind, if any (:func:`save` takes what it drew; an
+        evaluation not saved, e.g. one whose estimate raised, should close it)."""
+        if self._behind is not None:
+            self._behind.cancel()
+            self._behind = None
 
     def _same(self, ev: "Evaluation", dpi: int, svg: bool) -> bool:
         return (self._effects.keys() == ev.effects.keys() and all(ev.effects[k] is e for k, e in self._effects.items())
@@ -93,9 +101,8 @@ class EarlyFigures:
         """The figures of ``ev`` a forked process is drawing (:class:`Behind`), for ``save`` to
         share; None if there are none (or they are another evaluation's or format's: that
         process is then stopped)."""
-        if self._behind is not None and not self._same(ev, dpi, svg):
-            self._behind.cancel()
-            self._behind = None
+        if not self._same(ev, dpi, svg):
+            self.close()
         return self._behind
 
 

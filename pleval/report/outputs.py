@@ -251,6 +251,8 @@ def _write_files(ev: "Evaluation", tmp: Path, names: list[str], figs: dict, earl
     finally:
         if job is not None:
             job.cancel()
+        if behind is not None:  # (a no-op once collected)
+            behind.cancel()
     _write_provenance(ev, tmp, put, written, src=src, out=out, command=command, svg=svg)
 
 
