@@ -307,9 +307,12 @@ class Forked:
 
     The child is a bare ``os.fork``: it runs the job and leaves with ``os._exit``, never touching
     the standard streams (another thread of the parent, e.g. a progress display, may have held
-    their locks at the fork) nor running the parent's exit handlers."""
+    their locks at the fork) nor running the parent's exit handlers. With ``niceness`` > 0 the
+    child lowers its scheduling priority by that much (``os.nice``) and is not counted among
+    the running workers (:func:`compute_threads`): a job for the cores' idle time, which holds
+    none."""
 
-    def __init__(self, fn: Callable, *args: Any):
+    def __init__(self, fn: Callable, *args: Any, niceness: int = 0):
         from multiprocessing import Pipe
 
         global _running
@@ -323,12 +326,15 @@ class Forked:
             if self._pid == 0:  # pragma: no cover - the child (its coverage is not collected)
                 try:
                     _end_with(parent)
+                    if niceness > 0:
+                        os.nice(niceness)
                     self._conn.close()
                     _child(child, fn, args)
                 finally:
                     os._exit(0)
         child.close()
-        _running += 1
+        self._counted = int(niceness <= 0)
+        _running += self._counted
         self.exitcode: int | None = None
         self._final: tuple | None = None  # the end message, when posted() met it
 
@@ -393,14 +399,15 @@ class Forked:
         self._conn.close()
         if self.exitcode is None:
             self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
-            _running -= 1
+            _running -= self._counted
 
 
-def start(fn: Callable, *args: Any) -> Forked | None:
-    """A :class:`Forked` job, or None where the system gives no process (``fork`` failing for
-    lack of memory or a process limit): the caller then does the work itself."""
+def start(fn: Callable, *args: Any, niceness: int = 0) -> Forked | None:
+    """A :class:`Forked` job (``niceness``: see there), or None where the system gives no
+    process (``fork`` failing for lack of memory or a process limit): the caller then does the
+    work itself."""
     try:
-        return Forked(fn, *args)
+        return Forked(fn, *args, niceness=niceness)
     except OSError:
         return None
 

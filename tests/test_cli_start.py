@@ -97,9 +97,9 @@ from pleval.cli import app
 est = importlib.import_module("pleval.estimate")
 seen = {{}}
 fork = _workers.Forked.__init__
-def forked(self, *a):
+def forked(self, *a, **k):
     seen.setdefault("at the fork", sorted(m for m in OUTPUTS if m in sys.modules))
-    fork(self, *a)
+    fork(self, *a, **k)
 _workers.Forked.__init__ = forked
 job = est._placebo_rounds_job
 def slow_job(*a):  # the worker ends after the main process's work: the main process waits for it

@@ -231,6 +231,26 @@ def _threads_here(receive):
     return _workers.compute_threads()
 
 
+def _niceness_here(receive):
+    return os.nice(0), _workers.compute_threads(), receive()
+
+
+@fork_only
+def test_a_niced_job_runs_lower_and_holds_no_core(monkeypatch):
+    """start(..., niceness=n): the child runs n lower (os.nice) and is not counted among the
+    running workers: compute_threads() in the parent is the same while it runs."""
+    monkeypatch.setattr(_workers, "available_cores", lambda: 2)
+    before, here = _workers.compute_threads(), os.nice(0)
+    job = _workers.start(_niceness_here, niceness=3)
+    assert _workers.compute_threads() == before == 2
+    job.send("go")
+    assert job.result() == (min(here + 3, 19), 1, "go")
+    counted = _workers.start(_niceness_here)
+    assert _workers.compute_threads() == 1
+    counted.send("go")
+    assert counted.result()[0] == here and _workers.compute_threads() == 2
+
+
 @fork_only
 def test_compute_threads_counts_cores_the_run_may_use_and_running_workers(monkeypatch):
     monkeypatch.setattr(_workers, "available_cores", lambda: 2)

@@ -106,6 +106,12 @@ class EarlyFigures:
         return self._behind
 
 
+BEHIND_NICENESS = 5
+"""How much lower the figures' process behind runs (``os.nice``): it takes the cores' idle time
+first (the calibration's threads keep both cores) without being starved by a loaded machine
+(at 5 it gets about a third of a normal process's share)."""
+
+
 class Behind:
     """Figures drawn by a forked process (:func:`_draw_behind`) from a queue of names shared
     with :func:`save`'s processes (:class:`~pleval.report.outputs._Queue` in shared memory):
@@ -126,7 +132,7 @@ class Behind:
         from .outputs import _Queue
 
         queue = _Queue(names, shared=True)
-        job = start(_draw_behind, makers, queue, dpi, svg)
+        job = start(_draw_behind, makers, queue, dpi, svg, niceness=BEHIND_NICENESS)
         return None if job is None else cls(job, queue)
 
     def cancel(self) -> None:
