@@ -513,11 +513,11 @@ def match(
                 fit()
                 return _reused(_reuse, ("cells", tuple(strata)), data.index, cell_codes)
 
-            def ids():
+            def coded_ids():
                 return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
                                _ids_of)
 
-            cells_ahead, ids = _workers.side_by_side(fit_and_cells, ids)
+            cells_ahead, ids = _workers.side_by_side(fit_and_cells, coded_ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
             del before, ids
         else:
