@@ -335,6 +335,7 @@ class Forked:
         child.close()
         self._counted = int(niceness <= 0)
         _running += self._counted
+        self._taken = False
         self.exitcode: int | None = None
         self._final: tuple | None = None  # the end message, when posted() met it
 
@@ -368,7 +369,7 @@ class Forked:
     def ready(self) -> bool:
         """Whether the job has handed something over (a posted value, its result or error) or
         ended: :meth:`posted` or :meth:`result` would not wait."""
-        return self._final is not None or self.exitcode is not None or self._conn.poll()
+        return self._final is not None or self.exitcode is not None or self._taken or self._conn.poll()
 
     def result(self) -> Any:
         """The child's value, after raising its warnings here; its exception, if it raised one.
@@ -377,7 +378,7 @@ class Forked:
         while message is None or message[0] == "post":
             message = self._receive()
         kind, value, tb, caught = message
-        self._wait()
+        self._over()
         for message, category, filename, lineno in caught:
             warnings.warn_explicit(message, category, filename, lineno)
         if kind == "error":
@@ -386,20 +387,34 @@ class Forked:
         return value
 
     def cancel(self) -> None:
-        """Stop the child if it is still running (its result is not needed)."""
+        """Stop the child if it is still running (its result is not needed); once its result is
+        taken, wait for it to leave (it does by itself)."""
         if self.exitcode is None:
-            try:
-                os.kill(self._pid, signal.SIGTERM)
-            except ProcessLookupError:  # pragma: no cover - already gone
-                pass
+            if not self._taken:
+                try:
+                    os.kill(self._pid, signal.SIGTERM)
+                except ProcessLookupError:  # pragma: no cover - already gone
+                    pass
             self._wait()
 
-    def _wait(self) -> None:
+    def _over(self) -> None:
+        """The job has handed over its result: its core is free again. The child leaves by
+        itself, handing its memory back to the system as it does (0.05 s for a placebo worker at
+        1M rows): reaped now if it has left, else by :meth:`cancel`, not waited for here."""
         global _running
         self._conn.close()
+        _running -= self._counted
+        self._counted, self._taken = 0, True
+        if self.exitcode is None:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+
+    def _wait(self) -> None:
         if self.exitcode is None:
             self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
-            _running -= self._counted
+        if not self._taken:
+            self._over()
 
 
 def start(fn: Callable, *args: Any, niceness: int = 0) -> Forked | None:
