@@ -167,6 +167,23 @@ print("\\n" + json.dumps(dict(code=code, writers=writers, names=names, pdf=pleva
     assert all(out["names"].values()) and len(out["names"]) >= 12 and out["pdf"] == "pleval.report.to_pdf"
 
 
+def test_estimate_without_a_terminal_loads_no_progress_display(tmp_path):
+    """With no terminal to show it on (or -q), `pleval estimate` shows no progress and loads no
+    rich.progress (0.03 s before the file is read); the outputs are written as ever."""
+    out = tmp_path / "o"
+    code = f"""
+import json, sys
+from pleval.cli import app
+try:
+    app(["estimate", {str(SAMPLE)!r}, "--out", {str(out)!r}, "--no-placebo"])
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("\\n" + json.dumps(sorted(m for m in sys.modules if m.startswith("rich.progress"))))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == [] and (out / "report.html").exists()
+
+
 def test_console_script_freezes_the_collector_at_exit():
     """`pleval` runs `pleval.cli.run`, which runs the command and, at exit, freezes the
     collector (the shutdown's full collection of the run's heap is skipped): an exit handler

@@ -376,23 +376,29 @@ class _Steps:
     for steps that report counts (randomization tests)."""
 
     def __init__(self, enabled: bool):
+        self.bar = self.task = self.message = None
+        if not enabled:  # the step is only kept (for an out-of-memory message): rich.progress is not loaded
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console.get(), transient=True, disable=not enabled,
+            console=err_console.get(), transient=True,
         )
-        self.task = None
 
     def __enter__(self):
-        self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.__enter__()
         self.message = None
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        return self.bar.__exit__(*exc) if self.bar is not None else None
 
     def __call__(self, message: str, done: int | None = None, total: int | None = None) -> None:
+        if self.bar is None:
+            self.message = message
+            return
         if message != self.message:  # a new step: a fresh line (spinner, elapsed time from zero)
             if self.task is not None:
                 self.bar.remove_task(self.task)
