@@ -398,9 +398,10 @@ class Forked:
             self._wait()
 
     def _over(self) -> None:
-        """The job has handed over its result: its core is free again. The child leaves by
-        itself, handing its memory back to the system as it does (0.05 s for a placebo worker at
-        1M rows): reaped now if it has left, else by :meth:`cancel`, not waited for here."""
+        """The job is over (its result taken, or the child waited for): its core is free again.
+        A child whose result was taken leaves by itself, handing its memory back to the system as
+        it does (0.05 s for a placebo worker at 1M rows): reaped now if it has left, else by
+        :meth:`cancel`, not waited for here."""
         global _running
         self._conn.close()
         _running -= self._counted
