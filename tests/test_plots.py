@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -332,32 +333,37 @@ def _svg_texts(svg: bytes) -> list[str]:
     lambda: plots.love_plot(pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.3, -0.1], "smd_after": [0.02, 0.04]})),
     lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
 ])
-def test_png_and_svg_from_one_layout_equal_the_separate_saves(make):
+@pytest.mark.parametrize("res", [120, 200])
+def test_png_and_svg_from_one_layout_equal_the_separate_saves(make, res):
     """to_png_svg draws the figure once: its PNG is matplotlib's own drawing of the figure
-    (savefig without a box, as laid out) cut to the tight box padded by 0.1 inch, pixel for
-    pixel, white in the padding beyond the figure's edge, and as large as savefig's tight PNG
-    to a pixel; its SVG draws the same strings as to_svg with the same page size to a pixel;
-    to_png gives the same PNG; and the figure is left as it was (layout engine, dpi, canvas)."""
+    (savefig without a box, as laid out; text unhinted at print resolution) cut to the tight
+    box padded by 0.1 inch, pixel for pixel, white in the padding beyond the figure's edge, and
+    as large as savefig's tight PNG to a pixel; its SVG draws the same strings as to_svg with
+    the same page size to a pixel; to_png gives the same PNG; and the figure is left as it was
+    (layout engine, dpi, canvas)."""
     fig = make()
     engine, dpi, canvas = type(fig.get_layout_engine()), fig.dpi, fig.canvas
-    png, svg = plots.to_png_svg(fig, dpi=120)
+    png, svg = plots.to_png_svg(fig, dpi=res)
     assert (type(fig.get_layout_engine()), fig.dpi, fig.canvas) == (engine, dpi, canvas)
     ref_svg = plots.to_svg(make())
+    rc = {"text.hinting": "no_hinting"} if res >= plots.UNHINTED_DPI else {}
     tight = io.BytesIO()
-    make().savefig(tight, format="png", dpi=120, bbox_inches="tight", facecolor="white")
+    with matplotlib.rc_context(rc):
+        make().savefig(tight, format="png", dpi=res, bbox_inches="tight", facecolor="white")
     im = Image.open(io.BytesIO(png))
-    assert im.mode == "RGB" and im.info["dpi"] == pytest.approx((120, 120), abs=0.5)
+    assert im.mode == "RGB" and im.info["dpi"] == pytest.approx((res, res), abs=0.5)
     a = np.asarray(im)
     assert a.shape[0] - Image.open(tight).size[1] in (0, 1, 2) and a.shape[1] - Image.open(tight).size[0] in (0, 1, 2)
 
     whole = make()  # the same figure drawn whole by savefig, at the same dpi
-    whole.set_dpi(120)
-    whole.draw_without_rendering()
-    box = whole.get_tightbbox().padded(0.1)
+    whole.set_dpi(res)
     buf = io.BytesIO()
-    whole.savefig(buf, format="png", dpi=120, facecolor="white")
+    with matplotlib.rc_context(rc):
+        whole.draw_without_rendering()
+        box = whole.get_tightbbox().padded(0.1)
+        whole.savefig(buf, format="png", dpi=res, facecolor="white")
     full = np.asarray(Image.open(buf).convert("RGB"))
-    x0, top = int(np.floor(box.x0 * 120)), full.shape[0] - int(np.ceil(box.y1 * 120))
+    x0, top = int(np.floor(box.x0 * res)), full.shape[0] - int(np.ceil(box.y1 * res))
     canvas_ = np.full((a.shape[0] + 2 * a.shape[0], a.shape[1] + 2 * a.shape[1], 3), 255, np.uint8)
     canvas_[a.shape[0] - top : a.shape[0] - top + full.shape[0], a.shape[1] - x0 : a.shape[1] - x0 + full.shape[1]] = full
     expected = canvas_[a.shape[0] : 2 * a.shape[0], a.shape[1] : 2 * a.shape[1]]
@@ -371,7 +377,21 @@ def test_png_and_svg_from_one_layout_equal_the_separate_saves(make):
         return float(w), float(h)
 
     assert size(svg) == pytest.approx(size(ref_svg), abs=1.0)
-    assert plots.to_png(fig, dpi=120) == png  # the figure saves as before afterwards
+    assert plots.to_png(fig, dpi=res) == png  # the figure saves as before afterwards
+
+
+def test_text_is_unhinted_at_print_resolution_only():
+    """From UNHINTED_DPI up, to_png draws text without hinting whatever the session's
+    ``text.hinting`` (the same bytes under two settings), and leaves the setting as it was;
+    below it, the session's setting is kept (the two settings give other pixels)."""
+    def png(hinting, dpi):
+        with matplotlib.rc_context({"text.hinting": hinting}):
+            out = plots.to_png(plots.percentile_chart(0.2, (0.05, 0.35)), dpi=dpi)
+            assert matplotlib.rcParams["text.hinting"] == hinting
+        return out
+
+    assert png("force_autohint", 200) == png("no_hinting", 200) == png("default", 200)
+    assert png("force_autohint", 100) != png("no_hinting", 100)
 
 
 def test_png_of_a_figure_drawing_past_its_edge_keeps_what_is_outside():
