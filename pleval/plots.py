@@ -68,7 +68,7 @@ UNHINTED_DPI = 150
 sharpens small text on a screen; at print resolution (the report's 200 dpi) a stroke is several
 pixels wide, the unhinted glyph keeps the font's own shapes and advance widths, and FreeType
 loads it without running its auto-hinter: the twelve figures of a 1M-row ``pleval estimate``
-took 17% less CPU (docs/scale.md, twentieth round). Below it (the notebook's 100 dpi) matplotlib's
+took 13–17% less CPU (docs/scale.md, twentieth round). Below it (the notebook's 100 dpi) matplotlib's
 setting is kept."""
 
 
