@@ -68,8 +68,8 @@ UNHINTED_DPI = 150
 sharpens small text on a screen; at print resolution (the report's 200 dpi) a stroke is several
 pixels wide, the unhinted glyph keeps the font's own shapes and advance widths, and FreeType
 loads it without running its auto-hinter: the twelve figures of a 1M-row ``pleval estimate``
-took 13–17% less CPU (docs/scale.md, twentieth round). Below it (the notebook's 100 dpi) matplotlib's
-setting is kept."""
+took 13–17% less CPU, their PNGs about 10% larger (docs/scale.md, twentieth round). Below it
+(the notebook's 100 dpi) matplotlib's setting is kept."""
 
 
 class PlevalFigure(Figure):
@@ -131,8 +131,8 @@ def _drawn(fig: Figure, dpi: float):
     """``fig`` drawn once with Agg at ``dpi`` on a white face (its layout included; text
     unhinted from :data:`UNHINTED_DPI` up, also in what the caller draws before the block ends).
     Yields the canvas, the tight box of what is drawn, and that box padded by
-    ``savefig.pad_inches`` and snapped outward to whole pixels (inches). Restores the figure's layout engine, dpi, face
-    colour and canvas afterwards."""
+    ``savefig.pad_inches`` and snapped outward to whole pixels (inches). Restores the figure's
+    layout engine, dpi, face colour and canvas afterwards."""
     engine, old_dpi, canvas, face = fig.get_layout_engine(), fig.dpi, fig.canvas, fig.get_facecolor()
     agg = FigureCanvasAgg(fig)
     try:
