@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import pleval.checks
+import pleval.outputs
 import pleval.readers
 from pleval.cli import _estimate as cli_estimate
 from pleval.cli import app
@@ -41,8 +42,12 @@ def test_import_beside_imports_in_a_thread_and_leaves_a_failure_to_the_analysis(
 @pytest.mark.parametrize("design", ["matched", "rct"])
 def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_analysis(design, tmp_path,
                                                                                        monkeypatch):
+    """The thread starts as the file is read, after the command's own preparations (whose
+    imports it would slow down: both hold the interpreter's lock), and is joined before the
+    analysis."""
     events = []
     real_beside, real_read, real_check = cli_estimate._import_beside, pleval.readers.read_table, pleval.checks.check
+    real_outputs = pleval.outputs.check_outputs
 
     class Joined:
         def __init__(self, thread):
@@ -61,6 +66,7 @@ def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_an
         raise SystemExit(0)
 
     monkeypatch.setattr(cli_estimate, "_import_beside", beside)
+    monkeypatch.setattr(pleval.outputs, "check_outputs", lambda *a, **k: events.append("outputs") or real_outputs(*a, **k))
     monkeypatch.setattr(pleval.readers, "read_table", lambda *a, **k: events.append("read") or real_read(*a, **k))
     monkeypatch.setattr(pleval.checks, "check", lambda *a, **k: events.append("check") or real_check(*a, **k))
     monkeypatch.setattr(est_mod, "estimate", estimate)
@@ -68,7 +74,7 @@ def test_the_imports_run_beside_the_reading_and_the_checks_and_end_before_the_an
     r = CliRunner().invoke(app, ["estimate", str(sample), "--design", design, "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 0, r.output
     names = cli_estimate._ANALYSIS_MODULES["rct" if design == "rct" else "propensity"]
-    assert events == [("imports", names), "read", "check", "joined", "estimate"]
+    assert events == ["outputs", ("imports", names), "read", "check", "joined", "estimate"]
 
 
 def test_the_collector_leaves_what_the_run_keeps_alone(tmp_path, monkeypatch):
