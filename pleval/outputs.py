@@ -199,14 +199,20 @@ def check_outputs(out_dir, *, force: bool = False, input_path: str | None = None
     return previous
 
 
-__all__ = ["prepare", "recover", "atomic_folder", "atomic_file", "check_outputs", "PROVENANCE_MARK"]
+__all__ = ["prepare", "recover", "atomic_folder", "atomic_file", "check_outputs", "PROVENANCE_MARK", "PRINT_DPI"]
+
+PRINT_DPI = 200
+"""Resolution of every PNG figure a command writes to its outputs folder (``pleval estimate``'s
+plots and reports, ``pleval monitor``, ``pleval sensitivity`` and ``pleval power``)."""
 
 
 def provenance_record(kind: str, df, columns, options: dict, *, pool: dict | None = None) -> dict:
     """What a command's ``provenance.json`` holds: ``kind``, the pleval and Python versions, the
     time, the input file and its SHA-256 (of the file's bytes as read, else of the frame's
     content), the column roles, the options and, for a comparison pool given apart, the pool's
-    record (:func:`pleval.pool.match.pool_record`: path, engine, eligible rows, fingerprint)."""
+    record (:func:`pleval.pool.match.pool_record`: path, engine, eligible rows, fingerprint).
+    ``df`` None (a command that read no file, e.g. ``pleval power`` without ``--from``): the
+    input is null; ``columns`` None: no column roles."""
     import platform
     import sys
     from datetime import datetime, timezone
@@ -214,16 +220,18 @@ def provenance_record(kind: str, df, columns, options: dict, *, pool: dict | Non
     from . import __version__
     from .data import frame_sha256
 
+    given = None if df is None else {
+        "path": df.attrs.get("source"), "sha256": df.attrs.get("sha256") or frame_sha256(df),
+        "sha256_of": "file bytes" if df.attrs.get("sha256") else "frame content", "n_rows": len(df),
+        "n_columns": df.shape[1]}
     return {
         "kind": kind,
         "pleval_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "input": {"path": df.attrs.get("source"), "sha256": df.attrs.get("sha256") or frame_sha256(df),
-                  "sha256_of": "file bytes" if df.attrs.get("sha256") else "frame content", "n_rows": len(df),
-                  "n_columns": df.shape[1]},
-        "columns": {role: list(cols) for role, cols in columns.roles().items()},
+        "input": given,
+        "columns": {} if columns is None else {role: list(cols) for role, cols in columns.roles().items()},
         "options": options,
         **({"pool": pool} if pool else {}),
     }

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pleval.cli import app
@@ -28,6 +29,12 @@ def test_monitor_writes_the_outputs_folder(tmp_path):
     assert {"effects_by_year.png", "effects_by_exposure.png", "event_study_math.png",
             "school_trajectories_reading.png", "equity_over_time_math.png"} <= figs
     assert all((out / "figures" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in figs)
+    from PIL import Image
+
+    from pleval.outputs import PRINT_DPI
+
+    with Image.open(out / "figures" / "effects_by_year.png") as im:  # print resolution, as pleval estimate's
+        assert im.info["dpi"] == pytest.approx((PRINT_DPI, PRINT_DPI), abs=0.5)
     by_year = pd.read_csv(out / "effects_by_year.csv")
     assert set(by_year["subject"]) == {"math", "reading"} and set(by_year["time"]) == {2021, 2022, 2023, 2024}
     assert by_year.loc[by_year["time"] == 2021, "program"].eq(False).all()

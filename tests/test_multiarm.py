@@ -4,6 +4,7 @@ Dunnett against scipy.stats.dunnett on Dunnett's (1955) example, against multcom
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from statsmodels.stats.multitest import multipletests
 from typer.testing import CliRunner
 
 from pleval.cli import app
-from pleval.data import Columns
+from pleval.data import Columns, file_sha256
 from pleval.errors import DataError, DesignError
 from pleval.multiarm import analyze_multiarm
 
@@ -260,6 +261,9 @@ def test_cli_control_option(three_arm, tmp_path):
                            alternative="greater").to_frame().set_index("arm")
     np.testing.assert_allclose(got.loc[["A", "B"], "pvalue_adjusted"], api.loc[["A", "B"], "pvalue_adjusted"], rtol=1e-9)
     assert (got["alternative"] == "greater").all()
+    prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert prov["kind"] == "pleval rct outputs" and prov["input"]["sha256"] == file_sha256(path)
+    assert prov["options"]["control"] == "control" and prov["options"]["alternative"] == "greater"
     r = CliRunner().invoke(app, args[:-4] + ["--arms-adjust", "dunnett", "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     got = pd.read_csv(tmp_path / "d" / "arms.csv").set_index("arm")

@@ -33,8 +33,53 @@ def test_json_out_folder_and_pp_target(tmp_path):
     d = ClusterRCT(schools=40, students=60, icc=0.2, r2_school=0.5, r2_student=0.4, method="powerup")
     assert plan["mdes"] == pytest.approx(d.mdes()) and plan["power"] == pytest.approx(d.power(0.3))
     assert plan["target_pp"] == pytest.approx(8.0)
-    for f in ("plan.json", "power_curve.png", "mdes_curve.png"):
+    for f in ("plan.json", "power_curve.png", "mdes_curve.png", "provenance.json"):
         assert (tmp_path / f).stat().st_size > 0
+
+
+def test_out_folder_records_provenance_and_writes_print_resolution_pngs(tmp_path):
+    """--out: provenance.json (version, options, the inputs as used, the --from file's SHA-256),
+    the curves as every pleval figure is written (PNG at PRINT_DPI, cropped to the drawing), and
+    a folder holding other files refused without --force."""
+    from PIL import Image
+
+    import pleval
+    from pleval import plots
+    from pleval.data import file_sha256
+    from pleval.outputs import PRINT_DPI
+    from pleval.power.curves import mdes_table
+
+    src = "sample_data/pl_cluster_rct.csv"
+    out = tmp_path / "plan"
+    r = runner.invoke(app, ["power", "cluster-rct", "--from", src, "--schools", "40", "--only-subject", "reading",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["kind"] == "pleval power outputs" and prov["pleval_version"] == pleval.__version__
+    assert prov["input"]["sha256"] == file_sha256(src) and prov["input"]["sha256_of"] == "file bytes"
+    assert prov["options"]["design"] == "cluster-rct" and prov["options"]["only_subject"] == "reading"
+    plan = json.loads((out / "plan.json").read_text())["plan"]
+    assert prov["options"]["inputs"]["schools"] == 40 and prov["options"]["inputs"]["icc"] == pytest.approx(plan["parameters"]["icc"])
+    assert prov["columns"]["outcome"] == ["posttest"]
+    d = ClusterRCT(**prov["options"]["inputs"])
+    png = (out / "mdes_curve.png").read_bytes()
+    assert png == plots.to_png(plots.mdes_curve(mdes_table(d, "schools"), planned=40, target=0.2,
+                                                baseline_percentile=50.0, unit=d.unit.get("schools", "schools")),
+                               dpi=PRINT_DPI)
+    with Image.open(out / "power_curve.png") as im:
+        assert im.info["dpi"] == pytest.approx((PRINT_DPI, PRINT_DPI), abs=0.5)
+
+    bare = tmp_path / "bare"
+    assert runner.invoke(app, EXAMPLE + ["--out", str(bare)]).exit_code == 0
+    prov = json.loads((bare / "provenance.json").read_text())
+    assert prov["input"] is None and prov["options"]["inputs"]["icc"] == 0.2
+    assert runner.invoke(app, EXAMPLE + ["--out", str(bare)]).exit_code == 0  # its own outputs: replaced
+
+    (bare / "notes.txt").write_text("mine")
+    r = runner.invoke(app, EXAMPLE + ["--out", str(bare)])
+    assert r.exit_code == 2 and "--force" in r.output
+    assert runner.invoke(app, EXAMPLE + ["--out", str(bare), "--force"]).exit_code == 0
+    assert (bare / "notes.txt").read_text() == "mine"
 
 
 def test_three_level_solve_for_districts():

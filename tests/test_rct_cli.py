@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import pleval
 from pleval import analyze_rct
 from pleval.cli import app
-from pleval.data import RCT_SAMPLE_COLUMNS
+from pleval.data import RCT_SAMPLE_COLUMNS, file_sha256
 from pleval.simulate import simulate_cluster_rct
 
 runner = CliRunner()
@@ -44,6 +47,11 @@ def test_rct_cli_writes_tables_equal_to_the_api(trial_csv, tmp_path):
     assert ri.loc[ri.subject == "math", "pvalue"].iloc[0] == pytest.approx(api.randomization.pvalue)
     assert "Attrition (WWC)" in r.output and "Baseline equivalence" in r.output
     assert "CACE (IV)" in r.output  # take-up column of the sample layout
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["kind"] == "pleval rct outputs" and prov["pleval_version"] == pleval.__version__
+    assert prov["input"]["sha256"] == file_sha256(path) and prov["input"]["n_rows"] == len(data)
+    assert prov["options"]["seed"] == 4 and prov["options"]["permutations"] == 300
+    assert prov["options"]["subgroups"] == ["frl"] and prov["columns"]["treatment"] == ["treatment"]
 
 
 def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):

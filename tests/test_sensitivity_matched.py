@@ -4,15 +4,17 @@ the Rosenbaum input, the placebo outcome and bad input."""
 from __future__ import annotations
 
 import importlib
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import pleval
-from pleval.data import SAMPLE_COLUMNS
+from pleval.data import SAMPLE_COLUMNS, file_sha256
 from pleval.errors import DataError, DesignError
 from pleval.inference import ols
+from pleval.outputs import PRINT_DPI
 from pleval.matching.effect import effect_design
 from pleval.sensitivity import sensitivity
 from pleval.simulate import simulate_matched
@@ -118,6 +120,14 @@ def test_cli_sensitivity(data, tmp_path):
     assert set(f["subject"]) == {"math", "reading"} and "placebo outcome" in set(f["kind"])
     assert f.loc[f["kind"] == "rosenbaum", "label"].str.contains("Huber M-statistic").any()
     assert (out / "contour_math.png").stat().st_size > 1000
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["kind"] == "pleval sensitivity outputs" and prov["input"]["sha256"] == file_sha256(src)
+    assert prov["options"]["hl_gammas"] == [1.5] and prov["options"]["rosenbaum_statistic"] == "huber"
+    assert prov["options"]["method"] == "propensity" and prov["columns"]["outcome"] == ["posttest"]
+    from PIL import Image
+
+    with Image.open(out / "contour_reading.png") as im:
+        assert im.info["dpi"] == pytest.approx((PRINT_DPI, PRINT_DPI), abs=0.5)
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out", str(out)])
     assert bad.exit_code == 2 and "--kd" in bad.output
 

@@ -12,7 +12,7 @@ import typer
 
 from ..errors import DataError
 from . import app
-from ._common import echo, handle_errors, parse_value
+from ._common import Force, check_out_folder, echo, handle_errors, parse_value
 
 
 class PowerDesign(str, Enum):
@@ -31,6 +31,7 @@ _CLASSES = {
     PowerDesign.matched: "MatchedComparison",
 }
 _FROM_FILE = ("icc", "r2_school", "r2_student")
+_OUTPUTS = ("plan.json", "power_curve.png", "mdes_curve.png", "provenance.json")
 _D = "Design"
 _P = "Plan"
 _F = "From a file"
@@ -78,7 +79,8 @@ def power(
     curve_values: Optional[str] = typer.Option(None, "--curve-values", help="Values of --vary, comma-separated (default: half, own, twice).", rich_help_panel=_P),
     simulate: int = typer.Option(0, "--simulate", help="Also simulate power with this many data sets analysed by pleval (cluster-rct, blocked-rct) (default: 0).", rich_help_panel=_P),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation (default: 0).", rich_help_panel=_P),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for plan.json, power_curve.png and mdes_curve.png.", rich_help_panel=_P),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for plan.json, power_curve.png, mdes_curve.png and provenance.json.", rich_help_panel=_P),
+    force: Force = False,
     fmt: str = typer.Option("text", "--format", help="Terminal output: text or json.", rich_help_panel=_P),
     from_file: Optional[Path] = typer.Option(None, "--from", help="Pilot or prior-year student file: estimate the ICC and R² (and sizes not given) from it.", rich_help_panel=_F),
     outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome column (default: posttest).", rich_help_panel=_F),
@@ -96,10 +98,17 @@ def power(
     Formulas of PowerUp! (Dong & Maynard 2013), exact non-central t.
 
     --from FILE estimates the ICC and R² of an existing file (one-way ANOVA; Searle F interval).
+    --out FOLDER writes the plan, its power and MDES curves (PNG) and provenance.json (version,
+    options, the design's inputs as used and, with --from, the file's SHA-256).
     """
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")
+    from .. import outputs
     from .. import power as pw
+
+    if out is not None:
+        check_out_folder(out, _OUTPUTS, force)
+        outputs.prepare(out)
 
     cls = getattr(pw, _CLASSES[design])
     given = {
@@ -116,10 +125,10 @@ def power(
     if wrong:
         raise DataError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to `pleval power {design.value}`")
     result: dict = {}
-    comps = None
+    comps = df = cols = None
     if from_file is not None:
-        comps, filled = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject, treatment,
-                                   parse_value(treated_label), only_subject)
+        comps, filled, df, cols = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject,
+                                             treatment, parse_value(treated_label), only_subject)
         result["components"] = comps.to_frame().to_dict(orient="records")
         given = filled
     need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
@@ -145,8 +154,13 @@ def power(
         result["simulation"] = {k: v for k, v in sim.to_frame().set_index("quantity")["value"].items()}
         text.append(sim.summary())
     if out is not None:
-        files = _write(out, d, plan, result, effect, target_mdes if target_pp is None else plan.target_mdes, vary,
-                       _floats(curve_values, "curve-values"))
+        options = dict(design=design.value, inputs=given, alpha=alpha, one_sided=one_sided, power=target_power,
+                       method=method, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for,
+                       baseline_percentile=baseline_percentile, vary=vary, curve_values=curve_values,
+                       simulate=simulate, seed=seed, only_subject=only_subject)
+        prov = outputs.provenance_record("pleval power outputs", df, cols, options)
+        files = _write(out, d, plan, result, prov, effect, target_mdes if target_pp is None else plan.target_mdes,
+                       vary, _floats(curve_values, "curve-values"))
         text.append("wrote " + ", ".join(str(out / f) for f in files))
     echo(json.dumps(result, indent=2, default=float) if fmt == "json" else "\n".join(text))
 
@@ -170,20 +184,27 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
         filled["students"] = float(round(row["students_per_school"], 1))
     if "schools" in fields and "schools" not in filled:
         filled["schools"] = int(row["n_schools"])
-    return comps, filled
+    return comps, filled, df, cols
 
 
-def _write(out: Path, d, plan, result, effect, target, vary, values) -> list[str]:
-    from .. import plots
+def _write(out: Path, d, plan, result, prov: dict, effect, target, vary, values) -> list[str]:
+    """The plan, its curves (PNG at :data:`pleval.outputs.PRINT_DPI`, tight on white, as every
+    figure pleval writes) and ``prov``, swapped into ``out`` whole (:func:`pleval.outputs.atomic_folder`)."""
+    from .. import outputs, plots
     from ..power.curves import mdes_table, power_table
 
-    out.mkdir(parents=True, exist_ok=True)
     key = plan.solve_for or d.sizes[0]
     unit = d.unit.get(key, key)
     g = effect if effect is not None else (target if target is not None else plan.mdes)
-    plots.power_curve(power_table(d, g, key, vary=vary, values=values), planned=getattr(d, key),
-                      target_power=plan.target_power, unit=unit).savefig(out / "power_curve.png", dpi=150)
-    plots.mdes_curve(mdes_table(d, key, power=plan.target_power), planned=getattr(d, key), target=target,
-                     baseline_percentile=d.baseline_percentile, unit=unit).savefig(out / "mdes_curve.png", dpi=150)
-    (out / "plan.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    return ["plan.json", "power_curve.png", "mdes_curve.png"]
+    figures = {
+        "power_curve.png": plots.power_curve(power_table(d, g, key, vary=vary, values=values), planned=getattr(d, key),
+                                             target_power=plan.target_power, unit=unit),
+        "mdes_curve.png": plots.mdes_curve(mdes_table(d, key, power=plan.target_power), planned=getattr(d, key),
+                                           target=target, baseline_percentile=d.baseline_percentile, unit=unit),
+    }
+    with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:
+        (tmp / "plan.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        for name, fig in figures.items():
+            (tmp / name).write_bytes(plots.to_png(fig, dpi=outputs.PRINT_DPI))
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
+    return list(_OUTPUTS)

@@ -23,7 +23,17 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 _TABLES = ("itt", "attrition", "equivalence", "subgroups", "interactions", "randomization", "bootstrap")
-_OUTPUTS = tuple(f"{name}.csv" for name in _TABLES) + ("arms.csv",)
+_OUTPUTS = tuple(f"{name}.csv" for name in _TABLES) + ("arms.csv", "provenance.json")
+
+
+def _write_provenance(tmp: Path, df, cols, options: dict) -> None:
+    """provenance.json of ``pleval rct``: version, options, the input's SHA-256 (:func:`pleval.outputs.provenance_record`)."""
+    import json
+
+    from .. import outputs
+
+    prov = outputs.provenance_record("pleval rct outputs", df, cols, options)
+    (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 class DesignOpt(str, Enum):
@@ -86,7 +96,11 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
             console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp / "arms.csv", index=False)
-    console.print(f"wrote arms.csv to {escape(str(out))}", highlight=False)
+        _write_provenance(tmp, df, cols, dict(control=control, design=design, vcov=vcov, cluster_df=cluster_df,
+                                              adjust=adjust, alternative=alternative, sd=sd,
+                                              baseline_percentile=baseline_percentile, only_subject=only_subject,
+                                              seed=seed))
+    console.print(f"wrote arms.csv, provenance.json to {escape(str(out))}", highlight=False)
 
 
 def _parse_icc(value: str) -> float | None:
@@ -192,7 +206,8 @@ def rct(
     """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
 
     Writes itt.csv, attrition.csv and equivalence.csv (and subgroups.csv, interactions.csv,
-    randomization.csv, bootstrap.csv when asked) to --out, and prints the tables. Column options default
+    randomization.csv, bootstrap.csv when asked; arms.csv with --control) and provenance.json
+    (version, options, the input's SHA-256) to --out, and prints the tables. Column options default
     to the names in sample_data/pl_cluster_rct.csv; the grade column pools the effect-size SD
     within grade.
     """
@@ -277,6 +292,8 @@ def rct(
                 frame.to_csv(tmp / f"{name}.csv", index=False)
                 tables[name] = frame
                 written.append(f"{name}.csv")
+        _write_provenance(tmp, df, cols, dict(kw, only_subject=only_subject))
+        written.append("provenance.json")
     console.print(_attrition_table(tables["attrition"]))
     console.print(_equivalence_table(tables["equivalence"]))
     if written and "subgroups.csv" in written:

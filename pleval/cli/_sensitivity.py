@@ -60,9 +60,13 @@ def sensitivity_cmd(
 
     Robustness values and bounds benchmarked on the covariates (Cinelli & Hazlett 2020), E-values
     (VanderWeele & Ding 2017), Rosenbaum bounds on the matched sets, and optionally a placebo
-    outcome. Writes sensitivity.csv and one contour plot per subject (contour_SUBJECT.png) to
-    --out. Column options default to sample_data/pl_matched_students.csv.
+    outcome. Writes sensitivity.csv, one contour plot per subject (contour_SUBJECT.png) and
+    provenance.json (version, options, the input's SHA-256) to --out. Column options default to
+    sample_data/pl_matched_students.csv.
     """
+    import json
+
+    from .. import outputs
     from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
     from ..matching import match
     from ..plots import ovb_contour, to_png
@@ -76,20 +80,22 @@ def sensitivity_cmd(
     cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
     for n in notes:
         console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
-    m = match(df, cols, method=method.value, k=k, band=band, seed=seed)
-    res = sensitivity(
-        m, by=cols.subject, benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
-        gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
-        rosenbaum_statistic=statistic,
-        placebo_outcome=placebo_outcome, sd=parse_sd(sd),
-    )
+    match_options = dict(method=method.value, k=k, band=band, seed=seed)
+    options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
+                   gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
+                   rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd))
+    m = match(df, cols, **match_options)
+    res = sensitivity(m, by=cols.subject, **options)
     figures = {"contour" + "".join(f"_{v}" for v in key) + ".png": r for key, r in res}
-    written = ["sensitivity.csv", *figures]
+    written = ["sensitivity.csv", *figures, "provenance.json"]
     check_out_folder(out, written, force)
-    out.mkdir(parents=True, exist_ok=True)
-    res.to_frame().to_csv(out / "sensitivity.csv", index=False)
-    for name, r in figures.items():
-        (out / name).write_bytes(to_png(ovb_contour(r.ovb, main=r.benchmark)))
+    prov = outputs.provenance_record("pleval sensitivity outputs", df, cols, {**match_options, **options})
+    with outputs.atomic_folder(out, replaced=written) as tmp:  # swapped in whole (pleval.outputs)
+        res.to_frame().to_csv(tmp / "sensitivity.csv", index=False)
+        for name, r in figures.items():
+            (tmp / name).write_bytes(to_png(ovb_contour(r.ovb, main=r.benchmark), dpi=outputs.PRINT_DPI))
+        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
+    for r in figures.values():
         console.print(escape(r.summary()), highlight=False)
         console.print()
     console.print(f"wrote {', '.join(written)} to {escape(str(out))}", highlight=False)

@@ -129,12 +129,12 @@ def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str
 
 
 def save_monitoring(m: Monitoring, out, *, figures: bool = True, html=None) -> Path:
-    """Write the outputs folder: CSV tables, PNG figures, ``summary.md`` and
+    """Write the outputs folder: CSV tables, PNG figures (:data:`pleval.outputs.PRINT_DPI`), ``summary.md`` and
     ``provenance.json``, atomically (:func:`pleval.outputs.atomic_folder`). ``html``, a function
     ``(m, images) -> str`` with ``images`` mapping figure names (file names without ``.png``) to
     PNG bytes, writes ``report.html``: :func:`pleval.report.save_monitoring` passes
     :func:`pleval.report.monitoring.monitoring_html` (this module does not import the report)."""
-    from ..outputs import atomic_folder
+    from ..outputs import PRINT_DPI, atomic_folder
     from ..plots import to_png
     from .plots import effects_over_time_plot, trajectories_plot
 
@@ -170,7 +170,7 @@ def save_monitoring(m: Monitoring, out, *, figures: bool = True, html=None) -> P
                     figs[f"equity_over_time_{s}.png"] = effects_over_time_plot(
                         e.rename(columns={"subject": "_s", "band": "subject"}), key="time",
                         level=ot.level, xlabel=ot.columns.time, title=f"{s}: effects by baseline band over time")
-            images = {name.removesuffix(".png"): to_png(fig) for name, fig in figs.items()}
+            images = {name.removesuffix(".png"): to_png(fig, dpi=PRINT_DPI) for name, fig in figs.items()}
             for name, png in images.items():
                 (fig_dir / f"{name}.png").write_bytes(png)
         else:

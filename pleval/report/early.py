@@ -7,6 +7,8 @@ import importlib
 import weakref
 from typing import TYPE_CHECKING, Callable
 
+from ..outputs import PRINT_DPI  # (the figures of the HTML and PDF reports too)
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
 
@@ -16,9 +18,6 @@ WRITERS = ("pleval.report.outputs", "pleval.report.to_html", "pleval.report.to_p
 about 0.4 s on an idle machine; the workbook's xlsxwriter, 0.04 s, and summary.md's tabulate,
 through pandas, 0.10 s at load 6, imported when first used after the analysis), imported by
 :class:`EarlyFigures` while the process would wait."""
-
-PRINT_DPI = 200
-"""Resolution of the PNG figures (and of the figures in the HTML and PDF reports)."""
 
 
 class EarlyFigures:
