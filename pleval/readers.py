@@ -105,12 +105,10 @@ def duplicate_header_message(name: str, dups) -> str:
             "(pleval will not guess which one is meant)")
 
 
-def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None,
-             columns=None) -> pd.DataFrame:
-    """:func:`read_table` without the duplicate-header error (``pleval check`` reports it
-    among the other problems)."""
-    from .data import file_sha256
-
+def check_path(path) -> Path:
+    """``path`` as a :class:`~pathlib.Path` once it names a readable kind of file that exists,
+    is not a folder and is not empty; else the :class:`DataError` :func:`read_table` raises
+    (``pleval estimate`` asks before it starts importing the analysis' libraries)."""
     p = Path(path)
     ext = p.suffix.lower()
     if ext not in EXTENSIONS:
@@ -121,6 +119,17 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
         raise DataError(f"{p}: is a folder, not a file")
     if p.stat().st_size == 0:
         raise DataError(f"{p.name}: the file is empty")
+    return p
+
+
+def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None,
+             columns=None) -> pd.DataFrame:
+    """:func:`read_table` without the duplicate-header error (``pleval check`` reports it
+    among the other problems)."""
+    from .data import file_sha256
+
+    p = check_path(path)
+    ext = p.suffix.lower()
     if header_row is not None and (isinstance(header_row, bool) or int(header_row) < 1):
         raise DataError(f"{p.name}: --header-row must be a row number from 1; got {header_row!r}")
     codes = _na_codes(na)

@@ -104,3 +104,17 @@ def test_the_collector_leaves_what_the_run_keeps_alone(tmp_path, monkeypatch):
     assert 0 < frozen["read"] < frozen["estimate"] and frozen["data frozen"]
     assert not frozen["collecting while read"] and frozen["collecting in the estimate"]
     assert gc.get_freeze_count() == 0 and gc.isenabled()
+
+
+@pytest.mark.parametrize("name,msg", [("missing.csv", "no such file"), ("students.foo", "unknown file type"),
+                                      ("empty.csv", "the file is empty")])
+def test_a_wrong_path_fails_before_the_imports_start(name, msg, tmp_path, monkeypatch):
+    """A path that read_table would refuse is refused before the import thread starts, so the
+    error does not wait for scipy.stats to finish importing (0.7 s) at the interpreter's exit."""
+    started = []
+    monkeypatch.setattr(cli_estimate, "_import_beside", lambda names: started.append(names))
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "students.foo").write_text("a,b\n1,2\n")
+    r = CliRunner().invoke(app, ["estimate", str(tmp_path / name), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and msg in r.output
+    assert started == []
