@@ -1068,13 +1068,17 @@ def evaluation_figure_makers(ev: "Evaluation") -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # Planning: power and MDES against sample size
 # --------------------------------------------------------------------------------------
+def _planned_label(planned: float, unit: str | None) -> str:
+    return f"planned: {planned:g}" + (f" {unit}" if unit else "")
+
+
 def power_curve(table: pd.DataFrame, *, planned: float | None = None, target_power: float = 0.80,
                 unit: str | None = None, title: str | None = None) -> Figure:
     """Power against sample size, one curve per value of a design input.
 
     ``table`` has columns size, power, vary, value and effect (one effect), as
-    :func:`pleval.power.curves.power_table` returns. ``planned`` marks the planned size;
-    a dashed line marks ``target_power``.
+    :func:`pleval.power.curves.power_table` returns. ``planned`` marks the planned size (a
+    dotted line, named in the legend); a dashed line marks ``target_power``.
     """
     _require(table, ["size", "power", "vary", "value", "effect"], "power_curve")
     fig = _figure(7.5, 4.8)
@@ -1085,7 +1089,7 @@ def power_curve(table: pd.DataFrame, *, planned: float | None = None, target_pow
         ax.plot(part["size"], part["power"], lw=2, color=next(colors), label=f"{vary} = {value:g}")
     ax.axhline(target_power, color="#444444", lw=0.8, ls="--")
     if planned is not None:
-        ax.axvline(planned, color="#444444", lw=0.8, ls=":")
+        ax.axvline(planned, color="#444444", lw=0.8, ls=":", label=_planned_label(planned, unit))
     g = float(table["effect"].iloc[0])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(unit or str(table.get("solve_for", pd.Series(["sample size"])).iloc[0]), fontsize=_BASE_FONT)
@@ -1103,16 +1107,18 @@ def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: flo
                baseline_percentile: float = 50.0, unit: str | None = None, title: str | None = None) -> Figure:
     """Minimum detectable effect against sample size, SD on the left axis and percentile
     points on the right. ``table`` has columns size and mdes
-    (:func:`pleval.power.curves.mdes_table`); ``target`` draws a target MDES (SD)."""
+    (:func:`pleval.power.curves.mdes_table`); ``target`` draws a target MDES (SD), ``planned``
+    the planned size (a dotted line), each named in the legend."""
     _require(table, ["size", "mdes"], "mdes_curve")
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     ax.plot(table["size"], table["mdes"], lw=2, color=POSITIVE)
     if target is not None:
         ax.axhline(target, color=NEGATIVE, lw=0.9, ls="--", label=f"target {target:.3f} SD")
-        ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
     if planned is not None:
-        ax.axvline(planned, color="#444444", lw=0.8, ls=":")
+        ax.axvline(planned, color="#444444", lw=0.8, ls=":", label=_planned_label(planned, unit))
+    if target is not None or planned is not None:
+        ax.legend(fontsize=_BASE_FONT - 1, frameon=False, loc="upper right")
     ax.set_ylim(0, float(np.nanmax(table["mdes"])) * 1.05)
     fwd, inv = _safe_pp(baseline_percentile)
     sec = ax.secondary_yaxis("right", functions=(fwd, inv))

@@ -32,9 +32,14 @@ def test_power_and_mdes_tables_and_plots():
     assert (np.diff(t[t["value"] == 0.2]["power"].to_numpy()) > 0).all()  # power rises with schools
     fig = plots.power_curve(t, planned=40, unit="schools")
     assert isinstance(fig, Figure) and len(fig.axes[0].get_lines()) == 2 + 2  # two curves, target and planned lines
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["icc = 0.1", "icc = 0.2", "planned: 40 schools"]
     m = mdes_table(D, "students", sizes=[10, 20, 40])
     assert m["mdes"].iloc[1] == pytest.approx(D.replace(students=20).mdes())
-    assert isinstance(plots.mdes_curve(m, target=0.3), Figure)
+    fig = plots.mdes_curve(m, target=0.3, planned=20, unit="students per school")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["target 0.300 SD", "planned: 20 students per school"]
+    assert plots.mdes_curve(m).axes[0].get_legend() is None
     with pytest.raises(DataError, match="mdes_curve"):
         plots.mdes_curve(m.drop(columns="mdes"))
     with pytest.raises(DesignError, match="vary"):
