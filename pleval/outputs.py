@@ -235,3 +235,10 @@ def provenance_record(kind: str, df, columns, options: dict, *, pool: dict | Non
         "options": options,
         **({"pool": pool} if pool else {}),
     }
+
+
+def write_provenance(folder, kind: str, df, columns, options: dict, *, pool: dict | None = None) -> None:
+    """``folder/provenance.json``: :func:`provenance_record` as indented JSON (``pleval match``,
+    ``rct``, ``sensitivity`` and ``power`` write it into their outputs folders)."""
+    record = provenance_record(kind, df, columns, options, pool=pool)
+    (Path(folder) / "provenance.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -210,13 +209,12 @@ def match_cmd(
     sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method not in ("weighting", "ebal") else pd.DataFrame()
     frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes,
               res.weight_summary())
-    prov = outputs.provenance_record("pleval match outputs", df, cols, dict(
-        options, by=by_cols, sd=sd, baseline_percentile=baseline_percentile, vcov=vcov, cluster_df=cluster_df, cr2=cr2),
-        pool=pool_info)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
         for name, frame in zip(_OUTPUTS, frames):
             frame.to_csv(tmp / name, index=False)
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str), encoding="utf-8")
+        outputs.write_provenance(tmp, "pleval match outputs", df, cols, dict(
+            options, by=by_cols, sd=sd, baseline_percentile=baseline_percentile, vcov=vcov, cluster_df=cluster_df,
+            cr2=cr2), pool=pool_info)
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)

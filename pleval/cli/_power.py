@@ -158,8 +158,7 @@ def power(
                        method=method, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for,
                        baseline_percentile=baseline_percentile, vary=vary, curve_values=curve_values,
                        simulate=simulate, seed=seed, only_subject=only_subject)
-        prov = outputs.provenance_record("pleval power outputs", df, cols, options)
-        files = _write(out, d, plan, result, prov, effect, target_mdes if target_pp is None else plan.target_mdes,
+        files = _write(out, d, plan, result, (df, cols, options), effect, target_mdes if target_pp is None else plan.target_mdes,
                        vary, _floats(curve_values, "curve-values"))
         text.append("wrote " + ", ".join(str(out / f) for f in files))
     echo(json.dumps(result, indent=2, default=float) if fmt == "json" else "\n".join(text))
@@ -187,9 +186,10 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     return comps, filled, df, cols
 
 
-def _write(out: Path, d, plan, result, prov: dict, effect, target, vary, values) -> list[str]:
+def _write(out: Path, d, plan, result, provenance: tuple, effect, target, vary, values) -> list[str]:
     """The plan, its curves (PNG at :data:`pleval.outputs.PRINT_DPI`, tight on white, as every
-    figure pleval writes) and ``prov``, swapped into ``out`` whole (:func:`pleval.outputs.atomic_folder`)."""
+    figure pleval writes) and provenance.json (``provenance``: the file read or None, its columns
+    and the options), swapped into ``out`` whole (:func:`pleval.outputs.atomic_folder`)."""
     from .. import outputs, plots
     from ..power.curves import mdes_table, power_table
 
@@ -206,5 +206,5 @@ def _write(out: Path, d, plan, result, prov: dict, effect, target, vary, values)
         (tmp / "plan.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
         for name, fig in figures.items():
             (tmp / name).write_bytes(plots.to_png(fig, dpi=outputs.PRINT_DPI))
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
+        outputs.write_provenance(tmp, "pleval power outputs", *provenance)
     return list(_OUTPUTS)

@@ -26,16 +26,6 @@ _TABLES = ("itt", "attrition", "equivalence", "subgroups", "interactions", "rand
 _OUTPUTS = tuple(f"{name}.csv" for name in _TABLES) + ("arms.csv", "provenance.json")
 
 
-def _write_provenance(tmp: Path, df, cols, options: dict) -> None:
-    """provenance.json of ``pleval rct``: version, options, the input's SHA-256 (:func:`pleval.outputs.provenance_record`)."""
-    import json
-
-    from .. import outputs
-
-    prov = outputs.provenance_record("pleval rct outputs", df, cols, options)
-    (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
-
-
 class DesignOpt(str, Enum):
     cluster = "cluster"
     blocked = "blocked"
@@ -96,10 +86,9 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
             console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp / "arms.csv", index=False)
-        _write_provenance(tmp, df, cols, dict(control=control, design=design, vcov=vcov, cluster_df=cluster_df,
-                                              adjust=adjust, alternative=alternative, sd=sd,
-                                              baseline_percentile=baseline_percentile, only_subject=only_subject,
-                                              seed=seed))
+        outputs.write_provenance(tmp, "pleval rct outputs", df, cols, dict(control=control,
+                                 design=design, vcov=vcov, cluster_df=cluster_df, adjust=adjust, alternative=alternative,
+                                 sd=sd, baseline_percentile=baseline_percentile, only_subject=only_subject, seed=seed))
     console.print(f"wrote arms.csv, provenance.json to {escape(str(out))}", highlight=False)
 
 
@@ -292,7 +281,7 @@ def rct(
                 frame.to_csv(tmp / f"{name}.csv", index=False)
                 tables[name] = frame
                 written.append(f"{name}.csv")
-        _write_provenance(tmp, df, cols, dict(kw, only_subject=only_subject))
+        outputs.write_provenance(tmp, "pleval rct outputs", df, cols, dict(kw, only_subject=only_subject))
         written.append("provenance.json")
     console.print(_attrition_table(tables["attrition"]))
     console.print(_equivalence_table(tables["equivalence"]))

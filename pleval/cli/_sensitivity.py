@@ -64,8 +64,6 @@ def sensitivity_cmd(
     provenance.json (version, options, the input's SHA-256) to --out. Column options default to
     sample_data/pl_matched_students.csv.
     """
-    import json
-
     from .. import outputs
     from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
     from ..matching import match
@@ -89,12 +87,11 @@ def sensitivity_cmd(
     figures = {"contour" + "".join(f"_{v}" for v in key) + ".png": r for key, r in res}
     written = ["sensitivity.csv", *figures, "provenance.json"]
     check_out_folder(out, written, force)
-    prov = outputs.provenance_record("pleval sensitivity outputs", df, cols, {**match_options, **options})
     with outputs.atomic_folder(out, replaced=written) as tmp:  # swapped in whole (pleval.outputs)
         res.to_frame().to_csv(tmp / "sensitivity.csv", index=False)
         for name, r in figures.items():
             (tmp / name).write_bytes(to_png(ovb_contour(r.ovb, main=r.benchmark), dpi=outputs.PRINT_DPI))
-        (tmp / "provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n", encoding="utf-8")
+        outputs.write_provenance(tmp, "pleval sensitivity outputs", df, cols, {**match_options, **options})
     for r in figures.values():
         console.print(escape(r.summary()), highlight=False)
         console.print()
