@@ -990,12 +990,60 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
         if res.wild_bootstrap is not None:
             part["bootstrap"] = res.wild_bootstrap.to_frame()
         out.append(part)
+    progress("school effects")
     if opts["rct_design"] == "cluster":
-        progress("school effects")
         _rct_school_effects(df, columns, subjects, opts, out, seed)
     else:
-        out[0]["notes"].append("school effects are estimated for cluster-randomized trials and matched designs only")
+        _site_school_effects(df, columns, subjects, opts, out)
     return out
+
+
+def _trial_rows(df, columns: Columns, subjects, extra=()) -> pd.DataFrame:
+    """The trial's analytic rows for school effects (outcome, treatment, school and model columns
+    present; the subjects analysed), with ``_t`` the 0/1 assignment."""
+    need = [columns.outcome, columns.treatment, columns.school, *columns.pretest, *columns.covariates, *extra]
+    d = df.dropna(subset=need).copy()
+    if columns.subject is not None:
+        d = d[d[columns.subject].isin(subjects)]
+    d["_t"] = _coerce_treatment(d[columns.treatment], columns.treatment, columns.treated_label)[0].astype(int)
+    return d
+
+
+def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict]) -> None:
+    """A multi-site trial's school effects (students randomized within schools: ``rct_design``
+    "blocked" or "individual"): each school's ITT from its own students, assigned against
+    control, every school at once (:func:`pleval.heterogeneity.school_effects` with the school as
+    the site: the pretests and covariates with school-specific slopes, and the block where it
+    varies within a school, as indicators; HC2 SEs). Randomized within the school, one school's
+    estimate is unbiased for that school's effect and their spread is the program's, so there are
+    no placebo schools (every school is a site). A school with students in one arm only has no
+    estimate: left out, counted in a note."""
+    school, subj = columns.school, columns.subject
+    block = columns.block if columns.block and columns.block != school else None
+    d = _trial_rows(df, columns, subjects, [block] if block else [])
+    keys = [k for k in (subj, school) if k]
+    arms = d.groupby(keys, sort=False)["_t"].transform("nunique")
+    one = d.loc[arms < 2].drop_duplicates(keys)
+    notes = parts[0]["notes"]
+    if len(one):
+        notes.append(f"school effects: {len(one):,} school(s){'' if subj is None else ' × subject'} with students in "
+                     f"one arm only ({int((arms < 2).sum()):,} rows) have no within-school estimate and are left out")
+    d = d.loc[arms >= 2]
+    sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
+    kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}
+    if block is not None and (d.groupby(keys, sort=False)[block].nunique() > 1).any():
+        kw["covariates"] = (*kw["covariates"], block)  # blocks within a school: its assignment probability may differ
+        d[block] = d[block].astype(str)  # indicators, whatever the labels' type
+    from .heterogeneity.school_effects import MULTISITE
+
+    se = _school_effects(d, stratum=school, weight=None, cluster=None, unit=columns.student_id, kw=kw,
+                         sd_kind=parts[0]["effect"].sd_kind)
+    se = dataclasses.replace(se, options={**se.options, "design": MULTISITE})
+    notes.append("school effects in a multi-site trial compare each school's students assigned to PL with its own "
+                 "control students: randomized within the school, so no placebo calibration is needed")
+    for s, part in zip(subjects, parts):
+        part["schools"] = (se, "all" if s is None else s)
+        part["calibration_note"] = "no placebo calibration needed: students were randomized within each school"
 
 
 def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict], seed: int) -> None:
@@ -1003,12 +1051,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
     subjects in one batch; placebo: each comparison school against the other comparison schools
     of its block. Rows are those of the trial's analytic sample (outcome and model columns present)."""
     school, subj = columns.school, columns.subject
-    need = [columns.outcome, columns.treatment, school, *columns.pretest, *columns.covariates]
-    need += [columns.block] if columns.block else []
-    d = df.dropna(subset=need).copy()
-    if subj is not None:
-        d = d[d[subj].isin(subjects)]
-    d["_t"] = _coerce_treatment(d[columns.treatment], columns.treatment, columns.treated_label)[0].astype(int)
+    d = _trial_rows(df, columns, subjects, [columns.block] if columns.block else [])
     keys = [k for k in (columns.block, subj) if k]
     sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
     kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}

@@ -188,6 +188,15 @@ def note_text(h: pd.Series, col: str) -> str:
     return v if isinstance(v, str) else ""
 
 
+def randomized_in_schools(ev: "Evaluation") -> bool:
+    """Whether the evaluation's school effects are a multi-site trial's (students randomized
+    within each school): each school's estimate is then the program's effect there alone."""
+    from .heterogeneity.school_effects import MULTISITE
+
+    se = ev.school_effects
+    return se is not None and se.options.get("design") == MULTISITE
+
+
 def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     """A single PL school: why nothing is pooled, and the school's estimate against the placebo
     spread (or why that comparison is missing)."""
@@ -197,10 +206,14 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     parts = [why[0].upper() + why[1:] + "."]
     sch = subject_rows(ev.schools, s)
     r = sch[np.isfinite(sch["effect_size"].to_numpy(dtype=float))].iloc[0]
+    within = randomized_in_schools(ev)
     own = (f"School {r['school']}: effect size {fmt(r['effect_size'], 3, True)} ({lvl} CI "
            f"{fmt_ci(r['es_ci_low'], r['es_ci_high'], 3, True)} from student-level standard errors, an interval for the "
-           "program plus the school's own circumstances")
-    if pd.notna(r.get("p_calibrated", np.nan)):
+           + ("program's effect in the school, its students randomized within it" if within
+              else "program plus the school's own circumstances"))
+    if within:
+        parts.append(own + ").")
+    elif pd.notna(r.get("p_calibrated", np.nan)):
         beyond = r["p_calibrated_adjusted"] < alpha
         verdict = (f"beyond what school circumstances alone produce ({'above' if r['effect_size'] > 0 else 'below'} zero)"
                    if beyond else "not beyond what school circumstances alone produce")
@@ -223,8 +236,9 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     p0 = ev.effects[s].baseline_percentile
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
     floor = pd.notna(h.get("tau2_total", np.nan))
+    within = randomized_in_schools(ev)
     parts = [
-        f"Across {int(h['k'])} PL schools the true effects are estimated to vary with SD τ = {float(h['tau']):.3f} "
+        f"Across {int(h['k'])} {'' if within else 'PL '}schools the true effects are estimated to vary with SD τ = {float(h['tau']):.3f} "
         f"(I² = {float(h['i2']):.0f}%); the effect in a new, similar school "
         + ("(the program plus that school's own circumstances) " if floor else "")
         + f"would lie between {fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile "
@@ -235,6 +249,8 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
            else ").")
     ]
     parts.append(
+        "Students were randomized within each school, so each school's estimate is unbiased for the program's effect "
+        "in that school, and τ is the program's own variation across schools." if within else
         "Each school's estimate measures the program's effect there together with the school's own circumstances "
         "relative to comparable schools (its students' growth that year, its staff): for a single school the two "
         "cannot be told apart, so its interval is an interval for that sum."
@@ -247,8 +263,8 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         f"{int(h['count_positive_adjusted'])} school(s) are significantly positive and "
         f"{int(h['count_negative_adjusted'])} significantly negative after adjusting for multiplicity "
         f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
-        f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone if the program did nothing, "
-        "even more when schools differ for reasons of their own)."
+        f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone if the program did nothing"
+        + (")." if within else ", even more when schools differ for reasons of their own).")
     )
     med = h.get("school_mdes_median", np.nan)
     if pd.notna(med):
@@ -297,7 +313,7 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
                 f"{float(h['calibrated_expected_by_chance_raw']):.1f} school(s) would pass before adjustment by chance, "
                 f"and any school at all after adjustment at most {100 * float(h.get('count_alpha', 0.05)):.0f}% of the time."
             )
-    if note_text(h, "calibration_note"):
+    if note_text(h, "calibration_note") and not within:
         parts.append(note_text(h, "calibration_note")[0].upper() + note_text(h, "calibration_note")[1:] + ": school "
                      "verdicts rest on student-level standard errors, which do not cover a school's own circumstances.")
     return parts

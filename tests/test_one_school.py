@@ -249,8 +249,8 @@ def _one_site(seed=3, n=200):
 def test_one_site_trial_runs_and_says_what_is_not_estimable(tmp_path):
     """A multi-site trial with one site: the site's effect is the trial's ITT (OLS with HC2,
     checked against statsmodels); the school-level path runs, warns, and reports the pooled
-    quantities and shrinkage as not estimable with the reason; `pleval estimate` says why a
-    blocked trial has no school-effects table; `pleval rct` runs on it."""
+    quantities and shrinkage as not estimable with the reason; `pleval estimate`'s school table is
+    that one site's row; `pleval rct` runs on it."""
     import statsmodels.api as sm
 
     from pleval import analyze_rct
@@ -276,8 +276,10 @@ def test_one_site_trial_runs_and_says_what_is_not_estimable(tmp_path):
         warnings.simplefilter("ignore", PlevalWarning)
         ev = pleval.estimate(df, design="rct", columns=cols, rct_design="blocked", seed=0)
     assert ev.effect().raw.estimate == pytest.approx(raw.estimate, rel=1e-9)
-    assert "school effects are estimated for cluster-randomized trials and matched designs only" in ev.notes
-    assert ev.school_effects is None
+    site = ev.school_effects.table
+    assert len(site) == 1 and site["estimate"].iloc[0] == pytest.approx(ref.params["treatment"], rel=1e-9)
+    assert site["se"].iloc[0] == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    assert any(n.startswith("school effects in a multi-site trial") for n in ev.notes)
     path = tmp_path / "site.csv"
     df.to_csv(path, index=False)
     r = CliRunner().invoke(app, ["rct", str(path), "--design", "blocked", "--subject", "none", "--covariates", "none",

@@ -256,14 +256,15 @@ def _schools_table(ev) -> Table | None:
 
 def _one_school_table(ev) -> Table | None:
     """A subject with a single PL school: its estimate, and against the placebo spread the
-    calibrated SE, interval, p and verdict (or why there are none); why nothing is pooled."""
+    calibrated SE, interval, p and verdict (or why there are none); why nothing is pooled. None
+    for a multi-site trial's one site (randomized within it: no placebo spread to compare with)."""
     import numpy as np
     import pandas as pd
 
-    from ..findings import note_text, subject_rows
+    from ..findings import note_text, randomized_in_schools, subject_rows
 
     h = ev.heterogeneity
-    if not len(h) or not (h["k"] == 1).any():
+    if not len(h) or not (h["k"] == 1).any() or randomized_in_schools(ev):  # a trial's one site: no placebo spread
         return None
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
     alpha = float(ev.options.get("alpha", 0.05))

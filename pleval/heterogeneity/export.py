@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .school_effects import SchoolEffects
+from .school_effects import MULTISITE, SchoolEffects
 
 FORMATS = ("csv", "xlsx", "md", "html")
 _EXT = {".csv": "csv", ".xlsx": "xlsx", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
@@ -83,10 +83,13 @@ def footnotes(res: SchoolEffects) -> list[str]:
         f"({adj}); compare the count of significant schools with the α·k expected by chance alone."
     )
     notes.append(
-        "A school's estimate is the program's effect there plus the school's own circumstances relative to "
-        "comparable schools (its students' growth that year, its staff); the two cannot be separated for one school. "
-        "Standard errors are joint across schools (comparison schools shared between PL schools are one cluster). "
-        "'P(effect < 0)' is the posterior probability, after shrinkage, that the school's effect is negative. "
+        ("Students were randomized within each school (a multi-site trial): a school's estimate is the program's "
+         "effect there, its students assigned to PL against its own control students. "
+         if o.get("design") == MULTISITE else
+         "A school's estimate is the program's effect there plus the school's own circumstances relative to "
+         "comparable schools (its students' growth that year, its staff); the two cannot be separated for one school. "
+         "Standard errors are joint across schools (comparison schools shared between PL schools are one cluster). ")
+        + "'P(effect < 0)' is the posterior probability, after shrinkage, that the school's effect is negative. "
         "Where placebo schools were analysed, 'p vs placebo spread' asks whether a school's result exceeds what "
         "school circumstances produce without any program, and 'P(program effect < 0)' counts that spread as noise."
     )

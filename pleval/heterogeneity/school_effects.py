@@ -564,6 +564,12 @@ def _pp(es: np.ndarray, baseline: float) -> np.ndarray:
     return out
 
 
+MULTISITE = "multi-site trial"
+"""``SchoolEffects.options["design"]`` of a multi-site trial's school effects (students randomized
+within each school; set by :func:`pleval.estimate`): each school's estimate is then the program's
+effect in that school, not that effect plus the school's own circumstances."""
+
+
 def school_effects(
     data: pd.DataFrame,
     *,

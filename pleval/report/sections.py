@@ -24,7 +24,8 @@ import pandas as pd
 
 from .. import percentiles
 from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
-                        one_school_parts, significance, overall_rows, subject_rows, title, verdict_rows)
+                        one_school_parts, randomized_in_schools, significance, overall_rows, subject_rows, title,
+                        verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -99,8 +100,8 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                 if pd.notna(h.get("calibrated_positive", np.nan))
                 else f"{int(h['count_positive_adjusted'])} significantly positive and "
                 f"{int(h['count_negative_adjusted'])} significantly negative of {int(h['k'])} after multiplicity "
-                "adjustment (school circumstances not allowed for: "
-                f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})"
+                "adjustment" + ("" if randomized_in_schools(ev) else " (school circumstances not allowed for: "
+                                f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
         cards.append(Headline(
@@ -586,8 +587,9 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
                  _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3), group=SHRUNKEN),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1), group=SHRUNKEN),
     SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
-                 "P(effect < 0): risk of harm — the posterior probability that the school's effect (program plus its "
-                 "circumstances) is below zero.", SHRUNKEN),
+                 "P(effect < 0): risk of harm — the posterior probability that the school's effect is below zero (in a "
+                 "matched comparison or a cluster-randomized trial, the program plus the school's circumstances).",
+                 SHRUNKEN),
     SchoolColumn("P(program effect < 0)", ("prob_negative_program",), _num("prob_negative_program", 2, False),
                  "P(program effect < 0): the same for the program's own effect, the school's circumstances counted "
                  "as noise (placebo schools).", SHRUNKEN),
@@ -643,7 +645,9 @@ def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     if not tables:
         return Section("schools", "Schools", (Paragraph("No school-by-school effects for this design."),))
     text = (
-        "One estimate per PL school, in effect-size units (the same SD as the overall effect). Colours mark schools "
+        ("One estimate per school (its students assigned to PL against its own control students)"
+         if randomized_in_schools(ev) else "One estimate per PL school")
+        + ", in effect-size units (the same SD as the overall effect). Colours mark schools "
         f"significantly above (blue) or below (red) zero after the {adjustment} adjustment; black dots are "
         "empirical-Bayes (shrunken) estimates, which pull small, noisy schools toward the pooled mean."
     )
