@@ -105,6 +105,10 @@ def test_individually_randomized_trial_and_the_command_line(tmp_path):
     assert "Students were randomized within each school, so each school's estimate is unbiased" in summary
     assert "One estimate per school (its students assigned to PL against its own control students)" in summary
     assert "own circumstances" not in summary and "school circumstances not allowed for" not in summary
+    book = pd.read_excel(tmp_path / "o" / "school_effects.xlsx", sheet_name="Summary", header=None, engine="openpyxl")
+    cells = [str(v) for v in book.to_numpy().ravel()]
+    assert any("Students were randomized within each school (a multi-site trial)" in c for c in cells)
+    assert not any("plus the school's own circumstances" in c for c in cells)
 
 
 def test_school_intervals_cover_the_true_effects_and_null_schools_are_flagged_at_alpha():
