@@ -1029,6 +1029,10 @@ def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list
         notes.append(f"school effects: {len(one):,} school(s){'' if subj is None else ' × subject'} with students in "
                      f"one arm only ({int((arms < 2).sum()):,} rows) have no within-school estimate and are left out")
     d = d.loc[arms >= 2]
+    if d.empty:
+        notes.append("no school effects: no school has students in both arms (were schools randomized? then "
+                     "rct_design='cluster')")
+        return
     sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
     kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}
     if block is not None and (d.groupby(keys, sort=False)[block].nunique() > 1).any():
@@ -1036,8 +1040,12 @@ def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list
         d[block] = d[block].astype(str)  # indicators, whatever the labels' type
     from .heterogeneity.school_effects import MULTISITE
 
-    se = _school_effects(d, stratum=school, weight=None, cluster=None, unit=columns.student_id, kw=kw,
-                         sd_kind=parts[0]["effect"].sd_kind)
+    try:
+        se = _school_effects(d, stratum=school, weight=None, cluster=None, unit=columns.student_id, kw=kw,
+                             sd_kind=parts[0]["effect"].sd_kind)
+    except (DesignError, DataError) as exc:
+        notes.append(f"no school effects: {exc}")
+        return
     se = dataclasses.replace(se, options={**se.options, "design": MULTISITE})
     notes.append("school effects in a multi-site trial compare each school's students assigned to PL with its own "
                  "control students: randomized within the school, so no placebo calibration is needed")

@@ -123,3 +123,15 @@ def test_school_intervals_cover_the_true_effects_and_null_schools_are_flagged_at
     d0, _ = make_sites(n_schools=300, n_per=40, seed=15, tau=0.0, mu=0.0)
     flagged = (_estimate(d0, placebo=False).school_effects.table["pvalue"] < 0.05).mean()
     assert 0.025 <= flagged <= 0.075, flagged
+
+
+def test_no_school_with_both_arms_is_a_note_not_a_failure():
+    """A trial whose schools were randomized, analysed as blocked: no school has both arms, so
+    there are no school effects, and the notes say why (the trial's ITT still runs)."""
+    from pleval.data import RCT_SAMPLE_COLUMNS
+    from pleval.simulate import simulate_cluster_rct
+
+    d = simulate_cluster_rct(n_schools=8, n_blocks=2, students_per_school=20, grades=[4], seed=21).data
+    ev = _estimate(d, RCT_SAMPLE_COLUMNS)  # blocks of schools, each school in one arm
+    assert ev.school_effects is None and np.isfinite(ev.effect().raw.estimate)
+    assert any(n.startswith("no school effects: no school has students in both arms") for n in ev.notes)
