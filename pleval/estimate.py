@@ -1018,6 +1018,8 @@ def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list
     estimate is unbiased for that school's effect and their spread is the program's, so there are
     no placebo schools (every school is a site). A school with students in one arm only has no
     estimate: left out, counted in a note."""
+    from .heterogeneity.school_effects import MULTISITE
+
     school, subj = columns.school, columns.subject
     block = columns.block if columns.block and columns.block != school else None
     d = _trial_rows(df, columns, subjects, [block] if block else [])
@@ -1038,8 +1040,6 @@ def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list
     if block is not None and (d.groupby(keys, sort=False)[block].nunique() > 1).any():
         kw["covariates"] = (*kw["covariates"], block)  # blocks within a school: its assignment probability may differ
         d[block] = d[block].astype(str)  # indicators, whatever the labels' type
-    from .heterogeneity.school_effects import MULTISITE
-
     try:
         se = _school_effects(d, stratum=school, weight=None, cluster=None, unit=columns.student_id, kw=kw,
                              sd_kind=parts[0]["effect"].sd_kind)

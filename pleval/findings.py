@@ -238,8 +238,8 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     floor = pd.notna(h.get("tau2_total", np.nan))
     within = randomized_in_schools(ev)
     parts = [
-        f"Across {int(h['k'])} {'' if within else 'PL '}schools the true effects are estimated to vary with SD τ = {float(h['tau']):.3f} "
-        f"(I² = {float(h['i2']):.0f}%); the effect in a new, similar school "
+        f"Across {int(h['k'])} {'' if within else 'PL '}schools the true effects are estimated to vary with SD "
+        f"τ = {float(h['tau']):.3f} (I² = {float(h['i2']):.0f}%); the effect in a new, similar school "
         + ("(the program plus that school's own circumstances) " if floor else "")
         + f"would lie between {fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile "
         f"points ({lvl} prediction interval"
