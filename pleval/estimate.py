@@ -1752,12 +1752,14 @@ def _het_row(se, skey, part: dict) -> dict:
     PL-versus-placebo spread and the placebo calibration (:func:`pleval.heterogeneity.calibrate`: τ²_placebo
     and τ²_program = max(0, τ²_PL − τ²_placebo) with CIs, calibrated counts)."""
     from .heterogeneity import MetaAnalysis
-    from .heterogeneity.calibration import ONE_SCHOOL
+    from .heterogeneity.calibration import ONE_SCHOOL, ONE_SCHOOL_ESTIMATE
+    from .heterogeneity.school_effects import MULTISITE
 
     m, c = se.meta.get(skey), se.counts[skey]
     pooled = m.as_dict() if m is not None else MetaAnalysis.nan_dict(c.k)
     row = {**pooled, **{f"count_{k}": val for k, val in c.as_dict().items()}}
-    row["not_estimable"] = "" if m is not None else ONE_SCHOOL  # a single PL school: nothing to pool
+    one = ONE_SCHOOL_ESTIMATE if se.options.get("design") == MULTISITE else ONE_SCHOOL  # (a trial's site: no placebo)
+    row["not_estimable"] = "" if m is not None else one  # a single school: nothing to pool
     row["pp_estimate"] = math.nan if m is None else float(
         percentiles.to_percentile_points(m.estimate, se.options.get("baseline_percentile", 50.0)))
     row["school_sd"] = float(np.std(m.estimates, ddof=1)) if m is not None else math.nan

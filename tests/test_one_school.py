@@ -280,6 +280,7 @@ def test_one_site_trial_runs_and_says_what_is_not_estimable(tmp_path):
     assert len(site) == 1 and site["estimate"].iloc[0] == pytest.approx(ref.params["treatment"], rel=1e-9)
     assert site["se"].iloc[0] == pytest.approx(ref.bse["treatment"], rel=1e-9)
     assert any(n.startswith("school effects in a multi-site trial") for n in ev.notes)
+    assert ev.heterogeneity["not_estimable"].iloc[0] == ONE_SCHOOL_ESTIMATE  # no placebo test to speak of
     path = tmp_path / "site.csv"
     df.to_csv(path, index=False)
     r = CliRunner().invoke(app, ["rct", str(path), "--design", "blocked", "--subject", "none", "--covariates", "none",
