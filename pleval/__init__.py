@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
     from .matching import MatchResult, match
     from .percentiles import from_percentile_points, improvement_index, to_percentile_points
     from .rct import RCTResult, analyze_rct, rct_by_subject
-    from .simulate import Simulated, simulate_cluster_rct, simulate_matched, simulate_school_effects
+    from .simulate import (
+        Simulated, simulate_cluster_rct, simulate_matched, simulate_multisite_rct, simulate_school_effects,
+    )
 
 # Public name -> the module that defines it.
 _LAZY = {
@@ -37,7 +39,7 @@ _LAZY = {
     "MetaAnalysis": "heterogeneity", "meta_regression": "heterogeneity", "placebo_schools": "heterogeneity",
     "to_percentile_points": "percentiles", "from_percentile_points": "percentiles", "improvement_index": "percentiles",
     "simulate_matched": "simulate", "simulate_cluster_rct": "simulate", "simulate_school_effects": "simulate",
-    "Simulated": "simulate",
+    "simulate_multisite_rct": "simulate", "Simulated": "simulate",
 }
 
 __all__ = [
@@ -48,7 +50,7 @@ __all__ = [
     "analyze_rct", "rct_by_subject", "RCTResult",
     "school_effects", "SchoolEffects", "meta_analysis", "MetaAnalysis", "meta_regression", "placebo_schools",
     "to_percentile_points", "from_percentile_points", "improvement_index",
-    "simulate_matched", "simulate_cluster_rct", "simulate_school_effects", "Simulated",
+    "simulate_matched", "simulate_cluster_rct", "simulate_multisite_rct", "simulate_school_effects", "Simulated",
     "PlevalError", "DataError", "DesignError", "ConvergenceError", "PlevalWarning",
 ]
 

@@ -1,12 +1,14 @@
 """Synthetic personalized-learning (PL) evaluation data with a known truth.
 
-Three generators, each returning :class:`Simulated` (``data`` + ``truth``), and
+Four generators, each returning :class:`Simulated` (``data`` + ``truth``), and
 :func:`simulate_planned` (the bare variance-component model of a power analysis):
 
 * :func:`simulate_matched` — students in grades 3–8 of many schools, a few of which adopted
   PL; selection on school poverty and achievement; for matched comparisons.
 * :func:`simulate_cluster_rct` — schools randomized to PL within district blocks, with
   optional non-implementation and attrition.
+* :func:`simulate_multisite_rct` — students randomized to PL within each school (a multi-site
+  trial), each school with its own true effect.
 * :func:`simulate_school_effects` — one effect estimate and standard error per PL school and
   subject, with moderators, for meta-analysis.
 
@@ -117,6 +119,7 @@ _SIZE_CV = 0.35  # log-normal spread of school size
 _ATT_LABEL = {
     "matched": "realized ATT (mean true effect over PL students)",
     "cluster_rct": "realized mean true effect over students of implementing schools",
+    "multisite_rct": "realized mean true effect over the students assigned to PL",
     "school_effects": "realized mean of the schools' true effects",
 }
 
@@ -370,8 +373,10 @@ def _school_levels(rng, p, cals, va_sd) -> tuple[np.ndarray, np.ndarray]:
     return S, g
 
 
-def _scores(rng, students, school, p, S, g, theta_received, cals) -> tuple[np.ndarray, np.ndarray]:
-    """Standardized pretest and posttest, (n_students, n_subjects), by (1) and (3)."""
+def _scores(rng, students, school, p, S, g, received, cals) -> tuple[np.ndarray, np.ndarray]:
+    """Standardized pretest and posttest, (n_students, n_subjects), by (1) and (3); ``received``:
+    each row's true effect received (``D_j·θ_j`` of its school, or of the student when students
+    are assigned)."""
     n, k = len(school), len(cals)
     X = _features(students["race"], students["female"], students["frl"], students["ell"], students["sped"])
     eps = _correlated_normals(rng, n, k, _RHO_STUDENT)
@@ -383,7 +388,7 @@ def _scores(rng, students, school, p, S, g, theta_received, cals) -> tuple[np.nd
         coef = PRETEST_COEF[c.subject]
         pre[:, i] = S[school, i] + (X @ coef - _school_mean(p, coef)[school]) + c.sd_eps * eps[:, i]
         post[:, i] = (
-            c.slope * pre[:, i] + (growth - c.d_bar) + g[school, i] + theta_received[school] + c.sd_e * e[:, i]
+            c.slope * pre[:, i] + (growth - c.d_bar) + g[school, i] + received + c.sd_e * e[:, i]
         )
     return pre, post
 
@@ -586,7 +591,7 @@ def simulate_matched(
     school = np.repeat(np.repeat(np.arange(J), G), n_jg.ravel())
     grade = np.repeat(np.tile(np.asarray(grades), J), n_jg.ravel())
     students = _draw_students(r_student, p[school])
-    pre_z, post_z = _scores(r_score, students, school, p, S, g, theta * treat, cals)
+    pre_z, post_z = _scores(r_score, students, school, p, S, g, (theta * treat)[school], cals)
     missing = r_missing.random(len(school)) < missing_posttest
     post_z[missing] = np.nan
 
@@ -765,7 +770,7 @@ def simulate_cluster_rct(
     school = np.repeat(np.repeat(np.arange(J), G), n_jg.ravel())
     grade = np.repeat(np.tile(np.asarray(grades), J), n_jg.ravel())
     students = _draw_students(r_student, p[school])
-    pre_z, post_z = _scores(r_score, students, school, p, S, g, theta * takeup, cals)
+    pre_z, post_z = _scores(r_score, students, school, p, S, g, (theta * takeup)[school], cals)
     zbar = pre_z.mean(axis=1)
     zbar = (zbar - zbar.mean()) / zbar.std()
     beta = attrition_pretest_slope
@@ -813,6 +818,95 @@ def simulate_cluster_rct(
         **_common_details(grades, subjects, cals, school_value_added_sd, effect),
     }
     truth = _make_truth("cluster_rct", effect, tau, icc, cals, cace, schools, details, seed_used, params)
+    return Simulated(data, truth)
+
+
+def simulate_multisite_rct(
+    n_schools: int = 20,
+    students_per_school: float = 120,
+    grades: Sequence[int] = GRADES,
+    subjects: Sequence[str] = SUBJECTS,
+    effect: float = 0.10,
+    tau: float = 0.10,
+    school_value_added_sd: float = 0.10,
+    icc: float = 0.15,
+    pretest_slope: float = 0.75,
+    share_treated: float = 0.5,
+    poverty_r2: float = 0.5,
+    decimals: int | None = 0,
+    seed: int | None = None,
+) -> Simulated:
+    """A multi-site trial: students randomized to PL within each school (the school is the block).
+
+    Schools (poverty Beta(2, 2); a log-normal number of students, mean ``students_per_school``,
+    CV 0.35, at least 2 per grade, spread evenly at random over the grades) follow model (1)–(4)
+    of the module; in a school of ``n_j`` students exactly ``floor(n_j·share_treated + 1/2)``
+    are assigned to PL by a random permutation (at least one in each arm), and an assigned
+    student receives the school's effect θ_j in every subject (full take-up, no attrition). Each
+    school's estimate from its own students is then unbiased for θ_j (in SD units, 15·θ_j
+    points), and ``tau`` is the SD of the θ_j: what :func:`pleval.estimate` with
+    ``design="rct", rct_design="blocked"`` estimates school by school.
+
+    ``truth.schools`` has every school's ``effect_sd`` (θ_j, all implemented) and
+    ``n_assigned``; ``truth.att_sd`` is the realized mean of θ_j over the assigned students.
+    ``data`` has the columns of :func:`simulate_cluster_rct`'s (``block`` is the school's id,
+    ``takeup`` equals ``treatment``).
+    """
+    params = dict(locals())
+    grades, subjects = _validate_common(grades, subjects, effect, tau, icc, school_value_added_sd, pretest_slope, poverty_r2)
+    J, G = n_schools, len(grades)
+    if not (isinstance(J, (int, np.integer)) and J >= 2):
+        raise ValueError(f"n_schools must be an integer of at least 2; got {J}")
+    if not 0 < share_treated < 1:
+        raise ValueError(f"share_treated must lie strictly between 0 and 1; got {share_treated}")
+    if not students_per_school >= 2 * G:
+        raise ValueError(f"students_per_school must be at least twice the number of grades ({2 * G}); "
+                         f"got {students_per_school}")
+    seed_used, (r_school, r_assign, r_student, r_score, r_effect) = _streams(seed, 5)
+    cals = [_calibrate(s, icc, pretest_slope, school_value_added_sd, poverty_r2) for s in subjects]
+
+    p = r_school.beta(_POVERTY_A, _POVERTY_B, J)
+    n_j = np.maximum(2 * G, np.round(_lognormal_sizes(r_school, students_per_school, J))).astype(np.int64)
+    n_jg = r_school.multinomial(n_j, np.full(G, 1.0 / G))
+    S, g = _school_levels(r_school, p, cals, school_value_added_sd)
+    theta = effect + tau * r_effect.standard_normal(J)
+
+    school = np.repeat(np.repeat(np.arange(J), G), n_jg.ravel())
+    grade = np.repeat(np.tile(np.asarray(grades), J), n_jg.ravel())
+    m_j = np.clip(np.floor(n_j * share_treated + 0.5).astype(np.int64), 1, n_j - 1)
+    # Complete randomization within each school: rank a random key among the school's students.
+    order = np.lexsort((r_assign.random(len(school)), school))
+    rank = np.empty(len(school), dtype=np.int64)
+    rank[order] = np.arange(len(school)) - np.searchsorted(school[order], school[order], side="left")
+    assigned = (rank < m_j[school]).astype(np.int64)
+    students = _draw_students(r_student, p[school])
+    pre_z, post_z = _scores(r_score, students, school, p, S, g, theta[school] * assigned, cals)
+
+    school_ids = _ids("SCH", J, 3)
+    n = len(school)
+    data = _long_frame(
+        {"student_id": _Str(_ids("STU", n, 6), np.arange(n)), "school_id": _Str(school_ids, school),
+         "block": _Str(school_ids, school), "treatment": assigned, "takeup": assigned,
+         "grade": grade.astype(np.int64)},
+        subjects,
+        _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
+        _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
+        {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
+         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school]},
+    )
+    n_assigned = np.bincount(school, weights=assigned, minlength=J).astype(np.int64)
+    schools = _school_table(school_ids.to_pylist(), np.ones(J, dtype=np.int64), theta, p, S, g, subjects, n_j,
+                            n_assigned=n_assigned)
+    att = _weighted_mean(theta, n_assigned)
+    details = {
+        "n_schools": J,
+        "n_students": int(n),
+        "n_assigned_pl": int(assigned.sum()),
+        "share_treated": share_treated,
+        "school_effects_sd_sample": float(np.std(theta, ddof=1)),
+        **_common_details(grades, subjects, cals, school_value_added_sd, effect),
+    }
+    truth = _make_truth("multisite_rct", effect, tau, icc, cals, att, schools, details, seed_used, params)
     return Simulated(data, truth)
 
 
@@ -934,6 +1028,7 @@ __all__ = [
     "Truth",
     "simulate_matched",
     "simulate_cluster_rct",
+    "simulate_multisite_rct",
     "simulate_school_effects",
     "simulate_planned",
     "SCALE_SD",

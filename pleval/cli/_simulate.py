@@ -17,11 +17,13 @@ from ._common import echo, handle_errors
 class Design(str, Enum):
     matched = "matched"
     rct = "rct"
+    multisite_rct = "multisite-rct"
     school_effects = "school-effects"
     panel = "panel"
 
 
-_FUNCS = {Design.matched: "simulate_matched", Design.rct: "simulate_cluster_rct", Design.school_effects: "simulate_school_effects",
+_FUNCS = {Design.matched: "simulate_matched", Design.rct: "simulate_cluster_rct",
+          Design.multisite_rct: "simulate_multisite_rct", Design.school_effects: "simulate_school_effects",
           Design.panel: "simulate_panel"}
 
 
@@ -51,16 +53,16 @@ def write_frame(df, out: Path) -> None:
 @app.command("simulate", short_help="Simulated evaluation data with a known truth.")
 @handle_errors
 def simulate(
-    design: Design = typer.Argument(..., help="matched (PL vs comparison schools), rct (cluster-randomized), school-effects (per-school estimates) or panel (students over several years)."),
+    design: Design = typer.Argument(..., help="matched (PL vs comparison schools), rct (cluster-randomized), multisite-rct (students randomized within schools), school-effects (per-school estimates) or panel (students over several years)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output table (.csv or .parquet)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Also write the truth record as JSON to this file."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: fresh entropy, printed)."),
     n_schools: Optional[int] = typer.Option(None, "--n-schools", help="Number of schools (matched: PL + comparison; school-effects: PL schools)."),
     n_pl_schools: Optional[int] = typer.Option(None, "--n-pl-schools", help="matched: Number of PL schools."),
     students_per_grade: Optional[float] = typer.Option(None, "--students-per-grade", help="matched: Mean students per school and grade."),
-    students_per_school: Optional[float] = typer.Option(None, "--students-per-school", help="rct: Mean students per school."),
+    students_per_school: Optional[float] = typer.Option(None, "--students-per-school", help="rct, multisite-rct: Mean students per school."),
     n_blocks: Optional[int] = typer.Option(None, "--n-blocks", help="rct: Number of district blocks."),
-    share_treated: Optional[float] = typer.Option(None, "--share-treated", help="rct: Share of each block's schools assigned to PL."),
+    share_treated: Optional[float] = typer.Option(None, "--share-treated", help="rct: Share of each block's schools assigned to PL; multisite-rct: of each school's students."),
     grades: Optional[str] = typer.Option(None, "--grades", help="Grades, e.g. 3-8 or 4,5."),
     subjects: Optional[str] = typer.Option(None, "--subjects", help="Subjects, e.g. math,reading."),
     effect: Optional[float] = typer.Option(None, "--effect", help="True mean effect (SD units)."),
@@ -80,7 +82,7 @@ def simulate(
     adoption: Optional[str] = typer.Option(None, "--adoption", help="panel: PL schools' first program years, e.g. 2022,2023 (staggered)."),
     effects: Optional[str] = typer.Option(None, "--effects", help="panel: True effect (SD) after 1, 2, ... years of exposure, e.g. 0.05,0.10,0.15."),
     slope_sd: Optional[float] = typer.Option(None, "--slope-sd", help="panel: SD of schools' own growth of the effect per year (SD units)."),
-    decimals: Optional[int] = typer.Option(None, "--decimals", help="Round scores (matched, rct; default 0) or estimates and SEs (school-effects; default 4) to this many decimals."),
+    decimals: Optional[int] = typer.Option(None, "--decimals", help="Round scores (matched, rct, multisite-rct; default 0) or estimates and SEs (school-effects; default 4) to this many decimals."),
 ) -> None:
     """Simulate PL evaluation data with a known truth and write it to --out.
 
