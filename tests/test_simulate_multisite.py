@@ -30,7 +30,7 @@ def test_students_are_randomized_within_each_school_in_exact_numbers():
     assert (both["math"] == both["reading"]).all()
 
 
-def test_same_seed_same_data_and_the_other_generators_unchanged():
+def test_same_seed_same_data_other_seed_different():
     a, b, c = (simulate_multisite_rct(n_schools=6, students_per_school=30, seed=k) for k in (5, 5, 6))
     pd.testing.assert_frame_equal(a.data, b.data)
     assert a.truth.as_dict() == b.truth.as_dict() and not a.data.equals(c.data)
