@@ -473,6 +473,31 @@ def _long_frame(ids: dict, subjects: tuple, pre: np.ndarray, post: np.ndarray, t
     return pd.DataFrame({name: v.series() if isinstance(v, _Str) else v for name, v in cols.items()})
 
 
+def _rank_within(groups: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Each element's rank (0, 1, ...) by ``key`` among the elements of its group (``groups``
+    sorted or not): a random ``key`` ranks a random permutation within each group."""
+    order = np.lexsort((key, groups))
+    rank = np.empty(len(groups), dtype=np.int64)
+    rank[order] = np.arange(len(groups)) - np.searchsorted(groups[order], groups[order], side="left")
+    return rank
+
+
+def _trial_frame(school_ids, school, block, treatment, takeup, grade, subjects, pre_z, post_z, decimals, students,
+                 p) -> pd.DataFrame:
+    """A trial's rows in the column contract of ``sample_data/pl_cluster_rct.csv`` (each row's
+    ``block``, ``treatment`` and ``takeup`` given)."""
+    n = len(school)
+    return _long_frame(
+        {"student_id": _Str(_ids("STU", n, 6), np.arange(n)), "school_id": _Str(school_ids, school),
+         "block": block, "treatment": treatment, "takeup": takeup, "grade": grade.astype(np.int64)},
+        subjects,
+        _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
+        _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
+        {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
+         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school]},
+    )
+
+
 def _weighted_mean(x: np.ndarray, w: np.ndarray) -> float:
     return float(np.sum(x * w) / np.sum(w)) if np.sum(w) > 0 else math.nan
 
@@ -755,10 +780,7 @@ def simulate_cluster_rct(
     theta = effect + tau * r_effect.standard_normal(J)
 
     # Blocked randomization: rank a random key within each district.
-    order = np.lexsort((r_assign.random(J), block))
-    rank = np.empty(J, dtype=np.int64)
-    rank[order] = np.arange(J) - np.searchsorted(block[order], block[order], side="left")
-    assigned = (rank < m_b[block]).astype(np.int64)
+    assigned = (_rank_within(block, r_assign.random(J)) < m_b[block]).astype(np.int64)
     n_nc = int(round(noncompliance * assigned.sum()))
     nc_key = np.where(assigned == 1, r_assign.random(J), np.inf)
     takeup = assigned.copy()
@@ -781,17 +803,8 @@ def simulate_cluster_rct(
     post_z[missing] = np.nan
 
     school_ids, block_ids = _ids("SCH", J, 3), _ids("D", B, 2)
-    n = len(school)
-    data = _long_frame(
-        {"student_id": _Str(_ids("STU", n, 6), np.arange(n)), "school_id": _Str(school_ids, school),
-         "block": _Str(block_ids, block[school]), "treatment": assigned[school], "takeup": takeup[school],
-         "grade": grade.astype(np.int64)},
-        subjects,
-        _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
-        _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
-        {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
-         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school]},
-    )
+    data = _trial_frame(school_ids, school, _Str(block_ids, block[school]), assigned[school], takeup[school], grade,
+                        subjects, pre_z, post_z, decimals, students, p)
 
     n_students = n_jg.sum(axis=1)
     cace = _weighted_mean(theta, n_students * takeup)
@@ -875,25 +888,14 @@ def simulate_multisite_rct(
     grade = np.repeat(np.tile(np.asarray(grades), J), n_jg.ravel())
     m_j = np.clip(np.floor(n_j * share_treated + 0.5).astype(np.int64), 1, n_j - 1)
     # Complete randomization within each school: rank a random key among the school's students.
-    order = np.lexsort((r_assign.random(len(school)), school))
-    rank = np.empty(len(school), dtype=np.int64)
-    rank[order] = np.arange(len(school)) - np.searchsorted(school[order], school[order], side="left")
-    assigned = (rank < m_j[school]).astype(np.int64)
+    assigned = (_rank_within(school, r_assign.random(len(school))) < m_j[school]).astype(np.int64)
     students = _draw_students(r_student, p[school])
     pre_z, post_z = _scores(r_score, students, school, p, S, g, theta[school] * assigned, cals)
 
     school_ids = _ids("SCH", J, 3)
     n = len(school)
-    data = _long_frame(
-        {"student_id": _Str(_ids("STU", n, 6), np.arange(n)), "school_id": _Str(school_ids, school),
-         "block": _Str(school_ids, school), "treatment": assigned, "takeup": assigned,
-         "grade": grade.astype(np.int64)},
-        subjects,
-        _raw_scores(pre_z, grade, subjects, FALL_MEAN, decimals),
-        _raw_scores(post_z, grade, subjects, SPRING_MEAN, decimals),
-        {"female": students["female"], "frl": students["frl"], "ell": students["ell"], "sped": students["sped"],
-         "race": _Str(RACES, students["race"]), "school_poverty": np.round(p, 3)[school]},
-    )
+    data = _trial_frame(school_ids, school, _Str(school_ids, school), assigned, assigned, grade, subjects, pre_z,
+                        post_z, decimals, students, p)
     n_assigned = np.bincount(school, weights=assigned, minlength=J).astype(np.int64)
     schools = _school_table(school_ids.to_pylist(), np.ones(J, dtype=np.int64), theta, p, S, g, subjects, n_j,
                             n_assigned=n_assigned)
