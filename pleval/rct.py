@@ -26,6 +26,9 @@ covariates (categorical ones as indicators)::
 (Bell & McCaffrey 2002) with Satterthwaite degrees of freedom (Pustejovsky & Tipton 2018)
 by default for cluster designs, HC2 (MacKinnon & White 1985) for individual designs; see
 :func:`pleval.inference.ols`.
+Under HC and classical covariances the block indicators are absorbed (every variable less its
+block mean; Frisch–Waugh–Lovell), with the SEs and df of the fit with indicators
+(:func:`pleval.inference.ols`, ``absorb``); under CR types they are columns of X.
 
 With ``lin=True`` the ITT model is Lin's (2013) fully interacted adjustment
 (:mod:`pleval.lin`): the block indicators, pretest(s) and covariates are centred at their
@@ -97,6 +100,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -109,7 +113,7 @@ from .data import Columns, design_matrix, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
-from .inference.robust import check_conventions, convention_label
+from .inference.robust import check_conventions, convention_label, within_transform
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, subgroup_effects
 
@@ -275,14 +279,6 @@ class RCTResult(ResultMixin):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _dummies(codes: np.ndarray, n_levels: int, prefix: str, labels) -> tuple[np.ndarray, list[str]]:
-    """Indicator columns for levels 1..L−1 (level 0 is the reference)."""
-    D = np.zeros((codes.size, max(n_levels - 1, 0)))
-    rows = np.flatnonzero(codes > 0)
-    D[rows, codes[rows] - 1] = 1.0
-    return D, [f"{prefix}[{labels[j]}]" for j in range(1, n_levels)]
-
-
 def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
     school, t = cols.school, cols.treatment
     per = rand.groupby(school, sort=False, observed=True)[t].agg(["min", "max"])
@@ -373,9 +369,13 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
 
 @dataclass
 class _Model:
+    """The ITT model's pieces. ``X``/``names``: the full design (intercept, treatment, block
+    indicators, pretests and covariates), formed on first use; ``Xa``/``names_a``: treatment,
+    pretests and covariates, for fits that absorb the blocks (:func:`pleval.inference.ols`,
+    ``absorb=block_codes``) — n × (blocks − 1) indicators are never formed then."""
+
     y: np.ndarray
     z: np.ndarray
-    X: np.ndarray
     names: list[str]
     school: np.ndarray | None  # integer school codes 0..n_schools−1
     n_schools: int
@@ -383,12 +383,32 @@ class _Model:
     n_blocks: int
     covX: pd.DataFrame  # pretests + covariates design columns
 
+    @property
+    def names_a(self) -> list[str]:
+        return ["treatment", *self.covX.columns]
+
+    @cached_property
+    def Xa(self) -> np.ndarray:
+        return np.column_stack([self.z, self.covX.to_numpy(dtype=float)])
+
+    @cached_property
+    def X(self) -> np.ndarray:
+        n, nb = len(self.y), max(self.n_blocks - 1, 0)
+        X = np.empty((n, 2 + nb + self.covX.shape[1]))
+        X[:, 0] = 1.0
+        X[:, 1] = self.z
+        if nb:
+            X[:, 2 : 2 + nb] = 0.0
+            rows = np.flatnonzero(self.block_codes > 0)
+            X[rows, 1 + self.block_codes[rows]] = 1.0  # block b > 0 in column 2 + b − 1
+        X[:, 2 + nb :] = self.covX.to_numpy(dtype=float)
+        return X
+
 
 def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: list) -> _Model:
-    n = len(ana)
     y = ana[cols.outcome].to_numpy(dtype=float)
     z = ana[cols.treatment].to_numpy(dtype=float)
-    parts, names = [np.ones((n, 1)), z[:, None]], ["const", "treatment"]
+    names = ["const", "treatment"]
     block_codes, nb = None, 0
     if cols.block:
         block_codes, labels = pd.factorize(ana[cols.block], sort=True)
@@ -401,22 +421,14 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
                 f"{k} block(s) of {cols.block!r} have only treated or only control rows in the analytic sample; "
                 "they do not inform the block-adjusted ITT"
             )
-        D, dn = _dummies(block_codes, nb, cols.block, list(labels))
-        parts.append(D)
-        names += dn
+        names += [f"{cols.block}[{labels[j]}]" for j in range(1, nb)]
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
-    parts.append(covX.to_numpy(dtype=float))
     names += list(covX.columns)
-    X = np.empty((n, sum(p.shape[1] for p in parts)))
-    j = 0
-    for p in parts:
-        X[:, j : j + p.shape[1]] = p
-        j += p.shape[1]
     school, n_schools = None, 0
     if cols.school:
         school, uniq = pd.factorize(ana[cols.school])
         n_schools = len(uniq)
-    return _Model(y, z, X, names, school, n_schools, block_codes, nb, covX)
+    return _Model(y, z, names, school, n_schools, block_codes, nb, covX)
 
 
 def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
@@ -523,21 +535,30 @@ def _mixedlm_fit(mod: _Model, notes: list):
 
 
 def _cace_fit(mod: _Model, takeup: np.ndarray, cluster_design: bool):
-    """2SLS of y on take-up instrumented by assignment (linearmodels IV2SLS)."""
+    """2SLS of y on take-up instrumented by assignment (linearmodels IV2SLS). Blocks are
+    partialled out first (every variable less its block mean; Frisch–Waugh–Lovell holds for
+    2SLS with the block indicators among the instruments), and the small-sample factor
+    (n − 1)/(n − k) or n/(n − k) rescaled to count the blocks' parameters as the fit with
+    indicators does."""
     from linearmodels.iv import IV2SLS
 
-    keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
-    exog = pd.DataFrame(mod.X[:, keep], columns=[mod.names[j] for j in keep])
-    endog = pd.DataFrame({"takeup": takeup})
-    instr = pd.DataFrame({"assignment": mod.z})
-    model = IV2SLS(pd.Series(mod.y, name="y"), exog, endog, instr)
+    y, d, z, W = mod.y, takeup, mod.z, mod.covX.to_numpy(dtype=float)
+    k_full = 2 + max(mod.n_blocks - 1, 0) + W.shape[1]
+    if mod.block_codes is None:
+        W = np.column_stack([np.ones(len(y)), W])
+    else:
+        _, V, _, _ = within_transform(y, np.column_stack([y, d, z, W]), mod.block_codes, None)
+        y, d, z, W = V[:, 0], V[:, 1], V[:, 2], V[:, 3:]
+    exog = pd.DataFrame(W, columns=[f"x{j}" for j in range(W.shape[1])]) if W.shape[1] else None
+    model = IV2SLS(pd.Series(y, name="y"), exog, pd.DataFrame({"takeup": d}), pd.DataFrame({"assignment": z}))
     if cluster_design:
         res = model.fit(cov_type="clustered", clusters=pd.Series(mod.school), debiased=True)
         df = float(mod.n_schools - 1)
     else:
         res = model.fit(cov_type="robust", debiased=True)
-        df = float(len(mod.y) - mod.X.shape[1])
-    return res, df
+        df = float(len(y) - k_full)
+    n, k = len(y), 1 + W.shape[1]
+    return float(res.params["takeup"]), float(res.std_errors["takeup"]) * math.sqrt((n - k) / (n - k_full)), df
 
 
 def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> pd.DataFrame:
@@ -609,12 +630,14 @@ def _subgroup_levels(ana: pd.DataFrame, cols: Columns, name: str) -> tuple[np.nd
 
 
 def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale: Callable, adjust: str, level: float,
-               notes: list, test: str):
-    """Subgroup effects and tests (:func:`pleval.subgroups.subgroup_effects`), p adjusted across rows."""
+               notes: list, test: str, absorb: np.ndarray | None):
+    """Subgroup effects and tests (:func:`pleval.subgroups.subgroup_effects`), p adjusted across
+    rows; the blocks absorbed as in the ITT fit when ``absorb`` is given."""
     rows, tests = [], []
+    X, xnames = (mod.X, mod.names) if absorb is None else (mod.Xa, mod.names_a)
     for name in names:
         codes, labels = _subgroup_levels(ana, cols, name)
-        r, t = subgroup_effects(mod.y, mod.X, mod.names, mod.z, codes, labels, name=name, scale=scale,
+        r, t = subgroup_effects(mod.y, X, xnames, mod.z, codes, labels, name=name, scale=scale, absorb=absorb,
                                 clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], cluster_df=fit_kw["cluster_df"], level=level, notes=notes, test=test)
         rows += r
         if t is not None:
@@ -715,6 +738,14 @@ def analyze_rct(
 
     mod = _model(ana, cols, cov_names, notes)
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
+    # block indicators absorbed where the covariance allows it (HC types, classical; not Lin's interactions)
+    absorb = mod.block_codes if mod.n_blocks > 1 and not vcov.startswith("CR") and not lin else None
+
+    def itt_fit(v):
+        if absorb is not None:
+            return ols(v, mod.Xa, names=mod.names_a, absorb=absorb, **fit_kw)
+        return ols(v, mod.X, names=mod.names, **fit_kw)
+
     if lin:
         from .lin import lin_design
 
@@ -722,7 +753,7 @@ def analyze_rct(
         X_lin, lin_names = lin_design(mod.z, mod.X[:, covs], [mod.names[j] for j in covs])
         fit = ols(mod.y, X_lin, names=lin_names, **fit_kw)
     else:
-        fit = ols(mod.y, mod.X, names=mod.names, **fit_kw)
+        fit = itt_fit(mod.y)
 
     t = mod.z == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
@@ -789,7 +820,7 @@ def analyze_rct(
     complier = None
     if compliance and cols.takeup:
         d = ana[cols.takeup].to_numpy(dtype=float)
-        cs_fit = ols(d, mod.X, names=mod.names, **fit_kw)
+        cs_fit = itt_fit(d)
         cb, cse, cdf, _ = cs_fit.coef("treatment")
         complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_cl,
                                    method=f"ITT on take-up ({vc_desc})", label="complier share")
@@ -797,16 +828,16 @@ def analyze_rct(
             warnings.warn(f"complier share {cb:.3f} (SE {cse:.3f}) is small: the CACE is weakly identified",
                           PlevalWarning, stacklevel=2)
             notes.append(f"weak first stage: complier share {cb:.3f} (SE {cse:.3f})")
-        iv, ivdf = _cace_fit(mod, d, clustered_design)
         effects["CACE (IV)"] = effect(
-            float(iv.params["takeup"]), float(iv.std_errors["takeup"]), ivdf, "CACE",
+            *_cace_fit(mod, d, clustered_design), "CACE",
             "2SLS, take-up instrumented by assignment (linearmodels IV2SLS), "
             + ("clustered CR1, G − 1 df" if clustered_design else "HC1, n − k df"),
         )
 
     sub = inter = None
     if subgroups:
-        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes, interaction_test)
+        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes, interaction_test,
+                                absorb)
 
     boot = None
     if bootstrap:

@@ -73,12 +73,13 @@ def subgroup_effects(
     test: str = "HTZ",
     cluster_df: str = "G-1",
     cr2: str = "transformed",
+    absorb: np.ndarray | None = None,
 ) -> tuple[list[dict], dict | None]:
     """Level rows and the test row for one subgrouping variable (module docstring).
 
     ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
-    (default; CR2 fits) or ``"F"``. ``cluster_df`` and ``cr2`` are the conventions of
-    :func:`pleval.inference.ols`.
+    (default; CR2 fits) or ``"F"``. ``cluster_df``, ``cr2`` and ``absorb`` (group codes whose
+    indicators are absorbed; X then has no intercept) are those of :func:`pleval.inference.ols`.
 
     ``X``/``names`` are the design's regressors *including* the treatment column named
     ``"treatment"`` (dropped here, replaced by the level-specific treatment columns); ``z`` the
@@ -119,7 +120,8 @@ def subgroup_effects(
     try:
         fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
                   weights=None if weights is None else weights[rows_in],
-                  clusters=None if clusters is None else clusters[rows_in])
+                  clusters=None if clusters is None else clusters[rows_in],
+                  absorb=None if absorb is None else absorb[rows_in])
     except DesignError as exc:
         notes.append(f"subgroup {name}: not estimable ({exc})")
         return [], None

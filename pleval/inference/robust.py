@@ -455,6 +455,7 @@ def ols(
     center=None,
     gram=None,
     blocks=None,
+    absorb=None,
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -487,6 +488,14 @@ def ols(
         the scores ``u_g = X̃_g'ẽ_g = T_g − S_gβ̂`` from them, without another pass over the rows
         (pass y less its weighted mean, so that T_g and S_gβ̂ are not much larger than their
         difference). Ignored by the other types.
+    absorb : integer group codes (n,), 0..A−1: the fit has one indicator per group, absorbed by
+        the within transformation instead of formed (Frisch–Waugh–Lovell: y and the columns of
+        X less their (weighted) group means give the same coefficients and residuals; X then
+        holds the other regressors, without an intercept). The covariance is that of the fit
+        with the indicators: HC2's leverage adds each row's indicator leverage ``w_i/Σ_{b(i)}w``
+        (the absorbed block of the hat matrix is orthogonal to the rest), HC1, classical and
+        the df count the A absorbed parameters. HC and classical types only (CR2's adjustment
+        needs each cluster's full hat block); the absorbed effects are not reported.
 
     Returns
     -------
@@ -514,6 +523,11 @@ def ols(
         sw = np.sqrt(w)
     else:
         sw = None
+    k_abs, h_abs = 0, None
+    if absorb is not None:
+        if vcov in _CLUSTER_TYPES or center is not None or gram is not None:
+            raise DataError(f"absorb works with the HC and classical covariances, without center or gram; got vcov={vcov!r}")
+        y, X, k_abs, h_abs = within_transform(y, X, absorb, None if weights is None else w)
     if center is not None:
         center = np.asarray(center, dtype=float).ravel()
         if center.shape != (k,) or not np.isfinite(center).all():
@@ -581,16 +595,41 @@ def ols(
             h = np.einsum("ij,jk,ik->i", Xt, M, Xt, optimize=True)
             if np.any(h >= 1.0 - 1e-10):
                 raise DesignError("HC2: an observation has leverage 1; drop the regressor it alone identifies")
+            if h_abs is not None:
+                h = h + h_abs
+            if np.any(h >= 1.0 - 1e-10):
+                raise DesignError("HC2: an observation has leverage 1; drop the regressor it alone identifies")
             e2 = e2 / (1.0 - h)
         meat = (Xt * e2[:, None]).T @ Xt
         V = M @ meat @ M
         if vcov == "HC1":
-            V *= n / (n - k)
+            V *= n / (n - k - k_abs)
     elif vcov == "classical":
-        V = M * (et @ et) / (n - k)
+        V = M * (et @ et) / (n - k - k_abs)
     else:
         raise DataError(f"vcov must be one of {_CLUSTER_TYPES + _HC_TYPES + ('classical',)}; got {vcov!r}")
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k)))
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k - k_abs)))
+
+
+def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):
+    """y and X less their (weighted) group means, the number of groups with weight, and each
+    row's leverage in the group indicators, ``w_i / Σ_{b(i)} w`` (see :func:`ols`, ``absorb``)."""
+    codes = np.asarray(absorb)
+    if codes.shape != y.shape or not np.issubdtype(codes.dtype, np.integer) or (codes.size and codes.min() < 0):
+        raise DataError("absorb must be non-negative integer group codes, one per row")
+    A = int(codes.max()) + 1 if codes.size else 0
+    wt = np.ones(len(y)) if w is None else w
+    tot = np.bincount(codes, weights=wt, minlength=A)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(tot > 0, 1.0 / tot, 0.0)
+
+    def less_mean(v):
+        return v - (np.bincount(codes, weights=wt * v, minlength=A) * inv)[codes]
+
+    Xw = np.empty_like(X, dtype=float)
+    for j in range(X.shape[1]):
+        Xw[:, j] = less_mean(X[:, j])
+    return less_mean(y), Xw, int(np.count_nonzero(tot > 0)), wt * inv[codes]
 
 
 def _constant_df(value: float) -> Callable[[np.ndarray], float]:
@@ -699,4 +738,4 @@ def _cr2_clubsandwich(X, w, resid, codes, G, M):
     return meat_vec, CR2Blocks(T, Gam, N, M, offset=k)
 
 
-__all__ = ["ols", "OLSFit", "CR2Blocks", "cluster_codes", "grouped_cross_products", "CR2_FORMS"]
+__all__ = ["ols", "OLSFit", "CR2Blocks", "cluster_codes", "grouped_cross_products", "CR2_FORMS", "within_transform"]

@@ -1,0 +1,148 @@
+"""Blocks absorbed instead of formed: `pleval.inference.ols(absorb=...)` against the fit with one
+indicator per block (pleval's own and statsmodels'), and a blocked trial with many blocks in
+`analyze_rct` (ITT, complier share, CACE, subgroups) against statsmodels and linearmodels fits
+that carry the block indicators; the n × blocks indicator matrix is never formed."""
+
+from __future__ import annotations
+
+import tracemalloc
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+from linearmodels.iv import IV2SLS
+
+from pleval.data import Columns
+from pleval.errors import DataError, PlevalWarning
+from pleval.inference import ols
+from pleval.rct import analyze_rct
+
+
+def _groups(n=600, A=25, seed=1):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, A, n)
+    x = rng.normal(size=(n, 2))
+    y = x @ [1.0, -0.5] + 0.3 * g + rng.normal(size=n) * (1 + x[:, 0] ** 2)
+    return y, x, g, rng.uniform(0.2, 2.0, n)
+
+
+@pytest.mark.parametrize("vcov", ["HC0", "HC1", "HC2", "classical"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_absorbed_fit_equals_the_fit_with_indicators(vcov, weighted):
+    y, x, g, w = _groups()
+    w = w if weighted else None
+    D = pd.get_dummies(g).to_numpy(dtype=float)  # one indicator per group, no intercept
+    full = ols(y, np.column_stack([x, D]), vcov=vcov, weights=w)
+    fit = ols(y, x, vcov=vcov, weights=w, absorb=g)
+    np.testing.assert_allclose(fit.params, full.params[:2], rtol=1e-11)
+    np.testing.assert_allclose(fit.vcov, full.vcov[:2, :2], rtol=1e-10)
+    np.testing.assert_allclose(fit.resid, full.resid, atol=1e-11)
+    assert fit.df[0] == full.df[0] == len(y) - 2 - 25
+    # and statsmodels' fit with the indicators (an independent computation)
+    cov = {"classical": "nonrobust"}.get(vcov, vcov)
+    sm_fit = (sm.OLS(y, np.column_stack([x, D])) if w is None else sm.WLS(y, np.column_stack([x, D]), weights=w)).fit(
+        cov_type=cov)
+    np.testing.assert_allclose(fit.se, np.asarray(sm_fit.bse)[:2], rtol=1e-9)
+
+
+def test_absorb_is_refused_where_it_cannot_be_exact():
+    y, x, g, _ = _groups()
+    with pytest.raises(DataError, match="absorb works with the HC and classical"):
+        ols(y, x, vcov="CR2", clusters=g, absorb=g)
+    with pytest.raises(DataError, match="non-negative integer group codes"):
+        ols(y, x, vcov="HC2", absorb=g.astype(float))
+
+
+def _multisite(n_blocks=60, per=40, seed=3):
+    """Students randomized within blocks, one-sided noncompliance, a 0/1 subgroup."""
+    rng = np.random.default_rng(seed)
+    n = n_blocks * per
+    block = np.repeat(np.arange(n_blocks), per)
+    z = np.concatenate([rng.permutation(np.arange(per) < per // 2) for _ in range(n_blocks)]).astype(int)
+    pre = rng.normal(size=n) + 0.2 * rng.normal(size=n_blocks)[block]
+    frl = rng.binomial(1, 0.4, n)
+    takeup = z * rng.binomial(1, 0.7, n)
+    y = 0.4 * takeup + 0.7 * pre - 0.2 * frl + 0.3 * rng.normal(size=n_blocks)[block] + rng.normal(size=n)
+    return pd.DataFrame({"student_id": np.arange(n), "school_id": [f"S{b:03d}" for b in block], "treatment": z,
+                         "takeup": takeup, "pretest": pre, "frl": frl, "posttest": y})
+
+
+COLS = Columns(outcome="posttest", treatment="treatment", school="school_id", block="school_id",
+               pretest=("pretest",), covariates=("frl",), takeup="takeup", student_id="student_id")
+
+
+def test_many_blocks_trial_matches_fits_with_block_indicators():
+    d = _multisite()
+    res = analyze_rct(d, COLS, design="blocked", subgroups=["frl"])
+    D = pd.get_dummies(d["school_id"], drop_first=True, dtype=float)
+    X = pd.concat([d[["treatment", "pretest", "frl"]].astype(float), D], axis=1)
+    X.insert(0, "const", 1.0)
+    dof = len(d) - X.shape[1]
+
+    itt = sm.OLS(d["posttest"], X).fit(cov_type="HC2")
+    e = res.itt.raw
+    assert e.estimate == pytest.approx(itt.params["treatment"], rel=1e-10)
+    assert e.se == pytest.approx(itt.bse["treatment"], rel=1e-9) and e.df == dof
+
+    share = sm.OLS(d["takeup"], X).fit(cov_type="HC2")
+    assert res.complier_share.estimate == pytest.approx(share.params["treatment"], rel=1e-10)
+    assert res.complier_share.se == pytest.approx(share.bse["treatment"], rel=1e-9)
+
+    iv = IV2SLS(d["posttest"], X.drop(columns="treatment"), d[["takeup"]], d[["treatment"]]).fit(
+        cov_type="robust", debiased=True)
+    cace = res.effects["CACE (IV)"].raw
+    assert cace.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
+    assert cace.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9) and cace.df == dof
+
+    Xs = pd.concat([X.drop(columns="treatment"), pd.DataFrame({
+        "t0": d["treatment"] * (d["frl"] == 0), "t1": d["treatment"] * (d["frl"] == 1)}).astype(float)], axis=1)
+    sub = sm.OLS(d["posttest"], Xs).fit(cov_type="HC2")
+    rows = res.subgroups.set_index("level")
+    for lev, col in ((0, "t0"), (1, "t1")):
+        assert rows.loc[lev, "estimate"] == pytest.approx(sub.params[col], rel=1e-9)
+        assert rows.loc[lev, "se"] == pytest.approx(sub.bse[col], rel=1e-8)
+
+
+def test_many_blocks_trial_does_not_form_the_block_indicators():
+    d = _multisite(n_blocks=2000, per=10, seed=5)
+    dense = len(d) * 2000 * 8  # bytes of the n × blocks indicators
+    tracemalloc.start()
+    try:
+        res = analyze_rct(d, COLS, design="blocked")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.options["n_blocks"] == 2000 and np.isfinite(res.itt.raw.se)
+    assert peak < dense / 4, f"peak {peak / 1e6:.0f} MB against {dense / 1e6:.0f} MB of indicators"
+
+
+def test_cluster_robust_fits_keep_the_indicators_and_agree():
+    """With CR2 the indicators stay explicit (its adjustment needs each cluster's hat block); the
+    ITT is the same number either way."""
+    d = _multisite(n_blocks=30, per=40, seed=9)
+    hc = analyze_rct(d, COLS, design="blocked")
+    cr = analyze_rct(d, COLS, design="blocked", vcov="CR2")
+    assert cr.itt.raw.estimate == pytest.approx(hc.itt.raw.estimate, rel=1e-10)
+    assert "block FE" in cr.options["model"] and cr.fit.names[:2] == ("const", "treatment")
+
+
+def test_cluster_trial_cace_with_blocks_partialled_out_equals_linearmodels_with_indicators():
+    from pleval.simulate import simulate_cluster_rct
+
+    d = simulate_cluster_rct(seed=2, n_blocks=5, subjects=["math"]).data.dropna(subset=["posttest"])
+    d["takeup"] = d["treatment"] * np.random.default_rng(1).binomial(1, 0.8, len(d))
+    cols = Columns(outcome="posttest", treatment="treatment", school="school_id", block="block", pretest=("pretest",),
+                   takeup="takeup", student_id="student_id")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        res = analyze_rct(d, cols, design="cluster")
+    X = pd.concat([d[["pretest"]], pd.get_dummies(d["block"], drop_first=True, dtype=float)], axis=1)
+    X.insert(0, "const", 1.0)
+    iv = IV2SLS(d["posttest"], X, d[["takeup"]], d[["treatment"]]).fit(cov_type="clustered", clusters=d["school_id"],
+                                                                     debiased=True)
+    cace = res.effects["CACE (IV)"].raw
+    assert cace.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
+    assert cace.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9)
+    assert cace.df == d["school_id"].nunique() - 1
