@@ -207,11 +207,16 @@ def analyze_multiarm(
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
     D = np.column_stack([(arm_of == a).astype(float) for a in arms])
-    keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
-    X = np.column_stack([mod.X[:, [0]], D, mod.X[:, keep[1:]]])
-    names = ["const"] + [f"arm[{a}]" for a in arms] + [mod.names[j] for j in keep[1:]]
-    fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None,
-              cluster_df=cluster_df)
+    arm_names = [f"arm[{a}]" for a in arms]
+    if mod.n_blocks > 1 and not vcov.startswith("CR"):  # blocks absorbed, as in analyze_rct
+        X, names = np.column_stack([D, mod.Xa[:, 1:]]), arm_names + mod.names_a[1:]
+        fit = ols(mod.y, X, names=names, vcov=vcov, cluster_df=cluster_df, absorb=mod.block_codes)
+    else:
+        keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
+        X = np.column_stack([mod.X[:, [0]], D, mod.X[:, keep[1:]]])
+        names = ["const"] + arm_names + [mod.names[j] for j in keep[1:]]
+        fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None,
+                  cluster_df=cluster_df)
     vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False))
 
     grades = ana[cols.grade].to_numpy() if cols.grade and ana[cols.grade].nunique() > 1 else None

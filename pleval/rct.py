@@ -382,6 +382,7 @@ class _Model:
     block_codes: np.ndarray | None
     n_blocks: int
     covX: pd.DataFrame  # pretests + covariates design columns
+    block: str | None = None  # the block column's name
 
     @property
     def names_a(self) -> list[str]:
@@ -394,7 +395,20 @@ class _Model:
     @cached_property
     def X(self) -> np.ndarray:
         n, nb = len(self.y), max(self.n_blocks - 1, 0)
-        X = np.empty((n, 2 + nb + self.covX.shape[1]))
+        k = 2 + nb + self.covX.shape[1]
+        if nb:
+            from ._workers import available_memory
+
+            need, free = 8.0 * n * k, available_memory()
+            if need > free / 2:
+                raise DesignError(
+                    f"this analysis needs the n × k design with one indicator per block of {self.block!r} as "
+                    f"columns: {n:,} rows × {k:,} columns = {need / 2**30:.1f} GB, more than half the memory free "
+                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, Lin's adjustment, MixedLM, school means, the wild "
+                    "bootstrap and binary outcomes need the indicators; the ITT with HC2 (the default for "
+                    "individual and blocked designs) absorbs them"
+                )
+        X = np.empty((n, k))
         X[:, 0] = 1.0
         X[:, 1] = self.z
         if nb:
@@ -428,7 +442,7 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
     if cols.school:
         school, uniq = pd.factorize(ana[cols.school])
         n_schools = len(uniq)
-    return _Model(y, z, names, school, n_schools, block_codes, nb, covX)
+    return _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block)
 
 
 def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:

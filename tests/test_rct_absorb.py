@@ -15,7 +15,7 @@ import statsmodels.api as sm
 from linearmodels.iv import IV2SLS
 
 from pleval.data import Columns
-from pleval.errors import DataError, PlevalWarning
+from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.inference import ols
 from pleval.rct import analyze_rct
 
@@ -146,3 +146,36 @@ def test_cluster_trial_cace_with_blocks_partialled_out_equals_linearmodels_with_
     assert cace.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
     assert cace.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9)
     assert cace.df == d["school_id"].nunique() - 1
+
+
+def test_multiarm_blocked_trial_absorbs_blocks_like_statsmodels_with_indicators():
+    from pleval.multiarm import analyze_multiarm
+
+    d = _multisite(n_blocks=40, per=30, seed=11)
+    rng = np.random.default_rng(12)
+    d["arm"] = np.where(d["treatment"] == 0, "control", rng.choice(["A", "B"], len(d)))
+    d["posttest"] += 0.3 * (d["arm"] == "B")
+    res = analyze_multiarm(d, COLS.replace(treatment="arm", takeup=None), "control", design="blocked",
+                           adjust="dunnett")
+    X = pd.concat([pd.get_dummies(d["arm"], dtype=float)[["A", "B"]], d[["pretest", "frl"]].astype(float),
+                   pd.get_dummies(d["school_id"], drop_first=True, dtype=float)], axis=1)
+    X.insert(0, "const", 1.0)
+    ref = sm.OLS(d["posttest"], X).fit(cov_type="HC2")
+    f = res.to_frame().set_index("arm")
+    for arm in ("A", "B"):
+        assert f.loc[arm, "estimate"] == pytest.approx(ref.params[arm], rel=1e-10)
+        assert f.loc[arm, "se"] == pytest.approx(ref.bse[arm], rel=1e-9)
+        assert f.loc[arm, "df"] == len(d) - X.shape[1]
+    assert (f["pvalue_adjusted"] >= f["pvalue"] - 1e-3).all()
+
+
+def test_indicators_too_large_for_memory_get_a_clear_error(monkeypatch):
+    """An analysis that needs the block indicators as columns names the block column, the size
+    and the way out, instead of exhausting the machine's memory."""
+    import pleval._workers
+
+    d = _multisite(n_blocks=50, per=20, seed=13)
+    monkeypatch.setattr(pleval._workers, "available_memory", lambda: 4e5)
+    assert np.isfinite(analyze_rct(d, COLS, design="blocked").itt.raw.se)  # absorbed: no indicators formed
+    with pytest.raises(DesignError, match=r"one indicator per block of 'school_id'.*1,000 rows × 53 columns"):
+        analyze_rct(d, COLS, design="blocked", vcov="CR2")
