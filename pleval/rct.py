@@ -435,6 +435,11 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
                 f"{k} block(s) of {cols.block!r} have only treated or only control rows in the analytic sample; "
                 "they do not inform the block-adjusted ITT"
             )
+        if (n_b == 1).any():
+            notes.append(
+                f"{int((n_b == 1).sum())} of them have a single analysed student, whom the block's effect fits "
+                "exactly: left out of the ITT's fit with the block (no residual, no information)"
+            )
         names += [f"{cols.block}[{labels[j]}]" for j in range(1, nb)]
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
     names += list(covX.columns)
@@ -558,15 +563,19 @@ def _cace_fit(mod: _Model, takeup: np.ndarray, cluster_design: bool):
 
     y, d, z, W = mod.y, takeup, mod.z, mod.covX.to_numpy(dtype=float)
     k_full = 2 + max(mod.n_blocks - 1, 0) + W.shape[1]
+    school = mod.school
     if mod.block_codes is None:
         W = np.column_stack([np.ones(len(y)), W])
     else:
-        _, V, _, _ = within_transform(y, np.column_stack([y, d, z, W]), mod.block_codes, None)
+        _, V, _, h = within_transform(y, np.column_stack([y, d, z, W]), mod.block_codes, None)
+        keep = h < 1.0  # a block of one row is fitted exactly by its effect: dropped with it
+        k_full -= int((~keep).sum())
+        V, school = V[keep], None if school is None else school[keep]
         y, d, z, W = V[:, 0], V[:, 1], V[:, 2], V[:, 3:]
     exog = pd.DataFrame(W, columns=[f"x{j}" for j in range(W.shape[1])]) if W.shape[1] else None
     model = IV2SLS(pd.Series(y, name="y"), exog, pd.DataFrame({"takeup": d}), pd.DataFrame({"assignment": z}))
     if cluster_design:
-        res = model.fit(cov_type="clustered", clusters=pd.Series(mod.school), debiased=True)
+        res = model.fit(cov_type="clustered", clusters=pd.Series(school), debiased=True)
         df = float(mod.n_schools - 1)
     else:
         res = model.fit(cov_type="robust", debiased=True)

@@ -1,7 +1,8 @@
 """Blocks absorbed instead of formed: `pleval.inference.ols(absorb=...)` against the fit with one
 indicator per block (pleval's own and statsmodels'), and a blocked trial with many blocks in
 `analyze_rct` (ITT, complier share, CACE, subgroups) against statsmodels and linearmodels fits
-that carry the block indicators; the n × blocks indicator matrix is never formed."""
+that carry the block indicators; the n × blocks indicator matrix is never formed; a block of one
+student adds nothing (as if dropped); indicators too large for memory get a clear error."""
 
 from __future__ import annotations
 
@@ -179,3 +180,41 @@ def test_indicators_too_large_for_memory_get_a_clear_error(monkeypatch):
     assert np.isfinite(analyze_rct(d, COLS, design="blocked").itt.raw.se)  # absorbed: no indicators formed
     with pytest.raises(DesignError, match=r"one indicator per block of 'school_id'.*1,000 rows × 53 columns"):
         analyze_rct(d, COLS, design="blocked", vcov="CR2")
+
+
+def test_a_block_of_one_student_is_left_out_as_if_dropped():
+    """A block with one analysed student (the rest attrited) is fitted exactly by its effect:
+    the ITT, its HC2/HC1 SEs and the CACE are those of the fit without that student, where the
+    indicators would have made HC2 fail (leverage 1)."""
+    d = _multisite(n_blocks=20, per=20, seed=3).iloc[19:]  # block S000 keeps one student
+    rest = d[d["school_id"] != "S000"]
+    X = pd.concat([rest[["treatment", "pretest", "frl"]].astype(float),
+                   pd.get_dummies(rest["school_id"], drop_first=True, dtype=float)], axis=1)
+    X.insert(0, "const", 1.0)
+    for vcov in ("HC2", "HC1"):
+        res = analyze_rct(d, COLS, design="blocked", vcov=vcov)
+        ref = sm.OLS(rest["posttest"], X).fit(cov_type=vcov)
+        assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
+        assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
+        assert res.itt.raw.df == len(rest) - X.shape[1]
+    assert any("single analysed student" in n for n in res.notes)
+    iv = IV2SLS(rest["posttest"], X.drop(columns="treatment"), rest[["takeup"]], rest[["treatment"]]).fit(
+        cov_type="robust", debiased=True)
+    assert res.effects["CACE (IV)"].raw.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
+    assert res.effects["CACE (IV)"].raw.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9)
+    assert res.options["n_analytic"] == len(d)  # still analysed (and counted): it adds nothing
+
+
+@pytest.mark.parametrize("vcov", ["HC1", "HC2", "classical"])
+def test_weighted_singletons_add_nothing(vcov):
+    y, x, g, w = _groups()
+    g = g.copy()
+    g[:3] = [25, 26, 27]  # three groups of one row
+    fit = ols(y, x, vcov=vcov, weights=w, absorb=g)
+    rest = slice(3, None)
+    D = pd.get_dummies(g[rest]).to_numpy(dtype=float)
+    ref = sm.WLS(y[rest], np.column_stack([x[rest], D]), weights=w[rest]).fit(
+        cov_type={"classical": "nonrobust"}.get(vcov, vcov))
+    np.testing.assert_allclose(fit.params, np.asarray(ref.params)[:2], rtol=1e-10)
+    np.testing.assert_allclose(fit.se, np.asarray(ref.bse)[:2], rtol=1e-9)
+    assert fit.df[0] == ref.df_resid

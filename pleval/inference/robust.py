@@ -494,8 +494,12 @@ def ols(
         holds the other regressors, without an intercept). The covariance is that of the fit
         with the indicators: HC2's leverage adds each row's indicator leverage ``w_i/Σ_{b(i)}w``
         (the absorbed block of the hat matrix is orthogonal to the rest), HC1, classical and
-        the df count the A absorbed parameters. HC and classical types only (CR2's adjustment
-        needs each cluster's full hat block); the absorbed effects are not reported.
+        the df count the A absorbed parameters. A group of one row (a singleton) is fitted
+        exactly by its indicator (residual 0, leverage 1) and adds nothing: it is left out of
+        the HC2 leverage check and of HC1's n, as if dropped with its indicator (reghdfe drops
+        singletons; Correia 2015), which leaves the df n − k − A unchanged. HC and classical
+        types only (CR2's adjustment needs each cluster's full hat block); the absorbed effects
+        are not reported.
 
     Returns
     -------
@@ -523,11 +527,13 @@ def ols(
         sw = np.sqrt(w)
     else:
         sw = None
-    k_abs, h_abs = 0, None
+    k_abs, h_abs, n_single = 0, None, 0
     if absorb is not None:
         if vcov in _CLUSTER_TYPES or center is not None or gram is not None:
             raise DataError(f"absorb works with the HC and classical covariances, without center or gram; got vcov={vcov!r}")
         y, X, k_abs, h_abs = within_transform(y, X, absorb, None if weights is None else w)
+        single = h_abs >= 1.0 - 1e-12  # the one row (with weight) of its group: fitted exactly
+        n_single = int(single.sum())
     if center is not None:
         center = np.asarray(center, dtype=float).ravel()
         if center.shape != (k,) or not np.isfinite(center).all():
@@ -593,17 +599,15 @@ def ols(
         e2 = et**2
         if vcov == "HC2":
             h = np.einsum("ij,jk,ik->i", Xt, M, Xt, optimize=True)
-            if np.any(h >= 1.0 - 1e-10):
-                raise DesignError("HC2: an observation has leverage 1; drop the regressor it alone identifies")
-            if h_abs is not None:
-                h = h + h_abs
+            if h_abs is not None:  # a singleton's row of X̃ is 0: it adds nothing to the meat
+                h = h + np.where(single, 0.0, h_abs)
             if np.any(h >= 1.0 - 1e-10):
                 raise DesignError("HC2: an observation has leverage 1; drop the regressor it alone identifies")
             e2 = e2 / (1.0 - h)
         meat = (Xt * e2[:, None]).T @ Xt
         V = M @ meat @ M
         if vcov == "HC1":
-            V *= n / (n - k - k_abs)
+            V *= (n - n_single) / (n - k - k_abs)
     elif vcov == "classical":
         V = M * (et @ et) / (n - k - k_abs)
     else:
