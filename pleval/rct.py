@@ -28,7 +28,10 @@ by default for cluster designs, HC2 (MacKinnon & White 1985) for individual desi
 :func:`pleval.inference.ols`.
 Under HC and classical covariances the block indicators are absorbed (every variable less its
 block mean; Frisch–Waugh–Lovell), with the SEs and df of the fit with indicators
-(:func:`pleval.inference.ols`, ``absorb``); under CR types they are columns of X.
+(:func:`pleval.inference.ols`, ``absorb``); under CR types they are columns of X. With block
+effects the ITT weights block b by n_b·p_b(1 − p_b) (p_b its share assigned), not by its
+students; the notes say so when the shares differ enough to move 5% of the weight
+(:func:`block_weight_shift`; the Neyman estimate below weights blocks by their students).
 
 With ``lin=True`` the ITT model is Lin's (2013) fully interacted adjustment
 (:mod:`pleval.lin`): the block indicators, pretest(s) and covariates are centred at their
@@ -419,6 +422,28 @@ class _Model:
         return X
 
 
+BLOCK_WEIGHT_NOTE = 0.05
+"""Share of the weight that must move between blocks (:func:`block_weight_shift`) for the
+trial's notes to say that the OLS ITT does not weight blocks by their students."""
+
+
+def block_weight_shift(n_treated: np.ndarray, n: np.ndarray) -> tuple[float, float, float]:
+    """How far the OLS ITT's implicit block weights are from the students' weights.
+
+    With block fixed effects (and no covariates) the OLS ITT is ``Σ_b w_b (ȳ_b1 − ȳ_b0)`` with
+    ``w_b ∝ n_b p_b (1 − p_b)``, ``p_b`` the share assigned in block b (Angrist 1998; Miratrix,
+    Weiss & Henderson 2021), while the average effect per student weights blocks by ``n_b``.
+    Returns the total-variation distance ``½ Σ_b |w_b − n_b/N|`` over the blocks with both
+    arms (the share of weight that moves), and the smallest and largest ``p_b`` among them."""
+    n, n_treated = np.asarray(n, dtype=float), np.asarray(n_treated, dtype=float)
+    both = (n_treated > 0) & (n_treated < n)
+    if both.sum() < 2:
+        return 0.0, math.nan, math.nan
+    nb, p = n[both], n_treated[both] / n[both]
+    w_ols = nb * p * (1.0 - p)
+    return 0.5 * float(np.abs(w_ols / w_ols.sum() - nb / nb.sum()).sum()), float(p.min()), float(p.max())
+
+
 def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: list) -> _Model:
     y = ana[cols.outcome].to_numpy(dtype=float)
     z = ana[cols.treatment].to_numpy(dtype=float)
@@ -439,6 +464,15 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
             notes.append(
                 f"{int((n_b == 1).sum())} of them have a single analysed student, whom the block's effect fits "
                 "exactly: left out of the ITT's fit with the block (no residual, no information)"
+            )
+        shift, lo, hi = block_weight_shift(n_t_b, n_b)
+        if shift >= BLOCK_WEIGHT_NOTE:
+            notes.append(
+                f"the share of students assigned to PL differs between the blocks of {cols.block!r} ({lo:.0%} to "
+                f"{hi:.0%}): the OLS ITT with block effects weights each block by n_b·p_b(1 − p_b), not by its "
+                f"students ({shift:.0%} of the weight moves between blocks), so where effects differ between blocks "
+                "it is not the average effect per student; the Neyman estimate, blocks weighted by their students, "
+                "is (Miratrix, Weiss & Henderson 2021)"
             )
         names += [f"{cols.block}[{labels[j]}]" for j in range(1, nb)]
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))

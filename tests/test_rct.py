@@ -375,3 +375,36 @@ def test_simulation_false_positive_rate_coverage_and_naive_over_rejection():
     assert rej_naive / reps > 0.05 + 6 * se, rej_naive / reps
     assert 0.90 <= cover_es / reps <= 0.99
     assert 0.90 <= cover_ney / reps <= 0.99
+
+
+def test_blocks_with_different_assignment_shares_are_weighted_by_n_p_1_minus_p():
+    """With block effects the OLS ITT weights block b by n_b·p_b(1 − p_b) (closed form, no
+    covariates); the Neyman estimate by n_b. When the shares differ the notes say so, with the
+    share of weight that moves; with equal shares they do not."""
+    from pleval.rct import block_weight_shift
+
+    rng = np.random.default_rng(21)
+    rows = []
+    for b in range(10):
+        n_b, p_b = 80 + 10 * b, (0.2 if b % 2 else 0.5)
+        z = rng.permutation(np.arange(n_b) < round(n_b * p_b)).astype(int)
+        y = rng.normal(size=n_b) + b + z * (0.1 if b % 2 else 0.6)  # effects differ with the share
+        rows.append(pd.DataFrame({"block": f"B{b}", "treatment": z, "posttest": y}))
+    d = pd.concat(rows, ignore_index=True)
+    cols = Columns(outcome="posttest", treatment="treatment", block="block")
+    res = analyze_rct(d, cols, design="blocked")
+    g = d.groupby("block")
+    n_b, n_t = g.size().to_numpy(), g["treatment"].sum().to_numpy()
+    p = n_t / n_b
+    diff = (g.apply(lambda s: s.posttest[s.treatment == 1].mean() - s.posttest[s.treatment == 0].mean())).to_numpy()
+    w_ols = n_b * p * (1 - p)
+    assert res.itt.raw.estimate == pytest.approx(np.sum(w_ols * diff) / w_ols.sum(), rel=1e-10)
+    assert res.effects["Neyman difference in means"].raw.estimate == pytest.approx(np.sum(n_b * diff) / n_b.sum(),
+                                                                                   rel=1e-10)
+    shift = 0.5 * np.abs(w_ols / w_ols.sum() - n_b / n_b.sum()).sum()
+    assert block_weight_shift(n_t, n_b)[0] == pytest.approx(shift, rel=1e-12) and shift > 0.05
+    note = next(n for n in res.notes if "differs between the blocks" in n)
+    assert "20% to 50%" in note and f"{shift:.0%} of the weight" in note
+    # equal shares (odd blocks round to the nearer half): no note
+    d["treatment"] = d.groupby("block").cumcount() % 2
+    assert not any("differs between the blocks" in n for n in analyze_rct(d, cols, design="blocked").notes)
