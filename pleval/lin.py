@@ -16,6 +16,20 @@ with ``se_type = "HC2"`` (``"CR2"`` with clusters) is this estimator; so is plev
 With block indicators among the covariates the treatment is interacted with the blocks too,
 so τ̂ is the block-size-weighted average of the within-block effects (the blocked difference in
 means when blocks are the only covariates).
+
+:func:`lin_within` fits that model without forming the 2·(B − 1) block columns. Block and
+block × treatment indicators span the block × arm cells, so with the cells absorbed the slopes
+θ = (β, γ) come from the within-cell regression on ``[x − x̄, z(x − x̄)]`` (Frisch–Waugh–Lovell),
+and τ̂ is the average of the blocks' adjusted differences at x̄, blocks weighted by their share of
+students π_b::
+
+    τ̂ = Σ_b π_b (ȳ_b1 − ȳ_b0) − β̂'Σ_b π_b (x̄_b1 − x̄_b0) − γ̂'Σ_b π_b (x̄_b1 − x̄)
+
+(x̄_ba the cell means). It is linear in y, τ̂ = a'y with ``a = c + R̃Mg`` (c_i = ±π_b/n_ba, R̃
+the within-cell regressors, M = (R̃'R̃)⁻¹, g the coefficients of θ̂ above), so its HC covariance
+with θ̂ is ``A' diag(ω) A`` for ``A = [a, R̃M]``, ω_i = e_i² (HC0), × n/(n − k) (HC1) or
+÷ (1 − h_ii) (HC2, h_ii = 1/n_cell + r̃_i'Mr̃_i) — the sandwich of the fit with indicators, row
+for row; k = 2B + 2p and the df n − k are that fit's too.
 """
 
 from __future__ import annotations
@@ -25,7 +39,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from scipy import linalg
+
+from .errors import DataError, DesignError
 from .inference import OLSFit, ols
 
 
@@ -62,4 +78,65 @@ def lin_ols(y, z, covariates, *, clusters=None, vcov: str | None = None, names: 
     return ols(y, X, names=xn, clusters=clusters, vcov=vcov)
 
 
-__all__ = ["lin_design", "lin_ols"]
+def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[str] | None = None) -> OLSFit:
+    """Lin's estimator with the block indicators among the covariates, the block × arm cells
+    absorbed (module docstring): the same τ̂ (coefficient ``"treatment"``), slopes, HC/classical
+    covariance and df as :func:`lin_design` with the indicators and :func:`pleval.inference.ols`.
+    ``blocks``: integer codes 0..B−1, every block with both arms (the caller leaves the others
+    out)."""
+    from .inference.robust import within_transform
+
+    if vcov not in ("HC0", "HC1", "HC2", "classical"):
+        raise DataError(f"lin_within: vcov must be HC0, HC1, HC2 or classical; got {vcov!r}")
+    X, xn = lin_design(z, covariates, names)
+    y, z = np.asarray(y, dtype=float).ravel(), X[:, 1]
+    codes = np.asarray(blocks)
+    n, B = y.size, int(codes.max()) + 1
+    cell = 2 * codes + z.astype(np.intp)
+    n_cell = np.bincount(cell, minlength=2 * B).astype(float)
+    if (n_cell == 0).any():
+        raise DesignError("lin_within: every block needs treated and control rows")
+    p = (X.shape[1] - 2) // 2
+    yw, R, n_cells, h_cell = within_transform(y, X[:, 2:], cell, None)
+    XtX = R.T @ R
+    try:
+        M = linalg.cho_solve((linalg.cholesky(XtX, lower=True), True), np.eye(2 * p)) if p else np.zeros((0, 0))
+    except linalg.LinAlgError:
+        raise DesignError("Lin adjustment: the centred covariates are collinear within the block × arm cells") from None
+    theta = M @ (R.T @ yw)
+    e = yw - R @ theta
+    pi = np.bincount(codes, minlength=B) / n
+
+    def cell_means(v):
+        m = np.bincount(cell, weights=v, minlength=2 * B) / n_cell
+        return m[1::2], m[0::2]  # treated, control per block
+
+    y1, y0 = cell_means(y)
+    Cc = X[:, 2 : 2 + p]
+    mc = [cell_means(Cc[:, j]) for j in range(p)]
+    g = np.concatenate([[-pi @ (m1 - m0) for m1, m0 in mc], [-pi @ m1 for m1, _ in mc]])
+    tau = float(pi @ (y1 - y0) + g @ theta)
+    RM = R @ M
+    sign = np.where(z == 1, 1.0, -1.0)
+    a = pi[codes] * sign / n_cell[cell] + RM @ g
+    A = np.column_stack([a, RM])
+    k = n_cells + 2 * p
+    if vcov == "classical":
+        V = A.T @ A * float(e @ e) / (n - k)
+    else:
+        w = e**2
+        if vcov == "HC2":
+            h = h_cell + np.einsum("ij,ij->i", RM, R)
+            if np.any(h >= 1.0 - 1e-10):
+                raise DesignError("Lin adjustment, HC2: a block has a single treated or control student (leverage 1): "
+                                  "its effect has no variance estimate; use the additive model (lin=False)")
+            w = w / (1.0 - h)
+        elif vcov == "HC1":
+            w = w * n / (n - k)
+        V = A.T @ (w[:, None] * A)
+    params = np.concatenate([[tau], theta])
+    return OLSFit(params, V, tuple(["treatment", *xn[2:]]), n, 1 + 2 * p, None, vcov, e,
+                  lambda c, _df=float(n - k): _df)
+
+
+__all__ = ["lin_design", "lin_ols", "lin_within"]

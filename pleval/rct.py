@@ -36,8 +36,10 @@ students; the notes say so when the shares differ enough to move 5% of the weigh
 With ``lin=True`` the ITT model is Lin's (2013) fully interacted adjustment
 (:mod:`pleval.lin`): the block indicators, pretest(s) and covariates are centred at their
 analytic-sample means and interacted with assignment, ``y = α + τz + x̃'β + z·x̃'γ + ε``; τ̂ is
-the ITT (estimatr's ``lm_lin``), with the same covariance (CR2 / HC2 by default). The other
-analyses keep the additive model.
+the ITT (estimatr's ``lm_lin``), with the same covariance (CR2 / HC2 by default). Under HC
+and classical covariances the block × arm cells are absorbed (:func:`pleval.lin.lin_within`);
+blocks without both arms are left out of this model (their own effect is not identified). The
+other analyses keep the additive model.
 
 Other estimates
 ---------------
@@ -407,9 +409,9 @@ class _Model:
                 raise DesignError(
                     f"this analysis needs the n × k design with one indicator per block of {self.block!r} as "
                     f"columns: {n:,} rows × {k:,} columns = {need / 2**30:.1f} GB, more than half the memory free "
-                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, Lin's adjustment, MixedLM, school means, the wild "
-                    "bootstrap and binary outcomes need the indicators; the ITT with HC2 (the default for "
-                    "individual and blocked designs) absorbs them"
+                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, MixedLM, school means, the wild bootstrap and binary "
+                    "outcomes need the indicators; the ITT with HC2 (the default for individual and blocked "
+                    "designs), Lin's adjustment included, absorbs them"
                 )
         X = np.empty((n, k))
         X[:, 0] = 1.0
@@ -527,6 +529,36 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
         )
         var, df = math.nan, math.nan
     return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
+
+
+def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
+    """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
+    arm the block's own effect, and so the average of the blocks' effects, is not identified."""
+    if mod.n_blocks < 2:
+        return None
+    n_t = np.bincount(mod.block_codes, weights=mod.z, minlength=mod.n_blocks)
+    n_b = np.bincount(mod.block_codes, minlength=mod.n_blocks)
+    ok = (n_t > 0) & (n_t < n_b)
+    if ok.all():
+        return None
+    rows = ok[mod.block_codes]
+    notes.append(f"Lin adjustment: {int((~ok).sum())} block(s) without both arms ({int((~rows).sum()):,} rows) are left "
+                 "out of the interacted model: the effect within them is not identified")
+    return rows
+
+
+def _lin_dense(mod: _Model, rows: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """:func:`pleval.lin.lin_design` on ``rows`` (None: all) with the indicators of the blocks
+    present there, the first of them the reference."""
+    from .lin import lin_design
+
+    sel = slice(None) if rows is None else rows
+    keep = [j for j, nm in enumerate(mod.names) if nm not in ("const", "treatment")]
+    if rows is not None:
+        present = np.unique(mod.block_codes[rows])
+        block_cols = set(range(2, 1 + mod.n_blocks))  # block b ≥ 1 in column 1 + b
+        keep = [j for j in keep if j not in block_cols or j in set(1 + present[1:])]
+    return lin_design(mod.z[sel], mod.X[sel][:, keep], [mod.names[j] for j in keep])
 
 
 def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
@@ -795,8 +827,8 @@ def analyze_rct(
 
     mod = _model(ana, cols, cov_names, notes)
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
-    # block indicators absorbed where the covariance allows it (HC types, classical; not Lin's interactions)
-    absorb = mod.block_codes if mod.n_blocks > 1 and not vcov.startswith("CR") and not lin else None
+    # block indicators absorbed where the covariance allows it (HC types, classical)
+    absorb = mod.block_codes if mod.n_blocks > 1 and not vcov.startswith("CR") else None
 
     def itt_fit(v):
         if absorb is not None:
@@ -804,11 +836,17 @@ def analyze_rct(
         return ols(v, mod.X, names=mod.names, **fit_kw)
 
     if lin:
-        from .lin import lin_design
+        from .lin import lin_within
 
-        covs = [j for j, nm in enumerate(mod.names) if nm not in ("const", "treatment")]
-        X_lin, lin_names = lin_design(mod.z, mod.X[:, covs], [mod.names[j] for j in covs])
-        fit = ols(mod.y, X_lin, names=lin_names, **fit_kw)
+        lin_rows = _lin_rows(mod, notes)
+        sel = slice(None) if lin_rows is None else lin_rows
+        if absorb is not None:
+            fit = lin_within(mod.y[sel], mod.z[sel], mod.covX.to_numpy(dtype=float)[sel],
+                             pd.factorize(mod.block_codes[sel])[0], vcov=vcov, names=list(mod.covX.columns))
+        else:
+            X_lin, lin_names = _lin_dense(mod, lin_rows)
+            fit = ols(mod.y[sel], X_lin, names=lin_names,
+                      **{**fit_kw, "clusters": None if fit_kw["clusters"] is None else fit_kw["clusters"][sel]})
     else:
         fit = itt_fit(mod.y)
 
@@ -901,9 +939,13 @@ def analyze_rct(
         if fit_kw["clusters"] is None and not (cols.school and clustered_design):
             raise DataError("the wild cluster bootstrap needs schools as clusters: a cluster design, or a CR covariance "
                             "with the school column")
-        Xb = X_lin if lin else mod.X
-        boot = wild_cluster_bootstrap(mod.y, Xb, mod.school, "treatment", names=lin_names if lin else mod.names,
-                                      B=int(bootstrap), weights=bootstrap_weights, seed=seed, level=level)
+        if lin:
+            Xb, names_b = _lin_dense(mod, lin_rows)
+            boot = wild_cluster_bootstrap(mod.y[sel], Xb, mod.school[sel], "treatment", names=names_b,
+                                          B=int(bootstrap), weights=bootstrap_weights, seed=seed, level=level)
+        else:
+            boot = wild_cluster_bootstrap(mod.y, mod.X, mod.school, "treatment", names=mod.names,
+                                          B=int(bootstrap), weights=bootstrap_weights, seed=seed, level=level)
 
     ri = None
     if permutations:

@@ -218,3 +218,62 @@ def test_weighted_singletons_add_nothing(vcov):
     np.testing.assert_allclose(fit.params, np.asarray(ref.params)[:2], rtol=1e-10)
     np.testing.assert_allclose(fit.se, np.asarray(ref.bse)[:2], rtol=1e-9)
     assert fit.df[0] == ref.df_resid
+
+
+def _lin_reference(d, vcov="HC2"):
+    """Lin's model with the block indicators by hand: centred block dummies, pretest and frl,
+    each interacted with assignment; statsmodels OLS."""
+    C = pd.concat([pd.get_dummies(d["school_id"], drop_first=True, dtype=float), d[["pretest", "frl"]].astype(float)],
+                  axis=1)
+    Cc = C - C.mean()
+    X = pd.concat([Cc, Cc.mul(d["treatment"], axis=0).add_prefix("t:")], axis=1)
+    X.insert(0, "treatment", d["treatment"].astype(float))
+    X.insert(0, "const", 1.0)
+    return sm.OLS(d["posttest"], X).fit(cov_type={"classical": "nonrobust"}.get(vcov, vcov)), X.shape[1]
+
+
+@pytest.mark.parametrize("vcov", ["HC0", "HC1", "HC2", "classical"])
+def test_lin_with_absorbed_blocks_equals_the_interacted_model_with_indicators(vcov):
+    from pleval.lin import lin_design, lin_within
+
+    d = _multisite(n_blocks=30, per=24, seed=17)
+    res = analyze_rct(d, COLS, design="blocked", lin=True, vcov=vcov)
+    ref, k = _lin_reference(d, vcov)
+    assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
+    assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    assert res.itt.raw.df == len(d) - k
+    # the whole covariance of τ̂ and the slopes, against pleval's own fit with the indicators
+    z, C = d["treatment"].to_numpy(float), d[["pretest", "frl"]].to_numpy(float)
+    codes = pd.factorize(d["school_id"])[0]
+    X, xn = lin_design(z, np.column_stack([np.eye(30)[codes][:, 1:], C]))
+    full = ols(d["posttest"].to_numpy(), X, names=xn, vcov=vcov)
+    fit = lin_within(d["posttest"].to_numpy(), z, C, codes, vcov=vcov)
+    j = [xn.index(n) for n in ("treatment", "x29_c", "x30_c", "treatment:x29_c", "treatment:x30_c")]
+    np.testing.assert_allclose(fit.params, full.params[j], rtol=1e-9)
+    np.testing.assert_allclose(fit.vcov, full.vcov[np.ix_(j, j)], rtol=1e-8, atol=1e-14)
+
+
+def test_lin_leaves_out_blocks_without_both_arms():
+    """Before, a block with one arm made Lin's design singular (a NaN SE, then an error about the
+    effect size); now its rows are left out, with a note, in the absorbed and the dense fit."""
+    d = _multisite(n_blocks=20, per=20, seed=3)
+    d = d[~((d["school_id"] == "S000") & (d["treatment"] == 0))]
+    rest = d[d["school_id"] != "S000"]
+    ref, k = _lin_reference(rest)
+    hc2 = analyze_rct(d, COLS, design="blocked", lin=True)
+    assert hc2.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
+    assert hc2.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9) and hc2.itt.raw.df == len(rest) - k
+    assert any("Lin adjustment: 1 block(s) without both arms (10 rows)" in n for n in hc2.notes)
+    cr2 = analyze_rct(d, COLS.replace(block="school_id"), design="blocked", lin=True, vcov="CR2")
+    assert cr2.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10) and np.isfinite(cr2.itt.raw.se)
+
+
+def test_lin_with_many_blocks_does_not_form_the_indicators():
+    d = _multisite(n_blocks=2000, per=10, seed=5)
+    tracemalloc.start()
+    try:
+        res = analyze_rct(d, COLS, design="blocked", lin=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.isfinite(res.itt.raw.se) and peak < len(d) * 2 * 2000 * 8 / 4
