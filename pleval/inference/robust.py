@@ -569,6 +569,8 @@ def ols(
             codes, G = cluster_codes(clusters)
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
+        if vcov == "CR2":
+            _check_cr2_memory(G, 2 * k if club else k)  # clubSandwich's form works in 2k dimensions
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
         if club:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
@@ -634,6 +636,25 @@ def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None)
     for j in range(X.shape[1]):
         Xw[:, j] = less_mean(X[:, j])
     return less_mean(y), Xw, int(np.count_nonzero(tot > 0)), wt * inv[codes]
+
+
+CR2_ARRAYS = 8
+"""Per-cluster k × k arrays CR2 holds at its peak (blocks, their products, eigenvectors; about 7
+measured), for :func:`_check_cr2_memory`."""
+
+
+def _check_cr2_memory(G: int, k: int) -> None:
+    """Stop with an error that says why, instead of exhausting the memory, when CR2's G
+    per-cluster k × k arrays would take more than half the memory free."""
+    from .._workers import available_memory
+
+    need, free = CR2_ARRAYS * 8.0 * G * k * k, available_memory()
+    if need > free / 2:
+        raise DesignError(
+            f"CR2 with {k:,} regressors and {G:,} clusters needs about {need / 2**30:.1f} GB for its per-cluster "
+            f"k × k blocks, more than half the memory free ({free / 2**30:.1f} GB): use fewer regressors (block "
+            "indicators count; an HC covariance absorbs them) or vcov='CR1', which needs no such blocks"
+        )
 
 
 def _constant_df(value: float) -> Callable[[np.ndarray], float]:
