@@ -285,7 +285,10 @@ def test_cr2_too_large_for_memory_gets_a_clear_error(monkeypatch):
     y, x, g, _ = _groups()
     X = np.column_stack([np.ones(len(y)), x])
     ok = ols(y, X, clusters=g, vcov="CR2")
-    monkeypatch.setattr(pleval._workers, "available_memory", lambda: 2 * 8 * 8 * 25 * 9 - 1.0)
+    import pleval.inference.robust
+
+    monkeypatch.setattr(pleval.inference.robust, "CR2_ARRAYS", 10**7)  # as if the arrays were large
+    monkeypatch.setattr(pleval._workers, "available_memory", lambda: 1.0)
     with pytest.raises(DesignError, match=r"CR2 with 3 regressors and 25 clusters.*vcov='CR1'"):
         ols(y, X, clusters=g, vcov="CR2")
     assert ols(y, X, clusters=g, vcov="CR1").se[1] > 0 and np.isfinite(ok.se).all()

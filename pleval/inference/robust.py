@@ -648,7 +648,10 @@ def _check_cr2_memory(G: int, k: int) -> None:
     per-cluster k × k arrays would take more than half the memory free."""
     from .._workers import available_memory
 
-    need, free = CR2_ARRAYS * 8.0 * G * k * k, available_memory()
+    need = CR2_ARRAYS * 8.0 * G * k * k
+    if need < 2.0**28:  # below 256 MB: not worth reading the system's figure
+        return
+    free = available_memory()
     if need > free / 2:
         raise DesignError(
             f"CR2 with {k:,} regressors and {G:,} clusters needs about {need / 2**30:.1f} GB for its per-cluster "
