@@ -203,17 +203,21 @@ def _estimand_rows(t: np.ndarray, estimand: str) -> np.ndarray:
 
 def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, method: str = "logit",
                   estimand: str = "ATT", level: float = 0.95, lpm_vcov: str = "CR2", label: str = "",
-                  description: str = "") -> BinaryEffect:
+                  description: str = "", absorb=None) -> BinaryEffect:
     """The effect of ``treatment`` on a 0/1 outcome ``y`` given the design matrix ``X``
     (intercept, treatment, adjusters; column names ``names``), analysis ``weights`` and
     ``clusters`` (school ids; None for independent students), by ``method`` ``"logit"`` or
     ``"lpm"`` (module docstring). ``estimand``: ``"ATT"`` (average over treated rows) or
     ``"ITT"`` (over every row). ``description`` (e.g. the adjusters) is added to the method text.
+    ``absorb``: block codes whose indicators the linear-probability model absorbs (X then has no
+    intercept; HC covariance, :func:`pleval.inference.ols`); not with ``"logit"``.
     """
     from .inference import ols
 
     if method not in METHODS:
         raise DataError(f"binary outcome method must be one of {', '.join(METHODS)}; got {method!r}")
+    if absorb is not None and (method != "lpm" or clusters is not None):
+        raise DataError("absorbed block indicators: the linear-probability model without clusters only")
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     names = list(names)
@@ -235,7 +239,8 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     wp = w[pop] / w[pop].sum()
     kw = dict(n_treated=n_t, n_control=n_c, n_clusters=n_cl, label=label, level=level)
     if method == "lpm":
-        fit = ols(y, X, weights=w, clusters=clusters, vcov=lpm_vcov if clusters is not None else "HC2", names=names)
+        fit = ols(y, X, weights=w, clusters=clusters, vcov=lpm_vcov if clusters is not None else "HC2", names=names,
+                  absorb=absorb)
         b, se, df, _ = fit.coef(treatment)
         how = (f"linear-probability model (WLS on the 0/1 outcome{description}); "
                f"{fit.vcov_type}{' (Satterthwaite df)' if fit.vcov_type == 'CR2' else ''}")

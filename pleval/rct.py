@@ -409,9 +409,9 @@ class _Model:
                 raise DesignError(
                     f"this analysis needs the n × k design with one indicator per block of {self.block!r} as "
                     f"columns: {n:,} rows × {k:,} columns = {need / 2**30:.1f} GB, more than half the memory free "
-                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, MixedLM, school means, the wild bootstrap and binary "
-                    "outcomes need the indicators; the ITT with HC2 (the default for individual and blocked "
-                    "designs), Lin's adjustment included, absorbs them"
+                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, MixedLM, school means, the wild bootstrap and the "
+                    "logistic regression of yes/no outcomes need the indicators; the ITT with HC2 (the default for "
+                    "individual and blocked designs), Lin's adjustment and the linear-probability model absorb them"
                 )
         X = np.empty((n, k))
         X[:, 0] = 1.0

@@ -292,3 +292,30 @@ def test_cr2_too_large_for_memory_gets_a_clear_error(monkeypatch):
     with pytest.raises(DesignError, match=r"CR2 with 3 regressors and 25 clusters.*vcov='CR1'"):
         ols(y, X, clusters=g, vcov="CR2")
     assert ols(y, X, clusters=g, vcov="CR1").se[1] > 0 and np.isfinite(ok.se).all()
+
+
+def test_binary_outcome_lpm_in_a_blocked_trial_absorbs_the_blocks(monkeypatch):
+    """`pleval.estimate` of a multi-site trial with a yes/no outcome by the linear-probability
+    model: the blocks absorbed (no indicators formed: with no memory to spare that would stop
+    it), the difference in percentage points and its HC2 SE those of statsmodels with the
+    indicators."""
+    import pleval
+    import pleval._workers
+    from pleval.simulate import simulate_multisite_rct
+
+    d = simulate_multisite_rct(n_schools=40, students_per_school=60, subjects=["math"], seed=8).data
+    cols = Columns(outcome="posttest", treatment="treatment", school="school_id", block="block",
+                   pretest=("pretest",), student_id="student_id", subject="subject")
+    monkeypatch.setattr(pleval._workers, "available_memory", lambda: 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, columns=cols, design="rct", rct_design="blocked", outcomes=["proficient"],
+                             binary_method="lpm", workers=1)
+    row = ev.outcomes.set_index("outcome").loc["proficient"]
+    a = d.dropna(subset=["proficient", "pretest"])
+    X = pd.concat([a[["treatment", "pretest"]].astype(float), pd.get_dummies(a["block"], drop_first=True, dtype=float)],
+                  axis=1)
+    ref = sm.OLS(a["proficient"].astype(float), sm.add_constant(X)).fit(cov_type="HC2")
+    assert row["estimate"] == pytest.approx(100 * ref.params["treatment"], rel=1e-9)
+    assert row["se"] == pytest.approx(100 * ref.bse["treatment"], rel=1e-8)
+    assert "HC2" in row["method"]
