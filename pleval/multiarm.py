@@ -208,7 +208,7 @@ def analyze_multiarm(
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
     D = np.column_stack([(arm_of == a).astype(float) for a in arms])
     arm_names = [f"arm[{a}]" for a in arms]
-    if mod.n_blocks > 1 and not vcov.startswith("CR"):  # blocks absorbed, as in analyze_rct
+    if mod.absorbs(vcov):  # blocks absorbed, as in analyze_rct
         X, names = np.column_stack([D, mod.Xa[:, 1:]]), arm_names + mod.names_a[1:]
         fit = ols(mod.y, X, names=names, vcov=vcov, cluster_df=cluster_df, absorb=mod.block_codes)
     else:

@@ -232,7 +232,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
         c2, _, ana, cov_names, _, notes = rct._validate(df, cols, design, None, subject)
         mod = rct._model(ana, c2, cov_names, notes)
         clustered = design == "cluster" or (opts["vcov"] or "").startswith("CR")
-        absorb = not clustered and opts["binary_method"] == "lpm" and mod.n_blocks > 1  # as the score ITT does
+        absorb = not clustered and opts["binary_method"] == "lpm" and mod.absorbs("HC2")  # the LPM's HC2, as the ITT
         b = binary_effect(mod.y, *((mod.Xa, mod.names_a) if absorb else (mod.X, mod.names)), treatment="treatment",
                           clusters=mod.school if clustered else None, absorb=mod.block_codes if absorb else None,
                           method=opts["binary_method"], estimand="ITT", level=opts["level"], label=label,

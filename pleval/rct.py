@@ -389,6 +389,11 @@ class _Model:
     covX: pd.DataFrame  # pretests + covariates design columns
     block: str | None = None  # the block column's name
 
+    def absorbs(self, vcov: str) -> bool:
+        """Whether fits with covariance ``vcov`` absorb the block indicators: HC and classical
+        types, with more than one block (:func:`pleval.inference.ols`, ``absorb``)."""
+        return self.n_blocks > 1 and not vcov.startswith("CR")
+
     @property
     def names_a(self) -> list[str]:
         return ["treatment", *self.covX.columns]
@@ -633,11 +638,11 @@ def _cace_fit(mod: _Model, takeup: np.ndarray, cluster_design: bool):
     if mod.block_codes is None:
         W = np.column_stack([np.ones(len(y)), W])
     else:
-        _, V, _, h = within_transform(y, np.column_stack([y, d, z, W]), mod.block_codes, None)
+        y, V, _, h = within_transform(y, np.column_stack([d, z, W]), mod.block_codes, None)
         keep = h < 1.0  # a block of one row is fitted exactly by its effect: dropped with it
         k_full -= int((~keep).sum())
-        V, school = V[keep], None if school is None else school[keep]
-        y, d, z, W = V[:, 0], V[:, 1], V[:, 2], V[:, 3:]
+        y, V, school = y[keep], V[keep], None if school is None else school[keep]
+        d, z, W = V[:, 0], V[:, 1], V[:, 2:]
     exog = pd.DataFrame(W, columns=[f"x{j}" for j in range(W.shape[1])]) if W.shape[1] else None
     model = IV2SLS(pd.Series(y, name="y"), exog, pd.DataFrame({"takeup": d}), pd.DataFrame({"assignment": z}))
     if cluster_design:
@@ -828,7 +833,7 @@ def analyze_rct(
     mod = _model(ana, cols, cov_names, notes)
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
     # block indicators absorbed where the covariance allows it (HC types, classical)
-    absorb = mod.block_codes if mod.n_blocks > 1 and not vcov.startswith("CR") else None
+    absorb = mod.block_codes if mod.absorbs(vcov) else None
 
     def itt_fit(v):
         if absorb is not None:
