@@ -872,7 +872,8 @@ def analyze_rct(
         return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
 
     adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
-    model_desc = "outcome ~ treatment" + (" + block FE" if cols.block else "") + "".join(f" + {a}" for a in adj)
+    blocks_desc = (" + block FE" + (" (absorbed)" if absorb is not None else "")) if cols.block else ""
+    model_desc = "outcome ~ treatment" + blocks_desc + "".join(f" + {a}" for a in adj)
     if lin:
         model_desc = "Lin (2013): " + model_desc + ", centred and interacted with treatment"
     vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False)) + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")

@@ -126,7 +126,8 @@ def test_cluster_robust_fits_keep_the_indicators_and_agree():
     hc = analyze_rct(d, COLS, design="blocked")
     cr = analyze_rct(d, COLS, design="blocked", vcov="CR2")
     assert cr.itt.raw.estimate == pytest.approx(hc.itt.raw.estimate, rel=1e-10)
-    assert "block FE" in cr.options["model"] and cr.fit.names[:2] == ("const", "treatment")
+    assert "block FE +" in cr.options["model"] and cr.fit.names[:2] == ("const", "treatment")
+    assert "block FE (absorbed)" in hc.options["model"] and hc.fit.names[0] == "treatment"
 
 
 def test_cluster_trial_cace_with_blocks_partialled_out_equals_linearmodels_with_indicators():
