@@ -136,7 +136,7 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
         V = A.T @ (w[:, None] * A)
     params = np.concatenate([[tau], theta])
     return OLSFit(params, V, tuple(["treatment", *xn[2:]]), n, 1 + 2 * p, None, vcov, e,
-                  lambda c, _df=float(n - k): _df)
+                  lambda c, _df=float(n - k): _df, None, n_cells - 1)  # cells less the one τ̂ stands in for
 
 
 __all__ = ["lin_design", "lin_ols", "lin_within"]

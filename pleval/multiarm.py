@@ -210,7 +210,8 @@ def analyze_multiarm(
     arm_names = [f"arm[{a}]" for a in arms]
     if mod.absorbs(vcov):  # blocks absorbed, as in analyze_rct
         X, names = np.column_stack([D, mod.Xa[:, 1:]]), arm_names + mod.names_a[1:]
-        fit = ols(mod.y, X, names=names, vcov=vcov, cluster_df=cluster_df, absorb=mod.block_codes)
+        fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None,
+                  cluster_df=cluster_df, absorb=mod.block_codes)
     else:
         keep = [j for j, nm in enumerate(mod.names) if nm != "treatment"]
         X = np.column_stack([mod.X[:, [0]], D, mod.X[:, keep[1:]]])

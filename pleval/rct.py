@@ -26,9 +26,10 @@ covariates (categorical ones as indicators)::
 (Bell & McCaffrey 2002) with Satterthwaite degrees of freedom (Pustejovsky & Tipton 2018)
 by default for cluster designs, HC2 (MacKinnon & White 1985) for individual designs; see
 :func:`pleval.inference.ols`.
-Under HC and classical covariances the block indicators are absorbed (every variable less its
-block mean; Frisch–Waugh–Lovell), with the SEs and df of the fit with indicators
-(:func:`pleval.inference.ols`, ``absorb``); under CR types they are columns of X. With block
+Under HC and classical covariances, and CR types clustered by school with every school in one
+block, the block indicators are absorbed (every variable less its block mean;
+Frisch–Waugh–Lovell), with the SEs and df of the fit with indicators
+(:func:`pleval.inference.ols`, ``absorb``); otherwise they are columns of X. With block
 effects the ITT weights block b by n_b·p_b(1 − p_b) (p_b its share assigned), not by its
 students; the notes say so when the shares differ enough to move 5% of the weight
 (:func:`block_weight_shift`; the Neyman estimate below weights blocks by their students).
@@ -390,9 +391,16 @@ class _Model:
     block: str | None = None  # the block column's name
 
     def absorbs(self, vcov: str) -> bool:
-        """Whether fits with covariance ``vcov`` absorb the block indicators: HC and classical
-        types, with more than one block (:func:`pleval.inference.ols`, ``absorb``)."""
-        return self.n_blocks > 1 and not vcov.startswith("CR")
+        """Whether fits with covariance ``vcov`` absorb the block indicators (more than one
+        block): HC and classical types, and CR types clustered by school when every school lies
+        in one block (:func:`pleval.inference.ols`, ``absorb``)."""
+        if self.n_blocks < 2:
+            return False
+        if not vcov.startswith("CR"):
+            return True
+        first = np.full(self.n_schools, -1, dtype=np.int64)
+        first[self.school[::-1]] = self.block_codes[::-1]
+        return bool(np.all(first[self.school] == self.block_codes))
 
     @property
     def names_a(self) -> list[str]:
@@ -414,9 +422,9 @@ class _Model:
                 raise DesignError(
                     f"this analysis needs the n × k design with one indicator per block of {self.block!r} as "
                     f"columns: {n:,} rows × {k:,} columns = {need / 2**30:.1f} GB, more than half the memory free "
-                    f"({free / 2**30:.1f} GB). Cluster-robust SEs, MixedLM, school means, the wild bootstrap and the "
-                    "logistic regression of yes/no outcomes need the indicators; the ITT with HC2 (the default for "
-                    "individual and blocked designs), Lin's adjustment and the linear-probability model absorb them"
+                    f"({free / 2**30:.1f} GB). MixedLM, school means, the wild bootstrap, the logistic regression of "
+                    "yes/no outcomes, Lin's adjustment with cluster-robust SEs and cluster-robust SEs with schools "
+                    "across blocks need the indicators; the ITT (HC, or clustered by school within blocks) absorbs them"
                 )
         X = np.empty((n, k))
         X[:, 0] = 1.0
@@ -574,7 +582,14 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     def mean(v):
         return np.bincount(codes, weights=v, minlength=m) / cnt
 
-    Xc = np.column_stack([mean(mod.X[:, j]) for j in range(mod.X.shape[1])])
+    nb = max(mod.n_blocks - 1, 0)
+    shares = np.zeros((m, nb))  # each school's share of rows in block b ≥ 1 (its indicator, when nested)
+    if nb:
+        r = mod.block_codes > 0
+        np.add.at(shares, (codes[r], mod.block_codes[r] - 1), 1.0)
+        shares /= cnt[:, None]
+    C = mod.covX.to_numpy(dtype=float)
+    Xc = np.column_stack([np.ones(m), mean(mod.z), shares, *(mean(C[:, j]) for j in range(C.shape[1]))])  # means of X
     yc = mean(mod.y)
     names = list(mod.names)
     keep = np.ones(len(names), dtype=bool)
@@ -845,7 +860,7 @@ def analyze_rct(
 
         lin_rows = _lin_rows(mod, notes)
         sel = slice(None) if lin_rows is None else lin_rows
-        if absorb is not None:
+        if absorb is not None and not vcov.startswith("CR"):  # (Lin's cells with CR: as columns)
             fit = lin_within(mod.y[sel], mod.z[sel], mod.covX.to_numpy(dtype=float)[sel],
                              pd.factorize(mod.block_codes[sel])[0], vcov=vcov, names=list(mod.covX.columns))
         else:

@@ -69,7 +69,7 @@ def test_rct_cluster_df_cli_equals_api_and_moves_se_and_df(trial, tmp_path):
         assert out[conv]["df"] == pytest.approx(api.itt.raw.df, rel=1e-12)
         assert api.options["cluster_df"] == conv
     api = analyze_rct(data, RCT_COLS, subject="math", vcov="CR1", cluster_df="G-p")
-    G, n, k = api.fit.n_clusters, api.fit.n, api.fit.k
+    G, n, k = api.fit.n_clusters, api.fit.n, api.fit.k + api.fit.k_absorbed  # block effects absorbed count
     assert "df G-p" in api.options["vcov"]
     assert out["G-1"]["estimate"] == pytest.approx(out["G-p"]["estimate"], rel=1e-12)
     assert (out["G-1"]["df"], out["G-p"]["df"]) == (G - 1, G - k)

@@ -49,11 +49,53 @@ def test_absorbed_fit_equals_the_fit_with_indicators(vcov, weighted):
 
 
 def test_absorb_is_refused_where_it_cannot_be_exact():
-    y, x, g, _ = _groups()
-    with pytest.raises(DataError, match="absorb works with the HC and classical"):
-        ols(y, x, vcov="CR2", clusters=g, absorb=g)
+    y, x, g, w = _groups()
+    spans = np.arange(len(y)) % 7  # clusters that cut across the groups
+    with pytest.raises(DataError, match="each cluster within one absorbed group"):
+        ols(y, x, vcov="CR2", clusters=spans, absorb=g)
+    with pytest.raises(DataError, match="cluster-robust vcov only unweighted"):
+        ols(y, x, vcov="CR1", clusters=g, weights=w, absorb=g)
     with pytest.raises(DataError, match="non-negative integer group codes"):
         ols(y, x, vcov="HC2", absorb=g.astype(float))
+
+
+def _nested(seed=4, n_clusters=60, n_groups=18):
+    """Clusters of unequal size (1 to 39 rows) nested in groups of 1 to several clusters."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 40, n_clusters)
+    cl = np.repeat(np.arange(n_clusters), sizes)
+    grp = np.unique(np.sort(rng.integers(0, n_groups, n_clusters))[cl], return_inverse=True)[1]
+    z = (rng.random(cl.size) < 0.5).astype(float)
+    x = rng.normal(size=(cl.size, 2))
+    y = 0.2 * z + x @ [1.0, 1.0] + rng.normal(size=n_groups)[grp % n_groups] + rng.normal(size=cl.size)
+    return y, np.column_stack([z, x]), cl, grp
+
+
+@pytest.mark.parametrize("vcov, cluster_df", [("CR0", "G-1"), ("CR1", "G-1"), ("CR1", "G-p"), ("CR2", "G-1")])
+@pytest.mark.parametrize("groups", ["nested", "clusters"])
+def test_cluster_robust_fit_with_absorbed_groups_equals_the_fit_with_indicators(vcov, cluster_df, groups):
+    """Clusters nested in the absorbed groups (or the clusters themselves absorbed, each
+    cluster's effect identified by that cluster alone): coefficients, covariance, the
+    Satterthwaite df of every coefficient and the HTZ test equal those of the fit with one
+    indicator per group (pleval's CR2 there is checked against clubSandwich elsewhere)."""
+    y, X, cl, grp = _nested()
+    g = grp if groups == "nested" else cl
+    D = pd.get_dummies(g).to_numpy(dtype=float)
+    if cluster_df == "G-p" and groups == "clusters":  # as many coefficients as clusters: refused either way
+        for Xf, kw in ((np.column_stack([X, D]), {}), (X, {"absorb": g})):
+            with pytest.raises(DesignError, match="needs more clusters"):
+                ols(y, Xf, clusters=cl, vcov=vcov, cluster_df=cluster_df, **kw)
+        return
+    full = ols(y, np.column_stack([X, D]), clusters=cl, vcov=vcov, cluster_df=cluster_df)
+    fit = ols(y, X, clusters=cl, vcov=vcov, cluster_df=cluster_df, absorb=g)
+    np.testing.assert_allclose(fit.params, full.params[:3], rtol=1e-10)
+    np.testing.assert_allclose(fit.vcov, full.vcov[:3, :3], rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(fit.df, full.df[:3], rtol=1e-9)
+    if vcov == "CR2":
+        R = np.zeros((2, full.k))
+        R[0, 0] = R[1, 2] = 1.0
+        a, b = full.wald_test(R), fit.wald_test(R[:, :3])
+        assert a.F == pytest.approx(b.F, rel=1e-9) and a.df2 == pytest.approx(b.df2, rel=1e-9)
 
 
 def _multisite(n_blocks=60, per=40, seed=3):
@@ -119,15 +161,36 @@ def test_many_blocks_trial_does_not_form_the_block_indicators():
     assert peak < dense / 4, f"peak {peak / 1e6:.0f} MB against {dense / 1e6:.0f} MB of indicators"
 
 
-def test_cluster_robust_fits_keep_the_indicators_and_agree():
-    """With CR2 the indicators stay explicit (its adjustment needs each cluster's hat block); the
-    ITT is the same number either way."""
-    d = _multisite(n_blocks=30, per=40, seed=9)
-    hc = analyze_rct(d, COLS, design="blocked")
-    cr = analyze_rct(d, COLS, design="blocked", vcov="CR2")
-    assert cr.itt.raw.estimate == pytest.approx(hc.itt.raw.estimate, rel=1e-10)
-    assert "block FE +" in cr.options["model"] and cr.fit.names[:2] == ("const", "treatment")
-    assert "block FE (absorbed)" in hc.options["model"] and hc.fit.names[0] == "treatment"
+def test_cluster_trial_with_many_blocks_absorbs_them_under_cr2():
+    """Schools randomized within 40 blocks: the CR2 ITT (estimate, SE, Satterthwaite df) and a
+    subgroup HTZ test with the blocks absorbed equal pleval's fits with the indicators."""
+    from pleval.simulate import simulate_cluster_rct
+
+    d = simulate_cluster_rct(seed=6, n_blocks=40, n_schools=160, students_per_school=40,
+                             subjects=["math"]).data.dropna(subset=["posttest", "pretest"])
+    cols = Columns(outcome="posttest", treatment="treatment", school="school_id", block="block", pretest=("pretest",),
+                   covariates=("frl",), student_id="student_id")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        res = analyze_rct(d, cols, design="cluster", subgroups=["ell"])
+    assert "block FE (absorbed)" in res.options["model"] and res.fit.names[0] == "treatment"
+    X = pd.concat([d[["treatment", "pretest", "frl"]].astype(float),
+                   pd.get_dummies(d["block"], drop_first=True, dtype=float)], axis=1)
+    X.insert(0, "const", 1.0)
+    full = ols(d["posttest"].to_numpy(), X.to_numpy(), names=list(X.columns), clusters=d["school_id"].to_numpy(),
+               vcov="CR2")
+    b, se, df, _ = full.coef("treatment")
+    assert res.itt.raw.estimate == pytest.approx(b, rel=1e-10)
+    assert res.itt.raw.se == pytest.approx(se, rel=1e-9) and res.itt.raw.df == pytest.approx(df, rel=1e-9)
+    ell = d["ell"].to_numpy(float)  # the subgroup model: level effect, assignment within each level
+    Xs = X.drop(columns="treatment").assign(ell=ell, t0=d["treatment"] * (1 - ell), t1=d["treatment"] * ell)
+    sub_fit = ols(d["posttest"].to_numpy(), Xs.to_numpy(float), names=list(Xs.columns),
+                  clusters=d["school_id"].to_numpy(), vcov="CR2")
+    sub = res.subgroups.set_index("level")
+    for level, name in ((0, "t0"), (1, "t1")):
+        b, se, df, _ = sub_fit.coef(name)
+        assert sub.loc[level, "estimate"] == pytest.approx(b, rel=1e-9)
+        assert sub.loc[level, "se"] == pytest.approx(se, rel=1e-8) and sub.loc[level, "df"] == pytest.approx(df, rel=1e-8)
 
 
 def test_cluster_trial_cace_with_blocks_partialled_out_equals_linearmodels_with_indicators():
@@ -179,8 +242,9 @@ def test_indicators_too_large_for_memory_get_a_clear_error(monkeypatch):
     d = _multisite(n_blocks=50, per=20, seed=13)
     monkeypatch.setattr(pleval._workers, "available_memory", lambda: 4e5)
     assert np.isfinite(analyze_rct(d, COLS, design="blocked").itt.raw.se)  # absorbed: no indicators formed
+    assert np.isfinite(analyze_rct(d, COLS, design="blocked", vcov="CR2").itt.raw.se)  # schools within blocks
     with pytest.raises(DesignError, match=r"one indicator per block of 'school_id'.*1,000 rows × 53 columns"):
-        analyze_rct(d, COLS, design="blocked", vcov="CR2")
+        analyze_rct(d, COLS, design="blocked", vcov="CR2", lin=True)  # Lin's cells with CR2: as columns
 
 
 def test_a_block_of_one_student_is_left_out_as_if_dropped():

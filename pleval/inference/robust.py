@@ -363,6 +363,7 @@ class OLSFit(ResultMixin):
     resid: np.ndarray = field(repr=False)
     _contrast_df: Callable[[np.ndarray], float] = field(repr=False, compare=False)
     cr2_blocks: CR2Blocks | None = field(default=None, repr=False, compare=False)
+    k_absorbed: int = 0  # group effects absorbed (ols(absorb=)): in the fit, not in params
 
     @cached_property
     def df(self) -> np.ndarray:
@@ -435,7 +436,8 @@ class OLSFit(ResultMixin):
         )
 
     def summary(self) -> str:
-        head = f"OLS, n = {self.n:,}, k = {self.k}, covariance {self.vcov_type}"
+        head = f"OLS, n = {self.n:,}, k = {self.k}" + (f" (+ {self.k_absorbed:,} absorbed)" if self.k_absorbed else "")
+        head += f", covariance {self.vcov_type}"
         if self.n_clusters:
             head += f", {self.n_clusters:,} clusters"
         return head + "\n" + self.to_frame().to_string(float_format=lambda v: f"{v:.5g}")
@@ -497,9 +499,11 @@ def ols(
         the df count the A absorbed parameters. A group of one row (a singleton) is fitted
         exactly by its indicator (residual 0, leverage 1) and adds nothing: it is left out of
         the HC2 leverage check and of HC1's n, as if dropped with its indicator (reghdfe drops
-        singletons; Correia 2015), which leaves the df n − k − A unchanged. HC and classical
-        types only (CR2's adjustment needs each cluster's full hat block); the absorbed effects
-        are not reported.
+        singletons; Correia 2015), which leaves the df n − k − A unchanged. Cluster-robust types
+        need every cluster within one group, and no weights: CR0/CR1 count the A effects in k,
+        and CR2 adds each cluster's part of the indicators' hat matrix, ``1_g1_g'/n_b``, to its
+        adjustment and, between clusters of one group, to the Satterthwaite and HTZ df
+        (:func:`_cr2_absorbed`). The absorbed effects are not reported.
 
     Returns
     -------
@@ -529,8 +533,10 @@ def ols(
         sw = None
     k_abs, h_abs, n_single = 0, None, 0
     if absorb is not None:
-        if vcov in _CLUSTER_TYPES or center is not None or gram is not None:
-            raise DataError(f"absorb works with the HC and classical covariances, without center or gram; got vcov={vcov!r}")
+        if center is not None or gram is not None or (
+                vcov in _CLUSTER_TYPES and (weights is not None or n_obs is not None or blocks is not None)):
+            raise DataError("absorb works without center or gram, and with a cluster-robust vcov only unweighted, "
+                            "without n_obs or blocks")
         y, X, k_abs, h_abs = within_transform(y, X, absorb, None if weights is None else w)
         single = h_abs >= 1.0 - 1e-12  # the one row (with weight) of its group: fitted exactly
         n_single = int(single.sum())
@@ -570,9 +576,13 @@ def ols(
         if G < 2:
             raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
         if vcov == "CR2":
-            _check_cr2_memory(G, 2 * k if club else k)  # clubSandwich's form works in 2k dimensions
+            _check_cr2_memory(G, 2 * k if club else k + (absorb is not None))  # clubSandwich's form: 2k dimensions
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
-        if club:
+        if absorb is not None:
+            _nested_in_groups(codes, G, absorb)
+        if absorb is not None and vcov == "CR2":
+            U, blocks = _cr2_absorbed(X, resid, codes, G, M, absorb, h_abs)
+        elif club:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
         elif given is not None:
             U = T - np.einsum("gij,j->gi", S, beta)
@@ -586,15 +596,16 @@ def ols(
             blocks = CR2Blocks(S, LFL, M, M)
         meat = U.T @ U
         V = M @ meat @ M
-        if cluster_df == "G-p" and G <= k and vcov != "CR2":
-            raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({k})")
+        kf = k + k_abs  # the coefficients of the fit with the absorbed indicators
+        if cluster_df == "G-p" and G <= kf and vcov != "CR2":
+            raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({kf})")
         if vcov == "CR1":
-            V *= G / (G - 1) * (n - 1) / (n - k) if cluster_df == "G-1" else G / (G - k)
+            V *= G / (G - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G / (G - kf)
         if blocks is not None:
             contrast_df = blocks.df
         else:
-            contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - k))
-        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df, blocks)
+            contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - kf))
+        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df, blocks, k_abs)
 
     Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
@@ -614,7 +625,7 @@ def ols(
         V = M * (et @ et) / (n - k - k_abs)
     else:
         raise DataError(f"vcov must be one of {_CLUSTER_TYPES + _HC_TYPES + ('classical',)}; got {vcov!r}")
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k - k_abs)))
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k - k_abs)), None, k_abs)
 
 
 def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):
@@ -707,18 +718,95 @@ class CR2Blocks:
         z = np.einsum("su,gui->gsi", R, z)
         D = np.einsum("su,gur,tr->gst", R, D, R, optimize=True)
         E = np.einsum("su,gur,tr->gst", R, E, R, optimize=True)
-        K = np.einsum("gsi,gtj->stij", z, z)  # K[a, c] = Z_a'Z_c
-        NK = np.einsum("ij,abjl->abil", self.N, K)
+        cross = self._cross(z)
 
         def pair_sum(a, b, c, d):  # Σ_gh P^{ab}_gh P^{cd}_gh
             return (np.sum(D[:, a, b] * D[:, c, d]) - np.sum(D[:, a, b] * E[:, c, d]) - np.sum(D[:, c, d] * E[:, a, b])
-                    + np.trace(NK[b, d] @ NK[c, a]))
+                    + cross(a, b, c, d))
 
         total = sum(pair_sum(s_, t_, t_, s_) + pair_sum(s_, s_, t_, t_) for s_ in range(q) for t_ in range(q))
         return float(q * (q + 1) / total) if total > 0 else math.nan
 
+    def _cross(self, z: np.ndarray) -> Callable[[int, int, int, int], float]:
+        """``(a, b, c, d) ↦ Σ_gh (z_ga'N z_hb)(z_gc'N z_hd)``, the pairs of clusters' part of
+        ``Σ_gh P^{ab}_gh P^{cd}_gh``."""
+        K = np.einsum("gsi,gtj->stij", z, z)  # K[a, c] = Z_a'Z_c
+        NK = np.einsum("ij,abjl->abil", self.N, K)
+        return lambda a, b, c, d: float(np.trace(NK[b, d] @ NK[c, a]))
+
     def df(self, c: np.ndarray) -> float:
         return self.eta(np.asarray(c, dtype=float)[None, :])
+
+
+@dataclass(frozen=True)
+class CR2BlocksAbsorbed(CR2Blocks):
+    """:class:`CR2Blocks` of a fit with group indicators absorbed and clusters nested in the
+    groups (:func:`_cr2_absorbed`): basis ``U_g = [1_g, X̃_g]``, and between clusters g and h
+    ``N_gh = diag([b(g) = b(h)]/n_b, M)`` — the indicators' part of the hat matrix joins two
+    clusters only within a group. ``N`` holds ``diag(0, M)``; ``group_of`` each cluster's group,
+    ``inv_n`` each group's 1/n_b. The within-group terms are sums over each group's clusters."""
+
+    group_of: np.ndarray | None = None
+    inv_n: np.ndarray | None = None
+
+    def blocks(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z, D, E = super().blocks(C)
+        z0 = z[:, :, 0]
+        return z, D, E + self.inv_n[self.group_of][:, None, None] * z0[:, :, None] * z0[:, None, :]
+
+    def _cross(self, z: np.ndarray) -> Callable[[int, int, int, int], float]:
+        base = super()._cross(z)
+        B, q = self.inv_n.size, z.shape[1]
+        z0, zW = z[:, :, 0], z[:, :, 1:]
+        P = np.zeros((B, q, q))  # P[b, s, t] = Σ_{g∈b} z_gs0 z_gt0
+        np.add.at(P, self.group_of, z0[:, :, None] * z0[:, None, :])
+        Q = np.zeros((B, q, q, zW.shape[2]))  # Q[b, s, t] = Σ_{g∈b} z_gs0 z_gtW
+        np.add.at(Q, self.group_of, z0[:, :, None, None] * zW[:, None, :, :])
+        MQ = np.einsum("ij,bstj->bsti", self.M, Q)
+        inv = self.inv_n
+
+        def cross(a, b, c, d):
+            return (base(a, b, c, d) + float(np.sum(inv**2 * P[:, a, c] * P[:, b, d]))
+                    + float(np.sum(inv * np.einsum("bi,bi->b", Q[:, a, c], MQ[:, b, d])))
+                    + float(np.sum(inv * np.einsum("bi,bi->b", Q[:, c, a], MQ[:, d, b]))))
+
+        return cross
+
+
+def _nested_in_groups(codes: np.ndarray, G: int, absorb) -> None:
+    """Cluster-robust SEs with absorbed groups: every cluster must lie within one group."""
+    g = np.asarray(absorb)
+    first = np.full(G, -1, dtype=np.int64)
+    first[codes[::-1]] = g[::-1]
+    if np.any(first[codes] != g):
+        raise DataError("absorb with a cluster-robust vcov needs each cluster within one absorbed group; some "
+                        "cluster spans several (form the indicators as columns instead)")
+
+
+def _cr2_absorbed(X, resid, codes, G, M, absorb, h_abs):
+    """CR2 with group indicators absorbed and clusters nested in the groups (unweighted). In the
+    fit with indicators D, ``H_gg = 1_g1_g'/n_b + X̃_gMX̃_g'`` (D'X̃ = 0), so on the basis
+    ``U_g = [1_g, X̃_g]`` ``H_gg = U_g N_g U_g'`` with ``N_g = diag(1/n_b, M)``, and the
+    adjustment and its df follow from :func:`_inverse_root_factors` and
+    :class:`CR2BlocksAbsorbed`. The scores of X̃'s coefficients are the last k of
+    ``U_g'A_ge_g``."""
+    n, k = X.shape
+    Ua = np.empty((n, k + 1))
+    Ua[:, 0] = 1.0
+    Ua[:, 1:] = X
+    T, R = grouped_cross_products(Ua, codes, G, resid)
+    group_of = np.full(G, -1, dtype=np.int64)
+    group_of[codes] = np.asarray(absorb)
+    inv_n = np.zeros(int(group_of.max()) + 1)
+    inv_n[np.asarray(absorb)] = h_abs  # unweighted: 1/n_b
+    N = np.zeros((G, k + 1, k + 1))
+    N[:, 0, 0] = inv_n[group_of]
+    N[:, 1:, 1:] = M
+    Gam = _inverse_root_factors(T, N)
+    meat_vec = (R + np.einsum("gij,gjk,gk->gi", T, Gam, R, optimize=True))[:, 1:]
+    Nw = np.zeros((k + 1, k + 1))
+    Nw[1:, 1:] = M
+    return meat_vec, CR2BlocksAbsorbed(T, Gam, Nw, M, offset=1, group_of=group_of, inv_n=inv_n)
 
 
 def _inverse_root_factors(T: np.ndarray, N: np.ndarray) -> np.ndarray:
