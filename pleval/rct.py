@@ -119,7 +119,7 @@ from .data import Columns, design_matrix, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
-from .inference.robust import check_conventions, convention_label, within_transform
+from .inference.robust import check_conventions, clusters_nested, convention_label, within_transform
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, subgroup_effects
 
@@ -396,11 +396,7 @@ class _Model:
         in one block (:func:`pleval.inference.ols`, ``absorb``)."""
         if self.n_blocks < 2:
             return False
-        if not vcov.startswith("CR"):
-            return True
-        first = np.full(self.n_schools, -1, dtype=np.int64)
-        first[self.school[::-1]] = self.block_codes[::-1]
-        return bool(np.all(first[self.school] == self.block_codes))
+        return not vcov.startswith("CR") or clusters_nested(self.school, self.n_schools, self.block_codes)
 
     @property
     def names_a(self) -> list[str]:

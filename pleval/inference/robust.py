@@ -773,12 +773,17 @@ class CR2BlocksAbsorbed(CR2Blocks):
         return cross
 
 
-def _nested_in_groups(codes: np.ndarray, G: int, absorb) -> None:
-    """Cluster-robust SEs with absorbed groups: every cluster must lie within one group."""
-    g = np.asarray(absorb)
+def clusters_nested(codes: np.ndarray, G: int, groups) -> bool:
+    """Whether every cluster (codes 0..G−1) lies within one of ``groups`` (integer codes)."""
+    g = np.asarray(groups)
     first = np.full(G, -1, dtype=np.int64)
     first[codes[::-1]] = g[::-1]
-    if np.any(first[codes] != g):
+    return bool(np.all(first[codes] == g))
+
+
+def _nested_in_groups(codes: np.ndarray, G: int, absorb) -> None:
+    """Cluster-robust SEs with absorbed groups: every cluster must lie within one group."""
+    if not clusters_nested(codes, G, absorb):
         raise DataError("absorb with a cluster-robust vcov needs each cluster within one absorbed group; some "
                         "cluster spans several (form the indicators as columns instead)")
 
@@ -854,4 +859,4 @@ def _cr2_clubsandwich(X, w, resid, codes, G, M):
     return meat_vec, CR2Blocks(T, Gam, N, M, offset=k)
 
 
-__all__ = ["ols", "OLSFit", "CR2Blocks", "cluster_codes", "grouped_cross_products", "CR2_FORMS", "within_transform"]
+__all__ = ["ols", "OLSFit", "CR2Blocks", "cluster_codes", "grouped_cross_products", "CR2_FORMS", "within_transform", "clusters_nested"]
