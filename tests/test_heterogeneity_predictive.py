@@ -217,6 +217,41 @@ def test_mixture_quantiles_with_a_point_mass():
     np.testing.assert_allclose(cols[0], [want, want + 1], atol=1e-10)  # one mixture per column
 
 
+@pytest.mark.parametrize("shape", ["skewed", "two_modes", "spread"])
+def test_mixture_quantiles_newton_matches_brentq(shape):
+    """The safeguarded Newton roots (smooth mixtures) against brentq on the same CDF, lower and
+    upper tails and the middle, including a mixture of two far-apart narrow modes whose CDF is
+    flat between them (where an unguarded Newton step would leave the bracket)."""
+    rng = np.random.default_rng(3)
+    n, k = 60, 7
+    if shape == "skewed":
+        m, sd = rng.exponential(0.2, (n, k)), rng.uniform(0.01, 0.05, (n, k))
+    elif shape == "two_modes":
+        m = np.where(np.arange(n)[:, None] < n // 3, -1.0, 1.0) + rng.normal(0, 0.01, (n, k))
+        sd = np.full((n, k), 1e-3)
+    else:
+        m, sd = rng.normal(0, 1, (n, k)), rng.uniform(0.001, 3.0, (n, k))
+    probs = [0.001, 0.025, 0.5, 0.975, 0.999]
+    got = P._mixture_quantiles(m, sd, probs)
+    for j in range(k):
+        for i, p in enumerate(probs):
+            def gap(x):
+                return stats.norm.cdf((x - m[:, j]) / sd[:, j]).mean() - p
+            want = optimize.brentq(gap, -10, 10, xtol=1e-15, rtol=1e-15)
+            assert abs(gap(got[i, j])) <= 1e-13 or got[i, j] == pytest.approx(want, abs=1e-12)
+
+
+def test_mixture_quantiles_upper_tail_is_exact_to_its_own_digits():
+    """An upper quantile is found from the upper tail's sum (1 − F has its digits where F near 1
+    has none): S(q) = 1 − p to relative 1e-12."""
+    rng = np.random.default_rng(4)
+    m, sd = rng.normal(0, 0.1, (400, 50)), rng.uniform(0.05, 0.07, (400, 50))
+    p = 1 - 1e-9
+    q = P._mixture_quantiles(m, sd, [p])[0]
+    upper = stats.norm.sf((q[None, :] - m) / sd).mean(axis=0)
+    np.testing.assert_allclose(upper, 1 - p, rtol=1e-12)  # 1 − p as the float p holds it
+
+
 def test_diagonal_v_matches_the_independent_formulas(data):
     """With a diagonal V the rotated computations reduce to the textbook independent ones."""
     y, V, _, _ = data
