@@ -241,6 +241,32 @@ def test_mixture_quantiles_newton_matches_brentq(shape):
             assert abs(gap(got[i, j])) <= 1e-13 or got[i, j] == pytest.approx(want, abs=1e-12)
 
 
+def test_mixture_quantiles_nan_column_stays_nan_and_alone():
+    """A mixture with a NaN component gives NaN quantiles; the other columns are unaffected."""
+    rng = np.random.default_rng(5)
+    m, sd = rng.normal(0, 1, (50, 3)), np.full((50, 3), 0.2)
+    clean = P._mixture_quantiles(m, sd, [0.05, 0.95])
+    m[7, 1] = np.nan
+    got = P._mixture_quantiles(m, sd, [0.05, 0.95])
+    assert np.isnan(got[:, 1]).all()
+    np.testing.assert_array_equal(got[:, [0, 2]], clean[:, [0, 2]])
+
+
+def test_mixture_quantiles_of_a_school_do_not_depend_on_the_others():
+    """Each column's quantiles are the same alone, among others, or in another order, to the
+    rounding of numpy's vectorized loops (which differs with an element's place in the array)."""
+    rng = np.random.default_rng(6)
+    m = np.concatenate([rng.normal(0, 0.05, (400, 20)), rng.normal(0, 2.0, (400, 20))], axis=1)
+    sd = rng.uniform(0.001, 0.5, (400, 40))
+    together = P._mixture_quantiles(m, sd, [0.025, 0.975])
+    order = rng.permutation(40)
+    np.testing.assert_allclose(P._mixture_quantiles(m[:, order], sd[:, order], [0.025, 0.975]), together[:, order],
+                               rtol=1e-13, atol=1e-15)
+    for j in (0, 25):
+        np.testing.assert_allclose(P._mixture_quantiles(m[:, j], sd[:, j], [0.025, 0.975]), together[:, j],
+                                   rtol=1e-13, atol=1e-15)
+
+
 def test_mixture_quantiles_upper_tail_is_exact_to_its_own_digits():
     """An upper quantile is found from the upper tail's sum (1 − F has its digits where F near 1
     has none): S(q) = 1 − p to relative 1e-12."""

@@ -149,8 +149,9 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) ->
     the bracket's midpoint otherwise; it stops when every step (or bracket) is below ``2⁻⁴⁸`` of
     the starting bracket or four units in the last place of the root, or ``|F(t) − p|`` is within
     the rounding of the sum of the CDFs (``iters`` halvings' precision, which plain bisection
-    takes ``iters`` evaluations for; Newton's steps take 4–8). With a point mass (``sd_j = 0``,
-    a jump in ``F``) it is bisection alone, ``iters`` halvings."""
+    takes ``iters`` evaluations for; Newton's steps take 4–8). A root that has stopped is not
+    moved again, so each column's quantile is the same whatever the other columns hold. With a
+    point mass (``sd_j = 0``, a jump in ``F``) it is bisection alone, ``iters`` halvings."""
     probs = np.asarray(probs, dtype=float)
     m2, sd2 = (np.asarray(a, dtype=float).reshape(a.shape[0], -1) for a in (m, sd))
     z = special.ndtri(probs)[:, None, None]
@@ -176,6 +177,7 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) ->
     sign = np.where(probs > 0.5, -1.0, 1.0)[:, None, None]  # upper quantiles from the upper tail:
     tail = np.minimum(probs, 1.0 - probs)[:, None]  # its small sums keep their digits
     t = np.clip(m2.mean(axis=0) + np.sqrt((sd2 * sd2).mean(axis=0) + m2.var(axis=0)) * z[:, 0], lo, hi)
+    settled = np.zeros(t.shape, dtype=bool)
     for _ in range(4 * iters):
         np.subtract(t[:, None, :], m2[None], out=c)
         np.multiply(c, inv_sd[None], out=c)
@@ -195,8 +197,10 @@ def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) ->
         step[gap == 0] = t[gap == 0]
         near = np.maximum(tol, 4.0 * np.spacing(np.abs(step)))  # (adjacent floats: as close as it gets)
         done = (np.abs(step - t) <= near) | (hi - lo <= near) | (np.abs(gap) <= _SUM_DIGITS * tail)  # or F's rounding
-        t = step
-        if done.all():
+        done |= np.isnan(step)  # a NaN mixture stays NaN, as under bisection
+        t = np.where(settled, t, step)  # a settled root is not moved by the others' further steps
+        settled |= done
+        if settled.all():
             break
     return t[:, 0] if np.ndim(m) == 1 else t
 
