@@ -214,6 +214,21 @@ def test_invariances():
     np.testing.assert_allclose(s.estimate, 3 * base.estimate, rtol=1e-9)
 
 
+@pytest.mark.parametrize("ids", ["text", "numbers"])
+def test_table_rows_in_sorted_order_whatever_the_row_order(ids):
+    """The school table comes in sorted order of (by, school): the same rows in the same order
+    (values to rounding) from the data in any row order; numeric ids sort as numbers (10 after 9)."""
+    d, _ = make_sites(n_schools=12, n_per=40, seed=9)
+    if ids == "numbers":
+        d["school_id"] = d["school_id"].str[1:].astype(int) * 3  # 0, 3, ..., 33: 9 before 12
+    runs = [school_effects(x, stratum="school_id", by="subject", covariates=["pretest"]).table
+            for x in (d, d.sample(frac=1.0, random_state=2), d.iloc[::-1])]
+    want = sorted(zip(runs[0]["subject"], runs[0]["school"]), key=lambda k: (k[0], k[1]))
+    for t in runs:
+        assert list(zip(t["subject"], t["school"])) == want
+        np.testing.assert_allclose(t["estimate"], runs[0]["estimate"], rtol=1e-9)
+
+
 def test_moderators_and_meta_regression():
     effects = 0.1 + 0.4 * (np.arange(20) % 5) / 5.0  # effect rises with "poverty"
     d, _ = make_sites(n_schools=20, n_per=150, effects=effects, seed=9, subjects=("math",))

@@ -803,8 +803,7 @@ def school_effects(
             cl = np.where(t == 0, sc, sc.max() + 1 + cl)
             del sc
         cl = _narrow(pd.factorize(cl)[0])  # numbered by first appearance, once for every block (as joint_covariance)
-    # The by groups of the strata: a by value first appears among the rows in the first stratum
-    # that has it, so numbering the strata's values by first appearance numbers the rows' values.
+    # The by groups of the strata, numbered in sorted order as the strata are.
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
     fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
@@ -980,9 +979,21 @@ def _narrow(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.int32 if len(codes) == 0 or codes.max() < 2**31 - 1 else np.intp)
 
 
+def _sort_key(value) -> tuple:
+    """A value's place in a sorted table: numbers by value, then text (and anything else) by its
+    string, then missing values."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return (2, 0.0, "")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
 def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
-    """Integer codes (first-appearance order) for the combinations of ``cols``, and their values
-    (mixed-radix codes of the columns' :func:`_codes`, numbered by first appearance)."""
+    """Integer codes for the combinations of ``cols`` and their values, numbered in sorted order
+    of the values (:func:`_sort_key`, column by column), so the school table's rows come in the
+    same order whatever the order of the data's rows (mixed-radix codes of the columns'
+    :func:`_codes`; the few combinations sorted, not the rows)."""
     codes = np.zeros(len(df), dtype=np.int64)
     levels = []
     for c in cols:
@@ -994,7 +1005,11 @@ def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tup
     for u in reversed(levels):  # decode the mixed-radix combination codes
         parts.append(u[comb % len(u)])
         comb = comb // len(u)
-    return _narrow(inv), list(zip(*reversed(parts)))
+    uniq = list(zip(*reversed(parts)))
+    order = sorted(range(len(uniq)), key=lambda i: tuple(_sort_key(v) for v in uniq[i]))
+    rank = np.empty(len(uniq), dtype=np.intp)
+    rank[order] = np.arange(len(uniq))
+    return _narrow(rank[inv]), [uniq[i] for i in order]
 
 
 def school_effects_from_estimates(
