@@ -982,11 +982,11 @@ def _narrow(codes: np.ndarray) -> np.ndarray:
 def _sort_key(value) -> tuple:
     """A value's place in a sorted table: numbers by value, then text (and anything else) by its
     string, then missing values."""
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return (2, 0.0, "")
+    if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return (2, 0, "")
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-        return (0, float(value), "")
-    return (1, 0.0, str(value))
+        return (0, value.item() if isinstance(value, np.generic) else value, "")  # ints exact beyond 2^53
+    return (1, 0, str(value))
 
 
 def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tuple[np.ndarray, list[tuple]]:
