@@ -88,3 +88,18 @@ def test_no_seed_changes_the_evaluation_headline(df):
     want = headline(effects[0])
     for e in effects[1:]:
         np.testing.assert_array_equal(headline(e), want)
+
+
+def test_school_and_placebo_tables_keep_their_row_order_when_the_rows_are_shuffled(df):
+    """``pleval.estimate`` on the same students in another row order: the school table and the
+    placebo schools' table list the same schools in the same order (sorted by subject and
+    school id), with the same estimates to rounding."""
+    a = pleval.estimate(df, seed=0)
+    b = pleval.estimate(df.sample(frac=1.0, random_state=11), seed=0)
+    for name in ("schools", "placebo"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert len(x) > 5
+        pd.testing.assert_frame_equal(x[["subject", "school"]], y[["subject", "school"]])
+        np.testing.assert_allclose(y["effect_size"], x["effect_size"], rtol=1e-8, atol=1e-12)
+    keys = list(zip(a.schools["subject"], a.schools["school"]))
+    assert keys == sorted(keys)
