@@ -966,7 +966,7 @@ def _codes(data: pd.DataFrame | SchoolSample, c: str) -> tuple[np.ndarray, np.nd
     dictionary-encoded by Arrow, not first copied into Python objects; codes in first-appearance
     order); a :class:`SchoolSample`'s coded in its data, the codes gathered
     (:meth:`SchoolSample.codes`: another numbering, and values no row has). Only the partition
-    of the rows the codes make is used (every grouping renumbers by first appearance)."""
+    of the rows the codes make is used (every grouping renumbers its combinations in sorted order)."""
     if isinstance(data, SchoolSample):
         return data.codes(c)
     codes, uniq = pd.factorize(data[c])
