@@ -500,8 +500,25 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
                 out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({vals.iloc[0]!r}) in "
                                    "every row: it carries no information", c,
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
+    if design == "matched" and cols.school in df.columns:
+        out += _one_school(df[cols.school], cols.school)
     out += _missing_problems(df, cols)
     return out
+
+
+def _one_school(s: pd.Series, c: str) -> list[Problem]:
+    """An error when every row with a school is in one school: a matched design's effect is
+    clustered by school (its standard errors need at least two)."""
+    known = s.notna().to_numpy()
+    if not known.any():
+        return []  # (every row missing: the missing-values check says so)
+    first = s.iloc[int(known.argmax())]
+    if not bool(((s == first).to_numpy(dtype=bool, na_value=False) | ~known).all()):
+        return []
+    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({first!r}) in every row: the "
+                    "matched effect's standard errors are clustered by school and need at least 2 schools "
+                    "(PL and comparison students in other schools)", c, "--school COLUMN (the column naming each "
+                    "student's school)")]
 
 
 def _varies(s: pd.Series) -> bool:

@@ -163,6 +163,8 @@ CASES = {
                           None),
     "empty file": ("empty.csv", lambda d, p: p.write_text(""), [], 2, ["empty.csv", "empty"], None),
     "header only": ("head.csv", lambda d, p: p.write_text("a,b\n"), [], 2, ["head.csv", "no data rows"], None),
+    "one school": ("one.csv", lambda d, p: _csv(d.assign(school_id="SCH0001"), p), [], 2,
+                   ["'school_id'", "one school", "'SCH0001'", "at least 2 schools"], None),
 }
 
 
@@ -320,6 +322,19 @@ def test_match_never_clusters_by_student_silently(base, tmp_path):
     assert r.exit_code == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[0].startswith("warning: no school column (--school none): standard errors are "
                                                "clustered by student")
+
+
+def test_matched_effect_in_one_school_names_the_school_column(base):
+    """A matched sample all in one school (the API's match takes such a frame) stops at the
+    effect with the school column named, not robust.ols' count of clusters."""
+    from pleval.errors import DesignError
+
+    m = pleval.match(base.assign(school_id="SCH0001"), pleval.data.SAMPLE_COLUMNS, method="propensity")
+    with pytest.raises(DesignError, match=r"column 'school_id' \(school\): every row of .* is in one school "
+                                          r"\('SCH0001'\).*at least 2 schools"):
+        m.estimate()
+    two = base.assign(school_id=np.where(base.treatment == 1, "SCH0001", "SCH0002"))
+    assert np.isfinite(pleval.match(two, pleval.data.SAMPLE_COLUMNS, method="propensity").estimate().raw.se)  # two schools: fitted
 
 
 def test_treated_label_in_trials_and_placebo_schools(base):

@@ -118,6 +118,11 @@ def regression_design(
     known = (codes or {}).get(school) if school else None
     if school:  # integer ids of the schools (ols numbers them by first appearance either way)
         clusters = known[0] if known is not None and (known[0] >= 0).all() else _cluster_ids(sample[school])
+        if len(clusters) and not (clusters != clusters[0]).any():
+            one = known[1][clusters[0]] if clusters is known[0] else sample[school].iloc[0]
+            raise DesignError(f"column {school!r} (school): every row of {label or 'the matched sample'} is in one school "
+                              f"({one!r}); the effect's standard errors are clustered by school and need at least 2 "
+                              "schools")
     else:
         clusters = sample.index.to_numpy()
     # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
