@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
-                   validate)
+                   one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -734,7 +734,23 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tup
         return [Problem("error", "validation", str(exc), col)], None
     except PlevalError:  # pragma: no cover - every validation error is a DataError
         raise
-    return [], v
+    found = _one_arm_subjects(v) if cols.subject else []
+    return found, None if any(p.level == "error" for p in found) else v
+
+
+def _one_arm_subjects(v: Validated) -> list[Problem]:
+    """A warning for each subject whose usable rows hold one arm only (left out of the
+    analysis: :func:`pleval.estimate`), or an error when every subject does."""
+    c = v.columns.subject
+    subjects, n1, n0 = subject_arms(v)
+    one = [i for i in range(len(subjects)) if not (n1[i] and n0[i])]
+    if len(one) == len(subjects):
+        return [Problem("error", "no subject with both arms", f"column {c!r} (subject): no subject has both treated and "
+                        "comparison rows (" + "; ".join(f"{subjects[i]!r}: {'comparison' if n0[i] else 'treated'} only"
+                                                        for i in one) + ")", c, "check the treatment column")]
+    return [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i]) + "; it is left out",
+                    c, "check the treatment column for that subject, or accept it", int(n1[i] + n0[i]))
+            for i in one]
 
 
 __all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "suggest", "warn_values", "OUTLIER_K"]

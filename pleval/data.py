@@ -536,6 +536,24 @@ def level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     return codes, pd.Index(levels)
 
 
+def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray]:
+    """The subjects of the validated rows ``v`` (in order of appearance; rows missing a subject
+    were dropped by :func:`validate`) and each one's treated and comparison rows."""
+    codes, levels = pd.factorize(v.data[v.columns.subject])
+    t = v.data[v.columns.treatment].to_numpy() == 1
+    ok = codes >= 0
+    n = len(levels)
+    return list(levels), np.bincount(codes[t & ok], minlength=n), np.bincount(codes[~t & ok], minlength=n)
+
+
+def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int) -> str:
+    """Why subject ``subject`` of the subject column ``column`` cannot be analysed: its usable
+    rows hold one arm only."""
+    arm = "treated (PL)" if n_treated == 0 else "comparison"
+    return (f"column {column!r} (subject): {subject!r} has no {arm} rows among its {n_treated + n_comparison:,} usable "
+            "rows, so no effect can be estimated for it")
+
+
 __all__ = [
     "Columns",
     "Validated",

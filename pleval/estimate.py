@@ -48,8 +48,8 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, read_table, resolve_columns,
-    validate, with_binary_treatment,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, read_table,
+    resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
 from .inference.robust import CR2_FORMS, VCOV_TYPES as VCOVS, check_conventions
@@ -735,13 +735,12 @@ def estimate(
         v = checked.take_validated(checked_frame, work, need)  # the report gives it up either way
         if v is None or df is not as_given:  # else the checks' own validation is that of df
             v = validate(df, work, require=need)
-        subjects, sub_df = _subjects(v, df, subject)
-        left_out = _other_subjects(v, subjects, subject)
+        subjects, sub_df, left_out = _subjects(v, df, subject)
         if design == "rct":
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
         else:
-            # the subject's rows by their value, not their index labels (a frame may repeat labels)
-            v_sub = v if subject is None else dataclasses.replace(
+            # the subjects' rows by their value, not their index labels (a frame may repeat labels)
+            v_sub = v if left_out is None else dataclasses.replace(
                 v, data=v.data[v.data[columns.subject].isin(subjects).to_numpy()])
             parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
                                  matcher, placebo_rounds, hook)
@@ -802,36 +801,44 @@ def estimate(
     )
 
 
-def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFrame]:
-    """The subjects to analyse and the (original, unvalidated) rows that belong to them."""
+def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFrame, pd.DataFrame | None]:
+    """The subjects to analyse, the (original, unvalidated) rows that belong to them and the
+    dropped-rows entries of the validated rows left out: those of the other subjects when one
+    is chosen (``subject=``), else of each subject whose usable rows hold one arm only (which
+    :func:`pleval.check` warns of; none: every subject analysed). Each is left out on purpose,
+    but counted, as every row left out is."""
     col = v.columns.subject
     if col is None:
         if subject is not None:
             raise DataError(f"subject={subject!r} was given but no subject column is named (columns.subject)")
-        return [None], df
-    present = [s for s in pd.unique(v.data[col]) if pd.notna(s)]
+        return [None], df, None
+    present, n1, n0 = subject_arms(v)
     if subject is not None:
-        match = [s for s in present if str(s) == str(subject)]
+        match = [i for i, s in enumerate(present) if str(s) == str(subject)]
         if not match:
             raise DataError(
                 f"column {col!r} (subject): no rows for subject {subject!r}; subjects are {', '.join(map(str, present))}"
             )
-        present = match
-        df = df[df[col].astype(str) == str(subject)]
-    return sorted(present, key=str), df
-
-
-def _other_subjects(v: Validated, subjects: list, subject) -> pd.DataFrame | None:
-    """The dropped-rows entry of the validated rows of the subjects not analysed (``subject=``
-    given): left out on purpose, but counted, as every row left out is."""
-    if subject is None or v.columns.subject is None:
-        return None
-    col = v.columns.subject
-    n = len(v.data) - int(v.data[col].isin(subjects).sum())
-    if n == 0:
-        return None
-    return pd.DataFrame({"subject": ["(all)"], "reason": [f"another subject (only {subject!s} analysed)"],
-                         "column": [col], "n_rows": [n], "stage": ["subject selection"]})
+        i = match[0]
+        if not (n1[i] and n0[i]):
+            raise DataError(one_arm_subject(col, present[i], n1[i], n0[i]))
+        n = len(v.data) - int(n1[i] + n0[i])
+        out = None if n == 0 else pd.DataFrame({
+            "subject": ["(all)"], "reason": [f"another subject (only {subject!s} analysed)"], "column": [col],
+            "n_rows": [n], "stage": ["subject selection"]})
+        return [present[i]], df[df[col].astype(str) == str(subject)], out
+    one = [i for i in range(len(present)) if not (n1[i] and n0[i])]
+    if len(one) == len(present):  # (pleval.check reports it)
+        raise DataError(f"column {col!r} (subject): no subject has both treated and comparison rows")
+    kept = sorted((s for i, s in enumerate(present) if i not in one), key=str)
+    if not one:
+        return kept, df, None
+    out = pd.DataFrame({"subject": ["(all)"] * len(one),
+                        "reason": [f"subject {present[i]!s}: no {'treated' if n1[i] == 0 else 'comparison'} rows"
+                                   for i in one],
+                        "column": [col] * len(one), "n_rows": [int(n1[i] + n0[i]) for i in one],
+                        "stage": ["subject selection"] * len(one)})
+    return kept, df[(df[col].isin(kept) | df[col].isna()).to_numpy()], out  # (rows missing a subject: counted as ever)
 
 
 def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool = True) -> dict[str, Any]:
@@ -1678,7 +1685,7 @@ def _concat(frames) -> pd.DataFrame:
 def _assemble(keys: list[str], parts: list[dict], v: Validated,
               left_out: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The run's tables from each subject's ``parts``; ``left_out``: the rows of subjects not
-    analysed (:func:`_other_subjects`), listed first among the stages' dropped rows."""
+    analysed (:func:`_subjects`), listed first among the stages' dropped rows."""
     overall, balance, equiv, attr, schools, het, placebo, prop, sens, ri, boot = ([] for _ in range(11))
     dropped = [left_out]
     seen: set[int] = set()

@@ -163,6 +163,11 @@ CASES = {
                           None),
     "empty file": ("empty.csv", lambda d, p: p.write_text(""), [], 2, ["empty.csv", "empty"], None),
     "header only": ("head.csv", lambda d, p: p.write_text("a,b\n"), [], 2, ["head.csv", "no data rows"], None),
+    "subject without PL rows": ("noplread.csv", lambda d, p: _csv(d[~((d.subject == "reading") & (d.treatment == 1))], p),
+                                [], 1, ["'subject'", "'reading' has no treated (PL) rows", "left out"], None),
+    "no subject with both arms": ("split.csv", lambda d, p: _csv(d[(d.subject == "math") == (d.treatment == 1)], p),
+                                  [], 2, ["'subject'", "no subject has both", "'math': treated only",
+                                          "'reading': comparison only"], None),
     "one school": ("one.csv", lambda d, p: _csv(d.assign(school_id="SCH0001"), p), [], 2,
                    ["'school_id'", "one school", "'SCH0001'", "at least 2 schools"], None),
 }
@@ -213,7 +218,9 @@ def test_check_cli_and_api(name, corpus, base):
         assert "\n" not in first and all(n in first for n in needles), (name, first)
         assert first in out  # the CLI prints the API's line
     if code < 2:
-        rows = len(base) + (0 if name != "subject absent" else -len(base[base.subject != "math"]))
+        rows = len(base) - {"subject absent": int((base.subject != "math").sum()),
+                            "subject without PL rows": int(((base.subject == "reading") & (base.treatment == 1)).sum())
+                            }.get(name, 0)
         assert report.n_rows == rows, (name, report.n_rows)
 
 
@@ -335,6 +342,27 @@ def test_matched_effect_in_one_school_names_the_school_column(base):
         m.estimate()
     two = base.assign(school_id=np.where(base.treatment == 1, "SCH0001", "SCH0002"))
     assert np.isfinite(pleval.match(two, pleval.data.SAMPLE_COLUMNS, method="propensity").estimate().raw.se)  # two schools: fitted
+
+
+def test_subject_without_pl_rows_is_left_out_and_counted(base):
+    """A subject whose rows hold no PL student is left out with a warning and a dropped-rows
+    entry (it used to stop with an internal KeyError); the other subject's results are those
+    of analysing it alone; asked for by name, it is an error naming it."""
+    from pleval.errors import PlevalWarning
+
+    d = base[~((base.subject == "reading") & (base.treatment == 1))]
+    n_read = int((d.subject == "reading").sum())
+    opts = dict(design="matched", placebo=False, sensitivity=False)
+    with pytest.warns(PlevalWarning, match="'reading' has no treated \\(PL\\) rows"):
+        ev = pleval.estimate(d, **opts)
+    assert ev.subjects == ("math",)
+    drop = ev.table("dropped")
+    row = drop[drop["stage"] == "subject selection"]
+    assert row[["reason", "column", "n_rows"]].values.tolist() == [["subject reading: no treated rows", "subject", n_read]]
+    alone = pleval.estimate(d, subject="math", **opts)
+    assert ev.effects["math"].effect_size.estimate == alone.effects["math"].effect_size.estimate
+    with pytest.raises(DataError, match="'reading' has no treated \\(PL\\) rows among its"):
+        pleval.estimate(d, subject="reading", **opts)
 
 
 def test_treated_label_in_trials_and_placebo_schools(base):
