@@ -734,23 +734,56 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tup
         return [Problem("error", "validation", str(exc), col)], None
     except PlevalError:  # pragma: no cover - every validation error is a DataError
         raise
-    found = _one_arm_subjects(v) if cols.subject else []
+    found = (_one_arm_subjects(v) if cols.subject else _constant_outcome(v)) if cols.outcome else []
+    found += _weightless_arms(v) if cols.weight else []
     return found, None if any(p.level == "error" for p in found) else v
 
 
 def _one_arm_subjects(v: Validated) -> list[Problem]:
-    """A warning for each subject whose usable rows hold one arm only (left out of the
-    analysis: :func:`pleval.estimate`), or an error when every subject does."""
-    c = v.columns.subject
-    subjects, n1, n0 = subject_arms(v)
+    """A warning for each subject whose usable rows with an outcome hold one arm only, or none
+    (left out of the analysis: :func:`pleval.estimate`), or an error when every subject does;
+    an error for each analysed subject whose outcome holds one value (no effect size: SD 0)."""
+    c, y = v.columns.subject, v.columns.outcome
+    subjects, n1, n0, n = subject_arms(v)
     one = [i for i in range(len(subjects)) if not (n1[i] and n0[i])]
     if len(one) == len(subjects):
         return [Problem("error", "no subject with both arms", f"column {c!r} (subject): no subject has both treated and "
-                        "comparison rows (" + "; ".join(f"{subjects[i]!r}: {'comparison' if n0[i] else 'treated'} only"
-                                                        for i in one) + ")", c, "check the treatment column")]
-    return [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i]) + "; it is left out",
-                    c, "check the treatment column for that subject, or accept it", int(n1[i] + n0[i]))
-            for i in one]
+                        "comparison rows with an outcome (" + "; ".join(
+                            f"{subjects[i]!r}: " + ("no outcome" if not (n1[i] or n0[i]) else
+                                                    "comparison only" if n0[i] else "treated only") for i in one) + ")",
+                        c, "check the treatment and outcome columns")]
+    out = [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i], n[i]) + "; it is left "
+                   "out", c, "check the treatment and outcome columns for that subject, or accept it", int(n[i]))
+           for i in one]
+    values = v.data[y]
+    if pd.api.types.is_numeric_dtype(values):
+        left = {subjects[i] for i in one}
+        ranges = values.groupby(v.data[c], sort=False, observed=True).agg(["min", "max"])
+        out += [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({lo:g}) in every row of "
+                        f"subject {s!r} with an outcome: there is no variation for an effect (its SD is 0)", y,
+                        "check the outcome column for that subject")
+                for s, lo, hi in ranges.itertuples() if lo == hi and s not in left]
+    return out
+
+
+def _weightless_arms(v: Validated) -> list[Problem]:
+    """An error for each arm whose analysis weights are all 0 (it would count for nothing)."""
+    c = v.columns.weight
+    w = v.data[c].to_numpy(dtype=float)
+    t = v.data[v.columns.treatment].to_numpy() == 1
+    return [Problem("error", "zero weights", f"column {c!r} (weight): every {arm} row has weight 0, so the {arm} group "
+                    "counts for nothing", c, "correct the weights") for arm, rows in (("treated (PL)", t), ("comparison", ~t))
+            if rows.any() and not (w[rows] > 0).any()]
+
+
+def _constant_outcome(v: Validated) -> list[Problem]:
+    """An error when the outcome holds one value in every row with an outcome (no subject column)."""
+    y = v.columns.outcome
+    values = v.data[y]
+    if not pd.api.types.is_numeric_dtype(values) or values.min() != values.max():
+        return []
+    return [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({values.min():g}) in every "
+                    "row with an outcome: there is no variation for an effect (its SD is 0)", y, "check the outcome column")]
 
 
 __all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "suggest", "warn_values", "OUTLIER_K"]

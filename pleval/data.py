@@ -462,6 +462,10 @@ def validate(
     if columns.takeup:
         out[columns.takeup] = out[columns.takeup].astype(int)
 
+    if len(out) == 0:
+        why = "; ".join(f"{d['n_rows']:,} row(s) {d['reason']} (column {d['column']!r})" for d in dropped)
+        raise DataError(f"no usable rows: every row misses a value it needs ({why}); fill them in, or leave out the "
+                        "column's role (e.g. --pretest none)")
     n_t = int(out[t_col].sum())
     if n_t == 0:
         raise DataError(f"column {t_col!r} (treatment): no treated units among the {len(out):,} usable rows")
@@ -536,22 +540,28 @@ def level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     return codes, pd.Index(levels)
 
 
-def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray]:
+def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
     """The subjects of the validated rows ``v`` (in order of appearance; rows missing a subject
-    were dropped by :func:`validate`) and each one's treated and comparison rows."""
+    were dropped by :func:`validate`) and each one's treated and comparison rows with an
+    outcome, and its rows."""
     codes, levels = pd.factorize(v.data[v.columns.subject])
     t = v.data[v.columns.treatment].to_numpy() == 1
+    has = v.data[v.columns.outcome].notna().to_numpy()
     ok = codes >= 0
     n = len(levels)
-    return list(levels), np.bincount(codes[t & ok], minlength=n), np.bincount(codes[~t & ok], minlength=n)
+    return (list(levels), np.bincount(codes[t & has & ok], minlength=n), np.bincount(codes[~t & has & ok], minlength=n),
+            np.bincount(codes[ok], minlength=n))
 
 
-def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int) -> str:
+def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_rows: int) -> str:
     """Why subject ``subject`` of the subject column ``column`` cannot be analysed: its usable
-    rows hold one arm only."""
-    arm = "treated (PL)" if n_treated == 0 else "comparison"
-    return (f"column {column!r} (subject): {subject!r} has no {arm} rows among its {n_treated + n_comparison:,} usable "
-            "rows, so no effect can be estimated for it")
+    rows (``n_rows``) with an outcome hold one arm only, or none."""
+    if n_treated + n_comparison == 0:
+        why = f"(all {n_rows:,} usable rows) has no outcome in any row"
+    else:
+        arm = "treated (PL)" if n_treated == 0 else "comparison"
+        why = f"has no {arm} rows with an outcome among its {n_rows:,} usable rows"
+    return f"column {column!r} (subject): {subject!r} {why}, so no effect can be estimated for it"
 
 
 __all__ = [

@@ -179,10 +179,15 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
         dof += float(np.sum(n_a[use] - 1.0))
     if dof <= 0:
         raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
+    sd = float(np.sqrt(max(ss, 0.0) / dof))
+    used = np.abs(y[key < 2 * S])
+    if not sd > 1e-10 * max(float(used.max(initial=0.0)), 1e-300):  # rounding's SD of a constant outcome: ~1e-15 of it
+        raise DataError(f"outcome SD is 0: the outcome holds one value within every group{' and stratum' * (S > 1)} "
+                        "(no variation for an effect size)")
     label = "comparison-group SD" if kind == "comparison" else "pooled within-group SD"
     if strata is not None:
         label += " within strata"
-    return float(np.sqrt(ss / dof)), label
+    return sd, label
 
 
 def _codes(strata) -> np.ndarray:

@@ -812,7 +812,7 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
         if subject is not None:
             raise DataError(f"subject={subject!r} was given but no subject column is named (columns.subject)")
         return [None], df, None
-    present, n1, n0 = subject_arms(v)
+    present, n1, n0, n_rows = subject_arms(v)
     if subject is not None:
         match = [i for i, s in enumerate(present) if str(s) == str(subject)]
         if not match:
@@ -821,8 +821,8 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
             )
         i = match[0]
         if not (n1[i] and n0[i]):
-            raise DataError(one_arm_subject(col, present[i], n1[i], n0[i]))
-        n = len(v.data) - int(n1[i] + n0[i])
+            raise DataError(one_arm_subject(col, present[i], n1[i], n0[i], n_rows[i]))
+        n = len(v.data) - int(n_rows[i])
         out = None if n == 0 else pd.DataFrame({
             "subject": ["(all)"], "reason": [f"another subject (only {subject!s} analysed)"], "column": [col],
             "n_rows": [n], "stage": ["subject selection"]})
@@ -834,9 +834,10 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
     if not one:
         return kept, df, None
     out = pd.DataFrame({"subject": ["(all)"] * len(one),
-                        "reason": [f"subject {present[i]!s}: no {'treated' if n1[i] == 0 else 'comparison'} rows"
-                                   for i in one],
-                        "column": [col] * len(one), "n_rows": [int(n1[i] + n0[i]) for i in one],
+                        "reason": [f"subject {present[i]!s}: " + ("no outcome" if not (n1[i] or n0[i]) else
+                                                                  f"no {'treated' if n1[i] == 0 else 'comparison'} rows "
+                                                                  "with an outcome") for i in one],
+                        "column": [col] * len(one), "n_rows": [int(n_rows[i]) for i in one],
                         "stage": ["subject selection"] * len(one)})
     return kept, df[(df[col].isin(kept) | df[col].isna()).to_numpy()], out  # (rows missing a subject: counted as ever)
 

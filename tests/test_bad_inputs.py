@@ -168,6 +168,16 @@ CASES = {
     "no subject with both arms": ("split.csv", lambda d, p: _csv(d[(d.subject == "math") == (d.treatment == 1)], p),
                                   [], 2, ["'subject'", "no subject has both", "'math': treated only",
                                           "'reading': comparison only"], None),
+    "no outcome in a subject": ("noyread.csv", lambda d, p: _csv(d.assign(posttest=d.posttest.where(d.subject != "reading")),
+                                                                   p), [], 1,
+                                ["'subject'", "'reading'", "has no outcome in any row", "left out"], None),
+    "constant outcome in a subject": ("consty.csv", lambda d, p: _csv(d.assign(
+        posttest=d.posttest.where(d.subject != "reading", 200.0)), p), [], 2,
+        ["'posttest'", "one value (200)", "'reading'", "SD is 0"], None),
+    "weights 0 in one arm": ("w0.csv", lambda d, p: _csv(d.assign(w=np.where(d.treatment == 1, 0.0, 1.0)), p),
+                             ["--weight", "w"], 2, ["'w'", "every treated (PL) row has weight 0"], None),
+    "every pretest missing": ("nopre.csv", lambda d, p: _csv(d.assign(pretest=np.nan), p), [], 2,
+                              ["no usable rows", "row(s) missing pretest (column 'pretest')"], None),
     "one school": ("one.csv", lambda d, p: _csv(d.assign(school_id="SCH0001"), p), [], 2,
                    ["'school_id'", "one school", "'SCH0001'", "at least 2 schools"], None),
 }
@@ -358,10 +368,11 @@ def test_subject_without_pl_rows_is_left_out_and_counted(base):
     assert ev.subjects == ("math",)
     drop = ev.table("dropped")
     row = drop[drop["stage"] == "subject selection"]
-    assert row[["reason", "column", "n_rows"]].values.tolist() == [["subject reading: no treated rows", "subject", n_read]]
+    assert row[["reason", "column", "n_rows"]].values.tolist() == [
+        ["subject reading: no treated rows with an outcome", "subject", n_read]]
     alone = pleval.estimate(d, subject="math", **opts)
     assert ev.effects["math"].effect_size.estimate == alone.effects["math"].effect_size.estimate
-    with pytest.raises(DataError, match="'reading' has no treated \\(PL\\) rows among its"):
+    with pytest.raises(DataError, match=f"'reading' has no treated \\(PL\\) rows with an outcome among its {n_read:,} "):
         pleval.estimate(d, subject="reading", **opts)
 
 

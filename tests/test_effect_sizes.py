@@ -104,6 +104,20 @@ def test_outcome_sd_rules():
         outcome_sd(y, t, "median")
 
 
+@pytest.mark.parametrize("level", [0.0, 200.0, 1e9])
+def test_outcome_sd_of_a_constant_outcome_is_an_error(level):
+    """An outcome with one value in each arm (or stratum) has SD 0, which rounding leaves at about
+    1e-15 of the values: an error, not an effect size of rounding noise; a tiny real SD passes."""
+    t = np.array([0, 0, 0, 1, 1, 1])
+    g = np.array([0, 1, 1, 0, 1, 1])
+    for kw in ({}, {"strata": g}, {"weights": np.array([0.3, 1.7, 1.1, 2.0, 0.9, 1.3])}):
+        with pytest.raises(DataError, match="outcome SD is 0"):
+            outcome_sd(np.full(6, level) + 0.1 * (t if level else 0), t, **kw)
+    if level < 1e9:  # (at 1e9 a spread of 1e-6 is at the values' own rounding)
+        small = level + np.array([0.0, 1e-6, 2e-6, 0.0, 1e-6, 3e-6])
+        assert outcome_sd(small, t)[0] == pytest.approx(np.sqrt((2e-12 + 4.667e-12) / 4), rel=1e-3)
+
+
 def test_hedges2007_t_adjustment_worked_example():
     """Worked by hand: t = 2.5, N = 400 students in m = 20 schools, rho = 0.2."""
     N, m, rho, t = 400, 20, 0.2, 2.5

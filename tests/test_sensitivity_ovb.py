@@ -240,3 +240,16 @@ def test_gram_from_fit_equals_gram_of_rows():
             assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-11), f
         np.testing.assert_allclose(a.benchmarks[["r2dxj_x", "r2yxj_dx"]].to_numpy(float),
                                    b.benchmarks[["r2dxj_x", "r2yxj_dx"]].to_numpy(float), rtol=1e-9)
+
+
+def test_exactly_fitted_outcome_has_no_bounds():
+    """An outcome the design fits exactly (here one value: residual SS 0, or a rounding
+    negative) gives no bounds with a DesignError, not a square root of a negative number."""
+    from pleval.errors import DesignError
+
+    rng = np.random.default_rng(3)
+    d = rng.integers(0, 2, 50).astype(float)
+    X = np.column_stack([np.ones(50), d, rng.normal(size=50)])
+    for y in (np.full(50, 200.0), 3.0 + 2.0 * d - 0.5 * X[:, 2]):
+        with pytest.raises(DesignError, match="fitted exactly"):
+            ovb_from_design(y, X, ["const", "d", "x"], "d")

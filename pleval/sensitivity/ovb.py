@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import linalg, stats
 
 from .._results import ResultMixin
-from ..errors import DataError
+from ..errors import DataError, DesignError
 
 
 def partial_r2(t, dof):
@@ -394,6 +394,9 @@ def ovb_from_design(
     rss_d = g.rss(d, rest)  # residual SS of the treatment on the covariates
     if rss_d <= 0:
         raise DataError(f"{treatment!r} is collinear with the covariates")
+    if not rss_full > 1e-12 * g.G[g.y, g.y] or np.ptp(y) == 0:  # R² of 1 up to rounding, or one value
+        raise DesignError("the outcome is fitted exactly (residual sum of squares 0; e.g. it holds one value): "
+                          "no omitted-variable bounds")
     sol = linalg.solve(g.G[:k, :k], g.G[:k, g.y], assume_a="sym")
     estimate = float(sol[d])
     se_c = math.sqrt(rss_full / dof / rss_d)
