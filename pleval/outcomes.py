@@ -107,8 +107,9 @@ def outcome_plan(df: pd.DataFrame, primary: str, opts: Mapping[str, Any]) -> pd.
                      "favourable": "lower" if n in opts["lower_is_better"] else "higher"})
     if rows[0]["kind"] == "binary":
         raise DataError(f"column {primary!r} (outcome) holds yes/no codes: the primary outcome (school effects, placebo "
-                        "schools, subgroups) must be a score; analyse the yes/no outcome beside one, e.g. "
-                        f"outcomes=['posttest', {primary!r}] (--outcomes posttest,{primary})")
+                        "schools, subgroups) must be a score; name a score column as the outcome and analyse "
+                        f"{primary!r} beside it (--outcome SCORE --outcomes {primary}; in Python, the score as "
+                        f"columns' outcome and outcomes=[{primary!r}])")
     return pd.DataFrame(rows)
 
 

@@ -376,6 +376,20 @@ def test_subject_without_pl_rows_is_left_out_and_counted(base):
         pleval.estimate(d, subject="reading", **opts)
 
 
+def test_separation_message_gives_the_command_line_fix(base, tmp_path):
+    """A covariate level with no PL student stops the propensity fit; the message names the
+    command line's fix, which then runs."""
+    d = base.copy()
+    d.loc[d.index[d.treatment == 0][:5], "race"] = "pacific"
+    p = tmp_path / "sep.csv"
+    d.to_csv(p, index=False)
+    r = runner.invoke(app, ["estimate", str(p), "--out", str(tmp_path / "a"), "-q"])
+    assert r.exit_code == 2 and "race = 'pacific' (no treated rows among 5)" in r.stderr
+    assert "pleval estimate --set penalize=true" in r.stderr
+    r = runner.invoke(app, ["estimate", str(p), "--out", str(tmp_path / "b"), "-q", "--set", "penalize=true"])
+    assert r.exit_code == 0, r.stdout + r.stderr
+
+
 def test_treated_label_in_trials_and_placebo_schools(base):
     """The label is applied once: an RCT and matched placebo schools accept a two-label treatment."""
     labelled = base.assign(treatment=np.where(base.treatment == 1, "PL", "comparison"))

@@ -147,7 +147,7 @@ def test_bad_outcome_options(trial, opts, message):
 
 def test_yes_no_primary_outcome_and_ambiguous_codes_are_errors(trial):
     df, _ = trial
-    with pytest.raises(DataError, match="column 'proficient' \\(outcome\\) holds yes/no codes.*--outcomes"):
+    with pytest.raises(DataError, match="column 'proficient' \\(outcome\\) holds yes/no codes.*--outcome SCORE --outcomes proficient"):
         pleval.estimate(df, {"outcome": "proficient", "treatment": "treatment", "school": "school_id"}, design="rct")
     bad = df.assign(passed=np.where(df["proficient"] == 1, 2, 1))
     with pytest.raises(DataError, match="column 'passed'.*ambiguous"):

@@ -223,7 +223,8 @@ def _propensity_plan(eng, data, columns, covariates, categorical, where, progres
         raise DesignError(
             "perfect or quasi-perfect separation in the propensity model: " + "; ".join(problems[:10])
             + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
-            + ". Match exactly on the covariate, drop it or the rows concerned, or pass penalize=True (in memory)."
+            + ". Match exactly on the covariate, drop it or the rows concerned, or fit a ridge-penalized model "
+            "(penalize=True, in memory; pleval estimate --set penalize=true)."
         )
     terms = logit.design_terms(levels, covariates)
     names = [t.name for t in terms]
