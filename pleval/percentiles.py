@@ -178,7 +178,13 @@ def interpret(points: float, baseline_percentile: float = 50.0) -> str:
 
 
 def _ordinal(x: float) -> str:
+    """``x`` as an ordinal percentile: "53rd"; outside 1–99 with the decimals that keep it
+    inside (0, 100) ("99.97th", "0.4th"), since no student scores at the 0th or 100th."""
     n = int(round(x))
+    if not 1 <= n <= 99:
+        for d in range(1, 7):
+            if 0 < round(x, d) < 100:
+                return f"{x:.{d}f}".rstrip("0") + "th"
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
 

@@ -100,6 +100,15 @@ def test_interpretation_says_rank_not_percentage():
     assert "53rd" in text and "not percentage points" in text
 
 
+@pytest.mark.parametrize("g, p0, start, end", [(5.0, 50, "50th", "99.99997th"), (0.1, 0.5, "0.5th", "1st"),
+                                               (-3.0, 2, "2nd", "0.00002th"), (0.3, 98, "98th", "99th")])
+def test_interpretation_never_says_the_0th_or_100th_percentile(g, p0, start, end):
+    """Percentiles outside 1–99 keep the decimals that place them inside (0, 100): a large
+    effect from the median ends at the 99.99997th, not the '100th'."""
+    text = interpret(to_percentile_points(g, p0), p0)
+    assert f"at the {start} percentile without" in text and f"at about the {end} with it" in text
+
+
 def test_docs_table_matches_code():
     """The worked table in docs/effect_sizes.md is what the code computes."""
     from pathlib import Path
