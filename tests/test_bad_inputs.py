@@ -420,7 +420,25 @@ def test_schools_infinite_estimate_and_two_schools(tmp_path):
     r = runner.invoke(app, ["schools", str(inf)])
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines()[-1] == (f"error: column 'estimate' (estimate): 1 row(s) are infinite (file "
-                                                 f"row(s) 3, school {math.school_id.iloc[1]!r}); correct or remove them")
+                                                 f"row(s) 3; school(s) {math.school_id.iloc[1]!r}); correct or remove them")
+    school = math.school_id.iloc[2]
+    for se, line in [("abc", f"column 'se' (se) must be numeric: 1 row(s) hold text such as 'abc' (file row(s) 4; "
+                             f"school(s) {school!r}); correct or remove them"),
+                     ("0", f"column 'se' (se): 1 row(s) are zero or negative (file row(s) 4; school(s) {school!r}); a "
+                           "standard error must be positive"),
+                     ("", "rows/schools left out: 1 (missing estimate or SE, estimate/se)")]:
+        bad = tmp_path / "se.csv"
+        math.assign(se=np.where(np.arange(len(math)) == 2, se, math.se.astype(str))).to_csv(bad, index=False)
+        r = runner.invoke(app, ["schools", str(bad)])
+        assert line in r.stdout + r.stderr, (se, r.stdout + r.stderr)
+        assert r.exit_code == (0 if se == "" else 2)
+    from pleval.errors import PlevalWarning
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    with pytest.warns(PlevalWarning, match=f"1 school row\\(s\\) with a missing estimate or SE were left out "
+                                           f"\\(index 2; school\\(s\\) {school!r}\\)"):
+        school_effects_from_estimates(math.reset_index(drop=True).assign(
+            se=np.where(np.arange(len(math)) == 2, np.nan, math.se)))
     two = tmp_path / "two.csv"
     math.head(2).to_csv(two, index=False)
     r = runner.invoke(app, ["schools", str(two)])  # default moderators cannot be fitted: a note, exit 0

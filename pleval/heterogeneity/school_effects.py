@@ -1048,26 +1048,36 @@ def school_effects_from_estimates(
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
     d = data.copy()
     dropped = []
+
+    def where(mask) -> str:  # the first rows of a mask: file rows (or index labels) and schools
+        pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:3]
+        first = data.attrs.get("first_data_row")
+        rows = (f"file row(s) {', '.join(str(int(first) + int(i)) for i in pos)}" if first is not None
+                else f"index {', '.join(map(str, data.index[pos]))}")
+        return f"{rows}; school(s) {', '.join(repr(x) for x in data[school].iloc[pos])}"
+
     for role, col in [("estimate", estimate), ("se", se)]:
         vals = pd.to_numeric(d[col], errors="coerce")
         nonnum = vals.isna() & d[col].notna()
         if nonnum.any():
-            raise DataError(f"column {col!r} ({role}) must be numeric: {int(nonnum.sum()):,} row(s) are not")
+            examples = ", ".join(map(repr, d[col][nonnum].astype(str).unique()[:3]))
+            raise DataError(f"column {col!r} ({role}) must be numeric: {int(nonnum.sum()):,} row(s) hold text such as "
+                            f"{examples} ({where(nonnum)}); correct or remove them")
         d[col] = vals
     for role, col in [("estimate", estimate), ("se", se)]:
         inf = np.isinf(d[col].to_numpy(dtype=float, na_value=np.nan))
         if inf.any():
-            first = int(data.attrs.get("first_data_row", 2))
-            rows = ", ".join(str(int(i) + first) for i in np.flatnonzero(inf)[:3])
-            raise DataError(f"column {col!r} ({role}): {int(inf.sum()):,} row(s) are infinite (file row(s) {rows}, "
-                            f"school {d[school].iloc[int(np.flatnonzero(inf)[0])]!r}); correct or remove them")
-    bad_se = (d[se] <= 0).fillna(False)
+            raise DataError(f"column {col!r} ({role}): {int(inf.sum()):,} row(s) are infinite ({where(inf)}); correct "
+                            "or remove them")
+    bad_se = (d[se] <= 0).fillna(False).to_numpy()
     if bad_se.any():
-        raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative")
-    miss = d[estimate].isna() | d[se].isna()
+        raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative ({where(bad_se)}); a "
+                        "standard error must be positive")
+    miss = (d[estimate].isna() | d[se].isna()).to_numpy()
     if miss.any():
         dropped.append({"reason": "missing estimate or SE", "column": f"{estimate}/{se}", "n_rows": int(miss.sum())})
-        warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out", PlevalWarning, stacklevel=2)
+        warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out ({where(miss)})",
+                      PlevalWarning, stacklevel=2)
         d = d.loc[~miss]
     if by_cols:
         dup = d.duplicated([*by_cols, school])
