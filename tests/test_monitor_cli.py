@@ -100,3 +100,43 @@ def test_monitor_report_html_has_every_section_and_the_results(tmp_path):
     # without figures the report still renders, with no images
     bare = save_monitoring(m, tmp_path / "bare", figures=False)
     assert "data:image" not in (bare / "report.html").read_text(encoding="utf-8")
+
+
+def _terms(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: f"{int(v)}-{int(v) + 1}" if pd.notna(v) else None)
+
+
+def test_monitor_takes_terms_as_text_and_edge_panels(tmp_path):
+    """Periods given as sortable terms ('2021-2022') with the cohort in the same form give the
+    numbers of the same panel in years (by period, by exposure, the event study); a numeric
+    cohort beside text terms, one period only, and cohorts after the last period are a clear
+    error or a run, not a crash (they were a float conversion error and KeyErrors)."""
+    src = ROOT / "sample_data" / "pl_panel_students.csv"
+    d = pd.read_csv(src)
+    args = ["--time", "year", "--covariates", "frl"]
+    terms = tmp_path / "terms.csv"
+    d.assign(year=_terms(d["year"]), pl_year=_terms(d["pl_year"])).to_csv(terms, index=False)
+    for f, out in ((src, "years"), (terms, "terms")):
+        r = runner.invoke(app, ["monitor", str(f), *args, "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+    for name, key in (("effects_by_year.csv", ["subject", "time"]), ("effects_by_exposure.csv", ["subject", "exposure"]),
+                      ("event_study.csv", ["subject", "event_time"])):
+        a, b = (pd.read_csv(tmp_path / out / name) for out in ("years", "terms"))
+        if name == "effects_by_year.csv":
+            b["time"] = b["time"].str[:4].astype(int)
+        cols = [c for c in ("estimate", "se", "es") if c in a.columns]
+        pd.testing.assert_frame_equal(a.sort_values(key)[cols].reset_index(drop=True),
+                                      b.sort_values(key)[cols].reset_index(drop=True), rtol=1e-9)
+    mixed = tmp_path / "mixed.csv"
+    d.assign(year=_terms(d["year"])).to_csv(mixed, index=False)
+    r = runner.invoke(app, ["monitor", str(mixed), *args, "--out", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "column 'pl_year' (cohort) holds numbers such as 2022, but the time column 'year' " \
+                                "holds terms" in r.output
+    for label, frame in (("one", d[d["year"] == 2021]), ("future", d.assign(pl_year=d["pl_year"].where(
+            d["pl_year"].isna(), 2030)))):
+        p = tmp_path / f"{label}.csv"
+        frame.to_csv(p, index=False)
+        r = runner.invoke(app, ["monitor", str(p), *args, "--out", str(tmp_path / label)])
+        assert r.exit_code == 0, (label, r.output)
+        by_year = pd.read_csv(tmp_path / label / "effects_by_year.csv")
+        assert not by_year["program"].any() and len(pd.read_csv(tmp_path / label / "trend.csv")) == 0

@@ -148,6 +148,12 @@ def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, v
                clusters=d["_cluster"].to_numpy(), vcov=vcov, names=list(X.columns))
 
 
+TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue", "ci_low", "ci_high", "es", "es_se",
+                 "es_ci_low", "es_ci_high"]
+"""The columns of :attr:`OverTime.trend` (one row per subject and slope; none when no slope has
+three points)."""
+
+
 def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: str, subject, level):
     if len(xs) < 3:
         return None
@@ -160,6 +166,25 @@ def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: 
     return {"subject": subject, "per": per, "n_points": len(xs), "estimate": est, "se": se, "df": df, "pvalue": p,
             "ci_low": est - crit * se, "ci_high": est + crit * se, "es": est * k, "es_se": se * k,
             "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
+
+
+def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Series:
+    """The cohort column's first program periods in the time column's kind, for comparison
+    with its ordered values ``t`` (:func:`.panel._time_order`): numbers when the periods are
+    numbers, else text (terms such as 2023-fall, compared as sorted text)."""
+    if pd.api.types.is_numeric_dtype(t):
+        g = pd.to_numeric(s, errors="coerce")
+        bad = g.isna() & s.notna()
+        if bad.any():
+            raise DataError(f"column {name!r} (cohort): {int(bad.sum()):,} row(s) are not numeric periods, as the time "
+                            f"column {time!r} is (such as {', '.join(map(repr, s[bad].astype(str).unique()[:3]))})")
+        return g
+    known = s.notna()
+    if known.any() and pd.api.types.is_numeric_dtype(s):
+        raise DataError(f"column {name!r} (cohort) holds numbers such as {s[known].iloc[0]:g}, but the time column "
+                        f"{time!r} holds terms (text such as {t.iloc[0]!r}): give each school's first program period "
+                        "as a term of the same form")
+    return s.astype(str).where(known)
 
 
 def effects_over_time(
@@ -220,10 +245,7 @@ def effects_over_time(
 
     # exposure: observed periods at or after the school's adoption, counted per student series
     if cohort is not None:
-        g = pd.to_numeric(d[cohort], errors="coerce")
-        bad = g.isna() & d[cohort].notna()
-        if bad.any():
-            raise DataError(f"column {cohort!r} (cohort): {int(bad.sum()):,} row(s) are not numeric periods")
+        g = _cohort_periods(d[cohort], cohort, d["_t"], c.time)
         in_program = (d[c.treatment] == 1) & g.notna() & (d["_t"] >= g)
         no_year = (d[c.treatment] == 1) & g.isna()
         if no_year.any():
@@ -314,7 +336,7 @@ def effects_over_time(
                    "ci_low": est - crit * se, "ci_high": est + crit * se, "pvalue": p, "sd": sds[t],
                    "es": est * k, "es_se": se * k, "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
             eq_rows.append(pd.concat([r, pd.DataFrame([gap])], ignore_index=True))
-    trend = pd.DataFrame(trends)
+    trend = pd.DataFrame(trends, columns=TREND_COLUMNS)
     equity_table = pd.concat(eq_rows, ignore_index=True) if eq_rows else pd.DataFrame()
     return OverTime(pd.concat(by_year, ignore_index=True), pd.concat(by_exp, ignore_index=True), trend,
                     equity_table, panel, c, method, level, tuple(notes), frames)

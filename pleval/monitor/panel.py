@@ -80,8 +80,9 @@ def check_panel(df: pd.DataFrame, columns: Columns) -> PanelCheck:
         raise DataError(f"columns {sid!r} × {tcol!r}: {int(dup.sum()):,} row(s) repeat a student"
                         + (f" in a subject ({columns.subject!r})" if columns.subject else "")
                         + " in the same period; each student should appear once per subject and period")
-    pos = pd.Series(np.searchsorted(np.asarray(times, dtype=object if t.dtype == object else float), t.to_numpy()),
-                    index=df.index)
+    text = not pd.api.types.is_numeric_dtype(t)  # terms as text (pandas' str dtype or object)
+    pos = pd.Series(np.searchsorted(np.asarray(times, dtype=object if text else float),
+                                    t.to_numpy(dtype=object if text else float)), index=df.index)
     grp = pos.groupby([df[k] for k in keys])
     span = grp.max() - grp.min() + 1
     present = grp.size()

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
@@ -114,6 +115,12 @@ def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str
     counts = sy.groupby("school")["time"].nunique()
     full = counts[counts == len(times)].index
     panel = sy[sy["school"].isin(full)].assign(cohort=lambda d: pd.to_numeric(d["school"].map(g), errors="coerce"))
+    if not pd.api.types.is_numeric_dtype(sy["time"]):  # terms (text): numbered in their sorted order
+        first = sy[sy["school"].isin(full)]["school"].map(g)
+        at = np.searchsorted(np.asarray(times, dtype=object), first.fillna("").to_numpy(dtype=object))
+        panel = panel.assign(time=np.searchsorted(np.asarray(times, dtype=object), panel["time"].to_numpy(dtype=object)),
+                             cohort=np.where(first.notna(), at, np.nan))
+        times = list(range(len(times)))
     cohorts = panel.loc[panel["cohort"].notna(), "cohort"].unique()
     if len(cohorts) == 0 or not (cohorts > min(times)).any():
         return "no PL school has a pre-program period in the data"
