@@ -151,7 +151,9 @@ class Effect(ResultMixin):
             ci_high=raw.ci_high * k,
             scale="effect size",
         )
-        lo, hi = percentiles.percentile_interval(es.ci_low, es.ci_high, baseline_percentile)
+        # (an SE that could not be estimated leaves the interval undefined, not an error)
+        lo, hi = (percentiles.percentile_interval(es.ci_low, es.ci_high, baseline_percentile)
+                  if np.isfinite([es.ci_low, es.ci_high]).all() else (math.nan, math.nan))
         pp = replace(
             raw,
             estimate=percentiles.to_percentile_points(es.estimate, baseline_percentile),

@@ -129,6 +129,10 @@ def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "
     return _factor(n_t, n_c, correction) * (special.logit(p_t) - special.logit(p_c)) / 1.65
 
 
+TOO_FEW_FOR_SD = "each group needs at least 2 non-missing outcomes"
+""":func:`outcome_sd`'s reason when no arm (of any stratum) has two outcomes."""
+
+
 def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=None) -> tuple[float, str]:
     """The SD that standardizes an effect, and a label saying which it is.
 
@@ -178,7 +182,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
         ss += float(np.sum((n_a[use] - 1.0) * v_a[use]))
         dof += float(np.sum(n_a[use] - 1.0))
     if dof <= 0:
-        raise DataError("outcome SD: each group needs at least 2 non-missing outcomes")
+        raise DataError(f"outcome SD: {TOO_FEW_FOR_SD}")
     sd = float(np.sqrt(max(ss, 0.0) / dof))
     used = np.abs(y[key < 2 * S])
     if not sd > 1e-10 * max(float(used.max(initial=0.0)), 1e-300):  # rounding's SD of a constant outcome: ~1e-15 of it

@@ -390,6 +390,30 @@ def test_separation_message_gives_the_command_line_fix(base, tmp_path):
     assert r.exit_code == 0, r.stdout + r.stderr
 
 
+def test_too_small_a_matched_sample_says_so(base):
+    """VCG matching of one PL school against two comparison schools keeps a handful of pairs:
+    the pooled SD (within grade) has no degrees of freedom, or, with a norm SD, the CR2 SE by
+    school cannot be estimated. Each is an error saying the matched sample is too small, with
+    its counts (they were 'each group needs at least 2 non-missing outcomes' and a NaN
+    conversion error)."""
+    from pleval.errors import DesignError
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    pl, comp = d[d.treatment == 1].school_id.unique()[:1], d[d.treatment == 0].school_id.unique()[:2]
+    m = pleval.match(d[d.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
+    with pytest.raises(DesignError, match=r"\(subject = math\) \(3 treated, 3 comparison rows matched, 2 schools\): the "
+                                          r"effect's CR2 standard error could not be estimated \(5 coefficients\); the "
+                                          r"matched sample is too small"):
+        m.estimate(by="subject")
+    pl, comp = base[base.treatment == 1].school_id.unique()[:1], base[base.treatment == 0].school_id.unique()[:2]
+    m = pleval.match(base[base.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
+    with pytest.raises(DesignError, match=r"\(subject = math\) \(5 treated, 5 comparison rows matched\): outcome SD: "
+                                          r"each group needs at least 2 non-missing outcomes within grade; the matched "
+                                          r"sample is too small"):
+        m.estimate(by="subject")
+    assert np.isfinite(m.estimate(by="subject", sd=10.0)["math"].raw.se)  # a norm SD: estimated
+
+
 def test_treated_label_in_trials_and_placebo_schools(base):
     """The label is applied once: an RCT and matched placebo schools accept a two-label treatment."""
     labelled = base.assign(treatment=np.where(base.treatment == 1, "PL", "comparison"))

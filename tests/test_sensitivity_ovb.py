@@ -253,3 +253,14 @@ def test_exactly_fitted_outcome_has_no_bounds():
     for y in (np.full(50, 200.0), 3.0 + 2.0 * d - 0.5 * X[:, 2]):
         with pytest.raises(DesignError, match="fitted exactly"):
             ovb_from_design(y, X, ["const", "d", "x"], "d")
+
+
+def test_too_few_residual_df_has_no_bounds():
+    """A regression with at most 1 residual df (here 5 rows, 4 coefficients) gives no bounds,
+    a DesignError the analysis turns into a note, not the summary function's DataError."""
+    from pleval.errors import DesignError
+
+    rng = np.random.default_rng(4)
+    X = np.column_stack([np.ones(5), [0, 1, 0, 1, 1], rng.normal(size=(5, 2))])
+    with pytest.raises(DesignError, match="1 residual df \\(5 observations, 4 coefficients\\)"):
+        ovb_from_design(rng.normal(size=5), X, ["const", "d", "x1", "x2"], "d")

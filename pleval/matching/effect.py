@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import Effect, Estimate
-from ..effect_sizes import hedges_omega, outcome_sd
+from ..effect_sizes import TOO_FEW_FOR_SD, hedges_omega, outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
 from ..inference.robust import _gram, cluster_codes, convention_label, grouped_cross_products
@@ -319,6 +319,12 @@ def regression_effect(
     else:
         fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
     est, se, df, _ = fit.coef(treatment)
+    if not (np.isfinite(est) and np.isfinite(se)):
+        raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched, "
+                          f"{fit.n_clusters or len(d.y):,} {'schools' if school else 'students'}): the effect's "
+                          f"{vcov} standard error could not be estimated ({len(d.names)} coefficients); the matched "
+                          "sample is too small (match more rows, e.g. with a wider caliper, or adjust for fewer "
+                          "covariates)")
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
         method=f"{method}; WLS adjusted for {', '.join(d.adjust) or 'nothing'}; "
@@ -326,6 +332,14 @@ def regression_effect(
         f"{'school' if school else 'student'}", label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
-    sd_val, sd_kind = outcome_sd(d.y, tr, kind=sd, weights=d.weights, strata=strata_vals, weights2=d.weights2)
+    try:
+        sd_val, sd_kind = outcome_sd(d.y, tr, kind=sd, weights=d.weights, strata=strata_vals, weights2=d.weights2)
+    except DataError as exc:
+        if TOO_FEW_FOR_SD not in str(exc):
+            raise
+        within = f" within {' × '.join(d.categorical)}" if strata_vals is not None else ""
+        raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched): {exc}"
+                          f"{within}; the matched sample is too small for an effect size (match more rows, e.g. with "
+                          "a wider caliper, or give a norm SD: --sd NUMBER, sd=NUMBER)") from exc
     omega = float(hedges_omega(n_t + n_c)) if not isinstance(sd, (int, float)) else 1.0
     return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)

@@ -390,6 +390,9 @@ def ovb_from_design(
     g = Gram(y, X, weights, constant=[names.index("const")] if "const" in names else None) if gram is None else gram
     rest = [j for j in range(k) if j != d]
     dof = (n if n_obs is None else int(n_obs)) - k
+    if dof <= 1:
+        raise DesignError(f"the regression has {dof} residual df ({dof + k} observations, {k} coefficients): too few for "
+                          "omitted-variable bounds")
     rss_full = g.rss(g.y, range(k))
     rss_d = g.rss(d, rest)  # residual SS of the treatment on the covariates
     if rss_d <= 0:
