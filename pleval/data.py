@@ -317,8 +317,8 @@ class Validated(ResultMixin):
         return "\n".join(lines)
 
 
-def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series, object]:
-    """Map a treatment column to 0/1 (missing stays NaN)."""
+def _coerce_treatment(s: pd.Series, name: str, treated_label, role: str = "treatment") -> tuple[pd.Series, object]:
+    """Map a treatment column (or the take-up column: ``role``) to 0/1 (missing stays NaN)."""
     present = s.dropna()
     values = pd.unique(present)
     if treated_label is not None:
@@ -350,10 +350,10 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label) -> tuple[pd.Series
     if set(lowered.dropna().unique()) <= {"true", "false"}:
         return lowered.eq("true").astype(float).where(s.notna()), True
     n_bad = int(len(present))
+    labels = ", or two labels with the treated one given (--treated-label)" if role == "treatment" else ""
     raise DataError(
-        f"column {name!r} (treatment) must be 0/1 or True/False, or two labels with the treated one "
-        f"given (--treated-label); found {len(values)} distinct value(s) such as {sorted(map(str, values))[:4]} "
-        f"in {n_bad:,} rows"
+        f"column {name!r} ({role}) must be 0/1 or True/False{labels}; found {len(values)} distinct value(s) such as "
+        f"{sorted(map(str, values))[:4]} in {n_bad:,} rows"
     )
 
 
@@ -439,7 +439,7 @@ def validate(
     out[t_col] = given if same else coded
     for role in ("takeup",):
         for c in roles.get(role, ()):
-            out[c], _ = _coerce_treatment(out[c], c, None)
+            out[c], _ = _coerce_treatment(out[c], c, None, role)
 
     dropped = []
     drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "takeup",

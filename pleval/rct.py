@@ -930,8 +930,13 @@ def analyze_rct(
     effects.update(extra)
 
     complier = None
-    if compliance and cols.takeup:
-        d = ana[cols.takeup].to_numpy(dtype=float)
+    d = ana[cols.takeup].to_numpy(dtype=float) if compliance and cols.takeup else None
+    if d is not None and not np.ptp(d) > 0:  # no one, or everyone, took the program up: no first stage
+        why = (f"no CACE: take-up ({cols.takeup!r}) is {d[0]:g} for every analysed student, so assignment does not "
+               "move it (the complier effect is not identified)")
+        notes.append(why)
+        d = None
+    if d is not None:
         cs_fit = itt_fit(d)
         cb, cse, cdf, _ = cs_fit.coef("treatment")
         complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_cl,

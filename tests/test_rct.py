@@ -232,6 +232,19 @@ def test_cace_equals_linearmodels_and_the_wald_ratio(trial):
     assert 0 < res.complier_share.estimate <= 1
 
 
+def test_no_cace_when_take_up_does_not_vary(trial):
+    """Take-up 0 (or 1) for every student: assignment cannot move it, so there is no CACE (a
+    note; it was linearmodels' 'do not have full column rank' stopping the analysis); the ITT
+    is unchanged. A take-up column that is not 0/1 is an error naming its role."""
+    full = analyze_rct(trial, COLS.replace(takeup="takeup"))
+    for v in (0, 1):
+        res = analyze_rct(trial.assign(takeup=v), COLS.replace(takeup="takeup"))
+        assert res.cace is None and res.itt.raw.estimate == full.itt.raw.estimate
+        assert any(f"no CACE: take-up ('takeup') is {v} for every analysed student" in n for n in res.notes)
+    with pytest.raises(DataError, match="column 'takeup' \\(takeup\\) must be 0/1 or True/False; found"):
+        analyze_rct(trial.assign(takeup=2), COLS.replace(takeup="takeup"))
+
+
 def test_mixedlm_equals_statsmodels(trial):
     res = analyze_rct(trial, COLS, method="mixedlm")
     a = _analytic(trial)
