@@ -354,6 +354,20 @@ def test_matched_effect_in_one_school_names_the_school_column(base):
     assert np.isfinite(pleval.match(two, pleval.data.SAMPLE_COLUMNS, method="propensity").estimate().raw.se)  # two schools: fitted
 
 
+@pytest.mark.parametrize("name", ["one school", "constant outcome in a subject", "duplicated students",
+                                  "subject without PL rows"])
+def test_sensitivity_command_checks_the_data_first(name, corpus, tmp_path):
+    """``pleval sensitivity`` runs the data checks first, as ``pleval match`` and ``estimate``
+    do (it resolved the columns only, so such files failed deep in the analysis or lost a
+    subject without a word): errors exit 2 with the check's line, warnings head the output."""
+    _, _, args, code, needles, _ = CASES[name]
+    r = runner.invoke(app, ["sensitivity", str(corpus[name]), *args, "--out", str(tmp_path / "s")])
+    out = r.stdout + (r.stderr or "")
+    assert r.exit_code == (2 if code == 2 else 0), out
+    first = next(ln for ln in out.splitlines() if ln.startswith(("error:", "warning:")))
+    assert first.startswith("error:" if code == 2 else "warning:") and all(n in first for n in needles), first
+
+
 def test_subject_without_pl_rows_is_left_out_and_counted(base):
     """A subject whose rows hold no PL student is left out with a warning and a dropped-rows
     entry (it used to stop with an internal KeyError); the other subject's results are those

@@ -11,6 +11,7 @@ from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed, StudentId, Subject, TreatedLabel, Treatment,
     check_out_folder, check_subject_flag, console, escape, handle_errors, parse_names, parse_sd, parse_value,
+    print_checks,
 )
 from ._match import Method
 
@@ -65,7 +66,8 @@ def sensitivity_cmd(
     sample_data/pl_matched_students.csv.
     """
     from .. import outputs
-    from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+    from ..checks import check
+    from ..data import read_table
     from ..matching import match
     from ..plots import ovb_contour, to_png
     from ..sensitivity import sensitivity
@@ -75,9 +77,9 @@ def sensitivity_cmd(
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id}
-    cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
-    for n in notes:
-        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+    report = check(df, given=given)  # every data problem first, as pleval match and estimate
+    print_checks(report)
+    cols = report.columns
     match_options = dict(method=method.value, k=k, band=band, seed=seed)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),

@@ -224,7 +224,7 @@ def _propensity_plan(eng, data, columns, covariates, categorical, where, progres
             "perfect or quasi-perfect separation in the propensity model: " + "; ".join(problems[:10])
             + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
             + ". Match exactly on the covariate, drop it or the rows concerned, or fit a ridge-penalized model "
-            "(penalize=True, in memory; pleval estimate --set penalize=true)."
+            "(penalize=True, in memory: pleval match --penalize, pleval estimate --set penalize=true)."
         )
     terms = logit.design_terms(levels, covariates)
     names = [t.name for t in terms]
