@@ -679,7 +679,8 @@ def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> 
                 binary = bool(np.all((v == 0.0) | (v == 1.0)))
                 items = [(name, v, binary)]
             else:
-                items = [(f"{name}[{lev}]", (s == lev).to_numpy(dtype=float), True) for lev in pd.unique(s)]
+                items = [(f"{name}[{lev}]", (s == lev).to_numpy(dtype=float), True)
+                         for lev in sorted(pd.unique(s.dropna()), key=str)]  # levels in sorted order, not the rows'
             for label, v, binary in items:
                 mt, mc = v[t].mean(), v[~t].mean()
                 if binary:

@@ -127,6 +127,26 @@ def _rct_rows(data: pd.DataFrame, subject: str) -> pd.DataFrame:
     return data[data.subject == subject].dropna(subset=cols)
 
 
+def test_rct_tables_do_not_depend_on_the_row_order(rct_ev, rct_sim):
+    """The trial's tables for the same students in another row order: the same rows in the same
+    order (the equivalence rows of a categorical covariate's levels were in the order the levels
+    first appeared in the file) and the same numbers to rounding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(rct_sim.data.sample(frac=1.0, random_state=5), design="rct")
+    for name in ("overall", "equivalence", "balance", "attrition", "schools", "placebo", "heterogeneity"):
+        a, b = rct_ev.table(name), ev.table(name)
+        assert len(a) and a.shape == b.shape, name
+        text = [c for c in a.columns if not pd.api.types.is_numeric_dtype(a[c])]
+        pd.testing.assert_frame_equal(a[text], b[text], obj=name)
+        num = [c for c in a.columns if c not in text]
+        np.testing.assert_allclose(b[num].to_numpy(float), a[num].to_numpy(float), rtol=1e-8, atol=1e-12,
+                                   err_msg=name)
+    eq = rct_ev.table("equivalence")
+    levels = [v for v in eq.loc[eq["subject"] == eq["subject"].iloc[0], "variable"] if v.startswith("race[")]
+    assert len(levels) > 2 and levels == sorted(levels)
+
+
 def test_rct_school_effect_is_the_school_against_its_block_controls(rct_ev, rct_sim):
     """One PL school's students against the comparison schools of its block, OLS with the
     pretest and covariates (statsmodels), CR2 with comparison rows clustered by school and
