@@ -744,7 +744,7 @@ def _one_arm_subjects(v: Validated) -> list[Problem]:
     (left out of the analysis: :func:`pleval.estimate`), or an error when every subject does;
     an error for each analysed subject whose outcome holds one value (no effect size: SD 0)."""
     c, y = v.columns.subject, v.columns.outcome
-    subjects, n1, n0, n = subject_arms(v)
+    subjects, n1, n0, n, codes = subject_arms(v)
     one = [i for i in range(len(subjects)) if not (n1[i] and n0[i])]
     if len(one) == len(subjects):
         return [Problem("error", "no subject with both arms", f"column {c!r} (subject): no subject has both treated and "
@@ -756,13 +756,16 @@ def _one_arm_subjects(v: Validated) -> list[Problem]:
                    "out", c, "check the treatment and outcome columns for that subject, or accept it", int(n[i]))
            for i in one]
     values = v.data[y]
-    if pd.api.types.is_numeric_dtype(values):
-        left = {subjects[i] for i in one}
-        ranges = values.groupby(v.data[c], sort=False, observed=True).agg(["min", "max"])
-        out += [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({lo:g}) in every row of "
-                        f"subject {s!r} with an outcome: there is no variation for an effect (its SD is 0)", y,
-                        "check the outcome column for that subject")
-                for s, lo, hi in ranges.itertuples() if lo == hi and s not in left]
+    if pd.api.types.is_numeric_dtype(values):  # each subject's smallest and largest outcome (NaN ignored)
+        yv, ok = values.to_numpy(dtype=float, na_value=np.nan), codes >= 0
+        at, yv = (codes, yv) if ok.all() else (codes[ok], yv[ok])
+        lo, hi = np.full(len(subjects), np.inf), np.full(len(subjects), -np.inf)
+        np.fmin.at(lo, at, yv)
+        np.fmax.at(hi, at, yv)
+        out += [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({lo[i]:g}) in every "
+                        f"row of subject {subjects[i]!r} with an outcome: there is no variation for an effect (its SD "
+                        "is 0)", y, "check the outcome column for that subject")
+                for i in range(len(subjects)) if lo[i] == hi[i] and i not in one]
     return out
 
 

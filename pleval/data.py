@@ -540,17 +540,16 @@ def level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     return codes, pd.Index(levels)
 
 
-def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The subjects of the validated rows ``v`` (in order of appearance; rows missing a subject
-    were dropped by :func:`validate`) and each one's treated and comparison rows with an
-    outcome, and its rows."""
+    were dropped by :func:`validate`), each one's treated and comparison rows with an outcome
+    and its rows, and each row's subject (its index in the first; −1: none)."""
     codes, levels = pd.factorize(v.data[v.columns.subject])
-    t = v.data[v.columns.treatment].to_numpy() == 1
-    has = v.data[v.columns.outcome].notna().to_numpy()
-    ok = codes >= 0
     n = len(levels)
-    return (list(levels), np.bincount(codes[t & has & ok], minlength=n), np.bincount(codes[~t & has & ok], minlength=n),
-            np.bincount(codes[ok], minlength=n))
+    arm = np.where(v.data[v.columns.outcome].notna().to_numpy(), v.data[v.columns.treatment].to_numpy() == 1, 2)
+    key = np.where(codes >= 0, 3 * codes + arm, 3 * n)  # subject × (comparison, treated, no outcome); none last
+    counts = np.bincount(key, minlength=3 * n + 1)[: 3 * n].reshape(n, 3)
+    return list(levels), counts[:, 1], counts[:, 0], counts.sum(axis=1), codes
 
 
 def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_rows: int) -> str:

@@ -812,7 +812,7 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
         if subject is not None:
             raise DataError(f"subject={subject!r} was given but no subject column is named (columns.subject)")
         return [None], df, None
-    present, n1, n0, n_rows = subject_arms(v)
+    present, n1, n0, n_rows, _ = subject_arms(v)
     if subject is not None:
         match = [i for i, s in enumerate(present) if str(s) == str(subject)]
         if not match:
