@@ -81,8 +81,17 @@ def title(subject: str, what: str) -> str:
 
 
 def slug(s: str) -> str:
-    """``s`` as a file-name part (figure files are named ``<kind>_<slug(subject)>``)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(s)).strip("_") or "x"
+    """``s`` as a file-name part (figure files are named ``<kind>_<slug(subject)>``): letters,
+    digits, ``-`` and ``_`` kept, any other character ``_``; when a character was replaced, the
+    first 6 hex digits of the text's SHA-1 follow, so two subjects that differ only there
+    (``ELA*Reading``, ``ELA?Reading``) keep files of their own."""
+    text = str(s)
+    out = "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"
+    if out != text:
+        import hashlib
+
+        out += "-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -140,3 +140,19 @@ def test_monitor_takes_terms_as_text_and_edge_panels(tmp_path):
         assert r.exit_code == 0, (label, r.output)
         by_year = pd.read_csv(tmp_path / label / "effects_by_year.csv")
         assert not by_year["program"].any() and len(pd.read_csv(tmp_path / label / "trend.csv")) == 0
+
+
+def test_subject_names_with_path_characters_stay_in_the_outputs_folder(tmp_path):
+    """Subjects such as '../../escape' and 'ELA/Reading' name the monitoring figures by
+    findings.slug (they were written as given: a path outside the folder, or a missing
+    directory), and the report still shows every figure."""
+    d = pd.read_csv(ROOT / "sample_data" / "pl_panel_students.csv")
+    p = tmp_path / "weird.csv"
+    d.assign(subject=d["subject"].map({"math": "../../escape", "reading": "ELA/Reading"})).to_csv(p, index=False)
+    out = tmp_path / "deep" / "mon"
+    r = runner.invoke(app, ["monitor", str(p), "--time", "year", "--covariates", "frl", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    figs = sorted(f.name for f in (out / "figures").iterdir())
+    assert all(f.startswith(("effects_by_", "equity_over_time_", "event_study_", "school_trajectories_")) for f in figs)
+    assert {"event_study_escape-c1a232.png", "event_study_ELA_Reading-cd97d0.png"} <= set(figs)
+    assert not list(tmp_path.glob("**/escape*")) and (out / "report.html").read_text().count("<img") == len(figs)

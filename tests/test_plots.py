@@ -465,3 +465,18 @@ def test_svg_bytes_are_the_same_for_the_same_figure():
     a, b = plots.to_svg(make()), plots.to_svg(make())
     assert a == b and b"<dc:date>" not in a and b"clip-path" in a
     assert plots.to_png_svg(make(), dpi=80)[1] == plots.to_png_svg(make(), dpi=80)[1]
+
+
+def test_figure_names_of_subjects_that_differ_only_in_replaced_characters_differ():
+    """findings.slug keeps letters, digits, - and _; when it replaces a character it appends the
+    text's SHA-1 (6 hex digits), so 'ELA*Reading' and 'ELA?Reading' (and 'ELA_Reading' itself)
+    keep figures of their own instead of overwriting one file."""
+    import hashlib
+
+    from pleval import findings, plots
+
+    names = [plots.figure_name("forest", s) for s in ("ELA*Reading", "ELA?Reading", "ELA_Reading", "math")]
+    assert len(set(names)) == 4 and names[2:] == ["forest_ELA_Reading", "forest_math"]
+    assert names[0] == "forest_ELA_Reading-" + hashlib.sha1(b"ELA*Reading").hexdigest()[:6]
+    assert findings.slug("../../x") == "x-" + hashlib.sha1(b"../../x").hexdigest()[:6]
+    assert plots.figure_name("forest", "all") == "forest"

@@ -68,6 +68,7 @@ def sensitivity_cmd(
     from .. import outputs
     from ..checks import check
     from ..data import read_table
+    from ..findings import slug
     from ..matching import match
     from ..plots import ovb_contour, to_png
     from ..sensitivity import sensitivity
@@ -86,7 +87,7 @@ def sensitivity_cmd(
                    rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd))
     m = match(df, cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)
-    figures = {"contour" + "".join(f"_{v}" for v in key) + ".png": r for key, r in res}
+    figures = {"contour" + "".join(f"_{slug(v)}" for v in key) + ".png": r for key, r in res}
     written = ["sensitivity.csv", *figures, "provenance.json"]
     check_out_folder(out, written, force)
     with outputs.atomic_folder(out, replaced=written) as tmp:  # swapped in whole (pleval.outputs)

@@ -142,6 +142,7 @@ def save_monitoring(m: Monitoring, out, *, figures: bool = True, html=None) -> P
     PNG bytes, writes ``report.html``: :func:`pleval.report.save_monitoring` passes
     :func:`pleval.report.monitoring.monitoring_html` (this module does not import the report)."""
     from ..outputs import PRINT_DPI, atomic_folder
+    from ..findings import slug
     from ..plots import to_png
     from .plots import effects_over_time_plot, trajectories_plot
 
@@ -168,13 +169,13 @@ def save_monitoring(m: Monitoring, out, *, figures: bool = True, html=None) -> P
             fig_dir.mkdir()
             figs = {"effects_by_year.png": ot.plot(by="year"), "effects_by_exposure.png": ot.plot(by="exposure")}
             for s, st in m.schools.items():
-                figs[f"school_trajectories_{s}.png"] = trajectories_plot(st)
+                figs[f"school_trajectories_{slug(s)}.png"] = trajectories_plot(st)
             for s in m.staggered:
-                figs[f"event_study_{s}.png"] = m.plot_event_study(s)
+                figs[f"event_study_{slug(s)}.png"] = m.plot_event_study(s)
             if len(ot.equity):
                 for s in ot.subjects:
                     e = ot.equity[(ot.equity["subject"] == s) & ot.equity["band"].ne("gap (top − bottom)")]
-                    figs[f"equity_over_time_{s}.png"] = effects_over_time_plot(
+                    figs[f"equity_over_time_{slug(s)}.png"] = effects_over_time_plot(
                         e.rename(columns={"subject": "_s", "band": "subject"}), key="time",
                         level=ot.level, xlabel=ot.columns.time, title=f"{s}: effects by baseline band over time")
             images = {name.removesuffix(".png"): to_png(fig, dpi=PRINT_DPI) for name, fig in figs.items()}

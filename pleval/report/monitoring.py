@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Collection, Mapping
 
 import pandas as pd
 
-from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, title
+from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, slug, title
 from .blocks import Bullets, Figure, Paragraph, Section, Table
 from .sections import CAVEAT_MATCHED, CAVEAT_MULTIPLICITY, CAVEAT_PERCENTILE, CAVEAT_SCHOOL
 from .to_html import render_sections
@@ -116,7 +116,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
                      " A small p-value is evidence against parallel trends; a large one is not proof of them."
                      if pre["df"] else "Pre-trend test: no pre-adoption cells in the data.")
         blocks.append(Bullets(tuple(lines) + tuple(gt.notes), title=str(s)))
-        blocks += _figure(f"event_study_{s}", f"{s}: event study (school means, points) with {lvl} CIs; negative "
+        blocks += _figure(f"event_study_{slug(s)}", f"{s}: event study (school means, points) with {lvl} CIs; negative "
                           "periods are before adoption.", figures)
         blocks.append(Table(pd.DataFrame({
             "periods since adoption": es["event_time"].map(lambda v: f"{int(v):+d}"),
@@ -142,7 +142,7 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
         pl = st.slopes[st.slopes["kind"] == "PL"].sort_values("slope", ascending=False)
         blocks.append(Paragraph(f"{s}: {st.n_diverging} of {len(pl)} PL schools diverge from the pooled trend "
                                 f"({fmt(st.pooled_trend / st.sd, 3, True)} SD per period)."))
-        blocks += _figure(f"school_trajectories_{s}", f"{s}: school effects by period against the pooled trend.",
+        blocks += _figure(f"school_trajectories_{slug(s)}", f"{s}: school effects by period against the pooled trend.",
                           figures)
         blocks.append(Table(pd.DataFrame({
             "school": pl["school"].astype(str), "periods": pl["n_periods"].map(fmt_int),
@@ -169,7 +169,7 @@ def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
     blocks: list = []
     for s in m.over_time.subjects:
         f = eq[eq["subject"] == s]
-        blocks += _figure(f"equity_over_time_{s}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
+        blocks += _figure(f"equity_over_time_{slug(s)}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
         blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl),
                             title=title(s, "Equity bands over time"), note=(
                                 "Bands: thirds of the baseline pretest within subject; the gap (top − bottom) is a "
