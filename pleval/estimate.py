@@ -401,9 +401,14 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
         match_params = _match_parameters()
         known = set(opts) | set(match_params)
     for k, v in options.items():
-        if k not in known:
+        if k not in known or k.startswith("_"):  # (pleval.match's private arguments are not options)
+            import difflib
+
+            public = sorted(n for n in known if not n.startswith("_"))
+            near = difflib.get_close_matches(str(k), public, n=2)
             raise DataError(
-                f"unknown option {k!r} for design={design!r}; known options: {', '.join(sorted(known))}"
+                f"unknown option {k!r} for design={design!r}" + (f" (did you mean {' or '.join(map(repr, near))}?)"
+                                                                 if near else "") + f"; known options: {', '.join(public)}"
             )
         if k in match_params and k not in opts:
             passthrough[k] = v

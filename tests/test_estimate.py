@@ -261,6 +261,9 @@ def test_resolve_options_defaults_and_errors():
     assert method == "ols" and opts["rct_design"] == "cluster"
     bad = [
         ("matched", None, {"colour": 1}, "unknown option 'colour'"),
+        ("matched", None, {"placebo_cpa": 3}, "unknown option 'placebo_cpa' for design='matched' \\(did you mean "
+                                              "'placebo_cap' or 'placebo'\\?\\); known options: adjust, alpha"),
+        ("matched", None, {"_reuse": {}}, "unknown option '_reuse'"),  # pleval.match's private argument
         ("rct", None, {"caliper": 0.1}, "unknown option 'caliper'"),
         ("matched", "ols", {}, "method for design='matched'"),
         ("quasi", None, {}, "design must be"),
