@@ -309,6 +309,7 @@ def small_csv(tmp_path_factory):
         ("missing file", ("no such file",)),
         ("bad config key", ("unknown key", "'colour'")),
         ("bad number", ("--seed", "valid integer")),
+        ("subject none", ("--only-subject math needs the subject column", "--subject none")),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):
@@ -326,6 +327,7 @@ def test_bad_inputs_exit_2_with_one_line(case, needles, small_csv, tmp_path):
         "missing file": [str(tmp_path / "nope.csv")],
         "bad config key": ["--config", str(_write(tmp_path / "c.toml", f'file = "{path}"\ncolour = "red"\n'))],
         "bad number": [str(path), "--seed", "abc"],
+        "subject none": [str(path), "--subject", "none", "--only-subject", "math"],
     }[case]
     r = _run([*args, "--out", out])
     assert r.exit_code == 2, (case, r.output)

@@ -29,7 +29,7 @@ from . import app
 from ._common import (
     Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, StudentId, Subject, Takeup,
     TreatedLabel, Treatment, Weight, check_subject_flag, console, echo, err_console, escape, handle_errors,
-    parse_value, print_checks, read_options, table, Decimal, Encoding, HeaderRow, Na, Sep, Sheet,
+    parse_value, print_checks, read_options, table, Decimal, Encoding, HeaderRow, Na, Sep, Sheet, NONE_WORDS,
 )
 
 if TYPE_CHECKING:
@@ -502,6 +502,8 @@ def estimate(
     from ..report import EarlyFigures  # light: the writers are loaded when needed
 
     subject_ = only_subject if only_subject is not None else cfg.get("subject")
+    if subject_ is not None and subject is not None and subject.strip().lower() in NONE_WORDS:
+        raise DataError(f"--only-subject {subject_} needs the subject column; --subject {subject} says there is none")
     seed_ = seed if seed is not None else cfg.get("seed", 0)
     out_ = out if out is not None else Path(cfg.get("out", "results"))
 
