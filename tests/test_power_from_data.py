@@ -62,3 +62,15 @@ def test_sample_file_comparison_rows_and_counts(tmp_path):
     bad = pd.DataFrame({"posttest": ["a", "b"], "school_id": [1, 2]})
     with pytest.raises(DataError, match="'posttest' must be numeric"):
         estimate_components(bad, Columns(outcome="posttest", treatment="t", school="school_id"))
+
+
+def test_one_school_or_a_constant_outcome_is_a_named_error():
+    """One school, or an outcome with no variation within schools, has no ICC: an error naming
+    the column (they were 'too few schools (1) or students' and 'r2_student must lie in [0, 1);
+    got nan')."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), school="school_id", grade="grade")
+    with pytest.raises(DataError, match="column 'school_id' \\(school\\) holds one school \\('SCH0001'\\)"):
+        estimate_components(d.assign(school_id="SCH0001"), cols)
+    with pytest.raises(DataError, match="column 'posttest' \\(outcome\\) does not vary within schools and grades"):
+        estimate_components(d.assign(posttest=200.0), cols)

@@ -94,7 +94,13 @@ def _one(d: pd.DataFrame, outcome: str, school: str, pretests: tuple, grade: str
         y = y - (np.bincount(gr, weights=y) / cnt)[gr]
         if X.shape[1]:
             X = X - np.column_stack([np.bincount(gr, weights=x) / cnt for x in X.T])[gr]
+    if k < 2:
+        raise DataError(f"column {school!r} (school) holds one school ({d[school].iloc[0]!r}): an ICC needs at least "
+                        "2 schools")
     sb, msw, msb, n0, dfw = _anova(y, g, k)
+    if not msw > 0:
+        raise DataError(f"column {outcome!r} (outcome) does not vary within schools{' and grades' if grade else ''}: "
+                        "no ICC can be estimated (the within-school variance is 0)")
     icc = sb / (sb + msw) if sb + msw > 0 else 0.0
     a = 1 - level
     F = msb / msw
