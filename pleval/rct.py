@@ -115,7 +115,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, design_matrix, validate
+from .data import Columns, design_matrix, one_arm_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -1027,13 +1027,29 @@ def analyze_rct(
     )
 
 
+def subjects_with_both_arms(df: pd.DataFrame, columns: Columns) -> tuple[list, list[str]]:
+    """The subjects of ``columns.subject`` whose usable rows with an outcome hold both arms (in
+    order of appearance), and why each other one cannot be analysed (:func:`pleval.check` warns
+    of them; an error when none is left)."""
+    present, n1, n0, n_rows, _ = subject_arms(validate(df, columns, require=("outcome", "treatment")))
+    one = [i for i in range(len(present)) if not (n1[i] and n0[i])]
+    if len(one) == len(present):
+        raise DataError(f"column {columns.subject!r} (subject): no subject has both treated and comparison rows")
+    return ([s for i, s in enumerate(present) if i not in one],
+            [one_arm_subject(columns.subject, present[i], n1[i], n0[i], n_rows[i]) + "; it is left out" for i in one])
+
+
 def rct_by_subject(df: pd.DataFrame, columns: Columns, **kwargs) -> dict[object, RCTResult]:
-    """:func:`analyze_rct` for each subject in ``columns.subject`` (one result per subject)."""
+    """:func:`analyze_rct` for each subject in ``columns.subject`` (one result per subject). A
+    subject whose usable rows with an outcome hold one arm only is left out with a
+    :class:`PlevalWarning` (no effect can be estimated for it), as :func:`pleval.estimate` does."""
     if not columns.subject:
         return {None: analyze_rct(df, columns, **kwargs)}
     if columns.subject not in df.columns:
         raise DataError(f"column {columns.subject!r} (subject) is not in the data")
-    subjects = [s for s in pd.unique(df[columns.subject]) if pd.notna(s)]
+    subjects, left_out = subjects_with_both_arms(df, columns)
+    for why in left_out:
+        warnings.warn(why, PlevalWarning, stacklevel=2)
     return {s: analyze_rct(df, columns, subject=s, **kwargs) for s in subjects}
 
 

@@ -66,6 +66,33 @@ def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):
     assert set(itt["subject"]) == {"reading"} and "CACE (IV)" not in set(itt["analysis"])
 
 
+def test_a_subject_without_treated_rows_is_left_out_of_pleval_rct_and_rct_by_subject(trial_csv, tmp_path):
+    """A subject with no treated row is left out with the checks' warning, by the command and
+    by rct_by_subject, and the other subject's ITT is that of analysing it alone (the command
+    warned, then stopped with 'no treated units')."""
+    import warnings
+
+    from pleval import analyze_rct, rct_by_subject
+    from pleval.data import RCT_SAMPLE_COLUMNS
+    from pleval.errors import PlevalWarning
+
+    path, data = trial_csv
+    d = data[~((data["subject"] == "reading") & (data["treatment"] == 1))]
+    p = tmp_path / "noread.csv"
+    d.to_csv(p, index=False)
+    r = runner.invoke(app, ["rct", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "warning: column 'subject' (subject): 'reading' has no treated (PL) rows with an outcome" in r.output
+    itt = pd.read_csv(tmp_path / "o" / "itt.csv")
+    assert set(itt["subject"]) == {"math"}
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        res = rct_by_subject(d, RCT_SAMPLE_COLUMNS)
+    assert list(res) == ["math"] and any("'reading' has no treated" in str(w.message) for w in got
+                                         if issubclass(w.category, PlevalWarning))
+    assert res["math"].itt.raw.estimate == analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate
+
+
 def test_rct_cli_errors_are_one_line(trial_csv, tmp_path):
     path, _ = trial_csv
     r = runner.invoke(app, ["rct", str(path), "--block", "nope", "--out", str(tmp_path)])

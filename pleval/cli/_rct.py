@@ -205,7 +205,7 @@ def rct(
     from .. import outputs
     from ..checks import check
     from ..data import read_table
-    from ..rct import analyze_rct
+    from ..rct import analyze_rct, subjects_with_both_arms
 
     sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
@@ -225,8 +225,8 @@ def rct(
     report = check(df, given=given, design="rct", require=need)
     print_checks(report)
     cols = report.columns
-    if cols.subject and only_subject is None:
-        subjects = [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
+    if cols.subject and only_subject is None:  # (the checks warned of a subject with one arm: left out)
+        subjects = subjects_with_both_arms(df, cols)[0]
     else:
         subjects = [only_subject]
     kw = dict(
