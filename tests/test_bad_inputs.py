@@ -412,19 +412,16 @@ def test_too_small_a_matched_sample_says_so(base):
     conversion error)."""
     from pleval.errors import DesignError
 
-    d = pd.read_csv("sample_data/pl_matched_students.csv")
-    pl, comp = d[d.treatment == 1].school_id.unique()[:1], d[d.treatment == 0].school_id.unique()[:2]
-    m = pleval.match(d[d.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
-    with pytest.raises(DesignError, match=r"\(subject = math\) \(3 treated, 3 comparison rows matched, 2 schools\): the "
-                                          r"effect's CR2 standard error could not be estimated \(5 coefficients\); the "
-                                          r"matched sample is too small"):
-        m.estimate(by="subject")
-    pl, comp = base[base.treatment == 1].school_id.unique()[:1], base[base.treatment == 0].school_id.unique()[:2]
-    m = pleval.match(base[base.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
-    with pytest.raises(DesignError, match=r"\(subject = math\) \(5 treated, 5 comparison rows matched\): outcome SD: "
-                                          r"each group needs at least 2 non-missing outcomes within grade; the matched "
-                                          r"sample is too small"):
-        m.estimate(by="subject")
+    cases = [(pd.read_csv("sample_data/pl_matched_students.csv"),
+              r"\(3 treated, 3 comparison rows matched, 2 schools\): the effect's CR2 standard error could not be "
+              r"estimated \(5 coefficients\)"),
+             (base, r"\(5 treated, 5 comparison rows matched\): outcome SD: each group needs at least 2 non-missing "
+                    r"outcomes within grade")]
+    for d, what in cases:
+        pl, comp = d[d.treatment == 1].school_id.unique()[:1], d[d.treatment == 0].school_id.unique()[:2]
+        m = pleval.match(d[d.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
+        with pytest.raises(DesignError, match=r"\(subject = math\) " + what + r"; the matched sample is too small"):
+            m.estimate(by="subject")
     assert np.isfinite(m.estimate(by="subject", sd=10.0)["math"].raw.se)  # a norm SD: estimated
 
 
