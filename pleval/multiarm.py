@@ -196,7 +196,8 @@ def analyze_multiarm(
         schools = ana.groupby("_arm", observed=True)[cols.school].nunique()
         few = [a for a in (control, *arms) if schools.get(a, 0) < 2]
         if few:
-            raise DesignError(f"arm(s) {few} have fewer than 2 schools in the analytic sample")
+            raise DesignError(f"arm(s) {few} have fewer than 2 schools in the analytic sample"
+                              + ("" if subject is None else f" of subject {subject!r}"))
     elif min(counts.values()) < 2:
         raise DesignError(f"every arm needs at least 2 analysed rows; have {counts}")
 

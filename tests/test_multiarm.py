@@ -269,3 +269,24 @@ def test_cli_control_option(three_arm, tmp_path):
     got = pd.read_csv(tmp_path / "d" / "arms.csv").set_index("arm")
     api = analyze_multiarm(three_arm, COLS.replace(treatment="arm"), "control", adjust="dunnett").to_frame().set_index("arm")
     np.testing.assert_allclose(got.loc[["A", "B"], "pvalue_adjusted"], api.loc[["A", "B"], "pvalue_adjusted"], rtol=1e-6)
+
+
+def test_cli_names_a_missing_control_label_and_the_subject_short_of_schools(tmp_path):
+    """``pleval rct --control``: a control label absent from the column is named with the arms
+    (it was 'no comparison units among the ... usable rows'), and an arm with too few schools
+    in one subject names the subject."""
+    r = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    first = r.groupby("school_id")["treatment"].first()
+    pl = sorted(first[first == 1].index)
+    arm = {s: ("PL-A" if pl.index(s) % 2 else "PL-B") for s in pl}
+    d = r.assign(arm=r["school_id"].map(arm).fillna("control"))
+    base = ["--treatment", "arm", "--out", str(tmp_path / "o")]
+    p = tmp_path / "arms.csv"
+    d.to_csv(p, index=False)
+    res = CliRunner().invoke(app, ["rct", str(p), "--control", "ctrl", *base])
+    assert res.exit_code == 2 and "column 'arm' (treatment): control label 'ctrl' does not occur; arms are " \
+                                   "['PL-A', 'PL-B', 'control']" in res.output
+    d[~((d["subject"] == "reading") & (d["arm"] == "PL-B"))].to_csv(p, index=False)
+    res = CliRunner().invoke(app, ["rct", str(p), "--control", "control", *base])
+    assert res.exit_code == 2 and "arm(s) ['PL-B'] have fewer than 2 schools in the analytic sample of subject " \
+                                   "'reading'" in res.output

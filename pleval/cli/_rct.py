@@ -62,6 +62,9 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
     if t not in df.columns:
         raise DataError(f"the treatment column {t!r} is not in the data")
     arm_is_control = df[t].astype(str).str.strip() == str(control).strip()
+    if not arm_is_control.any():  # (the checks below read the column as control / any arm)
+        labels = sorted(map(str, pd.unique(df[t].dropna())))
+        raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are {labels[:8]}")
     report = check(df.assign(**{t: (~arm_is_control).astype(float).where(df[t].notna())}), given=given, design="rct",
                    require=need)  # the column checks, with the arms read as control / any arm
     print_checks(report)
