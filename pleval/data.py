@@ -525,10 +525,12 @@ def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = 
 
 def level_codes(s: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
     """``(codes, levels)`` of a categorical covariate as :func:`design_matrix` expands it: a
-    Categorical's own categories in their order, other values sorted (``astype("category")``'s
-    levels); text is coded as stored (Arrow's dictionary encoding), not converted. A column with
-    a single level raises :class:`DataError` naming it."""
+    Categorical's own categories in their order (those that occur: an unused one would be an
+    indicator of zeros, or a reference level absent, both collinear), other values sorted
+    (``astype("category")``'s levels); text is coded as stored (Arrow's dictionary encoding), not
+    converted. A column with a single level raises :class:`DataError` naming it."""
     if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.cat.remove_unused_categories()
         codes, levels = s.cat.codes.to_numpy(), s.cat.categories
     elif isinstance(s.dtype, pd.StringDtype):
         codes, levels = pd.factorize(s, sort=True)

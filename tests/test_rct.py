@@ -245,6 +245,22 @@ def test_no_cace_when_take_up_does_not_vary(trial):
         analyze_rct(trial.assign(takeup=2), COLS.replace(takeup="takeup"))
 
 
+def test_categorical_columns_with_unused_categories_give_the_same_analysis(trial):
+    """School, block and a covariate stored as pandas Categoricals whose categories include
+    levels absent from the rows (as a Parquet file written from a categorical frame keeps them),
+    one of them sorting first: the same ITT, SE and equivalence table as the plain columns (an
+    unused category was an indicator of zeros: 'the regressors are collinear')."""
+    d = trial.assign(lang=trial["ell"].map({0: "english", 1: "other"}))
+    cols = COLS.replace(covariates=("frl", "lang"))
+    plain = analyze_rct(d, cols)
+    cat = d.assign(**{c: pd.Categorical(d[c], categories=["AAA", *sorted(d[c].unique()), "ZZZ"])
+                      for c in ("school_id", "block", "lang")})
+    res = analyze_rct(cat, cols)
+    assert res.itt.raw.estimate == pytest.approx(plain.itt.raw.estimate, rel=1e-12)
+    assert res.itt.raw.se == pytest.approx(plain.itt.raw.se, rel=1e-10)
+    pd.testing.assert_frame_equal(res.equivalence.reset_index(drop=True), plain.equivalence.reset_index(drop=True))
+
+
 def test_mixedlm_equals_statsmodels(trial):
     res = analyze_rct(trial, COLS, method="mixedlm")
     a = _analytic(trial)
