@@ -682,22 +682,25 @@ class SchoolSample:
     def level_codes(self, c: str) -> tuple[np.ndarray, pd.Index] | None:
         """:func:`pleval.data.level_codes` of ``self[c]`` (the levels of a categorical covariate;
         the same codes and levels), from ``data``'s column coded once (its sorted levels, kept)
-        and the pairs' codes gathered, not the values: a Categorical's (or a key column's) levels
-        are all its categories; text's are the sorted values the pairs have. None for a numeric
-        column (it is no categorical covariate), or any other type (read the values)."""
+        and the pairs' codes gathered, not the values: the levels the pairs have, in the order of
+        a Categorical's (or a key column's) categories, or text's sorted values. None for a
+        numeric column (it is no categorical covariate), or any other type (read the values)."""
         s = self.data[c]
         if c in self.categorical or isinstance(s.dtype, pd.CategoricalDtype):
             codes, uniq = self.codes(c) if c in self.categorical else (s.cat.codes.to_numpy()[self._at], s.cat.categories)
-            return _checked_levels(codes, pd.Index(uniq), c)
-        if not isinstance(s.dtype, pd.StringDtype):
+        elif isinstance(s.dtype, pd.StringDtype):
+            key = ("sorted", c)
+            if key not in self.factorized:
+                self.factorized[key] = factorize(s, sort=True)
+            codes, uniq = self.factorized[key]
+            codes = codes.astype(np.min_scalar_type(-len(uniq) - 1))[self._at]  # a narrow gather
+        else:
             return None
-        key = ("sorted", c)
-        if key not in self.factorized:
-            self.factorized[key] = factorize(s, sort=True)
-        codes, uniq = self.factorized[key]
         small = np.min_scalar_type(-len(uniq) - 1)  # the codes, −1 (missing) and len(uniq) fit
-        codes = codes.astype(small)[self._at]  # a narrow gather
-        present = np.bincount(codes + small.type(1), minlength=len(uniq) + 1)[1:] > 0  # the pairs' levels, in sorted order
+        codes = codes.astype(small, copy=False)
+        present = np.bincount(codes + small.type(1), minlength=len(uniq) + 1)[1:] > 0  # the pairs' levels, in order
+        if present.all():
+            return _checked_levels(codes, pd.Index(uniq), c)
         new = np.append(np.cumsum(present) - 1, -1).astype(small)  # renumbered; [-1]: missing stays −1
         return _checked_levels(new[codes], pd.Index(uniq)[present], c)
 
