@@ -111,6 +111,31 @@ def test_weights_and_cluster_robust_match_statsmodels():
         assert t.loc[sch, "n_treated"] == (sub.treatment == 1).sum()
 
 
+@pytest.mark.parametrize("vcov", ["CR1", "HC2"])
+def test_a_school_with_one_treated_student_is_not_estimable(vcov):
+    """One treated student in a school: the treatment fits that student exactly (leverage 1), so
+    a robust SE would omit the student's own deviation (statsmodels' cluster SE is then too
+    small: here about a third of the model-based one). The school keeps its row, with no
+    estimate and a note; the other schools' estimates are unchanged."""
+    d, _ = make_sites(n_schools=4, n_per=60, seed=6, subjects=("math",))
+    one = d[(d.school_id == "S001") & (d.treatment == 1)].index[1:]
+    d1 = d.drop(one)
+    kw = dict(stratum="school_id", covariates=["pretest"], vcov=vcov,
+              **({"cluster": "student_id", "unit_id": "student_id"} if vcov == "CR1" else {}))
+    with pytest.warns(PlevalWarning, match="1 of 4 school"):
+        t = school_effects(d1, **kw).table.set_index("school")
+    row = t.loc["S001"]
+    assert np.isnan(row.estimate) and np.isnan(row.se) and row.n_treated == 1
+    assert row.note.startswith("not estimable: one treated ")
+    full = school_effects(d, **kw).table.set_index("school")
+    others = ["S000", "S002", "S003"]
+    np.testing.assert_allclose(t.loc[others, "estimate"], full.loc[others, "estimate"], rtol=1e-12)
+    sub = d1[d1.school_id == "S001"]
+    _, se_cl, _ = slow_fit(sub, ["pretest"], "CR1", cluster="student_id")
+    _, se_ols, _ = slow_fit(sub, ["pretest"], "classical")
+    assert se_cl < 0.5 * se_ols  # what the table would have shown
+
+
 def test_effect_size_percentiles_meta_and_shrinkage():
     d, _ = make_sites(n_schools=10, n_per=70, seed=5, subjects=("math",))
     r = school_effects(d, stratum="school_id", covariates=["pretest"])
@@ -341,8 +366,8 @@ def test_per_school_robustness_values():
 @pytest.mark.parametrize("chunk", [7, 1 << 12])
 def test_design_is_row_major_and_centred_at_the_copies_mean(monkeypatch, chunk):
     """``[1, t, covariates]`` with categorical covariates' indicators as ``design_matrix`` gives
-    them (text columns, Arrow or object, levels sorted; a Categorical's own categories, an unused
-    one included; a boolean as 0/1), each covariate column less its mean over the copies, built row-major (the
+    them (text columns, Arrow or object, levels sorted; a Categorical's own categories in their
+    order, an unused one left out; a boolean as 0/1), each covariate column less its mean over the copies, built row-major (the
     joint covariance gathers rows), for rows in any order, by chunks of 7 rows (the last one
     shorter) or all at once."""
     import importlib
@@ -359,7 +384,7 @@ def test_design_is_row_major_and_centred_at_the_copies_mean(monkeypatch, chunk):
     cnt = np.random.default_rng(1).integers(1, 4, len(d))
     t = d["treatment"].to_numpy(dtype=float)
     cov = design_matrix(d, covs).to_numpy(dtype=float)
-    assert cov.shape[1] == 1 + 2 + 2 + 3 + 1
+    assert cov.shape[1] == 1 + 2 + 2 + 2 + 1  # (race_cat: "other" unused)
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
         rows = np.random.default_rng(2).permutation(len(d))

@@ -508,6 +508,19 @@ _BLOCK_ROWS = 1 << 18
 """Rows (of whole strata) per block of :func:`_fit_blocks`."""
 
 
+def _one_treated_cluster(codes: np.ndarray, t: np.ndarray, clusters: np.ndarray | None, G: int) -> np.ndarray:
+    """Per stratum, whether its treated rows lie in one cluster (``clusters`` None: are one row).
+    That cluster's residual is fitted exactly by the treatment (leverage 1), so a cluster-robust
+    (or HC) SE leaves its deviation out and is too small: one PL student's own noise would be
+    missing from the school's SE. A stratum without treated rows is False (its note says so)."""
+    tr = t == 1
+    cl = np.flatnonzero(tr) if clusters is None else clusters[tr]
+    lo, hi = np.full(G, np.iinfo(np.int64).max), np.full(G, -1, dtype=np.int64)
+    np.minimum.at(lo, codes[tr], cl)
+    np.maximum.at(hi, codes[tr], cl)
+    return lo == hi  # (an empty arm has lo > hi)
+
+
 def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
     """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
     of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
@@ -807,6 +820,11 @@ def school_effects(
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
     fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
+    # one treated cluster: a robust SE leaves its deviation out (the classical SE's pooled σ² does not)
+    one_t = _one_treated_cluster(codes, t, cl, G) if vcov != "classical" else np.zeros(G, dtype=bool)
+    if (fit.ok & one_t).any():
+        ok = fit.ok & ~one_t
+        fit = replace(fit, ok=ok, params=np.where(ok[:, None], fit.params, np.nan))
     n_cl = None if cl is None else int(cl.max()) + 1
     del design, cl, units  # freed before the cells' cross-products
     # Standardizing SD per by group (unadjusted outcome; docs/architecture.md, Scales and the SD).
@@ -852,7 +870,7 @@ def school_effects(
         n_c = (np.bincount(codes, weights=cnt, minlength=G) - n_t).astype(int)
 
     est = fit.params[:, 1]
-    se = np.sqrt(np.diag(V_raw)) if joint else np.sqrt(fit.vcov[:, 1, 1])
+    se = np.where(fit.ok, np.sqrt(np.diag(V_raw)) if joint else np.sqrt(fit.vcov[:, 1, 1]), np.nan)
     dfree = fit.df
     with np.errstate(invalid="ignore"):
         crit = np.where(np.isfinite(dfree) & (dfree > 0), stats.t.ppf(0.5 + level / 2, np.maximum(dfree, 1)), np.nan)
@@ -870,6 +888,8 @@ def school_effects(
     notes[(n_c == 0) & (n_t > 0)] = "no comparison students"
     other = ~fit.ok & (n_t > 0) & (n_c > 0)
     notes[other] = "not estimable (too few rows or clusters, or treatment collinear with covariates)"
+    notes[other & one_t] = (f"not estimable: one treated {'student' if unit_id or cluster else 'row'} (cluster), "
+                            "whose own deviation the school's data cannot estimate (a robust SE would leave it out)")
     n_bad = int((~fit.ok).sum())
     if n_bad == G:
         raise DesignError(
