@@ -585,3 +585,29 @@ def test_rounds_matched_while_the_sd_is_awaited_are_the_same(small, monkeypatch,
     assert ahead.placebo_vcov.keys() == serial.placebo_vcov.keys()
     for key in serial.placebo_vcov:
         pd.testing.assert_frame_equal(ahead.placebo_vcov[key], serial.placebo_vcov[key])
+
+
+def test_a_placebo_round_of_one_school_joins_the_calibration():
+    """The first 3,000 rows of the sample file leave a last placebo round of one comparison
+    school, pooled alone (no stored covariance): it joins the placebo covariance with its own
+    variance on the diagonal (it was KeyError "['SCH0016'] not in index", an internal error of
+    pleval estimate), and the calibration uses every placebo school with an estimate."""
+    from pleval.heterogeneity.placebo import _group_vcov
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv").head(3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = pleval.estimate(d, workers=1, sensitivity=False)
+    plc = ev.details["math"]["placebo"]
+    rounds = plc.placebo.groupby("round")["school"].nunique()
+    assert rounds.iloc[-1] == 1 and rounds.iloc[:-1].min() > 1
+    alone = plc.placebo.loc[plc.placebo["round"] == rounds.index[-1]]
+    assert alone["school"].iloc[0] not in plc.placebo_vcov["math"].index
+    rows = plc.placebo[(plc.placebo["subject"] == "math") & np.isfinite(plc.placebo["effect_size"])]
+    V = _group_vcov(plc.placebo_vcov, "math", rows)
+    last = rows["school"].to_numpy() == alone["school"].iloc[0]
+    assert V[last, last] == pytest.approx(rows.loc[last, "es_se"].to_numpy() ** 2) and (V[last][:, ~last] == 0).all()
+    kept = ~last
+    np.testing.assert_array_equal(V[np.ix_(kept, kept)], plc.placebo_vcov["math"].loc[rows["school"][kept],
+                                                                                      rows["school"][kept]].to_numpy())
+    assert ev.table("placebo")["school"].nunique() == len(plc.placebo["school"].unique())

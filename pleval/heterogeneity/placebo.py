@@ -672,12 +672,20 @@ def _pooled_eigen(effects, key, rows: pd.DataFrame) -> tuple | None:
 
 
 def _group_vcov(vcovs: Mapping, key, rows: pd.DataFrame) -> np.ndarray:
-    """The joint covariance of ``rows``' schools (diagonal ``es_se²`` when none is stored)."""
+    """The joint covariance of ``rows``' schools (diagonal ``es_se²`` when none is stored). A
+    school the stored matrix lacks — the only school of its placebo round (no pooling there, so
+    no matrix), independent of the other rounds' — takes its ``es_se²`` on the diagonal."""
     V = vcovs.get(key) if vcovs else None
     if V is None:
         return np.diag(rows["es_se"].to_numpy(dtype=float) ** 2)
     lab = rows["school"].to_numpy()
-    return V.loc[lab, lab].to_numpy()
+    have = V.index.get_indexer(lab) >= 0
+    if have.all():
+        return V.loc[lab, lab].to_numpy()
+    out = np.diag(rows["es_se"].to_numpy(dtype=float) ** 2)
+    at = np.flatnonzero(have)
+    out[np.ix_(at, at)] = V.loc[lab[have], lab[have]].to_numpy()
+    return out
 
 
 __all__ = ["placebo_schools", "PlaceboResult"]
