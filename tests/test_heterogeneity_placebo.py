@@ -611,3 +611,24 @@ def test_a_placebo_round_of_one_school_joins_the_calibration():
     np.testing.assert_array_equal(V[np.ix_(kept, kept)], plc.placebo_vcov["math"].loc[rows["school"][kept],
                                                                                       rows["school"][kept]].to_numpy())
     assert ev.table("placebo")["school"].nunique() == len(plc.placebo["school"].unique())
+
+
+def test_placebo_rounds_order_schools_by_a_pretest_read_as_text(tmp_path):
+    """A semicolon file whose posttest has decimal commas and whose pretest has decimal points:
+    the reader takes the decimal comma, so the pretest arrives as text the checks read as
+    numbers. The placebo rounds ranked schools by the raw column ('dtype str does not support
+    operation mean', an internal error); they now read it as the checks do, and every table is
+    that of the same rows written plainly."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv").head(3000)
+    from pleval.readers import read_table
+
+    p = tmp_path / "mixed.csv"
+    d.assign(posttest=d["posttest"].map(lambda v: f"{v:.1f}".replace(".", ","))).to_csv(p, sep=";", index=False)
+    df = read_table(p)
+    assert not pd.api.types.is_numeric_dtype(df["pretest"])  # text, read as numbers by the checks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = pleval.estimate(df, workers=1, sensitivity=False)
+        b = pleval.estimate(d, workers=1, sensitivity=False)
+    for name in ("overall", "schools", "placebo"):
+        pd.testing.assert_frame_equal(a.table(name), b.table(name), obj=name)

@@ -194,12 +194,13 @@ def _round_order(data: pd.DataFrame, school: str, score: str, per_round: int, co
     ``coded``: ``(codes, ids, is_pl)`` of :func:`_school_arms` when ``data`` holds the PL schools
     too: their rows are left out by code, and the comparison schools grouped by their codes (the
     same groups, rows and order as by the ids, so the same means)."""
+    x = pd.to_numeric(data[score], errors="coerce")  # numbers as the checks read them (a file's may be text)
     if coded is None:
-        g = data.groupby(school, sort=True, observed=True)[score]
+        g = x.groupby(data[school], sort=True, observed=True)
         return deal(pd.DataFrame({"mean": g.mean(), "n": g.size()}), per_round)
     codes, ids, is_pl = coded
     keep = np.flatnonzero((codes >= 0) & ~is_pl[codes])
-    g = data[score].iloc[keep].groupby(codes[keep], sort=True)
+    g = x.iloc[keep].groupby(codes[keep], sort=True)
     stats = pd.DataFrame({"mean": g.mean(), "n": g.size()})
     return deal(stats.set_axis(pd.Index(ids[stats.index.to_numpy()], name=school)), per_round)
 
