@@ -734,7 +734,7 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tup
         return [Problem("error", "validation", str(exc), col)], None
     except PlevalError:  # pragma: no cover - every validation error is a DataError
         raise
-    found = (_one_arm_subjects(v) if cols.subject else _constant_outcome(v)) if cols.outcome else []
+    found = (_one_arm_subjects(v) if cols.subject else _constant_outcomes(v)) if cols.outcome else []
     found += _weightless_arms(v) if cols.weight else []
     return found, None if any(p.level == "error" for p in found) else v
 
@@ -755,18 +755,7 @@ def _one_arm_subjects(v: Validated) -> list[Problem]:
     out = [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i], n[i]) + "; it is left "
                    "out", c, "check the treatment and outcome columns for that subject, or accept it", int(n[i]))
            for i in one]
-    values = v.data[y]
-    if pd.api.types.is_numeric_dtype(values):  # each subject's smallest and largest outcome (NaN ignored)
-        yv, ok = values.to_numpy(dtype=float, na_value=np.nan), codes >= 0
-        at, yv = (codes, yv) if ok.all() else (codes[ok], yv[ok])
-        lo, hi = np.full(len(subjects), np.inf), np.full(len(subjects), -np.inf)
-        np.fmin.at(lo, at, yv)
-        np.fmax.at(hi, at, yv)
-        out += [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({lo[i]:g}) in every "
-                        f"row of subject {subjects[i]!r} with an outcome: there is no variation for an effect (its SD "
-                        "is 0)", y, "check the outcome column for that subject")
-                for i in range(len(subjects)) if lo[i] == hi[i] and i not in one]
-    return out
+    return out + _constant_outcomes(v, codes, subjects, skip=one)
 
 
 def _weightless_arms(v: Validated) -> list[Problem]:
@@ -779,14 +768,27 @@ def _weightless_arms(v: Validated) -> list[Problem]:
             if rows.any() and not (w[rows] > 0).any()]
 
 
-def _constant_outcome(v: Validated) -> list[Problem]:
-    """An error when the outcome holds one value in every row with an outcome (no subject column)."""
+def _constant_outcomes(v: Validated, codes: np.ndarray | None = None, subjects: list | None = None,
+                       skip=()) -> list[Problem]:
+    """An error for each subject (``codes``: each row's index in ``subjects``; None: the data
+    as one group) whose outcome holds one value in every row with an outcome, but those in
+    ``skip``: no variation, so no effect size (SD 0)."""
     y = v.columns.outcome
     values = v.data[y]
-    if not pd.api.types.is_numeric_dtype(values) or values.min() != values.max():
+    if not pd.api.types.is_numeric_dtype(values):
         return []
-    return [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({values.min():g}) in every "
-                    "row with an outcome: there is no variation for an effect (its SD is 0)", y, "check the outcome column")]
+    yv = values.to_numpy(dtype=float, na_value=np.nan)
+    if codes is None:
+        codes, subjects = np.zeros(len(yv), dtype=np.intp), [None]
+    ok = codes >= 0
+    at, yv = (codes, yv) if ok.all() else (codes[ok], yv[ok])
+    lo, hi = np.full(len(subjects), np.inf), np.full(len(subjects), -np.inf)  # smallest and largest (NaN ignored)
+    np.fmin.at(lo, at, yv)
+    np.fmax.at(hi, at, yv)
+    return [Problem("error", "constant outcome", f"column {y!r} (outcome) holds one value ({lo[i]:g}) in every row"
+                    + ("" if s is None else f" of subject {s!r}") + " with an outcome: there is no variation for an "
+                    "effect (its SD is 0)", y, "check the outcome column" + ("" if s is None else " for that subject"))
+            for i, s in enumerate(subjects) if lo[i] == hi[i] and i not in skip]
 
 
 __all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "suggest", "warn_values", "OUTLIER_K"]
