@@ -1073,6 +1073,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
     of its block. Rows are those of the trial's analytic sample (outcome and model columns present)."""
     school, subj = columns.school, columns.subject
     d = _trial_rows(df, columns, subjects, [columns.block] if columns.block else [])
+    d["_row"] = np.arange(len(d))  # a student-subject's cluster in every set it is stacked into
     keys = [k for k in (columns.block, subj) if k]
     sds = {s: p["effect"].sd for s, p in zip(subjects, parts)}
     kw = {**_school_kwargs(columns, opts, sds[None] if subj is None else sds), "treatment": "_t", "by": subj}
@@ -1087,7 +1088,7 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
 
     treated, control = d[d["_t"] == 1], d[d["_t"] == 0]
     kind = parts[0]["effect"].sd_kind
-    se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster=None, unit=None, kw=kw,
+    se = _school_effects(stack(treated, control), stratum="_pl_school", weight=None, cluster="_row", unit=None, kw=kw,
                          school=school, sd_kind=kind)
     placebo, notes = None, parts[0]["notes"]
     notes.append(
@@ -1097,12 +1098,17 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
     if opts["placebo"]:
         anchors = _placebo_anchors(control, keys, school, int(opts["n_placebo"]), seed, notes)
+        stacked = stack(control[control[school].isin(anchors)], control)
         try:
-            placebo = _school_effects(stack(control[control[school].isin(anchors)], control), stratum="_pl_school",
-                                      weight=None, cluster=None, unit=None, kw=kw, school=school)
+            if not (stacked["_t"] == 0).any():
+                raise DesignError(f"no comparison school has another in its {'block' if columns.block else 'trial'} "
+                                  "to be compared with (placebo schools need two or more comparison schools in a block)")
+            placebo = _school_effects(stacked, stratum="_pl_school", weight=None, cluster="_row", unit=None, kw=kw,
+                                      school=school)
         except (DesignError, DataError) as exc:
             notes.append(f"no placebo schools: {exc}")
             why = f"no placebo-calibrated figures: no placebo schools ({exc})"
+        del stacked
     for s, part in zip(subjects, parts):
         skey = "all" if s is None else s
         part["schools"] = (se, skey)

@@ -203,11 +203,38 @@ def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, r
     sub = d[(d.block == block) & (d.treatment == 0)].assign(fake=lambda x: (x.school_id == school).astype(int))
     fit = smf.ols("posttest ~ fake + pretest + female + frl + ell + sped + C(race)", data=sub).fit(cov_type="HC2")
     n = len(sub)
-    g = fit.params["fake"] * (1 - 3 / (4 * n - 9)) / rct_ev.effect("math").sd
-    assert pl.loc[school, "effect_size"] == pytest.approx(g, rel=1e-8)
+    scale = (1 - 3 / (4 * n - 9)) / rct_ev.effect("math").sd
+    assert pl.loc[school, "effect_size"] == pytest.approx(fit.params["fake"] * scale, rel=1e-8)
+    # a block's two comparison schools: each is the other's only comparison school, so its students
+    # are the clusters (singletons: HC2), and the pair's estimates are mirror images with one SE
+    assert sub["school_id"].nunique() == 2
+    assert pl.loc[school, "es_se"] == pytest.approx(fit.bse["fake"] * scale, rel=1e-8)
+    other = sub.loc[sub.fake == 0, "school_id"].iloc[0]
+    assert pl.loc[other, "effect_size"] == pytest.approx(-pl.loc[school, "effect_size"], rel=1e-9)
+    assert pl.loc[other, "es_se"] == pytest.approx(pl.loc[school, "es_se"], rel=1e-9)
     het = rct_ev.heterogeneity.set_index("subject")
     assert het.loc["math", "placebo_k"] == len(pl)
     assert het.loc["math", "placebo_sd"] == pytest.approx(np.std(pl["effect_size"], ddof=1))
+
+
+def test_pair_matched_trial_school_effects_use_student_clusters_and_say_why_no_placebo():
+    """Schools randomized in pairs: each PL school's only comparison school is one cluster, whose
+    residuals its intercept absorbs, so its students are the clusters (singletons here: HC2, as
+    statsmodels on the pair), with a note; and no comparison school has a partner for placebo."""
+    sim = simulate_cluster_rct(n_schools=8, n_blocks=4, students_per_school=40, grades=(4, 5), seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(sim.data, design="rct")
+    sch = ev.schools[ev.schools.subject == "math"].set_index("school")
+    assert len(sch) == 4 and sch["note"].str.startswith("one comparison school: SE clustered by its students").all()
+    d = _rct_rows(sim.data, "math")
+    school = sch.index[0]
+    block = d.loc[d.school_id == school, "block"].iloc[0]
+    sub = d[d.block == block].assign(pl=lambda x: (x.school_id == school).astype(int))
+    fit = smf.ols("posttest ~ pl + pretest + female + frl + ell + sped + C(race)", data=sub).fit(cov_type="HC2")
+    assert sch.loc[school, "effect_size"] / sch.loc[school, "es_se"] == pytest.approx(fit.tvalues["pl"], rel=1e-8)
+    note = ev.heterogeneity.set_index("subject").loc["math", "calibration_note"]
+    assert "no comparison school has another in its block" in note
 
 
 def test_school_meta_regression_passes_the_unshrunk_covariance(matched_ev):

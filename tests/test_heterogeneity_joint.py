@@ -11,7 +11,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import optimize, stats
 
-from pleval.errors import DataError
+from pleval.errors import DataError, PlevalWarning
 from pleval.heterogeneity import calibrate, empirical_bayes, meta_analysis, meta_regression, school_effects
 from pleval.inference import ols
 
@@ -166,6 +166,78 @@ def test_no_shared_comparisons_gives_todays_per_school_estimates():
         assert row["estimate"] == pytest.approx(f.params[1], rel=1e-10)
         assert row["se"] == pytest.approx(f.se[1], rel=1e-9)
         assert row["df"] == pytest.approx(f.coef_df(1), rel=1e-8)
+
+
+def one_comparison_school(seed=2):
+    """``stacked`` with PL school P0's comparison rows cut to one comparison school (which
+    other sets share)."""
+    d = stacked(n_pl=4, n_comp=6, per_set=3, seed=seed)
+    p0 = (d["_pl_school"] == "P0") & (d["treatment"] == 0)
+    lone = d.loc[p0, "school_id"].iloc[0]
+    assert (d.loc[d["_pl_school"] != "P0", "school_id"] == lone).any()  # shared with another set
+    return d[~p0 | (d["school_id"] == lone)].reset_index(drop=True)
+
+
+def test_a_comparison_side_of_one_school_is_clustered_by_student():
+    """All of a PL school's comparisons from one comparison school: as one cluster, its residuals
+    sum to zero (the set's intercept fits them), so the SE would leave the comparison side's
+    noise out. Its students are then the clusters in that set (the direct n×n CR2 with those
+    clusters), with a note; the other sets keep their school clusters."""
+    d = one_comparison_school()
+    X, cl, k = stacked_design(d)
+    lone = (d["_pl_school"] == "P0") & (d["treatment"] == 0)
+    cl = np.where(lone, "T" + d["student_id"], cl)
+    res = _se(d, "CR2")
+    V, dfs = direct_cr2(d["posttest"].to_numpy(), X, cl, d["_weight"].to_numpy(), list(range(k, 2 * k)))
+    np.testing.assert_allclose(res.vcov_raw["all"].to_numpy(), V, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(res.table["df"], dfs, rtol=1e-7)
+    t = res.table.set_index("school")
+    assert t.loc["P0", "note"].startswith("one comparison school: SE clustered by its students")
+    assert (t.drop(index="P0")["note"] == "").all()
+    # what one school cluster gives: a far smaller SE
+    X, cl_school, _ = stacked_design(d)
+    V_school, _ = direct_cr2(d["posttest"].to_numpy(), X, cl_school, d["_weight"].to_numpy(), [k])
+    assert np.sqrt(V_school[0, 0]) < 0.6 * t.loc["P0", "se"]
+
+
+def test_a_comparison_side_of_one_student_is_not_estimable():
+    """One comparison student (cluster) in a set: a robust SE cannot estimate its deviation
+    either, so the school has no estimate and a note, as with one treated student."""
+    d = one_comparison_school()
+    p0c = d.index[(d["_pl_school"] == "P0") & (d["treatment"] == 0)]
+    d = d.drop(p0c[1:])
+    with pytest.warns(PlevalWarning, match="1 of 4 school"):
+        t = _se(d, "CR2").table.set_index("school")
+    assert np.isnan(t.loc["P0", "se"]) and t.loc["P0", "note"].startswith("not estimable: one comparison student")
+    assert np.isfinite(t.drop(index="P0")["se"]).all()
+
+
+def pair_design(n_pairs, n_per, seed):
+    """Pair-matched schools (each PL school compared with one comparison school), no school
+    effects, no program effect: y = 0.6·pretest + N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    pl = np.repeat(np.arange(n_pairs), n_per)
+    d = pd.concat([pd.DataFrame({"_pl_school": pl, "school_id": 2 * pl + arm, "treatment": 1 - arm})
+                   for arm in (0, 1)], ignore_index=True)
+    d["pretest"] = rng.normal(size=len(d))
+    d["posttest"] = 0.6 * d["pretest"] + rng.normal(size=len(d))
+    d["student_id"] = np.arange(len(d))
+    return d
+
+
+@pytest.mark.parametrize("cluster", [None, "student_id"])
+def test_pair_matched_school_effects_hold_their_size(cluster):
+    """Null simulation: 2,000 pairs of schools, 30 students each, no effect anywhere. Each
+    school's test rejects at about 5% and its CI covers 0 about 95% of the time (a comparison
+    school as one cluster gave SEs 1/√2 of the truth: 15% rejections)."""
+    d = pair_design(2000, 30, seed=11)
+    t = school_effects(d, treatment="treatment", outcome="posttest", covariates=["pretest"], school="school_id",
+                       cluster=cluster, sd=1.0).table
+    assert t["note"].str.startswith("one comparison school: SE clustered by its students").all()
+    reject = float((t["pvalue"] < 0.05).mean())
+    assert 0.035 < reject < 0.065, reject
+    assert 0.935 < float(((t["ci_low"] < 0) & (t["ci_high"] > 0)).mean()) < 0.965
+    assert t["se"].mean() == pytest.approx(t["estimate"].std(), rel=0.05)
 
 
 def test_student_clusters_only_cover_reuse():

@@ -24,7 +24,11 @@ matching weights; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018; :mod:`._join
 the √W-transformed form (``cr2="transformed"``) treats matching weights as precision weights
 and its variances were 2–4% too small under VCG matching (docs/validation.md). With only ``cluster=`` (a student id) the clusters are
 students, so reuse is covered but comparison-school deviations are not; without either, HC2
-per school (independent schools). Per-school SEs are the diagonal; the off-diagonal is shrunk
+per school (independent schools). A set whose comparisons all come from one school has its
+comparison students as clusters instead (one school as a cluster: its residuals sum to zero in
+the set, so the SE would miss the comparison side's noise). In any arm of one cluster (one PL
+or one comparison student) a robust SE cannot estimate that cluster's deviation: no estimate,
+a note. Per-school SEs are the diagonal; the off-diagonal is shrunk
 toward 0 by the estimated share of its sum of squares that is noise (Schäfer & Strimmer 2005;
 :func:`._joint.regularize`), since a noisy cluster-robust off-diagonal inflates the quadratic
 forms of the meta-analysis. The meta-analysis,
@@ -508,16 +512,16 @@ _BLOCK_ROWS = 1 << 18
 """Rows (of whole strata) per block of :func:`_fit_blocks`."""
 
 
-def _one_treated_cluster(codes: np.ndarray, t: np.ndarray, clusters: np.ndarray | None, G: int) -> np.ndarray:
-    """Per stratum, whether its treated rows lie in one cluster (``clusters`` None: are one row).
-    That cluster's residual is fitted exactly by the treatment (leverage 1), so a cluster-robust
-    (or HC) SE leaves its deviation out and is too small: one PL student's own noise would be
-    missing from the school's SE. A stratum without treated rows is False (its note says so)."""
-    tr = t == 1
-    cl = np.flatnonzero(tr) if clusters is None else clusters[tr]
+def _one_cluster(codes: np.ndarray, rows: np.ndarray, clusters: np.ndarray | None, G: int) -> np.ndarray:
+    """Per stratum, whether its ``rows`` (a boolean mask: one arm) lie in one cluster
+    (``clusters`` None: are one row). That cluster's residual is fitted exactly by the arm's
+    intercept (leverage 1), so a cluster-robust (or HC) SE leaves its deviation out and is too
+    small: one PL student's own noise, or one comparison school's, would be missing from the
+    school's SE. A stratum without such rows is False (its note says so)."""
+    cl = np.flatnonzero(rows) if clusters is None else clusters[rows]
     lo, hi = np.full(G, np.iinfo(np.int64).max), np.full(G, -1, dtype=np.int64)
-    np.minimum.at(lo, codes[tr], cl)
-    np.maximum.at(hi, codes[tr], cl)
+    np.minimum.at(lo, codes[rows], cl)
+    np.maximum.at(hi, codes[rows], cl)
     return lo == hi  # (an empty arm has lo > hi)
 
 
@@ -635,7 +639,9 @@ def school_effects(
     school : str, optional
         Each row's own school. Comparison rows are then clustered by their school (one cluster
         across every set the school appears in) and treated rows by ``cluster`` (each row
-        without it): the joint covariance of :mod:`._joint`.
+        without it): the joint covariance of :mod:`._joint`. A set whose comparison rows are all
+        of one school clusters them by ``cluster`` instead (with a note): as one cluster, the
+        set's intercept would absorb their residuals and the SE leave their noise out.
     unit_id : str, optional
         Student id; when given, ``n_treated``/``n_comparison`` count distinct students
         (otherwise rows).
@@ -800,6 +806,7 @@ def school_effects(
     G = len(uniq)
     design = _design_columns(df, covariates, cnt, n)
     cl = units = None
+    one_school = np.zeros(G, dtype=bool)  # strata whose comparison rows are of one school (school=)
 
     def distinct(c):  # a stratum's pairs are distinct rows, of distinct values of c (a student id)
         return isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
@@ -813,17 +820,22 @@ def school_effects(
                 units = None  # no copies to merge
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _codes(df, school)[0]
-            cl = np.where(t == 0, sc, sc.max() + 1 + cl)
-            del sc
+            # a comparison side of one school: its students are the clusters (_one_cluster)
+            one_school = _one_cluster(codes, t == 0, sc, G)
+            own = (t == 1) | one_school[codes] if one_school.any() else t == 1
+            cl = np.where(own, sc.max() + 1 + cl, sc)
+            del sc, own
         cl = _narrow(pd.factorize(cl)[0])  # numbered by first appearance, once for every block (as joint_covariance)
     # The by groups of the strata, numbered in sorted order as the strata are.
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
     fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
-    # one treated cluster: a robust SE leaves its deviation out (the classical SE's pooled σ² does not)
-    one_t = _one_treated_cluster(codes, t, cl, G) if vcov != "classical" else np.zeros(G, dtype=bool)
-    if (fit.ok & one_t).any():
-        ok = fit.ok & ~one_t
+    # one cluster in an arm: a robust SE leaves its deviation out (the classical SE's pooled σ² does not)
+    robust_se = vcov != "classical"
+    one_t = _one_cluster(codes, t == 1, cl, G) if robust_se else np.zeros(G, dtype=bool)
+    one_c = _one_cluster(codes, t == 0, cl, G) if robust_se else np.zeros(G, dtype=bool)
+    if (fit.ok & (one_t | one_c)).any():
+        ok = fit.ok & ~(one_t | one_c)
         fit = replace(fit, ok=ok, params=np.where(ok[:, None], fit.params, np.nan))
     n_cl = None if cl is None else int(cl.max()) + 1
     del design, cl, units  # freed before the cells' cross-products
@@ -888,8 +900,12 @@ def school_effects(
     notes[(n_c == 0) & (n_t > 0)] = "no comparison students"
     other = ~fit.ok & (n_t > 0) & (n_c > 0)
     notes[other] = "not estimable (too few rows or clusters, or treatment collinear with covariates)"
-    notes[other & one_t] = (f"not estimable: one treated {'student' if unit_id or cluster else 'row'} (cluster), "
+    unit = 'student' if unit_id or cluster else 'row'
+    notes[other & one_t] = (f"not estimable: one treated {unit} (cluster), "
                             "whose own deviation the school's data cannot estimate (a robust SE would leave it out)")
+    notes[other & one_c & ~one_t] = (f"not estimable: one comparison {unit} (cluster), "
+                                     "whose own deviation the school's data cannot estimate (a robust SE would leave it out)")
+    notes[fit.ok & one_school] = "one comparison school: SE clustered by its students (its own deviation not in the SE)"
     n_bad = int((~fit.ok).sum())
     if n_bad == G:
         raise DesignError(
