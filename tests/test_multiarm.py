@@ -290,3 +290,35 @@ def test_cli_names_a_missing_control_label_and_the_subject_short_of_schools(tmp_
     res = CliRunner().invoke(app, ["rct", str(p), "--control", "control", *base])
     assert res.exit_code == 2 and "arm(s) ['PL-B'] have fewer than 2 schools in the analytic sample of subject " \
                                    "'reading'" in res.output
+
+
+@pytest.mark.slow
+def test_null_familywise_error_and_coverage_by_simulation():
+    """Three-arm cluster trials (30 schools in 3 blocks, ICC 0.2, 15–45 students a school; 15
+    control schools, two arms of 7–8) with no effect anywhere. Holm and Dunnett keep the
+    family-wise error rate at 5% or below; Dunnett's simultaneous CIs cover both zeros and each
+    arm's own CI covers its zero about 95% of the time (CR2, Satterthwaite df); without an
+    adjustment some arm is 'significant' more often than 5%."""
+    from .conftest import sim_reps
+
+    reps = sim_reps(600, minimum=120)
+    cols = COLS.replace(treatment="arm")
+    any_sig = {"holm": 0, "dunnett": 0, "none": 0}
+    sim_cover = arm_cover = 0
+    for s in range(reps):  # a loop over replications (each one the whole analysis)
+        d = make_cluster_rct(1000 + s, n_schools=30, n_blocks=3, effect=0.0)
+        treated = np.sort(d.loc[d.treatment == 1, "school_id"].unique())
+        d["arm"] = np.where(d.treatment == 0, "control", np.where(d.school_id.isin(set(treated[::2])), "B", "A"))
+        holm = analyze_multiarm(d, cols, "control").to_frame()
+        dun = analyze_multiarm(d, cols, "control", adjust="dunnett", seed=s).to_frame()
+        any_sig["holm"] += bool((holm["pvalue_adjusted"] < 0.05).any())
+        any_sig["none"] += bool((holm["pvalue"] < 0.05).any())
+        any_sig["dunnett"] += bool((dun["pvalue_adjusted"] < 0.05).any())
+        sim_cover += bool(((dun["simultaneous_ci_low"] < 0) & (dun["simultaneous_ci_high"] > 0)).all())
+        arm_cover += int(((holm["ci_low"] < 0) & (holm["ci_high"] > 0)).sum())
+    mc = np.sqrt(0.05 * 0.95 / reps)  # Monte Carlo SE of a 5% rate
+    rate = {k: v / reps for k, v in any_sig.items()}
+    assert rate["holm"] < 0.05 + 2.5 * mc and rate["dunnett"] < 0.05 + 2.5 * mc, rate
+    assert sim_cover / reps > 0.95 - 2.5 * mc, sim_cover / reps
+    assert abs(arm_cover / (2 * reps) - 0.95) < 2.5 * np.sqrt(0.05 * 0.95 / (2 * reps)), arm_cover / (2 * reps)
+    assert rate["none"] > rate["holm"] and rate["none"] >= rate["dunnett"]
