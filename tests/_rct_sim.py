@@ -3,10 +3,13 @@
 One row per student (a single subject). Schools are randomized within blocks (half of each
 block's schools treated); outcomes follow a two-level model with intraclass correlation
 ``icc`` (of the residual outcome variance given the pretest) and a constant effect ``effect``
-(outcome units) for schools that take the program up.
+(outcome units) for schools that take the program up. :func:`trial_calibration` runs the
+placebo-calibration study of ``benchmarks/sim_trial_calibration.py`` (and its reduced test).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -63,3 +66,32 @@ def make_cluster_rct(
             "ell": ell,
         }
     )
+
+
+def trial_calibration(reps: int, seed0: int = 0, blocks: int = 10, null: bool = False) -> dict:
+    """``pleval.estimate(design="rct")`` on ``reps`` trials of ``pleval.simulate.simulate_cluster_rct``:
+    ``blocks`` districts of two PL and two control schools, math, school value added SD 0.10,
+    program effects θ_j ~ N(0.10, 0.10²) (none with ``null``). Over all PL schools: the share of
+    placebo-calibrated CIs covering θ_j (each school's effect-size scale), of calibrated and of
+    student-level p-values below 0.05, and the mean τ̂²_placebo."""
+    import pleval
+    from pleval.simulate import simulate_cluster_rct
+
+    cover = sig_cal = sig_raw = n = 0
+    tau2_placebo = []
+    for seed in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
+        sim = simulate_cluster_rct(n_schools=4 * blocks, n_blocks=blocks, subjects=("math",), seed=seed,
+                                   effect=0.0 if null else 0.10, tau=0.0 if null else 0.10,
+                                   school_value_added_sd=0.10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ev = pleval.estimate(sim.data, design="rct")
+        t = ev.schools.set_index("school")
+        theta = sim.truth.schools.loc[t.index, "effect_raw"].to_numpy() * (t["effect_size"] / t["estimate"]).to_numpy()
+        cover += int(((t["ci_low_calibrated"] <= theta) & (theta <= t["ci_high_calibrated"])).sum())
+        sig_cal += int((t["p_calibrated"] < 0.05).sum())
+        sig_raw += int((t["pvalue"] < 0.05).sum())
+        n += len(t)
+        tau2_placebo.append(float(ev.heterogeneity.iloc[0]["tau2_placebo"]))
+    return {"schools": n, "calibrated_cover": cover / n, "calibrated_p_below_05": sig_cal / n,
+            "raw_p_below_05": sig_raw / n, "mean_tau2_placebo": float(np.mean(tau2_placebo))}
