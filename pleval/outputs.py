@@ -240,5 +240,11 @@ def provenance_record(kind: str, df, columns, options: dict, *, pool: dict | Non
 def write_provenance(folder, kind: str, df, columns, options: dict, *, pool: dict | None = None) -> None:
     """``folder/provenance.json``: :func:`provenance_record` as indented JSON (``pleval match``,
     ``rct``, ``sensitivity`` and ``power`` write it into their outputs folders)."""
+    write_provenance_file(Path(folder) / "provenance.json", kind, df, columns, options, pool=pool)
+
+
+def write_provenance_file(path, kind: str, df, columns, options: dict, *, pool: dict | None = None) -> None:
+    """:func:`provenance_record` as indented JSON at ``path`` (``pleval schools`` writes
+    ``NAME.provenance.json`` beside each table it writes)."""
     record = provenance_record(kind, df, columns, options, pool=pool)
-    (Path(folder) / "provenance.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    Path(path).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")

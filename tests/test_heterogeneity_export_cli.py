@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import pleval
 from pleval.cli import app
+from pleval.data import file_sha256
 from pleval.errors import DataError
 from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
 from pleval.heterogeneity import export
@@ -120,6 +124,13 @@ def test_cli_schools(estimates_file, tmp_path):
     assert "Meta-regression" in r.output and "years_implementing" in r.output
     assert out_x.exists() and out_md.exists() and "| PL000" in r.output
     assert openpyxl.load_workbook(out_x).sheetnames == ["Summary", "math", "reading"]
+    # one provenance record beside the tables of one name: version, options, the input's SHA-256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md", "table.provenance.json", "table.xlsx"]
+    rec = json.loads((tmp_path / "table.provenance.json").read_text())
+    assert rec["kind"] == "pleval schools outputs" and rec["pleval_version"] == pleval.__version__
+    assert rec["input"]["sha256"] == file_sha256(path) and rec["input"]["n_rows"] == len(df)
+    assert rec["options"]["hartung_knapp"] is True and rec["options"]["method"] == "REML"
+    assert f"wrote {tmp_path / 'table.provenance.json'}" in r.output.replace("\n", "")
 
 
 def test_cli_schools_options_and_errors(estimates_file, tmp_path):

@@ -61,7 +61,8 @@ def schools(
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", "-p", help="Baseline of the percentile points."),
     out: Optional[list[Path]] = typer.Option(
-        None, "--out", "-o", help="Write the table (.csv, .xlsx, .md or .html; repeatable)."
+        None, "--out", "-o", help="Write the table (.csv, .xlsx, .md or .html; repeatable), with NAME.provenance.json "
+        "beside it (version, options, the input's SHA-256).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the pooled results, not the table."),
 ) -> None:
@@ -74,6 +75,7 @@ def schools(
     from ..data import read_table
     from ..heterogeneity import school_effects_from_estimates
     from ..heterogeneity.export import _readable, export_table
+    from ..outputs import write_provenance_file
 
     df = read_table(file)
     if moderators is None:
@@ -135,6 +137,11 @@ def schools(
             echo("")
             echo(f"[{label}] schools")
             echo(_readable(sub, []).to_markdown(index=False, disable_numparse=True))
+    options = dict(school=school or "school_id", estimate=estimate, se=se, subject=subject, n_treated=n_treated,
+                   n_comparison=n_comparison, moderators=mods, method=method, hartung_knapp=hartung_knapp,
+                   prediction=prediction, influence=influence, permutations=permutations, cluster=cluster,
+                   cluster_df=cluster_df, blup=blup, seed=seed, adjust=adjust, alpha=alpha, level=level,
+                   baseline_percentile=baseline_percentile)
     for target in out or []:
         path = export_table(res, target)
         echo(f"wrote {path}")
@@ -142,6 +149,9 @@ def schools(
             extra_path = Path(target).with_name(Path(target).stem + "_influence.csv")
             influence_frame.to_csv(extra_path, index=False)
             echo(f"wrote {extra_path}")
+    for record in dict.fromkeys(Path(t).with_name(Path(t).stem + ".provenance.json") for t in out or []):
+        write_provenance_file(record, "pleval schools outputs", df, None, options)
+        echo(f"wrote {record}")
 
 
 def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup: bool, seed: int) -> list[str]:

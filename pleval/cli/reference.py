@@ -18,7 +18,8 @@ CONVENTIONS = [
     "| option | meaning |",
     "|---|---|",
     "| `--out`, `-o` | where outputs go (a folder for `estimate`, `match`, `rct`, `sensitivity`, `monitor`, `power`, "
-    "with `provenance.json`: version, options, the input's SHA-256; a file otherwise) |",
+    "with `provenance.json`: version, options, the input's SHA-256; a file otherwise, for `schools` with "
+    "`NAME.provenance.json` beside it) |",
     "| `--force` | write into a non-empty folder that is not a previous output of the command |",
     "| `--config` | a TOML file of options (`estimate`; `OUT/run.toml` repeats a run) |",
     "| `--format` | terminal output: `text` or `json` (`estimate`, `power`) |",
