@@ -1367,13 +1367,13 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
                                         worker, v, m if matcher is None else None)
     if worker is None:
         _with_propensity(out, subjects, _propensity_frame(m))
-    from .matching.effect import ONE_PL_SCHOOL
+    from .matching.effect import ONE_SCHOOL_MARK
 
-    one = [key for key, part in zip(keys, out) if part["effect"].raw.method.endswith(ONE_PL_SCHOOL)]
+    one = [key for key, part in zip(keys, out) if ONE_SCHOOL_MARK in part["effect"].raw.method]
     if one:
-        notes.append(f"one PL school ({', '.join(one)}): its students are the clusters on its side of the standard "
-                     "error (one school as a cluster would leave their noise out); the effect is the program's plus "
-                     "that school's own difference from its comparisons, which the placebo-calibrated figures allow for")
+        notes.append(f"{', '.join(one)}: the PL (or comparison) students of one school are the clusters on their side "
+                     "of the standard error (one school as a cluster would leave their noise out); the effect includes "
+                     "that school's own difference from the other side, which the placebo-calibrated figures allow for")
     for s, key, part in zip(subjects, keys, out):  # a handful of subjects
         part["notes"] = notes
         if opts["subgroups"]:

@@ -406,15 +406,16 @@ def test_separation_message_gives_the_command_line_fix(base, tmp_path):
 
 def test_too_small_a_matched_sample_says_so(base):
     """VCG matching of one PL school against two comparison schools keeps a handful of pairs:
-    the pooled SD (within grade) has no degrees of freedom, or, with a norm SD, the CR2 SE by
-    school cannot be estimated. Each is an error saying the matched sample is too small, with
-    its counts (they were 'each group needs at least 2 non-missing outcomes' and a NaN
-    conversion error)."""
+    the pooled SD (within grade) has no degrees of freedom, or the CR2 SE cannot be estimated
+    (3 + 3 rows, one school each side, so every student its own cluster, and 5 coefficients:
+    one residual df, a near-exact fit whose SE was 2e-7). Each is an error saying the matched
+    sample is too small, with its counts (they were 'each group needs at least 2 non-missing
+    outcomes' and a NaN conversion error)."""
     from pleval.errors import DesignError
 
     cases = [(pd.read_csv("sample_data/pl_matched_students.csv"),
-              r"\(3 treated, 3 comparison rows matched, 2 schools\): the effect's CR2 standard error could not be "
-              r"estimated \(5 coefficients\)"),
+              r"\(3 treated, 3 comparison rows matched, 6 clusters\): the effect's CR2 standard error could not be "
+              r"estimated \(5 coefficients, 1 residual df\)"),
              (base, r"\(5 treated, 5 comparison rows matched\): outcome SD: each group needs at least 2 non-missing "
                     r"outcomes within grade")]
     for d, what in cases:
@@ -422,7 +423,11 @@ def test_too_small_a_matched_sample_says_so(base):
         m = pleval.match(d[d.school_id.isin([*pl, *comp])], pleval.data.SAMPLE_COLUMNS, method="vcg")
         with pytest.raises(DesignError, match=r"\(subject = math\) " + what + r"; the matched sample is too small"):
             m.estimate(by="subject")
-    assert np.isfinite(m.estimate(by="subject", sd=10.0)["math"].raw.se)  # a norm SD: estimated
+    # a norm SD needs no SD df; then reading's one pair (2 rows, 2 coefficients: an exact fit) has no SE
+    with pytest.raises(DesignError, match=r"\(subject = reading\) \(1 treated, 1 comparison rows matched, 2 clusters\): "
+                                          r"the effect's CR2 standard error could not be estimated \(2 coefficients, "
+                                          r"0 residual df\)"):
+        m.estimate(by="subject", sd=10.0)
 
 
 def test_treated_label_in_trials_and_placebo_schools(base):

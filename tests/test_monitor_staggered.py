@@ -178,3 +178,24 @@ def test_first_period_and_late_adopters_are_counted_not_silently_dropped():
     assert res.n_units == 497
     assert any("3 unit(s) adopt in the first period" in n for n in res.notes)
     assert any("2 unit(s) adopt after the last period" in n for n in res.notes)
+
+
+def test_small_and_one_unit_cohorts_are_named():
+    """mpdta's cohorts are large (no note). A cohort cut to 3 units gets did's small-group
+    caution; cut to one unit, its cells' SEs hold no variation of its own (the unit's influence
+    is ΔY − the cohort's mean ΔY = 0: the SE is the comparison units' alone) and the note says so."""
+    assert group_time_effects(MP, **KW).notes == ()
+    units = MP.drop_duplicates("countyreal").set_index("countyreal")["first.treat"]
+
+    def cut(keep):
+        return MP[(MP["first.treat"] != 2004) | MP["countyreal"].isin(units[units == 2004].index[:keep])]
+    three = group_time_effects(cut(3), **KW)
+    assert three.notes == ("cohort(s) 2004 have fewer than 5 units: their SEs rest on few units",)
+    one = group_time_effects(cut(1), **KW)
+    assert "cohort(s) 2004 have one unit, whose own variation is in no SE" in one.notes[0]
+    cells = one.table[one.table["group"] == 2004]
+    d = cut(1)
+    ctrl = d[d["first.treat"] == 0].pivot(index="countyreal", columns="year", values="lemp")
+    for r in cells.itertuples():  # the SE of ATT(2004, t): the never-treated units' ΔY alone
+        dy = ctrl[r.time] - ctrl[r.base_time]
+        assert r.se == pytest.approx(np.sqrt(((dy - dy.mean()) ** 2).sum()) / dy.size, rel=1e-9)

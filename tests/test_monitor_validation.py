@@ -48,3 +48,47 @@ def test_per_year_coverage_and_trend_size():
     _, reject_flat = _study((0.10, 0.10, 0.10), reps, 10_000)
     size = reject_flat.mean()
     assert size <= 0.05 + 3.3 * np.sqrt(0.05 * 0.95 / reps), (size, reps)
+
+
+def test_one_pl_school_has_its_students_as_clusters():
+    """One PL school: as one cluster its residuals in each period are fitted by that period's
+    effect, so its students are the clusters on its side — the SEs and df of the same file with
+    each PL student given a school of their own — and a note says so."""
+    sim = simulate_panel(seed=3, n_schools=12, n_pl_schools=1, subjects=("math",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = effects_over_time(sim.data, COLS)
+        own = sim.data.copy()
+        pl = own["treatment"] == 1
+        own.loc[pl, "school_id"] = "own-" + own.loc[pl, "student_id"].astype(str)
+        b = effects_over_time(own, COLS)
+    for name in ("by_year", "by_exposure", "trend", "equity"):
+        np.testing.assert_allclose(getattr(a, name)[["se", "df"]], getattr(b, name)[["se", "df"]], rtol=1e-10)
+    assert any(n.startswith("[math] one PL school: its students are the clusters") for n in a.notes)
+    assert not any("one PL school" in n for n in b.notes)
+
+
+@pytest.mark.slow
+def test_one_pl_school_coverage_and_trend_size(monkeypatch):
+    """One PL school among 12, no program effect and no school deviations (the generator's value
+    added and yearly shocks set to 0, so every period's truth is 0): per-year CIs cover 0 and the
+    trend tests hold their size (150 data sets: 94.5% of 600 CIs, 5.0% of 300 trend tests; with
+    the school as one cluster 51.8% and 49.3%)."""
+    import pleval.monitor.simulate as generator
+
+    monkeypatch.setitem(generator._SD, "va", 0.0)
+    monkeypatch.setitem(generator._SD, "shock", 0.0)
+    reps = sim_reps(150, minimum=30)
+    cover = n = reject = n_trend = 0
+    for r in range(reps):  # a loop over data sets, each a whole analysis
+        sim = simulate_panel(seed=r, n_schools=12, n_pl_schools=1, effects=(0.0, 0.0, 0.0), tau=0.0,
+                             subjects=("math",))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ot = effects_over_time(sim.data, COLS, equity=False)
+        cover += int(((ot.by_year["ci_low"] <= 0) & (ot.by_year["ci_high"] >= 0)).sum())
+        n += len(ot.by_year)
+        reject += int((ot.trend["pvalue"] < 0.05).sum())
+        n_trend += len(ot.trend)
+    assert cover / n >= 0.95 - 3.3 * np.sqrt(0.95 * 0.05 / n), cover / n
+    assert reject / n_trend <= 0.05 + 3.3 * np.sqrt(0.05 * 0.95 / n_trend), reject / n_trend

@@ -220,7 +220,7 @@ def test_the_overall_effect_of_one_pl_school_clusters_its_students():
     SE's label says so; with two PL schools nothing changes."""
     import statsmodels.api as sm
 
-    from pleval.matching.effect import ONE_PL_SCHOOL, regression_effect
+    from pleval.matching.effect import regression_effect
 
     df, _, _ = generate(3, n_pl=1, n_comp=24, delta=0.0)
     with warnings.catch_warnings():
@@ -235,17 +235,17 @@ def test_the_overall_effect_of_one_pl_school_clusters_its_students():
         cov_type="cluster", cov_kwds={"groups": pd.factorize(groups)[0]})
     assert eff.raw.estimate == pytest.approx(ref.params[1], rel=1e-9)
     assert eff.raw.se == pytest.approx(ref.bse[1], rel=1e-8)
-    assert eff.raw.method.endswith(ONE_PL_SCHOOL) and eff.raw.n_clusters == len(np.unique(groups))
+    assert eff.raw.method.endswith(" (one PL school: its students are the clusters on its side)") and eff.raw.n_clusters == len(np.unique(groups))
     df2, _, _ = generate(3, n_pl=2, n_comp=24, delta=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         two = pleval.match(df2, SAMPLE_COLUMNS, method="propensity")
     e2 = regression_effect(two.matched, **kw, vcov="CR1")
-    assert not e2.raw.method.endswith(ONE_PL_SCHOOL) and e2.raw.n_clusters == two.matched["school_id"].nunique()
+    assert "students are the clusters" not in e2.raw.method and e2.raw.n_clusters == two.matched["school_id"].nunique()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         ev = pleval.estimate(df, sd=15.0, placebo=False, sensitivity=False)
-    assert any(n.startswith("one PL school (math): its students are the clusters") for n in ev.notes)
+    assert any(n.startswith("math: the PL (or comparison) students of one school are the clusters") for n in ev.notes)
 
 
 @pytest.mark.slow

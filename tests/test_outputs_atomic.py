@@ -137,4 +137,5 @@ def test_single_file_outputs_are_replaced_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "to_excel", broken)
     r = CliRunner().invoke(app, ["schools", "sample_data/school_effects.csv", "--out", str(out), "--quiet"])
     assert r.exit_code != 0
-    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["schools.xlsx"]
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["schools.provenance.json", "schools.xlsx"]

@@ -123,9 +123,9 @@ def regression_design(
             raise DesignError(f"column {school!r} (school): every row of {label or 'the matched sample'} is in one school "
                               f"({one!r}); the effect's standard errors are clustered by school and need at least 2 "
                               "schools")
-        clusters, one_pl_school = pl_students_as_clusters(clusters, t == 1)
+        clusters, one_school = one_school_arms_as_students(clusters, t == 1, pd.factorize(sample.index)[0])
     else:
-        clusters, one_pl_school = sample.index.to_numpy(), False
+        clusters, one_school = sample.index.to_numpy(), ""
     # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
     # the merged fit the same way): the collinearity sweep reads them, and the fit reuses them
     # when no column is left out. By school, they are the sums of the per-school blocks the
@@ -147,24 +147,30 @@ def regression_design(
             "weights": w, "clusters": clusters,
             "adjust": adjust, "categorical": cat, "source": [enc.source[j] for j in keep_cols],
             "cells": combine_codes(sample, cat, codes) if cat and codes is not None else None,
-            "gram": (center, XtX, Xty, y0, blocks) if X is enc.X else None, "one_pl_school": one_pl_school}
+            "gram": (center, XtX, Xty, y0, blocks) if X is enc.X else None, "one_school": one_school}
 
 
-def pl_students_as_clusters(clusters: np.ndarray, treated: np.ndarray) -> tuple[np.ndarray, bool]:
-    """School clusters with every treated row its own cluster when the treated rows all lie in
-    one school, and whether they do. As one cluster, the one PL school's residuals are fitted
-    by the treatment coefficient (leverage 1 in its direction), so a cluster-robust SE leaves
-    out the PL side's noise: 85% coverage of 95% intervals with one PL school among 25 and no
-    school deviations (docs/matching.md). With its students as clusters the SE covers them;
-    the estimate is then the program's effect plus that school's own deviation, which no
-    analysis of one school's data can separate (the placebo calibration allows for it).
-    School ids that are not integer codes (some missing: an error follows) are left as they are."""
-    ct = clusters[treated]
-    if clusters.dtype.kind not in "iu" or ct.size == 0 or (ct != ct[0]).any():
-        return clusters, False
-    out = clusters.astype(np.int64)  # a copy: the caller's codes may be shared
-    out[treated] = int(clusters.max()) + 1 + np.arange(ct.size)
-    return out, True
+def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, str]:
+    """School clusters with the rows of an arm that lies in one school clustered by student
+    (``units``: integer codes of the students, shared by a reused student's copies) instead,
+    and which arms did ("" none, "PL", "comparison", "PL and comparison"). As one cluster, that
+    school's residuals are fitted by the treatment coefficient or the intercept (leverage 1 in
+    its direction), so a cluster-robust SE leaves that arm's noise out: 85% coverage of 95%
+    intervals with one PL school among 25 and no school deviations (docs/matching.md). With its
+    students as clusters the SE covers it; the estimate then includes that school's own
+    deviation, which no analysis of one school's data can separate (the placebo calibration
+    allows for it for a PL school). School ids that are not integer codes (some missing: an
+    error follows) are left as they are."""
+    if clusters.dtype.kind not in "iu":
+        return clusters, ""
+    out, arms = None, []
+    for rows, name in ((treated, "PL"), (~treated, "comparison")):
+        c = clusters[rows]
+        if c.size and not (c != c[0]).any():
+            out = clusters.astype(np.int64) if out is None else out  # a copy: the caller's codes may be shared
+            out[rows] = int(clusters.max()) + 1 + units[rows]
+            arms.append(name)
+    return (clusters, "") if out is None else (out, " and ".join(arms))
 
 
 def _weighted_center(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -181,8 +187,17 @@ def _cluster_ids(s: pd.Series) -> np.ndarray:
     return s.to_numpy() if (codes < 0).any() else codes
 
 
-ONE_PL_SCHOOL = " (one PL school: its students are the clusters on its side)"
-"""Added to the SE's label when :func:`pl_students_as_clusters` applies."""
+ONE_SCHOOL_MARK = "students are the clusters"
+"""In the SE's label when :func:`one_school_arms_as_students` applies (:func:`one_school_label`)."""
+
+
+def one_school_label(arms: str) -> str:
+    """What the SE's label adds when :func:`one_school_arms_as_students` applies to ``arms``."""
+    if not arms:
+        return ""
+    if " and " in arms:
+        return f" (one PL and one comparison school: their {ONE_SCHOOL_MARK})"
+    return f" (one {arms} school: its {ONE_SCHOOL_MARK} on its side)"
 
 
 COLLINEAR_TOL = 1e-10
@@ -235,7 +250,7 @@ class EffectDesign:
     copies: np.ndarray | None = None
     cells: np.ndarray | None = None
     gram: tuple | None = None
-    one_pl_school: bool = False
+    one_school: str = ""  # the arms in one school, clustered by student (one_school_arms_as_students)
 
     @property
     def n_obs(self) -> int:
@@ -260,7 +275,7 @@ def effect_design(sample: pd.DataFrame, *, rows: np.ndarray | None = None, weigh
                         tuple(d["adjust"]), tuple(d["categorical"]), rows,
                         None if weight2 is None else sample[weight2].to_numpy(dtype=float),
                         None if copies is None else sample[copies].to_numpy(dtype=np.int64), d["cells"], d["gram"],
-                        d["one_pl_school"])
+                        d["one_school"])
 
 
 def distinct_rows(rows: np.ndarray, *arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -283,7 +298,7 @@ def merge_copies(d: EffectDesign) -> tuple[EffectDesign, np.ndarray, np.ndarray]
     cp = np.ones(len(codes), np.int64) if d.copies is None else d.copies
     out = EffectDesign(y1, t1, X1, d.names, d.source, np.bincount(codes, d.weights, m), c1, d.adjust, d.categorical,
                        r1, np.bincount(codes, w2, m), np.bincount(codes, cp, m).astype(np.int64),
-                       one_pl_school=d.one_pl_school)
+                       one_school=d.one_school)
     return out, codes, first
 
 
@@ -344,17 +359,19 @@ def regression_effect(
     else:
         fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
     est, se, df, _ = fit.coef(treatment)
-    if not (np.isfinite(est) and np.isfinite(se)):
+    resid_df = d.n_obs - len(d.names)
+    if not (np.isfinite(est) and np.isfinite(se)) or resid_df < 2:  # (one residual df: a near-exact fit, SE ≈ 0)
+        n_cl = fit.n_clusters or len(d.y)
         raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched, "
-                          f"{fit.n_clusters or len(d.y):,} {'schools' if school else 'students'}): the effect's "
-                          f"{vcov} standard error could not be estimated ({len(d.names)} coefficients); the matched "
-                          "sample is too small (match more rows, e.g. with a wider caliper, or adjust for fewer "
-                          "covariates)")
+                          f"{n_cl:,} {'clusters' if d.one_school else 'schools' if school else 'students'}): the effect's "
+                          f"{vcov} standard error could not be estimated ({len(d.names)} coefficients, {resid_df} "
+                          "residual df); the matched sample is too small (match more rows, e.g. with a wider caliper, "
+                          "or adjust for fewer covariates)")
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
         method=f"{method}; WLS adjusted for {', '.join(d.adjust) or 'nothing'}; "
         f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(d.weights) > 0))} SE by "
-        f"{'school' if school else 'student'}{ONE_PL_SCHOOL if d.one_pl_school else ''}", label=label,
+        f"{'school' if school else 'student'}{one_school_label(d.one_school)}", label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
     try:

@@ -135,7 +135,19 @@ def _omega(n: int) -> float:
     return 1.0 - 3.0 / (4.0 * n - 9.0) if n > 3 else 1.0
 
 
-def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str):
+def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
+    """The SE's clusters: each student's first school; when the PL (or comparison) rows all lie
+    in one school, that school's students are the clusters on its side instead (a student's
+    rows in one), and which side (:func:`pleval.matching.effect.one_school_arms_as_students`:
+    as one cluster the school's residuals in each period are fitted by that period's effect or
+    intercepts, so the SE would leave its students' noise out)."""
+    from ..matching.effect import one_school_arms_as_students
+
+    return one_school_arms_as_students(pd.factorize(d["_cluster"])[0], (d[c.treatment] == 1).to_numpy(),
+                                       pd.factorize(d[c.student_id])[0])
+
+
+def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray):
     """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
     cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
@@ -145,7 +157,7 @@ def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, v
     keep = X.std().gt(0) | X.columns.isin(terms.columns) | X.columns.str.startswith("cell_")
     X = X.loc[:, keep]
     return ols(d[c.outcome].to_numpy(float), X.to_numpy(float), weights=d["_w"].to_numpy(float),
-               clusters=d["_cluster"].to_numpy(), vcov=vcov, names=list(X.columns))
+               clusters=clusters, vcov=vcov, names=list(X.columns))
 
 
 TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue", "ci_low", "ci_high", "es", "es_se",
@@ -284,7 +296,12 @@ def effects_over_time(
         times = sorted(ds["_t"].unique())
         prog = {t: bool(((ds["_t"] == t) & (ds["_exposure"] > 0)).any()) for t in times}
         yterms = pd.DataFrame({f"D@{t}": D * (ds["_t"] == t).to_numpy() for t in times}, index=ds.index)
-        fit = _fit(ds, yterms, c, covs, vcov)
+        clusters, one_school = _clusters(ds, c)
+        if one_school:
+            notes.append(f"[{s}] one {one_school} school: its students are the clusters on its side of the standard "
+                         "errors (one school as a cluster would leave their noise out); the effects include that "
+                         "school's own difference from the other side")
+        fit = _fit(ds, yterms, c, covs, vcov, clusters)
         sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
                              weights=ds.loc[ds["_t"] == t, "_w"],
                              strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
@@ -307,7 +324,7 @@ def effects_over_time(
 
         ks = sorted(ds.loc[ds[c.treatment] == 1, "_exposure"].unique())
         eterms = pd.DataFrame({f"D@k{k}": D * (ds["_exposure"] == k).to_numpy() for k in ks}, index=ds.index)
-        efit = _fit(ds, eterms, c, covs, vcov)
+        efit = _fit(ds, eterms, c, covs, vcov, clusters)
         sd_all = outcome_sd(ds[c.outcome], ds[c.treatment] == 1, weights=ds["_w"],
                             strata=ds["_t"].astype(str) + "|" + (ds[c.grade].astype(str) if c.grade else ""))[0]
         erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level)
@@ -323,7 +340,7 @@ def effects_over_time(
             continue
         bterms = pd.DataFrame({f"D@{t}#{b}": D * ((ds["_t"] == t) & (ds["_band"] == b)).to_numpy()
                                for t in times for b in range(3)}, index=ds.index)
-        bfit = _fit(ds, bterms, c, covs, vcov)
+        bfit = _fit(ds, bterms, c, covs, vcov, clusters)
         for t in times:
             r = _rows(bfit, [f"D@{t}#{b}" for b in range(3)], {"subject": s, "time": t, "band": list(BAND_LABELS)},
                       sds[t], _omega(int((ds["_t"] == t).sum())), level)

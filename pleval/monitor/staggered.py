@@ -374,6 +374,7 @@ def group_time_effects(
                          ti >= gi))
     if not rows:
         raise DesignError("no group-time cell has comparison units; with control='notyet' every unit adopts too early")
+    notes = p.notes + _small_cohorts(g, cohorts)
     inf = np.column_stack(infs)
     df = np.inf if p.n_clusters is None else float(p.n_clusters - 1)
     if p.n_clusters is not None and p.n_clusters < 2:
@@ -393,8 +394,29 @@ def group_time_effects(
     else:
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
-    return GroupTimeEffects(table, control, level, df, n, p.n_clusters, pretest, p.notes, inf, g, p.weight,
+    return GroupTimeEffects(table, control, level, df, n, p.n_clusters, pretest, notes, inf, g, p.weight,
                             p.cluster)
+
+
+SMALL_COHORT = 5
+"""Cohorts of fewer units get a note, as ``did::att_gt`` warns of "small groups" (fewer than
+5 units plus the covariates)."""
+
+
+def _small_cohorts(g: np.ndarray, cohorts: np.ndarray) -> tuple[str, ...]:
+    """The note on cohorts of fewer than :data:`SMALL_COHORT` units: their cells' SEs rest on
+    few units, and a cohort of one unit adds none of its own variation (its influence function
+    is ΔY_i − mean ΔY of the cohort: zero), so its cells' SEs, and those of the aggregations
+    that include them, cover the comparison units only."""
+    sizes = np.array([int((g == c).sum()) for c in cohorts])  # a handful of cohorts
+    small = cohorts[sizes < SMALL_COHORT]
+    if not small.size:
+        return ()
+    one = cohorts[sizes == 1]
+    return (f"cohort(s) {', '.join(f'{c:g}' for c in small)} have fewer than {SMALL_COHORT} units: their SEs rest on "
+            "few units" + (f"; cohort(s) {', '.join(f'{c:g}' for c in one)} have one unit, whose own variation is in "
+                           "no SE (its cells' SEs, and those of aggregations that include them, cover the comparison "
+                           "units only), so read their intervals as too narrow" if one.size else ""),)
 
 
 __all__ = ["group_time_effects", "GroupTimeEffects", "Aggregation", "CONTROLS", "AGGREGATIONS"]
