@@ -92,3 +92,13 @@ def test_one_pl_school_coverage_and_trend_size(monkeypatch):
         n_trend += len(ot.trend)
     assert cover / n >= 0.95 - 3.3 * np.sqrt(0.95 * 0.05 / n), cover / n
     assert reject / n_trend <= 0.05 + 3.3 * np.sqrt(0.05 * 0.95 / n_trend), reject / n_trend
+
+
+def test_two_or_three_pl_schools_get_a_note():
+    """School-clustered CR2 intervals with 2–3 PL clusters run short (docs/monitor.md): a note; none with 4."""
+    for n_pl, noted in ((2, True), (3, True), (4, False)):
+        sim = simulate_panel(seed=2, n_schools=12, n_pl_schools=n_pl, subjects=("math",))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ot = effects_over_time(sim.data, COLS, equity=False)
+        assert any(n.startswith(f"[math] {n_pl} PL schools: with so few PL clusters") for n in ot.notes) == noted

@@ -135,6 +135,11 @@ def _omega(n: int) -> float:
     return 1.0 - 3.0 / (4.0 * n - 9.0) if n > 3 else 1.0
 
 
+FEW_PL_SCHOOLS = 4
+"""Fewer PL schools than this (and more than one) get a note: school-clustered CR2 intervals
+with two or three treated clusters run short (docs/monitor.md, *One PL school*)."""
+
+
 def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
     """The SE's clusters: each student's first school; when the PL (or comparison) rows all lie
     in one school, that school's students are the clusters on its side instead (a student's
@@ -297,6 +302,11 @@ def effects_over_time(
         prog = {t: bool(((ds["_t"] == t) & (ds["_exposure"] > 0)).any()) for t in times}
         yterms = pd.DataFrame({f"D@{t}": D * (ds["_t"] == t).to_numpy() for t in times}, index=ds.index)
         clusters, one_school = _clusters(ds, c)
+        n_pl = ds.loc[ds[c.treatment] == 1, "_cluster"].nunique()
+        if 2 <= n_pl < FEW_PL_SCHOOLS:
+            notes.append(f"[{s}] {n_pl} PL schools: with so few PL clusters the school-clustered intervals run short "
+                         "and the trend test rejects too often (simulated with no effect: 2 schools 91% coverage of 95% "
+                         "intervals, trend test 10% at 5%; 3 schools 94%, 8%; docs/monitor.md)")
         if one_school:
             notes.append(f"[{s}] one {one_school} school: its students are the clusters on its side of the standard "
                          "errors (one school as a cluster would leave their noise out); the effects include that "
