@@ -1369,11 +1369,15 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         _with_propensity(out, subjects, _propensity_frame(m))
     from .matching.effect import ONE_SCHOOL_MARK
 
-    one = [key for key, part in zip(keys, out) if ONE_SCHOOL_MARK in part["effect"].raw.method]
-    if one:
-        notes.append(f"{', '.join(one)}: the PL (or comparison) students of one school are the clusters on their side "
-                     "of the standard error (one school as a cluster would leave their noise out); the effect includes "
-                     "that school's own difference from the other side, which the placebo-calibrated figures allow for")
+    for key, part in zip(keys, out):  # a handful of subjects
+        method = part["effect"].raw.method
+        if ONE_SCHOOL_MARK in method:
+            side = method[method.rindex("(one ") + 5:method.rindex(" school:")]  # "PL", "comparison" or both
+            where = ("the PL students are in one school and the comparison students in another" if " and " in side
+                     else f"all {side} students are in one school")
+            notes.append(f"{key}: {where}, so students are the clusters there in the standard error (one school as a "
+                         "cluster would leave their noise out); the effect includes that school's own difference from "
+                         "the other side, which the placebo-calibrated figures allow for")
     for s, key, part in zip(subjects, keys, out):  # a handful of subjects
         part["notes"] = notes
         if opts["subgroups"]:

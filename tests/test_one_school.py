@@ -245,7 +245,7 @@ def test_the_overall_effect_of_one_pl_school_clusters_its_students():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         ev = pleval.estimate(df, sd=15.0, placebo=False, sensitivity=False)
-    assert any(n.startswith("math: the PL (or comparison) students of one school are the clusters") for n in ev.notes)
+    assert any(n.startswith("math: all PL students are in one school, so students are the clusters there") for n in ev.notes)
 
 
 @pytest.mark.slow
