@@ -1481,7 +1481,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
         smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \
             if c.pretest else np.full(len(labels), math.nan)
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
-                                weights=d["weights"], clusters=d["clusters"],
+                                weights=d["weights"], clusters=d["clusters"], units=pd.factorize(sample.index)[0],
                                 vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
                                 cr2=opts["cr2"], level=opts["level"], notes=notes)
         rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]

@@ -55,6 +55,28 @@ def level_codes(values: pd.Series, name: str) -> tuple[np.ndarray, list]:
     return codes, list(labels)
 
 
+def _level_clusters(clusters: np.ndarray, treated: np.ndarray, c: np.ndarray, L: int, units: np.ndarray, labels: list,
+                    name: str, notes: list) -> np.ndarray:
+    """``clusters`` with the rows of a level's arm that lie in one cluster clustered by
+    ``units`` instead, under new ids (:func:`subgroup_effects`; a loop over the levels and arms,
+    a handful). Cluster ids that are not integer codes are left as they are."""
+    if clusters.dtype.kind not in "iu":
+        return clusters
+    out, which = clusters, []
+    for j in range(L):
+        for rows, arm in (((c == j) & treated, "PL"), ((c == j) & ~treated, "comparison")):
+            cj = out[rows]
+            if cj.size and not (cj != cj[0]).any() and (units[rows] != units[rows][0]).any():  # several students
+                out = out.astype(np.int64) if out is clusters else out  # a copy: the caller's codes may be shared
+                out[rows] = int(out.max()) + 1 + units[rows]
+                which.append(f"{labels[j]} ({arm})")
+    if which:
+        notes.append(f"subgroup {name}: level(s) {', '.join(map(str, which))} have all their students of that arm in "
+                     "one school; those students are the clusters there (one school as a cluster would leave their "
+                     "noise out)")
+    return out
+
+
 def subgroup_effects(
     y: np.ndarray,
     X: np.ndarray,
@@ -74,8 +96,15 @@ def subgroup_effects(
     cluster_df: str = "G-1",
     cr2: str = "transformed",
     absorb: np.ndarray | None = None,
+    units: np.ndarray | None = None,
 ) -> tuple[list[dict], dict | None]:
     """Level rows and the test row for one subgrouping variable (module docstring).
+
+    ``units``: integer codes of each row's student (a reused comparison student's copies share
+    one; default: every row its own). A level whose treated (or comparison) rows lie in one
+    cluster has those rows clustered by student instead (with a note): as one cluster, that
+    school's residuals in the level are fitted by the level's effect or intercept, so the SE
+    would leave their noise out (:func:`pleval.matching.effect.one_school_arms_as_students`).
 
     ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
     (default; CR2 fits) or ``"F"``. ``cluster_df``, ``cr2`` and ``absorb`` (group codes whose
@@ -117,10 +146,12 @@ def subgroup_effects(
     k0 = len(base) + Lu - 1
     xnames = [names[j] for j in base] + [f"{name}[{labels[j]}]" for j in lev[1:]] + [
         f"treatment×{name}[{labels[j]}]" for j in lev]
+    cl = None if clusters is None else _level_clusters(clusters[rows_in], z[rows_in] == 1, c, Lu,
+                                                         np.arange(n) if units is None else units[rows_in],
+                                                         [labels[j] for j in lev], name, notes)
     try:
         fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
-                  weights=None if weights is None else weights[rows_in],
-                  clusters=None if clusters is None else clusters[rows_in],
+                  weights=None if weights is None else weights[rows_in], clusters=cl,
                   absorb=None if absorb is None else absorb[rows_in])
     except DesignError as exc:
         notes.append(f"subgroup {name}: not estimable ({exc})")
