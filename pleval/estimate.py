@@ -1367,12 +1367,11 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
                                         worker, v, m if matcher is None else None)
     if worker is None:
         _with_propensity(out, subjects, _propensity_frame(m))
-    from .matching.effect import ONE_SCHOOL_MARK
+    from .matching.effect import one_school_arms
 
     for key, part in zip(keys, out):  # a handful of subjects
-        method = part["effect"].raw.method
-        if ONE_SCHOOL_MARK in method:
-            side = method[method.rindex("(one ") + 5:method.rindex(" school:")]  # "PL", "comparison" or both
+        side = one_school_arms(part["effect"].raw.method)
+        if side:
             where = ("the PL students are in one school and the comparison students in another" if " and " in side
                      else f"all {side} students are in one school")
             notes.append(f"{key}: {where}, so students are the clusters there in the standard error (one school as a "

@@ -57,19 +57,21 @@ def level_codes(values: pd.Series, name: str) -> tuple[np.ndarray, list]:
 
 def _level_clusters(clusters: np.ndarray, treated: np.ndarray, c: np.ndarray, L: int, units: np.ndarray, labels: list,
                     name: str, notes: list) -> np.ndarray:
-    """``clusters`` with the rows of a level's arm that lie in one cluster clustered by
-    ``units`` instead, under new ids (:func:`subgroup_effects`; a loop over the levels and arms,
-    a handful). Cluster ids that are not integer codes are left as they are."""
-    if clusters.dtype.kind not in "iu":
-        return clusters
+    """``clusters`` with each level's rows passed through
+    :func:`pleval.matching.effect.one_school_arms_as_students` (new ids above every cluster so
+    far), and a note naming the levels it changed (:func:`subgroup_effects`; a loop over the
+    levels, a handful)."""
+    from .matching.effect import one_school_arms_as_students
+
     out, which = clusters, []
     for j in range(L):
-        for rows, arm in (((c == j) & treated, "PL"), ((c == j) & ~treated, "comparison")):
-            cj = out[rows]
-            if cj.size and not (cj != cj[0]).any() and (units[rows] != units[rows][0]).any():  # several students
-                out = out.astype(np.int64) if out is clusters else out  # a copy: the caller's codes may be shared
-                out[rows] = int(out.max()) + 1 + units[rows]
-                which.append(f"{labels[j]} ({arm})")
+        rows = c == j
+        cj, arms = one_school_arms_as_students(out[rows], treated[rows], units[rows],
+                                               top=int(out.max()) + 1 if out.dtype.kind in "iu" else None)
+        if arms:
+            out = out.astype(np.int64) if out is clusters else out  # a copy: the caller's codes may be shared
+            out[rows] = cj
+            which.append(f"{labels[j]} ({arms})")
     if which:
         notes.append(f"subgroup {name}: level(s) {', '.join(map(str, which))} have all their students of that arm in "
                      "one school; those students are the clusters there (one school as a cluster would leave their "

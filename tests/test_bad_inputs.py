@@ -424,7 +424,7 @@ def test_too_small_a_matched_sample_says_so(base):
         with pytest.raises(DesignError, match=r"\(subject = math\) " + what + r"; the matched sample is too small"):
             m.estimate(by="subject")
     # a norm SD needs no SD df; then reading's one pair (2 rows, 2 coefficients: an exact fit) has no SE
-    with pytest.raises(DesignError, match=r"\(subject = reading\) \(1 treated, 1 comparison rows matched, 2 clusters\): "
+    with pytest.raises(DesignError, match=r"\(subject = reading\) \(1 treated, 1 comparison rows matched, 2 schools\): "
                                           r"the effect's CR2 standard error could not be estimated \(2 coefficients, "
                                           r"0 residual df\)"):
         m.estimate(by="subject", sd=10.0)

@@ -150,25 +150,27 @@ def regression_design(
             "gram": (center, XtX, Xty, y0, blocks) if X is enc.X else None, "one_school": one_school}
 
 
-def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, str]:
-    """School clusters with the rows of an arm that lies in one school clustered by student
-    (``units``: integer codes of the students, shared by a reused student's copies) instead,
-    and which arms did ("" none, "PL", "comparison", "PL and comparison"). As one cluster, that
-    school's residuals are fitted by the treatment coefficient or the intercept (leverage 1 in
-    its direction), so a cluster-robust SE leaves that arm's noise out: 85% coverage of 95%
-    intervals with one PL school among 25 and no school deviations (docs/matching.md). With its
-    students as clusters the SE covers it; the estimate then includes that school's own
-    deviation, which no analysis of one school's data can separate (the placebo calibration
-    allows for it for a PL school). School ids that are not integer codes (some missing: an
-    error follows) are left as they are."""
+def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units: np.ndarray,
+                                top: int | None = None) -> tuple[np.ndarray, str]:
+    """School clusters with the rows of an arm whose several students all lie in one school
+    clustered by student (``units``: integer codes of the students, shared by a reused student's
+    copies; new ids from ``top``, by default above every cluster) instead, and which arms did
+    ("" none, "PL", "comparison", "PL and comparison"). As one cluster, that school's residuals
+    are fitted by the treatment coefficient or the intercept (leverage 1 in its direction), so a
+    cluster-robust SE leaves that arm's noise out: 85% coverage of 95% intervals with one PL
+    school among 25 and no school deviations (docs/matching.md). With its students as clusters
+    the SE covers it; the estimate then includes that school's own deviation, which no analysis
+    of one school's data can separate (the placebo calibration allows for it for a PL school).
+    School ids that are not integer codes (some missing: an error follows) are left as they are."""
     if clusters.dtype.kind not in "iu":
         return clusters, ""
+    top = int(clusters.max()) + 1 if top is None else top
     out, arms = None, []
     for rows, name in ((treated, "PL"), (~treated, "comparison")):
-        c = clusters[rows]
-        if c.size and not (c != c[0]).any():
+        c, u = clusters[rows], units[rows]
+        if c.size and not (c != c[0]).any() and (u != u[0]).any():
             out = clusters.astype(np.int64) if out is None else out  # a copy: the caller's codes may be shared
-            out[rows] = int(clusters.max()) + 1 + units[rows]
+            out[rows] = top + u
             arms.append(name)
     return (clusters, "") if out is None else (out, " and ".join(arms))
 
@@ -198,6 +200,14 @@ def one_school_label(arms: str) -> str:
     if " and " in arms:
         return f" (one PL and one comparison school: their {ONE_SCHOOL_MARK})"
     return f" (one {arms} school: its {ONE_SCHOOL_MARK} on its side)"
+
+
+def one_school_arms(method: str) -> str:
+    """The arms of :func:`one_school_label` in an estimate's ``method`` ("" when none)."""
+    if ONE_SCHOOL_MARK not in method:
+        return ""
+    side = method[method.rindex("(one ") + 5:method.rindex(" school:")]
+    return side.replace(" and one ", " and ")
 
 
 COLLINEAR_TOL = 1e-10
