@@ -210,15 +210,15 @@ def test_the_collector_leaves_the_objects_alive_on_entry_alone_until_the_block_e
 
     assert gc.get_freeze_count() == 0
     kept = [object()]  # alive on entry
+    # (the freeze count itself may fall in a block: a frozen object that dies leaves the count)
     with _workers.collector_frozen():
-        frozen = gc.get_freeze_count()
         made = [object()]  # made in the block: collected as ever
-        assert frozen > 0 and not tracked(kept) and tracked(made)
+        assert gc.get_freeze_count() > 0 and not tracked(kept) and tracked(made)
         with _workers.collector_frozen():
-            assert gc.get_freeze_count() >= frozen
-        assert gc.get_freeze_count() >= frozen  # the inner block ended: the outer freeze holds
+            assert not tracked(kept)
+        assert gc.get_freeze_count() > 0 and not tracked(kept)  # the inner block ended: the outer freeze holds
         job = _workers.Forked(_freeze_count_here)
-        assert job.result() > 0 and gc.get_freeze_count() >= frozen  # the fork kept it too
+        assert job.result() > 0 and not tracked(kept)  # the fork kept it too
     assert gc.get_freeze_count() == 0 and tracked(kept)
     job = _workers.Forked(_freeze_count_here)
     assert job.result() > 0 and gc.get_freeze_count() == 0
