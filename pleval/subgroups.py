@@ -63,11 +63,12 @@ def _level_clusters(clusters: np.ndarray, treated: np.ndarray, c: np.ndarray, L:
     levels, a handful)."""
     from .matching.effect import one_school_arms_as_students
 
+    if clusters.dtype.kind not in "iu":  # not integer codes: left as they are
+        return clusters
     out, which = clusters, []
     for j in range(L):
         rows = c == j
-        cj, arms = one_school_arms_as_students(out[rows], treated[rows], units[rows],
-                                               top=int(out.max()) + 1 if out.dtype.kind in "iu" else None)
+        cj, arms = one_school_arms_as_students(out[rows], treated[rows], units[rows], top=int(out.max()) + 1)
         if arms:
             out = out.astype(np.int64) if out is clusters else out  # a copy: the caller's codes may be shared
             out[rows] = cj

@@ -374,7 +374,7 @@ def group_time_effects(
                          ti >= gi))
     if not rows:
         raise DesignError("no group-time cell has comparison units; with control='notyet' every unit adopts too early")
-    notes = p.notes + _small_cohorts(g, cohorts)
+    notes = p.notes + _small_cohorts(g)
     inf = np.column_stack(infs)
     df = np.inf if p.n_clusters is None else float(p.n_clusters - 1)
     if p.n_clusters is not None and p.n_clusters < 2:
@@ -403,12 +403,13 @@ SMALL_COHORT = 5
 5 units plus the covariates)."""
 
 
-def _small_cohorts(g: np.ndarray, cohorts: np.ndarray) -> tuple[str, ...]:
-    """The note on cohorts of fewer than :data:`SMALL_COHORT` units: their cells' SEs rest on
-    few units, and a cohort of one unit adds none of its own variation (its influence function
-    is ΔY_i − mean ΔY of the cohort: zero), so its cells' SEs, and those of the aggregations
-    that include them, cover the comparison units only."""
-    sizes = np.array([int((g == c).sum()) for c in cohorts])  # a handful of cohorts
+def _small_cohorts(g: np.ndarray) -> tuple[str, ...]:
+    """The note on cohorts (``g``: each unit's first program period, inf for never) of fewer
+    than :data:`SMALL_COHORT` units: their cells' SEs rest on few units, and a cohort of one
+    unit adds none of its own variation (its influence function is ΔY_i − mean ΔY of the
+    cohort: zero), so its cells' SEs, and those of the aggregations that include them, cover
+    the comparison units only."""
+    cohorts, sizes = np.unique(g[np.isfinite(g)], return_counts=True)
     small = cohorts[sizes < SMALL_COHORT]
     if not small.size:
         return ()
