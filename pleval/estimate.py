@@ -1115,10 +1115,13 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
         part["calibration_note"] = why
         if placebo is not None:
             t = placebo.table if s is None else placebo.table[placebo.table[subj] == s]
-            part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+            part["placebo"] = t[list(PLACEBO_COLUMNS)]
             part["calibration"], part["calibration_note"] = _calibrate(se, skey, t, placebo.vcov, opts)
     _attach_calibration(parts, subjects)
 
+
+PLACEBO_COLUMNS = ("school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison", "comparison_schools")
+"""The placebo schools' columns kept in :attr:`Evaluation.placebo` (and ``placebo.csv``)."""
 
 CALIBRATED_COLUMNS = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated",
                       "p_calibrated_adjusted", "program_shrunk", "program_shrunk_sd", "prob_negative_program"]
@@ -1174,7 +1177,8 @@ def _calibrate(se, skey, placebo_table: pd.DataFrame, placebo_vcovs, opts: dict)
         return calibrate(t["school"].to_numpy(), t["effect_size"], _group_vcov(se.vcov, skey, t), t["df"],
                          p["effect_size"], _group_vcov(placebo_vcovs, skey, p), alpha=opts["alpha"],
                          adjust=opts["adjust"], level=opts["level"], hartung_knapp=opts["hartung_knapp"],
-                         V_raw=_raw_vcov(se, skey, t)), ""
+                         V_raw=_raw_vcov(se, skey, t), comparison_schools=t.get("comparison_schools"),
+                         placebo_comparison_schools=p.get("comparison_schools")), ""
     except DesignError as exc:
         return None, str(exc)
 
@@ -1389,7 +1393,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         if placebo is not None:
             part["details"]["placebo"] = placebo
             t = placebo.placebo if s is None else placebo.placebo[placebo.placebo[by] == s]
-            part["placebo"] = t[["school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison"]]
+            part["placebo"] = t[list(PLACEBO_COLUMNS)]
             comp = placebo.comparison
             if s is not None and len(comp):  # empty when no subject has 2 placebo estimates
                 comp = comp[comp[by] == s]
@@ -1804,7 +1808,7 @@ def _het_row(se, skey, part: dict) -> dict:
     if cal is not None:
         d = cal.as_dict()
         row.update({k: d[k] for k in ("tau_placebo", "tau2_placebo", "tau2_placebo_ci_low", "tau2_placebo_ci_high",
-                                      "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
+                                      "placebo_scale", "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
                                       "calibrated_positive", "calibrated_negative", "calibrated_adjustment",
                                       "calibrated_expected_by_chance_raw")})
         # a new school's effect (program + circumstances): its variance is at least the placebo spread

@@ -97,6 +97,8 @@ def ingredients(seed: int, method: str = "propensity", taus=(0.0,), **gen) -> li
         "pvalue": t["pvalue"].to_numpy(dtype=float), "ci_low": t["es_ci_low"].to_numpy(dtype=float),
         "ci_high": t["es_ci_high"].to_numpy(dtype=float), "k_all": np.array(len(se.table)),
         "placebo_y": p["effect_size"].to_numpy(dtype=float), "placebo_V": plc.placebo_vcov[key].loc[lab, lab].to_numpy(),
+        "comparison_schools": t["comparison_schools"].to_numpy(dtype=float),
+        "placebo_comparison_schools": p["comparison_schools"].to_numpy(dtype=float),
     }
     theta0 = truth.set_index("school").loc[V.index, "theta"].to_numpy(dtype=float)
     out = []
@@ -122,7 +124,9 @@ def infer(ing: dict):
 
     return school_inference(ing["labels"], ing["y"], ing["V"], ing["df"], ing["pvalue"], ing["placebo_y"],
                             ing["placebo_V"], method=o["meta_method"], hartung_knapp=o["hartung_knapp"],
-                            adjust=o["adjust"], alpha=o["alpha"], level=o["level"], V_raw=ing.get("V_raw"))
+                            adjust=o["adjust"], alpha=o["alpha"], level=o["level"], V_raw=ing.get("V_raw"),
+                            comparison_schools=ing.get("comparison_schools"),
+                            placebo_comparison_schools=ing.get("placebo_comparison_schools"))
 
 
 def score(ing: dict) -> dict:

@@ -63,8 +63,14 @@ def test_comparison_numbers_follow_from_the_tables(small):
     rounds = plc["round"].to_numpy()
     assert np.all(Vp[rounds[:, None] != rounds[None, :]] == 0)  # separate matching runs
     m_pl = meta_analysis(obs.effect_size, obs.es_se, vcov=V)
-    m_pb = placebo_meta(plc.effect_size.to_numpy(), Vp)  # Hedges' unweighted τ² (tests/test_heterogeneity_unweighted.py)
-    assert m_pb.tau2 == pytest.approx(meta_analysis(plc.effect_size, plc.es_se, "HE", vcov=Vp).tau2)
+    # placebo deviations on the PL schools' scale: × √(ā_PL/a_j), a = 1 + 1/(effective comparison schools)
+    a_pl, a_pb = (1 + 1 / f["comparison_schools"].to_numpy(dtype=float) for f in (obs, plc))
+    f = np.sqrt(a_pl.mean() / a_pb)
+    yp = plc.effect_size.to_numpy()
+    yp, Vp = yp.mean() + (yp - yp.mean()) * f, Vp * np.outer(f, f)
+    assert row.placebo_scale == pytest.approx(a_pl.mean() / a_pb.mean()) and not np.allclose(f, 1.0)
+    m_pb = placebo_meta(yp, Vp)  # Hedges' unweighted τ² (tests/test_heterogeneity_unweighted.py)
+    assert m_pb.tau2 == pytest.approx(meta_analysis(yp, np.sqrt(np.diag(Vp)), "HE", vcov=Vp).tau2)
     assert row.tau2_pl == pytest.approx(m_pl.tau2) and row.tau2_placebo == pytest.approx(m_pb.tau2)
     assert row.tau2_excess == pytest.approx(max(0.0, m_pl.tau2 - m_pb.tau2))
     assert row.placebo_significant_share == pytest.approx(np.mean(plc.pvalue < 0.05))
@@ -75,11 +81,12 @@ def test_comparison_numbers_follow_from_the_tables(small):
     assert row.q_star == pytest.approx((y - mu) @ Wi @ (y - mu))
     v = obs.es_se.to_numpy() ** 2
     cal = r.calibrated
-    np.testing.assert_allclose(cal.se_calibrated, np.sqrt(v + m_pb.tau2))
+    t2, t2_se = m_pb.tau2 * a_pl / a_pl.mean(), m_pb.tau2_se * a_pl / a_pl.mean()  # each school's own share
+    np.testing.assert_allclose(cal.se_calibrated, np.sqrt(v + t2))
     d = obs["df"].to_numpy()
-    nu = 2 * (v + m_pb.tau2) ** 2 / (2 * v**2 / d + m_pb.tau2_se**2)
+    nu = 2 * (v + t2) ** 2 / (2 * v**2 / d + t2_se**2)
     np.testing.assert_allclose(cal.df_calibrated, nu)
-    np.testing.assert_allclose(cal.p_calibrated, 2 * stats.t.sf(np.abs(y) / np.sqrt(v + m_pb.tau2), nu))
+    np.testing.assert_allclose(cal.p_calibrated, 2 * stats.t.sf(np.abs(y) / np.sqrt(v + t2), nu))
     text = r.summary()
     assert "placebo" in text and "held out" in text
     assert r.to_frame().shape[0] == 1

@@ -395,3 +395,49 @@ def test_design_is_row_major_and_centred_at_the_copies_mean(monkeypatch, chunk):
     one = d.assign(race_arrow="white")["race_arrow"].astype("string[pyarrow]")
     with pytest.raises(DataError, match="single category"):
         se_mod._design_columns(d.assign(race_arrow=one), ["race_arrow"], None, len(d))
+
+
+def _kish_by_pandas(strata, schools, w):
+    """(Σ W_c)²/Σ W_c² per stratum, W_c the summed weight of comparison school c, by groupby."""
+    W = pd.Series(w).groupby([strata, schools]).sum()
+    g = W.groupby(level=0)
+    return (g.sum() ** 2 / g.apply(lambda x: (x**2).sum())).to_dict()
+
+
+def test_comparison_schools_is_kish_effective_number_of_comparison_schools():
+    """The ``comparison_schools`` column (which puts the placebo spread on the PL schools' scale,
+    docs/heterogeneity.md): per PL school, Kish's effective number of the schools its comparison
+    weight comes from, against a pandas groupby; the sorted-cells branch (many strata × schools)
+    against the same. Without ``school=`` there are no comparison schools: NaN."""
+    from pleval.heterogeneity.school_effects import _comparison_schools
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    d = pd.DataFrame({"_pl_school": rng.choice([f"P{i}" for i in range(8)], n), "treatment": rng.integers(0, 2, n),
+                      "school_id": rng.choice([f"C{i}" for i in range(25)], n, p=np.r_[[0.3], np.full(24, 0.7 / 24)]),
+                      "student_id": np.arange(n), "_weight": rng.uniform(0.2, 2.0, n)})
+    d["posttest"] = rng.normal(0, 1, n) + 0.2 * d["treatment"]
+    r = school_effects(d, covariates=(), cluster="student_id", school="school_id")
+    c = d[d.treatment == 0]
+    want = _kish_by_pandas(c["_pl_school"].to_numpy(), c["school_id"].to_numpy(), c["_weight"].to_numpy())
+    got = r.table.set_index("school")["comparison_schools"]
+    assert got.to_dict() == pytest.approx(want, rel=1e-8)  # (to 9 significant digits)
+    assert 1 < got.min() and got.max() < 25
+    assert r.table["comparison_schools"].pipe(lambda s: s.notna().all())
+    assert school_effects(d, covariates=(), cluster="student_id").table["comparison_schools"].isna().all()
+
+    G, n_s, m = 1500, 1200, 6000  # G × n_s > 4 m: the sorted branch
+    codes, sc = rng.integers(0, G, m), rng.integers(0, n_s, m)
+    comp, w = rng.random(m) < 0.7, rng.uniform(0.5, 3.0, m)
+    out = _comparison_schools(codes, comp, sc, w, G)
+    want = _kish_by_pandas(codes[comp], sc[comp], w[comp])
+    assert {g: out[g] for g in want} == pytest.approx(want, rel=1e-8)
+    assert np.isnan(np.delete(out, list(want))).all()
+    dense = _comparison_schools(codes[:300], comp[:300], sc[:300] % 40, w[:300], G)  # the dense branch, same rule
+    want = _kish_by_pandas(codes[:300][comp[:300]], sc[:300][comp[:300]] % 40, w[:300][comp[:300]])
+    assert {g: dense[g] for g in want} == pytest.approx(want, rel=1e-8)
+    # to 9 significant digits, the same whichever way the weights were summed: each weight split
+    # into three copies (as the frame holds a reused student, where the lazy school sample merges them)
+    idx = np.repeat(np.arange(m), 3)
+    parts = w[idx] * np.tile([0.3, 0.3, 0.4], m)
+    np.testing.assert_array_equal(_comparison_schools(codes[idx], comp[idx], sc[idx], parts, G), out)

@@ -90,6 +90,46 @@ def test_one_school_is_the_k_school_formula_per_school():
                                    rtol=1e-13, err_msg=lab)
 
 
+def test_placebo_spread_is_put_on_the_pl_schools_scale():
+    """A trial's placebo school is compared with one school (a = 1 + 1/1 = 2), a PL school with
+    two (a = 1.5): the placebo τ̂², its SE and interval scale by 1.5/2 exactly (each deviation
+    by √0.75 about the placebo mean; Hedges' estimator is quadratic in them and linear in V).
+    With unequal counts each school's calibrated variance is τ̂²(a = 1)·a_s, the same alone as
+    among k schools; counts of 1 everywhere, or a missing count, change nothing."""
+    yp, Vp = _placebo(7)
+    m = yp.size
+    lab, y3, v3, d3 = ["A", "B", "C"], [0.1, -0.2, 0.05], np.array([0.01, 0.02, 0.015]), [40.0, 50.0, 45.0]
+    raw = calibrate(lab, y3, np.diag(v3), d3, yp, Vp)
+    trial = calibrate(lab, y3, np.diag(v3), d3, yp, Vp, comparison_schools=[2.0] * 3,
+                      placebo_comparison_schools=np.ones(m))
+    assert trial.placebo_scale == 0.75 and raw.placebo_scale == 1.0
+    assert trial.placebo.tau2 == pytest.approx(0.75 * raw.placebo.tau2, rel=1e-12)
+    assert trial.placebo.tau2_se == pytest.approx(0.75 * raw.placebo.tau2_se, rel=1e-12)
+    np.testing.assert_allclose(trial.placebo.tau2_ci, 0.75 * np.asarray(raw.placebo.tau2_ci), rtol=1e-6)
+    np.testing.assert_allclose(trial.schools["se_calibrated"] ** 2, v3 + 0.75 * raw.placebo.tau2, rtol=1e-12)
+    for pl, pb in (([1.0] * 3, np.ones(m)), ([2.0, np.nan, 2.0], np.ones(m)), (None, np.ones(m))):
+        same = calibrate(lab, y3, np.diag(v3), d3, yp, Vp, comparison_schools=pl, placebo_comparison_schools=pb)
+        pd.testing.assert_frame_equal(same.schools, raw.schools)
+
+    rng = np.random.default_rng(3)
+    k = 5
+    y, v, d = rng.normal(0, 0.2, k), rng.uniform(0.01, 0.04, k), rng.uniform(20, 80, k)
+    n_pl, n_pb = rng.uniform(1, 6, k), rng.uniform(1, 6, m)
+    labels = [f"S{i}" for i in range(k)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        many = calibrate(labels, y, np.diag(v), d, yp, Vp, comparison_schools=n_pl,
+                         placebo_comparison_schools=n_pb).schools.set_index("school")
+    unit = calibrate(["x"], [0.0], [[0.01]], [30.0], yp, Vp, comparison_schools=[np.inf],  # a = 1: τ̂²(a = 1)
+                     placebo_comparison_schools=n_pb).placebo.tau2
+    np.testing.assert_allclose(many["se_calibrated"] ** 2, v + unit * (1 + 1 / n_pl), rtol=1e-10)
+    for i, lab in enumerate(labels):
+        one = calibrate([lab], y[i : i + 1], [[v[i]]], d[i : i + 1], yp, Vp, comparison_schools=n_pl[i : i + 1],
+                        placebo_comparison_schools=n_pb).schools.iloc[0]
+        assert one["se_calibrated"] == pytest.approx(many.loc[lab, "se_calibrated"], rel=1e-10)
+        assert one["df_calibrated"] == pytest.approx(many.loc[lab, "df_calibrated"], rel=1e-10)
+
+
 def test_one_school_reports_what_is_not_estimable_and_why():
     yp, Vp = _placebo()
     c = calibrate(["A"], [0.3], [[0.01]], [50.0], yp, Vp)
@@ -139,7 +179,11 @@ def test_estimate_gives_the_single_school_its_calibrated_figures(one_school):
     plc = ev.details["math"]["placebo"]
     p = plc.placebo[np.isfinite(plc.placebo["effect_size"].to_numpy(dtype=float))]
     Vp = plc.placebo_vcov["math"].loc[p["school"], p["school"]].to_numpy()
-    t2p, se_pb = _hedges(p["effect_size"].to_numpy(dtype=float), Vp)
+    yp = p["effect_size"].to_numpy(dtype=float)
+    # the placebo deviations on the PL school's scale: × √(a_PL/a_j), a = 1 + 1/(effective comparison schools)
+    f = np.sqrt((1 + 1 / row["comparison_schools"]) / (1 + 1 / p["comparison_schools"].to_numpy(dtype=float)))
+    assert 1 <= row["comparison_schools"] <= 12 and not np.allclose(f, 1.0)
+    t2p, se_pb = _hedges(yp.mean() + (yp - yp.mean()) * f, Vp * np.outer(f, f))
     want = _direct(row["effect_size"], row["es_se"] ** 2, row["df"], t2p, se_pb)
     for k, v in want.items():
         assert row[k] == pytest.approx(v, rel=1e-5), k

@@ -9,6 +9,11 @@ with ``v_s ~ (0, τ²_program)`` the program's own variation, ``u ~ (0, τ²_pla
 deviation from its comparisons that arises without any program (the same in PL and placebo
 schools when PL schools were selected on observables), and ``e ~ N(0, V)`` the sampling error
 with the joint covariance of :attr:`SchoolEffects.vcov` (block-diagonal across placebo rounds).
+A school's deviation from the weighted mean of its comparison schools has variance
+``σ²_b (1 + 1/n_eff)`` (``n_eff`` the effective number of comparison schools): where PL and
+placebo schools are compared with different numbers of schools (a trial block's placebo school
+with one, its PL school with two) the placebo estimates are first put on the PL schools' scale
+(:func:`placebo_on_pl_scale`), so ``τ²_placebo`` below is the spread of an average PL school.
 
 * ``τ̂²_placebo``: Hedges' (1983) unweighted moment estimate from ``Q₁ = Σ(y_j − ȳ)²``, its SE
   ``SE_pb`` and the interval that inverts the exact distribution of ``Q₁``
@@ -154,6 +159,36 @@ def calibrated_tests(y, v, df, tau2_placebo: float, tau2_placebo_se: float, leve
     }
 
 
+def placebo_on_pl_scale(yp, Vp, pl_schools, placebo_schools, k: int):
+    """The placebo estimates with their deviations put on the PL schools' scale, and each PL
+    school's share of that spread: ``(yp', Vp', rel, scale)``.
+
+    A school's deviation from its comparisons, ``u = b_s − Σ_c w_c b_c`` with school effects
+    ``b ~ (0, σ²_b)`` independent and comparison weights ``w_c`` summing to 1, has variance
+    ``σ²_b (1 + Σ w_c²) = σ²_b a``, ``a = 1 + 1/n_eff`` (``n_eff`` Kish's effective number of
+    comparison schools, the ``comparison_schools`` column of :func:`school_effects`). A placebo
+    school of a trial with two control schools a block is compared with one school (``a = 2``),
+    a PL school with two (``a = 1.5``): the raw placebo spread overstates the PL schools' by a
+    third (calibrated tests at 2.4% instead of 5%, docs/validation.md). Each placebo estimate's
+    deviation from the placebo mean ``ȳ`` is scaled by ``√(ā/a_j)`` (``ā`` the PL schools'
+    mean ``a``), its sampling covariance by the same factors, so the placebo schools' τ̂² (and
+    its interval and draws) estimates ``σ²_b ā``, the spread of an average PL school; school
+    ``s``'s calibrated test uses ``τ̂²_placebo a_s/ā`` (``rel``). ``scale``: ``ā`` over the
+    placebo schools' mean ``a``. With either count missing (None, or any NaN: a design without
+    comparison schools) nothing is changed (``rel = 1``, ``scale = 1``)."""
+    if pl_schools is None or placebo_schools is None:
+        return yp, Vp, 1.0, 1.0
+    n_pl = np.asarray(pl_schools, dtype=float).reshape(-1)
+    n_pb = np.asarray(placebo_schools, dtype=float).reshape(-1)
+    if n_pl.size != k or n_pb.size != yp.size or not ((n_pl >= 1).all() and (n_pb >= 1).all()):  # (NaN fails)
+        return yp, Vp, 1.0, 1.0
+    a_pl, a_pb = 1.0 + 1.0 / n_pl, 1.0 + 1.0 / n_pb
+    a_bar = float(a_pl.mean())
+    f = np.sqrt(a_bar / a_pb)
+    centre = float(yp.mean())
+    return centre + (yp - centre) * f, Vp * np.outer(f, f), a_pl / a_bar, a_bar / float(a_pb.mean())
+
+
 def placebo_meta(yp: np.ndarray, Vp: np.ndarray, level: float = 0.95) -> MetaAnalysis:
     """Meta-analysis of the placebo schools with Hedges' unweighted τ̂²_placebo, its SE and the
     interval from the exact distribution of the unweighted Q (:mod:`._unweighted`; module
@@ -192,6 +227,7 @@ class Calibration(ResultMixin):
     prob_negative_new: float = math.nan
     note: str = ""
     q_star: float = math.nan
+    placebo_scale: float = 1.0
 
     @property
     def positive(self) -> int:
@@ -217,6 +253,7 @@ class Calibration(ResultMixin):
             "tau2_placebo_ci_low": self.placebo.tau2_ci[0],
             "tau2_placebo_ci_high": self.placebo.tau2_ci[1],
             "tau_placebo": self.placebo.tau,
+            "placebo_scale": self.placebo_scale,
             "tau2_program": self.tau2_program,
             "tau2_program_ci_low": self.tau2_program_ci[0],
             "tau2_program_ci_high": self.tau2_program_ci[1],
@@ -282,6 +319,8 @@ def calibrate(
     hartung_knapp: bool = True,
     V_raw=None,
     eigen: tuple | None = None,
+    comparison_schools=None,
+    placebo_comparison_schools=None,
 ) -> Calibration:
     """Placebo calibration of one group of PL school effect sizes (module docstring).
 
@@ -291,7 +330,11 @@ def calibrate(
     variance uncertainty instead); ``V_raw``: ``V`` before its off-diagonal shrinkage, whose removed
     covariance ``se_total`` adds back (:func:`~.meta.offdiag_variance`; None: nothing removed); ``eigen``:
     ``(λ, Q)``, :func:`numpy.linalg.eigh` of ``V``, when already computed (e.g.
-    :attr:`SchoolEffects.vcov_eigen`, from the pooling of the same matrix).
+    :attr:`SchoolEffects.vcov_eigen`, from the pooling of the same matrix);
+    ``comparison_schools``, ``placebo_comparison_schools``: the effective number of schools each
+    PL and each placebo school is compared with (the ``comparison_schools`` column of
+    :func:`school_effects`), which put the placebo spread on the PL schools' scale
+    (:func:`placebo_on_pl_scale`; None, or any missing: the spreads are taken as equal).
     """
     y = np.atleast_1d(np.asarray(y, dtype=float))
     V = np.atleast_2d(np.asarray(V, dtype=float))
@@ -302,16 +345,17 @@ def calibrate(
     if y.size < 1:
         raise DesignError("no placebo-calibrated figures: no PL school has an estimate")
     se = np.sqrt(np.diag(V))
+    yp, Vp, rel, scale = placebo_on_pl_scale(yp, Vp, comparison_schools, placebo_comparison_schools, y.size)
     m_pb = placebo_meta(yp, Vp, level)
     t2p = m_pb.tau2
-    tests = calibrated_tests(y, se**2, df, t2p, m_pb.tau2_se, level)
+    tests = calibrated_tests(y, se**2, df, t2p * rel, m_pb.tau2_se * rel, level)
     first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
              "p_calibrated_adjusted": np.asarray(adjust_pvalues(tests["p_calibrated"], adjust))}
     if y.size < 2:
         schools = pd.DataFrame({**first, **{c: np.nan for c in _GROUP_COLUMNS}})
         return Calibration(schools=schools, pl=None, placebo=m_pb, tau2_program=math.nan,
                            tau2_program_ci=(math.nan, math.nan), alpha=float(alpha), adjust=adjust, level=float(level),
-                           note=ONE_SCHOOL)
+                           note=ONE_SCHOOL, placebo_scale=scale)
     eig = lam, Q = np.linalg.eigh(V) if eigen is None else eigen  # once: V + cI below is (λ + c, Q)
     m_pl = meta_analysis(y, se, "REML", level=level, vcov=V, labels=labels, vcov_eigen=eig)
     tau2_program = max(0.0, m_pl.tau2 - t2p)
@@ -352,8 +396,8 @@ def calibrate(
     return Calibration(schools=schools, pl=m_pl, placebo=m_pb, tau2_program=tau2_program, tau2_program_ci=tuple(ci),
                        alpha=float(alpha), adjust=adjust, level=float(level), tau2_total=float(t2_tot),
                        mu_total=float(mu_t), se_total=math.sqrt(se2), pi=pi, prob_negative_new=p_neg_new,
-                       q_star=q_star)
+                       q_star=q_star, placebo_scale=scale)
 
 
-__all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "placebo_meta", "ONE_SCHOOL",
-           "ONE_SCHOOL_ESTIMATE", "too_few_placebo"]
+__all__ = ["calibrate", "calibrated_tests", "Calibration", "program_tau2_ci", "placebo_meta", "placebo_on_pl_scale",
+           "ONE_SCHOOL", "ONE_SCHOOL_ESTIMATE", "too_few_placebo"]

@@ -35,6 +35,7 @@ _ADJ = {"bh": "Benjamini-Hochberg", "holm": "Holm", "bonferroni": "Bonferroni"}
 _NUMERIC = [
     ("n_treated", "N PL", "#,##0"),
     ("n_comparison", "N comparison", "#,##0"),
+    ("comparison_schools", "Comparison schools (effective)", "0.0"),
     ("estimate", "Effect (raw units)", "0.00"),
     ("se", "SE (raw)", "0.00"),
     ("ci_low", "CI low (raw)", "0.00"),
@@ -166,6 +167,8 @@ def _readable(sub: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     if sub["n_treated"].notna().any():
         out["N PL"] = sub["n_treated"].to_numpy()
         out["N comparison"] = sub["n_comparison"].to_numpy()
+    if sub["comparison_schools"].notna().any():
+        out["Comparison schools"] = [f(x, 1) for x in sub["comparison_schools"]]
     if sub["estimate"].notna().any():
         out["Effect (raw)"] = [f(x, 2) for x in sub["estimate"]]
         out["CI (raw)"] = ci(sub["ci_low"], sub["ci_high"], 2)

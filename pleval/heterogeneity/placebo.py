@@ -616,7 +616,8 @@ def _compare(observed: SchoolEffects, placebo: pd.DataFrame, placebo_vcov: Mappi
         inputs.append(dict(labels=o["school"].to_numpy(), y=o["effect_size"].to_numpy(), V=_group_vcov(observed.vcov, gkey, o),
                            df=o["df"].to_numpy(), placebo_y=p["effect_size"].to_numpy(),
                            placebo_V=_group_vcov(placebo_vcov, gkey, p), V_raw=_raw_vcov(observed, gkey, o),
-                           eigen=_pooled_eigen(observed, gkey, o)))
+                           eigen=_pooled_eigen(observed, gkey, o), comparison_schools=o.get("comparison_schools"),
+                           placebo_comparison_schools=p.get("comparison_schools")))
     # The groups' calibrations (each a few eigen-decompositions of its schools' covariance) in
     # threads when a core is free: each computed as alone, taken in the groups' order
     calibrations = thread_map(lambda kw: calibrate(**kw, alpha=alpha, adjust=adjust, level=level,

@@ -99,6 +99,7 @@ TABLE_COLUMNS = [
     "school",
     "n_treated",
     "n_comparison",
+    "comparison_schools",
     "estimate",
     "se",
     "ci_low",
@@ -525,6 +526,39 @@ def _one_cluster(codes: np.ndarray, rows: np.ndarray, clusters: np.ndarray | Non
     return lo == hi  # (an empty arm has lo > hi)
 
 
+def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray, w: np.ndarray | None,
+                        G: int) -> np.ndarray:
+    """Per stratum, the effective number of schools its ``rows`` (the comparison arm) come from:
+    Kish's ``(Σ_c W_c)² / Σ_c W_c²``, ``W_c`` the summed weight (or row count) of school ``c``
+    (Kish 1965, §11.7). The comparison mean weights school ``c``'s own deviation by
+    ``W_c / Σ W``, so a school's deviation from its comparisons has variance
+    ``σ²_b (1 + 1/n_eff)`` when schools deviate independently with variance ``σ²_b``
+    (:func:`.calibration.calibrate` uses it). NaN for a stratum without such rows."""
+    rows = rows & (schools >= 0)  # (a missing school id is no school)
+    g = codes[rows].astype(np.int64)
+    sc = schools[rows].astype(np.int64)
+    wt = np.ones(g.size) if w is None else np.asarray(w, dtype=float)[rows]
+    n_s = int(sc.max()) + 1 if sc.size else 1
+    key = g * n_s + sc
+    if G * n_s <= max(4 * key.size, 1 << 20):  # a dense (stratum, school) table is small: one bincount
+        W = np.bincount(key, weights=wt, minlength=G * n_s).reshape(G, n_s)
+        total, squares = W.sum(axis=1), np.einsum("ij,ij->i", W, W)
+    else:  # sorted (stratum, school) cells, each cell's weight summed
+        order = radix_argsort(key)
+        ks = key[order]
+        start = np.flatnonzero(np.concatenate([[True], ks[1:] != ks[:-1]]))
+        W = np.add.reduceat(wt[order], start) if start.size else np.zeros(0)
+        cell_g = ks[start] // n_s
+        total = np.bincount(cell_g, weights=W, minlength=G)
+        squares = np.bincount(cell_g, weights=W * W, minlength=G)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_eff = np.where(squares > 0, total * total / np.where(squares > 0, squares, 1.0), np.nan)
+        # to 9 significant digits: the same count whichever way the weights were summed (a merged
+        # copy's weight is its copies' sum; the frame and the lazy school sample agree)
+        digits = 8 - np.floor(np.log10(np.where(n_eff > 0, n_eff, 1.0)))
+        return np.round(n_eff * 10.0**digits) / 10.0**digits
+
+
 def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
     """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
     of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
@@ -807,6 +841,7 @@ def school_effects(
     design = _design_columns(df, covariates, cnt, n)
     cl = units = None
     one_school = np.zeros(G, dtype=bool)  # strata whose comparison rows are of one school (school=)
+    n_schools = np.full(G, np.nan)  # effective number of comparison schools (school=)
 
     def distinct(c):  # a stratum's pairs are distinct rows, of distinct values of c (a student id)
         return isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
@@ -822,6 +857,7 @@ def school_effects(
             sc = _codes(df, school)[0]
             # a comparison side of one school: its students are the clusters (_one_cluster)
             one_school = _one_cluster(codes, t == 0, sc, G)
+            n_schools = _comparison_schools(codes, t == 0, sc, w, G)
             own = (t == 1) | one_school[codes] if one_school.any() else t == 1
             cl = np.where(own, sc.max() + 1 + cl, sc)
             del sc, own
@@ -920,6 +956,7 @@ def school_effects(
     table["school"] = [u[-1] for u in uniq]
     table["n_treated"] = n_t.astype(int)
     table["n_comparison"] = n_c.astype(int)
+    table["comparison_schools"] = n_schools
     table["estimate"] = est
     table["se"] = se
     table["ci_low"] = est - crit * se
@@ -1129,6 +1166,8 @@ def school_effects_from_estimates(
     table["school"] = d[school].to_numpy()
     for name, col in (("n_treated", n_treated), ("n_comparison", n_comparison)):
         table[name] = d[col].to_numpy() if col is not None and col in d.columns else pd.NA
+    table["comparison_schools"] = (pd.to_numeric(d["comparison_schools"], errors="coerce").to_numpy(dtype=float)
+                                   if "comparison_schools" in d.columns else np.nan)  # as pleval's own CSV has it
     for c in ("estimate", "se", "ci_low", "ci_high"):
         table[c] = np.nan
     table["df"] = np.inf

@@ -75,7 +75,8 @@ class SchoolInference(ResultMixin):
 
 def school_inference(labels, y, V, df, pvalue, placebo_y=None, placebo_V=None, *, method: Method = "REML",
                      hartung_knapp: bool = True, adjust: str = "bh", alpha: float = 0.05, level: float = 0.95,
-                     prediction: str = "t", V_raw=None) -> SchoolInference:
+                     prediction: str = "t", V_raw=None, comparison_schools=None,
+                     placebo_comparison_schools=None) -> SchoolInference:
     """The meta layer of one group of PL schools from its ingredients (module docstring).
 
     ``labels, y, V, df, pvalue``: the PL schools with an estimate, their effect sizes, joint
@@ -97,7 +98,8 @@ def school_inference(labels, y, V, df, pvalue, placebo_y=None, placebo_V=None, *
     cal = None
     if placebo_y is not None:
         cal = calibrate(labels, y, V, df, placebo_y, placebo_V, alpha=alpha, adjust=adjust, level=level,
-                        hartung_knapp=hartung_knapp, V_raw=V_raw)
+                        hartung_knapp=hartung_knapp, V_raw=V_raw, comparison_schools=comparison_schools,
+                        placebo_comparison_schools=placebo_comparison_schools)
     return SchoolInference(counts=counts, meta=meta, shrinkage=shrink, calibration=cal,
                            note=ONE_SCHOOL if y.size == 1 else "")
 
