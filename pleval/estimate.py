@@ -1137,6 +1137,12 @@ def _attach_calibration(parts: list[dict], subjects) -> None:
     spread (:func:`pleval.heterogeneity.calibrate`: order-restricted τ²_total ≥ τ²_placebo, its
     uncertainty integrated out)."""
     cals = {("all" if s is None else s): p.get("calibration") for s, p in zip(subjects, parts)}
+    for (key, cal), part in zip(cals.items(), parts):
+        if cal is not None and abs(cal.placebo_scale - 1.0) >= 0.05:
+            part.setdefault("notes", []).append(
+                f"{'' if key == 'all' else f'{key}: '}placebo schools are compared with "
+                f"{'fewer' if cal.placebo_scale < 1 else 'more'} comparison schools than PL schools (in effect): their "
+                f"spread was scaled by {cal.placebo_scale:.2f} to the PL schools' (placebo_scale; docs/heterogeneity.md)")
     if not parts or parts[0].get("schools") is None or not any(c is not None for c in cals.values()):
         return
     se = parts[0]["schools"][0]

@@ -222,6 +222,7 @@ def test_rct_placebo_is_each_control_school_against_the_other_controls(rct_ev, r
     assert (sch["comparison_schools"] > 1.5).all() and (sch["comparison_schools"] <= 2.0).all()
     het = rct_ev.heterogeneity.set_index("subject")
     assert het.loc["math", "placebo_scale"] == pytest.approx(a_pl.mean() / 2.0, rel=1e-12)
+    assert any(f"scaled by {het.loc['math', 'placebo_scale']:.2f}" in n for n in rct_ev.notes)
     assert het.loc["math", "placebo_k"] == len(pl)
     assert het.loc["math", "placebo_sd"] == pytest.approx(np.std(pl["effect_size"], ddof=1))
 
