@@ -261,6 +261,8 @@ def test_trial_placebo_calibration_holds_its_size_by_simulation():
 
     r = trial_calibration(sim_reps(120, minimum=30), null=True)
     assert r["calibrated_p_below_05"] < 0.06 and r["calibrated_cover"] > 0.94, r
+    # and not as long as with the raw placebo spread (98.0% on these 30 trials, 96.7% rescaled)
+    assert r["calibrated_cover"] < 0.975, r
     assert r["raw_p_below_05"] > 0.12, r
 
 
