@@ -673,7 +673,9 @@ def school_effects(
     school : str, optional
         Each row's own school. Comparison rows are then clustered by their school (one cluster
         across every set the school appears in) and treated rows by ``cluster`` (each row
-        without it): the joint covariance of :mod:`._joint`. A set whose comparison rows are all
+        without it): the joint covariance of :mod:`._joint`. The table's ``comparison_schools``
+        is then the effective number of schools each school's comparison weight comes from
+        (:func:`_comparison_schools`; NaN without ``school``). A set whose comparison rows are all
         of one school clusters them by ``cluster`` instead (with a note): as one cluster, the
         set's intercept would absorb their residuals and the SE leave their noise out.
     unit_id : str, optional
