@@ -1067,6 +1067,10 @@ def _site_school_effects(df, columns: Columns, subjects, opts: dict, parts: list
         part["calibration_note"] = "no placebo calibration needed: students were randomized within each school"
 
 
+PLACEBO_COLUMNS = ("school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison", "comparison_schools")
+"""The placebo schools' columns kept in :attr:`Evaluation.placebo` (and ``placebo.csv``)."""
+
+
 def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[dict], seed: int) -> None:
     """Each PL school against the comparison schools of its block (and subject), all schools and
     subjects in one batch; placebo: each comparison school against the other comparison schools
@@ -1119,9 +1123,6 @@ def _rct_school_effects(df, columns: Columns, subjects, opts: dict, parts: list[
             part["calibration"], part["calibration_note"] = _calibrate(se, skey, t, placebo.vcov, opts)
     _attach_calibration(parts, subjects)
 
-
-PLACEBO_COLUMNS = ("school", "effect_size", "es_se", "pvalue", "n_treated", "n_comparison", "comparison_schools")
-"""The placebo schools' columns kept in :attr:`Evaluation.placebo` (and ``placebo.csv``)."""
 
 CALIBRATED_COLUMNS = ["se_calibrated", "df_calibrated", "ci_low_calibrated", "ci_high_calibrated", "p_calibrated",
                       "p_calibrated_adjusted", "program_shrunk", "program_shrunk_sd", "prob_negative_program"]
@@ -1814,7 +1815,8 @@ def _het_row(se, skey, part: dict) -> dict:
     if cal is not None:
         d = cal.as_dict()
         row.update({k: d[k] for k in ("tau_placebo", "tau2_placebo", "tau2_placebo_ci_low", "tau2_placebo_ci_high",
-                                      "placebo_scale", "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high", "tau_program",
+                                      "placebo_scale", "tau2_program", "tau2_program_ci_low", "tau2_program_ci_high",
+                                      "tau_program",
                                       "calibrated_positive", "calibrated_negative", "calibrated_adjustment",
                                       "calibrated_expected_by_chance_raw")})
         # a new school's effect (program + circumstances): its variance is at least the placebo spread
