@@ -77,6 +77,49 @@ def _dunnett_exact_crit(n_control, n_arms, df, level=0.95, two_sided=True):
     return optimize.brentq(lambda q: inside(q) - level, 1.0, 4.0, xtol=1e-10)
 
 
+def test_two_arm_dunnett_is_exact_and_needs_no_seed():
+    """Two arms: Owen's T and one integral over the t's denominator, no Monte Carlo. Orthant
+    probabilities P(T₁ < 0, T₂ < 0) = 1/4 + arcsin(ρ)/2π for any df; independent normals give
+    (2Φ(x) − 1)² and Φ(x)²; adaptive quadrature of the same integral (QUADPACK) to 1e−10; the
+    critical value to 1e−8 of Dunnett's (1955) conditional-on-the-control quadrature; and the
+    p-values and critical value of a two-arm analysis are the same for every seed."""
+    from scipy import integrate
+    from pleval.multiarm import _bivariate_inside, _bivariate_normal_inside, _dunnett
+
+    for rho in (-0.9, -0.3, 0.0, 0.5, 0.95):
+        for df in (1.0, 3.5, 20.0, np.inf):
+            assert _bivariate_inside(0.0, rho, df, False) == pytest.approx(0.25 + np.arcsin(rho) / (2 * np.pi), abs=1e-14)
+    for x in (0.5, 1.96, 3.0):
+        assert _bivariate_inside(x, 0.0, np.inf, True) == pytest.approx((2 * special.ndtr(x) - 1) ** 2, abs=1e-14)
+        assert _bivariate_inside(x, 0.0, np.inf, False) == pytest.approx(special.ndtr(x) ** 2, abs=1e-14)
+    # ρ → ±1: the square is P(|T| < x) for one t
+    assert _bivariate_inside(1.5, 1.0, 10.0, True) == pytest.approx(2 * stats.t.cdf(1.5, 10) - 1, abs=1e-6)
+    assert _bivariate_inside(1.5, -1.0, 10.0, False) == pytest.approx(2 * stats.t.cdf(1.5, 10) - 1, abs=1e-6)
+
+    def adaptive(q, rho, df, two):
+        lo, hi = np.sqrt(stats.chi2.ppf(1e-17, df) / df), np.sqrt(stats.chi2.isf(1e-17, df) / df)
+        f = lambda s: float(_bivariate_normal_inside(q * s, rho, two)) * stats.chi.pdf(s * np.sqrt(df), df) * np.sqrt(df)
+        return integrate.quad(f, lo, hi, points=[1.0] if lo < 1 < hi else None, epsabs=1e-14, epsrel=1e-13,
+                              limit=500)[0]
+
+    for df in (1.7, 9.0, 37.2, 5000.0):
+        for rho in (-0.8, 0.5, 0.9):
+            for q in (0.3, 2.0, 4.0):
+                for two in (True, False):
+                    assert abs(_bivariate_inside(q, rho, df, two) - adaptive(q, rho, df, two)) < 1e-10
+    for n0, arms, df in ((20, [3, 15], 35), (4, [4, 4], 9), (50, [50, 50], 147)):
+        lam = np.sqrt(np.array(arms) / (np.array(arms) + n0))
+        corr = np.array([[1.0, lam[0] * lam[1]], [lam[0] * lam[1], 1.0]])
+        for alt in ("two-sided", "greater"):
+            _, crit = _dunnett(np.array([1.5, -2.0]), corr, df, 0.95, 0, alt)
+            assert crit == pytest.approx(_dunnett_exact_crit(n0, arms, df, 0.95, alt == "two-sided"), abs=1e-8)
+    df = pd.DataFrame({"y": CONTROL + DRUG_A + DRUG_B, "arm": ["c"] * 6 + ["a"] * 4 + ["b"] * 5})
+    runs = [analyze_multiarm(df, Columns(outcome="y", treatment="arm"), "c", design="individual", vcov="classical",
+                             adjust="dunnett", seed=seed).to_frame() for seed in (0, 1, 12345)]
+    for r in runs[1:]:
+        pd.testing.assert_frame_equal(r, runs[0])
+
+
 def test_dunnett_against_multcomp_recovery():
     """multcomp's ``glht(aov(minutes ~ blanket, data = recovery), mcp(blanket = "Dunnett"))``,
     printed in multcomp's inst/MCMT/MCMT.Rout.save (R 2.6.1, 2007) and MCMT.Rout (R 3.0.2, 2013),
