@@ -16,7 +16,10 @@ over all PL schools of all data sets:
   share of calibrated p-values below 0.05 when there is no program (``--null``);
 * the share of uncalibrated p-values below 0.05 (student-level SEs only: they do not allow for
   the school's own difference from its comparisons, so under ``--null`` they flag too often);
-* the mean τ̂²_placebo.
+* the mean τ̂²_placebo (on the PL schools' scale) beside the mean squared true deviation of the
+  PL schools from their comparison schools (the simulation's value added), and the PL
+  estimates' mean squared sampling error (estimate − θ_j − deviation) beside their mean
+  reported SE².
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ def main() -> None:
     print(f"  calibrated CI covers θ_j: {r['calibrated_cover']:.3f} (MC SE about {mc:.3f} if 0.95; schools of a "
           "data set are not independent)")
     print(f"  p < 0.05: calibrated {r['calibrated_p_below_05']:.3f}, student-level SEs {r['raw_p_below_05']:.3f}")
-    print(f"  mean tau2_placebo: {r['mean_tau2_placebo']:.4f}")
+    print(f"  mean tau2_placebo: {r['mean_tau2_placebo']:.4f}; PL schools' true deviations, mean square: "
+          f"{r['deviation2']:.4f}")
+    print(f"  PL estimates' sampling error, mean square: {r['sampling_error2']:.4f}; reported SE², mean: "
+          f"{r['reported_se2']:.4f}")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,15 @@ def trial_calibration(reps: int, seed0: int = 0, blocks: int = 10, null: bool = 
     ``blocks`` districts of two PL and two control schools, math, school value added SD 0.10,
     program effects θ_j ~ N(0.10, 0.10²) (none with ``null``). Over all PL schools: the share of
     placebo-calibrated CIs covering θ_j (each school's effect-size scale), of calibrated and of
-    student-level p-values below 0.05, and the mean τ̂²_placebo."""
+    student-level p-values below 0.05, and the mean τ̂²_placebo. Against the simulation's truth
+    (each PL school's deviation u = its value added less the mean of its block's control schools',
+    on the school's effect-size scale): the mean squared sampling error (effect size − θ_j − u),
+    the mean reported SE² and the mean u²."""
     import pleval
     from pleval.simulate import simulate_cluster_rct
 
     cover = sig_cal = sig_raw = n = 0
-    tau2_placebo = []
+    tau2_placebo, error2, se2, dev2 = [], [], [], []
     for seed in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
         sim = simulate_cluster_rct(n_schools=4 * blocks, n_blocks=blocks, subjects=("math",), seed=seed,
                                    effect=0.0 if null else 0.10, tau=0.0 if null else 0.10,
@@ -87,11 +90,21 @@ def trial_calibration(reps: int, seed0: int = 0, blocks: int = 10, null: bool = 
             warnings.simplefilter("ignore")
             ev = pleval.estimate(sim.data, design="rct")
         t = ev.schools.set_index("school")
-        theta = sim.truth.schools.loc[t.index, "effect_raw"].to_numpy() * (t["effect_size"] / t["estimate"]).to_numpy()
+        truth = sim.truth.schools
+        per_raw = (t["effect_size"] / t["estimate"]).to_numpy()
+        theta = truth.loc[t.index, "effect_raw"].to_numpy() * per_raw
+        control = truth[truth["assigned"] == 0].groupby("block")["value_added_math"].mean()
+        u = (truth.loc[t.index, "value_added_math"] - control.loc[truth.loc[t.index, "block"]].to_numpy()).to_numpy()
+        u = u * sim.truth.sd * per_raw  # value added is in population SDs of the posttest
+        error2.append((t["effect_size"].to_numpy() - theta - u) ** 2)
+        se2.append(t["es_se"].to_numpy() ** 2)
+        dev2.append(u**2)
         cover += int(((t["ci_low_calibrated"] <= theta) & (theta <= t["ci_high_calibrated"])).sum())
         sig_cal += int((t["p_calibrated"] < 0.05).sum())
         sig_raw += int((t["pvalue"] < 0.05).sum())
         n += len(t)
         tau2_placebo.append(float(ev.heterogeneity.iloc[0]["tau2_placebo"]))
     return {"schools": n, "calibrated_cover": cover / n, "calibrated_p_below_05": sig_cal / n,
-            "raw_p_below_05": sig_raw / n, "mean_tau2_placebo": float(np.mean(tau2_placebo))}
+            "raw_p_below_05": sig_raw / n, "mean_tau2_placebo": float(np.mean(tau2_placebo)),
+            "sampling_error2": float(np.mean(np.concatenate(error2))), "reported_se2": float(np.mean(np.concatenate(se2))),
+            "deviation2": float(np.mean(np.concatenate(dev2)))}
