@@ -27,10 +27,10 @@ Multiplicity across the A comparisons (``adjust``):
   error about 1e−5 in p and in the simultaneous critical value, against 1e−3 for mvtnorm's
   default ``abseps``. With two arms there is no Monte Carlo and no seed: the bivariate normal
   probability is Owen's (1956) T function and the t's is one integral over the χ² of its
-  denominator, within 1e−10 (:func:`_bivariate_inside`). Simultaneous CIs use the critical value c with ``P(max_b |T_b| < c) =
-  level``. It uses the correlation that the shared control group induces (≈ 0.5 with equal
-  arms), so it is less conservative than Holm's first step; Holm's later steps can still
-  reject more.
+  denominator, within 1e−10 (:func:`_bivariate_inside`). Simultaneous CIs use the critical
+  value c with ``P(max_b |T_b| < c) = level``. It uses the correlation that the shared control
+  group induces (≈ 0.5 with equal arms), so it is less conservative than Holm's first step;
+  Holm's later steps can still reject more.
 * ``"bonferroni"``, ``"none"``.
 
 ``alternative`` (multcomp's ``alternative``): ``"two-sided"`` (default), ``"greater"`` (H1: τ_a > 0;

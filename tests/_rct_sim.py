@@ -106,5 +106,5 @@ def trial_calibration(reps: int, seed0: int = 0, blocks: int = 10, null: bool = 
         tau2_placebo.append(float(ev.heterogeneity.iloc[0]["tau2_placebo"]))
     return {"schools": n, "calibrated_cover": cover / n, "calibrated_p_below_05": sig_cal / n,
             "raw_p_below_05": sig_raw / n, "mean_tau2_placebo": float(np.mean(tau2_placebo)),
-            "sampling_error2": float(np.mean(np.concatenate(error2))), "reported_se2": float(np.mean(np.concatenate(se2))),
-            "deviation2": float(np.mean(np.concatenate(dev2)))}
+            "sampling_error2": float(np.mean(np.concatenate(error2))),
+            "reported_se2": float(np.mean(np.concatenate(se2))), "deviation2": float(np.mean(np.concatenate(dev2)))}

@@ -88,7 +88,8 @@ def test_two_arm_dunnett_is_exact_and_needs_no_seed():
 
     for rho in (-0.9, -0.3, 0.0, 0.5, 0.95):
         for df in (1.0, 3.5, 20.0, np.inf):
-            assert _bivariate_inside(0.0, rho, df, False) == pytest.approx(0.25 + np.arcsin(rho) / (2 * np.pi), abs=1e-14)
+            orthant = 0.25 + np.arcsin(rho) / (2 * np.pi)
+            assert _bivariate_inside(0.0, rho, df, False) == pytest.approx(orthant, abs=1e-14)
     for x in (0.5, 1.96, 3.0):
         assert _bivariate_inside(x, 0.0, np.inf, True) == pytest.approx((2 * special.ndtr(x) - 1) ** 2, abs=1e-14)
         assert _bivariate_inside(x, 0.0, np.inf, False) == pytest.approx(special.ndtr(x) ** 2, abs=1e-14)
@@ -98,7 +99,8 @@ def test_two_arm_dunnett_is_exact_and_needs_no_seed():
 
     def adaptive(q, rho, df, two):
         lo, hi = np.sqrt(stats.chi2.ppf(1e-17, df) / df), np.sqrt(stats.chi2.isf(1e-17, df) / df)
-        f = lambda s: float(_bivariate_normal_inside(q * s, rho, two)) * stats.chi.pdf(s * np.sqrt(df), df) * np.sqrt(df)
+        r = np.sqrt(df)
+        f = lambda s: float(_bivariate_normal_inside(q * s, rho, two)) * stats.chi.pdf(s * r, df) * r
         return integrate.quad(f, lo, hi, points=[1.0] if lo < 1 < hi else None, epsabs=1e-14, epsrel=1e-13,
                               limit=500)[0]
 

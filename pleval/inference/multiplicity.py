@@ -8,8 +8,8 @@
 
 The arithmetic is statsmodels' ``multipletests``, but for Holm: statsmodels' Holm branch runs a
 full garbage collection (``gc.collect()``) on every call, 0.06 s each in a small analysis
-process and more in a large one (still in statsmodels 0.15; pull request #8671 to drop it was closed), so Holm is the
-same three steps here (:func:`_holm`: the same products, running maximum and clip, tested to be
+process and more in a large one (still in statsmodels 0.15; pull request #8671 to drop it was
+closed), so Holm is the same three steps here (:func:`_holm`: the same products, running maximum and clip, tested to be
 bit-for-bit statsmodels'). This wrapper keeps NaNs in place (they are left out of m) and
 preserves a pandas index.
 """
