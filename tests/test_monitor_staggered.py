@@ -182,8 +182,15 @@ def test_first_period_and_late_adopters_are_counted_not_silently_dropped():
 
 def test_small_and_one_unit_cohorts_are_named():
     """mpdta's cohorts are large (no note). A cohort cut to 3 units gets did's small-group
-    caution; cut to one unit, its cells' SEs hold no variation of its own (the unit's influence
-    is ΔY − the cohort's mean ΔY = 0: the SE is the comparison units' alone) and the note says so."""
+    caution; cut to one unit, its own variation cannot be estimated (its influence is ΔY − the
+    cohort's mean ΔY = 0), so the comparison units' stands in: each cell's SE² is the comparison
+    units' part (their HC0 influence sum, as did computes it) plus their sample variance of ΔY,
+    and the cohort's part of the group aggregation adds the sample variance of their mean ΔY over
+    its post cells. Cohorts of two or more units are untouched."""
+    import dataclasses
+
+    from pleval.monitor.staggered import _se
+
     assert group_time_effects(MP, **KW).notes == ()
     units = MP.drop_duplicates("countyreal").set_index("countyreal")["first.treat"]
 
@@ -191,11 +198,54 @@ def test_small_and_one_unit_cohorts_are_named():
         return MP[(MP["first.treat"] != 2004) | MP["countyreal"].isin(units[units == 2004].index[:keep])]
     three = group_time_effects(cut(3), **KW)
     assert three.notes == ("cohort(s) 2004 have fewer than 5 units: their SEs rest on few units",)
+    assert three._standin is None
     one = group_time_effects(cut(1), **KW)
-    assert "cohort(s) 2004 have one unit, whose own variation is in no SE" in one.notes[0]
+    assert "cohort(s) 2004 have one unit, whose own variation cannot be estimated: its SEs take the comparison " \
+           "units' variation in its place" in one.notes[0]
     cells = one.table[one.table["group"] == 2004]
     d = cut(1)
     ctrl = d[d["first.treat"] == 0].pivot(index="countyreal", columns="year", values="lemp")
-    for r in cells.itertuples():  # the SE of ATT(2004, t): the never-treated units' ΔY alone
+    for r in cells.itertuples():
         dy = ctrl[r.time] - ctrl[r.base_time]
-        assert r.se == pytest.approx(np.sqrt(((dy - dy.mean()) ** 2).sum()) / dy.size, rel=1e-9)
+        own = ((dy - dy.mean()) ** 2).sum() / dy.size**2
+        assert r.se == pytest.approx(np.sqrt(own + dy.var(ddof=1)), rel=1e-9)
+    bare = dataclasses.replace(one, _standin=None)  # the influence-function part alone
+    post = cells[cells["post"]]
+    mean_dy = sum(ctrl[t] - ctrl[2003] for t in post["time"]) / len(post)
+    got = one.aggregate("group").table.set_index("group").loc[2004, "se"]
+    base = bare.aggregate("group").table.set_index("group").loc[2004, "se"]
+    assert got**2 == pytest.approx(base**2 + mean_dy.var(ddof=1), rel=1e-9)
+    others = (one.table["group"] != 2004).to_numpy()
+    np.testing.assert_array_equal(one.table["se"].to_numpy()[others], _se(one._inf, one._cluster, None)[others])
+    np.testing.assert_array_equal(bare.aggregate("group").table.set_index("group").loc[[2006, 2007], "se"],
+                                  one.aggregate("group").table.set_index("group").loc[[2006, 2007], "se"])
+
+
+def test_one_unit_cohorts_cover_by_simulation():
+    """Panels of 60 never-adopting units, a cohort of 20 and two cohorts of one unit, unit and
+    period effects and unit-level noise, no program effect, not-yet comparisons: the one-unit
+    cohorts' cells and their parts of the group aggregation cover 0 about 95% of the time (94.7%
+    and 95.0% at 300 panels; 18% and 23% with the comparison units' variation alone)."""
+    from pleval.monitor.staggered import _se
+    from .conftest import sim_reps
+
+    rng = np.random.default_rng(1)
+    g = np.r_[np.zeros(60), np.full(20, 4.0), [3.0], [5.0]]
+    reps, T = sim_reps(300, minimum=100), 6
+    cells, parts, bare = [], [], []
+    for _ in range(reps):  # a loop over simulated panels, each a whole analysis
+        y = rng.normal(size=g.size)[:, None] + rng.normal(size=T)[None, :] + rng.normal(size=(g.size, T))
+        d = pd.DataFrame({"unit": np.repeat(np.arange(g.size), T), "time": np.tile(np.arange(1.0, T + 1), g.size),
+                          "y": y.ravel(), "g": np.repeat(g, T)})
+        res = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet")
+        t = res.table
+        one = t["group"].isin([3.0, 5.0]).to_numpy()
+        cells.append(((t["ci_low"] <= 0) & (t["ci_high"] >= 0)).to_numpy()[one])
+        se = _se(res._inf, res._cluster, res.n_clusters)[one]
+        bare.append(np.abs(t["estimate"].to_numpy()[one]) <= 1.96 * se)
+        a = res.aggregate("group").table
+        a = a[a["group"].isin([3.0, 5.0])]
+        parts.append(((a["ci_low"] <= 0) & (a["ci_high"] >= 0)).to_numpy())
+    cells, parts, bare = (np.concatenate(x).mean() for x in (cells, parts, bare))
+    assert abs(cells - 0.95) < 0.03 and abs(parts - 0.95) < 0.04, (cells, parts)
+    assert bare < 0.4, bare

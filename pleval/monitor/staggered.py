@@ -27,8 +27,20 @@ estimated cohort shares ``P(G = g)``. The Wald pre-test of parallel trends is
 ``W = b' V̂⁻¹ b ~ χ²(k)`` over the ``k`` pre-period cells (a Moore–Penrose inverse and
 ``k`` = rank of ``V̂`` when placebo cells are collinear).
 
+A cohort of **one unit** has no variation of its own to estimate: its influence function is
+``ΔY_i`` less its own mean, zero, so the formulas above would give its cells the comparison
+units' variance only. Its deviations are stood in for by the comparison units' (Conley & Taber
+2011; homoskedastic across units): for cells ``a, b`` of that cohort, ``S_ab`` is the weighted
+covariance of ``ΔY_a`` and ``ΔY_b`` over the units in both cells' comparison groups (divisor
+``Σw − Σw²/Σw``, unbiased for equal weights; fewer than two such units: NaN on the diagonal, 0
+off it), added to the influence-function variance of every cell, of the pre-test's cells and
+of every aggregation through its weights on the cells (``c'Sc``). The unit's deviation is
+taken as independent of other units', its cluster-mates' included.
+
 Source: Callaway, B. and Sant'Anna, P. H. C. (2021), "Difference-in-Differences with multiple
 time periods", *Journal of Econometrics* 225(2), 200–230; the R package ``did`` (aggte).
+Conley, T. G. and Taber, C. R. (2011), "Inference with 'Difference in Differences' with a small
+number of policy changes", *Review of Economics and Statistics* 93(1), 113–125.
 """
 
 from __future__ import annotations
@@ -222,6 +234,7 @@ class GroupTimeEffects(ResultMixin):
     _cohort: np.ndarray = field(repr=False)
     _weight: np.ndarray = field(repr=False)
     _cluster: np.ndarray = field(repr=False)
+    _standin: np.ndarray = field(repr=False, default=None)  # cells × cells: one-unit cohorts' stood-in variance
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -255,11 +268,22 @@ class GroupTimeEffects(ResultMixin):
         return ind / s - ind.sum(axis=1, keepdims=True) * (pg[keep] / s**2)[None, :]
 
     def _combine(self, att, inf, keep, weights, wif=None):
+        """The combination's estimate, influence function and coefficients on the cells."""
         est = float(att[keep] @ weights)
         f = inf[:, keep] @ weights
         if wif is not None:
             f = f + wif @ att[keep]
-        return est, f
+        c = np.zeros(att.size)
+        c[keep] = weights
+        return est, f, c
+
+    def _ses(self, f: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """SEs of combinations with influence functions ``f`` and cell coefficients ``c`` (columns):
+        the influence-function variance plus the one-unit cohorts' stood-in ``c'Sc``."""
+        var = _se(f, self._cluster, self.n_clusters) ** 2
+        if self._standin is not None:
+            var = var + np.einsum("ik,ij,jk->k", c, self._standin, c)
+        return np.sqrt(var)
 
     def aggregate(self, kind: str = "simple") -> Aggregation:
         """Aggregate the cells as ``did::aggte(type = kind)``: ``simple`` (post cells weighted by
@@ -272,33 +296,35 @@ class GroupTimeEffects(ResultMixin):
         group, time, e = t["group"].to_numpy(), t["time"].to_numpy(), t["event_time"].to_numpy()
         post = t["post"].to_numpy()
         pg = self._pg()
-        parts_est, parts_inf, keys = [], [], []
+        parts_est, parts_inf, parts_c, keys = [], [], [], []
         if kind == "simple":
             keep = post
-            est, f = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
+            est, f, c = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
         elif kind in ("dynamic", "calendar"):
             col = e if kind == "dynamic" else time
             values = np.unique(col if kind == "dynamic" else time[post])
             for v in values:
                 keep = (col == v) & (post if kind == "calendar" else True)
-                pe, pf = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
-                parts_est.append(pe), parts_inf.append(pf), keys.append(v)
+                pe, pf, pc = self._combine(att, inf, keep, pg[keep] / pg[keep].sum(), self._wif(keep, pg, group))
+                parts_est.append(pe), parts_inf.append(pf), parts_c.append(pc), keys.append(v)
             sel = np.asarray(keys) >= 0 if kind == "dynamic" else np.ones(len(keys), bool)
             est = float(np.mean(np.asarray(parts_est)[sel]))
             f = np.column_stack(parts_inf)[:, sel].mean(axis=1)
+            c = np.column_stack(parts_c)[:, sel].mean(axis=1)
         else:  # group
             cohorts = np.unique(group[post])
             for g in cohorts:
                 keep = (group == g) & post
-                pe, pf = self._combine(att, inf, keep, np.full(keep.sum(), 1.0 / keep.sum()))
-                parts_est.append(pe), parts_inf.append(pf), keys.append(g)
+                pe, pf, pc = self._combine(att, inf, keep, np.full(keep.sum(), 1.0 / keep.sum()))
+                parts_est.append(pe), parts_inf.append(pf), parts_c.append(pc), keys.append(g)
             pgg = np.array([np.mean(self._weight * (self._cohort == g)) for g in cohorts])
             ind = self._weight[:, None] * (self._cohort[:, None] == cohorts[None, :]) - pgg[None, :]
             s = pgg.sum()
             wif = ind / s - ind.sum(axis=1, keepdims=True) * (pgg / s**2)[None, :]
             est = float(np.asarray(parts_est) @ (pgg / s))
             f = np.column_stack(parts_inf) @ (pgg / s) + wif @ np.asarray(parts_est)
-        se = float(_se(f[:, None], self._cluster, self.n_clusters)[0])
+            c = np.column_stack(parts_c) @ (pgg / s)
+        se = float(self._ses(f[:, None], c[:, None])[0])
         overall = Estimate.from_t(est, se, self.df, level=self.level, n_treated=int(np.isfinite(self._cohort).sum()),
                                   n_control=int((~np.isfinite(self._cohort)).sum()), n_clusters=self.n_clusters,
                                   method=f"Callaway-Sant'Anna {kind} aggregation", label=f"ATT ({kind})")
@@ -306,7 +332,7 @@ class GroupTimeEffects(ResultMixin):
         if key is None:
             table = pd.DataFrame(columns=["estimate", "se", "ci_low", "ci_high", "pvalue"])
         else:
-            ses = _se(np.column_stack(parts_inf), self._cluster, self.n_clusters)
+            ses = self._ses(np.column_stack(parts_inf), np.column_stack(parts_c))
             table = _frame(parts_est, ses, self.df, self.level, {key: np.asarray(keys)})
         return Aggregation(kind, overall, table)
 
@@ -352,7 +378,7 @@ def group_time_effects(
     never = ~np.isfinite(g)
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
-    rows, infs = [], []
+    rows, infs, comps, dys = [], [], [], []
     for gv in cohorts:
         gi = int(np.searchsorted(times, gv))
         treat = g == gv
@@ -370,6 +396,8 @@ def group_time_effects(
             m_t, m_c = wt @ dy / wt.sum(), wc @ dy / wc.sum()
             psi = wt * (dy - m_t) / (wt.sum() / n_sub) - wc * (dy - m_c) / (wc.sum() / n_sub)
             infs.append(psi * n / n_sub)
+            comps.append(ctrl)
+            dys.append(dy)
             rows.append((gv, times[ti], times[ti] - gv, times[bi], m_t - m_c, int(treat.sum()), int(ctrl.sum()),
                          ti >= gi))
     if not rows:
@@ -379,7 +407,11 @@ def group_time_effects(
     df = np.inf if p.n_clusters is None else float(p.n_clusters - 1)
     if p.n_clusters is not None and p.n_clusters < 2:
         raise DesignError(f"column {cluster!r} (cluster): one cluster; clustered SEs need at least two")
+    cells_group = np.array([r[0] for r in rows])
+    standin = _one_unit_standin(g, cells_group, np.column_stack(comps), np.column_stack(dys), p.weight)
     se = _se(inf, p.cluster, p.n_clusters)
+    if standin is not None:
+        se = np.sqrt(se**2 + np.diag(standin))
     cells = pd.DataFrame(rows, columns=["group", "time", "event_time", "base_time", "estimate", "n_treated",
                                         "n_control", "post"])
     table = _frame(cells["estimate"], se, df, level, cells.drop(columns="estimate").iloc[:, :4].to_dict("list"))
@@ -388,6 +420,8 @@ def group_time_effects(
     if len(pre):
         b = cells["estimate"].to_numpy()[pre]
         v = _vcov(inf[:, pre], p.cluster, p.n_clusters)
+        if standin is not None:
+            v = v + standin[np.ix_(pre, pre)]
         rank = int(np.linalg.matrix_rank(v))  # collinear placebo cells (a Moore-Penrose inverse, df = rank)
         stat = float(b @ np.linalg.pinv(v) @ b)
         pretest = {"statistic": stat, "df": rank, "pvalue": float(stats.chi2.sf(stat, rank))}
@@ -395,7 +429,37 @@ def group_time_effects(
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
     return GroupTimeEffects(table, control, level, df, n, p.n_clusters, pretest, notes, inf, g, p.weight,
-                            p.cluster)
+                            p.cluster, standin)
+
+
+def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, dys: np.ndarray,
+                      w: np.ndarray) -> np.ndarray | None:
+    """The stood-in covariance ``S`` (cells × cells) of the one-unit cohorts' deviations (module
+    docstring): for cells ``a, b`` of one such cohort, the weighted covariance of ``ΔY_a``
+    (``dys[:, a]``) and ``ΔY_b`` over the units in both comparison groups (``comps``), divisor
+    ``Σw − Σw²/Σw``. None when no cohort has one unit."""
+    cohorts, sizes = np.unique(g[np.isfinite(g)], return_counts=True)
+    ones = cohorts[sizes == 1]
+    if not ones.size:
+        return None
+    k = cell_group.size
+    S = np.zeros((k, k))
+    for gv in ones:  # a loop over one-unit cohorts (few), each vectorized over its cells' pairs
+        cells = np.flatnonzero(cell_group == gv)
+        m = comps[:, cells].astype(float) * w[:, None]  # weights within each cell's comparison group
+        both = np.einsum("ia,ib->abi", m > 0, m > 0)  # units in both groups, per pair
+        wb = np.where(both, w[None, None, :], 0.0)
+        sw, sw2 = wb.sum(axis=2), (wb**2).sum(axis=2)
+        d = dys[:, cells]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_a = np.einsum("abi,ia->ab", wb, d) / sw
+            mean_b = np.einsum("abi,ib->ab", wb, d) / sw
+            cross = np.einsum("abi,ia,ib->ab", wb, d, d) / sw - mean_a * mean_b
+            cov = cross * sw / (sw - sw2 / sw)
+        enough = np.einsum("abi->ab", both.astype(np.int64)) >= 2
+        cov = np.where(enough, cov, np.where(np.eye(cells.size, dtype=bool), np.nan, 0.0))
+        S[np.ix_(cells, cells)] = cov
+    return S
 
 
 SMALL_COHORT = 5
@@ -406,18 +470,17 @@ SMALL_COHORT = 5
 def _small_cohorts(g: np.ndarray) -> tuple[str, ...]:
     """The note on cohorts (``g``: each unit's first program period, inf for never) of fewer
     than :data:`SMALL_COHORT` units: their cells' SEs rest on few units, and a cohort of one
-    unit adds none of its own variation (its influence function is ΔY_i − mean ΔY of the
-    cohort: zero), so its cells' SEs, and those of the aggregations that include them, cover
-    the comparison units only."""
+    unit has no variation of its own (its influence function is ΔY_i − mean ΔY of the cohort:
+    zero), which the comparison units' stands in for (:func:`_one_unit_standin`)."""
     cohorts, sizes = np.unique(g[np.isfinite(g)], return_counts=True)
     small = cohorts[sizes < SMALL_COHORT]
     if not small.size:
         return ()
     one = cohorts[sizes == 1]
     return (f"cohort(s) {', '.join(f'{c:g}' for c in small)} have fewer than {SMALL_COHORT} units: their SEs rest on "
-            "few units" + (f"; cohort(s) {', '.join(f'{c:g}' for c in one)} have one unit, whose own variation is in "
-                           "no SE (its cells' SEs, and those of aggregations that include them, cover the comparison "
-                           "units only), so read their intervals as too narrow" if one.size else ""),)
+            "few units" + (f"; cohort(s) {', '.join(f'{c:g}' for c in one)} have one unit, whose own variation cannot "
+                           "be estimated: its SEs take the comparison units' variation in its place (Conley & Taber "
+                           "2011), which assumes the unit varies as they do" if one.size else ""),)
 
 
 __all__ = ["group_time_effects", "GroupTimeEffects", "Aggregation", "CONTROLS", "AGGREGATIONS"]
