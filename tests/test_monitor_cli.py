@@ -90,7 +90,7 @@ def test_monitor_report_html_has_every_section_and_the_results(tmp_path):
     trend = pd.read_csv(out / "trend.csv")
     assert f"{trend['es'].iloc[0]:+.3f}" in html
     pre = m.staggered["math"].pretest
-    assert f"chi2({pre['df']}) = {pre['statistic']:.2f}" in html
+    assert f"W = {pre['statistic']:.2f}, F({pre['df']}, {pre['df_denominator']:.1f}) = {pre['f_statistic']:.2f}" in html
     slopes = pd.read_csv(out / "school_trajectories.csv")
     pl = slopes[slopes["kind"] == "PL"].iloc[0]
     assert f"<td>{pl.slope_es:+.3f}</td>" in html and "adjusted for testing every school at once" in html

@@ -26,7 +26,7 @@ from ..data import Columns, frame_sha256
 from ..errors import DataError, DesignError
 from .over_time import OverTime, effects_over_time
 from .schools import SchoolTrajectories, school_trajectories
-from .staggered import group_time_effects
+from .staggered import group_time_effects, pretest_text
 
 
 @dataclass(frozen=True, repr=False)
@@ -55,7 +55,7 @@ class Monitoring(ResultMixin):
                      f"{'not-yet' if gt.control == 'notyet' else 'never'}-adopting comparisons): overall "
                      + gt.aggregate("group").overall.summary()]
             if pre["df"]:
-                lines.append(f"  pre-trend Wald test chi2({pre['df']}) = {pre['statistic']:.2f}, p = {pre['pvalue']:.3g}")
+                lines.append(f"  pre-trend {pretest_text(pre)}, p = {pre['pvalue']:.3g}")
             lines.append("  event study (periods since adoption): " + ", ".join(
                 f"{int(r.event_time):+d}: {r.estimate:+.2f}" for r in es.table.itertuples(index=False)))
             parts.append("\n".join(lines))

@@ -27,6 +27,25 @@ estimated cohort shares ``P(G = g)``. The Wald pre-test of parallel trends is
 ``W = b' V̂⁻¹ b ~ χ²(k)`` over the ``k`` pre-period cells (a Moore–Penrose inverse and
 ``k`` = rank of ``V̂`` when placebo cells are collinear).
 
+**Small samples** (``inference="welch"``, the default without ``cluster``). The influence
+function above is HC0: each group's variance is divided by its size ``n``, not ``n − 1``, and the
+reference is normal, so with cohorts of a few schools the intervals are too short and the
+pre-test rejects too often (a quarter of panels at 5% with 40 schools in cohorts of 6–8,
+docs/monitor.md). Each
+unit's ψ in a cell is divided by ``√(1 − h_i)``, ``h_i = w_i / Σ_{its group} w`` its leverage in
+the cell's two-group regression, which makes every cell's SE its HC2 SE — Welch's unequal-variance
+SE — and every combination's variance unbiased with equal weights. Each estimate (cell or
+aggregation, influence function ``f``) is referred to t(ν) with the Welch–Satterthwaite df over
+the units' cohorts ``G`` (the never-adopting units one group): ``ν = (Σ_G V_G)² / Σ_G V_G²/(n_G −
+1)``, ``V_G = Σ_{i∈G} f_i²/n²`` (for one cell against never-adopting units, Welch's df exactly).
+The pre-test refers ``F = ν̄ W / (k(ν̄ + k − 1))`` to F(k, ν̄), ``ν̄`` the pre cells' mean df: Hotelling's
+T² approximation as if the covariance had ``ν̄ + k − 1`` df (the pre cells of different cohorts
+estimate their variances from different units, so the joint covariance has more df than one
+cell's; the exact Hotelling with ``ν̄`` rejected 0–2.6% where 5% was due). An approximation,
+checked by simulation (docs/monitor.md). ``inference="did"`` gives the R package's
+analytic figures (HC0, normal, χ²), which the parity tests use; with ``cluster`` the clustered
+figures above are used either way.
+
 A cohort of **one unit** has no variation of its own to estimate: its influence function is
 ``ΔY_i`` less its own mean, zero, so the formulas above would give its cells the comparison
 units' variance only. Its deviations are stood in for by the comparison units' (Conley & Taber
@@ -55,6 +74,7 @@ from .._results import Estimate, ResultMixin, t_interval
 from ..errors import DataError, DesignError
 
 CONTROLS = ("never", "notyet")
+INFERENCE = ("welch", "did")
 AGGREGATIONS = ("simple", "dynamic", "group", "calendar")
 
 
@@ -235,6 +255,8 @@ class GroupTimeEffects(ResultMixin):
     _weight: np.ndarray = field(repr=False)
     _cluster: np.ndarray = field(repr=False)
     _standin: np.ndarray = field(repr=False, default=None)  # cells × cells: one-unit cohorts' stood-in variance
+    _welch: bool = field(repr=False, default=False)  # Welch–Satterthwaite df (inference="welch", no cluster)
+    _standin_df: np.ndarray = field(repr=False, default=None)  # each cell's comparison units less one
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -242,6 +264,7 @@ class GroupTimeEffects(ResultMixin):
     def summary(self) -> str:
         ctrl = {"never": "never-adopting units", "notyet": "not-yet-adopting units"}[self.control]
         inf = (f"clustered by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
+               else "unit-level influence functions (HC2), Welch-Satterthwaite t" if self._welch
                else "unit-level influence functions, normal reference")
         lines = [f"Group-time effects ATT(g,t) (Callaway & Sant'Anna 2021): {self.n_units:,} units; comparisons: "
                  f"{ctrl}; SEs {inf}",
@@ -249,9 +272,8 @@ class GroupTimeEffects(ResultMixin):
         for r in self.table.itertuples(index=False):
             lines.append(f"  {r.group:>8g}{r.time:>8g}{r.estimate:>10.4f}{r.se:>9.4f}{r.ci_low:>9.4f}{r.ci_high:>9.4f}"
                          + ("" if r.post else "  (pre)"))
-        pt = self.pretest
-        if pt["df"]:
-            lines.append(f"  pre-trend Wald test: chi2({pt['df']}) = {pt['statistic']:.3f}, p = {pt['pvalue']:.5f}")
+        if self.pretest["df"]:
+            lines.append(f"  pre-trend {pretest_text(self.pretest, 3)}, p = {self.pretest['pvalue']:.5f}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -277,13 +299,22 @@ class GroupTimeEffects(ResultMixin):
         c[keep] = weights
         return est, f, c
 
-    def _ses(self, f: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """SEs of combinations with influence functions ``f`` and cell coefficients ``c`` (columns):
-        the influence-function variance plus the one-unit cohorts' stood-in ``c'Sc``."""
+    def _ses(self, f: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SEs and df of combinations with influence functions ``f`` and cell coefficients ``c``
+        (columns): the influence-function variance plus the one-unit cohorts' stood-in ``c'Sc``;
+        df :func:`_welch_df` (or the result's own)."""
         var = _se(f, self._cluster, self.n_clusters) ** 2
+        extra = None
         if self._standin is not None:
-            var = var + np.einsum("ik,ij,jk->k", c, self._standin, c)
-        return np.sqrt(var)
+            extra = np.einsum("ik,ij,jk->k", c, self._standin, c)
+            var = var + extra
+        if not self._welch:
+            return np.sqrt(var), np.full(var.shape, self.df)
+        extra_df = None
+        if extra is not None:  # the stood-in term's df: the fewest comparison units (less one) it draws on
+            used = np.abs(c) > 0
+            extra_df = np.where(used, self._standin_df[:, None], np.inf).min(axis=0)
+        return np.sqrt(var), _welch_df(f, self._cohort, extra, extra_df)
 
     def aggregate(self, kind: str = "simple") -> Aggregation:
         """Aggregate the cells as ``did::aggte(type = kind)``: ``simple`` (post cells weighted by
@@ -324,16 +355,17 @@ class GroupTimeEffects(ResultMixin):
             est = float(np.asarray(parts_est) @ (pgg / s))
             f = np.column_stack(parts_inf) @ (pgg / s) + wif @ np.asarray(parts_est)
             c = np.column_stack(parts_c) @ (pgg / s)
-        se = float(self._ses(f[:, None], c[:, None])[0])
-        overall = Estimate.from_t(est, se, self.df, level=self.level, n_treated=int(np.isfinite(self._cohort).sum()),
+        se, df = (float(v[0]) for v in self._ses(f[:, None], c[:, None]))
+        overall = Estimate.from_t(est, se, df, level=self.level, n_treated=int(np.isfinite(self._cohort).sum()),
                                   n_control=int((~np.isfinite(self._cohort)).sum()), n_clusters=self.n_clusters,
                                   method=f"Callaway-Sant'Anna {kind} aggregation", label=f"ATT ({kind})")
         key = {"dynamic": "event_time", "group": "group", "calendar": "time"}.get(kind)
         if key is None:
             table = pd.DataFrame(columns=["estimate", "se", "ci_low", "ci_high", "pvalue"])
         else:
-            ses = self._ses(np.column_stack(parts_inf), np.column_stack(parts_c))
-            table = _frame(parts_est, ses, self.df, self.level, {key: np.asarray(keys)})
+            ses, dfs = self._ses(np.column_stack(parts_inf), np.column_stack(parts_c))
+            table = _frame(parts_est, ses, dfs, self.level, {key: np.asarray(keys)})
+            table["df"] = dfs
         return Aggregation(kind, overall, table)
 
     def event_study(self) -> Aggregation:
@@ -359,23 +391,29 @@ def group_time_effects(
     cluster: str | None = None,
     weight: str | None = None,
     level: float = 0.95,
+    inference: str = "welch",
 ) -> GroupTimeEffects:
     """Group-time average effects ATT(g,t) of a staggered adoption (Callaway & Sant'Anna 2021).
 
     ``data`` is a balanced long panel (one row per unit and period); ``cohort`` holds each
     unit's first program period (0 or empty for never). ``control`` is ``"never"`` or
     ``"notyet"``; ``cluster`` names a column constant within unit (e.g. a district when units
-    are schools) whose influence-function sums give the SEs; ``weight`` a unit weight. See the
-    module docstring for the formulas.
+    are schools) whose influence-function sums give the SEs; ``weight`` a unit weight.
+    ``inference``: ``"welch"`` (HC2 influence functions, Welch–Satterthwaite t, Hotelling's F
+    pre-test) or ``"did"`` (the R package's HC0, normal and χ²); with ``cluster`` the clustered
+    SEs and t(G − 1) either way. See the module docstring for the formulas.
     """
     if control not in CONTROLS:
         raise DesignError(f"control must be one of {CONTROLS}; got {control!r}")
+    if inference not in INFERENCE:
+        raise DesignError(f"inference must be one of {INFERENCE}; got {inference!r}")
     p = _panel(data, outcome, unit, time, cohort, cluster, weight)
     n, times, g = len(p.units), p.times, p.cohort
     cohorts = np.unique(g[np.isfinite(g)])
     if len(cohorts) == 0:
         raise DesignError(f"column {cohort!r} (cohort): no unit adopts the program within the periods of {time!r}")
     never = ~np.isfinite(g)
+    welch = inference == "welch" and p.n_clusters is None
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
     rows, infs, comps, dys = [], [], [], []
@@ -395,6 +433,9 @@ def group_time_effects(
             wt, wc = w * treat, w * ctrl
             m_t, m_c = wt @ dy / wt.sum(), wc @ dy / wc.sum()
             psi = wt * (dy - m_t) / (wt.sum() / n_sub) - wc * (dy - m_c) / (wc.sum() / n_sub)
+            if welch:  # HC2: ψ_i / √(1 − h_i), h_i = w_i / Σ w of its group (one-unit group: ψ = 0 stays 0)
+                lev = np.where(treat, w / wt.sum(), np.where(ctrl, w / wc.sum(), 0.0))
+                psi = np.where(lev < 1.0, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), 0.0)
             infs.append(psi * n / n_sub)
             comps.append(ctrl)
             dys.append(dy)
@@ -412,10 +453,14 @@ def group_time_effects(
     se = _se(inf, p.cluster, p.n_clusters)
     if standin is not None:
         se = np.sqrt(se**2 + np.diag(standin))
+    standin_df = np.array([r[6] for r in rows], dtype=float) - 1.0
+    if welch:
+        df = _welch_df(inf, g, None if standin is None else np.diag(standin), standin_df)
     cells = pd.DataFrame(rows, columns=["group", "time", "event_time", "base_time", "estimate", "n_treated",
                                         "n_control", "post"])
     table = _frame(cells["estimate"], se, df, level, cells.drop(columns="estimate").iloc[:, :4].to_dict("list"))
     table[["n_treated", "n_control", "post"]] = cells[["n_treated", "n_control", "post"]]
+    table["df"] = df
     pre = np.flatnonzero(~cells["post"].to_numpy() & (se > 0))
     if len(pre):
         b = cells["estimate"].to_numpy()[pre]
@@ -425,11 +470,45 @@ def group_time_effects(
         rank = int(np.linalg.matrix_rank(v))  # collinear placebo cells (a Moore-Penrose inverse, df = rank)
         stat = float(b @ np.linalg.pinv(v) @ b)
         pretest = {"statistic": stat, "df": rank, "pvalue": float(stats.chi2.sf(stat, rank))}
+        if welch:  # Hotelling-type: ν̄ W / (k(ν̄ + k − 1)) ~ F(k, ν̄), ν̄ the pre cells' mean df
+            nu = float(np.mean(np.asarray(df)[pre]))
+            f_stat = nu * stat / (rank * (nu + rank - 1.0))
+            pretest.update(df_denominator=nu, f_statistic=f_stat, pvalue=float(stats.f.sf(f_stat, rank, nu)))
     else:
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
-    return GroupTimeEffects(table, control, level, df, n, p.n_clusters, pretest, notes, inf, g, p.weight,
-                            p.cluster, standin)
+    return GroupTimeEffects(table, control, level, np.inf if welch else df, n, p.n_clusters, pretest, notes, inf, g,
+                            p.weight, p.cluster, standin, welch, standin_df)
+
+
+def pretest_text(pre: dict, digits: int = 2) -> str:
+    """The pre-trend test's statistic and reference as text: ``Wald test chi2(k) = W`` or, with the
+    small-sample reference, ``Wald test W = …, F(k, ν̄) = …``."""
+    if "f_statistic" in pre:
+        return (f"Wald test W = {pre['statistic']:.{digits}f}, F({pre['df']}, {pre['df_denominator']:.1f}) = "
+                f"{pre['f_statistic']:.{digits}f}")
+    return f"Wald test chi2({pre['df']}) = {pre['statistic']:.{digits}f}"
+
+
+def _welch_df(f: np.ndarray, cohort: np.ndarray, extra=None, extra_df=None) -> np.ndarray:
+    """Welch–Satterthwaite df of estimates with influence functions ``f`` (columns) over the
+    units' cohorts (``cohort``; inf = never adopting, one group): ``(Σ_G V_G)² / Σ_G V_G²/(n_G −
+    1)``, ``V_G = Σ_{i∈G} f_i²`` and ``n_G`` the units of G with ``f_i ≠ 0``; ``extra`` (a
+    variance term with ``extra_df`` df, the one-unit cohorts' stood-in) joins the sums."""
+    _, grp = np.unique(cohort, return_inverse=True)
+    k = f.shape[1]
+    V = np.zeros((grp.max() + 1, k))
+    N = np.zeros((grp.max() + 1, k))
+    np.add.at(V, grp, f**2)
+    np.add.at(N, grp, (f != 0).astype(float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        den = np.where(N > 1, V**2 / (N - 1), 0.0).sum(axis=0)
+        tot = V.sum(axis=0)
+        if extra is not None:
+            scale = f.shape[0] ** 2  # f² sums are variances × n²
+            tot = tot + extra * scale
+            den = den + np.where(np.isfinite(extra_df) & (extra_df > 0), (extra * scale) ** 2 / extra_df, 0.0)
+        return np.where(den > 0, tot**2 / den, np.inf)
 
 
 def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, dys: np.ndarray,
@@ -483,4 +562,4 @@ def _small_cohorts(g: np.ndarray) -> tuple[str, ...]:
                            "2011), which assumes the unit varies as they do" if one.size else ""),)
 
 
-__all__ = ["group_time_effects", "GroupTimeEffects", "Aggregation", "CONTROLS", "AGGREGATIONS"]
+__all__ = ["group_time_effects", "GroupTimeEffects", "Aggregation", "CONTROLS", "AGGREGATIONS", "INFERENCE"]
