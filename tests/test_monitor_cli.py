@@ -42,7 +42,37 @@ def test_monitor_writes_the_outputs_folder(tmp_path):
     assert (es["event_time"] < 0).any() and (es["event_time"] >= 0).any()   # pre-periods: the parallel-trends check
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["cohort"] == "pl_year" and prov["columns"]["time"] == ["year"]
+    assert prov["staggered_inference"] == "welch"
     assert "students changing school" in res.output and "event study" in res.output
+    gt = pd.read_csv(out / "group_time_effects.csv")
+    assert gt["df"].notna().all() and (gt["df"] < 1e6).all()  # Welch df, not a normal reference
+
+
+def test_monitor_staggered_inference_did_gives_the_r_package_figures(tmp_path):
+    """``--staggered-inference did``: the group-time table of ``group_time_effects(...,
+    inference="did")`` on the same school × period means (HC0 SEs, normal reference), recorded in
+    provenance.json; an unknown value is refused."""
+    from pleval.data import Columns
+    from pleval.monitor import monitor
+
+    path = ROOT / "sample_data" / "pl_panel_students.csv"
+    out = tmp_path / "mon"
+    res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--covariates", "frl", "--out", str(out),
+                              "--no-figures", "--staggered-inference", "did"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "provenance.json").read_text())["staggered_inference"] == "did"
+    got = pd.read_csv(out / "group_time_effects.csv")
+    assert (got["df"] == float("inf")).all()
+    cols = Columns(outcome="posttest", treatment="treatment", pretest="pretest", covariates=("frl",),
+                   school="school_id", subject="subject", grade="grade", student_id="student_id", time="year")
+    m = monitor(pd.read_csv(path), cols, cohort="pl_year", staggered_inference="did")
+    api = pd.concat([g.table.assign(subject=s) for s, g in m.staggered.items()])
+    pd.testing.assert_series_equal(got["se"], api["se"].reset_index(drop=True), check_names=False, rtol=1e-9)
+    m2 = monitor(pd.read_csv(path), cols, cohort="pl_year")
+    assert (pd.concat([g.table for g in m2.staggered.values()])["se"].to_numpy() > api["se"].to_numpy()).all()
+    bad = runner.invoke(app, ["monitor", str(path), "--time", "year", "--out", str(tmp_path / "b"),
+                              "--staggered-inference", "hc3"])
+    assert bad.exit_code != 0 and "staggered_inference must be one of" in bad.output
 
 
 def test_monitor_errors_are_one_line(tmp_path):

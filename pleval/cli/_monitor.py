@@ -43,6 +43,10 @@ def monitor(
                                     "vcg, or regression (no matching)."),
     control: str = typer.Option("notyet", "--control",
                                 help="Staggered adoption comparisons: notyet (not-yet-adopting schools) or never."),
+    staggered_inference: str = typer.Option(
+        "welch", "--staggered-inference",
+        help="Staggered adoption's inference: welch (HC2, Welch df, F pre-test; for few schools per cohort) or did "
+             "(the R package's analytic figures: HC0, normal, chi2)."),
     level: float = typer.Option(0.95, "--level", help="Confidence level."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level for diverging schools (BH-adjusted)."),
     out: Path = typer.Option(Path("results_monitor"), "--out", "-o", help="Outputs folder."),
@@ -75,7 +79,7 @@ def monitor(
     elif cohort.strip().lower() in NONE_WORDS:
         cohort = None
     result = run(df, cols, cohort=cohort, method=method, control=control, level=level, alpha=alpha,
-                 input_sha256=df.attrs.get("sha256"))
+                 staggered_inference=staggered_inference, input_sha256=df.attrs.get("sha256"))
     save_monitoring(result, out, figures=not no_figures)
     for n in notes:
         echo(f"note: {n}")

@@ -26,7 +26,7 @@ from ..data import Columns, frame_sha256
 from ..errors import DataError, DesignError
 from .over_time import OverTime, effects_over_time
 from .schools import SchoolTrajectories, school_trajectories
-from .staggered import group_time_effects, pretest_text
+from .staggered import INFERENCE, group_time_effects, pretest_text
 
 
 @dataclass(frozen=True, repr=False)
@@ -68,9 +68,12 @@ class Monitoring(ResultMixin):
 
 def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, method: str = "weighting",
             control: str = "notyet", level: float = 0.95, alpha: float = 0.05, match_options: dict | None = None,
-            input_sha256: str | None = None) -> Monitoring:
+            staggered_inference: str = "welch", input_sha256: str | None = None) -> Monitoring:
     """Monitor a multi-period file: see the module docstring. ``columns`` needs ``time``,
-    ``student_id``, ``school``, ``outcome``, ``treatment`` and ``pretest``."""
+    ``student_id``, ``school``, ``outcome``, ``treatment`` and ``pretest``. ``staggered_inference``:
+    the group-time effects' ``inference`` (:func:`pleval.monitor.group_time_effects`)."""
+    if staggered_inference not in INFERENCE:
+        raise DesignError(f"staggered_inference must be one of {INFERENCE}; got {staggered_inference!r}")
     ot = effects_over_time(data, columns, method=method, cohort=cohort, level=level, match_options=match_options)
     c = ot.columns
     notes = list(ot.notes)
@@ -91,13 +94,13 @@ def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, 
             continue
         if cohort is None:
             continue
-        gt = _staggered(ds, st, cohort, c, control, level)
+        gt = _staggered(ds, st, cohort, c, control, level, staggered_inference)
         if isinstance(gt, str):
             notes.append(f"[{s}] no staggered-adoption event study: {gt}")
         else:
             staggered[s] = gt
     prov = {"input_sha256": input_sha256 or frame_sha256(data), "method": method, "cohort": cohort,
-            "control": control, "level": level, "alpha": alpha,
+            "control": control, "staggered_inference": staggered_inference, "level": level, "alpha": alpha,
             "columns": {k: list(v) for k, v in c.roles().items()}}
     try:
         from .. import __version__
@@ -107,7 +110,7 @@ def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, 
     return Monitoring(ot, schools, staggered, tuple(notes), prov)
 
 
-def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str, level: float):
+def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str, level: float, inference: str):
     """Group-time effects on school × period means of the adjusted outcome, or why not."""
     sy = st.school_years
     g = ds.groupby("_cluster")[cohort].first()
@@ -126,7 +129,7 @@ def _staggered(ds, st: SchoolTrajectories, cohort: str, c: Columns, control: str
         return "no PL school has a pre-program period in the data"
     try:
         gt = group_time_effects(panel, outcome="estimate", unit="school", time="time", cohort="cohort",
-                                control=control, level=level)
+                                control=control, level=level, inference=inference)
     except (DataError, DesignError) as exc:
         return str(exc)
     dropped = len(counts) - len(full)
