@@ -133,6 +133,12 @@ def test_clustered_ses_are_influence_sums_within_clusters():
     df = MP.assign(district=MP["countyreal"].map(district))
     res = group_time_effects(df, **KW, cluster="district")
     assert res.n_clusters == 40 and res.df == 39
+    # the pre-test: Hotelling's T² on G − 1 df (χ² with inference="did")
+    W, k = res.pretest["statistic"], res.pretest["df"]
+    assert res.pretest["pvalue"] == pytest.approx(stats.f.sf((40 - k) * W / (k * 39), k, 40 - k), rel=1e-12)
+    did = group_time_effects(df, **KW, cluster="district", inference="did")
+    assert did.pretest["statistic"] == W and did.pretest["pvalue"] == pytest.approx(stats.chi2.sf(W, k), rel=1e-12)
+    pd.testing.assert_frame_equal(did.table, res.table)
     for r in res.table.itertuples():
         b, se = _cell_ols(MP, r.group, r.time, r.base_time, "never", cluster=district)
         assert r.se == pytest.approx(se, rel=1e-9)

@@ -43,8 +43,9 @@ T² approximation as if the covariance had ``ν̄ + k − 1`` df (the pre cells 
 estimate their variances from different units, so the joint covariance has more df than one
 cell's; the exact Hotelling with ``ν̄`` rejected 0–2.6% where 5% was due). An approximation,
 checked by simulation (docs/monitor.md). ``inference="did"`` gives the R package's
-analytic figures (HC0, normal, χ²), which the parity tests use; with ``cluster`` the clustered
-figures above are used either way.
+analytic figures (HC0, normal, χ²), which the parity tests use. With ``cluster`` the clustered
+SEs and t(G − 1) above are used either way, and ``"welch"`` refers the pre-test to Hotelling's
+T² on G − 1 df, ``(G − k) W / (k(G − 1)) ~ F(k, G − k)`` (Cameron & Miller 2015).
 
 A cohort of **one unit** has no variation of its own to estimate: its influence function is
 ``ΔY_i`` less its own mean, zero, so the formulas above would give its cells the comparison
@@ -401,7 +402,8 @@ def group_time_effects(
     are schools) whose influence-function sums give the SEs; ``weight`` a unit weight.
     ``inference``: ``"welch"`` (HC2 influence functions, Welch–Satterthwaite t, Hotelling's F
     pre-test) or ``"did"`` (the R package's HC0, normal and χ²); with ``cluster`` the clustered
-    SEs and t(G − 1) either way. See the module docstring for the formulas.
+    SEs and t(G − 1) either way, the pre-test Hotelling's on G − 1 df with ``"welch"``. See the
+    module docstring for the formulas.
     """
     if control not in CONTROLS:
         raise DesignError(f"control must be one of {CONTROLS}; got {control!r}")
@@ -474,6 +476,11 @@ def group_time_effects(
             nu = float(np.mean(np.asarray(df)[pre]))
             f_stat = nu * stat / (rank * (nu + rank - 1.0))
             pretest.update(df_denominator=nu, f_statistic=f_stat, pvalue=float(stats.f.sf(f_stat, rank, nu)))
+        elif inference == "welch":  # clustered: Hotelling's T² on G − 1 df, (G − k) W / (k(G − 1)) ~ F(k, G − k)
+            d2 = float(p.n_clusters - rank)
+            f_stat = d2 * stat / (rank * (p.n_clusters - 1.0))
+            pretest.update(df_denominator=d2, f_statistic=f_stat,
+                           pvalue=float(stats.f.sf(f_stat, rank, d2)) if d2 > 0 else np.nan)
     else:
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
