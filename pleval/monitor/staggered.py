@@ -532,8 +532,8 @@ def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, 
     S = np.zeros((k, k))
     for gv in ones:  # a loop over one-unit cohorts (few), each vectorized over its cells' pairs
         cells = np.flatnonzero(cell_group == gv)
-        m = comps[:, cells].astype(float) * w[:, None]  # weights within each cell's comparison group
-        both = np.einsum("ia,ib->abi", m > 0, m > 0)  # units in both groups, per pair
+        c = comps[:, cells]
+        both = c.T[:, None, :] & c.T[None, :, :]  # (a, b, unit): the unit is in both cells' comparison groups
         wb = np.where(both, w[None, None, :], 0.0)
         sw, sw2 = wb.sum(axis=2), (wb**2).sum(axis=2)
         d = dys[:, cells]
