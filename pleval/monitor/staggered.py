@@ -43,9 +43,12 @@ T² approximation as if the covariance had ``ν̄ + k − 1`` df (the pre cells 
 estimate their variances from different units, so the joint covariance has more df than one
 cell's; the exact Hotelling with ``ν̄`` rejected 0–2.6% where 5% was due). An approximation,
 checked by simulation (docs/monitor.md). ``inference="did"`` gives the R package's
-analytic figures (HC0, normal, χ²), which the parity tests use. With ``cluster`` the clustered
-SEs and t(G − 1) above are used either way, and ``"welch"`` refers the pre-test to Hotelling's
-T² on G − 1 df, ``(G − k) W / (k(G − 1)) ~ F(k, G − k)`` (Cameron & Miller 2015).
+analytic figures (HC0, normal, χ²), which the parity tests use. With ``cluster``, ``"welch"``
+gives CR2: each unit's ψ divided by ``√(1 − s)``, ``s`` its cluster's share of its group's weight
+in the cell (the two-group regression's ``(I − H_cc)^{−1/2}``, a rank-one update within each
+group; a group wholly in one cluster is left unscaled), no G/(G − 1) factor, t(G − 1), and the
+pre-test on Hotelling's T² with G − 1 df, ``(G − k) W / (k(G − 1)) ~ F(k, G − k)`` (Cameron &
+Miller 2015); ``"did"`` gives CR1 and the χ².
 
 A cohort of **one unit** has no variation of its own to estimate: its influence function is
 ``ΔY_i`` less its own mean, zero, so the formulas above would give its cells the comparison
@@ -181,23 +184,24 @@ def _panel(data, outcome, unit, time, cohort, cluster, weight) -> _Panel:
     return _Panel(units[keep], times, y[keep], g[keep], w / w.mean(), cl, n_clusters, tuple(notes))
 
 
-def _se(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None) -> np.ndarray:
-    """SE from influence functions (columns of ``inf``), unit-level or summed within clusters."""
+def _se(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None, cr1: bool = True) -> np.ndarray:
+    """SE from influence functions (columns of ``inf``), unit-level or summed within clusters
+    (times √(G/(G−1)) with ``cr1``; not for the CR2-adjusted influence functions)."""
     n = inf.shape[0]
     if n_clusters is None:
         return np.sqrt((inf**2).sum(axis=0)) / n
     sums = np.zeros((n_clusters, inf.shape[1]))
     np.add.at(sums, cluster, inf)
-    return np.sqrt(n_clusters / (n_clusters - 1) * (sums**2).sum(axis=0)) / n
+    return np.sqrt((n_clusters / (n_clusters - 1) if cr1 else 1.0) * (sums**2).sum(axis=0)) / n
 
 
-def _vcov(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None) -> np.ndarray:
+def _vcov(inf: np.ndarray, cluster: np.ndarray, n_clusters: int | None, cr1: bool = True) -> np.ndarray:
     n = inf.shape[0]
     if n_clusters is None:
         return inf.T @ inf / n**2
     sums = np.zeros((n_clusters, inf.shape[1]))
     np.add.at(sums, cluster, inf)
-    return n_clusters / (n_clusters - 1) * sums.T @ sums / n**2
+    return (n_clusters / (n_clusters - 1) if cr1 else 1.0) * sums.T @ sums / n**2
 
 
 def _frame(est, se, df, level, extra: dict) -> pd.DataFrame:
@@ -258,13 +262,14 @@ class GroupTimeEffects(ResultMixin):
     _standin: np.ndarray = field(repr=False, default=None)  # cells × cells: one-unit cohorts' stood-in variance
     _welch: bool = field(repr=False, default=False)  # Welch–Satterthwaite df (inference="welch", no cluster)
     _standin_df: np.ndarray = field(repr=False, default=None)  # each cell's comparison units less one
+    _cr2: bool = field(repr=False, default=False)  # clustered, CR2-adjusted influence functions (no G/(G−1))
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
     def summary(self) -> str:
         ctrl = {"never": "never-adopting units", "notyet": "not-yet-adopting units"}[self.control]
-        inf = (f"clustered by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
+        inf = (f"{'CR2' if self._cr2 else 'CR1'} by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
                else "unit-level influence functions (HC2), Welch-Satterthwaite t" if self._welch
                else "unit-level influence functions, normal reference")
         lines = [f"Group-time effects ATT(g,t) (Callaway & Sant'Anna 2021): {self.n_units:,} units; comparisons: "
@@ -304,7 +309,7 @@ class GroupTimeEffects(ResultMixin):
         """SEs and df of combinations with influence functions ``f`` and cell coefficients ``c``
         (columns): the influence-function variance plus the one-unit cohorts' stood-in ``c'Sc``;
         df :func:`_welch_df` (or the result's own)."""
-        var = _se(f, self._cluster, self.n_clusters) ** 2
+        var = _se(f, self._cluster, self.n_clusters, cr1=not self._cr2) ** 2
         extra = None
         if self._standin is not None:
             extra = np.einsum("ik,ij,jk->k", c, self._standin, c)
@@ -401,9 +406,8 @@ def group_time_effects(
     ``"notyet"``; ``cluster`` names a column constant within unit (e.g. a district when units
     are schools) whose influence-function sums give the SEs; ``weight`` a unit weight.
     ``inference``: ``"welch"`` (HC2 influence functions, Welch–Satterthwaite t, Hotelling's F
-    pre-test) or ``"did"`` (the R package's HC0, normal and χ²); with ``cluster`` the clustered
-    SEs and t(G − 1) either way, the pre-test Hotelling's on G − 1 df with ``"welch"``. See the
-    module docstring for the formulas.
+    pre-test; clustered: CR2, t(G − 1) and Hotelling's T² on G − 1 df) or ``"did"`` (the R
+    package's HC0, normal and χ²; clustered: CR1). See the module docstring for the formulas.
     """
     if control not in CONTROLS:
         raise DesignError(f"control must be one of {CONTROLS}; got {control!r}")
@@ -416,6 +420,7 @@ def group_time_effects(
         raise DesignError(f"column {cohort!r} (cohort): no unit adopts the program within the periods of {time!r}")
     never = ~np.isfinite(g)
     welch = inference == "welch" and p.n_clusters is None
+    cr2 = inference == "welch" and p.n_clusters is not None
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
     rows, infs, comps, dys = [], [], [], []
@@ -438,6 +443,11 @@ def group_time_effects(
             if welch:  # HC2: ψ_i / √(1 − h_i), h_i = w_i / Σ w of its group (one-unit group: ψ = 0 stays 0)
                 lev = np.where(treat, w / wt.sum(), np.where(ctrl, w / wc.sum(), 0.0))
                 psi = np.where(lev < 1.0, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), 0.0)
+            elif cr2:  # CR2: ψ_i / √(1 − s), s its cluster's share of its group's weight (a group in one cluster: 1)
+                share_t = np.bincount(p.cluster, weights=wt, minlength=p.n_clusters) / wt.sum()
+                share_c = np.bincount(p.cluster, weights=wc, minlength=p.n_clusters) / wc.sum()
+                lev = np.where(treat, share_t[p.cluster], np.where(ctrl, share_c[p.cluster], 0.0))
+                psi = np.where(lev < 1.0 - 1e-12, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), psi)
             infs.append(psi * n / n_sub)
             comps.append(ctrl)
             dys.append(dy)
@@ -452,7 +462,7 @@ def group_time_effects(
         raise DesignError(f"column {cluster!r} (cluster): one cluster; clustered SEs need at least two")
     cells_group = np.array([r[0] for r in rows])
     standin = _one_unit_standin(g, cells_group, np.column_stack(comps), np.column_stack(dys), p.weight)
-    se = _se(inf, p.cluster, p.n_clusters)
+    se = _se(inf, p.cluster, p.n_clusters, cr1=not cr2)
     if standin is not None:
         se = np.sqrt(se**2 + np.diag(standin))
     standin_df = np.array([r[6] for r in rows], dtype=float) - 1.0
@@ -466,7 +476,7 @@ def group_time_effects(
     pre = np.flatnonzero(~cells["post"].to_numpy() & (se > 0))
     if len(pre):
         b = cells["estimate"].to_numpy()[pre]
-        v = _vcov(inf[:, pre], p.cluster, p.n_clusters)
+        v = _vcov(inf[:, pre], p.cluster, p.n_clusters, cr1=not cr2)
         if standin is not None:
             v = v + standin[np.ix_(pre, pre)]
         rank = int(np.linalg.matrix_rank(v))  # collinear placebo cells (a Moore-Penrose inverse, df = rank)
@@ -485,7 +495,7 @@ def group_time_effects(
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
     return GroupTimeEffects(table, control, level, np.inf if welch else df, n, p.n_clusters, pretest, notes, inf, g,
-                            p.weight, p.cluster, standin, welch, standin_df)
+                            p.weight, p.cluster, standin, welch, standin_df, cr2)
 
 
 def pretest_text(pre: dict, digits: int = 2) -> str:
