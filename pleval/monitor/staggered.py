@@ -443,7 +443,7 @@ def group_time_effects(
             if welch:  # HC2: ψ_i / √(1 − h_i), h_i = w_i / Σ w of its group (one-unit group: ψ = 0 stays 0)
                 lev = np.where(treat, w / wt.sum(), np.where(ctrl, w / wc.sum(), 0.0))
                 psi = np.where(lev < 1.0, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), 0.0)
-            elif cr2:  # CR2: ψ_i / √(1 − s), s its cluster's share of its group's weight (a group in one cluster: 1)
+            elif cr2:  # CR2: ψ_i / √(1 − s), s its cluster's share of its group's weight (one cluster: 1)
                 share_t = np.bincount(p.cluster, weights=wt, minlength=p.n_clusters) / wt.sum()
                 share_c = np.bincount(p.cluster, weights=wc, minlength=p.n_clusters) / wc.sum()
                 lev = np.where(treat, share_t[p.cluster], np.where(ctrl, share_c[p.cluster], 0.0))
@@ -486,7 +486,7 @@ def group_time_effects(
             nu = float(np.mean(np.asarray(df)[pre]))
             f_stat = nu * stat / (rank * (nu + rank - 1.0))
             pretest.update(df_denominator=nu, f_statistic=f_stat, pvalue=float(stats.f.sf(f_stat, rank, nu)))
-        elif inference == "welch":  # clustered: Hotelling's T² on G − 1 df, (G − k) W / (k(G − 1)) ~ F(k, G − k)
+        elif inference == "welch":  # clustered: Hotelling's T² on G − 1 df, (G − k)W/(k(G − 1)) ~ F(k, G − k)
             d2 = float(p.n_clusters - rank)
             f_stat = d2 * stat / (rank * (p.n_clusters - 1.0))
             pretest.update(df_denominator=d2, f_statistic=f_stat,
