@@ -276,35 +276,39 @@ def _read_excel(p: Path, sheet, header_row, codes, notes):
         book = _excel_file(p)
     except Exception as exc:  # openpyxl/xlrd raise many types for a damaged file
         raise DataError(f"{p.name}: not a readable Excel file ({type(exc).__name__}); re-save it from Excel or as .csv") from None
-    names = book.sheet_names
-    if sheet is None:
-        sheet_name = names[0]
-        if len(names) > 1:
-            notes.append(f"{len(names)} sheets; read the first, {sheet_name!r} (--sheet to choose: {', '.join(map(repr, names))})")
-    else:
-        if isinstance(sheet, str) and sheet.isdigit():
-            sheet = int(sheet)
-        if isinstance(sheet, int):
-            if not 0 <= sheet < len(names):
-                raise DataError(f"{p.name}: no sheet number {sheet} (sheets, from 0: {', '.join(map(repr, names))}); fix --sheet")
-            sheet_name = names[sheet]
-        elif sheet in names:
-            sheet_name = sheet
+    with book:  # (closed on every path: a missing sheet left the file open)
+        names = book.sheet_names
+        if sheet is None:
+            sheet_name = names[0]
+            if len(names) > 1:
+                notes.append(f"{len(names)} sheets; read the first, {sheet_name!r} (--sheet to choose: "
+                             f"{', '.join(map(repr, names))})")
         else:
-            raise DataError(f"{p.name}: no sheet {sheet!r}; sheets are {', '.join(map(repr, names))} (--sheet)")
-    top = pd.read_excel(book, sheet_name=sheet_name, header=None, nrows=_SCAN_ROWS)
-    rows = top.astype(object).where(top.notna(), None).values.tolist()
-    if header_row is None:
-        h = _header_index(rows, p.name) if rows else 0
-        if h:
-            notes.append(f"header on row {h + 1} of sheet {sheet_name!r}: {h} row(s) above it skipped (--header-row to choose)")
-    else:
-        h = int(header_row) - 1
-    dups = _dups(rows[h]) if len(rows) > h else []
-    df = pd.read_excel(book, sheet_name=sheet_name, header=h, na_values=codes or None)
-    df = df.loc[:, [not (str(c).startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
-    df.attrs["first_data_row"] = h + 2
-    return df, dups
+            if isinstance(sheet, str) and sheet.isdigit():
+                sheet = int(sheet)
+            if isinstance(sheet, int):
+                if not 0 <= sheet < len(names):
+                    raise DataError(f"{p.name}: no sheet number {sheet} (sheets, from 0: "
+                                    f"{', '.join(map(repr, names))}); fix --sheet")
+                sheet_name = names[sheet]
+            elif sheet in names:
+                sheet_name = sheet
+            else:
+                raise DataError(f"{p.name}: no sheet {sheet!r}; sheets are {', '.join(map(repr, names))} (--sheet)")
+        top = pd.read_excel(book, sheet_name=sheet_name, header=None, nrows=_SCAN_ROWS)
+        rows = top.astype(object).where(top.notna(), None).values.tolist()
+        if header_row is None:
+            h = _header_index(rows, p.name) if rows else 0
+            if h:
+                notes.append(f"header on row {h + 1} of sheet {sheet_name!r}: {h} row(s) above it skipped "
+                             "(--header-row to choose)")
+        else:
+            h = int(header_row) - 1
+        dups = _dups(rows[h]) if len(rows) > h else []
+        df = pd.read_excel(book, sheet_name=sheet_name, header=h, na_values=codes or None)
+        df = df.loc[:, [not (str(c).startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
+        df.attrs["first_data_row"] = h + 2
+        return df, dups
 
 
 def _read_binary(p: Path, ext, codes, columns=None):

@@ -496,3 +496,22 @@ def test_api_warns_on_outliers_and_mixed_codes(base):
     assert any("'frl'" in m and "mixes numbers" in m for m in msgs)
     with pytest.warns(pleval.PlevalWarning, match="'posttest' \\(outcome\\).*robust SDs"):
         pleval.estimate(_set(base, "posttest", 3, 1e12), placebo=False)
+
+
+def test_excel_workbook_is_closed_on_every_path(tmp_path):
+    """Reading a workbook closes it, also when the sheet asked for is missing (it was left open:
+    a ResourceWarning when the garbage collector found it)."""
+    import gc
+    import warnings
+
+    p = tmp_path / "sheets.xlsx"
+    _write_two_sheets(pd.read_csv("sample_data/pl_matched_students.csv", nrows=50), p)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match="no sheet 'Daten'"):
+            read_table(p, sheet="Daten")
+        with pytest.raises(DataError, match="no sheet number 7"):
+            read_table(p, sheet=7)
+        assert len(read_table(p, sheet="Data")) == 50
+        gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)], [str(w.message) for w in seen]
