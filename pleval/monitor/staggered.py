@@ -421,6 +421,7 @@ def group_time_effects(
     never = ~np.isfinite(g)
     welch = inference == "welch" and p.n_clusters is None
     cr2 = inference == "welch" and p.n_clusters is not None
+    n_blocks = len(p.units) if p.n_clusters is None else p.n_clusters  # (p.cluster: the unit itself unclustered)
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
     rows, infs, comps, dys = [], [], [], []
@@ -440,14 +441,12 @@ def group_time_effects(
             wt, wc = w * treat, w * ctrl
             m_t, m_c = wt @ dy / wt.sum(), wc @ dy / wc.sum()
             psi = wt * (dy - m_t) / (wt.sum() / n_sub) - wc * (dy - m_c) / (wc.sum() / n_sub)
-            if welch:  # HC2: ψ_i / √(1 − h_i), h_i = w_i / Σ w of its group (one-unit group: ψ = 0 stays 0)
-                lev = np.where(treat, w / wt.sum(), np.where(ctrl, w / wc.sum(), 0.0))
-                psi = np.where(lev < 1.0, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), 0.0)
-            elif cr2:  # CR2: ψ_i / √(1 − s), s its cluster's share of its group's weight (one cluster: 1)
-                share_t = np.bincount(p.cluster, weights=wt, minlength=p.n_clusters) / wt.sum()
-                share_c = np.bincount(p.cluster, weights=wc, minlength=p.n_clusters) / wc.sum()
-                lev = np.where(treat, share_t[p.cluster], np.where(ctrl, share_c[p.cluster], 0.0))
-                psi = np.where(lev < 1.0 - 1e-12, psi / np.sqrt(np.maximum(1.0 - lev, 1e-300)), psi)
+            if welch or cr2:  # HC2 / CR2: ψ_i / √(1 − s), s the share of its group's weight in its unit / cluster
+                share = np.where(treat, np.bincount(p.cluster, weights=wt, minlength=n_blocks)[p.cluster] / wt.sum(),
+                                 np.where(ctrl, np.bincount(p.cluster, weights=wc, minlength=n_blocks)[p.cluster]
+                                          / wc.sum(), 0.0))
+                whole = share >= 1.0 - 1e-12  # the group in one unit (its ψ is 0) or in one cluster (left unscaled)
+                psi = np.where(whole, psi if cr2 else 0.0, psi / np.sqrt(np.maximum(1.0 - share, 1e-300)))
             infs.append(psi * n / n_sub)
             comps.append(ctrl)
             dys.append(dy)
