@@ -7,8 +7,9 @@ the R package's analytic figures (``inference="did"``).
     python benchmarks/sim_staggered_small.py --clustered [--reps 500]
 
 ``--clustered``: schools in 10, 20 and 40 clusters (districts) with a cluster effect of SD 0.5
-in every period, ``cluster=`` given: the pre-test with Hotelling's T² on G − 1 df against the χ²,
-and the cells' coverage (CR1, t(G − 1)).
+in every period, ``cluster=`` given: the pre-test (Hotelling's T² on the CR2 covariance's
+Wishart df; how often that df is too small for a test) against the χ², and the cells' and
+event-time coverage (CR2 with Satterthwaite df; the R package's CR1 with t(G − 1)).
 
 Each panel: unit and period effects (standard normal), unit-level noise with an SD drawn
 uniformly from 0.5–1.5 for each unit, no program effect. Designs: never-adopting units plus
@@ -51,7 +52,8 @@ def clustered(reps: int, seed: int) -> None:
     for G, sizes in ((10, (20, 6, 8, 6)), (20, (40, 12, 16, 12)), (40, (60, 20, 20, 20))):
         g = np.concatenate([np.zeros(sizes[0])] + [np.full(k, float(p)) for p, k in zip((3, 4, 5), sizes[1:])])
         n, T = g.size, 6
-        rejects, cover = {"welch": [], "did": []}, []
+        rejects, cover, nan = {"welch": [], "did": []}, {"welch": [], "did": []}, []
+        event = []
         for _ in range(reps):  # a loop over simulated panels, each a whole analysis
             cl = rng.permutation(np.arange(n) % G)
             y = (rng.normal(size=n)[:, None] + rng.normal(size=T)[None, :] + 0.5 * rng.normal(size=(G, T))[cl]
@@ -62,10 +64,15 @@ def clustered(reps: int, seed: int) -> None:
                 r = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet",
                                        cluster="c", inference=inference)
                 acc.append(r.pretest["pvalue"] < 0.05)
+                cover[inference].append(((r.table["ci_low"] <= 0) & (r.table["ci_high"] >= 0)).to_numpy())
                 if inference == "welch":
-                    cover.append(((r.table["ci_low"] <= 0) & (r.table["ci_high"] >= 0)).to_numpy())
-        print(f"{n} schools in {G} clusters: pre-test rejects {np.mean(rejects['welch']):.3f} (chi2 "
-              f"{np.mean(rejects['did']):.3f}); cells cover {np.concatenate(cover).mean():.3f}  [{reps} panels]")
+                    nan.append(np.isnan(r.pretest["pvalue"]))
+                    e = r.event_study().table
+                    event.append(((e["ci_low"] <= 0) & (e["ci_high"] >= 0)).to_numpy())
+        cov = {k: np.concatenate(v).mean() for k, v in cover.items()}
+        print(f"{n} schools in {G} clusters: pre-test rejects {np.mean(rejects['welch']):.3f} (no test: "
+              f"{np.mean(nan):.3f}; chi2 {np.mean(rejects['did']):.3f}); cells cover {cov['welch']:.3f} (CR1 "
+              f"{cov['did']:.3f}); event times {np.concatenate(event).mean():.3f}  [{reps} panels]")
 
 
 def main() -> None:

@@ -46,9 +46,15 @@ checked by simulation (docs/monitor.md). ``inference="did"`` gives the R package
 analytic figures (HC0, normal, χ²), which the parity tests use. With ``cluster``, ``"welch"``
 gives CR2: each unit's ψ divided by ``√(1 − s)``, ``s`` its cluster's share of its group's weight
 in the cell (the two-group regression's ``(I − H_cc)^{−1/2}``, a rank-one update within each
-group; a group wholly in one cluster is left unscaled), no G/(G − 1) factor, t(G − 1), and the
-pre-test on Hotelling's T² with G − 1 df, ``(G − k) W / (k(G − 1)) ~ F(k, G − k)`` (Cameron &
-Miller 2015); ``"did"`` gives CR1 and the χ².
+group; a group wholly in one cluster is left unscaled), no G/(G − 1) factor. Each cell and
+aggregation is referred to t(ν), ν the Bell–McCaffrey (Satterthwaite) df of its CR2 variance
+under the working model of independent outcomes with variance ∝ ``1/w`` (for a cell, the df of
+its two-group regression's CR2 test; :class:`_CR2Satterthwaite`; an aggregation's df leaves out
+the cohort shares' influence function, a design term). The pre-test refers Hotelling's T² to
+the CR2 covariance's Wishart df η, matched by total variance (Pustejovsky & Tipton 2018; the
+HTZ test of R's clubSandwich): ``(η − k + 1) W / (ηk) ~ F(k, η − k + 1)``, no p-value when
+``η ≤ k − 1`` and a note below 4 denominator df (few clusters, many pre cells: a weak test).
+``"did"`` gives CR1, t(G − 1) and the χ².
 
 A cohort of **one unit** has no variation of its own to estimate: its influence function is
 ``ΔY_i`` less its own mean, zero, so the formulas above would give its cells the comparison
@@ -58,10 +64,15 @@ covariance of ``ΔY_a`` and ``ΔY_b`` over the units in both cells' comparison g
 ``Σw − Σw²/Σw``, unbiased for equal weights; fewer than two such units: NaN on the diagonal, 0
 off it), added to the influence-function variance of every cell, of the pre-test's cells and
 of every aggregation through its weights on the cells (``c'Sc``). The unit's deviation is
-taken as independent of other units', its cluster-mates' included.
+taken as independent of other units', its cluster-mates' included; clustered, its term joins a
+combination's df by Satterthwaite's rule, and the pre-test's η is the CR2 part's.
 
 Source: Callaway, B. and Sant'Anna, P. H. C. (2021), "Difference-in-Differences with multiple
 time periods", *Journal of Econometrics* 225(2), 200–230; the R package ``did`` (aggte).
+Bell, R. M. and McCaffrey, D. F. (2002), "Bias reduction in standard errors for linear regression
+with multi-stage samples", *Survey Methodology* 28(2), 169–181. Pustejovsky, J. E. and Tipton, E.
+(2018), "Small-sample methods for cluster-robust variance estimation and hypothesis testing in
+fixed effects models", *Journal of Business & Economic Statistics* 36(4), 672–683.
 Conley, T. G. and Taber, C. R. (2011), "Inference with 'Difference in Differences' with a small
 number of policy changes", *Review of Economics and Statistics* 93(1), 113–125.
 """
@@ -72,7 +83,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 from .._results import Estimate, ResultMixin, t_interval
 from ..errors import DataError, DesignError
@@ -263,13 +274,15 @@ class GroupTimeEffects(ResultMixin):
     _welch: bool = field(repr=False, default=False)  # Welch–Satterthwaite df (inference="welch", no cluster)
     _standin_df: np.ndarray = field(repr=False, default=None)  # each cell's comparison units less one
     _cr2: bool = field(repr=False, default=False)  # clustered, CR2-adjusted influence functions (no G/(G−1))
+    _satterthwaite: "_CR2Satterthwaite | None" = field(repr=False, default=None)  # CR2's df of combinations
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
     def summary(self) -> str:
         ctrl = {"never": "never-adopting units", "notyet": "not-yet-adopting units"}[self.control]
-        inf = (f"{'CR2' if self._cr2 else 'CR1'} by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
+        inf = (f"CR2 by {self.n_clusters:,} clusters, Satterthwaite (Bell-McCaffrey) t" if self._cr2
+               else f"CR1 by {self.n_clusters:,} clusters, t({self.df:g})" if self.n_clusters
                else "unit-level influence functions (HC2), Welch-Satterthwaite t" if self._welch
                else "unit-level influence functions, normal reference")
         lines = [f"Group-time effects ATT(g,t) (Callaway & Sant'Anna 2021): {self.n_units:,} units; comparisons: "
@@ -314,12 +327,15 @@ class GroupTimeEffects(ResultMixin):
         if self._standin is not None:
             extra = np.einsum("ik,ij,jk->k", c, self._standin, c)
             var = var + extra
-        if not self._welch:
+        if not (self._welch or self._cr2):
             return np.sqrt(var), np.full(var.shape, self.df)
         extra_df = None
         if extra is not None:  # the stood-in term's df: the fewest comparison units (less one) it draws on
             used = np.abs(c) > 0
             extra_df = np.where(used, self._standin_df[:, None], np.inf).min(axis=0)
+        if self._cr2:
+            return np.sqrt(var), _combined_df(var - (0.0 if extra is None else extra), self._satterthwaite.df(c),
+                                              extra, extra_df)
         return np.sqrt(var), _welch_df(f, self._cohort, extra, extra_df)
 
     def aggregate(self, kind: str = "simple") -> Aggregation:
@@ -406,7 +422,7 @@ def group_time_effects(
     ``"notyet"``; ``cluster`` names a column constant within unit (e.g. a district when units
     are schools) whose influence-function sums give the SEs; ``weight`` a unit weight.
     ``inference``: ``"welch"`` (HC2 influence functions, Welch–Satterthwaite t, Hotelling's F
-    pre-test; clustered: CR2, t(G − 1) and Hotelling's T² on G − 1 df) or ``"did"`` (the R
+    pre-test; clustered: CR2 with Bell–McCaffrey df and the HTZ pre-test) or ``"did"`` (the R
     package's HC0, normal and χ²; clustered: CR1). See the module docstring for the formulas.
     """
     if control not in CONTROLS:
@@ -424,7 +440,7 @@ def group_time_effects(
     n_blocks = len(p.units) if p.n_clusters is None else p.n_clusters  # (p.cluster: the unit itself unclustered)
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
-    rows, infs, comps, dys = [], [], [], []
+    rows, infs, comps, dys, periods, scales, shares = [], [], [], [], [], [], []
     for gv in cohorts:
         gi = int(np.searchsorted(times, gv))
         treat = g == gv
@@ -446,8 +462,13 @@ def group_time_effects(
                                  np.where(ctrl, np.bincount(p.cluster, weights=wc, minlength=n_blocks)[p.cluster]
                                           / wc.sum(), 0.0))
                 whole = share >= 1.0 - 1e-12  # the group in one unit (its ψ is 0) or in one cluster (left unscaled)
-                psi = np.where(whole, psi if cr2 else 0.0, psi / np.sqrt(np.maximum(1.0 - share, 1e-300)))
+                factor = np.where(whole, 1.0 if cr2 else 0.0, 1.0 / np.sqrt(np.maximum(1.0 - share, 1e-300)))
+                psi = psi * factor
+                if cr2:  # ψ_i = a_i e_i, e_i = ΔY_i less its group's weighted mean: the Satterthwaite df's parts
+                    scales.append((wt / (wt.sum() / n_sub) - wc / (wc.sum() / n_sub)) * factor * n / n_sub)
+                    shares.append((wt / wt.sum(), wc / wc.sum()))
             infs.append(psi * n / n_sub)
+            periods.append((ti, bi))
             comps.append(ctrl)
             dys.append(dy)
             rows.append((gv, times[ti], times[ti] - gv, times[bi], m_t - m_c, int(treat.sum()), int(ctrl.sum()),
@@ -465,7 +486,14 @@ def group_time_effects(
     if standin is not None:
         se = np.sqrt(se**2 + np.diag(standin))
     standin_df = np.array([r[6] for r in rows], dtype=float) - 1.0
-    if welch:
+    satterthwaite = None
+    if cr2:
+        treated_shares, control_shares = zip(*shares)
+        satterthwaite = _CR2Satterthwaite.build(np.column_stack(scales), np.column_stack(treated_shares + control_shares),
+                                                np.array(periods), len(times), p.cluster, p.n_clusters, p.weight)
+        df = _combined_df(se**2 - (0.0 if standin is None else np.diag(standin)), satterthwaite.df(np.eye(len(rows))),
+                          None if standin is None else np.diag(standin), standin_df)
+    elif welch:
         df = _welch_df(inf, g, None if standin is None else np.diag(standin), standin_df)
     cells = pd.DataFrame(rows, columns=["group", "time", "event_time", "base_time", "estimate", "n_treated",
                                         "n_control", "post"])
@@ -485,16 +513,22 @@ def group_time_effects(
             nu = float(np.mean(np.asarray(df)[pre]))
             f_stat = nu * stat / (rank * (nu + rank - 1.0))
             pretest.update(df_denominator=nu, f_statistic=f_stat, pvalue=float(stats.f.sf(f_stat, rank, nu)))
-        elif inference == "welch":  # clustered: Hotelling's T² on G − 1 df, (G − k)W/(k(G − 1)) ~ F(k, G − k)
-            d2 = float(p.n_clusters - rank)
-            f_stat = d2 * stat / (rank * (p.n_clusters - 1.0))
+        elif cr2:  # Hotelling's T² with the CR2 covariance's Wishart df η: (η − k + 1) W / (ηk) ~ F(k, η − k + 1)
+            eta = satterthwaite.hotelling_df(pre)
+            d2 = eta - rank + 1.0
+            f_stat = d2 * stat / (eta * rank)
             pretest.update(df_denominator=d2, f_statistic=f_stat,
                            pvalue=float(stats.f.sf(f_stat, rank, d2)) if d2 > 0 else np.nan)
+            if d2 < FEW_PRETEST_DF:
+                notes += (f"the joint pre-trend test of {rank} pre-period cells has "
+                          + (f"only F({rank}, {d2:.1f}): little power" if d2 > 0 else "no df left (no p-value)")
+                          + f" with {p.n_clusters} clusters; judge pre-trends by the event study's pre-period "
+                          "estimates, each with its own df",)
     else:
         pretest = {"statistic": np.nan, "df": 0, "pvalue": np.nan}
     inf.setflags(write=False)
-    return GroupTimeEffects(table, control, level, np.inf if welch else df, n, p.n_clusters, pretest, notes, inf, g,
-                            p.weight, p.cluster, standin, welch, standin_df, cr2)
+    return GroupTimeEffects(table, control, level, np.inf if welch or cr2 else df, n, p.n_clusters, pretest, notes,
+                            inf, g, p.weight, p.cluster, standin, welch, standin_df, cr2, satterthwaite)
 
 
 def pretest_text(pre: dict, digits: int = 2) -> str:
@@ -527,6 +561,130 @@ def _welch_df(f: np.ndarray, cohort: np.ndarray, extra=None, extra_df=None) -> n
         return np.where(den > 0, tot**2 / den, np.inf)
 
 
+@dataclass(frozen=True)
+class _CR2Satterthwaite:
+    """Bell–McCaffrey (Satterthwaite) df of the CR2 variance of combinations of the cells
+    (module docstring), working model: independent outcomes ``Y_it`` with variance ∝ ``1/w_i``.
+
+    A combination ``c`` of the cells has cluster sums ``S_g = Σ_k c_k Σ_{i∈g} a_ik e_ik``, linear
+    in the outcomes: ``S_g = ℓ_g'Y``. With ``M_gh = ℓ_g' W⁻¹ ℓ_h`` the variance estimate ``Σ_g S_g²``
+    has mean ``tr M`` and variance ``2‖M‖²_F`` under the working model (normal outcomes), so
+    ``ν = (tr M)² / ‖M‖²_F`` — for a single cell the df of the CR2 coefficient test of its
+    two-group regression (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018, Φ = I of the
+    √W-transformed model). In period ``t``, ``ℓ_g`` restricted to that period is
+    ``r_j 1(j∈g) − Σ_k γ_k (π_jk^T σ_gk^T + π_jk^C σ_gk^C)``: ``γ_k = c_k (1(t = t_k) − 1(t = b_k))``,
+    ``r = Σ_k γ_k a_k``, ``π_k`` each group's weight shares and ``σ_gk`` its units' ``a`` summed
+    in cluster g. So ``M = diag(d) − AΣ' − ΣA' + ΣQΣ'`` with ``d_g = Σ_t Σ_{j∈g} r_j²/w_j``,
+    ``A = Σ_t X_t Γ_t`` (``X_t = Z'diag(r/w)π``, Z the cluster indicators, ``Γ_t = diag(γ, γ)``),
+    ``Q = Σ_t Γ_t π'W⁻¹π Γ_t``: a diagonal plus a low-rank part, whose trace and Frobenius norm
+    need no cluster × cluster matrix.
+    """
+
+    a: np.ndarray  # (n, K): ψ_ik = a_ik e_ik
+    pi: np.ndarray  # (n, 2K): each cell's treated, then comparison, weight shares
+    sigma: np.ndarray  # (G, 2K): the a of each cell's treated (comparison) units summed by cluster
+    cross: np.ndarray  # (2K, 2K): π' W⁻¹ π
+    steps: np.ndarray  # (K, T): +1 in each cell's period, −1 in its base period
+    winv: np.ndarray
+    to_cluster: sparse.csr_matrix  # (G, n) indicator
+
+    @classmethod
+    def build(cls, a, pi, periods, n_periods, cluster, n_clusters, weight):
+        n, K = a.shape
+        to_cluster = sparse.csr_matrix((np.ones(n), (cluster, np.arange(n))), shape=(n_clusters, n))
+        sigma = np.hstack([to_cluster @ (a * (pi[:, :K] > 0)), to_cluster @ (a * (pi[:, K:] > 0))])
+        steps = np.zeros((K, n_periods))
+        steps[np.arange(K), periods[:, 0]] += 1.0
+        steps[np.arange(K), periods[:, 1]] -= 1.0
+        winv = 1.0 / weight
+        return cls(a, pi, sigma, pi.T @ (pi * winv[:, None]), steps, winv, to_cluster)
+
+    def _parts(self, C: np.ndarray):
+        """For combinations ``C`` (K × m) on their active cells: the columns used (2 per cell) and,
+        per period, ``γ`` (2a × m), ``r`` (n × m) and ``X`` (G × 2a × m)."""
+        act = np.flatnonzero(np.abs(C).sum(axis=1) > 0)
+        K = self.a.shape[1]
+        cols = np.concatenate([act, K + act])
+        pi = self.pi[:, cols]
+        out = []
+        for t in np.flatnonzero(np.abs(self.steps[act]).sum(axis=0)):  # a loop over periods (few)
+            gam = C[act] * self.steps[act, t][:, None]
+            r = self.a[:, act] @ gam
+            X = self.to_cluster @ ((r * self.winv[:, None])[:, None, :] * pi[:, :, None]).reshape(len(r), -1)
+            out.append((np.vstack([gam, gam]), r, X.reshape(-1, cols.size, C.shape[1])))
+        return cols, out
+
+    def df(self, C: np.ndarray) -> np.ndarray:
+        """The df ``(tr M)²/‖M‖²_F`` of each combination (columns of ``C``, coefficients on the
+        cells); a loop over the combinations, each on its own cells."""
+        out = np.full(C.shape[1], np.inf)
+        for s in range(C.shape[1]):  # a loop over combinations (cells and aggregations: few)
+            cols, parts = self._parts(C[:, [s]])
+            if not parts:
+                continue
+            S, P = self.sigma[:, cols], self.cross[np.ix_(cols, cols)]
+            d = sum(self.to_cluster @ (r[:, 0] ** 2 * self.winv) for _, r, _ in parts)
+            A = sum(X[:, :, 0] * g[:, 0] for g, _, X in parts)
+            Q = sum(np.outer(g[:, 0], g[:, 0]) * P for g, _, _ in parts)
+            F = np.hstack([S, A])
+            k = cols.size
+            Cm = np.block([[Q, -np.eye(k)], [-np.eye(k), np.zeros((k, k))]])
+            H = F.T @ F
+            FC = F @ Cm
+            tr = d.sum() + np.trace(Cm @ H)
+            fro = (d**2).sum() + 2.0 * d @ (FC * F).sum(axis=1) + np.trace(Cm @ H @ Cm @ H)
+            if fro > 0:
+                out[s] = tr**2 / fro
+        return out
+
+    def hotelling_df(self, cells: np.ndarray) -> float:
+        """The Wishart df η of the CR2 covariance of ``cells`` (indices), by the total-variance
+        match of Pustejovsky & Tipton (2018, the "HTZ" test): standardized so that its
+        working-model mean Ω is the identity (``B'ΩB = I`` on Ω's range, q columns),
+        ``η = q(q + 1) / Σ_{a,b} Var(V̂_ab) = q(q + 1) / Σ_{g,h} ((tr 𝕄_gh)² + tr 𝕄_gh²)``, where
+        ``𝕄_gh = B'[Cov(S_g of s, S_h of u)]_{s,u}B`` (normal working model; Isserlis). For cells s, u
+        sharing ``o_su = Σ_t (1(t = t_s) − 1(t = b_s))(1(t = t_u) − 1(t = b_u))`` periods,
+        ``Cov(S_g^s, S_h^u) = o_su (δ_gh D^{su}_g − Y^{su}_g·σ^u_h − σ^s_g·Y^{us}_h + σ^s_g P^{su} σ^u_h)``
+        with ``D^{su}_g = Σ_{j∈g} a_js a_ju/w_j``, ``Y^{su}_g = Σ_{j∈g} a_js π_j^u/w_j`` (π, σ, P: the
+        cell's two groups). Formed a block of clusters g at a time against all h."""
+        n, K = self.a.shape
+        G, q = self.sigma.shape[0], cells.size
+        cols = np.stack([cells, K + cells], axis=1)  # (q, 2): each cell's treated and comparison columns
+        S = self.sigma[:, cols]  # (G, q, 2)
+        P = self.cross[cols[:, :, None, None], cols[None, None, :, :]]  # (q, 2, q, 2)
+        o = self.steps[cells] @ self.steps[cells].T
+        aw = self.a[:, cells] * self.winv[:, None]
+        D = (self.to_cluster @ (aw[:, :, None] * self.a[:, None, cells]).reshape(n, -1)).reshape(G, q, q)
+        Y = (self.to_cluster @ (aw[:, :, None, None] * self.pi[:, cols][:, None]).reshape(n, -1)).reshape(G, q, q, 2)
+        SP = np.einsum("gsk,skul->gsul", S, P)
+        omega = o * (D.sum(axis=0) - np.einsum("gsuk,guk->su", Y, S) - np.einsum("gsk,gusk->su", S, Y)
+                     + np.einsum("gsul,gul->su", SP, S))
+        lam, vec = np.linalg.eigh(omega)
+        keep = lam > lam.max() * 1e-10
+        B = vec[:, keep] / np.sqrt(lam[keep])
+        r = B.shape[1]
+        var = 0.0
+        rows = max(1, int(4e6 // (G * q * q)))  # clusters per block: bounded memory
+        for g0 in range(0, G, rows):  # a loop over blocks of clusters
+            g1 = min(G, g0 + rows)
+            M = (np.einsum("gsul,hul->ghsu", SP[g0:g1], S) - np.einsum("gsuk,huk->ghsu", Y[g0:g1], S)
+                 - np.einsum("gsk,husk->ghsu", S[g0:g1], Y))
+            M[np.arange(g1 - g0), np.arange(g0, g1)] += D[g0:g1]
+            Ms = np.matmul(B.T, np.matmul(M * o, B))
+            var += (np.einsum("ghaa->gh", Ms) ** 2).sum() + np.einsum("ghab,ghba->", Ms, Ms)
+        return r * (r + 1) / var
+
+
+def _combined_df(var, df, extra=None, extra_df=None) -> np.ndarray:
+    """Satterthwaite's df of ``var`` (``df`` df) plus an independent ``extra`` (``extra_df``)."""
+    if extra is None:
+        return df
+    with np.errstate(divide="ignore", invalid="ignore"):
+        den = (np.where(np.isfinite(df) & (df > 0), var**2 / df, 0.0)
+               + np.where(np.isfinite(extra_df) & (extra_df > 0), extra**2 / extra_df, 0.0))
+        return np.where(den > 0, (var + extra) ** 2 / den, np.inf)
+
+
 def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, dys: np.ndarray,
                       w: np.ndarray) -> np.ndarray | None:
     """The stood-in covariance ``S`` (cells × cells) of the one-unit cohorts' deviations (module
@@ -556,6 +714,10 @@ def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, 
         S[np.ix_(cells, cells)] = cov
     return S
 
+
+FEW_PRETEST_DF = 4.0
+"""Below this denominator df the clustered pre-trend test gets a note: its F critical value is
+large (F(k, 4) needs about 6–7 at 5%, F(k, 2) about 19), so it detects only large departures."""
 
 SMALL_COHORT = 5
 """Cohorts of fewer units get a note, as ``did::att_gt`` warns of "small groups" (fewer than
