@@ -412,3 +412,24 @@ def test_clustered_small_samples_by_simulation():
     assert 0.945 <= cover["welch"] <= 0.985 and np.concatenate(event).mean() >= 0.945, (cover, event)
     assert reject["welch"] <= 0.05, reject
     assert cover["did"] < 0.94 and reject["did"] > 0.4, (cover, reject)
+
+
+def test_clustered_pretest_with_too_few_clusters_says_so():
+    """Six clusters for six pre-period cells: the CR2 covariance's Wishart df leave the F no
+    denominator df: no p-value, a note, and text without a NaN; with more clusters the note
+    names the F's few df."""
+    rng = np.random.default_rng(3)
+    g = np.r_[np.zeros(20), np.full(3, 3.0), np.full(8, 4.0), np.full(3, 5.0)]
+    n, T = g.size, 6
+    y = rng.normal(size=(n, T))
+    for G, usable in ((6, False), (20, True)):
+        cl = rng.permutation(np.arange(n) % G)
+        d = pd.DataFrame({"unit": np.repeat(np.arange(n), T), "time": np.tile(np.arange(1.0, T + 1), n),
+                          "y": y.ravel(), "g": np.repeat(g, T), "c": np.repeat(cl, T)})
+        res = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet", cluster="c")
+        pre = res.pretest
+        assert pre["df"] == 6 and pre["df_denominator"] < 4
+        note = [x for x in res.notes if "joint pre-trend test" in x]
+        assert len(note) == 1 and f"with {G} clusters" in note[0]
+        assert np.isfinite(pre["pvalue"]) == usable and ("no p-value" in note[0]) != usable
+        assert "nan" not in res.summary() and ("no p-value" in res.summary()) != usable

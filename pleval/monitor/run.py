@@ -55,7 +55,7 @@ class Monitoring(ResultMixin):
                      f"{'not-yet' if gt.control == 'notyet' else 'never'}-adopting comparisons): overall "
                      + gt.aggregate("group").overall.summary()]
             if pre["df"]:
-                lines.append(f"  pre-trend {pretest_text(pre)}, p = {pre['pvalue']:.3g}")
+                lines.append(f"  pre-trend {pretest_text(pre)}")
             lines.append("  event study (periods since adoption): " + ", ".join(
                 f"{int(r.event_time):+d}: {r.estimate:+.2f}" for r in es.table.itertuples(index=False)))
             parts.append("\n".join(lines))

@@ -292,7 +292,7 @@ class GroupTimeEffects(ResultMixin):
             lines.append(f"  {r.group:>8g}{r.time:>8g}{r.estimate:>10.4f}{r.se:>9.4f}{r.ci_low:>9.4f}{r.ci_high:>9.4f}"
                          + ("" if r.post else "  (pre)"))
         if self.pretest["df"]:
-            lines.append(f"  pre-trend {pretest_text(self.pretest, 3)}, p = {self.pretest['pvalue']:.5f}")
+            lines.append(f"  pre-trend {pretest_text(self.pretest, 3, lambda v: f'{v:.5f}')}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -517,7 +517,7 @@ def group_time_effects(
             eta = satterthwaite.hotelling_df(pre)
             d2 = eta - rank + 1.0
             f_stat = d2 * stat / (eta * rank)
-            pretest.update(df_denominator=d2, f_statistic=f_stat,
+            pretest.update(df_denominator=d2, f_statistic=f_stat if d2 > 0 else np.nan,
                            pvalue=float(stats.f.sf(f_stat, rank, d2)) if d2 > 0 else np.nan)
             if d2 < FEW_PRETEST_DF:
                 notes += (f"the joint pre-trend test of {rank} pre-period cells has "
@@ -531,13 +531,18 @@ def group_time_effects(
                             inf, g, p.weight, p.cluster, standin, welch, standin_df, cr2, satterthwaite)
 
 
-def pretest_text(pre: dict, digits: int = 2) -> str:
-    """The pre-trend test's statistic and reference as text: ``Wald test chi2(k) = W`` or, with the
-    small-sample reference, ``Wald test W = …, F(k, ν̄) = …``."""
+def pretest_text(pre: dict, digits: int = 2, p_text=None) -> str:
+    """The pre-trend test as text: ``Wald test chi2(k) = W, p = …`` or, with the small-sample
+    reference, ``Wald test W = …, F(k, ν̄) = …, p = …`` (``p_text`` formats the p-value; default
+    ``.{digits + 1}g``); without a reference (no denominator df left), the statistic and why."""
+    p = (p_text or (lambda v: f"{v:.{digits + 1}g}"))(pre["pvalue"])
     if "f_statistic" in pre:
+        if not pre["df_denominator"] > 0:
+            return (f"Wald test W = {pre['statistic']:.{digits}f} on {pre['df']} pre-period cells: no F reference "
+                    "(too few clusters for the cells' covariance), no p-value")
         return (f"Wald test W = {pre['statistic']:.{digits}f}, F({pre['df']}, {pre['df_denominator']:.1f}) = "
-                f"{pre['f_statistic']:.{digits}f}")
-    return f"Wald test chi2({pre['df']}) = {pre['statistic']:.{digits}f}"
+                f"{pre['f_statistic']:.{digits}f}, p = {p}")
+    return f"Wald test chi2({pre['df']}) = {pre['statistic']:.{digits}f}, p = {p}"
 
 
 def _welch_df(f: np.ndarray, cohort: np.ndarray, extra=None, extra_df=None) -> np.ndarray:

@@ -114,7 +114,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
         lines = [f"Overall (cohort-weighted): {fmt(overall.estimate, 2, True)} points ({lvl} CI "
                  f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; p = {fmt_p(overall.pvalue)}); comparisons: "
                  f"{comp} schools."]
-        lines.append(f"Pre-trend {pretest_text(pre)}, p = {fmt_p(pre['pvalue'])}."
+        lines.append(f"Pre-trend {pretest_text(pre, p_text=fmt_p)}."
                      " A small p-value is evidence against parallel trends; a large one is not proof of them."
                      if pre["df"] else "Pre-trend test: no pre-adoption cells in the data.")
         blocks.append(Bullets(tuple(lines) + tuple(gt.notes), title=str(s)))
