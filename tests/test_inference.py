@@ -67,6 +67,66 @@ def test_cr2_matches_direct_matrix_implementation(seed, weighted):
     assert fit.contrast(c)[1] == pytest.approx(np.sqrt(V_c), rel=1e-9)
 
 
+def _direct_random_effects_df(y, X, cl, w, j):
+    """The Satterthwaite df of coefficient j under the working model I + ρvv' within clusters
+    (v = √w), ρ by the residual moments, all as dense n × n matrices."""
+    w = np.ones(len(y)) if w is None else w
+    v = np.sqrt(w)
+    Xt, yt = X * v[:, None], y * v
+    M = np.linalg.inv(Xt.T @ Xt)
+    H = Xt @ M @ Xt.T
+    e = yt - H @ yt
+    same = cl[:, None] == cl[None, :]
+    J = np.where(same, v[:, None] * v[None, :], 0.0)
+    IH = np.eye(len(y)) - H
+    # ρ: ẽ'ẽ and Σ_g (v_g'ẽ_g)² = ẽ'Jẽ set to their expectations σ² tr(R(I + ρJ)R'), R = I − H
+    O1, O2 = e @ e, e @ J @ e
+    A1, B1 = np.trace(IH @ IH.T), np.trace(IH @ J @ IH.T)
+    A2, B2 = np.trace(J @ IH @ IH.T), np.trace(J @ IH @ J @ IH.T)
+    rho = max(0.0, (O2 * A1 - O1 * A2) / (O1 * B2 - O2 * B1))
+    Omega = np.eye(len(y)) + rho * J
+    Q = []
+    for g in np.unique(cl):
+        i = cl == g
+        A = linalg.fractional_matrix_power(np.eye(i.sum()) - H[np.ix_(i, i)], -0.5).real
+        p = np.zeros(len(y))
+        p[i] = A @ Xt[i] @ M[:, j]
+        Q.append(IH @ p)
+    Q = np.array(Q)
+    P = Q @ Omega @ Q.T
+    return np.trace(P) ** 2 / np.sum(P**2), rho
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cr2_random_effects_df_matches_direct_matrix_implementation(seed, weighted):
+    """``df_working="random_effects"``: the df of every coefficient equal the dense computation
+    (intercept first, or last, whose cluster sums are then formed from the rows; centred);
+    the SEs are those of the independence working model, and ρ = 0 gives its df."""
+    from pleval.inference.robust import random_effects_ratio
+
+    y, X, cl, w = _clustered(seed, G=12, weights=weighted)
+    y = y + 2.0 * np.random.default_rng(seed).normal(size=12)[cl]  # clearly correlated within clusters
+    base = ols(y, X, clusters=cl, weights=w, vcov="CR2")
+    fit = ols(y, X, clusters=cl, weights=w, vcov="CR2", df_working="random_effects")
+    np.testing.assert_allclose(fit.se, base.se, rtol=1e-12)
+    direct = [_direct_random_effects_df(y, X, cl, w, j) for j in range(X.shape[1])]
+    assert direct[0][1] > 0.05
+    np.testing.assert_allclose(fit.df, [d for d, _ in direct], rtol=1e-8)
+    assert not np.allclose(fit.df, base.df, rtol=1e-3)
+    last = ols(y, X[:, ::-1], clusters=cl, weights=w, vcov="CR2", df_working="random_effects")
+    np.testing.assert_allclose(last.df[::-1], fit.df, rtol=1e-8)
+    centred = ols(y, X, clusters=cl, weights=w, vcov="CR2", df_working="random_effects",
+                  center=np.r_[0.0, X[:, 1:].mean(axis=0)])
+    np.testing.assert_allclose(centred.df[1:], fit.df[1:], rtol=1e-8)
+    # residuals negatively correlated within clusters (pairs of +1, −1, an intercept only): ρ = 0
+    pairs, one = np.repeat(np.arange(6), 2), np.ones((6, 1)) * 2.0
+    assert random_effects_ratio(np.resize([1.0, -1.0], 12), np.ones(12), pairs, 6, one, np.eye(1) / 12) == 0.0
+    # perfectly correlated (pairs of equal residuals): no within-cluster variance left, ρ = ∞
+    equal = np.resize([1.0, 1.0, -1.0, -1.0], 12)
+    assert random_effects_ratio(equal, np.ones(12), pairs, 6, one, np.eye(1) / 12) == np.inf
+
+
 def test_cr1_equals_statsmodels_and_cr0():
     y, X, cl, _ = _clustered(7, G=12)
     sm_fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": cl, "use_correction": True})

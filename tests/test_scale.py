@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,23 @@ def _long_groups(m, by):
 def test_reused_rows_merged_give_the_same_fit(tied, vcov):
     """The effect regression on the distinct matched rows (weights and squared weights summed,
     copies counted; no copy is formed) gives the coefficient, SE, df, SD, effect size and counts
-    of the regression on every copy, to 1e-10 (HC counts copies and is fitted on them)."""
+    of the regression on every copy, to 1e-10 (HC counts copies and is fitted on them), with the
+    independence working model's df. The default df (a school random effect) count a reused
+    student once: those of the copies merged from the long sample."""
     assert np.unique(tied.rows).size < 0.9 * len(tied.rows)  # reuse is real here
     kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, covariates=C.covariates,
               strata=tied.strata, school=C.school)
-    fits = tied.group_fits("subject", vcov=vcov)
-    for (key, part, des, eff, _), (key_l, long_part) in zip(fits, _long_groups(tied, C.subject)):
+    fits = tied.group_fits("subject", vcov=vcov, df_working="independent")
+    default = tied.group_fits("subject", vcov=vcov)
+    for (key, part, des, eff, _), (key_l, long_part), fit in zip(fits, _long_groups(tied, C.subject), default):
         assert key == key_l and des.rows is not None and len(np.unique(des.rows)) == len(des.rows)
         assert des.n_obs == len(long_part) > len(des.rows)
         long_des = effect_design(long_part, **kw)  # rows unknown: fitted copy by copy
-        long = regression_effect(long_part, **kw, vcov=vcov, design=long_des)
+        long = regression_effect(long_part, **kw, vcov=vcov, design=long_des, df_working="independent")
+        merged = regression_effect(long_part, **kw, vcov=vcov, design=replace(long_des, rows=long_part.index.to_numpy()))
+        assert fit[3].raw.df == pytest.approx(merged.raw.df, rel=1e-10)
+        if vcov == "CR2":
+            assert fit[3].raw.df < eff.raw.df  # the random effect's df are fewer here
         assert eff.raw.estimate == pytest.approx(long.raw.estimate, rel=1e-10, abs=1e-10)
         assert eff.raw.se == pytest.approx(long.raw.se, rel=1e-10)
         assert eff.raw.df == pytest.approx(long.raw.df, rel=1e-10)
@@ -165,8 +173,9 @@ def test_sensitivity_on_distinct_rows_is_that_of_every_copy():
         assert r.rosenbaum.gamma_alpha == pytest.approx(ros.gamma_alpha, rel=1e-9)
         psample = _old_placebo_sample(long_part, "prior", C.treatment)
         assert len(psample) < len(long_part)
+        pdes = effect_design(psample, **{**kw, "outcome": "prior"})  # copies merged (the default df count each once)
         plc = regression_effect(psample, **{**kw, "outcome": "prior"}, vcov="CR2",
-                                design=effect_design(psample, **{**kw, "outcome": "prior"}))
+                                design=replace(pdes, rows=psample.index.to_numpy()))
         assert r.placebo.raw.estimate == pytest.approx(plc.raw.estimate, rel=1e-10, abs=1e-12)
         assert r.placebo.raw.se == pytest.approx(plc.raw.se, rel=1e-10)
         assert r.placebo.raw.df == pytest.approx(plc.raw.df, rel=1e-10)
@@ -468,7 +477,8 @@ def test_evaluation_of_the_sample_data_is_that_of_every_copy(monkeypatch):
     kw = dict(outcome=C.outcome, treatment=C.treatment, pretests=C.pretest, covariates=C.covariates,
               strata=m.strata, school=C.school)
     for (subject,), long_part in _long_groups(m, C.subject):
-        long = regression_effect(long_part, **kw, design=effect_design(long_part, **kw))
+        long = regression_effect(long_part, **kw, design=replace(effect_design(long_part, **kw),
+                                                                rows=long_part.index.to_numpy()))
         eff = ev.effect(subject)
         for a, b in ((eff.raw, long.raw), (eff.effect_size, long.effect_size)):
             assert (a.estimate, a.se, a.df) == pytest.approx((b.estimate, b.se, b.df), rel=1e-10, abs=1e-12)

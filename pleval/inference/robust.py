@@ -77,6 +77,7 @@ _HC_TYPES = ("HC0", "HC1", "HC2")
 
 CLUSTER_DF = ("G-1", "G-p")
 VCOV_TYPES = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
+DF_WORKING = ("independent", "random_effects")
 
 
 def check_conventions(cluster_df: str, cr2: str) -> None:
@@ -458,6 +459,7 @@ def ols(
     gram=None,
     blocks=None,
     absorb=None,
+    df_working: str = "independent",
 ) -> OLSFit:
     """Weighted least squares with a robust covariance chosen by ``vcov``.
 
@@ -504,12 +506,19 @@ def ols(
         and CR2 adds each cluster's part of the indicators' hat matrix, ``1_g1_g'/n_b``, to its
         adjustment and, between clusters of one group, to the Satterthwaite and HTZ df
         (:func:`_cr2_absorbed`). The absorbed effects are not reported.
+    df_working : the working model of CR2's Satterthwaite df for single contrasts (transformed
+        form, without ``absorb``): "independent" (default; Bell & McCaffrey 2002, Φ = I) or
+        "random_effects" (a cluster random effect, its variance ratio estimated from the
+        residuals; Imbens & Kolesár 2016; :class:`CR2BlocksRandomEffects`). The SEs are the
+        same; only the df differ. Ignored by the other types and forms.
 
     Returns
     -------
     OLSFit
     """
     check_conventions(cluster_df, cr2)
+    if df_working not in DF_WORKING:
+        raise DataError(f"df_working must be one of {DF_WORKING}; got {df_working!r}")
     X, default_names = _as_2d(X)
     y = np.asarray(y, dtype=float).ravel()
     n, k = X.shape
@@ -593,7 +602,16 @@ def ols(
             L = linalg.cholesky(M, lower=True)
             LFL = _cr2_factors(S, L)
             U = U + np.einsum("gij,gjk,gk->gi", S, LFL, U, optimize=True)
-            blocks = CR2Blocks(S, LFL, M, M)
+            if df_working == "random_effects":
+                if given is not None:
+                    codes, _ = cluster_codes(clusters)
+                v = np.ones(len(resid)) if sw is None else sw
+                u = (S[:, :, 0] if (center is None or center[0] == 0.0) and np.all(X[:, 0] == 1.0)
+                     else _cluster_sums((X if center is None else X - center) * (v**2)[:, None], codes, G))
+                blocks = CR2BlocksRandomEffects(S, LFL, M, M, u=u,
+                                                rho=random_effects_ratio(resid * v, v**2, codes, G, u, M))
+            else:
+                blocks = CR2Blocks(S, LFL, M, M)
         meat = U.T @ U
         V = M @ meat @ M
         kf = k + k_abs  # the coefficients of the fit with the absorbed indicators
@@ -736,6 +754,73 @@ class CR2Blocks:
 
     def df(self, c: np.ndarray) -> float:
         return self.eta(np.asarray(c, dtype=float)[None, :])
+
+
+@dataclass(frozen=True)
+class CR2BlocksRandomEffects(CR2Blocks):
+    """:class:`CR2Blocks` of the transformed form whose contrasts' Satterthwaite df take a
+    working model with cluster random effects (Imbens & Kolesár 2016): ``Var(ỹ) ∝ I + ρ vv'``
+    within each cluster, ``v = √w`` (the transformed model's intercept), ρ estimated from the
+    residuals (:func:`random_effects_ratio`). The variance itself is CR2's as before.
+
+    With ``s_c(q_g) = v_c'q_g = δ_cg a_g − u_c'M z_g`` (``u_c = X̃_c'v_c``, ``a_g = u_g'h_g``) the
+    working-model products are ``P_gh = q_g'q_h + ρ Σ_c s_c(q_g) s_c(q_h)``, i.e.
+    ``P = diag(D_g + ρa_g²) + L C L'`` with rows ``l_g = [z_g, a_g M u_g]`` and
+    ``C = [[−M + ρMUM, −ρI], [−ρI, 0]]``, ``U = Σ_c u_c u_c'``; then
+    ``ν = (tr P)² / ‖P‖²_F`` from k × k quantities. HTZ tests of several constraints keep the
+    independence working model."""
+
+    u: np.ndarray | None = None  # (G, k): X̃_g'v_g
+    rho: float = 0.0
+
+    def df(self, c: np.ndarray) -> float:
+        c = np.asarray(c, dtype=float)
+        if self.rho <= 0.0:
+            return super().df(c)
+        rho = min(self.rho, 1e8)  # ∞: the random-effect part alone (ν is scale-free)
+        z, D, E = self.blocks(c[None, :])
+        b = self.M @ c
+        h = b[None, :] + np.einsum("gij,gjl,l->gi", self.Gamma, self.T, b, optimize=True)
+        z, D, k = z[:, 0, :], D[:, 0, 0], self.M.shape[0]
+        a = np.einsum("gi,gi->g", self.u, h)
+        Mu = self.u @ self.M
+        delta = D + rho * a**2
+        L = np.hstack([z, a[:, None] * Mu])
+        C = np.block([[-self.M + rho * Mu.T @ Mu, -rho * np.eye(k)], [-rho * np.eye(k), np.zeros((k, k))]])
+        gram = L.T @ L
+        CG = C @ gram
+        tr = delta.sum() + np.trace(CG)
+        fro = (delta**2).sum() + 2.0 * delta @ np.einsum("gi,ij,gj->g", L, C, L, optimize=True) + np.trace(CG @ CG)
+        return float(tr**2 / fro) if fro > 0 else math.nan
+
+
+def _cluster_sums(A: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
+    """Σ of the rows of ``A`` within each cluster (G × columns)."""
+    return np.stack([np.bincount(codes, weights=col, minlength=G) for col in A.T], axis=1)
+
+
+def random_effects_ratio(resid_t: np.ndarray, w: np.ndarray, codes: np.ndarray, G: int, u: np.ndarray,
+                         M: np.ndarray) -> float:
+    """ρ of the working model ``Var(ỹ) = σ²(I + ρ Σ_g v_gv_g')`` (``v = √w`` within cluster g) by
+    two moments of the transformed residuals ``ẽ = (I − H)ỹ``, each set to its expectation under
+    that model: ``O₁ = ẽ'ẽ`` with ``E = σ²[(n − k) + ρ(Σw − Σ_g u_g'Mu_g)]`` and
+    ``O₂ = Σ_g (v_g'ẽ_g)²`` with ``E = σ²[Σ_g (w_g − u_g'Mu_g) + ρ Σ_g (w_g² − 2w_g u_g'Mu_g +
+    u_g'MUMu_g)]`` (``w_g = Σ_{i∈g} w_i``, ``u_g = X̃_g'v_g``, ``U = Σ_g u_gu_g'``), so that the
+    fit's shrinkage of the residuals is accounted for. 0 when negative, ∞ when no
+    within-cluster variance is left."""
+    n, k = resid_t.size, M.shape[0]
+    wg = np.bincount(codes, weights=w, minlength=G)
+    sg = np.bincount(codes, weights=np.sqrt(w) * resid_t, minlength=G)
+    Mu = u @ M
+    uMu = np.einsum("gi,gi->g", Mu, u)
+    uMUMu = np.einsum("gi,ij,gj->g", Mu, u.T @ u, Mu)
+    A1, B1 = n - k, wg.sum() - uMu.sum()
+    A2, B2 = (wg - uMu).sum(), (wg**2 - 2.0 * wg * uMu + uMUMu).sum()
+    O1, O2 = resid_t @ resid_t, sg @ sg
+    num, den = O2 * A1 - O1 * A2, O1 * B2 - O2 * B1
+    if num <= 0:
+        return 0.0
+    return float(num / den) if den > 0 else math.inf
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,19 @@ reused comparison student lies in that student's school cluster, so the SE accou
 reuse (the copies' scores are summed before squaring) as well as for students sharing a
 school. Without a school column the clusters are the students themselves.
 
+The Satterthwaite df take a working model with a cluster (school) random effect, its variance
+ratio to the residual variance estimated by moments of the residuals that allow for the fit's
+shrinkage (Imbens & Kolesár 2016; ``df_working="random_effects"`` of
+:func:`pleval.inference.ols`); the SE itself is unchanged. Bell & McCaffrey's independence
+working model (``df_working="independent"``, clubSandwich's) counts each school's students as
+independent and, with a dozen PL schools whose own growth deviations the SE must carry, gives
+df near 30 where the estimate's variance rests on about a dozen schools: by simulation (60
+schools of which 12 PL, school growth deviations of SD 0.10; 1,500 data sets) the 95% CIs
+covered 93.8% (propensity) and 93.5% (VCG) with it and 94.7% and 94.5% with the random effect
+(mean df 16); without school deviations 95.7% (95.0%). Source: Imbens, G. W. and Kolesár, M.
+(2016), "Robust standard errors in small samples: some practical advice", *Review of Economics
+and Statistics* 98(4), 701–712.
+
 The copies of a reused student are fitted as one row with their weights summed
 (:func:`merge_copies`; :meth:`pleval.matching.MatchResult.group_fits` builds the design on the
 distinct rows directly and never forms the copies): copies share y, x and cluster, so with
@@ -318,6 +331,13 @@ def mergeable(vcov: str, cr2: str = "transformed") -> bool:
     return vcov in ("CR0", "CR1") or (vcov == "CR2" and cr2 == "transformed")
 
 
+def _random_effects_df(fit) -> bool:
+    """Whether the fit's df took the cluster random-effect working model with ρ > 0."""
+    from ..inference.robust import CR2BlocksRandomEffects
+
+    return isinstance(fit.cr2_blocks, CR2BlocksRandomEffects) and fit.cr2_blocks.rho > 0
+
+
 def regression_effect(
     sample: pd.DataFrame,
     *,
@@ -337,11 +357,13 @@ def regression_effect(
     method: str = "matched comparison",
     label: str = "",
     design: EffectDesign | None = None,
+    df_working: str = "random_effects",
 ) -> Effect:
     """Weighted regression-adjusted effect on ``sample`` (see the module docstring);
     ``design``: its :func:`effect_design`, if already built. ``cluster_df`` and ``cr2``: the
     conventions of :func:`pleval.inference.ols` (CR1/CR0 df G − 1 or G − p; the weighted CR2
-    form, which matters here because matched weights vary within school)."""
+    form, which matters here because matched weights vary within school); ``df_working``: the
+    working model of CR2's Satterthwaite df (module docstring)."""
     d = design or effect_design(sample, outcome=outcome, treatment=treatment, pretests=pretests,
                                 covariates=covariates, strata=strata, school=school, weight=weight, label=label)
     n_t = int(d.t.sum())
@@ -350,7 +372,7 @@ def regression_effect(
     if cluster and d.rows is not None and d.copies is None:  # copies of reused students: merge them (module docstring)
         d, codes, first = merge_copies(d)
         strata_vals = None if strata_vals is None else strata_vals[first]
-    conv = dict(cluster_df=cluster_df, cr2=cr2)
+    conv = dict(cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     tr = d.t.astype(bool)
     n_c = int((~tr).sum()) if d.copies is not None else int(pd.Index(sample.index[~tr]).nunique())
     if cluster:
@@ -381,7 +403,8 @@ def regression_effect(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
         method=f"{method}; WLS adjusted for {', '.join(d.adjust) or 'nothing'}; "
         f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(d.weights) > 0))} SE by "
-        f"{'school' if school else 'student'}{one_school_label(d.one_school)}", label=label,
+        f"{'school' if school else 'student'}{one_school_label(d.one_school)}"
+        + (", df with a cluster random effect" if _random_effects_df(fit) else ""), label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)
     try:

@@ -368,6 +368,7 @@ class MatchResult(ResultMixin):
         covariates=None,
         cluster_df: str = "G-1",
         cr2: str = "transformed",
+        df_working: str = "random_effects",
     ) -> Effect | EffectTable:
         """Regression-adjusted effect on the matched sample (:mod:`pleval.matching.effect`).
 
@@ -379,10 +380,14 @@ class MatchResult(ResultMixin):
         adjustment set (default: every pretest and covariate). ``cluster_df``: ``"G-1"`` (Stata,
         default) or ``"G-p"`` (metafor's ``robust()``) for CR1/CR0; ``cr2``: the weighted CR2 form,
         ``"transformed"`` (default) or ``"clubsandwich"`` (:func:`pleval.inference.ols`; matched
-        weights vary within school, so the two differ slightly).
+        weights vary within school, so the two differ slightly). ``df_working``: the working model
+        of CR2's Satterthwaite df, ``"random_effects"`` (default: a school random effect,
+        Imbens & Kolesár 2016; :mod:`pleval.matching.effect`) or ``"independent"`` (Bell &
+        McCaffrey's, as clubSandwich).
         """
         fits = self.group_fits(by, sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile,
-                               covariates=covariates, cluster_df=cluster_df, cr2=cr2, part_columns="read")
+                               covariates=covariates, cluster_df=cluster_df, cr2=cr2, part_columns="read",
+                               df_working=df_working)
         if by is None:
             return fits[0][3]
         return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
@@ -449,7 +454,8 @@ class MatchResult(ResultMixin):
 
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
                    baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
-                   cr2: str = "transformed", part_columns: str = "all", lazy: bool = False) -> list[tuple]:
+                   cr2: str = "transformed", part_columns: str = "all", lazy: bool = False,
+                   df_working: str = "random_effects") -> list[tuple]:
         """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
         effect, by)`` per group (key ``()`` when ``by`` is None), ``rows`` and ``design`` those of
         :meth:`group_designs` (for analyses of the same regression, e.g.
@@ -465,7 +471,7 @@ class MatchResult(ResultMixin):
         kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
                   covariates=c.covariates if covariates is None else covariates, strata=self.strata, school=c.school,
                   sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile, method=self._method_label(),
-                  cluster_df=cluster_df, cr2=cr2)
+                  cluster_df=cluster_df, cr2=cr2, df_working=df_working)
         by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
         merged = mergeable(vcov, cr2)
         designs = self.group_designs(by, covariates=covariates, lazy=True,
