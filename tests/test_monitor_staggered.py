@@ -343,6 +343,24 @@ def test_one_unit_cohorts_cover_by_simulation():
     assert bare < 0.4, bare
 
 
+def _null_rates(panels, **kw):
+    """Over simulated panels with no effect: the cells' CI coverage and the pre-test's rejection
+    rate at 5% with each inference, and the event-time CIs' coverage (welch)."""
+    cover, reject, event = {"welch": [], "did": []}, {"welch": [], "did": []}, []
+    for d in panels:
+        for inference in ("welch", "did"):
+            res = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet",
+                                     inference=inference, **kw)
+            t = res.table
+            cover[inference].append(((t["ci_low"] <= 0) & (t["ci_high"] >= 0)).to_numpy())
+            reject[inference].append(res.pretest["pvalue"] < 0.05)
+            if inference == "welch":
+                e = res.event_study().table
+                event.append(((e["ci_low"] <= 0) & (e["ci_high"] >= 0)).to_numpy())
+    return ({k: np.concatenate(v).mean() for k, v in cover.items()}, {k: np.mean(v) for k, v in reject.items()},
+            np.concatenate(event))
+
+
 def test_small_samples_hold_their_size_by_simulation():
     """A district's rollout: 20 never-adopting schools and cohorts of 6, 8 and 6 adopting in
     periods 3–5 of 6, unit and period effects, unit-level noise of unequal SDs, no effect,
@@ -356,24 +374,15 @@ def test_small_samples_hold_their_size_by_simulation():
     rng = np.random.default_rng(11)
     g = np.r_[np.zeros(20), np.full(6, 3.0), np.full(8, 4.0), np.full(6, 5.0)]
     reps, T = sim_reps(600, minimum=150), 6
-    cover, reject, event = {"welch": [], "did": []}, {"welch": [], "did": []}, []
-    for _ in range(reps):  # a loop over simulated panels, each a whole analysis
-        y = (rng.normal(size=g.size)[:, None] + rng.normal(size=T)[None, :]
-             + rng.normal(size=(g.size, T)) * rng.uniform(0.5, 1.5, size=(g.size, 1)))
-        d = pd.DataFrame({"unit": np.repeat(np.arange(g.size), T), "time": np.tile(np.arange(1.0, T + 1), g.size),
-                          "y": y.ravel(), "g": np.repeat(g, T)})
-        for inference in ("welch", "did"):
-            res = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet",
-                                     inference=inference)
-            t = res.table
-            cover[inference].append(((t["ci_low"] <= 0) & (t["ci_high"] >= 0)).to_numpy())
-            reject[inference].append(res.pretest["pvalue"] < 0.05)
-            if inference == "welch":
-                e = res.event_study().table
-                event.append(((e["ci_low"] <= 0) & (e["ci_high"] >= 0)).to_numpy())
-    cover = {k: np.concatenate(v).mean() for k, v in cover.items()}
-    reject = {k: np.mean(v) for k, v in reject.items()}
-    assert abs(cover["welch"] - 0.95) < 0.02 and np.concatenate(event).mean() > 0.93, cover
+    def panels():
+        for _ in range(reps):  # a loop over simulated panels, each a whole analysis
+            y = (rng.normal(size=g.size)[:, None] + rng.normal(size=T)[None, :]
+                 + rng.normal(size=(g.size, T)) * rng.uniform(0.5, 1.5, size=(g.size, 1)))
+            yield pd.DataFrame({"unit": np.repeat(np.arange(g.size), T), "time": np.tile(np.arange(1.0, T + 1), g.size),
+                                "y": y.ravel(), "g": np.repeat(g, T)})
+
+    cover, reject, event = _null_rates(panels())
+    assert abs(cover["welch"] - 0.95) < 0.02 and event.mean() > 0.93, cover
     assert reject["welch"] < 0.075, reject
     assert cover["did"] < 0.93 and reject["did"] > 0.15, (cover, reject)
 
@@ -391,25 +400,16 @@ def test_clustered_small_samples_by_simulation():
     G, T = 10, 6
     g = np.r_[np.zeros(20), np.full(6, 3.0), np.full(8, 4.0), np.full(6, 5.0)]
     reps = sim_reps(500, minimum=120)
-    cover, reject, event = {"welch": [], "did": []}, {"welch": [], "did": []}, []
-    for _ in range(reps):  # a loop over simulated panels, each a whole analysis
-        cl = rng.permutation(np.arange(g.size) % G)
-        y = (rng.normal(size=g.size)[:, None] + rng.normal(size=T)[None, :] + 0.5 * rng.normal(size=(G, T))[cl]
-             + rng.normal(size=(g.size, T)))
-        d = pd.DataFrame({"unit": np.repeat(np.arange(g.size), T), "time": np.tile(np.arange(1.0, T + 1), g.size),
-                          "y": y.ravel(), "g": np.repeat(g, T), "c": np.repeat(cl, T)})
-        for inference in ("welch", "did"):
-            res = group_time_effects(d, outcome="y", unit="unit", time="time", cohort="g", control="notyet",
-                                     cluster="c", inference=inference)
-            t = res.table
-            cover[inference].append(((t["ci_low"] <= 0) & (t["ci_high"] >= 0)).to_numpy())
-            reject[inference].append(res.pretest["pvalue"] < 0.05)
-            if inference == "welch":
-                e = res.event_study().table
-                event.append(((e["ci_low"] <= 0) & (e["ci_high"] >= 0)).to_numpy())
-    cover = {k: np.concatenate(v).mean() for k, v in cover.items()}
-    reject = {k: np.mean(v) for k, v in reject.items()}
-    assert 0.945 <= cover["welch"] <= 0.985 and np.concatenate(event).mean() >= 0.945, (cover, event)
+    def panels():
+        for _ in range(reps):  # a loop over simulated panels, each a whole analysis
+            cl = rng.permutation(np.arange(g.size) % G)
+            y = (rng.normal(size=g.size)[:, None] + rng.normal(size=T)[None, :] + 0.5 * rng.normal(size=(G, T))[cl]
+                 + rng.normal(size=(g.size, T)))
+            yield pd.DataFrame({"unit": np.repeat(np.arange(g.size), T), "time": np.tile(np.arange(1.0, T + 1), g.size),
+                                "y": y.ravel(), "g": np.repeat(g, T), "c": np.repeat(cl, T)})
+
+    cover, reject, event = _null_rates(panels(), cluster="c")
+    assert 0.945 <= cover["welch"] <= 0.985 and event.mean() >= 0.945, (cover, event.mean())
     assert reject["welch"] <= 0.05, reject
     assert cover["did"] < 0.94 and reject["did"] > 0.4, (cover, reject)
 
