@@ -212,6 +212,27 @@ def test_a_comparison_side_of_one_student_is_not_estimable():
     assert np.isfinite(t.drop(index="P0")["se"]).all()
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_cluster_per_stratum_is_a_groupwise_count_of_distinct_clusters(seed):
+    """``_one_cluster``: a stratum's rows of one arm lie in one cluster (or, without clusters, are
+    one row) — as pandas counts the distinct clusters of each stratum; empty arms are False."""
+    from pleval.heterogeneity.school_effects import _one_cluster
+
+    rng = np.random.default_rng(seed)
+    n, G = 3000, 400
+    codes = rng.integers(0, G - 20, n).astype(np.int16)  # the last 20 strata have no rows
+    cl = (codes.astype(np.int64) * 3 % 50 + (rng.uniform(size=n) < 0.02)).astype(np.int32)
+    rows = rng.uniform(size=n) < 0.5
+    g = pd.DataFrame({"g": codes[rows], "c": cl[rows]}).groupby("g")["c"]
+    one = np.zeros(G, dtype=bool)
+    one[g.nunique().index[g.nunique() == 1]] = True
+    single = np.zeros(G, dtype=bool)
+    single[g.size().index[g.size() == 1]] = True
+    assert 0 < one.sum() < G - 20 and single.any()
+    np.testing.assert_array_equal(_one_cluster(codes, rows, cl, G), one)
+    np.testing.assert_array_equal(_one_cluster(codes, rows, None, G), single)
+
+
 def pair_design(n_pairs, n_per, seed):
     """Pair-matched schools (each PL school compared with one comparison school), no school
     effects, no program effect: y = 0.6·pretest + N(0, 1)."""

@@ -519,11 +519,14 @@ def _one_cluster(codes: np.ndarray, rows: np.ndarray, clusters: np.ndarray | Non
     intercept (leverage 1), so a cluster-robust (or HC) SE leaves its deviation out and is too
     small: one PL student's own noise, or one comparison school's, would be missing from the
     school's SE. A stratum without such rows is False (its note says so)."""
-    cl = np.flatnonzero(rows) if clusters is None else clusters[rows]
-    lo, hi = np.full(G, np.iinfo(np.int64).max), np.full(G, -1, dtype=np.int64)
-    np.minimum.at(lo, codes[rows], cl)
-    np.maximum.at(hi, codes[rows], cl)
-    return lo == hi  # (an empty arm has lo > hi)
+    g = codes[rows]
+    n = np.bincount(g, minlength=G)
+    if clusters is None:
+        return n == 1
+    cl = clusters[rows]
+    rep = np.empty(G, dtype=cl.dtype)
+    rep[g] = cl  # one of each stratum's clusters (whichever write lands): one cluster iff every row's is it
+    return (n > 0) & (np.bincount(g[cl != rep[g]], minlength=G) == 0)
 
 
 def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray, w: np.ndarray | None,
