@@ -1469,7 +1469,8 @@ def _effect_sds(est, subjects, by):
 def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     """Subgroup effects on the matched sample of ``subject``: the matched effect's regression
     with level-specific treatment effects, each matched set in the subgroup of its treated
-    student (:mod:`pleval.subgroups`)."""
+    student (:mod:`pleval.subgroups`); the df of single contrasts, as the overall effect's, under
+    a school random-effect working model."""
     from .matching.effect import regression_design
     from .subgroups import level_codes, set_level_codes, subgroup_effects
 
@@ -1493,7 +1494,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
                                 weights=d["weights"], clusters=d["clusters"], units=pd.factorize(sample.index)[0],
                                 vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
-                                cr2=opts["cr2"], level=opts["level"], notes=notes)
+                                cr2=opts["cr2"], level=opts["level"], notes=notes, df_working="random_effects")
         rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]
         tests += [t] if t is not None else []
     big = [f"{r['subgroup']}={r['level']}" for r in rows if abs(r["pretest_smd"]) > 0.25]

@@ -100,6 +100,7 @@ def subgroup_effects(
     cr2: str = "transformed",
     absorb: np.ndarray | None = None,
     units: np.ndarray | None = None,
+    df_working: str = "independent",
 ) -> tuple[list[dict], dict | None]:
     """Level rows and the test row for one subgrouping variable (module docstring).
 
@@ -111,7 +112,9 @@ def subgroup_effects(
 
     ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
     (default; CR2 fits) or ``"F"``. ``cluster_df``, ``cr2`` and ``absorb`` (group codes whose
-    indicators are absorbed; X then has no intercept) are those of :func:`pleval.inference.ols`.
+    indicators are absorbed; X then has no intercept) and ``df_working`` (the working model of the
+    single contrasts' Satterthwaite df; matched comparisons pass ``"random_effects"``, as their
+    overall effect does) are those of :func:`pleval.inference.ols`.
 
     ``X``/``names`` are the design's regressors *including* the treatment column named
     ``"treatment"`` (dropped here, replaced by the level-specific treatment columns); ``z`` the
@@ -155,7 +158,7 @@ def subgroup_effects(
     try:
         fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
                   weights=None if weights is None else weights[rows_in], clusters=cl,
-                  absorb=None if absorb is None else absorb[rows_in])
+                  absorb=None if absorb is None else absorb[rows_in], df_working=df_working)
     except DesignError as exc:
         notes.append(f"subgroup {name}: not estimable ({exc})")
         return [], None
