@@ -709,15 +709,19 @@ class CR2Blocks:
     M: np.ndarray
     offset: int = 0
 
-    def blocks(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``z`` (G×q×m), ``D[g, s, t] = h_gs'T_g h_gt`` (G×q×q) and ``E[g, s, t] = z_gs'N z_gt``."""
+    def _h(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``h`` (G×q×m), ``z`` (G×q×m) and ``D[g, s, t] = h_gs'T_g h_gt`` (G×q×q)."""
         C = np.atleast_2d(np.asarray(C, dtype=float))
         q, m, k = C.shape[0], self.T.shape[1], self.M.shape[0]
         b = np.zeros((q, m))
         b[:, self.offset : self.offset + k] = C @ self.M
         h = b[None, :, :] + np.einsum("gij,gjl,ql->gqi", self.Gamma, self.T, b, optimize=True)
         z = np.einsum("gij,gqj->gqi", self.T, h)
-        D = np.einsum("gsi,gti->gst", h, z)
+        return h, z, np.einsum("gsi,gti->gst", h, z)
+
+    def blocks(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``z`` (G×q×m), ``D[g, s, t] = h_gs'T_g h_gt`` (G×q×q) and ``E[g, s, t] = z_gs'N z_gt``."""
+        _, z, D = self._h(C)
         E = np.einsum("gsi,ij,gtj->gst", z, self.N, z, optimize=True)
         return z, D, E
 
@@ -778,10 +782,8 @@ class CR2BlocksRandomEffects(CR2Blocks):
         if self.rho <= 0.0:
             return super().df(c)
         rho = min(self.rho, 1e8)  # ∞: the random-effect part alone (ν is scale-free)
-        z, D, E = self.blocks(c[None, :])
-        b = self.M @ c
-        h = b[None, :] + np.einsum("gij,gjl,l->gi", self.Gamma, self.T, b, optimize=True)
-        z, D, k = z[:, 0, :], D[:, 0, 0], self.M.shape[0]
+        h, z, D = self._h(c[None, :])
+        h, z, D, k = h[:, 0, :], z[:, 0, :], D[:, 0, 0], self.M.shape[0]
         a = np.einsum("gi,gi->g", self.u, h)
         Mu = self.u @ self.M
         delta = D + rho * a**2
