@@ -26,12 +26,12 @@ COLS = Columns(outcome="posttest", treatment="treatment", pretest="pretest", sch
                student_id="student_id", grade="grade", subject="subject", time="year")
 
 
-def one(seed: int, effects) -> tuple[np.ndarray, float, np.ndarray]:
+def one(seed: int, effects, df_working: str = "random_effects") -> tuple[np.ndarray, float, np.ndarray]:
     sim = simulate_panel(seed=seed, effects=effects, entrants=False, absence=0.0, move=0.0, subjects=("math",),
                          students_per_grade=10, n_schools=30, n_pl_schools=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ot = effects_over_time(sim.data, COLS, cohort="pl_year", equity=False)
+        ot = effects_over_time(sim.data, COLS, cohort="pl_year", equity=False, df_working=df_working)
     by = ot.by_year.merge(sim.truth.by_year, on=["subject", "time"])
     prog = by[by["program"]]
     cover = ((prog["ci_low"] <= prog["effect_raw"]) & (prog["effect_raw"] <= prog["ci_high"])).to_numpy()
@@ -44,14 +44,15 @@ def main() -> None:
     ap.add_argument("--effects", default="0.05,0.10,0.15")
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--seed0", type=int, default=0)
+    ap.add_argument("--df-working", default="random_effects", choices=["random_effects", "independent"])
     a = ap.parse_args()
     effects = [float(v) for v in a.effects.split(",")]
-    res = [one(s, effects) for s in range(a.seed0, a.seed0 + a.reps)]
+    res = [one(s, effects, a.df_working) for s in range(a.seed0, a.seed0 + a.reps)]
     cover = np.array([r[0] for r in res])
     p = np.array([r[1] for r in res])
     est = np.array([r[2] for r in res])
     n = len(res)
-    print(f"effects {effects}, {n} replications (seeds {a.seed0}..{a.seed0 + n - 1}), load {os.getloadavg()[0]:.1f}")
+    print(f"effects {effects}, df {a.df_working}, {n} replications (seeds {a.seed0}..{a.seed0 + n - 1}), load {os.getloadavg()[0]:.1f}")
     for j, (c, e) in enumerate(zip(cover.T, est.T)):
         print(f"  program year {j + 1}: coverage {c.mean():.3f} (MC SE {np.sqrt(c.mean() * (1 - c.mean()) / n):.3f}); "
               f"mean estimate {e.mean():.4f} SD (MC SE {e.std(ddof=1) / np.sqrt(n):.4f})")

@@ -122,6 +122,31 @@ def test_stacked_estimates_equal_statsmodels_on_the_same_regression(sim):
     assert tr["estimate"] == pytest.approx(slope, rel=1e-9)
 
 
+def test_df_take_the_school_random_effect_working_model(sim):
+    """CR2's Satterthwaite df of the per-year effects under a school random-effect working model
+    (as the matched effect's): the dense n × n computation on the same weighted stacked
+    regression; the independence working model gives the same SEs and larger df here."""
+    from .test_inference import _direct_random_effects_df
+
+    ot = effects_over_time(sim.data, COLS, equity=False)
+    ind = effects_over_time(sim.data, COLS, equity=False, df_working="independent")
+    d = ot._frames["math"]
+    cells = pd.get_dummies(d["_t"].astype(str) + "|" + d["grade"].astype(str), dtype=float)
+    per = pd.get_dummies(d["_t"].astype(str), dtype=float)
+    pre = per.mul(d["_pre"] - d["_pre"].mean(), axis=0).add_prefix("pre")
+    terms = per.mul(d["treatment"], axis=0).add_prefix("D")
+    X = pd.concat([cells, pre, terms], axis=1)
+    cl, w = pd.factorize(d["_cluster"])[0], d["_w"].to_numpy(float)
+    got, base = ot.by_year.set_index("time"), ind.by_year.set_index("time")
+    np.testing.assert_allclose(got["se"], base["se"], rtol=1e-12)
+    for t in got.index:
+        df, rho = _direct_random_effects_df(d["posttest"].to_numpy(float), X.to_numpy(), cl, w,
+                                            X.columns.get_loc(f"D{t}"))
+        assert rho > 0
+        assert got.loc[t, "df"] == pytest.approx(df, rel=1e-8)
+    assert (got["df"] < 0.97 * base["df"]).all()
+
+
 def test_matching_weights_carry_to_every_row_and_condition_changers_are_left_out(sim):
     d = sim.data.copy()
     mover = d.loc[d["treatment"] == 0, "student_id"].iloc[0]

@@ -21,7 +21,8 @@ Model (per subject; WLS with weights ``w_i``)::
 with period × grade intercepts and a pretest slope per period, so each ``δ_t`` is the
 regression-adjusted matched difference of period ``t`` alone. Students appear in several
 periods and share schools, so the covariance is cluster-robust by the student's **first
-school** (CR2 with Satterthwaite df; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018).
+school** (CR2 with Satterthwaite df; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018; the df
+under a school random-effect working model, as the matched effect's, Imbens & Kolesár 2016).
 Clustering by school nests students (each student's rows fall in one cluster), so it covers
 the correlation of a student's repeated rows as well as that of schoolmates; two-way
 clustering (student and school) would add nothing that school clustering misses when students
@@ -77,6 +78,7 @@ class OverTime(ResultMixin):
     level: float
     notes: tuple[str, ...]
     _frames: dict = field(repr=False, default_factory=dict)
+    inference: str = "CR2 by first school"
 
     @property
     def subjects(self) -> list:
@@ -86,7 +88,7 @@ class OverTime(ResultMixin):
         return self.by_year.copy()
 
     def summary(self) -> str:
-        lines = [f"Effects over time (matched at the first pre-program score, {self.method}; CR2 by first school)"]
+        lines = [f"Effects over time (matched at the first pre-program score, {self.method}; {self.inference})"]
         for s in self.subjects:
             lines.append(f"[{s}] by {self.columns.time}:")
             for r in self.by_year[self.by_year["subject"] == s].itertuples(index=False):
@@ -152,7 +154,8 @@ def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
                                        pd.factorize(d[c.student_id])[0])
 
 
-def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray):
+def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray,
+         df_working: str = "random_effects"):
     """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
     cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
@@ -162,7 +165,7 @@ def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, v
     keep = X.std().gt(0) | X.columns.isin(terms.columns) | X.columns.str.startswith("cell_")
     X = X.loc[:, keep]
     return ols(d[c.outcome].to_numpy(float), X.to_numpy(float), weights=d["_w"].to_numpy(float),
-               clusters=clusters, vcov=vcov, names=list(X.columns))
+               clusters=clusters, vcov=vcov, names=list(X.columns), df_working=df_working)
 
 
 TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue", "ci_low", "ci_high", "es", "es_se",
@@ -214,6 +217,7 @@ def effects_over_time(
     vcov: str = "CR2",
     match_options: dict | None = None,
     equity: bool = True,
+    df_working: str = "random_effects",
 ) -> OverTime:
     """Effects by period, by years of exposure, a trend test and equity bands for a matched
     design over several periods (formulas and choices in the module docstring).
@@ -224,6 +228,8 @@ def effects_over_time(
     period (empty for comparison schools), used for years of exposure. ``method`` is a
     :func:`pleval.match` method (``match_options`` are passed on) or ``"regression"``
     (no matching; every student weight 1). ``equity=False`` skips the equity bands.
+    ``df_working``: the working model of CR2's Satterthwaite df (:func:`pleval.inference.ols`;
+    ``"independent"`` gives clubSandwich's).
     """
     from ..matching import match
 
@@ -311,7 +317,7 @@ def effects_over_time(
             notes.append(f"[{s}] one {one_school} school: its students are the clusters on its side of the standard "
                          "errors (one school as a cluster would leave their noise out); the effects include that "
                          "school's own difference from the other side")
-        fit = _fit(ds, yterms, c, covs, vcov, clusters)
+        fit = _fit(ds, yterms, c, covs, vcov, clusters, df_working)
         sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
                              weights=ds.loc[ds["_t"] == t, "_w"],
                              strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
@@ -334,7 +340,7 @@ def effects_over_time(
 
         ks = sorted(ds.loc[ds[c.treatment] == 1, "_exposure"].unique())
         eterms = pd.DataFrame({f"D@k{k}": D * (ds["_exposure"] == k).to_numpy() for k in ks}, index=ds.index)
-        efit = _fit(ds, eterms, c, covs, vcov, clusters)
+        efit = _fit(ds, eterms, c, covs, vcov, clusters, df_working)
         sd_all = outcome_sd(ds[c.outcome], ds[c.treatment] == 1, weights=ds["_w"],
                             strata=ds["_t"].astype(str) + "|" + (ds[c.grade].astype(str) if c.grade else ""))[0]
         erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level)
@@ -350,7 +356,7 @@ def effects_over_time(
             continue
         bterms = pd.DataFrame({f"D@{t}#{b}": D * ((ds["_t"] == t) & (ds["_band"] == b)).to_numpy()
                                for t in times for b in range(3)}, index=ds.index)
-        bfit = _fit(ds, bterms, c, covs, vcov, clusters)
+        bfit = _fit(ds, bterms, c, covs, vcov, clusters, df_working)
         for t in times:
             r = _rows(bfit, [f"D@{t}#{b}" for b in range(3)], {"subject": s, "time": t, "band": list(BAND_LABELS)},
                       sds[t], _omega(int((ds["_t"] == t).sum())), level)
@@ -366,7 +372,9 @@ def effects_over_time(
     trend = pd.DataFrame(trends, columns=TREND_COLUMNS)
     equity_table = pd.concat(eq_rows, ignore_index=True) if eq_rows else pd.DataFrame()
     return OverTime(pd.concat(by_year, ignore_index=True), pd.concat(by_exp, ignore_index=True), trend,
-                    equity_table, panel, c, method, level, tuple(notes), frames)
+                    equity_table, panel, c, method, level, tuple(notes), frames,
+                    f"{vcov} by first school" + ("; df with a school random effect"
+                                                 if vcov == "CR2" and df_working == "random_effects" else ""))
 
 
 __all__ = ["effects_over_time", "OverTime", "BAND_LABELS"]

@@ -55,7 +55,7 @@ def _figure(name: str, caption: str, figures: Collection[str]) -> list[Figure]:
 _EFFECTS_NOTE = (
     "Effect size: the matched PL − comparison difference in SD units (the period's pooled within-group SD, "
     "within grade, Hedges' ω); points: the same on the outcome's scale; CIs and p-values are cluster-robust by each "
-    "student's first school (CR2, Satterthwaite df)."
+    "student's first school (CR2; Satterthwaite df under a school random-effect working model)."
 )
 
 
