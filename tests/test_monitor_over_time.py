@@ -100,16 +100,22 @@ def test_exposure_counts_observed_program_periods():
     assert ot.by_exposure.set_index("exposure").loc[2, "n_treated"] == 20 - 1 + 1  # 19 in 2023 + student 0 in 2024
 
 
+def _stacked_design(d):
+    """The stacked regression's columns, written out: period × grade intercepts, per-period
+    pretest slopes and D × period terms ``D<period>``."""
+    cells = pd.get_dummies(d["_t"].astype(str) + "|" + d["grade"].astype(str), dtype=float)
+    per = pd.get_dummies(d["_t"].astype(str), dtype=float)
+    pre = per.mul(d["_pre"] - d["_pre"].mean(), axis=0).add_prefix("pre")
+    terms = per.mul(d["treatment"], axis=0).add_prefix("D")
+    return pd.concat([cells, pre, terms], axis=1)
+
+
 def test_stacked_estimates_equal_statsmodels_on_the_same_regression(sim):
     """Per-year effects and CR1 SEs equal statsmodels' clustered OLS of the same stacked model
     (period × grade intercepts, per-period pretest slopes, D × period terms)."""
     ot = effects_over_time(sim.data, COLS, method="regression", vcov="CR1", equity=False)
     d = ot._frames["math"]
-    cells = pd.get_dummies(d["_t"].astype(str) + "|" + d["grade"].astype(str), dtype=float)
-    per = pd.get_dummies(d["_t"].astype(str), dtype=float)
-    pre = per.mul(d["_pre"] - d["_pre"].mean(), axis=0).add_prefix("pre")
-    terms = per.mul(d["treatment"], axis=0).add_prefix("D")
-    X = pd.concat([cells, pre, terms], axis=1)
+    X = _stacked_design(d)
     fit = sm.OLS(d["posttest"], X).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(d["_cluster"])[0]})
     got = ot.by_year.set_index("time")
     for t in got.index:
@@ -131,11 +137,7 @@ def test_df_take_the_school_random_effect_working_model(sim):
     ot = effects_over_time(sim.data, COLS, equity=False)
     ind = effects_over_time(sim.data, COLS, equity=False, df_working="independent")
     d = ot._frames["math"]
-    cells = pd.get_dummies(d["_t"].astype(str) + "|" + d["grade"].astype(str), dtype=float)
-    per = pd.get_dummies(d["_t"].astype(str), dtype=float)
-    pre = per.mul(d["_pre"] - d["_pre"].mean(), axis=0).add_prefix("pre")
-    terms = per.mul(d["treatment"], axis=0).add_prefix("D")
-    X = pd.concat([cells, pre, terms], axis=1)
+    X = _stacked_design(d)
     cl, w = pd.factorize(d["_cluster"])[0], d["_w"].to_numpy(float)
     got, base = ot.by_year.set_index("time"), ind.by_year.set_index("time")
     np.testing.assert_allclose(got["se"], base["se"], rtol=1e-12)
