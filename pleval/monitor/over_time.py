@@ -155,7 +155,7 @@ def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
 
 
 def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray,
-         df_working: str = "random_effects"):
+         df_working: str):
     """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
     cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
