@@ -52,7 +52,7 @@ from .data import (
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
-from .inference.robust import CR2_FORMS, VCOV_TYPES as VCOVS, check_conventions
+from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_conventions
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .readers import file_columns
 from .outcomes import check_options as check_outcome_options
@@ -99,9 +99,9 @@ placebo schools (every comparison school); ``workers=None`` the default number o
 RCT_DEFAULTS: dict[str, Any] = {"rct_design": "cluster", "vcov": "", "permutations": 0, "compliance": True,
                                 "boundary": "cautious", "joiners": None, "compromised": False, "lin": False,
                                 "icc": 0.20, "gt_df": "N-2", "bootstrap": 0, "bootstrap_weights": "rademacher",
-                                "interaction_test": "HTZ"}
+                                "interaction_test": "HTZ", "df_working": "independent"}
 """Options of ``design="rct"``; ``vcov=""`` means the design's default (CR2 for cluster designs);
-``lin``, ``icc``, ``gt_df``, ``bootstrap``, ``bootstrap_weights`` and ``interaction_test`` are those of
+``lin``, ``icc``, ``gt_df``, ``bootstrap``, ``bootstrap_weights``, ``interaction_test`` and ``df_working`` are those of
 :func:`pleval.rct.analyze_rct` (``icc="none"`` omits the g_T row)."""
 
 PLACEBO_CAP = 300
@@ -112,14 +112,16 @@ whole file, so on a state file with thousands of comparison schools all of them 
 ten matches and more; docs/scale.md measures what the cap changes. ``placebo_cap=0``: all."""
 
 MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": (),
-                                    "school_sensitivity": False, "vcov": "", "placebo_cap": PLACEBO_CAP}
+                                    "school_sensitivity": False, "vcov": "", "placebo_cap": PLACEBO_CAP,
+                                    "df_working": "random_effects"}
 """Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
 ``vcov`` (the matched effect's covariance; "" = CR2 by school, CR1 by student without a school column),
 ``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
 ``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none),
 ``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval) and
 ``school_sensitivity`` (each PL school's robustness values in the school table:
-``school_effects(..., robustness_q=1)``) and ``placebo_cap`` (:data:`PLACEBO_CAP`)."""
+``school_effects(..., robustness_q=1)``), ``placebo_cap`` (:data:`PLACEBO_CAP`) and ``df_working`` (the
+working model of the matched effect's and the subgroups' CR2 df, :func:`pleval.inference.ols`)."""
 
 Progress = Callable[..., None]
 
@@ -525,6 +527,8 @@ def _check_common(o: dict) -> None:
         raise DataError(f"option school_cr2 must be one of {', '.join(CR2_FORMS)}; got {o['school_cr2']!r}")
     if o.get("vcov") and o["vcov"] not in VCOVS:
         raise DataError(f"option vcov must be one of {', '.join(VCOVS)}; got {o['vcov']!r}")
+    if "df_working" in o and o["df_working"] not in DF_WORKING:
+        raise DataError(f"option df_working must be one of {', '.join(DF_WORKING)}; got {o['df_working']!r}")
 
 
 def default_columns(df: pd.DataFrame, design: str) -> tuple[Columns, list[str]]:
@@ -989,7 +993,7 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
             progress=tick if perms else None, subgroups=opts["subgroups"], lin=bool(opts["lin"]),
             icc=None if opts["icc"] == "none" else float(opts["icc"]), gt_df=opts["gt_df"],
             bootstrap=int(opts["bootstrap"]), bootstrap_weights=opts["bootstrap_weights"],
-            interaction_test=opts["interaction_test"],
+            interaction_test=opts["interaction_test"], df_working=opts["df_working"],
         )
         part = {"effect": res.itt, "effects": dict(res.all_effects()), "details": {"design": res},
                 "notes": list(res.notes)}
@@ -1295,7 +1299,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     # effects' SD, every subject is fitted first (the worker's rows are at most a few million).
     fits = m.group_fits(by, sd=opts["sd"], level=opts["level"], baseline_percentile=opts["baseline_percentile"],
                         vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"],
-                        part_columns="all" if opts["sensitivity"] and opts["placebo_outcome"] else "none",
+                        df_working=opts["df_working"], part_columns="all" if opts["sensitivity"] and opts["placebo_outcome"] else "none",
                         lazy=worker is None)
     effects: dict = {}
 
@@ -1469,8 +1473,8 @@ def _effect_sds(est, subjects, by):
 def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     """Subgroup effects on the matched sample of ``subject``: the matched effect's regression
     with level-specific treatment effects, each matched set in the subgroup of its treated
-    student (:mod:`pleval.subgroups`); the df of single contrasts, as the overall effect's, under
-    a school random-effect working model."""
+    student (:mod:`pleval.subgroups`); the df of single contrasts under the overall effect's
+    working model (``df_working``, by default a school random effect)."""
     from .matching.effect import regression_design
     from .subgroups import level_codes, set_level_codes, subgroup_effects
 
@@ -1494,7 +1498,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
                                 weights=d["weights"], clusters=d["clusters"], units=pd.factorize(sample.index)[0],
                                 vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
-                                cr2=opts["cr2"], level=opts["level"], notes=notes, df_working="random_effects")
+                                cr2=opts["cr2"], level=opts["level"], notes=notes, df_working=opts["df_working"])
         rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]
         tests += [t] if t is not None else []
     big = [f"{r['subgroup']}={r['level']}" for r in rows if abs(r["pretest_smd"]) > 0.25]

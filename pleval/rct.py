@@ -119,7 +119,7 @@ from .data import Columns, design_matrix, one_arm_subject, subject_arms, validat
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
-from .inference.robust import check_conventions, clusters_nested, convention_label, within_transform
+from .inference.robust import DF_WORKING, check_conventions, clusters_nested, convention_label, within_transform
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, subgroup_effects
 
@@ -744,7 +744,8 @@ def _subgroups(ana, cols, mod: _Model, names: Sequence[str], fit_kw: dict, scale
     for name in names:
         codes, labels = _subgroup_levels(ana, cols, name)
         r, t = subgroup_effects(mod.y, X, xnames, mod.z, codes, labels, name=name, scale=scale, absorb=absorb,
-                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], cluster_df=fit_kw["cluster_df"], level=level, notes=notes, test=test)
+                                clusters=fit_kw["clusters"], vcov=fit_kw["vcov"], cluster_df=fit_kw["cluster_df"], level=level, notes=notes, test=test,
+                                df_working=fit_kw["df_working"])
         rows += r
         if t is not None:
             tests.append(t)
@@ -769,6 +770,7 @@ def analyze_rct(
     covariates: Sequence[str] | None = None,
     vcov: str | None = None,
     cluster_df: Literal["G-1", "G-p"] = "G-1",
+    df_working: Literal["independent", "random_effects"] = "independent",
     method: Literal["ols", "cluster_means", "mixedlm"] = "ols",
     subject: object = None,
     sd: str | float = "pooled",
@@ -803,6 +805,10 @@ def analyze_rct(
         G/(G−1)·(n−1)/(n−k), G − 1 df) or ``"G-p"`` (metafor's ``robust()``: G/(G−p), G − p df).
         CR2 is unaffected (Satterthwaite df); the trial's OLS is unweighted, so the weighted-CR2
         form does not arise.
+    df_working : the working model of CR2's Satterthwaite df for the OLS ITT, Lin's ITT and the
+        subgroup contrasts: ``"independent"`` (default; clubSandwich's) or ``"random_effects"``
+        (a school random effect, as the matched designs take; :func:`pleval.inference.ols`). Block
+        effects absorbed (schools nested in blocks) keep the independence df, with a note.
     method : the primary ITT: ``"ols"``, ``"cluster_means"`` or ``"mixedlm"``.
     subject : the subject to analyse when the data are long by subject.
     sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
@@ -832,6 +838,8 @@ def analyze_rct(
     if gt_df not in ("N-2", "h"):
         raise DataError(f"gt_df must be 'N-2' or 'h'; got {gt_df!r}")
     check_conventions(cluster_df, "transformed")
+    if df_working not in DF_WORKING:
+        raise DataError(f"df_working must be one of {DF_WORKING}; got {df_working!r}")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
     vcov = vcov or ("CR2" if clustered_design else "HC2")
@@ -846,6 +854,12 @@ def analyze_rct(
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
     # block indicators absorbed where the covariance allows it (HC types, classical)
     absorb = mod.block_codes if mod.absorbs(vcov) else None
+    re_df = vcov == "CR2" and df_working == "random_effects"
+    if re_df and absorb is not None:
+        re_df = False
+        notes.append("df_working='random_effects': the block effects are absorbed, so the CR2 df keep the independence "
+                     "working model")
+    fit_kw["df_working"] = "random_effects" if re_df else "independent"
 
     def itt_fit(v):
         if absorb is not None:
@@ -888,7 +902,8 @@ def analyze_rct(
     model_desc = "outcome ~ treatment" + blocks_desc + "".join(f" + {a}" for a in adj)
     if lin:
         model_desc = "Lin (2013): " + model_desc + ", centred and interacted with treatment"
-    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False)) + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
+    vc_desc = vcov + ((" (Satterthwaite df" + (" with a school random effect" if re_df else "") + ")") if vcov == "CR2"
+                      else convention_label(vcov, cluster_df, "", False)) + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
     effects: dict[str, Effect] = {}
     b, se, df_, _ = fit.coef("treatment")
     ols_effect = effect(b, se, df_, "ITT", f"OLS ITT: {model_desc}; {vc_desc}")
@@ -998,7 +1013,7 @@ def analyze_rct(
     options = {
         "design": design, "method": method, "outcome": cols.outcome, "subject": subject,
         "treatment": cols.treatment, "school": cols.school, "block": cols.block,
-        "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "cluster_df": cluster_df, "model": model_desc,
+        "pretest": cols.pretest, "covariates": tuple(cov_names), "vcov": vc_desc, "cluster_df": cluster_df, "df_working": fit_kw["df_working"], "model": model_desc,
         "sd": sd if isinstance(sd, str) else float(sd), "level": level, "baseline_percentile": baseline_percentile,
         "adjust": adjust, "interaction_test": interaction_test, "lin": lin, "icc": icc, "gt_df": gt_df,
         "bootstrap": bootstrap, "bootstrap_weights": bootstrap_weights,

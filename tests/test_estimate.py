@@ -66,6 +66,25 @@ def test_matched_effects_equal_match_estimate(matched_ev, matched_sim):
     assert eq.loc["math", "verdict"] == ref_eq.loc["math", "wwc_with_pretest_in_model"]
 
 
+def test_df_working_option_reaches_the_matched_effect_and_subgroups(matched_sim):
+    """``df_working="independent"`` (``--set df_working=independent``): the matched effect's df are
+    ``MatchResult.estimate(df_working="independent")``'s, and the subgroups' follow; a bad value
+    is an error naming the option."""
+    m = pleval.match(matched_sim.data, SAMPLE_COLUMNS, method="propensity", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(matched_sim.data, seed=1, placebo=False, sensitivity=False, subgroups="frl",
+                             df_working="independent")
+        ev_re = pleval.estimate(matched_sim.data, seed=1, placebo=False, sensitivity=False, subgroups="frl")
+    ref = m.estimate(by="subject", df_working="independent")
+    for s in ("math", "reading"):
+        assert ev.effect(s).raw.df == pytest.approx(ref[s].raw.df, rel=1e-12)
+        assert ev.effect(s).raw.df > ev_re.effect(s).raw.df
+    assert (ev.subgroups()["df"] > ev_re.subgroups()["df"]).all()
+    with pytest.raises(DataError, match="option df_working must be one of"):
+        pleval.estimate(matched_sim.data, df_working="clustered")
+
+
 def test_propensity_table_is_the_match_scores_by_subject(matched_ev, matched_sim):
     """Each subject's rows of the propensity table are the match's rows of that subject: score,
     treatment and matched weight summed over sets; the subject column is compared as stored

@@ -67,6 +67,30 @@ def test_default_itt_is_cr2_with_satterthwaite_df(trial):
     assert "CR2" in res.itt.raw.method
 
 
+def test_random_effect_df_on_request(trial):
+    """``df_working="random_effects"``: the ITT's CR2 df under a school random-effect working
+    model (the dense n × n computation), the same SE, and the method says so; with the blocks
+    absorbed (schools nested in blocks) the independence df stay, with a note."""
+    from .test_inference import _direct_random_effects_df
+
+    cols = COLS.replace(block=None)
+    base = analyze_rct(trial, cols)
+    res = analyze_rct(trial, cols, df_working="random_effects")
+    a = _analytic(trial)
+    X = np.column_stack([np.ones(len(a)), a[["treatment", "pretest", "frl", "ell"]].to_numpy(dtype=float)])
+    df, rho = _direct_random_effects_df(a["posttest"].to_numpy(dtype=float), X, _codes(a["school_id"]), None, 1)
+    assert rho > 0
+    assert res.itt.raw.df == pytest.approx(df, rel=1e-8)
+    assert res.itt.raw.se == pytest.approx(base.itt.raw.se, rel=1e-12)
+    assert abs(res.itt.raw.df / base.itt.raw.df - 1) > 0.01
+    assert "with a school random effect" in res.itt.raw.method and "random effect" not in base.itt.raw.method
+    blocked = analyze_rct(trial, COLS, df_working="random_effects")
+    assert blocked.itt.raw.df == pytest.approx(analyze_rct(trial, COLS).itt.raw.df, rel=1e-12)
+    assert any("block effects are absorbed" in n for n in blocked.notes)
+    with pytest.raises(DataError, match="df_working must be one of"):
+        analyze_rct(trial, cols, df_working="nope")
+
+
 def test_effect_size_is_adjusted_difference_over_unadjusted_pooled_sd(trial):
     res = analyze_rct(trial, COLS, baseline_percentile=30)
     a = _analytic(trial)

@@ -66,6 +66,22 @@ def test_rct_cli_one_subject_and_missing_default_columns(trial_csv, tmp_path):
     assert set(itt["subject"]) == {"reading"} and "CACE (IV)" not in set(itt["analysis"])
 
 
+def test_rct_cli_df_working(trial_csv, tmp_path):
+    """``--df-working random_effects`` gives the API's df (no block column here: nothing absorbed)."""
+    path, data = trial_csv
+    flat = tmp_path / "flat.csv"
+    data.drop(columns=["block"]).to_csv(flat, index=False)
+    r = runner.invoke(app, ["rct", str(flat), "--only-subject", "math", "--df-working", "random_effects",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    itt = pd.read_csv(tmp_path / "o" / "itt.csv")
+    got = itt[(itt.analysis == "ITT") & (itt.scale == "raw")].iloc[0]
+    cols = RCT_SAMPLE_COLUMNS.replace(block=None)
+    api = analyze_rct(pd.read_csv(flat), cols, subject="math", df_working="random_effects").itt.raw
+    base = analyze_rct(pd.read_csv(flat), cols, subject="math").itt.raw
+    assert got["df"] == pytest.approx(api.df, rel=1e-9) and abs(api.df / base.df - 1) > 1e-3
+
+
 def test_a_subject_without_treated_rows_is_left_out_of_pleval_rct_and_rct_by_subject(trial_csv, tmp_path):
     """A subject with no treated row is left out with the checks' warning, by the command and
     by rct_by_subject, and the other subject's ITT is that of analysing it alone (the command

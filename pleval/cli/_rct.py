@@ -174,6 +174,7 @@ def rct(
     grade: Grade = None,
     vcov: Optional[str] = typer.Option(None, "--vcov", help="CR2 (cluster default), CR1, CR0, HC2 (individual default), HC1, HC0, classical."),
     cluster_df: str = typer.Option("G-1", "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df)."),
+    df_working: str = typer.Option("independent", "--df-working", help="Working model of CR2's Satterthwaite df: independent (clubSandwich's; default) or random_effects (a school random effect, as matched designs take)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     subgroups: Optional[str] = typer.Option(None, "--subgroups", help="Subgroup columns, comma-separated (pretest_tercile for pretest thirds)."),
@@ -233,7 +234,8 @@ def rct(
     else:
         subjects = [only_subject]
     kw = dict(
-        design=design.value, vcov=vcov, cluster_df=cluster_df, method=method.value, sd=sd_value, baseline_percentile=baseline_percentile,
+        design=design.value, vcov=vcov, cluster_df=cluster_df, df_working=df_working, method=method.value, sd=sd_value,
+        baseline_percentile=baseline_percentile,
         subgroups=parse_names(subgroups) or (), adjust=adjust, interaction_test=interaction_test.upper(), lin=lin,
         icc=_parse_icc(icc), gt_df=gt_df,
         permutations=permutations, bootstrap=bootstrap, bootstrap_weights=bootstrap_weights, seed=seed,
