@@ -80,6 +80,9 @@ def test_rct_cli_df_working(trial_csv, tmp_path):
     api = analyze_rct(pd.read_csv(flat), cols, subject="math", df_working="random_effects").itt.raw
     base = analyze_rct(pd.read_csv(flat), cols, subject="math").itt.raw
     assert got["df"] == pytest.approx(api.df, rel=1e-9) and abs(api.df / base.df - 1) > 1e-3
+    r = runner.invoke(app, ["rct", str(flat), "--control", "0", "--df-working", "random_effects",
+                            "--out", str(tmp_path / "o2")])
+    assert r.exit_code != 0 and "--df-working applies to two-arm trials" in r.output
 
 
 def test_a_subject_without_treated_rows_is_left_out_of_pleval_rct_and_rct_by_subject(trial_csv, tmp_path):

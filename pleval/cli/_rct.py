@@ -223,6 +223,11 @@ def rct(
     }
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
+        if df_working != "independent":
+            from ..errors import DataError
+
+            raise DataError("--df-working applies to two-arm trials; multi-arm trials (--control) keep the independence "
+                            "working model")
         _multiarm(df, given, need, control, multiarm_adjust, multiarm_alternative, design.value, vcov, cluster_df, sd_value,
                   baseline_percentile, only_subject, seed, out)
         return
