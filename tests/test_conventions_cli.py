@@ -131,6 +131,14 @@ def test_match_cr2_and_cluster_df_cli_equal_api(students, tmp_path):
     assert eff[eff.scale == "raw"].iloc[0]["df"] == api.raw.df == api.raw.n_clusters - len(res.group_fits()[0][2].names)
     with pytest.raises(DataError, match="cr2"):
         res.estimate(cr2="satterthwaite")
+    # --df-working independent: clubSandwich's df for the transformed form, the same SE
+    r = runner.invoke(app, ["match", str(path), "--k", "3", "--df-working", "independent", "-o", str(tmp_path / "ind")])
+    assert r.exit_code == 0, r.output
+    eff = pd.read_csv(tmp_path / "ind" / "effect.csv")
+    api = res.estimate(df_working="independent")
+    assert eff[eff.scale == "raw"].iloc[0]["df"] == pytest.approx(api.raw.df, rel=1e-10)
+    assert eff[eff.scale == "raw"].iloc[0]["se"] == pytest.approx(got["transformed"]["se"], rel=1e-12)
+    assert api.raw.df != pytest.approx(got["transformed"]["df"], rel=1e-3)
 
 
 def test_estimate_conventions_reach_results_and_run_toml(students, trial, tmp_path):

@@ -139,6 +139,7 @@ def match_cmd(
     vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the effect: CR2 (default, by school), CR1 (default without a school column), CR0, HC2, HC1, HC0, classical."),
     cluster_df: str = typer.Option("G-1", "--cluster-df", help="CR1/CR0 convention: G-1 (Stata; default) or G-p (metafor's robust(): factor G/(G-p), G-p df)."),
     cr2: str = typer.Option("transformed", "--cr2", help="Weighted CR2 form (matched weights vary within school): transformed (default; CR2 of the sqrt(W)-transformed model) or clubsandwich (clubSandwich's)."),
+    df_working: str = typer.Option("random_effects", "--df-working", help="Working model of the transformed CR2's Satterthwaite df: random_effects (a school random effect; default) or independent (clubSandwich's)."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     weight: Weight = None,
@@ -202,7 +203,7 @@ def match_cmd(
         pool_info = None
     by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile, vcov=vcov,
-                       cluster_df=cluster_df, cr2=cr2)
+                       cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     bal = res.balance()
 
     eff_frame = eff.to_frame()
@@ -214,7 +215,7 @@ def match_cmd(
             frame.to_csv(tmp / name, index=False)
         outputs.write_provenance(tmp, "pleval match outputs", df, cols, dict(
             options, by=by_cols, sd=sd, baseline_percentile=baseline_percentile, vcov=vcov, cluster_df=cluster_df,
-            cr2=cr2), pool=pool_info)
+            cr2=cr2, df_working=df_working), pool=pool_info)
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
