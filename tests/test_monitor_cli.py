@@ -43,6 +43,7 @@ def test_monitor_writes_the_outputs_folder(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["cohort"] == "pl_year" and prov["columns"]["time"] == ["year"]
     assert prov["staggered_inference"] == "welch"
+    assert prov["effects_inference"].endswith("exact t reference")
     assert "students changing school" in res.output and "event study" in res.output
     gt = pd.read_csv(out / "group_time_effects.csv")
     assert gt["df"].notna().all() and (gt["df"] < 1e6).all()  # Welch df, not a normal reference

@@ -11,6 +11,7 @@ import statsmodels.api as sm
 
 from pleval.data import Columns, validate
 from pleval.errors import DataError
+from pleval.inference import ols
 from pleval.monitor import check_panel, effects_over_time, simulate_panel
 
 COLS = Columns(outcome="posttest", treatment="treatment", pretest="pretest", school="school_id",
@@ -128,14 +129,14 @@ def test_stacked_estimates_equal_statsmodels_on_the_same_regression(sim):
     assert tr["estimate"] == pytest.approx(slope, rel=1e-9)
 
 
-def test_df_take_the_school_random_effect_working_model(sim):
-    """CR2's Satterthwaite df of the per-year effects under a school random-effect working model
+def test_satterthwaite_df_take_the_school_random_effect_working_model(sim):
+    """With ``reference="satterthwaite"``: CR2's Satterthwaite df of the per-year effects under a school random-effect working model
     (as the matched effect's): the dense n × n computation on the same weighted stacked
     regression; the independence working model gives the same SEs and larger df here."""
     from .test_inference import _direct_random_effects_df
 
-    ot = effects_over_time(sim.data, COLS, equity=False)
-    ind = effects_over_time(sim.data, COLS, equity=False, df_working="independent")
+    ot = effects_over_time(sim.data, COLS, equity=False, reference="satterthwaite")
+    ind = effects_over_time(sim.data, COLS, equity=False, reference="satterthwaite", df_working="independent")
     d = ot._frames["math"]
     X = _stacked_design(d)
     cl, w = pd.factorize(d["_cluster"])[0], d["_w"].to_numpy(float)
@@ -147,6 +148,56 @@ def test_df_take_the_school_random_effect_working_model(sim):
         assert rho > 0
         assert got.loc[t, "df"] == pytest.approx(df, rel=1e-8)
     assert (got["df"] < 0.97 * base["df"]).all()
+
+
+def test_exact_reference_is_the_t_distribution_under_the_working_model(sim, monkeypatch):
+    """The default reference: clubSandwich's weighted CR2 of the same stacked regression, and each
+    interval's multiplier and p-value those of the exact distribution of its t statistic under
+    the independence working model, computed here from the n × n matrices
+    (``tests/test_exact_t.py``); ``df`` is the t df with that multiplier. Above
+    ``EXACT_BELOW_DF`` Satterthwaite df, Satterthwaite's t of the same form."""
+    from scipy import optimize, stats
+
+    from .test_exact_t import _dense_club, _sf_explicit
+
+    ot = effects_over_time(sim.data, COLS, equity=False)
+    assert "exact t reference" in ot.inference
+    d = ot._frames["math"]
+    X = _stacked_design(d).to_numpy()
+    y, w, cl = d["posttest"].to_numpy(float), d["_w"].to_numpy(float), pd.factorize(d["_cluster"])[0]
+    fit = ols(y, X, weights=w, clusters=cl, cr2="clubsandwich")
+    got = ot.by_year.set_index("time")
+    names = list(_stacked_design(d).columns)
+    for t in got.index[:2]:
+        c = np.eye(X.shape[1])[names.index(f"D{t}")]
+        a, Q = _dense_club(X, w, cl, c)
+        P, b = Q.T @ Q, Q.T @ a
+        est, se = c @ fit.params, np.sqrt(c @ fit.vcov @ c)
+        assert got.loc[t, "se"] == pytest.approx(se, rel=1e-9)
+        crit = optimize.brentq(lambda x: _sf_explicit(a @ a, b, P, x) - 0.05, 0.5, 50, xtol=1e-12)
+        assert got.loc[t, "ci_high"] == pytest.approx(est + crit * se, rel=1e-7)
+        assert got.loc[t, "pvalue"] == pytest.approx(_sf_explicit(a @ a, b, P, abs(est / se)), abs=1e-8)
+        assert stats.t.ppf(0.975, got.loc[t, "df"]) == pytest.approx(crit, rel=1e-7)
+    import pleval.monitor.over_time as over_time
+
+    monkeypatch.setattr(over_time, "EXACT_BELOW_DF", 0.0)
+    satt = effects_over_time(sim.data, COLS, equity=False).by_year.set_index("time")
+    for t in got.index:
+        c = np.eye(X.shape[1])[names.index(f"D{t}")]
+        assert satt.loc[t, "df"] == pytest.approx(fit.contrast(c)[2], rel=1e-9)
+        assert satt.loc[t, "pvalue"] == pytest.approx(fit.contrast(c)[3], rel=1e-9)
+
+
+def test_reference_options():
+    sim = simulate_panel(seed=1, n_schools=8, n_pl_schools=3, students_per_grade=5, subjects=("math",))
+    with pytest.raises(DataError, match="reference must be one of"):
+        effects_over_time(sim.data, COLS, reference="bootstrap")
+    with pytest.raises(DataError, match="reference='exact' needs vcov='CR2'"):
+        effects_over_time(sim.data, COLS, reference="exact", vcov="CR1")
+    with pytest.raises(DataError, match="df_working applies to reference='satterthwaite'"):
+        effects_over_time(sim.data, COLS, df_working="random_effects")
+    cr1 = effects_over_time(sim.data, COLS, vcov="CR1", equity=False)  # CR1: G − 1 df, no exact reference
+    assert (cr1.by_year["df"] == cr1.by_year["df"].iloc[0]).all()
 
 
 def test_matching_weights_carry_to_every_row_and_condition_changers_are_left_out(sim):

@@ -414,6 +414,17 @@ class OLSFit(ResultMixin):
         df = float(self._contrast_df(c))
         return est, se, df, float(t_interval(est, se, df)[1])
 
+    def exact_t(self, c):
+        """The exact null distribution of contrast c's t statistic under the CR2 form's
+        independence working model (:class:`pleval.inference.exact_t.ExactT`; ``.sf(|t|)`` its
+        p-value, ``.critical(level)`` its interval's multiplier). CR2 fits without absorbed
+        effects."""
+        from .exact_t import ExactT
+
+        if self.vcov_type != "CR2" or self.cr2_blocks is None or isinstance(self.cr2_blocks, CR2BlocksAbsorbed):
+            raise DesignError("the exact t reference needs a CR2 fit without absorbed effects")
+        return ExactT.from_gram(*self.cr2_blocks.gram(np.asarray(c, dtype=float)))
+
     def wald_test(self, R, value=None, test: str | None = None):
         """Test ``Rβ = value`` (q constraints): HTZ under CR2, else an F test; see
         :func:`pleval.inference.wald.wald_test`."""
@@ -758,6 +769,20 @@ class CR2Blocks:
 
     def df(self, c: np.ndarray) -> float:
         return self.eta(np.asarray(c, dtype=float)[None, :])
+
+    def gram(self, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(a'a, [a'q_g], [q_g'q_h])`` of contrast c under the form's independence working
+        model, ``c'β̂ = a'y``: in the transformed form ``a = X̃Mc`` and ``(I − H)a = 0``; in
+        clubSandwich's ``a = WXMc`` and ``(I − H)a = U_g N[c; 0]`` on cluster g's rows, so
+        ``a'q_g = z_g'N[c; 0]`` and ``a'a = c'MX'W²XMc``."""
+        c = np.asarray(c, dtype=float)
+        _, z, D = self._h(c[None, :])
+        z, D = z[:, 0, :], D[:, 0, 0]
+        P = np.diag(D) - z @ self.N @ z.T
+        k = self.M.shape[0]
+        if self.offset:
+            return float(-c @ self.N[:k, :k] @ c), z @ (self.N[:, :k] @ c), P
+        return float(c @ self.M @ c), np.zeros(len(D)), P
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ Model (per subject; WLS with weights ``w_i``)::
 with period × grade intercepts and a pretest slope per period, so each ``δ_t`` is the
 regression-adjusted matched difference of period ``t`` alone. Students appear in several
 periods and share schools, so the covariance is cluster-robust by the student's **first
-school** (CR2 with Satterthwaite df; Bell & McCaffrey 2002, Pustejovsky & Tipton 2018; the df
-under a school random-effect working model, as the matched effect's, Imbens & Kolesár 2016).
+school** (CR2 in clubSandwich's weighted form, Bell & McCaffrey 2002, Pustejovsky & Tipton
+2018; intervals and p-values from the exact distribution of the t statistic under its working
+model, Imhof 1961 — :mod:`pleval.inference.exact_t` — which holds with two
+or three PL schools where Satterthwaite's t rejects too often).
 Clustering by school nests students (each student's rows fall in one cluster), so it covers
 the correlation of a student's repeated rows as well as that of schoolmates; two-way
 clustering (student and school) would add nothing that school clustering misses when students
@@ -30,7 +32,7 @@ are nested, and would lose CR2's small-sample correction (Cameron, Gelbach & Mil
 
 Trend test: the least-squares slope of the effects on the period index (or on years of
 exposure), the contrast ``c'δ`` with ``c_t = (t − t̄)/Σ(t − t̄)²`` over the program periods,
-tested with its CR2 SE and Satterthwaite df (H₀: the effect is flat).
+tested with its CR2 SE and the same reference (H₀: the effect is flat).
 
 Effect sizes divide by the pooled within-group SD of the period's outcome, pooled within grade
 (:func:`pleval.effect_sizes.outcome_sd`), with Hedges' ω; percentile points from the 50th
@@ -116,11 +118,36 @@ class OverTime(ResultMixin):
                                       xlabel=self.columns.time if by == "year" else "years of exposure")
 
 
-def _rows(fit, names, keys: dict, sd: float, omega: float, level: float) -> pd.DataFrame:
+REFERENCES = ("exact", "satterthwaite")
+
+EXACT_BELOW_DF = 100.0
+"""The exact reference is computed where the contrast's Satterthwaite df (of the same CR2 form)
+are at most this; above, the variance estimate is a sum of many comparable terms, Satterthwaite's
+t is used, and either multiplier is within 1.3% of the normal's (t₁₀₀: 1.984). This keeps the
+G × G work of the exact reference to the designs that need it (docs/monitor.md)."""
+
+
+def _reference(fit, c: np.ndarray, est: float, se: float, level: float, exact: bool) -> tuple[float, float, float]:
+    """``(df, multiplier, p-value)`` of contrast c: the exact distribution of its t statistic
+    under the working model (:mod:`pleval.inference.exact_t`; ``df`` the t distribution's with
+    the same multiplier) where Satterthwaite's df are at most :data:`EXACT_BELOW_DF`, else
+    Satterthwaite's t."""
+    df = float(fit.contrast(c)[2])
+    if exact and df <= EXACT_BELOW_DF:
+        from ..inference.exact_t import df_with_critical
+
+        ref = fit.exact_t(c)
+        crit = ref.critical(level)
+        return df_with_critical(crit, level), crit, ref.sf(abs(est / se)) if se > 0 else float("nan")
+    crit, p = t_interval(est, se, df, level)
+    return df, float(crit), float(p)
+
+
+def _rows(fit, names, keys: dict, sd: float, omega: float, level: float, exact: bool) -> pd.DataFrame:
     idx = [fit.index(n) for n in names]
     est, se = fit.params[idx], fit.se[idx]
-    df = np.array([fit.coef_df(j) for j in idx])
-    crit, p = t_interval(est, se, df, level)
+    df, crit, p = np.array([_reference(fit, np.eye(fit.k)[j], est[i], se[i], level, exact)
+                            for i, j in enumerate(idx)]).reshape(-1, 3).T
     k = omega / sd
     out = pd.DataFrame(keys)
     out["estimate"], out["se"], out["df"] = est, se, df
@@ -138,8 +165,8 @@ def _omega(n: int) -> float:
 
 
 FEW_PL_SCHOOLS = 4
-"""Fewer PL schools than this (and more than one) get a note: school-clustered CR2 intervals
-with two or three treated clusters run short (docs/monitor.md, *One PL school*)."""
+"""Fewer PL schools than this (and more than one) get a note: the intervals rest on two or three
+treated clusters (docs/monitor.md, *Two or three PL schools*)."""
 
 
 def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
@@ -155,7 +182,7 @@ def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
 
 
 def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray,
-         df_working: str):
+         df_working: str, exact: bool):
     """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
     cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
@@ -165,7 +192,8 @@ def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, v
     keep = X.std().gt(0) | X.columns.isin(terms.columns) | X.columns.str.startswith("cell_")
     X = X.loc[:, keep]
     return ols(d[c.outcome].to_numpy(float), X.to_numpy(float), weights=d["_w"].to_numpy(float),
-               clusters=clusters, vcov=vcov, names=list(X.columns), df_working=df_working)
+               clusters=clusters, vcov=vcov, names=list(X.columns), df_working=df_working,
+               cr2="clubsandwich" if exact else "transformed")
 
 
 TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue", "ci_low", "ci_high", "es", "es_se",
@@ -174,15 +202,15 @@ TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue",
 three points)."""
 
 
-def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: str, subject, level):
+def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: str, subject, level, exact: bool):
     if len(xs) < 3:
         return None
     c = np.zeros(fit.k)
     xc = xs - xs.mean()
     c[[fit.index(n) for n in names]] = xc / (xc @ xc)
-    est, se, df, p = fit.contrast(c)
+    est, se = float(c @ fit.params), float(np.sqrt(c @ fit.vcov @ c))
+    df, crit, p = _reference(fit, c, est, se, level, exact)
     k = omega / sd
-    crit = t_interval(est, se, df, level)[0]
     return {"subject": subject, "per": per, "n_points": len(xs), "estimate": est, "se": se, "df": df, "pvalue": p,
             "ci_low": est - crit * se, "ci_high": est + crit * se, "es": est * k, "es_se": se * k,
             "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
@@ -217,7 +245,8 @@ def effects_over_time(
     vcov: str = "CR2",
     match_options: dict | None = None,
     equity: bool = True,
-    df_working: str = "random_effects",
+    reference: str | None = None,
+    df_working: str | None = None,
 ) -> OverTime:
     """Effects by period, by years of exposure, a trend test and equity bands for a matched
     design over several periods (formulas and choices in the module docstring).
@@ -228,11 +257,26 @@ def effects_over_time(
     period (empty for comparison schools), used for years of exposure. ``method`` is a
     :func:`pleval.match` method (``match_options`` are passed on) or ``"regression"``
     (no matching; every student weight 1). ``equity=False`` skips the equity bands.
-    ``df_working``: the working model of CR2's Satterthwaite df (:func:`pleval.inference.ols`;
-    ``"independent"`` gives clubSandwich's).
+    ``reference`` (CR2 only): ``"exact"`` (the default) takes each interval's multiplier and
+    p-value from the exact distribution of the t statistic under the independence working model
+    of clubSandwich's weighted CR2 (:mod:`pleval.inference.exact_t`; the ``df`` columns then
+    hold the t df with the same multiplier); ``"satterthwaite"`` takes the transformed CR2's
+    Satterthwaite t, its df under ``df_working`` (``"random_effects"``, the default, or
+    ``"independent"``, clubSandwich's; :func:`pleval.inference.ols`).
     """
     from ..matching import match
 
+    if reference is None:
+        reference = "exact" if vcov == "CR2" else "satterthwaite"
+    if reference not in REFERENCES:
+        raise DataError(f"reference must be one of {REFERENCES}; got {reference!r}")
+    if reference == "exact" and vcov != "CR2":
+        raise DataError(f"reference='exact' needs vcov='CR2'; got {vcov!r}")
+    if reference == "exact" and df_working not in (None, "independent"):
+        raise DataError("df_working applies to reference='satterthwaite'; the exact reference takes the "
+                        "independence working model")
+    exact = reference == "exact"
+    df_working = df_working or ("independent" if exact else "random_effects")
     c = columns
     for role in ("time", "student_id", "school", "pretest"):
         if not c.roles().get(role):
@@ -310,14 +354,16 @@ def effects_over_time(
         clusters, one_school = _clusters(ds, c)
         n_pl = ds.loc[ds[c.treatment] == 1, "_cluster"].nunique()
         if 2 <= n_pl < FEW_PL_SCHOOLS:
-            notes.append(f"[{s}] {n_pl} PL schools: with so few PL clusters the school-clustered intervals run short "
-                         "and the trend test rejects too often (simulated with no effect: 2 schools 91% coverage of 95% "
-                         "intervals, trend test 10% at 5%; 3 schools 94%, 8%; docs/monitor.md)")
+            notes.append(f"[{s}] {n_pl} PL schools: with so few PL clusters the intervals rest on {n_pl} schools' "
+                         "differences and are wide (the exact t reference; simulated with no effect: 94-95% coverage "
+                         "of 95% intervals, trend test 5-6.5% at 5%; docs/monitor.md)" if exact else
+                         f"[{s}] {n_pl} PL schools: with so few PL clusters Satterthwaite's t runs short (simulated "
+                         "with no effect: trend test 7-9% at 5%); the default exact reference holds (docs/monitor.md)")
         if one_school:
             notes.append(f"[{s}] one {one_school} school: its students are the clusters on its side of the standard "
                          "errors (one school as a cluster would leave their noise out); the effects include that "
                          "school's own difference from the other side")
-        fit = _fit(ds, yterms, c, covs, vcov, clusters, df_working)
+        fit = _fit(ds, yterms, c, covs, vcov, clusters, df_working, exact)
         sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
                              weights=ds.loc[ds["_t"] == t, "_w"],
                              strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
@@ -325,7 +371,7 @@ def effects_over_time(
         for t in times:
             dt = ds[ds["_t"] == t]
             n1, n0 = int((dt[c.treatment] == 1).sum()), int((dt[c.treatment] == 0).sum())
-            r = _rows(fit, [f"D@{t}"], {"subject": [s], "time": [t]}, sds[t], _omega(n1 + n0), level)
+            r = _rows(fit, [f"D@{t}"], {"subject": [s], "time": [t]}, sds[t], _omega(n1 + n0), level, exact)
             r["n_treated"], r["n_comparison"], r["program"] = n1, n0, prog[t]
             r["n_schools"] = dt.loc[dt[c.treatment] == 1, "_cluster"].nunique()
             rows.append(r)
@@ -334,20 +380,21 @@ def effects_over_time(
         mean_sd = float(np.mean([sds[t] for t in ptimes])) if ptimes else float(np.mean(list(sds.values())))
         om = _omega(len(ds))
         tr = _trend(fit, [f"D@{t}" for t in ptimes], np.arange(len(ptimes), dtype=float), mean_sd, om,
-                    f"{c.time} (program periods)", s, level)
+                    f"{c.time} (program periods)", s, level, exact)
         if tr:
             trends.append(tr)
 
         ks = sorted(ds.loc[ds[c.treatment] == 1, "_exposure"].unique())
         eterms = pd.DataFrame({f"D@k{k}": D * (ds["_exposure"] == k).to_numpy() for k in ks}, index=ds.index)
-        efit = _fit(ds, eterms, c, covs, vcov, clusters, df_working)
+        efit = _fit(ds, eterms, c, covs, vcov, clusters, df_working, exact)
         sd_all = outcome_sd(ds[c.outcome], ds[c.treatment] == 1, weights=ds["_w"],
                             strata=ds["_t"].astype(str) + "|" + (ds[c.grade].astype(str) if c.grade else ""))[0]
-        erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level)
+        erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level, exact)
         erows["n_treated"] = [int(((ds[c.treatment] == 1) & (ds["_exposure"] == k)).sum()) for k in ks]
         by_exp.append(erows)
         kpos = [k for k in ks if k >= 1]
-        tr = _trend(efit, [f"D@k{k}" for k in kpos], np.asarray(kpos, float), sd_all, om, "year of exposure", s, level)
+        tr = _trend(efit, [f"D@k{k}" for k in kpos], np.asarray(kpos, float), sd_all, om, "year of exposure", s, level,
+                    exact)
         if tr:
             trends.append(tr)
 
@@ -356,14 +403,14 @@ def effects_over_time(
             continue
         bterms = pd.DataFrame({f"D@{t}#{b}": D * ((ds["_t"] == t) & (ds["_band"] == b)).to_numpy()
                                for t in times for b in range(3)}, index=ds.index)
-        bfit = _fit(ds, bterms, c, covs, vcov, clusters, df_working)
+        bfit = _fit(ds, bterms, c, covs, vcov, clusters, df_working, exact)
         for t in times:
             r = _rows(bfit, [f"D@{t}#{b}" for b in range(3)], {"subject": s, "time": t, "band": list(BAND_LABELS)},
-                      sds[t], _omega(int((ds["_t"] == t).sum())), level)
+                      sds[t], _omega(int((ds["_t"] == t).sum())), level, exact)
             cvec = np.zeros(bfit.k)
             cvec[bfit.index(f"D@{t}#2")], cvec[bfit.index(f"D@{t}#0")] = 1.0, -1.0
-            est, se, df, p = bfit.contrast(cvec)
-            crit = t_interval(est, se, df, level)[0]
+            est, se = float(cvec @ bfit.params), float(np.sqrt(cvec @ bfit.vcov @ cvec))
+            df, crit, p = _reference(bfit, cvec, est, se, level, exact)
             k = _omega(int((ds["_t"] == t).sum())) / sds[t]
             gap = {"subject": s, "time": t, "band": "gap (top − bottom)", "estimate": est, "se": se, "df": df,
                    "ci_low": est - crit * se, "ci_high": est + crit * se, "pvalue": p, "sd": sds[t],
@@ -373,8 +420,10 @@ def effects_over_time(
     equity_table = pd.concat(eq_rows, ignore_index=True) if eq_rows else pd.DataFrame()
     return OverTime(pd.concat(by_year, ignore_index=True), pd.concat(by_exp, ignore_index=True), trend,
                     equity_table, panel, c, method, level, tuple(notes), frames,
-                    f"{vcov} by first school" + ("; df with a school random effect"
-                                                 if vcov == "CR2" and df_working == "random_effects" else ""))
+                    f"{vcov} by first school" + (
+                        "; clubSandwich's weighted form, exact t reference" if exact
+                        else "; df with a school random effect" if vcov == "CR2" and df_working == "random_effects"
+                        else ""))
 
 
 __all__ = ["effects_over_time", "OverTime", "BAND_LABELS"]

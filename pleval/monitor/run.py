@@ -101,7 +101,7 @@ def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, 
             staggered[s] = gt
     prov = {"input_sha256": input_sha256 or frame_sha256(data), "method": method, "cohort": cohort,
             "control": control, "staggered_inference": staggered_inference, "level": level, "alpha": alpha,
-            "columns": {k: list(v) for k, v in c.roles().items()}}
+            "effects_inference": ot.inference, "columns": {k: list(v) for k, v in c.roles().items()}}
     try:
         from .. import __version__
         prov["pleval"] = __version__
