@@ -65,21 +65,23 @@ def _design(seed, G=8, treated=2):
     return X, w, cl
 
 
-def _dense_club(X, w, cl, c):
-    """clubSandwich's weighted CR2 by n × n matrices: a (c'β̂ = a'y) and q_g (c'V̂c = Σ(q_g'y)²)."""
-    n = len(w)
-    XW = X * w[:, None]
-    M = np.linalg.inv(X.T @ XW)
-    R = np.eye(n) - X @ M @ XW.T
-    RR = R @ R.T
-    Mc = M @ c
+def _dense_q(R, B, Z, Mc, cl):
+    """``q_g = R_{g·}'A_g Z_g Mc`` with ``A_g = (B_gg)^{+1/2}`` inverted, one column per cluster."""
     Q = []
     for g in np.unique(cl):
         ix = np.flatnonzero(cl == g)
-        lam, V = np.linalg.eigh(RR[np.ix_(ix, ix)])
+        lam, V = np.linalg.eigh(B[np.ix_(ix, ix)])
         A = (V * np.where(lam > 1e-10, lam, np.inf) ** -0.5) @ V.T
-        Q.append(R[ix].T @ (A @ (XW[ix] @ Mc)))
-    return XW @ Mc, np.array(Q).T
+        Q.append(R[ix].T @ (A @ (Z[ix] @ Mc)))
+    return np.array(Q).T
+
+
+def _dense_club(X, w, cl, c):
+    """clubSandwich's weighted CR2 by n × n matrices: a (c'β̂ = a'y) and q_g (c'V̂c = Σ(q_g'y)²)."""
+    XW = X * w[:, None]
+    M = np.linalg.inv(X.T @ XW)
+    R = np.eye(len(w)) - X @ M @ XW.T
+    return XW @ M @ c, _dense_q(R, R @ R.T, XW, M @ c, cl)
 
 
 def _dense_transformed(X, w, cl, c):
@@ -87,14 +89,7 @@ def _dense_transformed(X, w, cl, c):
     Xt = X * np.sqrt(w)[:, None]
     M = np.linalg.inv(Xt.T @ Xt)
     R = np.eye(len(w)) - Xt @ M @ Xt.T
-    Mc = M @ c
-    Q = []
-    for g in np.unique(cl):
-        ix = np.flatnonzero(cl == g)
-        lam, V = np.linalg.eigh(R[np.ix_(ix, ix)])
-        A = (V * np.where(lam > 1e-10, lam, np.inf) ** -0.5) @ V.T
-        Q.append(R[ix].T @ (A @ (Xt[ix] @ Mc)))
-    return Xt @ Mc, np.array(Q).T
+    return Xt @ M @ c, _dense_q(R, R, Xt, M @ c, cl)
 
 
 @pytest.mark.parametrize("form", ["clubsandwich", "transformed"])

@@ -68,43 +68,12 @@ def test_one_pl_school_has_its_students_as_clusters():
     assert not any("one PL school" in n for n in b.notes)
 
 
-@pytest.mark.slow
-def test_one_pl_school_coverage_and_trend_size(monkeypatch):
-    """One PL school among 12, no program effect and no school deviations (the generator's value
-    added and yearly shocks set to 0, so every period's truth is 0): per-year CIs cover 0 and the
-    trend tests hold their size (150 data sets: 94.3% of 600 CIs, 5.3% of 300 trend tests with the
-    exact t reference; with Satterthwaite's t 95.0% and 5.3% (random-effect df), 94.5% and 5.0%
-    (independence df); with the school as one cluster 51.8% and 49.3%)."""
-    import pleval.monitor.simulate as generator
-
-    monkeypatch.setitem(generator._SD, "va", 0.0)
-    monkeypatch.setitem(generator._SD, "shock", 0.0)
-    reps = sim_reps(150, minimum=30)
+def _null_panels(n_pl: int, reps: int) -> None:
+    """``reps`` panels of 12 schools, ``n_pl`` PL, no program effect: the per-year CIs cover the
+    truth and the trend tests hold their size, within 3.3 binomial SEs."""
     cover = n = reject = n_trend = 0
     for r in range(reps):  # a loop over data sets, each a whole analysis
-        sim = simulate_panel(seed=r, n_schools=12, n_pl_schools=1, effects=(0.0, 0.0, 0.0), tau=0.0,
-                             subjects=("math",))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ot = effects_over_time(sim.data, COLS, equity=False)
-        cover += int(((ot.by_year["ci_low"] <= 0) & (ot.by_year["ci_high"] >= 0)).sum())
-        n += len(ot.by_year)
-        reject += int((ot.trend["pvalue"] < 0.05).sum())
-        n_trend += len(ot.trend)
-    assert cover / n >= 0.95 - 3.3 * np.sqrt(0.95 * 0.05 / n), cover / n
-    assert reject / n_trend <= 0.05 + 3.3 * np.sqrt(0.05 * 0.95 / n_trend), reject / n_trend
-
-
-@pytest.mark.slow
-def test_two_pl_schools_hold_with_the_exact_reference():
-    """Two PL schools among 12, no program effect, the generator's school deviations: with the
-    exact t reference (the default) the per-year CIs cover and the trend tests hold their size
-    (400 data sets: 94.1% of 1,600 CIs, 5.2% of 800 tests; Satterthwaite's t with the school
-    random-effect df on the same data 96.9% and 8.5%; docs/monitor.md). 240 data sets at full size."""
-    reps = sim_reps(240, minimum=40)
-    cover = n = reject = n_trend = 0
-    for r in range(reps):  # a loop over data sets, each a whole analysis
-        sim = simulate_panel(seed=r, n_schools=12, n_pl_schools=2, effects=(0.0, 0.0, 0.0), tau=0.0,
+        sim = simulate_panel(seed=r, n_schools=12, n_pl_schools=n_pl, effects=(0.0, 0.0, 0.0), tau=0.0,
                              subjects=("math",))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -116,6 +85,29 @@ def test_two_pl_schools_hold_with_the_exact_reference():
         n_trend += len(ot.trend)
     assert cover / n >= 0.95 - 3.3 * np.sqrt(0.95 * 0.05 / n), cover / n
     assert reject / n_trend <= 0.05 + 3.3 * np.sqrt(0.05 * 0.95 / n_trend), reject / n_trend
+
+
+@pytest.mark.slow
+def test_one_pl_school_coverage_and_trend_size(monkeypatch):
+    """One PL school among 12, no program effect and no school deviations (the generator's value
+    added and yearly shocks set to 0, so every period's truth is 0): per-year CIs cover 0 and the
+    trend tests hold their size (150 data sets: 94.3% of 600 CIs, 5.3% of 300 trend tests with the
+    exact t reference; with Satterthwaite's t 95.0% and 5.3% (random-effect df), 94.5% and 5.0%
+    (independence df); with the school as one cluster 51.8% and 49.3%)."""
+    import pleval.monitor.simulate as generator
+
+    monkeypatch.setitem(generator._SD, "va", 0.0)
+    monkeypatch.setitem(generator._SD, "shock", 0.0)
+    _null_panels(1, sim_reps(150, minimum=30))
+
+
+@pytest.mark.slow
+def test_two_pl_schools_hold_with_the_exact_reference():
+    """Two PL schools among 12, no program effect, the generator's school deviations: with the
+    exact t reference (the default) the per-year CIs cover and the trend tests hold their size
+    (400 data sets: 94.1% of 1,600 CIs, 5.2% of 800 tests; Satterthwaite's t with the school
+    random-effect df on the same data 96.9% and 8.5%; docs/monitor.md). 240 data sets at full size."""
+    _null_panels(2, sim_reps(240, minimum=40))
 
 
 def test_two_or_three_pl_schools_get_a_note():
