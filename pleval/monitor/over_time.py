@@ -127,27 +127,24 @@ t is used, and either multiplier is within 1.3% of the normal's (t₁₀₀: 1.9
 G × G work of the exact reference to the designs that need it (docs/monitor.md)."""
 
 
-def _reference(fit, c: np.ndarray, est: float, se: float, level: float, exact: bool) -> tuple[float, float, float]:
-    """``(df, multiplier, p-value)`` of contrast c: the exact distribution of its t statistic
-    under the working model (:mod:`pleval.inference.exact_t`; ``df`` the t distribution's with
-    the same multiplier) where Satterthwaite's df are at most :data:`EXACT_BELOW_DF`, else
-    Satterthwaite's t."""
-    df = float(fit.contrast(c)[2])
+def _reference(fit, c: np.ndarray, level: float, exact: bool) -> tuple[float, float, float, float, float]:
+    """``(estimate, se, df, multiplier, p-value)`` of contrast c: the exact distribution of its t
+    statistic under the working model (:mod:`pleval.inference.exact_t`; ``df`` the t
+    distribution's with the same multiplier) where Satterthwaite's df are at most
+    :data:`EXACT_BELOW_DF`, else Satterthwaite's t."""
+    est, se, df, p = fit.contrast(c)
     if exact and df <= EXACT_BELOW_DF:
         from ..inference.exact_t import df_with_critical
 
         ref = fit.exact_t(c)
         crit = ref.critical(level)
-        return df_with_critical(crit, level), crit, ref.sf(abs(est / se)) if se > 0 else float("nan")
-    crit, p = t_interval(est, se, df, level)
-    return df, float(crit), float(p)
+        return est, se, df_with_critical(crit, level), crit, ref.sf(abs(est / se)) if se > 0 else float("nan")
+    return est, se, df, float(t_interval(est, se, df, level)[0]), p
 
 
 def _rows(fit, names, keys: dict, sd: float, omega: float, level: float, exact: bool) -> pd.DataFrame:
-    idx = [fit.index(n) for n in names]
-    est, se = fit.params[idx], fit.se[idx]
-    df, crit, p = np.array([_reference(fit, np.eye(fit.k)[j], est[i], se[i], level, exact)
-                            for i, j in enumerate(idx)]).reshape(-1, 3).T
+    est, se, df, crit, p = np.array([_reference(fit, np.eye(fit.k)[fit.index(n)], level, exact)
+                                     for n in names]).reshape(-1, 5).T
     k = omega / sd
     out = pd.DataFrame(keys)
     out["estimate"], out["se"], out["df"] = est, se, df
@@ -208,8 +205,7 @@ def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: 
     c = np.zeros(fit.k)
     xc = xs - xs.mean()
     c[[fit.index(n) for n in names]] = xc / (xc @ xc)
-    est, se = float(c @ fit.params), float(np.sqrt(c @ fit.vcov @ c))
-    df, crit, p = _reference(fit, c, est, se, level, exact)
+    est, se, df, crit, p = _reference(fit, c, level, exact)
     k = omega / sd
     return {"subject": subject, "per": per, "n_points": len(xs), "estimate": est, "se": se, "df": df, "pvalue": p,
             "ci_low": est - crit * se, "ci_high": est + crit * se, "es": est * k, "es_se": se * k,
@@ -409,8 +405,7 @@ def effects_over_time(
                       sds[t], _omega(int((ds["_t"] == t).sum())), level, exact)
             cvec = np.zeros(bfit.k)
             cvec[bfit.index(f"D@{t}#2")], cvec[bfit.index(f"D@{t}#0")] = 1.0, -1.0
-            est, se = float(cvec @ bfit.params), float(np.sqrt(cvec @ bfit.vcov @ cvec))
-            df, crit, p = _reference(bfit, cvec, est, se, level, exact)
+            est, se, df, crit, p = _reference(bfit, cvec, level, exact)
             k = _omega(int((ds["_t"] == t).sum())) / sds[t]
             gap = {"subject": s, "time": t, "band": "gap (top − bottom)", "estimate": est, "se": se, "df": df,
                    "ci_low": est - crit * se, "ci_high": est + crit * se, "pvalue": p, "sd": sds[t],
