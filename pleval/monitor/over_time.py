@@ -178,9 +178,9 @@ def _clusters(d: pd.DataFrame, c: Columns) -> tuple[np.ndarray, str]:
                                        pd.factorize(d[c.student_id])[0])
 
 
-def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, vcov: str, clusters: np.ndarray,
-         df_working: str, exact: bool):
-    """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``."""
+def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, inference: dict):
+    """Stacked WLS: period × grade intercepts, a pretest slope per period, covariates, ``terms``;
+    ``inference``: :func:`pleval.inference.ols`'s ``vcov``, ``clusters``, ``df_working``, ``cr2``."""
     cells = d["_t"].astype(str) + ("|" + d[c.grade].astype(str) if c.grade else "")
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
     periods = pd.get_dummies(d["_t"].astype(str), prefix="pre", dtype=float)
@@ -189,8 +189,7 @@ def _fit(d: pd.DataFrame, terms: pd.DataFrame, c: Columns, covs: pd.DataFrame, v
     keep = X.std().gt(0) | X.columns.isin(terms.columns) | X.columns.str.startswith("cell_")
     X = X.loc[:, keep]
     return ols(d[c.outcome].to_numpy(float), X.to_numpy(float), weights=d["_w"].to_numpy(float),
-               clusters=clusters, vcov=vcov, names=list(X.columns), df_working=df_working,
-               cr2="clubsandwich" if exact else "transformed")
+               names=list(X.columns), **inference)
 
 
 TREND_COLUMNS = ["subject", "per", "n_points", "estimate", "se", "df", "pvalue", "ci_low", "ci_high", "es", "es_se",
@@ -359,7 +358,9 @@ def effects_over_time(
             notes.append(f"[{s}] one {one_school} school: its students are the clusters on its side of the standard "
                          "errors (one school as a cluster would leave their noise out); the effects include that "
                          "school's own difference from the other side")
-        fit = _fit(ds, yterms, c, covs, vcov, clusters, df_working, exact)
+        inference = dict(vcov=vcov, clusters=clusters, df_working=df_working,
+                         cr2="clubsandwich" if exact else "transformed")
+        fit = _fit(ds, yterms, c, covs, inference)
         sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
                              weights=ds.loc[ds["_t"] == t, "_w"],
                              strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
@@ -382,7 +383,7 @@ def effects_over_time(
 
         ks = sorted(ds.loc[ds[c.treatment] == 1, "_exposure"].unique())
         eterms = pd.DataFrame({f"D@k{k}": D * (ds["_exposure"] == k).to_numpy() for k in ks}, index=ds.index)
-        efit = _fit(ds, eterms, c, covs, vcov, clusters, df_working, exact)
+        efit = _fit(ds, eterms, c, covs, inference)
         sd_all = outcome_sd(ds[c.outcome], ds[c.treatment] == 1, weights=ds["_w"],
                             strata=ds["_t"].astype(str) + "|" + (ds[c.grade].astype(str) if c.grade else ""))[0]
         erows = _rows(efit, [f"D@k{k}" for k in ks], {"subject": s, "exposure": ks}, sd_all, om, level, exact)
@@ -399,7 +400,7 @@ def effects_over_time(
             continue
         bterms = pd.DataFrame({f"D@{t}#{b}": D * ((ds["_t"] == t) & (ds["_band"] == b)).to_numpy()
                                for t in times for b in range(3)}, index=ds.index)
-        bfit = _fit(ds, bterms, c, covs, vcov, clusters, df_working, exact)
+        bfit = _fit(ds, bterms, c, covs, inference)
         for t in times:
             r = _rows(bfit, [f"D@{t}#{b}" for b in range(3)], {"subject": s, "time": t, "band": list(BAND_LABELS)},
                       sds[t], _omega(int((ds["_t"] == t).sum())), level, exact)
