@@ -111,6 +111,55 @@ def test_gram_equals_dense(form):
         assert ref.sf(2.0) == pytest.approx(_sf_explicit(a @ a, Q.T @ a, Q.T @ Q, 2.0), abs=1e-9)
 
 
+def test_gram_under_the_random_effect_working_model_equals_dense():
+    """A fit whose df take the school random effect (``df_working="random_effects"``, transformed
+    form): its Gram matrices are those of ``Φ = I + ρΣ_c v_cv_c'`` (v = √w on cluster c's rows)
+    by n × n matrices, their Satterthwaite df ``(tr P)²/‖P‖²`` are the fit's, and the exact
+    reference uses them."""
+    X, w, cl = _design(3)
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=len(w)) + 0.7 * rng.normal(size=8)[cl]
+    fit = ols(y, X, weights=w, clusters=cl, df_working="random_effects")
+    rho = fit.cr2_blocks.rho
+    assert rho > 0.1
+    V = np.zeros((len(w), 8))
+    V[np.arange(len(w)), cl] = np.sqrt(w)
+    Phi = np.eye(len(w)) + rho * V @ V.T
+    for c in (np.array([0, 1.0, 0, 0]), np.array([0, 1.0, 0, 0.5])):
+        a, Q = _dense_transformed(X, w, cl, c)
+        beta, b, P = fit.cr2_blocks.gram(c)
+        assert beta == pytest.approx(a @ Phi @ a, rel=1e-10)
+        np.testing.assert_allclose(b, Q.T @ Phi @ a, atol=1e-10 * np.abs(b).max())
+        np.testing.assert_allclose(P, Q.T @ Phi @ Q, atol=1e-10 * np.abs(P).max())
+        assert np.trace(P) ** 2 / np.sum(P * P) == pytest.approx(fit.contrast(c)[2], rel=1e-9)
+        want = _sf_explicit(a @ Phi @ a, Q.T @ Phi @ a, Q.T @ Phi @ Q, 2.0)
+        assert fit.exact_t(c).sf(2.0) == pytest.approx(want, abs=1e-9)
+        assert abs(want - _sf_explicit(a @ a, Q.T @ a, Q.T @ Q, 2.0)) > 1e-3  # the working model matters here
+
+
+@pytest.mark.parametrize("n", [3, 30, 400])
+def test_the_integral_left_beyond_the_range_is_negligible(n):
+    """Imhof's integral stops where the bound on the integrand says the rest is below 4e⁻⁴⁰
+    (``ExactT._upper``): integrated by explicit eigenvalues of the quadratic form from there to
+    the far end used for one eigenvalue, ``|integrand|`` adds less than 1e-15."""
+    rng = np.random.default_rng(n)
+    lam = rng.gamma(0.7, size=n)
+    alpha = rng.normal(size=n) * 0.3 * np.sqrt(lam)
+    tot = alpha @ alpha + 0.5
+    ref = ExactT(lam / tot, alpha / np.sqrt(tot), 0.5 / tot)
+    for x in (0.5, 2.0, 6.0):
+        lx = ref.lam * x * x
+        cut, end = ExactT._upper(lx), -np.log(min(lx.min(), 1.0)) + 80.0
+        assert cut < end - 5.0
+        A = np.outer(np.r_[ref.alpha, np.sqrt(ref.alpha_perp2)], np.r_[ref.alpha, np.sqrt(ref.alpha_perp2)])
+        A[np.arange(n), np.arange(n)] -= lx
+        mu = np.linalg.eigvalsh(A)
+        s = np.linspace(cut, end, 20_001)
+        u = np.exp(s)[:, None]
+        size = np.exp(-0.25 * np.log1p((u * mu) ** 2).sum(axis=1))  # ≥ |sin θ|/ρ, per ds
+        assert np.trapezoid(size, s) < 1e-15
+
+
 def test_null_rejections_are_nominal_by_monte_carlo():
     """Two treated clusters of eight, weights that are not precisions, iid errors (the working
     model of clubSandwich's form): 20,000 null draws of T reject at the exact 5% multiplier in

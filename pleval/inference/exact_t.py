@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from ..errors import DesignError
 
@@ -66,14 +66,13 @@ class ExactT:
         size in the strip grows with the number of comparable eigenvalues, so the step is
         ``h = 0.1·min(1, (100/n)^{1/2})`` with ``n = (Σλ)²/Σλ²``: within 10⁻¹³ of Student's t
         for up to 10,000 equal eigenvalues and of a step of 0.005 for spread ones. The range
-        leaves out tails below e⁻⁴⁰."""
+        leaves out tails below e⁻⁴⁰ (:meth:`_upper`)."""
         if x <= 0:
             return 1.0
         lx = self.lam * x * x
         top = max(float(lx.max()), 1.0)
-        low = min(float(lx.min()), 1.0)
         h = 0.1 * min(1.0, math.sqrt(100.0 * float(np.sum(lx**2)) / float(np.sum(lx)) ** 2))
-        s = np.arange(-math.log(top) - 40.0, -math.log(low) + 80.0, h)
+        s = np.arange(-math.log(top) - 40.0, self._upper(lx), h)
         u = np.exp(s)[:, None]
         ul = u * lx[None, :]
         den = 1.0 + ul**2
@@ -84,6 +83,35 @@ class ExactT:
         log_rho = 0.25 * np.log1p(ul**2).sum(axis=1) + 0.25 * np.log(re * re + im * im)
         total = h * float(np.sum(np.sin(theta) * np.exp(-log_rho)))  # du/u = ds
         return float(min(max(0.5 + total / math.pi, 0.0), 1.0))
+
+    @staticmethod
+    def _upper(lx: np.ndarray) -> float:
+        """Where Imhof's integral over ``s = log u`` may stop. Below it, ``|sin θ| ≤ |θ| ≤
+        ½u(Σλx² + 1)``, so starting at ``−log max(λx², 1) − 40`` leaves out at most
+        ``½(n + 1)e⁻⁴⁰``. Above: ``|integrand| ≤ 1/ρ(u)`` and, as the eigenvalues of
+        ``A_x = α̃α̃' − x²diag(λ, 0)`` interlace those of ``−x²diag(λ, 0)``, all but one are at
+        least the second-largest, third-largest, … ``x²λ`` in size, so
+        ``log ρ ≥ L(s) = ¼Σ' log(1 + e^{2s}x⁴λ²)`` over all but the largest. ``L`` and ``L'`` rise
+        with s; from the first s with ``L ≥ 40`` and ``L' ≥ ¼`` the tail is below ``4e⁻⁴⁰``. With
+        one eigenvalue the bound is void and the range runs to ``−log min(λx², 1) + 80`` (the
+        integrand falls as ``e^{−s}`` there)."""
+        end = -math.log(min(float(lx.min()), 1.0)) + 80.0
+        if lx.size < 2:
+            return end
+        log_rest = 2.0 * np.log(np.sort(lx)[:-1])
+
+        def enough(s: float) -> bool:  # L ≥ 40 and L' ≥ ¼, in logs (no overflow)
+            z = 2.0 * s + log_rest
+            return 0.25 * float(np.logaddexp(0.0, z).sum()) >= 40.0 and 0.5 * float(special.expit(z).sum()) >= 0.25
+
+        lo = -math.log(max(float(lx.max()), 1.0)) - 40.0
+        if not enough(end):
+            return end
+        hi = end
+        while hi - lo > 0.01:  # bisection; ``hi`` always satisfies the bound
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+        return hi
 
     def critical(self, level: float = 0.95) -> float:
         """The ``x`` with ``P(|T| > x) = 1 − level``."""

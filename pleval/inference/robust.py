@@ -415,9 +415,10 @@ class OLSFit(ResultMixin):
         return est, se, df, float(t_interval(est, se, df)[1])
 
     def exact_t(self, c):
-        """The exact null distribution of contrast c's t statistic under the CR2 form's
-        independence working model (:class:`pleval.inference.exact_t.ExactT`; ``.sf(|t|)`` its
-        p-value, ``.critical(level)`` its interval's multiplier). CR2 fits without absorbed
+        """The exact null distribution of contrast c's t statistic under the fit's working model
+        (:class:`pleval.inference.exact_t.ExactT`; ``.sf(|t|)`` its p-value, ``.critical(level)``
+        its interval's multiplier): the CR2 form's independence model, or the school random effect
+        of a transformed-form fit with ``df_working="random_effects"``. CR2 fits without absorbed
         effects."""
         from .exact_t import ExactT
 
@@ -819,6 +820,22 @@ class CR2BlocksRandomEffects(CR2Blocks):
         tr = delta.sum() + np.trace(CG)
         fro = (delta**2).sum() + 2.0 * delta @ np.einsum("gi,ij,gj->g", L, C, L, optimize=True) + np.trace(CG @ CG)
         return float(tr**2 / fro) if fro > 0 else math.nan
+
+    def gram(self, c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`CR2Blocks.gram` under the random-effect working model ``Φ = I + ρΣ_c v_cv_c'``:
+        with ``S[c, g] = s_c(q_g)`` and ``v_c'a = u_c'Mc``, ``a'Φa = c'Mc + ρΣ_c(u_c'Mc)²``,
+        ``q_g'Φa = ρΣ_c(u_c'Mc)S[c, g]`` (``q_g'a = 0``) and ``Q'ΦQ = Q'Q + ρS'S``."""
+        if self.rho <= 0.0:
+            return super().gram(c)
+        c = np.asarray(c, dtype=float)
+        rho = min(self.rho, 1e8)  # ∞: the random-effect part dominates (the distribution is scale-free)
+        h, z, D = self._h(c[None, :])
+        h, z, D = h[:, 0, :], z[:, 0, :], D[:, 0, 0]
+        Mu = self.u @ self.M
+        S = np.diag(np.einsum("gi,gi->g", self.u, h)) - Mu @ z.T
+        uMc = Mu @ c
+        P = np.diag(D) - z @ self.M @ z.T + rho * S.T @ S
+        return float(c @ self.M @ c + rho * uMc @ uMc), rho * (S.T @ uMc), P
 
 
 def _cluster_sums(A: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
