@@ -5,13 +5,18 @@ whether the exact t reference (docs/inference.md, *The exact t reference*) would
     # the overall matched effect, 2 or 3 PL schools among 26-27, no effect (tests/_school_sim.py)
     python benchmarks/sim_few_clusters.py matched --n-pl 2 --delta 0.10 --reps 400
     # a cluster trial, no effect (tests/_rct_sim.py): schools, blocks, ICC
-    python benchmarks/sim_few_clusters.py trial --schools 8 --blocks 2 --icc 0.2 --reps 1000
+    python benchmarks/sim_few_clusters.py trial --schools 8 --blocks 2 --icc 0.2 --reps 1000 --seed0 70000
+    # matched subgroups by FRL, 2 or 3 PL schools among 30 (simulate_matched, effect 0.10 SD)
+    python benchmarks/sim_few_clusters.py subgroups --n-pl 2 --reps 400
 
 ``matched`` runs ``pleval.estimate`` (propensity matching, defaults) on each data set and prints
 the 95% CI's coverage of 0, SE / SD of the estimates and the median df. ``trial`` fits the ITT
 model (treatment, pretest, frl, ell, block indicators; CR2 by school) and prints the rejection
 rate at 5% of four references: Satterthwaite's t with the independence (the trial default) and
-the school random-effect working model, and the exact reference under each.
+the school random-effect working model, and the exact reference under each. ``subgroups``
+matches (ridge-penalized propensity model: with so few treated schools a covariate level can
+lack treated rows) and prints the coverage of the FRL levels' CIs and of their gap (default
+random-effect df), as ``tests/test_subgroups.py`` does with 12 PL schools.
 """
 
 from __future__ import annotations
@@ -72,6 +77,40 @@ def trial(schools: int, blocks: int, icc: float, reps: int, seed0: int) -> None:
         print(f"  {n:34s} {v:.3f}")
 
 
+def subgroups(n_pl: int, reps: int, seed0: int) -> None:
+    from pleval._results import Effect
+    from pleval.data import SAMPLE_COLUMNS
+    from pleval.matching import match
+    from pleval.matching.effect import regression_design
+    from pleval.simulate import simulate_matched
+    from pleval.subgroups import level_codes, set_level_codes, subgroup_effects
+
+    cover, dfs = np.zeros(3), []
+    for r in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sim = simulate_matched(n_schools=30, n_pl_schools=n_pl, students_per_grade=12, effect=0.10, tau=0.0,
+                                   seed=5000 + r)
+            m = match(sim.data, SAMPLE_COLUMNS, seed=r, penalize=True)
+        c = m.columns
+        sample = m.matched[m.matched[c.subject] == "math"]
+        d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
+                              covariates=c.covariates, strata=m.strata, school=c.school)
+        names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
+        codes, labels = level_codes(sample["frl"], "frl")
+        rows, gap = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
+                                     name="frl", scale=lambda e: Effect.from_raw(e, 10.0, "given", omega=1.0),
+                                     weights=d["weights"], clusters=d["clusters"],
+                                     units=pd.factorize(sample.index)[0], df_working="random_effects")
+        truth = sim.truth.att_raw
+        cover += [rows[0]["ci_low"] <= truth <= rows[0]["ci_high"], rows[1]["ci_low"] <= truth <= rows[1]["ci_high"],
+                  gap["gap_ci_low"] <= 0 <= gap["gap_ci_high"]]
+        dfs.append(rows[0]["df"])
+    print(f"matched subgroups by FRL, {n_pl} PL schools among 30, {reps} data sets (seeds {5000 + seed0}-): "
+          f"coverage {cover[0] / reps:.3f} and {cover[1] / reps:.3f}, gap {cover[2] / reps:.3f} "
+          f"(MC SE {np.sqrt(0.05 * 0.95 / reps):.3f}); median df {np.median(dfs):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="study", required=True)
@@ -82,12 +121,16 @@ def main() -> None:
     t.add_argument("--schools", type=int, default=8)
     t.add_argument("--blocks", type=int, default=1)
     t.add_argument("--icc", type=float, default=0.2)
-    for p in (m, t):
+    g = sub.add_parser("subgroups")
+    g.add_argument("--n-pl", type=int, default=2)
+    for p in (m, t, g):
         p.add_argument("--reps", type=int, default=400)
         p.add_argument("--seed0", type=int, default=0)
     a = ap.parse_args()
     if a.study == "matched":
         matched(a.n_pl, a.delta, a.reps, a.seed0)
+    elif a.study == "subgroups":
+        subgroups(a.n_pl, a.reps, a.seed0)
     else:
         trial(a.schools, a.blocks, a.icc, a.reps, a.seed0)
 
