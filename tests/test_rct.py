@@ -3,6 +3,8 @@ the simulator's truth, invariances, errors, and a simulation of the whole analys
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,10 +69,12 @@ def test_default_itt_is_cr2_with_satterthwaite_df(trial):
     assert "CR2" in res.itt.raw.method
 
 
-def test_random_effect_df_on_request(trial):
+def test_random_effect_df_on_request(trial, monkeypatch):
     """``df_working="random_effects"``: the ITT's CR2 df under a school random-effect working
-    model (the dense n × n computation), the same SE, and the method says so; with the blocks
-    absorbed (schools nested in blocks) the independence df stay, with a note."""
+    model (the dense n × n computation), the same SE, and the method says so. With blocks
+    (schools nested in them) the indicators become columns, so the df are those of the full
+    design; with more than ``RE_DF_MAX_BLOCKS`` blocks they stay absorbed with the independence
+    df, and a note says so."""
     from .test_inference import _direct_random_effects_df
 
     cols = COLS.replace(block=None)
@@ -85,8 +89,17 @@ def test_random_effect_df_on_request(trial):
     assert abs(res.itt.raw.df / base.itt.raw.df - 1) > 0.01
     assert "with a school random effect" in res.itt.raw.method and "random effect" not in base.itt.raw.method
     blocked = analyze_rct(trial, COLS, df_working="random_effects")
-    assert blocked.itt.raw.df == pytest.approx(analyze_rct(trial, COLS).itt.raw.df, rel=1e-12)
-    assert any("block effects are absorbed" in n for n in blocked.notes)
+    plain = analyze_rct(trial, COLS)
+    Xb = np.column_stack([X, pd.get_dummies(a["block"], drop_first=True, dtype=float).to_numpy()])
+    df_b, rho_b = _direct_random_effects_df(a["posttest"].to_numpy(dtype=float), Xb, _codes(a["school_id"]), None, 1)
+    assert rho_b > 0 and blocked.itt.raw.df == pytest.approx(df_b, rel=1e-8)
+    assert blocked.itt.raw.estimate == pytest.approx(plain.itt.raw.estimate, rel=1e-10)
+    assert blocked.itt.raw.se == pytest.approx(plain.itt.raw.se, rel=1e-10)
+    assert abs(blocked.itt.raw.df / plain.itt.raw.df - 1) > 0.01 and not any("absorbed" in n for n in blocked.notes)
+    monkeypatch.setattr(importlib.import_module("pleval.rct"), "RE_DF_MAX_BLOCKS", a["block"].nunique() - 1)
+    many = analyze_rct(trial, COLS, df_working="random_effects")
+    assert many.itt.raw.df == pytest.approx(plain.itt.raw.df, rel=1e-12)
+    assert any("block effects are absorbed (more than" in n for n in many.notes)
     with pytest.raises(DataError, match="df_working must be one of"):
         analyze_rct(trial, cols, df_working="nope")
 
