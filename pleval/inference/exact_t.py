@@ -86,9 +86,9 @@ class ExactT:
 
     @staticmethod
     def _upper(lx: np.ndarray) -> float:
-        """Where Imhof's integral over ``s = log u`` may stop. Below it, ``|sin θ| ≤ |θ| ≤
+        """Where Imhof's integral over ``s = log u`` may stop. (Its start: ``|sin θ| ≤ |θ| ≤
         ½u(Σλx² + 1)``, so starting at ``−log max(λx², 1) − 40`` leaves out at most
-        ``½(n + 1)e⁻⁴⁰``. Above: ``|integrand| ≤ 1/ρ(u)`` and, as the eigenvalues of
+        ``½(n + 1)e⁻⁴⁰``.) Its end: ``|integrand| ≤ 1/ρ(u)`` and, as the eigenvalues of
         ``A_x = α̃α̃' − x²diag(λ, 0)`` interlace those of ``−x²diag(λ, 0)``, all but one are at
         least the second-largest, third-largest, … ``x²λ`` in size, so
         ``log ρ ≥ L(s) = ¼Σ' log(1 + e^{2s}x⁴λ²)`` over all but the largest. ``L`` and ``L'`` rise
