@@ -78,34 +78,15 @@ def trial(schools: int, blocks: int, icc: float, reps: int, seed0: int) -> None:
 
 
 def subgroups(n_pl: int, reps: int, seed0: int) -> None:
-    from pleval._results import Effect
-    from pleval.data import SAMPLE_COLUMNS
-    from pleval.matching import match
-    from pleval.matching.effect import regression_design
-    from pleval.simulate import simulate_matched
-    from pleval.subgroups import level_codes, set_level_codes, subgroup_effects
+    from tests.test_subgroups import frl_cover
 
     cover, dfs = np.zeros(3), []
     for r in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sim = simulate_matched(n_schools=30, n_pl_schools=n_pl, students_per_grade=12, effect=0.10, tau=0.0,
-                                   seed=5000 + r)
-            m = match(sim.data, SAMPLE_COLUMNS, seed=r, penalize=True)
-        c = m.columns
-        sample = m.matched[m.matched[c.subject] == "math"]
-        d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
-                              covariates=c.covariates, strata=m.strata, school=c.school)
-        names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
-        codes, labels = level_codes(sample["frl"], "frl")
-        rows, gap = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
-                                     name="frl", scale=lambda e: Effect.from_raw(e, 10.0, "given", omega=1.0),
-                                     weights=d["weights"], clusters=d["clusters"],
-                                     units=pd.factorize(sample.index)[0], df_working="random_effects")
-        truth = sim.truth.att_raw
-        cover += [rows[0]["ci_low"] <= truth <= rows[0]["ci_high"], rows[1]["ci_low"] <= truth <= rows[1]["ci_high"],
-                  gap["gap_ci_low"] <= 0 <= gap["gap_ci_high"]]
-        dfs.append(rows[0]["df"])
+            hit, df = frl_cover(30, n_pl, r, penalize=True)
+        cover += hit
+        dfs.append(df)
     print(f"matched subgroups by FRL, {n_pl} PL schools among 30, {reps} data sets (seeds {5000 + seed0}-): "
           f"coverage {cover[0] / reps:.3f} and {cover[1] / reps:.3f}, gap {cover[2] / reps:.3f} "
           f"(MC SE {np.sqrt(0.05 * 0.95 / reps):.3f}); median df {np.median(dfs):.2f}")

@@ -397,6 +397,33 @@ def test_a_level_of_one_pl_school_covers_by_simulation():
     assert cover / reps >= 0.9 and 0.88 < ratio < 1.3, (cover / reps, ratio)
 
 
+def frl_cover(n_schools: int, n_pl_schools: int, r: int, **match_kw) -> tuple[np.ndarray, float]:
+    """One matched study (``simulate_matched``, seed 5000 + r: school growth deviations with SD
+    0.10, a constant effect of 0.10 SD; matched with seed r), math, subgroups by FRL status with
+    the school random-effect df as in ``pleval estimate``: whether the two levels' CIs cover the
+    effect and the gap's covers 0, and the first level's df."""
+    from pleval.data import SAMPLE_COLUMNS
+    from pleval.matching import match
+    from pleval.matching.effect import regression_design
+    from pleval.subgroups import level_codes
+
+    sim = simulate_matched(n_schools=n_schools, n_pl_schools=n_pl_schools, students_per_grade=12, effect=0.10,
+                           tau=0.0, seed=5000 + r)
+    m = match(sim.data, SAMPLE_COLUMNS, seed=r, **match_kw)
+    c = m.columns
+    sample = m.matched[m.matched[c.subject] == "math"]
+    d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
+                          covariates=c.covariates, strata=m.strata, school=c.school)
+    names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
+    codes, labels = level_codes(sample["frl"], "frl")
+    rows, t = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
+                               name="frl", scale=_scale, weights=d["weights"], clusters=d["clusters"],
+                               units=pd.factorize(sample.index)[0], df_working="random_effects")
+    truth = sim.truth.att_raw
+    return np.array([rows[0]["ci_low"] <= truth <= rows[0]["ci_high"], rows[1]["ci_low"] <= truth <= rows[1]["ci_high"],
+                     t["gap_ci_low"] <= 0 <= t["gap_ci_high"]]), float(rows[0]["df"])
+
+
 @pytest.mark.slow
 def test_matched_subgroup_cis_cover_with_school_deviations():
     """Matched design (``simulate_matched``: 12 PL schools among 60, school growth deviations
@@ -404,28 +431,9 @@ def test_matched_subgroup_cis_cover_with_school_deviations():
     random-effect working model as in ``pleval estimate``: each level's CI and the gap's cover
     (1,500 data sets: levels 93.9% and 95.7%, gap 94.5%; with the independence working model's
     df 93.0%, 94.9% and 94.1%)."""
-    from pleval.data import SAMPLE_COLUMNS
-    from pleval.matching import match
-    from pleval.matching.effect import regression_design
-    from pleval.subgroups import level_codes
-
     reps = sim_reps(300, minimum=75)
     cover = np.zeros(3)
     for r in range(reps):  # a loop over data sets, each a whole analysis
-        sim = simulate_matched(n_schools=60, n_pl_schools=12, students_per_grade=12, effect=0.10, tau=0.0,
-                               seed=5000 + r)
-        m = match(sim.data, SAMPLE_COLUMNS, seed=r)
-        c = m.columns
-        sample = m.matched[m.matched[c.subject] == "math"]
-        d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
-                              covariates=c.covariates, strata=m.strata, school=c.school)
-        names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
-        codes, labels = level_codes(sample["frl"], "frl")
-        rows, t = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
-                                   name="frl", scale=_scale, weights=d["weights"], clusters=d["clusters"],
-                                   units=pd.factorize(sample.index)[0], df_working="random_effects")
-        truth = sim.truth.att_raw
-        cover += [rows[0]["ci_low"] <= truth <= rows[0]["ci_high"], rows[1]["ci_low"] <= truth <= rows[1]["ci_high"],
-                  t["gap_ci_low"] <= 0 <= t["gap_ci_high"]]
+        cover += frl_cover(60, 12, r)[0]
     se = np.sqrt(0.95 * 0.05 / reps)
     assert np.all(np.abs(cover / reps - 0.95) < 3 * se), cover / reps
