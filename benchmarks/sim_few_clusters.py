@@ -16,7 +16,8 @@ rate at 5% of four references: Satterthwaite's t with the independence (the tria
 the school random-effect working model, and the exact reference under each. ``subgroups``
 matches (ridge-penalized propensity model: with so few treated schools a covariate level can
 lack treated rows) and prints the coverage of the FRL levels' CIs and of their gap (default
-random-effect df), as ``tests/test_subgroups.py`` does with 12 PL schools.
+random-effect df), as ``tests/test_subgroups.py`` does with 12 PL schools, and how often the HTZ
+test of equal effects in the pretest thirds rejects (the effect is constant).
 """
 
 from __future__ import annotations
@@ -78,18 +79,20 @@ def trial(schools: int, blocks: int, icc: float, reps: int, seed0: int) -> None:
 
 
 def subgroups(n_pl: int, reps: int, seed0: int) -> None:
-    from tests.test_subgroups import frl_cover
+    from tests.test_subgroups import frl_cover, matched_subgroups
 
-    cover, dfs = np.zeros(3), []
+    cover, dfs, reject = np.zeros(3), [], 0
     for r in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             hit, df = frl_cover(30, n_pl, r, penalize=True)
+            reject += matched_subgroups(30, n_pl, r, "thirds", penalize=True)[1]["pvalue"] < 0.05
         cover += hit
         dfs.append(df)
     print(f"matched subgroups by FRL, {n_pl} PL schools among 30, {reps} data sets (seeds {5000 + seed0}-): "
           f"coverage {cover[0] / reps:.3f} and {cover[1] / reps:.3f}, gap {cover[2] / reps:.3f} "
-          f"(MC SE {np.sqrt(0.05 * 0.95 / reps):.3f}); median df {np.median(dfs):.2f}")
+          f"(MC SE {np.sqrt(0.05 * 0.95 / reps):.3f}); median df {np.median(dfs):.2f}; HTZ test of equal effects "
+          f"in the pretest thirds rejects {reject / reps:.3f} at 5%")
 
 
 def main() -> None:
