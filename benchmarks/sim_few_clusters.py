@@ -61,9 +61,8 @@ def trial(schools: int, blocks: int, icc: float, reps: int, seed0: int) -> None:
     reject = np.zeros(4)
     for r in range(seed0, seed0 + reps):  # a loop over data sets
         d = make_cluster_rct(r, n_schools=schools, n_blocks=blocks, icc=icc, size_range=(10, 60))
-        cols = [np.ones(len(d)), d.treatment, d.pretest, d.frl, d.ell]
-        cols += [(d.block == b).astype(float) for b in sorted(d.block.unique())[1:]]
-        X = np.column_stack(cols).astype(float)
+        X = np.column_stack([np.ones(len(d)), d[["treatment", "pretest", "frl", "ell"]],
+                             pd.get_dummies(d.block, drop_first=True)]).astype(float)
         cl = pd.factorize(d.school_id)[0]
         c = np.eye(X.shape[1])[1]
         for j, working in enumerate(("independent", "random_effects")):
@@ -85,8 +84,9 @@ def subgroups(n_pl: int, reps: int, seed0: int) -> None:
     for r in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            hit, df = frl_cover(30, n_pl, r, penalize=True)
-            reject += matched_subgroups(30, n_pl, r, "thirds", penalize=True)[1]["pvalue"] < 0.05
+            res = matched_subgroups(30, n_pl, r, ("frl", "thirds"), penalize=True)
+        hit, df = frl_cover(*res["frl"])
+        reject += res["thirds"][1]["pvalue"] < 0.05
         cover += hit
         dfs.append(df)
     print(f"matched subgroups by FRL, {n_pl} PL schools among 30, {reps} data sets (seeds {5000 + seed0}-): "

@@ -40,11 +40,14 @@ def main() -> None:
         rows.append(f.assign(truth=sim.truth.att_raw)[["subject", "estimate", "se", "ci_low", "ci_high", "truth"]])
     d = pd.concat(rows, ignore_index=True)
     rng = np.random.default_rng(0)
+
+    def se_over_sd(g: pd.DataFrame) -> float:
+        return g.se.mean() / g.estimate.std(ddof=1)
+
     for subject, g in d.groupby("subject"):
         cover = ((g.ci_low <= g.truth) & (g.truth <= g.ci_high)).mean()
-        ratio = g.se.mean() / g.estimate.std(ddof=1)
-        boot = [(lambda b: b.se.mean() / b.estimate.std(ddof=1))(g.iloc[rng.integers(0, len(g), len(g))])
-                for _ in range(400)]
+        ratio = se_over_sd(g)
+        boot = [se_over_sd(g.iloc[rng.integers(0, len(g), len(g))]) for _ in range(400)]
         print(f"{subject}: {len(g)} data sets, coverage {cover:.4f}, SE/SD {ratio:.3f} (bootstrap SE {np.std(boot):.3f}), "
               f"mean error {(g.estimate - g.truth).mean():+.3f}")
 

@@ -397,11 +397,11 @@ def test_a_level_of_one_pl_school_covers_by_simulation():
     assert cover / reps >= 0.9 and 0.88 < ratio < 1.3, (cover / reps, ratio)
 
 
-def matched_subgroups(n_schools: int, n_pl_schools: int, r: int, by: str = "frl", **match_kw):
+def matched_subgroups(n_schools: int, n_pl_schools: int, r: int, by=("frl",), **match_kw) -> dict:
     """One matched study (``simulate_matched``, seed 5000 + r: school growth deviations with SD
-    0.10, a constant effect of 0.10 SD; matched with seed r), math, subgroups by ``by`` ("frl" or
-    "thirds" of the pretest within grade) with the school random-effect df as in ``pleval
-    estimate``: the level rows, the test row and the true effect."""
+    0.10, a constant effect of 0.10 SD; matched with seed r), math, subgroups by each of ``by``
+    ("frl", or "thirds" of the pretest within grade) with the school random-effect df as in
+    ``pleval estimate``: for each, the level rows, the test row and the true effect."""
     from pleval.data import SAMPLE_COLUMNS
     from pleval.matching import match
     from pleval.matching.effect import regression_design
@@ -415,18 +415,20 @@ def matched_subgroups(n_schools: int, n_pl_schools: int, r: int, by: str = "frl"
     d = regression_design(sample, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
                           covariates=c.covariates, strata=m.strata, school=c.school)
     names = ["treatment" if nm == c.treatment else nm for nm in d["names"]]
-    levels = sample["frl"] if by == "frl" else pretest_bands(sample, c.pretest[0], ["grade"])
-    codes, labels = level_codes(levels, by)
-    rows, t = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
-                               name=by, scale=_scale, weights=d["weights"], clusters=d["clusters"],
-                               units=pd.factorize(sample.index)[0], df_working="random_effects")
-    return rows, t, sim.truth.att_raw
+    out = {}
+    for name in by:
+        levels = sample["frl"] if name == "frl" else pretest_bands(sample, c.pretest[0], ["grade"])
+        codes, labels = level_codes(levels, name)
+        rows, t = subgroup_effects(d["y"], d["X"], names, d["t"], set_level_codes(sample, c.treatment, codes), labels,
+                                   name=name, scale=_scale, weights=d["weights"], clusters=d["clusters"],
+                                   units=pd.factorize(sample.index)[0], df_working="random_effects")
+        out[name] = (rows, t, sim.truth.att_raw)
+    return out
 
 
-def frl_cover(n_schools: int, n_pl_schools: int, r: int, **match_kw) -> tuple[np.ndarray, float]:
-    """:func:`matched_subgroups` by FRL status: whether the two levels' CIs cover the effect and
-    the gap's covers 0, and the first level's df."""
-    rows, t, truth = matched_subgroups(n_schools, n_pl_schools, r, "frl", **match_kw)
+def frl_cover(rows, t, truth) -> tuple[np.ndarray, float]:
+    """From :func:`matched_subgroups` by FRL status: whether the two levels' CIs cover the effect
+    and the gap's covers 0, and the first level's df."""
     return np.array([rows[0]["ci_low"] <= truth <= rows[0]["ci_high"], rows[1]["ci_low"] <= truth <= rows[1]["ci_high"],
                      t["gap_ci_low"] <= 0 <= t["gap_ci_high"]]), float(rows[0]["df"])
 
@@ -441,6 +443,6 @@ def test_matched_subgroup_cis_cover_with_school_deviations():
     reps = sim_reps(300, minimum=75)
     cover = np.zeros(3)
     for r in range(reps):  # a loop over data sets, each a whole analysis
-        cover += frl_cover(60, 12, r)[0]
+        cover += frl_cover(*matched_subgroups(60, 12, r)["frl"])[0]
     se = np.sqrt(0.95 * 0.05 / reps)
     assert np.all(np.abs(cover / reps - 0.95) < 3 * se), cover / reps
