@@ -351,10 +351,9 @@ def _finish(
     regularized within the group by :func:`._joint.regularize` with the entries' variances
     ``vcov_es_var``). The groups are pooled in :func:`pleval._workers.thread_map`'s threads (each
     its own k × k algebra), their results taken in the groups' order."""
-    table = table.copy()
-    for col in ("p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_es_ci_low", "shrunk_es_ci_high", "shrunk_pp",
-                "reliability", "prob_negative"):
-        table[col] = np.nan
+    added = {col: np.full(len(table), np.nan) for col in (
+        "p_adjusted", "shrunk_es", "shrunk_es_sd", "shrunk_es_ci_low", "shrunk_es_ci_high", "shrunk_pp",
+        "reliability", "prob_negative")}  # filled group by group, joined to the table once at the end
     metas, shrinks, counts, vcovs, raws, lams, eigens = {}, {}, {}, {}, {}, {}, {}
     groups = [("all", np.arange(len(table)))] if not by else [
         (_key(k), idx) for k, idx in table.groupby(list(by), sort=False).indices.items()
@@ -367,7 +366,7 @@ def _finish(
         ok = np.isfinite(es) & np.isfinite(ses) & (ses > 0)
         c = significance_counts(es, np.where(ok, sub["pvalue"].to_numpy(dtype=float), np.nan), alpha=alpha, method=adjust)
         counts[key] = c
-        table.iloc[idx, table.columns.get_loc("p_adjusted")] = c.p_adjusted
+        added["p_adjusted"][idx] = c.p_adjusted
         if ok.sum() < 2:
             warnings.warn(f"{key}: fewer than 2 schools with an estimate; no meta-analysis", PlevalWarning, stacklevel=3)
             continue
@@ -393,13 +392,13 @@ def _finish(
             eigens[key] = eig
         vcovs[key] = pd.DataFrame(V, index=labels, columns=labels, copy=False)  # fresh arrays: not copied
         metas[key], shrinks[key] = m, sh
-        table.iloc[rows, table.columns.get_loc("shrunk_es")] = sh.shrunk
-        table.iloc[rows, table.columns.get_loc("shrunk_es_sd")] = sh.shrunk_sd
-        table.iloc[rows, table.columns.get_loc("shrunk_es_ci_low")] = sh.ci_low
-        table.iloc[rows, table.columns.get_loc("shrunk_es_ci_high")] = sh.ci_high
-        table.iloc[rows, table.columns.get_loc("reliability")] = sh.reliability
-        table.iloc[rows, table.columns.get_loc("prob_negative")] = sh.prob_negative
-        table.iloc[rows, table.columns.get_loc("shrunk_pp")] = to_percentile_points(sh.shrunk, baseline_percentile)
+        for col, v in (("shrunk_es", sh.shrunk), ("shrunk_es_sd", sh.shrunk_sd), ("shrunk_es_ci_low", sh.ci_low),
+                       ("shrunk_es_ci_high", sh.ci_high), ("reliability", sh.reliability),
+                       ("prob_negative", sh.prob_negative),
+                       ("shrunk_pp", to_percentile_points(sh.shrunk, baseline_percentile))):
+            added[col][rows] = v
+    table = pd.concat([table.drop(columns=[c for c in added if c in table.columns]),
+                       pd.DataFrame(added, index=table.index)], axis=1)
     return table, metas, shrinks, counts, vcovs, raws, lams, eigens
 
 
@@ -957,34 +956,24 @@ def school_effects(
         warnings.warn(f"school_effects: {n_bad} of {G} school(s) have no estimate (see the 'note' column)", PlevalWarning, stacklevel=2)
         dropped.append({"reason": "school without an estimate", "column": stratum, "n_rows": n_bad})
 
-    table = heads
-    table["school"] = [u[-1] for u in uniq]
-    table["n_treated"] = n_t.astype(int)
-    table["n_comparison"] = n_c.astype(int)
-    table["comparison_schools"] = n_schools
-    table["estimate"] = est
-    table["se"] = se
-    table["ci_low"] = est - crit * se
-    table["ci_high"] = est + crit * se
-    table["df"] = dfree
-    table["pvalue"] = pval
-    table["effect_size"] = es
-    table["es_se"] = es_se
-    table["es_ci_low"] = table["ci_low"] * scale
-    table["es_ci_high"] = table["ci_high"] * scale
-    table["percentile_points"] = _pp(es, baseline_percentile)
-    table["pp_ci_low"] = _pp(table["es_ci_low"].to_numpy(), baseline_percentile)
-    table["pp_ci_high"] = _pp(table["es_ci_high"].to_numpy(), baseline_percentile)
-    for col, v in robust.items():
-        table[col] = v
-    table["note"] = notes
+    ci_low, ci_high = est - crit * se, est + crit * se
+    es_ci_low, es_ci_high = ci_low * scale, ci_high * scale
+    columns = {
+        "school": [u[-1] for u in uniq], "n_treated": n_t.astype(int), "n_comparison": n_c.astype(int),
+        "comparison_schools": n_schools, "estimate": est, "se": se, "ci_low": ci_low, "ci_high": ci_high,
+        "df": dfree, "pvalue": pval, "effect_size": es, "es_se": es_se, "es_ci_low": es_ci_low,
+        "es_ci_high": es_ci_high, "percentile_points": _pp(es, baseline_percentile),
+        "pp_ci_low": _pp(es_ci_low, baseline_percentile), "pp_ci_high": _pp(es_ci_high, baseline_percentile),
+        **robust, "note": notes,
+    }
     for mcol in moderators:
         vals = pd.to_numeric(df[mcol], errors="coerce").to_numpy(dtype=float)
         tr = (t == 1) & np.isfinite(vals)
         num = np.bincount(codes[tr], weights=vals[tr], minlength=G)
         den = np.bincount(codes[tr], minlength=G)
         with np.errstate(invalid="ignore", divide="ignore"):
-            table[mcol] = num / den
+            columns[mcol] = num / den
+    table = pd.DataFrame({**{c: heads[c] for c in by_cols}, **columns})  # one frame: no column inserted one at a time
 
     return _result(
         table, by_cols, moderators, dropped, sd_info,
