@@ -52,3 +52,25 @@ def test_spark_engine_matches_in_memory(spark, small, method, tmp_path):
     _same_numbers(ref.estimate(by="subject").to_frame(), got.estimate(by="subject").to_frame())
     _same_numbers(ref.balance().table, got.balance().table)
     _same_numbers(ref.sample_sizes(), got.sample_sizes())
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_spark_engine_runs_the_placebo_schools(spark, small):
+    """``estimate_pool(engine="spark")`` re-matches placebo rounds against the pool on Spark, as
+    the DuckDB engine does: the overall, placebo, heterogeneity and school tables of
+    :func:`pleval.estimate` on PL + pool in memory to 1e-10 (64 placebo schools in 2 rounds)."""
+    import pleval
+    from pleval.pool import estimate_pool
+
+    pl, pool = small
+    ref = pleval.estimate(pd.concat([pl, pool.assign(treatment=0)], ignore_index=True), SAMPLE_COLUMNS, method="vcg",
+                          sensitivity=False, n_placebo=64)
+    spark.createDataFrame(pool.sample(frac=1.0, random_state=2)).createOrReplaceTempView("state_pool_rounds")
+    got = estimate_pool(pl.drop(columns="treatment"), "state_pool_rounds", SAMPLE_COLUMNS, "vcg", engine="spark",
+                        spark=spark, sensitivity=False, n_placebo=64)
+    for name in ("overall", "placebo", "heterogeneity", "schools"):
+        assert len(ref.table(name)), name
+        _same_numbers(ref.table(name), got.table(name), rtol=1e-10)
+    assert got.placebo["school"].nunique() == 64
+    assert "placebo schools are re-matched against the rest of the pool: 64 comparison schools in 2 rounds" in got.notes[0]

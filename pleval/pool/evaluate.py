@@ -4,8 +4,8 @@ The pool is matched by an engine (:func:`.match.match_pool`); then :func:`pleval
 runs on the PL rows and the comparison rows used, with that match: effects, balance (before
 matching against the whole pool, :mod:`.result`), sensitivity, school effects, subgroups,
 rating and report are those of the in-memory evaluation of PL + pool. Placebo schools
-re-match the pool's comparison schools against the rest of the pool (:mod:`.placebo`; the
-DuckDB and memory engines). One thing differs, and the evaluation's notes say so: the data
+re-match the pool's comparison schools against the rest of the pool (:mod:`.placebo`; every
+engine). One thing differs, and the evaluation's notes say so: the data
 summary counts the PL rows and the comparison rows used. With ``subject=`` the pool is
 restricted to that subject, as the whole data are in memory.
 
@@ -89,7 +89,7 @@ def estimate_pool(
     engine, table, spark : where and how the pool is matched (:func:`pleval.pool.match_pool`).
     subject, seed, progress, options : as :func:`pleval.estimate` (matching options such as
         ``k``, ``caliper``, ``band`` go to the matcher; ``placebo``, ``n_placebo`` to the
-        placebo schools, run with the DuckDB and memory engines).
+        placebo schools, each round re-matched against the pool by the same engine).
 
     Returns the :class:`~pleval.estimate.Evaluation`, its provenance naming the pool (path or
     table, engine, eligible rows, fingerprint).
@@ -127,11 +127,9 @@ def estimate_pool(
                                  "pleval_pool_subject")
         m = match_pool(pl, eng, columns, method, engine=engine, progress=progress, **match_opts)
         record = record_of(m, pool, table)
-        if opts["placebo"] and columns.school and engine == "duckdb":
+        if opts["placebo"] and columns.school:
             rounds = PoolRounds(eng, pl[columns.school].dropna(), columns.replace(treated_label=None), method,
                                 match_opts, progress)
-        elif opts["placebo"] and columns.school:
-            notes.append(f"placebo schools are not run with the {engine} engine (the DuckDB and memory engines run them)")
     used = m.data[m.data[t].to_numpy() == 0]
     small = pd.concat([pl, used], ignore_index=True)
     pl_opts = {k: v for k, v in options.items() if k not in match_opts}

@@ -8,7 +8,8 @@ pool's, and :class:`PoolRounds` gives ``placebo_schools`` what it needs from whe
 * the comparison schools and their mean pretest and row count (one ``GROUP BY`` query), from
   which the rounds are dealt exactly as in memory (:func:`~pleval.heterogeneity.placebo.deal`);
 * each round's matched sample: the round's students (one query; at most the round's schools'
-  rows) are the PL file of :func:`.match.match_pool`, and the pool without the round's schools
+  rows; in the pool's row order with DuckDB, sorted by their values with Spark, whose row order
+  is its partitions') are the PL file of :func:`.match.match_pool`, and the pool without the round's schools
   (a view) is the comparison pool — the same partitioned matcher, the same exact propensity
   fit, on the same eligible rows as in memory. Only the matched sample returns.
 
@@ -83,6 +84,8 @@ class PoolRounds:
         in_chunk = f"{q(c.school)} IN (SELECT school FROM {CHUNK_TABLE})"
         order = f" ORDER BY {RID}" if eng.name == "duckdb" else ""  # the pool's row order
         pseudo = eng.frame(f"SELECT * FROM {eng.relation} WHERE {in_chunk}{order}")
+        if not order:  # Spark returns the rows in its partitions' order: sorted by their values, the same on every run
+            pseudo = pseudo.sort_values(list(pseudo.columns), kind="stable", ignore_index=True)
         pseudo = pseudo.drop(columns=[RID], errors="ignore").assign(**{c.treatment: 1})
         rest = eng.restricted(f"NOT ({in_chunk})", REST_VIEW)
         return match_pool(pseudo, rest, c, self.method, engine=eng.name, before=False, **self.match_options)
