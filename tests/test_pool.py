@@ -236,3 +236,20 @@ def test_match_cli_with_a_pool_is_the_api(split, stored, tmp_path):
     res = runner.invoke(app, ["match", str(tmp_path / "pl.csv"), "--pool", str(stored["duckdb"]), "--method", "vcg",
                               "--discard", "treated", "--out", str(tmp_path / "o2")])
     assert res.exit_code != 0 and "--discard" in res.output
+
+
+def test_spark_rounds_students_are_put_in_one_order():
+    """Spark returns a placebo round's students in its partitions' order, which can change from
+    run to run: sorted by every column whose values order (an array column left out), any order
+    of the same rows gives the same PL file."""
+    from pleval.pool.placebo import _sortable
+
+    rows = pd.DataFrame({"school_id": ["b", "a", "a", "c"], "student_id": [4, 2, 1, 3], "pretest": [1.5, np.nan, 2.0, 0.5],
+                         "frl": np.array([True, None, False, True], dtype=object),
+                         "scores": pd.Series([[1], [2], [3], [4]], dtype=object)})
+    keys = _sortable(rows)
+    assert keys == ["school_id", "student_id", "pretest", "frl"]
+    one = rows.sort_values(keys, kind="stable", ignore_index=True)
+    for seed in range(3):
+        other = rows.sample(frac=1.0, random_state=seed).sort_values(keys, kind="stable", ignore_index=True)
+        pd.testing.assert_frame_equal(one, other)

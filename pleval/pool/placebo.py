@@ -85,7 +85,14 @@ class PoolRounds:
         order = f" ORDER BY {RID}" if eng.name == "duckdb" else ""  # the pool's row order
         pseudo = eng.frame(f"SELECT * FROM {eng.relation} WHERE {in_chunk}{order}")
         if not order:  # Spark returns the rows in its partitions' order: sorted by their values, the same on every run
-            pseudo = pseudo.sort_values(list(pseudo.columns), kind="stable", ignore_index=True)
+            pseudo = pseudo.sort_values(_sortable(pseudo), kind="stable", ignore_index=True)
         pseudo = pseudo.drop(columns=[RID], errors="ignore").assign(**{c.treatment: 1})
         rest = eng.restricted(f"NOT ({in_chunk})", REST_VIEW)
         return match_pool(pseudo, rest, c, self.method, engine=eng.name, before=False, **self.match_options)
+
+
+def _sortable(df: pd.DataFrame) -> list:
+    """The columns of ``df`` whose values order (numbers, text, booleans, dates; not, e.g., the
+    lists of an array column), in the frame's order."""
+    ordered = ("string", "integer", "floating", "mixed-integer-float", "decimal", "boolean", "datetime", "date", "empty")
+    return [c for c in df.columns if df[c].dtype != object or pd.api.types.infer_dtype(df[c], skipna=True) in ordered]
