@@ -433,11 +433,6 @@ class _Model:
         return X
 
 
-RE_DF_MAX_BLOCKS = 50
-"""With ``df_working="random_effects"`` and blocks that would be absorbed, up to this many blocks
-are indicator columns instead (the random-effect df need the full design; the ITT and its CR2 SE
-are the same either way); more keep the absorbed fit and the independence df, with a note."""
-
 BLOCK_WEIGHT_NOTE = 0.05
 """Share of the weight that must move between blocks (:func:`block_weight_shift`) for the
 trial's notes to say that the OLS ITT does not weight blocks by their students."""
@@ -812,9 +807,8 @@ def analyze_rct(
         form does not arise.
     df_working : the working model of CR2's Satterthwaite df for the OLS ITT, Lin's ITT and the
         subgroup contrasts: ``"independent"`` (default; clubSandwich's) or ``"random_effects"``
-        (a school random effect, as the matched designs take; :func:`pleval.inference.ols`); with
-        it, up to :data:`RE_DF_MAX_BLOCKS` blocks are indicator columns rather than absorbed, and
-        more keep the independence df, with a note.
+        (a school random effect, as the matched designs take; :func:`pleval.inference.ols`, with
+        the block effects absorbed as for the default).
     method : the primary ITT: ``"ols"``, ``"cluster_means"`` or ``"mixedlm"``.
     subject : the subject to analyse when the data are long by subject.
     sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
@@ -861,13 +855,6 @@ def analyze_rct(
     # block indicators absorbed where the covariance allows it (HC types, classical)
     absorb = mod.block_codes if mod.absorbs(vcov) else None
     re_df = vcov == "CR2" and df_working == "random_effects"
-    if re_df and absorb is not None:
-        if mod.n_blocks <= RE_DF_MAX_BLOCKS:  # indicators as columns: the same estimate and SE, and the df can be had
-            absorb = None
-        else:
-            re_df = False
-            notes.append(f"df_working='random_effects': the {mod.n_blocks:,} block effects are absorbed (more than "
-                         f"{RE_DF_MAX_BLOCKS} blocks), so the CR2 df keep the independence working model")
     fit_kw["df_working"] = "random_effects" if re_df else "independent"
 
     def itt_fit(v):

@@ -127,6 +127,45 @@ def test_cr2_random_effects_df_matches_direct_matrix_implementation(seed, weight
     assert random_effects_ratio(equal, np.ones(12), pairs, 6, one, np.eye(1) / 12) == np.inf
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cr2_random_effects_df_with_absorbed_groups(seed):
+    """``df_working="random_effects"`` with group indicators absorbed (clusters nested in 7
+    groups, one a single cluster): ρ and every contrast's df equal those of the fit with the
+    indicators as columns, and the dense n × n computation; the same SEs; and they differ from
+    the independence working model's."""
+    rng = np.random.default_rng(seed)
+    per = np.r_[1, rng.integers(2, 5, 6)]
+    group_of = np.repeat(np.arange(7), per)
+    G = group_of.size
+    cl = np.repeat(np.arange(G), rng.integers(3, 12, G))
+    grp, n = group_of[cl], cl.size
+    t = np.zeros(G)
+    for b in range(7):
+        idx = np.flatnonzero(group_of == b)
+        t[rng.choice(idx, max(1, idx.size // 2), replace=False)] = 1.0
+    x = rng.normal(size=n) + 0.3 * grp
+    y = 0.2 * t[cl] + 0.5 * x + 0.8 * rng.normal(size=G)[cl] + rng.normal(size=7)[grp] + rng.normal(size=n)
+    X = np.column_stack([t[cl], x])
+    absorbed = ols(y, X, clusters=cl, absorb=grp, vcov="CR2", df_working="random_effects")
+    indep = ols(y, X, clusters=cl, absorb=grp, vcov="CR2")
+    D = np.eye(7)[grp]
+    full = ols(y, np.column_stack([D, X]), clusters=cl, vcov="CR2", df_working="random_effects")
+    assert absorbed.cr2_blocks.rho > 0.05
+    assert absorbed.cr2_blocks.rho == pytest.approx(full.cr2_blocks.rho, rel=1e-10)
+    np.testing.assert_allclose(absorbed.se, indep.se, rtol=1e-12)
+    np.testing.assert_allclose(absorbed.params, full.params[7:], rtol=1e-10)
+    for c in ([1.0, 0.0], [0.0, 1.0], [1.0, -0.5]):
+        df = absorbed._contrast_df(np.array(c))
+        assert df == pytest.approx(full._contrast_df(np.r_[np.zeros(7), c]), rel=1e-10)
+        assert abs(df / indep._contrast_df(np.array(c)) - 1) > 0.01
+    # the dense computation (its I − H_gg^{-1/2} needs no group of one cluster, whose mean its indicator fits)
+    keep = grp > 0
+    codes = np.unique(grp[keep], return_inverse=True)[1]
+    fit = ols(y[keep], X[keep], clusters=cl[keep], absorb=codes, vcov="CR2", df_working="random_effects")
+    direct, rho = _direct_random_effects_df(y[keep], np.column_stack([np.eye(6)[codes], X[keep]]), cl[keep], None, 6)
+    assert fit.df[0] == pytest.approx(direct, rel=1e-8) and fit.cr2_blocks.rho == pytest.approx(rho, rel=1e-8)
+
+
 def test_cr1_equals_statsmodels_and_cr0():
     y, X, cl, _ = _clustered(7, G=12)
     sm_fit = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": cl, "use_correction": True})

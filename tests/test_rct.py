@@ -3,8 +3,6 @@ the simulator's truth, invariances, errors, and a simulation of the whole analys
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,12 +67,11 @@ def test_default_itt_is_cr2_with_satterthwaite_df(trial):
     assert "CR2" in res.itt.raw.method
 
 
-def test_random_effect_df_on_request(trial, monkeypatch):
+def test_random_effect_df_on_request(trial):
     """``df_working="random_effects"``: the ITT's CR2 df under a school random-effect working
     model (the dense n × n computation), the same SE, and the method says so. With blocks
-    (schools nested in them) the indicators become columns, so the df are those of the full
-    design; with more than ``RE_DF_MAX_BLOCKS`` blocks they stay absorbed with the independence
-    df, and a note says so."""
+    (schools nested in them, their effects absorbed) the df are those of the full design with
+    the block indicators as columns."""
     from .test_inference import _direct_random_effects_df
 
     cols = COLS.replace(block=None)
@@ -96,10 +93,6 @@ def test_random_effect_df_on_request(trial, monkeypatch):
     assert blocked.itt.raw.estimate == pytest.approx(plain.itt.raw.estimate, rel=1e-10)
     assert blocked.itt.raw.se == pytest.approx(plain.itt.raw.se, rel=1e-10)
     assert abs(blocked.itt.raw.df / plain.itt.raw.df - 1) > 0.01 and not any("absorbed" in n for n in blocked.notes)
-    monkeypatch.setattr(importlib.import_module("pleval.rct"), "RE_DF_MAX_BLOCKS", a["block"].nunique() - 1)
-    many = analyze_rct(trial, COLS, df_working="random_effects")
-    assert many.itt.raw.df == pytest.approx(plain.itt.raw.df, rel=1e-12)
-    assert any("block effects are absorbed (more than" in n for n in many.notes)
     with pytest.raises(DataError, match="df_working must be one of"):
         analyze_rct(trial, cols, df_working="nope")
 

@@ -519,10 +519,10 @@ def ols(
         adjustment and, between clusters of one group, to the Satterthwaite and HTZ df
         (:func:`_cr2_absorbed`). The absorbed effects are not reported.
     df_working : the working model of CR2's Satterthwaite df for single contrasts (transformed
-        form, without ``absorb``): "independent" (default; Bell & McCaffrey 2002, Φ = I) or
-        "random_effects" (a cluster random effect, its variance ratio estimated from the
-        residuals; Imbens & Kolesár 2016; :class:`CR2BlocksRandomEffects`). The SEs are the
-        same; only the df differ. Ignored by the other types and forms.
+        form): "independent" (default; Bell & McCaffrey 2002, Φ = I) or "random_effects" (a
+        cluster random effect, its variance ratio estimated from the residuals; Imbens & Kolesár
+        2016; :class:`CR2BlocksRandomEffects`, with ``absorb`` :class:`CR2BlocksAbsorbedRandomEffects`).
+        The SEs are the same; only the df differ. Ignored by the other types and forms.
 
     Returns
     -------
@@ -603,6 +603,10 @@ def ols(
             _nested_in_groups(codes, G, absorb)
         if absorb is not None and vcov == "CR2":
             U, blocks = _cr2_absorbed(X, resid, codes, G, M, absorb, h_abs)
+            if df_working == "random_effects":
+                blocks = CR2BlocksAbsorbedRandomEffects(
+                    blocks.T, blocks.Gamma, blocks.N, blocks.M, blocks.offset, group_of=blocks.group_of,
+                    inv_n=blocks.inv_n, rho=random_effects_ratio_absorbed(resid, codes, blocks, k_abs))
         elif club:
             U, blocks = _cr2_clubsandwich(X, w, resid, codes, G, M)
         elif given is not None:
@@ -860,11 +864,49 @@ def random_effects_ratio(resid_t: np.ndarray, w: np.ndarray, codes: np.ndarray, 
     uMUMu = np.einsum("gi,ij,gj->g", Mu, u.T @ u, Mu)
     A1, B1 = n - k, wg.sum() - uMu.sum()
     A2, B2 = (wg - uMu).sum(), (wg**2 - 2.0 * wg * uMu + uMUMu).sum()
-    O1, O2 = resid_t @ resid_t, sg @ sg
+    return _moment_ratio(resid_t @ resid_t, sg @ sg, A1, A2, B1, B2)
+
+
+def _moment_ratio(O1: float, O2: float, A1: float, A2: float, B1: float, B2: float) -> float:
+    """ρ solving ``O₁/O₂ = (A₁ + ρB₁)/(A₂ + ρB₂)`` (σ² cancels): 0 when negative, ∞ when no
+    within-cluster variance is left."""
     num, den = O2 * A1 - O1 * A2, O1 * B2 - O2 * B1
     if num <= 0:
         return 0.0
     return float(num / den) if den > 0 else math.inf
+
+
+def _group_sums(A: np.ndarray, groups: np.ndarray, B: int) -> np.ndarray:
+    """Σ of the rows of ``A`` (clusters × ...) within each of ``B`` groups."""
+    out = np.zeros((B,) + A.shape[1:])
+    np.add.at(out, groups, A)
+    return out
+
+
+def _absorbed_terms(n_g: np.ndarray, u: np.ndarray, group_of: np.ndarray, inv_n: np.ndarray):
+    """Per-cluster ``m_g = n_g/n_b``, per-group ``μ_b = Σ_{c∈b} m_c²`` and ``ω_b = Σ_{c∈b} m_cu_c``
+    of clusters nested in absorbed groups (:class:`CR2BlocksAbsorbedRandomEffects`)."""
+    m = n_g * inv_n[group_of]
+    return m, _group_sums(m**2, group_of, inv_n.size), _group_sums(m[:, None] * u, group_of, inv_n.size)
+
+
+def random_effects_ratio_absorbed(resid_t: np.ndarray, codes: np.ndarray, blocks: "CR2BlocksAbsorbed",
+                                  k_abs: int) -> float:
+    """:func:`random_effects_ratio` of an unweighted fit with group indicators absorbed and the
+    clusters nested in the groups (``Var(y) = σ²(I + ρΣ_c 1_c1_c')``, H the hat matrix with the
+    indicators): with ``1_c'(I − H)1_g = δ_cg n_g − [b(c) = b(g)] n_c m_g − u_c'Mu_g`` (``u_c =
+    X̃_c'1_c``, ``m_g = n_g/n_b``), ``E ẽ'ẽ = σ²[(n − k − B) + ρΣ_g(n_g(1 − m_g) − u_g'Mu_g)]`` and
+    ``E Σ_g(1_g'ẽ)² = σ²[Σ_g(n_g(1 − m_g) − u_g'Mu_g) + ρΣ_g(n_g²(1 − 2m_g + μ_b) +
+    2n_g(ω_b − u_g)'Mu_g + u_g'MUMu_g)]``."""
+    n_g, u, M, b = blocks.T[:, 0, 0], blocks.T[:, 1:, 0], blocks.M, blocks.group_of
+    m, mu, omega = _absorbed_terms(n_g, u, b, blocks.inv_n)
+    Mu = u @ M
+    uMu = np.einsum("gi,gi->g", Mu, u)
+    A2 = (n_g * (1.0 - m) - uMu).sum()
+    B2 = (n_g**2 * (1.0 - 2.0 * m + mu[b]) + 2.0 * n_g * np.einsum("gi,gi->g", omega[b] - u, Mu)
+          + np.einsum("gi,ij,gj->g", Mu, u.T @ u, Mu)).sum()
+    sg = np.bincount(codes, weights=resid_t, minlength=len(n_g))
+    return _moment_ratio(resid_t @ resid_t, sg @ sg, resid_t.size - M.shape[0] - k_abs, A2, A2, B2)
 
 
 @dataclass(frozen=True)
@@ -900,6 +942,62 @@ class CR2BlocksAbsorbed(CR2Blocks):
                     + float(np.sum(inv * np.einsum("bi,bi->b", Q[:, c, a], MQ[:, d, b]))))
 
         return cross
+
+
+@dataclass(frozen=True)
+class CR2BlocksAbsorbedRandomEffects(CR2BlocksAbsorbed):
+    """:class:`CR2BlocksAbsorbed` whose contrasts' Satterthwaite df take the cluster random-effect
+    working model ``Var(y) ∝ I + ρΣ_c 1_c1_c'`` (unweighted; ρ from
+    :func:`random_effects_ratio_absorbed`), as :class:`CR2BlocksRandomEffects` does without
+    absorbed effects; HTZ tests of several constraints keep the independence model.
+
+    On the basis ``[1_g, X̃_g]`` (``z_g = [a_g, z̃_g]``) cluster c's sum of ``q_g`` is
+    ``s_c(q_g) = δ_cg a_g − [b(c) = b(g)] m_c a_g − u_c'r_g`` (``r_g = Mz̃_g``), so
+    ``P = Q'Q + ρS'S`` is a diagonal, a rank-2 part within each group and a rank-3k part:
+    ``P = diag(D_g + ρa_g²) + Σ_b A_bK_bA_b' + LCL'`` with rows ``A_g = [a_g, a_gm_g]``,
+    ``K_b = [[ρμ_b − 1/n_b, −ρ], [−ρ, 0]]``, ``L_g = [z̃_g, r_g, e_g]``, ``e_g = a_g(ω_b − u_g)``,
+    ``C = [[−M, 0, 0], [0, ρU, ρI], [0, ρI, 0]]``; ``ν = (tr P)²/‖P‖²_F`` (:func:`_trace_frobenius`)
+    from per-cluster and per-group quantities, never a G × G matrix."""
+
+    rho: float = 0.0
+
+    def df(self, c: np.ndarray) -> float:
+        c = np.asarray(c, dtype=float)
+        if self.rho <= 0.0:
+            return super().df(c)
+        rho = min(self.rho, 1e8)  # ∞: the random-effect part alone (ν is scale-free)
+        _, z, D = self._h(c[None, :])
+        z, D = z[:, 0, :], D[:, 0, 0]
+        a, zw, b, k = z[:, 0], z[:, 1:], self.group_of, self.M.shape[0]
+        u = self.T[:, 1:, 0]
+        m, mu, omega = _absorbed_terms(self.T[:, 0, 0], u, b, self.inv_n)
+        K = np.zeros((self.inv_n.size, 2, 2))
+        K[:, 0, 0] = rho * mu - self.inv_n
+        K[:, 0, 1] = K[:, 1, 0] = -rho
+        eye, zero = np.eye(k), np.zeros((k, k))
+        C = np.block([[-self.M, zero, zero], [zero, rho * (u.T @ u), rho * eye], [zero, rho * eye, zero]])
+        L = np.hstack([zw, zw @ self.M, a[:, None] * (omega[b] - u)])
+        tr, fro = _trace_frobenius(D + rho * a**2, np.column_stack([a, a * m]), K, b, L, C)
+        return float(tr**2 / fro) if fro > 0 else math.nan
+
+
+def _trace_frobenius(d, A, K, groups, L, C) -> tuple[float, float]:
+    """``tr P`` and ``‖P‖²_F`` of the symmetric ``P = diag(d) + Σ_b A_bK_bA_b' + LCL'`` (``A_b`` the
+    rows ``A_g`` of the clusters in group b, ``K`` symmetric): sums of per-cluster and per-group
+    products, ``‖A_bK_bA_b'‖² = tr(K_bG_bK_bG_b)`` with ``G_b = A_b'A_b``, and so on."""
+    B = K.shape[0]
+    AK = np.einsum("gi,gij->gj", A, K[groups])
+    LC = L @ C
+    qa, ql = np.einsum("gj,gj->g", AK, A), np.einsum("gj,gj->g", LC, L)  # the two low-rank parts' diagonals
+    GA = _group_sums(A[:, :, None] * A[:, None, :], groups, B)  # G_b
+    GL = L.T @ L
+    X = _group_sums(A[:, :, None] * L[:, None, :], groups, B)  # Σ_{g∈b} A_g'L_g
+    KG = np.einsum("bij,bjl->bil", K, GA)
+    CG = C @ GL
+    tr = d.sum() + qa.sum() + ql.sum()
+    fro = ((d**2).sum() + 2.0 * d @ (qa + ql) + np.einsum("bij,bji->", KG, KG) + np.trace(CG @ CG)
+           + 2.0 * np.einsum("bij,bjl,lm,bim->", K, X, C, X))
+    return float(tr), float(fro)
 
 
 def clusters_nested(codes: np.ndarray, G: int, groups) -> bool:
