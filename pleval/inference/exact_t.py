@@ -132,7 +132,8 @@ def df_with_critical(crit: float, level: float = 0.95) -> float:
         return 0.0
     if crit <= stats.norm.ppf(q):
         return math.inf
-    return float(optimize.brentq(lambda v: stats.t.ppf(q, v) - crit, 1e-3, 1e9, xtol=1e-10, rtol=1e-12))
+    # stats.t.ppf(q, v) is special.stdtrit(v, q), here without its per-call argument checks
+    return float(optimize.brentq(lambda v: special.stdtrit(v, q) - crit, 1e-3, 1e9, xtol=1e-10, rtol=1e-12))
 
 
 __all__ = ["ExactT", "df_with_critical"]
