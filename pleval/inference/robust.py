@@ -790,8 +790,21 @@ class CR2Blocks:
         return float(c @ self.M @ c), np.zeros(len(D)), P
 
 
+class _RandomEffectDf:
+    """The df of a contrast under a working model with cluster random effects (the subclasses'
+    ``_re_df``; ``rho`` the variance ratio), those of the independence model when ``ρ = 0``; an
+    infinite ρ is capped, the random-effect part then dominating (ν is scale-free)."""
+
+    def df(self, c: np.ndarray) -> float:
+        c = np.asarray(c, dtype=float)
+        if self.rho <= 0.0:
+            return super().df(c)
+        h, z, D = self._h(c[None, :])
+        return self._re_df(h[:, 0, :], z[:, 0, :], D[:, 0, 0], min(self.rho, 1e8))
+
+
 @dataclass(frozen=True)
-class CR2BlocksRandomEffects(CR2Blocks):
+class CR2BlocksRandomEffects(_RandomEffectDf, CR2Blocks):
     """:class:`CR2Blocks` of the transformed form whose contrasts' Satterthwaite df take a
     working model with cluster random effects (Imbens & Kolesár 2016): ``Var(ỹ) ∝ I + ρ vv'``
     within each cluster, ``v = √w`` (the transformed model's intercept), ρ estimated from the
@@ -807,13 +820,8 @@ class CR2BlocksRandomEffects(CR2Blocks):
     u: np.ndarray | None = None  # (G, k): X̃_g'v_g
     rho: float = 0.0
 
-    def df(self, c: np.ndarray) -> float:
-        c = np.asarray(c, dtype=float)
-        if self.rho <= 0.0:
-            return super().df(c)
-        rho = min(self.rho, 1e8)  # ∞: the random-effect part alone (ν is scale-free)
-        h, z, D = self._h(c[None, :])
-        h, z, D, k = h[:, 0, :], z[:, 0, :], D[:, 0, 0], self.M.shape[0]
+    def _re_df(self, h, z, D, rho) -> float:
+        k = self.M.shape[0]
         a = np.einsum("gi,gi->g", self.u, h)
         Mu = self.u @ self.M
         delta = D + rho * a**2
@@ -945,7 +953,7 @@ class CR2BlocksAbsorbed(CR2Blocks):
 
 
 @dataclass(frozen=True)
-class CR2BlocksAbsorbedRandomEffects(CR2BlocksAbsorbed):
+class CR2BlocksAbsorbedRandomEffects(_RandomEffectDf, CR2BlocksAbsorbed):
     """:class:`CR2BlocksAbsorbed` whose contrasts' Satterthwaite df take the cluster random-effect
     working model ``Var(y) ∝ I + ρΣ_c 1_c1_c'`` (unweighted; ρ from
     :func:`random_effects_ratio_absorbed`), as :class:`CR2BlocksRandomEffects` does without
@@ -961,13 +969,7 @@ class CR2BlocksAbsorbedRandomEffects(CR2BlocksAbsorbed):
 
     rho: float = 0.0
 
-    def df(self, c: np.ndarray) -> float:
-        c = np.asarray(c, dtype=float)
-        if self.rho <= 0.0:
-            return super().df(c)
-        rho = min(self.rho, 1e8)  # ∞: the random-effect part alone (ν is scale-free)
-        _, z, D = self._h(c[None, :])
-        z, D = z[:, 0, :], D[:, 0, 0]
+    def _re_df(self, h, z, D, rho) -> float:
         a, zw, b, k = z[:, 0], z[:, 1:], self.group_of, self.M.shape[0]
         u = self.T[:, 1:, 0]
         m, mu, omega = _absorbed_terms(self.T[:, 0, 0], u, b, self.inv_n)
