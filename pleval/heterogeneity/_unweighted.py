@@ -77,14 +77,16 @@ class UnweightedQ:
         The cumulant sums ``κ_r = Σ(β_i + τ²)^r`` from the power sums ``S_r = Σβ_i^r`` by the
         binomial theorem (every term positive: no cancellation), so that each τ² costs O(1),
         not O(m)."""
+        k1, k2, k3 = self._cumulant_sums(tau2)
+        h = k2**3 / k3**2
+        return _chi2_sf(h + (self.q - k1) * np.sqrt(h / k2), h)
+
+    def _cumulant_sums(self, tau2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``κ_r = Σ(β_i + τ²)^r``, r = 1, 2, 3, at each entry of ``tau2`` (:meth:`sf`)."""
         t = np.atleast_1d(np.asarray(tau2, dtype=float))
         s1, s2, s3 = self._power_sums
         m = self.beta.size
-        k1 = s1 + m * t
-        k2 = s2 + t * (2.0 * s1 + m * t)
-        k3 = s3 + t * (3.0 * s2 + t * (3.0 * s1 + m * t))
-        h = k2**3 / k3**2
-        return _chi2_sf(h + (self.q - k1) * np.sqrt(h / k2), h)
+        return (s1 + m * t, s2 + t * (2.0 * s1 + m * t), s3 + t * (3.0 * s2 + t * (3.0 * s1 + m * t)))
 
     def estimate(self) -> tuple[float, float]:
         """``(τ̂², SE)`` of Hedges' unweighted moment estimator (module docstring)."""
@@ -93,8 +95,7 @@ class UnweightedQ:
 
     def information(self, tau2) -> np.ndarray:
         """``(m − 1)²/(2Σ(β_i + τ²)²)`` at each entry of ``tau2``."""
-        c = self.beta[None, :] + np.atleast_1d(np.asarray(tau2, dtype=float))[:, None]
-        return self.df**2 / (2.0 * (c**2).sum(axis=1))
+        return self.df**2 / (2.0 * self._cumulant_sums(tau2)[1])
 
     def quantiles(self, p, iters: int = 50) -> np.ndarray:
         """Quantiles at probabilities ``p`` of the confidence distribution ``H`` (module

@@ -937,10 +937,8 @@ class CR2BlocksAbsorbed(CR2Blocks):
         base = super()._cross(z)
         B, q = self.inv_n.size, z.shape[1]
         z0, zW = z[:, :, 0], z[:, :, 1:]
-        P = np.zeros((B, q, q))  # P[b, s, t] = Σ_{g∈b} z_gs0 z_gt0
-        np.add.at(P, self.group_of, z0[:, :, None] * z0[:, None, :])
-        Q = np.zeros((B, q, q, zW.shape[2]))  # Q[b, s, t] = Σ_{g∈b} z_gs0 z_gtW
-        np.add.at(Q, self.group_of, z0[:, :, None, None] * zW[:, None, :, :])
+        P = _group_sums(z0[:, :, None] * z0[:, None, :], self.group_of, B)  # P[b, s, t] = Σ_{g∈b} z_gs0 z_gt0
+        Q = _group_sums(z0[:, :, None, None] * zW[:, None, :, :], self.group_of, B)  # Q[b, s, t] = Σ_{g∈b} z_gs0 z_gtW
         MQ = np.einsum("ij,bstj->bsti", self.M, Q)
         inv = self.inv_n
 
