@@ -42,6 +42,20 @@ def test_equal_clusters_independent_of_the_estimate_give_t(G):
     assert df_with_critical(ref.critical(0.95)) == pytest.approx(G, rel=1e-6)
 
 
+@pytest.mark.parametrize("G", [1, 3])
+@pytest.mark.parametrize("c", [1e-6, 1e4])
+def test_critical_values_and_tails_beyond_the_shared_grid(G, c):
+    """T = t_G/√c when the variance estimate is c·χ²_G/G independent of the estimate: critical
+    values above (c = 10⁻⁶) and below (c = 10⁴) the x range of the shared grid are found on grids
+    of their own, and sf there is Student's."""
+    ref = ExactT(np.full(G, c / G), np.zeros(G), 1.0)
+    crit = ref.critical(0.95)
+    assert crit > 256 if c < 1 else crit < 0.25
+    assert crit == pytest.approx(stats.t.ppf(0.975, G) / np.sqrt(c), rel=1e-9)
+    for x in (0.5 * crit, crit, 3.0 * crit):
+        assert ref.sf(x) == pytest.approx(2 * stats.t.sf(x * np.sqrt(c), G), abs=1e-12)
+
+
 def test_sf_equals_imhof_by_quadrature():
     rng = np.random.default_rng(3)
     for G in (2, 5, 30):

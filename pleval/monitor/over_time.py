@@ -146,15 +146,12 @@ def _rows(fit, names, keys: dict, sd: float, omega: float, level: float, exact: 
     est, se, df, crit, p = np.array([_reference(fit, np.eye(fit.k)[fit.index(n)], level, exact)
                                      for n in names]).reshape(-1, 5).T
     k = omega / sd
-    out = pd.DataFrame(keys)
-    out["estimate"], out["se"], out["df"] = est, se, df
-    out["ci_low"], out["ci_high"], out["pvalue"] = est - crit * se, est + crit * se, p
-    out["sd"], out["omega"] = sd, omega
-    out["es"], out["es_se"], out["es_ci_low"], out["es_ci_high"] = est * k, se * k, out["ci_low"] * k, out["ci_high"] * k
-    out["pp"] = to_percentile_points(out["es"].to_numpy())
-    out["pp_ci_low"] = to_percentile_points(out["es_ci_low"].to_numpy())
-    out["pp_ci_high"] = to_percentile_points(out["es_ci_high"].to_numpy())
-    return out
+    lo, hi = est - crit * se, est + crit * se
+    es, es_lo, es_hi = est * k, lo * k, hi * k
+    return pd.DataFrame({**keys, "estimate": est, "se": se, "df": df, "ci_low": lo, "ci_high": hi, "pvalue": p,
+                         "sd": sd, "omega": omega, "es": es, "es_se": se * k, "es_ci_low": es_lo, "es_ci_high": es_hi,
+                         "pp": to_percentile_points(es), "pp_ci_low": to_percentile_points(es_lo),
+                         "pp_ci_high": to_percentile_points(es_hi)})
 
 
 def _omega(n: int) -> float:
