@@ -344,7 +344,7 @@ def match_pool(
             raise DataError("VCG matching needs a pretest column (pretest=...)")
         eng.register("pleval_pl_schools", pd.DataFrame({"school": pd.unique(data[c.school])}))
         in_pl = f"{eng.quote(c.school)} IN (SELECT school FROM pleval_pl_schools)"
-        n_in = eng.counts([f"({where}) AND {in_pl}"])[0]
+        n_in, n_pool = eng.counts([f"({where}) AND {in_pl}", f"({where}) AND NOT {in_pl}"])  # one scan
         if n_in:
             log.append({"reason": "comparison rows in PL schools (comparisons come from non-PL schools only)",
                         "column": c.school, "n_rows": n_in})
@@ -363,8 +363,8 @@ def match_pool(
 
         tie_cap = resolve_tie_cap(tie_cap, replace=replace, ties=ties, student_id=c.student_id)
         progress("propensity model (out of core)")
-        terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress,
-                                                    eng.counts([where])[0])
+        n_pool = eng.counts([where])[0]
+        terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress, n_pool)
         lin_t = logit.term_matrix(data, terms) @ fit.params
         unit = float(np.sqrt((lin_t.var(ddof=1) + eta["var"]) / 2.0))
         width = 0.2 if caliper is None else caliper
@@ -378,7 +378,6 @@ def match_pool(
         n_out_c = eng.counts([f"({where}) AND (({lin_sql}) < {float(lin_t.min())!r} OR ({lin_sql}) > "
                               f"{float(lin_t.max())!r})"])[0]
         pm_parts = (terms, fit, eta, lin_t, n_out_c)
-    n_pool = eng.counts([where])[0]
     if n_pool == 0:
         raise DesignError("after exclusions the data have no treated or no comparison rows")
     pl_light = data[[x for x in plan.needed if x in data.columns]].assign(_pl=np.arange(len(data), dtype=np.int64))
