@@ -188,8 +188,7 @@ class _Grid:
                    np.log1p(lv**2).sum(axis=1))
 
     def sf(self, x: float) -> float:
-        if x <= 0:
-            return 1.0
+        """:meth:`ExactT.sf` at ``x > 0`` on this grid."""
         w = 1.0 / (x * x)
         re, im = 1.0 - w * self.s1, -w * self.s2
         theta = -0.5 * (self.arc + np.arctan2(im, re))
