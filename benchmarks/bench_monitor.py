@@ -25,12 +25,10 @@ def main():
     ap.add_argument("--panels", default="12:2,30:10,300:100,1500:3")
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
-    from pleval.data import Columns
     from pleval.monitor import effects_over_time, simulate_panel
     from pleval.monitor.over_time import EXACT_BELOW_DF
+    from sim_monitor_coverage import COLS as cols  # the panel's columns, as the coverage study names them
 
-    cols = Columns(outcome="posttest", treatment="treatment", pretest="pretest", school="school_id",
-                   student_id="student_id", grade="grade", subject="subject", time="year")
     with warnings.catch_warnings():  # first-call costs (imports, caches) out of the timings
         warnings.simplefilter("ignore")
         effects_over_time(simulate_panel(seed=0, n_schools=8, n_pl_schools=2, subjects=("math",)).data, cols)
@@ -51,6 +49,7 @@ def main():
                 needs = f"{int((ot.by_year['df'] <= EXACT_BELOW_DF).sum())} of {len(ot.by_year)}"
             print(f"{n_schools:>8} {n_pl:>5} {len(data):>9,} {reference:>13} {best:>7.2f} "
                   f"{needs if reference == 'exact' else '':>20}")
+
 
 if __name__ == "__main__":
     main()
