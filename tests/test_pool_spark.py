@@ -22,9 +22,12 @@ def spark():
     from pyspark.sql import SparkSession
 
     os.environ["PYSPARK_PYTHON"] = sys.executable  # the workers run this interpreter (pleval, pandas)
+    # a short-lived JVM: its JIT's first tier only (the optimizing tier's compilations cost more
+    # than they save in a few seconds of queries; docs/scale.md)
     s = (SparkSession.builder.master("local[1]").appName("pleval-test")
          .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-         .config("spark.driver.memory", "1g").getOrCreate())
+         .config("spark.driver.memory", "1g").config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1")
+         .getOrCreate())
     s.sparkContext.setLogLevel("ERROR")
     yield s
     s.stop()
