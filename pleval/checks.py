@@ -668,15 +668,18 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
                         f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
                         f"{n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
                         "category of its own", c, "recode the text to the numeric codes", n_text)]
-    if len(levels) <= 200:
-        folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)
-        clash = folded[folded.duplicated(keep=False)]
-        if len(clash):
-            ex = [lev for lev, f in zip(levels, folded) if f in set(clash)]
-            return [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "
-                            f"({_examples(ex, 4)}): each spelling becomes a category of its own", c,
-                            "make the spellings agree")]
-    return []
+    # every level, however many (school ids run to thousands): one vectorized pass over the
+    # distinct values; a group of spellings is shown together, e.g. 'SCH0001' beside 'sch0001'
+    folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)
+    clash = folded.duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return []
+    groups = pd.Series(levels[clash]).groupby(folded[clash].to_numpy(), sort=False).agg(list)
+    shown = "; ".join(_examples(g, 4) for g in groups.iloc[:2])
+    more = f"; and {len(groups) - 2:,} more value(s) spelled several ways" if len(groups) > 2 else ""
+    return [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "
+                    f"({shown}{more}): each spelling becomes a category of its own", c,
+                    "make the spellings agree")]
 
 
 def _missing_problems(df, cols: Columns) -> list[Problem]:

@@ -301,6 +301,23 @@ def test_check_lists_every_problem_at_once(base, tmp_path):
     assert r.exit_code == 2 and "Column roles" in r.summary()
 
 
+def test_school_ids_spelled_two_ways_are_found_among_hundreds_of_schools():
+    """A school id typed in two cases ('SCH0001', 'sch0001') would make a school of its own: the
+    spelling check covers every level, not only short lists (the sample has 300 schools)."""
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv")
+    assert d["school_id"].nunique() > 200
+    assert not [p for p in check(d).problems if p.kind == "mixed codes"]
+    first, second = d["school_id"].iloc[0], d["school_id"].iloc[-1]
+    d.loc[d.index[:5], "school_id"] = first.lower()
+    d.loc[d.index[-3:], "school_id"] = " " + second.swapcase() + " "
+    (p,) = [p for p in check(d).problems if p.kind == "mixed codes"]
+    assert p.level == "warning" and p.column == "school_id"
+    assert f"{first.lower()!r}, {first!r}" in p.message or f"{first!r}, {first.lower()!r}" in p.message
+    assert repr(second.swapcase()) in p.message and "more value" not in p.message
+
+
 def test_outlier_rule_flags_only_gross_errors(base):
     """No flag on clean simulated scores; a sentinel 999 in one grade x subject cell is flagged."""
     assert not [p for p in check(base).problems if p.kind == "outlier"]
