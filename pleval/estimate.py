@@ -52,6 +52,7 @@ from .data import (
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
+from .findings import p_clause
 from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_conventions
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .readers import file_columns
@@ -288,7 +289,7 @@ class Evaluation(ResultMixin):
             f"{where} student who would have scored at the {percentiles._ordinal(p0)} percentile without "
             f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
             f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
-            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; p = {_p(es.pvalue)})."
+            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; {p_clause(es.pvalue)})."
         ) + self._detectable(s)
 
     def mdes(self, subject=None) -> float:
@@ -361,10 +362,6 @@ class Evaluation(ResultMixin):
         from .plots import evaluation_distribution
 
         return evaluation_distribution(self, self._subject(subject))
-
-
-def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 # --------------------------------------------------------------------------------------

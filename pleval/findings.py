@@ -53,6 +53,12 @@ def fmt_p(p) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
+def p_clause(p) -> str:
+    """The p-value in a sentence: ``p = 0.087``, ``p < 0.001`` (never ``p = < 0.001``), ``p = —``."""
+    shown = fmt_p(p)
+    return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
+
+
 def fmt_int(x) -> str:
     try:
         return f"{int(x):,}"
@@ -230,7 +236,7 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
             own + f"). Counting the spread that placebo schools show without any program (τ_placebo = "
             f"{fmt(h.get('tau_placebo', np.nan), 3)}, {fmt_int(h.get('placebo_k'))} placebo schools) as noise, with "
             f"its uncertainty, the {lvl} interval for the program's effect in the school is "
-            f"{fmt_ci(r['ci_low_calibrated'], r['ci_high_calibrated'], 3, True)} (p = {fmt_p(r['p_calibrated'])}): "
+            f"{fmt_ci(r['ci_low_calibrated'], r['ci_high_calibrated'], 3, True)} ({p_clause(r['p_calibrated'])}): "
             f"{verdict} at α = {alpha:g}."
         )
     else:

@@ -502,6 +502,20 @@ def test_evaluation_is_immutable_and_tables_are_copies(rct_ev):
         rct_ev.table("nope")
 
 
+def test_p_values_read_as_sentences(rct_ev):
+    """``p < 0.001`` or ``p = 0.087`` in every sentence, never ``p = < 0.001``."""
+    from pleval.findings import fmt_p, p_clause
+    from pleval.monitor.staggered import pretest_text
+
+    assert (p_clause(4e-4), p_clause(0.0871), p_clause(float("nan"))) == ("p < 0.001", "p = 0.087", "p = —")
+    e = rct_ev.effect("math").effect_size
+    assert f"; {p_clause(e.pvalue)})." in rct_ev.sentence("math")
+    pre = {"statistic": 30.0, "df": 3, "pvalue": 1e-6}
+    assert pretest_text(pre, p_text=fmt_p).endswith("= 30.00, p < 0.001")
+    assert pretest_text({**pre, "pvalue": 0.2}, p_text=fmt_p).endswith("p = 0.200")
+    assert pretest_text({**pre, "pvalue": 0.2}).endswith("p = 0.2")
+
+
 def test_sentence_summary_and_html(rct_ev):
     e = rct_ev.effect("math")
     q = round(50 + e.percentile_points.estimate)

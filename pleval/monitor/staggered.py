@@ -536,13 +536,14 @@ def pretest_text(pre: dict, digits: int = 2, p_text=None) -> str:
     reference, ``Wald test W = …, F(k, ν̄) = …, p = …`` (``p_text`` formats the p-value; default
     ``.{digits + 1}g``); without a reference (no denominator df left), the statistic and why."""
     p = (p_text or (lambda v: f"{v:.{digits + 1}g}"))(pre["pvalue"])
+    p = p if p.startswith("<") else f"= {p}"  # p < 0.001, not p = < 0.001
     if "f_statistic" in pre:
         if not pre["df_denominator"] > 0:
             return (f"Wald test W = {pre['statistic']:.{digits}f} on {pre['df']} pre-period cells: no F reference "
                     "(too few clusters for the cells' covariance), no p-value")
         return (f"Wald test W = {pre['statistic']:.{digits}f}, F({pre['df']}, {pre['df_denominator']:.1f}) = "
-                f"{pre['f_statistic']:.{digits}f}, p = {p}")
-    return f"Wald test chi2({pre['df']}) = {pre['statistic']:.{digits}f}, p = {p}"
+                f"{pre['f_statistic']:.{digits}f}, p {p}")
+    return f"Wald test chi2({pre['df']}) = {pre['statistic']:.{digits}f}, p {p}"
 
 
 def _welch_df(f: np.ndarray, cohort: np.ndarray, extra=None, extra_df=None) -> np.ndarray:

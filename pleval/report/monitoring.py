@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Collection, Mapping
 
 import pandas as pd
 
-from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, slug, title
+from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, p_clause, slug, title
 from .blocks import Bullets, Figure, Paragraph, Section, Table
 from .sections import CAVEAT_MATCHED, CAVEAT_MULTIPLICITY, CAVEAT_PERCENTILE, CAVEAT_SCHOOL
 from .to_html import render_sections
@@ -112,7 +112,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
         comp = "not-yet-adopting" if gt.control == "notyet" else "never-adopting"
         overall = gt.aggregate("group").overall
         lines = [f"Overall (cohort-weighted): {fmt(overall.estimate, 2, True)} points ({lvl} CI "
-                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; p = {fmt_p(overall.pvalue)}); comparisons: "
+                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; {p_clause(overall.pvalue)}); comparisons: "
                  f"{comp} schools."]
         lines.append(f"Pre-trend {pretest_text(pre, p_text=fmt_p)}."
                      " A small p-value is evidence against parallel trends; a large one is not proof of them."

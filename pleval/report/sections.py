@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import percentiles
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text, p_clause,
                         one_school_parts, randomized_in_schools, significance, overall_rows, subject_rows, title,
                         verdict_rows)
 from ..plots import figure_name
@@ -320,7 +320,7 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
         ts = subject_rows(tests, s)
         note = "Equal effects across levels: " + "; ".join(
-            f"{r['subgroup']}: {r['test']}, p = {fmt_p(r['pvalue'])} (adjusted {fmt_p(r['pvalue_adjusted'])})"
+            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'])} (adjusted {fmt_p(r['pvalue_adjusted'])})"
             for _, r in ts.iterrows()) + "."
         blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
     blocks += _figures(ev, figures, "subgroups",
@@ -345,7 +345,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(fmt_p)})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, p = {fmt_p(r['qm_pvalue'])}; k = {int(r['k'])} "
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'])}; k = {int(r['k'])} "
                 f"schools; residual τ² {r['tau2']:.4f} (without moderators {r['tau2_without']:.4f}), R² = "
                 f"{100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
