@@ -419,6 +419,11 @@ def _explicit_roles(df, columns: Columns, require) -> tuple[Columns, pd.DataFram
 # --------------------------------------------------------------------------------------
 # Values
 # --------------------------------------------------------------------------------------
+def _value(v):
+    """A value as the user wrote it: numpy scalars as plain Python (``7``, not ``np.int64(7)``)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _examples(values, k: int = 3) -> str:
     return ", ".join(repr(v) for v in list(dict.fromkeys(map(str, values)))[:k])
 
@@ -497,7 +502,7 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             vals = df[c].dropna()
             if len(vals) and vals.nunique() == 1:
                 rest = [x for x in roles[role] if x != c]
-                out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({vals.iloc[0]!r}) in "
+                out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({_value(vals.iloc[0])!r}) in "
                                    "every row: it carries no information", c,
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
     if design == "matched" and cols.school in df.columns:
@@ -515,7 +520,7 @@ def _one_school(s: pd.Series, c: str) -> list[Problem]:
     first = s.iloc[int(known.argmax())]
     if not bool(((s == first).to_numpy(dtype=bool, na_value=False) | ~known).all()):
         return []
-    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({first!r}) in every row: the "
+    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({_value(first)!r}) in every row: the "
                     "matched effect's standard errors are clustered by school and need at least 2 schools "
                     "(PL and comparison students in other schools)", c, "--school COLUMN (the column naming each "
                     "student's school)")]
@@ -752,7 +757,7 @@ def _one_arm_subjects(v: Validated) -> list[Problem]:
     if len(one) == len(subjects):
         return [Problem("error", "no subject with both arms", f"column {c!r} (subject): no subject has both treated and "
                         "comparison rows with an outcome (" + "; ".join(
-                            f"{subjects[i]!r}: " + ("no outcome" if not (n1[i] or n0[i]) else
+                            f"{_value(subjects[i])!r}: " + ("no outcome" if not (n1[i] or n0[i]) else
                                                     "comparison only" if n0[i] else "treated only") for i in one) + ")",
                         c, "check the treatment and outcome columns")]
     out = [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i], n[i]) + "; it is left "

@@ -562,7 +562,8 @@ def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_r
     else:
         arm = "treated (PL)" if n_treated == 0 else "comparison"
         why = f"has no {arm} rows with an outcome among its {n_rows:,} usable rows"
-    return f"column {column!r} (subject): {subject!r} {why}, so no effect can be estimated for it"
+    shown = subject.item() if isinstance(subject, np.generic) else subject  # 2, not np.int64(2)
+    return f"column {column!r} (subject): {shown!r} {why}, so no effect can be estimated for it"
 
 
 __all__ = [

@@ -318,6 +318,19 @@ def test_school_ids_spelled_two_ways_are_found_among_hundreds_of_schools():
     assert repr(second.swapcase()) in p.message and "more value" not in p.message
 
 
+def test_values_in_messages_read_as_the_user_wrote_them(base):
+    """Numbers in messages print as in the file (``7``), not as numpy reprs (``np.int64(7)``)."""
+    one = base.assign(school_id=7, female=1)
+    lines = [p.line for p in check(one).problems]
+    assert any("holds one school (7) in every row" in x for x in lines), lines
+    assert any("holds one value (1) in every row" in x for x in lines), lines
+    coded = base.assign(subject=base["subject"].factorize()[0] + 1)
+    coded.loc[coded["subject"] == 2, "treatment"] = 1
+    lines = [p.line for p in check(coded).problems]
+    assert any(x.startswith("column 'subject' (subject): 2 has no comparison rows") for x in lines), lines
+    assert not any("np." in x for x in lines)
+
+
 def test_outlier_rule_flags_only_gross_errors(base):
     """No flag on clean simulated scores; a sentinel 999 in one grade x subject cell is flagged."""
     assert not [p for p in check(base).problems if p.kind == "outlier"]
