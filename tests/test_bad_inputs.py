@@ -10,6 +10,8 @@ outputs folder behind.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -304,8 +306,6 @@ def test_check_lists_every_problem_at_once(base, tmp_path):
 def test_school_ids_spelled_two_ways_are_found_among_hundreds_of_schools():
     """A school id typed in two cases ('SCH0001', 'sch0001') would make a school of its own: the
     spelling check covers every level, not only short lists (the sample has 300 schools)."""
-    from pathlib import Path
-
     d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv")
     assert d["school_id"].nunique() > 200
     assert not [p for p in check(d).problems if p.kind == "mixed codes"]
@@ -515,6 +515,25 @@ def test_schools_infinite_estimate_and_two_schools(tmp_path):
     assert r.exit_code == 0 and "note: no meta-regression on the default moderators" in r.stdout
     r = runner.invoke(app, ["schools", str(two), "--moderators", "school_poverty,years_implementing,enrollment"])
     assert r.exit_code == 2 and r.stdout == "" and "meta-regression" in r.stderr  # asked for: an error, nothing printed
+
+
+def test_per_school_estimates_on_another_scale_are_flagged():
+    """Per-school estimates in percentile or score points (|estimate| > 2) are read as SDs only
+    with a warning that names the column, the values and the schools; effect sizes pass quietly."""
+    import warnings
+
+    from pleval.errors import PlevalWarning
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "school_effects.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlevalWarning)
+        school_effects_from_estimates(d)
+    pct = d.assign(estimate=d["estimate"] * 100)
+    n_big = int((pct["estimate"].abs() > 2).sum())
+    with pytest.warns(PlevalWarning, match=f"column 'estimate' \\(estimate\\): {n_big} of {len(d)} row\\(s\\) exceed 2 "
+                                           f"in absolute value \\({pct['estimate'].iloc[0]:g}, .*school\\(s\\) 'PL001'"):
+        school_effects_from_estimates(pct)
 
 
 def test_api_warns_on_outliers_and_mixed_codes(base):

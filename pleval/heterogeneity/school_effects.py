@@ -1079,6 +1079,12 @@ def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tup
     return _narrow(rank[inv]), [uniq[i] for i in order]
 
 
+IMPLAUSIBLE_ES = 2.0
+"""Per-school effect sizes beyond this many SDs are flagged as probably on another scale (score or
+percentile points): effects of education programs are rarely above 0.5 SD (Kraft 2020,
+"Interpreting effect sizes of education interventions", Educational Researcher 49(4))."""
+
+
 def school_effects_from_estimates(
     data: pd.DataFrame,
     *,
@@ -1146,6 +1152,14 @@ def school_effects_from_estimates(
         warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out ({where(miss)})",
                       PlevalWarning, stacklevel=2)
         d = d.loc[~miss]
+    big = (d[estimate].abs() > IMPLAUSIBLE_ES).to_numpy()
+    if big.any():
+        shown = ", ".join(f"{v:g}" for v in d[estimate].to_numpy(dtype=float)[big][:3])
+        warnings.warn(f"column {estimate!r} (estimate): {int(big.sum()):,} of {len(d):,} row(s) exceed "
+                      f"{IMPLAUSIBLE_ES:g} in absolute value ({shown}; {where(big)}): the estimates are read as effect "
+                      "sizes in SD units, where a school's effect rarely exceeds 0.5; if they are score points or "
+                      "percentile points, divide by the outcome's SD or convert them (pleval convert) first",
+                      PlevalWarning, stacklevel=2)
     if by_cols:
         dup = d.duplicated([*by_cols, school])
     else:
