@@ -8,6 +8,8 @@ whether the exact t reference (docs/inference.md, *The exact t reference*) would
     python benchmarks/sim_few_clusters.py trial --schools 8 --blocks 2 --icc 0.2 --reps 1000 --seed0 70000
     # matched subgroups by FRL, 2 or 3 PL schools among 30 (simulate_matched, effect 0.10 SD)
     python benchmarks/sim_few_clusters.py subgroups --n-pl 2 --reps 400
+    # a cluster trial's CACE, no effect, 80% take-up in PL schools and none in control schools
+    python benchmarks/sim_few_clusters.py cace --schools 8 --reps 400
 
 ``matched`` runs ``pleval.estimate`` (propensity matching, defaults) on each data set and prints
 the 95% CI's coverage of 0, SE / SD of the estimates and the median df. ``trial`` fits the ITT
@@ -17,7 +19,11 @@ the school random-effect working model, and the exact reference under each. ``su
 matches (ridge-penalized propensity model: with so few treated schools a covariate level can
 lack treated rows) and prints the coverage of the FRL levels' CIs and of their gap (default
 random-effect df), as ``tests/test_subgroups.py`` does with 12 PL schools, and how often the HTZ
-test of equal effects in the pretest thirds rejects (the effect is constant).
+test of equal effects in the pretest thirds rejects (the effect is constant). ``cace`` runs
+``analyze_rct`` (two blocks; pretest, frl, ell) and prints how often the CACE's default test
+(the ITT's CR2 and Satterthwaite df) and its CR1 test on G − 1 df (linearmodels' ``IV2SLS``,
+the earlier default) reject at 5%, with the ITT's default test beside them, as
+``tests/test_rct.py`` does at a reduced size.
 """
 
 from __future__ import annotations
@@ -77,6 +83,28 @@ def trial(schools: int, blocks: int, icc: float, reps: int, seed0: int) -> None:
         print(f"  {n:34s} {v:.3f}")
 
 
+def cace(schools: int, reps: int, seed0: int) -> None:
+    from pleval import analyze_rct
+    from pleval.errors import PlevalWarning
+    from tests._rct_sim import make_cluster_rct
+    from tests.test_rct import COLS
+
+    cols = COLS.replace(takeup="takeup")
+    reject = np.zeros(3)
+    for r in range(seed0, seed0 + reps):  # a loop over data sets, each a whole analysis
+        d = make_cluster_rct(r, n_schools=schools, n_blocks=2, takeup=(0.8, 0.0))
+        if not d["takeup"].any():
+            d.loc[d["treatment"] == 1, "takeup"] = 1  # (no PL school took it up: every one does)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            res, cr1 = analyze_rct(d, cols), analyze_rct(d, cols, vcov="CR1")
+        reject += [res.cace.raw.pvalue < 0.05, cr1.cace.raw.pvalue < 0.05, res.itt.raw.pvalue < 0.05]
+    rate = reject / reps
+    print(f"cluster trial's CACE, {schools} schools in 2 blocks, no effect, {reps} trials (seeds {seed0}-); rejections "
+          f"at 5% (MC SE {np.sqrt(0.05 * 0.95 / reps):.3f}): CACE, CR2 and Satterthwaite df (default) {rate[0]:.3f}; "
+          f"CACE, CR1 on G - 1 df {rate[1]:.3f}; ITT (default) {rate[2]:.3f}")
+
+
 def subgroups(n_pl: int, reps: int, seed0: int) -> None:
     from tests.test_subgroups import frl_cover, matched_subgroups
 
@@ -107,7 +135,9 @@ def main() -> None:
     t.add_argument("--icc", type=float, default=0.2)
     g = sub.add_parser("subgroups")
     g.add_argument("--n-pl", type=int, default=2)
-    for p in (m, t, g):
+    c = sub.add_parser("cace")
+    c.add_argument("--schools", type=int, default=8)
+    for p in (m, t, g, c):
         p.add_argument("--reps", type=int, default=400)
         p.add_argument("--seed0", type=int, default=0)
     a = ap.parse_args()
@@ -115,6 +145,8 @@ def main() -> None:
         matched(a.n_pl, a.delta, a.reps, a.seed0)
     elif a.study == "subgroups":
         subgroups(a.n_pl, a.reps, a.seed0)
+    elif a.study == "cace":
+        cace(a.schools, a.reps, a.seed0)
     else:
         trial(a.schools, a.blocks, a.icc, a.reps, a.seed0)
 

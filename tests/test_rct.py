@@ -3,6 +3,8 @@ the simulator's truth, invariances, errors, and a simulation of the whole analys
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 from pleval import analyze_rct, rct_by_subject
 from pleval.data import RCT_SAMPLE_COLUMNS, Columns
-from pleval.errors import DataError, DesignError
+from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.inference import ols
 from pleval.simulate import simulate_cluster_rct
 
@@ -242,24 +244,51 @@ def test_baseline_equivalence_hedges_g_and_cox_index(trial):
 
 
 def test_cace_equals_linearmodels_and_the_wald_ratio(trial):
+    """The CACE is linearmodels' 2SLS; with CR1 its SE is IV2SLS's clustered one (debiased) on
+    G − 1 df, and by default it takes the ITT's CR2 and Satterthwaite df: the dense CR2 of the
+    treatment coefficient for y − θ̂·take-up, over the complier share."""
     from linearmodels.iv import IV2SLS
 
-    res = analyze_rct(trial, COLS.replace(takeup="takeup"))
+    cols = COLS.replace(takeup="takeup")
+    res, cr1 = analyze_rct(trial, cols), analyze_rct(trial, cols, vcov="CR1")
     a = _analytic(trial)
     ref = IV2SLS.from_formula("posttest ~ 1 + C(block) + pretest + frl + ell + [takeup ~ treatment]", a).fit(
         cov_type="clustered", clusters=pd.Series(_codes(a["school_id"]), index=a.index), debiased=True
     )
-    c = res.cace.raw
+    c = cr1.cace.raw
     assert c.estimate == pytest.approx(ref.params["takeup"], rel=1e-9)
-    assert c.se == pytest.approx(ref.std_errors["takeup"], rel=1e-8)
+    assert c.se == pytest.approx(ref.std_errors["takeup"], rel=1e-8) and c.df == 23  # G − 1
     # just-identified 2SLS = ratio of the two ITTs with the same covariates (Wald / Bloom)
     X = np.column_stack([np.ones(len(a)), a.treatment, pd.get_dummies(a.block, drop_first=True, dtype=float),
                          a[["pretest", "frl", "ell"]]])
     itt_y = np.linalg.lstsq(X, a.posttest.to_numpy(), rcond=None)[0][1]
     itt_d = np.linalg.lstsq(X, a.takeup.to_numpy(float), rcond=None)[0][1]
+    c = res.cace.raw
     assert c.estimate == pytest.approx(itt_y / itt_d, rel=1e-9)
+    V, dfs = direct_cr2(X, a.posttest.to_numpy() - c.estimate * a.takeup.to_numpy(float), a["school_id"].to_numpy())
+    assert c.se == pytest.approx(np.sqrt(V[1, 1]) / itt_d, rel=1e-8)
+    assert c.df == pytest.approx(dfs[1], rel=1e-7) and c.df == pytest.approx(res.itt.raw.df, rel=1e-12)
+    assert "CR2 (Satterthwaite df)" in c.method and "CR1" in cr1.cace.raw.method
     assert res.complier_share.estimate == pytest.approx(itt_d, rel=1e-9)
     assert 0 < res.complier_share.estimate <= 1
+
+
+@pytest.mark.slow
+def test_cace_holds_its_size_with_few_schools():
+    """No effect, 8 schools (two blocks of four), take-up 80% in PL schools and none in control
+    schools: the CACE's CR2 test rejects about 5% (400 trials: 4.3%; CR1 on G − 1 df, the earlier
+    default, 10.2%; docs/rct.md)."""
+    cols = COLS.replace(takeup="takeup")
+    reps = sim_reps(400, minimum=100)
+    rejected = 0
+    for seed in range(reps):  # a loop over data sets, each a whole analysis
+        d = make_cluster_rct(seed, n_schools=8, n_blocks=2, takeup=(0.8, 0.0))
+        if not d["takeup"].any():
+            d.loc[d["treatment"] == 1, "takeup"] = 1  # (no PL school took it up: every one does)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            rejected += analyze_rct(d, cols).cace.raw.pvalue < 0.05
+    assert rejected / reps <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / reps), rejected / reps
 
 
 def test_no_cace_when_take_up_does_not_vary(trial):

@@ -135,9 +135,13 @@ def test_many_blocks_trial_matches_fits_with_block_indicators():
 
     iv = IV2SLS(d["posttest"], X.drop(columns="treatment"), d[["takeup"]], d[["treatment"]]).fit(
         cov_type="robust", debiased=True)
-    cace = res.effects["CACE (IV)"].raw
+    cace = res.effects["CACE (IV)"].raw  # the ITT's HC2 for y − θ̂·take-up, over the complier share
     assert cace.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
-    assert cace.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9) and cace.df == dof
+    u = sm.OLS(d["posttest"] - cace.estimate * d["takeup"], X).fit(cov_type="HC2")
+    assert cace.se == pytest.approx(u.bse["treatment"] / share.params["treatment"], rel=1e-9) and cace.df == dof
+    hc1 = analyze_rct(d, COLS, design="blocked", vcov="HC1").effects["CACE (IV)"].raw
+    assert hc1.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
+    assert hc1.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9) and hc1.df == dof
 
     Xs = pd.concat([X.drop(columns="treatment"), pd.DataFrame({
         "t0": d["treatment"] * (d["frl"] == 0), "t1": d["treatment"] * (d["frl"] == 1)}).astype(float)], axis=1)
@@ -202,7 +206,7 @@ def test_cluster_trial_cace_with_blocks_partialled_out_equals_linearmodels_with_
                    takeup="takeup", student_id="student_id")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
-        res = analyze_rct(d, cols, design="cluster")
+        res = analyze_rct(d, cols, design="cluster", vcov="CR1")
     X = pd.concat([d[["pretest"]], pd.get_dummies(d["block"], drop_first=True, dtype=float)], axis=1)
     X.insert(0, "const", 1.0)
     iv = IV2SLS(d["posttest"], X, d[["takeup"]], d[["treatment"]]).fit(cov_type="clustered", clusters=d["school_id"],
