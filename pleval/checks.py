@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from ._results import ResultMixin
-from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _split_names, flag_for,
-                   one_arm_subject, subject_arms, validate)
+from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
+                   flag_for, one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -507,8 +507,37 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
     if design == "matched" and cols.school in df.columns:
         out += _one_school(df[cols.school], cols.school)
+        if cols.treatment in df.columns:
+            out += _mixed_schools(df, cols)
     out += _missing_problems(df, cols)
     return out
+
+
+def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
+    """A warning when a matched design's school holds both PL and comparison students (in any
+    subject): those comparison students may be touched by the program (spillover, which pulls
+    the effect toward zero), and placebo schools need schools wholly PL or wholly comparison."""
+    try:
+        t, _ = _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)
+    except DataError:
+        return []  # (the treatment check says what is wrong)
+    t = t.to_numpy(dtype=float)
+    codes, ids = pd.factorize(df[cols.school])
+    ok = (codes >= 0) & ~np.isnan(t)
+    rows = np.bincount(codes[ok], minlength=len(ids))
+    pl = np.bincount(codes[ok], weights=t[ok], minlength=len(ids))
+    mixed = np.flatnonzero((pl > 0) & (pl < rows))
+    if not mixed.size:
+        return []
+    shown = ", ".join(f"{_value(ids[i])!r} ({int(pl[i]):,} PL, {int(rows[i] - pl[i]):,} comparison rows)"
+                      for i in mixed[:3])
+    n_comp = int((rows - pl)[mixed].sum())
+    return [Problem("warning", "mixed school", f"column {cols.school!r} (school): {len(mixed):,} school(s) have both "
+                    f"PL and comparison students ({shown}{', ...' if len(mixed) > 3 else ''}): comparison students "
+                    "who share a school (or are PL in another subject) may be touched by the program, which pulls "
+                    "the effect toward zero, and placebo schools need schools wholly PL or wholly comparison, so "
+                    "the school-by-school figures will not be placebo-calibrated", cols.school,
+                    "leave those schools' comparison rows out, or check the treatment coding", n_comp)]
 
 
 def _one_school(s: pd.Series, c: str) -> list[Problem]:

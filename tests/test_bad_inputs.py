@@ -331,6 +331,22 @@ def test_values_in_messages_read_as_the_user_wrote_them(base):
     assert not any("np." in x for x in lines)
 
 
+def test_a_school_with_pl_and_comparison_students_is_named(base):
+    """A matched design whose school holds both arms (here a PL school's reading rows coded as
+    comparison) gets a warning naming the school and its counts; trials do not (students
+    randomized within schools)."""
+    assert not [p for p in check(base).problems if p.kind == "mixed school"]
+    pl_school = base.loc[base["treatment"] == 1, "school_id"].iloc[0]
+    rows = (base["school_id"] == pl_school) & (base["subject"] == "reading")
+    mixed = base.assign(treatment=np.where(rows, 0, base["treatment"]))
+    (p,) = [p for p in check(mixed).problems if p.kind == "mixed school"]
+    n_pl = int(((mixed["school_id"] == pl_school) & (mixed["treatment"] == 1)).sum())
+    assert p.level == "warning" and p.column == "school_id" and p.n_rows == int(rows.sum())
+    assert f"1 school(s) have both PL and comparison students ({pl_school!r} ({n_pl:,} PL, {int(rows.sum()):,} " \
+           "comparison rows))" in p.message and "placebo" in p.message
+    assert not [p for p in check(mixed, design="rct").problems if p.kind == "mixed school"]
+
+
 def test_outlier_rule_flags_only_gross_errors(base):
     """No flag on clean simulated scores; a sentinel 999 in one grade x subject cell is flagged."""
     assert not [p for p in check(base).problems if p.kind == "outlier"]
