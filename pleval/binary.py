@@ -288,7 +288,8 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
         gc = omega / COX_CONSTANT * (g1 / (p_t * (1 - p_t)) - g0 / (p_c * (1 - p_c)))
         vc = {("CR2", True): "CR2 by school, Satterthwaite df", ("CR1", True): "CR1 by school, t(G − 1)",
               ("CR2", False): "HC2, t(n − k)", ("CR1", False): "HC1, t(n − k)"}[logit_vcov, codes is not None]
-        how = f"logistic regression (statsmodels GLM, Binomial{description}); {vc}; adjusted proportions = average predictions"
+        how = (f"logistic regression (statsmodels GLM, Binomial{description}); {vc}; "
+               "adjusted proportions = average predictions")
         diff = Estimate.from_t(100 * (p_t - p_c), 100 * se_d, df(g1 - g0), method=how, scale="percentage points", **kw)
         cox_est = Estimate.from_t(float(_cox(p_t, p_c, omega)), float(math.sqrt(gc @ V @ gc)), df(gc), method=how,
                                   scale="effect size", **kw)

@@ -502,7 +502,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             vals = df[c].dropna()
             if len(vals) and vals.nunique() == 1:
                 rest = [x for x in roles[role] if x != c]
-                out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({_value(vals.iloc[0])!r}) in "
+                one = _value(vals.iloc[0])
+                out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({one!r}) in "
                                    "every row: it carries no information", c,
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
     if design == "matched" and cols.school in df.columns:
@@ -549,8 +550,8 @@ def _one_school(s: pd.Series, c: str) -> list[Problem]:
     first = s.iloc[int(known.argmax())]
     if not bool(((s == first).to_numpy(dtype=bool, na_value=False) | ~known).all()):
         return []
-    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({_value(first)!r}) in every row: the "
-                    "matched effect's standard errors are clustered by school and need at least 2 schools "
+    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({_value(first)!r}) in every "
+                    "row: the matched effect's standard errors are clustered by school and need at least 2 schools "
                     "(PL and comparison students in other schools)", c, "--school COLUMN (the column naming each "
                     "student's school)")]
 

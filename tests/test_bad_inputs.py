@@ -547,8 +547,9 @@ def test_per_school_estimates_on_another_scale_are_flagged():
         school_effects_from_estimates(d)
     pct = d.assign(estimate=d["estimate"] * 100)
     n_big = int((pct["estimate"].abs() > 2).sum())
-    with pytest.warns(PlevalWarning, match=f"column 'estimate' \\(estimate\\): {n_big} of {len(d)} row\\(s\\) exceed 2 "
-                                           f"in absolute value \\({pct['estimate'].iloc[0]:g}, .*school\\(s\\) 'PL001'"):
+    first = pct["estimate"].iloc[0]
+    with pytest.warns(PlevalWarning, match=f"column 'estimate' \\(estimate\\): {n_big} of {len(d)} row\\(s\\) "
+                                           f"exceed 2 in absolute value \\({first:g}, .*school\\(s\\) 'PL001'"):
         school_effects_from_estimates(pct)
 
 

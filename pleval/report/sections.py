@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from .. import percentiles
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text, p_clause,
-                        one_school_parts, randomized_in_schools, significance, overall_rows, subject_rows, title,
-                        verdict_rows)
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
+                        one_school_parts, overall_rows, p_clause, randomized_in_schools, significance, subject_rows,
+                        title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -345,9 +345,9 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(fmt_p)})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'])}; k = {int(r['k'])} "
-                f"schools; residual τ² {r['tau2']:.4f} (without moderators {r['tau2_without']:.4f}), R² = "
-                f"{100 * r['r2']:.0f}%.")
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'])}; "
+                f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
+                f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
     return Section("moderators", "Context moderators", tuple(blocks))
 
