@@ -16,6 +16,7 @@ from pleval.effect_sizes import cox_index, hedges_omega
 from pleval.percentiles import improvement_index
 
 from .conftest import sim_reps
+from .test_rct_inference import direct_cr2
 
 
 # ----------------------------------------------------------------------------- Cox index
@@ -136,25 +137,6 @@ def test_logit_matches_statsmodels_glm_with_cluster_robust_se(clustered, weighte
     assert "logistic" in r.difference.method and "CR1" in r.difference.method
 
 
-def _dense_cr2_contrast(X, e, clusters, c):
-    """CR2 variance and Satterthwaite df of c'β with explicit n × n matrices: A_g = (I − H_gg)^(−1/2)
-    (Bell & McCaffrey 2002), residuals ``e`` as given."""
-    n = len(e)
-    M = np.linalg.inv(X.T @ X)
-    IH = np.eye(n) - X @ M @ X.T
-    groups = [np.flatnonzero(clusters == g) for g in np.unique(clusters)]
-    meat, cols = np.zeros((X.shape[1],) * 2), []
-    for idx in groups:
-        val, vec = np.linalg.eigh(IH[np.ix_(idx, idx)])
-        A = vec @ np.diag(val ** -0.5) @ vec.T
-        s = X[idx].T @ A @ e[idx]
-        meat += np.outer(s, s)
-        cols.append(IH[:, idx] @ (A @ X[idx] @ M @ c))
-    Q = np.column_stack(cols)
-    gram = Q.T @ Q
-    return c @ M @ meat @ M @ c, np.trace(gram) ** 2 / np.sum(gram ** 2)
-
-
 @pytest.mark.parametrize("weighted", [False, True])
 def test_logit_cr2_is_the_dense_bell_mccaffrey_sandwich_on_the_working_scale(clustered, weighted):
     """The default CR2: the dense CR2 of the Pearson residuals w(y − μ)/√v on √v·X (v = wμ(1 − μ)),
@@ -169,16 +151,16 @@ def test_logit_cr2_is_the_dense_bell_mccaffrey_sandwich_on_the_working_scale(clu
     mu, y = ref.fittedvalues.to_numpy(), d["y"].to_numpy()
     v = w * mu * (1 - mu)
     Xt, e = np.sqrt(v)[:, None] * X, w * (y - mu) / np.sqrt(v)
-    var_b, df_b = _dense_cr2_contrast(Xt, e, d["school"].to_numpy(), np.array([0.0, 1.0, 0.0]))
-    assert r.conditional_log_odds_ratio_se == pytest.approx(np.sqrt(var_b), rel=1e-6)
+    V, _ = direct_cr2(Xt, e, d["school"].to_numpy())  # (its refit's residuals are e: X̃'e is the score, 0)
+    assert r.conditional_log_odds_ratio_se == pytest.approx(np.sqrt(V[1, 1]), rel=1e-6)
     X1, X0 = X.copy(), X.copy()
     X1[:, 1], X0[:, 1] = 1.0, 0.0
     m1, m0 = special.expit(X1 @ ref.params.to_numpy()), special.expit(X0 @ ref.params.to_numpy())
     p1, p0 = np.average(m1, weights=w), np.average(m0, weights=w)
     g = np.average((m1 * (1 - m1))[:, None] * X1, axis=0, weights=w) - np.average((m0 * (1 - m0))[:, None] * X0, axis=0,
                                                                                    weights=w)
-    var_d, df_d = _dense_cr2_contrast(Xt, e, d["school"].to_numpy(), g)
-    assert r.difference.se == pytest.approx(100 * np.sqrt(var_d), rel=1e-6)
+    _, (df_d,) = direct_cr2(Xt, e, d["school"].to_numpy(), contrasts=g)
+    assert r.difference.se == pytest.approx(100 * np.sqrt(g @ V @ g), rel=1e-6)
     assert r.difference.df == pytest.approx(df_d, rel=1e-6) and 1 < r.difference.df < 11
     assert (r.p_treated, r.p_comparison) == pytest.approx((p1, p0), rel=1e-7)
     assert "CR2 by school, Satterthwaite df" in r.difference.method

@@ -26,8 +26,9 @@ def _msqrt_inv(A):
     return (V / np.sqrt(w)) @ V.T
 
 
-def direct_cr2(X, y, clusters, weights=None):
-    """CR2 covariance and per-coefficient Satterthwaite df with explicit n×n matrices."""
+def direct_cr2(X, y, clusters, weights=None, contrasts=None):
+    """CR2 covariance and Satterthwaite df with explicit n×n matrices: per coefficient, or per
+    row of ``contrasts``."""
     X = np.asarray(X, float)
     y = np.asarray(y, float)
     if weights is not None:
@@ -46,8 +47,7 @@ def direct_cr2(X, y, clusters, weights=None):
         meat += np.outer(v, v)
     V = M @ meat @ M
     df = []
-    for j in range(k):
-        c = np.eye(k)[j]
+    for c in np.eye(k) if contrasts is None else np.atleast_2d(contrasts):
         Q = np.column_stack([IH[:, idx] @ (A[i] @ X[idx] @ M @ c) for i, idx in enumerate(groups)])
         gram = Q.T @ Q
         df.append(np.trace(gram) ** 2 / np.sum(gram**2))
