@@ -86,8 +86,8 @@ def test_excel_one_sheet_per_subject_formatted(student_result, tmp_path):
     assert [r[0] for r in rows] == list(meta["subject"])
     np.testing.assert_allclose([r[header.index("pooled effect size")] for r in rows], meta["estimate"])
     assert [r[header.index("schools (k)")] for r in rows] == list(meta["k"])
-    df = [r[header.index("df of the test")] for r in rows]  # REML without Hartung-Knapp: a z test
-    assert df == ["normal (z)"] * 2 and not any(v in ("nan", "inf") for r in rows for v in map(str, r))
+    df = [r[header.index("df of the test")] for r in rows]  # Hartung–Knapp (the default): t(k − 1)
+    assert df == [int(k) - 1 for k in meta["k"]] and not any(v in ("nan", "inf") for r in rows for v in map(str, r))
 
 
 def test_markdown_and_html(student_result, tmp_path):
@@ -178,7 +178,7 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
                             "--prediction", "t_k1", "-q"])
     assert r.exit_code == 0, r.output
     math = df[df.subject == "math"]
-    m = meta_analysis(math.estimate, math.se, prediction="t_k1")
+    m = meta_analysis(math.estimate, math.se, prediction="t_k1", hartung_knapp=True)  # pleval schools' default
     assert f"{m.pi_low:.4f} to {m.pi_high:.4f} (t(k-1))" in r.output
     inf = leave_one_out(m)
     assert f"the school that drives tau is {math.school_id.iloc[inf.drives_tau]}" in r.output

@@ -42,7 +42,7 @@ def schools(
     method: str = typer.Option(
         "REML", "--method", help="tau² estimator: REML, ML, DL, PM, EB, HE, SJ, HS (metafor's names) or FE."
     ),
-    hartung_knapp: bool = typer.Option(False, "--hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect."),
+    hartung_knapp: bool = typer.Option(True, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect (default: on; off: metafor's z test, which over-rejects with few schools)."),
     prediction: str = typer.Option(
         "t", "--prediction", help="Prediction-interval reference: t (t(k-2)), t_k1 (t(k-1), metafor with knha) or normal (metafor's default)."
     ),
