@@ -300,8 +300,10 @@ def test_school_meta_regression_passes_the_unshrunk_covariance(matched_ev):
     t = t[np.isfinite(t.effect_size)]
     ids = t["school"].to_numpy()
     V, V0 = se.vcov["reading"].loc[ids, ids].to_numpy(), se.vcov_raw["reading"].loc[ids, ids].to_numpy()
-    want = pleval.heterogeneity.meta_regression(t["effect_size"], t["es_se"], t[["n_treated"]], vcov=V, vcov_unshrunk=V0)
+    want = pleval.heterogeneity.meta_regression(t["effect_size"], t["es_se"], t[["n_treated"]], vcov=V, vcov_unshrunk=V0,
+                                                knapp_hartung=True)  # SchoolEffects.meta_regression's default
     np.testing.assert_allclose(got.vcov, want.vcov, rtol=1e-12)
+    assert got.knapp_hartung
     assert np.trace(got.vcov_offdiag) > 0
 
 

@@ -182,11 +182,11 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
     assert f"{m.pi_low:.4f} to {m.pi_high:.4f} (t(k-1))" in r.output
     inf = leave_one_out(m)
     assert f"the school that drives tau is {math.school_id.iloc[inf.drives_tau]}" in r.output
-    mi = leave_one_out_metareg(meta_regression(math.estimate, math.se, math[mods]))
-    assert "Leave-one-out and influence, meta-regression (REML)" in r.output and f"without it {mi.tau2_del[mi.drives_tau]:.4f}" in r.output
+    mi = leave_one_out_metareg(meta_regression(math.estimate, math.se, math[mods], knapp_hartung=True))  # the default
+    assert "Leave-one-out and influence, meta-regression (REML" in r.output and f"without it {mi.tau2_del[mi.drives_tau]:.4f}" in r.output
     p = permutation_test(m, n_perm=99, seed=3)
     assert f"permutation p = {p.pvalue:.4g}" in r.output
-    mr = meta_regression(math.estimate, math.se, math[mods])
+    mr = meta_regression(math.estimate, math.se, math[mods], knapp_hartung=True)
     pm = permutation_test_moderators(mr, n_perm=99, seed=3)
     assert f"QM = {pm.qm:.4f}, permutation p = {pm.qm_pvalue:.4g}" in r.output
     assert "BLUPs of the true school effects" in r.output and f"{mr.blup().blup.iloc[0]:.4f}" in r.output

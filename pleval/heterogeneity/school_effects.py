@@ -186,11 +186,14 @@ class SchoolEffects(ResultMixin):
         return dict(zip(self.by, key))
 
     def meta_regression(
-        self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = False
+        self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = True
     ) -> dict[object, MetaRegression]:
         """Meta-regression of the effect sizes on school-level columns of :attr:`table`,
         one per ``by`` group (schools without an estimate are left out), on the shrunk joint
-        covariance with the removed covariance added back to ``Var(β̂)`` (``vcov_unshrunk``)."""
+        covariance with the removed covariance added back to ``Var(β̂)`` (``vcov_unshrunk``).
+        Knapp–Hartung t tests by default, as ``pleval estimate`` (with one moderator, no effect
+        and τ = 0.1 the z test rejected in 9.3% of 2,000 simulated sets of 10 schools, 6.8% of
+        20; Knapp–Hartung 5.6% and 5.4%: docs/heterogeneity.md)."""
         missing = [m for m in moderators if m not in self.table.columns]
         if missing:
             raise DataError(
