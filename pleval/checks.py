@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   flag_for, one_arm_subject, subject_arms, validate)
+                   as_written, flag_for, one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -419,11 +419,6 @@ def _explicit_roles(df, columns: Columns, require) -> tuple[Columns, pd.DataFram
 # --------------------------------------------------------------------------------------
 # Values
 # --------------------------------------------------------------------------------------
-def _value(v):
-    """A value as the user wrote it: numpy scalars as plain Python (``7``, not ``np.int64(7)``)."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def _examples(values, k: int = 3) -> str:
     return ", ".join(repr(v) for v in list(dict.fromkeys(map(str, values)))[:k])
 
@@ -502,7 +497,7 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             vals = df[c].dropna()
             if len(vals) and vals.nunique() == 1:
                 rest = [x for x in roles[role] if x != c]
-                one = _value(vals.iloc[0])
+                one = as_written(vals.iloc[0])
                 out.append(Problem("warning", "constant", f"column {c!r} ({role}) holds one value ({one!r}) in "
                                    "every row: it carries no information", c,
                                    f"{flag_for(role)} {_q(','.join(rest)) if rest else 'none'}"))
@@ -530,7 +525,7 @@ def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     mixed = np.flatnonzero((pl > 0) & (pl < rows))
     if not mixed.size:
         return []
-    shown = ", ".join(f"{_value(ids[i])!r} ({int(pl[i]):,} PL, {int(rows[i] - pl[i]):,} comparison rows)"
+    shown = ", ".join(f"{as_written(ids[i])!r} ({int(pl[i]):,} PL, {int(rows[i] - pl[i]):,} comparison rows)"
                       for i in mixed[:3])
     n_comp = int((rows - pl)[mixed].sum())
     return [Problem("warning", "mixed school", f"column {cols.school!r} (school): {len(mixed):,} school(s) have both "
@@ -550,7 +545,7 @@ def _one_school(s: pd.Series, c: str) -> list[Problem]:
     first = s.iloc[int(known.argmax())]
     if not bool(((s == first).to_numpy(dtype=bool, na_value=False) | ~known).all()):
         return []
-    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({_value(first)!r}) in every "
+    return [Problem("error", "one school", f"column {c!r} (school) holds one school ({as_written(first)!r}) in every "
                     "row: the matched effect's standard errors are clustered by school and need at least 2 schools "
                     "(PL and comparison students in other schools)", c, "--school COLUMN (the column naming each "
                     "student's school)")]
@@ -787,7 +782,7 @@ def _one_arm_subjects(v: Validated) -> list[Problem]:
     if len(one) == len(subjects):
         return [Problem("error", "no subject with both arms", f"column {c!r} (subject): no subject has both treated and "
                         "comparison rows with an outcome (" + "; ".join(
-                            f"{_value(subjects[i])!r}: " + ("no outcome" if not (n1[i] or n0[i]) else
+                            f"{as_written(subjects[i])!r}: " + ("no outcome" if not (n1[i] or n0[i]) else
                                                     "comparison only" if n0[i] else "treated only") for i in one) + ")",
                         c, "check the treatment and outcome columns")]
     out = [Problem("warning", "subject left out", one_arm_subject(c, subjects[i], n1[i], n0[i], n[i]) + "; it is left "

@@ -562,8 +562,12 @@ def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_r
     else:
         arm = "treated (PL)" if n_treated == 0 else "comparison"
         why = f"has no {arm} rows with an outcome among its {n_rows:,} usable rows"
-    shown = subject.item() if isinstance(subject, np.generic) else subject  # 2, not np.int64(2)
-    return f"column {column!r} (subject): {shown!r} {why}, so no effect can be estimated for it"
+    return f"column {column!r} (subject): {as_written(subject)!r} {why}, so no effect can be estimated for it"
+
+
+def as_written(v):
+    """A value as the user wrote it: numpy scalars as plain Python (``7``, not ``np.int64(7)``)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 __all__ = [

@@ -638,7 +638,8 @@ def _mixedlm_fit(mod: _Model, notes: list):
     raise ConvergenceError("MixedLM did not converge with the default, powell or nm optimizers: " + "; ".join(failures))
 
 
-def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float) -> tuple[float, float, float]:
+def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float,
+          itt_y: float | None = None) -> tuple[float, float, float]:
     """The CACE ``θ̂ = τ̂_y / τ̂_d`` (just-identified 2SLS of ``y`` on take-up instrumented by
     assignment, the ITT model's other regressors as exogenous), its SE and df. The 2SLS normal
     equations are those of OLS of ``y − θ̂·d`` on the ITT design with a zero treatment
@@ -647,8 +648,8 @@ def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float) -> tuple[flo
     CR1, HC…) with the ITT's df (the Wald estimator: Angrist & Pischke 2009, §4.1.2; CR2 and its
     Satterthwaite df: Bell & McCaffrey 2002, Imbens & Kolesár 2016). With G − 1 df and CR1 it
     rejected a true null CACE in 9–10% of simulated trials of 8–16 schools; this way 4–6%
-    (docs/rct.md)."""
-    theta = itt_fit(y).coef("treatment")[0] / share
+    (docs/rct.md). ``itt_y``: the ITT on ``y`` when already fitted (the additive model's)."""
+    theta = (itt_fit(y).coef("treatment")[0] if itt_y is None else itt_y) / share
     _, se, df, _ = itt_fit(y - theta * takeup).coef("treatment")
     return float(theta), float(se) / abs(share), float(df)
 
@@ -945,7 +946,7 @@ def analyze_rct(
                           PlevalWarning, stacklevel=2)
             notes.append(f"weak first stage: complier share {cb:.3f} (SE {cse:.3f})")
         effects["CACE (IV)"] = effect(
-            *_cace(itt_fit, mod.y, d, cb), "CACE",
+            *_cace(itt_fit, mod.y, d, cb, None if lin else b), "CACE",
             f"2SLS, take-up instrumented by assignment (the ratio of the ITTs); {vc_desc}",
         )
 
