@@ -913,10 +913,13 @@ def _moderator_table(parts: list[dict], terms: list[str], opts: dict, notes: lis
             notes.append("moderators: no school effects, so no meta-regression")
         return pd.DataFrame()
     try:
-        fits = se.meta_regression(terms, method=opts["meta_method"], knapp_hartung=bool(opts["moderator_kh"]))
+        with warnings.catch_warnings(record=True) as caught:  # schools left out for a missing moderator
+            warnings.simplefilter("always")
+            fits = se.meta_regression(terms, method=opts["meta_method"], knapp_hartung=bool(opts["moderator_kh"]))
     except (DataError, DesignError) as exc:
         notes.append(f"moderators: no meta-regression ({exc})")
         return pd.DataFrame()
+    notes.extend(f"moderators: {w.message}" for w in caught)
     rows = []
     for key, mr in fits.items():
         c = mr.coefficients.reset_index(names="term")

@@ -15,7 +15,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 from pleval.errors import DataError, DesignError, PlevalWarning
-from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
+from pleval.heterogeneity import meta_analysis, meta_regression, school_effects, school_effects_from_estimates
 from pleval.percentiles import to_percentile_points
 
 from .conftest import sim_reps
@@ -264,6 +264,29 @@ def test_moderators_and_meta_regression():
     assert c.ci_low < 0.4 * 15 / r.sd["all"][0] < c.ci_high and c.pvalue < 0.05
     with pytest.raises(DataError, match="moderator"):
         r.meta_regression(["enrollment"])
+
+
+def test_schools_without_a_moderator_value_are_left_out_of_the_meta_regression_with_a_warning():
+    """A missing moderator leaves that school out of its group's meta-regression, counted and
+    named (metafor omits such studies too); the fit is that of the other schools; text among a
+    moderator's values is an error naming the column, rows and schools (it was read as missing)."""
+    rng = np.random.default_rng(4)
+    k = 12
+    df = pd.DataFrame({"school_id": [f"P{i}" for i in range(k)], "estimate": rng.normal(0.1, 0.15, k),
+                       "se": rng.uniform(0.04, 0.1, k), "years": rng.integers(1, 5, k).astype(float)})
+    df.loc[[2, 7], "years"] = np.nan
+    r = school_effects_from_estimates(df, moderators=["years"])
+    with pytest.warns(PlevalWarning, match="all: 2 school\\(s\\) with a moderator missing \\(years\\): 'P2', 'P7' left "
+                                           "out of the meta-regression \\(k = 10\\)"):
+        got = r.meta_regression(["years"])["all"]
+    rest = df.dropna()
+    want = meta_regression(rest.estimate, rest.se, rest[["years"]], knapp_hartung=True)
+    assert got.k == 10 and list(got.coefficients.index) == list(want.coefficients.index)
+    np.testing.assert_allclose(got.coefficients.to_numpy(float), want.coefficients.to_numpy(float), rtol=1e-10)
+    with pytest.raises(DataError, match="column 'years' \\(moderator\\) must be numeric: 1 row\\(s\\) hold text such "
+                                        "as 'four' \\(index 3; school\\(s\\) 'P3'\\)"):
+        school_effects_from_estimates(df.assign(years=df["years"].astype(object).where(df.index != 3, "four")),
+                                      moderators=["years"])
 
 
 def test_from_estimates_table():
