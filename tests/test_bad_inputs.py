@@ -553,6 +553,23 @@ def test_per_school_estimates_on_another_scale_are_flagged():
         school_effects_from_estimates(pct)
 
 
+def test_pleval_schools_text_in_a_moderator(tmp_path):
+    """Text among a moderator's values: asked for, an error naming the column, row and school;
+    a default moderator, left out with a note while the others are fitted."""
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "school_effects.csv")
+    d["enrollment"] = d["enrollment"].astype(object)
+    d.loc[4, "enrollment"] = "large"
+    p = tmp_path / "text.csv"
+    d.to_csv(p, index=False)
+    r = CliRunner().invoke(app, ["schools", str(p), "-q", "--moderators", "enrollment"])
+    assert r.exit_code == 2 and ("column 'enrollment' (moderator) must be numeric: 1 row(s) hold text such as 'large' "
+                                 f"(file row(s) 6; school(s) {d.school_id[4]!r})") in r.output
+    r = CliRunner().invoke(app, ["schools", str(p), "-q"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 0 and "note: default moderator(s) enrollment hold text, not numbers" in out
+    assert "Meta-regression (REML with Knapp-Hartung), k = 40" in out
+
+
 def test_api_warns_on_outliers_and_mixed_codes(base):
     bad = _set(_set(base, "posttest", 3, 1e12), "frl", [1, 2], "yes")
     with pytest.warns(pleval.PlevalWarning) as rec:

@@ -72,14 +72,19 @@ def schools(
     Percentile points are shifts in rank (from the 50th percentile, g = 0.08 moves a student to
     about the 53rd), not percentage points of the score.
     """
+    import pandas as pd
+
     from ..data import read_table
     from ..heterogeneity import school_effects_from_estimates
     from ..heterogeneity.export import _readable, export_table
     from ..outputs import write_provenance_file
 
     df = read_table(file)
-    if moderators is None:
+    text_defaults = []
+    if moderators is None:  # the default columns present; one holding text is left out with a note
         mods = [m for m in _DEFAULT_MODERATORS if m in df.columns]
+        text_defaults = [m for m in mods if (pd.to_numeric(df[m], errors="coerce").isna() & df[m].notna()).any()]
+        mods = [m for m in mods if m not in text_defaults]
     else:
         mods = [m.strip() for m in moderators.split(",") if m.strip()]
     method = method.upper()
@@ -107,14 +112,16 @@ def schools(
     if permutations < 0:
         raise DataError(f"--permutations must be 0 or more; got {permutations}")
     # every computation before any printing: an error is one line, not a half-printed report
-    regressions, skipped = {}, None
+    regressions = {}
+    skipped = (f"note: default moderator(s) {', '.join(text_defaults)} hold text, not numbers: left out of the "
+               "meta-regression" if text_defaults else None)
     if mods:
         try:
             regressions = res.meta_regression(mods, method=method)
         except (DataError, DesignError) as exc:
             if moderators is not None:  # asked for: an error
                 raise
-            skipped = f"note: no meta-regression on the default moderators ({exc})"
+            skipped = "\n".join(filter(None, [skipped, f"note: no meta-regression on the default moderators ({exc})"]))
     extra = _extras(res, regressions, influence=influence, permutations=permutations, blup=blup, seed=seed)
     influence_frame = res.influence(regressions) if influence and out else None
     if cluster:
