@@ -551,6 +551,11 @@ def test_per_school_estimates_on_another_scale_are_flagged():
     with pytest.warns(PlevalWarning, match=f"column 'estimate' \\(estimate\\): {n_big} of {len(d)} row\\(s\\) "
                                            f"exceed 2 in absolute value \\({first:g}, .*school\\(s\\) 'PL001'"):
         school_effects_from_estimates(pct)
+    gap = pct.assign(se=pct["se"].where(pct.index != 0))  # row 0 left out: the rows named are still data's
+    with pytest.warns(PlevalWarning, match=f"{n_big - 1} of {len(d) - 1} row\\(s\\) exceed 2 in absolute value "
+                                           f"\\({pct['estimate'].iloc[1]:g}, .*index 1, 2, 3; school\\(s\\) "
+                                           f"{pct.school_id[1]!r}, {pct.school_id[2]!r}"):
+        school_effects_from_estimates(gap)
 
 
 def test_pleval_schools_text_in_a_moderator(tmp_path):

@@ -1159,19 +1159,19 @@ def school_effects_from_estimates(
         raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative ({where(bad_se)}); a "
                         "standard error must be positive")
     miss = (d[estimate].isna() | d[se].isna()).to_numpy()
+    big = (d[estimate].abs() > IMPLAUSIBLE_ES).to_numpy() & ~miss  # over data's rows, as where() reads them
     if miss.any():
         dropped.append({"reason": "missing estimate or SE", "column": f"{estimate}/{se}", "n_rows": int(miss.sum())})
         warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out ({where(miss)})",
                       PlevalWarning, stacklevel=2)
-        d = d.loc[~miss]
-    big = (d[estimate].abs() > IMPLAUSIBLE_ES).to_numpy()
     if big.any():
         shown = ", ".join(f"{v:g}" for v in d[estimate].to_numpy(dtype=float)[big][:3])
-        warnings.warn(f"column {estimate!r} (estimate): {int(big.sum()):,} of {len(d):,} row(s) exceed "
+        warnings.warn(f"column {estimate!r} (estimate): {int(big.sum()):,} of {int((~miss).sum()):,} row(s) exceed "
                       f"{IMPLAUSIBLE_ES:g} in absolute value ({shown}; {where(big)}): the estimates are read as effect "
                       "sizes in SD units, where a school's effect rarely exceeds 0.5; if they are score points or "
                       "percentile points, divide by the outcome's SD or convert them (pleval convert) first",
                       PlevalWarning, stacklevel=2)
+    d = d.loc[~miss]
     if by_cols:
         dup = d.duplicated([*by_cols, school])
     else:
