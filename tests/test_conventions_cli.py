@@ -217,24 +217,34 @@ def test_schools_cluster_robust_cli_equals_api_and_metafor(bcg_csv):
     res = school_effects_from_estimates(d, by=None, moderators=["ablat", "year"], cluster="trial", n_treated=None,
                                         n_comparison=None)
     regs = res.meta_regression(["ablat", "year"])
-    rob = res.cluster_robust("trial", regressions=regs)
+    rob = res.cluster_robust("trial", vcov="CR1", regressions=regs)
     pooled, reg = rob["all"], rob[("all", "meta-regression")]
     assert round(float(pooled.vcov[0, 0]), 6) == 0.032106 and pooled.df == 12
     assert round(float(pooled.coefficients.statistic.iloc[0]), 5) == -3.98776
     np.testing.assert_allclose(reg.coefficients.statistic, [-0.148282, -3.564978, 0.157928], rtol=1e-4)
     assert reg.df == 10
     r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--n-treated", "none", "--n-comparison", "none",
-                            "--moderators", "ablat,year", "--cluster", "trial", "-q"])
+                            "--moderators", "ablat,year", "--cluster", "trial", "--cluster-vcov", "cr1", "-q"])
     assert r.exit_code == 0, r.output
     assert pooled.summary() in r.output and reg.summary() in r.output
+    # the default, CR2: metafor's robust(..., clubSandwich=TRUE), vcov 0.03229357 on 11.04125 df
+    # and the moderators' HTZ QM 6.708996 on (2, 2.528214)
+    cr2 = res.cluster_robust("trial", regressions=regs)
+    assert round(float(cr2["all"].vcov[0, 0]), 8) == 0.03229357 and round(cr2["all"].df, 5) == 11.04125
+    assert cr2[("all", "meta-regression")].qm == pytest.approx(6.708996, rel=1e-5)
+    r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--n-treated", "none", "--n-comparison", "none",
+                            "--moderators", "ablat,year", "--cluster", "trial", "-q"])
+    assert r.exit_code == 0, r.output
+    assert cr2["all"].summary() in r.output and cr2[("all", "meta-regression")].summary() in r.output
     # G − 1: df and factor change for the meta-regression (p = 3), as the convention says
     r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--n-treated", "none", "--n-comparison", "none",
-                            "--moderators", "ablat,year", "--cluster", "pair", "--cluster-df", "G-1", "-q"])
+                            "--moderators", "ablat,year", "--cluster", "pair", "--cluster-vcov", "CR1", "--cluster-df", "G-1",
+                            "-q"])
     assert r.exit_code == 0, r.output
     res2 = school_effects_from_estimates(d, by=None, moderators=["ablat", "year"], cluster="pair", n_treated=None,
                                          n_comparison=None)
-    g1 = res2.cluster_robust("pair", df="G-1", regressions=res2.meta_regression(["ablat", "year"]))
-    gp = res2.cluster_robust("pair", regressions=res2.meta_regression(["ablat", "year"]))
+    g1 = res2.cluster_robust("pair", vcov="CR1", df="G-1", regressions=res2.meta_regression(["ablat", "year"]))
+    gp = res2.cluster_robust("pair", vcov="CR1", regressions=res2.meta_regression(["ablat", "year"]))
     assert g1[("all", "meta-regression")].summary() in r.output
     G, k, p = 7, 13, 3
     assert (g1[("all", "meta-regression")].df, gp[("all", "meta-regression")].df) == (G - 1, G - p)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import pleval
 from pleval.cli import app
 from pleval.data import file_sha256
-from pleval.errors import DataError
+from pleval.errors import DataError, PlevalWarning
 from pleval.heterogeneity import meta_analysis, school_effects, school_effects_from_estimates
 from pleval.heterogeneity import export
 from pleval.heterogeneity.export import export_table, footnotes
@@ -192,6 +192,27 @@ def test_cli_schools_influence_permutations_blup_prediction(estimates_file):
     assert "BLUPs of the true school effects" in r.output and f"{mr.blup().blup.iloc[0]:.4f}" in r.output
     bad = runner.invoke(app, ["schools", str(path), "--prediction", "z"])
     assert bad.exit_code == 2 and "prediction" in bad.output
+
+
+def test_cli_schools_with_a_school_left_out_of_the_meta_regression(estimates_file, tmp_path):
+    """A school without a moderator value is left out of the meta-regression; --influence,
+    --blup and --cluster then follow that fit's schools (they stopped with "labels has 30 entries
+    for 29 schools" before)."""
+    _, df = estimates_file
+    d = df[df.subject == "math"].assign(district=lambda x: np.arange(len(x)) % 6)
+    d.loc[d.index[4], "school_poverty"] = np.nan
+    gone = d.school_id.iloc[4]
+    path = tmp_path / "one_missing.csv"
+    d.to_csv(path, index=False)
+    with pytest.warns(PlevalWarning, match=f"1 school\\(s\\) with a moderator missing \\(school_poverty\\): '{gone}'"):
+        r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--moderators", "school_poverty",
+                                "--influence", "--blup", "--cluster", "district", "-q"])
+    assert r.exit_code == 0, r.output
+    blups = r.output.split("BLUPs of the true school effects (meta-regression)")[1].split("\n\n")[0]
+    assert gone not in blups and d.school_id.iloc[5] in blups
+    k = len(d) - 1
+    assert f"Cluster-robust meta-regression (REML), k = {k}, 6 clusters (CR2, Satterthwaite df)" in r.output
+    assert f"Leave-one-out and influence, meta-regression (REML + Knapp-Hartung), k = {k}" in r.output
 
 
 def test_excel_every_cell_has_its_columns_format_and_its_rows_shading(tmp_path):

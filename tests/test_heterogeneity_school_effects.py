@@ -15,7 +15,8 @@ import statsmodels.api as sm
 from scipy import stats
 
 from pleval.errors import DataError, DesignError, PlevalWarning
-from pleval.heterogeneity import meta_analysis, meta_regression, school_effects, school_effects_from_estimates
+from pleval.heterogeneity import (cluster_robust, meta_analysis, meta_regression, school_effects,
+                                 school_effects_from_estimates)
 from pleval.percentiles import to_percentile_points
 
 from .conftest import sim_reps
@@ -283,6 +284,17 @@ def test_schools_without_a_moderator_value_are_left_out_of_the_meta_regression_w
     want = meta_regression(rest.estimate, rest.se, rest[["years"]], knapp_hartung=True)
     assert got.k == 10 and list(got.coefficients.index) == list(want.coefficients.index)
     np.testing.assert_allclose(got.coefficients.to_numpy(float), want.coefficients.to_numpy(float), rtol=1e-10)
+    # what follows the fit names the schools it used: influence, BLUPs, cluster-robust tests
+    assert got.labels == tuple(rest.school_id)
+    inf = r.influence({"all": got})
+    assert list(inf.loc[inf.analysis == "meta-regression", "school"]) == list(rest.school_id)
+    df["district"] = np.arange(k) % 4
+    r = school_effects_from_estimates(df, moderators=["years"], cluster="district")
+    with pytest.warns(PlevalWarning, match="left out"):
+        regs = r.meta_regression(["years"])
+    rob = r.cluster_robust("district", regressions=regs)[("all", "meta-regression")]
+    assert rob.k == 10
+    np.testing.assert_allclose(rob.vcov, cluster_robust(want, rest.index.to_numpy() % 4, vcov="CR2").vcov, rtol=1e-8)
     with pytest.raises(DataError, match="column 'years' \\(moderator\\) must be numeric: 1 row\\(s\\) hold text such "
                                         "as 'four' \\(index 3; school\\(s\\) 'P3'\\)"):
         school_effects_from_estimates(df.assign(years=df["years"].astype(object).where(df.index != 3, "four")),

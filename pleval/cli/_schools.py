@@ -53,7 +53,8 @@ def schools(
     cluster: Optional[str] = typer.Option(
         None, "--cluster", help="Column of cluster labels (e.g. district): cluster-robust SEs, t tests and intervals for the pooled effect and the meta-regression (metafor's robust()).",
     ),
-    cluster_df: str = typer.Option("G-p", "--cluster-df", help="With --cluster: G-p (metafor's robust(), default: factor G/(G-p), G-p df) or G-1 (Stata)."),
+    cluster_vcov: str = typer.Option("CR2", "--cluster-vcov", help="With --cluster: CR2 (default; Satterthwaite df, HTZ test of the moderators: metafor's robust(clubSandwich=TRUE)) or CR1 (metafor's robust() default, with --cluster-df)."),
+    cluster_df: str = typer.Option("G-p", "--cluster-df", help="With --cluster --cluster-vcov CR1: G-p (metafor's robust(), default: factor G/(G-p), G-p df) or G-1 (Stata)."),
     blup: bool = typer.Option(False, "--blup", help="BLUPs of each school's true effect from the meta-regression (metafor's blup)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random permutations."),
     adjust: str = typer.Option("bh", "--adjust", help="Multiplicity adjustment: bh (Benjamini-Hochberg) or holm."),
@@ -126,7 +127,8 @@ def schools(
     influence_frame = res.influence(regressions) if influence and out else None
     if cluster:
         extra += [f"[{res._label(k if not isinstance(k, tuple) or k[-1] != 'meta-regression' else k[0])}] {r.summary()}"
-                  for k, r in res.cluster_robust(cluster, df=cluster_df, regressions=regressions).items()]
+                  for k, r in res.cluster_robust(cluster, vcov=cluster_vcov.upper(), df=cluster_df,
+                                                            regressions=regressions).items()]
     echo(res.summary())
     for key, mr in regressions.items():
         echo("")
@@ -147,7 +149,7 @@ def schools(
     options = dict(school=school or "school_id", estimate=estimate, se=se, subject=subject, n_treated=n_treated,
                    n_comparison=n_comparison, moderators=mods, method=method, hartung_knapp=hartung_knapp,
                    prediction=prediction, influence=influence, permutations=permutations, cluster=cluster,
-                   cluster_df=cluster_df, blup=blup, seed=seed, adjust=adjust, alpha=alpha, level=level,
+                   cluster_vcov=cluster_vcov.upper(), cluster_df=cluster_df, blup=blup, seed=seed, adjust=adjust, alpha=alpha, level=level,
                    baseline_percentile=baseline_percentile)
     for target in out or []:
         path = export_table(res, target)
@@ -174,14 +176,14 @@ def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup:
             flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
             out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
             if key in regressions:
-                out.append(f"[{label}] " + leave_one_out_metareg(regressions[key], labels=meta.labels).summary())
+                out.append(f"[{label}] " + leave_one_out_metareg(regressions[key]).summary())
         if permutations:
             out.append(f"[{label}] " + permutation_test(meta, n_perm=permutations, seed=seed).summary())
             if key in regressions:
                 out.append(f"[{label}] " + permutation_test_moderators(regressions[key], n_perm=permutations, seed=seed).summary())
         if blup and key in regressions:
             b = regressions[key].blup()
-            b.insert(0, "school", list(meta.labels))
+            b.insert(0, "school", list(regressions[key].labels))
             out.append(f"[{label}] BLUPs of the true school effects (meta-regression)\n" + b.round(4).to_markdown(index=False))
     return out
 

@@ -84,6 +84,7 @@ class MetaRegression(ResultMixin):
     design: np.ndarray | None = None
     sampling_vcov: np.ndarray | None = None
     vcov_offdiag: np.ndarray | None = None
+    labels: tuple = ()
 
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
@@ -172,6 +173,7 @@ def meta_regression(
     names: Sequence[str] | None = None,
     vcov=None,
     vcov_unshrunk=None,
+    labels: Sequence | None = None,
 ) -> MetaRegression:
     """Regress school effects on school-level moderators (formulas in the module docstring).
 
@@ -179,12 +181,15 @@ def meta_regression(
     An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
     ``vcov_unshrunk``: the covariance before the off-diagonal shrinkage that gave ``vcov``;
     ``Var(β̂)`` adds the positive part of ``L(vcov_unshrunk − vcov)L'`` (module docstring).
+    ``labels``: one per estimate (school ids; default 1..k), kept as :attr:`MetaRegression.labels`.
     """
     check_method(method, vcov is not None)
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
     M, mod_names = _moderator_matrix(moderators, k, names)
+    if labels is not None and len(labels) != k:
+        raise DataError(f"labels has {len(labels)} entries for {k} estimates")
     X = np.column_stack([np.ones(k), M])
     p = X.shape[1]
     if k - p < 1:
@@ -274,6 +279,7 @@ def meta_regression(
         design=_readonly(X0),
         sampling_vcov=None if V is None else _readonly(V),
         vcov_offdiag=None if offdiag is None else _readonly(offdiag),
+        labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
     )
 
 

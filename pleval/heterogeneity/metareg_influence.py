@@ -99,7 +99,7 @@ class MetaRegressionInfluence(ResultMixin):
 
 def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     """Leave-one-out refits and influence diagnostics of a meta-regression of independent
-    estimates (module docstring). ``labels``: school names (default 0..k−1)."""
+    estimates (module docstring). ``labels``: school names (default: the fit's, ``mr.labels``)."""
     from .metareg import MetaRegression
 
     if not isinstance(mr, MetaRegression):
@@ -110,7 +110,7 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     k, p = X.shape
     if k - 1 - p < 1:
         raise DesignError(f"leave-one-out with {p} coefficients needs at least {p + 2} schools; got {k}")
-    labels = tuple(range(k)) if labels is None else tuple(labels)
+    labels = tuple(mr.labels) if labels is None else tuple(labels)
     if len(labels) != k:
         raise DataError(f"labels has {len(labels)} entries for {k} schools")
     kh = mr.knapp_hartung

@@ -15,9 +15,20 @@ with t tests and intervals on ``df`` degrees of freedom and the moderators teste
 * ``"G-p"`` (default; metafor's ``robust(..., adjust=TRUE)``): ``c = G/(G − p)``, df = G − p;
 * ``"G-1"`` (Stata's ``vce(cluster)``): ``c = G/(G − 1) · (k − 1)/(k − p)``, df = G − 1;
 
-``adjust=False`` drops c (CR0), keeping the df. The prediction interval of the pooled effect
-for a new school is ``μ̂ ± t_df √(SE_R² + τ̂²)`` (as metafor's ``predict`` on a robust fit).
-The sandwich is :func:`pleval.inference.ols` with these weights (``cluster_df``).
+``adjust=False`` drops c (CR0), keeping the df.
+
+``vcov="CR2"`` (the default of :meth:`SchoolEffects.cluster_robust` and ``pleval schools
+--cluster``) adjusts each cluster's residuals instead, ``A_g = (I − H̃_gg)^{−1/2}`` on the
+√w-transformed model (Bell & McCaffrey 2002; Tipton 2015; Pustejovsky & Tipton 2018), with
+Satterthwaite df for each coefficient and the moderators tested together by the HTZ test
+(``F = (η − m + 1)/(η m) · β̂_m'V_m⁻¹β̂_m ~ F(m, η − m + 1)``): metafor's ``robust(...,
+clubSandwich=TRUE)``, clubSandwich's CR2 with the inverse-variance working model. CR1 on G − p
+df rejects too often when clusters are few or a moderator has high-leverage clusters (the
+simulation in docs/heterogeneity.md); CR2 does not.
+
+The prediction interval of the pooled effect for a new school is ``μ̂ ± t_df √(SE_R² + τ̂²)``
+(as metafor's ``predict`` on a robust fit; under CR2 on the intercept's Satterthwaite df).
+The sandwich is :func:`pleval.inference.ols` with these weights (``cluster_df``, ``vcov``).
 """
 
 from __future__ import annotations
@@ -36,13 +47,16 @@ from .meta import MetaAnalysis
 from .metareg import MetaRegression
 
 DF_CONVENTIONS = ("G-p", "G-1")
+ROBUST_VCOV = ("CR1", "CR2")
 
 
 @dataclass(frozen=True, repr=False)
 class RobustMeta(ResultMixin):
     """Result of :func:`cluster_robust` (immutable). ``coefficients``: one row per term
     (``estimate, se, statistic, df, pvalue, ci_low, ci_high``); ``pi_low``/``pi_high``: the
-    prediction interval of a pooled effect (NaN for a meta-regression)."""
+    prediction interval of a pooled effect (NaN for a meta-regression). ``vcov_type``: ``"CR2"``,
+    ``"CR1"`` or ``"CR0"``; ``df`` the df of the tests under CR1/CR0, under CR2 the intercept's
+    Satterthwaite df (each term's in ``coefficients.df``)."""
 
     kind: str
     method: str
@@ -60,32 +74,45 @@ class RobustMeta(ResultMixin):
     pi_low: float
     pi_high: float
     level: float
+    vcov_type: str = "CR1"
 
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
 
     def summary(self) -> str:
         c = self.coefficients
-        how = ("CR1" if self.adjust else "CR0") + f", df {self.df_convention} = {self.df:g}"
+        how = ("CR2, Satterthwaite df" if self.vcov_type == "CR2"
+               else f"{self.vcov_type}, df {self.df_convention} = {self.df:g}")
+        per_df = self.vcov_type == "CR2"
         lines = [f"Cluster-robust {self.kind} ({self.method}), k = {self.k}, {self.n_clusters} clusters ({how})",
-                 f"  {'term':<22}{'estimate':>11}{'SE':>11}{'t':>9}{'p':>10}{'CI low':>11}{'CI high':>11}"]
+                 f"  {'term':<22}{'estimate':>11}{'SE':>11}{'t':>9}" + (f"{'df':>7}" if per_df else "")
+                 + f"{'p':>10}{'CI low':>11}{'CI high':>11}"]
         for name, r in c.iterrows():
-            lines.append(f"  {str(name):<22}{r.estimate:>11.4g}{r.se:>11.4g}{r.statistic:>9.3f}{r.pvalue:>10.3g}"
-                         f"{r.ci_low:>11.4g}{r.ci_high:>11.4g}")
+            lines.append(f"  {str(name):<22}{r.estimate:>11.4g}{r.se:>11.4g}{r.statistic:>9.3f}"
+                         + (f"{r.df:>7.2f}" if per_df else "")
+                         + f"{r.pvalue:>10.3g}{r.ci_low:>11.4g}{r.ci_high:>11.4g}")
         if np.isfinite(self.qm):
-            lines.append(f"  moderators together: F({self.qm_df[0]}, {self.qm_df[1]:g}) = {self.qm:.4f}, p = {self.qm_pvalue:.3g}")
+            test = "HTZ " if per_df else ""
+            lines.append(f"  moderators together: {test}F({self.qm_df[0]}, {self.qm_df[1]:.4g}) = {self.qm:.4f}, "
+                         f"p = {self.qm_pvalue:.3g}")
         if np.isfinite(self.pi_low):
             lines.append(f"  {self.level:.0%} prediction interval for a new school: {self.pi_low:.4g} to {self.pi_high:.4g}")
         return "\n".join(lines)
 
 
-def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, adjust: bool = True, df: str = "G-p",
-                   level: float | None = None) -> RobustMeta:
+def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, vcov: str = "CR1", adjust: bool = True,
+                   df: str = "G-p", level: float | None = None) -> RobustMeta:
     """Cluster-robust SEs, tests and intervals for ``fit`` (a :class:`MetaAnalysis` or
     :class:`MetaRegression` of independent estimates) with one cluster label per estimate
-    (module docstring). ``level`` defaults to the fit's."""
+    (module docstring). ``vcov``: ``"CR1"`` (metafor's ``robust()`` default; ``adjust`` and
+    ``df`` choose its factor and df) or ``"CR2"`` (``robust(..., clubSandwich=TRUE)``).
+    ``level`` defaults to the fit's."""
     if df not in DF_CONVENTIONS:
         raise DataError(f"df must be one of {DF_CONVENTIONS}; got {df!r}")
+    if vcov not in ROBUST_VCOV:
+        raise DataError(f"vcov must be one of {ROBUST_VCOV}; got {vcov!r}")
+    if vcov == "CR2" and not adjust:
+        raise DataError("adjust=False (CR0) applies to vcov='CR1'; CR2 has its own adjustment")
     if isinstance(fit, MetaAnalysis):
         if fit.correlated:
             raise DataError("cluster_robust needs a meta-analysis of independent estimates (fitted without vcov)")
@@ -103,29 +130,35 @@ def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, adjust: bool 
     if pd.isna(pd.Series(cl)).any():
         raise DataError("cluster: some estimates have no cluster label")
     level = fit.level if level is None else float(level)
-    r = ols(y, X, weights=1.0 / (v + fit.tau2), clusters=cl, vcov="CR1" if adjust else "CR0", names=names,
+    kind_vcov = vcov if vcov == "CR2" or adjust else "CR0"
+    r = ols(y, X, weights=1.0 / (v + fit.tau2), clusters=cl, vcov=kind_vcov, names=names,
             cluster_df="G-p" if df == "G-p" else "G-1")
-    dfree = float(r.coef_df(0))
+    dfs = r.df  # Satterthwaite per coefficient under CR2; the convention's df for all under CR1/CR0
     se = r.se
-    crit = stats.t.ppf(0.5 + level / 2, dfree)
+    crit = stats.t.ppf(0.5 + level / 2, dfs)
     stat = r.params / se
-    coef = pd.DataFrame({"estimate": r.params, "se": se, "statistic": stat, "df": dfree,
-                         "pvalue": 2 * stats.t.sf(np.abs(stat), dfree),
+    coef = pd.DataFrame({"estimate": r.params, "se": se, "statistic": stat, "df": dfs,
+                         "pvalue": 2 * stats.t.sf(np.abs(stat), dfs),
                          "ci_low": r.params - crit * se, "ci_high": r.params + crit * se},
                         index=pd.Index(names, name="term"))
     m = X.shape[1] - 1
     qm = qm_p = math.nan
-    if m:
+    qm_df = (m, float(dfs[0]))
+    if m and vcov == "CR2":
+        test = r.wald_test(np.eye(X.shape[1])[1:], test="HTZ")
+        qm, qm_df, qm_p = float(test.F), (m, float(test.df2)), float(test.pvalue)
+    elif m:
         b = r.params[1:]
         qm = float(b @ np.linalg.solve(r.vcov[1:, 1:], b)) / m
-        qm_p = float(stats.f.sf(qm, m, dfree))
+        qm_p = float(stats.f.sf(qm, m, dfs[0]))
     pi = (math.nan, math.nan)
     if kind == "meta-analysis":
-        half = crit * math.sqrt(se[0] ** 2 + fit.tau2)
+        half = crit[0] * math.sqrt(se[0] ** 2 + fit.tau2)
         pi = (float(r.params[0] - half), float(r.params[0] + half))
-    return RobustMeta(kind=kind, method=fit.method, k=y.size, n_clusters=int(r.n_clusters), df=dfree, df_convention=df,
-                      adjust=bool(adjust), coefficients=coef, vcov=r.vcov, tau2=float(fit.tau2), qm=qm,
-                      qm_df=(m, dfree), qm_pvalue=qm_p, pi_low=pi[0], pi_high=pi[1], level=level)
+    return RobustMeta(kind=kind, method=fit.method, k=y.size, n_clusters=int(r.n_clusters), df=float(dfs[0]),
+                      df_convention=df if vcov != "CR2" else "Satterthwaite", adjust=bool(adjust), coefficients=coef,
+                      vcov=r.vcov, tau2=float(fit.tau2), qm=qm, qm_df=qm_df, qm_pvalue=qm_p, pi_low=pi[0],
+                      pi_high=pi[1], level=level, vcov_type=kind_vcov)
 
 
-__all__ = ["cluster_robust", "RobustMeta", "DF_CONVENTIONS"]
+__all__ = ["cluster_robust", "RobustMeta", "DF_CONVENTIONS", "ROBUST_VCOV"]

@@ -217,7 +217,7 @@ class SchoolEffects(ResultMixin):
             out[key] = meta_regression(
                 sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung,
                 vcov=None if V is None else V.loc[ids, ids].to_numpy(),
-                vcov_unshrunk=None if V is None or V0 is None else V0.loc[ids, ids].to_numpy(),
+                vcov_unshrunk=None if V is None or V0 is None else V0.loc[ids, ids].to_numpy(), labels=ids,
             )
         return out
 
@@ -231,25 +231,25 @@ class SchoolEffects(ResultMixin):
         from .metareg_influence import leave_one_out_metareg
 
         parts = []
-        groups = dict(self._groups())
         for key, m in self.meta.items():
             head = {**self._key_dict(key)}
             f = leave_one_out(m).to_frame().rename(columns={"label": "school"})
             parts.append(f.assign(**head, analysis="meta-analysis"))
             if regressions and key in regressions:
-                sub = groups[key]
-                labels = sub["school"].to_numpy()[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
-                f = leave_one_out_metareg(regressions[key], labels=labels).to_frame().rename(columns={"label": "school"})
+                f = leave_one_out_metareg(regressions[key]).to_frame().rename(columns={"label": "school"})
                 parts.append(f.assign(**head, analysis="meta-regression"))
         out = pd.concat(parts, ignore_index=True)
         first = [*self.by, "analysis", "school"]
         return out[first + [c for c in out.columns if c not in first]]
 
-    def cluster_robust(self, cluster: str, *, df: str = "G-p", regressions: Mapping | None = None) -> dict:
+    def cluster_robust(self, cluster: str, *, vcov: str = "CR2", df: str = "G-p",
+                       regressions: Mapping | None = None) -> dict:
         """Cluster-robust inference (:func:`pleval.heterogeneity.cluster_robust`; metafor's
         ``robust()``) for the pooled effect of each ``by`` group, the clusters (schools sharing a
         district, a comparison school, ...) read from column ``cluster`` of :attr:`table`;
-        ``df``: ``"G-p"`` (metafor, default) or ``"G-1"`` (Stata). With ``regressions``
+        ``vcov``: ``"CR2"`` (default; Satterthwaite df and the HTZ test of the moderators,
+        metafor's ``robust(..., clubSandwich=TRUE)``) or ``"CR1"`` with ``df`` ``"G-p"`` (metafor's
+        ``robust()``) or ``"G-1"`` (Stata). With ``regressions``
         (:meth:`meta_regression`'s result) also each group's meta-regression, under key
         ``(key, "meta-regression")``. Returns ``{key: RobustMeta}``."""
         from .robust import cluster_robust
@@ -260,10 +260,10 @@ class SchoolEffects(ResultMixin):
         out = {}
         for key, sub in self._groups():
             of = dict(zip(sub["school"].to_numpy(), sub[cluster].to_numpy()))
-            out[key] = cluster_robust(self.meta[key], [of[s] for s in self.meta[key].labels], df=df)
+            out[key] = cluster_robust(self.meta[key], [of[s] for s in self.meta[key].labels], vcov=vcov, df=df)
             if regressions and key in regressions:
-                keep = sub[np.isfinite(sub["effect_size"].to_numpy(dtype=float))]
-                out[(key, "meta-regression")] = cluster_robust(regressions[key], keep[cluster].to_numpy(), df=df)
+                reg = regressions[key]
+                out[(key, "meta-regression")] = cluster_robust(reg, [of[s] for s in reg.labels], vcov=vcov, df=df)
         return out
 
     def _groups(self):
