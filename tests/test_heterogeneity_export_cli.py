@@ -8,6 +8,7 @@ import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
 import pleval
@@ -309,3 +310,25 @@ def test_excel_strings_stay_text_and_a_group_named_summary(tmp_path):
         cells = [row[0] for row in wb[name].iter_rows(min_row=5, max_row=9)]
         assert sorted(c.value for c in cells) == sorted(ids) and {c.data_type for c in cells} == {"s"}
         assert not wb[name]._hyperlinks
+
+
+def test_cli_schools_reads_a_df_column(estimates_file, tmp_path):
+    """A ``df`` column gives t(df) p-values (as pleval's own school table has them); ``--df none``
+    the normal ones; the provenance records which."""
+    _, df = estimates_file
+    d = df[df.subject == "math"].assign(df=np.linspace(4, 40, (df.subject == "math").sum()))
+    path = tmp_path / "with_df.csv"
+    d.to_csv(path, index=False)
+    out = tmp_path / "t.csv"
+    r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--moderators", "", "-q", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(out)
+    want = school_effects_from_estimates(d, by=None).table
+    np.testing.assert_allclose(got.pvalue, want.pvalue, rtol=1e-10)
+    assert json.loads(out.with_name("t.provenance.json").read_text())["options"]["df"] == "df"
+    r = runner.invoke(app, ["schools", str(path), "--subject", "none", "--moderators", "", "-q", "--df", "none",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    z = pd.read_csv(out)
+    np.testing.assert_allclose(z.pvalue, 2 * stats.norm.sf(np.abs(d.estimate / d.se)), rtol=1e-6)
+    assert json.loads(out.with_name("t.provenance.json").read_text())["options"]["df"] is None

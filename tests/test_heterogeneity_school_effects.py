@@ -476,3 +476,32 @@ def test_comparison_schools_is_kish_effective_number_of_comparison_schools():
     idx = np.repeat(np.arange(m), 3)
     parts = w[idx] * np.tile([0.3, 0.3, 0.4], m)
     np.testing.assert_array_equal(_comparison_schools(codes[idx], comp[idx], sc[idx], parts, G), out)
+
+
+def test_from_estimates_reproduces_a_school_table_tests_with_its_df_column():
+    """Read back with its ``df`` column, pleval's own school table gives the same per-school
+    p-values, CIs and counts of significant schools (t(df), not the normal reference); without it
+    (``df=None``) the p-values are the normal ones; bad df values are named."""
+    d, _ = make_sites(n_schools=8, n_per=12, seed=5, subjects=("math",), tau=0.2)
+    own = school_effects(d, stratum="school_id", covariates=["pretest"]).table
+    back = own[["school", "effect_size", "es_se", "df"]].rename(columns={"school": "school_id", "effect_size": "estimate",
+                                                                          "es_se": "se"})
+    assert own["df"].max() < 30  # small schools: t and normal references differ visibly
+    got = school_effects_from_estimates(back)
+    np.testing.assert_allclose(got.table.pvalue, own.pvalue, rtol=1e-12)
+    np.testing.assert_allclose(got.table[["es_ci_low", "es_ci_high"]], own[["es_ci_low", "es_ci_high"]], rtol=1e-12)
+    assert got.options["df"] == "df"
+    z = school_effects_from_estimates(back, df=None)
+    np.testing.assert_allclose(z.table.pvalue, 2 * stats.norm.sf(np.abs(back.estimate / back.se)), rtol=1e-12)
+    assert (z.table.pvalue < got.table.pvalue).all()
+    with pytest.raises(DataError, match="column 'df' \\(df\\): 1 row\\(s\\) are zero or negative \\(index 2; school"):
+        school_effects_from_estimates(back.assign(df=back.df.where(back.index != 2, 0.0)))
+    with pytest.raises(DataError, match="column 'df' \\(df\\) must be numeric"):
+        school_effects_from_estimates(back.assign(df=back.df.astype(object).where(back.index != 1, "many")))
+    with pytest.raises(DataError, match="column 'dof' \\(df\\) is not in the data"):
+        school_effects_from_estimates(back, df="dof")
+    with pytest.warns(PlevalWarning, match="column 'df' \\(df\\): 1 school row\\(s\\) have no value \\(index 3; "
+                                           "school\\(s\\) 'S003'\\); their p-values and CIs use the normal reference"):
+        part = school_effects_from_estimates(back.assign(df=back.df.where(back.index != 3)))
+    assert part.table.pvalue.iloc[3] == pytest.approx(z.table.pvalue.iloc[3]) and part.table.df.iloc[3] == np.inf
+    np.testing.assert_allclose(part.table.pvalue.drop(3), own.pvalue.drop(3), rtol=1e-12)

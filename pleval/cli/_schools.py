@@ -21,6 +21,10 @@ def schools(
     school: School = None,
     estimate: str = typer.Option("estimate", "--estimate", help="Column of effect sizes (SD units).", rich_help_panel="Columns"),
     se: str = typer.Option("se", "--se", help="Column of their standard errors.", rich_help_panel="Columns"),
+    df_column: str = typer.Option(
+        "df", "--df", help="Column of each school's reference degrees of freedom: t p-values and CIs (pleval's own school_effects.csv has it); 'none', or absent: normal reference.",
+        rich_help_panel="Columns",
+    ),
     subject: str = typer.Option(
         "subject", "--subject", help="Subject column: each subject analysed separately; 'none' for one analysis.",
         rich_help_panel="Columns",
@@ -109,6 +113,7 @@ def schools(
         baseline_percentile=baseline_percentile,
         prediction=prediction,
         cluster=cluster,
+        df=_column(df_column),
     )
     if permutations < 0:
         raise DataError(f"--permutations must be 0 or more; got {permutations}")
@@ -146,7 +151,7 @@ def schools(
             echo("")
             echo(f"[{label}] schools")
             echo(_readable(sub, []).to_markdown(index=False, disable_numparse=True))
-    options = dict(school=school or "school_id", estimate=estimate, se=se, subject=subject, n_treated=n_treated,
+    options = dict(school=school or "school_id", estimate=estimate, se=se, df=res.options["df"], subject=subject, n_treated=n_treated,
                    n_comparison=n_comparison, moderators=mods, method=method, hartung_knapp=hartung_knapp,
                    prediction=prediction, influence=influence, permutations=permutations, cluster=cluster,
                    cluster_vcov=cluster_vcov.upper(), cluster_df=cluster_df, blup=blup, seed=seed, adjust=adjust, alpha=alpha, level=level,

@@ -1115,11 +1115,15 @@ def school_effects_from_estimates(
     baseline_percentile: float = 50.0,
     prediction: Literal["t", "t_k1", "normal"] = "t",
     cluster: str | None = None,
+    df: str | None = "df",
 ) -> SchoolEffects:
     """School effects from a table of per-school effect sizes and SEs (e.g. an earlier analysis
     or ``sample_data/school_effects.csv``). Estimates are on the effect-size scale; raw-unit
-    columns are left empty. p-values use a normal reference. Optional columns named ``None``
-    (or absent, for the defaults ``by``/``n_*``) are skipped. ``prediction``: the reference of
+    columns are left empty. Each school's p-value and CI use t(df) with ``df`` a column of
+    reference degrees of freedom (pleval's own ``school_effects.csv`` has one, so its tests are
+    reproduced), else — column absent, ``None``, or a row's value missing (warned) — the normal
+    reference. Optional columns named ``None`` (or absent, for the defaults ``by``/``n_*``/``df``)
+    are skipped. ``prediction``: the reference of
     the prediction interval (:func:`meta_analysis`: t(k − 2), t(k − 1) or normal). ``cluster``: a
     column of cluster labels (e.g. district) kept in the table for :meth:`SchoolEffects.cluster_robust`."""
     if not isinstance(data, pd.DataFrame):
@@ -1127,7 +1131,10 @@ def school_effects_from_estimates(
     by_cols = (by,) if isinstance(by, str) else tuple(by or ())
     if by == "subject" and "subject" not in data.columns:
         by_cols = ()
+    if df == "df" and "df" not in data.columns:
+        df = None
     for role, col in [("school", school), ("estimate", estimate), ("se", se), *[("by", c) for c in by_cols],
+                      *([("df", df)] if df else []),
                       *[("moderator", c) for c in moderators], *([("cluster", cluster)] if cluster else [])]:
         if col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
@@ -1141,7 +1148,8 @@ def school_effects_from_estimates(
                 else f"index {', '.join(map(str, data.index[pos]))}")
         return f"{rows}; school(s) {', '.join(repr(x) for x in data[school].iloc[pos])}"
 
-    for role, col in [("estimate", estimate), ("se", se), *[("moderator", m) for m in moderators]]:
+    for role, col in [("estimate", estimate), ("se", se), *([("df", df)] if df else []),
+                      *[("moderator", m) for m in moderators]]:
         vals = pd.to_numeric(d[col], errors="coerce")
         nonnum = vals.isna() & d[col].notna()
         if nonnum.any():
@@ -1172,6 +1180,26 @@ def school_effects_from_estimates(
                       "percentile points, divide by the outcome's SD or convert them (pleval convert) first",
                       PlevalWarning, stacklevel=2)
     d = d.loc[~miss]
+    dfs = np.full(len(d), np.inf)
+    if df:
+        kept = np.flatnonzero(~miss)
+
+        def on_data(mask):  # a mask over the kept rows as one over data's, for where()
+            out = np.zeros(len(data), dtype=bool)
+            out[kept[mask]] = True
+            return out
+
+        dfs = d[df].to_numpy(dtype=float, na_value=np.nan)
+        bad_df = dfs <= 0
+        if bad_df.any():
+            raise DataError(f"column {df!r} (df): {int(bad_df.sum()):,} row(s) are zero or negative "
+                            f"({where(on_data(bad_df))}); degrees of freedom must be positive")
+        no_df = np.isnan(dfs)
+        if no_df.any():
+            warnings.warn(f"column {df!r} (df): {int(no_df.sum()):,} school row(s) have no value "
+                          f"({where(on_data(no_df))}); their p-values and CIs use the normal reference",
+                          PlevalWarning, stacklevel=2)
+            dfs = np.where(no_df, np.inf, dfs)
     if by_cols:
         dup = d.duplicated([*by_cols, school])
     else:
@@ -1181,7 +1209,7 @@ def school_effects_from_estimates(
                         (f" within {', '.join(by_cols)}" if by_cols else ""))
     es = d[estimate].to_numpy(dtype=float)
     ses = d[se].to_numpy(dtype=float)
-    crit = stats.norm.ppf(0.5 + level / 2)
+    crit = stats.t.ppf(0.5 + level / 2, dfs)
     table = d[list(by_cols)].reset_index(drop=True)
     table["school"] = d[school].to_numpy()
     for name, col in (("n_treated", n_treated), ("n_comparison", n_comparison)):
@@ -1190,8 +1218,8 @@ def school_effects_from_estimates(
                                    if "comparison_schools" in d.columns else np.nan)  # as pleval's own CSV has it
     for c in ("estimate", "se", "ci_low", "ci_high"):
         table[c] = np.nan
-    table["df"] = np.inf
-    table["pvalue"] = 2 * stats.norm.sf(np.abs(es / ses))
+    table["df"] = dfs
+    table["pvalue"] = 2 * stats.t.sf(np.abs(es / ses), dfs)
     table["effect_size"] = es
     table["es_se"] = ses
     table["es_ci_low"] = es - crit * ses
@@ -1212,7 +1240,7 @@ def school_effects_from_estimates(
         baseline_percentile=baseline_percentile, prediction=prediction,
         options=dict(source="per-school estimates (effect-size scale)", method=method, hartung_knapp=hartung_knapp,
                      adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile,
-                     prediction=prediction, cluster=cluster),
+                     prediction=prediction, cluster=cluster, df=df),
     )
 
 
