@@ -512,7 +512,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
 def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     """A warning when a matched design's school holds both PL and comparison students (in any
     subject): those comparison students may be touched by the program (spillover, which pulls
-    the effect toward zero), and placebo schools need schools wholly PL or wholly comparison."""
+    the effect toward zero); such a school does not play placebo (its comparison students stay in
+    the placebo rounds' pool)."""
     try:
         t, _ = _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)
     except DataError:
@@ -531,8 +532,8 @@ def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     return [Problem("warning", "mixed school", f"column {cols.school!r} (school): {len(mixed):,} school(s) have both "
                     f"PL and comparison students ({shown}{', ...' if len(mixed) > 3 else ''}): comparison students "
                     "who share a school (or are PL in another subject) may be touched by the program, which pulls "
-                    "the effect toward zero, and placebo schools need schools wholly PL or wholly comparison, so "
-                    "the school-by-school figures will not be placebo-calibrated", cols.school,
+                    "the effect toward zero; such a school does not play placebo (its comparison students stay in "
+                    "the placebo rounds' pool)", cols.school,
                     "leave those schools' comparison rows out, or check the treatment coding", n_comp)]
 
 

@@ -255,15 +255,38 @@ def test_placebo_errors():
     d = sim.data
     with pytest.raises(DataError, match="school"):
         placebo_schools(d, SAMPLE_COLUMNS.replace(school=None))
-    mixed = d.copy()
-    first = mixed.school_id.iloc[0]
-    mixed.loc[mixed.index[0], "treatment"] = 1 - mixed.loc[mixed.index[0], "treatment"]
-    with pytest.raises(DesignError, match="wholly"):
-        placebo_schools(mixed, SAMPLE_COLUMNS)
     few = d[d.treatment.eq(1) | d.school_id.isin(d.loc[d.treatment == 0, "school_id"].unique()[:3])]
     with pytest.raises(DesignError, match="at least 4"):
         placebo_schools(few, SAMPLE_COLUMNS)
-    assert first  # the mixed school exists
+
+
+def test_a_mixed_school_stays_in_the_pool_and_does_not_play_placebo():
+    """A school with PL and comparison students (here a PL school that also holds 20 comparison
+    students) never plays placebo, but its comparison students stay in every round's pool; each
+    round is the analysis of the comparison students alone with that round's schools marked PL
+    (recomputed here with pleval.match and school_effects). Before, one mixed school stopped the
+    placebo rounds ("placebo schools need schools that are wholly PL or wholly comparison")."""
+    d = simulate_matched(effect=0.0, tau=0.0, seed=12, **SMALL).data
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())[0]
+    donor = sorted(d.loc[d.treatment == 0, "school_id"].unique())[0]
+    moved = d.loc[d.school_id == donor, "student_id"].unique()[:20]
+    mixed = d.assign(school_id=d.school_id.where(~d.student_id.isin(moved), pl))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        r = placebo_schools(mixed, SAMPLE_COLUMNS, n_placebo=16, per_round=8, seed=3)
+    rounds = r.rounds
+    assert pl not in set(rounds.placebo_school) and len(rounds) == 16
+    assert all(pl in used for used in rounds.comparison_schools_used)  # its comparison students match
+    chunk = rounds.loc[rounds["round"] == 0, "placebo_school"].to_numpy()
+    alone = mixed[mixed.treatment == 0].assign(treatment=lambda x: x.school_id.isin(chunk).astype(int))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        direct = school_effects(pleval.match(alone, SAMPLE_COLUMNS, seed=3).matched, covariates=["pretest"],
+                                cluster="student_id", school="school_id", by="subject").table.set_index("school")
+    got = r.placebo[r.placebo["round"] == 0].set_index("school")
+    assert set(got.index) == set(chunk)
+    np.testing.assert_allclose(got[["estimate", "se"]].to_numpy(float),
+                               direct.loc[got.index, ["estimate", "se"]].to_numpy(float), rtol=1e-9)
 
 
 @pytest.mark.slow

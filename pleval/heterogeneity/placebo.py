@@ -8,11 +8,15 @@ exactly as if they were PL schools.
 
 Procedure (:func:`placebo_schools`):
 
-1. The real PL schools are removed from the data (they never serve as comparisons here).
-2. The comparison schools are ranked by their mean pretest (then size) and dealt round-robin
-   into rounds, so every round holds out schools from across the achievement range; the
-   assignment depends on the data alone — not on a seed, the row order or how school ids are
-   spelled — so the placebo figures are the same on every run. Each *round* takes the next
+1. The PL students are removed from the data (they never serve as comparisons here). A school
+   with both PL and comparison students (a *mixed* school) never plays placebo — it is not a
+   school without the program — but its comparison students stay in the pool, as they are in
+   the analysis's.
+2. The comparison schools (those wholly comparison) are ranked by their mean pretest (then
+   size) and dealt round-robin into rounds, so every round holds out schools from across the
+   achievement range; the assignment depends on the data alone — not on a seed, the row
+   order or how school ids are spelled — so the placebo figures are the same on every run.
+   Each *round* takes the next
    ``per_round`` of them, marks them as pseudo-PL (treatment = 1) — so they are held out of
    the comparison pool while they play the part — and runs the same matching
    (:func:`pleval.match`, same method and options) and the same per-school estimate
@@ -163,10 +167,11 @@ class PlaceboResult(ResultMixin):
 
 
 def _school_arms(data: pd.DataFrame, school: str, treatment: str):
-    """PL and comparison school ids (a school must be wholly PL or wholly comparison) and the
-    school codes they are counted on: ``(pl, comp, codes, ids, is_pl)`` — each row's code of
-    ``ids`` (the sorted school ids; −1: no school id, left out), and whether each school is PL.
-    One coding of the school column, counted by ``np.bincount``."""
+    """PL school ids (every school with a PL student) and comparison school ids (schools wholly
+    comparison: only they play placebo; a mixed school's comparison students stay in the rounds'
+    pool) and the school codes they are counted on: ``(pl, comp, codes, ids, is_pl)`` — each row's
+    code of ``ids`` (the sorted school ids; −1: no school id, left out), and whether each school
+    is PL. One coding of the school column, counted by ``np.bincount``."""
     t = pd.to_numeric(data[treatment], errors="coerce")
     if t.isna().any() or not t.isin([0, 1]).all():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1 for placebo schools")
@@ -176,12 +181,6 @@ def _school_arms(data: pd.DataFrame, school: str, treatment: str):
     rows = np.bincount(k, minlength=len(ids))
     treated = np.bincount(k, weights=t.to_numpy(dtype=float) if ok.all() else t.to_numpy(dtype=float)[ok],
                           minlength=len(ids))
-    mixed = (treated > 0) & (treated < rows)
-    if mixed.any():
-        raise DesignError(
-            f"column {school!r} (school): {int(mixed.sum())} school(s) have both PL and comparison students; "
-            "placebo schools need schools that are wholly PL or wholly comparison"
-        )
     ids = ids.to_numpy()
     is_pl = treated > 0
     return ids[is_pl], ids[~is_pl], codes, ids, is_pl
@@ -256,11 +255,12 @@ class _InMemoryRounds:
         cols = _round_columns(v.data.columns, c, self.match_options, self.keep)
         at = None if coded is None else _positions(self.data.index, v.data.index)  # the validated rows in data
         codes = None if at is None else coded[0][at]
+        comparison = v.data[c.treatment].to_numpy() == 0  # the rounds' rows: every comparison student
         if codes is None or (len(codes) and codes.min() < 0):
-            v = replace(v, data=_rounds_rows(v.data, ~v.data[school].isin(pl).to_numpy(), cols, c.treatment, self.keep))
+            v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.keep))
             codes, levels = pd.factorize(v.data[school])
         else:  # the school codes of schools() taken for the validated rows: no text hashed again
-            keep = ~coded[2][codes]
+            keep = comparison
             v = replace(v, data=_rounds_rows(v.data, keep, cols, c.treatment, self.keep))
             codes, levels = codes[keep], pd.Index(coded[1])
         codes = narrow_codes(codes, len(levels))  # (held by the rounds)
