@@ -287,6 +287,22 @@ def test_a_mixed_school_stays_in_the_pool_and_does_not_play_placebo():
     assert set(got.index) == set(chunk)
     np.testing.assert_allclose(got[["estimate", "se"]].to_numpy(float),
                                direct.loc[got.index, ["estimate", "se"]].to_numpy(float), rtol=1e-9)
+    # as pleval.estimate runs them: the analysis's validation and match given to the rounds
+    from pleval.data import validate
+
+    v = validate(mixed, SAMPLE_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = pleval.match(v, SAMPLE_COLUMNS, "propensity", seed=3)
+        again = placebo_schools(mixed, SAMPLE_COLUMNS, n_placebo=16, per_round=8, seed=3, validated=v, matched=m,
+                                observed=r.observed)
+    pd.testing.assert_frame_equal(again.placebo, r.placebo)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(mixed, workers=1, sensitivity=False)
+    plc = ev.table("placebo")
+    assert plc["school"].nunique() == mixed.loc[mixed.treatment == 0, "school_id"].nunique() - 1
+    assert pl not in set(plc["school"]) and ev.table("schools")["se_calibrated"].notna().any()
 
 
 @pytest.mark.slow
