@@ -158,8 +158,16 @@ def percentile_points_se(g, se, baseline_percentile=50.0):
 def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
     """Map a confidence interval for g to percentile points by its endpoints.
 
-    Valid because Δ(g; p) is strictly increasing in g. Returns ``(low, high)``.
+    Valid because Δ(g; p) is strictly increasing in g. Returns ``(low, high)``; a ``ci_low``
+    above its ``ci_high`` is an error (the ends given the wrong way round).
     """
+    import numpy as np
+
+    lo, hi = (np.ravel(a) for a in np.broadcast_arrays(np.asarray(ci_low, float), np.asarray(ci_high, float)))
+    if (lo > hi).any():
+        i = int(np.argmax(lo > hi))
+        raise DataError(f"a confidence interval's low end ({lo[i]:g}) exceeds its high end ({hi[i]:g}); give it as "
+                        "LOW HIGH")
     return (
         to_percentile_points(ci_low, baseline_percentile),
         to_percentile_points(ci_high, baseline_percentile),

@@ -45,13 +45,16 @@ def test_convert_file(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [(["convert", "0.1", "-p", "100"], "baseline_percentile"), (["convert"], "give effect sizes"),
-     (["convert", "--from-percentile-points", "60"], "between 0 and 100")],
+     (["convert", "--from-percentile-points", "60"], "between 0 and 100"),
+     (["convert", "0.1", "--ci", "0.2", "0.0"], "low end (0.2) exceeds its high end (0)"),
+     (["convert", "0.1", "--from-percentile-points", "60"], "between 0 and 100")],
 )
 def test_convert_errors_exit_2_one_line(args, message):
+    """An error is the only line printed: no conversion printed before it."""
     r = runner.invoke(app, args)
     assert r.exit_code == 2
     assert message in r.output
-    assert "Traceback" not in r.output
+    assert "Traceback" not in r.output and "percentile points (from" not in r.output
 
 
 def test_top_level_cli_py_runs_same_app():

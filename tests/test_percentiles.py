@@ -80,6 +80,10 @@ def test_interval_maps_endpoints_and_se_is_delta_method():
     numeric = (to_percentile_points(0.1 + eps, 40) - to_percentile_points(0.1 - eps, 40)) / (2 * eps)
     assert percentile_points_se(0.1, 0.05, 40) == pytest.approx(numeric * 0.05, rel=1e-6)
     assert percentile_points_se(0.0, 1.0) == pytest.approx(100 * norm.pdf(0))
+    with pytest.raises(DataError, match="low end \\(0.2\\) exceeds its high end \\(0\\); give it as LOW HIGH"):
+        percentile_interval(0.2, 0.0)
+    with pytest.raises(DataError, match="low end \\(0.3\\) exceeds its high end \\(0.1\\)"):
+        percentile_interval([0.0, 0.3], [0.1, 0.1])
 
 
 @pytest.mark.parametrize("p", [0, 100, -5, 150, float("nan")])

@@ -38,16 +38,19 @@ def convert(
         return
     if not values and not from_percentile_points and ci is None:
         raise DataError("give effect sizes (e.g. `pleval convert 0.08`), --from-percentile-points, --ci or --file")
+    lines = []  # every conversion before any printing: an error is one line, not a half-printed answer
     for g in values or []:
         pts = percentiles.to_percentile_points(g, p)
-        echo(f"g = {g:g} -> {pts:+.2f} percentile points (from the {percentiles._ordinal(p)} percentile)")
-        echo("  " + percentiles.interpret(pts, p))
+        lines += [f"g = {g:g} -> {pts:+.2f} percentile points (from the {percentiles._ordinal(p)} percentile)",
+                  "  " + percentiles.interpret(pts, p)]
     for pts in from_percentile_points or []:
         g = percentiles.from_percentile_points(pts, p)
-        echo(f"{pts:+g} percentile points (from the {percentiles._ordinal(p)} percentile) -> g = {g:.4f}")
+        lines.append(f"{pts:+g} percentile points (from the {percentiles._ordinal(p)} percentile) -> g = {g:.4f}")
     if ci is not None:
         lo, hi = percentiles.percentile_interval(ci[0], ci[1], p)
-        echo(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
+        lines.append(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
+    for line in lines:
+        echo(line)
 
 
 def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
