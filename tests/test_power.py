@@ -170,6 +170,16 @@ def test_bad_inputs_name_the_parameter(kw, match):
         ClusterRCT(**kw)
 
 
+def test_a_target_power_at_or_below_alpha_is_an_error():
+    """Power at no effect is alpha, so a target power of alpha or less has no MDES (it was
+    reported as 0.000 SD with multiplier 0); just above alpha the MDES is small but positive."""
+    d = ClusterRCT(schools=40, students=20, icc=0.2)
+    for power in (0.03, 0.05):
+        with pytest.raises(DesignError, match=f"power \\({power:g}\\) must exceed alpha \\(0.05\\)"):
+            d.mdes(power=power)
+    assert 0 < d.mdes(power=0.06) < 0.1
+
+
 def test_unreachable_target_says_why():
     d = ClusterRCT(schools=40, students=60, icc=0.2, r2_school=0.5, r2_student=0.4)
     with pytest.raises(DesignError, match="no number of students per school"):

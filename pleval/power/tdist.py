@@ -39,6 +39,9 @@ def check_test(alpha: float, power: float | None = None, method: str = "exact") 
         raise DesignError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
     if power is not None and not (isinstance(power, (int, float)) and 0 < power < 1):
         raise DesignError(f"power must lie strictly between 0 and 1; got {power!r}")
+    if power is not None and power <= alpha:
+        raise DesignError(f"power ({power:g}) must exceed alpha ({alpha:g}): with no effect at all the test already "
+                          "rejects with probability alpha, so no effect size has a lower power")
     if method not in METHODS:
         raise DesignError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
 
