@@ -187,3 +187,40 @@ def test_subject_names_with_path_characters_stay_in_the_outputs_folder(tmp_path)
     assert all(f.startswith(("effects_by_", "equity_over_time_", "event_study_", "school_trajectories_")) for f in figs)
     assert {"event_study_escape-c1a232.png", "event_study_ELA_Reading-cd97d0.png"} <= set(figs)
     assert not list(tmp_path.glob("**/escape*")) and (out / "report.html").read_text().count("<img") == len(figs)
+
+
+def test_a_cohort_that_contradicts_the_treatment_or_varies_in_a_school_is_an_error(tmp_path):
+    """The cohort column is each PL school's first program period. A comparison school (treatment
+    0) with one inside the data was taken as a comparison by the effects over time and as an
+    adopter by the staggered-adoption study (which moved its ATT silently); a school with two
+    first periods gave its students different exposures. Both now stop, naming the schools. A PL
+    school adopting after the last period gets one note (the summary printed it twice)."""
+    d = pd.read_csv(ROOT / "sample_data" / "pl_panel_students.csv")
+    comp = sorted(d.loc[d.pl_year.isna(), "school_id"].unique())[0]
+    pl = sorted(d.loc[d.pl_year.notna(), "school_id"].unique())[0]
+    other = 2023.0 if d.loc[d.school_id == pl, "pl_year"].iloc[0] == 2022 else 2022.0
+    cases = {
+        "comparison": (d.assign(pl_year=d.pl_year.where(d.school_id != comp, 2022)),
+                       f"column 'pl_year' (cohort): 1 comparison school(s) (column 'treatment' 0) have a first "
+                       f"program period within the data ('{comp}' (2022))"),
+        "varies": (d.assign(pl_year=d.pl_year.where(~((d.school_id == pl) & (d.year == 2024)), other)),
+                   f"column 'pl_year' (cohort) must hold one first program period per school; 1 school(s) have "
+                   f"several ('{pl}': "),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        data.to_csv(path, index=False)
+        res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--out", str(tmp_path / name)])
+        assert res.exit_code == 2 and message in res.output, (name, res.output)
+    # a comparison school adopting after the data ends is a comparison in both parts: no error
+    later = d.assign(pl_year=d.pl_year.where(d.school_id != comp, 2030))
+    path = tmp_path / "later.csv"
+    later.to_csv(path, index=False)
+    res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--out", str(tmp_path / "later")])
+    assert res.exit_code == 0, res.output
+    late = d.assign(pl_year=d.pl_year.where(d.school_id != pl, 2030))
+    path = tmp_path / "late.csv"
+    late.to_csv(path, index=False)
+    res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--out", str(tmp_path / "late")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count(f"1 PL school(s) ('{pl}') have a first program period after the last period (2024)") == 1

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin, t_interval
-from ..data import Columns, design_matrix, validate
+from ..data import Columns, as_written, design_matrix, validate
 from ..effect_sizes import outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
@@ -227,6 +227,36 @@ def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Seri
     return s.astype(str).where(known)
 
 
+def _period(v) -> str:
+    """A period as written: 2022, not 2022.0 (a cohort column with empty cells is read as floats)."""
+    v = as_written(v)
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _check_cohort(d: pd.DataFrame, g: pd.Series, name: str, c: Columns) -> None:
+    """A :class:`DataError` naming the schools when the cohort column is not one first program
+    period per school, or when a comparison school (treatment 0) has one within the data's
+    periods: the effects over time would take it as a comparison school and the
+    staggered-adoption study (which reads the cohort) as an adopting one."""
+    known = g.notna()
+    per_school = g[known].groupby(d.loc[known, c.school], sort=True, observed=True)
+    varies = per_school.nunique() > 1
+    if varies.any():
+        shown = "; ".join(f"{as_written(k)!r}: {', '.join(map(_period, sorted(per_school.get_group(k).unique())))}"
+                          for k in varies[varies].index[:3])
+        raise DataError(f"column {name!r} (cohort) must hold one first program period per school; "
+                        f"{int(varies.sum()):,} school(s) have several ({shown})")
+    adopting = known & (d[c.treatment] == 0) & (g <= d["_t"].max())
+    if adopting.any():
+        schools = d.loc[adopting, c.school]
+        first = g[adopting].groupby(schools, sort=True, observed=True).first()
+        shown = ", ".join(f"{as_written(k)!r} ({_period(v)})" for k, v in first.iloc[:3].items())
+        raise DataError(f"column {name!r} (cohort): {schools.nunique():,} comparison school(s) (column "
+                        f"{c.treatment!r} 0) have a first program period within the data ({shown}); a comparison "
+                        "school has none (leave it empty), or, if the school adopted the program, code its "
+                        f"{c.treatment!r} 1")
+
+
 def effects_over_time(
     data: pd.DataFrame,
     columns: Columns,
@@ -305,10 +335,17 @@ def effects_over_time(
     # exposure: observed periods at or after the school's adoption, counted per student series
     if cohort is not None:
         g = _cohort_periods(d[cohort], cohort, d["_t"], c.time)
+        _check_cohort(d, g, cohort, c)
         in_program = (d[c.treatment] == 1) & g.notna() & (d["_t"] >= g)
         no_year = (d[c.treatment] == 1) & g.isna()
         if no_year.any():
             raise DataError(f"column {cohort!r} (cohort): {int(no_year.sum()):,} PL row(s) have no first program period")
+        late = (d[c.treatment] == 1) & g.notna() & (g > d["_t"].max())
+        if late.any():
+            shown = ", ".join(f"{as_written(k)!r}" for k in d.loc[late, c.school].unique()[:3])
+            notes.append(f"column {cohort!r} (cohort): {d.loc[late, c.school].nunique():,} PL school(s) ({shown}) "
+                         f"have a first program period after the last period ({_period(d['_t'].max())}): none of "
+                         "their periods is a program period")
     else:
         in_program = d[c.treatment] == 1
     d["_exposure"] = in_program.astype(int).groupby([d[k] for k in keys], sort=False).cumsum() * in_program

@@ -59,7 +59,7 @@ class Monitoring(ResultMixin):
             lines.append("  event study (periods since adoption): " + ", ".join(
                 f"{int(r.event_time):+d}: {r.estimate:+.2f}" for r in es.table.itertuples(index=False)))
             parts.append("\n".join(lines))
-        parts.extend(f"note: {n}" for n in self.notes)
+        parts.extend(f"note: {n}" for n in self.notes if n not in self.over_time.notes)  # (those printed above)
         return "\n\n".join(parts)
 
     def plot_event_study(self, subject: str):
