@@ -44,6 +44,28 @@ def test_match_cli_options_and_errors(csv, tmp_path):
     assert r.exit_code == 2 and "income" in r.output
     r = runner.invoke(app, ["match", str(csv), "--sd", "wide", "-o", str(tmp_path)])
     assert r.exit_code == 2 and "--sd" in r.output
+    # the caliper as given (it was reported after scaling by the logit PS's SD)
+    r = runner.invoke(app, ["match", str(csv), "--caliper", "-0.1", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "caliper must be a positive number" in r.output and "got -0.1" in r.output
+
+
+@pytest.mark.parametrize("args, flag, methods", [
+    (["--truncate", "0.99"], "--truncate", "weighting"),
+    (["--trim", "0.05"], "--trim", "weighting"),
+    (["--subclasses", "5"], "--subclasses", "subclass"),
+    (["--moments", "2"], "--moments", "ebal"),
+    (["--band", "0"], "--band", "vcg"),
+    (["--school-keys", "urbanicity"], "--school-keys", "vcg"),
+    (["--estimand", "ATE"], "--estimand", "subclass, cem, weighting or ebal"),
+])
+def test_match_cli_options_of_another_method_are_an_error(csv, tmp_path, args, flag, methods):
+    """An option of another matching method was ignored (``--truncate 0.99`` without ``--method
+    weighting`` matched by propensity, untruncated): now an error naming the option and method."""
+    r = runner.invoke(app, ["match", str(csv), *args, "-o", str(tmp_path)])
+    assert r.exit_code == 2 and f"{flag} applies to --method {methods}; the method is propensity" in r.output
+    method = methods.split(",")[0].split(" or ")[0]
+    r = runner.invoke(app, ["match", str(csv), "--method", method, *args, "-o", str(tmp_path / "ok")])
+    assert r.exit_code == 0, r.output
 
 
 def test_match_cli_matchit_conventions_on_lalonde(tmp_path):

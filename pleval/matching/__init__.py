@@ -419,6 +419,10 @@ def match(
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
     if conventions not in CONVENTIONS:
         raise DataError(f"conventions must be one of {CONVENTIONS}; got {conventions!r}")
+    if caliper is not None and caliper is not False and not (
+            isinstance(caliper, (int, float, np.number)) and not isinstance(caliper, bool) and 0 < caliper < np.inf):
+        raise DataError(f"caliper must be a positive number (SDs of the logit propensity score, or Mahalanobis "
+                        f"units), or False for none; got {caliper!r}")  # (as given, before scaling by the SD)
     matchit = conventions == "matchit"
     replace = (not matchit) if replace is None else bool(replace)
     ties = (replace and not matchit) if ties is None else bool(ties)
