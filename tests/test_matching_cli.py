@@ -50,19 +50,20 @@ def test_match_cli_options_and_errors(csv, tmp_path):
 
 
 @pytest.mark.parametrize("args, flag, methods", [
-    (["--truncate", "0.99"], "--truncate", "weighting"),
-    (["--trim", "0.05"], "--trim", "weighting"),
-    (["--subclasses", "5"], "--subclasses", "subclass"),
-    (["--moments", "2"], "--moments", "ebal"),
-    (["--band", "0"], "--band", "vcg"),
-    (["--school-keys", "urbanicity"], "--school-keys", "vcg"),
-    (["--estimand", "ATE"], "--estimand", "subclass, cem, weighting or ebal"),
+    (["--truncate", "0.99"], "truncate", "weighting"),
+    (["--trim", "0.05"], "trim", "weighting"),
+    (["--subclasses", "5"], "subclasses", "subclass"),
+    (["--moments", "2"], "moments", "ebal"),
+    (["--band", "0"], "band", "vcg"),
+    (["--school-keys", "urbanicity"], "school_keys", "vcg"),
+    (["--estimand", "ATE"], "estimand", "subclass, cem, weighting or ebal"),
 ])
 def test_match_cli_options_of_another_method_are_an_error(csv, tmp_path, args, flag, methods):
     """An option of another matching method was ignored (``--truncate 0.99`` without ``--method
-    weighting`` matched by propensity, untruncated): now an error naming the option and method."""
+    weighting`` matched by propensity, untruncated): now an error naming the option and method,
+    from ``pleval.match`` itself (so ``pleval estimate --set`` and the API say it too)."""
     r = runner.invoke(app, ["match", str(csv), *args, "-o", str(tmp_path)])
-    assert r.exit_code == 2 and f"{flag} applies to --method {methods}; the method is propensity" in r.output
+    assert r.exit_code == 2 and f"option {flag} applies to method {methods}; the method is propensity" in r.output
     method = methods.split(",")[0].split(" or ")[0]
     r = runner.invoke(app, ["match", str(csv), "--method", method, *args, "-o", str(tmp_path / "ok")])
     assert r.exit_code == 0, r.output
@@ -205,3 +206,15 @@ def test_match_cli_ps_model(csv, tmp_path):
     assert got["_weight"].to_numpy() == pytest.approx(api.matched["_weight"].to_numpy())
     r = runner.invoke(app, ["match", str(csv), "--method", "weighting", "--ps-model", "fixed", "-o", str(tmp_path / "b")])
     assert r.exit_code != 0 and "school_means" in r.output
+
+
+def test_match_api_and_estimate_refuse_an_option_of_another_method(csv):
+    from pleval import estimate
+    from pleval.errors import DataError
+
+    df = pd.read_csv(csv)
+    with pytest.raises(DataError, match="option band applies to method vcg; the method is propensity"):
+        match(df, SAMPLE_COLUMNS, band=0)
+    with pytest.raises(DataError, match="option truncate applies to method weighting; the method is mahalanobis"):
+        estimate(df, method="mahalanobis", truncate=0.99, workers=1)
+    assert match(df, SAMPLE_COLUMNS, band=1.0, estimand="att").n_treated_matched > 0  # the defaults, as written

@@ -164,11 +164,6 @@ def match_cmd(
     from ..matching import match
 
     sd_value = parse_sd(sd)
-    _method_options(method.value, {"--truncate": truncate is not None, "--trim": trim is not None,
-                                   "--subclasses": subclasses != 6, "--min-n": min_n != 1, "--moments": moments != 1,
-                                   "--cutpoints": cutpoints is not None, "--grouping": grouping is not None,
-                                   "--band": band != 1.0, "--school-keys": school_keys is not None,
-                                   "--estimand": estimand.upper() != "ATT"})
     check_out_folder(out, _OUTPUTS, force)
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
@@ -233,21 +228,6 @@ def match_cmd(
 
 _POOL_DEFAULTS = dict(conventions="pleval", discard="none", penalize=False, link="logit", ps_model="student",
                       subclasses=6, min_n=1, estimand="ATT", moments=1)
-
-
-_METHOD_OF = {"--truncate": ("weighting",), "--trim": ("weighting",), "--subclasses": ("subclass",),
-              "--min-n": ("subclass",), "--moments": ("ebal",), "--cutpoints": ("cem",), "--grouping": ("cem",),
-              "--band": ("vcg",), "--school-keys": ("vcg",), "--estimand": ("subclass", "cem", "weighting", "ebal")}
-
-
-def _method_options(method: str, given: dict[str, bool]) -> None:
-    """A :class:`DataError` when an option of other matching methods was given (it would be
-    ignored: ``--truncate 0.99`` without ``--method weighting`` matched by propensity)."""
-    for flag, methods in _METHOD_OF.items():
-        if given[flag] and method not in methods:
-            which = ", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1 else methods[0]
-            raise DataError(f"{flag} applies to --method {which}; the method is {method} "
-                            f"(add --method {methods[0]}, or leave {flag} out)")
 
 
 def _no_pool_options(given: dict) -> None:

@@ -305,6 +305,27 @@ def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, caliper
                              caliper=np.inf if on_score else cal_abs)
 
 
+# options of one method: their defaults (an option equal to its default was not given) and methods
+_METHOD_ONLY = {"truncate": (None, ("weighting",)), "trim": (None, ("weighting",)), "subclasses": (6, ("subclass",)),
+                "min_n": (1, ("subclass",)), "moments": (1, ("ebal",)), "cutpoints": (None, ("cem",)),
+                "grouping": (None, ("cem",)), "band": (1.0, ("vcg",)), "school_keys": ((), ("vcg",)),
+                "school_bins": (None, ("vcg",)), "estimand": ("ATT", ("subclass", "cem", "weighting", "ebal"))}
+
+
+def _method_options(method: str, given: dict) -> None:
+    """A :class:`DataError` when an option of other methods was given (it would be ignored:
+    ``truncate=0.99`` with ``method="propensity"`` matched untruncated, without a word)."""
+    for name, (default, methods) in _METHOD_ONLY.items():
+        value = given[name]
+        unset = value is None if default is None else (not value if default == () else value == default)
+        if name == "estimand" and isinstance(value, str):
+            unset = value.upper() == default
+        if not unset and method not in methods:
+            which = ", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1 else methods[0]
+            raise DataError(f"option {name} applies to method {which}; the method is {method} (choose that "
+                            f"method, or leave {name} out)")
+
+
 def match(
     df,
     columns: Columns,
@@ -419,6 +440,9 @@ def match(
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
     if conventions not in CONVENTIONS:
         raise DataError(f"conventions must be one of {CONVENTIONS}; got {conventions!r}")
+    _method_options(method, dict(truncate=truncate, trim=trim, subclasses=subclasses, min_n=min_n, moments=moments,
+                                 cutpoints=cutpoints, grouping=grouping, band=band, school_keys=school_keys,
+                                 school_bins=school_bins, estimand=estimand))
     if caliper is not None and caliper is not False and not (
             isinstance(caliper, (int, float, np.number)) and not isinstance(caliper, bool) and 0 < caliper < np.inf):
         raise DataError(f"caliper must be a positive number (SDs of the logit propensity score, or Mahalanobis "
