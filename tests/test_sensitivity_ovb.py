@@ -158,6 +158,10 @@ def test_bad_input():
         omitted_variable_bounds(np.nan, 0.1, 100)
     with pytest.raises(DataError, match="all of the treatment"):
         benchmark_r2(0.4, 0.1, 2.0)
+    # a multiple of 0 or below is no confounder (a negative one leaked a sqrt warning and an error about R²)
+    for kd in ([0.0], [-1.0, 2.0]):
+        with pytest.raises(DataError, match="kd: the multiples of a benchmark's strength must be positive"):
+            omitted_variable_bounds(0.3, 0.1, 1000, benchmarks={"x": (0.02, 0.05)}, kd=kd)
     with pytest.raises(DataError):
         robustness_value(2.0, 100, q=0)
 

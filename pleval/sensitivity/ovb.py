@@ -339,6 +339,10 @@ def omitted_variable_bounds(
     f_crit = kappa * stats.t.ppf(1 - alpha / 2, df) / math.sqrt(dof - 1)
     kd = np.atleast_1d(np.asarray(kd, dtype=float))
     ky_arr = kd if ky is None else np.broadcast_to(np.asarray(ky, dtype=float), kd.shape)
+    for name, k in (("kd", kd), ("ky", ky_arr)):
+        if not np.all(np.isfinite(k) & (k > 0)):
+            raise DataError(f"{name}: the multiples of a benchmark's strength must be positive numbers; got "
+                            f"{', '.join(f'{x:g}' for x in np.ravel(k))}")
     rows, bench = [], []
     for name, (r2d, r2y) in (benchmarks or {}).items():  # a handful of benchmarks
         bench.append({"benchmark": name, "r2dxj_x": r2d, "r2yxj_dx": r2y})
