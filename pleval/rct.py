@@ -313,6 +313,23 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
         )
 
 
+def _unclustered_schools(rand: pd.DataFrame, cols: Columns, design: str, vcov: str) -> str:
+    """Why the standard errors are too small, or "": a covariance that ignores the schools
+    (``vcov`` HC or classical) when the schools were randomized — the design says so, or every
+    school's students share one arm (at least two schools in each)."""
+    per = rand.groupby(cols.school, sort=False, observed=True)[cols.treatment].agg(["min", "max"])
+    whole = bool((per["min"] == per["max"]).all()) and min((per["min"] == 1).sum(), (per["min"] == 0).sum()) >= 2
+    if design == "cluster":
+        return (f"vcov={vcov!r} treats students as independent, but the schools were randomized (design "
+                "'cluster'): the standard errors are too small; use vcov='CR2' (the default)")
+    if whole:
+        return (f"column {cols.treatment!r} (treatment) is constant within each of the {len(per):,} schools of "
+                f"{cols.school!r}, so the schools look randomized, but design {design!r} with vcov={vcov!r} treats "
+                "students as independent: the standard errors are too small if schools were randomized; use "
+                "design='cluster'")
+    return ""
+
+
 def _validate(df, columns: Columns, design: str, covariates, subject):
     """Randomized sample, analytic sample, the model's covariate names, dropped rows, notes."""
     if design not in DESIGNS:
@@ -837,6 +854,11 @@ def analyze_rct(
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
     if method in ("cluster_means", "mixedlm") and not cols.school:
         raise DataError(f"method={method!r} needs the school column (columns.school)")
+    if not vcov.startswith("CR") and cols.school:
+        why = _unclustered_schools(rand, cols, design, vcov)
+        if why:
+            warnings.warn(why, PlevalWarning, stacklevel=2)
+            notes.append(why)
 
     mod = _model(ana, cols, cov_names, notes)
     fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}

@@ -496,3 +496,24 @@ def test_blocks_with_different_assignment_shares_are_weighted_by_n_p_1_minus_p()
     # equal shares (odd blocks round to the nearer half): no note
     d["treatment"] = d.groupby("block").cumcount() % 2
     assert not any("differs between the blocks" in n for n in analyze_rct(d, cols, design="blocked").notes)
+
+
+def test_a_covariance_that_ignores_randomized_schools_is_warned(trial):
+    """Schools randomized (treatment constant in each) but analysed with students independent —
+    design 'individual' or 'blocked', or vcov HC2 in a cluster design — gives standard errors far
+    too small (here about half the CR2 SE): a warning and a note say so. Students randomized
+    within schools (treatment varying in each school) get none."""
+    cr2 = analyze_rct(trial, COLS).itt.raw.se
+    with pytest.warns(PlevalWarning, match="constant within each of the 24 schools of 'school_id'.*design "
+                                           "'individual' with vcov='HC2'.*use design='cluster'"):
+        ind = analyze_rct(trial, COLS.replace(block=None), design="individual")
+    assert ind.itt.raw.se < 0.7 * cr2 and any("look randomized" in n for n in ind.notes)
+    with pytest.warns(PlevalWarning, match="vcov='HC2' treats students as independent, but the schools were "
+                                           "randomized \\(design 'cluster'\\)"):
+        analyze_rct(trial, COLS, vcov="HC2")
+    rng = np.random.default_rng(3)
+    within = trial.assign(treatment=rng.integers(0, 2, len(trial)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlevalWarning)
+        res = analyze_rct(within, COLS.replace(block="school_id"), design="blocked")
+    assert not any("independent" in n for n in res.notes)
