@@ -556,6 +556,12 @@ def test_per_school_estimates_on_another_scale_are_flagged():
                                            f"\\({pct['estimate'].iloc[1]:g}, .*index 1, 2, 3; school\\(s\\) "
                                            f"{pct.school_id[1]!r}, {pct.school_id[2]!r}"):
         school_effects_from_estimates(gap)
+    # variances given as SEs: implausibly small for one school
+    var = d.assign(se=d["se"] ** 2)
+    n_tiny = int((var["se"] < 0.005).sum())
+    with pytest.warns(PlevalWarning, match=f"column 'se' \\(se\\): {n_tiny} of {len(d)} row\\(s\\) are below 0.005 "
+                                           f"\\({var['se'].iloc[0]:g}, .*school\\(s\\) 'PL001'.*take their square root"):
+        school_effects_from_estimates(var)
 
 
 def test_pleval_schools_text_in_a_moderator(tmp_path):

@@ -1096,6 +1096,11 @@ IMPLAUSIBLE_ES = 2.0
 percentile points): effects of education programs are rarely above 0.5 SD (Kraft 2020,
 "Interpreting effect sizes of education interventions", Educational Researcher 49(4))."""
 
+IMPLAUSIBLE_SE = 0.005
+"""Per-school SEs below this many SDs are flagged: one school's effect size has an SE of about
+``√((1 − R²)(1/n_T + 1/n_C))``, so 0.005 SD needs some 8,000 students per arm even with R² = 0.9;
+such values are more likely variances (SE²) or SEs of another quantity."""
+
 
 def school_effects_from_estimates(
     data: pd.DataFrame,
@@ -1179,6 +1184,13 @@ def school_effects_from_estimates(
                       "sizes in SD units, where a school's effect rarely exceeds 0.5; if they are score points or "
                       "percentile points, divide by the outcome's SD or convert them (pleval convert) first",
                       PlevalWarning, stacklevel=2)
+    tiny = (d[se] < IMPLAUSIBLE_SE).to_numpy() & ~miss
+    if tiny.any():
+        shown = ", ".join(f"{v:g}" for v in d[se].to_numpy(dtype=float)[tiny][:3])
+        warnings.warn(f"column {se!r} (se): {int(tiny.sum()):,} of {int((~miss).sum()):,} row(s) are below "
+                      f"{IMPLAUSIBLE_SE:g} ({shown}; {where(tiny)}): one school's effect-size SE is rarely below "
+                      "0.01 (0.005 needs some 8,000 students per arm); if these are variances, take their square "
+                      "root first", PlevalWarning, stacklevel=2)
     d = d.loc[~miss]
     dfs = np.full(len(d), np.inf)
     if df:
