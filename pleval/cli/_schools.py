@@ -133,7 +133,7 @@ def schools(
     if cluster:
         extra += [f"[{res._label(k if not isinstance(k, tuple) or k[-1] != 'meta-regression' else k[0])}] {r.summary()}"
                   for k, r in res.cluster_robust(cluster, vcov=cluster_vcov.upper(), df=cluster_df,
-                                                            regressions=regressions).items()]
+                                                 regressions=regressions).items()]
     echo(res.summary())
     for key, mr in regressions.items():
         echo("")
@@ -151,11 +151,11 @@ def schools(
             echo("")
             echo(f"[{label}] schools")
             echo(_readable(sub, []).to_markdown(index=False, disable_numparse=True))
-    options = dict(school=school or "school_id", estimate=estimate, se=se, df=res.options["df"], subject=subject, n_treated=n_treated,
-                   n_comparison=n_comparison, moderators=mods, method=method, hartung_knapp=hartung_knapp,
-                   prediction=prediction, influence=influence, permutations=permutations, cluster=cluster,
-                   cluster_vcov=cluster_vcov.upper(), cluster_df=cluster_df, blup=blup, seed=seed, adjust=adjust, alpha=alpha, level=level,
-                   baseline_percentile=baseline_percentile)
+    options = dict(school=school or "school_id", estimate=estimate, se=se, df=res.options["df"], subject=subject,
+                   n_treated=n_treated, n_comparison=n_comparison, moderators=mods, method=method,
+                   hartung_knapp=hartung_knapp, prediction=prediction, influence=influence, permutations=permutations,
+                   cluster=cluster, cluster_vcov=cluster_vcov.upper(), cluster_df=cluster_df, blup=blup, seed=seed,
+                   adjust=adjust, alpha=alpha, level=level, baseline_percentile=baseline_percentile)
     for target in out or []:
         path = export_table(res, target)
         echo(f"wrote {path}")

@@ -178,7 +178,6 @@ def _school_arms(data: pd.DataFrame, school: str, treatment: str):
     codes, ids = pd.factorize(data[school], sort=True)
     ok = codes >= 0
     k = codes if ok.all() else codes[ok]
-    rows = np.bincount(k, minlength=len(ids))
     treated = np.bincount(k, weights=t.to_numpy(dtype=float) if ok.all() else t.to_numpy(dtype=float)[ok],
                           minlength=len(ids))
     ids = ids.to_numpy()
@@ -260,9 +259,8 @@ class _InMemoryRounds:
             v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.keep))
             codes, levels = pd.factorize(v.data[school])
         else:  # the school codes of schools() taken for the validated rows: no text hashed again
-            keep = comparison
-            v = replace(v, data=_rounds_rows(v.data, keep, cols, c.treatment, self.keep))
-            codes, levels = codes[keep], pd.Index(coded[1])
+            v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.keep))
+            codes, levels = codes[comparison], pd.Index(coded[1])
         codes = narrow_codes(codes, len(levels))  # (held by the rounds)
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
