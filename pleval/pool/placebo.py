@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from ..data import Columns
-from ..errors import DesignError
 from ..heterogeneity.placebo import deal
 from .engine import SqlEngine
 from .source import RID
@@ -48,7 +47,8 @@ class PoolRounds:
         self.round = 0
 
     def schools(self) -> tuple[np.ndarray, np.ndarray]:
-        """PL and comparison school ids, with the in-memory check that no school is both."""
+        """PL and comparison school ids: as in memory, a pool school that is also a PL file's
+        school (a mixed school) does not play placebo, but its pool students stay in the pool."""
         c, q = self.columns, self.eng.quote
         score = c.main_pretest or c.outcome
         stats = self.eng.frame(f"SELECT {q(c.school)} AS school, avg(CAST({q(score)} AS DOUBLE)) AS mean, "
@@ -56,15 +56,8 @@ class PoolRounds:
                                f"GROUP BY {q(c.school)}")
         stats = stats.set_index("school").sort_index()
         stats.index = pd.Index([v.item() if isinstance(v, np.generic) else v for v in stats.index], dtype=object)
-        pl = pd.Index(self.pl_schools, dtype=object)
-        mixed = stats.index.isin(pl)
-        if mixed.any():
-            raise DesignError(
-                f"column {c.school!r} (school): {int(mixed.sum())} school(s) have both PL and comparison students; "
-                "placebo schools need schools that are wholly PL or wholly comparison"
-            )
-        self.stats = stats
-        return self.pl_schools, stats.index.to_numpy()
+        self.stats = stats[~stats.index.isin(pd.Index(self.pl_schools, dtype=object))]
+        return self.pl_schools, self.stats.index.to_numpy()
 
     def order(self, pl: np.ndarray, per_round: int) -> np.ndarray:
         self.total = -(-len(self.stats) // per_round)
