@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
@@ -116,6 +116,18 @@ class CheckReport(ResultMixin):
     problems: tuple[Problem, ...]
     roles: pd.DataFrame = field(default_factory=pd.DataFrame)
     _handover: _Handover | None = field(default=None, repr=False, compare=False)
+    unused: tuple[str, ...] = ()
+
+    def used_also(self, names) -> "CheckReport":
+        """This report with ``names`` — columns an analysis reads beside the roles (subgroups,
+        moderators, further outcomes, a placebo outcome) — no longer listed as unused."""
+        taken = {str(n) for n in names}
+        left = tuple(c for c in self.unused if c not in taken)
+        if left == self.unused:
+            return self
+        problems = tuple(p for p in (_unused_note(left) if p.kind == "unused columns" else p for p in self.problems)
+                         if p is not None)
+        return replace(self, problems=problems, unused=left)
 
     def take_validated(self, df: pd.DataFrame, columns: Columns, require=("outcome", "treatment")) -> Validated | None:
         """The :class:`~pleval.data.Validated` record of the check's own validation of ``df``
@@ -238,11 +250,18 @@ def check(
     used = {c for v in cols.roles().values() for c in v}
     unused = [str(c) for c in listed.columns if c not in used]
     if unused:
-        problems.append(Problem("note", "unused columns", f"columns not used by any role: {', '.join(unused[:20])}"
-                                + (f" (and {len(unused) - 20} more)" if len(unused) > 20 else "")))
+        problems.append(_unused_note(unused))
     order = {lv: i for i, lv in enumerate(LEVELS)}
     problems.sort(key=lambda p: order[p.level])
-    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover)
+    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover, tuple(unused))
+
+
+def _unused_note(unused) -> Problem | None:
+    """The note listing the columns no role uses (the first 20), or None without any."""
+    if not unused:
+        return None
+    return Problem("note", "unused columns", f"columns not used by any role: {', '.join(unused[:20])}"
+                   + (f" (and {len(unused) - 20} more)" if len(unused) > 20 else ""))
 
 
 def columns_needed(names: list[str], given: Mapping[str, Any] | None = None, *, design: str = "matched",

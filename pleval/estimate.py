@@ -48,8 +48,8 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, read_table,
-    resolve_columns, subject_arms, validate, with_binary_treatment,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_written, frame_sha256, one_arm_subject,
+    read_table, resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
 from .findings import p_clause
@@ -708,6 +708,8 @@ def estimate(
     if checked is None:
         checked, checked_frame = check(df, columns, design=design, keep_validated=True), df
     checked.raise_errors()
+    checked = checked.used_also([*opts["subgroups"], *opts["moderators"], *opts["outcomes"],
+                                 *([opts["placebo_outcome"]] if opts.get("placebo_outcome") else [])])
     columns = checked.columns
     df, work = with_binary_treatment(df, columns)  # the label is applied once, here
     plan = outcome_plan(df, columns.outcome, opts)
@@ -1491,6 +1493,11 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     for name in opts["subgroups"]:
         if name not in sample.columns:
             raise DataError(f"subgroup column {name!r} is not in the data (or use {BAND!r})")
+        if subject is not None and sample[name].notna().all() and sample[name].nunique() == 1 \
+                and m.matched[name].nunique() > 1:  # a level of another subject only: no subgroups here
+            notes.append(f"subgroups ({subject}): column {name!r} has one value ({as_written(sample[name].iloc[0])!r}) "
+                         f"among {subject}'s analysed rows, so it has no subgroup effects in {subject}")
+            continue
         codes, labels = level_codes(sample[name], name)
         codes = set_level_codes(sample, c.treatment, codes)
         smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \

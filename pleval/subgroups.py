@@ -39,6 +39,7 @@ import pandas as pd
 from ._results import Effect, Estimate
 from .errors import DataError, DesignError
 from .inference import ols
+from .inference.robust import CollinearError
 
 MAX_LEVELS = 12
 
@@ -148,20 +149,30 @@ def subgroup_effects(
     D[r, c[r] - 1] = 1.0
     Z = np.zeros((n, Lu))
     Z[np.arange(n), c] = z[rows_in]
-    Xs = np.hstack([X[rows_in][:, base], D, Z])
-    k0 = len(base) + Lu - 1
-    xnames = [names[j] for j in base] + [f"{name}[{labels[j]}]" for j in lev[1:]] + [
-        f"treatment×{name}[{labels[j]}]" for j in lev]
     cl = None if clusters is None else _level_clusters(clusters[rows_in], z[rows_in] == 1, c, Lu,
                                                          np.arange(n) if units is None else units[rows_in],
                                                          [labels[j] for j in lev], name, notes)
-    try:
-        fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
-                  weights=None if weights is None else weights[rows_in], clusters=cl,
-                  absorb=None if absorb is None else absorb[rows_in], df_working=df_working)
-    except DesignError as exc:
-        notes.append(f"subgroup {name}: not estimable ({exc})")
-        return [], None
+    level_main = list(range(Lu - 1))  # the levels' main effects the design does not span already
+    while True:  # at most L − 1 refits, each dropping one spanned main effect
+        Xs = np.hstack([X[rows_in][:, base], D[:, level_main], Z])
+        k0 = len(base) + len(level_main)
+        xnames = [names[j] for j in base] + [f"{name}[{labels[lev[i + 1]]}]" for i in level_main] + [
+            f"treatment×{name}[{labels[j]}]" for j in lev]
+        try:
+            fit = ols(y[rows_in], Xs, names=xnames, vcov=vcov, cluster_df=cluster_df, cr2=cr2,
+                      weights=None if weights is None else weights[rows_in], clusters=cl,
+                      absorb=None if absorb is None else absorb[rows_in], df_working=df_working)
+            break
+        except CollinearError as exc:
+            if not len(base) <= exc.column < k0:  # not a level's main effect: the subgroup is not estimable
+                notes.append(f"subgroup {name}: not estimable ({exc})")
+                return [], None
+            # a function of the design's own columns (a copy of grade, an exact-match stratum): the
+            # design already holds that level's mean, and its treatment effect stays estimable
+            del level_main[exc.column - len(base)]
+        except DesignError as exc:
+            notes.append(f"subgroup {name}: not estimable ({exc})")
+            return [], None
     rows = []
     for i, j in enumerate(lev):
         b, se, df, p = fit.coef(xnames[k0 + i])

@@ -349,3 +349,29 @@ def test_bh_and_holm_hand_computed():
     assert list(s.index) == ["a", "b"]
     with pytest.raises(DataError):
         adjust_pvalues([0.1, 1.5])
+
+
+def test_ols_names_a_collinear_regressor_even_when_the_factor_does_not_fail():
+    """A regressor that is a linear combination of those before it: the Cholesky factor of X'X
+    may not fail (rounding leaves a pivot near 1e-16 of the column's sum of squares) and gave
+    standard errors of noise; the pivot test names the column (CollinearError.column), exact
+    collinearity or a constant alike, while a column far off the intercept (a year) passes."""
+    from pleval.errors import DesignError
+    from pleval.inference.robust import CollinearError
+
+    rng = np.random.default_rng(5)
+    n = 400
+    g = rng.integers(0, 3, n)
+    dummies = (g[:, None] == np.arange(3)).astype(float)
+    x = rng.normal(size=n)
+    y = x + rng.normal(size=n)
+    X = np.column_stack([np.ones(n), x, dummies[:, 1], dummies[:, 2], 1 - dummies[:, 0]])
+    names = ["const", "x", "g1", "g2", "not_g0"]
+    with pytest.raises(CollinearError, match="'not_g0' is constant or a linear combination") as info:
+        ols(y, X, names=names, vcov="HC2")
+    assert info.value.column == 4 and isinstance(info.value, DesignError)
+    with pytest.raises(CollinearError, match="'twice'") as info:
+        ols(y, np.column_stack([np.ones(n), x, 2 * x]), names=["const", "x", "twice"], vcov="HC2")
+    year = 1970 + 10 * rng.normal(size=n)
+    fit = ols(y, np.column_stack([np.ones(n), x, year]), vcov="HC2")
+    assert np.isfinite(fit.se).all()

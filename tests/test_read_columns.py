@@ -101,4 +101,5 @@ def test_estimate_of_a_parquet_file_read_in_part_equals_the_csv_read_whole(data,
     assert prov["parquet"]["n_columns"] == prov["csv"]["n_columns"] == data.shape[1]
     notes = {k: [ln for ln in (outs[k] / "summary.md").read_text().splitlines() if "not used by any role" in ln]
              for k in outs}
-    assert notes["parquet"] == notes["csv"] and notes["csv"][0].endswith("extra_score, district_note, poverty")
+    # the --subgroups column is read by the analysis: not listed as unused
+    assert notes["parquet"] == notes["csv"] and notes["csv"][0].endswith("urbanicity, extra_score, district_note")

@@ -268,6 +268,42 @@ def test_matched_subgroups_equal_the_interacted_wls_on_the_matched_sample():
         assert abs(sub.loc[level, "df"] / indep - 1) > 1e-3
 
 
+def test_a_subgroup_column_with_one_value_in_a_subject_is_noted_there():
+    """A subgroup level found in one subject only (here among math's rows) stopped the whole run
+    ("a single value among the analysed rows"); the other subject now gets a note and no
+    subgroup rows, the first its effects. A column with one value everywhere is still an error.
+    Subgroup columns are not listed as unused."""
+    sim = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(4, 5), seed=2)
+    d = sim.data.assign(grp=lambda x: np.where((x.subject == "math") & (x.grade == 5), "g5", "other"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, subgroups="grp", placebo=False, sensitivity=False, seed=1, workers=1)
+    sub = ev.subgroups()
+    assert set(sub["subject"]) == {"math"} and sorted(sub["level"]) == ["g5", "other"]
+    assert np.isfinite(sub["se"]).all() and (sub["se"] < 5).all()
+    assert any("subgroups (reading): column 'grp' has one value ('other')" in n for n in ev.notes)
+    assert not any(p.kind == "unused columns" and "grp" in p.message for p in ev.checks.problems)
+    with pytest.raises(DataError, match="single value"):
+        pleval.estimate(d.assign(grp="one"), subgroups="grp", placebo=False, sensitivity=False, workers=1)
+
+
+def test_a_subgroup_that_is_a_function_of_the_design_gives_the_same_effects():
+    """Grade written as text (or any column the design's exact-match strata already span): its
+    level main effects are collinear with the design's grade terms. Math's fit did not fail but
+    gave standard errors of rounding noise (127 against 1.75 for grade), reading's was "not
+    estimable"; the spanned main effects are now left out and the rows equal grade's."""
+    sim = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(4, 5), seed=2)
+    d = sim.data.assign(grade_text=lambda x: "g" + x.grade.astype(str))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        by_grade = pleval.estimate(d, subgroups="grade", placebo=False, sensitivity=False, seed=1, workers=1)
+        by_text = pleval.estimate(d, subgroups="grade_text", placebo=False, sensitivity=False, seed=1, workers=1)
+    a, b = by_grade.subgroups(), by_text.subgroups()
+    assert len(a) == len(b) == 4 and not any("not estimable" in n for n in by_text.notes)
+    cols = ["estimate", "se", "df", "ci_low", "ci_high", "pvalue"]
+    np.testing.assert_allclose(b[cols].to_numpy(float), a[cols].to_numpy(float), rtol=1e-7)
+
+
 def test_subgroup_option_errors(rct_ev):
     sim, _ = rct_ev
     with pytest.raises(DataError, match="bands"):
