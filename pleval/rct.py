@@ -118,7 +118,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, design_matrix, one_arm_subject, subject_arms, validate
+from .data import Columns, as_written, design_matrix, one_arm_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -974,8 +974,14 @@ def analyze_rct(
 
     sub = inter = None
     if subgroups:
-        sub, inter = _subgroups(ana, cols, mod, list(subgroups), fit_kw, scale, adjust, level, notes, interaction_test,
-                                absorb)
+        names = list(subgroups)
+        if subject is not None:  # a level of another subject only: no subgroups in this one (a note)
+            one = [x for x in names if x in ana.columns and ana[x].notna().all() and ana[x].nunique() == 1
+                   and df[x].nunique() > 1]
+            notes += [f"subgroups ({subject}): column {x!r} has one value ({as_written(ana[x].iloc[0])!r}) among "
+                      f"{subject}'s analysed rows, so it has no subgroup effects in {subject}" for x in one]
+            names = [x for x in names if x not in one]
+        sub, inter = _subgroups(ana, cols, mod, names, fit_kw, scale, adjust, level, notes, interaction_test, absorb)
 
     boot = None
     if bootstrap:

@@ -287,6 +287,16 @@ def test_a_subgroup_column_with_one_value_in_a_subject_is_noted_there():
         pleval.estimate(d.assign(grp="one"), subgroups="grp", placebo=False, sensitivity=False, workers=1)
 
 
+def test_a_trial_subgroup_with_one_value_in_a_subject_is_noted_there(rct_ev):
+    sim, _ = rct_ev
+    d = sim.data.assign(grp=lambda x: np.where((x.subject == "math") & (x.grade == 5), "g5", "other"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, design="rct", subgroups="grp", placebo=False, workers=1)
+    assert set(ev.subgroups()["subject"]) == {"math"}
+    assert any("subgroups (reading): column 'grp' has one value ('other')" in n for n in ev.notes)
+
+
 def test_a_subgroup_that_is_a_function_of_the_design_gives_the_same_effects():
     """Grade written as text (or any column the design's exact-match strata already span): its
     level main effects are collinear with the design's grade terms. Math's fit did not fail but
