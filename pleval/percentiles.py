@@ -161,13 +161,16 @@ def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
     Valid because Δ(g; p) is strictly increasing in g. Returns ``(low, high)``; a ``ci_low``
     above its ``ci_high`` is an error (the ends given the wrong way round).
     """
-    import numpy as np
+    if _numbers(ci_low, ci_high):
+        lo, hi = float(ci_low), float(ci_high)
+    else:
+        import numpy as np
 
-    lo, hi = (np.ravel(a) for a in np.broadcast_arrays(np.asarray(ci_low, float), np.asarray(ci_high, float)))
-    if (lo > hi).any():
-        i = int(np.argmax(lo > hi))
-        raise DataError(f"a confidence interval's low end ({lo[i]:g}) exceeds its high end ({hi[i]:g}); give it as "
-                        "LOW HIGH")
+        lo, hi = (np.ravel(a) for a in np.broadcast_arrays(np.asarray(ci_low, float), np.asarray(ci_high, float)))
+        i = int(np.argmax(np.nan_to_num(lo - hi, nan=-np.inf))) if lo.size else 0  # (NaN ends: a missing CI)
+        lo, hi = (float(lo[i]), float(hi[i])) if lo.size else (0.0, 0.0)
+    if lo > hi:  # (of arrays: the pair most out of order)
+        raise DataError(f"a confidence interval's low end ({lo:g}) exceeds its high end ({hi:g}); give it as LOW HIGH")
     return (
         to_percentile_points(ci_low, baseline_percentile),
         to_percentile_points(ci_high, baseline_percentile),
