@@ -1002,10 +1002,11 @@ def evaluation_subgroups(ev: "Evaluation", subject: str) -> Figure:
     s = ev.subgroups(subject)
     if not len(s):
         raise PlevalError(f"no subgroup effects for subject {subject!r}")
+    level = float(ev.options.get("level", 0.95))
     d = pd.DataFrame({
         "school": (s["subgroup"].astype(str) + " = " + s["level"].astype(str)).to_numpy(),
         "estimate": s["effect_size"].to_numpy(dtype=float),
-        "se": ((s["es_ci_high"] - s["es_ci_low"]) / (2 * stats.norm.ppf(0.975))).to_numpy(dtype=float),
+        "se": ((s["es_ci_high"] - s["es_ci_low"]) / (2 * stats.norm.ppf(0.5 + level / 2))).to_numpy(dtype=float),
         "ci_low": s["es_ci_low"].to_numpy(dtype=float),
         "ci_high": s["es_ci_high"].to_numpy(dtype=float),
         "pvalue_adj": s["pvalue_adjusted"].to_numpy(dtype=float),
@@ -1014,7 +1015,7 @@ def evaluation_subgroups(ev: "Evaluation", subject: str) -> Figure:
     es = e.effect_size
     return forest(
         d, pooled={"estimate": es.estimate, "ci_low": es.ci_low, "ci_high": es.ci_high, "method": "all students"},
-        baseline_percentile=e.baseline_percentile, sd=e.sd, sd_kind=e.sd_kind, level=float(ev.options.get("level", 0.95)),
+        baseline_percentile=e.baseline_percentile, sd=e.sd, sd_kind=e.sd_kind, level=level,
         alpha=float(ev.options.get("alpha", 0.05)), sort=False, unit="subgroup level",
         title=findings.title(subject, "Effect of personalized learning by subgroup"),
     )
