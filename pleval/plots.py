@@ -751,12 +751,13 @@ def percentile_chart(
     xlim: tuple[float, float] | None = None,
     label: str | None = None,
     title: str | None = None,
+    level: float = 0.95,
 ) -> Figure:
     """How an effect size converts to percentile points, with the estimate marked.
 
     Curves ``Δ(g; p) = 100·Φ(Φ⁻¹(p/100) + g) − p`` for each baseline percentile in
     ``baselines``; the curve for ``baseline_percentile`` is emphasized and the estimate
-    ``effect_size`` (with its confidence interval ``ci``) is marked on it and spelled out
+    ``effect_size`` (with its confidence interval ``ci``, of level ``level``) is marked on it and spelled out
     ("from the 50th to the 53rd percentile"). At p = 50 the curve is the WWC improvement
     index. The same g moves a student at the 10th or 90th percentile fewer points than one
     at the median, because fewer students are packed into the tails.
@@ -784,7 +785,7 @@ def percentile_chart(
             lo, hi = ci
             plo, phi = percentiles.percentile_interval(lo, hi, p0)
             ax.plot([lo, hi], [plo, phi], color=NEGATIVE, lw=4, alpha=0.45, solid_capstyle="butt", zorder=4,
-                    label="95% confidence interval")
+                    label=f"{level:.0%} confidence interval")
             ax.axvspan(lo, hi, color=NEGATIVE, alpha=0.06, lw=0)
         ax.plot([effect_size, effect_size, xlim[0]], [ax.get_ylim()[0], pp, pp], color=NEGATIVE, lw=0.9, ls=":", zorder=4)
         ax.scatter([effect_size], [pp], s=60, color=NEGATIVE, zorder=5, label=label or "estimate")
@@ -991,7 +992,7 @@ def evaluation_percentiles(ev: "Evaluation", subject: str) -> Figure:
     es = ev.effects[subject].effect_size
     return percentile_chart(
         es.estimate, (es.ci_low, es.ci_high), baseline_percentile=ev.effects[subject].baseline_percentile,
-        title=findings.title(subject, "From effect size to percentile points"),
+        title=findings.title(subject, "From effect size to percentile points"), level=float(ev.options.get("level", 0.95)),
     )
 
 

@@ -242,7 +242,8 @@ class RCTResult(ResultMixin):
             + (f"; {o['n_blocks']} blocks" if o.get("n_blocks") else ""),
             f"  model: {o['model']}; covariance {o['vcov']}",
             "",
-            f"  {'analysis':<30}{'raw':>9}{'SE':>9}{'95% CI':>20}{'p':>9}{'ES':>8}{'pct pts':>9}",
+            f"  {'analysis':<30}{'raw':>9}{'SE':>9}{format(o.get('level', 0.95), '.0%') + ' CI':>20}{'p':>9}{'ES':>8}"
+            f"{'pct pts':>9}",
         ]
         for name, eff in self.all_effects():
             r = eff.raw

@@ -202,7 +202,10 @@ def test_percentile_chart_marks_the_estimate():
     assert pts and np.allclose(pts[-1][0], [0.08, percentiles.to_percentile_points(0.08)])
     texts = " ".join(t.get_text() for t in ax.texts)
     assert "50th percentile" in texts and "53rd" in texts
+    assert "95% confidence interval" in [t.get_text() for t in ax.get_legend().get_texts()]
     _png_ok(fig)
+    legend = plots.percentile_chart(0.08, (0.04, 0.12), level=0.9).axes[0].get_legend()
+    assert "90% confidence interval" in [t.get_text() for t in legend.get_texts()]  # (it said 95% at any level)
 
 
 def test_effect_distribution_and_repr_png():

@@ -517,3 +517,12 @@ def test_a_covariance_that_ignores_randomized_schools_is_warned(trial):
         warnings.simplefilter("error", PlevalWarning)
         res = analyze_rct(within, COLS.replace(block="school_id"), design="blocked")
     assert not any("independent" in n for n in res.notes)
+
+
+def test_summary_states_the_level_of_its_intervals(trial):
+    """The trial summary's interval column is headed by the analysis's level (it said 95% at any)."""
+    res = analyze_rct(trial, COLS, level=0.9)
+    head = next(ln for ln in res.summary().splitlines() if ln.strip().startswith("analysis"))
+    assert "90% CI" in head and "95%" not in head
+    lo, hi = res.itt.raw.ci_low, res.itt.raw.ci_high
+    assert hi - lo == pytest.approx(2 * stats.t.ppf(0.95, res.itt.raw.df) * res.itt.raw.se)
