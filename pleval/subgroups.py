@@ -251,15 +251,21 @@ def set_level_codes(matched: pd.DataFrame, treatment: str, codes: np.ndarray) ->
     return out
 
 
+_YES_NO = {("1", "0"), ("1.0", "0.0"), ("true", "false"), ("yes", "no"), ("y", "n")}
+"""A two-level ``frl`` column's gap (highest − lowest level, in sorted order) read as eligible −
+not eligible: 1/0, True/False, Yes/No, Y/N in any case."""
+
+
 def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
     """The change in the gap between advantaged and disadvantaged students, from the test rows:
     highest minus lowest pretest band, and students not eligible for free or reduced-price lunch
-    minus eligible ones (subgroup ``frl`` coded 0/1). Negative: the program narrows the gap."""
+    minus eligible ones (subgroup ``frl`` coded 1/0, True/False, Yes/No or Y/N). Negative: the
+    program narrows the gap."""
     rows = []
     for r in tests.itertuples():
         if r.subgroup == BAND:
             sign, what = 1.0, f"highest − lowest pretest band ({r.gap})"
-        elif r.subgroup == "frl" and r.gap in ("1 − 0", "True − False"):
+        elif r.subgroup == "frl" and tuple(x.strip().lower() for x in str(r.gap).split(" − ")) in _YES_NO:
             sign, what = -1.0, "non-FRL − FRL students"
         else:
             continue

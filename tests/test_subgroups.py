@@ -206,6 +206,11 @@ def test_equity_table_signs_and_verdicts():
     # FRL: the gap is non-FRL − FRL; τ_FRL − τ_nonFRL = −2 means non-FRL students gained 2 more: it widens
     assert e.loc[1, "change"] == 2.0 and (e.loc[1, "ci_low"], e.loc[1, "ci_high"]) == (1.0, 3.0)
     assert e.loc[1, "verdict"] == "widens the gap" and e.loc[1, "change_es"] == pytest.approx(0.2)
+    # FRL coded as text: the same row (a Yes/No or Y/N column gave no FRL row at all)
+    for gap in ("Yes − No", "Y − N", "TRUE − FALSE", "y − n"):
+        e2 = equity_table(tests.assign(gap=tests["gap"].where(tests["subgroup"] != "frl", gap)))
+        pd.testing.assert_frame_equal(e2, e)
+    assert len(equity_table(tests.assign(gap=tests["gap"].where(tests["subgroup"] != "frl", "urban − rural")))) == 1
 
 
 # ------------------------------------------------------------------------- pleval.estimate
