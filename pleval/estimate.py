@@ -48,8 +48,8 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_written, frame_sha256, one_arm_subject,
-    read_table, resolve_columns, subject_arms, validate, with_binary_treatment,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, read_table,
+    resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
 from .findings import p_clause
@@ -1478,7 +1478,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     student (:mod:`pleval.subgroups`); the df of single contrasts under the overall effect's
     working model (``df_working``, by default a school random effect)."""
     from .matching.effect import regression_design
-    from .subgroups import level_codes, set_level_codes, subgroup_effects
+    from .subgroups import level_codes, set_level_codes, single_valued_in_subject, subgroup_effects
 
     c = m.columns
     sample = m.matched if subject is None else m.matched[m.matched[c.subject] == subject]
@@ -1490,14 +1490,12 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     def scale(e):
         return Effect.from_raw(e, eff.sd, eff.sd_kind, omega=eff.omega, baseline_percentile=eff.baseline_percentile)
 
-    for name in opts["subgroups"]:
-        if name not in sample.columns:
-            raise DataError(f"subgroup column {name!r} is not in the data (or use {BAND!r})")
-        if subject is not None and sample[name].notna().all() and sample[name].nunique() == 1 \
-                and m.matched[name].nunique() > 1:  # a level of another subject only: no subgroups here
-            notes.append(f"subgroups ({subject}): column {name!r} has one value ({as_written(sample[name].iloc[0])!r}) "
-                         f"among {subject}'s analysed rows, so it has no subgroup effects in {subject}")
-            continue
+    missing = [x for x in opts["subgroups"] if x not in sample.columns]
+    if missing:
+        raise DataError(f"subgroup column {missing[0]!r} is not in the data (or use {BAND!r})")
+    analysed, left_out = single_valued_in_subject(sample, m.matched, opts["subgroups"], subject)
+    notes += left_out
+    for name in analysed:
         codes, labels = level_codes(sample[name], name)
         codes = set_level_codes(sample, c.treatment, codes)
         smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \

@@ -118,13 +118,13 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, as_written, design_matrix, one_arm_subject, subject_arms, validate
+from .data import Columns, design_matrix, one_arm_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
 from .inference.robust import DF_WORKING, check_conventions, clusters_nested, convention_label
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
-from .subgroups import level_codes, subgroup_effects
+from .subgroups import level_codes, single_valued_in_subject, subgroup_effects
 
 DESIGNS = ("individual", "blocked", "cluster")
 METHODS = ("ols", "cluster_means", "mixedlm")
@@ -318,12 +318,11 @@ def _unclustered_schools(rand: pd.DataFrame, cols: Columns, design: str, vcov: s
     """Why the standard errors are too small, or "": a covariance that ignores the schools
     (``vcov`` HC or classical) when the schools were randomized — the design says so, or every
     school's students share one arm (at least two schools in each)."""
-    per = rand.groupby(cols.school, sort=False, observed=True)[cols.treatment].agg(["min", "max"])
-    whole = bool((per["min"] == per["max"]).all()) and min((per["min"] == 1).sum(), (per["min"] == 0).sum()) >= 2
     if design == "cluster":
         return (f"vcov={vcov!r} treats students as independent, but the schools were randomized (design "
                 "'cluster'): the standard errors are too small; use vcov='CR2' (the default)")
-    if whole:
+    per = rand.groupby(cols.school, sort=False, observed=True)[cols.treatment].agg(["min", "max"])
+    if (per["min"] == per["max"]).all() and min((per["min"] == 1).sum(), (per["min"] == 0).sum()) >= 2:
         return (f"column {cols.treatment!r} (treatment) is constant within each of the {len(per):,} schools of "
                 f"{cols.school!r}, so the schools look randomized, but design {design!r} with vcov={vcov!r} treats "
                 "students as independent: the standard errors are too small if schools were randomized; use "
@@ -975,14 +974,9 @@ def analyze_rct(
 
     sub = inter = None
     if subgroups:
-        names = list(subgroups)
-        if subject is not None:  # a level of another subject only: no subgroups in this one (a note)
-            one = [x for x in names if x in ana.columns and ana[x].notna().all() and ana[x].nunique() == 1
-                   and df[x].nunique() > 1]
-            notes += [f"subgroups ({subject}): column {x!r} has one value ({as_written(ana[x].iloc[0])!r}) among "
-                      f"{subject}'s analysed rows, so it has no subgroup effects in {subject}" for x in one]
-            names = [x for x in names if x not in one]
-        sub, inter = _subgroups(ana, cols, mod, names, fit_kw, scale, adjust, level, notes, interaction_test, absorb)
+        analysed, left_out = single_valued_in_subject(ana, df, subgroups, subject)
+        notes += left_out
+        sub, inter = _subgroups(ana, cols, mod, analysed, fit_kw, scale, adjust, level, notes, interaction_test, absorb)
 
     boot = None
     if bootstrap:

@@ -56,6 +56,22 @@ def level_codes(values: pd.Series, name: str) -> tuple[np.ndarray, list]:
     return codes, list(labels)
 
 
+def single_valued_in_subject(frame: pd.DataFrame, whole: pd.DataFrame, names, subject) -> tuple[list, list[str]]:
+    """The subgroup columns of ``names`` to analyse in ``frame`` (one subject's analysed rows) and
+    a note for each left out: a column with one value there that varies in ``whole`` (a level
+    of another subject only) has no subgroup effects in this subject; a column with one value
+    everywhere stays for :func:`level_codes`' error."""
+    from .data import as_written
+
+    if subject is None:
+        return list(names), []
+    one = [x for x in names if x in frame.columns and frame[x].notna().all() and frame[x].nunique() == 1
+           and whole[x].nunique() > 1]
+    notes = [f"subgroups ({subject}): column {x!r} has one value ({as_written(frame[x].iloc[0])!r}) among "
+             f"{subject}'s analysed rows, so it has no subgroup effects in {subject}" for x in one]
+    return [x for x in names if x not in one], notes
+
+
 def _level_clusters(clusters: np.ndarray, treated: np.ndarray, c: np.ndarray, L: int, units: np.ndarray, labels: list,
                     name: str, notes: list) -> np.ndarray:
     """``clusters`` with each level's rows passed through
@@ -281,4 +297,5 @@ def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["subgroup_effects", "level_codes", "pretest_bands", "set_level_codes", "equity_table", "BAND", "MAX_LEVELS"]
+__all__ = ["subgroup_effects", "level_codes", "single_valued_in_subject", "pretest_bands", "set_level_codes",
+           "equity_table", "BAND", "MAX_LEVELS"]

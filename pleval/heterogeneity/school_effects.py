@@ -1191,27 +1191,19 @@ def school_effects_from_estimates(
                       f"{IMPLAUSIBLE_SE:g} ({shown}; {where(tiny)}): one school's effect-size SE is rarely below "
                       "0.01 (0.005 needs some 8,000 students per arm); if these are variances, take their square "
                       "root first", PlevalWarning, stacklevel=2)
-    d = d.loc[~miss]
-    dfs = np.full(len(d), np.inf)
+    dfs = np.full(len(d), np.inf)  # over data's rows, as where() reads them; the normal reference without df
     if df:
-        kept = np.flatnonzero(~miss)
-
-        def on_data(mask):  # a mask over the kept rows as one over data's, for where()
-            out = np.zeros(len(data), dtype=bool)
-            out[kept[mask]] = True
-            return out
-
         dfs = d[df].to_numpy(dtype=float, na_value=np.nan)
-        bad_df = dfs <= 0
+        bad_df = (dfs <= 0) & ~miss
         if bad_df.any():
             raise DataError(f"column {df!r} (df): {int(bad_df.sum()):,} row(s) are zero or negative "
-                            f"({where(on_data(bad_df))}); degrees of freedom must be positive")
-        no_df = np.isnan(dfs)
+                            f"({where(bad_df)}); degrees of freedom must be positive")
+        no_df = np.isnan(dfs) & ~miss
         if no_df.any():
-            warnings.warn(f"column {df!r} (df): {int(no_df.sum()):,} school row(s) have no value "
-                          f"({where(on_data(no_df))}); their p-values and CIs use the normal reference",
-                          PlevalWarning, stacklevel=2)
-            dfs = np.where(no_df, np.inf, dfs)
+            warnings.warn(f"column {df!r} (df): {int(no_df.sum()):,} school row(s) have no value ({where(no_df)}); "
+                          "their p-values and CIs use the normal reference", PlevalWarning, stacklevel=2)
+        dfs = np.where(np.isnan(dfs), np.inf, dfs)
+    d, dfs = d.loc[~miss], dfs[~miss]
     if by_cols:
         dup = d.duplicated([*by_cols, school])
     else:
