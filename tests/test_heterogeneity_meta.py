@@ -650,3 +650,22 @@ def test_check_vcov_symmetrizes_and_keeps_an_exactly_symmetric_matrix():
     far[0, 1] += 0.01
     with pytest.raises(DataError, match="symmetric"):
         check_vcov(far, se)
+
+
+def test_reml_where_fisher_scoring_crawls_does_not_depend_on_row_order_or_scale():
+    """Hypothesis found data where Fisher scoring converges slowly (each step 0.9 of the last) and
+    the bounded search that follows stopped within its relative tolerance of 1.5e-8·τ²: the row
+    order moved μ̂ by 1.2e-8 and rescaling by 0.125 by 1.1e-7. The score's root beside that
+    search, and tolerances relative to the data's scale, leave both at rounding."""
+    data = [(0.0, 1.0), (0.0, 1.0), (1.0, 0.875), (0.75, 0.53125), (0.25, 0.875), (-1.0, 1.0), (-1.0, 0.0625),
+            (-1.5, 0.5), (-0.875, 0.125), (-0.90625, 0.0625), (-0.6484375, 0.0625)]
+    y, se = np.array(data).T
+    base = meta_analysis(y, se, "REML")
+    for seed in range(5):
+        perm = np.random.default_rng(seed).permutation(y.size)
+        p = meta_analysis(y[perm], se[perm], "REML")
+        assert p.estimate == pytest.approx(base.estimate, abs=1e-13) and p.tau2 == pytest.approx(base.tau2, abs=1e-13)
+    for scale in (0.125, 10.0):
+        c = meta_analysis(scale * y, scale * se, "REML")
+        assert c.estimate / scale == pytest.approx(base.estimate, abs=1e-12)
+        assert c.tau2 / scale**2 == pytest.approx(base.tau2, abs=1e-12)

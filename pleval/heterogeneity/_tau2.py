@@ -84,19 +84,25 @@ def dl_tau2(y, v, X) -> float:
 def _fisher_scoring(y, v, X, step, objective, name: str, tol: float, maxiter: int) -> float:
     """τ² by Fisher scoring ``τ² ← max(0, τ² + step(τ²))`` from the DL value; if it does not
     settle within ``maxiter`` steps, a bounded maximization of ``objective`` on [0, 100·scale]."""
-    scale = float(np.var(y) + np.mean(v))
+    scale = float(np.var(y) + np.mean(v))  # tolerances relative to it: rescaled data, the same fit
     tau2 = dl_tau2(y, v, X)
     for _ in range(maxiter):
         new = max(0.0, tau2 + step(tau2))
-        if abs(new - tau2) <= tol * (1.0 + scale):
+        if abs(new - tau2) <= tol * scale:
             return new
         tau2 = new
     res = optimize.minimize_scalar(
-        lambda t: -objective(t), bounds=(0.0, 100.0 * scale), method="bounded", options={"xatol": tol * (1.0 + scale)},
+        lambda t: -objective(t), bounds=(0.0, 100.0 * scale), method="bounded", options={"xatol": tol * scale},
     )
     if not res.success:
         raise ConvergenceError(f"{name} estimate of tau² did not converge (Fisher scoring and bounded search)")
-    return float(res.x)
+    # the bounded search stops within about 1.5e-8·τ² (its tolerance is relative as well): the root of
+    # the score beside it, to ``tol`` (row order moved μ̂ by 1e-8 where scoring converged slowly)
+    x, half = float(res.x), 1e-4 * scale
+    a, b = max(0.0, x - half), x + half
+    if step(a) > 0.0 > step(b):
+        return float(optimize.brentq(step, a, b, xtol=tol * scale, rtol=4 * np.finfo(float).eps))
+    return x
 
 
 def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
