@@ -386,7 +386,9 @@ def meta_analysis(
     if V is None:
         yy, vv, XX = y, v, X
         # statsmodels: Q and the DL τ² (which it does not truncate at 0).
-        with np.errstate(invalid="ignore", divide="ignore"):  # it takes √ of its untruncated DL variance
+        # It takes √ of its untruncated DL variance, and its I² divides by Q/(k−1), which
+        # overflows when Q is tiny; pleval computes I² itself.
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             sm = combine_effects(y, v, method_re="dl", alpha=alpha)
         q, tau2_dl = float(sm.q), max(0.0, float(sm.tau2))
     else:
