@@ -698,13 +698,16 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
         return []
     valid = s.notna().to_numpy()
     if isinstance(s.dtype, pd.StringDtype):  # text: strip each distinct value once, not each row
-        codes, distinct = pd.factorize(s)
-        distinct = pd.Series(distinct).str.strip()
+        codes, written = pd.factorize(s)
+        written = pd.Series(written)
+        distinct = written.str.strip()
         levels = pd.unique(distinct)
     else:  # Python objects: 1, 1.0 and True are one key to a hash table, yet print differently
         codes = np.where(valid, np.arange(len(s)), -1)
-        distinct = s.astype(str).str.strip()
+        written = s.astype(str)
+        distinct = written.str.strip()
         levels = pd.unique(distinct[valid])
+        written = pd.Series(pd.unique(written[valid]))
     if not len(levels):
         return []
     lev_num = pd.to_numeric(pd.Series(levels), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -718,13 +721,14 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
                         f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
                         f"{n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
                         "category of its own", c, "recode the text to the numeric codes", n_text)]
-    # every level, however many (school ids run to thousands): one vectorized pass over the
-    # distinct values; a group of spellings is shown together, e.g. 'SCH0001' beside 'sch0001'
-    folded = pd.Series(levels).str.lower().str.replace(r"\s+", " ", regex=True)
+    # every spelling as written, however many (school ids run to thousands): one vectorized pass
+    # over the distinct values; a group of spellings is shown together, e.g. 'SCH0001' beside
+    # 'sch0001' or 'SCH0001 ' (a text file's cells are trimmed as read; a Parquet file's are not)
+    folded = written.str.strip().str.lower().str.replace(r"\s+", " ", regex=True)
     clash = folded.duplicated(keep=False).to_numpy()
     if not clash.any():
         return []
-    groups = pd.Series(levels[clash]).groupby(folded[clash].to_numpy(), sort=False).agg(list)
+    groups = written[clash].groupby(folded[clash].to_numpy(), sort=False).agg(list)
     shown = "; ".join(_examples(g, 4) for g in groups.iloc[:2])
     more = f"; and {len(groups) - 2:,} more value(s) spelled several ways" if len(groups) > 2 else ""
     return [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "

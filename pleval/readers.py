@@ -16,7 +16,9 @@ Detection rules:
 * decimal mark: ``,`` when the delimiter is not a comma and a field looks like ``12,5``;
 * Excel workbooks are read with calamine when available (python-calamine), else openpyxl;
 * header row of a sheet (Excel) or text file: the first of its first 30 rows that is as
-  wide as the widest of them and holds only text (title rows above it are skipped).
+  wide as the widest of them and holds only text (title rows above it are skipped);
+* spaces around a text cell of a text file or sheet are removed, and a cell of spaces alone is
+  missing (as R's readr and readxl read): ``'math '`` is ``'math'``, not a subject of its own.
 
 A Parquet file can be read in part: ``read_table(path, columns=choose)`` reads the columns
 ``choose`` picks from the file's column names (its schema), and records every name in
@@ -150,12 +152,44 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
     if df.shape[0] == 0:
         raise DataError(f"{p.name}: the file has a header but no data rows")
     df.columns = [str(c).strip() for c in df.columns]
+    if ext in TEXT + EXCEL and (trimmed := _trim_text(df, notes)):
+        if codes:
+            df = _apply_na(df, codes)  # a code written with spaces around it ('. ') is one now
+        for col in trimmed:  # numbers once their spaces (or a missing-value code) are gone, as the reader parses them
+            x = pd.to_numeric(df[col], errors="coerce")
+            if x.notna().sum() == df[col].notna().sum():
+                df[col] = x
     df.attrs["source"] = str(p)
     df.attrs["sha256"] = file_sha256(p)
     df.attrs["read_notes"] = tuple(notes)
     df.attrs["duplicate_headers"] = tuple(dups)
     df.attrs.setdefault("first_data_row", 2)
     return df
+
+
+def _trim_text(df: pd.DataFrame, notes: list[str]) -> list[str]:
+    """Removes the spaces around text cells of a text file or sheet, in place, and reads a cell
+    of spaces alone as missing, as R's readr and readxl read by default (``trim_ws``): a fixed-width
+    export pads ``math`` to ``'math    '``, and a stray ``'SCH0001 '`` beside ``'SCH0001'``
+    would otherwise be a school of its own, silently. (pandas' ``skipinitialspace`` removes only
+    the leading ones.) The note counts the cells by column. Returns the columns changed."""
+    changed, cols = [], []
+    for col in df.columns:
+        s = df[col]
+        if not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
+            continue
+        stripped = s.str.strip()  # missing for a number or date among a sheet's text cells
+        moved = (stripped.notna() & (stripped != s)).to_numpy(dtype=bool)
+        if not moved.any():
+            continue
+        blank = moved & (stripped == "").to_numpy(dtype=bool, na_value=False)
+        df[col] = s.where(~moved, stripped).mask(blank)
+        cols.append(col)
+        changed.append(f"{col!r} {int(moved.sum()):,}" + (f" ({int(blank.sum()):,} of only spaces, read as missing)"
+                                                          if blank.any() else ""))
+    if changed:
+        notes.append("spaces around text removed (cells by column: " + ", ".join(changed) + ")")
+    return cols
 
 
 def _na_codes(na) -> list[str]:

@@ -315,7 +315,56 @@ def test_school_ids_spelled_two_ways_are_found_among_hundreds_of_schools():
     (p,) = [p for p in check(d).problems if p.kind == "mixed codes"]
     assert p.level == "warning" and p.column == "school_id"
     assert f"{first.lower()!r}, {first!r}" in p.message or f"{first!r}, {first.lower()!r}" in p.message
-    assert repr(second.swapcase()) in p.message and "more value" not in p.message
+    assert repr(" " + second.swapcase() + " ") in p.message and "more value" not in p.message
+
+
+def _padded(d: pd.DataFrame) -> pd.DataFrame:
+    """Some text cells padded with spaces, as fixed-width exports and hand edits leave them."""
+    d = d.copy()
+    every = d.index % 7 == 0
+    d.loc[every, "subject"] = d.loc[every, "subject"] + "   "
+    d.loc[d.index % 5 == 0, "school_id"] = " " + d.loc[d.index % 5 == 0, "school_id"] + "\t"
+    return d
+
+
+@pytest.mark.parametrize("ext", [".csv", ".xlsx"])
+def test_spaces_around_text_cells_are_removed_as_read(base, tmp_path, ext):
+    """'math   ' in a text file or sheet is 'math' (as R's readr and readxl read): the padded
+    file gives the clean file's estimates, with a note that counts the cells; a cell of spaces
+    alone is missing, and a declared code with spaces around it ('. ') is missing too. Before,
+    'math   ' was a subject of its own, analysed apart, and no check said so."""
+    d = _padded(base)
+    d = _set(d, "race", [4], "   ")
+    d = _set(d, "pretest", [6], ". ")
+    p = tmp_path / f"padded{ext}"
+    d.to_csv(p, index=False) if ext == ".csv" else d.to_excel(p, index=False)
+    got = read_table(p, na=".")
+    assert got["subject"].tolist() == base["subject"].tolist()
+    assert got["school_id"].tolist() == base["school_id"].tolist()
+    assert pd.isna(got.loc[4, "race"]) and pd.isna(got.loc[6, "pretest"]) and got["pretest"].dtype == float
+    note = [n for n in got.attrs["read_notes"] if n.startswith("spaces around text removed")]
+    n_subject, n_school = int((base.index % 7 == 0).sum()), int((base.index % 5 == 0).sum())
+    (note,) = note
+    assert note.startswith(f"spaces around text removed (cells by column: 'school_id' {n_school:,}, "
+                           f"'subject' {n_subject:,}, 'pretest' 1")
+    if ext == ".xlsx":  # (pandas' CSV reader reads a field of spaces as missing itself)
+        assert note.endswith(", 'race' 1 (1 of only spaces, read as missing))")
+    assert not [q for q in check(p, na=".").problems if q.kind == "mixed codes"]
+    clean = base.copy()
+    clean.loc[[4], "race"], clean.loc[[6], "pretest"] = np.nan, np.nan
+    a, b = pleval.estimate(got).overall, pleval.estimate(clean.dropna(subset=["race"])).overall
+    assert a["subject"].tolist() == b["subject"].tolist() and set(a["subject"]) == set(base["subject"])
+    assert np.allclose(a["estimate"], b["estimate"], rtol=1e-12, atol=0)
+
+
+def test_spaces_around_text_in_parquet_are_flagged(base, tmp_path):
+    """A Parquet file's text is kept as written (a program wrote it), so spellings that differ by
+    spaces alone are a warning, each spelling shown as written."""
+    p = tmp_path / "padded.parquet"
+    _padded(base).to_parquet(p)
+    found = {q.column: q for q in check(p).problems if q.kind == "mixed codes"}
+    assert set(found) == {"subject", "school_id"}
+    assert "'math   '" in found["subject"].message and "'math'" in found["subject"].message
 
 
 def test_values_in_messages_read_as_the_user_wrote_them(base):
