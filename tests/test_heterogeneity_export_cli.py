@@ -146,6 +146,11 @@ def test_cli_schools_options_and_errors(estimates_file, tmp_path):
     assert f"{m.estimate:.4f}" in r.output and "k = 25" in r.output and "Meta-regression" not in r.output
     r = runner.invoke(app, ["schools", str(path), "--subject", "none", "-q"])
     assert r.exit_code == 2 and "more than once" in r.output
+    first = df.dropna(subset=["estimate", "se"]).iloc[0]
+    twice = int((df.school_id == first.school_id).sum())
+    assert f"{df.dropna(subset=['estimate', 'se']).school_id.nunique():,} school(s) appear more than once (file row(s)" \
+        in r.output and f"school(s) {first.school_id!r}" in r.output and "give one estimate per school" in r.output
+    assert twice == 2
     r = runner.invoke(app, ["schools", str(path), "--estimate", "nope"])
     assert r.exit_code == 2 and "'nope'" in r.output
     r = runner.invoke(app, ["schools", str(path), "--out", str(path)])

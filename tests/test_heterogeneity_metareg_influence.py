@@ -115,3 +115,20 @@ def test_many_schools_equal_refits(method):
         np.testing.assert_allclose(r.se_del[i], d.coefficients["se"], rtol=1e-7)
         assert r.qe_del[i] == pytest.approx(d.qe, rel=1e-9)
     assert r.drives_tau == 0
+
+
+def test_rank_deficient_moderators_are_named():
+    """A moderator with one value, or one the others span, is named in the error (before, the
+    message named none: "moderators are collinear (or one is constant)")."""
+    rng = np.random.default_rng(3)
+    k = 12
+    y, se = rng.normal(0, 0.2, k), np.full(k, 0.1)
+    pov = rng.uniform(0.2, 0.9, k)
+    years = rng.integers(1, 5, k).astype(float)
+    M = pd.DataFrame({"poverty": pov, "years": years, "flat": np.full(k, 0.5)})
+    with pytest.raises(DesignError, match=r"moderator 'flat' holds one value \(0\.5\) for every school"):
+        meta_regression(y, se, M)
+    M = pd.DataFrame({"poverty": pov, "years": years, "both": 2 * pov - 3 * years + 1})
+    with pytest.raises(DesignError, match=r"moderator 'both' is a linear combination of the moderators before it"):
+        meta_regression(y, se, M)
+    assert meta_regression(y, se, M[["poverty", "years"]]).coefficients.shape[0] == 3

@@ -51,6 +51,7 @@ from scipy import stats
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
+from ..inference.robust import dependent_column
 from . import _tau2
 from .meta import Method, _readonly, check_inputs, check_method, check_vcov, rotate
 
@@ -162,6 +163,21 @@ def _moderator_matrix(moderators, k: int, names) -> tuple[np.ndarray, list[str]]
     return np.column_stack(cols) if cols else np.empty((k, 0)), [str(c) for c in frame.columns]
 
 
+def _rank_message(M: np.ndarray, names: Sequence[str]) -> str:
+    """Which moderator makes the design rank deficient: one holding a single value (then the
+    intercept spans it), else the first that the intercept and the moderators before it span."""
+    one = np.flatnonzero(np.ptp(M, axis=0) == 0)
+    if one.size:
+        j = int(one[0])
+        return (f"moderator {names[j]!r} holds one value ({M[0, j]:g}) for every school: it cannot explain "
+                "differences between schools; leave it out")
+    Z = (M - M.mean(axis=0)) / M.std(axis=0)  # centred: the intercept spans no column
+    j = dependent_column(Z.T @ Z)
+    which = f"moderator {names[j]!r} is" if j >= 0 else "the moderators are"
+    return (f"{which} a linear combination of the {'others' if j < 0 else 'moderators before it'} "
+            f"({', '.join(map(repr, names))}) over these schools: the design is rank deficient; leave one out")
+
+
 def meta_regression(
     estimates,
     ses,
@@ -195,7 +211,7 @@ def meta_regression(
     if k - p < 1:
         raise DesignError(f"meta-regression with {p - 1} moderator(s) needs more than {p} schools; got {k}")
     if np.linalg.matrix_rank(X) < p:
-        raise DesignError("moderators are collinear (or one is constant): the design matrix is rank deficient")
+        raise DesignError(_rank_message(M, mod_names))
     y0, X0 = y, X
     V = None if vcov is None else check_vcov(vcov, se)
     if vcov_unshrunk is not None and V is None:

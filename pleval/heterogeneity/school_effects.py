@@ -1151,7 +1151,7 @@ def school_effects_from_estimates(
         first = data.attrs.get("first_data_row")
         rows = (f"file row(s) {', '.join(str(int(first) + int(i)) for i in pos)}" if first is not None
                 else f"index {', '.join(map(str, data.index[pos]))}")
-        return f"{rows}; school(s) {', '.join(repr(x) for x in data[school].iloc[pos])}"
+        return f"{rows}; school(s) {', '.join(repr(x) for x in dict.fromkeys(data[school].iloc[pos]))}"
 
     for role, col in [("estimate", estimate), ("se", se), *([("df", df)] if df else []),
                       *[("moderator", m) for m in moderators]]:
@@ -1203,14 +1203,13 @@ def school_effects_from_estimates(
             warnings.warn(f"column {df!r} (df): {int(no_df.sum()):,} school row(s) have no value ({where(no_df)}); "
                           "their p-values and CIs use the normal reference", PlevalWarning, stacklevel=2)
         dfs = np.where(np.isnan(dfs), np.inf, dfs)
-    d, dfs = d.loc[~miss], dfs[~miss]
-    if by_cols:
-        dup = d.duplicated([*by_cols, school])
-    else:
-        dup = d.duplicated([school])
+    dup = d.duplicated([*by_cols, school], keep=False).to_numpy() & ~miss  # over data's rows, as where() reads them
     if dup.any():
-        raise DataError(f"column {school!r} (school): {int(dup.sum())} school(s) appear more than once" +
-                        (f" within {', '.join(by_cols)}" if by_cols else ""))
+        n = int(d.loc[dup, [*by_cols, school]].drop_duplicates().shape[0])
+        raise DataError(f"column {school!r} (school): {n:,} school(s) appear more than once" +
+                        (f" within {', '.join(by_cols)}" if by_cols else "") + f" ({where(dup)}); give one estimate "
+                        "per school" + (f" and {', '.join(by_cols)}" if by_cols else ""))
+    d, dfs = d.loc[~miss], dfs[~miss]
     es = d[estimate].to_numpy(dtype=float)
     ses = d[se].to_numpy(dtype=float)
     crit = stats.t.ppf(0.5 + level / 2, dfs)
