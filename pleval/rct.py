@@ -57,6 +57,7 @@ Other estimates
 * **School means** (``method="cluster_means"``; always shown for cluster designs): OLS of
   school mean outcomes on assignment, block effects and school mean pretest/covariates, each
   school counting once, HC2 with m − k df. It estimates the effect for the average school.
+  The schools of blocks without both arms are left out of it (note).
 * **MixedLM** (``method="mixedlm"``): random school intercepts, REML (statsmodels
   ``MixedLM``), same fixed effects as the ITT model. If the default optimizer fails, the fit
   is retried with Powell and then Nelder–Mead and the result says so. Its t reference uses
@@ -591,27 +592,39 @@ def _lin_dense(mod: _Model, rows: np.ndarray | None) -> tuple[np.ndarray, list[s
 
 
 def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
-    """School-mean regression (each school once), HC2, m − k df."""
-    codes, m = mod.school, mod.n_schools
+    """School-mean regression (each school once), HC2, m − k df. The schools of blocks without
+    both arms are left out (with a note): with block effects they say nothing of the effect, and
+    a block of one school would be fitted exactly (leverage 1, where HC2 is undefined)."""
+    rows = _lin_rows(mod, [])  # the rows of blocks with both arms (None: every row)
+    sel = slice(None) if rows is None else rows
+    kept, codes = np.unique(mod.school[sel], return_inverse=True)
+    m = kept.size
+    if rows is not None:
+        n_out = mod.n_blocks - np.unique(mod.block_codes[rows]).size
+        notes.append(f"school-means analysis: the {mod.n_schools - m:,} school(s) of the {n_out:,} block(s) without both "
+                     "arms are left out: with block effects they carry no information on the effect")
     cnt = np.bincount(codes, minlength=m).astype(float)
 
     def mean(v):
         return np.bincount(codes, weights=v, minlength=m) / cnt
 
-    nb = max(mod.n_blocks - 1, 0)
+    present, bcodes = (np.unique(mod.block_codes[sel], return_inverse=True) if mod.n_blocks > 1
+                       else (np.zeros(1, dtype=int), None))
+    nb = present.size - 1
     shares = np.zeros((m, nb))  # each school's share of rows in block b ≥ 1 (its indicator, when nested)
     if nb:
-        r = mod.block_codes > 0
-        np.add.at(shares, (codes[r], mod.block_codes[r] - 1), 1.0)
+        r = bcodes > 0
+        np.add.at(shares, (codes[r], bcodes[r] - 1), 1.0)
         shares /= cnt[:, None]
-    C = mod.covX.to_numpy(dtype=float)
-    Xc = np.column_stack([np.ones(m), mean(mod.z), shares, *(mean(C[:, j]) for j in range(C.shape[1]))])  # means of X
-    yc = mean(mod.y)
-    names = list(mod.names)
+    C = mod.covX.to_numpy(dtype=float)[sel]
+    Xc = np.column_stack([np.ones(m), mean(mod.z[sel]), shares, *(mean(C[:, j]) for j in range(C.shape[1]))])
+    yc = mean(mod.y[sel])
+    block_names = set(mod.names[2:1 + mod.n_blocks]) - {mod.names[1 + b] for b in present[1:]}  # absent or the reference now
+    names = [nm for nm in mod.names if nm not in block_names]
     keep = np.ones(len(names), dtype=bool)
     # student-level covariates averaged within schools; drop them if they leave too few df
     if m - Xc.shape[1] < 3 and mod.covX.shape[1] > 1:
-        first_cov = 2 + max(mod.n_blocks - 1, 0)
+        first_cov = 2 + nb
         keep[first_cov + 1 :] = False
         notes.append(f"school-means analysis: only {m} schools, so it adjusts for the school mean pretest only")
     Xc, names = Xc[:, keep], [nm for nm, k in zip(names, keep) if k]

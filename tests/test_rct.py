@@ -190,6 +190,30 @@ def test_school_means_analysis_equals_statsmodels(trial):
     assert list(res.effects)[:2] == ["ITT (school means)", "ITT (OLS, students)"]
 
 
+@pytest.mark.parametrize("lone", ["first", "last"])
+def test_school_means_leave_out_blocks_without_both_arms(trial, lone):
+    """A block holding one arm only (here one school in a block of its own: the reference block,
+    or a later one) says nothing of the effect with block effects. The school means left it in,
+    fitted it exactly (leverage 1) and stopped the whole analysis with an HC2 error; now they
+    leave its schools out, with a note, and equal statsmodels on the other schools."""
+    d = trial.copy()
+    school = sorted(d.school_id.unique())[0]
+    d.loc[d.school_id == school, "block"] = "A0" if lone == "first" else "Z9"
+    res = analyze_rct(d, COLS, method="cluster_means")
+    a = _analytic(d)
+    s = a.groupby("school_id").agg(y=("posttest", "mean"), t=("treatment", "first"), b=("block", "first"),
+                                   pre=("pretest", "mean"), frl=("frl", "mean"), ell=("ell", "mean"))
+    s = s.drop(index=school)
+    ref = smf.ols("y ~ t + C(b) + pre + frl + ell", s).fit(cov_type="HC2")
+    e = res.itt.raw
+    assert e.estimate == pytest.approx(ref.params["t"], rel=1e-10)
+    assert e.se == pytest.approx(ref.bse["t"], rel=1e-9)
+    assert e.df == len(s) - len(ref.params)
+    assert any("school-means analysis: the 1 school(s) of the 1 block(s) without both arms are left out" in n
+               for n in res.notes)
+    assert np.isfinite(analyze_rct(d, COLS).itt.raw.se)  # the student-level CR2 analysis keeps them
+
+
 def test_attrition_students_and_schools_counted_from_randomized_sample(trial):
     d = trial.copy()
     treated_schools = sorted(d.loc[d.treatment == 1, "school_id"].unique())[:2]
