@@ -972,3 +972,24 @@ def test_pdf_split_packs_whole_groups_beside_the_key():
         assert all(p[0] == 0 for p in parts) and [j for p in parts for j in p[1:]] == list(range(1, len(least)))
         assert all(sum(least[j] for j in p) <= W for p in parts)
     assert to_pdf._split([key, 0.95 * W], [False, True]) is None
+
+
+def test_glance_says_whom_a_matched_estimate_is_about_when_pl_rows_found_no_match():
+    """PL rows of a grade with no comparison students are not in the estimate; the first screen
+    says how many, of how many, and why (before, only the rows-left-out table did)."""
+    d = pleval.simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=6, seed=5).data
+    cards = {b.title: b for b in sections.glance(pleval.estimate(d, placebo=False, caliper=False), ()).blocks}
+    assert not [ln for c in cards.values() for ln in c.lines if "found no comparison" in ln]
+    g = sorted(d.grade.unique())[-1]
+    d = d[~((d.grade == g) & (d.treatment == 0))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, placebo=False, caliper=False)
+    cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+    for s in ev.subjects:
+        pl = (d.treatment == 1) & (d.subject == s)
+        n_un, n_t = int((pl & (d.grade == g)).sum()), int(pl.sum())
+        (line,) = [ln for ln in cards[s.capitalize()].lines if "found no comparison" in ln]
+        assert line == (f"{n_un:,} of {n_t:,} PL rows ({n_un / n_t:.1%}) found no comparison (no comparison in its "
+                        "exact-match cell) and are not in the estimate: it is the effect on the PL students who were "
+                        "matched.")

@@ -85,6 +85,9 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             f"Raw difference {fmt(e.raw.estimate, 2, True)} points; effect size {fmt(e.effect_size.estimate, 3, True)} "
             f"SD ({e.effect_size.level:.0%} CI {fmt_ci(e.effect_size.ci_low, e.effect_size.ci_high, 3, True)}).",
         ]
+        unmatched = _unmatched_line(ev, s)
+        if unmatched:
+            lines.append(unmatched)
         r = ev.ratings.get(s)
         if r is not None:
             lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
@@ -114,6 +117,28 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             + ((("WWC rating", r.wwc_rating), ("ESSA tier", r.essa_tier)) if r is not None else ()),
         ))
     return Section("glance", "At a glance", tuple(cards), numbered=False)
+
+
+def _unmatched_line(ev: "Evaluation", s: str) -> str | None:
+    """Whom the matched estimate is about when PL rows of subject ``s`` found no comparison: they
+    are not in it, so it is the effect on the matched PL students (None when every row matched,
+    and for other designs)."""
+    m = ev.details.get(s, {}).get("design")
+    un = getattr(m, "unmatched", None)
+    if un is None or not len(un):
+        return None
+    treated = m.data[m.columns.treatment].to_numpy() == 1
+    subject = m.columns.subject
+    if subject and subject in un.columns:
+        un = un[un[subject].astype(str).to_numpy() == s]
+        treated &= m.data[subject].astype(str).to_numpy() == s
+    n_un, n_t = len(un), int(treated.sum())
+    if not n_un or not n_t:
+        return None
+    reasons = un["reason"].value_counts()
+    why = reasons.index[0] if len(reasons) == 1 else "; ".join(f"{r}: {n:,}" for r, n in reasons.items())
+    return (f"{n_un:,} of {n_t:,} PL rows ({n_un / n_t:.1%}) found no comparison ({why}) and are not in the "
+            "estimate: it is the effect on the PL students who were matched.")
 
 
 # --------------------------------------------------------------------------------------
