@@ -107,6 +107,22 @@ def test_simulate_small(tmp_path):
     assert "Simulated power" in r.output and "12 data sets" in r.output
 
 
+def test_the_size_solved_for_need_not_be_given():
+    """"How many schools for an MDES of 0.25?" needs no --schools: the plan is made at the
+    schools needed (before, the command stopped asking for --schools). Another missing size is
+    still an error."""
+    args = [a for a in EXAMPLE if a not in ("--schools", "40")]
+    r = runner.invoke(app, args + ["--target-mdes", "0.25"])
+    assert r.exit_code == 0, r.output
+    n = ClusterRCT(schools=40, students=60, icc=0.2, r2_school=0.5, r2_student=0.4).sample_size(0.25)
+    d = ClusterRCT(schools=n, students=60, icc=0.2, r2_school=0.5, r2_student=0.4)
+    assert f"schools = {n}," in r.output and f"schools needed for an MDES of 0.250 SD" in r.output
+    assert f"MDES at 80% power: {d.mdes():.3f} SD" in r.output and d.mdes() <= 0.25
+    assert "(--schools not given: the plan above is at the schools needed for the target MDES)" in r.output
+    r = runner.invoke(app, args + ["--target-mdes", "0.25", "--solve-for", "students"])
+    assert r.exit_code == 2 and "needs --schools" in r.output
+
+
 @pytest.mark.parametrize("args,msg", [
     (["power", "cluster-rct", "--schools", "40"], "needs --students, --icc"),
     (["power", "matched", "--schools", "10", "--students", "50", "--omega", "1"], "--omega does not apply"),

@@ -132,15 +132,25 @@ def power(
         result["components"] = comps.to_frame().to_dict(orient="records")
         given = filled
     need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
-    if need:
-        raise DataError(f"`pleval power {design.value}` needs {', '.join('--' + k.replace('_', '-') for k in need)}")
-    d = cls(**given, alpha=alpha, two_sided=not one_sided, method=method, baseline_percentile=baseline_percentile)
     if target_mdes is None and target_pp is None:
         target_mdes = 0.20
+    test = dict(alpha=alpha, two_sided=not one_sided, method=method, baseline_percentile=baseline_percentile)
+    solved = None
+    if need == [solve_for or cls.sizes[0]]:  # the size solved for: the plan is made at the size it needs
+        solved = need.pop()
+        trial = cls(**given, **{solved: 1000}, **test)
+        given[solved] = trial.plan(power=target_power, target_mdes=target_mdes, target_pp=target_pp,
+                                   solve_for=solved).required
+    if need:
+        raise DataError(f"`pleval power {design.value}` needs {', '.join('--' + k.replace('_', '-') for k in need)}")
+    d = cls(**given, **test)
     plan = d.plan(power=target_power, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for)
     result["plan"] = plan.as_dict()
     text = [comps.summary()] if comps is not None else []
     text.append(plan.summary())
+    if solved:
+        text.append(f"  (--{solved.replace('_', '-')} not given: the plan above is at the {d.unit.get(solved, solved)} "
+                    "needed for the target MDES)")
     if comps is not None and hasattr(d, "icc"):
         row = comps.row(only_subject)
         lo, hi = (d.replace(icc=float(row[k])).mdes(target_power) for k in ("icc_ci_low", "icc_ci_high"))
