@@ -426,3 +426,19 @@ def test_risk_table_lists_the_highest_risks_where_a_subject_has_many_schools():
     assert f"math: {RISK_TOP} of {RISK_ROWS + 5}" in t.caption and "reading" not in t.caption
     few = _risk_table(SimpleNamespace(schools=schools[schools["subject"] == "reading"], options={}))
     assert few.row_count == RISK_ROWS and not few.caption
+
+
+def test_two_pl_schools_run_to_the_end(tmp_path):
+    """Two PL schools and three comparison schools: no prediction interval (t(k − 2) has no df),
+    shown as — in the terminal's school table. Before, printing it raised "effect size g must be
+    finite" after every output had been computed."""
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv")
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())[:2]
+    comp = sorted(d.loc[d.treatment == 0, "school_id"].unique())[:3]
+    src = tmp_path / "tiny.csv"
+    d[d.school_id.isin([*pl, *comp])].to_csv(src, index=False)
+    r = runner.invoke(app, ["estimate", str(src), "--out", str(tmp_path / "out"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    row = next(ln for ln in r.stdout.splitlines() if ln.startswith("│ math    │ 2 │"))
+    assert [c.strip() for c in row.split("│")][7] == "—"  # the PI column
+    assert (tmp_path / "out" / "report.html").exists()

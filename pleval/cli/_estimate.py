@@ -232,7 +232,9 @@ def _schools_table(ev) -> Table | None:
                       "+", "−", "by chance", "1-school MDES"), left=("subject",))
     for _, r in h.iterrows():
         p0 = ev.effects[r["subject"]].baseline_percentile
-        lo, hi = (percentiles.to_percentile_points(v, p0) for v in (r["pi_low"], r["pi_high"]))
+        pi = (f"{percentiles.to_percentile_points(r['pi_low'], p0):+.1f} to "
+              f"{percentiles.to_percentile_points(r['pi_high'], p0):+.1f}"
+              if math.isfinite(r["pi_low"]) and math.isfinite(r["pi_high"]) else "—")  # none from 2 schools: t(k − 2)
         tp = r.get("placebo_tau")
         has_cal = cal and pd.notna(r.get("calibrated_positive"))
         prog = (f"{math.sqrt(r['tau2_program']):.3f} ({math.sqrt(r['tau2_program_ci_low']):.3f}–"
@@ -243,7 +245,7 @@ def _schools_table(ev) -> Table | None:
         pn = r.get("prob_negative_new", math.nan)
         t.add_row(
             escape(str(r["subject"])), f"{int(r['k'])}", f"{r['estimate']:+.3f}", f"{r['tau']:.3f}",
-            "—" if tp is None or tp != tp else f"{tp:.3f}", prog, f"{lo:+.1f} to {hi:+.1f}",
+            "—" if tp is None or tp != tp else f"{tp:.3f}", prog, pi,
             "—" if pn != pn else f"{pn:.2f}", f"{pos}", f"{neg}", f"{alpha * int(r['k']):.1f} raw; any ≤{100 * alpha:.0f}%",
             f"{r.get('school_mdes_median', float('nan')):.3f}",
         )
