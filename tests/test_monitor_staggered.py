@@ -433,3 +433,45 @@ def test_clustered_pretest_with_too_few_clusters_says_so():
         assert len(note) == 1 and f"with {G} clusters" in note[0]
         assert np.isfinite(pre["pvalue"]) == usable and ("no p-value" in note[0]) != usable
         assert "nan" not in res.summary() and ("no p-value" in res.summary()) != usable
+
+
+def test_stood_in_covariance_is_semidefinite_with_the_cells_variances_kept():
+    """Each entry of a one-unit cohort's stood-in covariance is taken over the units in both
+    cells' comparison groups, which differ from pair to pair, so the matrix need not be
+    semidefinite: with two PL and two comparison schools of the sample panel, the group
+    aggregation's c'Sc was negative and its SE NaN, with numpy's "invalid value in sqrt" on the
+    terminal. Now every SE is a number, each cell's SE is unchanged, and a semidefinite block is
+    left as it is."""
+    import warnings
+
+    from pleval.data import Columns
+    from pleval.monitor import monitor
+    from pleval.monitor.staggered import _nearest_psd
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(4, 4))
+    psd = A @ A.T
+    assert _nearest_psd(psd) is psd
+    bad = np.array([[1.0, 0.9, -0.9], [0.9, 2.0, 0.9], [-0.9, 0.9, 1.5]])
+    assert np.linalg.eigvalsh(bad).min() < 0
+    fixed = _nearest_psd(bad)
+    np.testing.assert_allclose(np.diag(fixed), np.diag(bad), rtol=1e-12)
+    assert np.linalg.eigvalsh(fixed).min() > -1e-12 and np.allclose(fixed, fixed.T)
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_panel_students.csv")
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())[:2]
+    comp = sorted(d.loc[d.treatment == 0, "school_id"].unique())[:2]
+    d = d[d.school_id.isin([*pl, *comp])]
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), covariates=("frl",),
+                   school="school_id", student_id="student_id", grade="grade", subject="subject", time="year")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = monitor(d, cols, cohort="pl_year")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for r in m.staggered.values():
+            assert r._standin is not None
+            for kind in ("simple", "dynamic", "group", "calendar"):
+                a = r.aggregate(kind)
+                assert np.isfinite(a.overall.se) and np.isfinite(a.table["se"].to_numpy(dtype=float)).all(), kind
+            assert np.isfinite(r.table["se"]).all()

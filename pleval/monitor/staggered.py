@@ -717,8 +717,29 @@ def _one_unit_standin(g: np.ndarray, cell_group: np.ndarray, comps: np.ndarray, 
             cov = cross * sw / (sw - sw2 / sw)
         enough = np.einsum("abi->ab", both.astype(np.int64)) >= 2
         cov = np.where(enough, cov, np.where(np.eye(cells.size, dtype=bool), np.nan, 0.0))
-        S[np.ix_(cells, cells)] = cov
+        S[np.ix_(cells, cells)] = _nearest_psd(cov)
     return S
+
+
+def _nearest_psd(cov: np.ndarray) -> np.ndarray:
+    """``cov`` made positive semidefinite with each cell's variance kept: each entry is a
+    covariance over the units in both cells' comparison groups, which differ from pair to pair,
+    so the matrix need not be semidefinite, and a combination's ``c'Sc`` could be negative (its
+    SE then not a number). The correlations' negative eigenvalues are set to zero (Higham 1988's
+    nearest semidefinite matrix) and the result rescaled to unit diagonal, then to the cells'
+    variances. A block with a variance that cannot be estimated (NaN), or none (0), is kept."""
+    if cov.shape[0] < 2 or not np.isfinite(cov).all():
+        return cov
+    sd = np.sqrt(np.diag(cov))
+    if not (sd > 0).all():
+        return cov
+    R = cov / np.outer(sd, sd)
+    vals, vecs = np.linalg.eigh((R + R.T) / 2)
+    if vals.min() >= -1e-12 * vals.max():
+        return cov
+    R = (vecs * np.clip(vals, 0.0, None)) @ vecs.T
+    r = np.sqrt(np.diag(R))
+    return R / np.outer(r, r) * np.outer(sd, sd)
 
 
 FEW_PRETEST_DF = 4.0
