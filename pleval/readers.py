@@ -178,7 +178,10 @@ def _trim_text(df: pd.DataFrame, notes: list[str]) -> list[str]:
         s = df[col]
         if not (s.dtype == object or isinstance(s.dtype, pd.StringDtype)):
             continue
-        stripped = s.str.strip()  # missing for a number or date among a sheet's text cells
+        try:
+            stripped = s.str.strip()  # missing for a number or date among a sheet's text cells
+        except AttributeError:  # a column of objects holding no text (numbers, booleans)
+            continue
         moved = (stripped.notna() & (stripped != s)).to_numpy(dtype=bool)
         if not moved.any():
             continue

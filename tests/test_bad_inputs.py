@@ -658,3 +658,15 @@ def test_excel_workbook_is_closed_on_every_path(tmp_path):
         assert len(read_table(p, sheet="Data")) == 50
         gc.collect()
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)], [str(w.message) for w in seen]
+
+
+def test_trimming_skips_columns_of_objects_without_text():
+    """A sheet's column of objects that are not text (numbers with a gap, booleans) is left as it
+    is: pandas' .str accessor refuses such a column, which would have stopped the read."""
+    from pleval.readers import _trim_text
+
+    df = pd.DataFrame({"a": pd.Series([1, 2, None], dtype=object), "b": pd.Series([True, False, True], dtype=object),
+                       "c": [" x", "y", "z "]})
+    notes: list[str] = []
+    assert _trim_text(df, notes) == ["c"] and df["c"].tolist() == ["x", "y", "z"]
+    assert df["a"].tolist() == [1, 2, None] and notes == ["spaces around text removed (cells by column: 'c' 2)"]
