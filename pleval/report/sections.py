@@ -127,12 +127,14 @@ def _unmatched_line(ev: "Evaluation", s: str) -> str | None:
     un = getattr(m, "unmatched", None)
     if un is None or not len(un):
         return None
-    treated = m.data[m.columns.treatment].to_numpy() == 1
+    pl = m.data[m.columns.treatment].to_numpy() == 1
     subject = m.columns.subject
-    if subject and subject in un.columns:
+    if subject and subject in un.columns:  # (the PL rows' subjects only: a pool's rows are many more)
         un = un[un[subject].astype(str).to_numpy() == s]
-        treated &= m.data[subject].astype(str).to_numpy() == s
-    n_un, n_t = len(un), int(treated.sum())
+        n_t = int((m.data.loc[pl, subject].astype(str).to_numpy() == s).sum())
+    else:
+        n_t = int(pl.sum())
+    n_un = len(un)
     if not n_un or not n_t:
         return None
     reasons = un["reason"].value_counts()
