@@ -1521,14 +1521,14 @@ def _level_smd(x: np.ndarray, t: np.ndarray, w: np.ndarray, codes: np.ndarray, L
     """Weighted standardized difference of ``x`` (treated − comparison) within each level:
     difference in weighted means over the root mean of the two weighted variances."""
     out = np.empty(L)
-    for arm in (1.0, 0.0):  # two arms
-        k = t == arm
-        sw = np.bincount(codes[k], weights=w[k], minlength=L)
-        mu = np.bincount(codes[k], weights=w[k] * x[k], minlength=L) / sw
-        var = np.bincount(codes[k], weights=w[k] * (x[k] - mu[codes[k]]) ** 2, minlength=L) / sw
-        if arm == 1.0:
-            mu_t, var_t = mu, var
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # a level without one arm: NaN (its row is left out)
+        for arm in (1.0, 0.0):  # two arms
+            k = t == arm
+            sw = np.bincount(codes[k], weights=w[k], minlength=L)
+            mu = np.bincount(codes[k], weights=w[k] * x[k], minlength=L) / sw
+            var = np.bincount(codes[k], weights=w[k] * (x[k] - mu[codes[k]]) ** 2, minlength=L) / sw
+            if arm == 1.0:
+                mu_t, var_t = mu, var
         out[:] = (mu_t - mu) / np.sqrt((var_t + var) / 2.0)
     return out
 

@@ -171,6 +171,20 @@ def test_a_level_without_both_arms_is_left_out_with_a_note():
     assert "['c'] lack a treated or comparison row" in notes[0]
 
 
+def test_a_level_of_comparison_rows_only_in_a_whole_evaluation_warns_nothing_raw():
+    """A subgroup level with comparison rows only is left out with a note, and its pretest SMD
+    (0/0) no longer prints numpy's "invalid value encountered in divide" among the warnings."""
+    d = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=6, seed=5).data
+    d["cohort"] = np.where((d.treatment == 0) & (np.arange(len(d)) % 3 == 0), "X", "Y")
+    d["band"] = np.where(np.arange(len(d)) // 2 % 2 == 0, "odd", "even")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(d, placebo=False, subgroups=["cohort", "band"])
+    assert not [w for w in caught if "invalid value" in str(w.message)]
+    assert set(ev.subgroups()["subgroup"]) == {"band"}
+    assert any("subgroup cohort: level(s) ['X'] lack a treated or comparison row" in n for n in ev.notes)
+
+
 def test_pretest_bands_by_hand():
     df = pd.DataFrame({"g": [3] * 6 + [4] * 4, "p": [1, 2, 3, 4, 5, 6, 10, 10, 20, 30], "s": "math"})
     b = pretest_bands(df, "p", ["g", "s"])
