@@ -655,17 +655,42 @@ def _mixedlm_fit(mod: _Model, notes: list):
             except Exception as exc:  # statsmodels raises assorted errors on failure
                 failures.append(f"{method or 'default'}: {type(exc).__name__}: {exc}")
                 continue
+            with np.errstate(invalid="ignore"):  # a negative variance: NaN, a failure below
+                bse = np.asarray(res.bse_fe)
         conv_warn = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-        bse = np.asarray(res.bse_fe)
-        if res.converged and not conv_warn and np.all(np.isfinite(bse)):
+        # the school variance estimated at 0 is a fit (lme4's "boundary (singular) fit"), not a failure;
+        # there the joint Hessian can be singular, and the fixed effects' covariance is taken given the
+        # variance estimates
+        boundary = [w for w in conv_warn if "on the boundary" in str(w.message)
+                    or "Hessian matrix at the estimated parameter values is not positive definite" in str(w.message)]
+        if boundary and res.converged:
+            bse = np.sqrt(np.diag(_gls_fixed_cov(mod, float(res.scale), float(res.cov_re.iloc[0, 0]))))
+        if res.converged and len(boundary) == len(conv_warn) and np.all(np.isfinite(bse)):
             if failures:
                 notes.append(
                     f"MixedLM: the default optimizer failed ({'; '.join(failures)}); refitted with {method}"
                 )
-            return res
+            if boundary:
+                notes.append(f"MixedLM: the school variance is estimated at the boundary ({float(res.cov_re.iloc[0, 0]):.3g}): "
+                             "the fixed effects are those of OLS without a school effect, and the model-based SEs do not "
+                             "allow for clustering; read the CR2 ITT")
+            return res, bse
         reason = str(conv_warn[0].message).splitlines()[0] if conv_warn else "did not converge"
         failures.append(f"{method or 'default'}: {reason}")
     raise ConvergenceError("MixedLM did not converge with the default, powell or nm optimizers: " + "; ".join(failures))
+
+
+def _gls_fixed_cov(mod: _Model, scale: float, tau2: float) -> np.ndarray:
+    """``(X'V⁻¹X)⁻¹`` of the random-intercept model at its variance estimates: ``V_g = σ²I +
+    τ²11'`` per school, ``V_g⁻¹ = (I − a_g 11')/σ²`` with ``a_g = τ²/(σ² + n_g τ²)`` (Woodbury),
+    so ``X'V⁻¹X = (X'X − Σ_g a_g s_g s_g')/σ²`` with ``s_g`` school g's column sums (the
+    covariance lme4 reports for the fixed effects, given θ̂)."""
+    X = mod.X
+    n_g = np.bincount(mod.school, minlength=mod.n_schools).astype(float)
+    S = np.zeros((mod.n_schools, X.shape[1]))
+    np.add.at(S, mod.school, X)
+    a = tau2 / (scale + n_g * tau2)
+    return np.linalg.inv((X.T @ X - (S * a[:, None]).T @ S) / scale)
 
 
 def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float,
@@ -935,11 +960,11 @@ def analyze_rct(
                                        "OLS on school means (each school once), HC2, m − k df", n_clusters=m)
     mixed_res = None
     if method == "mixedlm":
-        mixed_res = _mixedlm_fit(mod, notes)
+        mixed_res, mixed_se = _mixedlm_fit(mod, notes)
         j = mod.names.index("treatment")
         G = mod.n_schools
         mdf = float(G - max(mod.n_blocks, 1) - 1)
-        extra["MixedLM"] = effect(float(mixed_res.fe_params.iloc[j]), float(mixed_res.bse_fe.iloc[j]), mdf,
+        extra["MixedLM"] = effect(float(mixed_res.fe_params.iloc[j]), float(mixed_se[j]), mdf,
                                   "ITT (MixedLM)", f"MixedLM, random school intercepts (REML); t({mdf:.0f}), between-within df")
         resid_icc = float(mixed_res.cov_re.iloc[0, 0] / (mixed_res.cov_re.iloc[0, 0] + mixed_res.scale))
         notes.append(f"MixedLM: residual intraclass correlation {resid_icc:.3f}")

@@ -374,6 +374,23 @@ def test_mixedlm_falls_back_to_powell_and_says_so(trial, monkeypatch):
     assert res.itt.raw.estimate == pytest.approx(ref.fe_params["treatment"], rel=1e-3)
 
 
+def test_mixedlm_at_the_boundary_is_a_fit_with_a_note():
+    """No school variance (ICC 0): the REML school variance lands on the boundary, which
+    statsmodels flags with a ConvergenceWarning. That is a fit (lme4's "boundary (singular)
+    fit"), not a failure: before, pleval stopped with "MixedLM did not converge". The fixed
+    effects are then OLS's; the note says so."""
+    for seed in (1, 2):  # seed 1: the joint Hessian is not positive definite there (statsmodels' SE 1.489)
+        d = make_cluster_rct(seed, n_schools=8, n_blocks=2, icc=0.0, effect=3.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = analyze_rct(d, COLS, method="mixedlm")
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+        assert any("school variance is estimated at the boundary" in n for n in res.notes)
+        ref = smf.ols("posttest ~ treatment + C(block) + pretest + frl + ell", _analytic(d)).fit()
+        assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-6)
+        assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-4)  # (X'V⁻¹X)⁻¹ at τ² ≈ 0
+
+
 def test_subgroups_match_statsmodels_interacted_model(trial):
     res = analyze_rct(trial, COLS, vcov="CR1", subgroups=["frl", "pretest_tercile"])
     a = _analytic(trial)
