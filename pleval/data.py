@@ -554,6 +554,23 @@ def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray, np.ndarray
     return list(levels), counts[:, 1], counts[:, 0], counts.sum(axis=1), codes
 
 
+def pick_subject(values, subject, column: str):
+    """The value of the subject column ``column`` (its ``values``) that ``subject`` names: the
+    one equal to it as text (the command line gives text, the column may hold numbers), else the
+    one equal but for letter case and surrounding spaces (``Math`` names ``math``), when only one
+    is. Otherwise a :class:`DataError` listing the subjects."""
+    present = [v for v in pd.unique(pd.Series(values)) if pd.notna(v)]
+    for v in present:
+        if str(v) == str(subject):
+            return v
+    key = str(subject).strip().casefold()
+    near = [v for v in present if str(v).strip().casefold() == key]
+    if len(near) == 1:
+        return near[0]
+    raise DataError(f"column {column!r} (subject): no rows for subject {subject!r}; subjects are "
+                    f"{', '.join(map(str, present))}")
+
+
 def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_rows: int) -> str:
     """Why subject ``subject`` of the subject column ``column`` cannot be analysed: its usable
     rows (``n_rows``) with an outcome hold one arm only, or none."""

@@ -48,7 +48,7 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, read_table,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, pick_subject, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
@@ -822,19 +822,14 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
         return [None], df, None
     present, n1, n0, n_rows, _ = subject_arms(v)
     if subject is not None:
-        match = [i for i, s in enumerate(present) if str(s) == str(subject)]
-        if not match:
-            raise DataError(
-                f"column {col!r} (subject): no rows for subject {subject!r}; subjects are {', '.join(map(str, present))}"
-            )
-        i = match[0]
+        i = list(present).index(pick_subject(present, subject, col))
         if not (n1[i] and n0[i]):
             raise DataError(one_arm_subject(col, present[i], n1[i], n0[i], n_rows[i]))
         n = len(v.data) - int(n_rows[i])
         out = None if n == 0 else pd.DataFrame({
-            "subject": ["(all)"], "reason": [f"another subject (only {subject!s} analysed)"], "column": [col],
+            "subject": ["(all)"], "reason": [f"another subject (only {present[i]!s} analysed)"], "column": [col],
             "n_rows": [n], "stage": ["subject selection"]})
-        return [present[i]], df[df[col].astype(str) == str(subject)], out
+        return [present[i]], df[df[col].astype(str) == str(present[i])], out
     one = [i for i in range(len(present)) if not (n1[i] and n0[i])]
     if len(one) == len(present):  # (pleval.check reports it)
         raise DataError(f"column {col!r} (subject): no subject has both treated and comparison rows")

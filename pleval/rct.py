@@ -119,7 +119,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, design_matrix, one_arm_subject, subject_arms, validate
+from .data import Columns, design_matrix, one_arm_subject, pick_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -357,8 +357,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
                 "analyse one at a time with subject=... (or use rct_by_subject)"
             )
         if subject is not None:
-            if subject not in set(subjects):
-                raise DataError(f"column {columns.subject!r} (subject) has no rows for {subject!r}; have {list(subjects)}")
+            subject = pick_subject(subjects, subject, columns.subject)
             rand = rand[rand[columns.subject] == subject]
     elif subject is not None:
         raise DataError("subject=... needs the subject column (columns.subject)")

@@ -236,3 +236,29 @@ def test_resolve_columns_defaults_given_and_none_words(df):
     assert not any("school" in n for n in notes)
     with pytest.raises(DataError, match="unknown column role"):
         resolve_columns(df, SAMPLE_COLUMNS, {"pupil": "sid"})
+
+
+def test_a_subject_is_named_whatever_its_case_and_spaces():
+    """--only-subject Math names the subject 'math' (as the rest of pleval reads labels: the
+    answer does not depend on their spelling); an exact match comes first, a number column is
+    named by its text, and a name that matches none (or two) lists the subjects."""
+    import pleval
+    from pleval import analyze_rct
+    from pleval.data import RCT_SAMPLE_COLUMNS, pick_subject
+    from pleval.errors import DataError
+    from pleval.simulate import simulate_cluster_rct, simulate_matched
+
+    assert pick_subject(["math", "reading"], "Math", "subject") == "math"
+    assert pick_subject(["math", "Math"], "Math", "subject") == "Math"
+    assert pick_subject([1, 2], "2", "subject") == 2
+    with pytest.raises(DataError, match=r"no rows for subject 'MATH'; subjects are math, Math"):
+        pick_subject(["math", "Math", "reading"], "MATH", "subject")
+    with pytest.raises(DataError, match=r"no rows for subject 'mat'; subjects are math, reading"):
+        pick_subject(["math", "reading"], "mat", "subject")
+
+    d = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=6, seed=5).data
+    a, b = (pleval.estimate(d, subject=s, placebo=False) for s in ("math", " MATH "))
+    assert tuple(a.subjects) == tuple(b.subjects) == ("math",) and a.effect().effect_size.estimate == b.effect().effect_size.estimate
+    trial = simulate_cluster_rct(n_schools=12, n_blocks=3, students_per_school=30, grades=(4,), seed=2).data
+    r1, r2 = (analyze_rct(trial, RCT_SAMPLE_COLUMNS, subject=s) for s in ("reading", "Reading"))
+    assert r1.itt.raw.estimate == r2.itt.raw.estimate

@@ -52,7 +52,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
 
     from .. import outputs
     from ..checks import check
-    from ..data import RCT_SAMPLE_COLUMNS
+    from ..data import RCT_SAMPLE_COLUMNS, pick_subject
     from ..errors import DataError
     from ..multiarm import analyze_multiarm
 
@@ -69,7 +69,8 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
                    require=need)  # the column checks, with the arms read as control / any arm
     print_checks(report)
     cols = report.columns
-    subjects = [only_subject] if not cols.subject or only_subject is not None else \
+    subjects = [only_subject] if not cols.subject else \
+        [pick_subject(df[cols.subject], only_subject, cols.subject)] if only_subject is not None else \
         [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
     frames = []
     for s in subjects:
@@ -208,7 +209,7 @@ def rct(
 
     from .. import outputs
     from ..checks import check
-    from ..data import read_table
+    from ..data import pick_subject, read_table
     from ..rct import analyze_rct, subjects_with_both_arms
 
     sd_value = parse_sd(sd)
@@ -237,7 +238,7 @@ def rct(
     if cols.subject and only_subject is None:  # (the checks warned of a subject with one arm: left out)
         subjects = subjects_with_both_arms(df, cols)[0]
     else:
-        subjects = [only_subject]
+        subjects = [only_subject if not cols.subject else pick_subject(df[cols.subject], only_subject, cols.subject)]
     kw = dict(
         design=design.value, vcov=vcov, cluster_df=cluster_df, df_working=df_working, method=method.value, sd=sd_value,
         baseline_percentile=baseline_percentile,

@@ -27,7 +27,7 @@ CONVENTIONS = [
     "| `--outcome`, `--treatment`, `--pretest`, `--covariates`, `--school`, `--subject`, `--grade`, "
     "`--student-id`, `--block`, `--takeup`, `--weight` | the column holding that role (`none` for none) |",
     "| `--treated-label` | the treated (PL) value of a two-label treatment column, e.g. `PL` |",
-    "| `--only-subject` | analyse one subject, a value of the `--subject` column |",
+    "| `--only-subject` | analyse one subject, a value of the `--subject` column (letter case and surrounding spaces aside: `Math` names `math` when no value is spelled `Math`) |",
     "",
     "Numbers are typed (`<int>`, `<float>` in `--help`); a bad value, an unknown option or bad input "
     "prints one line `error: ...` and exits with code 2. Tables written to a file or a pipe are never "

@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
-from ..data import SAMPLE_COLUMNS, Columns, _coerce_treatment, read_table, resolve_columns
+from ..data import SAMPLE_COLUMNS, Columns, _coerce_treatment, pick_subject, read_table, resolve_columns
 from ..errors import DataError
 
 
@@ -51,9 +51,7 @@ class VarianceComponents(ResultMixin):
         t = self.table
         if subject is None:
             return t.iloc[0]
-        hit = t[t["subject"].astype(str) == str(subject)]
-        if hit.empty:
-            raise DataError(f"no subject {subject!r}; subjects are {', '.join(map(str, t['subject']))}")
+        hit = t[t["subject"].astype(str) == str(pick_subject(t["subject"], subject, "subject"))]
         return hit.iloc[0]
 
     def summary(self) -> str:
@@ -153,9 +151,9 @@ def estimate_components(df: pd.DataFrame | str, columns: Columns | None = None, 
         df = df[t == 0]
     subjects = [None] if not columns.subject else sorted(pd.unique(df[columns.subject].dropna()), key=str)
     if subject is not None:
-        if columns.subject is None or str(subject) not in map(str, subjects):
-            raise DataError(f"no rows for subject {subject!r}")
-        subjects = [s for s in subjects if str(s) == str(subject)]
+        if columns.subject is None:
+            raise DataError(f"no rows for subject {subject!r}: no subject column is named")
+        subjects = [pick_subject(subjects, subject, columns.subject)]
     rows = []
     for s in subjects:  # a handful of subjects
         d = df if s is None else df[df[columns.subject] == s]
