@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_written, flag_for, one_arm_subject, subject_arms, validate)
+                   as_written, flag_for, match_label, one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -607,8 +607,7 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
     shown = sorted(map(str, vals))[:6]
     label = cols.treated_label
     if label is not None:
-        present = {str(v) for v in vals}
-        if str(label) not in present:
+        if match_label(vals, label) is None:
             return [Problem("error", "treatment", f"column {t!r} (treatment): treated label {label!r} does not occur; "
                             f"values are {shown}", t, f"--treated-label {_q(shown[-1]) if shown else 'VALUE'}")]
         if len(vals) != 2:

@@ -322,10 +322,9 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label, role: str = "treat
     present = s.dropna()
     values = pd.unique(present)
     if treated_label is not None:
-        if treated_label not in set(values):  # "Y" typed for Y, or 2 for "2" (labels typed on a command line)
-            same = [v for v in values if str(v).strip() == str(treated_label).strip()]
-            treated_label = same[0] if len(same) == 1 else treated_label
-        if treated_label not in set(values):
+        hit = match_label(values, treated_label)  # "Y" typed for Y, 2 for "2", pl for PL (typed on a command line)
+        treated_label = treated_label if hit is None else hit
+        if hit is None:
             raise DataError(
                 f"column {name!r} (treatment): treated label {treated_label!r} does not occur; "
                 f"values are {sorted(map(str, values))[:6]}"
@@ -554,21 +553,31 @@ def subject_arms(v: Validated) -> tuple[list, np.ndarray, np.ndarray, np.ndarray
     return list(levels), counts[:, 1], counts[:, 0], counts.sum(axis=1), codes
 
 
-def pick_subject(values, subject, column: str):
-    """The value of the subject column ``column`` (its ``values``) that ``subject`` names: the
-    one equal to it as text (the command line gives text, the column may hold numbers), else the
-    one equal but for letter case and surrounding spaces (``Math`` names ``math``), when only one
-    is. Otherwise a :class:`DataError` listing the subjects."""
+def match_label(values, label):
+    """The value among ``values`` that ``label`` names: itself; else the one equal to it as text
+    with surrounding spaces aside (the command line gives text, a column may hold numbers: ``2``
+    names 2); else the one equal also with letter case aside (``pl`` names ``PL``). None when
+    no value, or more than one, is."""
     present = [v for v in pd.unique(pd.Series(values)) if pd.notna(v)]
-    for v in present:
-        if str(v) == str(subject):
-            return v
-    key = str(subject).strip().casefold()
-    near = [v for v in present if str(v).strip().casefold() == key]
-    if len(near) == 1:
-        return near[0]
-    raise DataError(f"column {column!r} (subject): no rows for subject {subject!r}; subjects are "
-                    f"{', '.join(map(str, present))}")
+    if label in set(present):
+        return label
+    for key in (lambda x: str(x).strip(), lambda x: str(x).strip().casefold()):
+        same = [v for v in present if key(v) == key(label)]
+        if same:
+            return same[0] if len(same) == 1 else None
+    return None
+
+
+def pick_subject(values, subject, column: str):
+    """The value of the subject column ``column`` (its ``values``) that ``subject`` names
+    (:func:`match_label`: ``Math`` names ``math``); a :class:`DataError` listing the subjects
+    when none does."""
+    hit = match_label(values, subject)
+    if hit is None:
+        present = [v for v in pd.unique(pd.Series(values)) if pd.notna(v)]
+        raise DataError(f"column {column!r} (subject): no rows for subject {subject!r}; subjects are "
+                        f"{', '.join(map(str, present))}")
+    return hit
 
 
 def one_arm_subject(column: str, subject, n_treated: int, n_comparison: int, n_rows: int) -> str:

@@ -56,7 +56,7 @@ from scipy import optimize, special, stats
 
 from . import effect_sizes
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns
+from .data import Columns, match_label
 from .errors import DataError, DesignError
 from .inference import adjust_pvalues, ols
 
@@ -221,12 +221,11 @@ def analyze_multiarm(
     if t is None or t not in df.columns:
         raise DataError(f"the treatment column {t!r} (arm labels) is not in the data")
     labels = [v for v in pd.unique(df[t]) if pd.notna(v)]
-    if control not in labels:
-        same = [v for v in labels if str(v).strip() == str(control).strip()]
-        if len(same) != 1:
-            raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are "
-                            f"{sorted(map(str, labels))[:8]}")
-        control = same[0]
+    hit = match_label(labels, control)
+    if hit is None:
+        raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are "
+                        f"{sorted(map(str, labels))[:8]}")
+    control = hit
     arms = tuple(sorted((v for v in labels if v != control), key=str))
     if len(arms) < 2:
         raise DataError(f"column {t!r} (treatment) has {len(arms)} arm(s) besides control {control!r}; a multi-arm "

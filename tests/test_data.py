@@ -90,8 +90,9 @@ def test_treatment_variants(df):
         validate(labelled, COLS)
     v = validate(labelled, COLS.replace(treated_label="PL"))
     assert v.data["pl"].tolist() == df["pl"].tolist() and v.treated_value == "PL"
+    assert validate(labelled, COLS.replace(treated_label="pl")).treated_value == "PL"  # case aside (data.match_label)
     with pytest.raises(DataError, match="does not occur"):
-        validate(labelled, COLS.replace(treated_label="pl"))
+        validate(labelled, COLS.replace(treated_label="P"))
     three = df.assign(pl=np.arange(len(df)) % 3)
     with pytest.raises(DataError, match=r"'pl' \(treatment\)"):
         validate(three, COLS)
@@ -262,3 +263,29 @@ def test_a_subject_is_named_whatever_its_case_and_spaces():
     trial = simulate_cluster_rct(n_schools=12, n_blocks=3, students_per_school=30, grades=(4,), seed=2).data
     r1, r2 = (analyze_rct(trial, RCT_SAMPLE_COLUMNS, subject=s) for s in ("reading", "Reading"))
     assert r1.itt.raw.estimate == r2.itt.raw.estimate
+
+
+def test_treated_and_control_labels_are_named_whatever_their_case():
+    """--treated-label pl names PL and --control Control names control, as a subject's name
+    does; a label equal to two values but for case names neither (an error lists the values)."""
+    from pleval.data import _coerce_treatment, match_label
+    from pleval.errors import DataError
+    from pleval.multiarm import analyze_multiarm
+    from pleval.simulate import simulate_cluster_rct
+    from pleval.data import RCT_SAMPLE_COLUMNS
+
+    assert match_label(["PL", "Comparison"], "pl") == "PL" and match_label([1, 0], "1") == 1
+    assert match_label(["PL", "pl"], "Pl") is None and match_label(["PL", "pl"], "pl") == "pl"
+    s = pd.Series(["PL", "Comparison", None, "PL"])
+    out, label = _coerce_treatment(s, "t", " pl ")
+    assert label == "PL" and out.tolist()[:2] == [1.0, 0.0] and np.isnan(out[2])
+    with pytest.raises(DataError, match="treated label 'P' does not occur"):
+        _coerce_treatment(s, "t", "P")
+
+    trial = simulate_cluster_rct(n_schools=18, n_blocks=3, students_per_school=20, grades=(4,), seed=3).data
+    school_arm = {k: "control" if v == 0 else ("A" if i % 2 else "B")
+                  for i, (k, v) in enumerate(trial.groupby("school_id")["treatment"].first().items())}
+    trial["arm"] = trial["school_id"].map(school_arm)
+    cols = RCT_SAMPLE_COLUMNS.replace(treatment="arm")
+    a, b = (analyze_multiarm(trial, cols, c, "cluster", subject="math") for c in ("control", "CONTROL"))
+    assert a.to_frame().equals(b.to_frame())

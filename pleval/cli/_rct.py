@@ -52,7 +52,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
 
     from .. import outputs
     from ..checks import check
-    from ..data import RCT_SAMPLE_COLUMNS, pick_subject
+    from ..data import RCT_SAMPLE_COLUMNS, match_label, pick_subject
     from ..errors import DataError
     from ..multiarm import analyze_multiarm
 
@@ -61,10 +61,11 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
     t = given.get("treatment") or RCT_SAMPLE_COLUMNS.treatment
     if t not in df.columns:
         raise DataError(f"the treatment column {t!r} is not in the data")
-    arm_is_control = df[t].astype(str).str.strip() == str(control).strip()
-    if not arm_is_control.any():  # (the checks below read the column as control / any arm)
+    hit = match_label(df[t], control)
+    if hit is None:  # (the checks below read the column as control / any arm)
         labels = sorted(map(str, pd.unique(df[t].dropna())))
         raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are {labels[:8]}")
+    arm_is_control = df[t] == hit
     report = check(df.assign(**{t: (~arm_is_control).astype(float).where(df[t].notna())}), given=given, design="rct",
                    require=need)  # the column checks, with the arms read as control / any arm
     print_checks(report)
