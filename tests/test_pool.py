@@ -133,6 +133,13 @@ def test_pool_bad_inputs(split, stored):
         match_pool(pl, pool.assign(posttest=pool["posttest"].astype(str)), SAMPLE_COLUMNS, "vcg")
     with pytest.raises(DataError, match="no such file"):
         match_pool(pl, stored["parquet"] / "nowhere", SAMPLE_COLUMNS, "vcg")
+    # the subject spelled 'Math' in the PL file and 'math' in the pool: named, before matching
+    # (it ended in "no treated row found a match", every row "no comparison in its exact-match cell")
+    cap = pl.assign(subject=pl["subject"].str.capitalize())
+    for method in ("vcg", "propensity"):
+        with pytest.raises(DataError, match=r"column 'subject' \(exact-match key\): the PL file spells 2 value\(s\) "
+                                            r"differently from the pool: 'Math' \(the pool: 'math'\), 'Reading'"):
+            match_pool(cap, stored["parquet"], SAMPLE_COLUMNS, method)
 
 
 def _grades_3_4(split):

@@ -92,6 +92,35 @@ def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
                             "comparison students only (put PL students in the PL file)")
 
 
+KEY_VALUES_READ = 10_000
+"""At most this many distinct values of a text exact-match key are read from the pool to compare
+spellings (:func:`_check_key_spellings`)."""
+
+
+def _fold(v) -> str:
+    return " ".join(str(v).split()).casefold()
+
+
+def _check_key_spellings(eng, data: pd.DataFrame, strata: list[str], where: str) -> None:
+    """A :class:`DataError` when a text exact-match key (the subject, say) is spelled one way in
+    the PL file and another in the pool (``'Math'`` against ``'math'``, ``'math '``): no PL row of
+    it could find a comparison, and matching would end in "no comparison in its exact-match cell"
+    without saying why. One query per such key (its distinct pool values)."""
+    for col in strata:
+        if role_kind(data[col]) != "text":
+            continue
+        pool_values = eng.frame(f"SELECT DISTINCT {eng.quote(col)} AS v FROM {eng.relation} WHERE {where} "
+                                f"LIMIT {KEY_VALUES_READ}")["v"].dropna().tolist()
+        have = set(map(str, pool_values))
+        folded = {_fold(v): v for v in pool_values}
+        clash = [(v, folded[_fold(v)]) for v in pd.unique(data[col].dropna())
+                 if str(v) not in have and _fold(v) in folded]
+        if clash:
+            shown = ", ".join(f"{a!r} (the pool: {b!r})" for a, b in clash[:4])
+            raise DataError(f"column {col!r} (exact-match key): the PL file spells {len(clash)} value(s) differently from "
+                            f"the pool: {shown}; no PL row of them could find a comparison. Make the spellings agree")
+
+
 def role_kind(s: pd.Series) -> str:
     return "text" if is_categorical(s) and not pd.api.types.is_bool_dtype(s) else (
         "bool" if pd.api.types.is_bool_dtype(s) else "numeric")
@@ -333,6 +362,7 @@ def match_pool(
     log, data, where = _exclusions(eng, v, data, c, extra, require_outcome)
     if not len(data):
         raise DesignError("after exclusions the data have no treated or no comparison rows")
+    _check_key_spellings(eng, data, strata, where)
     options: dict = {"method": method, "conventions": "pleval"}
     diagnostics: dict = {}
     pm_parts = None
