@@ -543,7 +543,7 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
     tau = float(np.sum(w * d))
     m_t, m_c = cnt[1::2][ok], cnt[0::2][ok]
     if np.all(m_t >= 2) and np.all(m_c >= 2):
-        comp = np.concatenate([(w**2 * v[1::2])[ok], (w**2 * v[0::2])[ok]])
+        comp = np.concatenate([w[ok] ** 2 * v[1::2][ok], w[ok] ** 2 * v[0::2][ok]])  # (a one-arm block's v is inf)
         mm = np.concatenate([m_t, m_c])
         var = float(comp.sum())
         df = var**2 / float(np.sum(comp**2 / (mm - 1.0)))
