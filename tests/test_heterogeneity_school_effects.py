@@ -330,6 +330,9 @@ def test_from_estimates_table():
     dup = pd.concat([df, df.iloc[:1]])
     with pytest.raises(DataError, match="more than once"):
         school_effects_from_estimates(dup.dropna())
+    gap = pd.concat([df.dropna(), df.dropna().iloc[:1].assign(estimate=np.nan)])  # a second row without an estimate
+    with pytest.warns(PlevalWarning, match="missing estimate or SE were left out"):
+        assert school_effects_from_estimates(gap).meta["math"].k == school_effects_from_estimates(df.dropna()).meta["math"].k
     neg = df.dropna().copy()
     neg.loc[neg.index[0], "se"] = -1
     with pytest.raises(DataError, match="'se'"):

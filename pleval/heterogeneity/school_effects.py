@@ -1203,7 +1203,8 @@ def school_effects_from_estimates(
             warnings.warn(f"column {df!r} (df): {int(no_df.sum()):,} school row(s) have no value ({where(no_df)}); "
                           "their p-values and CIs use the normal reference", PlevalWarning, stacklevel=2)
         dfs = np.where(np.isnan(dfs), np.inf, dfs)
-    dup = d.duplicated([*by_cols, school], keep=False).to_numpy() & ~miss  # over data's rows, as where() reads them
+    dup = np.zeros(len(d), dtype=bool)  # over data's rows, as where() reads them; among the rows kept
+    dup[~miss] = d.loc[~miss].duplicated([*by_cols, school], keep=False).to_numpy()
     if dup.any():
         n = int(d.loc[dup, [*by_cols, school]].drop_duplicates().shape[0])
         raise DataError(f"column {school!r} (school): {n:,} school(s) appear more than once" +
