@@ -611,8 +611,10 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
             return [Problem("error", "treatment", f"column {t!r} (treatment): treated label {label!r} does not occur; "
                             f"values are {shown}", t, f"--treated-label {_q(shown[-1]) if shown else 'VALUE'}")]
         if len(vals) != 2:
+            folded = {str(v).strip().casefold() for v in vals}
+            same = " (they differ only in letter case or spaces: make the spellings agree)" if len(folded) == 2 else ""
             return [Problem("error", "treatment", f"column {t!r} (treatment) must hold exactly two values; found "
-                            f"{len(vals)}: {shown}", t, "recode the column to two values")]
+                            f"{len(vals)}: {shown}{same}", t, "recode the column to two values")]
         return []
     if pd.api.types.is_bool_dtype(s):
         return []

@@ -670,3 +670,11 @@ def test_trimming_skips_columns_of_objects_without_text():
     notes: list[str] = []
     assert _trim_text(df, notes) == ["c"] and df["c"].tolist() == ["x", "y", "z"]
     assert df["a"].tolist() == [1, 2, None] and notes == ["spaces around text removed (cells by column: 'c' 2)"]
+
+
+def test_a_treatment_label_spelled_two_ways_is_named_as_such(base):
+    """'PL', 'pl' and 'Comparison': three values, two of them one spelling; the error says so."""
+    d = base.assign(treatment=np.where(base["treatment"] == 1, "PL", "Comparison"))
+    d.loc[d.index[:3], "treatment"] = "pl"
+    (p,) = [q for q in check(d, given={"treated_label": "PL"}).errors if q.kind == "treatment"]
+    assert "found 3: ['Comparison', 'PL', 'pl'] (they differ only in letter case or spaces" in p.message

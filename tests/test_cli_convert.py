@@ -63,3 +63,17 @@ def test_top_level_cli_py_runs_same_app():
     assert r.returncode == 0 and "+3.19" in r.stdout
     r = subprocess.run([sys.executable, str(root / "cli.py"), "--version"], capture_output=True, text=True)
     assert r.stdout.startswith("pleval ")
+
+
+def test_file_with_text_and_missing_effect_sizes_lists_both(tmp_path):
+    """Text among the effect sizes and missing ones are both named, with their file rows (before,
+    a missing value hid the text, and text alone raised pandas' own error)."""
+    src = tmp_path / "g.csv"
+    src.write_text("school,g\nA,0.1\nB,abc\nC,\nD,0.2\n")
+    r = runner.invoke(app, ["convert", "--file", str(src), "--column", "g"])
+    assert r.exit_code == 2
+    assert ("column 'g': 1 row(s) hold text such as 'abc' (file row(s) 3); 1 row(s) are missing (file row(s) 4); "
+            "correct, fill or drop them first") in r.output
+    src.write_text("school,g\nA,0.1\nB,abc\n")
+    r = runner.invoke(app, ["convert", "--file", str(src), "--column", "g"])
+    assert r.exit_code == 2 and "hold text such as 'abc' (file row(s) 3)" in r.output and "Traceback" not in r.output

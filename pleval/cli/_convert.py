@@ -62,9 +62,23 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None) ->
     df = read_table(file)
     if column not in df.columns:
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
-    g = df[column]
-    if g.isna().any():
-        raise DataError(f"column {column!r}: {int(g.isna().sum())} row(s) are missing; fill or drop them first")
+    import pandas as pd
+
+    g = pd.to_numeric(df[column], errors="coerce")
+    text, miss = (g.isna() & df[column].notna()).to_numpy(), df[column].isna().to_numpy()
+    first = int(df.attrs.get("first_data_row", 2))
+
+    def rows(mask) -> str:
+        return ", ".join(str(first + int(i)) for i in mask.nonzero()[0][:3])
+
+    problems = []
+    if text.any():
+        shown = ", ".join(map(repr, df.loc[text, column].astype(str).unique()[:3]))
+        problems.append(f"{int(text.sum()):,} row(s) hold text such as {shown} (file row(s) {rows(text)})")
+    if miss.any():
+        problems.append(f"{int(miss.sum()):,} row(s) are missing (file row(s) {rows(miss)})")
+    if problems:
+        raise DataError(f"column {column!r}: {'; '.join(problems)}; correct, fill or drop them first")
     df[f"{column}_percentile_points"] = percentiles.to_percentile_points(g.astype(float), p)
     df.attrs = {}
     target = out or file.with_name(f"{file.stem}_percentile_points.csv")
