@@ -477,9 +477,13 @@ def validate(
         if dup.any():
             within = " within subject" if columns.subject else ""
             within += f" and {columns.time!r}" if columns.time else ""
+            apart = [] if columns.subject else [c for c in out.columns if str(c).strip().casefold() == "subject"
+                                                and not _duplicated(out, keys + [c]).any()]
+            hint = (f"; they differ in column {apart[0]!r}: name it as the subject column (--subject {apart[0]}), "
+                    "and each subject is analysed on its own (--only-subject VALUE for one)") if apart else ""
             raise DataError(
                 f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}; "
-                "each student should appear once per subject and term"
+                f"each student should appear once per subject and term{hint}"
             )
 
     n_missing_outcome = int(out[columns.outcome].isna().sum())

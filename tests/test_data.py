@@ -111,6 +111,27 @@ def test_duplicate_ids_within_subject(df):
         validate(df, COLS)
 
 
+def test_students_twice_because_the_subject_column_is_not_named():
+    """With the subject column left unnamed (--subject none) every student appears once per
+    subject: the duplicate-id error says which column tells the rows apart and how to name it;
+    a real duplicate gets no such hint."""
+    from pathlib import Path
+
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv").head(400)
+    cols = SAMPLE_COLUMNS.replace(subject=None)
+    with pytest.raises(DataError, match=r"they differ in column 'subject': name it as the subject column "
+                                        r"\(--subject subject\)"):
+        validate(d, cols)
+    one = d[d["subject"] == "math"].copy()
+    one.loc[one.index[1], "student_id"] = one["student_id"].iloc[0]
+    one.loc[one.index[1], "grade"] = one["grade"].iloc[0]
+    with pytest.raises(DataError, match="share a student id") as exc:
+        validate(one, cols)
+    assert "they differ in column" not in str(exc.value)
+
+
 def test_empty_inputs(tmp_path, df):
     with pytest.raises(DataError, match="no rows"):
         validate(df.iloc[:0], COLS)
