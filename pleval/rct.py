@@ -560,19 +560,24 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
     return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
 
 
-def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
-    """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
-    arm the block's own effect, and so the average of the blocks' effects, is not identified."""
+def _both_arm_rows(mod: _Model) -> tuple[np.ndarray | None, int]:
+    """The rows of the blocks with both arms (None: every row) and how many blocks have one arm
+    only: with block effects such a block says nothing of the effect."""
     if mod.n_blocks < 2:
-        return None
+        return None, 0
     n_t = np.bincount(mod.block_codes, weights=mod.z, minlength=mod.n_blocks)
     n_b = np.bincount(mod.block_codes, minlength=mod.n_blocks)
     ok = (n_t > 0) & (n_t < n_b)
-    if ok.all():
-        return None
-    rows = ok[mod.block_codes]
-    notes.append(f"Lin adjustment: {int((~ok).sum())} block(s) without both arms ({int((~rows).sum()):,} rows) are left "
-                 "out of the interacted model: the effect within them is not identified")
+    return (None if ok.all() else ok[mod.block_codes]), int((~ok).sum())
+
+
+def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
+    """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
+    arm the block's own effect, and so the average of the blocks' effects, is not identified."""
+    rows, n_one = _both_arm_rows(mod)
+    if rows is not None:
+        notes.append(f"Lin adjustment: {n_one} block(s) without both arms ({int((~rows).sum()):,} rows) are left "
+                     "out of the interacted model: the effect within them is not identified")
     return rows
 
 
@@ -594,13 +599,12 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     """School-mean regression (each school once), HC2, m − k df. The schools of blocks without
     both arms are left out (with a note): with block effects they say nothing of the effect, and
     a block of one school would be fitted exactly (leverage 1, where HC2 is undefined)."""
-    rows = _lin_rows(mod, [])  # the rows of blocks with both arms (None: every row)
+    rows, n_one = _both_arm_rows(mod)
     sel = slice(None) if rows is None else rows
     kept, codes = np.unique(mod.school[sel], return_inverse=True)
     m = kept.size
     if rows is not None:
-        n_out = mod.n_blocks - np.unique(mod.block_codes[rows]).size
-        notes.append(f"school-means analysis: the {mod.n_schools - m:,} school(s) of the {n_out:,} block(s) without both "
+        notes.append(f"school-means analysis: the {mod.n_schools - m:,} school(s) of the {n_one:,} block(s) without both "
                      "arms are left out: with block effects they carry no information on the effect")
     cnt = np.bincount(codes, minlength=m).astype(float)
 

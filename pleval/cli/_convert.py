@@ -64,19 +64,15 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None) ->
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
     import pandas as pd
 
+    from ..checks import _examples, _rows
+
     g = pd.to_numeric(df[column], errors="coerce")
     text, miss = (g.isna() & df[column].notna()).to_numpy(), df[column].isna().to_numpy()
-    first = int(df.attrs.get("first_data_row", 2))
-
-    def rows(mask) -> str:
-        return ", ".join(str(first + int(i)) for i in mask.nonzero()[0][:3])
-
     problems = []
     if text.any():
-        shown = ", ".join(map(repr, df.loc[text, column].astype(str).unique()[:3]))
-        problems.append(f"{int(text.sum()):,} row(s) hold text such as {shown} (file row(s) {rows(text)})")
+        problems.append(f"{int(text.sum()):,} row(s) hold text such as {_examples(df.loc[text, column])} ({_rows(df, text)})")
     if miss.any():
-        problems.append(f"{int(miss.sum()):,} row(s) are missing (file row(s) {rows(miss)})")
+        problems.append(f"{int(miss.sum()):,} row(s) are missing ({_rows(df, miss)})")
     if problems:
         raise DataError(f"column {column!r}: {'; '.join(problems)}; correct, fill or drop them first")
     df[f"{column}_percentile_points"] = percentiles.to_percentile_points(g.astype(float), p)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import Columns, _coerce_treatment, validate
+from ..data import Columns, _coerce_treatment, match_label, validate
 from ..errors import DataError, DesignError
 from ..matching import _long, _strata
 from ..matching._design import is_categorical
@@ -97,10 +97,6 @@ KEY_VALUES_READ = 10_000
 spellings (:func:`_check_key_spellings`)."""
 
 
-def _fold(v) -> str:
-    return " ".join(str(v).split()).casefold()
-
-
 def _check_key_spellings(eng, data: pd.DataFrame, strata: list[str], where: str) -> None:
     """A :class:`DataError` when a text exact-match key (the subject, say) is spelled one way in
     the PL file and another in the pool (``'Math'`` against ``'math'``, ``'math '``): no PL row of
@@ -111,10 +107,8 @@ def _check_key_spellings(eng, data: pd.DataFrame, strata: list[str], where: str)
             continue
         pool_values = eng.frame(f"SELECT DISTINCT {eng.quote(col)} AS v FROM {eng.relation} WHERE {where} "
                                 f"LIMIT {KEY_VALUES_READ}")["v"].dropna().tolist()
-        have = set(map(str, pool_values))
-        folded = {_fold(v): v for v in pool_values}
-        clash = [(v, folded[_fold(v)]) for v in pd.unique(data[col].dropna())
-                 if str(v) not in have and _fold(v) in folded]
+        named = ((v, match_label(pool_values, v)) for v in pd.unique(data[col].dropna()))
+        clash = [(v, hit) for v, hit in named if hit is not None and str(hit) != str(v)]
         if clash:
             shown = ", ".join(f"{a!r} (the pool: {b!r})" for a, b in clash[:4])
             raise DataError(f"column {col!r} (exact-match key): the PL file spells {len(clash)} value(s) differently from "
