@@ -1473,7 +1473,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     student (:mod:`pleval.subgroups`); the df of single contrasts under the overall effect's
     working model (``df_working``, by default a school random effect)."""
     from .matching.effect import regression_design
-    from .subgroups import level_codes, set_level_codes, single_valued_in_subject, subgroup_effects
+    from .subgroups import matched_level_codes, own_level_rows, single_valued_in_subject, subgroup_effects
 
     c = m.columns
     sample = m.matched if subject is None else m.matched[m.matched[c.subject] == subject]
@@ -1488,11 +1488,15 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     missing = [x for x in opts["subgroups"] if x not in sample.columns]
     if missing:
         raise DataError(f"subgroup column {missing[0]!r} is not in the data (or use {BAND!r})")
-    analysed, left_out = single_valued_in_subject(sample, m.matched, opts["subgroups"], subject)
+    own = own_level_rows(sample, c.treatment)
+    analysed, left_out = single_valued_in_subject(sample[own], m.matched[own_level_rows(m.matched, c.treatment)],
+                                                  opts["subgroups"], subject)
     notes += left_out
     for name in analysed:
-        codes, labels = level_codes(sample[name], name)
-        codes = set_level_codes(sample, c.treatment, codes)
+        codes, labels, level_notes = matched_level_codes(sample, c.treatment, name, subject)
+        notes += level_notes
+        if codes is None:
+            continue
         smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \
             if c.pretest else np.full(len(labels), math.nan)
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,

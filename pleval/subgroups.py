@@ -267,6 +267,56 @@ def set_level_codes(matched: pd.DataFrame, treatment: str, codes: np.ndarray) ->
     return out
 
 
+def own_level_rows(matched: pd.DataFrame, treatment: str) -> np.ndarray:
+    """Rows of a matched sample whose own subgroup value counts: treated rows and rows outside
+    matched sets (weighting). A comparison row in a set takes its treated student's level
+    (:func:`set_level_codes`), so it needs no value of its own."""
+    return (matched["_set"].to_numpy() < 0) | (matched[treatment].to_numpy() == 1)
+
+
+def matched_level_codes(matched: pd.DataFrame, treatment: str, name: str,
+                        subject=None) -> tuple[np.ndarray, list, list[str]]:
+    """``(codes, labels, notes)`` of subgroup column ``name`` in a matched sample: every matched
+    set in the level of its treated student (:func:`set_level_codes`), the levels those of the
+    rows whose own value counts (:func:`own_level_rows`).
+
+    An attribute only PL students have (a program variant, a usage band), missing or coded
+    otherwise for comparison students, is therefore a subgroup: each comparison student is
+    compared in the level of the PL student it was matched to (MatchIt's subgroup analysis after
+    matching within sets). A missing value where the row's own value counts is an error naming
+    how many; the notes count comparison rows without a value and name levels only comparison
+    rows in sets hold (they have no rows once the sets take their treated student's level). When
+    those rows alone hold a second level, the codes are ``None`` (no subgroup effects, a note); a
+    single value everywhere is :func:`level_codes`' error. ``subject`` names the subject in the notes."""
+    from .data import as_written
+
+    values = matched[name]
+    own = own_level_rows(matched, treatment)
+    t = matched[treatment].to_numpy() == 1
+    missing = values.isna().to_numpy()
+    if (missing & own).any():
+        n_t, n_out = int((missing & t).sum()), int((missing & own & ~t).sum())
+        where = " and ".join(x for x in (f"{n_t:,} analysed PL row(s)" if n_t else "",
+                                         f"{n_out:,} comparison row(s) outside matched sets" if n_out else "") if x)
+        raise DataError(f"subgroup column {name!r} is missing for {where}")
+    head = f"subgroup {name}" + (f" ({subject})" if subject is not None else "")
+    mine = set(pd.unique(values[own]))
+    only = [v for v in pd.unique(values[~own & ~missing]) if v not in mine]
+    notes = [f"{head}: level(s) {', '.join(repr(as_written(v)) for v in only)} are held by matched comparison "
+             "students only; each matched set is in its PL student's level, so they have no rows"] if only else []
+    if len(mine) == 1 and only:
+        notes[0] += f"; the analysed PL students all have {as_written(next(iter(mine)))!r}: no subgroup effects"
+        return None, [], notes
+    codes_own, labels = level_codes(values[own], name)
+    codes = np.full(len(values), -1, dtype=codes_own.dtype)
+    codes[own] = codes_own
+    n_missing = int(missing.sum())
+    if n_missing:
+        notes.insert(0, f"{head}: {n_missing:,} matched comparison row(s) have no value; each takes the level of "
+                        "the PL student it is matched to")
+    return set_level_codes(matched, treatment, codes), labels, notes
+
+
 _YES_NO = {("1", "0"), ("1.0", "0.0"), ("true", "false"), ("yes", "no"), ("y", "n")}
 """A two-level ``frl`` column's gap (highest − lowest level, in sorted order) read as eligible −
 not eligible: 1/0, True/False, Yes/No, Y/N in any case."""
@@ -298,4 +348,5 @@ def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ = ["subgroup_effects", "level_codes", "single_valued_in_subject", "pretest_bands", "set_level_codes",
+           "matched_level_codes", "own_level_rows",
            "equity_table", "BAND", "MAX_LEVELS"]

@@ -182,7 +182,40 @@ def test_a_level_of_comparison_rows_only_in_a_whole_evaluation_warns_nothing_raw
         ev = pleval.estimate(d, placebo=False, subgroups=["cohort", "band"])
     assert not [w for w in caught if "invalid value" in str(w.message)]
     assert set(ev.subgroups()["subgroup"]) == {"band"}
-    assert any("subgroup cohort: level(s) ['X'] lack a treated or comparison row" in n for n in ev.notes)
+    assert any("subgroup cohort (math): level(s) 'X' are held by matched comparison students only" in n and "all have 'Y'" in n
+               for n in ev.notes)
+
+
+def test_an_attribute_only_pl_students_have_is_a_subgroup_in_a_matched_comparison():
+    """A program variant recorded for PL students only (missing, or coded 'none', for comparison
+    students) stopped the run ("analysed rows are missing") or was left out as a level "without
+    a treated row". Each comparison row now takes the level of the PL student it is matched to,
+    as it does for a column both arms have: missing, 'none' and arbitrary comparison values give
+    the same subgroup effects, with a note. A missing value for a PL row is an error that says
+    so; under weighting (no matched sets) a comparison row's own value is needed."""
+    d = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(4,), seed=3).data
+    pl = d["treatment"] == 1
+    variant = pd.Series(np.where(np.arange(len(d)) % 3 == 0, "A", "B"), index=d.index)
+    runs = {}
+    for kind, comp in (("missing", None), ("none", "none"), ("own", variant.where(d.school_id.str[-1] < "5", "C"))):
+        x = d.assign(variant=variant.where(pl, comp))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            runs[kind] = ev = pleval.estimate(x, subgroups="variant", subject="math", placebo=False, sensitivity=False,
+                                             workers=1)
+        assert list(ev.subgroups()["level"]) == ["A", "B"]
+    cols = ["estimate", "se", "df", "effect_size"]
+    for kind in ("none", "own"):
+        assert np.allclose(runs[kind].subgroups()[cols], runs["missing"].subgroups()[cols], rtol=1e-12, atol=0)
+    assert any("matched comparison row(s) have no value; each takes the level of the PL student" in n
+               for n in runs["missing"].notes)
+    assert any("level(s) 'none' are held by matched comparison students only" in n for n in runs["none"].notes)
+    bad = d.assign(variant=variant.where(pl & (np.arange(len(d)) % 50 != 0)))
+    with pytest.raises(DataError, match=r"subgroup column 'variant' is missing for [\d,]+ analysed PL row"):
+        pleval.estimate(bad, subgroups="variant", subject="math", placebo=False, sensitivity=False, workers=1)
+    with pytest.raises(DataError, match="comparison row.s. outside matched sets"):
+        pleval.estimate(d.assign(variant=variant.where(pl)), method="weighting", subgroups="variant", subject="math",
+                        placebo=False, sensitivity=False, workers=1)
 
 
 def test_pretest_bands_by_hand():
