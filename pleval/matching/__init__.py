@@ -259,16 +259,38 @@ def _priority(data: pd.DataFrame, c, pos, conventions: str) -> np.ndarray | None
     return None if r is None else np.unique(r[pos], return_inverse=True)[1]
 
 
-def _optimal(method, t_coord, c_coord, k, caliper, t_cell, c_cell, diagnostics) -> NearestMatch:
-    """Optimal pair or full matching as pairs in matched-set long format."""
+def _optimal(method, t_coord, c_coord, k, caliper, t_cell, c_cell, diagnostics, t_key=None, c_key=None) -> NearestMatch:
+    """Optimal pair or full matching as pairs in matched-set long format.
+
+    Optimal solutions need not be unique (on a score, two crossing pairs can often be swapped at
+    the same total), and the solver's choice among them follows the order of its rows. The rows
+    are therefore put in one order first — by exact-match cell, coordinates, then ``t_key`` /
+    ``c_key`` (the student ids' ranks, :func:`_priority`; default position) — so that the matched
+    sets depend on neither the row order nor the spelling of labels, as nearest-neighbour
+    matching's do; the pairs come back numbered as the rows passed in."""
+    pt, pc = _solver_order(t_coord, t_cell, t_key), _solver_order(c_coord, c_cell, c_key)
+    t_in, c_in = t_coord[pt], c_coord[pc]
+    t_cell, c_cell = (None, None) if t_cell is None else (t_cell[pt], c_cell[pc])
     if method == "optimal":
-        return match_optimal(t_coord, c_coord, k=k, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
-    fm = match_full(t_coord, c_coord, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
-    t_row, c_row, w = set_pairs(fm)
-    diagnostics["full-matching subclasses"] = fm.n_sets
-    diagnostics["total within-set distance"] = fm.total
-    dist = np.abs(t_coord[t_row] - c_coord[c_row]) if t_coord.ndim == 1 else np.sqrt(((t_coord[t_row] - c_coord[c_row]) ** 2).sum(1))
-    return NearestMatch(t_row, c_row, dist, w, np.bincount(t_row, minlength=len(t_coord)), fm.t_reason)
+        nm = match_optimal(t_in, c_in, k=k, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
+    else:
+        fm = match_full(t_in, c_in, caliper=caliper, t_cell=t_cell, c_cell=c_cell)
+        t_row, c_row, w = set_pairs(fm)
+        diagnostics["full-matching subclasses"] = fm.n_sets
+        diagnostics["total within-set distance"] = fm.total
+        dist = np.abs(t_in[t_row] - c_in[c_row]) if t_in.ndim == 1 else np.sqrt(((t_in[t_row] - c_in[c_row]) ** 2).sum(1))
+        nm = NearestMatch(t_row, c_row, dist, w, np.bincount(t_row, minlength=len(t_in)), fm.t_reason)
+    o = np.lexsort((nm.c_row, nm.dist, pt[nm.t_row]))  # grouped by the caller's treated rows, nearest first
+    n_matched, reason = np.empty_like(nm.n_matched), np.empty_like(nm.reason)
+    n_matched[pt], reason[pt] = nm.n_matched, nm.reason
+    return NearestMatch(pt[nm.t_row[o]], pc[nm.c_row[o]], nm.dist[o], nm.weight[o], n_matched, reason)
+
+
+def _solver_order(coord: np.ndarray, cell, key) -> np.ndarray:
+    """Rows by exact-match cell, coordinates (each column) and ``key`` (default position)."""
+    z = coord[:, None] if coord.ndim == 1 else coord
+    keys = [np.arange(len(z)) if key is None else key, *z.T[::-1]]
+    return np.lexsort(keys if cell is None else [*keys, cell])
 
 
 def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, calipers, categorical, k, replace, cells,
@@ -582,7 +604,8 @@ def match(
         coord = np.round(coord, 10)
         nearest = method not in OPTIMAL and not (mahvars or calipers)  # match_nearest's sets: weights 1/size
         if method in OPTIMAL:
-            nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics)
+            nm = _optimal(method, coord[tpos], coord[cpos], k, cal_abs, cells[tpos], cells[cpos], diagnostics,
+                          _priority(data, c, tpos, conventions), _priority(data, c, cpos, conventions))
             replace, ties, order = method == "full", False, None
         elif mahvars or calipers:
             nm = _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, calipers, categorical, k,

@@ -25,7 +25,8 @@ least (as ``pairmatch`` does, MatchIt warning that not every treated unit gets a
   keys or a caliper, rather than exhausting memory.
 
 Optimal solutions need not be unique (on a score, swapping two crossing pairs often leaves
-the total unchanged); the solver's choice is deterministic given the row order.
+the total unchanged); the solver's choice follows the row order, so :func:`pleval.match` puts
+the rows in one order first (by cell, score and student id).
 """
 
 from __future__ import annotations
