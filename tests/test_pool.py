@@ -262,3 +262,34 @@ def test_spark_rounds_students_are_put_in_one_order():
     for seed in range(3):
         other = rows.sample(frac=1.0, random_state=seed).sort_values(keys, kind="stable", ignore_index=True)
         pd.testing.assert_frame_equal(one, other)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+@pytest.mark.parametrize("engine", ["duckdb", "memory"])
+def test_pl_students_in_the_pool_are_excluded_and_counted(split, engine, tmp_path):
+    """A state file used as the pool often holds the PL students too. Before, DuckDB's engine
+    matched PL students to their own pool rows (9,290 of the sample's matched comparison rows
+    were PL students) and the memory engine stopped on duplicated ids. Those pool rows (same id,
+    subject and grade) are now excluded first and counted in the exclusions; the match, the
+    estimate and the placebo schools are those of the pool without them."""
+    from pleval.pool import estimate_pool
+    from pleval.pool.match import PL_IN_POOL
+
+    pl, pool = _grades_3_4(split)
+    pl = pl.drop(columns="treatment")
+    both = pd.concat([pool, pl.iloc[::2]], ignore_index=True).sample(frac=1.0, random_state=2)
+    where = {}
+    for name, frame in (("clean", pool), ("both", both)):
+        where[name] = tmp_path / f"{name}.parquet"
+        frame.to_parquet(where[name], index=False)
+    ref = match_pool(pl, where["clean"], SAMPLE_COLUMNS, "propensity", engine=engine)
+    got = match_pool(pl, where["both"], SAMPLE_COLUMNS, "propensity", engine=engine)
+    _same_matched(ref, got)
+    assert not got.matched.loc[got.matched["treatment"] == 0, "student_id"].isin(pl["student_id"]).any()
+    first = got.exclusions.iloc[0]
+    assert (first["reason"], first["column"], first["n_rows"]) == (PL_IN_POOL, "student_id", len(pl.iloc[::2]))
+    _same_numbers(ref.exclusions, got.exclusions.iloc[1:].reset_index(drop=True))
+    evs = [estimate_pool(pl, where[n], SAMPLE_COLUMNS, "propensity", engine=engine, subject="math",
+                         sensitivity=False) for n in ("clean", "both")]
+    for name in ("overall", "placebo", "schools"):
+        _same_numbers(evs[0].table(name), evs[1].table(name), rtol=1e-10)

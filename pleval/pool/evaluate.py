@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..data import SAMPLE_COLUMNS, Columns, read_table, resolve_columns, with_binary_treatment
 from ..errors import DataError
-from .match import ENGINES, _make_engine, match_pool, pool_record, record_of
+from .match import ENGINES, _make_engine, in_pl_file, in_pl_sql, match_pool, pl_keys, pool_record, record_of
 
 
 def pl_columns(pl: pd.DataFrame, columns: Columns | Mapping[str, Any] | None) -> tuple[pd.DataFrame, Columns]:
@@ -117,8 +117,9 @@ def estimate_pool(
         m = match_pool(pl, frame, columns, method, engine="memory", **match_opts)
         record = pool_record(pool, table, "memory", f"{len(frame):,} rows read into memory", fp,
                              int(m.sample_sizes().loc["all", "comparison"]))
-        if opts["placebo"] and columns.school:
-            full, work = with_binary_treatment(pd.concat([pl, frame.assign(**{t: 0})], ignore_index=True), columns)
+        if opts["placebo"] and columns.school:  # the placebo rounds' pool: without the PL file's students, as the match's
+            rest = frame[~in_pl_file(frame, pl_keys(pl, columns))]
+            full, work = with_binary_treatment(pd.concat([pl, rest.assign(**{t: 0})], ignore_index=True), columns)
             rounds = _InMemoryRounds(full, work, method, {**match_opts, "seed": seed})
     else:
         eng = _make_engine(engine, pool, table, spark)
@@ -128,6 +129,10 @@ def estimate_pool(
         m = match_pool(pl, eng, columns, method, engine=engine, progress=progress, **match_opts)
         record = record_of(m, pool, table)
         if opts["placebo"] and columns.school:
+            keys = pl_keys(pl, columns)
+            if keys is not None and len(keys):  # the placebo rounds' pool: without the PL file's rows, as the match's
+                eng = eng.restricted(f"NOT coalesce({in_pl_sql(eng, keys, 'pleval_pl_file_keys')}, FALSE)",
+                                     "pleval_pool_not_pl")
             rounds = PoolRounds(eng, pl[columns.school].dropna(), columns.replace(treated_label=None), method,
                                 match_opts, progress)
     used = m.data[m.data[t].to_numpy() == 0]

@@ -18,6 +18,7 @@ the two pieces, with the pool's share computed by aggregate queries:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -125,10 +126,37 @@ def role_kind_sql(t: str) -> str:
     return "text" if k == "other" else k
 
 
-def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool):
-    """(log, PL data after the match-level exclusions, the pool's eligibility condition)."""
+PL_IN_POOL = "pool rows of students in the PL file (a PL student is not a comparison)"
+"""The exclusion of pool rows that are rows of the PL file — the same student id, subject and
+term (grade) as a PL row, the key that may not repeat in one file (:func:`pleval.data.validate`):
+a state file or a national pool often holds the PL students too, and such a row would be matched
+to its own PL row. It is the first exclusion, counted among all pool rows."""
+
+
+def pl_keys(pl: pd.DataFrame, columns: Columns) -> pd.DataFrame | None:
+    """The distinct (student id, subject, term or grade) keys of the PL file's rows, the roles
+    present (None without a student-id column)."""
+    keys = [x for x in (columns.student_id, columns.subject, columns.time or columns.grade) if x]
+    if not columns.student_id or not set(keys) <= set(pl.columns):
+        return None
+    return pl[keys].dropna().drop_duplicates().reset_index(drop=True)
+
+
+def in_pl_file(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray:
+    """Rows of ``frame`` whose key (:func:`pl_keys`) is a PL row's."""
+    if keys is None or not set(keys.columns) <= set(frame.columns):
+        return np.zeros(len(frame), dtype=bool)
+    return pd.MultiIndex.from_frame(frame[list(keys.columns)]).isin(pd.MultiIndex.from_frame(keys))
+
+
+def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool, keys=None):
+    """(log, PL data after the match-level exclusions, the pool's eligibility condition); ``keys``:
+    the PL file's row keys (:func:`pl_keys`), whose pool rows are excluded first (:data:`PL_IN_POOL`)."""
     q = eng.quote
     conds, labels = [], []
+    if keys is not None and len(keys):
+        conds.append(in_pl_sql(eng, keys, "pleval_pl_keys"))
+        labels.append((PL_IN_POOL, columns.student_id))
     roles = columns.roles()
     for role in _DROP_ROLES:
         for c in roles.get(role, ()):
@@ -159,10 +187,20 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
             n += pl_counts[i - n_val]
         if n:
             log[(reason, col)] = log.get((reason, col), 0) + n
+    first = {k: log.pop(k) for k in [(PL_IN_POOL, columns.student_id)] if k in log}
     for (reason, col), n in pl_drop.items():  # PL-only validation reasons (e.g. missing treatment)
         log = {(reason, col): n, **log}
+    log = {**first, **log}
     where = "NOT (" + " OR ".join(conds) + ")" if conds else "TRUE"
     return [{"reason": r, "column": c, "n_rows": n} for (r, c), n in log.items()], data, where
+
+
+def in_pl_sql(eng, keys: pd.DataFrame, name: str) -> str:
+    """The condition that a pool row's key is one of ``keys`` (:func:`pl_keys`, registered as
+    table ``name``)."""
+    eng.register(name, keys.set_axis([f"k{i}" for i in range(keys.shape[1])], axis=1))
+    cols = ", ".join(eng.quote(x) for x in keys.columns)
+    return f"({cols}) IN (SELECT {', '.join(f'k{i}' for i in range(keys.shape[1]))} FROM {name})"
 
 
 def _make_engine(engine: str, pool, table, spark):
@@ -333,9 +371,14 @@ def match_pool(
 
         src = open_pool(pool, table=table) if not isinstance(pool, pd.DataFrame) else None
         frame = pool if src is None else src.con.execute(f"SELECT * EXCLUDE (_rid) FROM {src.relation}").df()
-        both = pd.concat([pl, frame.assign(**{columns.treatment: 0})], ignore_index=True)
+        mine = in_pl_file(frame, pl_keys(pl, columns))
+        both = pd.concat([pl, frame.loc[~mine].assign(**{columns.treatment: 0})], ignore_index=True)
         kw = {k_: v_ for k_, v_ in opts.items() if k_ not in ("band", "school_keys", "school_bins") or method == "vcg"}
-        return match(both, columns, method=method, **kw)
+        m = match(both, columns, method=method, **kw)
+        if not mine.any():
+            return m
+        row = pd.DataFrame([{"reason": PL_IN_POOL, "column": columns.student_id, "n_rows": int(mine.sum())}])
+        return dataclasses.replace(m, exclusions=pd.concat([row, m.exclusions], ignore_index=True))
 
     progress("opening the comparison pool")
     eng = _make_engine(engine, pool, table, spark)
@@ -353,7 +396,7 @@ def match_pool(
     if absent:
         raise DataError(f"column(s) not in the data: {', '.join(map(repr, absent))}")
     _check_pool_columns(eng, pl, c, extra)
-    log, data, where = _exclusions(eng, v, data, c, extra, require_outcome)
+    log, data, where = _exclusions(eng, v, data, c, extra, require_outcome, pl_keys(pl, c))
     if not len(data):
         raise DesignError("after exclusions the data have no treated or no comparison rows")
     _check_key_spellings(eng, data, strata, where)
