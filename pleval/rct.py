@@ -1091,13 +1091,13 @@ def analyze_rct(
 
 def subjects_with_both_arms(df: pd.DataFrame, columns: Columns) -> tuple[list, list[str]]:
     """The subjects of ``columns.subject`` whose usable rows with an outcome hold both arms (in
-    order of appearance), and why each other one cannot be analysed (:func:`pleval.check` warns
+    sorted order, as :func:`pleval.estimate`'s, not the rows'), and why each other one cannot be analysed (:func:`pleval.check` warns
     of them; an error when none is left)."""
     present, n1, n0, n_rows, _ = subject_arms(validate(df, columns, require=("outcome", "treatment")))
     one = [i for i in range(len(present)) if not (n1[i] and n0[i])]
     if len(one) == len(present):
         raise DataError(f"column {columns.subject!r} (subject): no subject has both treated and comparison rows")
-    return ([s for i, s in enumerate(present) if i not in one],
+    return (sorted((s for i, s in enumerate(present) if i not in one), key=str),
             [one_arm_subject(columns.subject, present[i], n1[i], n0[i], n_rows[i]) + "; it is left out" for i in one])
 
 

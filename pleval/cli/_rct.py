@@ -72,7 +72,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
     cols = report.columns
     subjects = [only_subject] if not cols.subject else \
         [pick_subject(df[cols.subject], only_subject, cols.subject)] if only_subject is not None else \
-        [s for s in pd.unique(df[cols.subject]) if pd.notna(s)]
+        sorted((s for s in pd.unique(df[cols.subject]) if pd.notna(s)), key=str)
     frames = []
     for s in subjects:
         res = analyze_multiarm(df, cols, control, design, vcov=vcov, cluster_df=cluster_df, adjust=adjust,

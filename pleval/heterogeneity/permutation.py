@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
+from ..inference.draw_order import value_order
 from ..errors import DataError
 from . import _metareg_batch as mb
 from . import _tau2
@@ -155,6 +156,8 @@ def permutation_test(meta: MetaAnalysis, n_perm: int = 1000, *, stat: str = "z",
         raise DataError(f"n_perm must be a positive whole number; got {n_perm!r}")
     y = np.asarray(meta.estimates, dtype=float)
     v = np.asarray(meta.ses, dtype=float) ** 2
+    o = value_order(y, v)  # the sign draws meet the schools in the order of their values (not of the rows)
+    y, v = y[o], v[o]
     k = y.size
     observed = float(_statistic(meta.method, y[None, :], v, meta.hartung_knapp, stat)[0])
     exact = k < 63 and 2**k <= n_perm
@@ -284,6 +287,8 @@ def permutation_test_moderators(mr, n_perm: int = 1000, *, seed: int = 0) -> Mod
     if not (isinstance(n_perm, (int, np.integer)) and n_perm >= 1):
         raise DataError(f"n_perm must be a positive whole number; got {n_perm!r}")
     y, v, X = np.asarray(mr.estimates), np.asarray(mr.ses) ** 2, np.asarray(mr.design)
+    o = value_order(y, v, *X.T)  # the draws meet the schools in the order of their values (not of the rows)
+    y, v, X = y[o], v[o], X[o]
     k = y.size
     _, stat_obs, qm_obs = _metareg_statistics(mr.method, y[None, :], v[None, :], X, mr.knapp_hartung)
     stat_obs, qm_obs = stat_obs[0], float(qm_obs[0])

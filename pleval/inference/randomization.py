@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
+from .draw_order import value_order
 from ..errors import DataError, DesignError, PlevalWarning
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -207,7 +208,8 @@ def _prepare(y, treatment, clusters, blocks, covariates):
         u, zu, bu = u[keep], zu[keep], bu[keep]
         _, bu = np.unique(bu, return_inverse=True)
         mb, tb = mb[~fixed], tb[~fixed]
-    return u, zu.astype(int), bu.astype(np.intp), mb, tb, unit, notes
+    o = value_order(bu, u, zu)  # the draws meet the units in the order of their values, not of the rows
+    return u[o], zu[o].astype(int), bu[o].astype(np.intp), mb, tb, unit, notes
 
 
 def _linear_form(u, bu, mb, tb):

@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import linalg, sparse
 
 from .._results import ResultMixin
+from .draw_order import value_order
 from ..errors import DataError, DesignError
 from .robust import cluster_codes, grouped_cross_products
 
@@ -138,6 +139,12 @@ def wild_cluster_bootstrap(
     codes, G = cluster_codes(clusters)
     if G < 3:
         raise DesignError(f"the wild cluster bootstrap needs at least 3 clusters; the data have {G}")
+    # clusters numbered by their values (size, outcome and regressor sums), so that cluster g gets
+    # the same draws however the rows are sorted (:mod:`.draw_order`)
+    rank = np.empty(G, dtype=np.intp)
+    rank[value_order(np.bincount(codes, minlength=G), np.bincount(codes, weights=y, minlength=G),
+                     *(np.bincount(codes, weights=X[:, i], minlength=G) for i in range(X.shape[1])))] = np.arange(G)
+    codes = rank[codes]
 
     S, _ = grouped_cross_products(X, codes, G)  # S_g = X_g'X_g: the one O(n k²) pass
     XtX, Xty = S.sum(axis=0), X.T @ y
