@@ -234,3 +234,31 @@ def test_estimates_shift_exactly_with_the_true_effects():
     shift = b.by_year["estimate"].to_numpy() - a.by_year["estimate"].to_numpy()
     np.testing.assert_allclose(shift, 15 * np.array([0.0, 0.05, 0.0, -0.05]), atol=1e-9)
     np.testing.assert_allclose(b.by_year["se"], a.by_year["se"], rtol=1e-9)
+
+
+def test_two_program_periods_have_a_trend_and_the_trajectories_use_it(sim):
+    """With two program periods the trend is their difference. Before, a trend needed three, and
+    `monitor` compared the school slopes with a pooled trend of 0 without a note."""
+    import warnings
+
+    from pleval.errors import PlevalWarning
+    from pleval.monitor import monitor
+
+    d = sim.data[sim.data["year"].isin([2023, 2024])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ot = effects_over_time(d, COLS, method="regression", equity=False)
+        mon = monitor(d, COLS, method="regression")
+    by = ot.by_year.set_index("time")
+    program = by.index[by["program"]].tolist()
+    assert len(program) == 2
+    tr = ot.trend[ot.trend["per"].str.endswith("(program periods)")].iloc[0]
+    assert tr["n_points"] == 2
+    assert tr["estimate"] == pytest.approx(by.loc[program[1], "estimate"] - by.loc[program[0], "estimate"], rel=1e-9)
+    assert mon.schools["math"].pooled_trend == pytest.approx(tr["estimate"], rel=1e-9) and tr["estimate"] != 0
+    one = sim.data[sim.data["year"] == 2024]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        mon1 = monitor(one, COLS, method="regression")
+    assert "math" not in mon1.schools and any("no school trajectories: they need two program periods" in n
+                                              for n in mon1.notes)

@@ -82,7 +82,10 @@ def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, 
         by = ot.by_year[ot.by_year["subject"] == s]
         program = list(by.loc[by["program"], "time"])
         tr = ot.trend[(ot.trend["subject"] == s) & ot.trend["per"].str.endswith("(program periods)")]
-        trend = float(tr["estimate"].iloc[0]) if len(tr) else 0.0
+        if not len(tr):  # fewer than two program periods: no pooled trend, nor school slopes to compare with one
+            notes.append(f"[{s}] no school trajectories: they need two program periods ({len(program)} here)")
+            continue
+        trend = float(tr["estimate"].iloc[0])
         sd = float(by.loc[by["program"], "sd"].mean()) if by["program"].any() else float(by["sd"].mean())
         covs = pd.DataFrame(index=ds.index)
         try:
