@@ -262,3 +262,15 @@ def test_two_program_periods_have_a_trend_and_the_trajectories_use_it(sim):
         mon1 = monitor(one, COLS, method="regression")
     assert "math" not in mon1.schools and any("no school trajectories: they need two program periods" in n
                                               for n in mon1.notes)
+
+
+def test_terms_named_before_their_year_are_an_error_not_a_scrambled_timeline():
+    """'Fall 2021', 'Spring 2022', 'Fall 2022' sort as text out of time order; they were
+    analysed in that order (the trend's sign flipped). Year-first terms and school years sort."""
+    from pleval.monitor.panel import _time_order
+
+    with pytest.raises(DataError, match=r"column 'term' \(time\) names terms before their year"):
+        _time_order(pd.Series(["Fall 2021", "Spring 2022", "Fall 2022"]), "term")
+    assert list(_time_order(pd.Series(["2022-23", "2021-22"]), "term")) == ["2022-23", "2021-22"]
+    assert list(_time_order(pd.Series(["2021-2 spring", "2021-1 fall"]), "term")) == ["2021-2 spring", "2021-1 fall"]
+    assert list(_time_order(pd.Series(["Fall 2021", "Fall 2022"]), "term")) == ["Fall 2021", "Fall 2022"]  # one term name

@@ -48,7 +48,8 @@ class PanelCheck(ResultMixin):
 
 def _time_order(s: pd.Series, name: str) -> pd.Series:
     """Integer order of the time values: numeric values as numbers, text (terms such as
-    '2023-fall') in sorted order."""
+    '2023-fall') in sorted order. Terms named before their year ('Fall 2021', 'Spring 2022') are
+    an error: sorted as text they would be out of time order."""
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
@@ -56,7 +57,15 @@ def _time_order(s: pd.Series, name: str) -> pd.Series:
         bad = s[num.isna()].astype(str).unique()[:3]
         raise DataError(f"column {name!r} (time) mixes numbers and text such as {', '.join(map(repr, bad))}; "
                         "use one kind (years as numbers, or terms as sortable text such as 2023-1)")
-    return s.astype(str)
+    text = s.astype(str)
+    parts = text.str.strip().str.extract(r"^(?P<term>\D*?)\s*(?P<year>(?:19|20)\d\d)")
+    if parts["year"].notna().all() and parts["term"].str.len().gt(0).all() and parts["term"].nunique() > 1 \
+            and parts["year"].nunique() > 1:
+        order = sorted(text.unique())
+        raise DataError(f"column {name!r} (time) names terms before their year ({', '.join(map(repr, order[:4]))}, ...): "
+                        "sorted as text, which is how periods are ordered, they are out of time order; write the year "
+                        "first, with the terms numbered in their order (e.g. 2021-1, 2021-2)")
+    return text
 
 
 def check_panel(df: pd.DataFrame, columns: Columns) -> PanelCheck:
