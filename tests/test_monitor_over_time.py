@@ -274,3 +274,15 @@ def test_terms_named_before_their_year_are_an_error_not_a_scrambled_timeline():
     assert list(_time_order(pd.Series(["2022-23", "2021-22"]), "term")) == ["2022-23", "2021-22"]
     assert list(_time_order(pd.Series(["2021-2 spring", "2021-1 fall"]), "term")) == ["2021-2 spring", "2021-1 fall"]
     assert list(_time_order(pd.Series(["Fall 2021", "Fall 2022"]), "term")) == ["Fall 2021", "Fall 2022"]  # one term name
+
+
+def test_exposure_notes_a_gap_in_the_periods_and_schools_adopting_before_the_file(sim):
+    """Years of exposure count observed periods: with 2022 absent from the file, 2022 adopters
+    are at 1 year in 2023 (really 2), without a word before. Notes now say so; a file without
+    gaps whose adopters all start inside it gets neither note."""
+    d = sim.data[sim.data["year"] != 2022]
+    ot = effects_over_time(d, COLS, method="regression", cohort="pl_year", equity=False)
+    assert any("periods of 'year' are not evenly spaced (2021, 2023, 2024)" in n for n in ot.notes)
+    assert any("adopted before their first period in the file" in n for n in ot.notes)
+    full = effects_over_time(sim.data, COLS, method="regression", cohort="pl_year", equity=False)
+    assert not any("evenly spaced" in n or "before their first period" in n for n in full.notes)

@@ -208,6 +208,31 @@ def _trend(fit, names: list[str], xs: np.ndarray, sd: float, omega: float, per: 
             "es_ci_low": (est - crit * se) * k, "es_ci_high": (est + crit * se) * k}
 
 
+def _exposure_notes(d: pd.DataFrame, c: Columns, cohort: pd.Series | None, in_program: pd.Series) -> list[str]:
+    """Notes where years of exposure, which count the observed periods, fall short of the years
+    since adoption: numeric periods with a gap in the file (2021, 2023: 2022 absent), and PL
+    schools that adopted before their first observed period."""
+    notes = []
+    t = d["_t"]
+    if not pd.api.types.is_numeric_dtype(t):
+        return notes
+    times = np.sort(t.unique())
+    steps = np.diff(times)
+    if len(steps) and steps.min() > 0 and (steps > steps.min() + 1e-9).any():
+        notes.append(f"the periods of {c.time!r} are not evenly spaced ({', '.join(_period(x) for x in times[:8])}): "
+                     "years of exposure count the periods observed, so across a gap they fall short of the years "
+                     "since adoption")
+    if cohort is not None:
+        first = t[in_program].groupby(d.loc[in_program, c.school]).min()
+        start = cohort[in_program].groupby(d.loc[in_program, c.school]).first()
+        early = first.index[(start.reindex(first.index) < first).to_numpy()]
+        if len(early):
+            notes.append(f"{len(early):,} PL school(s) ({', '.join(repr(as_written(x)) for x in early[:3])}) adopted "
+                         "before their first period in the file: their years of exposure count the periods in the "
+                         "file, fewer than the years since adoption")
+    return notes
+
+
 def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Series:
     """The cohort column's first program periods in the time column's kind, for comparison
     with its ordered values ``t`` (:func:`.panel._time_order`): numbers when the periods are
@@ -349,6 +374,7 @@ def effects_over_time(
     else:
         in_program = d[c.treatment] == 1
     d["_exposure"] = in_program.astype(int).groupby([d[k] for k in keys], sort=False).cumsum() * in_program
+    notes += _exposure_notes(d, c, g if cohort is not None else None, in_program)
 
     # matching once per student series at the baseline (first period) row
     base = d.groupby(keys, sort=False).head(1).copy()
