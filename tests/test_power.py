@@ -205,3 +205,15 @@ def test_matched_design_from_a_match_result():
     w = comp["w"].to_numpy()
     assert d.deff_weights == pytest.approx(len(w) * (w ** 2).sum() / w.sum() ** 2) and d.deff_weights > 1
     assert d.mdes() > d.replace(deff_weights=1.0).mdes()
+
+
+def test_summary_names_the_one_sided_direction_and_prints_the_power_it_was_given():
+    """`--power 0.999` was printed as "100% power"; a one-sided test's direction was unnamed
+    (power for −0.3 is that of the test in its own direction)."""
+    from pleval.power.plan import _percent
+
+    assert [_percent(x) for x in (0.8, 0.999, 0.9, 0.95, 0.9999)] == ["80%", "99.9%", "90%", "95%", "99.99%"]
+    d = ClusterRCT(schools=40, students=60, icc=0.15, two_sided=False)
+    assert d.power(-0.3) == pytest.approx(d.power(0.3))
+    text = d.plan(power=0.999, effect=-0.3).summary()
+    assert "one-sided (in the effect's direction)" in text and "MDES at 99.9% power" in text

@@ -58,7 +58,7 @@ class Plan(ResultMixin):
         return pd.DataFrame(rows, columns=["quantity", "value"])
 
     def summary(self) -> str:
-        sided = "two-sided" if self.two_sided else "one-sided"
+        sided = "two-sided" if self.two_sided else "one-sided (in the effect's direction)"
         params = ", ".join(f"{k} = {v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} = {v}"
                            for k, v in self.parameters.items() if v is not None)
         p0 = _ordinal(self.baseline_percentile)
@@ -67,7 +67,7 @@ class Plan(ResultMixin):
             f"Power analysis: {self.design}",
             f"  {params}",
             f"  test: alpha = {self.alpha:g} {sided}, df = {self.df:g}, standardized SE = {self.sse:.4f}",
-            f"  MDES at {self.target_power:.0%} power: {self.mdes:.3f} SD = {self.mdes_pp:+.2f} percentile points "
+            f"  MDES at {_percent(self.target_power)} power: {self.mdes:.3f} SD = {self.mdes_pp:+.2f} percentile points "
             f"from the {p0} percentile (multiplier {self.multiplier:.3f}, {how})",
         ]
         if self.power is not None:
@@ -75,9 +75,18 @@ class Plan(ResultMixin):
                          f"{self.power:.3f}")
         if self.required is not None:
             lines.append(f"  {self.solve_unit} needed for an MDES of {self.target_mdes:.3f} SD "
-                         f"({self.target_pp:+.2f} percentile points) at {self.target_power:.0%} power: {self.required:,}")
+                         f"({self.target_pp:+.2f} percentile points) at {_percent(self.target_power)} power: {self.required:,}")
         lines.append(f"  {NOTE}")
         return "\n".join(lines)
+
+
+def _percent(x: float) -> str:
+    """A share as a percent with the digits it needs: 80%, 99.9% (not "100%" for 0.999)."""
+    for digits in range(4):
+        text = f"{x:.{digits}%}"
+        if abs(float(text[:-1]) / 100 - x) < 1e-12:
+            return text
+    return f"{x:.4%}"
 
 
 __all__ = ["Plan"]
