@@ -684,3 +684,24 @@ def test_nearly_equal_estimates_raise_no_overflow_warning():
         for method in ("REML", "DL", "PM"):
             r = meta_analysis(y, se, method)
             assert r.tau2 == 0.0 and r.i2 == 0.0 and abs(r.estimate) < 1e-160
+
+
+def test_hartung_knapp_warns_when_estimates_agree_more_than_their_ses_and_survives_identical_ones():
+    """Five schools with SE 0.08 whose estimates differ by at most 0.02: the untruncated HK SE is
+    0.0033 (a tenth of the standard 0.0358) and p = 7e-6 — a warning now says so. Identical
+    estimates crashed (ZeroDivisionError); the standard SE is used, with a warning."""
+    import warnings as w
+
+    from pleval.errors import PlevalWarning
+
+    y, se = np.array([0.10, 0.11, 0.09, 0.10, 0.105]), np.full(5, 0.08)
+    with pytest.warns(PlevalWarning, match=r"agree more closely than their SEs imply \(factor 0.00"):
+        hk = meta_analysis(y, se, hartung_knapp=True)
+    std = meta_analysis(y, se)
+    assert hk.se == pytest.approx(std.se * np.sqrt(np.sum((y - y.mean()) ** 2 / 0.08**2) / 4), rel=1e-6)
+    with pytest.warns(PlevalWarning, match="identical"):
+        same = meta_analysis(np.full(4, 0.1), np.full(4, 0.05), hartung_knapp=True)
+    assert same.se == pytest.approx(0.05 / 2) and np.isfinite(same.pvalue)
+    with w.catch_warnings():
+        w.simplefilter("error", PlevalWarning)
+        meta_analysis(np.array([0.0, 0.2, -0.1, 0.3]), np.full(4, 0.1), hartung_knapp=True)  # factor > 0.25: quiet

@@ -324,6 +324,24 @@ def typical_variance(v: np.ndarray) -> float:
     return float((v.size - 1) * w.sum() / (w.sum() ** 2 - (w**2).sum()))
 
 
+HK_SMALL = 0.25
+"""A Hartung–Knapp factor ``q = Σw*(y − μ̂)²/(k − 1)`` below this (its SE under half the standard
+random-effects SE) is warned of: the estimates agree more closely than their SEs imply, and the
+untruncated Hartung–Knapp SE (metafor's ``test="knha"``) can then be far too small (Röver et al.
+2015; Jackson et al. 2017). At 0 (identical estimates) the standard SE is used (the factor
+truncated at 1, metafor's ``test="adhoc"``)."""
+
+
+def _hk_small_message(factor: float, se2: float) -> str:
+    se_re = math.sqrt(se2)
+    if factor <= 0:
+        return (f"Hartung–Knapp: the school estimates are identical (factor 0), so its SE would be 0; the standard "
+                f"random-effects SE {se_re:.4g} is used (the factor truncated at 1)")
+    return (f"Hartung–Knapp: the school estimates agree more closely than their SEs imply (factor {factor:.3g}); its "
+            f"SE {math.sqrt(se2 * factor):.4g} is under half the standard random-effects SE {se_re:.4g}, and the "
+            "interval may be too narrow; --no-hartung-knapp (hartung_knapp=False) gives the standard one")
+
+
 def meta_analysis(
     estimates,
     ses,
@@ -405,7 +423,12 @@ def meta_analysis(
     se2 = A[0, 0]
     df = math.inf
     if hartung_knapp:
-        se2 *= float(w @ r**2) / (k - 1)
+        factor = float(w @ r**2) / (k - 1)
+        if np.max(np.abs(r)) <= 1e-12 * max(1.0, float(np.max(np.abs(yy)))):  # identical estimates, but for rounding
+            factor = 0.0
+        if factor < HK_SMALL:
+            warnings.warn(_hk_small_message(factor, se2), PlevalWarning, stacklevel=2)
+        se2 *= factor if factor > 0 else 1.0
         df = float(k - 1)
     se2_offdiag = 0.0 if V0 is None else offdiag_variance(gls_w / gls_w.sum(), V0, V)
     se_mu = math.sqrt(se2 + se2_offdiag)
