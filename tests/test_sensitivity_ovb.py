@@ -268,3 +268,28 @@ def test_too_few_residual_df_has_no_bounds():
     X = np.column_stack([np.ones(5), [0, 1, 0, 1, 1], rng.normal(size=(5, 2))])
     with pytest.raises(DesignError, match="1 residual df \\(5 observations, 4 coefficients\\)"):
         ovb_from_design(rng.normal(size=5), X, ["const", "d", "x1", "x2"], "d")
+
+
+def test_bounds_beyond_any_possible_confounder_are_marked_not_given_a_zero_se():
+    """With the pretest explaining half the outcome (R²_Y 0.48), a 1x-pretest confounder is
+    feasible but 2x and 3x imply R²_Y > 1: those rows printed SE 0, t = −inf and a zero-width
+    CI, and the multiple to zero was searched past the feasible range ("76.5 times"). Capped
+    rows are now marked, with no SE, t or CI, and the multiple to zero is a feasible one or inf."""
+    b = omitted_variable_bounds(0.5, 0.2, 2000, benchmarks={"pretest": (0.0002, 0.48)}, kd=(1, 2, 3))
+    rows = b.bounds.set_index("bound")
+    assert not rows.loc["1x pretest", "capped"] and np.isfinite(rows.loc["1x pretest", "se"])
+    assert rows.loc[["2x pretest", "3x pretest"], "capped"].all()
+    assert rows.loc[["2x pretest", "3x pretest"], ["se", "t", "ci_low", "ci_high"]].isna().all().all()
+    assert "no such confounder exists" in b.summary()
+    assert raw_feasible(b, "pretest")
+    strong = omitted_variable_bounds(0.05, 0.2, 2000, benchmarks={"pretest": (0.05, 0.3)})
+    k = strong.multiple_to_zero("pretest")
+    assert np.isfinite(k) and raw_feasible(strong, "pretest")
+    assert float(benchmark_r2(0.05, 0.3, k, cap=False)[1]) < 1
+
+
+def raw_feasible(b, name):
+    """The multiple to zero is inf or one whose confounder explains less than all of the outcome."""
+    k = b.multiple_to_zero(name)
+    r2d, r2y = b.benchmarks.set_index("benchmark").loc[name, ["r2dxj_x", "r2yxj_dx"]]
+    return np.isinf(k) or float(benchmark_r2(r2d, r2y, k, cap=False)[1]) < 1

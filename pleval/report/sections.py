@@ -15,6 +15,7 @@ needs and how a cell is formatted — and a column is printed when its source co
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Collection
@@ -488,7 +489,8 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         f"… that makes it not significant (α = {alpha:g})": [f"{100 * ss.ovb.rv_qa:.1f}%" for _, ss in subs],
         "partial R² of PL with the outcome": [f"{100 * ss.ovb.r2yd_x:.2f}%" for _, ss in subs],
         "multiple of the pretest that brings it to zero": [
-            "—" if not ss.benchmark else ("over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1))
+            "—" if not ss.benchmark else "none possible" if math.isinf(ss.multiple_to_zero)
+            else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1)
             for _, ss in subs],
         "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
         f"Rosenbaum Γ at which p reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],

@@ -67,7 +67,10 @@ class SubjectSensitivity(ResultMixin):
             return "The estimate is zero: there is no effect for a hidden difference to explain away."
         k = self.multiple_to_zero
         tail = ""
-        if self.benchmark and k <= 100:
+        if self.benchmark and math.isinf(k):
+            tail = (f" — no multiple of the {self.benchmark}'s strength does it before the confounder would explain "
+                    "all of the outcome's remaining variance —")
+        elif self.benchmark and k <= 100:
             tail = f" — a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates) —"
         elif self.benchmark:
             tail = f" — more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates) —"

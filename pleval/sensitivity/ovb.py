@@ -26,7 +26,8 @@ the residual degrees of freedom of the fitted model and ``se`` its *classical* S
       η            = k_D · R²_{D~Xj|X−j}² / ((1 − k_D·R²_{D~Xj|X−j}) (1 − R²_{D~Xj|X−j}))
       R²_{Y~Z|D,X} = ((√k_Y + √η) / √(1 − η))² · R²_{Y~Xj|D,X−j} / (1 − R²_{Y~Xj|D,X−j})
 
-  (capped at 1). A group's partial R² is ``(RSS_without − RSS_with)/RSS_without``.
+  (capped at 1: the bound's row is marked ``capped``, its SE, t and CI left empty, since no such
+  confounder exists). A group's partial R² is ``(RSS_without − RSS_with)/RSS_without``.
 
 **Cluster-robust standard errors.** The published formulas assume the classical SE. pleval's
 adaptation: (1) the *point-estimate* quantities — partial R², ``RV_q``, the bias and the
@@ -114,9 +115,11 @@ def _rv(f):
         return np.where(f == 0, 0.0, 2.0 / (1.0 + np.sqrt(1.0 + 4.0 / f**2)))
 
 
-def benchmark_r2(r2dxj_x, r2yxj_dx, kd=1.0, ky=None):
+def benchmark_r2(r2dxj_x, r2yxj_dx, kd=1.0, ky=None, cap: bool = True):
     """Bounds ``(R²_{D~Z|X}, R²_{Y~Z|D,X})`` for a confounder ``kd``/``ky`` times as strong as a
-    benchmark with partial R² ``r2dxj_x`` (with D) and ``r2yxj_dx`` (with Y); vectorized in k."""
+    benchmark with partial R² ``r2dxj_x`` (with D) and ``r2yxj_dx`` (with Y); vectorized in k.
+    ``R²_{Y~Z|D,X}`` is capped at 1 (as sensemakr) unless ``cap=False``: above 1 no such
+    confounder exists (it would explain more than all of the outcome's residual variance)."""
     kd = np.asarray(kd, dtype=float)
     ky = kd if ky is None else np.asarray(ky, dtype=float)
     r2dz = kd * r2dxj_x / (1.0 - r2dxj_x)
@@ -124,7 +127,7 @@ def benchmark_r2(r2dxj_x, r2yxj_dx, kd=1.0, ky=None):
         raise DataError(f"a confounder {np.max(kd):g} times as strong as this benchmark would explain all of the treatment; use a smaller multiple")
     eta = kd * r2dxj_x**2 / ((1.0 - kd * r2dxj_x) * (1.0 - r2dxj_x))
     r2yz = ((np.sqrt(ky) + np.sqrt(eta)) / np.sqrt(1.0 - eta)) ** 2 * (r2yxj_dx / (1.0 - r2yxj_dx))
-    return r2dz, np.minimum(r2yz, 1.0)
+    return r2dz, (np.minimum(r2yz, 1.0) if cap else r2yz)
 
 
 def _check_r2(*arrays):
@@ -261,11 +264,20 @@ class OmittedVariableBounds(ResultMixin):
 
     def multiple_to_zero(self, benchmark: str) -> float:
         """The multiple ``k`` (k_D = k_Y = k) of ``benchmark`` at which the adjusted estimate
-        reaches zero (``inf`` if no feasible multiple does)."""
+        reaches zero (``inf`` if no feasible multiple does: one whose confounder explains less
+        than all of the treatment and of the outcome's residual variance)."""
         row = self.benchmarks.set_index("benchmark").loc[benchmark]
         r2d, r2y = float(row["r2dxj_x"]), float(row["r2yxj_dx"])
         kmax = (1.0 - r2d) / r2d * (1 - 1e-12) if r2d > 0 else math.inf
         kmax = min(kmax, 1e6)
+        if float(benchmark_r2(r2d, r2y, kmax, cap=False)[1]) >= 1:  # beyond this k the confounder cannot exist
+            lo, hi = 0.0, kmax
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if float(benchmark_r2(r2d, r2y, mid, cap=False)[1]) < 1 else (lo, mid)
+                if hi - lo <= 1e-12 * max(1.0, hi):
+                    break
+            kmax = lo
 
         def est(k):
             r2dz, r2yz = benchmark_r2(r2d, r2y, k)
@@ -296,6 +308,10 @@ class OmittedVariableBounds(ResultMixin):
         ]
         if len(self.bounds):
             lines.append(self.bounds.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            if self.bounds["capped"].any():
+                lines.append("  capped: the multiple implies a confounder explaining more than all of the outcome's "
+                             "residual variance (R²_Y capped at 1, as sensemakr): no such confounder exists; the "
+                             "estimate is the extreme, and SE, t and CI are left empty")
         return "\n".join(lines)
 
 
@@ -347,13 +363,17 @@ def omitted_variable_bounds(
     for name, (r2d, r2y) in (benchmarks or {}).items():  # a handful of benchmarks
         bench.append({"benchmark": name, "r2dxj_x": r2d, "r2yxj_dx": r2y})
         feasible = kd * r2d / (1 - r2d) < 1
-        r2dz, r2yz = benchmark_r2(r2d, r2y, kd[feasible], ky_arr[feasible])
+        r2dz, raw = benchmark_r2(r2d, r2y, kd[feasible], ky_arr[feasible], cap=False)
+        capped = raw >= 1
+        r2yz = np.minimum(raw, 1.0)
         adj = _adjusted(estimate, se_classical, dof, kappa, df, alpha, r2dz, r2yz, reduce)
+        for key in ("se", "t", "ci_low", "ci_high"):  # R² = 1 leaves no residual: no sampling error to speak of
+            adj[key] = np.where(capped, np.nan, adj[key])
         for i, (a, b) in enumerate(zip(kd[feasible], ky_arr[feasible])):
             rows.append({"bound": f"{a:g}x {name}" if a == b else f"{a:g}/{b:g}x {name}", "benchmark": name,
                          "kd": a, "ky": b, "r2dz_x": float(r2dz[i]), "r2yz_dx": float(r2yz[i]),
-                         **{k: float(v[i]) for k, v in adj.items()}})
-    cols = ["bound", "benchmark", "kd", "ky", "r2dz_x", "r2yz_dx", "estimate", "se", "t", "ci_low", "ci_high"]
+                         **{k: float(v[i]) for k, v in adj.items()}, "capped": bool(capped[i])})
+    cols = ["bound", "benchmark", "kd", "ky", "r2dz_x", "r2yz_dx", "estimate", "se", "t", "ci_low", "ci_high", "capped"]
     return OmittedVariableBounds(
         label=label, estimate=float(estimate), se=se, df=df, se_classical=float(se_classical), dof=float(dof),
         q=float(q), alpha=float(alpha), reduce=reduce,
