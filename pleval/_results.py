@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
+from .errors import DataError
 
 SCALES = ("raw", "effect size", "percentile points", "percentage points")
 """The scales of an :class:`Estimate`; "percentage points" is the difference in shares of a yes/no
@@ -97,6 +98,8 @@ def t_interval(estimate, se, df, level: float = 0.95):
     """
     from scipy import stats  # here, not at import: reading and checking a file need no scipy (0.5 s)
 
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0 < level < 1:
+        raise DataError(f"level must lie strictly between 0 and 1 (0.95 for a 95% interval); got {level!r}")
     df = np.asarray(df, dtype=float)
     q = 0.5 + level / 2.0
     with np.errstate(divide="ignore", invalid="ignore"):

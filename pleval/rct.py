@@ -512,7 +512,13 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
     if cols.school:
         school, uniq = pd.factorize(ana[cols.school])
         n_schools = len(uniq)
-    return _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block)
+    mod = _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block)
+    rows, n_one = _both_arm_rows(mod)
+    if rows is not None and not rows.any():
+        raise DesignError(f"column {cols.block!r} (block): none of its {nb:,} blocks holds both treated and control "
+                          "rows with an outcome, so with block effects the effect is not identified; is it the "
+                          "randomization block (not, say, the school)?")
+    return mod
 
 
 def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:

@@ -569,3 +569,19 @@ def test_summary_states_the_level_of_its_intervals(trial):
     assert "90% CI" in head and "95%" not in head
     lo, hi = res.itt.raw.ci_low, res.itt.raw.ci_high
     assert hi - lo == pytest.approx(2 * stats.t.ppf(0.95, res.itt.raw.df) * res.itt.raw.se)
+
+
+def test_a_block_column_with_no_block_holding_both_arms_is_a_clear_error(trial):
+    """The school id given as the block (each block one school, one arm) ended in numpy's
+    "negative dimensions are not allowed"; the error now names the block column."""
+    bad = trial.assign(block=trial["school_id"])
+    with pytest.raises(DesignError, match=r"column 'block' \(block\): none of its \d+ blocks holds both"):
+        analyze_rct(bad, COLS)
+
+
+def test_a_level_given_as_a_percent_is_an_error_not_nan_intervals(trial):
+    """level=95 gave NaN intervals silently (level=1.0 infinite ones); every interval now
+    refuses a level outside (0, 1)."""
+    for bad in (95, 1.0, 0.0):
+        with pytest.raises(DataError, match=r"level must lie strictly between 0 and 1 \(0.95 for a 95% interval\)"):
+            analyze_rct(trial, COLS, level=bad).to_frame()
