@@ -585,3 +585,18 @@ def test_a_level_given_as_a_percent_is_an_error_not_nan_intervals(trial):
     for bad in (95, 1.0, 0.0):
         with pytest.raises(DataError, match=r"level must lie strictly between 0 and 1 \(0.95 for a 95% interval\)"):
             analyze_rct(trial, COLS, level=bad).to_frame()
+
+
+def test_an_undefined_htz_test_is_said_so_not_a_negative_statistic():
+    """Subgroups by the randomization block (10 levels of 4 schools): η = 2.4 for 9 constraints
+    gave 'HTZ = −5.649 on (9, −5.6) df'. The statistic and p are now empty, with a note."""
+    from pleval.data import read_table
+
+    df = read_table("sample_data/pl_cluster_rct.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        res = analyze_rct(df, RCT_SAMPLE_COLUMNS, subject="math", subgroups=("block",))
+    row = res.subgroup_tests.iloc[0] if hasattr(res, "subgroup_tests") else res.interactions.iloc[0]
+    assert row["df2"] <= 0 and np.isnan(row["statistic"]) and np.isnan(row["pvalue"])
+    assert row["test"].startswith("HTZ undefined")
+    assert any("HTZ test of equal effects across 10 levels is undefined" in n for n in res.notes)

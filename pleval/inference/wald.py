@@ -43,6 +43,9 @@ class WaldTest(ResultMixin):
     @property
     def label(self) -> str:
         name = {"HTZ": "HTZ", "F": "Wald F", "chi2": "Wald χ²"}[self.test]
+        if self.test == "HTZ" and not self.df2 > 0:
+            return (f"HTZ undefined: η = {self.eta:.2f} for {self.df1:.0f} constraints leaves no denominator df "
+                    "(too few clusters for this many constraints; the Wald F test is defined)")
         df2 = "∞" if not np.isfinite(self.df2) else f"{self.df2:.1f}"
         return f"{name} = {self.F:.3f} on ({self.df1:.0f}, {df2}) df"
 
@@ -78,8 +81,10 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
     if test == "HTZ":
         eta = fit.cr2_blocks.eta(R)
         df2 = eta - q + 1.0
+        if not df2 > 0:  # η ≤ q − 1: the approximating Hotelling T² does not exist
+            return WaldTest("HTZ", Q, math.nan, float(q), df2, math.nan, eta)
         F = (eta - q + 1.0) / (eta * q) * Q
-        return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)) if df2 > 0 else math.nan, eta)
+        return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)), eta)
     if test == "chi2":
         return WaldTest("chi2", Q, Q / q, float(q), math.inf, float(stats.chi2.sf(Q, q)))
     df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
