@@ -628,12 +628,17 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
     if set(s.dropna().astype(str).str.strip().str.lower().unique()) <= {"true", "false"}:
         return []
     if len(vals) == 2:
-        guess = next((v for v in shown if str(v).strip().lower() in ("y", "yes", "pl", "t", "treated", "treatment", "1")),
-                     None)
+        if pd.to_numeric(pd.Series(shown), errors="coerce").notna().all():  # codes such as 1/2: no guess
+            fix = f"--treated-label {_q(shown[0])} or --treated-label {_q(shown[1])}, whichever code means PL"
+        else:
+            guess = next((v for v in shown if str(v).strip().lower() in ("y", "yes", "pl", "t", "treated", "treatment")),
+                         None)
+            fix = f"--treated-label {_q(guess or shown[-1])}"
         return [Problem("error", "treatment", f"column {t!r} (treatment) holds two values {shown}, not 0/1: say which one "
-                        "means treated", t, f"--treated-label {_q(guess or shown[-1])}")]
+                        "means treated", t, fix)]
     return [Problem("error", "treatment", f"column {t!r} (treatment) must be 0/1, True/False or two labels; found "
-                    f"{len(vals)} distinct values such as {shown[:4]}", t, "recode the column to two values",
+                    f"{len(vals)} distinct values such as {shown[:4]}", t,
+                    "recode the column to two values (a multi-arm trial: pleval rct --control VALUE)",
                     int(s.notna().sum()))]
 
 

@@ -1010,7 +1010,12 @@ def analyze_rct(
         cb, cse, cdf, _ = cs_fit.coef("treatment")
         complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_cl,
                                    method=f"ITT on take-up ({vc_desc})", label="complier share")
-        if abs(cb) < 2 * cse or abs(cb) < 0.1:
+        if cb < 0 and abs(cb) >= 2 * cse:  # take-up higher among controls: the arms are likely swapped
+            why = (f"complier share {cb:.3f} (SE {cse:.3f}) is negative: take-up is higher in the control arm than in "
+                   f"the treated one; check which value of {cols.treatment!r} means treated (--treated-label)")
+            warnings.warn(why, PlevalWarning, stacklevel=2)
+            notes.append(why)
+        elif abs(cb) < 2 * cse or abs(cb) < 0.1:
             warnings.warn(f"complier share {cb:.3f} (SE {cse:.3f}) is small: the CACE is weakly identified",
                           PlevalWarning, stacklevel=2)
             notes.append(f"weak first stage: complier share {cb:.3f} (SE {cse:.3f})")

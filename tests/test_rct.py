@@ -600,3 +600,19 @@ def test_an_undefined_htz_test_is_said_so_not_a_negative_statistic():
     assert row["df2"] <= 0 and np.isnan(row["statistic"]) and np.isnan(row["pvalue"])
     assert row["test"].startswith("HTZ undefined")
     assert any("HTZ test of equal effects across 10 levels is undefined" in n for n in res.notes)
+
+
+def test_treatment_coded_1_2_gets_no_guess_and_swapped_arms_are_warned_of(trial):
+    """A 1/2 treatment column: the fix suggested '--treated-label 1', and following it when 1
+    was control gave a negative ITT and a complier share of −0.91 without a word. The fix now
+    names both codes, and a clearly negative complier share is warned of."""
+    import pleval
+
+    coded = trial.assign(treatment=trial["treatment"].map({1: 2, 0: 1}))
+    report = pleval.check(coded, COLS)
+    fix = next(p.fix for p in report.errors if p.kind == "treatment")
+    assert fix == "--treated-label 1 or --treated-label 2, whichever code means PL"
+    swapped = trial.assign(treatment=1 - trial["treatment"])
+    with pytest.warns(PlevalWarning, match="complier share .* is negative: take-up is higher in the control arm"):
+        res = analyze_rct(swapped, COLS.replace(takeup="takeup"))
+    assert any("is negative" in n for n in res.notes)
