@@ -297,3 +297,34 @@ def test_group_designs_lazy_match_distinct_rows(matched):
         pd.testing.assert_frame_equal(p2, d[d[c.subject] == k2[0]])
         np.testing.assert_array_equal(d1.X, d2.X)
         np.testing.assert_array_equal(d1.rows, d2.rows)
+
+
+def test_a_placebo_outcome_that_cannot_be_estimated_is_a_note_and_the_rest_stays(data):
+    """A placebo column missing for every PL row stopped the whole run with "the matched sample:
+    needs both treated and comparison rows", naming neither the column nor the placebo. It is now
+    a warning and a note naming it; the bounds are still computed."""
+    d = data.assign(prior=data["pretest"].where(data["treatment"] == 0))
+    m = pleval.match(d, SAMPLE_COLUMNS, method="propensity", seed=1)
+    with pytest.warns(pleval.errors.PlevalWarning, match="placebo outcome 'prior' .* not estimated"):
+        res = sensitivity(m, by="subject", placebo_outcome="prior")
+    for _, r in res:
+        assert r.placebo is None and np.isfinite(r.ovb.rv_q)
+        assert any(n.startswith("placebo outcome 'prior'") for n in r.notes)
+
+
+def test_cli_sensitivity_reads_and_matches_as_pleval_match(data, tmp_path):
+    """`pleval sensitivity` suggested `--na .` but had no such option, nor match's --caliper,
+    --no-replace, --exact or --weight: the same match could not be analysed."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    src = tmp_path / "dots.csv"
+    d = data[data["subject"] == "math"].astype({"posttest": object})
+    d.loc[d.index[::50], "posttest"] = "."
+    d.to_csv(src, index=False)
+    res = CliRunner().invoke(app, ["sensitivity", str(src), "--na", ".", "--caliper", "0.1", "--no-replace",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert prov["options"]["caliper"] == 0.1 and prov["options"]["replace"] is False

@@ -9,9 +9,9 @@ import typer
 
 from . import app
 from ._common import (
-    Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed, StudentId, Subject, TreatedLabel, Treatment,
-    check_out_folder, check_subject_flag, console, escape, handle_errors, parse_names, parse_sd, parse_value,
-    print_checks,
+    Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Seed, Sep, Sheet,
+    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
+    handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options,
 )
 from ._match import Method
 
@@ -45,8 +45,13 @@ def sensitivity_cmd(
     grade: Grade = None,
     subject: Subject = None,
     student_id: StudentId = None,
+    weight: Weight = None,
     k: Optional[int] = typer.Option(None, "--k", help="Comparisons per PL student (default: 1; 51 for vcg)."),
     band: float = typer.Option(1.0, "--band", help="VCG: pretest band in points (0 = equal)."),
+    exact: Optional[str] = typer.Option(None, "--exact", help="Exact-match columns, comma-separated (default: subject,grade), as for pleval match."),
+    caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper, as for pleval match."),
+    no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
+    replace: Optional[bool] = typer.Option(None, "--replace/--no-replace", help="Nearest neighbour with or without replacement, as for pleval match."),
     benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Covariates to benchmark on, comma-separated; the first is the main one (default: every pretest and covariate)."),
     kd: str = typer.Option("1,2,3", "--kd", help="Multiples of each benchmark's strength."),
     q: float = typer.Option(1.0, "--q", help="Robustness value for a reduction of q times the estimate (1 = to zero)."),
@@ -56,13 +61,20 @@ def sensitivity_cmd(
     statistic: str = typer.Option("rank", "--statistic", help="Rosenbaum test statistic: rank (signed/aligned ranks) or huber (Huber M-statistic)."),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="A pre-program score to analyse as a placebo (negative-control) outcome."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """Sensitivity of the matched estimate, by subject, to unobserved confounding.
 
     Robustness values and bounds benchmarked on the covariates (Cinelli & Hazlett 2020), E-values
     (VanderWeele & Ding 2017), Rosenbaum bounds on the matched sets, and optionally a placebo
     outcome. Writes sensitivity.csv, one contour plot per subject (contour_SUBJECT.png) and
-    provenance.json (version, options, the input's SHA-256) to --out. Column options default to
+    provenance.json (version, options, the input's SHA-256) to --out. The matching and file-reading
+    options are pleval match's, so the same match can be analysed. Column options default to
     sample_data/pl_matched_students.csv.
     """
     from .. import outputs
@@ -73,15 +85,16 @@ def sensitivity_cmd(
     from ..plots import ovb_contour, to_png
     from ..sensitivity import sensitivity
 
-    df = read_table(data)
+    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
-             "student_id": student_id}
+             "student_id": student_id, "weight": weight}
     report = check(df, given=given)  # every data problem first, as pleval match and estimate
     print_checks(report)
     cols = report.columns
-    match_options = dict(method=method.value, k=k, band=band, seed=seed)
+    match_options = dict(method=method.value, k=k, band=band, seed=seed, exact=parse_names(exact),
+                         caliper=False if no_caliper else caliper, replace=replace)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
                    rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd))

@@ -22,6 +22,7 @@ four answers beside the regression-adjusted matched estimate (:mod:`pleval.match
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import Effect, ResultMixin
-from ..errors import DataError, DesignError
+from ..errors import DataError, DesignError, PlevalWarning
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
 from .rosenbaum import HuberScores, RosenbaumBounds, _bounds
@@ -281,13 +282,19 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
         del pos, sets
         plc = None
         if placebo_outcome is not None:
-            psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw)
-            if note:
-                notes.append(note)
-            plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
-                                    vcov="CR2" if c.school else "CR1", design=pdes,
-                                    baseline_percentile=eff.baseline_percentile, method=f"placebo outcome {placebo_outcome}",
-                                    label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
+            try:  # the placebo is a check beside the results: one it cannot estimate is a note, not the end of the run
+                psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw)
+                if note:
+                    notes.append(note)
+                plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
+                                        vcov="CR2" if c.school else "CR1", design=pdes,
+                                        baseline_percentile=eff.baseline_percentile,
+                                        method=f"placebo outcome {placebo_outcome}",
+                                        label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
+            except (DataError, DesignError) as exc:
+                where = f" ({label})" if label else ""
+                notes.append(f"placebo outcome {placebo_outcome!r}{where} not estimated: {exc}")
+                warnings.warn(notes[-1], PlevalWarning, stacklevel=3)
         main = bench[0] if bench and bench[0] in groups_cols else None
 
         def finish() -> SubjectSensitivity:
