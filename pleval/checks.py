@@ -660,11 +660,39 @@ def _median(v: np.ndarray) -> float:
     return float(np.median(v, overwrite_input=True)) if v.size else np.nan
 
 
+SCALE_K = 10.0
+"""A grade × subject cell whose robust SD is more than this many times the median cell's (or less
+than its 1/SCALE_K) is flagged by :func:`_scale_cells`: scores of one cell on another scale."""
+
+
+def _scale_cells(df, keys: list[str], cols: Columns, c: str, role: str, spread: np.ndarray,
+                 first: np.ndarray) -> list[Problem]:
+    """A warning naming the grade × subject cells of column ``c`` whose robust SD (``spread``,
+    one per cell; ``first``: a row of each) differs from the median cell's by more than
+    :data:`SCALE_K` times — a grade's scores on another scale (0–1 against 100–300): the outlier
+    check, within cells, cannot see it, and a model without grade terms mixes the scales."""
+    ok = np.isfinite(spread) & (spread > 0)
+    if ok.sum() < 2:
+        return []
+    typical = float(np.median(spread[ok]))
+    odd = ok & ((spread > SCALE_K * typical) | (spread < typical / SCALE_K))
+    if not odd.any():
+        return []
+    names = [cols.subject if k == "subject" else cols.grade for k in keys]
+    shown = [", ".join(f"{n} {as_written(df[n].iloc[i])}" for n in names) + f" (robust SD {spread[j]:.3g})"
+             for j, i in zip(np.flatnonzero(odd)[:3], first[odd][:3])]
+    return [Problem("warning", "scale", f"column {c!r} ({role}): the spread of {int(odd.sum())} cell(s) differs from "
+                    f"the typical cell's (robust SD {typical:.3g}) by more than {SCALE_K:g} times: {'; '.join(shown)}; "
+                    "scores on another scale in those cells?", c,
+                    "put every grade on one scale (or analyse them apart)", None)]
+
+
 def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     """Outcome, pretest and weight values beyond median ± OUTLIER_K·1.4826·MAD of their
     grade × subject cell: ``|x − m| / (1.4826·median(|x − m|)) > OUTLIER_K`` with ``m`` the
     cell's median (non-missing values; a cell whose MAD is 0 flags nothing). The rows are
-    sorted by cell once; each cell is then a slice of each column so sorted."""
+    sorted by cell once; each cell is then a slice of each column so sorted. The cells' robust
+    SDs also give :func:`_scale_cells`' warning for the scores (kind "scale")."""
     # scores and weights only: covariates such as earnings are legitimately skewed
     cand = dict(numeric)
     if not cand:
@@ -679,12 +707,16 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     for c, (role, x) in cand.items():
         xs = x[order]
         flag_sorted = np.zeros(len(x), dtype=bool)
+        spread = []
         for lo, hi in zip(bounds[:-1], bounds[1:]):  # a handful of cells
             v = xs[lo:hi]
             dev = np.abs(v - _median(v))
             mad = _median(dev) * 1.4826
+            spread.append(mad)
             with np.errstate(invalid="ignore", divide="ignore"):
                 flag_sorted[lo:hi] = np.isfinite(v) & (mad > 0) & (dev / mad > OUTLIER_K)
+        if role != "weight":
+            out += _scale_cells(df, keys, cols, c, role, np.array(spread), order[bounds[:-1]])
         flag = np.zeros(len(x), dtype=bool)
         flag[order] = flag_sorted
         if flag.any():

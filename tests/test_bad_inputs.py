@@ -404,6 +404,21 @@ def test_outlier_rule_flags_only_gross_errors(base):
     assert p.n_rows == 1 and "999" in p.message
 
 
+def test_a_grade_on_another_scale_is_warned_of(base):
+    """One grade's outcome on a 0–1 scale beside 100–300 scores: no outlier within any cell, so
+    `pleval check` found no problem and the RCT's ITT without grade terms went negative. The
+    cells whose spread differs tenfold from the typical cell's are now named; clean files and
+    ordinary differences in spread between grades are not flagged."""
+    assert not [p for p in check(base).problems if p.kind == "scale"]
+    wider = base.assign(posttest=np.where(base["grade"] == base["grade"].max(), base["posttest"] * 3, base["posttest"]))
+    assert not [p for p in check(wider).problems if p.kind == "scale"]
+    g = base["grade"].min()
+    bad = base.assign(posttest=np.where(base["grade"] == g, base["posttest"] / 300, base["posttest"]))
+    (p,) = [p for p in check(bad).problems if p.kind == "scale"]
+    assert p.level == "warning" and p.column == "posttest" and f"grade {g}" in p.message
+    assert p.message.count("robust SD") == 1 + base["subject"].nunique()  # the typical cell and each odd one
+
+
 def test_clean_sample_file_is_clean():
     r = check("sample_data/pl_matched_students.csv")
     assert r.exit_code == 0 and not r.errors and not r.warnings
