@@ -444,10 +444,12 @@ def _examples(values, k: int = 3) -> str:
 
 def _rows(df: pd.DataFrame, mask: np.ndarray, k: int = 3) -> str:
     """Where the rows are: file row numbers when read from a file, else index labels."""
+    from .readers import file_rows
+
     pos = np.flatnonzero(mask)[:k]
-    first = df.attrs.get("first_data_row")
-    if first is not None:
-        return "file row(s) " + ", ".join(str(int(first + p)) for p in pos)
+    lines = file_rows(df, pos)
+    if lines is not None:
+        return "file row(s) " + ", ".join(map(str, lines))
     return "index " + ", ".join(map(str, df.index[pos]))
 
 

@@ -296,7 +296,23 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
             "give --sep (and --decimal), or quote fields that contain the delimiter"
         ) from None
     df.attrs["first_data_row"] = h + 2
+    lines_after = text.count("\n") + (not text.endswith("\n")) - h - 1
+    if lines_after != len(df):  # blank lines skipped (or quoted line breaks): number the rows by their lines
+        body = text.splitlines()[h + 1:]
+        kept = [h + 2 + i for i, line in enumerate(body) if line.strip()]
+        if len(kept) == len(df):
+            df.attrs["file_rows"] = kept
     return df, dups
+
+
+def file_rows(df: pd.DataFrame, pos) -> list[int] | None:
+    """The file line numbers of the rows at positions ``pos`` of a frame as read (blank lines of a
+    text file counted), or None when the frame was not read from a file."""
+    lines = df.attrs.get("file_rows")
+    if lines is not None:
+        return [int(lines[int(p)]) for p in pos]
+    first = df.attrs.get("first_data_row")
+    return None if first is None else [int(first) + int(p) for p in pos]
 
 
 def _excel_file(p: Path) -> pd.ExcelFile:

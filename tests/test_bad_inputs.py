@@ -693,3 +693,19 @@ def test_a_treatment_label_spelled_two_ways_is_named_as_such(base):
     d.loc[d.index[:3], "treatment"] = "pl"
     (p,) = [q for q in check(d, given={"treated_label": "PL"}).errors if q.kind == "treatment"]
     assert "found 3: ['Comparison', 'PL', 'pl'] (they differ only in letter case or spaces" in p.message
+
+
+def test_file_rows_count_blank_lines(tmp_path):
+    """A blank line in a CSV shifted every file row named after it by one (pandas skips blank
+    lines); the rows are now numbered by their lines in the file."""
+    from pleval.readers import file_rows
+
+    f = tmp_path / "gaps.csv"
+    f.write_text("school,es\nA,0.1\n\nB,0.2\n\n\nC,abc\n")
+    df = read_table(f)
+    assert list(df["school"]) == ["A", "B", "C"] and file_rows(df, [0, 1, 2]) == [2, 4, 7]
+    res = CliRunner().invoke(app, ["convert", "--file", str(f), "--column", "es"])
+    assert "file row(s) 7" in res.output
+    plain = tmp_path / "plain.csv"
+    plain.write_text("school,es\nA,0.1\nB,0.2\n")
+    assert file_rows(read_table(plain), [1]) == [3] and "file_rows" not in read_table(plain).attrs

@@ -1147,9 +1147,11 @@ def school_effects_from_estimates(
     dropped = []
 
     def where(mask) -> str:  # the first rows of a mask: file rows (or index labels) and schools
+        from ..readers import file_rows
+
         pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:3]
-        first = data.attrs.get("first_data_row")
-        rows = (f"file row(s) {', '.join(str(int(first) + int(i)) for i in pos)}" if first is not None
+        lines = file_rows(data, pos)
+        rows = (f"file row(s) {', '.join(map(str, lines))}" if lines is not None
                 else f"index {', '.join(map(str, data.index[pos]))}")
         return f"{rows}; school(s) {', '.join(repr(x) for x in dict.fromkeys(data[school].iloc[pos]))}"
 
