@@ -77,3 +77,22 @@ def test_file_with_text_and_missing_effect_sizes_lists_both(tmp_path):
     src.write_text("school,g\nA,0.1\nB,abc\n")
     r = runner.invoke(app, ["convert", "--file", str(src), "--column", "g"])
     assert r.exit_code == 2 and "hold text such as 'abc' (file row(s) 3)" in r.output and "Traceback" not in r.output
+
+
+def test_options_that_would_be_ignored_or_contradict_are_errors(tmp_path):
+    """With --file, effect sizes, --ci and --from-percentile-points were dropped without a word;
+    --ci was attached to two effect sizes, or to one it does not contain, silently."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    f = tmp_path / "es.csv"
+    f.write_text("school,es\nA,0.1\n")
+    run = CliRunner().invoke
+    res = run(app, ["convert", "0.1", "--file", str(f), "--column", "es", "--ci", "0", "0.5"])
+    assert res.exit_code != 0 and "effect sizes and --ci cannot be given with it" in res.output
+    assert "does not contain the effect size 0.5" in run(app, ["convert", "0.5", "--ci", "0.1", "0.3"]).output
+    assert "--ci is one interval; 2 effect sizes" in run(app, ["convert", "0.1", "0.2", "--ci", "0.1", "0.3"]).output
+    assert "--column and --out go with --file" in run(app, ["convert", "0.1", "--column", "es"]).output
+    ok = run(app, ["convert", "0.2", "--ci", "0.1", "0.3"])
+    assert ok.exit_code == 0 and "+3.98 to +11.79" in ok.output

@@ -34,8 +34,15 @@ def convert(
 
     p = baseline_percentile
     if file is not None:
+        given = [x for x, on in (("effect sizes", values), ("--from-percentile-points", from_percentile_points),
+                                 ("--ci", ci is not None)) if on]
+        if given:
+            raise DataError(f"--file converts a column of a table; {' and '.join(given)} cannot be given with it "
+                            "(run them as a separate pleval convert)")
         _convert_file(file, column, p, out)
         return
+    if column is not None or out is not None:
+        raise DataError("--column and --out go with --file")
     if not values and not from_percentile_points and ci is None:
         raise DataError("give effect sizes (e.g. `pleval convert 0.08`), --from-percentile-points, --ci or --file")
     lines = []  # every conversion before any printing: an error is one line, not a half-printed answer
@@ -47,6 +54,10 @@ def convert(
         g = percentiles.from_percentile_points(pts, p)
         lines.append(f"{pts:+g} percentile points (from the {percentiles._ordinal(p)} percentile) -> g = {g:.4f}")
     if ci is not None:
+        if values and len(values) > 1:
+            raise DataError(f"--ci is one interval; {len(values)} effect sizes were given: convert each with its own --ci")
+        if values and not min(ci) <= values[0] <= max(ci):
+            raise DataError(f"--ci {ci[0]:g} {ci[1]:g} does not contain the effect size {values[0]:g}; is it its interval?")
         lo, hi = percentiles.percentile_interval(ci[0], ci[1], p)
         lines.append(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
     for line in lines:
