@@ -274,7 +274,8 @@ def rct(
         if res.wild_bootstrap is not None:
             tables["bootstrap"].append(res.wild_bootstrap.to_frame().assign(subject=s))
         console.print(_effects_table(res, f"ITT — {res.options['outcome']}" + ("" if s is None else f", {s}")
-                                     + f" ({res.design} design; {res.options['vcov']})"))
+                                     + f" ({res.design} design; " + ("" if res.options["method"] == "ols" else "OLS rows: ")
+                                     + f"{res.options['vcov']})"))
         if res.complier_share is not None:
             c = res.complier_share
             console.print(f"complier share (ITT on take-up): {c.estimate:.3f} (SE {c.se:.3f})", highlight=False)
