@@ -1102,6 +1102,10 @@ IMPLAUSIBLE_SE = 0.005
 such values are more likely variances (SE²) or SEs of another quantity."""
 
 
+COUNT_COLUMNS = ("n_treated", "n_comparison", "n_students")
+"""Columns of a school table that, when present, are counts of students (checked as such)."""
+
+
 def school_effects_from_estimates(
     data: pd.DataFrame,
     *,
@@ -1169,6 +1173,12 @@ def school_effects_from_estimates(
         if inf.any():
             raise DataError(f"column {col!r} ({role}): {int(inf.sum()):,} row(s) are infinite ({where(inf)}); correct "
                             "or remove them")
+    for col in [c for c in COUNT_COLUMNS if c in d.columns]:  # passed through to the table: counts of students
+        n = pd.to_numeric(d[col], errors="coerce")
+        bad = (n < 0).fillna(False).to_numpy() | (n.notna() & (n != n.round())).to_numpy()
+        if bad.any():
+            raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) are not counts (negative or fractional: "
+                            f"{', '.join(f'{v:g}' for v in n[bad].iloc[:3])}; {where(bad)}); correct them")
     bad_se = (d[se] <= 0).fillna(False).to_numpy()
     if bad_se.any():
         raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative ({where(bad_se)}); a "
