@@ -721,3 +721,20 @@ def test_school_table_counts_must_be_counts():
     for bad in (-3, 2.5):
         with pytest.raises(DataError, match=r"column 'n_treated': 1 row\(s\) are not counts"):
             school_effects_from_estimates(t.assign(n_treated=t["n_treated"].where(t.index != 0, bad)), by=())
+
+
+def test_school_table_labels_spelled_two_ways_are_warned_of():
+    """'pl001' beside 'PL001', or 'Math' beside 'math', were analysed as different schools or
+    subjects without a word."""
+    from pleval.errors import PlevalWarning
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    t = pd.read_csv("sample_data/school_effects.csv")
+    t = t[t["subject"] == "math"].reset_index(drop=True)
+    t.loc[1, "school_id"] = t.loc[0, "school_id"].lower()
+    with pytest.warns(PlevalWarning, match=r"column 'school_id' \(school\) spells one value several ways"):
+        school_effects_from_estimates(t, by=())
+    t2 = pd.read_csv("sample_data/school_effects.csv")
+    t2.loc[t2.index[:3], "subject"] = t2.loc[t2.index[:3], "subject"].str.capitalize()
+    with pytest.warns(PlevalWarning, match=r"column 'subject' \(by\) spells one value several ways"):
+        school_effects_from_estimates(t2, by=("subject",))

@@ -1147,6 +1147,11 @@ def school_effects_from_estimates(
                       *[("moderator", c) for c in moderators], *([("cluster", cluster)] if cluster else [])]:
         if col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
+    from ..checks import _mixed_codes
+
+    for role, col in [("school", school), *[("by", c) for c in by_cols]]:  # 'PL001' beside 'pl001', 'math' beside 'Math'
+        for problem in _mixed_codes(data, col, role):
+            warnings.warn(problem.line, PlevalWarning, stacklevel=2)
     d = data.copy()
     dropped = []
 
