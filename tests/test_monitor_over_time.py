@@ -286,3 +286,25 @@ def test_exposure_notes_a_gap_in_the_periods_and_schools_adopting_before_the_fil
     assert any("adopted before their first period in the file" in n for n in ot.notes)
     full = effects_over_time(sim.data, COLS, method="regression", cohort="pl_year", equity=False)
     assert not any("evenly spaced" in n or "before their first period" in n for n in full.notes)
+
+
+def test_pl_rows_without_comparisons_in_their_cell_are_noted_and_not_counted(sim):
+    """With no comparison student in one grade, that grade's PL students informed no estimate
+    yet were counted in n_treated, and the school trajectories stopped on a collinear design
+    ("'x0' is constant"). They are now noted, left out of n_treated and of the trajectories."""
+    import warnings
+
+    from pleval.errors import PlevalWarning
+    from pleval.monitor import monitor
+
+    g = sim.data["grade"].min()
+    d = sim.data[~((sim.data["treatment"] == 0) & (sim.data["grade"] == g))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        full = effects_over_time(sim.data, COLS, method="regression", equity=False)
+        ot = effects_over_time(d, COLS, method="regression", equity=False)
+        mon = monitor(d, COLS, method="regression")
+    n_alone = int(((d["treatment"] == 1) & (d["grade"] == g)).sum())
+    assert any(f"{n_alone:,} PL row(s) in" in n and "inform no estimate" in n for n in ot.notes)
+    assert ot.by_year["n_treated"].sum() == full.by_year["n_treated"].sum() - n_alone
+    assert "math" in mon.schools

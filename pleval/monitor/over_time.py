@@ -424,9 +424,16 @@ def effects_over_time(
         sds = {t: outcome_sd(ds.loc[ds["_t"] == t, c.outcome], ds.loc[ds["_t"] == t, c.treatment] == 1,
                              weights=ds.loc[ds["_t"] == t, "_w"],
                              strata=ds.loc[ds["_t"] == t, c.grade] if c.grade else None)[0] for t in times}
+        cell = ds["_t"].astype(str) + ("|" + ds[c.grade].astype(str) if c.grade else "")
+        has_comp = cell.isin(set(cell[ds[c.treatment] == 0]))
+        alone = (ds[c.treatment] == 1) & ~has_comp
+        if alone.any():  # the cell's intercept fits them: they inform no effect
+            notes.append(f"[{s}] {int(alone.sum()):,} PL row(s) in {cell[alone].nunique():,} period"
+                         f"{' × grade' if c.grade else ''} cell(s) without comparison rows inform no estimate (the "
+                         "cell's own intercept fits them) and are not counted in n_treated")
         rows = []
         for t in times:
-            dt = ds[ds["_t"] == t]
+            dt = ds[(ds["_t"] == t) & ~alone]
             n1, n0 = int((dt[c.treatment] == 1).sum()), int((dt[c.treatment] == 0).sum())
             r = _rows(fit, [f"D@{t}"], {"subject": [s], "time": [t]}, sds[t], _omega(n1 + n0), level, exact)
             r["n_treated"], r["n_comparison"], r["program"] = n1, n0, prog[t]

@@ -92,6 +92,9 @@ def school_trajectories(ds: pd.DataFrame, *, outcome: str, treatment: str, grade
     see the module docstring. School-periods with fewer than ``min_students`` students are left
     out of the slopes (and marked)."""
     cells = ds["_t"].astype(str) + ("|" + ds[grade].astype(str) if grade else "")
+    informed = cells.isin(set(cells[ds[treatment] == 0])).to_numpy()  # PL rows of cells without comparisons: no residual
+    if not informed.all():
+        ds, cells, covariates = ds[informed], cells[informed], covariates[informed]
     fe = pd.get_dummies(cells, prefix="cell", dtype=float)
     periods = pd.get_dummies(ds["_t"].astype(str), prefix="pre", dtype=float)
     X = pd.concat([fe, periods.mul(ds["_pre"] - ds["_pre"].mean(), axis=0), covariates], axis=1)
