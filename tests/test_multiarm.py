@@ -20,6 +20,7 @@ from pleval.cli import app
 from pleval.data import Columns, file_sha256
 from pleval.errors import DataError, DesignError
 from pleval.multiarm import analyze_multiarm
+from pleval.rct import analyze_rct
 
 REF = Path(__file__).parent / "reference"
 
@@ -309,6 +310,19 @@ def test_cli_control_option(three_arm, tmp_path):
     prov = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert prov["kind"] == "pleval rct outputs" and prov["input"]["sha256"] == file_sha256(path)
     assert prov["options"]["control"] == "control" and prov["options"]["alternative"] == "greater"
+    # WWC attrition and baseline equivalence per arm against control, each a two-arm trial (the
+    # help promised attrition.csv and equivalence.csv; a multi-arm run wrote neither)
+    att = pd.read_csv(tmp_path / "o" / "attrition.csv")
+    eq = pd.read_csv(tmp_path / "o" / "equivalence.csv")
+    for arm in ("A", "B"):
+        pair = analyze_rct(three_arm[three_arm["arm"].isin([arm, "control"])],
+                           COLS.replace(treatment="arm", treated_label=arm))
+        want = pair.attrition_frame()
+        got_a = att[att["arm"] == arm]
+        assert len(got_a) == len(want)
+        np.testing.assert_allclose(got_a["overall"], want["overall"], rtol=1e-12)
+        np.testing.assert_allclose(got_a["differential"], want["differential"], rtol=1e-12)
+        np.testing.assert_allclose(eq.loc[eq["arm"] == arm, "effect_size"], pair.equivalence["effect_size"], rtol=1e-12)
     r = CliRunner().invoke(app, args[:-4] + ["--arms-adjust", "dunnett", "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     got = pd.read_csv(tmp_path / "d" / "arms.csv").set_index("arm")

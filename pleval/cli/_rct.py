@@ -55,6 +55,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
     from ..data import RCT_SAMPLE_COLUMNS, match_label, pick_subject
     from ..errors import DataError
     from ..multiarm import analyze_multiarm
+    from ..rct import analyze_rct
 
     if given.get("treated_label") is not None:
         raise DataError("--control (multi-arm trial) and --treated-label cannot be combined")
@@ -73,7 +74,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
     subjects = [only_subject] if not cols.subject else \
         [pick_subject(df[cols.subject], only_subject, cols.subject)] if only_subject is not None else \
         sorted((s for s in pd.unique(df[cols.subject]) if pd.notna(s)), key=str)
-    frames = []
+    frames, attrition, equivalence = [], [], []
     for s in subjects:
         res = analyze_multiarm(df, cols, control, design, vcov=vcov, cluster_df=cluster_df, adjust=adjust,
                                alternative=alternative, subject=s, sd=sd, baseline_percentile=baseline_percentile, seed=seed)
@@ -89,12 +90,25 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
         console.print(tab)
         for n in res.notes:
             console.print(f"[yellow]note:[/] {escape(n)}", highlight=False)
+        for arm in frame["arm"]:  # the WWC reviews each arm against control as a two-arm trial of its own
+            pair = analyze_rct(df[df[t].isin([arm, hit])], cols.replace(treated_label=arm), design=design, vcov=vcov,
+                               cluster_df=cluster_df, subject=s, sd=sd, baseline_percentile=baseline_percentile)
+            attrition.append(pair.attrition_frame().assign(subject=s, arm=arm))
+            equivalence.append(pair.equivalence.assign(subject=s, arm=arm))
+    attrition_all, equivalence_all = pd.concat(attrition, ignore_index=True), pd.concat(equivalence, ignore_index=True)
+    for frame, show in ((attrition_all, _attrition_table), (equivalence_all, _equivalence_table)):
+        console.print(show(frame.assign(subject=[f"{a} vs {hit}" if x is None else f"{x}: {a} vs {hit}"
+                                                 for x, a in zip(frame["subject"], frame["arm"])])))
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp / "arms.csv", index=False)
+        for name, frame in (("attrition", attrition_all), ("equivalence", equivalence_all)):
+            frame[["subject", "arm"] + [c for c in frame.columns if c not in ("subject", "arm")]].to_csv(
+                tmp / f"{name}.csv", index=False)
         outputs.write_provenance(tmp, "pleval rct outputs", df, cols, dict(control=control,
                                  design=design, vcov=vcov, cluster_df=cluster_df, adjust=adjust, alternative=alternative,
                                  sd=sd, baseline_percentile=baseline_percentile, only_subject=only_subject, seed=seed))
-    console.print(f"wrote arms.csv, provenance.json to {escape(str(out))}", highlight=False)
+    console.print(f"wrote arms.csv, attrition.csv, equivalence.csv, provenance.json to {escape(str(out))}",
+                  highlight=False)
 
 
 def _parse_icc(value: str) -> float | None:
