@@ -229,3 +229,12 @@ def test_tiny_alpha_prints_no_raw_scipy_warning_and_keeps_its_value():
         d = ClusterRCT(schools=40, students=60, icc=0.15, alpha=1e-12)
         assert multiplier(d.df, 1e-12, 0.8, True, "exact") == pytest.approx(11.685, abs=2e-3)
         assert 0 <= power_from_ncp(1e6, 2, 1e-12, True) <= 1  # far in the tail on two df: the series that warned
+
+
+def test_cluster_counts_must_be_whole_numbers_averages_need_not():
+    """--schools 40.5 gave df 38.5 without a word; students per school (an average) stay free."""
+    with pytest.raises(DesignError, match="schools is a count and must be a whole number; got 40.5"):
+        ClusterRCT(schools=40.5, students=60, icc=0.15)
+    assert ClusterRCT(schools=40.0, students=60.7, icc=0.15).df == 38
+    with pytest.raises(DesignError, match="comparison_schools is a count"):
+        MatchedComparison(schools=10, students=50, comparison_schools=20.5, comparison_students=50, icc=0.1)

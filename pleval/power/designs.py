@@ -82,9 +82,11 @@ def _count(name: str, v) -> None:
         raise DesignError(f"{name} must be a whole number >= 0; got {v!r}")
 
 
-def _size(name: str, v, minimum: float = 1) -> None:
+def _size(name: str, v, minimum: float = 1, whole: bool = False) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < minimum:
         raise DesignError(f"{name} must be a number >= {minimum:g}; got {v!r}")
+    if whole and v != round(v):  # a count of clusters (an average per cluster may be fractional)
+        raise DesignError(f"{name} is a count and must be a whole number; got {v!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,7 +284,7 @@ class BlockedRCT(Design):
     def _check(self) -> None:
         if self.blocks not in ("fixed", "random"):
             raise DesignError(f"blocks must be 'fixed' or 'random'; got {self.blocks!r}")
-        _size("schools", self.schools, 1)
+        _size("schools", self.schools, 1, whole=True)
         _size("students", self.students, 2)
         _share("icc", self.icc)
         _share("r2_student", self.r2_student)
@@ -324,7 +326,7 @@ class ClusterRCT(Design):
     unit: ClassVar[dict[str, str]] = {"schools": "schools", "students": "students per school"}
 
     def _check(self) -> None:
-        _size("schools", self.schools, 2)
+        _size("schools", self.schools, 2, whole=True)
         _size("students", self.students, 1)
         _share("icc", self.icc)
         _share("r2_school", self.r2_school)
@@ -370,7 +372,7 @@ class BlockedClusterRCT(Design):
     def _check(self) -> None:
         if self.blocks not in ("fixed", "random"):
             raise DesignError(f"blocks must be 'fixed' or 'random'; got {self.blocks!r}")
-        _size("districts", self.districts, 1)
+        _size("districts", self.districts, 1, whole=True)
         _size("schools", self.schools, 2)
         _size("students", self.students, 1)
         _share("icc", self.icc)
@@ -425,9 +427,9 @@ class MatchedComparison(Design):
     unit: ClassVar[dict[str, str]] = {"schools": "PL schools", "students": "students per PL school"}
 
     def _check(self) -> None:
-        _size("schools", self.schools, 1)
+        _size("schools", self.schools, 1, whole=True)
         _size("students", self.students, 1)
-        _size("comparison_schools", self.jc, 1)
+        _size("comparison_schools", self.jc, 1, whole=True)
         _size("comparison_students", self.nc, 1)
         _size("deff_weights", self.deff_weights, 1)
         _share("icc", self.icc)
