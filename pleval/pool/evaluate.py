@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..data import SAMPLE_COLUMNS, Columns, read_table, resolve_columns, with_binary_treatment
 from ..errors import DataError
-from .match import ENGINES, _make_engine, in_pl_file, in_pl_sql, match_pool, pl_keys, pool_record, record_of
+from .match import ENGINES, _make_engine, in_pl_file, match_pool, pl_keys, pool_record, record_of, without_pl_rows
 
 
 def pl_columns(pl: pd.DataFrame, columns: Columns | Mapping[str, Any] | None) -> tuple[pd.DataFrame, Columns]:
@@ -129,10 +129,8 @@ def estimate_pool(
         m = match_pool(pl, eng, columns, method, engine=engine, progress=progress, **match_opts)
         record = record_of(m, pool, table)
         if opts["placebo"] and columns.school:
-            keys = pl_keys(pl, columns)
-            if keys is not None and len(keys):  # the placebo rounds' pool: without the PL file's rows, as the match's
-                eng = eng.restricted(f"NOT coalesce({in_pl_sql(eng, keys, 'pleval_pl_file_keys')}, FALSE)",
-                                     "pleval_pool_not_pl")
+            # the placebo rounds' pool: without the PL file's rows, as the match's
+            eng = without_pl_rows(eng, pl_keys(pl, columns), "pleval_placebo_not_pl", count=False)[0]
             rounds = PoolRounds(eng, pl[columns.school].dropna(), columns.replace(treated_label=None), method,
                                 match_opts, progress)
     used = m.data[m.data[t].to_numpy() == 0]

@@ -18,7 +18,9 @@ the two pieces, with the pool's share computed by aggregate queries:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -149,14 +151,12 @@ def in_pl_file(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray:
     return pd.MultiIndex.from_frame(frame[list(keys.columns)]).isin(pd.MultiIndex.from_frame(keys))
 
 
-def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool, keys=None):
-    """(log, PL data after the match-level exclusions, the pool's eligibility condition); ``keys``:
-    the PL file's row keys (:func:`pl_keys`), whose pool rows are excluded first (:data:`PL_IN_POOL`)."""
+def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool, n_pl_rows: int = 0):
+    """(log, PL data after the match-level exclusions, the pool's eligibility condition);
+    ``n_pl_rows``: pool rows of the PL file's students already excluded (:func:`without_pl_rows`),
+    listed first (:data:`PL_IN_POOL`)."""
     q = eng.quote
     conds, labels = [], []
-    if keys is not None and len(keys):
-        conds.append(in_pl_sql(eng, keys, "pleval_pl_keys"))
-        labels.append((PL_IN_POOL, columns.student_id))
     roles = columns.roles()
     for role in _DROP_ROLES:
         for c in roles.get(role, ()):
@@ -187,20 +187,32 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
             n += pl_counts[i - n_val]
         if n:
             log[(reason, col)] = log.get((reason, col), 0) + n
-    first = {k: log.pop(k) for k in [(PL_IN_POOL, columns.student_id)] if k in log}
     for (reason, col), n in pl_drop.items():  # PL-only validation reasons (e.g. missing treatment)
         log = {(reason, col): n, **log}
-    log = {**first, **log}
+    if n_pl_rows:
+        log = {(PL_IN_POOL, columns.student_id): n_pl_rows, **log}
     where = "NOT (" + " OR ".join(conds) + ")" if conds else "TRUE"
     return [{"reason": r, "column": c, "n_rows": n} for (r, c), n in log.items()], data, where
 
 
-def in_pl_sql(eng, keys: pd.DataFrame, name: str) -> str:
-    """The condition that a pool row's key is one of ``keys`` (:func:`pl_keys`, registered as
-    table ``name``)."""
-    eng.register(name, keys.set_axis([f"k{i}" for i in range(keys.shape[1])], axis=1))
-    cols = ", ".join(eng.quote(x) for x in keys.columns)
-    return f"({cols}) IN (SELECT {', '.join(f'k{i}' for i in range(keys.shape[1]))} FROM {name})"
+_VIEWS = itertools.count()
+
+
+def without_pl_rows(eng, keys: pd.DataFrame | None, name: str, count: bool = True):
+    """``(engine, n)``: the engine on the pool without the rows whose key is one of ``keys``
+    (:func:`pl_keys`; a view ``name`` by an anti-join, ``NOT EXISTS``, which DuckDB and Spark run
+    as a hash join) and how many rows that leaves out (0 when ``count`` is false or nothing is)."""
+    if keys is None or not len(keys):
+        return eng, 0
+    name = f"{name}_{next(_VIEWS)}"  # a view of its own: a later call (a placebo round's) must not redefine it
+    table = f"{name}_keys"
+    eng.register(table, keys.set_axis([f"k{i}" for i in range(keys.shape[1])], axis=1))
+    same = " AND ".join(f"k.k{i} = p.{eng.quote(x)}" for i, x in enumerate(keys.columns))
+    n_all = eng.counts(["TRUE"])[0] if count else 0
+    eng.view(name, f"SELECT * FROM {eng.relation} p WHERE NOT EXISTS (SELECT 1 FROM {table} k WHERE {same})")
+    out = copy.copy(eng)
+    out.relation = name
+    return out, (n_all - out.counts(["TRUE"])[0] if count else 0)
 
 
 def _make_engine(engine: str, pool, table, spark):
@@ -396,7 +408,8 @@ def match_pool(
     if absent:
         raise DataError(f"column(s) not in the data: {', '.join(map(repr, absent))}")
     _check_pool_columns(eng, pl, c, extra)
-    log, data, where = _exclusions(eng, v, data, c, extra, require_outcome, pl_keys(pl, c))
+    eng, n_pl_rows = without_pl_rows(eng, pl_keys(pl, c), "pleval_pool_not_pl")
+    log, data, where = _exclusions(eng, v, data, c, extra, require_outcome, n_pl_rows)
     if not len(data):
         raise DesignError("after exclusions the data have no treated or no comparison rows")
     _check_key_spellings(eng, data, strata, where)
