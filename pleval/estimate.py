@@ -410,6 +410,11 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
                                                                  if near else "") + f"; known options: {', '.join(public)}"
             )
         if k in match_params and k not in opts:
+            kind = str(match_params[k].annotation)
+            if (kind in ("bool", "bool | None") and not isinstance(v, (bool, np.bool_, type(None)))) or \
+                    (kind == "float | bool | None" and isinstance(v, str)):
+                raise DataError(f"option {k} must be true or false{' or a number' if 'float' in kind else ''}; "
+                                f"got {v!r}")
             passthrough[k] = v
         else:
             opts[k] = v

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 import warnings
 
 import numpy as np
@@ -678,3 +679,24 @@ def test_one_subject_of_a_frame_with_repeated_index_labels(matched_sim):
         b = pleval.estimate(repeated, subject="math", placebo=False, sensitivity=False)
     pd.testing.assert_frame_equal(a.overall, b.overall)
     pd.testing.assert_frame_equal(a.schools, b.schools)
+
+
+def test_matching_flags_given_as_text_are_refused_and_false_reads_as_false(tmp_path):
+    """`--set replace=False` (TOML reads only `false`) passed the text 'False' to the matcher,
+    which took it as true and matched with replacement; `penalize=False` turned the penalty on."""
+    from pleval.estimate import resolve_options
+
+    for key, bad in (("replace", "False"), ("penalize", "no"), ("ties", "maybe"), ("caliper", "off")):
+        with pytest.raises(DataError, match=f"option {key} must be true or false"):
+            resolve_options("matched", None, {key: bad})
+    assert resolve_options("matched", None, {"replace": False, "caliper": 0.1})[2] == {"replace": False, "caliper": 0.1}
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    res = CliRunner().invoke(app, ["estimate", "sample_data/pl_matched_students.csv", "--only-subject", "math",
+                                   "--no-placebo", "--set", "replace=False", "--set", "sensitivity=FALSE", "-q",
+                                   "--out", str(tmp_path / "o")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "without replacement" in (tmp_path / "o" / "summary.md").read_text()
+    assert tomllib.loads((tmp_path / "o" / "run.toml").read_text())["match"]["replace"] is False

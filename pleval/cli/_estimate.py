@@ -526,7 +526,8 @@ def estimate(
         if "=" not in item:
             raise DataError(f"--set expects KEY=VALUE; got {item!r}")
         k, v = item.split("=", 1)
-        options[k.strip()] = parse_value(v.strip())
+        v = v.strip()  # True/FALSE as true/false (TOML reads only the lower case; "False" was text, and truthy)
+        options[k.strip()] = v.lower() == "true" if v.lower() in ("true", "false") else parse_value(v)
     if design is not None and cfg.get("design") not in (None, design_):
         # A config from the other design: leave out its design-specific options (say so).
         from ..estimate import MATCHED_DEFAULTS, RCT_DEFAULTS
