@@ -700,3 +700,18 @@ def test_matching_flags_given_as_text_are_refused_and_false_reads_as_false(tmp_p
     assert res.exit_code == 0, res.output
     assert "without replacement" in (tmp_path / "o" / "summary.md").read_text()
     assert tomllib.loads((tmp_path / "o" / "run.toml").read_text())["match"]["replace"] is False
+
+
+def test_an_exact_fit_is_not_estimable_rather_than_a_zero_width_significant_effect():
+    """Six PL rows matched to three comparisons (the rest beyond the caliper) left no residual
+    variance: SE 3e-27, CI +1.785 to +1.785, p 0, rated 'Meets WWC Standards With Reservations'.
+    An SE of zero (or no df) is now 'could not be estimated', like too few residual df."""
+    from pleval.simulate import simulate_matched
+
+    d = simulate_matched(n_schools=100, n_pl_schools=12, students_per_grade=10, seed=7, missing_posttest=0.05).data
+    d = d[d["subject"] == "math"].copy()
+    pl = d["treatment"] == 1
+    d.loc[pl, ["pretest", "posttest"]] += 80
+    m = pleval.match(d, pleval.data.SAMPLE_COLUMNS, penalize=True)
+    with pytest.raises(pleval.errors.DesignError, match="could not be estimated .*the outcome is fitted exactly"):
+        m.estimate()

@@ -392,12 +392,13 @@ def regression_effect(
         fit = ols(d.y, d.X, weights=d.weights, clusters=d.clusters, vcov=vcov, names=list(d.names), **conv)
     est, se, df, _ = fit.coef(treatment)
     resid_df = d.n_obs - len(d.names)
-    if not (np.isfinite(est) and np.isfinite(se)) or resid_df < 2:  # (one residual df: a near-exact fit, SE ≈ 0)
+    exact = not se > 1e-10 * max(1.0, float(np.std(d.y))) or np.isnan(df)  # an exact fit: SE 0, no df
+    if not (np.isfinite(est) and np.isfinite(se)) or resid_df < 2 or exact:  # (one residual df: a near-exact fit, SE ≈ 0)
         n_cl = fit.n_clusters or len(d.y)
         raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched, "
                           f"{n_cl:,} {'clusters' if d.one_school else 'schools' if school else 'students'}): the effect's "
                           f"{vcov} standard error could not be estimated ({len(d.names)} coefficients, {resid_df} "
-                          "residual df); the matched sample is too small (match more rows, e.g. with a wider caliper, "
+                          f"residual df{'; the outcome is fitted exactly' if exact else ''}); the matched sample is too small (match more rows, e.g. with a wider caliper, "
                           "or adjust for fewer covariates)")
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
