@@ -19,13 +19,15 @@ All functions broadcast over numpy arrays and pandas Series.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from .errors import DataError
+from .errors import DataError, PlevalWarning
 
 
 def _arr(x):
@@ -133,6 +135,22 @@ TOO_FEW_FOR_SD = "each group needs at least 2 non-missing outcomes"
 """:func:`outcome_sd`'s reason when no arm (of any stratum) has two outcomes."""
 
 
+NORM_SD_RATIO = 10.0
+"""A given norm SD this many times larger or smaller than the outcome's own SD is warned of: norms
+and samples differ by far less (restriction of range rarely halves an SD); a factor of 10 is a
+unit slip (a scale-score SD given for a 0–1 outcome, or the reverse)."""
+
+
+def _check_norm_sd(norm: float, y) -> None:
+    """A :class:`PlevalWarning` when ``norm`` is off the outcome's SD by :data:`NORM_SD_RATIO`."""
+    y = np.asarray(y, dtype=float)
+    own = float(np.nanstd(y)) if np.isfinite(y).sum() > 1 else math.nan
+    if own > 0 and not 1 / NORM_SD_RATIO <= norm / own <= NORM_SD_RATIO:
+        warnings.warn(f"the given norm SD {norm:g} is {max(norm / own, own / norm):,.0f} times "
+                      f"{'larger' if norm > own else 'smaller'} than the outcome's own SD ({own:.4g}): effect sizes "
+                      "and percentile points scale with it; is it on the outcome's scale?", PlevalWarning, stacklevel=3)
+
+
 def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=None) -> tuple[float, str]:
     """The SD that standardizes an effect, and a label saying which it is.
 
@@ -154,6 +172,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     if isinstance(kind, (int, float, np.floating)) and not isinstance(kind, bool):
         if not (np.isfinite(kind) and kind > 0):
             raise DataError(f"a given norm SD must be positive; got {kind}")
+        _check_norm_sd(float(kind), y)
         return float(kind), f"given norm SD ({float(kind):g})"
     if kind not in ("pooled", "comparison"):
         raise DataError(f"sd must be 'pooled', 'comparison' or a positive number; got {kind!r}")

@@ -225,3 +225,23 @@ def test_outcome_sd_in_one_pass_is_the_sd_arm_by_arm(kind):
     assert got == _outcome_sd_per_arm(y, t, kind, w, w2, pd.factorize(codes)[0])
     with pytest.raises(DataError, match="strata"):
         outcome_sd(y, t, kind, strata=np.where(codes == 3, np.nan, codes))
+
+
+def test_a_norm_sd_far_from_the_outcomes_own_is_warned_of_and_huge_effects_do_not_overflow():
+    """--sd 0.01 on scores with SD 15 gave '236.9 SD' without a word, and --sd 0.001 crashed in
+    the E-value's exp() (OverflowError)."""
+    import warnings as w
+
+    from pleval.effect_sizes import outcome_sd
+    from pleval.errors import PlevalWarning
+    from pleval.sensitivity.evalue import evalue_smd
+
+    rng = np.random.default_rng(0)
+    y, t = rng.normal(200, 15, 400), np.repeat([0, 1], 200)
+    with pytest.warns(PlevalWarning, match="norm SD 0.01 is [\\d,]+ times smaller than the outcome's own SD"):
+        outcome_sd(y, t, kind=0.01)
+    with w.catch_warnings():
+        w.simplefilter("error", PlevalWarning)
+        assert outcome_sd(y, t, kind=12.0)[0] == 12.0  # a norm near the sample's: quiet
+    with pytest.raises(DataError, match="too large for an E-value"):
+        evalue_smd(2368.9, 2000.0, 2700.0)

@@ -81,6 +81,9 @@ def evalue_smd(d: float, ci_low: float, ci_high: float, *, label: str = "") -> E
     """E-values for a standardized mean difference ``d`` and its CI via ``RR ≈ exp(0.91·d)``."""
     if not all(math.isfinite(v) for v in (d, ci_low, ci_high)) or ci_low > ci_high:
         raise DataError(f"need a finite effect size inside a finite CI; got {d!r} ({ci_low!r}, {ci_high!r})")
+    if max(abs(d), abs(ci_low), abs(ci_high)) * SMD_TO_LOG_RR > 700:  # exp() overflows; no effect is that large
+        raise DataError(f"an effect size of {d:g} SD is too large for an E-value (a risk ratio beyond floating point); "
+                        "check the SD it is standardized by")
     rr, lo, hi = (math.exp(SMD_TO_LOG_RR * v) for v in (d, ci_low, ci_high))
     return EValue(float(d), float(ci_low), float(ci_high), rr, lo, hi, float(evalue_rr(rr)), evalue_ci(rr, lo, hi), label)
 
