@@ -715,3 +715,25 @@ def test_an_exact_fit_is_not_estimable_rather_than_a_zero_width_significant_effe
     m = pleval.match(d, pleval.data.SAMPLE_COLUMNS, penalize=True)
     with pytest.raises(pleval.errors.DesignError, match="could not be estimated .*the outcome is fitted exactly"):
         m.estimate()
+
+
+def test_the_workbook_gives_the_same_prediction_interval_as_every_other_output(tmp_path):
+    """school_effects.xlsx printed the PL-only prediction interval (math −0.142 to 0.422,
+    P(<0) 0.15) unlabelled, while heterogeneity.csv, the terminal and summary.md gave the one
+    widened to at least the placebo spread (−0.248 to 0.508, 0.20)."""
+    import openpyxl
+
+    from pleval.report.outputs import _write_school_xlsx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pleval.errors.PlevalWarning)
+        ev = pleval.estimate("sample_data/pl_matched_students.csv", sensitivity=False)
+    _write_school_xlsx(ev, tmp_path / "s.xlsx")
+    rows = list(openpyxl.load_workbook(tmp_path / "s.xlsx")["Summary"].iter_rows(values_only=True))
+    head = next(r for r in rows if r and r[0] == "subject")
+    got = {r[0]: r for r in rows if r and r[0] in ("math", "reading")}
+    het = ev.heterogeneity.set_index("subject")
+    assert (het["pi_low"] != het["pi_low_pl_only"]).all()  # the two differ: the test can tell them apart
+    for s in ("math", "reading"):
+        assert got[s][head.index("prediction interval low")] == pytest.approx(het.loc[s, "pi_low"], rel=1e-12)
+        assert got[s][head.index("prediction interval high")] == pytest.approx(het.loc[s, "pi_high"], rel=1e-12)

@@ -137,11 +137,19 @@ def _pooled_line(res: SchoolEffects, key) -> str:
         f"Pooled effect size {m.estimate:.3f} ({m.level:.0%} CI {m.ci_low:.3f} to {m.ci_high:.3f}; "
         f"{to_percentile_points(m.estimate, b):+.1f} percentile points), {m.method}"
         f"{' + Hartung-Knapp' if m.hartung_knapp else ''}; k = {m.k}; tau = {m.tau:.3f}; I² = {m.i2:.0f}%; "
-        f"Q({m.q_df}) = {m.q:.1f}, p = {m.q_pvalue:.3g}; prediction interval {m.pi_low:.3f} to {m.pi_high:.3f} "
-        f"(P(effect < 0) for a new school {m.prob_negative_new:.2f}). "
+        f"Q({m.q_df}) = {m.q:.1f}, p = {_prediction(res, key, m)}. "
         f"Significant schools: {c.positive_raw} positive / {c.negative_raw} negative unadjusted "
         f"({c.expected_by_chance:.1f} expected by chance), {c.positive_adjusted} / {c.negative_adjusted} adjusted."
     )
+
+
+def _prediction(res: SchoolEffects, key, m) -> str:
+    """The Q test's p and the prediction interval of a new school: the caller's (``options
+    ["prediction"]``: ``{key: (low, high, P(effect < 0), what)}``, e.g. an evaluation's, at least
+    the placebo spread) where given, else the meta-analysis's own."""
+    lo, hi, neg, what = res.options.get("prediction", {}).get(key, (m.pi_low, m.pi_high, m.prob_negative_new, ""))
+    return (f"{m.q_pvalue:.3g}; prediction interval{' ' + what if what else ''} {lo:.3f} to {hi:.3f} "
+            f"(P(effect < 0) for a new school {neg:.2f})")
 
 
 def _present_columns(sub: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -283,6 +291,13 @@ def summary_frame(res: SchoolEffects) -> pd.DataFrame:
     """One row per ``by`` group: the meta-analysis and the significance counts side by side,
     the number of schools once (as ``k_tested`` too if the counts tested a different number)."""
     meta, counts = res.meta_frame(), res.counts_frame()
+    pred = res.options.get("prediction", {})
+    if pred and len(meta) and len(res.by) == 1 and {"pi_low", "pi_high", "prob_negative_new"} <= set(meta.columns):
+        key = meta[res.by[0]]  # the caller's prediction interval (:func:`_prediction`), the meta-analysis's kept apart
+        meta = meta.assign(pi_low_pl_only=meta["pi_low"], pi_high_pl_only=meta["pi_high"],
+                           prob_negative_new_pl_only=meta["prob_negative_new"])
+        for i, col in enumerate(("pi_low", "pi_high", "prob_negative_new")):
+            meta[col] = [pred[k][i] if k in pred else v for k, v in zip(key, meta[col])]
     if not len(meta) or not len(counts):
         return meta if len(meta) else counts
     by = list(res.by)

@@ -4,6 +4,7 @@ run (``run.toml``) and provenance (``provenance.json``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -323,6 +324,12 @@ def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
     sheet per subject, a summary sheet, footnotes); a one-sheet note when there are none."""
     se = ev.school_effects
     if se is not None:
+        het = ev.heterogeneity
+        if het is not None and len(het) and "pi_low_pl_only" in het.columns and list(se.by) == ["subject"]:
+            # the same prediction interval as heterogeneity.csv, the report and the terminal: at least the placebo spread
+            pred = {r.subject: (r.pi_low, r.pi_high, r.prob_negative_new, "(at least the placebo spread)")
+                    for r in het.itertuples() if np.isfinite(r.pi_low_pl_only)}
+            se = dataclasses.replace(se, options={**se.options, "prediction": pred})
         se.export(path, title="Effect of personalized learning by school")
         return
     pd.DataFrame({"note": ["no school-by-school effects for this design"]}).to_excel(path, sheet_name="schools",
