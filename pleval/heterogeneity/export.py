@@ -144,10 +144,11 @@ def _pooled_line(res: SchoolEffects, key) -> str:
 
 
 def _prediction(res: SchoolEffects, key, m) -> str:
-    """The Q test's p and the prediction interval of a new school: the caller's (``options
-    ["prediction"]``: ``{key: (low, high, P(effect < 0), what)}``, e.g. an evaluation's, at least
-    the placebo spread) where given, else the meta-analysis's own."""
-    lo, hi, neg, what = res.options.get("prediction", {}).get(key, (m.pi_low, m.pi_high, m.prob_negative_new, ""))
+    """The Q test's p and the prediction interval of a new school: the caller's
+    (``options["prediction_interval"]``: ``{key: (low, high, P(effect < 0), what)}``, e.g. an
+    evaluation's, at least the placebo spread) where given, else the meta-analysis's own."""
+    own = (m.pi_low, m.pi_high, m.prob_negative_new, "")
+    lo, hi, neg, what = res.options.get("prediction_interval", {}).get(key, own)
     return (f"{m.q_pvalue:.3g}; prediction interval{' ' + what if what else ''} {lo:.3f} to {hi:.3f} "
             f"(P(effect < 0) for a new school {neg:.2f})")
 
@@ -291,7 +292,7 @@ def summary_frame(res: SchoolEffects) -> pd.DataFrame:
     """One row per ``by`` group: the meta-analysis and the significance counts side by side,
     the number of schools once (as ``k_tested`` too if the counts tested a different number)."""
     meta, counts = res.meta_frame(), res.counts_frame()
-    pred = res.options.get("prediction", {})
+    pred = res.options.get("prediction_interval", {})
     if pred and len(meta) and len(res.by) == 1 and {"pi_low", "pi_high", "prob_negative_new"} <= set(meta.columns):
         key = meta[res.by[0]]  # the caller's prediction interval (:func:`_prediction`), the meta-analysis's kept apart
         meta = meta.assign(pi_low_pl_only=meta["pi_low"], pi_high_pl_only=meta["pi_high"],

@@ -329,7 +329,7 @@ def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
             # the same prediction interval as heterogeneity.csv, the report and the terminal: at least the placebo spread
             pred = {r.subject: (r.pi_low, r.pi_high, r.prob_negative_new, "(at least the placebo spread)")
                     for r in het.itertuples() if np.isfinite(r.pi_low_pl_only)}
-            se = dataclasses.replace(se, options={**se.options, "prediction": pred})
+            se = dataclasses.replace(se, options={**se.options, "prediction_interval": pred})
         se.export(path, title="Effect of personalized learning by school")
         return
     pd.DataFrame({"note": ["no school-by-school effects for this design"]}).to_excel(path, sheet_name="schools",
