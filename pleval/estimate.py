@@ -453,6 +453,12 @@ def resolve_options(design: str, method: str | None, options: Mapping[str, Any])
     return method, opts, passthrough
 
 
+ESSA_ALPHA = 0.05
+"""The level of ESSA's (and the WWC's) "statistically significant" in the rating: fixed, so that
+``alpha`` (the school counts' level) cannot move an ESSA tier (``alpha=0.2`` rated a p = 0.18
+estimate "Moderate" beside a headline calling it not significant)."""
+
+
 def _check_rating_options(o: dict, design: str) -> None:
     if isinstance(o["confounds"], str):
         o["confounds"] = (o["confounds"],)
@@ -1680,7 +1686,7 @@ def _rate(design: str, part: dict, subject, df: pd.DataFrame, columns: Columns, 
     eq = part.get("equivalence")
     pre = eq[eq["role"] == "pretest"] if eq is not None and len(eq) else pd.DataFrame(columns=["variable"])
     baseline = tuple((str(r.variable), float(r.effect_size), bool(r.adjusted_in_model)) for r in pre.itertuples())
-    alpha = float(opts["alpha"])
+    alpha = ESSA_ALPHA  # ESSA's "statistically significant" is the WWC's p < 0.05, whatever --alpha the school counts use
     sign = 1 if higher_is_better else -1
     unfavourable = tuple(name for name, e in part["effects"].items()
                          if e is not eff and e.effect_size.pvalue < alpha and sign * e.effect_size.estimate < 0)

@@ -737,3 +737,16 @@ def test_the_workbook_gives_the_same_prediction_interval_as_every_other_output(t
     for s in ("math", "reading"):
         assert got[s][head.index("prediction interval low")] == pytest.approx(het.loc[s, "pi_low"], rel=1e-12)
         assert got[s][head.index("prediction interval high")] == pytest.approx(het.loc[s, "pi_high"], rel=1e-12)
+
+
+def test_alpha_for_school_counts_does_not_move_the_essa_tier():
+    """--alpha 0.2 rated a p = 0.18 estimate ESSA 'Moderate' beside a headline calling it not
+    significant; ESSA's significance is the WWC's p < 0.05 whatever alpha the counts use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pleval.errors.PlevalWarning)
+        kw = dict(placebo=False, sensitivity=False, subject="math")
+        a = pleval.estimate("sample_data/pl_matched_students.csv", alpha=0.05, **kw)
+        b = pleval.estimate("sample_data/pl_matched_students.csv", alpha=0.5, **kw)
+    p = float(a.overall.loc[a.overall["primary"], "pvalue"].iloc[0])
+    assert 0.05 < p < 0.5  # the sample's math estimate (p 0.085) is not significant at 0.05 ...
+    assert a.rating.equals(b.rating)  # ... so a lax alpha must not make it so for ESSA
