@@ -776,16 +776,39 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
                     "make the spellings agree")]
 
 
+def _treated_rows(df, cols: Columns) -> np.ndarray | None:
+    """The rows of the treated arm when the treatment column reads plainly (0/1, True/False or
+    the given treated label), else None."""
+    t = cols.treatment
+    if not t or t not in df.columns:
+        return None
+    s = df[t]
+    if cols.treated_label is not None:
+        hit = match_label(s, cols.treated_label)
+        return None if hit is None else (s == hit).to_numpy()
+    x = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_bool_dtype(s) else s.astype(float)
+    return (x == 1).to_numpy() if set(x.dropna().unique()) <= {0, 1} else None
+
+
 def _missing_problems(df, cols: Columns) -> list[Problem]:
     out = []
     roles = cols.roles()
+    treated = _treated_rows(df, cols)
     for role in ("treatment", "pretest", "covariates", "school", "block", "subject", "grade", "weight", "takeup",
                  "student_id"):
         for c in roles.get(role, ()):
-            n = int(df[c].isna().sum())
+            miss = df[c].isna().to_numpy()
+            n = int(miss.sum())
             if n:
-                out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing and "
-                                   "will be dropped (counted in the report)", c, "fill them in, or accept the drop", n))
+                arms = ""
+                if treated is not None and role != "treatment":  # missing in one arm only is another problem than both
+                    n_t = int((miss & treated).sum())
+                    only = ": the treated arm only" if n_t == n else ": the comparison arm only" if not n_t else ""
+                    arms = (f" ({n_t:,} of {int(treated.sum()):,} treated, {n - n_t:,} of {int((~treated).sum()):,} "
+                            f"comparison rows{only})")
+                out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms} "
+                                   "and will be dropped (counted in the report)", c, "fill them in, or accept the drop",
+                                   n))
     n = int(df[cols.outcome].isna().sum()) if cols.outcome else 0
     if n:
         out.append(Problem("note", "missing outcome", f"column {cols.outcome!r} (outcome): {n:,} row(s) have no outcome; "

@@ -738,3 +738,13 @@ def test_school_table_labels_spelled_two_ways_are_warned_of():
     t2.loc[t2.index[:3], "subject"] = t2.loc[t2.index[:3], "subject"].str.capitalize()
     with pytest.warns(PlevalWarning, match=r"column 'subject' \(by\) spells one value several ways"):
         school_effects_from_estimates(t2, by=("subject",))
+
+
+def test_missing_values_are_counted_by_arm(base):
+    """A pretest missing for 40% of PL rows was one count of rows 'dropped', the arm unsaid."""
+    pl = base["treatment"] == 1
+    bad = base.assign(pretest=base["pretest"].where(~pl | (np.arange(len(base)) % 5 != 0)))
+    (p,) = [p for p in check(bad).problems if p.kind == "missing values" and p.column == "pretest"]
+    n_t = int((pl & bad["pretest"].isna()).sum())
+    assert f"({n_t:,} of {int(pl.sum()):,} treated, 0 of {int((~pl).sum()):,} comparison rows: the treated arm only)" \
+        in p.message

@@ -398,7 +398,7 @@ def regression_effect(
         raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched, "
                           f"{n_cl:,} {'clusters' if d.one_school else 'schools' if school else 'students'}): the effect's "
                           f"{vcov} standard error could not be estimated ({len(d.names)} coefficients, {resid_df} "
-                          f"residual df{'; the outcome is fitted exactly' if exact else ''}); the matched sample is too small (match more rows, e.g. with a wider caliper, "
+                          f"residual df{'; the outcome is fitted exactly' if exact and resid_df >= 2 else ''}); the matched sample is too small (match more rows, e.g. with a wider caliper, "
                           "or adjust for fewer covariates)")
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
