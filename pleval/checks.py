@@ -662,6 +662,21 @@ def _median(v: np.ndarray) -> float:
     return float(np.median(v, overwrite_input=True)) if v.size else np.nan
 
 
+PILED_SHARE = 0.2
+"""A grade × subject cell with at least this share of its outcome values at the cell's maximum (or
+minimum), among ten or more distinct values, is a ceiling (floor): warned of by :func:`_outliers`."""
+
+
+def _piled_up(v: np.ndarray) -> tuple[float, str]:
+    """The larger share of a cell's values at its maximum or minimum, and which (ten or more
+    distinct values: a score, not a rating scale or a 0/1 outcome)."""
+    v = v[np.isfinite(v)]
+    if v.size < 20 or np.unique(v).size < 10:
+        return 0.0, ""
+    top, bottom = float(np.mean(v == v.max())), float(np.mean(v == v.min()))
+    return (top, "maximum") if top >= bottom else (bottom, "minimum")
+
+
 SCALE_K = 10.0
 """A grade × subject cell whose robust SD is more than this many times the median cell's (or less
 than its 1/SCALE_K) is flagged by :func:`_scale_cells`: scores of one cell on another scale."""
@@ -709,9 +724,11 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
     for c, (role, x) in cand.items():
         xs = x[order]
         flag_sorted = np.zeros(len(x), dtype=bool)
-        spread = []
+        spread, piled = [], []
         for lo, hi in zip(bounds[:-1], bounds[1:]):  # a handful of cells
             v = xs[lo:hi]
+            if role == "outcome":
+                piled.append(_piled_up(v))
             dev = np.abs(v - _median(v))
             mad = _median(dev) * 1.4826
             spread.append(mad)
@@ -719,6 +736,17 @@ def _outliers(df, cols: Columns, numeric: dict) -> list[Problem]:
                 flag_sorted[lo:hi] = np.isfinite(v) & (mad > 0) & (dev / mad > OUTLIER_K)
         if role != "weight":
             out += _scale_cells(df, keys, cols, c, role, np.array(spread), order[bounds[:-1]])
+        hit = [(share, end, i) for (share, end), i in zip(piled, order[bounds[:-1]]) if share >= PILED_SHARE]
+        if hit:
+            share, end, _ = max(hit)
+            cells = f"{' × '.join(reversed(keys))} cell(s)" if keys else "the column"
+            limit, side = ("ceiling", "above") if end == "maximum" else ("floor", "below")
+            out.append(Problem("warning", "ceiling", f"column {c!r} ({role}): in {len(hit)} {cells} at least "
+                               f"{PILED_SHARE:.0%} of the scores sit at the {end} (up to {share:.0%}): a {limit} hides "
+                               f"how far those students are {side} it, so effects there are understated, and the "
+                               "outlier rule's robust SD shrinks (values it flags may be genuine)", c,
+                               f"read effects with the {limit} in mind (a score without it, or a censored-outcome "
+                               "model)", None))
         flag = np.zeros(len(x), dtype=bool)
         flag[order] = flag_sorted
         if flag.any():

@@ -748,3 +748,15 @@ def test_missing_values_are_counted_by_arm(base):
     n_t = int((pl & bad["pretest"].isna()).sum())
     assert f"({n_t:,} of {int(pl.sum()):,} treated, 0 of {int((~pl).sum()):,} comparison rows: the treated arm only)" \
         in p.message
+
+
+def test_a_ceiling_is_warned_of(base):
+    """Scores capped at their cell's 60th percentile (40% at the maximum): the check flagged
+    genuine low scores as outliers and said nothing of the ceiling."""
+    cell = base.groupby(["subject", "grade"])["posttest"]
+    capped = base.assign(posttest=np.minimum(base["posttest"], cell.transform(lambda s: s.quantile(0.6))))
+    (p,) = [p for p in check(capped).problems if p.kind == "ceiling"]
+    assert p.level == "warning" and "sit at the maximum" in p.message and "ceiling" in p.message
+    assert not [p for p in check(base).problems if p.kind == "ceiling"]
+    binary = base.assign(posttest=(base["posttest"] > base["posttest"].median()).astype(float))
+    assert not [p for p in check(binary).problems if p.kind == "ceiling"]  # a 0/1 outcome is no ceiling
