@@ -638,8 +638,12 @@ def _treatment_problems(df, cols: Columns) -> list[Problem]:
             fix = f"--treated-label {_q(guess or shown[-1])}"
         return [Problem("error", "treatment", f"column {t!r} (treatment) holds two values {shown}, not 0/1: say which one "
                         "means treated", t, fix)]
+    counts = s.value_counts()
+    rare = [v for v in counts.index[counts <= 3] if counts.size > 2]  # a stray value: a total row, a typo
+    stray = (f"; {', '.join(repr(as_written(v)) for v in rare[:3])} only in {_rows(df, s.isin(rare).to_numpy())} "
+             "(a total or note row?)") if rare and len(rare) < counts.size - 1 else ""
     return [Problem("error", "treatment", f"column {t!r} (treatment) must be 0/1, True/False or two labels; found "
-                    f"{len(vals)} distinct values such as {shown[:4]}", t,
+                    f"{len(vals)} distinct values such as {shown[:4]}{stray}", t,
                     "recode the column to two values (a multi-arm trial: pleval rct --control VALUE)",
                     int(s.notna().sum()))]
 

@@ -760,3 +760,12 @@ def test_a_ceiling_is_warned_of(base):
     assert not [p for p in check(base).problems if p.kind == "ceiling"]
     binary = base.assign(posttest=(base["posttest"] > base["posttest"].median()).astype(float))
     assert not [p for p in check(binary).problems if p.kind == "ceiling"]  # a 0/1 outcome is no ceiling
+
+
+def test_a_stray_treatment_value_names_its_file_rows(tmp_path):
+    """An Excel 'Total' row (treatment 5182) gave 'found 3 distinct values' without saying where."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    f = tmp_path / "total.csv"
+    pd.concat([d, pd.DataFrame([{"student_id": "Total", "treatment": 5182}])]).to_csv(f, index=False)
+    (p,) = [p for p in check(f).problems if p.kind == "treatment"]
+    assert f"5182 only in file row(s) {len(d) + 2} (a total or note row?)" in p.message
