@@ -750,3 +750,14 @@ def test_alpha_for_school_counts_does_not_move_the_essa_tier():
     p = float(a.overall.loc[a.overall["primary"], "pvalue"].iloc[0])
     assert 0.05 < p < 0.5  # the sample's math estimate (p 0.085) is not significant at 0.05 ...
     assert a.rating.equals(b.rating)  # ... so a lax alpha must not make it so for ESSA
+
+
+def test_a_student_level_moderator_is_said_to_be_averaged_per_school():
+    """`moderators=grade` became each school's mean grade without a word; a school-level
+    moderator (school_poverty) stays quiet."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pleval.estimate("sample_data/pl_matched_students.csv", placebo=False, sensitivity=False, subject="math",
+                        moderators=("grade", "school_poverty"))
+    said = [str(w.message) for w in caught if "varies within" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("moderator 'grade' varies within 32 school(s)")

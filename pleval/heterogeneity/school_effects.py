@@ -985,6 +985,12 @@ def school_effects(
         den = np.bincount(codes[tr], minlength=G)
         with np.errstate(invalid="ignore", divide="ignore"):
             columns[mcol] = num / den
+            spread = np.bincount(codes[tr], weights=(vals[tr] - columns[mcol][codes[tr]]) ** 2, minlength=G)
+        varies = int((spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(vals[tr]), initial=0.0))) ** 2).sum())
+        if varies:  # a school-level moderator is one value per school; a student-level one is averaged
+            warnings.warn(f"moderator {mcol!r} varies within {varies:,} school(s): each school's value is the mean over "
+                          "its PL students (a school-level moderator is one value per school)", PlevalWarning,
+                          stacklevel=2)
     table = pd.DataFrame({**{c: heads[c] for c in by_cols}, **columns})  # one frame: no column inserted one at a time
 
     return _result(
