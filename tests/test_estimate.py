@@ -761,3 +761,22 @@ def test_a_student_level_moderator_is_said_to_be_averaged_per_school():
                         moderators=("grade", "school_poverty"))
     said = [str(w.message) for w in caught if "varies within" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("moderator 'grade' varies within 32 school(s)")
+
+
+def test_a_singular_joint_covariance_keeps_the_school_estimates():
+    """All PL students in one grade: the joint covariance of the school estimates was singular,
+    and every school effect vanished ('no school effects', empty school_effects.csv). The pooling
+    is now left out with a warning, and the per-school estimates stand."""
+    from pleval.simulate import simulate_matched
+
+    d = simulate_matched(n_schools=100, n_pl_schools=12, students_per_grade=10, seed=7).data
+    d = d[(d["treatment"] == 0) | (d["grade"] == d["grade"].max())]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(d, placebo=False, sensitivity=False)
+    said = [str(w.message) for w in caught if "no meta-analysis or shrinkage" in str(w.message)]
+    schools = ev.schools
+    assert len(schools) and np.isfinite(schools["effect_size"]).sum() >= 20
+    for s in ("math", "reading"):
+        assert s in set(schools["subject"]) and (s in ev.heterogeneity["subject"].tolist() or any(s in w for w in said))
+    assert not any("no school effects" in n for n in ev.notes)

@@ -391,13 +391,20 @@ def _finish(
         if vcov_es is not None:
             V, lam = regularize(V, vcov_es_var[np.ix_(rows, rows)])
             eig = np.linalg.eigh(V)  # kept for the placebo calibration of these schools
-        m, sh = pool_schools(es, ses, None if vcov_es is None else V, method=method, hartung_knapp=hartung_knapp,
-                             level=level, prediction=prediction, labels=labels,
-                             V_raw=None if vcov_es is None else V_raw, eigen=eig)
+        try:
+            m, sh = pool_schools(es, ses, None if vcov_es is None else V, method=method, hartung_knapp=hartung_knapp,
+                                 level=level, prediction=prediction, labels=labels,
+                                 V_raw=None if vcov_es is None else V_raw, eigen=eig)
+        except DesignError as exc:  # e.g. a singular joint covariance: the pooling fails, not the schools' estimates
+            m, sh = exc, None
         return V, V_raw, lam, eig, m, sh
 
     # the groups (subjects) pooled in threads where a core is free (each a k × k eigen-decomposition)
     for (key, es, ses, labels, rows), (V, V_raw, lam, eig, m, sh) in zip(jobs, thread_map(pool, jobs)):
+        if sh is None:
+            warnings.warn(f"{key}: no meta-analysis or shrinkage ({m}); the school estimates stand", PlevalWarning,
+                          stacklevel=3)
+            continue
         if vcov_es is not None:
             raws[key] = pd.DataFrame(V_raw, index=labels, columns=labels, copy=False)
             lams[key] = lam
