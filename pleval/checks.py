@@ -809,17 +809,15 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
 
 
 def _treated_rows(df, cols: Columns) -> np.ndarray | None:
-    """The rows of the treated arm when the treatment column reads plainly (0/1, True/False or
-    the given treated label), else None."""
+    """The rows of the treated arm when the treatment column reads as two arms
+    (:func:`pleval.data._coerce_treatment`), else None (its own check reports why)."""
     t = cols.treatment
     if not t or t not in df.columns:
         return None
-    s = df[t]
-    if cols.treated_label is not None:
-        hit = match_label(s, cols.treated_label)
-        return None if hit is None else (s == hit).to_numpy()
-    x = pd.to_numeric(s, errors="coerce") if not pd.api.types.is_bool_dtype(s) else s.astype(float)
-    return (x == 1).to_numpy() if set(x.dropna().unique()) <= {0, 1} else None
+    try:
+        return (_coerce_treatment(df[t], t, cols.treated_label)[0] == 1).to_numpy()
+    except DataError:
+        return None
 
 
 def _missing_problems(df, cols: Columns) -> list[Problem]:

@@ -99,12 +99,13 @@ class SqlEngine(ABC):
                                   f"WHERE {where} GROUP BY {self.quote(by)}"))
         return pd.concat(out, ignore_index=True)
 
-    def restricted(self, condition: str, name: str) -> "SqlEngine":
-        """The same engine on the pool rows satisfying ``condition`` (a view ``name``): a subject
-        of the evaluation, or the pool without the placebo round's schools."""
+    def restricted(self, condition: str, name: str, alias: str = "") -> "SqlEngine":
+        """The same engine on the pool rows satisfying ``condition`` (a view ``name``; ``alias``
+        names the pool's rows in it): a subject of the evaluation, the pool without the placebo
+        round's schools, or without the PL file's rows."""
         import copy
 
-        self.view(name, f"SELECT * FROM {self.relation} WHERE {condition}")
+        self.view(name, f"SELECT * FROM {self.relation} {alias} WHERE {condition}")
         out = copy.copy(self)
         out.relation = name
         return out

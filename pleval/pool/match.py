@@ -18,7 +18,6 @@ the two pieces, with the pool's share computed by aggregate queries:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 from pathlib import Path
@@ -209,9 +208,7 @@ def without_pl_rows(eng, keys: pd.DataFrame | None, name: str, count: bool = Tru
     eng.register(table, keys.set_axis([f"k{i}" for i in range(keys.shape[1])], axis=1))
     same = " AND ".join(f"k.k{i} = p.{eng.quote(x)}" for i, x in enumerate(keys.columns))
     n_all = eng.counts(["TRUE"])[0] if count else 0
-    eng.view(name, f"SELECT * FROM {eng.relation} p WHERE NOT EXISTS (SELECT 1 FROM {table} k WHERE {same})")
-    out = copy.copy(eng)
-    out.relation = name
+    out = eng.restricted(f"NOT EXISTS (SELECT 1 FROM {table} k WHERE {same})", name, alias="p")
     return out, (n_all - out.counts(["TRUE"])[0] if count else 0)
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
+from scipy import linalg, optimize, stats
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
@@ -270,14 +270,13 @@ class OmittedVariableBounds(ResultMixin):
         r2d, r2y = float(row["r2dxj_x"]), float(row["r2yxj_dx"])
         kmax = (1.0 - r2d) / r2d * (1 - 1e-12) if r2d > 0 else math.inf
         kmax = min(kmax, 1e6)
-        if float(benchmark_r2(r2d, r2y, kmax, cap=False)[1]) >= 1:  # beyond this k the confounder cannot exist
-            lo, hi = 0.0, kmax
-            for _ in range(200):
-                mid = 0.5 * (lo + hi)
-                lo, hi = (mid, hi) if float(benchmark_r2(r2d, r2y, mid, cap=False)[1]) < 1 else (lo, mid)
-                if hi - lo <= 1e-12 * max(1.0, hi):
-                    break
-            kmax = lo
+
+        def beyond(k):  # R²_{Y~Z|D,X} − 1: above 0 the confounder cannot exist
+            return float(benchmark_r2(r2d, r2y, k, cap=False)[1]) - 1.0
+
+        if beyond(kmax) >= 0:
+            kmax = optimize.brentq(beyond, 0.0, kmax, xtol=1e-12 * max(1.0, kmax))
+            kmax -= 2e-12 * max(1.0, kmax)  # on the feasible side of the root
 
         def est(k):
             r2dz, r2yz = benchmark_r2(r2d, r2y, k)
