@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -283,6 +283,8 @@ class Validated(ResultMixin):
     input_sha256: str
     treated_value: object = 1
     notes: tuple[str, ...] = field(default=())
+    dropped_pl: pd.DataFrame = field(default_factory=lambda: pl_rows_frame([]))
+    """The treated (PL) rows among ``dropped``, by subject (:func:`pl_rows_frame`)."""
 
     @property
     def n_rows(self) -> int:
@@ -440,7 +442,7 @@ def validate(
         for c in roles.get(role, ()):
             out[c], _ = _coerce_treatment(out[c], c, None, role)
 
-    dropped = []
+    dropped, dropped_pl = [], []
     drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "takeup",
                   "student_id"]
     keep = pd.Series(True, index=out.index)
@@ -451,6 +453,8 @@ def validate(
                 if not drop_missing:
                     raise DataError(f"column {c!r} ({role}): {int(miss.sum()):,} row(s) have missing values")
                 dropped.append({"reason": f"missing {role}", "column": c, "n_rows": int(miss.sum())})
+                dropped_pl.append({**dropped[-1], "pl": pl_by_subject(out, (miss & (out[t_col] == 1)).to_numpy(),
+                                                                     columns.subject)})
                 keep &= ~miss
     if columns.weight:
         neg = (out[columns.weight] < 0) & keep
@@ -499,7 +503,26 @@ def validate(
         input_sha256=sha,
         treated_value=treated_value,
         notes=tuple(notes),
+        dropped_pl=pl_rows_frame(dropped_pl),
     )
+
+
+def pl_by_subject(data: pd.DataFrame, pl: np.ndarray, subject: str | None) -> dict[str, int]:
+    """How many of the rows marked in ``pl`` (treated rows left out) each subject has, keyed as
+    :func:`pleval.estimate` names subjects (``str`` of the value; ``"all"`` without a subject
+    column; rows missing their subject are not attributed)."""
+    if not pl.any():
+        return {}
+    if not subject:
+        return {"all": int(pl.sum())}
+    return {str(k): int(n) for k, n in data[subject][pl].value_counts(sort=False).items()}
+
+
+def pl_rows_frame(log: Iterable[Mapping]) -> pd.DataFrame:
+    """The treated rows left out, one row per reason x subject (``reason``, ``column``,
+    ``subject``, ``n_rows``), from a log whose entries carry ``"pl"`` (:func:`pl_by_subject`)."""
+    rows = [(e["reason"], e["column"], s, n) for e in log for s, n in e.get("pl", {}).items() if n]
+    return pd.DataFrame(rows, columns=["reason", "column", "subject", "n_rows"])
 
 
 def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = True) -> pd.DataFrame:

@@ -48,7 +48,7 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, pick_subject, read_table,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, pick_subject, pl_by_subject, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
@@ -1376,6 +1376,8 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         notes.append(f"no school effects: {exc}")
     keys = ["all" if s is None else str(s) for s in subjects]
     out = [_design_part(s, est, m, table, eq, sens) for s in subjects]
+    for key, part, flow in zip(keys, out, _pl_flows(v, m, keys)):
+        part["details"]["pl_rows"] = flow
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
     # The propensity table has a row per matched row: formed after the school effects and, in one
     # process, after the placebo rounds (whose peak memory it would raise); with a placebo worker,
@@ -1582,6 +1584,34 @@ def _propensity_frame(m) -> pd.DataFrame | None:
     out = pd.DataFrame({"score": pm.ps, "treated": m.data[c.treatment].to_numpy(dtype=int), "weight": m.row_weights()})
     if c.subject:  # as stored (Arrow strings stay Arrow: no Python object per row; compared per subject)
         out["_subject"] = m.data[c.subject].array
+    return out
+
+
+def _pl_flows(v: Validated, m, keys: list[str]) -> list[pd.DataFrame | None]:
+    """Each subject's PL rows from the file to the matched estimate (``stage``, ``reason``,
+    ``n_rows``): the PL rows read, those validation dropped and matching excluded (by reason),
+    those that found no comparison, and what is left, the PL rows in the estimate. None for a
+    subject when the matcher does not count its exclusions by arm (``excluded_pl`` None)."""
+    if m.excluded_pl is None:
+        return [None] * len(keys)
+    c = m.columns
+    pl = v.data[c.treatment].to_numpy() == 1
+    kept = pl_by_subject(v.data, pl, c.subject)
+    un = m.unmatched
+    if c.subject and len(un):
+        un = un.assign(subject=un[c.subject].astype(str))
+    else:
+        un = un.assign(subject="all")
+    out = []
+    for key in keys:
+        stages = [("validation", v.dropped_pl), ("matching: excluded", m.excluded_pl)]
+        rows = [(stage, r.reason, r.n_rows) for stage, f in stages for r in f[f["subject"] == key].itertuples()]
+        rows += [("matching: no comparison", r, n) for r, n in un.loc[un["subject"] == key, "reason"]
+                 .value_counts(sort=False).items()]
+        n_read = kept.get(key, 0) + sum(n for stage, _, n in rows if stage == "validation")
+        n_in = n_read - sum(n for *_, n in rows)
+        out.append(pd.DataFrame([("file", "PL rows read", n_read), *rows, ("estimate", "PL rows in the estimate", n_in)],
+                                columns=["stage", "reason", "n_rows"]))
     return out
 
 

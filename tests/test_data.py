@@ -53,6 +53,22 @@ def test_missing_values_dropped_and_counted_outcome_kept(df):
         validate(df, COLS, drop_missing=False)
 
 
+def test_dropped_pl_rows_are_counted_by_subject(df):
+    """The treated rows among those dropped, by reason and subject (what a report says of whom
+    the estimate leaves out); comparison rows are not among them."""
+    df.loc[[0, 1, 2, 12], "pre"] = np.nan  # rows 0-9 are treated (school A), row 12 a comparison
+    df.loc[[5], "race"] = None
+    v = validate(df, COLS)
+    got = {(r.reason, r.subject): r.n_rows for r in v.dropped_pl.itertuples()}
+    assert got == {("missing pretest", "math"): 2, ("missing pretest", "reading"): 1,
+                   ("missing covariates", "reading"): 1}
+    assert v.dropped.set_index("column")["n_rows"].to_dict() == {"pre": 4, "race": 1}
+    no_subject = validate(df.drop(columns="subject"), COLS.replace(subject=None, student_id=None))
+    assert no_subject.dropped_pl.groupby("reason")["n_rows"].sum().to_dict() == {"missing pretest": 3,
+                                                                               "missing covariates": 1}
+    assert set(no_subject.dropped_pl["subject"]) == {"all"}
+
+
 def test_missing_column_named(df):
     with pytest.raises(DataError, match=r"'frl' \(covariates\) is not in the data"):
         validate(df.drop(columns="frl"), COLS)

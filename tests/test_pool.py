@@ -293,3 +293,26 @@ def test_pl_students_in_the_pool_are_excluded_and_counted(split, engine, tmp_pat
                          sensitivity=False) for n in ("clean", "both")]
     for name in ("overall", "placebo", "schools"):
         _same_numbers(evs[0].table(name), evs[1].table(name), rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+@pytest.mark.parametrize("engine", ["duckdb", "memory"])
+def test_pool_counts_the_pl_rows_left_out_as_in_memory(split, engine, tmp_path):
+    """Each subject's PL rows from the file to the estimate (read, dropped for a missing
+    pretest, left out for a missing outcome, in the estimate) are the same with a pool given
+    apart as with pleval.estimate on PL + pool together."""
+    import pleval
+    from pleval.pool import estimate_pool
+
+    pl, pool = _grades_3_4(split)
+    pl = pl.copy()
+    pl.loc[pl.index[(pl["subject"] == "math").to_numpy()][::40], "pretest"] = np.nan
+    ref = pleval.estimate(pd.concat([pl, pool.assign(treatment=0)], ignore_index=True), SAMPLE_COLUMNS,
+                          method="propensity", subject="math", sensitivity=False, placebo=False)
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    got = estimate_pool(pl.drop(columns="treatment"), tmp_path / "pool.parquet", SAMPLE_COLUMNS, "propensity",
+                        engine=engine, subject="math", sensitivity=False, placebo=False)
+    want = ref.details["math"]["pl_rows"]
+    assert want["reason"].tolist() == ["PL rows read", "missing pretest", "missing outcome", "PL rows in the estimate"]
+    assert want["n_rows"].iloc[1] == int(((pl["subject"] == "math") & pl["pretest"].isna()).sum())
+    pd.testing.assert_frame_equal(got.details["math"]["pl_rows"], want)

@@ -5,12 +5,14 @@ folders, never overwrite the input, replace only a previous pleval run's files).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 from markupsafe import escape as html_escape
 import tomllib
 import warnings
 from xml.sax.saxutils import unescape
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,6 +21,8 @@ from pleval import findings, plots, report
 from pleval.report import blocks, sections
 from pleval.errors import PlevalError, PlevalWarning
 from pleval.simulate import simulate_cluster_rct
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv"
 
 
 @pytest.fixture(scope="module")
@@ -979,7 +983,7 @@ def test_glance_says_whom_a_matched_estimate_is_about_when_pl_rows_found_no_matc
     says how many, of how many, and why (before, only the rows-left-out table did)."""
     d = pleval.simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=6, seed=5).data
     cards = {b.title: b for b in sections.glance(pleval.estimate(d, placebo=False, caliper=False), ()).blocks}
-    assert not [ln for c in cards.values() for ln in c.lines if "found no comparison" in ln]
+    assert not [ln for c in cards.values() for ln in c.lines if "not in the estimate" in ln]
     g = sorted(d.grade.unique())[-1]
     d = d[~((d.grade == g) & (d.treatment == 0))]
     with warnings.catch_warnings():
@@ -989,7 +993,35 @@ def test_glance_says_whom_a_matched_estimate_is_about_when_pl_rows_found_no_matc
     for s in ev.subjects:
         pl = (d.treatment == 1) & (d.subject == s)
         n_un, n_t = int((pl & (d.grade == g)).sum()), int(pl.sum())
-        (line,) = [ln for ln in cards[s.capitalize()].lines if "found no comparison" in ln]
-        assert line == (f"{n_un:,} of {n_t:,} PL rows ({n_un / n_t:.1%}) found no comparison (no comparison in its "
-                        "exact-match cell) and are not in the estimate: it is the effect on the PL students who were "
-                        "matched.")
+        (line,) = [ln for ln in cards[s.capitalize()].lines if "not in the estimate" in ln]
+        assert line == (f"{n_un:,} of {n_t:,} PL rows ({n_un / n_t:.1%}) are not in the estimate (no comparison in "
+                        f"its exact-match cell: {n_un:,}): it is the effect on the PL students in it.")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_glance_counts_every_pl_row_left_out_of_a_matched_estimate():
+    """PL rows dropped for a missing pretest, or left out of matching for a missing outcome, are
+    not in the estimate either. Before, the first screen counted only PL rows without a
+    comparison, so 300 of math's 3,051 PL rows missing their pretest went unmentioned there. Each
+    subject's PL rows are now followed from the file to the estimate, whose own count of PL rows
+    they match."""
+    d = pd.read_csv(SAMPLE)
+    rng = np.random.default_rng(1)
+    math_pl = np.flatnonzero(((d.treatment == 1) & (d.subject == "math")).to_numpy())
+    d.loc[d.index[rng.choice(math_pl, 300, replace=False)], "pretest"] = np.nan
+    d.loc[d.index[rng.choice(np.flatnonzero(d.treatment.to_numpy() == 0), 200, replace=False)], "pretest"] = np.nan
+    ev = pleval.estimate(d, placebo=False, sensitivity=False)
+    cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+    for s in ev.subjects:
+        pl = (d.treatment == 1) & (d.subject == s)
+        miss_pre = int((pl & d.pretest.isna()).sum())
+        miss_out = int((pl & d.pretest.notna() & d.posttest.isna()).sum())
+        n_in = int(pl.sum()) - miss_pre - miss_out
+        assert miss_out > 0 and (miss_pre == 300) == (s == "math") and (miss_pre == 0) == (s == "reading")
+        flow = ev.details[s]["pl_rows"]
+        assert flow["n_rows"].tolist() == [int(pl.sum()), *([miss_pre] if miss_pre else []), miss_out, n_in]
+        assert flow["n_rows"].iloc[-1] == ev.effects[s].raw.n_treated
+        why = (f"missing pretest: {miss_pre:,}; " if miss_pre else "") + f"missing outcome: {miss_out:,}"
+        (line,) = [ln for ln in cards[s.capitalize()].lines if "not in the estimate" in ln]
+        assert line == (f"{int(pl.sum()) - n_in:,} of {int(pl.sum()):,} PL rows ({(int(pl.sum()) - n_in) / pl.sum():.1%}) "
+                        f"are not in the estimate ({why}): it is the effect on the PL students in it.")

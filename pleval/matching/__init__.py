@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _workers
-from ..data import Columns, Validated, validate
+from ..data import Columns, Validated, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
 from ._design import codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical, narrow_codes
 from .balance import Balance, balance
@@ -51,12 +51,18 @@ OPTIMAL = ("optimal", "full")
 CONVENTIONS = ("pleval", "matchit")
 
 
-def _exclude(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, log: list) -> pd.DataFrame:
+def _exclude(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, log: list, c: Columns) -> pd.DataFrame:
     n = int(mask.sum())
     if n:
-        log.append({"reason": reason, "column": column, "n_rows": n})
+        log.append(_entry(data, mask, reason, column, c))
         return data.loc[~mask]
     return data
+
+
+def _entry(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, c: Columns) -> dict:
+    """The exclusions log's entry for ``data``'s rows in ``mask``, its PL rows by subject with it."""
+    pl = mask & (data[c.treatment].to_numpy() == 1)
+    return {"reason": reason, "column": column, "n_rows": int(mask.sum()), "pl": pl_by_subject(data, pl, c.subject)}
 
 
 def _keep_rows(data, t, pm: PropensityModel, mask):
@@ -485,7 +491,7 @@ def match(
     log = v.dropped.to_dict("records")
     data = v.data
     if require_outcome:
-        data = _exclude(data, data[c.outcome].isna().to_numpy(), "missing outcome", c.outcome, log)
+        data = _exclude(data, data[c.outcome].isna().to_numpy(), "missing outcome", c.outcome, log, c)
     strata = _strata(c, exact, data)
     default_vars = list(c.pretest) + list(c.covariates)
     covariates = default_vars if covariates is None else ([covariates] if isinstance(covariates, str) else list(covariates))
@@ -506,7 +512,7 @@ def match(
     if absent:
         raise DataError(f"column(s) not in the data: {', '.join(map(repr, absent))}")
     for col in dict.fromkeys(extra):  # columns outside the validated roles
-        data = _exclude(data, data[col].isna().to_numpy(), f"missing {col}", col, log)
+        data = _exclude(data, data[col].isna().to_numpy(), f"missing {col}", col, log, c)
     t = data[c.treatment].to_numpy()
     if t.sum() == 0 or t.sum() == len(t):
         raise DesignError("after exclusions the data have no treated or no comparison rows")
@@ -533,7 +539,7 @@ def match(
             if ps_model == "fixed" and c.school:
                 data = _exclude(data, no_contrast(data, c.school, c.treatment),
                                 "school is all PL or all comparison (no within-school contrast for ps_model='fixed')",
-                                c.school, log)
+                                c.school, log, c)
                 t = data[c.treatment].to_numpy()
                 if t.sum() == 0 or t.sum() == len(t):
                     raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
@@ -546,8 +552,7 @@ def match(
                                 penalize=penalize, alpha=alpha, link=link, patterns=pats)
             del pats  # (the fit's only)
             if not pm.keep.all():
-                log.append({"reason": f"outside common support (discard={discard!r})", "column": "propensity score",
-                            "n_rows": int((~pm.keep).sum())})
+                log.append(_entry(data, ~pm.keep, f"outside common support (discard={discard!r})", "propensity score", c))
                 data, t, pm = _keep_rows(data, t, pm, pm.keep)
             options.update(covariates=tuple(covariates), discard=discard, penalize=penalize, link=link,
                            ps_model=ps_model)
@@ -671,7 +676,7 @@ def match(
         else:  # a missing school id: as isin
             pl_schools = pd.unique(data.loc[t_all == 1, c.school])
             in_pl = (t_all == 0) & data[c.school].isin(pl_schools).to_numpy()
-        data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log)
+        data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log, c)
         codes[c.school] = ((sc[~in_pl] if in_pl.any() else sc).astype(np.int32), sl)
         t = data[c.treatment].to_numpy()
         skeys = [school_keys] if isinstance(school_keys, str) else list(school_keys)
@@ -758,8 +763,7 @@ def match(
     else:  # weighting
         wt = ipw_weights(pm.ps, t, estimand=estimand, trim=trim, truncate=truncate, stabilize=stabilize)
         if not wt.keep.all():
-            log.append({"reason": f"propensity score outside [{trim}, {1 - trim}] (trim)", "column": "propensity score",
-                        "n_rows": int((~wt.keep).sum())})
+            log.append(_entry(data, ~wt.keep, f"propensity score outside [{trim}, {1 - trim}] (trim)", "propensity score", c))
             w_all = wt.weight[wt.keep]
             data, t, pm = _keep_rows(data, t, pm, wt.keep)
         else:
@@ -797,6 +801,7 @@ def match(
         set_school=set_school,
         unmatched=unmatched,
         exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]),
+        excluded_pl=pl_rows_frame(log),
         options=options,
         variables=tuple(dict.fromkeys(default_vars + [x for x in covariates if x not in default_vars])),
         categorical=tuple(categorical),

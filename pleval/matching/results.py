@@ -115,6 +115,8 @@ class MatchResult(ResultMixin):
     id's, factorized for the tie cap's hashed ranks), which :meth:`school_sample` reuses;
     ``id_ranks`` the hashed rank of each of those distinct ids (with the tie cap), which a later
     match of some of ``data``'s rows takes (:func:`pleval.matching.reuse_store`).
+    ``excluded_pl``: the PL rows among the exclusions made by matching itself (not validation's),
+    by subject (:func:`pleval.data.pl_rows_frame`; None where the matcher does not count them).
     """
 
     data: pd.DataFrame
@@ -137,6 +139,7 @@ class MatchResult(ResultMixin):
     factorized: dict = field(default_factory=dict, repr=False, compare=False)
     id_ranks: np.ndarray | None = field(default=None, repr=False, compare=False)
     sets: object = field(default=None, repr=False, compare=False)
+    excluded_pl: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
     @cached_property

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import Columns, _coerce_treatment, match_label, validate
+from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
 from ..matching import _long, _strata
 from ..matching._design import is_categorical
@@ -162,18 +162,14 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
             conds.append(f"{q(c)} IS NULL")
             labels.append((f"missing {role}", c))
     pl_drop = {(r.reason, r.column): int(r.n_rows) for r in v.dropped.itertuples()}
-    pl_counts = []
-    if require_outcome:
-        miss = data[columns.outcome].isna().to_numpy()
-        conds.append(f"{q(columns.outcome)} IS NULL")
-        labels.append(("missing outcome", columns.outcome))
-        pl_counts.append(int(miss.sum()))
-        data = data.loc[~miss]
-    for col in dict.fromkeys(extra):
+    pl_counts, pl_of = [], {}  # the PL rows each match-level reason leaves out (by subject)
+    for col, reason in ([(columns.outcome, "missing outcome")] if require_outcome else []) + \
+            [(col, f"missing {col}") for col in dict.fromkeys(extra)]:
         miss = data[col].isna().to_numpy()
         conds.append(f"{q(col)} IS NULL")
-        labels.append((f"missing {col}", col))
+        labels.append((reason, col))
         pl_counts.append(int(miss.sum()))
+        pl_of[(reason, col)] = pl_by_subject(data, miss, columns.subject)
         data = data.loc[~miss]
     seq = [f"({c}) AND NOT ({' OR '.join(conds[:i])})" if i else c for i, c in enumerate(conds)]
     pool_n = eng.counts(seq)
@@ -191,7 +187,7 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
     if n_pl_rows:
         log = {(PL_IN_POOL, columns.student_id): n_pl_rows, **log}
     where = "NOT (" + " OR ".join(conds) + ")" if conds else "TRUE"
-    return [{"reason": r, "column": c, "n_rows": n} for (r, c), n in log.items()], data, where
+    return [{"reason": r, "column": c, "n_rows": n, "pl": pl_of.get((r, c), {})} for (r, c), n in log.items()], data, where
 
 
 _VIEWS = itertools.count()
@@ -546,7 +542,8 @@ def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, c
         np.full(n_sets, np.nan, dtype=object)
     return PoolMatchResult(
         data=full, columns=c, method=plan.method, rows=rows, set_id=sets, weight=w, set_school=school,
-        unmatched=unmatched, exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]), options=options,
+        unmatched=unmatched, exclusions=pd.DataFrame(log, columns=["reason", "column", "n_rows"]),
+        excluded_pl=pl_rows_frame(log), options=options,
         variables=tuple(dict.fromkeys(default_vars + [x for x in covariates if x not in default_vars])),
         categorical=tuple(categorical), strata=tuple(strata), propensity=pm, diagnostics=diagnostics,
         n_pool=n_pool, before=before, pool=record,

@@ -121,27 +121,19 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
 
 
 def _unmatched_line(ev: "Evaluation", s: str) -> str | None:
-    """Whom the matched estimate is about when PL rows of subject ``s`` found no comparison: they
-    are not in it, so it is the effect on the matched PL students (None when every row matched,
-    and for other designs)."""
-    m = ev.details.get(s, {}).get("design")
-    un = getattr(m, "unmatched", None)
-    if un is None or not len(un):
+    """Whom the matched estimate is about when PL rows of subject ``s`` are not in it (dropped
+    for a missing value, excluded by matching, or without a comparison): how many of how many,
+    and why (None when every PL row is in it, and for other designs)."""
+    flow = ev.details.get(s, {}).get("pl_rows")
+    if flow is None or len(flow) <= 2:
         return None
-    pl = m.data[m.columns.treatment].to_numpy() == 1
-    subject = m.columns.subject
-    if subject and subject in un.columns:  # (the PL rows' subjects only: a pool's rows are many more)
-        un = un[un[subject].astype(str).to_numpy() == s]
-        n_t = int((m.data.loc[pl, subject].astype(str).to_numpy() == s).sum())
-    else:
-        n_t = int(pl.sum())
-    n_un = len(un)
-    if not n_un or not n_t:
+    n_read, n_in = int(flow["n_rows"].iloc[0]), int(flow["n_rows"].iloc[-1])
+    if not n_read:
         return None
-    reasons = un["reason"].value_counts()
-    why = reasons.index[0] if len(reasons) == 1 else "; ".join(f"{r}: {n:,}" for r, n in reasons.items())
-    return (f"{n_un:,} of {n_t:,} PL rows ({n_un / n_t:.1%}) found no comparison ({why}) and are not in the "
-            "estimate: it is the effect on the PL students who were matched.")
+    out = flow.iloc[1:-1]
+    why = "; ".join(f"{r}: {n:,}" for r, n in out.groupby("reason", sort=False)["n_rows"].sum().items())
+    return (f"{n_read - n_in:,} of {n_read:,} PL rows ({(n_read - n_in) / n_read:.1%}) are not in the estimate ({why}): "
+            "it is the effect on the PL students in it.")
 
 
 # --------------------------------------------------------------------------------------
