@@ -761,8 +761,13 @@ def estimate(
             # the subjects' rows by their value, not their index labels (a frame may repeat labels)
             v_sub = v if left_out is None else dataclasses.replace(
                 v, data=v.data[v.data[columns.subject].isin(subjects).to_numpy()])
-            parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts, progress,
-                                 matcher, placebo_rounds, hook)
+            while True:  # again without a subject none of whose PL rows found a comparison (rare)
+                try:
+                    parts = _run_matched(sub_df, v_sub, work, subjects, method, int(seed), design_opts, match_opts,
+                                         progress, matcher, placebo_rounds, hook)
+                    break
+                except _NoComparison as exc:
+                    subjects, sub_df, v_sub, left_out = exc.left_out(subjects, sub_df, v_sub, left_out)
     warn_msgs = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, Warning)))
     for msg in warn_msgs:
         warnings.warn(msg, PlevalWarning, stacklevel=2)
@@ -1241,6 +1246,7 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
         # the analysis's match first, with the core the worker will hold (the student ids coded beside
         # the propensity fit), then the worker, whose rounds take that coding for their rows
         m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher)
+        _every_subject_matched(m)
         worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v,
                               m if matcher is None else None)
     try:
@@ -1249,6 +1255,47 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     finally:
         if worker is not None:
             worker.cancel()  # a no-op once its result was taken
+
+
+class _NoComparison(Exception):
+    """Subjects none of whose PL rows found a comparison in the analysis's match
+    (:func:`_every_subject_matched`): ``unmatched`` maps each subject to its PL rows' reasons."""
+
+    def __init__(self, unmatched: dict):
+        super().__init__(unmatched)
+        self.unmatched = unmatched
+
+    def left_out(self, subjects: list, df: pd.DataFrame, v: Validated, left_out: pd.DataFrame | None):
+        """``(subjects, df, v, left_out)`` without these subjects, each warned of and counted
+        as a subject left out (some subject found comparisons: else the match raised)."""
+        col = v.columns.subject
+        why = {s: "; ".join(f"{r}: {n:,}" for r, n in reasons.items()) for s, reasons in self.unmatched.items()}
+        gone = set(self.unmatched)
+        for s, w in why.items():
+            warnings.warn(f"subject {s}: not estimated, none of its {sum(self.unmatched[s].values()):,} PL rows found a "
+                          f"comparison ({w}); the other subjects are analysed as in a file without its rows; fix: "
+                          "comparison rows in its grades, or a wider caliper or fewer exact keys", PlevalWarning, stacklevel=2)
+        keep = [s for s in subjects if str(s) not in gone]
+        n_rows = v.data[col].astype(str).value_counts()
+        out = pd.DataFrame({"subject": ["(all)"] * len(gone), "column": [col] * len(gone),
+                            "reason": [f"subject {s}: no PL row found a comparison" for s in self.unmatched],
+                            "n_rows": [int(n_rows.get(s, 0)) for s in self.unmatched],
+                            "stage": ["subject selection"] * len(gone)})
+        rows = v.data[col].isin(keep).to_numpy()
+        return (keep, df[(df[col].isin(keep) | df[col].isna()).to_numpy()], dataclasses.replace(v, data=v.data[rows]),
+                _concat([left_out, out]))
+
+
+def _every_subject_matched(m) -> None:
+    """Raise :class:`_NoComparison` when a subject's PL rows all went unmatched in ``m``."""
+    un, col = m.unmatched, m.columns.subject
+    if not len(un) or col is None:
+        return
+    pl = pl_by_subject(m.data, m.data[m.columns.treatment].to_numpy() == 1, col)
+    by = un.assign(_s=un[col].astype(str)).groupby("_s")["reason"]
+    none = {s: r.value_counts(sort=False).to_dict() for s, r in by if len(r) == pl.get(s, -1)}
+    if none:
+        raise _NoComparison({s: none[s] for s in sorted(none)})
 
 
 def _run_held(held: list):
@@ -1299,6 +1346,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
 
     if m is None:
         m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher)
+        _every_subject_matched(m)
     progress("matched estimate")
     by = columns.subject
     by_t = () if by is None else (by,)

@@ -780,3 +780,28 @@ def test_a_singular_joint_covariance_keeps_the_school_estimates():
     for s in ("math", "reading"):
         assert s in set(schools["subject"]) and (s in ev.heterogeneity["subject"].tolist() or any(s in w for w in said))
     assert not any("no school effects" in n for n in ev.notes)
+
+
+def test_a_subject_without_any_comparison_is_left_out_with_a_warning_not_a_crash():
+    """A third subject whose PL rows are all in grades without its comparison students (none
+    can be matched) stopped the run with a bare KeyError ('science',). It is now warned of,
+    counted as a subject left out, and the other subjects' tables (placebo schools included)
+    are those of the file without its rows."""
+    df = pd.read_csv("sample_data/pl_matched_students.csv")
+    sci = df[df.subject == "math"].assign(subject="science")
+    sci = sci[((sci.treatment == 0) & (sci.grade == 3)) | ((sci.treatment == 1) & (sci.grade != 3))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(pd.concat([df, sci], ignore_index=True))
+    n_sci_pl = int(((sci.treatment == 1) & sci.posttest.notna()).sum())
+    (msg,) = [str(w.message) for w in caught if "science" in str(w.message)]
+    assert msg.startswith(f"subject science: not estimated, none of its {n_sci_pl:,} PL rows found a comparison "
+                          f"(no comparison in its exact-match cell: {n_sci_pl:,})")
+    assert ev.subjects == ("math", "reading") and msg in ev.warnings
+    row = ev.dropped[ev.dropped["stage"] == "subject selection"].iloc[0]
+    assert (row["reason"], row["n_rows"]) == ("subject science: no PL row found a comparison", len(sci))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ref = pleval.estimate(df)
+    for name in ("overall", "schools", "placebo", "heterogeneity", "balance"):
+        pd.testing.assert_frame_equal(ev.table(name), ref.table(name), check_exact=True, obj=name)
