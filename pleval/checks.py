@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_written, flag_for, match_label, one_arm_subject, subject_arms, validate)
+                   as_written, flag_for, itt_columns, match_label, one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -526,7 +526,7 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _one_school(df[cols.school], cols.school)
         if cols.treatment in df.columns:
             out += _mixed_schools(df, cols)
-    out += _missing_problems(df, cols)
+    out += _missing_problems(df, cols, design)
     return out
 
 
@@ -820,7 +820,7 @@ def _treated_rows(df, cols: Columns) -> np.ndarray | None:
         return None
 
 
-def _missing_problems(df, cols: Columns) -> list[Problem]:
+def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
     out = []
     roles = cols.roles()
     treated = _treated_rows(df, cols)
@@ -836,6 +836,11 @@ def _missing_problems(df, cols: Columns) -> list[Problem]:
                     only = ": the treated arm only" if n_t == n else ": the comparison arm only" if not n_t else ""
                     arms = (f" ({n_t:,} of {int(treated.sum()):,} treated, {n - n_t:,} of {int((~treated).sum()):,} "
                             f"comparison rows{only})")
+                if role == "takeup" and design == "rct":
+                    out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms}: "
+                                       "the ITT keeps them; the complier (CACE) estimate is that of the rows with take-up "
+                                       "known", c, "fill them in (0 for a student who could not take the program up)", n))
+                    continue
                 out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms} "
                                    "and will be dropped (counted in the report)", c, "fill them in, or accept the drop",
                                    n))
@@ -860,7 +865,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
 
     def validation():
         try:
-            return _validation_problem(df, cols, require, []), None
+            return _validation_problem(df, cols, require, [], design), None
         except Exception as exc:  # raised only if the value checks find no error
             return None, exc
 
@@ -872,12 +877,18 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     return values, *done
 
 
-def _validation_problem(df, cols: Columns, require, found: list[Problem]) -> tuple[list[Problem], Validated | None]:
+def _validation_problem(df, cols: Columns, require, found: list[Problem],
+                        design: str = "matched") -> tuple[list[Problem], Validated | None]:
     """What :func:`pleval.data.validate` still objects to (duplicated ids, no treated rows,
-    ...) when no earlier check has already raised it, and its record when it objects to nothing."""
+    ...) when no earlier check has already raised it, and its record when it objects to nothing.
+    A trial is validated as its ITT is (:func:`pleval.data.itt_columns`: rows missing take-up
+    stay), its take-up values checked as the trial checks them."""
     if any(p.level == "error" for p in found):
         return [], None
     try:
+        if design == "rct" and cols.takeup and cols.takeup in df.columns:
+            _coerce_treatment(df[cols.takeup], cols.takeup, None, "takeup")
+            cols = itt_columns(cols)
         v = validate(df, cols, require=[r for r in require if r in cols.roles()])
     except (DataError, DesignError) as exc:
         col = next((c for c in map(str, df.columns) if f"'{c}'" in str(exc)), None)

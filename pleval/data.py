@@ -507,6 +507,13 @@ def validate(
     )
 
 
+def itt_columns(columns: Columns) -> Columns:
+    """The roles whose missing values leave a row out of a trial's ITT: all but take-up, which
+    only the complier (CACE) estimate needs (:func:`pleval.analyze_rct` estimates it from the
+    rows whose take-up is known)."""
+    return columns.replace(takeup=None)
+
+
 def pl_by_subject(data: pd.DataFrame, pl: np.ndarray, subject: str | None) -> dict[str, int]:
     """How many of the rows marked in ``pl`` (treated rows left out) each subject has, keyed as
     :func:`pleval.estimate` names subjects (``str`` of the value; ``"all"`` without a subject

@@ -48,7 +48,7 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, one_arm_subject, pick_subject, pl_by_subject, read_table,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
@@ -751,9 +751,10 @@ def estimate(
     with warnings.catch_warnings(record=True) as caught, limited(opts["workers"]):  # threads within `workers`
         warnings.simplefilter("always")
         need = ("outcome", "treatment", "school")
-        v = checked.take_validated(checked_frame, work, need)  # the report gives it up either way
+        roles = itt_columns(work) if design == "rct" else work  # (a trial's rows missing take-up stay)
+        v = checked.take_validated(checked_frame, roles, need)  # the report gives it up either way
         if v is None or df is not as_given:  # else the checks' own validation is that of df
-            v = validate(df, work, require=need)
+            v = validate(df, roles, require=need)
         subjects, sub_df, left_out = _subjects(v, df, subject)
         if design == "rct":
             parts = _run_rct(sub_df, work, subjects, method, int(seed), design_opts, progress)
@@ -1029,9 +1030,10 @@ def _run_rct(df, columns: Columns, subjects, method, seed, opts, progress) -> li
 
 
 def _trial_rows(df, columns: Columns, subjects, extra=()) -> pd.DataFrame:
-    """The trial's analytic rows for school effects (outcome, treatment, school and model columns
-    present; the subjects analysed), with ``_t`` the 0/1 assignment."""
-    need = [columns.outcome, columns.treatment, columns.school, *columns.pretest, *columns.covariates, *extra]
+    """The trial's analytic rows for school effects, those of its ITT (every role but take-up
+    present: :func:`pleval.data.itt_columns`; the subjects analysed), with ``_t`` the 0/1
+    assignment."""
+    need = [*{c: 0 for cols in itt_columns(columns).roles().values() for c in cols}, *extra]
     d = df.dropna(subset=need).copy()
     if columns.subject is not None:
         d = d[d[columns.subject].isin(subjects)]

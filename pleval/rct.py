@@ -119,7 +119,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, design_matrix, one_arm_subject, pick_subject, subject_arms, validate
+from .data import Columns, _coerce_treatment, design_matrix, itt_columns, one_arm_subject, pick_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -346,9 +346,14 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     if design == "individual" and columns.block:
         notes.append(f"design 'individual' ignores the block column {columns.block!r} (use design='blocked')")
         columns = columns.replace(block=None)
-    base_cols = columns.replace(pretest=(), covariates=())
+    # The randomized sample: every row whose assignment (and its school, block and subject) is
+    # known. A row missing a pretest, covariate, grade or student id was randomized all the same:
+    # left out of the analytic sample and counted as attrition. Take-up serves the CACE only.
+    base_cols = columns.replace(pretest=(), covariates=(), grade=None, student_id=None, time=None, takeup=None)
     rand_v = validate(df, base_cols, require=require)
     rand = rand_v.data
+    if columns.takeup:
+        rand = rand.assign(**{columns.takeup: _coerce_treatment(rand[columns.takeup], columns.takeup, None, "takeup")[0]})
     if columns.subject:
         subjects = pd.unique(rand[columns.subject])
         if subject is None and len(subjects) > 1:
@@ -362,7 +367,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     elif subject is not None:
         raise DataError("subject=... needs the subject column (columns.subject)")
     # The treatment of `rand` is already coded 0/1: the treated label is not applied twice.
-    model_cols = columns.replace(covariates=cov_names, treated_label=None)
+    model_cols = itt_columns(columns.replace(covariates=cov_names, treated_label=None))
     rand.attrs["sha256"] = rand_v.input_sha256  # provenance of the input; avoids hashing twice
     full_v = validate(rand, model_cols, require=require)
     full = full_v.data
@@ -381,8 +386,8 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     dropped = dropped[dropped["n_rows"] > 0].reset_index(drop=True)
     if full_v.n_dropped:
         notes.append(
-            f"{full_v.n_dropped:,} randomized row(s) lack a pretest or covariate and are left out of the analytic "
-            "sample (counted as attrition)"
+            f"{full_v.n_dropped:,} randomized row(s) lack a pretest, covariate, grade or student id and are left out of "
+            "the analytic sample (counted as attrition)"
         )
     if design == "cluster":
         _cluster_checks(rand, columns)
@@ -702,6 +707,20 @@ def _gls_fixed_cov(mod: _Model, scale: float, tau2: float) -> np.ndarray:
     return np.linalg.inv((X.T @ X - (S * a[:, None]).T @ S) / scale)
 
 
+def _itt_fitter(mod: _Model, vcov: str, fit_kw: dict) -> Callable:
+    """The ITT model's fit of a response on ``mod``'s design (its block indicators absorbed where
+    the covariance allows it: :meth:`_Model.absorbs`), clustered by ``mod``'s schools for CR types."""
+    kw = {**fit_kw, "clusters": mod.school if vcov.startswith("CR") else None}
+    absorb = mod.block_codes if mod.absorbs(vcov) else None
+
+    def fit(v):
+        if absorb is not None:
+            return ols(v, mod.Xa, names=mod.names_a, absorb=absorb, **kw)
+        return ols(v, mod.X, names=mod.names, **kw)
+
+    return fit
+
+
 def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float,
           itt_y: float | None = None) -> tuple[float, float, float]:
     """The CACE ``θ̂ = τ̂_y / τ̂_d`` (just-identified 2SLS of ``y`` on take-up instrumented by
@@ -908,16 +927,12 @@ def analyze_rct(
             notes.append(why)
 
     mod = _model(ana, cols, cov_names, notes)
-    fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df}
+    re_df = vcov == "CR2" and df_working == "random_effects"
+    fit_kw = {"vcov": vcov, "clusters": mod.school if vcov.startswith("CR") else None, "cluster_df": cluster_df,
+              "df_working": "random_effects" if re_df else "independent"}
     # block indicators absorbed where the covariance allows it (HC types, classical)
     absorb = mod.block_codes if mod.absorbs(vcov) else None
-    re_df = vcov == "CR2" and df_working == "random_effects"
-    fit_kw["df_working"] = "random_effects" if re_df else "independent"
-
-    def itt_fit(v):
-        if absorb is not None:
-            return ols(v, mod.Xa, names=mod.names_a, absorb=absorb, **fit_kw)
-        return ols(v, mod.X, names=mod.names, **fit_kw)
+    itt_fit = _itt_fitter(mod, vcov, fit_kw)
 
     if lin:
         from .lin import lin_within
@@ -942,8 +957,8 @@ def analyze_rct(
     sd_value, sd_kind = effect_sizes.outcome_sd(mod.y, t, kind=sd, strata=grades)
     omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0
 
-    def effect(est, se, df, label, how, n_clusters=n_cl):
-        e = Estimate.from_t(est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_clusters,
+    def effect(est, se, df, label, how, n_clusters=n_cl, n=(n_t, n_c)):
+        e = Estimate.from_t(est, se, df, level=level, n_treated=n[0], n_control=n[1], n_clusters=n_clusters,
                             method=how, label=label)
         return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
 
@@ -1000,15 +1015,34 @@ def analyze_rct(
 
     complier = None
     d = ana[cols.takeup].to_numpy(dtype=float) if compliance and cols.takeup else None
+    cace_fit, cace_y, cace_n, itt_y = itt_fit, mod.y, (n_t, n_c), None if lin else b
+    if d is not None and np.isnan(d).any():  # the CACE of the rows whose take-up is known (the ITT of all)
+        seen = ~np.isnan(d)
+        n_seen_t, n_seen = int(mod.z[seen].sum()), int(seen.sum())
+        why = (f"take-up ({cols.takeup!r}) is missing for {int((~seen).sum()):,} analysed row(s) "
+               f"({int((~seen & t).sum()):,} treated, {int((~seen & ~t).sum()):,} control)")
+        d = d[seen]
+        try:
+            if min(n_seen_t, n_seen - n_seen_t) < 2:
+                raise DesignError(f"{min(n_seen_t, n_seen - n_seen_t)} {'treated' if n_seen_t < 2 else 'control'} "
+                                  "row(s) with take-up known")
+            sub = _model(ana[seen], cols, cov_names, [])
+            cace_fit, cace_y, cace_n, itt_y = _itt_fitter(sub, vcov, fit_kw), sub.y, (n_seen_t, n_seen - n_seen_t), None
+            notes.append(f"{why}: the CACE is that of the {n_seen:,} rows with take-up known (the ITT's model on them), "
+                         "the ITT that of every analysed row; fill take-up in (0 for a student who could not take the "
+                         "program up) for the CACE of all")
+        except (DataError, DesignError) as exc:
+            notes.append(f"no CACE: {why}; {exc}; fill take-up in (0 for a student who could not take the program up)")
+            d = None
     if d is not None and not np.ptp(d) > 0:  # no one, or everyone, took the program up: no first stage
         why = (f"no CACE: take-up ({cols.takeup!r}) is {d[0]:g} for every analysed student, so assignment does not "
                "move it (the complier effect is not identified)")
         notes.append(why)
         d = None
     if d is not None:
-        cs_fit = itt_fit(d)
+        cs_fit = cace_fit(d)
         cb, cse, cdf, _ = cs_fit.coef("treatment")
-        complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=n_t, n_control=n_c, n_clusters=n_cl,
+        complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=cace_n[0], n_control=cace_n[1], n_clusters=n_cl,
                                    method=f"ITT on take-up ({vc_desc})", label="complier share")
         if cb < 0 and abs(cb) >= 2 * cse:  # take-up higher among controls: the arms are likely swapped
             why = (f"complier share {cb:.3f} (SE {cse:.3f}) is negative: take-up is higher in the control arm than in "
@@ -1020,8 +1054,8 @@ def analyze_rct(
                           PlevalWarning, stacklevel=2)
             notes.append(f"weak first stage: complier share {cb:.3f} (SE {cse:.3f})")
         effects["CACE (IV)"] = effect(
-            *_cace(itt_fit, mod.y, d, cb, None if lin else b), "CACE",
-            f"2SLS, take-up instrumented by assignment (the ratio of the ITTs); {vc_desc}",
+            *_cace(cace_fit, cace_y, d, cb, itt_y), "CACE",
+            f"2SLS, take-up instrumented by assignment (the ratio of the ITTs); {vc_desc}", n=cace_n,
         )
 
     sub = inter = None

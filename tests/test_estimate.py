@@ -805,3 +805,34 @@ def test_a_subject_without_any_comparison_is_left_out_with_a_warning_not_a_crash
         ref = pleval.estimate(df)
     for name in ("overall", "schools", "placebo", "heterogeneity", "balance"):
         pd.testing.assert_frame_equal(ev.table(name), ref.table(name), check_exact=True, obj=name)
+
+
+def test_trial_school_effects_are_those_of_the_itt_rows_and_take_up_gaps_stay_in():
+    """A cluster trial's school table reads the ITT's analytic rows. Before, school SCH001 with
+    its grades missing was out of the ITT (its rows counted as attrition) but in the school
+    table and meta-analysis; and take-up recorded in PL schools only stopped the run ('no
+    comparison units', blamed on the treatment column) though the ITT does not need it."""
+    df = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        base = pleval.estimate(df, design="rct", placebo=False, subject="math")
+        no_grade = pleval.estimate(df.assign(grade=df.grade.mask(df.school_id == "SCH001")), design="rct",
+                                   placebo=False, subject="math")
+        no_takeup = pleval.estimate(df.assign(takeup=df.takeup.where(df.treatment == 1)), design="rct",
+                                    placebo=False, subject="math")
+    itt = no_grade.effects["math"].raw
+    pl_schools = no_grade.schools["school"]
+    assert "SCH001" in set(base.schools["school"]) and "SCH001" not in set(pl_schools)
+    assert len(pl_schools) == base.schools.shape[0] - 1 == int(no_grade.heterogeneity["k"].iloc[0])
+    assert itt.n_treated == base.effects["math"].raw.n_treated - int(((df.school_id == "SCH001")
+                                                                      & (df.subject == "math")
+                                                                      & df.posttest.notna()).sum())
+    assert no_takeup.effects["math"].raw.estimate == base.effects["math"].raw.estimate
+    pd.testing.assert_frame_equal(no_takeup.schools, base.schools)
+    assert "CACE (IV)" not in set(no_takeup.overall["analysis"]) and "CACE (IV)" in set(base.overall["analysis"])
+    report = pleval.check(df.assign(takeup=df.takeup.map({1: "yes", 0: "no"})), design="rct")
+    assert any(p.level == "error" and "column 'takeup' (takeup) must be 0/1" in p.line for p in report.problems)
+    gaps = pleval.check(df.assign(takeup=df.takeup.where(df.treatment == 1)), design="rct")
+    (line,) = [p.line for p in gaps.problems if "'takeup'" in p.line]
+    assert ("comparison rows: the comparison arm only): the ITT keeps them; the complier (CACE) estimate is that of "
+            "the rows with take-up known; fix: fill them in (0 for a student who could not take the program up)") in line
