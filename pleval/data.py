@@ -486,8 +486,8 @@ def validate(
             hint = (f"; they differ in column {apart[0]!r}: name it as the subject column (--subject {apart[0]}), "
                     "and each subject is analysed on its own (--only-subject VALUE for one)") if apart else ""
             raise DataError(
-                f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}; "
-                f"each student should appear once per subject and term{hint}"
+                f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}"
+                f"{_first_shared(df, out, keep, keys, dup)}; each student should appear once per subject and term{hint}"
             )
 
     n_missing_outcome = int(out[columns.outcome].isna().sum())
@@ -505,6 +505,23 @@ def validate(
         notes=tuple(notes),
         dropped_pl=pl_rows_frame(dropped_pl),
     )
+
+
+def _first_shared(df: pd.DataFrame, out: pd.DataFrame, keep: pd.Series, keys: list[str], dup: np.ndarray) -> str:
+    """Where the first shared key is, for the duplicate-id error: the key and up to three of its
+    rows (file rows when ``df`` was read from a file, else index labels)."""
+    from .readers import file_rows
+
+    first = out.iloc[int(np.argmax(dup))]
+    same = np.ones(len(out), dtype=bool)
+    for k in keys:
+        same &= (out[k] == first[k]).to_numpy(dtype=bool, na_value=False)
+    at = np.flatnonzero(same)[:3]
+    pos = at if len(out) == len(df) else np.flatnonzero(keep.to_numpy())[at]
+    lines = file_rows(df, pos)
+    where = f"file rows {', '.join(map(str, lines))}" if lines is not None else f"index {', '.join(map(str, df.index[pos]))}"
+    key = ", ".join(f"{k} {as_written(first[k])!r}" for k in keys)
+    return f", e.g. {key} ({where})"
 
 
 def itt_columns(columns: Columns) -> Columns:

@@ -156,6 +156,8 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
         if codes:
             df = _apply_na(df, codes)  # a code written with spaces around it ('. ') is one now
         for col in trimmed:  # numbers once their spaces (or a missing-value code) are gone, as the reader parses them
+            if df[col].astype(str).str.fullmatch(_PADDED).any():  # codes written with leading zeros ('0042'): text (_zero_padded)
+                continue
             x = pd.to_numeric(df[col], errors="coerce")
             if x.notna().sum() == df[col].notna().sum():
                 df[col] = x
@@ -252,6 +254,22 @@ def _dups(names) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
+_PADDED = re.compile(r"0\d+")
+
+
+def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
+    """The columns (header -> an example) of the scanned rows (the header first) holding a
+    whole number written with leading zeros ('0042'): codes such as student ids, which read as
+    numbers would lose the zeros ('0042' and '42' one id)."""
+    header, out = rows[0], {}
+    for r in rows[1:]:
+        for name, v in zip(header, r):
+            v = v.strip()
+            if name not in out and _PADDED.fullmatch(v):
+                out[name.strip()] = v
+    return out
+
+
 def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
     text = _decode(p, encoding, notes)
     lines = text.splitlines()[: max(50, _SCAN_ROWS)]
@@ -283,9 +301,13 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
                 decimal = ","
                 notes.append("decimal mark: comma (detected; --decimal to choose)")
     dups = _dups(rows[h]) if len(rows) > h else []
+    text_cols = _zero_padded(rows[h:]) if len(rows) > h else {}
+    if text_cols:
+        notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
+                     + ", ".join(map(repr, text_cols)))
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=codes or None,
-                         skipinitialspace=True, low_memory=False)
+                         skipinitialspace=True, low_memory=False, dtype={c: str for c in text_cols} or None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p.name}: the file is empty (no header row)") from None
     except pd.errors.ParserError as exc:

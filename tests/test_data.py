@@ -127,6 +127,32 @@ def test_duplicate_ids_within_subject(df):
         validate(df, COLS)
 
 
+def test_duplicate_id_error_names_the_first_shared_id_and_its_file_rows(tmp_path, df):
+    """The error says which id is shared and where (file rows, counting a blank line; index
+    labels for a frame), not only how many rows share one."""
+    df.loc[2, "sid"] = df.loc[0, "sid"]
+    with pytest.raises(DataError, match=r"share a student id within subject, e\.g\. sid 0, subject 'math' "
+                                        r"\(index 0, 2\);"):
+        validate(df, COLS)
+    p = tmp_path / "dup.csv"
+    text = df.to_csv(index=False).splitlines()
+    p.write_text("\n".join(text[:2] + [""] + text[2:]) + "\n")  # a blank line after the first row
+    with pytest.raises(DataError, match=r"e\.g\. sid 0, subject 'math' \(file rows 2, 5\);"):
+        validate(read_table(p), COLS)
+
+
+def test_ids_written_with_leading_zeros_are_read_as_text(tmp_path):
+    """'0042' and '42' are two students; read as numbers they were one (a duplicate-id error, or
+    two students merged). A CSV column of whole numbers written with leading zeros is read as
+    text, with a note; other columns keep their types."""
+    p = tmp_path / "ids.csv"
+    p.write_text("sid,grade,score,share\n0042,3,0,0.5\n42,3,1,0.25\n0007,4,2,0.125\n")
+    d = read_table(p)
+    assert d["sid"].tolist() == ["0042", "42", "0007"] and not d["sid"].duplicated().any()
+    assert d["grade"].dtype.kind == "i" and d["score"].dtype.kind == "i" and d["share"].dtype.kind == "f"
+    assert "read as text (whole numbers written with leading zeros, e.g. '0042'): 'sid'" in d.attrs["read_notes"]
+
+
 def test_students_twice_because_the_subject_column_is_not_named():
     """With the subject column left unnamed (--subject none) every student appears once per
     subject: the duplicate-id error says which column tells the rows apart and how to name it;
