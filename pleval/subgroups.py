@@ -143,8 +143,12 @@ def subgroup_effects(
     notes = notes if notes is not None else []
     L = len(labels)
     zi = z.astype(int)
-    cross = np.zeros((L, 2), dtype=int)
-    np.add.at(cross, (codes, zi), 1)
+    cross = np.zeros((L, 2), dtype=int)  # students per level and arm (a reused comparison student once)
+    if units is None:
+        np.add.at(cross, (codes, zi), 1)
+    else:
+        key = np.unique((np.asarray(units, np.int64) * L + codes) * 2 + zi)
+        np.add.at(cross, ((key // 2) % L, key % 2), 1)
     usable = (cross > 0).all(axis=1)
     if (~usable).any():
         notes.append(f"subgroup {name}: level(s) {[labels[j] for j in np.flatnonzero(~usable)]} lack a treated or "

@@ -544,3 +544,22 @@ def test_matched_subgroup_cis_cover_with_school_deviations():
         cover += frl_cover(*matched_subgroups(60, 12, r)["frl"])[0]
     se = np.sqrt(0.95 * 0.05 / reps)
     assert np.all(np.abs(cover / reps - 0.95) < 3 * se), cover / reps
+
+
+def test_matched_subgroup_counts_comparison_students_once():
+    """A level's n_control counts the comparison students of its matched sets once each (a
+    student reused by several PL students, as the overall n_control counts them). Before, it
+    counted set rows: the sample's frl = 1 level had 8,191 'comparison students' where the
+    whole math analysis has 7,195."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate("sample_data/pl_matched_students.csv", placebo=False, sensitivity=False,
+                             subgroups=["frl"])
+    m = ev.details["math"]["design"].matched
+    m = m[m["subject"] == "math"]
+    level = m.loc[m["treatment"] == 1].set_index("_set")["frl"]  # each set in its PL student's level
+    comp = m[m["treatment"] == 0].assign(level=lambda x: x["_set"].map(level))
+    want = comp.groupby("level")["student_id"].nunique()
+    got = ev.subgroups("math").drop_duplicates("level").set_index("level")["n_control"]
+    assert got.to_dict() == {int(k): int(v) for k, v in want.items()}
+    assert (got <= ev.effects["math"].raw.n_control).all() and got.sum() < len(comp)
