@@ -526,6 +526,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _one_school(df[cols.school], cols.school)
         if cols.treatment in df.columns:
             out += _mixed_schools(df, cols)
+    if design == "rct" and cols.school in df.columns and cols.block in df.columns and cols.treatment in df.columns:
+        out += _schools_across_blocks(df, cols)
     out += _missing_problems(df, cols, design)
     return out
 
@@ -556,6 +558,28 @@ def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
                     "the effect toward zero; such a school does not play placebo (its comparison students stay in "
                     "the placebo rounds' pool)", cols.school,
                     "leave those schools' comparison rows out, or check the treatment coding", n_comp)]
+
+
+def _schools_across_blocks(df: pd.DataFrame, cols: Columns) -> list[Problem]:
+    """An error when schools were randomized whole (the treatment constant within each) and a
+    school appears in more than one block: the cluster analysis, a trial's default, needs schools
+    nested in blocks (:func:`pleval.rct.analyze_rct` stops on it); most often school codes that
+    restart in each block."""
+    keep = df[cols.school].notna() & df[cols.block].notna() & df[cols.treatment].notna()
+    d = df.loc[keep, [cols.school, cols.block, cols.treatment]]
+    by = d.groupby(cols.school, sort=False, observed=True)
+    if (by[cols.treatment].nunique() > 1).any():  # students assigned within schools: not a cluster trial
+        return []
+    nb = by[cols.block].nunique()
+    bad = nb.index[(nb > 1).to_numpy()]
+    if not len(bad):
+        return []
+    shown = ", ".join(repr(as_written(s)) for s in bad[:3])
+    return [Problem("error", "schools across blocks", f"column {cols.school!r} (school): {len(bad):,} school(s) appear in "
+                    f"more than one {cols.block!r} ({shown}{', ...' if len(bad) > 3 else ''}), but a cluster-randomized "
+                    "analysis needs schools nested in blocks", cols.school,
+                    "make school ids unique across blocks (school codes that restart in each block: combine block and "
+                    "school), or check the block column", len(bad))]
 
 
 def _one_school(s: pd.Series, c: str) -> list[Problem]:

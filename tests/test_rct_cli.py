@@ -119,3 +119,20 @@ def test_rct_cli_errors_are_one_line(trial_csv, tmp_path):
     assert "column 'nope' (block) is not in the data" in r.output
     r = runner.invoke(app, ["rct", str(path), "--sd", "wide", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "--sd" in r.output
+
+
+def test_check_finds_school_codes_that_restart_in_each_block():
+    """School codes restarting in each block (T1, T2, C1, C2 in every district): pleval check said
+    'no problems found' and estimate then stopped on the nesting; check now reports it as an
+    error with the fix, and estimate stops on the same line."""
+    import pleval
+    from pleval.errors import DataError
+
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    assert not [p for p in pleval.check(d, design="rct").problems if p.level == "error"]
+    d["school_id"] = (d.treatment.map({1: "T", 0: "C"})
+                      + d.groupby(["block", "treatment"]).school_id.rank(method="dense").astype(int).astype(str))
+    (err,) = [p for p in pleval.check(d, design="rct").problems if p.level == "error"]
+    assert err.line.startswith("column 'school_id' (school): 4 school(s) appear in more than one 'block'")
+    with pytest.raises(DataError, match="appear in more than one 'block'"):
+        pleval.estimate(d, design="rct", placebo=False)
