@@ -442,3 +442,16 @@ def test_two_pl_schools_run_to_the_end(tmp_path):
     row = next(ln for ln in r.stdout.splitlines() if ln.startswith("│ math    │ 2 │"))
     assert [c.strip() for c in row.split("│")][7] == "—"  # the PI column
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_an_estimate_without_a_standard_error_prints_no_nan(tmp_path):
+    """A Neyman estimate without a design-based SE (a block with one treated school) printed
+    '+0.007 (+nan, +nan)' and p 'nan'; the table now says 'no SE' (a note says why)."""
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv")
+    d[d.school_id != "SCH001"].to_csv(tmp_path / "trial.csv", index=False)
+    res = runner.invoke(app, ["estimate", str(tmp_path / "trial.csv"), "--design", "rct", "--set", "placebo=false",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    (row,) = [ln for ln in res.output.splitlines() if "math" in ln and "Neyman" in ln]
+    assert "(no SE)" in row and "nan" not in row
+    assert "no design-based SE" in res.output

@@ -106,12 +106,15 @@ def _overall_table(ev) -> Table:
     for (subject, analysis), g in ov.groupby(["subject", "analysis"], sort=False):
         by = {r["scale"]: r for _, r in g.iterrows()}
         raw, es, pp = by["raw"], by["effect size"], by["percentile points"]
+        no_se = not math.isfinite(float(raw["se"]))  # (a Neyman estimate without a design-based SE: see the notes)
+        mdes = es.get("mdes", float("nan"))
         t.add_row(
             escape(str(subject)), escape(str(analysis)) + (" *" if raw["primary"] else ""), f"{raw['estimate']:+.2f}",
-            f"{es['estimate']:+.3f} ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})",
-            f"{pp['estimate']:+.1f} ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})",
-            "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}",
-            f"{es.get('mdes', float('nan')):.3f} ({pp.get('mdes', float('nan')):+.1f})", style="bold" if raw["primary"] else "",
+            f"{es['estimate']:+.3f}" + (" (no SE)" if no_se else f" ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})"),
+            f"{pp['estimate']:+.1f}" + (" (no SE)" if no_se else f" ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})"),
+            "—" if no_se else "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}",
+            "—" if mdes != mdes else f"{mdes:.3f} ({pp.get('mdes', float('nan')):+.1f})",
+            style="bold" if raw["primary"] else "",
         )
     return t
 
