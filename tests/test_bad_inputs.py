@@ -597,6 +597,29 @@ def test_schools_infinite_estimate_and_two_schools(tmp_path):
     assert r.exit_code == 2 and r.stdout == "" and "meta-regression" in r.stderr  # asked for: an error, nothing printed
 
 
+def test_school_rows_without_a_subject_or_school_are_left_out_with_a_warning():
+    """A school row with an empty subject (or school) cell left every analysis without a word
+    (pandas' groupby drops missing keys): the sample's reading pooled 39 schools where the
+    header said 80 estimates. It is now left out with a warning naming its file row, and
+    counted; the analysis equals that of the table without it. A column headed 'Subject' is
+    named, not silently ignored."""
+    from pleval.errors import DataError, PlevalWarning
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    table = pd.read_csv("sample_data/school_effects.csv")
+    for col in ("subject", "school_id"):
+        gap = table.copy()
+        gap.loc[3, col] = np.nan
+        with pytest.warns(PlevalWarning, match=f"column '{col}' \\((by|school)\\): 1 school row\\(s\\) have no value "
+                                               f"and were left out \\(index 3; school\\(s\\) "):
+            got = school_effects_from_estimates(gap)
+        ref = school_effects_from_estimates(table.drop(index=3).reset_index(drop=True))
+        pd.testing.assert_frame_equal(got.to_frame(), ref.to_frame())
+        assert got.dropped.iloc[-1][["reason", "n_rows"]].tolist() == [f"missing {'by' if col == 'subject' else 'school'}", 1]
+    with pytest.raises(DataError, match="no column 'subject', but 'Subject': name it as the subject column"):
+        school_effects_from_estimates(table.rename(columns={"subject": "Subject"}))
+
+
 def test_per_school_estimates_on_another_scale_are_flagged():
     """Per-school estimates in percentile or score points (|estimate| > 2) are read as SDs only
     with a warning that names the column, the values and the schools; effect sizes pass quietly."""

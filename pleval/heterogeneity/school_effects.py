@@ -1152,6 +1152,10 @@ def school_effects_from_estimates(
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
     by_cols = (by,) if isinstance(by, str) else tuple(by or ())
     if by == "subject" and "subject" not in data.columns:
+        near = [str(c) for c in data.columns if str(c).strip().casefold() == "subject"]
+        if near:  # 'Subject': one analysis of every subject's schools together would be no one's
+            raise DataError(f"no column 'subject', but {near[0]!r}: name it as the subject column (--subject {near[0]}; "
+                            f"by={near[0]!r}), or --subject none for one analysis of every row")
         by_cols = ()
     if df == "df" and "df" not in data.columns:
         df = None
@@ -1207,6 +1211,13 @@ def school_effects_from_estimates(
         dropped.append({"reason": "missing estimate or SE", "column": f"{estimate}/{se}", "n_rows": int(miss.sum())})
         warnings.warn(f"{int(miss.sum())} school row(s) with a missing estimate or SE were left out ({where(miss)})",
                       PlevalWarning, stacklevel=2)
+    for role, col in [("school", school), *[("by", c) for c in by_cols]]:  # an estimate that cannot be placed
+        unplaced = d[col].isna().to_numpy() & ~miss
+        if unplaced.any():
+            dropped.append({"reason": f"missing {role}", "column": col, "n_rows": int(unplaced.sum())})
+            warnings.warn(f"column {col!r} ({role}): {int(unplaced.sum()):,} school row(s) have no value and were left "
+                          f"out ({where(unplaced)}); fill it in", PlevalWarning, stacklevel=2)
+            miss = miss | unplaced
     if big.any():
         shown = ", ".join(f"{v:g}" for v in d[estimate].to_numpy(dtype=float)[big][:3])
         warnings.warn(f"column {estimate!r} (estimate): {int(big.sum()):,} of {int((~miss).sum()):,} row(s) exceed "
