@@ -55,6 +55,7 @@ from ..effect_sizes import outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
 from ..percentiles import to_percentile_points
+from ..subgroups import pretest_bands
 from .panel import PanelCheck, _time_order, check_panel
 
 BAND_LABELS = ("bottom third", "middle third", "top third")
@@ -393,9 +394,12 @@ def effects_over_time(
     d = d[(d["_w"] > 0) & d[c.outcome].notna()]
     if d.empty or d[c.treatment].nunique() < 2:
         raise DesignError("after matching at baseline there are no PL or no comparison rows with an outcome")
-    # baseline terciles of the pretest, per subject
-    d["_band"] = d.groupby(subj)["_pre"].transform(
-        lambda s: pd.qcut(s.rank(method="first"), 3, labels=False)).astype(int)
+    # baseline thirds of the pretest, per subject: over student series (one band per series, however many
+    # periods it has), by the mid-rank of ties (pleval.subgroups.pretest_bands: tied pretests share a band)
+    series = d.drop_duplicates(keys)
+    bands = pd.Series(pretest_bands(series, "_pre", [subj]).str[0].astype(int).to_numpy() - 1,
+                      index=pd.MultiIndex.from_frame(series[keys]))
+    d["_band"] = bands.reindex(pd.MultiIndex.from_frame(d[keys])).to_numpy()
     covs_all = design_matrix(d, [x for x in c.covariates if d[x].nunique() > 1]) if c.covariates else pd.DataFrame(index=d.index)
 
     by_year, by_exp, trends, eq_rows = [], [], [], []
