@@ -323,3 +323,14 @@ def test_pl_rows_without_comparisons_in_their_cell_are_noted_and_not_counted(sim
     assert any(f"{n_alone:,} PL row(s) in" in n and "inform no estimate" in n for n in ot.notes)
     assert ot.by_year["n_treated"].sum() == full.by_year["n_treated"].sum() - n_alone
     assert "math" in mon.schools
+
+
+def test_a_labelled_treatment_gives_the_coded_analysis():
+    """--treated-label PL on a PL/Comparison column: the matching at baseline validated the
+    0/1-coded rows again with the label and stopped ('treated label 'PL' does not occur; values
+    are ['0', '1']'). The analysis now equals that of the 0/1 column."""
+    d = pd.read_csv("sample_data/pl_panel_students.csv")
+    coded = effects_over_time(d, COLS, equity=False)
+    labelled = effects_over_time(d.assign(treatment=d.treatment.map({1: "PL", 0: "Comparison"})),
+                                 COLS.replace(treated_label="PL"), equity=False)
+    pd.testing.assert_frame_equal(coded.by_year, labelled.by_year)

@@ -383,7 +383,7 @@ def effects_over_time(
     if method == "regression":
         w = pd.Series(1.0, index=pd.MultiIndex.from_frame(base[keys]))
     else:
-        bc = c.replace(time=None, grade=c.grade)
+        bc = c.replace(time=None, treated_label=None)  # (the treatment is 0/1 since validation)
         m = match(base, bc, method=method, require_outcome=False, **(match_options or {}))
         w = m.matched.groupby(keys)["_weight"].sum()
         n_out = int((m.data[c.treatment] == 1).sum() - m.n_treated_matched)
