@@ -74,3 +74,19 @@ def test_one_school_or_a_constant_outcome_is_a_named_error():
         estimate_components(d.assign(school_id="SCH0001"), cols)
     with pytest.raises(DataError, match="column 'posttest' \\(outcome\\) does not vary within schools and grades"):
         estimate_components(d.assign(posttest=200.0), cols)
+
+
+def test_a_subject_without_usable_rows_is_named_not_a_numpy_error():
+    """A pilot file whose reading has no posttest yet (or whose pretest column is empty) stopped
+    with numpy's 'zero-size array to reduction operation maximum'. Such a subject is now left
+    out with a note naming the columns, the others planned as alone; with none left, an error
+    says which columns are empty."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    alone = estimate_components(d[d.subject == "math"])
+    gap = estimate_components(d.assign(posttest=d.posttest.mask(d.subject == "reading")))
+    pd.testing.assert_frame_equal(gap.table, alone.table)
+    assert ("subject reading: no row has every one of 'posttest', 'school_id', 'pretest', 'grade' (missing: "
+            "'posttest' in 2,723 of 2,723 rows): no variance components, left out") in gap.notes
+    with pytest.raises(DataError, match="subject math: no row has every one of .*'pretest' in 2,723 of 2,723 rows.*"
+                                        "subject reading: .*leave the empty role out"):
+        estimate_components(d.assign(pretest=np.nan))

@@ -154,15 +154,24 @@ def estimate_components(df: pd.DataFrame | str, columns: Columns | None = None, 
         if columns.subject is None:
             raise DataError(f"no rows for subject {subject!r}: no subject column is named")
         subjects = [pick_subject(subjects, subject, columns.subject)]
-    rows = []
+    rows, empty = [], []
     for s in subjects:  # a handful of subjects
         d = df if s is None else df[df[columns.subject] == s]
         complete = d[need].notna().all(axis=1)
+        if not complete.any():  # (a subject not tested yet, a column left empty)
+            gaps = ", ".join(f"{c!r} in {int(d[c].isna().sum()):,}" for c in need if d[c].isna().any())
+            empty.append(f"{'all rows' if s is None else f'subject {s}'}: no row has every one of "
+                         f"{', '.join(map(repr, need))} (missing: {gaps} of {len(d):,} rows)")
+            continue
         if (~complete).any():
             notes.append(f"{'all' if s is None else s}: {int((~complete).sum()):,} row(s) missing "
                          f"{' or '.join(need)} left out")
         rows.append({"subject": "all" if s is None else s,
                      **_one(d[complete], columns.outcome, columns.school, tuple(columns.pretest), columns.grade, level)})
+    if not rows:
+        raise DataError("; ".join(empty) + ": no variance components can be estimated; fill the values in, or leave "
+                        "the empty role out (e.g. --pretest none)")
+    notes += [f"{e}: no variance components, left out" for e in empty]
     return VarianceComponents(pd.DataFrame(rows), level, tuple(notes))
 
 
