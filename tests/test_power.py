@@ -188,6 +188,29 @@ def test_unreachable_target_says_why():
         d.sample_size(0.1, "districts")
 
 
+def test_an_unreachable_target_leaves_the_plan_standing():
+    """A target MDES no number of PL schools reaches (30 comparison schools set the limit) refused
+    the whole plan, even the MDES and power asked for, with advice to add schools (the size being
+    solved for). The plan now stands; it says why no size is given, and the CLI prints it."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+    from pleval.power import MatchedComparison
+
+    d = MatchedComparison(schools=10, students=50, icc=0.2, comparison_schools=30, comparison_students=20)
+    plan = d.plan(effect=0.25, target_mdes=0.2)
+    assert plan.required is None and plan.mdes == d.mdes() and plan.power == d.power(0.25)
+    assert plan.unreachable.startswith("no number of PL schools reaches an MDES of 0.200 SD: even with 10,000,000 the "
+                                       f"MDES is {d.replace(schools=10**7).mdes():.3f} SD")
+    assert plan.unreachable in plan.summary()
+    res = CliRunner().invoke(app, ["power", "matched", "--schools", "10", "--students", "50", "--icc", "0.2",
+                                   "--comparison-schools", "30", "--comparison-students", "20", "--effect", "0.25"])
+    assert res.exit_code == 0 and plan.unreachable in res.output and "power for an effect of 0.250 SD" in res.output
+    res = CliRunner().invoke(app, ["power", "matched", "--students", "50", "--icc", "0.2", "--comparison-schools", "30",
+                                   "--comparison-students", "20"])  # the schools solved for: no plan without them
+    assert res.exit_code == 2 and "no number of PL schools reaches" in res.output
+
+
 def test_matched_design_from_a_match_result():
     import pleval
     from pleval.data import SAMPLE_COLUMNS

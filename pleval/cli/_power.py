@@ -138,9 +138,11 @@ def power(
     solved = None
     if need == [solve_for or cls.sizes[0]]:  # the size solved for: the plan is made at the size it needs
         solved = need.pop()
-        trial = cls(**given, **{solved: 1000}, **test)
-        given[solved] = trial.plan(power=target_power, target_mdes=target_mdes, target_pp=target_pp,
-                                   solve_for=solved).required
+        trial = cls(**given, **{solved: 1000}, **test).plan(power=target_power, target_mdes=target_mdes,
+                                                           target_pp=target_pp, solve_for=solved)
+        if trial.required is None:  # no plan without the size
+            raise DataError(trial.unreachable)
+        given[solved] = trial.required
     if need:
         raise DataError(f"`pleval power {design.value}` needs {', '.join('--' + k.replace('_', '-') for k in need)}")
     d = cls(**given, **test)

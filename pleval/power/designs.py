@@ -57,6 +57,10 @@ from .tdist import check_test, multiplier, power_from_ncp
 _MAX_SIZE = 10**7
 
 
+class UnreachableTarget(DesignError):
+    """No size of the one solved for reaches the target MDES: the other sizes set a limit."""
+
+
 def kish_deff(weights) -> float:
     """Kish's design effect of unequal weights, ``m·Σw²/(Σw)² = 1 + CV²(w)`` (m weights).
 
@@ -167,9 +171,10 @@ class Design:
                 raise DesignError(f"{self.name}: no {key} count gives positive degrees of freedom")
         limit = mdes_at(_MAX_SIZE)
         if limit > target_mdes:
-            raise DesignError(
+            raise UnreachableTarget(
                 f"no number of {self.unit.get(key, key)} reaches an MDES of {target_mdes:.3f} SD: even with "
-                f"{_MAX_SIZE:,} the MDES is {limit:.3f} SD; change another size (e.g. more schools)"
+                f"{_MAX_SIZE:,} the MDES is {limit:.3f} SD, a limit the other inputs set (the schools of a cluster "
+                "trial, the comparison schools of a matched design); change those, or aim for a larger MDES"
             )
         if mdes_at(lo) <= target_mdes:
             return lo
@@ -199,10 +204,13 @@ class Design:
                 raise DesignError("give target_mdes (SD) or target_pp (percentile points), not both")
             target_mdes = float(from_percentile_points(target_pp, self.baseline_percentile))
         m = self.mdes(power)
-        req = key = None
+        req = key = unreachable = None
         if target_mdes is not None:
             key = self._solve_key(solve_for)
-            req = self.sample_size(target_mdes, key, power)
+            try:
+                req = self.sample_size(target_mdes, key, power)
+            except UnreachableTarget as exc:  # the MDES and power stand; the plan says why no size is given
+                unreachable = str(exc)
         return Plan(
             design=self.name,
             parameters=self.parameters(),
@@ -224,6 +232,7 @@ class Design:
             solve_for=key,
             required=req,
             solve_unit=None if key is None else self.unit.get(key, key),
+            unreachable=unreachable,
         )
 
 

@@ -18,7 +18,8 @@ class Plan(ResultMixin):
 
     ``mdes`` is in SD units of the outcome (total SD), ``mdes_pp`` the same effect in
     percentile points from ``baseline_percentile``; ``power`` is the power for ``effect``;
-    ``required`` the smallest ``solve_for`` size whose MDES is at most ``target_mdes``.
+    ``required`` the smallest ``solve_for`` size whose MDES is at most ``target_mdes``, or
+    None with ``unreachable`` saying why when no size of it reaches the target.
     """
 
     design: str
@@ -41,6 +42,7 @@ class Plan(ResultMixin):
     solve_for: str | None = None
     required: int | None = None
     solve_unit: str | None = None
+    unreachable: str | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -76,6 +78,8 @@ class Plan(ResultMixin):
         if self.required is not None:
             lines.append(f"  {self.solve_unit} needed for an MDES of {self.target_mdes:.3f} SD "
                          f"({self.target_pp:+.2f} percentile points) at {_percent(self.target_power)} power: {self.required:,}")
+        elif self.unreachable is not None:
+            lines.append(f"  {self.unreachable}")
         lines.append(f"  {NOTE}")
         return "\n".join(lines)
 
