@@ -334,3 +334,14 @@ def test_a_labelled_treatment_gives_the_coded_analysis():
     labelled = effects_over_time(d.assign(treatment=d.treatment.map({1: "PL", 0: "Comparison"})),
                                  COLS.replace(treated_label="PL"), equity=False)
     pd.testing.assert_frame_equal(coded.by_year, labelled.by_year)
+
+
+def test_a_school_that_stops_the_program_is_named_as_such():
+    """A PL school whose last period is coded 0 (it stopped the program) was called 'a comparison
+    school with a first program period within the data'. The error now says the school changes
+    treatment between periods, when, and what to do."""
+    d = pd.read_csv("sample_data/pl_panel_students.csv")
+    d.loc[(d.school_id == "K002") & (d.year == 2024), "treatment"] = 0
+    with pytest.raises(DataError, match=r"column 'treatment' \(treatment\): 1 school\(s\) change it between periods "
+                                        r"\('K002': 1 in 2021, 2022, 2023, 0 in 2024\); .* leave out its periods"):
+        effects_over_time(d, COLS, cohort="pl_year")

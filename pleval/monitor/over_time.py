@@ -272,6 +272,19 @@ def _check_cohort(d: pd.DataFrame, g: pd.Series, name: str, c: Columns) -> None:
                           for k in varies[varies].index[:3])
         raise DataError(f"column {name!r} (cohort) must hold one first program period per school; "
                         f"{int(varies.sum()):,} school(s) have several ({shown})")
+    by_school = d.groupby(c.school, sort=True, observed=True)[c.treatment]
+    switch = by_school.nunique() > 1
+    if switch.any():  # a school PL in some periods and comparison in others (one that stopped the program)
+        def periods(k, v) -> str:
+            rows = d[(d[c.school] == k).to_numpy() & (d[c.treatment] == v).to_numpy()]
+            return ", ".join(map(_period, sorted(rows["_t"].unique())))
+
+        shown = "; ".join(f"{as_written(k)!r}: 1 in {periods(k, 1)}, 0 in {periods(k, 0)}"
+                          for k in switch[switch].index[:3])
+        raise DataError(f"column {c.treatment!r} (treatment): {int(switch.sum()):,} school(s) change it between periods "
+                        f"({shown}); with a cohort column the treatment marks a PL school in every period and the "
+                        f"cohort when it adopted: for a school that stopped the program, leave out its periods after "
+                        f"it stopped, or code them 1 (they then count as years of exposure)")
     adopting = known & (d[c.treatment] == 0) & (g <= d["_t"].max())
     if adopting.any():
         schools = d.loc[adopting, c.school]
