@@ -433,7 +433,7 @@ def test_separation_names_the_covariate(df):
     bad = df.copy()
     bad["site"] = np.where(bad.treatment == 1, "pl_site", bad["urbanicity"])
     bad.loc[bad.index[bad.treatment == 1][:1], "site"] = "urban"  # quasi-complete only
-    with pytest.raises(DesignError, match=r"site = 'pl_site'.*\(penalize=True: pleval match --penalize, pleval estimate --set penalize=true\)"):
+    with pytest.raises(DesignError, match=r"site = 'pl_site'.*\(penalize=True: --penalize in pleval match and pleval sensitivity, --set penalize=true in pleval estimate\)"):
         match(bad, COLS, covariates=["pretest", "site"])
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")

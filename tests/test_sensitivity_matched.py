@@ -328,3 +328,26 @@ def test_cli_sensitivity_reads_and_matches_as_pleval_match(data, tmp_path):
     assert res.exit_code == 0, res.output
     prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert prov["options"]["caliper"] == 0.1 and prov["options"]["replace"] is False
+
+
+def test_cli_sensitivity_takes_penalize_as_its_separation_error_says(tmp_path):
+    """A small file whose rare race levels separate the groups: the error pointed pleval
+    sensitivity's users to --penalize, which it lacked. It now has it, and fits what
+    pleval.match(penalize=True) fits."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    pl = list(d[d.treatment == 1].school_id.unique()[:2])
+    cp = list(d[d.treatment == 0].school_id.unique()[:3])
+    small = d[d.school_id.isin(pl + cp) & (d.subject == "math")].groupby("school_id").head(25)
+    small.to_csv(tmp_path / "small.csv", index=False)
+    res = CliRunner().invoke(app, ["sensitivity", str(tmp_path / "small.csv"), "-o", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "--penalize in pleval match and pleval sensitivity" in res.output
+    res = CliRunner().invoke(app, ["sensitivity", str(tmp_path / "small.csv"), "-o", str(tmp_path / "b"), "--penalize"])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "b" / "provenance.json").read_text())
+    assert prov["options"]["penalize"] is True

@@ -52,6 +52,7 @@ def sensitivity_cmd(
     caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper, as for pleval match."),
     no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
     replace: Optional[bool] = typer.Option(None, "--replace/--no-replace", help="Nearest neighbour with or without replacement, as for pleval match."),
+    penalize: bool = typer.Option(False, "--penalize", help="Ridge-penalized propensity model instead of an error on separation, as for pleval match."),
     benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Covariates to benchmark on, comma-separated; the first is the main one (default: every pretest and covariate)."),
     kd: str = typer.Option("1,2,3", "--kd", help="Multiples of each benchmark's strength."),
     q: float = typer.Option(1.0, "--q", help="Robustness value for a reduction of q times the estimate (1 = to zero)."),
@@ -94,7 +95,7 @@ def sensitivity_cmd(
     print_checks(report)
     cols = report.columns
     match_options = dict(method=method.value, k=k, band=band, seed=seed, exact=parse_names(exact),
-                         caliper=False if no_caliper else caliper, replace=replace)
+                         caliper=False if no_caliper else caliper, replace=replace, penalize=penalize)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
                    rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd))

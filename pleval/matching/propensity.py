@@ -324,7 +324,7 @@ def fit_propensity(
                 + "; ".join(problems[:10])
                 + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
                 + ". Match exactly on the covariate, drop it or the rows concerned, or fit a ridge-penalized model "
-                "(penalize=True: pleval match --penalize, pleval estimate --set penalize=true)."
+                "(penalize=True: --penalize in pleval match and pleval sensitivity, --set penalize=true in pleval estimate)."
             )
         scale = np.abs(Xu).max(axis=0)
         Xs = Xu / np.where(scale > 0, scale, 1.0)
@@ -358,7 +358,7 @@ def fit_propensity(
                 "the propensity model shows separation (no finite maximum-likelihood estimate; "
                 f"{extreme:,} row(s) with fitted score within 3e-7 of 0 or 1); covariate(s) most involved: "
                 f"{', '.join(culprits)}. Match exactly on them, drop them, or fit a ridge-penalized model "
-                "(penalize=True: pleval match --penalize, pleval estimate --set penalize=true)."
+                "(penalize=True: --penalize in pleval match and pleval sensitivity, --set penalize=true in pleval estimate)."
             )
     else:
         enc = encode(df, covariates, categorical, intercept=True)
