@@ -96,3 +96,26 @@ def test_options_that_would_be_ignored_or_contradict_are_errors(tmp_path):
     assert "--column and --out go with --file" in run(app, ["convert", "0.1", "--column", "es"]).output
     ok = run(app, ["convert", "0.2", "--ci", "0.1", "0.3"])
     assert ok.exit_code == 0 and "+3.98 to +11.79" in ok.output
+
+
+def test_an_implausible_effect_size_is_warned_of(tmp_path):
+    """`pleval convert 40` printed '+50.00 percentile points' without a word: 40 SD is surely
+    percentile or score points. Beyond ±2 SD a warning says so, as pleval schools warns; the
+    conversion is still printed. Plausible values get no warning."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+    from pleval.errors import PlevalWarning
+
+    with pytest.warns(PlevalWarning, match=r"1 effect size\(s\) beyond ±2 SD \(40\): effect sizes are in SD units"):
+        r = CliRunner().invoke(app, ["convert", "40"])
+    assert r.exit_code == 0 and "+50.00 percentile points" in r.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlevalWarning)
+        assert CliRunner().invoke(app, ["convert", "0.08", "--ci", "0.01", "0.15"]).exit_code == 0
+    pd.DataFrame({"g": [0.1, 12.5, -3.0]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.warns(PlevalWarning, match=r"2 value\(s\) of column 'g' beyond ±2 SD \(12.5, -3\)"):
+        r = CliRunner().invoke(app, ["convert", "--file", str(tmp_path / "t.csv"), "--column", "g"])
+    assert r.exit_code == 0

@@ -45,6 +45,7 @@ def convert(
         raise DataError("--column and --out go with --file")
     if not values and not from_percentile_points and ci is None:
         raise DataError("give effect sizes (e.g. `pleval convert 0.08`), --from-percentile-points, --ci or --file")
+    _warn_implausible(list(values or []) + list(ci or []), "effect size(s)")
     lines = []  # every conversion before any printing: an error is one line, not a half-printed answer
     for g in values or []:
         pts = percentiles.to_percentile_points(g, p)
@@ -62,6 +63,22 @@ def convert(
         lines.append(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
     for line in lines:
         echo(line)
+
+
+def _warn_implausible(values, what: str) -> None:
+    """A warning for effect sizes beyond ±2 SD (as ``pleval schools`` warns): more likely score or
+    percentile points than SDs, which would convert to nearly the whole percentile range."""
+    import warnings
+
+    from ..errors import PlevalWarning
+    from ..heterogeneity.school_effects import IMPLAUSIBLE_ES
+
+    big = [v for v in values if abs(v) > IMPLAUSIBLE_ES]
+    if big:
+        warnings.warn(f"{len(big):,} {what} beyond ±{IMPLAUSIBLE_ES:g} SD ({', '.join(f'{v:g}' for v in big[:3])}): "
+                      "effect sizes are in SD units, where a program's effect rarely exceeds 0.5; percentile points "
+                      "convert back with --from-percentile-points, and score points need dividing by the outcome's SD "
+                      "first", PlevalWarning, stacklevel=2)
 
 
 def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
@@ -86,6 +103,7 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None) ->
         problems.append(f"{int(miss.sum()):,} row(s) are missing ({_rows(df, miss)})")
     if problems:
         raise DataError(f"column {column!r}: {'; '.join(problems)}; correct, fill or drop them first")
+    _warn_implausible(g.to_numpy(dtype=float), f"value(s) of column {column!r}")
     df[f"{column}_percentile_points"] = percentiles.to_percentile_points(g.astype(float), p)
     df.attrs = {}
     target = out or file.with_name(f"{file.stem}_percentile_points.csv")
