@@ -132,3 +132,32 @@ def test_rank_deficient_moderators_are_named():
     with pytest.raises(DesignError, match=r"moderator 'both' is a linear combination of the moderators before it"):
         meta_regression(y, se, M)
     assert meta_regression(y, se, M[["poverty", "years"]]).coefficients.shape[0] == 3
+
+
+def test_a_subject_too_small_for_leave_one_out_leaves_the_others_standing(tmp_path):
+    """`pleval schools --influence` with a subject of two schools stopped the run for every
+    subject ('leave-one-out diagnostics need at least 3 schools'). That subject's diagnostics
+    are now left out with a line saying why; the others' equal those of a table without it."""
+    import warnings
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+    from pleval.errors import PlevalWarning
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    d = pd.read_csv("sample_data/school_effects.csv")
+    more = pd.concat([d, d[d.subject == "math"].head(2).assign(subject="science")], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ref = school_effects_from_estimates(d).influence()
+        res = school_effects_from_estimates(more)
+    with pytest.warns(PlevalWarning, match="leave-one-out diagnostics left out for science: .*at least 3 schools; got 2"):
+        got = res.influence()
+    pd.testing.assert_frame_equal(got, ref)
+    more.to_csv(tmp_path / "t.csv", index=False)
+    r = CliRunner().invoke(app, ["schools", str(tmp_path / "t.csv"), "--influence", "--moderators", ""])
+    assert r.exit_code == 0, r.output
+    assert "[science] no leave-one-out diagnostics: leave-one-out diagnostics need at least 3 schools; got 2" in r.output
+    assert "[math] Leave-one-out and influence" in r.output

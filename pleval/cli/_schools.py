@@ -176,12 +176,16 @@ def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup:
     for key, meta in res.meta.items():  # a handful of subjects
         label = res._label(key)
         if influence:
-            inf = leave_one_out(meta)
-            flagged = inf.to_frame()
-            flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
-            out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
-            if key in regressions:
-                out.append(f"[{label}] " + leave_one_out_metareg(regressions[key]).summary())
+            try:
+                inf = leave_one_out(meta)
+            except DesignError as exc:  # (a subject of two schools: the others' diagnostics stand)
+                out.append(f"[{label}] no leave-one-out diagnostics: {exc}")
+            else:
+                flagged = inf.to_frame()
+                flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
+                out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
+                if key in regressions:
+                    out.append(f"[{label}] " + leave_one_out_metareg(regressions[key]).summary())
         if permutations:
             out.append(f"[{label}] " + permutation_test(meta, n_perm=permutations, seed=seed).summary())
             if key in regressions:

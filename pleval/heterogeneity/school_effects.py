@@ -226,18 +226,28 @@ class SchoolEffects(ResultMixin):
         (:func:`pleval.heterogeneity.leave_one_out`; metafor's ``leave1out``/``influence``), one
         row per school with ``analysis = "meta-analysis"``; with ``regressions``
         (:meth:`meta_regression`'s result) also each meta-regression's
-        (:func:`pleval.heterogeneity.leave_one_out_metareg`), ``analysis = "meta-regression"``."""
+        (:func:`pleval.heterogeneity.leave_one_out_metareg`), ``analysis = "meta-regression"``.
+        A group too small for them (fewer than 3 schools) is left out, with a warning; when every
+        group is, the :class:`DesignError` says why."""
         from .influence import leave_one_out
         from .metareg_influence import leave_one_out_metareg
 
-        parts = []
+        parts, small = [], []
         for key, m in self.meta.items():
             head = {**self._key_dict(key)}
-            f = leave_one_out(m).to_frame().rename(columns={"label": "school"})
+            try:
+                f = leave_one_out(m).to_frame().rename(columns={"label": "school"})
+            except DesignError as exc:
+                small.append(f"{self._label(key)}: {exc}")
+                continue
             parts.append(f.assign(**head, analysis="meta-analysis"))
             if regressions and key in regressions:
                 f = leave_one_out_metareg(regressions[key]).to_frame().rename(columns={"label": "school"})
                 parts.append(f.assign(**head, analysis="meta-regression"))
+        if not parts:
+            raise DesignError("no leave-one-out diagnostics: " + "; ".join(small))
+        if small:
+            warnings.warn("leave-one-out diagnostics left out for " + "; ".join(small), PlevalWarning, stacklevel=2)
         out = pd.concat(parts, ignore_index=True)
         first = [*self.by, "analysis", "school"]
         return out[first + [c for c in out.columns if c not in first]]
