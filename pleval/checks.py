@@ -526,7 +526,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _one_school(df[cols.school], cols.school)
         if cols.treatment in df.columns:
             out += _mixed_schools(df, cols)
-    if design == "rct" and cols.school in df.columns and cols.block in df.columns and cols.treatment in df.columns:
+    if (design == "rct" and cols.school in df.columns and cols.block in df.columns and cols.treatment in df.columns
+            and cols.block != cols.school):
         out += _schools_across_blocks(df, cols)
     out += _missing_problems(df, cols, design)
     return out

@@ -24,6 +24,12 @@ from statistics import NormalDist
 
 from .errors import DataError
 
+IMPLAUSIBLE_ES = 2.0
+"""Effect sizes beyond this many SDs are flagged as probably on another scale (score or
+percentile points): effects of education programs are rarely above 0.5 SD (Kraft 2020,
+"Interpreting effect sizes of education interventions", Educational Researcher 49(4));
+``pleval schools`` and ``pleval convert`` warn of them."""
+
 NOTE = "Percentile points are shifts in rank, not percentage points of the score."
 
 # A single number is computed with the standard library (NormalDist: Φ by erfc, Φ⁻¹ by Wichura's

@@ -509,7 +509,7 @@ def test_separation_message_gives_the_command_line_fix(base, tmp_path):
     d.to_csv(p, index=False)
     r = runner.invoke(app, ["estimate", str(p), "--out", str(tmp_path / "a"), "-q"])
     assert r.exit_code == 2 and "race = 'pacific' (no treated rows among 5)" in r.stderr
-    assert "pleval estimate --set penalize=true" in r.stderr
+    assert "--set penalize=true in pleval estimate" in r.stderr
     r = runner.invoke(app, ["estimate", str(p), "--out", str(tmp_path / "b"), "-q", "--set", "penalize=true"])
     assert r.exit_code == 0, r.stdout + r.stderr
 

@@ -71,7 +71,7 @@ def _warn_implausible(values, what: str) -> None:
     import warnings
 
     from ..errors import PlevalWarning
-    from ..heterogeneity.school_effects import IMPLAUSIBLE_ES
+    from ..percentiles import IMPLAUSIBLE_ES
 
     big = [v for v in values if abs(v) > IMPLAUSIBLE_ES]
     if big:

@@ -76,7 +76,7 @@ from ..errors import DataError, DesignError, PlevalWarning
 from .._workers import thread_map
 from ..inference.robust import CR2_FORMS, group_spans, radix_argsort, span_rows
 from ..matching.results import SchoolSample
-from ..percentiles import to_percentile_points
+from ..percentiles import IMPLAUSIBLE_ES, to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
 from ._joint import JOINT_VCOV_TYPES, joint_cells, joint_from_cells, regularize, uses_phi_identity
 from .meta import MetaAnalysis, Method
@@ -1114,10 +1114,6 @@ def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tup
     return _narrow(rank[inv]), [uniq[i] for i in order]
 
 
-IMPLAUSIBLE_ES = 2.0
-"""Per-school effect sizes beyond this many SDs are flagged as probably on another scale (score or
-percentile points): effects of education programs are rarely above 0.5 SD (Kraft 2020,
-"Interpreting effect sizes of education interventions", Educational Researcher 49(4))."""
 
 IMPLAUSIBLE_SE = 0.005
 """Per-school SEs below this many SDs are flagged: one school's effect size has an SE of about
