@@ -412,6 +412,10 @@ def validate(
     sha = df.attrs.get("sha256") or frame_sha256(df)
     n_input = len(df)
     out = df.copy(deep=False)  # copy-on-write: a column is copied only if written, never the caller's
+    if not out.index.is_unique:  # labels repeated (yearly or district frames concatenated): rows by position
+        out = out.reset_index(drop=True)
+    elif any(n is not None and n in out.columns for n in out.index.names):  # a level named as a column: unnamed
+        out = out.rename_axis(index=[None] * out.index.nlevels)
     notes: list[str] = []
 
     for role in _NUMERIC_ROLES:

@@ -352,3 +352,34 @@ def test_treated_and_control_labels_are_named_whatever_their_case():
     cols = RCT_SAMPLE_COLUMNS.replace(treatment="arm")
     a, b = (analyze_multiarm(trial, cols, c, "cluster", subject="math") for c in ("control", "CONTROL"))
     assert a.to_frame().equals(b.to_frame())
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_frames_with_repeated_or_column_named_index_labels_analyse_as_reset():
+    """Frames concatenated from yearly or district files repeat index labels; a frame indexed by
+    set_index(['school_id', 'student_id'], drop=False) names levels as columns. Before, the
+    matched binary outcome counted comparison students by label (6,216 instead of 7,195), the
+    monitor stopped on pandas' 'Reindexing only valid with uniquely valued Index objects', and
+    analyze_rct on 'is both an index level and a column label'. Validation now tells rows apart
+    by position, and unnames such levels: each analysis equals that of the reset frame."""
+    from pathlib import Path
+
+    import pleval
+    from pleval.data import RCT_SAMPLE_COLUMNS
+    from pleval.monitor import effects_over_time
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    d = pd.read_csv(root / "pl_matched_students.csv")
+    halves = pd.concat([d.iloc[: len(d) // 2], d.iloc[len(d) // 2:].reset_index(drop=True)])  # labels repeat
+    kw = dict(placebo=False, sensitivity=False, outcomes=["proficient"])
+    pd.testing.assert_frame_equal(pleval.estimate(halves, **kw).outcomes, pleval.estimate(d, **kw).outcomes)
+    p = pd.read_csv(root / "pl_panel_students.csv")
+    cols = Columns(outcome="posttest", treatment="treatment", pretest="pretest", school="school_id",
+                   student_id="student_id", grade="grade", subject="subject", time="year")
+    years = pd.concat([g.reset_index(drop=True) for _, g in p.groupby("year")])
+    pd.testing.assert_frame_equal(effects_over_time(years, cols, equity=False).by_year,
+                                  effects_over_time(years.reset_index(drop=True), cols, equity=False).by_year)
+    r = pd.read_csv(root / "pl_cluster_rct.csv")
+    indexed = r.set_index(["school_id", "student_id"], drop=False)
+    assert (pleval.analyze_rct(indexed, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate
+            == pleval.analyze_rct(r, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate)
