@@ -596,7 +596,10 @@ def match(
             diagnostics["caliper (PS units)" if matchit else "caliper (logit PS units)"] = float(cal_abs)
         else:
             if distance is None:
-                dvars = list(c.pretest) + [x for x in c.covariates if not is_categorical(data[x])]
+                # pretests and numeric covariates; a True/False flag is a 0/1 number there (as a Parquet
+                # or Stata file stores one), not a category left out
+                dvars = list(c.pretest) + [x for x in c.covariates if not is_categorical(data[x])
+                                           or pd.api.types.is_bool_dtype(data[x])]
             else:
                 dvars = [distance] if isinstance(distance, str) else list(distance)
             enc = encode(data, dvars, categorical)

@@ -559,6 +559,8 @@ class MatchResult(ResultMixin):
 
     def summary(self) -> str:
         lines = [f"MatchResult: {self._method_label()}"]
+        if self.options.get("distance"):
+            lines.append(f"  Mahalanobis distance on: {', '.join(map(str, self.options['distance']))}")
         lines += [f"  {r.item}: {r.n_rows:,}" for r in self.to_frame().itertuples()]
         if self.method in ("weighting", "ebal"):
             lines.append("  weights:")
