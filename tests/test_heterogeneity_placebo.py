@@ -678,3 +678,25 @@ def test_placebo_rounds_order_schools_by_a_pretest_read_as_text(tmp_path):
         b = pleval.estimate(d, workers=1, sensitivity=False)
     for name in ("overall", "schools", "placebo"):
         pd.testing.assert_frame_equal(a.table(name), b.table(name), obj=name)
+
+
+def test_a_row_without_a_treatment_leaves_the_placebo_schools_standing():
+    """One comparison row with a blank treatment is dropped by validation (and counted); the
+    placebo step then refused the whole file ('must be 0/1 for placebo schools'), and every
+    placebo-calibrated figure vanished. The placebo schools now read the rows the analysis reads:
+    the tables equal those of the file without that row."""
+    import warnings
+
+    import pleval
+    from pleval.errors import PlevalWarning
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    i = d.index[d.treatment == 0][0]
+    blank = d.astype({"treatment": float})
+    blank.loc[i, "treatment"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        got = pleval.estimate(blank, sensitivity=False, subject="math")
+        ref = pleval.estimate(d.drop(index=i), sensitivity=False, subject="math")
+    assert len(got.placebo) and got.placebo.equals(ref.placebo)
+    pd.testing.assert_frame_equal(got.heterogeneity, ref.heterogeneity)

@@ -171,11 +171,18 @@ def _school_arms(data: pd.DataFrame, school: str, treatment: str):
     comparison: only they play placebo; a mixed school's comparison students stay in the rounds'
     pool) and the school codes they are counted on: ``(pl, comp, codes, ids, is_pl)`` — each row's
     code of ``ids`` (the sorted school ids; −1: no school id, left out), and whether each school
-    is PL. One coding of the school column, counted by ``np.bincount``."""
+    is PL. One coding of the school column, counted by ``np.bincount``. A row without a treatment
+    (which validation drops, and counts) is left out as a row without a school id is."""
     t = pd.to_numeric(data[treatment], errors="coerce")
-    if t.isna().any() or not t.isin([0, 1]).all():
+    if not t.isin([0, 1]).where(t.notna(), True).all():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1 for placebo schools")
-    codes, ids = pd.factorize(data[school], sort=True)
+    known = t.notna().to_numpy()
+    if known.all():
+        codes, ids = pd.factorize(data[school], sort=True)
+    else:
+        codes = np.full(len(data), -1, dtype=np.intp)
+        codes[known], ids = pd.factorize(data[school][known], sort=True)
+        t = t.fillna(0.0)
     ok = codes >= 0
     k = codes if ok.all() else codes[ok]
     treated = np.bincount(k, weights=t.to_numpy(dtype=float) if ok.all() else t.to_numpy(dtype=float)[ok],
