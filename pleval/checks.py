@@ -833,22 +833,24 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
                     "make the spellings agree")]
 
 
-def _treated_rows(df, cols: Columns) -> np.ndarray | None:
-    """The rows of the treated arm when the treatment column reads as two arms
-    (:func:`pleval.data._coerce_treatment`), else None (its own check reports why)."""
+def _arm_rows(df, cols: Columns) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows of the treated arm and of the comparison arm (rows without a treatment in
+    neither) when the treatment column reads as two arms (:func:`pleval.data._coerce_treatment`),
+    else None (its own check reports why)."""
     t = cols.treatment
     if not t or t not in df.columns:
         return None
     try:
-        return (_coerce_treatment(df[t], t, cols.treated_label)[0] == 1).to_numpy()
+        coded = _coerce_treatment(df[t], t, cols.treated_label)[0]
     except DataError:
         return None
+    return (coded == 1).to_numpy(), (coded == 0).to_numpy()
 
 
 def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
     out = []
     roles = cols.roles()
-    treated = _treated_rows(df, cols)
+    arms_of = _arm_rows(df, cols)
     for role in ("treatment", "pretest", "covariates", "school", "block", "subject", "grade", "weight", "takeup",
                  "student_id"):
         for c in roles.get(role, ()):
@@ -856,10 +858,11 @@ def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
             n = int(miss.sum())
             if n:
                 arms = ""
-                if treated is not None and role != "treatment":  # missing in one arm only is another problem than both
-                    n_t = int((miss & treated).sum())
-                    only = ": the treated arm only" if n_t == n else ": the comparison arm only" if not n_t else ""
-                    arms = (f" ({n_t:,} of {int(treated.sum()):,} treated, {n - n_t:,} of {int((~treated).sum()):,} "
+                if arms_of is not None and role != "treatment":  # missing in one arm only is another problem than both
+                    treated, comparison = arms_of
+                    n_t, n_c = int((miss & treated).sum()), int((miss & comparison).sum())
+                    only = ": the treated arm only" if n_t == n else ": the comparison arm only" if n_c == n else ""
+                    arms = (f" ({n_t:,} of {int(treated.sum()):,} treated, {n_c:,} of {int(comparison.sum()):,} "
                             f"comparison rows{only})")
                 if role == "takeup" and design == "rct":
                     out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms}: "

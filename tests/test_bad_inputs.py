@@ -792,3 +792,15 @@ def test_a_stray_treatment_value_names_its_file_rows(tmp_path):
     pd.concat([d, pd.DataFrame([{"student_id": "Total", "treatment": 5182}])]).to_csv(f, index=False)
     (p,) = [p for p in check(f).problems if p.kind == "treatment"]
     assert f"5182 only in file row(s) {len(d) + 2} (a total or note row?)" in p.message
+
+
+def test_missing_value_counts_by_arm_leave_rows_without_a_treatment_out_of_both_arms():
+    """The missing-value warning's denominators counted rows with a blank treatment as
+    comparison rows ('49 of 47,377 comparison rows' with 5 blank): they are in neither arm."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv").astype({"treatment": float})
+    comp = d.index[d.treatment == 0]
+    d.loc[comp[:5], "treatment"] = np.nan
+    d.loc[comp[100:149], "pretest"] = np.nan
+    (line,) = [p.line for p in pleval.check(d).problems if p.column == "pretest" and "missing" in p.line]
+    n_t, n_c = int((d.treatment == 1).sum()), int((d.treatment == 0).sum())
+    assert f"(0 of {n_t:,} treated, 49 of {n_c:,} comparison rows: the comparison arm only)" in line
