@@ -19,4 +19,14 @@ def unsigned_zeros(text: str) -> str:
     return _SIGNED_ZERO.sub(r"\1", text)
 
 
-__all__ = ["unsigned_zeros"]
+
+def percent(x: float) -> str:
+    """A share as a percent with the digits it needs: 80%, 99.9% (not "100%" for 0.999)."""
+    for digits in range(4):
+        text = f"{x:.{digits}%}"
+        if abs(float(text[:-1]) / 100 - x) < 1e-12:
+            return text
+    return f"{x:.4%}"
+
+
+__all__ = ["percent", "unsigned_zeros"]

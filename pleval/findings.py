@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
-from ._text import unsigned_zeros
+from ._text import percent, unsigned_zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -103,9 +103,14 @@ def slug(s: str) -> str:
 # --------------------------------------------------------------------------------------
 # Content shared by the HTML, Markdown and text renderings
 # --------------------------------------------------------------------------------------
-def significance(estimate) -> str:
+def significance(estimate, alpha: float | None = None) -> str:
     """Whether an :class:`~pleval._results.Estimate` is statistically significant, in words: by
-    its confidence interval (the same verdict as the test at 1 − level)."""
+    its confidence interval (the same verdict as the test at 1 − level); by its p-value against
+    ``alpha`` when ``alpha`` is given and is not 1 − level (``--level 0.9`` with α = 0.05: one
+    verdict per card, the sentence's, not the interval's)."""
+    if alpha is not None and abs((1 - estimate.level) - alpha) > 1e-9 and np.isfinite(estimate.pvalue):
+        verdict = "statistically significant" if estimate.pvalue < alpha else "not statistically significant"
+        return f"{verdict} at α = {alpha:g} ({p_clause(estimate.pvalue)})"
     lvl = f"{estimate.level:.0%}"
     if not (np.isfinite(estimate.ci_low) and np.isfinite(estimate.ci_high)):
         return "statistical significance unknown (no confidence interval)"
@@ -310,7 +315,7 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
             )
             parts.append(
                 f"{100 * share_sig:.0f}% of placebo schools look 'significant' at p < {alpha:g} "
-                f"(nominal {100 * alpha:.0f}%), {verdict}."
+                f"(nominal {percent(alpha)}), {verdict}."
             )
         if pd.notna(h.get("tau2_program", np.nan)):
             parts.append(
@@ -326,7 +331,7 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
                 f"circumstances alone produce in the positive direction and {int(h['calibrated_negative'])} in the "
                 f"negative direction ({adj}). If the program did nothing anywhere, about "
                 f"{float(h['calibrated_expected_by_chance_raw']):.1f} school(s) would pass before adjustment by chance, "
-                f"and any school at all after adjustment at most {100 * float(h.get('count_alpha', 0.05)):.0f}% of the time."
+                f"and any school at all after adjustment at most {percent(float(h.get('count_alpha', 0.05)))} of the time."
             )
     if note_text(h, "calibration_note") and not within:
         parts.append(note_text(h, "calibration_note")[0].upper() + note_text(h, "calibration_note")[1:] + ": school "

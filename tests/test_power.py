@@ -233,9 +233,9 @@ def test_matched_design_from_a_match_result():
 def test_summary_names_the_one_sided_direction_and_prints_the_power_it_was_given():
     """`--power 0.999` was printed as "100% power"; a one-sided test's direction was unnamed
     (power for −0.3 is that of the test in its own direction)."""
-    from pleval.power.plan import _percent
+    from pleval._text import percent
 
-    assert [_percent(x) for x in (0.8, 0.999, 0.9, 0.95, 0.9999)] == ["80%", "99.9%", "90%", "95%", "99.99%"]
+    assert [percent(x) for x in (0.8, 0.999, 0.9, 0.95, 0.9999)] == ["80%", "99.9%", "90%", "95%", "99.99%"]
     d = ClusterRCT(schools=40, students=60, icc=0.15, two_sided=False)
     assert d.power(-0.3) == pytest.approx(d.power(0.3))
     text = d.plan(power=0.999, effect=-0.3).summary()

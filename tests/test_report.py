@@ -1025,3 +1025,39 @@ def test_glance_counts_every_pl_row_left_out_of_a_matched_estimate():
         (line,) = [ln for ln in cards[s.capitalize()].lines if "not in the estimate" in ln]
         assert line == (f"{int(pl.sum()) - n_in:,} of {int(pl.sum()):,} PL rows ({(int(pl.sum()) - n_in) / pl.sum():.1%}) "
                         f"are not in the estimate ({why}): it is the effect on the PL students in it.")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_glance_gives_one_significance_verdict_when_level_is_not_one_minus_alpha():
+    """With --level 0.9 and α = 0.05 the math card read 'Statistically significant: the 90%
+    confidence interval lies above zero' over a sentence saying 'Not significant at α = 0.05'
+    (p = 0.088). The card's verdict is now the sentence's, by p against α, whenever the interval's
+    level is not 1 − α; at 1 − α it still reads the interval."""
+    from pleval.findings import significance
+
+    kw = dict(placebo=False, sensitivity=False)
+    for opts in ({"level": 0.9}, {"alpha": 0.1}, {}):
+        ev = pleval.estimate(SAMPLE, **kw, **opts)
+        alpha = float(ev.options["alpha"])
+        for card in sections.glance(ev, ()).blocks:
+            e = ev.effects[card.title.lower()].effect_size
+            significant = e.pvalue < alpha
+            if opts:
+                assert card.status.startswith("Statistically significant at α" if significant
+                                              else "Not statistically significant at α"), (opts, card.status)
+            else:
+                assert card.status == significance(e)[0].upper() + significance(e)[1:]
+            assert ("Not significant at α" in card.lines[0]) == (not significant)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_an_alpha_of_two_and_a_half_percent_is_written_so():
+    """--alpha 0.025 was written '2%' ('nominal 2%', 'at most 2% of the time'): shares are now
+    written with the digits they need."""
+    from pleval._text import percent
+    from pleval.findings import het_parts, het_row
+
+    assert [percent(x) for x in (0.05, 0.025, 0.999, 0.8)] == ["5%", "2.5%", "99.9%", "80%"]
+    ev = pleval.estimate(SAMPLE, sensitivity=False, alpha=0.025, subject="math")
+    text = " ".join(het_parts(ev, "math", het_row(ev, "math")))
+    assert "nominal 2.5%" in text and "at most 2.5% of the time" in text and "2%" not in text.replace("2.5%", "")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
+from .._text import percent
 from ..errors import DataError
 from . import app
 from ._common import (
@@ -249,7 +250,7 @@ def _schools_table(ev) -> Table | None:
         t.add_row(
             escape(str(r["subject"])), f"{int(r['k'])}", f"{r['estimate']:+.3f}", f"{r['tau']:.3f}",
             "—" if tp is None or tp != tp else f"{tp:.3f}", prog, pi,
-            "—" if pn != pn else f"{pn:.2f}", f"{pos}", f"{neg}", f"{alpha * int(r['k']):.1f} raw; any ≤{100 * alpha:.0f}%",
+            "—" if pn != pn else f"{pn:.2f}", f"{pos}", f"{neg}", f"{alpha * int(r['k']):.1f} raw; any ≤{percent(alpha)}",
             f"{r.get('school_mdes_median', float('nan')):.3f}",
         )
     notes = [f"{r['subject']}: {r['calibration_note']}" for _, r in h.iterrows()

@@ -88,6 +88,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
+from .._text import percent
 from ..errors import DesignError
 from ..inference import adjust_pvalues
 from ._tau2 import generalized_q, q_profile_ci
@@ -301,7 +302,7 @@ class Calibration(ResultMixin):
             f"  schools whose result exceeds the placebo spread ({self.adjust}-adjusted, alpha = {self.alpha:g}): "
             f"{d['calibrated_positive']} positive, {d['calibrated_negative']} negative; with no program effect "
             f"about {d['calibrated_expected_by_chance_raw']:.1f} would pass unadjusted and, after adjustment, "
-            f"any school at most {100 * self.alpha:.0f}% of the time",
+            f"any school at most {percent(self.alpha)} of the time",
         ])
 
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from .._results import ResultMixin
+from .._text import percent
 from ..percentiles import NOTE, _ordinal
 
 
@@ -69,7 +70,7 @@ class Plan(ResultMixin):
             f"Power analysis: {self.design}",
             f"  {params}",
             f"  test: alpha = {self.alpha:g} {sided}, df = {self.df:g}, standardized SE = {self.sse:.4f}",
-            f"  MDES at {_percent(self.target_power)} power: {self.mdes:.3f} SD = {self.mdes_pp:+.2f} percentile points "
+            f"  MDES at {percent(self.target_power)} power: {self.mdes:.3f} SD = {self.mdes_pp:+.2f} percentile points "
             f"from the {p0} percentile (multiplier {self.multiplier:.3f}, {how})",
         ]
         if self.power is not None:
@@ -77,20 +78,11 @@ class Plan(ResultMixin):
                          f"{self.power:.3f}")
         if self.required is not None:
             lines.append(f"  {self.solve_unit} needed for an MDES of {self.target_mdes:.3f} SD "
-                         f"({self.target_pp:+.2f} percentile points) at {_percent(self.target_power)} power: {self.required:,}")
+                         f"({self.target_pp:+.2f} percentile points) at {percent(self.target_power)} power: {self.required:,}")
         elif self.unreachable is not None:
             lines.append(f"  {self.unreachable}")
         lines.append(f"  {NOTE}")
         return "\n".join(lines)
-
-
-def _percent(x: float) -> str:
-    """A share as a percent with the digits it needs: 80%, 99.9% (not "100%" for 0.999)."""
-    for digits in range(4):
-        text = f"{x:.{digits}%}"
-        if abs(float(text[:-1]) / 100 - x) < 1e-12:
-            return text
-    return f"{x:.4%}"
 
 
 __all__ = ["Plan"]

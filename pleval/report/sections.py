@@ -108,11 +108,12 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
+        status = significance(e.effect_size, float(ev.options["alpha"]))
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
-            status=significance(e.effect_size)[0].upper() + significance(e.effect_size)[1:],
-            status_class="warn" if significance(e.effect_size).startswith("not") else "ok",
+            status=status[0].upper() + status[1:],
+            status_class="warn" if status.startswith("not") else "ok",
             lines=tuple(lines),
             verdicts=tuple((v["check"], v["verdict"]) for v in verdicts if v["subject"] == s)
             + ((("WWC rating", r.wwc_rating), ("ESSA tier", r.essa_tier)) if r is not None else ()),
