@@ -869,6 +869,11 @@ def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
                                        "the ITT keeps them; the complier (CACE) estimate is that of the rows with take-up "
                                        "known", c, "fill them in (0 for a student who could not take the program up)", n))
                     continue
+                if design == "rct" and role in ("pretest", "covariates", "grade", "student_id"):
+                    out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms}: "
+                                       "randomized all the same, they are left out of the analytic sample and counted as "
+                                       "attrition", c, "fill them in, or accept the attrition", n))
+                    continue
                 out.append(Problem("warning", "missing values", f"column {c!r} ({role}): {n:,} row(s) are missing{arms} "
                                    "and will be dropped (counted in the report)", c, "fill them in, or accept the drop",
                                    n))

@@ -528,6 +528,14 @@ def _first_shared(df: pd.DataFrame, out: pd.DataFrame, keep: pd.Series, keys: li
     return f", e.g. {key} ({where})"
 
 
+def randomized_columns(columns: Columns) -> Columns:
+    """The roles whose missing values leave a row out of a trial's randomized sample (its
+    assignment, school, block or subject unknown: it cannot be counted). A row missing anything
+    else was randomized all the same: the ITT leaves it out of the analytic sample and counts it
+    as attrition (:func:`itt_columns`)."""
+    return columns.replace(pretest=(), covariates=(), grade=None, student_id=None, time=None, takeup=None)
+
+
 def itt_columns(columns: Columns) -> Columns:
     """The roles whose missing values leave a row out of a trial's ITT: all but take-up, which
     only the complier (CACE) estimate needs (:func:`pleval.analyze_rct` estimates it from the

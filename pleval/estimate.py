@@ -48,7 +48,7 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, read_table,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
@@ -751,7 +751,9 @@ def estimate(
     with warnings.catch_warnings(record=True) as caught, limited(opts["workers"]):  # threads within `workers`
         warnings.simplefilter("always")
         need = ("outcome", "treatment", "school")
-        roles = itt_columns(work) if design == "rct" else work  # (a trial's rows missing take-up stay)
+        # a trial's rows are those of its randomized sample: a row missing a pretest or covariate is
+        # attrition, counted by the trial's own analysis per subject (not dropped here as well)
+        roles = randomized_columns(work) if design == "rct" else work
         v = checked.take_validated(checked_frame, roles, need)  # the report gives it up either way
         if v is None or df is not as_given:  # else the checks' own validation is that of df
             v = validate(df, roles, require=need)

@@ -119,7 +119,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, _coerce_treatment, design_matrix, itt_columns, one_arm_subject, pick_subject, subject_arms, validate
+from .data import Columns, _coerce_treatment, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -349,7 +349,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     # The randomized sample: every row whose assignment (and its school, block and subject) is
     # known. A row missing a pretest, covariate, grade or student id was randomized all the same:
     # left out of the analytic sample and counted as attrition. Take-up serves the CACE only.
-    base_cols = columns.replace(pretest=(), covariates=(), grade=None, student_id=None, time=None, takeup=None)
+    base_cols = randomized_columns(columns)
     rand_v = validate(df, base_cols, require=require)
     rand = rand_v.data
     if columns.takeup:
@@ -386,8 +386,8 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     dropped = dropped[dropped["n_rows"] > 0].reset_index(drop=True)
     if full_v.n_dropped:
         notes.append(
-            f"{full_v.n_dropped:,} randomized row(s) lack a pretest, covariate, grade or student id and are left out of "
-            "the analytic sample (counted as attrition)"
+            f"{full_v.n_dropped:,} randomized row(s){'' if subject is None else f' of {subject}'} lack a pretest, "
+            "covariate, grade or student id and are left out of the analytic sample (counted as attrition)"
         )
     if design == "cluster":
         _cluster_checks(rand, columns)

@@ -448,12 +448,12 @@ def test_dropped_rows_are_counted_with_reasons(rct_sim):
     ev = pleval.estimate(d, design="rct", placebo=False)
     ds = ev.data_summary.set_index("reason")
     assert ds.loc["rows read", "n_rows"] == len(d)
-    assert ds.loc["rows kept", "n_rows"] == len(d) - 7
-    assert ds.loc["of which missing outcome (kept, counted)", "n_rows"] == d["posttest"].isna().sum() - d.loc[
-        d.index[:7], "posttest"].isna().sum()
+    assert ds.loc["rows kept", "n_rows"] == len(d)  # randomized all: the 7 are the trial's attrition
+    assert ds.loc["of which missing outcome (kept, counted)", "n_rows"] == d["posttest"].isna().sum()
     dr = ev.dropped
-    row = dr[(dr.stage == "validation") & (dr.column == "frl")].iloc[0]
-    assert row["n_rows"] == 7 and "missing" in row["reason"]
+    rows = dr[(dr.column == "frl")]
+    assert set(rows.stage) == {"randomized-trial analysis"} and "missing" in rows["reason"].iloc[0]
+    assert rows["n_rows"].sum() == 7
     assert ev.provenance["input"]["sha256_of"].startswith("frame content")
     assert ev.provenance["input"]["n_rows"] == len(d) and ev.provenance["pleval_version"] == pleval.__version__
 
@@ -836,3 +836,24 @@ def test_trial_school_effects_are_those_of_the_itt_rows_and_take_up_gaps_stay_in
     (line,) = [p.line for p in gaps.problems if "'takeup'" in p.line]
     assert ("comparison rows: the comparison arm only): the ITT keeps them; the complier (CACE) estimate is that of "
             "the rows with take-up known; fix: fill them in (0 for a student who could not take the program up)") in line
+
+
+def test_a_trial_lists_each_row_left_out_once():
+    """A trial's rows missing a pretest were dropped by the run's validation ('rows kept 10,608')
+    and counted again, per subject, by the trial's analysis as attrition: listed twice. They are
+    the trial's attrition only: the rows kept are the randomized rows, and each subject's note
+    names it."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    for s in ("math", "reading"):
+        d.loc[d.index[d.subject == s][:10], "pretest"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(d, design="rct", placebo=False)
+    dropped = ev.dropped
+    pre = dropped[dropped["reason"] == "missing pretest"]
+    assert pre["stage"].tolist() == ["randomized-trial analysis"] * 2 and pre["n_rows"].tolist() == [10, 10]
+    summary = ev.data_summary.set_index("reason")["n_rows"]
+    assert summary["rows kept"] == summary["rows read"] == len(d)
+    assert all(any(n.startswith(f"10 randomized row(s) of {s} lack a pretest") for n in ev.notes) for s in ("math", "reading"))
+    (line,) = [p.line for p in ev.checks.warnings if p.column == "pretest"]
+    assert "randomized all the same, they are left out of the analytic sample and counted as attrition; fix" in line
