@@ -3,6 +3,7 @@ propensity model, balance and effect, and every bad input."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -578,3 +579,21 @@ def test_mahalanobis_match_does_not_depend_on_flags_being_booleans():
     assert a.options["distance"] == b.options["distance"] == ("pretest", *flags)
     assert b.estimate().raw.estimate == a.estimate().raw.estimate
     assert "Mahalanobis distance on: pretest, female, frl, ell, sped" in b.summary()
+
+
+def test_estimate_by_a_column_with_missing_values_warns_of_the_rows_in_no_group():
+    """MatchResult.estimate(by=col) left rows without a value of col out of every group without
+    a word (541 of the sample's 5,301 matched PL rows for a 10%-missing column)."""
+    from pleval.data import SAMPLE_COLUMNS
+    from pleval.errors import PlevalWarning
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    rng = np.random.default_rng(0)
+    d["tier"] = rng.choice(["low", "high"], len(d))
+    d.loc[rng.choice(len(d), 5000, replace=False), "tier"] = None
+    m = match(d, SAMPLE_COLUMNS, method="vcg")
+    n_pl = m.estimate().raw.n_treated
+    with pytest.warns(PlevalWarning, match=r"matched row\(s\) \((\d+) PL\) have no value of 'tier'") as rec:
+        t = m.estimate(by="tier").to_frame()
+    n_out = int(re.search(r"\((\d+) PL\)", str(rec[0].message)).group(1))
+    assert n_out == n_pl - int(t[t.scale == "raw"]["n_treated"].sum()) > 0

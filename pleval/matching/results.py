@@ -20,6 +20,7 @@ from ``rows``/``set_id``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -28,7 +29,7 @@ import pandas as pd
 
 from .._results import Effect, ResultMixin
 from ..data import Columns
-from ..errors import DataError
+from ..errors import DataError, PlevalWarning
 from ..inference.robust import check_conventions
 from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
 from .balance import Balance, balance
@@ -445,6 +446,12 @@ class MatchResult(ResultMixin):
             groups = []
             for key, idx in _groups(self.data, rows, by, codes):  # a handful of groups
                 groups.append((key, idx, f"{c.outcome} ({', '.join(f'{b} = {v}' for b, v in zip(by, key))})"))
+            n_out = len(rows) - sum(len(idx) for _, idx, _ in groups)
+            if n_out:  # matched rows with a missing key are in no group
+                t = self.data[c.treatment].to_numpy()[rows] == 1
+                n_t = int(t.sum()) - sum(int(t[idx].sum()) for _, idx, _ in groups)
+                warnings.warn(f"{n_out:,} matched row(s) ({n_t:,} PL) have no value of {', '.join(map(repr, by))} and are "
+                              "in no group's estimate", PlevalWarning, stacklevel=3)
 
         def build(group):
             key, idx, label = group
