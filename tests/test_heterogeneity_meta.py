@@ -705,3 +705,17 @@ def test_hartung_knapp_warns_when_estimates_agree_more_than_their_ses_and_surviv
     with w.catch_warnings():
         w.simplefilter("error", PlevalWarning)
         meta_analysis(np.array([0.0, 0.2, -0.1, 0.3]), np.full(4, 0.1), hartung_knapp=True)  # factor > 0.25: quiet
+
+
+def test_series_of_estimates_and_ses_are_paired_by_label():
+    """Two labelled Series in different orders were paired by position (each school given
+    another's SE, without a word). They are now paired by label, as pandas pairs them; Series with
+    different labels are an error."""
+    t = pd.read_csv("sample_data/school_effects.csv")
+    t = t[t.subject == "math"].set_index("school_id")
+    ref = meta_analysis(t["estimate"].to_numpy(), t["se"].to_numpy())
+    shuffled = t["se"].sample(frac=1.0, random_state=3)
+    got = meta_analysis(t["estimate"], shuffled)
+    assert got.estimate == ref.estimate and got.tau2 == ref.tau2
+    with pytest.raises(DataError, match="Series with different labels"):
+        meta_analysis(t["estimate"], shuffled.reset_index(drop=True))

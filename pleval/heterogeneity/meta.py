@@ -89,7 +89,17 @@ def _readonly(a) -> np.ndarray:
 
 
 def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tuple[np.ndarray, np.ndarray]:
-    """Validate estimates and standard errors: same length, finite, SE > 0."""
+    """Validate estimates and standard errors: same length, finite, SE > 0. Two pandas Series
+    are paired by their labels (the SEs put in the estimates' order), as pandas pairs them; Series
+    whose labels differ are an error (pairing them by position would give one school's SE to
+    another's estimate)."""
+    if isinstance(estimates, pd.Series) and isinstance(ses, pd.Series) and not estimates.index.equals(ses.index):
+        same = (estimates.index.is_unique and ses.index.is_unique and len(estimates) == len(ses)
+                and estimates.index.isin(ses.index).all())
+        if not same:
+            raise DataError("estimates and ses are Series with different labels: give them the same labels (one per "
+                            "school), or pass arrays in the same order")
+        ses = ses.reindex(estimates.index)
     y = np.asarray(estimates, dtype=float).ravel()
     se = np.asarray(ses, dtype=float).ravel()
     if y.shape != se.shape:
