@@ -38,7 +38,7 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_written, flag_for, itt_columns, match_label, one_arm_subject, subject_arms, validate)
+                   as_columns, as_written, flag_for, itt_columns, match_label, one_arm_subject, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -237,12 +237,12 @@ def check(
         return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
     base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
     listed = df if "file_columns" not in df.attrs else pd.DataFrame(columns=file_columns(df))  # the file's names
+    if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
+        columns, given = given, None
     if columns is None:
         cols, roles, found = resolve_roles(listed, base, given, design=design, require=require)
     else:
-        if not isinstance(columns, Columns):
-            raise DataError(f"columns must be a pleval.data.Columns; got {type(columns).__name__}")
-        cols, roles, found = _explicit_roles(listed, columns, require)
+        cols, roles, found = _explicit_roles(listed, as_columns(columns), require)
     problems += found
     values, found, validated = _values_and_validation(df, cols, require, design, problems)
     problems += values + found

@@ -395,6 +395,7 @@ def validate(
         raise DataError(f"expected a pandas DataFrame; got {type(df).__name__}")
     if len(df) == 0:
         raise DataError("the data have no rows")
+    columns = as_columns(columns)
     roles = columns.roles()
     for role in require:
         if role not in roles:
@@ -526,6 +527,21 @@ def _first_shared(df: pd.DataFrame, out: pd.DataFrame, keep: pd.Series, keys: li
     where = f"file rows {', '.join(map(str, lines))}" if lines is not None else f"index {', '.join(map(str, df.index[pos]))}"
     key = ", ".join(f"{k} {as_written(first[k])!r}" for k in keys)
     return f", e.g. {key} ({where})"
+
+
+def as_columns(columns) -> Columns:
+    """``columns`` as :class:`Columns`: itself, or a mapping of roles to column names
+    (``{"outcome": "posttest", ...}``); anything else, or an unknown role, is a :class:`DataError`."""
+    if isinstance(columns, Columns):
+        return columns
+    if isinstance(columns, Mapping):
+        known = {f.name for f in fields(Columns)}
+        unknown = sorted(set(columns) - known)
+        if unknown:
+            raise DataError(f"unknown column role(s) {unknown}; roles are {sorted(known)}")
+        return Columns(**columns)
+    raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles to column names; got "
+                    f"{type(columns).__name__}")
 
 
 def randomized_columns(columns: Columns) -> Columns:

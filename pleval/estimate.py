@@ -48,7 +48,7 @@ from ._workers import available_memory, can_fork, default_workers, limited, side
 from ._workers import start as start_worker
 from .checks import check
 from .data import (
-    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
+    RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_columns, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
@@ -707,14 +707,8 @@ def estimate(
         df.attrs["sha256"] = frame_sha256(df)
     as_given = df  # while df is this frame, the checks' validation of checked_frame is that of df
     notes: list[str] = []
-    if isinstance(columns, Mapping):
-        unknown = sorted(set(columns) - {f.name for f in dataclasses.fields(Columns)})
-        if unknown:
-            raise DataError(f"unknown column role(s) {unknown}; roles are "
-                            f"{[f.name for f in dataclasses.fields(Columns)]}")
-        columns = Columns(**columns)
-    if columns is not None and not isinstance(columns, Columns):
-        raise DataError(f"columns must be a pleval.data.Columns or a mapping of roles; got {type(columns).__name__}")
+    if columns is not None:
+        columns = as_columns(columns)
     progress("checking the data")
     if checked is None:
         checked, checked_frame = check(df, columns, design=design, keep_validated=True), df

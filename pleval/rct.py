@@ -119,7 +119,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, _coerce_treatment, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, subject_arms, validate
+from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -335,6 +335,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
     """Randomized sample, analytic sample, the model's covariate names, dropped rows, notes."""
     if design not in DESIGNS:
         raise DataError(f"design must be one of {DESIGNS}; got {design!r}")
+    columns = as_columns(columns)
     if columns.weight:
         raise DataError(
             f"column {columns.weight!r} (weight): analysis weights are not used in RCT analysis; "
@@ -1060,6 +1061,7 @@ def analyze_rct(
 
     sub = inter = None
     if subgroups:
+        subgroups = [subgroups] if isinstance(subgroups, str) else list(subgroups)  # 'frl' is one column, not three
         analysed, left_out = single_valued_in_subject(ana, df, subgroups, subject)
         notes += left_out
         sub, inter = _subgroups(ana, cols, mod, analysed, fit_kw, scale, adjust, level, notes, interaction_test, absorb)

@@ -383,3 +383,28 @@ def test_frames_with_repeated_or_column_named_index_labels_analyse_as_reset():
     indexed = r.set_index(["school_id", "student_id"], drop=False)
     assert (pleval.analyze_rct(indexed, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate
             == pleval.analyze_rct(r, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate)
+
+
+def test_roles_as_a_mapping_are_taken_by_every_entry_point():
+    """pleval.estimate took roles as a mapping; pleval.match and analyze_rct stopped on
+    AttributeError ('dict' object has no attribute 'roles'), check(given=Columns) on another,
+    and analyze_rct(subgroups='frl') looked for columns 'f', 'r', 'l'. Each now takes them."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import pleval
+    from pleval.data import RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+    d = pd.read_csv(root / "pl_matched_students.csv")
+    r = pd.read_csv(root / "pl_cluster_rct.csv")
+    roles = {k: v for k, v in asdict(SAMPLE_COLUMNS).items() if v not in (None, ())}
+    assert (pleval.match(d, roles, method="vcg").estimate().raw.estimate
+            == pleval.match(d, SAMPLE_COLUMNS, method="vcg").estimate().raw.estimate)
+    rct_roles = {k: v for k, v in asdict(RCT_SAMPLE_COLUMNS).items() if v not in (None, ())}
+    a = pleval.analyze_rct(r, rct_roles, subject="math", subgroups="frl")
+    b = pleval.analyze_rct(r, RCT_SAMPLE_COLUMNS, subject="math", subgroups=["frl"])
+    assert a.itt.raw.estimate == b.itt.raw.estimate and a.subgroups.equals(b.subgroups)
+    assert pleval.check(d, given=SAMPLE_COLUMNS).columns == pleval.check(d, SAMPLE_COLUMNS).columns
+    with pytest.raises(DataError, match="columns must be a pleval.data.Columns or a mapping"):
+        pleval.match(d, ["posttest"])

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _workers
-from ..data import Columns, Validated, pl_by_subject, pl_rows_frame, validate
+from ..data import Columns, Validated, as_columns, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
 from ._design import codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical, narrow_codes
 from .balance import Balance, balance
@@ -482,6 +482,7 @@ def match(
     if not isinstance(df, Validated):
         from ..checks import warn_values  # outliers and mixed codes: computed, but worth a warning
 
+        columns = as_columns(columns)
         v = validate(df, columns)
         warn_values(df, columns)
     else:
