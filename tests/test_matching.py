@@ -597,3 +597,17 @@ def test_estimate_by_a_column_with_missing_values_warns_of_the_rows_in_no_group(
         t = m.estimate(by="tier").to_frame()
     n_out = int(re.search(r"\((\d+) PL\)", str(rec[0].message)).group(1))
     assert n_out == n_pl - int(t[t.scale == "raw"]["n_treated"].sum()) > 0
+
+
+def test_balance_table_does_not_depend_on_the_row_order():
+    """The balance table's subject blocks came in the order the subjects first appear in the
+    rows: the same match gave ['all', 'reading', 'math'] for one row order and
+    ['all', 'math', 'reading'] for another. The groups are now sorted by name."""
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d.iloc[np.r_[np.flatnonzero(d.subject == "reading"), np.flatnonzero(d.subject == "math")]]
+    a = match(d, SAMPLE_COLUMNS, method="vcg").balance().table
+    b = match(d.sample(frac=1.0, random_state=4), SAMPLE_COLUMNS, method="vcg").balance().table
+    assert list(dict.fromkeys(a["group"])) == ["all", "math", "reading"]
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)

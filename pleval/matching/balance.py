@@ -582,6 +582,8 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
     parts = _tables(before, after, treatment, variables, pretest, by=by, weight=weight, weight2=weight2,
                     categorical=categorical, smd=smd, threshold=threshold,
                     rows=None if rows is None else np.asarray(rows, dtype=np.intp), codes=None if rows is None else codes)
+    # "all", then the groups sorted by name (not in the data's order: the table is the same for any row order)
+    parts = sorted(parts, key=lambda p: (p[0] != "all", str(p[0])))
     tabs = [tab.assign(group=name)[["group", *tab.columns]] for name, tab, _ in parts]
     eqs = [{"group": name, **eq} for name, _, eq in parts if eq is not None]
     eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",
