@@ -250,6 +250,17 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     return parts
 
 
+def _spread_words(h: pd.Series) -> str:
+    """What the prediction interval's between-school variance is: the PL schools' own when it is at
+    least the placebo schools', else the two pooled by their precision (it then lies between them,
+    not at or above the placebo schools'; docs/heterogeneity.md, order restriction)."""
+    tau2_pl, tau2_placebo = float(h.get("tau2", np.nan)), float(h.get("tau2_placebo", np.nan))
+    if not (tau2_pl < tau2_placebo):
+        return "the PL schools' spread, at least the placebo schools'"
+    return ("the PL schools' spread (SD {:.3f}) below the placebo schools' ({:.3f}), so the two pooled by their "
+            "precision".format(math.sqrt(max(tau2_pl, 0.0)), math.sqrt(tau2_placebo)))
+
+
 def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     if note_text(h, "not_estimable"):
         return one_school_parts(ev, s, h)
@@ -263,10 +274,9 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         + ("(the program plus that school's own circumstances) " if floor else "")
         + f"would lie between {fmt(pp(h['pi_low'], p0), 1, True)} and {fmt(pp(h['pi_high'], p0), 1, True)} percentile "
         f"points ({lvl} prediction interval"
-        + (f", with a between-school SD of {math.sqrt(float(h['tau2_total'])):.3f}: the PL schools' spread, held at "
-           "least at the placebo schools' since schools differ at least as much as they do without any program, and "
-           "allowing for the uncertainty of both)." if floor
-           else ").")
+        + (f", with a between-school SD of {math.sqrt(float(h['tau2_total'])):.3f}: " + _spread_words(h)
+           + ", since schools differ at least as much as they do without any program, and allowing for the uncertainty "
+           "of both)." if floor else ").")
     ]
     parts.append(
         "Students were randomized within each school, so each school's estimate is unbiased for the program's effect "

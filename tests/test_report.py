@@ -1061,3 +1061,24 @@ def test_an_alpha_of_two_and_a_half_percent_is_written_so():
     ev = pleval.estimate(SAMPLE, sensitivity=False, alpha=0.025, subject="math")
     text = " ".join(het_parts(ev, "math", het_row(ev, "math")))
     assert "nominal 2.5%" in text and "at most 2.5% of the time" in text and "2%" not in text.replace("2.5%", "")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_the_prediction_interval_sentence_says_how_its_spread_was_formed():
+    """When the PL schools' τ² is below the placebo schools', the interval's between-school SD is
+    the two pooled by their precision (between them); the sentence said it was the PL schools'
+    spread 'held at least at the placebo schools''. It now says which it is."""
+    from pleval.findings import het_parts, het_row
+
+    ev = pleval.estimate(Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv", design="rct")
+    seen = set()
+    for s in ev.subjects:
+        h = het_row(ev, s)
+        text = het_parts(ev, s, h)[0]
+        below = float(h["tau2"]) < float(h["tau2_placebo"])
+        seen.add(below)
+        assert ("so the two pooled by their precision" in text) == below
+        assert ("at least the placebo schools'" in text) == (not below)
+        if below:  # pooled: between the two
+            assert float(h["tau2"]) <= float(h["tau2_total"]) <= float(h["tau2_placebo"])
+    assert seen == {True, False}  # the sample trial has one subject of each kind
