@@ -549,7 +549,7 @@ def _balance_literally(before, after, variables, by, smd):
     weighted means, Σw(x − x̄)²/(Σw − Σw²/Σw), SMDs, variance ratios, and eCDFs evaluated at
     each distinct value of the group before matching as Σw[x ≤ v]/Σw."""
     rows = []
-    for name in ["all", *pd.unique(before[by])]:
+    for name in ["all", *sorted(pd.unique(before[by]), key=str)]:  # (groups sorted by name)
         b = before if name == "all" else before[before[by] == name]
         a = after if name == "all" else after[after[by] == name]
         tb, ta = b["t"].to_numpy() == 1, a["t"].to_numpy() == 1
