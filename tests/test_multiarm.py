@@ -381,3 +381,18 @@ def test_null_familywise_error_and_coverage_by_simulation():
     assert sim_cover / reps > 0.95 - 2.5 * mc, sim_cover / reps
     assert abs(arm_cover / (2 * reps) - 0.95) < 2.5 * np.sqrt(0.05 * 0.95 / (2 * reps)), arm_cover / (2 * reps)
     assert rate["none"] > rate["holm"] and rate["none"] >= rate["dunnett"]
+
+
+def test_cli_control_refuses_the_two_arm_options_it_would_not_apply(three_arm, tmp_path):
+    """--control with --method mixedlm, --lin, --subgroups, --permutations or --bootstrap
+    exited 0 with arms.csv byte-identical to a run without them (no mixed model, no Lin
+    adjustment, no randomization p-value, without a word). They are now an error naming them."""
+    path = tmp_path / "arms.csv"
+    three_arm.to_csv(path, index=False)
+    base = ["rct", str(path), "--outcome", "posttest", "--treatment", "arm", "--pretest", "pretest",
+            "--covariates", "frl,ell", "--school", "school_id", "--block", "block", "--control", "control",
+            "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(app, base + ["--method", "mixedlm", "--lin", "--subgroups", "frl", "--permutations", "100"])
+    assert r.exit_code == 2 and not (tmp_path / "o").exists()
+    assert "--method mixedlm, --lin, --subgroups, --permutations apply to two-arm trials" in r.output
+    assert CliRunner().invoke(app, base).exit_code == 0

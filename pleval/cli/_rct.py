@@ -239,11 +239,21 @@ def rct(
     }
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
-        if df_working != "independent":
-            from ..errors import DataError
+        from ..data import NONE_WORDS
+        from ..errors import DataError
 
+        if df_working != "independent":
             raise DataError("--df-working applies to two-arm trials; multi-arm trials (--control) keep the independence "
                             "working model")
+        unused = [flag for flag, on in (("--method " + method.value, method.value != "ols"), ("--lin", lin),
+                                        ("--subgroups", bool(subgroups)), ("--permutations", permutations > 0),
+                                        ("--bootstrap", bootstrap > 0),
+                                        ("--takeup", takeup is not None and takeup.strip().lower() not in NONE_WORDS))
+                  if on]
+        if unused:  # a multi-arm run fits each arm against control by OLS, nothing else: said, not ignored
+            raise DataError(f"{', '.join(unused)} apply to two-arm trials; a multi-arm trial (--control) compares each "
+                            "arm with control by the OLS ITT (no CACE, subgroups, randomization test or bootstrap): "
+                            "leave them out, or analyse one arm against control as a two-arm trial")
         _multiarm(df, given, need, control, multiarm_adjust, multiarm_alternative, design.value, vcov, cluster_df, sd_value,
                   baseline_percentile, only_subject, seed, out)
         return
