@@ -195,6 +195,13 @@ class RCTResult(ResultMixin):
                 "WWC: attrition is high, so the trial can meet standards only with reservations and only if "
                 f"baseline equivalence holds on the analytic sample (main pretest: {self.equivalence_verdict})"
             )
+        if self.design == "cluster":  # the WWC's cluster step: joiners, which pleval cannot see (pleval.rating)
+            return (
+                "WWC: attrition is low; in a cluster trial baseline equivalence is then not required only if no "
+                "students joined the schools after random assignment, which pleval cannot tell: if some did, or it is "
+                "unknown, the trial can meet standards only with reservations and with baseline equivalence (main "
+                f"pretest: {self.equivalence_verdict}); pleval estimate --design rct --set joiners=false declares none did"
+            )
         return (
             "WWC: attrition is low, so baseline equivalence is not required for the trial to meet standards "
             "(shown for information)"

@@ -659,3 +659,17 @@ def test_treatment_coded_1_2_gets_no_guess_and_swapped_arms_are_warned_of(trial)
     with pytest.warns(PlevalWarning, match="complier share .* is negative: take-up is higher in the control arm"):
         res = analyze_rct(swapped, COLS.replace(takeup="takeup"))
     assert any("is negative" in n for n in res.notes)
+
+
+def test_a_low_attrition_cluster_trial_does_not_say_equivalence_is_not_required():
+    """`pleval rct` told users of a low-attrition cluster trial that baseline equivalence was not
+    required, while pleval's own rating (the WWC's cluster step: joiners, which pleval cannot
+    see) required it. The note now says when it is not required and how to declare it."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    res = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math")
+    assert not res.equivalence_required
+    assert res.equivalence_note.startswith("WWC: attrition is low; in a cluster trial baseline equivalence is then not "
+                                           "required only if no students joined the schools after random assignment")
+    assert "--set joiners=false" in res.equivalence_note and "--set joiners=false" in res.summary()
+    blocked = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math", design="blocked")
+    assert blocked.equivalence_note.startswith("WWC: attrition is low, so baseline equivalence is not required")
