@@ -314,7 +314,9 @@ def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, caliper
     box = np.column_stack(box) if box else np.zeros((len(data), 0))
     z = coord
     if mahvars:
-        z = mahalanobis_coordinates(encode(data, mahvars, categorical).X, t)
+        # quantized as the main path's coordinates are: distances equal but for floating-point noise
+        # (which depends on row order through the covariance's factor) are then exact ties, broken by id
+        z = np.round(mahalanobis_coordinates(encode(data, mahvars, categorical).X, t), 10)
         options["mahvars"] = tuple(mahvars)
     options["calipers"] = dict(calipers)
     t_prio = _priority(data, c, tpos, conventions)
