@@ -218,3 +218,24 @@ def test_match_api_and_estimate_refuse_an_option_of_another_method(csv):
     with pytest.raises(DataError, match="option truncate applies to method weighting; the method is mahalanobis"):
         estimate(df, method="mahalanobis", truncate=0.99, workers=1)
     assert match(df, SAMPLE_COLUMNS, band=1.0, estimand="att").n_treated_matched > 0  # the defaults, as written
+
+
+def test_weighting_writes_a_readable_sample_sizes_table(tmp_path):
+    """`pleval match --method weighting` (and ebal) wrote sample_sizes.csv as an empty 1-byte
+    file that pandas cannot read. It now holds the sample sizes with the weights' effective
+    sample size, as MatchResult.sample_sizes() gives them (MatchIt's 'Matched (ESS)')."""
+    import warnings
+
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+    from pleval.errors import PlevalWarning
+
+    r = runner.invoke(app, ["match", "sample_data/pl_matched_students.csv", "--method", "weighting",
+                            "-o", str(tmp_path / "w")])
+    assert r.exit_code == 0, r.output
+    got = pd.read_csv(tmp_path / "w" / "sample_sizes.csv").set_index("sample")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        want = pleval.match(pd.read_csv("sample_data/pl_matched_students.csv"), SAMPLE_COLUMNS,
+                            method="weighting").sample_sizes()
+    assert got.loc["matched (ESS)", "comparison"] == pytest.approx(want.loc["matched (ESS)", "comparison"], rel=1e-12)

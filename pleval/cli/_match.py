@@ -156,8 +156,6 @@ def match_cmd(
     equivalence.csv (WWC baseline equivalence on the pretest), effect.csv, unmatched.csv,
     counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group), weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) and provenance.json (version, options, the input's SHA-256 and, with --pool, the pool's path, engine, eligible rows and fingerprint) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
-    import pandas as pd
-
     from .. import outputs
     from ..checks import check
     from ..data import read_table, validate
@@ -207,7 +205,7 @@ def match_cmd(
     bal = res.balance()
 
     eff_frame = eff.to_frame()
-    sizes = res.sample_sizes().rename_axis("sample").reset_index() if res.method not in ("weighting", "ebal") else pd.DataFrame()
+    sizes = res.sample_sizes().rename_axis("sample").reset_index()  # (weighting too: its ESS, as MatchIt's)
     frames = (res.matched, bal.table, bal.equivalence, eff_frame, res.unmatched, res.to_frame(), sizes,
               res.weight_summary())
     with outputs.atomic_folder(out, replaced=_OUTPUTS) as tmp:  # swapped in whole (pleval.outputs)
