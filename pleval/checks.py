@@ -38,7 +38,8 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_columns, as_written, flag_for, itt_columns, match_label, one_arm_subject, subject_arms, validate)
+                   as_columns, as_written, flag_for, itt_columns, match_label, one_arm_subject, schools_across_blocks,
+                   subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
 
@@ -568,11 +569,9 @@ def _schools_across_blocks(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     restart in each block."""
     keep = df[cols.school].notna() & df[cols.block].notna() & df[cols.treatment].notna()
     d = df.loc[keep, [cols.school, cols.block, cols.treatment]]
-    by = d.groupby(cols.school, sort=False, observed=True)
-    if (by[cols.treatment].nunique() > 1).any():  # students assigned within schools: not a cluster trial
-        return []
-    nb = by[cols.block].nunique()
-    bad = nb.index[(nb > 1).to_numpy()]
+    if (d.groupby(cols.school, sort=False, observed=True)[cols.treatment].nunique() > 1).any():
+        return []  # students assigned within schools: not a cluster trial
+    bad = schools_across_blocks(d, cols.school, cols.block)
     if not len(bad):
         return []
     shown = ", ".join(repr(as_written(s)) for s in bad[:3])

@@ -544,6 +544,13 @@ def as_columns(columns) -> Columns:
                     f"{type(columns).__name__}")
 
 
+def schools_across_blocks(df: pd.DataFrame, school: str, block: str) -> pd.Index:
+    """The schools of ``df`` that appear in more than one block (a cluster trial needs schools
+    nested in blocks; most often school codes that restart in each block)."""
+    nb = df.groupby(school, sort=False, observed=True)[block].nunique()
+    return nb.index[(nb > 1).to_numpy()]
+
+
 def randomized_columns(columns: Columns) -> Columns:
     """The roles whose missing values leave a row out of a trial's randomized sample (its
     assignment, school, block or subject unknown: it cannot be counted). A row missing anything

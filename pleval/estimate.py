@@ -1029,7 +1029,7 @@ def _trial_rows(df, columns: Columns, subjects, extra=()) -> pd.DataFrame:
     """The trial's analytic rows for school effects, those of its ITT (every role but take-up
     present: :func:`pleval.data.itt_columns`; the subjects analysed), with ``_t`` the 0/1
     assignment."""
-    need = [*{c: 0 for cols in itt_columns(columns).roles().values() for c in cols}, *extra]
+    need = [*dict.fromkeys(c for cols in itt_columns(columns).roles().values() for c in cols), *extra]
     d = df.dropna(subset=need).copy()
     if columns.subject is not None:
         d = d[d[columns.subject].isin(subjects)]

@@ -119,7 +119,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, subject_arms, validate
+from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, schools_across_blocks, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -307,8 +307,7 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
             f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools"
         )
     if cols.block:
-        nb = rand.groupby(school, sort=False, observed=True)[cols.block].nunique()
-        bad = nb.index[nb > 1]
+        bad = schools_across_blocks(rand, school, cols.block)
         if len(bad):
             raise DesignError(
                 f"schools must be nested in blocks: {len(bad):,} school(s) of column {school!r} appear in "

@@ -261,12 +261,11 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
     """The columns (header -> an example) of the scanned rows (the header first) holding a
     whole number written with leading zeros ('0042'): codes such as student ids, which read as
     numbers would lose the zeros ('0042' and '42' one id)."""
-    header, out = rows[0], {}
+    header, out = [h.strip() for h in rows[0]], {}
     for r in rows[1:]:
         for name, v in zip(header, r):
-            v = v.strip()
-            if name not in out and _PADDED.fullmatch(v):
-                out[name.strip()] = v
+            if name not in out and _PADDED.fullmatch(v.strip()):
+                out[name] = v.strip()
     return out
 
 
