@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -213,6 +213,51 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     return sd, label
 
 
+class BaselineDifference(NamedTuple):
+    """:func:`baseline_difference`'s result."""
+
+    g: float
+    mean_treated: float
+    mean_control: float
+    sd: float
+    n_treated: float
+    n_control: float
+
+
+def baseline_difference(x, treated, weights=None, strata=None, weights2=None) -> BaselineDifference:
+    """The baseline difference on ``x`` (e.g. the pretest) as a Hedges g on the impact's yardstick:
+
+        g = ω (x̄_T − x̄_C) / S,    ω = 1 − 3/(4N − 9),
+
+    the groups' (weighted) means, N their effective n ``(Σw)²/Σw²``, and ``S`` the SD that
+    standardizes the impact (:func:`outcome_sd`): pooled within group, and within ``strata``
+    (grade × subject labels) when the sample pools grades. A pooled-across-grades SD, inflated
+    by the gaps between grade means, would shrink the baseline g next to the impact's g, and the
+    WWC's 0.05/0.25 SD thresholds (Procedures and Standards Handbook v5.0, baseline equivalence)
+    would read a larger imbalance as a smaller one. Without ``strata`` this is :func:`hedges_g`
+    of the groups' means and SDs. ``weights2``: as :func:`outcome_sd`'s. ``g`` is NaN when the
+    SD cannot be computed (:data:`TOO_FEW_FOR_SD`, or no variation).
+    """
+    x = np.asarray(x, dtype=float)
+    t = np.asarray(treated).astype(bool)
+    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    w2 = w**2 if weights2 is None else np.asarray(weights2, dtype=float)
+    ok = np.isfinite(x) & (w > 0)
+    x, t, w, w2 = x[ok], t[ok], w[ok], w2[ok]
+    strata = None if strata is None else _codes(strata)[ok]
+    means, n = [], []
+    for arm in (t, ~t):
+        sw = w[arm].sum()
+        means.append(float(w[arm] @ x[arm] / sw) if sw > 0 else math.nan)
+        n.append(float(sw**2 / w2[arm].sum()) if sw > 0 else 0.0)
+    try:
+        sd, _ = outcome_sd(x, t, weights=w, strata=strata, weights2=w2)
+        omega = float(hedges_omega(n[0] + n[1]))
+    except DataError:  # too few rows, no variation, or a missing stratum
+        return BaselineDifference(math.nan, *means, math.nan, *n)
+    return BaselineDifference(omega * (means[0] - means[1]) / sd, *means, sd, *n)
+
+
 def _codes(strata) -> np.ndarray:
     """Integer codes for one label array, or for the combinations of a list of arrays."""
     if isinstance(strata, (list, tuple)) and strata and np.ndim(strata[0]) == 1:
@@ -275,6 +320,8 @@ __all__ = [
     "glass_delta",
     "cox_index",
     "outcome_sd",
+    "baseline_difference",
+    "BaselineDifference",
     "hedges2007_adjusted_t",
     "hedges2007_effect_size",
 ]

@@ -1485,7 +1485,7 @@ def _design_part(s, est, m, balance: pd.DataFrame, eq: pd.DataFrame, sens) -> di
     eff = est if s is None else est[s]
     part: dict[str, Any] = {"effect": eff, "effects": {"ATT (matched)": eff}, "details": {"design": m}}
     part["balance"] = balance[balance["group"] == key].drop(columns="group")
-    part["equivalence"] = _equivalence_frame(eq[eq["group"] == key])
+    part["equivalence"] = _equivalence_frame(eq[eq["group"] == key], m.strata)
     if sens is not None:
         ss = sens[()] if s is None else sens[s]
         part["details"]["sensitivity"] = ss
@@ -1605,13 +1605,16 @@ def _subgroup_tables(keys: list[str], parts: list[dict], opts: dict) -> dict[str
             "equity": equity_table(tests) if len(tests) else pd.DataFrame()}
 
 
-def _equivalence_frame(eq: pd.DataFrame) -> pd.DataFrame:
-    """The WWC baseline-equivalence rows of :class:`pleval.matching.Balance` on pleval's columns."""
+def _equivalence_frame(eq: pd.DataFrame, strata=()) -> pd.DataFrame:
+    """The WWC baseline-equivalence rows of :class:`pleval.matching.Balance` on pleval's columns
+    (``strata``: the exact-match columns the SD is pooled within)."""
+    within = f"; SD within {' × '.join(strata)}" if len(strata) else ""
     return pd.DataFrame(
         {
             "variable": eq["pretest"].to_numpy(),
             "role": "pretest",
-            "measure": "Hedges g (matched sample, effective n)",
+            "measure": f"Hedges g (matched sample, effective n{within})",
+            "sd": eq["sd"].to_numpy(dtype=float),
             "effect_size": eq["hedges_g"].to_numpy(dtype=float),
             "adjusted_in_model": True,
             "verdict": eq["wwc_with_pretest_in_model"].to_numpy(),

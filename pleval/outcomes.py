@@ -199,7 +199,7 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
     row.update(estimand="ATT", estimation=kind_estimation(kind, opts))
     eq = pd.DataFrame(columns=["variable", "role", "effect_size", "adjusted_in_model"])
     if c.pretest:
-        g = pretest_equivalence(sample, c.treatment, c.main_pretest)["hedges_g"]
+        g = pretest_equivalence(sample, c.treatment, c.main_pretest, strata=m.strata)["hedges_g"]
         eq = pd.DataFrame([{"variable": c.main_pretest, "role": "pretest", "effect_size": g, "adjusted_in_model": True}])
     t = sample[c.treatment].to_numpy() == 1
     school = pd.factorize(sample[c.school])[0]  # a missing id is code −1 in both arms, as isin matches NaN to NaN

@@ -744,8 +744,10 @@ def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float,
     return float(theta), float(se) / abs(share), float(df)
 
 
-def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> pd.DataFrame:
-    """Baseline differences in the analytic sample: Hedges g (continuous) or Cox index (0/1)."""
+def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], grades: np.ndarray | None) -> pd.DataFrame:
+    """Baseline differences in the analytic sample: Hedges g (continuous) or Cox index (0/1).
+    With ``grades`` (the grades pooled), g is taken within grade on the SD pooled within grade,
+    the impact's yardstick (:func:`pleval.effect_sizes.baseline_difference`); ``sd`` is that SD."""
     t = ana[cols.treatment].to_numpy() == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
     rows = []
@@ -766,20 +768,20 @@ def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str]) -> 
                         g = float(effect_sizes.cox_index(mt, mc, n_t, n_c))
                     else:
                         g = math.nan
-                    measure, sdt, sdc = "Cox index", math.nan, math.nan
+                    measure, sdt, sdc, sd = "Cox index", math.nan, math.nan, math.nan
                 else:
                     sdt, sdc = v[t].std(ddof=1), v[~t].std(ddof=1)
-                    g = float(effect_sizes.hedges_g(mt, mc, sdt, sdc, n_t, n_c))
-                    measure = "Hedges g"
+                    g, _, _, sd, _, _ = effect_sizes.baseline_difference(v, t, strata=grades)
+                    measure = "Hedges g" if grades is None else "Hedges g (SD within grade)"
                 rows.append(
                     {
                         "variable": label, "role": role, "measure": measure, "mean_treated": mt,
-                        "mean_control": mc, "sd_treated": sdt, "sd_control": sdc, "n_treated": n_t,
+                        "mean_control": mc, "sd_treated": sdt, "sd_control": sdc, "sd": sd, "n_treated": n_t,
                         "n_control": n_c, "effect_size": g, "adjusted_in_model": True,
                         "verdict": standards.baseline_equivalence(g, adjusted=True),
                     }
                 )
-    cols_out = ["variable", "role", "measure", "mean_treated", "mean_control", "sd_treated", "sd_control",
+    cols_out = ["variable", "role", "measure", "mean_treated", "mean_control", "sd_treated", "sd_control", "sd",
                 "n_treated", "n_control", "effect_size", "adjusted_in_model", "verdict"]
     return pd.DataFrame(rows, columns=cols_out)
 
@@ -1133,7 +1135,7 @@ def analyze_rct(
         fit=fit,
         options=MappingProxyType(options),
         notes=tuple(notes),
-        _equivalence=_equivalence(ana, cols, cov_names),
+        _equivalence=_equivalence(ana, cols, cov_names, grades),
         _subgroups=sub,
         _interactions=inter,
         _dropped=dropped,

@@ -7,6 +7,7 @@ from scipy import stats
 
 from pleval import DataError
 from pleval.effect_sizes import (
+    baseline_difference,
     cohens_d,
     cox_index,
     glass_delta,
@@ -245,3 +246,30 @@ def test_a_norm_sd_far_from_the_outcomes_own_is_warned_of_and_huge_effects_do_no
         assert outcome_sd(y, t, kind=12.0)[0] == 12.0  # a norm near the sample's: quiet
     with pytest.raises(DataError, match="too large for an E-value"):
         evalue_smd(2368.9, 2000.0, 2700.0)
+
+
+def test_baseline_difference_is_hedges_g_on_the_impacts_sd():
+    """Without strata: hedges_g of the groups' means and SDs (weighted: Kish effective n). With
+    strata: the same raw difference over the SD pooled within strata (outcome_sd's), which grade
+    means do not inflate; NaN when no SD can be computed."""
+    rng = np.random.default_rng(7)
+    n = 400
+    grade = rng.integers(3, 9, n)
+    t = rng.random(n) < 0.4
+    x = 180 + 8 * grade + rng.normal(0, 12, n) - 3 * t
+    ref = hedges_g(x[t].mean(), x[~t].mean(), x[t].std(ddof=1), x[~t].std(ddof=1), t.sum(), (~t).sum())
+    bd = baseline_difference(x, t)
+    assert bd.g == pytest.approx(ref, rel=1e-12)
+    assert (bd.mean_treated, bd.mean_control) == pytest.approx((x[t].mean(), x[~t].mean()), rel=1e-14)
+    within = baseline_difference(x, t, strata=grade)
+    assert within.sd == pytest.approx(outcome_sd(x, t, strata=grade)[0], rel=1e-14)
+    assert within.sd < 0.8 * bd.sd and abs(within.g) > abs(bd.g)
+    assert within.g == pytest.approx(hedges_omega(n) * (x[t].mean() - x[~t].mean()) / within.sd, rel=1e-12)
+    w = rng.uniform(0.2, 3, n)
+    wg = baseline_difference(x, t, weights=w)
+    mt, mc = np.average(x[t], weights=w[t]), np.average(x[~t], weights=w[~t])
+    vt, vc = np.cov(x[t], aweights=w[t]), np.cov(x[~t], aweights=w[~t])
+    nt, nc = w[t].sum() ** 2 / (w[t] ** 2).sum(), w[~t].sum() ** 2 / (w[~t] ** 2).sum()
+    assert (wg.n_treated, wg.n_control) == pytest.approx((nt, nc), rel=1e-12)
+    assert wg.g == pytest.approx(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc), rel=1e-10)
+    assert np.isnan(baseline_difference(np.ones(6), np.array([1, 1, 1, 0, 0, 0])).g)

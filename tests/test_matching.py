@@ -280,10 +280,18 @@ def test_balance_against_independent_computation(results):
     x_t = mt["pretest"].to_numpy()
     w_c = mc["_weight"].to_numpy()
     n_c = w_c.sum() ** 2 / (w_c**2).sum()
-    v_c = np.cov(mc["pretest"], aweights=w_c)
-    sp = np.sqrt(((len(x_t) - 1) * x_t.var(ddof=1) + (n_c - 1) * v_c) / (len(x_t) + n_c - 2))
+    # the SD pooled within arm x subject x grade (the exact-match cells), as the impact's
+    ss = dof = 0.0
+    for _, cell in m.groupby(["treatment", "subject", "grade"]):
+        w = cell["_weight"].to_numpy()
+        n_eff = w.sum() ** 2 / (w**2).sum()
+        if n_eff > 1:
+            ss += (n_eff - 1) * np.cov(cell["pretest"], aweights=w)
+            dof += n_eff - 1
+    sp = np.sqrt(ss / dof)
     g = (1 - 3 / (4 * (len(x_t) + n_c) - 9)) * (x_t.mean() - np.average(mc["pretest"], weights=w_c)) / sp
     assert eq.loc["all", "hedges_g"] == pytest.approx(g, rel=1e-9, abs=1e-12)
+    assert eq.loc["all", "sd"] == pytest.approx(sp, rel=1e-12)
     assert eq.loc["all", "wwc_baseline_equivalence"] == pleval.standards.baseline_equivalence(g)
     assert "baseline equivalence" in b.summary()
 

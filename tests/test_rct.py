@@ -269,6 +269,38 @@ def test_baseline_equivalence_hedges_g_and_cox_index(trial):
     assert eq.loc["pretest", "verdict"] == expected == res.equivalence_verdict
 
 
+def test_baseline_equivalence_is_on_the_impacts_within_grade_sd():
+    """Grades pooled on a vertical scale: the impact's effect size is standardized by the SD
+    pooled within grade, and so is the pretest's baseline g. On the SD across grades (inflated
+    by the grade means) a 0.30-SD imbalance read as 0.24 SD, "satisfied with statistical
+    adjustment", and the trial kept With Reservations; within grade it is not satisfied."""
+    rng = np.random.default_rng(42)
+    n_s, grades, per = 40, np.arange(3, 9), 40
+    school = np.repeat(np.arange(n_s), len(grades) * per)
+    grade = np.tile(np.repeat(grades, per), n_s)
+    z = (school % 4 < 2).astype(int)
+    pre = 190 + 7 * (grade - 3) + rng.normal(0, 15, school.size) - 4.5 * z
+    d = pd.DataFrame({"student_id": np.arange(school.size), "school_id": school, "block": school // 4, "treatment": z,
+                      "grade": grade, "subject": "math", "pretest": pre,
+                      "posttest": pre + 5 + rng.normal(0, 8, school.size)})
+    res = analyze_rct(d, RCT_SAMPLE_COLUMNS.replace(takeup=None, covariates=()), design="cluster")
+    eq = res.equivalence.set_index("variable")
+    t = z == 1
+    ss = sum((len(x) - 1) * x.var() for _, x in d.groupby(["treatment", "grade"])["pretest"])
+    sd_within = np.sqrt(ss / (len(d) - 2 * len(grades)))
+    omega = 1 - 3 / (4 * len(d) - 9)
+    g = omega * (pre[t].mean() - pre[~t].mean()) / sd_within
+    assert eq.loc["pretest", "sd"] == pytest.approx(sd_within, rel=1e-12)
+    assert eq.loc["pretest", "effect_size"] == pytest.approx(g, rel=1e-10)
+    assert eq.loc["pretest", "measure"] == "Hedges g (SD within grade)"
+    assert g < -0.25 and eq.loc["pretest", "verdict"] == "not satisfied"
+    # the impact's effect size divides by the same SD (of the outcome)
+    assert res.itt.sd_kind.endswith("within strata")
+    across = omega * (pre[t].mean() - pre[~t].mean()) / np.sqrt(
+        ((t.sum() - 1) * pre[t].var(ddof=1) + ((~t).sum() - 1) * pre[~t].var(ddof=1)) / (len(d) - 2))
+    assert -0.25 < across  # the across-grades reading the trial got before
+
+
 def test_cace_equals_linearmodels_and_the_wald_ratio(trial):
     """The CACE is linearmodels' 2SLS; with CR1 its SE is IV2SLS's clustered one (debiased) on
     G − 1 df, and by default it takes the ITT's CR2 and Satterthwaite df: the dense CR2 of the

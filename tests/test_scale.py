@@ -108,7 +108,7 @@ def test_balance_on_merged_rows_is_the_balance_of_every_copy(tied):
 
     merged = tied.balance()
     long = balance(tied.data, tied.matched, C.treatment, tied.variables, C.main_pretest, by=C.subject,
-                   categorical=tied.categorical)
+                   categorical=tied.categorical, strata=tied.strata)
     num = long.table.select_dtypes("number").columns
     np.testing.assert_allclose(merged.table[num].to_numpy(float), long.table[num].to_numpy(float), rtol=1e-10, atol=1e-12)
     assert merged.table.drop(columns=num).equals(long.table.drop(columns=num))

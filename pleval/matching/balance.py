@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
-from ..effect_sizes import hedges_g
+from ..effect_sizes import baseline_difference
 from ..errors import DataError
 from ..standards import baseline_equivalence
-from ._design import codes_and_levels, is_categorical
+from ._design import codes_and_levels, combine_codes, is_categorical
 
 
 def weighted_mean_var(x: np.ndarray, w: np.ndarray, w2: np.ndarray | None = None) -> tuple[float, float]:
@@ -371,7 +371,7 @@ def _ecdf_gap(h: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
 
 
 def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2, categorical, smd, threshold,
-            rows=None, skip_single=True, codes=None):
+            rows=None, skip_single=True, codes=None, strata=()):
     """(group, table, WWC-equivalence dict or None) for "all" and each group of ``by``.
 
     One pass serves every group: the 0/1 columns' cell moments come from weighted counts
@@ -389,6 +389,11 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     wa = after[weight].to_numpy(dtype=float)
     wa2 = wa**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
     specs, jp, src_b, src_a = _columns(before, None if rows is not None else after, variables, categorical, pretest, codes)
+    if pretest is not None:  # the pretest's after rows (in their order), for the equivalence
+        x_eq = src_b[jp][rows] if rows is not None else src_a[jp]
+        cells_eq = None if not len(strata) else (combine_codes(before, list(strata), codes)[rows] if rows is not None
+                                                 else combine_codes(after, list(strata)))
+        w_eq, w2_eq, ga_eq = wa, wa2, ga
     n_cells = 2 * (G + 1)
     cb, ca = (tb * (G + 1) + gb).astype(np.intp), (ta * (G + 1) + ga).astype(np.intp)
 
@@ -476,8 +481,10 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
                 e[i] = [*ecdf[j][r][0], *ecdf[j][r][1]]
         tab = _table(names, binary, mt0[cols], vt0[cols], mc0[cols], vc0[cols], mt1[cols], vt1[cols],
                      mc1[cols], vc1[cols], e, smd, threshold)
-        eq = None if pretest is None else _equivalence(pretest, mt1[jp], vt1[jp], mc1[jp], vc1[jp],
-                                                       s0t**2 / s2t, s0c**2 / s2c)
+        eq = None
+        if pretest is not None:
+            m = slice(None) if r == 0 else ga_eq == r - 1
+            eq = _equivalence(pretest, x_eq[m], ta[m], w_eq[m], w2_eq[m], None if cells_eq is None else cells_eq[m])
         out.append((name, tab, eq))
     return out
 
@@ -493,31 +500,29 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
                    categorical=categorical, smd=smd, threshold=threshold, skip_single=False)[0][1]
 
 
-def _equivalence(pretest: str, mt, vt, mc, vc, nt, nc) -> dict:
-    g = float(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc))
-    return {
-        "pretest": pretest,
-        "mean_treated": mt,
-        "mean_comparison": mc,
-        "hedges_g": g,
-        "n_eff_treated": nt,
-        "n_eff_comparison": nc,
-        "wwc_baseline_equivalence": baseline_equivalence(g),
-        "wwc_with_pretest_in_model": baseline_equivalence(g, adjusted=True),
-    }
+EQUIVALENCE_COLUMNS = ["pretest", "mean_treated", "mean_comparison", "sd", "hedges_g", "n_eff_treated",
+                       "n_eff_comparison", "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]
+""":func:`pretest_equivalence`'s keys (``sd``: the SD standardizing ``hedges_g``)."""
+
+
+def _equivalence(pretest: str, x, t, w, w2, cells) -> dict:
+    bd = baseline_difference(x, t, weights=w, strata=cells, weights2=w2)
+    return dict(zip(EQUIVALENCE_COLUMNS, (pretest, bd.mean_treated, bd.mean_control, bd.sd, bd.g, bd.n_treated,
+                                          bd.n_control, baseline_equivalence(bd.g),
+                                          baseline_equivalence(bd.g, adjusted=True))))
 
 
 def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, weight: str = "_weight",
-                        weight2: str | None = None) -> dict:
+                        weight2: str | None = None, strata=()) -> dict:
     """Hedges g of the pretest in the matched sample and the WWC verdicts (``weight2`` as in
-    :func:`balance_table`)."""
+    :func:`balance_table`). ``strata``: the exact-match columns (grade, subject): the difference
+    is taken within their cells and standardized by the SD pooled within them, the impact's
+    yardstick (:func:`pleval.effect_sizes.baseline_difference`)."""
     t = after[treatment].to_numpy().astype(bool)
     w = after[weight].to_numpy(dtype=float)
     w2 = w**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
-    x = after[pretest].to_numpy(dtype=float)
-    mt, vt = weighted_mean_var(x[t], w[t], w2[t])
-    mc, vc = weighted_mean_var(x[~t], w[~t], w2[~t])
-    return _equivalence(pretest, mt, vt, mc, vc, w[t].sum() ** 2 / w2[t].sum(), w[~t].sum() ** 2 / w2[~t].sum())
+    cells = combine_codes(after, list(strata)) if len(strata) else None
+    return _equivalence(pretest, after[pretest].to_numpy(dtype=float), t, w, w2, cells)
 
 
 @dataclass(frozen=True, repr=False)
@@ -567,7 +572,8 @@ class Balance(ResultMixin):
 
 def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, pretest: str | None, *,
             by: str | None = None, weight: str = "_weight", categorical=(), threshold: float = 0.1,
-            smd: str = "pooled", weight2: str | None = None, rows: np.ndarray | None = None, codes=None) -> Balance:
+            smd: str = "pooled", weight2: str | None = None, rows: np.ndarray | None = None, codes=None,
+            strata=()) -> Balance:
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
     with ``by`` (e.g. the subject column), within each group (groups whose ``after`` rows lack
     a treated or a comparison row are left out). ``smd``: "pooled" (default), "treated"
@@ -576,16 +582,18 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
     ``before`` (a matched sample), their positions in ``before``; ``after`` then needs only
     the weight columns, everything else is read from ``before``. ``codes``: ``{column: (codes,
     levels)}`` of ``before``'s categorical columns already coded (levels sorted; as
-    :func:`pleval.matching._design.codes_and_levels`), used with ``rows``."""
+    :func:`pleval.matching._design.codes_and_levels`), used with ``rows``. ``strata``: the
+    exact-match columns (grade, subject), within which the pretest's equivalence g is taken
+    (:func:`pretest_equivalence`)."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
     parts = _tables(before, after, treatment, variables, pretest, by=by, weight=weight, weight2=weight2,
                     categorical=categorical, smd=smd, threshold=threshold,
-                    rows=None if rows is None else np.asarray(rows, dtype=np.intp), codes=None if rows is None else codes)
+                    rows=None if rows is None else np.asarray(rows, dtype=np.intp), codes=None if rows is None else codes,
+                    strata=strata)
     # "all", then the groups sorted by name (not in the data's order: the table is the same for any row order)
     parts = sorted(parts, key=lambda p: (p[0] != "all", str(p[0])))
     tabs = [tab.assign(group=name)[["group", *tab.columns]] for name, tab, _ in parts]
     eqs = [{"group": name, **eq} for name, _, eq in parts if eq is not None]
-    eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated", "n_eff_comparison",
-               "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]  # empty without a pretest
-    return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=eq_cols), threshold)
+    return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=["group", *EQUIVALENCE_COLUMNS]),
+                   threshold)  # (empty without a pretest)

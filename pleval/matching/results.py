@@ -328,7 +328,7 @@ class MatchResult(ResultMixin):
         return balance(
             self.data, pd.DataFrame({"_weight": w, "_weight2": w2}), c.treatment, self.variables, c.main_pretest,
             by=c.subject, categorical=self.categorical, threshold=threshold, smd=smd, weight2="_weight2", rows=rows,
-            codes={x: self._column_codes(x) for x in coded},
+            codes={x: self._column_codes(x) for x in coded}, strata=self.strata,
         )
 
     def weight_summary(self) -> pd.DataFrame:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..matching._design import codes_and_levels, is_categorical
-from ..matching.balance import SMD_DENOMINATORS, Balance, ecdf_stats, pretest_equivalence, weighted_mean_var
+from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, ecdf_stats, pretest_equivalence,
+                               weighted_mean_var)
 from ..matching.results import MatchResult
 from ..errors import DataError
 from .engine import as_python, kind
@@ -99,10 +100,10 @@ class PoolMatchResult(MatchResult):
             tab.insert(0, "group", name)
             tabs.append(tab)
             if c.main_pretest is not None:
-                eqs.append({"group": name, **pretest_equivalence(a, c.treatment, c.main_pretest, weight="_weight")})
-        eq_cols = ["group", "pretest", "mean_treated", "mean_comparison", "hedges_g", "n_eff_treated",
-                   "n_eff_comparison", "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]
-        return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=eq_cols), threshold)
+                eqs.append({"group": name, **pretest_equivalence(a, c.treatment, c.main_pretest, weight="_weight",
+                                                                 strata=self.strata)})
+        return Balance(pd.concat(tabs, ignore_index=True), pd.DataFrame(eqs, columns=["group", *EQUIVALENCE_COLUMNS]),
+                       threshold)
 
     def _table(self, group, b: pd.DataFrame, a: pd.DataFrame, smd: str, threshold: float) -> pd.DataFrame:
         c = self.columns
