@@ -220,6 +220,40 @@ def test_match_api_and_estimate_refuse_an_option_of_another_method(csv):
     assert match(df, SAMPLE_COLUMNS, band=1.0, estimand="att").n_treated_matched > 0  # the defaults, as written
 
 
+@pytest.mark.parametrize("method, option, methods", [
+    ("vcg", {"caliper": 0.05}, "propensity, mahalanobis, optimal or full"),
+    ("weighting", {"caliper": 0.1}, "propensity, mahalanobis, optimal or full"),
+    ("cem", {"k": 3}, "propensity, mahalanobis, optimal or vcg"),
+    ("full", {"k": 2}, "propensity, mahalanobis, optimal or vcg"),
+    ("optimal", {"replace": True}, "propensity or mahalanobis"),
+    ("vcg", {"order": "smallest"}, "propensity or mahalanobis"),
+    ("subclass", {"ties": False}, "propensity or mahalanobis"),
+    ("ebal", {"tie_cap": 5}, "propensity or mahalanobis"),
+    ("propensity", {"distance": ["pretest"]}, "mahalanobis, optimal or full"),
+])
+def test_matching_options_a_method_ignores_are_an_error(csv, method, option, methods):
+    """A caliper with VCG matching, k with CEM or full matching, replace with optimal matching,
+    distance with propensity matching: each was accepted, recorded in the outputs' options as if
+    applied, and ignored. Now an error naming the option and the methods it applies to (the
+    pool engines check the same)."""
+    from pleval.errors import DataError
+
+    df = pd.read_csv(csv)
+    name = next(iter(option))
+    with pytest.raises(DataError, match=f"option {name} applies to method {methods}; the method is {method}"):
+        match(df, SAMPLE_COLUMNS, method=method, **option)
+    if method == "vcg":  # (distance is no pool option)
+        from pleval.pool import match_pool
+
+        with pytest.raises(DataError, match=f"option {name} applies to method {methods}; the method is vcg"):
+            match_pool(df[df.treatment == 1], df[df.treatment == 0], SAMPLE_COLUMNS, method=method, engine="memory",
+                       **option)
+    # no caliper, ties or k where the method uses them; False for no caliper is what vcg does anyway
+    assert match(df, SAMPLE_COLUMNS, method="vcg", caliper=False, k=20).n_treated_matched > 0
+    with pytest.raises(DataError, match="ties and tie_cap apply to nearest-neighbour matching without mahvars"):
+        match(df, SAMPLE_COLUMNS, mahvars=["pretest"], ties=False)
+
+
 def test_weighting_writes_a_readable_sample_sizes_table(tmp_path):
     """`pleval match --method weighting` (and ebal) wrote sample_sizes.csv as an empty 1-byte
     file that pandas cannot read. It now holds the sample sizes with the weights' effective

@@ -336,7 +336,12 @@ def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, caliper
 
 
 # options of one method: their defaults (an option equal to its default was not given) and methods
-_METHOD_ONLY = {"truncate": (None, ("weighting",)), "trim": (None, ("weighting",)), "subclasses": (6, ("subclass",)),
+_NEAREST = ("propensity", "mahalanobis")
+_METHOD_ONLY = {"k": (None, ("propensity", "mahalanobis", "optimal", "vcg")),
+                "caliper": (None, ("propensity", "mahalanobis", "optimal", "full")),
+                "replace": (None, _NEAREST), "ties": (None, _NEAREST), "tie_cap": (None, _NEAREST),
+                "order": (None, _NEAREST), "distance": (None, ("mahalanobis", "optimal", "full")),
+                "truncate": (None, ("weighting",)), "trim": (None, ("weighting",)), "subclasses": (6, ("subclass",)),
                 "min_n": (1, ("subclass",)), "moments": (1, ("ebal",)), "cutpoints": (None, ("cem",)),
                 "grouping": (None, ("cem",)), "band": (1.0, ("vcg",)), "school_keys": ((), ("vcg",)),
                 "school_bins": (None, ("vcg",)), "estimand": ("ATT", ("subclass", "cem", "weighting", "ebal"))}
@@ -344,16 +349,24 @@ _METHOD_ONLY = {"truncate": (None, ("weighting",)), "trim": (None, ("weighting",
 
 def _method_options(method: str, given: dict) -> None:
     """A :class:`DataError` when an option of other methods was given (it would be ignored:
-    ``truncate=0.99`` with ``method="propensity"`` matched untruncated, without a word)."""
+    ``truncate=0.99`` with ``method="propensity"`` matched untruncated, and ``caliper=0.05``
+    with ``method="vcg"`` matched as without it, both recorded in the outputs as if applied).
+    ``given``: the options to check, by name (those left out are not checked)."""
     for name, (default, methods) in _METHOD_ONLY.items():
+        if name not in given:
+            continue
         value = given[name]
         unset = value is None if default is None else (not value if default == () else value == default)
         if name == "estimand" and isinstance(value, str):
             unset = value.upper() == default
+        if name == "caliper" and value is False:  # no caliper: what the other methods do anyway
+            unset = True
         if not unset and method not in methods:
             which = ", ".join(methods[:-1]) + " or " + methods[-1] if len(methods) > 1 else methods[0]
+            hint = " (with propensity, mahvars= matches on Mahalanobis distance within the caliper)" * (
+                name == "distance" and method == "propensity")
             raise DataError(f"option {name} applies to method {which}; the method is {method} (choose that "
-                            f"method, or leave {name} out)")
+                            f"method, or leave {name} out){hint}")
 
 
 def match(
@@ -470,9 +483,13 @@ def match(
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
     if conventions not in CONVENTIONS:
         raise DataError(f"conventions must be one of {CONVENTIONS}; got {conventions!r}")
-    _method_options(method, dict(truncate=truncate, trim=trim, subclasses=subclasses, min_n=min_n, moments=moments,
-                                 cutpoints=cutpoints, grouping=grouping, band=band, school_keys=school_keys,
-                                 school_bins=school_bins, estimand=estimand))
+    _method_options(method, dict(k=k, caliper=caliper, replace=replace, ties=ties, tie_cap=tie_cap, order=order,
+                                 distance=distance, truncate=truncate, trim=trim, subclasses=subclasses, min_n=min_n,
+                                 moments=moments, cutpoints=cutpoints, grouping=grouping, band=band,
+                                 school_keys=school_keys, school_bins=school_bins, estimand=estimand))
+    if (mahvars or calipers) and (ties is not None or tie_cap is not None):
+        raise DataError("options ties and tie_cap apply to nearest-neighbour matching without mahvars= or calipers= "
+                        "(which take k comparisons by distance, then student id); leave them out")
     if caliper is not None and caliper is not False and not (
             isinstance(caliper, (int, float, np.number)) and not isinstance(caliper, bool) and 0 < caliper < np.inf):
         raise DataError(f"caliper must be a positive number (SDs of the logit propensity score, or Mahalanobis "

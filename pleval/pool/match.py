@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
-from ..matching import _long, _strata
+from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
 from ..matching.propensity import CommonSupport, PropensityModel
 from . import logit
@@ -367,6 +367,8 @@ def match_pool(
     columns = columns.replace(treated_label=None)
     if engine == "memory" and isinstance(pool, SqlEngine):
         raise DataError("engine='memory' takes the pool itself (a DataFrame, a Parquet or DuckDB path)")
+    _method_options(method, dict(k=k, caliper=caliper, replace=replace, ties=ties, tie_cap=tie_cap, order=order,
+                                 band=band, school_keys=school_keys, school_bins=school_bins))
     opts = dict(covariates=covariates, categorical=categorical, exact=exact, k=k, caliper=caliper, replace=replace,
                 ties=ties, tie_cap=tie_cap, order=order, band=band, school_keys=school_keys, school_bins=school_bins,
                 require_outcome=require_outcome)
