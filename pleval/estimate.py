@@ -374,6 +374,17 @@ def _match_parameters() -> dict[str, inspect.Parameter]:
     return {k: p for k, p in list(sig.parameters.items())[2:] if k not in ("method", "seed") and p.kind is not p.VAR_KEYWORD}
 
 
+def with_pretest_bands(df: pd.DataFrame, columns: Columns, cuts) -> pd.DataFrame:
+    """``df`` with the :data:`~pleval.subgroups.BAND` column of :func:`~pleval.subgroups.pretest_bands`:
+    each row's band of the pretest ranked within grade × subject over ``df``'s rows."""
+    if BAND in df.columns:
+        raise DataError(f"column {BAND!r} exists in the data; pleval computes it for subgroups=({BAND!r}, ...)")
+    if not columns.pretest:
+        raise DataError(f"subgroup {BAND!r} needs a pretest column (columns.pretest)")
+    return df.assign(**{BAND: pretest_bands(df, columns.main_pretest, [c for c in (columns.grade, columns.subject) if c],
+                                            cuts)})
+
+
 def resolve_options(design: str, method: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Check ``options`` for ``design`` and fill in the defaults.
 
@@ -721,13 +732,8 @@ def estimate(
     df = binary_frame(df, plan)  # yes/no outcomes coded 1/0
     for p in checked.warnings:  # kept apart from ev.warnings: the report shows them under "Data checks"
         warnings.warn(p.line, PlevalWarning, stacklevel=2)
-    if BAND in opts["subgroups"]:
-        if BAND in df.columns:
-            raise DataError(f"column {BAND!r} exists in the data; pleval computes it for subgroups=({BAND!r}, ...)")
-        if not columns.pretest:
-            raise DataError(f"subgroup {BAND!r} needs a pretest column (columns.pretest)")
-        df = df.assign(**{BAND: pretest_bands(df, columns.main_pretest, [c for c in (columns.grade, columns.subject) if c],
-                                              opts["bands"])})
+    if BAND in opts["subgroups"] and matcher is None:  # (a comparison pool's PL rows have theirs: estimate_pool)
+        df = with_pretest_bands(df, columns, opts["bands"])
     df, mod_terms = _moderator_terms(df, opts["moderators"])
     design_opts = {**opts, "_moderator_terms": tuple(mod_terms)}  # the school-effects step carries the terms
     resolved = {

@@ -316,3 +316,30 @@ def test_pool_counts_the_pl_rows_left_out_as_in_memory(split, engine, tmp_path):
     assert want["reason"].tolist() == ["PL rows read", "missing pretest", "missing outcome", "PL rows in the estimate"]
     assert want["n_rows"].iloc[1] == int(((pl["subject"] == "math") & pl["pretest"].isna()).sum())
     pd.testing.assert_frame_equal(got.details["math"]["pl_rows"], want)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+@pytest.mark.parametrize("engine", ["duckdb", "memory"])
+def test_pool_pretest_bands_rank_the_pl_students(split, engine, tmp_path):
+    """subgroups=("pretest_band",) with a pool given apart stopped with "subgroup column
+    'pretest_band' is not in the data" (the bands were computed on the rows in memory, but the
+    pool's match was made on the PL file). The bands now rank the PL students' pretests within
+    grade × subject (the pool is not ranked), said in a note: the same subgroup rows as the PL
+    file with those bands given as a column of its own."""
+    from pleval.pool import estimate_pool
+    from pleval.subgroups import pretest_bands
+
+    pl, pool = _grades_3_4(split)
+    pl = pl.drop(columns="treatment")
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    kw = dict(engine=engine, subject="math", sensitivity=False, placebo=False)
+    got = estimate_pool(pl, tmp_path / "pool.parquet", SAMPLE_COLUMNS, "propensity", subgroups=("pretest_band",), **kw)
+    own = pl.assign(band=pretest_bands(pl, "pretest", ["grade", "subject"]))
+    ref = estimate_pool(own, tmp_path / "pool.parquet", SAMPLE_COLUMNS, "propensity", subgroups=("band",), **kw)
+    a, b = got.table("subgroups"), ref.table("subgroups")
+    assert a["level"].tolist() == ["1: P0–33", "2: P33–67", "3: P67–100"]
+    num = ["n_treated", "n_control", "estimate", "se", "pvalue", "effect_size"]
+    np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-12)
+    n_math = int(((pl["subject"] == "math") & pl["pretest"].notna() & pl["posttest"].notna()).sum())
+    assert a["n_treated"].sum() <= n_math and a["n_treated"].min() > 0.3 * n_math
+    assert any("the PL students' pretests ranked within grade × subject" in n for n in got.notes)

@@ -94,7 +94,8 @@ def estimate_pool(
     Returns the :class:`~pleval.estimate.Evaluation`, its provenance naming the pool (path or
     table, engine, eligible rows, fingerprint).
     """
-    from ..estimate import estimate, resolve_options
+    from ..estimate import estimate, resolve_options, with_pretest_bands
+    from ..subgroups import BAND
     from ..heterogeneity.placebo import _InMemoryRounds
     from .placebo import PoolRounds
 
@@ -112,6 +113,10 @@ def estimate_pool(
             raise DataError(f"column {columns.subject!r} (subject): no PL rows for subject {subject!r}")
     t = columns.treatment
     rounds, notes = None, []
+    if BAND in opts["subgroups"]:  # ranked among the PL students: the pool is not brought into memory to rank it
+        pl = with_pretest_bands(pl, columns, opts["bands"])
+        notes.append(f"subgroup {BAND}: the PL students' pretests ranked within grade × subject (with a comparison "
+                     "pool given apart the pool is not ranked; in one file the bands rank every row)")
     if engine == "memory":
         frame, fp = _memory_pool(pool, table, columns, subject)
         m = match_pool(pl, frame, columns, method, engine="memory", **match_opts)
