@@ -72,6 +72,33 @@ def _finite(x, name: str):
     return x
 
 
+def _paired(names: tuple[str, ...], *xs):
+    """``xs`` ready to combine element by element: pandas Series paired by their labels (in the
+    first Series' order; a Series in another order was paired by position), then checked to
+    broadcast. A :class:`DataError` names the arguments whose labels or shapes do not match."""
+    if _numbers(*xs):
+        return xs
+    import numpy as np
+    import pandas as pd
+
+    series = [i for i, x in enumerate(xs) if isinstance(x, pd.Series)]
+    xs = list(xs)
+    if len(series) > 1:
+        first = xs[series[0]].index
+        for i in series[1:]:
+            if not xs[i].index.equals(first):
+                if xs[i].index.has_duplicates or first.has_duplicates or set(xs[i].index) != set(first):
+                    raise DataError(f"{names[series[0]]} and {names[i]} are Series with different labels; give them "
+                                    "the same index (they are paired by label) or pass arrays (paired by position)")
+                xs[i] = xs[i].reindex(first)
+    try:
+        np.broadcast_shapes(*(np.shape(x) for x in xs))
+    except ValueError:
+        raise DataError(", ".join(f"{n} has shape {np.shape(x)}" for n, x in zip(names, xs))
+                        + ": they must have the same length (or be single numbers)") from None
+    return xs
+
+
 def _cdf(x):
     """Φ (see the note above on numbers and arrays)."""
     if _numbers(x):
@@ -117,6 +144,7 @@ def to_percentile_points(g, baseline_percentile=50.0):
     >>> round(to_percentile_points(0.08), 2)
     3.19
     """
+    g, baseline_percentile = _paired(("g", "baseline_percentile"), g, baseline_percentile)
     gg = _finite(g, "effect size g")
     p = _baseline(baseline_percentile)
     return _out(100.0 * _cdf(_ppf(p / 100.0) + gg) - p, g)
@@ -128,6 +156,7 @@ def from_percentile_points(points, baseline_percentile=50.0):
     The exact inverse of :func:`to_percentile_points`:
     ``g = Φ⁻¹((p + Δ)/100) − Φ⁻¹(p/100)``; requires ``0 < p + Δ < 100``.
     """
+    points, baseline_percentile = _paired(("points", "baseline_percentile"), points, baseline_percentile)
     d = _finite(points, "percentile points")
     p = _baseline(baseline_percentile)
     target = p + d
@@ -155,6 +184,7 @@ def percentile_points_se(g, se, baseline_percentile=50.0):
     """
     import numpy as np
 
+    g, se, baseline_percentile = _paired(("g", "se", "baseline_percentile"), g, se, baseline_percentile)
     gg = _finite(g, "effect size g")
     p = _baseline(baseline_percentile)
     z = np.asarray(_ppf(p / 100.0) + gg, dtype=float)
@@ -167,6 +197,8 @@ def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
     Valid because Δ(g; p) is strictly increasing in g. Returns ``(low, high)``; a ``ci_low``
     above its ``ci_high`` is an error (the ends given the wrong way round).
     """
+    ci_low, ci_high, baseline_percentile = _paired(("ci_low", "ci_high", "baseline_percentile"), ci_low, ci_high,
+                                                   baseline_percentile)
     if _numbers(ci_low, ci_high):
         lo, hi = float(ci_low), float(ci_high)
     else:

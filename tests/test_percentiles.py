@@ -143,3 +143,25 @@ def test_numbers_and_arrays_agree_with_scipy_norm():
         assert percentile_points_se(0.2, 0.05, p) == pytest.approx(se, rel=1e-12)
     assert isinstance(to_percentile_points(np.float64(0.1)), float)
     assert isinstance(to_percentile_points(np.array(0.1)), float)
+
+
+def test_series_are_paired_by_label_and_lengths_must_match():
+    """A Series of effects and a Series of baselines in another order were paired by position
+    (school a's effect at school b's baseline); arrays of different lengths raised numpy's
+    broadcast error. Series are now paired by label; mismatches are a DataError naming them."""
+    g = pd.Series([0.1, 0.2, -0.3], index=["a", "b", "c"])
+    p = pd.Series([40.0, 70.0, 55.0], index=["c", "a", "b"])
+    want = 100 * norm.cdf(norm.ppf(np.array([70.0, 55.0, 40.0]) / 100) + g.to_numpy()) - np.array([70.0, 55.0, 40.0])
+    got = to_percentile_points(g, p)
+    assert got.index.tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(got.to_numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(from_percentile_points(got.iloc[::-1], p).reindex(g.index), g, rtol=1e-10)
+    lo, hi = percentile_interval(g - 0.1, (g + 0.1).iloc[::-1], p)
+    np.testing.assert_allclose(lo, to_percentile_points(g - 0.1, p.reindex(g.index).to_numpy()), rtol=1e-12)
+    np.testing.assert_allclose(hi, to_percentile_points(g + 0.1, p.reindex(g.index).to_numpy()), rtol=1e-12)
+    se = percentile_points_se(g, pd.Series([0.05, 0.1, 0.2], index=["c", "b", "a"]))
+    np.testing.assert_allclose(se, 100 * norm.pdf(g.to_numpy()) * np.array([0.2, 0.1, 0.05]), rtol=1e-12)
+    with pytest.raises(DataError, match=r"g has shape \(3,\), baseline_percentile has shape \(2,\)"):
+        to_percentile_points([0.1, 0.2, 0.3], [50, 60])
+    with pytest.raises(DataError, match="g and baseline_percentile are Series with different labels"):
+        to_percentile_points(g, pd.Series([50.0, 50.0, 50.0], index=["a", "b", "d"]))
