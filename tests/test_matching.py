@@ -619,3 +619,13 @@ def test_balance_table_does_not_depend_on_the_row_order():
     b = match(d.sample(frac=1.0, random_state=4), SAMPLE_COLUMNS, method="vcg").balance().table
     assert list(dict.fromkeys(a["group"])) == ["all", "math", "reading"]
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", ["0.1", -0.1, 0, float("nan"), True, None])
+def test_balance_threshold_must_be_a_positive_number(results, bad):
+    """balance(threshold="0.1") raised numpy's "Invalid comparison between dtype=float64 and
+    str"; a negative, zero or NaN threshold flagged every row or none, and True was read as 1."""
+    with pytest.raises(DataError, match=r"threshold \(the \|SMD\| above which balance is flagged\) must be a positive"):
+        results["vcg"].balance(threshold=bad)
+    b = results["vcg"].balance(threshold=np.float32(0.2))
+    assert b.threshold == pytest.approx(0.2) and (b.table["imbalanced"] == (b.table["smd_after"].abs() > b.threshold)).all()

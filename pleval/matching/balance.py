@@ -489,6 +489,17 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     return out
 
 
+def check_threshold(threshold) -> float:
+    """``threshold`` as a float, or a :class:`DataError`: the |SMD| above which a row is flagged
+    must be a positive number (a string compared with the SMDs raised a numpy TypeError, and a
+    negative or NaN one flagged every row or none)."""
+    ok = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, (bool, np.bool_))
+    if not ok or not 0 < float(threshold) < np.inf:
+        raise DataError(f"threshold (the |SMD| above which balance is flagged) must be a positive number, e.g. 0.1; "
+                        f"got {threshold!r}")
+    return float(threshold)
+
+
 def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables, *, weight: str = "_weight",
                   categorical=(), smd: str = "pooled", threshold: float = 0.1, weight2: str | None = None) -> pd.DataFrame:
     """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
@@ -497,7 +508,7 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
     when a row stands for several weighted copies (a comparison student reused by several
     matched sets, merged: the same means, variances and eCDFs)."""
     return _tables(before, after, treatment, variables, None, by=None, weight=weight, weight2=weight2,
-                   categorical=categorical, smd=smd, threshold=threshold, skip_single=False)[0][1]
+                   categorical=categorical, smd=smd, threshold=check_threshold(threshold), skip_single=False)[0][1]
 
 
 EQUIVALENCE_COLUMNS = ["pretest", "mean_treated", "mean_comparison", "sd", "hedges_g", "n_eff_treated",
@@ -587,6 +598,7 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
     (:func:`pretest_equivalence`)."""
     if smd not in SMD_DENOMINATORS:
         raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
+    threshold = check_threshold(threshold)
     parts = _tables(before, after, treatment, variables, pretest, by=by, weight=weight, weight2=weight2,
                     categorical=categorical, smd=smd, threshold=threshold,
                     rows=None if rows is None else np.asarray(rows, dtype=np.intp), codes=None if rows is None else codes,

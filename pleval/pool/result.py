@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..matching._design import codes_and_levels, is_categorical
-from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, ecdf_stats, pretest_equivalence,
-                               weighted_mean_var)
+from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, check_threshold, ecdf_stats,
+                               pretest_equivalence, weighted_mean_var)
 from ..matching.results import MatchResult
 from ..errors import DataError
 from .engine import as_python, kind
@@ -87,6 +87,7 @@ class PoolMatchResult(MatchResult):
         smd = smd or "pooled"
         if smd not in SMD_DENOMINATORS:
             raise DataError(f"smd must be one of {SMD_DENOMINATORS}; got {smd!r}")
+        threshold = check_threshold(threshold)
         pl = self.data[self.data[c.treatment].to_numpy() == 1]
         after = self.matched
         groups = [("all", pl, after)]
