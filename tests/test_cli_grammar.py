@@ -35,6 +35,9 @@ SHARED = {
     "--subject": ["estimate", "match", "rct", "schools", "power"],  # reads a subject column
     "--only-subject": ["estimate", "rct", "power"],  # analyses one subject of several
     "--treated-label": ["estimate", "match", "rct", "power"],
+    # reads a file: every command that does takes the reading options
+    **{flag: ["estimate", "match", "rct", "check", "sensitivity", "schools", "monitor", "power", "convert"]
+       for flag in ("--sep", "--decimal", "--encoding", "--sheet", "--header-row", "--na")},
 }
 
 
@@ -193,3 +196,27 @@ def test_os_errors_are_one_line_with_exit_code_2(capsys, monkeypatch):
     assert exc.value.exit_code == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "report.pdf" in err and "Traceback" not in err
+
+
+def test_schools_monitor_power_and_convert_read_a_sheet_and_refuse_reading_options_without_a_file(tmp_path):
+    """`pleval schools`, `monitor`, `power --from` and `convert --file` had none of the reading
+    options, so a school table on the second sheet of a workbook could not be read (and a
+    semicolon file with decimal commas only by detection). Given without a file to read, they
+    are an error rather than ignored."""
+    effects = pd.read_csv("sample_data/school_effects.csv")
+    book = tmp_path / "effects.xlsx"
+    with pd.ExcelWriter(book) as w:
+        pd.DataFrame({"about": ["pleval test"]}).to_excel(w, sheet_name="notes", index=False)
+        effects.to_excel(w, sheet_name="effects", index=False)
+    first = runner.invoke(app, ["schools", str(book), "-q"])
+    assert first.exit_code == 2 and "not in the data" in first.output
+    r = runner.invoke(app, ["schools", str(book), "--sheet", "effects", "-q"])
+    ref = runner.invoke(app, ["schools", "sample_data/school_effects.csv", "-q"])
+    assert r.exit_code == 0 and r.output == ref.output
+    r = runner.invoke(app, ["convert", "--file", str(book), "--sheet", "1", "--column", "estimate",
+                            "--out", str(tmp_path / "c.csv")])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "c.csv")) == len(effects)
+    for args, needs in ((["convert", "0.1", "--sheet", "x"], "--file"), (["power", "cluster-rct", "--na", "."], "--from FILE")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and f"--{args[2][2:]} reads a file: give {needs}" in r.output, r.output

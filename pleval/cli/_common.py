@@ -269,6 +269,14 @@ HeaderRow = Annotated[Optional[int], typer.Option("--header-row", help="Excel an
 Na = Annotated[Optional[str], typer.Option("--na", help="Values that mean missing, comma-separated, e.g. '.' or '.,-99' (empty cells always do).", rich_help_panel=_READ)]
 
 
+def no_read_options(reading: dict, needs: str) -> None:
+    """A :class:`DataError` when reading options (:func:`read_options`) were given but no file is read."""
+    given = [k for k, v in reading.items() if v is not None]
+    if given:
+        raise DataError(f"{', '.join('--' + k.replace('_', '-') for k in given)} reads a file: give {needs}, or leave "
+                        f"{'them' if len(given) > 1 else 'it'} out")
+
+
 def read_options(sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None) -> dict:
     """The reader's keyword arguments (:func:`pleval.readers.read_table`) from the reading options."""
     if decimal is not None and decimal not in (".", ","):

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import DataError
 from . import app
-from ._common import echo, handle_errors
+from ._common import Decimal, Encoding, HeaderRow, Na, Sep, Sheet, echo, handle_errors, no_read_options, read_options
 
 
 @app.command("convert", short_help="Effect sizes to percentile points (and back).", context_settings={"ignore_unknown_options": True})
@@ -24,6 +24,12 @@ def convert(
     file: Optional[Path] = typer.Option(None, "--file", help="Table with a column of effect sizes to convert."),
     column: Optional[str] = typer.Option(None, "--column", help="Column of --file holding effect sizes."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the converted table (default: FILE_percentile_points.csv)."),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """Convert effect sizes to percentile points (and back).
 
@@ -33,13 +39,16 @@ def convert(
     from .. import percentiles
 
     p = baseline_percentile
-    if file is not None:
+    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
+    if file is None:
+        no_read_options(reading, "--file")
+    else:
         given = [x for x, on in (("effect sizes", values), ("--from-percentile-points", from_percentile_points),
                                  ("--ci", ci is not None)) if on]
         if given:
             raise DataError(f"--file converts a column of a table; {' and '.join(given)} cannot be given with it "
                             "(run them as a separate pleval convert)")
-        _convert_file(file, column, p, out)
+        _convert_file(file, column, p, out, reading)
         return
     if column is not None or out is not None:
         raise DataError("--column and --out go with --file")
@@ -81,13 +90,13 @@ def _warn_implausible(values, what: str) -> None:
                       "first", PlevalWarning, stacklevel=2)
 
 
-def _convert_file(file: Path, column: str | None, p: float, out: Path | None) -> None:
+def _convert_file(file: Path, column: str | None, p: float, out: Path | None, reading: dict) -> None:
     from .. import percentiles
     if not column:
         raise DataError("--file needs --column naming the effect-size column")
     from ..data import read_table
 
-    df = read_table(file)
+    df = read_table(file, **reading)
     if column not in df.columns:
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
     import pandas as pd

@@ -10,8 +10,8 @@ import typer
 
 from . import app
 from ._common import (
-    Covariates, Force, Grade, Outcome, Pretest, School, StudentId, Subject, TreatedLabel, Treatment, check_out_folder,
-    check_subject_flag, echo, handle_errors, parse_value,
+    Covariates, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Sep, Sheet, StudentId, Subject,
+    TreatedLabel, Treatment, check_out_folder, check_subject_flag, echo, handle_errors, parse_value, read_options,
 )
 
 _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
@@ -52,6 +52,12 @@ def monitor(
     out: Path = typer.Option(Path("results_monitor"), "--out", "-o", help="Outputs folder."),
     force: Force = False,
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """Monitor a program over several years or terms: effects by year and by years of exposure
     (matched once at the first pre-program score; CR2 by first school), a trend test, equity
@@ -68,7 +74,7 @@ def monitor(
 
     check_out_folder(out, _OUTPUTS, force)
     prepare(out)
-    df = read_table(file)
+    df = read_table(file, **read_options(sep, decimal, encoding, sheet, header_row, na))
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
              "school": school, "subject": subject, "grade": grade, "student_id": student_id, "time": time,

@@ -12,7 +12,8 @@ import typer
 
 from ..errors import DataError
 from . import app
-from ._common import Force, check_out_folder, echo, handle_errors, parse_value
+from ._common import (Decimal, Encoding, Force, HeaderRow, Na, Sep, Sheet, check_out_folder, echo, handle_errors,
+                      no_read_options, parse_value, read_options)
 
 
 class PowerDesign(str, Enum):
@@ -92,6 +93,12 @@ def power(
     treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column; only its comparison rows are used (default: treatment).", rich_help_panel=_F),
     treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated (PL) value of a two-label treatment column, e.g. PL.", rich_help_panel=_F),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    sep: Sep = None,
+    decimal: Decimal = None,
+    encoding: Encoding = None,
+    sheet: Sheet = None,
+    header_row: HeaderRow = None,
+    na: Na = None,
 ) -> None:
     """MDES (SD and percentile points), power for an effect, and the sample size for a target MDES.
 
@@ -126,9 +133,12 @@ def power(
         raise DataError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to `pleval power {design.value}`")
     result: dict = {}
     comps = df = cols = None
-    if from_file is not None:
+    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
+    if from_file is None:
+        no_read_options(reading, "--from FILE")
+    else:
         comps, filled, df, cols = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject,
-                                             treatment, parse_value(treated_label), only_subject)
+                                             treatment, parse_value(treated_label), only_subject, reading)
         result["components"] = comps.to_frame().to_dict(orient="records")
         given = filled
     need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
@@ -177,11 +187,11 @@ def power(
 
 
 def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, treated_label,
-               subject):
+               subject, reading):
     from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
     from ..power.from_data import estimate_components
 
-    df = read_table(path)
+    df = read_table(path, **reading)
     given = {"outcome": outcome, "school": school, "treatment": treatment, "treated_label": treated_label,
              "grade": grade, "subject": subject_column, "pretest": pretest}
     cols, _ = resolve_columns(df, SAMPLE_COLUMNS, given)
