@@ -1553,6 +1553,12 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     missing = [x for x in opts["subgroups"] if x not in sample.columns]
     if missing:
         raise DataError(f"subgroup column {missing[0]!r} is not in the data (or use {BAND!r})")
+    if c.pretest:  # the subject's baseline-equivalence yardstick: SD pooled within group and exact-match cell
+        from .effect_sizes import baseline_difference
+        from .matching._design import combine_codes
+
+        pretest_sd = baseline_difference(sample[c.main_pretest].to_numpy(dtype=float), d["t"], weights=d["weights"],
+                                         strata=combine_codes(sample, list(m.strata)) if m.strata else None).sd
     own = own_level_rows(sample, c.treatment)
     analysed, left_out = single_valued_in_subject(sample[own], m.matched[own_level_rows(m.matched, c.treatment)],
                                                   opts["subgroups"], subject)
@@ -1562,8 +1568,8 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
         notes += level_notes
         if codes is None:
             continue
-        smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels)) \
-            if c.pretest else np.full(len(labels), math.nan)
+        smd = _level_smd(sample[c.main_pretest].to_numpy(dtype=float), d["t"], d["weights"], codes, len(labels),
+                         pretest_sd) if c.pretest else np.full(len(labels), math.nan)
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
                                 weights=d["weights"], clusters=d["clusters"], units=pd.factorize(sample.index)[0],
                                 vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
@@ -1581,20 +1587,16 @@ def _levels_of(rows: list[dict], labels: list) -> list[int]:
     return [labels.index(r["level"]) for r in rows]
 
 
-def _level_smd(x: np.ndarray, t: np.ndarray, w: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
-    """Weighted standardized difference of ``x`` (treated − comparison) within each level:
-    difference in weighted means over the root mean of the two weighted variances."""
-    out = np.empty(L)
+def _level_smd(x: np.ndarray, t: np.ndarray, w: np.ndarray, codes: np.ndarray, L: int, sd: float) -> np.ndarray:
+    """Weighted standardized difference of ``x`` (treated − comparison) within each level: the
+    difference in weighted means over ``sd``, the subject's baseline-equivalence SD (pooled
+    within group and grade: :func:`pleval.effect_sizes.baseline_difference`), so that a level's
+    difference reads on the yardstick of the WWC's 0.25 SD and of the effect sizes. A level's own
+    SD was inflated by the spread of grade means, and a pretest band's shrunk by its narrow range."""
     with np.errstate(invalid="ignore", divide="ignore"):  # a level without one arm: NaN (its row is left out)
-        for arm in (1.0, 0.0):  # two arms
-            k = t == arm
-            sw = np.bincount(codes[k], weights=w[k], minlength=L)
-            mu = np.bincount(codes[k], weights=w[k] * x[k], minlength=L) / sw
-            var = np.bincount(codes[k], weights=w[k] * (x[k] - mu[codes[k]]) ** 2, minlength=L) / sw
-            if arm == 1.0:
-                mu_t, var_t = mu, var
-        out[:] = (mu_t - mu) / np.sqrt((var_t + var) / 2.0)
-    return out
+        mu_t, mu_c = (np.bincount(codes[k], weights=w[k] * x[k], minlength=L) / np.bincount(codes[k], weights=w[k], minlength=L)
+                      for k in (t == 1.0, t == 0.0))
+        return (mu_t - mu_c) / sd
 
 
 def _subgroup_tables(keys: list[str], parts: list[dict], opts: dict) -> dict[str, pd.DataFrame]:

@@ -291,6 +291,34 @@ def test_rct_subgroups_in_estimate(rct_ev):
     assert eq.iloc[1]["change"] == pytest.approx(-t.loc[("math", "frl"), "gap_estimate"])
 
 
+def test_matched_subgroup_pretest_smd_is_on_the_equivalence_yardstick():
+    """A level's pretest difference is read against 0.25 SD: it is now divided by the subject's
+    baseline-equivalence SD (pooled within arm × grade), not the level's own SD, which the
+    spread of grade means inflated (and a pretest band's narrow range shrank)."""
+    sim = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(3, 5, 7), seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ev = pleval.estimate(sim.data, subgroups="frl", subject="math", placebo=False, seed=1)
+    m = ev.details["math"]["design"].matched
+    m = m[m["subject"] == "math"]
+    ss = dof = 0.0
+    for _, cell in m.groupby(["treatment", "grade"]):
+        w = cell["_weight"].to_numpy()
+        n_eff = w.sum() ** 2 / (w**2).sum()
+        ss += (n_eff - 1) * np.cov(cell["pretest"], aweights=w)
+        dof += n_eff - 1
+    sd = np.sqrt(ss / dof)
+    assert ev.equivalence.set_index("subject").loc["math", "sd"] == pytest.approx(sd, rel=1e-12)
+    lev = set_level_codes(m, "treatment", m["frl"].to_numpy().astype(int))
+    t = m["treatment"].to_numpy() == 1
+    sub = ev.subgroups("math").set_index("level")
+    for level in (0, 1):
+        k = lev == level
+        diff = (np.average(m["pretest"][k & t], weights=m["_weight"][k & t])
+                - np.average(m["pretest"][k & ~t], weights=m["_weight"][k & ~t]))
+        assert sub.loc[level, "pretest_smd"] == pytest.approx(diff / sd, rel=1e-10)
+
+
 def test_matched_subgroups_equal_the_interacted_wls_on_the_matched_sample():
     sim = simulate_matched(n_schools=30, n_pl_schools=6, students_per_grade=12, grades=(4,), seed=2)
     with warnings.catch_warnings():
