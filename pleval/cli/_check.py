@@ -10,8 +10,8 @@ import typer
 from ..errors import DataError
 from . import app
 from ._common import (
-    Block, Covariates, Decimal, Encoding, Grade, HeaderRow, Na, Outcome, Pretest, School, Sep, Sheet, StudentId,
-    Subject, Takeup, TreatedLabel, Treatment, Weight, console, escape, handle_errors, parse_value, read_options,
+    Block, Covariates, Grade, Outcome, Pretest, School, StudentId,
+    Subject, Takeup, TreatedLabel, Treatment, Weight, console, escape, handle_errors, parse_value, reading_options,
 )
 
 _STYLE = {"error": "bold red", "warning": "bold yellow", "note": "dim"}
@@ -19,6 +19,7 @@ _STYLE = {"error": "bold red", "warning": "bold yellow", "note": "dim"}
 
 @app.command("check", short_help="Every problem of a student file at once, before computing anything.")
 @handle_errors
+@reading_options
 def check_cmd(
     file: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata .dta or SPSS .sav)."),
     design: str = typer.Option("matched", "--design", help="matched or rct (which roles matter)."),
@@ -35,12 +36,8 @@ def check_cmd(
     subject: Subject = None,
     weight: Weight = None,
     takeup: Takeup = None,
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """List every problem of a student file at once, with the option that fixes each.
 
@@ -61,7 +58,7 @@ def check_cmd(
                  covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
                  subject=subject, weight=weight, takeup=takeup)
     report = check(file, given=given, design=design,
-                   **read_options(sep, decimal, encoding, sheet, header_row, na))
+                   **reading)
     if fmt == "json":
         payload = {"file": str(file), "exit_code": report.exit_code, "n_rows": report.n_rows,
                    "roles": report.roles.to_dict("records"), "problems": report.to_frame().to_dict("records")}

@@ -4,6 +4,7 @@ text off, and the parsers of comma-separated and ``--sd`` options."""
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -267,6 +268,27 @@ Encoding = Annotated[Optional[str], typer.Option("--encoding", help="Text files:
 Sheet = Annotated[Optional[str], typer.Option("--sheet", help="Excel: the sheet, by name or number from 0 (default: the first).", rich_help_panel=_READ)]
 HeaderRow = Annotated[Optional[int], typer.Option("--header-row", help="Excel and text files: the row number (from 1) holding the column names (default: detected).", rich_help_panel=_READ)]
 Na = Annotated[Optional[str], typer.Option("--na", help="Values that mean missing, comma-separated, e.g. '.' or '.,-99' (empty cells always do).", rich_help_panel=_READ)]
+
+
+_READING = (("sep", Sep), ("decimal", Decimal), ("encoding", Encoding), ("sheet", Sheet), ("header_row", HeaderRow),
+            ("na", Na))
+
+
+def reading_options(func: Callable) -> Callable:
+    """A command that reads a file takes the reading options (``--sep`` … ``--na``) as one
+    argument, ``reading``: the reader's keyword arguments (:func:`read_options`). The options are
+    added to the end of the command's signature, which typer reads."""
+    sig = inspect.signature(func, eval_str=True)
+    params = [p for name, p in sig.parameters.items() if name != "reading"]
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+             for name, kind in _READING]
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, reading=read_options(**{name: kwargs.pop(name, None) for name, _ in _READING}), **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*params, *extra])
+    return wrapper
 
 
 def no_read_options(reading: dict, needs: str) -> None:

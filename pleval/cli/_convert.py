@@ -9,11 +9,12 @@ import typer
 
 from ..errors import DataError
 from . import app
-from ._common import Decimal, Encoding, HeaderRow, Na, Sep, Sheet, echo, handle_errors, no_read_options, read_options
+from ._common import echo, handle_errors, no_read_options, reading_options
 
 
 @app.command("convert", short_help="Effect sizes to percentile points (and back).", context_settings={"ignore_unknown_options": True})
 @handle_errors
+@reading_options
 def convert(
     values: Optional[list[float]] = typer.Argument(None, help="Effect sizes (SD units) to convert."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", "-p", help="Percentile a student would hold without the program."),
@@ -24,12 +25,8 @@ def convert(
     file: Optional[Path] = typer.Option(None, "--file", help="Table with a column of effect sizes to convert."),
     column: Optional[str] = typer.Option(None, "--column", help="Column of --file holding effect sizes."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the converted table (default: FILE_percentile_points.csv)."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Convert effect sizes to percentile points (and back).
 
@@ -39,7 +36,6 @@ def convert(
     from .. import percentiles
 
     p = baseline_percentile
-    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
     if file is None:
         no_read_options(reading, "--file")
     else:

@@ -30,7 +30,7 @@ from . import app
 from ._common import (
     Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, StudentId, Subject, Takeup,
     TreatedLabel, Treatment, Weight, check_subject_flag, console, echo, err_console, escape, handle_errors,
-    parse_value, print_checks, read_options, table, Decimal, Encoding, HeaderRow, Na, Sep, Sheet, NONE_WORDS,
+    parse_value, print_checks, reading_options, table, NONE_WORDS,
 )
 
 if TYPE_CHECKING:
@@ -421,6 +421,7 @@ class _Steps:
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @handle_errors
+@reading_options
 def estimate(
     ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject. May come from --config."),
@@ -477,12 +478,8 @@ def estimate(
     bands: Optional[str] = typer.Option(None, "--bands", help="Pretest bands: cut points in percent of the pretest's rank within grade × subject, e.g. 25,50,75 (default: thirds).", rich_help_panel="Options"),
     workers: Optional[int] = typer.Option(None, "--workers", help="Processes: 2 runs the placebo rounds beside the main analysis and draws the figures in two (the same results); 1 = one process (default: 2, or 1 with one core).", rich_help_panel="Options"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Any other option as KEY=VALUE (repeatable), e.g. matching's caliper=0.1, k=3, replace=false.", rich_help_panel="Options"),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Evaluate a PL program: design diagnostics, overall effect by subject, school effects, plots and a self-contained HTML report, written to an outputs folder.
 
@@ -547,7 +544,6 @@ def estimate(
     flags = dict(outcome=outcome, treatment=treatment, treated_label=treated_label, pretest=pretest,
                  covariates=covariates, school=school, block=block, student_id=student_id, grade=grade,
                  subject=subject, weight=weight, takeup=takeup)
-    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
     check_outputs(out_, force=force, input_path=str(src))  # before any computation
     cfg_pool = cfg.get("pool", {})
     if pool is None and cfg_pool:

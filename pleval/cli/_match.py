@@ -11,9 +11,9 @@ import typer
 from ..errors import DataError
 from . import app
 from ._common import (
-    Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Seed, Sep, Sheet,
+    Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
     StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, err_console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options, table,
+    handle_errors, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
 
 @app.command("match", short_help="Matched comparison: match, check balance, estimate the effect.")
 @handle_errors
+@reading_options
 def match_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     method: Method = typer.Option(Method.propensity, "--method", "-m", metavar="METHOD", help="propensity, mahalanobis, vcg, weighting, optimal (optimal pair matching), full (optimal full matching), subclass (propensity-score subclasses), cem (coarsened exact matching), exact (exact matching on the covariates) or ebal (entropy balancing)."),
@@ -143,12 +144,8 @@ def match_cmd(
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile for percentile points."),
     weight: Weight = None,
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Match PL students to comparison students, check balance and estimate the effect.
 
@@ -166,7 +163,7 @@ def match_cmd(
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     outputs.prepare(out)
-    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
+    df = read_table(data, **reading)
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,

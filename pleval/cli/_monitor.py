@@ -10,8 +10,8 @@ import typer
 
 from . import app
 from ._common import (
-    Covariates, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Sep, Sheet, StudentId, Subject,
-    TreatedLabel, Treatment, check_out_folder, check_subject_flag, echo, handle_errors, parse_value, read_options,
+    Covariates, Force, Grade, Outcome, Pretest, School, StudentId, Subject,
+    TreatedLabel, Treatment, check_out_folder, check_subject_flag, echo, handle_errors, parse_value, reading_options,
 )
 
 _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
@@ -21,6 +21,7 @@ _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "eff
 
 @app.command("monitor", short_help="Effects over years or terms: by year, by exposure, schools, staggered adoption.")
 @handle_errors
+@reading_options
 def monitor(
     file: Path = typer.Argument(..., help="Student × subject × time file (CSV, Parquet or Excel)."),
     time: str = typer.Option(..., "--time", help="Time column: a year or a term (sortable).", rich_help_panel="Columns"),
@@ -52,12 +53,8 @@ def monitor(
     out: Path = typer.Option(Path("results_monitor"), "--out", "-o", help="Outputs folder."),
     force: Force = False,
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the PNG figures."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Monitor a program over several years or terms: effects by year and by years of exposure
     (matched once at the first pre-program score; CR2 by first school), a trend test, equity
@@ -74,7 +71,7 @@ def monitor(
 
     check_out_folder(out, _OUTPUTS, force)
     prepare(out)
-    df = read_table(file, **read_options(sep, decimal, encoding, sheet, header_row, na))
+    df = read_table(file, **reading)
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
              "school": school, "subject": subject, "grade": grade, "student_id": student_id, "time": time,

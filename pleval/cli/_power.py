@@ -12,8 +12,8 @@ import typer
 
 from ..errors import DataError
 from . import app
-from ._common import (Decimal, Encoding, Force, HeaderRow, Na, Sep, Sheet, check_out_folder, echo, handle_errors,
-                      no_read_options, parse_value, read_options)
+from ._common import (Force, check_out_folder, echo, handle_errors, no_read_options, parse_value,
+                      reading_options)
 
 
 class PowerDesign(str, Enum):
@@ -49,6 +49,7 @@ def _floats(text: str | None, name: str) -> list[float] | None:
 
 @app.command("power", short_help="Plan a study: MDES, power and sample size.")
 @handle_errors
+@reading_options
 def power(
     design: PowerDesign = typer.Argument(..., help="individual-rct, blocked-rct (students randomized within schools), cluster-rct (schools randomized), blocked-cluster-rct (schools randomized within districts) or matched (PL schools vs matched comparison students)."),
     schools: Optional[float] = typer.Option(None, "--schools", help="Schools (blocked-cluster-rct: per district; matched: PL schools).", rich_help_panel=_D),
@@ -93,12 +94,8 @@ def power(
     treatment: Optional[str] = typer.Option(None, "--treatment", help="Treatment column; only its comparison rows are used (default: treatment).", rich_help_panel=_F),
     treated_label: Optional[str] = typer.Option(None, "--treated-label", help="The treated (PL) value of a two-label treatment column, e.g. PL.", rich_help_panel=_F),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """MDES (SD and percentile points), power for an effect, and the sample size for a target MDES.
 
@@ -133,7 +130,6 @@ def power(
         raise DataError(f"{', '.join('--' + k.replace('_', '-') for k in wrong)} does not apply to `pleval power {design.value}`")
     result: dict = {}
     comps = df = cols = None
-    reading = read_options(sep, decimal, encoding, sheet, header_row, na)
     if from_file is None:
         no_read_options(reading, "--from FILE")
     else:

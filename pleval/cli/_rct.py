@@ -12,10 +12,10 @@ import typer
 
 from . import app
 from ._common import (
-    Block, Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, OnlySubject, Outcome, Pretest, School,
-    Seed, Sep, Sheet, StudentId, Subject, Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag,
-    console, err_console, escape, handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options,
-    table,
+    Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School,
+    Seed, StudentId, Subject, Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag,
+    console, err_console, escape, handle_errors, parse_names, parse_sd, parse_value, print_checks,
+    reading_options, table,
 )
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ def _equivalence_table(frame: pd.DataFrame) -> Table:
 
 @app.command("rct", short_help="Randomized trial: ITT, WWC attrition and baseline equivalence.")
 @handle_errors
+@reading_options
 def rct(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     design: DesignOpt = typer.Option(DesignOpt.cluster, "--design", help="cluster (schools randomized), blocked or individual."),
@@ -205,12 +206,8 @@ def rct(
     multiarm_alternative: str = typer.Option("two-sided", "--arms-alternative", help="Alternative of the arm tests: two-sided, greater (arm better) or less (one-sided p and simultaneous bounds)."),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Wild cluster bootstrap draws for the ITT (restricted; 0: none; e.g. 9999)."),
     bootstrap_weights: str = typer.Option("rademacher", "--bootstrap-weights", help="Wild bootstrap weights: rademacher or webb (fewer than ~12 schools)."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """ITT effect of assignment with WWC attrition and baseline-equivalence verdicts.
 
@@ -230,7 +227,7 @@ def rct(
     sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
     outputs.prepare(out)
-    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
+    df = read_table(data, **reading)
     check_subject_flag(df, subject)
     given = {
         "outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label), "pretest": pretest,

@@ -9,13 +9,14 @@ import typer
 
 from ..errors import DataError, DesignError
 from . import app
-from ._common import NONE_WORDS, Decimal, Encoding, HeaderRow, Na, School, Sep, Sheet, echo, handle_errors, read_options
+from ._common import NONE_WORDS, School, echo, handle_errors, reading_options
 
 _DEFAULT_MODERATORS = ("school_poverty", "years_implementing", "enrollment")
 
 
 @app.command("schools", short_help="Meta-analysis and school-by-school table of per-school estimates.")
 @handle_errors
+@reading_options
 def schools(
     file: Path = typer.Argument(..., help="Table of per-school estimates (CSV, Parquet or Excel)."),
     school: School = None,
@@ -70,12 +71,8 @@ def schools(
         "beside it (version, options, the input's SHA-256).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the pooled results, not the table."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Random-effects meta-analysis, empirical-Bayes shrinkage, multiplicity-adjusted counts and
     meta-regression of per-school effects, with the school-by-school table.
@@ -90,7 +87,7 @@ def schools(
     from ..heterogeneity.export import _readable, export_table
     from ..outputs import write_provenance_file
 
-    df = read_table(file, **read_options(sep, decimal, encoding, sheet, header_row, na))
+    df = read_table(file, **reading)
     text_defaults = []
     if moderators is None:  # the default columns present; one holding text is left out with a note
         mods = [m for m in _DEFAULT_MODERATORS if m in df.columns]

@@ -9,9 +9,9 @@ import typer
 
 from . import app
 from ._common import (
-    Covariates, Debug, Decimal, Encoding, Force, Grade, HeaderRow, Na, Outcome, Pretest, School, Seed, Sep, Sheet,
+    Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
     StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, print_checks, read_options,
+    handle_errors, parse_names, parse_sd, parse_value, print_checks, reading_options,
 )
 from ._match import Method
 
@@ -29,6 +29,7 @@ def parse_numbers(text: str | None, flag: str) -> tuple[float, ...]:
 
 @app.command("sensitivity", short_help="How fragile is the matched effect: RV, E-values, Rosenbaum bounds.")
 @handle_errors
+@reading_options
 def sensitivity_cmd(
     data: Path = typer.Argument(..., help="Student file (CSV, Parquet or Excel), one row per student × subject."),
     method: Method = typer.Option(Method.propensity, "--method", "-m", metavar="METHOD", help="Matching method, as for pleval match (propensity, mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal)."),
@@ -62,12 +63,8 @@ def sensitivity_cmd(
     statistic: str = typer.Option("rank", "--statistic", help="Rosenbaum test statistic: rank (signed/aligned ranks) or huber (Huber M-statistic)."),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="A pre-program score to analyse as a placebo (negative-control) outcome."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
-    sep: Sep = None,
-    decimal: Decimal = None,
-    encoding: Encoding = None,
-    sheet: Sheet = None,
-    header_row: HeaderRow = None,
-    na: Na = None,
+    *,
+    reading: dict,
 ) -> None:
     """Sensitivity of the matched estimate, by subject, to unobserved confounding.
 
@@ -86,7 +83,7 @@ def sensitivity_cmd(
     from ..plots import ovb_contour, to_png
     from ..sensitivity import sensitivity
 
-    df = read_table(data, **read_options(sep, decimal, encoding, sheet, header_row, na))
+    df = read_table(data, **reading)
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
