@@ -44,7 +44,7 @@ from .propensity import PropensityModel, design_patterns, fit_propensity, pooled
 from .results import EffectTable, MatchResult
 from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
-from .weighting import att_weights, ipw_weights, weight_summary
+from .weighting import att_weights, ipw_weights, weight_summary, within_cells
 
 METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
 OPTIMAL = ("optimal", "full")
@@ -756,32 +756,46 @@ def match(
         subclass = pd.factorize(sub[rows], sort=True)[0]
         set_school = np.zeros(0, dtype=object)
         un_pos = np.flatnonzero(~keep & (t == 1))
-        un_reason = np.full(len(un_pos), lacking, dtype=object)
+        un_reason = np.where(np.isin(cells[un_pos], cells[t == 0]), lacking,
+                             f"no comparison row in its exact-match cell ({', '.join(strata)})").astype(object)
         options.update(estimand=estimand, exact=tuple(strata))
         diagnostics["subclasses with treated and comparison rows"] = n_sets
+        if method == "subclass":
+            per_cell = pd.Series(sub[keep]).groupby(cells[keep]).nunique()
+            if (per_cell < subclasses).any():
+                diagnostics[f"exact-match cells too small for {subclasses} subclasses (given fewer)"] = int(
+                    (per_cell < subclasses).sum())
 
     elif method == "ebal":
         enc = encode(data, covariates, categorical)
         C, names = balance_columns(enc.X, enc.names, moments)
         cells = cell_codes()
-        w = np.empty(len(data))
+        w_all = np.zeros(len(data))
         worst = 0.0
-        for g in np.unique(cells):  # balanced within each exact-match cell (a handful)
+        for g in np.unique(cells):  # balanced within each exact-match cell (a handful) that holds both groups
             in_g = cells == g
-            if t[in_g].all() or not t[in_g].any():
-                raise DesignError(f"entropy balancing: an exact-match cell ({', '.join(strata)}) has no "
-                                  f"{'comparison' if t[in_g].all() else 'treated'} rows; drop it or change exact=")
+            if t[in_g].all() or not t[in_g].any():  # (as weighting: its rows left out, its PL rows unmatched)
+                continue
             ew = entropy_weights(C[in_g], t[in_g], estimand=estimand, names=names)
-            w[in_g] = ew.weight
+            w_all[in_g] = ew.weight
             worst = max(worst, ew.max_imbalance)
-        rows = np.arange(len(data))
+        keep = w_all > 0
+        if not keep.any():
+            raise DesignError(f"entropy balancing: no exact-match cell ({', '.join(strata)}) holds both treated and "
+                              "comparison rows")
+        rows = np.flatnonzero(keep)
+        w = w_all[rows]
         sets = np.full(len(rows), -1, dtype=np.int64)
         set_school = np.zeros(0, dtype=object)
-        un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
+        un_pos = np.flatnonzero(~keep & (t == 1))
+        un_reason = np.full(len(un_pos), f"no comparison row in its exact-match cell ({', '.join(strata)})", dtype=object)
         options.update(estimand=estimand, moments=moments, covariates=tuple(covariates), exact=tuple(strata),
                        balanced=tuple(names))
         diagnostics["largest remaining imbalance (SD)"] = worst
-        diagnostics["effective comparison sample size (Kish)"] = float(w[t == 0].sum() ** 2 / (w[t == 0] ** 2).sum())
+        wc = w[t[rows] == 0]
+        diagnostics["effective comparison sample size (Kish)"] = float(wc.sum() ** 2 / (wc**2).sum())
+        if (~keep & (t == 0)).any():
+            diagnostics["comparison rows in cells without treated rows (left out)"] = int((~keep & (t == 0)).sum())
 
     else:  # weighting
         wt = ipw_weights(pm.ps, t, estimand=estimand, trim=trim, truncate=truncate, stabilize=stabilize)
@@ -791,13 +805,27 @@ def match(
             data, t, pm = _keep_rows(data, t, pm, wt.keep)
         else:
             w_all = wt.weight
-        rows = np.arange(len(data))
+        cells = cell_codes()
+        if len(cells) and (cells != cells[0]).any():  # several exact-match cells: the weights hold them
+            if not stabilize:
+                raise DataError(f"stabilize=False leaves the weights unnormalized, which cannot hold the exact-match "
+                                f"cells ({', '.join(strata)}): with several cells the weights are normalized within "
+                                "each (leave stabilize out, or analyse one cell)")
+            w_all = within_cells(w_all, t, cells, estimand)
+            if not (w_all > 0).any():
+                raise DesignError(f"no exact-match cell ({', '.join(strata)}) holds both treated and comparison rows")
+        keep = w_all > 0
+        rows = np.flatnonzero(keep)
         sets = np.full(len(rows), -1, dtype=np.int64)
-        w = w_all
+        w = w_all[rows]
         set_school = np.zeros(0, dtype=object)
-        un_pos, un_reason = np.zeros(0, np.int64), np.zeros(0, object)
-        options.update(trim=trim, truncate=truncate, stabilize=stabilize, estimand=estimand)
-        diagnostics["effective comparison sample size (Kish)"] = wt.ess_control
+        un_pos = np.flatnonzero(~keep & (t == 1))
+        un_reason = np.full(len(un_pos), f"no comparison row in its exact-match cell ({', '.join(strata)})", dtype=object)
+        options.update(trim=trim, truncate=truncate, stabilize=stabilize, estimand=estimand, exact=tuple(strata))
+        wc = w[t[rows] == 0]
+        diagnostics["effective comparison sample size (Kish)"] = float(wc.sum() ** 2 / (wc**2).sum())
+        if (~keep & (t == 0)).any():
+            diagnostics["comparison rows in cells without treated rows (left out)"] = int((~keep & (t == 0)).sum())
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
     if c.weight:  # analysis weights multiply the matching weights (each row's own weight)

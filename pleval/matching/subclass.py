@@ -5,7 +5,13 @@ score is cut at its quantiles into ``n`` subclasses — quantiles of the treated
 for the ATT, of all units' for the ATE — with R's default (type 7, linear) quantiles and
 ``findInterval(..., all.inside = TRUE)``: subclass ``s`` holds scores in ``[q_{s−1}, q_s)``,
 the lowest and highest scores going to the first and last subclass. Within exact-match cells
-(subject, and grade by default) the quantiles are taken per cell.
+(subject, and grade by default) the quantiles are taken per cell. A cell without treated or
+without comparison units forms no subclass (its PL units are unmatched), and of several cells
+one with fewer than ``min_n`` units of a group per subclass gets as many subclasses as it can
+fill (one at the least; ``MatchResult.diagnostics`` counts such cells). Until 2026-12-04 either
+stopped the whole match with "not enough … rows to put 1 in each of 6 subclasses", which fewer
+subclasses could not cure. A single cell too small for the subclasses asked is an error, as in
+MatchIt.
 
 A subclass with fewer than ``min_n`` treated or comparison units (default 1) is filled as
 MatchIt's ``subclass_scoot`` does: for each group and each round ``r = 1..min_n``, while some
@@ -110,15 +116,19 @@ def subclassify(score, treated, *, n_subclasses: int = 6, estimand: str = "ATT",
     score = np.asarray(score, float)
     t1 = np.asarray(treated).astype(bool)
     cells = np.zeros(len(score), np.int64) if cells is None else pd.factorize(np.asarray(cells))[0]
-    probs = np.linspace(0.0, 1.0, n_subclasses + 1)
     out = np.full(len(score), -1, np.int64)
-    for g in range(int(cells.max(initial=-1)) + 1):  # one pass per exact-match cell
+    n_cells = int(cells.max(initial=-1)) + 1
+    for g in range(n_cells):  # one pass per exact-match cell
         in_g = cells == g
-        ref = score[in_g & t1] if estimand == "ATT" else score[in_g]
-        if not len(ref):
+        n_t, n_c = int((in_g & t1).sum()), int((in_g & ~t1).sum())
+        if not (n_t and n_c):  # a cell without one group: its rows in no subclass
             continue
-        q = r_quantile(ref, probs)
-        k = np.clip(np.searchsorted(q, score[in_g], side="right"), 1, n_subclasses) - 1  # findInterval
+        # of several cells, one too small to put min_n of each group in each subclass gets fewer
+        # (one at the least); a single cell too small is an error (_scoot's, MatchIt's)
+        n_g = max(1, min(n_subclasses, n_t // min_n, n_c // min_n)) if min_n > 0 and n_cells > 1 else n_subclasses
+        ref = score[in_g & t1] if estimand == "ATT" else score[in_g]
+        q = r_quantile(ref, np.linspace(0.0, 1.0, n_g + 1))
+        k = np.clip(np.searchsorted(q, score[in_g], side="right"), 1, n_g) - 1  # findInterval
         if min_n > 0:  # over the subclasses that have units (as MatchIt)
             present, k = np.unique(k, return_inverse=True)
             k = present[_scoot(k, score[in_g], t1[in_g], len(present), min_n)]

@@ -1,0 +1,121 @@
+"""Weighting, entropy balancing and subclassification hold the exact-match cells (subject ×
+grade by default) as the matching methods do: the weights are normalized within each cell, a
+cell without comparison rows leaves its PL rows unmatched (with the reason), and a cell without
+PL rows is left out."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pleval
+from pleval.data import SAMPLE_COLUMNS, read_table
+from pleval.errors import DataError, PlevalWarning
+
+SAMPLE = "sample_data/pl_matched_students.csv"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_table(SAMPLE)
+
+
+def _raw(m) -> float:
+    f = m.estimate().to_frame()
+    return float(f.loc[f["scale"] == "raw", "estimate"].iloc[0])
+
+
+@pytest.fixture(scope="module")
+def two_grades(sample):
+    """Math, grades 3 and 8, scores centred within grade, and only one grade-3 comparison school
+    in ten: odds weights alone gave grade 3 a comparison weight of 85 for 474 PL rows."""
+    d = sample[(sample["subject"] == "math") & sample["grade"].isin([3, 8])].copy()
+    for v in ("pretest", "posttest"):
+        d[v] = d[v] - d.groupby("grade")[v].transform("mean")
+    cs = sorted(d.loc[d["treatment"] == 0, "school_id"].unique())
+    return d[~((d["treatment"] == 0) & (d["grade"] == 3) & ~d["school_id"].isin(cs[::10]))]
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+@pytest.mark.parametrize("method", ["weighting", "ebal", "subclass", "propensity"])
+def test_the_att_weighs_the_grades_as_the_pl_students(two_grades, method):
+    """+10 points for grade 8's PL students alone moves the ATT by 10 × grade 8's share of the PL
+    rows (4.95). Weighting moved it by 8.06 before its weights were normalized within grade."""
+    d = two_grades
+    bumped = d.copy()
+    bumped.loc[(bumped["treatment"] == 1) & (bumped["grade"] == 8), "posttest"] += 10
+    m0, m1 = (pleval.match(x, SAMPLE_COLUMNS, method=method) for x in (d, bumped))
+    M = m1.matched
+    pl = M[M["treatment"] == 1].groupby(level=0).agg(grade=("grade", "first"), w=("_weight", "first"))
+    share = pl.loc[pl["grade"] == 8, "w"].sum() / pl["w"].sum()
+    assert _raw(m1) - _raw(m0) == pytest.approx(10 * share, abs=0.03)
+    if method == "weighting":
+        sums = M.groupby(["grade", "treatment"])["_weight"].sum().unstack()
+        np.testing.assert_allclose(sums[0], sums[1], rtol=1e-12)
+
+
+def test_weighting_weights_are_odds_weights_normalized_within_cells(sample):
+    """Each comparison row's weight is its propensity odds, scaled so that its cell's comparison
+    weights sum to the cell's PL rows (ATT); for the ATE each group's inverse-probability weights
+    sum to the cell's rows."""
+    for estimand in ("ATT", "ATE"):
+        m = pleval.match(sample, SAMPLE_COLUMNS, method="weighting", estimand=estimand)
+        d = m.data.iloc[m.rows]
+        t = d["treatment"].to_numpy() == 1
+        ps = m.propensity.ps[m.rows]
+        raw = np.where(t, 1.0, ps / (1 - ps)) if estimand == "ATT" else np.where(t, 1 / ps, 1 / (1 - ps))
+        cell = d["subject"].astype(str) + "/" + d["grade"].astype(str)
+        frame = pd.DataFrame({"cell": cell.to_numpy(), "t": t, "raw": raw, "w": m.weight})
+        for (_, grp), part in frame.groupby(["cell", "t"]):
+            target = ((frame["cell"] == part["cell"].iloc[0]) & frame["t"]).sum() if estimand == "ATT" \
+                else (frame["cell"] == part["cell"].iloc[0]).sum()
+            if estimand == "ATT" and grp:
+                np.testing.assert_array_equal(part["w"], 1.0)
+            else:
+                np.testing.assert_allclose(part["w"], part["raw"] * target / part["raw"].sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["weighting", "ebal", "subclass"])
+def test_a_cell_without_one_group(sample, method):
+    """A grade without comparison students: its PL rows are unmatched with the reason, not
+    counted in the estimate (weighting counted them, silently; ebal and subclass stopped with an
+    error). A grade without PL students: its comparison rows are left out."""
+    no_cmp = sample[~((sample["grade"] == 3) & (sample["treatment"] == 0))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = pleval.match(no_cmp, SAMPLE_COLUMNS, method=method)
+    pl = m.data["treatment"] == 1  # (the PL rows analysed: those with an outcome and pretest)
+    n_g3 = int((pl & (m.data["grade"] == 3)).sum())
+    assert n_g3 > 900
+    why = m.unmatched["reason"].value_counts()
+    assert why["no comparison row in its exact-match cell (subject, grade)"] == n_g3 == len(m.unmatched)
+    assert not (m.data.iloc[m.rows]["grade"] == 3).any()
+    assert m.n_treated_matched == int(pl.sum()) - n_g3
+    no_pl = sample[~((sample["grade"] == 8) & (sample["treatment"] == 1))]
+    m = pleval.match(no_pl, SAMPLE_COLUMNS, method=method)
+    assert len(m.unmatched) == 0 and not (m.data.iloc[m.rows]["grade"] == 8).any()
+
+
+def test_subclass_cells_too_small_for_every_subclass_get_fewer(sample):
+    """Exact keys that leave a few PL rows in a cell stopped subclassification ("not enough
+    treated rows to put 1 in each of 6 subclasses", at any number of subclasses); such a cell
+    now gets as many subclasses as it can fill, each holding both groups."""
+    keys = ["subject", "grade", "frl", "urbanicity"]
+    m = pleval.match(sample, SAMPLE_COLUMNS, method="subclass", exact=keys)
+    d = m.data.iloc[m.rows]
+    per = pd.crosstab(m.subclass, d["treatment"].to_numpy())
+    assert (per > 0).all().all()
+    cells = d.groupby(keys, observed=True).ngroups
+    assert cells < per.shape[0] < 6 * cells
+    assert m.diagnostics["exact-match cells too small for 6 subclasses (given fewer)"] > 0
+
+
+def test_weighting_without_stabilizing_cannot_hold_several_cells(sample):
+    with pytest.raises(DataError, match=r"stabilize=False leaves the weights unnormalized, which cannot hold the "
+                                        r"exact-match cells \(subject, grade\)"):
+        pleval.match(sample, SAMPLE_COLUMNS, method="weighting", stabilize=False)
+    one = sample[(sample["subject"] == "math") & (sample["grade"] == 5)]
+    assert pleval.match(one, SAMPLE_COLUMNS, method="weighting", stabilize=False).n_treated_matched > 0
