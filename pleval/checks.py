@@ -810,26 +810,30 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
     text_levels = levels[np.isnan(lev_num)]
     bad = valid & distinct.isin(set(text_levels)).to_numpy()[codes]
     n_text, n = int(bad.sum()), int(valid.sum())
+    out = []
     if 0 < n_text <= n / 2:
         nums = sorted(set(lev_num[~np.isnan(lev_num)]))[:4]
         shown = _examples(distinct.to_numpy()[codes[bad]])
-        return [Problem("warning", "mixed codes",
-                        f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text in "
-                        f"{n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
-                        "category of its own", c, "recode the text to the numeric codes", n_text)]
+        out.append(Problem("warning", "mixed codes",
+                           f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text "
+                           f"in {n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
+                           "category of its own", c, "recode the text to the numeric codes", n_text))
     # every spelling as written, however many (school ids run to thousands): one vectorized pass
     # over the distinct values; a group of spellings is shown together, e.g. 'SCH0001' beside
-    # 'sch0001' or 'SCH0001 ' (a text file's cells are trimmed as read; a Parquet file's are not)
+    # 'sch0001' or 'SCH0001 ' (a text file's cells are trimmed as read; a Parquet file's are not),
+    # or a number written two ways, '3' beside '03' or '3.0' (a text column: two exports merged)
     folded = written.str.strip().str.lower().str.replace(r"\s+", " ", regex=True)
+    as_number = pd.to_numeric(folded, errors="coerce")
+    folded = folded.where(as_number.isna(), as_number.map(lambda v: f"{v:.15g}"))
     clash = folded.duplicated(keep=False).to_numpy()
     if not clash.any():
-        return []
+        return out
     groups = written[clash].groupby(folded[clash].to_numpy(), sort=False).agg(list)
     shown = "; ".join(_examples(g, 4) for g in groups.iloc[:2])
     more = f"; and {len(groups) - 2:,} more value(s) spelled several ways" if len(groups) > 2 else ""
-    return [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "
-                    f"({shown}{more}): each spelling becomes a category of its own", c,
-                    "make the spellings agree")]
+    return out + [Problem("warning", "mixed codes", f"column {c!r} ({role}) spells one value several ways "
+                          f"({shown}{more}): each spelling becomes a category of its own", c,
+                          "make the spellings agree")]
 
 
 def _arm_rows(df, cols: Columns) -> tuple[np.ndarray, np.ndarray] | None:

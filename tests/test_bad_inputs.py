@@ -804,3 +804,23 @@ def test_missing_value_counts_by_arm_leave_rows_without_a_treatment_out_of_both_
     (line,) = [p.line for p in pleval.check(d).problems if p.column == "pretest" and "missing" in p.line]
     n_t, n_c = int((d.treatment == 1).sum()), int((d.treatment == 0).sum())
     assert f"(0 of {n_t:,} treated, 49 of {n_c:,} comparison rows: the comparison arm only)" in line
+
+
+def test_a_number_written_two_ways_in_a_text_column_is_warned_of(base):
+    """Grades '3' beside '03' (two exports merged; a few 'KG' rows make the column text) were two
+    exact-match cells and the matched comparison fell from 7,193 to 4,966 students, with a warning
+    about 'KG' alone: the mixed-codes warning returned before the spellings were compared, and
+    '03' was not the spelling of 3 it is."""
+    d = base.copy()
+    d["grade"] = d["grade"].astype(str)
+    half = d["school_id"].str[-1].astype(int) % 2 == 0
+    d.loc[half, "grade"] = "0" + d.loc[half, "grade"]
+    d.loc[d.index[:5], "grade"] = "KG"
+    lines = [p.line for p in check(d).problems if p.kind == "mixed codes" and p.column == "grade"]
+    assert len(lines) == 2 and "with text in 5 row(s) such as 'KG'" in lines[0]
+    assert "column 'grade' (grade) spells one value several ways ('3', '03'" in lines[1] or \
+           "column 'grade' (grade) spells one value several ways ('03', '3'" in lines[1]
+    d.loc[d.index[:5], "grade"] = "3.0"
+    (line,) = [p.line for p in check(d).problems if p.kind == "mixed codes" and p.column == "grade"]
+    assert "spells one value several ways" in line and "'3.0'" in line
+    assert not [p for p in check(base.assign(grade=base["grade"].astype(str))).problems if p.kind == "mixed codes"]
