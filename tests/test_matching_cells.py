@@ -119,3 +119,19 @@ def test_weighting_without_stabilizing_cannot_hold_several_cells(sample):
         pleval.match(sample, SAMPLE_COLUMNS, method="weighting", stabilize=False)
     one = sample[(sample["subject"] == "math") & (sample["grade"] == 5)]
     assert pleval.match(one, SAMPLE_COLUMNS, method="weighting", stabilize=False).n_treated_matched > 0
+
+
+def test_weighting_trim_counts_the_trimmed_rows_as_discarded(sample):
+    """sample_sizes() of weighting with trim= left the trimmed rows out of "all" and showed 0
+    discarded (433 of 5,776 PL rows gone without a count there); they are now discarded rows, as
+    discard= counts its own."""
+    m = pleval.match(sample, SAMPLE_COLUMNS, method="weighting", trim=0.05)
+    ss = m.sample_sizes()
+    n_pl = int(((sample["treatment"] == 1) & sample["posttest"].notna()).sum())
+    assert ss.loc["all", "treated"] == n_pl
+    ps = m.propensity.ps  # (of the rows kept; the trimmed ones are gone from m.data)
+    assert ss.loc["discarded", "treated"] == n_pl - int((m.data["treatment"] == 1).sum()) > 0
+    assert ss.loc["discarded"].sum() == m.exclusions.set_index("reason").loc[
+        "propensity score outside [0.05, 0.95] (trim)", "n_rows"]
+    assert ss.loc["matched", "treated"] + ss.loc["discarded", "treated"] + ss.loc["unmatched", "treated"] == n_pl
+    assert ((ps >= 0.05) & (ps <= 0.95)).all()

@@ -347,6 +347,11 @@ _METHOD_ONLY = {"k": (None, ("propensity", "mahalanobis", "optimal", "vcg")),
                 "school_bins": (None, ("vcg",)), "estimand": ("ATT", ("subclass", "cem", "weighting", "ebal"))}
 
 
+TRIMMED = ("comparison rows trimmed (propensity score)", "PL rows trimmed (propensity score)")
+"""``MatchResult.diagnostics`` keys of the rows weighting's ``trim`` left out, which
+:meth:`MatchResult.sample_sizes` counts as discarded."""
+
+
 def _method_options(method: str, given: dict) -> None:
     """A :class:`DataError` when an option of other methods was given (it would be ignored:
     ``truncate=0.99`` with ``method="propensity"`` matched untruncated, and ``caliper=0.05``
@@ -801,6 +806,7 @@ def match(
         wt = ipw_weights(pm.ps, t, estimand=estimand, trim=trim, truncate=truncate, stabilize=stabilize)
         if not wt.keep.all():
             log.append(_entry(data, ~wt.keep, f"propensity score outside [{trim}, {1 - trim}] (trim)", "propensity score", c))
+            diagnostics[TRIMMED[0]], diagnostics[TRIMMED[1]] = wt.n_trimmed_control, wt.n_trimmed_treated
             w_all = wt.weight[wt.keep]
             data, t, pm = _keep_rows(data, t, pm, wt.keep)
         else:

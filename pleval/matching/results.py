@@ -343,7 +343,8 @@ class MatchResult(ResultMixin):
     def sample_sizes(self) -> pd.DataFrame:
         """MatchIt-style sample sizes per group: all (including discarded), matched (distinct
         rows), matched effective sample size (Kish ``(Σw)²/Σw²`` of each row's weight summed
-        over its sets), unmatched, discarded (outside common support)."""
+        over its sets), unmatched, discarded (outside common support: ``discard=`` or weighting's
+        ``trim=``)."""
         t_all = self.data[self.columns.treatment].to_numpy() == 1
         w = self.row_weights()
         used = np.zeros(len(self.data), bool)
@@ -351,8 +352,11 @@ class MatchResult(ResultMixin):
             used[self._distinct[0]] = True
         else:
             used[self.rows[self.weight > 0]] = True
+        from . import TRIMMED
+
         pm = self.propensity
         disc = (pm.support.n_discarded_control, pm.support.n_discarded_treated) if pm is not None else (0, 0)
+        disc = tuple(d + int(self.diagnostics.get(key, 0)) for d, key in zip(disc, TRIMMED))  # weighting's trim
         out = {}
         for name, g, d in (("comparison", ~t_all, disc[0]), ("treated", t_all, disc[1])):
             wg = w[g & used]
