@@ -135,3 +135,24 @@ def test_weighting_trim_counts_the_trimmed_rows_as_discarded(sample):
         "propensity score outside [0.05, 0.95] (trim)", "n_rows"]
     assert ss.loc["matched", "treated"] + ss.loc["discarded", "treated"] + ss.loc["unmatched", "treated"] == n_pl
     assert ((ps >= 0.05) & (ps <= 0.95)).all()
+
+
+def test_effects_by_group_leave_out_a_group_too_small(sample):
+    """One PL student in grade 8: m.estimate(by=(subject, grade)) (and `pleval match --by`)
+    stopped with that group's error and gave no effect for the other ten groups. The group is now
+    left out with a warning and its reason kept in EffectTable.left_out; the others are as
+    estimated alone."""
+    pl8 = sample.index[(sample["grade"] == 8) & (sample["treatment"] == 1)]
+    keep_one = sample.loc[pl8].groupby("subject").head(1).index
+    d = sample.drop(pl8.difference(keep_one))
+    m = pleval.match(d, SAMPLE_COLUMNS)
+    with pytest.warns(PlevalWarning, match=r"effects by subject, grade: group math, 8 not estimated \(.*standard error"):
+        tab = m.estimate(by=("subject", "grade"))
+    assert set(tab.left_out) == {("math", 8), ("reading", 8)} and len(tab) == 10
+    assert "[subject = math, grade = 8] not estimated: " in tab.summary()
+    fits = {key: eff for key, _, _, eff, _ in m.group_fits(("subject", "grade"), failed="keep")}
+    assert isinstance(fits[("math", 8)], pleval.DesignError)
+    for key, eff in tab:
+        assert eff.raw.estimate == fits[key].raw.estimate and np.isfinite(eff.raw.se)
+    with pytest.raises(pleval.DesignError, match="needs both treated and comparison rows"):  # no group estimable
+        m.estimate(by=("subject", "grade", "student_id"))

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .._results import Effect, ResultMixin
 from ..data import Columns
-from ..errors import DataError, PlevalWarning
+from ..errors import DataError, DesignError, PlevalWarning
 from ..inference.robust import check_conventions
 from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
 from .balance import Balance, balance
@@ -39,10 +39,13 @@ from .propensity import PropensityModel
 
 @dataclass(frozen=True, repr=False)
 class EffectTable(ResultMixin):
-    """Effects by group (e.g. subject × grade): ``effects`` maps a group key tuple to an Effect."""
+    """Effects by group (e.g. subject × grade): ``effects`` maps a group key tuple to an Effect;
+    ``left_out`` maps the key of each group whose effect could not be estimated (too few rows
+    for its standard error, say) to the reason."""
 
     by: tuple[str, ...]
     effects: dict
+    left_out: dict = field(default_factory=dict)
 
     def __getitem__(self, key) -> Effect:
         return self.effects[key if isinstance(key, tuple) else (key,)]
@@ -64,9 +67,11 @@ class EffectTable(ResultMixin):
         return out[list(self.by) + [c for c in out.columns if c not in self.by]]
 
     def summary(self) -> str:
-        return "\n\n".join(
-            f"[{', '.join(f'{b} = {v}' for b, v in zip(self.by, key))}]\n{eff.summary()}" for key, eff in self.effects.items()
-        )
+        def name(key):
+            return ", ".join(f"{b} = {v}" for b, v in zip(self.by, key))
+
+        return "\n\n".join([*(f"[{name(key)}]\n{eff.summary()}" for key, eff in self.effects.items()),
+                            *(f"[{name(key)}] not estimated: {why}" for key, why in self.left_out.items())])
 
 
 class _LongColumn:
@@ -395,10 +400,17 @@ class MatchResult(ResultMixin):
         """
         fits = self.group_fits(by, sd=sd, vcov=vcov, level=level, baseline_percentile=baseline_percentile,
                                covariates=covariates, cluster_df=cluster_df, cr2=cr2, part_columns="read",
-                               df_working=df_working)
+                               df_working=df_working, failed="keep" if by is not None else "raise")
         if by is None:
             return fits[0][3]
-        return EffectTable(fits[0][4], {key: eff for key, _, _, eff, _ in fits})
+        effects = {key: eff for key, _, _, eff, _ in fits if not isinstance(eff, DesignError)}
+        left_out = {key: str(eff) for key, _, _, eff, _ in fits if isinstance(eff, DesignError)}
+        if not effects:  # no group estimable: the first group's reason
+            raise next(eff for *_, eff, _ in fits)
+        for key, why in left_out.items():
+            warnings.warn(f"effects by {', '.join(fits[0][4])}: group {', '.join(map(str, key))} not estimated "
+                          f"({why})", PlevalWarning, stacklevel=2)
+        return EffectTable(fits[0][4], effects, left_out)
 
     def group_designs(self, by=None, *, covariates=None, part_columns: str = "all", lazy: bool = False) -> list[tuple]:
         """The effect regression's design per group, on the distinct matched rows: one
@@ -469,7 +481,7 @@ class MatchResult(ResultMixin):
     def group_fits(self, by=None, *, sd="pooled", vcov: str | None = None, level: float = 0.95,
                    baseline_percentile: float = 50.0, covariates=None, cluster_df: str = "G-1",
                    cr2: str = "transformed", part_columns: str = "all", lazy: bool = False,
-                   df_working: str = "random_effects") -> list[tuple]:
+                   df_working: str = "random_effects", failed: str = "raise") -> list[tuple]:
         """What :meth:`estimate` fits, with what it fits it on: one ``(key, rows, design,
         effect, by)`` per group (key ``()`` when ``by`` is None), ``rows`` and ``design`` those of
         :meth:`group_designs` (for analyses of the same regression, e.g.
@@ -477,7 +489,8 @@ class MatchResult(ResultMixin):
         clubSandwich's weighted CR2 count every copy of a reused row, so for them the copies are
         fitted (with ``part_columns="none"`` their rows are gathered, as "read", and dropped after
         the fit). ``part_columns`` and ``lazy``: as :meth:`group_designs`'s (lazily, each group is
-        fitted when reached)."""
+        fitted when reached). ``failed="keep"``: a group whose effect cannot be estimated gives its
+        :class:`~pleval.errors.DesignError` in place of the effect (default: raised)."""
         c = self.columns
         if vcov is None:
             vcov = "CR2" if c.school else "CR1"
@@ -493,11 +506,16 @@ class MatchResult(ResultMixin):
 
         def fit(design):
             key, part, des, label = design
-            if merged:
-                eff = regression_effect(part, **kw, label=label, design=des)
-            else:
-                long_part, long_des = self._copies_of(part, des)
-                eff = regression_effect(long_part, **kw, label=label, design=long_des)
+            try:
+                if merged:
+                    eff = regression_effect(part, **kw, label=label, design=des)
+                else:
+                    long_part, long_des = self._copies_of(part, des)
+                    eff = regression_effect(long_part, **kw, label=label, design=long_des)
+            except DesignError as exc:
+                if failed != "keep":
+                    raise
+                eff = exc
             return key, None if part_columns == "none" else part, des, eff, by_t
 
         fits = map(fit, designs)  # (map keeps no reference to what it hands out)
