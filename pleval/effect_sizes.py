@@ -214,9 +214,11 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
 
 
 class BaselineDifference(NamedTuple):
-    """:func:`baseline_difference`'s result."""
+    """:func:`baseline_difference`'s result: ``g``, the ``difference`` it standardizes, the arms'
+    (weighted) means over all strata, the ``sd`` and the arms' effective n."""
 
     g: float
+    difference: float
     mean_treated: float
     mean_control: float
     sd: float
@@ -225,18 +227,25 @@ class BaselineDifference(NamedTuple):
 
 
 def baseline_difference(x, treated, weights=None, strata=None, weights2=None) -> BaselineDifference:
-    """The baseline difference on ``x`` (e.g. the pretest) as a Hedges g on the impact's yardstick:
+    """The baseline difference on ``x`` (e.g. the pretest) as a Hedges g on the impact's yardstick.
 
-        g = ω (x̄_T − x̄_C) / S,    ω = 1 − 3/(4N − 9),
+    Without ``strata``: ``g = ω (x̄_T − x̄_C) / S_p`` (:func:`hedges_g`; weighted means and SDs
+    with the groups' effective n ``(Σw)²/Σw²`` when ``weights`` are given). With ``strata``
+    (grade × subject labels, when the sample pools grades) the difference is taken within each
+    stratum and averaged, and standardized by the SD pooled within strata — the SD the impact's
+    effect size uses (:func:`outcome_sd`) — as the WWC computes per-grade differences and
+    averages them:
 
-    the groups' (weighted) means, N their effective n ``(Σw)²/Σw²``, and ``S`` the SD that
-    standardizes the impact (:func:`outcome_sd`): pooled within group, and within ``strata``
-    (grade × subject labels) when the sample pools grades. A pooled-across-grades SD, inflated
-    by the gaps between grade means, would shrink the baseline g next to the impact's g, and the
-    WWC's 0.05/0.25 SD thresholds (Procedures and Standards Handbook v5.0, baseline equivalence)
-    would read a larger imbalance as a smaller one. Without ``strata`` this is :func:`hedges_g`
-    of the groups' means and SDs. ``weights2``: as :func:`outcome_sd`'s. ``g`` is NaN when the
-    SD cannot be computed (:data:`TOO_FEW_FOR_SD`, or no variation).
+        Δ = Σ_s W_s (x̄_{T,s} − x̄_{C,s}) / Σ_s W_s,    g = ω Δ / S_within,    ω = 1 − 3/(4N − 9),
+
+    over the strata holding both groups, ``W_s`` a stratum's total weight (its rows, unweighted)
+    and N the groups' effective n. Across grades, the gaps between grade means inflate the SD (a
+    0.30-SD imbalance within grade read 0.24) and a difference in the arms' grade mix moves the
+    means (equal arms within every grade read 0.30 when one arm had the older grades): neither
+    is a baseline difference the 0.05/0.25 SD thresholds of the WWC (Procedures and Standards
+    Handbook v5.0, baseline equivalence) are about. One stratum gives :func:`hedges_g` exactly.
+    ``weights2``: as :func:`outcome_sd`'s. ``g`` is NaN when the SD cannot be computed
+    (:data:`TOO_FEW_FOR_SD`, or no variation).
     """
     x = np.asarray(x, dtype=float)
     t = np.asarray(treated).astype(bool)
@@ -244,18 +253,23 @@ def baseline_difference(x, treated, weights=None, strata=None, weights2=None) ->
     w2 = w**2 if weights2 is None else np.asarray(weights2, dtype=float)
     ok = np.isfinite(x) & (w > 0)
     x, t, w, w2 = x[ok], t[ok], w[ok], w2[ok]
-    strata = None if strata is None else _codes(strata)[ok]
-    means, n = [], []
-    for arm in (t, ~t):
-        sw = w[arm].sum()
-        means.append(float(w[arm] @ x[arm] / sw) if sw > 0 else math.nan)
-        n.append(float(sw**2 / w2[arm].sum()) if sw > 0 else 0.0)
+    codes = np.zeros(x.size, np.intp) if strata is None else _codes(strata)[ok]
+    S = int(codes.max(initial=0)) + 1
+    key = codes + S * t
+    sw = np.bincount(key, w, 2 * S)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cell_mean = np.bincount(key, w * x, 2 * S) / sw
+        means = [float(w[a] @ x[a] / w[a].sum()) if a.any() else math.nan for a in (t, ~t)]
+    n = [float(w[a].sum() ** 2 / w2[a].sum()) if a.any() else 0.0 for a in (t, ~t)]
+    both = (sw[:S] > 0) & (sw[S:] > 0)
+    W = (sw[:S] + sw[S:])[both]
+    diff = float(W @ (cell_mean[S:][both] - cell_mean[:S][both]) / W.sum()) if both.any() else math.nan
     try:
-        sd, _ = outcome_sd(x, t, weights=w, strata=strata, weights2=w2)
+        sd, _ = outcome_sd(x, t, weights=w, strata=None if strata is None else codes, weights2=w2)
         omega = float(hedges_omega(n[0] + n[1]))
-    except DataError:  # too few rows, no variation, or a missing stratum
-        return BaselineDifference(math.nan, *means, math.nan, *n)
-    return BaselineDifference(omega * (means[0] - means[1]) / sd, *means, sd, *n)
+    except DataError:  # too few rows, or no variation
+        return BaselineDifference(math.nan, diff, *means, math.nan, *n)
+    return BaselineDifference(omega * diff / sd, diff, *means, sd, *n)
 
 
 def _codes(strata) -> np.ndarray:

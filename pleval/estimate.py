@@ -1622,6 +1622,7 @@ def _equivalence_frame(eq: pd.DataFrame, strata=()) -> pd.DataFrame:
             "variable": eq["pretest"].to_numpy(),
             "role": "pretest",
             "measure": f"Hedges g (matched sample, effective n{within})",
+            "difference": eq["difference"].to_numpy(dtype=float),
             "sd": eq["sd"].to_numpy(dtype=float),
             "effect_size": eq["hedges_g"].to_numpy(dtype=float),
             "adjusted_in_model": True,

@@ -746,8 +746,9 @@ def _cace(itt_fit, y: np.ndarray, takeup: np.ndarray, share: float,
 
 def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], grades: np.ndarray | None) -> pd.DataFrame:
     """Baseline differences in the analytic sample: Hedges g (continuous) or Cox index (0/1).
-    With ``grades`` (the grades pooled), g is taken within grade on the SD pooled within grade,
-    the impact's yardstick (:func:`pleval.effect_sizes.baseline_difference`); ``sd`` is that SD."""
+    With ``grades`` (the grades pooled), g is the difference within grade, averaged, over the SD
+    pooled within grade, the impact's yardstick (:func:`pleval.effect_sizes.baseline_difference`);
+    ``difference`` and ``sd`` are what it divides."""
     t = ana[cols.treatment].to_numpy() == 1
     n_t, n_c = int(t.sum()), int((~t).sum())
     rows = []
@@ -768,21 +769,22 @@ def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], gra
                         g = float(effect_sizes.cox_index(mt, mc, n_t, n_c))
                     else:
                         g = math.nan
-                    measure, sdt, sdc, sd = "Cox index", math.nan, math.nan, math.nan
+                    measure, sdt, sdc, sd, diff = "Cox index", math.nan, math.nan, math.nan, mt - mc
                 else:
                     sdt, sdc = v[t].std(ddof=1), v[~t].std(ddof=1)
-                    g, _, _, sd, _, _ = effect_sizes.baseline_difference(v, t, strata=grades)
-                    measure = "Hedges g" if grades is None else "Hedges g (SD within grade)"
+                    g, diff, _, _, sd, _, _ = effect_sizes.baseline_difference(v, t, strata=grades)
+                    measure = "Hedges g" if grades is None else "Hedges g (within grade)"
                 rows.append(
                     {
                         "variable": label, "role": role, "measure": measure, "mean_treated": mt,
-                        "mean_control": mc, "sd_treated": sdt, "sd_control": sdc, "sd": sd, "n_treated": n_t,
+                        "mean_control": mc, "difference": diff, "sd_treated": sdt, "sd_control": sdc, "sd": sd,
+                        "n_treated": n_t,
                         "n_control": n_c, "effect_size": g, "adjusted_in_model": True,
                         "verdict": standards.baseline_equivalence(g, adjusted=True),
                     }
                 )
-    cols_out = ["variable", "role", "measure", "mean_treated", "mean_control", "sd_treated", "sd_control", "sd",
-                "n_treated", "n_control", "effect_size", "adjusted_in_model", "verdict"]
+    cols_out = ["variable", "role", "measure", "mean_treated", "mean_control", "difference", "sd_treated",
+                "sd_control", "sd", "n_treated", "n_control", "effect_size", "adjusted_in_model", "verdict"]
     return pd.DataFrame(rows, columns=cols_out)
 
 

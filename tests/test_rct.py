@@ -271,9 +271,11 @@ def test_baseline_equivalence_hedges_g_and_cox_index(trial):
 
 def test_baseline_equivalence_is_on_the_impacts_within_grade_sd():
     """Grades pooled on a vertical scale: the impact's effect size is standardized by the SD
-    pooled within grade, and so is the pretest's baseline g. On the SD across grades (inflated
-    by the grade means) a 0.30-SD imbalance read as 0.24 SD, "satisfied with statistical
-    adjustment", and the trial kept With Reservations; within grade it is not satisfied."""
+    pooled within grade, and the pretest's baseline g is the difference within grade, averaged,
+    over that SD. On the SD across grades (inflated by the grade means) a 0.30-SD imbalance read
+    as 0.24 SD, "satisfied with statistical adjustment", and the trial kept With Reservations;
+    within grade it is not satisfied. Arms equal within every grade but of different grade mix
+    have no baseline difference (the difference of the arms' means over all grades read 0.30)."""
     rng = np.random.default_rng(42)
     n_s, grades, per = 40, np.arange(3, 9), 40
     school = np.repeat(np.arange(n_s), len(grades) * per)
@@ -289,11 +291,21 @@ def test_baseline_equivalence_is_on_the_impacts_within_grade_sd():
     ss = sum((len(x) - 1) * x.var() for _, x in d.groupby(["treatment", "grade"])["pretest"])
     sd_within = np.sqrt(ss / (len(d) - 2 * len(grades)))
     omega = 1 - 3 / (4 * len(d) - 9)
-    g = omega * (pre[t].mean() - pre[~t].mean()) / sd_within
+    by_grade = d.groupby(["grade", "treatment"])["pretest"].mean().unstack()
+    diff = np.average(by_grade[1] - by_grade[0], weights=d.groupby("grade").size())
+    g = omega * diff / sd_within
     assert eq.loc["pretest", "sd"] == pytest.approx(sd_within, rel=1e-12)
+    assert eq.loc["pretest", "difference"] == pytest.approx(diff, rel=1e-10)
     assert eq.loc["pretest", "effect_size"] == pytest.approx(g, rel=1e-10)
-    assert eq.loc["pretest", "measure"] == "Hedges g (SD within grade)"
+    assert eq.loc["pretest", "measure"] == "Hedges g (within grade)"
     assert g < -0.25 and eq.loc["pretest", "verdict"] == "not satisfied"
+    # a grade mix that differs between the arms, the pretest equal within grade, is no imbalance
+    mix = d[~((d["treatment"] == 1) & (d["grade"] <= 4)) & ~((d["treatment"] == 0) & (d["grade"] >= 7))].copy()
+    mix["pretest"] = mix["pretest"] + 4.5 * mix["treatment"]  # undo the within-grade imbalance
+    mix["pretest"] -= mix.groupby(["grade", "treatment"])["pretest"].transform("mean") \
+        - mix.groupby("grade")["pretest"].transform("mean")  # equal arm means within every grade
+    res_mix = analyze_rct(mix, RCT_SAMPLE_COLUMNS.replace(takeup=None, covariates=()), design="cluster")
+    assert abs(res_mix.equivalence.set_index("variable").loc["pretest", "effect_size"]) < 1e-12
     # the impact's effect size divides by the same SD (of the outcome)
     assert res.itt.sd_kind.endswith("within strata")
     across = omega * (pre[t].mean() - pre[~t].mean()) / np.sqrt(

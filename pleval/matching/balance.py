@@ -511,15 +511,16 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
                    categorical=categorical, smd=smd, threshold=check_threshold(threshold), skip_single=False)[0][1]
 
 
-EQUIVALENCE_COLUMNS = ["pretest", "mean_treated", "mean_comparison", "sd", "hedges_g", "n_eff_treated",
-                       "n_eff_comparison", "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]
-""":func:`pretest_equivalence`'s keys (``sd``: the SD standardizing ``hedges_g``)."""
+EQUIVALENCE_COLUMNS = ["pretest", "mean_treated", "mean_comparison", "difference", "sd", "hedges_g",
+                       "n_eff_treated", "n_eff_comparison", "wwc_baseline_equivalence", "wwc_with_pretest_in_model"]
+""":func:`pretest_equivalence`'s keys (``difference`` and ``sd``: what ``hedges_g`` divides, the
+difference within exact-match cells averaged, and by what)."""
 
 
 def _equivalence(pretest: str, x, t, w, w2, cells) -> dict:
     bd = baseline_difference(x, t, weights=w, strata=cells, weights2=w2)
-    return dict(zip(EQUIVALENCE_COLUMNS, (pretest, bd.mean_treated, bd.mean_control, bd.sd, bd.g, bd.n_treated,
-                                          bd.n_control, baseline_equivalence(bd.g),
+    return dict(zip(EQUIVALENCE_COLUMNS, (pretest, bd.mean_treated, bd.mean_control, bd.difference, bd.sd, bd.g,
+                                          bd.n_treated, bd.n_control, baseline_equivalence(bd.g),
                                           baseline_equivalence(bd.g, adjusted=True))))
 
 
@@ -527,8 +528,8 @@ def pretest_equivalence(after: pd.DataFrame, treatment: str, pretest: str, *, we
                         weight2: str | None = None, strata=()) -> dict:
     """Hedges g of the pretest in the matched sample and the WWC verdicts (``weight2`` as in
     :func:`balance_table`). ``strata``: the exact-match columns (grade, subject): the difference
-    is taken within their cells and standardized by the SD pooled within them, the impact's
-    yardstick (:func:`pleval.effect_sizes.baseline_difference`)."""
+    is taken within their cells, averaged, and standardized by the SD pooled within them, the
+    impact's yardstick (:func:`pleval.effect_sizes.baseline_difference`)."""
     t = after[treatment].to_numpy().astype(bool)
     w = after[weight].to_numpy(dtype=float)
     w2 = w**2 if weight2 is None else after[weight2].to_numpy(dtype=float)
