@@ -643,8 +643,9 @@ def match_label(values, label):
     """The value among ``values`` that ``label`` names: itself; else the one equal to it as text
     with surrounding spaces aside (the command line gives text, a column may hold numbers: ``2``
     names 2); else the one equal also with letter case aside (``pl`` names ``PL``). None when
-    no value, or more than one, is."""
-    present = [v for v in pd.unique(pd.Series(values)) if pd.notna(v)]
+    no value, or more than one, is. Numpy scalars come back as Python ones (``0``, which prints
+    as itself, not ``np.int64(0)``)."""
+    present = [v.item() if isinstance(v, np.generic) else v for v in pd.unique(pd.Series(values)) if pd.notna(v)]
     if label in set(present):
         return label
     for key in (lambda x: str(x).strip(), lambda x: str(x).strip().casefold()):

@@ -220,7 +220,7 @@ def analyze_multiarm(
     t = columns.treatment
     if t is None or t not in df.columns:
         raise DataError(f"the treatment column {t!r} (arm labels) is not in the data")
-    labels = [v for v in pd.unique(df[t]) if pd.notna(v)]
+    labels = [v.item() if isinstance(v, np.generic) else v for v in pd.unique(df[t]) if pd.notna(v)]  # (0, not np.int64(0))
     hit = match_label(labels, control)
     if hit is None:
         raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are "

@@ -15,6 +15,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -455,3 +456,26 @@ def test_an_estimate_without_a_standard_error_prints_no_nan(tmp_path):
     (row,) = [ln for ln in res.output.splitlines() if "math" in ln and "Neyman" in ln]
     assert "(no SE)" in row and "nan" not in row
     assert "no design-based SE" in res.output
+    # pleval rct's table too (it printed SE nan, CI nan to nan, p nan, df nan)
+    res = runner.invoke(app, ["rct", str(tmp_path / "trial.csv"), "--only-subject", "math", "--takeup", "none",
+                              "--out", str(tmp_path / "rct")])
+    assert res.exit_code == 0, res.output
+    (row,) = [ln for ln in res.output.splitlines() if "Neyman" in ln and "│" in ln]
+    assert "no SE" in row and "nan" not in row
+
+
+def test_multiarm_title_and_monitor_summary_print_plain_labels(tmp_path):
+    """A numeric control label printed as np.int64(0) in the multi-arm title; the monitor's panel
+    summary printed an empty [] after its row count."""
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv")
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())
+    d["arm"] = np.where(d.treatment == 0, 0, np.where(d.school_id.isin(pl[::2]), 2, 1))
+    d.to_csv(tmp_path / "arms.csv", index=False)
+    res = runner.invoke(app, ["rct", str(tmp_path / "arms.csv"), "--treatment", "arm", "--control", "0", "--takeup",
+                              "none", "--only-subject", "math", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "Arms against control 0 — posttest" in res.output and "np.int64" not in res.output
+    panel = Path(__file__).resolve().parents[1] / "sample_data" / "pl_panel_students.csv"
+    text = runner.invoke(app, ["monitor", str(panel), "--time", "year", "--out", str(tmp_path / "m"), "--no-figures"])
+    assert text.exit_code == 0, text.output
+    assert "rows: 4,534 of 4,534\n" in text.output and "[]" not in text.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -126,9 +127,12 @@ def _effects_table(res, title: str) -> Table:
     t = table(title, ("analysis", "raw", "SE", "95% CI", "p", "df", "effect size", "pct points"), left=("analysis",))
     for name, eff in res.all_effects():
         r = eff.raw
+        se = math.isfinite(r.se)  # (a Neyman estimate without a design-based SE: see the notes)
         t.add_row(
-            escape(_SHORT.get(name, name)), f"{r.estimate:.3f}", f"{r.se:.3f}", f"{r.ci_low:.2f} to {r.ci_high:.2f}", f"{r.pvalue:.3g}",
-            f"{r.df:.1f}", f"{eff.effect_size.estimate:.3f}", f"{eff.percentile_points.estimate:+.2f}",
+            escape(_SHORT.get(name, name)), f"{r.estimate:.3f}", f"{r.se:.3f}" if se else "no SE",
+            f"{r.ci_low:.2f} to {r.ci_high:.2f}" if se else "—", f"{r.pvalue:.3g}" if se else "—",
+            f"{r.df:.1f}" if math.isfinite(r.df) else "—", f"{eff.effect_size.estimate:.3f}",
+            f"{eff.percentile_points.estimate:+.2f}",
         )
     return t
 

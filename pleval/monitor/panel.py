@@ -42,7 +42,8 @@ class PanelCheck(ResultMixin):
     def summary(self) -> str:
         lines = [f"Panel: {len(self.times)} periods ({', '.join(map(str, self.times))})"]
         for r in self.counts.itertuples(index=False):
-            lines.append(f"  {r.check}: {r.n:,} of {r.of:,} [{r.column}]" + (f" — {r.note}" if r.note else ""))
+            lines.append(f"  {r.check}: {r.n:,} of {r.of:,}" + (f" [{r.column}]" if r.column else "")
+                         + (f" — {r.note}" if r.note else ""))
         return "\n".join(lines)
 
 
