@@ -251,15 +251,18 @@ def baseline_difference(x, treated, weights=None, strata=None, weights2=None) ->
     t = np.asarray(treated).astype(bool)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
     w2 = w**2 if weights2 is None else np.asarray(weights2, dtype=float)
+    codes = np.zeros(x.size, np.intp) if strata is None else _codes(strata)
+    if codes.size and codes.min() < 0:
+        raise DataError("baseline difference: the strata have missing values")
     ok = np.isfinite(x) & (w > 0)
-    x, t, w, w2 = x[ok], t[ok], w[ok], w2[ok]
-    codes = np.zeros(x.size, np.intp) if strata is None else _codes(strata)[ok]
+    x, t, w, w2, codes = x[ok], t[ok], w[ok], w2[ok], codes[ok]
     S = int(codes.max(initial=0)) + 1
     key = codes + S * t
     sw = np.bincount(key, w, 2 * S)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cell_mean = np.bincount(key, w * x, 2 * S) / sw
         means = [float(w[a] @ x[a] / w[a].sum()) if a.any() else math.nan for a in (t, ~t)]
+        ref = means[1] if math.isfinite(means[1]) else 0.0  # cell means of x − ref: no cancellation in their gaps
+        cell_mean = np.bincount(key, w * (x - ref), 2 * S) / sw
     n = [float(w[a].sum() ** 2 / w2[a].sum()) if a.any() else 0.0 for a in (t, ~t)]
     both = (sw[:S] > 0) & (sw[S:] > 0)
     W = (sw[:S] + sw[S:])[both]

@@ -281,3 +281,5 @@ def test_baseline_difference_is_hedges_g_on_the_impacts_sd():
     assert (wg.n_treated, wg.n_control) == pytest.approx((nt, nc), rel=1e-12)
     assert wg.g == pytest.approx(hedges_g(mt, mc, np.sqrt(vt), np.sqrt(vc), nt, nc), rel=1e-10)
     assert np.isnan(baseline_difference(np.ones(6), np.array([1, 1, 1, 0, 0, 0])).g)
+    with pytest.raises(DataError, match="the strata have missing values"):  # (a NaN grade made a treated row control)
+        baseline_difference(x, t, strata=np.where(np.arange(n) == 0, np.nan, grade))
