@@ -156,3 +156,23 @@ def test_effects_by_group_leave_out_a_group_too_small(sample):
         assert eff.raw.estimate == fits[key].raw.estimate and np.isfinite(eff.raw.se)
     with pytest.raises(pleval.DesignError, match="needs both treated and comparison rows"):  # no group estimable
         m.estimate(by=("subject", "grade", "student_id"))
+
+
+def test_sensitivity_by_group_skips_a_group_left_out(sample):
+    """sensitivity(m, by=..., effects=m.estimate(by=...)) stopped with a bare KeyError on a
+    group the table left out, and without effects= with that group's DesignError; the group now
+    has no sensitivity analysis and the others are those of the full analysis."""
+    from pleval.sensitivity import sensitivity
+
+    pl8 = sample.index[(sample["grade"] == 8) & (sample["treatment"] == 1)]
+    d = sample.drop(pl8.difference(sample.loc[pl8].groupby("subject").head(1).index))
+    m = pleval.match(d, SAMPLE_COLUMNS)
+    by = ("subject", "grade")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        tab = m.estimate(by=by)
+        given = sensitivity(m, by=by, effects=tab, gammas=(1.0, 2.0))
+        fitted = sensitivity(m, by=by, gammas=(1.0, 2.0))
+    assert set(given.results) == set(fitted.results) == set(tab.effects)
+    key = ("math", 5)
+    assert given.results[key].ovb.rv_q == pytest.approx(fitted.results[key].ovb.rv_q, rel=1e-12)

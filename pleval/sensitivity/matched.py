@@ -207,7 +207,8 @@ def sensitivity(
     placebo_outcome : a pre-program score to analyse as a negative-control outcome.
     sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
     effects : the result of ``m.estimate(by, ...)`` if already computed (otherwise the matched
-        regressions are fitted here; each subject's effect is then ``result.effect``).
+        regressions are fitted here; each subject's effect is then ``result.effect``). A group
+        without an effect (``EffectTable.left_out``) has no sensitivity analysis either.
     fits : ``m.group_fits(by, ...)`` if already computed (its effects and designs are reused),
         or any iterable of its tuples (e.g. ``group_fits(..., lazy=True)``: each group is analysed
         as it is reached).
@@ -217,15 +218,21 @@ def sensitivity(
                                 rosenbaum_statistic=rosenbaum_statistic, placebo_outcome=placebo_outcome, sd=sd,
                                 level=level, by=by_t)
     if fits is None and effects is None:  # fit the matched regressions here, one group's design at a time
-        fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile, lazy=True)
+        fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile, lazy=True,
+                            failed="keep" if by_t else "raise")
     if fits is None:
+        left_out = getattr(effects, "left_out", {})
         fits = ((key, part, des, effects if not by_t else effects[key], by_t)
-                for key, part, des, _ in m.group_designs(by, lazy=True))
+                for key, part, des, _ in m.group_designs(by, lazy=True) if key not in left_out)
     results = {}
     for fit in fits:
         key, part, des, eff = fit[:4]
+        if isinstance(eff, DesignError):  # a group without an effect (m.estimate(by=) leaves it out, warned)
+            continue
         results[key] = analyse(key, part, des, eff)
         del fit, part, des  # (before the next group's design is formed)
+    if not results:
+        raise DesignError("no group has an effect to analyse for sensitivity")
     return Sensitivity(by_t, results)
 
 
