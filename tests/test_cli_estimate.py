@@ -462,6 +462,13 @@ def test_an_estimate_without_a_standard_error_prints_no_nan(tmp_path):
     assert res.exit_code == 0, res.output
     (row,) = [ln for ln in res.output.splitlines() if "Neyman" in ln and "│" in ln]
     assert "no SE" in row and "nan" not in row
+    # its equivalence table shows the within-grade difference and SD the g divides (the means alone
+    # did not match the g)
+    eq = pd.read_csv(tmp_path / "rct" / "equivalence.csv").set_index("variable")
+    (row,) = [ln for ln in res.output.splitlines() if "│ pretest" in ln]
+    cells = [c.strip() for c in row.split("│")]
+    assert cells[6:9] == [f"{eq.loc['pretest', 'difference']:+.3f}", f"{eq.loc['pretest', 'sd']:.3f}",
+                          f"{eq.loc['pretest', 'effect_size']:.3f}"]
 
 
 def test_multiarm_title_and_monitor_summary_print_plain_labels(tmp_path):

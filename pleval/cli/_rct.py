@@ -162,11 +162,14 @@ def _subgroup_table(sub: pd.DataFrame, inter: pd.DataFrame) -> Table:
 
 
 def _equivalence_table(frame: pd.DataFrame) -> Table:
-    cols = ("subject", "variable", "measure", "mean T", "mean C", "effect size", "verdict")
-    t = table("Baseline equivalence (analytic sample, WWC)", cols, left=cols)
+    cols = ("subject", "variable", "measure", "mean T", "mean C", "difference", "SD", "effect size", "verdict")
+    t = table("Baseline equivalence (analytic sample, WWC; with grades: the difference within grade, averaged, "
+              "over the SD within grade)", cols, left=cols)
     for r in frame.itertuples():
+        sd = getattr(r, "sd", math.nan)
         t.add_row(escape(str(r.subject)), escape(r.variable), r.measure, f"{r.mean_treated:.3f}",
-                  f"{r.mean_control:.3f}", f"{r.effect_size:.3f}", _SHORT.get(r.verdict, r.verdict))
+                  f"{r.mean_control:.3f}", f"{r.difference:+.3f}", "—" if not math.isfinite(sd) else f"{sd:.3f}",
+                  f"{r.effect_size:.3f}", _SHORT.get(r.verdict, r.verdict))
     return t
 
 
