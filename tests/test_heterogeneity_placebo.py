@@ -700,3 +700,29 @@ def test_a_row_without_a_treatment_leaves_the_placebo_schools_standing():
         ref = pleval.estimate(d.drop(index=i), sensitivity=False, subject="math")
     assert len(got.placebo) and got.placebo.equals(ref.placebo)
     pd.testing.assert_frame_equal(got.heterogeneity, ref.heterogeneity)
+
+
+def test_trial_placebo_schools_depend_on_the_data_alone():
+    """A cluster trial's n_placebo placebo schools were a seeded random draw, listed in row order:
+    with 8 of 20, the reading placebo τ was 0.071, 0.126 and 0.114 for seeds 0, 1 and 2, and
+    nothing said the schools were a draw. They are now the first of the comparison schools ranked
+    by mean pretest and dealt round-robin (spread over its range): the same for any seed or row
+    order, and a note says which."""
+    from pleval.heterogeneity.placebo import deal
+
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    runs = []
+    for seed, frame in ((0, d), (1, d), (0, d.sample(frac=1.0, random_state=3))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            ev = pleval.estimate(frame, design="rct", n_placebo=8, seed=seed)
+        runs.append(ev)
+    h = [ev.heterogeneity.set_index("subject")[["tau_placebo", "tau_program"]].to_numpy(float) for ev in runs]
+    np.testing.assert_allclose(h[1], h[0], rtol=1e-12)
+    np.testing.assert_allclose(h[2], h[0], rtol=1e-9)
+    control = d[(d["treatment"] == 0) & d["posttest"].notna()]  # (the analytic rows, both subjects)
+    g = control.groupby("school_id")["pretest"]
+    want = sorted(deal(pd.DataFrame({"mean": g.mean(), "n": g.size()}), 8)[:8])
+    assert sorted(runs[0].placebo["school"].unique()) == want
+    assert any("placebo schools: 8 of 20 comparison schools, spread over the range of their mean pretest" in n
+               for n in runs[0].notes)
