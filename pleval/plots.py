@@ -329,9 +329,10 @@ def forest(
         One row per school, effect-size (SD) units. Columns: ``school`` (label), ``estimate``,
         ``se``; optional ``ci_low``/``ci_high`` (default ``estimate ± z·se``); optional
         ``shrunk``, ``shrunk_ci_low``, ``shrunk_ci_high`` (empirical-Bayes estimates, drawn
-        beside the raw ones); optional ``pvalue_adj`` (multiplicity-adjusted, preferred) or
-        ``pvalue`` for the colouring: blue = significantly positive, red = significantly
-        negative, grey = neither, at ``alpha``.
+        beside the raw ones); optional ``pvalue_calibrated_adj`` (placebo-calibrated and
+        multiplicity-adjusted, preferred), ``pvalue_adj`` (multiplicity-adjusted) or ``pvalue``
+        for the colouring: blue = significantly positive, red = significantly negative, grey =
+        neither, at ``alpha``; the legend names which.
     pooled : mapping or object, optional
         ``estimate``, ``ci_low``, ``ci_high`` of the pooled effect (drawn as a diamond) and
         optionally ``pi_low``/``pi_high`` (the prediction interval for a new school, drawn as
@@ -369,7 +370,7 @@ def forest(
         d = d.sort_values("estimate", kind="stable")
     d = d.reset_index(drop=True)
     k_all = len(d)
-    pcol = "pvalue_adj" if "pvalue_adj" in d.columns else ("pvalue" if "pvalue" in d.columns else None)
+    pcol = next((c for c in ("pvalue_calibrated_adj", "pvalue_adj", "pvalue") if c in d.columns), None)
     middle = None
     if max_rows is not None and sort and k_all > max_rows >= 2:
         n_low = max_rows - max_rows // 2
@@ -492,7 +493,7 @@ def forest(
         ax.spines[side].set_visible(False)
     _percentile_axis(ax, baseline_percentile)
 
-    sig_word = "adjusted p" if pcol == "pvalue_adj" else "p"
+    sig_word = {"pvalue_calibrated_adj": "placebo-calibrated adjusted p", "pvalue_adj": "adjusted p"}.get(pcol, "p")
     handles = [
         Line2D([], [], marker="s", mfc="white", mec=NEUTRAL, color=NEUTRAL, label=f"{unit} estimate, {level:.0%} CI"),
     ] + ([Line2D([], [], marker="o", color=SHRUNK, ms=4, label="shrunken (empirical Bayes)")] if has_shrunk else []) + (
@@ -899,9 +900,12 @@ def figure_name(kind: str, subject: str) -> str:
 
 
 def _school_plot_frame(ev: "Evaluation", subject: str, level: float) -> pd.DataFrame:
+    """The school effects of ``subject`` for the plots; coloured by the placebo-calibrated
+    adjusted p where the evaluation has placebo schools (the summary's verdicts: the student-level
+    adjusted p marked 8 math schools of the sample where the summary counts 1)."""
     s = findings.subject_rows(ev.schools, subject)
     s = s[np.isfinite(s["effect_size"].to_numpy(dtype=float))]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "school": s["school"].astype(str).to_numpy(),
             "estimate": s["effect_size"].to_numpy(dtype=float),
@@ -914,6 +918,10 @@ def _school_plot_frame(ev: "Evaluation", subject: str, level: float) -> pd.DataF
             "pvalue_adj": s["p_adjusted"].to_numpy(dtype=float),
         }
     )
+    cal = s["p_calibrated_adjusted"].to_numpy(dtype=float) if "p_calibrated_adjusted" in s else None
+    if cal is not None and np.isfinite(cal).any():  # the verdicts the summary gives: beyond the placebo spread
+        out["pvalue_calibrated_adj"] = cal
+    return out
 
 
 def _placebo_values(ev: "Evaluation", subject: str) -> np.ndarray | None:

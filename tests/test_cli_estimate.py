@@ -445,6 +445,26 @@ def test_two_pl_schools_run_to_the_end(tmp_path):
     assert (tmp_path / "out" / "report.html").exists()
 
 
+def test_school_tables_mark_the_schools_the_summary_counts(matched_run):
+    """The summary counts schools beyond the placebo spread after adjustment; the Excel sheets
+    shaded (and their header counted) the student-level adjusted verdicts only (8 math rows
+    shaded where the summary counts 1). The header now gives the calibrated counts and the
+    shading follows them; the forest plot's colours too (tests/test_plots.py)."""
+    out, _ = matched_run
+    s = pd.read_csv(out / "school_effects.csv")
+    book = pd.read_excel(out / "school_effects.xlsx", sheet_name=None, header=None)
+    for subject, g in s.groupby("subject"):
+        p, es = g["p_calibrated_adjusted"].to_numpy(float), g["effect_size"].to_numpy(float)
+        want = f"Beyond the placebo spread (student-level SEs understate a school's uncertainty): " \
+               f"{int(((p < 0.05) & (es > 0)).sum())} positive / {int(((p < 0.05) & (es < 0)).sum())} negative adjusted"
+        assert want in str(book[subject].iloc[1, 0])
+        assert f"{int(((p < 0.05) & (es > 0)).sum())} positive and {int(((p < 0.05) & (es < 0)).sum())} negative" in \
+            (out / "summary.md").read_text()
+    from pleval.heterogeneity.export import _verdict_p
+
+    assert _verdict_p(s)[1] == "beyond the placebo spread after adjustment"
+
+
 def test_an_estimate_without_a_standard_error_prints_no_nan(tmp_path):
     """A Neyman estimate without a design-based SE (a block with one treated school) printed
     '+0.007 (+nan, +nan)' and p 'nan'; the table now says 'no SE' (a note says why)."""

@@ -483,3 +483,19 @@ def test_figure_names_of_subjects_that_differ_only_in_replaced_characters_differ
     assert names[0] == "forest_ELA_Reading-" + hashlib.sha1(b"ELA*Reading").hexdigest()[:6]
     assert findings.slug("../../x") == "x-" + hashlib.sha1(b"../../x").hexdigest()[:6]
     assert plots.figure_name("forest", "all") == "forest"
+
+
+def test_forest_colours_by_the_placebo_calibrated_verdicts_when_given():
+    """With placebo schools the summary counts schools beyond the placebo spread (the sample's
+    math: 1 positive, 0 negative), but the forest plot coloured by the student-level adjusted p
+    (5 blue, 3 red) under a legend that did not say which. The calibrated p now colours it and
+    the legend names it."""
+    df, pooled = _schools(6)
+    df["pvalue_adj"] = [0.001, 0.001, 0.001, 0.5, 0.5, 0.5]
+    df["pvalue_calibrated_adj"] = [0.001, 0.3, 0.3, 0.5, 0.5, 0.5]
+    fig = plots.forest(df, pooled=pooled)
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "significantly positive (placebo-calibrated adjusted p < 0.05)" in legend or \
+           "significantly negative (placebo-calibrated adjusted p < 0.05)" in legend
+    plain = plots.forest(df.drop(columns="pvalue_calibrated_adj"), pooled=pooled)
+    assert "(adjusted p < 0.05)" in " ".join(t.get_text() for t in plain.legends[0].get_texts())

@@ -63,6 +63,7 @@ _NUMERIC = [
     ("p_calibrated", "p vs placebo spread", "0.0000"),
     ("p_calibrated_adjusted", "p vs placebo spread, adjusted", "0.0000"),
     ("program_shrunk", "Program effect, shrunken (ES)", "0.000"),
+    ("program_shrunk_sd", "Program effect, shrunken: SD (ES)", "0.000"),
     ("prob_negative_program", "P(program effect < 0)", "0.00"),
 ]
 
@@ -143,6 +144,29 @@ def _pooled_line(res: SchoolEffects, key) -> str:
     )
 
 
+def _verdict_p(sub: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """The p-values that mark a school significant, and what they are: against the placebo
+    spread and adjusted where there are placebo schools (the verdicts the evaluation's summary
+    counts), else adjusted."""
+    cal = sub["p_calibrated_adjusted"].to_numpy(dtype=float) if "p_calibrated_adjusted" in sub else None
+    if cal is not None and np.isfinite(cal).any():
+        return cal, "beyond the placebo spread after adjustment"
+    return sub["p_adjusted"].to_numpy(dtype=float), "after adjustment"
+
+
+def _headline(res: SchoolEffects, key, sub: pd.DataFrame) -> str:
+    """:func:`_pooled_line`, and the counts beyond the placebo spread when the table has them."""
+    line = _pooled_line(res, key)
+    p, what = _verdict_p(sub)
+    if what.startswith("beyond"):
+        alpha = float(res.options.get("alpha", 0.05))
+        es = sub["effect_size"].to_numpy(dtype=float)
+        line += (f" Beyond the placebo spread (student-level SEs understate a school's uncertainty): "
+                 f"{int(((p < alpha) & (es > 0)).sum())} positive / {int(((p < alpha) & (es < 0)).sum())} negative "
+                 "adjusted; the shaded rows.")
+    return line
+
+
 def _prediction(res: SchoolEffects, key, m) -> str:
     """The Q test's p and the prediction interval of a new school: the caller's
     (``options["prediction_interval"]``: ``{key: (low, high, P(effect < 0), what)}``, e.g. an
@@ -210,7 +234,7 @@ def to_markdown(res: SchoolEffects, title: str = "School-by-school effects") -> 
         view = _readable(sub, _extra_columns(res))
         align = ["left" if c in ("School", "Note") else "right" for c in view.columns]
         md = view.to_markdown(index=False, disable_numparse=True, colalign=align)
-        parts += [f"## {label}", "", _pooled_line(res, key), "", md, ""]
+        parts += [f"## {label}", "", _headline(res, key, sub), "", md, ""]
     parts += ["**Notes.**", ""] + [f"{i}. {n}" for i, n in enumerate(footnotes(res), 1)]
     return "\n".join(parts) + "\n"
 
@@ -229,11 +253,8 @@ def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
     body = [f"<h1>{html.escape(title)}</h1>"]
     for key, label, sub in _groups(res):
         view = _readable(sub, _extra_columns(res))
-        cls = np.where(
-            sub["p_adjusted"].to_numpy(dtype=float) < alpha,
-            np.where(sub["effect_size"].to_numpy(dtype=float) < 0, "neg", "pos"),
-            "",
-        )
+        cls = np.where(_verdict_p(sub)[0] < alpha, np.where(sub["effect_size"].to_numpy(dtype=float) < 0, "neg", "pos"),
+                       "")
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)
         rows = "".join(
             f'<tr class="{c}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
@@ -241,12 +262,13 @@ def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
         )
         body += [
             f"<h2>{html.escape(label)}</h2>",
-            f"<p>{html.escape(_pooled_line(res, key))}</p>",
+            f"<p>{html.escape(_headline(res, key, sub))}</p>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>",
         ]
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in footnotes(res))
     body.append(f'<div class="footnotes"><p><strong>Notes.</strong> Shaded rows are significant after adjustment '
-                f'(red: negative, green: positive).</p><ol>{notes}</ol></div>')
+                f'(beyond the placebo spread where there are placebo schools; red: negative, green: positive).</p>'
+                f'<ol>{notes}</ol></div>')
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
@@ -397,14 +419,14 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
     for (key, label, sub), name in zip(groups, names):
         ws = wb.add_worksheet(name)
         ws.write_string(0, 0, f"{title} — {label}", big)
-        ws.write_string(1, 0, _pooled_line(res, key))
+        ws.write_string(1, 0, _headline(res, key, sub))
         cols = ([("school", "School", "@")] + _present_columns(sub)
                 + [(c, c, "General") for c in extra if c not in named and sub[c].notna().any()] + [("note", "Note", "@")])
         hr = 3
         ws.set_row(hr, 30)
         for j, (_, header, _) in enumerate(cols):
             ws.write_string(hr, j, header, head)
-        padj = sub["p_adjusted"].to_numpy(dtype=float)
+        padj = _verdict_p(sub)[0]
         es = sub["effect_size"].to_numpy(dtype=float)
         shade = np.where(padj < alpha, np.where(es < 0, 1, 2), 0).tolist()
         formats = [[style(num_format=fmt, **fill) for _, _, fmt in cols] for fill in fills]
