@@ -976,9 +976,17 @@ def evaluation_love(ev: "Evaluation", subject: str) -> Figure:
     b = findings.subject_rows(ev.balance, subject)
     if not len(b):
         raise PlevalError(f"no balance table for subject {subject!r}")
-    title = "Covariate balance" if ev.design == "matched" else "Baseline differences (analytic sample)"
+    title = findings.title(subject, "Covariate balance" if ev.design == "matched" else
+                           "Baseline differences (analytic sample)")
     labels = ("before matching", "after matching") if ev.design == "matched" else ("randomized groups", "")
-    return love_plot(b, title=findings.title(subject, title), labels=labels)
+    eq = findings.subject_rows(ev.equivalence, subject)
+    eq = eq[eq["role"] == "pretest"] if len(eq) else eq
+    if ev.design == "matched" and len(eq):  # the SMDs standardize by the SD before matching, over all grades;
+        # the WWC verdict reads the pretest on the effect sizes' yardstick (docs/matching.md)
+        title += "\nWWC equivalence: " + "; ".join(
+            f"{r.variable} g = {float(r.effect_size):+.3f}, "
+            + str(r.verdict).replace("with statistical adjustment", "if adjusted") for r in eq.itertuples())
+    return love_plot(b, title=title, labels=labels)
 
 
 def evaluation_overlap(ev: "Evaluation", subject: str) -> Figure:

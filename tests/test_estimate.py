@@ -547,6 +547,9 @@ def test_plot_methods_return_figures(matched_ev, rct_ev):
     ]
     assert all(isinstance(f, Figure) for f in figs)
     assert all(hasattr(f, "_repr_png_") for f in figs)  # display inline in Jupyter
+    # the matched love plot's SMDs use the SD before matching over all grades; its title gives the WWC g
+    g = matched_ev.equivalence.set_index("subject").loc["reading", "effect_size"]
+    assert f"WWC equivalence: pretest g = {g:+.3f}, " in figs[1].axes[0].get_title(loc="left")
     with pytest.raises(pleval.PlevalError, match="propensity"):
         rct_ev.plot_overlap()
     with pytest.raises(KeyError, match="subjects are"):
@@ -563,10 +566,11 @@ def test_trial_placebo_schools_are_sampled_when_the_stack_is_large(rct_sim, monk
     n_controls = rct_sim.data.loc[rct_sim.data.treatment == 0, "school_id"].nunique()
     k = ev.heterogeneity["placebo_k"].iloc[0]
     assert 2 <= k < n_controls
-    assert any(n.startswith(f"placebo schools: a random {k} of {n_controls}") for n in ev.notes)
+    assert any(n.startswith(f"placebo schools: {k} of {n_controls} comparison schools, spread over the range of "
+                            "their mean pretest (the same for any seed) (to bound memory)") for n in ev.notes)
     assert ev.dropped.loc[ev.dropped["stage"] == "subject selection", "n_rows"].tolist() == [
         int((rct_sim.data["subject"] != "math").sum())]
-    again = pleval.estimate(rct_sim.data, design="rct", subject="math")  # seeded: the same sample
+    again = pleval.estimate(rct_sim.data, design="rct", subject="math", seed=5)  # by the data alone: the same schools
     assert list(again.placebo["school"]) == list(ev.placebo["school"])
 
 
