@@ -886,6 +886,7 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool =
             "sha256_of": "file bytes" if hashed_file else "frame content (pleval.data.frame_sha256)",
             "n_rows": int(v.n_input),
             "n_columns": len(file_columns(df)),  # those of the file not read too
+            **({"read_options": dict(df.attrs["read_options"])} if df.attrs.get("read_options") else {}),
         },
         "seed": seed,
     }

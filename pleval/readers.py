@@ -88,8 +88,8 @@ def read_table(
         or names a column twice, and for other formats (read whole).
 
     Returns a frame whose ``attrs`` hold ``source``, ``sha256`` (of the file's bytes),
-    ``read_notes`` (what was detected), ``duplicate_headers`` and, when read in part,
-    ``file_columns``. Raises :class:`DataError`
+    ``read_notes`` (what was detected), ``read_options`` (the options given), ``duplicate_headers``
+    and, when read in part, ``file_columns``. Raises :class:`DataError`
     (one line naming the file and the fix) for anything it cannot read, including a header
     that names a column twice.
     """
@@ -166,6 +166,9 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
     df.attrs["read_notes"] = tuple(notes)
     df.attrs["duplicate_headers"] = tuple(dups)
     df.attrs.setdefault("first_data_row", 2)
+    given = dict(sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row,
+                 na=na if na is None or isinstance(na, str) else ",".join(map(str, na)))
+    df.attrs["read_options"] = {k: v for k, v in given.items() if v is not None}  # run.toml repeats them
     return df
 
 

@@ -506,3 +506,29 @@ def test_multiarm_title_and_monitor_summary_print_plain_labels(tmp_path):
     text = runner.invoke(app, ["monitor", str(panel), "--time", "year", "--out", str(tmp_path / "m"), "--no-figures"])
     assert text.exit_code == 0, text.output
     assert "rows: 4,534 of 4,534\n" in text.output and "[]" not in text.output
+
+
+def test_run_toml_repeats_how_the_file_was_read(tmp_path):
+    """A run on a workbook's second sheet (--sheet data) wrote a run.toml without the sheet, so
+    `pleval estimate --config run.toml` read the first sheet and stopped ("column 'grade' ... not
+    in the data"); nor could a config give reading options. run.toml now has a [read] table,
+    and a config's [read] is read (flags override it)."""
+    d = pd.read_csv(MATCHED)
+    d = d[d["school_id"].isin(sorted(d["school_id"].unique())[::6])]  # (a smaller workbook: 1 school in 6)
+    book = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(book) as w:
+        pd.DataFrame({"note": ["exported 2026-11-30"]}).to_excel(w, sheet_name="notes", index=False)
+        d.to_excel(w, sheet_name="data", index=False)
+    first = tmp_path / "first"
+    r = _run([str(book), "--sheet", "data", "--out", str(first), "--set", "placebo=false", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = tomllib.loads((first / "run.toml").read_text())
+    assert cfg["read"] == {"sheet": "data"}
+    again = _run(["--config", str(first / "run.toml"), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    cols = ["subject", "scale", "estimate", "se"]
+    pd.testing.assert_frame_equal(pd.read_csv(first / "overall.csv")[cols], pd.read_csv(tmp_path / "again" / "overall.csv")[cols])
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[read]\nseparator = ";"\n')
+    r = _run(["--config", str(bad), str(book), "--out", str(tmp_path / "bad")])
+    assert r.exit_code == 2 and "unknown reading option(s) 'separator' in [read]; known: sep, decimal" in r.output

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 # Column-role flags, named as the Columns fields they set.
 _ROLES = ("outcome", "treatment", "treated_label", "pretest", "covariates", "school", "block", "student_id", "grade",
           "subject", "weight", "takeup")
-_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match", "pool", "svg")
+_TOP_KEYS = ("file", "design", "method", "subject", "seed", "out", "columns", "options", "match", "pool", "svg",
+             "read")
+_READ_KEYS = ("sep", "decimal", "encoding", "sheet", "header_row", "na")
 _POOL_KEYS = ("path", "table", "engine")
 
 
@@ -53,7 +55,7 @@ def _load_config(path: Path) -> dict[str, Any]:
     unknown = [k for k in cfg if k not in _TOP_KEYS]
     if unknown:
         raise DataError(f"--config {path}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(_TOP_KEYS)}")
-    for sec in ("columns", "options", "match", "pool"):
+    for sec in ("columns", "options", "match", "pool", "read"):
         if sec in cfg and not isinstance(cfg[sec], dict):
             raise DataError(f"--config {path}: [{sec}] must be a table")
     if not isinstance(cfg.get("svg", False), bool):
@@ -61,6 +63,10 @@ def _load_config(path: Path) -> dict[str, Any]:
     bad_roles = [k for k in cfg.get("columns", {}) if k not in _ROLES]
     if bad_roles:
         raise DataError(f"--config {path}: unknown column role(s) {', '.join(map(repr, bad_roles))} in [columns]")
+    bad_read = [k for k in cfg.get("read", {}) if k not in _READ_KEYS]
+    if bad_read:
+        raise DataError(f"--config {path}: unknown reading option(s) {', '.join(map(repr, bad_read))} in [read]; "
+                        f"known: {', '.join(_READ_KEYS)}")
     bad_pool = [k for k in cfg.get("pool", {}) if k not in _POOL_KEYS]
     if bad_pool or ("pool" in cfg and "path" not in cfg["pool"]):
         raise DataError(f"--config {path}: [pool] takes path (required), table and engine"
@@ -489,6 +495,7 @@ def estimate(
     if fmt not in ("text", "json"):
         raise DataError(f"--format must be text or json; got {fmt!r}")
     cfg = _load_config(config) if config else {}
+    reading = {**cfg.get("read", {}), **{k: v for k, v in reading.items() if v is not None}}  # flags over the config's
     src = file if file is not None else cfg.get("file")
     if src is None:
         raise DataError("give the student FILE (or a --config with file = ...)")

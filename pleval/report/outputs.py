@@ -46,6 +46,9 @@ def run_config(ev: "Evaluation", *, file: str | None = None, out: str | None = N
         cfg["out"] = str(out)
     if svg:
         cfg["svg"] = True
+    read = ev.provenance.get("input", {}).get("read_options")
+    if read:  # how the file was read (--sheet, --sep, ...): the run is repeated on the same rows
+        cfg["read"] = dict(read)
     cols = {}
     for role, cols_ in ev.columns.roles().items():
         cols[role] = list(cols_) if role in ("pretest", "covariates") else cols_[0]
