@@ -248,6 +248,9 @@ def test_matching_options_a_method_ignores_are_an_error(csv, method, option, met
         with pytest.raises(DataError, match=f"option {name} applies to method {methods}; the method is vcg"):
             match_pool(df[df.treatment == 1], df[df.treatment == 0], SAMPLE_COLUMNS, method=method, engine="memory",
                        **option)
+        with pytest.raises(DataError, match="option order applies to method propensity or mahalanobis; the method is vcg"):
+            match_pool(df[df.treatment == 1], df[df.treatment == 0], SAMPLE_COLUMNS, method="vcg", engine="memory",
+                       order="random")  # (not the pool's order='random' error)
     # no caliper, ties or k where the method uses them; False for no caliper is what vcg does anyway
     assert match(df, SAMPLE_COLUMNS, method="vcg", caliper=False, k=20).n_treated_matched > 0
     with pytest.raises(DataError, match="ties and tie_cap apply to nearest-neighbour matching without mahvars"):

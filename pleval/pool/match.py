@@ -358,6 +358,8 @@ def match_pool(
         raise DataError(f"a comparison pool is matched with method 'vcg' or 'propensity'; got {method!r}")
     if engine not in ENGINES:
         raise DataError(f"engine must be one of {ENGINES}; got {engine!r}")
+    _method_options(method, dict(k=k, caliper=caliper, replace=replace, ties=ties, tie_cap=tie_cap, order=order,
+                                 band=band, school_keys=school_keys, school_bins=school_bins))
     if order == "random":
         raise DataError("order='random' draws one permutation of all PL rows; with a comparison pool use 'largest', "
                         "'smallest' or 'data'")
@@ -367,8 +369,6 @@ def match_pool(
     columns = columns.replace(treated_label=None)
     if engine == "memory" and isinstance(pool, SqlEngine):
         raise DataError("engine='memory' takes the pool itself (a DataFrame, a Parquet or DuckDB path)")
-    _method_options(method, dict(k=k, caliper=caliper, replace=replace, ties=ties, tie_cap=tie_cap, order=order,
-                                 band=band, school_keys=school_keys, school_bins=school_bins))
     opts = dict(covariates=covariates, categorical=categorical, exact=exact, k=k, caliper=caliper, replace=replace,
                 ties=ties, tie_cap=tie_cap, order=order, band=band, school_keys=school_keys, school_bins=school_bins,
                 require_outcome=require_outcome)
