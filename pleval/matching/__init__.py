@@ -352,6 +352,22 @@ TRIMMED = ("comparison rows trimmed (propensity score)", "PL rows trimmed (prope
 :meth:`MatchResult.sample_sizes` counts as discarded."""
 
 
+def _weighted_rows(w_all: np.ndarray, t: np.ndarray, strata, diagnostics: dict):
+    """What a weighting method (propensity weights, entropy balancing) keeps of its weights
+    ``w_all`` per row: ``(rows, weights, unmatched PL rows, their reason)`` — the rows of positive
+    weight, and the PL rows of cells without comparison rows — and into ``diagnostics`` the
+    comparison group's Kish ESS and the comparison rows of cells without PL rows."""
+    keep = w_all > 0
+    un_pos = np.flatnonzero(~keep & (t == 1))
+    un_reason = np.full(len(un_pos), f"no comparison row in its exact-match cell ({', '.join(strata)})", dtype=object)
+    wc = w_all[keep & (t == 0)]
+    diagnostics["effective comparison sample size (Kish)"] = float(wc.sum() ** 2 / (wc**2).sum())
+    if (~keep & (t == 0)).any():
+        diagnostics["comparison rows in cells without treated rows (left out)"] = int((~keep & (t == 0)).sum())
+    rows = np.flatnonzero(keep)
+    return rows, w_all[rows], un_pos, un_reason
+
+
 def _method_options(method: str, given: dict) -> None:
     """A :class:`DataError` when an option of other methods was given (it would be ignored:
     ``truncate=0.99`` with ``method="propensity"`` matched untruncated, and ``caliper=0.05``
@@ -784,23 +800,15 @@ def match(
             ew = entropy_weights(C[in_g], t[in_g], estimand=estimand, names=names)
             w_all[in_g] = ew.weight
             worst = max(worst, ew.max_imbalance)
-        keep = w_all > 0
-        if not keep.any():
+        if not (w_all > 0).any():
             raise DesignError(f"entropy balancing: no exact-match cell ({', '.join(strata)}) holds both treated and "
                               "comparison rows")
-        rows = np.flatnonzero(keep)
-        w = w_all[rows]
-        sets = np.full(len(rows), -1, dtype=np.int64)
         set_school = np.zeros(0, dtype=object)
-        un_pos = np.flatnonzero(~keep & (t == 1))
-        un_reason = np.full(len(un_pos), f"no comparison row in its exact-match cell ({', '.join(strata)})", dtype=object)
         options.update(estimand=estimand, moments=moments, covariates=tuple(covariates), exact=tuple(strata),
                        balanced=tuple(names))
         diagnostics["largest remaining imbalance (SD)"] = worst
-        wc = w[t[rows] == 0]
-        diagnostics["effective comparison sample size (Kish)"] = float(wc.sum() ** 2 / (wc**2).sum())
-        if (~keep & (t == 0)).any():
-            diagnostics["comparison rows in cells without treated rows (left out)"] = int((~keep & (t == 0)).sum())
+        rows, w, un_pos, un_reason = _weighted_rows(w_all, t, strata, diagnostics)
+        sets = np.full(len(rows), -1, dtype=np.int64)
 
     else:  # weighting
         wt = ipw_weights(pm.ps, t, estimand=estimand, trim=trim, truncate=truncate, stabilize=stabilize)
@@ -820,18 +828,10 @@ def match(
             w_all = within_cells(w_all, t, cells, estimand)
             if not (w_all > 0).any():
                 raise DesignError(f"no exact-match cell ({', '.join(strata)}) holds both treated and comparison rows")
-        keep = w_all > 0
-        rows = np.flatnonzero(keep)
-        sets = np.full(len(rows), -1, dtype=np.int64)
-        w = w_all[rows]
         set_school = np.zeros(0, dtype=object)
-        un_pos = np.flatnonzero(~keep & (t == 1))
-        un_reason = np.full(len(un_pos), f"no comparison row in its exact-match cell ({', '.join(strata)})", dtype=object)
         options.update(trim=trim, truncate=truncate, stabilize=stabilize, estimand=estimand, exact=tuple(strata))
-        wc = w[t[rows] == 0]
-        diagnostics["effective comparison sample size (Kish)"] = float(wc.sum() ** 2 / (wc**2).sum())
-        if (~keep & (t == 0)).any():
-            diagnostics["comparison rows in cells without treated rows (left out)"] = int((~keep & (t == 0)).sum())
+        rows, w, un_pos, un_reason = _weighted_rows(w_all, t, strata, diagnostics)
+        sets = np.full(len(rows), -1, dtype=np.int64)
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
     if c.weight:  # analysis weights multiply the matching weights (each row's own weight)
