@@ -289,8 +289,11 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     if pd.notna(pn):
         parts.append(f"For a new school like these, the chance that its effect is below zero is {100 * float(pn):.0f}% "
                      "(from the prediction distribution).")
+    calibrated = pd.notna(h.get("calibrated_positive", np.nan))  # then the verdicts the summary counts come below
     parts.append(
-        f"{int(h['count_positive_adjusted'])} school(s) are significantly positive and "
+        ("Against student-level standard errors alone (which leave out a school's own circumstances; the verdicts "
+         "beyond the placebo spread follow), " if calibrated and not within else "")
+        + f"{int(h['count_positive_adjusted'])} school(s) are significantly positive and "
         f"{int(h['count_negative_adjusted'])} significantly negative after adjusting for multiplicity "
         f"({int(h['count_positive_raw'])} and {int(h['count_negative_raw'])} before adjustment; about "
         f"{float(h['count_expected_by_chance']):.1f} would be significant by chance alone if the program did nothing"

@@ -532,3 +532,13 @@ def test_run_toml_repeats_how_the_file_was_read(tmp_path):
     bad.write_text('[read]\nseparator = ";"\n')
     r = _run(["--config", str(bad), str(book), "--out", str(tmp_path / "bad")])
     assert r.exit_code == 2 and "unknown reading option(s) 'separator' in [read]; known: sep, decimal" in r.output
+
+
+def test_school_findings_say_which_counts_are_student_level(matched_run):
+    """The summary's school-effects paragraph gave the student-level counts (5 and 3 for the
+    sample's math) as "significantly positive/negative" above the placebo-calibrated verdicts the
+    headline counts (1 and 0); it now says they rest on student-level SEs alone."""
+    out, _ = matched_run
+    md = (out / "summary.md").read_text()
+    assert re.search(r"Against student-level standard errors alone \(which leave out a school's own circumstances; the "
+                     r"verdicts beyond the placebo spread follow\), \d+ school\(s\) are significantly positive", md)
