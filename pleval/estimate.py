@@ -1222,29 +1222,27 @@ def _placebo_anchors(control: pd.DataFrame, keys: list[str], school: str, score:
                      notes: list[str]) -> np.ndarray:
     """The comparison schools that play placebo: all of them, or ``n_placebo`` of them, or as many
     as keep the stacked frame under :data:`PLACEBO_MAX_ROWS`: the first of the comparison schools
-    ranked by mean ``score`` and dealt round-robin (:func:`pleval.heterogeneity.placebo.deal`), so
+    ranked by mean ``score`` and dealt round-robin (the matched design's round order,
+    :func:`pleval.heterogeneity.placebo._round_order`), so
     that they spread over the score range and depend on the data alone — no seed, row order or
     label spelling (a seeded draw moved the reading placebo τ from 0.071 to 0.126 between seeds
     0 and 1 with 8 of 20 schools, and nothing said so)."""
-    from .heterogeneity.placebo import deal
+    from .heterogeneity.placebo import _round_order
 
-    x = pd.to_numeric(control[score], errors="coerce")
-    g = x.groupby(control[school], sort=True, observed=True)
-    stats = pd.DataFrame({"mean": g.mean(), "n": g.size()})
-    schools = stats.index.to_numpy()
-    k = n_placebo if 0 < n_placebo < len(schools) else len(schools)
-    order = deal(stats, k)[:k]
+    n_schools = int(control[school].nunique())
+    k = n_placebo if 0 < n_placebo < n_schools else n_schools
+    order = _round_order(control, school, score, k)[:k]
     if keys:
         pool = control.groupby(keys, observed=True).size().rename("_pool")
         per_school = control.groupby([school, *keys], observed=True).size().rename("_own").reset_index()
         cost = per_school.merge(pool.reset_index(), on=keys).groupby(school)["_pool"].sum()
     else:
-        cost = pd.Series(len(control), index=schools)
+        cost = pd.Series(len(control), index=order)
     within = np.cumsum(cost.reindex(order).to_numpy(dtype=float)) <= PLACEBO_MAX_ROWS
     if not within.all():
         order = order[within] if within.any() else order[:2]
-    if len(order) < len(schools):
-        notes.append(f"placebo schools: {len(order)} of {len(schools)} comparison schools, spread over the range of "
+    if len(order) < n_schools:
+        notes.append(f"placebo schools: {len(order)} of {n_schools} comparison schools, spread over the range of "
                      f"their mean {score} (the same for any seed)" + (" (to bound memory)" if not within.all() else ""))
     return np.sort(order)
 
@@ -1469,7 +1467,8 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     for s, key, part in zip(subjects, keys, out):  # a handful of subjects
         part["notes"] = notes
         if opts["subgroups"]:
-            part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, part["effect"], opts, notes)
+            part["subgroups"], part["subgroup_tests"] = _matched_subgroups(m, s, part["effect"], opts, notes,
+                                                                           _pretest_sd(part.get("equivalence")))
         if sens is not None:
             notes.extend(f"{key}: {n}" for n in part["details"]["sensitivity"].notes)
         if schools is not None:
@@ -1544,11 +1543,19 @@ def _effect_sds(est, subjects, by):
     return sds[None] if by is None else sds
 
 
-def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
+def _pretest_sd(equivalence: pd.DataFrame | None) -> float:
+    """The SD of a subject's baseline-equivalence g of the pretest (:func:`_equivalence_frame`), NaN without one."""
+    if equivalence is None or not len(equivalence) or "sd" not in equivalence:
+        return math.nan
+    return float(equivalence.loc[equivalence["role"] == "pretest", "sd"].iloc[0])
+
+
+def _matched_subgroups(m, subject, eff, opts: dict, notes: list, pretest_sd: float):
     """Subgroup effects on the matched sample of ``subject``: the matched effect's regression
     with level-specific treatment effects, each matched set in the subgroup of its treated
     student (:mod:`pleval.subgroups`); the df of single contrasts under the overall effect's
-    working model (``df_working``, by default a school random effect)."""
+    working model (``df_working``, by default a school random effect). ``pretest_sd``: the SD of
+    the subject's baseline-equivalence g, which each level's ``pretest_smd`` divides by."""
     from .matching.effect import regression_design
     from .subgroups import matched_level_codes, own_level_rows, single_valued_in_subject, subgroup_effects
 
@@ -1565,12 +1572,6 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list):
     missing = [x for x in opts["subgroups"] if x not in sample.columns]
     if missing:
         raise DataError(f"subgroup column {missing[0]!r} is not in the data (or use {BAND!r})")
-    if c.pretest:  # the subject's baseline-equivalence yardstick: SD pooled within group and exact-match cell
-        from .effect_sizes import baseline_difference
-        from .matching._design import combine_codes
-
-        pretest_sd = baseline_difference(sample[c.main_pretest].to_numpy(dtype=float), d["t"], weights=d["weights"],
-                                         strata=combine_codes(sample, list(m.strata)) if m.strata else None).sd
     own = own_level_rows(sample, c.treatment)
     analysed, left_out = single_valued_in_subject(sample[own], m.matched[own_level_rows(m.matched, c.treatment)],
                                                   opts["subgroups"], subject)
