@@ -94,6 +94,31 @@ def test_duckdb_engine_matches_in_memory(split, stored, method, where, kw):
         np.testing.assert_allclose(got.propensity.params.to_numpy(), ref.propensity.params.to_numpy(), rtol=1e-9)
 
 
+def test_analysis_weights_out_of_core_are_those_in_memory(split, stored, tmp_path):
+    """With analysis weights (some 0, in both files) the out-of-core match gives the in-memory
+    one's weights (each set weighing as its PL student), and the rows of weight 0 are left out
+    of both and counted alike."""
+    pl, pool = split
+    rng = np.random.default_rng(4)
+    pl = pl.assign(w=np.where(np.arange(len(pl)) % 13 == 0, 0.0, rng.uniform(0.5, 2.0, len(pl))))
+    pool = pool.assign(w=np.where(np.arange(len(pool)) % 17 == 0, 0.0, rng.uniform(0.5, 2.0, len(pool))))
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    cols = SAMPLE_COLUMNS.replace(weight="w")
+    ref = match_pool(pl, pool, cols, "vcg", engine="memory")
+    got = match_pool(pl, tmp_path / "pool.parquet", cols, "vcg", engine="duckdb")
+    _same_matched(ref, got)
+    _same_numbers(ref.exclusions, got.exclusions)
+    ex = got.exclusions.set_index("reason")
+    assert (pl["w"] == 0).sum() < ex.loc["analysis weight 0", "n_rows"] <= (pl["w"] == 0).sum() + (pool["w"] == 0).sum()
+    s = got.matched
+    assert (s["w"] > 0).all()
+    t, sets = s["treatment"].to_numpy() == 1, s["_set"].to_numpy()
+    pl_w = np.zeros(sets.max() + 1)
+    pl_w[sets[t]] = s["w"].to_numpy()[t]
+    np.testing.assert_allclose(np.bincount(sets[~t], s["_weight"].to_numpy()[~t], len(pl_w)), pl_w, rtol=1e-12)
+    _same_numbers(ref.estimate(by="subject").to_frame(), got.estimate(by="subject").to_frame())
+
+
 def test_out_of_core_logit_is_the_mle():
     """Newton passes on sufficient statistics (DuckDB SQL) reproduce statsmodels' Logit."""
     rng = np.random.default_rng(3)

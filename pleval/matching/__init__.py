@@ -45,6 +45,7 @@ from .results import EffectTable, MatchResult
 from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
 from .weighting import att_weights, ipw_weights, weight_summary, within_cells
+from .analysis_weights import ZERO_WEIGHT, set_analysis_weights
 
 METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
 OPTIMAL = ("optimal", "full")
@@ -484,10 +485,11 @@ def match(
         ``school_bins={"school_poverty": [0, .25, .5, .75, 1]}`` bins a numeric one first.
     trim, truncate, stabilize : weighting options (:func:`pleval.matching.weighting.att_weights`).
 
-    Analysis weights (``columns.weight``) multiply the matching weights row by row, so the
-    effect regression is WLS with weight ``w_match · w_analysis`` and the effect-size SD,
-    balance after matching and school effects are weighted the same way; the propensity
-    model itself is unweighted.
+    Analysis weights (``columns.weight``) enter the matching weights so that each matched set,
+    exact-match cell or subclass weighs as much as its PL rows' analysis weights
+    (:mod:`.analysis_weights`); rows of weight 0 are left out and counted. The effect
+    regression is WLS with those weights, and the effect-size SD, balance after matching and
+    school effects are weighted the same way; the propensity model itself is unweighted.
     require_outcome : match only rows with an observed outcome (default; the rest are counted
         as excluded).
     conventions : "pleval" (default) or "matchit": MatchIt's defaults for nearest-neighbour
@@ -554,6 +556,8 @@ def match(
         raise DataError(f"column(s) not in the data: {', '.join(map(repr, absent))}")
     for col in dict.fromkeys(extra):  # columns outside the validated roles
         data = _exclude(data, data[col].isna().to_numpy(), f"missing {col}", col, log, c)
+    if c.weight:  # a row of weight 0 counts for nothing: out of the matching, counted
+        data = _exclude(data, data[c.weight].to_numpy(dtype=float) == 0, ZERO_WEIGHT, c.weight, log, c)
     t = data[c.treatment].to_numpy()
     if t.sum() == 0 or t.sum() == len(t):
         raise DesignError("after exclusions the data have no treated or no comparison rows")
@@ -572,6 +576,9 @@ def match(
 
     def cell_codes():  # each row's exact-match cell (all 0 without strata), of the rows kept so far
         return combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+
+    def analysis():  # each row's analysis weight, of the rows kept so far
+        return data[c.weight].to_numpy(dtype=float)
 
     ids_ahead = cells_ahead = None  # the student ids' coding, computed beside the propensity fit, and the cells
     if on_score:
@@ -769,6 +776,8 @@ def match(
             options.update(cutpoints=dict(cutpoints or {}), grouping=dict(grouping or {}), covariates=tuple(covariates))
             lacking = "no comparison row in its coarsened cell" if method == "cem" else "no comparison row with the same covariates"
         w_all = subclass_weights(sub, t, estimand)
+        if c.weight:  # the same weights with the analysis weights in them (subclass_weights is within_cells of 1s)
+            w_all = within_cells(w_all > 0, t, sub, estimand, analysis=analysis())
         keep = w_all > 0
         rows = np.flatnonzero(keep)
         sets = np.full(len(rows), -1, dtype=np.int64)
@@ -797,7 +806,8 @@ def match(
             in_g = cells == g
             if t[in_g].all() or not t[in_g].any():  # (as weighting: its rows left out, its PL rows unmatched)
                 continue
-            ew = entropy_weights(C[in_g], t[in_g], estimand=estimand, names=names)
+            ew = entropy_weights(C[in_g], t[in_g], estimand=estimand, names=names,
+                                 base=analysis()[in_g] if c.weight else None)
             w_all[in_g] = ew.weight
             worst = max(worst, ew.max_imbalance)
         if not (w_all > 0).any():
@@ -825,7 +835,9 @@ def match(
                 raise DataError(f"stabilize=False leaves the weights unnormalized, which cannot hold the exact-match "
                                 f"cells ({', '.join(strata)}): with several cells the weights are normalized within "
                                 "each (leave stabilize out, or analyse one cell)")
-            w_all = within_cells(w_all, t, cells, estimand)
+            w_all = within_cells(w_all, t, cells, estimand, analysis=analysis() if c.weight else None)
+        elif c.weight:
+            w_all = within_cells(w_all, t, cells, estimand, analysis=analysis()) if stabilize else w_all * analysis()
             if not (w_all > 0).any():
                 raise DesignError(f"no exact-match cell ({', '.join(strata)}) holds both treated and comparison rows")
         set_school = np.zeros(0, dtype=object)
@@ -834,8 +846,9 @@ def match(
         sets = np.full(len(rows), -1, dtype=np.int64)
         diagnostics["comparison weights truncated"] = wt.n_truncated
 
-    if c.weight:  # analysis weights multiply the matching weights (each row's own weight)
-        w = w * data[c.weight].to_numpy(dtype=float)[rows]
+    if c.weight:
+        if method not in ("weighting", "ebal", "subclass", "cem", "exact"):  # (those hold them already)
+            w = set_analysis_weights(w, sets, t[rows] == 1, analysis()[rows])
         options["weight"] = c.weight
     if method not in ("weighting", "ebal") and n_sets == 0:
         why = pd.Series(un_reason.astype(str)).value_counts()

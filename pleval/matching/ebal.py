@@ -1,7 +1,8 @@
 """Entropy balancing (Hainmueller 2012; WeightIt's ``method = "ebal"``).
 
 Weights for the comparison group (ATT) — or for each group (ATE) — that reproduce the target
-moments exactly while staying as close as possible to uniform base weights ``q``:
+moments exactly while staying as close as possible to base weights ``q`` (uniform, or the
+analysis weights):
 
     minimize Σ_j w_j log(w_j / q_j)   subject to   Σ_j w_j c_j / Σ_j w_j = m,
 
@@ -19,7 +20,9 @@ centred at the target and standardized by their SD (folded into λ rather than r
 rows) so that the tolerance (``tol``, default 1e-10 SD) means the same for
 every column (a solution is accepted when every column is within :data:`ACCEPT` = 1e-6 SD
 of its target). Weights are scaled as WeightIt's: comparison weights sum to the number of
-treated units (ATT); each group's weights sum to the sample size (ATE).
+treated units (ATT); each group's weights sum to the sample size (ATE). With analysis weights
+``a`` (``base=``) the target is the ``a``-weighted mean, ``q = a``, treated rows keep ``a`` (ATT)
+and the sums are ``Σa`` in place of the counts, as WeightIt does with ``s.weights``.
 
 A target outside the range of a group's values (or a column constant in the group but not at
 the target) has no solution: :class:`~pleval.errors.DesignError` names the column.
@@ -60,8 +63,8 @@ class _Dual:
     only steers the Newton steps, so the solution (where the exact gradient vanishes) is the
     same, and each step costs a tenth as much at a million rows."""
 
-    def __init__(self, D: np.ndarray, scale: np.ndarray):
-        self.D, self.scale = D, scale
+    def __init__(self, D: np.ndarray, scale: np.ndarray, log_base: np.ndarray | None = None):
+        self.D, self.scale, self.log_base = D, scale, log_base
         self.sub = slice(None, None, max(1, len(D) // HESSIAN_ROWS))
         self.D_sub = np.ascontiguousarray(D[self.sub])
         self.lam = None
@@ -69,6 +72,8 @@ class _Dual:
     def _at(self, lam):
         if self.lam is None or not np.array_equal(lam, self.lam):
             eta = self.D @ (lam / self.scale)
+            if self.log_base is not None:
+                eta += self.log_base
             top = eta.max()
             e = np.exp(eta - top)
             s = e.sum()
@@ -93,11 +98,13 @@ class _Dual:
         return a.h
 
 
-def balance_to(C: np.ndarray, target: np.ndarray, names, tol: float = 1e-10) -> tuple[np.ndarray, float, int]:
+def balance_to(C: np.ndarray, target: np.ndarray, names, tol: float = 1e-10,
+               base: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
     """Entropy-balancing weights (summing to 1) of the rows of ``C`` whose weighted mean is
     ``target`` (centred at the target in place: pass a copy), the largest remaining imbalance
-    in SD units and the number of iterations. One pass each for the centring, the column sums
-    and sums of squares (the SDs) and the ranges; then two per function evaluation."""
+    in SD units and the number of iterations. ``base``: positive base weights ``q`` (default
+    uniform). One pass each for the centring, the column sums and sums of squares (the SDs) and
+    the ranges; then two per function evaluation."""
     n = len(C)
     D = C
     D -= target  # the caller's copy of the group, centred at the target
@@ -115,7 +122,7 @@ def balance_to(C: np.ndarray, target: np.ndarray, names, tol: float = 1e-10) -> 
             + " lies outside the values of the group to be weighted"
         )
     keep = ~flat
-    dual = _Dual(D[:, keep] if not keep.all() else D, sd[keep])
+    dual = _Dual(D[:, keep] if not keep.all() else D, sd[keep], None if base is None else np.log(base))
     res = minimize(dual.fun, np.zeros(int(keep.sum())), jac=True, hess=dual.hess, method="trust-exact",
                    options={"gtol": tol, "maxiter": 500})
     a = dual._at(res.x)
@@ -140,21 +147,27 @@ def balance_columns(X: np.ndarray, names, moments: int = 1) -> tuple[np.ndarray,
     return np.column_stack(cols), out_names
 
 
-def entropy_weights(C, treated, *, estimand: str = "ATT", names=None, tol: float = 1e-10) -> EntropyWeights:
-    """Entropy-balancing weights for balance columns ``C`` (module docstring)."""
+def entropy_weights(C, treated, *, estimand: str = "ATT", names=None, tol: float = 1e-10, base=None) -> EntropyWeights:
+    """Entropy-balancing weights for balance columns ``C`` (module docstring). ``base``: the rows'
+    positive analysis weights ``a`` (default all 1), which define the target (the ``a``-weighted
+    treated or overall means), serve as the base weights ``q`` and scale the result: treated
+    rows keep ``a`` (ATT), and a group's weights sum to the treated rows' (ATT) or all rows'
+    (ATE) ``Σa``."""
     if estimand not in ESTIMANDS:
         raise DataError(f"estimand must be one of {ESTIMANDS}; got {estimand!r}")
     C = np.asarray(C, float)
     t1 = np.asarray(treated).astype(bool)
     names = list(names) if names is not None else [f"column {j}" for j in range(C.shape[1])]
-    w = np.ones(len(C))
+    a = np.ones(len(C)) if base is None else np.asarray(base, float)
+    w = a.copy()
     worst, iters = 0.0, 0
     if estimand == "ATT":  # means as matrix-vector products: no copy of the rows
-        target, groups, total = (t1.astype(float) @ C) / t1.sum(), (~t1,), float(t1.sum())
+        at = np.where(t1, a, 0.0)
+        target, groups, total = (at @ C) / at.sum(), (~t1,), float(at.sum())
     else:
-        target, groups, total = np.ones(len(C)) @ C / len(C), (t1, ~t1), float(len(C))
+        target, groups, total = a @ C / a.sum(), (t1, ~t1), float(a.sum())
     for g in groups:
-        p, imb, it = balance_to(C[g], target, names, tol)  # C[g] is a copy
+        p, imb, it = balance_to(C[g], target, names, tol, None if base is None else a[g])  # C[g] is a copy
         w[g] = p * total
         worst, iters = max(worst, imb), iters + it
     return EntropyWeights(w, worst, iters)

@@ -117,13 +117,19 @@ def ipw_weights(ps, treated, *, estimand: str = "ATT", trim: float | None = None
     return Weights(w, keep, int((t1 & ~keep).sum()), int((~t1 & ~keep).sum()), n_trunc, ess)
 
 
-def within_cells(weight, treated, cells, estimand: str = "ATT") -> np.ndarray:
+def within_cells(weight, treated, cells, estimand: str = "ATT", analysis=None) -> np.ndarray:
     """``weight`` normalized within each exact-match cell (module docstring): ATT, a cell's
     comparison weights scaled to sum to its treated weights; ATE, each group's weights scaled to
     sum to the cell's row count. Rows of a cell lacking a group the estimand needs get weight 0
     (ATT: the comparison rows of a cell without treated rows, the treated rows of a cell without
-    comparison rows; ATE: every row of a cell lacking either group)."""
+    comparison rows; ATE: every row of a cell lacking either group).
+
+    ``analysis``: the rows' analysis weights ``a``, multiplied in before the normalization, so
+    that (ATT) a cell's comparison weights sum to its treated rows' ``Σa`` and (ATE) each
+    group's to the cell's ``Σa`` (a row count when every ``a`` is 1)."""
     w = np.asarray(weight, dtype=float)
+    if analysis is not None:
+        w = w * np.asarray(analysis, dtype=float)
     t = np.asarray(treated).astype(bool)
     codes = pd.factorize(np.asarray(cells))[0]
     G = int(codes.max(initial=-1)) + 1
@@ -134,7 +140,7 @@ def within_cells(weight, treated, cells, estimand: str = "ATT") -> np.ndarray:
         if estimand == "ATT":
             scale_t, scale_c = np.where(both, 1.0, 0.0), np.where(both, s_t / s_c, 0.0)
         else:
-            n = np.bincount(codes, minlength=G).astype(float)
+            n = np.bincount(codes, weights=None if analysis is None else np.asarray(analysis, float), minlength=G)
             scale_t, scale_c = np.where(both, n / s_t, 0.0), np.where(both, n / s_c, 0.0)
     return w * np.where(t, scale_t[codes], scale_c[codes])
 

@@ -29,6 +29,7 @@ from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_ro
 from ..errors import DataError, DesignError
 from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
+from ..matching.analysis_weights import ZERO_WEIGHT, set_analysis_weights
 from ..matching.propensity import CommonSupport, PropensityModel
 from . import logit
 from .engine import SqlEngine, as_python, kind
@@ -164,9 +165,10 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
     pl_drop = {(r.reason, r.column): int(r.n_rows) for r in v.dropped.itertuples()}
     pl_counts, pl_of = [], {}  # the PL rows each match-level reason leaves out (by subject)
     for col, reason in ([(columns.outcome, "missing outcome")] if require_outcome else []) + \
-            [(col, f"missing {col}") for col in dict.fromkeys(extra)]:
-        miss = data[col].isna().to_numpy()
-        conds.append(f"{q(col)} IS NULL")
+            [(col, f"missing {col}") for col in dict.fromkeys(extra)] + \
+            ([(columns.weight, ZERO_WEIGHT)] if columns.weight else []):
+        miss = (data[col] == 0).to_numpy() if reason == ZERO_WEIGHT else data[col].isna().to_numpy()
+        conds.append(f"{q(col)} = 0" if reason == ZERO_WEIGHT else f"{q(col)} IS NULL")
         labels.append((reason, col))
         pl_counts.append(int(miss.sum()))
         pl_of[(reason, col)] = pl_by_subject(data, miss, columns.subject)
@@ -505,7 +507,7 @@ def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, c
     rows, sets, w = _long(np.flatnonzero(matched_t), c_pos, set_index[pr["pl"].to_numpy()],
                           pr["weight"].to_numpy(dtype=float), n_sets)
     if c.weight:
-        w = w * full[c.weight].to_numpy(dtype=float)[rows]
+        w = set_analysis_weights(w, sets, full[c.treatment].to_numpy()[rows] == 1, full[c.weight].to_numpy(dtype=float)[rows])
         options["weight"] = c.weight
     if n_sets == 0:
         why = pd.Series(reason[~matched_t].astype(str)).value_counts()
