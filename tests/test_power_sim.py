@@ -37,3 +37,12 @@ def test_simulated_power_agrees_with_formula(design):
     assert sim.formula_power == pytest.approx(0.80, abs=1e-9)
     se = math.sqrt(0.8 * 0.2 / reps)  # Monte Carlo SE under the formula
     assert abs(sim.simulated_power - sim.formula_power) < 3 * se, sim.summary()
+
+
+def test_one_sided_simulated_power_tests_in_the_effects_direction():
+    """A one-sided test is in the effect's direction, as the formula's |δ|. Before, the simulated
+    power of a negative effect tested "greater" and gave 0.000 beside a formula's 0.786."""
+    design = ClusterRCT(schools=20, students=20, icc=0.2, r2_school=0.5, r2_student=0.4, covariates=1, two_sided=False)
+    neg, pos = (simulate_power(design, effect=e, reps=40, seed=3) for e in (-0.4, 0.4))
+    assert neg.formula_power == pytest.approx(pos.formula_power, abs=1e-12)
+    assert neg.simulated_power > 0.5 and pos.simulated_power > 0.5

@@ -95,7 +95,9 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
             warnings.simplefilter("ignore")
             est = analyze_rct(df, cols, design=kind, compliance=False).itt.raw
         analysis = est.method
-        p = est.pvalue if design.two_sided else (est.pvalue / 2 if est.estimate > 0 else 1 - est.pvalue / 2)
+        # one-sided: in the effect's direction (as the formula's |δ|); a negative effect tested "less"
+        toward = est.estimate > 0 if effect >= 0 else est.estimate < 0
+        p = est.pvalue if design.two_sided else (est.pvalue / 2 if toward else 1 - est.pvalue / 2)
         reject[i] = p < design.alpha
         if progress is not None:
             progress(i + 1, reps)
