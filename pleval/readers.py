@@ -308,8 +308,11 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
                      + ", ".join(map(repr, text_cols)))
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=codes or None,
-                         skipinitialspace=True, low_memory=False, dtype={c: str for c in text_cols} or None)
+        # only empty cells (and --na codes) are missing: pandas' default list would turn a race code
+        # "NA" or an outcome "N/A" into silent missing values, where the checks suggest --na instead
+        df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=[""] + list(codes or []),
+                         keep_default_na=False, skipinitialspace=True, low_memory=False,
+                         dtype={c: str for c in text_cols} or None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p.name}: the file is empty (no header row)") from None
     except pd.errors.ParserError as exc:
@@ -382,7 +385,7 @@ def _read_excel(p: Path, sheet, header_row, codes, notes):
         else:
             h = int(header_row) - 1
         dups = _dups(rows[h]) if len(rows) > h else []
-        df = pd.read_excel(book, sheet_name=sheet_name, header=h, na_values=codes or None)
+        df = pd.read_excel(book, sheet_name=sheet_name, header=h, na_values=[""] + list(codes or []), keep_default_na=False)
         df = df.loc[:, [not (str(c).startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
         df.attrs["first_data_row"] = h + 2
         return df, dups

@@ -833,3 +833,19 @@ def test_a_number_written_two_ways_in_a_text_column_is_warned_of(base):
     (line,) = [p.line for p in check(d).problems if p.kind == "mixed codes" and p.column == "grade"]
     assert "spells one value several ways" in line and "'3.0'" in line
     assert not [p for p in check(base.assign(grade=base["grade"].astype(str))).problems if p.kind == "mixed codes"]
+
+
+@pytest.mark.parametrize("ext", [".csv", ".xlsx"])
+def test_text_like_na_is_text_unless_declared(base, tmp_path, ext):
+    """Only empty cells are missing unless --na says otherwise. Before, pandas' default list read a
+    race code 'NA' (e.g. Native American) as missing, its rows dropped as if unrecorded, and an
+    outcome 'N/A' or 'NULL' as attrition, under "no problems found"; the --na hint never fired."""
+    d = _set(_set(base, "race", [3, 8], "NA"), "posttest", [5], "N/A")
+    p = tmp_path / f"na_text{ext}"
+    d.to_csv(p, index=False) if ext == ".csv" else d.to_excel(p, index=False)
+    got = read_table(p)
+    assert got.loc[3, "race"] == "NA" and got.loc[8, "race"] == "NA"
+    (q,) = [q for q in check(p).problems if q.kind == "non-numeric"]
+    assert q.column == "posttest" and "--na" in q.fix
+    declared = read_table(p, na="N/A")
+    assert pd.isna(declared.loc[5, "posttest"]) and declared.loc[3, "race"] == "NA"
