@@ -421,6 +421,7 @@ class _Model:
     n_blocks: int
     covX: pd.DataFrame  # pretests + covariates design columns
     block: str | None = None  # the block column's name
+    school_labels: np.ndarray | None = None  # the school of each code
 
     def absorbs(self, vcov: str) -> bool:
         """Whether fits with covariance ``vcov`` absorb the block indicators (more than one
@@ -520,11 +521,12 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
         names += [f"{cols.block}[{labels[j]}]" for j in range(1, nb)]
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
     names += list(covX.columns)
-    school, n_schools = None, 0
+    school, n_schools, uniq = None, 0, None
     if cols.school:
         school, uniq = pd.factorize(ana[cols.school])
         n_schools = len(uniq)
-    mod = _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block)
+    mod = _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block,
+                 None if uniq is None else np.asarray(uniq, dtype=object))
     rows, n_one = _both_arm_rows(mod)
     if rows is not None and not rows.any():
         raise DesignError(f"column {cols.block!r} (block): none of its {nb:,} blocks holds both treated and control "
@@ -655,8 +657,29 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
         Xc, names = Xc[:, nz], [nm for nm, k in zip(names, nz) if k]
     if m - Xc.shape[1] < 1:
         raise DesignError(f"school-means analysis: {m} schools cannot support {Xc.shape[1]} regressors")
+    alone = _leverage_one(Xc)
+    later = set(list(mod.covX.columns)[1:])  # the design's columns after the first pretest
+    extra = [j for j, nm in enumerate(names) if nm in later]
+    if alone.any() and extra:  # a covariate whose school mean only one school has (ell = 1 in one school)
+        notes.append(f"school-means analysis: school(s) {', '.join(map(str, mod.school_labels[kept[alone][:5]]))} alone identify a "
+                     f"covariate's school mean ({', '.join(names[j] for j in extra)}; HC2 is undefined at leverage "
+                     "1), so it adjusts for the school mean pretest only")
+        keep2 = np.ones(len(names), dtype=bool)
+        keep2[extra] = False
+        Xc, names = Xc[:, keep2], [nm for nm, k in zip(names, keep2) if k]
+        alone = _leverage_one(Xc)
+    if alone.any():
+        raise DesignError(f"school-means analysis: school(s) {', '.join(map(str, mod.school_labels[kept[alone][:5]]))} alone identify a "
+                          "regressor (leverage 1, where HC2 is undefined)")
     fit = ols(yc, Xc, vcov="HC2", names=names)
     return fit, m
+
+
+def _leverage_one(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` with leverage 1 (to 1e-8): each alone identifies a direction of the fit."""
+    q, r = np.linalg.qr(X)
+    full = np.abs(np.diag(r)) > 1e-10 * np.abs(np.diag(r)).max(initial=1.0)
+    return (q[:, full] ** 2).sum(axis=1) > 1.0 - 1e-8
 
 
 def _mixedlm_fit(mod: _Model, notes: list):
@@ -989,10 +1012,16 @@ def analyze_rct(
 
     extra: dict[str, Effect] = {}
     if clustered_design or method == "cluster_means":
-        cfit, m = _cluster_means_fit(mod, cols, notes)
-        cb, cse, cdf, _ = cfit.coef("treatment")
-        extra["School means"] = effect(cb, cse, cdf, "ITT (school means)",
-                                       "OLS on school means (each school once), HC2, m − k df", n_clusters=m)
+        try:
+            cfit, m = _cluster_means_fit(mod, cols, notes)
+        except DesignError as exc:
+            if method == "cluster_means":  # the primary analysis
+                raise
+            notes.append(f"{exc}: the school-means check is not reported (the primary estimate does not use it)")
+        else:
+            cb, cse, cdf, _ = cfit.coef("treatment")
+            extra["School means"] = effect(cb, cse, cdf, "ITT (school means)",
+                                           "OLS on school means (each school once), HC2, m − k df", n_clusters=m)
     mixed_res = None
     if method == "mixedlm":
         mixed_res, mixed_se = _mixedlm_fit(mod, notes)

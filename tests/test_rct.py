@@ -216,6 +216,26 @@ def test_school_means_leave_out_blocks_without_both_arms(trial, lone):
     assert np.isfinite(analyze_rct(d, COLS).itt.raw.se)  # the student-level CR2 analysis keeps them
 
 
+def test_a_covariate_one_school_alone_holds_does_not_stop_the_trial(trial):
+    """ELL students in one school only: that school alone identifies the school mean of 'ell'
+    (leverage 1, where HC2 is undefined). Before, the secondary school-means check stopped the
+    whole trial analysis with a bare HC2 error naming no column; now it adjusts for the school
+    mean pretest only, with a note naming the school and covariate, and equals statsmodels so;
+    the primary student-level ITT is the one without the problem."""
+    d = trial.copy()
+    school = sorted(d.school_id.unique())[3]
+    d["ell"] = np.where((d.school_id == school) & (np.arange(len(d)) % 5 == 0), 1, 0)
+    res = analyze_rct(d, COLS)
+    assert np.isfinite(res.itt.raw.se)
+    (note,) = [n for n in res.notes if "alone identify" in n]
+    assert school in note and "ell" in note
+    cm = analyze_rct(d, COLS, method="cluster_means").itt.raw
+    s = _analytic(d).groupby("school_id").agg(y=("posttest", "mean"), t=("treatment", "first"), b=("block", "first"),
+                                             pre=("pretest", "mean"))
+    ref = smf.ols("y ~ t + C(b) + pre", s).fit(cov_type="HC2")
+    assert cm.estimate == pytest.approx(ref.params["t"], rel=1e-10) and cm.se == pytest.approx(ref.bse["t"], rel=1e-9)
+
+
 def test_attrition_students_and_schools_counted_from_randomized_sample(trial):
     d = trial.copy()
     treated_schools = sorted(d.loc[d.treatment == 1, "school_id"].unique())[:2]
