@@ -1179,7 +1179,8 @@ def subjects_with_both_arms(df: pd.DataFrame, columns: Columns) -> tuple[list, l
     """The subjects of ``columns.subject`` whose usable rows with an outcome hold both arms (in
     sorted order, as :func:`pleval.estimate`'s, not the rows'), and why each other one cannot be analysed (:func:`pleval.check` warns
     of them; an error when none is left)."""
-    present, n1, n0, n_rows, _ = subject_arms(validate(df, columns, require=("outcome", "treatment")))
+    # the randomized sample: a row missing a take-up, pretest or covariate was randomized all the same
+    present, n1, n0, n_rows, _ = subject_arms(validate(df, randomized_columns(columns), require=("outcome", "treatment")))
     one = [i for i in range(len(present)) if not (n1[i] and n0[i])]
     if len(one) == len(present):
         raise DataError(f"column {columns.subject!r} (subject): no subject has both treated and comparison rows")

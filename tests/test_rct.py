@@ -737,3 +737,19 @@ def test_a_low_attrition_cluster_trial_does_not_say_equivalence_is_not_required(
     assert "--set joiners=false" in res.equivalence_note and "--set joiners=false" in res.summary()
     blocked = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math", design="blocked")
     assert blocked.equivalence_note.startswith("WWC: attrition is low, so baseline equivalence is not required")
+
+
+def test_take_up_recorded_in_the_pl_arm_only_keeps_both_arms_per_subject():
+    """Take-up is often recorded in PL schools only. Every row was randomized all the same, so
+    rct_by_subject (and `pleval rct`) analyse each subject as analyze_rct does. Before, its
+    subject check dropped the rows without take-up and stopped: "no comparison units"."""
+    from pleval.rct import rct_by_subject
+
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    d.loc[d[RCT_SAMPLE_COLUMNS.treatment] == 0, RCT_SAMPLE_COLUMNS.takeup] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by = rct_by_subject(d, RCT_SAMPLE_COLUMNS)
+        one = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math")
+    assert set(by) == set(d[RCT_SAMPLE_COLUMNS.subject])
+    assert by["math"].itt.raw.estimate == pytest.approx(one.itt.raw.estimate, rel=1e-12)
