@@ -36,6 +36,21 @@ def matched(data):
     return pleval.match(data, SAMPLE_COLUMNS, method="propensity", seed=1)
 
 
+def test_the_sentence_says_what_q_asks(matched):
+    """RV_q is the strength that moves the estimate by q of itself, RV_{q,α} the one that brings
+    (1 − q)·estimate into the confidence interval. Before, the sentence said "to zero" and "no
+    longer statistically significant" whatever q was (at q = 0.5 and RV_{q,α} = 0: "already not
+    statistically significant" of a significant estimate)."""
+    one = sensitivity(matched, by="subject", q=1.0)["math"]
+    half = sensitivity(matched, by="subject", q=0.5)["math"]
+    assert f"{100 * one.ovb.rv_q:.1f}%" in one.sentence() and "to zero;" in one.sentence()
+    assert "statistically significant" in one.sentence()
+    h = half.sentence()
+    assert f"{100 * half.ovb.rv_q:.1f}%" in h and "by 50% of its size;" in h
+    assert "statistically significant" not in h and "consistent with an effect of 50% of its size" in h
+    assert "To bring it to zero: " in h  # the benchmark multiple is the one to zero
+
+
 def test_ovb_consistent_with_matched_estimate(matched):
     c = matched.columns
     eff = matched.estimate(by="subject")

@@ -67,23 +67,30 @@ class SubjectSensitivity(ResultMixin):
         if rv == 0:
             return "The estimate is zero: there is no effect for a hidden difference to explain away."
         k = self.multiple_to_zero
-        tail = ""
+        bench = ""  # what brings the estimate to zero, in multiples of the benchmark
         if self.benchmark and math.isinf(k):
-            tail = (f" — no multiple of the {self.benchmark}'s strength does it before the confounder would explain "
-                    "all of the outcome's remaining variance —")
+            bench = (f"no multiple of the {self.benchmark}'s strength does it before the confounder would explain all of "
+                     "the outcome's remaining variance")
         elif self.benchmark and k <= 100:
-            tail = f" — a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates) —"
+            bench = f"a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates)"
         elif self.benchmark:
-            tail = f" — more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates) —"
+            bench = f"more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates)"
         word = "raise" if self.effect.raw.estimate < 0 else "lower"
+        q, alpha = self.ovb.q, self.ovb.alpha
+        if q == 1:
+            goal, within = f"{word} the effect to zero", "no longer statistically significant"
+            tail, after = (f" — {bench} —" if bench else ""), ""
+        else:  # RV_q moves the estimate by q of itself; RV_{q,α} brings (1 − q)·estimate into the CI
+            goal = f"{word} the effect by {100 * q:g}% of its size"
+            within = f"consistent with an effect of {100 * (1 - q):g}% of its size"
+            tail, after = "", (f" To bring it to zero: {bench}." if bench else "")
         if self.ovb.rv_qa > 0:
-            sig = (f"{100 * self.ovb.rv_qa:.1f}% of each would make it no longer statistically significant "
-                   f"(α = {self.ovb.alpha:g})")
+            sig = f"{100 * self.ovb.rv_qa:.1f}% of each would make it {within} (α = {alpha:g})"
         else:
-            sig = f"the estimate is already not statistically significant (α = {self.ovb.alpha:g})"
+            sig = f"the estimate is already {within} (α = {alpha:g})"
         return (
             f"An unmeasured difference between PL and comparison students would have to explain {100 * rv:.1f}% of the "
-            f"remaining variance in both the outcome and PL enrolment{tail} to {word} the effect to zero; {sig}."
+            f"remaining variance in both the outcome and PL enrolment{tail} to {goal}; {sig}.{after}"
         )
 
     def to_frame(self) -> pd.DataFrame:
