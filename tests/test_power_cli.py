@@ -100,6 +100,27 @@ def test_from_file_fills_icc_and_states_its_interval():
     assert "comparison rows only" in r.output
 
 
+def test_from_file_plans_the_files_own_design():
+    """--from fills --schools with every school of the file (40: 20 PL, 20 comparison), not the 20
+    comparison schools its ICC comes from (before: a plan at 20 schools, nothing said), and
+    counts the school mean pretest behind R² school as a school-level covariate (PowerUp!'s g:
+    df 37, not 38), each with a note; a given --schools / --n-covariates is kept."""
+    r = runner.invoke(app, ["power", "cluster-rct", "--from", "sample_data/pl_cluster_rct.csv", "--only-subject", "math",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    comp = out["components"][0]
+    plan = out["plan"]
+    d = ClusterRCT(schools=40, students=round(comp["students_per_school"], 1), icc=comp["icc"],
+                   r2_school=comp["r2_school"], r2_student=comp["r2_student"], covariates=1)
+    assert comp["n_schools"] == 20 and plan["df"] == 37
+    assert plan["mdes"] == pytest.approx(d.mdes(0.8), rel=1e-12)
+    assert any(n.startswith("--schools 40: every school") for n in out["filled_from_file"])
+    given = runner.invoke(app, ["power", "cluster-rct", "--from", "sample_data/pl_cluster_rct.csv", "--only-subject",
+                                "math", "--schools", "30", "--n-covariates", "0", "--format", "json"])
+    assert json.loads(given.output)["plan"]["df"] == 28 and json.loads(given.output)["filled_from_file"] == []
+
+
 def test_simulate_small(tmp_path):
     r = runner.invoke(app, ["power", "cluster-rct", "--schools", "8", "--students", "10", "--icc", "0.2",
                             "--simulate", "12", "--seed", "3"])

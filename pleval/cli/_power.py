@@ -133,9 +133,11 @@ def power(
     if from_file is None:
         no_read_options(reading, "--from FILE")
     else:
-        comps, filled, df, cols = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject,
-                                             treatment, parse_value(treated_label), only_subject, reading)
+        comps, filled, df, cols, from_notes = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject,
+                                                         treatment, parse_value(treated_label), only_subject, reading,
+                                                         cluster=cls is pw.ClusterRCT)
         result["components"] = comps.to_frame().to_dict(orient="records")
+        result["filled_from_file"] = from_notes
         given = filled
     need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in given]
     if target_mdes is None and target_pp is None:
@@ -154,7 +156,7 @@ def power(
     d = cls(**given, **test)
     plan = d.plan(power=target_power, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for)
     result["plan"] = plan.as_dict()
-    text = [comps.summary()] if comps is not None else []
+    text = [comps.summary(), *(f"  note: {x}" for x in from_notes)] if comps is not None else []
     text.append(plan.summary())
     if solved:
         text.append(f"  (--{solved.replace('_', '-')} not given: the plan above is at the {d.unit.get(solved, solved)} "
@@ -183,8 +185,13 @@ def power(
 
 
 def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, treated_label,
-               subject, reading):
+               subject, reading, cluster: bool = False):
+    """The file's variance components, the design inputs filled from them (and from its schools
+    and students) and notes on what was filled; ``cluster``: a two-level cluster RCT, whose
+    ``covariates`` (school level) are the pretests behind the file's R² school."""
     from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+    import pandas as pd
+
     from ..power.from_data import estimate_components
 
     df = read_table(path, **reading)
@@ -199,9 +206,18 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
             filled[k] = float(row[k])
     if "students" in fields and "students" not in filled:
         filled["students"] = float(round(row["students_per_school"], 1))
-    if "schools" in fields and "schools" not in filled:
-        filled["schools"] = int(row["n_schools"])
-    return comps, filled, df, cols
+    notes = []
+    if "schools" in fields and "schools" not in filled:  # the file's design: every school, both arms
+        d = df if not cols.subject or pd.isna(row["subject"]) else df[df[cols.subject].astype(str) == str(row["subject"])]
+        filled["schools"] = int(d.loc[d[cols.outcome].notna(), cols.school].nunique())
+        if filled["schools"] != int(row["n_schools"]):
+            notes.append(f"--schools {filled['schools']}: every school of the file with an outcome, both arms (the ICC "
+                         f"and R² come from its {int(row['n_schools'])} comparison schools)")
+    if (cluster and "covariates" not in filled and "r2_school" not in plan_inputs and filled.get("r2_school", 0) > 0
+            and cols.pretest):  # R² school is that of the school mean pretest(s): PowerUp!'s g counts them
+        filled["covariates"] = len(cols.pretest)
+        notes.append(f"--n-covariates {len(cols.pretest)}: the file's R² school is that of the school mean pretest")
+    return comps, filled, df, cols, notes
 
 
 def _write(out: Path, d, plan, result, provenance: tuple, effect, target, vary, values) -> list[str]:
