@@ -38,7 +38,8 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_columns, as_written, flag_for, itt_columns, match_label, one_arm_subject, schools_across_blocks,
+                   as_columns, as_written, date_column_message, flag_for, is_date_column, itt_columns, match_label,
+                   one_arm_subject, schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import duplicate_header_message, file_columns, read_raw
@@ -475,6 +476,10 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
     for role in ("outcome", "pretest", "weight"):
         for c in roles.get(role, ()):
             s = df[c]
+            if is_date_column(s):
+                out.append(Problem("error", "non-numeric", date_column_message(c, role, s), c,
+                                   "format the cells as numbers, or name the right column", int(s.notna().sum())))
+                continue
             if pd.api.types.is_bool_dtype(s):
                 x = s.astype(float)
             elif pd.api.types.is_numeric_dtype(s):

@@ -370,6 +370,20 @@ def with_binary_treatment(df: pd.DataFrame, columns: Columns) -> tuple[pd.DataFr
     return out, columns.replace(treated_label=None)
 
 
+def is_date_column(s: pd.Series) -> bool:
+    """Whether ``s`` holds dates or durations (a workbook's date-formatted cells), which
+    ``pd.to_numeric`` would turn into nanoseconds rather than refuse."""
+    return (pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s)
+            or isinstance(s.dtype, pd.PeriodDtype))
+
+
+def date_column_message(c: str, role: str, s: pd.Series) -> str:
+    """The error for a score column of dates (:func:`is_date_column`)."""
+    first = s.dropna()
+    example = f" such as {str(first.iloc[0])!r}" if len(first) else ""
+    return f"column {c!r} ({role}) must be numeric: it holds dates{example} (date-formatted cells in a workbook?)"
+
+
 def validate(
     df: pd.DataFrame,
     columns: Columns,
@@ -422,6 +436,8 @@ def validate(
     for role in _NUMERIC_ROLES:
         for c in roles.get(role, ()):
             s = out[c]
+            if is_date_column(s):
+                raise DataError(date_column_message(c, role, s) + "; format the cells as numbers, or name the right column")
             if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
                 conv = pd.to_numeric(s, errors="coerce")
                 bad = conv.isna() & s.notna()

@@ -849,3 +849,18 @@ def test_text_like_na_is_text_unless_declared(base, tmp_path, ext):
     assert q.column == "posttest" and "--na" in q.fix
     declared = read_table(p, na="N/A")
     assert pd.isna(declared.loc[5, "posttest"]) and declared.loc[3, "race"] == "NA"
+
+
+@pytest.mark.parametrize("col", ["pretest", "posttest"])
+def test_date_formatted_scores_are_refused(base, tmp_path, col):
+    """A workbook's date-formatted score column. Before, a date pretest was used as nanoseconds
+    since 1970 (baseline difference −1.7e11, SD 1.2e12) and a date outcome passed `pleval check`
+    with its blank cells as −9.2e18 outliers; now both are the error that names the column."""
+    d = base.copy()
+    d[col] = pd.Timestamp("2024-07-01") + pd.to_timedelta(d[col].fillna(0).round(), unit="D")
+    p = tmp_path / "dates.xlsx"
+    d.to_excel(p, index=False)
+    with pytest.raises(DataError, match=f"column '{col}' .* must be numeric: it holds dates such as '20"):
+        pleval.estimate(read_table(p), placebo=False)
+    (q,) = [q for q in check(p).problems if q.level == "error"]
+    assert q.column == col and "holds dates" in q.message
