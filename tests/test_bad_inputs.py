@@ -744,13 +744,15 @@ def test_file_rows_count_blank_lines(tmp_path):
 
 
 def test_school_table_counts_must_be_counts():
-    """n_treated = −3 was printed in the school table without a word."""
+    """n_treated = −3 was printed in the school table without a word; so were '12a' and inf (until
+    2026-12-04)."""
     from pleval.heterogeneity.school_effects import school_effects_from_estimates
 
     t = pd.read_csv("sample_data/school_effects.csv")
     t = t[t["subject"] == "math"].reset_index(drop=True)
     school_effects_from_estimates(t, by=())  # the sample file's counts pass
-    for bad in (-3, 2.5):
+    school_effects_from_estimates(t.assign(n_treated=t["n_treated"].where(t.index != 0)), by=())  # a missing count too
+    for bad in (-3, 2.5, "12a", np.inf):
         with pytest.raises(DataError, match=r"column 'n_treated': 1 row\(s\) are not counts"):
             school_effects_from_estimates(t.assign(n_treated=t["n_treated"].where(t.index != 0, bad)), by=())
 

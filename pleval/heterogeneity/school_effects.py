@@ -1203,10 +1203,15 @@ def school_effects_from_estimates(
                             "or remove them")
     for col in [c for c in COUNT_COLUMNS if c in d.columns]:  # passed through to the table: counts of students
         n = pd.to_numeric(d[col], errors="coerce")
-        bad = (n < 0).fillna(False).to_numpy() | (n.notna() & (n != n.round())).to_numpy()
+        text = (n.isna() & d[col].notna()).to_numpy()
+        if text.any():
+            examples = ", ".join(map(repr, d[col][text].astype(str).unique()[:3]))
+            raise DataError(f"column {col!r}: {int(text.sum()):,} row(s) are not counts (text such as {examples}; "
+                            f"{where(text)}); correct them")
+        bad = (n < 0).fillna(False).to_numpy() | (n.notna() & (~np.isfinite(n) | (n != n.round()))).to_numpy()
         if bad.any():
-            raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) are not counts (negative or fractional: "
-                            f"{', '.join(f'{v:g}' for v in n[bad].iloc[:3])}; {where(bad)}); correct them")
+            raise DataError(f"column {col!r}: {int(bad.sum()):,} row(s) are not counts (negative, fractional or "
+                            f"infinite: {', '.join(f'{v:g}' for v in n[bad].iloc[:3])}; {where(bad)}); correct them")
     bad_se = (d[se] <= 0).fillna(False).to_numpy()
     if bad_se.any():
         raise DataError(f"column {se!r} (se): {int(bad_se.sum()):,} row(s) are zero or negative ({where(bad_se)}); a "
