@@ -538,6 +538,23 @@ def test_huber_lead150_reproduces_senmv():
     assert st.norm.sf((s.T - E) / math.sqrt(V)) == pytest.approx(rb.table["pvalue_upper"].iloc[0])
 
 
+@pytest.mark.parametrize("seed", [1, 7])
+def test_hodges_lehmann_is_the_midpoint_of_the_flat_stretch(seed):
+    """With an even number of Walsh averages the signed-rank statistic equals its expectation on
+    the whole stretch between the two middle ones; the estimate is its midpoint (the median).
+    Before, the root-finder returned some point of it: −0.459365 where the median is −0.458929
+    (middle averages −0.460278 and −0.457580)."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    d = rng.normal(-0.5, 1, n)
+    y = np.column_stack([d, np.zeros(n)]).ravel()
+    rb = rosenbaum_bounds(y, np.repeat(np.arange(n), 2), np.tile([True, False], n), gammas=[1.0], hl_gammas=[1.0])
+    i, j = np.triu_indices(n)
+    w = np.sort((d[i] + d[j]) / 2)
+    assert w.size % 2 == 0 and w[w.size // 2] - w[w.size // 2 - 1] > 1e-4  # a stretch to land anywhere on
+    assert rb.table["hl_low"].iloc[0] == pytest.approx(np.median(w), abs=1e-6)
+
+
 def test_huber_erpcp_hodges_lehmann_reproduces_rosenbaum_2007():
     """39 welder–control pairs, Γ = 2, Huber ψ trimmed at 1: Rosenbaum (2007) Table 1, as stated
     in sensitivitymw's ``senmwCI`` help — point estimates [0.3403, 0.6666] and the one-sided 95%

@@ -745,10 +745,19 @@ class _HL:
             return math.nan
         return float(_brentq(f, a, b, xtol=self.tol))
 
+    def _mid_root(self, f):
+        """The Hodges–Lehmann point of a decreasing step function ``f``: the midpoint of
+        ``sup{τ: f(τ) > 0}`` and ``inf{τ: f(τ) < 0}`` (Hodges & Lehmann 1963; Rosenbaum 1993),
+        which at Γ = 1 for pairs is the median of the Walsh averages. A root-finder's point of a
+        flat stretch where ``f = 0`` depends on its path (−0.459365 where the median is −0.458929)."""
+        low = self._root(lambda t: 1.0 if f(t) > 0 else -1.0)
+        high = self._root(lambda t: 1.0 if f(t) >= 0 else -1.0)
+        return 0.5 * (low + high)
+
     def interval(self, gamma: float) -> tuple[float, float, float, float]:
         """``(HL low, HL high, CI low, CI high)`` at Γ."""
-        hl_low = self._root(lambda t: self._deviate(t, gamma, False, False))
-        hl_high = hl_low if gamma == 1 else self._root(lambda t: self._deviate(t, gamma, True, False))
+        hl_low = self._mid_root(lambda t: self._deviate(t, gamma, False, False))
+        hl_high = hl_low if gamma == 1 else self._mid_root(lambda t: self._deviate(t, gamma, True, False))
         ci_low = self._root(lambda t: self._deviate(t, gamma, False, True) - self.z)
         ci_high = self._root(lambda t: self._deviate(t, gamma, True, True) + self.z)
         return hl_low, hl_high, ci_low, ci_high
