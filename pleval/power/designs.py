@@ -233,7 +233,12 @@ class Design:
             required=req,
             solve_unit=None if key is None else self.unit.get(key, key),
             unreachable=unreachable,
+            notes=self._notes(power, m),
         )
+
+    def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
+        """What the plan should say besides its figures (none by default)."""
+        return ()
 
 
 def _pq(p: float) -> float:
@@ -350,6 +355,28 @@ class ClusterRCT(Design):
     @property
     def df(self) -> float:
         return self.schools - self.covariates - 2
+
+    def analysis_df(self) -> float:
+        """The df of pleval's own analysis of the trial (CR2 with Satterthwaite df), for a
+        difference of ``J_T`` against ``J_C`` school means of equal variance: Welch's
+        ``(1/J_T + 1/J_C)² / (1/(J_T²(J_T − 1)) + 1/(J_C²(J_C − 1)))`` (Bell & McCaffrey 2002),
+        ``J − 2`` when the arms are equal and fewer when they are not."""
+        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
+        jc = int(self.schools) - jt
+        return (1 / jt + 1 / jc) ** 2 / (1 / (jt**2 * (jt - 1)) + 1 / (jc**2 * (jc - 1)))
+
+    def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
+        if abs(self.treated - 0.5) < 1e-9 or self.schools < 4:
+            return ()
+        dfw = self.analysis_df()
+        if dfw >= self.df:
+            return ()
+        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
+        at = float(power_from_ncp(mdes / self.sse, dfw, self.alpha, self.two_sided))
+        return (f"unequal allocation ({jt} of {int(self.schools)} schools assigned): pleval's analysis (CR2, "
+                f"Satterthwaite df) refers to about {dfw:.1f} df (Welch, {jt} against {int(self.schools) - jt} school "
+                f"means), not the formula's {self.df:g}, so its power at the MDES above is about {at:.2f}, not "
+                f"{power:.2f}; --simulate checks it",)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -44,6 +44,7 @@ class Plan(ResultMixin):
     required: int | None = None
     solve_unit: str | None = None
     unreachable: str | None = None
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -57,7 +58,9 @@ class Plan(ResultMixin):
         """One row per quantity (quantity, value)."""
         d = self.as_dict()
         params = d.pop("parameters")
+        notes = d.pop("notes")
         rows = [(k, v) for k, v in params.items()] + [(k, v) for k, v in d.items() if v is not None]
+        rows += [("note", x) for x in notes]
         return pd.DataFrame(rows, columns=["quantity", "value"])
 
     def summary(self) -> str:
@@ -81,6 +84,7 @@ class Plan(ResultMixin):
                          f"({self.target_pp:+.2f} percentile points) at {percent(self.target_power)} power: {self.required:,}")
         elif self.unreachable is not None:
             lines.append(f"  {self.unreachable}")
+        lines += [f"  note: {x}" for x in self.notes]
         lines.append(f"  {NOTE}")
         return "\n".join(lines)
 
