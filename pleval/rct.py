@@ -795,7 +795,8 @@ def _equivalence(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], gra
                     measure, sdt, sdc, sd, diff = "Cox index", math.nan, math.nan, math.nan, mt - mc
                 else:
                     sdt, sdc = v[t].std(ddof=1), v[~t].std(ddof=1)
-                    g, diff, _, _, sd, _, _ = effect_sizes.baseline_difference(v, t, strata=grades)
+                    bd = effect_sizes.baseline_difference(v, t, strata=grades)
+                    g, diff, sd = bd.g, bd.difference, bd.sd
                     measure = "Hedges g" if grades is None else "Hedges g (within grade)"
                 rows.append(
                     {
