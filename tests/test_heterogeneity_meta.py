@@ -719,3 +719,22 @@ def test_series_of_estimates_and_ses_are_paired_by_label():
     assert got.estimate == ref.estimate and got.tau2 == ref.tau2
     with pytest.raises(DataError, match="Series with different labels"):
         meta_analysis(t["estimate"], shuffled.reset_index(drop=True))
+
+
+def test_school_table_meta_regression_uses_the_runs_level():
+    """SchoolEffects.meta_regression gives intervals at the school effects' own level (as the
+    pooled meta-analysis does). Before, they were always 95% — under a column the report headed
+    "90% CI" with --level 0.9 (intercept −0.158 to +0.924 where the 90% interval is −0.066 to
+    +0.832); the residual τ² interval and the BLUPs' were 95% too."""
+    from scipy import stats
+
+    from pleval.heterogeneity.school_effects import school_effects_from_estimates
+
+    t = pd.read_csv("sample_data/school_effects.csv")
+    res = school_effects_from_estimates(t, level=0.9, moderators=["school_poverty"])
+    for key, reg in res.meta_regression(["school_poverty"]).items():
+        c = reg.coefficients
+        q = stats.t.ppf(0.95, reg.df)
+        np.testing.assert_allclose(c["ci_low"], c["estimate"] - q * c["se"], rtol=1e-10)
+        assert reg.level == 0.9
+        assert res.meta_regression(["school_poverty"], level=0.95)[key].level == 0.95

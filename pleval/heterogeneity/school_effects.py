@@ -186,7 +186,8 @@ class SchoolEffects(ResultMixin):
         return dict(zip(self.by, key))
 
     def meta_regression(
-        self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = True
+        self, moderators: Sequence[str], *, method: Method = "REML", knapp_hartung: bool = True,
+        level: float | None = None,
     ) -> dict[object, MetaRegression]:
         """Meta-regression of the effect sizes on school-level columns of :attr:`table`,
         one per ``by`` group (schools without an estimate are left out), on the shrunk joint
@@ -195,7 +196,10 @@ class SchoolEffects(ResultMixin):
         and τ = 0.1 the z test rejected in 9.3% of 2,000 simulated sets of 10 schools, 6.8% of
         20; Knapp–Hartung 5.6% and 5.4%: docs/heterogeneity.md). Schools without a value of a
         moderator are left out of that group's fit with a warning that counts and names them
-        (as metafor omits them); text among a moderator's values stays an error."""
+        (as metafor omits them); text among a moderator's values stays an error. ``level``: of
+        the intervals (default: the school effects' own, ``options["level"]``; it was always
+        0.95 before 2026-12-04, under a column headed with the run's level)."""
+        level = float(self.options.get("level", 0.95)) if level is None else level
         missing = [m for m in moderators if m not in self.table.columns]
         if missing:
             raise DataError(
@@ -216,7 +220,7 @@ class SchoolEffects(ResultMixin):
             V, V0 = self.vcov.get(key), self.vcov_raw.get(key)
             out[key] = meta_regression(
                 sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung,
-                vcov=None if V is None else V.loc[ids, ids].to_numpy(),
+                level=level, vcov=None if V is None else V.loc[ids, ids].to_numpy(),
                 vcov_unshrunk=None if V is None or V0 is None else V0.loc[ids, ids].to_numpy(), labels=ids,
             )
         return out
