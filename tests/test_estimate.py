@@ -743,6 +743,28 @@ def test_the_workbook_gives_the_same_prediction_interval_as_every_other_output(t
         assert got[s][head.index("prediction interval high")] == pytest.approx(het.loc[s, "pi_high"], rel=1e-12)
 
 
+def test_the_workbook_says_how_the_prediction_interval_was_widened(tmp_path):
+    """The trial's reading: the PL schools' spread (SD 0.129) is below the placebo schools'
+    (0.134), so the prediction interval uses the two pooled by precision (0.131). The workbook
+    said "(at least the placebo spread)" all the same; it now says which."""
+    import openpyxl
+
+    from pleval.report.outputs import _write_school_xlsx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pleval.errors.PlevalWarning)
+        ev = pleval.estimate("sample_data/pl_cluster_rct.csv", design="rct")
+    _write_school_xlsx(ev, tmp_path / "s.xlsx")
+    book = openpyxl.load_workbook(tmp_path / "s.xlsx")
+    het = ev.heterogeneity.set_index("subject")
+    pooled = het["tau2"] < het["tau2_placebo"]
+    assert pooled.any()
+    for s in het.index:
+        head = book[s]["A2"].value
+        assert ("(PL and placebo spreads pooled by precision)" in head) == bool(pooled[s])
+        assert ("(at least the placebo spread)" in head) == (not pooled[s])
+
+
 def test_alpha_for_school_counts_does_not_move_the_essa_tier():
     """--alpha 0.2 rated a p = 0.18 estimate ESSA 'Moderate' beside a headline calling it not
     significant; ESSA's significance is the WWC's p < 0.05 whatever alpha the counts use."""

@@ -236,7 +236,8 @@ def _schools_table(ev) -> Table | None:
     cal = "calibrated_positive" in h.columns and h["calibrated_positive"].notna().any()
     title = ("Schools (effect sizes; pooled and τ use the joint covariance of schools sharing comparison schools). A "
              "school's estimate is the program plus its own circumstances; +/− count schools beyond the placebo spread "
-             "(adjusted); PI and P(<0) use at least the placebo spread; MDES of one school, median, 80% power" if cal else
+             "(adjusted); PI and P(<0) allow for the placebo spread (the PL schools' when larger, else the two pooled by "
+             "precision); MDES of one school, median, 80% power" if cal else
              "Schools (effect sizes; counts after multiplicity adjustment; MDES of one school, median, 80% power)")
     t = table(title, ("subject", "k", "pooled", "τ", "τ placebo", "τ program (CI)", "PI (pct pts)", "P(<0) new school",
                       "+", "−", "by chance", "1-school MDES"), left=("subject",))

@@ -329,8 +329,11 @@ def _write_school_xlsx(ev: "Evaluation", path: Path) -> None:
     if se is not None:
         het = ev.heterogeneity
         if het is not None and len(het) and "pi_low_pl_only" in het.columns and list(se.by) == ["subject"]:
-            # the same prediction interval as heterogeneity.csv, the report and the terminal: at least the placebo spread
-            pred = {r.subject: (r.pi_low, r.pi_high, r.prob_negative_new, "(at least the placebo spread)")
+            # the same prediction interval as heterogeneity.csv, the report and the terminal: the PL schools'
+            # spread when at least the placebo schools', else the two pooled by precision (findings._spread_words)
+            pred = {r.subject: (r.pi_low, r.pi_high, r.prob_negative_new,
+                                "(at least the placebo spread)" if not r.tau2 < r.tau2_placebo
+                                else "(PL and placebo spreads pooled by precision)")
                     for r in het.itertuples() if np.isfinite(r.pi_low_pl_only)}
             se = dataclasses.replace(se, options={**se.options, "prediction_interval": pred})
         se.export(path, title="Effect of personalized learning by school")
