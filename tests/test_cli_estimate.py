@@ -460,6 +460,10 @@ def test_school_tables_mark_the_schools_the_summary_counts(matched_run):
         assert want in str(book[subject].iloc[1, 0])
         assert f"{int(((p < 0.05) & (es > 0)).sum())} positive and {int(((p < 0.05) & (es < 0)).sum())} negative" in \
             (out / "summary.md").read_text()
+        # and the sheet's note names that test (it said "significant after adjustment" beside a p-adjusted column
+        # with 8 math schools below 0.05 and 1 shaded)
+        notes = book[subject][0].astype(str)
+        assert notes.str.startswith("Shaded rows are significant beyond the placebo spread after adjustment").any()
     from pleval.heterogeneity.export import _verdict_p
 
     assert _verdict_p(s)[1] == "beyond the placebo spread after adjustment"

@@ -426,7 +426,7 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
         ws.set_row(hr, 30)
         for j, (_, header, _) in enumerate(cols):
             ws.write_string(hr, j, header, head)
-        padj = _verdict_p(sub)[0]
+        padj, verdict = _verdict_p(sub)
         es = sub["effect_size"].to_numpy(dtype=float)
         shade = np.where(padj < alpha, np.where(es < 0, 1, 2), 0).tolist()
         formats = [[style(num_format=fmt, **fill) for _, _, fmt in cols] for fill in fills]
@@ -444,7 +444,7 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
             ws.set_column_pixels(j, j, _column_pixels(width))
         r = last + 2
         ws.write_string(r, 0, "Notes", bold)
-        ws.write_string(r + 1, 0, "Shaded rows are significant after adjustment (red: negative, green: positive).")
+        ws.write_string(r + 1, 0, f"Shaded rows are significant {verdict} (red: negative, green: positive).")
         for i, n in enumerate(notes, start=r + 2):
             ws.write_string(i, 0, f"{i - r - 1}. {n}", italic)
     wb.close()
