@@ -146,8 +146,9 @@ def to_percentile_points(g, baseline_percentile=50.0):
     """
     g, baseline_percentile = _paired(("g", "baseline_percentile"), g, baseline_percentile)
     gg = _finite(g, "effect size g")
-    p = _baseline(baseline_percentile)
-    return _out(100.0 * _cdf(_ppf(p / 100.0) + gg) - p, g)
+    z = _ppf(_baseline(baseline_percentile) / 100.0)
+    # Φ(z + g) − Φ(z), not − p: Φ(Φ⁻¹(p)) misses p by an ulp, so g = 0 gave −1.8e−15 ("a loss of 0.00")
+    return _out(100.0 * (_cdf(z + gg) - _cdf(z)), g)
 
 
 def from_percentile_points(points, baseline_percentile=50.0):
@@ -218,7 +219,11 @@ def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
 def interpret(points: float, baseline_percentile: float = 50.0) -> str:
     """One plain-language sentence for a percentile-point effect."""
     q = baseline_percentile + points
-    direction = "gain" if points >= 0 else "loss"
+    if round(abs(points), 2) == 0:  # "a loss of 0.00" or "a gain of 0.00" says more than the number does
+        return (f"No shift to two decimals ({points:+.2g} percentile points): a student who would have scored at "
+                f"the {_ordinal(baseline_percentile)} percentile without the program is expected to score there with "
+                f"it. {NOTE}")
+    direction = "gain" if points > 0 else "loss"
     return (
         f"A {direction} of {abs(points):.2f} percentile points: a student who would have scored at the "
         f"{_ordinal(baseline_percentile)} percentile without the program is expected to score at about the "

@@ -165,3 +165,12 @@ def test_series_are_paired_by_label_and_lengths_must_match():
         to_percentile_points([0.1, 0.2, 0.3], [50, 60])
     with pytest.raises(DataError, match="g and baseline_percentile are Series with different labels"):
         to_percentile_points(g, pd.Series([50.0, 50.0, 50.0], index=["a", "b", "d"]))
+
+
+@pytest.mark.parametrize("p0", [5, 10, 25, 50, 90])
+def test_no_effect_is_no_shift(p0):
+    """g = 0 is 0 percentile points exactly, said as no shift. Before, Φ(Φ⁻¹(p)) − p left
+    −1.8e−15 at the 10th percentile and `pleval convert 0 -p 10` said "−0.00 ... A loss of 0.00"."""
+    assert to_percentile_points(0.0, p0) == 0.0
+    assert interpret(to_percentile_points(0.0, p0), p0).startswith("No shift")
+    assert interpret(to_percentile_points(0.05, p0), p0).startswith("A gain of")
