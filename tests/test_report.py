@@ -60,7 +60,7 @@ def test_html_sections_sentence_and_embedded_images(saved, ev):
     for needle in ("Balance and WWC verdicts", "attrition (students)", "School table — math", "prediction interval",
                    "Placebo schools", "not percentage points"):
         assert needle in html, needle
-    for c in (sections.CAVEAT_PERCENTILE, sections.CAVEAT_RCT, sections.CAVEAT_SCHOOL):
+    for c in (sections.caveat_percentile(), sections.CAVEAT_RCT, sections.CAVEAT_SCHOOL):
         assert html_escape(c) in html
     # Verdicts carry a colour class; the pretest row of each subject is listed.
     assert html.count("baseline equivalence: pretest") == len(ev.subjects) * 2  # glance cards + verdict table
@@ -1082,3 +1082,15 @@ def test_the_prediction_interval_sentence_says_how_its_spread_was_formed():
         if below:  # pooled: between the two
             assert float(h["tau2"]) <= float(h["tau2_total"]) <= float(h["tau2_placebo"])
     assert seen == {True, False}  # the sample trial has one subject of each kind
+
+
+def test_caveats_use_the_runs_alpha_and_baseline_percentile():
+    """The caveats said "about 1 in 20 at p < 0.05" and "the 50th ... the 53rd" whatever --alpha and
+    --baseline-percentile the rest of the report used."""
+    from types import SimpleNamespace
+
+    ev = SimpleNamespace(options={"alpha": 0.1, "baseline_percentile": 25.0}, design="matched", schools=[1],
+                         effects={"math": SimpleNamespace(sd_kind="SD")})
+    text = " ".join(sections.caveat_list(ev))
+    assert "about 1 in 10 at p < 0.1 " in text and "at the 25th percentile" in text and "about the 28th" in text
+    assert "1 in 20" not in text and "50th" not in text

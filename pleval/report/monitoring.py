@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..findings import ADJUSTMENT_NAMES, fmt, fmt_ci, fmt_int, fmt_p, p_clause, slug, title
 from .blocks import Bullets, Figure, Paragraph, Section, Table
-from .sections import CAVEAT_MATCHED, CAVEAT_MULTIPLICITY, CAVEAT_PERCENTILE, CAVEAT_SCHOOL
+from .sections import CAVEAT_MATCHED, CAVEAT_SCHOOL, caveat_multiplicity, caveat_percentile
 from .to_html import render_sections
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,7 +160,7 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
     if not m.schools:
         blocks.append(Paragraph("No school trajectories (see the notes under Caveats)."))
     return Section("schools", "Schools whose trajectories diverge", (*blocks, Bullets((CAVEAT_SCHOOL,
-                                                                                        CAVEAT_MULTIPLICITY))))
+                                                                                        caveat_multiplicity(alpha)))))
 
 
 def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
@@ -181,7 +181,7 @@ def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
 
 def caveats(m: "Monitoring", figures: Collection[str]) -> Section:
     """The caveats and every note raised during the analysis."""
-    blocks: list = [Bullets((CAVEAT_PERCENTILE, CAVEAT_MATCHED))]
+    blocks: list = [Bullets((caveat_percentile(m.provenance.get("baseline_percentile", 50.0)), CAVEAT_MATCHED))]
     if m.notes:
         blocks.append(Bullets(tuple(m.notes), title="Notes raised during the analysis", style="warn"))
     return Section("caveats", "Caveats", tuple(blocks))

@@ -33,11 +33,15 @@ from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 if TYPE_CHECKING:  # pragma: no cover
     from ..estimate import Evaluation
 
-CAVEAT_PERCENTILE = (
-    "Percentile points are shifts in rank, not percentage points of the score: +3 percentile points means a "
-    "student who would have scored at the 50th percentile of the comparison distribution is expected to score at "
-    "about the 53rd, not that the score rose by 3%."
-)
+def caveat_percentile(baseline_percentile: float = 50.0) -> str:
+    """The percentile-point caveat, its example from the run's baseline percentile."""
+    p0 = float(baseline_percentile)
+    return ("Percentile points are shifts in rank, not percentage points of the score: +3 percentile points means a "
+            f"student who would have scored at the {percentiles._ordinal(p0)} percentile of the comparison "
+            f"distribution is expected to score at about the {percentiles._ordinal(p0 + 3)}, not that the score rose "
+            "by 3%.")
+
+
 CAVEAT_MATCHED = (
     "A matched comparison balances the characteristics that were measured (pretest, demographics); it cannot rule "
     "out unobserved differences between PL and comparison students or schools (motivation, leadership, "
@@ -49,11 +53,13 @@ CAVEAT_SCHOOL = (
     "shrunken estimates beside the raw ones, compare the spread with the placebo schools, and do not rank schools "
     "on these numbers alone."
 )
-CAVEAT_MULTIPLICITY = (
-    "With many schools, some look significant by chance: about 1 in 20 at p < 0.05 when the program does nothing. "
-    "Counts of significantly positive and negative schools are therefore also given after adjustment for "
-    "multiplicity."
-)
+def caveat_multiplicity(alpha: float = 0.05) -> str:
+    """The multiplicity caveat at the run's α."""
+    return (f"With many schools, some look significant by chance: about 1 in {1 / float(alpha):.3g} at p < "
+            f"{float(alpha):g} when the program does nothing. Counts of significantly positive and negative schools "
+            "are therefore also given after adjustment for multiplicity.")
+
+
 CAVEAT_RCT = (
     "Randomization protects the overall (intent-to-treat) comparison, not comparisons of single schools or of "
     "students who used the program more; the effect on schools that implemented PL (CACE) assumes assignment "
@@ -722,9 +728,10 @@ def heterogeneity(ev: "Evaluation", figures: Collection[str]) -> Section:
 # --------------------------------------------------------------------------------------
 def caveat_list(ev: "Evaluation") -> list[str]:
     """The caveats that apply to this evaluation."""
-    out = [CAVEAT_PERCENTILE, CAVEAT_MATCHED if ev.design == "matched" else CAVEAT_RCT]
+    out = [caveat_percentile(ev.options.get("baseline_percentile", 50.0)),
+           CAVEAT_MATCHED if ev.design == "matched" else CAVEAT_RCT]
     if len(ev.schools):
-        out += [CAVEAT_SCHOOL, CAVEAT_MULTIPLICITY]
+        out += [CAVEAT_SCHOOL, caveat_multiplicity(ev.options.get("alpha", 0.05))]
     sd_kinds = {e.sd_kind for e in ev.effects.values()}
     out.append(
         "Effect sizes divide by the " + "; ".join(sorted(sd_kinds)) + " of the outcome in this sample. A different "
@@ -799,5 +806,5 @@ def subtitle(ev: "Evaluation") -> str:
             + f" · pleval {prov.get('pleval_version', '')} · {prov.get('created_utc', '')}")
 
 
-__all__ = ["SECTIONS", "build", "school_table", "school_column_groups", "SCHOOL_COLUMNS", "SchoolColumn", "TableContext", "SIGNIFICANCE_TESTS", "caveat_list", "subtitle", "source_name", "CAVEAT_PERCENTILE",
-           "CAVEAT_MATCHED", "CAVEAT_SCHOOL", "CAVEAT_MULTIPLICITY", "CAVEAT_RCT"]
+__all__ = ["SECTIONS", "build", "school_table", "school_column_groups", "SCHOOL_COLUMNS", "SchoolColumn", "TableContext", "SIGNIFICANCE_TESTS", "caveat_list", "subtitle", "source_name", "caveat_percentile",
+           "CAVEAT_MATCHED", "CAVEAT_SCHOOL", "caveat_multiplicity", "CAVEAT_RCT"]
