@@ -734,7 +734,9 @@ def estimate(
         warnings.warn(p.line, PlevalWarning, stacklevel=2)
     if BAND in opts["subgroups"] and matcher is None:  # (a comparison pool's PL rows have theirs: estimate_pool)
         df = with_pretest_bands(df, columns, opts["bands"])
-    df, mod_terms = _moderator_terms(df, opts["moderators"])
+    # a matched design regresses the PL schools' effects: their levels (a trial's: every school's)
+    df, mod_terms = _moderator_terms(df, opts["moderators"],
+                                     (df[work.treatment] == 1).to_numpy() if design == "matched" else None)
     design_opts = {**opts, "_moderator_terms": tuple(mod_terms)}  # the school-effects step carries the terms
     resolved = {
         "design": design,
@@ -895,10 +897,13 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool =
 # --------------------------------------------------------------------------------------
 # Designs
 # --------------------------------------------------------------------------------------
-def _moderator_terms(df: pd.DataFrame, moderators) -> tuple[pd.DataFrame, list[str]]:
+def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFrame, list[str]]:
     """The meta-regression terms of the context moderators: a numeric column as it is; a
-    categorical one as 0/1 indicators ``name[level]`` of every level but the first (sorted),
-    added to ``df``. Errors name a missing column."""
+    categorical one as 0/1 indicators ``name[level]`` of every level but the first (sorted)
+    among ``rows`` (a mask: the rows of the schools whose effects are regressed, e.g. the PL
+    rows; default all), added to ``df``. Errors name a missing column. (Levels from every row
+    gave a comparison-only level an indicator of zeros, or made it the reference, and the
+    meta-regression stopped as rank deficient.)"""
     terms: list[str] = []
     add = {}
     for name in moderators:
@@ -908,7 +913,7 @@ def _moderator_terms(df: pd.DataFrame, moderators) -> tuple[pd.DataFrame, list[s
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             terms.append(name)
             continue
-        levels = sorted(col.dropna().unique(), key=str)
+        levels = sorted((col if rows is None else col[rows]).dropna().unique(), key=str)
         if len(levels) < 2:
             raise DataError(f"moderator column {name!r} has a single value")
         for lev in levels[1:]:

@@ -789,6 +789,26 @@ def test_a_student_level_moderator_is_said_to_be_averaged_per_school():
     assert len(said) == 1 and said[0].startswith("moderator 'grade' varies within 32 school(s)")
 
 
+def test_a_moderator_level_found_only_at_comparison_schools_changes_nothing():
+    """PL schools are rural or town; some comparison schools are 'city'. The indicators were made
+    from every row, so 'city' (first in order) became the reference level absent among the PL
+    schools, and the meta-regression stopped as rank deficient (no moderators table). Its levels
+    now come from the PL rows: the fit equals the one on a file without any 'city' schools."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    pl = d.groupby("school_id")["treatment"].max()
+    rng = np.random.default_rng(0)
+    loc = np.where(pl.to_numpy() == 1, rng.choice(["rural", "town"], len(pl)), rng.choice(["city", "rural", "town"], len(pl)))
+    d["locale"] = d["school_id"].map(dict(zip(pl.index, loc)))
+    kw = dict(placebo=False, sensitivity=False, subject="math", moderators=("locale",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pleval.errors.PlevalWarning)
+        got = pleval.estimate(d, **kw).table("moderators")
+        ref = pleval.estimate(d.assign(locale=d["locale"].replace({"city": "rural"})), **kw).table("moderators")
+    assert list(got["term"]) == ["intercept", "locale[town]"]
+    np.testing.assert_allclose(got["estimate"], ref["estimate"], rtol=1e-12)
+    np.testing.assert_allclose(got["se"], ref["se"], rtol=1e-12)
+
+
 def test_a_singular_joint_covariance_keeps_the_school_estimates():
     """All PL students in one grade: the joint covariance of the school estimates was singular,
     and every school effect vanished ('no school effects', empty school_effects.csv). The pooling

@@ -174,8 +174,9 @@ def _rank_message(M: np.ndarray, names: Sequence[str]) -> str:
     Z = (M - M.mean(axis=0)) / M.std(axis=0)  # centred: the intercept spans no column
     j = dependent_column(Z.T @ Z)
     which = f"moderator {names[j]!r} is" if j >= 0 else "the moderators are"
-    return (f"{which} a linear combination of the {'others' if j < 0 else 'moderators before it'} "
-            f"({', '.join(map(repr, names))}) over these schools: the design is rank deficient; leave one out")
+    among = names if j < 0 else names[:j]
+    return (f"{which} a linear combination of the {'others' if j < 0 else 'intercept and the moderators before it'} "
+            f"({', '.join(map(repr, among)) or 'none'}) over these schools: the design is rank deficient; leave one out")
 
 
 def meta_regression(
