@@ -822,7 +822,10 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
         out.append(Problem("warning", "mixed codes",
                            f"column {c!r} ({role}) mixes numbers ({', '.join(f'{v:g}' for v in nums)}, ...) with text "
                            f"in {n_text:,} row(s) such as {shown} ({_rows(df, bad)}): each text becomes a "
-                           "category of its own", c, "recode the text to the numeric codes", n_text))
+                           "category of its own", c,
+                           (f"--na {_q(','.join(map(str, text_levels[:3])))} if they mean missing"
+                            if pd.Series(text_levels).astype(str).str.strip().str.lower().isin(NA_LIKE).all()
+                            else "recode the text to the numeric codes"), n_text))
     # every spelling as written, however many (school ids run to thousands): one vectorized pass
     # over the distinct values; a group of spellings is shown together, e.g. 'SCH0001' beside
     # 'sch0001' or 'SCH0001 ' (a text file's cells are trimmed as read; a Parquet file's are not),

@@ -851,6 +851,12 @@ def test_text_like_na_is_text_unless_declared(base, tmp_path, ext):
     assert q.column == "posttest" and "--na" in q.fix
     declared = read_table(p, na="N/A")
     assert pd.isna(declared.loc[5, "posttest"]) and declared.loc[3, "race"] == "NA"
+    # an R export's 'NA' among a 0/1 covariate: a category of its own, said, with --na as the fix
+    q = tmp_path / f"frl_na{ext}"
+    f = _set(base.assign(frl=base["frl"].astype("Int64").astype(str)), "frl", [2, 9], "NA")
+    f.to_csv(q, index=False) if ext == ".csv" else f.to_excel(q, index=False)
+    (mixed,) = [x for x in check(q).problems if x.kind == "mixed codes" and x.column == "frl"]
+    assert mixed.fix == "--na NA if they mean missing"
 
 
 @pytest.mark.parametrize("col", ["pretest", "posttest"])

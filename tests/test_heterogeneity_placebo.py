@@ -669,7 +669,8 @@ def test_placebo_rounds_order_schools_by_a_pretest_read_as_text(tmp_path):
     from pleval.readers import read_table
 
     p = tmp_path / "mixed.csv"
-    d.assign(posttest=d["posttest"].map(lambda v: f"{v:.1f}".replace(".", ","))).to_csv(p, sep=";", index=False)
+    d.assign(posttest=d["posttest"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}".replace(".", ","))).to_csv(
+        p, sep=";", index=False)  # (a missing outcome as an empty cell: the text 'nan' is text unless --na says so)
     df = read_table(p)
     assert not pd.api.types.is_numeric_dtype(df["pretest"])  # text, read as numbers by the checks
     with warnings.catch_warnings():
