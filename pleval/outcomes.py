@@ -177,7 +177,7 @@ def _outcome_sample(matched: pd.DataFrame, outcome: str, treatment: str) -> tupl
 def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any], rate) -> tuple[dict, Any, str]:
     """One outcome of a matched design for one subject: the table row, its WWC rating and a note."""
     from .matching.balance import pretest_equivalence
-    from .matching.effect import regression_design, regression_effect
+    from .matching.effect import effect_design, regression_design, regression_effect
 
     c = m.columns
     sample = m.matched if subject is None else m.matched[m.matched[c.subject] == subject]
@@ -186,8 +186,17 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
     kw = dict(outcome=outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates, strata=m.strata,
               school=c.school)
     if kind == "score":
-        eff = regression_effect(sample, **kw, sd=opts["sd"], vcov="CR2" if c.school else "CR1", level=opts["level"],
-                                baseline_percentile=opts["baseline_percentile"], method=m._method_label(), label=label)
+        # the primary estimate's conventions (MatchResult.group_fits as pleval.estimate calls it): an outcome
+        # written twice gave two rows, CR2 df 31.7 beside 32.7, and with --vcov CR1 a CR2 row labelled as such
+        # the copies of a reused comparison fitted as one row, as the primary fit does (with a random-effect
+        # working model the copies counted apart gave df 31.7 where the primary's is 32.8)
+        pos = m.data.index.get_indexer(sample.index) if m.data.index.is_unique else None
+        design = effect_design(sample, **kw, rows=pos, label=label) if pos is not None and (pos >= 0).all() else None
+        eff = regression_effect(sample, **kw, design=design, sd=opts["sd"],
+                                vcov=opts["vcov"] or ("CR2" if c.school else "CR1"),
+                                cluster_df=opts["cluster_df"], cr2=opts["cr2"], df_working=opts["df_working"],
+                                level=opts["level"], baseline_percentile=opts["baseline_percentile"],
+                                method=m._method_label(), label=label)
         row, es, p = _score_row(eff), eff.effect_size.estimate, eff.raw.pvalue
     else:
         d = regression_design(sample, **kw, label=label)
@@ -223,7 +232,8 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     cols = columns.replace(outcome=outcome)
     design = opts["rct_design"]
     res = rct.analyze_rct(df, cols, design=design, method="ols", subject=subject, sd=opts["sd"], level=opts["level"],
-                          baseline_percentile=opts["baseline_percentile"], vcov=opts["vcov"] or None, compliance=False)
+                          baseline_percentile=opts["baseline_percentile"], vcov=opts["vcov"] or None, compliance=False,
+                          cluster_df=opts["cluster_df"], df_working=opts["df_working"])
     label = outcome if subject is None else f"{outcome} ({subject})"
     if kind == "score":
         eff = res.itt
