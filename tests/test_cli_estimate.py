@@ -546,3 +546,17 @@ def test_school_findings_say_which_counts_are_student_level(matched_run):
     md = (out / "summary.md").read_text()
     assert re.search(r"Against student-level standard errors alone \(which leave out a school's own circumstances; the "
                      r"verdicts beyond the placebo spread follow\), \d+ school\(s\) are significantly positive", md)
+
+
+def test_pleval_rct_adjusts_subgroups_across_subjects_as_estimate_does(tmp_path):
+    """`pleval rct --subgroups` adjusted each subject's rows alone (math frl = 0: 0.052), while
+    `pleval estimate --design rct` and the docs adjust every subgroup row of the run together
+    (0.079); both now give Benjamini–Hochberg over all rows, and the same numbers."""
+    from statsmodels.stats.multitest import multipletests
+
+    res = runner.invoke(app, ["rct", "sample_data/pl_cluster_rct.csv", "--subgroups", "frl,ell", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    for name in ("subgroups", "interactions"):
+        t = pd.read_csv(tmp_path / "r" / f"{name}.csv")
+        assert t["subject"].nunique() == 2
+        np.testing.assert_allclose(t["pvalue_adjusted"], multipletests(t["pvalue"], method="fdr_bh")[1], rtol=1e-12)

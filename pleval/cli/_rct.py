@@ -229,6 +229,7 @@ def rct(
     from .. import outputs
     from ..checks import check
     from ..data import pick_subject, read_table
+    from ..inference import adjust_pvalues
     from ..rct import analyze_rct, subjects_with_both_arms
 
     sd_value = parse_sd(sd)
@@ -319,6 +320,9 @@ def rct(
             if parts:
                 frame = pd.concat(parts, ignore_index=True)
                 frame = frame[["subject"] + [c for c in frame.columns if c != "subject"]]
+                if name in ("subgroups", "interactions") and len(parts) > 1:  # every subject's rows at once, as
+                    # pleval estimate adjusts them (each analyze_rct adjusts its own subject's only)
+                    frame["pvalue_adjusted"] = adjust_pvalues(frame["pvalue"].to_numpy(), adjust)
                 frame.to_csv(tmp / f"{name}.csv", index=False)
                 tables[name] = frame
                 written.append(f"{name}.csv")
