@@ -337,10 +337,13 @@ def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
     program narrows the gap."""
     rows = []
     for r in tests.itertuples():
+        pair = tuple(x.strip().lower() for x in str(r.gap).split(" − "))
         if r.subgroup == BAND:
             sign, what = 1.0, f"highest − lowest pretest band ({r.gap})"
-        elif r.subgroup == "frl" and tuple(x.strip().lower() for x in str(r.gap).split(" − ")) in _YES_NO:
+        elif r.subgroup == "frl" and pair in _YES_NO:
             sign, what = -1.0, "non-FRL − FRL students"
+        elif r.subgroup == "frl" and pair[::-1] in _YES_NO:  # 'no − Yes': sorted with capitals first
+            sign, what = 1.0, "non-FRL − FRL students"
         else:
             continue
         lo, hi = sorted((sign * r.gap_ci_low, sign * r.gap_ci_high))

@@ -591,3 +591,17 @@ def test_matched_subgroup_counts_comparison_students_once():
     got = ev.subgroups("math").drop_duplicates("level").set_index("level")["n_control"]
     assert got.to_dict() == {int(k): int(v) for k, v in want.items()}
     assert (got <= ev.effects["math"].raw.n_control).all() and got.sum() < len(comp)
+
+
+@pytest.mark.parametrize("gap,sign", [("Yes − No", -1.0), ("no − Yes", 1.0), ("y − n", -1.0), ("n − Y", 1.0),
+                                      ("1 − 0", -1.0)])
+def test_equity_gap_reads_yes_no_codes_in_any_case(gap, sign):
+    """FRL coded 'Yes'/'no' sorts as ['Yes', 'no'] (capitals first), so the gap row is 'no − Yes'.
+    It was not recognised: no equity row and no word. It now is, with the sign that makes the
+    change non-FRL − FRL."""
+    from pleval.subgroups import equity_table
+
+    t = pd.DataFrame([dict(subgroup="frl", gap=gap, gap_estimate=1.0, gap_se=0.5, gap_df=20, gap_ci_low=0.0,
+                           gap_ci_high=2.0, gap_pvalue=0.05, gap_effect_size=0.1, gap_es_ci_low=0.0, gap_es_ci_high=0.2)])
+    (row,) = equity_table(t).itertuples()
+    assert row.gap == "non-FRL − FRL students" and row.change == sign
