@@ -176,3 +176,17 @@ def test_sensitivity_by_group_skips_a_group_left_out(sample):
     assert set(given.results) == set(fitted.results) == set(tab.effects)
     key = ("math", 5)
     assert given.results[key].ovb.rv_q == pytest.approx(fitted.results[key].ovb.rv_q, rel=1e-12)
+
+
+@pytest.mark.parametrize("weight", [None, "w"])
+@pytest.mark.parametrize("method", ["weighting", "ebal"])
+def test_no_cell_with_both_groups_is_an_error(sample, method, weight):
+    """PL rows in grade 3 only, comparison rows in grade 4 only: no cell can be weighted. A
+    change to analysis weights had moved weighting's check into the one-cell branch, so this
+    returned an empty match (0 rows) and failed later with a vaguer message."""
+    d = sample[((sample["treatment"] == 1) & (sample["grade"] == 3)) | ((sample["treatment"] == 0) & (sample["grade"] == 4))]
+    cols = SAMPLE_COLUMNS.replace(weight=weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        with pytest.raises(pleval.DesignError, match=r"no exact-match cell \(subject, grade\) holds both treated"):
+            pleval.match(d.assign(w=1.0), cols, method=method)

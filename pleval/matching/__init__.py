@@ -838,8 +838,8 @@ def match(
             w_all = within_cells(w_all, t, cells, estimand, analysis=analysis() if c.weight else None)
         elif c.weight:
             w_all = within_cells(w_all, t, cells, estimand, analysis=analysis()) if stabilize else w_all * analysis()
-            if not (w_all > 0).any():
-                raise DesignError(f"no exact-match cell ({', '.join(strata)}) holds both treated and comparison rows")
+        if not (w_all > 0).any():
+            raise DesignError(f"no exact-match cell ({', '.join(strata)}) holds both treated and comparison rows")
         set_school = np.zeros(0, dtype=object)
         options.update(trim=trim, truncate=truncate, stabilize=stabilize, estimand=estimand, exact=tuple(strata))
         rows, w, un_pos, un_reason = _weighted_rows(w_all, t, strata, diagnostics)
