@@ -161,6 +161,14 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
             x = pd.to_numeric(df[col], errors="coerce")
             if x.notna().sum() == df[col].notna().sum():
                 df[col] = x
+    if ext in EXCEL and codes:  # a workbook's numeric cells: read_excel's na_values match text only (-99 stayed a score)
+        coded = _apply_na(df, codes)
+        for col in df.columns[(coded.isna() != df.isna()).any().to_numpy()]:
+            df[col] = coded[col]
+            x = pd.to_numeric(df[col], errors="coerce")  # numbers once the codes are gone
+            if (df[col].dtype == object and x.notna().sum() == df[col].notna().sum()
+                    and not df[col].astype(str).str.fullmatch(_PADDED).any()):  # ('0042': text, as _zero_padded)
+                df[col] = x
     df.attrs["source"] = str(p)
     df.attrs["sha256"] = file_sha256(p)
     df.attrs["read_notes"] = tuple(notes)
@@ -465,8 +473,11 @@ def _apply_na(df: pd.DataFrame, codes: list[str]) -> pd.DataFrame:
             drop = [c for c in s.cat.categories if str(c) in codes]
             if drop:
                 out[col] = s.cat.remove_categories(drop)
-        else:
-            out[col] = s.mask(s.astype(str).str.strip().isin(codes) & s.notna())
+        else:  # text, or a workbook's column of numbers and text (-99 as a number among them)
+            hit = s.astype(str).str.strip().isin(codes)
+            if nums:
+                hit |= pd.to_numeric(s, errors="coerce").isin(nums)
+            out[col] = s.mask(hit & s.notna())
     return out
 
 

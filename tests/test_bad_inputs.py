@@ -872,3 +872,16 @@ def test_date_formatted_scores_are_refused(base, tmp_path, col):
         pleval.estimate(read_table(p), placebo=False)
     (q,) = [q for q in check(p).problems if q.level == "error"]
     assert q.column == col and "holds dates" in q.message
+
+
+@pytest.mark.parametrize("ext", [".csv", ".xlsx", ".parquet"])
+def test_a_numeric_missing_value_code_is_missing_in_every_format(base, tmp_path, ext):
+    """--na -99: a workbook's numeric -99 cells stayed scores (read_excel's na_values match text
+    only) while CSV and Parquet read them as missing; now every format does."""
+    d = _set(_set(base, "pretest", [2], -99), "posttest", [3], -99)
+    p = tmp_path / f"code99{ext}"
+    {".csv": lambda: d.to_csv(p, index=False), ".xlsx": lambda: d.to_excel(p, index=False),
+     ".parquet": lambda: d.to_parquet(p, index=False)}[ext]()
+    got = read_table(p, na="-99")
+    assert pd.isna(got.loc[2, "pretest"]) and pd.isna(got.loc[3, "posttest"])
+    assert got["pretest"].notna().sum() == base["pretest"].notna().sum() - 1
