@@ -46,7 +46,7 @@ from . import __version__, percentiles
 from ._results import Effect, ResultMixin
 from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
-from .checks import check
+from .checks import NA_LIKE, check
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_columns, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
@@ -913,6 +913,19 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFr
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             terms.append(name)
             continue
+        num = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_bool_dtype(col) else None
+        if num is not None and num.notna().any():
+            text = col.notna() & num.isna()
+            if not text.any():  # numbers written as text: a number, not a category per value
+                add[name] = num
+                terms.append(name)
+                continue
+            vals = pd.Series(col[text].astype(str).str.strip().unique())
+            na_like = vals.str.lower().isin(NA_LIKE).all()
+            raise DataError(
+                f"moderator column {name!r} mixes numbers with text in {int(text.sum()):,} row(s) such as "
+                f"{', '.join(map(repr, vals[:3]))}: as a category each value would be a level of its own; "
+                + (f"give --na {','.join(vals[:3])} if they mean missing" if na_like else "recode the text"))
         levels = sorted((col if rows is None else col[rows]).dropna().unique(), key=str)
         if len(levels) < 2:
             raise DataError(f"moderator column {name!r} has a single value")

@@ -809,6 +809,23 @@ def test_a_moderator_level_found_only_at_comparison_schools_changes_nothing():
     np.testing.assert_allclose(got["se"], ref["se"], rtol=1e-12)
 
 
+def test_a_numeric_moderator_with_text_is_not_made_a_category():
+    """school_poverty read as text (an 'NA' among the numbers, as R writes missing values): each
+    value became a level of its own — 7 indicator terms, or a level 'NA' — without a word. Text
+    among numbers is now an error suggesting --na; numbers written as text are a number."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    kw = dict(placebo=False, sensitivity=False, subject="math", moderators=("school_poverty",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pleval.errors.PlevalWarning)
+        ref = pleval.estimate(d, **kw).table("moderators")
+        as_text = pleval.estimate(d.assign(school_poverty=d["school_poverty"].astype(str)), **kw).table("moderators")
+        bad = d.assign(school_poverty=d["school_poverty"].astype(str).where(d["school_id"] != d["school_id"].iloc[0], "NA"))
+        with pytest.raises(pleval.DataError, match="moderator column 'school_poverty' mixes numbers with text .* --na NA"):
+            pleval.estimate(bad, **kw)
+    assert list(as_text["term"]) == ["intercept", "school_poverty"]
+    np.testing.assert_allclose(as_text["estimate"], ref["estimate"], rtol=1e-12)
+
+
 def test_a_singular_joint_covariance_keeps_the_school_estimates():
     """All PL students in one grade: the joint covariance of the school estimates was singular,
     and every school effect vanished ('no school effects', empty school_effects.csv). The pooling
