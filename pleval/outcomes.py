@@ -233,7 +233,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     design = opts["rct_design"]
     res = rct.analyze_rct(df, cols, design=design, method="ols", subject=subject, sd=opts["sd"], level=opts["level"],
                           baseline_percentile=opts["baseline_percentile"], vcov=opts["vcov"] or None, compliance=False,
-                          cluster_df=opts["cluster_df"], df_working=opts["df_working"])
+                          cluster_df=opts["cluster_df"], df_working=opts["df_working"], lin=bool(opts["lin"]))
     label = outcome if subject is None else f"{outcome} ({subject})"
     if kind == "score":
         eff = res.itt

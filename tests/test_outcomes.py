@@ -208,7 +208,7 @@ def test_done_when_matched_sample_on_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("design,kw", [("matched", {}), ("matched", {"vcov": "CR1"}),
                                        ("matched", {"df_working": "independent"}),
-                                       ("rct", {"df_working": "random_effects"})])
+                                       ("rct", {"df_working": "random_effects"}), ("rct", {"lin": True})])
 def test_an_outcome_written_twice_gives_the_primary_row_twice(design, kw):
     """A further outcome is fitted as the primary one is: with the run's vcov, CR2 form, df
     convention and working model, and (matched) with a reused comparison's copies as one row.
