@@ -121,6 +121,21 @@ def test_from_file_plans_the_files_own_design():
     assert json.loads(given.output)["plan"]["df"] == 28 and json.loads(given.output)["filled_from_file"] == []
 
 
+def test_from_file_fills_schools_by_what_the_design_counts():
+    """A matched design's --schools counts PL schools (32 of the sample; 268 comparison schools
+    beside them), a three-level design's the schools per district (40 over 5 districts: 8);
+    filling both with every school of the file planned 300 against 300, or 200 schools."""
+    r = runner.invoke(app, ["power", "matched", "--from", "sample_data/pl_matched_students.csv", "--only-subject", "math",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(r.output)["plan"]["parameters"]
+    assert p["schools"] == 32 and p["comparison_schools"] == 268
+    r = runner.invoke(app, ["power", "blocked-cluster-rct", "--from", "sample_data/pl_cluster_rct.csv", "--only-subject",
+                            "math", "--districts", "5", "--icc-district", "0.05", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["parameters"]["schools"] == 8
+
+
 def test_simulate_small(tmp_path):
     r = runner.invoke(app, ["power", "cluster-rct", "--schools", "8", "--students", "10", "--icc", "0.2",
                             "--simulate", "12", "--seed", "3"])

@@ -135,7 +135,7 @@ def power(
     else:
         comps, filled, df, cols, from_notes = _from_file(from_file, given, fields, outcome, pretest, school, grade, subject,
                                                          treatment, parse_value(treated_label), only_subject, reading,
-                                                         cluster=cls is pw.ClusterRCT)
+                                                         design=cls)
         result["components"] = comps.to_frame().to_dict(orient="records")
         result["filled_from_file"] = from_notes
         given = filled
@@ -185,13 +185,17 @@ def power(
 
 
 def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subject_column, treatment, treated_label,
-               subject, reading, cluster: bool = False):
+               subject, reading, design=None):
     """The file's variance components, the design inputs filled from them (and from its schools
-    and students) and notes on what was filled; ``cluster``: a two-level cluster RCT, whose
-    ``covariates`` (school level) are the pretests behind the file's R² school."""
-    from ..data import SAMPLE_COLUMNS, read_table, resolve_columns
+    and students) and notes on what was filled. ``design``: the design class, which says what
+    ``schools`` counts — every school of a cluster or blocked RCT, the PL schools of a matched
+    comparison (its ``comparison_schools`` the others), the schools per district of a
+    three-level design (filled only with ``districts``) — and, for a two-level cluster RCT, that
+    its ``covariates`` (school level) are the pretests behind the file's R² school."""
+    from ..data import SAMPLE_COLUMNS, _coerce_treatment, read_table, resolve_columns
     import pandas as pd
 
+    from .. import power as pw
     from ..power.from_data import estimate_components
 
     df = read_table(path, **reading)
@@ -207,14 +211,30 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     if "students" in fields and "students" not in filled:
         filled["students"] = float(round(row["students_per_school"], 1))
     notes = []
-    if "schools" in fields and "schools" not in filled:  # the file's design: every school, both arms
-        d = df if not cols.subject or pd.isna(row["subject"]) else df[df[cols.subject].astype(str) == str(row["subject"])]
-        filled["schools"] = int(d.loc[d[cols.outcome].notna(), cols.school].nunique())
-        if filled["schools"] != int(row["n_schools"]):
-            notes.append(f"--schools {filled['schools']}: every school of the file with an outcome, both arms (the ICC "
-                         f"and R² come from its {int(row['n_schools'])} comparison schools)")
-    if (cluster and "covariates" not in filled and "r2_school" not in plan_inputs and filled.get("r2_school", 0) > 0
-            and cols.pretest):  # R² school is that of the school mean pretest(s): PowerUp!'s g counts them
+    d = df if not cols.subject or pd.isna(row["subject"]) else df[df[cols.subject].astype(str) == str(row["subject"])]
+    d = d[d[cols.outcome].notna() & d[cols.school].notna()]
+    n_all, n_comp = int(d[cols.school].nunique()), int(row["n_schools"])
+    t = (_coerce_treatment(d[cols.treatment], cols.treatment, cols.treated_label)[0]
+         if cols.treatment and cols.treatment in d.columns else None)
+    if "schools" in fields and "schools" not in filled:
+        if design is pw.MatchedComparison and t is not None:
+            filled["schools"] = int(d.loc[t == 1, cols.school].nunique())
+            notes.append(f"--schools {filled['schools']}: the file's PL schools")
+            if "comparison_schools" in fields and "comparison_schools" not in filled:
+                filled["comparison_schools"] = n_comp
+                notes.append(f"--comparison-schools {n_comp}: the file's comparison schools")
+        elif design is pw.BlockedClusterRCT:  # schools per district: the file's schools over the districts given
+            if "districts" in filled:
+                filled["schools"] = max(2, round(n_all / float(filled["districts"])))
+                notes.append(f"--schools {filled['schools']}: the file's {n_all} schools over {filled['districts']:g} "
+                             "districts")
+        else:  # the file's design: every school, both arms
+            filled["schools"] = n_all
+            if n_all != n_comp:
+                notes.append(f"--schools {n_all}: every school of the file with an outcome, both arms (the ICC and R² "
+                             f"come from its {n_comp} comparison schools)")
+    if (design is pw.ClusterRCT and "covariates" not in filled and "r2_school" not in plan_inputs
+            and filled.get("r2_school", 0) > 0 and cols.pretest):  # R² school is that of the school mean pretest(s)
         filled["covariates"] = len(cols.pretest)
         notes.append(f"--n-covariates {len(cols.pretest)}: the file's R² school is that of the school mean pretest")
     return comps, filled, df, cols, notes
