@@ -129,7 +129,8 @@ def test_rank_deficient_moderators_are_named():
     with pytest.raises(DesignError, match=r"moderator 'flat' holds one value \(0\.5\) for every school"):
         meta_regression(y, se, M)
     M = pd.DataFrame({"poverty": pov, "years": years, "both": 2 * pov - 3 * years + 1})
-    with pytest.raises(DesignError, match=r"moderator 'both' is a linear combination of the moderators before it"):
+    with pytest.raises(DesignError, match=r"moderator 'both' is a linear combination of the intercept and the moderators "
+                                          r"before it \('poverty', 'years'\)"):
         meta_regression(y, se, M)
     assert meta_regression(y, se, M[["poverty", "years"]]).coefficients.shape[0] == 3
 
