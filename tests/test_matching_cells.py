@@ -154,8 +154,9 @@ def test_effects_by_group_leave_out_a_group_too_small(sample):
     assert isinstance(fits[("math", 8)], pleval.DesignError)
     for key, eff in tab:
         assert eff.raw.estimate == fits[key].raw.estimate and np.isfinite(eff.raw.se)
+    w = pleval.match(d, SAMPLE_COLUMNS, method="weighting")  # (rows outside sets go by their own value)
     with pytest.raises(pleval.DesignError, match="needs both treated and comparison rows"):  # no group estimable
-        m.estimate(by=("subject", "grade", "student_id"))
+        w.estimate(by=("subject", "grade", "student_id"))
 
 
 def test_sensitivity_by_group_skips_a_group_left_out(sample):
