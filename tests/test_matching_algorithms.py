@@ -10,10 +10,13 @@ band qualifies; with more than k, the k closest, ties at the k-th distance shari
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from scipy.spatial.distance import mahalanobis
 
+import pleval
+from pleval.data import Columns
 from pleval.errors import DataError, DesignError
 from pleval.matching.exact import NO_BAND, NO_CELL, match_vcg
 from pleval.matching.nearest import mahalanobis_coordinates, match_nearest
@@ -227,3 +230,32 @@ def test_vcg_bad_options():
         match_vcg([0], [1.0], [0], [1.0], band=-1)
     with pytest.raises(DataError, match="positive integer"):
         match_vcg([0], [1.0], [0], [1.0], k=0)
+
+
+@pytest.mark.parametrize("method", ["propensity", "mahalanobis"])
+def test_comparisons_equally_far_on_either_side_are_all_kept(method):
+    """PL pretests odd, comparison pretests even, nothing else: a PL student at 149 is as far from
+    148 as from 150 (the logit score is linear in the pretest). Rounding each coordinate to the
+    1e-10 grid moved one of the two distances by a grid step, which the old tolerance (half a
+    step) no longer called a tie: 155 of 481 propensity sets (300 Mahalanobis) kept one side."""
+    rng = np.random.default_rng(1)
+    n = 1500
+    pre = rng.integers(150, 230, n).astype(float)
+    t = (rng.random(n) < 0.3 / (1 + np.exp(-(pre - 190) / 15))).astype(int)
+    pre = np.where(t == 1, pre + (pre % 2 == 0), pre - (pre % 2 == 1))
+    school = np.where(t == 1, rng.integers(0, 10, n), rng.integers(10, 60, n))
+    df = pd.DataFrame(dict(student_id=[f"S{i:05d}" for i in range(n)], school_id=[f"K{s}" for s in school], treatment=t,
+                           grade=5, subject="math", pretest=pre, posttest=pre + rng.normal(0, 5, n)))
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), covariates=(), school="school_id",
+                   student_id="student_id", grade="grade", subject="subject")
+    m = pleval.match(df, cols, method=method, caliper=False, tie_cap=0)
+    s = m.matched
+    comp = m.data[m.data["treatment"] == 0]["pretest"].value_counts()
+    size = s[s["treatment"] == 0].groupby("_set").size()
+    checked = 0
+    for st, x in zip(s.loc[s["treatment"] == 1, "_set"], s.loc[s["treatment"] == 1, "pretest"]):
+        lo, hi = comp.get(x - 1, 0), comp.get(x + 1, 0)
+        if lo and hi:
+            assert size[st] == lo + hi, (x, size[st], lo, hi)
+            checked += 1
+    assert checked > 100
