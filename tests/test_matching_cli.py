@@ -276,3 +276,29 @@ def test_weighting_writes_a_readable_sample_sizes_table(tmp_path):
         want = pleval.match(pd.read_csv("sample_data/pl_matched_students.csv"), SAMPLE_COLUMNS,
                             method="weighting").sample_sizes()
     assert got.loc["matched (ESS)", "comparison"] == pytest.approx(want.loc["matched (ESS)", "comparison"], rel=1e-12)
+
+
+def test_the_method_label_names_the_options_that_shaped_the_match():
+    """A Mahalanobis caliper, mahvars, per-variable calipers and weighting's trim/truncate changed
+    the match but not its label (summary and the effect's method text): a Mahalanobis caliper of
+    0.5 left 2 PL rows unmatched under "1:1 nearest-neighbour Mahalanobis matching (with
+    replacement, ties kept)"."""
+    import warnings
+
+    import pandas as pd
+
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[(d["grade"] == 3) & (d["subject"] == "math")]
+    cases = [(dict(method="mahalanobis", caliper=0.5), "caliper 0.5"),
+             (dict(method="propensity", mahvars=["pretest"]), "Mahalanobis distance of pretest"),
+             (dict(method="propensity", calipers={"pretest": 0.1}), "pretest within 0.1 SD"),
+             (dict(method="weighting", trim=0.05), "trimmed at 0.05"),
+             (dict(method="weighting", truncate=0.9), "truncated at the 0.9 quantile")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kw, said in cases:
+            m = pleval.match(d, SAMPLE_COLUMNS, **kw)
+            assert said in m._method_label() and said in m.estimate().raw.method, (kw, m._method_label())

@@ -582,12 +582,17 @@ class MatchResult(ResultMixin):
             cal = "no caliper" if o["caliper"] in (None, False) else f"caliper {o['caliper']} SD"
             return (f"1:{o['k']} nearest-neighbour matching on the propensity score, MatchIt conventions "
                     f"({cal}, {'with' if o['replace'] else 'without'} replacement, order {o['order']}{ties})")
+        within = "".join(f", {col} within {w:g} SD" for col, w in (o.get("calipers") or {}).items())
         if self.method == "propensity":
             cal = "no caliper" if o["caliper"] is False else f"caliper {0.2 if o['caliper'] is None else o['caliper']} SD"
-            return (f"1:{o['k']} nearest-neighbour matching on the logit propensity score "
-                    f"({cal}, {'with' if o['replace'] else 'without'} replacement{ties})")
+            on = ("on the Mahalanobis distance of " + ", ".join(o["mahvars"]) + " within the propensity-score caliper"
+                  if o.get("mahvars") else "on the logit propensity score")  # (mahvars: which distance)
+            return (f"1:{o['k']} nearest-neighbour matching {on} "
+                    f"({cal}{within}, {'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method == "mahalanobis":
-            return f"1:{o['k']} nearest-neighbour Mahalanobis matching ({'with' if o['replace'] else 'without'} replacement{ties})"
+            cal = "" if o.get("caliper") in (None, False) else f"caliper {o['caliper']}, "
+            return (f"1:{o['k']} nearest-neighbour Mahalanobis matching ({cal}{within.lstrip(', ')}"
+                    f"{', ' if within else ''}{'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method in ("optimal", "full"):
             on = (f"Mahalanobis distance of {', '.join(o['distance'])}" if "distance" in o else
                   f"the {'' if o.get('conventions') == 'matchit' else 'logit '}propensity score ({o.get('link', 'logit')} model)")
@@ -605,9 +610,11 @@ class MatchResult(ResultMixin):
         if self.method == "ebal":
             return (f"entropy balancing ({o['estimand']}) of {', '.join(o['covariates'])}"
                     + (f", moments up to {o['moments']}" if o["moments"] > 1 else ""))
+        how = "".join(x for x in (f", trimmed at {o['trim']:g}" if o.get("trim") else "",
+                                  f", truncated at the {o['truncate']:g} quantile" if o.get("truncate") else ""))
         if o.get("estimand") == "ATE":
-            return "ATE inverse-probability weighting on the propensity score"
-        return "ATT odds weighting on the propensity score"
+            return f"ATE inverse-probability weighting on the propensity score{how}"
+        return f"ATT odds weighting on the propensity score{how}"
 
     # --- display ------------------------------------------------------------------------
     def unmatched_counts(self) -> pd.DataFrame:
