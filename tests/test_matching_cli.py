@@ -302,3 +302,23 @@ def test_the_method_label_names_the_options_that_shaped_the_match():
         for kw, said in cases:
             m = pleval.match(d, SAMPLE_COLUMNS, **kw)
             assert said in m._method_label() and said in m.estimate().raw.method, (kw, m._method_label())
+
+
+def test_option_values_that_were_silently_taken_are_errors():
+    """k=True matched as 1:1 and printed "1:True"; min_n=-1 was taken; a CEM grouping naming a
+    level not in the data (a misspelling) left its group unmerged without a word."""
+    import pandas as pd
+    import pytest
+
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[(d["grade"] == 3) & (d["subject"] == "math")]
+    for method in ("propensity", "vcg"):
+        with pytest.raises(pleval.DataError, match=r"k( \(comparisons per PL student\))? must be a positive integer; got True"):
+            pleval.match(d, SAMPLE_COLUMNS, method=method, k=True)
+    with pytest.raises(pleval.DataError, match="min_n must be a whole number of at least 0; got -1"):
+        pleval.match(d, SAMPLE_COLUMNS, method="subclass", min_n=-1)
+    with pytest.raises(pleval.DataError, match=r"grouping of 'race' names level\(s\) not in the data: 'martian'"):
+        pleval.match(d, SAMPLE_COLUMNS, method="cem", grouping={"race": [["white", "martian"]]})

@@ -88,6 +88,10 @@ def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, 
             if c in cutpoints:
                 raise DataError(f"column {c!r} is categorical: merge its levels with grouping=, not cutpoints=")
             v = s.astype(object).to_numpy()
+            absent = [x for group in grouping.get(c, []) for x in group if not (s == x).any()]
+            if absent:  # a misspelt level would leave its group unmerged without a word
+                raise DataError(f"grouping of {c!r} names level(s) not in the data: {', '.join(map(repr, absent))}; "
+                                f"its levels are {', '.join(map(repr, sorted(s.dropna().unique(), key=str)[:10]))}")
             for group in grouping.get(c, []):
                 v = np.where(pd.Series(v).isin(list(group)).to_numpy(), group[0], v)
             frame[c] = v

@@ -58,7 +58,7 @@ def match_constrained(t_z, c_z, t_box, c_box, *, k: int = 1, replace: bool = Tru
     constraint coordinates divided by their calipers). ``seq``: greedy order of the treated
     units without replacement (default: position); ``c_priority``: tie ranks (default:
     position); ``caliper``: a further caliper on the matching distance itself."""
-    if not (isinstance(k, (int, np.integer)) and k >= 1):
+    if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
     t_z = np.asarray(t_z, float).reshape(len(t_z), -1)
     c_z = np.asarray(c_z, float).reshape(len(c_z), -1)

@@ -202,7 +202,7 @@ def vcg_sets(
 ) -> VCGSets:
     """:func:`match_vcg` as ranges of the sorted comparisons (:class:`VCGSets`), before any
     pair is written."""
-    if not (isinstance(k, (int, np.integer)) and k >= 1):
+    if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
         raise DataError(f"k (comparisons per PL student) must be a positive integer; got {k!r}")
     band = float(band)
     if not (np.isfinite(band) and band >= 0):

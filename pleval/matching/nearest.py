@@ -459,7 +459,7 @@ def match_nearest(
     ``weights=False`` leaves the pairs' weights ``1/m_i`` out (``weight`` None), for a caller that
     forms them from ``n_matched`` (at 10M rows an array of 24M pairs).
     """
-    if not (isinstance(k, (int, np.integer)) and k >= 1):
+    if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
     if order not in ORDERS:
         raise DataError(f"order must be one of {ORDERS}; got {order!r}")

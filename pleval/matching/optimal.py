@@ -85,7 +85,7 @@ def match_optimal(
     ``t_cell``/``c_cell``: integer exact-match cells. Returns pairs in the same long format
     as nearest-neighbour matching (weight ``1/m_i`` within each treated unit's set).
     """
-    if not (isinstance(k, (int, np.integer)) and k >= 1):
+    if not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
         raise DataError(f"k must be a positive integer; got {k!r}")
     caliper = np.inf if caliper is None or caliper is False else float(caliper)
     if not caliper > 0:

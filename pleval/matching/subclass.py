@@ -111,6 +111,8 @@ def subclassify(score, treated, *, n_subclasses: int = 6, estimand: str = "ATT",
     subclasses of different cells get different numbers (module docstring)."""
     if not (isinstance(n_subclasses, (int, np.integer)) and n_subclasses >= 2):
         raise DataError(f"subclasses must be an integer of at least 2; got {n_subclasses!r}")
+    if not (isinstance(min_n, (int, np.integer)) and not isinstance(min_n, bool) and min_n >= 0):
+        raise DataError(f"min_n must be a whole number of at least 0; got {min_n!r}")
     if estimand not in ESTIMANDS:
         raise DataError(f"estimand must be one of {ESTIMANDS}; got {estimand!r}")
     score = np.asarray(score, float)
