@@ -322,3 +322,21 @@ def test_option_values_that_were_silently_taken_are_errors():
         pleval.match(d, SAMPLE_COLUMNS, method="subclass", min_n=-1)
     with pytest.raises(pleval.DataError, match=r"grouping of 'race' names level\(s\) not in the data: 'martian'"):
         pleval.match(d, SAMPLE_COLUMNS, method="cem", grouping={"race": [["white", "martian"]]})
+
+
+def test_a_collinear_propensity_covariate_is_named():
+    """A covariate constant in every row: the error listed all nine columns and said "drop a
+    redundant covariate" without saying which."""
+    import pandas as pd
+    import pytest
+
+    import pleval
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[(d["grade"] == 3) & (d["subject"] == "math")].assign(sped=0)
+    with pytest.raises(pleval.DesignError, match="'sped' takes one value in every row; drop a redundant covariate"):
+        pleval.match(d, SAMPLE_COLUMNS)
+    d = d.assign(sped=d["frl"] + d["female"])
+    with pytest.raises(pleval.DesignError, match="'sped' is a combination of the intercept and the columns before it"):
+        pleval.match(d, SAMPLE_COLUMNS)

@@ -330,9 +330,18 @@ def fit_propensity(
         Xs = Xu / np.where(scale > 0, scale, 1.0)
         rank = int(np.linalg.matrix_rank((Xs * n_u[:, None]).T @ Xs, hermitian=True))  # the rows' Xs'Xs
         if rank < Xu.shape[1]:
+            from ..inference.robust import dependent_column
+
+            G = (Xs * n_u[:, None]).T @ Xs
+            j = dependent_column(G)
+            culprit = ""
+            if j > 0:  # (0: the intercept)
+                const = np.ptp(Xu[:, j]) == 0
+                culprit = (f"; {names[j]!r} " + ("takes one value in every row" if const else
+                                                 "is a combination of the intercept and the columns before it"))
             raise DesignError(
                 f"the propensity covariates are collinear (design rank {rank} < {Xu.shape[1]} columns: "
-                f"{', '.join(names[1:])}); drop a redundant covariate"
+                f"{', '.join(names[1:])}){culprit}; drop a redundant covariate"
             )
         if link == "logit":
             params, ok, err = _fit_logit_patterns(Xu, n_u, y_u)
