@@ -661,9 +661,11 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     later = set(list(mod.covX.columns)[1:])  # the design's columns after the first pretest
     extra = [j for j, nm in enumerate(names) if nm in later]
     if alone.any() and extra:  # a covariate whose school mean only one school has (ell = 1 in one school)
+        first = list(mod.covX.columns)[:1]
+        kept_what = f"the school mean of {first[0]} only" if first and first[0] in names else "no covariate"
         notes.append(f"school-means analysis: school(s) {', '.join(map(str, mod.school_labels[kept[alone][:5]]))} alone identify a "
-                     f"covariate's school mean ({', '.join(names[j] for j in extra)}; HC2 is undefined at leverage "
-                     "1), so it adjusts for the school mean pretest only")
+                     f"covariate's school mean ({', '.join(names[j] for j in extra)} left out; HC2 is undefined at "
+                     f"leverage 1), so it adjusts for {kept_what}")
         keep2 = np.ones(len(names), dtype=bool)
         keep2[extra] = False
         Xc, names = Xc[:, keep2], [nm for nm, k in zip(names, keep2) if k]
