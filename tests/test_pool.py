@@ -10,7 +10,7 @@ import pytest
 import statsmodels.api as sm
 
 from pleval.data import SAMPLE_COLUMNS
-from pleval.errors import DataError
+from pleval.errors import DataError, DesignError
 from pleval.pool import match_pool
 from pleval.pool.logit import design_terms, fit_logit, pass_sql, sql_terms, term_matrix, unpack
 from pleval.pool.source import literal, quote
@@ -368,3 +368,14 @@ def test_pool_pretest_bands_rank_the_pl_students(split, engine, tmp_path):
     n_math = int(((pl["subject"] == "math") & pl["pretest"].notna() & pl["posttest"].notna()).sum())
     assert a["n_treated"].sum() <= n_math and a["n_treated"].min() > 0.3 * n_math
     assert any("the PL students' pretests ranked within grade × subject" in n for n in got.notes)
+
+
+def test_a_collinear_covariate_is_named_out_of_core_too(split, tmp_path):
+    """The out-of-core propensity fit listed every column and said 'drop a redundant covariate',
+    as the in-memory one did until today; both now name the culprit."""
+    pl, pool = split
+    pl, pool = pl.assign(sped=pl["frl"] + pl["female"]), pool.assign(sped=pool["frl"].fillna(0) + pool["female"])
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    for engine, src in (("memory", pool), ("duckdb", tmp_path / "pool.parquet")):
+        with pytest.raises(DesignError, match="'sped' is a combination of the intercept and the columns before it"):
+            match_pool(pl, src, SAMPLE_COLUMNS, "propensity", engine=engine)

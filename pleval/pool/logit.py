@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConvergenceError, DesignError
+from ..inference.robust import dependent_column
 from ..matching.propensity import _SEPARATION_LOGIT
 
 
@@ -170,10 +171,15 @@ def fit_logit(X_t: np.ndarray, pool_pass: Callable[[np.ndarray], tuple], names, 
         if it == 1 or (it == 2 and start is not None):
             scale = np.sqrt(np.diag(H))  # Jacobi scaling: the rank of a correlation-like matrix
             scale[scale == 0] = 1.0
-            rank = int(np.linalg.matrix_rank(H / np.outer(scale, scale), hermitian=True))
-            if rank < k:
+            Hs = H / np.outer(scale, scale)
+            rank = int(np.linalg.matrix_rank(Hs, hermitian=True))
+            j = dependent_column(Hs)  # pivots, relative to each column: the SQL sums' rounding (1e-12) stays below
+            if rank < k or j >= 0:  # (matrix_rank alone missed frl + female written as a third column)
+                rank = min(rank, k - 1)
+                culprit = (f"; {names[j]!r} is a combination of the intercept and the columns before it (or constant)"
+                           if j > 0 else "")
                 raise DesignError(f"the propensity covariates are collinear (design rank {rank} < {k} columns: "
-                                  f"{', '.join(names[1:])}); drop a redundant covariate")
+                                  f"{', '.join(names[1:])}){culprit}; drop a redundant covariate")
         try:
             step = np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
