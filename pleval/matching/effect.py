@@ -34,6 +34,10 @@ merged row ``X̃₁``. Then X'WX, X'Wy, every cluster's ``X̃_g'A_gẽ_g`` with 
 ``A_g = (I − V H_gg V')^{−1/2} = (I − VV') + V(I − H_gg)^{−1/2}V'`` and the Satterthwaite
 quantities are those of the merged rows: the coefficient, its CR0/CR2 SE and df are
 identical; CR1's factor (n − 1)/(n − k) counts the copies (``n_obs``), so it is identical too.
+The df with the school random-effect working model (``df_working="random_effects"``) is the
+exception: its working covariance counts rows, so the copies counted apart give other df (31.7
+against the merged rows' 32.8 for the sample's math); every fit pleval reports takes the merged
+rows (:meth:`~pleval.matching.MatchResult.group_fits`, further outcomes, the placebo outcome).
 HC and classical SEs give each copy its own leverage or residual term, so they are fitted on
 the copies; so is clubSandwich's weighted CR2 (``cr2="clubsandwich"``), whose working model
 Φ = I counts rows too. The SD's weighted variances and Kish sizes use each row's summed weights and
