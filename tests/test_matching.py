@@ -657,3 +657,23 @@ def test_effects_by_a_column_that_is_not_an_exact_key_keep_the_sets_whole(method
     for g, part in s.groupby("grade"):
         assert by_grade[g] == pytest.approx(smf.wls(f.replace(" + C(grade)", ""), part, weights=part["_weight"]).fit()
                                             .params["treatment"], rel=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_effects_and_sensitivity_by_a_numeric_column_with_missing_values():
+    """A numeric by column with missing values (groupby's ngroup gives floats) stopped with a
+    TypeError; and sensitivity by a column the sets are not matched on took other groups' sets
+    through reused comparisons (sets without a PL row: the bounds stopped). Each group's Rosenbaum
+    bounds now count its own PL students' sets."""
+    from pleval.sensitivity import sensitivity
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[d["grade"].isin([3, 4]) & (d["subject"] == "math")].reset_index(drop=True)
+    d["pov_hi"] = (d["school_poverty"] > 0.5).astype(float).where(d.index % 7 != 0)
+    m = pleval.match(d, COLS, method="vcg")
+    tab = m.estimate(by="pov_hi").to_frame()
+    assert sorted(tab["pov_hi"].unique()) == [0.0, 1.0]
+    s = sensitivity(m, by="urbanicity")
+    pl = m.matched[m.matched["treatment"] == 1].groupby("urbanicity")["_set"].nunique()
+    for (level,), r in s:
+        assert r.rosenbaum.n_sets == pl[level]

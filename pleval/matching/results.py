@@ -492,8 +492,8 @@ class MatchResult(ResultMixin):
             gid, levels = codes[by[0]]
             keys = [(v,) for v in levels]
         else:
-            g = self.data[list(by)].groupby(list(by), sort=True, dropna=True).ngroup().to_numpy()
-            gid = np.where(g >= 0, g, -1)
+            g = self.data[list(by)].groupby(list(by), sort=True, dropna=True).ngroup()
+            gid = g.fillna(-1).to_numpy(dtype=np.int64)  # (NaN where a key is missing: floats otherwise)
             keys = [k if isinstance(k, tuple) else (k,) for k in
                     self.data[list(by)].groupby(list(by), sort=True, dropna=True).size().index]
         rows, sets, w = self.rows, self.set_id, self.weight
