@@ -913,19 +913,21 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFr
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
             terms.append(name)
             continue
-        num = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_bool_dtype(col) else None
+        text_col = not (pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype))
+        num = pd.to_numeric(col, errors="coerce") if text_col else None  # (a declared category stays one)
         if num is not None and num.notna().any():
-            text = col.notna() & num.isna()
+            own = col if rows is None else col[rows]
+            text = own.notna() & num[own.index].isna()
             if not text.any():  # numbers written as text: a number, not a category per value
                 add[name] = num
                 terms.append(name)
                 continue
-            vals = pd.Series(col[text].astype(str).str.strip().unique())
-            na_like = vals.str.lower().isin(NA_LIKE).all()
-            raise DataError(
-                f"moderator column {name!r} mixes numbers with text in {int(text.sum()):,} row(s) such as "
-                f"{', '.join(map(repr, vals[:3]))}: as a category each value would be a level of its own; "
-                + (f"give --na {','.join(vals[:3])} if they mean missing" if na_like else "recode the text"))
+            vals = pd.Series(own[text].astype(str).str.strip().unique())
+            if vals.str.lower().isin(NA_LIKE).all():  # an R export's NA among numbers: not a level of its own
+                raise DataError(
+                    f"moderator column {name!r} mixes numbers with text that looks like missing values in "
+                    f"{int(text.sum()):,} row(s) ({', '.join(map(repr, vals[:3]))}): as a category each value would be "
+                    f"a level of its own; give --na {','.join(vals[:3])} if they mean missing")
         levels = sorted((col if rows is None else col[rows]).dropna().unique(), key=str)
         if len(levels) < 2:
             raise DataError(f"moderator column {name!r} has a single value")

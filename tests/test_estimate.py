@@ -820,7 +820,7 @@ def test_a_numeric_moderator_with_text_is_not_made_a_category():
         ref = pleval.estimate(d, **kw).table("moderators")
         as_text = pleval.estimate(d.assign(school_poverty=d["school_poverty"].astype(str)), **kw).table("moderators")
         bad = d.assign(school_poverty=d["school_poverty"].astype(str).where(d["school_id"] != d["school_id"].iloc[0], "NA"))
-        with pytest.raises(pleval.DataError, match="moderator column 'school_poverty' mixes numbers with text .* --na NA"):
+        with pytest.raises(pleval.DataError, match="moderator column .school_poverty. mixes numbers with text that looks like missing values .* --na NA"):
             pleval.estimate(bad, **kw)
     assert list(as_text["term"]) == ["intercept", "school_poverty"]
     np.testing.assert_allclose(as_text["estimate"], ref["estimate"], rtol=1e-12)
@@ -920,3 +920,18 @@ def test_a_trial_lists_each_row_left_out_once():
     assert all(any(n.startswith(f"10 randomized row(s) of {s} lack a pretest") for n in ev.notes) for s in ("math", "reading"))
     (line,) = [p.line for p in ev.checks.warnings if p.column == "pretest"]
     assert "randomized all the same, they are left out of the analytic sample and counted as attrition; fix" in line
+
+
+def test_moderator_terms_keep_declared_and_genuine_categories():
+    """Numbers written as text become a number, but a declared category ('1', '2', '3' as a
+    pandas Categorical) and text levels among number-like ones ('2022', '2023', 'pilot') stay
+    categories (indicators); an NA-like text among numbers is the error suggesting --na."""
+    from pleval.estimate import _moderator_terms
+
+    d = pd.DataFrame({"a": ["1", "2", "3", "2"], "b": pd.Categorical(["1", "2", "3", "2"]),
+                      "c": ["2022", "2023", "pilot", "2022"], "d": ["0.4", "NA", "0.6", "0.5"]})
+    assert _moderator_terms(d, ["a"])[1] == ["a"]
+    assert _moderator_terms(d, ["b"])[1] == ["b[2]", "b[3]"]
+    assert _moderator_terms(d, ["c"])[1] == ["c[2023]", "c[pilot]"]
+    with pytest.raises(pleval.DataError, match="give --na NA if they mean missing"):
+        _moderator_terms(d, ["d"])
