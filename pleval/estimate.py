@@ -916,8 +916,8 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFr
         text_col = not (pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype))
         num = pd.to_numeric(col, errors="coerce") if text_col else None  # (a declared category stays one)
         if num is not None and num.notna().any():
-            own = col if rows is None else col[rows]
-            text = own.notna() & num[own.index].isna()
+            own, own_num = (col, num) if rows is None else (col[rows], num[rows])  # (by position: labels may repeat)
+            text = own.notna() & own_num.isna()
             if not text.any():  # numbers written as text: a number, not a category per value
                 add[name] = num
                 terms.append(name)

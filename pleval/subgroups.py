@@ -265,14 +265,9 @@ def set_level_codes(matched: pd.DataFrame, treatment: str, codes: np.ndarray) ->
     """In a matched sample, every row of a matched set takes the level of the set's treated
     row (the subgroup of the treated students whose effect it estimates); rows outside sets
     (weighting) keep their own level."""
-    s = matched["_set"].to_numpy()
-    t = matched[treatment].to_numpy() == 1
-    anchor = pd.Series(codes[t & (s >= 0)], index=s[t & (s >= 0)])
-    anchor = anchor[~anchor.index.duplicated()]
-    out = codes.copy()
-    in_set = s >= 0
-    out[in_set] = anchor.reindex(s[in_set]).to_numpy()
-    return out
+    from .matching.results import set_anchored
+
+    return set_anchored(matched["_set"].to_numpy(), matched[treatment].to_numpy() == 1, codes)
 
 
 def own_level_rows(matched: pd.DataFrame, treatment: str) -> np.ndarray:

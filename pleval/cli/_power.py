@@ -214,10 +214,10 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     d = df if not cols.subject or pd.isna(row["subject"]) else df[df[cols.subject].astype(str) == str(row["subject"])]
     d = d[d[cols.outcome].notna() & d[cols.school].notna()]
     n_all, n_comp = int(d[cols.school].nunique()), int(row["n_schools"])
-    t = (_coerce_treatment(d[cols.treatment], cols.treatment, cols.treated_label)[0]
-         if cols.treatment and cols.treatment in d.columns else None)
+    arms = cols.treatment and cols.treatment in d.columns
     if "schools" in fields and "schools" not in filled:
-        if design is pw.MatchedComparison and t is not None:
+        if design is pw.MatchedComparison and arms:
+            t = _coerce_treatment(d[cols.treatment], cols.treatment, cols.treated_label)[0]
             filled["schools"] = int(d.loc[t == 1, cols.school].nunique())
             notes.append(f"--schools {filled['schools']}: the file's PL schools")
             if "comparison_schools" in fields and "comparison_schools" not in filled:

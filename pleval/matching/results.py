@@ -492,15 +492,12 @@ class MatchResult(ResultMixin):
             gid, levels = codes[by[0]]
             keys = [(v,) for v in levels]
         else:
-            g = self.data[list(by)].groupby(list(by), sort=True, dropna=True).ngroup()
-            gid = g.fillna(-1).to_numpy(dtype=np.int64)  # (NaN where a key is missing: floats otherwise)
-            keys = [k if isinstance(k, tuple) else (k,) for k in
-                    self.data[list(by)].groupby(list(by), sort=True, dropna=True).size().index]
+            gb = self.data[list(by)].groupby(list(by), sort=True, dropna=True)
+            gid = gb.ngroup().fillna(-1).to_numpy(dtype=np.int64)  # (NaN where a key is missing: floats otherwise)
+            keys = [k if isinstance(k, tuple) else (k,) for k in gb.size().index]
         rows, sets, w = self.rows, self.set_id, self.weight
         t = self.data[c.treatment].to_numpy()[rows] == 1
-        anchor = np.full(int(sets.max(initial=-1)) + 1, -1, dtype=np.int64)
-        anchor[sets[t & (sets >= 0)]] = gid[rows[t & (sets >= 0)]]
-        long_gid = np.where(sets >= 0, anchor[np.maximum(sets, 0)], gid[rows])
+        long_gid = set_anchored(sets, t, gid[rows].astype(np.int64))
         n = len(self.data)
         n_out = int((long_gid < 0).sum())
         if n_out:  # matched rows of sets whose PL row has no value (or, outside sets, none of their own)
@@ -591,8 +588,8 @@ class MatchResult(ResultMixin):
                     f"({cal}{within}, {'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method == "mahalanobis":
             cal = "" if o.get("caliper") in (None, False) else f"caliper {o['caliper']}, "
-            return (f"1:{o['k']} nearest-neighbour Mahalanobis matching ({cal}{within.lstrip(', ')}"
-                    f"{', ' if within else ''}{'with' if o['replace'] else 'without'} replacement{ties})")
+            return (f"1:{o['k']} nearest-neighbour Mahalanobis matching ({cal}{within[2:]}{', ' * bool(within)}"
+                    f"{'with' if o['replace'] else 'without'} replacement{ties})")
         if self.method in ("optimal", "full"):
             on = (f"Mahalanobis distance of {', '.join(o['distance'])}" if "distance" in o else
                   f"the {'' if o.get('conventions') == 'matchit' else 'logit '}propensity score ({o.get('link', 'logit')} model)")
@@ -809,6 +806,17 @@ class SchoolSample:
         return pd.DataFrame(parts, index=plain.index, copy=False).assign(
             _pl_school=pd.Categorical.from_codes(self.school[pos], categories=self.labels),
             _weight=self.weight[pos], _weight2=self.weight2[pos], _copies=self.copies[pos])
+
+
+def set_anchored(sets, treated, values, fill=-1) -> np.ndarray:
+    """Each long-format row's value taken from its matched set's PL row (its first, should a set
+    hold several); rows outside sets (set −1: weighting) keep their own; ``fill`` for a set
+    without a PL row."""
+    s, t, v = np.asarray(sets), np.asarray(treated, dtype=bool), np.asarray(values)
+    pl = t & (s >= 0)
+    anchor = np.full(int(s.max(initial=-1)) + 1, fill, dtype=v.dtype)
+    anchor[s[pl][::-1]] = v[pl][::-1]  # (reversed: the first PL row's value is written last)
+    return np.where(s >= 0, anchor[np.maximum(s, 0)], v)
 
 
 def distinct_rows(rows: np.ndarray, weight: np.ndarray, n: int):

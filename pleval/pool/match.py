@@ -164,11 +164,12 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
             labels.append((f"missing {role}", c))
     pl_drop = {(r.reason, r.column): int(r.n_rows) for r in v.dropped.itertuples()}
     pl_counts, pl_of = [], {}  # the PL rows each match-level reason leaves out (by subject)
-    for col, reason in ([(columns.outcome, "missing outcome")] if require_outcome else []) + \
-            [(col, f"missing {col}") for col in dict.fromkeys(extra)] + \
-            ([(columns.weight, ZERO_WEIGHT)] if columns.weight else []):
-        miss = (data[col] == 0).to_numpy() if reason == ZERO_WEIGHT else data[col].isna().to_numpy()
-        conds.append(f"{q(col)} = 0" if reason == ZERO_WEIGHT else f"{q(col)} IS NULL")
+    checks = ([(columns.outcome, "missing outcome", False)] if require_outcome else []) + \
+        [(col, f"missing {col}", False) for col in dict.fromkeys(extra)] + \
+        ([(columns.weight, ZERO_WEIGHT, True)] if columns.weight else [])  # (column, reason, zero rather than missing)
+    for col, reason, zero in checks:
+        miss = (data[col] == 0 if zero else data[col].isna()).to_numpy()
+        conds.append(f"{q(col)} = 0" if zero else f"{q(col)} IS NULL")
         labels.append((reason, col))
         pl_counts.append(int(miss.sum()))
         pl_of[(reason, col)] = pl_by_subject(data, miss, columns.subject)

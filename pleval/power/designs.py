@@ -356,13 +356,17 @@ class ClusterRCT(Design):
     def df(self) -> float:
         return self.schools - self.covariates - 2
 
+    def _arms(self) -> tuple[int, int]:
+        """``(J_T, J_C)``: the schools of each arm (at least 2 each)."""
+        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
+        return jt, int(self.schools) - jt
+
     def analysis_df(self) -> float:
         """The df of pleval's own analysis of the trial (CR2 with Satterthwaite df), for a
         difference of ``J_T`` against ``J_C`` school means of equal variance: Welch's
         ``(1/J_T + 1/J_C)² / (1/(J_T²(J_T − 1)) + 1/(J_C²(J_C − 1)))`` (Bell & McCaffrey 2002),
         ``J − 2`` when the arms are equal and fewer when they are not."""
-        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
-        jc = int(self.schools) - jt
+        jt, jc = self._arms()
         return (1 / jt + 1 / jc) ** 2 / (1 / (jt**2 * (jt - 1)) + 1 / (jc**2 * (jc - 1)))
 
     def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
@@ -371,10 +375,10 @@ class ClusterRCT(Design):
         dfw = self.analysis_df()
         if dfw >= self.df:
             return ()
-        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
+        jt, jc = self._arms()
         at = float(power_from_ncp(mdes / self.sse, dfw, self.alpha, self.two_sided))
         return (f"unequal allocation ({jt} of {int(self.schools)} schools assigned): pleval's analysis (CR2, "
-                f"Satterthwaite df) refers to about {dfw:.1f} df (Welch, {jt} against {int(self.schools) - jt} school "
+                f"Satterthwaite df) refers to about {dfw:.1f} df (Welch, {jt} against {jc} school "
                 f"means), not the formula's {self.df:g}, so its power at the MDES above is about {at:.2f}, not "
                 f"{power:.2f}; --simulate checks it",)
 
