@@ -1406,7 +1406,9 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         progress("sensitivity to unobserved confounding")
         try:
             analyse = group_sensitivity(m, by=by_t, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
-                                        placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"])
+                                        placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"],
+                                        vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"],
+                                        df_working=opts["df_working"])
         except DesignError as exc:
             sens_note = f"no sensitivity analysis: {exc}"
     results: dict = {}

@@ -97,6 +97,57 @@ def test_placebo_missing_rows_counted(data):
     assert r.rosenbaum.test.startswith("aligned rank")  # VCG: many comparisons per set
 
 
+def test_placebo_outcome_takes_the_estimates_standard_errors(data):
+    """The placebo outcome is fitted with the SE the run asked for. Before, it kept CR2 (by
+    school) whatever ``vcov`` the estimate used: with CR1 or HC1 its CI was on another scale of
+    uncertainty than the estimate's. The same matches with the placebo score as the outcome give
+    the placebo's numbers exactly (the outcome plays no part in matching)."""
+    m = pleval.match(data, SAMPLE_COLUMNS, method="propensity", seed=1, replace=True)
+    m2 = pleval.match(data.assign(posttest=data["prior2"]), SAMPLE_COLUMNS, method="propensity", seed=1, replace=True)
+    for vcov in ("CR1", "HC1", "classical"):
+        s = sensitivity(m, by="subject", placebo_outcome="prior2", vcov=vcov)
+        e, main = m2.estimate(by="subject", vcov=vcov), m.estimate(by="subject", vcov=vcov)
+        for key, r in s:
+            got, want = r.placebo.raw, e[key].raw
+            assert got.estimate == pytest.approx(want.estimate, rel=1e-10)
+            assert got.se == pytest.approx(want.se, rel=1e-10) and got.df == want.df
+            assert f"{vcov} SE" in got.method and ("by school" in got.method) == (vcov == "CR1")  # (HC: not by school)
+            assert r.ovb.se == main[key].raw.se  # the estimate analysed is the one fitted with vcov
+
+
+def test_placebo_rows_left_out_keep_each_sets_analysis_weight(data):
+    """With analysis weights a set's comparisons carry the PL student's weight, not 1. When some
+    lack the placebo score the others are scaled back to that weight (before: to 1, which
+    re-weighted the PL students). Checked against statsmodels WLS on the sets built by hand."""
+    import statsmodels.api as sm
+
+    from dataclasses import replace
+
+    d = data.copy()
+    rng = np.random.default_rng(5)
+    d["w"] = rng.uniform(0.5, 3.0, len(d))
+    d.loc[d.index[::7], "prior2"] = np.nan
+    cols = replace(SAMPLE_COLUMNS, weight="w")
+    m = pleval.match(d, cols, method="vcg", seed=1)
+    s = sensitivity(m, by="subject", placebo_outcome="prior2")
+    for subject in ("math", "reading"):
+        long = m.matched[m.matched["subject"] == subject].copy()
+        long["prior2"] = d.loc[long.index, "prior2"].to_numpy()
+        t = long["treatment"].to_numpy() == 1
+        lost = long.loc[t & long["prior2"].isna().to_numpy(), "_set"]
+        long = long[~long["_set"].isin(lost) & long["prior2"].notna()]
+        t = long["treatment"].to_numpy() == 1
+        comp = long[~t].groupby("_set")["_weight"].transform("sum")
+        pl_w = long[t].set_index("_set")["_weight"]
+        long.loc[~t, "_weight"] = long.loc[~t, "_weight"] * long.loc[~t, "_set"].map(pl_w) / comp
+        long = long[long["_set"].isin(long.loc[~t, "_set"])]
+        des = effect_design(long, outcome="prior2", treatment="treatment", pretests=("pretest",),
+                            covariates=SAMPLE_COLUMNS.covariates, strata=m.strata, school="school_id")
+        fit = sm.WLS(des.y, des.X, weights=des.weights).fit()
+        j = list(des.names).index("treatment")
+        assert s[subject].placebo.raw.estimate == pytest.approx(fit.params[j], rel=1e-9)
+
+
 def test_bad_input(matched, data):
     with pytest.raises(DesignError, match="pretest, covariate or matching variable"):
         sensitivity(matched, placebo_outcome="frl")

@@ -407,8 +407,8 @@ def regression_effect(
     raw = Estimate.from_t(
         est, se, df, level=level, n_treated=n_t, n_control=n_c, n_clusters=fit.n_clusters,
         method=f"{method}; WLS adjusted for {', '.join(d.adjust) or 'nothing'}; "
-        f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(d.weights) > 0))} SE by "
-        f"{'school' if school else 'student'}{one_school_label(d.one_school)}"
+        f"{vcov}{convention_label(vcov, cluster_df, cr2, weighted=bool(np.ptp(d.weights) > 0))} SE"
+        + (f" by {'school' if school else 'student'}{one_school_label(d.one_school)}" if vcov.startswith("CR") else "")
         + (", df with a cluster random effect" if _random_effects_df(fit) else ""), label=label,
     )
     # pooled within grade x subject when the sample pools them (WWC per-grade effect sizes)

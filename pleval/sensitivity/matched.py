@@ -196,6 +196,10 @@ def sensitivity(
     baseline_percentile: float = 50.0,
     effects=None,
     fits=None,
+    vcov: str | None = None,
+    cluster_df: str = "G-1",
+    cr2: str = "transformed",
+    df_working: str = "random_effects",
 ) -> Sensitivity:
     """Sensitivity of the matched estimate(s) of ``m`` (a :class:`~pleval.matching.MatchResult`)
     to unobserved confounding, one result per group of ``by`` (e.g. ``"subject"``).
@@ -213,6 +217,9 @@ def sensitivity(
         (Huber's M-statistic, trim 2.5; Rosenbaum 2007) — see :func:`.rosenbaum.rosenbaum_bounds`.
     placebo_outcome : a pre-program score to analyse as a negative-control outcome.
     sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
+    vcov, cluster_df, cr2, df_working : the SE of the matched regressions, as
+        :meth:`MatchResult.estimate` (default: CR2 by school); the placebo outcome is fitted
+        with the same, so that it is read on the same scale of uncertainty as the estimate.
     effects : the result of ``m.estimate(by, ...)`` if already computed (otherwise the matched
         regressions are fitted here; each subject's effect is then ``result.effect``). A group
         without an effect (``EffectTable.left_out``) has no sensitivity analysis either.
@@ -223,10 +230,11 @@ def sensitivity(
     by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
     analyse = group_sensitivity(m, benchmarks=benchmarks, kd=kd, q=q, alpha=alpha, gammas=gammas, hl_gammas=hl_gammas,
                                 rosenbaum_statistic=rosenbaum_statistic, placebo_outcome=placebo_outcome, sd=sd,
-                                level=level, by=by_t)
+                                level=level, by=by_t, vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if fits is None and effects is None:  # fit the matched regressions here, one group's design at a time
         fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile, lazy=True,
-                            failed="keep" if by_t else "raise")
+                            failed="keep" if by_t else "raise", vcov=vcov, cluster_df=cluster_df, cr2=cr2,
+                            df_working=df_working)
     if fits is None:
         left_out = getattr(effects, "left_out", {})
         fits = ((key, part, des, effects if not by_t else effects[key], by_t)
@@ -245,7 +253,9 @@ def sensitivity(
 
 def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha: float = 0.05,
                       gammas=(1.0, 1.5, 2.0, 3.0), hl_gammas=(), rosenbaum_statistic: str = "rank",
-                      placebo_outcome: str | None = None, sd="pooled", level: float = 0.95, by=()):
+                      placebo_outcome: str | None = None, sd="pooled", level: float = 0.95, by=(),
+                      vcov: str | None = None, cluster_df: str = "G-1", cr2: str = "transformed",
+                      df_working: str = "random_effects"):
     """:func:`sensitivity`'s analysis of one group, its options checked once: returns
     ``analyse(key, part, design, effect) -> SubjectSensitivity`` for the ``(key, part, design,
     effect)`` of each group of ``m.group_fits(by)`` (``by``: the group columns, a tuple), so
@@ -254,9 +264,13 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     ``analyse(..., later=True)`` returns ``finish() -> SubjectSensitivity`` instead, having done
     all that reads the design: ``finish`` computes the Rosenbaum bounds, from the residuals of
     the set members alone, so the caller can drop the design before them."""
-    from ..matching.effect import regression_effect
+    from ..inference.robust import check_conventions
+    from ..matching.effect import mergeable, regression_effect
 
     c = m.columns
+    vcov = vcov or ("CR2" if c.school else "CR1")
+    check_conventions(cluster_df, cr2)
+    se_options = dict(vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
     bench = default_benchmarks(c) if benchmarks is None else ([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
@@ -297,11 +311,11 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
         plc = None
         if placebo_outcome is not None:
             try:  # the placebo is a check beside the results: one it cannot estimate is a note, not the end of the run
-                psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw)
+                psample, pdes, note = _placebo_sample(m, part, des, placebo_outcome, kw, merged=mergeable(vcov, cr2))
                 if note:
                     notes.append(note)
                 plc = regression_effect(psample, **{**kw, "outcome": placebo_outcome}, sd=sd, level=level,
-                                        vcov="CR2" if c.school else "CR1", design=pdes,
+                                        **se_options, design=pdes,
                                         baseline_percentile=eff.baseline_percentile,
                                         method=f"placebo outcome {placebo_outcome}",
                                         label=f"{placebo_outcome} ({label})" if label else placebo_outcome)
@@ -372,16 +386,19 @@ def _set_members(m, des) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pos[pair], sets[pair], pair
 
 
-def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict) -> tuple[pd.DataFrame, object, str]:
-    """The group's distinct matched rows with the placebo score, and their design: sets whose PL
-    row lacks it are left out, other missing rows too, and each set's remaining comparisons
-    re-weighted to sum to one (on the (set, member) pairs, then summed per distinct row)."""
+def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict,
+                    merged: bool = True) -> tuple[pd.DataFrame, object, str]:
+    """The group's matched rows with the placebo score, and their design: sets whose PL row
+    lacks it are left out, other missing rows too, and each set's remaining comparisons
+    re-weighted to the set's comparison weight before (on the (set, member) pairs). ``merged``:
+    the pairs summed per distinct row (for SEs unchanged by merging copies, :func:`mergeable`),
+    else every pair a row of its own, as the estimate's fit takes them."""
     from ..matching.effect import effect_design
 
     y = pd.to_numeric(m.data[col].iloc[des.rows], errors="coerce").to_numpy(dtype=float)
     has = ~np.isnan(y)
     psample = part.assign(**{col: y})
-    if has.all():
+    if has.all() and merged:
         return psample, effect_design(psample, **{**kw, "outcome": col}, rows=des.rows, weight2="_weight2",
                                       copies="_copies"), ""
     t = des.t.astype(bool)
@@ -392,17 +409,23 @@ def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict) -> tuple[pd.
         tt = t[pos]
         keep &= ~np.isin(sets, np.unique(sets[tt & ~has[pos]]))
         codes = pd.factorize(sets)[0]
+        before = np.bincount(codes, weights=np.where(~tt, w, 0.0))  # (analysis weights: not 1 per set)
         total = np.bincount(codes, weights=np.where(keep & ~tt, w, 0.0))
         keep &= np.bincount(codes, weights=(keep & ~tt).astype(float))[codes] > 0
-        w = np.where(tt, w, w / np.where(total[codes] > 0, total[codes], 1.0))
+        w = np.where(tt, w, w * before[codes] / np.where(total[codes] > 0, total[codes], 1.0))
     w = np.where(keep, w, 0.0)
+    note = "" if has.all() else (f"placebo outcome {col!r}: {int(len(pos) - keep.sum()):,} matched row(s) without it "
+                                 f"left out ({int((t & ~has).sum()):,} PL row(s) missing it)")
+    if not merged:
+        i = np.flatnonzero(keep)
+        long = psample.iloc[pos[i]].assign(_weight=w[i], _set=sets[i])
+        return long, effect_design(long, **{**kw, "outcome": col}), note
     n = len(des.rows)
     copies = np.bincount(pos[keep], minlength=n)
     alive = copies > 0
     psample = psample.assign(_weight=np.bincount(pos, w, n), _weight2=np.bincount(pos, w**2, n), _copies=copies)[alive]
     pdes = effect_design(psample, **{**kw, "outcome": col}, rows=des.rows[alive], weight2="_weight2", copies="_copies")
-    return psample, pdes, (f"placebo outcome {col!r}: {int(len(pos) - keep.sum()):,} matched row(s) without it left out "
-                           f"({int((t & ~has).sum()):,} PL row(s) missing it)")
+    return psample, pdes, note
 
 
 __all__ = ["sensitivity", "group_sensitivity", "Sensitivity", "SubjectSensitivity", "default_benchmarks", "FRAME_COLUMNS"]
