@@ -34,6 +34,22 @@ def _arr(x):
     return np.asarray(x, dtype=float)
 
 
+def _check_sd(sd, name: str) -> np.ndarray:
+    """SDs as floats: a negative, missing or infinite SD is a :class:`DataError` (a negative one
+    flipped the effect's sign), and so is 0 (an effect size with no variation is infinite)."""
+    sd = np.asarray(sd, dtype=float)
+    if np.any(~np.isfinite(sd)) or np.any(sd <= 0):
+        raise DataError(f"{name} must be a positive number (the outcome must vary); got {sd if sd.ndim == 0 else 'values outside (0, inf)'}")
+    return sd
+
+
+def _check_icc(rho) -> np.ndarray:
+    rho = np.asarray(rho, dtype=float)
+    if not np.all((rho >= 0) & (rho < 1)):  # (NaN fails both)
+        raise DataError("icc must lie in [0, 1)")
+    return rho
+
+
 def _check_n(n_t, n_c):
     n_t, n_c = np.asarray(n_t, dtype=float), np.asarray(n_c, dtype=float)
     if np.any(n_t < 2) or np.any(n_c < 2):
@@ -69,12 +85,15 @@ def pooled_sd(sd_t, sd_c, n_t, n_c):
     """Pooled within-group SD ``√{[(n_T−1)s_T² + (n_C−1)s_C²]/(n_T + n_C − 2)}``."""
     n_t, n_c = _check_n(n_t, n_c)
     sd_t, sd_c = _arr(sd_t), _arr(sd_c)
+    if np.any(~np.isfinite(sd_t) | ~np.isfinite(sd_c) | (sd_t < 0) | (sd_c < 0)):
+        raise DataError("the group SDs must be non-negative numbers")
     return np.sqrt(((n_t - 1) * sd_t**2 + (n_c - 1) * sd_c**2) / (n_t + n_c - 2))
 
 
 def cohens_d(mean_t, mean_c, sd_t, sd_c, n_t, n_c):
     """Cohen's d: mean difference over the pooled within-group SD (no small-sample factor)."""
-    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / pooled_sd(sd_t, sd_c, n_t, n_c)
+    sd = _check_sd(pooled_sd(sd_t, sd_c, n_t, n_c), "the pooled SD")
+    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / sd
 
 
 def hedges_g(mean_t, mean_c, sd_t, sd_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
@@ -116,7 +135,7 @@ def hedges_g_from_samples(y_t, y_c, correction: Literal["wwc", "exact"] | None =
 
 def glass_delta(mean_t, mean_c, sd_c):
     """Glass Δ: mean difference over the comparison group's SD."""
-    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / np.asarray(sd_c, float)
+    return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / _check_sd(sd_c, "the comparison group's SD")
 
 
 def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
@@ -169,7 +188,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     ``weights2``: each row's Σw² when a row stands for several copies whose weights were summed
     into ``weights`` (a reused matched comparison student); the SD is then that of the copies.
     """
-    if isinstance(kind, (int, float, np.floating)) and not isinstance(kind, bool):
+    if isinstance(kind, (int, float, np.integer, np.floating)) and not isinstance(kind, (bool, np.bool_)):
         if not (np.isfinite(kind) and kind > 0):
             raise DataError(f"a given norm SD must be positive; got {kind}")
         _check_norm_sd(float(kind), y)
@@ -294,9 +313,8 @@ def hedges2007_adjusted_t(t, n_total, n_clusters, icc=0.20):
     Returns ``(t_A, h)``; compare t_A with t(h). Source: Hedges (2007), J. Educ. Behav.
     Stat. 32(2), 151–179; WWC Procedures Handbook, appendix on clustering corrections.
     """
-    N, m, rho = (np.asarray(v, dtype=float) for v in (n_total, n_clusters, icc))
-    if np.any((rho < 0) | (rho >= 1)):
-        raise DataError("icc must lie in [0, 1)")
+    N, m = (np.asarray(v, dtype=float) for v in (n_total, n_clusters))
+    rho = _check_icc(icc)
     nbar = N / m
     a = (N - 2.0) - 2.0 * (nbar - 1.0) * rho
     t_a = np.asarray(t, dtype=float) * np.sqrt(a / ((N - 2.0) * (1.0 + (nbar - 1.0) * rho)))
@@ -317,8 +335,12 @@ def hedges2007_effect_size(mean_diff, sd_total, n_t, n_c, cluster_size, icc=0.20
     cluster size, an approximation). Returns ``(d_T, V)``.
     """
     n_t, n_c = _check_n(n_t, n_c)
-    n, rho = np.asarray(cluster_size, dtype=float), np.asarray(icc, dtype=float)
+    n, rho = np.asarray(cluster_size, dtype=float), _check_icc(icc)
     N = n_t + n_c
+    if np.any(~(n >= 1)) or np.any(n > N / 2):
+        raise DataError(f"cluster_size must lie between 1 and half the students ({float(np.min(N)) / 2:g}): each arm "
+                        "needs a whole cluster")
+    sd_total = _check_sd(sd_total, "sd_total")
     d = np.asarray(mean_diff, float) / np.asarray(sd_total, float) * np.sqrt(1.0 - 2.0 * (n - 1.0) * rho / (N - 2.0))
     v = N / (n_t * n_c) * (1.0 + (n - 1.0) * rho) + d**2 * (
         (N - 2.0) * (1 - rho) ** 2 + n * (N - 2.0 * n) * rho**2 + 2.0 * (N - 2.0 * n) * rho * (1 - rho)

@@ -44,6 +44,7 @@ import pandas as pd
 
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
+from ._text import unsigned_zeros
 from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
 from .checks import NA_LIKE, check
@@ -285,8 +286,8 @@ class Evaluation(ResultMixin):
         pp, es = e.percentile_points, e.effect_size
         where = f"In {s}, a" if s != ALL else "A"
         lvl = f"{es.level:.0%}"
-        return (
-            f"{where} student who would have scored at the {percentiles._ordinal(p0)} percentile without "
+        return unsigned_zeros(
+            f"{where} student who would have scored at the {percentiles._ordinal(p0, exact=True)} percentile without "
             f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
             f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
             f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; {p_clause(es.pvalue)})."

@@ -187,9 +187,12 @@ def percentile_points_se(g, se, baseline_percentile=50.0):
 
     g, se, baseline_percentile = _paired(("g", "se", "baseline_percentile"), g, se, baseline_percentile)
     gg = _finite(g, "effect size g")
+    ss = np.asarray(se, dtype=float)
+    if np.any(ss < 0):  # (a missing SE stays missing)
+        raise DataError(f"standard error se must not be negative; {int((ss < 0).sum())} value(s) are")
     p = _baseline(baseline_percentile)
     z = np.asarray(_ppf(p / 100.0) + gg, dtype=float)
-    return _out(100.0 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) * np.asarray(se, dtype=float), g)
+    return _out(100.0 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) * ss, g)
 
 
 def percentile_interval(ci_low, ci_high, baseline_percentile=50.0):
@@ -221,26 +224,35 @@ def interpret(points: float, baseline_percentile: float = 50.0) -> str:
     q = baseline_percentile + points
     if round(abs(points), 2) == 0:  # "a loss of 0.00" or "a gain of 0.00" says more than the number does
         return (f"No shift to two decimals ({points:+.2g} percentile points): a student who would have scored at "
-                f"the {_ordinal(baseline_percentile)} percentile without the program is expected to score there with "
+                f"the {_ordinal(baseline_percentile, exact=True)} percentile without the program is expected to score there with "
                 f"it. {NOTE}")
     direction = "gain" if points > 0 else "loss"
     return (
         f"A {direction} of {abs(points):.2f} percentile points: a student who would have scored at the "
-        f"{_ordinal(baseline_percentile)} percentile without the program is expected to score at about the "
+        f"{_ordinal(baseline_percentile, exact=True)} percentile without the program is expected to score at about the "
         f"{_ordinal(q)} with it. {NOTE}"
     )
 
 
-def _ordinal(x: float) -> str:
-    """``x`` as an ordinal percentile: "53rd"; outside 1–99 with the decimals that keep it
-    inside (0, 100) ("99.97th", "0.4th"), since no student scores at the 0th or 100th."""
-    n = int(round(x))
+def _ordinal(x: float, exact: bool = False) -> str:
+    """``x`` as an ordinal percentile. A percentile reached (``exact=False``) is rounded, halves
+    up: "53rd"; outside 1–99 with the decimals that keep it inside (0, 100) ("99.97th", "0.4th"),
+    since no student scores at the 0th or 100th. A given one (``exact=True``, a baseline) is
+    written as given: "50th", "50.5th"."""
+    if exact:
+        n = round(x)
+        return f"{x:.10g}th" if abs(x - n) > 1e-9 else _suffixed(int(n))
+    n = math.floor(x + 0.5)
     if not 1 <= n <= 99:
-        for d in range(1, 7):
+        for d in range(1, 16):
             if 0 < round(x, d) < 100:
                 return f"{x:.{d}f}".rstrip("0") + "th"
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+        return "100th (to the precision of the arithmetic)" if x > 50 else "0th (to the precision of the arithmetic)"
+    return _suffixed(n)
+
+
+def _suffixed(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 __all__ = [

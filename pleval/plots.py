@@ -271,7 +271,7 @@ def _percentile_axis(ax, baseline: float, where: str = "top"):
     fwd, inv = _safe_pp(baseline)
     sec = ax.secondary_xaxis(where, functions=(fwd, inv))
     sec.set_xlabel(
-        f"percentile points (from the {percentiles._ordinal(baseline)} percentile; shift in rank, not in score)",
+        f"percentile points (from the {percentiles._ordinal(baseline, exact=True)} percentile; shift in rank, not in score)",
         fontsize=_BASE_FONT,
     )
     sec.tick_params(labelsize=_BASE_FONT - 1)
@@ -777,7 +777,7 @@ def percentile_chart(
         main = np.isclose(p, p0)
         ax.plot(g, percentiles.to_percentile_points(g, p), color=POOLED if main else "#888888", lw=2.2 if main else 1.1,
                 ls="-" if main else next(styles), zorder=3 if main else 2,
-                label=f"from the {percentiles._ordinal(p)} percentile" + (" (baseline)" if main else ""))
+                label=f"from the {percentiles._ordinal(p, exact=True)} percentile" + (" (baseline)" if main else ""))
     ax.axhline(0, color="#444444", lw=0.8)
     ax.axvline(0, color="#444444", lw=0.8)
     if effect_size is not None and np.isfinite(effect_size):
@@ -792,7 +792,7 @@ def percentile_chart(
         ax.scatter([effect_size], [pp], s=60, color=NEGATIVE, zorder=5, label=label or "estimate")
         text = (
             f"g = {effect_size:+.3f} SD → {pp:+.1f} percentile points:\n"
-            f"a student at the {percentiles._ordinal(p0)} percentile would score at about the "
+            f"a student at the {percentiles._ordinal(p0, exact=True)} percentile would score at about the "
             f"{percentiles._ordinal(p0 + pp)}"
         )
         ax.annotate(text, xy=(effect_size, pp), xytext=(0.02, 0.97), textcoords="axes fraction", va="top", ha="left",
@@ -1140,7 +1140,7 @@ def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: flo
     ax.set_ylim(0, float(np.nanmax(table["mdes"])) * 1.05)
     fwd, inv = _safe_pp(baseline_percentile)
     sec = ax.secondary_yaxis("right", functions=(fwd, inv))
-    sec.set_ylabel(f"percentile points (from the {percentiles._ordinal(baseline_percentile)})", fontsize=_BASE_FONT)
+    sec.set_ylabel(f"percentile points (from the {percentiles._ordinal(baseline_percentile, exact=True)})", fontsize=_BASE_FONT)
     sec.tick_params(labelsize=_BASE_FONT - 1)
     ax.set_xlabel(unit or str(table.get("solve_for", pd.Series(["sample size"])).iloc[0]), fontsize=_BASE_FONT)
     ax.set_ylabel("MDES (SD units)", fontsize=_BASE_FONT)

@@ -119,3 +119,15 @@ def test_an_implausible_effect_size_is_warned_of(tmp_path):
     with pytest.warns(PlevalWarning, match=r"2 value\(s\) of column 'g' beyond ±2 SD \(12.5, -3\)"):
         r = CliRunner().invoke(app, ["convert", "--file", str(tmp_path / "t.csv"), "--column", "g"])
     assert r.exit_code == 0
+
+
+def test_a_value_that_rounds_to_zero_prints_without_a_sign():
+    """`pleval convert -- -0.0001` printed "-0.00 percentile points" beside "No shift", and
+    --from-percentile-points -0.00001 "g = -0.0000"; the baseline is printed as given (50.5, not
+    the 50th)."""
+    out = runner.invoke(app, ["convert", "--", "-0.0001"]).output
+    assert "-0.00 " not in out and "0.00 percentile points" in out and "No shift" in out
+    out = runner.invoke(app, ["convert", "--from-percentile-points", "-0.00001"]).output
+    assert "g = 0.0000" in out and "-0.0000" not in out
+    out = runner.invoke(app, ["convert", "0.1", "-p", "50.5"]).output
+    assert "from the 50.5th percentile" in out and "about the 54th" in out

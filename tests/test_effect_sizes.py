@@ -165,6 +165,33 @@ def test_bad_sizes():
         hedges_g(1, 0, 1, 1, 1, 10)
 
 
+def test_bad_sds_and_iccs_are_errors():
+    """Before 2026-12-04: glass_delta with a negative SD flipped the effect's sign, constant
+    samples gave inf or NaN, hedges2007_effect_size took any ICC (ρ = −0.1 gave a variance below
+    the unclustered one, ρ = 1 and 1.5 plausible numbers) and a NaN ICC passed the t
+    adjustment's check; a numpy integer norm SD was 'not a positive number'."""
+    with pytest.raises(DataError, match="comparison group's SD must be a positive number"):
+        glass_delta(1, 0, -1)
+    with pytest.raises(DataError, match="pooled SD must be a positive number"):
+        hedges_g_from_samples([2, 2, 2], [1, 1, 1])
+    with pytest.raises(DataError, match="pooled SD"):
+        hedges_g(1, 0, 0, 0, 10, 10)
+    with pytest.raises(DataError, match="non-negative"):
+        pooled_sd(-1, 1, 10, 10)
+    for rho in (-0.1, 1.0, 1.5, np.nan):
+        with pytest.raises(DataError, match=r"icc must lie in \[0, 1\)"):
+            hedges2007_effect_size(5, 10, 100, 100, 10, rho)
+    with pytest.raises(DataError, match="icc"):
+        hedges2007_adjusted_t(2.0, 100, 10, np.nan)
+    with pytest.raises(DataError, match="cluster_size"):
+        hedges2007_effect_size(5, 10, 100, 100, 150, 0.2)
+    d, v = hedges2007_effect_size(5, 10, 100, 100, 10, 0.0)  # ρ = 0: the unclustered d and variance
+    assert d == 0.5 and v == pytest.approx(200 / 100**2 + 0.25 / (2 * 198), rel=1e-12)
+    y = np.r_[np.arange(10.0), np.arange(10.0) + 1]
+    t = np.r_[np.zeros(10), np.ones(10)]
+    assert outcome_sd(y, t, np.int64(15)) == (15.0, "given norm SD (15)")
+
+
 def test_outcome_sd_within_strata_ignores_grade_mean_differences():
     rng = np.random.default_rng(8)
     grade = np.repeat([3, 4, 5, 6], 500)

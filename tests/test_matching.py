@@ -677,3 +677,13 @@ def test_effects_and_sensitivity_by_a_numeric_column_with_missing_values():
     pl = m.matched[m.matched["treatment"] == 1].groupby("urbanicity")["_set"].nunique()
     for (level,), r in s:
         assert r.rosenbaum.n_sets == pl[level]
+
+
+def test_hedges_omega_goes_with_the_pooled_sd_only(results):
+    """ω = 1 − 3/(4N − 9) corrects the pooled SD's g (WWC); with the comparison group's SD (Glass)
+    or a norm SD the effect size is the difference over that SD, as in the RCT designs and the
+    docs. Before 2026-12-04 a matched design's Glass effect size took ω and an RCT's did not."""
+    m = results["propensity"]
+    pooled, glass = m.estimate(), m.estimate(sd="comparison")
+    assert pooled.omega < 1 and glass.omega == 1.0
+    assert glass.effect_size.estimate == pytest.approx(glass.raw.estimate / glass.sd, rel=1e-12)

@@ -105,10 +105,15 @@ def test_interpretation_says_rank_not_percentage():
 
 
 @pytest.mark.parametrize("g, p0, start, end", [(5.0, 50, "50th", "99.99997th"), (0.1, 0.5, "0.5th", "1st"),
-                                               (-3.0, 2, "2nd", "0.00002th"), (0.3, 98, "98th", "99th")])
+                                               (-3.0, 2, "2nd", "0.00002th"), (0.3, 98, "98th", "99th"),
+                                               (6.0, 50, "50th", "99.9999999th"), (10.0, 10, "10th", "100th (to the precision of the arithmetic)"),
+                                               (0.1, 50.5, "50.5th", "54th"), (0.1, 49.5, "49.5th", "53rd"),
+                                               (0.01, 97.5, "97.5th", "98th")])
 def test_interpretation_never_says_the_0th_or_100th_percentile(g, p0, start, end):
     """Percentiles outside 1–99 keep the decimals that place them inside (0, 100): a large
-    effect from the median ends at the 99.99997th, not the '100th'."""
+    effect from the median ends at the 99.99997th, not the '100th' (before 2026-12-04 six
+    decimals at most: g = 6 ended at the "100th"). The baseline is written as given: from 50.5
+    and from 49.5 both read "from the 50th" before (rounded halves to even)."""
     text = interpret(to_percentile_points(g, p0), p0)
     assert f"at the {start} percentile without" in text and f"at about the {end} with it" in text
 
@@ -174,3 +179,19 @@ def test_no_effect_is_no_shift(p0):
     assert to_percentile_points(0.0, p0) == 0.0
     assert interpret(to_percentile_points(0.0, p0), p0).startswith("No shift")
     assert interpret(to_percentile_points(0.05, p0), p0).startswith("A gain of")
+
+
+def test_a_percentile_reached_rounds_halves_up():
+    """52.5 is "about the 53rd" (Python's round gave the 52nd: halves to even)."""
+    from pleval.percentiles import _ordinal
+
+    assert [_ordinal(x) for x in (52.5, 53.5, 0.99999, 1.5)] == ["53rd", "54th", "1st", "2nd"]
+
+
+def test_a_negative_standard_error_is_an_error():
+    """Before, percentile_points_se(0.2, se=-0.05) returned a negative SE (−1.955)."""
+    from pleval.percentiles import percentile_points_se
+
+    with pytest.raises(DataError, match="must not be negative"):
+        percentile_points_se(0.2, -0.05)
+    assert percentile_points_se(0.2, 0.05) == pytest.approx(100 * norm.pdf(0.2) * 0.05, rel=1e-12)

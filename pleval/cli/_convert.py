@@ -34,6 +34,7 @@ def convert(
     to about the 53rd — not a gain of 3 percentage points in the score.
     """
     from .. import percentiles
+    from .._text import unsigned_zeros
 
     p = baseline_percentile
     if file is None:
@@ -54,11 +55,11 @@ def convert(
     lines = []  # every conversion before any printing: an error is one line, not a half-printed answer
     for g in values or []:
         pts = percentiles.to_percentile_points(g, p)
-        lines += [f"g = {g:g} -> {pts:+.2f} percentile points (from the {percentiles._ordinal(p)} percentile)",
+        lines += [f"g = {g:g} -> {pts:+.2f} percentile points (from the {percentiles._ordinal(p, exact=True)} percentile)",
                   "  " + percentiles.interpret(pts, p)]
     for pts in from_percentile_points or []:
         g = percentiles.from_percentile_points(pts, p)
-        lines.append(f"{pts:+g} percentile points (from the {percentiles._ordinal(p)} percentile) -> g = {g:.4f}")
+        lines.append(f"{pts:+g} percentile points (from the {percentiles._ordinal(p, exact=True)} percentile) -> g = {g:.4f}")
     if ci is not None:
         if values and len(values) > 1:
             raise DataError(f"--ci is one interval; {len(values)} effect sizes were given: convert each with its own --ci")
@@ -67,7 +68,7 @@ def convert(
         lo, hi = percentiles.percentile_interval(ci[0], ci[1], p)
         lines.append(f"CI for g {ci[0]:g} to {ci[1]:g} -> {lo:+.2f} to {hi:+.2f} percentile points")
     for line in lines:
-        echo(line)
+        echo(unsigned_zeros(line))
 
 
 def _warn_implausible(values, what: str) -> None:

@@ -737,8 +737,8 @@ def school_effects(
     method, hartung_knapp : meta-analysis options (:func:`meta_analysis`).
     adjust, alpha : multiplicity adjustment and significance level for the counts.
     level : confidence level; baseline_percentile : p of the percentile-point conversion.
-    hedges_correction : apply Hedges' ω per school (WWC); default: yes for a sample SD, no
-        for a given norm SD (as ``MatchResult.estimate``).
+    hedges_correction : apply Hedges' ω per school (WWC); default: yes for the pooled SD, no
+        for the comparison group's (Glass) or a given norm SD (as ``MatchResult.estimate``).
     robustness_q : float, optional
         Add each school's sensitivity to an unobserved confounder (Cinelli & Hazlett 2020, as
         :mod:`pleval.sensitivity.ovb` does for the overall estimate): ``partial_r2`` of the
@@ -771,7 +771,7 @@ def school_effects(
             stacklevel=2,
         )
     if hedges_correction is None:
-        hedges_correction = isinstance(sd, str)
+        hedges_correction = isinstance(sd, str) and sd == "pooled"
     covariates = tuple(covariates)
     moderators = tuple(moderators)
     for role, col in [("stratum", stratum), ("treatment", treatment), ("outcome", outcome), *[("covariate", c) for c in covariates], ("weight", weight), ("cluster", cluster), ("school", school),

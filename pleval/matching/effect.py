@@ -421,5 +421,5 @@ def regression_effect(
         raise DesignError(f"{label or 'the matched sample'} ({n_t:,} treated, {n_c:,} comparison rows matched): {exc}"
                           f"{within}; the matched sample is too small for an effect size (match more rows, e.g. with "
                           "a wider caliper, or give a norm SD: --sd NUMBER, sd=NUMBER)") from exc
-    omega = float(hedges_omega(n_t + n_c)) if not isinstance(sd, (int, float)) else 1.0
+    omega = float(hedges_omega(n_t + n_c)) if isinstance(sd, str) and sd == "pooled" else 1.0  # (ω: the pooled SD's)
     return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)

@@ -67,7 +67,7 @@ class Plan(ResultMixin):
         sided = "two-sided" if self.two_sided else "one-sided (in the effect's direction)"
         params = ", ".join(f"{k} = {v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} = {v}"
                            for k, v in self.parameters.items() if v is not None)
-        p0 = _ordinal(self.baseline_percentile)
+        p0 = _ordinal(self.baseline_percentile, exact=True)
         how = "exact non-central t" if self.method == "exact" else "PowerUp! multiplier t(1-a/2) + t(1-b)"
         lines = [
             f"Power analysis: {self.design}",

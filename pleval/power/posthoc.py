@@ -74,7 +74,7 @@ def detectable_sentence(pvalue: float, alpha: float, mdes_sd: float, baseline_pe
     pts = float(to_percentile_points(mdes_sd, baseline_percentile))
     return (
         f"Not significant at α = {alpha:g}: this analysis would detect a true effect of {mdes_sd:.3f} SD "
-        f"({pts:+.1f} percentile points from the {_ordinal(baseline_percentile)}) or larger with {power:.0%} "
+        f"({pts:+.1f} percentile points from the {_ordinal(baseline_percentile, exact=True)}) or larger with {power:.0%} "
         "power; smaller effects could have been missed, so the result does not show that the program had no effect."
     )
 

@@ -37,7 +37,7 @@ def caveat_percentile(baseline_percentile: float = 50.0) -> str:
     """The percentile-point caveat, its example from the run's baseline percentile."""
     p0 = float(baseline_percentile)
     return ("Percentile points are shifts in rank, not percentage points of the score: +3 percentile points means a "
-            f"student who would have scored at the {percentiles._ordinal(p0)} percentile of the comparison "
+            f"student who would have scored at the {percentiles._ordinal(p0, exact=True)} percentile of the comparison "
             f"distribution is expected to score at about the {percentiles._ordinal(p0 + 3)}, not that the score rose "
             "by 3%.")
 
@@ -408,7 +408,7 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             "ω·(adjusted difference)/SD with ω = 1 − 3/(4N − 9) (Hedges); SD used: "
             + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
             + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
-            f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile)} percentile. "
+            f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile, exact=True)} percentile. "
             f"MDES: the smallest effect each analysis detects with 80% power at α = {float(ev.options.get('alpha', 0.05)):g}."
         ),
     ))
