@@ -101,6 +101,19 @@ def test_rating_in_the_summary_and_the_docs_worked_example(matched_run, rct_run)
     # Output to a pipe has no bold: the primary rows carry a marker the title explains.
     assert "* = primary estimate" in r.output and "ATT (matched) *" in r.output
     assert "WWC rating and ESSA tier" in r.output and "Meets With Reservations" in r.output
+    # docs/standards.md: the matched sample's figures are this run's (they were a retired match's)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "standards.md").read_text()
+    out, _ = matched_run
+    ov = pd.read_csv(out / "overall.csv")
+    ov = ov[ov["primary"] & (ov["scale"] == "effect size")].set_index("subject")
+    rating = pd.read_csv(out / "rating.csv")
+    for subject in ("math", "reading"):
+        row = ov.loc[subject]
+        assert f"(+{row['estimate']:.3f} SD, p = {row['pvalue']:.3f})" in docs
+        tier = rating[(rating["subject"] == subject) & (rating["step"] == "tier")]["result"].iloc[0]
+        assert f"**{tier}**" in docs
+    n = rating[(rating["subject"] == "math") & rating["step"].str.startswith("at least 350")]["finding"].iloc[0]
+    assert f"n_students={n.split()[0].replace(',', '')}," in docs
     out, r = rct_run
     rating = pd.read_csv(out / "rating.csv")
     math = rating[rating["subject"] == "math"].set_index("step")
