@@ -210,7 +210,8 @@ def _estimand_rows(t: np.ndarray, estimand: str) -> np.ndarray:
 
 def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, method: str = "logit",
                   estimand: str = "ATT", level: float = 0.95, lpm_vcov: str = "CR2", label: str = "",
-                  description: str = "", absorb=None, logit_vcov: str = "CR2") -> BinaryEffect:
+                  description: str = "", absorb=None, logit_vcov: str = "CR2", cluster_df: str = "G-1",
+                  df_working: str = "independent") -> BinaryEffect:
     """The effect of ``treatment`` on a 0/1 outcome ``y`` given the design matrix ``X``
     (intercept, treatment, adjusters; column names ``names``), analysis ``weights`` and
     ``clusters`` (school ids; None for independent students), by ``method`` ``"logit"`` or
@@ -219,8 +220,12 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     ``absorb``: block codes whose indicators the linear-probability model absorbs (X then has no
     intercept; HC covariance, :func:`pleval.inference.ols`); not with ``"logit"``. ``logit_vcov``:
     ``"CR2"`` (Satterthwaite df; HC2 without clusters) or ``"CR1"`` (t(G − 1); HC1, n − k).
+    ``lpm_vcov``: any of :func:`pleval.inference.ols`'s (a CR type without clusters is its HC
+    type). ``cluster_df`` and ``df_working``: :func:`pleval.inference.ols`'s conventions, for
+    both models (the logit's CR1 under ``"G-p"``: factor G/(G − k) on G − k df).
     """
     from .inference import ols
+    from .inference.robust import convention_label
 
     if method not in METHODS:
         raise DataError(f"binary outcome method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -249,11 +254,13 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     wp = w[pop] / w[pop].sum()
     kw = dict(n_treated=n_t, n_control=n_c, n_clusters=n_cl, label=label, level=level)
     if method == "lpm":
-        fit = ols(y, X, weights=w, clusters=clusters, vcov=lpm_vcov if clusters is not None else "HC2", names=names,
-                  absorb=absorb)
+        vc = lpm_vcov if clusters is not None or not lpm_vcov.startswith("CR") else "HC" + lpm_vcov[2:]
+        fit = ols(y, X, weights=w, clusters=clusters if vc.startswith("CR") else None, vcov=vc, names=names,
+                  absorb=absorb, cluster_df=cluster_df, df_working=df_working)
         b, se, df, _ = fit.coef(treatment)
         how = (f"linear-probability model (WLS on the 0/1 outcome{description}); "
-               f"{fit.vcov_type}{' (Satterthwaite df)' if fit.vcov_type == 'CR2' else ''}")
+               f"{fit.vcov_type}{convention_label(fit.vcov_type, cluster_df, 'transformed', weighted=False)}"
+               f"{' (Satterthwaite df)' if fit.vcov_type == 'CR2' else ''}")
         crit, p = t_interval(b, se, df, level)
         if estimand == "ATT":  # the PL students' proportion observed; theirs without PL = it − Δ
             p_t = float(wp @ y[pop])
@@ -277,7 +284,7 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
         lor = float(special.logit(p_t) - special.logit(p_c))
         conditional = (math.nan, math.nan)
     else:
-        b_all, V, df = _logit(y, X, w, codes, label, logit_vcov)
+        b_all, V, df = _logit(y, X, w, codes, label, logit_vcov, cluster_df, df_working)
         conditional = (float(b_all[j]), float(math.sqrt(V[j, j])))
         X1, X0 = X.copy(), X.copy()
         X1[:, j], X0[:, j] = 1.0, 0.0
@@ -286,7 +293,7 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
         g1, g0 = wp @ ((m1 * (1 - m1))[:, None] * X1[pop]), wp @ ((m0 * (1 - m0))[:, None] * X0[pop])
         se_d = float(math.sqrt((g1 - g0) @ V @ (g1 - g0)))
         gc = omega / COX_CONSTANT * (g1 / (p_t * (1 - p_t)) - g0 / (p_c * (1 - p_c)))
-        vc = {("CR2", True): "CR2 by school, Satterthwaite df", ("CR1", True): "CR1 by school, t(G − 1)",
+        vc = {("CR2", True): "CR2 by school, Satterthwaite df", ("CR1", True): f"CR1 by school, t({cluster_df.replace('-', ' − ')})",
               ("CR2", False): "HC2, t(n − k)", ("CR1", False): "HC1, t(n − k)"}[logit_vcov, codes is not None]
         how = (f"logistic regression (statsmodels GLM, Binomial{description}); {vc}; "
                "adjusted proportions = average predictions")
@@ -298,12 +305,13 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     return BinaryEffect(diff, cox_est, p_t, p_c, lor, method, estimand, omega, handbook, *conditional)
 
 
-def _logit(y, X, w, codes, label, vcov: str = "CR2"):
+def _logit(y, X, w, codes, label, vcov: str = "CR2", cluster_df: str = "G-1", df_working: str = "independent"):
     """Logistic regression by statsmodels GLM (Binomial, ``var_weights``): the coefficients, their
     covariance and the df of a contrast (a function of its gradient ``g``). ``"CR1"``: the
     sandwich ``c·H⁻¹(Σ_g s_g s_g')H⁻¹`` with ``H = X'diag(v)X``, ``v = wμ(1−μ)``,
     ``s_g = Σ_{i∈g} w_i(y_i − μ_i)x_i`` and ``c = G/(G−1)·(n−1)/(n−k)`` (Stata's and statsmodels'
-    factor; every row its own cluster without ``codes``: HC1), on G − 1 df (n − k). ``"CR2"``:
+    factor; every row its own cluster without ``codes``: HC1), on G − 1 df (n − k); with
+    ``cluster_df="G-p"`` and clusters, ``c = G/(G−k)`` on G − k df. ``"CR2"``:
     :func:`pleval.inference.ols` of the Pearson residuals ``r̃ = w(y − μ)/√v`` on ``X̃ = √v·X``
     (``X̃'X̃ = H`` and ``X̃'r̃`` is the score, zero at the fit, so its residuals are ``r̃``) with
     CR2 by cluster (HC2 without) and its Satterthwaite df for the contrast."""
@@ -327,15 +335,19 @@ def _logit(y, X, w, codes, label, vcov: str = "CR2"):
         root = np.sqrt(v)
         with np.errstate(divide="ignore", invalid="ignore"):  # μ rounded to 0 or 1: the row adds nothing
             r = np.where(root > 0, w * (y - mu) / root, 0.0)
-        fit = ols(r, root[:, None] * X, clusters=codes, vcov="CR2" if codes is not None else "HC2")
+        fit = ols(r, root[:, None] * X, clusters=codes, vcov="CR2" if codes is not None else "HC2",
+                  df_working=df_working if codes is not None else "independent")
         return b, fit.vcov, lambda g: fit.contrast(g)[2]
     codes = np.arange(n) if codes is None else codes
     G = int(codes.max()) + 1
     H_inv = np.linalg.inv(X.T @ (v[:, None] * X))
     U = (w * (y - mu))[:, None] * X
     S = np.column_stack([np.bincount(codes, weights=U[:, j], minlength=G) for j in range(k)])  # k columns
-    c = G / (G - 1) * (n - 1) / (n - k)
-    df = float(G - 1 if G < n else n - k)
+    if G < n and cluster_df == "G-p":
+        c, df = G / (G - k), float(G - k)
+    else:
+        c = G / (G - 1) * (n - 1) / (n - k)
+        df = float(G - 1 if G < n else n - k)
     return b, c * H_inv @ (S.T @ S) @ H_inv, lambda g: df
 
 

@@ -200,9 +200,11 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
         row, es, p = _score_row(eff), eff.effect_size.estimate, eff.raw.pvalue
     else:
         d = regression_design(sample, **kw, label=label)
-        b = binary_effect(d["y"], d["X"], d["names"], treatment=c.treatment, weights=d["weights"], clusters=d["clusters"],
+        se = binary_se(opts, default="CR2" if c.school else "CR1")
+        b = binary_effect(d["y"], d["X"], d["names"], treatment=c.treatment, weights=d["weights"],
+                          clusters=d["clusters"] if se["lpm_vcov"].startswith("CR") else None,
                           method=opts["binary_method"], estimand="ATT", level=opts["level"], label=label,
-                          description=f"; {m._method_label()}; adjusted for {', '.join(d['adjust']) or 'nothing'}")
+                          description=f"; {m._method_label()}; adjusted for {', '.join(d['adjust']) or 'nothing'}", **se)
         row, es, p = _binary_row(b), b.cox.estimate, b.pvalue
         row["n_control"] = int(pd.Index(sample.index[d["t"] == 0]).nunique())
     row.update(estimand="ATT", estimation=kind_estimation(kind, opts))
@@ -222,6 +224,17 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
     note = (f"{label}: {n_out:,} matched row(s) without this outcome (or whose set's PL student lacks it) left out"
             if n_out else "")
     return row, r, note
+
+
+def binary_se(opts: Mapping[str, Any], default: str) -> dict:
+    """The run's SE for a yes/no outcome's model, as the score outcomes': its ``vcov`` (``default``
+    when none is given; a CR type without clusters is its HC type) and conventions (``cluster_df``,
+    ``df_working``). The logistic regression has CR2/HC2 and CR1/HC1; it takes CR1 for CR1 and HC1
+    and CR2 otherwise, as its method text says. Before 2026-12-04 the yes/no outcomes kept CR2
+    and the G − 1 df whatever the run asked for."""
+    vcov = opts["vcov"] or default
+    return dict(lpm_vcov=vcov, logit_vcov="CR1" if vcov in ("CR1", "HC1") else "CR2",
+                cluster_df=opts["cluster_df"], df_working=opts["df_working"])
 
 
 def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opts: Mapping[str, Any], rate):
@@ -247,7 +260,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
         b = binary_effect(mod.y, *((mod.Xa, mod.names_a) if absorb else (mod.X, mod.names)), treatment="treatment",
                           clusters=mod.school if clustered else None, absorb=mod.block_codes if absorb else None,
                           method=opts["binary_method"], estimand="ITT", level=opts["level"], label=label,
-                          lpm_vcov=opts["vcov"] or "CR2", description="; " + res.options["model"])
+                          description="; " + res.options["model"], **binary_se(opts, default="CR2"))
         row = _binary_row(b)
         main = _favour(b.cox.estimate, b.pvalue)
         effects = {"": main}

@@ -84,6 +84,30 @@ def test_trial_binary_outcome_against_a_direct_statsmodels_fit(trial):
     assert sorted(ov["scale"]) == ["effect size", "percentage points"]
 
 
+def test_yes_no_outcomes_take_the_runs_standard_error_conventions(trial):
+    """A yes/no outcome's model takes the run's vcov, cluster_df and df_working, as the score
+    outcomes do. Before 2026-12-04 it kept CR2 (the logit) and the G − 1 df: with vcov CR1 and
+    cluster_df G-p the linear-probability SE was 1.885 points on 39 df where G − p gives 2.627 on
+    20 (statsmodels' CR1, rescaled), and df_working had no effect on it."""
+    df, _ = trial
+    a = df[(df["subject"] == "math") & df["proficient"].notna()]
+    ev = pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"], binary_method="lpm",
+                         vcov="CR1", cluster_df="G-p")
+    row = ev.outcomes.set_index("outcome").loc["proficient"]
+    f = smf.ols("proficient ~ treatment + C(block) + pretest + female + frl + ell + sped + C(race)", a)
+    fit = f.fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(a["school_id"])[0]})  # G/(G-1)·(n-1)/(n-k)
+    G, n, k = a["school_id"].nunique(), len(a), f.exog.shape[1]
+    se = fit.bse["treatment"] / np.sqrt(G / (G - 1) * (n - 1) / (n - k)) * np.sqrt(G / (G - k))
+    assert row["estimate"] == pytest.approx(100 * fit.params["treatment"], rel=1e-9)
+    assert row["se"] == pytest.approx(100 * se, rel=1e-9) and row["df"] == G - k and "df G-p" in row["method"]
+    logit = pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"], vcov="CR1")
+    assert "CR1 by school, t(G − 1)" in logit.outcomes.set_index("outcome").loc["proficient", "method"]
+    dfs = [pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"], binary_method="lpm",
+                           df_working=w).outcomes.set_index("outcome").loc["proficient", "df"]
+           for w in ("independent", "random_effects")]
+    assert dfs[0] != pytest.approx(dfs[1], rel=1e-3)
+
+
 def test_trial_outcomes_table_p_adjustment_and_ratings(trial):
     df, ev = trial
     o = ev.outcomes.set_index("outcome")
