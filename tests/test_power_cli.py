@@ -111,14 +111,19 @@ def test_from_file_plans_the_files_own_design():
     out = json.loads(r.output)
     comp = out["components"][0]
     plan = out["plan"]
-    d = ClusterRCT(schools=40, students=round(comp["students_per_school"], 1), icc=comp["icc"],
+    import pandas as pd
+
+    t = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    n = int(((t["subject"] == "math") & t["posttest"].notna() & t["school_id"].notna()).sum())
+    d = ClusterRCT(schools=40, students=round(n / 40, 1), icc=comp["icc"],  # students per school, both arms
                    r2_school=comp["r2_school"], r2_student=comp["r2_student"], covariates=1)
     assert comp["n_schools"] == 20 and plan["df"] == 37
     assert plan["mdes"] == pytest.approx(d.mdes(0.8), rel=1e-12)
     assert any(n.startswith("--schools 40: every school") for n in out["filled_from_file"])
     given = runner.invoke(app, ["power", "cluster-rct", "--from", "sample_data/pl_cluster_rct.csv", "--only-subject",
                                 "math", "--schools", "30", "--n-covariates", "0", "--format", "json"])
-    assert json.loads(given.output)["plan"]["df"] == 28 and json.loads(given.output)["filled_from_file"] == []
+    assert json.loads(given.output)["plan"]["df"] == 28
+    assert [n.split(":")[0] for n in json.loads(given.output)["filled_from_file"]] == [f"--students {round(n / 40, 1):g}"]
 
 
 def test_from_file_fills_schools_by_what_the_design_counts():
@@ -134,6 +139,67 @@ def test_from_file_fills_schools_by_what_the_design_counts():
                             "math", "--districts", "5", "--icc-district", "0.05", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["plan"]["parameters"]["schools"] == 8
+
+
+def test_from_file_fills_students_by_what_the_design_counts(tmp_path):
+    """--students is what the design counts, from the file's rows with an outcome: every student
+    of an individual RCT (before 2026-12-04 the comparison schools' mean: 126.8 of the sample
+    trial's 4,862 math students, an MDES of 0.348 where 0.056 is right), students per school in
+    both arms of a blocked RCT (the comparison half before: 30 of 60), students per PL school of
+    a matched design with the comparison schools' own beside it."""
+    import pandas as pd
+
+    from pleval.simulate import simulate_planned
+
+    trial = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    math = trial[(trial["subject"] == "math") & trial["posttest"].notna() & trial["school_id"].notna()]
+    r = runner.invoke(app, ["power", "individual-rct", "--from", "sample_data/pl_cluster_rct.csv", "--only-subject",
+                            "math", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["parameters"]["students"] == len(math)
+    src = tmp_path / "pilot.csv"
+    simulate_planned("blocked", 20, 60, 0.2, 0.0, 0.4, 0.0, 0.5, seed=3).to_csv(src, index=False)
+    r = runner.invoke(app, ["power", "blocked-rct", "--from", str(src), "--grade", "none", "--subject", "none",
+                            "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["plan"]["parameters"]["students"] == 60
+    m = pd.read_csv("sample_data/pl_matched_students.csv")
+    m = m[(m["subject"] == "math") & m["posttest"].notna()]
+    pl = m[m["treatment"] == 1]
+    r = runner.invoke(app, ["power", "matched", "--from", "sample_data/pl_matched_students.csv", "--only-subject", "math",
+                            "--format", "json"])
+    p = json.loads(r.output)["plan"]["parameters"]
+    assert p["students"] == round(len(pl) / pl["school_id"].nunique(), 1)
+    assert p["comparison_students"] == round((len(m) - len(pl)) / (m["school_id"].nunique() - pl["school_id"].nunique()), 1)
+
+
+def test_individual_rct_writes_its_curves(tmp_path):
+    """--out for an individual RCT: its curves vary r2_student by default (the default --vary icc,
+    which it has not, made every such run an error before 2026-12-04)."""
+    r = runner.invoke(app, ["power", "individual-rct", "--students", "400", "--r2-student", "0.4", "--out",
+                            str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    prov = json.loads((tmp_path / "p" / "provenance.json").read_text())
+    assert prov["options"]["vary"] == "r2_student" and (tmp_path / "p" / "power_curve.png").stat().st_size > 1000
+
+
+def test_random_blocks_refuse_block_specific_effects():
+    r = runner.invoke(app, ["power", "blocked-rct", "--schools", "10", "--students", "40", "--icc", "0.2",
+                            "--blocks", "random", "--omega", "0.5", "--block-specific-effects"])
+    assert r.exit_code == 2 and "fixed-blocks model" in r.output
+
+
+def test_unequal_allocation_assigns_the_schools_the_simulation_assigns():
+    """J·P = 4.5 (18 schools, P = 0.25): the note's arms are the simulation's, 5 of 18 (Python's
+    round took 4 before 2026-12-04, and the simulation the note cites assigned 5)."""
+    import numpy as np
+
+    from pleval.simulate import simulate_planned
+
+    d = ClusterRCT(schools=18, students=20, icc=0.2, treated=0.25)
+    sim = simulate_planned("cluster", 18, 20, 0.2, 0.0, 0.0, 0.0, 0.25, seed=1)
+    assert d._arms() == (int(sim.groupby("school_id")["treatment"].first().sum()), 13) == (5, 13)
+    assert "5 of 18 schools" in " ".join(d.plan().notes)
 
 
 def test_simulate_small(tmp_path):

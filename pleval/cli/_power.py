@@ -77,7 +77,7 @@ def power(
     target_pp: Optional[float] = typer.Option(None, "--target-pp", help="Sample size needed for this MDES in percentile points.", rich_help_panel=_P),
     solve_for: Optional[str] = typer.Option(None, "--solve-for", help="The size to solve for: schools (default), students or districts.", rich_help_panel=_P),
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel=_P),
-    vary: str = typer.Option("icc", "--vary", help="Design input with one power curve per value (default: icc).", rich_help_panel=_P),
+    vary: Optional[str] = typer.Option(None, "--vary", help="Design input with one power curve per value (default: icc; r2_student for individual-rct).", rich_help_panel=_P),
     curve_values: Optional[str] = typer.Option(None, "--curve-values", help="Values of --vary, comma-separated (default: half, own, twice).", rich_help_panel=_P),
     simulate: int = typer.Option(0, "--simulate", help="Also simulate power with this many data sets analysed by pleval (cluster-rct, blocked-rct) (default: 0).", rich_help_panel=_P),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation (default: 0).", rich_help_panel=_P),
@@ -174,6 +174,7 @@ def power(
         result["simulation"] = {k: v for k, v in sim.to_frame().set_index("quantity")["value"].items()}
         text.append(sim.summary())
     if out is not None:
+        vary = vary or ("icc" if hasattr(d, "icc") else "r2_student")  # (an individual RCT has no ICC)
         options = dict(design=design.value, inputs=given, alpha=alpha, one_sided=one_sided, power=target_power,
                        method=method, effect=effect, target_mdes=target_mdes, target_pp=target_pp, solve_for=solve_for,
                        baseline_percentile=baseline_percentile, vary=vary, curve_values=curve_values,
@@ -208,17 +209,34 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     for k in _FROM_FILE:
         if k in fields and k not in filled:
             filled[k] = float(row[k])
-    if "students" in fields and "students" not in filled:
-        filled["students"] = float(round(row["students_per_school"], 1))
     notes = []
     d = df if not cols.subject or pd.isna(row["subject"]) else df[df[cols.subject].astype(str) == str(row["subject"])]
     d = d[d[cols.outcome].notna() & d[cols.school].notna()]
     n_all, n_comp = int(d[cols.school].nunique()), int(row["n_schools"])
     arms = cols.treatment and cols.treatment in d.columns
+    pl = _coerce_treatment(d[cols.treatment], cols.treatment, cols.treated_label)[0] == 1 if arms else None
+    if "students" in fields and "students" not in filled:
+        # what the design's `students` counts (before 2026-12-04 the comparison schools' mean for every design:
+        # an individual RCT of 4,862 students was planned with 127)
+        if design is pw.IndividualRCT:
+            filled["students"] = float(len(d))
+            notes.append(f"--students {len(d):,}: the file's students with an outcome, both arms")
+        elif design is pw.MatchedComparison and arms and pl.any():
+            filled["students"] = float(round(pl.sum() / d.loc[pl, cols.school].nunique(), 1))
+            notes.append(f"--students {filled['students']:g}: the file's students per PL school")
+            if "comparison_students" in fields and "comparison_students" not in filled:
+                filled["comparison_students"] = float(round(row["students_per_school"], 1))
+                notes.append(f"--comparison-students {filled['comparison_students']:g}: the file's students per "
+                             "comparison school")
+        elif design is pw.MatchedComparison:
+            filled["students"] = float(round(row["students_per_school"], 1))
+        else:  # students per school, both arms
+            filled["students"] = float(round(len(d) / n_all, 1))
+            if n_all != n_comp:
+                notes.append(f"--students {filled['students']:g}: the file's students per school, both arms")
     if "schools" in fields and "schools" not in filled:
         if design is pw.MatchedComparison and arms:
-            t = _coerce_treatment(d[cols.treatment], cols.treatment, cols.treated_label)[0]
-            filled["schools"] = int(d.loc[t == 1, cols.school].nunique())
+            filled["schools"] = int(d.loc[pl, cols.school].nunique())
             notes.append(f"--schools {filled['schools']}: the file's PL schools")
             if "comparison_schools" in fields and "comparison_schools" not in filled:
                 filled["comparison_schools"] = n_comp

@@ -308,6 +308,9 @@ class BlockedRCT(Design):
         _count("covariates", self.covariates)
         if self.blocks == "fixed" and (self.omega or self.r2_effect):
             raise DesignError("omega and r2_effect describe random block effects; use blocks='random'")
+        if self.blocks == "random" and not self.constant_effect:  # (before 2026-12-04 ignored without a word)
+            raise DesignError("constant_effect=False (block-specific effects) is a fixed-blocks model; random blocks let "
+                              "the effect vary through omega")
 
     def _variance(self) -> float:
         within = (1 - self.icc) * (1 - self.r2_student) / (_pq(self.treated) * self.schools * self.students)
@@ -357,8 +360,10 @@ class ClusterRCT(Design):
         return self.schools - self.covariates - 2
 
     def _arms(self) -> tuple[int, int]:
-        """``(J_T, J_C)``: the schools of each arm (at least 2 each)."""
-        jt = min(max(round(self.schools * self.treated), 2), int(self.schools) - 2)
+        """``(J_T, J_C)``: the schools of each arm (at least 2 each), J·P rounded halves up as
+        :func:`pleval.simulate.simulate_planned` assigns them (Python's ``round`` took 4 of 18
+        schools at P = 0.25 where the simulation that checks the note takes 5)."""
+        jt = min(max(math.floor(self.schools * self.treated + 0.5), 2), int(self.schools) - 2)
         return jt, int(self.schools) - jt
 
     def analysis_df(self) -> float:
