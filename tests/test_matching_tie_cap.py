@@ -513,3 +513,23 @@ def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkey
     (a, ua), (b, ub) = taken.factorized[C.student_id], fresh.factorized[C.student_id]
     np.testing.assert_array_equal(a, b)
     pd.testing.assert_index_equal(ua, ub)
+
+
+def test_a_binding_cap_is_counted_and_named_in_the_method():
+    """Which tied comparisons fill a set at the cap depends on the hashed student ids, so a run
+    whose cap binds says so: the diagnostic counts the sets at the cap (exactly those whose
+    uncapped set has at least tie_cap members) and the method text names the cap. Before
+    2026-12-04 Mahalanobis matching on the sample (221 sets at the cap) read "ties kept" as if
+    every tie were."""
+    from pleval.matching.results import AT_TIE_CAP
+
+    df = pd.read_csv("sample_data/pl_matched_students.csv")
+    capped = match(df, C, method="mahalanobis")
+    every = match(df, C, method="mahalanobis", tie_cap=0)
+    sizes = every.matched[every.matched["treatment"] == 0].groupby("_set").size()
+    n = int((sizes >= 25).sum())
+    assert n > 0 and capped.diagnostics[AT_TIE_CAP] == n
+    assert f"ties kept up to 25 per set, {n:,} sets at the cap" in capped._method_label()
+    assert AT_TIE_CAP not in every.diagnostics and every._method_label().endswith("ties kept)")
+    plain = match(df, C, method="propensity")  # the sample's propensity sets (at most 22) are not capped
+    assert plain.diagnostics[AT_TIE_CAP] == 0 and plain._method_label().endswith("ties kept)")

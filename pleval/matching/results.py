@@ -36,6 +36,10 @@ from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
 from .propensity import PropensityModel
 
+AT_TIE_CAP = "treated whose set reached the tie cap"
+"""The diagnostic counting the sets of ``max(tie_cap, k)`` comparisons: those the cap may have
+cut, whose tied members beyond the strictly closer ones are chosen by the hashed student ids."""
+
 
 @dataclass(frozen=True, repr=False)
 class EffectTable(ResultMixin):
@@ -575,6 +579,9 @@ class MatchResult(ResultMixin):
     def _method_label(self) -> str:
         o = self.options
         ties = ", ties kept" if o.get("ties") else ""
+        at_cap = self.diagnostics.get(AT_TIE_CAP, 0)
+        if ties and at_cap:  # (the sets' tied members beyond the cap chosen by hashed student id)
+            ties += f" up to {o['tie_cap']} per set, {at_cap:,} set{'s' * (at_cap != 1)} at the cap"
         if self.method == "propensity" and o.get("conventions") == "matchit":
             cal = "no caliper" if o["caliper"] in (None, False) else f"caliper {o['caliper']} SD"
             return (f"1:{o['k']} nearest-neighbour matching on the propensity score, MatchIt conventions "
