@@ -782,6 +782,13 @@ def estimate(
 
     keys = [ALL if s is None else str(s) for s in subjects]
     tables = _with_mdes(_assemble(keys, parts, v, left_out), opts)
+    if design == "matched":
+        lost = _pl_schools_left_out(sub_df, v, columns, keys, subjects, tables["schools"])
+        if lost is not None:
+            tables["dropped"] = _concat([tables["dropped"], lost])
+            notes.append(f"{len(lost):,} PL school × subject(s) left out of the school effects, every row of theirs "
+                         f"dropped before them: {', '.join(dict.fromkeys(lost['school']))} (the dropped table says why)")
+            tables["dropped"] = tables["dropped"].drop(columns="school")
     tables.update(_subgroup_tables(keys, parts, opts))
     tables["moderators"] = _moderator_table(parts, mod_terms, opts, notes)
     up = columns.outcome not in opts["lower_is_better"]
@@ -1709,6 +1716,33 @@ def _pl_flows(v: Validated, m, keys: list[str]) -> list[pd.DataFrame | None]:
     return out
 
 
+def _pl_schools_left_out(sub_df: pd.DataFrame, v: Validated, columns: Columns, keys, subjects,
+                         schools: pd.DataFrame) -> pd.DataFrame | None:
+    """The input's PL schools missing from a subject's school table (every row of theirs dropped:
+    missing values, no comparison, no outcome), as rows of the dropped table, each named; None if
+    none. Before 2026-12-04 such a school left the table and the meta-analysis's k without a word."""
+    c = columns
+    if not len(schools) or not c.school:
+        return None
+    pl = sub_df[(sub_df[c.treatment] == 1).to_numpy() & sub_df[c.school].notna().to_numpy()]
+    valid = v.data[(v.data[c.treatment] == 1).to_numpy()]
+    rows = []
+    for key, subj in zip(keys, subjects):  # a handful of subjects
+        part, kept = (pl, valid) if subj is None else (pl[pl[c.subject] == subj], valid[valid[c.subject] == subj])
+        have = schools.loc[schools["subject"] == key, "school"].astype(str)
+        if not len(have):  # no school effects for the subject at all: its own note says why
+            continue
+        n = part.groupby(part[c.school].astype(str), sort=True).size()
+        gone = n[~n.index.isin(have)]
+        in_valid = gone.index.isin(kept[c.school].astype(str))
+        rows += [{"reason": f"PL school {sch}: no row reached the school effects ("
+                           + ("rows kept by validation, none matched with an outcome" if iv else
+                              "every row dropped by validation") + ")",
+                  "column": c.school, "n_rows": int(k), "stage": "school effects", "subject": key, "school": sch}
+                 for (sch, k), iv in zip(gone.items(), in_valid)]
+    return pd.DataFrame(rows) if rows else None
+
+
 def _match_dropped(m) -> pd.DataFrame | None:
     """Rows excluded before matching and treated rows left unmatched, with reasons."""
     parts = []
@@ -1716,7 +1750,9 @@ def _match_dropped(m) -> pd.DataFrame | None:
         parts.append(m.exclusions.assign(stage="matching: excluded"))
     un = m.unmatched_counts()
     if len(un):
-        parts.append(un.assign(column=m.columns.treatment, stage="matching: treated rows without a match"))
+        exact = ", ".join(m.options.get("exact") or ()) or m.columns.treatment  # (the keys that found no comparison)
+        column = np.where(un["reason"].str.contains("exact-match cell"), exact, m.columns.treatment)
+        parts.append(un.assign(column=column, stage="matching: treated rows without a match"))
     return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
 
 

@@ -935,3 +935,27 @@ def test_moderator_terms_keep_declared_and_genuine_categories():
     assert _moderator_terms(d, ["c"])[1] == ["c[2023]", "c[pilot]"]
     with pytest.raises(pleval.DataError, match="give --na NA if they mean missing"):
         _moderator_terms(d, ["d"])
+
+
+def test_a_pl_school_with_every_row_dropped_is_named():
+    """A PL school none of whose rows reaches the school effects (every pretest missing) is a
+    named row of the dropped table and a note; before 2026-12-04 it left the school table and the
+    meta-analysis's k without a word. PL rows with no comparison in their exact-match cell name
+    the exact keys, not the treatment column."""
+    df = simulate_matched(seed=4, n_schools=40, n_pl_schools=6, students_per_grade=10, grades=(4, 5)).data
+    pl_schools = sorted(df.loc[df["treatment"] == 1, "school_id"].unique())
+    gone, alone = pl_schools[0], pl_schools[1]
+    df.loc[df["school_id"] == gone, "pretest"] = np.nan
+    only_pl = (df["school_id"] == alone) & (df["grade"] == 5)
+    df.loc[only_pl, "grade"] = 6  # a grade with PL students only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = pleval.estimate(df, design="matched", placebo=False, sensitivity=False)
+    d = ev.dropped
+    named = d[d["reason"].str.startswith(f"PL school {gone}:")]
+    assert sorted(named["subject"]) == sorted(df["subject"].unique()) and (named["column"] == "school_id").all()
+    assert (named["n_rows"] == df[df["school_id"] == gone].groupby("subject").size().sort_index().to_numpy()).all()
+    assert "every row dropped by validation" in named["reason"].iloc[0]
+    assert not (ev.schools["school"] == gone).any() and any(gone in n for n in ev.notes)
+    cell = d[d["reason"] == "no comparison in its exact-match cell"]
+    assert list(cell["column"]) == ["subject, grade"] and cell["n_rows"].sum() == only_pl.sum()
