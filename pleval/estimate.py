@@ -811,8 +811,17 @@ def estimate(
             for s, o in zip(ov["subject"], ov["outcome"])}
         ov["wwc_rating"] = key.map({k: r.wwc_rating for k, r in at.items()})
         ov["essa_tier"] = key.map({k: r.essa_tier for k, r in at.items()})
+    if not resolved["vcov"]:  # the design's default, recorded as run (before 2026-12-04: "")
+        resolved["vcov"] = ("CR2" if opts["rct_design"] == "cluster" else "HC2") if design == "rct" else (
+            "CR2" if columns.school else "CR1")
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
+    m = parts[0].get("details", {}).get("design") if design == "matched" else None
+    if m is not None:  # every matching option as the match resolved it, given or default
+        mo = dict(m.options)
+        if m.method == "propensity" and mo.get("conventions") != "matchit" and mo.get("caliper") is None:
+            mo["caliper"] = 0.2  # (the default's value, in SDs of the logit propensity score)
+        prov["match_options"] = json.loads(json.dumps(mo, default=str))
     plc = next((p["details"]["placebo"] for p in parts if "placebo" in p.get("details", {})), None)
     if plc is not None:
         prov["placebo"] = plc.extent()

@@ -132,6 +132,13 @@ def test_input_hash_is_the_file_hash(matched_run):
     out, _ = matched_run
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["input"]["sha256"] == hashlib.sha256(MATCHED.read_bytes()).hexdigest()
+    # the options as run, defaults resolved (before 2026-12-04: vcov "", no matching options unless given), and
+    # the data checks' findings beside the run's warnings (before: only in the report)
+    assert prov["options"]["vcov"] == "CR2"
+    mo = prov["match_options"]
+    assert (mo["method"], mo["caliper"], mo["k"], mo["replace"], mo["ties"], mo["tie_cap"]) == ("propensity", 0.2, 1, True,
+                                                                                              True, 25)
+    assert any(c["level"] == "note" and "columns not used" in c["message"] for c in prov["data_checks"])
 
 
 @pytest.mark.parametrize("which", ["matched_run", "rct_run"])

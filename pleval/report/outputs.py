@@ -306,6 +306,8 @@ def _write_provenance(ev: "Evaluation", tmp: Path, put, written: list, *, src, o
         "method": ev.method,
         "options": json.loads(json.dumps(dict(ev.options), default=str)),
         "warnings": list(ev.warnings),
+        # the data checks' findings (warnings and notes) beside the run's warnings (before 2026-12-04 only the report had them)
+        "data_checks": [] if ev.checks is None else [{"level": p.level, "message": p.line} for p in ev.checks.problems],
         "outputs": sorted(written + ["provenance.json"]),
     }
     (tmp / "provenance.json").write_text(json.dumps(prov, indent=2), encoding="utf-8")
