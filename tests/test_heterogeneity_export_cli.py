@@ -337,3 +337,18 @@ def test_cli_schools_reads_a_df_column(estimates_file, tmp_path):
     z = pd.read_csv(out)
     np.testing.assert_allclose(z.pvalue, 2 * stats.norm.sf(np.abs(d.estimate / d.se)), rtol=1e-6)
     assert json.loads(out.with_name("t.provenance.json").read_text())["options"]["df"] is None
+
+
+def test_workbook_p_values_read_as_the_report_prints_them(tmp_path):
+    """p columns show "< 0.001" below 0.001 and three decimals above, as the report and the
+    terminal do, and the cells keep the values; "0.0000" showed p = 6.6e-20 as 0.0000 before
+    2026-12-04."""
+    df = pd.DataFrame({"school_id": ["A", "B", "C", "D"], "estimate": [2.0, 0.1, -0.2, 0.3],
+                       "se": [0.1, 0.2, 0.2, 0.2], "n_treated": [50] * 4, "n_comparison": [200] * 4})
+    r = school_effects_from_estimates(df, by=None)
+    ws = openpyxl.load_workbook(export_table(r, tmp_path / "s.xlsx"))["All schools"]
+    header = [c.value for c in ws[4]]
+    j = header.index("p")
+    cells = {row[0].value: row[j] for row in ws.iter_rows(min_row=5, max_row=8)}
+    assert cells["A"].value < 1e-10 and cells["A"].value == pytest.approx(r.table.set_index("school").loc["A", "pvalue"])
+    assert all(c.number_format == '[<0.001]"< 0.001";0.000' for c in cells.values())

@@ -31,6 +31,10 @@ FORMATS = ("csv", "xlsx", "md", "html")
 _EXT = {".csv": "csv", ".xlsx": "xlsx", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 _ADJ = {"bh": "Benjamini-Hochberg", "holm": "Holm", "bonferroni": "Bonferroni"}
 
+P_FORMAT = '[<0.001]"< 0.001";0.000'
+"""Excel's format for p-values: "< 0.001" below it, three decimals above, as the report prints
+them (the cell keeps the value; before 2026-12-04 "0.0000" showed 6.6e-20 as 0.0000)."""
+
 # (column, header, Excel number format)
 _NUMERIC = [
     ("n_treated", "N PL", "#,##0"),
@@ -47,8 +51,8 @@ _NUMERIC = [
     ("percentile_points", "Percentile points", "0.0"),
     ("pp_ci_low", "CI low (pp)", "0.0"),
     ("pp_ci_high", "CI high (pp)", "0.0"),
-    ("pvalue", "p", "0.0000"),
-    ("p_adjusted", "p adjusted", "0.0000"),
+    ("pvalue", "p", P_FORMAT),
+    ("p_adjusted", "p adjusted", P_FORMAT),
     ("shrunk_es", "Shrunken ES", "0.000"),
     ("shrunk_es_sd", "Shrunken ES SD", "0.000"),
     ("shrunk_es_ci_low", "Shrunken interval low (ES)", "0.000"),
@@ -60,8 +64,8 @@ _NUMERIC = [
     ("df_calibrated", "df with placebo spread", "0.0"),
     ("ci_low_calibrated", "Placebo-calibrated CI low (ES)", "0.000"),
     ("ci_high_calibrated", "Placebo-calibrated CI high (ES)", "0.000"),
-    ("p_calibrated", "p vs placebo spread", "0.0000"),
-    ("p_calibrated_adjusted", "p vs placebo spread, adjusted", "0.0000"),
+    ("p_calibrated", "p vs placebo spread", P_FORMAT),
+    ("p_calibrated_adjusted", "p vs placebo spread, adjusted", P_FORMAT),
     ("program_shrunk", "Program effect, shrunken (ES)", "0.000"),
     ("program_shrunk_sd", "Program effect, shrunken: SD (ES)", "0.000"),
     ("prob_negative_program", "P(program effect < 0)", "0.00"),
@@ -284,7 +288,7 @@ _SUMMARY = [
     ("se", "SE", "0.000"),
     ("ci_low", "CI low", "0.000"),
     ("ci_high", "CI high", "0.000"),
-    ("pvalue", "p", "0.0000"),
+    ("pvalue", "p", P_FORMAT),
     ("df", "df of the test", "0.0"),
     ("pp_estimate", "pooled, percentile points", "0.0"),
     ("tau2", "τ²", "0.0000"),
@@ -296,7 +300,7 @@ _SUMMARY = [
     ("i2_ci_high", "I² CI high (%)", "0.0"),
     ("q", "Q", "0.00"),
     ("q_df", "Q df", "0"),
-    ("q_pvalue", "Q p", "0.0000"),
+    ("q_pvalue", "Q p", P_FORMAT),
     ("pi_low", "prediction interval low", "0.000"),
     ("pi_high", "prediction interval high", "0.000"),
     ("level", "level", "0%"),
