@@ -352,3 +352,16 @@ def test_workbook_p_values_read_as_the_report_prints_them(tmp_path):
     cells = {row[0].value: row[j] for row in ws.iter_rows(min_row=5, max_row=8)}
     assert cells["A"].value < 1e-10 and cells["A"].value == pytest.approx(r.table.set_index("school").loc["A", "pvalue"])
     assert all(c.number_format == '[<0.001]"< 0.001";0.000' for c in cells.values())
+
+
+def test_cli_schools_no_hartung_knapp_reaches_the_meta_regression():
+    """--no-hartung-knapp also gives the meta-regression its z tests, as the API's
+    knapp_hartung=False; before 2026-12-04 the meta-regression kept Knapp-Hartung whatever it said."""
+    from pleval.heterogeneity import school_effects_from_estimates as sefe
+
+    src = "sample_data/school_effects.csv"
+    out = CliRunner().invoke(app, ["schools", src, "--moderators", "school_poverty", "--no-hartung-knapp"]).output
+    assert "Meta-regression (REML), k = 40" in out and "Knapp-Hartung" not in out.split("Meta-regression")[1]
+    res = sefe(pd.read_csv(src), by="subject", hartung_knapp=False, moderators=["school_poverty"])
+    want = res.meta_regression(["school_poverty"], knapp_hartung=False)
+    assert all(r.summary().splitlines()[2] in out for r in want.values())  # the QM line, chi-square

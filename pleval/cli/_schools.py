@@ -47,7 +47,7 @@ def schools(
     method: str = typer.Option(
         "REML", "--method", help="tau² estimator: REML, ML, DL, PM, EB, HE, SJ, HS (metafor's names) or FE."
     ),
-    hartung_knapp: bool = typer.Option(True, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect (default: on; off: metafor's z test, which over-rejects with few schools)."),
+    hartung_knapp: bool = typer.Option(True, "--hartung-knapp/--no-hartung-knapp", help="Hartung-Knapp SE and t(k-1) CI for the pooled effect, and Knapp-Hartung tests for the meta-regression (default: on; off: metafor's z tests, which over-reject with few schools)."),
     prediction: str = typer.Option(
         "t", "--prediction", help="Prediction-interval reference: t (t(k-2)), t_k1 (t(k-1), metafor with knha) or normal (metafor's default)."
     ),
@@ -126,7 +126,7 @@ def schools(
                "meta-regression" if text_defaults else None)
     if mods:
         try:
-            regressions = res.meta_regression(mods, method=method)
+            regressions = res.meta_regression(mods, method=method, knapp_hartung=hartung_knapp)
         except (DataError, DesignError) as exc:
             if moderators is not None:  # asked for: an error
                 raise
