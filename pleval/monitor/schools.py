@@ -5,7 +5,8 @@ the spread of comparison schools analysed as if PL (placebo schools) as the yard
 multiplicity-adjusted verdicts.
 
 Per subject, a counterfactual model is fitted on the matched **comparison** rows only
-(period × grade intercepts, a pretest slope per period, covariates; weighted by the matching
+(period × grade intercepts, a pretest slope per period and the ``covariates`` passed — none
+from :func:`pleval.monitor.monitor`, as docs/monitor.md says; weighted by the matching
 weights). Every row's residual ``r_it = y_it − ŷ_it`` is its gain over the prediction; a
 school's effect in period ``t`` is the mean residual of its students, with SE ``s_jt/√n_jt``
 (the residual SD within the school and period). Comparison schools get the same numbers:
