@@ -345,3 +345,41 @@ def test_a_school_that_stops_the_program_is_named_as_such():
     with pytest.raises(DataError, match=r"column 'treatment' \(treatment\): 1 school\(s\) change it between periods "
                                         r"\('K002': 1 in 2021, 2022, 2023, 0 in 2024\); .* leave out its periods"):
         effects_over_time(d, COLS, cohort="pl_year")
+
+
+def test_the_trend_is_per_year_when_the_years_are_unevenly_spaced():
+    """With years 2021, 2022, 2024, 2028 the trend is the slope per year: statsmodels' clustered
+    OLS of the same stacked model, its contrast on the years (CR1 both). Before, it was the slope
+    per period index and printed as 'trend per year'. The
+    school slopes are per year too (weighted least squares on the years), as the pooled trend
+    they are compared with."""
+    import warnings
+
+    from pleval.errors import PlevalWarning
+    from pleval.monitor import monitor
+
+    uneven = simulate_panel(years=(2021, 2022, 2024, 2028), adoption=(2022,), effects=(0.1, 0.2, 0.3),
+                            subjects=("math",), seed=2, n_schools=16, n_pl_schools=6, students_per_grade=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ot = effects_over_time(uneven.data, COLS, method="regression", vcov="CR1", equity=False)
+        mon = monitor(uneven.data, COLS, method="regression")
+    d = ot._frames["math"]
+    fit = sm.OLS(d["posttest"], _stacked_design(d)).fit(cov_type="cluster",
+                                                         cov_kwds={"groups": pd.factorize(d["_cluster"])[0]})
+    years = np.array([2021.0, 2022.0, 2024.0, 2028.0])  # the program periods (no cohort column: all of them)
+    c = pd.Series(0.0, index=fit.params.index)
+    c[[f"D{t:.0f}" for t in years]] = (years - years.mean()) / ((years - years.mean()) ** 2).sum()
+    want = fit.t_test(c.to_numpy()[None, :])
+    tr = ot.trend[ot.trend["per"] == "year (program periods)"].iloc[0]
+    assert tr["estimate"] == pytest.approx(float(want.effect[0]), rel=1e-8)
+    assert tr["se"] == pytest.approx(float(want.sd[0, 0]), rel=1e-8)
+    st = mon.schools["math"]
+    assert st.pooled_trend == pytest.approx(
+        effects_over_time(uneven.data, COLS, method="regression", equity=False).trend.iloc[0]["estimate"], rel=1e-9)
+    sy = st.school_years[st.school_years["used"]]
+    for r in st.slopes.head(3).itertuples():
+        one = sy[(sy["school"] == r.school) & (sy["kind"] == r.kind)]
+        assert r.slope == pytest.approx(np.polyfit(one["time"].astype(float), one["estimate"], 1, w=1 / one["se"])[0],
+                                        rel=1e-8)
+    assert "SD per year" in st.summary()

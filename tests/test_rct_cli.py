@@ -112,6 +112,25 @@ def test_a_subject_without_treated_rows_is_left_out_of_pleval_rct_and_rct_by_sub
     assert res["math"].itt.raw.estimate == analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math").itt.raw.estimate
 
 
+def test_rct_cli_prints_each_subjects_equivalence_note(trial_csv, tmp_path):
+    """Each subject gets its own WWC note: reading's high attrition requires equivalence while
+    math's is low (the command printed the first subject's note alone)."""
+    import numpy as np
+
+    path, data = trial_csv
+    d = data.copy()
+    lost = (d["subject"] == "reading") & (d["treatment"] == 1) & (np.random.default_rng(0).random(len(d)) < 0.35)
+    d.loc[lost, "posttest"] = np.nan
+    p = tmp_path / "lost.csv"
+    d.to_csv(p, index=False)
+    r = runner.invoke(app, ["rct", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    for s in ("math", "reading"):
+        res = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject=s)
+        assert res.equivalence_required == (s == "reading")
+        assert f"{s} — {res.equivalence_note}" in r.output
+
+
 def test_rct_cli_errors_are_one_line(trial_csv, tmp_path):
     path, _ = trial_csv
     r = runner.invoke(app, ["rct", str(path), "--block", "nope", "--out", str(tmp_path)])

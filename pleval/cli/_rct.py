@@ -332,6 +332,6 @@ def rct(
     console.print(_equivalence_table(tables["equivalence"]))
     if written and "subgroups.csv" in written:
         console.print(_subgroup_table(tables["subgroups"], tables["interactions"]))
-    first = next(iter(results.values()))
-    console.print(first.equivalence_note, highlight=False)
+    for s, res in results.items():  # each subject's own WWC verdict: attrition may be high in one only
+        console.print(escape(res.equivalence_note if s is None else f"{s} — {res.equivalence_note}"), highlight=False)
     console.print(f"wrote {', '.join(written)} to {escape(str(out))}", highlight=False)

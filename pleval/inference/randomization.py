@@ -36,7 +36,8 @@ Computation
   block. The p-value is ``(1 + #{extreme draws}) / (1 + P)`` (Phipson & Smyth 2010), which
   is a valid p-value; its Monte Carlo SE is reported. Draws come from
   ``numpy.random.default_rng(seed)`` in batch order, so the result does not depend on the
-  batch size.
+  batch size; they meet the blocks in the order of their content and the units in the order of
+  their values (:mod:`.draw_order`), so it depends neither on the rows' order nor on the labels.
 
 "Extreme" is ``|T| ≥ |T_obs|`` (two-sided; under the null E[T] = 0 for this statistic),
 ``T ≥ T_obs`` (greater) or ``T ≤ T_obs`` (less), with a relative tolerance of 1e−10 so
@@ -55,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import ResultMixin
-from .draw_order import value_order
+from .draw_order import group_codes, value_order
 from ..errors import DataError, DesignError, PlevalWarning
 
 Alternative = Literal["two-sided", "greater", "less"]
@@ -208,6 +209,8 @@ def _prepare(y, treatment, clusters, blocks, covariates):
         u, zu, bu = u[keep], zu[keep], bu[keep]
         _, bu = np.unique(bu, return_inverse=True)
         mb, tb = mb[~fixed], tb[~fixed]
+    new = group_codes(bu, u, zu)  # blocks in the order of their content, not of their labels
+    bu, mb, tb = new[bu], mb[np.argsort(new)], tb[np.argsort(new)]
     o = value_order(bu, u, zu)  # the draws meet the units in the order of their values, not of the rows
     return u[o], zu[o].astype(int), bu[o].astype(np.intp), mb, tb, unit, notes
 

@@ -30,9 +30,10 @@ the correlation of a student's repeated rows as well as that of schoolmates; two
 clustering (student and school) would add nothing that school clustering misses when students
 are nested, and would lose CR2's small-sample correction (Cameron, Gelbach & Miller 2011).
 
-Trend test: the least-squares slope of the effects on the period index (or on years of
-exposure), the contrast ``c'δ`` with ``c_t = (t − t̄)/Σ(t − t̄)²`` over the program periods,
-tested with its CR2 SE and the same reference (H₀: the effect is flat).
+Trend test: the least-squares slope of the effects on the time values when they are numbers
+(years: a slope per year, however the periods are spaced), on the period index when they are
+terms (text), or on years of exposure; the contrast ``c'δ`` with ``c_t = (t − t̄)/Σ(t − t̄)²``
+over the program periods, tested with its CR2 SE and the same reference (H₀: the effect is flat).
 
 Effect sizes divide by the pooled within-group SD of the period's outcome, pooled within grade
 (:func:`pleval.effect_sizes.outcome_sd`), with Hedges' ω; percentile points from the 50th
@@ -68,7 +69,7 @@ class OverTime(ResultMixin):
     Tables (one row per subject and period / exposure / band; raw ``estimate`` with ``se``,
     ``df``, CI and ``pvalue``, then ``es``/``es_ci_*`` in SD units and ``pp``/``pp_ci_*`` in
     percentile points): ``by_year``, ``by_exposure``, ``equity``; ``trend`` has the slope per
-    period and per year of exposure.
+    unit of the time column (per year; per period for terms) and per year of exposure.
     """
 
     by_year: pd.DataFrame
@@ -416,6 +417,7 @@ def effects_over_time(
     covs_all = design_matrix(d, [x for x in c.covariates if d[x].nunique() > 1]) if c.covariates else pd.DataFrame(index=d.index)
 
     by_year, by_exp, trends, eq_rows = [], [], [], []
+    numeric = pd.api.types.is_numeric_dtype(d["_t"])
     frames = {}
     for s, ds in d.groupby(subj, sort=False):
         covs = covs_all.loc[ds.index]
@@ -460,8 +462,8 @@ def effects_over_time(
         ptimes = [t for t in times if prog[t]]
         mean_sd = float(np.mean([sds[t] for t in ptimes])) if ptimes else float(np.mean(list(sds.values())))
         om = _omega(len(ds))
-        tr = _trend(fit, [f"D@{t}" for t in ptimes], np.arange(len(ptimes), dtype=float), mean_sd, om,
-                    f"{c.time} (program periods)", s, level, exact)
+        xs = np.asarray(ptimes, float) if numeric else np.arange(len(ptimes), dtype=float)  # per year when years
+        tr = _trend(fit, [f"D@{t}" for t in ptimes], xs, mean_sd, om, f"{c.time} (program periods)", s, level, exact)
         if tr:
             trends.append(tr)
 

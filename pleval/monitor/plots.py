@@ -84,7 +84,8 @@ def trajectories_plot(st, *, title: str | None = None):
     mean = sy.groupby("time")["es"].mean()
     base = float(mean.iloc[0]) if len(mean) else 0.0
     xs = np.arange(len(keys))
-    ax.plot(xs, base + st.pooled_trend / st.sd * xs, "--", color="black", lw=1.4, label="pooled trend")
+    steps = np.asarray(keys, float) - keys[0] if pd.api.types.is_numeric_dtype(sy["time"]) else xs  # per year
+    ax.plot(xs, base + st.pooled_trend / st.sd * steps, "--", color="black", lw=1.4, label="pooled trend")
     ax.axhline(0, color=NEUTRAL, lw=0.8)
     ax.set_xticks(range(len(keys)), [str(k) for k in keys])
     ax.set_ylabel("school effect (SD)")

@@ -90,7 +90,8 @@ def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, 
         covs = pd.DataFrame(index=ds.index)
         try:
             st = school_trajectories(ds, outcome=c.outcome, treatment=c.treatment, grade=c.grade, covariates=covs,
-                                     pooled_trend=trend, program_periods=program, sd=sd, subject=s, alpha=alpha)
+                                     pooled_trend=trend, program_periods=program, sd=sd, subject=s, alpha=alpha,
+                                     per=c.time)
             schools[s] = st
         except DesignError as exc:
             notes.append(f"[{s}] no school trajectories: {exc}")

@@ -5,14 +5,16 @@ the spread of comparison schools analysed as if PL (placebo schools) as the yard
 multiplicity-adjusted verdicts.
 
 Per subject, a counterfactual model is fitted on the matched **comparison** rows only
-(period × grade intercepts, a pretest slope per period, covariates; weighted by the matching
+(period × grade intercepts, a pretest slope per period and the ``covariates`` passed — none
+from :func:`pleval.monitor.monitor`, as docs/monitor.md says; weighted by the matching
 weights). Every row's residual ``r_it = y_it − ŷ_it`` is its gain over the prediction; a
 school's effect in period ``t`` is the mean residual of its students, with SE ``s_jt/√n_jt``
 (the residual SD within the school and period). Comparison schools get the same numbers:
 their *placebo* trajectories show how much school trajectories wander without the program.
 
 A school's trajectory slope is the weighted least-squares slope of its period effects on the
-period index over the program periods (weights ``1/SE²``), with SE ``√(Σw / (Σw·Σwx² − (Σwx)²))``.
+time values over the program periods (weights ``1/SE²``): per year when they are numbers, as
+the pooled trend, per period for terms; SE ``√(Σw / (Σw·Σwx² − (Σwx)²))``.
 Treating a school's periods as independent ignores that its students recur across periods;
 that correlation is positive and a slope is a contrast, so the SE is, if anything, too large.
 Then: the random-effects meta-analysis of PL slopes (τ² of trajectories, REML) and of
@@ -41,8 +43,8 @@ from ..inference import adjust_pvalues, ols
 class SchoolTrajectories(ResultMixin):
     """Per-school effects by period (``school_years``) and trajectory slopes (``slopes``) of
     one subject, in outcome points; ``sd`` converts to SD units. ``pooled_trend`` is the
-    per-period trend of the pooled effect; ``tau2``/``tau2_placebo`` the variance of true PL
-    and placebo slopes."""
+    trend of the pooled effect, the slopes' too, per ``per`` (the time column: per year, or per
+    period for terms); ``tau2``/``tau2_placebo`` the variance of true PL and placebo slopes."""
 
     subject: str
     school_years: pd.DataFrame
@@ -52,6 +54,7 @@ class SchoolTrajectories(ResultMixin):
     tau2_placebo: float
     sd: float
     alpha: float
+    per: str = "period"
 
     @property
     def n_diverging(self) -> int:
@@ -63,19 +66,19 @@ class SchoolTrajectories(ResultMixin):
     def summary(self) -> str:
         pl = self.slopes[self.slopes["kind"] == "PL"]
         lines = [f"[{self.subject}] school trajectories: {len(pl)} PL schools; pooled trend "
-                 f"{self.pooled_trend / self.sd:+.4f} SD per period; SD of true PL slopes "
+                 f"{self.pooled_trend / self.sd:+.4f} SD per {self.per}; SD of true PL slopes "
                  f"{np.sqrt(self.tau2) / self.sd:.4f} SD, of placebo slopes {np.sqrt(self.tau2_placebo) / self.sd:.4f} SD",
                  f"  schools diverging from the pooled trend (BH, alpha {self.alpha:g}, beyond the placebo spread): "
                  f"{self.n_diverging}"]
         for r in pl[pl["diverges"]].itertuples(index=False):
-            lines.append(f"    {r.school}: slope {r.slope / self.sd:+.3f} SD per period (shrunk "
+            lines.append(f"    {r.school}: slope {r.slope / self.sd:+.3f} SD per {self.per} (shrunk "
                          f"{r.slope_shrunk / self.sd:+.3f}; adjusted p = {r.p_adjusted:.3g})")
         return "\n".join(lines)
 
 
-def _slopes(sy: pd.DataFrame) -> pd.DataFrame:
+def _slopes(sy: pd.DataFrame, x: pd.Series) -> pd.DataFrame:
     w = 1.0 / sy["se"] ** 2
-    x, y = sy["period_index"], sy["estimate"]
+    y = sy["estimate"]
     g = pd.DataFrame({"w": w, "wx": w * x, "wy": w * y, "wxx": w * x * x, "wxy": w * x * y,
                       "school": sy["school"], "kind": sy["kind"]}).groupby(["school", "kind"], sort=True).sum()
     det = g["w"] * g["wxx"] - g["wx"] ** 2
@@ -86,11 +89,11 @@ def _slopes(sy: pd.DataFrame) -> pd.DataFrame:
 
 def school_trajectories(ds: pd.DataFrame, *, outcome: str, treatment: str, grade: str | None, covariates: pd.DataFrame,
                         pooled_trend: float, program_periods, sd: float, subject: str, alpha: float = 0.05,
-                        min_students: int = 5) -> SchoolTrajectories:
+                        min_students: int = 5, per: str = "period") -> SchoolTrajectories:
     """School trajectories of one subject from the matched rows ``ds`` of
     :func:`pleval.monitor.effects_over_time` (columns ``_t``, ``_pre``, ``_w``, ``_cluster``);
     see the module docstring. School-periods with fewer than ``min_students`` students are left
-    out of the slopes (and marked)."""
+    out of the slopes (and marked). ``per`` names the slopes' unit (the time column)."""
     cells = ds["_t"].astype(str) + ("|" + ds[grade].astype(str) if grade else "")
     informed = cells.isin(set(cells[ds[treatment] == 0])).to_numpy()  # PL rows of cells without comparisons: no residual
     if not informed.all():
@@ -115,7 +118,9 @@ def school_trajectories(ds: pd.DataFrame, *, outcome: str, treatment: str, grade
     sy["used"] = sy["program"] & (sy["n_students"] >= min_students) & (sy["se"] > 0)
     sy["period_index"] = sy["time"].map(order)
     used = sy[sy["used"]]
-    sl = _slopes(used)
+    # per year from the first program year when the periods are numbers (as the pooled trend), else per period
+    sl = _slopes(used, used["time"] - program_periods[0] if pd.api.types.is_numeric_dtype(used["time"])
+                 else used["period_index"])
     sl = sl[(sl["n_periods"] >= 2) & np.isfinite(sl["se"]) & (sl["se"] > 0)]
     pl, pb = sl[sl["kind"] == "PL"], sl[sl["kind"] == "placebo"]
     if len(pl) < 2:
@@ -135,7 +140,7 @@ def school_trajectories(ds: pd.DataFrame, *, outcome: str, treatment: str, grade
         sl[f"{col}_es"] = sl[col] / sd
     sy["es"], sy["es_se"] = sy["estimate"] / sd, sy["se"] / sd
     return SchoolTrajectories(subject, sy, sl.reset_index(drop=True), float(pooled_trend), float(meta.tau2),
-                              float(tau2_p), float(sd), alpha)
+                              float(tau2_p), float(sd), alpha, per)
 
 
 __all__ = ["school_trajectories", "SchoolTrajectories"]

@@ -83,20 +83,22 @@ def by_exposure(m: "Monitoring", figures: Collection[str]) -> Section:
 
 
 def trend(m: "Monitoring", figures: Collection[str]) -> Section:
-    """The trend test: the slope of the effects per period and per year of exposure."""
+    """The trend test: the slope of the effects per unit of the time column and per year of exposure."""
     t, lvl = m.over_time.trend, _lvl(m)
     table = pd.DataFrame({
         "subject": t["subject"].astype(str), "slope over": t["per"].astype(str), "n periods": t["n_points"].map(fmt_int),
-        "slope, effect size per period": t["es"].map(lambda v: fmt(v, 3, True)),
+        "slope, effect size": t["es"].map(lambda v: fmt(v, 3, True)),
         f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
-        "slope, points per period": t["estimate"].map(lambda v: fmt(v, 2, True)),
+        "slope, points": t["estimate"].map(lambda v: fmt(v, 2, True)),
         "p": t["pvalue"].map(fmt_p),
     })
     return Section("trend", "Is the effect growing? The trend test", (
         Paragraph("The least-squares slope of the effects over the program periods (and over years of exposure ≥ 1), "
                   "with its CR2 standard error; H₀: the effect is flat. A large p-value is not evidence of a flat "
                   "effect: with few schools the trend is hard to see."),
-        Table(table, note="n periods: the number of periods (or years of exposure) the slope is fitted to."),
+        Table(table, note="The slope is per unit of what it is over: per year when the time column holds years "
+                          "(per period when it holds terms), or per year of exposure. n periods: the number of "
+                          "periods (or years of exposure) the slope is fitted to."),
     ))
 
 
@@ -137,18 +139,19 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
     adjustment = ADJUSTMENT_NAMES["bh"]
     alpha = float(m.provenance.get("alpha", 0.05))
     blocks: list = [Paragraph(
-        "One slope per PL school: how its effect changed per program period, in effect-size units, beside the "
+        "One slope per PL school: how its effect changed over the program periods (per year when the time column "
+        "holds years, as the pooled trend), in effect-size units, beside the "
         "pooled trend. A school diverges (faster or slower) when its slope differs from the pooled trend beyond the "
         f"spread of comparison (placebo) schools' slopes, after the {adjustment} adjustment at α = {alpha:g}.")]
     for s, st in m.schools.items():
         pl = st.slopes[st.slopes["kind"] == "PL"].sort_values("slope", ascending=False)
         blocks.append(Paragraph(f"{s}: {st.n_diverging} of {len(pl)} PL schools diverge from the pooled trend "
-                                f"({fmt(st.pooled_trend / st.sd, 3, True)} SD per period)."))
+                                f"({fmt(st.pooled_trend / st.sd, 3, True)} SD per {st.per})."))
         blocks += _figure(f"school_trajectories_{slug(s)}", f"{s}: school effects by period against the pooled trend.",
                           figures)
         blocks.append(Table(pd.DataFrame({
             "school": pl["school"].astype(str), "periods": pl["n_periods"].map(fmt_int),
-            "slope (SD per period)": pl["slope_es"].map(lambda v: fmt(v, 3, True)),
+            f"slope (SD per {st.per})": pl["slope_es"].map(lambda v: fmt(v, 3, True)),
             "SE": pl["se_es"].map(lambda v: fmt(v, 3)),
             "shrunken ES": pl["slope_shrunk_es"].map(lambda v: fmt(v, 3, True)),
             "p": pl["pvalue"].map(fmt_p), "adjusted p": pl["p_adjusted"].map(fmt_p),
