@@ -200,6 +200,13 @@ def test_unequal_allocation_assigns_the_schools_the_simulation_assigns():
     sim = simulate_planned("cluster", 18, 20, 0.2, 0.0, 0.0, 0.0, 0.25, seed=1)
     assert d._arms() == (int(sim.groupby("school_id")["treatment"].first().sum()), 13) == (5, 13)
     assert "5 of 18 schools" in " ".join(d.plan().notes)
+    # the note's power at the MDES is at the share assigned, 5/18, not the nominal 0.25
+    from pleval.power.tdist import power_from_ncp
+
+    at = ClusterRCT(schools=18, students=20, icc=0.2, treated=5 / 18)
+    want = float(power_from_ncp(d.mdes(0.8) / at.sse, d.analysis_df(), 0.05, True))
+    assert f"its power at the MDES above is about {want:.2f}," in d.plan().notes[0]
+    assert f"{want:.2f}" != f"{float(power_from_ncp(d.mdes(0.8) / d.sse, d.analysis_df(), 0.05, True)):.2f}"
 
 
 def test_simulate_small(tmp_path):

@@ -381,7 +381,9 @@ class ClusterRCT(Design):
         if dfw >= self.df:
             return ()
         jt, jc = self._arms()
-        at = float(power_from_ncp(mdes / self.sse, dfw, self.alpha, self.two_sided))
+        # at the schools actually assigned (J_T/J, not the nominal P: 5 of 18 is 0.28, not 0.25)
+        at = float(power_from_ncp(mdes / self.replace(treated=jt / int(self.schools)).sse, dfw, self.alpha,
+                                  self.two_sided))
         return (f"unequal allocation ({jt} of {int(self.schools)} schools assigned): pleval's analysis (CR2, "
                 f"Satterthwaite df) refers to about {dfw:.1f} df (Welch, {jt} against {jc} school "
                 f"means), not the formula's {self.df:g}, so its power at the MDES above is about {at:.2f}, not "
