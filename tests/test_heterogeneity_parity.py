@@ -245,6 +245,18 @@ def test_leave_one_out_hartung_knapp_diagnostics_take_the_deleted_fits_factor(bc
         assert got.rstudent[i] == pytest.approx((y[i] - d.estimate) / np.sqrt(s2w * (v[i] + d.tau2) + d.se**2), rel=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_leave_one_out_hartung_knapp_with_identical_other_schools_uses_the_standard_se():
+    """Without school 4 the estimates are identical: as meta_analysis, the deleted fit takes the
+    standard SE (factor 1), and the diagnostics stay finite (they divided by 0)."""
+    y, se = np.array([0.1, 0.1, 0.1, 0.5]), np.array([0.1, 0.1, 0.2, 0.1])
+    inf = leave_one_out(meta_analysis(y, se, hartung_knapp=True))
+    d = meta_analysis(y[:3], se[:3], hartung_knapp=True)
+    assert inf.se_del[3] == pytest.approx(d.se, rel=1e-12) == pytest.approx(1 / np.sqrt(np.sum(1 / se[:3] ** 2)))
+    assert inf.rstudent[3] == pytest.approx(0.4 / np.sqrt(se[3] ** 2 + d.tau2 + d.se**2), rel=1e-10)
+    assert np.isfinite(inf.dffits).all() and np.isfinite(inf.dfbetas).all()
+
+
 def test_power_series_equals_direct_sums(monkeypatch):
     """The series route (large k) against the direct k × k route, and spot refits."""
     rng = np.random.default_rng(7)

@@ -16,7 +16,8 @@ estimator: ``μ̂₍ᵢ₎``, ``SE₍ᵢ₎``, ``τ̂²₍ᵢ₎``, ``Q₍ᵢ₎
 
 ``s²₍ᵢ₎ = Σ_{j≠i} w_ij (y_j − μ̂₍ᵢ₎)² / (k − 2)`` is the deleted fit's Hartung–Knapp factor with
 ``hartung_knapp=True`` (already in ``SE₍ᵢ₎``), else 1, as metafor's ``influence.rma.uni`` and
-:func:`.metareg_influence.leave_one_out_metareg`.
+:func:`.metareg_influence.leave_one_out_metareg`; 1 too where the other schools' estimates are
+identical, as :func:`.meta.meta_analysis` takes it.
 
 A school is *influential* (metafor's cut-offs) if ``|DFFITS| > 3√(p/(k − p))``, the χ²(p)
 lower tail at Cook's distance exceeds 0.5, ``h_i > 3p/k`` or ``|DFBETAS| > 1`` (p = 1).
@@ -263,7 +264,12 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
     df = math.inf
     s2w = np.ones(k)  # the deleted fits' Hartung–Knapp factors
     if meta.hartung_knapp:
-        s2w = q_t / (kd - 1)
+        # as meta_analysis: a deleted fit whose estimates are identical but for rounding takes factor 1
+        o = np.argsort(y)
+        hi = np.where(np.arange(k) == o[-1], y[o[-2]], y[o[-1]])  # max and min of the other schools
+        lo = np.where(np.arange(k) == o[0], y[o[1]], y[o[0]])
+        same = np.maximum(hi - mu_d, mu_d - lo) <= 1e-12 * np.maximum(1.0, np.maximum(np.abs(hi), np.abs(lo)))
+        s2w = np.where(same, 1.0, q_t / (kd - 1))
         se_d = np.sqrt(s2w) * se_d
         df = float(kd - 1)
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
