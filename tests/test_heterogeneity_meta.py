@@ -386,6 +386,23 @@ def test_bh_and_holm_hand_computed():
         significance_counts(est, p, alpha=5)
 
 
+@pytest.mark.parametrize("method, sm_method", [("holm", "holm"), ("bh", "fdr_bh"), ("bonferroni", "bonferroni")])
+def test_counts_adjust_only_over_the_schools_counted(method, sm_method):
+    """A school with a NaN estimate but a finite p-value is left out of k, of the counts and of
+    the adjustment (before 2026-12-04 it stayed in the adjustment: Holm over m = 3, no school
+    significant)."""
+    from statsmodels.stats.multitest import multipletests
+
+    est = np.array([np.nan, 0.10, 0.20, -0.3, 0.05])
+    p = np.array([0.90, 0.020, 0.024, 0.011, np.nan])
+    c = significance_counts(est, p, method=method)
+    ref = multipletests(p[1:4], method=sm_method)[1]
+    np.testing.assert_allclose(c.p_adjusted[1:4], ref, rtol=1e-12)
+    assert np.isnan(c.p_adjusted[[0, 4]]).all()
+    assert c.k == 3
+    assert (c.positive_adjusted, c.negative_adjusted) == (int((ref[:2] < 0.05).sum()), int(ref[2] < 0.05))
+
+
 def test_counts_under_no_effect_match_chance():
     """With no effect anywhere, raw significant counts average α·k; BH counts are ~0."""
     rng = np.random.default_rng(5)
