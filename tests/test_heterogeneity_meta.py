@@ -250,6 +250,15 @@ def test_bad_input(est, se, kw, err):
         meta_analysis(est, se, **kw)
 
 
+@pytest.mark.parametrize("labels", [["A", "B", "C"], ["A", "B", "C", "D", "E"]])
+def test_labels_of_another_length_are_an_error(labels):
+    """Before 2026-12-04 they were accepted and the tables failed later ("All arrays must be of
+    the same length", IndexError)."""
+    with pytest.raises(DataError, match="labels has .* entries for 4 schools"):
+        meta_analysis([0.1, 0.3, 0.2, 0.5], [0.1, 0.1, 0.2, 0.1], labels=labels)
+    assert meta_analysis([0.1, 0.3, 0.2, 0.5], [0.1, 0.1, 0.2, 0.1], labels=iter("ABCD")).labels == tuple("ABCD")
+
+
 # ---------------------------------------------------------------- simulation: Q test size
 
 

@@ -382,7 +382,7 @@ def meta_analysis(
         Reference distribution of the prediction interval: t(k − 2) (Higgins et al. 2009),
         t(k − 1) (metafor with ``test="knha"``) or normal (metafor's default).
     labels : sequence, optional
-        School names, kept for tables and forest plots.
+        School names (one per estimate), kept for tables and forest plots.
     vcov : array (k, k), optional
         Full sampling covariance of the estimates (diagonal ``ses²``): GLS with ``V + τ²I``.
     vcov_unshrunk : array (k, k), optional
@@ -404,6 +404,9 @@ def meta_analysis(
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
+    labels = tuple(range(1, k + 1)) if labels is None else tuple(labels)
+    if len(labels) != k:
+        raise DataError(f"labels has {len(labels)} entries for {k} schools")
     X = np.ones((k, 1))
     alpha = 1.0 - level
     V = None if vcov is None else check_vcov(vcov, se)
@@ -512,7 +515,7 @@ def meta_analysis(
         estimates=_readonly(y),
         ses=_readonly(se),
         weights=_readonly(100.0 * gls_w / gls_w.sum()),
-        labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
+        labels=labels,
         vcov=None if V is None else _readonly(V),
         se2_offdiag=float(se2_offdiag),
     )
