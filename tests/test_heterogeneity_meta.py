@@ -188,6 +188,29 @@ def test_dl_truncated_at_zero():
     assert meta_analysis(y, se, "REML").tau2_ci == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("shift, se", [(0.0, [0.1, 0.1, 1e-9, 0.1, 0.1]), (1e6, [0.1] * 5)])
+def test_q_and_dl_tau2_against_exact_rational_arithmetic(shift, se):
+    """Q = Σw(y − ȳ_w)², the DL τ² and the DL I² against exact fractions. Before 2026-12-04 Q came
+    from statsmodels' Σwy² − (Σwy)²/Σw: 240 instead of 249 with one SE of 1e-9 (DL τ² 0.2305 for
+    0.30625; Σw − Σw²/Σw cancelled too), 80.75 for 80.8 with the estimates offset by 10⁶."""
+    from fractions import Fraction as F
+
+    y = np.array([0.1, 0.5, -0.3, 0.2, 0.9]) + shift
+    se = np.array(se)
+    w = [1 / F(s) ** 2 for s in se]
+    sw = sum(w)
+    mu = sum(a * F(b) for a, b in zip(w, y)) / sw
+    q = sum(a * (F(b) - mu) ** 2 for a, b in zip(w, y))
+    c = sw - sum(a * a for a in w) / sw
+    tau2 = max(F(0), (q - 4) / c)
+    r = meta_analysis(y, se, method="DL")
+    assert r.q == pytest.approx(float(q), rel=1e-9)
+    assert r.tau2 == pytest.approx(float(tau2), rel=1e-9)
+    assert r.i2 == pytest.approx(float(100 * tau2 / (tau2 + 4 / c)), rel=1e-9)
+    mr = meta_regression(y, se, np.empty((5, 0)), method="DL")
+    assert (mr.qe, mr.tau2) == pytest.approx((float(q), float(tau2)), rel=1e-9)
+
+
 def test_pm_solves_its_estimating_equation():
     """PM τ² is the root of Q(τ²) = k − 1 (Q as a statsmodels WLS weighted SSR), in any row
     order. (statsmodels' own PM iteration returns 0 for one order of these data when run to a

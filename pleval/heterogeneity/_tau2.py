@@ -71,14 +71,29 @@ def _reml_parts(y, v, X, tau2):
     return (w**2) @ r**2 - tr_p, tr_pp
 
 
+def fe_trace_p(v, X) -> float:
+    """``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]`` at FE weights ``w = 1/v``. With one column x (no
+    moderators; ``Q'1`` after the rotation by V's eigenvectors) it is ``Σ_i w_i Σ_{j≠i} a_j / Σa``,
+    ``a = w x²``, the sum over j ≠ i taken directly for the largest ``a_i``: ``Σw − Σw a/Σa``
+    cancels when one school carries nearly all the weight."""
+    w = 1.0 / v
+    if X.shape[1] > 1:
+        return float(w.sum() - np.trace(np.linalg.inv(X.T @ (X * w[:, None])) @ ((X * (w**2)[:, None]).T @ X)))
+    a = w * X[:, 0] ** 2
+    total = a.sum()
+    rest = total - a  # exact to rounding except for the largest a_i (the others are at most half of Σa)
+    i = int(np.argmax(a))
+    rest[i] = np.delete(a, i).sum()
+    return float(w @ rest / total)
+
+
 def dl_tau2(y, v, X) -> float:
     """Method-of-moments τ² (DerSimonian & Laird 1986; Raudenbush 2009 for p > 1):
-    ``max(0, (Q_E − (k − p)) / (Σw − tr[(X'WX)⁻¹X'W²X]))`` with FE weights ``w = 1/v``."""
+    ``max(0, (Q_E − (k − p)) / tr P₀)``, ``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]`` (:func:`fe_trace_p`),
+    ``Q_E = Σw(y − Xβ̂_FE)²`` from the residuals (not ``Σwy² − β̂'X'Wy``, which cancels) with FE
+    weights ``w = 1/v``."""
     k, p = X.shape
-    w, _, A, r = wls_pieces(y, v, X, 0.0)
-    q = w @ r**2
-    c = w.sum() - np.trace(A @ ((X * (w**2)[:, None]).T @ X))
-    return float(max(0.0, (q - (k - p)) / c))
+    return float(max(0.0, (generalized_q(y, v, X, 0.0) - (k - p)) / fe_trace_p(v, X)))
 
 
 def _fisher_scoring(y, v, X, step, objective, name: str, tol: float, maxiter: int) -> float:
