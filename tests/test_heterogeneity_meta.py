@@ -156,6 +156,47 @@ def test_reml_maximizes_restricted_likelihood(kacker, bcg):
         assert meta_analysis(y, se, "REML").tau2 == pytest.approx(best.x, rel=1e-5)
 
 
+# Likelihoods with two local maxima: Fisher scoring from DL (= 0) stayed at the boundary although
+# the interior maximum is higher (the first two), or stopped at an interior maximum below ℓ(0).
+TWO_MAXIMA = [
+    ("REML", 0.0, [0.3878, 0.2711, 0.0769, 0.1311, 0.7671, -0.3859, 0.0407, 0.0338, -0.5267, 0.1775, -1.7074,
+                          0.6977, 0.1223, 0.2104],
+     [0.10683, 0.11969, 0.36917, 0.02778, 2.26761, 0.70956, 0.55553, 0.06099, 1.87519, 0.09484, 2.09192, 0.71988,
+      0.04289, 0.08087]),
+    ("ML", 0.0, [0.0493, 0.1024, 0.209, 0.5782, -0.5568, 0.0764, 0.1903, -0.1274, 0.0833, -0.0452, -0.462, 0.1979,
+                        0.1365],
+     [0.01225, 0.23271, 0.05484, 0.67228, 1.10325, 0.125, 0.51044, 0.54637, 0.17739, 0.10889, 0.686, 0.31389, 0.10846]),
+    ("REML", 0.0117465, [0.1125, 0.1038, -0.2727, 0.0324, 0.2485, -1.5715, 0.589, 0.3276],
+     [0.01207, 0.05127, 0.49584, 0.07515, 0.22291, 0.68561, 0.1631, 0.21614]),
+    ("ML", 0.0147416, [0.2693, 1.1579, 0.203, 0.1604, -0.087], [0.21382, 0.58326, 0.44347, 0.90933, 0.04662]),
+]
+
+
+@pytest.mark.parametrize("method, local, y, se", TWO_MAXIMA)
+def test_reml_and_ml_find_the_global_maximum(method, local, y, se):
+    """τ̂² is the global maximizer on [0, ∞): brute force over a dense grid of τ² (ℓ_R or ℓ written
+    out here), refined by scipy's bounded search. Before 2026-12-04 pleval reported ``local``."""
+    y, se = np.array(y), np.array(se)
+    v = se**2
+
+    def ll(t2):
+        w = 1 / (v + t2)
+        mu = w @ y / w.sum()
+        return -0.5 * (np.log(v + t2).sum() + (np.log(w.sum()) if method == "REML" else 0.0) + w @ (y - mu) ** 2)
+
+    grid = np.concatenate([[0.0], np.geomspace(1e-8, 10, 3000)])
+    vals = np.array([ll(t) for t in grid])
+    assert ((vals[1:-1] > vals[:-2]) & (vals[1:-1] > vals[2:])).sum() + (vals[0] > vals[1]) == 2  # two maxima
+    i = int(vals.argmax())
+    best = 0.0 if i == 0 else optimize.minimize_scalar(lambda t: -ll(t), bounds=(grid[i - 1], grid[i + 1]),
+                                                        method="bounded", options={"xatol": 1e-14}).x
+    got = meta_analysis(y, se, method)
+    assert abs(got.tau2 - local) > 1e-3
+    assert got.tau2 == pytest.approx(best, rel=1e-7, abs=1e-12)
+    assert ll(got.tau2) >= ll(best) - 1e-12
+    assert meta_regression(y, se, np.empty((y.size, 0)), method=method).tau2 == pytest.approx(got.tau2, rel=1e-9, abs=1e-12)
+
+
 def test_pooled_matches_statsmodels_given_tau2(bcg):
     """For DL/PM pleval's pooled mean, SE and HK SE equal statsmodels' combine_effects;
     for REML they equal a statsmodels WLS with weights 1/(v + τ̂²) (HK = estimated scale)."""

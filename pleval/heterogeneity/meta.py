@@ -10,7 +10,8 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
 
   - ``"DL"`` DerSimonian & Laird (1986): ``max(0, (Q − (k−1)) / (Σw − Σw²/Σw))``;
   - ``"PM"`` Paule & Mandel (1982): the root of ``Σ w*_i (y_i − μ̂)² = k − 1``;
-  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring;
+  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005): the global maximizer on
+    τ² ≥ 0, by Fisher scoring checked against the likelihood at 0 and on a grid (:mod:`._tau2`);
   - ``"ML"`` maximum likelihood, ``"HE"`` Hedges, ``"HS"`` Hunter–Schmidt, ``"SJ"``
     Sidik–Jonkman and ``"EB"`` empirical Bayes (= PM), as metafor's ``rma(method=...)``
     (formulas in :mod:`._tau2`). Standard errors of τ̂² are reported for REML and ML.
