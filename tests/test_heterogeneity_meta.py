@@ -156,6 +156,47 @@ def test_reml_maximizes_restricted_likelihood(kacker, bcg):
         assert meta_analysis(y, se, "REML").tau2 == pytest.approx(best.x, rel=1e-5)
 
 
+# Likelihoods with two local maxima: Fisher scoring from DL (= 0) stayed at the boundary although
+# the interior maximum is higher (the first two), or stopped at an interior maximum below ℓ(0).
+TWO_MAXIMA = [
+    ("REML", 0.0, [0.3878, 0.2711, 0.0769, 0.1311, 0.7671, -0.3859, 0.0407, 0.0338, -0.5267, 0.1775, -1.7074,
+                          0.6977, 0.1223, 0.2104],
+     [0.10683, 0.11969, 0.36917, 0.02778, 2.26761, 0.70956, 0.55553, 0.06099, 1.87519, 0.09484, 2.09192, 0.71988,
+      0.04289, 0.08087]),
+    ("ML", 0.0, [0.0493, 0.1024, 0.209, 0.5782, -0.5568, 0.0764, 0.1903, -0.1274, 0.0833, -0.0452, -0.462, 0.1979,
+                        0.1365],
+     [0.01225, 0.23271, 0.05484, 0.67228, 1.10325, 0.125, 0.51044, 0.54637, 0.17739, 0.10889, 0.686, 0.31389, 0.10846]),
+    ("REML", 0.0117465, [0.1125, 0.1038, -0.2727, 0.0324, 0.2485, -1.5715, 0.589, 0.3276],
+     [0.01207, 0.05127, 0.49584, 0.07515, 0.22291, 0.68561, 0.1631, 0.21614]),
+    ("ML", 0.0147416, [0.2693, 1.1579, 0.203, 0.1604, -0.087], [0.21382, 0.58326, 0.44347, 0.90933, 0.04662]),
+]
+
+
+@pytest.mark.parametrize("method, local, y, se", TWO_MAXIMA)
+def test_reml_and_ml_find_the_global_maximum(method, local, y, se):
+    """τ̂² is the global maximizer on [0, ∞): brute force over a dense grid of τ² (ℓ_R or ℓ written
+    out here), refined by scipy's bounded search. Before 2026-12-04 pleval reported ``local``."""
+    y, se = np.array(y), np.array(se)
+    v = se**2
+
+    def ll(t2):
+        w = 1 / (v + t2)
+        mu = w @ y / w.sum()
+        return -0.5 * (np.log(v + t2).sum() + (np.log(w.sum()) if method == "REML" else 0.0) + w @ (y - mu) ** 2)
+
+    grid = np.concatenate([[0.0], np.geomspace(1e-8, 10, 3000)])
+    vals = np.array([ll(t) for t in grid])
+    assert ((vals[1:-1] > vals[:-2]) & (vals[1:-1] > vals[2:])).sum() + (vals[0] > vals[1]) == 2  # two maxima
+    i = int(vals.argmax())
+    best = 0.0 if i == 0 else optimize.minimize_scalar(lambda t: -ll(t), bounds=(grid[i - 1], grid[i + 1]),
+                                                        method="bounded", options={"xatol": 1e-14}).x
+    got = meta_analysis(y, se, method)
+    assert abs(got.tau2 - local) > 1e-3
+    assert got.tau2 == pytest.approx(best, rel=1e-7, abs=1e-12)
+    assert ll(got.tau2) >= ll(best) - 1e-12
+    assert meta_regression(y, se, np.empty((y.size, 0)), method=method).tau2 == pytest.approx(got.tau2, rel=1e-9, abs=1e-12)
+
+
 def test_pooled_matches_statsmodels_given_tau2(bcg):
     """For DL/PM pleval's pooled mean, SE and HK SE equal statsmodels' combine_effects;
     for REML they equal a statsmodels WLS with weights 1/(v + τ̂²) (HK = estimated scale)."""
@@ -186,6 +227,29 @@ def test_dl_truncated_at_zero():
         assert r.tau2 == 0.0 and r.i2 == 0.0
         assert r.estimate == pytest.approx(y.mean())
     assert meta_analysis(y, se, "REML").tau2_ci == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("shift, se", [(0.0, [0.1, 0.1, 1e-9, 0.1, 0.1]), (1e6, [0.1] * 5)])
+def test_q_and_dl_tau2_against_exact_rational_arithmetic(shift, se):
+    """Q = Σw(y − ȳ_w)², the DL τ² and the DL I² against exact fractions. Before 2026-12-04 Q came
+    from statsmodels' Σwy² − (Σwy)²/Σw: 240 instead of 249 with one SE of 1e-9 (DL τ² 0.2305 for
+    0.30625; Σw − Σw²/Σw cancelled too), 80.75 for 80.8 with the estimates offset by 10⁶."""
+    from fractions import Fraction as F
+
+    y = np.array([0.1, 0.5, -0.3, 0.2, 0.9]) + shift
+    se = np.array(se)
+    w = [1 / F(s) ** 2 for s in se]
+    sw = sum(w)
+    mu = sum(a * F(b) for a, b in zip(w, y)) / sw
+    q = sum(a * (F(b) - mu) ** 2 for a, b in zip(w, y))
+    c = sw - sum(a * a for a in w) / sw
+    tau2 = max(F(0), (q - 4) / c)
+    r = meta_analysis(y, se, method="DL")
+    assert r.q == pytest.approx(float(q), rel=1e-9)
+    assert r.tau2 == pytest.approx(float(tau2), rel=1e-9)
+    assert r.i2 == pytest.approx(float(100 * tau2 / (tau2 + 4 / c)), rel=1e-9)
+    mr = meta_regression(y, se, np.empty((5, 0)), method="DL")
+    assert (mr.qe, mr.tau2) == pytest.approx((float(q), float(tau2)), rel=1e-9)
 
 
 def test_pm_solves_its_estimating_equation():
@@ -248,6 +312,15 @@ def test_level_and_outputs(kacker):
 def test_bad_input(est, se, kw, err):
     with pytest.raises(err):
         meta_analysis(est, se, **kw)
+
+
+@pytest.mark.parametrize("labels", [["A", "B", "C"], ["A", "B", "C", "D", "E"]])
+def test_labels_of_another_length_are_an_error(labels):
+    """Before 2026-12-04 they were accepted and the tables failed later ("All arrays must be of
+    the same length", IndexError)."""
+    with pytest.raises(DataError, match="labels has .* entries for 4 schools"):
+        meta_analysis([0.1, 0.3, 0.2, 0.5], [0.1, 0.1, 0.2, 0.1], labels=labels)
+    assert meta_analysis([0.1, 0.3, 0.2, 0.5], [0.1, 0.1, 0.2, 0.1], labels=iter("ABCD")).labels == tuple("ABCD")
 
 
 # ---------------------------------------------------------------- simulation: Q test size
@@ -384,6 +457,23 @@ def test_bh_and_holm_hand_computed():
     np.testing.assert_allclose(nan.p_adjusted[:5], bh.p_adjusted)
     with pytest.raises(DataError):
         significance_counts(est, p, alpha=5)
+
+
+@pytest.mark.parametrize("method, sm_method", [("holm", "holm"), ("bh", "fdr_bh"), ("bonferroni", "bonferroni")])
+def test_counts_adjust_only_over_the_schools_counted(method, sm_method):
+    """A school with a NaN estimate but a finite p-value is left out of k, of the counts and of
+    the adjustment (before 2026-12-04 it stayed in the adjustment: Holm over m = 3, no school
+    significant)."""
+    from statsmodels.stats.multitest import multipletests
+
+    est = np.array([np.nan, 0.10, 0.20, -0.3, 0.05])
+    p = np.array([0.90, 0.020, 0.024, 0.011, np.nan])
+    c = significance_counts(est, p, method=method)
+    ref = multipletests(p[1:4], method=sm_method)[1]
+    np.testing.assert_allclose(c.p_adjusted[1:4], ref, rtol=1e-12)
+    assert np.isnan(c.p_adjusted[[0, 4]]).all()
+    assert c.k == 3
+    assert (c.positive_adjusted, c.negative_adjusted) == (int((ref[:2] < 0.05).sum()), int(ref[2] < 0.05))
 
 
 def test_counts_under_no_effect_match_chance():

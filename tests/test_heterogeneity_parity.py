@@ -18,7 +18,14 @@ from scipy import optimize, stats
 
 from pleval.errors import DataError, DesignError
 from pleval.heterogeneity import influence as influence_module
-from pleval.heterogeneity import empirical_bayes, leave_one_out, meta_analysis, meta_regression, permutation_test
+from pleval.heterogeneity import (
+    empirical_bayes,
+    leave_one_out,
+    leave_one_out_metareg,
+    meta_analysis,
+    meta_regression,
+    permutation_test,
+)
 from pleval.heterogeneity import permutation as permutation_module
 
 from .conftest import REFERENCE, sim_reps
@@ -207,6 +214,47 @@ def test_leave_one_out_equals_refitting(bcg, method, hk):
         d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
         got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
         assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")  # five schools: a small HK factor
+@pytest.mark.parametrize("method", ["REML", "DL"])
+def test_leave_one_out_hartung_knapp_diagnostics_take_the_deleted_fits_factor(bcg, method):
+    """With Hartung–Knapp, rstudent, DFFITS and DFBETAS carry the deleted fit's factor
+    s²₍ᵢ₎ = Σw(y − μ̂₍ᵢ₎)²/(k − 2) (metafor's influence.rma.uni; before 2026-12-04 it was left out):
+    equal to the intercept-only Knapp–Hartung meta-regression's diagnostics and, for one school,
+    to metafor's formulas on a refit without it."""
+    five = (np.array([0.02, 0.05, 0.08, 0.11, 0.60]), np.array([0.10, 0.10, 0.10, 0.10, 0.12]))
+    for y, se in (bcg[:2], five):
+        k = y.size
+        full = meta_analysis(y, se, method=method, hartung_knapp=True)
+        got = leave_one_out(full).to_frame()
+        mr = leave_one_out_metareg(meta_regression(y, se, np.empty((k, 0)), method=method, knapp_hartung=True)).to_frame()
+        for a, b in [("rstudent", "rstudent"), ("dffits", "dffits"), ("dfbetas", "dfbetas_intercept"),
+                     ("cooks_d", "cooks_d"), ("cov_ratio", "cov_ratio"), ("influential", "influential")]:
+            np.testing.assert_allclose(got[a].to_numpy(float), mr[b].to_numpy(float), rtol=1e-8, atol=1e-10, err_msg=a)
+        i = k - 1
+        keep = np.arange(k) != i
+        v = se**2
+        d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=True)
+        wd = 1 / (v[keep] + d.tau2)
+        s2w = wd @ (y[keep] - d.estimate) ** 2 / (k - 2)
+        hat = (1 / (v[i] + full.tau2)) / np.sum(1 / (v + full.tau2))
+        diff = full.estimate - d.estimate
+        assert got.dffits[i] == pytest.approx(diff / np.sqrt(s2w * hat * (d.tau2 + v[i])), rel=1e-8)
+        assert got.dfbetas[i] == pytest.approx(diff / np.sqrt(s2w / np.sum(1 / (v + d.tau2))), rel=1e-8)
+        assert got.rstudent[i] == pytest.approx((y[i] - d.estimate) / np.sqrt(s2w * (v[i] + d.tau2) + d.se**2), rel=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_leave_one_out_hartung_knapp_with_identical_other_schools_uses_the_standard_se():
+    """Without school 4 the estimates are identical: as meta_analysis, the deleted fit takes the
+    standard SE (factor 1), and the diagnostics stay finite (they divided by 0)."""
+    y, se = np.array([0.1, 0.1, 0.1, 0.5]), np.array([0.1, 0.1, 0.2, 0.1])
+    inf = leave_one_out(meta_analysis(y, se, hartung_knapp=True))
+    d = meta_analysis(y[:3], se[:3], hartung_knapp=True)
+    assert inf.se_del[3] == pytest.approx(d.se, rel=1e-12) == pytest.approx(1 / np.sqrt(np.sum(1 / se[:3] ** 2)))
+    assert inf.rstudent[3] == pytest.approx(0.4 / np.sqrt(se[3] ** 2 + d.tau2 + d.se**2), rel=1e-10)
+    assert np.isfinite(inf.dffits).all() and np.isfinite(inf.dfbetas).all()
 
 
 def test_power_series_equals_direct_sums(monkeypatch):

@@ -301,6 +301,33 @@ def test_schools_without_a_moderator_value_are_left_out_of_the_meta_regression_w
                                       moderators=["years"])
 
 
+def test_hunter_schmidt_meta_regression_of_independent_school_estimates():
+    """The per-school table's covariance is diagonal (independent estimates), so HS is defined:
+    τ² = max(0, (Q_E − k)/Σw) and the Knapp–Hartung WLS fit (statsmodels' WLS scale is the KH
+    factor). Before 2026-12-04 the diagonal matrix went in as vcov= and HS was refused; with
+    covariance between the estimates it still is."""
+    import dataclasses
+
+    rng = np.random.default_rng(12)
+    k = 15
+    df = pd.DataFrame({"school_id": [f"P{i}" for i in range(k)], "estimate": rng.normal(0.1, 0.2, k),
+                       "se": rng.uniform(0.04, 0.1, k), "years": rng.integers(1, 6, k).astype(float)})
+    r = school_effects_from_estimates(df, method="HS", moderators=["years"])
+    got = r.meta_regression(["years"], method="HS")["all"]
+    y, v = r.table.effect_size.to_numpy(float), r.table.es_se.to_numpy(float) ** 2
+    X = sm.add_constant(r.table.years.to_numpy(float))
+    fe = sm.WLS(y, X, weights=1 / v).fit()
+    tau2 = max(0.0, (np.sum(fe.resid**2 / v) - k) / np.sum(1 / v))
+    want = sm.WLS(y, X, weights=1 / (v + tau2)).fit()
+    assert tau2 > 0 and got.tau2 == pytest.approx(tau2, rel=1e-10)
+    np.testing.assert_allclose(got.coefficients["estimate"], want.params, rtol=1e-10)
+    np.testing.assert_allclose(got.coefficients["se"], want.bse, rtol=1e-10)
+    V = r.vcov["all"].to_numpy() + 0.3 * np.sqrt(np.outer(v, v)) * (1 - np.eye(k))  # correlated estimates
+    corr = dataclasses.replace(r, vcov={"all": pd.DataFrame(V, index=r.vcov["all"].index, columns=r.vcov["all"].columns)})
+    with pytest.raises(DataError, match="method 'HS' needs independent estimates"):
+        corr.meta_regression(["years"], method="HS")
+
+
 def test_from_estimates_table():
     rng = np.random.default_rng(1)
     k = 30

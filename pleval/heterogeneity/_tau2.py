@@ -10,6 +10,9 @@ Model (Raudenbush 2009; Viechtbauer 2005, 2007): ``y_i = x_i'β + u_i + e_i``,
   scoring step is ``Δ = (r'W²r − tr P) / tr(PP)`` (Viechtbauer 2005, eq. 10–12);
 * log-likelihood ``ℓ(τ²) = −½[Σ log(v_i+τ²) + r'Wr]``, ML score ``½[r'W²r − Σw]`` and
   information ``½Σw²`` (Viechtbauer 2005, eq. 6–8);
+* REML and ML report the global maximizer on τ² ≥ 0: the likelihood can have two local maxima
+  (one at the boundary 0), so the Fisher-scoring result is compared with ℓ(0) and a grid search
+  (:func:`_fisher_scoring`);
 * the generalized Q statistic ``Q(τ²) = r'Wr``, distributed χ²(k − p) at the true τ² and
   strictly decreasing in τ² (the basis of the Q-profile interval, Viechtbauer 2007).
 
@@ -71,49 +74,108 @@ def _reml_parts(y, v, X, tau2):
     return (w**2) @ r**2 - tr_p, tr_pp
 
 
+def fe_trace_p(v, X) -> float:
+    """``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]`` at FE weights ``w = 1/v``. With one column x (no
+    moderators; ``Q'1`` after the rotation by V's eigenvectors) it is ``Σ_i w_i Σ_{j≠i} a_j / Σa``,
+    ``a = w x²``, the sum over j ≠ i taken directly for the largest ``a_i``: ``Σw − Σw a/Σa``
+    cancels when one school carries nearly all the weight."""
+    w = 1.0 / v
+    if X.shape[1] > 1:
+        return float(w.sum() - np.trace(np.linalg.inv(X.T @ (X * w[:, None])) @ ((X * (w**2)[:, None]).T @ X)))
+    a = w * X[:, 0] ** 2
+    total = a.sum()
+    rest = total - a  # exact to rounding except for the largest a_i (the others are at most half of Σa)
+    i = int(np.argmax(a))
+    rest[i] = np.delete(a, i).sum()
+    return float(w @ rest / total)
+
+
 def dl_tau2(y, v, X) -> float:
     """Method-of-moments τ² (DerSimonian & Laird 1986; Raudenbush 2009 for p > 1):
-    ``max(0, (Q_E − (k − p)) / (Σw − tr[(X'WX)⁻¹X'W²X]))`` with FE weights ``w = 1/v``."""
+    ``max(0, (Q_E − (k − p)) / tr P₀)``, ``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]`` (:func:`fe_trace_p`),
+    ``Q_E = Σw(y − Xβ̂_FE)²`` from the residuals (not ``Σwy² − β̂'X'Wy``, which cancels) with FE
+    weights ``w = 1/v``."""
     k, p = X.shape
-    w, _, A, r = wls_pieces(y, v, X, 0.0)
-    q = w @ r**2
-    c = w.sum() - np.trace(A @ ((X * (w**2)[:, None]).T @ X))
-    return float(max(0.0, (q - (k - p)) / c))
+    return float(max(0.0, (generalized_q(y, v, X, 0.0) - (k - p)) / fe_trace_p(v, X)))
 
 
-def _fisher_scoring(y, v, X, step, objective, name: str, tol: float, maxiter: int) -> float:
-    """τ² by Fisher scoring ``τ² ← max(0, τ² + step(τ²))`` from the DL value; if it does not
-    settle within ``maxiter`` steps, a bounded maximization of ``objective`` on [0, 100·scale]."""
+def _loglik_grid(y, v, X, grid: np.ndarray, restricted: bool) -> np.ndarray:
+    """``ℓ_R`` (``restricted``) or ``ℓ`` at every τ² of ``grid``, in blocks of ``len(grid) × k``
+    weights (the module docstring's formulas; ``r'Wr = Σwy² − β̂'X'Wy``, accurate for locating
+    the maximum when y is already a residual)."""
+    k, p = X.shape
+    F = np.column_stack([(X[:, :, None] * X[:, None, :]).reshape(k, p * p), X * y[:, None], y * y])
+    out = np.empty(grid.size)
+    for s in np.array_split(np.arange(grid.size), max(1, int(np.ceil(grid.size * k / 2**20)))):
+        W = 1.0 / (v[None, :] + grid[s, None])
+        S = W @ F
+        M = S[:, : p * p].reshape(-1, p, p)
+        u = S[:, p * p: p * p + p]
+        rwr = S[:, -1] - np.einsum("np,np->n", np.linalg.solve(M, u[..., None])[..., 0], u)
+        ll = -np.log(W).sum(axis=1) + rwr
+        out[s] = -0.5 * (ll + np.linalg.slogdet(M)[1] if restricted else ll)
+    return out
+
+
+def _bounded_max(step, objective, a: float, b: float, tol: float, scale: float, name: str) -> float:
+    """The maximum of ``objective`` on [a, b] by scipy's bounded search; its own stopping rule is
+    relative (about 1.5e-8·τ²), so the root of the score beside it (within [a, b]) is taken to
+    ``tol`` (row order moved μ̂ by 1e-8 where Fisher scoring converged slowly)."""
+    res = optimize.minimize_scalar(lambda t: -objective(t), bounds=(a, b), method="bounded",
+                                   options={"xatol": tol * scale})
+    if not res.success:
+        raise ConvergenceError(f"{name} estimate of tau² did not converge (Fisher scoring and bounded search)")
+    x, half = float(res.x), 1e-4 * scale
+    lo, hi = max(a, x - half), min(b, x + half)
+    if step(lo) > 0.0 > step(hi):
+        return float(optimize.brentq(step, lo, hi, xtol=tol * scale, rtol=4 * np.finfo(float).eps))
+    return x
+
+
+def _fisher_scoring(y, v, X, step, objective, restricted: bool, name: str, tol: float, maxiter: int) -> float:
+    """The global maximizer of the (restricted) log-likelihood on τ² ≥ 0. Fisher scoring
+    ``τ² ← max(0, τ² + step(τ²))`` from the DL value (if it does not settle within ``maxiter``
+    steps, a bounded maximization on [0, 100·scale]) finds a local maximum; the likelihood can
+    have another, higher one (or be higher at the boundary 0), so it is also evaluated at 0 and on
+    a grid of τ² (10 a decade, from 10⁻⁴ min v to 100·scale, ``scale = var(y) + mean(v)``), whose
+    best point is refined by a bounded search between its neighbours; the highest of the three is
+    kept (the scoring result unless another is higher by more than rounding)."""
     scale = float(np.var(y) + np.mean(v))  # tolerances relative to it: rescaled data, the same fit
     tau2 = dl_tau2(y, v, X)
     for _ in range(maxiter):
         new = max(0.0, tau2 + step(tau2))
-        if abs(new - tau2) <= tol * scale:
-            return new
+        settled = abs(new - tau2) <= tol * scale
         tau2 = new
-    res = optimize.minimize_scalar(
-        lambda t: -objective(t), bounds=(0.0, 100.0 * scale), method="bounded", options={"xatol": tol * scale},
-    )
-    if not res.success:
-        raise ConvergenceError(f"{name} estimate of tau² did not converge (Fisher scoring and bounded search)")
-    # the bounded search stops within about 1.5e-8·τ² (its tolerance is relative as well): the root of
-    # the score beside it, to ``tol`` (row order moved μ̂ by 1e-8 where scoring converged slowly)
-    x, half = float(res.x), 1e-4 * scale
-    a, b = max(0.0, x - half), x + half
-    if step(a) > 0.0 > step(b):
-        return float(optimize.brentq(step, a, b, xtol=tol * scale, rtol=4 * np.finfo(float).eps))
-    return x
+        if settled:
+            break
+    else:
+        tau2 = _bounded_max(step, objective, 0.0, 100.0 * scale, tol, scale, name)
+    lo, hi = 1e-4 * float(v.min()), 100.0 * scale
+    grid = np.concatenate([[0.0], np.geomspace(lo, hi, int(np.ceil(10 * np.log10(hi / lo))) + 1)])
+    ll = _loglik_grid(wls_pieces(y, v, X, 0.0)[3], v, X, grid, restricted)  # residuals: the same likelihood
+    best, top = tau2, objective(tau2)
+    margin = 1e-10 * (1.0 + abs(top))
+    i = int(np.argmax(ll))
+    candidates = [0.0]
+    if i > 0 and ll[i] > top + margin:
+        candidates.append(_bounded_max(step, objective, grid[i - 1], grid[min(i + 1, grid.size - 1)], tol, scale, name))
+    for t in candidates:
+        f = objective(t)
+        if f > top + margin:
+            best, top = t, f
+    return best
 
 
 def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
-    """REML τ² by Fisher scoring from the DL value (truncated at 0), with a bounded
-    maximization of ``ℓ_R`` as a fall-back. Returns ``(τ², SE(τ²))``, the SE from the
-    inverse Fisher information ``√(2 / tr PP)`` (0 is reported with that SE too)."""
+    """REML τ², the global maximizer of ``ℓ_R`` on τ² ≥ 0 (:func:`_fisher_scoring`: Fisher scoring
+    from the DL value, truncated at 0, checked against ℓ_R(0) and a grid search). Returns
+    ``(τ², SE(τ²))``, the SE from the inverse Fisher information ``√(2 / tr PP)`` (0 is reported
+    with that SE too)."""
     def step(t):
         score, info = _reml_parts(y, v, X, t)
         return score / info
 
-    tau2 = _fisher_scoring(y, v, X, step, lambda t: restricted_loglik(y, v, X, t), "REML", tol, maxiter)
+    tau2 = _fisher_scoring(y, v, X, step, lambda t: restricted_loglik(y, v, X, t), True, "REML", tol, maxiter)
     _, info = _reml_parts(y, v, X, tau2)
     return float(tau2), float(np.sqrt(2.0 / info))
 
@@ -125,13 +187,13 @@ def loglik(y, v, X, tau2: float) -> float:
 
 
 def ml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float, float]:
-    """ML τ² by Fisher scoring from the DL value, ``Δ = (r'W²r − Σw)/Σw²`` (truncated at 0),
-    with a bounded maximization of ``ℓ`` as a fall-back. Returns ``(τ², √(2/Σw²))``."""
+    """ML τ², the global maximizer of ``ℓ`` on τ² ≥ 0 (:func:`_fisher_scoring`), the Fisher step
+    ``Δ = (r'W²r − Σw)/Σw²`` (truncated at 0). Returns ``(τ², √(2/Σw²))``."""
     def step(t):
         w, _, _, r = wls_pieces(y, v, X, t)
         return float((w**2) @ r**2 - w.sum()) / float(w @ w)
 
-    tau2 = _fisher_scoring(y, v, X, step, lambda t: loglik(y, v, X, t), "ML", tol, maxiter)
+    tau2 = _fisher_scoring(y, v, X, step, lambda t: loglik(y, v, X, t), False, "ML", tol, maxiter)
     w = 1.0 / (v + tau2)
     return float(tau2), float(np.sqrt(2.0 / (w @ w)))
 

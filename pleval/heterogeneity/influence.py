@@ -6,13 +6,18 @@ estimator: ``μ̂₍ᵢ₎``, ``SE₍ᵢ₎``, ``τ̂²₍ᵢ₎``, ``Q₍ᵢ₎
 ``μ̂``, ``SE``, weights ``w_i = 1/(v_i + τ̂²)``:
 
 * hat value ``h_i = w_i / Σw`` (weight = 100·h_i %);
-* externally standardized residual ``(y_i − μ̂₍ᵢ₎) / √(v_i + τ̂²₍ᵢ₎ + SE²₍ᵢ₎)``;
-* DFFITS ``(μ̂ − μ̂₍ᵢ₎) / √(h_i (τ̂²₍ᵢ₎ + v_i))``;
+* externally standardized residual ``(y_i − μ̂₍ᵢ₎) / √(s²₍ᵢ₎(v_i + τ̂²₍ᵢ₎) + SE²₍ᵢ₎)``;
+* DFFITS ``(μ̂ − μ̂₍ᵢ₎) / √(s²₍ᵢ₎ h_i (τ̂²₍ᵢ₎ + v_i))``;
 * Cook's distance ``(μ̂ − μ̂₍ᵢ₎)² / SE²`` (the Mahalanobis distance with the full-data
   ``(X'WX)⁻¹``);
 * covariance ratio ``SE²₍ᵢ₎ / SE²`` (below 1: dropping the school makes μ̂ more precise);
-* DFBETAS ``(μ̂ − μ̂₍ᵢ₎) / √(1/Σ_j w̃_ij)``, ``w̃_ij = 1/(v_j + τ̂²₍ᵢ₎)`` over all k schools
+* DFBETAS ``(μ̂ − μ̂₍ᵢ₎) / √(s²₍ᵢ₎/Σ_j w̃_ij)``, ``w̃_ij = 1/(v_j + τ̂²₍ᵢ₎)`` over all k schools
   (metafor's scaling: the SE of μ̂ at the deleted τ̂²).
+
+``s²₍ᵢ₎ = Σ_{j≠i} w_ij (y_j − μ̂₍ᵢ₎)² / (k − 2)`` is the deleted fit's Hartung–Knapp factor with
+``hartung_knapp=True`` (already in ``SE₍ᵢ₎``), else 1, as metafor's ``influence.rma.uni`` and
+:func:`.metareg_influence.leave_one_out_metareg`; 1 too where the other schools' estimates are
+identical, as :func:`.meta.meta_analysis` takes it.
 
 A school is *influential* (metafor's cut-offs) if ``|DFFITS| > 3√(p/(k − p))``, the χ²(p)
 lower tail at Cook's distance exceeds 0.5, ``h_i > 3p/k`` or ``|DFBETAS| > 1`` (p = 1).
@@ -257,8 +262,15 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
     mu_d, q_t, _ = _fit_parts(s)
     se_d = 1.0 / np.sqrt(s["S"])
     df = math.inf
+    s2w = np.ones(k)  # the deleted fits' Hartung–Knapp factors
     if meta.hartung_knapp:
-        se_d = np.sqrt(q_t / (kd - 1)) * se_d
+        # as meta_analysis: a deleted fit whose estimates are identical but for rounding takes factor 1
+        o = np.argsort(y)
+        hi = np.where(np.arange(k) == o[-1], y[o[-2]], y[o[-1]])  # max and min of the other schools
+        lo = np.where(np.arange(k) == o[0], y[o[1]], y[o[0]])
+        same = np.maximum(hi - mu_d, mu_d - lo) <= 1e-12 * np.maximum(1.0, np.maximum(np.abs(hi), np.abs(lo)))
+        s2w = np.where(same, 1.0, q_t / (kd - 1))
+        se_d = np.sqrt(s2w) * se_d
         df = float(kd - 1)
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = dist.ppf(0.5 + meta.level / 2)
@@ -274,9 +286,9 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
     w = 1.0 / (v + meta.tau2)
     hat = w / w.sum()
     diff = meta.estimate - mu_d
-    dffits = diff / np.sqrt(hat * (t + v))
+    dffits = diff / np.sqrt(s2w * hat * (t + v))
     cooks = diff**2 / meta.se**2
-    dfbetas = diff * np.sqrt(s["S"] + 1.0 / (v + t))
+    dfbetas = diff * np.sqrt((s["S"] + 1.0 / (v + t)) / s2w)
     p = 1
     influential = (
         (np.abs(dffits) > 3.0 * math.sqrt(p / (k - p)))
@@ -300,7 +312,7 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
         q_del=_readonly(q_fe),
         i2_del=_readonly(i2),
         h2_del=_readonly(h2),
-        rstudent=_readonly((y - mu_d) / np.sqrt(v + t + se_d**2)),
+        rstudent=_readonly((y - mu_d) / np.sqrt(s2w * (v + t) + se_d**2)),
         dffits=_readonly(dffits),
         cooks_d=_readonly(cooks),
         cov_ratio=_readonly(se_d**2 / meta.se**2),

@@ -10,17 +10,20 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
 
   - ``"DL"`` DerSimonian & Laird (1986): ``max(0, (Q − (k−1)) / (Σw − Σw²/Σw))``;
   - ``"PM"`` Paule & Mandel (1982): the root of ``Σ w*_i (y_i − μ̂)² = k − 1``;
-  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005), by Fisher scoring;
+  - ``"REML"`` restricted maximum likelihood (Viechtbauer 2005): the global maximizer on
+    τ² ≥ 0, by Fisher scoring checked against the likelihood at 0 and on a grid (:mod:`._tau2`);
   - ``"ML"`` maximum likelihood, ``"HE"`` Hedges, ``"HS"`` Hunter–Schmidt, ``"SJ"``
     Sidik–Jonkman and ``"EB"`` empirical Bayes (= PM), as metafor's ``rma(method=...)``
     (formulas in :mod:`._tau2`). Standard errors of τ̂² are reported for REML and ML.
 
-  Q and the DL τ² come from statsmodels' ``combine_effects``; pleval adds REML, the
-  truncation of DL at 0 (which ``combine_effects`` omits), the Q-profile CI, metafor-style
-  I²/H² and the prediction interval. PM is solved by bracketing root-finding on the
-  monotone generalized Q: ``combine_effects``' PM Newton iteration resets τ² to 0 whenever a
-  step overshoots the root, which returns 0 for some heterogeneous data.
-* Cochran's ``Q = Σw_i (y_i − μ̂_FE)²`` ~ χ²(k − 1) under homogeneity.
+  PM is solved by bracketing root-finding on the monotone generalized Q: statsmodels'
+  ``combine_effects`` PM Newton iteration resets τ² to 0 whenever a step overshoots the root,
+  which returns 0 for some heterogeneous data.
+* Cochran's ``Q = Σw_i (y_i − μ̂_FE)²`` ~ χ²(k − 1) under homogeneity, from the centred
+  residuals, and the DL denominator ``Σw − Σw²/Σw = Σ_i w_i Σ_{j≠i} w_j / Σw`` with the sum over
+  j ≠ i taken directly for the heaviest school (:func:`._tau2.fe_trace_p`): the textbook
+  ``Σwy² − (Σwy)²/Σw`` and ``Σw − Σw²/Σw`` cancel when the estimates are far from 0 or one SE is
+  tiny (statsmodels' ``combine_effects``, used for Q and DL before 2026-12-04).
 * Hartung & Knapp (2001) / Sidik & Jonkman (2002): ``SE²_HK = Σw*_i (y_i − μ̂)² /
   ((k − 1) Σw*_i)`` with a t(k − 1) reference (not truncated, as metafor's ``test="knha"``).
 * τ² confidence interval: Q-profile (Viechtbauer 2007); for ``"FE"`` it is reported for
@@ -71,7 +74,6 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.meta_analysis import combine_effects
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError, PlevalWarning
@@ -329,9 +331,9 @@ def check_method(method: str, correlated: bool) -> None:
 
 
 def typical_variance(v: np.ndarray) -> float:
-    """Higgins & Thompson's typical within-study variance ``s² = (k−1)Σw / ((Σw)² − Σw²)``."""
-    w = 1.0 / v
-    return float((v.size - 1) * w.sum() / (w.sum() ** 2 - (w**2).sum()))
+    """Higgins & Thompson's typical within-study variance ``s² = (k−1)Σw / ((Σw)² − Σw²)``
+    ``= (k − 1)/(Σw − Σw²/Σw)``, the denominator by :func:`._tau2.fe_trace_p` (no cancellation)."""
+    return (v.size - 1) / _tau2.fe_trace_p(v, np.ones((v.size, 1)))
 
 
 HK_SMALL = 0.25
@@ -382,7 +384,7 @@ def meta_analysis(
         Reference distribution of the prediction interval: t(k − 2) (Higgins et al. 2009),
         t(k − 1) (metafor with ``test="knha"``) or normal (metafor's default).
     labels : sequence, optional
-        School names, kept for tables and forest plots.
+        School names (one per estimate), kept for tables and forest plots.
     vcov : array (k, k), optional
         Full sampling covariance of the estimates (diagonal ``ses²``): GLS with ``V + τ²I``.
     vcov_unshrunk : array (k, k), optional
@@ -404,6 +406,9 @@ def meta_analysis(
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
+    labels = tuple(range(1, k + 1)) if labels is None else tuple(labels)
+    if len(labels) != k:
+        raise DataError(f"labels has {len(labels)} entries for {k} schools")
     X = np.ones((k, 1))
     alpha = 1.0 - level
     V = None if vcov is None else check_vcov(vcov, se)
@@ -413,19 +418,10 @@ def meta_analysis(
 
     if V is None:
         yy, vv, XX = y, v, X
-        # statsmodels: Q and the DL τ² (which it does not truncate at 0).
-        # It takes √ of its untruncated DL variance, and its I² divides by Q/(k−1), which
-        # overflows when Q is tiny; pleval computes I² itself.
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            sm = combine_effects(y, v, method_re="dl", alpha=alpha)
-        q, tau2_dl = float(sm.q), max(0.0, float(sm.tau2))
     else:
         yy, vv, XX, Qrot = rotate(y, V, X, vcov_eigen)
-        q, tau2_dl = _tau2.generalized_q(yy, vv, XX, 0.0), _tau2.dl_tau2(yy, vv, XX)
-    if method == "DL":
-        tau2, tau2_se = tau2_dl, math.nan
-    else:
-        tau2, tau2_se = _tau2.estimate_tau2(method, yy, vv, XX)
+    q = _tau2.generalized_q(yy, vv, XX, 0.0)
+    tau2, tau2_se = _tau2.estimate_tau2(method, yy, vv, XX)
 
     w, beta, A, r = _tau2.wls_pieces(yy, vv, XX, tau2)
     mu = float(beta[0])
@@ -448,11 +444,7 @@ def meta_analysis(
     pvalue = float(2 * dist.sf(abs(z)))
 
     tau2_ci = _tau2.q_profile_ci(yy, vv, XX, level)
-    if V is None:
-        s2 = typical_variance(v)
-    else:
-        w0, _, A0, _ = _tau2.wls_pieces(yy, vv, XX, 0.0)
-        s2 = float((k - 1) / (w0.sum() - A0[0, 0] * float((XX[:, 0] * w0) @ (XX[:, 0] * w0))))
+    s2 = (k - 1) / _tau2.fe_trace_p(vv, XX)
     if method == "FE":
         i2 = 100.0 * max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
         h2 = q / (k - 1)
@@ -512,7 +504,7 @@ def meta_analysis(
         estimates=_readonly(y),
         ses=_readonly(se),
         weights=_readonly(100.0 * gls_w / gls_w.sum()),
-        labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
+        labels=labels,
         vcov=None if V is None else _readonly(V),
         se2_offdiag=float(se2_offdiag),
     )

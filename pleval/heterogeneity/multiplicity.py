@@ -74,7 +74,8 @@ def significance_counts(
 ) -> SignificanceCounts:
     """Count schools whose effect is significantly positive / negative, raw and adjusted.
 
-    NaN p-values (schools without an estimate) are left out of k and of the adjustment.
+    Schools with a NaN p-value or estimate are left out of k, of the counts and of the
+    adjustment (their adjusted p-value is NaN): Holm/BH take ``m = k``.
     """
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
@@ -82,8 +83,8 @@ def significance_counts(
     p = np.asarray(pvalues, dtype=float)
     if est.shape != p.shape:
         raise DataError(f"estimates ({est.size}) and pvalues ({p.size}) must have the same length")
-    p_adj = np.asarray(adjust_pvalues(p, method=method), dtype=float)
     ok = np.isfinite(p) & np.isfinite(est)
+    p_adj = np.asarray(adjust_pvalues(np.where(ok, p, np.nan), method=method), dtype=float)
     k = int(ok.sum())
     raw = ok & (p < alpha)
     adj = ok & (p_adj < alpha)

@@ -198,7 +198,9 @@ class SchoolEffects(ResultMixin):
         moderator are left out of that group's fit with a warning that counts and names them
         (as metafor omits them); text among a moderator's values stays an error. ``level``: of
         the intervals (default: the school effects' own, ``options["level"]``; it was always
-        0.95 before 2026-12-04, under a column headed with the run's level)."""
+        0.95 before 2026-12-04, under a column headed with the run's level). A diagonal covariance
+        (independent school estimates) is passed as the SEs, so ``method="HS"`` works; HS with
+        covariance between the schools' estimates is an error, as in :func:`meta_regression`."""
         level = float(self.options.get("level", 0.95)) if level is None else level
         missing = [m for m in moderators if m not in self.table.columns]
         if missing:
@@ -218,10 +220,13 @@ class SchoolEffects(ResultMixin):
                 sub = sub[~miss]
             ids = sub["school"].to_numpy()
             V, V0 = self.vcov.get(key), self.vcov_raw.get(key)
+            V = None if V is None else V.loc[ids, ids].to_numpy()
+            V0 = None if V is None or V0 is None else V0.loc[ids, ids].to_numpy()
+            if not any(M is not None and np.count_nonzero(M) > len(ids) for M in (V, V0)):
+                V = V0 = None  # diagonal (SE² > 0): independent estimates, for which HS is defined too
             out[key] = meta_regression(
                 sub["effect_size"], sub["es_se"], sub[list(moderators)], method=method, knapp_hartung=knapp_hartung,
-                level=level, vcov=None if V is None else V.loc[ids, ids].to_numpy(),
-                vcov_unshrunk=None if V is None or V0 is None else V0.loc[ids, ids].to_numpy(), labels=ids,
+                level=level, vcov=V, vcov_unshrunk=V0, labels=ids,
             )
         return out
 
