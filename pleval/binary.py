@@ -231,6 +231,8 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
         raise DataError(f"binary outcome method must be one of {', '.join(METHODS)}; got {method!r}")
     if logit_vcov not in ("CR2", "CR1"):
         raise DataError(f"logit_vcov must be 'CR2' or 'CR1'; got {logit_vcov!r}")
+    if method == "lpm" and not lpm_vcov.startswith("CR"):  # an HC or classical covariance clusters nothing
+        clusters = None
     if absorb is not None and (method != "lpm" or clusters is not None):
         raise DataError("absorbed block indicators: the linear-probability model without clusters only")
     y = np.asarray(y, dtype=float)
@@ -255,7 +257,7 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     kw = dict(n_treated=n_t, n_control=n_c, n_clusters=n_cl, label=label, level=level)
     if method == "lpm":
         vc = lpm_vcov if clusters is not None or not lpm_vcov.startswith("CR") else "HC" + lpm_vcov[2:]
-        fit = ols(y, X, weights=w, clusters=clusters if vc.startswith("CR") else None, vcov=vc, names=names,
+        fit = ols(y, X, weights=w, clusters=clusters, vcov=vc, names=names,
                   absorb=absorb, cluster_df=cluster_df, df_working=df_working)
         b, se, df, _ = fit.coef(treatment)
         how = (f"linear-probability model (WLS on the 0/1 outcome{description}); "
@@ -344,6 +346,9 @@ def _logit(y, X, w, codes, label, vcov: str = "CR2", cluster_df: str = "G-1", df
     U = (w * (y - mu))[:, None] * X
     S = np.column_stack([np.bincount(codes, weights=U[:, j], minlength=G) for j in range(k)])  # k columns
     if G < n and cluster_df == "G-p":
+        if G <= k:
+            raise DesignError(f"{label or 'binary outcome'}: cluster_df='G-p' needs more clusters ({G}) than "
+                              f"coefficients ({k})")
         c, df = G / (G - k), float(G - k)
     else:
         c = G / (G - 1) * (n - 1) / (n - k)

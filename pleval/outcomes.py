@@ -255,12 +255,13 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     else:
         c2, _, ana, cov_names, _, notes = rct._validate(df, cols, design, None, subject)
         mod = rct._model(ana, c2, cov_names, notes)
-        clustered = design == "cluster" or (opts["vcov"] or "").startswith("CR")
+        se = binary_se(opts, default="CR2" if design == "cluster" else "HC2")  # the ITT's default
+        clustered = se["lpm_vcov"].startswith("CR")  # (an HC vcov in a cluster design: unclustered, as the ITT)
         absorb = not clustered and opts["binary_method"] == "lpm" and mod.absorbs("HC2")  # the LPM's HC2, as the ITT
         b = binary_effect(mod.y, *((mod.Xa, mod.names_a) if absorb else (mod.X, mod.names)), treatment="treatment",
                           clusters=mod.school if clustered else None, absorb=mod.block_codes if absorb else None,
                           method=opts["binary_method"], estimand="ITT", level=opts["level"], label=label,
-                          description="; " + res.options["model"], **binary_se(opts, default="CR2"))
+                          description="; " + res.options["model"], **se)
         row = _binary_row(b)
         main = _favour(b.cox.estimate, b.pvalue)
         effects = {"": main}

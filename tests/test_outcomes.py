@@ -106,6 +106,30 @@ def test_yes_no_outcomes_take_the_runs_standard_error_conventions(trial):
                            df_working=w).outcomes.set_index("outcome").loc["proficient", "df"]
            for w in ("independent", "random_effects")]
     assert dfs[0] != pytest.approx(dfs[1], rel=1e-3)
+    # an HC covariance in a cluster trial clusters neither model, as the ITT (the logit took CR1 by school)
+    for method, text in (("logit", "HC1, t(n − k)"), ("lpm", "; HC1")):
+        r = pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"], vcov="HC1",
+                            binary_method=method).outcomes.set_index("outcome").loc["proficient"]
+        assert text in r["method"] and "by school" not in r["method"] and pd.isna(r["n_clusters"])
+
+
+def test_logit_g_minus_p_needs_more_clusters_than_coefficients():
+    """CR1 under G − p with G ≤ k is the DesignError the linear-probability model gives (a
+    ZeroDivisionError or a math domain error before)."""
+    from pleval.binary import binary_effect
+    from pleval.errors import DesignError
+
+    rng = np.random.default_rng(2)
+    n, G = 120, 6
+    school = np.repeat(np.arange(G), n // G)
+    t = (school % 2).astype(float)
+    X = np.column_stack([np.ones(n), t, rng.normal(size=(n, 5))])
+    y = (rng.random(n) < 0.4 + 0.1 * t).astype(float)
+    names = ["const", "treatment", *[f"x{i}" for i in range(5)]]
+    for method in ("logit", "lpm"):
+        with pytest.raises(DesignError, match=r"needs more clusters \(6\) than coefficients \(7\)"):
+            binary_effect(y, X, names, treatment="treatment", clusters=school, method=method, lpm_vcov="CR1",
+                          logit_vcov="CR1", cluster_df="G-p")
 
 
 def test_trial_outcomes_table_p_adjustment_and_ratings(trial):
