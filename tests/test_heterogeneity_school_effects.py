@@ -535,3 +535,17 @@ def test_from_estimates_reproduces_a_school_table_tests_with_its_df_column():
         part = school_effects_from_estimates(back.assign(df=back.df.where(back.index != 3)))
     assert part.table.pvalue.iloc[3] == pytest.approx(z.table.pvalue.iloc[3]) and part.table.df.iloc[3] == np.inf
     np.testing.assert_allclose(part.table.pvalue.drop(3), own.pvalue.drop(3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("p0", [19, 20, 50, 61])
+def test_school_table_footnote_says_ordinals_right(p0):
+    """The footnote's percentiles are ordinals ("the 22nd", "the 61st"): before 2026-12-04 it
+    printed "the 22th" and "the 61th"."""
+    from pleval.heterogeneity.school_effects import percentile_note
+    from pleval.percentiles import to_percentile_points
+
+    q = p0 + to_percentile_points(0.1, p0)
+    sfx = {1: "st", 2: "nd", 3: "rd"}
+    end = lambda n: f"{n}{'th' if 10 <= n % 100 <= 20 else sfx.get(n % 10, 'th')}"  # noqa: E731
+    text = percentile_note(p0)
+    assert f"at the {end(p0)} percentile" in text and f"about the {end(int(q + 0.5))} with it" in text

@@ -533,3 +533,13 @@ def test_a_binding_cap_is_counted_and_named_in_the_method():
     assert AT_TIE_CAP not in every.diagnostics and every._method_label().endswith("ties kept)")
     plain = match(df, C, method="propensity")  # the sample's propensity sets (at most 22) are not capped
     assert plain.diagnostics[AT_TIE_CAP] == 0 and plain._method_label().endswith("ties kept)")
+
+
+def test_the_cap_named_is_the_one_applied_when_k_exceeds_it():
+    """The cap applied is max(tie_cap, k): with k = 3 and tie_cap = 2 the text says 3 (it said 2
+    beside sets of 3)."""
+    df = pd.read_csv("sample_data/pl_matched_students.csv")
+    m = match(df, C, method="mahalanobis", k=3, tie_cap=2)
+    assert "ties kept up to 3 per set" in m._method_label()
+    sizes = m.matched[m.matched["treatment"] == 0].groupby("_set").size()
+    assert sizes.max() == 3

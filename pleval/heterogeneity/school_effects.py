@@ -76,7 +76,7 @@ from ..errors import DataError, DesignError, PlevalWarning
 from .._workers import thread_map
 from ..inference.robust import CR2_FORMS, group_spans, radix_argsort, span_rows
 from ..matching.results import SchoolSample
-from ..percentiles import IMPLAUSIBLE_ES, to_percentile_points
+from ..percentiles import IMPLAUSIBLE_ES, _ordinal, to_percentile_points
 from ._batched import VCOV_TYPES, GroupedFit, grouped_wls
 from ._joint import JOINT_VCOV_TYPES, joint_cells, joint_from_cells, regularize, uses_phi_identity
 from .meta import MetaAnalysis, Method
@@ -87,8 +87,8 @@ from .shrinkage import Shrinkage
 
 PERCENTILE_NOTE = (
     "Percentile points are a shift in rank, not in the score: a school's effect of +{ex:.1f} "
-    "percentile points means a student who would have scored at the {p:g}th percentile of the "
-    "comparison distribution without the program is expected to score at about the {q:.0f}th with it "
+    "percentile points means a student who would have scored at the {p} percentile of the "
+    "comparison distribution without the program is expected to score at about the {q} with it "
     "(100·Φ(Φ⁻¹(p/100) + g) − p, from effect size g; at p = 50 this is the WWC improvement index)."
 )
 
@@ -128,7 +128,8 @@ TABLE_COLUMNS = [
 def percentile_note(baseline_percentile: float = 50.0, example_g: float = 0.1) -> str:
     """The footnote every school table carries."""
     ex = float(to_percentile_points(example_g, baseline_percentile))
-    return PERCENTILE_NOTE.format(ex=ex, p=baseline_percentile, q=baseline_percentile + ex)
+    # (ordinals: "the 22nd", not "the 22th" as before 2026-12-04)
+    return PERCENTILE_NOTE.format(ex=ex, p=_ordinal(baseline_percentile, exact=True), q=_ordinal(baseline_percentile + ex))
 
 
 @dataclass(frozen=True, repr=False)

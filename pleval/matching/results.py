@@ -581,7 +581,7 @@ class MatchResult(ResultMixin):
         ties = ", ties kept" if o.get("ties") else ""
         at_cap = self.diagnostics.get(AT_TIE_CAP, 0)
         if ties and at_cap:  # (the sets' tied members beyond the cap chosen by hashed student id)
-            ties += f" up to {o['tie_cap']} per set, {at_cap:,} set{'s' * (at_cap != 1)} at the cap"
+            ties += f" up to {max(o['tie_cap'], o['k'])} per set, {at_cap:,} set{'s' * (at_cap != 1)} at the cap"
         if self.method == "propensity" and o.get("conventions") == "matchit":
             cal = "no caliper" if o["caliper"] in (None, False) else f"caliper {o['caliper']} SD"
             return (f"1:{o['k']} nearest-neighbour matching on the propensity score, MatchIt conventions "
