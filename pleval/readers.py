@@ -228,6 +228,14 @@ def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
                 f"{p.name}: not valid {encoding} (byte {raw[exc.start]:#x} at position {exc.start:,}); "
                 "try --encoding cp1252 or --encoding utf-8"
             ) from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16's byte-order mark (Excel's "Unicode Text"; read as cp1252 before 2026-12-04)
+        try:
+            text = raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{p.name}: starts as UTF-16 but is not valid UTF-16 (position {exc.start:,}); give "
+                            "--encoding") from None
+        notes.append("encoding: UTF-16 (byte-order mark; --encoding to choose)")
+        return text
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -280,6 +288,27 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
+def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep: str) -> bool:
+    """Whether every scanned data row has one field more than the header, an empty one (a delimiter
+    at the end of each row, as some exports write). pandas would then take the first column as
+    the index and shift every other one place left (before 2026-12-04: treatment read from the
+    grade column, the outcome from the next). A row of the file whose extra field is not empty
+    is an error naming its line."""
+    if len(rows) <= h + 1:
+        return False
+    width = len(rows[h])
+    body = [r for r in rows[h + 1:] if r]
+    if not body or not all(len(r) == width + 1 and not r[-1].strip() for r in body):
+        return False
+    for i, line in enumerate(text.splitlines()[h + 1:]):  # (only for such files) every row, not the scanned ones
+        if line.strip() and not line.rstrip().endswith(sep):
+            r = next(csv.reader([line], delimiter=sep))
+            if len(r) > width:
+                raise DataError(f"{name}: line {h + 2 + i} has {len(r)} fields where the header has {width} and the "
+                                "other rows end with an empty field after a trailing delimiter; fix that line")
+    return True
+
+
 def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
     text = _decode(p, encoding, notes)
     lines = text.splitlines()[: max(50, _SCAN_ROWS)]
@@ -311,6 +340,9 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
                 decimal = ","
                 notes.append("decimal mark: comma (detected; --decimal to choose)")
     dups = _dups(rows[h]) if len(rows) > h else []
+    trailing = _trailing_delimiter(p.name, text, rows, h, sep)
+    if trailing:
+        notes.append("a delimiter ends every data row (an empty field the header does not name): ignored")
     text_cols = _zero_padded(rows[h:]) if len(rows) > h else {}
     if text_cols:
         notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
@@ -320,7 +352,7 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         # "NA" or an outcome "N/A" into silent missing values, where the checks suggest --na instead
         df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=[""] + list(codes or []),
                          keep_default_na=False, skipinitialspace=True, low_memory=False,
-                         dtype={c: str for c in text_cols} or None)
+                         dtype={c: str for c in text_cols} or None, index_col=False if trailing else None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p.name}: the file is empty (no header row)") from None
     except pd.errors.ParserError as exc:

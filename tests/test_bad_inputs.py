@@ -885,3 +885,34 @@ def test_a_numeric_missing_value_code_is_missing_in_every_format(base, tmp_path,
     got = read_table(p, na="-99")
     assert pd.isna(got.loc[2, "pretest"]) and pd.isna(got.loc[3, "posttest"])
     assert got["pretest"].notna().sum() == base["pretest"].notna().sum() - 1
+
+
+def test_a_trailing_delimiter_on_every_row_keeps_the_columns_in_place(base, tmp_path):
+    """Rows ending with a delimiter the header lacks: before 2026-12-04 pandas took the first
+    column as the index and shifted the others one place left (the treatment read from the
+    grades) with no message; now they are read as the clean file, with a note, and a row whose
+    extra field holds a value is an error naming its line."""
+    clean = tmp_path / "clean.csv"
+    base.head(200).to_csv(clean, index=False)
+    lines = clean.read_text().splitlines()
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("\n".join([lines[0], *(x + "," for x in lines[1:])]) + "\n")
+    got, want = read_table(trailing), read_table(clean)
+    pd.testing.assert_frame_equal(got, want)
+    assert any("a delimiter ends every data row" in n for n in got.attrs["read_notes"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], *(x + "," for x in lines[1:150]), lines[150] + ",7", *(x + "," for x in lines[151:])]))
+    with pytest.raises(DataError, match="bad.csv: line 151 has"):
+        read_table(bad)
+
+
+def test_a_utf16_text_file_is_read_by_its_byte_order_mark(base, tmp_path):
+    """Excel's "Unicode Text" (UTF-16 with a byte-order mark, tab-separated) was decoded as
+    Windows-1252 before 2026-12-04: column names full of NUL bytes."""
+    clean = tmp_path / "clean.txt"
+    base.head(100).to_csv(clean, index=False, sep="\t")
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes(clean.read_text().encode("utf-16"))
+    got = read_table(u16)
+    pd.testing.assert_frame_equal(got, read_table(clean))
+    assert any("UTF-16" in n for n in got.attrs["read_notes"])
