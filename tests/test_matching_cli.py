@@ -340,3 +340,12 @@ def test_a_collinear_propensity_covariate_is_named():
     d = d.assign(sped=d["frl"] + d["female"])
     with pytest.raises(pleval.DesignError, match="'sped' is a combination of the intercept and the columns before it"):
         pleval.match(d, SAMPLE_COLUMNS)
+
+
+def test_match_by_prints_each_groups_sd(csv, tmp_path):
+    """With --by, each group's SD is printed (before 2026-12-04 the first group's stood for all)."""
+    r = runner.invoke(app, ["match", str(csv), "--by", "subject", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    eff = pd.read_csv(tmp_path / "o" / "effect.csv").drop_duplicates("subject")
+    line = next(x for x in r.output.splitlines() if x.startswith("SD used"))
+    assert all(f"{s}: {sd:.4g}" in line for s, sd in zip(eff["subject"], eff["sd"])) and len(eff) == 2

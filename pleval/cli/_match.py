@@ -215,8 +215,11 @@ def match_cmd(
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
     console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})"))
-    first = eff if by_cols is None else next(iter(eff.effects.values()))
-    console.print(f"SD used for the effect size: {first.sd:.4g} ({escape(first.sd_kind)}). Percentile points are "
+    # each group's own SD (before 2026-12-04 the first group's was printed for all)
+    sds = {(): eff} if by_cols is None else eff.effects
+    sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())
+    kinds = "; ".join(dict.fromkeys(e.sd_kind for e in sds.values()))
+    console.print(f"SD used for the effect size: {sd_text} ({escape(kinds)}). Percentile points are "
                   "shifts in rank, not percentage points of the score.", highlight=False)
     console.print(f"wrote {', '.join(_OUTPUTS)} to {escape(str(out))}", highlight=False)
 
