@@ -131,3 +131,17 @@ def test_a_value_that_rounds_to_zero_prints_without_a_sign():
     assert "g = 0.0000" in out and "-0.0000" not in out
     out = runner.invoke(app, ["convert", "0.1", "-p", "50.5"]).output
     assert "from the 50.5th percentile" in out and "about the 54th" in out
+
+
+def test_convert_file_names_infinite_rows_and_refuses_other_formats(tmp_path):
+    """An infinite effect size is named with its column and rows (it was "g must be finite; 1
+    value(s) are NaN or infinite"); --out must end in .csv or .xlsx (a .parquet name got CSV text,
+    which pleval's own reader then refused)."""
+    src = tmp_path / "es.csv"
+    pd.DataFrame({"school": ["a", "b", "c"], "g": ["0.1", "inf", "0.2"]}).to_csv(src, index=False)
+    r = runner.invoke(app, ["convert", "--file", str(src), "--column", "g"])
+    assert r.exit_code == 2 and "column 'g': 1 row(s) are infinite (file row(s) 3)" in r.output
+    ok = tmp_path / "ok.csv"
+    pd.DataFrame({"g": [0.1, 0.2]}).to_csv(ok, index=False)
+    r = runner.invoke(app, ["convert", "--file", str(ok), "--column", "g", "--out", str(tmp_path / "x.parquet")])
+    assert r.exit_code == 2 and ".csv or .xlsx" in r.output and not (tmp_path / "x.parquet").exists()

@@ -96,6 +96,7 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None, re
     df = read_table(file, **reading)
     if column not in df.columns:
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
+    import numpy as np
     import pandas as pd
 
     from ..checks import _examples, _rows
@@ -107,18 +108,23 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None, re
         problems.append(f"{int(text.sum()):,} row(s) hold text such as {_examples(df.loc[text, column])} ({_rows(df, text)})")
     if miss.any():
         problems.append(f"{int(miss.sum()):,} row(s) are missing ({_rows(df, miss)})")
+    inf = np.isinf(g.to_numpy(dtype=float, na_value=np.nan))
+    if inf.any():  # (named here, with its rows, rather than as "g must be finite" by the conversion)
+        problems.append(f"{int(inf.sum()):,} row(s) are infinite ({_rows(df, inf)})")
     if problems:
         raise DataError(f"column {column!r}: {'; '.join(problems)}; correct, fill or drop them first")
     _warn_implausible(g.to_numpy(dtype=float), f"value(s) of column {column!r}")
     df[f"{column}_percentile_points"] = percentiles.to_percentile_points(g.astype(float), p)
     df.attrs = {}
     target = out or file.with_name(f"{file.stem}_percentile_points.csv")
+    if target.suffix.lower() not in (".csv", ".xlsx"):  # (a .parquet or .xls name got CSV or xlsx bytes before 2026-12-04)
+        raise DataError(f"--out {target.name}: pleval convert writes .csv or .xlsx; give a name ending in one of them")
     if target.resolve() == file.resolve():
         raise DataError("--out must differ from --file: pleval never overwrites its input")
     from ..outputs import atomic_file
 
     with atomic_file(target) as tmp:  # written beside and renamed: never left half-written
-        if target.suffix.lower() in (".xlsx", ".xls"):
+        if target.suffix.lower() == ".xlsx":
             df.to_excel(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
