@@ -383,3 +383,19 @@ def test_the_trend_is_per_year_when_the_years_are_unevenly_spaced():
         assert r.slope == pytest.approx(np.polyfit(one["time"].astype(float), one["estimate"], 1, w=1 / one["se"])[0],
                                         rel=1e-8)
     assert "SD per year" in st.summary()
+
+
+def test_dates_as_the_time_column_are_periods():
+    """A datetime time column is read as periods in date order (ISO text), the trend per period:
+    before 2026-12-04 its nanoseconds were taken as years, a slope of 1e-15 points "per year"."""
+    from pathlib import Path
+
+    from pleval.data import Columns
+
+    df = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_panel_students.csv")
+    cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",), covariates=("frl",),
+                   school="school_id", student_id="student_id", grade="grade", subject="subject", time="year")
+    dated = effects_over_time(df.assign(year=pd.to_datetime(df["year"].astype(str) + "-05-01")), cols).trend
+    terms = effects_over_time(df.assign(year=(df["year"] - 1).astype(str) + "-" + df["year"].astype(str)), cols).trend
+    np.testing.assert_allclose(dated["estimate"], terms["estimate"], rtol=1e-10)
+    assert (dated["estimate"].abs() > 1e-3).all()

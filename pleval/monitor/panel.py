@@ -50,7 +50,10 @@ class PanelCheck(ResultMixin):
 def _time_order(s: pd.Series, name: str) -> pd.Series:
     """Integer order of the time values: numeric values as numbers, text (terms such as
     '2023-fall') in sorted order. Terms named before their year ('Fall 2021', 'Spring 2022') are
-    an error: sorted as text they would be out of time order."""
+    an error: sorted as text they would be out of time order. Dates are periods written as ISO
+    text ('2021-05-01'; to_numeric made them nanoseconds, and the trend a slope per nanosecond)."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s.dt.strftime("%Y-%m-%d") if (s.dt.normalize() == s).all() else s.dt.strftime("%Y-%m-%dT%H:%M:%S")
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
