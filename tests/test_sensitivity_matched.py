@@ -417,3 +417,23 @@ def test_cli_sensitivity_takes_penalize_as_its_separation_error_says(tmp_path):
     assert res.exit_code == 0, res.output
     prov = json.loads((tmp_path / "b" / "provenance.json").read_text())
     assert prov["options"]["penalize"] is True
+
+
+def test_cli_sensitivity_takes_the_standard_error_options(data, tmp_path):
+    """--vcov (and the CR conventions) as pleval match takes them, so the same analysis can be
+    checked for sensitivity: the estimate row's SE is the API's with vcov="CR1" (the command had
+    no such option before 2026-12-04, and analysed CR2 only)."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    src = tmp_path / "d.csv"
+    data.to_csv(src, index=False)
+    r = CliRunner().invoke(app, ["sensitivity", str(src), "--vcov", "CR1", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    f = pd.read_csv(tmp_path / "o" / "sensitivity.csv")
+    m = pleval.match(data, SAMPLE_COLUMNS, method="propensity")
+    want = m.estimate(by="subject", vcov="CR1")
+    got = f[f["kind"] == "estimate"].drop_duplicates("subject").set_index("subject")["se"]
+    for key, se in got.items():
+        assert se == pytest.approx(want[key].raw.se, rel=1e-9)

@@ -63,6 +63,10 @@ def sensitivity_cmd(
     statistic: str = typer.Option("rank", "--statistic", help="Rosenbaum test statistic: rank (signed/aligned ranks) or huber (Huber M-statistic)."),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="A pre-program score to analyse as a placebo (negative-control) outcome."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
+    vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the effect, as for pleval match: CR2 (default, by school), CR1, CR0, HC2, HC1, HC0, classical."),
+    cluster_df: str = typer.Option("G-1", "--cluster-df", help="CR1/CR0 convention, as for pleval match: G-1 (default) or G-p."),
+    cr2: str = typer.Option("transformed", "--cr2", help="Weighted CR2 form, as for pleval match: transformed (default) or clubsandwich."),
+    df_working: str = typer.Option("random_effects", "--df-working", help="Working model of CR2's Satterthwaite df, as for pleval match: random_effects (default) or independent."),
     *,
     reading: dict,
 ) -> None:
@@ -95,7 +99,8 @@ def sensitivity_cmd(
                          caliper=False if no_caliper else caliper, replace=replace, penalize=penalize)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
-                   rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd))
+                   rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
+                   cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     m = match(df, cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)
     figures = {"contour" + "".join(f"_{slug(v)}" for v in key) + ".png": r for key, r in res}
