@@ -687,3 +687,28 @@ def test_hedges_omega_goes_with_the_pooled_sd_only(results):
     pooled, glass = m.estimate(), m.estimate(sd="comparison")
     assert pooled.omega < 1 and glass.omega == 1.0
     assert glass.effect_size.estimate == pytest.approx(glass.raw.estimate / glass.sd, rel=1e-12)
+
+
+def test_hc_by_a_group_that_is_not_an_exact_key_fits_the_groups_own_sets(df):
+    """estimate(by=col, vcov="HC1") with col not an exact key: each group's copies are those of
+    its own sets (each set in its PL row's group), as the CR fit takes them; before 2026-12-04 the
+    copies of other groups' sets reusing a row of the group were fitted too (HC1 gave 1.110 where
+    CR1 and the sets by hand give 1.274). Checked against statsmodels WLS with HC1."""
+    import statsmodels.api as sm
+
+    from pleval.matching.effect import effect_design
+
+    d = df.assign(urb=np.where(np.random.default_rng(0).random(len(df)) < 0.5, "a", "b"))
+    m = match(d, COLS, method="propensity")
+    e = m.estimate(by="urb", vcov="HC1")
+    long = m.matched.copy()
+    t = long["treatment"].to_numpy() == 1
+    long["g"] = long["_set"].map(long[t].set_index("_set")["urb"])
+    for g in "ab":
+        part = long[long["g"] == g]
+        des = effect_design(part, outcome="posttest", treatment="treatment", pretests=COLS.pretest,
+                            covariates=COLS.covariates, strata=m.strata, school="school_id")
+        fit = sm.WLS(des.y, des.X, weights=des.weights).fit(cov_type="HC1")
+        j = list(des.names).index("treatment")
+        assert e[g].raw.estimate == pytest.approx(fit.params[j], rel=1e-9)
+        assert e[g].raw.se == pytest.approx(fit.bse[j], rel=1e-9)

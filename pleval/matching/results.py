@@ -563,15 +563,38 @@ class MatchResult(ResultMixin):
         fits = map(fit, designs)  # (map keeps no reference to what it hands out)
         return fits if lazy else list(fits)
 
+    def _group_pairs(self, des) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The matched sets of a group (``des``: its :meth:`group_designs` design) as ``(pos, set,
+        pair)``: for every (set, member) pair among the group's distinct design rows whose set's PL
+        row is in the group too, the member's design row, the set id and the pair's position in the
+        long format — the set structure of its copies (:meth:`_copies_of`) and the Rosenbaum
+        bounds, without copying any data. (A group by a column the sets are not matched on holds
+        comparison rows reused by sets of other groups: those sets are not the group's.)"""
+        small = np.int32 if len(des.rows) < 2**31 else np.intp  # (a position per set member: large)
+        local = np.full(len(self.data), -1, dtype=small)
+        local[des.rows] = np.arange(len(des.rows), dtype=small)
+        pos = local[self.rows]
+        del local
+        keep = pos >= 0
+        sets = self.set_id
+        if (sets[keep] >= 0).any():  # the sets anchored by a PL row of the group
+            t = np.asarray(des.t) != 0
+            anchored = np.zeros(int(sets.max()) + 1, dtype=bool)
+            pl = keep & (sets >= 0)
+            pl[pl] = t[pos[pl]]
+            anchored[sets[pl]] = True
+            keep &= (sets < 0) | anchored[np.maximum(sets, 0)]
+        pair = np.flatnonzero(keep)
+        return pos[pair], sets[pair], pair
+
     def _copies_of(self, part: pd.DataFrame, des) -> tuple[pd.DataFrame, object]:
-        """A group's rows and design with every copy as its own row (for HC/classical SEs)."""
+        """A group's rows and design with every copy as its own row (for HC/classical SEs): the
+        copies of the group's own sets (:meth:`_group_pairs`; before 2026-12-04 also those of
+        other groups' sets reusing a row of the group, when the group is not an exact key)."""
         from dataclasses import replace
 
-        local = np.full(len(self.data), -1, dtype=np.intp)
-        local[des.rows] = np.arange(len(des.rows))
-        pos = local[self.rows]
-        keep = pos >= 0
-        i, w = pos[keep], self.weight[keep]
+        i, _, pair = self._group_pairs(des)
+        w = self.weight[pair]
         long = replace(des, y=des.y[i], t=des.t[i], X=des.X[i], weights=w, clusters=des.clusters[i], rows=des.rows[i],
                        weights2=None, copies=None, cells=None if des.cells is None else des.cells[i], gram=None)
         return part.iloc[i], long

@@ -295,7 +295,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
         es = eff.effect_size
         ev = evalue_smd(es.estimate, es.ci_low, es.ci_high, label=label)
         bounds = None
-        pos, sets, _ = _set_members(m, des)
+        pos, sets, _ = m._group_pairs(des)
         if (sets < 0).all():  # weighting, subclassification, CEM, entropy balancing
             notes.append(f"no Rosenbaum bounds: {m.method} forms no one-PL-row matched sets")
         else:
@@ -361,31 +361,6 @@ def _check_placebo(m, col: str) -> None:
         raise DataError(f"column {col!r} (placebo outcome): {int(bad.sum()):,} value(s) are not numbers")
 
 
-def _set_members(m, des) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The matched sets of a group as ``(pos, set, pair)``: for every (set, member) pair of ``m``
-    among the group's distinct design rows whose set's PL row is in the group too, the member's
-    design row, the set id and the pair's position in ``m``'s long format — the set structure the
-    Rosenbaum bounds need, without copying any data. (A group by a column the sets are not
-    matched on holds comparison rows reused by sets of other groups: those sets are not the
-    group's; taking them gave sets without a PL row and the bounds stopped.)"""
-    small = np.int32 if len(des.rows) < 2**31 else np.intp  # (a position per set member: large)
-    local = np.full(len(m.data), -1, dtype=small)
-    local[des.rows] = np.arange(len(des.rows), dtype=small)
-    pos = local[m.rows]
-    del local
-    keep = pos >= 0
-    sets = m.set_id
-    if (sets[keep] >= 0).any():  # the sets anchored by a PL row of the group
-        t = np.asarray(des.t) != 0
-        anchored = np.zeros(int(sets.max()) + 1, dtype=bool)
-        pl = keep & (sets >= 0)
-        pl[pl] = t[pos[pl]]
-        anchored[sets[pl]] = True
-        keep &= (sets < 0) | anchored[np.maximum(sets, 0)]
-    pair = np.flatnonzero(keep)
-    return pos[pair], sets[pair], pair
-
-
 def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict,
                     merged: bool = True) -> tuple[pd.DataFrame, object, str]:
     """The group's matched rows with the placebo score, and their design: sets whose PL row
@@ -402,7 +377,7 @@ def _placebo_sample(m, part: pd.DataFrame, des, col: str, kw: dict,
         return psample, effect_design(psample, **{**kw, "outcome": col}, rows=des.rows, weight2="_weight2",
                                       copies="_copies"), ""
     t = des.t.astype(bool)
-    pos, sets, pair = _set_members(m, des)
+    pos, sets, pair = m._group_pairs(des)
     w = m.weight[pair]
     keep = has[pos]
     if (sets >= 0).any():
