@@ -811,10 +811,11 @@ def estimate(
             for s, o in zip(ov["subject"], ov["outcome"])}
         ov["wwc_rating"] = key.map({k: r.wwc_rating for k, r in at.items()})
         ov["essa_tier"] = key.map({k: r.essa_tier for k, r in at.items()})
-    if not resolved["vcov"]:  # the design's default, recorded as run (before 2026-12-04: "")
-        resolved["vcov"] = ("CR2" if opts["rct_design"] == "cluster" else "HC2") if design == "rct" else (
-            "CR2" if columns.school else "CR1")
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
+    # the covariance used: the option's "" is the design's default, which a re-run with another design
+    # would change, so the options keep it and the record names what it was (before 2026-12-04 nothing did)
+    prov["vcov_used"] = resolved["vcov"] or (("CR2" if opts["rct_design"] == "cluster" else "HC2") if design == "rct"
+                                             else ("CR2" if columns.school else "CR1"))
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
     m = parts[0].get("details", {}).get("design") if design == "matched" else None
     if m is not None:  # every matching option as the match resolved it, given or default

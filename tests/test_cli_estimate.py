@@ -134,7 +134,7 @@ def test_input_hash_is_the_file_hash(matched_run):
     assert prov["input"]["sha256"] == hashlib.sha256(MATCHED.read_bytes()).hexdigest()
     # the options as run, defaults resolved (before 2026-12-04: vcov "", no matching options unless given), and
     # the data checks' findings beside the run's warnings (before: only in the report)
-    assert prov["options"]["vcov"] == "CR2"
+    assert prov["options"]["vcov"] == "" and prov["vcov_used"] == "CR2"  # ("": the design's default, kept for re-runs)
     mo = prov["match_options"]
     assert (mo["method"], mo["caliper"], mo["k"], mo["replace"], mo["ties"], mo["tie_cap"]) == ("propensity", 0.2, 1, True,
                                                                                               True, 25)
