@@ -52,6 +52,7 @@ EXTENSIONS = TEXT + EXCEL + PARQUET + STATA + SPSS
 
 _SEPS = ",;\t|"
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
+_DECIMAL_POINT = re.compile(r"^\s*-?\d*\.\d+\s*$")
 _SCAN_ROWS = 30
 
 
@@ -336,9 +337,15 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         decimal = "."
         if sep != ",":
             body = [v for r in rows[h + 1:] for v in r]
+            # comma decimals, unless numbers with a point are there too (then a "3,5" is text in a
+            # file of point decimals: before 2026-12-04 one such cell made every "0.14" text)
             if any(_DECIMAL_COMMA.match(v) for v in body):
-                decimal = ","
-                notes.append("decimal mark: comma (detected; --decimal to choose)")
+                if any(_DECIMAL_POINT.match(v) for v in body):
+                    notes.append("decimal mark: point (numbers with a point and cells such as '3,5' both seen; "
+                                 "--decimal to choose)")
+                else:
+                    decimal = ","
+                    notes.append("decimal mark: comma (detected; --decimal to choose)")
     dups = _dups(rows[h]) if len(rows) > h else []
     trailing = _trailing_delimiter(p.name, text, rows, h, sep)
     if trailing:

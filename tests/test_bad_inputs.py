@@ -916,3 +916,18 @@ def test_a_utf16_text_file_is_read_by_its_byte_order_mark(base, tmp_path):
     got = read_table(u16)
     pd.testing.assert_frame_equal(got, read_table(clean))
     assert any("UTF-16" in n for n in got.attrs["read_notes"])
+
+
+def test_one_comma_cell_does_not_make_point_decimals_text(tmp_path):
+    """A semicolon file with point decimals and one free-text cell '3,5': before 2026-12-04 the
+    comma was taken as the decimal mark, so every '0.14' stayed text (a covariate of one level
+    per value); numbers with a point now keep the point, with a note."""
+    src = tmp_path / "semi.csv"
+    src.write_text("school;poverty;comment\nA;0.14;ok\nB;0.27;3,5\nC;0.5;fine\n")
+    df = read_table(src)
+    assert df["poverty"].dtype.kind == "f" and df["poverty"].tolist() == [0.14, 0.27, 0.5]
+    assert df["comment"].tolist() == ["ok", "3,5", "fine"]
+    assert any("decimal mark: point" in n for n in df.attrs["read_notes"])
+    comma = tmp_path / "comma.csv"
+    comma.write_text("school;poverty\nA;0,14\nB;0,27\n")
+    assert read_table(comma)["poverty"].tolist() == [0.14, 0.27]
