@@ -32,6 +32,7 @@ pandas would otherwise keep the first copy without a word.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -217,6 +218,15 @@ def _na_codes(na) -> list[str]:
     return [str(v).strip() for v in na if str(v).strip()]
 
 
+def _cp1252_bytes(exc: UnicodeDecodeError) -> tuple[str, int]:
+    """A decoding error handler: the bytes that are not UTF-8, read as Windows-1252."""
+    return exc.object[exc.start:exc.end].decode("cp1252", errors="replace"), exc.end
+
+
+_CP1252_FALLBACK = "pleval-cp1252"
+codecs.register_error(_CP1252_FALLBACK, _cp1252_bytes)
+
+
 def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
     raw = p.read_bytes()
     if encoding:
@@ -240,9 +250,11 @@ def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        notes.append(f"not valid UTF-8 (byte {raw[exc.start]:#x} at position {exc.start:,}): read as Windows-1252 "
-                     "(--encoding to choose)")
-        return raw.decode("cp1252", errors="replace")
+        notes.append(f"not valid UTF-8 (byte {raw[exc.start]:#x} at position {exc.start:,}): the bytes that are not "
+                     "UTF-8 read as Windows-1252 (--encoding to choose)")
+        # UTF-8 where it is, cp1252 for the rest: a file appended to in two encodings keeps one spelling of
+        # 'hispánico' (the whole file read as cp1252 before 2026-12-04 split it into two levels)
+        return raw.decode("utf-8-sig", errors=_CP1252_FALLBACK)
 
 
 def _header_index(rows: list[list], name: str) -> int:

@@ -931,3 +931,19 @@ def test_one_comma_cell_does_not_make_point_decimals_text(tmp_path):
     comma = tmp_path / "comma.csv"
     comma.write_text("school;poverty\nA;0,14\nB;0,27\n")
     assert read_table(comma)["poverty"].tolist() == [0.14, 0.27]
+
+
+def test_a_file_in_two_encodings_keeps_one_spelling(tmp_path):
+    """Rows appended in Windows-1252 to a UTF-8 file: the UTF-8 bytes read as UTF-8 and the rest
+    as cp1252, so 'hispánico' stays one level (before 2026-12-04 the whole file was read as cp1252
+    and the UTF-8 rows became 'hispÃ¡nico'). A file all in cp1252 reads as before."""
+    head = "student_id,race\n" + "".join(f"s{i},hispánico\n" for i in range(5))
+    tail = "".join(f"t{i},hispánico\n" for i in range(5))
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(head.encode("utf-8") + tail.encode("cp1252"))
+    df = read_table(mixed)
+    assert df["race"].unique().tolist() == ["hispánico"] and len(df) == 10
+    assert any("not valid UTF-8" in n for n in df.attrs["read_notes"])
+    pure = tmp_path / "pure.csv"
+    pure.write_bytes((head + tail).encode("cp1252"))
+    assert read_table(pure)["race"].unique().tolist() == ["hispánico"]
