@@ -494,13 +494,14 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
                 fix = f"--na {_q(','.join(codes))} if they mean missing" if na_like else "correct or remove those values"
                 out.append(Problem("error", "non-numeric", f"column {c!r} ({role}) must be numeric: {int(bad.sum()):,} "
                                    f"row(s) hold text such as {_examples(vals)} ({_rows(df, bad)})", c, fix, int(bad.sum())))
-                continue
+            # the numbers among text and infinities are checked too (every problem at once: before 2026-12-04
+            # an outlier beside a text cell showed only once the text was fixed)
             xv = x.to_numpy(dtype=float, na_value=np.nan)
             inf = np.isinf(xv)
             if inf.any():
                 out.append(Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
                                    f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum())))
-                continue
+                xv = np.where(inf, np.nan, xv)
             numeric[c] = (role, xv)
     if cols.weight and cols.weight in numeric:
         w = numeric[cols.weight][1]
@@ -904,7 +905,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     too) when they find an error. Each is computed as alone, so the results are those of the loop."""
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
-        return _value_problems(df, present, design), [], None
+        return _value_problems(df, present, design), _duplicate_ids(df, present), None
     from ._workers import side_by_side
 
     def validation():
@@ -915,10 +916,28 @@ def _values_and_validation(df, cols: Columns, require, design: str,
 
     values, (done, exc) = side_by_side(partial(_value_problems, df, present, design), validation)
     if any(p.level == "error" for p in values):
-        return values, [], None
+        return values, _duplicate_ids(df, present), None
     if exc is not None:
         raise exc
     return values, *done
+
+
+def _duplicate_ids(df: pd.DataFrame, cols: Columns) -> list[Problem]:
+    """Duplicated student ids (per subject and term or grade) among all the rows, for when other
+    errors set the validation aside: every error is then listed at once (before 2026-12-04 a
+    duplicated id showed only once the other errors were fixed)."""
+    from .data import _duplicated
+
+    if not cols.student_id or cols.student_id not in df.columns:
+        return []
+    keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c and c in df.columns]
+    dup = _duplicated(df, keys) & df[cols.student_id].notna().to_numpy()
+    if not dup.any():
+        return []
+    within = " within subject" if cols.subject else ""
+    return [Problem("error", "duplicated id", f"column {cols.student_id!r} (student_id): {int(dup.sum()):,} row(s) share "
+                    f"a student id{within} ({_rows(df, dup)}); each student should appear once per subject and term",
+                    cols.student_id, n_rows=int(dup.sum()))]
 
 
 def _validation_problem(df, cols: Columns, require, found: list[Problem],

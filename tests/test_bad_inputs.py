@@ -947,3 +947,21 @@ def test_a_file_in_two_encodings_keeps_one_spelling(tmp_path):
     pure = tmp_path / "pure.csv"
     pure.write_bytes((head + tail).encode("cp1252"))
     assert read_table(pure)["race"].unique().tolist() == ["hispánico"]
+
+
+def test_text_an_outlier_and_a_duplicated_id_are_listed_together(base, tmp_path):
+    """An 'N/A' outcome, an outcome of 1e12 and a duplicated student id are three problems listed
+    at once: before 2026-12-04 the text stopped the outlier check of its column and set aside the
+    validation that finds duplicated ids, so each showed only after the one before was fixed."""
+    d = base.head(300).copy()
+    d["posttest"] = d["posttest"].astype(object)
+    d.iloc[3, d.columns.get_loc("posttest")] = "N/A"
+    d.iloc[4, d.columns.get_loc("posttest")] = 1e12
+    d.iloc[7, d.columns.get_loc("student_id")] = d.iloc[5]["student_id"]
+    d.iloc[7, d.columns.get_loc("subject")] = d.iloc[5]["subject"]
+    p = tmp_path / "three.csv"
+    d.to_csv(p, index=False)
+    r = check(p)
+    kinds = {(q.level, q.kind, q.column) for q in r.problems}
+    assert {("error", "non-numeric", "posttest"), ("warning", "outlier", "posttest"),
+            ("error", "duplicated id", "student_id")} <= kinds
