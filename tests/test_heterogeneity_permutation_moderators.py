@@ -102,3 +102,17 @@ def test_random_permutations_and_errors(bcg):
         permutation_test_moderators(meta_analysis(y, se))
     with pytest.raises(DataError, match="n_perm"):
         permutation_test_moderators(mr, n_perm=0)
+
+
+def test_many_schools_are_drawn_not_enumerated():
+    """k = 200 distinct moderator values: 200! orderings. Before 2026-12-04 counting them overflowed
+    (``exp`` of lgamma(201)), so the test failed from 171 schools on."""
+    rng = np.random.default_rng(5)
+    k = 200
+    se = np.sqrt(rng.uniform(0.01, 0.05, k))
+    x = rng.normal(size=k)
+    y = 0.1 + 0.05 * x + rng.normal(0, np.sqrt(0.01 + se**2))
+    r = permutation_test_moderators(meta_regression(y, se, x, method="DL"), n_perm=19, seed=1)
+    assert not r.exact and r.n_perm == 19
+    assert r.coefficients["pvalue_permutation"].iloc[1] == 1 / 20
+    assert permutation_module._n_orderings(np.array([0, 0, 1, 2])) == pytest.approx(12)

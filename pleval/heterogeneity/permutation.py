@@ -258,8 +258,11 @@ def _distinct_orderings(labels: np.ndarray) -> np.ndarray:
 
 
 def _n_orderings(labels: np.ndarray) -> float:
+    """The number of distinct orderings of ``labels``, ``k!/∏c!`` (∞ beyond a float's range: from
+    171 distinct schools on, ``exp`` of the log-count overflowed)."""
     _, counts = np.unique(labels, return_counts=True)
-    return math.exp(math.lgamma(labels.size + 1) - sum(math.lgamma(c + 1) for c in counts))
+    log_n = math.lgamma(labels.size + 1) - sum(math.lgamma(c + 1) for c in counts)
+    return math.inf if log_n > 700.0 else math.exp(log_n)
 
 
 def permutation_test_moderators(mr, n_perm: int = 1000, *, seed: int = 0) -> ModeratorPermutationTest:
