@@ -26,9 +26,12 @@ from pleval.heterogeneity import (
     meta_regression,
     permutation_test,
 )
+from pleval.heterogeneity import _metareg_batch as mb
+from pleval.heterogeneity import _tau2
 from pleval.heterogeneity import permutation as permutation_module
 
 from .conftest import REFERENCE, sim_reps
+from .test_heterogeneity_meta import TWO_MAXIMA
 
 # Viechtbauer (2005) example 1, data and results as in metafor's
 # tests/testthat/test_analysis_example_viechtbauer2005.r (results on page 271).
@@ -352,6 +355,26 @@ def test_permutation_random_patterns(bcg):
         permutation_test(meta, stat="t")
     with pytest.raises(DataError, match="n_perm"):
         permutation_test(meta, n_perm=0)
+
+
+@pytest.mark.parametrize("method, local, y, se", TWO_MAXIMA)
+def test_permutation_refits_take_the_global_maximum(method, local, y, se):
+    """On likelihoods with two local maxima the observed statistic is the meta-analysis's, and
+    every sign-flipped refit's τ² is the global maximizer of :mod:`._tau2` (fitted pattern by
+    pattern). Before 2026-12-04 the vector Fisher scoring stopped at the local one: the first
+    set's observed z was 6.96 (τ² = 0) for the meta-analysis's 5.06 (τ² = 0.00203), the second's
+    4.88 for 2.59."""
+    y, se = np.array(y), np.array(se)
+    v, k = se**2, y.size
+    for hk in (False, True):
+        meta = meta_analysis(y, se, method, hartung_knapp=hk)
+        assert permutation_test(meta, n_perm=99, seed=2).observed == pytest.approx(meta.statistic, rel=1e-9)
+    signs = np.vstack([np.ones(k), np.random.default_rng(7).choice((-1.0, 1.0), size=(60, k))])
+    fit = _tau2.reml_tau2 if method == "REML" else _tau2.ml_tau2
+    want = np.array([fit(s * y, v, np.ones((k, 1)))[0] for s in signs])
+    np.testing.assert_allclose(permutation_module._tau2_patterns(method, signs * y, v), want, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(mb.tau2_batch(method, signs * y, np.broadcast_to(v, signs.shape), np.ones((k, 1))),
+                               want, rtol=1e-7, atol=1e-12)
 
 
 def test_permutation_size_under_the_null():

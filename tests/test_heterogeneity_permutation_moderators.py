@@ -12,9 +12,12 @@ import pytest
 
 from pleval.errors import DataError
 from pleval.heterogeneity import meta_analysis, meta_regression, permutation_test_moderators
+from pleval.heterogeneity import _metareg_batch as mb
+from pleval.heterogeneity import _tau2
 from pleval.heterogeneity import permutation as permutation_module
 
 from .conftest import REFERENCE
+from .test_heterogeneity_meta import TWO_MAXIMA
 
 # dat.hine1989 (metadat; Normand 1999, Table I): lidocaine, 6 trials
 HINE_N1 = np.array([39, 44, 107, 103, 110, 154.0])
@@ -102,3 +105,49 @@ def test_random_permutations_and_errors(bcg):
         permutation_test_moderators(meta_analysis(y, se))
     with pytest.raises(DataError, match="n_perm"):
         permutation_test_moderators(mr, n_perm=0)
+
+
+def test_many_schools_are_drawn_not_enumerated():
+    """k = 200 distinct moderator values: 200! orderings. Before 2026-12-04 counting them overflowed
+    (``exp`` of lgamma(201)), so the test failed from 171 schools on."""
+    rng = np.random.default_rng(5)
+    k = 200
+    se = np.sqrt(rng.uniform(0.01, 0.05, k))
+    x = rng.normal(size=k)
+    y = 0.1 + 0.05 * x + rng.normal(0, np.sqrt(0.01 + se**2))
+    r = permutation_test_moderators(meta_regression(y, se, x, method="DL"), n_perm=19, seed=1)
+    assert not r.exact and r.n_perm == 19
+    assert r.coefficients["pvalue_permutation"].iloc[1] == 1 / 20
+    assert permutation_module._n_orderings(np.array([0, 0, 1, 2])) == pytest.approx(12)
+
+
+# a moderator for each of the first two two-maxima sets of test_heterogeneity_meta: with it the
+# likelihood keeps two maxima and Fisher scoring from DL stops at the boundary 0
+TWO_MAXIMA_MODERATORS = [
+    [0.0138, 0.0035, 0.0048, 0.0055, -0.008, -0.0187, -0.0107, 0.0163, 0.013, -0.0035, -0.003, 0.0104, -0.0017, -0.013],
+    np.linspace(-1, 1, 13).tolist(),
+]
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_moderator_refits_take_the_global_maximum(case):
+    """The observed statistics are meta_regression's, and every permuted refit's τ² is the global
+    maximizer of :mod:`._tau2` (fitted permutation by permutation). Before 2026-12-04 the batch's
+    Fisher scoring stopped at τ² = 0: meta_regression gives τ² = 0.00335 and the moderator's
+    z = −0.403 for the first set, the permutation test printed −0.819 (second set: 0.00246, −0.060
+    and +0.786; its permutation p 0.83 for 0.99)."""
+    method, _, y, se = TWO_MAXIMA[case]
+    y, se, x = np.array(y), np.array(se), np.array(TWO_MAXIMA_MODERATORS[case])
+    v, k = se**2, y.size
+    X = np.column_stack([np.ones(k), x])
+    fit = _tau2.reml_tau2 if method == "REML" else _tau2.ml_tau2
+    assert fit(y, v, X)[0] > 2e-3
+    for kh in (False, True):
+        mr = meta_regression(y, se, x, method=method, knapp_hartung=kh)
+        r = permutation_test_moderators(mr, n_perm=99, seed=2)
+        np.testing.assert_allclose(r.coefficients["statistic"], mr.coefficients["statistic"], rtol=1e-7)
+        assert r.qm == pytest.approx(mr.qm, rel=1e-7)
+    rng = np.random.default_rng(8)
+    P = np.vstack([np.arange(k)] + [rng.permutation(k) for _ in range(60)])
+    want = np.array([fit(y[p], v[p], X)[0] for p in P])
+    np.testing.assert_allclose(mb.tau2_batch(method, y[P], v[P], X), want, rtol=1e-7, atol=1e-12)

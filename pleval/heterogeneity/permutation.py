@@ -15,7 +15,10 @@ The test holds its level with few schools, where the z and even the Hartung–Kn
 reference can be off (Follmann & Proschan 1999). The refits are vectorized over patterns
 (an ``n × k`` array per block): DL, HE, HS, SJ in closed form, REML and ML by Fisher
 scoring and PM/EB by Newton steps on ``Q(τ²) = k − 1`` for all patterns at once; a pattern
-whose iteration has not settled is refitted alone by :mod:`._tau2`.
+whose iteration has not settled is refitted alone by :mod:`._tau2`. REML and ML then take each
+pattern's global maximizer on τ² ≥ 0 (:func:`._metareg_batch.global_max`: a grid of the
+likelihood and ℓ(0), as :func:`._tau2._fisher_scoring`), so the observed pattern's statistic is
+the meta-analysis's.
 """
 
 from __future__ import annotations
@@ -109,11 +112,12 @@ def _tau2_patterns(method: str, Y: np.ndarray, v: np.ndarray) -> np.ndarray:
     if method == "SJ":
         t0 = rss / k
         return t0 * _q_parts(Y, v, t0)[2] / (k - 1)
-    scale = float(np.var(Y[0]) + np.mean(v))
+    tol = 1e-10 * (np.var(Y, axis=1) + np.mean(v))  # each pattern's, as _tau2._fisher_scoring
     if method in ("PM", "EB"):
         t, done = zero.copy(), q0 <= k - 1
     else:
         t, done = dl, np.zeros(n, dtype=bool)
+    X = np.ones((k, 1))
     for _ in range(100):
         S, _, q, w2r2, T, U = _q_parts(Y, v, t)
         if method == "REML":
@@ -122,14 +126,18 @@ def _tau2_patterns(method: str, Y: np.ndarray, v: np.ndarray) -> np.ndarray:
             step = (w2r2 - S) / T
         else:
             step = np.where(w2r2 > 0, (q - (k - 1)) / np.where(w2r2 > 0, w2r2, 1.0), 0.0)
-        new = np.where(done, t, np.maximum(0.0, t + step))
-        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
-        t = new
-        if conv.all():
-            return t
-    X = np.ones((k, 1))
-    for i in np.flatnonzero(~conv):  # rare: a pattern the vector iteration did not settle
-        t[i] = _tau2.estimate_tau2(method, Y[i], v, X)[0]
+        new = np.maximum(0.0, t + step)
+        settled = np.abs(new - t) <= tol
+        t = np.where(done, t, new)
+        done = done | settled
+        if done.all():
+            break
+    else:
+        for i in np.flatnonzero(~done):  # rare: a pattern the vector iteration did not settle
+            t[i] = _tau2.estimate_tau2(method, Y[i], v, X)[0]
+    if method in ("REML", "ML"):  # the global maximum, as _tau2._fisher_scoring (two local maxima)
+        r0 = Y - (Y @ (1.0 / v) / (1.0 / v).sum())[:, None]  # residuals at τ² = 0
+        t = mb.global_max(method, Y, np.broadcast_to(v, Y.shape), X, t, r0)
     return t
 
 
@@ -258,8 +266,11 @@ def _distinct_orderings(labels: np.ndarray) -> np.ndarray:
 
 
 def _n_orderings(labels: np.ndarray) -> float:
+    """The number of distinct orderings of ``labels``, ``k!/∏c!`` (∞ beyond a float's range: from
+    171 distinct schools on, ``exp`` of the log-count overflowed)."""
     _, counts = np.unique(labels, return_counts=True)
-    return math.exp(math.lgamma(labels.size + 1) - sum(math.lgamma(c + 1) for c in counts))
+    log_n = math.lgamma(labels.size + 1) - sum(math.lgamma(c + 1) for c in counts)
+    return math.inf if log_n > 700.0 else math.exp(log_n)
 
 
 def permutation_test_moderators(mr, n_perm: int = 1000, *, seed: int = 0) -> ModeratorPermutationTest:
