@@ -42,7 +42,7 @@ from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Vali
                    one_arm_subject, schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
-from .readers import duplicate_header_message, file_columns, read_raw
+from .readers import MIXED_ENCODING, duplicate_header_message, file_columns, read_raw
 
 LEVELS = ("error", "warning", "note")
 OUTLIER_K = 8.0
@@ -226,7 +226,8 @@ def check(
     if design not in ("matched", "rct"):
         raise DataError(f"design must be matched or rct; got {design!r}")
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
-    problems: list[Problem] = [Problem("note", "reading", n) for n in df.attrs.get("read_notes", ())]
+    problems: list[Problem] = [Problem("warning" if n.startswith(MIXED_ENCODING) else "note", "reading", n)
+                               for n in df.attrs.get("read_notes", ())]
     name = Path(src).name if src else "the data"
     dups = list(df.attrs.get("duplicate_headers", ()))
     dups += [str(c) for c in pd.unique(df.columns[df.columns.duplicated()]) if str(c) not in dups]
@@ -905,7 +906,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     too) when they find an error. Each is computed as alone, so the results are those of the loop."""
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
-        return _value_problems(df, present, design), _duplicate_ids(df, present), None
+        return _value_problems(df, present, design), _duplicate_ids(df, cols, present), None
     from ._workers import side_by_side
 
     def validation():
@@ -916,22 +917,27 @@ def _values_and_validation(df, cols: Columns, require, design: str,
 
     values, (done, exc) = side_by_side(partial(_value_problems, df, present, design), validation)
     if any(p.level == "error" for p in values):
-        return values, _duplicate_ids(df, present), None
+        return values, _duplicate_ids(df, cols, present), None
     if exc is not None:
         raise exc
     return values, *done
 
 
-def _duplicate_ids(df: pd.DataFrame, cols: Columns) -> list[Problem]:
-    """Duplicated student ids (per subject and term or grade) among all the rows, for when other
-    errors set the validation aside: every error is then listed at once (before 2026-12-04 a
-    duplicated id showed only once the other errors were fixed)."""
+def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns) -> list[Problem]:
+    """Duplicated student ids (per subject and term or grade), as the validation finds them, for
+    when other errors set the validation aside: every error is then listed at once (before
+    2026-12-04 a duplicated id showed only once the other errors were fixed). ``cols``: the roles
+    asked for, ``present``: those in the data; none when a key column asked for is absent (its
+    own error), and among the rows the validation keeps (no missing value a role needs)."""
     from .data import _duplicated
 
-    if not cols.student_id or cols.student_id not in df.columns:
+    keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c]
+    if not cols.student_id or any(k not in df.columns for k in keys):
         return []
-    keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c and c in df.columns]
-    dup = _duplicated(df, keys) & df[cols.student_id].notna().to_numpy()
+    needed = [c for role, names in present.roles().items() if role != "outcome" for c in names if c in df.columns]
+    kept = df[needed].notna().all(axis=1).to_numpy() & df[cols.student_id].notna().to_numpy()
+    dup = np.zeros(len(df), dtype=bool)
+    dup[kept] = _duplicated(df[kept], keys)
     if not dup.any():
         return []
     within = " within subject" if cols.subject else ""

@@ -32,7 +32,6 @@ pandas would otherwise keep the first copy without a word.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -218,13 +217,12 @@ def _na_codes(na) -> list[str]:
     return [str(v).strip() for v in na if str(v).strip()]
 
 
-def _cp1252_bytes(exc: UnicodeDecodeError) -> tuple[str, int]:
-    """A decoding error handler: the bytes that are not UTF-8, read as Windows-1252."""
-    return exc.object[exc.start:exc.end].decode("cp1252", errors="replace"), exc.end
-
-
-_CP1252_FALLBACK = "pleval-cp1252"
-codecs.register_error(_CP1252_FALLBACK, _cp1252_bytes)
+MIXED_ENCODING = "parts of the file look like UTF-8 read as Windows-1252"
+"""How the reading note on a file in two encodings starts (:func:`pleval.check` makes it a warning)."""
+_MOJIBAKE = re.compile("[\u00c2-\u00c3][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+                       "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
+"""A two-byte UTF-8 letter (é, á, ñ, ...) read as Windows-1252: 'Ã' or 'Â' then a continuation
+byte's character ('hispÃ¡nico'). Real cp1252 text rarely has these pairs."""
 
 
 def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
@@ -250,11 +248,15 @@ def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        notes.append(f"not valid UTF-8 (byte {raw[exc.start]:#x} at position {exc.start:,}): the bytes that are not "
-                     "UTF-8 read as Windows-1252 (--encoding to choose)")
-        # UTF-8 where it is, cp1252 for the rest: a file appended to in two encodings keeps one spelling of
-        # 'hispánico' (the whole file read as cp1252 before 2026-12-04 split it into two levels)
-        return raw.decode("utf-8-sig", errors=_CP1252_FALLBACK)
+        notes.append(f"not valid UTF-8 (byte {raw[exc.start]:#x} at position {exc.start:,}): read as Windows-1252 "
+                     "(--encoding to choose)")
+        text = raw.decode("cp1252", errors="replace")
+        seen = _MOJIBAKE.search(text)
+        if seen:  # UTF-8 text read as cp1252: the file mixes the two (rows appended from another export)
+            notes.append(f"{MIXED_ENCODING} (e.g. {seen.group()!r} at character "
+                         f"{seen.start():,}): it mixes two encodings, so one word may be spelled two ways; re-save it "
+                         "in one encoding (UTF-8)")
+        return text
 
 
 def _header_index(rows: list[list], name: str) -> int:
@@ -314,7 +316,7 @@ def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep
     if not body or not all(len(r) == width + 1 and not r[-1].strip() for r in body):
         return False
     for i, line in enumerate(text.splitlines()[h + 1:]):  # (only for such files) every row, not the scanned ones
-        if line.strip() and not line.rstrip().endswith(sep):
+        if line.strip() and not line.rstrip(" \r" if sep != " " else "\r").endswith(sep):  # (a tab is the delimiter)
             r = next(csv.reader([line], delimiter=sep))
             if len(r) > width:
                 raise DataError(f"{name}: line {h + 2 + i} has {len(r)} fields where the header has {width} and the "
@@ -349,15 +351,16 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         decimal = "."
         if sep != ",":
             body = [v for r in rows[h + 1:] for v in r]
-            # comma decimals, unless numbers with a point are there too (then a "3,5" is text in a
-            # file of point decimals: before 2026-12-04 one such cell made every "0.14" text)
-            if any(_DECIMAL_COMMA.match(v) for v in body):
-                if any(_DECIMAL_POINT.match(v) for v in body):
-                    notes.append("decimal mark: point (numbers with a point and cells such as '3,5' both seen; "
-                                 "--decimal to choose)")
-                else:
-                    decimal = ","
-                    notes.append("decimal mark: comma (detected; --decimal to choose)")
+            # the mark most numbers are written with: a free-text "3,5" among point decimals does not make
+            # every "0.14" text (it did before 2026-12-04), nor a "1.037" (thousands) among comma decimals
+            n_comma = sum(bool(_DECIMAL_COMMA.match(v)) for v in body)
+            n_point = sum(bool(_DECIMAL_POINT.match(v)) for v in body)
+            if n_comma and n_comma >= n_point:  # (a tie: the convention of files not split by commas)
+                decimal = ","
+                notes.append("decimal mark: comma (detected; --decimal to choose)")
+            elif n_comma:
+                notes.append(f"decimal mark: point ({n_point} numbers written with a point, {n_comma} cell(s) such as "
+                             "'3,5'; --decimal to choose)")
     dups = _dups(rows[h]) if len(rows) > h else []
     trailing = _trailing_delimiter(p.name, text, rows, h, sep)
     if trailing:

@@ -399,3 +399,33 @@ def test_dates_as_the_time_column_are_periods():
     terms = effects_over_time(df.assign(year=(df["year"] - 1).astype(str) + "-" + df["year"].astype(str)), cols).trend
     np.testing.assert_allclose(dated["estimate"], terms["estimate"], rtol=1e-10)
     assert (dated["estimate"].abs() > 1e-3).all()
+
+
+def test_time_zone_dates_with_a_cohort_and_missing_dates():
+    """Dates with a time zone: the periods and the cohort's first program period are the same
+    local dates, so exposure counts from the adoption period (the cohort's text kept its zone and
+    matched no period: exposure 0/1/2, a trend on two periods); a missing date in check_panel is
+    an error naming the column (a TypeError)."""
+    from pleval.data import Columns
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for s in range(300):
+        sch = s % 12
+        t = int(sch < 6)
+        pre = rng.normal(0, 1)
+        for yr in (2021, 2022, 2023):
+            rows.append(dict(sid=s, school=f"K{sch}", treat=t, year=yr, pre=pre,
+                             y=pre + 0.2 * t * (yr - 2020) + rng.normal(0, 1), cohort=2021 if t else np.nan))
+    df = pd.DataFrame(rows)
+    cols = Columns(outcome="y", treatment="treat", pretest=("pre",), school="school", student_id="sid", time="year")
+    years = effects_over_time(df, cols, method="regression", cohort="cohort", equity=False).trend
+    dated = df.assign(year=pd.to_datetime(df["year"].astype(str) + "-09-01").dt.tz_localize("America/New_York"),
+                      cohort=pd.to_datetime(df["cohort"].map(lambda v: f"{int(v)}-09-01" if v == v else None))
+                      .dt.tz_localize("America/New_York"))
+    zoned = effects_over_time(dated, cols, method="regression", cohort="cohort", equity=False).trend
+    np.testing.assert_allclose(zoned["estimate"], years["estimate"], rtol=1e-10)
+    gap = dated.copy()
+    gap.loc[0, "year"] = pd.NaT
+    with pytest.raises(DataError, match="'year' \\(time\\): 1 row\\(s\\) have no date"):
+        check_panel(gap, cols)

@@ -219,7 +219,7 @@ def match_cmd(
     sds = {(): eff} if by_cols is None else eff.effects
     sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())
     kinds = "; ".join(dict.fromkeys(e.sd_kind for e in sds.values()))
-    console.print(f"SD used for the effect size: {sd_text} ({escape(kinds)}). Percentile points are "
+    console.print(f"SD used for the effect size: {escape(sd_text)} ({escape(kinds)}). Percentile points are "
                   "shifts in rank, not percentage points of the score.", highlight=False)
     console.print(f"wrote {', '.join(_OUTPUTS)} to {escape(str(out))}", highlight=False)
 

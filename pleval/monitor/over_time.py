@@ -57,7 +57,7 @@ from ..errors import DataError, DesignError
 from ..inference import ols
 from ..percentiles import to_percentile_points
 from ..subgroups import pretest_bands
-from .panel import PanelCheck, _time_order, check_panel
+from .panel import PanelCheck, _time_order, check_panel, date_text
 
 BAND_LABELS = ("bottom third", "middle third", "top third")
 
@@ -246,6 +246,8 @@ def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Seri
             raise DataError(f"column {name!r} (cohort): {int(bad.sum()):,} row(s) are not numeric periods, as the time "
                             f"column {time!r} is (such as {', '.join(map(repr, s[bad].astype(str).unique()[:3]))})")
         return g
+    if pd.api.types.is_datetime64_any_dtype(s):  # dates, as the time column's (.panel.date_text)
+        s = date_text(s)
     known = s.notna()
     if known.any() and pd.api.types.is_numeric_dtype(s):
         raise DataError(f"column {name!r} (cohort) holds numbers such as {s[known].iloc[0]:g}, but the time column "

@@ -47,13 +47,24 @@ class PanelCheck(ResultMixin):
         return "\n".join(lines)
 
 
+def date_text(s: pd.Series) -> pd.Series:
+    """Dates as ISO text, periods in date order: the local date (a time zone dropped, the wall
+    time kept), with the time of day only when some row has one; missing dates stay missing."""
+    if s.dt.tz is not None:
+        s = s.dt.tz_localize(None)
+    fmt = "%Y-%m-%d" if (s.dropna().dt.normalize() == s.dropna()).all() else "%Y-%m-%dT%H:%M:%S"
+    return s.dt.strftime(fmt).where(s.notna())
+
+
 def _time_order(s: pd.Series, name: str) -> pd.Series:
     """Integer order of the time values: numeric values as numbers, text (terms such as
     '2023-fall') in sorted order. Terms named before their year ('Fall 2021', 'Spring 2022') are
     an error: sorted as text they would be out of time order. Dates are periods written as ISO
     text ('2021-05-01'; to_numeric made them nanoseconds, and the trend a slope per nanosecond)."""
     if pd.api.types.is_datetime64_any_dtype(s):
-        return s.dt.strftime("%Y-%m-%d") if (s.dt.normalize() == s).all() else s.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        if s.isna().any():
+            raise DataError(f"column {name!r} (time): {int(s.isna().sum()):,} row(s) have no date; fill or drop them")
+        return date_text(s)
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().all():
         return num
