@@ -52,7 +52,6 @@ EXTENSIONS = TEXT + EXCEL + PARQUET + STATA + SPSS
 
 _SEPS = ",;\t|"
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+\s*$")
-_DECIMAL_POINT = re.compile(r"^\s*-?\d*\.\d+\s*$")
 _SCAN_ROWS = 30
 
 
@@ -303,6 +302,27 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
+def _point_numbers(df: pd.DataFrame, text_cols, notes: list[str]) -> None:
+    """Columns of a comma-decimal read whose every value is a number written with a point
+    ('0.14'), made numbers (in place), with a note: a file whose columns use both marks, or a
+    free-text '3,5' among point decimals. Before 2026-12-04 they stayed text: a covariate read
+    as one category per value (outcomes and pretests the checks read as numbers anyway). A
+    column of thousands written with points ('1.037', '12.500') stays text, as written."""
+    done = []
+    for c in df.columns:
+        s = df[c]
+        if c in text_cols or pd.api.types.is_numeric_dtype(s) or not s.notna().any():
+            continue
+        x = pd.to_numeric(s, errors="coerce")
+        written = s.dropna().astype(str).str.strip()
+        if (x.notna() == s.notna()).all() and written.str.contains(".", regex=False).any() \
+                and not written.str.fullmatch(r"-?[1-9]\d{0,2}(\.\d{3})+").all():  # (1.037 is a thousand, as written)
+            df[c] = x
+            done.append(str(c))
+    if done:
+        notes.append(f"numbers written with a decimal point read as numbers: {', '.join(map(repr, done))}")
+
+
 def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep: str) -> bool:
     """Whether every scanned data row has one field more than the header, an empty one (a delimiter
     at the end of each row, as some exports write). pandas would then take the first column as
@@ -351,16 +371,9 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         decimal = "."
         if sep != ",":
             body = [v for r in rows[h + 1:] for v in r]
-            # the mark most numbers are written with: a free-text "3,5" among point decimals does not make
-            # every "0.14" text (it did before 2026-12-04), nor a "1.037" (thousands) among comma decimals
-            n_comma = sum(bool(_DECIMAL_COMMA.match(v)) for v in body)
-            n_point = sum(bool(_DECIMAL_POINT.match(v)) for v in body)
-            if n_comma and n_comma >= n_point:  # (a tie: the convention of files not split by commas)
+            if any(_DECIMAL_COMMA.match(v) for v in body):
                 decimal = ","
                 notes.append("decimal mark: comma (detected; --decimal to choose)")
-            elif n_comma:
-                notes.append(f"decimal mark: point ({n_point} numbers written with a point, {n_comma} cell(s) such as "
-                             "'3,5'; --decimal to choose)")
     dups = _dups(rows[h]) if len(rows) > h else []
     trailing = _trailing_delimiter(p.name, text, rows, h, sep)
     if trailing:
@@ -384,6 +397,8 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
             f"{p.name}: cannot split the rows into columns ({where}) with delimiter {_sep_name(sep)}; "
             "give --sep (and --decimal), or quote fields that contain the delimiter"
         ) from None
+    if decimal == ",":
+        _point_numbers(df, text_cols, notes)
     df.attrs["first_data_row"] = h + 2
     lines_after = text.count("\n") + (not text.endswith("\n")) - h - 1
     if lines_after != len(df):  # blank lines skipped (or quoted line breaks): number the rows by their lines

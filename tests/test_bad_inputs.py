@@ -919,15 +919,16 @@ def test_a_utf16_text_file_is_read_by_its_byte_order_mark(base, tmp_path):
 
 
 def test_one_comma_cell_does_not_make_point_decimals_text(tmp_path):
-    """A semicolon file with point decimals and one free-text cell '3,5': before 2026-12-04 the
-    comma was taken as the decimal mark, so every '0.14' stayed text (a covariate of one level
-    per value); numbers with a point now keep the point, with a note."""
+    """A semicolon file with point decimals and one free-text cell '3,5': the comma is taken as
+    the decimal mark, and the columns whose every value is a number written with a point are read
+    as numbers, with a note (before 2026-12-04 they stayed text: a covariate of one category per
+    value); a column of thousands written with points stays text, as written."""
     src = tmp_path / "semi.csv"
-    src.write_text("school;poverty;comment\nA;0.14;ok\nB;0.27;3,5\nC;0.5;fine\n")
+    src.write_text("school;poverty;comment;enrolment\nA;0.14;ok;1.037\nB;0.27;3,5;2.410\nC;0.5;fine;12.500\n")
     df = read_table(src)
     assert df["poverty"].dtype.kind == "f" and df["poverty"].tolist() == [0.14, 0.27, 0.5]
-    assert df["comment"].tolist() == ["ok", "3,5", "fine"]
-    assert any("decimal mark: point" in n for n in df.attrs["read_notes"])
+    assert df["comment"].tolist() == ["ok", "3,5", "fine"] and df["enrolment"].tolist() == ["1.037", "2.410", "12.500"]
+    assert any("decimal point read as numbers: 'poverty'" in n for n in df.attrs["read_notes"])
     comma = tmp_path / "comma.csv"
     comma.write_text("school;poverty\nA;0,14\nB;0,27\n")
     assert read_table(comma)["poverty"].tolist() == [0.14, 0.27]
@@ -954,8 +955,8 @@ def test_a_file_in_two_encodings_is_warned_of(tmp_path):
 
 def test_trailing_tabs_and_european_decimals(tmp_path):
     """A tab file with a tab ending every row reads as the clean file (the first version of the
-    trailing-delimiter reading refused it); in a semicolon file as many comma decimals as point
-    numbers keep the comma ('1.037' enrolment stays text, as before, not 1.037)."""
+    trailing-delimiter reading refused it); a semicolon file of comma decimals keeps its
+    thousands written with points ('1.037') as text, not 1.037."""
     tsv = tmp_path / "t.tsv"
     tsv.write_text("id\tgrade\tscore\n1\t3\t201.5\t\n2\t4\t199\t\n")
     assert read_table(tsv)["score"].tolist() == [201.5, 199.0]

@@ -660,18 +660,13 @@ def test_a_placebo_round_of_one_school_joins_the_calibration():
 
 
 def test_placebo_rounds_order_schools_by_a_pretest_read_as_text(tmp_path):
-    """A semicolon file whose posttest has decimal commas and whose pretest has decimal points:
-    the reader takes the decimal comma, so the pretest arrives as text the checks read as
-    numbers. The placebo rounds ranked schools by the raw column ('dtype str does not support
-    operation mean', an internal error); they now read it as the checks do, and every table is
-    that of the same rows written plainly."""
+    """A frame whose pretest holds numbers as text (as a comma-decimal file's point-decimal
+    column arrived before the reader made such columns numbers): the checks read it as numbers.
+    The placebo rounds ranked schools by the raw column ('dtype str does not support operation
+    mean', an internal error); they now read it as the checks do, and every table is that of
+    the same rows written plainly."""
     d = pd.read_csv("sample_data/pl_matched_students.csv").head(3000)
-    from pleval.readers import read_table
-
-    p = tmp_path / "mixed.csv"
-    d.assign(posttest=d["posttest"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}".replace(".", ","))).to_csv(
-        p, sep=";", index=False)  # (a missing outcome as an empty cell: the text 'nan' is text unless --na says so)
-    df = read_table(p)
+    df = d.assign(pretest=d["pretest"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}").astype(object))
     assert not pd.api.types.is_numeric_dtype(df["pretest"])  # text, read as numbers by the checks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
