@@ -379,3 +379,14 @@ def test_a_collinear_covariate_is_named_out_of_core_too(split, tmp_path):
     for engine, src in (("memory", pool), ("duckdb", tmp_path / "pool.parquet")):
         with pytest.raises(DesignError, match="'sped' is a combination of the intercept and the columns before it"):
             match_pool(pl, src, SAMPLE_COLUMNS, "propensity", engine=engine)
+
+
+def test_memory_engine_refuses_ids_typed_apart_as_duckdb_does(split):
+    """Integer student ids in the PL file and text ids in the pool: the in-memory engine found
+    no PL student among the pool's rows and matched PL students to themselves (before
+    2026-12-04); it now stops as the DuckDB engine does."""
+    pl, pool = split
+    pl = pl.assign(student_id=pl["student_id"].str[3:].astype(int))
+    pool = pool.assign(student_id=pool["student_id"].str[3:])
+    with pytest.raises(DataError, match="'student_id' is int64 in the PL file but .* in the pool"):
+        match_pool(pl, pool, SAMPLE_COLUMNS, "vcg", engine="memory")

@@ -382,6 +382,13 @@ def match_pool(
 
         src = open_pool(pool, table=table) if not isinstance(pool, pd.DataFrame) else None
         frame = pool if src is None else src.con.execute(f"SELECT * EXCLUDE (_rid) FROM {src.relation}").df()
+        roles = columns.roles()
+        for c in dict.fromkeys(c for role, cs in roles.items() if role not in ("treatment", "takeup") for c in cs):
+            if c in pl.columns and c in frame.columns and role_kind(pl[c]) != role_kind(frame[c]):
+                # as the DuckDB engine says it: integer PL ids against text pool ids found no PL student in the
+                # pool, and matched PL students to themselves (before 2026-12-04)
+                raise DataError(f"column {c!r} is {pl[c].dtype} in the PL file but {frame[c].dtype} in the pool; give "
+                                "it one type in both")
         mine = in_pl_file(frame, pl_keys(pl, columns))
         both = pd.concat([pl, frame.loc[~mine].assign(**{columns.treatment: 0})], ignore_index=True)
         kw = {k_: v_ for k_, v_ in opts.items() if k_ not in ("band", "school_keys", "school_bins") or method == "vcg"}
