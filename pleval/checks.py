@@ -42,7 +42,7 @@ from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Vali
                    one_arm_subject, schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
-from .readers import MIXED_ENCODING, duplicate_header_message, file_columns, read_raw
+from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
 LEVELS = ("error", "warning", "note")
 OUTLIER_K = 8.0
@@ -226,7 +226,8 @@ def check(
     if design not in ("matched", "rct"):
         raise DataError(f"design must be matched or rct; got {design!r}")
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
-    problems: list[Problem] = [Problem("warning" if n.startswith(MIXED_ENCODING) else "note", "reading", n)
+    problems: list[Problem] = [Problem("warning" if n.startswith((MIXED_ENCODING, POINT_NUMBERS_AS_TEXT)) else "note",
+                                       "reading", n)
                                for n in df.attrs.get("read_notes", ())]
     name = Path(src).name if src else "the data"
     dups = list(df.attrs.get("duplicate_headers", ()))
@@ -934,7 +935,8 @@ def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns) -> list[Pr
     keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c]
     if not cols.student_id or any(k not in df.columns for k in keys):
         return []
-    needed = [c for role, names in present.roles().items() if role != "outcome" for c in names if c in df.columns]
+    needed = [c for role, names in present.roles().items() if role not in ("outcome", "takeup")  # (a trial keeps rows
+              for c in names if c in df.columns]                                                  # missing take-up)
     kept = df[needed].notna().all(axis=1).to_numpy() & df[cols.student_id].notna().to_numpy()
     dup = np.zeros(len(df), dtype=bool)
     dup[kept] = _duplicated(df[kept], keys)

@@ -251,7 +251,9 @@ def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
                      "(--encoding to choose)")
         text = raw.decode("cp1252", errors="replace")
         seen = _MOJIBAKE.search(text)
-        if seen:  # UTF-8 text read as cp1252: the file mixes the two (rows appended from another export)
+        if seen and len(_MOJIBAKE.findall(text, seen.start(), seen.start() + 10**6)) >= 3:
+            # UTF-8 text read as cp1252: the file mixes the two (rows appended from another export); three pairs at
+            # least, as a genuine 'IRMÃ' + no-break space can make one
             notes.append(f"{MIXED_ENCODING} (e.g. {seen.group()!r} at character "
                          f"{seen.start():,}): it mixes two encodings, so one word may be spelled two ways; re-save it "
                          "in one encoding (UTF-8)")
@@ -302,25 +304,27 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
+POINT_NUMBERS_AS_TEXT = "read with decimal commas, these columns hold numbers written with a point and stay text"
+"""How the reading note on such columns starts (:func:`pleval.check` makes it a warning)."""
+
+
 def _point_numbers(df: pd.DataFrame, text_cols, notes: list[str]) -> None:
-    """Columns of a comma-decimal read whose every value is a number written with a point
-    ('0.14'), made numbers (in place), with a note: a file whose columns use both marks, or a
-    free-text '3,5' among point decimals. Before 2026-12-04 they stayed text: a covariate read
-    as one category per value (outcomes and pretests the checks read as numbers anyway). A
-    column of thousands written with points ('1.037', '12.500') stays text, as written."""
-    done = []
+    """A note (a warning in :func:`pleval.check`) naming the columns of a comma-decimal read whose
+    every value is a number written with a point ('0.14'): they stay text, since such a column may
+    equally be codes ('10.10' and '10.1' two schools) or thousands ('1.037'), but as text a
+    covariate is a category per value. Before 2026-12-04 nothing said so (one free-text '3,5'
+    among point decimals gave such a file its decimal commas)."""
+    found = []
     for c in df.columns:
         s = df[c]
         if c in text_cols or pd.api.types.is_numeric_dtype(s) or not s.notna().any():
             continue
-        x = pd.to_numeric(s, errors="coerce")
         written = s.dropna().astype(str).str.strip()
-        if (x.notna() == s.notna()).all() and written.str.contains(".", regex=False).any() \
-                and not written.str.fullmatch(r"-?[1-9]\d{0,2}(\.\d{3})+").all():  # (1.037 is a thousand, as written)
-            df[c] = x
-            done.append(str(c))
-    if done:
-        notes.append(f"numbers written with a decimal point read as numbers: {', '.join(map(repr, done))}")
+        if pd.to_numeric(written, errors="coerce").notna().all() and written.str.contains(".", regex=False).any():
+            found.append(str(c))
+    if found:
+        notes.append(f"{POINT_NUMBERS_AS_TEXT}: {', '.join(map(repr, found))} (give --decimal . if the file's "
+                     "decimal mark is the point; outcomes and pretests are read as numbers either way)")
 
 
 def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep: str) -> bool:

@@ -918,17 +918,18 @@ def test_a_utf16_text_file_is_read_by_its_byte_order_mark(base, tmp_path):
     assert any("UTF-16" in n for n in got.attrs["read_notes"])
 
 
-def test_one_comma_cell_does_not_make_point_decimals_text(tmp_path):
-    """A semicolon file with point decimals and one free-text cell '3,5': the comma is taken as
-    the decimal mark, and the columns whose every value is a number written with a point are read
-    as numbers, with a note (before 2026-12-04 they stayed text: a covariate of one category per
-    value); a column of thousands written with points stays text, as written."""
+def test_point_numbers_in_a_comma_decimal_file_are_warned_of(tmp_path):
+    """A semicolon file with point decimals and one free-text cell '3,5' is read with decimal
+    commas; the columns of numbers written with a point stay text (they may be codes, '10.10'
+    and '10.1', or thousands, '1.037') and a warning names them and the fix (before 2026-12-04
+    nothing said so, and a covariate became a category per value)."""
     src = tmp_path / "semi.csv"
-    src.write_text("school;poverty;comment;enrolment\nA;0.14;ok;1.037\nB;0.27;3,5;2.410\nC;0.5;fine;12.500\n")
+    src.write_text("school;poverty;comment;code\nA;0.14;ok;10.10\nB;0.27;3,5;10.1\nC;0.5;fine;1.037\n")
     df = read_table(src)
-    assert df["poverty"].dtype.kind == "f" and df["poverty"].tolist() == [0.14, 0.27, 0.5]
-    assert df["comment"].tolist() == ["ok", "3,5", "fine"] and df["enrolment"].tolist() == ["1.037", "2.410", "12.500"]
-    assert any("decimal point read as numbers: 'poverty'" in n for n in df.attrs["read_notes"])
+    assert df["poverty"].tolist() == ["0.14", "0.27", "0.5"] and df["code"].tolist() == ["10.10", "10.1", "1.037"]
+    r = check(src, given={"outcome": "poverty", "school": "school"})
+    warned = [p.message for p in r.problems if p.level == "warning" and p.kind == "reading"]
+    assert len(warned) == 1 and "'poverty'" in warned[0] and "'code'" in warned[0] and "--decimal ." in warned[0]
     comma = tmp_path / "comma.csv"
     comma.write_text("school;poverty\nA;0,14\nB;0,27\n")
     assert read_table(comma)["poverty"].tolist() == [0.14, 0.27]
@@ -976,3 +977,17 @@ def test_a_missing_grade_column_is_not_read_as_duplicated_ids(base, tmp_path):
     d.to_csv(p, index=False)
     r = check(p, given={"grade": "grde"})
     assert any(q.kind == "missing column" for q in r.errors) and not any(q.kind == "duplicated id" for q in r.problems)
+
+
+def test_duplicated_ids_in_a_trial_count_rows_missing_take_up():
+    """Beside another error, the duplicated-id check keeps a trial's rows that miss take-up, as
+    its validation does (it hid a student whose second row missed take-up)."""
+    from pleval.data import Columns
+
+    d = pd.DataFrame({"sid": ["a", "a", "b", "b", "c", "d"], "school": ["s1", "s1", "s2", "s2", "s1", "s2"],
+                      "treat": [1, 1, 0, 0, 1, 0], "took": [1, np.nan, 0, 0, 1, 0],
+                      "y": ["x", 1.0, 2.0, 3.0, 4.0, 5.0], "pre": [1.0, 2, 3, 4, 5, 6]})
+    cols = Columns(outcome="y", treatment="treat", pretest=("pre",), school="school", student_id="sid", takeup="took")
+    r = check(d, given=cols, design="rct")
+    dup = [p for p in r.problems if p.kind == "duplicated id"]
+    assert len(dup) == 1 and dup[0].n_rows == 4

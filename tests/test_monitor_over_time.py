@@ -429,3 +429,17 @@ def test_time_zone_dates_with_a_cohort_and_missing_dates():
     gap.loc[0, "year"] = pd.NaT
     with pytest.raises(DataError, match="'year' \\(time\\): 1 row\\(s\\) have no date"):
         check_panel(gap, cols)
+
+
+def test_a_cohort_of_dates_beside_years_is_an_error():
+    """Time as years, cohort as dates: an error naming both (the dates became nanoseconds, and
+    comparison schools' missing cohorts -9223372036854775808)."""
+    from pleval.data import Columns
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame([dict(sid=s, school=f"K{s % 8}", treat=int(s % 8 < 4), year=yr, pre=rng.normal(), y=rng.normal(),
+                            cohort=pd.Timestamp("2021-09-01") if s % 8 < 4 else pd.NaT)
+                       for s in range(160) for yr in (2021, 2022, 2023)])
+    cols = Columns(outcome="y", treatment="treat", pretest=("pre",), school="school", student_id="sid", time="year")
+    with pytest.raises(DataError, match="'cohort' \\(cohort\\) holds dates, but the time column 'year' holds numbers"):
+        effects_over_time(df, cols, method="regression", cohort="cohort", equity=False)

@@ -240,6 +240,9 @@ def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Seri
     with its ordered values ``t`` (:func:`.panel._time_order`): numbers when the periods are
     numbers, else text (terms such as 2023-fall, compared as sorted text)."""
     if pd.api.types.is_numeric_dtype(t):
+        if pd.api.types.is_datetime64_any_dtype(s):  # (to_numeric made them nanoseconds)
+            raise DataError(f"column {name!r} (cohort) holds dates, but the time column {time!r} holds numbers (years): "
+                            "give each school's first program period as a number of the same kind")
         g = pd.to_numeric(s, errors="coerce")
         bad = g.isna() & s.notna()
         if bad.any():
