@@ -390,3 +390,25 @@ def test_memory_engine_refuses_ids_typed_apart_as_duckdb_does(split):
     pool = pool.assign(student_id=pool["student_id"].str[3:])
     with pytest.raises(DataError, match="'student_id' is int64 in the PL file but .* in the pool"):
         match_pool(pl, pool, SAMPLE_COLUMNS, "vcg", engine="memory")
+
+
+@pytest.mark.parametrize("method", ["vcg", "propensity"])
+def test_nan_floats_in_a_parquet_pool_are_missing_values(split, tmp_path, method):
+    """Missing floats written as NaN (Spark, polars and arrow do) rather than as Parquet nulls are
+    missing values too: the same exclusions, matches and estimates as the null-coded pool. Before
+    2026-12-04 rows without an outcome were matched (VCG stopped, "matched rows have no outcome")
+    and propensity matching raised a DuckDB binder error on the NaN bounds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pl, pool = split
+    null, nan = tmp_path / "null.parquet", tmp_path / "nan.parquet"
+    pool.to_parquet(null, index=False)
+    arrays = [pa.array(pool[c].to_numpy(), from_pandas=False) if pool[c].dtype.kind == "f" else pa.array(pool[c])
+              for c in pool.columns]
+    pq.write_table(pa.table(arrays, names=list(pool.columns)), nan)
+    assert duckdb.sql(f"SELECT count(*) FROM '{nan}' WHERE posttest IS NULL").fetchall()[0][0] == 0
+    ref = match_pool(pl, null, SAMPLE_COLUMNS, method, engine="duckdb")
+    got = match_pool(pl, nan, SAMPLE_COLUMNS, method, engine="duckdb")
+    pd.testing.assert_frame_equal(got.exclusions, ref.exclusions)
+    _same_matched(ref, got)

@@ -32,6 +32,8 @@ class SqlEngine(ABC):
 
     name = "sql"
     string_type = "VARCHAR"
+    not_a_number = "isnan({})"
+    """SQL true for a NaN (or infinite: DuckDB's, see :class:`.duck.DuckEngine`) value of a column."""
     relation: str
     types: dict
     fingerprint: dict

@@ -152,6 +152,15 @@ def in_pl_file(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray:
     return pd.MultiIndex.from_frame(frame[list(keys.columns)]).isin(pd.MultiIndex.from_frame(keys))
 
 
+def _missing(eng, col: str) -> str:
+    """SQL for a missing value of ``col``: NULL, and NaN in a floating-point column (Spark, polars
+    and arrow write missing floats to Parquet as NaN; before 2026-12-04 such rows were matched)."""
+    t = str(eng.types.get(col, "")).upper()
+    q = eng.quote(col)
+    return (f"({q} IS NULL OR {eng.not_a_number.format(q)})" if any(x in t for x in ("DOUBLE", "FLOAT", "REAL"))
+            else f"{q} IS NULL")
+
+
 def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool, n_pl_rows: int = 0):
     """(log, PL data after the match-level exclusions, the pool's eligibility condition);
     ``n_pl_rows``: pool rows of the PL file's students already excluded (:func:`without_pl_rows`),
@@ -161,7 +170,7 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
     roles = columns.roles()
     for role in _DROP_ROLES:
         for c in roles.get(role, ()):
-            conds.append(f"{q(c)} IS NULL")
+            conds.append(_missing(eng, c))
             labels.append((f"missing {role}", c))
     pl_drop = {(r.reason, r.column): int(r.n_rows) for r in v.dropped.itertuples()}
     pl_counts, pl_of = [], {}  # the PL rows each match-level reason leaves out (by subject)
@@ -170,7 +179,7 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
         ([(columns.weight, ZERO_WEIGHT, True)] if columns.weight else [])  # (column, reason, zero rather than missing)
     for col, reason, zero in checks:
         miss = (data[col] == 0 if zero else data[col].isna()).to_numpy()
-        conds.append(f"{q(col)} = 0" if zero else f"{q(col)} IS NULL")
+        conds.append(f"{q(col)} = 0" if zero else _missing(eng, col))
         labels.append((reason, col))
         pl_counts.append(int(miss.sum()))
         pl_of[(reason, col)] = pl_by_subject(data, miss, columns.subject)
