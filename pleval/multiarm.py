@@ -226,6 +226,11 @@ def analyze_multiarm(
         raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are "
                         f"{sorted(map(str, labels))[:8]}")
     control = hit
+    spelled = pd.Series([str(v).strip().casefold() for v in labels])
+    twice = sorted({str(v) for v, d in zip(labels, spelled.duplicated(keep=False)) if d})
+    if twice:  # (one label spelled two ways became an arm of its own, tested against control, before 2026-12-04)
+        raise DataError(f"column {t!r} (treatment): labels {twice} differ only in case or spaces; spell each arm one "
+                        "way (they would be analysed as different arms)")
     arms = tuple(sorted((v for v in labels if v != control), key=str))
     if len(arms) < 2:
         raise DataError(f"column {t!r} (treatment) has {len(arms)} arm(s) besides control {control!r}; a multi-arm "

@@ -396,3 +396,13 @@ def test_cli_control_refuses_the_two_arm_options_it_would_not_apply(three_arm, t
     assert r.exit_code == 2 and not (tmp_path / "o").exists()
     assert "--method mixedlm, --lin, --subgroups, --permutations apply to two-arm trials" in r.output
     assert CliRunner().invoke(app, base).exit_code == 0
+
+
+def test_an_arm_spelled_two_ways_is_an_error(three_arm):
+    """Some control schools labelled 'Control': before 2026-12-04 a third arm, tested against
+    'control' and counted in Holm's adjustment, without a word."""
+    d = three_arm.copy()
+    ctrl = np.sort(d.loc[d["arm"] == "control", "school_id"].unique())[:3]
+    d.loc[d["school_id"].isin(ctrl), "arm"] = "Control"
+    with pytest.raises(DataError, match=r"labels \['Control', 'control'\] differ only in case or spaces"):
+        analyze_multiarm(d, COLS.replace(treatment="arm"), "control")
