@@ -45,6 +45,7 @@ makes no distributional assumption about the dependence of the comparisons.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -57,7 +58,7 @@ from scipy import optimize, special, stats
 from . import effect_sizes
 from ._results import Effect, Estimate, ResultMixin
 from .data import Columns, match_label
-from .errors import DataError, DesignError
+from .errors import DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 
 ADJUST = ("holm", "dunnett", "bonferroni", "none")
@@ -210,7 +211,7 @@ def analyze_multiarm(
     ``vcov`` and ``cluster_df`` as in :func:`pleval.rct.analyze_rct`.
     """
     from .inference.robust import check_conventions, convention_label
-    from .rct import VCOVS, _model, _validate
+    from .rct import VCOVS, _model, _unclustered_schools, _validate
 
     check_conventions(cluster_df, "transformed")
     if adjust not in ADJUST:
@@ -254,12 +255,17 @@ def analyze_multiarm(
     elif min(counts.values()) < 2:
         raise DesignError(f"every arm needs at least 2 analysed rows; have {counts}")
 
-    mod = _model(ana, cols, cov_names, notes)
     vcov = vcov or ("CR2" if design == "cluster" else "HC2")
     if vcov not in VCOVS:
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
+    if not vcov.startswith("CR") and cols.school:  # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
+        why = _unclustered_schools(rand, cols, design, vcov).replace(repr(cols.treatment), repr(t))  # (not '_any')
+        if why:
+            warnings.warn(why, PlevalWarning, stacklevel=2)
+            notes.append(why)
+    mod = _model(ana, cols, cov_names, notes)
     D = np.column_stack([(arm_of == a).astype(float) for a in arms])
     arm_names = [f"arm[{a}]" for a in arms]
     if mod.absorbs(vcov):  # blocks absorbed, as in analyze_rct

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from pleval.cli import app
 from pleval.data import Columns, file_sha256
-from pleval.errors import DataError, DesignError
+from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.multiarm import analyze_multiarm
 from pleval.rct import analyze_rct
 
@@ -406,3 +406,14 @@ def test_an_arm_spelled_two_ways_is_an_error(three_arm):
     d.loc[d["school_id"].isin(ctrl), "arm"] = "Control"
     with pytest.raises(DataError, match=r"labels \['Control', 'control'\] differ only in case or spaces"):
         analyze_multiarm(d, COLS.replace(treatment="arm"), "control")
+
+
+def test_standard_errors_that_ignore_school_randomization_are_warned_of(three_arm):
+    """As analyze_rct warns and notes (before 2026-12-04 the multi-arm model said nothing): HC2
+    in a cluster design, and arms constant within schools under design 'individual'."""
+    cols = COLS.replace(treatment="arm")
+    with pytest.warns(PlevalWarning, match="schools were randomized"):
+        res = analyze_multiarm(three_arm, cols, "control", vcov="HC2")
+    assert any("schools were randomized" in n for n in res.notes)
+    with pytest.warns(PlevalWarning, match="column 'arm' \\(treatment\\) is constant within each"):
+        analyze_multiarm(three_arm, cols, "control", design="individual")
