@@ -135,6 +135,12 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
     if header_row is not None and (isinstance(header_row, bool) or int(header_row) < 1):
         raise DataError(f"{p.name}: --header-row must be a row number from 1; got {header_row!r}")
     codes = _na_codes(na)
+    foreign = [f"--{k}" for k, v, kinds in (("sep", sep, TEXT), ("decimal", decimal, TEXT), ("encoding", encoding, TEXT),
+                                             ("sheet", sheet, EXCEL)) if v is not None and ext not in kinds]
+    if foreign:  # (ignored without a word before 2026-12-04)
+        raise DataError(f"{p.name}: {', '.join(foreign)} do{'es' * (len(foreign) == 1)} not apply to {ext} files "
+                        "(--sep, --decimal and --encoding are for text files, --sheet for workbooks); leave "
+                        f"{'it' if len(foreign) == 1 else 'them'} out")
     notes: list[str] = []
     try:
         if ext in TEXT:

@@ -991,3 +991,16 @@ def test_duplicated_ids_in_a_trial_count_rows_missing_take_up():
     r = check(d, given=cols, design="rct")
     dup = [p for p in r.problems if p.kind == "duplicated id"]
     assert len(dup) == 1 and dup[0].n_rows == 4
+
+
+def test_reading_options_of_another_kind_of_file_are_errors(base, tmp_path):
+    """--sheet on a CSV and --sep on a workbook were ignored without a word before 2026-12-04."""
+    csv = tmp_path / "a.csv"
+    base.head(20).to_csv(csv, index=False)
+    with pytest.raises(DataError, match="a.csv: --sheet does not apply to .csv files"):
+        read_table(csv, sheet=2)
+    xlsx = tmp_path / "a.xlsx"
+    base.head(20).to_excel(xlsx, index=False)
+    with pytest.raises(DataError, match="a.xlsx: --sep, --decimal do not apply to .xlsx files"):
+        read_table(xlsx, sep=";", decimal=",")
+    assert len(read_table(xlsx, sheet=0)) == 20
