@@ -549,3 +549,14 @@ def test_school_table_footnote_says_ordinals_right(p0):
     end = lambda n: f"{n}{'th' if 10 <= n % 100 <= 20 else sfx.get(n % 10, 'th')}"  # noqa: E731
     text = percentile_note(p0)
     assert f"at the {end(p0)} percentile" in text and f"about the {end(int(q + 0.5))} with it" in text
+
+
+def test_a_school_id_typed_two_ways_is_one_school_given_twice():
+    """School ids 1 and '1' in one subject are the same school written two ways: the duplicate
+    error (before 2026-12-04 two schools, both shown as 1)."""
+    from pleval.heterogeneity import school_effects_from_estimates
+
+    df = pd.DataFrame({"school_id": [1, "1", 2, 3], "subject": "math", "estimate": [0.1, 0.2, 0.0, -0.1],
+                       "se": [0.1] * 4, "n_treated": [40] * 4, "n_comparison": [200] * 4})
+    with pytest.raises(DataError, match="1 school\\(s\\) appear more than once within subject"):
+        school_effects_from_estimates(df)

@@ -1266,9 +1266,11 @@ def school_effects_from_estimates(
                           "their p-values and CIs use the normal reference", PlevalWarning, stacklevel=2)
         dfs = np.where(np.isnan(dfs), np.inf, dfs)
     dup = np.zeros(len(d), dtype=bool)  # over data's rows, as where() reads them; among the rows kept
-    dup[~miss] = d.loc[~miss].duplicated([*by_cols, school], keep=False).to_numpy()
+    # ids compared as written: 1 and '1' are one school (two rows both shown as 1 before 2026-12-04)
+    kept = d.loc[~miss]
+    dup[~miss] = kept.assign(**{school: kept[school].astype(str)}).duplicated([*by_cols, school], keep=False).to_numpy()
     if dup.any():
-        n = int(d.loc[dup, [*by_cols, school]].drop_duplicates().shape[0])
+        n = int(d.loc[dup, [*by_cols, school]].astype({school: str}).drop_duplicates().shape[0])
         raise DataError(f"column {school!r} (school): {n:,} school(s) appear more than once" +
                         (f" within {', '.join(by_cols)}" if by_cols else "") + f" ({where(dup)}); give one estimate "
                         "per school" + (f" and {', '.join(by_cols)}" if by_cols else ""))
