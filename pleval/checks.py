@@ -907,7 +907,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     too) when they find an error. Each is computed as alone, so the results are those of the loop."""
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
-        return _value_problems(df, present, design), _duplicate_ids(df, cols, present), None
+        return _value_problems(df, present, design), _duplicate_ids(df, cols, present, design), None
     from ._workers import side_by_side
 
     def validation():
@@ -918,13 +918,13 @@ def _values_and_validation(df, cols: Columns, require, design: str,
 
     values, (done, exc) = side_by_side(partial(_value_problems, df, present, design), validation)
     if any(p.level == "error" for p in values):
-        return values, _duplicate_ids(df, cols, present), None
+        return values, _duplicate_ids(df, cols, present, design), None
     if exc is not None:
         raise exc
     return values, *done
 
 
-def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns) -> list[Problem]:
+def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns, design: str) -> list[Problem]:
     """Duplicated student ids (per subject and term or grade), as the validation finds them, for
     when other errors set the validation aside: every error is then listed at once (before
     2026-12-04 a duplicated id showed only once the other errors were fixed). ``cols``: the roles
@@ -935,8 +935,8 @@ def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns) -> list[Pr
     keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c]
     if not cols.student_id or any(k not in df.columns for k in keys):
         return []
-    needed = [c for role, names in present.roles().items() if role not in ("outcome", "takeup")  # (a trial keeps rows
-              for c in names if c in df.columns]                                                  # missing take-up)
+    kept_roles = ("outcome", "takeup") if design == "rct" else ("outcome",)  # (a trial keeps rows missing take-up)
+    needed = [c for role, names in present.roles().items() if role not in kept_roles for c in names if c in df.columns]
     kept = df[needed].notna().all(axis=1).to_numpy() & df[cols.student_id].notna().to_numpy()
     dup = np.zeros(len(df), dtype=bool)
     dup[kept] = _duplicated(df[kept], keys)

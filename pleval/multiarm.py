@@ -222,16 +222,16 @@ def analyze_multiarm(
     if t is None or t not in df.columns:
         raise DataError(f"the treatment column {t!r} (arm labels) is not in the data")
     labels = [v.item() if isinstance(v, np.generic) else v for v in pd.unique(df[t]) if pd.notna(v)]  # (0, not np.int64(0))
+    spelled = pd.Series([str(v).strip().casefold() for v in labels])
+    twice = sorted({repr(v) for v, d in zip(labels, spelled.duplicated(keep=False)) if d})
+    if twice:  # (one label spelled two ways became an arm of its own, tested against control, before 2026-12-04)
+        raise DataError(f"column {t!r} (treatment): labels {', '.join(twice)} are one label written two ways (case, "
+                        "spaces or type); write each arm one way (they would be analysed as different arms)")
     hit = match_label(labels, control)
     if hit is None:
         raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are "
                         f"{sorted(map(str, labels))[:8]}")
     control = hit
-    spelled = pd.Series([str(v).strip().casefold() for v in labels])
-    twice = sorted({str(v) for v, d in zip(labels, spelled.duplicated(keep=False)) if d})
-    if twice:  # (one label spelled two ways became an arm of its own, tested against control, before 2026-12-04)
-        raise DataError(f"column {t!r} (treatment): labels {twice} differ only in case or spaces; spell each arm one "
-                        "way (they would be analysed as different arms)")
     arms = tuple(sorted((v for v in labels if v != control), key=str))
     if len(arms) < 2:
         raise DataError(f"column {t!r} (treatment) has {len(arms)} arm(s) besides control {control!r}; a multi-arm "
@@ -260,7 +260,9 @@ def analyze_multiarm(
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
-    if not vcov.startswith("CR") and cols.school:  # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
+    one_arm = (rand.groupby(cols.school, observed=True)["_arm"].nunique() <= 1).all() if cols.school else False
+    if not vcov.startswith("CR") and cols.school and (design == "cluster" or one_arm):  # (each school one arm)
+        # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
         why = _unclustered_schools(rand, cols, design, vcov).replace(repr(cols.treatment), repr(t))  # (not '_any')
         if why:
             warnings.warn(why, PlevalWarning, stacklevel=2)

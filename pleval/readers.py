@@ -140,7 +140,7 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
     if foreign:  # (ignored without a word before 2026-12-04)
         raise DataError(f"{p.name}: {', '.join(foreign)} do{'es' * (len(foreign) == 1)} not apply to {ext} files "
                         "(--sep, --decimal and --encoding are for text files, --sheet for workbooks); leave "
-                        f"{'it' if len(foreign) == 1 else 'them'} out")
+                        f"{'it' if len(foreign) == 1 else 'them'} out, on the command line or in a --config file")
     notes: list[str] = []
     try:
         if ext in TEXT:
@@ -257,9 +257,7 @@ def _decode(p: Path, encoding: str | None, notes: list[str]) -> str:
                      "(--encoding to choose)")
         text = raw.decode("cp1252", errors="replace")
         seen = _MOJIBAKE.search(text)
-        if seen and len(_MOJIBAKE.findall(text, seen.start(), seen.start() + 10**6)) >= 3:
-            # UTF-8 text read as cp1252: the file mixes the two (rows appended from another export); three pairs at
-            # least, as a genuine 'IRMÃ' + no-break space can make one
+        if seen:  # UTF-8 text read as cp1252: the file mixes the two (rows appended from another export)
             notes.append(f"{MIXED_ENCODING} (e.g. {seen.group()!r} at character "
                          f"{seen.start():,}): it mixes two encodings, so one word may be spelled two ways; re-save it "
                          "in one encoding (UTF-8)")
@@ -312,25 +310,37 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
 
 POINT_NUMBERS_AS_TEXT = "read with decimal commas, these columns hold numbers written with a point and stay text"
 """How the reading note on such columns starts (:func:`pleval.check` makes it a warning)."""
+_THOUSANDS = r"-?[1-9]\d{0,2}(\.\d{3})+"
 
 
 def _point_numbers(df: pd.DataFrame, text_cols, notes: list[str]) -> None:
-    """A note (a warning in :func:`pleval.check`) naming the columns of a comma-decimal read whose
-    every value is a number written with a point ('0.14'): they stay text, since such a column may
-    equally be codes ('10.10' and '10.1' two schools) or thousands ('1.037'), but as text a
-    covariate is a category per value. Before 2026-12-04 nothing said so (one free-text '3,5'
-    among point decimals gave such a file its decimal commas)."""
-    found = []
+    """The columns of a comma-decimal read whose every value is a number written with a point
+    ('0.453'), a file whose columns use both marks: made numbers (in place), with a note, when
+    that reading is unambiguous; kept as text with a warning (:func:`pleval.check`) when a value
+    could be thousands ('1.037', '12.500') or two values would become one number ('10.10' and
+    '10.1': codes). Before 2026-12-04 they all stayed text without a word, and a covariate became
+    a category per value."""
+    made, kept = [], []
     for c in df.columns:
         s = df[c]
         if c in text_cols or pd.api.types.is_numeric_dtype(s) or not s.notna().any():
             continue
         written = s.dropna().astype(str).str.strip()
-        if pd.to_numeric(written, errors="coerce").notna().all() and written.str.contains(".", regex=False).any():
-            found.append(str(c))
-    if found:
-        notes.append(f"{POINT_NUMBERS_AS_TEXT}: {', '.join(map(repr, found))} (give --decimal . if the file's "
-                     "decimal mark is the point; outcomes and pretests are read as numbers either way)")
+        x = pd.to_numeric(written, errors="coerce")
+        if not (x.notna().all() and written.str.contains(".", regex=False).any()):
+            continue
+        if written.str.fullmatch(_THOUSANDS).any() or (pd.Series(x.to_numpy()).groupby(written.to_numpy()).first()
+                                                       .duplicated().any()):
+            kept.append(str(c))
+        else:
+            df[c] = pd.to_numeric(s.astype(object).where(s.isna(), s.astype(str).str.strip()), errors="coerce")
+            made.append(str(c))
+    if made:
+        notes.append(f"numbers written with a decimal point read as numbers: {', '.join(map(repr, made))}")
+    if kept:
+        notes.append(f"{POINT_NUMBERS_AS_TEXT}: {', '.join(map(repr, kept))} (some values could be thousands, e.g. "
+                     "1.037, or codes that would read as one number, e.g. 10.10 and 10.1; write them in the file as "
+                     "the numbers they are, or as text codes)")
 
 
 def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep: str) -> bool:

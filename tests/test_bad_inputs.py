@@ -918,18 +918,22 @@ def test_a_utf16_text_file_is_read_by_its_byte_order_mark(base, tmp_path):
     assert any("UTF-16" in n for n in got.attrs["read_notes"])
 
 
-def test_point_numbers_in_a_comma_decimal_file_are_warned_of(tmp_path):
+def test_point_numbers_in_a_comma_decimal_file(tmp_path):
     """A semicolon file with point decimals and one free-text cell '3,5' is read with decimal
-    commas; the columns of numbers written with a point stay text (they may be codes, '10.10'
-    and '10.1', or thousands, '1.037') and a warning names them and the fix (before 2026-12-04
-    nothing said so, and a covariate became a category per value)."""
+    commas. A column of numbers written with a point is read as numbers when that is unambiguous
+    ('0.14', with a note); one where a value could be thousands ('1.037') or two values would
+    become one number (codes '10.10' and '10.1') stays text with a warning naming it. Before
+    2026-12-04 all stayed text without a word: a covariate became a category per value."""
     src = tmp_path / "semi.csv"
-    src.write_text("school;poverty;comment;code\nA;0.14;ok;10.10\nB;0.27;3,5;10.1\nC;0.5;fine;1.037\n")
+    src.write_text("school;poverty;comment;code;money\nA;0.14;ok;10.10;1.037\nB;0.27;3,5;10.1;950\n"
+                   "C;0.5;fine;3.2;12.500\n")
     df = read_table(src)
-    assert df["poverty"].tolist() == ["0.14", "0.27", "0.5"] and df["code"].tolist() == ["10.10", "10.1", "1.037"]
+    assert df["poverty"].tolist() == [0.14, 0.27, 0.5] and df["comment"].tolist() == ["ok", "3,5", "fine"]
+    assert df["code"].tolist() == ["10.10", "10.1", "3.2"] and df["money"].tolist() == ["1.037", "950", "12.500"]
+    assert any("decimal point read as numbers: 'poverty'" in n for n in df.attrs["read_notes"])
     r = check(src, given={"outcome": "poverty", "school": "school"})
     warned = [p.message for p in r.problems if p.level == "warning" and p.kind == "reading"]
-    assert len(warned) == 1 and "'poverty'" in warned[0] and "'code'" in warned[0] and "--decimal ." in warned[0]
+    assert len(warned) == 1 and "'code', 'money'" in warned[0]
     comma = tmp_path / "comma.csv"
     comma.write_text("school;poverty\nA;0,14\nB;0,27\n")
     assert read_table(comma)["poverty"].tolist() == [0.14, 0.27]

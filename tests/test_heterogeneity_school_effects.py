@@ -556,7 +556,8 @@ def test_a_school_id_typed_two_ways_is_one_school_given_twice():
     error (before 2026-12-04 two schools, both shown as 1)."""
     from pleval.heterogeneity import school_effects_from_estimates
 
-    df = pd.DataFrame({"school_id": [1, "1", 2, 3], "subject": "math", "estimate": [0.1, 0.2, 0.0, -0.1],
-                       "se": [0.1] * 4, "n_treated": [40] * 4, "n_comparison": [200] * 4})
-    with pytest.raises(DataError, match="1 school\\(s\\) appear more than once within subject"):
-        school_effects_from_estimates(df)
+    for ids in ([1, "1", 2, 3], [1, 1.0, 2, 3]):
+        df = pd.DataFrame({"school_id": pd.Series(ids, dtype=object), "subject": "math", "estimate": [0.1, 0.2, 0.0, -0.1],
+                           "se": [0.1] * 4, "n_treated": [40] * 4, "n_comparison": [200] * 4})
+        with pytest.raises(DataError, match="1 school\\(s\\) appear more than once within subject"):
+            school_effects_from_estimates(df)

@@ -5,6 +5,7 @@ Dunnett against scipy.stats.dunnett on Dunnett's (1955) example, against multcom
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -404,7 +405,7 @@ def test_an_arm_spelled_two_ways_is_an_error(three_arm):
     d = three_arm.copy()
     ctrl = np.sort(d.loc[d["arm"] == "control", "school_id"].unique())[:3]
     d.loc[d["school_id"].isin(ctrl), "arm"] = "Control"
-    with pytest.raises(DataError, match=r"labels \['Control', 'control'\] differ only in case or spaces"):
+    with pytest.raises(DataError, match=r"labels .Control., .control. are one label written two ways"):
         analyze_multiarm(d, COLS.replace(treatment="arm"), "control")
 
 
@@ -417,3 +418,22 @@ def test_standard_errors_that_ignore_school_randomization_are_warned_of(three_ar
     assert any("schools were randomized" in n for n in res.notes)
     with pytest.warns(PlevalWarning, match="column 'arm' \\(treatment\\) is constant within each"):
         analyze_multiarm(three_arm, cols, "control", design="individual")
+
+
+def test_labels_typed_two_ways_and_arms_mixed_within_schools(three_arm):
+    """1 and '1' are one label written two ways (the error names both, before the control is
+    looked up); arms mixed within schools under design 'individual' are not called school
+    randomized."""
+    d = three_arm.assign(arm=three_arm["arm"].map({"control": 0, "A": 1, "B": 2}).astype(object))
+    d.loc[d.index[:5], "arm"] = "1"
+    with pytest.raises(DataError, match="labels '1', 1 are one label written two ways"):
+        analyze_multiarm(d, COLS.replace(treatment="arm"), 0)
+    mixed = three_arm.copy()
+    t = mixed["arm"] != "control"
+    mixed.loc[t, "arm"] = np.where(np.arange(int(t.sum())) % 2 == 0, "A", "B")  # both arms in every treated school
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PlevalWarning)
+        try:
+            analyze_multiarm(mixed, COLS.replace(treatment="arm"), "control", design="individual")
+        except PlevalWarning as w:
+            assert "constant within each" not in str(w)

@@ -412,3 +412,19 @@ def test_nan_floats_in_a_parquet_pool_are_missing_values(split, tmp_path, method
     got = match_pool(pl, nan, SAMPLE_COLUMNS, method, engine="duckdb")
     pd.testing.assert_frame_equal(got.exclusions, ref.exclusions)
     _same_matched(ref, got)
+
+
+def test_infinite_values_in_a_duckdb_pool_are_not_counted_as_missing(tmp_path):
+    """NaN is a missing value and ±inf is not: DuckDB's NaN test (written so that DuckDB does not
+    prune it by Parquet statistics) must not exclude infinite values as "missing" (the first
+    version, NOT isfinite(), did)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pleval.pool.duck import DuckEngine
+
+    x = np.array([1.0, np.nan, np.inf, -np.inf, 2.0] * 200)
+    path = tmp_path / "v.parquet"
+    pq.write_table(pa.table([pa.array(x, from_pandas=False)], names=["v"]), path)
+    cond = DuckEngine.not_a_number.format('"v"')
+    assert duckdb.sql(f"SELECT count(*) FROM '{path}' WHERE {cond}").fetchall()[0][0] == 200

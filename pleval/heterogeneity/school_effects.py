@@ -1135,6 +1135,11 @@ COUNT_COLUMNS = ("n_treated", "n_comparison", "n_students")
 """Columns of a school table that, when present, are counts of students (checked as such)."""
 
 
+def _id_text(ids: pd.Series) -> pd.Series:
+    """School ids as written: a whole float as its integer (1.0 as '1'), anything else as text."""
+    return ids.map(lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v))
+
+
 def school_effects_from_estimates(
     data: pd.DataFrame,
     *,
@@ -1266,11 +1271,11 @@ def school_effects_from_estimates(
                           "their p-values and CIs use the normal reference", PlevalWarning, stacklevel=2)
         dfs = np.where(np.isnan(dfs), np.inf, dfs)
     dup = np.zeros(len(d), dtype=bool)  # over data's rows, as where() reads them; among the rows kept
-    # ids compared as written: 1 and '1' are one school (two rows both shown as 1 before 2026-12-04)
+    # ids compared as written: 1, 1.0 and '1' are one school (two rows both shown as 1 before 2026-12-04)
     kept = d.loc[~miss]
-    dup[~miss] = kept.assign(**{school: kept[school].astype(str)}).duplicated([*by_cols, school], keep=False).to_numpy()
+    dup[~miss] = kept.assign(**{school: _id_text(kept[school])}).duplicated([*by_cols, school], keep=False).to_numpy()
     if dup.any():
-        n = int(d.loc[dup, [*by_cols, school]].astype({school: str}).drop_duplicates().shape[0])
+        n = int(d.loc[dup, [*by_cols, school]].assign(**{school: _id_text(d.loc[dup, school])}).drop_duplicates().shape[0])
         raise DataError(f"column {school!r} (school): {n:,} school(s) appear more than once" +
                         (f" within {', '.join(by_cols)}" if by_cols else "") + f" ({where(dup)}); give one estimate "
                         "per school" + (f" and {', '.join(by_cols)}" if by_cols else ""))

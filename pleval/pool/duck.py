@@ -20,8 +20,8 @@ from .source import RID, PoolSource, literal, quote
 
 class DuckEngine(SqlEngine):
     name = "duckdb"
-    not_a_number = "NOT isfinite({})"  # (DuckDB 2.0 prunes Parquet row groups on isnan() by their statistics, which leave
-    #                                     NaN out: isnan() finds none there; NOT isfinite() is not pushed down)
+    not_a_number = "(NOT isfinite({0}) AND abs({0}) != 'inf'::DOUBLE)"  # NaN, not ±inf: DuckDB 2.0 prunes Parquet
+    # row groups on isnan() by their statistics, which leave NaN out (isnan() found none there); this is not pushed down
 
     def __init__(self, src: PoolSource):
         self.src = src

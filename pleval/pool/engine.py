@@ -32,8 +32,8 @@ class SqlEngine(ABC):
 
     name = "sql"
     string_type = "VARCHAR"
-    not_a_number = "isnan({})"
-    """SQL true for a NaN (or infinite: DuckDB's, see :class:`.duck.DuckEngine`) value of a column."""
+    not_a_number = "isnan({0})"
+    """SQL true for a NaN value of a column (``{0}``: the quoted column)."""
     relation: str
     types: dict
     fingerprint: dict
