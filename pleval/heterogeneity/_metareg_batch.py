@@ -238,21 +238,31 @@ def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray) -> np.n
         return dl
     tol = 1e-10 * (np.var(Y, axis=1) + V.mean(axis=1))  # each row's, as _tau2._fisher_scoring
     t, done = (zero.copy(), q0 <= kb - p) if method in ("PM", "EB") else (dl, np.zeros(n, dtype=bool))
-    for _ in range(100):
+
+    def step(t):
         if method in ("REML", "ML"):
-            step = fisher_step(method, Y, V, X, t)
-        else:  # PM / EB
-            W, A, _, R = wls_batch(Y, V, X, t)
-            wr2 = (W * W * R * R).sum(axis=1)
-            q = (W * R * R).sum(axis=1)
-            step = np.where(wr2 > 0, (q - (kb - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
-        new = np.maximum(0.0, t + step)
+            return fisher_step(method, Y, V, X, t)
+        W, A, _, R = wls_batch(Y, V, X, t)  # PM / EB
+        wr2 = (W * W * R * R).sum(axis=1)
+        q = (W * R * R).sum(axis=1)
+        return np.where(wr2 > 0, (q - (kb - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
+
+    t = settle(step, t, done, tol, lambda i: _tau2.estimate_tau2(method, Y[i], V[i], X)[0])
+    return global_max(method, Y, V, X, t, R0) if method in ("REML", "ML") else t
+
+
+def settle(step, t: np.ndarray, done: np.ndarray, tol, fallback) -> np.ndarray:
+    """Every row's ``τ² ← max(0, τ² + step(τ²))`` at once, each row kept once its change is within
+    its ``tol`` (rows ``done`` already are kept as given); a row not settled in 100 steps (rare)
+    is ``fallback(i)``, the single fit's estimate."""
+    for _ in range(100):
+        new = np.maximum(0.0, t + step(t))
         settled = np.abs(new - t) <= tol
         t = np.where(done, t, new)
         done = done | settled
         if done.all():
-            break
-    else:
-        for i in np.flatnonzero(~done):  # rare: a row the vector iteration did not settle
-            t[i] = _tau2.estimate_tau2(method, Y[i], V[i], X)[0]
-    return global_max(method, Y, V, X, t, R0) if method in ("REML", "ML") else t
+            return t
+    t = t.copy()
+    for i in np.flatnonzero(~done):
+        t[i] = fallback(i)
+    return t

@@ -118,23 +118,16 @@ def _tau2_patterns(method: str, Y: np.ndarray, v: np.ndarray) -> np.ndarray:
     else:
         t, done = dl, np.zeros(n, dtype=bool)
     X = np.ones((k, 1))
-    for _ in range(100):
+
+    def step(t):
         S, _, q, w2r2, T, U = _q_parts(Y, v, t)
         if method == "REML":
-            step = (w2r2 - (S - T / S)) / (T - 2.0 * U / S + (T / S) ** 2)
-        elif method == "ML":
-            step = (w2r2 - S) / T
-        else:
-            step = np.where(w2r2 > 0, (q - (k - 1)) / np.where(w2r2 > 0, w2r2, 1.0), 0.0)
-        new = np.maximum(0.0, t + step)
-        settled = np.abs(new - t) <= tol
-        t = np.where(done, t, new)
-        done = done | settled
-        if done.all():
-            break
-    else:
-        for i in np.flatnonzero(~done):  # rare: a pattern the vector iteration did not settle
-            t[i] = _tau2.estimate_tau2(method, Y[i], v, X)[0]
+            return (w2r2 - (S - T / S)) / (T - 2.0 * U / S + (T / S) ** 2)
+        if method == "ML":
+            return (w2r2 - S) / T
+        return np.where(w2r2 > 0, (q - (k - 1)) / np.where(w2r2 > 0, w2r2, 1.0), 0.0)
+
+    t = mb.settle(step, t, done, tol, lambda i: _tau2.estimate_tau2(method, Y[i], v, X)[0])
     if method in ("REML", "ML"):  # the global maximum, as _tau2._fisher_scoring (two local maxima)
         r0 = Y - (Y @ (1.0 / v) / (1.0 / v).sum())[:, None]  # residuals at τ² = 0
         t = mb.global_max(method, Y, np.broadcast_to(v, Y.shape), X, t, r0)
