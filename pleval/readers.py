@@ -136,10 +136,12 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
         raise DataError(f"{p.name}: --header-row must be a row number from 1; got {header_row!r}")
     codes = _na_codes(na)
     foreign = [f"--{k}" for k, v, kinds in (("sep", sep, TEXT), ("decimal", decimal, TEXT), ("encoding", encoding, TEXT),
-                                             ("sheet", sheet, EXCEL)) if v is not None and ext not in kinds]
+                                             ("sheet", sheet, EXCEL), ("header-row", header_row, TEXT + EXCEL))
+               if v is not None and ext not in kinds]
     if foreign:  # (ignored without a word before 2026-12-04)
         raise DataError(f"{p.name}: {', '.join(foreign)} do{'es' * (len(foreign) == 1)} not apply to {ext} files "
-                        "(--sep, --decimal and --encoding are for text files, --sheet for workbooks); leave "
+                        "(--sep, --decimal and --encoding are for text files, --sheet for workbooks, --header-row for "
+                        "both); leave "
                         f"{'it' if len(foreign) == 1 else 'them'} out, on the command line or in a --config file")
     notes: list[str] = []
     try:

@@ -1008,3 +1008,7 @@ def test_reading_options_of_another_kind_of_file_are_errors(base, tmp_path):
     with pytest.raises(DataError, match="a.xlsx: --sep, --decimal do not apply to .xlsx files"):
         read_table(xlsx, sep=";", decimal=",")
     assert len(read_table(xlsx, sheet=0)) == 20
+    pq = tmp_path / "a.parquet"
+    base.head(20).to_parquet(pq, index=False)
+    with pytest.raises(DataError, match="a.parquet: --header-row does not apply to .parquet files"):
+        read_table(pq, header_row=3)
