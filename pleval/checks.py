@@ -930,9 +930,9 @@ def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns, design: st
     2026-12-04 a duplicated id showed only once the other errors were fixed). ``cols``: the roles
     asked for, ``present``: those in the data; none when a key column asked for is absent (its
     own error), and among the rows the validation keeps (no missing value a role needs)."""
-    from .data import _duplicated
+    from .data import _duplicated, student_keys
 
-    keys = [cols.student_id] + [c for c in (cols.subject, cols.time or cols.grade) if c]
+    keys = student_keys(cols)
     if not cols.student_id or any(k not in df.columns for k in keys):
         return []
     kept_roles = ("outcome", "takeup") if design == "rct" else ("outcome",)  # (a trial keeps rows missing take-up)

@@ -112,6 +112,12 @@ def _text_fingerprint(s: pd.Series) -> np.ndarray | None:
     return head * _MIX[0] ^ tail * _MIX[1] ^ length.astype(np.uint64) * _MIX[2]
 
 
+def student_keys(columns: Columns) -> list[str]:
+    """The columns that identify a student's row: the student id, with the subject and the term
+    (or, without a time column, the grade) when given; a key repeated is a duplicated id."""
+    return [c for c in (columns.student_id, columns.subject, columns.time or columns.grade) if c]
+
+
 def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     """``df.duplicated(keys, keep=False)`` as an array. When the first key is Arrow text, rows
     are first compared by a 64-bit mix of its :func:`_text_fingerprint` and the other keys'
@@ -497,7 +503,7 @@ def validate(
         raise DataError(f"column {t_col!r} (treatment): no comparison units among the {len(out):,} usable rows")
 
     if columns.student_id:
-        keys = [columns.student_id] + [c for c in (columns.subject, columns.time or columns.grade) if c]
+        keys = student_keys(columns)
         dup = _duplicated(out, keys)
         if dup.any():
             within = " within subject" if columns.subject else ""

@@ -54,7 +54,7 @@ from .data import (
 )
 from .errors import DataError, DesignError, PlevalWarning
 from .findings import p_clause
-from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_conventions
+from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_conventions, default_vcov
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .readers import file_columns
 from .outcomes import check_options as check_outcome_options
@@ -814,8 +814,8 @@ def estimate(
     prov = provenance(df, v, seed=int(seed), hashed_file=hashed_file)
     # the covariance used: the option's "" is the design's default, which a re-run with another design
     # would change, so the options keep it and the record names what it was (before 2026-12-04 nothing did)
-    prov["vcov_used"] = resolved["vcov"] or (("CR2" if opts["rct_design"] == "cluster" else "HC2") if design == "rct"
-                                             else ("CR2" if columns.school else "CR1"))
+    prov["vcov_used"] = resolved["vcov"] or default_vcov(opts["rct_design"] if design == "rct" else design,
+                                                         columns.school)
     prov["rating"] = {k: r.as_dict() for k, r in ratings.items()}
     m = parts[0].get("details", {}).get("design") if design == "matched" else None
     if m is not None:  # every matching option as the match resolved it, given or default
@@ -1625,7 +1625,7 @@ def _matched_subgroups(m, subject, eff, opts: dict, notes: list, pretest_sd: flo
                          pretest_sd) if c.pretest else np.full(len(labels), math.nan)
         r, t = subgroup_effects(d["y"], d["X"], names, d["t"], codes, labels, name=name, scale=scale,
                                 weights=d["weights"], clusters=d["clusters"], units=pd.factorize(sample.index)[0],
-                                vcov=opts["vcov"] or ("CR2" if c.school else "CR1"), cluster_df=opts["cluster_df"],
+                                vcov=opts["vcov"] or default_vcov("matched", c.school), cluster_df=opts["cluster_df"],
                                 cr2=opts["cr2"], level=opts["level"], notes=notes, df_working=opts["df_working"])
         rows += [dict(x, pretest_smd=smd[i]) for i, x in zip(_levels_of(r, labels), r)]
         tests += [t] if t is not None else []

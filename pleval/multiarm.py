@@ -210,7 +210,7 @@ def analyze_multiarm(
     (reproducible p-values; two arms are integrated exactly and do not use it).
     ``vcov`` and ``cluster_df`` as in :func:`pleval.rct.analyze_rct`.
     """
-    from .inference.robust import check_conventions, convention_label
+    from .inference.robust import check_conventions, convention_label, default_vcov
     from .rct import VCOVS, _model, _unclustered_schools, _validate
 
     check_conventions(cluster_df, "transformed")
@@ -255,7 +255,7 @@ def analyze_multiarm(
     elif min(counts.values()) < 2:
         raise DesignError(f"every arm needs at least 2 analysed rows; have {counts}")
 
-    vcov = vcov or ("CR2" if design == "cluster" else "HC2")
+    vcov = vcov or default_vcov(design, cols.school)
     if vcov not in VCOVS:
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
@@ -263,7 +263,7 @@ def analyze_multiarm(
     one_arm = (rand.groupby(cols.school, observed=True)["_arm"].nunique() <= 1).all() if cols.school else False
     if not vcov.startswith("CR") and cols.school and (design == "cluster" or one_arm):  # (each school one arm)
         # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
-        why = _unclustered_schools(rand, cols, design, vcov).replace(repr(cols.treatment), repr(t))  # (not '_any')
+        why = _unclustered_schools(rand, cols, design, vcov, label=t)  # (the arm column, not '_any')
         if why:
             warnings.warn(why, PlevalWarning, stacklevel=2)
             notes.append(why)

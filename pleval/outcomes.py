@@ -176,6 +176,7 @@ def _outcome_sample(matched: pd.DataFrame, outcome: str, treatment: str) -> tupl
 
 def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any], rate) -> tuple[dict, Any, str]:
     """One outcome of a matched design for one subject: the table row, its WWC rating and a note."""
+    from .inference.robust import default_vcov
     from .matching.balance import pretest_equivalence
     from .matching.effect import effect_design, regression_design, regression_effect
 
@@ -193,14 +194,14 @@ def matched_outcome(m, subject, outcome: str, kind: str, opts: Mapping[str, Any]
         pos = m.data.index.get_indexer(sample.index) if m.data.index.is_unique else None
         design = effect_design(sample, **kw, rows=pos, label=label) if pos is not None and (pos >= 0).all() else None
         eff = regression_effect(sample, **kw, design=design, sd=opts["sd"],
-                                vcov=opts["vcov"] or ("CR2" if c.school else "CR1"),
+                                vcov=opts["vcov"] or default_vcov("matched", c.school),
                                 cluster_df=opts["cluster_df"], cr2=opts["cr2"], df_working=opts["df_working"],
                                 level=opts["level"], baseline_percentile=opts["baseline_percentile"],
                                 method=m._method_label(), label=label)
         row, es, p = _score_row(eff), eff.effect_size.estimate, eff.raw.pvalue
     else:
         d = regression_design(sample, **kw, label=label)
-        se = binary_se(opts, default="CR2" if c.school else "CR1")
+        se = binary_se(opts, default=default_vcov("matched", c.school))
         b = binary_effect(d["y"], d["X"], d["names"], treatment=c.treatment, weights=d["weights"],
                           clusters=d["clusters"] if se["lpm_vcov"].startswith("CR") else None,
                           method=opts["binary_method"], estimand="ATT", level=opts["level"], label=label,
@@ -241,6 +242,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     """One outcome of a randomized trial for one subject: the table row, its WWC rating (its own
     attrition and baseline equivalence) and a note."""
     from . import rct
+    from .inference.robust import default_vcov
 
     cols = columns.replace(outcome=outcome)
     design = opts["rct_design"]
@@ -255,7 +257,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     else:
         c2, _, ana, cov_names, _, notes = rct._validate(df, cols, design, None, subject)
         mod = rct._model(ana, c2, cov_names, notes)
-        se = binary_se(opts, default="CR2" if design == "cluster" else "HC2")  # the ITT's default
+        se = binary_se(opts, default=default_vcov(design, columns.school))  # the ITT's default
         clustered = se["lpm_vcov"].startswith("CR")  # (an HC vcov in a cluster design: unclustered, as the ITT)
         absorb = not clustered and opts["binary_method"] == "lpm" and mod.absorbs("HC2")  # the LPM's HC2, as the ITT
         b = binary_effect(mod.y, *((mod.Xa, mod.names_a) if absorb else (mod.X, mod.names)), treatment="treatment",

@@ -123,7 +123,7 @@ from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_col
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
-from .inference.robust import DF_WORKING, check_conventions, clusters_nested, convention_label
+from .inference.robust import DF_WORKING, check_conventions, clusters_nested, convention_label, default_vcov
 from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, single_valued_in_subject, subgroup_effects
 
@@ -321,17 +321,18 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
         )
 
 
-def _unclustered_schools(rand: pd.DataFrame, cols: Columns, design: str, vcov: str) -> str:
+def _unclustered_schools(rand: pd.DataFrame, cols: Columns, design: str, vcov: str, label: str | None = None) -> str:
     """Why the standard errors are too small, or "": a covariance that ignores the schools
     (``vcov`` HC or classical) when the schools were randomized — the design says so, or every
-    school's students share one arm (at least two schools in each)."""
+    school's students share one arm (at least two schools in each). ``label``: the treatment
+    column's name as the user knows it (default ``cols.treatment``)."""
     if design == "cluster":
         return (f"vcov={vcov!r} treats students as independent, but the schools were randomized (design "
                 "'cluster'): the standard errors are too small; use vcov='CR2' (the default)")
     per = rand.groupby(cols.school, sort=False, observed=True)[cols.treatment].agg(["min", "max"])
     if (per["min"] == per["max"]).all() and min((per["min"] == 1).sum(), (per["min"] == 0).sum()) >= 2:
-        return (f"column {cols.treatment!r} (treatment) is constant within each of the {len(per):,} schools of "
-                f"{cols.school!r}, so the schools look randomized, but design {design!r} with vcov={vcov!r} treats "
+        return (f"column {label or cols.treatment!r} (treatment) is constant within each of the {len(per):,} schools "
+                f"of {cols.school!r}, so the schools look randomized, but design {design!r} with vcov={vcov!r} treats "
                 "students as independent: the standard errors are too small if schools were randomized; use "
                 "design='cluster'")
     return ""
@@ -950,7 +951,7 @@ def analyze_rct(
         raise DataError(f"df_working must be one of {DF_WORKING}; got {df_working!r}")
     cols, rand, ana, cov_names, dropped, notes = _validate(df, columns, design, covariates, subject)
     clustered_design = design == "cluster"
-    vcov = vcov or ("CR2" if clustered_design else "HC2")
+    vcov = vcov or default_vcov(design, cols.school)
     if vcov not in VCOVS:
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:

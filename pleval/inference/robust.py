@@ -80,6 +80,15 @@ VCOV_TYPES = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
 DF_WORKING = ("independent", "random_effects")
 
 
+def default_vcov(design: str, school) -> str:
+    """The covariance an analysis takes when none is given: CR2 by school for a matched
+    comparison with a school column and a cluster-randomized trial, CR1 by student for a matched
+    comparison without one, HC2 for a trial that randomized students (individual, blocked)."""
+    if design == "matched":
+        return "CR2" if school else "CR1"
+    return "CR2" if design == "cluster" else "HC2"
+
+
 def check_conventions(cluster_df: str, cr2: str) -> None:
     """A :class:`DataError` naming the option unless ``cluster_df`` and ``cr2`` are conventions
     of :func:`ols` (``"G-1"``/``"G-p"``; ``"transformed"``/``"clubsandwich"``)."""

@@ -30,7 +30,7 @@ import pandas as pd
 from .._results import Effect, ResultMixin
 from ..data import Columns
 from ..errors import DataError, DesignError, PlevalWarning
-from ..inference.robust import check_conventions
+from ..inference.robust import check_conventions, default_vcov
 from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
@@ -535,7 +535,7 @@ class MatchResult(ResultMixin):
         :class:`~pleval.errors.DesignError` in place of the effect (default: raised)."""
         c = self.columns
         if vcov is None:
-            vcov = "CR2" if c.school else "CR1"
+            vcov = default_vcov("matched", c.school)
         check_conventions(cluster_df, cr2)
         kw = dict(outcome=c.outcome, treatment=c.treatment, pretests=c.pretest,
                   covariates=c.covariates if covariates is None else covariates, strata=self.strata, school=c.school,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, validate
+from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, student_keys, validate
 from ..errors import DataError, DesignError
 from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
@@ -139,7 +139,7 @@ to its own PL row. It is the first exclusion, counted among all pool rows."""
 def pl_keys(pl: pd.DataFrame, columns: Columns) -> pd.DataFrame | None:
     """The distinct (student id, subject, term or grade) keys of the PL file's rows, the roles
     present (None without a student-id column)."""
-    keys = [x for x in (columns.student_id, columns.subject, columns.time or columns.grade) if x]
+    keys = student_keys(columns)
     if not columns.student_id or not set(keys) <= set(pl.columns):
         return None
     return pl[keys].dropna().drop_duplicates().reset_index(drop=True)

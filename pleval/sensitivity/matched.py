@@ -264,11 +264,11 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     ``analyse(..., later=True)`` returns ``finish() -> SubjectSensitivity`` instead, having done
     all that reads the design: ``finish`` computes the Rosenbaum bounds, from the residuals of
     the set members alone, so the caller can drop the design before them."""
-    from ..inference.robust import check_conventions
+    from ..inference.robust import check_conventions, default_vcov
     from ..matching.effect import mergeable, regression_effect
 
     c = m.columns
-    vcov = vcov or ("CR2" if c.school else "CR1")
+    vcov = vcov or default_vcov("matched", c.school)
     check_conventions(cluster_df, cr2)
     se_options = dict(vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if not 0 < alpha < 1:
