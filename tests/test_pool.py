@@ -428,3 +428,18 @@ def test_infinite_values_in_a_duckdb_pool_are_not_counted_as_missing(tmp_path):
     pq.write_table(pa.table([pa.array(x, from_pandas=False)], names=["v"]), path)
     cond = DuckEngine.not_a_number.format('"v"')
     assert duckdb.sql(f"SELECT count(*) FROM '{path}' WHERE {cond}").fetchall()[0][0] == 200
+
+
+@pytest.mark.parametrize("column", ["posttest", "pretest"])
+def test_infinite_values_in_a_duckdb_pool_are_an_error_as_in_memory(split, tmp_path, column):
+    """An infinite outcome or pretest in the pool stops the run with the column and the count, as
+    the in-memory engine's validation does; before 2026-12-04 the DuckDB engine matched such rows
+    (an infinite pretest became a comparison student; an infinite outcome an infinite estimate)."""
+    pl, pool = split
+    pool = pool.copy()
+    pool.loc[pool.index[[3, 50, 90]], column] = [np.inf, -np.inf, np.inf]
+    path = tmp_path / "pool.parquet"
+    pool.to_parquet(path, index=False)
+    for engine, src in (("memory", pool), ("duckdb", path)):
+        with pytest.raises(DataError, match=f"column '{column}' .*3 .*row\\(s\\) are infinite"):
+            match_pool(pl, src, SAMPLE_COLUMNS, "vcg", engine=engine)

@@ -77,3 +77,18 @@ def test_spark_engine_runs_the_placebo_schools(spark, small):
         _same_numbers(ref.table(name), got.table(name), rtol=1e-10)
     assert got.placebo["school"].nunique() == 64
     assert "placebo schools are re-matched against the rest of the pool: 64 comparison schools in 2 rounds" in got.notes[0]
+
+
+def test_spark_engine_refuses_infinite_pool_values(spark, small):
+    """An infinite pretest in a Spark pool stops the run as the in-memory engine does (before
+    2026-12-04 it was matched)."""
+    import numpy as np
+
+    from pleval.errors import DataError
+
+    pl, pool = small
+    pool = pool.copy()
+    pool.loc[pool.index[[2, 9]], "pretest"] = [np.inf, -np.inf]
+    spark.createDataFrame(pool).createOrReplaceTempView("pool_inf")
+    with pytest.raises(DataError, match="column 'pretest' \\(pretest\\): 2 pool row\\(s\\) are infinite"):
+        match_pool(pl, "pool_inf", SAMPLE_COLUMNS, "vcg", engine="spark", spark=spark)

@@ -81,6 +81,12 @@ def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
         for c in roles.get(role, ()):
             if kind(eng.types[c]) != "numeric":
                 raise DataError(f"column {c!r} ({role}) must be numeric; in the pool it is {eng.types[c]}")
+    floats = [(role, c) for role in _NUMERIC_ROLES for c in roles.get(role, ())
+              if _floating(eng, c)]
+    n_inf = eng.counts([f"abs({eng.quote(c)}) = CAST('Infinity' AS DOUBLE)" for _, c in floats])
+    for (role, c), n in zip(floats, n_inf):
+        if n:  # as the in-memory engine's validation (before 2026-12-04 these rows were matched)
+            raise DataError(f"column {c!r} ({role}): {n:,} pool row(s) are infinite")
     for c in need:
         if c in pl.columns and role_kind(pl[c]) != role_kind_sql(eng.types[c]):
             raise DataError(f"column {c!r} is {pl[c].dtype} in the PL file but {eng.types[c]} in the pool; give it "
@@ -155,10 +161,13 @@ def in_pl_file(frame: pd.DataFrame, keys: pd.DataFrame | None) -> np.ndarray:
 def _missing(eng, col: str) -> str:
     """SQL for a missing value of ``col``: NULL, and NaN in a floating-point column (Spark, polars
     and arrow write missing floats to Parquet as NaN; before 2026-12-04 such rows were matched)."""
-    t = str(eng.types.get(col, "")).upper()
     q = eng.quote(col)
-    return (f"({q} IS NULL OR {eng.not_a_number.format(q)})" if any(x in t for x in ("DOUBLE", "FLOAT", "REAL"))
-            else f"{q} IS NULL")
+    return f"({q} IS NULL OR {eng.not_a_number.format(q)})" if _floating(eng, col) else f"{q} IS NULL"
+
+
+def _floating(eng, col: str) -> bool:
+    """Whether the pool's ``col`` is a floating-point column (one that can hold NaN and ±inf)."""
+    return any(x in str(eng.types.get(col, "")).upper() for x in ("DOUBLE", "FLOAT", "REAL"))
 
 
 def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_outcome: bool, n_pl_rows: int = 0):
