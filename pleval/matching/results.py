@@ -61,6 +61,8 @@ class EffectTable(ResultMixin):
         return len(self.effects)
 
     def to_frame(self) -> pd.DataFrame:
+        """One row per group; a group left out is a row of missing numbers with its reason in a
+        ``not_estimated`` column (present only when a group is left out)."""
         parts = []
         for key, eff in self.effects.items():
             f = eff.to_frame()
@@ -68,6 +70,10 @@ class EffectTable(ResultMixin):
                 f[name] = val
             parts.append(f)
         out = pd.concat(parts, ignore_index=True)
+        if self.left_out:
+            out["not_estimated"] = ""
+            gone = pd.DataFrame([dict(zip(self.by, key), not_estimated=why) for key, why in self.left_out.items()])
+            out = pd.concat([out, gone.astype({b: out[b].dtype for b in self.by})], ignore_index=True)
         return out[list(self.by) + [c for c in out.columns if c not in self.by]]
 
     def summary(self) -> str:
