@@ -547,7 +547,7 @@ def test_too_small_a_matched_sample_says_so(base):
     assert list(tab.effects) == [("math",)]
     assert re.search(r"\(subject = reading\) \(1 treated, 1 comparison rows matched, 2 schools\): the effect's CR2 "
                      r"standard error could not be estimated \(2 coefficients, 0 residual df\)", tab.left_out[("reading",)])
-    # the table's frame (pleval match's effects.csv) keeps the group, without numbers, with its reason
+    # the table's frame (pleval match's effect.csv) keeps the group, without numbers, with its reason
     # (before 2026-12-04 it was left out of the frame and named only on the console)
     fr = tab.to_frame()
     assert fr["subject"].tolist() == ["math"] * 3 + ["reading"]  # math's three scales, reading's reason

@@ -3,6 +3,8 @@ and effect tables, and they agree with the Python API."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -349,3 +351,21 @@ def test_match_by_prints_each_groups_sd(csv, tmp_path):
     eff = pd.read_csv(tmp_path / "o" / "effect.csv").drop_duplicates("subject")
     line = next(x for x in r.output.splitlines() if x.startswith("SD used"))
     assert all(f"{s}: {sd:.4g}" in line for s, sd in zip(eff["subject"], eff["sd"])) and len(eff) == 2
+
+
+def test_match_by_writes_a_group_left_out_with_its_reason(tmp_path):
+    """A group too small for its effect is a row of effect.csv with its reason and a 'not estimated'
+    row of the console table (before 2026-12-04 it was missing from the file, and the console
+    table then stopped on its missing numbers)."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    pl, comp = d[d.treatment == 1].school_id.unique()[:1], d[d.treatment == 0].school_id.unique()[:2]
+    small = tmp_path / "small.csv"
+    d[d.school_id.isin([*pl, *comp])].to_csv(small, index=False)
+    r = runner.invoke(app, ["match", str(small), "--method", "vcg", "--by", "subject", "--sd", "10",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    eff = pd.read_csv(tmp_path / "o" / "effect.csv", keep_default_na=False)
+    gone = eff[eff["not_estimated"] != ""]
+    assert gone["subject"].tolist() == ["math"] and "could not be estimated" in gone["not_estimated"].iloc[0]
+    assert (gone["estimate"] == "").all() and (eff.loc[eff["not_estimated"] == "", "n_treated"] == "6").all()
+    assert re.search(r"math\s+│ not estimated", r.output)

@@ -85,6 +85,9 @@ def _effect_table(frame: pd.DataFrame, title: str) -> Table:
     keys = [c for c in frame.columns if c in ("subject", "grade")]
     t = table(title, keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"], left=keys + ["scale"])
     for r in frame.to_dict("records"):
+        if r.get("not_estimated"):  # a group left out: its reason is in the warning and effect.csv
+            t.add_row(*[escape(str(r[k])) for k in keys], "not estimated", *[""] * 5)
+            continue
         t.add_row(*[escape(str(r[k])) for k in keys], r["scale"], f"{r['estimate']:.3f}", f"{r['se']:.3f}",
                   f"{r['ci_low']:.3f} to {r['ci_high']:.3f}", f"{r['pvalue']:.3g}",
                   f"{r['n_treated']:,} / {r['n_control']:,}")

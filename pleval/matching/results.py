@@ -72,6 +72,7 @@ class EffectTable(ResultMixin):
         out = pd.concat(parts, ignore_index=True)
         if self.left_out:
             out["not_estimated"] = ""
+            out = out.astype({c: "Int64" for c in out.columns if out[c].dtype.kind in "iu"})  # counts stay whole
             gone = pd.DataFrame([dict(zip(self.by, key), not_estimated=why) for key, why in self.left_out.items()])
             out = pd.concat([out, gone.astype({b: out[b].dtype for b in self.by})], ignore_index=True)
         return out[list(self.by) + [c for c in out.columns if c not in self.by]]
