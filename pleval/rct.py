@@ -313,11 +313,19 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
                 f"schools must be nested in blocks: {len(bad):,} school(s) of column {school!r} appear in "
                 f"more than one {cols.block!r} (e.g. {list(bad[:3])})"
             )
-    arms = per["min"].value_counts()
+    _schools_per_arm(rand, cols, "randomized")
+
+
+def _schools_per_arm(sample: pd.DataFrame, cols: Columns, name: str) -> None:
+    """A :class:`DesignError` unless ``sample`` (the ``name`` sample) has at least 2 treated and 2
+    control schools: with one school in an arm its effect is that school's own, and a clustered SE
+    has nothing to measure its variation with (a null rejected in 41% of trials whose analytic
+    sample kept one of two treated schools, before 2026-12-04)."""
+    arms = sample.groupby(cols.school, sort=False, observed=True)[cols.treatment].first().value_counts()
     if arms.get(1, 0) < 2 or arms.get(0, 0) < 2:
         raise DesignError(
-            f"a cluster-randomized analysis needs at least 2 treated and 2 control schools; "
-            f"have {arms.get(1, 0)} treated and {arms.get(0, 0)} control"
+            f"a cluster-randomized analysis needs at least 2 treated and 2 control schools (column {cols.school!r}); "
+            f"the {name} sample has {arms.get(1, 0)} treated and {arms.get(0, 0)} control"
         )
 
 
@@ -399,6 +407,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
         )
     if design == "cluster":
         _cluster_checks(rand, columns)
+        _schools_per_arm(ana, columns, "analytic (after attrition)")
     for name, sample in (("randomized", rand), ("analytic", ana)):
         n_t = int(sample[columns.treatment].sum())
         if n_t < 2 or len(sample) - n_t < 2:
@@ -1060,6 +1069,7 @@ def analyze_rct(
     complier = None
     d = ana[cols.takeup].to_numpy(dtype=float) if compliance and cols.takeup else None
     cace_fit, cace_y, cace_n, itt_y = itt_fit, mod.y, (n_t, n_c), None if lin else b
+    cace_cl = n_cl  # the schools of the CACE's rows
     if d is not None and np.isnan(d).any():  # the CACE of the rows whose take-up is known (the ITT of all)
         seen = ~np.isnan(d)
         n_seen_t, n_seen = int(mod.z[seen].sum()), int(seen.sum())
@@ -1070,8 +1080,11 @@ def analyze_rct(
             if min(n_seen_t, n_seen - n_seen_t) < 2:
                 raise DesignError(f"{min(n_seen_t, n_seen - n_seen_t)} {'treated' if n_seen_t < 2 else 'control'} "
                                   "row(s) with take-up known")
+            if clustered_design:
+                _schools_per_arm(ana[seen], cols, "take-up-known")
             sub = _model(ana[seen], cols, cov_names, [])
             cace_fit, cace_y, cace_n, itt_y = _itt_fitter(sub, vcov, fit_kw), sub.y, (n_seen_t, n_seen - n_seen_t), None
+            cace_cl = None if n_cl is None else sub.n_schools
             notes.append(f"{why}: the CACE is that of the {n_seen:,} rows with take-up known (the ITT's model on them), "
                          "the ITT that of every analysed row; fill take-up in (0 for a student who could not take the "
                          "program up) for the CACE of all")
@@ -1086,7 +1099,7 @@ def analyze_rct(
     if d is not None:
         cs_fit = cace_fit(d)
         cb, cse, cdf, _ = cs_fit.coef("treatment")
-        complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=cace_n[0], n_control=cace_n[1], n_clusters=n_cl,
+        complier = Estimate.from_t(cb, cse, cdf, level=level, n_treated=cace_n[0], n_control=cace_n[1], n_clusters=cace_cl,
                                    method=f"ITT on take-up ({vc_desc})", label="complier share")
         if cb < 0 and abs(cb) >= 2 * cse:  # take-up higher among controls: the arms are likely swapped
             why = (f"complier share {cb:.3f} (SE {cse:.3f}) is negative: take-up is higher in the control arm than in "
@@ -1100,6 +1113,7 @@ def analyze_rct(
         effects["CACE (IV)"] = effect(
             *_cace(cace_fit, cace_y, d, cb, itt_y), "CACE",
             f"2SLS, take-up instrumented by assignment (the ratio of the ITTs); {vc_desc}", n=cace_n,
+            n_clusters=cace_cl,
         )
 
     sub = inter = None

@@ -753,3 +753,39 @@ def test_take_up_recorded_in_the_pl_arm_only_keeps_both_arms_per_subject():
         one = analyze_rct(d, RCT_SAMPLE_COLUMNS, subject="math")
     assert set(by) == set(d[RCT_SAMPLE_COLUMNS.subject])
     assert by["math"].itt.raw.estimate == pytest.approx(one.itt.raw.estimate, rel=1e-12)
+
+
+def test_a_cluster_trial_left_with_one_school_in_an_arm_is_an_error():
+    """Attrition that leaves one treated school in the analytic sample: its effect is that school's
+    own and CR2 has nothing to measure school variation with. Before 2026-12-04 the ITT was
+    reported all the same (a true null rejected in 41% of simulated trials); now it stops, naming
+    the school column and the counts, as the randomized sample's check does."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    d = d[d["subject"] == "math"]
+    treated = sorted(d.loc[d["treatment"] == 1, "school_id"].unique())
+    lost = d.assign(posttest=d["posttest"].where(~d["school_id"].isin(treated[1:])))
+    with pytest.raises(DesignError, match=r"at least 2 treated and 2 control schools \(column 'school_id'\); "
+                                          r"the analytic \(after attrition\) sample has 1 treated and 20 control"):
+        analyze_rct(lost, RCT_SAMPLE_COLUMNS, design="cluster")
+    kept = d.assign(posttest=d["posttest"].where(~d["school_id"].isin(treated[2:])))  # two treated schools: analysed
+    assert analyze_rct(kept, RCT_SAMPLE_COLUMNS, design="cluster").itt.raw.n_clusters == 22
+
+
+def test_the_cace_counts_the_schools_with_take_up_known_and_needs_two_per_arm():
+    """The CACE of the rows whose take-up is known reports those rows' schools (it reported every
+    analysed school before 2026-12-04), and with take-up known in one treated school there is no
+    CACE, with the reason in the notes (it was fitted on that one school)."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    d = d[d["subject"] == "math"]
+    treated = sorted(d.loc[d["treatment"] == 1, "school_id"].unique())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        part = analyze_rct(d.assign(takeup=d["takeup"].where(~d["school_id"].isin(treated[:5]))), RCT_SAMPLE_COLUMNS,
+                           design="cluster")
+        one = analyze_rct(d.assign(takeup=d["takeup"].where(~d["school_id"].isin(treated[1:]))), RCT_SAMPLE_COLUMNS,
+                          design="cluster")
+    assert part.itt.raw.n_clusters == 40
+    assert part.cace.raw.n_clusters == part.complier_share.n_clusters == 35
+    assert one.cace is None and one.complier_share is None
+    assert any(n.startswith("no CACE") and "the take-up-known sample has 1 treated and 20 control" in n
+               for n in one.notes)
