@@ -533,6 +533,9 @@ def match(
     c = columns
     log = v.dropped.to_dict("records")
     data = v.data
+    pl_schools = None  # VCG: the schools with a PL row, before rows without an outcome leave
+    if method == "vcg" and c.school:
+        pl_schools = pd.unique(data[c.school].to_numpy()[data[c.treatment].to_numpy() == 1])
     if require_outcome:
         data = _exclude(data, data[c.outcome].isna().to_numpy(), "missing outcome", c.outcome, log, c)
     strata = _strata(c, exact, data)
@@ -722,12 +725,11 @@ def match(
             raise DataError("VCG matching needs a pretest column (pretest=...)")
         sc, sl = codes_and_levels(data[c.school])  # kept for the balance and the effect regression
         t_all = data[c.treatment].to_numpy()
+        # a PL school stays one when its PL rows all lack the outcome (before 2026-12-04 its comparison
+        # rows then became comparisons)
         if (sc >= 0).all():
-            pl_code = np.zeros(len(sl), bool)
-            pl_code[sc[t_all == 1]] = True
-            in_pl = (t_all == 0) & pl_code[sc]
+            in_pl = (t_all == 0) & pd.Index(sl).isin(pl_schools)[sc]
         else:  # a missing school id: as isin
-            pl_schools = pd.unique(data.loc[t_all == 1, c.school])
             in_pl = (t_all == 0) & data[c.school].isin(pl_schools).to_numpy()
         data = _exclude(data, in_pl, "comparison rows in PL schools (comparisons come from non-PL schools only)", c.school, log, c)
         codes[c.school] = ((sc[~in_pl] if in_pl.any() else sc).astype(np.int32), sl)
