@@ -21,7 +21,7 @@ from pleval.data import Columns
 from pleval.errors import PlevalWarning
 from pleval.heterogeneity import school_effects
 
-from .test_heterogeneity_school_effects import make_sites
+from .test_heterogeneity_school_effects import dense_hc2_df, make_sites
 
 COLS = Columns(outcome="posttest", treatment="treatment", school="school_id", subject="subject", pretest=("pretest",),
                covariates=(), student_id="student_id", block="school_id")
@@ -36,12 +36,12 @@ def _estimate(d, cols=COLS, **kw):
 
 def _hc2(sub: pd.DataFrame, extra=()) -> tuple[float, float, float]:
     """One school's ITT by statsmodels: OLS of the outcome on assignment, the pretest and the
-    indicators of ``extra`` columns, HC2 SE, n − p df."""
+    indicators of ``extra`` columns, HC2 SE, Bell & McCaffrey's df (dense)."""
     X = pd.get_dummies(sub[["treatment", "pretest", *extra]], columns=list(extra), drop_first=True, dtype=float)
     X = sm.add_constant(X.loc[:, X.std() > 0], has_constant="add")
     r = sm.OLS(sub["posttest"].to_numpy(), X.to_numpy(dtype=float)).fit(cov_type="HC2")
     j = list(X.columns).index("treatment")
-    return float(r.params[j]), float(r.bse[j]), float(r.df_resid)
+    return float(r.params[j]), float(r.bse[j]), dense_hc2_df(X.to_numpy(dtype=float), np.ones(len(X)), j)
 
 
 def test_each_school_is_its_own_students_assigned_against_control():
@@ -53,7 +53,7 @@ def test_each_school_is_its_own_students_assigned_against_control():
         est, se, df = _hc2(sub)
         row = t.loc[(subj, sch)]
         assert row["estimate"] == pytest.approx(est, rel=1e-9) and row["se"] == pytest.approx(se, rel=1e-8)
-        assert row["df"] == df
+        assert row["df"] == pytest.approx(df, rel=1e-9)
         assert row["pvalue"] == pytest.approx(2 * stats.t.sf(abs(est / se), df), rel=1e-7)
     # the yardstick of every school is the subject's overall effect's SD, as in the other designs
     direct = school_effects(d, stratum="school_id", covariates=["pretest"], by="subject",

@@ -18,7 +18,8 @@ solved with one batched ``np.linalg.solve`` — no per-group Python loop:
     ``G_s/(G_s − 1)·(n_s − 1)/(n_s − p)`` (Liang & Zeger 1986; Stata's small-sample factor);
 
   these are exactly what statsmodels' ``WLS(...).fit(cov_type=...)`` computes for one group
-  (the tests check it). Degrees of freedom: ``n_s − p`` (classical/HC), ``G_s − 1`` (CR).
+  (the tests check it). Degrees of freedom: Bell & McCaffrey's Satterthwaite df of the target
+  coefficient (HC2, :func:`_hc2_df`), ``n_s − p`` (classical, HC0, HC1), ``G_s − 1`` (CR).
 
 A column that is constant within one group (e.g. a category absent from one school) is
 dropped for that group only (batched pseudo-inverse; ``p`` then means the group's rank).
@@ -59,6 +60,27 @@ def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) ->
     :func:`pleval.inference.robust.grouped_cross_products` (batched products over tiles of rows
     sorted by group; no loop over groups or column pairs)."""
     return grouped_cross_products(X, codes, G, w=weights)[0]
+
+
+def _hc2_df(X, w, h, Sinv, groups, G, target) -> np.ndarray:
+    """Bell & McCaffrey's (2002) Satterthwaite df of each group's HC2 variance of the target
+    coefficient, working model Var(√w·e) = σ²I (Imbens & Kolesár 2016 recommend it for HC2; n − p
+    rejects too often in small or unbalanced groups). With ``a_i = w_i (S⁻¹x_i)_t² / (1 − h_ii)``
+    the variance is ``Σ a_i ẽ_i²``, ``ẽ = Mε`` (M = I − H), so
+    ``df = (Σ a_i m_ii)² / tr(AMAM)`` with ``m_ii = 1 − h_ii`` and
+    ``tr(AMAM) = Σ a_i²(1 − 2h_ii) + tr((S⁻¹T)²)``, ``T = Σ a_i w_i x_i x_i'``
+    (``Σ_ij a_i a_j h_ij²`` as a p × p trace: O(n p²), no n_s × n_s matrix). Rows of leverage 1
+    (left out of the HC2 sum) have ``a_i = 0``."""
+    g = np.zeros(len(h))
+    for b in range(X.shape[1]):
+        g += X[:, b] * Sinv[groups, target, b]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(h < 1 - 1e-12, w * g * g / (1.0 - h), 0.0)
+    mean = np.bincount(groups, weights=a * (1.0 - h), minlength=G)
+    P = Sinv @ _pair_sums(X, a * w, groups, G)
+    var = np.bincount(groups, weights=a * a * (1.0 - 2.0 * h), minlength=G) + np.einsum("gij,gji->g", P, P)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 0, mean * mean / var, np.nan)
 
 
 def grouped_wls(
@@ -133,7 +155,7 @@ def grouped_wls(
         if vcov == "HC1":
             meat *= (n_g / np.maximum(n_g - rank, 1))[:, None, None]
         V = Sinv @ meat @ Sinv
-        df = n_g - rank
+        df = _hc2_df(X, w, h, Sinv, groups, G, target) if vcov == "HC2" else n_g - rank
         n_cl = n_g.copy()
     else:
         if clusters is None:
