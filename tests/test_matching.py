@@ -424,6 +424,24 @@ def test_missing_covariates_are_counted_exclusions(df):
     assert "excluded: missing covariates [frl]" in r.summary()
 
 
+@pytest.mark.parametrize("kw", [dict(covariates=["pretest", "extra"]), dict(method="vcg", school_keys=["extra"]),
+                                dict(method="mahalanobis", distance=["pretest", "extra"])])
+def test_a_column_missing_in_every_pl_row_is_named_with_its_counts(df, kw):
+    bad = df.copy()
+    pl = bad.treatment == 1
+    bad["extra"] = np.where(pl, np.nan, 1.0)  # a column the PL district did not send
+    bad.loc[bad.index[pl][:4], "posttest"] = np.nan
+    n_pl = int((pl & bad.posttest.notna()).sum())  # PL rows it removes: those the missing outcome left
+    with pytest.raises(DesignError, match=rf"no PL rows are left: 4 PL row\(s\) missing outcome \(column 'posttest'\); "
+                                          rf"{n_pl:,} PL row\(s\) missing extra \(column 'extra'\)"):
+        match(bad, COLS, **kw)
+    bad["extra"] = np.nan  # missing everywhere: both groups named, each with its count
+    n_c = int(((~pl) & bad.posttest.notna()).sum())
+    with pytest.raises(DesignError, match=rf"no PL and no comparison rows are left: .*{n_pl:,} PL and {n_c:,} "
+                                          r"comparison row\(s\) missing extra \(column 'extra'\)"):
+        match(bad, COLS, **kw)
+
+
 def test_no_comparison_in_exact_cell_is_reported(df):
     bad = df.copy()
     bad.loc[(bad.treatment == 0) & (bad.grade == 8), "grade"] = 7  # no grade-8 comparisons
