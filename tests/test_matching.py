@@ -607,6 +607,31 @@ def test_mahalanobis_match_does_not_depend_on_flags_being_booleans():
     assert "Mahalanobis distance on: pretest, female, frl, ell, sped" in b.summary()
 
 
+def test_a_two_level_variable_is_one_balance_row_whatever_its_type():
+    """A 0/1 flag stored as booleans gave two mirror-image balance rows (frl[False], frl[True]),
+    counted twice among the imbalanced ones; it is now the 0/1 row, and a two-level text
+    variable is its second level alone (cobalt's ``drop.first = "if2"``)."""
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[d.grade.isin([3, 4])]
+    typed = d.assign(frl=d.frl.astype(bool), female=np.where(d.female == 1, "yes", "no"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = match(typed, SAMPLE_COLUMNS, method="mahalanobis", distance=["pretest"])
+    t = m.balance().table.set_index(["group", "variable"])
+    assert list(t.loc["all"].index) == ["pretest", "female[yes]", "frl", "ell", "sped", "race[asian]", "race[black]",
+                                        "race[hispanic]", "race[other]", "race[white]"]
+    x, a = m.data, m.matched
+    tt, ta, w = x.treatment == 1, a.treatment == 1, a["_weight"]
+    for row, flag in (("frl", a.frl == True), ("female[yes]", a.female == "yes")):  # noqa: E712
+        col = (x.frl == True) if row == "frl" else (x.female == "yes")  # noqa: E712
+        sd = np.sqrt((col[tt].var() + col[~tt].var()) / 2)
+        after = (np.average(flag[ta], weights=w[ta]) - np.average(flag[~ta], weights=w[~ta])) / sd
+        assert t.loc[("all", row), "smd_before"] == pytest.approx((col[tt].mean() - col[~tt].mean()) / sd, rel=1e-9)
+        assert t.loc[("all", row), "smd_after"] == pytest.approx(after, rel=1e-9)
+
+
 def test_estimate_by_a_column_with_missing_values_warns_of_the_rows_in_no_group():
     """MatchResult.estimate(by=col) left rows without a value of col out of every group without
     a word (541 of the sample's 5,301 matched PL rows for a 10%-missing column)."""
