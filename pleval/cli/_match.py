@@ -81,8 +81,9 @@ def _grouping(text: str | None) -> dict | None:
     return out
 
 
-def _effect_table(frame: pd.DataFrame, title: str) -> Table:
-    keys = [c for c in frame.columns if c in ("subject", "grade")]
+def _effect_table(frame: pd.DataFrame, title: str, keys: list[str]) -> Table:
+    """The console's effect table: a row per scale, after the ``--by`` columns ``keys`` that name
+    each row's group (a group left out: one 'not estimated' row)."""
     t = table(title, keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"], left=keys + ["scale"])
     for r in frame.to_dict("records"):
         if r.get("not_estimated"):  # a group left out: its reason is in the warning and effect.csv
@@ -217,7 +218,7 @@ def match_cmd(
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
-    console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})"))
+    console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})", list(by_cols or ())))
     # each group's own SD (before 2026-12-04 the first group's was printed for all)
     sds = {(): eff} if by_cols is None else eff.effects
     sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())
