@@ -442,6 +442,21 @@ def test_a_column_missing_in_every_pl_row_is_named_with_its_counts(df, kw):
         match(bad, COLS, **kw)
 
 
+def test_a_constant_or_collinear_mahalanobis_variable_is_named(df):
+    """A singular Mahalanobis covariance said only "a constant or collinear covariate"; the error
+    now names the variable, and whether it is constant (in every row or within each group)."""
+    d = df.assign(fall=1.0, twice=df.pretest * 2 + 5, pl_flag=df.treatment * 3.0)
+    assert np.ptp(d.fall) == 0 and d.groupby("treatment").pl_flag.nunique().eq(1).all()
+    with pytest.raises(DesignError, match=r"\(pretest, fall, frl\); 'fall' takes one value in every row"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "fall", "frl"])
+    with pytest.raises(DesignError, match=r"'twice' is a combination of the columns before it"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "frl", "twice"])
+    with pytest.raises(DesignError, match=r"'pl_flag' takes one value among the PL rows and one among the comparison"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "pl_flag"])
+    with pytest.raises(DesignError, match=r"\(pretest, fall\); 'fall' takes one value in every row"):
+        match(d, COLS, method="propensity", mahvars=["pretest", "fall"])
+
+
 def test_no_comparison_in_exact_cell_is_reported(df):
     bad = df.copy()
     bad.loc[(bad.treatment == 0) & (bad.grade == 8), "grade"] = 7  # no grade-8 comparisons

@@ -336,7 +336,8 @@ def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, caliper
     if mahvars:
         # quantized as the main path's coordinates are: distances equal but for floating-point noise
         # (which depends on row order through the covariance's factor) are then exact ties, broken by id
-        z = np.round(mahalanobis_coordinates(encode(data, mahvars, categorical).X, t), 10)
+        enc = encode(data, mahvars, categorical)
+        z = np.round(mahalanobis_coordinates(enc.X, t, enc.names), 10)
         options["mahvars"] = tuple(mahvars)
     options["calipers"] = dict(calipers)
     t_prio = _priority(data, c, tpos, conventions)
@@ -673,7 +674,7 @@ def match(
             else:
                 dvars = [distance] if isinstance(distance, str) else list(distance)
             enc = encode(data, dvars, categorical)
-            coord = mahalanobis_coordinates(enc.X, t)
+            coord = mahalanobis_coordinates(enc.X, t, enc.names)
             cal_abs = np.inf if caliper is None or caliper is False else caliper
             order = order or "data"
             options["distance"] = tuple(dvars)
