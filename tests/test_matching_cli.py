@@ -3,6 +3,7 @@ and effect tables, and they agree with the Python API."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -381,3 +382,14 @@ def test_match_by_a_column_other_than_subject_or_grade_labels_its_rows(csv, tmp_
     d = pd.read_csv(csv)
     assert sorted(printed) == sorted(d.loc[d.treatment == 1, "urbanicity"].unique())
     assert all(printed[g] == f"{e.raw.estimate:.3f}" for (g,), e in api.effects.items())
+
+
+def test_caliper_and_no_caliper_together_are_an_error(csv, tmp_path):
+    """--caliper 0.05 --no-caliper matched without a caliper and recorded none, the 0.05 dropped
+    without a word; the two together are now an error naming both."""
+    r = runner.invoke(app, ["match", str(csv), "--caliper", "0.05", "--no-caliper", "-o", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "--caliper 0.05 and --no-caliper contradict each other" in r.output
+    assert not (tmp_path / "a" / "provenance.json").exists()
+    r = runner.invoke(app, ["match", str(csv), "--no-caliper", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "provenance.json").read_text())["options"]["caliper"] is False

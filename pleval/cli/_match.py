@@ -13,7 +13,7 @@ from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
     StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, err_console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
+    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
 )
 
 if TYPE_CHECKING:
@@ -163,6 +163,7 @@ def match_cmd(
     from ..matching import match
 
     sd_value = parse_sd(sd)
+    caliper = parse_caliper(caliper, no_caliper)
     check_out_folder(out, _OUTPUTS, force)
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
@@ -172,7 +173,7 @@ def match_cmd(
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
-    options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=False if no_caliper else caliper,
+    options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=caliper,
                    replace=replace, band=band, school_keys=parse_names(school_keys) or ())
     if pool is not None:
         from ..pool import match_pool
