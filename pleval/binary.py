@@ -241,13 +241,21 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     if not np.isin(y, (0.0, 1.0)).all():
         raise DataError(f"{label or 'binary outcome'}: values must be 0 or 1 (missing values removed first)")
     j = names.index(treatment)
-    t = X[:, j]
     w = np.ones(y.size) if weights is None else np.asarray(weights, dtype=float)
-    pop = _estimand_rows(t, estimand) & (w > 0)
+    if (w == 0).any():  # a row of weight 0 carries no information: out of the fit, n, G and ω (R's lm)
+        keep = w != 0
+        y, X, w = y[keep], X[keep], w[keep]
+        clusters = None if clusters is None else np.asarray(clusters)[keep]
+        absorb = None if absorb is None else np.asarray(absorb)[keep]
+    t = X[:, j]
+    pop = _estimand_rows(t, estimand)
     n_t, n_c = int((t == 1).sum()), int((t == 0).sum())
     for arm, n in (("PL", n_t), ("comparison", n_c)):
-        share = y[(t == (arm == "PL")) & (w > 0)]
-        if n < 2 or share.min() == share.max():
+        share = y[t == (arm == "PL")]
+        if n < 2:
+            raise DesignError(f"{label or 'binary outcome'}: {n} {arm} row(s) of positive weight; the effect needs at "
+                              "least 2 in each group")
+        if share.min() == share.max():
             raise DesignError(f"{label or 'binary outcome'}: every {arm} student has the same value ({share[0]:g}); "
                               "the odds ratio (Cox index) is not defined")
     omega = float(hedges_omega(n_t + n_c))
@@ -271,7 +279,7 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
             cox_lo, cox_hi = _cox(p_t, lo_c, omega), _cox(p_t, hi_c, omega)
             dcox = omega / COX_CONSTANT / (p_c * (1 - p_c))
         else:  # the comparison proportion observed; with PL = it + Δ
-            c_rows = (t == 0) & (w > 0)
+            c_rows = t == 0
             p_c = float(w[c_rows] @ y[c_rows] / w[c_rows].sum())
             p_t = p_c + b
             cox_lo, cox_hi = _cox(p_c + b - crit * se, p_c, omega), _cox(p_c + b + crit * se, p_c, omega)

@@ -241,6 +241,45 @@ def test_separated_outcome_is_a_design_error(clustered):
         binary_effect(d["y"], X, names, treatment="z", clusters=d["school"])
 
 
+@pytest.mark.parametrize("method, vcov", [("lpm", "HC1"), ("lpm", "CR1"), ("logit", "CR1"), ("logit", "CR2")])
+def test_rows_of_weight_zero_count_for_nothing(clustered, method, vcov):
+    """Rows of weight 0 counted in n_treated/n_control, ω and (through them) the small-sample
+    factors and df; an arm without two rows of positive weight stopped with a raw numpy error.
+    They now count for nothing: the result is the fit on the rows of positive weight."""
+    rng = np.random.default_rng(3)
+    d = clustered.assign(w=np.where((clustered.school < 2) | (rng.random(len(clustered)) < 0.15), 0.0,
+                                    clustered.w))
+    pos = d[d.w > 0]
+    X, names = _design(d)
+    kw = dict(treatment="z", method=method, clusters=d["school"])
+    kw.update(lpm_vcov=vcov) if method == "lpm" else kw.update(logit_vcov=vcov)
+    r = binary_effect(d["y"], X, names, weights=d["w"], **kw)
+    n_t, n_c = int((pos.z == 1).sum()), int((pos.z == 0).sum())
+    assert (r.difference.n_treated, r.difference.n_control) == (n_t, n_c)
+    assert n_t < (d.z == 1).sum() and n_c < (d.z == 0).sum()
+    assert r.omega == pytest.approx(1 - 3 / (4 * (n_t + n_c) - 9), rel=1e-14)
+    if vcov != "HC1":
+        assert r.difference.n_clusters == pos.school.nunique() == 28
+    Xp, _ = _design(pos)
+    ref = binary_effect(pos["y"], Xp, names, weights=pos["w"], **{**kw, "clusters": pos["school"]})
+    for a, b in ((r.difference, ref.difference), (r.cox, ref.cox)):
+        assert (a.estimate, a.se, a.df) == pytest.approx((b.estimate, b.se, b.df), rel=1e-9)
+    if (method, vcov) == ("lpm", "HC1"):  # statsmodels' WLS on the rows of positive weight
+        wls = sm.WLS(pos["y"].to_numpy(), Xp, weights=pos["w"].to_numpy()).fit(cov_type="HC1")
+        assert r.difference.se == pytest.approx(100 * wls.bse[names.index("z")], rel=1e-9)
+        assert r.difference.df == len(pos) - Xp.shape[1]
+
+
+def test_an_arm_without_two_rows_of_positive_weight_is_named(clustered):
+    d = clustered
+    X, names = _design(d)
+    for kept, n in ((0, 0), (1, 1)):  # every PL weight 0 but `kept`
+        w = np.where(d.z == 1, 0.0, 1.0)
+        w[np.flatnonzero(d.z == 1)[:kept]] = 1.0
+        with pytest.raises(DesignError, match=rf"{n} PL row\(s\) of positive weight; the effect needs at least 2"):
+            binary_effect(d["y"], X, names, treatment="z", weights=w, clusters=d["school"])
+
+
 # ----------------------------------------------------------------------------- coding
 @pytest.mark.parametrize("values, expected", [
     ([0, 1, 1, np.nan], [0, 1, 1, np.nan]),

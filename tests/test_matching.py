@@ -424,6 +424,39 @@ def test_missing_covariates_are_counted_exclusions(df):
     assert "excluded: missing covariates [frl]" in r.summary()
 
 
+@pytest.mark.parametrize("kw", [dict(covariates=["pretest", "extra"]), dict(method="vcg", school_keys=["extra"]),
+                                dict(method="mahalanobis", distance=["pretest", "extra"])])
+def test_a_column_missing_in_every_pl_row_is_named_with_its_counts(df, kw):
+    bad = df.copy()
+    pl = bad.treatment == 1
+    bad["extra"] = np.where(pl, np.nan, 1.0)  # a column the PL district did not send
+    bad.loc[bad.index[pl][:4], "posttest"] = np.nan
+    n_pl = int((pl & bad.posttest.notna()).sum())  # PL rows it removes: those the missing outcome left
+    with pytest.raises(DesignError, match=rf"no PL rows are left: 4 PL row\(s\) missing outcome \(column 'posttest'\); "
+                                          rf"{n_pl:,} PL row\(s\) missing extra \(column 'extra'\)"):
+        match(bad, COLS, **kw)
+    bad["extra"] = np.nan  # missing everywhere: both groups named, each with its count
+    n_c = int(((~pl) & bad.posttest.notna()).sum())
+    with pytest.raises(DesignError, match=rf"no PL and no comparison rows are left: .*{n_pl:,} PL and {n_c:,} "
+                                          r"comparison row\(s\) missing extra \(column 'extra'\)"):
+        match(bad, COLS, **kw)
+
+
+def test_a_constant_or_collinear_mahalanobis_variable_is_named(df):
+    """A singular Mahalanobis covariance said only "a constant or collinear covariate"; the error
+    now names the variable, and whether it is constant (in every row or within each group)."""
+    d = df.assign(fall=1.0, twice=df.pretest * 2 + 5, pl_flag=df.treatment * 3.0)
+    assert np.ptp(d.fall) == 0 and d.groupby("treatment").pl_flag.nunique().eq(1).all()
+    with pytest.raises(DesignError, match=r"\(pretest, fall, frl\); 'fall' takes one value in every row"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "fall", "frl"])
+    with pytest.raises(DesignError, match=r"'twice' is a combination of the columns before it"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "frl", "twice"])
+    with pytest.raises(DesignError, match=r"'pl_flag' takes one value among the PL rows and one among the comparison"):
+        match(d, COLS, method="mahalanobis", distance=["pretest", "pl_flag"])
+    with pytest.raises(DesignError, match=r"\(pretest, fall\); 'fall' takes one value in every row"):
+        match(d, COLS, method="propensity", mahvars=["pretest", "fall"])
+
+
 def test_no_comparison_in_exact_cell_is_reported(df):
     bad = df.copy()
     bad.loc[(bad.treatment == 0) & (bad.grade == 8), "grade"] = 7  # no grade-8 comparisons
@@ -587,6 +620,31 @@ def test_mahalanobis_match_does_not_depend_on_flags_being_booleans():
     assert a.options["distance"] == b.options["distance"] == ("pretest", *flags)
     assert b.estimate().raw.estimate == a.estimate().raw.estimate
     assert "Mahalanobis distance on: pretest, female, frl, ell, sped" in b.summary()
+
+
+def test_a_two_level_variable_is_one_balance_row_whatever_its_type():
+    """A 0/1 flag stored as booleans gave two mirror-image balance rows (frl[False], frl[True]),
+    counted twice among the imbalanced ones; it is now the 0/1 row, and a two-level text
+    variable is its second level alone (cobalt's ``drop.first = "if2"``)."""
+    from pleval.data import SAMPLE_COLUMNS
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[d.grade.isin([3, 4])]
+    typed = d.assign(frl=d.frl.astype(bool), female=np.where(d.female == 1, "yes", "no"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        m = match(typed, SAMPLE_COLUMNS, method="mahalanobis", distance=["pretest"])
+    t = m.balance().table.set_index(["group", "variable"])
+    assert list(t.loc["all"].index) == ["pretest", "female[yes]", "frl", "ell", "sped", "race[asian]", "race[black]",
+                                        "race[hispanic]", "race[other]", "race[white]"]
+    x, a = m.data, m.matched
+    tt, ta, w = x.treatment == 1, a.treatment == 1, a["_weight"]
+    for row, flag in (("frl", a.frl == True), ("female[yes]", a.female == "yes")):  # noqa: E712
+        col = (x.frl == True) if row == "frl" else (x.female == "yes")  # noqa: E712
+        sd = np.sqrt((col[tt].var() + col[~tt].var()) / 2)
+        after = (np.average(flag[ta], weights=w[ta]) - np.average(flag[~ta], weights=w[~ta])) / sd
+        assert t.loc[("all", row), "smd_before"] == pytest.approx((col[tt].mean() - col[~tt].mean()) / sd, rel=1e-9)
+        assert t.loc[("all", row), "smd_after"] == pytest.approx(after, rel=1e-9)
 
 
 def test_estimate_by_a_column_with_missing_values_warns_of_the_rows_in_no_group():

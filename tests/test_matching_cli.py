@@ -3,6 +3,7 @@ and effect tables, and they agree with the Python API."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -369,3 +370,26 @@ def test_match_by_writes_a_group_left_out_with_its_reason(tmp_path):
     assert gone["subject"].tolist() == ["math"] and "could not be estimated" in gone["not_estimated"].iloc[0]
     assert (gone["estimate"] == "").all() and (eff.loc[eff["not_estimated"] == "", "n_treated"] == "6").all()
     assert re.search(r"math\s+│ not estimated", r.output)
+
+
+def test_match_by_a_column_other_than_subject_or_grade_labels_its_rows(csv, tmp_path):
+    """The console's effect table kept only columns named subject or grade: with --by urbanicity its
+    groups' rows had no label (as with --subject test --by test). Each row now names its group."""
+    r = runner.invoke(app, ["match", str(csv), "--by", "urbanicity", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    api = match(pd.read_csv(csv), SAMPLE_COLUMNS).estimate(by="urbanicity")
+    printed = dict(re.findall(r"│ (\w+)\s+│ raw\s+│\s+(-?[\d.]+) │", r.output))
+    d = pd.read_csv(csv)
+    assert sorted(printed) == sorted(d.loc[d.treatment == 1, "urbanicity"].unique())
+    assert all(printed[g] == f"{e.raw.estimate:.3f}" for (g,), e in api.effects.items())
+
+
+def test_caliper_and_no_caliper_together_are_an_error(csv, tmp_path):
+    """--caliper 0.05 --no-caliper matched without a caliper and recorded none, the 0.05 dropped
+    without a word; the two together are now an error naming both."""
+    r = runner.invoke(app, ["match", str(csv), "--caliper", "0.05", "--no-caliper", "-o", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "--caliper 0.05 and --no-caliper contradict each other" in r.output
+    assert not (tmp_path / "a" / "provenance.json").exists()
+    r = runner.invoke(app, ["match", str(csv), "--no-caliper", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "provenance.json").read_text())["options"]["caliper"] is False

@@ -396,6 +396,19 @@ def test_cli_sensitivity_reads_and_matches_as_pleval_match(data, tmp_path):
     assert prov["options"]["caliper"] == 0.1 and prov["options"]["replace"] is False
 
 
+def test_cli_sensitivity_refuses_caliper_and_no_caliper_together(data, tmp_path):
+    """--caliper with --no-caliper matched without a caliper, the width dropped without a word."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    src = tmp_path / "d.csv"
+    data.to_csv(src, index=False)
+    res = CliRunner().invoke(app, ["sensitivity", str(src), "--caliper", "0.1", "--no-caliper",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code != 0 and "--caliper 0.1 and --no-caliper contradict each other" in res.output
+
+
 def test_cli_sensitivity_takes_penalize_as_its_separation_error_says(tmp_path):
     """A small file whose rare race levels separate the groups: the error pointed pleval
     sensitivity's users to --penalize, which it lacked. It now has it, and fits what

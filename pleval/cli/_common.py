@@ -204,6 +204,14 @@ def parse_sd(text: str) -> str | float:
         raise DataError(f"--sd must be pooled, comparison or a number; got {text!r}") from None
 
 
+def parse_caliper(caliper: float | None, no_caliper: bool) -> float | bool | None:
+    """``--caliper``/``--no-caliper`` as match's ``caliper``: the width, False for none, None for
+    the method's default; both given is an error (the width was dropped without a word)."""
+    if no_caliper and caliper is not None:
+        raise DataError(f"--caliper {caliper:g} and --no-caliper contradict each other; give one")
+    return False if no_caliper else caliper
+
+
 # --------------------------------------------------------------------------------------
 # Options shared by commands: one name, one meaning, one help text everywhere.
 # --------------------------------------------------------------------------------------

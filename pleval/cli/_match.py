@@ -13,7 +13,7 @@ from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
     StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, err_console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
+    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
 )
 
 if TYPE_CHECKING:
@@ -81,8 +81,9 @@ def _grouping(text: str | None) -> dict | None:
     return out
 
 
-def _effect_table(frame: pd.DataFrame, title: str) -> Table:
-    keys = [c for c in frame.columns if c in ("subject", "grade")]
+def _effect_table(frame: pd.DataFrame, title: str, keys: list[str]) -> Table:
+    """The console's effect table: a row per scale, after the ``--by`` columns ``keys`` that name
+    each row's group (a group left out: one 'not estimated' row)."""
     t = table(title, keys + ["scale", "estimate", "SE", "95% CI", "p", "n PL / comparison"], left=keys + ["scale"])
     for r in frame.to_dict("records"):
         if r.get("not_estimated"):  # a group left out: its reason is in the warning and effect.csv
@@ -162,6 +163,7 @@ def match_cmd(
     from ..matching import match
 
     sd_value = parse_sd(sd)
+    caliper = parse_caliper(caliper, no_caliper)
     check_out_folder(out, _OUTPUTS, force)
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
@@ -171,7 +173,7 @@ def match_cmd(
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
-    options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=False if no_caliper else caliper,
+    options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=caliper,
                    replace=replace, band=band, school_keys=parse_names(school_keys) or ())
     if pool is not None:
         from ..pool import match_pool
@@ -217,7 +219,7 @@ def match_cmd(
 
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
-    console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})"))
+    console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})", list(by_cols or ())))
     # each group's own SD (before 2026-12-04 the first group's was printed for all)
     sds = {(): eff} if by_cols is None else eff.effects
     sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())

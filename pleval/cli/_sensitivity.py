@@ -11,7 +11,7 @@ from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
     StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
-    handle_errors, parse_names, parse_sd, parse_value, print_checks, reading_options,
+    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, reading_options,
 )
 from ._match import Method
 
@@ -87,6 +87,7 @@ def sensitivity_cmd(
     from ..plots import ovb_contour, to_png
     from ..sensitivity import sensitivity
 
+    caliper = parse_caliper(caliper, no_caliper)
     df = read_table(data, **reading)
     check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
@@ -96,7 +97,7 @@ def sensitivity_cmd(
     print_checks(report)
     cols = report.columns
     match_options = dict(method=method.value, k=k, band=band, seed=seed, exact=parse_names(exact),
-                         caliper=False if no_caliper else caliper, replace=replace, penalize=penalize)
+                         caliper=caliper, replace=replace, penalize=penalize)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
                    rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,

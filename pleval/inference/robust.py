@@ -519,7 +519,9 @@ def ols(
     ----------
     y : array (n,)
     X : array or DataFrame (n, k); include the intercept column yourself.
-    weights : analysis weights (n,), non-negative; rows with weight 0 contribute nothing.
+    weights : analysis weights (n,), non-negative; rows with weight 0 contribute nothing and, as
+        in R's ``lm``, count for nothing: n counts the rows of positive weight, G the clusters
+        with one, and the small-sample factors and df follow.
     clusters : cluster labels (n,) for CR0/CR1/CR2 (required for them).
     vcov : "CR2" (default; Satterthwaite df), "CR1" (Stata; df G−1), "CR0" (df G−1),
         "HC2", "HC1", "HC0" (df n−k), "classical" (σ²M; df n−k).
@@ -590,8 +592,10 @@ def ols(
         if w.shape[0] != n or np.any(~np.isfinite(w)) or np.any(w < 0):
             raise DataError("weights must be finite, non-negative and one per row")
         sw = np.sqrt(w)
+        n_zero = n - int(np.count_nonzero(w))
+        n -= n_zero  # the rows with information (R's lm)
     else:
-        sw = None
+        sw, n_zero = None, 0
     k_abs, h_abs, n_single = 0, None, 0
     if absorb is not None:
         if center is not None or gram is not None or (
@@ -638,8 +642,11 @@ def ols(
                 raise DataError(f"blocks must be per-cluster X'X (G x {k} x {k}) and X'y (G x {k})")
         else:
             codes, G = cluster_codes(clusters)
-        if G < 2:
-            raise DesignError(f"cluster-robust SEs need at least 2 clusters; the data have {G}")
+        # the clusters with information: one whose rows all have weight 0 has blocks 0 (G numbers the arrays)
+        G_info = cluster_codes(np.asarray(clusters)[w > 0])[1] if n_zero else G
+        if G_info < 2:
+            raise DesignError(f"cluster-robust SEs need at least 2 clusters{' with positive weight' * bool(n_zero)}; "
+                              f"the data have {G_info}")
         if vcov == "CR2":
             _check_cr2_memory(G, 2 * k if club else k + (absorb is not None))  # clubSandwich's form: 2k dimensions
         # per-cluster blocks of the transformed model: X̃'X̃ = X'WX, X̃'ẽ = X'W e
@@ -675,15 +682,15 @@ def ols(
         meat = U.T @ U
         V = M @ meat @ M
         kf = k + k_abs  # the coefficients of the fit with the absorbed indicators
-        if cluster_df == "G-p" and G <= kf and vcov != "CR2":
-            raise DesignError(f"cluster_df='G-p' needs more clusters ({G}) than coefficients ({kf})")
+        if cluster_df == "G-p" and G_info <= kf and vcov != "CR2":
+            raise DesignError(f"cluster_df='G-p' needs more clusters ({G_info}) than coefficients ({kf})")
         if vcov == "CR1":
-            V *= G / (G - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G / (G - kf)
+            V *= G_info / (G_info - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G_info / (G_info - kf)
         if blocks is not None:
             contrast_df = blocks.df
         else:
-            contrast_df = _constant_df(G - 1.0 if cluster_df == "G-1" else float(G - kf))
-        return OLSFit(beta, V, names, n, k, G, vcov, resid, contrast_df, blocks, k_abs)
+            contrast_df = _constant_df(G_info - 1.0 if cluster_df == "G-1" else float(G_info - kf))
+        return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs)
 
     Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
@@ -907,8 +914,9 @@ def random_effects_ratio(resid_t: np.ndarray, w: np.ndarray, codes: np.ndarray, 
     ``O₂ = Σ_g (v_g'ẽ_g)²`` with ``E = σ²[Σ_g (w_g − u_g'Mu_g) + ρ Σ_g (w_g² − 2w_g u_g'Mu_g +
     u_g'MUMu_g)]`` (``w_g = Σ_{i∈g} w_i``, ``u_g = X̃_g'v_g``, ``U = Σ_g u_gu_g'``), so that the
     fit's shrinkage of the residuals is accounted for. 0 when negative, ∞ when no
-    within-cluster variance is left."""
-    n, k = resid_t.size, M.shape[0]
+    within-cluster variance is left. n counts the rows of positive weight (a row of weight 0 has
+    ẽ_i = 0 and adds nothing)."""
+    n, k = int(np.count_nonzero(w)), M.shape[0]
     wg = np.bincount(codes, weights=w, minlength=G)
     sg = np.bincount(codes, weights=np.sqrt(w) * resid_t, minlength=G)
     Mu = u @ M

@@ -66,6 +66,25 @@ def _entry(data: pd.DataFrame, mask: np.ndarray, reason: str, column: str, c: Co
     return {"reason": reason, "column": column, "n_rows": int(mask.sum()), "pl": pl_by_subject(data, pl, c.subject)}
 
 
+def _check_groups(t: np.ndarray, log: list[dict]) -> None:
+    """Raise :class:`DesignError` when the treatment ``t`` of the rows left has no PL or no
+    comparison row, naming the empty group(s) and, for each exclusion in ``log`` (entries of
+    :func:`_entry`), its column and how many of that group's rows it removed."""
+    n_t = int(t.sum())
+    if 0 < n_t < len(t):
+        return
+    empty = [g for g, none in (("PL", n_t == 0), ("comparison", n_t == len(t))) if none]
+    parts = []
+    for e in log:
+        n_pl = sum(e["pl"].values())
+        removed = {"PL": n_pl, "comparison": e["n_rows"] - n_pl}
+        counts = " and ".join(f"{removed[g]:,} {g}" for g in empty if removed[g])
+        if counts:
+            parts.append(f"{counts} row(s) {e['reason']} (column {e['column']!r})")
+    raise DesignError(f"after exclusions no {' and no '.join(empty)} rows are left: {'; '.join(parts)}; fill in "
+                      "the column or leave it out")
+
+
 def _keep_rows(data, t, pm: PropensityModel, mask):
     """Drop rows (discarded or trimmed: already logged) from the data and the fitted scores."""
     sub = replace(pm, ps=pm.ps[mask], logit_ps=pm.logit_ps[mask], keep=np.ones(int(mask.sum()), bool))
@@ -317,7 +336,8 @@ def _constrained(data, t, tpos, cpos, coord, cal_abs, on_score, mahvars, caliper
     if mahvars:
         # quantized as the main path's coordinates are: distances equal but for floating-point noise
         # (which depends on row order through the covariance's factor) are then exact ties, broken by id
-        z = np.round(mahalanobis_coordinates(encode(data, mahvars, categorical).X, t), 10)
+        enc = encode(data, mahvars, categorical)
+        z = np.round(mahalanobis_coordinates(enc.X, t, enc.names), 10)
         options["mahvars"] = tuple(mahvars)
     options["calipers"] = dict(calipers)
     t_prio = _priority(data, c, tpos, conventions)
@@ -532,6 +552,7 @@ def match(
     columns = v.columns
     c = columns
     log = v.dropped.to_dict("records")
+    n_validated = len(log)  # validate leaves both groups; the entries after these are match's own
     data = v.data
     pl_schools = None  # VCG: the schools with a PL row, before rows without an outcome leave
     if method == "vcg" and c.school:
@@ -562,8 +583,7 @@ def match(
     if c.weight:  # a row of weight 0 counts for nothing: out of the matching, counted
         data = _exclude(data, data[c.weight].to_numpy(dtype=float) == 0, ZERO_WEIGHT, c.weight, log, c)
     t = data[c.treatment].to_numpy()
-    if t.sum() == 0 or t.sum() == len(t):
-        raise DesignError("after exclusions the data have no treated or no comparison rows")
+    _check_groups(t, log[n_validated:])
 
     pm: PropensityModel | None = None
     subclass = None
@@ -654,7 +674,7 @@ def match(
             else:
                 dvars = [distance] if isinstance(distance, str) else list(distance)
             enc = encode(data, dvars, categorical)
-            coord = mahalanobis_coordinates(enc.X, t)
+            coord = mahalanobis_coordinates(enc.X, t, enc.names)
             cal_abs = np.inf if caliper is None or caliper is False else caliper
             order = order or "data"
             options["distance"] = tuple(dvars)

@@ -170,6 +170,13 @@ def _numeric(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def _by_level(s: pd.Series, name: str, categorical) -> bool:
+    """Whether variable ``name`` (values ``s``) is balanced level by level: a categorical one, but
+    not a True/False flag (as Parquet and Stata files store a 0/1 one), which is the 0/1 number
+    unless ``categorical`` names it."""
+    return name in categorical or (is_categorical(s) and not pd.api.types.is_bool_dtype(s.dtype))
+
+
 def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, categorical, pretest, codes=None):
     """The balance columns: per variable a numeric column or one 0/1 column per level of its
     sorted levels in ``before`` (``after``'s values matched to them by name, ``c[level]``),
@@ -181,11 +188,11 @@ def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, catego
     specs, src_b, src_a = [], [], []
     known = codes
     for c in variables:
-        if c in categorical or is_categorical(before[c]):
+        if _by_level(before[c], c, categorical):
             codes, levels = codes_and_levels(before[c], (known or {}).get(c))
             if after is None:
                 codes_a = codes
-            elif c in categorical or is_categorical(after[c]):
+            elif _by_level(after[c], c, categorical):
                 own, own_levels = codes_and_levels(after[c])
                 pos = {f"{c}[{lev}]": j for j, lev in enumerate(levels)}
                 codes_a = np.array([pos.get(f"{c}[{lev}]", -1) for lev in own_levels] + [-1], dtype=np.int64)[own]
@@ -198,7 +205,7 @@ def _columns(before: pd.DataFrame, after: pd.DataFrame | None, variables, catego
             specs.append((c, len(src_b), None, None, None))
             src_b.append(_numeric(before[c]))
             src_a.append(src_b[-1] if after is None else np.zeros(len(after))
-                         if c in categorical or is_categorical(after[c]) else _numeric(after[c]))
+                         if _by_level(after[c], c, categorical) else _numeric(after[c]))
     jp = next((j for c, j, *_ in specs if c == pretest and j is not None), None)
     if pretest is not None and jp is None:
         jp = len(src_b)
@@ -467,9 +474,9 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
                 cols.append(j)
                 names.append(v)
                 binary.append(not nonbin[j][r])
-            else:
-                on = np.flatnonzero(present[v][r])
-                cols += list(first + on)
+            else:  # a two-level variable is its second level alone (as a 0/1 one; cobalt's "if2")
+                on = np.flatnonzero(present[v][r]) if len(levels) != 2 else [1] * bool(present[v][r].any())
+                cols += list(first + np.array(on, dtype=np.intp))
                 names += [f"{v}[{levels[i]}]" for i in on]
                 binary += [True] * len(on)
         cols, binary = np.array(cols, dtype=np.intp), np.array(binary, dtype=bool)
@@ -504,7 +511,7 @@ def balance_table(before: pd.DataFrame, after: pd.DataFrame, treatment: str, var
                   categorical=(), smd: str = "pooled", threshold: float = 0.1, weight2: str | None = None) -> pd.DataFrame:
     """SMDs, variance ratios and eCDF statistics before (unweighted ``before`` rows) and after
     (``after`` rows weighted by ``weight``), with the flags; one row per variable or
-    categorical level. ``weight2``: a column with each ``after`` row's sum of squared weights,
+    categorical level (a True/False flag is 0/1, a two-level variable its second level). ``weight2``: a column with each ``after`` row's sum of squared weights,
     when a row stands for several weighted copies (a comparison student reused by several
     matched sets, merged: the same means, variances and eCDFs)."""
     return _tables(before, after, treatment, variables, None, by=None, weight=weight, weight2=weight2,

@@ -357,9 +357,10 @@ class _TreeSearch:
         return Candidates(idx, dist, safe.sum(axis=1), complete)
 
 
-def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray) -> np.ndarray:
+def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray, names=None) -> np.ndarray:
     """``z = L⁻¹(x − x̄)`` with ``L L' = S`` the pooled within-group covariance, so that
-    Euclidean distance between rows of ``z`` is the Mahalanobis distance."""
+    Euclidean distance between rows of ``z`` is the Mahalanobis distance. ``names``: the
+    columns' names, for the error on a singular ``S``."""
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
@@ -373,14 +374,31 @@ def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray) -> np.ndarray:
     # singular S): S counts as singular when its condition number exceeds 1e10.
     eig = np.linalg.eigvalsh(S)
     if not (eig[-1] > 0 and eig[0] > 1e-10 * eig[-1]):
-        raise DesignError(
-            "the Mahalanobis covariates have a singular covariance matrix (a constant or collinear "
-            "covariate); drop the redundant covariate or match exactly on it"
-        )
+        raise DesignError(_singular(X, t1, S, names))
     L = np.linalg.cholesky(S)
     from scipy.linalg import solve_triangular
 
     return solve_triangular(L, (X - X.mean(axis=0)).T, lower=True).T
+
+
+def _singular(X: np.ndarray, t1: np.ndarray, S: np.ndarray, names) -> str:
+    """The error for a singular pooled covariance ``S`` of the columns of ``X``: it names the first
+    column that is constant (in every row, or within the PL and the comparison rows) or a
+    combination of the columns before it, when the pivots find one."""
+    from ..inference.robust import dependent_column
+
+    names = list(names) if names is not None else [f"column {j + 1}" for j in range(X.shape[1])]
+    j = dependent_column(S)
+    culprit = ""
+    if j >= 0:
+        if np.ptp(X[:, j]) == 0:
+            culprit = f"; {names[j]!r} takes one value in every row"
+        elif np.ptp(X[t1, j]) == 0 and np.ptp(X[~t1, j]) == 0:
+            culprit = f"; {names[j]!r} takes one value among the PL rows and one among the comparison rows"
+        else:
+            culprit = f"; {names[j]!r} is a combination of the columns before it (within the PL and comparison rows)"
+    return (f"the Mahalanobis covariates have a singular covariance matrix ({', '.join(names)}){culprit}; drop the "
+            "redundant covariate or match exactly on it")
 
 
 @dataclass(frozen=True)
