@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
+import pleval
 from pleval.data import SAMPLE_COLUMNS
 from pleval.errors import DataError, DesignError
 from pleval.pool import match_pool
@@ -443,3 +444,21 @@ def test_infinite_values_in_a_duckdb_pool_are_an_error_as_in_memory(split, tmp_p
     for engine, src in (("memory", pool), ("duckdb", path)):
         with pytest.raises(DataError, match=f"column '{column}' .*3 .*row\\(s\\) are infinite"):
             match_pool(pl, src, SAMPLE_COLUMNS, "vcg", engine=engine)
+
+
+def test_pool_balance_rows_are_the_in_memory_ones_for_flags_and_two_level_text(tmp_path):
+    """A True/False flag is one row (its 0/1 number) and a two-level text covariate one row (its
+    second level) in a pool's balance table, as in the in-memory match's; before 2026-12-04 the
+    pool engines gave a row per level (frl[False], frl[True]) and the in-memory one did not."""
+    df = pd.read_csv(SAMPLE)
+    df = df.assign(frl=df["frl"] == 1, female=np.where(df["female"] == 1, "F", "M"))
+    pl = df[df["treatment"] == 1].reset_index(drop=True)
+    pool = df[df["treatment"] == 0].drop(columns="treatment").reset_index(drop=True)
+    path = tmp_path / "pool.parquet"
+    pool.to_parquet(path, index=False)
+    ref = pleval.match(df, SAMPLE_COLUMNS, method="vcg").balance().table
+    got = match_pool(pl, path, SAMPLE_COLUMNS, "vcg", engine="duckdb").balance().table
+    assert "frl" in set(ref["variable"]) and "female[M]" in set(ref["variable"]) and "female[F]" not in set(ref["variable"])
+    assert list(got["variable"]) == list(ref["variable"])
+    np.testing.assert_allclose(got["smd_before"], ref["smd_before"], rtol=1e-10)
+    np.testing.assert_allclose(got["smd_after"], ref["smd_after"], rtol=1e-10, atol=1e-12)

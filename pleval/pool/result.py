@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..matching._design import codes_and_levels, is_categorical
-from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, check_threshold, ecdf_stats,
-                               pretest_equivalence, weighted_mean_var)
+from ..matching._design import codes_and_levels
+from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, _by_level, check_threshold,
+                               ecdf_stats, pretest_equivalence, weighted_mean_var)
 from ..matching.results import MatchResult
 from ..errors import DataError
 from .engine import as_python, kind
@@ -31,7 +31,8 @@ def pool_before(eng, data: pd.DataFrame, columns, variables, categorical, where:
     False)`` of the eligible pool rows, by subject (``g``; the whole pool is "all"). Two queries
     in all (the engines pay per query): distinct counts, then every variable's value counts."""
     by = columns.subject
-    cat = {v: v in categorical or is_categorical(data[v]) or kind(eng.types[v]) != "numeric" for v in variables}
+    # by level as the in-memory balance (a True/False flag is its 0/1 number); text in the pool by level too
+    cat = {v: _by_level(data[v], v, categorical) or kind(eng.types[v]) == "other" for v in variables}
     numeric = [v for v in variables if not cat[v]]
     small = dict(zip(numeric, eng.n_distinct_at_most(numeric, where, DISTINCT_CAP))) if numeric else {}
     counted = [v for v in variables if cat[v] or small[v]]
@@ -118,7 +119,7 @@ class PoolMatchResult(MatchResult):
                 pool_n = pd.Series(pg["n"].to_numpy(dtype=float), index=as_python(pg["v"]))
                 lev_all = sorted(set(as_python(levels)) | set(pool_n.index))
                 n_c = float(pool_n.sum())
-                for lev in lev_all:
+                for lev in lev_all[1:] if len(lev_all) == 2 else lev_all:  # two levels: the second (as in memory)
                     xt = (b[var] == lev).to_numpy(dtype=float)
                     xa = (a[var] == lev).to_numpy(dtype=float)
                     p_c = float(pool_n.get(lev, 0.0)) / n_c
