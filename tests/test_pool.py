@@ -462,3 +462,20 @@ def test_pool_balance_rows_are_the_in_memory_ones_for_flags_and_two_level_text(t
     assert list(got["variable"]) == list(ref["variable"])
     np.testing.assert_allclose(got["smd_before"], ref["smd_before"], rtol=1e-10)
     np.testing.assert_allclose(got["smd_after"], ref["smd_after"], rtol=1e-10, atol=1e-12)
+
+
+def test_a_pool_left_empty_by_exclusions_says_which(split, tmp_path):
+    """A covariate missing in every pool row leaves no comparison: the error names the exclusion,
+    its column and its rows (before 2026-12-04: "no treated or no comparison rows")."""
+    pl, pool = split
+    path = tmp_path / "pool.parquet"
+    pool.assign(sped=np.nan).to_parquet(path, index=False)
+    with pytest.raises(DesignError, match=r"no comparison rows of the pool are left; rows left out .*missing "
+                                          r"covariates \(column 'sped'\): \d\d,\d{3}"):  # those not left out before
+        match_pool(pl, path, SAMPLE_COLUMNS, "vcg", engine="duckdb")
+    half = np.arange(len(pl)) % 2 == 0  # half the PL rows lack the outcome, the other half a covariate of the match
+    pool.assign(gpa=1.0).to_parquet(path, index=False)
+    gone = pl.assign(posttest=pl["posttest"].where(~half), gpa=np.where(half, 1.0, np.nan))
+    with pytest.raises(DesignError, match=r"no PL rows are left; .*missing outcome \(column 'posttest'\): .*"
+                                          r"missing gpa \(column 'gpa'\)"):
+        match_pool(gone, path, SAMPLE_COLUMNS, "propensity", engine="duckdb", covariates=["pretest", "gpa"])

@@ -212,6 +212,12 @@ def _exclusions(eng, v, data: pd.DataFrame, columns: Columns, extra, require_out
     return [{"reason": r, "column": c, "n_rows": n, "pl": pl_of.get((r, c), {})} for (r, c), n in log.items()], data, where
 
 
+def _log_text(log: list[dict]) -> str:
+    """The exclusions of :func:`_exclusions` for an error: each reason, its column and its rows."""
+    parts = [f"{e['reason']} (column {e['column']!r}): {e['n_rows']:,}" for e in log]
+    return "rows left out (PL file and pool together): " + ("; ".join(parts) if parts else "none")
+
+
 _VIEWS = itertools.count()
 
 
@@ -435,7 +441,7 @@ def match_pool(
     eng, n_pl_rows = without_pl_rows(eng, pl_keys(pl, c), "pleval_pool_not_pl")
     log, data, where = _exclusions(eng, v, data, c, extra, require_outcome, n_pl_rows)
     if not len(data):
-        raise DesignError("after exclusions the data have no treated or no comparison rows")
+        raise DesignError(f"after exclusions no PL rows are left; {_log_text(log)}")
     _check_key_spellings(eng, data, strata, where)
     options: dict = {"method": method, "conventions": "pleval"}
     diagnostics: dict = {}
@@ -483,7 +489,7 @@ def match_pool(
                               f"{float(lin_t.max())!r})"])[0]
         pm_parts = (terms, fit, eta, lin_t, n_out_c)
     if n_pool == 0:
-        raise DesignError("after exclusions the data have no treated or no comparison rows")
+        raise DesignError(f"after exclusions no comparison rows of the pool are left; {_log_text(log)}")
     pl_light = data[[x for x in plan.needed if x in data.columns]].assign(_pl=np.arange(len(data), dtype=np.int64))
     pairs, used = eng.match(plan, pl_light, where, progress)
     progress("assembling the matched sample")
