@@ -171,6 +171,28 @@ def test_markdown_keeps_signs_and_tables(saved, ev):
         assert ev.sentence(s) in md
 
 
+def test_markdown_tables_render_cell_for_cell_with_a_pipe_in_a_cell(ev):
+    """Every summary.md table, read by a GFM table parser (markdown-it, as GitHub renders it),
+    has the header and cells of its block, a ``|`` in a cell included (the balance flag
+    "|SMD| > 0.1", a school named "North|South"). Before 2026-12-04 the ``|`` was not escaped: the
+    flag cell read empty and the numbers after "North|South" sat one column to the right."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    piped = blocks.Table(pd.DataFrame({"school | name": ["North|South", "East"], "effect size": ["+0.101", "-0.2"],
+                                       "flag": ["|SMD| > 0.1, worse after matching", ""]}), title="piped")
+    secs = list(sections.build(ev, [])) + [blocks.Section("piped", "Piped", (piped,))]
+    rendered = MarkdownIt("commonmark").enable("table").render(report.render_markdown(ev, {}, sections=secs))
+    tables = [b for s in secs for b in s.blocks if b.kind == "table" and len(b.frame)]
+    got = re.findall(r"<table>(.*?)</table>", rendered, flags=re.S)
+    assert len(got) == len(tables)
+    for b, t in zip(tables, got):
+        rows = [[html.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, flags=re.S)]
+                for r in re.findall(r"<tr>(.*?)</tr>", t, flags=re.S)]
+        assert rows == [b.columns] + b.rows(), b.title
+
+
 def test_run_toml_reads_back(saved, ev):
     out, src = saved
     cfg = tomllib.loads((out / "run.toml").read_text())
