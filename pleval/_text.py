@@ -3,8 +3,9 @@
 Python's format keeps the sign of a small negative number or of ``-0.0`` after rounding
 (``f"{-0.001:+.2f}"`` is ``-0.00``), which reads as a negative effect. The command-line
 tables, the report's numbers (:func:`pleval.findings.fmt`) and the forest plot's number column
-pass their text through :func:`unsigned_zeros`. Standard library only, so the command line can
-use it without importing pandas.
+pass their text through :func:`unsigned_zeros`. Every Markdown table pleval writes goes through
+:func:`markdown_table`, which escapes the ``|`` in its cells. Standard library only (a table's
+frame comes from the caller), so the command line can use it without importing pandas.
 """
 
 from __future__ import annotations
@@ -29,4 +30,15 @@ def percent(x: float) -> str:
     return f"{x:.4%}"
 
 
-__all__ = ["percent", "unsigned_zeros"]
+def markdown_table(frame, **options) -> str:
+    """``frame`` (a pandas DataFrame) as a Markdown pipe table, each ``|`` in a text cell or header
+    written ``\\|`` so that the cell stays one cell (``|SMD| > 0.1``, a school named
+    ``North|South``); ``options`` go to ``DataFrame.to_markdown`` (``index=False`` unless given)."""
+    def escape(v):
+        return v.replace("|", "\\|") if isinstance(v, str) else v
+
+    escaped = frame.rename(columns=escape).map(escape)
+    return escaped.to_markdown(**{"index": False, **options})
+
+
+__all__ = ["markdown_table", "percent", "unsigned_zeros"]

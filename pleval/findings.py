@@ -196,6 +196,7 @@ def het_rows(ev: "Evaluation") -> list[dict]:
             "placebo": (f"{fmt(h.get('placebo_tau', np.nan), 3)} ({fmt_int(h.get('placebo_k'))})"
                         if pd.notna(h.get("placebo_tau", np.nan)) else "—"),
             "excess": f"{100 * float(h['share_excess']):.0f}%" if pd.notna(h.get("share_excess", np.nan)) else "—",
+            "pi_total": pd.notna(h.get("tau2_total", np.nan)),  # the interval from τ²_total (placebo schools)
             "parts": het_parts(ev, s, h),
         }
         rows.append(row)

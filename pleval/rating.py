@@ -337,11 +337,15 @@ def essa_conditions(f: StudyFacts, rating: str) -> tuple[str, tuple[Condition, .
     direction = "favourable" if signed > 0 else "unfavourable" if signed < 0 else "zero"
     c_sig = Condition("statistically significant favourable effect", sig,
                       f"effect size {f.effect_size:+.3f} ({direction}), {f.pvalue_label} = {f.pvalue:.3g} vs alpha {f.alpha:g}")
+    # the primary estimate itself significantly unfavourable is such evidence too (before 2026-12-04: "none")
+    harmful = math.isfinite(f.pvalue) and f.pvalue < f.alpha and signed < 0
+    unfavourable = ((f"the primary estimate ({direction}, {f.pvalue_label} = {f.pvalue:.3g})",) if harmful else ()) \
+        + tuple(f.unfavorable_elsewhere)
     if f.overriding_negative:
         c_neg = Condition("no overriding negative evidence", False, "declared: other studies show overriding unfavourable evidence")
-    elif f.unfavorable_elsewhere:
+    elif unfavourable:
         c_neg = Condition("no overriding negative evidence", False,
-                          "significant unfavourable effect in this run: " + ", ".join(f.unfavorable_elsewhere))
+                          "significant unfavourable effect in this run: " + ", ".join(unfavourable))
     else:
         c_neg = Condition("no overriding negative evidence", True if f.overriding_negative is False else None,
                           "none among this run's analyses of the outcome"

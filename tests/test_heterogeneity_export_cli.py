@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import openpyxl
@@ -103,6 +104,27 @@ def test_markdown_and_html(student_result, tmp_path):
     with pytest.raises(DataError, match="format"):
         export_table(student_result, tmp_path / "t.docx")
     assert any("percentile" in n for n in footnotes(student_result))
+
+
+def test_markdown_school_named_with_a_pipe_keeps_its_columns(tmp_path):
+    """A school named "North|South" is one cell of the .md table, read by a GFM table parser
+    (markdown-it, as GitHub renders it), and its numbers sit under their headers; before
+    2026-12-04 its name was two cells and every number one column to the right."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    df = pd.DataFrame({"school_id": ["North|South", "East", "West"], "estimate": [-0.21, 0.1, 0.05],
+                       "se": [0.04, 0.05, 0.06], "n_treated": [343, 60, 70], "n_comparison": [1231, 200, 210]})
+    md = export_table(school_effects_from_estimates(df, by=None), tmp_path / "s.md").read_text()
+    t = re.search(r"<table>(.*?)</table>", MarkdownIt("commonmark").enable("table").render(md), flags=re.S).group(1)
+    rows = [[html.unescape(c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, flags=re.S)]
+            for r in re.findall(r"<tr>(.*?)</tr>", t, flags=re.S)]
+    got = {r[0]: dict(zip(rows[0], r)) for r in rows[1:]}
+    assert sorted(got) == sorted(df.school_id)
+    for r in df.itertuples():
+        assert int(got[r.school_id]["N PL"]) == r.n_treated and int(got[r.school_id]["N comparison"]) == r.n_comparison
+        assert float(got[r.school_id]["SE"]) == pytest.approx(r.se, abs=5e-4)
 
 
 def test_excel_shades_significant_schools(tmp_path):

@@ -210,3 +210,22 @@ def test_rating_result_views():
     assert s.startswith(f"WWC rating (math): {MWR}") and f"ESSA tier (math): {MODERATE}" in s
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.wwc_rating = MWOR
+
+
+@pytest.mark.parametrize("effect_size, pvalue, higher_is_better", [
+    (-0.21, 6e-6, True), (-0.21, 0.2, True), (-0.21, 6e-6, False), (0.21, 6e-6, False), (0.21, 6e-6, True)])
+def test_a_significantly_unfavourable_primary_estimate_is_overriding_negative_evidence(effect_size, pvalue,
+                                                                                       higher_is_better):
+    """The primary estimate itself significantly unfavourable (p < alpha, its sign against the
+    better direction) fails "no overriding negative evidence", named in the finding; before
+    2026-12-04 that step read "none among this run's analyses of the outcome"."""
+    f = cluster(effect_size=effect_size, pvalue=pvalue, higher_is_better=higher_is_better)
+    harmful = pvalue < f.alpha and (effect_size < 0) == higher_is_better
+    c = next(c for c in rate(f).conditions if c.condition == "no overriding negative evidence")
+    assert (c.met is False) == harmful and ("none among" in c.detail) == (not harmful)
+    if harmful:
+        assert c.detail == f"significant unfavourable effect in this run: the primary estimate (unfavourable, p = {pvalue:.3g})"
+    both = next(c for c in rate(dataclasses.replace(f, unfavorable_elsewhere=("CACE",))).conditions
+                if c.condition == "no overriding negative evidence")
+    assert both.met is False and both.detail.endswith(("the primary estimate (unfavourable, p = 6e-06), CACE" if harmful
+                                                       else ": CACE"))

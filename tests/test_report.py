@@ -171,6 +171,28 @@ def test_markdown_keeps_signs_and_tables(saved, ev):
         assert ev.sentence(s) in md
 
 
+def test_markdown_tables_render_cell_for_cell_with_a_pipe_in_a_cell(ev):
+    """Every summary.md table, read by a GFM table parser (markdown-it, as GitHub renders it),
+    has the header and cells of its block, a ``|`` in a cell included (the balance flag
+    "|SMD| > 0.1", a school named "North|South"). Before 2026-12-04 the ``|`` was not escaped: the
+    flag cell read empty and the numbers after "North|South" sat one column to the right."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    piped = blocks.Table(pd.DataFrame({"school | name": ["North|South", "East"], "effect size": ["+0.101", "-0.2"],
+                                       "flag": ["|SMD| > 0.1, worse after matching", ""]}), title="piped")
+    secs = list(sections.build(ev, [])) + [blocks.Section("piped", "Piped", (piped,))]
+    rendered = MarkdownIt("commonmark").enable("table").render(report.render_markdown(ev, {}, sections=secs))
+    tables = [b for s in secs for b in s.blocks if b.kind == "table" and len(b.frame)]
+    got = re.findall(r"<table>(.*?)</table>", rendered, flags=re.S)
+    assert len(got) == len(tables)
+    for b, t in zip(tables, got):
+        rows = [[html.unescape(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r, flags=re.S)]
+                for r in re.findall(r"<tr>(.*?)</tr>", t, flags=re.S)]
+        assert rows == [b.columns] + b.rows(), b.title
+
+
 def test_run_toml_reads_back(saved, ev):
     out, src = saved
     cfg = tomllib.loads((out / "run.toml").read_text())
@@ -1082,6 +1104,37 @@ def test_the_prediction_interval_sentence_says_how_its_spread_was_formed():
         if below:  # pooled: between the two
             assert float(h["tau2"]) <= float(h["tau2_total"]) <= float(h["tau2_placebo"])
     assert seen == {True, False}  # the sample trial has one subject of each kind
+
+
+def test_heterogeneity_note_gives_the_formula_of_the_interval_it_prints(ev, sim):
+    """The heterogeneity table's note describes the prediction interval printed: with placebo
+    schools the τ²_total interval (not μ̂ ± t(k−2)·√(τ̂² + SE²), computed here with scipy: the
+    PL-only interval of heterogeneity.csv), without them that formula. Before 2026-12-04 the note
+    gave the formula for both."""
+    from scipy import stats
+
+    def pl_only(h):
+        half = stats.t.ppf(0.5 + h.level / 2, h.k - 2) * np.sqrt(h.tau2 + h.se ** 2)
+        return h.estimate - half, h.estimate + half
+
+    def table(e):
+        return next(b for b in sections.heterogeneity(e, []).blocks if b.kind == "table")
+
+    formula = "μ̂ ± t(k−2)·√(τ̂² + SE²)"
+    for h in ev.heterogeneity.itertuples():  # with placebo schools: printed ≠ the formula, which is the PL-only one
+        assert np.allclose(pl_only(h), (h.pi_low_pl_only, h.pi_high_pl_only))
+        printed = table(ev).frame.set_index("").loc["prediction interval, effect size", str(h.subject)]
+        assert printed == findings.fmt_ci(h.pi_low, h.pi_high, 3, True) != findings.fmt_ci(*pl_only(h), 3, True)
+    note = table(ev).note
+    assert "prediction interval from the between-school variance τ²_total" in note
+    assert f"prediction interval {formula}" not in note and "pi_low_pl_only" in note
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        plain = pleval.estimate(sim.data, design="rct", placebo=False)
+    for h in plain.heterogeneity.itertuples():  # without: printed = the formula
+        printed = table(plain).frame.set_index("").loc["prediction interval, effect size", str(h.subject)]
+        assert printed == findings.fmt_ci(*pl_only(h), 3, True)
+    assert f"prediction interval {formula}" in table(plain).note and "τ²_total" not in table(plain).note
 
 
 def test_caveats_use_the_runs_alpha_and_baseline_percentile():

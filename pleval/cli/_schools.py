@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from .._text import markdown_table
 from ..errors import DataError, DesignError
 from . import app
 from ._common import NONE_WORDS, School, echo, handle_errors, reading_options
@@ -153,7 +154,7 @@ def schools(
         for key, label, sub in _groups(res):
             echo("")
             echo(f"[{label}] schools")
-            echo(_readable(sub, []).to_markdown(index=False, disable_numparse=True))
+            echo(markdown_table(_readable(sub, []), disable_numparse=True))
     options = dict(school=school or "school_id", estimate=estimate, se=se, df=res.options["df"], subject=subject,
                    n_treated=n_treated, n_comparison=n_comparison, moderators=mods, method=method,
                    hartung_knapp=hartung_knapp, prediction=prediction, influence=influence, permutations=permutations,
@@ -186,7 +187,7 @@ def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup:
             else:
                 flagged = inf.to_frame()
                 flagged = flagged[flagged["influential"] | flagged["drives_tau"]]
-                out.append(f"[{label}] " + inf.summary() + "\n" + flagged.round(4).to_markdown(index=False))
+                out.append(f"[{label}] " + inf.summary() + "\n" + markdown_table(flagged.round(4)))
                 if key in regressions:
                     out.append(f"[{label}] " + leave_one_out_metareg(regressions[key]).summary())
         if permutations:
@@ -196,7 +197,7 @@ def _extras(res, regressions: dict, *, influence: bool, permutations: int, blup:
         if blup and key in regressions:
             b = regressions[key].blup()
             b.insert(0, "school", list(regressions[key].labels))
-            out.append(f"[{label}] BLUPs of the true school effects (meta-regression)\n" + b.round(4).to_markdown(index=False))
+            out.append(f"[{label}] BLUPs of the true school effects (meta-regression)\n" + markdown_table(b.round(4)))
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .._text import markdown_table
 from ..errors import DataError
 from .school_effects import MULTISITE, SchoolEffects
 
@@ -237,7 +238,7 @@ def to_markdown(res: SchoolEffects, title: str = "School-by-school effects") -> 
     for key, label, sub in _groups(res):
         view = _readable(sub, _extra_columns(res))
         align = ["left" if c in ("School", "Note") else "right" for c in view.columns]
-        md = view.to_markdown(index=False, disable_numparse=True, colalign=align)
+        md = markdown_table(view, disable_numparse=True, colalign=align)
         parts += [f"## {label}", "", _headline(res, key, sub), "", md, ""]
     parts += ["**Notes.**", ""] + [f"{i}. {n}" for i, n in enumerate(footnotes(res), 1)]
     return "\n".join(parts) + "\n"

@@ -713,14 +713,30 @@ def heterogeneity(ev: "Evaluation", figures: Collection[str]) -> Section:
     blocks: list = [Bullets(tuple(h["parts"]), title=str(h["subject"])) for h in rows]
     method = next((h["method"] for h in rows if h["method"]), "")
     note = [f"Random-effects meta-analysis of the school effect sizes ({method} estimate of τ²; Q-profile CI for τ); "
-            "prediction interval μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson & Spiegelhalter 2009). Adjusted counts use "
-            f"{rows[0]['adjustment']}."] if method else []
+            f"{_pi_note(rows)}. Adjusted counts use {rows[0]['adjustment']}."] if method else []
     if any(h["k"] == "1" for h in rows):
         note.append("— marks a figure that needs at least 2 PL schools (one PL school here).")
     blocks.append(Table(table, note=" ".join(note)))
     blocks += _figures(ev, figures, "distribution", "Histogram of school estimates, their shrunken values, the "
                        "placebo schools and the estimated distribution of true school effects N(μ, τ²).")
     return Section("heterogeneity", "Heterogeneity: how much do schools differ?", tuple(blocks))
+
+
+def _pi_note(rows: list[dict]) -> str:
+    """How the heterogeneity table's prediction intervals were formed, subject by subject where
+    they differ: with placebo schools from τ²_total (at least the placebo schools' τ², its
+    uncertainty integrated out), else μ̂ ± t(k−2)·√(τ̂² + SE²). Before 2026-12-04 the note gave
+    the second formula for intervals of the first kind."""
+    pl_only = "μ̂ ± t(k−2)·√(τ̂² + SE²) (Higgins, Thompson & Spiegelhalter 2009)"
+    total = ("from the between-school variance τ²_total, estimated under the order restriction τ²_total ≥ "
+             "τ²_placebo (the placebo schools' spread), the uncertainty of both variances integrated out; the PL "
+             "schools' own interval " + pl_only
+             + " is pi_low_pl_only / pi_high_pl_only in heterogeneity.csv")
+    kinds = {bool(h["pi_total"]) for h in rows}
+    if len(kinds) == 1:
+        return "prediction interval " + (total if kinds.pop() else pl_only)
+    names = {kind: ", ".join(str(h["subject"]) for h in rows if bool(h["pi_total"]) == kind) for kind in (True, False)}
+    return f"prediction interval of {names[True]} {total}; of {names[False]} {pl_only}"
 
 
 # --------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 
+from .._text import markdown_table
 from .blocks import Section
 from .sections import build, subtitle
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, disable_numparse=True) if len(df) else "_(none)_"
+    return markdown_table(df, disable_numparse=True) if len(df) else "_(none)_"
 
 
 def render_markdown(ev: "Evaluation", plot_files: Mapping[str, str], *,
