@@ -18,9 +18,7 @@ Detection rules:
 * header row of a sheet (Excel) or text file: the first of its first 30 rows that is as
   wide as the widest of them and holds only text (title rows above it are skipped);
 * spaces around a text cell of a text file or sheet are removed, and a cell of spaces alone is
-  missing (as R's readr and readxl read): ``'math '`` is ``'math'``, not a subject of its own;
-* a text file's column of whole numbers that holds codes (``'0042'``, or ``'1e3'`` beside
-  ``'1000'``, in any row) is read as the text of its cells (:func:`_codes_as_text`).
+  missing (as R's readr and readxl read): ``'math '`` is ``'math'``, not a subject of its own.
 
 A Parquet file can be read in part: ``read_table(path, columns=choose)`` reads the columns
 ``choose`` picks from the file's column names (its schema), and records every name in
@@ -166,16 +164,18 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
         if codes:
             df = _apply_na(df, codes)  # a code written with spaces around it ('. ') is one now
         for col in trimmed:  # numbers once their spaces (or a missing-value code) are gone, as the reader parses them
+            if df[col].astype(str).str.fullmatch(_PADDED).any():  # codes written with leading zeros ('0042'): text (_zero_padded)
+                continue
             x = pd.to_numeric(df[col], errors="coerce")
-            if x.notna().sum() == df[col].notna().sum() and _codes_read_as_numbers(df[col].dropna()) == (None, None):
-                df[col] = x  # (codes, '0042' or '1e3' beside '1000', stay text: _codes_as_text)
+            if x.notna().sum() == df[col].notna().sum():
+                df[col] = x
     if ext in EXCEL and codes:  # a workbook's numeric cells: read_excel's na_values match text only (-99 stayed a score)
         coded = _apply_na(df, codes)
         for col in df.columns[(coded.isna() != df.isna()).any().to_numpy()]:
             df[col] = coded[col]
             x = pd.to_numeric(df[col], errors="coerce")  # numbers once the codes are gone
             if (df[col].dtype == object and x.notna().sum() == df[col].notna().sum()
-                    and _codes_read_as_numbers(df[col].dropna()) == (None, None)):  # (codes stay text)
+                    and not df[col].astype(str).str.fullmatch(_PADDED).any()):  # ('0042': text, as _zero_padded)
                 df[col] = x
     df.attrs["source"] = str(p)
     df.attrs["sha256"] = file_sha256(p)
@@ -296,28 +296,18 @@ def _dups(names) -> list[str]:
 
 
 _PADDED = re.compile(r"0\d+")
-_PLAIN = re.compile(r"[+-]?\d+(\.\d*)?|[+-]?\.\d+")
 
 
-def _codes_read_as_numbers(written: pd.Series) -> tuple[str | None, tuple[str, str] | None]:
-    """Whether a column whose cells all read as numbers holds codes (ids), from ``written``, the
-    text of its non-missing cells: ``(padded, clash)``, an example of a whole number written with
-    leading zeros ('0042') and a pair of spellings of one number that differ in more than a sign or
-    decimal zeros ('0042' and '42', '1e3' and '1000'; '1' and '1.0' are one number), each None
-    when there is none. Read as numbers such codes would lose their zeros, and two ids one."""
-    distinct = pd.Series(pd.unique(written.astype(str).str.strip()))
-    is_padded = distinct.str.fullmatch(_PADDED).to_numpy(dtype=bool)
-    padded = distinct[is_padded].iloc[0] if is_padded.any() else None
-    odd = is_padded | ~distinct.str.fullmatch(_PLAIN).to_numpy(dtype=bool)  # leading zeros or exponent notation
-    if not odd.any():
-        return padded, None
-    value = pd.to_numeric(distinct, errors="coerce").to_numpy(dtype=float)
-    for v in np.unique(value[odd & ~np.isnan(value)]):  # the first odd spelling sharing its number with another
-        same = distinct[value == v]
-        if len(same) > 1:
-            first = next(t for t, o in zip(same, odd[value == v]) if o)
-            return padded, (first, next(t for t in same if t != first))
-    return padded, None
+def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
+    """The columns (header -> an example) of the scanned rows (the header first) holding a
+    whole number written with leading zeros ('0042'): codes such as student ids, which read as
+    numbers would lose the zeros ('0042' and '42' one id)."""
+    header, out = [h.strip() for h in rows[0]], {}
+    for r in rows[1:]:
+        for name, v in zip(header, r):
+            if name not in out and _PADDED.fullmatch(v.strip()):
+                out[name] = v.strip()
+    return out
 
 
 POINT_NUMBERS_AS_TEXT = "read with decimal commas, these columns hold numbers written with a point and stay text"
@@ -410,12 +400,16 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
     trailing = _trailing_delimiter(p.name, text, rows, h, sep)
     if trailing:
         notes.append("a delimiter ends every data row (an empty field the header does not name): ignored")
-    # only empty cells (and --na codes) are missing: pandas' default list would turn a race code
-    # "NA" or an outcome "N/A" into silent missing values, where the checks suggest --na instead
-    options = dict(sep=sep, decimal=decimal, skiprows=h, na_values=[""] + list(codes or []), keep_default_na=False,
-                   skipinitialspace=True, low_memory=False, index_col=False if trailing else None)
+    text_cols = _zero_padded(rows[h:]) if len(rows) > h else {}
+    if text_cols:
+        notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
+                     + ", ".join(map(repr, text_cols)))
     try:
-        df = pd.read_csv(io.StringIO(text), **options)
+        # only empty cells (and --na codes) are missing: pandas' default list would turn a race code
+        # "NA" or an outcome "N/A" into silent missing values, where the checks suggest --na instead
+        df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=[""] + list(codes or []),
+                         keep_default_na=False, skipinitialspace=True, low_memory=False,
+                         dtype={c: str for c in text_cols} or None, index_col=False if trailing else None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p.name}: the file is empty (no header row)") from None
     except pd.errors.ParserError as exc:
@@ -425,7 +419,6 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
             f"{p.name}: cannot split the rows into columns ({where}) with delimiter {_sep_name(sep)}; "
             "give --sep (and --decimal), or quote fields that contain the delimiter"
         ) from None
-    text_cols = _codes_as_text(df, text, options, notes)
     if decimal == ",":
         _point_numbers(df, text_cols, notes)
     df.attrs["first_data_row"] = h + 2
@@ -436,45 +429,6 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
         if len(kept) == len(df):
             df.attrs["file_rows"] = kept
     return df, dups
-
-
-def _whole_codes(v: np.ndarray) -> bool:
-    """Whether parsed numbers ``v`` could be codes (ids, grades): whole numbers (or missing), not
-    all 0 or 1 (a flag: '01' read as 1 is right)."""
-    v = v.astype(float, copy=False)
-    known = v[~np.isnan(v)]
-    return bool(np.all(known == np.round(known)) and not np.all((known == 0) | (known == 1)))
-
-
-def _codes_as_text(df: pd.DataFrame, text: str, options: dict, notes: list[str]) -> list[str]:
-    """The columns of whole numbers of a text file read (``df``, in place) as the text of their
-    cells when they hold codes (:func:`_codes_read_as_numbers`, over every row), with a note naming
-    each column and, where two values would have become one, the two spellings. Returns those
-    columns. Before 2026-12-04 only the first 30 rows were scanned, for leading zeros alone:
-    school '0042' on row 40 and school '42' (or '1e3' and '1000') were one school without a word."""
-    whole = [i for i, c in enumerate(df.columns) if df[c].dtype.kind in "iuf" and _whole_codes(df[c].to_numpy())]
-    if not whole:
-        return []
-    # their cells' text: a second parse of those columns (about as long as the first read)
-    written = pd.read_csv(io.StringIO(text), **{**options, "usecols": whole}, dtype=object)
-    made, padded, clashes = [], {}, []
-    for i, c in zip(whole, written.columns):
-        pad, clash = _codes_read_as_numbers(pd.Series(pd.unique(written[c].dropna())))
-        if pad is None and clash is None:
-            continue
-        name = df.columns[i]
-        df.isetitem(i, written[c].astype("str"))
-        made.append(name)
-        if pad is not None:
-            padded[name] = pad
-        if clash is not None:
-            clashes.append(f"{name!r} ({clash[0]!r} and {clash[1]!r})")
-    if padded:
-        notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(padded.values()))!r}): "
-                     + ", ".join(map(repr, padded)))
-    if clashes:
-        notes.append("read as text, two values written differently that would read as one number: " + ", ".join(clashes))
-    return made
 
 
 def file_rows(df: pd.DataFrame, pos) -> list[int] | None:

@@ -153,32 +153,6 @@ def test_ids_written_with_leading_zeros_are_read_as_text(tmp_path):
     assert "read as text (whole numbers written with leading zeros, e.g. '0042'): 'sid'" in d.attrs["read_notes"]
 
 
-def test_ids_that_read_as_one_number_stay_apart_wherever_they_are(tmp_path):
-    """Every row of a column of whole numbers is looked at, not the first 30: school '0042' on
-    row 100 beside '42', and '1e3' beside '1000', are four schools (as the cells' texts are), with
-    notes naming the column and the two spellings; before 2026-12-04 they were two schools without
-    a word. '1' and '1.0' stay one number, and 0/1 flags and scores stay numbers."""
-    n = 100
-    rows = [f"S{i},{1000 + i % 5},{i % 2},{150 + i}.0" for i in range(n)]
-    rows += ["T1,0042,1,151", "T2,42,0,152", "T3,1e3,1,153", "T4,1.0,0,154", "T5,1,1,155"]
-    p = tmp_path / "late_ids.csv"
-    p.write_text("sid,school,flag,score\n" + "\n".join(rows) + "\n")
-    d = read_table(p)
-    as_text = pd.read_csv(p, dtype=str)["school"]
-    assert d["school"].tolist() == as_text.tolist() and d["school"].nunique() == as_text.nunique()
-    assert d["flag"].dtype.kind == "i" and d["score"].dtype.kind == "f"
-    notes = d.attrs["read_notes"]
-    assert "read as text (whole numbers written with leading zeros, e.g. '0042'): 'school'" in notes
-    assert any("would read as one number: 'school' ('0042' and '42')" in n for n in notes)
-    q = tmp_path / "exp_ids.csv"
-    q.write_text("school,score\n" + "\n".join(["1000,1", "1,2", "1.0,3"] * 20 + ["1e3,4"]) + "\n")
-    e = read_table(q)
-    assert sorted(set(e["school"])) == ["1", "1.0", "1000", "1e3"]
-    assert any("would read as one number: 'school' ('1e3' and '1000')" in n for n in e.attrs["read_notes"])
-    q.write_text("school,score\n" + "\n".join(["1000,1", "1,2", "1.0,3"] * 20) + "\n")  # one number written two ways
-    assert read_table(q)["school"].dtype.kind == "f" and read_table(q)["school"].nunique() == 2
-
-
 def test_students_twice_because_the_subject_column_is_not_named():
     """With the subject column left unnamed (--subject none) every student appears once per
     subject: the duplicate-id error says which column tells the rows apart and how to name it;
