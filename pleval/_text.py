@@ -1,4 +1,6 @@
-"""Numbers in printed text: a value that rounds to zero prints as ``0.00``, never ``-0.00``.
+"""Numbers in printed text: a value that rounds to zero prints as ``0.00``, never ``-0.00``;
+a value beside a verdict keeps the digits that show on which side of the verdict's threshold
+it lies (:func:`fixed`).
 
 Python's format keeps the sign of a small negative number or of ``-0.0`` after rounding
 (``f"{-0.001:+.2f}"`` is ``-0.00``), which reads as a negative effect. The command-line
@@ -20,6 +22,24 @@ def unsigned_zeros(text: str) -> str:
 
 
 
+def fixed(x: float, nd: int, *edges: float, signed: bool = False) -> str:
+    """``x`` with ``nd`` decimals, or with as many more as it takes for the rounded text to lie on
+    the same side of every edge as ``x`` itself (an ``x`` on an edge keeps ``nd``). Numbers
+    printed beside a verdict pass its threshold: ``fixed(0.0496, 3, 0.05)`` is ``0.0496`` (not
+    ``0.050``, which reads as on the threshold), ``fixed(0.00026, 1, 0)`` is ``0.0003`` (a
+    positive number never prints as 0). ``signed``: a leading ``+`` on positive numbers."""
+    x, sign, digits = float(x), "+" if signed else "", nd
+    while True:  # ends: with enough digits the text reads back as x itself
+        text = f"{x:{sign}.{digits}f}"
+        if all(_side(float(text), e) == _side(x, e) for e in edges):
+            return text
+        digits += 1
+
+
+def _side(x: float, edge: float) -> int:
+    return (x > edge) - (x < edge)
+
+
 def percent(x: float) -> str:
     """A share as a percent with the digits it needs: 80%, 99.9% (not "100%" for 0.999)."""
     for digits in range(4):
@@ -29,4 +49,4 @@ def percent(x: float) -> str:
     return f"{x:.4%}"
 
 
-__all__ = ["percent", "unsigned_zeros"]
+__all__ = ["fixed", "percent", "unsigned_zeros"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
-from ._text import percent, unsigned_zeros
+from ._text import fixed, percent, unsigned_zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -29,14 +29,16 @@ ADJUSTMENT_NAMES = {"bh": "Benjamini–Hochberg", "holm": "Holm", "bonferroni": 
 # --------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------
-def fmt(x, nd: int = 3, signed: bool = False) -> str:
+def fmt(x, nd: int = 3, signed: bool = False, edges: tuple[float, ...] = ()) -> str:
+    """``x`` with ``nd`` decimals ("—" if missing), more where they would put it on or across
+    one of ``edges`` (:func:`pleval._text.fixed`)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         return str(x)
     if not math.isfinite(v):
         return "—"
-    return unsigned_zeros(f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}")
+    return unsigned_zeros(fixed(v, nd, *edges, signed=signed))
 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:

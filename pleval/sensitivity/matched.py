@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import Effect, ResultMixin
+from .._text import fixed
 from ..errors import DataError, DesignError, PlevalWarning
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
@@ -72,7 +73,7 @@ class SubjectSensitivity(ResultMixin):
             bench = (f"no multiple of the {self.benchmark}'s strength does it before the confounder would explain all of "
                      "the outcome's remaining variance")
         elif self.benchmark and k <= 100:
-            bench = f"a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates)"
+            bench = f"a confounder {fixed(k, 1, 0)} times as strongly related to both as the {self.benchmark} (given the other covariates)"
         elif self.benchmark:
             bench = f"more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates)"
         word = "raise" if self.effect.raw.estimate < 0 else "lower"
@@ -85,11 +86,11 @@ class SubjectSensitivity(ResultMixin):
             within = f"consistent with an effect of {100 * (1 - q):g}% of its size"
             tail, after = "", (f" To bring it to zero: {bench}." if bench else "")
         if self.ovb.rv_qa > 0:
-            sig = f"{100 * self.ovb.rv_qa:.1f}% of each would make it {within} (α = {alpha:g})"
+            sig = f"{fixed(100 * self.ovb.rv_qa, 1, 0)}% of each would make it {within} (α = {alpha:g})"
         else:
             sig = f"the estimate is already {within} (α = {alpha:g})"
         return (
-            f"An unmeasured difference between PL and comparison students would have to explain {100 * rv:.1f}% of the "
+            f"An unmeasured difference between PL and comparison students would have to explain {fixed(100 * rv, 1, 0)}% of the "
             f"remaining variance in both the outcome and PL enrolment{tail} to {goal}; {sig}.{after}"
         )
 
