@@ -24,10 +24,11 @@ def unsigned_zeros(text: str) -> str:
 
 def fixed(x: float, nd: int, *edges: float, signed: bool = False) -> str:
     """``x`` with ``nd`` decimals, or with as many more as it takes for the rounded text to lie on
-    the same side of every edge as ``x`` itself (an ``x`` on an edge keeps ``nd``). Numbers
-    printed beside a verdict pass its threshold: ``fixed(0.0496, 3, 0.05)`` is ``0.0496`` (not
-    ``0.050``, which reads as on the threshold), ``fixed(0.00026, 1, 0)`` is ``0.0003`` (a
-    positive number never prints as 0). ``signed``: a leading ``+`` on positive numbers."""
+    the same side of every edge as ``x`` itself. Numbers printed beside a verdict pass its
+    threshold: ``fixed(0.0496, 3, 0.05)`` is ``0.0496`` (not ``0.050``, which reads as on the
+    threshold), ``fixed(0.00026, 1, 0)`` is ``0.0003`` (a positive number never prints as 0). An
+    ``x`` on an edge to a relative 1e-9 keeps ``nd`` (more digits would only spell out rounding
+    noise). ``signed``: a leading ``+`` on positive numbers."""
     x, sign, digits = float(x), "+" if signed else "", nd
     while True:  # ends: with enough digits the text reads back as x itself
         text = f"{x:{sign}.{digits}f}"
@@ -37,7 +38,8 @@ def fixed(x: float, nd: int, *edges: float, signed: bool = False) -> str:
 
 
 def _side(x: float, edge: float) -> int:
-    return (x > edge) - (x < edge)
+    """-1, 0 or 1: ``x`` below, on (to a relative 1e-9) or above ``edge``."""
+    return 0 if abs(x - edge) <= 1e-9 * abs(edge) else int(x > edge) - int(x < edge)
 
 
 def percent(x: float) -> str:
