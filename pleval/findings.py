@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import percentiles
 from ._text import fixed, percent, unsigned_zeros
+from .standards import EQUIVALENCE_EDGES, differential_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -366,8 +367,8 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
         pre = e[e["role"] == "pretest"] if "role" in e.columns else e
         for _, r in pre.iterrows():
             rows.append(
-                {"subject": s, "check": f"baseline equivalence: {r['variable']}", "value": f"g = {fmt(r['effect_size'], 3, True)}",
-                 "verdict": str(r["verdict"])}
+                {"subject": s, "check": f"baseline equivalence: {r['variable']}",
+                 "value": f"g = {fmt(r['effect_size'], 3, True, edges=EQUIVALENCE_EDGES)}", "verdict": str(r["verdict"])}
             )
         at = subject_rows(ev.attrition, s)
         for _, r in at.iterrows():
@@ -375,7 +376,8 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
                 {
                     "subject": s,
                     "check": f"attrition ({r['level']})",
-                    "value": f"overall {100 * r['overall']:.1f}%, differential {100 * r['differential']:.1f} points",
+                    "value": f"overall {100 * r['overall']:.1f}%, differential "
+                             f"{differential_text(r['overall'], r['differential'])} points",
                     "verdict": f"{r['verdict_cautious']} (cautious boundary), {r['verdict_optimistic']} (optimistic)",
                 }
             )
