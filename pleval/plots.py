@@ -1219,13 +1219,13 @@ def ovb_contour(
         placed: list[tuple[float, float]] = []
         for b in shown.itertuples():
             x, y = min(b.r2dz_x, xmax), min(b.r2yz_dx, ymax)
-            val = adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx)
-            if kind == "t":
-                with np.errstate(divide="ignore"):
-                    val = val / (kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx))
+            val = float(adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx))
+            if kind == "t":  # none where R²_Y is capped at 1: no residual left, no such confounder (as the table)
+                val = val / float(kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx)) if b.r2yz_dx < 1 else None
             ax.plot([x], [y], marker="D", color=NEGATIVE, ms=6, clip_on=False, zorder=5)
             if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # no overlapping labels
-                ax.annotate(f"{b.bound} ({float(val):.3g})", (x, y), xytext=(5, -10), textcoords="offset points",
+                label = "no such confounder" if val is None else f"{val:.3g}"
+                ax.annotate(f"{b.bound} ({label})", (x, y), xytext=(5, -10), textcoords="offset points",
                             fontsize=_BASE_FONT - 1, color=NEGATIVE)
                 placed.append((x, y))
         ax.set_xlim(0, xmax)
