@@ -193,6 +193,10 @@ def test_bad_input(matched, data):
         sensitivity(matched, placebo_outcome="nope")
     with pytest.raises(DataError, match="benchmark"):
         sensitivity(matched, benchmarks=["school_poverty"])
+    with pytest.raises(DataError, match="^gammas: every Γ must be a finite number"):
+        sensitivity(matched, gammas=(np.nan,))  # gave p = 1 at Γ = NaN before 2026-12-04
+    with pytest.raises(DataError, match="^hl_gammas: every Γ must be a finite number"):
+        sensitivity(matched, hl_gammas=(np.inf,))
     w = pleval.match(data, SAMPLE_COLUMNS, method="weighting", seed=1)
     s = sensitivity(w, by="subject")
     assert s["math"].rosenbaum is None and any("no Rosenbaum" in n for n in s["math"].notes)
@@ -234,6 +238,9 @@ def test_cli_sensitivity(data, tmp_path):
         assert im.info["dpi"] == pytest.approx((PRINT_DPI, PRINT_DPI), abs=0.5)
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out", str(out)])
     assert bad.exit_code == 2 and "--kd" in bad.output
+    for flag in ("--gammas", "--hl-gamma"):  # NaN read as a number before 2026-12-04
+        bad = CliRunner().invoke(app, ["sensitivity", str(src), flag, "1.5,nan", "--out", str(out)])
+        assert bad.exit_code == 2 and f"{flag} must be comma-separated finite numbers" in bad.output
 
 
 def test_estimate_writes_sensitivity(data, tmp_path):

@@ -34,7 +34,7 @@ from .._text import fixed
 from ..errors import DataError, DesignError, PlevalWarning
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
-from .rosenbaum import HuberScores, RosenbaumBounds, _bounds
+from .rosenbaum import HuberScores, RosenbaumBounds, _bounds, check_gammas
 
 FRAME_COLUMNS = ["kind", "label", "r2dz_x", "r2yz_dx", "gamma", "estimate", "se", "t", "ci_low", "ci_high",
                  "pvalue", "hl_low", "hl_high", "value"]
@@ -274,6 +274,8 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     se_options = dict(vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
+    for name, values in (("gammas", gammas), ("hl_gammas", hl_gammas)):  # before any fit
+        check_gammas(values, name)
     bench = default_benchmarks(c) if benchmarks is None else ([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
     unknown = [b for b in bench if b not in default_benchmarks(c)]
     if unknown:
