@@ -1,4 +1,6 @@
-"""Numbers in printed text: a value that rounds to zero prints as ``0.00``, never ``-0.00``.
+"""Numbers in printed text: a value that rounds to zero prints as ``0.00``, never ``-0.00``;
+a value beside a verdict keeps the digits that show on which side of the verdict's threshold
+it lies (:func:`fixed`).
 
 Python's format keeps the sign of a small negative number or of ``-0.0`` after rounding
 (``f"{-0.001:+.2f}"`` is ``-0.00``), which reads as a negative effect. The command-line
@@ -19,6 +21,25 @@ def unsigned_zeros(text: str) -> str:
     """``text`` with every signed zero (``-0.00``, ``+0.0``) written without its sign."""
     return _SIGNED_ZERO.sub(r"\1", text)
 
+
+def fixed(x: float, nd: int, *edges: float, signed: bool = False) -> str:
+    """``x`` with ``nd`` decimals, or with as many more as it takes for the rounded text to lie on
+    the same side of every edge as ``x`` itself. Numbers printed beside a verdict pass its
+    threshold: ``fixed(0.0496, 3, 0.05)`` is ``0.0496`` (not ``0.050``, which reads as on the
+    threshold), ``fixed(0.00026, 1, 0)`` is ``0.0003`` (a positive number never prints as 0). An
+    ``x`` on an edge to a relative 1e-9 keeps ``nd`` (more digits would only spell out rounding
+    noise). ``signed``: a leading ``+`` on positive numbers."""
+    x, sign, digits = float(x), "+" if signed else "", nd
+    while True:  # ends: with enough digits the text reads back as x itself
+        text = f"{x:{sign}.{digits}f}"
+        if all(_side(float(text), e) == _side(x, e) for e in edges):
+            return text
+        digits += 1
+
+
+def _side(x: float, edge: float) -> int:
+    """-1, 0 or 1: ``x`` below, on (to a relative 1e-9) or above ``edge``."""
+    return 0 if abs(x - edge) <= 1e-9 * abs(edge) else int(x > edge) - int(x < edge)
 
 
 def percent(x: float) -> str:
@@ -41,4 +62,4 @@ def markdown_table(frame, **options) -> str:
     return escaped.to_markdown(**{"index": False, **options})
 
 
-__all__ = ["markdown_table", "percent", "unsigned_zeros"]
+__all__ = ["fixed", "markdown_table", "percent", "unsigned_zeros"]

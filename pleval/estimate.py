@@ -290,7 +290,8 @@ class Evaluation(ResultMixin):
             f"{where} student who would have scored at the {percentiles._ordinal(p0, exact=True)} percentile without "
             f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
             f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
-            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; {p_clause(es.pvalue)})."
+            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; "
+            f"{p_clause(es.pvalue, self.options['alpha'])})."
         ) + self._detectable(s)
 
     def mdes(self, subject=None) -> float:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
-from ._text import percent, unsigned_zeros
+from ._text import fixed, percent, unsigned_zeros
+from .standards import EQUIVALENCE_EDGES, differential_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -29,33 +30,39 @@ ADJUSTMENT_NAMES = {"bh": "Benjamini–Hochberg", "holm": "Holm", "bonferroni": 
 # --------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------
-def fmt(x, nd: int = 3, signed: bool = False) -> str:
+def fmt(x, nd: int = 3, signed: bool = False, edges: tuple[float, ...] = ()) -> str:
+    """``x`` with ``nd`` decimals ("—" if missing), more where they would put it on or across
+    one of ``edges`` (:func:`pleval._text.fixed`)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         return str(x)
     if not math.isfinite(v):
         return "—"
-    return unsigned_zeros(f"{v:+.{nd}f}" if signed else f"{v:.{nd}f}")
+    return unsigned_zeros(fixed(v, nd, *edges, signed=signed))
 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
     return f"{fmt(lo, nd, signed)} to {fmt(hi, nd, signed)}"
 
 
-def fmt_p(p) -> str:
+def fmt_p(p, alpha: float = 0.05) -> str:
+    """A p-value with three decimals ("< 0.001" below that; "—" if missing), more where three
+    would put it on or across ``alpha``: 0.0496 and 0.0504, not 0.050 beside both "significant"
+    and "not significant" at α = 0.05."""
     try:
         v = float(p)
     except (TypeError, ValueError):
         return "—"
     if not math.isfinite(v):
         return "—"
-    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+    return "< 0.001" if v < 0.001 <= alpha else fixed(v, 3, alpha)
 
 
-def p_clause(p) -> str:
-    """The p-value in a sentence: ``p = 0.087``, ``p < 0.001`` (never ``p = < 0.001``), ``p = —``."""
-    shown = fmt_p(p)
+def p_clause(p, alpha: float = 0.05) -> str:
+    """The p-value in a sentence: ``p = 0.087``, ``p < 0.001`` (never ``p = < 0.001``), ``p = —``;
+    on the side of ``alpha`` it lies (:func:`fmt_p`)."""
+    shown = fmt_p(p, alpha)
     return f"p {shown}" if shown.startswith("<") else f"p = {shown}"
 
 
@@ -110,7 +117,7 @@ def significance(estimate, alpha: float | None = None) -> str:
     verdict per card, the sentence's, not the interval's)."""
     if alpha is not None and abs((1 - estimate.level) - alpha) > 1e-9 and np.isfinite(estimate.pvalue):
         verdict = "statistically significant" if estimate.pvalue < alpha else "not statistically significant"
-        return f"{verdict} at α = {alpha:g} ({p_clause(estimate.pvalue)})"
+        return f"{verdict} at α = {alpha:g} ({p_clause(estimate.pvalue, alpha)})"
     lvl = f"{estimate.level:.0%}"
     if not (np.isfinite(estimate.ci_low) and np.isfinite(estimate.ci_high)):
         return "statistical significance unknown (no confidence interval)"
@@ -137,7 +144,7 @@ def design_text(ev: "Evaluation") -> str:
 
 
 def overall_rows(ev: "Evaluation") -> list[dict]:
-    rows = []
+    rows, alpha = [], float(ev.options.get("alpha", 0.05))
     ov = ev.overall
     if "outcome" in ov.columns:  # the primary outcome's analyses (further outcomes: ev.outcomes)
         ov = ov[ov["outcome"] == ev.columns.outcome]
@@ -157,7 +164,7 @@ def overall_rows(ev: "Evaluation") -> list[dict]:
                     "es_ci": fmt_ci(es["ci_low"], es["ci_high"], 3, True),
                     "pp": fmt(pp["estimate"], 1, True),
                     "pp_ci": fmt_ci(pp["ci_low"], pp["ci_high"], 1, True),
-                    "p": fmt_p(raw["pvalue"]),
+                    "p": fmt_p(raw["pvalue"], alpha),
                     "mdes": fmt(es.get("mdes", np.nan), 3),
                     "mdes_pp": fmt(pp.get("mdes", np.nan), 1, True),
                     "n_treated": fmt_int(raw["n_treated"]),
@@ -242,7 +249,7 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
             own + f"). Counting the spread that placebo schools show without any program (τ_placebo = "
             f"{fmt(h.get('tau_placebo', np.nan), 3)}, {fmt_int(h.get('placebo_k'))} placebo schools) as noise, with "
             f"its uncertainty, the {lvl} interval for the program's effect in the school is "
-            f"{fmt_ci(r['ci_low_calibrated'], r['ci_high_calibrated'], 3, True)} ({p_clause(r['p_calibrated'])}): "
+            f"{fmt_ci(r['ci_low_calibrated'], r['ci_high_calibrated'], 3, True)} ({p_clause(r['p_calibrated'], alpha)}): "
             f"{verdict} at α = {alpha:g}."
         )
     else:
@@ -361,8 +368,8 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
         pre = e[e["role"] == "pretest"] if "role" in e.columns else e
         for _, r in pre.iterrows():
             rows.append(
-                {"subject": s, "check": f"baseline equivalence: {r['variable']}", "value": f"g = {fmt(r['effect_size'], 3, True)}",
-                 "verdict": str(r["verdict"])}
+                {"subject": s, "check": f"baseline equivalence: {r['variable']}",
+                 "value": f"g = {fmt(r['effect_size'], 3, True, edges=EQUIVALENCE_EDGES)}", "verdict": str(r["verdict"])}
             )
         at = subject_rows(ev.attrition, s)
         for _, r in at.iterrows():
@@ -370,7 +377,8 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
                 {
                     "subject": s,
                     "check": f"attrition ({r['level']})",
-                    "value": f"overall {100 * r['overall']:.1f}%, differential {100 * r['differential']:.1f} points",
+                    "value": f"overall {100 * r['overall']:.1f}%, differential "
+                             f"{differential_text(r['overall'], r['differential'])} points",
                     "verdict": f"{r['verdict_cautious']} (cautious boundary), {r['verdict_optimistic']} (optimistic)",
                 }
             )
@@ -379,14 +387,14 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
 
 def outcome_lines(ev: "Evaluation") -> list[str]:
     """One line per subject × outcome of ``ev.outcomes`` (several outcomes in one run)."""
-    out = []
+    out, alpha = [], float(ev.options.get("alpha", 0.05))
     for r in ev.outcomes.to_dict("records"):
         unit = " percentage points" if r["scale"] == "percentage points" else ""
         es = "Cox index" if r["es_measure"] == "Cox index" else "g"
         pp = "" if r["scale"] == "percentage points" else f", {fmt(r['percentile_points'], 1, True)} percentile points"
         out.append(f"[{r['subject']}] {r['outcome']} ({r['domain']}): {fmt(r['estimate'], 2, True)}{unit} "
                    f"({fmt_ci(r['ci_low'], r['ci_high'], 2, True)}), {es} {fmt(r['effect_size'], 3, True)}{pp}; "
-                   f"p {fmt_p(r['pvalue'])}, adjusted within domain {fmt_p(r['pvalue_adjusted'])}; "
+                   f"p {fmt_p(r['pvalue'], alpha)}, adjusted within domain {fmt_p(r['pvalue_adjusted'], alpha)}; "
                    f"{r['wwc_rating']}; ESSA {r['essa_tier']}")
     return out
 

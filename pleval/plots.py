@@ -1171,7 +1171,8 @@ def ovb_contour(
 
     ``ovb`` has attributes or keys ``estimate, se, se_classical, dof, df, alpha, rv_q`` and
     ``bounds`` (a DataFrame with ``bound, benchmark, kd, r2dz_x, r2yz_dx``), e.g. a
-    :class:`pleval.sensitivity.OmittedVariableBounds`. ``which``: ``"estimate"``, ``"t"`` or
+    :class:`pleval.sensitivity.OmittedVariableBounds`; a bound with ``r2dz_x`` 1 (no such
+    confounder) is named under the plot, not drawn. ``which``: ``"estimate"``, ``"t"`` or
     ``"both"`` (two panels). ``main``: the benchmark drawn at every multiple (others at 1×;
     default: the first benchmark).
     """
@@ -1192,6 +1193,8 @@ def ovb_contour(
         shown = bounds[(bounds["benchmark"] == main) | (bounds["kd"] == 1)]
     else:
         shown = bounds
+    off = shown[~(shown["r2dz_x"] < 1)]  # a confounder explaining all of PL enrolment: no point to draw
+    shown = shown[shown["r2dz_x"] < 1]
     xmax = float(np.clip(max(2.5 * rv, 1.25 * (shown["r2dz_x"].max() if len(shown) else 0)), 0.02, 0.99))
     ymax = float(np.clip(max(2.5 * rv, 1.1 * (shown["r2yz_dx"].max() if len(shown) else 0)), 0.02, 0.99))
     gx, gy = np.meshgrid(np.linspace(0, xmax, 161), np.linspace(0, ymax, 161))
@@ -1216,13 +1219,13 @@ def ovb_contour(
         placed: list[tuple[float, float]] = []
         for b in shown.itertuples():
             x, y = min(b.r2dz_x, xmax), min(b.r2yz_dx, ymax)
-            val = adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx)
-            if kind == "t":
-                with np.errstate(divide="ignore"):
-                    val = val / (kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx))
+            val = float(adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx))
+            if kind == "t":  # none where R²_Y is capped at 1: no residual left, no such confounder (as the table)
+                val = val / float(kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx)) if b.r2yz_dx < 1 else None
             ax.plot([x], [y], marker="D", color=NEGATIVE, ms=6, clip_on=False, zorder=5)
             if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # no overlapping labels
-                ax.annotate(f"{b.bound} ({float(val):.3g})", (x, y), xytext=(5, -10), textcoords="offset points",
+                label = "no such confounder" if val is None else f"{val:.3g}"
+                ax.annotate(f"{b.bound} ({label})", (x, y), xytext=(5, -10), textcoords="offset points",
                             fontsize=_BASE_FONT - 1, color=NEGATIVE)
                 placed.append((x, y))
         ax.set_xlim(0, xmax)
@@ -1233,6 +1236,9 @@ def ovb_contour(
         sub = "adjusted estimate (dashed: 0)" if kind == "estimate" else f"adjusted t (dashed: ±{crit:.2f})"
         ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left", **_TITLE_ON_TOP)
     fig.suptitle(title or "How strong would a hidden confounder have to be?", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
+    if len(off):
+        fig.supxlabel(f"Not drawn: {', '.join(map(str, off['bound']))} (no such confounder: it would explain all of PL "
+                      "enrolment).", fontsize=_BASE_FONT - 1, x=0.01, ha="left")
     return fig
 
 

@@ -256,7 +256,8 @@ def _attrition_step(level: str, a: tuple[float, float], boundary: str) -> tuple[
     verdict = standards.attrition_verdict(overall, diff, boundary)
     bound = standards.max_differential(overall, boundary)
     limit = "no differential is low at this overall rate" if not math.isfinite(bound) else f"low up to {100 * bound:.1f} points"
-    return (f"{level} attrition {verdict} (overall {_pct(overall)}, differential {100 * diff:.1f} points; "
+    return (f"{level} attrition {verdict} (overall {_pct(overall)}, differential "
+            f"{standards.differential_text(overall, diff)} points; "
             f"{boundary} boundary: {limit})"), verdict == standards.LOW
 
 
@@ -268,7 +269,7 @@ def _equivalence(f: StudyFacts) -> tuple[bool, str]:
     for var, g, adjusted in f.baseline:
         v = standards.baseline_equivalence(g, adjusted=bool(adjusted))
         ok &= v in _OK_EQUIVALENCE
-        parts.append(f"{var}: g = {g:.3f}, {v}" if math.isfinite(g) else f"{var}: {v}")
+        parts.append(f"{var}: g = {standards.g_text(g)}, {v}" if math.isfinite(g) else f"{var}: {v}")
     return ok, "; ".join(parts)
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ._results import ResultMixin
+from ._text import fixed
 from .errors import DataError
 
 BOUNDARIES = ("cautious", "optimistic")
@@ -54,6 +55,8 @@ SATISFIED = "satisfied"
 REQUIRES_ADJUSTMENT = "requires statistical adjustment"
 SATISFIED_ADJUSTED = "satisfied with statistical adjustment"
 NOT_SATISFIED = "not satisfied"
+EQUIVALENCE_BANDS = (0.05, 0.25)  # |g| up to the first: satisfied; up to the second: with adjustment
+EQUIVALENCE_EDGES = (-0.25, -0.05, 0.05, 0.25)  # the same, as edges of g itself
 _TOL_PCT = 1e-9  # floating-point allowance, in percentage points
 
 
@@ -120,6 +123,21 @@ def attrition_verdict(overall: float, differential: float, boundary: str = "caut
     if not np.isfinite(bound):
         return HIGH
     return LOW if 100.0 * diff <= 100.0 * bound + _TOL_PCT else HIGH
+
+
+def differential_text(overall: float, differential: float) -> str:
+    """The differential attrition in percentage points with one decimal, or more where one would
+    put it on or across the cautious or optimistic bound at ``overall``: 6.32 (high), not 6.3,
+    against a bound of 6.3 (on the bound is low)."""
+    bounds = (max_differential(overall, b) for b in BOUNDARIES)
+    return fixed(100 * differential, 1, *(100 * b for b in bounds if np.isfinite(b)))
+
+
+def g_text(g: float, signed: bool = False) -> str:
+    """A baseline difference ``g`` with three decimals, or more where three would put it on or
+    across a band of :func:`baseline_equivalence`: 0.0504 (not satisfied without adjustment), not
+    0.050."""
+    return fixed(g, 3, *EQUIVALENCE_EDGES, signed=signed)
 
 
 @dataclass(frozen=True, repr=False)
@@ -196,7 +214,7 @@ class Attrition(ResultMixin):
     def summary(self) -> str:
         return (
             f"Attrition ({self.level}): overall {self.overall:.1%}, differential "
-            f"{100 * self.differential:.1f} points (treated {self.attrition_treated:.1%}, "
+            f"{differential_text(self.overall, self.differential)} points (treated {self.attrition_treated:.1%}, "
             f"control {self.attrition_control:.1%}); WWC: {self.verdict_cautious} under the cautious "
             f"boundary, {self.verdict_optimistic} under the optimistic boundary"
         )
@@ -233,7 +251,7 @@ def baseline_equivalence(g, adjusted: bool | None = None):
     middle = REQUIRES_ADJUSTMENT if adjusted is None else (SATISFIED_ADJUSTED if adjusted else NOT_SATISFIED)
     tol = 1e-12
     out = np.select(
-        [~np.isfinite(a), a <= 0.05 + tol, a <= 0.25 + tol],
+        [~np.isfinite(a), a <= EQUIVALENCE_BANDS[0] + tol, a <= EQUIVALENCE_BANDS[1] + tol],
         [np.array("not assessed", dtype=object), np.array(SATISFIED, dtype=object), np.array(middle, dtype=object)],
         default=np.array(NOT_SATISFIED, dtype=object),
     ).astype(object)
@@ -249,5 +267,7 @@ __all__ = [
     "attrition_boundaries",
     "attrition_verdict",
     "max_differential",
+    "differential_text",
     "baseline_equivalence",
+    "g_text",
 ]

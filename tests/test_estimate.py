@@ -505,6 +505,27 @@ def test_evaluation_is_immutable_and_tables_are_copies(rct_ev):
         rct_ev.table("nope")
 
 
+@pytest.mark.parametrize("p, alpha", [(0.0496, 0.05), (0.0504, 0.05), (0.04996, 0.05), (0.0996, 0.1), (0.05, 0.05)])
+def test_a_p_value_beside_a_verdict_shows_its_side_of_alpha(p, alpha):
+    """p = 0.0496 printed "p = 0.050" beside "statistically significant at α = 0.05", and 0.0504 the
+    same "0.050" beside "not significant" before 2026-12-04: the p-value keeps the digits that put
+    it on its side of α. The verdict and p are recomputed here from the t statistic."""
+    import re
+
+    from scipy import stats
+
+    from pleval._results import Estimate
+    from pleval.findings import significance
+
+    t = stats.t.isf(p / 2, 40)
+    e = Estimate.from_t(t, 1.0, 40, level=0.99, n_treated=1, n_control=1, n_clusters=None, method="x", scale="effect size")
+    text = significance(e, alpha=alpha)
+    shown = float(re.search(r"\(p = ([0-9.]+)\)", text).group(1))
+    significant = 2 * stats.t.sf(t, 40) < alpha
+    assert text.startswith("statistically significant" if significant else "not statistically significant")
+    assert (shown < alpha) == significant and abs(shown - p) <= 5e-4 and (shown == alpha) == (p == alpha)
+
+
 def test_p_values_read_as_sentences(rct_ev):
     """``p < 0.001`` or ``p = 0.087`` in every sentence, never ``p = < 0.001``."""
     from pleval.findings import fmt_p, p_clause

@@ -499,3 +499,23 @@ def test_forest_colours_by_the_placebo_calibrated_verdicts_when_given():
            "significantly negative (placebo-calibrated adjusted p < 0.05)" in legend
     plain = plots.forest(df.drop(columns="pvalue_calibrated_adj"), pooled=pooled)
     assert "(adjusted p < 0.05)" in " ".join(t.get_text() for t in plain.legends[0].get_texts())
+
+
+def test_a_capped_benchmark_bound_has_no_t_label():
+    """Twice the pretest implies R²_{Y~Z|D,X} > 1 here (no such confounder): the table leaves its t
+    empty and the contour's t panel labelled it "(inf)" before 2026-12-04; it now says "no such
+    confounder", while the estimate panel keeps the extreme estimate, recomputed here."""
+    from pleval.sensitivity.ovb import omitted_variable_bounds
+
+    est, se_c, dof, r2d, r2y = 0.9844, 0.1719, 13660, 0.00083, 0.47
+    k = 2.0
+    r2dz = k * r2d / (1 - r2d)
+    eta = k * r2d**2 / ((1 - k * r2d) * (1 - r2d))
+    assert ((np.sqrt(k) + np.sqrt(eta)) / np.sqrt(1 - eta)) ** 2 * r2y / (1 - r2y) > 1
+    extreme = est - se_c * np.sqrt(dof) * np.sqrt(r2dz / (1 - r2dz))  # at R²_Y = 1
+    o = omitted_variable_bounds(est, se_c, dof, se=0.5592, df=30, benchmarks={"pretest": (r2d, r2y)}, kd=(1, 2))
+    fig = plots.ovb_contour(o)
+    labels = {ax.get_title(loc="left").split()[1]: [t.get_text() for t in ax.texts] for ax in fig.axes}
+    assert "2x pretest (no such confounder)" in labels["t"]
+    assert f"2x pretest ({extreme:.3g})" in labels["estimate"]
+    assert not any("inf" in t for t in labels["t"])

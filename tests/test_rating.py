@@ -61,6 +61,20 @@ def test_individual_rct_high_attrition_needs_baseline_equivalence(baseline, expe
     assert phrase in r.steps[-1].finding
 
 
+def test_the_steps_print_numbers_on_their_side_of_the_boundary():
+    """Differential 6.32 points at 10% overall is high (cautious bound 6.3), and g = 0.0504 needs
+    adjustment; the steps printed "differential 6.3 points; … low up to 6.3" and "g = 0.050, not
+    satisfied" before 2026-12-04."""
+    import re
+
+    r = rate(facts(attrition_students=(0.10, abs(658 - 342) / 5000), baseline=(("pretest", 0.0504, False),)))
+    att = next(s.finding for s in r.steps if s.step.startswith("attrition"))
+    shown, bound = map(float, re.search(r"differential ([0-9.]+) points; .* low up to ([0-9.]+) points", att).groups())
+    assert "attrition high" in att and shown > bound
+    eq = next(s.finding for s in r.steps if s.step == "baseline equivalence")
+    assert float(re.search(r"g = ([0-9.]+), not satisfied", eq).group(1)) > 0.05
+
+
 def test_boundary_choice_decides_attrition():
     assert rate(facts(attrition_students=HIGH, baseline=(("p", 0.3, True),))).wwc_rating == DNM
     r = rate(facts(attrition_students=HIGH, baseline=(("p", 0.3, True),), boundary="optimistic"))

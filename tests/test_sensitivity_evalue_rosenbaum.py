@@ -488,6 +488,20 @@ def test_rosenbaum_bad_input():
         rosenbaum_bounds([1.0, 2.0], [0, 0], [True, False], gammas=[0.5])
 
 
+@pytest.mark.parametrize("kw, name", [({"gammas": [1, np.nan, 2]}, "gammas"), ({"gammas": [np.inf]}, "gammas"),
+                                      ({"hl_gammas": [np.nan]}, "hl_gammas")])
+def test_rosenbaum_gamma_must_be_a_finite_number(kw, name):
+    """Γ = NaN passed the check of Γ < 1 (NaN compares false): pairs got a row of NaN, matched sets
+    a definite-looking p = 1 before 2026-12-04. A non-finite Γ is now an error naming the option,
+    for pairs and for sets of several comparisons alike."""
+    rng = np.random.default_rng(3)
+    pairs = (rng.normal(size=40), np.repeat(np.arange(20), 2), np.tile([True, False], 20))
+    sets = (rng.normal(size=60), np.repeat(np.arange(20), 3), np.tile([True, False, False], 20))
+    for y, sid, tr in (pairs, sets):
+        with pytest.raises(DataError, match=f"^{name}: every Γ must be a finite number of at least 1"):
+            rosenbaum_bounds(y, sid, tr, **kw)
+
+
 def test_set_codes_by_first_appearance():
     """Set codes in order of first appearance (pandas' factorize) whether the ids come set by set
     (counted, not hashed), shuffled, or as text; the sizes with them."""

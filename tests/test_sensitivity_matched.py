@@ -51,6 +51,44 @@ def test_the_sentence_says_what_q_asks(matched):
     assert "To bring it to zero: " in h  # the benchmark multiple is the one to zero
 
 
+def test_the_sentence_never_rounds_a_positive_strength_to_zero():
+    """A barely significant estimate has a tiny RV_{q,α}, and a fragile one a small multiple of
+    the pretest; each prints with the digits that keep it above zero (before 2026-12-04: "0.0% of
+    each would make it no longer significant" of a significant estimate, "a confounder 0.0 times
+    as strongly related"). Both numbers recomputed here from Cinelli & Hazlett's formulas."""
+    import re
+    from types import SimpleNamespace as NS
+
+    from scipy import optimize, stats
+
+    from pleval.sensitivity.evalue import evalue_smd
+    from pleval.sensitivity.matched import SubjectSensitivity
+    from pleval.sensitivity.ovb import omitted_variable_bounds
+
+    se_c, dof, se, df = 0.1719, 13660, 0.5592, 30  # p = 0.049 on the CR2 t
+    est = stats.t.isf(0.049 / 2, df) * se
+    f = est / se_c / np.sqrt(dof) - (se / se_c) * stats.t.isf(0.025, df) / np.sqrt(dof - 1)
+    rv_qa = 0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2)
+    o = omitted_variable_bounds(est, se_c, dof, se=se, df=df, benchmarks={"pretest": (0.0008, 0.47)})
+    s = SubjectSensitivity("", NS(raw=NS(estimate=est)), o, evalue_smd(0.08, 0.001, 0.16), None, benchmark="pretest")
+    shown = float(re.search(r"; ([0-9.]+)% of each would make it no longer", s.sentence()).group(1))
+    assert 0 < shown and abs(shown - 100 * rv_qa) <= 0.005 < 100 * rv_qa
+
+    r2d, r2y, est2, se2, dof2 = 0.3, 0.6, 0.05, 0.1, 1000
+
+    def bias(k):  # benchmark bound (Cinelli & Hazlett 2020, §6.1) and the bias it implies
+        r2dz = k * r2d / (1 - r2d)
+        eta = k * r2d**2 / ((1 - k * r2d) * (1 - r2d))
+        r2yz = ((np.sqrt(k) + np.sqrt(eta)) / np.sqrt(1 - eta)) ** 2 * r2y / (1 - r2y)
+        return se2 * np.sqrt(dof2) * np.sqrt(r2yz * r2dz / (1 - r2dz)) - est2
+
+    k = optimize.brentq(bias, 1e-9, 1.0)
+    o2 = omitted_variable_bounds(est2, se2, dof2, benchmarks={"pretest": (r2d, r2y)})
+    s2 = SubjectSensitivity("", NS(raw=NS(estimate=est2)), o2, evalue_smd(0.1, 0.0, 0.2), None, benchmark="pretest")
+    shown = float(re.search(r"a confounder ([0-9.]+) times", s2.sentence()).group(1))
+    assert 0 < shown and abs(shown - k) <= 0.005 < k
+
+
 def test_ovb_consistent_with_matched_estimate(matched):
     c = matched.columns
     eff = matched.estimate(by="subject")
@@ -155,6 +193,10 @@ def test_bad_input(matched, data):
         sensitivity(matched, placebo_outcome="nope")
     with pytest.raises(DataError, match="benchmark"):
         sensitivity(matched, benchmarks=["school_poverty"])
+    with pytest.raises(DataError, match="^gammas: every Γ must be a finite number"):
+        sensitivity(matched, gammas=(np.nan,))  # gave p = 1 at Γ = NaN before 2026-12-04
+    with pytest.raises(DataError, match="^hl_gammas: every Γ must be a finite number"):
+        sensitivity(matched, hl_gammas=(np.inf,))
     w = pleval.match(data, SAMPLE_COLUMNS, method="weighting", seed=1)
     s = sensitivity(w, by="subject")
     assert s["math"].rosenbaum is None and any("no Rosenbaum" in n for n in s["math"].notes)
@@ -196,6 +238,9 @@ def test_cli_sensitivity(data, tmp_path):
         assert im.info["dpi"] == pytest.approx((PRINT_DPI, PRINT_DPI), abs=0.5)
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--kd", "x", "--out", str(out)])
     assert bad.exit_code == 2 and "--kd" in bad.output
+    for flag in ("--gammas", "--hl-gamma"):  # NaN read as a number before 2026-12-04
+        bad = CliRunner().invoke(app, ["sensitivity", str(src), flag, "1.5,nan", "--out", str(out)])
+        assert bad.exit_code == 2 and f"{flag} must be comma-separated finite numbers" in bad.output
 
 
 def test_estimate_writes_sensitivity(data, tmp_path):

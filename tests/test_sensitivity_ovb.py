@@ -293,3 +293,27 @@ def raw_feasible(b, name):
     k = b.multiple_to_zero(name)
     r2d, r2y = b.benchmarks.set_index("benchmark").loc[name, ["r2dxj_x", "r2yxj_dx"]]
     return np.isinf(k) or float(benchmark_r2(r2d, r2y, k, cap=False)[1]) < 1
+
+
+def test_a_multiple_explaining_all_of_the_treatment_keeps_its_row():
+    """A benchmark with R²_D 0.3: 3 times as strong gives R²_{D~Z|X} = 3·0.3/0.7 ≥ 1, a confounder
+    that would explain all of PL enrolment. Its row was dropped without a word (`--kd 1,100,1000`
+    lost the 1000x rows); it is now kept and marked capped, with R²_D 1 and nothing else, and the
+    feasible rows are unchanged."""
+    r2d, r2y = 0.3, 0.2
+    kd = (1, 2, 3)
+    b = omitted_variable_bounds(0.5, 0.1, 1000, benchmarks={"pretest": (r2d, r2y)}, kd=kd)
+    impossible = [k * r2d / (1 - r2d) >= 1 for k in kd]
+    assert impossible == [False, False, True]
+    assert list(b.bounds["bound"]) == [f"{k}x pretest" for k in kd]
+    row = b.bounds.set_index("bound").loc["3x pretest"]
+    assert row["capped"] and row["r2dz_x"] == 1
+    assert row[["r2yz_dx", "estimate", "se", "t", "ci_low", "ci_high"]].isna().all()
+    alone = omitted_variable_bounds(0.5, 0.1, 1000, benchmarks={"pretest": (r2d, r2y)}, kd=(1, 2))
+    pd.testing.assert_frame_equal(b.bounds.iloc[:2], alone.bounds)
+    assert "all of the treatment's" in b.summary()
+    from pleval.plots import ovb_contour
+
+    fig = ovb_contour(b)  # named under the plot, not drawn at R²_D = 1
+    assert fig.get_supxlabel().startswith("Not drawn: 3x pretest")
+    assert all("3x pretest" not in t.get_text() for ax in fig.axes for t in ax.texts)

@@ -79,6 +79,30 @@ def test_attrition_from_counts_on_the_exact_boundary():
     assert "high under the cautious" in b.summary()
 
 
+def test_the_differential_printed_beside_a_verdict_lies_on_its_side_of_the_bound(table):
+    """5000 per arm, 658 and 342 lost: overall 10%, differential 6.32 points, above the cautious
+    bound of 6.3 (high) and below the optimistic one. Before 2026-12-04 the summary printed 6.3,
+    which reads as on the bound (low); an exact 6.3 stays 6.3."""
+    import re
+
+    bound = float(table.loc[table["overall_attrition_pct"] == 10, "cautious_max_differential_pct"].iloc[0])
+    diff = abs(658 - 342) / 5000 * 100
+    a = standards.attrition(5000, 5000, 5000 - 658, 5000 - 342)
+    shown = float(re.search(r"differential ([0-9.]+) points", a.summary()).group(1))
+    assert a.verdict_cautious == "high" and diff > bound and shown > bound and abs(shown - diff) < 0.005
+    on = standards.attrition(2000, 2000, 2000 - 263, 2000 - 137)  # exactly 6.3: low, one decimal
+    assert "differential 6.3 points" in on.summary() and on.verdict_cautious == "low"
+
+
+def test_a_baseline_g_printed_beside_its_verdict_lies_on_its_side_of_the_band():
+    """g = 0.0504 is above the 0.05 band (adjustment needed); "0.050" read as within it."""
+    for g in (0.0504, -0.0504, 0.2504, 0.0496, 0.05):
+        shown, v = float(standards.g_text(g)), standards.baseline_equivalence(g)
+        assert (abs(shown) <= 0.05) == (abs(g) <= 0.05) == (v == "satisfied")
+        assert (abs(shown) <= 0.25) == (abs(g) <= 0.25) and abs(shown - g) < 5e-4
+    assert standards.g_text(0.05) == "0.050" and standards.g_text(0.0123, signed=True) == "+0.012"
+
+
 def test_attrition_differential_is_symmetric():
     a = standards.attrition(50, 80, 40, 72)
     b = standards.attrition(80, 50, 72, 40)

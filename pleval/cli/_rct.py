@@ -138,13 +138,15 @@ def _effects_table(res, title: str) -> Table:
 
 
 def _attrition_table(frame: pd.DataFrame) -> Table:
+    from ..standards import differential_text
+
     cols = ("subject", "level", "randomized T/C", "analytic T/C", "overall", "differential", "cautious", "optimistic")
     t = table("Attrition (WWC)", cols, left=cols)
     for r in frame.itertuples():
         t.add_row(
             escape(str(r.subject)), r.level, f"{r.n_randomized_treated}/{r.n_randomized_control}",
             f"{r.n_analytic_treated}/{r.n_analytic_control}", f"{r.overall:.1%}",
-            f"{100 * r.differential:.1f} pts", r.verdict_cautious, r.verdict_optimistic,
+            f"{differential_text(r.overall, r.differential)} pts", r.verdict_cautious, r.verdict_optimistic,
         )
     return t
 
@@ -162,6 +164,8 @@ def _subgroup_table(sub: pd.DataFrame, inter: pd.DataFrame) -> Table:
 
 
 def _equivalence_table(frame: pd.DataFrame) -> Table:
+    from ..standards import g_text
+
     cols = ("subject", "variable", "measure", "mean T", "mean C", "difference", "SD", "effect size", "verdict")
     t = table("Baseline equivalence (analytic sample, WWC; with grades: the difference within grade, averaged, "
               "over the SD within grade)", cols, left=cols)
@@ -169,7 +173,7 @@ def _equivalence_table(frame: pd.DataFrame) -> Table:
         sd = getattr(r, "sd", math.nan)
         t.add_row(escape(str(r.subject)), escape(r.variable), r.measure, f"{r.mean_treated:.3f}",
                   f"{r.mean_control:.3f}", f"{r.difference:+.3f}", "—" if not math.isfinite(sd) else f"{sd:.3f}",
-                  f"{r.effect_size:.3f}", _SHORT.get(r.verdict, r.verdict))
+                  g_text(r.effect_size), _SHORT.get(r.verdict, r.verdict))
     return t
 
 

@@ -17,14 +17,19 @@ from ._match import Method
 
 
 def parse_numbers(text: str | None, flag: str) -> tuple[float, ...]:
-    """A comma-separated list of numbers (empty for none)."""
+    """A comma-separated list of finite numbers (empty for none)."""
+    import math
+
     from ..errors import DataError
 
     names = parse_names(text) or ()
     try:
-        return tuple(float(v) for v in names)
+        values = tuple(float(v) for v in names)
     except ValueError:
-        raise DataError(f"{flag} must be comma-separated numbers; got {text!r}") from None
+        values = (math.nan,)  # not a number: the same error
+    if not all(math.isfinite(v) for v in values):
+        raise DataError(f"{flag} must be comma-separated finite numbers; got {text!r}")
+    return values
 
 
 @app.command("sensitivity", short_help="How fragile is the matched effect: RV, E-values, Rosenbaum bounds.")

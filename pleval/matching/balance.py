@@ -52,7 +52,7 @@ import pandas as pd
 from .._results import ResultMixin
 from ..effect_sizes import baseline_difference
 from ..errors import DataError
-from ..standards import baseline_equivalence
+from ..standards import baseline_equivalence, g_text
 from ._design import codes_and_levels, combine_codes, is_categorical
 
 
@@ -583,7 +583,7 @@ class Balance(ResultMixin):
         for r in self.equivalence.itertuples():
             grp = f"{r.group}: " if hasattr(r, "group") else ""
             lines.append(
-                f"  {grp}{r.pretest} g = {r.hedges_g:+.3f} -> {r.wwc_baseline_equivalence}"
+                f"  {grp}{r.pretest} g = {g_text(r.hedges_g, signed=True)} -> {r.wwc_baseline_equivalence}"
                 f" (with the pretest in the impact model: {r.wwc_with_pretest_in_model})"
             )
         return "\n".join(lines)

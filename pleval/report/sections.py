@@ -484,12 +484,12 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ss.sentence()}") for s, ss in subs]
     fields = {
         "robustness value: share of both residual variances that brings the estimate to zero":
-            [f"{100 * ss.ovb.rv_q:.1f}%" for _, ss in subs],
-        f"… that makes it not significant (α = {alpha:g})": [f"{100 * ss.ovb.rv_qa:.1f}%" for _, ss in subs],
-        "partial R² of PL with the outcome": [f"{100 * ss.ovb.r2yd_x:.2f}%" for _, ss in subs],
+            [f"{fmt(100 * ss.ovb.rv_q, 1, edges=(0,))}%" for _, ss in subs],
+        f"… that makes it not significant (α = {alpha:g})": [f"{fmt(100 * ss.ovb.rv_qa, 1, edges=(0,))}%" for _, ss in subs],
+        "partial R² of PL with the outcome": [f"{fmt(100 * ss.ovb.r2yd_x, 2, edges=(0,))}%" for _, ss in subs],
         "multiple of the pretest that brings it to zero": [
             "—" if not ss.benchmark else "none possible" if math.isinf(ss.multiple_to_zero)
-            else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1)
+            else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1, edges=(0,))
             for _, ss in subs],
         "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
         f"Rosenbaum Γ at which p reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],

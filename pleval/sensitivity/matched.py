@@ -30,10 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .._results import Effect, ResultMixin
+from .._text import fixed
 from ..errors import DataError, DesignError, PlevalWarning
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
-from .rosenbaum import HuberScores, RosenbaumBounds, _bounds
+from .rosenbaum import HuberScores, RosenbaumBounds, _bounds, check_gammas
 
 FRAME_COLUMNS = ["kind", "label", "r2dz_x", "r2yz_dx", "gamma", "estimate", "se", "t", "ci_low", "ci_high",
                  "pvalue", "hl_low", "hl_high", "value"]
@@ -72,7 +73,7 @@ class SubjectSensitivity(ResultMixin):
             bench = (f"no multiple of the {self.benchmark}'s strength does it before the confounder would explain all of "
                      "the outcome's remaining variance")
         elif self.benchmark and k <= 100:
-            bench = f"a confounder {k:.1f} times as strongly related to both as the {self.benchmark} (given the other covariates)"
+            bench = f"a confounder {fixed(k, 1, 0)} times as strongly related to both as the {self.benchmark} (given the other covariates)"
         elif self.benchmark:
             bench = f"more than 100 times as strongly related to both as the {self.benchmark} (given the other covariates)"
         word = "raise" if self.effect.raw.estimate < 0 else "lower"
@@ -85,11 +86,11 @@ class SubjectSensitivity(ResultMixin):
             within = f"consistent with an effect of {100 * (1 - q):g}% of its size"
             tail, after = "", (f" To bring it to zero: {bench}." if bench else "")
         if self.ovb.rv_qa > 0:
-            sig = f"{100 * self.ovb.rv_qa:.1f}% of each would make it {within} (α = {alpha:g})"
+            sig = f"{fixed(100 * self.ovb.rv_qa, 1, 0)}% of each would make it {within} (α = {alpha:g})"
         else:
             sig = f"the estimate is already {within} (α = {alpha:g})"
         return (
-            f"An unmeasured difference between PL and comparison students would have to explain {100 * rv:.1f}% of the "
+            f"An unmeasured difference between PL and comparison students would have to explain {fixed(100 * rv, 1, 0)}% of the "
             f"remaining variance in both the outcome and PL enrolment{tail} to {goal}; {sig}.{after}"
         )
 
@@ -273,6 +274,8 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
     se_options = dict(vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
+    for name, values in (("gammas", gammas), ("hl_gammas", hl_gammas)):  # before any fit
+        check_gammas(values, name)
     bench = default_benchmarks(c) if benchmarks is None else ([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
     unknown = [b for b in bench if b not in default_benchmarks(c)]
     if unknown:

@@ -27,7 +27,9 @@ the residual degrees of freedom of the fitted model and ``se`` its *classical* S
       R²_{Y~Z|D,X} = ((√k_Y + √η) / √(1 − η))² · R²_{Y~Xj|D,X−j} / (1 − R²_{Y~Xj|D,X−j})
 
   (capped at 1: the bound's row is marked ``capped``, its SE, t and CI left empty, since no such
-  confounder exists). A group's partial R² is ``(RSS_without − RSS_with)/RSS_without``.
+  confounder exists). A multiple with ``R²_{D~Z|X} ≥ 1`` (a confounder explaining all of the
+  treatment) keeps its row too, ``capped``, with ``R²_{D~Z|X}`` 1 and no ``R²_{Y~Z|D,X}`` or
+  estimate. A group's partial R² is ``(RSS_without − RSS_with)/RSS_without``.
 
 **Cluster-robust standard errors.** The published formulas assume the classical SE. pleval's
 adaptation: (1) the *point-estimate* quantities — partial R², ``RV_q``, the bias and the
@@ -309,8 +311,9 @@ class OmittedVariableBounds(ResultMixin):
             lines.append(self.bounds.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             if self.bounds["capped"].any():
                 lines.append("  capped: the multiple implies a confounder explaining more than all of the outcome's "
-                             "residual variance (R²_Y capped at 1, as sensemakr): no such confounder exists; the "
-                             "estimate is the extreme, and SE, t and CI are left empty")
+                             "residual variance (R²_Y capped at 1, as sensemakr; the estimate is the extreme) or all "
+                             "of the treatment's (R²_D capped at 1; no R²_Y and no estimate): no such confounder "
+                             "exists, and SE, t and CI are left empty")
         return "\n".join(lines)
 
 
@@ -361,14 +364,21 @@ def omitted_variable_bounds(
     rows, bench = [], []
     for name, (r2d, r2y) in (benchmarks or {}).items():  # a handful of benchmarks
         bench.append({"benchmark": name, "r2dxj_x": r2d, "r2yxj_dx": r2y})
+        # a multiple at which the confounder would explain all of the treatment keeps its row, capped at
+        # R²_D = 1 with no R²_Y and no adjusted estimate (no treatment variation would be left)
         feasible = kd * r2d / (1 - r2d) < 1
-        r2dz, raw = benchmark_r2(r2d, r2y, kd[feasible], ky_arr[feasible], cap=False)
-        capped = raw >= 1
-        r2yz = np.minimum(raw, 1.0)
-        adj = _adjusted(estimate, se_classical, dof, kappa, df, alpha, r2dz, r2yz, reduce)
+        r2dz, r2yz = np.ones(kd.shape), np.full(kd.shape, np.nan)
+        r2dz[feasible], raw = benchmark_r2(r2d, r2y, kd[feasible], ky_arr[feasible], cap=False)
+        r2yz[feasible] = np.minimum(raw, 1.0)
+        capped = ~feasible
+        capped[feasible] = raw >= 1
+        adj = {key: np.full(kd.shape, np.nan) for key in ("estimate", "se", "t", "ci_low", "ci_high")}
+        for key, v in _adjusted(estimate, se_classical, dof, kappa, df, alpha, r2dz[feasible], r2yz[feasible],
+                                reduce).items():
+            adj[key][feasible] = v
         for key in ("se", "t", "ci_low", "ci_high"):  # R² = 1 leaves no residual: no sampling error to speak of
             adj[key] = np.where(capped, np.nan, adj[key])
-        for i, (a, b) in enumerate(zip(kd[feasible], ky_arr[feasible])):
+        for i, (a, b) in enumerate(zip(kd, ky_arr)):
             rows.append({"bound": f"{a:g}x {name}" if a == b else f"{a:g}/{b:g}x {name}", "benchmark": name,
                          "kd": a, "ky": b, "r2dz_x": float(r2dz[i]), "r2yz_dx": float(r2yz[i]),
                          **{k: float(v[i]) for k, v in adj.items()}, "capped": bool(capped[i])})

@@ -641,6 +641,16 @@ def rosenbaum_bounds(
                    statistic=statistic, trim=trim, inner=inner, label=label)
 
 
+def check_gammas(values, name: str) -> np.ndarray:
+    """``values`` as an array of Γ; a DataError naming the option ``name`` unless each is a finite
+    number of at least 1 (NaN compares false, so it slipped past a check of Γ < 1)."""
+    g = np.atleast_1d(np.asarray(values, dtype=float))
+    bad = g[~(np.isfinite(g) & (g >= 1))]
+    if bad.size:
+        raise DataError(f"{name}: every Γ must be a finite number of at least 1; got {', '.join(f'{v:g}' for v in bad)}")
+    return g
+
+
 def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim, inner, label) -> RosenbaumBounds:
     """:func:`rosenbaum_bounds` of ``data = [y, set_id, treated]``, taken out of the list (emptied):
     a caller that holds the arrays nowhere else has them freed once read — the set ids once
@@ -657,10 +667,8 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
         raise DataError(f"Rosenbaum bounds: {int((~np.isfinite(y)).sum()):,} unit(s) have no outcome")
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
-    hl_set = set(np.atleast_1d(np.asarray(hl_gammas, dtype=float)).tolist())
-    gammas = np.array(sorted(set(np.atleast_1d(np.asarray(gammas, dtype=float)).tolist()) | hl_set))
-    if np.any(gammas < 1):
-        raise DataError("every Γ must be at least 1")
+    hl_set = set(check_gammas(hl_gammas, "hl_gammas").tolist())
+    gammas = np.array(sorted(set(check_gammas(gammas, "gammas").tolist()) | hl_set))
     if statistic not in ("rank", "huber"):
         raise DataError(f"statistic must be 'rank' or 'huber'; got {statistic!r}")
     scores = HuberScores(float(trim), float(inner)) if statistic == "huber" else None
