@@ -127,6 +127,24 @@ def test_markdown_school_named_with_a_pipe_keeps_its_columns(tmp_path):
         assert float(got[r.school_id]["SE"]) == pytest.approx(r.se, abs=5e-4)
 
 
+def test_markdown_and_html_p_values_follow_the_report_and_excel(tmp_path):
+    """The .md and .html tables print p as the report and the .xlsx do: three decimals, "< 0.001"
+    below, more digits where three would sit on α (before 2026-12-04 they printed four decimals and
+    "<0.0001", the .xlsx three)."""
+    from scipy import stats
+
+    z = stats.norm.isf(0.0496 / 2)  # a two-sided normal p of 0.0496
+    df = pd.DataFrame({"school_id": ["a", "b", "c"], "estimate": [5.0 * 0.05, z * 0.05, 0.3 * 0.05],
+                       "se": [0.05] * 3})
+    r = school_effects_from_estimates(df, by=None)
+    p = r.table.set_index("school")["pvalue"]
+    assert p["a"] < 1e-5 and p["b"] == pytest.approx(0.0496, rel=1e-9)
+    for ext in ("md", "html"):
+        text = export_table(r, tmp_path / f"s.{ext}").read_text()
+        assert "&lt; 0.001" in text or "< 0.001" in text
+        assert "0.0496" in text and f"{p['c']:.3f}" in text and "0.0001" not in text
+
+
 def test_excel_shades_significant_schools(tmp_path):
     df = pd.DataFrame({"school_id": list("abcdef"), "estimate": [-0.5, 0.6, 0.01, 0.02, 0.0, 0.03],
                        "se": [0.05] * 6})

@@ -154,7 +154,7 @@ def schools(
         for key, label, sub in _groups(res):
             echo("")
             echo(f"[{label}] schools")
-            echo(markdown_table(_readable(sub, []), disable_numparse=True))
+            echo(markdown_table(_readable(sub, [], float(res.options.get("alpha", 0.05))), disable_numparse=True))
     options = dict(school=school or "school_id", estimate=estimate, se=se, df=res.options["df"], subject=subject,
                    n_treated=n_treated, n_comparison=n_comparison, moderators=mods, method=method,
                    hartung_knapp=hartung_knapp, prediction=prediction, influence=influence, permutations=permutations,

@@ -26,6 +26,7 @@ import pandas as pd
 
 from .._text import markdown_table
 from ..errors import DataError
+from ..findings import fmt_p
 from .school_effects import MULTISITE, SchoolEffects
 
 FORMATS = ("csv", "xlsx", "md", "html")
@@ -186,8 +187,9 @@ def _present_columns(sub: pd.DataFrame) -> list[tuple[str, str, str]]:
     return [(c, h, f) for c, h, f in _NUMERIC if c in sub.columns and sub[c].notna().any()]
 
 
-def _readable(sub: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
-    """Markdown/HTML view: intervals as 'low to high', rounded."""
+def _readable(sub: pd.DataFrame, extra: list[str], alpha: float) -> pd.DataFrame:
+    """Markdown/HTML view: intervals as 'low to high', rounded; p-values as the report prints them
+    (:func:`pleval.findings.fmt_p`: three decimals, more beside ``alpha``, "< 0.001")."""
 
     def f(x, d):
         if pd.isna(x):
@@ -199,7 +201,7 @@ def _readable(sub: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
         return ["" if pd.isna(a) else f"{f(a, d)} to {f(b, d)}" for a, b in zip(lo, hi)]
 
     def pv(x):
-        return "" if pd.isna(x) else ("<0.0001" if x < 1e-4 else f"{x:.4f}")
+        return "" if pd.isna(x) else fmt_p(x, alpha)
 
     out = pd.DataFrame({"School": sub["school"].astype(str).to_numpy()})
     if sub["n_treated"].notna().any():
@@ -236,7 +238,7 @@ def _extra_columns(res: SchoolEffects) -> list[str]:
 def to_markdown(res: SchoolEffects, title: str = "School-by-school effects") -> str:
     parts = [f"# {title}", ""]
     for key, label, sub in _groups(res):
-        view = _readable(sub, _extra_columns(res))
+        view = _readable(sub, _extra_columns(res), float(res.options.get("alpha", 0.05)))
         align = ["left" if c in ("School", "Note") else "right" for c in view.columns]
         md = markdown_table(view, disable_numparse=True, colalign=align)
         parts += [f"## {label}", "", _headline(res, key, sub), "", md, ""]
@@ -257,7 +259,7 @@ def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
     alpha = float(res.options.get("alpha", 0.05))
     body = [f"<h1>{html.escape(title)}</h1>"]
     for key, label, sub in _groups(res):
-        view = _readable(sub, _extra_columns(res))
+        view = _readable(sub, _extra_columns(res), float(res.options.get("alpha", 0.05)))
         cls = np.where(_verdict_p(sub)[0] < alpha, np.where(sub["effect_size"].to_numpy(dtype=float) < 0, "neg", "pos"),
                        "")
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)
