@@ -12,6 +12,7 @@ frame comes from the caller), so the command line can use it without importing p
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIGNED_ZERO = re.compile(r"(?<![\w.])[-+](0\.0+)(?![0-9])")
@@ -35,6 +36,21 @@ def fixed(x: float, nd: int, *edges: float, signed: bool = False) -> str:
         if all(_side(float(text), e) == _side(x, e) for e in edges):
             return text
         digits += 1
+
+
+def fmt_p(p, alpha: float = 0.05) -> str:
+    """A p-value with three decimals ("< 0.001" below that; "—" if missing), more where three
+    would put it on or across ``alpha``: 0.0496 and 0.0504, not 0.050 beside both "significant"
+    and "not significant" at α = 0.05. Below an ``alpha`` under 0.001, "< α" (never "0.000")."""
+    try:
+        v = float(p)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(v):
+        return "—"
+    if v < min(alpha, 0.001):
+        return f"< {min(alpha, 0.001):g}" if alpha < 0.001 else "< 0.001"
+    return fixed(v, 3, alpha)
 
 
 def _side(x: float, edge: float) -> int:
@@ -62,4 +78,4 @@ def markdown_table(frame, **options) -> str:
     return escaped.to_markdown(**{"index": False, **options})
 
 
-__all__ = ["fixed", "markdown_table", "percent", "unsigned_zeros"]
+__all__ = ["fixed", "fmt_p", "markdown_table", "percent", "unsigned_zeros"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import percentiles
-from ._text import fixed, percent, unsigned_zeros
+from ._text import fixed, fmt_p, percent, unsigned_zeros
 from .standards import EQUIVALENCE_EDGES, differential_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,19 +44,6 @@ def fmt(x, nd: int = 3, signed: bool = False, edges: tuple[float, ...] = ()) -> 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
     return f"{fmt(lo, nd, signed)} to {fmt(hi, nd, signed)}"
-
-
-def fmt_p(p, alpha: float = 0.05) -> str:
-    """A p-value with three decimals ("< 0.001" below that; "—" if missing), more where three
-    would put it on or across ``alpha``: 0.0496 and 0.0504, not 0.050 beside both "significant"
-    and "not significant" at α = 0.05."""
-    try:
-        v = float(p)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(v):
-        return "—"
-    return "< 0.001" if v < 0.001 <= alpha else fixed(v, 3, alpha)
 
 
 def p_clause(p, alpha: float = 0.05) -> str:

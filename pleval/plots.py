@@ -42,6 +42,7 @@ from scipy import special, stats
 from . import findings, percentiles
 from ._text import unsigned_zeros
 from .errors import DataError, PlevalError
+from .standards import g_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -984,7 +985,7 @@ def evaluation_love(ev: "Evaluation", subject: str) -> Figure:
     if ev.design == "matched" and len(eq):  # the SMDs standardize by the SD before matching, over all grades;
         # the WWC verdict reads the pretest on the effect sizes' yardstick (docs/matching.md)
         title += "\nWWC equivalence: " + "; ".join(
-            f"{r.variable} g = {float(r.effect_size):+.3f}, "
+            f"{r.variable} g = {g_text(float(r.effect_size), signed=True)}, "
             + str(r.verdict).replace("with statistical adjustment", "if adjusted") for r in eq.itertuples())
     return love_plot(b, title=title, labels=labels)
 

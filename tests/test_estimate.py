@@ -526,6 +526,29 @@ def test_a_p_value_beside_a_verdict_shows_its_side_of_alpha(p, alpha):
     assert (shown < alpha) == significant and abs(shown - p) <= 5e-4 and (shown == alpha) == (p == alpha)
 
 
+def test_a_p_value_below_a_small_alpha_is_not_printed_as_zero():
+    """With α under 0.001 a p below it reads "< α" and one above it keeps its digits, never "0.000"
+    (which fmt_p printed for α = 0.0001 on 2026-12-04, before its fix that day)."""
+    from pleval.findings import fmt_p
+
+    assert fmt_p(1e-8, 1e-4) == "< 0.0001" and fmt_p(2e-4, 1e-4) == "0.0002" and fmt_p(1e-8) == "< 0.001"
+
+
+def test_console_tables_print_p_beside_the_runs_alpha(tmp_path):
+    """The console's overall table prints p as the report does at the run's α: more digits where
+    three would sit on α (before 2026-12-04 it printed "0.100" for p = 0.0996 at α = 0.1)."""
+    from pleval._text import fmt_p
+    from pleval.cli._estimate import _overall_table
+
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    p0 = float(pleval.estimate(d, design="rct", columns=RCT_SAMPLE_COLUMNS, placebo=False).overall["pvalue"].iloc[0])
+    alpha = (p0 + round(p0, 3)) / 2  # between p and its three-decimal rounding: "0.xyz" would sit across α
+    ev = pleval.estimate(d, design="rct", columns=RCT_SAMPLE_COLUMNS, placebo=False, alpha=alpha)
+    cells = [c._cells for c in _overall_table(ev).columns]  # rich's table columns
+    ov = ev.overall[ev.overall["scale"] == "raw"]
+    assert cells[5] == [fmt_p(p, alpha) for p in ov["pvalue"]] and cells[5][0] != f"{p0:.3f}"
+
+
 def test_p_values_read_as_sentences(rct_ev):
     """``p < 0.001`` or ``p = 0.087`` in every sentence, never ``p = < 0.001``."""
     from pleval.findings import fmt_p, p_clause

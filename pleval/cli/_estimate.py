@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
-from .._text import percent
+from .._text import fmt_p, percent
 from ..errors import DataError
 from . import app
 from ._common import (
@@ -104,6 +104,7 @@ def _given(cfg_cols: dict, flags: dict) -> dict:
 
 def _overall_table(ev) -> Table:
     lvl = f"{float(ev.options['level']):.0%}"
+    alpha = float(ev.options["alpha"])
     t = table(f"Overall effect ({lvl} CI; * = primary estimate)",
               ("subject", "analysis", "points", "effect size", "percentile pts", "p", "MDES SD (pct)"),
               left=("subject", "analysis"))
@@ -119,7 +120,7 @@ def _overall_table(ev) -> Table:
             escape(str(subject)), escape(str(analysis)) + (" *" if raw["primary"] else ""), f"{raw['estimate']:+.2f}",
             f"{es['estimate']:+.3f}" + (" (no SE)" if no_se else f" ({es['ci_low']:+.3f}, {es['ci_high']:+.3f})"),
             f"{pp['estimate']:+.1f}" + (" (no SE)" if no_se else f" ({pp['ci_low']:+.1f}, {pp['ci_high']:+.1f})"),
-            "—" if no_se else "< 0.001" if raw["pvalue"] < 0.001 else f"{raw['pvalue']:.3f}",
+            "—" if no_se else fmt_p(raw["pvalue"], alpha),
             "—" if mdes != mdes else f"{mdes:.3f} ({pp.get('mdes', float('nan')):+.1f})",
             style="bold" if raw["primary"] else "",
         )
@@ -164,6 +165,7 @@ def _subgroup_table(ev) -> Table | None:
     sub = ev.subgroups()
     if not len(sub):
         return None
+    alpha = float(ev.options["alpha"])
     eq = ev.equity
     cap = "\n".join(f"{r['subject']}: gap {r['gap']}: {r['change_es']:+.3f} SD ({r['es_ci_low']:+.3f}, "
                      f"{r['es_ci_high']:+.3f}): {r['verdict']}" for _, r in eq.iterrows())
@@ -174,7 +176,7 @@ def _subgroup_table(ev) -> Table | None:
         t.add_row(escape(str(r["subject"])), escape(str(r["subgroup"])), escape(str(r["level"])),
                   f"{r['effect_size']:+.3f}", f"{r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f}",
                   f"{r['percentile_points']:+.1f}",
-                  "< 0.001" if r["pvalue_adjusted"] < 0.001 else f"{r['pvalue_adjusted']:.3f}")
+                  fmt_p(r["pvalue_adjusted"], alpha))
     return t
 
 
@@ -184,6 +186,7 @@ def _outcomes_table(ev) -> Table | None:
     o = ev.outcomes
     if not len(o):
         return None
+    alpha = float(ev.options["alpha"])
     binary = o[o["kind"] == "binary"]
     cap = ("Yes/no outcomes: difference in percentage points (shares of students, not percentile points), Cox index "
            f"as the effect size, by {binary['estimation'].iloc[0]}; {binary['note'].iloc[0]}." if len(binary) else None)
@@ -198,8 +201,7 @@ def _outcomes_table(ev) -> Table | None:
                   escape(str(r["domain"])), f"{r['estimate']:+.2f}{unit} ({r['ci_low']:+.2f}, {r['ci_high']:+.2f})",
                   f"{es} {r['effect_size']:+.3f} ({r['es_ci_low']:+.3f}, {r['es_ci_high']:+.3f})",
                   "—" if r["percentile_points"] != r["percentile_points"] else f"{r['percentile_points']:+.1f}",
-                  "< 0.001" if r["pvalue"] < 0.001 else f"{r['pvalue']:.3f}",
-                  "< 0.001" if r["pvalue_adjusted"] < 0.001 else f"{r['pvalue_adjusted']:.3f}",
+                  fmt_p(r["pvalue"], alpha), fmt_p(r["pvalue_adjusted"], alpha),
                   escape(str(r["wwc_rating"]).replace("Meets WWC Standards ", "").replace("Does Not Meet WWC Standards",
                                                                                           "Does Not Meet")),
                   escape(str(r["essa_tier"])))
@@ -297,7 +299,7 @@ def _one_school_table(ev) -> Table | None:
                   f"{x['se_calibrated']:.3f}" if has else "—",
                   f"{x['ci_low_calibrated']:+.3f}, {x['ci_high_calibrated']:+.3f}" if has else "—",
                   f"{x['df_calibrated']:.1f}" if has else "—",
-                  ("< 0.001" if x["p_calibrated"] < 0.001 else f"{x['p_calibrated']:.3f}") if has else "—", verdict)
+                  fmt_p(x["p_calibrated"], alpha) if has else "—", verdict)
         why += [f"{r['subject']}: {w}" for w in (note_text(r, "calibration_note"), note_text(r, "not_estimable")) if w]
     t.caption = escape("\n".join(["The school's estimate is the program's effect plus the school's own circumstances; "
                                    "the calibrated interval counts the spread of placebo schools (comparison schools "

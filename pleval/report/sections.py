@@ -296,7 +296,7 @@ def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             "effect size": [f"{m.replace(' index', '')} {fmt(e, 3, True)} ({fmt_ci(a, b, 3, True)})"
                             for m, e, a, b in zip(t["es_measure"], t["effect_size"], t["es_ci_low"], t["es_ci_high"])],
             "percentile points": [("not defined" if p else fmt(v, 1, True)) for v, p in zip(t["percentile_points"], pp)],
-            "p": t["pvalue"].map(fmt_p), "adjusted p": t["pvalue_adjusted"].map(fmt_p),
+            "p": t["pvalue"].map(_p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(_p_at(ev)),
             "WWC rating": t["wwc_rating"].astype(str), "ESSA tier": t["essa_tier"].astype(str),
         })
         notes = [f"{r.outcome}: {r.estimation}; {r.method}" for r in t.itertuples()]
@@ -341,13 +341,14 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
             "percentile points": t["percentile_points"].map(lambda v: fmt(v, 1, True)),
             "raw (points)": t["estimate"].map(lambda v: fmt(v, 2, True)),
-            "p": t["pvalue"].map(fmt_p), "adjusted p": t["pvalue_adjusted"].map(fmt_p),
+            "p": t["pvalue"].map(_p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(_p_at(ev)),
         })
         if "pretest_smd" in t.columns:
             frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
         ts = subject_rows(tests, s)
         note = "Equal effects across levels: " + "; ".join(
-            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'])} (adjusted {fmt_p(r['pvalue_adjusted'])})"
+            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], ev.options['alpha'])} (adjusted "
+            f"{fmt_p(r['pvalue_adjusted'], ev.options['alpha'])})"
             for _, r in ts.iterrows()) + "."
         blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
     blocks += _figures(ev, figures, "subgroups",
@@ -371,7 +372,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         r = g.iloc[0]
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
-                              "p": g["pvalue"].map(fmt_p)})
+                              "p": g["pvalue"].map(_p_at(ev))})
         note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'])}; "
                 f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
                 f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
@@ -555,6 +556,15 @@ def _num(col: str, nd: int, signed: bool = True) -> Callable[[pd.DataFrame, Tabl
     return lambda f, c: f[col].map(lambda v: fmt(v, nd, signed))
 
 
+def _p(col: str) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
+    return lambda f, c: f[col].map(lambda p: fmt_p(p, c.alpha))
+
+
+def _p_at(ev: "Evaluation") -> Callable[[float], str]:
+    """p as :func:`fmt_p` prints it beside the run's α."""
+    return lambda p: fmt_p(p, float(ev.options["alpha"]))
+
+
 def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
     return lambda f, c: pd.Series([fmt_ci(a, b, nd, True) for a, b in zip(f[lo], f[hi])], index=f.index)
 
@@ -591,8 +601,8 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
     SchoolColumn("effect size", ("effect_size",), _num("effect_size", 3)),
     SchoolColumn("{lvl} CI", ("es_ci_low", "es_ci_high"), _range("es_ci_low", "es_ci_high", 3)),
     SchoolColumn("percentile points", ("percentile_points",), _num("percentile_points", 1)),
-    SchoolColumn("p", ("pvalue",), lambda f, c: f["pvalue"].map(fmt_p)),
-    SchoolColumn("adjusted p", ("p_adjusted",), lambda f, c: f["p_adjusted"].map(fmt_p),
+    SchoolColumn("p", ("pvalue",), _p("pvalue")),
+    SchoolColumn("adjusted p", ("p_adjusted",), _p("p_adjusted"),
                  "adjusted p: adjusted for testing every school at once ({adjustment})."),
     SchoolColumn("significant (α = {alpha:g})", ("effect_size", "pvalue"), _significance,
                  "significant: which tests put the school's effect above or below zero at α = {alpha:g}: raw p, "
@@ -604,7 +614,7 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
                  _range("ci_low_calibrated", "ci_high_calibrated", 3),
                  "calibrated: allowing for the spread of placebo schools, i.e. for the school's own difference "
                  "from its comparisons that student-level standard errors do not cover.", CALIBRATED),
-    SchoolColumn("calibrated p", ("p_calibrated",), lambda f, c: f["p_calibrated"].map(fmt_p), group=CALIBRATED),
+    SchoolColumn("calibrated p", ("p_calibrated",), _p("p_calibrated"), group=CALIBRATED),
     SchoolColumn("shrunken ES", ("shrunk_es",), _num("shrunk_es", 3),
                  "shrunken: empirical-Bayes estimate, pulled toward the pooled effect in proportion to the school's "
                  "noise (with placebo schools, the between-school variance is at least their spread). Its interval: "
