@@ -291,6 +291,9 @@ class Validated(ResultMixin):
     notes: tuple[str, ...] = field(default=())
     dropped_pl: pd.DataFrame = field(default_factory=lambda: pl_rows_frame([]))
     """The treated (PL) rows among ``dropped``, by subject (:func:`pl_rows_frame`)."""
+    pl_schools_dropped: tuple = ()
+    """Schools (values of the school column) every PL row of which validation dropped: PL schools
+    all the same (VCG matching leaves out their comparison rows)."""
 
     @property
     def n_rows(self) -> int:
@@ -487,6 +490,7 @@ def validate(
         neg = (out[columns.weight] < 0) & keep
         if neg.any():
             raise DataError(f"column {columns.weight!r} (weight): {int(neg.sum()):,} row(s) are negative")
+    lost = _pl_schools_lost(out, keep, t_col, columns.school) if dropped_pl else ()
     out = out if bool(keep.all()) else out.loc[keep]  # every row kept: no copy of every column
     out[t_col] = out[t_col].astype(int)
     if columns.takeup:
@@ -531,7 +535,18 @@ def validate(
         treated_value=treated_value,
         notes=tuple(notes),
         dropped_pl=pl_rows_frame(dropped_pl),
+        pl_schools_dropped=lost,
     )
+
+
+def _pl_schools_lost(out: pd.DataFrame, keep: pd.Series, t_col: str, school: str | None) -> tuple:
+    """The schools with a PL row in ``out`` and none among the rows ``keep`` keeps."""
+    if not school:
+        return ()
+    pl = (out[t_col] == 1).to_numpy()
+    had = pd.unique(out[school].to_numpy()[pl & ~keep.to_numpy()])
+    kept = pd.unique(out[school].to_numpy()[pl & keep.to_numpy()])
+    return tuple(x for x in had if not pd.isna(x) and x not in set(kept))
 
 
 def _first_shared(df: pd.DataFrame, out: pd.DataFrame, keep: pd.Series, keys: list[str], dup: np.ndarray) -> str:

@@ -773,17 +773,20 @@ def test_hc_by_a_group_that_is_not_an_exact_key_fits_the_groups_own_sets(df):
 
 
 def test_vcg_a_pl_school_whose_pl_rows_lack_the_outcome_is_still_a_pl_school():
-    """VCG draws comparisons from non-PL schools. A PL school whose PL rows all lack the outcome is
-    still a PL school: its comparison rows are left out and counted (before 2026-12-04 the rows
-    without an outcome left first, the school no longer counted as PL, and 41 of its comparison
-    rows became comparisons)."""
+    """VCG draws comparisons from non-PL schools. A PL school whose PL rows all lack the outcome (or
+    the pretest) is still a PL school: its comparison rows are left out and counted (before
+    2026-12-04 the rows without an outcome left first, the school no longer counted as PL, and 41
+    of its comparison rows became comparisons; 82 without the pretest)."""
     d = pd.read_csv("sample_data/pl_matched_students.csv")
     s0 = d.loc[d.treatment == 1, "school_id"].iloc[0]
     d.loc[d.index[d.treatment == 0][:30], "school_id"] = s0
-    d.loc[(d.school_id == s0) & (d.treatment == 1), "posttest"] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pleval.PlevalWarning)
-        m = pleval.match(d, SAMPLE_COLUMNS, method="vcg")
-    ex = m.exclusions.set_index("reason")["n_rows"]
-    assert ex["comparison rows in PL schools (comparisons come from non-PL schools only)"] == 30
-    assert not (m.matched["school_id"] == s0).any()
+    for col in ("posttest", "pretest"):  # left by match, or by validation (a PL row needs its pretest)
+        lost = d.copy()
+        lost.loc[(lost.school_id == s0) & (lost.treatment == 1), col] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pleval.PlevalWarning)
+            m = pleval.match(lost, SAMPLE_COLUMNS, method="vcg")
+        ex = m.exclusions.set_index("reason")["n_rows"]
+        assert ex["comparison rows in PL schools (comparisons come from non-PL schools only)"] == \
+            30 - int(lost.loc[d.index[d.treatment == 0][:30], "pretest"].isna().sum()), col
+        assert not (m.matched["school_id"] == s0).any()

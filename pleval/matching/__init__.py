@@ -554,9 +554,10 @@ def match(
     log = v.dropped.to_dict("records")
     n_validated = len(log)  # validate leaves both groups; the entries after these are match's own
     data = v.data
-    pl_schools = None  # VCG: the schools with a PL row, before rows without an outcome leave
+    pl_schools = None  # VCG: the schools with a PL row before any row left (validation's or match's own)
     if method == "vcg" and c.school:
-        pl_schools = pd.unique(data[c.school].to_numpy()[data[c.treatment].to_numpy() == 1])
+        pl_schools = pd.unique(np.concatenate([data[c.school].to_numpy()[data[c.treatment].to_numpy() == 1],
+                                               np.array(v.pl_schools_dropped, dtype=object)]))
     if require_outcome:
         data = _exclude(data, data[c.outcome].isna().to_numpy(), "missing outcome", c.outcome, log, c)
     strata = _strata(c, exact, data)
