@@ -457,6 +457,19 @@ def test_a_constant_or_collinear_mahalanobis_variable_is_named(df):
         match(d, COLS, method="propensity", mahvars=["pretest", "fall"])
 
 
+def test_mahalanobis_matching_does_not_depend_on_a_columns_units(df):
+    """The Mahalanobis distance is the same in any units, and so is the match: a share given as a
+    proportion of a thousandth (variance about 1e-11 beside the pretest's hundreds) matches as in
+    its own units. Before 2026-12-04 the singular-covariance test read S's own condition number and
+    stopped such a run as "singular"."""
+    rng = np.random.default_rng(3)
+    d = df.assign(share=rng.normal(0.5, 0.2, len(df)))
+    tiny = d.assign(share=d.share * 1e-5)
+    a = match(d, COLS, method="mahalanobis", distance=["pretest", "share"])
+    b = match(tiny, COLS, method="mahalanobis", distance=["pretest", "share"])
+    pd.testing.assert_frame_equal(a.matched[["student_id", "_weight"]], b.matched[["student_id", "_weight"]])
+
+
 def test_no_comparison_in_exact_cell_is_reported(df):
     bad = df.copy()
     bad.loc[(bad.treatment == 0) & (bad.grade == 8), "grade"] = 7  # no grade-8 comparisons

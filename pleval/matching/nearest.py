@@ -371,8 +371,10 @@ def mahalanobis_coordinates(X: np.ndarray, treated: np.ndarray, names=None) -> n
         n1 + n0 - 2
     )
     # Rank is decided explicitly, not by Cholesky failing (some LAPACK builds factor an exactly
-    # singular S): S counts as singular when its condition number exceeds 1e10.
-    eig = np.linalg.eigvalsh(S)
+    # singular S): S counts as singular when its correlation matrix's condition number exceeds 1e10
+    # (scale-free, as the distance is; before 2026-12-04 S's own, so a column in small units failed).
+    d = np.diag(S)
+    eig = np.linalg.eigvalsh(S / np.sqrt(np.outer(d, d))) if (d > 0).all() else np.zeros(1)
     if not (eig[-1] > 0 and eig[0] > 1e-10 * eig[-1]):
         raise DesignError(_singular(X, t1, S, names))
     L = np.linalg.cholesky(S)
