@@ -521,9 +521,13 @@ def _check_matched(o: dict) -> None:
         raise DataError(f"option placebo_cap must be a whole number >= 0; got {o['placebo_cap']!r}")
     g = o["hl_gammas"]
     g = [g] if isinstance(g, (int, float)) and not isinstance(g, bool) else g
-    if not isinstance(g, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 1 for x in g):
+    if not isinstance(g, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in g):
         raise DataError(f"option hl_gammas must be a list of numbers >= 1; got {o['hl_gammas']!r}")
-    o["hl_gammas"] = tuple(float(x) for x in g)
+    o["hl_gammas"] = ()
+    if g:  # the rule of Rosenbaum bounds (finite, at least 1); its module imported only then
+        from .sensitivity.rosenbaum import check_gammas
+
+        o["hl_gammas"] = tuple(float(x) for x in check_gammas(g, "option hl_gammas"))
 
 
 def _check_common(o: dict) -> None:

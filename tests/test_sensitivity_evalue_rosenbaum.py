@@ -615,3 +615,17 @@ def test_huber_scores_brute_force_and_pairs():
         HuberScores(trim=1.0, inner=1.0)
     with pytest.raises(DataError):
         rosenbaum_bounds(yy, pid, tr, statistic="mean")
+
+
+@pytest.mark.parametrize("g", [np.inf, np.nan, 0.5])
+def test_estimate_checks_hl_gammas_before_the_run(g):
+    """``pleval.estimate(hl_gammas=...)`` checks Γ by the bounds' own rule before reading past the
+    options (before 2026-12-04 an infinite Γ passed its own check and the run stopped after the
+    match and the effects, in the bounds)."""
+    import pandas as pd
+
+    import pleval
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    with pytest.raises(DataError, match="^option hl_gammas: every Γ must be a finite number of at least 1"):
+        pleval.estimate(d, hl_gammas=(1.5, g))
