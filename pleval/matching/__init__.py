@@ -82,7 +82,7 @@ def _check_groups(t: np.ndarray, log: list[dict]) -> None:
         if counts:
             parts.append(f"{counts} row(s) {e['reason']} (column {e['column']!r})")
     raise DesignError(f"after exclusions no {' and no '.join(empty)} rows are left: {'; '.join(parts)}; fill in "
-                      "the column or leave it out")
+                      "the missing values, or leave a covariate out of the match")
 
 
 def _keep_rows(data, t, pm: PropensityModel, mask):
