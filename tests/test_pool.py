@@ -479,3 +479,20 @@ def test_a_pool_left_empty_by_exclusions_says_which(split, tmp_path):
     with pytest.raises(DesignError, match=r"no PL rows are left; .*missing outcome \(column 'posttest'\): .*"
                                           r"missing gpa \(column 'gpa'\)"):
         match_pool(gone, path, SAMPLE_COLUMNS, "propensity", engine="duckdb", covariates=["pretest", "gpa"])
+
+
+def test_a_true_false_covariate_in_a_pool_matches_as_in_memory(tmp_path):
+    """A True/False flag among the propensity covariates: the DuckDB engine reads the pool's
+    BOOLEAN values as 0/1 and the PL file's as True/False; its levels are now one set, the same
+    match and estimates as the in-memory engine (before 2026-12-04 no PL level matched a pool
+    level and the run stopped with a false separation error)."""
+    df = pd.read_csv(SAMPLE)
+    df = df.assign(frl=df["frl"] == 1)
+    pl = df[df["treatment"] == 1].reset_index(drop=True)
+    pool = df[df["treatment"] == 0].drop(columns="treatment").reset_index(drop=True)
+    path = tmp_path / "pool.parquet"
+    pool.to_parquet(path, index=False)
+    ref = match_pool(pl, pool, SAMPLE_COLUMNS, "propensity", engine="memory")
+    got = match_pool(pl, path, SAMPLE_COLUMNS, "propensity", engine="duckdb")
+    _same_matched(ref, got)
+    _same_numbers(ref.estimate().to_frame(), got.estimate().to_frame())

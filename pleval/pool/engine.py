@@ -128,5 +128,8 @@ class SqlEngine(ABC):
 
 
 def as_python(values) -> list:
-    """Plain Python scalars (level values compare and format alike from either side)."""
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
+    """Plain Python scalars (level values compare and format alike from either side); True/False
+    as 1.0/0.0, as the engines read a BOOLEAN column's values (before 2026-12-04 a PL file's
+    True/False levels matched none of the pool's, and propensity matching saw separation)."""
+    return [float(v) if isinstance(v, (bool, np.bool_)) else v.item() if isinstance(v, np.generic) else v
+            for v in values]
