@@ -56,7 +56,7 @@ Other estimates
   ``V = J/(J − 1) Σ_b (w_b d_b − τ̂/J)²`` with J − 1 df is used (Imai, King & Nall 2009).
 * **School means** (``method="cluster_means"``; always shown for cluster designs): OLS of
   school mean outcomes on assignment, block effects and school mean pretest/covariates, each
-  school counting once, HC2 with m − k df. It estimates the effect for the average school.
+  school counting once, HC2 with Bell & McCaffrey's df. It estimates the effect for the average school.
   The schools of blocks without both arms are left out of it (note).
 * **MixedLM** (``method="mixedlm"``): random school intercepts, REML (statsmodels
   ``MixedLM``), same fixed effects as the ITT model. If the default optimizer fails, the fit
@@ -626,7 +626,7 @@ def _lin_dense(mod: _Model, rows: np.ndarray | None) -> tuple[np.ndarray, list[s
 
 
 def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
-    """School-mean regression (each school once), HC2, m − k df. The schools of blocks without
+    """School-mean regression (each school once), HC2 with Bell & McCaffrey's df. The schools of blocks without
     both arms are left out (with a note): with block effects they say nothing of the effect, and
     a block of one school would be fitted exactly (leverage 1, where HC2 is undefined)."""
     rows, n_one = _both_arm_rows(mod)
@@ -683,7 +683,10 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     if alone.any():
         raise DesignError(f"school-means analysis: school(s) {', '.join(map(str, mod.school_labels[kept[alone][:5]]))} alone identify a "
                           "regressor (leverage 1, where HC2 is undefined)")
-    fit = ols(yc, Xc, vcov="HC2", names=names)
+    # HC2 is CR2 with each school its own cluster; as such its Satterthwaite df under independence
+    # are Bell & McCaffrey's (m − k before 2026-12-04: 6.7% of true nulls rejected with 4 of 14
+    # schools treated, against 3.7%)
+    fit = ols(yc, Xc, vcov="CR2", clusters=np.arange(m), df_working="independent", names=names)
     return fit, m
 
 
@@ -1034,7 +1037,7 @@ def analyze_rct(
         else:
             cb, cse, cdf, _ = cfit.coef("treatment")
             extra["School means"] = effect(cb, cse, cdf, "ITT (school means)",
-                                           "OLS on school means (each school once), HC2, m − k df", n_clusters=m)
+                                           "OLS on school means (each school once), HC2, Bell–McCaffrey df", n_clusters=m)
     mixed_res = None
     if method == "mixedlm":
         mixed_res, mixed_se = _mixedlm_fit(mod, notes)

@@ -20,6 +20,7 @@ from pleval.simulate import simulate_cluster_rct
 
 from ._rct_sim import make_cluster_rct
 from .conftest import sim_reps
+from .test_heterogeneity_school_effects import dense_hc2_df
 from .test_rct_inference import direct_cr2
 
 COLS = Columns(
@@ -186,7 +187,10 @@ def test_school_means_analysis_equals_statsmodels(trial):
     e = res.itt.raw
     assert e.estimate == pytest.approx(ref.params["t"], rel=1e-10)
     assert e.se == pytest.approx(ref.bse["t"], rel=1e-9)
-    assert e.df == len(s) - len(ref.params)
+    # Bell & McCaffrey's df from the dense n × n matrices (m − k before 2026-12-04)
+    X = ref.model.exog
+    assert e.df == pytest.approx(dense_hc2_df(X, np.ones(len(X)), list(ref.params.index).index("t")), rel=1e-9)
+    assert e.df < len(s) - len(ref.params)
     assert list(res.effects)[:2] == ["ITT (school means)", "ITT (OLS, students)"]
 
 
@@ -210,7 +214,8 @@ def test_school_means_leave_out_blocks_without_both_arms(trial, lone):
     e = res.itt.raw
     assert e.estimate == pytest.approx(ref.params["t"], rel=1e-10)
     assert e.se == pytest.approx(ref.bse["t"], rel=1e-9)
-    assert e.df == len(s) - len(ref.params)
+    X = ref.model.exog
+    assert e.df == pytest.approx(dense_hc2_df(X, np.ones(len(X)), list(ref.params.index).index("t")), rel=1e-9)
     assert any("school-means analysis: the 1 school(s) of the 1 block(s) without both arms are left out" in n
                for n in res.notes)
     assert np.isfinite(analyze_rct(d, COLS).itt.raw.se)  # the student-level CR2 analysis keeps them
