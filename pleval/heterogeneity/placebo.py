@@ -41,8 +41,9 @@ estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) —
   residuals) against χ²(k − 1) (approximate: τ̂²_placebo is treated as known);
 * the share of placebo schools "significant" at α (raw): a direct false-positive rate for
   single-school verdicts (nominally α);
-* placebo-calibrated PL school tests and intervals, ``SE_cal = √(V_ss + τ̂²_placebo)`` against
-  t with Satterthwaite df that carry the uncertainty of τ̂²_placebo, adjusted across schools
+* placebo-calibrated PL school tests and intervals, ``SE_cal = √(V_ss + τ̂²_placebo)``, with
+  the uncertainty of τ̂²_placebo integrated out by its confidence distribution (a mixture of t
+  references; :func:`~.calibration.calibrated_tests`), adjusted across schools
   (``calibrated``), and the posterior probability that the program's effect in each school is
   negative.
 
