@@ -1791,6 +1791,7 @@ def _matched_placebo(df, columns: Columns, method, seed, opts, match_opts, kw, o
     except (DesignError, DataError) as exc:
         notes.append(f"no placebo schools: {exc}")
         return None, f"no placebo-calibrated figures: no placebo schools ({exc})"
+    notes.extend(res.round_notes())
     x = res.extent()
     if x["capped"]:
         notes.append(f"placebo schools: {x['placebo_schools']:,} of the {x['comparison_schools']:,} comparison schools "

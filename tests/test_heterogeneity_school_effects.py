@@ -467,13 +467,40 @@ def test_design_is_row_major_and_centred_at_the_copies_mean(monkeypatch, chunk):
     for c in (None, cnt):
         n = len(d) if c is None else int(c.sum())
         rows = np.random.default_rng(2).permutation(len(d))
-        X = se_mod._design_rows(se_mod._design_columns(d, covs, c, n), t, rows)
+        design, left_out = se_mod._design_columns(d, covs, c, n)
+        assert left_out == []
+        X = se_mod._design_rows(design, t, rows)
         mean = cov.mean(axis=0) if c is None else c @ cov / n
         assert X.flags["C_CONTIGUOUS"] and len(d) % 7
         np.testing.assert_allclose(X, np.column_stack([np.ones(len(d)), t, cov - mean])[rows], rtol=1e-14, atol=1e-12)
     one = d.assign(race_arrow="white")["race_arrow"].astype("string[pyarrow]")
     with pytest.raises(DataError, match="single category"):
         se_mod._design_columns(d.assign(race_arrow=one), ["race_arrow"], None, len(d))
+
+
+def test_a_constant_covariate_is_refused_or_left_out_without_changing_an_estimate():
+    """A covariate without variation in the analysed rows (a 0/1 column all 0, a text column of
+    one category) is refused by default, naming the column. With ``leave_out_constant`` (what
+    each placebo round passes: a round's matched rows may lack, say, an ELL student) it is left
+    out and named in the options, and every school's estimate, SE and df are those of one
+    statsmodels WLS per school with the constant columns in the data (dropped there as constant
+    within the school)."""
+    d, _ = make_sites(n_schools=6, n_per=60, seed=4, subjects=("math",))
+    d = d.assign(ell=0, race="white")
+    for cov in ("ell", "race"):
+        with pytest.raises(DataError, match=f"'{cov}' \\(covariate\\)"):
+            school_effects(d, stratum="school_id", covariates=["pretest", cov], vcov="HC2")
+    r = school_effects(d, stratum="school_id", covariates=["pretest", "ell", "race"], vcov="HC2",
+                       leave_out_constant=True)
+    assert r.options["covariates_left_out"] == ("ell", "race")
+    assert school_effects(d, stratum="school_id", covariates=["pretest"], vcov="HC2",
+                          leave_out_constant=True).options["covariates_left_out"] == ()
+    t = r.table.set_index("school")
+    for sch, sub in d.groupby("school_id"):  # the slow way, in the test only
+        est, se, df = slow_fit(sub, ["pretest", "ell", "race"], "HC2")
+        assert t.loc[sch, "estimate"] == pytest.approx(est, rel=1e-9)
+        assert t.loc[sch, "se"] == pytest.approx(se, rel=1e-8)
+        assert t.loc[sch, "df"] == pytest.approx(df, rel=1e-9)
 
 
 def _kish_by_pandas(strata, schools, w):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 from typer.testing import CliRunner
 
 import pleval
@@ -41,13 +41,35 @@ def _hedges(y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
     return t, math.sqrt(2.0 * np.trace(S @ S)) / (m - 1)
 
 
-def _direct(y, v, d, t2p, se_pb, level=0.95):
-    """The calibrated figures of one school straight from the formula (docs/heterogeneity.md)."""
+def _direct(y, v, d, t2p, draws, level=0.95):
+    """The calibrated figures of one school straight from their definition (docs/heterogeneity.md),
+    with scipy's t distribution and root finder: the equal mixture over the τ²_placebo draws
+    ``draws`` of t(ν_j) scaled by √(v + τ²_j), ν_j = d((v + τ²_j)/v)²; p its two-sided tail at
+    ``y``, the interval ``y ± h`` (h its ``(1 + level)/2`` quantile), ``se = √(v + τ̂²)`` and the
+    df that turn ``se`` into ``h``."""
+    draws = np.asarray(draws, dtype=float)
+    sc = np.sqrt(v + draws)
+    nu = d * (sc**2 / v) ** 2 if math.isfinite(d) else np.full(draws.size, np.inf)
+    q = 0.5 + level / 2
+    half = optimize.brentq(lambda h: np.mean(stats.t.cdf(h / sc, nu)) - q, 0.0, 100.0, xtol=1e-15, rtol=1e-15)
     se_cal = math.sqrt(v + t2p)
-    nu = 2 * (v + t2p) ** 2 / (2 * v**2 / d + se_pb**2)
-    q = stats.t.ppf(0.5 + level / 2, nu)
-    return {"se_calibrated": se_cal, "df_calibrated": nu, "ci_low_calibrated": y - q * se_cal,
-            "ci_high_calibrated": y + q * se_cal, "p_calibrated": 2 * stats.t.sf(abs(y) / se_cal, nu)}
+    r = half / se_cal
+    df = math.inf if r <= stats.norm.ppf(q) else optimize.brentq(lambda n: stats.t.ppf(q, n) - r, 1e-3, 1e12,
+                                                                  xtol=1e-12, rtol=1e-14)
+    return {"se_calibrated": se_cal, "df_calibrated": df, "ci_low_calibrated": y - half,
+            "ci_high_calibrated": y + half, "p_calibrated": float(np.mean(2 * stats.t.sf(abs(y) / sc, nu)))}
+
+
+def _draws(yp, Vp, n=400):
+    """τ²_placebo's confidence-distribution quantiles at the midpoints (j + ½)/n: each the root of
+    ``H(τ²) = P_τ²(Q₁ > q) = p``, by brentq on the survival function of the unweighted Q
+    (tests/test_heterogeneity_unweighted.py checks it against Imhof's inversion), 0 where ``H(0) ≥ p``."""
+    from pleval.heterogeneity._unweighted import unweighted_q
+
+    uq = unweighted_q(yp, Vp)
+    h = lambda t: float(uq.sf(t)[0])  # noqa: E731
+    return np.array([0.0 if h(0.0) >= p else optimize.brentq(lambda t: h(t) - p, 0.0, 10.0, xtol=1e-15)
+                     for p in (np.arange(n) + 0.5) / n])
 
 
 def _placebo(seed=4, m=30):
@@ -63,13 +85,11 @@ def test_one_school_equals_the_direct_formula():
     t2p, se_pb = _hedges(yp, Vp)
     c = calibrate(["A"], [0.21], [[0.016]], [37.0], yp, Vp)
     assert c.placebo.tau2 == pytest.approx(t2p, abs=1e-7) and c.placebo.tau2_se == pytest.approx(se_pb, rel=1e-5)
-    want = _direct(0.21, 0.016, 37.0, c.placebo.tau2, c.placebo.tau2_se)
+    want = _direct(0.21, 0.016, 37.0, t2p, _draws(yp, Vp))
     row = c.schools.iloc[0]
     for k, v in want.items():
-        assert row[k] == pytest.approx(v, rel=1e-12), k
-    assert row["p_calibrated_adjusted"] == pytest.approx(want["p_calibrated"], rel=1e-12)  # one test: nothing to adjust
-    # against the independent formula too
-    assert row["se_calibrated"] == pytest.approx(_direct(0.21, 0.016, 37.0, t2p, se_pb)["se_calibrated"], rel=1e-6)
+        assert row[k] == pytest.approx(v, rel=1e-7), k
+    assert row["p_calibrated_adjusted"] == row["p_calibrated"]  # one test: nothing to adjust
 
 
 def test_one_school_is_the_k_school_formula_per_school():
@@ -184,8 +204,9 @@ def test_estimate_gives_the_single_school_its_calibrated_figures(one_school):
     # the placebo deviations on the PL school's scale: × √(a_PL/a_j), a = 1 + 1/(effective comparison schools)
     f = np.sqrt((1 + 1 / row["comparison_schools"]) / (1 + 1 / p["comparison_schools"].to_numpy(dtype=float)))
     assert 1 <= row["comparison_schools"] <= 12 and not np.allclose(f, 1.0)
-    t2p, se_pb = _hedges(yp.mean() + (yp - yp.mean()) * f, Vp * np.outer(f, f))
-    want = _direct(row["effect_size"], row["es_se"] ** 2, row["df"], t2p, se_pb)
+    yp, Vp = yp.mean() + (yp - yp.mean()) * f, Vp * np.outer(f, f)
+    t2p, _ = _hedges(yp, Vp)
+    want = _direct(row["effect_size"], row["es_se"] ** 2, row["df"], t2p, _draws(yp, Vp))
     for k, v in want.items():
         assert row[k] == pytest.approx(v, rel=1e-5), k
     h = ev.heterogeneity.iloc[0]

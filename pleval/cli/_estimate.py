@@ -303,7 +303,8 @@ def _one_school_table(ev) -> Table | None:
         why += [f"{r['subject']}: {w}" for w in (note_text(r, "calibration_note"), note_text(r, "not_estimable")) if w]
     t.caption = escape("\n".join(["The school's estimate is the program's effect plus the school's own circumstances; "
                                    "the calibrated interval counts the spread of placebo schools (comparison schools "
-                                   "analysed as if PL) as noise: SE = √(SE² + τ²_placebo), t with Satterthwaite df.",
+                                   "analysed as if PL) as noise: SE = √(SE² + τ²_placebo), the uncertainty of τ²_placebo "
+                                   "integrated out (df: those of the t that gives the interval with this SE).",
                                    *why]))
     t.caption_justify = "left"
     return t

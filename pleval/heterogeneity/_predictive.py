@@ -135,6 +135,13 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     return order_restricted(s, d, reml_information(lam, x, s), uq.information(d))
 
 
+def placebo_draws(yp, Vp, n: int = N_DRAWS) -> np.ndarray:
+    """``n`` draws of τ²_placebo: the quantiles of its confidence distribution ``H_p`` (the
+    unweighted Q's, :mod:`._unweighted`) at the midpoints ``(j + ½)/n``, in increasing order (the
+    placebo-calibrated per-school tests integrate over them, :func:`.calibration.calibrated_tests`)."""
+    return unweighted_q(yp, Vp).quantiles((np.arange(n) + 0.5) / n)
+
+
 def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) -> np.ndarray:
     """Quantiles at ``probs`` of the equal mixture of ``N(m_j, sd_j²)`` over the first axis: shape
     ``(len(probs),)`` for 1-d ``m``, ``sd``, ``(len(probs), k)`` for ``n × k`` (one mixture per

@@ -33,11 +33,18 @@ with one, its PL school with two) the placebo estimates are first put on the PL 
   covered 98.0% at τ²_program = 0 and 95.8% at 0.0225 (2,000 meta-level studies each with the
   study's covariances, ``benchmarks/sim_school_meta.py``; the Q*-profile 95.3% and 94.9%).
 * Per-school calibrated test of "no program effect in school s" (``v_s + μ = 0``, with the
-  school's deviation ``u_s`` counted as noise): ``t_s = y_s / √(V_ss + τ̂²_placebo)`` against
-  t(ν_s) with the Satterthwaite df of the sum of the two estimated variances,
-  ``ν_s = 2(V_ss + τ̂²_pb)² / (2V_ss²/d_s + SE_pb²)`` (``d_s`` the school's own df; the
-  placebo term uses ``Var(τ̂²_pb) = SE_pb²``, which is positive even when ``τ̂²_pb = 0``, so
-  the uncertainty of τ̂²_placebo widens the reference distribution). p-values are adjusted
+  school's deviation ``u_s`` counted as noise), with the uncertainty of τ²_placebo integrated
+  out by its confidence distribution, as for the prediction interval and shrinkage below: at
+  each of its 400 quantiles ``τ²_j`` (:func:`._predictive.placebo_draws`) ``y_s`` is referred to
+  ``t(ν_j)`` scaled by ``√(V_ss + τ²_j)``, ``ν_j = d_s (V_ss + τ²_j)²/V_ss²`` (Satterthwaite
+  with τ²_j known; ``d_s`` the school's own df), and the reference is the equal mixture:
+  ``p_s = mean_j 2F_{ν_j}(−|y_s|/√(V_ss + τ²_j))``, the interval ``y_s ± h_s`` with ``h_s`` the
+  mixture's ``(1 + level)/2`` quantile (so it excludes 0 exactly when ``p_s < 1 − level``);
+  ``SE_cal = √(V_ss + τ̂²_placebo)`` and the df that turn it into ``h_s`` are reported beside
+  them (:func:`calibrated_tests`). It replaced one t with the Satterthwaite df of the sum of
+  the two estimated variances, ``2(V_ss + τ̂²_pb)²/(2V_ss²/d_s + SE_pb²)``: where τ̂²_pb = 0 that
+  is ``≈ 2V_ss²/SE_pb²``, below 1 for a precise school, and the interval was millions of SDs
+  wide (the collapse the prediction interval had, below). p-values are adjusted
   across the k schools (BH by default; with no program effect anywhere, BH's false-discovery
   rate is the chance that any school is flagged, so the default holds that family-wise rate).
   The test needs only the school's own estimate and the placebo schools
@@ -85,7 +92,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from .._results import ResultMixin
 from .._text import percent
@@ -93,7 +100,7 @@ from ..errors import DesignError
 from ..inference import adjust_pvalues
 from ._tau2 import generalized_q, q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, offdiag_variance, rotate
-from ._predictive import order_restricted, predictive, shrinkage, variance_draws
+from ._predictive import order_restricted, placebo_draws, predictive, shrinkage, variance_draws
 from ._unweighted import unweighted_q
 from .shrinkage import blup
 
@@ -136,28 +143,75 @@ def too_few_placebo(n: int) -> str:
             "estimates without the program (τ²_placebo) needs at least 2")
 
 
-def calibrated_tests(y, v, df, tau2_placebo: float, tau2_placebo_se: float, level: float = 0.95) -> dict:
-    """Each school's test and interval against the placebo spread (module docstring): with
-    ``v`` the sampling variances ``V_ss`` and ``d`` the schools' own df,
-    ``SE_cal = √(v + τ̂²_pb)``, ``ν = 2(v + τ̂²_pb)²/(2v²/d + SE_pb²)`` (Satterthwaite; the own
-    term is 0 where ``d`` is missing or infinite), ``t = y/SE_cal`` against t(ν) and the
-    interval ``y ± t_{ν, (1+level)/2} SE_cal``. Uses nothing but the school itself and the placebo
-    schools, so k = 1 and k ≥ 2 get the same figures (tested)."""
-    y, v, d = (np.asarray(a, dtype=float) for a in (y, v, df))
-    good = np.isfinite(d) & (d > 0)
-    own = np.where(good, 2 * v**2 / np.where(good, d, 1.0), 0.0)
-    se_cal = np.sqrt(v + tau2_placebo)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nu = 2 * (v + tau2_placebo) ** 2 / (own + tau2_placebo_se**2)
-    nu = np.where(np.isfinite(nu) & (nu > 0), nu, np.inf)
-    crit = stats.t.ppf(0.5 + level / 2, nu)
+def calibrated_tests(y, v, df, tau2_draws, tau2_placebo, level: float = 0.95) -> dict:
+    """Each school's test and interval against the placebo spread (module docstring), with the
+    uncertainty of τ²_placebo integrated out by its confidence distribution: ``v`` the sampling
+    variances ``V_ss``, ``df`` the schools' own df ``d`` (missing or infinite: a normal
+    reference), ``tau2_draws`` the draws ``τ²_j`` of τ²_placebo (``n``, or ``k × n`` with each
+    school's scale), ``tau2_placebo`` its estimate (each school's, or one for all). At draw ``j`` school s's
+    estimate is ``t(ν_j)`` scaled by ``√(v + τ²_j)``, ``ν_j = d (v + τ²_j)²/v²`` (Satterthwaite
+    with τ²_j known: only ``v`` is estimated); the reference is the equal mixture over the draws:
+    ``p = mean_j 2 F_{ν_j}(−|y|/√(v + τ²_j))`` and the interval ``y ± h``, ``h`` the mixture's
+    ``(1 + level)/2`` quantile, so 0 lies outside it exactly when ``p < 1 − level``.
+    ``se_calibrated`` is ``√(v + τ̂²_pb)`` and ``df_calibrated`` the df that gives the interval
+    with it, ``h = t_{ν, (1+level)/2} se_calibrated`` (∞ where ``h`` is at most the normal
+    quantile's). Uses nothing but the school itself and the placebo schools, so k = 1 and k ≥ 2
+    get the same figures (tested)."""
+    y, v, d = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (y, v, df))
+    t2 = np.atleast_2d(np.asarray(tau2_draws, dtype=float))  # k × n (or 1 × n: one scale for every school)
+    # a school's draws in one row, each row's mean summed alike whatever k (k = 1 and k ≥ 2 agree to the bit)
+    own = np.where(np.isfinite(d) & (d > 0), d, np.inf)[:, None]
+    scale = np.sqrt(v[:, None] + t2)  # k × n
+    nu = own * (scale * scale / v[:, None]) ** 2  # (∞ where the own df is)
+    q = 0.5 + level / 2
+    p = 2 * special.stdtr(nu, -np.abs(y)[:, None] / scale).mean(axis=1)
+    half = _mixture_half_width(nu, scale, 1.0 - q, own[:, 0])
+    se_cal = np.sqrt(v + np.asarray(tau2_placebo, dtype=float))
+    ratio = half / se_cal
+    with np.errstate(over="ignore"):
+        df_cal = np.where(ratio > special.ndtri(q), special.stdtridf(q, np.maximum(ratio, special.ndtri(q))), np.inf)
     return {
         "se_calibrated": se_cal,
-        "df_calibrated": nu,
-        "ci_low_calibrated": y - crit * se_cal,
-        "ci_high_calibrated": y + crit * se_cal,
-        "p_calibrated": 2 * stats.t.sf(np.abs(y / se_cal), nu),
+        "df_calibrated": df_cal,
+        "ci_low_calibrated": y - half,
+        "ci_high_calibrated": y + half,
+        "p_calibrated": p,
     }
+
+
+def _mixture_half_width(nu: np.ndarray, scale: np.ndarray, tail: float, own: np.ndarray) -> np.ndarray:
+    """Per row of ``nu``, ``scale`` (k × n), the ``h`` at which the equal mixture of ``t(ν_j)``
+    scaled by ``s_j`` has upper tail ``tail``: ``mean_j F_{ν_j}(−h/s_j) = tail``. Each
+    component's quantile lies between ``z s_j`` and ``t_{d} s_j`` (``ν_j ≥ d``, the row's own
+    df ``own``), so the root lies between ``z min s`` and ``t_{d} max s``; Newton's method
+    safeguarded by bisection in that bracket (as :func:`._predictive._mixture_quantiles`), the
+    tail summed as it is (its small terms keep their digits), until a step is within four units
+    in the last place or the bracket closes; a row that has stopped is not moved again, so each
+    school's root is the same whatever the other rows hold."""
+    lo = special.ndtri(1.0 - tail) * scale.min(axis=1)
+    hi = stats.t.isf(tail, own) * scale.max(axis=1)
+    finite = np.isfinite(nu)
+    nu_f = np.where(finite, nu, 1.0)
+    log_c = np.where(finite, special.gammaln((nu_f + 1) / 2) - special.gammaln(nu_f / 2) - 0.5 * np.log(nu_f * np.pi),
+                     -0.5 * np.log(2 * np.pi))  # each component's log density at 0
+    h = np.clip(special.ndtri(1.0 - tail) * np.sqrt((scale * scale).mean(axis=1)), lo, hi)
+    settled = np.zeros(h.shape, dtype=bool)
+    for _ in range(200):
+        x = h[:, None] / scale
+        gap = tail - special.stdtr(nu, -x).mean(axis=1)  # F(h) − (1 − tail)
+        with np.errstate(over="ignore"):
+            log_pdf = log_c - np.where(finite, (nu_f + 1) / 2 * np.log1p(x * x / nu_f), x * x / 2)
+        f = (np.exp(log_pdf) / scale).mean(axis=1)
+        lo, hi = np.where(gap < 0, h, lo), np.where(gap > 0, h, hi)
+        step = h - gap / f
+        step = np.where((step >= lo) & (step <= hi), step, 0.5 * (lo + hi))
+        near = 4.0 * np.spacing(np.abs(step))
+        done = (np.abs(step - h) <= near) | (hi - lo <= near) | (gap == 0)
+        h = np.where(settled | (gap == 0), h, step)  # a settled row is not moved again: its root is its own
+        settled |= done
+        if settled.all():
+            break
+    return h
 
 
 def placebo_on_pl_scale(yp, Vp, pl_schools, placebo_schools, k: int):
@@ -349,7 +403,7 @@ def calibrate(
     yp, Vp, rel, scale = placebo_on_pl_scale(yp, Vp, comparison_schools, placebo_comparison_schools, y.size)
     m_pb = placebo_meta(yp, Vp, level)
     t2p = m_pb.tau2
-    tests = calibrated_tests(y, se**2, df, t2p * rel, m_pb.tau2_se * rel, level)
+    tests = calibrated_tests(y, se**2, df, np.atleast_1d(rel)[:, None] * placebo_draws(yp, Vp), t2p * rel, level)
     first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
              "p_calibrated_adjusted": np.asarray(adjust_pvalues(tests["p_calibrated"], adjust))}
     if y.size < 2:

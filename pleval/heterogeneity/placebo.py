@@ -22,7 +22,9 @@ Procedure (:func:`placebo_schools`):
    (:func:`pleval.match`, same method and options) and the same per-school estimate
    (:func:`~.school_effects.school_effects`, same covariates and SEs).
 3. Rounds repeat until ``n_placebo`` placebo schools have an estimate (each school plays the
-   part at most once).
+   part at most once). A covariate without variation in a round's matched rows is left out of
+   that round's fits (it carries no information there); a round whose matching or school
+   effects fail loses its own schools only (:meth:`PlaceboResult.round_notes`).
 
 Comparison, per ``by`` group (e.g. subject), with the joint covariances of both sets of
 estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) — see
@@ -39,8 +41,9 @@ estimates (:attr:`SchoolEffects.vcov`; block-diagonal across placebo rounds) —
   residuals) against χ²(k − 1) (approximate: τ̂²_placebo is treated as known);
 * the share of placebo schools "significant" at α (raw): a direct false-positive rate for
   single-school verdicts (nominally α);
-* placebo-calibrated PL school tests and intervals, ``SE_cal = √(V_ss + τ̂²_placebo)`` against
-  t with Satterthwaite df that carry the uncertainty of τ̂²_placebo, adjusted across schools
+* placebo-calibrated PL school tests and intervals, ``SE_cal = √(V_ss + τ̂²_placebo)``, with
+  the uncertainty of τ̂²_placebo integrated out by its confidence distribution (a mixture of t
+  references; :func:`~.calibration.calibrated_tests`), adjusted across schools
   (``calibrated``), and the posterior probability that the program's effect in each school is
   negative.
 
@@ -67,7 +70,7 @@ from .._results import ResultMixin
 from .._workers import release_free_memory as _release_free_memory
 from .._workers import thread_map
 from ..data import Columns, validate, with_binary_treatment
-from ..errors import DataError, DesignError, PlevalWarning
+from ..errors import DataError, DesignError, PlevalError, PlevalWarning
 from .calibration import Calibration, calibrate
 from .school_effects import SchoolEffects, school_effects
 
@@ -79,8 +82,10 @@ class PlaceboResult(ResultMixin):
     ``observed``: the PL schools' :class:`SchoolEffects`; ``placebo``: the placebo schools'
     table (columns of :data:`~.school_effects.TABLE_COLUMNS` plus ``round``);
     ``comparison``: one row per ``by`` group; ``calibrated``: PL schools with
-    placebo-calibrated SEs; ``rounds``: which schools played placebo in each round and which
-    comparison schools were used.
+    placebo-calibrated SEs; ``rounds``: which schools played placebo in each round, which
+    comparison schools were used, the covariates left out of the round's fits for want of
+    variation in its matched rows (``covariates_left_out``) and why a round has no estimates
+    (``failed``; "" when it has); :meth:`round_notes` says both in sentences.
     """
 
     observed: SchoolEffects
@@ -128,6 +133,31 @@ class PlaceboResult(ResultMixin):
                 "rounds": int(self.rounds["round"].nunique()), "per_round": int(o["per_round"]),
                 "cap": int(o.get("cap") or 0), "capped": bool(o.get("capped", False))}
 
+    def round_notes(self) -> list[str]:
+        """What the rounds left out, as sentences (none when nothing was): covariates without
+        variation in a round's matched rows, left out of that round's fits, and rounds without
+        estimates (their matching or school effects failed), whose schools are left out of the
+        calibration while the other rounds' stand."""
+        r = self.rounds
+        if "failed" not in r:
+            return []
+        rounds = r.groupby("round", sort=True).agg(n=("placebo_school", "size"), left=("covariates_left_out", "first"),
+                                                   failed=("failed", "first"))
+        out = []
+        for left, g in rounds[rounds["left"].map(len) > 0].groupby("left", sort=False):
+            names = ", ".join(map(repr, left))
+            one = len(left) == 1
+            out.append(f"placebo {_rounds_text(g)}: covariate{'' if one else 's'} {names} "
+                       f"{'has' if one else 'have'} no variation in the round's matched rows, so "
+                       f"{'it is' if one else 'they are'} left out of the round's school fits (no information there: "
+                       "each school's fit would drop a constant column); the analysis keeps "
+                       f"{'it' if one else 'them'}")
+        for why, g in rounds[rounds["failed"] != ""].groupby("failed", sort=False):
+            out.append(f"placebo {_rounds_text(g)}: no estimates ({why}); those schools are left out of the "
+                       f"placebo calibration, which rests on the {self.extent()['estimates']:,} placebo estimates "
+                       "of the other rounds")
+        return out
+
     def summary(self) -> str:
         x = self.extent()
         lines = [
@@ -164,6 +194,12 @@ class PlaceboResult(ResultMixin):
                 f"adjustment at most {100 * d['alpha']:.0f}% of the time)",
             ]
         return "\n".join(lines)
+
+
+def _rounds_text(rounds: pd.DataFrame) -> str:
+    """``round 3 (4 schools)`` or ``rounds 3, 7 (8 schools)``: rounds by number with their schools (``n``)."""
+    nums = ", ".join(str(i) for i in rounds.index)
+    return f"round{'s' if len(rounds) > 1 else ''} {nums} ({int(rounds['n'].sum())} school(s))"
 
 
 def _school_arms(data: pd.DataFrame, school: str, treatment: str):
@@ -519,7 +555,10 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
             plan.rounds.last_round()  # the last round, unless some school has no estimate
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PlevalWarning)
-            return chunk, _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
+            try:
+                return chunk, _school_sample(plan.rounds.match(chunk), plan.sample_cols, plan.merge, plan.keys)
+            except (DataError, DesignError) as exc:  # (e.g. separation in this round's propensity model)
+                return chunk, exc
 
     ahead: dict = {}  # (start, schools) -> a round matched while the SD was awaited
     done, start, rnd = 0, 0, 0
@@ -535,20 +574,28 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
                 del later
             eff_kw, sd = {**eff_kw, "sd": sd()}, None
         start += len(chunk)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PlevalWarning)
-            res = school_effects(m, **eff_kw)
+        res = m if isinstance(m, PlevalError) else _round_effects(m, eff_kw)
+        used = () if isinstance(m, PlevalError) else tuple(_used_schools(m, school, treatment))
+        del m  # the round's matched sample is freed before the next round is matched
+        if isinstance(res, PlevalError):  # this round's schools only: the other rounds stand
+            round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": used,
+                            "covariates_left_out": (), "failed": str(res)} for s in chunk]
+            rnd += 1
+            continue
         t = res.table.copy()
         t.insert(0, "round", rnd)
         tables.append(t)
         vcovs.append(res.vcov)
-        used = _used_schools(m, school, treatment)
-        round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": tuple(used)} for s in chunk]
-        del m, res  # the round's matched sample is freed before the next round is matched
+        left_out = tuple(res.options["covariates_left_out"])
+        round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": used,
+                        "covariates_left_out": left_out, "failed": ""} for s in chunk]
+        del res
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
         done += int(ok.sum())
         rnd += 1
     del ahead
+    if not tables:
+        raise DesignError(f"every placebo round failed ({rnd} round(s)); the first: {round_rows[0]['failed']}")
     placebo = pd.concat(tables, ignore_index=True)
     if done < plan.n_placebo:
         warnings.warn(f"only {done} placebo schools could be estimated (asked for {plan.n_placebo})", PlevalWarning,
@@ -569,6 +616,18 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
                      level=plan.level, hartung_knapp=plan.hartung_knapp),
     )
 
+
+
+def _round_effects(m, eff_kw: dict) -> SchoolEffects | PlevalError:
+    """One round's school effects, :func:`~.school_effects.school_effects` of its matched sample
+    ``m`` with a covariate that has no variation in the round's rows left out (it carries no
+    information there: every school's fit would drop it), or the error that stopped them."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            return school_effects(m, **eff_kw, leave_out_constant=True)
+    except (DataError, DesignError) as exc:
+        return exc
 
 
 def _school_sample(m, columns, merge: bool, keys=()) -> pd.DataFrame:

@@ -459,53 +459,67 @@ def _school_robustness(fit, e2, est, se, dfree, q: float, alpha: float) -> dict:
                 "rv_qa": robustness_value(t_c, dof, q, f_crit=f_crit)}
 
 
-def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], cnt: np.ndarray | None, n: int) -> list:
+def _design_columns(df: pd.DataFrame | SchoolSample, covariates: Sequence[str], cnt: np.ndarray | None, n: int,
+                    leave_out_constant: bool = False) -> tuple[list, list]:
     """The covariates of ``X = [1, t, covariates]`` (:func:`_design_rows`), one entry per
-    covariate: ``(values, centres, numeric)``. Numeric (and 0/1 boolean) covariates as they are
-    (checked for variation without a costly ``nunique``), categorical ones as their level codes, expanded
-    as :func:`pleval.data.design_matrix` does (an indicator per level but the first, from
-    :func:`pleval.data.level_codes`); each design column is centred at its mean over the copies
-    of all rows (only the intercepts move), computed here once for every block of rows."""
-    out = []
+    covariate: ``(values, centres, numeric)``; and the covariates left out. A covariate without
+    variation in the rows (one value, one category) is refused (:class:`DataError` naming it) or,
+    with ``leave_out_constant``, left out: after centring it would be a column of zeros in every
+    school, which each school's fit drops (pseudo-inverse) as it drops a column constant within
+    the school, so leaving it out changes no estimate."""
+    out, left_out = [], []
     for c in covariates:  # a handful of covariates, one design column in memory at a time
-        coded = df.level_codes(c) if isinstance(df, SchoolSample) else None  # its codes, not its values
-        s = v = None
-        if coded is None:  # whole numbers (booleans as 0/1): a lazy sample's gathered in a narrow type
-            v = df.integers(c) if isinstance(df, SchoolSample) else None
-            if v is None:
-                s = df[c]
-                v = s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu" else None
-        if v is not None:
-            lo, hi = v.min(), v.max()
-            if not hi > lo:
-                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-            col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)), copy=False)  # narrowest type: exact as floats
-            lo, hi = int(lo), int(hi)
-            if lo >= 0 and hi < 1 << 16 and hi * n < 2**53:
-                # Σ copies·value, a whole number below 2⁵³, summed exactly in 64-bit integers (as the
-                # floating-point sum of the copies of each value, every partial sum exact): the mean
-                # to the last bit
-                total = int(col.sum(dtype=np.int64) if cnt is None else np.einsum("i,i->", col, cnt, dtype=np.int64))
-                out.append((col, np.array([total / n]), True))
-                continue
-            s = df[c] if s is None else s
-        if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
-            col = s.to_numpy(dtype=float)
-            if not np.ptp(col) > 0:
-                raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
-            centre = np.array([col.mean() if cnt is None else cnt @ col / n])
-            if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them
-                v = s.to_numpy()
-                col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
-            elif isinstance(df, SchoolSample) and s.dtype == np.float64 and df.data[c].dtype == np.float64:
-                col = _Gathered(df.data[c].to_numpy(), df._at)  # read by block from the data: no float per pair held
-            out.append((col, centre, True))
-            continue
-        codes, levels = coded if coded is not None else level_codes(s, c)
-        # an indicator's mean: its level's rows (copies) over all, exact whole-number sums
-        centres = np.bincount(codes, weights=cnt, minlength=len(levels))[1:] / (len(df) if cnt is None else n)
-        out.append((codes.astype(np.min_scalar_type(-len(levels))), centres, False))
-    return out
+        try:
+            out.append(_design_column(df, c, cnt, n))
+        except DataError:  # (the only refusal of a column's coding: no variation, or a single category)
+            if not leave_out_constant:
+                raise
+            left_out.append(c)
+    return out, left_out
+
+
+def _design_column(df: pd.DataFrame | SchoolSample, c: str, cnt: np.ndarray | None, n: int) -> tuple:
+    """Covariate ``c``'s entry of :func:`_design_columns`: numeric (and 0/1 boolean) covariates as
+    they are (checked for variation without a costly ``nunique``), categorical ones as their level
+    codes, expanded as :func:`pleval.data.design_matrix` does (an indicator per level but the
+    first, from :func:`pleval.data.level_codes`); each design column is centred at its mean over
+    the copies of all rows (only the intercepts move), computed here once for every block of
+    rows. A column without variation raises :class:`DataError`."""
+    coded = df.level_codes(c) if isinstance(df, SchoolSample) else None  # its codes, not its values
+    s = v = None
+    if coded is None:  # whole numbers (booleans as 0/1): a lazy sample's gathered in a narrow type
+        v = df.integers(c) if isinstance(df, SchoolSample) else None
+        if v is None:
+            s = df[c]
+            v = s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu" else None
+    if v is not None:
+        lo, hi = v.min(), v.max()
+        if not hi > lo:
+            raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
+        col = v.astype(np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi)), copy=False)  # narrowest type: exact as floats
+        lo, hi = int(lo), int(hi)
+        if lo >= 0 and hi < 1 << 16 and hi * n < 2**53:
+            # Σ copies·value, a whole number below 2⁵³, summed exactly in 64-bit integers (as the
+            # floating-point sum of the copies of each value, every partial sum exact): the mean
+            # to the last bit
+            total = int(col.sum(dtype=np.int64) if cnt is None else np.einsum("i,i->", col, cnt, dtype=np.int64))
+            return col, np.array([total / n]), True
+        s = df[c] if s is None else s
+    if s is not None and pd.api.types.is_numeric_dtype(s):  # booleans too, as 0/1
+        col = s.to_numpy(dtype=float)
+        if not np.ptp(col) > 0:
+            raise DataError(f"column {c!r} (covariate) has no variation in the analysed rows; leave it out")
+        centre = np.array([col.mean() if cnt is None else cnt @ col / n])
+        if s.dtype.kind in "biu":  # integers kept in the narrowest type that holds them
+            v = s.to_numpy()
+            col = v.astype(np.result_type(np.min_scalar_type(v.min()), np.min_scalar_type(v.max())))
+        elif isinstance(df, SchoolSample) and s.dtype == np.float64 and df.data[c].dtype == np.float64:
+            col = _Gathered(df.data[c].to_numpy(), df._at)  # read by block from the data: no float per pair held
+        return col, centre, True
+    codes, levels = coded if coded is not None else level_codes(s, c)
+    # an indicator's mean: its level's rows (copies) over all, exact whole-number sums
+    centres = np.bincount(codes, weights=cnt, minlength=len(levels))[1:] / (len(df) if cnt is None else n)
+    return codes.astype(np.min_scalar_type(-len(levels))), centres, False
 
 
 class _Gathered:
@@ -688,6 +702,7 @@ def school_effects(
     robustness_q: float | None = None,
     weight2: str | None = None,
     copies: str | None = None,
+    leave_out_constant: bool = False,
 ) -> SchoolEffects:
     """One effect per PL school (or RCT site), computed for all schools at once.
 
@@ -759,6 +774,13 @@ def school_effects(
         row counts) then counts the copies and the estimates (and under ``cr2="transformed"``
         the SEs, df and joint covariance) are those of the copies (docs/scale.md); HC types, which give each copy its own term, are
         refused.
+    leave_out_constant : bool
+        A covariate without variation in the analysed rows (one value, or one category) is
+        refused with a :class:`DataError` naming it (default), or left out of the fits: it is a
+        column of zeros once centred, which each school's fit drops as it drops a column constant
+        within the school, so no estimate changes. Those left out are named in
+        ``options["covariates_left_out"]`` (the placebo rounds pass True: a round's matched rows
+        may lack, say, an ELL student that the analysis's have).
     """
     if not isinstance(data, (pd.DataFrame, SchoolSample)):
         raise DataError(f"data must be a pandas DataFrame; got {type(data).__name__}")
@@ -881,7 +903,7 @@ def school_effects(
     key_cols = [*by_cols, stratum]
     codes, uniq = _factorize_many(df, key_cols)
     G = len(uniq)
-    design = _design_columns(df, covariates, cnt, n)
+    design, left_out = _design_columns(df, covariates, cnt, n, leave_out_constant)
     cl = units = None
     one_school = np.zeros(G, dtype=bool)  # strata whose comparison rows are of one school (school=)
     n_schools = np.full(G, np.nan)  # effective number of comparison schools (school=)
@@ -1029,7 +1051,7 @@ def school_effects(
             stratum=stratum, treatment=treatment, outcome=outcome, covariates=covariates, weight=weight,
             cluster=cluster, school=school, vcov=vcov, cr2=cr2, method=method, hartung_knapp=hartung_knapp, adjust=adjust, alpha=alpha,
             level=level, baseline_percentile=baseline_percentile, hedges_correction=hedges_correction, n_rows=n,
-            n_input=n_in,
+            n_input=n_in, covariates_left_out=tuple(left_out),
         ),
     )
 
