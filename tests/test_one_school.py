@@ -60,12 +60,15 @@ def _direct(y, v, d, t2p, draws, level=0.95):
             "ci_high_calibrated": y + half, "p_calibrated": float(np.mean(2 * stats.t.sf(abs(y) / sc, nu)))}
 
 
-def _draws(yp, Vp, n=400):
-    """τ²_placebo's confidence-distribution quantiles at the midpoints (j + ½)/n: each the root of
+def _draws(yp, Vp, n=None):
+    """τ²_placebo's confidence-distribution quantiles at the midpoints (j + ½)/n (default: as many
+    as the calibrated tests take, ``calibration.TEST_DRAWS``): each the root of
     ``H(τ²) = P_τ²(Q₁ > q) = p``, by brentq on the survival function of the unweighted Q
     (tests/test_heterogeneity_unweighted.py checks it against Imhof's inversion), 0 where ``H(0) ≥ p``."""
     from pleval.heterogeneity._unweighted import unweighted_q
+    from pleval.heterogeneity.calibration import TEST_DRAWS
 
+    n = TEST_DRAWS if n is None else n
     uq = unweighted_q(yp, Vp)
     h = lambda t: float(uq.sf(t)[0])  # noqa: E731
     return np.array([0.0 if h(0.0) >= p else optimize.brentq(lambda t: h(t) - p, 0.0, 10.0, xtol=1e-15)

@@ -35,7 +35,7 @@ with one, its PL school with two) the placebo estimates are first put on the PL 
 * Per-school calibrated test of "no program effect in school s" (``v_s + μ = 0``, with the
   school's deviation ``u_s`` counted as noise), with the uncertainty of τ²_placebo integrated
   out by its confidence distribution, as for the prediction interval and shrinkage below: at
-  each of its 400 quantiles ``τ²_j`` (:func:`._predictive.placebo_draws`) ``y_s`` is referred to
+  each of its :data:`TEST_DRAWS` quantiles ``τ²_j`` (:func:`._predictive.placebo_draws`) ``y_s`` is referred to
   ``t(ν_j)`` scaled by ``√(V_ss + τ²_j)``, ``ν_j = d_s (V_ss + τ²_j)²/V_ss²`` (Satterthwaite
   with τ²_j known; ``d_s`` the school's own df), and the reference is the equal mixture:
   ``p_s = mean_j 2F_{ν_j}(−|y_s|/√(V_ss + τ²_j))``, the interval ``y_s ± h_s`` with ``h_s`` the
@@ -141,6 +141,14 @@ def too_few_placebo(n: int) -> str:
     """Why there are no placebo-calibrated figures with ``n`` < 2 placebo estimates."""
     return (f"no placebo-calibrated figures: {n} placebo school(s) have an estimate, and the spread of school "
             "estimates without the program (τ²_placebo) needs at least 2")
+
+
+TEST_DRAWS = 64
+"""Quantiles of τ²_placebo's confidence distribution the per-school calibrated tests average over
+(:func:`calibrated_tests`): each school's mixture takes k × draws t evaluations per Newton step,
+so 400 (the prediction interval's) cost 0.46 s for 400 schools where 64 take 0.07 s; against 400,
+64 moved p by at most 2·10⁻⁴ and the interval's ends by 5·10⁻⁴ of its width (40 placebo and 400
+PL schools)."""
 
 
 def calibrated_tests(y, v, df, tau2_draws, tau2_placebo, level: float = 0.95) -> dict:
@@ -403,7 +411,8 @@ def calibrate(
     yp, Vp, rel, scale = placebo_on_pl_scale(yp, Vp, comparison_schools, placebo_comparison_schools, y.size)
     m_pb = placebo_meta(yp, Vp, level)
     t2p = m_pb.tau2
-    tests = calibrated_tests(y, se**2, df, np.atleast_1d(rel)[:, None] * placebo_draws(yp, Vp), t2p * rel, level)
+    tests = calibrated_tests(y, se**2, df, np.atleast_1d(rel)[:, None] * placebo_draws(yp, Vp, TEST_DRAWS), t2p * rel,
+                             level)
     first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
              "p_calibrated_adjusted": np.asarray(adjust_pvalues(tests["p_calibrated"], adjust))}
     if y.size < 2:
