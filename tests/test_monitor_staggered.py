@@ -272,6 +272,29 @@ def test_first_period_and_late_adopters_are_counted_not_silently_dropped():
     assert any("2 unit(s) adopt after the last period" in n for n in res.notes)
 
 
+def test_cells_without_comparison_units_are_named_and_their_cohort_not_counted():
+    """control='notyet' with no never-adopting county: from 2007 every county has adopted, so the
+    cells of 2007 have no comparison, and cohort 2007 no post-adoption cell. Those cells are left
+    out with a note naming the periods and the cohort, and the aggregates count the units of the
+    cohorts they hold (before 2026-12-04 nothing was said, and n_treated counted cohort 2007)."""
+    df = MP[MP["first.treat"] > 0]  # the adopting counties only
+    res = group_time_effects(df, **KW, control="notyet")
+    cells = set(zip(res.table["group"], res.table["time"]))
+    assert (2007, 2007) not in cells and (2004, 2007) not in cells and (2004, 2006) in cells
+    note = next(n for n in res.notes if "have no comparison unit" in n)
+    assert "periods 2006, 2007" in note and "cohort(s) 2007 have no post-adoption cell" in note
+    held = df.loc[df["first.treat"].isin([2004, 2006]), "countyreal"].nunique()
+    assert res.aggregate("group").overall.n_treated == held < df["countyreal"].nunique()
+
+
+def test_a_blank_cohort_cell_means_never_as_an_empty_one():
+    """A text cohort column with '' (or spaces) for never-adopting units reads as empty cells
+    (before 2026-12-04 the error said 0 or empty meant never and then refused the empty text)."""
+    text = MP.assign(**{"first.treat": MP["first.treat"].map(lambda v: "  " if v == 0 else str(int(v)))})
+    a, b = group_time_effects(MP, **KW), group_time_effects(text, **KW)
+    np.testing.assert_array_equal(a.table["estimate"], b.table["estimate"])
+
+
 def test_small_and_one_unit_cohorts_are_named():
     """mpdta's cohorts are large (no note). A cohort cut to 3 units gets did's small-group
     caution; cut to one unit, its own variation cannot be estimated (its influence is ΔY − the

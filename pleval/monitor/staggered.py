@@ -136,7 +136,7 @@ def _panel(data, outcome, unit, time, cohort, cluster, weight) -> _Panel:
             raise DataError(f"column {c!r} ({role}): {int(df[c].isna().sum()):,} row(s) are missing")
     g_raw = df[cohort]
     g_num = pd.to_numeric(g_raw, errors="coerce").astype(float)
-    bad = g_num.isna() & g_raw.notna()
+    bad = g_num.isna() & g_raw.notna() & (g_raw.astype(str).str.strip() != "")  # a blank text cell is empty
     if bad.any():
         raise DataError(f"column {cohort!r} (cohort: first program period) must be numeric, with 0 or empty for "
                         f"never; {int(bad.sum()):,} row(s) hold values such as "
@@ -378,7 +378,8 @@ class GroupTimeEffects(ResultMixin):
             f = np.column_stack(parts_inf) @ (pgg / s) + wif @ np.asarray(parts_est)
             c = np.column_stack(parts_c) @ (pgg / s)
         se, df = (float(v[0]) for v in self._ses(f[:, None], c[:, None]))
-        overall = Estimate.from_t(est, se, df, level=self.level, n_treated=int(np.isfinite(self._cohort).sum()),
+        in_cells = np.isin(self._cohort, self.table.loc[self.table["post"], "group"].to_numpy(dtype=float))
+        overall = Estimate.from_t(est, se, df, level=self.level, n_treated=int(in_cells.sum()),  # units aggregated
                                   n_control=int((~np.isfinite(self._cohort)).sum()), n_clusters=self.n_clusters,
                                   method=f"Callaway-Sant'Anna {kind} aggregation", label=f"ATT ({kind})")
         key = {"dynamic": "event_time", "group": "group", "calendar": "time"}.get(kind)
@@ -440,7 +441,7 @@ def group_time_effects(
     n_blocks = len(p.units) if p.n_clusters is None else p.n_clusters  # (p.cluster: the unit itself unclustered)
     if control == "never" and not never.any():
         raise DesignError(f"column {cohort!r} (cohort): no never-adopting units; use control='notyet'")
-    rows, infs, comps, dys, periods, scales, shares = [], [], [], [], [], [], []
+    rows, infs, comps, dys, periods, scales, shares, skipped = [], [], [], [], [], [], [], []
     for gv in cohorts:
         gi = int(np.searchsorted(times, gv))
         treat = g == gv
@@ -448,6 +449,7 @@ def group_time_effects(
             bi = gi - 1 if ti >= gi else ti - 1
             ctrl = never if control == "never" else never | ((g > times[max(ti, bi)]) & ~treat)
             if not ctrl.any():
+                skipped.append((gv, times[ti], ti >= gi))
                 continue
             sub = treat | ctrl
             n_sub = int(sub.sum())
@@ -475,7 +477,7 @@ def group_time_effects(
                          ti >= gi))
     if not rows:
         raise DesignError("no group-time cell has comparison units; with control='notyet' every unit adopts too early")
-    notes = p.notes + _small_cohorts(g)
+    notes = p.notes + _small_cohorts(g) + _cells_without_comparisons(skipped, rows)
     inf = np.column_stack(infs)
     df = np.inf if p.n_clusters is None else float(p.n_clusters - 1)
     if p.n_clusters is not None and p.n_clusters < 2:
@@ -529,6 +531,21 @@ def group_time_effects(
     inf.setflags(write=False)
     return GroupTimeEffects(table, control, level, np.inf if welch or cr2 else df, n, p.n_clusters, pretest, notes,
                             inf, g, p.weight, p.cluster, standin, welch, standin_df, cr2, satterthwaite)
+
+
+def _cells_without_comparisons(skipped: list, rows: list) -> tuple[str, ...]:
+    """The note for group-time cells left out for want of comparison units (every unit adopted by
+    then: control='notyet' without never-adopters), naming the cohorts left with no post-adoption
+    cell, which no aggregate then holds."""
+    if not skipped:
+        return ()
+    fmt = lambda v: f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    with_post = {r[0] for r in rows if r[7]}
+    lost = sorted({gv for gv, _, post in skipped if post} - with_post)
+    return (f"{len(skipped):,} group-time cell(s) have no comparison unit (every unit adopts by then) and are left "
+            f"out: periods {', '.join(sorted({fmt(t) for _, t, _ in skipped}))}"
+            + (f"; cohort(s) {', '.join(map(fmt, lost))} have no post-adoption cell and are in no aggregate" if lost
+               else ""),)
 
 
 def pretest_text(pre: dict, digits: int = 2, p_text=None) -> str:
