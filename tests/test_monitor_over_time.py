@@ -336,6 +336,16 @@ def test_a_labelled_treatment_gives_the_coded_analysis():
     pd.testing.assert_frame_equal(coded.by_year, labelled.by_year)
 
 
+def test_cohort_zero_means_never_as_an_empty_cell():
+    """0 in the cohort column of a comparison school means never, as group_time_effects and R's
+    did read it: the same effects as empty cells (before 2026-12-04 it was "a first program period
+    within the data" of 2021–2024)."""
+    d = pd.read_csv("sample_data/pl_panel_students.csv")
+    empty = effects_over_time(d, COLS, cohort="pl_year", equity=False)
+    zero = effects_over_time(d.assign(pl_year=d.pl_year.fillna(0)), COLS, cohort="pl_year", equity=False)
+    pd.testing.assert_frame_equal(empty.by_year, zero.by_year)
+
+
 def test_a_school_that_stops_the_program_is_named_as_such():
     """A PL school whose last period is coded 0 (it stopped the program) was called 'a comparison
     school with a first program period within the data'. The error now says the school changes

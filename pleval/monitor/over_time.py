@@ -248,7 +248,9 @@ def _cohort_periods(s: pd.Series, name: str, t: pd.Series, time: str) -> pd.Seri
         if bad.any():
             raise DataError(f"column {name!r} (cohort): {int(bad.sum()):,} row(s) are not numeric periods, as the time "
                             f"column {time!r} is (such as {', '.join(map(repr, s[bad].astype(str).unique()[:3]))})")
-        return g
+        # 0 means never, as in group_time_effects and R's did (before 2026-12-04 a comparison school's 0
+        # was "a first program period within the data"), unless 0 is one of the periods
+        return g if (t == 0).any() else g.where(g != 0)
     if pd.api.types.is_datetime64_any_dtype(s):  # dates, as the time column's (.panel.date_text)
         s = date_text(s)
     known = s.notna()
