@@ -203,6 +203,12 @@ def note_text(h: pd.Series, col: str) -> str:
     return v if isinstance(v, str) else ""
 
 
+def lower_is_better(ev: "Evaluation") -> bool:
+    """Whether the evaluation's primary outcome is better lower (``lower_is_better``, e.g. days
+    absent): a school's risk of harm is then P(effect > 0), not P(effect < 0)."""
+    return ev.columns.outcome in tuple(ev.options.get("lower_is_better") or ())
+
+
 def randomized_in_schools(ev: "Evaluation") -> bool:
     """Whether the evaluation's school effects are a multi-site trial's (students randomized
     within each school): each school's estimate is then the program's effect there alone."""

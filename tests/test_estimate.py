@@ -549,6 +549,29 @@ def test_console_tables_print_p_beside_the_runs_alpha(tmp_path):
     assert cells[5] == [fmt_p(p, alpha) for p in ov["pvalue"]] and cells[5][0] != f"{p0:.3f}"
 
 
+def test_a_lower_is_better_outcome_reads_its_risk_of_harm_above_zero():
+    """With the primary outcome better lower, a school's risk of harm is P(effect > 0): the console's
+    risk table shows 1 − prob_negative under "above zero", the report's note says P(effect < 0) is
+    the chance of a favourable effect, and the card names the outcome's units (before 2026-12-04
+    they called P(effect < 0) the risk of harm, about 1.00 in every school of a favourable trial)."""
+    from pleval.cli._estimate import _risk_table
+    from pleval.report.sections import TableContext, school_table_note
+
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    ev = pleval.estimate(d, design="rct", columns=RCT_SAMPLE_COLUMNS, placebo=False, lower_is_better=("posttest",))
+    t = _risk_table(ev)
+    assert "above zero (posttest: lower is better)" in t.title and t.columns[5].header == "P(>0)"
+    s = ev.schools[np.isfinite(ev.schools["shrunk_es"]) & np.isfinite(ev.schools["effect_size"])]
+    assert t.columns[5]._cells == [f"{1 - p:.2f}" for p in s["prob_negative"]][:len(t.columns[5]._cells)]
+    note = school_table_note(s, TableContext(lower_is_better=True), "BH")
+    assert "the risk of harm is 1 − P(effect < 0)" in note and "risk of harm —" not in note
+    higher = school_table_note(s, TableContext(), "BH")
+    assert "P(effect < 0): risk of harm — the posterior probability" in higher
+    from pleval.report import render_markdown
+
+    assert "Raw difference" in (md := render_markdown(ev, {})) and "(posttest, lower is better)" in md
+
+
 def test_p_values_read_as_sentences(rct_ev):
     """``p < 0.001`` or ``p = 0.087`` in every sentence, never ``p = < 0.001``."""
     from pleval.findings import fmt_p, p_clause

@@ -319,15 +319,21 @@ RISK_TOP = 20
 
 def _risk_table(ev) -> Table | None:
     """Per school: shrunken effect, its interval (the posterior's equal-tailed quantiles) and the
-    risk of harm (posterior P(effect < 0), from the same posterior). A subject with more than
+    risk of harm (posterior P(effect < 0), from the same posterior; P(effect > 0) for an outcome
+    better lower). A subject with more than
     :data:`RISK_ROWS` schools shows its :data:`RISK_TOP` of highest P(<0), highest first, and
     the caption says so (the terminal is a summary; the files hold every school)."""
     import numpy as np
     import pandas as pd
 
+    from ..findings import lower_is_better
+
     s = ev.schools
     if not len(s) or "prob_negative" not in s.columns:
         return None
+    lower = lower_is_better(ev)
+    if lower:  # the risk of harm is the chance of an effect above zero
+        s = s.assign(**{c: 1.0 - s[c] for c in ("prob_negative", "prob_negative_program") if c in s.columns})
     s = s[np.isfinite(s["shrunk_es"].to_numpy(dtype=float)) & np.isfinite(s["effect_size"].to_numpy(dtype=float))]
     if not len(s):  # (a single PL school is not shrunk)
         return None
@@ -341,11 +347,14 @@ def _risk_table(ev) -> Table | None:
         s = pd.concat([s[~big], top]).sort_values("subject", key=lambda c: c.map(order), kind="stable")
     prog = "prob_negative_program" in s.columns and s["prob_negative_program"].notna().any()
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
-    cols = (["subject", "school", "effect size", "shrunken", f"shrunken {lvl} interval", "P(<0)"]
-            + (["P(program <0)", "p vs placebo (adj.)"] if prog else []))
-    t = table("Risk of harm by school: posterior probability that the effect is below zero", cols, left=("subject", "school"))
+    sign = ">" if lower else "<"
+    cols = (["subject", "school", "effect size", "shrunken", f"shrunken {lvl} interval", f"P({sign}0)"]
+            + ([f"P(program {sign}0)", "p vs placebo (adj.)"] if prog else []))
+    t = table(f"Risk of harm by school: posterior probability that the effect is {'above' if lower else 'below'} zero"
+              + (f" ({escape(str(ev.columns.outcome))}: lower is better)" if lower else ""), cols,
+              left=("subject", "school"))
     if schools_of:
-        t.caption = (f"Where a subject has more than {RISK_ROWS} PL schools, its {RISK_TOP} with the highest P(<0) "
+        t.caption = (f"Where a subject has more than {RISK_ROWS} PL schools, its {RISK_TOP} with the highest P({sign}0) "
                      f"({', '.join(f'{escape(str(k))}: {RISK_TOP} of {v:,}' for k, v in schools_of.items())}); "
                      "every school is in school_effects.csv.")
         t.caption_justify = "left"

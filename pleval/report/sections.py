@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from .. import percentiles
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, note_text,
-                        one_school_parts, overall_rows, p_clause, randomized_in_schools, significance, subject_rows,
-                        title, verdict_rows)
+from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
+                        note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, significance,
+                        subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -89,7 +89,9 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
         e = ev.effects[s]
         lines = [
             ev.sentence(s),
-            f"Raw difference {fmt(e.raw.estimate, 2, True)} points; effect size {fmt(e.effect_size.estimate, 3, True)} "
+            f"Raw difference {fmt(e.raw.estimate, 2, True)} "  # in the outcome's own units (days absent, say)
+            + ("points" if not lower_is_better(ev) else f"({ev.columns.outcome}, lower is better)")
+            + f"; effect size {fmt(e.effect_size.estimate, 3, True)} "
             f"SD ({e.effect_size.level:.0%} CI {fmt_ci(e.effect_size.ci_low, e.effect_size.ci_high, 3, True)}).",
         ]
         unmatched = _unmatched_line(ev, s)
@@ -528,6 +530,8 @@ class TableContext:
 
     level: float = 0.95
     alpha: float = 0.05
+    lower_is_better: bool = False
+    """The primary outcome is better lower: P(effect < 0) is then the chance of a favourable effect."""
 
 
 OWN_ESTIMATE, CALIBRATED, SHRUNKEN = "own", "placebo-calibrated", "shrunken"
@@ -625,8 +629,8 @@ SCHOOL_COLUMNS: tuple[SchoolColumn, ...] = (
                  _range("shrunk_es_ci_low", "shrunk_es_ci_high", 3), group=SHRUNKEN),
     SchoolColumn("shrunken pct pts", ("shrunk_pp",), _num("shrunk_pp", 1), group=SHRUNKEN),
     SchoolColumn("P(effect < 0)", ("prob_negative",), _num("prob_negative", 2, False),
-                 "P(effect < 0): risk of harm — the posterior probability that the school's effect is below zero (in a "
-                 "matched comparison or a cluster-randomized trial, the program plus the school's circumstances).",
+                 "P(effect < 0): {harm}the posterior probability that the school's effect is below zero (in a "
+                 "matched comparison or a cluster-randomized trial, the program plus the school's circumstances){favourable}.",
                  SHRUNKEN),
     SchoolColumn("P(program effect < 0)", ("prob_negative_program",), _num("prob_negative_program", 2, False),
                  "P(program effect < 0): the same for the program's own effect, the school's circumstances counted "
@@ -666,12 +670,16 @@ def school_column_groups(table: pd.DataFrame, context: TableContext = TableConte
 
 def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: str) -> str:
     """The explanations of the columns :func:`school_table` prints for ``schools``."""
-    return " ".join(c.note.format(alpha=context.alpha, adjustment=adjustment) for c in _present(schools) if c.note)
+    lower = context.lower_is_better
+    words = dict(alpha=context.alpha, adjustment=adjustment, harm="" if lower else "risk of harm — ",
+                 favourable="; the outcome is better lower, so this is the chance of a favourable effect and the risk "
+                            "of harm is 1 − P(effect < 0)" if lower else "")
+    return " ".join(c.note.format(**words) for c in _present(schools) if c.note)
 
 
 def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The forest plots and the school tables."""
-    ctx = TableContext(float(ev.options.get("level", 0.95)), float(ev.options.get("alpha", 0.05)))
+    ctx = TableContext(float(ev.options.get("level", 0.95)), float(ev.options.get("alpha", 0.05)), lower_is_better(ev))
     adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
 
     def table(f: pd.DataFrame, subject: str) -> Table:
