@@ -794,3 +794,22 @@ def test_the_cace_counts_the_schools_with_take_up_known_and_needs_two_per_arm():
     assert one.cace is None and one.complier_share is None
     assert any(n.startswith("no CACE") and "the take-up-known sample has 1 treated and 20 control" in n
                for n in one.notes)
+
+
+def test_neyman_and_school_means_count_the_blocks_they_use():
+    """A block left with one arm is out of the Neyman estimate and the school means: their rows
+    report the students and schools of the blocks with both arms (before 2026-12-04 they counted
+    the block's 251 treated students and two schools they had left out)."""
+    d = pd.read_csv("sample_data/pl_cluster_rct.csv")
+    d = d[~d.school_id.isin(["SCH002", "SCH004"])]  # block D01 loses its two control schools
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        r = analyze_rct(d, RCT_SAMPLE_COLUMNS, design="cluster", subject="math")
+    a = d[(d.subject == "math") & d.posttest.notna() & d.pretest.notna()]
+    both = a.groupby("block").treatment.transform("nunique") == 2
+    f = r.to_frame().set_index(["analysis", "scale"])
+    for analysis in ("Neyman difference in means", "School means"):
+        row = f.loc[(analysis, "raw")]
+        assert (row.n_treated, row.n_control) == (int((both & (a.treatment == 1)).sum()), int((both & (a.treatment == 0)).sum()))
+        assert row.n_clusters == a[both].school_id.nunique() < a.school_id.nunique()
+    assert f.loc[("ITT", "raw")].n_clusters == a.school_id.nunique()
