@@ -131,7 +131,8 @@ def test_whole_number_covariates_are_centred_to_the_last_bit(copies):
                        "neg": rng.integers(-3, 4, n), "huge": rng.integers(0, 2**40, n), "x": rng.normal(size=n)})
     cnt = rng.integers(1, 5, n).astype(np.int32) if copies else None
     total = n if cnt is None else int(cnt.sum())
-    cols = se._design_columns(df, list(df.columns), cnt, total)
+    cols, left_out = se._design_columns(df, list(df.columns), cnt, total)
+    assert left_out == []
     for c, (values, centre, numeric) in zip(df.columns, cols):
         f = df[c].to_numpy(dtype=float)
         assert numeric and centre.tolist() == [f.mean() if cnt is None else cnt @ f / total], c
