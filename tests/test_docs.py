@@ -42,6 +42,22 @@ def test_cli_reference_lists_every_command_and_option():
             assert f"`{p}`" in md, (name, p)
 
 
+def test_cli_reference_defaults_read_as_help_shows_them():
+    """Defaults as ``--help`` prints them: an enum's value, not its repr (``Method.propensity``),
+    0 as 0 (it equals False and was left blank), an on/off flag by its name (before 2026-12-04)."""
+    rows = {}
+    section = ""
+    for line in markdown().splitlines():
+        if line.startswith("## `pleval "):
+            section = line.split("`")[1]
+        elif line.startswith("| `--"):
+            rows[(section, line.split("`")[1])] = line.rsplit("|", 2)[-2].strip()
+    assert rows[("pleval match", "--method")] == "`propensity`" and rows[("pleval match", "--seed")] == "`0`"
+    assert rows[("pleval rct", "--design")] == "`cluster`" and rows[("pleval rct", "--bootstrap")] == "`0`"
+    assert rows[("pleval schools", "--hartung-knapp")] == "`--hartung-knapp`"
+    assert not any("." in v and v.split(".")[0].strip("`").istitle() for v in rows.values())  # no Enum reprs
+
+
 def test_readme_commands_exist():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme

@@ -22,7 +22,7 @@ CONVENTIONS = [
     "`NAME.provenance.json` beside it) |",
     "| `--force` | write into a non-empty folder that is not a previous output of the command |",
     "| `--config` | a TOML file of options (`estimate`; `OUT/run.toml` repeats a run) |",
-    "| `--format` | terminal output: `text` or `json` (`estimate`, `power`) |",
+    "| `--format` | terminal output: `text` or `json` (`estimate`, `power`, `check`) |",
     "| `--seed` | the seed of every random step (a whole number) |",
     "| `--outcome`, `--treatment`, `--pretest`, `--covariates`, `--school`, `--subject`, `--grade`, "
     "`--student-id`, `--block`, `--takeup`, `--weight` | the column holding that role (`none` for none) |",
@@ -75,13 +75,23 @@ def markdown() -> str:
         for p in cmd.params:
             if _is_option(p):
                 flags = ", ".join(f"`{o}`" for o in p.opts + p.secondary_opts)
-                default = "" if p.default in (None, False, (), []) or p.is_flag and not p.default else f"`{p.default}`"
-                rows.append(f"| {flags} | {_cell(p.help)} | {default} |")
+                rows.append(f"| {flags} | {_cell(p.help)} | {_default(p)} |")
             else:
                 rows.append(f"| `{p.name.upper()}` (argument) | {_cell(getattr(p, 'help', ''))} | |")
         if rows:
             lines += ["| option | meaning | default |", "|---|---|---|", *rows, ""]
     return "\n".join(lines)
+
+
+def _default(p) -> str:
+    """An option's default as ``--help`` shows it: an enum's value (not its repr), 0 as 0 (it equals
+    False, which hid it before 2026-12-04), an on/off flag's name, nothing when there is none."""
+    d = p.default
+    if d is None or isinstance(d, (tuple, list)) and not d:  # (None: a config file or the design decides)
+        return ""
+    if p.is_flag:
+        return f"`{p.opts[0]}`" if d else f"`{p.secondary_opts[0]}`" if p.secondary_opts else ""
+    return f"`{getattr(d, 'value', d)}`"
 
 
 def _is_option(param) -> bool:
