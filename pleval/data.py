@@ -545,8 +545,8 @@ def _pl_schools_lost(out: pd.DataFrame, keep: pd.Series, t_col: str, school: str
         return ()
     pl = (out[t_col] == 1).to_numpy()
     had = pd.unique(out[school].to_numpy()[pl & ~keep.to_numpy()])
-    kept = pd.unique(out[school].to_numpy()[pl & keep.to_numpy()])
-    return tuple(x for x in had if not pd.isna(x) and x not in set(kept))
+    kept = set(pd.unique(out[school].to_numpy()[pl & keep.to_numpy()]))
+    return tuple(x for x in had if not pd.isna(x) and x not in kept)
 
 
 def _first_shared(df: pd.DataFrame, out: pd.DataFrame, keep: pd.Series, keys: list[str], dup: np.ndarray) -> str:

@@ -86,7 +86,7 @@ def test_comparison_numbers_follow_from_the_tables(small):
     np.testing.assert_allclose(cal.se_calibrated, np.sqrt(v + m_pb.tau2 * rel))
     d, draws = obs["df"].to_numpy(), _draws(yp, Vp)
     for i in range(len(y)):  # the mixture over τ²_placebo's confidence distribution, by scipy
-        want = _direct(y[i], v[i], d[i], m_pb.tau2 * rel[i], draws * rel[i])
+        want = _direct(y[i], v[i], d[i], m_pb.tau2 * rel[i], (draws[0] * rel[i], draws[1]))
         got = cal.iloc[i]
         for col, val in want.items():
             assert got[col] == pytest.approx(val, rel=1e-7), col
@@ -891,7 +891,7 @@ def test_calibrated_tests_hold_their_size_with_a_small_placebo_set(delta):
     3.3% at δ = 0 and 4.5% at 0.10 with the mixture, 0.5% and 1.0% with the collapsed
     Satterthwaite df; docs/heterogeneity.md), every interval no wider than its widest
     component's (before, up to ±10⁶ SD)."""
-    from pleval.heterogeneity._predictive import placebo_draws
+    from pleval.heterogeneity._predictive import placebo_nodes
     from pleval.heterogeneity.calibration import calibrate
 
     reps = sim_reps(400, minimum=100)
@@ -905,6 +905,41 @@ def test_calibrated_tests_hold_their_size_with_a_small_placebo_set(delta):
         c = calibrate([f"s{i}" for i in range(k)], y, np.diag(vh), np.full(k, d), yp, np.diag(vph))
         s = c.schools
         flagged += bool((s["p_calibrated_adjusted"] < 0.05).any())
-        widest = stats.t.ppf(0.975, d) * np.sqrt(vh + placebo_draws(yp, np.diag(vph))[-1])  # the widest component's
+        widest = stats.t.ppf(0.975, d) * np.sqrt(vh + placebo_nodes(yp, np.diag(vph))[0][-1])  # the widest component's
         assert np.all(s["ci_high_calibrated"] - s["ci_low_calibrated"] <= 2 * widest * (1 + 1e-12))
     assert flagged / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps), (flagged, reps)
+
+
+def test_calibrated_p_values_hold_their_digits_in_the_tail():
+    """A significant school's calibrated p rests on the top of τ²_placebo's confidence
+    distribution. The mixture's nodes (a composite Simpson rule, fine in that tail) give p within
+    2% of the integral ∫ p(τ²) dH(τ²) by scipy's quad down to p ≈ 10⁻⁵; 64 equal midpoints (before
+    2026-12-04, first 400) put p = 2·10⁻⁴ 32% low and 4·10⁻⁵ 62% low."""
+    from scipy import integrate
+
+    from pleval.heterogeneity._unweighted import unweighted_q
+    from pleval.heterogeneity.calibration import calibrated_tests
+    from pleval.heterogeneity._predictive import placebo_nodes
+
+    rng = np.random.default_rng(1)
+    m = 12
+    vp = rng.uniform(0.005, 0.03, m)
+    A = rng.normal(0, 0.003, (m, m))
+    Vp = np.diag(vp) + 0.3 * A @ A.T
+    yp = rng.multivariate_normal(np.zeros(m), Vp + 0.01 * np.eye(m))
+    uq = unweighted_q(yp, Vp)
+    v, d = 0.015, 40.0
+    ys = np.array([0.5, 0.7, 0.9, 1.1])
+    got = calibrated_tests(ys, np.full(4, v), np.full(4, d), placebo_nodes(yp, Vp)[0], 0.0,
+                           weights=placebo_nodes(yp, Vp)[1])["p_calibrated"]
+    H = lambda t: float(uq.sf(t)[0])  # noqa: E731  (the confidence distribution's CDF)
+
+    def p_at(t2, y):
+        sc = math.sqrt(v + t2)
+        return 2 * stats.t.sf(abs(y) / sc, d * (v + t2) ** 2 / v**2)
+
+    for y, g in zip(ys, got):
+        dH = lambda t: (H(t * (1 + 1e-6) + 1e-12) - H(t)) / (t * 1e-6 + 1e-12)  # noqa: E731
+        want = p_at(0.0, y) * H(0.0) + integrate.quad(lambda t: p_at(t, y) * dH(t), 0, np.inf, limit=500,
+                                                       epsrel=1e-9)[0]
+        assert g == pytest.approx(want, rel=0.02), (y, g, want)

@@ -41,38 +41,44 @@ def _hedges(y: np.ndarray, V: np.ndarray) -> tuple[float, float]:
     return t, math.sqrt(2.0 * np.trace(S @ S)) / (m - 1)
 
 
-def _direct(y, v, d, t2p, draws, level=0.95):
+def _direct(y, v, d, t2p, nodes, level=0.95):
     """The calibrated figures of one school straight from their definition (docs/heterogeneity.md),
-    with scipy's t distribution and root finder: the equal mixture over the τ²_placebo draws
-    ``draws`` of t(ν_j) scaled by √(v + τ²_j), ν_j = d((v + τ²_j)/v)²; p its two-sided tail at
-    ``y``, the interval ``y ± h`` (h its ``(1 + level)/2`` quantile), ``se = √(v + τ̂²)`` and the
-    df that turn ``se`` into ``h``."""
-    draws = np.asarray(draws, dtype=float)
+    with scipy's t distribution and root finder: the mixture over the τ²_placebo draws and weights
+    ``nodes = (draws, w)`` of t(ν_j) scaled by √(v + τ²_j), ν_j = d((v + τ²_j)/v)²; p its
+    two-sided tail at ``y``, the interval ``y ± h`` (h its ``(1 + level)/2`` quantile),
+    ``se = √(v + τ̂²)`` and the df that turn ``se`` into ``h``."""
+    draws, w = (np.asarray(a, dtype=float) for a in nodes)
     sc = np.sqrt(v + draws)
     nu = d * (sc**2 / v) ** 2 if math.isfinite(d) else np.full(draws.size, np.inf)
     q = 0.5 + level / 2
-    half = optimize.brentq(lambda h: np.mean(stats.t.cdf(h / sc, nu)) - q, 0.0, 100.0, xtol=1e-15, rtol=1e-15)
+    half = optimize.brentq(lambda h: stats.t.cdf(h / sc, nu) @ w - q, 0.0, 100.0, xtol=1e-15, rtol=1e-15)
     se_cal = math.sqrt(v + t2p)
     r = half / se_cal
     df = math.inf if r <= stats.norm.ppf(q) else optimize.brentq(lambda n: stats.t.ppf(q, n) - r, 1e-3, 1e12,
                                                                   xtol=1e-12, rtol=1e-14)
     return {"se_calibrated": se_cal, "df_calibrated": df, "ci_low_calibrated": y - half,
-            "ci_high_calibrated": y + half, "p_calibrated": float(np.mean(2 * stats.t.sf(abs(y) / sc, nu)))}
+            "ci_high_calibrated": y + half, "p_calibrated": float(2 * stats.t.sf(abs(y) / sc, nu) @ w)}
 
 
-def _draws(yp, Vp, n=None):
-    """τ²_placebo's confidence-distribution quantiles at the midpoints (j + ½)/n (default: as many
-    as the calibrated tests take, ``calibration.TEST_DRAWS``): each the root of
+def _draws(yp, Vp):
+    """``(τ²_j, w_j)``: τ²_placebo's confidence-distribution quantiles at the calibrated tests'
+    probabilities (``_predictive.tail_probabilities``) and their weights: each the root of
     ``H(τ²) = P_τ²(Q₁ > q) = p``, by brentq on the survival function of the unweighted Q
     (tests/test_heterogeneity_unweighted.py checks it against Imhof's inversion), 0 where ``H(0) ≥ p``."""
+    from pleval.heterogeneity._predictive import tail_probabilities
     from pleval.heterogeneity._unweighted import unweighted_q
-    from pleval.heterogeneity.calibration import TEST_DRAWS
 
-    n = TEST_DRAWS if n is None else n
     uq = unweighted_q(yp, Vp)
     h = lambda t: float(uq.sf(t)[0])  # noqa: E731
-    return np.array([0.0 if h(0.0) >= p else optimize.brentq(lambda t: h(t) - p, 0.0, 10.0, xtol=1e-15)
-                     for p in (np.arange(n) + 0.5) / n])
+
+    def root(p):
+        hi = 10.0
+        while h(hi) < p:
+            hi *= 2
+        return optimize.brentq(lambda t: h(t) - p, 0.0, hi, xtol=1e-15)
+
+    u, w = tail_probabilities()
+    return np.array([0.0 if h(0.0) >= p else root(p) for p in u]), w
 
 
 def _placebo(seed=4, m=30):

@@ -135,11 +135,31 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     return order_restricted(s, d, reml_information(lam, x, s), uq.information(d))
 
 
-def placebo_draws(yp, Vp, n: int = N_DRAWS) -> np.ndarray:
-    """``n`` draws of τ²_placebo: the quantiles of its confidence distribution ``H_p`` (the
-    unweighted Q's, :mod:`._unweighted`) at the midpoints ``(j + ½)/n``, in increasing order (the
-    placebo-calibrated per-school tests integrate over them, :func:`.calibration.calibrated_tests`)."""
-    return unweighted_q(yp, Vp).quantiles((np.arange(n) + 0.5) / n)
+def tail_probabilities(body: int = 12, tail: int = 20, split: float = 0.9, top: float = 1e-10):
+    """``(u, w)``: probabilities and weights of the composite Simpson rule on ``[0, 1]`` over
+    ``body`` equal pieces of ``[0, split]`` and ``tail`` pieces of ``[split, 1 − top]`` whose
+    widths fall geometrically (the mass left above, ``top``, joins the last node): the quadrature
+    of ``∫₀¹ f(H⁻¹(u)) du`` for an ``f`` that rises steeply as τ² grows, as a small p-value does,
+    whose value the top of ``H`` decides. Equal midpoints leave that tail out (64 of them put
+    p = 2·10⁻⁴ 32% low, 400 9% low); these 65 nodes are within 1% of the integral down to p = 10⁻⁵
+    (the tests check a mixture against ``scipy.integrate.quad``)."""
+    edges = np.concatenate([np.linspace(0.0, split, body + 1), 1.0 - (1.0 - split) * np.geomspace(1.0, top, tail + 1)[1:]])
+    width = np.diff(edges)
+    u = np.concatenate([edges, (edges[:-1] + edges[1:]) / 2])
+    w = np.concatenate([np.zeros(edges.size), 4.0 * width / 6.0])
+    w[:-1 - width.size] += width / 6.0
+    w[1:edges.size] += width / 6.0
+    w[edges.size - 1] += 1.0 - edges[-1]
+    order = np.argsort(u, kind="stable")
+    return u[order], w[order]
+
+
+def placebo_nodes(yp, Vp) -> tuple[np.ndarray, np.ndarray]:
+    """``(τ²_j, w_j)``: quantiles of τ²_placebo's confidence distribution at
+    :func:`tail_probabilities` and their weights, for the placebo-calibrated per-school tests
+    (:func:`.calibration.calibrated_tests`)."""
+    u, w = tail_probabilities()
+    return unweighted_q(yp, Vp).quantiles(u), w
 
 
 def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) -> np.ndarray:

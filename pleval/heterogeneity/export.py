@@ -24,9 +24,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .._text import markdown_table
+from .._text import fmt_p, markdown_table
 from ..errors import DataError
-from ..findings import fmt_p
 from .school_effects import MULTISITE, SchoolEffects
 
 FORMATS = ("csv", "xlsx", "md", "html")
