@@ -437,7 +437,7 @@ def test_risk_table_lists_the_highest_risks_where_a_subject_has_many_schools():
                          for k, m in n.items()], ignore_index=True)
     schools["shrunk_es"] = schools["effect_size"] * 0.8
     schools["shrunk_es_ci_low"], schools["shrunk_es_ci_high"] = schools["shrunk_es"] - 0.1, schools["shrunk_es"] + 0.1
-    t = _risk_table(SimpleNamespace(schools=schools, options={}))
+    t = _risk_table(SimpleNamespace(schools=schools, options={}, columns=SimpleNamespace(outcome="posttest")))
     subj, school, risk = (list(t.columns[j].cells) for j in (0, 1, 5))
     math = schools[schools["subject"] == "math"].sort_values("prob_negative", ascending=False).head(RISK_TOP)
     assert subj == ["math"] * RISK_TOP + ["reading"] * RISK_ROWS
