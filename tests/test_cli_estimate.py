@@ -445,7 +445,8 @@ def test_risk_table_lists_the_highest_risks_where_a_subject_has_many_schools():
     assert risk[:RISK_TOP] == [f"{p:.2f}" for p in math["prob_negative"]]
     assert school[RISK_TOP:] == schools.loc[schools["subject"] == "reading", "school"].tolist()
     assert f"math: {RISK_TOP} of {RISK_ROWS + 5}" in t.caption and "reading" not in t.caption
-    few = _risk_table(SimpleNamespace(schools=schools[schools["subject"] == "reading"], options={}))
+    few = _risk_table(SimpleNamespace(schools=schools[schools["subject"] == "reading"], options={},
+                                      columns=SimpleNamespace(outcome="posttest")))
     assert few.row_count == RISK_ROWS and not few.caption
 
 
