@@ -496,3 +496,28 @@ def test_a_true_false_covariate_in_a_pool_matches_as_in_memory(tmp_path):
     got = match_pool(pl, path, SAMPLE_COLUMNS, "propensity", engine="duckdb")
     _same_matched(ref, got)
     _same_numbers(ref.estimate().to_frame(), got.estimate().to_frame())
+
+
+def test_a_pl_school_whose_pl_rows_are_all_left_out_is_still_a_pl_school(tmp_path):
+    """VCG against a pool: a PL school whose PL rows all lack the pretest is a PL school all the
+    same, and its students in the pool are left out as comparisons, as in memory (before
+    2026-12-04 the DuckDB engine matched 65 of them)."""
+    df = pd.read_csv(SAMPLE, dtype={"student_id": str, "school_id": str})
+    df = df[df.subject == "math"].reset_index(drop=True)
+    pl = df[df.treatment == 1].reset_index(drop=True)
+    x = pl.school_id.iloc[0]
+    pl.loc[pl.school_id == x, "pretest"] = np.nan
+    comp = df[df.treatment == 0].reset_index(drop=True)
+    extra = comp[comp.school_id == comp.school_id.iloc[0]].assign(school_id=x)
+    extra["student_id"] = "x" + extra["student_id"]
+    pool = pd.concat([comp, extra], ignore_index=True).drop(columns="treatment")
+    path = tmp_path / "pool.parquet"
+    pool.to_parquet(path, index=False)
+    left = []
+    for engine, src in (("memory", pool), ("duckdb", path)):
+        r = match_pool(pl, src, SAMPLE_COLUMNS, "vcg", engine=engine)
+        left.append(r.exclusions.set_index("reason")["n_rows"]["comparison rows in PL schools (comparisons come "
+                                                                 "from non-PL schools only)"])
+        assert not ((r.data["school_id"] == x) & (r.data["treatment"] == 0)).any(), engine
+    usable = extra[["posttest", "pretest", "frl"]].notna().all(axis=1).sum()  # (the others left out before)
+    assert left[0] == left[1] == usable > 100

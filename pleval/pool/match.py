@@ -452,7 +452,10 @@ def match_pool(
             raise DataError("VCG matching draws comparisons from non-PL schools: name the school column (school=...)")
         if not c.main_pretest:
             raise DataError("VCG matching needs a pretest column (pretest=...)")
-        eng.register("pleval_pl_schools", pd.DataFrame({"school": pd.unique(data[c.school])}))
+        # every school of the PL file, those whose PL rows were all left out too (they are PL schools all the
+        # same; before 2026-12-04 their pool rows became comparisons, as in memory)
+        schools = pd.unique(pd.concat([data[c.school], pl[c.school]], ignore_index=True).dropna())
+        eng.register("pleval_pl_schools", pd.DataFrame({"school": schools}))
         in_pl = f"{eng.quote(c.school)} IN (SELECT school FROM pleval_pl_schools)"
         n_in, n_pool = eng.counts([f"({where}) AND {in_pl}", f"({where}) AND NOT {in_pl}"])  # one scan
         if n_in:
