@@ -375,7 +375,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(_p_at(ev))})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'])}; "
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], ev.options['alpha'])}; "
                 f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
                 f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
