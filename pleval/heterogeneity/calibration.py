@@ -161,13 +161,14 @@ def calibrated_tests(y, v, df, tau2_draws, tau2_placebo, level: float = 0.95, we
     get the same figures (tested)."""
     y, v, d = (np.atleast_1d(np.asarray(a, dtype=float)) for a in (y, v, df))
     t2 = np.atleast_2d(np.asarray(tau2_draws, dtype=float))  # k × n (or 1 × n: one scale for every school)
-    # a school's draws in one row, each row's mean summed alike whatever k (k = 1 and k ≥ 2 agree to the bit)
+    # a school's draws in one row, each row's weighted sum formed alike whatever k (k = 1 and k ≥ 2 agree to
+    # the bit: an elementwise product summed by row, not a matrix product, whose blocking depends on k)
     own = np.where(np.isfinite(d) & (d > 0), d, np.inf)[:, None]
     scale = np.sqrt(v[:, None] + t2)  # k × n
     nu = own * (scale * scale / v[:, None]) ** 2  # (∞ where the own df is)
     q = 0.5 + level / 2
     w = np.full(t2.shape[1], 1.0 / t2.shape[1]) if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
-    p = 2 * special.stdtr(nu, -np.abs(y)[:, None] / scale) @ w
+    p = 2 * (special.stdtr(nu, -np.abs(y)[:, None] / scale) * w).sum(axis=1)
     half = _mixture_half_width(nu, scale, 1.0 - q, own[:, 0], w)
     se_cal = np.sqrt(v + np.asarray(tau2_placebo, dtype=float))
     ratio = half / se_cal
@@ -197,14 +198,14 @@ def _mixture_half_width(nu: np.ndarray, scale: np.ndarray, tail: float, own: np.
     nu_f = np.where(finite, nu, 1.0)
     log_c = np.where(finite, special.gammaln((nu_f + 1) / 2) - special.gammaln(nu_f / 2) - 0.5 * np.log(nu_f * np.pi),
                      -0.5 * np.log(2 * np.pi))  # each component's log density at 0
-    h = np.clip(special.ndtri(1.0 - tail) * np.sqrt((scale * scale) @ w), lo, hi)
+    h = np.clip(special.ndtri(1.0 - tail) * np.sqrt((scale * scale * w).sum(axis=1)), lo, hi)
     settled = np.zeros(h.shape, dtype=bool)
     for _ in range(200):
         x = h[:, None] / scale
-        gap = tail - special.stdtr(nu, -x) @ w  # F(h) − (1 − tail)
+        gap = tail - (special.stdtr(nu, -x) * w).sum(axis=1)  # F(h) − (1 − tail)
         with np.errstate(over="ignore"):
             log_pdf = log_c - np.where(finite, (nu_f + 1) / 2 * np.log1p(x * x / nu_f), x * x / 2)
-        f = (np.exp(log_pdf) / scale) @ w
+        f = (np.exp(log_pdf) / scale * w).sum(axis=1)
         lo, hi = np.where(gap < 0, h, lo), np.where(gap > 0, h, hi)
         step = h - gap / f
         step = np.where((step >= lo) & (step <= hi), step, 0.5 * (lo + hi))

@@ -349,8 +349,8 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
         ts = subject_rows(tests, s)
         note = "Equal effects across levels: " + "; ".join(
-            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], ev.options['alpha'])} (adjusted "
-            f"{fmt_p(r['pvalue_adjusted'], ev.options['alpha'])})"
+            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], ev.options.get('alpha', 0.05))} (adjusted "
+            f"{fmt_p(r['pvalue_adjusted'], ev.options.get('alpha', 0.05))})"
             for _, r in ts.iterrows()) + "."
         blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
     blocks += _figures(ev, figures, "subgroups",
@@ -375,7 +375,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(_p_at(ev))})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], ev.options['alpha'])}; "
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], ev.options.get('alpha', 0.05))}; "
                 f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
                 f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
@@ -566,7 +566,7 @@ def _p(col: str) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
 
 def _p_at(ev: "Evaluation") -> Callable[[float], str]:
     """p as :func:`fmt_p` prints it beside the run's α."""
-    return lambda p: fmt_p(p, float(ev.options["alpha"]))
+    return lambda p: fmt_p(p, float(ev.options.get("alpha", 0.05)))
 
 
 def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
