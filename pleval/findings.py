@@ -165,7 +165,7 @@ def overall_rows(ev: "Evaluation") -> list[dict]:
 
 
 def het_rows(ev: "Evaluation") -> list[dict]:
-    rows = []
+    rows, alpha = [], float(ev.options.get("alpha", 0.05))
     for s in ev.subjects:
         h = het_row(ev, s)
         if h is None:
@@ -179,8 +179,7 @@ def het_rows(ev: "Evaluation") -> list[dict]:
             "tau": fmt(h["tau"], 3),
             "tau_ci": fmt_ci(math.sqrt(max(h["tau2_ci_low"], 0)), math.sqrt(max(h["tau2_ci_high"], 0)), 3),
             "i2": f"{float(h['i2']):.0f}%" if pd.notna(h["i2"]) else "—",
-            "q": f"{float(h['q']):.1f} (df {int(h['q_df'])}, p {fmt_p(h['q_pvalue'], float(ev.options.get('alpha', 0.05)))})"
-            if pd.notna(h["q"]) else "—",
+            "q": f"{float(h['q']):.1f} (df {int(h['q_df'])}, p {fmt_p(h['q_pvalue'], alpha)})" if pd.notna(h["q"]) else "—",
             "pi": fmt_ci(h["pi_low"], h["pi_high"], 3, True),
             "pi_pp": fmt_ci(pp(h["pi_low"], p0), pp(h["pi_high"], p0), 1, True),
             "expected": f"{float(h['count_expected_by_chance']):.1f}",

@@ -239,8 +239,8 @@ def analyze_multiarm(
     work = df.assign(_arm=df[t], _any=(df[t] != control).astype(float).where(df[t].notna()))
     cols = columns.replace(treatment="_any", treated_label=None)
     cols, rand, ana, cov_names, dropped, notes = _validate(work, cols, design, covariates, subject)
+    per = rand.groupby(cols.school, observed=True)["_arm"].nunique() if cols.school else None  # arms per school
     if design == "cluster":
-        per = rand.groupby(cols.school, observed=True)["_arm"].nunique()
         if (per > 1).any():
             raise DesignError(f"column {t!r} (treatment) varies within {int((per > 1).sum()):,} school(s) of column "
                               f"{cols.school!r}; a cluster-randomized design assigns whole schools to one arm")
@@ -260,8 +260,8 @@ def analyze_multiarm(
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
-    one_arm = (rand.groupby(cols.school, observed=True)["_arm"].nunique() <= 1).all() if cols.school else False
-    if not vcov.startswith("CR") and cols.school and (design == "cluster" or one_arm):  # (each school one arm)
+    one_arm = per is not None and bool((per <= 1).all())  # (a cluster design's schools: checked above)
+    if not vcov.startswith("CR") and one_arm:  # (each school one arm)
         # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
         why = _unclustered_schools(rand, cols, design, vcov, label=t)  # (the arm column, not '_any')
         if why:

@@ -1007,12 +1007,11 @@ def analyze_rct(
     sd_value, sd_kind = effect_sizes.outcome_sd(mod.y, t, kind=sd, strata=grades)
     omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0
 
-    def both_arm_counts():  # ((treated, control) rows, schools) of the blocks with both arms (Neyman, school means)
-        rows = _both_arm_rows(mod)[0]
-        if rows is None:
-            return (n_t, n_c), n_cl
-        z = mod.z[rows] == 1
-        return (int(z.sum()), int((~z).sum())), None if n_cl is None else int(np.unique(mod.school[rows]).size)
+    # the rows and schools of the blocks with both arms: those the Neyman estimate and the school means use
+    both = _both_arm_rows(mod)[0]
+    n_both, cl_both = ((n_t, n_c), n_cl) if both is None else (
+        (int(mod.z[both].sum()), int((mod.z[both] == 0).sum())),
+        None if n_cl is None else int(np.unique(mod.school[both]).size))
 
     def effect(est, se, df, label, how, n_clusters=n_cl, n=(n_t, n_c)):
         e = Estimate.from_t(est, se, df, level=level, n_treated=n[0], n_control=n[1], n_clusters=n_clusters,
@@ -1045,7 +1044,7 @@ def analyze_rct(
             cb, cse, cdf, _ = cfit.coef("treatment")
             extra["School means"] = effect(cb, cse, cdf, "ITT (school means)",
                                            "OLS on school means (each school once), HC2, Bell–McCaffrey df", n_clusters=m,
-                                           n=both_arm_counts()[0])
+                                           n=n_both)
     mixed_res = None
     if method == "mixedlm":
         mixed_res, mixed_se = _mixedlm_fit(mod, notes)
@@ -1070,11 +1069,10 @@ def analyze_rct(
     ney_notes: list[str] = []
     nb_, nse, ndf = _neyman(mod.y, mod.z, unit, mod.block_codes, ney_notes)
     notes.extend(ney_notes)
-    n_ney, cl_ney = both_arm_counts()
     effects["Neyman difference in means"] = effect(
         nb_, nse, ndf, "ITT (Neyman)",
         "design-based difference in means" + (" of school totals (Hájek)" if clustered_design else "")
-        + (", block-weighted" if cols.block else "") + "; Welch df", n=n_ney, n_clusters=cl_ney,
+        + (", block-weighted" if cols.block else "") + "; Welch df", n=n_both, n_clusters=cl_both,
     )
     effects.update(extra)
 

@@ -335,7 +335,7 @@ def _point_numbers(df: pd.DataFrame, text_cols, notes: list[str]) -> None:
                                                        .duplicated().any()):
             kept.append(str(c))
         else:
-            df[c] = pd.to_numeric(s.astype(object).where(s.isna(), s.astype(str).str.strip()), errors="coerce")
+            df[c] = x.reindex(df.index)  # (the missing rows NaN)
             made.append(str(c))
     if made:
         notes.append(f"numbers written with a decimal point read as numbers: {', '.join(map(repr, made))}")

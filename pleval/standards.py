@@ -56,7 +56,7 @@ REQUIRES_ADJUSTMENT = "requires statistical adjustment"
 SATISFIED_ADJUSTED = "satisfied with statistical adjustment"
 NOT_SATISFIED = "not satisfied"
 EQUIVALENCE_BANDS = (0.05, 0.25)  # |g| up to the first: satisfied; up to the second: with adjustment
-EQUIVALENCE_EDGES = (-0.25, -0.05, 0.05, 0.25)  # the same, as edges of g itself
+EQUIVALENCE_EDGES = tuple(sorted(s * b for b in EQUIVALENCE_BANDS for s in (-1, 1)))  # the same, as edges of g
 _TOL_PCT = 1e-9  # floating-point allowance, in percentage points
 
 

@@ -111,13 +111,14 @@ RESTRICTIONS = ("isotonic", "max", "none")
 
 
 def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, restrict: str = "isotonic",
-                   eigen: tuple | None = None) -> np.ndarray:
+                   eigen: tuple | None = None, uq=None) -> np.ndarray:
     """``n`` draws ``σ²_j`` of a school's total between-school variance (module docstring).
 
     ``restrict``: ``"isotonic"`` (pleval), the precision-weighted projection with each draw's
     informations; ``"max"``, ``max(s_j, d_j)`` (the placebo draw as a floor); ``"none"``,
     the PL draws alone (the placebo schools unused). ``eigen``: ``(λ, Q)``,
-    :func:`numpy.linalg.eigh` of ``V``, when already computed."""
+    :func:`numpy.linalg.eigh` of ``V``, and ``uq``: :func:`.unweighted_q` of the placebo
+    schools, when already computed."""
     if restrict not in RESTRICTIONS:
         raise ValueError(f"restrict must be one of {RESTRICTIONS}; got {restrict!r}")
     if math.gcd(lattice, n) != 1:
@@ -128,7 +129,7 @@ def variance_draws(y, V, yp, Vp, n: int = N_DRAWS, lattice: int = _LATTICE, rest
     s = cd_quantiles(Q.T @ y, lam, x, p)
     if restrict == "none":
         return s
-    uq = unweighted_q(yp, Vp)
+    uq = unweighted_q(yp, Vp) if uq is None else uq
     d = uq.quantiles(p)[(lattice * np.arange(n)) % n]
     if restrict == "max":
         return np.maximum(s, d)
@@ -154,12 +155,13 @@ def tail_probabilities(body: int = 12, tail: int = 20, split: float = 0.9, top: 
     return u[order], w[order]
 
 
-def placebo_nodes(yp, Vp) -> tuple[np.ndarray, np.ndarray]:
+def placebo_nodes(yp, Vp, uq=None) -> tuple[np.ndarray, np.ndarray]:
     """``(τ²_j, w_j)``: quantiles of τ²_placebo's confidence distribution at
     :func:`tail_probabilities` and their weights, for the placebo-calibrated per-school tests
-    (:func:`.calibration.calibrated_tests`)."""
+    (:func:`.calibration.calibrated_tests`); ``uq``: :func:`.unweighted_q` of ``yp``, ``Vp`` when
+    already computed."""
     u, w = tail_probabilities()
-    return unweighted_q(yp, Vp).quantiles(u), w
+    return (unweighted_q(yp, Vp) if uq is None else uq).quantiles(u), w
 
 
 def _mixture_quantiles(m: np.ndarray, sd: np.ndarray, probs, iters: int = 48) -> np.ndarray:

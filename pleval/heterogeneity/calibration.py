@@ -249,12 +249,13 @@ def placebo_on_pl_scale(yp, Vp, pl_schools, placebo_schools, k: int):
     return centre + (yp - centre) * f, Vp * np.outer(f, f), a_pl / a_bar, a_bar / float(a_pb.mean())
 
 
-def placebo_meta(yp: np.ndarray, Vp: np.ndarray, level: float = 0.95) -> MetaAnalysis:
+def placebo_meta(yp: np.ndarray, Vp: np.ndarray, level: float = 0.95, uq=None) -> MetaAnalysis:
     """Meta-analysis of the placebo schools with Hedges' unweighted τ̂²_placebo, its SE and the
     interval from the exact distribution of the unweighted Q (:mod:`._unweighted`; module
-    docstring); I² and H² intervals map that interval."""
+    docstring); I² and H² intervals map that interval. ``uq``: :func:`.unweighted_q` of ``yp``,
+    ``Vp`` when already computed."""
     m = meta_analysis(yp, np.sqrt(np.diag(Vp)), "HE", level=level, vcov=Vp)
-    uq = unweighted_q(yp, Vp)
+    uq = unweighted_q(yp, Vp) if uq is None else uq
     se = uq.estimate()[1]
     ci = uq.ci(level)
     Vi = np.linalg.inv(Vp)  # typical within-school variance s² = (k − 1)/tr P₀, as meta_analysis
@@ -406,9 +407,10 @@ def calibrate(
         raise DesignError("no placebo-calibrated figures: no PL school has an estimate")
     se = np.sqrt(np.diag(V))
     yp, Vp, rel, scale = placebo_on_pl_scale(yp, Vp, comparison_schools, placebo_comparison_schools, y.size)
-    m_pb = placebo_meta(yp, Vp, level)
+    uq = unweighted_q(yp, Vp)  # the placebo schools' Q, once for their meta-analysis, nodes and draws
+    m_pb = placebo_meta(yp, Vp, level, uq)
     t2p = m_pb.tau2
-    nodes, weights = placebo_nodes(yp, Vp)
+    nodes, weights = placebo_nodes(yp, Vp, uq)
     tests = calibrated_tests(y, se**2, df, np.atleast_1d(rel)[:, None] * nodes, t2p * rel, level, weights)
     first = {"school": list(labels), "effect_size": y, "es_se": se, **tests,
              "p_calibrated_adjusted": np.asarray(adjust_pvalues(tests["p_calibrated"], adjust))}
@@ -427,7 +429,7 @@ def calibrate(
 
     w_pl, w_pb = 1.0 / m_pl.tau2_se**2, 1.0 / m_pb.tau2_se**2
     t2_tot = float(order_restricted(m_pl.tau2, t2p, w_pl, w_pb))
-    sigma2 = variance_draws(y, V, yp, Vp, eigen=eig)
+    sigma2 = variance_draws(y, V, yp, Vp, eigen=eig, uq=uq)
     pi, p_neg_new = predictive(y, V, sigma2, level, eigen=eig)
     mix = shrinkage(y, V, sigma2, level, eigen=eig)
     mu_t, _, _, _, rel_t = blup(y, V, t2_tot, eigen=eig)

@@ -188,7 +188,7 @@ def _present_columns(sub: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def _readable(sub: pd.DataFrame, extra: list[str], alpha: float) -> pd.DataFrame:
     """Markdown/HTML view: intervals as 'low to high', rounded; p-values as the report prints them
-    (:func:`pleval.findings.fmt_p`: three decimals, more beside ``alpha``, "< 0.001")."""
+    (:func:`pleval._text.fmt_p`: three decimals, more beside ``alpha``, "< 0.001")."""
 
     def f(x, d):
         if pd.isna(x):
@@ -235,9 +235,9 @@ def _extra_columns(res: SchoolEffects) -> list[str]:
 
 
 def to_markdown(res: SchoolEffects, title: str = "School-by-school effects") -> str:
-    parts = [f"# {title}", ""]
+    parts, alpha = [f"# {title}", ""], float(res.options.get("alpha", 0.05))
     for key, label, sub in _groups(res):
-        view = _readable(sub, _extra_columns(res), float(res.options.get("alpha", 0.05)))
+        view = _readable(sub, _extra_columns(res), alpha)
         align = ["left" if c in ("School", "Note") else "right" for c in view.columns]
         md = markdown_table(view, disable_numparse=True, colalign=align)
         parts += [f"## {label}", "", _headline(res, key, sub), "", md, ""]
@@ -258,7 +258,7 @@ def to_html(res: SchoolEffects, title: str = "School-by-school effects") -> str:
     alpha = float(res.options.get("alpha", 0.05))
     body = [f"<h1>{html.escape(title)}</h1>"]
     for key, label, sub in _groups(res):
-        view = _readable(sub, _extra_columns(res), float(res.options.get("alpha", 0.05)))
+        view = _readable(sub, _extra_columns(res), alpha)
         cls = np.where(_verdict_p(sub)[0] < alpha, np.where(sub["effect_size"].to_numpy(dtype=float) < 0, "neg", "pos"),
                        "")
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)

@@ -577,18 +577,17 @@ def play_rounds(plan: RoundsPlan, sd=None) -> PlaceboResult:
         res = m if isinstance(m, PlevalError) else _round_effects(m, eff_kw)
         used = () if isinstance(m, PlevalError) else tuple(_used_schools(m, school, treatment))
         del m  # the round's matched sample is freed before the next round is matched
-        if isinstance(res, PlevalError):  # this round's schools only: the other rounds stand
-            round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": used,
-                            "covariates_left_out": (), "failed": str(res)} for s in chunk]
+        failed = str(res) if isinstance(res, PlevalError) else ""  # this round's schools only: the others stand
+        left_out = () if failed else tuple(res.options["covariates_left_out"])
+        round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": used,
+                        "covariates_left_out": left_out, "failed": failed} for s in chunk]
+        if failed:
             rnd += 1
             continue
         t = res.table.copy()
         t.insert(0, "round", rnd)
         tables.append(t)
         vcovs.append(res.vcov)
-        left_out = tuple(res.options["covariates_left_out"])
-        round_rows += [{"round": rnd, "placebo_school": s, "comparison_schools_used": used,
-                        "covariates_left_out": left_out, "failed": ""} for s in chunk]
         del res
         ok = t.groupby("school")["effect_size"].apply(lambda s: np.isfinite(s).any())
         done += int(ok.sum())

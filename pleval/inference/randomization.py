@@ -210,7 +210,8 @@ def _prepare(y, treatment, clusters, blocks, covariates):
         _, bu = np.unique(bu, return_inverse=True)
         mb, tb = mb[~fixed], tb[~fixed]
     new = group_codes(bu, u, zu)  # blocks in the order of their content, not of their labels
-    bu, mb, tb = new[bu], mb[np.argsort(new)], tb[np.argsort(new)]
+    inv = np.argsort(new)
+    bu, mb, tb = new[bu], mb[inv], tb[inv]
     o = value_order(bu, u, zu)  # the draws meet the units in the order of their values, not of the rows
     return u[o], zu[o].astype(int), bu[o].astype(np.intp), mb, tb, unit, notes
 

@@ -41,7 +41,7 @@ from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, distinct_hashed_ranks, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
 from .propensity import PropensityModel, design_patterns, fit_propensity, pooled_logit_sd
-from .results import AT_TIE_CAP, EffectTable, MatchResult
+from .results import EffectTable, MatchResult, set_size_diagnostics
 from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
 from .weighting import att_weights, ipw_weights, weight_summary, within_cells
@@ -732,11 +732,7 @@ def match(
             options["seed"] = seed
         if n_sets:
             diagnostics["mean matched distance"] = float(np.mean(nm.dist))
-        diagnostics["treated with fewer than k matches"] = int(((m_i > 0) & (m_i < k)).sum())
-        if ties and replace:
-            diagnostics["treated with more than k matches (ties kept)"] = int((m_i > k).sum())
-        if options.get("tie_cap"):  # which tied comparisons fill these sets depends on the student ids' hash
-            diagnostics[AT_TIE_CAP] = int((m_i >= max(options["tie_cap"], k)).sum())
+        diagnostics.update(set_size_diagnostics(m_i, k, ties=ties, replace=replace, tie_cap=options.get("tie_cap")))
 
     elif method == "vcg":
         k = 51 if k is None else k

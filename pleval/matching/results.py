@@ -41,6 +41,19 @@ AT_TIE_CAP = "treated whose set reached the tie cap"
 cut, whose tied members beyond the strictly closer ones are chosen by the hashed student ids."""
 
 
+def set_size_diagnostics(n_matched: np.ndarray, k: int, *, ties: bool, replace: bool, tie_cap) -> dict:
+    """Nearest-neighbour matching's counts of sets by size (``n_matched``: each PL row's matches):
+    fewer than k, more than k (ties kept, with replacement) and at the tie cap (:data:`AT_TIE_CAP`;
+    which tied comparisons fill them depends on the student ids' hash). The in-memory and the pool
+    engines report the same."""
+    out = {"treated with fewer than k matches": int(((n_matched > 0) & (n_matched < k)).sum())}
+    if ties and replace:
+        out["treated with more than k matches (ties kept)"] = int((n_matched > k).sum())
+    if tie_cap:
+        out[AT_TIE_CAP] = int((n_matched >= max(tie_cap, k)).sum())
+    return out
+
+
 @dataclass(frozen=True, repr=False)
 class EffectTable(ResultMixin):
     """Effects by group (e.g. subject × grade): ``effects`` maps a group key tuple to an Effect;

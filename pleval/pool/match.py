@@ -31,7 +31,7 @@ from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
 from ..matching.analysis_weights import ZERO_WEIGHT, set_analysis_weights
 from ..matching.propensity import CommonSupport, PropensityModel
-from ..matching.results import AT_TIE_CAP
+from ..matching.results import set_size_diagnostics
 from . import logit
 from .engine import SqlEngine, as_python, kind
 from .partition import Plan
@@ -561,11 +561,7 @@ def _assemble(plan, data, c, pairs, used, log, options, diagnostics, pm_parts, c
     else:
         terms, fit, eta, lin_t, n_out_c = pm_parts
         diagnostics["mean matched distance"] = float(pr["dist"].mean())
-        diagnostics["treated with fewer than k matches"] = int(((n_m > 0) & (n_m < k)).sum())
-        if plan.ties and plan.replace:
-            diagnostics["treated with more than k matches (ties kept)"] = int((n_m > k).sum())
-        if plan.tie_cap:  # as the in-memory match counts them
-            diagnostics[AT_TIE_CAP] = int((n_m >= max(plan.tie_cap, k)).sum())
+        diagnostics.update(set_size_diagnostics(n_m, k, ties=plan.ties, replace=plan.replace, tie_cap=plan.tie_cap))
         lin = logit.term_matrix(full, terms) @ fit.params
         t_rng = (float(lin_t.min()), float(lin_t.max()))
         support = CommonSupport(t_rng, (eta["min"], eta["max"]),

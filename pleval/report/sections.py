@@ -73,6 +73,11 @@ def _lvl(ev: "Evaluation") -> str:
     return f"{float(ev.options.get('level', 0.95)):.0%}"
 
 
+def _alpha(ev: "Evaluation") -> float:
+    """The run's α (its significance level for verdicts and counts)."""
+    return float(ev.options.get("alpha", 0.05))
+
+
 def _figures(ev: "Evaluation", figures: Collection[str], kind: str, caption: str) -> list[Figure]:
     return [Figure(figure_name(kind, s), caption) for s in ev.subjects if figure_name(kind, s) in figures]
 
@@ -116,7 +121,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
-        status = significance(e.effect_size, float(ev.options["alpha"]))
+        status = significance(e.effect_size, _alpha(ev))
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
@@ -298,7 +303,7 @@ def outcomes(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             "effect size": [f"{m.replace(' index', '')} {fmt(e, 3, True)} ({fmt_ci(a, b, 3, True)})"
                             for m, e, a, b in zip(t["es_measure"], t["effect_size"], t["es_ci_low"], t["es_ci_high"])],
             "percentile points": [("not defined" if p else fmt(v, 1, True)) for v, p in zip(t["percentile_points"], pp)],
-            "p": t["pvalue"].map(_p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(_p_at(ev)),
+            "p": t["pvalue"].map(p_at := _p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(p_at),
             "WWC rating": t["wwc_rating"].astype(str), "ESSA tier": t["essa_tier"].astype(str),
         })
         notes = [f"{r.outcome}: {r.estimation}; {r.method}" for r in t.itertuples()]
@@ -343,14 +348,14 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
             "percentile points": t["percentile_points"].map(lambda v: fmt(v, 1, True)),
             "raw (points)": t["estimate"].map(lambda v: fmt(v, 2, True)),
-            "p": t["pvalue"].map(_p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(_p_at(ev)),
+            "p": t["pvalue"].map(p_at := _p_at(ev)), "adjusted p": t["pvalue_adjusted"].map(p_at),
         })
         if "pretest_smd" in t.columns:
             frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
         ts = subject_rows(tests, s)
         note = "Equal effects across levels: " + "; ".join(
-            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], ev.options.get('alpha', 0.05))} (adjusted "
-            f"{fmt_p(r['pvalue_adjusted'], ev.options.get('alpha', 0.05))})"
+            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], _alpha(ev))} (adjusted "
+            f"{fmt_p(r['pvalue_adjusted'], _alpha(ev))})"
             for _, r in ts.iterrows()) + "."
         blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
     blocks += _figures(ev, figures, "subgroups",
@@ -375,7 +380,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(_p_at(ev))})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], ev.options.get('alpha', 0.05))}; "
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], _alpha(ev))}; "
                 f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
                 f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
@@ -412,7 +417,7 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
             + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
             f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile, exact=True)} percentile. "
-            f"MDES: the smallest effect each analysis detects with 80% power at α = {float(ev.options.get('alpha', 0.05)):g}."
+            f"MDES: the smallest effect each analysis detects with 80% power at α = {_alpha(ev):g}."
         ),
     ))
     resampling = resampling_table(ev)
@@ -483,7 +488,7 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     subs = [(s, ss) for s, ss in subs if ss is not None]
     if not subs:
         return None
-    alpha = float(ev.options.get("alpha", 0.05))
+    alpha = _alpha(ev)
     blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ss.sentence()}") for s, ss in subs]
     fields = {
         "robustness value: share of both residual variances that brings the estimate to zero":
@@ -566,7 +571,7 @@ def _p(col: str) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
 
 def _p_at(ev: "Evaluation") -> Callable[[float], str]:
     """p as :func:`fmt_p` prints it beside the run's α."""
-    return lambda p: fmt_p(p, float(ev.options.get("alpha", 0.05)))
+    return lambda p: fmt_p(p, _alpha(ev))
 
 
 def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
@@ -679,7 +684,7 @@ def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: 
 
 def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The forest plots and the school tables."""
-    ctx = TableContext(float(ev.options.get("level", 0.95)), float(ev.options.get("alpha", 0.05)), lower_is_better(ev))
+    ctx = TableContext(float(ev.options.get("level", 0.95)), _alpha(ev), lower_is_better(ev))
     adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
 
     def table(f: pd.DataFrame, subject: str) -> Table:
