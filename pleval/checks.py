@@ -930,21 +930,19 @@ def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns, design: st
     2026-12-04 a duplicated id showed only once the other errors were fixed). ``cols``: the roles
     asked for, ``present``: those in the data; none when a key column asked for is absent (its
     own error), and among the rows the validation keeps (no missing value a role needs)."""
-    from .data import _duplicated, student_keys
+    from .data import DROP_ROLES, _duplicated, duplicate_id_message, student_keys
 
     keys = student_keys(cols)
     if not cols.student_id or any(k not in df.columns for k in keys):
         return []
-    kept_roles = ("outcome", "takeup") if design == "rct" else ("outcome",)  # (a trial keeps rows missing take-up)
-    needed = [c for role, names in present.roles().items() if role not in kept_roles for c in names if c in df.columns]
+    roles = (itt_columns(present) if design == "rct" else present).roles()  # (a trial keeps rows missing take-up)
+    needed = [c for role in DROP_ROLES for c in roles.get(role, ()) if c in df.columns]
     kept = df[needed].notna().all(axis=1).to_numpy() & df[cols.student_id].notna().to_numpy()
     dup = np.zeros(len(df), dtype=bool)
     dup[kept] = _duplicated(df[kept], keys)
     if not dup.any():
         return []
-    within = " within subject" if cols.subject else ""
-    return [Problem("error", "duplicated id", f"column {cols.student_id!r} (student_id): {int(dup.sum()):,} row(s) share "
-                    f"a student id{within} ({_rows(df, dup)}); each student should appear once per subject and term",
+    return [Problem("error", "duplicated id", duplicate_id_message(cols, int(dup.sum()), f" ({_rows(df, dup)})"),
                     cols.student_id, n_rows=int(dup.sum()))]
 
 

@@ -118,6 +118,20 @@ def student_keys(columns: Columns) -> list[str]:
     return [c for c in (columns.student_id, columns.subject, columns.time or columns.grade) if c]
 
 
+DROP_ROLES = ("treatment", "pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "takeup",
+              "student_id")
+"""The roles whose missing values leave a row out of :func:`validate`'s frame (all but the outcome)."""
+
+
+def duplicate_id_message(columns: Columns, n: int, where: str) -> str:
+    """The duplicated-id error of ``n`` rows sharing a :func:`student_keys` key (within subject
+    and the time column when given); ``where`` says where, e.g. ``", e.g. sid 4 (file rows 2, 9)"``."""
+    within = " within subject" if columns.subject else ""
+    within += f" and {columns.time!r}" if columns.time else ""
+    return (f"column {columns.student_id!r} (student_id): {n:,} row(s) share a student id{within}{where}; each student "
+            "should appear once per subject and term")
+
+
 def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     """``df.duplicated(keys, keep=False)`` as an array. When the first key is Arrow text, rows
     are first compared by a 64-bit mix of its :func:`_text_fingerprint` and the other keys'
@@ -473,10 +487,8 @@ def validate(
             out[c], _ = _coerce_treatment(out[c], c, None, role)
 
     dropped, dropped_pl = [], []
-    drop_roles = ["treatment", "pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "takeup",
-                  "student_id"]
     keep = pd.Series(True, index=out.index)
-    for role in drop_roles:
+    for role in DROP_ROLES:
         for c in roles.get(role, ()):
             miss = out[c].isna() & keep
             if miss.any():
@@ -510,16 +522,11 @@ def validate(
         keys = student_keys(columns)
         dup = _duplicated(out, keys)
         if dup.any():
-            within = " within subject" if columns.subject else ""
-            within += f" and {columns.time!r}" if columns.time else ""
             apart = [] if columns.subject else [c for c in out.columns if str(c).strip().casefold() == "subject"
                                                 and not _duplicated(out, keys + [c]).any()]
             hint = (f"; they differ in column {apart[0]!r}: name it as the subject column (--subject {apart[0]}), "
                     "and each subject is analysed on its own (--only-subject VALUE for one)") if apart else ""
-            raise DataError(
-                f"column {columns.student_id!r} (student_id): {int(dup.sum()):,} row(s) share a student id{within}"
-                f"{_first_shared(df, out, keep, keys, dup)}; each student should appear once per subject and term{hint}"
-            )
+            raise DataError(duplicate_id_message(columns, int(dup.sum()), _first_shared(df, out, keep, keys, dup)) + hint)
 
     n_missing_outcome = int(out[columns.outcome].isna().sum())
     if n_missing_outcome == len(out):
