@@ -191,8 +191,7 @@ def global_max(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.n
     restricted = method == "REML"
     n, k = Y.shape
     scale = np.var(Y, axis=1) + V.mean(axis=1)
-    lo, hi = 1e-4 * float(V.min()), 100.0 * float(scale.max())
-    grid = np.concatenate([[0.0], np.geomspace(lo, hi, int(np.ceil(10 * np.log10(hi / lo))) + 1)])
+    grid = _tau2.tau2_grid(float(V.min()), float(scale.max()))
     ll = loglik_grid_batch(wls_batch(Y, V, X, np.zeros(n))[3] if R0 is None else R0, V, X, grid, restricted)
     top = loglik_batch(Y, V, X, t, restricted)
     margin = 1e-10 * (1.0 + np.abs(top))

@@ -99,6 +99,13 @@ def dl_tau2(y, v, X) -> float:
     return float(max(0.0, (generalized_q(y, v, X, 0.0) - (k - p)) / fe_trace_p(v, X)))
 
 
+def tau2_grid(v_min: float, scale: float) -> np.ndarray:
+    """The τ² of the global search: 0, then 10 a decade from 10⁻⁴ ``v_min`` (the smallest
+    sampling variance) to 100·``scale`` (``var(y) + mean(v)``)."""
+    lo, hi = 1e-4 * v_min, 100.0 * scale
+    return np.concatenate([[0.0], np.geomspace(lo, hi, int(np.ceil(10 * np.log10(hi / lo))) + 1)])
+
+
 def _loglik_grid(y, v, X, grid: np.ndarray, restricted: bool) -> np.ndarray:
     """``ℓ_R`` (``restricted``) or ``ℓ`` at every τ² of ``grid``, in blocks of ``len(grid) × k``
     weights (the module docstring's formulas; ``r'Wr = Σwy² − β̂'X'Wy``, accurate for locating
@@ -150,8 +157,7 @@ def _fisher_scoring(y, v, X, step, objective, restricted: bool, name: str, tol: 
             break
     else:
         tau2 = _bounded_max(step, objective, 0.0, 100.0 * scale, tol, scale, name)
-    lo, hi = 1e-4 * float(v.min()), 100.0 * scale
-    grid = np.concatenate([[0.0], np.geomspace(lo, hi, int(np.ceil(10 * np.log10(hi / lo))) + 1)])
+    grid = tau2_grid(float(v.min()), scale)
     ll = _loglik_grid(wls_pieces(y, v, X, 0.0)[3], v, X, grid, restricted)  # residuals: the same likelihood
     best, top = tau2, objective(tau2)
     margin = 1e-10 * (1.0 + abs(top))
