@@ -826,7 +826,9 @@ def estimate(
     if m is not None:  # every matching option as the match resolved it, given or default
         mo = dict(m.options)
         if m.method == "propensity" and mo.get("conventions") != "matchit" and mo.get("caliper") is None:
-            mo["caliper"] = 0.2  # (the default's value, in SDs of the logit propensity score)
+            from .matching.propensity import DEFAULT_CALIPER
+
+            mo["caliper"] = DEFAULT_CALIPER  # (the default's value, in SDs of the logit propensity score)
         prov["match_options"] = json.loads(json.dumps(mo, default=str))
     plc = next((p["details"]["placebo"] for p in parts if "placebo" in p.get("details", {})), None)
     if plc is not None:

@@ -40,7 +40,7 @@ from .full import match_full, set_pairs
 from .multilevel import multilevel_covariates, no_contrast
 from .nearest import NearestMatch, distinct_hashed_ranks, mahalanobis_coordinates, match_nearest
 from .optimal import match_optimal
-from .propensity import PropensityModel, design_patterns, fit_propensity, pooled_logit_sd
+from .propensity import DEFAULT_CALIPER, PropensityModel, design_patterns, fit_propensity, pooled_logit_sd
 from .results import EffectTable, MatchResult, set_size_diagnostics
 from .subclass import subclass_weights, subclassify
 from .ebal import balance_columns, entropy_weights
@@ -660,7 +660,7 @@ def match(
         if on_score:
             coord = pm.ps if matchit else pm.logit_ps
             unit = pooled_logit_sd(pm.logit_ps, t)
-            width = (False if matchit or method in OPTIMAL else 0.2) if caliper is None else caliper
+            width = (False if matchit or method in OPTIMAL else DEFAULT_CALIPER) if caliper is None else caliper
             cal_abs = np.inf if width is False else width * unit
             if matchit and width is not False:  # MatchIt: caliper in SD of the distance it matches on
                 cal_abs = width * float(np.std(pm.ps, ddof=1))

@@ -425,6 +425,10 @@ def fit_propensity(
     )
 
 
+DEFAULT_CALIPER = 0.2
+"""The propensity caliper when none is given, in :func:`pooled_logit_sd` units (SDs of the logit PS)."""
+
+
 def pooled_logit_sd(logit_ps: np.ndarray, treated: np.ndarray) -> float:
     """``sqrt((s_t² + s_c²)/2)`` of the logit PS — the caliper unit of Austin (2011)."""
     t1 = treated.astype(bool)

@@ -34,7 +34,7 @@ from ..inference.robust import check_conventions, default_vcov
 from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
-from .propensity import PropensityModel
+from .propensity import DEFAULT_CALIPER, PropensityModel
 
 AT_TIE_CAP = "treated whose set reached the tie cap"
 """The diagnostic counting the sets of ``max(tie_cap, k)`` comparisons: those the cap may have
@@ -631,7 +631,7 @@ class MatchResult(ResultMixin):
                     f"({cal}, {'with' if o['replace'] else 'without'} replacement, order {o['order']}{ties})")
         within = "".join(f", {col} within {w:g} SD" for col, w in (o.get("calipers") or {}).items())
         if self.method == "propensity":
-            cal = "no caliper" if o["caliper"] is False else f"caliper {0.2 if o['caliper'] is None else o['caliper']} SD"
+            cal = "no caliper" if o["caliper"] is False else f"caliper {DEFAULT_CALIPER if o['caliper'] is None else o['caliper']} SD"
             on = ("on the Mahalanobis distance of " + ", ".join(o["mahvars"]) + " within the propensity-score caliper"
                   if o.get("mahvars") else "on the logit propensity score")  # (mahvars: which distance)
             return (f"1:{o['k']} nearest-neighbour matching {on} "

@@ -30,7 +30,7 @@ from ..errors import DataError, DesignError
 from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
 from ..matching.analysis_weights import ZERO_WEIGHT, set_analysis_weights
-from ..matching.propensity import CommonSupport, PropensityModel
+from ..matching.propensity import DEFAULT_CALIPER, CommonSupport, PropensityModel
 from ..matching.results import set_size_diagnostics
 from . import logit
 from .engine import SqlEngine, as_python, kind
@@ -480,7 +480,7 @@ def match_pool(
         terms, fit, eta, lin_sql = _propensity_plan(eng, data, c, covariates, categorical, where, progress, n_pool)
         lin_t = logit.term_matrix(data, terms) @ fit.params
         unit = float(np.sqrt((lin_t.var(ddof=1) + eta["var"]) / 2.0))
-        width = 0.2 if caliper is None else caliper
+        width = DEFAULT_CALIPER if caliper is None else caliper
         cal_abs = np.inf if width is False else width * unit
         order = order or "largest"
         diagnostics["caliper (logit PS units)"] = float(cal_abs)
