@@ -1767,7 +1767,7 @@ def _match_dropped(m) -> pd.DataFrame | None:
         parts.append(m.exclusions.assign(stage="matching: excluded"))
     un = m.unmatched_counts()
     if len(un):
-        exact = ", ".join(m.options.get("exact") or ()) or m.columns.treatment  # (the keys that found no comparison)
+        exact = ", ".join(m.strata) or m.columns.treatment  # (the keys that found no comparison)
         column = np.where(un["reason"].str.contains("exact-match cell"), exact, m.columns.treatment)
         parts.append(un.assign(column=column, stage="matching: treated rows without a match"))
     return pd.concat(parts, ignore_index=True)[["reason", "column", "n_rows", "stage"]] if parts else None
