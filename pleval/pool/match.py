@@ -69,10 +69,27 @@ def _pl_frame(pl: pd.DataFrame, columns: Columns) -> pd.DataFrame:
     return out
 
 
+def _pool_role_columns(columns: Columns, extra=()) -> list[str]:
+    """The columns of every role but the treatment and take-up, then ``extra``, each once: those
+    the PL file and the pool share."""
+    need = [c for role, cols in columns.roles().items() if role not in ("treatment", "takeup") for c in cols]
+    return list(dict.fromkeys(need + list(extra)))
+
+
+def _check_same_types(pl: pd.DataFrame, need, pool: dict) -> None:
+    """A :class:`DataError` for the first column of ``need`` that the PL file and the pool hold as
+    different kinds (:func:`role_kind`): integer PL ids against text pool ids found no PL student
+    in the pool, and matched PL students to themselves (before 2026-12-04). ``pool``: its columns'
+    (kind, type as said), the columns it lacks left out."""
+    for c in need:
+        if c in pl.columns and c in pool and role_kind(pl[c]) != pool[c][0]:
+            raise DataError(f"column {c!r} is {pl[c].dtype} in the PL file but {pool[c][1]} in the pool; give it "
+                            "one type in both")
+
+
 def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
     roles = columns.roles()
-    need = [c for role, cols in roles.items() if role not in ("treatment", "takeup") for c in cols]
-    need = list(dict.fromkeys(need + list(extra)))
+    need = _pool_role_columns(columns, extra)
     absent = [c for c in need if c not in eng.types]
     if absent:
         raise DataError(f"column(s) {', '.join(map(repr, absent))} not in the pool ({eng.description}); its columns: "
@@ -87,10 +104,7 @@ def _check_pool_columns(eng, pl: pd.DataFrame, columns: Columns, extra) -> None:
     for (role, c), n in zip(floats, n_inf):
         if n:  # as the in-memory engine's validation (before 2026-12-04 these rows were matched)
             raise DataError(f"column {c!r} ({role}): {n:,} pool row(s) are infinite")
-    for c in need:
-        if c in pl.columns and role_kind(pl[c]) != role_kind_sql(eng.types[c]):
-            raise DataError(f"column {c!r} is {pl[c].dtype} in the PL file but {eng.types[c]} in the pool; give it "
-                            "one type in both")
+    _check_same_types(pl, need, {c: (role_kind_sql(eng.types[c]), eng.types[c]) for c in need})
     t = columns.treatment
     if t in eng.types:
         lab = columns.treated_label
@@ -406,13 +420,8 @@ def match_pool(
 
         src = open_pool(pool, table=table) if not isinstance(pool, pd.DataFrame) else None
         frame = pool if src is None else src.con.execute(f"SELECT * EXCLUDE (_rid) FROM {src.relation}").df()
-        roles = columns.roles()
-        for c in dict.fromkeys(c for role, cs in roles.items() if role not in ("treatment", "takeup") for c in cs):
-            if c in pl.columns and c in frame.columns and role_kind(pl[c]) != role_kind(frame[c]):
-                # as the DuckDB engine says it: integer PL ids against text pool ids found no PL student in the
-                # pool, and matched PL students to themselves (before 2026-12-04)
-                raise DataError(f"column {c!r} is {pl[c].dtype} in the PL file but {frame[c].dtype} in the pool; give "
-                                "it one type in both")
+        need = _pool_role_columns(columns)  # (as the DuckDB engine checks them)
+        _check_same_types(pl, need, {c: (role_kind(frame[c]), frame[c].dtype) for c in need if c in frame.columns})
         mine = in_pl_file(frame, pl_keys(pl, columns))
         both = pd.concat([pl, frame.loc[~mine].assign(**{columns.treatment: 0})], ignore_index=True)
         kw = {k_: v_ for k_, v_ in opts.items() if k_ not in ("band", "school_keys", "school_bins") or method == "vcg"}
