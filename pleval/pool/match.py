@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, student_keys, validate
+from ..data import (
+    DROP_ROLES, Columns, _coerce_treatment, match_label, pl_by_subject, pl_rows_frame, student_keys, validate,
+)
 from ..errors import DataError, DesignError
 from ..matching import _long, _method_options, _strata
 from ..matching._design import is_categorical
@@ -39,8 +41,9 @@ from .result import PoolMatchResult, pool_before
 
 ENGINES = ("duckdb", "spark", "memory")
 METHODS = ("propensity", "vcg")
-_DROP_ROLES = ("pretest", "covariates", "school", "block", "subject", "grade", "time", "weight", "student_id")
-"""The roles whose missing values drop a row, in the order of :func:`pleval.data.validate`."""
+_DROP_ROLES = tuple(r for r in DROP_ROLES if r not in ("treatment", "takeup"))
+"""The roles whose missing values drop a pool row, in the order of :func:`pleval.data.validate`
+(:data:`pleval.data.DROP_ROLES`; the pool holds no treated row and needs no take-up)."""
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 WARM_SAMPLE = 50_000
 """Pool rows sampled for the starting values of the out-of-core logit (:func:`.logit.warm_start`)."""
