@@ -14,11 +14,11 @@ Estimation (stated in every result's ``method``):
 
 * ``"logit"`` (default): logistic regression of the outcome on treatment and the design's
   adjusters (statsmodels ``GLM``, Binomial family, analysis weights as ``var_weights``), with a
-  CR2 covariance by school and Satterthwaite df for each reported contrast (HC2 and n − k df
-  without clusters): the fit's score and information are those of a least-squares fit of the
-  Pearson residuals ``r̃ = w(y − μ)/√v`` on ``X̃ = √v·X`` (``v = wμ(1 − μ)``, the working
-  weights), whose CR2 sandwich and Bell–McCaffrey df (Bell & McCaffrey 2002; Pustejovsky &
-  Tipton 2018) are those of :func:`pleval.inference.ols`; ``HC2`` is then ``sandwich``'s
+  CR2 covariance by school and Satterthwaite df for each reported contrast (HC2 and Bell &
+  McCaffrey's df without clusters; n − k before 2026-12-05): the fit's score and information are
+  those of a least-squares fit of the Pearson residuals ``r̃ = w(y − μ)/√v`` on ``X̃ = √v·X``
+  (``v = wμ(1 − μ)``, the working weights), whose CR2 sandwich and Bell–McCaffrey df (Bell &
+  McCaffrey 2002; Pustejovsky & Tipton 2018) are those of :func:`pleval.inference.ols`; ``HC2`` is then ``sandwich``'s
   ``vcovHC(glm, "HC2")`` (hat values of the weighted design). ``logit_vcov="CR1"`` gives
   Stata's CR1 with a t(G − 1) reference, which in simulated trials of 8 and 12 schools with no
   effect rejected in 6.5% and 7.2% (CR2: docs/outcomes.md). The proportions are the
@@ -219,7 +219,8 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
     ``"ITT"`` (over every row). ``description`` (e.g. the adjusters) is added to the method text.
     ``absorb``: block codes whose indicators the linear-probability model absorbs (X then has no
     intercept; HC covariance, :func:`pleval.inference.ols`); not with ``"logit"``. ``logit_vcov``:
-    ``"CR2"`` (Satterthwaite df; HC2 without clusters) or ``"CR1"`` (t(G − 1); HC1, n − k).
+    ``"CR2"`` (Satterthwaite df; HC2 and Bell & McCaffrey's df without clusters) or ``"CR1"``
+    (t(G − 1); HC1, n − k).
     ``lpm_vcov``: any of :func:`pleval.inference.ols`'s (a CR type without clusters is its HC
     type). ``cluster_df`` and ``df_working``: :func:`pleval.inference.ols`'s conventions, for
     both models (the logit's CR1 under ``"G-p"``: factor G/(G − k) on G − k df).
@@ -304,7 +305,7 @@ def binary_effect(y, X, names, *, treatment: str, weights=None, clusters=None, m
         se_d = float(math.sqrt((g1 - g0) @ V @ (g1 - g0)))
         gc = omega / COX_CONSTANT * (g1 / (p_t * (1 - p_t)) - g0 / (p_c * (1 - p_c)))
         vc = {("CR2", True): "CR2 by school, Satterthwaite df", ("CR1", True): f"CR1 by school, t({cluster_df.replace('-', ' − ')})",
-              ("CR2", False): "HC2, t(n − k)", ("CR1", False): "HC1, t(n − k)"}[logit_vcov, codes is not None]
+              ("CR2", False): "HC2, Bell–McCaffrey df", ("CR1", False): "HC1, t(n − k)"}[logit_vcov, codes is not None]
         how = (f"logistic regression (statsmodels GLM, Binomial{description}); {vc}; "
                "adjusted proportions = average predictions")
         diff = Estimate.from_t(100 * (p_t - p_c), 100 * se_d, df(g1 - g0), method=how, scale="percentage points", **kw)

@@ -29,7 +29,9 @@ students π_b::
 the within-cell regressors, M = (R̃'R̃)⁻¹, g the coefficients of θ̂ above), so its HC covariance
 with θ̂ is ``A' diag(ω) A`` for ``A = [a, R̃M]``, ω_i = e_i² (HC0), × n/(n − k) (HC1) or
 ÷ (1 − h_ii) (HC2, h_ii = 1/n_cell + r̃_i'Mr̃_i) — the sandwich of the fit with indicators, row
-for row; k = 2B + 2p and the df n − k are that fit's too.
+for row; k = 2B + 2p and the df n − k (HC0, HC1, classical) are that fit's too. HC2's df are Bell &
+McCaffrey's of that fit (:func:`pleval.inference.robust.hc2_df` with the cells absorbed; n − k
+before 2026-12-05).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
     covariance and df as :func:`lin_design` with the indicators and :func:`pleval.inference.ols`.
     ``blocks``: integer codes 0..B−1, every block with both arms (the caller leaves the others
     out)."""
-    from .inference.robust import within_transform
+    from .inference.robust import _constant_df, hc2_df, within_transform
 
     if vcov not in ("HC0", "HC1", "HC2", "classical"):
         raise DataError(f"lin_within: vcov must be HC0, HC1, HC2 or classical; got {vcov!r}")
@@ -135,8 +137,13 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
             w = w * n / (n - k)
         V = A.T @ (w[:, None] * A)
     params = np.concatenate([[tau], theta])
+    if vcov == "HC2":  # Bell & McCaffrey's df of a contrast, c'(τ̂, θ̂) = (Ac)'y (n − k before 2026-12-05)
+        def df(c):
+            return float(hc2_df(R, A @ c, h, M[None], absorbed=(cell, n_cell))[0])
+    else:
+        df = _constant_df(float(n - k))
     return OLSFit(params, V, tuple(["treatment", *xn[2:]]), n, 1 + 2 * p, None, vcov, e,
-                  lambda c, _df=float(n - k): _df, None, n_cells - 1)  # cells less the one τ̂ stands in for
+                  df, None, n_cells - 1)  # cells less the one τ̂ stands in for
 
 
 __all__ = ["lin_design", "lin_ols", "lin_within"]

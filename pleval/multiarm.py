@@ -280,7 +280,8 @@ def analyze_multiarm(
         names = ["const"] + arm_names + [mod.names[j] for j in keep[1:]]
         fit = ols(mod.y, X, names=names, vcov=vcov, clusters=mod.school if vcov.startswith("CR") else None,
                   cluster_df=cluster_df)
-    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else convention_label(vcov, cluster_df, "", False))
+    vc_desc = vcov + (" (Satterthwaite df)" if vcov == "CR2" else " (Bell–McCaffrey df)" if vcov == "HC2"
+                      else convention_label(vcov, cluster_df, "", False))
 
     grades = ana[cols.grade].to_numpy() if cols.grade and ana[cols.grade].nunique() > 1 else None
     effects, est, se, dfs = {}, [], [], []

@@ -16,6 +16,7 @@ from pleval.effect_sizes import cox_index, hedges_omega
 from pleval.percentiles import improvement_index
 
 from .conftest import sim_reps
+from .test_heterogeneity_school_effects import dense_hc2_df
 from .test_rct_inference import direct_cr2
 
 
@@ -167,6 +168,11 @@ def test_logit_cr2_is_the_dense_bell_mccaffrey_sandwich_on_the_working_scale(clu
     cr1 = binary_effect(d["y"], X, names, treatment="z", weights=w if weighted else None, clusters=d["school"],
                         method="logit", estimand="ITT", logit_vcov="CR1")
     assert cr1.difference.estimate == r.difference.estimate and cr1.difference.df == 11
+    # without clusters: HC2 on Bell & McCaffrey's df of the same working-scale fit (n − k before 2026-12-05)
+    hc2 = binary_effect(d["y"], X, names, treatment="z", weights=w if weighted else None, method="logit",
+                        estimand="ITT")
+    assert hc2.difference.df == pytest.approx(dense_hc2_df(Xt, np.ones(len(d)), g), rel=1e-6)
+    assert hc2.difference.df < len(d) - X.shape[1] and "HC2, Bell–McCaffrey df" in hc2.difference.method
     with pytest.raises(DataError, match="logit_vcov must be"):
         binary_effect(d["y"], X, names, treatment="z", clusters=d["school"], logit_vcov="CR3")
 

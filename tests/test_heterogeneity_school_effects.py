@@ -52,16 +52,17 @@ def make_sites(n_schools=12, n_per=80, effects=None, seed=0, subjects=("math", "
     return pd.concat(rows, ignore_index=True), theta
 
 
-def dense_hc2_df(X: np.ndarray, w: np.ndarray, j: int) -> float:
-    """Bell & McCaffrey's Satterthwaite df of coefficient j's HC2 variance, from the n × n
-    matrices: (tr AM)² / tr(AMAM), M = I − H of the √w-transformed design,
-    A = diag(c_i² / (1 − h_ii)), c = row j of (X̃'X̃)⁻¹X̃'."""
+def dense_hc2_df(X: np.ndarray, w: np.ndarray, j) -> float:
+    """Bell & McCaffrey's Satterthwaite df of coefficient j's (or contrast j's, a vector) HC2
+    variance, from the n × n matrices: (tr AM)² / tr(AMAM), M = I − H of the √w-transformed
+    design, A = diag(c_i² / (1 − h_ii)), c = (X̃'X̃)⁻¹X̃' times e_j (or the contrast); with A
+    diagonal, tr(AMAM) = a'(M∘M)a."""
     Xt = X * np.sqrt(w)[:, None]
     B = np.linalg.pinv(Xt.T @ Xt)
-    H = Xt @ B @ Xt.T
-    M = np.eye(len(X)) - H
-    A = np.diag((B[j] @ Xt.T) ** 2 / (1 - np.diag(H)))
-    return float(np.trace(A @ M) ** 2 / np.trace(A @ M @ A @ M))
+    M = np.eye(len(X)) - Xt @ B @ Xt.T
+    c = np.eye(X.shape[1])[j] if np.ndim(j) == 0 else np.asarray(j, dtype=float)
+    a = (Xt @ B @ c) ** 2 / np.diag(M)
+    return float((a @ np.diag(M)) ** 2 / (a @ (M * M) @ a))
 
 
 def slow_fit(sub, covariates, vcov, weight=None, cluster=None):

@@ -10,6 +10,7 @@ from pleval import DataError, DesignError
 from pleval.inference import adjust_pvalues, ols
 
 from .conftest import sim_reps
+from .test_heterogeneity_school_effects import dense_hc2_df
 
 
 def _clustered(seed=1, G=9, weights=False):
@@ -189,7 +190,8 @@ def test_rows_and_clusters_of_weight_zero_count_for_nothing():
     """Rows of weight 0 counted in n, and clusters of them in G: classical, HC1 and CR1 (and every
     df but CR2's) changed when they were added (the classical SE 20% too small, CR1 11 df from 10
     clusters with information). As R's lm, they now count for nothing: the fit is statsmodels'
-    WLS on the rows of positive weight, with n₊ − k (and G₊ − 1) df."""
+    WLS on the rows of positive weight, with n₊ − k (and G₊ − 1) df; HC2 Bell & McCaffrey's df of
+    those rows."""
     y, X, cl, w = _clustered(8, G=12, weights=True)
     rng = np.random.default_rng(1)
     w = np.where((cl >= 10) | (rng.random(len(w)) < 0.2), 0.0, w)
@@ -203,7 +205,10 @@ def test_rows_and_clusters_of_weight_zero_count_for_nothing():
         fit = ols(y, X, weights=w, clusters=cl if kind == "CR1" else None, vcov=kind)
         ref = wls.fit(**fit_kw)
         np.testing.assert_allclose(fit.se, ref.bse, rtol=1e-9)
-        assert np.all(fit.df == df) and fit.n == n_pos
+        if kind == "HC2":  # Bell & McCaffrey's df of the rows of positive weight
+            df = [dense_hc2_df(X[keep], w[keep], j) for j in range(k)]
+        np.testing.assert_allclose(fit.df, df, rtol=1e-9)
+        assert fit.n == n_pos
         assert fit.n_clusters == (g_pos if kind == "CR1" else None)
     # CR2 (either working model of its df): the fit on the rows of positive weight alone
     for dfw in ("independent", "random_effects"):
@@ -224,6 +229,51 @@ def test_hc_equals_statsmodels(kind):
     np.testing.assert_allclose(fit.vcov, sm_fit.cov_params(), rtol=1e-9)
     classical = ols(y, X, vcov="classical")
     np.testing.assert_allclose(classical.vcov, sm.OLS(y, X).fit().cov_params(), rtol=1e-9)
+
+
+def test_hc2_df_are_bell_and_mccaffreys_from_the_dense_matrices():
+    """HC2's df of every coefficient and of a contrast are Bell & McCaffrey's Satterthwaite df,
+    (tr AM)² / tr(AMAM) from the n × n matrices (n − k before 2026-12-05): unweighted, weighted
+    with rows of weight 0, and with group indicators absorbed (against the fit with them); HC1
+    and classical keep n − k."""
+    rng = np.random.default_rng(5)
+    n = 60
+    z = (rng.random(n) < 0.15).astype(float)
+    x = rng.normal(size=n)
+    g = rng.integers(0, 5, n)
+    y = rng.normal(size=n)
+    w = np.where(rng.random(n) < 0.1, 0.0, rng.uniform(0.3, 3.0, n))
+    D = np.eye(5)[g][:, 1:]
+    X = np.column_stack([np.ones(n), z, x, D])
+    c = np.array([0.0, 1.0, -0.5, 0.0, 0.0, 0.0, 0.0])
+    keep = w > 0
+    for wt in (None, w):
+        fit = ols(y, X, vcov="HC2", weights=wt)
+        Xd, wd = (X, np.ones(n)) if wt is None else (X[keep], w[keep])
+        np.testing.assert_allclose(fit.df, [dense_hc2_df(Xd, wd, j) for j in range(X.shape[1])], rtol=1e-9)
+        assert fit.contrast(c)[2] == pytest.approx(dense_hc2_df(Xd, wd, c), rel=1e-9)
+        absorbed = ols(y, X[:, 1:3], vcov="HC2", weights=wt, absorb=g)
+        np.testing.assert_allclose(absorbed.df, [dense_hc2_df(Xd, wd, j) for j in (1, 2)], rtol=1e-9)
+        assert absorbed.contrast(c[1:3])[2] == pytest.approx(dense_hc2_df(Xd, wd, c), rel=1e-9)
+    assert min(fit.df) < 20  # far from n − k = 47 here
+    for kind in ("HC1", "classical"):
+        assert np.all(ols(y, X, vcov=kind).df == n - X.shape[1])
+
+
+def test_hc2_test_holds_its_level_with_few_treated():
+    """200 students, 8 of them treated, the treated outcomes' SD twice the others', no effect:
+    the HC2 test of the treatment on Bell & McCaffrey's df rejects about 5% (4.9% of 10,000
+    trials, benchmarks/sim_hc2_df.py); on n − k = 197 df (before 2026-12-05) it rejected 8.7% (9.2% at this seed)."""
+    rng = np.random.default_rng(20261205)
+    reps, n = sim_reps(8000), 200
+    rejected = 0
+    for _ in range(reps):
+        z = np.zeros(n)
+        z[rng.choice(n, 8, replace=False)] = 1.0
+        x = rng.normal(size=n)
+        y = 0.5 * x + rng.normal(size=n) * np.where(z == 1, 2.0, 1.0)
+        rejected += ols(y, np.column_stack([np.ones(n), z, x]), vcov="HC2").coef("x1")[3] < 0.05
+    assert abs(rejected / reps - 0.05) < 3 * np.sqrt(0.05 * 0.95 / reps), rejected / reps
 
 
 def test_grunfeld_published_numbers():

@@ -157,9 +157,12 @@ def test_neyman_individual_is_welch(trial):
     assert ney.estimate == pytest.approx(yt.mean() - yc.mean(), rel=1e-12)
     assert ney.se == pytest.approx(np.sqrt(yt.var() / len(yt) + yc.var() / len(yc)), rel=1e-12)
     assert ney.pvalue == pytest.approx(ref.pvalue, rel=1e-8)
-    # HC2 is the default covariance for individual randomization and equals statsmodels'
+    # HC2 is the default covariance for individual randomization and equals statsmodels', on Bell &
+    # McCaffrey's df (statsmodels' and estimatr's n − k before 2026-12-05)
     sm_fit = smf.ols("posttest ~ treatment + pretest + frl + ell", a).fit(cov_type="HC2")
     assert res.itt.raw.se == pytest.approx(sm_fit.bse["treatment"], rel=1e-9)
+    X = sm_fit.model.exog
+    assert res.itt.raw.df == pytest.approx(dense_hc2_df(X, np.ones(len(X)), 1), rel=1e-9)
 
 
 def test_neyman_matched_pairs_of_schools():

@@ -20,6 +20,9 @@ from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.inference import ols
 from pleval.rct import analyze_rct
 
+from .conftest import sim_reps
+from .test_heterogeneity_school_effects import dense_hc2_df
+
 
 def _groups(n=600, A=25, seed=1):
     rng = np.random.default_rng(seed)
@@ -40,7 +43,11 @@ def test_absorbed_fit_equals_the_fit_with_indicators(vcov, weighted):
     np.testing.assert_allclose(fit.params, full.params[:2], rtol=1e-11)
     np.testing.assert_allclose(fit.vcov, full.vcov[:2, :2], rtol=1e-10)
     np.testing.assert_allclose(fit.resid, full.resid, atol=1e-11)
-    assert fit.df[0] == full.df[0] == len(y) - 2 - 25
+    if vcov == "HC2":  # Bell & McCaffrey's df of the fit with the indicators
+        df = dense_hc2_df(np.column_stack([x, D]), np.ones(len(y)) if w is None else w, 0)
+        assert fit.df[0] == pytest.approx(full.df[0], rel=1e-10) and fit.df[0] == pytest.approx(df, rel=1e-9)
+    else:
+        assert fit.df[0] == full.df[0] == len(y) - 2 - 25
     # and statsmodels' fit with the indicators (an independent computation)
     cov = {"classical": "nonrobust"}.get(vcov, vcov)
     sm_fit = (sm.OLS(y, np.column_stack([x, D])) if w is None else sm.WLS(y, np.column_stack([x, D]), weights=w)).fit(
@@ -123,11 +130,12 @@ def test_many_blocks_trial_matches_fits_with_block_indicators():
     X = pd.concat([d[["treatment", "pretest", "frl"]].astype(float), D], axis=1)
     X.insert(0, "const", 1.0)
     dof = len(d) - X.shape[1]
+    bm = dense_hc2_df(X.to_numpy(), np.ones(len(d)), 1)  # HC2's Bell & McCaffrey df
 
     itt = sm.OLS(d["posttest"], X).fit(cov_type="HC2")
     e = res.itt.raw
     assert e.estimate == pytest.approx(itt.params["treatment"], rel=1e-10)
-    assert e.se == pytest.approx(itt.bse["treatment"], rel=1e-9) and e.df == dof
+    assert e.se == pytest.approx(itt.bse["treatment"], rel=1e-9) and e.df == pytest.approx(bm, rel=1e-9)
 
     share = sm.OLS(d["takeup"], X).fit(cov_type="HC2")
     assert res.complier_share.estimate == pytest.approx(share.params["treatment"], rel=1e-10)
@@ -138,7 +146,8 @@ def test_many_blocks_trial_matches_fits_with_block_indicators():
     cace = res.effects["CACE (IV)"].raw  # the ITT's HC2 for y − θ̂·take-up, over the complier share
     assert cace.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
     u = sm.OLS(d["posttest"] - cace.estimate * d["takeup"], X).fit(cov_type="HC2")
-    assert cace.se == pytest.approx(u.bse["treatment"] / share.params["treatment"], rel=1e-9) and cace.df == dof
+    assert cace.se == pytest.approx(u.bse["treatment"] / share.params["treatment"], rel=1e-9)
+    assert cace.df == pytest.approx(bm, rel=1e-9)
     hc1 = analyze_rct(d, COLS, design="blocked", vcov="HC1").effects["CACE (IV)"].raw
     assert hc1.estimate == pytest.approx(iv.params["takeup"], rel=1e-10)
     assert hc1.se == pytest.approx(iv.std_errors["takeup"], rel=1e-9) and hc1.df == dof
@@ -234,7 +243,8 @@ def test_multiarm_blocked_trial_absorbs_blocks_like_statsmodels_with_indicators(
     for arm in ("A", "B"):
         assert f.loc[arm, "estimate"] == pytest.approx(ref.params[arm], rel=1e-10)
         assert f.loc[arm, "se"] == pytest.approx(ref.bse[arm], rel=1e-9)
-        assert f.loc[arm, "df"] == len(d) - X.shape[1]
+        assert f.loc[arm, "df"] == pytest.approx(dense_hc2_df(X.to_numpy(), np.ones(len(d)), list(X).index(arm)),
+                                                 rel=1e-9)  # HC2: Bell & McCaffrey's df
     assert (f["pvalue_adjusted"] >= f["pvalue"] - 1e-3).all()
 
 
@@ -265,7 +275,8 @@ def test_a_block_of_one_student_is_left_out_as_if_dropped():
         ref = sm.OLS(rest["posttest"], X).fit(cov_type=vcov)
         assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
         assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
-        assert res.itt.raw.df == len(rest) - X.shape[1]
+        df = dense_hc2_df(X.to_numpy(), np.ones(len(rest)), 1) if vcov == "HC2" else len(rest) - X.shape[1]
+        assert res.itt.raw.df == pytest.approx(df, rel=1e-9)
     assert any("single analysed student" in n for n in res.notes)
     iv = IV2SLS(rest["posttest"], X.drop(columns="treatment"), rest[["takeup"]], rest[["treatment"]]).fit(
         cov_type="robust", debiased=True)
@@ -286,7 +297,8 @@ def test_weighted_singletons_add_nothing(vcov):
         cov_type={"classical": "nonrobust"}.get(vcov, vcov))
     np.testing.assert_allclose(fit.params, np.asarray(ref.params)[:2], rtol=1e-10)
     np.testing.assert_allclose(fit.se, np.asarray(ref.bse)[:2], rtol=1e-9)
-    assert fit.df[0] == ref.df_resid
+    df = dense_hc2_df(np.column_stack([x[rest], D]), w[rest], 0) if vcov == "HC2" else ref.df_resid
+    assert fit.df[0] == pytest.approx(df, rel=1e-9)
 
 
 def _lin_reference(d, vcov="HC2"):
@@ -310,7 +322,8 @@ def test_lin_with_absorbed_blocks_equals_the_interacted_model_with_indicators(vc
     ref, k = _lin_reference(d, vcov)
     assert res.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
     assert res.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
-    assert res.itt.raw.df == len(d) - k
+    df = dense_hc2_df(ref.model.exog, np.ones(len(d)), 1) if vcov == "HC2" else len(d) - k
+    assert res.itt.raw.df == pytest.approx(df, rel=1e-9)
     # the whole covariance of τ̂ and the slopes, against pleval's own fit with the indicators
     z, C = d["treatment"].to_numpy(float), d[["pretest", "frl"]].to_numpy(float)
     codes = pd.factorize(d["school_id"])[0]
@@ -320,6 +333,7 @@ def test_lin_with_absorbed_blocks_equals_the_interacted_model_with_indicators(vc
     j = [xn.index(n) for n in ("treatment", "x29_c", "x30_c", "treatment:x29_c", "treatment:x30_c")]
     np.testing.assert_allclose(fit.params, full.params[j], rtol=1e-9)
     np.testing.assert_allclose(fit.vcov, full.vcov[np.ix_(j, j)], rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(fit.df, full.df[j], rtol=1e-8)  # HC2: each coefficient's Bell & McCaffrey df
 
 
 def test_lin_leaves_out_blocks_without_both_arms():
@@ -331,10 +345,34 @@ def test_lin_leaves_out_blocks_without_both_arms():
     ref, k = _lin_reference(rest)
     hc2 = analyze_rct(d, COLS, design="blocked", lin=True)
     assert hc2.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10)
-    assert hc2.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9) and hc2.itt.raw.df == len(rest) - k
+    assert hc2.itt.raw.se == pytest.approx(ref.bse["treatment"], rel=1e-9)
+    assert hc2.itt.raw.df == pytest.approx(dense_hc2_df(ref.model.exog, np.ones(len(rest)), 1), rel=1e-9)
     assert any("Lin adjustment: 1 block(s) without both arms (10 rows)" in n for n in hc2.notes)
     cr2 = analyze_rct(d, COLS.replace(block="school_id"), design="blocked", lin=True, vcov="CR2")
     assert cr2.itt.raw.estimate == pytest.approx(ref.params["treatment"], rel=1e-10) and np.isfinite(cr2.itt.raw.se)
+
+
+def test_blocked_hc2_tests_hold_their_level_with_few_treated_per_block():
+    """4 blocks of 50 students, 2 treated in each, the treated outcomes' SD twice the others', no
+    effect: the HC2 tests of the absorbed ITT and of Lin's within-block fit on Bell & McCaffrey's
+    df reject about 5% (5.2% and 4.4% of 10,000 trials, benchmarks/sim_hc2_df.py); on n − k df
+    (before 2026-12-05) 8.9% and 14.8% (10.5% and 16.1% at this seed)."""
+    from pleval.lin import lin_within
+
+    rng = np.random.default_rng(20261205)
+    reps = sim_reps(4000)
+    block = np.repeat(np.arange(4), 50)
+    rejected = np.zeros(2)
+    for _ in range(reps):
+        z = np.zeros(200)
+        for b in range(4):
+            z[rng.choice(np.flatnonzero(block == b), 2, replace=False)] = 1.0
+        x = rng.normal(size=200)
+        y = 0.5 * x + 0.3 * block + rng.normal(size=200) * np.where(z == 1, 2.0, 1.0)
+        rejected += [ols(y, np.column_stack([z, x]), vcov="HC2", absorb=block).coef("x0")[3] < 0.05,
+                     lin_within(y, z, x[:, None], block).coef("treatment")[3] < 0.05]
+    bound = 3 * np.sqrt(0.05 * 0.95 / reps)
+    assert np.all(np.abs(rejected / reps - 0.05) < bound), rejected / reps
 
 
 def test_lin_with_many_blocks_does_not_form_the_indicators():

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..inference.robust import _CHUNK_ROWS, grouped_cross_products
+from ..inference.robust import _CHUNK_ROWS, grouped_cross_products, hc2_df
 
 _RANK_TOL = 1e-10
 VCOV_TYPES = ("HC2", "HC1", "HC0", "CR1", "CR0", "classical")
@@ -63,24 +63,12 @@ def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) ->
 
 
 def _hc2_df(X, w, h, Sinv, groups, G, target) -> np.ndarray:
-    """Bell & McCaffrey's (2002) Satterthwaite df of each group's HC2 variance of the target
-    coefficient, working model Var(√w·e) = σ²I (Imbens & Kolesár 2016 recommend it for HC2; n − p
-    rejects too often in small or unbalanced groups). With ``a_i = w_i (S⁻¹x_i)_t² / (1 − h_ii)``
-    the variance is ``Σ a_i ẽ_i²``, ``ẽ = Mε`` (M = I − H), so
-    ``df = (Σ a_i m_ii)² / tr(AMAM)`` with ``m_ii = 1 − h_ii`` and
-    ``tr(AMAM) = Σ a_i²(1 − 2h_ii) + tr((S⁻¹T)²)``, ``T = Σ a_i w_i x_i x_i'``
-    (``Σ_ij a_i a_j h_ij²`` as a p × p trace: O(n p²), no n_s × n_s matrix). Rows of leverage 1
-    (left out of the HC2 sum) have ``a_i = 0``."""
+    """Bell & McCaffrey's df of each group's HC2 variance of the target coefficient
+    (:func:`pleval.inference.robust.hc2_df`, ``l_i = √w_i (S⁻¹x_i)_t``)."""
     g = np.zeros(len(h))
     for b in range(X.shape[1]):
         g += X[:, b] * Sinv[groups, target, b]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(h < 1 - 1e-12, w * g * g / (1.0 - h), 0.0)
-    mean = np.bincount(groups, weights=a * (1.0 - h), minlength=G)
-    P = Sinv @ _pair_sums(X, a * w, groups, G)
-    var = np.bincount(groups, weights=a * a * (1.0 - 2.0 * h), minlength=G) + np.einsum("gij,gji->g", P, P)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var > 0, mean * mean / var, np.nan)
+    return hc2_df(X, np.sqrt(w) * g, h, Sinv, w=w, groups=groups, G=G)
 
 
 def grouped_wls(

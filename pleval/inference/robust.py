@@ -18,8 +18,9 @@ Cluster-robust covariance (Liang & Zeger 1986), clusters g = 1..G::
   with Satterthwaite degrees of freedom for each coefficient/contrast
   (Bell & McCaffrey 2002; Pustejovsky & Tipton 2018, working model Φ = I).
 
-HC (each observation its own cluster): HC0/HC1 (× n/(n−k)); HC2 with
-``(1 − h_ii)^{−1}`` (MacKinnon & White 1985).
+HC (each observation its own cluster): HC0/HC1 (× n/(n−k)) with n − k df; HC2 with
+``(1 − h_ii)^{−1}`` (MacKinnon & White 1985) with Bell & McCaffrey's (2002) Satterthwaite df of
+each contrast (:func:`hc2_df`; Imbens & Kolesár 2016).
 
 **No n×n or n_g×n_g matrix is formed.** With ``S_g = X̃_g'X̃_g`` and ``u_g = X̃_g'ẽ_g``
 (k×k and k, accumulated for all clusters in one pass) and ``M = LL'``, the non-zero
@@ -524,7 +525,8 @@ def ols(
         with one, and the small-sample factors and df follow.
     clusters : cluster labels (n,) for CR0/CR1/CR2 (required for them).
     vcov : "CR2" (default; Satterthwaite df), "CR1" (Stata; df G−1), "CR0" (df G−1),
-        "HC2", "HC1", "HC0" (df n−k), "classical" (σ²M; df n−k).
+        "HC2" (Bell & McCaffrey's df for each contrast, :func:`hc2_df`; n−k before 2026-12-05),
+        "HC1", "HC0" (df n−k), "classical" (σ²M; df n−k).
     cluster_df : "G-1" (default, Stata) or "G-p" (metafor's ``robust()``): the CR1 small-sample
         factor and the df of CR1/CR0 — G/(G−1)·(n−1)/(n−k) with G − 1 df, or G/(G−k) with
         G − k df.
@@ -710,7 +712,14 @@ def ols(
         V = M * (et @ et) / (n - k - k_abs)
     else:
         raise DataError(f"vcov must be one of {_CLUSTER_TYPES + _HC_TYPES + ('classical',)}; got {vcov!r}")
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, _constant_df(float(n - k - k_abs)), None, k_abs)
+    if vcov == "HC2":  # Bell & McCaffrey's df (n − k − A before 2026-12-05)
+        wts = None if weights is None else w
+        codes_abs = None if absorb is None else np.asarray(absorb)
+        absorbed = None if codes_abs is None else (codes_abs, np.bincount(codes_abs, weights=wts).astype(float))
+        contrast_df = _hc2_contrast_df(X, wts, h, M, absorbed)
+    else:
+        contrast_df = _constant_df(float(n - k - k_abs))
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs)
 
 
 def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):
@@ -758,6 +767,53 @@ def _check_cr2_memory(G: int, k: int) -> None:
 
 def _constant_df(value: float) -> Callable[[np.ndarray], float]:
     return lambda c: value
+
+
+def hc2_df(X: np.ndarray, l: np.ndarray, h: np.ndarray, Sinv: np.ndarray, *, w: np.ndarray | None = None,
+           groups: np.ndarray | None = None, G: int = 1, absorbed: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Bell & McCaffrey's (2002) Satterthwaite df of the HC2 variance of an estimate ``Σ_i l_i ỹ_i``
+    (``ỹ = √w·y``), for each of G separate fits (``groups``: each row's fit, 0..G−1; ``Sinv``: each
+    fit's (X'WX)⁻¹, G × p × p), working model ``Var(ỹ) = σ²I``; Imbens & Kolesár (2016) recommend
+    it for HC2, whose n − k df reject too often with a small or unbalanced arm. With
+    ``a_i = l_i²/(1 − h_ii)`` the variance is ``Σ a_i ẽ_i²``, ``ẽ = (I − H)ε``, so
+    ``df = (Σ a_i(1 − h_ii))² / tr(A(I − H)A(I − H))`` and
+    ``tr(A(I − H)A(I − H)) = Σ a_i²(1 − 2h_ii) + Σ_ij a_ia_j H_ij²``, the last
+    ``tr((S⁻¹T)²)``, ``T = Σ a_i w_i x_i x_i'``: O(n p²), no n × n matrix. Rows of leverage 1 (left
+    out of the HC2 sum) have ``a_i = 0``.
+
+    ``absorbed``: one fit (G = 1) whose X holds the regressors less their (weighted) means within
+    absorbed groups, as ``(codes, totals)``, each row's group and each group's ``Σw``; ``h`` then
+    includes the indicators' leverage and H their block ``√(w_iw_j)/Σ_b w``, which adds
+    ``Σ_b (Σ_{i∈b} a_iw_i)²/(Σ_b w)² + 2 Σ_b v_b'S⁻¹v_b/Σ_b w``, ``v_b = Σ_{i∈b} a_iw_ix_i``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(h < 1 - 1e-12, l * l / (1.0 - h), 0.0)
+    codes = np.zeros(len(h), dtype=np.intp) if groups is None else groups
+    aw = a if w is None else a * w
+    mean = np.bincount(codes, weights=a * (1.0 - h), minlength=G)
+    P = Sinv @ grouped_cross_products(X, codes, G, w=aw)[0]
+    var = np.bincount(codes, weights=a * a * (1.0 - 2.0 * h), minlength=G) + np.einsum("gij,gji->g", P, P)
+    if absorbed is not None:
+        b, tot = absorbed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(tot > 0, 1.0 / tot, 0.0)
+        s = np.bincount(b, weights=aw, minlength=len(tot))
+        v = np.column_stack([np.bincount(b, weights=aw * X[:, j], minlength=len(tot)) for j in range(X.shape[1])])
+        var = var + (s * s) @ (inv * inv) + 2.0 * np.einsum("bi,ij,bj,b->", v, Sinv[0], v, inv, optimize=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 0, mean * mean / var, np.nan)
+
+
+def _hc2_contrast_df(X: np.ndarray, w: np.ndarray | None, h: np.ndarray, M: np.ndarray,
+                     absorbed: tuple[np.ndarray, np.ndarray] | None) -> Callable[[np.ndarray], float]:
+    """A contrast's Bell & McCaffrey df (:func:`hc2_df`) in an HC2 fit of X (weights w, leverages
+    h, ``M = (X'WX)⁻¹``): ``c'β̂ = Σ_i l_i ỹ_i`` with ``l_i = √w_i x_i'Mc``."""
+    sw = None if w is None else np.sqrt(w)
+
+    def df(c: np.ndarray) -> float:
+        l = X @ (M @ c)
+        return float(hc2_df(X, l if sw is None else l * sw, h, M[None], w=w, absorbed=absorbed)[0])
+
+    return df
 
 
 @dataclass(frozen=True)
