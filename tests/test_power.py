@@ -69,6 +69,30 @@ def test_matched_comparison_reduces_to_cluster_rct_and_cra2():
     assert m2.sse == pytest.approx(c2.sse, rel=1e-12)
 
 
+def test_matched_comparison_df_is_welch_of_the_arms_school_means():
+    """df: Welch–Satterthwaite's for the difference of the PL and comparison school means, less g
+    (before 2026-12-05 J_T + J_C − g − 2, 22 for 4 PL schools against 20 where pleval's analysis
+    has about 4.5)."""
+    jt, nt, jc, nc, icc, r2s, r2i, dw, g = 4, 30, 20, 25, 0.2, 0.3, 0.5, 1.4, 1
+    d = MatchedComparison(schools=jt, students=nt, comparison_schools=jc, comparison_students=nc, icc=icc,
+                          r2_school=r2s, r2_student=r2i, deff_weights=dw, covariates=g)
+    a = (icc * (1 - r2s) + (1 - icc) * (1 - r2i) / nt) / jt  # variance of the mean of J_T school means
+    b = (icc * (1 - r2s) + (1 - icc) * (1 - r2i) * dw / nc) / jc
+    assert d.sse == pytest.approx(math.sqrt(a + b), rel=1e-12)
+    assert d.df == pytest.approx((a + b) ** 2 / (a**2 / (jt - 1) + b**2 / (jc - 1)) - g, rel=1e-12)
+    assert jt - 1 < d.df + g < 5  # near the PL schools' J_T − 1 = 3, not the pooled J_T + J_C − 2 = 22
+    assert d.mdes() == pytest.approx(multiplier(d.df) * math.sqrt(a + b), rel=1e-12)
+    # unequal school counts, each arm's mean as variable: Welch's df of the school means' t test, as
+    # scipy's Welch test computes it from two samples with those variances of a school mean
+    va, vb = a * jt, b * jc
+    x, y = np.sqrt(va) * np.r_[1, -1, 1, -1], np.sqrt(vb) * np.tile([1.0, -1.0], jc // 2)
+    x, y = x * math.sqrt((jt - 1) / jt), y * math.sqrt((jc - 1) / jc)  # sample variances va, vb exactly
+    welch = stats.ttest_ind(x, y, equal_var=False).df
+    assert d.df + g == pytest.approx(welch, rel=1e-12)
+    with pytest.raises(DesignError, match="at least 2 PL schools and 2 comparison schools; got 1 and 20"):
+        d.replace(schools=1)
+
+
 def _t_power_by_integration(lam, df, alpha, two_sided):
     """P(|Z + λ| / √(V/df) > c), V ~ χ²(df): integrate the normal tail over the χ² density
     (no scipy.stats.nct)."""

@@ -19,7 +19,7 @@ BlockedRCT random (bira2)  ρ₂ω(1−R²ₜ)/J + (1−ρ₂)(1−R²₁)/(P(1�
 ClusterRCT (cra2)         ρ₂(1−R²₂)/(P(1−P)J) + (1−ρ₂)(1−R²₁)/(P(1−P)Jn)                              J − g − 2
 BlockedClusterRCT random (bcra3r2)  ρ₃ω(1−R²ₜ)/K + ρ₂(1−R²₂)/(P(1−P)JK) + (1−ρ₃−ρ₂)(1−R²₁)/(P(1−P)JKn)  K − g − 1
 BlockedClusterRCT fixed (bcra3f2)   ρ₂(1−R²₂)/(P(1−P)JK) + (1−ρ₃−ρ₂)(1−R²₁)/(P(1−P)JKn)          K(J−2) − g
-MatchedComparison         ρ₂(1−R²₂)(1/J_T + 1/J_C) + (1−ρ₂)(1−R²₁)(1/(J_T n_T) + D_w/(J_C n_C))       J_T + J_C − g − 2
+MatchedComparison         ρ₂(1−R²₂)(1/J_T + 1/J_C) + (1−ρ₂)(1−R²₁)(1/(J_T n_T) + D_w/(J_C n_C))       Welch(a, J_T; b, J_C) − g
 ========================  ==========================================================================  ====================
 
 Sources: Dong & Maynard (2013), *PowerUp!: A tool for calculating minimum detectable effect
@@ -36,6 +36,11 @@ unequal arms, and with the design effect of unequal matching weights on the comp
 Kish's ``D_w = m·Σw²/(Σw)² = 1 + CV²(w)`` (Kish 1965, §11.7): a comparison student reused
 in several matched sets carries a larger weight, and ``m/D_w`` is the effective number of
 comparison students. With equal arms and ``D_w = 1`` it is :class:`ClusterRCT` with P = ½.
+Its df are Welch–Satterthwaite's for the difference of the arms' school means (:func:`welch_df`),
+with a and b the two terms of SSE² that belong to each arm (``a = ρ₂(1−R²₂)/J_T +
+(1−ρ₂)(1−R²₁)/(J_T n_T)``, b the same for the comparison schools with ``D_w/n_C``), as pleval's
+matched analysis (CR2 by school, Bell–McCaffrey df) refers to about as many: with 4 PL schools
+against 20, not the J_T + J_C − 2 = 22 of a pooled-variance test but about 4.3 (the analysis's 4.5).
 The formula assumes a matched analysis as precise as randomization given the covariates; it
 says nothing about bias from unobserved confounding.
 """
@@ -71,6 +76,14 @@ def kish_deff(weights) -> float:
         raise DesignError("weights must be finite, non-negative and not all zero")
     w = w[w > 0]
     return float(w.size * np.sum(w**2) / np.sum(w) ** 2)
+
+
+def welch_df(a: float, units_a: float, b: float, units_b: float) -> float:
+    """Welch–Satterthwaite df of a difference of two means whose variances are ``a`` and ``b``,
+    each the mean of ``units_a`` and ``units_b`` independent units (schools):
+    ``(a + b)² / (a²/(J_a − 1) + b²/(J_b − 1))`` (Satterthwaite 1946; Welch 1947): J_a + J_b − 2
+    for equal arms, down to J_a − 1 as ``a`` dominates the variance."""
+    return (a + b) ** 2 / (a**2 / (units_a - 1) + b**2 / (units_b - 1))
 
 
 def _share(name: str, v, *, upper_open: bool = True, lower_open: bool = False) -> None:
@@ -372,7 +385,7 @@ class ClusterRCT(Design):
         ``(1/J_T + 1/J_C)² / (1/(J_T²(J_T − 1)) + 1/(J_C²(J_C − 1)))`` (Bell & McCaffrey 2002),
         ``J − 2`` when the arms are equal and fewer when they are not."""
         jt, jc = self._arms()
-        return (1 / jt + 1 / jc) ** 2 / (1 / (jt**2 * (jt - 1)) + 1 / (jc**2 * (jc - 1)))
+        return welch_df(1 / jt, jt, 1 / jc, jc)
 
     def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
         if abs(self.treated - 0.5) < 1e-9 or self.schools < 4:
@@ -483,6 +496,11 @@ class MatchedComparison(Design):
         _share("r2_school", self.r2_school)
         _share("r2_student", self.r2_student)
         _count("covariates", self.covariates)
+        if self.icc > 0 and min(self.schools, self.jc) < 2:
+            raise DesignError(
+                f"a matched design with icc > 0 needs at least 2 PL schools and 2 comparison schools; got "
+                f"{self.schools:g} and {self.jc:g}: its test's df come from the spread of each arm's school means "
+                "(pleval analyses one PL school by placebo calibration, which this formula does not describe)")
 
     @classmethod
     def from_match(cls, match, *, icc: float, r2_school: float = 0.0, r2_student: float = 0.0, subject=None,
@@ -519,16 +537,25 @@ class MatchedComparison(Design):
     def nc(self) -> float:
         return self.students if self.comparison_students is None else self.comparison_students
 
+    def _arm_variances(self) -> tuple[float, float]:
+        """The variances of the PL and the comparison mean (their sum is SSE²): a school mean's
+        variance, ``ρ₂(1−R²₂) + (1−ρ₂)(1−R²₁)/n`` (``D_w/n_C`` for the comparison schools), over
+        the arm's schools."""
+        school, student = self.icc * (1 - self.r2_school), (1 - self.icc) * (1 - self.r2_student)
+        return ((school + student / self.students) / self.schools,
+                (school + student * self.deff_weights / self.nc) / self.jc)
+
     def _variance(self) -> float:
-        jt, nt, jc, nc = self.schools, self.students, self.jc, self.nc
-        school = self.icc * (1 - self.r2_school) * (1 / jt + 1 / jc)
-        student = (1 - self.icc) * (1 - self.r2_student) * (1 / (jt * nt) + self.deff_weights / (jc * nc))
-        return school + student
+        return sum(self._arm_variances())
 
     @property
     def df(self) -> float:
+        """Welch–Satterthwaite df of the difference of the arms' school means, less g (students'
+        J_T n_T + J_C n_C − g − 2 with ``icc=0``). Before 2026-12-05 J_T + J_C − g − 2, which
+        pleval's analysis (CR2 by school, Bell–McCaffrey df) does not have when the arms differ."""
         if self.icc > 0:
-            return self.schools + self.jc - self.covariates - 2
+            a, b = self._arm_variances()
+            return welch_df(a, self.schools, b, self.jc) - self.covariates
         return self.schools * self.students + self.jc * self.nc - self.covariates - 2
 
 
@@ -542,4 +569,4 @@ DESIGNS = {
 """Design classes by the name used in ``pleval power DESIGN``."""
 
 __all__ = ["Design", "IndividualRCT", "BlockedRCT", "ClusterRCT", "BlockedClusterRCT", "MatchedComparison",
-           "kish_deff", "DESIGNS"]
+           "kish_deff", "welch_df", "DESIGNS"]

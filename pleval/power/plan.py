@@ -69,10 +69,11 @@ class Plan(ResultMixin):
                            for k, v in self.parameters.items() if v is not None)
         p0 = _ordinal(self.baseline_percentile, exact=True)
         how = "exact non-central t" if self.method == "exact" else "PowerUp! multiplier t(1-a/2) + t(1-b)"
+        df = f"{self.df:g}" if self.df == round(self.df) else f"{self.df:.1f}"  # a Welch df is fractional
         lines = [
             f"Power analysis: {self.design}",
             f"  {params}",
-            f"  test: alpha = {self.alpha:g} {sided}, df = {self.df:g}, standardized SE = {self.sse:.4f}",
+            f"  test: alpha = {self.alpha:g} {sided}, df = {df}, standardized SE = {self.sse:.4f}",
             f"  MDES at {percent(self.target_power)} power: {self.mdes:.3f} SD = {self.mdes_pp:+.2f} percentile points "
             f"from the {p0} percentile (multiplier {self.multiplier:.3f}, {how})",
         ]
