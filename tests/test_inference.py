@@ -456,3 +456,24 @@ def test_ols_names_a_collinear_regressor_even_when_the_factor_does_not_fail():
     year = 1970 + 10 * rng.normal(size=n)
     fit = ols(y, np.column_stack([np.ones(n), x, year]), vcov="HC2")
     assert np.isfinite(fit.se).all()
+
+
+def test_wald_f_denominator_counts_absorbed_groups():
+    """The Wald F test of an HC fit with groups absorbed has the residual df of the same fit with
+    the group indicators as columns (statsmodels' F test of that fit), not n − k."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(11)
+    n, A = 200, 20
+    grp = rng.integers(0, A, n)
+    x = rng.normal(size=(n, 3))
+    y = x @ [0.2, -0.1, 0.0] + grp * 0.1 + rng.normal(size=n)
+    absorbed = ols(y, x, absorb=grp, vcov="HC1")
+    R = np.eye(3)[:2]
+    t = absorbed.wald_test(R)
+    D = (grp[:, None] == np.arange(A)).astype(float)
+    full = sm.OLS(y, np.column_stack([x, D])).fit(cov_type="HC1")
+    ref = full.f_test(np.column_stack([R, np.zeros((2, A))]))
+    assert t.df2 == pytest.approx(float(ref.df_denom)) == n - 3 - A
+    assert t.F == pytest.approx(float(np.squeeze(ref.fvalue)), rel=1e-8)
+    assert t.pvalue == pytest.approx(float(ref.pvalue), rel=1e-8)

@@ -87,7 +87,8 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
         return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)), eta)
     if test == "chi2":
         return WaldTest("chi2", Q, Q / q, float(q), math.inf, float(stats.chi2.sf(Q, q)))
-    df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k)
+    # the residual df of the fit with its absorbed indicators (before 2026-12-05 n − k, as if none were absorbed)
+    df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k - fit.k_absorbed)
     return WaldTest("F", Q, Q / q, float(q), df2, float(stats.f.sf(Q / q, q, df2)))
 
 
