@@ -213,10 +213,14 @@ def check(
         again. The frame must not change in between. Default False: a report kept holds no
         copy of the data.
     """
+    if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
+        columns, given = given, None
+    explicit = None if columns is None else as_columns(columns)
     if isinstance(data, (str, Path)):
         src = str(data)
-        try:
-            df = read_raw(data, **read_options)
+        try:  # (the id columns read as text in full when one holds '0042': id_columns)
+            df = read_raw(data, **{"ids": partial(id_columns, given=given, design=design, columns=explicit),
+                                   **read_options})
         except DataError as exc:
             return CheckReport(src, design, 0, 0, None, (Problem("error", "file", str(exc), fix=""),))
     elif isinstance(data, pd.DataFrame):
@@ -241,12 +245,10 @@ def check(
         return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
     base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
     listed = df if "file_columns" not in df.attrs else pd.DataFrame(columns=file_columns(df))  # the file's names
-    if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
-        columns, given = given, None
-    if columns is None:
+    if explicit is None:
         cols, roles, found = resolve_roles(listed, base, given, design=design, require=require)
     else:
-        cols, roles, found = _explicit_roles(listed, as_columns(columns), require)
+        cols, roles, found = _explicit_roles(listed, explicit, require)
     problems += found
     values, found, validated = _values_and_validation(df, cols, require, design, problems)
     problems += values + found
@@ -284,6 +286,29 @@ def columns_needed(names: list[str], given: Mapping[str, Any] | None = None, *, 
         return None
     used = {c for v in cols.roles().values() for c in v} | (_words(options) & set(names))
     return [c for c in names if c in used]
+
+
+ID_ROLES = ("student_id", "school", "block")
+"""The roles whose columns hold ids (codes): a text file's are read as text in full when a value
+is written with leading zeros ('0042'), :func:`id_columns`."""
+
+
+def id_columns(names: list[str], given: Mapping[str, Any] | None = None, *, design: str = "matched",
+               columns: Columns | None = None) -> list[str]:
+    """The columns among a file's ``names`` holding ids (:data:`ID_ROLES`): those of the roles
+    ``columns`` (or ``given`` whole, a :class:`Columns`), else as :func:`check` resolves the roles
+    ``given`` (an unknown role is left for it to name) for ``design``. For
+    :func:`pleval.readers.read_table`'s ``ids``."""
+    if isinstance(given, Columns):
+        columns, given = given, None
+    if columns is None:
+        known = {f.name for f in fields(Columns)}
+        base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
+        columns, _, _ = resolve_roles(pd.DataFrame(columns=names), base,
+                                      {r: v for r, v in (given or {}).items() if r in known}, design=design, require=())
+    roles = columns.roles()
+    ids = {c for r in ID_ROLES for c in roles.get(r, ())}
+    return [c for c in names if c in ids]
 
 
 def _words(value) -> set[str]:
@@ -1021,4 +1046,4 @@ def _constant_outcomes(v: Validated, codes: np.ndarray | None = None, subjects: 
             for i, s in enumerate(subjects) if lo[i] == hi[i] and i not in skip]
 
 
-__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "suggest", "warn_values", "OUTLIER_K"]
+__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "id_columns", "suggest", "warn_values", "OUTLIER_K"]

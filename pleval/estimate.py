@@ -47,7 +47,7 @@ from ._results import Effect, ResultMixin
 from ._text import unsigned_zeros
 from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
-from .checks import NA_LIKE, check
+from .checks import NA_LIKE, check, id_columns
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_columns, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
@@ -710,9 +710,11 @@ def estimate(
     method, opts, match_opts = resolve_options(design, method, options)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise DataError(f"seed must be a whole number; got {seed!r}")
+    if columns is not None:
+        columns = as_columns(columns)
     if isinstance(df, (str, Path)):
         progress("reading the data")
-        df = read_table(df)
+        df = read_table(df, ids=partial(id_columns, design=design, columns=columns))  # ids read as text in full ('0042')
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a DataFrame or a file path; got {type(df).__name__}")
     hashed_file = bool(df.attrs.get("sha256"))
@@ -724,8 +726,6 @@ def estimate(
         df.attrs["sha256"] = frame_sha256(df)
     as_given = df  # while df is this frame, the checks' validation of checked_frame is that of df
     notes: list[str] = []
-    if columns is not None:
-        columns = as_columns(columns)
     progress("checking the data")
     if checked is None:
         checked, checked_frame = check(df, columns, design=design, keep_validated=True), df

@@ -20,6 +20,12 @@ Detection rules:
 * spaces around a text cell of a text file or sheet are removed, and a cell of spaces alone is
   missing (as R's readr and readxl read): ``'math '`` is ``'math'``, not a subject of its own.
 
+A column holding ids (student, school, block ids) is chosen by ``read_table(path, ids=choose)``
+from a text file's column names and checked on every row, not only the first: read as text
+when any value is a whole number written with leading zeros (``'0042'``, which as a number is
+``42``, another school's id), else as numbers as any other column. The other columns of a text
+file are read as text when their first rows hold such a value.
+
 A Parquet file can be read in part: ``read_table(path, columns=choose)`` reads the columns
 ``choose`` picks from the file's column names (its schema), and records every name in
 ``attrs["file_columns"]`` (what :func:`pleval.check` lists and counts); a column never read costs
@@ -40,6 +46,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import DataError
 
@@ -69,6 +77,7 @@ def read_table(
     header_row: int | None = None,
     na: Iterable[str] | str | None = None,
     columns: Callable[[list[str]], Iterable[str] | None] | None = None,
+    ids: Callable[[list[str]], Iterable[str] | None] | None = None,
 ) -> pd.DataFrame:
     """Read a student file chosen by its extension (see the module docstring).
 
@@ -86,6 +95,11 @@ def read_table(
         returning those to read, or None for every one; the frame's ``attrs["file_columns"]``
         then holds every name of the file. Ignored for a file whose schema stores a pandas index
         or names a column twice, and for other formats (read whole).
+    ids : text files: a function of the header's column names (stripped) returning those that
+        hold ids (codes such as student or school ids), or None for none. Each is read as text
+        when any of its values is a whole number written with leading zeros (``'0042'``), else
+        as numbers when every value is one; the other columns are read as text when their first
+        rows hold such a value. Other formats keep their types.
 
     Returns a frame whose ``attrs`` hold ``source``, ``sha256`` (of the file's bytes),
     ``read_notes`` (what was detected), ``read_options`` (the options given), ``duplicate_headers``
@@ -94,7 +108,7 @@ def read_table(
     that names a column twice.
     """
     df = read_raw(path, sep=sep, decimal=decimal, encoding=encoding, sheet=sheet, header_row=header_row, na=na,
-                  columns=columns)
+                  columns=columns, ids=ids)
     dups = df.attrs.get("duplicate_headers", ())
     if dups:
         raise DataError(duplicate_header_message(Path(path).name, dups))
@@ -125,7 +139,7 @@ def check_path(path) -> Path:
 
 
 def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_row=None, na=None,
-             columns=None) -> pd.DataFrame:
+             columns=None, ids=None) -> pd.DataFrame:
     """:func:`read_table` without the duplicate-header error (``pleval check`` reports it
     among the other problems)."""
     from .data import file_sha256
@@ -146,7 +160,7 @@ def read_raw(path, *, sep=None, decimal=None, encoding=None, sheet=None, header_
     notes: list[str] = []
     try:
         if ext in TEXT:
-            df, dups = _read_text(p, ext, sep, decimal, encoding, header_row, codes, notes)
+            df, dups = _read_text(p, ext, sep, decimal, encoding, header_row, codes, notes, ids)
         elif ext in EXCEL:
             df, dups = _read_excel(p, sheet, header_row, codes, notes)
         else:
@@ -310,6 +324,55 @@ def _zero_padded(rows: list[list[str]]) -> dict[str, str]:
     return out
 
 
+def _ids_read(df: pd.DataFrame, cols, decimal: str) -> dict[str, str]:
+    """The id columns ``cols`` of a text file, read as text, decided on every value (in place):
+    text when a value is a whole number written with leading zeros (returned: name -> an
+    example), else numbers when every value is a number (:func:`_numbers`), else text. Before
+    2026-12-05 only the first rows were looked at (:func:`_zero_padded`), and a school '0042'
+    first seen below them was read as 42, merged with another school '42'."""
+    padded = {}
+    for c in cols:
+        values = pc.utf8_trim_whitespace(pa.array(df[c].array))
+        if pc.any(pc.starts_with(values, "0")).as_py():  # (the pattern only where it may match: 5 times faster)
+            hit = pc.match_substring_regex(values, r"^0\d+$")
+            if pc.any(hit).as_py():
+                padded[c.strip()] = values.filter(hit)[0].as_py()
+        numbers = None if c.strip() in padded else _numbers(values, decimal)
+        df[c] = df[c].astype("str") if numbers is None else numbers
+    return padded
+
+
+def _every(mask) -> bool:
+    """Whether a boolean Arrow array is true wherever it is not missing (a column of missing values too)."""
+    return pc.all(mask).as_py() is not False
+
+
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_WHOLE = r"^[+-]?\d+$"
+
+
+def _numbers(values, decimal: str) -> np.ndarray | None:
+    """Text ``values`` as pandas reads a column of numbers: int64, or float64 with a missing value
+    (or a decimal, when the decimal mark is a point); None when a value is not a number, or a
+    whole number beyond int64 (kept exact as text). (A kind is cast once every value looks like
+    it: a failing cast costs as much as the read.)"""
+    if _every(pc.ascii_is_decimal(values)):  # digits alone: the common case, without a pattern
+        kind = pa.int64()
+    elif not _every(pc.match_substring_regex(values, _NUMBER)):
+        return None
+    elif _every(pc.match_substring_regex(values, _WHOLE)):
+        kind = pa.int64()
+    elif decimal == ".":
+        kind = pa.float64()
+    else:  # (decimals written with a point where the mark is a comma: text, for _point_numbers as any column)
+        return None
+    try:
+        x = pc.cast(values, kind)
+    except pa.ArrowInvalid:  # (beyond int64)
+        return None
+    return x.to_numpy() if x.null_count == 0 else pc.cast(x, pa.float64()).to_numpy(zero_copy_only=False)
+
+
 POINT_NUMBERS_AS_TEXT = "read with decimal commas, these columns hold numbers written with a point and stay text"
 """How the reading note on such columns starts (:func:`pleval.check` makes it a warning)."""
 _THOUSANDS = r"-?[1-9]\d{0,2}(\.\d{3})+"
@@ -366,7 +429,7 @@ def _trailing_delimiter(name: str, text: str, rows: list[list[str]], h: int, sep
     return True
 
 
-def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
+def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes, ids=None):
     text = _decode(p, encoding, notes)
     lines = text.splitlines()[: max(50, _SCAN_ROWS)]
     if sep is None:
@@ -400,16 +463,17 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
     trailing = _trailing_delimiter(p.name, text, rows, h, sep)
     if trailing:
         notes.append("a delimiter ends every data row (an empty field the header does not name): ignored")
+    header = list(dict.fromkeys(c.lstrip() for c in rows[h])) if len(rows) > h else []  # (as pandas names them)
     text_cols = _zero_padded(rows[h:]) if len(rows) > h else {}
-    if text_cols:
-        notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
-                     + ", ".join(map(repr, text_cols)))
+    chosen = set(ids([c.strip() for c in header]) or ()) if ids is not None else set()
+    id_cols = [c for c in header if c.strip() in chosen and c.strip() not in text_cols]  # (checked in full below)
+    dtype = {c: str for c in header if c.strip() in text_cols} | {c: pd.ArrowDtype(pa.string()) for c in id_cols}
     try:
         # only empty cells (and --na codes) are missing: pandas' default list would turn a race code
         # "NA" or an outcome "N/A" into silent missing values, where the checks suggest --na instead
         df = pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, skiprows=h, na_values=[""] + list(codes or []),
                          keep_default_na=False, skipinitialspace=True, low_memory=False,
-                         dtype={c: str for c in text_cols} or None, index_col=False if trailing else None)
+                         dtype=dtype or None, index_col=False if trailing else None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p.name}: the file is empty (no header row)") from None
     except pd.errors.ParserError as exc:
@@ -419,6 +483,10 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes):
             f"{p.name}: cannot split the rows into columns ({where}) with delimiter {_sep_name(sep)}; "
             "give --sep (and --decimal), or quote fields that contain the delimiter"
         ) from None
+    text_cols |= _ids_read(df, [c for c in id_cols if c in df.columns], decimal)
+    if text_cols:
+        notes.append(f"read as text (whole numbers written with leading zeros, e.g. {next(iter(text_cols.values()))!r}): "
+                     + ", ".join(map(repr, text_cols)))
     if decimal == ",":
         _point_numbers(df, text_cols, notes)
     df.attrs["first_data_row"] = h + 2

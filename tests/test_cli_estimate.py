@@ -581,3 +581,22 @@ def test_pleval_rct_adjusts_subgroups_across_subjects_as_estimate_does(tmp_path)
         t = pd.read_csv(tmp_path / "r" / f"{name}.csv")
         assert t["subject"].nunique() == 2
         np.testing.assert_allclose(t["pvalue_adjusted"], multipletests(t["pvalue"], method="fdr_bh")[1], rtol=1e-12)
+
+
+def test_a_school_id_with_leading_zeros_far_down_the_file_is_a_school_of_its_own(tmp_path):
+    """The PL school '0042', first seen hundreds of rows down the CSV (below the rows the reader
+    looked at), was read as 42 and estimated as one school with the PL school '42' above it,
+    without a word. The school column is read as text in full: two schools, with the warning that
+    one id is spelled two ways."""
+    codes = {"SCH0001": "42", "SCH0009": "0042", "SCH0002": "7", "SCH0003": "13", "SCH0004": "99", "SCH0005": "5"}
+    d = pd.read_csv(MATCHED, dtype={"school_id": str})
+    d = d[d["school_id"].isin(codes)].assign(school_id=lambda x: x["school_id"].map(codes))
+    d = pd.concat([d[d["school_id"] != "0042"], d[d["school_id"] == "0042"]])
+    src = tmp_path / "late.csv"
+    d.to_csv(src, index=False)
+    assert (d["school_id"] == "0042").to_numpy().argmax() > 500  # (its first row)
+    r = _run([str(src), "--out", str(tmp_path / "out"), "--no-placebo", "--workers", "1", "--only-subject", "math"])
+    assert r.exit_code == 0, r.output
+    schools = pd.read_csv(tmp_path / "out" / "school_effects.csv", dtype={"school": str})["school"]
+    assert sorted(schools) == sorted(d.loc[d["treatment"] == 1, "school_id"].unique()) == ["0042", "42"]
+    assert "spells one value several ways ('42', '0042')" in r.output

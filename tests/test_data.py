@@ -153,6 +153,75 @@ def test_ids_written_with_leading_zeros_are_read_as_text(tmp_path):
     assert "read as text (whole numbers written with leading zeros, e.g. '0042'): 'sid'" in d.attrs["read_notes"]
 
 
+def _sample_with_school_codes(tmp_path, codes: dict, last: str):
+    """Six schools of the sample file renamed by ``codes`` (SCH id -> code), the rows of school
+    ``last`` moved to the end (hundreds of rows below the first), written as a CSV; its path."""
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv",
+                    dtype={"school_id": str})
+    d = d[d["school_id"].isin(codes)].assign(school_id=lambda x: x["school_id"].map(codes))
+    p = tmp_path / "schools.csv"
+    pd.concat([d[d["school_id"] != last], d[d["school_id"] == last]]).to_csv(p, index=False)
+    return p
+
+
+def test_an_id_written_with_leading_zeros_far_down_the_file_is_read_as_text(tmp_path):
+    """A PL school '0042' first seen hundreds of rows down, below the rows the reader looks at,
+    was read as 42: one school with the PL school '42' above it, without a word (pleval.check,
+    pleval.estimate and pleval estimate alike). The columns of the id roles (student, school,
+    block) are now read as text in full; other columns keep the first-rows rule."""
+    import csv
+
+    import pleval
+
+    p = _sample_with_school_codes(tmp_path, {"SCH0001": "42", "SCH0009": "0042", "SCH0002": "7", "SCH0003": "13",
+                                             "SCH0004": "99", "SCH0005": "5"}, last="0042")
+    with open(p, newline="") as f:
+        raw = list(csv.DictReader(f))  # the file as written: every school's spelling
+    assert next(i for i, r in enumerate(raw) if r["school_id"] == "0042") > 500
+    report = pleval.check(p)
+    assert any("spells one value several ways ('42', '0042')" in w.line for w in report.warnings)
+    assert not any("have both PL and comparison students" in w.line for w in report.warnings)
+    with pytest.warns(pleval.PlevalWarning, match=r"spells one value several ways \('42', '0042'\)"):
+        ev = pleval.estimate(p, subject="math", placebo=False, workers=1)
+    assert sorted(ev.schools["school"]) == sorted({r["school_id"] for r in raw if r["treatment"] == "1"}) == ["0042", "42"]
+    d = read_table(p, ids=lambda names: ["school_id"])
+    assert d["school_id"].tolist() == [r["school_id"] for r in raw]
+    assert "read as text (whole numbers written with leading zeros, e.g. '0042'): 'school_id'" in d.attrs["read_notes"]
+    assert read_table(p)["school_id"].dtype.kind == "i"  # (no id roles named: the first rows decide, as before)
+
+
+def test_ids_without_leading_zeros_stay_numbers(tmp_path):
+    """An id column read as text in full is numbers again when no value has a leading zero, as
+    pandas reads it (int64; float64 with a missing value): school 9 before school 100, not after
+    it as text would sort."""
+    p = _sample_with_school_codes(tmp_path, {"SCH0001": "100", "SCH0009": "9", "SCH0002": "7", "SCH0003": "1000",
+                                             "SCH0004": "99", "SCH0005": "5"}, last="9")
+    kw = dict(keep_default_na=False, na_values=[""])
+    plain = pd.read_csv(p, **kw)
+    pd.testing.assert_frame_equal(read_table(p, ids=lambda names: names), plain)  # every column checked in full
+    q = tmp_path / "gap.csv"
+    plain.assign(school_id=plain["school_id"].astype("Int64").mask(plain.index == 700)).to_csv(q, index=False)
+    d = read_table(q, ids=lambda names: ["school_id"])
+    assert d["school_id"].dtype == np.float64
+    np.testing.assert_array_equal(d["school_id"], pd.read_csv(q, **kw)["school_id"])
+    import pleval
+
+    with pytest.warns(pleval.PlevalWarning, match="prediction interval"):  # (two PL schools)
+        ev = pleval.estimate(p, subject="math", placebo=False, workers=1)
+    assert ev.schools["school"].tolist() == [9, 100] and ev.schools["school"].dtype.kind == "i"
+
+
+def test_id_columns_are_the_student_school_and_block_roles():
+    from pleval.checks import id_columns
+
+    names = ["student_id", "campus", "block", "school_id", "grade", "posttest"]
+    assert id_columns(names) == ["student_id", "school_id"]
+    assert id_columns(names, {"school": "campus"}, design="rct") == ["student_id", "campus", "block"]
+    assert id_columns(names, columns=Columns(outcome="posttest", treatment="t", school="campus")) == ["campus"]
+
+
 def test_students_twice_because_the_subject_column_is_not_named():
     """With the subject column left unnamed (--subject none) every student appears once per
     subject: the duplicate-id error says which column tells the rows apart and how to name it;

@@ -93,7 +93,7 @@ def _convert_file(file: Path, column: str | None, p: float, out: Path | None, re
         raise DataError("--file needs --column naming the effect-size column")
     from ..data import read_table
 
-    df = read_table(file, **reading)
+    df = read_table(file, **reading, ids=lambda names: names)  # every column written back: a '0042' on any row kept
     if column not in df.columns:
         raise DataError(f"column {column!r} is not in {file.name}; available: {', '.join(map(str, df.columns))}")
     import numpy as np

@@ -518,7 +518,7 @@ def estimate(
     method_ = method or cfg.get("method")
     from .. import percentiles
     from .._workers import collector_frozen, collector_paused, limited
-    from ..checks import check, columns_needed
+    from ..checks import check, columns_needed, id_columns
     from ..errors import PlevalWarning
     from ..outputs import check_outputs
     from ..readers import check_path, read_table
@@ -589,7 +589,7 @@ def estimate(
             # earlier slows the command's own (the read began 0.25 s later), while Arrow's reading runs without it
             check_path(src)  # a wrong path fails at once, not after the thread's imports (0.7 s)
             loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
-            df = read_table(src, **reading, columns=needed)
+            df = read_table(src, **reading, columns=needed, ids=partial(id_columns, given=given, design=design_))
             check_subject_flag(df, subject)
             if pool is not None:
                 from ..pool import estimate_pool

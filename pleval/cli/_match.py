@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -158,7 +159,7 @@ def match_cmd(
     counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group), weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) and provenance.json (version, options, the input's SHA-256 and, with --pool, the pool's path, engine, eligible rows and fingerprint) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
     from .. import outputs
-    from ..checks import check
+    from ..checks import check, id_columns
     from ..data import read_table, validate
     from ..matching import match
 
@@ -168,11 +169,11 @@ def match_cmd(
     if (pool_table or engine) and pool is None:
         raise DataError("--pool-table and --engine go with --pool (a comparison pool given apart)")
     outputs.prepare(out)
-    df = read_table(data, **reading)
-    check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
+    df = read_table(data, **reading, ids=partial(id_columns, given=given))
+    check_subject_flag(df, subject)
     options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=caliper,
                    replace=replace, band=band, school_keys=parse_names(school_keys) or ())
     if pool is not None:

@@ -3,6 +3,7 @@ adoption, from a student × subject × time file to an outputs folder."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +65,7 @@ def monitor(
 
     Percentile points are shifts in rank, not percentage points of the score.
     """
+    from ..checks import id_columns
     from ..data import NONE_WORDS, SAMPLE_COLUMNS, read_table, resolve_columns
     from ..monitor import monitor as run
     from ..outputs import prepare
@@ -71,11 +73,11 @@ def monitor(
 
     check_out_folder(out, _OUTPUTS, force)
     prepare(out)
-    df = read_table(file, **reading)
-    check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
              "school": school, "subject": subject, "grade": grade, "student_id": student_id, "time": time,
              "treated_label": parse_value(treated_label)}
+    df = read_table(file, **reading, ids=partial(id_columns, given=given))
+    check_subject_flag(df, subject)
     cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
     if cohort is None:
         cohort = "pl_year" if "pl_year" in df.columns else None

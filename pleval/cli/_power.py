@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -193,15 +194,16 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     comparison (its ``comparison_schools`` the others), the schools per district of a
     three-level design (filled only with ``districts``) — and, for a two-level cluster RCT, that
     its ``covariates`` (school level) are the pretests behind the file's R² school."""
+    from ..checks import id_columns
     from ..data import SAMPLE_COLUMNS, _coerce_treatment, read_table, resolve_columns
     import pandas as pd
 
     from .. import power as pw
     from ..power.from_data import estimate_components
 
-    df = read_table(path, **reading)
     given = {"outcome": outcome, "school": school, "treatment": treatment, "treated_label": treated_label,
              "grade": grade, "subject": subject_column, "pretest": pretest}
+    df = read_table(path, **reading, ids=partial(id_columns, given=given))
     cols, _ = resolve_columns(df, SAMPLE_COLUMNS, given)
     comps = estimate_components(df, cols, subject=subject)
     row = comps.row(subject)

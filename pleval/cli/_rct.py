@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -231,7 +232,7 @@ def rct(
     import pandas as pd
 
     from .. import outputs
-    from ..checks import check
+    from ..checks import check, id_columns
     from ..data import pick_subject, read_table
     from ..inference import adjust_pvalues
     from ..rct import analyze_rct, subjects_with_both_arms
@@ -239,13 +240,13 @@ def rct(
     sd_value = parse_sd(sd)
     check_out_folder(out, _OUTPUTS, force)
     outputs.prepare(out)
-    df = read_table(data, **reading)
-    check_subject_flag(df, subject)
     given = {
         "outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label), "pretest": pretest,
         "covariates": covariates, "school": school, "block": block, "takeup": takeup, "subject": subject,
         "student_id": student_id, "grade": grade,
     }
+    df = read_table(data, **reading, ids=partial(id_columns, given=given, design="rct"))
+    check_subject_flag(df, subject)
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
         from ..data import NONE_WORDS

@@ -88,7 +88,7 @@ def schools(
     from ..heterogeneity.export import _readable, export_table
     from ..outputs import write_provenance_file
 
-    df = read_table(file, **reading)
+    df = read_table(file, **reading, ids=lambda names: (school or "school_id", cluster))  # ('0042': text, in full)
     text_defaults = []
     if moderators is None:  # the default columns present; one holding text is left out with a note
         mods = [m for m in _DEFAULT_MODERATORS if m in df.columns]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -85,7 +86,7 @@ def sensitivity_cmd(
     sample_data/pl_matched_students.csv.
     """
     from .. import outputs
-    from ..checks import check
+    from ..checks import check, id_columns
     from ..data import read_table
     from ..findings import slug
     from ..matching import match
@@ -93,11 +94,11 @@ def sensitivity_cmd(
     from ..sensitivity import sensitivity
 
     caliper = parse_caliper(caliper, no_caliper)
-    df = read_table(data, **reading)
-    check_subject_flag(df, subject)
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
+    df = read_table(data, **reading, ids=partial(id_columns, given=given))
+    check_subject_flag(df, subject)
     report = check(df, given=given)  # every data problem first, as pleval match and estimate
     print_checks(report)
     cols = report.columns

@@ -16,12 +16,14 @@ the pool's path or table, the engine, the eligible pool rows and the pool's fing
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import pandas as pd
 
+from ..checks import id_columns
 from ..data import SAMPLE_COLUMNS, Columns, read_table, resolve_columns, with_binary_treatment
 from ..errors import DataError
 from .match import ENGINES, _make_engine, in_pl_file, match_pool, pl_keys, pool_record, record_of, without_pl_rows
@@ -100,7 +102,7 @@ def estimate_pool(
     from .placebo import PoolRounds
 
     if isinstance(pl, (str, Path)):
-        pl = read_table(pl)
+        pl = read_table(pl, ids=partial(id_columns, given=columns))  # (the id columns read as text in full: '0042')
     if not isinstance(pl, pd.DataFrame):
         raise DataError(f"expected a DataFrame or a file path for the PL students; got {type(pl).__name__}")
     if engine not in ENGINES:

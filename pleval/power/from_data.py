@@ -25,12 +25,14 @@ a program effect that differs between schools would otherwise inflate the ICC.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
+from ..checks import id_columns
 from ..data import SAMPLE_COLUMNS, Columns, _coerce_treatment, pick_subject, read_table, resolve_columns
 from ..errors import DataError
 
@@ -126,7 +128,7 @@ def estimate_components(df: pd.DataFrame | str, columns: Columns | None = None, 
     ``comparison_only``: with a treatment column, use its 0 rows only.
     """
     if isinstance(df, str) or hasattr(df, "__fspath__"):
-        df = read_table(df)
+        df = read_table(df, ids=partial(id_columns, columns=columns))  # (the school ids read as text in full: '0042')
     if columns is None:
         columns, _ = resolve_columns(df, SAMPLE_COLUMNS)
     if not columns.school:
