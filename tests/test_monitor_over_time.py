@@ -453,3 +453,77 @@ def test_a_cohort_of_dates_beside_years_is_an_error():
     cols = Columns(outcome="y", treatment="treat", pretest=("pre",), school="school", student_id="sid", time="year")
     with pytest.raises(DataError, match="'cohort' \\(cohort\\) holds dates, but the time column 'year' holds numbers"):
         effects_over_time(df, cols, method="regression", cohort="cohort", equity=False)
+
+
+def test_school_trajectories_against_statsmodels():
+    """Every number of ``school_trajectories`` on constructed matched rows (7 PL and 10
+    comparison schools, 2021–2024 with 2022–2024 the program years, two grades, weighted
+    comparison rows, a covariate, one school-year of 4 students): the counterfactual model is
+    statsmodels WLS of the outcome on period × grade intercepts, a pretest slope per year and
+    the covariate, fitted to the comparison rows; each school-year's effect is its rows' mean
+    residual with SE s/√n; each slope and SE is statsmodels WLS of those effects on the years
+    (weights 1/SE², scale fixed at 1); τ² the maximum of the REML likelihood (scipy); the
+    shrunken slopes μ̂ + τ²/(τ² + SE²)(slope − μ̂); the p-values BH-adjusted by statsmodels."""
+    from scipy import optimize, stats
+    from statsmodels.stats.multitest import multipletests
+
+    from pleval.monitor.schools import school_trajectories
+
+    rng = np.random.default_rng(2026_12_05)
+    rows = []
+    for school in range(17):
+        pl = school < 7
+        slope = rng.normal(0.0, 0.15) + (0.4 if school == 0 else 0.0)
+        for year in (2021, 2022, 2023, 2024):
+            for grade in (3, 4):
+                n = 2 if (school == 8 and year == 2023) else int(rng.integers(6, 14))
+                pre = rng.normal(0, 1, n)
+                gain = (0.1 + slope) * (year - 2021) if pl else slope * (year - 2021)
+                y = 0.5 * grade + (0.7 + 0.05 * (year - 2021)) * pre + gain + rng.normal(0, 0.5, n)
+                rows.append(pd.DataFrame({"y": y, "t": int(pl), "grade": grade, "_t": year, "_pre": pre,
+                                          "_w": 1.0 if pl else rng.uniform(0.5, 2.0, n), "_cluster": f"s{school:02d}",
+                                          "frl": rng.integers(0, 2, n).astype(float)}))
+    ds = pd.concat(rows, ignore_index=True)
+    st = school_trajectories(ds, outcome="y", treatment="t", grade="grade", covariates=ds[["frl"]], pooled_trend=0.1,
+                             program_periods=[2022, 2023, 2024], sd=2.0, subject="math", per="year")
+
+    comp = ds[ds["t"] == 0]
+    fit = sm.WLS.from_formula("y ~ 0 + C(_t):C(grade) + C(_t):_pre + frl", comp, weights=comp["_w"]).fit()
+    r = ds["y"] - fit.predict(ds)
+    sy = st.school_years.set_index(["school", "time"])
+    for (school, year), part in r.groupby([ds["_cluster"], ds["_t"]]):
+        got = sy.loc[(school, year)]
+        assert got["estimate"] == pytest.approx(part.mean(), abs=1e-10)
+        assert got["se"] == pytest.approx(part.std(ddof=1) / np.sqrt(len(part)), rel=1e-9)
+        assert bool(got["used"]) == (year >= 2022 and len(part) >= 5)
+    assert not sy.loc[("s08", 2023), "used"]
+
+    sl = st.slopes.set_index("school")
+    assert len(sl) == 17 and (sl["kind"] == "PL").sum() == 7
+    for school, g in sy[sy["used"]].reset_index().groupby("school"):
+        w = sm.WLS(g["estimate"], sm.add_constant(g["time"] - 2022.0), weights=1 / g["se"] ** 2)
+        w = w.fit(cov_type="fixed scale")
+        assert sl.loc[school, "slope"] == pytest.approx(w.params.iloc[1], rel=1e-9)
+        assert sl.loc[school, "se"] == pytest.approx(w.bse.iloc[1], rel=1e-9)
+    assert sl.loc["s08", "n_periods"] == 2
+
+    def reml_tau2(b, v):
+        def nll(t2):
+            w = 1 / (v + t2)
+            mu = w @ b / w.sum()
+            return 0.5 * (np.log(v + t2).sum() + np.log(w.sum()) + w @ (b - mu) ** 2)
+        return optimize.minimize_scalar(nll, bounds=(0, 1), method="bounded", options={"xatol": 1e-12}).x
+
+    pl, pb = sl[sl["kind"] == "PL"], sl[sl["kind"] == "placebo"]
+    tau2, tau2_p = (reml_tau2(f["slope"].to_numpy(), f["se"].to_numpy() ** 2) for f in (pl, pb))
+    assert st.tau2 == pytest.approx(tau2, abs=1e-7) and st.tau2_placebo == pytest.approx(tau2_p, abs=1e-7)
+    w = 1 / (pl["se"] ** 2 + st.tau2)
+    mu = (w * pl["slope"]).sum() / w.sum()
+    shrunk = mu + st.tau2 / (st.tau2 + pl["se"] ** 2) * (pl["slope"] - mu)
+    assert pl["slope_shrunk"].to_numpy() == pytest.approx(shrunk.to_numpy(), rel=1e-9)
+    z = (sl["slope"] - 0.1) / np.sqrt(sl["se"] ** 2 + st.tau2_placebo)
+    assert sl["pvalue"].to_numpy() == pytest.approx(2 * stats.norm.sf(np.abs(z.to_numpy())), rel=1e-9)
+    assert pl["p_adjusted"].to_numpy() == pytest.approx(multipletests(pl["pvalue"], method="fdr_bh")[1], rel=1e-9)
+    assert list(sl.index[sl["diverges"]]) == list(pl.index[pl["p_adjusted"] < 0.05])
+    assert sl.loc["s00", "diverges"] and sl.loc["s00", "direction"] == "faster"
+    assert sl["slope_es"].to_numpy() == pytest.approx(sl["slope"].to_numpy() / 2.0)

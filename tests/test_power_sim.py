@@ -11,8 +11,9 @@ import pytest
 
 from pleval.data import Columns
 from pleval.matching import match
-from pleval.power import BlockedRCT, ClusterRCT, MatchedComparison
+from pleval.power import BlockedClusterRCT, BlockedRCT, ClusterRCT, IndividualRCT, MatchedComparison
 from pleval.power.simulation import simulate_power
+from pleval.rct import analyze_rct
 from pleval.simulate import simulate_planned
 from tests.conftest import sim_reps
 
@@ -67,6 +68,73 @@ def test_matched_design_power_is_that_of_pleval_matched_analysis():
             reject += match(d, cols, method="exact").estimate().raw.pvalue < design.alpha
     power, se = reject / reps, math.sqrt(0.8 * 0.2 / reps)
     assert abs(power - 0.80) < 3 * se, f"power {power:.3f} of {reps} data sets, design df {design.df:.2f}"
+
+
+def _rejections(draw, effect, cols, design, reps, rng):
+    """Share of ``reps`` data sets in which ``analyze_rct`` rejects no effect at 5%, at the true
+    ``effect`` and at 0 (the same draws: ``draw(rng)`` gives the outcome without the effect,
+    the treatment and the other columns)."""
+    rej = np.zeros(2)
+    for _ in range(reps):
+        base, t, other = draw(rng)
+        for k, e in enumerate((effect, 0.0)):
+            d = pd.DataFrame({"y": base + e * t, "t": t, **other})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rej[k] += analyze_rct(d, cols, design=design, compliance=False, icc=None).itt.raw.pvalue < 0.05
+    return rej / reps
+
+
+def _check_power_and_size(power, size, reps, what):
+    """Power at the MDES within 3 Monte Carlo SEs of 0.80, the rejection at 0 within 3 of 0.05."""
+    assert abs(power - 0.80) < 3 * math.sqrt(0.8 * 0.2 / reps), f"{what}: power {power:.3f} of {reps} data sets"
+    assert abs(size - 0.05) < 3 * math.sqrt(0.05 * 0.95 / reps), f"{what}: rejection at 0 {size:.3f} of {reps}"
+
+
+@pytest.mark.slow
+def test_individual_design_power_is_that_of_pleval_individual_analysis():
+    """60 students, half assigned by complete randomization, a pretest explaining R² = 0.4
+    (g = 1): pleval's individual-trial analysis (OLS with the pretest, HC2 with Bell–McCaffrey
+    df) has the design's 80% power at its MDES and rejects about 5% with no effect."""
+    n, r2 = 60, 0.4
+    design = IndividualRCT(students=n, r2_student=r2, covariates=1)
+    assert design.power(design.mdes(0.80)) == pytest.approx(0.80, abs=1e-9)
+    cols = Columns(outcome="y", treatment="t", pretest=("x",))
+
+    def draw(rng):
+        t = np.zeros(n, dtype=int)
+        t[rng.permutation(n)[: n // 2]] = 1
+        x = rng.normal(0, math.sqrt(r2), n)
+        return x + rng.normal(0, math.sqrt(1 - r2), n), t, {"x": x}
+
+    reps = sim_reps(640, minimum=160)
+    power, size = _rejections(draw, design.mdes(0.80), cols, "individual", reps, np.random.default_rng(2026_12_05))
+    _check_power_and_size(power, size, reps, "individual RCT")
+
+
+@pytest.mark.slow
+def test_blocked_cluster_design_power_is_that_of_pleval_cluster_analysis():
+    """4 districts of 6 schools of 20 students, 3 schools assigned in each district, ICC 0.15
+    (schools) and 0.10 (districts), fixed districts (PowerUp! BCRA3_2f, df K(J − 2) = 16):
+    pleval's cluster-trial analysis with the districts as blocks (block fixed effects, CR2 by
+    school, Satterthwaite df 19) has the design's 80% power at its MDES and rejects about 5%
+    with no effect."""
+    K, J, n, icc, icc3 = 4, 6, 20, 0.15, 0.10
+    design = BlockedClusterRCT(districts=K, schools=J, students=n, icc=icc, icc_district=icc3, blocks="fixed")
+    assert design.power(design.mdes(0.80)) == pytest.approx(0.80, abs=1e-9)
+    cols = Columns(outcome="y", treatment="t", school="school", block="district")
+    school = np.repeat(np.arange(K * J), n)
+    district = school // J
+
+    def draw(rng):
+        assigned = np.concatenate([rng.permutation(np.repeat([0, 1], J // 2)) for _ in range(K)])
+        y = (rng.normal(0, math.sqrt(icc3), K)[district] + rng.normal(0, math.sqrt(icc), K * J)[school]
+             + rng.normal(0, math.sqrt(1 - icc - icc3), school.size))
+        return y, assigned[school], {"school": school, "district": district}
+
+    reps = sim_reps(480, minimum=120)
+    power, size = _rejections(draw, design.mdes(0.80), cols, "cluster", reps, np.random.default_rng(2026_12_05))
+    _check_power_and_size(power, size, reps, "blocked cluster RCT")
 
 
 def test_one_sided_simulated_power_tests_in_the_effects_direction():
