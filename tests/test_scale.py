@@ -167,7 +167,7 @@ def test_sensitivity_on_distinct_rows_is_that_of_every_copy():
         d = des.names.index(C.treatment)
         resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
         ros = rosenbaum_bounds(resid, long_part["_set"].to_numpy(), long_part[C.treatment].to_numpy() == 1,
-                               alpha=0.05, direction=r.rosenbaum.direction, hl_gammas=(1.5,))
+                               alpha=0.05, direction=r.rosenbaum.direction, two_sided=True, hl_gammas=(1.5,))
         assert (r.rosenbaum.test, r.rosenbaum.n_sets, r.rosenbaum.n_units) == (ros.test, ros.n_sets, ros.n_units)
         np.testing.assert_allclose(r.rosenbaum.table.to_numpy(float), ros.table.to_numpy(float), rtol=1e-9)
         assert r.rosenbaum.gamma_alpha == pytest.approx(ros.gamma_alpha, rel=1e-9)

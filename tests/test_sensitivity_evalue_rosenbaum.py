@@ -70,6 +70,8 @@ def test_lead_pairs_gamma_one_matches_wilcoxon():
     tr = np.tile([True, False], 33)
     rb = rosenbaum_bounds(y, ids, tr, gammas=[1.0], hl_gammas=[1.0, 2.0])
     row = rb.table.set_index("gamma")
+    two = stats.wilcoxon(d, alternative="two-sided", zero_method="wilcox", correction=False, method="approx")
+    assert rb.two_sided and row.loc[1.0, "pvalue_upper_two_sided"] == pytest.approx(two.pvalue, rel=1e-10)
     i, j = np.triu_indices(len(d))
     assert row.loc[1.0, "hl_low"] == pytest.approx(np.median((d[i] + d[j]) / 2), abs=1e-4)
     assert row.loc[2.0, "hl_low"] < 15.25 < row.loc[2.0, "hl_high"]
@@ -83,9 +85,43 @@ def test_lead_gamma_search_and_monotone():
     g = signed_rank_gamma(d, 0.05)
     assert 4 < g < 5
     assert signed_rank_pvalue(d, g) == pytest.approx(0.05, rel=1e-9)
+    assert signed_rank_gamma(d, 0.025) < g
     p = signed_rank_pvalue(d, [1, 2, 3, 4, 5, 6])
     assert np.all(np.diff(p) > 0)
     assert signed_rank_gamma(np.array([1.0, -1.0, 2.0, -2.0]), 0.05) == 1.0  # not significant at Γ = 1
+
+
+def test_lead_two_sided_when_the_direction_is_the_estimates():
+    """With the direction taken from the data (the default) the p-value bound is twice the
+    one-sided one, capped at 1, and Γ at α is where that reaches α; a direction given in
+    advance is tested one-sided at α (unless ``two_sided=True``). Against the bound computed
+    here from scipy's ranks: ``1 − Φ((T − pS₁)/√(p(1 − p)S₂))``, p = Γ/(1 + Γ)."""
+    d = LEAD_T - LEAD_C
+    d = d[d != 0]  # (one zero difference, dropped)
+    r = stats.rankdata(np.abs(d))
+
+    def bound(gamma):
+        p = gamma / (1 + gamma)
+        return stats.norm.sf((r[d > 0].sum() - p * r.sum()) / math.sqrt(p * (1 - p) * (r**2).sum()))
+
+    ids = np.repeat(np.arange(33), 2)
+    y = np.column_stack([LEAD_T, LEAD_C]).ravel()
+    tr = np.tile([True, False], 33)
+    gammas = [1.0, 3.0, 5.0, 30.0]
+    two = rosenbaum_bounds(y, ids, tr, gammas=gammas)
+    one = rosenbaum_bounds(y, ids, tr, gammas=gammas, direction="greater")
+    expect = np.array([bound(g) for g in gammas])
+    assert two.two_sided and not one.two_sided and two.direction == one.direction == "greater"
+    np.testing.assert_allclose(two.table["pvalue_upper"], expect, rtol=1e-10)
+    np.testing.assert_allclose(two.table["pvalue_upper_two_sided"], np.minimum(2 * expect, 1), rtol=1e-10)
+    assert two.table["pvalue_upper_two_sided"].iloc[-1] == 1.0  # capped
+    assert "pvalue_upper_two_sided" not in one.table
+    assert 2 * bound(two.gamma_alpha) == pytest.approx(0.05, rel=1e-9)
+    assert bound(one.gamma_alpha) == pytest.approx(0.05, rel=1e-9)
+    assert 1 < two.gamma_alpha < one.gamma_alpha
+    assert rosenbaum_bounds(y, ids, tr, direction="greater", two_sided=True).gamma_alpha == two.gamma_alpha
+    assert rosenbaum_bounds(-y, ids, tr).gamma_alpha == pytest.approx(two.gamma_alpha, rel=1e-12)  # mirrored: "less"
+    assert "two-sided" in two.summary() and "one-sided 'greater'" in one.summary()
 
 
 def test_pairs_moments_brute_force():
@@ -197,6 +233,19 @@ def test_aligned_rank_pvalue_against_the_enumerated_distribution():
         assert abs(p - mid_p) < 0.035
     assert np.all(np.diff(got) > 0)
     assert aligned_rank_pvalue(y, ids, tr)[0] == pytest.approx(got[0], rel=1e-15)  # Γ = 1 by default
+    # the direction from the data: the two-sided bound doubles the one-sided one, and its Γ at α
+    # (α = 0.2 here: seven sets) is where the enumerated distribution's normal tail is α/2
+    rb = rosenbaum_bounds(y, ids, tr, gammas=gammas, alpha=0.2)
+    assert rb.two_sided and rb.direction == "greater"
+    np.testing.assert_allclose(rb.table["pvalue_upper"], got, rtol=1e-12)
+    np.testing.assert_allclose(rb.table["pvalue_upper_two_sided"], np.minimum(2 * got, 1), rtol=1e-12)
+    probs = [_worst_case_probabilities(q[m], rb.gamma_alpha) for m in members]
+    picks = list(itertools.product(*map(range, sizes)))
+    t = np.array([sum(q[m[j]] for m, j in zip(members, pick)) for pick in picks])
+    pr = np.array([math.prod(pi[j] for pi, j in zip(probs, pick)) for pick in picks])
+    E = pr @ t
+    assert 2 * stats.norm.sf((T - E) / math.sqrt(pr @ t**2 - E**2)) == pytest.approx(0.2, abs=1e-5)
+    assert rosenbaum_bounds(y, ids, tr, alpha=0.2, direction="greater").gamma_alpha > rb.gamma_alpha
 
 
 @pytest.mark.slow
@@ -241,21 +290,44 @@ def test_aligned_rank_pvalue_holds_its_size():
 def test_rosenbaum_bounds_at_gamma_one_hold_their_size():
     """No effect, 60 pairs and 40 sets of three (pair/set effects, t₅ noise; assignment random
     within sets): the bound at Γ = 1 in a fixed direction rejects about 5% (signed ranks and
-    aligned ranks). In the estimate's direction (the default) the test is one-sided after
-    looking, so Γ at α exceeds 1 about 2α = 10% of the time (docs/sensitivity.md). Full size:
-    2,000 data sets."""
+    aligned ranks); in the estimate's direction (the default) the test is two-sided, and Γ at α
+    exceeds 1 about 5% of the time too — the rejections of the two-sided normal test of T at
+    Γ = 1, counted here from T's permutation mean and variance (before 2026-12-05 the test was
+    one-sided in the direction chosen from the data: 10.4% and 9.25%, 2α). Full size: 2,000
+    data sets."""
     reps = sim_reps(2000, minimum=500)
     rng = np.random.default_rng(2026_12_05)
     designs = [_first_treated([2] * 60), _first_treated([3] * 40)]
-    fixed, looked = np.zeros(2), np.zeros(2)
+    fixed, looked, by_hand = np.zeros(2), np.zeros(2), np.zeros(2)
+    z = stats.norm.isf(0.025)
     for _ in range(reps):
         for i, (ids, tr) in enumerate(designs):
             y = rng.normal(size=ids[-1] + 1)[ids] + rng.standard_t(5, size=len(ids))
             fixed[i] += rosenbaum_bounds(y, ids, tr, gammas=[1.0], direction="greater").table["pvalue_upper"].iloc[0] < 0.05
-            looked[i] += rosenbaum_bounds(y, ids, tr, gammas=[1.0]).gamma_alpha > 1
+            rb = rosenbaum_bounds(y, ids, tr, gammas=[1.0])
+            looked[i] += rb.gamma_alpha > 1
+            assert rb.two_sided and (rb.gamma_alpha > 1) == (rb.table["pvalue_upper_two_sided"].iloc[0] < 0.05)
+            by_hand[i] += abs(_permutation_deviate(y, ids, tr)) > z
     fixed, looked = fixed / reps, looked / reps
-    assert np.all(np.abs(fixed - 0.05) < 3 * math.sqrt(0.05 * 0.95 / reps)), fixed
-    assert np.all(np.abs(looked - 0.10) < 3 * math.sqrt(0.10 * 0.90 / reps)), looked
+    se = 3 * math.sqrt(0.05 * 0.95 / reps)
+    assert np.all(np.abs(fixed - 0.05) < se), fixed
+    assert np.all(np.abs(looked - 0.05) < se), looked
+    assert np.all(np.abs(looked - by_hand / reps) <= 0.003), (looked, by_hand / reps)  # direction by mean vs by T
+
+
+def _permutation_deviate(y, ids, tr):
+    """(T − E)/√V at Γ = 1 of the signed-rank (pairs) or aligned-rank statistic, by scipy's
+    ``rankdata``: T's mean and variance over random assignment within sets."""
+    sizes = np.bincount(ids)
+    if np.all(sizes == 2):
+        d = y[tr] - y[~tr]
+        d = d[d != 0]
+        r = stats.rankdata(np.abs(d))
+        return (r[d > 0].sum() - r.sum() / 2) / math.sqrt((r**2).sum() / 4)
+    q = stats.rankdata(y - (np.bincount(ids, weights=y) / sizes)[ids])
+    qbar = np.bincount(ids, weights=q) / sizes
+    var = np.bincount(ids, weights=q**2) / sizes - qbar**2
+    return (q[tr].sum() - qbar.sum()) / math.sqrt(var.sum())
 
 
 def _moments_every_position(s, gamma, lower=False):
@@ -558,8 +630,9 @@ def test_bounds_free_their_inputs_once_read(monkeypatch, hl):
 
 
 def test_sets_gamma_search_and_hl():
-    """1:3 sets: Brent's search lands on p = α; at Γ = 1 the HL estimate balances T and its
-    mean; the effect direction is tested one-sided (a negative effect mirrored)."""
+    """1:3 sets: Brent's search lands on a one-sided bound of α/2 (the direction from the data:
+    two-sided) or α (a direction given); at Γ = 1 the HL estimate balances T and its mean; a
+    negative effect is tested in its direction (mirrored)."""
     rng = np.random.default_rng(7)
     n = 400
     ids = np.repeat(np.arange(n), 4)
@@ -571,7 +644,8 @@ def test_sets_gamma_search_and_hl():
     assert g > 1
     codes, size = _set_codes(ids, tr)
     s = _Sets.build(y, codes, size, tr)
-    assert s.pvalue(g) == pytest.approx(0.05, abs=1e-6)
+    assert s.pvalue(g) == pytest.approx(0.025, abs=1e-6)
+    assert s.pvalue(rosenbaum_bounds(y, ids, tr, direction="greater").gamma_alpha) == pytest.approx(0.05, abs=1e-6)
     t1 = rb.table.set_index("gamma")
     hl = t1.loc[1.0, "hl_low"]
     assert 0.2 < hl < 0.6

@@ -111,6 +111,14 @@ def test_ovb_consistent_with_matched_estimate(matched):
     f = s.to_frame()
     assert {"subject", "kind", "label", "value"} <= set(f.columns)
     assert {"estimate", "robustness value", "bound", "e-value", "rosenbaum", "placebo outcome"} <= set(f["kind"])
+    # the direction is the estimate's, chosen from the data: the test is two-sided, its p bound
+    # twice the one-sided one (capped at 1); before 2026-12-05 one-sided at α
+    ros = r.rosenbaum
+    assert ros.two_sided and ros.direction == ("less" if eff["math"].raw.estimate < 0 else "greater")
+    rows = f[(f["subject"] == "math") & (f["kind"] == "rosenbaum")]
+    assert rows["label"].str.contains("two-sided").all()
+    np.testing.assert_allclose(rows["pvalue"].iloc[1:], np.minimum(2 * ros.table["pvalue_upper"], 1.0), rtol=1e-12)
+    assert rows["value"].iloc[0] == ros.gamma_alpha
 
 
 def test_placebo_outcome(matched):
@@ -227,6 +235,8 @@ def test_cli_sensitivity(data, tmp_path):
     f = pd.read_csv(out / "sensitivity.csv")
     assert set(f["subject"]) == {"math", "reading"} and "placebo outcome" in set(f["kind"])
     assert f.loc[f["kind"] == "rosenbaum", "label"].str.contains("Huber M-statistic").any()
+    assert f.loc[f["kind"] == "rosenbaum", "label"].str.contains("two-sided").all()
+    assert "the upper bound on the two-sided p-value reaches α" in " ".join(res.output.split())
     assert (out / "contour_math.png").stat().st_size > 1000
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["kind"] == "pleval sensitivity outputs" and prov["input"]["sha256"] == file_sha256(src)
@@ -260,6 +270,7 @@ def test_estimate_writes_sensitivity(data, tmp_path):
     out = save(ev, tmp_path / "res")
     assert pd.read_csv(out / "sensitivity.csv").shape == f.shape
     assert "How fragile is this result?" in (out / "summary.md").read_text()
+    assert "Rosenbaum Γ at which the two-sided p bound reaches 0.05" in (out / "summary.md").read_text()
     assert (out / "plots" / "sensitivity_math.png").stat().st_size > 1000
     assert len(pleval.estimate(data, design="matched", seed=1, placebo=False, sensitivity=False).sensitivity) == 0
     with pytest.raises(DataError, match="school_sensitivity"):

@@ -118,10 +118,10 @@ class SubjectSensitivity(ResultMixin):
         rows.append({"kind": "e-value", "label": "CI limit closest to the null", "value": e.evalue_ci})
         if self.rosenbaum is not None:
             r = self.rosenbaum
-            rows.append({"kind": "rosenbaum", "label": f"gamma at alpha={r.alpha:g} ({r.test})", "gamma": r.gamma_alpha,
-                         "value": r.gamma_alpha})
-            for g in r.table.itertuples():
-                rows.append({"kind": "rosenbaum", "label": f"gamma={g.gamma:g}", "gamma": g.gamma, "pvalue": g.pvalue_upper,
+            rows.append({"kind": "rosenbaum", "label": f"gamma at alpha={r.alpha:g}, {r.sides} ({r.test})",
+                         "gamma": r.gamma_alpha, "value": r.gamma_alpha})
+            for g, p in zip(r.table.itertuples(), r.pvalue_bound.tolist()):
+                rows.append({"kind": "rosenbaum", "label": f"gamma={g.gamma:g}, {r.sides} p bound", "gamma": g.gamma, "pvalue": p,
                              "hl_low": getattr(g, "hl_low", math.nan), "hl_high": getattr(g, "hl_high", math.nan),
                              "ci_low": getattr(g, "ci_low", math.nan), "ci_high": getattr(g, "ci_high", math.nan)})
         if self.placebo is not None:
@@ -305,9 +305,10 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
             d = des.names.index(c.treatment)
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             del g
-            # (reads no part of the design; takes its arrays out of the list: freed once read)
+            # (reads no part of the design; takes its arrays out of the list: freed once read). The direction is
+            # the estimate's, chosen from the data: tested two-sided
             bounds = partial(_bounds, [resid[pos], sets, (des.t != 0)[pos]], gammas=gammas, alpha=alpha,
-                             direction="less" if eff.raw.estimate < 0 else "greater", hl_gammas=hl_gammas,
+                             direction="less" if eff.raw.estimate < 0 else "greater", two_sided=True, hl_gammas=hl_gammas,
                              statistic=rosenbaum_statistic, trim=HuberScores.trim, inner=HuberScores.inner, label=label)
             del resid
         del pos, sets

@@ -3,9 +3,12 @@
 Sensitivity model (Rosenbaum 2002, *Observational Studies*, §4.2): within a matched set, two
 units' odds of treatment may differ by at most a factor Γ ≥ 1 because of an unobserved
 covariate u ∈ [0, 1]. Γ = 1 is a randomized experiment within sets. For each Γ the
-one-sided p-value is bounded above; pleval reports the bound at listed Γ, the Γ at which it
-crosses α, and the interval of Hodges–Lehmann estimates and the sensitivity confidence
-interval at listed Γ.
+one-sided p-value is bounded above; pleval reports the bound at listed Γ, the Γ at which the
+test's p-value bound crosses α, and the interval of Hodges–Lehmann estimates and the
+sensitivity confidence interval at listed Γ. The test is two-sided when its direction is taken
+from the data (the default): its p-value bound is twice the one-sided bound in the estimate's
+direction, capped at 1 (Rosenbaum 2002, ch. 4), so Γ at α is the one-sided bound's Γ at α/2;
+a direction fixed in advance is tested one-sided at α.
 
 **Pairs: Wilcoxon's signed-rank statistic** (Rosenbaum 2002, §4.3.3). Pair differences d_s
 (zeros dropped), ranks r_s of |d_s| (average ranks for ties), ``T = Σ r_s·1(d_s > 0)``. Under
@@ -14,8 +17,8 @@ interval at listed Γ.
     E⁺ = p⁺ Σ r_s,   V⁺ = p⁺(1 − p⁺) Σ r_s²,   p-value ≤ 1 − Φ((T − E⁺)/√V⁺)
 
 (the large-sample approximation, as rbounds' ``psens`` and DOS's ``senWilcox``). The Γ at
-which the bound equals α solves ``(T − pS₁)² = z²_α p(1 − p) S₂`` for ``p = Γ/(1+Γ)``: a
-quadratic, no search.
+which the bound equals α (α/2 for the two-sided test) solves ``(T − pS₁)² = z²_α p(1 − p) S₂``
+for ``p = Γ/(1+Γ)``: a quadratic, no search.
 
 **Matched sets (1:k, variable k, VCG sets): aligned ranks** (Hodges & Lehmann 1962;
 Rosenbaum 2002 §4.4 / 2007). Each response minus its set's mean, all aligned responses ranked
@@ -40,7 +43,6 @@ upper and lower bounds. Each evaluation re-ranks the data (O(N log N)).
 Caveats: the model treats matched sets as disjoint; with matching *with replacement* a
 comparison student may sit in several sets (the bounds then treat the copies as distinct
 units); matching weights are not used; students sharing a school are treated as independent.
-The test is one-sided in the direction of the estimated effect.
 """
 
 from __future__ import annotations
@@ -588,9 +590,12 @@ class RosenbaumBounds(ResultMixin):
     """Rosenbaum bounds for one matched comparison (see the module docstring).
 
     ``test`` names the statistic; ``direction`` is "greater" or "less" (the sign of the effect
-    tested); ``gamma_alpha`` the Γ at which the upper-bound p-value reaches ``alpha``;
-    ``table`` one row per listed Γ: ``gamma, pvalue_upper, pvalue_lower, hl_low, hl_high,
-    ci_low, ci_high`` (HL estimates and the sensitivity interval, in outcome units).
+    tested); ``two_sided`` whether the test is two-sided (the direction taken from the data) or
+    one-sided in a direction fixed in advance; ``gamma_alpha`` the Γ at which the test's
+    upper-bound p-value reaches ``alpha``; ``table`` one row per listed Γ: ``gamma,
+    pvalue_upper, pvalue_lower`` (the bounds on the one-sided p-value in ``direction``), when
+    two-sided ``pvalue_upper_two_sided`` (twice ``pvalue_upper``, capped at 1), and ``hl_low,
+    hl_high, ci_low, ci_high`` (HL estimates and the sensitivity interval, in outcome units).
     """
 
     test: str
@@ -601,15 +606,29 @@ class RosenbaumBounds(ResultMixin):
     gamma_alpha: float
     table: pd.DataFrame = field(repr=False)
     label: str = ""
+    two_sided: bool = False
+
+    @property
+    def sides(self) -> str:
+        """Which test Γ at α is about, in words: "two-sided" or "one-sided 'greater'" (or 'less')."""
+        return "two-sided" if self.two_sided else f"one-sided '{self.direction}'"
+
+    @property
+    def pvalue_bound(self) -> pd.Series:
+        """The upper bound on the test's p-value at each Γ of the table (two- or one-sided)."""
+        return self.table["pvalue_upper_two_sided" if self.two_sided else "pvalue_upper"]
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
 
     def summary(self) -> str:
         g = "never (not significant at Γ = 1)" if self.gamma_alpha <= 1 else f"Γ = {self.gamma_alpha:.3f}"
+        how = (f"two-sided: twice the one-sided bound in the estimate's direction '{self.direction}'" if self.two_sided
+               else f"one-sided '{self.direction}', the direction fixed in advance")
         lines = [
-            f"Rosenbaum bounds ({self.test}, one-sided '{self.direction}'){' — ' + self.label if self.label else ''}",
-            f"  {self.n_sets:,} matched sets, {self.n_units:,} units; the upper-bound p-value reaches α = {self.alpha:g} at {g}",
+            f"Rosenbaum bounds ({self.test}; {how}){' — ' + self.label if self.label else ''}",
+            f"  {self.n_sets:,} matched sets, {self.n_units:,} units; the upper bound on the {self.sides} p-value "
+            f"reaches α = {self.alpha:g} at {g}",
             self.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
         ]
         return "\n".join(lines)
@@ -623,6 +642,7 @@ def rosenbaum_bounds(
     gammas=(1.0, 1.5, 2.0, 3.0),
     alpha: float = 0.05,
     direction: str | None = None,
+    two_sided: bool | None = None,
     hl_gammas=(),
     statistic: str = "rank",
     trim: float = 2.5,
@@ -634,11 +654,15 @@ def rosenbaum_bounds(
     signed-rank statistic, any larger set switches to aligned ranks; ``statistic="huber"``:
     Huber's M-statistic (:class:`HuberScores` with ``trim`` and ``inner``; Rosenbaum 2007,
     sensitivitymv's ``senmv``) for pairs and sets alike. ``direction``: "greater" / "less"
-    (default: the sign of the mean treated-minus-set-mean difference). The table has one row
+    (default: the sign of the mean treated-minus-set-mean difference). ``two_sided`` (default:
+    when ``direction`` is not given) tests two-sided, the p-value bound twice the one-sided
+    bound in ``direction`` (capped at 1): a direction chosen from the data and tested one-sided
+    at α rejects a true null about 2α of the time; give ``two_sided=True`` with a ``direction``
+    taken from another estimate of the same effect. The table has one row
     per Γ in ``gammas`` and ``hl_gammas``; the Hodges–Lehmann range and the sensitivity
     interval are computed at ``hl_gammas`` (each takes a few dozen re-rankings of the data)."""
-    return _bounds([y, set_id, treated], gammas=gammas, alpha=alpha, direction=direction, hl_gammas=hl_gammas,
-                   statistic=statistic, trim=trim, inner=inner, label=label)
+    return _bounds([y, set_id, treated], gammas=gammas, alpha=alpha, direction=direction, two_sided=two_sided,
+                   hl_gammas=hl_gammas, statistic=statistic, trim=trim, inner=inner, label=label)
 
 
 def check_gammas(values, name: str) -> np.ndarray:
@@ -651,7 +675,8 @@ def check_gammas(values, name: str) -> np.ndarray:
     return g
 
 
-def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim, inner, label) -> RosenbaumBounds:
+def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim, inner, label,
+            two_sided: bool | None = None) -> RosenbaumBounds:
     """:func:`rosenbaum_bounds` of ``data = [y, set_id, treated]``, taken out of the list (emptied):
     a caller that holds the arrays nowhere else has them freed once read — the set ids once
     coded, the responses once the bound's sums are formed, unless the Hodges–Lehmann estimates
@@ -676,6 +701,8 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
     del set_id
     n_sets, n_units = len(size), len(y)
     mean = np.bincount(codes, weights=y, minlength=n_sets) / size
+    if two_sided is None:
+        two_sided = direction is None
     if direction is None:
         direction = "greater" if np.mean(y[treated] - mean[codes[treated]]) >= 0 else "less"
     if direction not in ("greater", "less"):
@@ -683,6 +710,7 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
     sign = 1.0 if direction == "greater" else -1.0
     ys = y if sign > 0 else -y
     del y, mean
+    level = alpha / 2 if two_sided else alpha  # of the one-sided bound: twice it reaches α where it reaches α/2
     pairs = scores is None and bool(np.all(size == 2))
     hl = _HL(ys, codes, treated, size, pairs, alpha, scores) if hl_set else None
     if pairs:
@@ -691,7 +719,7 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
         T, S1, S2 = _signed_rank(d)
         p_up = _sr_p(T, S1, S2, gammas)
         p_lo = _sr_p(T, S1, S2, gammas, lower=True)
-        g_alpha = signed_rank_gamma(d, alpha)
+        g_alpha = signed_rank_gamma(d, level)
         test = "Wilcoxon signed rank (pairs)"
     else:
         sets = _Sets.build(ys, codes, size, treated, scores)
@@ -702,16 +730,19 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
         p_lo = np.array([p if g == 1 and sets.rise is not None else sets.pvalue(g, lower=True)
                          for g, p in zip(gammas.tolist(), p_up.tolist())])
         known = dict(zip(gammas.tolist(), p_up.tolist()))  # (Γ = 1 is in the table by default)
-        g_alpha = _gamma_search(lambda g: known[g] if g in known else sets.pvalue(g), alpha)
+        g_alpha = _gamma_search(lambda g: known[g] if g in known else sets.pvalue(g), level)
         test = ("aligned rank (matched sets; separable approximation)" if scores is None else
                 f"Huber M-statistic (trim {scores.trim:g}, inner {scores.inner:g}; separable approximation)")
     rows = {"gamma": gammas, "pvalue_upper": p_up, "pvalue_lower": p_lo}
+    if two_sided:
+        rows["pvalue_upper_two_sided"] = np.minimum(2 * p_up, 1.0)
     if hl is not None:
         est = np.array([hl.interval(g) if g in hl_set else (math.nan,) * 4 for g in gammas]) * sign
         if sign < 0:  # the bounds swap when the outcome is mirrored
             est = est[:, [1, 0, 3, 2]]
         rows.update(hl_low=est[:, 0], hl_high=est[:, 1], ci_low=est[:, 2], ci_high=est[:, 3])
-    return RosenbaumBounds(test, direction, n_sets, n_units, float(alpha), g_alpha, pd.DataFrame(rows), label)
+    return RosenbaumBounds(test, direction, n_sets, n_units, float(alpha), g_alpha, pd.DataFrame(rows), label,
+                           bool(two_sided))
 
 
 class _HL:
