@@ -125,8 +125,8 @@ def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_
                 continue
             pl = meta_analysis(y, np.sqrt(np.diag(V)), vcov=V, hartung_knapp=True)
         old = previous(y, V, c, c.se_total**2)
-        larger = P.variance_draws(y, V, yp, Vp, restrict="max")
-        pl_only = P.variance_draws(y, V, yp, Vp, restrict="none")
+        larger = P.variance_nodes(y, V, yp, Vp, restrict="max")
+        pl_only = P.variance_nodes(y, V, yp, Vp, restrict="none")
         lo, hi = mover(c.pl.tau2, c.pl.tau2_ci, c.placebo.tau2, c.placebo.tau2_ci)
 
         def shr(sh, sd):
@@ -134,16 +134,16 @@ def run(designs, tau: float, delta: float, studies: int, seed: int = 1, perturb_
 
         for name, v in (
             ("PI CD order-restricted (pleval)", cover(*c.pi)),
-            ("PI CD max", cover(*P.predictive(y, V, larger)[0])),
-            ("PI CD PL only", cover(*P.predictive(y, V, pl_only)[0])),
+            ("PI CD max", cover(*P.predictive(y, V, *larger)[0])),
+            ("PI CD PL only", cover(*P.predictive(y, V, *pl_only)[0])),
             ("PI max + Satterthwaite t (before)", cover(*old["max"][:2])),
             ("PI order-restricted + Satterthwaite t", cover(*old["iso"][:2])),
             ("PI PL-only t(k-2)", cover(pl.pi_low, pl.pi_high)),
             ("shrunken CD mixture quantiles (pleval)", np.mean((c.schools["shrunk_total_ci_low"] <= truth)
                                                                & (truth <= c.schools["shrunk_total_ci_high"]))),
             ("shrunken CD mixture, Morris ± z SD", shr(c.schools["shrunk_total"], c.schools["shrunk_total_sd"])),
-            ("shrunken CD PL only", shr(*P.shrinkage(y, V, pl_only)[:2])),
-            ("shrunken CD max", shr(*P.shrinkage(y, V, larger)[:2])),
+            ("shrunken CD PL only", shr(*P.shrinkage(y, V, *pl_only)[:2])),
+            ("shrunken CD max", shr(*P.shrinkage(y, V, *larger)[:2])),
             ("shrunken Prasad-Rao 2g3 (before)", shr(*old["max"][2:4])),
             ("shrunken g3 once", shr(*old["max"][4])),
             ("tau2_program Q*", float(c.tau2_program_ci[0] <= tau**2 <= c.tau2_program_ci[1])),

@@ -773,9 +773,9 @@ def test_calibration_and_pooling_decompose_the_covariance_once(monkeypatch):
     want = blup(y, V + t2p * I, t2, c.pl.tau2_se**2 + c.placebo.tau2_se**2)
     np.testing.assert_allclose(c.schools["program_shrunk"], want[2], rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(c.schools["program_shrunk_sd"], want[3], rtol=1e-10)
-    sigma2 = _predictive.variance_draws(y, V, yp, Vp)
-    assert c.pi == pytest.approx(_predictive.predictive(y, V, sigma2)[0], rel=1e-12)
-    np.testing.assert_allclose(c.schools["shrunk_total"], _predictive.shrinkage(y, V, sigma2).mean, rtol=1e-12)
+    nodes = _predictive.variance_nodes(y, V, yp, Vp)
+    assert c.pi == pytest.approx(_predictive.predictive(y, V, *nodes)[0], rel=1e-12)
+    np.testing.assert_allclose(c.schools["shrunk_total"], _predictive.shrinkage(y, V, *nodes).mean, rtol=1e-12)
     W = np.linalg.inv(V + c.tau2_total * I)
     wt = W.sum(axis=1) / W.sum()
     r = y - c.mu_total

@@ -235,9 +235,9 @@ def test_new_school_variance_is_order_restricted_above_the_placebo_spread(pl_sd)
     assert c.mu_total == pytest.approx(mu)
     assert c.se_total**2 == pytest.approx((wt @ (y - mu) ** 2) / (k - 1) / wt.sum())  # Hartung-Knapp
     np.testing.assert_allclose(c.schools.reliability_total, t2 / (t2 + v), atol=1e-12)
-    sig = _predictive.variance_draws(y, V, yp, Vp)
-    assert c.pi == pytest.approx(_predictive.predictive(y, V, sig)[0])
-    np.testing.assert_allclose(c.schools.shrunk_total_sd, _predictive.shrinkage(y, V, sig)[1])
+    nodes = _predictive.variance_nodes(y, V, yp, Vp)
+    assert c.pi == pytest.approx(_predictive.predictive(y, V, *nodes)[0])
+    np.testing.assert_allclose(c.schools.shrunk_total_sd, _predictive.shrinkage(y, V, *nodes)[1])
     assert c.pi[0] < c.mu_total < c.pi[1] and 0 < c.prob_negative_new < 1
     # without Hartung-Knapp: the model-based SE of the GLS mean; the prediction is unchanged
     c0 = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp, hartung_knapp=False)

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize, special, stats
 
 from pleval.heterogeneity import _predictive as P
 from pleval.heterogeneity import calibrate, meta_analysis
@@ -87,37 +87,67 @@ def test_reml_information_is_the_inverse_squared_reml_se(data):
         assert i == pytest.approx(0.5 * np.trace(Pm @ Pm), rel=1e-10)
 
 
-def test_variance_draws_pair_the_two_confidence_distributions(data):
+def test_variance_nodes_split_the_two_confidence_distributions(data):
+    """H's quantiles at the σ² rule's probabilities above its atom at 0 (the atom's mass on the
+    first node, 0); with each s_i
+    the placebo mass H_p(s_i) at or below it (σ² = s_i) and δ²'s quantiles at the placebo rule's
+    probabilities above H_p(s_i), each projected, the weights the products, equal values one
+    node (summed here by a dict)."""
     y, V, yp, Vp = data
-    n = 40
-    p = (np.arange(n) + 0.5) / n
+    k = y.size
+    atom = stats.chi2.sf(_gen_q(y, V, 0.0)[0], k - 1)
+    u, w = P.tail_probabilities(**P.SIGMA_RULE)
+    u_p, w_p = P.tail_probabilities(**P.PLACEBO_RULE)
     lam, Q = np.linalg.eigh(V)
     uq = unweighted_q(yp, Vp)  # the placebo variance: confidence distribution of the unweighted Q
-    s = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), p)
-    d = uq.quantiles(p)[(17 * np.arange(n)) % n]
-    assert sorted(d) == pytest.approx(sorted(uq.quantiles(p)))  # a permutation
-    np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="none"), s, atol=1e-14)
-    np.testing.assert_allclose(P.variance_draws(y, V, yp, Vp, n=n, lattice=17, restrict="max"), np.maximum(s, d), atol=1e-14)
-    iso = P.variance_draws(y, V, yp, Vp, n=n, lattice=17)
-    w, wp = P.reml_information(lam, Q.sum(axis=0), s), uq.information(d)
-    np.testing.assert_allclose(iso, np.where(s >= d, s, (w * s + wp * d) / (w + wp)), atol=1e-14)
-    assert np.any(s < d) and np.any(s > d) and np.all(iso >= np.minimum(s, d)) and np.all(iso <= np.maximum(s, d))
+    s = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), atom + (1 - atom) * u)
+    s[0] = 0.0  # the bottom of the probabilities above the atom
+    w = (1 - atom) * w
+    w[0] += atom
+    info = P.reml_information(lam, Q.sum(axis=0), s)
+
+    def merged(value):  # the nodes' distinct values with their summed weights
+        acc = {}
+
+        def add(v, wt):
+            acc[float(v)] = acc.get(float(v), 0.0) + wt
+
+        for i in range(s.size):
+            below = float(uq.sf(s[i])[0])
+            add(s[i], w[i] * below)
+            if value is None:
+                continue
+            for ul, wl in zip(u_p, w_p):
+                d = float(uq.quantiles(min(below + (1 - below) * ul, u_p[-1]))[0])
+                add(value(i, d), w[i] * (1 - below) * wl)
+        keys = sorted(acc)
+        return np.array(keys), np.array([acc[key] for key in keys])
+
+    for restrict, value in (("none", None), ("max", lambda i, d: max(s[i], d)),
+                            ("isotonic", lambda i, d: s[i] if s[i] >= d else
+                             (info[i] * s[i] + uq.information(d)[0] * d) / (info[i] + uq.information(d)[0]))):
+        got = P.variance_nodes(y, V, yp, Vp, restrict=restrict)
+        want = merged(value) if value else (s[np.argsort(s)], w[np.argsort(s)])
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-13, atol=1e-16)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-18)
+        assert got[1].sum() == pytest.approx(1.0, abs=1e-14)
+    assert 0 < atom < 1 and np.any(uq.sf(s) > 0.5)  # both split points matter here
     with pytest.raises(ValueError):
-        P.variance_draws(y, V, yp, Vp, n=40, lattice=10)
-    with pytest.raises(ValueError):
-        P.variance_draws(y, V, yp, Vp, restrict="floor")
+        P.variance_nodes(y, V, yp, Vp, restrict="floor")
 
 
-def test_predictive_mixture_against_direct_computation(data):
+@pytest.mark.parametrize("weights", [None, [0.1, 0.5, 0.3, 0.1]])
+def test_predictive_mixture_against_direct_computation(data, weights):
     y, V, _, _ = data
     sig = np.array([0.0, 0.004, 0.01, 0.03])
-    (lo, hi), pneg = P.predictive(y, V, sig, level=0.9)
+    (lo, hi), pneg = P.predictive(y, V, sig, weights, level=0.9)
     parts = [_gen_q(y, V, s) for s in sig]
     mu = np.array([q[1] for q in parts])
     sd = np.sqrt(sig + np.array([q[2] for q in parts]))
+    w = np.full(4, 0.25) if weights is None else np.array(weights)
 
     def cdf(x):
-        return stats.norm.cdf((x - mu) / sd).mean()
+        return stats.norm.cdf((x - mu) / sd) @ w
 
     assert lo == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.05, -5, 5, xtol=1e-14), abs=1e-10)
     assert hi == pytest.approx(optimize.brentq(lambda x: cdf(x) - 0.95, -5, 5, xtol=1e-14), abs=1e-10)
@@ -129,21 +159,23 @@ def test_predictive_mixture_against_direct_computation(data):
     assert (lo1, hi1) == pytest.approx((q[1] - z, q[1] + z), abs=1e-10)
 
 
-def test_shrinkage_averages_the_blups_over_the_draws(data):
+@pytest.mark.parametrize("weights", [None, [0.1, 0.5, 0.3, 0.1]])
+def test_shrinkage_averages_the_blups_over_the_draws(data, weights):
     y, V, _, _ = data
     sig = np.array([0.0, 0.004, 0.01, 0.03])
-    mean, sd, pneg, _, _ = P.shrinkage(y, V, sig)
+    mean, sd, pneg, _, _ = P.shrinkage(y, V, sig, weights)
+    w = np.full(4, 0.25) if weights is None else np.array(weights)
     sh, pev = [], []
     for s in sig:  # the per-draw BLUP and its prediction-error SD, from shrinkage.blup
         _, _, th, d, _ = blup(y, V, s)
         sh.append(th)
         pev.append(d**2)
     sh, pev = np.array(sh), np.array(pev)
-    np.testing.assert_allclose(mean, sh.mean(axis=0), atol=1e-12)
-    np.testing.assert_allclose(sd, np.sqrt(pev.mean(axis=0) + sh.var(axis=0)), atol=1e-12)
+    np.testing.assert_allclose(mean, w @ sh, atol=1e-12)
+    np.testing.assert_allclose(sd, np.sqrt(w @ pev + w @ (sh - w @ sh) ** 2), atol=1e-12)
     # σ² = 0: every school is shrunk to μ̂ (PEV = Var μ̂), so P(θ < 0) is Φ(−μ̂/SD(μ̂)) there
     want = np.where(pev > 1e-14, stats.norm.cdf(-sh / np.sqrt(np.clip(pev, 1e-300, None))), (sh < 0) * 1.0)
-    np.testing.assert_allclose(pneg, want.mean(axis=0), atol=1e-10)
+    np.testing.assert_allclose(pneg, w @ want, atol=1e-10)
 
 
 def _posterior_brute_force(y, V, s, big=1e6):
@@ -195,12 +227,12 @@ def test_shrunken_interval_and_risk_of_harm_agree(data):
     the same mixture (its CDF at the interval ends is (1 ∓ level)/2)."""
     y, V, yp, Vp = data
     y = y + np.linspace(-0.4, 0.4, y.size)  # schools on both sides of 0, some far out
-    sig = P.variance_draws(y, V, yp, Vp)
-    mix = P.shrinkage(y, V, sig)
+    sig, w = P.variance_nodes(y, V, yp, Vp)
+    mix = P.shrinkage(y, V, sig, w)
     draws = [blup(y, V, s) for s in sig]
     th, sd = np.array([d[2] for d in draws]), np.array([d[3] for d in draws])
     for end, p in ((mix.low, 0.025), (mix.high, 0.975)):
-        np.testing.assert_allclose(stats.norm.cdf((end[None, :] - th) / sd).mean(axis=0), p, atol=1e-10)
+        np.testing.assert_allclose(w @ stats.norm.cdf((end[None, :] - th) / sd), p, atol=1e-10)
     assert np.any(mix.low > 0) and np.any(mix.high < 0) and np.any((mix.low < 0) & (mix.high > 0))
     np.testing.assert_array_equal(mix.low > 0, mix.prob_negative < 0.025)
     np.testing.assert_array_equal(mix.high < 0, mix.prob_negative > 0.975)
@@ -258,12 +290,13 @@ def test_mixture_quantiles_of_a_school_do_not_depend_on_the_others():
     rng = np.random.default_rng(6)
     m = np.concatenate([rng.normal(0, 0.05, (400, 20)), rng.normal(0, 2.0, (400, 20))], axis=1)
     sd = rng.uniform(0.001, 0.5, (400, 40))
-    together = P._mixture_quantiles(m, sd, [0.025, 0.975])
+    w = rng.uniform(0.1, 1.0, 400)
+    together = P._mixture_quantiles(m, sd, [0.025, 0.975], w)
     order = rng.permutation(40)
-    np.testing.assert_allclose(P._mixture_quantiles(m[:, order], sd[:, order], [0.025, 0.975]), together[:, order],
+    np.testing.assert_allclose(P._mixture_quantiles(m[:, order], sd[:, order], [0.025, 0.975], w), together[:, order],
                                rtol=1e-13, atol=1e-15)
     for j in (0, 25):
-        np.testing.assert_allclose(P._mixture_quantiles(m[:, j], sd[:, j], [0.025, 0.975]), together[:, j],
+        np.testing.assert_allclose(P._mixture_quantiles(m[:, j], sd[:, j], [0.025, 0.975], w), together[:, j],
                                    rtol=1e-13, atol=1e-15)
 
 
@@ -297,7 +330,84 @@ def test_diagonal_v_matches_the_independent_formulas(data):
     np.testing.assert_allclose(sd, np.sqrt(var.mean(0) + th.var(0)), atol=1e-12)
 
 
-def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
+def _two_distribution_integral(y, V, yp, Vp, f, tol=1e-11):
+    """``∫∫ f(σ²(s, d)) dH(s) dH_p(d)`` to absolute ``tol`` by nested scipy quad from the docs'
+    formulas (no pleval code): ``H(s) = 1 − F_{χ²(k−1)}(Q(s))``, ``Q(s) = r'Wr``, ``W = (V + sI)⁻¹``
+    (from V's eigenvectors), with density ``f_χ²(Q(s))·r'W²r`` (``dQ/ds = −r'W²r``) and an atom
+    ``H(0)`` at 0; ``H_p(d) = P_d(Q₁ > q)`` by Pearson's three moments with ``β`` the eigenvalues
+    of ``MV_pM`` on 1⊥, its density by a central difference, an atom at 0; ``σ² = s`` where
+    ``d ≤ s`` (mass ``H_p(s)``), else ``(I(s)s + I_p(d)d)/(I(s) + I_p(d))`` with ``I(s) = ½ tr P²``
+    and ``I_p(d) = (m − 1)²/(2Σ(β + d)²)``."""
+    k, m = y.size, yp.size
+    lam, U = np.linalg.eigh(V)
+    M = np.eye(m) - 1.0 / m
+    beta = np.linalg.eigvalsh(M @ Vp @ M)[1:]
+    q1 = float((yp - yp.mean()) @ (yp - yp.mean()))
+
+    def gls(s):  # Q(s), −dQ/ds and ½ tr P²
+        W = (U / (lam + s)) @ U.T
+        Pm = W - np.outer(W.sum(1), W.sum(0)) / W.sum()
+        r = y - W.sum(0) @ y / W.sum()
+        Wr = W @ r
+        return float(r @ Wr), float(Wr @ Wr), 0.5 * float(np.sum(Pm * Pm))
+
+    def Hp(d):
+        c = beta + d
+        h = (c**2).sum() ** 3 / (c**3).sum() ** 2
+        return special.chdtrc(h, h + (q1 - c.sum()) * math.sqrt(h / (c**2).sum()))
+
+    def hp(d):
+        e = 1e-6 * max(d, 1e-3)
+        return (Hp(d + e) - Hp(d - e)) / (2 * e) if d > e else (Hp(d + e) - Hp(d)) / e
+
+    def pool(s, d):
+        i, ip = gls(s)[2], (m - 1) ** 2 / (2 * np.sum((beta + d) ** 2))
+        return (i * s + ip * d) / (i + ip)
+
+    def given(s):  # the placebo draws at or below s leave σ² = s; those above pool
+        below = Hp(s)
+        if below == 1.0:
+            return f(s)
+        return below * f(s) + integrate.quad(lambda d: f(pool(s, d)) * hp(d), s, np.inf, limit=200, epsabs=tol,
+                                             epsrel=1e-8)[0]
+
+    def h(s):
+        q, dq, _ = gls(s)
+        return math.exp(special.xlogy(k / 2 - 1.5, q) - q / 2 - special.gammaln((k - 1) / 2)
+                        - (k - 1) / 2 * math.log(2)) * dq
+
+    return special.chdtrc(k - 1, gls(0.0)[0]) * given(0.0) + integrate.quad(
+        lambda s: given(s) * h(s), 0, np.inf, limit=200, epsabs=tol, epsrel=1e-8)[0]
+
+
+def test_small_tail_probability_and_interval_against_the_integral():
+    """``P(θ_new < 0) ≈ 4·10⁻⁵`` and the prediction interval's ends against the integral over the
+    two confidence distributions by nested quad: the Simpson rules are within 1% of that
+    small probability (400 equal midpoints paired by a lattice, before 2026-12-05, put it 20%
+    low), and the mixture's CDF by quad at each end is its probability within 2·10⁻⁶ (before, 2·10⁻⁵)."""
+    rng = np.random.default_rng(4)
+    k, m = 12, 30
+    V, Vp = _cov(rng, k), _cov(rng, m, 0.1)
+    y = 0.85 + rng.normal(0, 0.12, k) + np.linalg.cholesky(V) @ rng.standard_normal(k)
+    yp = rng.normal(0, 0.08, m) + np.linalg.cholesky(Vp) @ rng.standard_normal(m)
+    c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
+
+    def cdf_at(x):  # the predictive normal's CDF at x given σ²
+        def f(s2):
+            W = np.linalg.inv(V + s2 * np.eye(k))
+            return special.ndtr((x - W.sum(0) @ y / W.sum()) / math.sqrt(s2 + 1 / W.sum()))
+        return f
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        want = _two_distribution_integral(y, V, yp, Vp, cdf_at(0.0))
+        assert 1e-5 < want < 1e-4
+        assert c.prob_negative_new == pytest.approx(want, rel=0.01)
+        for end, p in zip(c.pi, (0.025, 0.975)):
+            assert _two_distribution_integral(y, V, yp, Vp, cdf_at(end)) == pytest.approx(p, abs=2e-6)
+
+
+def test_calibrate_uses_the_order_restricted_confidence_distribution(data, monkeypatch):
     y, V, yp, Vp = data
     k = y.size
     c = calibrate([f"s{i}" for i in range(k)], y, V, np.full(k, 30.0), yp, Vp)
@@ -311,11 +421,11 @@ def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
     w, wp = mpl.tau2_se**-2, se_pb**-2
     want = mpl.tau2 if mpl.tau2 >= mpb.tau2 else (w * mpl.tau2 + wp * mpb.tau2) / (w + wp)
     assert c.tau2_total == pytest.approx(want)
-    sig = P.variance_draws(y, V, yp, Vp)
-    assert np.all(sig >= 0) and sig.size == P.N_DRAWS
-    pi, pneg = P.predictive(y, V, sig)
+    sig, wt = P.variance_nodes(y, V, yp, Vp)
+    assert np.all(sig >= 0) and np.all(np.diff(sig) > 0) and wt.sum() == pytest.approx(1.0)
+    pi, pneg = P.predictive(y, V, sig, wt)
     assert c.pi == pytest.approx(pi) and c.prob_negative_new == pytest.approx(pneg)
-    mix = P.shrinkage(y, V, sig)
+    mix = P.shrinkage(y, V, sig, wt)
     np.testing.assert_allclose(c.schools.shrunk_total, mix.mean)
     np.testing.assert_allclose(c.schools.shrunk_total_sd, mix.sd)
     np.testing.assert_allclose(c.schools.prob_negative_total, mix.prob_negative)
@@ -323,9 +433,10 @@ def test_calibrate_uses_the_order_restricted_confidence_distribution(data):
     np.testing.assert_allclose(c.schools.shrunk_total_ci_high, mix.high)
     _, _, _, _, rel = blup(y, V, c.tau2_total)
     np.testing.assert_allclose(c.schools.reliability_total, rel)
-    # the deterministic lattice: a finer one moves the interval by far less than its width
-    fine = P.predictive(y, V, P.variance_draws(y, V, yp, Vp, n=2000, lattice=1237))[0]
-    assert abs(fine[0] - c.pi[0]) + abs(fine[1] - c.pi[1]) < 0.01 * (c.pi[1] - c.pi[0])
+    # δ²'s rule: σ²'s 65 nodes for it too move the interval by far less than its width
+    monkeypatch.setattr(P, "PLACEBO_RULE", {})
+    fine = P.predictive(y, V, *P.variance_nodes(y, V, yp, Vp))[0]
+    assert abs(fine[0] - c.pi[0]) + abs(fine[1] - c.pi[1]) < 1e-3 * (c.pi[1] - c.pi[0])
 
 
 @pytest.mark.slow

@@ -101,7 +101,7 @@ from ..errors import DesignError
 from ..inference import adjust_pvalues
 from ._tau2 import generalized_q, q_profile_ci
 from .meta import MetaAnalysis, meta_analysis, offdiag_variance, rotate
-from ._predictive import order_restricted, placebo_nodes, predictive, shrinkage, variance_draws
+from ._predictive import normalized, order_restricted, placebo_nodes, predictive, shrinkage, variance_nodes
 from ._unweighted import unweighted_q
 from .shrinkage import blup
 
@@ -167,7 +167,7 @@ def calibrated_tests(y, v, df, tau2_draws, tau2_placebo, level: float = 0.95, we
     scale = np.sqrt(v[:, None] + t2)  # k × n
     nu = own * (scale * scale / v[:, None]) ** 2  # (∞ where the own df is)
     q = 0.5 + level / 2
-    w = np.full(t2.shape[1], 1.0 / t2.shape[1]) if weights is None else np.asarray(weights, dtype=float) / np.sum(weights)
+    w = normalized(weights, t2.shape[1])
     p = 2 * (special.stdtr(nu, -np.abs(y)[:, None] / scale) * w).sum(axis=1)
     half = _mixture_half_width(nu, scale, 1.0 - q, own[:, 0], w)
     se_cal = np.sqrt(v + np.asarray(tau2_placebo, dtype=float))
@@ -429,9 +429,9 @@ def calibrate(
 
     w_pl, w_pb = 1.0 / m_pl.tau2_se**2, 1.0 / m_pb.tau2_se**2
     t2_tot = float(order_restricted(m_pl.tau2, t2p, w_pl, w_pb))
-    sigma2 = variance_draws(y, V, yp, Vp, eigen=eig, uq=uq)
-    pi, p_neg_new = predictive(y, V, sigma2, level, eigen=eig)
-    mix = shrinkage(y, V, sigma2, level, eigen=eig)
+    sigma2, weights = variance_nodes(y, V, yp, Vp, eigen=eig, uq=uq)
+    pi, p_neg_new = predictive(y, V, sigma2, weights, level, eigen=eig)
+    mix = shrinkage(y, V, sigma2, weights, level, eigen=eig)
     mu_t, _, _, _, rel_t = blup(y, V, t2_tot, eigen=eig)
     k = y.size
     # W = (V + τ²_total I)⁻¹ = Q(Λ + τ²_total I)⁻¹Q': its sums and quadratic forms from Q'1 and Q'r
