@@ -114,15 +114,17 @@ whole file, so on a state file with thousands of comparison schools all of them 
 ten matches and more; docs/scale.md measures what the cap changes. ``placebo_cap=0``: all."""
 
 MATCHED_DEFAULTS: dict[str, Any] = {"sensitivity": True, "placebo_outcome": "", "hl_gammas": (),
-                                    "school_sensitivity": False, "vcov": "", "placebo_cap": PLACEBO_CAP,
-                                    "df_working": "random_effects"}
+                                    "rosenbaum_direction": "", "school_sensitivity": False, "vcov": "",
+                                    "placebo_cap": PLACEBO_CAP, "df_working": "random_effects"}
 """Options of ``design="matched"`` besides the common ones and those passed on to :func:`pleval.match`:
 ``vcov`` (the matched effect's covariance; "" = CR2 by school, CR1 by student without a school column),
 ``sensitivity`` (the sensitivity analysis, :func:`pleval.sensitivity.sensitivity`),
 ``placebo_outcome`` (a pre-program score analysed as a negative-control outcome; "" for none),
-``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval) and
-``school_sensitivity`` (each PL school's robustness values in the school table:
-``school_effects(..., robustness_q=1)``), ``placebo_cap`` (:data:`PLACEBO_CAP`) and ``df_working`` (the
+``hl_gammas`` (Γ values at which to add the Hodges–Lehmann range and interval),
+``rosenbaum_direction`` (the Rosenbaum test's direction: "" = the estimate's sign, chosen from the
+data, tested two-sided; "greater" or "less" = the sign of the effect on the outcome's scale fixed
+in advance, tested one-sided at α), ``school_sensitivity`` (each PL school's robustness values in
+the school table: ``school_effects(..., robustness_q=1)``), ``placebo_cap`` (:data:`PLACEBO_CAP`) and ``df_working`` (the
 working model of the matched effect's and the subgroups' CR2 df, :func:`pleval.inference.ols`)."""
 
 Progress = Callable[..., None]
@@ -528,6 +530,10 @@ def _check_matched(o: dict) -> None:
         from .sensitivity.rosenbaum import check_gammas
 
         o["hl_gammas"] = tuple(float(x) for x in check_gammas(g, "option hl_gammas"))
+    if o["rosenbaum_direction"] != "":  # fixed in advance: checked by the bounds' own rule (module imported only then)
+        from .sensitivity.rosenbaum import check_direction
+
+        o["rosenbaum_direction"] = check_direction(o["rosenbaum_direction"], "option rosenbaum_direction") or ""
 
 
 def _check_common(o: dict) -> None:
@@ -1432,6 +1438,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         try:
             analyse = group_sensitivity(m, by=by_t, sd=opts["sd"], level=opts["level"], alpha=opts["alpha"],
                                         placebo_outcome=opts["placebo_outcome"] or None, hl_gammas=opts["hl_gammas"],
+                                        rosenbaum_direction=opts["rosenbaum_direction"],
                                         vcov=opts["vcov"] or None, cluster_df=opts["cluster_df"], cr2=opts["cr2"],
                                         df_working=opts["df_working"])
         except DesignError as exc:

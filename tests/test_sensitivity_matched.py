@@ -121,6 +121,131 @@ def test_ovb_consistent_with_matched_estimate(matched):
     assert rows["value"].iloc[0] == ros.gamma_alpha
 
 
+def _one_sided_reference(m, subject, direction):
+    """Rosenbaum bounds in ``direction`` (one-sided, as ``rosenbaum_bounds`` tests a direction
+    given in advance) on the matched sets of ``subject``: the outcome residualized on the
+    matched regression's columns but PL by numpy's weighted least squares."""
+    from pleval.sensitivity import rosenbaum_bounds
+
+    c = m.columns
+    part = m.matched[m.matched[c.subject] == subject]
+    des = effect_design(part, outcome=c.outcome, treatment=c.treatment, pretests=c.pretest, covariates=c.covariates,
+                        strata=m.strata, school=c.school)
+    assert len(des.y) == len(part)
+    X = des.X[:, [j for j, n in enumerate(des.names) if n != c.treatment]]
+    sw = np.sqrt(des.weights)
+    resid = des.y - X @ np.linalg.lstsq(X * sw[:, None], des.y * sw, rcond=None)[0]
+    return rosenbaum_bounds(resid, part["_set"].to_numpy(), part[c.treatment].to_numpy() == 1, direction=direction,
+                            hl_gammas=(1.5,))
+
+
+@pytest.mark.parametrize("direction", ["greater", "less"])
+def test_rosenbaum_direction_fixed_in_advance_is_tested_one_sided(matched, direction):
+    """``rosenbaum_direction="greater"`` / ``"less"``: a direction fixed in advance (a one-sided
+    hypothesis registered before the data) is tested one-sided at α, as
+    ``rosenbaum_bounds(direction=...)``; the default takes the estimate's sign and tests it
+    two-sided. Before 2026-12-05 the matched analysis always took the estimate's sign."""
+    s = sensitivity(matched, by="subject", rosenbaum_direction=direction, hl_gammas=[1.5])
+    default = sensitivity(matched, by="subject", hl_gammas=[1.5])
+    for key, r in s:
+        ros, ref = r.rosenbaum, _one_sided_reference(matched, key[0], direction)
+        assert not ros.two_sided and ros.direction == direction and not ref.two_sided
+        assert list(ros.table.columns) == list(ref.table.columns)  # (no two-sided column)
+        np.testing.assert_allclose(ros.table.to_numpy(float), ref.table.to_numpy(float), rtol=1e-9)
+        assert ros.gamma_alpha == pytest.approx(ref.gamma_alpha, rel=1e-9)
+        rows = s.to_frame().query("subject == @key[0] and kind == 'rosenbaum'")
+        assert rows["label"].str.contains(f"one-sided '{direction}'").all()
+        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-12)
+        # the default's two-sided bound at Γ = 1 is twice this one-sided bound when the estimate points this way
+        two = default[key].rosenbaum
+        if two.direction == direction:
+            assert two.table["pvalue_upper_two_sided"].iloc[0] == pytest.approx(
+                min(2 * ref.table["pvalue_upper"].iloc[0], 1.0), rel=1e-9)
+
+
+def test_rosenbaum_direction_must_be_greater_less_or_empty(matched, data):
+    """Anything but "greater", "less", "" or None is an error naming the option, before any fit."""
+    assert sensitivity(matched, by="subject", rosenbaum_direction="")["math"].rosenbaum.two_sided
+    for bad in ("up", "Greater", 1, True):
+        with pytest.raises(DataError, match="^rosenbaum_direction must be 'greater' or 'less'"):
+            sensitivity(matched, by="subject", rosenbaum_direction=bad, fits=iter(()))
+        with pytest.raises(DataError, match="^option rosenbaum_direction must be 'greater' or 'less'"):
+            pleval.estimate(data, design="matched", rosenbaum_direction=bad)
+
+
+def test_estimate_and_run_toml_carry_the_rosenbaum_direction(data, matched, tmp_path):
+    """pleval.estimate(rosenbaum_direction="greater"): each subject's bounds are the one-sided
+    ones of that direction, the report names the test, run.toml records the option (the
+    default "" too) and the `pleval estimate --rosenbaum-direction` flag gives the same; a run
+    from that run.toml repeats it."""
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+    from pleval.report import save
+
+    ev = pleval.estimate(data, design="matched", seed=1, placebo=False, rosenbaum_direction="greater",
+                         hl_gammas=[1.5])
+    for subject in ("math", "reading"):
+        ros, ref = ev.details[subject]["sensitivity"].rosenbaum, _one_sided_reference(matched, subject, "greater")
+        assert not ros.two_sided and ros.direction == "greater"
+        np.testing.assert_allclose(ros.table.to_numpy(float), ref.table.to_numpy(float), rtol=1e-9)
+        assert ros.gamma_alpha == pytest.approx(ref.gamma_alpha, rel=1e-9)
+    out = save(ev, tmp_path / "api")
+    assert "Rosenbaum Γ at which the one-sided 'greater' p bound reaches 0.05" in (out / "summary.md").read_text()
+    assert tomllib.loads((out / "run.toml").read_text())["options"]["rosenbaum_direction"] == "greater"
+    plain = pleval.estimate(data, design="matched", seed=1, placebo=False, sensitivity=False)
+    assert plain.options["rosenbaum_direction"] == ""
+
+    src = tmp_path / "students.csv"
+    data.to_csv(src, index=False)
+    first, again = tmp_path / "cli", tmp_path / "again"
+    res = CliRunner().invoke(app, ["estimate", str(src), "--seed", "1", "--no-placebo",
+                                   "--rosenbaum-direction", "greater", "--out", str(first), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert tomllib.loads((first / "run.toml").read_text())["options"]["rosenbaum_direction"] == "greater"
+    f = pd.read_csv(first / "sensitivity.csv")
+    for subject in ("math", "reading"):
+        ref = _one_sided_reference(matched, subject, "greater")
+        rows = f[(f["subject"] == subject) & (f["kind"] == "rosenbaum")]
+        assert rows["label"].str.contains("one-sided 'greater'").all()
+        assert rows["value"].iloc[0] == pytest.approx(ref.gamma_alpha, rel=1e-9)
+        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-9)
+    res = CliRunner().invoke(app, ["estimate", "--config", str(first / "run.toml"), "--out", str(again), "--quiet"])
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(pd.read_csv(again / "sensitivity.csv"), f)
+    bad = CliRunner().invoke(app, ["estimate", str(src), "--rosenbaum-direction", "up", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    assert "option rosenbaum_direction must be 'greater' or 'less'" in " ".join(bad.output.split())
+
+
+def test_cli_sensitivity_takes_the_rosenbaum_direction(data, tmp_path):
+    """`pleval sensitivity --rosenbaum-direction less`: the one-sided bounds of that direction in
+    sensitivity.csv and the summary, the option in provenance.json; a bad value is an error."""
+    from typer.testing import CliRunner
+
+    from pleval.cli import app
+
+    src = tmp_path / "students.csv"
+    data.to_csv(src, index=False)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["sensitivity", str(src), "--rosenbaum-direction", "less", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "one-sided 'less', the direction fixed in advance" in " ".join(res.output.split())
+    f = pd.read_csv(out / "sensitivity.csv")
+    m = pleval.match(data, SAMPLE_COLUMNS, method="propensity")  # the command's match (seed 0)
+    for subject in ("math", "reading"):
+        ref = _one_sided_reference(m, subject, "less")
+        rows = f[(f["subject"] == subject) & (f["kind"] == "rosenbaum")]
+        assert rows["label"].str.contains("one-sided 'less'").all()
+        assert rows["value"].iloc[0] == pytest.approx(ref.gamma_alpha, rel=1e-9)
+        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-9)
+    assert json.loads((out / "provenance.json").read_text())["options"]["rosenbaum_direction"] == "less"
+    bad = CliRunner().invoke(app, ["sensitivity", str(src), "--rosenbaum-direction", "down", "--out", str(out)])
+    assert bad.exit_code == 2 and "rosenbaum_direction must be 'greater' or 'less'" in " ".join(bad.output.split())
+
+
 def test_placebo_outcome(matched):
     """A pre-program score shows no 'effect' (its CI covers zero); a score the program touched does."""
     s = sensitivity(matched, by="subject", placebo_outcome="prior2")

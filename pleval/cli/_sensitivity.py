@@ -67,6 +67,7 @@ def sensitivity_cmd(
     gammas: str = typer.Option("1,1.5,2,3", "--gammas", help="Gamma values for the table of Rosenbaum p-value bounds."),
     hl_gamma: Optional[str] = typer.Option(None, "--hl-gamma", help="Gamma values at which to add the Hodges-Lehmann range and interval, comma-separated."),
     statistic: str = typer.Option("rank", "--statistic", help="Rosenbaum test statistic: rank (signed/aligned ranks) or huber (Huber M-statistic)."),
+    rosenbaum_direction: Optional[str] = typer.Option(None, "--rosenbaum-direction", help="The direction of the Rosenbaum test fixed in advance, one-sided at --alpha: greater or less, the sign of the effect on the outcome's scale (less = a fall, even where lower is better) (default: the estimate's sign, tested two-sided)."),
     placebo_outcome: Optional[str] = typer.Option(None, "--placebo-outcome", help="A pre-program score to analyse as a placebo (negative-control) outcome."),
     sd: str = typer.Option("pooled", "--sd", help="Effect-size SD: pooled, comparison, or a number (norm SD)."),
     vcov: Optional[str] = typer.Option(None, "--vcov", help="Covariance of the effect, as for pleval match: CR2 (default, by school), CR1, CR0, HC2, HC1, HC0, classical."),
@@ -106,7 +107,8 @@ def sensitivity_cmd(
                          caliper=caliper, replace=replace, penalize=penalize)
     options = dict(benchmarks=parse_names(benchmarks) or None, kd=parse_numbers(kd, "--kd"), q=q, alpha=alpha,
                    gammas=parse_numbers(gammas, "--gammas") or (1.0,), hl_gammas=parse_numbers(hl_gamma, "--hl-gamma"),
-                   rosenbaum_statistic=statistic, placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
+                   rosenbaum_statistic=statistic, rosenbaum_direction=rosenbaum_direction,
+                   placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
                    cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     m = match(df, cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)

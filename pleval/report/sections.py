@@ -489,6 +489,8 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     if not subs:
         return None
     alpha = _alpha(ev)
+    fixed = ev.options.get("rosenbaum_direction") or ""  # a direction fixed in advance: one-sided
+    sides = f"one-sided '{fixed}'" if fixed else "two-sided"
     blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ss.sentence()}") for s, ss in subs]
     fields = {
         "robustness value: share of both residual variances that brings the estimate to zero":
@@ -500,7 +502,7 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1, edges=(0,))
             for _, ss in subs],
         "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
-        f"Rosenbaum Γ at which the two-sided p bound reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],
+        f"Rosenbaum Γ at which the {sides} p bound reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],
     }
     if any(ss.placebo is not None for _, ss in subs):
         fields["placebo outcome: effect size (CI), should be 0"] = [
@@ -515,10 +517,11 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         "matching balances the pretest, a confounder 'as strong as the pretest' is weakly related to PL "
         "enrolment in the matched sample, so the multiple can be large. E-value: the risk-ratio association "
         "with both PL and the outcome needed to explain the effect away, via RR ≈ exp(0.91·d) (VanderWeele & "
-        "Ding 2017). Γ: how much two matched students' odds of PL may differ before the two-sided p-value bound "
-        "(twice the one-sided bound in the estimate's direction) reaches α (Rosenbaum 2002; matched sets treated "
-        "as independent, so school clustering is not counted). Every number, with benchmark bounds for each "
-        "covariate, is in sensitivity.csv."
+        "Ding 2017). Γ: how much two matched students' odds of PL may differ before the "
+        + (f"one-sided p-value bound in the direction fixed in advance ('{fixed}') " if fixed else
+           "two-sided p-value bound (twice the one-sided bound in the estimate's direction) ")
+        + "reaches α (Rosenbaum 2002; matched sets treated as independent, so school clustering is not counted). "
+        "Every number, with benchmark bounds for each covariate, is in sensitivity.csv."
     )))
     blocks += _figures(ev, figures, "sensitivity", "Adjusted estimate and t-value for a hidden confounder of any "
                        "strength (partial R² with PL enrolment across, with the outcome up); dashed red: where the "

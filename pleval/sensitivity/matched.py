@@ -34,7 +34,7 @@ from .._text import fixed
 from ..errors import DataError, DesignError, PlevalWarning
 from .evalue import EValue, evalue_smd
 from .ovb import Gram, OmittedVariableBounds, ovb_from_design
-from .rosenbaum import HuberScores, RosenbaumBounds, _bounds, check_gammas
+from .rosenbaum import HuberScores, RosenbaumBounds, _bounds, check_direction, check_gammas
 
 FRAME_COLUMNS = ["kind", "label", "r2dz_x", "r2yz_dx", "gamma", "estimate", "se", "t", "ci_low", "ci_high",
                  "pvalue", "hl_low", "hl_high", "value"]
@@ -191,6 +191,7 @@ def sensitivity(
     gammas=(1.0, 1.5, 2.0, 3.0),
     hl_gammas=(),
     rosenbaum_statistic: str = "rank",
+    rosenbaum_direction: str | None = None,
     placebo_outcome: str | None = None,
     sd="pooled",
     level: float = 0.95,
@@ -216,6 +217,11 @@ def sensitivity(
     hl_gammas : Γ values at which to add the Hodges–Lehmann range and sensitivity interval.
     rosenbaum_statistic : "rank" (signed ranks for pairs, aligned ranks for sets) or "huber"
         (Huber's M-statistic, trim 2.5; Rosenbaum 2007) — see :func:`.rosenbaum.rosenbaum_bounds`.
+    rosenbaum_direction : None or "" (default): the direction of the Rosenbaum test is the sign of
+        the estimate, chosen from the data, so the test is two-sided; "greater" or "less": a
+        direction fixed in advance (a pre-registered one-sided hypothesis), tested one-sided at
+        α. It names the sign of the effect on the outcome's scale ("less" for a fall, whether or
+        not lower is better).
     placebo_outcome : a pre-program score to analyse as a negative-control outcome.
     sd, level, baseline_percentile : as :meth:`MatchResult.estimate`.
     vcov, cluster_df, cr2, df_working : the SE of the matched regressions, as
@@ -230,7 +236,8 @@ def sensitivity(
     """
     by_t = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
     analyse = group_sensitivity(m, benchmarks=benchmarks, kd=kd, q=q, alpha=alpha, gammas=gammas, hl_gammas=hl_gammas,
-                                rosenbaum_statistic=rosenbaum_statistic, placebo_outcome=placebo_outcome, sd=sd,
+                                rosenbaum_statistic=rosenbaum_statistic, rosenbaum_direction=rosenbaum_direction,
+                                placebo_outcome=placebo_outcome, sd=sd,
                                 level=level, by=by_t, vcov=vcov, cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     if fits is None and effects is None:  # fit the matched regressions here, one group's design at a time
         fits = m.group_fits(by, sd=sd, level=level, baseline_percentile=baseline_percentile, lazy=True,
@@ -254,6 +261,7 @@ def sensitivity(
 
 def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha: float = 0.05,
                       gammas=(1.0, 1.5, 2.0, 3.0), hl_gammas=(), rosenbaum_statistic: str = "rank",
+                      rosenbaum_direction: str | None = None,
                       placebo_outcome: str | None = None, sd="pooled", level: float = 0.95, by=(),
                       vcov: str | None = None, cluster_df: str = "G-1", cr2: str = "transformed",
                       df_working: str = "random_effects"):
@@ -276,6 +284,7 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
     for name, values in (("gammas", gammas), ("hl_gammas", hl_gammas)):  # before any fit
         check_gammas(values, name)
+    fixed = check_direction(rosenbaum_direction, "rosenbaum_direction")
     bench = default_benchmarks(c) if benchmarks is None else ([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
     unknown = [b for b in bench if b not in default_benchmarks(c)]
     if unknown:
@@ -306,9 +315,10 @@ def group_sensitivity(m, *, benchmarks=None, kd=(1, 2, 3), q: float = 1.0, alpha
             resid = g.residuals(des.y, des.X, [j for j in range(len(des.names)) if j != d])
             del g
             # (reads no part of the design; takes its arrays out of the list: freed once read). The direction is
-            # the estimate's, chosen from the data: tested two-sided
+            # the one fixed in advance, tested one-sided, or the estimate's, chosen from the data: tested two-sided
+            direction = fixed or ("less" if eff.raw.estimate < 0 else "greater")
             bounds = partial(_bounds, [resid[pos], sets, (des.t != 0)[pos]], gammas=gammas, alpha=alpha,
-                             direction="less" if eff.raw.estimate < 0 else "greater", two_sided=True, hl_gammas=hl_gammas,
+                             direction=direction, two_sided=fixed is None, hl_gammas=hl_gammas,
                              statistic=rosenbaum_statistic, trim=HuberScores.trim, inner=HuberScores.inner, label=label)
             del resid
         del pos, sets

@@ -675,6 +675,18 @@ def check_gammas(values, name: str) -> np.ndarray:
     return g
 
 
+def check_direction(value, name: str) -> str | None:
+    """The direction of a Rosenbaum test fixed in advance ("greater" or "less"), or None when it
+    is to be taken from the estimate (``value`` None or ""); a DataError naming the option
+    ``name`` otherwise."""
+    if value is None or (isinstance(value, str) and value == ""):
+        return None
+    if not (isinstance(value, str) and value in ("greater", "less")):
+        raise DataError(f"{name} must be 'greater' or 'less' (the sign of the effect on the outcome's scale, fixed in "
+                        f"advance: tested one-sided) or empty (the estimate's sign: tested two-sided); got {value!r}")
+    return value
+
+
 def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim, inner, label,
             two_sided: bool | None = None) -> RosenbaumBounds:
     """:func:`rosenbaum_bounds` of ``data = [y, set_id, treated]``, taken out of the list (emptied):
