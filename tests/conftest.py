@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -33,6 +34,33 @@ def sim_scale() -> float:
 def sim_reps(full: int, minimum: int = 40) -> int:
     """Number of simulation replications at the current scale."""
     return max(minimum, int(round(full * sim_scale())))
+
+
+def three_scale_coverage(effects, truth_raw, scale_sd: float) -> dict[str, float]:
+    """Coverage of the 95% CIs of ``effects`` (:class:`pleval._results.Effect`, one a data set)
+    on the raw, effect-size and percentile-point scales, each asserted within 0.95 ± 3 binomial
+    SEs of the replications run. The raw truth is ``truth_raw`` (one a data set). An effect size
+    divides by its sample's pooled SD, taken as known; the effect-size truth divides by that SD's
+    population value σ̄, estimated by the reported SDs' Monte-Carlo mean (asserted within 5% of
+    the simulator's ``scale_sd``, which it need not equal: a matched sample of selected schools
+    varies less), so the check is of the CI against a fixed standardizer. The percentile-point
+    truth is the effect-size truth mapped from each effect's baseline percentile."""
+    from pleval.percentiles import to_percentile_points
+
+    truth_raw = np.asarray(truth_raw, dtype=float)
+    reps = len(effects)
+    sd_bar = np.mean([e.sd for e in effects])
+    assert abs(sd_bar / scale_sd - 1) < 0.05, f"mean SD {sd_bar:.3f} against the simulator's {scale_sd}"
+    truth_es = truth_raw / sd_bar
+    truth_pp = to_percentile_points(truth_es, np.array([e.baseline_percentile for e in effects]))
+    cover = {}
+    for scale, truth in (("raw", truth_raw), ("effect_size", truth_es), ("percentile_points", truth_pp)):
+        ci = np.array([(getattr(e, scale).ci_low, getattr(e, scale).ci_high) for e in effects])
+        cover[scale] = float(np.mean((ci[:, 0] <= truth) & (truth <= ci[:, 1])))
+    mc_se = np.sqrt(0.95 * 0.05 / reps)
+    for scale, c in cover.items():
+        assert abs(c - 0.95) <= 3 * mc_se, f"{scale} coverage {c:.3f} over {reps} reps (MC SE {mc_se:.3f})"
+    return cover
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ from pleval import analyze_rct, rct_by_subject
 from pleval.data import RCT_SAMPLE_COLUMNS, Columns
 from pleval.errors import DataError, DesignError, PlevalWarning
 from pleval.inference import ols
-from pleval.simulate import simulate_cluster_rct
+from pleval.simulate import simulate_cluster_rct, simulate_multisite_rct
 
 from ._rct_sim import make_cluster_rct
-from .conftest import sim_reps
+from .conftest import sim_reps, three_scale_coverage
 from .test_heterogeneity_school_effects import dense_hc2_df
 from .test_rct_inference import direct_cr2
 
@@ -387,6 +387,42 @@ def test_cace_holds_its_size_with_few_schools():
             warnings.simplefilter("ignore", PlevalWarning)
             rejected += analyze_rct(d, cols).cace.raw.pvalue < 0.05
     assert rejected / reps <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / reps), rejected / reps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design, lin", [("blocked", False), ("individual", False), ("blocked", True)])
+def test_student_randomized_itt_covers_a_true_effect_on_every_scale(design, lin):
+    """A multi-site trial (12 schools of about 60 students randomized within each, effect 0.3 SD,
+    no heterogeneity), analysed with the schools as blocks, as one individually randomized trial,
+    and with Lin's interacted adjustment: the ITT's 95% CIs (HC2) cover the true effect in raw
+    points, as an effect size and in percentile points, each within 3 binomial SEs of 0.95
+    (the effect-size truth divides by the pooled SD's population value: ``three_scale_coverage``)."""
+    cols = RCT_SAMPLE_COLUMNS.replace(takeup=None, block="school_id" if design == "blocked" else None)
+    reps = sim_reps(800, minimum=200)
+    effects, truth = [], []
+    for r in range(reps):
+        sim = simulate_multisite_rct(n_schools=12, students_per_school=60, grades=(5,), subjects=("math",),
+                                     effect=0.3, tau=0.0, seed=30_000 + r)
+        effects.append(analyze_rct(sim.data, cols, design=design, lin=lin, compliance=False).itt)
+        truth.append(sim.truth.att_raw)
+    assert "HC2" in effects[0].raw.method and ("Lin" in effects[0].raw.method) == lin
+    three_scale_coverage(effects, truth, sim.truth.sd)
+
+
+@pytest.mark.slow
+def test_cace_covers_a_true_effect_on_every_scale():
+    """A cluster trial (24 schools in 6 blocks, a quarter of the PL schools not implementing,
+    effect 0.3 SD where implemented): the CACE's 95% CIs (the ITT's CR2 and Satterthwaite df)
+    cover the mean effect over implementing schools' students on the three scales, each within
+    3 binomial SEs of 0.95."""
+    reps = sim_reps(400, minimum=100)
+    effects, truth = [], []
+    for r in range(reps):
+        sim = simulate_cluster_rct(n_schools=24, n_blocks=6, students_per_school=60, grades=(5,), subjects=("math",),
+                                   effect=0.3, tau=0.0, noncompliance=0.25, seed=40_000 + r)
+        effects.append(analyze_rct(sim.data, RCT_SAMPLE_COLUMNS).cace)
+        truth.append(sim.truth.details["cace_sample_sd"] * sim.truth.sd)
+    three_scale_coverage(effects, truth, sim.truth.sd)
 
 
 def test_no_cace_when_take_up_does_not_vary(trial):
