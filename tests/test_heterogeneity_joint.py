@@ -5,6 +5,8 @@ scipy, and a Bayesian posterior computed from the joint Gaussian."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,8 @@ from scipy import optimize, stats
 from pleval.errors import DataError, PlevalWarning
 from pleval.heterogeneity import calibrate, empirical_bayes, meta_analysis, meta_regression, school_effects
 from pleval.inference import ols
+
+from .conftest import sim_reps
 
 
 def stacked(n_pl=5, n_comp=8, per_set=3, seed=0, share=True, tau_school=0.3):
@@ -856,3 +860,32 @@ def test_cross_products_in_threads_are_those_of_one_thread(chunk, monkeypatch):
         want = ref(1.0, A, beta=1.0, c=C.copy(order="F"), overwrite_c=1)
         _joint._syrk(A, C)
         np.testing.assert_array_equal(C, want)
+
+
+@pytest.mark.slow
+def test_pool_schools_intervals_cover_with_correlated_schools():
+    """``pool_schools`` (REML, Hartung–Knapp, V + τ²I) on 12 schools whose estimates share a
+    known covariance (five fixed designs: SEs 0.16–0.30, correlations of SD 0.17 reaching ±0.5),
+    τ = 0.1, μ = 0.1: the pooled 95% CI covers μ within 3 binomial SEs of 0.95 (from below:
+    Hartung–Knapp's interval may run wide with few schools). The shrunken intervals cover the
+    schools' true effects on average within [93%, 97%] up to 3 Monte Carlo SEs, the criterion of
+    ``test_heterogeneity_predictive``: an empirical-Bayes interval covers 95% on average when τ²
+    is known, and τ̂², often 0 with 12 schools this noisy, costs a point or so."""
+    from pleval.heterogeneity.school_inference import pool_schools
+
+    rng = np.random.default_rng(20261205)
+    reps, k, mu, tau = sim_reps(1600), 12, 0.1, 0.1
+    designs = [_corr_data(k, seed=s)[1] for s in range(5)]
+    pooled, shrunk = 0, []
+    for r in range(reps):
+        V = designs[r % 5]
+        theta = mu + tau * rng.standard_normal(k)
+        y = theta + np.linalg.cholesky(V) @ rng.standard_normal(k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            m, sh = pool_schools(y, np.sqrt(np.diag(V)), V)
+        pooled += m.ci_low <= mu <= m.ci_high
+        shrunk.append(np.mean((sh.ci_low <= theta) & (theta <= sh.ci_high)))
+    assert pooled / reps >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / reps), pooled / reps
+    mean, se = np.mean(shrunk), np.std(shrunk, ddof=1) / np.sqrt(reps)
+    assert 0.93 - 3 * se <= mean <= 0.97 + 3 * se, (mean, se)
