@@ -38,6 +38,17 @@ def test_domain_adjustment_is_bh_within_subject_and_domain():
     assert not np.allclose(out["pvalue_adjusted"], multipletests(t["pvalue"], method="fdr_bh")[1])
 
 
+@pytest.mark.parametrize("method, sm", [("holm", "holm"), ("bonferroni", "bonferroni")])
+def test_domain_adjustment_holm_and_bonferroni_against_statsmodels(method, sm):
+    """The other ``adjust`` options, family by family, equal statsmodels' multipletests (ties
+    and p-values whose adjustment reaches 1 included)."""
+    t = pd.DataFrame({"subject": ["math"] * 7, "domain": ["achievement"] * 4 + ["attendance"] * 3,
+                      "pvalue": [0.01, 0.04, 0.04, 0.30, 0.002, 0.6, 0.02]})
+    out = domain_adjust(t, method)
+    for _, g in out.groupby(["subject", "domain"]):
+        np.testing.assert_allclose(g["pvalue_adjusted"], multipletests(g["pvalue"], method=sm)[1], rtol=1e-12)
+
+
 def test_outcome_sample_drops_sets_without_the_outcome_and_reweights():
     m = pd.DataFrame({"treatment": [1, 0, 0, 1, 0, 0], "_set": [0, 0, 0, 1, 1, 1],
                       "_weight": [1, 0.5, 0.5, 1, 0.5, 0.5], "y": [1, np.nan, 0, np.nan, 1, 1]})
