@@ -146,7 +146,7 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
     else:
         df, eta = _constant_df(float(n - k)), None
     return OLSFit(params, V, tuple(["treatment", *xn[2:]]), n, 1 + 2 * p, None, vcov, e,
-                  df, None, n_cells - 1, eta)  # cells less the one τ̂ stands in for
+                  df, None, n_cells - 1, eta, float(n - k))  # cells less the one τ̂ stands in for
 
 
 __all__ = ["lin_design", "lin_ols", "lin_within"]

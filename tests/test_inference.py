@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from scipy import linalg
+from scipy import linalg, stats
 
 from pleval import DataError, DesignError
 from pleval.inference import adjust_pvalues, ols
@@ -528,3 +528,30 @@ def test_wald_f_denominator_counts_absorbed_groups():
     assert t.df2 == pytest.approx(float(ref.df_denom)) == n - 3 - A
     assert t.F == pytest.approx(float(np.squeeze(ref.fvalue)), rel=1e-8)
     assert t.pvalue == pytest.approx(float(ref.pvalue), rel=1e-8)
+
+
+
+@pytest.mark.parametrize("vcov", ["CR1", "CR0"])
+def test_wald_f_denominator_follows_the_cluster_df_convention(vcov):
+    """Under ``cluster_df="G-p"`` the Wald F of a CR0/CR1 fit has the fit's own G − k (− A absorbed)
+    df, so one constraint gives the contrast's t test (before 2026-12-05 G − 1: 11 df against the
+    contrast's 8 with 12 clusters and 4 coefficients); under "G-1" G − 1."""
+    rng = np.random.default_rng(12)
+    G, m = 12, 10
+    cl = np.repeat(np.arange(G), m)
+    blk = cl // 4  # 3 absorbed groups, each cluster within one
+    x = rng.normal(size=(G * m, 3))
+    y = rng.normal(size=G * m) + rng.normal(size=G)[cl]
+    X = np.column_stack([np.ones(G * m), x])
+    for fit, k, conv in ((ols(y, X, vcov=vcov, clusters=cl, cluster_df="G-p"), 4, "G-p"),
+                         (ols(y, x, vcov=vcov, clusters=cl, cluster_df="G-p", absorb=blk), 3 + 3, "G-p"),
+                         (ols(y, X, vcov=vcov, clusters=cl), 4, "G-1")):
+        c = np.eye(fit.k)[1]
+        df = G - k if conv == "G-p" else G - 1
+        t = float(c @ fit.params) / np.sqrt(c @ fit.vcov @ c)
+        one = fit.wald_test(c)
+        assert one.df2 == df == fit.contrast(c)[2]
+        assert one.F == pytest.approx(t**2, rel=1e-10)
+        assert one.pvalue == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
+        two = fit.wald_test(np.eye(fit.k)[:2])
+        assert two.df2 == df and two.pvalue == pytest.approx(stats.f.sf(two.F, 2, df), rel=1e-10)

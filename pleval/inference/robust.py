@@ -377,6 +377,8 @@ class OLSFit(ResultMixin):
     k_absorbed: int = 0  # group effects absorbed (ols(absorb=)): in the fit, not in params
     # HTZ η of q constraints (q × k): the CR2 blocks' under CR2, each row its own cluster's under HC2
     htz_eta: Callable[[np.ndarray], float] | None = field(default=None, repr=False, compare=False)
+    # the Wald F's denominator df: G − 1, or G − k − A for CR0/CR1 under cluster_df="G-p"; n − k − A without clusters
+    df_resid: float = math.nan
 
     @cached_property
     def df(self) -> np.ndarray:
@@ -690,12 +692,10 @@ def ols(
             raise DesignError(f"cluster_df='G-p' needs more clusters ({G_info}) than coefficients ({kf})")
         if vcov == "CR1":
             V *= G_info / (G_info - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G_info / (G_info - kf)
-        if blocks is not None:
-            contrast_df = blocks.df
-        else:
-            contrast_df = _constant_df(G_info - 1.0 if cluster_df == "G-1" else float(G_info - kf))
+        df_resid = G_info - 1.0 if cluster_df == "G-1" or vcov == "CR2" else float(G_info - kf)
+        contrast_df = _constant_df(df_resid) if blocks is None else blocks.df
         return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs,
-                      None if blocks is None else blocks.eta)
+                      None if blocks is None else blocks.eta, df_resid)
 
     Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
@@ -722,7 +722,7 @@ def ols(
         contrast_df, eta = _hc2_contrast_df(X, wts, h, M, absorbed)
     else:
         contrast_df, eta = _constant_df(float(n - k - k_abs)), None
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs, eta)
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs, eta, float(n - k - k_abs))
 
 
 def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):

@@ -9,8 +9,10 @@
   ``R V R'`` under the CR2 working model (:meth:`pleval.inference.robust.CR2Blocks.eta`; under
   HC2 that of CR2 with each row its own cluster, :func:`pleval.inference.robust.hc2_eta`).
   For q = 1 it is the Satterthwaite (Bell & McCaffrey) t test.
-* ``"F"``: ``Q/q ~ F(q, G − 1)`` with G clusters (``n − k − A`` without clusters, A the absorbed
-  group effects; Cameron & Miller 2015, §VII) — clubSandwich's ``"Naive-F"``.
+* ``"F"``: ``Q/q ~ F(q, G − 1)`` with G clusters (``G − k − A`` for CR0/CR1 under
+  ``cluster_df="G-p"``; ``n − k − A`` without clusters, A the absorbed group effects; the fit's
+  residual df, :attr:`~pleval.inference.OLSFit.df_resid`; Cameron & Miller 2015, §VII) —
+  clubSandwich's ``"Naive-F"``.
 * ``"chi2"``: ``Q ~ χ²(q)`` (reported as ``F = Q/q`` on (q, ∞)).
 """
 
@@ -89,8 +91,9 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
         return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)), eta)
     if test == "chi2":
         return WaldTest("chi2", Q, Q / q, float(q), math.inf, float(stats.chi2.sf(Q, q)))
-    # the residual df of the fit with its absorbed indicators (before 2026-12-05 n − k, as if none were absorbed)
-    df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k - fit.k_absorbed)
+    # the fit's own residual df: with its absorbed indicators (before 2026-12-05 n − k, as if none
+    # were absorbed) and its cluster_df convention (before 2026-12-05 G − 1 under "G-p" too)
+    df2 = fit.df_resid
     return WaldTest("F", Q, Q / q, float(q), df2, float(stats.f.sf(Q / q, q, df2)))
 
 
