@@ -13,11 +13,13 @@ matched comparisons, HC2 otherwise (:func:`pleval.inference.ols`).
 * **Equality across levels** (the interaction test), H0: τ_1 = … = τ_L. With two levels, the t
   test of τ̂_2 − τ̂_1 with its Satterthwaite df. With L > 2, the cluster-robust Wald statistic
   ``W = (Rτ̂)'(R V R')⁻¹(Rτ̂)`` for the L − 1 differences from level 1, referred by default
-  (``test="HTZ"``, CR2 fits) to the approximate Hotelling's T² of Pustejovsky & Tipton (2018):
+  (``test="HTZ"``, CR2 fits, and HC2 fits with each row its own cluster) to the approximate
+  Hotelling's T² of Pustejovsky & Tipton (2018):
   ``F = (η − q + 1)/(η q)·W`` on ``(q, η − q + 1)``, q = L − 1 (clubSandwich's ``Wald_test``
   default; :mod:`pleval.inference.wald`). ``test="F"`` gives the earlier reference,
-  ``W/(L − 1)`` on F(L − 1, G − 1) (Cameron & Miller 2015, §VII; n − k without clusters), which
-  over-rejects with few or unbalanced clusters; non-CR2 fits always use it.
+  ``W/(L − 1)`` on F(L − 1, G − 1) (Cameron & Miller 2015, §VII; n − k − A without clusters, A
+  the absorbed effects), which over-rejects with few or unbalanced clusters, or few treated rows
+  in a level; CR0/CR1/HC0/HC1/classical fits always use it (before 2026-12-05 HC2 fits too).
 * **Change in the gap** between the last and the first level, ``τ̂_L − τ̂_1``, with its
   Satterthwaite-df t interval: e.g. with pretest bands ordered from lowest to highest, a negative
   value means the program raised the lowest band more than the highest — it narrows the gap.
@@ -128,7 +130,7 @@ def subgroup_effects(
     would leave their noise out (:func:`pleval.matching.effect.one_school_arms_as_students`).
 
     ``test`` is the reference of the equality test with more than two levels: ``"HTZ"``
-    (default; CR2 fits) or ``"F"``. ``cluster_df``, ``cr2`` and ``absorb`` (group codes whose
+    (default; CR2 and HC2 fits) or ``"F"``. ``cluster_df``, ``cr2`` and ``absorb`` (group codes whose
     indicators are absorbed; X then has no intercept) and ``df_working`` (the working model of the
     single contrasts' Satterthwaite df; matched comparisons pass ``"random_effects"``, as their
     overall effect does) are those of :func:`pleval.inference.ols`.
@@ -214,7 +216,7 @@ def subgroup_effects(
         test = {"n_levels": 2, "statistic": d / se, "df1": 1.0, "df2": df, "pvalue": p,
                 "test": f"t = {d / se:.3f} on {df:.1f} df (Satterthwaite)"}
     else:
-        wt = fit.wald_test(R, test="HTZ" if test == "HTZ" and fit.cr2_blocks is not None else "F")
+        wt = fit.wald_test(R, test="HTZ" if test == "HTZ" and fit.htz_eta is not None else "F")
         test = {"n_levels": Lu, "statistic": wt.F, "df1": wt.df1, "df2": wt.df2, "pvalue": wt.pvalue, "test": wt.label}
         if wt.test == "HTZ" and not wt.df2 > 0 and notes is not None:
             notes.append(f"subgroup {name}: the HTZ test of equal effects across {Lu} levels is undefined (η = "

@@ -192,7 +192,7 @@ def test_clubsandwich_form_equals_direct_matrix_implementation(seed):
 def test_wald_test_errors():
     y, X, cl, _ = _clustered(3)
     fit = ols(y, X, clusters=cl, vcov="CR1")
-    with pytest.raises(DataError, match="HTZ test needs a CR2 fit"):
+    with pytest.raises(DataError, match="HTZ test needs a CR2 or HC2 fit"):
         fit.wald_test(np.eye(4)[1:3], test="HTZ")
     assert fit.wald_test(np.eye(4)[1:3]).test == "F"
     with pytest.raises(DataError, match="columns"):

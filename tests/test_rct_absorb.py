@@ -334,6 +334,12 @@ def test_lin_with_absorbed_blocks_equals_the_interacted_model_with_indicators(vc
     np.testing.assert_allclose(fit.params, full.params[j], rtol=1e-9)
     np.testing.assert_allclose(fit.vcov, full.vcov[np.ix_(j, j)], rtol=1e-8, atol=1e-14)
     np.testing.assert_allclose(fit.df, full.df[j], rtol=1e-8)  # HC2: each coefficient's Bell & McCaffrey df
+    # the slopes' interactions tested together: HC2's HTZ (each student its own cluster; a Wald F on
+    # n − k before 2026-12-05), the other covariances' F on n − k
+    R = np.eye(len(j))[3:]
+    a, b = fit.wald_test(R), full.wald_test(np.eye(full.k)[j[3:]])
+    assert a.test == b.test == ("HTZ" if vcov == "HC2" else "F")
+    assert a.F == pytest.approx(b.F, rel=1e-8) and a.df2 == pytest.approx(b.df2, rel=1e-8)
 
 
 def test_lin_leaves_out_blocks_without_both_arms():

@@ -135,6 +135,33 @@ def test_levels_and_equality_test_equal_a_direct_cr2_wald(levels, weighted):
     assert test["gap_ci_low"] == pytest.approx(g @ ref.params - half, rel=1e-7)
 
 
+def test_equality_test_of_an_hc2_fit_is_htz_with_each_student_its_own_cluster():
+    """A trial that randomized students (HC2) tests equal effects across 3 levels by HTZ with each
+    student its own cluster, η from the explicit n × n matrices (before 2026-12-05 the Wald F on
+    n − k, which over-rejects with few treated per level); ``test="F"`` keeps that F on n − k."""
+    y, X, z, lev, _, w = _data(7, levels=3, weights=True)
+    n, q = len(y), 2
+    _, test = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, lev, [0, 1, 2], name="g",
+                               scale=_scale, weights=w, vcov="HC2")
+    D = (lev[:, None] == np.arange(1, 3)).astype(float)
+    Xi = np.column_stack([X[:, [0, 2]], D, z[:, None] * (lev[:, None] == np.arange(3))])
+    ref = sm.WLS(y, Xi, weights=w).fit()
+    V, _ = direct_cr2(Xi, y, np.arange(n), w)
+    R = np.zeros((q, Xi.shape[1]))
+    R[:, 4] = -1
+    R[np.arange(q), 5 + np.arange(q)] = 1
+    b = R @ ref.params
+    W = float(b @ np.linalg.solve(R @ V @ R.T, b))
+    eta = direct_htz_eta(Xi, np.arange(n), w, R)
+    F = (eta - q + 1) / (eta * q) * W
+    assert test["test"].startswith("HTZ") and test["statistic"] == pytest.approx(F, rel=1e-8)
+    assert test["df2"] == pytest.approx(eta - q + 1, rel=1e-8)
+    assert test["pvalue"] == pytest.approx(stats.f.sf(F, q, eta - q + 1), rel=1e-7)
+    _, f_test = subgroup_effects(y, X, ["const", "treatment", "pretest"], z, lev, [0, 1, 2], name="g",
+                                 scale=_scale, weights=w, vcov="HC2", test="F")
+    assert f_test["statistic"] == pytest.approx(W / q, rel=1e-8) and f_test["df2"] == n - Xi.shape[1]
+
+
 def test_a_level_whose_treated_students_share_one_school_clusters_them_by_student():
     """Level 2's treated students are all in one school: as one cluster, its residuals in the
     level are fitted by the level's effect, so the SE would leave their noise out. Those rows are

@@ -375,6 +375,10 @@ class OLSFit(ResultMixin):
     _contrast_df: Callable[[np.ndarray], float] = field(repr=False, compare=False)
     cr2_blocks: CR2Blocks | None = field(default=None, repr=False, compare=False)
     k_absorbed: int = 0  # group effects absorbed (ols(absorb=)): in the fit, not in params
+    # HTZ η of q constraints (q × k): the CR2 blocks' under CR2, each row its own cluster's under HC2
+    htz_eta: Callable[[np.ndarray], float] | None = field(default=None, repr=False, compare=False)
+    # the Wald F's denominator df: G − 1, or G − k − A for CR0/CR1 under cluster_df="G-p"; n − k − A without clusters
+    df_resid: float = math.nan
 
     @cached_property
     def df(self) -> np.ndarray:
@@ -437,7 +441,7 @@ class OLSFit(ResultMixin):
         return ExactT.from_gram(*self.cr2_blocks.gram(np.asarray(c, dtype=float)))
 
     def wald_test(self, R, value=None, test: str | None = None):
-        """Test ``Rβ = value`` (q constraints): HTZ under CR2, else an F test; see
+        """Test ``Rβ = value`` (q constraints): HTZ under CR2 and HC2, else an F test; see
         :func:`pleval.inference.wald.wald_test`."""
         from .wald import wald_test
 
@@ -688,11 +692,10 @@ def ols(
             raise DesignError(f"cluster_df='G-p' needs more clusters ({G_info}) than coefficients ({kf})")
         if vcov == "CR1":
             V *= G_info / (G_info - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G_info / (G_info - kf)
-        if blocks is not None:
-            contrast_df = blocks.df
-        else:
-            contrast_df = _constant_df(G_info - 1.0 if cluster_df == "G-1" else float(G_info - kf))
-        return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs)
+        df_resid = G_info - 1.0 if cluster_df == "G-1" or vcov == "CR2" else float(G_info - kf)
+        contrast_df = _constant_df(df_resid) if blocks is None else blocks.df
+        return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs,
+                      None if blocks is None else blocks.eta, df_resid)
 
     Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
@@ -716,10 +719,10 @@ def ols(
         wts = None if weights is None else w
         codes_abs = None if absorb is None else np.asarray(absorb)
         absorbed = None if codes_abs is None else (codes_abs, np.bincount(codes_abs, weights=wts).astype(float))
-        contrast_df = _hc2_contrast_df(X, wts, h, M, absorbed)
+        contrast_df, eta = _hc2_contrast_df(X, wts, h, M, absorbed)
     else:
-        contrast_df = _constant_df(float(n - k - k_abs))
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs)
+        contrast_df, eta = _constant_df(float(n - k - k_abs)), None
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs, eta, float(n - k - k_abs))
 
 
 def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):
@@ -788,8 +791,18 @@ def hc2_df(X: np.ndarray, l: np.ndarray, h: np.ndarray, Sinv: np.ndarray, *, w: 
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(h < 1 - 1e-12, l * l / (1.0 - h), 0.0)
     codes = np.zeros(len(h), dtype=np.intp) if groups is None else groups
-    aw = a if w is None else a * w
     mean = np.bincount(codes, weights=a * (1.0 - h), minlength=G)
+    var = _hc2_trace(X, a, h, Sinv, w, codes, G, absorbed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 0, mean * mean / var, np.nan)
+
+
+def _hc2_trace(X: np.ndarray, a: np.ndarray, h: np.ndarray, Sinv: np.ndarray, w: np.ndarray | None,
+               codes: np.ndarray, G: int, absorbed: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """``tr(A(I − H)A(I − H))`` of each fit, ``A = diag(a)`` (any real ``a``), without an n × n
+    matrix: ``Σ a_i²(1 − 2h_ii) + tr((S⁻¹T)²)`` with ``T = Σ a_i w_i x_i x_i'``, and the absorbed
+    indicators' terms (:func:`hc2_df`)."""
+    aw = a if w is None else a * w
     P = Sinv @ grouped_cross_products(X, codes, G, w=aw)[0]
     var = np.bincount(codes, weights=a * a * (1.0 - 2.0 * h), minlength=G) + np.einsum("gij,gji->g", P, P)
     if absorbed is not None:
@@ -799,21 +812,53 @@ def hc2_df(X: np.ndarray, l: np.ndarray, h: np.ndarray, Sinv: np.ndarray, *, w: 
         s = np.bincount(b, weights=aw, minlength=len(tot))
         v = np.column_stack([np.bincount(b, weights=aw * X[:, j], minlength=len(tot)) for j in range(X.shape[1])])
         var = var + (s * s) @ (inv * inv) + 2.0 * np.einsum("bi,ij,bj,b->", v, Sinv[0], v, inv, optimize=True)
+    return var
+
+
+def hc2_eta(X: np.ndarray, l: np.ndarray, h: np.ndarray, Sinv: np.ndarray, *, w: np.ndarray | None = None,
+            absorbed: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """The HTZ degrees of freedom η (Pustejovsky & Tipton 2018, eq. 13; :meth:`CR2Blocks.eta`) of q
+    estimates ``Σ_i l_is ỹ_i`` (``l``: n × q) under HC2, i.e. CR2 with each row its own cluster,
+    working model ``Var(ỹ) = σ²I`` (arguments as :func:`hc2_df`, one fit). Row i's part of the
+    covariance of estimates s and t is ``b_is b_it ẽ_i²``, ``b_is = l_is/√(1 − h_ii)``, so
+    ``P^{st}_ij = b_is b_jt (I − H)_ij``; with the b standardized by ``Ω^{-1/2}``,
+    ``Ω = Σ_i b_i b_i'(1 − h_ii)`` (= E of their covariance), both of η's pair sums are
+    ``tr(A_st(I − H)A_st(I − H))``, ``A_st = diag(b_s ∘ b_t)``, and
+    ``η = q(q + 1) / (2 Σ_st tr(A_st(I − H)A_st(I − H)))``. For q = 1 it is :func:`hc2_df`."""
+    l = np.atleast_2d(np.asarray(l, dtype=float).T).T
+    q = l.shape[1]
+    keep = h < 1 - 1e-12  # rows of leverage 1 are left out of the HC2 sum
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(var > 0, mean * mean / var, np.nan)
+        b = np.where(keep[:, None], l / np.sqrt(np.where(keep, 1.0 - h, 1.0))[:, None], 0.0)
+    Omega = (b * (1.0 - h)[:, None]).T @ b
+    lam, vec = np.linalg.eigh(Omega)
+    if not np.all(lam > 1e-12 * max(float(np.abs(lam).max()), 1e-300)):
+        return math.nan
+    b = b @ ((vec / np.sqrt(lam)) @ vec.T)
+    codes = np.zeros(len(h), dtype=np.intp)
+    total = sum((1.0 if s_ == t_ else 2.0) * float(_hc2_trace(X, b[:, s_] * b[:, t_], h, Sinv, w, codes, 1, absorbed)[0])
+                for s_ in range(q) for t_ in range(s_, q))
+    return float(q * (q + 1) / (2.0 * total)) if total > 0 else math.nan
 
 
 def _hc2_contrast_df(X: np.ndarray, w: np.ndarray | None, h: np.ndarray, M: np.ndarray,
-                     absorbed: tuple[np.ndarray, np.ndarray] | None) -> Callable[[np.ndarray], float]:
-    """A contrast's Bell & McCaffrey df (:func:`hc2_df`) in an HC2 fit of X (weights w, leverages
-    h, ``M = (X'WX)⁻¹``): ``c'β̂ = Σ_i l_i ỹ_i`` with ``l_i = √w_i x_i'Mc``."""
+                     absorbed: tuple[np.ndarray, np.ndarray] | None):
+    """A contrast's Bell & McCaffrey df (:func:`hc2_df`) and q constraints' HTZ η (:func:`hc2_eta`)
+    in an HC2 fit of X (weights w, leverages h, ``M = (X'WX)⁻¹``): ``c'β̂ = Σ_i l_i ỹ_i`` with
+    ``l_i = √w_i x_i'Mc``."""
     sw = None if w is None else np.sqrt(w)
 
-    def df(c: np.ndarray) -> float:
-        l = X @ (M @ c)
-        return float(hc2_df(X, l if sw is None else l * sw, h, M[None], w=w, absorbed=absorbed)[0])
+    def weights_of(C: np.ndarray) -> np.ndarray:
+        l = X @ (M @ C.T)
+        return l if sw is None else l * (sw[:, None] if l.ndim == 2 else sw)
 
-    return df
+    def df(c: np.ndarray) -> float:
+        return float(hc2_df(X, weights_of(c), h, M[None], w=w, absorbed=absorbed)[0])
+
+    def eta(C: np.ndarray) -> float:
+        return hc2_eta(X, weights_of(np.atleast_2d(C)), h, M[None], w=w, absorbed=absorbed)
+
+    return df, eta
 
 
 @dataclass(frozen=True)

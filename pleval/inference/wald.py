@@ -2,14 +2,17 @@
 
 ``Q = (Rβ̂ − r)'(R V R')⁻¹(Rβ̂ − r)`` with V the fit's covariance, referred to:
 
-* ``"HTZ"`` (default under CR2): the approximate Hotelling's T² test of Pustejovsky & Tipton
+* ``"HTZ"`` (default under CR2 and HC2): the approximate Hotelling's T² test of Pustejovsky & Tipton
   (2018, section 3.2; Tipton & Pustejovsky 2015 "AHZ"), clubSandwich's ``Wald_test(...,
   test = "HTZ")``. ``Q/q`` is approximated by Hotelling's T²(q, η), i.e.
   ``F = (η − q + 1)/(η q) · Q ~ F(q, η − q + 1)``, with η matching the total variance of
-  ``R V R'`` under the CR2 working model (:meth:`pleval.inference.robust.CR2Blocks.eta`).
-  For q = 1 it is the Satterthwaite t test.
-* ``"F"``: ``Q/q ~ F(q, G − 1)`` with G clusters (``n − k`` without clusters; Cameron & Miller
-  2015, §VII) — clubSandwich's ``"Naive-F"``.
+  ``R V R'`` under the CR2 working model (:meth:`pleval.inference.robust.CR2Blocks.eta`; under
+  HC2 that of CR2 with each row its own cluster, :func:`pleval.inference.robust.hc2_eta`).
+  For q = 1 it is the Satterthwaite (Bell & McCaffrey) t test.
+* ``"F"``: ``Q/q ~ F(q, G − 1)`` with G clusters (``G − k − A`` for CR0/CR1 under
+  ``cluster_df="G-p"``; ``n − k − A`` without clusters, A the absorbed group effects; the fit's
+  residual df, :attr:`~pleval.inference.OLSFit.df_resid`; Cameron & Miller 2015, §VII) —
+  clubSandwich's ``"Naive-F"``.
 * ``"chi2"``: ``Q ~ χ²(q)`` (reported as ``F = Q/q`` on (q, ∞)).
 """
 
@@ -61,17 +64,18 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
     """Test ``Rβ = value`` on an :class:`~pleval.inference.OLSFit` (module docstring).
 
     ``R`` is q×k (a 1-D array is one constraint); ``value`` defaults to 0. ``test`` defaults to
-    ``"HTZ"`` for CR2 fits and ``"F"`` otherwise; HTZ needs a CR2 fit.
+    ``"HTZ"`` for CR2 and HC2 fits (before 2026-12-05 HC2 fits took ``"F"``) and ``"F"``
+    otherwise; HTZ needs a CR2 or HC2 fit.
     """
     R = np.atleast_2d(np.asarray(R, dtype=float))
     q, k = R.shape
     if k != fit.k:
         raise DataError(f"constraint matrix has {k} columns; the fit has {fit.k} coefficients")
-    test = test or ("HTZ" if fit.cr2_blocks is not None else "F")
+    test = test or ("HTZ" if fit.htz_eta is not None else "F")
     if test not in WALD_TESTS:
         raise DataError(f"test must be one of {WALD_TESTS}; got {test!r}")
-    if test == "HTZ" and fit.cr2_blocks is None:
-        raise DataError(f"the HTZ test needs a CR2 fit; this fit is {fit.vcov_type} (use test='F')")
+    if test == "HTZ" and fit.htz_eta is None:
+        raise DataError(f"the HTZ test needs a CR2 or HC2 fit; this fit is {fit.vcov_type} (use test='F')")
     r = np.zeros(q) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (q,))
     d = R @ fit.params - r
     try:
@@ -79,7 +83,7 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
     except np.linalg.LinAlgError:
         raise DataError("the constraints are linearly dependent or not identified (R V R' is singular)") from None
     if test == "HTZ":
-        eta = fit.cr2_blocks.eta(R)
+        eta = fit.htz_eta(R)
         df2 = eta - q + 1.0
         if not df2 > 0:  # η ≤ q − 1: the approximating Hotelling T² does not exist
             return WaldTest("HTZ", Q, math.nan, float(q), df2, math.nan, eta)
@@ -87,8 +91,9 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
         return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)), eta)
     if test == "chi2":
         return WaldTest("chi2", Q, Q / q, float(q), math.inf, float(stats.chi2.sf(Q, q)))
-    # the residual df of the fit with its absorbed indicators (before 2026-12-05 n − k, as if none were absorbed)
-    df2 = float(fit.n_clusters - 1) if fit.n_clusters else float(fit.n - fit.k - fit.k_absorbed)
+    # the fit's own residual df: with its absorbed indicators (before 2026-12-05 n − k, as if none
+    # were absorbed) and its cluster_df convention (before 2026-12-05 G − 1 under "G-p" too)
+    df2 = fit.df_resid
     return WaldTest("F", Q, Q / q, float(q), df2, float(stats.f.sf(Q / q, q, df2)))
 
 
