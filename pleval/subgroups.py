@@ -219,9 +219,10 @@ def subgroup_effects(
         wt = fit.wald_test(R, test="HTZ" if test == "HTZ" and fit.htz_eta is not None else "F")
         test = {"n_levels": Lu, "statistic": wt.F, "df1": wt.df1, "df2": wt.df2, "pvalue": wt.pvalue, "test": wt.label}
         if wt.test == "HTZ" and not wt.df2 > 0 and notes is not None:
+            units = "schools" if fit.n_clusters else "treated or comparison students"  # (HC2: each student its own cluster)
             notes.append(f"subgroup {name}: the HTZ test of equal effects across {Lu} levels is undefined (η = "
-                         f"{wt.eta:.2f} ≤ {Lu - 2}: too few schools per level); the F reference (interaction test "
-                         "F) gives a p-value, which over-rejects with few schools")
+                         f"{wt.eta:.2f} ≤ {Lu - 2}: too few {units} per level); the F reference (interaction test "
+                         f"F) gives a p-value, which over-rejects with few {units}")
     g = np.zeros(Xs.shape[1])
     g[k0], g[k0 + Lu - 1] = -1.0, 1.0
     d, se, df, p = fit.contrast(g)
