@@ -206,18 +206,24 @@ def test_estimate_and_run_toml_carry_the_rosenbaum_direction(data, matched, tmp_
     assert res.exit_code == 0, res.output
     assert tomllib.loads((first / "run.toml").read_text())["options"]["rosenbaum_direction"] == "greater"
     f = pd.read_csv(first / "sensitivity.csv")
-    for subject in ("math", "reading"):
-        ref = _one_sided_reference(matched, subject, "greater")
-        rows = f[(f["subject"] == subject) & (f["kind"] == "rosenbaum")]
-        assert rows["label"].str.contains("one-sided 'greater'").all()
-        assert rows["value"].iloc[0] == pytest.approx(ref.gamma_alpha, rel=1e-9)
-        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-9)
+    _assert_one_sided_rows(f, matched, "greater")
     res = CliRunner().invoke(app, ["estimate", "--config", str(first / "run.toml"), "--out", str(again), "--quiet"])
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(pd.read_csv(again / "sensitivity.csv"), f)
     bad = CliRunner().invoke(app, ["estimate", str(src), "--rosenbaum-direction", "up", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
     assert "option rosenbaum_direction must be 'greater' or 'less'" in " ".join(bad.output.split())
+
+
+def _assert_one_sided_rows(f: pd.DataFrame, matched, direction: str) -> None:
+    """sensitivity.csv's Rosenbaum rows of each subject: labelled one-sided in ``direction``, Γ at
+    α and the p bounds those of :func:`_one_sided_reference`."""
+    for subject in ("math", "reading"):
+        ref = _one_sided_reference(matched, subject, direction)
+        rows = f[(f["subject"] == subject) & (f["kind"] == "rosenbaum")]
+        assert rows["label"].str.contains(f"one-sided '{direction}'").all()
+        assert rows["value"].iloc[0] == pytest.approx(ref.gamma_alpha, rel=1e-9)
+        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-9)
 
 
 def test_cli_sensitivity_takes_the_rosenbaum_direction(data, tmp_path):
@@ -234,13 +240,7 @@ def test_cli_sensitivity_takes_the_rosenbaum_direction(data, tmp_path):
     assert res.exit_code == 0, res.output
     assert "one-sided 'less', the direction fixed in advance" in " ".join(res.output.split())
     f = pd.read_csv(out / "sensitivity.csv")
-    m = pleval.match(data, SAMPLE_COLUMNS, method="propensity")  # the command's match (seed 0)
-    for subject in ("math", "reading"):
-        ref = _one_sided_reference(m, subject, "less")
-        rows = f[(f["subject"] == subject) & (f["kind"] == "rosenbaum")]
-        assert rows["label"].str.contains("one-sided 'less'").all()
-        assert rows["value"].iloc[0] == pytest.approx(ref.gamma_alpha, rel=1e-9)
-        np.testing.assert_allclose(rows["pvalue"].iloc[1:], ref.table["pvalue_upper"], rtol=1e-9)
+    _assert_one_sided_rows(f, pleval.match(data, SAMPLE_COLUMNS, method="propensity"), "less")  # the command's match (seed 0)
     assert json.loads((out / "provenance.json").read_text())["options"]["rosenbaum_direction"] == "less"
     bad = CliRunner().invoke(app, ["sensitivity", str(src), "--rosenbaum-direction", "down", "--out", str(out)])
     assert bad.exit_code == 2 and "rosenbaum_direction must be 'greater' or 'less'" in " ".join(bad.output.split())
