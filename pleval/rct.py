@@ -99,8 +99,8 @@ within-subgroup ITTs (same covariance as the ITT). Equality of the τ_l (the int
 test) is a t test of the contrast (Satterthwaite df under CR2) for two levels and, for more,
 the HTZ test of Pustejovsky & Tipton (2018) under CR2, and under HC2 with each student its own
 cluster (``interaction_test="HTZ"``, default), or the Wald F with (L − 1, G − 1) df (``"F"``;
-n − k − A without clusters, A the absorbed block effects; always for CR0/CR1/HC0/HC1/classical
-covariances). Within-subgroup p-values are adjusted across all subgroup rows, interaction
+G − k − A for CR0/CR1 under ``cluster_df="G-p"``; n − k − A without clusters, A the absorbed
+block effects; always for CR0/CR1/HC0/HC1/classical covariances). Within-subgroup p-values are adjusted across all subgroup rows, interaction
 p-values across variables
 (:func:`pleval.inference.adjust_pvalues`, Benjamini–Hochberg by default).
 ``"pretest_tercile"`` names the thirds of the main pretest in the analytic sample.
@@ -936,7 +936,7 @@ def analyze_rct(
     subgroups : columns (or ``"pretest_tercile"``) for subgroup ITTs and interaction tests.
     adjust : multiplicity adjustment for subgroup p-values.
     interaction_test : reference of the equality test across more than two subgroup levels:
-        ``"HTZ"`` (Pustejovsky & Tipton 2018; CR2 and HC2) or ``"F"`` (Wald F, G − 1 or n − k − A df).
+        ``"HTZ"`` (Pustejovsky & Tipton 2018; CR2 and HC2) or ``"F"`` (Wald F, G − 1, G − k − A under ``"G-p"``, or n − k − A df).
     lin : Lin's (2013) fully interacted covariate adjustment for the OLS ITT (module docstring).
     icc : intraclass correlation for the Hedges (2007) cluster-adjusted effect size g_T reported
         for cluster designs (WWC default 0.20); ``None`` omits it.

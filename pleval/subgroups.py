@@ -17,7 +17,7 @@ matched comparisons, HC2 otherwise (:func:`pleval.inference.ols`).
   Hotelling's T² of Pustejovsky & Tipton (2018):
   ``F = (η − q + 1)/(η q)·W`` on ``(q, η − q + 1)``, q = L − 1 (clubSandwich's ``Wald_test``
   default; :mod:`pleval.inference.wald`). ``test="F"`` gives the earlier reference,
-  ``W/(L − 1)`` on F(L − 1, G − 1) (Cameron & Miller 2015, §VII; n − k − A without clusters, A
+  ``W/(L − 1)`` on F(L − 1, G − 1) (Cameron & Miller 2015, §VII; G − k − A for CR0/CR1 under cluster_df="G-p"; n − k − A without clusters, A
   the absorbed effects), which over-rejects with few or unbalanced clusters, or few treated rows
   in a level; CR0/CR1/HC0/HC1/classical fits always use it (before 2026-12-05 HC2 fits too).
 * **Change in the gap** between the last and the first level, ``τ̂_L − τ̂_1``, with its
@@ -214,12 +214,12 @@ def subgroup_effects(
     if Lu == 2:
         d, se, df, p = fit.contrast(R[0])
         test = {"n_levels": 2, "statistic": d / se, "df1": 1.0, "df2": df, "pvalue": p,
-                "test": f"t = {d / se:.3f} on {df:.1f} df (Satterthwaite)"}
+                "test": f"t = {d / se:.3f} on {df:.1f} df" + (" (Satterthwaite)" if fit.vcov_type in ("CR2", "HC2") else "")}
     else:
         wt = fit.wald_test(R, test="HTZ" if test == "HTZ" and fit.htz_eta is not None else "F")
         test = {"n_levels": Lu, "statistic": wt.F, "df1": wt.df1, "df2": wt.df2, "pvalue": wt.pvalue, "test": wt.label}
         if wt.test == "HTZ" and not wt.df2 > 0 and notes is not None:
-            units = "schools" if fit.n_clusters else "treated or comparison students"  # (HC2: each student its own cluster)
+            units = "schools" if fit.n_clusters else "students"  # (HC2: each student its own cluster)
             notes.append(f"subgroup {name}: the HTZ test of equal effects across {Lu} levels is undefined (η = "
                          f"{wt.eta:.2f} ≤ {Lu - 2}: too few {units} per level); the F reference (interaction test "
                          f"F) gives a p-value, which over-rejects with few {units}")

@@ -555,3 +555,24 @@ def test_wald_f_denominator_follows_the_cluster_df_convention(vcov):
         assert one.pvalue == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
         two = fit.wald_test(np.eye(fit.k)[:2])
         assert two.df2 == df and two.pvalue == pytest.approx(stats.f.sf(two.F, 2, df), rel=1e-10)
+
+def test_a_fit_built_without_df_resid_or_htz_takes_them_from_its_fields():
+    """An OLSFit built directly (a public dataclass) without ``df_resid``/``htz_eta``: the Wald F's
+    denominator is its residual df (n − k − A, or G − 1) and a CR2 fit keeps its HTZ default from
+    its blocks (before 2026-12-05 such a fit printed "(q, ∞) df, p = nan" and a CR2 one fell back to F)."""
+    import dataclasses
+    import math
+
+    rng = np.random.default_rng(5)
+    n = 120
+    x = np.column_stack([np.ones(n), rng.normal(size=(n, 3))])
+    y = x @ [0.1, 0.3, 0.0, -0.2] + rng.normal(size=n)
+    cl = rng.integers(0, 15, n)
+    R = np.eye(4)[1:3]
+    for fit in (ols(y, x, vcov="HC1"), ols(y, x, clusters=cl, vcov="CR1"), ols(y, x, clusters=cl, vcov="CR2")):
+        bare = dataclasses.replace(fit, df_resid=math.nan, htz_eta=None)
+        want = fit.wald_test(R)
+        got = bare.wald_test(R)
+        assert got.test == want.test and got.df2 == pytest.approx(want.df2, rel=1e-12)
+        assert got.pvalue == pytest.approx(want.pvalue, rel=1e-12)
+    assert ols(y, x, vcov="HC1").df_resid == n - 4

@@ -162,6 +162,38 @@ def test_equality_test_of_an_hc2_fit_is_htz_with_each_student_its_own_cluster():
     assert f_test["statistic"] == pytest.approx(W / q, rel=1e-8) and f_test["df2"] == n - Xi.shape[1]
 
 
+def test_an_undefined_htz_test_of_an_hc2_fit_names_students():
+    """10 levels of 20 students, 2 treated in each: η ≤ q − 1 for the 9 constraints under HC2 (each
+    student its own cluster), so HTZ is undefined; the note and the label say students, not
+    schools or clusters (before 2026-12-05 both spoke of schools/clusters). η against the dense
+    n × n computation."""
+    rng = np.random.default_rng(3)
+    L, m = 10, 20
+    lev = np.repeat(np.arange(L), m)
+    z = np.zeros(L * m)
+    for j in range(L):
+        z[j * m + rng.choice(m, 2, replace=False)] = 1
+    y = rng.normal(size=L * m) * (1 + z)
+    X = np.column_stack([np.ones(L * m), z])
+    notes = []
+    _, test = subgroup_effects(y, X, ["const", "treatment"], z, lev, list(range(L)), name="g", scale=_scale,
+                               vcov="HC2", notes=notes)
+    D = (lev[:, None] == np.arange(1, L)).astype(float)
+    Xi = np.column_stack([np.ones(L * m), D, z[:, None] * (lev[:, None] == np.arange(L))])
+    R = np.zeros((L - 1, Xi.shape[1]))
+    R[:, L] = -1
+    R[np.arange(L - 1), L + 1 + np.arange(L - 1)] = 1
+    eta = direct_htz_eta(Xi, np.arange(L * m), None, R)
+    assert eta <= L - 2 and test["df2"] == pytest.approx(eta - (L - 1) + 1, rel=1e-8)
+    assert "too few rows (students) for this many constraints" in test["test"]
+    assert any("too few students per level" in s for s in notes)
+    two = lev < 2  # two levels: a t test, Satterthwaite's df under HC2 only (HC1's are n − k)
+    for vcov, named in (("HC2", True), ("HC1", False)):
+        _, t2 = subgroup_effects(y[two], X[two], ["const", "treatment"], z[two], lev[two], [0, 1], name="g",
+                                 scale=_scale, vcov=vcov)
+        assert t2["test"].endswith("(Satterthwaite)") is named
+
+
 def test_a_level_whose_treated_students_share_one_school_clusters_them_by_student():
     """Level 2's treated students are all in one school: as one cluster, its residuals in the
     level are fitted by the level's effect, so the SE would leave their noise out. Those rows are

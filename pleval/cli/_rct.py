@@ -211,7 +211,7 @@ def rct(
     lin: bool = typer.Option(False, "--lin", help="Lin (2013) fully interacted covariate adjustment for the OLS ITT."),
     icc: str = typer.Option("0.20", "--icc", help="ICC for the Hedges (2007) cluster-adjusted effect size g_T (cluster designs; WWC default 0.20); 'none' omits it."),
     gt_df: str = typer.Option("N-2", "--gt-df", help="df of g_T's small-sample factor ω = 1 - 3/(4 df - 1): N-2 (students, default) or h (Hedges 2007 cluster-adjusted df, as VIVECampbell computes WWC's g)."),
-    interaction_test: str = typer.Option("HTZ", "--interaction-test", help="Test of equal subgroup effects (3+ levels): HTZ (CR2, HC2; Pustejovsky-Tipton) or F (Wald F, G-1 or n-k-A df)."),
+    interaction_test: str = typer.Option("HTZ", "--interaction-test", help="Test of equal subgroup effects (3+ levels): HTZ (CR2, HC2; Pustejovsky-Tipton) or F (Wald F on the fit's residual df: G-1, G-k-A under --cluster-df G-p, or n-k-A)."),
     permutations: int = typer.Option(0, "--permutations", help="Re-randomizations for a randomization test (0: none)."),
     control: Optional[str] = typer.Option(None, "--control", help="Multi-arm trial: the control label of the treatment column; every other label is an arm compared with it (writes arms.csv)."),
     multiarm_adjust: str = typer.Option("holm", "--arms-adjust", help="Multiplicity adjustment across arms: holm, dunnett, bonferroni, none."),

@@ -380,6 +380,14 @@ class OLSFit(ResultMixin):
     # the Wald F's denominator df: G − 1, or G − k − A for CR0/CR1 under cluster_df="G-p"; n − k − A without clusters
     df_resid: float = math.nan
 
+    def __post_init__(self):
+        # a fit built directly rather than by ols(): its residual df and HTZ from its own fields
+        if math.isnan(self.df_resid):
+            G = self.n_clusters
+            object.__setattr__(self, "df_resid", float(G - 1 if G else self.n - self.k - self.k_absorbed))
+        if self.htz_eta is None and self.cr2_blocks is not None:
+            object.__setattr__(self, "htz_eta", self.cr2_blocks.eta)
+
     @cached_property
     def df(self) -> np.ndarray:
         """Reference df per coefficient (Satterthwaite under CR2; computed on first use)."""

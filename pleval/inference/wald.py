@@ -42,13 +42,14 @@ class WaldTest(ResultMixin):
     df2: float
     pvalue: float
     eta: float = math.nan
+    units: str = "clusters"  # what HTZ counts as clusters: "students" under HC2 (each its own)
 
     @property
     def label(self) -> str:
         name = {"HTZ": "HTZ", "F": "Wald F", "chi2": "Wald χ²"}[self.test]
         if self.test == "HTZ" and not self.df2 > 0:
             return (f"HTZ undefined: η = {self.eta:.2f} for {self.df1:.0f} constraints leaves no denominator df "
-                    "(too few clusters for this many constraints; the Wald F test is defined)")
+                    f"(too few {self.units} for this many constraints; the Wald F test is defined)")
         df2 = "∞" if not np.isfinite(self.df2) else f"{self.df2:.1f}"
         return f"{name} = {self.F:.3f} on ({self.df1:.0f}, {df2}) df"
 
@@ -86,7 +87,8 @@ def wald_test(fit, R, value=None, test: str | None = None) -> WaldTest:
         eta = fit.htz_eta(R)
         df2 = eta - q + 1.0
         if not df2 > 0:  # η ≤ q − 1: the approximating Hotelling T² does not exist
-            return WaldTest("HTZ", Q, math.nan, float(q), df2, math.nan, eta)
+            return WaldTest("HTZ", Q, math.nan, float(q), df2, math.nan, eta,
+                            "clusters" if fit.n_clusters else "rows (students)")
         F = (eta - q + 1.0) / (eta * q) * Q
         return WaldTest("HTZ", Q, F, float(q), df2, float(stats.f.sf(F, q, df2)), eta)
     if test == "chi2":
