@@ -97,7 +97,6 @@ def test_variance_nodes_split_the_two_confidence_distributions(data):
     k = y.size
     atom = stats.chi2.sf(_gen_q(y, V, 0.0)[0], k - 1)
     u, w = P.tail_probabilities(**P.SIGMA_RULE)
-    u_p, w_p = P.tail_probabilities(**P.PLACEBO_RULE)
     lam, Q = np.linalg.eigh(V)
     uq = unweighted_q(yp, Vp)  # the placebo variance: confidence distribution of the unweighted Q
     s = P.cd_quantiles(Q.T @ y, lam, Q.sum(axis=0), atom + (1 - atom) * u)
@@ -106,8 +105,9 @@ def test_variance_nodes_split_the_two_confidence_distributions(data):
     w[0] += atom
     info = P.reml_information(lam, Q.sum(axis=0), s)
 
-    def merged(value):  # the nodes' distinct values with their summed weights
+    def merged(value, rule=P.PLACEBO_RULE):  # the nodes' distinct values with their summed weights
         acc = {}
+        u_p, w_p = P.tail_probabilities(**rule)
 
         def add(v, wt):
             acc[float(v)] = acc.get(float(v), 0.0) + wt
@@ -123,11 +123,12 @@ def test_variance_nodes_split_the_two_confidence_distributions(data):
         keys = sorted(acc)
         return np.array(keys), np.array([acc[key] for key in keys])
 
-    for restrict, value in (("none", None), ("max", lambda i, d: max(s[i], d)),
+    for restrict, value, rule in (("none", None, None), ("max", lambda i, d: max(s[i], d), P.SIGMA_RULE),
                             ("isotonic", lambda i, d: s[i] if s[i] >= d else
-                             (info[i] * s[i] + uq.information(d)[0] * d) / (info[i] + uq.information(d)[0]))):
+                             (info[i] * s[i] + uq.information(d)[0] * d) / (info[i] + uq.information(d)[0]),
+                             P.PLACEBO_RULE)):
         got = P.variance_nodes(y, V, yp, Vp, restrict=restrict)
-        want = merged(value) if value else (s[np.argsort(s)], w[np.argsort(s)])
+        want = merged(value, rule) if value else (s[np.argsort(s)], w[np.argsort(s)])
         np.testing.assert_allclose(got[0], want[0], rtol=1e-13, atol=1e-16)
         np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-18)
         assert got[1].sum() == pytest.approx(1.0, abs=1e-14)
@@ -330,14 +331,15 @@ def test_diagonal_v_matches_the_independent_formulas(data):
     np.testing.assert_allclose(sd, np.sqrt(var.mean(0) + th.var(0)), atol=1e-12)
 
 
-def _two_distribution_integral(y, V, yp, Vp, f, tol=1e-11):
+def _two_distribution_integral(y, V, yp, Vp, f, tol=1e-11, restrict="isotonic"):
     """``∫∫ f(σ²(s, d)) dH(s) dH_p(d)`` to absolute ``tol`` by nested scipy quad from the docs'
     formulas (no pleval code): ``H(s) = 1 − F_{χ²(k−1)}(Q(s))``, ``Q(s) = r'Wr``, ``W = (V + sI)⁻¹``
     (from V's eigenvectors), with density ``f_χ²(Q(s))·r'W²r`` (``dQ/ds = −r'W²r``) and an atom
     ``H(0)`` at 0; ``H_p(d) = P_d(Q₁ > q)`` by Pearson's three moments with ``β`` the eigenvalues
     of ``MV_pM`` on 1⊥, its density by a central difference, an atom at 0; ``σ² = s`` where
     ``d ≤ s`` (mass ``H_p(s)``), else ``(I(s)s + I_p(d)d)/(I(s) + I_p(d))`` with ``I(s) = ½ tr P²``
-    and ``I_p(d) = (m − 1)²/(2Σ(β + d)²)``."""
+    and ``I_p(d) = (m − 1)²/(2Σ(β + d)²)`` (``restrict="isotonic"``), ``d`` (``"max"``); ``σ² = s``
+    whatever ``d`` (``"none"``)."""
     k, m = y.size, yp.size
     lam, U = np.linalg.eigh(V)
     M = np.eye(m) - 1.0 / m
@@ -361,11 +363,13 @@ def _two_distribution_integral(y, V, yp, Vp, f, tol=1e-11):
         return (Hp(d + e) - Hp(d - e)) / (2 * e) if d > e else (Hp(d + e) - Hp(d)) / e
 
     def pool(s, d):
+        if restrict == "max":
+            return d
         i, ip = gls(s)[2], (m - 1) ** 2 / (2 * np.sum((beta + d) ** 2))
         return (i * s + ip * d) / (i + ip)
 
     def given(s):  # the placebo draws at or below s leave σ² = s; those above pool
-        below = Hp(s)
+        below = 1.0 if restrict == "none" else Hp(s)
         if below == 1.0:
             return f(s)
         return below * f(s) + integrate.quad(lambda d: f(pool(s, d)) * hp(d), s, np.inf, limit=200, epsabs=tol,
@@ -405,6 +409,31 @@ def test_small_tail_probability_and_interval_against_the_integral():
         assert c.prob_negative_new == pytest.approx(want, rel=0.01)
         for end, p in zip(c.pi, (0.025, 0.975)):
             assert _two_distribution_integral(y, V, yp, Vp, cdf_at(end)) == pytest.approx(p, abs=2e-6)
+
+
+@pytest.mark.parametrize("restrict", ["none", "max"])
+def test_variance_nodes_of_each_restriction_against_the_integral(restrict):
+    """The nodes and weights of :func:`variance_nodes` for ``restrict="none"`` (σ² = s) and
+    ``"max"`` (σ² = max(s, d)) integrate a small tail probability (the predictive normal's CDF at
+    0) to within 1% of the nested-quad integral built from the docs' formulas (the isotonic case:
+    the test above)."""
+    rng = np.random.default_rng(4)
+    k, m = 12, 30
+    V, Vp = _cov(rng, k), _cov(rng, m, 0.1)
+    y = 0.85 + rng.normal(0, 0.12, k) + np.linalg.cholesky(V) @ rng.standard_normal(k)
+    yp = rng.normal(0, 0.08, m) + np.linalg.cholesky(Vp) @ rng.standard_normal(m)
+
+    def tail(s2):
+        W = np.linalg.inv(V + s2 * np.eye(k))
+        return special.ndtr(-(W.sum(0) @ y / W.sum()) / math.sqrt(s2 + 1 / W.sum()))
+
+    nodes, weights = P.variance_nodes(y, V, yp, Vp, restrict=restrict)
+    got = sum(w * tail(s2) for s2, w in zip(nodes, weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        want = _two_distribution_integral(y, V, yp, Vp, tail, restrict=restrict)
+    assert 1e-6 < want < 1e-3
+    assert got == pytest.approx(want, rel=0.01)
 
 
 def test_calibrate_uses_the_order_restricted_confidence_distribution(data, monkeypatch):
