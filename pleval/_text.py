@@ -48,8 +48,9 @@ def fmt_p(p, alpha: float = 0.05) -> str:
         return "—"
     if not math.isfinite(v):
         return "—"
-    if v < min(alpha, 0.001):
-        return f"< {min(alpha, 0.001):g}" if alpha < 0.001 else "< 0.001"
+    floor = min(alpha, 0.001)
+    if v < floor:
+        return f"< {floor:g}"
     return fixed(v, 3, alpha)
 
 

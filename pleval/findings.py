@@ -131,7 +131,7 @@ def design_text(ev: "Evaluation") -> str:
 
 
 def overall_rows(ev: "Evaluation") -> list[dict]:
-    rows, alpha = [], float(ev.options.get("alpha", 0.05))
+    rows, alpha = [], run_alpha(ev)
     ov = ev.overall
     if "outcome" in ov.columns:  # the primary outcome's analyses (further outcomes: ev.outcomes)
         ov = ov[ov["outcome"] == ev.columns.outcome]
@@ -165,7 +165,7 @@ def overall_rows(ev: "Evaluation") -> list[dict]:
 
 
 def het_rows(ev: "Evaluation") -> list[dict]:
-    rows, alpha = [], float(ev.options.get("alpha", 0.05))
+    rows, alpha = [], run_alpha(ev)
     for s in ev.subjects:
         h = het_row(ev, s)
         if h is None:
@@ -201,6 +201,11 @@ def note_text(h: pd.Series, col: str) -> str:
     """A text column of the heterogeneity row ("" when absent)."""
     v = h.get(col, "")
     return v if isinstance(v, str) else ""
+
+
+def run_alpha(ev: "Evaluation") -> float:
+    """The run's α (its significance level for verdicts and counts)."""
+    return float(ev.options.get("alpha", 0.05))
 
 
 def lower_is_better(ev: "Evaluation") -> bool:
@@ -380,7 +385,7 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
 
 def outcome_lines(ev: "Evaluation") -> list[str]:
     """One line per subject × outcome of ``ev.outcomes`` (several outcomes in one run)."""
-    out, alpha = [], float(ev.options.get("alpha", 0.05))
+    out, alpha = [], run_alpha(ev)
     for r in ev.outcomes.to_dict("records"):
         unit = " percentage points" if r["scale"] == "percentage points" else ""
         es = "Cox index" if r["es_measure"] == "Cox index" else "g"

@@ -86,7 +86,7 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
     covariance and df as :func:`lin_design` with the indicators and :func:`pleval.inference.ols`.
     ``blocks``: integer codes 0..B−1, every block with both arms (the caller leaves the others
     out)."""
-    from .inference.robust import _constant_df, hc2_df, hc2_eta, within_transform
+    from .inference.robust import _constant_df, _hc2_contrast_df, within_transform
 
     if vcov not in ("HC0", "HC1", "HC2", "classical"):
         raise DataError(f"lin_within: vcov must be HC0, HC1, HC2 or classical; got {vcov!r}")
@@ -137,16 +137,12 @@ def lin_within(y, z, covariates, blocks, *, vcov: str = "HC2", names: Sequence[s
             w = w * n / (n - k)
         V = A.T @ (w[:, None] * A)
     params = np.concatenate([[tau], theta])
-    if vcov == "HC2":  # Bell & McCaffrey's df of a contrast, c'(τ̂, θ̂) = (Ac)'y (n − k before 2026-12-05)
-        def df(c):
-            return float(hc2_df(R, A @ c, h, M[None], absorbed=(cell, n_cell))[0])
-
-        def eta(C):  # HTZ with each student its own cluster
-            return hc2_eta(R, A @ np.atleast_2d(C).T, h, M[None], absorbed=(cell, n_cell))
+    if vcov == "HC2":  # Bell & McCaffrey's df of c'(τ̂, θ̂) = (Ac)'y and HTZ (n − k before 2026-12-05)
+        df, eta = _hc2_contrast_df(R, None, h, M, (cell, n_cell), weights_of=lambda C: A @ C.T)
     else:
         df, eta = _constant_df(float(n - k)), None
     return OLSFit(params, V, tuple(["treatment", *xn[2:]]), n, 1 + 2 * p, None, vcov, e,
-                  df, None, n_cells - 1, eta, float(n - k))  # cells less the one τ̂ stands in for
+                  df, None, n_cells - 1, eta)  # cells less the one τ̂ stands in for (df_resid: n − k)
 
 
 __all__ = ["lin_design", "lin_ols", "lin_within"]

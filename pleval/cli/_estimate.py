@@ -276,13 +276,13 @@ def _one_school_table(ev) -> Table | None:
     import numpy as np
     import pandas as pd
 
-    from ..findings import note_text, randomized_in_schools, subject_rows
+    from ..findings import note_text, randomized_in_schools, run_alpha, subject_rows
 
     h = ev.heterogeneity
     if not len(h) or not (h["k"] == 1).any() or randomized_in_schools(ev):  # a trial's one site: no placebo spread
         return None
     lvl = f"{float(ev.options.get('level', 0.95)):.0%}"
-    alpha = float(ev.options.get("alpha", 0.05))
+    alpha = run_alpha(ev)
     t = table(f"One PL school: its effect against the spread of placebo schools (effect sizes; {lvl} CIs)",
               ("subject", "school", "effect size (CI)", "τ placebo (k)", "SE with placebo spread", "calibrated CI",
                "df", "p vs placebo", f"beyond placebo spread (α = {alpha:g})"), left=("subject", "school"))

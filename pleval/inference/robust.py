@@ -702,8 +702,7 @@ def ols(
             V *= G_info / (G_info - 1) * (n - 1) / (n - kf) if cluster_df == "G-1" else G_info / (G_info - kf)
         df_resid = G_info - 1.0 if cluster_df == "G-1" or vcov == "CR2" else float(G_info - kf)
         contrast_df = _constant_df(df_resid) if blocks is None else blocks.df
-        return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs,
-                      None if blocks is None else blocks.eta, df_resid)
+        return OLSFit(beta, V, names, n, k, G_info, vcov, resid, contrast_df, blocks, k_abs, df_resid=df_resid)
 
     Xt, et = (X, resid) if sw is None else (X * sw[:, None], resid * sw)  # the transformed model
     if vcov in _HC_TYPES:
@@ -730,7 +729,7 @@ def ols(
         contrast_df, eta = _hc2_contrast_df(X, wts, h, M, absorbed)
     else:
         contrast_df, eta = _constant_df(float(n - k - k_abs)), None
-    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs, eta, float(n - k - k_abs))
+    return OLSFit(beta, V, names, n, k, None, vcov, resid, contrast_df, None, k_abs, eta)  # (df_resid: n − k − A)
 
 
 def within_transform(y: np.ndarray, X: np.ndarray, absorb, w: np.ndarray | None):
@@ -850,15 +849,17 @@ def hc2_eta(X: np.ndarray, l: np.ndarray, h: np.ndarray, Sinv: np.ndarray, *, w:
 
 
 def _hc2_contrast_df(X: np.ndarray, w: np.ndarray | None, h: np.ndarray, M: np.ndarray,
-                     absorbed: tuple[np.ndarray, np.ndarray] | None):
+                     absorbed: tuple[np.ndarray, np.ndarray] | None, weights_of=None):
     """A contrast's Bell & McCaffrey df (:func:`hc2_df`) and q constraints' HTZ η (:func:`hc2_eta`)
     in an HC2 fit of X (weights w, leverages h, ``M = (X'WX)⁻¹``): ``c'β̂ = Σ_i l_i ỹ_i`` with
-    ``l_i = √w_i x_i'Mc``."""
+    ``l_i = √w_i x_i'Mc``, or ``weights_of(C)`` (C: a contrast, or q × k) where the estimates are
+    other linear maps of ỹ (Lin's within-cell fit)."""
     sw = None if w is None else np.sqrt(w)
 
-    def weights_of(C: np.ndarray) -> np.ndarray:
-        l = X @ (M @ C.T)
-        return l if sw is None else l * (sw[:, None] if l.ndim == 2 else sw)
+    if weights_of is None:
+        def weights_of(C: np.ndarray) -> np.ndarray:
+            l = X @ (M @ C.T)
+            return l if sw is None else l * (sw[:, None] if l.ndim == 2 else sw)
 
     def df(c: np.ndarray) -> float:
         return float(hc2_df(X, weights_of(c), h, M[None], w=w, absorbed=absorbed)[0])

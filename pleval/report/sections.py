@@ -25,8 +25,8 @@ import pandas as pd
 
 from .. import percentiles
 from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
-                        note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, significance,
-                        subject_rows, title, verdict_rows)
+                        note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, run_alpha,
+                        significance, subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -73,11 +73,6 @@ def _lvl(ev: "Evaluation") -> str:
     return f"{float(ev.options.get('level', 0.95)):.0%}"
 
 
-def _alpha(ev: "Evaluation") -> float:
-    """The run's α (its significance level for verdicts and counts)."""
-    return float(ev.options.get("alpha", 0.05))
-
-
 def _figures(ev: "Evaluation", figures: Collection[str], kind: str, caption: str) -> list[Figure]:
     return [Figure(figure_name(kind, s), caption) for s in ev.subjects if figure_name(kind, s) in figures]
 
@@ -121,7 +116,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
-        status = significance(e.effect_size, _alpha(ev))
+        status = significance(e.effect_size, run_alpha(ev))
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
@@ -354,8 +349,8 @@ def subgroups(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             frame["pretest SMD"] = t["pretest_smd"].map(lambda v: fmt(v, 3, True))
         ts = subject_rows(tests, s)
         note = "Equal effects across levels: " + "; ".join(
-            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], _alpha(ev))} (adjusted "
-            f"{fmt_p(r['pvalue_adjusted'], _alpha(ev))})"
+            f"{r['subgroup']}: {r['test']}, {p_clause(r['pvalue'], run_alpha(ev))} (adjusted "
+            f"{p_at(r['pvalue_adjusted'])})"
             for _, r in ts.iterrows()) + "."
         blocks.append(Table(frame, title=title(s, "Subgroups"), note=note))
     blocks += _figures(ev, figures, "subgroups",
@@ -380,7 +375,7 @@ def moderators(ev: "Evaluation", figures: Collection[str]) -> Section | None:
         frame = pd.DataFrame({"term": g["term"].astype(str), "estimate (SD)": g["estimate"].map(lambda v: fmt(v, 3, True)),
                               f"{_lvl(ev)} CI": [fmt_ci(a, b, 3, True) for a, b in zip(g["ci_low"], g["ci_high"])],
                               "p": g["pvalue"].map(_p_at(ev))})
-        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], _alpha(ev))}; "
+        note = (f"Moderators together (QM): {r['qm_test']} = {r['qm']:.3f}, {p_clause(r['qm_pvalue'], run_alpha(ev))}; "
                 f"k = {int(r['k'])} schools; residual τ² {r['tau2']:.4f} (without moderators "
                 f"{r['tau2_without']:.4f}), R² = {100 * r['r2']:.0f}%.")
         blocks.append(Table(frame, title=title(str(s), "Context moderators"), note=note))
@@ -417,7 +412,7 @@ def overall(ev: "Evaluation", figures: Collection[str]) -> Section:
             + "; ".join(f"{r['subject']}: {r['sd']}" for r in rows if r["primary"])
             + f". Percentile points = 100·Φ(Φ⁻¹(p/100) + g) − p from the "
             f"{percentiles._ordinal(next(iter(ev.effects.values())).baseline_percentile, exact=True)} percentile. "
-            f"MDES: the smallest effect each analysis detects with 80% power at α = {_alpha(ev):g}."
+            f"MDES: the smallest effect each analysis detects with 80% power at α = {run_alpha(ev):g}."
         ),
     ))
     resampling = resampling_table(ev)
@@ -488,7 +483,7 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
     subs = [(s, ss) for s, ss in subs if ss is not None]
     if not subs:
         return None
-    alpha = _alpha(ev)
+    alpha = run_alpha(ev)
     fixed = ev.options.get("rosenbaum_direction") or ""  # a direction fixed in advance: one-sided
     sides = f"one-sided '{fixed}'" if fixed else "two-sided"
     blocks: list = [Paragraph(f"{'All students' if s == 'all' else s.capitalize()}. {ss.sentence()}") for s, ss in subs]
@@ -575,7 +570,7 @@ def _p(col: str) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
 
 def _p_at(ev: "Evaluation") -> Callable[[float], str]:
     """p as :func:`fmt_p` prints it beside the run's α."""
-    return lambda p: fmt_p(p, _alpha(ev))
+    return lambda p: fmt_p(p, run_alpha(ev))
 
 
 def _range(lo: str, hi: str, nd: int) -> Callable[[pd.DataFrame, TableContext], pd.Series]:
@@ -688,7 +683,7 @@ def school_table_note(schools: pd.DataFrame, context: TableContext, adjustment: 
 
 def schools(ev: "Evaluation", figures: Collection[str]) -> Section:
     """The forest plots and the school tables."""
-    ctx = TableContext(float(ev.options.get("level", 0.95)), _alpha(ev), lower_is_better(ev))
+    ctx = TableContext(float(ev.options.get("level", 0.95)), run_alpha(ev), lower_is_better(ev))
     adjustment = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
 
     def table(f: pd.DataFrame, subject: str) -> Table:
