@@ -314,15 +314,18 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
                 f"schools must be nested in blocks: {len(bad):,} school(s) of column {school!r} appear in "
                 f"more than one {cols.block!r} (e.g. {list(bad[:3])})"
             )
-    _schools_per_arm(rand, cols, "randomized")
+    _schools_per_arm(rand, cols, "randomized", per["min"])  # (every school's one arm, found above)
 
 
-def _schools_per_arm(sample: pd.DataFrame, cols: Columns, name: str) -> None:
+def _schools_per_arm(sample: pd.DataFrame, cols: Columns, name: str, arm: pd.Series | None = None) -> None:
     """A :class:`DesignError` unless ``sample`` (the ``name`` sample) has at least 2 treated and 2
     control schools: with one school in an arm its effect is that school's own, and a clustered SE
     has nothing to measure its variation with (a null rejected in 41% of trials whose analytic
-    sample kept one of two treated schools, before 2026-12-04)."""
-    arms = sample.groupby(cols.school, sort=False, observed=True)[cols.treatment].first().value_counts()
+    sample kept one of two treated schools, before 2026-12-04). ``arm``: each school's arm, when
+    already formed."""
+    if arm is None:
+        arm = sample.groupby(cols.school, sort=False, observed=True)[cols.treatment].first()
+    arms = arm.value_counts()
     if arms.get(1, 0) < 2 or arms.get(0, 0) < 2:
         raise DesignError(
             f"a cluster-randomized analysis needs at least 2 treated and 2 control schools (column {cols.school!r}); "
@@ -447,6 +450,17 @@ class _Model:
         return ["treatment", *self.covX.columns]
 
     @cached_property
+    def both_arm_rows(self) -> tuple[np.ndarray | None, int]:
+        """The rows of the blocks with both arms (None: every row) and how many blocks have one arm
+        only: with block effects such a block says nothing of the effect."""
+        if self.n_blocks < 2:
+            return None, 0
+        n_t = np.bincount(self.block_codes, weights=self.z, minlength=self.n_blocks)
+        n_b = np.bincount(self.block_codes, minlength=self.n_blocks)
+        ok = (n_t > 0) & (n_t < n_b)
+        return (None if ok.all() else ok[self.block_codes]), int((~ok).sum())
+
+    @cached_property
     def Xa(self) -> np.ndarray:
         return np.column_stack([self.z, self.covX.to_numpy(dtype=float)])
 
@@ -538,7 +552,7 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
         n_schools = len(uniq)
     mod = _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block,
                  None if uniq is None else np.asarray(uniq, dtype=object))
-    rows, n_one = _both_arm_rows(mod)
+    rows, n_one = mod.both_arm_rows
     if rows is not None and not rows.any():
         raise DesignError(f"column {cols.block!r} (block): none of its {nb:,} blocks holds both treated and control "
                           "rows with an outcome, so with block effects the effect is not identified; is it the "
@@ -591,21 +605,10 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
     return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
 
 
-def _both_arm_rows(mod: _Model) -> tuple[np.ndarray | None, int]:
-    """The rows of the blocks with both arms (None: every row) and how many blocks have one arm
-    only: with block effects such a block says nothing of the effect."""
-    if mod.n_blocks < 2:
-        return None, 0
-    n_t = np.bincount(mod.block_codes, weights=mod.z, minlength=mod.n_blocks)
-    n_b = np.bincount(mod.block_codes, minlength=mod.n_blocks)
-    ok = (n_t > 0) & (n_t < n_b)
-    return (None if ok.all() else ok[mod.block_codes]), int((~ok).sum())
-
-
 def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
     """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
     arm the block's own effect, and so the average of the blocks' effects, is not identified."""
-    rows, n_one = _both_arm_rows(mod)
+    rows, n_one = mod.both_arm_rows
     if rows is not None:
         notes.append(f"Lin adjustment: {n_one} block(s) without both arms ({int((~rows).sum()):,} rows) are left "
                      "out of the interacted model: the effect within them is not identified")
@@ -630,7 +633,7 @@ def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     """School-mean regression (each school once), HC2 with Bell & McCaffrey's df. The schools of blocks without
     both arms are left out (with a note): with block effects they say nothing of the effect, and
     a block of one school would be fitted exactly (leverage 1, where HC2 is undefined)."""
-    rows, n_one = _both_arm_rows(mod)
+    rows, n_one = mod.both_arm_rows
     sel = slice(None) if rows is None else rows
     kept, codes = np.unique(mod.school[sel], return_inverse=True)
     m = kept.size
@@ -1008,10 +1011,10 @@ def analyze_rct(
     omega = float(effect_sizes.hedges_omega(n_t + n_c)) if sd == "pooled" else 1.0
 
     # the rows and schools of the blocks with both arms: those the Neyman estimate and the school means use
-    both = _both_arm_rows(mod)[0]
+    both = mod.both_arm_rows[0]
     n_both, cl_both = ((n_t, n_c), n_cl) if both is None else (
         (int(mod.z[both].sum()), int((mod.z[both] == 0).sum())),
-        None if n_cl is None else int(np.unique(mod.school[both]).size))
+        None if n_cl is None else int(np.count_nonzero(np.bincount(mod.school[both], minlength=mod.n_schools))))
 
     def effect(est, se, df, label, how, n_clusters=n_cl, n=(n_t, n_c)):
         e = Estimate.from_t(est, se, df, level=level, n_treated=n[0], n_control=n[1], n_clusters=n_clusters,
