@@ -253,6 +253,18 @@ def check_subject_flag(df, subject: str | None) -> None:
         )
 
 
+def read_students(path, reading: dict, given: dict, *, design: str = "matched", columns=None):
+    """The student file at ``path`` read with the reading options (:func:`read_options`), the
+    columns of id roles (as ``given`` and ``design`` resolve them: :func:`pleval.checks.id_columns`)
+    kept as text, and ``given["subject"]`` checked to name a column (:func:`check_subject_flag`)."""
+    from ..checks import id_columns
+    from ..readers import read_table
+
+    df = read_table(path, **reading, columns=columns, ids=functools.partial(id_columns, given=given, design=design))
+    check_subject_flag(df, given.get("subject"))
+    return df
+
+
 def check_out_folder(out: Path, names: Iterable[str], force: bool) -> None:
     """Refuse to write into a non-empty folder holding files this command does not write,
     unless ``--force``: a previous run's outputs are replaced, anything else is protected."""

@@ -29,8 +29,8 @@ from ..errors import DataError
 from . import app
 from ._common import (
     Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School, StudentId, Subject, Takeup,
-    TreatedLabel, Treatment, Weight, check_subject_flag, console, echo, err_console, escape, handle_errors,
-    parse_value, print_checks, reading_options, table, NONE_WORDS,
+    TreatedLabel, Treatment, Weight, console, echo, err_console, escape, handle_errors,
+    parse_value, print_checks, read_students, reading_options, table, NONE_WORDS,
 )
 
 if TYPE_CHECKING:
@@ -519,10 +519,10 @@ def estimate(
     method_ = method or cfg.get("method")
     from .. import percentiles
     from .._workers import collector_frozen, collector_paused, limited
-    from ..checks import check, columns_needed, id_columns
+    from ..checks import check, columns_needed
     from ..errors import PlevalWarning
     from ..outputs import check_outputs
-    from ..readers import check_path, read_table
+    from ..readers import check_path
     from ..report import EarlyFigures  # light: the writers are loaded when needed
 
     subject_ = only_subject if only_subject is not None else cfg.get("subject")
@@ -590,8 +590,7 @@ def estimate(
             # earlier slows the command's own (the read began 0.25 s later), while Arrow's reading runs without it
             check_path(src)  # a wrong path fails at once, not after the thread's imports (0.7 s)
             loading = _import_beside(_ANALYSIS_MODULES["rct" if design_ == "rct" else method_ or "propensity"])
-            df = read_table(src, **reading, columns=needed, ids=partial(id_columns, given=given, design=design_))
-            check_subject_flag(df, subject)
+            df = read_students(src, reading, given, design=design_, columns=needed)
             if pool is not None:
                 from ..pool import estimate_pool
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -13,8 +12,9 @@ from ..errors import DataError
 from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
-    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, err_console, escape,
-    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, reading_options, table,
+    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, console, err_console, escape,
+    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, read_students, reading_options,
+    table,
 )
 
 if TYPE_CHECKING:
@@ -159,8 +159,8 @@ def match_cmd(
     counts.csv, sample_sizes.csv (all / matched / ESS / unmatched / discarded per group), weights.csv (weight range, coefficient of variation, MAD, entropy, ESS per group) and provenance.json (version, options, the input's SHA-256 and, with --pool, the pool's path, engine, eligible rows and fingerprint) to --out. Column options default to sample_data/pl_matched_students.csv.
     """
     from .. import outputs
-    from ..checks import check, id_columns
-    from ..data import read_table, validate
+    from ..checks import check
+    from ..data import validate
     from ..matching import match
 
     sd_value = parse_sd(sd)
@@ -172,8 +172,7 @@ def match_cmd(
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
-    df = read_table(data, **reading, ids=partial(id_columns, given=given))
-    check_subject_flag(df, subject)
+    df = read_students(data, reading, given)
     options = dict(method=method.value, exact=parse_names(exact), k=k, caliper=caliper,
                    replace=replace, band=band, school_keys=parse_names(school_keys) or ())
     if pool is not None:

@@ -3,7 +3,6 @@ adoption, from a student × subject × time file to an outputs folder."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +11,7 @@ import typer
 from . import app
 from ._common import (
     Covariates, Force, Grade, Outcome, Pretest, School, StudentId, Subject,
-    TreatedLabel, Treatment, check_out_folder, check_subject_flag, echo, handle_errors, parse_value, reading_options,
+    TreatedLabel, Treatment, check_out_folder, echo, handle_errors, parse_value, read_students, reading_options,
 )
 
 _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
@@ -65,8 +64,7 @@ def monitor(
 
     Percentile points are shifts in rank, not percentage points of the score.
     """
-    from ..checks import id_columns
-    from ..data import NONE_WORDS, SAMPLE_COLUMNS, read_table, resolve_columns
+    from ..data import NONE_WORDS, SAMPLE_COLUMNS, resolve_columns
     from ..monitor import monitor as run
     from ..outputs import prepare
     from ..report import save_monitoring
@@ -76,8 +74,7 @@ def monitor(
     given = {"outcome": outcome, "treatment": treatment, "pretest": pretest, "covariates": covariates,
              "school": school, "subject": subject, "grade": grade, "student_id": student_id, "time": time,
              "treated_label": parse_value(treated_label)}
-    df = read_table(file, **reading, ids=partial(id_columns, given=given))
-    check_subject_flag(df, subject)
+    df = read_students(file, reading, given)
     cols, notes = resolve_columns(df, SAMPLE_COLUMNS, given)
     if cohort is None:
         cohort = "pl_year" if "pl_year" in df.columns else None

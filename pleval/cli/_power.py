@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,7 @@ import typer
 from ..errors import DataError
 from . import app
 from ._common import (Force, check_out_folder, echo, handle_errors, no_read_options, parse_value,
-                      reading_options)
+                      read_students, reading_options)
 
 
 class PowerDesign(str, Enum):
@@ -194,8 +193,7 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
     comparison (its ``comparison_schools`` the others), the schools per district of a
     three-level design (filled only with ``districts``) — and, for a two-level cluster RCT, that
     its ``covariates`` (school level) are the pretests behind the file's R² school."""
-    from ..checks import id_columns
-    from ..data import SAMPLE_COLUMNS, _coerce_treatment, read_table, resolve_columns
+    from ..data import SAMPLE_COLUMNS, _coerce_treatment, resolve_columns
     import pandas as pd
 
     from .. import power as pw
@@ -203,7 +201,7 @@ def _from_file(path, plan_inputs, fields, outcome, pretest, school, grade, subje
 
     given = {"outcome": outcome, "school": school, "treatment": treatment, "treated_label": treated_label,
              "grade": grade, "subject": subject_column, "pretest": pretest}
-    df = read_table(path, **reading, ids=partial(id_columns, given=given))
+    df = read_students(path, reading, given)
     cols, _ = resolve_columns(df, SAMPLE_COLUMNS, given)
     comps = estimate_components(df, cols, subject=subject)
     row = comps.row(subject)

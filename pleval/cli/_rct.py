@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +14,9 @@ import typer
 from . import app
 from ._common import (
     Block, Covariates, Debug, Force, Grade, OnlySubject, Outcome, Pretest, School,
-    Seed, StudentId, Subject, Takeup, TreatedLabel, Treatment, check_out_folder, check_subject_flag,
+    Seed, StudentId, Subject, Takeup, TreatedLabel, Treatment, check_out_folder,
     console, err_console, escape, handle_errors, parse_names, parse_sd, parse_value, print_checks,
-    reading_options, table,
+    read_students, reading_options, table,
 )
 
 if TYPE_CHECKING:
@@ -232,8 +231,8 @@ def rct(
     import pandas as pd
 
     from .. import outputs
-    from ..checks import check, id_columns
-    from ..data import pick_subject, read_table
+    from ..checks import check
+    from ..data import pick_subject
     from ..inference import adjust_pvalues
     from ..rct import analyze_rct, subjects_with_both_arms
 
@@ -245,8 +244,7 @@ def rct(
         "covariates": covariates, "school": school, "block": block, "takeup": takeup, "subject": subject,
         "student_id": student_id, "grade": grade,
     }
-    df = read_table(data, **reading, ids=partial(id_columns, given=given, design="rct"))
-    check_subject_flag(df, subject)
+    df = read_students(data, reading, given, design="rct")
     need = ("outcome", "treatment") + (("school",) if design.value == "cluster" else ())
     if control is not None:
         from ..data import NONE_WORDS

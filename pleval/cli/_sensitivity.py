@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +10,8 @@ import typer
 from . import app
 from ._common import (
     Covariates, Debug, Force, Grade, Outcome, Pretest, School, Seed,
-    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, check_subject_flag, console, escape,
-    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, reading_options,
+    StudentId, Subject, TreatedLabel, Treatment, Weight, check_out_folder, console, escape,
+    handle_errors, parse_caliper, parse_names, parse_sd, parse_value, print_checks, read_students, reading_options,
 )
 from ._match import Method
 
@@ -87,8 +86,7 @@ def sensitivity_cmd(
     sample_data/pl_matched_students.csv.
     """
     from .. import outputs
-    from ..checks import check, id_columns
-    from ..data import read_table
+    from ..checks import check
     from ..findings import slug
     from ..matching import match
     from ..plots import ovb_contour, to_png
@@ -98,8 +96,7 @@ def sensitivity_cmd(
     given = {"outcome": outcome, "treatment": treatment, "treated_label": parse_value(treated_label),
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
-    df = read_table(data, **reading, ids=partial(id_columns, given=given))
-    check_subject_flag(df, subject)
+    df = read_students(data, reading, given)
     report = check(df, given=given)  # every data problem first, as pleval match and estimate
     print_checks(report)
     cols = report.columns
