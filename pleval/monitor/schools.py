@@ -35,6 +35,7 @@ from scipy import stats
 
 from .._results import ResultMixin
 from ..errors import DesignError
+from ..findings import p_clause
 from ..heterogeneity import empirical_bayes, meta_analysis
 from ..inference import adjust_pvalues, ols
 
@@ -72,7 +73,7 @@ class SchoolTrajectories(ResultMixin):
                  f"{self.n_diverging}"]
         for r in pl[pl["diverges"]].itertuples(index=False):
             lines.append(f"    {r.school}: slope {r.slope / self.sd:+.3f} SD per {self.per} (shrunk "
-                         f"{r.slope_shrunk / self.sd:+.3f}; adjusted p = {r.p_adjusted:.3g})")
+                         f"{r.slope_shrunk / self.sd:+.3f}; adjusted {p_clause(r.p_adjusted, self.alpha)})")
         return "\n".join(lines)
 
 
