@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DesignError
 from ..findings import p_clause
 from ..heterogeneity import empirical_bayes, meta_analysis
@@ -48,8 +48,8 @@ class SchoolTrajectories(ResultMixin):
     period for terms); ``tau2``/``tau2_placebo`` the variance of true PL and placebo slopes."""
 
     subject: str
-    school_years: pd.DataFrame
-    slopes: pd.DataFrame
+    school_years: pd.DataFrame = Frame()
+    slopes: pd.DataFrame = Frame()
     pooled_trend: float
     tau2: float
     tau2_placebo: float
