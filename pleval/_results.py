@@ -22,6 +22,36 @@ SCALES = ("raw", "effect size", "percentile points", "percentage points")
 outcome (:mod:`pleval.binary`), never to be confused with percentile points."""
 
 
+class Frame:
+    """A DataFrame of a frozen results object, read as a shallow copy: pandas' copy-on-write
+    copies a column only when it is written, so a read copies no data and a write into what was
+    read (``res.data["posttest"] = 0``, ``.loc[...] = ...``) never reaches the object, whose later
+    answers (estimates, balance, summaries) stay those of the frame it holds. A dataclass field
+    (``data: pd.DataFrame = Frame()``, one without a default), or, over a method (``@Frame``), a
+    frame the method computes when first read and keeps (as ``functools.cached_property``).
+    ``None`` reads as ``None``."""
+
+    def __init__(self, compute=None):
+        self.compute = compute
+        self.__doc__ = getattr(compute, "__doc__", None)
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            if self.compute is None:
+                raise AttributeError(self.name)  # a field without a default
+            return self
+        if self.name not in obj.__dict__ and self.compute is not None:
+            obj.__dict__[self.name] = self.compute(obj)
+        frame = obj.__dict__[self.name]
+        return frame.copy(deep=False) if isinstance(frame, pd.DataFrame) else frame
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.name] = value
+
+
 class ResultMixin:
     """``__repr__`` and ``_repr_html_`` delegate to the class's ``summary()`` / ``to_frame()``."""
 
@@ -200,4 +230,4 @@ def estimate_fields() -> list[str]:
     return [f.name for f in fields(Estimate)]
 
 
-__all__ = ["Estimate", "Effect", "ResultMixin", "t_interval", "estimate_fields", "SCALES"]
+__all__ = ["Estimate", "Effect", "Frame", "ResultMixin", "t_interval", "estimate_fields", "SCALES"]

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ._results import ResultMixin
+from ._results import Frame, ResultMixin
 from .errors import DataError
 from .readers import read_table
 
@@ -295,9 +295,9 @@ _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 class Validated(ResultMixin):
     """A validated frame and the record of what validation did to it."""
 
-    data: pd.DataFrame
+    data: pd.DataFrame = Frame()
     columns: Columns
-    dropped: pd.DataFrame
+    dropped: pd.DataFrame = Frame()
     n_input: int
     n_missing_outcome: int
     input_sha256: str

@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special, stats
 
-from ._results import ResultMixin
+from ._results import Frame, ResultMixin
 
 from .percentiles import to_percentile_points
 
@@ -148,7 +148,7 @@ class Truth(ResultMixin):
     icc_pretest: Mapping[str, float]
     att_sd: float
     att_raw: float
-    schools: pd.DataFrame
+    schools: pd.DataFrame = Frame()
     details: Mapping[str, Any]
     seed: int
     params: Mapping[str, Any]
@@ -212,7 +212,7 @@ class Simulated:
     """Simulated data (``data``, one row per student × subject or per school × subject)
     and the ``truth`` that generated it."""
 
-    data: pd.DataFrame
+    data: pd.DataFrame = Frame()
     truth: Truth
 
     def __iter__(self):  # allows ``data, truth = simulate_matched(...)``

@@ -94,7 +94,8 @@ def test_validation_leaves_the_callers_frame_untouched(df):
     before = df.copy(deep=True)
     v = validate(df, COLS)
     assert v.data["pre"].dtype == float and v.data["pl"].tolist() == before["pl"].eq("True").astype(int).tolist()
-    v.data.loc[v.data.index[:3], "post"] = -1.0  # writing into the result ...
+    data = v.data
+    data.loc[data.index[:3], "post"] = -1.0  # writing into the result's frame ...
     pd.testing.assert_frame_equal(df, before)  # ... leaves the input as it was
 
 
@@ -279,7 +280,8 @@ def test_validated_treatment_is_0_1_integers_sharing_0_1_int64_with_the_callers_
     assert v.data["pl"].dtype == np.dtype(int)
     assert v.data["pl"].tolist() == df["pl"].tolist()
     assert np.shares_memory(v.data["pl"].to_numpy(), given["pl"].to_numpy()) == (dtype == "int64")
-    v.data.loc[v.data.index[0], "pl"] = 7  # copy-on-write: the caller's frame never changes
+    data = v.data
+    data.loc[data.index[0], "pl"] = 7  # copy-on-write: the caller's frame never changes
     assert given["pl"].iloc[0] == df["pl"].iloc[0]
 
 

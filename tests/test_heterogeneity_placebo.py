@@ -4,6 +4,7 @@ the placebo spread, with real effect heterogeneity it exceeds it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from types import SimpleNamespace
@@ -610,8 +611,9 @@ def test_rounds_matched_while_the_sd_is_awaited_are_the_same(small, monkeypatch,
     def effects(m, **kw):  # the first call of each run: its first school without an estimate
         out = real(m, **kw)
         if lost and first_call.pop():
-            first = out.table["school"].iloc[0]
-            out.table.loc[out.table["school"] == first, "effect_size"] = np.nan
+            table = out.table  # a copy (pleval._results.Frame): the result with it is formed anew
+            table.loc[table["school"] == table["school"].iloc[0], "effect_size"] = np.nan
+            out = dataclasses.replace(out, table=table)
         first_call.append(False)
         return out
 

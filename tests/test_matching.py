@@ -803,3 +803,27 @@ def test_vcg_a_pl_school_whose_pl_rows_lack_the_outcome_is_still_a_pl_school():
         assert ex["comparison rows in PL schools (comparisons come from non-PL schools only)"] == \
             30 - int(lost.loc[d.index[d.treatment == 0][:30], "pretest"].isna().sum()), col
         assert not (m.matched["school_id"] == s0).any()
+
+
+def test_writing_into_the_frames_read_from_a_result_leaves_its_answers_unchanged(df):
+    """res.data, res.matched and balance tables are read as shallow copies (copy-on-write): a write into
+    them copies only what it writes and never reaches the result, whose later estimate and balance equal
+    those before the write; before 2026-12-05 ``res.data["posttest"] = 0`` changed them."""
+    res = match(validate(df, COLS), COLS, method="propensity")
+    before, bal = res.estimate().raw, res.balance().table
+    data = res.data
+    assert np.shares_memory(data[COLS.pretest[0]].to_numpy(), res.data[COLS.pretest[0]].to_numpy())  # no copy
+    data[COLS.outcome] = 0.0
+    data.loc[data.index[::2], COLS.pretest[0]] = 0.0
+    matched = res.matched
+    matched[COLS.outcome] = 0.0
+    b = res.balance()
+    table = b.table
+    table.loc[:, "smd"] = 0.0
+    after = res.estimate().raw
+    assert (after.estimate, after.se) == (before.estimate, before.se)
+    pd.testing.assert_frame_equal(res.balance().table, bal)
+    pd.testing.assert_frame_equal(b.table, bal)
+    assert not res.matched[COLS.outcome].eq(0).all()
+    assert res.data[COLS.outcome].equals(df.loc[res.data.index, COLS.outcome])
+    assert data[COLS.outcome].eq(0).all()  # the write is the caller's own

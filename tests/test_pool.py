@@ -3,6 +3,8 @@ in-memory path (pleval.match on PL + pool), the out-of-core logit against statsm
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -521,3 +523,38 @@ def test_a_pl_school_whose_pl_rows_are_all_left_out_is_still_a_pl_school(tmp_pat
         assert not ((r.data["school_id"] == x) & (r.data["treatment"] == 0)).any(), engine
     usable = extra[["posttest", "pretest", "frl"]].notna().all(axis=1).sum()  # (the others left out before)
     assert left[0] == left[1] == usable > 100
+
+
+def test_a_true_false_covariate_in_a_pool_is_labelled_true_false_as_in_memory(tmp_path):
+    """A True/False flag's levels in the DuckDB engine's propensity terms, balance rows (the flag
+    balanced by level) and separation error read True/False, as the in-memory engine's; before
+    2026-12-05 the pool's BOOLEAN values were read as 1.0/0.0 and printed so (frl[0.0], frl = 1.0)."""
+    df = pd.read_csv(SAMPLE)
+    df = df.assign(frl=df["frl"] == 1)
+    kw = dict(covariates=["pretest", "frl", "female"], categorical=["frl"])
+
+    def both(frame, name):
+        pl = frame[frame["treatment"] == 1].reset_index(drop=True)
+        pool = frame[frame["treatment"] == 0].drop(columns="treatment").reset_index(drop=True)
+        path = tmp_path / f"{name}.parquet"
+        pool.to_parquet(path, index=False)
+        return pl, pool, path
+
+    pl, pool, path = both(df, "pool")
+    ref = match_pool(pl, pool, SAMPLE_COLUMNS, "propensity", engine="memory", **kw)
+    got = match_pool(pl, path, SAMPLE_COLUMNS, "propensity", engine="duckdb", **kw)
+    terms = list(ref.propensity.params.index)
+    assert "frl[False]" in terms or "frl[True]" in terms
+    assert list(got.propensity.params.index) == terms
+    rows = list(ref.balance().table["variable"])
+    assert "frl[True]" in rows and list(got.balance().table["variable"]) == rows
+    # every flagged row PL: separation, named by the level as the in-memory engine names it
+    pl, pool, path = both(df.assign(frl=df["frl"] & (df["treatment"] == 1)), "separated")
+    with pytest.raises(DesignError, match=r"separation") as mem:
+        match_pool(pl, pool, SAMPLE_COLUMNS, "propensity", engine="memory", **kw)
+    with pytest.raises(DesignError, match=r"separation") as duck:
+        match_pool(pl, path, SAMPLE_COLUMNS, "propensity", engine="duckdb", **kw)
+    level = re.compile(r"frl = \S+ \([^)]*\)")
+    named = level.findall(str(mem.value))
+    assert len(named) == 1 and re.fullmatch(r"frl = True \(all [\d,]+ rows treated\)", named[0])
+    assert level.findall(str(duck.value)) == named

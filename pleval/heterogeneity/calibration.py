@@ -95,7 +95,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from .._text import percent
 from ..errors import DesignError
 from ..inference import adjust_pvalues
@@ -273,7 +273,7 @@ class Calibration(ResultMixin):
     the statistic of the test that PL schools vary more than placebo schools, χ²(k − 1) when they
     do not (module docstring)."""
 
-    schools: pd.DataFrame
+    schools: pd.DataFrame = Frame()
     pl: MetaAnalysis | None
     placebo: MetaAnalysis
     tau2_program: float

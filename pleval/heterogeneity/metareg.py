@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 from ..inference.robust import dependent_column
 from . import _tau2
@@ -62,7 +62,7 @@ class MetaRegression(ResultMixin):
 
     method: str
     k: int
-    coefficients: pd.DataFrame
+    coefficients: pd.DataFrame = Frame()
     vcov: np.ndarray
     df: float
     tau2: float

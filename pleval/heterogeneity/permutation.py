@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..inference.draw_order import value_order
 from ..errors import DataError
 from . import _metareg_batch as mb
@@ -205,7 +205,7 @@ class ModeratorPermutationTest(ResultMixin):
 
     method: str
     k: int
-    coefficients: pd.DataFrame
+    coefficients: pd.DataFrame = Frame()
     qm: float
     qm_pvalue: float
     qm_pvalue_model: float

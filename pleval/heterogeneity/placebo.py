@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from .._workers import release_free_memory as _release_free_memory
 from .._workers import thread_map
 from ..data import Columns, validate, with_binary_treatment
@@ -89,10 +89,10 @@ class PlaceboResult(ResultMixin):
     """
 
     observed: SchoolEffects
-    placebo: pd.DataFrame
-    comparison: pd.DataFrame
-    calibrated: pd.DataFrame
-    rounds: pd.DataFrame
+    placebo: pd.DataFrame = Frame()
+    comparison: pd.DataFrame = Frame()
+    calibrated: pd.DataFrame = Frame()
+    rounds: pd.DataFrame = Frame()
     by: tuple[str, ...]
     options: Mapping[str, object] = field(default_factory=dict)
     placebo_vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DataError
 from ..inference.robust import ols
 from .meta import MetaAnalysis
@@ -65,7 +65,7 @@ class RobustMeta(ResultMixin):
     df: float
     df_convention: str
     adjust: bool
-    coefficients: pd.DataFrame
+    coefficients: pd.DataFrame = Frame()
     vcov: np.ndarray
     tau2: float
     qm: float

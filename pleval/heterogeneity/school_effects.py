@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..data import level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
@@ -148,13 +148,13 @@ class SchoolEffects(ResultMixin):
     placebo calibration of the same schools reuses (:func:`~.calibration.calibrate`'s ``eigen``).
     """
 
-    table: pd.DataFrame
+    table: pd.DataFrame = Frame()
     meta: Mapping[object, MetaAnalysis]
     shrinkage: Mapping[object, Shrinkage]
     counts: Mapping[object, SignificanceCounts]
     by: tuple[str, ...]
     sd: Mapping[object, tuple[float, str]]
-    dropped: pd.DataFrame
+    dropped: pd.DataFrame = Frame()
     options: Mapping[str, object] = field(default_factory=dict)
     vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
     vcov_raw: Mapping[object, pd.DataFrame] = field(default_factory=dict)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..effect_sizes import baseline_difference
 from ..errors import DataError
 from ..standards import baseline_equivalence, g_text
@@ -549,8 +549,8 @@ class Balance(ResultMixin):
     """Balance table (``table``; per subject when ``by`` is set) and the WWC baseline
     equivalence of the pretest per outcome (``equivalence``)."""
 
-    table: pd.DataFrame
-    equivalence: pd.DataFrame
+    table: pd.DataFrame = Frame()
+    equivalence: pd.DataFrame = Frame()
     threshold: float = 0.1
 
     def to_frame(self) -> pd.DataFrame:

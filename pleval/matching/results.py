@@ -27,7 +27,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .._results import Effect, ResultMixin
+from .._results import Effect, Frame, ResultMixin
 from ..data import Columns
 from ..errors import DataError, DesignError, PlevalWarning
 from ..inference.robust import check_conventions, default_vcov
@@ -149,15 +149,15 @@ class MatchResult(ResultMixin):
     by subject (:func:`pleval.data.pl_rows_frame`; None where the matcher does not count them).
     """
 
-    data: pd.DataFrame
+    data: pd.DataFrame = Frame()
     columns: Columns
     method: str
     rows: np.ndarray = _LongColumn()
     set_id: np.ndarray = _LongColumn()
     weight: np.ndarray = _LongColumn()
     set_school: np.ndarray
-    unmatched: pd.DataFrame
-    exclusions: pd.DataFrame
+    unmatched: pd.DataFrame = Frame()
+    exclusions: pd.DataFrame = Frame()
     options: dict
     variables: tuple[str, ...]
     categorical: tuple[str, ...] = ()
@@ -172,7 +172,7 @@ class MatchResult(ResultMixin):
     excluded_pl: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     # --- the matched sample -------------------------------------------------------------
-    @cached_property
+    @Frame
     def matched(self) -> pd.DataFrame:
         """The matched sample in matched-set long format (see the module docstring)."""
         out = self.data.iloc[self.rows].copy()

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .._results import ResultMixin, t_interval
+from .._results import Frame, ResultMixin, t_interval
 from ..data import Columns, as_written, design_matrix, validate
 from ..effect_sizes import outcome_sd
 from ..errors import DataError, DesignError
@@ -72,10 +72,10 @@ class OverTime(ResultMixin):
     unit of the time column (per year; per period for terms) and per year of exposure.
     """
 
-    by_year: pd.DataFrame
-    by_exposure: pd.DataFrame
-    trend: pd.DataFrame
-    equity: pd.DataFrame
+    by_year: pd.DataFrame = Frame()
+    by_exposure: pd.DataFrame = Frame()
+    trend: pd.DataFrame = Frame()
+    equity: pd.DataFrame = Frame()
     panel: PanelCheck
     columns: Columns
     method: str

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..data import Columns
 from ..errors import DataError
 
@@ -28,9 +28,9 @@ class PanelCheck(ResultMixin):
     ``comparison``). ``changers`` lists the students who change school or condition.
     """
 
-    counts: pd.DataFrame
-    periods: pd.DataFrame
-    changers: pd.DataFrame
+    counts: pd.DataFrame = Frame()
+    periods: pd.DataFrame = Frame()
+    changers: pd.DataFrame = Frame()
     times: tuple
 
     def count(self, check: str) -> int:

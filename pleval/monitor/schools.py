@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DesignError
+from ..findings import p_clause
 from ..heterogeneity import empirical_bayes, meta_analysis
 from ..inference import adjust_pvalues, ols
 
@@ -47,8 +48,8 @@ class SchoolTrajectories(ResultMixin):
     period for terms); ``tau2``/``tau2_placebo`` the variance of true PL and placebo slopes."""
 
     subject: str
-    school_years: pd.DataFrame
-    slopes: pd.DataFrame
+    school_years: pd.DataFrame = Frame()
+    slopes: pd.DataFrame = Frame()
     pooled_trend: float
     tau2: float
     tau2_placebo: float
@@ -72,7 +73,7 @@ class SchoolTrajectories(ResultMixin):
                  f"{self.n_diverging}"]
         for r in pl[pl["diverges"]].itertuples(index=False):
             lines.append(f"    {r.school}: slope {r.slope / self.sd:+.3f} SD per {self.per} (shrunk "
-                         f"{r.slope_shrunk / self.sd:+.3f}; adjusted p = {r.p_adjusted:.3g})")
+                         f"{r.slope_shrunk / self.sd:+.3f}; adjusted {p_clause(r.p_adjusted, self.alpha)})")
         return "\n".join(lines)
 
 

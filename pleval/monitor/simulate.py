@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DataError
 
 SCALE = 15.0
@@ -55,10 +55,10 @@ class PanelTruth(ResultMixin):
     effects: tuple
     tau: float
     slope_sd: float
-    by_year: pd.DataFrame
-    by_exposure: pd.DataFrame
-    schools: pd.DataFrame
-    school_years: pd.DataFrame
+    by_year: pd.DataFrame = Frame()
+    by_exposure: pd.DataFrame = Frame()
+    schools: pd.DataFrame = Frame()
+    school_years: pd.DataFrame = Frame()
     seed: int
     params: Mapping[str, Any]
 
@@ -87,7 +87,7 @@ class PanelTruth(ResultMixin):
 class PanelSimulated:
     """A simulated panel (``data``) and its ``truth``."""
 
-    data: pd.DataFrame
+    data: pd.DataFrame = Frame()
     truth: PanelTruth
 
     def __iter__(self):

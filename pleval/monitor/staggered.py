@@ -85,7 +85,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-from .._results import Estimate, ResultMixin, t_interval
+from .._results import Estimate, Frame, ResultMixin, t_interval
 from ..errors import DataError, DesignError
 
 CONTROLS = ("never", "notyet")
@@ -231,7 +231,7 @@ class Aggregation(ResultMixin):
 
     kind: str
     overall: Estimate
-    table: pd.DataFrame
+    table: pd.DataFrame = Frame()
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -258,7 +258,7 @@ class GroupTimeEffects(ResultMixin):
     pre-period cells being zero (statistic, df, p-value).
     """
 
-    table: pd.DataFrame
+    table: pd.DataFrame = Frame()
     control: str
     level: float
     df: float

@@ -127,9 +127,19 @@ class SqlEngine(ABC):
         used, with "_rid")``."""
 
 
+def level_values(f: pd.DataFrame, sql_type: str) -> np.ndarray:
+    """The values of :meth:`SqlEngine.value_counts_many`'s rows for a column of type ``sql_type``,
+    as the column holds them: its text (``vs``), True/False for a BOOLEAN column (the query reads
+    it as 1.0/0.0, ``vn``; a missing value stays NaN), or its numbers (``vn``)."""
+    k = kind(sql_type)
+    if k == "other":
+        return f["vs"].to_numpy(dtype=object)
+    v = f["vn"].to_numpy(dtype=float)
+    return np.array([x if np.isnan(x) else bool(x) for x in v], dtype=object) if k == "bool" else v
+
+
 def as_python(values) -> list:
-    """Plain Python scalars (level values compare and format alike from either side); True/False
-    as 1.0/0.0, as the engines read a BOOLEAN column's values (before 2026-12-04 a PL file's
-    True/False levels matched none of the pool's, and propensity matching saw separation)."""
-    return [float(v) if isinstance(v, (bool, np.bool_)) else v.item() if isinstance(v, np.generic) else v
-            for v in values]
+    """Plain Python scalars, so that level values compare and format alike from either side: the
+    PL file's True/False and a BOOLEAN pool column's (:func:`level_values`) as True/False, the
+    in-memory engine's labels (before 2026-12-05 both as 1.0/0.0: frl[0.0], frl = 1.0)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]

@@ -35,7 +35,7 @@ from ..matching.analysis_weights import ZERO_WEIGHT, set_analysis_weights
 from ..matching.propensity import DEFAULT_CALIPER, CommonSupport, PropensityModel
 from ..matching.results import set_size_diagnostics
 from . import logit
-from .engine import SqlEngine, as_python, kind
+from .engine import SqlEngine, as_python, kind, level_values
 from .partition import Plan
 from .result import PoolMatchResult, pool_before
 
@@ -274,10 +274,9 @@ def _levels(eng, data, covariates, categorical, where):
     text = [kind(eng.types[c]) == "other" for c in cats]
     vc = eng.value_counts_many(cats, text, where, None)
     out = {}
-    for c, is_text in zip(cats, text):
+    for c in cats:
         f = vc[vc["var"] == c]
-        vals = f["vs"].to_numpy(dtype=object) if is_text else f["vn"].to_numpy(dtype=float)
-        cnt = pd.Series(f["n"].to_numpy(dtype=np.int64), index=as_python(vals))
+        cnt = pd.Series(f["n"].to_numpy(dtype=np.int64), index=as_python(level_values(f, eng.types[c])))
         pl = data[c].value_counts()
         pl.index = as_python(pl.index)
         out[c] = cnt.add(pl, fill_value=0).astype(np.int64)

@@ -21,7 +21,7 @@ from ..matching.balance import (EQUIVALENCE_COLUMNS, SMD_DENOMINATORS, Balance, 
                                ecdf_stats, pretest_equivalence, weighted_mean_var)
 from ..matching.results import MatchResult
 from ..errors import DataError
-from .engine import as_python, kind
+from .engine import as_python, kind, level_values
 
 DISTINCT_CAP = 2_000_000
 
@@ -43,7 +43,7 @@ def pool_before(eng, data: pd.DataFrame, columns, variables, categorical, where:
         if var in counted:
             f = vc[vc["var"] == var]
             f = pd.DataFrame({"g": f["g"].to_numpy() if by else "all",
-                              "v": f["vs"].to_numpy(dtype=object) if text[var] else f["vn"].to_numpy(dtype=float),
+                              "v": level_values(f, eng.types[var]),
                               "n": f["n"].to_numpy(dtype=np.int64)})
             out[var] = ("counts", f, cat[var])
         else:

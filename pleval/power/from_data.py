@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..checks import id_columns
 from ..data import SAMPLE_COLUMNS, Columns, _coerce_treatment, pick_subject, read_table, resolve_columns
 from ..errors import DataError
@@ -41,7 +41,7 @@ from ..errors import DataError
 class VarianceComponents(ResultMixin):
     """ICC (with its CI) and R² per level, by subject (:func:`estimate_components`)."""
 
-    table: pd.DataFrame
+    table: pd.DataFrame = Frame()
     level: float
     notes: tuple[str, ...] = ()
 

@@ -26,8 +26,20 @@ def _lvl(m: "Monitoring") -> str:
     return f"{m.over_time.level:.0%}"
 
 
-def _effects_table(f: pd.DataFrame, key: str, label: str, lvl: str) -> pd.DataFrame:
-    """Rows of ``effects_by_year.csv`` / ``effects_by_exposure.csv`` (or the equity table) as printed."""
+def _alpha(m: "Monitoring") -> float:
+    """The run's α (the schools' divergence flag's threshold)."""
+    return float(m.provenance.get("alpha", 0.05))
+
+
+def _p(m: "Monitoring"):
+    """p as :func:`fmt_p` prints it beside the run's α (0.0996 and 0.1004, not 0.100, at α = 0.1)."""
+    alpha = _alpha(m)
+    return lambda p: fmt_p(p, alpha)
+
+
+def _effects_table(f: pd.DataFrame, key: str, label: str, lvl: str, p_text) -> pd.DataFrame:
+    """Rows of ``effects_by_year.csv`` / ``effects_by_exposure.csv`` (or the equity table) as printed,
+    p by ``p_text``."""
     out = {label: f[key].astype(str)}
     if "program" in f:
         out["program"] = f["program"].map({True: "yes", False: "no (pre-program)"})
@@ -41,7 +53,7 @@ def _effects_table(f: pd.DataFrame, key: str, label: str, lvl: str) -> pd.DataFr
         "effect size": f["es"].map(lambda v: fmt(v, 3, True)),
         f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(f["es_ci_low"], f["es_ci_high"])],
         "points": f["estimate"].map(lambda v: fmt(v, 2, True)),
-        "p": f["pvalue"].map(fmt_p),
+        "p": f["pvalue"].map(p_text),
     })
     if "pp" in f:
         out["percentile points"] = f["pp"].map(lambda v: fmt(v, 1, True))
@@ -62,7 +74,7 @@ _EFFECTS_NOTE = (
 def by_year(m: "Monitoring", figures: Collection[str]) -> Section:
     """Effects by period: one table per subject and the figure."""
     ot, lvl = m.over_time, _lvl(m)
-    tables = [Table(_effects_table(ot.by_year[ot.by_year["subject"] == s], "time", str(ot.columns.time), lvl),
+    tables = [Table(_effects_table(ot.by_year[ot.by_year["subject"] == s], "time", str(ot.columns.time), lvl, _p(m)),
                     title=title(s, f"Effects by {ot.columns.time}"), note=_EFFECTS_NOTE + " Pre-program periods "
                     "estimate a placebo difference, which should be near zero.") for s in ot.subjects]
     return Section("by-year", f"Effects by {ot.columns.time}", (
@@ -74,7 +86,7 @@ def by_exposure(m: "Monitoring", figures: Collection[str]) -> Section:
     """Effects by years of exposure (0 = PL students before their school adopted)."""
     ot, lvl = m.over_time, _lvl(m)
     tables = [Table(_effects_table(ot.by_exposure[ot.by_exposure["subject"] == s], "exposure", "years of exposure",
-                                   lvl), title=title(s, "Effects by years of exposure"),
+                                   lvl, _p(m)), title=title(s, "Effects by years of exposure"),
                     note=_EFFECTS_NOTE + " Exposure 0: PL students before their school adopted (a placebo).")
               for s in ot.subjects]
     return Section("by-exposure", "Effects by years of exposure", (
@@ -90,7 +102,7 @@ def trend(m: "Monitoring", figures: Collection[str]) -> Section:
         "slope, effect size": t["es"].map(lambda v: fmt(v, 3, True)),
         f"{lvl} CI": [fmt_ci(a, b, 3, True) for a, b in zip(t["es_ci_low"], t["es_ci_high"])],
         "slope, points": t["estimate"].map(lambda v: fmt(v, 2, True)),
-        "p": t["pvalue"].map(fmt_p),
+        "p": t["pvalue"].map(_p(m)),
     })
     return Section("trend", "Is the effect growing? The trend test", (
         Paragraph("The least-squares slope of the effects over the program periods (and over years of exposure ≥ 1), "
@@ -108,15 +120,15 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
         return None
     from ..monitor.staggered import pretest_text
 
-    lvl, blocks = _lvl(m), []
+    lvl, p_text, blocks = _lvl(m), _p(m), []
     for s, gt in m.staggered.items():
         pre, es = gt.pretest, gt.event_study().table
         comp = "not-yet-adopting" if gt.control == "notyet" else "never-adopting"
         overall = gt.aggregate("group").overall
         lines = [f"Overall (cohort-weighted): {fmt(overall.estimate, 2, True)} points ({lvl} CI "
-                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; {p_clause(overall.pvalue)}); comparisons: "
-                 f"{comp} schools."]
-        lines.append(f"Pre-trend {pretest_text(pre, p_text=fmt_p)}."
+                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; {p_clause(overall.pvalue, _alpha(m))}); "
+                 f"comparisons: {comp} schools."]
+        lines.append(f"Pre-trend {pretest_text(pre, p_text=p_text)}."
                      " A small p-value is evidence against parallel trends; a large one is not proof of them."
                      if pre["df"] else "Pre-trend test: no pre-adoption cells in the data.")
         blocks.append(Bullets(tuple(lines) + tuple(gt.notes), title=str(s)))
@@ -126,7 +138,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
             "periods since adoption": es["event_time"].map(lambda v: f"{int(v):+d}"),
             "points": es["estimate"].map(lambda v: fmt(v, 2, True)),
             f"{lvl} CI": [fmt_ci(a, b, 2, True) for a, b in zip(es["ci_low"], es["ci_high"])],
-            "p": es["pvalue"].map(fmt_p),
+            "p": es["pvalue"].map(p_text),
         }), title=title(s, "Event study"), note="Callaway & Sant'Anna (2021) group-time effects on school × period "
             "means of the regression-adjusted outcome, aggregated by periods since adoption; schools are the units."))
     return Section("staggered", "Staggered adoption: event study and pre-trends", (
@@ -137,7 +149,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
 def schools(m: "Monitoring", figures: Collection[str]) -> Section:
     """School trajectories: which PL schools' slopes diverge from the pooled trend."""
     adjustment = ADJUSTMENT_NAMES["bh"]
-    alpha = float(m.provenance.get("alpha", 0.05))
+    alpha, p_text = _alpha(m), _p(m)
     blocks: list = [Paragraph(
         "One slope per PL school: how its effect changed over the program periods (per year when the time column "
         "holds years, as the pooled trend), in effect-size units, beside the "
@@ -154,7 +166,7 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
             f"slope (SD per {st.per})": pl["slope_es"].map(lambda v: fmt(v, 3, True)),
             "SE": pl["se_es"].map(lambda v: fmt(v, 3)),
             "shrunken ES": pl["slope_shrunk_es"].map(lambda v: fmt(v, 3, True)),
-            "p": pl["pvalue"].map(fmt_p), "adjusted p": pl["p_adjusted"].map(fmt_p),
+            "p": pl["pvalue"].map(p_text), "adjusted p": pl["p_adjusted"].map(p_text),
             f"diverges (α = {alpha:g})": pl["direction"].replace("", "no"),
         }), title=title(s, "School trajectories"), note=(
             f"adjusted p: adjusted for testing every school at once ({adjustment}). shrunken: empirical-Bayes "
@@ -175,7 +187,7 @@ def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
     for s in m.over_time.subjects:
         f = eq[eq["subject"] == s]
         blocks += _figure(f"equity_over_time_{slug(s)}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
-        blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl),
+        blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl, _p(m)),
                             title=title(s, "Equity bands over time"), note=(
                                 "Bands: thirds of the baseline pretest within subject; the gap (top − bottom) is a "
                                 "contrast with its CR2 SE (no percentile points).")))

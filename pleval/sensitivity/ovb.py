@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 
 
@@ -247,8 +247,8 @@ class OmittedVariableBounds(ResultMixin):
     r2yd_x: float
     rv_q: float
     rv_qa: float
-    bounds: pd.DataFrame = field(repr=False)
-    benchmarks: pd.DataFrame = field(repr=False)
+    bounds: pd.DataFrame = Frame()
+    benchmarks: pd.DataFrame = Frame()
 
     @property
     def kappa(self) -> float:

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from .._results import ResultMixin
+from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 
 GAMMA_MAX = 1e4
@@ -604,7 +604,7 @@ class RosenbaumBounds(ResultMixin):
     n_units: int
     alpha: float
     gamma_alpha: float
-    table: pd.DataFrame = field(repr=False)
+    table: pd.DataFrame = Frame()
     label: str = ""
     two_sided: bool = False
 
