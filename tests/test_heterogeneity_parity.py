@@ -219,6 +219,61 @@ def test_leave_one_out_equals_refitting(bcg, method, hk):
         assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10)
 
 
+# Sets whose deleted fits' likelihoods have two local maxima: the last two of TWO_MAXIMA, a school
+# added (the moderator is for the meta-regression's leave-one-out). Before 2026-12-05 the vector
+# Fisher steps from the full-data τ̂² stopped at the local one: in the first set, REML without the
+# fourth school gave τ̂² = 0 for 0.0216 and ML without the first 0 for 0.0183; in the second, ML
+# without the first 0.0675 where ℓ(0) is higher.
+LOO_TWO_MAXIMA = [
+    (TWO_MAXIMA[2][2] + [-0.2171], TWO_MAXIMA[2][3] + [0.54605], [-0.5, -0.1, 0.3, -0.3, -1.9, -0.1, 0.2, 1.1, 0.6]),
+    (TWO_MAXIMA[3][2] + [0.6118], TWO_MAXIMA[3][3] + [0.38984], [-0.96, 1.6, 0.2, -1.73, -0.08, -1.16]),
+]
+
+
+def deleted_global_maxima(y, v, X, method):
+    """Per school i, the deleted fit's (restricted) log-likelihood written out (``ℓ_R`` or ``ℓ``)
+    on a dense grid of τ²: the number of its local maxima and the grid's best value."""
+    k = y.size
+    grid = np.concatenate([[0.0], np.geomspace(1e-8, 10, 3000)])
+    n_max, best = np.empty(k, dtype=int), np.empty(k)
+    for i in range(k):
+        keep = np.arange(k) != i
+        vals = np.array([loglik_written_out(y[keep], v[keep], X[keep], t, method) for t in grid])
+        n_max[i] = ((vals[1:-1] > vals[:-2]) & (vals[1:-1] > vals[2:])).sum() + (vals[0] > vals[1])
+        best[i] = vals.max()
+    return n_max, best
+
+
+def loglik_written_out(y, v, X, t, method):
+    w = 1 / (v + t)
+    A = X.T @ (X * w[:, None])
+    r = y - X @ np.linalg.solve(A, X.T @ (w * y))
+    return -0.5 * (np.log(v + t).sum() + (np.linalg.slogdet(A)[1] if method == "REML" else 0.0) + w @ r**2)
+
+
+@pytest.mark.parametrize("case, method", [(0, "REML"), (0, "ML"), (1, "ML")])  # (1, REML): one maximum each
+def test_leave_one_out_takes_the_global_maximum(case, method):
+    """Where a deleted fit's likelihood has two local maxima, every row of leave_one_out is
+    meta_analysis on the other schools (whose τ̂² is the global maximizer), and its τ̂²₍ᵢ₎ is at
+    least as likely as every point of a dense grid; the diagnostics follow (Cook's distance from
+    the refit)."""
+    y, se = np.array(LOO_TWO_MAXIMA[case][0]), np.array(LOO_TWO_MAXIMA[case][1])
+    k = y.size
+    n_max, best = deleted_global_maxima(y, se**2, np.ones((k, 1)), method)
+    assert (n_max == 2).any()
+    for hk in (False, True):
+        full = meta_analysis(y, se, method, hartung_knapp=hk)
+        inf = leave_one_out(full)
+        for i in range(k):
+            keep = np.arange(k) != i
+            d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
+            got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.i2_del[i], inf.ci_low_del[i], inf.pvalue_del[i])
+            assert got == pytest.approx((d.estimate, d.se, d.tau2, d.i2, d.ci_low, d.pvalue), rel=1e-8, abs=1e-9), i
+            assert inf.cooks_d[i] == pytest.approx((full.estimate - d.estimate) ** 2 / full.se**2, rel=1e-8, abs=1e-12)
+            ll = loglik_written_out(y[keep], se[keep] ** 2, np.ones((k - 1, 1)), inf.tau2_del[i], method)
+            assert ll >= best[i] - 1e-12
+
+
 @pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")  # five schools: a small HK factor
 @pytest.mark.parametrize("method", ["REML", "DL"])
 def test_leave_one_out_hartung_knapp_diagnostics_take_the_deleted_fits_factor(bcg, method):

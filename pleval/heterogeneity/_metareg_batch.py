@@ -1,7 +1,8 @@
-"""Many meta-regression fits on one design matrix at once (permutation tests).
+"""Many meta-regression fits at once (permutation tests; the leave-one-out's global search).
 
 Each row b of ``(Y, V)`` (n × k) is a data set of k estimates and sampling variances fitted on
-the same design X (k × p). Everything is p × p algebra per row (``einsum`` over the k
+the same design X (k × p), or each on its own (n × k × p: the deleted fits of a leave-one-out,
+refined by :func:`highest`). Everything is p × p algebra per row (``einsum`` over the k
 estimates): ``X'WX``, ``A = (X'WX)⁻¹``, β̂, residuals, and the τ² estimators of :mod:`._tau2` —
 closed forms for DL, HE, HS, SJ and FE; vector Fisher scoring for REML and ML and vector Newton
 steps on ``Q(τ²) = k − p`` (``dQ/dτ² = −r'W²r``) for PM/EB, from the DL value (PM/EB: from 0),
@@ -13,7 +14,8 @@ REML and ML then take the global maximizer on τ² ≥ 0, as :func:`._tau2._fish
 matrix product per block: the rows share the weights, or — permutations of one set of v — share
 them once each row is sorted by v), compared with ℓ(0); where the grid's best point beats the
 scoring result by more than rounding, a vector golden-section search between its neighbours
-and regula falsi on the score take it to the maximum.
+and regula falsi on the score take it to the maximum (:func:`highest`, which the leave-one-out
+fits share: :func:`.influence.loo_global_max`).
 """
 
 from __future__ import annotations
@@ -23,17 +25,32 @@ import numpy as np
 from . import _tau2
 
 
+def _xs(X: np.ndarray, sub: str) -> str:
+    """The einsum subscripts of the design: ``sub`` if the rows share it (k × p), else with the
+    row's axis (n × k × p, one design a row: the deleted fits of a leave-one-out)."""
+    return sub if X.ndim == 2 else "n" + sub
+
+
+def _rows(X: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """The design of rows j (the shared one, or theirs)."""
+    return X if X.ndim == 2 else X[j]
+
+
 def wls_batch(Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray):
-    """Per row at τ² = t: weights ``W``, ``A = (X'WX)⁻¹``, β̂ and residuals R."""
+    """Per row at τ² = t: weights ``W``, ``A = (X'WX)⁻¹``, β̂ and residuals R (X shared, k × p,
+    or one a row, n × k × p)."""
     W = 1.0 / (V + t[:, None])
-    A = np.linalg.inv(np.einsum("nk,kp,kq->npq", W, X, X, optimize=True))
-    beta = np.einsum("npq,nq->np", A, (W * Y) @ X, optimize=True)
-    return W, A, beta, Y - beta @ X.T
+    A = np.linalg.inv(np.einsum(f"nk,{_xs(X, 'kp')},{_xs(X, 'kq')}->npq", W, X, X, optimize=True))
+    if X.ndim == 2:
+        beta = np.einsum("npq,nq->np", A, (W * Y) @ X, optimize=True)
+        return W, A, beta, Y - beta @ X.T
+    beta = np.einsum("npq,nk,nkq->np", A, W * Y, X, optimize=True)
+    return W, A, beta, Y - np.einsum("np,nkp->nk", beta, X)
 
 
 def ax(A: np.ndarray, X: np.ndarray, D: np.ndarray) -> np.ndarray:
     """``A X' diag(D) X`` per row (n × p × p)."""
-    return np.einsum("npq,nk,kq,kr->npr", A, D, X, X, optimize=True)
+    return np.einsum(f"npq,nk,{_xs(X, 'kq')},{_xs(X, 'kr')}->npr", A, D, X, X, optimize=True)
 
 
 def fisher_step(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -156,15 +173,16 @@ def _refine(method: str, Y, V, X, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ok = (fa > 0) & (fb < 0)
     if (~ok).any():
         j = np.flatnonzero(~ok)
-        x[j] = _golden(lambda t: loglik_batch(Y[j], V[j], X, t, restricted), a[j], b[j], 60)[2]
+        x[j] = _golden(lambda t: loglik_batch(Y[j], V[j], _rows(X, j), t, restricted), a[j], b[j], 60)[2]
     j = np.flatnonzero(ok)
     a, b, fa, fb = a[j], b[j], fa[j], fb[j]
+    Xj = _rows(X, j)
     last = np.zeros(j.size)  # the side replaced last: +1 the lower end, −1 the upper
     xj = 0.5 * (a + b)
     for _ in range(100):
         new = (a * fb - b * fa) / (fb - fa)
         new = np.where((new > a) & (new < b), new, 0.5 * (a + b))
-        fx = fisher_step(method, Y[j], V[j], X, new)
+        fx = fisher_step(method, Y[j], V[j], Xj, new)
         up = fx > 0
         settled = (np.abs(new - xj) <= 4 * np.finfo(float).eps * new) | (fx == 0)
         xj = new
@@ -185,15 +203,24 @@ def global_max(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.n
     given the Fisher-scoring results t: the vector form of the second half of
     :func:`._tau2._fisher_scoring` — ℓ on the grid (10 a decade from 10⁻⁴ min v to 100 times the
     largest ``var(y) + mean(v)`` of the rows; for one row exactly the grid of :mod:`._tau2`), the
-    grid's best point refined where it beats ℓ(t) by more than rounding, and ℓ(0); the scoring
-    result is kept unless 0 or the refined point is higher by more than rounding. ``R0``: the
-    residuals at τ² = 0 if already at hand; ℓ(0) is the grid's first point."""
+    grid's best point refined where it beats ℓ(t) by more than rounding, and ℓ(0)
+    (:func:`highest`). ``R0``: the residuals at τ² = 0 if already at hand; ℓ(0) is the grid's
+    first point."""
     restricted = method == "REML"
-    n, k = Y.shape
     scale = np.var(Y, axis=1) + V.mean(axis=1)
     grid = _tau2.tau2_grid(float(V.min()), float(scale.max()))
-    ll = loglik_grid_batch(wls_batch(Y, V, X, np.zeros(n))[3] if R0 is None else R0, V, X, grid, restricted)
-    top = loglik_batch(Y, V, X, t, restricted)
+    ll = loglik_grid_batch(wls_batch(Y, V, X, np.zeros(Y.shape[0]))[3] if R0 is None else R0, V, X, grid, restricted)
+    return highest(method, grid, ll, t, loglik_batch(Y, V, X, t, restricted), lambda j: (Y[j], V[j], X))
+
+
+def highest(method: str, grid: np.ndarray, ll: np.ndarray, t: np.ndarray, top: np.ndarray, rows) -> np.ndarray:
+    """Per row, the highest of the scoring result t (``top = ℓ(t)``), 0 and the best point of the
+    grid (``ll``: the rows' ℓ on ``grid``, whose first point is 0) refined between its neighbours
+    (:func:`_refine`) where it beats ℓ(t) by more than rounding; the scoring result is kept unless
+    another is higher by more than rounding. ``rows(j)``: the data ``(Y, V, X)`` of rows j, for
+    the refinement (X shared or one a row)."""
+    restricted = method == "REML"
+    n = t.size
     margin = 1e-10 * (1.0 + np.abs(top))
     i = ll.argmax(axis=1)
     refine = np.flatnonzero((i > 0) & (ll[np.arange(n), i] > top + margin))
@@ -202,8 +229,9 @@ def global_max(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray, t: np.n
     best, top = np.where(at0, 0.0, t), np.where(at0, f0, top)
     if refine.size:
         j = refine
-        x = _refine(method, Y[j], V[j], X, grid[i[j] - 1], grid[np.minimum(i[j] + 1, grid.size - 1)])
-        fx = loglik_batch(Y[j], V[j], X, x, restricted)
+        Y, V, X = rows(j)
+        x = _refine(method, Y, V, X, grid[i[j] - 1], grid[np.minimum(i[j] + 1, grid.size - 1)])
+        fx = loglik_batch(Y, V, X, x, restricted)
         best[j] = np.where(fx > top[j] + margin[j], x, best[j])
     return best
 

@@ -34,7 +34,8 @@ k × k matrix (nothing k × k is stored). DL, HE and HS
 are closed form; REML and ML take Fisher-scoring steps and PM/EB Newton steps on
 ``Q(τ²) = k − 2`` (``dQ/dτ² = −Σw²r²``) from the full-data τ̂², all deleted fits at once; SJ
 evaluates Q at its k starting values. A deleted fit that has not converged after the vector
-iterations is refitted on its own by :mod:`._tau2`.
+iterations is refitted on its own by :mod:`._tau2`. REML and ML then take each deleted fit's
+global maximizer on τ² ≥ 0, as :func:`.meta.meta_analysis` does (:func:`loo_global_max`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from scipy import special, stats
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
+from . import _metareg_batch as mb
 from . import _tau2
 from .meta import MetaAnalysis, _readonly
 
@@ -55,11 +57,19 @@ _BLOCK = 2**21  # matrix entries per block of deleted fits
 _SERIES_RATIO = 0.5  # largest |δ_i| max w summed as a power series
 
 
+def _power(T: np.ndarray, m: int) -> np.ndarray:
+    """``T^{−m}``, or ``log T`` for m = 0 (``T = v_j + t_i``)."""
+    return np.log(T) if m == 0 else (1.0 / T) ** m
+
+
 def loo_weighted_sums(t: np.ndarray, v: np.ndarray, F: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     """For each deleted fit i and each power m of ``F`` (m → a k × f matrix of per-school
-    features): ``Σ_{j≠i} w_ij^m F_m[j]`` (k × f), ``w_ij = 1/(v_j + t_i)`` — by the power
-    series about the centre c where ``|t_i − c| max w ≤ ½``, else directly in row blocks
-    (module docstring). O(k·f) per series term; nothing k × k is stored."""
+    features): ``Σ_{j≠i} w_ij^m F_m[j]`` (k × f), ``w_ij = 1/(v_j + t_i)``; m = 0 stands for
+    ``log(v_j + t_i)`` (the likelihood's ``Σ log(v + τ²)``: ``log(v_j + c) + log(1 + δ_i w_j)``,
+    whose series has the coefficients ``−Σ_j w_j^n F_0[j] / n``). By the power series about the
+    centre c where ``|t_i − c| max w ≤ ½``, else directly in row blocks (module docstring); the
+    heaviest school's own term is most of the total, so its deleted fit is summed directly.
+    O(k·f) per series term; nothing k × k is stored."""
     k = v.size
     out = {m: np.empty((k, f.shape[1])) for m, f in F.items()}
     c = float(np.median(t))
@@ -74,18 +84,83 @@ def loo_weighted_sums(t: np.ndarray, v: np.ndarray, F: dict[int, np.ndarray]) ->
         D = np.cumprod(np.column_stack([np.ones(series.sum()), np.broadcast_to(-rho[series, None], (series.sum(), n_terms - 1))]), axis=1)
         n = np.arange(n_terms)
         for m, f in F.items():
-            coef = special.comb(m + n - 1, n)[:, None] * (U[m - 1: m - 1 + n_terms] @ f)
-            out[m][series] = wmax**m * (D @ coef)
+            if m == 0:
+                coef = np.vstack([np.log(v + c) @ f, -(U[: n_terms - 1] @ f) / n[1:, None]])
+            else:
+                coef = wmax**m * special.comb(m + n - 1, n)[:, None] * (U[m - 1: m - 1 + n_terms] @ f)
+            out[m][series] = D @ coef
     rest = np.flatnonzero(~series)
     for s in np.array_split(rest, max(1, int(np.ceil(rest.size * k / _BLOCK)))):
         if s.size:
-            W = 1.0 / (v[None, :] + t[s, None])
+            T = v[None, :] + t[s, None]
             for m, f in F.items():
-                out[m][s] = (W**m) @ f
-    own = 1.0 / (v + t)
+                out[m][s] = _power(T, m) @ f
     for m, f in F.items():
-        out[m] -= (own**m)[:, None] * f
+        out[m] -= _power(v + t, m)[:, None] * f
+    h = int(np.argmin(v))
+    others = np.arange(k) != h
+    for m, f in F.items():
+        out[m][h] = _power(v[others] + t[h], m) @ f[others]
     return out
+
+
+def _loo_scale(y: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``var(y) + mean(v)`` of each deleted fit's schools (the data's scale in :mod:`._tau2`)."""
+    kd = y.size - 1
+    yc = y - y.mean()
+    return (yc @ yc - yc**2) / kd - (yc / kd) ** 2 + (v.sum() - v) / kd
+
+
+def _loo_loglik_grid(F: np.ndarray, v: np.ndarray, grid: np.ndarray, p: int, restricted: bool) -> np.ndarray:
+    """``ℓ_R`` (``restricted``) or ``ℓ`` of every deleted fit (k) at every τ² of ``grid`` (G):
+    k × G, from the sums ``Σ_{j≠i} w_j F_j`` (``F``: the features of
+    :func:`._metareg_batch._ll_from_sums`) — at a grid point the weights are every fit's, so the
+    sums are the totals less school i's own term (the heaviest school's fit summed directly) —
+    in blocks of schools, one G × k array per feature."""
+    k, f = F.shape
+    T = v[None, :] + grid[:, None]
+    W = 1.0 / T
+    logs = np.log(T, out=T)
+    total, L = W @ F, logs.sum(axis=1)
+    out = np.empty((grid.size, k))
+    rows = max(1, _BLOCK // (grid.size * f))
+    for s in range(0, k, rows):
+        b = slice(s, s + rows)
+        S = np.empty((f, grid.size, min(rows, k - s)))
+        for c in range(f):
+            np.multiply(W[:, b], F[b, c], out=S[c])
+            np.subtract(total[:, c, None], S[c], out=S[c])
+        out[:, b] = mb._ll_from_sums(np.moveaxis(S, 0, -1), L[:, None] - logs[:, b], p, restricted)
+    h = int(np.argmin(v))
+    Fh = F.copy()
+    Fh[h] = 0.0
+    out[:, h] = mb._ll_from_sums(W @ Fh, L - logs[:, h], p, restricted)
+    return out.T
+
+
+def loo_global_max(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Every deleted fit's REML or ML τ̂², the global maximizer of its (restricted) likelihood on
+    τ² ≥ 0 (as :func:`._tau2._fisher_scoring`), given the Fisher-scoring results t: ℓ₍ᵢ₎ on the
+    grid of :func:`._metareg_batch.global_max` (:func:`_loo_loglik_grid`) and at t
+    (:func:`loo_weighted_sums`), of the residuals at τ² = 0 (the same likelihood, smaller sums);
+    the fits whose grid beats ℓ₍ᵢ₎(t) refined on their own k − 1 schools
+    (:func:`._metareg_batch.highest`). All k fits at once; ``X`` (k × p) the design."""
+    restricted = method == "REML"
+    k, p = X.shape
+    Xw = X / v[:, None]
+    r = y - X @ np.linalg.solve(X.T @ Xw, Xw.T @ y)
+    pa, pb = np.triu_indices(p)
+    F = np.column_stack([X[:, pa] * X[:, pb], X * r[:, None], r * r])
+    grid = _tau2.tau2_grid(float(v.min()), float(_loo_scale(y, v).max()))
+    o = loo_weighted_sums(t, v, {0: np.ones((k, 1)), 1: F})
+    top = mb._ll_from_sums(o[1], o[0][:, 0], p, restricted)
+
+    def deleted(j):  # the data of fits j: their k − 1 schools
+        keep = np.arange(k)[None, :] != j[:, None]
+        return tuple(np.broadcast_to(z, (j.size,) + z.shape)[keep].reshape((j.size, k - 1) + z.shape[1:])
+                     for z in (y, v, X))
+
+    return mb.highest(method, grid, _loo_loglik_grid(F, v, grid, p, restricted), t, top, deleted)
 
 
 def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
@@ -154,14 +229,14 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, tau2_full: float) -
         conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
         t = new
         if conv.all():
-            return t
-    keep = np.ones(k, dtype=bool)
-    X = np.ones((kd, 1))
-    for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
-        keep[i] = False
-        t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], X)[0]
-        keep[i] = True
-    return t
+            break
+    else:
+        keep = np.ones(k, dtype=bool)
+        for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
+            keep[i] = False
+            t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], np.ones((kd, 1)))[0]
+            keep[i] = True
+    return loo_global_max(method, y, v, np.ones((k, 1)), t) if method in ("REML", "ML") else t
 
 
 def _readonly_bool(a) -> np.ndarray:

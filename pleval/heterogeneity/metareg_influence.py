@@ -28,7 +28,9 @@ they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits
 (:func:`.influence.loo_weighted_sums`, as for the meta-analysis without moderators), so a
 τ² iteration — Fisher scoring (REML, ML) or Newton steps on ``Q(τ²) = k − 1 − p`` (PM/EB) from the
 full-data τ̂², all deleted fits at once — costs O(k·p²) per series term instead of O(k²p²).
-A deleted fit the vector iteration has not settled is refitted alone by :mod:`._tau2`.
+A deleted fit the vector iteration has not settled is refitted alone by :mod:`._tau2`; REML and
+ML then take each deleted fit's global maximizer on τ² ≥ 0 (:func:`.influence.loo_global_max`),
+as :func:`.metareg.meta_regression` does.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _tau2
-from .influence import loo_weighted_sums
+from .influence import loo_global_max, loo_weighted_sums
 from .meta import _readonly
 
 
@@ -214,13 +216,14 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, F: n
         conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
         t = new
         if conv.all():
-            return t
-    keep = np.ones(k, dtype=bool)
-    for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
-        keep[i] = False
-        t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], X[keep])[0]
-        keep[i] = True
-    return t
+            break
+    else:
+        keep = np.ones(k, dtype=bool)
+        for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
+            keep[i] = False
+            t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], X[keep])[0]
+            keep[i] = True
+    return loo_global_max(method, y, v, X, t) if method in ("REML", "ML") else t
 
 
 __all__ = ["leave_one_out_metareg", "MetaRegressionInfluence"]
