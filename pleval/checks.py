@@ -560,6 +560,8 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _one_school(df[cols.school], cols.school)
         if cols.treatment in df.columns:
             out += _mixed_schools(df, cols)
+    if design == "rct" and cols.school in df.columns and cols.treatment in df.columns:
+        out += _randomized_within_schools(df, cols)
     if (design == "rct" and cols.school in df.columns and cols.block in df.columns and cols.treatment in df.columns
             and cols.block != cols.school):
         out += _schools_across_blocks(df, cols)
@@ -567,23 +569,47 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
     return out
 
 
+def _schools_with_both(df: pd.DataFrame, cols: Columns):
+    """``(mixed, ids, treated, rows)``: the positions in ``ids`` (the schools) of those holding
+    both treated and untreated students, and each school's treated and rows with a treatment;
+    None when the treatment cannot be read (the treatment check says why)."""
+    try:
+        t, _ = _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)
+    except DataError:
+        return None
+    t = t.to_numpy(dtype=float)
+    codes, ids = pd.factorize(df[cols.school])
+    ok = (codes >= 0) & ~np.isnan(t)
+    rows = np.bincount(codes[ok], minlength=len(ids))
+    treated = np.bincount(codes[ok], weights=t[ok], minlength=len(ids))
+    return np.flatnonzero((treated > 0) & (treated < rows)), ids, treated, rows
+
+
+def _randomized_within_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
+    """A note when a trial's treatment varies within schools: students were randomized within
+    them (a blocked or individual trial), which the cluster analysis, ``pleval rct``'s default,
+    refuses (:func:`pleval.rct.analyze_rct`)."""
+    both = _schools_with_both(df, cols)
+    if both is None or not both[0].size:
+        return []
+    mixed, ids = both[0], both[1]
+    shown = ", ".join(repr(as_written(ids[i])) for i in mixed[:3])
+    return [Problem("note", "randomized within schools", f"column {cols.treatment!r} (treatment) varies within "
+                    f"{len(mixed):,} school(s) of column {cols.school!r} ({shown}{', ...' if len(mixed) > 3 else ''}): "
+                    "a trial that randomized students within schools is a blocked or individual design; the cluster "
+                    "design (pleval rct's default) assigns whole schools and stops on it", cols.treatment,
+                    "pleval rct --design blocked (the schools as blocks) or --design individual", len(mixed))]
+
+
 def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     """A warning when a matched design's school holds both PL and comparison students (in any
     subject): those comparison students may be touched by the program (spillover, which pulls
     the effect toward zero); such a school does not play placebo (its comparison students stay in
     the placebo rounds' pool)."""
-    try:
-        t, _ = _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)
-    except DataError:
-        return []  # (the treatment check says what is wrong)
-    t = t.to_numpy(dtype=float)
-    codes, ids = pd.factorize(df[cols.school])
-    ok = (codes >= 0) & ~np.isnan(t)
-    rows = np.bincount(codes[ok], minlength=len(ids))
-    pl = np.bincount(codes[ok], weights=t[ok], minlength=len(ids))
-    mixed = np.flatnonzero((pl > 0) & (pl < rows))
-    if not mixed.size:
+    both = _schools_with_both(df, cols)
+    if both is None or not both[0].size:
         return []
+    mixed, ids, pl, rows = both
     shown = ", ".join(f"{as_written(ids[i])!r} ({int(pl[i]):,} PL, {int(rows[i] - pl[i]):,} comparison rows)"
                       for i in mixed[:3])
     n_comp = int((rows - pl)[mixed].sum())

@@ -305,7 +305,8 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
     if len(mixed):
         raise DesignError(
             f"column {t!r} (treatment) varies within {len(mixed):,} school(s) of column {school!r} "
-            f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools"
+            f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools (students randomized "
+            "within schools: the blocked design, each school a block, or the individual design)"
         )
     if cols.block:
         bad = schools_across_blocks(rand, school, cols.block)

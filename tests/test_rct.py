@@ -642,6 +642,26 @@ def test_long_format_by_subject():
     assert set(out["math"].to_frame()["scale"]) == {"raw", "effect size", "percentile points"}
 
 
+def test_check_notes_students_randomized_within_schools(trial):
+    """``check(design="rct")`` cannot know whether a trial is cluster, blocked or individual: when
+    the treatment varies within schools it notes it (which schools, and the designs that fit),
+    where it said "no problems found" and the cluster analysis then stopped; a trial randomized
+    by whole schools gets no such note."""
+    from pleval import check
+
+    d = trial.copy()
+    school = d.school_id.iloc[0]
+    first = d.index[d.school_id == school]
+    d.loc[first[:len(first) // 2], "treatment"] = 1 - d.loc[first[0], "treatment"]
+    given = {"outcome": "posttest", "treatment": "treatment", "school": "school_id", "pretest": "pretest"}
+    notes = [p for p in check(d, given=given, design="rct").notes if p.kind == "randomized within schools"]
+    assert len(notes) == 1 and notes[0].n_rows == 1 and repr(school) in notes[0].message
+    assert "--design blocked" in notes[0].fix
+    assert not [p for p in check(trial, given=given, design="rct").notes if p.kind == "randomized within schools"]
+    with pytest.raises(DesignError, match="blocked design, each school a block, or the individual design"):
+        analyze_rct(d, COLS)
+
+
 def test_bad_input_errors(trial):
     d = trial.copy()
     first = d.index[d.school_id == d.school_id.iloc[0]]
