@@ -167,7 +167,9 @@ class CheckReport(ResultMixin):
         )
 
     def summary(self) -> str:
-        head = f"{Path(self.source).name if self.source else 'data'}: {self.n_rows:,} rows, {self.n_columns} columns"
+        name = Path(self.source).name if self.source else "data"
+        unread = any(p.kind == "file" for p in self.problems)  # (its error says why; no rows or columns were seen)
+        head = f"{name}: not read" if unread else f"{name}: {self.n_rows:,} rows, {self.n_columns} columns"
         counts = ", ".join(f"{len(self._level(lv))} {lv}(s)" for lv in LEVELS)
         lines = [f"{head} — {counts}"]
         if len(self.roles):

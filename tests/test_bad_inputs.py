@@ -1018,3 +1018,15 @@ def test_reading_options_of_another_kind_of_file_are_errors(base, tmp_path):
     base.head(20).to_parquet(pq, index=False)
     with pytest.raises(DataError, match="a.parquet: --header-row does not apply to .parquet files"):
         read_table(pq, header_row=3)
+
+
+def test_check_of_an_unreadable_file_says_it_was_not_read(tmp_path):
+    """A file that cannot be read (here a header without rows) is summarized as not read, not as
+    "0 rows, 0 columns" (its header named two columns)."""
+    from pleval import check
+
+    p = tmp_path / "head.csv"
+    p.write_text("a,b\n")
+    report = check(p)
+    assert report.summary().splitlines()[0].startswith("head.csv: not read — 1 error(s)")
+    assert "no data rows" in report.errors[0].message
