@@ -142,6 +142,54 @@ def test_many_schools_equal_refits(method):
     assert r.drives_tau == 0
 
 
+def fe_weights_fit_written_out(y, se, x, method):
+    """Intercept + x at FE weights in exact rational arithmetic: ``(b0, b1, se0, se1, tau2, Q_E)``
+    for FE, HS and DL (tau² by Raudenbush's moments, ``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]``; the SEs at
+    the weights ``1/(v + tau²)``)."""
+    from fractions import Fraction
+
+    w = [1 / Fraction(float(s)) ** 2 for s in se]
+    y, x = [Fraction(float(a)) for a in y], [Fraction(float(a)) for a in x]
+
+    def wls(w):
+        s0, s1, s2 = sum(w), sum(a * b for a, b in zip(w, x)), sum(a * b * b for a, b in zip(w, x))
+        t0, t1 = sum(a * b for a, b in zip(w, y)), sum(a * b * c for a, b, c in zip(w, x, y))
+        det = s0 * s2 - s1 * s1
+        b0, b1 = (s2 * t0 - s1 * t1) / det, (s0 * t1 - s1 * t0) / det
+        return b0, b1, s0, s1, s2, det, sum(a * (c - b0 - b1 * b) ** 2 for a, b, c in zip(w, x, y))
+
+    *_, s0, s1, s2, det, qe = wls(w)
+    if method == "HS":
+        tau2 = max(Fraction(0), (qe - len(y)) / s0)
+    elif method == "DL":
+        u0, u1, u2 = sum(a * a for a in w), sum(a * a * b for a, b in zip(w, x)), sum(a * a * b * b for a, b in zip(w, x))
+        tau2 = max(Fraction(0), (qe - (len(y) - 2)) / (s0 - (s2 * u0 - 2 * s1 * u1 + s0 * u2) / det))
+    else:
+        tau2 = Fraction(0)
+    b0, b1, s0, _, s2, det, _ = wls([1 / (1 / a + tau2) for a in w])
+    return np.array([float(b0), float(b1), float(s2 / det) ** 0.5, float(s0 / det) ** 0.5, float(tau2), float(qe)])
+
+
+@pytest.mark.parametrize("method", ["FE", "HS", "DL"])
+def test_one_very_precise_school(method):
+    """One SE of 1e-7 among 0.05–0.2: its weight is nearly all of every FE total. The deleted fit
+    without it (coefficients, SEs, tau², Q_E) and every deleted fit's Q_E equal the fit written out
+    in exact arithmetic. Before 2026-12-05 the sums were the totals less each school's own term, of
+    y: without the precise school DL gave tau² 0.00631 for 0.01303 and the other schools' Q_E were
+    0 or 1.8·10⁶ to 1.7·10⁷ for 6.3–10.2."""
+    y = np.array([0.31, 0.05, 0.42, -0.12, 0.18, 0.27, 0.60, 0.09])
+    se = np.array([1e-7, 0.05, 0.12, 0.20, 0.08, 0.15, 0.10, 0.18])
+    x = np.array([0.3, -1.2, 0.8, 0.1, -0.5, 1.5, 0.9, -0.7])
+    r = leave_one_out_metareg(meta_regression(y, se, x, method=method))
+    for i in range(y.size):
+        keep = np.arange(y.size) != i
+        exact = fe_weights_fit_written_out(y[keep], se[keep], x[keep], method)
+        assert r.qe_del[i] == pytest.approx(exact[5], rel=1e-6), i
+        if i == 0:
+            got = np.r_[r.coef_del[0], r.se_del[0], r.tau2_del[0], r.qe_del[0]]
+            np.testing.assert_allclose(got, exact, rtol=1e-10, atol=1e-14)
+
+
 def test_rank_deficient_moderators_are_named():
     """A moderator with one value, or one the others span, is named in the error (before, the
     message named none: "moderators are collinear (or one is constant)")."""

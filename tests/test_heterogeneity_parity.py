@@ -315,6 +315,46 @@ def test_leave_one_out_hartung_knapp_with_identical_other_schools_uses_the_stand
     assert np.isfinite(inf.dffits).all() and np.isfinite(inf.dfbetas).all()
 
 
+# Eight schools, the first far more precise than the rest: its weight 1/v is most of every
+# fixed-effect total. Before 2026-12-05 the deleted fits' sums were those totals less each school's
+# own term, of y rather than of residuals: at SE 1e-7, without the first school DL gave tau²
+# 0.0306 for the refit's 0.0435 (Σw² was 10²⁸ less 10²⁸), REML I² 85.0% for 79.9% and Q 31.2590
+# for 31.2598.
+PRECISE_Y = np.array([0.31, 0.05, 0.42, -0.12, 0.18, 0.27, 0.60, 0.09])
+PRECISE_SE = np.array([1e-7, 0.05, 0.12, 0.20, 0.08, 0.15, 0.10, 0.18])
+
+
+def dl_written_out(y, se):
+    """DerSimonian–Laird tau² in exact rational arithmetic (Q about the FE mean, Σw − Σw²/Σw)."""
+    from fractions import Fraction
+
+    w = [1 / Fraction(float(s)) ** 2 for s in se]
+    y = [Fraction(float(a)) for a in y]
+    mu = sum(a * b for a, b in zip(w, y)) / sum(w)
+    q = sum(a * (b - mu) ** 2 for a, b in zip(w, y))
+    return float(max(Fraction(0), (q - (len(y) - 1)) / (sum(w) - sum(a * a for a in w) / sum(w))))
+
+
+@pytest.mark.parametrize("tiny", [1e-7, 1e-6])
+@pytest.mark.parametrize("method", _tau2.TAU2_METHODS)
+def test_leave_one_out_with_one_very_precise_school_equals_refitting(method, tiny):
+    """Every row of leave_one_out is meta_analysis on the other seven schools (estimate, SE, tau²,
+    Q, I², p) when one SE is 1e-7 or 1e-6 and the others 0.05–0.2; DL's deleted tau² is also
+    checked against the estimator written out in exact arithmetic."""
+    y, se = PRECISE_Y, PRECISE_SE.copy()
+    se[0] = tiny
+    k = y.size
+    for hk in (False, True):
+        inf = leave_one_out(meta_analysis(y, se, method=method, hartung_knapp=hk))
+        for i in range(k):
+            keep = np.arange(k) != i
+            d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
+            got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
+            assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10), (i, hk)
+            if method == "DL":
+                assert inf.tau2_del[i] == pytest.approx(dl_written_out(y[keep], se[keep]), rel=1e-10, abs=1e-14)
+
+
 def test_power_series_equals_direct_sums(monkeypatch):
     """The series route (large k) against the direct k × k route, and spot refits."""
     rng = np.random.default_rng(7)

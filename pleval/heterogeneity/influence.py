@@ -24,8 +24,11 @@ lower tail at Cook's distance exceeds 0.5, ``h_i > 3p/k`` or ``|DFBETAS| > 1`` (
 The school that *drives τ* is the one whose removal lowers τ̂² the most.
 
 **Vectorized.** The k deleted fits are computed together: every quantity needs only the sums
-``Σ_{j≠i} w_ij^m y_j^a`` (m = 1, 2, 3; a = 0, 1, 2) with ``w_ij = 1/(v_j + t_i)``, one ``t_i``
-per deleted fit. With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
+``Σ_{j≠i} w_ij^m r_j^a`` (m = 1, 2, 3; a = 0, 1, 2) with ``w_ij = 1/(v_j + t_i)``, one ``t_i``
+per deleted fit, of the residuals ``r = y − μ̂_FE`` from the full-data fixed-effect estimate
+(:func:`fe_fit`; μ̂₍ᵢ₎ is μ̂_FE plus the shift the sums give). A school with a tiny SE has a tiny
+residual, so no weighted total is its own term; the heaviest school's deleted fit is summed
+directly, and ``Σw − Σw²/Σw`` (DL, I²) is taken as in :func:`._tau2.fe_trace_p`. With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
 ``δ_i = t_i − c``, ``w_ij^m = w_j^m (1 + δ_i w_j)^{−m} = Σ_n C(m+n−1, n)(−δ_i)^n w_j^{m+n}``,
 so the sums are power series in δ_i whose coefficients ``Σ_j w_j^{m+n} y_j^a`` are shared by
 every i: O(k) work per term, summed to 1e−20 relative (ratio ``|δ_i| max w ≤ ½``). Deleted
@@ -147,8 +150,7 @@ def loo_global_max(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, t: 
     (:func:`._metareg_batch.highest`). All k fits at once; ``X`` (k × p) the design."""
     restricted = method == "REML"
     k, p = X.shape
-    Xw = X / v[:, None]
-    r = y - X @ np.linalg.solve(X.T @ Xw, Xw.T @ y)
+    r = fe_fit(y, v, X)[1]
     pa, pb = np.triu_indices(p)
     F = np.column_stack([X[:, pa] * X[:, pb], X * r[:, None], r * r])
     grid = _tau2.tau2_grid(float(v.min()), float(_loo_scale(y, v).max()))
@@ -163,59 +165,82 @@ def loo_global_max(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, t: 
     return mb.highest(method, grid, _loo_loglik_grid(F, v, grid, p, restricted), t, top, deleted)
 
 
-def _sums(t: np.ndarray, y: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
-    """For each i: sums over j ≠ i of ``w``, ``wy``, ``wy²``, ``w²``, ``w²y``, ``w²y²`` and
-    ``w³``, ``w_ij = 1/(v_j + t_i)`` (:func:`loo_weighted_sums`)."""
-    Y = np.column_stack([np.ones(y.size), y, y * y])
-    o = loo_weighted_sums(t, v, {1: Y, 2: Y, 3: Y[:, :1]})
+def fe_fit(y: np.ndarray, v: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(β̂, r = y − Xβ̂)`` of the full-data fixed-effect fit (weights 1/v). The deleted fits'
+    sums are taken of these residuals, not of y, and their estimates as shifts from β̂: a school
+    with a tiny SE has a residual of about the others' weight over its own, so its weight times
+    its residual (squared) stays of the other schools' size instead of dominating — and
+    cancelling in — every total."""
+    Xw = X / v[:, None]
+    beta = np.linalg.solve(X.T @ Xw, Xw.T @ y)
+    return beta, y - X @ beta
+
+
+def _sums(t: np.ndarray, r: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
+    """For each i: sums over j ≠ i of ``w``, ``wr``, ``wr²``, ``w²``, ``w²r``, ``w²r²`` and
+    ``w³``, ``w_ij = 1/(v_j + t_i)``, r the residuals of :func:`fe_fit`
+    (:func:`loo_weighted_sums`)."""
+    R = np.column_stack([np.ones(r.size), r, r * r])
+    o = loo_weighted_sums(t, v, {1: R, 2: R, 3: R[:, :1]})
     return dict(zip(("S", "Sy", "Syy", "T", "Ty", "Tyy", "U"), np.column_stack([o[1], o[2], o[3]]).T))
 
 
 def _fit_parts(s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(μ̂, Q = Σwr², Σw²r²)`` from the sums."""
-    mu = s["Sy"] / s["S"]
-    q = np.maximum(s["Syy"] - s["Sy"] * mu, 0.0)
-    w2r2 = np.maximum(s["Tyy"] - 2.0 * mu * s["Ty"] + mu**2 * s["T"], 0.0)
-    return mu, q, w2r2
+    """``(μ̂ − μ̂_FE, Q = Σwr², Σw²r²)`` from the sums of the residuals (μ̂_FE: the full-data
+    fixed-effect estimate they are taken from, :func:`fe_fit`)."""
+    shift = s["Sy"] / s["S"]
+    q = np.maximum(s["Syy"] - s["Sy"] * shift, 0.0)
+    w2r2 = np.maximum(s["Tyy"] - 2.0 * shift * s["Ty"] + shift**2 * s["T"], 0.0)
+    return shift, q, w2r2
 
 
-def _fe_moments(y: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Leave-one-out FE weight sums ``Σw``, ``Σw²`` and Cochran's Q (w = 1/v), in O(k)."""
+def _fe_moments(r: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each deleted fit's FE weight sum ``Σw``, ``tr P₀ = Σw − Σw²/Σw`` and Cochran's Q
+    (w = 1/v) from the residuals r (:func:`loo_weighted_sums` at τ² = 0), in O(k). ``tr P₀`` is
+    ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎`` (:func:`._tau2.fe_trace_p`): the heaviest school h's
+    ``Σw₍ᵢ₎ − w_h`` is the sum without h less ``w_i``, and h's own deleted fit is summed directly."""
+    k = r.size
+    R = np.column_stack([np.ones(k), r, r * r])
+    o = loo_weighted_sums(np.zeros(k), v, {1: R, 2: R[:, :1]})
+    S, Sr, Srr = o[1].T
+    S2 = o[2][:, 0]
     w = 1.0 / v
-    S = w.sum() - w
-    S2 = (w**2).sum() - w**2
-    Sy = (w * y).sum() - w * y
-    Syy = (w * y * y).sum() - w * y * y
-    return S, S2, np.maximum(Syy - Sy**2 / S, 0.0)
+    h = int(np.argmin(v))  # as loo_weighted_sums: its deleted fit's sums are direct
+    rest = S[h] - w  # Σ over j ≠ i, h
+    trace = (rest * (S + w[h]) - (S2[h] - w**2)) / S
+    trace[h] = _tau2.fe_trace_p(np.delete(v, h), np.ones((k - 1, 1)))
+    return S, trace, np.maximum(Srr - Sr**2 / S, 0.0)
 
 
-def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, tau2_full: float) -> np.ndarray:
-    k = y.size
+def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, tau2_full: float, fe: tuple) -> np.ndarray:
+    """τ̂² of every deleted fit (module docstring) from the residuals r of :func:`fe_fit` and
+    their :func:`_fe_moments` ``fe``."""
+    k = r.size
     kd = k - 1  # schools in each deleted fit (p = 1)
     if method == "FE":
         return np.zeros(k)
-    S, S2, q = _fe_moments(y, v)
+    S, trace, q = fe
     if method == "DL":
-        return np.maximum(0.0, (q - (kd - 1)) / (S - S2 / S))
+        return np.maximum(0.0, (q - (kd - 1)) / trace)
     if method == "HS":
         return np.maximum(0.0, (q - kd) / S)
-    ybar = (y.sum() - y) / kd
-    rss = (y * y).sum() - y * y - kd * ybar**2
+    rbar = (r.sum() - r) / kd
+    rss = (r * r).sum() - r * r - kd * rbar**2
     if method == "HE":
         vs = v.sum() - v
         return np.maximum(0.0, (rss - vs * (1.0 - 1.0 / kd)) / (kd - 1))
     if method == "SJ":
         t0 = rss / kd
-        return t0 * _fit_parts(_sums(t0, y, v))[1] / (kd - 1)
+        return t0 * _fit_parts(_sums(t0, r, v))[1] / (kd - 1)
     # Iterative estimators: vector steps from the full-data τ̂², per-fit fall-back.
     t = np.full(k, float(tau2_full))
-    scale = float(np.var(y) + np.mean(v))
+    scale = float(np.var(r) + np.mean(v))
     done = np.zeros(k, dtype=bool)
     if method in ("PM", "EB"):
         done = q <= kd - 1  # Q(0) at or below its target: τ̂² = 0
         t[done] = 0.0
     for _ in range(50):
-        s = _sums(t, y, v)
+        s = _sums(t, r, v)
         _, qt, w2r2 = _fit_parts(s)
         if method == "REML":
             tr_p = s["S"] - s["T"] / s["S"]
@@ -234,9 +259,9 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, tau2_full: float) -
         keep = np.ones(k, dtype=bool)
         for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
             keep[i] = False
-            t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], np.ones((kd, 1)))[0]
+            t[i] = _tau2.estimate_tau2(method, r[keep], v[keep], np.ones((kd, 1)))[0]
             keep[i] = True
-    return loo_global_max(method, y, v, np.ones((k, 1)), t) if method in ("REML", "ML") else t
+    return loo_global_max(method, r, v, np.ones((k, 1)), t) if method in ("REML", "ML") else t
 
 
 def _readonly_bool(a) -> np.ndarray:
@@ -332,9 +357,12 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
     y = np.asarray(meta.estimates, dtype=float)
     v = np.asarray(meta.ses, dtype=float) ** 2
     kd = k - 1
-    t = _deleted_tau2(meta.method, y, v, meta.tau2)
-    s = _sums(t, y, v)
-    mu_d, q_t, _ = _fit_parts(s)
+    mu_fe, r = fe_fit(y, v, np.ones((k, 1)))
+    fe = _fe_moments(r, v)
+    t = _deleted_tau2(meta.method, r, v, meta.tau2, fe)
+    s = _sums(t, r, v)
+    shift, q_t, _ = _fit_parts(s)
+    mu_d = mu_fe[0] + shift
     se_d = 1.0 / np.sqrt(s["S"])
     df = math.inf
     s2w = np.ones(k)  # the deleted fits' Hartung–Knapp factors
@@ -349,8 +377,8 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
         df = float(kd - 1)
     dist = stats.norm if not np.isfinite(df) else stats.t(df)
     crit = dist.ppf(0.5 + meta.level / 2)
-    S, S2, q_fe = _fe_moments(y, v)
-    s2 = (kd - 1) * S / (S**2 - S2)  # typical within-school variance of each deleted set
+    _, trace, q_fe = fe
+    s2 = (kd - 1) / trace  # typical within-school variance of each deleted set (meta.typical_variance)
     if meta.method == "FE":
         i2 = 100.0 * np.where(q_fe > 0, np.maximum(0.0, (q_fe - (kd - 1)) / np.where(q_fe > 0, q_fe, 1.0)), 0.0)
         h2 = q_fe / (kd - 1)

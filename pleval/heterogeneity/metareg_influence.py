@@ -19,12 +19,14 @@ distance exceeds 0.5, ``h_i > 3p/k`` or some ``|DFBETAS| > 1``; the school that 
 the one whose removal lowers the residual τ̂² the most.
 
 **Vectorized.** Every deleted-fit quantity is p × p algebra on weighted sums over the other
-schools, ``Σ_{j≠i} w_ij^m F_j`` (m = 1, 2, 3) of the features ``F_j = (x_jx_j', x_jy_j, y_j², 1)``
-with ``w_ij = 1/(v_j + τ̂²₍ᵢ₎)``: ``X'W₍ᵢ₎X``, ``A₍ᵢ₎``, β̂₍ᵢ₎, ``Q₍ᵢ₎ = Σwy² − β̂'Σwxy``,
+schools, ``Σ_{j≠i} w_ij^m F_j`` (m = 1, 2, 3) of the features ``F_j = (x_jx_j', x_jr_j, r_j², 1)``
+with ``w_ij = 1/(v_j + τ̂²₍ᵢ₎)`` and r the residuals of the full-data fixed-effect fit
+(:func:`.influence.fe_fit`): ``X'W₍ᵢ₎X``, ``A₍ᵢ₎``, ``β̂₍ᵢ₎ − β̂_FE``, ``Q₍ᵢ₎ = Σwr² − b'Σwxr``,
 ``r'W²r``, ``tr P = Σw − tr(A X'W²X)`` and ``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``.
-At a τ² shared by every fit (FE weights for QE, DL and HS; unit weights for HE and SJ's start)
-the sums are the totals minus school i's own term (rank-one downdates). At the deleted τ̂²₍ᵢ₎
-they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits share
+At unit weights (HE and SJ's start) the sums are the totals minus school i's own term (rank-one
+downdates); at FE weights (QE, DL, HS) those of :func:`.influence.loo_weighted_sums` at τ² = 0,
+whose heaviest school's deleted fit is summed directly (its term is most of each total). At
+the deleted τ̂²₍ᵢ₎ they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits share
 (:func:`.influence.loo_weighted_sums`, as for the meta-analysis without moderators), so a
 τ² iteration — Fisher scoring (REML, ML) or Newton steps on ``Q(τ²) = k − 1 − p`` (PM/EB) from the
 full-data τ̂², all deleted fits at once — costs O(k·p²) per series term instead of O(k²p²).
@@ -44,7 +46,7 @@ from scipy import stats
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _tau2
-from .influence import loo_global_max, loo_weighted_sums
+from .influence import fe_fit, loo_global_max, loo_weighted_sums
 from .meta import _readonly
 
 
@@ -122,25 +124,27 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     w = 1.0 / (v + mr.tau2)
     A0 = np.linalg.inv((X * w[:, None]).T @ X)
     hat = w * np.einsum("ip,pq,iq->i", X, A0, X)
-    F = np.column_stack([np.einsum("jp,jq->jpq", X, X).reshape(k, p * p), X * y[:, None], y * y, np.ones(k)])
-    t = _deleted_tau2(mr.method, y, v, X, F, float(mr.tau2))
+    beta_fe, r = fe_fit(y, v, X)
+    F = np.column_stack([np.einsum("jp,jq->jpq", X, X).reshape(k, p * p), X * r[:, None], r * r, np.ones(k)])
+    fe = _fe_sums(v, F, p)
+    t = _deleted_tau2(mr.method, r, v, X, F, fe, float(mr.tau2))
     S = loo_weighted_sums(t, v, {1: F})[1]
     A, b, q = _fit(S, p)
     s2 = q / (kd - p) if kh else np.ones(k)
-    _, _, qe = _fit(_downdate(F, 1.0 / v), p)
+    _, _, qe = _fit(fe[1], p)
     Vd = A * s2[:, None, None]
     pred = np.einsum("np,np->n", X, b)
     vpred = np.einsum("np,npq,nq->n", X, Vd, X)
     own = 1.0 / (v + t)  # all k schools at the deleted τ̂², for DFBETAS
     varall = np.einsum("npp->np", np.linalg.inv(S[:, : p * p].reshape(k, p, p)
                                                  + own[:, None, None] * np.einsum("np,nq->npq", X, X)))
-    coef, var = b, Vd
+    coef, var = beta_fe + b, Vd
     d = beta[None, :] - coef
-    dffits = (X @ beta - pred) / np.sqrt(s2 * hat * (t + v))
+    dffits = (X @ (beta - beta_fe) - pred) / np.sqrt(s2 * hat * (t + v))
     dfbetas = d / np.sqrt(s2[:, None] * varall)
     cooks = np.einsum("np,pq,nq->n", d, np.linalg.inv(vb), d)
     cov_ratio = np.linalg.det(var) / np.linalg.det(vb)
-    rstudent = (y - pred) / np.sqrt(v * s2 + vpred + t * s2)
+    rstudent = (r - pred) / np.sqrt(v * s2 + vpred + t * s2)
     influential = ((np.abs(dffits) > 3 * np.sqrt(p / (k - p))) | (stats.chi2.cdf(cooks, p) > 0.5) | (hat > 3 * p / k)
                    | (np.abs(dfbetas) > 1).any(axis=1))
     return MetaRegressionInfluence(
@@ -153,13 +157,21 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
 
 
 def _downdate(F: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``Σ_{j≠i} w_j F_j`` for every i at weights shared by all deleted fits (total − own)."""
+    """``Σ_{j≠i} w_j F_j`` for every i at weights shared by all deleted fits (total − own; for
+    unit weights, where no school's term dominates the totals)."""
     return (w @ F)[None, :] - w[:, None] * F
 
 
+def _fe_sums(v: np.ndarray, F: np.ndarray, p: int) -> dict[int, np.ndarray]:
+    """``Σ_{j≠i} w_j F_j`` and ``Σ_{j≠i} w_j² x_jx_j'`` of every deleted fit at the FE weights
+    ``w = 1/v`` (:func:`.influence.loo_weighted_sums` at τ² = 0: the heaviest school's deleted
+    fit summed directly, its term being most of each total)."""
+    return loo_weighted_sums(np.zeros(v.size), v, {1: F, 2: F[:, : p * p]})
+
+
 def _fit(S: np.ndarray, p: int):
-    """From the sums ``S = Σ w (xx', xy, y², 1)`` of each deleted fit: ``A = (X'WX)⁻¹``, β̂ and
-    ``Q = Σ w r² = Σwy² − β̂'Σwxy``."""
+    """From the sums ``S = Σ w (xx', xr, r², 1)`` of each deleted fit (r the full-data FE
+    residuals): ``A = (X'WX)⁻¹``, β̂ − β̂_FE and ``Q = Σ w (r − x'(β̂ − β̂_FE))² = Σwr² − b'Σwxr``."""
     pp = p * p
     A = np.linalg.inv(S[:, :pp].reshape(-1, p, p))
     xy = S[:, pp: pp + p]
@@ -167,8 +179,10 @@ def _fit(S: np.ndarray, p: int):
     return A, b, np.maximum(S[:, pp + p] - np.einsum("np,np->n", b, xy), 0.0)
 
 
-def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, F: np.ndarray, tau2_full: float) -> np.ndarray:
-    """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`)."""
+def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, X: np.ndarray, F: np.ndarray, fe: dict,
+                  tau2_full: float) -> np.ndarray:
+    """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`) from the
+    full-data FE residuals r, their features F and FE-weight sums ``fe`` (:func:`_fe_sums`)."""
     k, p = X.shape
     kd, pp = k - 1, p * p
     if method == "FE":
@@ -183,15 +197,15 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, F: n
         t0 = rss / kd
         q = _fit(loo_weighted_sums(t0, v, {1: F})[1], p)[2]
         return np.where(t0 > 0, t0 * q / (kd - p), 0.0)
-    S0 = _downdate(F, 1.0 / v)
+    S0 = fe[1]
     A, _, q0 = _fit(S0, p)
     if method == "HS":
         return np.maximum(0.0, (q0 - kd) / S0[:, -1])
-    xw2x = _downdate(F[:, :pp], 1.0 / v**2).reshape(k, p, p)
+    xw2x = fe[2].reshape(k, p, p)
     if method == "DL":
         return np.maximum(0.0, (q0 - (kd - p)) / (S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)))
     t = np.full(k, tau2_full)
-    scale = float(np.var(y) + np.mean(v))
+    scale = float(np.var(r) + np.mean(v))
     done = np.zeros(k, dtype=bool)
     if method in ("PM", "EB"):
         done = q0 <= kd - p  # Q(0) at or below its target: τ̂² = 0
@@ -221,9 +235,9 @@ def _deleted_tau2(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, F: n
         keep = np.ones(k, dtype=bool)
         for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
             keep[i] = False
-            t[i] = _tau2.estimate_tau2(method, y[keep], v[keep], X[keep])[0]
+            t[i] = _tau2.estimate_tau2(method, r[keep], v[keep], X[keep])[0]
             keep[i] = True
-    return loo_global_max(method, y, v, X, t) if method in ("REML", "ML") else t
+    return loo_global_max(method, r, v, X, t) if method in ("REML", "ML") else t
 
 
 __all__ = ["leave_one_out_metareg", "MetaRegressionInfluence"]
