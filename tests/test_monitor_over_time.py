@@ -238,6 +238,27 @@ def test_equity_bands_do_not_depend_on_student_ids():
     assert a.equity["estimate"].notna().all()
 
 
+def test_equity_bands_rank_within_grade():
+    """The bands rank the baseline pretest within grade × subject, as pretest_band does. On a
+    vertically scaled pretest (40 points a grade here) with a larger effect in the lowest baseline
+    grade (+12 points) and none varying with achievement within grade, each band holds every
+    baseline grade in proportion and the gap is near 0. Before, ranked within subject, the bottom
+    third was nearly all grade 3 and the gap about −10 points (the grades' difference)."""
+    d = simulate_panel(seed=0, n_schools=16, n_pl_schools=6, students_per_grade=8, subjects=("math",), tau=0.0,
+                       effects=(0.1,), decimals=None).data
+    grade0 = d.sort_values("year").groupby("student_id")["grade"].first()
+    g0 = d["student_id"].map(grade0)
+    d["pretest"] += 30 * (g0 - 3)
+    d["posttest"] += 12.0 * ((g0 == 3) & (d["treatment"] == 1) & (d["year"] >= 2022))
+    ot = effects_over_time(d, COLS, method="regression", cohort="pl_year")
+    series = ot._frames["math"].drop_duplicates("student_id")
+    per_band = pd.crosstab(series["student_id"].map(grade0), series["_band"])
+    assert per_band.shape == (3, 3) and (per_band.max(axis=1) - per_band.min(axis=1)).max() <= 1
+    gap = ot.equity[(ot.equity["band"] == "gap (top − bottom)") & (ot.equity["time"] >= 2022)]
+    assert abs(gap["estimate"].mean()) < 4.0
+    assert (gap["estimate"].abs() < 3 * gap["se"]).all()
+
+
 def test_estimates_shift_exactly_with_the_true_effects():
     """Matching uses only baselines and the model is linear: with the same seed, changing the true
     per-exposure effects shifts each per-year estimate by exactly 15 × the change and leaves the

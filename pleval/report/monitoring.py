@@ -172,12 +172,13 @@ def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
     if not len(eq):
         return None
     blocks: list = []
+    within = "grade × subject" if m.over_time.columns.grade else "subject (no grade column)"
     for s in m.over_time.subjects:
         f = eq[eq["subject"] == s]
         blocks += _figure(f"equity_over_time_{slug(s)}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
         blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl),
                             title=title(s, "Equity bands over time"), note=(
-                                "Bands: thirds of the baseline pretest within subject; the gap (top − bottom) is a "
+                                f"Bands: thirds of the baseline pretest within {within}; the gap (top − bottom) is a "
                                 "contrast with its CR2 SE (no percentile points).")))
     return Section("equity", "Equity bands over time", tuple(blocks))
 
