@@ -484,10 +484,12 @@ def test_school_trajectories_against_statsmodels():
     the covariate, fitted to the comparison rows; each school-year's effect is its rows' mean
     residual with SE s/√n; each slope and SE is statsmodels WLS of those effects on the years
     (weights 1/SE², scale fixed at 1); τ² the maximum of the REML likelihood (scipy); the
-    shrunken slopes μ̂ + τ²/(τ² + SE²)(slope − μ̂); the p-values BH-adjusted by statsmodels."""
+    shrunken slopes μ̂ + τ²/(τ² + SE²)(slope − μ̂); z with τ̂²_placebo, the p-values the normal
+    mixture over τ²_placebo's confidence distribution, BH-adjusted by statsmodels."""
     from scipy import optimize, stats
     from statsmodels.stats.multitest import multipletests
 
+    from pleval.heterogeneity._predictive import placebo_nodes
     from pleval.monitor.schools import school_trajectories
 
     rng = np.random.default_rng(2026_12_05)
@@ -543,7 +545,13 @@ def test_school_trajectories_against_statsmodels():
     shrunk = mu + st.tau2 / (st.tau2 + pl["se"] ** 2) * (pl["slope"] - mu)
     assert pl["slope_shrunk"].to_numpy() == pytest.approx(shrunk.to_numpy(), rel=1e-9)
     z = (sl["slope"] - 0.1) / np.sqrt(sl["se"] ** 2 + st.tau2_placebo)
-    assert sl["pvalue"].to_numpy() == pytest.approx(2 * stats.norm.sf(np.abs(z.to_numpy())), rel=1e-9)
+    assert sl["z"].to_numpy() == pytest.approx(z.to_numpy(), rel=1e-9)
+    # p: the normal mixture over the quantiles of τ²_placebo's confidence distribution (the placebo
+    # calibration's nodes, checked in the heterogeneity tests)
+    nodes, wn = placebo_nodes(pb["slope"].to_numpy(), np.diag(pb["se"].to_numpy() ** 2))
+    scale = np.sqrt(sl["se"].to_numpy()[:, None] ** 2 + nodes[None, :])
+    p = (2 * stats.norm.sf(np.abs(sl["slope"].to_numpy() - 0.1)[:, None] / scale) * wn).sum(axis=1) / wn.sum()
+    assert sl["pvalue"].to_numpy() == pytest.approx(p, rel=1e-9)
     assert pl["p_adjusted"].to_numpy() == pytest.approx(multipletests(pl["pvalue"], method="fdr_bh")[1], rel=1e-9)
     assert list(sl.index[sl["diverges"]]) == list(pl.index[pl["p_adjusted"] < 0.05])
     assert sl.loc["s00", "diverges"] and sl.loc["s00", "direction"] == "faster"

@@ -159,7 +159,8 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
         }), title=title(s, "School trajectories"), note=(
             f"adjusted p: adjusted for testing every school at once ({adjustment}). shrunken: empirical-Bayes "
             "estimate, pulled toward the pooled effect in proportion to the school's noise. p tests the slope "
-            "against the pooled trend with the placebo schools' spread added to its SE.")))
+            "against the pooled trend with the placebo schools' spread added to its SE, that spread's "
+            "uncertainty (it rests on a few placebo schools) integrated out.")))
     if not m.schools:
         blocks.append(Paragraph("No school trajectories (see the notes under Caveats)."))
     return Section("schools", "Schools whose trajectories diverge", (*blocks, Bullets((CAVEAT_SCHOOL,
