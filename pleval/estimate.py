@@ -58,7 +58,7 @@ from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .readers import file_columns
 from .outcomes import check_options as check_outcome_options
-from .subgroups import BAND, pretest_bands
+from .subgroups import BAND, band_groups, pretest_bands
 
 DESIGNS = ("matched", "rct")
 MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
@@ -385,8 +385,7 @@ def with_pretest_bands(df: pd.DataFrame, columns: Columns, cuts) -> pd.DataFrame
         raise DataError(f"column {BAND!r} exists in the data; pleval computes it for subgroups=({BAND!r}, ...)")
     if not columns.pretest:
         raise DataError(f"subgroup {BAND!r} needs a pretest column (columns.pretest)")
-    return df.assign(**{BAND: pretest_bands(df, columns.main_pretest, [c for c in (columns.grade, columns.subject) if c],
-                                            cuts)})
+    return df.assign(**{BAND: pretest_bands(df, columns.main_pretest, band_groups(columns), cuts)})
 
 
 def resolve_options(design: str, method: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import percentiles
 from ._text import fixed, fmt_p, percent, unsigned_zeros
-from .standards import EQUIVALENCE_EDGES, differential_text
+from .standards import EQUIVALENCE_EDGES, differential_text, overall_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .estimate import Evaluation
@@ -375,7 +375,7 @@ def verdict_rows(ev: "Evaluation") -> list[dict]:
                 {
                     "subject": s,
                     "check": f"attrition ({r['level']})",
-                    "value": f"overall {100 * r['overall']:.1f}%, differential "
+                    "value": f"overall {overall_text(r['overall'])}%, differential "
                              f"{differential_text(r['overall'], r['differential'])} points",
                     "verdict": f"{r['verdict_cautious']} (cautious boundary), {r['verdict_optimistic']} (optimistic)",
                 }

@@ -46,7 +46,7 @@ import pandas as pd
 
 from .binary import METHODS, NO_PERCENTILE, binary_effect, binary_values, is_binary
 from .errors import DataError
-from .standards import differential_text
+from .standards import differential_text, overall_text
 
 ACHIEVEMENT = "achievement"
 
@@ -272,7 +272,7 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
     part = {"details": {"design": res}, "effect": main, "effects": effects, "equivalence": res.equivalence}
     r = rate("rct", part, subject, df, cols, opts)
     att = res.attrition[0]
-    note = (f"{label}: student attrition {att.overall:.1%} overall, "
+    note = (f"{label}: student attrition {overall_text(att.overall)}% overall, "
             f"{differential_text(att.overall, att.differential)} points differential")
     return row, r, note
 

@@ -247,16 +247,12 @@ def _short(rating: str) -> str:
     return {MWOR: "without reservations", MWR: "at most with reservations", DNM: "does not meet"}[rating]
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def _attrition_step(level: str, a: tuple[float, float], boundary: str) -> tuple[str, bool]:
     overall, diff = a
     verdict = standards.attrition_verdict(overall, diff, boundary)
     bound = standards.max_differential(overall, boundary)
     limit = "no differential is low at this overall rate" if not math.isfinite(bound) else f"low up to {100 * bound:.1f} points"
-    return (f"{level} attrition {verdict} (overall {_pct(overall)}, differential "
+    return (f"{level} attrition {verdict} (overall {standards.overall_text(overall)}%, differential "
             f"{standards.differential_text(overall, diff)} points; "
             f"{boundary} boundary: {limit})"), verdict == standards.LOW
 

@@ -125,6 +125,14 @@ def attrition_verdict(overall: float, differential: float, boundary: str = "caut
     return LOW if 100.0 * diff <= 100.0 * bound + _TOL_PCT else HIGH
 
 
+def overall_text(overall: float) -> str:
+    """The overall attrition in percent with one decimal, or more where one would put it on or
+    across a whole-percent row of Table II.1 (the rows that choose the bound): 10.004, not 10.0,
+    for a rate held to the smaller of the 10% and 11% rows' bounds; exactly 10% is 10.0."""
+    pct = 100 * overall
+    return fixed(pct, 1, np.floor(pct), np.ceil(pct))
+
+
 def differential_text(overall: float, differential: float) -> str:
     """The differential attrition in percentage points with one decimal, or more where one would
     put it on or across the cautious or optimistic bound at ``overall``: 6.32 (high), not 6.3,
@@ -213,7 +221,7 @@ class Attrition(ResultMixin):
 
     def summary(self) -> str:
         return (
-            f"Attrition ({self.level}): overall {self.overall:.1%}, differential "
+            f"Attrition ({self.level}): overall {overall_text(self.overall)}%, differential "
             f"{differential_text(self.overall, self.differential)} points (treated {self.attrition_treated:.1%}, "
             f"control {self.attrition_control:.1%}); WWC: {self.verdict_cautious} under the cautious "
             f"boundary, {self.verdict_optimistic} under the optimistic boundary"
@@ -267,6 +275,7 @@ __all__ = [
     "attrition_boundaries",
     "attrition_verdict",
     "max_differential",
+    "overall_text",
     "differential_text",
     "baseline_equivalence",
     "g_text",

@@ -243,6 +243,13 @@ BAND = "pretest_band"
 """The subgroup name of baseline achievement bands (:func:`pretest_bands`)."""
 
 
+def band_groups(columns) -> list[str]:
+    """The columns within which ``pretest_band`` ranks the pretest (:func:`pretest_bands`' ``by``):
+    grade × subject, those of the two that ``columns`` names. Without a grade column the rank is
+    within subject across grades, so on a vertically scaled pretest the bands differ by grade."""
+    return [c for c in (columns.grade, columns.subject) if c]
+
+
 def pretest_bands(df: pd.DataFrame, pretest: str, by: Sequence[str] = (), cuts: Sequence[float] = ()) -> pd.Series:
     """Baseline achievement band of each row: the pretest's percentile rank within ``by``
     (e.g. grade × subject) cut at ``cuts`` percent (default: thirds, 33⅓ and 66⅔).
@@ -356,6 +363,6 @@ def equity_table(tests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["subgroup_effects", "level_codes", "single_valued_in_subject", "pretest_bands", "set_level_codes",
+__all__ = ["subgroup_effects", "level_codes", "single_valued_in_subject", "band_groups", "pretest_bands", "set_level_codes",
            "matched_level_codes", "own_level_rows",
            "equity_table", "BAND", "MAX_LEVELS"]

@@ -238,6 +238,27 @@ def test_equity_bands_do_not_depend_on_student_ids():
     assert a.equity["estimate"].notna().all()
 
 
+def test_equity_bands_rank_within_grade():
+    """The bands rank the baseline pretest within grade × subject, as pretest_band does. On a
+    vertically scaled pretest (40 points a grade here) with a larger effect in the lowest baseline
+    grade (+12 points) and none varying with achievement within grade, each band holds every
+    baseline grade in proportion and the gap is near 0. Before, ranked within subject, the bottom
+    third was nearly all grade 3 and the gap about −10 points (the grades' difference)."""
+    d = simulate_panel(seed=0, n_schools=16, n_pl_schools=6, students_per_grade=8, subjects=("math",), tau=0.0,
+                       effects=(0.1,), decimals=None).data
+    grade0 = d.sort_values("year").groupby("student_id")["grade"].first()
+    g0 = d["student_id"].map(grade0)
+    d["pretest"] += 30 * (g0 - 3)
+    d["posttest"] += 12.0 * ((g0 == 3) & (d["treatment"] == 1) & (d["year"] >= 2022))
+    ot = effects_over_time(d, COLS, method="regression", cohort="pl_year")
+    series = ot._frames["math"].drop_duplicates("student_id")
+    per_band = pd.crosstab(series["student_id"].map(grade0), series["_band"])
+    assert per_band.shape == (3, 3) and (per_band.max(axis=1) - per_band.min(axis=1)).max() <= 1
+    gap = ot.equity[(ot.equity["band"] == "gap (top − bottom)") & (ot.equity["time"] >= 2022)]
+    assert abs(gap["estimate"].mean()) < 4.0
+    assert (gap["estimate"].abs() < 3 * gap["se"]).all()
+
+
 def test_estimates_shift_exactly_with_the_true_effects():
     """Matching uses only baselines and the model is linear: with the same seed, changing the true
     per-exposure effects shifts each per-year estimate by exactly 15 × the change and leaves the
@@ -463,10 +484,12 @@ def test_school_trajectories_against_statsmodels():
     the covariate, fitted to the comparison rows; each school-year's effect is its rows' mean
     residual with SE s/√n; each slope and SE is statsmodels WLS of those effects on the years
     (weights 1/SE², scale fixed at 1); τ² the maximum of the REML likelihood (scipy); the
-    shrunken slopes μ̂ + τ²/(τ² + SE²)(slope − μ̂); the p-values BH-adjusted by statsmodels."""
+    shrunken slopes μ̂ + τ²/(τ² + SE²)(slope − μ̂); z with τ̂²_placebo, the p-values the normal
+    mixture over τ²_placebo's confidence distribution, BH-adjusted by statsmodels."""
     from scipy import optimize, stats
     from statsmodels.stats.multitest import multipletests
 
+    from pleval.heterogeneity._predictive import placebo_nodes
     from pleval.monitor.schools import school_trajectories
 
     rng = np.random.default_rng(2026_12_05)
@@ -522,7 +545,13 @@ def test_school_trajectories_against_statsmodels():
     shrunk = mu + st.tau2 / (st.tau2 + pl["se"] ** 2) * (pl["slope"] - mu)
     assert pl["slope_shrunk"].to_numpy() == pytest.approx(shrunk.to_numpy(), rel=1e-9)
     z = (sl["slope"] - 0.1) / np.sqrt(sl["se"] ** 2 + st.tau2_placebo)
-    assert sl["pvalue"].to_numpy() == pytest.approx(2 * stats.norm.sf(np.abs(z.to_numpy())), rel=1e-9)
+    assert sl["z"].to_numpy() == pytest.approx(z.to_numpy(), rel=1e-9)
+    # p: the normal mixture over the quantiles of τ²_placebo's confidence distribution (the placebo
+    # calibration's nodes, checked in the heterogeneity tests)
+    nodes, wn = placebo_nodes(pb["slope"].to_numpy(), np.diag(pb["se"].to_numpy() ** 2))
+    scale = np.sqrt(sl["se"].to_numpy()[:, None] ** 2 + nodes[None, :])
+    p = (2 * stats.norm.sf(np.abs(sl["slope"].to_numpy() - 0.1)[:, None] / scale) * wn).sum(axis=1) / wn.sum()
+    assert sl["pvalue"].to_numpy() == pytest.approx(p, rel=1e-9)
     assert pl["p_adjusted"].to_numpy() == pytest.approx(multipletests(pl["pvalue"], method="fdr_bh")[1], rel=1e-9)
     assert list(sl.index[sl["diverges"]]) == list(pl.index[pl["p_adjusted"] < 0.05])
     assert sl.loc["s00", "diverges"] and sl.loc["s00", "direction"] == "faster"

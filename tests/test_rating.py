@@ -75,6 +75,20 @@ def test_the_steps_print_numbers_on_their_side_of_the_boundary():
     assert float(re.search(r"g = ([0-9.]+), not satisfied", eq).group(1)) > 0.05
 
 
+def test_the_attrition_step_prints_the_overall_rate_between_its_rows():
+    """10.004% overall is held to the 11% row's cautious 6.2 points (the smaller of 6.3 and 6.2):
+    printed 10.004%, not 10.0% (which read as the 10% row's 6.3, before 2026-12-05); exactly 10%
+    prints 10.0% beside the 10% row's 6.3."""
+    import re
+
+    for overall, diff, verdict, limit in ((10004 / 100000, 0.063, "high", 6.2), (0.10, 0.063, "low", 6.3)):
+        att = next(s.finding for s in rate(facts(attrition_students=(overall, diff))).steps
+                   if s.step.startswith("attrition"))
+        shown, bound = map(float, re.search(r"overall ([0-9.]+)%.* low up to ([0-9.]+) points", att).groups())
+        assert f"attrition {verdict}" in att and bound == limit
+        assert (shown > 10) == (overall > 0.10) and abs(shown - 100 * overall) < 5e-4
+
+
 def test_boundary_choice_decides_attrition():
     assert rate(facts(attrition_students=HIGH, baseline=(("p", 0.3, True),))).wwc_rating == DNM
     r = rate(facts(attrition_students=HIGH, baseline=(("p", 0.3, True),), boundary="optimistic"))

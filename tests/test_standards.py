@@ -94,6 +94,24 @@ def test_the_differential_printed_beside_a_verdict_lies_on_its_side_of_the_bound
     assert "differential 6.3 points" in on.summary() and on.verdict_cautious == "low"
 
 
+def test_the_overall_rate_printed_shows_which_rows_set_the_bound(table):
+    """50,000 per arm: 6,577 and 3,427 lost is 10.004% overall, differential 6.3 points, held to
+    the smaller of the 10% and 11% rows' cautious bounds (6.3, 6.2): high. Before 2026-12-05 the
+    summary printed "overall 10.0%", which reads as the 10% row (6.3: low). Exactly 10% (6,575 and
+    3,425 lost) is the 10% row alone: low, printed 10.0."""
+    import re
+
+    cautious = table.set_index("overall_attrition_pct")["cautious_max_differential_pct"]
+    a = standards.attrition(50000, 50000, 50000 - 6577, 50000 - 3427)
+    shown = float(re.search(r"overall ([0-9.]+)%", a.summary()).group(1))
+    assert 10 < shown < 11 and abs(shown - 100 * 10004 / 100000) < 5e-4
+    assert 100 * a.differential > min(cautious[10], cautious[11]) and a.verdict_cautious == "high"
+    assert standards.overall_text(10004 / 100000) == "10.004"
+    on = standards.attrition(50000, 50000, 50000 - 6575, 50000 - 3425)
+    assert "overall 10.0%, differential 6.3 points" in on.summary() and on.verdict_cautious == "low"
+    assert 100 * on.differential == pytest.approx(cautious[10])
+
+
 def test_a_baseline_g_printed_beside_its_verdict_lies_on_its_side_of_the_band():
     """g = 0.0504 is above the 0.05 band (adjustment needed); "0.050" read as within it."""
     for g in (0.0504, -0.0504, 0.2504, 0.0496, 0.05):

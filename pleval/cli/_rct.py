@@ -138,14 +138,14 @@ def _effects_table(res, title: str) -> Table:
 
 
 def _attrition_table(frame: pd.DataFrame) -> Table:
-    from ..standards import differential_text
+    from ..standards import differential_text, overall_text
 
     cols = ("subject", "level", "randomized T/C", "analytic T/C", "overall", "differential", "cautious", "optimistic")
     t = table("Attrition (WWC)", cols, left=cols)
     for r in frame.itertuples():
         t.add_row(
             escape(str(r.subject)), r.level, f"{r.n_randomized_treated}/{r.n_randomized_control}",
-            f"{r.n_analytic_treated}/{r.n_analytic_control}", f"{r.overall:.1%}",
+            f"{r.n_analytic_treated}/{r.n_analytic_control}", f"{overall_text(r.overall)}%",
             f"{differential_text(r.overall, r.differential)} pts", r.verdict_cautious, r.verdict_optimistic,
         )
     return t

@@ -40,7 +40,9 @@ Effect sizes divide by the pooled within-group SD of the period's outcome, poole
 percentile (:mod:`pleval.percentiles`).
 
 Equity bands: the same model with ``D_i × period × band`` terms, bands the thirds of the
-baseline pretest within subject; the gap is top minus bottom band, per period.
+baseline pretest within grade × subject as ``pretest_band`` has them (the grade of the series'
+first period; within subject when there is no grade column); the gap is top minus bottom band,
+per period.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from ..effect_sizes import outcome_sd
 from ..errors import DataError, DesignError
 from ..inference import ols
 from ..percentiles import to_percentile_points
-from ..subgroups import pretest_bands
+from ..subgroups import band_groups, pretest_bands
 from .panel import PanelCheck, _time_order, check_panel, date_text
 
 BAND_LABELS = ("bottom third", "middle third", "top third")
@@ -374,6 +376,8 @@ def effects_over_time(
                      f"{c.main_pretest!r} that changes over time: the first period's value is used (the first "
                      "pre-program score)")
     d["_pre"] = first[c.main_pretest].transform("first")
+    if c.grade:  # the grade the baseline pretest was taken in
+        d["_grade0"] = first[c.grade].transform("first")
     d["_cluster"] = d.groupby(c.student_id, sort=False)[c.school].transform("first")
     if c.subject is None:
         d["_subject"] = "all"
@@ -415,10 +419,16 @@ def effects_over_time(
     d = d[(d["_w"] > 0) & d[c.outcome].notna()]
     if d.empty or d[c.treatment].nunique() < 2:
         raise DesignError("after matching at baseline there are no PL or no comparison rows with an outcome")
-    # baseline thirds of the pretest, per subject: over student series (one band per series, however many
-    # periods it has), by the mid-rank of ties (pleval.subgroups.pretest_bands: tied pretests share a band)
+    # baseline thirds of the pretest within grade × subject, as pretest_band (a vertically scaled pretest
+    # ranked across grades would band grades): over student series (one band per series, however many
+    # periods it has), by the mid-rank of ties (tied pretests share a band)
     series = d.drop_duplicates(keys)
-    bands = pd.Series(pretest_bands(series, "_pre", [subj]).str[0].astype(int).to_numpy() - 1,
+    if c.grade:
+        series = series.assign(**{c.grade: series["_grade0"]})
+    elif equity:
+        notes.append("no grade column: the equity bands rank the baseline pretest within subject across all "
+                     "students; on a vertically scaled pretest the bottom third is then mostly the lowest grade")
+    bands = pd.Series(pretest_bands(series, "_pre", band_groups(c)).str[0].astype(int).to_numpy() - 1,
                       index=pd.MultiIndex.from_frame(series[keys]))
     d["_band"] = bands.reindex(pd.MultiIndex.from_frame(d[keys])).to_numpy()
     covs_all = design_matrix(d, [x for x in c.covariates if d[x].nunique() > 1]) if c.covariates else pd.DataFrame(index=d.index)

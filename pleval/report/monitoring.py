@@ -171,7 +171,8 @@ def schools(m: "Monitoring", figures: Collection[str]) -> Section:
         }), title=title(s, "School trajectories"), note=(
             f"adjusted p: adjusted for testing every school at once ({adjustment}). shrunken: empirical-Bayes "
             "estimate, pulled toward the pooled effect in proportion to the school's noise. p tests the slope "
-            "against the pooled trend with the placebo schools' spread added to its SE.")))
+            "against the pooled trend with the placebo schools' spread added to its SE, that spread's "
+            "uncertainty (it rests on a few placebo schools) integrated out.")))
     if not m.schools:
         blocks.append(Paragraph("No school trajectories (see the notes under Caveats)."))
     return Section("schools", "Schools whose trajectories diverge", (*blocks, Bullets((CAVEAT_SCHOOL,
@@ -184,12 +185,13 @@ def equity(m: "Monitoring", figures: Collection[str]) -> Section | None:
     if not len(eq):
         return None
     blocks: list = []
+    within = "grade × subject" if m.over_time.columns.grade else "subject (no grade column)"
     for s in m.over_time.subjects:
         f = eq[eq["subject"] == s]
         blocks += _figure(f"equity_over_time_{slug(s)}", f"{s}: effect size by baseline band over time, {lvl} CIs.", figures)
         blocks.append(Table(_effects_table(f, "time", str(m.over_time.columns.time), lvl, _p(m)),
                             title=title(s, "Equity bands over time"), note=(
-                                "Bands: thirds of the baseline pretest within subject; the gap (top − bottom) is a "
+                                f"Bands: thirds of the baseline pretest within {within}; the gap (top − bottom) is a "
                                 "contrast with its CR2 SE (no percentile points).")))
     return Section("equity", "Equity bands over time", tuple(blocks))
 
