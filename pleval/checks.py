@@ -526,10 +526,14 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             xv = x.to_numpy(dtype=float, na_value=np.nan)
             inf = np.isinf(xv)
             if inf.any():
-                out.append(Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
-                                   f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum())))
+                out.append(_infinite(df, c, role, inf))
                 xv = np.where(inf, np.nan, xv)
             numeric[c] = (role, xv)
+    for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories)
+        if pd.api.types.is_float_dtype(df[c]):
+            inf = np.isinf(df[c].to_numpy(dtype=float, na_value=np.nan))
+            if inf.any():
+                out.append(_infinite(df, c, "covariates", inf))
     if cols.weight and cols.weight in numeric:
         w = numeric[cols.weight][1]
         neg = w < 0
@@ -565,6 +569,12 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _schools_across_blocks(df, cols)
     out += _missing_problems(df, cols, design)
     return out
+
+
+def _infinite(df: pd.DataFrame, c: str, role: str, inf: np.ndarray) -> Problem:
+    """The error for the infinite values (``inf``, a row mask) of column ``c``, naming their rows."""
+    return Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
+                   f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum()))
 
 
 def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:

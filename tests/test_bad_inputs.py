@@ -154,6 +154,14 @@ CASES = {
                         ["'posttest'", "must be numeric", "'absent'"], None),
     "infinite outcome": ("inf.csv", lambda d, p: _csv(_set(d, "posttest", 2, np.inf), p), [], 2,
                          ["'posttest'", "infinite"], None),
+    # an infinite covariate (file rows 4, 7, 11: the header is row 1) passed check, then estimate called it
+    # "missing or non-numeric" and a trial "2 row(s) ... in y or X; drop them first" (before 2026-12-05)
+    "infinite covariate": ("infcov.csv", lambda d, p: _csv(_set(d.assign(frl=d.frl.astype(float)), "frl", [2, 5, 9],
+                                                                np.inf), p), [], 2,
+                           ["column 'frl' (covariates): 3 row(s) are infinite (file row(s) 4, 7, 11)"], None),
+    "infinite covariate in a trial": ("infcov.csv", lambda d, p: _csv(_set(d.assign(frl=d.frl.astype(float)), "frl",
+                                                                           [2, 5, 9], np.inf), p), ["--design", "rct"], 2,
+                                      ["column 'frl' (covariates): 3 row(s) are infinite (file row(s) 4, 7, 11)"], None),
     "duplicated students": ("dupid.csv", lambda d, p: _csv(pd.concat([d, d.head(3)]), p), [], 2,
                             ["'student_id'", "share a student id"], None),
     "negative weight": ("negw.csv", lambda d, p: _csv(d.assign(w=np.where(d.index == 0, -1.0, 1.0)), p),
