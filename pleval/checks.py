@@ -648,6 +648,25 @@ def _varies(s: pd.Series) -> bool:
     return x is not None and x.size > 0 and bool(np.fmin.reduce(x) < np.fmax.reduce(x))
 
 
+def checked_data(df: pd.DataFrame, columns: Columns, checked: CheckReport | None = None) -> Validated:
+    """``df`` checked as :func:`check` checks it, for an analysis of every row of a frame
+    (:func:`pleval.monitor.effects_over_time`): by the report ``checked`` of ``check(df, columns)``
+    (its warnings shown by the caller), else by a new one whose warnings are issued as
+    :class:`PlevalWarning`; its first error raised (:meth:`CheckReport.raise_errors`). Returns
+    the validated data: the check's own record when it kept it, else :func:`~pleval.data.validate`'s."""
+    import warnings
+
+    from .errors import PlevalWarning
+
+    new = checked is None
+    if new:
+        checked = check(df, columns, keep_validated=True)
+    checked.raise_errors()
+    for p in checked.warnings if new else ():
+        warnings.warn(p.line, PlevalWarning, stacklevel=3)
+    return checked.take_validated(df, checked.columns) or validate(df, checked.columns)
+
+
 def warn_values(df: pd.DataFrame, cols: Columns) -> None:
     """Issue the outlier and mixed-code findings of ``df`` as :class:`PlevalWarning` (for entry
     points such as :func:`pleval.match` that take a frame without :func:`check`)."""
@@ -1056,4 +1075,4 @@ def _constant_outcomes(v: Validated, codes: np.ndarray | None = None, subjects: 
             for i, s in enumerate(subjects) if lo[i] == hi[i] and i not in skip]
 
 
-__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "id_columns", "suggest", "warn_values", "OUTLIER_K"]
+__all__ = ["check", "checked_data", "CheckReport", "Problem", "resolve_roles", "columns_needed", "id_columns", "suggest", "warn_values", "OUTLIER_K"]
