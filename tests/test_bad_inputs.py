@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import pleval
 from pleval.checks import check
 from pleval.cli import app
-from pleval.errors import DataError
+from pleval.errors import DataError, PlevalWarning
 from pleval.readers import read_table
 
 runner = CliRunner()
@@ -583,6 +583,26 @@ def test_no_pretest_works(base):
     assert len(ev.overall) and ev.equivalence.empty
     ev = pleval.estimate(base.drop(columns="pretest"), placebo=False)  # absent: runs, with a warning
     assert any("no pretest" in p.line for p in ev.checks.warnings)
+
+
+def test_schools_infinite_moderator_is_an_error(tmp_path):
+    """An infinite moderator stops pleval schools, named with its row and school, whether the
+    moderators are asked for or the defaults (before 2026-12-05: "missing or not numeric", with no
+    row or school; for the defaults a note, and no meta-regression at all); a missing value still
+    leaves that school out with a warning."""
+    table = pd.read_csv("sample_data/school_effects.csv")
+    p = tmp_path / "infmod.csv"
+    table.assign(years_implementing=table.years_implementing.astype(float).where(table.index != 3, np.inf)).to_csv(
+        p, index=False)
+    line = (f"error: column 'years_implementing' (moderator): 1 row(s) are infinite (file row(s) 5; school(s) "
+            f"{table.school_id.iloc[3]!r}); correct or remove them")
+    for args in ([], ["--moderators", "years_implementing"]):
+        r = runner.invoke(app, ["schools", str(p), *args])
+        assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == line, (args, r.output)
+    table.assign(years_implementing=table.years_implementing.where(table.index != 3)).to_csv(p, index=False)
+    with pytest.warns(PlevalWarning, match=f"{table.school_id.iloc[3]!r} left out of the meta-regression"):
+        r = runner.invoke(app, ["schools", str(p)])
+    assert r.exit_code == 0
 
 
 def test_schools_infinite_estimate_and_two_schools(tmp_path):
