@@ -879,6 +879,23 @@ def test_an_infinite_moderator_stops_estimate_naming_its_rows_and_school():
                 pleval.estimate(bad, **kw)
 
 
+def test_a_moderator_varying_within_a_school_counts_schools_not_subjects():
+    """school_poverty changed in one math and one reading row of a PL school: "varies within 1
+    school(s)" (as many as pandas finds among the PL rows); before 2026-12-05 it counted school ×
+    subject groups: 2."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv", dtype={"school_id": str})
+    school = d.loc[d.treatment == 1, "school_id"].iloc[0]
+    for subject in ("math", "reading"):
+        d.loc[d.index[(d.school_id == school) & (d.subject == subject) & (d.treatment == 1)][0], "school_poverty"] = 0.1
+    want = int((d[d.treatment == 1].groupby("school_id")["school_poverty"].nunique() > 1).sum())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pleval.estimate(d, placebo=False, sensitivity=False, moderators=("school_poverty",))
+    said = {str(w.message) for w in caught if "varies within" in str(w.message)}
+    assert want == 1 and len(said) == 1 and said.pop().startswith(f"moderator 'school_poverty' varies within {want} "
+                                                                   "school(s)")
+
+
 def test_a_moderator_level_found_only_at_comparison_schools_changes_nothing():
     """PL schools are rural or town; some comparison schools are 'city'. The indicators were made
     from every row, so 'city' (first in order) became the reference level absent among the PL

@@ -1037,7 +1037,8 @@ def school_effects(
         with np.errstate(invalid="ignore", divide="ignore"):
             columns[mcol] = num / den
             spread = np.bincount(codes[tr], weights=(vals[tr] - columns[mcol][codes[tr]]) ** 2, minlength=G)
-        varies = int((spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(vals[tr]), initial=0.0))) ** 2).sum())
+        spread_out = spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(vals[tr]), initial=0.0))) ** 2
+        varies = len({uniq[g][-1] for g in np.flatnonzero(spread_out)})  # schools, not school × subject strata
         if varies:  # a school-level moderator is one value per school; a student-level one is averaged
             warnings.warn(f"moderator {mcol!r} varies within {varies:,} school(s): each school's value is the mean over "
                           "its PL students (a school-level moderator is one value per school)", PlevalWarning,
