@@ -488,6 +488,19 @@ def test_sensitivity_command_checks_the_data_first(name, corpus, tmp_path):
     assert first.startswith("error:" if code == 2 else "warning:") and all(n in first for n in needles), first
 
 
+def test_sensitivity_shows_a_check_warning_once(base, tmp_path):
+    """The check's outlier line heads ``pleval sensitivity``'s output once, as estimate's and
+    match's (before 2026-12-05 the matching warned of it again: on a terminal, twice)."""
+    p = tmp_path / "big.csv"
+    _csv(_set(base, "posttest", [3, 8], 1e12), p)
+    (line,) = [w.line for w in check(p).warnings if w.kind == "outlier"]
+    with warnings.catch_warnings(record=True) as caught:  # (the CLI prints warnings on stderr)
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["sensitivity", str(p), "--out", str(tmp_path / "s")])
+    shown = r.stdout + (r.stderr or "") + "\n".join(str(w.message) for w in caught)
+    assert r.exit_code == 0 and shown.count(line) == 1, shown
+
+
 def test_subject_without_pl_rows_is_left_out_and_counted(base):
     """A subject whose rows hold no PL student is left out with a warning and a dropped-rows
     entry (it used to stop with an internal KeyError); the other subject's results are those
