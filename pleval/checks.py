@@ -528,10 +528,14 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
             xv = x.to_numpy(dtype=float, na_value=np.nan)
             inf = np.isinf(xv)
             if inf.any():
-                out.append(Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
-                                   f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum())))
+                out.append(_infinite(df, c, role, inf))
                 xv = np.where(inf, np.nan, xv)
             numeric[c] = (role, xv)
+    for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories)
+        if pd.api.types.is_float_dtype(df[c]):
+            inf = np.isinf(df[c].to_numpy(dtype=float, na_value=np.nan))
+            if inf.any():
+                out.append(_infinite(df, c, "covariates", inf))
     if cols.weight and cols.weight in numeric:
         w = numeric[cols.weight][1]
         neg = w < 0
@@ -569,6 +573,12 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         out += _schools_across_blocks(df, cols)
     out += _missing_problems(df, cols, design)
     return out
+
+
+def _infinite(df: pd.DataFrame, c: str, role: str, inf: np.ndarray) -> Problem:
+    """The error for the infinite values (``inf``, a row mask) of column ``c``, naming their rows."""
+    return Problem("error", "infinite", f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite "
+                   f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum()))
 
 
 def _schools_with_both(df: pd.DataFrame, cols: Columns):
@@ -664,6 +674,25 @@ def _varies(s: pd.Series) -> bool:
     False for any other column."""
     x = s.to_numpy() if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else None
     return x is not None and x.size > 0 and bool(np.fmin.reduce(x) < np.fmax.reduce(x))
+
+
+def checked_data(df: pd.DataFrame, columns: Columns, checked: CheckReport | None = None) -> Validated:
+    """``df`` checked as :func:`check` checks it, for an analysis of every row of a frame
+    (:func:`pleval.monitor.effects_over_time`): by the report ``checked`` of ``check(df, columns)``
+    (its warnings shown by the caller), else by a new one whose warnings are issued as
+    :class:`PlevalWarning`; its first error raised (:meth:`CheckReport.raise_errors`). Returns
+    the validated data: the check's own record when it kept it, else :func:`~pleval.data.validate`'s."""
+    import warnings
+
+    from .errors import PlevalWarning
+
+    new = checked is None
+    if new:
+        checked = check(df, columns, keep_validated=True)
+    checked.raise_errors()
+    for p in checked.warnings if new else ():
+        warnings.warn(p.line, PlevalWarning, stacklevel=3)
+    return checked.take_validated(df, checked.columns) or validate(df, checked.columns)
 
 
 def warn_values(df: pd.DataFrame, cols: Columns) -> None:
@@ -1074,4 +1103,4 @@ def _constant_outcomes(v: Validated, codes: np.ndarray | None = None, subjects: 
             for i, s in enumerate(subjects) if lo[i] == hi[i] and i not in skip]
 
 
-__all__ = ["check", "CheckReport", "Problem", "resolve_roles", "columns_needed", "id_columns", "suggest", "warn_values", "OUTLIER_K"]
+__all__ = ["check", "checked_data", "CheckReport", "Problem", "resolve_roles", "columns_needed", "id_columns", "suggest", "warn_values", "OUTLIER_K"]

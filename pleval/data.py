@@ -419,7 +419,8 @@ def validate(
 
     Raises :class:`DataError` (naming the column and counting rows) for: an empty frame; a
     role in ``require`` that is not set; a named column missing from the data;
-    non-numeric outcome/pretest/weight values; a treatment that is not binary; no treated
+    non-numeric outcome/pretest/weight values; infinite outcome/pretest/weight/covariate values
+    (before 2026-12-05 an infinite covariate passed); a treatment that is not binary; no treated
     or no comparison units; duplicated student ids within subject (and grade, if given).
 
     Rows with a missing treatment, pretest, covariate, school, block, subject or grade are
@@ -474,6 +475,11 @@ def validate(
             inf = ~np.isfinite(out[c].to_numpy(dtype=float, na_value=np.nan)) & out[c].notna().to_numpy()
             if inf.any():
                 raise DataError(f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite")
+    for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories) has none either
+        n_inf = int(np.isinf(out[c].to_numpy(dtype=float, na_value=np.nan)).sum()) if pd.api.types.is_float_dtype(
+            out[c]) else 0
+        if n_inf:
+            raise DataError(f"column {c!r} (covariates): {n_inf:,} row(s) are infinite")
 
     t_col = columns.treatment
     given = out[t_col]

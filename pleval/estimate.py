@@ -747,7 +747,8 @@ def estimate(
         df = with_pretest_bands(df, columns, opts["bands"])
     # a matched design regresses the PL schools' effects: their levels (a trial's: every school's)
     df, mod_terms = _moderator_terms(df, opts["moderators"],
-                                     (df[work.treatment] == 1).to_numpy() if design == "matched" else None)
+                                     (df[work.treatment] == 1).to_numpy() if design == "matched" else None,
+                                     school=columns.school)
     design_opts = {**opts, "_moderator_terms": tuple(mod_terms)}  # the school-effects step carries the terms
     resolved = {
         "design": design,
@@ -927,13 +928,17 @@ def provenance(df: pd.DataFrame, v: Validated, *, seed: int, hashed_file: bool =
 # --------------------------------------------------------------------------------------
 # Designs
 # --------------------------------------------------------------------------------------
-def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFrame, list[str]]:
+def _moderator_terms(df: pd.DataFrame, moderators, rows=None, school: str | None = None
+                     ) -> tuple[pd.DataFrame, list[str]]:
     """The meta-regression terms of the context moderators: a numeric column as it is; a
     categorical one as 0/1 indicators ``name[level]`` of every level but the first (sorted)
     among ``rows`` (a mask: the rows of the schools whose effects are regressed, e.g. the PL
-    rows; default all), added to ``df``. Errors name a missing column. (Levels from every row
+    rows; default all), added to ``df``. Errors name a missing column, and the rows and schools
+    (column ``school``) of a numeric one's infinite values. (Levels from every row
     gave a comparison-only level an indicator of zeros, or made it the reference, and the
     meta-regression stopped as rank deficient.)"""
+    from .heterogeneity.school_effects import infinite_moderator
+
     terms: list[str] = []
     add = {}
     for name in moderators:
@@ -941,6 +946,7 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFr
             raise DataError(f"moderator column {name!r} is not in the data")
         col = df[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            infinite_moderator(df, name, school)
             terms.append(name)
             continue
         text_col = not (pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype))
@@ -949,6 +955,7 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None) -> tuple[pd.DataFr
             own, own_num = (col, num) if rows is None else (col[rows], num[rows])  # (by position: labels may repeat)
             text = own.notna() & own_num.isna()
             if not text.any():  # numbers written as text: a number, not a category per value
+                infinite_moderator(df, name, school)
                 add[name] = num
                 terms.append(name)
                 continue

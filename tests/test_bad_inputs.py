@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import pleval
 from pleval.checks import check
 from pleval.cli import app
-from pleval.errors import DataError
+from pleval.errors import DataError, PlevalWarning
 from pleval.readers import read_table
 
 runner = CliRunner()
@@ -154,6 +154,14 @@ CASES = {
                         ["'posttest'", "must be numeric", "'absent'"], None),
     "infinite outcome": ("inf.csv", lambda d, p: _csv(_set(d, "posttest", 2, np.inf), p), [], 2,
                          ["'posttest'", "infinite"], None),
+    # an infinite covariate (file rows 4, 7, 11: the header is row 1) passed check, then estimate called it
+    # "missing or non-numeric" and a trial "2 row(s) ... in y or X; drop them first" (before 2026-12-05)
+    "infinite covariate": ("infcov.csv", lambda d, p: _csv(_set(d.assign(frl=d.frl.astype(float)), "frl", [2, 5, 9],
+                                                                np.inf), p), [], 2,
+                           ["column 'frl' (covariates): 3 row(s) are infinite (file row(s) 4, 7, 11)"], None),
+    "infinite covariate in a trial": ("infcov.csv", lambda d, p: _csv(_set(d.assign(frl=d.frl.astype(float)), "frl",
+                                                                           [2, 5, 9], np.inf), p), ["--design", "rct"], 2,
+                                      ["column 'frl' (covariates): 3 row(s) are infinite (file row(s) 4, 7, 11)"], None),
     "duplicated students": ("dupid.csv", lambda d, p: _csv(pd.concat([d, d.head(3)]), p), [], 2,
                             ["'student_id'", "share a student id"], None),
     "negative weight": ("negw.csv", lambda d, p: _csv(d.assign(w=np.where(d.index == 0, -1.0, 1.0)), p),
@@ -480,6 +488,19 @@ def test_sensitivity_command_checks_the_data_first(name, corpus, tmp_path):
     assert first.startswith("error:" if code == 2 else "warning:") and all(n in first for n in needles), first
 
 
+def test_sensitivity_shows_a_check_warning_once(base, tmp_path):
+    """The check's outlier line heads ``pleval sensitivity``'s output once, as estimate's and
+    match's (before 2026-12-05 the matching warned of it again: on a terminal, twice)."""
+    p = tmp_path / "big.csv"
+    _csv(_set(base, "posttest", [3, 8], 1e12), p)
+    (line,) = [w.line for w in check(p).warnings if w.kind == "outlier"]
+    with warnings.catch_warnings(record=True) as caught:  # (the CLI prints warnings on stderr)
+        warnings.simplefilter("always")
+        r = runner.invoke(app, ["sensitivity", str(p), "--out", str(tmp_path / "s")])
+    shown = r.stdout + (r.stderr or "") + "\n".join(str(w.message) for w in caught)
+    assert r.exit_code == 0 and shown.count(line) == 1, shown
+
+
 def test_subject_without_pl_rows_is_left_out_and_counted(base):
     """A subject whose rows hold no PL student is left out with a warning and a dropped-rows
     entry (it used to stop with an internal KeyError); the other subject's results are those
@@ -575,6 +596,26 @@ def test_no_pretest_works(base):
     assert len(ev.overall) and ev.equivalence.empty
     ev = pleval.estimate(base.drop(columns="pretest"), placebo=False)  # absent: runs, with a warning
     assert any("no pretest" in p.line for p in ev.checks.warnings)
+
+
+def test_schools_infinite_moderator_is_an_error(tmp_path):
+    """An infinite moderator stops pleval schools, named with its row and school, whether the
+    moderators are asked for or the defaults (before 2026-12-05: "missing or not numeric", with no
+    row or school; for the defaults a note, and no meta-regression at all); a missing value still
+    leaves that school out with a warning."""
+    table = pd.read_csv("sample_data/school_effects.csv")
+    p = tmp_path / "infmod.csv"
+    table.assign(years_implementing=table.years_implementing.astype(float).where(table.index != 3, np.inf)).to_csv(
+        p, index=False)
+    line = (f"error: column 'years_implementing' (moderator): 1 row(s) are infinite (file row(s) 5; school(s) "
+            f"{table.school_id.iloc[3]!r}); correct or remove them")
+    for args in ([], ["--moderators", "years_implementing"]):
+        r = runner.invoke(app, ["schools", str(p), *args])
+        assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == line, (args, r.output)
+    table.assign(years_implementing=table.years_implementing.where(table.index != 3)).to_csv(p, index=False)
+    with pytest.warns(PlevalWarning, match=f"{table.school_id.iloc[3]!r} left out of the meta-regression"):
+        r = runner.invoke(app, ["schools", str(p)])
+    assert r.exit_code == 0
 
 
 def test_schools_infinite_estimate_and_two_schools(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import warnings
 
@@ -854,6 +855,45 @@ def test_a_student_level_moderator_is_said_to_be_averaged_per_school():
                         moderators=("grade", "school_poverty"))
     said = [str(w.message) for w in caught if "varies within" in str(w.message)]
     assert len(said) == 1 and said[0].startswith("moderator 'grade' varies within 32 school(s)")
+
+
+def test_an_infinite_moderator_stops_estimate_naming_its_rows_and_school():
+    """school_poverty infinite in three of a PL school's rows, or in all of them (or written as
+    text "inf"): estimate stops before computing, naming the rows and the school. Before
+    2026-12-05 the three rows were left out of the school's mean without a word, and a school
+    whose rows were all infinite was left out of the meta-regression with a note ("a moderator
+    missing")."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv", dtype={"school_id": str})
+    pl = d.index[d.treatment == 1]
+    school = d.loc[pl[0], "school_id"]
+    kw = dict(placebo=False, sensitivity=False, subject="math", moderators=("school_poverty",))
+    whole = d.index[d.school_id == school]
+    for rows, poverty in ((pl[:3], np.inf), (whole, np.inf), (pl[:3], "inf")):
+        bad = d.assign(school_poverty=d.school_poverty.astype(object if isinstance(poverty, str) else float))
+        bad.loc[rows, "school_poverty"] = poverty
+        want = (f"column 'school_poverty' (moderator): {len(rows):,} row(s) are infinite (index "
+                f"{', '.join(map(str, rows[:3]))}; school(s) {school!r})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PlevalWarning)
+            with pytest.raises(DataError, match=re.escape(want)):
+                pleval.estimate(bad, **kw)
+
+
+def test_a_moderator_varying_within_a_school_counts_schools_not_subjects():
+    """school_poverty changed in one math and one reading row of a PL school: "varies within 1
+    school(s)" (as many as pandas finds among the PL rows); before 2026-12-05 it counted school ×
+    subject groups: 2."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv", dtype={"school_id": str})
+    school = d.loc[d.treatment == 1, "school_id"].iloc[0]
+    for subject in ("math", "reading"):
+        d.loc[d.index[(d.school_id == school) & (d.subject == subject) & (d.treatment == 1)][0], "school_poverty"] = 0.1
+    want = int((d[d.treatment == 1].groupby("school_id")["school_poverty"].nunique() > 1).sum())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pleval.estimate(d, placebo=False, sensitivity=False, moderators=("school_poverty",))
+    said = {str(w.message) for w in caught if "varies within" in str(w.message)}
+    assert want == 1 and len(said) == 1 and said.pop().startswith(f"moderator 'school_poverty' varies within {want} "
+                                                                   "school(s)")
 
 
 def test_a_moderator_level_found_only_at_comparison_schools_changes_nothing():

@@ -6,6 +6,7 @@ coverage and Q-test size by simulation."""
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -314,6 +315,27 @@ def test_schools_without_a_moderator_value_are_left_out_of_the_meta_regression_w
                                         "as 'four' \\(index 3; school\\(s\\) 'P3'\\)"):
         school_effects_from_estimates(df.assign(years=df["years"].astype(object).where(df.index != 3, "four")),
                                       moderators=["years"])
+
+
+def test_an_infinite_moderator_is_an_error_naming_its_rows_and_schools():
+    """An infinite moderator value stops school_effects (students) and school_effects_from_estimates
+    (a table), naming its rows and schools, as an infinite estimate does; the meta-regression says
+    "infinite". Before 2026-12-05 school_effects left it out of the school's mean without a word
+    (a school whose rows were all infinite: "a moderator missing"), the table called it "missing
+    or not numeric"; a missing value is still left out."""
+    d, _ = make_sites(n_schools=6, n_per=40, seed=3, subjects=("math",))
+    d.loc[[41, 45], "poverty"] = np.inf  # school S001's rows 40-79
+    with pytest.raises(DataError, match=re.escape("column 'poverty' (moderator): 2 row(s) are infinite (index 41, 45; "
+                                                  "school(s) 'S001'); correct or remove them")):
+        school_effects(d, stratum="school_id", moderators=["poverty"])
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"school_id": [f"P{i}" for i in range(8)], "estimate": rng.normal(0.1, 0.15, 8),
+                       "se": rng.uniform(0.04, 0.1, 8), "years": np.r_[1.0, 2, np.inf, 4, 1, 2, 3, 4]})
+    with pytest.raises(DataError, match=re.escape("column 'years' (moderator): 1 row(s) are infinite (index 2; "
+                                                  "school(s) 'P2')")):
+        school_effects_from_estimates(df, moderators=["years"])
+    with pytest.raises(DataError, match=re.escape("moderator 'years': 1 value(s) are infinite")):
+        meta_regression(df.estimate, df.se, df[["years"]])
 
 
 def test_hunter_schmidt_meta_regression_of_independent_school_estimates():

@@ -164,6 +164,19 @@ def test_encode_rows_is_the_design_of_those_rows():
         encode(d.assign(x=[np.nan, 2, 3, 4, 5, 6]), ["x"], rows=r)
 
 
+def test_encode_and_cem_name_infinite_and_missing_covariate_values():
+    """A covariate's infinite values are called infinite, with their rows, and its missing ones
+    missing, by encode and cem_cells alike (before 2026-12-05 both "missing or non-numeric")."""
+    from pleval.matching._design import encode
+    from pleval.matching.cem import cem_cells
+
+    d = pd.DataFrame({"x": [1.0, np.inf, 3.0, -np.inf, np.nan, 6.0]}, index=[10, 11, 12, 13, 14, 15])
+    want = "column 'x' (covariates): 2 row(s) are infinite (index 11, 13); 1 row(s) are missing"
+    for call in (lambda: encode(d, ["x"]), lambda: cem_cells(d, ["x"])):
+        with pytest.raises(DataError, match=re.escape(want)):
+            call()
+
+
 def test_logit_propensity_encodes_the_patterns_only(monkeypatch):
     """The logit fit forms the design rows of the distinct covariate patterns only, not a row
     per student (a 10M-row design is 0.8 GB), with the same scores as from every row's."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -80,6 +81,44 @@ def test_monitor_errors_are_one_line(tmp_path):
     res = runner.invoke(app, ["monitor", str(ROOT / "sample_data" / "pl_panel_students.csv"), "--time", "term",
                               "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "column 'term' (time) is not in the data" in res.output
+
+
+def test_monitor_checks_every_row_as_check_does(tmp_path):
+    """A sentinel 999 in five PL students' last-year posttests: pleval monitor and the monitor API
+    warn of them (once, with their rows) as pleval check does, and an infinite covariate is check's
+    error. Before 2026-12-05 monitor ran no check: only the first period's rows were looked at (by
+    the matching), so these went unreported while they moved that year's effect (-0.02 to +0.21
+    SD), and the covariate was "missing or non-numeric"."""
+    import warnings
+
+    from pleval.data import SAMPLE_COLUMNS
+    from pleval.errors import PlevalWarning
+    from pleval.monitor import monitor
+
+    df = pd.read_csv(ROOT / "sample_data" / "pl_panel_students.csv", dtype={"student_id": str, "school_id": str})
+    hit = df.index[(df.treatment == 1) & (df.year == df.year.max()) & (df.subject == "math") & df.posttest.notna()][:5]
+    df.loc[hit, "posttest"] = 999.0
+    path = tmp_path / "sentinel.csv"
+    df.to_csv(path, index=False)
+    rows = ", ".join(str(i + 2) for i in hit[:3])  # file rows: the header is row 1
+    checked = runner.invoke(app, ["check", str(path), "--covariates", "frl"])
+    (line,) = [ln for ln in checked.output.splitlines() if ln.startswith("warning: column 'posttest' (outcome)")]
+    assert "5 value(s)" in line and f"(file row(s) {rows})" in line
+    res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--covariates", "frl", "--out",
+                              str(tmp_path / "mon")])
+    assert res.exit_code == 0 and res.output.count(line) == 1, res.output
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor(df, SAMPLE_COLUMNS.replace(time="year", covariates=("frl",)), method="regression")
+    lines = [str(w.message) for w in caught if issubclass(w.category, PlevalWarning) and "'posttest'" in str(w.message)]
+    assert len(lines) == 1 and "5 value(s)" in lines[0] and f"(index {', '.join(map(str, hit[:3]))})" in lines[0]
+    bad = df.assign(frl=df.frl.astype(float))
+    bad.loc[bad.index[-1], "frl"] = np.inf
+    bad.to_csv(path, index=False)
+    res = runner.invoke(app, ["monitor", str(path), "--time", "year", "--covariates", "frl", "--out",
+                              str(tmp_path / "mon2")])
+    assert res.exit_code == 2
+    assert f"error: column 'frl' (covariates): 1 row(s) are infinite (file row(s) {len(bad) + 1})" in res.output
 
 
 def test_simulate_panel_cli_matches_the_api(tmp_path):

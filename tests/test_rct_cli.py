@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -138,6 +140,25 @@ def test_rct_cli_errors_are_one_line(trial_csv, tmp_path):
     assert "column 'nope' (block) is not in the data" in r.output
     r = runner.invoke(app, ["rct", str(path), "--sd", "wide", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "--sd" in r.output
+
+
+def test_rct_stops_on_an_infinite_covariate_as_check_does(trial_csv, tmp_path):
+    """An infinite covariate (file rows 3, 6: the header is row 1) is check's error in pleval rct
+    and in analyze_rct (before 2026-12-05 check passed it and rct said "2 row(s) have missing or
+    non-finite values in y or X; drop them first", no column named)."""
+    path, data = trial_csv
+    bad = data.assign(frl=data.frl.astype(float))
+    bad.loc[[1, 4], "frl"] = np.inf
+    p = tmp_path / "inf.csv"
+    bad.to_csv(p, index=False)
+    line = "column 'frl' (covariates): 2 row(s) are infinite (file row(s) 3, 6)"
+    for cmd in (["check", str(p), "--design", "rct"], ["rct", str(p), "--out", str(tmp_path / "out")]):
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 2 and f"error: {line}" in r.output, r.output
+    n_math = int((np.isinf(bad.frl) & (bad.subject == "math")).sum())  # the API analyses one subject
+    with pytest.raises(pleval.errors.DataError, match=re.escape(f"column 'frl' (covariates): {n_math} row(s) are "
+                                                                "infinite")):
+        analyze_rct(bad, RCT_SAMPLE_COLUMNS, subject="math")
 
 
 def test_check_finds_school_codes_that_restart_in_each_block():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -527,6 +528,12 @@ def test_ols_counts_non_finite_rows():
                           (np.where(np.arange(50)[:, None] % 10 == 0, np.array([1.0, np.inf]), X), y, 5)):
         with pytest.raises(DataError, match=f"^{n_bad} row"):
             ols(yb, Xb, vcov="HC1")
+    # each column named with its missing and infinite values (before 2026-12-05 one count, no column)
+    Xb = X.copy()
+    Xb[[4, 9], 1] = [np.inf, -np.inf]
+    with pytest.raises(DataError, match=re.escape("3 row(s) have missing or infinite values (y: 1 missing; "
+                                                  "'frl': 2 infinite)")):
+        ols(np.where(np.arange(50) == 3, np.nan, y), Xb, names=["const", "frl"], vcov="HC1")
     # given X'X (no pass over X when it is finite): a NaN or an infinity in X, even in a row of
     # weight 0, leaves it non-finite, and the rows are counted
     w, g = np.where(np.arange(50) == 7, 0.0, 1.0), np.arange(50) % 5

@@ -11,7 +11,8 @@ import typer
 from . import app
 from ._common import (
     Covariates, Force, Grade, Outcome, Pretest, School, StudentId, Subject,
-    TreatedLabel, Treatment, check_out_folder, echo, handle_errors, parse_value, read_students, reading_options,
+    TreatedLabel, Treatment, check_out_folder, echo, handle_errors, parse_value, print_checks, read_students,
+    reading_options,
 )
 
 _OUTPUTS = ("panel_checks.csv", "panel_periods.csv", "effects_by_year.csv", "effects_by_exposure.csv", "trend.csv",
@@ -64,6 +65,7 @@ def monitor(
 
     Percentile points are shifts in rank, not percentage points of the score.
     """
+    from ..checks import check
     from ..data import NONE_WORDS, SAMPLE_COLUMNS, resolve_columns
     from ..monitor import monitor as run
     from ..outputs import prepare
@@ -80,8 +82,10 @@ def monitor(
         cohort = "pl_year" if "pl_year" in df.columns else None
     elif cohort.strip().lower() in NONE_WORDS:
         cohort = None
+    report = check(df, cols, keep_validated=True)  # every row, as `pleval check` (before 2026-12-05 none)
+    print_checks(report)  # errors: every line, exit 2; warnings: at the top
     result = run(df, cols, cohort=cohort, method=method, control=control, level=level, alpha=alpha,
-                 staggered_inference=staggered_inference, input_sha256=df.attrs.get("sha256"))
+                 staggered_inference=staggered_inference, input_sha256=df.attrs.get("sha256"), checked=report)
     save_monitoring(result, out, figures=not no_figures)
     for n in notes:
         echo(f"note: {n}")

@@ -87,6 +87,7 @@ def sensitivity_cmd(
     """
     from .. import outputs
     from ..checks import check
+    from ..data import validate
     from ..findings import slug
     from ..matching import match
     from ..plots import ovb_contour, to_png
@@ -107,7 +108,8 @@ def sensitivity_cmd(
                    rosenbaum_statistic=statistic, rosenbaum_direction=rosenbaum_direction,
                    placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
                    cluster_df=cluster_df, cr2=cr2, df_working=df_working)
-    m = match(df, cols, **match_options)
+    # validated here: the checks above are not repeated as warnings (before 2026-12-05 each outlier line twice)
+    m = match(validate(df, cols), cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)
     figures = {"contour" + "".join(f"_{slug(v)}" for v in key) + ".png": r for key, r in res}
     written = ["sensitivity.csv", *figures, "provenance.json"]

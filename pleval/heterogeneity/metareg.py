@@ -156,9 +156,11 @@ def _moderator_matrix(moderators, k: int, names) -> tuple[np.ndarray, list[str]]
     cols = []
     for col in frame.columns:
         vals = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
-        bad = int((~np.isfinite(vals)).sum())
-        if bad:
-            raise DataError(f"moderator {col!r}: {bad} value(s) are missing or not numeric")
+        n_inf, n_nan = int(np.isinf(vals).sum()), int(np.isnan(vals).sum())
+        if n_inf or n_nan:  # (before 2026-12-05 an infinite value was "missing or not numeric" too)
+            said = [f"{n_inf} value(s) are infinite"] * bool(n_inf)
+            said += [f"{n_nan} value(s) are missing or not numeric"] * bool(n_nan)
+            raise DataError(f"moderator {col!r}: " + "; ".join(said))
         cols.append(vals)
     return np.column_stack(cols) if cols else np.empty((k, 0)), [str(c) for c in frame.columns]
 

@@ -70,7 +70,7 @@ import pandas as pd
 from scipy import stats
 
 from .._results import Frame, ResultMixin
-from ..data import level_codes
+from ..data import as_written, level_codes
 from ..effect_sizes import hedges_omega, outcome_sd
 from ..errors import DataError, DesignError, PlevalWarning
 from .._workers import thread_map
@@ -806,6 +806,8 @@ def school_effects(
                       ("unit_id", unit_id), *[("by", c) for c in by_cols], *[("moderator", c) for c in moderators]]:
         if col is not None and col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
+    for c in moderators:
+        infinite_moderator(data, c, stratum)
     if vcov is None:
         vcov = "CR2" if school else ("CR1" if cluster else "HC2")
     if vcov not in (*JOINT_VCOV_TYPES, *VCOV_TYPES):
@@ -1029,13 +1031,14 @@ def school_effects(
     }
     for mcol in moderators:
         vals = pd.to_numeric(df[mcol], errors="coerce").to_numpy(dtype=float)
-        tr = (t == 1) & np.isfinite(vals)
+        tr = (t == 1) & ~np.isnan(vals)  # (infinite values stopped the run above)
         num = np.bincount(codes[tr], weights=vals[tr], minlength=G)
         den = np.bincount(codes[tr], minlength=G)
         with np.errstate(invalid="ignore", divide="ignore"):
             columns[mcol] = num / den
             spread = np.bincount(codes[tr], weights=(vals[tr] - columns[mcol][codes[tr]]) ** 2, minlength=G)
-        varies = int((spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(vals[tr]), initial=0.0))) ** 2).sum())
+        spread_out = spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(vals[tr]), initial=0.0))) ** 2
+        varies = len({uniq[g][-1] for g in np.flatnonzero(spread_out)})  # schools, not school × subject strata
         if varies:  # a school-level moderator is one value per school; a student-level one is averaged
             warnings.warn(f"moderator {mcol!r} varies within {varies:,} school(s): each school's value is the mean over "
                           "its PL students (a school-level moderator is one value per school)", PlevalWarning,
@@ -1054,6 +1057,31 @@ def school_effects(
             n_input=n_in, covariates_left_out=tuple(left_out),
         ),
     )
+
+
+def _where(data: pd.DataFrame, mask, school: str | None) -> str:
+    """The first rows of ``mask`` — file rows (or index labels) — and their schools (column ``school``)."""
+    from ..readers import file_rows
+
+    pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:3]
+    lines = file_rows(data, pos)
+    rows = (f"file row(s) {', '.join(map(str, lines))}" if lines is not None
+            else f"index {', '.join(map(str, data.index[pos]))}")
+    if not school:
+        return rows
+    return f"{rows}; school(s) {', '.join(repr(as_written(x)) for x in dict.fromkeys(data[school].iloc[pos]))}"
+
+
+def infinite_moderator(data: pd.DataFrame, name: str, school: str | None = None) -> None:
+    """Raise :class:`DataError` when the moderator column ``name`` holds infinite values, naming
+    their rows and schools (column ``school``): a school's moderator is the mean of its rows'
+    values, which an infinite one leaves undefined. Before 2026-12-05 such rows were left out of
+    the mean without a word (a school whose rows were all infinite: "a moderator missing")."""
+    x = pd.to_numeric(data[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    inf = np.isinf(x)
+    if inf.any():
+        raise DataError(f"column {name!r} (moderator): {int(inf.sum()):,} row(s) are infinite "
+                        f"({_where(data, inf, school)}); correct or remove them")
 
 
 def _rescaled(V_raw, V_var, scale):
@@ -1216,13 +1244,7 @@ def school_effects_from_estimates(
     dropped = []
 
     def where(mask) -> str:  # the first rows of a mask: file rows (or index labels) and schools
-        from ..readers import file_rows
-
-        pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:3]
-        lines = file_rows(data, pos)
-        rows = (f"file row(s) {', '.join(map(str, lines))}" if lines is not None
-                else f"index {', '.join(map(str, data.index[pos]))}")
-        return f"{rows}; school(s) {', '.join(repr(x) for x in dict.fromkeys(data[school].iloc[pos]))}"
+        return _where(data, mask, school)
 
     for role, col in [("estimate", estimate), ("se", se), *([("df", df)] if df else []),
                       *[("moderator", m) for m in moderators]]:
@@ -1233,7 +1255,7 @@ def school_effects_from_estimates(
             raise DataError(f"column {col!r} ({role}) must be numeric: {int(nonnum.sum()):,} row(s) hold text such as "
                             f"{examples} ({where(nonnum)}); correct or remove them")
         d[col] = vals
-    for role, col in [("estimate", estimate), ("se", se)]:
+    for role, col in [("estimate", estimate), ("se", se), *[("moderator", m) for m in moderators]]:
         inf = np.isinf(d[col].to_numpy(dtype=float, na_value=np.nan))
         if inf.any():
             raise DataError(f"column {col!r} ({role}): {int(inf.sum()):,} row(s) are infinite ({where(inf)}); correct "

@@ -509,6 +509,19 @@ def dependent_column(XtX: np.ndarray) -> int:
     return -1
 
 
+def _nonfinite_message(y: np.ndarray, X: np.ndarray, names, bad: np.ndarray) -> str:
+    """The error for the rows ``bad`` of ``y`` or ``X`` that hold missing or infinite values:
+    how many of each in y and in each named column of X (before 2026-12-05 one count of rows,
+    no column named)."""
+    found = []
+    for name, v in (("y", y[bad]), *zip(map(repr, names), X[bad].T)):
+        counts = ((int(np.isnan(v).sum()), "missing"), (int(np.isinf(v).sum()), "infinite"))
+        kinds = [f"{n:,} {k}" for n, k in counts if n]
+        found += [f"{name}: {', '.join(kinds)}"] * bool(kinds)
+    return (f"{int(bad.sum()):,} row(s) have missing or infinite values ({'; '.join(found)}); leave those rows out "
+            "(or correct the values)")
+
+
 def ols(
     y,
     X,
@@ -600,7 +613,7 @@ def ols(
     finite_x = (gram is not None and bool(np.isfinite(gram[0]).all())) or np.isfinite(X.sum())
     bad = None if finite_x and np.isfinite(y.sum()) else ~np.isfinite(y) | ~np.isfinite(X).all(axis=1)
     if bad is not None and bad.any():
-        raise DataError(f"{int(bad.sum())} row(s) have missing or non-finite values in y or X; drop them first")
+        raise DataError(_nonfinite_message(y, X, names, bad))
     if weights is not None:
         w = np.asarray(weights, dtype=float).ravel()
         if w.shape[0] != n or np.any(~np.isfinite(w)) or np.any(w < 0):

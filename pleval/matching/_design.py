@@ -147,10 +147,8 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
             numpy_number = isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf"
             x = s.to_numpy() if numpy_number else pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64,
                                                                                             na_value=np.nan)
-            if x.dtype.kind not in "iu":
-                bad = ~np.isfinite(x)
-                if bad.any():
-                    raise DataError(f"covariate {c!r} has {int(bad.sum()):,} missing or non-numeric value(s)")
+            if x.dtype.kind not in "iu" and not np.isfinite(x).all():
+                raise DataError(nonfinite_message(df, c, x))
             parts.append((c, c, None, x if rows is None else x[rows]))
     if intercept:
         parts.insert(0, ("const", "const", None, None))
@@ -165,6 +163,18 @@ def encode(df: pd.DataFrame, covariates, categorical=(), *, intercept: bool = Fa
             else:
                 X[rows, j] = val[rows]
     return Encoded(X, tuple(p[0] for p in parts), tuple(p[1] for p in parts), tuple(p[2] for p in parts), tuple(cats))
+
+
+def nonfinite_message(df: pd.DataFrame, c: str, x: np.ndarray) -> str:
+    """The error for covariate ``c`` whose numbers ``x`` (one per row of ``df``) hold infinite or
+    missing values: how many of each, and the rows of the infinite ones (before 2026-12-05 both
+    were called "missing or non-numeric")."""
+    from ..checks import _rows
+
+    inf, miss = np.isinf(x), np.isnan(x)
+    parts = [f"{int(inf.sum()):,} row(s) are infinite ({_rows(df, inf)})"] * bool(inf.any())
+    parts += [f"{int(miss.sum()):,} row(s) are missing (drop or fill them first)"] * bool(miss.any())
+    return f"column {c!r} (covariates): " + "; ".join(parts)
 
 
 def combine_codes(df: pd.DataFrame, columns, codes=None, out: dict | None = None) -> np.ndarray:

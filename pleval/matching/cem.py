@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._design import combine_codes, is_categorical
+from ._design import combine_codes, is_categorical, nonfinite_message
 from .subclass import r_quantile
 
 
@@ -98,7 +98,7 @@ def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, 
         else:
             x = pd.to_numeric(s, errors="coerce").to_numpy(float)
             if not np.isfinite(x).all():
-                raise DataError(f"column {c!r}: {int((~np.isfinite(x)).sum()):,} missing or non-numeric value(s)")
+                raise DataError(nonfinite_message(data, c, x))
             frame[c] = coarsen(x, cutpoints.get(c, default))
     return combine_codes(pd.DataFrame(frame, index=data.index), list(covariates))
 

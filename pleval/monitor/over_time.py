@@ -318,6 +318,7 @@ def effects_over_time(
     equity: bool = True,
     reference: str | None = None,
     df_working: str | None = None,
+    checked=None,
 ) -> OverTime:
     """Effects by period, by years of exposure, a trend test and equity bands for a matched
     design over several periods (formulas and choices in the module docstring).
@@ -334,7 +335,12 @@ def effects_over_time(
     hold the t df with the same multiplier); ``"satterthwaite"`` takes the transformed CR2's
     Satterthwaite t, its df under ``df_working`` (``"random_effects"``, the default, or
     ``"independent"``, clubSandwich's; :func:`pleval.inference.ols`).
+    ``checked``: the :func:`pleval.check` report of ``check(data, columns)``, whose warnings the
+    caller has shown; without it every row is checked here, its warnings (outliers in any period,
+    with their rows) issued as :class:`~pleval.errors.PlevalWarning` (before 2026-12-05 only the
+    first period's rows were, by the matching). Either way its first error stops the run.
     """
+    from ..checks import checked_data
     from ..matching import match
 
     if reference is None:
@@ -354,7 +360,7 @@ def effects_over_time(
             raise DataError(f"effects over time need the {role} column; name it (--{role.replace('_', '-')} COLUMN)")
     if cohort is not None and cohort not in data.columns:
         raise DataError(f"column {cohort!r} (cohort: first program period) is not in the data")
-    v = validate(data, c)
+    v = checked_data(data, c, checked)
     d = v.data
     notes = list(v.notes) + [f"dropped {r.n_rows:,} row(s): {r.reason} [{r.column}]" for r in v.dropped.itertuples()]
     c = v.columns
@@ -409,7 +415,8 @@ def effects_over_time(
         w = pd.Series(1.0, index=pd.MultiIndex.from_frame(base[keys]))
     else:
         bc = c.replace(time=None, treated_label=None)  # (the treatment is 0/1 since validation)
-        m = match(base, bc, method=method, require_outcome=False, **(match_options or {}))
+        # validated here: every row's values were checked above, so the matching does not warn again
+        m = match(validate(base, bc), bc, method=method, require_outcome=False, **(match_options or {}))
         w = m.matched.groupby(keys)["_weight"].sum()
         n_out = int((m.data[c.treatment] == 1).sum() - m.n_treated_matched)
         if n_out:

@@ -68,13 +68,18 @@ class Monitoring(ResultMixin):
 
 def monitor(data: pd.DataFrame, columns: Columns, *, cohort: str | None = None, method: str = "weighting",
             control: str = "notyet", level: float = 0.95, alpha: float = 0.05, match_options: dict | None = None,
-            staggered_inference: str = "welch", input_sha256: str | None = None) -> Monitoring:
+            staggered_inference: str = "welch", input_sha256: str | None = None, checked=None) -> Monitoring:
     """Monitor a multi-period file: see the module docstring. ``columns`` needs ``time``,
     ``student_id``, ``school``, ``outcome``, ``treatment`` and ``pretest``. ``staggered_inference``:
-    the group-time effects' ``inference`` (:func:`pleval.monitor.group_time_effects`)."""
+    the group-time effects' ``inference`` (:func:`pleval.monitor.group_time_effects`). Every row is
+    checked first, as :func:`pleval.check` checks it (``checked``: its report of ``data``, whose
+    warnings the caller has shown; else its warnings are issued as
+    :class:`~pleval.errors.PlevalWarning`): an error stops the run
+    (:func:`pleval.monitor.effects_over_time`)."""
     if staggered_inference not in INFERENCE:
         raise DesignError(f"staggered_inference must be one of {INFERENCE}; got {staggered_inference!r}")
-    ot = effects_over_time(data, columns, method=method, cohort=cohort, level=level, match_options=match_options)
+    ot = effects_over_time(data, columns, method=method, cohort=cohort, level=level, match_options=match_options,
+                           checked=checked)
     c = ot.columns
     notes = list(ot.notes)
     schools, staggered = {}, {}
