@@ -305,3 +305,70 @@ def test_unequal_allocation_says_what_the_analysis_df_does_to_power():
     assert f"about {dfw:.1f} df" in note and f"about {ref:.2f}, not 0.80" in note
     assert ref == pytest.approx(0.72, abs=0.01)
     assert d.replace(treated=0.5).plan().notes == ()
+
+
+def _dense_cr2_df(K, jt, jc):
+    """Satterthwaite df of the CR2 variance of the assignment coefficient in the OLS of K·J school
+    means on assignment and K district indicators, schools independent: tr(DM)²/tr(DMDM), formed
+    from the matrices (Bell & McCaffrey 2002)."""
+    z = np.tile(np.r_[np.ones(jt), np.zeros(jc)], K)
+    X = np.column_stack([z, np.kron(np.eye(K), np.ones((jt + jc, 1)))])
+    A = np.linalg.solve(X.T @ X, X.T)
+    H = X @ A
+    M = np.eye(len(z)) - H
+    D = np.diag(A[0] ** 2 / (1 - np.diag(H)))
+    return np.trace(D @ M) ** 2 / np.trace(D @ M @ D @ M)
+
+
+@pytest.mark.parametrize("K, jt, jc", [(4, 3, 3), (4, 2, 4), (3, 1, 5), (10, 3, 7), (1, 5, 15)])
+def test_cr2_cluster_df_is_the_satterthwaite_df_of_the_blocked_fit(K, jt, jc):
+    from pleval.power.designs import cr2_cluster_df
+
+    assert cr2_cluster_df(K, jt, jc) == pytest.approx(_dense_cr2_df(K, jt, jc), rel=1e-10)
+    if jt == jc:
+        assert cr2_cluster_df(K, jt, jc) == pytest.approx(K * (jt + jc - 1) - 1, rel=1e-12)
+
+
+def test_blocked_cluster_plan_says_what_pleval_analysis_refers_to():
+    """Schools randomized within districts: the formulas are PowerUp!'s (fixed districts: df
+    K(J − 2) − g, an effect for each district; random districts: df K − g − 1 and the effect's
+    variance across districts ω ρ₃/K), pleval's analysis (district fixed effects, one effect, CR2 by
+    school) refers to the CR2 Satterthwaite df (19 for 4 districts of 6 schools) and leaves ω out of
+    its SE. The plan says so with that analysis's power at the MDES. Before 2026-12-05 nothing was said."""
+    base = dict(districts=4, schools=6, students=20, icc=0.15, icc_district=0.10)
+
+    def at(design, sse, df):
+        lam, crit = design.mdes(0.80) / sse, stats.t.ppf(0.975, df)
+        return stats.nct.sf(crit, df, lam) + stats.nct.cdf(-crit, df, lam)
+
+    fixed = BlockedClusterRCT(blocks="fixed", **base)
+    (note,) = fixed.plan().notes
+    assert fixed.df == 16 and fixed.analysis_df() == pytest.approx(_dense_cr2_df(4, 3, 3), rel=1e-10)
+    assert "about 19.0 df" in note and "not the formula's 16" in note
+    assert f"about {at(fixed, fixed.sse, 19):.2f}, not 0.80" in note and "about 0.81" in note
+    # 2 of 6 schools a district: fewer df than the formula's, and the power at the share assigned
+    third = fixed.replace(treated=1 / 3)
+    (note,) = third.plan().notes
+    assert f"about {_dense_cr2_df(4, 2, 4):.1f} df" in note and "2 against 4 schools in each of 4 districts" in note
+    assert f"about {at(third, third.sse, _dense_cr2_df(4, 2, 4)):.2f}, not 0.80" in note
+    # random districts: the analysis's SE is the fixed design's (no ω term), its df the same
+    for omega in (0.0, 0.5):
+        rnd = BlockedClusterRCT(omega=omega, **base)
+        (note,) = rnd.plan().notes
+        assert rnd.df == 3 and "about 19.0 df" in note and "random-effects analysis of the districts" in note
+        assert f"about {at(rnd, fixed.sse, 19):.2f}, not 0.80" in note
+        assert ("averaged over these districts" in note) == (omega > 0)
+    # an immaterial difference (power at the MDES within half a point) is not noted
+    big = BlockedClusterRCT(districts=10, schools=10, students=20, icc=0.15, icc_district=0.10, blocks="fixed")
+    assert abs(at(big, big.sse, _dense_cr2_df(10, 5, 5)) - 0.80) < 0.005 and big.plan().notes == ()
+
+
+def test_unequal_allocation_note_only_when_power_differs_visibly():
+    """9 of 20 schools: the analysis's 17.2 df against the formula's 18 move the power at the MDES
+    by less than half a point; before 2026-12-05 the plan still noted it ("about 0.80, not 0.80")."""
+    d = ClusterRCT(schools=20, students=20, icc=0.2, treated=0.45)
+    lam, dfw = d.mdes(0.80) / d.replace(treated=9 / 20).sse, d.analysis_df()
+    crit = stats.t.ppf(0.975, dfw)
+    assert dfw == pytest.approx(17.2, abs=0.05) and dfw < d.df
+    assert abs(stats.nct.sf(crit, dfw, lam) + stats.nct.cdf(-crit, dfw, lam) - 0.80) < 0.005
+    assert d.plan().notes == ()

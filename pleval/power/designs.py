@@ -30,6 +30,12 @@ PowerUp!'s fixed-block designs take the student-level R² to include what the bl
 explain, i.e. ``R²(PowerUp!) = ρ + (1 − ρ)·R²₁`` in pleval's terms, which gives the (1 − ρ)
 factor above; with ``icc=0`` (``icc_district=0``) pleval's numbers are PowerUp!'s exactly.
 
+The blocked cluster formulas are PowerUp!'s, kept for parity, but pleval analyses such a trial
+one way: district fixed effects, one common effect, CR2 by school with Satterthwaite df
+(:func:`cr2_cluster_df`: K(J − 1) − 1 with equal arms, not K(J − 2) − g), the effect averaged
+over these districts (no ρ₃ω/K term, not K − g − 1 df). The plan's note gives
+that analysis's df and power at the MDES (as a cluster RCT's does for unequal arms).
+
 Matched comparisons (quasi-experimental; PL in J_T schools of n_T students, matched
 comparison students from J_C schools, n_C per school) follow the two-level cluster design with
 unequal arms, and with the design effect of unequal matching weights on the comparison mean,
@@ -84,6 +90,34 @@ def welch_df(a: float, units_a: float, b: float, units_b: float) -> float:
     ``(a + b)² / (a²/(J_a − 1) + b²/(J_b − 1))`` (Satterthwaite 1946; Welch 1947): J_a + J_b − 2
     for equal arms, down to J_a − 1 as ``a`` dominates the variance."""
     return (a + b) ** 2 / (a**2 / (units_a - 1) + b**2 / (units_b - 1))
+
+
+def cr2_cluster_df(blocks: int, treated: int, control: int) -> float:
+    """Satterthwaite df of pleval's test of a cluster trial (CR2 by school, Bell & McCaffrey 2002)
+    whose ``blocks`` blocks (districts) each assign ``treated`` schools and leave ``control``:
+    the OLS of school means on assignment and block effects, under the working model of
+    independent schools of equal variance (equal schools make the students' fit the same).
+
+    With ``a = z − p`` (p = J_T/J, J = J_T + J_C) the OLS weights are ``c = a/S``, S = K·J·p(1−p),
+    the leverages ``h = 1/J + a²/S`` and ``H_ij = [same block]/J + a_i a_j/S``; CR2's variance is
+    ``e'De`` with ``D = diag(c²/(1 − h))`` and ``e = Mε`` (M = I − H), so its df are
+    ``tr(DM)²/tr(DMDM)`` = ``(Σc²)² / (Σ_i d_i²(1 − h_i)² + Σ_{i≠j} d_i d_j H_ij²)``, summed here
+    over pairs of schools by arm and by same or other block. One block gives Welch's df of J_T
+    against J_C school means (:func:`welch_df` with equal variances); equal arms K(J − 1) − 1,
+    the residual df. Covariates barely move it (a pretest explaining 50%/40% of the school and
+    student variance: 18.9 on average where this gives 19), so none are subtracted."""
+    K, J = blocks, treated + control
+    p = treated / J
+    S = K * J * p * (1 - p)
+    a, m = (1 - p, -p), (treated, control)
+    h = [1 / J + x**2 / S for x in a]
+    d = [x**2 / (S**2 * (1 - hx)) for x, hx in zip(a, h)]
+    den = sum(K * m[s] * d[s] ** 2 * (1 - h[s]) ** 2 for s in (0, 1))
+    for s in (0, 1):
+        for t in (0, 1):
+            same, other = K * m[s] * (m[t] - (s == t)), K * (K - 1) * m[s] * m[t]
+            den += d[s] * d[t] * (same * (1 / J + a[s] * a[t] / S) ** 2 + other * (a[s] * a[t] / S) ** 2)
+    return (1 / S) ** 2 / den  # Σc² = Σa²/S² = 1/S
 
 
 def _share(name: str, v, *, upper_open: bool = True, lower_open: bool = False) -> None:
@@ -253,6 +287,18 @@ class Design:
         """What the plan should say besides its figures (none by default)."""
         return ()
 
+    def _analysis_note(self, power: float, mdes: float, df: float, sse: float, analysis: str, basis: str, *,
+                       lead: str = "", estimand: str = "", tail: str = "", always: bool = False) -> tuple[str, ...]:
+        """The note on pleval's own analysis of the design (``analysis``: what it fits) when it refers
+        to ``df`` degrees of freedom (``basis``: where they come from) and has standardized SE ``sse``:
+        its power at the MDES, when that differs from the formula's ``power`` by half a point or
+        more (so that the two decimals printed differ), or ``always``."""
+        at = float(power_from_ncp(mdes / sse, df, self.alpha, self.two_sided))
+        if not always and abs(at - power) < 0.005:
+            return ()
+        return (f"{lead}pleval's analysis ({analysis}) refers to about {df:.1f} df ({basis}), not the formula's "
+                f"{self.df:g}, so its power{estimand} at the MDES above is about {at:.2f}, not {power:.2f}{tail}",)
+
 
 def _pq(p: float) -> float:
     return p * (1 - p)
@@ -382,25 +428,22 @@ class ClusterRCT(Design):
     def analysis_df(self) -> float:
         """The df of pleval's own analysis of the trial (CR2 with Satterthwaite df), for a
         difference of ``J_T`` against ``J_C`` school means of equal variance: Welch's
-        ``(1/J_T + 1/J_C)² / (1/(J_T²(J_T − 1)) + 1/(J_C²(J_C − 1)))`` (Bell & McCaffrey 2002),
-        ``J − 2`` when the arms are equal and fewer when they are not."""
+        ``(1/J_T + 1/J_C)² / (1/(J_T²(J_T − 1)) + 1/(J_C²(J_C − 1)))`` (Bell & McCaffrey 2002;
+        :func:`cr2_cluster_df` with one block), ``J − 2`` when the arms are equal and fewer when
+        they are not."""
         jt, jc = self._arms()
-        return welch_df(1 / jt, jt, 1 / jc, jc)
+        return cr2_cluster_df(1, jt, jc)
 
     def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
-        if abs(self.treated - 0.5) < 1e-9 or self.schools < 4:
-            return ()
-        dfw = self.analysis_df()
-        if dfw >= self.df:
+        # only fewer df than the formula's: more come from its covariates (g), which Welch's df leave out
+        if abs(self.treated - 0.5) < 1e-9 or self.schools < 4 or self.analysis_df() >= self.df:
             return ()
         jt, jc = self._arms()
         # at the schools actually assigned (J_T/J, not the nominal P: 5 of 18 is 0.28, not 0.25)
-        at = float(power_from_ncp(mdes / self.replace(treated=jt / int(self.schools)).sse, dfw, self.alpha,
-                                  self.two_sided))
-        return (f"unequal allocation ({jt} of {int(self.schools)} schools assigned): pleval's analysis (CR2, "
-                f"Satterthwaite df) refers to about {dfw:.1f} df (Welch, {jt} against {jc} school "
-                f"means), not the formula's {self.df:g}, so its power at the MDES above is about {at:.2f}, not "
-                f"{power:.2f}; --simulate checks it",)
+        return self._analysis_note(power, mdes, self.analysis_df(), self.replace(treated=jt / int(self.schools)).sse,
+                                   "CR2, Satterthwaite df", f"Welch, {jt} against {jc} school means",
+                                   lead=f"unequal allocation ({jt} of {int(self.schools)} schools assigned): ",
+                                   tail="; --simulate checks it")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,6 +503,51 @@ class BlockedClusterRCT(Design):
         if self.blocks == "random":
             return self.districts - self.covariates - 1
         return self.districts * (self.schools - 2) - self.covariates
+
+    def _arms(self) -> tuple[int, int] | None:
+        """``(J_T, J_C)``: the schools of each arm in every district, J (rounded) times P rounded
+        halves up, at least one each (two when there is one district, as :class:`ClusterRCT`);
+        None when J has no room for that."""
+        J = math.floor(self.schools + 0.5)
+        least = 2 if self.districts == 1 else 1
+        jt = min(max(math.floor(J * self.treated + 0.5), least), J - least)
+        return (jt, J - jt) if jt >= least else None
+
+    def analysis_df(self) -> float:
+        """The df of pleval's own analysis of the trial (``analyze_rct(design="cluster")`` with the
+        district as block: block fixed effects, one common effect, CR2 by school with Satterthwaite
+        df): :func:`cr2_cluster_df` of the K districts' J_T against J_C schools, K(J − 1) − 1 with
+        equal arms (19 for 4 districts of 6 schools, where PowerUp!'s fixed-district df, for an
+        effect of each district's own, are K(J − 2) − g = 16). The same whether the formula takes
+        the districts as fixed or random: pleval's analysis takes them as fixed."""
+        arms = self._arms()
+        if arms is None:
+            raise DesignError(f"{self.schools:g} schools per district leave no school for an arm in one district")
+        return cr2_cluster_df(int(self.districts), *arms)
+
+    def _notes(self, power: float, mdes: float) -> tuple[str, ...]:
+        if self._arms() is None:
+            return ()
+        jt, jc = self._arms()
+        K, J = int(self.districts), jt + jc
+        # pleval's analysis: the districts fixed, at the schools assigned (J_T/J, not the nominal P)
+        sse = self.replace(blocks="fixed", omega=0.0, r2_effect=0.0, treated=jt / J).sse
+        basis = f"{jt} against {jc} schools in each of {K} district{'s' if K > 1 else ''}, one common effect"
+        if self.blocks == "fixed":
+            return self._analysis_note(power, mdes, self.analysis_df(), sse,
+                                       "district fixed effects, CR2 by school, Satterthwaite df", basis,
+                                       tail="; the formula's df are PowerUp!'s, for an effect of each district's own")
+        random_fit = "a random-effects analysis of the districts (K − g − 1 df), which pleval does not run"
+        if self.omega > 0:  # another estimand: said whatever the difference
+            return self._analysis_note(
+                power, mdes, self.analysis_df(), sse,
+                "districts fixed: the effect averaged over these districts, its SE without the effect's variation "
+                "across districts (omega); CR2 by school, Satterthwaite df", basis,
+                lead="random districts: ", estimand=" for that effect", always=True,
+                tail=f"; the formula's figure, for the effect across districts like these, is that of {random_fit}")
+        return self._analysis_note(power, mdes, self.analysis_df(), sse,
+                                   "districts fixed, CR2 by school, Satterthwaite df", basis,
+                                   lead="random districts: ", tail=f"; the formula's df are those of {random_fit}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -569,4 +657,4 @@ DESIGNS = {
 """Design classes by the name used in ``pleval power DESIGN``."""
 
 __all__ = ["Design", "IndividualRCT", "BlockedRCT", "ClusterRCT", "BlockedClusterRCT", "MatchedComparison",
-           "kish_deff", "welch_df", "DESIGNS"]
+           "kish_deff", "welch_df", "cr2_cluster_df", "DESIGNS"]
