@@ -265,11 +265,13 @@ def test_a_cohort_that_contradicts_the_treatment_or_varies_in_a_school_is_an_err
     assert res.output.count(f"1 PL school(s) ('{pl}') have a first program period after the last period (2024)") == 1
 
 
-@pytest.mark.parametrize("alpha", [0.05, 0.1])
-def test_monitoring_report_prints_p_near_alpha_on_its_side(alpha):
-    """p just below and just above the run's α prints with the digits that show its side (0.0996 and 0.1004
-    beside 'diverges (α = 0.1)', not 0.100 for both) in the effects, trend and school tables and the schools'
-    summary; before 2026-12-05 the report formatted p beside α = 0.05 whatever the run's α."""
+@pytest.mark.parametrize("alpha, level", [(0.05, 0.95), (0.1, 0.95), (0.05, 0.9)])
+def test_monitoring_report_prints_p_near_its_threshold_on_its_side(alpha, level):
+    """p just below and just above its threshold prints with the digits that show its side: in the
+    effects and trend tables, beside level CIs, the threshold is 1 − level (0.0496 and 0.0504 beside
+    95% CIs, whatever the schools' α); in the schools' table and summary it is the divergence flag's
+    α (0.0996 and 0.1004 beside 'diverges (α = 0.1)', not 0.100 for both). Before 2026-12-05 every p
+    was formatted beside 0.05."""
     from dataclasses import replace
 
     from pleval.data import SAMPLE_COLUMNS, read_table
@@ -278,26 +280,26 @@ def test_monitoring_report_prints_p_near_alpha_on_its_side(alpha):
 
     df = read_table(ROOT / "sample_data" / "pl_panel_students.csv")
     m = monitor(df, SAMPLE_COLUMNS.replace(time="year", covariates=("frl",)), cohort="pl_year",
-                method="regression", alpha=alpha)
-    near = [alpha - 0.0004, alpha + 0.0004]
-    expected = [f"{p:.4f}" for p in near]
+                method="regression", alpha=alpha, level=level)
+    near_ci, near_flag = ([t - 0.0004, t + 0.0004] for t in (round(1 - level, 10), alpha))
     ot = m.over_time
     by_year, tr = ot.by_year.copy(), ot.trend.copy()
-    by_year.loc[by_year.index[:2], "pvalue"] = near
-    tr.loc[tr.index[:2], "pvalue"] = near
+    by_year.loc[by_year.index[:2], "pvalue"] = near_ci
+    tr.loc[tr.index[:2], "pvalue"] = near_ci
     s, st = next(iter(m.schools.items()))
     sl = st.slopes.copy()
     pl = sl.index[sl["kind"] == "PL"][:2]
-    sl.loc[pl, ["pvalue", "p_adjusted"]] = [[p, p] for p in near]
+    sl.loc[pl, ["pvalue", "p_adjusted"]] = [[p, p] for p in near_flag]
     sl.loc[pl, "diverges"] = True
     m = replace(m, over_time=replace(ot, by_year=by_year, trend=tr),
                 schools={s: replace(st, slopes=sl)})
     frames = {sec.id: [b.frame for b in sec.blocks if hasattr(b, "frame")] for sec in monitoring_sections(m)}
     subject = by_year.loc[by_year.index[0], "subject"]
     assert (by_year.loc[by_year.index[:2], "subject"] == subject).all()
-    assert frames["by-year"][ot.subjects.index(subject)]["p"].tolist()[:2] == expected
-    assert frames["trend"][0]["p"].tolist()[:2] == expected
+    shown_ci, shown_flag = ([f"{p:.4f}" for p in near] for near in (near_ci, near_flag))
+    assert frames["by-year"][ot.subjects.index(subject)]["p"].tolist()[:2] == shown_ci
+    assert frames["trend"][0]["p"].tolist()[:2] == shown_ci
     schools_table = frames["schools"][0]
-    assert schools_table.loc[pl, "p"].tolist() == expected and schools_table.loc[pl, "adjusted p"].tolist() == expected
+    assert schools_table.loc[pl, "p"].tolist() == shown_flag and schools_table.loc[pl, "adjusted p"].tolist() == shown_flag
     summary = m.schools[s].summary()
-    assert all(f"adjusted p = {t})" in summary for t in expected)
+    assert all(f"adjusted p = {t})" in summary for t in shown_flag)

@@ -32,7 +32,15 @@ def _alpha(m: "Monitoring") -> float:
 
 
 def _p(m: "Monitoring"):
-    """p as :func:`fmt_p` prints it beside the run's α (0.0996 and 0.1004, not 0.100, at α = 0.1)."""
+    """p as :func:`fmt_p` prints it beside the run's CIs: with the digits that show its side of
+    1 − level (0.0496 and 0.0504, not 0.050, beside 95% CIs)."""
+    beside = 1.0 - m.over_time.level
+    return lambda p: fmt_p(p, beside)
+
+
+def _flag_p(m: "Monitoring"):
+    """p as :func:`fmt_p` prints it beside the schools' divergence flag, at the run's α (0.0996
+    and 0.1004, not 0.100, at α = 0.1)."""
     alpha = _alpha(m)
     return lambda p: fmt_p(p, alpha)
 
@@ -126,7 +134,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
         comp = "not-yet-adopting" if gt.control == "notyet" else "never-adopting"
         overall = gt.aggregate("group").overall
         lines = [f"Overall (cohort-weighted): {fmt(overall.estimate, 2, True)} points ({lvl} CI "
-                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; {p_clause(overall.pvalue, _alpha(m))}); "
+                 f"{fmt_ci(overall.ci_low, overall.ci_high, 2, True)}; {p_clause(overall.pvalue, 1.0 - m.over_time.level)}); "
                  f"comparisons: {comp} schools."]
         lines.append(f"Pre-trend {pretest_text(pre, p_text=p_text)}."
                      " A small p-value is evidence against parallel trends; a large one is not proof of them."
@@ -149,7 +157,7 @@ def staggered(m: "Monitoring", figures: Collection[str]) -> Section | None:
 def schools(m: "Monitoring", figures: Collection[str]) -> Section:
     """School trajectories: which PL schools' slopes diverge from the pooled trend."""
     adjustment = ADJUSTMENT_NAMES["bh"]
-    alpha, p_text = _alpha(m), _p(m)
+    alpha, p_text = _alpha(m), _flag_p(m)
     blocks: list = [Paragraph(
         "One slope per PL school: how its effect changed over the program periods (per year when the time column "
         "holds years, as the pooled trend), in effect-size units, beside the "
