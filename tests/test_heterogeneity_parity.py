@@ -530,3 +530,43 @@ def test_metaregression_blup_against_empirical_bayes_and_vcov(bcg):
     a = meta_regression(y, se, b.ablat).blup()
     d = meta_regression(y, se, b.ablat, vcov=np.diag(se**2)).blup()
     np.testing.assert_allclose(a.to_numpy(), d.to_numpy(), rtol=1e-8, atol=1e-12)
+
+
+def q_written_out(y, se):
+    """Cochran's Q in exact rational arithmetic."""
+    from fractions import Fraction
+
+    w = [1 / Fraction(float(s)) ** 2 for s in se]
+    y = [Fraction(float(a)) for a in y]
+    mu = sum(a * b for a, b in zip(w, y)) / sum(w)
+    return float(sum(a * (b - mu) ** 2 for a, b in zip(w, y)))
+
+
+# Two very precise schools with different estimates. The eight schools above with the second SE
+# 1e-6 too: before 2026-12-05 only the single heaviest school's deleted fit was summed directly,
+# still about the full-data FE mean, so without the first school Q was 45.320580 for 45.320563
+# (4e-7); and six schools (a random set, rounded) whose PM/EB deleted fit without the first school
+# stopped at tau² 0 (estimate 0.0866, SE 3.2e-6) where meta_analysis finds 0.000927 (0.0639, 0.027):
+# the Newton step overshot to 0, where the step is 1e-12 because dQ/dtau² is huge.
+TWO_PRECISE = {
+    "eight": (PRECISE_Y, np.r_[1e-7, 1e-6, PRECISE_SE[2:]]),
+    "six": (np.array([0.4111, 0.0866, -0.2024, -0.0263, -0.0361, 0.0009]),
+            np.array([3.2273e-6, 3.2290e-6, 0.1782, 0.1765, 0.1447, 0.0782])),
+}
+
+
+@pytest.mark.parametrize("data", sorted(TWO_PRECISE))
+@pytest.mark.parametrize("method", _tau2.TAU2_METHODS)
+def test_leave_one_out_with_two_very_precise_schools_equals_refitting(method, data):
+    """Every row of leave_one_out is meta_analysis on the other schools (estimate, SE, tau², Q, I²,
+    p) with two very precise schools, and Q is Cochran's Q written out in exact arithmetic."""
+    y, se = TWO_PRECISE[data]
+    k = y.size
+    for hk in (False, True):
+        inf = leave_one_out(meta_analysis(y, se, method=method, hartung_knapp=hk))
+        for i in range(k):
+            keep = np.arange(k) != i
+            d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
+            got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
+            assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10), (i, hk)
+            assert inf.q_del[i] == pytest.approx(q_written_out(y[keep], se[keep]), rel=1e-12), (i, hk)

@@ -293,3 +293,31 @@ def settle(step, t: np.ndarray, done: np.ndarray, tol, fallback) -> np.ndarray:
     for i in np.flatnonzero(~done):
         t[i] = fallback(i)
     return t
+
+
+def q_root(q_slope, t: np.ndarray, done: np.ndarray, target: float, tol, fallback, iters: int = 100) -> np.ndarray:
+    """Every row's τ² ≥ 0 at which the generalized Q equals ``target`` (PM/EB; Q decreases in τ²),
+    as :func:`._tau2._solve_q` finds it, from the starting values t (rows ``done``, whose
+    ``Q(0) ≤ target``, kept as given): Newton steps ``(Q − target)/r'W²r`` (``q_slope(t)``: Q and
+    ``r'W²r = −dQ/dτ²`` per row) inside the bracket of the τ² known to lie below the root
+    (Q > target, from 0) and above it — a step that leaves the bracket, as an overshoot past 0
+    does, is replaced by its midpoint. A row is kept once its step is within its ``tol`` and its Q
+    within 10⁻⁸ of the target: a step alone can be tiny far from the root where ``r'W²r`` is huge
+    (a very precise school's weight at τ² ≈ 0). A row not settled in ``iters`` steps (rare) is
+    ``fallback(i)``, the single fit's estimate."""
+    lo, hi = np.zeros_like(t), np.full_like(t, np.inf)
+    for _ in range(iters):
+        q, slope = q_slope(t)
+        above = q > target
+        lo, hi = np.where(above, np.maximum(lo, t), lo), np.where(above, hi, np.minimum(hi, t))
+        new = t + np.where(slope > 0, (q - target) / np.where(slope > 0, slope, 1.0), 0.0)
+        new = np.where((new < lo) | (new > hi), 0.5 * (lo + hi), new)
+        settled = (np.abs(new - t) <= tol) & (np.abs(q - target) <= 1e-8 * target)
+        t = np.where(done, t, new)
+        done = done | settled
+        if done.all():
+            return t
+    t = t.copy()
+    for i in np.flatnonzero(~done):
+        t[i] = fallback(i)
+    return t

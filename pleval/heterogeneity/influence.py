@@ -27,15 +27,17 @@ The school that *drives τ* is the one whose removal lowers τ̂² the most.
 ``Σ_{j≠i} w_ij^m r_j^a`` (m = 1, 2, 3; a = 0, 1, 2) with ``w_ij = 1/(v_j + t_i)``, one ``t_i``
 per deleted fit, of the residuals ``r = y − μ̂_FE`` from the full-data fixed-effect estimate
 (:func:`fe_fit`; μ̂₍ᵢ₎ is μ̂_FE plus the shift the sums give). A school with a tiny SE has a tiny
-residual, so no weighted total is its own term; the heaviest school's deleted fit is summed
-directly, and ``Σw − Σw²/Σw`` (DL, I²) is taken as in :func:`._tau2.fe_trace_p`. With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
+residual, so no weighted total is its own term; the few deleted fits whose sums about μ̂_FE would
+still cancel (two very precise schools, :func:`loo_centres`) are summed directly about their own
+fit, and ``Σw − Σw²/Σw`` (DL, I²) is taken as in :func:`._tau2.fe_trace_p`. With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
 ``δ_i = t_i − c``, ``w_ij^m = w_j^m (1 + δ_i w_j)^{−m} = Σ_n C(m+n−1, n)(−δ_i)^n w_j^{m+n}``,
 so the sums are power series in δ_i whose coefficients ``Σ_j w_j^{m+n} y_j^a`` are shared by
 every i: O(k) work per term, summed to 1e−20 relative (ratio ``|δ_i| max w ≤ ½``). Deleted
 fits farther from c (small k, an outlying school) are computed directly as row blocks of the
 k × k matrix (nothing k × k is stored). DL, HE and HS
 are closed form; REML and ML take Fisher-scoring steps and PM/EB Newton steps on
-``Q(τ²) = k − 2`` (``dQ/dτ² = −Σw²r²``) from the full-data τ̂², all deleted fits at once; SJ
+``Q(τ²) = k − 2`` (``dQ/dτ² = −Σw²r²``, inside a bracket: :func:`._metareg_batch.q_root`) from
+the full-data τ̂², all deleted fits at once; SJ
 evaluates Q at its k starting values. A deleted fit that has not converged after the vector
 iterations is refitted on its own by :mod:`._tau2`. REML and ML then take each deleted fit's
 global maximizer on τ² ≥ 0, as :func:`.meta.meta_analysis` does (:func:`loo_global_max`).
@@ -65,14 +67,63 @@ def _power(T: np.ndarray, m: int) -> np.ndarray:
     return np.log(T) if m == 0 else (1.0 / T) ** m
 
 
-def loo_weighted_sums(t: np.ndarray, v: np.ndarray, F: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """For each deleted fit i and each power m of ``F`` (m → a k × f matrix of per-school
-    features): ``Σ_{j≠i} w_ij^m F_m[j]`` (k × f), ``w_ij = 1/(v_j + t_i)``; m = 0 stands for
-    ``log(v_j + t_i)`` (the likelihood's ``Σ log(v + τ²)``: ``log(v_j + c) + log(1 + δ_i w_j)``,
-    whose series has the coefficients ``−Σ_j w_j^n F_0[j] / n``). By the power series about the
-    centre c where ``|t_i − c| max w ≤ ½``, else directly in row blocks (module docstring); the
-    heaviest school's own term is most of the total, so its deleted fit is summed directly.
-    O(k·f) per series term; nothing k × k is stored."""
+@dataclass(frozen=True)
+class Centres:
+    """The residuals each deleted fit's sums are taken of (:func:`loo_centres`): ``r``, of the
+    full-data fixed-effect fit, for every fit but ``rows``, whose sums about it would cancel; those
+    take ``resid`` (one row each), about their own deleted fixed-effect fit, ``shift`` (k × p) from
+    β̂_FE (0 for the other fits)."""
+
+    r: np.ndarray
+    rows: np.ndarray
+    resid: np.ndarray
+    shift: np.ndarray
+
+
+_CANCEL = 1e3  # largest ratio of a deleted fit's sums, about β̂_FE, to what they give (digits lost)
+
+
+def loo_centres(r: np.ndarray, v: np.ndarray, X: np.ndarray) -> Centres:
+    """The deleted fits whose sums about the full-data fixed-effect fit (residuals r, weights
+    w = 1/v, design X) would lose more than ``_CANCEL`` to rounding, with their own centres. At FE
+    weights, with leverage ``h_i = w_i x_i'(X'WX)⁻¹x_i`` and ``a_i = w_i r_i²``: a total less school
+    i's own term keeps ``1 − h_i`` of it, and ``Q₍ᵢ₎ = Q − a_i/(1 − h_i)`` is what is left of the
+    total ``Q = Σa`` once the sums are centred — so the fits with ``1 − h_i`` or ``Q₍ᵢ₎/Q`` below
+    ``1/_CANCEL``. As ``Σh = p`` and ``Σa = Q``, those are at most about 2p + 1 (the schools that
+    carry nearly all the weight, or whose deletion takes nearly all of Q: e.g. two very precise
+    schools with different estimates). Their residuals are about the fit of their own k − 1
+    schools, solved in two passes (the second on the first's residuals), directly."""
+    w = 1.0 / v
+    A = np.linalg.inv(X.T @ (X * w[:, None]))
+    keep = 1.0 - w * np.einsum("ip,pq,iq->i", X, A, X)  # 1 − h_i
+    a = w * r * r
+    q = a.sum()
+    rows = np.flatnonzero((keep < 1.0 / _CANCEL) | (_CANCEL * (q * keep - a) < q * keep))
+    n = rows.size
+    W = np.repeat(w[None, :], n, axis=0)
+    W[np.arange(n), rows] = 0.0
+    M = np.einsum("nk,kp,kq->npq", W, X, X)
+    b = np.zeros((n, X.shape[1]))
+    resid = np.broadcast_to(r, (n, r.size))
+    for _ in range(2):
+        b = b + np.linalg.solve(M, np.einsum("nk,kp,nk->np", W, X, resid)[..., None])[..., 0]
+        resid = r[None, :] - b @ X.T
+    shift = np.zeros(X.shape)
+    shift[rows] = b
+    return Centres(r, rows, resid, shift)
+
+
+def loo_weighted_sums(t: np.ndarray, v: np.ndarray, feats, cen: Centres) -> dict[int, np.ndarray]:
+    """For each deleted fit i and each power m of ``feats(r)`` (a function of residuals r — k, or
+    n × k for n fits — giving m → per-school features, k × f or n × k × f):
+    ``Σ_{j≠i} w_ij^m F_m[j]`` (k × f), ``w_ij = 1/(v_j + t_i)``, of the residuals of ``cen``
+    (:func:`loo_centres`); m = 0 stands for ``log(v_j + t_i)`` (the likelihood's
+    ``Σ log(v + τ²)``: ``log(v_j + c) + log(1 + δ_i w_j)``, whose series has the coefficients
+    ``−Σ_j w_j^n F_0[j] / n``). By the power series about the centre c where
+    ``|t_i − c| max w ≤ ½``, else directly in row blocks (module docstring), less school i's own
+    term; the fits ``cen.rows`` directly, of their own residuals. O(k·f) per series term; nothing
+    k × k is stored."""
+    F = feats(cen.r)
     k = v.size
     out = {m: np.empty((k, f.shape[1])) for m, f in F.items()}
     c = float(np.median(t))
@@ -100,10 +151,14 @@ def loo_weighted_sums(t: np.ndarray, v: np.ndarray, F: dict[int, np.ndarray]) ->
                 out[m][s] = _power(T, m) @ f
     for m, f in F.items():
         out[m] -= _power(v + t, m)[:, None] * f
-    h = int(np.argmin(v))
-    others = np.arange(k) != h
-    for m, f in F.items():
-        out[m][h] = _power(v[others] + t[h], m) @ f[others]
+    j = cen.rows
+    if j.size:
+        own = feats(cen.resid)
+        T = v[None, :] + t[j, None]
+        for m, f in own.items():
+            P = _power(T, m)
+            P[np.arange(j.size), j] = 0.0
+            out[m][j] = np.einsum("nk,nkf->nf", P, f)
     return out
 
 
@@ -114,12 +169,13 @@ def _loo_scale(y: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (yc @ yc - yc**2) / kd - (yc / kd) ** 2 + (v.sum() - v) / kd
 
 
-def _loo_loglik_grid(F: np.ndarray, v: np.ndarray, grid: np.ndarray, p: int, restricted: bool) -> np.ndarray:
+def _loo_loglik_grid(feats, cen: Centres, v: np.ndarray, grid: np.ndarray, p: int, restricted: bool) -> np.ndarray:
     """``ℓ_R`` (``restricted``) or ``ℓ`` of every deleted fit (k) at every τ² of ``grid`` (G):
-    k × G, from the sums ``Σ_{j≠i} w_j F_j`` (``F``: the features of
+    k × G, from the sums ``Σ_{j≠i} w_j F_j`` (``feats(r)``: the features of
     :func:`._metareg_batch._ll_from_sums`) — at a grid point the weights are every fit's, so the
-    sums are the totals less school i's own term (the heaviest school's fit summed directly) —
-    in blocks of schools, one G × k array per feature."""
+    sums are the totals less school i's own term (the fits ``cen.rows`` summed directly, of their
+    own residuals) — in blocks of schools, one G × k array per feature."""
+    F = feats(cen.r)
     k, f = F.shape
     T = v[None, :] + grid[:, None]
     W = 1.0 / T
@@ -134,35 +190,39 @@ def _loo_loglik_grid(F: np.ndarray, v: np.ndarray, grid: np.ndarray, p: int, res
             np.multiply(W[:, b], F[b, c], out=S[c])
             np.subtract(total[:, c, None], S[c], out=S[c])
         out[:, b] = mb._ll_from_sums(np.moveaxis(S, 0, -1), L[:, None] - logs[:, b], p, restricted)
-    h = int(np.argmin(v))
-    Fh = F.copy()
-    Fh[h] = 0.0
-    out[:, h] = mb._ll_from_sums(W @ Fh, L - logs[:, h], p, restricted)
+    j = cen.rows
+    if j.size:
+        own = feats(cen.resid)
+        own[np.arange(j.size), j] = 0.0
+        out[:, j] = mb._ll_from_sums(np.einsum("gk,nkf->gnf", W, own), L[:, None] - logs[:, j], p, restricted)
     return out.T
 
 
-def loo_global_max(method: str, y: np.ndarray, v: np.ndarray, X: np.ndarray, t: np.ndarray) -> np.ndarray:
+def loo_global_max(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Every deleted fit's REML or ML τ̂², the global maximizer of its (restricted) likelihood on
     τ² ≥ 0 (as :func:`._tau2._fisher_scoring`), given the Fisher-scoring results t: ℓ₍ᵢ₎ on the
     grid of :func:`._metareg_batch.global_max` (:func:`_loo_loglik_grid`) and at t
-    (:func:`loo_weighted_sums`), of the residuals at τ² = 0 (the same likelihood, smaller sums);
+    (:func:`loo_weighted_sums`), of the residuals of ``cen`` (the same likelihood, smaller sums);
     the fits whose grid beats ℓ₍ᵢ₎(t) refined on their own k − 1 schools
     (:func:`._metareg_batch.highest`). All k fits at once; ``X`` (k × p) the design."""
     restricted = method == "REML"
     k, p = X.shape
-    r = fe_fit(y, v, X)[1]
     pa, pb = np.triu_indices(p)
-    F = np.column_stack([X[:, pa] * X[:, pb], X * r[:, None], r * r])
-    grid = _tau2.tau2_grid(float(v.min()), float(_loo_scale(y, v).max()))
-    o = loo_weighted_sums(t, v, {0: np.ones((k, 1)), 1: F})
+
+    def feats(r):
+        return np.concatenate([np.broadcast_to(X[:, pa] * X[:, pb], r.shape + (pa.size,)), X * r[..., None],
+                               (r * r)[..., None]], axis=-1)
+
+    grid = _tau2.tau2_grid(float(v.min()), float(_loo_scale(cen.r, v).max()))
+    o = loo_weighted_sums(t, v, lambda r: {0: np.ones(r.shape + (1,)), 1: feats(r)}, cen)
     top = mb._ll_from_sums(o[1], o[0][:, 0], p, restricted)
 
     def deleted(j):  # the data of fits j: their k − 1 schools
         keep = np.arange(k)[None, :] != j[:, None]
         return tuple(np.broadcast_to(z, (j.size,) + z.shape)[keep].reshape((j.size, k - 1) + z.shape[1:])
-                     for z in (y, v, X))
+                     for z in (cen.r, v, X))
 
-    return mb.highest(method, grid, _loo_loglik_grid(F, v, grid, p, restricted), t, top, deleted)
+    return mb.highest(method, grid, _loo_loglik_grid(feats, cen, v, grid, p, restricted), t, top, deleted)
 
 
 def fe_fit(y: np.ndarray, v: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,45 +236,67 @@ def fe_fit(y: np.ndarray, v: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.
     return beta, y - X @ beta
 
 
-def _sums(t: np.ndarray, r: np.ndarray, v: np.ndarray) -> dict[str, np.ndarray]:
+def _powers(r: np.ndarray) -> np.ndarray:
+    """``(1, r, r²)`` on a last axis."""
+    return np.stack([np.ones(r.shape), r, r * r], axis=-1)
+
+
+def _sums(t: np.ndarray, cen: Centres, v: np.ndarray) -> dict[str, np.ndarray]:
     """For each i: sums over j ≠ i of ``w``, ``wr``, ``wr²``, ``w²``, ``w²r``, ``w²r²`` and
-    ``w³``, ``w_ij = 1/(v_j + t_i)``, r the residuals of :func:`fe_fit`
-    (:func:`loo_weighted_sums`)."""
-    R = np.column_stack([np.ones(r.size), r, r * r])
-    o = loo_weighted_sums(t, v, {1: R, 2: R, 3: R[:, :1]})
+    ``w³``, ``w_ij = 1/(v_j + t_i)``, r the residuals of ``cen`` (:func:`loo_weighted_sums`)."""
+    o = loo_weighted_sums(t, v, lambda r: {1: _powers(r), 2: _powers(r), 3: _powers(r)[..., :1]}, cen)
     return dict(zip(("S", "Sy", "Syy", "T", "Ty", "Tyy", "U"), np.column_stack([o[1], o[2], o[3]]).T))
 
 
-def _fit_parts(s: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(μ̂ − μ̂_FE, Q = Σwr², Σw²r²)`` from the sums of the residuals (μ̂_FE: the full-data
-    fixed-effect estimate they are taken from, :func:`fe_fit`)."""
+def _fit_parts(s: dict, cen: Centres) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(μ̂ − μ̂_FE, Q = Σwr², Σw²r²)`` from the sums of the residuals of ``cen`` (μ̂_FE: the
+    full-data fixed-effect estimate, :func:`fe_fit`; a fit's residuals are about its centre,
+    ``cen.shift`` from it, so Q and Σw²r² do not cancel)."""
     shift = s["Sy"] / s["S"]
     q = np.maximum(s["Syy"] - s["Sy"] * shift, 0.0)
     w2r2 = np.maximum(s["Tyy"] - 2.0 * shift * s["Ty"] + shift**2 * s["T"], 0.0)
-    return shift, q, w2r2
+    return shift + cen.shift[:, 0], q, w2r2
 
 
-def _fe_moments(r: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fe_moments(cen: Centres, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each deleted fit's FE weight sum ``Σw``, ``tr P₀ = Σw − Σw²/Σw`` and Cochran's Q
-    (w = 1/v) from the residuals r (:func:`loo_weighted_sums` at τ² = 0), in O(k). ``tr P₀`` is
-    ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎`` (:func:`._tau2.fe_trace_p`): the heaviest school h's
-    ``Σw₍ᵢ₎ − w_h`` is the sum without h less ``w_i``, and h's own deleted fit is summed directly."""
-    k = r.size
-    R = np.column_stack([np.ones(k), r, r * r])
-    o = loo_weighted_sums(np.zeros(k), v, {1: R, 2: R[:, :1]})
+    (w = 1/v) from the residuals of ``cen`` (:func:`loo_weighted_sums` at τ² = 0), in O(k).
+    ``tr P₀`` is ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎`` (:func:`._tau2.fe_trace_p`): the heaviest
+    school h's ``Σw₍ᵢ₎ − w_h`` is the sum without h less ``w_i``; the fits without h and
+    ``cen.rows`` (:func:`_fe_trace_rows`) are summed directly."""
+    k = v.size
+    o = loo_weighted_sums(np.zeros(k), v, lambda r: {1: _powers(r), 2: _powers(r)[..., :1]}, cen)
     S, Sr, Srr = o[1].T
     S2 = o[2][:, 0]
     w = 1.0 / v
-    h = int(np.argmin(v))  # as loo_weighted_sums: its deleted fit's sums are direct
+    h = int(np.argmin(v))
     rest = S[h] - w  # Σ over j ≠ i, h
     trace = (rest * (S + w[h]) - (S2[h] - w**2)) / S
-    trace[h] = _tau2.fe_trace_p(np.delete(v, h), np.ones((k - 1, 1)))
+    j = np.union1d(cen.rows, [h])
+    trace[j] = _fe_trace_rows(v, j)
     return S, trace, np.maximum(Srr - Sr**2 / S, 0.0)
 
 
-def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, tau2_full: float, fe: tuple) -> np.ndarray:
-    """τ̂² of every deleted fit (module docstring) from the residuals r of :func:`fe_fit` and
-    their :func:`_fe_moments` ``fe``."""
+def _fe_trace_rows(v: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """:func:`._tau2.fe_trace_p` of the deleted fits ``rows`` without moderators, all at once:
+    ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎``, for each fit's heaviest school ``Σw₍ᵢ₎ − w_j`` summed
+    without it."""
+    n = rows.size
+    W = np.repeat(1.0 / v[None, :], n, axis=0)
+    W[np.arange(n), rows] = 0.0
+    S = W.sum(axis=1)
+    rest = S[:, None] - W
+    top = W.argmax(axis=1)
+    others = W.copy()
+    others[np.arange(n), top] = 0.0
+    rest[np.arange(n), top] = others.sum(axis=1)
+    return (W * rest).sum(axis=1) / S
+
+
+def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, tau2_full: float, fe: tuple) -> np.ndarray:
+    """τ̂² of every deleted fit (module docstring) from the residuals of ``cen`` and their
+    :func:`_fe_moments` ``fe``."""
+    r = cen.r
     k = r.size
     kd = k - 1  # schools in each deleted fit (p = 1)
     if method == "FE":
@@ -231,37 +313,52 @@ def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, tau2_full: float, f
         return np.maximum(0.0, (rss - vs * (1.0 - 1.0 / kd)) / (kd - 1))
     if method == "SJ":
         t0 = rss / kd
-        return t0 * _fit_parts(_sums(t0, r, v))[1] / (kd - 1)
+        return t0 * _fit_parts(_sums(t0, cen, v), cen)[1] / (kd - 1)
     # Iterative estimators: vector steps from the full-data τ̂², per-fit fall-back.
     t = np.full(k, float(tau2_full))
-    scale = float(np.var(r) + np.mean(v))
-    done = np.zeros(k, dtype=bool)
+    tol = 1e-10 * (1.0 + float(np.var(r) + np.mean(v)))
+
+    def refit(i):  # rare: a fit the vector iteration did not settle, alone
+        keep = np.arange(k) != i
+        return _tau2.estimate_tau2(method, r[keep], v[keep], np.ones((kd, 1)))[0]
+
     if method in ("PM", "EB"):
+        def q_and_slope(t):
+            return _fit_parts(_sums(t, cen, v), cen)[1:]
+
         done = q <= kd - 1  # Q(0) at or below its target: τ̂² = 0
-        t[done] = 0.0
-    for _ in range(50):
-        s = _sums(t, r, v)
-        _, qt, w2r2 = _fit_parts(s)
+        return mb.q_root(q_and_slope, np.where(done, 0.0, t), done, float(kd - 1), tol, refit)
+
+    def step(t):
+        s = _sums(t, cen, v)
+        w2r2 = _fit_parts(s, cen)[2]
         if method == "REML":
             tr_p = s["S"] - s["T"] / s["S"]
             tr_pp = s["T"] - 2.0 * s["U"] / s["S"] + (s["T"] / s["S"]) ** 2
-            step = (w2r2 - tr_p) / tr_pp
-        elif method == "ML":
-            step = (w2r2 - s["S"]) / s["T"]
-        else:
-            step = np.where(w2r2 > 0, (qt - (kd - 1)) / np.where(w2r2 > 0, w2r2, 1.0), 0.0)
-        new = np.where(done, t, np.maximum(0.0, t + step))
-        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
-        t = new
+            # lost to rounding at τ² ≈ 0 when one weight is nearly all of Σw: step on Σw² (the
+            # same root of the score)
+            # tr PP lost to rounding (τ² ≈ 0, one weight nearly all of Σw): no step, the fit is refitted alone
+            return (w2r2 - tr_p) / np.where(tr_pp > 0, tr_pp, np.nan)
+        return (w2r2 - s["S"]) / s["T"]
+
+    return loo_global_max(method, cen, v, np.ones((k, 1)), _scoring(step, t, tol, refit))
+
+
+def _scoring(step, t: np.ndarray, tol: float, refit) -> np.ndarray:
+    """REML/ML Fisher scoring ``τ² ← max(0, τ² + step(τ²))`` of every deleted fit from t, until
+    every step is within ``tol``; a fit not settled in 50 steps, or without a step (NaN: its
+    information lost to rounding), is ``refit(i)``, alone (rare)."""
+    lost = np.zeros(t.size, dtype=bool)
+    for _ in range(50):
+        new = np.maximum(0.0, t + step(t))
+        lost |= np.isnan(new)
+        conv = lost | (np.abs(new - t) <= tol)
+        t = np.where(lost, t, new)
         if conv.all():
             break
-    else:
-        keep = np.ones(k, dtype=bool)
-        for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
-            keep[i] = False
-            t[i] = _tau2.estimate_tau2(method, r[keep], v[keep], np.ones((kd, 1)))[0]
-            keep[i] = True
-    return loo_global_max(method, r, v, np.ones((k, 1)), t) if method in ("REML", "ML") else t
+    for i in np.flatnonzero(~conv | lost):
+        t[i] = refit(i)
+    return t
 
 
 def _readonly_bool(a) -> np.ndarray:
@@ -358,10 +455,11 @@ def leave_one_out(meta: MetaAnalysis) -> Influence:
     v = np.asarray(meta.ses, dtype=float) ** 2
     kd = k - 1
     mu_fe, r = fe_fit(y, v, np.ones((k, 1)))
-    fe = _fe_moments(r, v)
-    t = _deleted_tau2(meta.method, r, v, meta.tau2, fe)
-    s = _sums(t, r, v)
-    shift, q_t, _ = _fit_parts(s)
+    cen = loo_centres(r, v, np.ones((k, 1)))
+    fe = _fe_moments(cen, v)
+    t = _deleted_tau2(meta.method, cen, v, meta.tau2, fe)
+    s = _sums(t, cen, v)
+    shift, q_t, _ = _fit_parts(s, cen)
     mu_d = mu_fe[0] + shift
     se_d = 1.0 / np.sqrt(s["S"])
     df = math.inf

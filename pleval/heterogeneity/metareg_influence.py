@@ -25,7 +25,8 @@ with ``w_ij = 1/(v_j + τ̂²₍ᵢ₎)`` and r the residuals of the full-data f
 ``r'W²r``, ``tr P = Σw − tr(A X'W²X)`` and ``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``.
 At unit weights (HE and SJ's start) the sums are the totals minus school i's own term (rank-one
 downdates); at FE weights (QE, DL, HS) those of :func:`.influence.loo_weighted_sums` at τ² = 0,
-whose heaviest school's deleted fit is summed directly (its term is most of each total). At
+whose fits that would cancel about β̂_FE are summed directly about their own
+(:func:`.influence.loo_centres`). At
 the deleted τ̂²₍ᵢ₎ they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits share
 (:func:`.influence.loo_weighted_sums`, as for the meta-analysis without moderators), so a
 τ² iteration — Fisher scoring (REML, ML) or Newton steps on ``Q(τ²) = k − 1 − p`` (PM/EB) from the
@@ -45,8 +46,9 @@ from scipy import stats
 
 from .._results import ResultMixin
 from ..errors import DataError, DesignError
+from . import _metareg_batch as mb
 from . import _tau2
-from .influence import fe_fit, loo_global_max, loo_weighted_sums
+from .influence import Centres, _scoring, fe_fit, loo_centres, loo_global_max, loo_weighted_sums
 from .meta import _readonly
 
 
@@ -125,13 +127,15 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     A0 = np.linalg.inv((X * w[:, None]).T @ X)
     hat = w * np.einsum("ip,pq,iq->i", X, A0, X)
     beta_fe, r = fe_fit(y, v, X)
-    F = np.column_stack([np.einsum("jp,jq->jpq", X, X).reshape(k, p * p), X * r[:, None], r * r, np.ones(k)])
-    fe = _fe_sums(v, F, p)
-    t = _deleted_tau2(mr.method, r, v, X, F, fe, float(mr.tau2))
-    S = loo_weighted_sums(t, v, {1: F})[1]
+    cen = loo_centres(r, v, X)
+    F = _features(X)
+    fe = _fe_sums(v, F, cen, p)
+    t = _deleted_tau2(mr.method, cen, v, X, F, fe, float(mr.tau2))
+    S = loo_weighted_sums(t, v, lambda r: {1: F(r)}, cen)[1]
     A, b, q = _fit(S, p)
+    b = b + cen.shift
     s2 = q / (kd - p) if kh else np.ones(k)
-    _, _, qe = _fit(fe[1], p)
+    qe = _fit(fe[1], p)[2]
     Vd = A * s2[:, None, None]
     pred = np.einsum("np,np->n", X, b)
     vpred = np.einsum("np,npq,nq->n", X, Vd, X)
@@ -162,11 +166,20 @@ def _downdate(F: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w @ F)[None, :] - w[:, None] * F
 
 
-def _fe_sums(v: np.ndarray, F: np.ndarray, p: int) -> dict[int, np.ndarray]:
+def _features(X: np.ndarray):
+    """The features ``(x x', x r, r², 1)`` of residuals r (k, or n × k for n deleted fits) on the
+    last axis."""
+    k, p = X.shape
+    xx = np.einsum("jp,jq->jpq", X, X).reshape(k, p * p)
+    return lambda r: np.concatenate([np.broadcast_to(xx, r.shape + (p * p,)), X * r[..., None], (r * r)[..., None],
+                                     np.ones(r.shape + (1,))], axis=-1)
+
+
+def _fe_sums(v: np.ndarray, F, cen: Centres, p: int) -> dict[int, np.ndarray]:
     """``Σ_{j≠i} w_j F_j`` and ``Σ_{j≠i} w_j² x_jx_j'`` of every deleted fit at the FE weights
-    ``w = 1/v`` (:func:`.influence.loo_weighted_sums` at τ² = 0: the heaviest school's deleted
-    fit summed directly, its term being most of each total)."""
-    return loo_weighted_sums(np.zeros(v.size), v, {1: F, 2: F[:, : p * p]})
+    ``w = 1/v`` (:func:`.influence.loo_weighted_sums` at τ² = 0, of the residuals of ``cen``:
+    the fits whose sums about β̂_FE would cancel summed directly about their own)."""
+    return loo_weighted_sums(np.zeros(v.size), v, lambda r: {1: F(r), 2: F(r)[..., : p * p]}, cen)
 
 
 def _fit(S: np.ndarray, p: int):
@@ -179,23 +192,25 @@ def _fit(S: np.ndarray, p: int):
     return A, b, np.maximum(S[:, pp + p] - np.einsum("np,np->n", b, xy), 0.0)
 
 
-def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, X: np.ndarray, F: np.ndarray, fe: dict,
+def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe: dict,
                   tau2_full: float) -> np.ndarray:
     """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`) from the
-    full-data FE residuals r, their features F and FE-weight sums ``fe`` (:func:`_fe_sums`)."""
+    residuals of ``cen``, their features ``F(r)`` (:func:`_features`) and FE-weight sums ``fe``
+    (:func:`_fe_sums`)."""
+    r = cen.r
     k, p = X.shape
     kd, pp = k - 1, p * p
     if method == "FE":
         return np.zeros(k)
     if method in ("HE", "SJ"):  # unweighted least squares of the other schools
-        S1 = _downdate(F, np.ones(k))
+        S1 = _downdate(F(r), np.ones(k))
         B, bo, rss = _fit(S1, p)
         if method == "HE":
-            xvx = _downdate(F[:, :pp] * v[:, None], np.ones(k)).reshape(k, p, p)
+            xvx = _downdate(F(r)[:, :pp] * v[:, None], np.ones(k)).reshape(k, p, p)
             tr = (v.sum() - v) - np.einsum("npq,nqp->n", B, xvx)
             return np.maximum(0.0, (rss - tr) / (kd - p))
         t0 = rss / kd
-        q = _fit(loo_weighted_sums(t0, v, {1: F})[1], p)[2]
+        q = _fit(loo_weighted_sums(t0, v, lambda r: {1: F(r)}, cen)[1], p)[2]
         return np.where(t0 > 0, t0 * q / (kd - p), 0.0)
     S0 = fe[1]
     A, _, q0 = _fit(S0, p)
@@ -204,40 +219,38 @@ def _deleted_tau2(method: str, r: np.ndarray, v: np.ndarray, X: np.ndarray, F: n
     xw2x = fe[2].reshape(k, p, p)
     if method == "DL":
         return np.maximum(0.0, (q0 - (kd - p)) / (S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)))
-    t = np.full(k, tau2_full)
-    scale = float(np.var(r) + np.mean(v))
-    done = np.zeros(k, dtype=bool)
-    if method in ("PM", "EB"):
-        done = q0 <= kd - p  # Q(0) at or below its target: τ̂² = 0
-        t[done] = 0.0
+    tol = 1e-10 * (1.0 + float(np.var(r) + np.mean(v)))
     xy = slice(pp, pp + p)
-    for _ in range(50):
-        o = loo_weighted_sums(t, v, {1: F, 2: F, 3: F[:, :pp]} if method == "REML" else {1: F, 2: F})
+
+    def parts(t):  # the sums at t, A, Q and r'W²r of every deleted fit
+        o = loo_weighted_sums(t, v, (lambda r: {1: F(r), 2: F(r), 3: F(r)[..., :pp]}) if method == "REML"
+                              else (lambda r: {1: F(r), 2: F(r)}), cen)
         A, b, q = _fit(o[1], p)
         S2 = o[2]
         wr2 = np.maximum(S2[:, pp + p] - 2 * np.einsum("np,np->n", b, S2[:, xy])
                          + np.einsum("np,npq,nq->n", b, S2[:, :pp].reshape(k, p, p), b), 0.0)
+        return o, A, q, wr2
+
+    def refit(i):  # rare: a fit the vector iteration did not settle, alone
+        keep = np.arange(k) != i
+        return _tau2.estimate_tau2(method, r[keep], v[keep], X[keep])[0]
+
+    t = np.full(k, tau2_full)
+    if method in ("PM", "EB"):
+        done = q0 <= kd - p  # Q(0) at or below its target: τ̂² = 0
+        return mb.q_root(lambda t: parts(t)[2:], np.where(done, 0.0, t), done, float(kd - p), tol, refit)
+
+    def step(t):
+        o, A, _, wr2 = parts(t)
+        S2 = o[2]
         if method == "REML":
             B2 = A @ S2[:, :pp].reshape(k, p, p)
             tr_p = o[1][:, -1] - np.trace(B2, axis1=1, axis2=2)
             tr_pp = S2[:, -1] - 2 * np.einsum("npq,nqp->n", A, o[3].reshape(k, p, p)) + np.einsum("npq,nqp->n", B2, B2)
-            step = (wr2 - tr_p) / tr_pp
-        elif method == "ML":
-            step = (wr2 - o[1][:, -1]) / S2[:, -1]
-        else:  # PM / EB
-            step = np.where(wr2 > 0, (q - (kd - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
-        new = np.where(done, t, np.maximum(0.0, t + step))
-        conv = np.abs(new - t) <= 1e-10 * (1.0 + scale)
-        t = new
-        if conv.all():
-            break
-    else:
-        keep = np.ones(k, dtype=bool)
-        for i in np.flatnonzero(~conv):  # rare: only fits the vector iteration did not settle
-            keep[i] = False
-            t[i] = _tau2.estimate_tau2(method, r[keep], v[keep], X[keep])[0]
-            keep[i] = True
-    return loo_global_max(method, r, v, X, t) if method in ("REML", "ML") else t
+            return (wr2 - tr_p) / tr_pp
+        return (wr2 - o[1][:, -1]) / S2[:, -1]
+
+    return loo_global_max(method, cen, v, X, _scoring(step, t, tol, refit))
 
 
 __all__ = ["leave_one_out_metareg", "MetaRegressionInfluence"]
