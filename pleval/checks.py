@@ -36,7 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._results import ResultMixin
+from ._results import Frame, ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
                    as_columns, as_written, date_column_message, flag_for, is_date_column, itt_columns, match_label,
                    one_arm_subject, schools_across_blocks,
@@ -116,7 +116,7 @@ class CheckReport(ResultMixin):
     n_columns: int
     columns: Columns | None
     problems: tuple[Problem, ...]
-    roles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    roles: pd.DataFrame = Frame(default=pd.DataFrame())
     _handover: _Handover | None = field(default=None, repr=False, compare=False)
     unused: tuple[str, ...] = ()
 

@@ -291,6 +291,13 @@ def _split_names(text: str) -> tuple[str, ...]:
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 
 
+def pl_rows_frame(log: Iterable[Mapping]) -> pd.DataFrame:
+    """The treated rows left out, one row per reason x subject (``reason``, ``column``,
+    ``subject``, ``n_rows``), from a log whose entries carry ``"pl"`` (:func:`pl_by_subject`)."""
+    rows = [(e["reason"], e["column"], s, n) for e in log for s, n in e.get("pl", {}).items() if n]
+    return pd.DataFrame(rows, columns=["reason", "column", "subject", "n_rows"])
+
+
 @dataclass(frozen=True, repr=False)
 class Validated(ResultMixin):
     """A validated frame and the record of what validation did to it."""
@@ -303,7 +310,7 @@ class Validated(ResultMixin):
     input_sha256: str
     treated_value: object = 1
     notes: tuple[str, ...] = field(default=())
-    dropped_pl: pd.DataFrame = field(default_factory=lambda: pl_rows_frame([]))
+    dropped_pl: pd.DataFrame = Frame(default=pl_rows_frame([]))
     """The treated (PL) rows among ``dropped``, by subject (:func:`pl_rows_frame`)."""
     pl_schools_dropped: tuple = ()
     """Schools (values of the school column) every PL row of which validation dropped: PL schools
@@ -625,13 +632,6 @@ def pl_by_subject(data: pd.DataFrame, pl: np.ndarray, subject: str | None) -> di
     if not subject:
         return {"all": int(pl.sum())}
     return {str(k): int(n) for k, n in data[subject][pl].value_counts(sort=False).items()}
-
-
-def pl_rows_frame(log: Iterable[Mapping]) -> pd.DataFrame:
-    """The treated rows left out, one row per reason x subject (``reason``, ``column``,
-    ``subject``, ``n_rows``), from a log whose entries carry ``"pl"`` (:func:`pl_by_subject`)."""
-    rows = [(e["reason"], e["column"], s, n) for e in log for s, n in e.get("pl", {}).items() if n]
-    return pd.DataFrame(rows, columns=["reason", "column", "subject", "n_rows"])
 
 
 def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = True) -> pd.DataFrame:
