@@ -601,6 +601,23 @@ def as_columns(columns) -> Columns:
                     f"{type(columns).__name__}")
 
 
+def school_arms(school: pd.Series, arm: pd.Series) -> tuple[pd.Series, pd.Index]:
+    """``(arm_of, mixed)``: each school's arm (indexed by the schools in order of appearance; the
+    first one of a school holding several) and the schools whose rows hold more than one value of
+    ``arm`` (students randomized within schools, or a school split between arms). Rows missing
+    the school or the arm are left out. The one test of arms within schools: :func:`pleval.check`'s
+    note, the cluster design's error in :func:`pleval.analyze_rct` and
+    :func:`pleval.multiarm.analyze_multiarm` (on the arms themselves)."""
+    codes, ids = pd.factorize(school)
+    arm_codes, arms = pd.factorize(arm)
+    ok = (codes >= 0) & (arm_codes >= 0)
+    n = max(len(arms), 1)
+    pairs = pd.unique(codes[ok].astype(np.int64) * n + arm_codes[ok])  # each (school, arm) held, as first seen
+    held, first = np.unique(pairs // n, return_index=True)  # the schools with a row (in order), each one's first pair
+    arm_of = pd.Series(np.asarray(arms)[pairs[first] % n], index=ids[held])
+    return arm_of, ids[np.flatnonzero(np.bincount(pairs // n, minlength=len(ids)) > 1)]
+
+
 def schools_across_blocks(df: pd.DataFrame, school: str, block: str) -> pd.Index:
     """The schools of ``df`` that appear in more than one block (a cluster trial needs schools
     nested in blocks; most often school codes that restart in each block)."""
