@@ -9,6 +9,7 @@ text (``summary()``), as a tidy DataFrame (``to_frame()``) and as HTML in Jupyte
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -21,18 +22,24 @@ SCALES = ("raw", "effect size", "percentile points", "percentage points")
 """The scales of an :class:`Estimate`; "percentage points" is the difference in shares of a yes/no
 outcome (:mod:`pleval.binary`), never to be confused with percentile points."""
 
+_NO_DEFAULT = object()  # a Frame field without a default
+
 
 class Frame:
     """A DataFrame of a frozen results object, read as a shallow copy: pandas' copy-on-write
     copies a column only when it is written, so a read copies no data and a write into what was
     read (``res.data["posttest"] = 0``, ``.loc[...] = ...``) never reaches the object, whose later
-    answers (estimates, balance, summaries) stay those of the frame it holds. A dataclass field
-    (``data: pd.DataFrame = Frame()``, one without a default), or, over a method (``@Frame``), a
-    frame the method computes when first read and keeps (as ``functools.cached_property``).
-    ``None`` reads as ``None``."""
+    answers (estimates, balance, summaries) stay those of the frame it holds. A dataclass field:
+    ``data: pd.DataFrame = Frame()`` has no default; ``Frame(default=X)`` has ``None`` for its
+    default (dataclasses refuse a frame or dict, unhashable, as one), which reads as ``X`` (a
+    frame, a mapping of frames, or ``None``). Over a method (``@Frame``): a frame the method
+    computes when first read and keeps (as ``functools.cached_property``). A mapping of frames
+    (``vcov: Mapping[object, pd.DataFrame] = Frame(default={})``) reads as a :class:`FrameMap`,
+    read-only, each frame read from it a shallow copy. ``None`` reads as ``None``."""
 
-    def __init__(self, compute=None):
+    def __init__(self, compute=None, *, default=_NO_DEFAULT):
         self.compute = compute
+        self.default = default
         self.__doc__ = getattr(compute, "__doc__", None)
 
     def __set_name__(self, owner, name):
@@ -40,16 +47,49 @@ class Frame:
 
     def __get__(self, obj, owner=None):
         if obj is None:
-            if self.compute is None:
+            if self.compute is not None:
+                return self
+            if self.default is _NO_DEFAULT:
                 raise AttributeError(self.name)  # a field without a default
-            return self
+            return None  # the field's default, as dataclasses take it
         if self.name not in obj.__dict__ and self.compute is not None:
             obj.__dict__[self.name] = self.compute(obj)
-        frame = obj.__dict__[self.name]
-        return frame.copy(deep=False) if isinstance(frame, pd.DataFrame) else frame
+        value = obj.__dict__[self.name]
+        return _read(self.default if value is None and self.default is not _NO_DEFAULT else value)
 
     def __set__(self, obj, value):
-        obj.__dict__[self.name] = value
+        obj.__dict__[self.name] = value.frames if isinstance(value, FrameMap) else value
+
+
+class FrameMap(Mapping):
+    """A read-only view of a mapping of DataFrames (a :class:`Frame` field such as
+    :attr:`SchoolEffects.vcov <pleval.heterogeneity.SchoolEffects.vcov>`): each frame read from
+    it is a shallow copy, so a write into it never reaches the results object."""
+
+    def __init__(self, frames: Mapping):
+        self.frames = frames
+
+    def __getitem__(self, key):
+        return _read(self.frames[key])
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __repr__(self) -> str:
+        return f"FrameMap({self.frames!r})"
+
+
+def _read(value):
+    """What a :class:`Frame` hands out for ``value``: a frame's shallow copy, a mapping's
+    :class:`FrameMap`, anything else (``None``) as it is."""
+    if isinstance(value, pd.DataFrame):
+        return value.copy(deep=False)
+    if isinstance(value, Mapping):
+        return FrameMap(value)
+    return value
 
 
 class ResultMixin:
@@ -230,4 +270,4 @@ def estimate_fields() -> list[str]:
     return [f.name for f in fields(Estimate)]
 
 
-__all__ = ["Estimate", "Effect", "Frame", "ResultMixin", "t_interval", "estimate_fields", "SCALES"]
+__all__ = ["Estimate", "Effect", "Frame", "FrameMap", "ResultMixin", "t_interval", "estimate_fields", "SCALES"]

@@ -36,10 +36,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from ._results import ResultMixin
+from ._results import Frame, ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
                    as_columns, as_written, date_column_message, flag_for, is_date_column, itt_columns, match_label,
-                   one_arm_subject, schools_across_blocks,
+                   one_arm_subject, school_arms, schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
@@ -116,7 +116,7 @@ class CheckReport(ResultMixin):
     n_columns: int
     columns: Columns | None
     problems: tuple[Problem, ...]
-    roles: pd.DataFrame = field(default_factory=pd.DataFrame)
+    roles: pd.DataFrame = Frame(default=pd.DataFrame())
     _handover: _Handover | None = field(default=None, repr=False, compare=False)
     unused: tuple[str, ...] = ()
 
@@ -195,6 +195,7 @@ def check(
     design: str = "matched",
     require: tuple[str, ...] | None = None,
     keep_validated: bool = False,
+    arms: pd.Series | None = None,
     **read_options,
 ) -> CheckReport:
     """Check a student file (a path or a DataFrame) and return a :class:`CheckReport`.
@@ -214,6 +215,9 @@ def check(
         this same frame to take (:meth:`CheckReport.take_validated`) instead of validating it
         again. The frame must not change in between. Default False: a report kept holds no
         copy of the data.
+    arms : a multi-arm trial's treatment as given, one value per row of ``data``, whose
+        treatment column reads it as control (0) / any arm (1) (``pleval rct --control``): the
+        note on schools whose students were randomized to different arms counts the arms in it.
     """
     if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
         columns, given = given, None
@@ -252,7 +256,7 @@ def check(
     else:
         cols, roles, found = _explicit_roles(listed, explicit, require)
     problems += found
-    values, found, validated = _values_and_validation(df, cols, require, design, problems)
+    values, found, validated = _values_and_validation(df, cols, require, design, problems, arms)
     problems += values + found
     handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
@@ -498,7 +502,7 @@ def _present(cols: Columns, df: pd.DataFrame) -> Columns:
     return Columns(**kw)
 
 
-def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Problem]:
+def _value_problems(df: pd.DataFrame, cols: Columns, design: str, arms: pd.Series | None = None) -> list[Problem]:
     out: list[Problem] = []
     roles = cols.roles()
     numeric = {}
@@ -567,7 +571,7 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
         if cols.treatment in df.columns:
             out += _mixed_schools(df, cols)
     if design == "rct" and cols.school in df.columns and cols.treatment in df.columns:
-        out += _randomized_within_schools(df, cols)
+        out += _randomized_within_schools(df, cols, arms)
     if (design == "rct" and cols.school in df.columns and cols.block in df.columns and cols.treatment in df.columns
             and cols.block != cols.school):
         out += _schools_across_blocks(df, cols)
@@ -581,32 +585,30 @@ def _infinite(df: pd.DataFrame, c: str, role: str, inf: np.ndarray) -> Problem:
                    f"({_rows(df, inf)})", c, "correct or remove those values", int(inf.sum()))
 
 
-def _schools_with_both(df: pd.DataFrame, cols: Columns):
-    """``(mixed, ids, treated, rows)``: the positions in ``ids`` (the schools) of those holding
-    both treated and untreated students, and each school's treated and rows with a treatment;
-    None when the treatment cannot be read (the treatment check says why)."""
+def _treatment01(df: pd.DataFrame, cols: Columns) -> pd.Series | None:
+    """The treatment read as 0/1 (missing where unreadable), or None when the column cannot be
+    read (the treatment check says why)."""
     try:
-        t, _ = _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)
+        return _coerce_treatment(df[cols.treatment], cols.treatment, cols.treated_label)[0]
     except DataError:
         return None
-    t = t.to_numpy(dtype=float)
-    codes, ids = pd.factorize(df[cols.school])
-    ok = (codes >= 0) & ~np.isnan(t)
-    rows = np.bincount(codes[ok], minlength=len(ids))
-    treated = np.bincount(codes[ok], weights=t[ok], minlength=len(ids))
-    return np.flatnonzero((treated > 0) & (treated < rows)), ids, treated, rows
 
 
-def _randomized_within_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
-    """A note when a trial's treatment varies within schools: students were randomized within
-    them (a blocked or individual trial), which the cluster analysis, ``pleval rct``'s default,
-    refuses (:func:`pleval.rct.analyze_rct`)."""
-    both = _schools_with_both(df, cols)
-    if both is None or not both[0].size:
+def _randomized_within_schools(df: pd.DataFrame, cols: Columns, arms: pd.Series | None = None) -> list[Problem]:
+    """A note when a trial's treatment varies within schools (:func:`pleval.data.school_arms`;
+    ``arms``: a multi-arm trial's arms, when the treatment column reads them as control / any arm):
+    students were randomized within them (a blocked or individual trial), which the cluster
+    analysis, ``pleval rct``'s default, refuses (:func:`pleval.rct.analyze_rct`,
+    :func:`pleval.multiarm.analyze_multiarm`)."""
+    arm = _treatment01(df, cols) if arms is None else arms
+    if arm is None:
         return []
-    mixed, ids = both[0], both[1]
-    shown = ", ".join(repr(as_written(ids[i])) for i in mixed[:3])
-    return [Problem("note", "randomized within schools", f"column {cols.treatment!r} (treatment) varies within "
+    mixed = school_arms(df[cols.school], arm)[1]
+    if not len(mixed):
+        return []
+    shown = ", ".join(repr(as_written(s)) for s in mixed[:3])
+    varies = "varies" if arms is None else "holds more than one arm"
+    return [Problem("note", "randomized within schools", f"column {cols.treatment!r} (treatment) {varies} within "
                     f"{len(mixed):,} school(s) of column {cols.school!r} ({shown}{', ...' if len(mixed) > 3 else ''}): "
                     "a trial that randomized students within schools is a blocked or individual design; the cluster "
                     "design (pleval rct's default) assigns whole schools and stops on it", cols.treatment,
@@ -618,13 +620,21 @@ def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     subject): those comparison students may be touched by the program (spillover, which pulls
     the effect toward zero); such a school does not play placebo (its comparison students stay in
     the placebo rounds' pool)."""
-    both = _schools_with_both(df, cols)
-    if both is None or not both[0].size:
+    t = _treatment01(df, cols)
+    if t is None:
         return []
-    mixed, ids, pl, rows = both
-    shown = ", ".join(f"{as_written(ids[i])!r} ({int(pl[i]):,} PL, {int(rows[i] - pl[i]):,} comparison rows)"
-                      for i in mixed[:3])
-    n_comp = int((rows - pl)[mixed].sum())
+    mixed = school_arms(df[cols.school], t)[1]
+    if not len(mixed):
+        return []
+    codes, ids = pd.factorize(df[cols.school])
+    t = t.to_numpy(dtype=float)
+    ok = (codes >= 0) & ~np.isnan(t)
+    at = ids.get_indexer(mixed)  # each mixed school's PL and comparison rows
+    pl = np.bincount(codes[ok], weights=t[ok], minlength=len(ids))[at]
+    comp = np.bincount(codes[ok], minlength=len(ids))[at] - pl
+    shown = ", ".join(f"{as_written(s)!r} ({int(p):,} PL, {int(c):,} comparison rows)"
+                      for s, p, c in zip(mixed[:3], pl, comp))
+    n_comp = int(comp.sum())
     return [Problem("warning", "mixed school", f"column {cols.school!r} (school): {len(mixed):,} school(s) have both "
                     f"PL and comparison students ({shown}{', ...' if len(mixed) > 3 else ''}): comparison students "
                     "who share a school (or are PL in another subject) may be touched by the program, which pulls "
@@ -980,8 +990,8 @@ def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
     return out
 
 
-def _values_and_validation(df, cols: Columns, require, design: str,
-                           found: list[Problem]) -> tuple[list[Problem], list[Problem], Validated | None]:
+def _values_and_validation(df, cols: Columns, require, design: str, found: list[Problem],
+                           arms: pd.Series | None = None) -> tuple[list[Problem], list[Problem], Validated | None]:
     """The value problems (:func:`_value_problems`) and then :func:`_validation_problem` given every
     problem before it, as one after the other, computed side by side
     (:func:`pleval._workers.thread_map`, where a core is free) when ``found`` holds no error: the
@@ -989,7 +999,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
     too) when they find an error. Each is computed as alone, so the results are those of the loop."""
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
-        return _value_problems(df, present, design), _duplicate_ids(df, cols, present, design), None
+        return _value_problems(df, present, design, arms), _duplicate_ids(df, cols, present, design), None
     from ._workers import side_by_side
 
     def validation():
@@ -998,7 +1008,7 @@ def _values_and_validation(df, cols: Columns, require, design: str,
         except Exception as exc:  # raised only if the value checks find no error
             return None, exc
 
-    values, (done, exc) = side_by_side(partial(_value_problems, df, present, design), validation)
+    values, (done, exc) = side_by_side(partial(_value_problems, df, present, design, arms), validation)
     if any(p.level == "error" for p in values):
         return values, _duplicate_ids(df, cols, present, design), None
     if exc is not None:

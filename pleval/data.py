@@ -291,6 +291,13 @@ def _split_names(text: str) -> tuple[str, ...]:
 _NUMERIC_ROLES = ("outcome", "pretest", "weight")
 
 
+def pl_rows_frame(log: Iterable[Mapping]) -> pd.DataFrame:
+    """The treated rows left out, one row per reason x subject (``reason``, ``column``,
+    ``subject``, ``n_rows``), from a log whose entries carry ``"pl"`` (:func:`pl_by_subject`)."""
+    rows = [(e["reason"], e["column"], s, n) for e in log for s, n in e.get("pl", {}).items() if n]
+    return pd.DataFrame(rows, columns=["reason", "column", "subject", "n_rows"])
+
+
 @dataclass(frozen=True, repr=False)
 class Validated(ResultMixin):
     """A validated frame and the record of what validation did to it."""
@@ -303,7 +310,7 @@ class Validated(ResultMixin):
     input_sha256: str
     treated_value: object = 1
     notes: tuple[str, ...] = field(default=())
-    dropped_pl: pd.DataFrame = field(default_factory=lambda: pl_rows_frame([]))
+    dropped_pl: pd.DataFrame = Frame(default=pl_rows_frame([]))
     """The treated (PL) rows among ``dropped``, by subject (:func:`pl_rows_frame`)."""
     pl_schools_dropped: tuple = ()
     """Schools (values of the school column) every PL row of which validation dropped: PL schools
@@ -594,6 +601,23 @@ def as_columns(columns) -> Columns:
                     f"{type(columns).__name__}")
 
 
+def school_arms(school: pd.Series, arm: pd.Series) -> tuple[pd.Series, pd.Index]:
+    """``(arm_of, mixed)``: each school's arm (indexed by the schools in order of appearance; the
+    first one of a school holding several) and the schools whose rows hold more than one value of
+    ``arm`` (students randomized within schools, or a school split between arms). Rows missing
+    the school or the arm are left out. The one test of arms within schools: :func:`pleval.check`'s
+    note, the cluster design's error in :func:`pleval.analyze_rct` and
+    :func:`pleval.multiarm.analyze_multiarm` (on the arms themselves)."""
+    codes, ids = pd.factorize(school)
+    arm_codes, arms = pd.factorize(arm)
+    ok = (codes >= 0) & (arm_codes >= 0)
+    n = max(len(arms), 1)
+    pairs = pd.unique(codes[ok].astype(np.int64) * n + arm_codes[ok])  # each (school, arm) held, as first seen
+    held, first = np.unique(pairs // n, return_index=True)  # the schools with a row (in order), each one's first pair
+    arm_of = pd.Series(np.asarray(arms)[pairs[first] % n], index=ids[held])
+    return arm_of, ids[np.flatnonzero(np.bincount(pairs // n, minlength=len(ids)) > 1)]
+
+
 def schools_across_blocks(df: pd.DataFrame, school: str, block: str) -> pd.Index:
     """The schools of ``df`` that appear in more than one block (a cluster trial needs schools
     nested in blocks; most often school codes that restart in each block)."""
@@ -625,13 +649,6 @@ def pl_by_subject(data: pd.DataFrame, pl: np.ndarray, subject: str | None) -> di
     if not subject:
         return {"all": int(pl.sum())}
     return {str(k): int(n) for k, n in data[subject][pl].value_counts(sort=False).items()}
-
-
-def pl_rows_frame(log: Iterable[Mapping]) -> pd.DataFrame:
-    """The treated rows left out, one row per reason x subject (``reason``, ``column``,
-    ``subject``, ``n_rows``), from a log whose entries carry ``"pl"`` (:func:`pl_by_subject`)."""
-    rows = [(e["reason"], e["column"], s, n) for e in log for s, n in e.get("pl", {}).items() if n]
-    return pd.DataFrame(rows, columns=["reason", "column", "subject", "n_rows"])
 
 
 def design_matrix(df: pd.DataFrame, names: Iterable[str], *, drop_first: bool = True) -> pd.DataFrame:

@@ -57,7 +57,7 @@ from scipy import optimize, special, stats
 
 from . import effect_sizes
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, match_label
+from .data import Columns, match_label, school_arms
 from .errors import DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 
@@ -238,12 +238,8 @@ def analyze_multiarm(
                         "trial needs at least 2 (use analyze_rct for one)")
     work = df.assign(_arm=df[t], _any=(df[t] != control).astype(float).where(df[t].notna()))
     cols = columns.replace(treatment="_any", treated_label=None)
-    cols, rand, ana, cov_names, dropped, notes = _validate(work, cols, design, covariates, subject)
-    per = rand.groupby(cols.school, observed=True)["_arm"].nunique() if cols.school else None  # arms per school
-    if design == "cluster":
-        if (per > 1).any():
-            raise DesignError(f"column {t!r} (treatment) varies within {int((per > 1).sum()):,} school(s) of column "
-                              f"{cols.school!r}; a cluster-randomized design assigns whole schools to one arm")
+    cols, rand, ana, cov_names, dropped, notes = _validate(work, cols, design, covariates, subject, arms=("_arm", t))
+    mixed = school_arms(rand[cols.school], rand["_arm"])[1] if cols.school else None  # (a cluster design: none)
     arm_of = ana["_arm"].to_numpy()
     counts = {a: int((arm_of == a).sum()) for a in (control, *arms)}
     if design == "cluster":
@@ -260,7 +256,7 @@ def analyze_multiarm(
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
-    one_arm = per is not None and bool((per <= 1).all())  # (a cluster design's schools: checked above)
+    one_arm = mixed is not None and not len(mixed)  # (a cluster design's schools: checked above)
     if not vcov.startswith("CR") and one_arm:  # (each school one arm)
         # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
         why = _unclustered_schools(rand, cols, design, vcov, label=t)  # (the arm column, not '_any')

@@ -120,7 +120,7 @@ import pandas as pd
 
 from . import effect_sizes, standards
 from ._results import Effect, Estimate, ResultMixin
-from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, schools_across_blocks, subject_arms, validate
+from .data import Columns, _coerce_treatment, as_columns, design_matrix, itt_columns, randomized_columns, one_arm_subject, pick_subject, school_arms, schools_across_blocks, subject_arms, validate
 from .errors import ConvergenceError, DataError, DesignError, PlevalWarning
 from .inference import adjust_pvalues, ols
 from .inference.randomization import RandomizationResult, randomization_test
@@ -298,15 +298,20 @@ class RCTResult(ResultMixin):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
+def _cluster_checks(rand: pd.DataFrame, cols: Columns, arms: tuple[str, str] | None = None) -> None:
+    """The cluster design's checks of the randomized sample (:func:`analyze_rct`'s, and
+    :func:`pleval.multiarm.analyze_multiarm`'s with ``arms``, its column of arms and their
+    column's name as given, the treatment being any arm against control): each school in one arm
+    (:func:`pleval.data.school_arms`), schools nested in blocks, at least 2 treated and 2 control
+    schools."""
     school, t = cols.school, cols.treatment
-    per = rand.groupby(school, sort=False, observed=True)[t].agg(["min", "max"])
-    mixed = per.index[per["min"] != per["max"]]
+    arm, label = arms or (t, t)
+    arm_of, mixed = school_arms(rand[school], rand[arm])
     if len(mixed):
         raise DesignError(
-            f"column {t!r} (treatment) varies within {len(mixed):,} school(s) of column {school!r} "
-            f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools (students randomized "
-            "within schools: the blocked design, each school a block, or the individual design)"
+            f"column {label!r} (treatment) varies within {len(mixed):,} school(s) of column {school!r} "
+            f"(e.g. {list(mixed[:3])}); a cluster-randomized design assigns whole schools to one arm (students "
+            "randomized within schools: the blocked design, each school a block, or the individual design)"
         )
     if cols.block:
         bad = schools_across_blocks(rand, school, cols.block)
@@ -315,7 +320,7 @@ def _cluster_checks(rand: pd.DataFrame, cols: Columns) -> None:
                 f"schools must be nested in blocks: {len(bad):,} school(s) of column {school!r} appear in "
                 f"more than one {cols.block!r} (e.g. {list(bad[:3])})"
             )
-    _schools_per_arm(rand, cols, "randomized", per["min"])  # (every school's one arm, found above)
+    _schools_per_arm(rand, cols, "randomized", None if arms else arm_of)  # (every school's one arm, found above)
 
 
 def _schools_per_arm(sample: pd.DataFrame, cols: Columns, name: str, arm: pd.Series | None = None) -> None:
@@ -342,17 +347,18 @@ def _unclustered_schools(rand: pd.DataFrame, cols: Columns, design: str, vcov: s
     if design == "cluster":
         return (f"vcov={vcov!r} treats students as independent, but the schools were randomized (design "
                 "'cluster'): the standard errors are too small; use vcov='CR2' (the default)")
-    per = rand.groupby(cols.school, sort=False, observed=True)[cols.treatment].agg(["min", "max"])
-    if (per["min"] == per["max"]).all() and min((per["min"] == 1).sum(), (per["min"] == 0).sum()) >= 2:
-        return (f"column {label or cols.treatment!r} (treatment) is constant within each of the {len(per):,} schools "
+    arm_of, mixed = school_arms(rand[cols.school], rand[cols.treatment])
+    if not len(mixed) and min((arm_of == 1).sum(), (arm_of == 0).sum()) >= 2:
+        return (f"column {label or cols.treatment!r} (treatment) is constant within each of the {len(arm_of):,} schools "
                 f"of {cols.school!r}, so the schools look randomized, but design {design!r} with vcov={vcov!r} treats "
                 "students as independent: the standard errors are too small if schools were randomized; use "
                 "design='cluster'")
     return ""
 
 
-def _validate(df, columns: Columns, design: str, covariates, subject):
-    """Randomized sample, analytic sample, the model's covariate names, dropped rows, notes."""
+def _validate(df, columns: Columns, design: str, covariates, subject, arms: tuple[str, str] | None = None):
+    """Randomized sample, analytic sample, the model's covariate names, dropped rows, notes.
+    ``arms``: a multi-arm trial's column of arms and its name as given (:func:`_cluster_checks`)."""
     if design not in DESIGNS:
         raise DataError(f"design must be one of {DESIGNS}; got {design!r}")
     columns = as_columns(columns)
@@ -411,7 +417,7 @@ def _validate(df, columns: Columns, design: str, covariates, subject):
             "covariate, grade or student id and are left out of the analytic sample (counted as attrition)"
         )
     if design == "cluster":
-        _cluster_checks(rand, columns)
+        _cluster_checks(rand, columns, arms)
         _schools_per_arm(ana, columns, "analytic (after attrition)")
     for name, sample in (("randomized", rand), ("analytic", ana)):
         n_t = int(sample[columns.treatment].sum())

@@ -313,6 +313,20 @@ def test_check_lists_every_problem_at_once(base, tmp_path):
     assert r.exit_code == 2 and "Column roles" in r.summary()
 
 
+def test_writing_into_the_roles_read_from_a_report_leaves_its_summary_unchanged(base):
+    """CheckReport.roles is read as a shallow copy (pleval._results.Frame, a field with a default):
+    before 2026-12-05 a write into it changed what the report's summary listed."""
+    c = pleval.data.SAMPLE_COLUMNS
+    r = check(base, c)
+    roles = r.roles
+    roles.loc[:, "column"] = "zzz"
+    roles["source"] = "written"
+    listed = [line.split()[:2] for line in r.summary().split("Column roles:\n")[1].splitlines()[:5]]
+    assert listed == [["outcome", c.outcome], ["treatment", c.treatment], ["pretest", c.pretest[0]],
+                      ["covariates", c.covariates[0] + ","], ["school", c.school]]
+    assert "zzz" not in r.summary() and not r.roles["column"].eq("zzz").any()
+
+
 def test_school_ids_spelled_two_ways_are_found_among_hundreds_of_schools():
     """A school id typed in two cases ('SCH0001', 'sch0001') would make a school of its own: the
     spelling check covers every level, not only short lists (the sample has 300 schools)."""

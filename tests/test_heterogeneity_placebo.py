@@ -96,6 +96,27 @@ def test_comparison_numbers_follow_from_the_tables(small):
     assert r.to_frame().shape[0] == 1
 
 
+def test_writing_into_the_covariances_read_from_results_leaves_the_comparison_unchanged(small):
+    """SchoolEffects.vcov / vcov_raw and PlaceboResult.placebo_vcov read as read-only mappings whose
+    frames are shallow copies (pleval._results.FrameMap): a write into a matrix read from them never
+    reaches the result, and the comparison formed again equals the one formed with the result;
+    before 2026-12-05 they were the result's own dicts of frames, and such a write changed it."""
+    _, r = small
+    for mats in (r.observed.vcov, r.observed.vcov_raw, r.placebo_vcov):
+        assert set(mats) == {"math"}
+        V = mats["math"]
+        V.loc[:, :] = 4.0 * V.to_numpy()
+    again = r.compare(r.observed)
+    pd.testing.assert_frame_equal(again.comparison, r.comparison)
+    pd.testing.assert_frame_equal(again.calibrated, r.calibrated)
+    obs = r.observed.table.dropna(subset=["effect_size"])
+    V = r.observed.vcov["math"].loc[obs.school, obs.school].to_numpy()
+    np.testing.assert_allclose(np.diag(V), obs.es_se.to_numpy() ** 2, rtol=1e-10)  # the diagonal: es_se²
+    for mats in (r.observed.vcov, r.observed.vcov_raw, r.placebo_vcov):
+        with pytest.raises(TypeError):
+            mats["math"] = V  # nor can a matrix be replaced
+
+
 def _hedges(yp, v):
     """Hedges' unweighted τ² of independent estimates and its SE, by the textbook formulas:
     ``(Σ(y − ȳ)² − (1 − 1/m)Σv)/(m − 1)`` and ``√(2 tr(MΣ̂MΣ̂))/(m − 1)``, ``Σ̂ = diag(v) + τ̂²I``."""

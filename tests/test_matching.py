@@ -840,3 +840,58 @@ def test_writing_into_the_frames_read_from_a_result_leaves_its_answers_unchanged
     assert not res.matched[COLS.outcome].eq(0).all()
     assert res.data[COLS.outcome].equals(df.loc[res.data.index, COLS.outcome])
     assert data[COLS.outcome].eq(0).all()  # the write is the caller's own
+
+
+def test_writing_into_the_pl_row_frames_read_from_results_leaves_the_pl_row_counts_unchanged(df):
+    """Validated.dropped_pl and MatchResult.excluded_pl (fields with a default) are read as shallow
+    copies too: the PL rows followed from the file to the estimate stay those counted here, whatever
+    is written into the frames read; before 2026-12-05 such a write changed those counts."""
+    from pleval.estimate import _pl_flows
+
+    d, c = df.copy(), COLS
+    pl = d.index[d[c.treatment] == 1]
+    d.loc[pl[:20], c.pretest[0]] = np.nan  # validation drops these
+    d.loc[pl[20:30], c.outcome] = np.nan  # matching excludes these
+    v = validate(d, c)
+    m = match(v, c, method="propensity")
+    for frame in (v.dropped_pl, m.excluded_pl):
+        frame["n_rows"] = 999
+        frame.loc[:, "subject"] = "written"
+    keys = sorted(d[c.subject].unique())
+    for key, flow in zip(keys, _pl_flows(v, m, keys)):
+        t = (d[c.subject] == key) & (d[c.treatment] == 1)
+        n = dict(zip(flow["reason"], flow["n_rows"]))
+        assert n["PL rows read"] == t.sum()
+        assert n["missing pretest"] == (t & d[c.pretest[0]].isna()).sum() > 0
+        assert n["missing outcome"] == (t & d[c.pretest[0]].notna() & d[c.outcome].isna()).sum() > 0
+        mt = m.matched
+        assert n["PL rows in the estimate"] == ((mt[c.subject] == key) & (mt[c.treatment] == 1)).sum()
+
+
+def test_every_frame_of_a_frozen_results_class_is_read_through_frame():
+    """Every public field of a frozen dataclass in pleval whose type names a DataFrame (a frame, an
+    optional one, a mapping of frames) is a pleval._results.Frame, as docs/architecture.md says; private
+    ones (RCTResult's) are read through properties that copy, report blocks are formatted cells."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    from pleval._results import Frame
+
+    covered, not_covered = [], []
+    for mod in pkgutil.walk_packages(pleval.__path__, "pleval."):
+        if mod.name.startswith("pleval.report"):
+            continue
+        module = importlib.import_module(mod.name)
+        for cls in vars(module).values():
+            if not (inspect.isclass(cls) and dataclasses.is_dataclass(cls) and cls.__module__ == mod.name
+                    and cls.__dataclass_params__.frozen):
+                continue
+            for f in dataclasses.fields(cls):
+                if "DataFrame" in str(f.type) and not f.name.startswith("_"):
+                    read = inspect.getattr_static(cls, f.name, None)
+                    (covered if isinstance(read, Frame) else not_covered).append(f"{cls.__qualname__}.{f.name}")
+    assert not not_covered
+    assert {"MatchResult.excluded_pl", "Validated.dropped_pl", "CheckReport.roles", "SchoolEffects.vcov",
+            "SchoolEffects.vcov_raw", "PlaceboResult.placebo_vcov", "MatchResult.data"} <= set(covered)

@@ -295,6 +295,40 @@ def test_errors(three_arm):
         analyze_multiarm(three_arm, cols, "control", alternative="two.sided")
 
 
+def test_a_school_split_between_two_arms_is_noted_and_refused_with_the_designs_that_fit(three_arm, tmp_path):
+    """A school whose students hold two arms, none of them control, is one of students randomized
+    within schools: check (given the arms, as pleval rct --control runs it) notes it, and the cluster
+    analysis (API and CLI) stops with the same hint as analyze_rct's (the blocked or individual
+    design). Before 2026-12-05 check, run on control / any arm, saw nothing in such a school, and
+    the multi-arm error gave no hint."""
+    from pleval import check
+
+    d = three_arm.copy()
+    ab = d.loc[d["arm"] != "control", "school_id"].iloc[0]  # an arm school, split between A and B
+    ctl = d.loc[d["arm"] == "control", "school_id"].iloc[0]  # a control school, half of it given arm A
+    for school, other in ((ab, {"A": "B", "B": "A"}[d.loc[d.school_id == ab, "arm"].iloc[0]]), (ctl, "A")):
+        rows = d.index[d.school_id == school]
+        d.loc[rows[: len(rows) // 2], "arm"] = other
+    split = d.groupby("school_id")["arm"].nunique()
+    assert sorted(split.index[split > 1]) == sorted([ab, ctl])
+    given = {"outcome": "posttest", "treatment": "arm", "school": "school_id", "pretest": "pretest", "block": "block",
+             "subject": "none", "grade": "none"}
+    recoded = d.assign(arm=(d["arm"] != "control").astype(float))
+    notes = [p for p in check(recoded, given=given, design="rct", arms=d["arm"]).notes
+             if p.kind == "randomized within schools"]
+    assert len(notes) == 1 and notes[0].n_rows == 2 and repr(ab) in notes[0].message and repr(ctl) in notes[0].message
+    assert "more than one arm" in notes[0].message and "--design blocked" in notes[0].fix
+    hint = "blocked design, each school a block, or the individual design"
+    with pytest.raises(DesignError, match=f"'arm'.*varies within 2 school.*{hint}"):
+        analyze_multiarm(d, COLS.replace(treatment="arm"), "control")
+    path = tmp_path / "split.csv"
+    d.to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["rct", str(path), "--outcome", "posttest", "--treatment", "arm", "--pretest", "pretest",
+                                 "--school", "school_id", "--block", "block", "--control", "control",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and hint in " ".join(r.output.split())
+
+
 def test_cli_control_option(three_arm, tmp_path):
     path = tmp_path / "arms.csv"
     three_arm.to_csv(path, index=False)

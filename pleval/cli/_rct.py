@@ -69,7 +69,7 @@ def _multiarm(df, given: dict, need, control: str, adjust: str, alternative: str
         raise DataError(f"column {t!r} (treatment): control label {control!r} does not occur; arms are {labels[:8]}")
     arm_is_control = df[t] == hit
     report = check(df.assign(**{t: (~arm_is_control).astype(float).where(df[t].notna())}), given=given, design="rct",
-                   require=need)  # the column checks, with the arms read as control / any arm
+                   require=need, arms=df[t])  # the column checks, with the arms read as control / any arm
     print_checks(report)
     cols = report.columns
     subjects = [only_subject] if not cols.subject else \

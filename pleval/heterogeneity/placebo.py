@@ -95,7 +95,7 @@ class PlaceboResult(ResultMixin):
     rounds: pd.DataFrame = Frame()
     by: tuple[str, ...]
     options: Mapping[str, object] = field(default_factory=dict)
-    placebo_vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
+    placebo_vcov: Mapping[object, pd.DataFrame] = Frame(default={})
     calibration: Mapping[object, Calibration] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:

@@ -156,8 +156,8 @@ class SchoolEffects(ResultMixin):
     sd: Mapping[object, tuple[float, str]]
     dropped: pd.DataFrame = Frame()
     options: Mapping[str, object] = field(default_factory=dict)
-    vcov: Mapping[object, pd.DataFrame] = field(default_factory=dict)
-    vcov_raw: Mapping[object, pd.DataFrame] = field(default_factory=dict)
+    vcov: Mapping[object, pd.DataFrame] = Frame(default={})
+    vcov_raw: Mapping[object, pd.DataFrame] = Frame(default={})
     vcov_shrinkage: Mapping[object, float] = field(default_factory=dict)
     vcov_eigen: Mapping[object, tuple] = field(default_factory=dict, repr=False)
 

@@ -169,7 +169,7 @@ class MatchResult(ResultMixin):
     factorized: dict = field(default_factory=dict, repr=False, compare=False)
     id_ranks: np.ndarray | None = field(default=None, repr=False, compare=False)
     sets: object = field(default=None, repr=False, compare=False)
-    excluded_pl: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    excluded_pl: pd.DataFrame | None = Frame(default=None)
 
     # --- the matched sample -------------------------------------------------------------
     @Frame
