@@ -828,3 +828,23 @@ def test_school_table_meta_regression_uses_the_runs_level():
         np.testing.assert_allclose(c["ci_low"], c["estimate"] - q * c["se"], rtol=1e-10)
         assert reg.level == 0.9
         assert res.meta_regression(["school_poverty"], level=0.95)[key].level == 0.95
+
+
+
+def test_missing_values_of_any_kind_are_the_missing_value_error():
+    """An SE (or estimate) Series of dtype object holding pd.NA (what ``.where(mask, pd.NA)`` or a
+    merge gives) is the DataError that NaN and Float64 <NA> give. Before 2026-12-05 it was a bare
+    TypeError from float()."""
+    est = pd.Series([0.1, -0.2, 0.3, 0.05, 0.2], index=list("ABCDE"))
+    se = pd.Series([0.1, 0.12, 0.1, 0.1, 0.11], index=list("ABCDE"))
+    na_se = se.astype(object).where(se.index != "C", pd.NA)
+    na_est = est.astype(object).where(est.index != "B", pd.NA)
+    mods = pd.Series([1.0, 2.0, 3.0, 4.0, 6.0], index=list("ABCDE"))
+    for call in (lambda e, s: meta_analysis(e, s), lambda e, s: empirical_bayes(e, s),
+                 lambda e, s: meta_regression(e, s, mods)):
+        with pytest.raises(DataError, match=r"ses: 1 value\(s\) are missing"):
+            call(est, na_se)
+        with pytest.raises(DataError, match=r"estimates: 1 value\(s\) are missing"):
+            call(na_est, se)
+    with pytest.raises(DataError, match="ses must hold numbers; it holds 'n/a'"):
+        meta_analysis(est, se.astype(object).where(se.index != "C", "n/a"))
