@@ -848,3 +848,19 @@ def test_missing_values_of_any_kind_are_the_missing_value_error():
             call(na_est, se)
     with pytest.raises(DataError, match="ses must hold numbers; it holds 'n/a'"):
         meta_analysis(est, se.astype(object).where(se.index != "C", "n/a"))
+
+
+def test_significance_counts_pairs_series_by_label():
+    """Two Series with the same labels in another order were paired by position: "2 positive,
+    0 negative" read "0 positive, 2 negative". They are now paired by label (p_adjusted in the
+    estimates' order); Series with other labels are a DataError naming a label."""
+    est = pd.Series([0.30, 0.25, -0.02, -0.01, 0.05], index=list("ABCDE"))
+    p = pd.Series([0.001, 0.002, 0.6, 0.7, 0.03], index=list("ABCDE"))
+    shuffled = p.sort_values(ascending=False)
+    got = significance_counts(est, shuffled)
+    sig = p < 0.05  # by label, as pandas pairs them
+    assert (got.positive_raw, got.negative_raw) == (int((sig & (est > 0)).sum()), int((sig & (est < 0)).sum())) == (3, 0)
+    np.testing.assert_allclose(got.p_adjusted, stats.false_discovery_control(p.to_numpy()), rtol=1e-12)
+    assert got.positive_adjusted == int(((stats.false_discovery_control(p.to_numpy()) < 0.05) & (est > 0)).sum())
+    with pytest.raises(DataError, match=r"estimates and pvalues are Series with different labels .*'E' is in estimates but not in pvalues"):
+        significance_counts(est, shuffled.rename({"E": "F"}))
