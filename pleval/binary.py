@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ._align import by_label
 from ._results import Estimate, ResultMixin, t_interval
 from .effect_sizes import hedges_omega
 from .errors import DataError, DesignError
@@ -119,6 +120,7 @@ def binary_values(values: pd.Series, name: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Cox index
+@by_label("p_t", "p_c", "n_t", "n_c")
 def cox_index_variance(p_t, p_c, n_t, n_c, correction: str | None = "wwc"):
     """Sampling variance of the Cox index from two proportions (WWC Procedures and Standards
     Handbook; Sánchez-Meca et al. 2003, eq. 18):

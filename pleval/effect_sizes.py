@@ -14,7 +14,9 @@ Conventions follow the What Works Clearinghouse Procedures and Standards Handboo
   (Sánchez-Meca, Marín-Martínez & Chacón-Moscoso 2003; WWC).
 * Hedges (2007) adjustments when schools (clusters) are the unit of assignment.
 
-All functions broadcast over numpy arrays and pandas Series.
+All functions broadcast over numpy arrays and pandas Series; several Series are paired by label
+and a vector result is labelled like the first argument (:mod:`pleval._align`; docs/api.md,
+"Several vectors").
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ._align import by_label
 from .errors import DataError, PlevalWarning
 
 
@@ -81,6 +84,7 @@ def _factor(n_t, n_c, correction):
     raise DataError(f"correction must be 'wwc', 'exact' or None; got {correction!r}")
 
 
+@by_label("sd_t", "sd_c", "n_t", "n_c")
 def pooled_sd(sd_t, sd_c, n_t, n_c):
     """Pooled within-group SD ``√{[(n_T−1)s_T² + (n_C−1)s_C²]/(n_T + n_C − 2)}``."""
     n_t, n_c = _check_n(n_t, n_c)
@@ -90,12 +94,14 @@ def pooled_sd(sd_t, sd_c, n_t, n_c):
     return np.sqrt(((n_t - 1) * sd_t**2 + (n_c - 1) * sd_c**2) / (n_t + n_c - 2))
 
 
+@by_label("mean_t", "mean_c", "sd_t", "sd_c", "n_t", "n_c")
 def cohens_d(mean_t, mean_c, sd_t, sd_c, n_t, n_c):
     """Cohen's d: mean difference over the pooled within-group SD (no small-sample factor)."""
     sd = _check_sd(pooled_sd(sd_t, sd_c, n_t, n_c), "the pooled SD")
     return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / sd
 
 
+@by_label("mean_t", "mean_c", "sd_t", "sd_c", "n_t", "n_c")
 def hedges_g(mean_t, mean_c, sd_t, sd_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
     """Hedges g from summary statistics: ``ω (ȳ_T − ȳ_C) / S_p``.
 
@@ -105,6 +111,7 @@ def hedges_g(mean_t, mean_c, sd_t, sd_c, n_t, n_c, correction: Literal["wwc", "e
     return _factor(n_t, n_c, correction) * cohens_d(mean_t, mean_c, sd_t, sd_c, n_t, n_c)
 
 
+@by_label("g", "n_t", "n_c")
 def hedges_g_variance(g, n_t, n_c, kind: Literal["large_sample", "unbiased"] = "large_sample"):
     """Sampling variance of g.
 
@@ -133,11 +140,13 @@ def hedges_g_from_samples(y_t, y_c, correction: Literal["wwc", "exact"] | None =
     return float(g), float(hedges_g_variance(g, y_t.size, y_c.size))
 
 
+@by_label("mean_t", "mean_c", "sd_c")
 def glass_delta(mean_t, mean_c, sd_c):
     """Glass Δ: mean difference over the comparison group's SD."""
     return (np.asarray(mean_t, float) - np.asarray(mean_c, float)) / _check_sd(sd_c, "the comparison group's SD")
 
 
+@by_label("p_t", "p_c", "n_t", "n_c")
 def cox_index(p_t, p_c, n_t, n_c, correction: Literal["wwc", "exact"] | None = "wwc"):
     """Cox index for a binary outcome: ``ω [ln(p_T/(1−p_T)) − ln(p_C/(1−p_C))] / 1.65``.
 
@@ -170,6 +179,7 @@ def _check_norm_sd(norm: float, y) -> None:
                       "and percentile points scale with it; is it on the outcome's scale?", PlevalWarning, stacklevel=3)
 
 
+@by_label("y", "weights", "weights2", as_is=("treated", "strata"))
 def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=None) -> tuple[float, str]:
     """The SD that standardizes an effect, and a label saying which it is.
 
@@ -245,6 +255,7 @@ class BaselineDifference(NamedTuple):
     n_control: float
 
 
+@by_label("x", "weights", "weights2", as_is=("treated", "strata"))
 def baseline_difference(x, treated, weights=None, strata=None, weights2=None) -> BaselineDifference:
     """The baseline difference on ``x`` (e.g. the pretest) as a Hedges g on the impact's yardstick.
 
@@ -301,6 +312,7 @@ def _codes(strata) -> np.ndarray:
     return pd.factorize(np.asarray(strata))[0].astype(np.intp)
 
 
+@by_label("t", "n_total", "n_clusters", "icc")
 def hedges2007_adjusted_t(t, n_total, n_clusters, icc=0.20):
     """Hedges (2007) correction of a t statistic that ignored clustering.
 
@@ -322,6 +334,7 @@ def hedges2007_adjusted_t(t, n_total, n_clusters, icc=0.20):
     return t_a, h
 
 
+@by_label("mean_diff", "sd_total", "n_t", "n_c", "cluster_size", "icc")
 def hedges2007_effect_size(mean_diff, sd_total, n_t, n_c, cluster_size, icc=0.20):
     """Hedges (2007) effect size δ_T for a cluster-randomized design and its variance.
 

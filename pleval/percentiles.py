@@ -50,7 +50,9 @@ def _baseline(p):
         return float(p)
     import numpy as np
 
-    p = np.asarray(p, dtype=float)
+    from ._align import floats
+
+    p = floats(p, "baseline_percentile")
     if not np.all(np.isfinite(p)) or np.any((p <= 0) | (p >= 100)):
         raise DataError(
             f"baseline_percentile must lie strictly between 0 and 100; got {np.ravel(p)[:5].tolist()}"
@@ -65,7 +67,9 @@ def _finite(x, name: str):
         return float(x)
     import numpy as np
 
-    x = np.asarray(x, dtype=float)
+    from ._align import floats
+
+    x = floats(x, name)
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.isfinite(x).sum())
         raise DataError(f"{name} must be finite; {bad} value(s) are NaN or infinite")
@@ -73,24 +77,16 @@ def _finite(x, name: str):
 
 
 def _paired(names: tuple[str, ...], *xs):
-    """``xs`` ready to combine element by element: pandas Series paired by their labels (in the
-    first Series' order; a Series in another order was paired by position), then checked to
-    broadcast. A :class:`DataError` names the arguments whose labels or shapes do not match."""
+    """``xs`` ready to combine element by element: pandas Series paired by their labels
+    (:func:`pleval._align.paired`: in the first Series' order), then checked to broadcast. A
+    :class:`DataError` names the arguments whose labels or shapes do not match."""
     if _numbers(*xs):
         return xs
     import numpy as np
-    import pandas as pd
 
-    series = [i for i, x in enumerate(xs) if isinstance(x, pd.Series)]
-    xs = list(xs)
-    if len(series) > 1:
-        first = xs[series[0]].index
-        for i in series[1:]:
-            if not xs[i].index.equals(first):
-                if xs[i].index.has_duplicates or first.has_duplicates or set(xs[i].index) != set(first):
-                    raise DataError(f"{names[series[0]]} and {names[i]} are Series with different labels; give them "
-                                    "the same index (they are paired by label) or pass arrays (paired by position)")
-                xs[i] = xs[i].reindex(first)
+    from ._align import paired
+
+    xs = paired(names, *xs)
     try:
         np.broadcast_shapes(*(np.shape(x) for x in xs))
     except ValueError:
@@ -185,9 +181,11 @@ def percentile_points_se(g, se, baseline_percentile=50.0):
     """
     import numpy as np
 
+    from ._align import floats
+
     g, se, baseline_percentile = _paired(("g", "se", "baseline_percentile"), g, se, baseline_percentile)
     gg = _finite(g, "effect size g")
-    ss = np.asarray(se, dtype=float)
+    ss = floats(se, "standard error se")
     if np.any(ss < 0):  # (a missing SE stays missing)
         raise DataError(f"standard error se must not be negative; {int((ss < 0).sum())} value(s) are")
     p = _baseline(baseline_percentile)

@@ -351,3 +351,15 @@ def test_ci_coverage_of_the_marginal_difference_in_a_cluster_trial(method):
     assert abs(np.mean(est) - true_pp) < 4 * np.std(est) / np.sqrt(reps)
     print(f"{method}: coverage pp {cover_pp / reps:.3f}, Cox {cover_cox / reps:.3f}; mean {np.mean(est):.3f} "
           f"vs true {true_pp:.3f} pp ({reps} replications)")
+
+
+def test_cox_index_variance_pairs_series_by_label():
+    """Proportion and size Series in another order were paired by position; now by label, the
+    result a Series with p_t's labels."""
+    p_t = pd.Series([0.6, 0.3], index=["math", "reading"])
+    p_c = pd.Series([0.2, 0.5], index=["reading", "math"])
+    n_t, n_c = pd.Series([50, 80], index=["math", "reading"]), pd.Series([70, 40], index=["reading", "math"])
+    got = cox_index_variance(p_t, p_c, n_t, n_c, correction=None)
+    want = (1 / (n_t * p_t) + 1 / (n_t * (1 - p_t)) + 1 / (n_c * p_c) + 1 / (n_c * (1 - p_c))) / 1.65**2
+    assert list(got.index) == ["math", "reading"]
+    np.testing.assert_allclose(got, want.reindex(got.index), rtol=1e-12)

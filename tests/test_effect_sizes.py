@@ -310,3 +310,60 @@ def test_baseline_difference_is_hedges_g_on_the_impacts_sd():
     assert np.isnan(baseline_difference(np.ones(6), np.array([1, 1, 1, 0, 0, 0])).g)
     with pytest.raises(DataError, match="the strata have missing values"):  # (a NaN grade made a treated row control)
         baseline_difference(x, t, strata=np.where(np.arange(n) == 0, np.nan, grade))
+
+
+def test_series_are_paired_by_label():
+    """Series with the same labels in another order were paired by position (hedges_g of
+    math 210 − 205 and reading 220 − 215 read −0.332 and 0.996, where both are 0.332) and came
+    back as bare arrays. They are now paired by label, the result a Series with the first
+    argument's labels; Series with other labels are a DataError naming a label."""
+    mt = pd.Series([210.0, 220.0, 200.0], index=["math", "reading", "science"])
+    mc = pd.Series([215.0, 205.0, 190.0], index=["reading", "math", "science"])
+    sd_t = pd.Series([15.0, 12.0, 14.0], index=mt.index)
+    sd_c = pd.Series([11.0, 16.0, 13.0], index=["science", "reading", "math"])
+    n_t, n_c = 100, pd.Series([80, 90, 120], index=["math", "science", "reading"])
+    # independent, by pandas' own label arithmetic
+    sp = np.sqrt(((n_t - 1) * sd_t**2 + (n_c - 1) * sd_c**2) / (n_t + n_c - 2))
+    omega = 1 - 3 / (4 * (n_t + n_c) - 9)
+    want = (omega * (mt - mc) / sp).reindex(mt.index)
+    got = hedges_g(mt, mc, sd_t, sd_c, n_t, n_c)
+    assert isinstance(got, pd.Series) and list(got.index) == list(mt.index)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(cohens_d(mt, mc, sd_t, sd_c, n_t, n_c), ((mt - mc) / sp).reindex(mt.index), rtol=1e-12)
+    np.testing.assert_allclose(pooled_sd(sd_t, sd_c, n_t, n_c), sp.reindex(sd_t.index), rtol=1e-12)
+    np.testing.assert_allclose(glass_delta(mt, mc, sd_c), ((mt - mc) / sd_c).reindex(mt.index), rtol=1e-12)
+    g = pd.Series([0.2, 0.4, 0.1], index=mt.index)
+    np.testing.assert_allclose(hedges_g_variance(g, n_t, n_c),
+                               ((n_t + n_c) / (n_t * n_c) + g**2 / (2 * (n_t + n_c))).reindex(g.index), rtol=1e-12)
+    pt, pc = pd.Series([0.6, 0.5], index=["math", "reading"]), pd.Series([0.55, 0.4], index=["reading", "math"])
+    lo = np.log(pt / (1 - pt)) - np.log(pc / (1 - pc))
+    np.testing.assert_allclose(cox_index(pt, pc, 100, 100), (1 - 3 / 791) * lo.reindex(pt.index) / 1.65, rtol=1e-12)
+    t_a, h = hedges2007_adjusted_t(pd.Series([2.0, 3.0], index=["a", "b"]), 400,
+                                   pd.Series([10, 40], index=["b", "a"]), 0.2)
+    ref_t, ref_h = hedges2007_adjusted_t(np.array([2.0, 3.0]), 400, np.array([40, 10]), 0.2)
+    np.testing.assert_allclose(t_a, ref_t, rtol=1e-12)
+    np.testing.assert_allclose(h, ref_h, rtol=1e-12)
+    assert list(t_a.index) == ["a", "b"]
+    with pytest.raises(DataError, match=r"mean_t and mean_c are Series with different labels .*'math' is in mean_t"):
+        hedges_g(mt, mc.rename({"math": "maths"}), 15, 15, 100, 100)
+    mc_na = mc.astype(object).where(mc.index != "math", pd.NA)  # pd.NA counts as missing: NaN, as for NaN
+    assert np.isnan(cohens_d(mt, mc_na, 15, 15, 100, 100)["math"])
+
+
+def test_row_vectors_are_paired_by_label():
+    """outcome_sd and baseline_difference pair y (x), treated, weights and strata Series by label:
+    rows of ``treated`` in another order gave another SD and another difference."""
+    rng = np.random.default_rng(5)
+    idx = [f"s{i}" for i in range(60)]
+    y = pd.Series(rng.normal(size=60) + np.repeat([0.0, 1.0], 30), idx)
+    t = pd.Series(np.repeat([0, 1], 30), idx)
+    grade = pd.Series(np.tile([3, 4, 5], 20), idx)
+    perm = rng.permutation(60)
+    sd, _ = outcome_sd(y, t.iloc[perm], strata=grade.iloc[perm[::-1]])
+    ref = outcome_sd(y.to_numpy(), t.to_numpy(), strata=grade.to_numpy())[0]
+    # independent: the within arm × grade variances pooled
+    cells = y.groupby([t, grade])
+    want = np.sqrt(((cells.count() - 1) * cells.var()).sum() / (cells.count() - 1).sum())
+    assert sd == pytest.approx(want, rel=1e-12) and ref == pytest.approx(want, rel=1e-12)
+    bd = baseline_difference(y, t.iloc[perm])
+    assert bd.difference == pytest.approx(y[t == 1].mean() - y[t == 0].mean(), rel=1e-12)

@@ -828,3 +828,66 @@ def test_school_table_meta_regression_uses_the_runs_level():
         np.testing.assert_allclose(c["ci_low"], c["estimate"] - q * c["se"], rtol=1e-10)
         assert reg.level == 0.9
         assert res.meta_regression(["school_poverty"], level=0.95)[key].level == 0.95
+
+
+def _math_schools():
+    t = pd.read_csv("sample_data/school_effects.csv")
+    return t[t.subject == "math"].set_index("school_id")
+
+
+def test_missing_values_of_any_kind_are_the_missing_value_error():
+    """An SE (or estimate) Series of dtype object holding pd.NA (what ``.where(mask, pd.NA)`` or a
+    merge gives) is the DataError that NaN and Float64 <NA> give. Before 2026-12-05 it was a bare
+    TypeError from float()."""
+    est = pd.Series([0.1, -0.2, 0.3, 0.05, 0.2], index=list("ABCDE"))
+    se = pd.Series([0.1, 0.12, 0.1, 0.1, 0.11], index=list("ABCDE"))
+    na_se = se.astype(object).where(se.index != "C", pd.NA)
+    na_est = est.astype(object).where(est.index != "B", pd.NA)
+    mods = pd.Series([1.0, 2.0, 3.0, 4.0, 6.0], index=list("ABCDE"))
+    for call in (lambda e, s: meta_analysis(e, s), lambda e, s: empirical_bayes(e, s),
+                 lambda e, s: meta_regression(e, s, mods)):
+        with pytest.raises(DataError, match=r"ses: 1 value\(s\) are missing"):
+            call(est, na_se)
+        with pytest.raises(DataError, match=r"estimates: 1 value\(s\) are missing"):
+            call(na_est, se)
+    with pytest.raises(DataError, match="ses must hold numbers; it holds 'n/a'"):
+        meta_analysis(est, se.astype(object).where(se.index != "C", "n/a"))
+
+
+def test_significance_counts_pairs_series_by_label():
+    """Two Series with the same labels in another order were paired by position: "2 positive,
+    0 negative" read "0 positive, 2 negative". They are now paired by label (p_adjusted in the
+    estimates' order); Series with other labels are a DataError naming a label."""
+    est = pd.Series([0.30, 0.25, -0.02, -0.01, 0.05], index=list("ABCDE"))
+    p = pd.Series([0.001, 0.002, 0.6, 0.7, 0.03], index=list("ABCDE"))
+    shuffled = p.sort_values(ascending=False)
+    got = significance_counts(est, shuffled)
+    sig = p < 0.05  # by label, as pandas pairs them
+    assert (got.positive_raw, got.negative_raw) == (int((sig & (est > 0)).sum()), int((sig & (est < 0)).sum())) == (3, 0)
+    np.testing.assert_allclose(got.p_adjusted, stats.false_discovery_control(p.to_numpy()), rtol=1e-12)
+    assert got.positive_adjusted == int(((stats.false_discovery_control(p.to_numpy()) < 0.05) & (est > 0)).sum())
+    with pytest.raises(DataError, match=r"estimates and pvalues are Series with different labels .*'E' is in estimates but not in pvalues"):
+        significance_counts(est, shuffled.rename({"E": "F"}))
+
+
+def test_meta_regression_pairs_moderators_by_label():
+    """A moderator frame (or Series) with the estimates' labels in another order was paired by
+    position: the years_implementing slope 0.035 (p 0.23) became 0.012 (p 0.70). It is now paired
+    by label, as the SEs were; other labels are a DataError naming a label."""
+    t = _math_schools()
+    est, se = t["estimate"], t["se"]
+    x = t["years_implementing"].to_numpy(dtype=float)
+    # independent: weighted least squares with the REML tau2 the aligned arrays give
+    ref = meta_regression(est.to_numpy(), se.to_numpy(), x)
+    w = 1.0 / (se.to_numpy() ** 2 + ref.tau2)
+    X = np.column_stack([np.ones(len(x)), x])
+    beta = np.linalg.solve(X.T @ (X * w[:, None]), X.T @ (w * est.to_numpy()))
+    mods = t[["years_implementing"]].sample(frac=1.0, random_state=0)
+    for m in (mods, mods["years_implementing"], mods.astype("Int64")):
+        got = meta_regression(est, se.sample(frac=1.0, random_state=1), m)
+        np.testing.assert_allclose(got.coefficients["estimate"].to_numpy(), beta, rtol=1e-8)
+        assert got.tau2 == pytest.approx(ref.tau2, rel=1e-10)
+    with pytest.raises(DataError, match=r"estimates and moderators are pandas objects with different labels .*'PL001'"):
+        meta_regression(est, se, mods.rename(index={"PL001": "PL999"}))
+    with pytest.raises(DataError, match=r"holds the label 'PL002' more than once"):
+        meta_regression(est, se, mods.rename(index={"PL001": "PL002"}))

@@ -372,3 +372,22 @@ def test_unequal_allocation_note_only_when_power_differs_visibly():
     assert dfw == pytest.approx(17.2, abs=0.05) and dfw < d.df
     assert abs(stats.nct.sf(crit, dfw, lam) + stats.nct.cdf(-crit, dfw, lam) - 0.80) < 0.005
     assert d.plan().notes == ()
+
+
+def test_mdes_from_se_pairs_series_by_label():
+    """se and df Series with the same labels in another order were paired by position (0.280 and
+    0.752 where by label they are 0.376 and 0.561). They are now paired by label, the result a
+    Series with se's labels; power_from_ncp likewise."""
+    import pandas as pd
+
+    se = pd.Series([0.10, 0.20], index=["math", "reading"])
+    df = pd.Series([1000.0, 4.0], index=["reading", "math"])
+    got = mdes_from_se(se, df)
+    assert list(got.index) == ["math", "reading"]
+    for lab, s, d in (("math", 0.10, 4.0), ("reading", 0.20, 1000.0)):  # the MDES has 80% power on t(df)
+        c, lam = stats.t.ppf(0.975, d), got[lab] / s
+        assert stats.nct.sf(c, d, lam) + stats.nct.cdf(-c, d, lam) == pytest.approx(0.8, abs=1e-8)
+    pw = power_from_ncp(pd.Series([2.0, 3.0], index=["a", "b"]), pd.Series([30.0, 5.0], index=["b", "a"]))
+    c5, c30 = stats.t.ppf(0.975, 5), stats.t.ppf(0.975, 30)
+    assert pw["a"] == pytest.approx(stats.nct.sf(c5, 5, 2.0) + stats.nct.cdf(-c5, 5, 2.0), rel=1e-9)
+    assert pw["b"] == pytest.approx(stats.nct.sf(c30, 30, 3.0) + stats.nct.cdf(-c30, 30, 3.0), rel=1e-9)

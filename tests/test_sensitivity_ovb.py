@@ -317,3 +317,15 @@ def test_a_multiple_explaining_all_of_the_treatment_keeps_its_row():
     fig = ovb_contour(b)  # named under the plot, not drawn at R²_D = 1
     assert fig.get_supxlabel().startswith("Not drawn: 3x pretest")
     assert all("3x pretest" not in t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_robustness_value_pairs_series_by_label():
+    """t and dof Series in another order were paired by position; now by label, the result a
+    Series with t's labels (the robustness value of Cinelli & Hazlett 2020, eq. 18, by hand)."""
+    t = pd.Series([2.0, 4.0], index=["math", "reading"])
+    dof = pd.Series([400.0, 50.0], index=["reading", "math"])
+    got = robustness_value(t, dof)
+    f = t / np.sqrt(dof.reindex(t.index))
+    want = 0.5 * (np.sqrt(f**4 + 4 * f**2) - f**2)
+    assert list(got.index) == ["math", "reading"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)

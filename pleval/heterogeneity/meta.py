@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._align import floats, paired
 from .._results import ResultMixin
 from ..errors import DataError, DesignError, PlevalWarning
 from . import _tau2
@@ -92,18 +93,12 @@ def _readonly(a) -> np.ndarray:
 
 def check_inputs(estimates, ses, *, min_k: int = 2, what: str = "school") -> tuple[np.ndarray, np.ndarray]:
     """Validate estimates and standard errors: same length, finite, SE > 0. Two pandas Series
-    are paired by their labels (the SEs put in the estimates' order), as pandas pairs them; Series
-    whose labels differ are an error (pairing them by position would give one school's SE to
-    another's estimate)."""
-    if isinstance(estimates, pd.Series) and isinstance(ses, pd.Series) and not estimates.index.equals(ses.index):
-        same = (estimates.index.is_unique and ses.index.is_unique and len(estimates) == len(ses)
-                and estimates.index.isin(ses.index).all())
-        if not same:
-            raise DataError("estimates and ses are Series with different labels: give them the same labels (one per "
-                            "school), or pass arrays in the same order")
-        ses = ses.reindex(estimates.index)
-    y = np.asarray(estimates, dtype=float).ravel()
-    se = np.asarray(ses, dtype=float).ravel()
+    are paired by their labels (:func:`pleval._align.paired`: the SEs put in the estimates' order);
+    Series whose labels differ are an error (pairing them by position would give one school's SE to
+    another's estimate). Missing values of any kind (NaN, None, ``pd.NA``) are counted as missing."""
+    estimates, ses = paired(("estimates", "ses"), estimates, ses)
+    y = floats(estimates, "estimates").ravel()
+    se = floats(ses, "ses").ravel()
     if y.shape != se.shape:
         raise DataError(f"estimates ({y.size}) and ses ({se.size}) must have the same length")
     bad_y = int((~np.isfinite(y)).sum())
@@ -372,7 +367,8 @@ def meta_analysis(
     Parameters
     ----------
     estimates, ses : array-like
-        School estimates and their standard errors (``v_i = SE_i²``, treated as known).
+        School estimates and their standard errors (``v_i = SE_i²``, treated as known); two
+        pandas Series are paired by label (docs/api.md, "Several vectors"), arrays by position.
     method : {"REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"}
         Estimator of the between-school variance τ² (``"FE"``: τ² = 0); with ``vcov`` every
         one but ``"HS"``.

@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._align import floats, paired
 from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 from ..inference.robust import dependent_column
@@ -147,7 +148,7 @@ def _moderator_matrix(moderators, k: int, names) -> tuple[np.ndarray, list[str]]
     if isinstance(moderators, pd.DataFrame):
         frame = moderators
     else:
-        arr = np.asarray(moderators, dtype=float)
+        arr = floats(moderators, "moderators")
         if arr.ndim == 1:
             arr = arr[:, None]
         frame = pd.DataFrame(arr, columns=list(names) if names else [f"x{j + 1}" for j in range(arr.shape[1])])
@@ -196,13 +197,16 @@ def meta_regression(
 ) -> MetaRegression:
     """Regress school effects on school-level moderators (formulas in the module docstring).
 
-    ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``).
+    ``moderators`` is a DataFrame (column names kept), a Series, or a k×m array (``names``). pandas
+    ``estimates``, ``ses`` and ``moderators`` are paired by their labels (the rows put in the first
+    one's order; before 2026-12-05 the moderators were paired by position), arrays by position.
     An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
     ``vcov_unshrunk``: the covariance before the off-diagonal shrinkage that gave ``vcov``;
     ``Var(β̂)`` adds the positive part of ``L(vcov_unshrunk − vcov)L'`` (module docstring).
     ``labels``: one per estimate (school ids; default 1..k), kept as :attr:`MetaRegression.labels`.
     """
     check_method(method, vcov is not None)
+    estimates, ses, moderators = paired(("estimates", "ses", "moderators"), estimates, ses, moderators)
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._align import floats, paired
 from .._results import ResultMixin
 from ..errors import DataError
 from ..inference import adjust_pvalues
@@ -74,13 +75,16 @@ def significance_counts(
 ) -> SignificanceCounts:
     """Count schools whose effect is significantly positive / negative, raw and adjusted.
 
-    Schools with a NaN p-value or estimate are left out of k, of the counts and of the
-    adjustment (their adjusted p-value is NaN): Holm/BH take ``m = k``.
+    Schools with a missing p-value or estimate are left out of k, of the counts and of the
+    adjustment (their adjusted p-value is NaN): Holm/BH take ``m = k``. Two pandas Series are
+    paired by their labels, ``p_adjusted`` in the estimates' order (before 2026-12-05 they were
+    paired by position); arrays by position.
     """
     if not 0 < alpha < 1:
         raise DataError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
-    est = np.asarray(estimates, dtype=float)
-    p = np.asarray(pvalues, dtype=float)
+    estimates, pvalues = paired(("estimates", "pvalues"), estimates, pvalues)
+    est = floats(estimates, "estimates")
+    p = floats(pvalues, "pvalues")
     if est.shape != p.shape:
         raise DataError(f"estimates ({est.size}) and pvalues ({p.size}) must have the same length")
     ok = np.isfinite(p) & np.isfinite(est)

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
+from .._align import by_label
 from ..errors import DesignError
 
 METHODS = ("exact", "powerup")
@@ -55,6 +56,7 @@ def critical(df, alpha: float, two_sided: bool = True):
     return np.where(np.isfinite(df), stats.t.ppf(q, np.where(np.isfinite(df), df, 1.0)), stats.norm.ppf(q))
 
 
+@by_label("ncp", "df")
 def power_from_ncp(ncp, df, alpha: float = 0.05, two_sided: bool = True):
     """Power of the t test with non-centrality ``ncp = δ/SSE`` and ``df`` (vectorized)."""
     ncp, df = np.broadcast_arrays(np.asarray(ncp, dtype=float), np.asarray(df, dtype=float))
@@ -114,9 +116,11 @@ def multiplier(df, alpha: float = 0.05, power: float = 0.80, two_sided: bool = T
     return float(out) if out.ndim == 0 else out
 
 
+@by_label("se", "df")
 def mdes_from_se(se, df, alpha: float = 0.05, power: float = 0.80, two_sided: bool = True, method: str = "exact"):
     """Minimum detectable effect of an estimate with standard error ``se`` tested on t(``df``):
-    ``M(df)·se`` (same units as ``se``). NaN where ``se`` is not finite and positive."""
+    ``M(df)·se`` (same units as ``se``). NaN where ``se`` is not finite and positive. Series are
+    paired by label, the result labelled like ``se`` (docs/api.md, "Several vectors")."""
     se = np.asarray(se, dtype=float)
     df = np.broadcast_to(np.asarray(df, dtype=float), se.shape)
     ok = np.isfinite(se) & (se > 0) & (df > 0)

@@ -54,16 +54,19 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
+from .._align import by_label
 from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 
 
+@by_label("t", "dof")
 def partial_r2(t, dof):
     """Partial R² of a coefficient from its t-statistic: ``t²/(t² + dof)``."""
     t = np.asarray(t, dtype=float)
     return t**2 / (t**2 + dof)
 
 
+@by_label("se", "dof", "r2dz_x", "r2yz_dx")
 def bias(se, dof, r2dz_x, r2yz_dx):
     """``|bias| = se·√dof·√(R²_{Y~Z|D,X}·R²_{D~Z|X}/(1 − R²_{D~Z|X}))`` (vectorized)."""
     r2dz_x, r2yz_dx = np.asarray(r2dz_x, dtype=float), np.asarray(r2yz_dx, dtype=float)
@@ -79,6 +82,7 @@ def adjusted_estimate(estimate, se, dof, r2dz_x, r2yz_dx, reduce: bool = True):
     return sign * (abs(estimate) - b) if reduce else sign * (abs(estimate) + b)
 
 
+@by_label("se", "dof", "r2dz_x", "r2yz_dx")
 def adjusted_se(se, dof, r2dz_x, r2yz_dx):
     """Classical SE with Z included: ``se·√((1 − R²_{Y~Z|D,X})/(1 − R²_{D~Z|X}))·√(dof/(dof − 1))``."""
     r2dz_x, r2yz_dx = np.asarray(r2dz_x, dtype=float), np.asarray(r2yz_dx, dtype=float)
@@ -87,6 +91,7 @@ def adjusted_se(se, dof, r2dz_x, r2yz_dx):
         return se * np.sqrt((1.0 - r2yz_dx) / (1.0 - r2dz_x)) * math.sqrt(dof / (dof - 1.0))
 
 
+@by_label("t", "dof", "f_crit")
 def robustness_value(t, dof, q: float = 1.0, alpha: float | None = None, *, f_crit=None):
     """``RV_q`` (``alpha`` None) or ``RV_{q,α}``; ``f_crit`` overrides ``t*_{α,dof−1}/√(dof−1)``.
     Vectorized: arrays ``t``, ``dof`` (and ``f_crit``) give an array (scalars a float)."""
@@ -117,6 +122,7 @@ def _rv(f):
         return np.where(f == 0, 0.0, 2.0 / (1.0 + np.sqrt(1.0 + 4.0 / f**2)))
 
 
+@by_label("r2dxj_x", "r2yxj_dx")
 def benchmark_r2(r2dxj_x, r2yxj_dx, kd=1.0, ky=None, cap: bool = True):
     """Bounds ``(R²_{D~Z|X}, R²_{Y~Z|D,X})`` for a confounder ``kd``/``ky`` times as strong as a
     benchmark with partial R² ``r2dxj_x`` (with D) and ``r2yxj_dx`` (with Y); vectorized in k.

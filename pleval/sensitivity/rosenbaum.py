@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from .._align import by_label
 from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 
@@ -554,6 +555,7 @@ def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64, copy=False), size
 
 
+@by_label("y", as_is=("set_id", "treated"), labelled=False)  # (one p-value per Γ)
 def aligned_rank_pvalue(y, set_id, treated, gamma=1.0) -> np.ndarray:
     """Upper bound on the one-sided (greater) p-value of the aligned-rank test for matched
     sets at each Γ in ``gamma`` (separable approximation)."""
@@ -634,6 +636,7 @@ class RosenbaumBounds(ResultMixin):
         return "\n".join(lines)
 
 
+@by_label("y", as_is=("set_id", "treated"))
 def rosenbaum_bounds(
     y,
     set_id,
@@ -650,7 +653,8 @@ def rosenbaum_bounds(
     label: str = "",
 ) -> RosenbaumBounds:
     """Rosenbaum bounds for matched sets in long format: outcome ``y``, matched-set id
-    ``set_id`` and ``treated`` (one treated unit per set). ``statistic="rank"``: pairs use the
+    ``set_id`` and ``treated`` (one treated unit per set; Series are paired by label, docs/api.md
+    "Several vectors"). ``statistic="rank"``: pairs use the
     signed-rank statistic, any larger set switches to aligned ranks; ``statistic="huber"``:
     Huber's M-statistic (:class:`HuberScores` with ``trim`` and ``inner``; Rosenbaum 2007,
     sensitivitymv's ``senmv``) for pairs and sets alike. ``direction``: "greater" / "less"
