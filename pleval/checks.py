@@ -38,8 +38,8 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_columns, as_written, date_column_message, flag_for, is_date_column, itt_columns, match_label,
-                   one_arm_subject, schools_across_blocks,
+                   as_columns, as_written, date_column_message, flag_for, frame_sha256, is_date_column, itt_columns,
+                   match_label, one_arm_subject, schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
@@ -119,6 +119,7 @@ class CheckReport(ResultMixin):
     roles: pd.DataFrame = field(default_factory=pd.DataFrame)
     _handover: _Handover | None = field(default=None, repr=False, compare=False)
     unused: tuple[str, ...] = ()
+    input_sha256: str | None = None
 
     def used_also(self, names) -> "CheckReport":
         """This report with ``names`` — columns an analysis reads beside the roles (subgroups,
@@ -212,8 +213,8 @@ def check(
     keep_validated : keep the :class:`~pleval.data.Validated` record of the data frame
         ``data`` (when it passes every check) in the report, for :func:`pleval.estimate` of
         this same frame to take (:meth:`CheckReport.take_validated`) instead of validating it
-        again. The frame must not change in between. Default False: a report kept holds no
-        copy of the data.
+        again. A frame changed in between is checked again there (:func:`current_report`).
+        Default False: a report kept holds no copy of the data.
     """
     if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
         columns, given = given, None
@@ -231,6 +232,7 @@ def check(
         raise DataError(f"expected a file path or a pandas DataFrame; got {type(data).__name__}")
     if design not in ("matched", "rct"):
         raise DataError(f"design must be matched or rct; got {design!r}")
+    known = df  # the data as given (a frame) or read, before a column named twice is set aside
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
     problems: list[Problem] = [Problem("warning" if n.startswith((MIXED_ENCODING, POINT_NUMBERS_AS_TEXT)) else "note",
                                        "reading", n)
@@ -244,7 +246,7 @@ def check(
         df = df.loc[:, ~df.columns.duplicated()]
     if len(df) == 0:
         problems.append(Problem("error", "empty", "the data have no rows"))
-        return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
+        return CheckReport(src, design, 0, df.shape[1], None, tuple(problems), input_sha256=input_sha256(known))
     base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
     listed = df if "file_columns" not in df.attrs else pd.DataFrame(columns=file_columns(df))  # the file's names
     if explicit is None:
@@ -261,7 +263,34 @@ def check(
         problems.append(_unused_note(unused))
     order = {lv: i for i, lv in enumerate(LEVELS)}
     problems.sort(key=lambda p: order[p.level])
-    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover, tuple(unused))
+    sha = validated.input_sha256 if validated is not None else input_sha256(known)  # (hashed once)
+    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover, tuple(unused),
+                       sha)
+
+
+def input_sha256(df: pd.DataFrame) -> str | None:
+    """The hash by which a frame is known, as :func:`pleval.data.validate` records it: its file's,
+    when pleval read it (``attrs["sha256"]``), else its content's (:func:`~pleval.data.frame_sha256`);
+    ``None`` for a frame without rows."""
+    return df.attrs.get("sha256") or (frame_sha256(df) if len(df) else None)
+
+
+def current_report(df: pd.DataFrame, checked: CheckReport, design: str, stacklevel: int = 3) -> CheckReport:
+    """``checked`` when it is a report of ``df`` as ``df`` is now (the hash it recorded is
+    :func:`input_sha256` of ``df``), else a new :func:`check` of ``df`` with the report's roles
+    (``keep_validated``), after a :class:`~pleval.errors.PlevalWarning` that says so: a frame
+    fixed in place after its check (the sentinel scores its warning named set missing) was
+    analysed as it had been checked before 2026-12-05, and its provenance recorded the old hash."""
+    import warnings
+
+    from .errors import PlevalWarning
+
+    if checked.input_sha256 == input_sha256(df):
+        return checked
+    warnings.warn("the data differ from those the report given as checked= was made of (changed since "
+                  "pleval.check ran, or another frame): they are checked again and this check is used",
+                  PlevalWarning, stacklevel=stacklevel)
+    return check(df, checked.columns, design=design, keep_validated=True)
 
 
 def _unused_note(unused) -> Problem | None:
@@ -679,16 +708,19 @@ def _varies(s: pd.Series) -> bool:
 def checked_data(df: pd.DataFrame, columns: Columns, checked: CheckReport | None = None) -> Validated:
     """``df`` checked as :func:`check` checks it, for an analysis of every row of a frame
     (:func:`pleval.monitor.effects_over_time`): by the report ``checked`` of ``check(df, columns)``
-    (its warnings shown by the caller), else by a new one whose warnings are issued as
-    :class:`PlevalWarning`; its first error raised (:meth:`CheckReport.raise_errors`). Returns
+    (its warnings shown by the caller) while ``df`` is unchanged since (:func:`current_report`),
+    else by a new one whose warnings are issued as :class:`PlevalWarning`; its first error raised
+    (:meth:`CheckReport.raise_errors`). Returns
     the validated data: the check's own record when it kept it, else :func:`~pleval.data.validate`'s."""
     import warnings
 
     from .errors import PlevalWarning
 
-    new = checked is None
-    if new:
-        checked = check(df, columns, keep_validated=True)
+    if checked is None:
+        checked, new = check(df, columns, keep_validated=True), True
+    else:  # a report of a frame changed since: checked again (with a warning), its warnings issued
+        fresh = current_report(df, checked, "matched", stacklevel=4)
+        checked, new = fresh, fresh is not checked
     checked.raise_errors()
     for p in checked.warnings if new else ():
         warnings.warn(p.line, PlevalWarning, stacklevel=3)
