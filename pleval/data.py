@@ -382,12 +382,18 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label, role: str = "treat
 
 
 def with_binary_treatment(df: pd.DataFrame, columns: Columns) -> tuple[pd.DataFrame, Columns]:
-    """``df`` with the treatment column as 0/1 (missing stays missing) and ``columns`` without
-    a treated label, so that later steps (placebo schools relabel schools; trials validate
-    twice) never apply the label a second time."""
-    if columns.treated_label is None or columns.treatment not in df.columns:
+    """``df`` with the treatment column as 0/1 (missing stays missing, as NaN) and ``columns``
+    without a treated label, so that later steps (placebo schools relabel schools; trials validate
+    twice) never apply the label a second time, nor compare a missing value with 1 (a nullable
+    ``Int64`` or ``boolean`` treatment's ``<NA>``, which stopped :func:`pleval.estimate` with
+    pandas' "Cannot mask with non-boolean array" before 2026-12-05). A NumPy column of numbers or
+    True/False without a label is returned as it is."""
+    if columns.treatment not in df.columns:
         return df, columns
-    t, _ = _coerce_treatment(df[columns.treatment], columns.treatment, columns.treated_label)
+    s = df[columns.treatment]
+    if columns.treated_label is None and isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf":
+        return df, columns
+    t, _ = _coerce_treatment(s, columns.treatment, columns.treated_label)
     out = df.assign(**{columns.treatment: t})
     out.attrs = dict(df.attrs)
     return out, columns.replace(treated_label=None)
