@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from ._results import ResultMixin
-from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_columns, as_written, date_column_message, flag_for, frame_sha256, is_date_column, itt_columns,
-                   match_label, one_arm_subject, schools_across_blocks,
-                   subject_arms, validate)
+from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
+                   _coerce_treatment, _split_names, as_columns, as_written, date_column_message, flag_for, frame_sha256,
+                   is_date_column, itt_columns, match_label, one_arm_subject, schools_across_blocks, subject_arms,
+                   validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
@@ -561,7 +561,10 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str) -> list[Proble
                 xv = np.where(inf, np.nan, xv)
             numeric[c] = (role, xv)
     for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories)
-        if pd.api.types.is_float_dtype(df[c]):
+        if is_date_column(df[c]):
+            out.append(Problem("error", "non-numeric", date_column_message(c, "covariates", df[c]), c,
+                               DATE_COVARIATE_FIX, int(df[c].notna().sum())))
+        elif pd.api.types.is_float_dtype(df[c]):
             inf = np.isinf(df[c].to_numpy(dtype=float, na_value=np.nan))
             if inf.any():
                 out.append(_infinite(df, c, "covariates", inf))

@@ -407,10 +407,17 @@ def is_date_column(s: pd.Series) -> bool:
 
 
 def date_column_message(c: str, role: str, s: pd.Series) -> str:
-    """The error for a score column of dates (:func:`is_date_column`)."""
+    """The error for a score or covariate column of dates (:func:`is_date_column`)."""
     first = s.dropna()
     example = f" such as {str(first.iloc[0])!r}" if len(first) else ""
+    if role == "covariates":  # (a date is neither a number the models can use nor a category)
+        return f"column {c!r} ({role}) must be numbers or categories: it holds dates{example}"
     return f"column {c!r} ({role}) must be numeric: it holds dates{example} (date-formatted cells in a workbook?)"
+
+
+DATE_COVARIATE_FIX = "turn the dates into numbers, such as the year or the days since a fixed date"
+"""How to fix a covariate of dates: as nanoseconds since 1970 (about 1.6e18) it made the models'
+matrices ill-conditioned and the balance table unreadable (before 2026-12-05 it was used so)."""
 
 
 def validate(
@@ -482,6 +489,8 @@ def validate(
             if inf.any():
                 raise DataError(f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite")
     for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories) has none either
+        if is_date_column(out[c]):
+            raise DataError(f"{date_column_message(c, 'covariates', out[c])}; {DATE_COVARIATE_FIX}")
         n_inf = int(np.isinf(out[c].to_numpy(dtype=float, na_value=np.nan)).sum()) if pd.api.types.is_float_dtype(
             out[c]) else 0
         if n_inf:

@@ -1114,3 +1114,22 @@ def test_a_nullable_treatment_with_missing_values_is_dropped_and_counted(base, d
         pd.testing.assert_frame_equal(ev.table(name), ref.table(name), obj=name)
     dropped = ev.table("dropped")
     assert dropped.loc[dropped["reason"] == "missing treatment", "n_rows"].tolist() == [len(rows)]
+
+
+def test_a_covariate_of_dates_is_refused_with_its_fix(base):
+    """An enrolment date as a covariate passed `pleval.check` without a word before 2026-12-05,
+    then entered the models as microseconds since 1970 (33 ill-conditioned-matrix warnings, a
+    balance mean of 1.6e15); now check, validate and estimate name the column and the fix, and
+    the same dates as days since a fixed date are used as any number."""
+    days = pd.Series(np.arange(len(base)) % 700, index=base.index, dtype=float)
+    d = base.assign(enrolled=pd.Timestamp("2019-08-01") + pd.to_timedelta(days, unit="D"), enroll_days=days)
+    cols = pleval.data.SAMPLE_COLUMNS.replace(covariates=("frl", "enrolled"))
+    (q,) = [q for q in check(d, cols).problems if q.level == "error"]
+    assert (q.column, q.n_rows) == ("enrolled", len(d))
+    assert q.message == "column 'enrolled' (covariates) must be numbers or categories: it holds dates such as " \
+        "'2019-08-01 00:00:00'"
+    assert "days since a fixed date" in q.fix
+    for call in (lambda: pleval.estimate(d, cols, placebo=False), lambda: pleval.data.validate(d, cols)):
+        with pytest.raises(DataError, match="column 'enrolled' \\(covariates\\) .* holds dates.*the year or the days"):
+            call()
+    assert not [q for q in check(d, cols.replace(covariates=("frl", "enroll_days"))).problems if q.level == "error"]
