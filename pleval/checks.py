@@ -38,9 +38,9 @@ import pandas as pd
 
 from ._results import ResultMixin
 from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
-                   _coerce_treatment, _split_names, as_columns, as_written, date_column_message, flag_for, frame_sha256,
-                   is_date_column, itt_columns, match_label, one_arm_subject, schools_across_blocks, subject_arms,
-                   validate)
+                   _coerce_treatment, _split_names, _tuple, as_columns, as_written, date_column_message, flag_for,
+                   frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject, schools_across_blocks,
+                   subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
@@ -410,6 +410,9 @@ def resolve_roles(df: pd.DataFrame, base: Columns, given: Mapping[str, Any] | No
     unknown = sorted(set(given) - set(roles_known))
     if unknown:
         raise DataError(f"unknown column role(s) {unknown}; roles are {roles_known}")
+    for r, v in given.items():  # names must be text (a frame read with header=None has numbers)
+        if r != "treated_label" and not isinstance(v, str):
+            _tuple(v, r, several=r in ("pretest", "covariates"))
     kw: dict[str, Any] = {}
     rows, problems = [], []
     cols_present = set(map(str, df.columns))

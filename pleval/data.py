@@ -153,12 +153,20 @@ def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return out
 
 
-def _tuple(v) -> tuple[str, ...]:
+def _tuple(v, role: str = "", several: bool = True) -> tuple[str, ...]:
+    """A role's column names as a tuple (``None``: none; ``several``: one name or an iterable of
+    them), each text: a name that is not (``6`` from a frame read with ``header=None``, a tuple
+    of a MultiIndex) raises :class:`DataError` naming the role (before 2026-12-05 "'int' object
+    is not iterable")."""
     if v is None:
         return ()
-    if isinstance(v, str):
-        return (v,)
-    return tuple(v)
+    names = tuple(v) if several and isinstance(v, Iterable) and not isinstance(v, str) else (v,)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise DataError(f"column names must be text: {role} names {bad[0]!r} ({type(bad[0]).__name__}); give the "
+                        "frame's columns text names (df.columns = df.columns.astype(str), a MultiIndex's levels joined "
+                        "into one) and name them so")
+    return names
 
 
 @dataclass(frozen=True)
@@ -188,8 +196,11 @@ class Columns:
     treated_label: object = None
 
     def __post_init__(self):
-        object.__setattr__(self, "pretest", _tuple(self.pretest))
-        object.__setattr__(self, "covariates", _tuple(self.covariates))
+        for f in fields(self):  # every name checked to be text; pretest and covariates made tuples
+            if f.name != "treated_label":
+                names = _tuple(getattr(self, f.name), f.name, several=f.name in ("pretest", "covariates"))
+                if f.name in ("pretest", "covariates"):
+                    object.__setattr__(self, f.name, names)
 
     @property
     def main_pretest(self) -> str | None:
@@ -201,7 +212,8 @@ class Columns:
         for f in fields(self):
             if f.name == "treated_label":
                 continue
-            v = _tuple(getattr(self, f.name))
+            v = getattr(self, f.name)
+            v = v if isinstance(v, tuple) else () if v is None else (v,)
             if v:
                 out[f.name] = v
         return out
