@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 
 from ._results import Frame, ResultMixin
-from .data import (NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, _split_names,
-                   as_columns, as_written, date_column_message, flag_for, is_date_column, itt_columns, match_label,
-                   one_arm_subject, school_arms, schools_across_blocks,
+from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
+                   _coerce_treatment, _split_names, _tuple, as_columns, as_written, date_column_message, flag_for,
+                   frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject, school_arms,
+                   schools_across_blocks,
                    subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
@@ -119,6 +120,7 @@ class CheckReport(ResultMixin):
     roles: pd.DataFrame = Frame(default=pd.DataFrame())
     _handover: _Handover | None = field(default=None, repr=False, compare=False)
     unused: tuple[str, ...] = ()
+    input_sha256: str | None = None
 
     def used_also(self, names) -> "CheckReport":
         """This report with ``names`` — columns an analysis reads beside the roles (subgroups,
@@ -213,8 +215,8 @@ def check(
     keep_validated : keep the :class:`~pleval.data.Validated` record of the data frame
         ``data`` (when it passes every check) in the report, for :func:`pleval.estimate` of
         this same frame to take (:meth:`CheckReport.take_validated`) instead of validating it
-        again. The frame must not change in between. Default False: a report kept holds no
-        copy of the data.
+        again. A frame changed in between is checked again there (:func:`current_report`).
+        Default False: a report kept holds no copy of the data.
     arms : a multi-arm trial's treatment as given, one value per row of ``data``, whose
         treatment column reads it as control (0) / any arm (1) (``pleval rct --control``): the
         note on schools whose students were randomized to different arms counts the arms in it.
@@ -235,6 +237,7 @@ def check(
         raise DataError(f"expected a file path or a pandas DataFrame; got {type(data).__name__}")
     if design not in ("matched", "rct"):
         raise DataError(f"design must be matched or rct; got {design!r}")
+    known = df  # the data as given (a frame) or read, before a column named twice is set aside
     require = ("outcome", "treatment", "school") if require is None else tuple(require)
     problems: list[Problem] = [Problem("warning" if n.startswith((MIXED_ENCODING, POINT_NUMBERS_AS_TEXT)) else "note",
                                        "reading", n)
@@ -248,7 +251,7 @@ def check(
         df = df.loc[:, ~df.columns.duplicated()]
     if len(df) == 0:
         problems.append(Problem("error", "empty", "the data have no rows"))
-        return CheckReport(src, design, 0, df.shape[1], None, tuple(problems))
+        return CheckReport(src, design, 0, df.shape[1], None, tuple(problems), input_sha256=input_sha256(known))
     base = RCT_SAMPLE_COLUMNS if design == "rct" else SAMPLE_COLUMNS
     listed = df if "file_columns" not in df.attrs else pd.DataFrame(columns=file_columns(df))  # the file's names
     if explicit is None:
@@ -265,7 +268,34 @@ def check(
         problems.append(_unused_note(unused))
     order = {lv: i for i, lv in enumerate(LEVELS)}
     problems.sort(key=lambda p: order[p.level])
-    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover, tuple(unused))
+    sha = validated.input_sha256 if validated is not None else input_sha256(known)  # (hashed once)
+    return CheckReport(src, design, len(df), listed.shape[1], cols, tuple(problems), roles, handover, tuple(unused),
+                       sha)
+
+
+def input_sha256(df: pd.DataFrame) -> str | None:
+    """The hash by which a frame is known, as :func:`pleval.data.validate` records it: its file's,
+    when pleval read it (``attrs["sha256"]``), else its content's (:func:`~pleval.data.frame_sha256`);
+    ``None`` for a frame without rows."""
+    return df.attrs.get("sha256") or (frame_sha256(df) if len(df) else None)
+
+
+def current_report(df: pd.DataFrame, checked: CheckReport, design: str, stacklevel: int = 3) -> CheckReport:
+    """``checked`` when it is a report of ``df`` as ``df`` is now (the hash it recorded is
+    :func:`input_sha256` of ``df``), else a new :func:`check` of ``df`` with the report's roles
+    (``keep_validated``), after a :class:`~pleval.errors.PlevalWarning` that says so: a frame
+    fixed in place after its check (the sentinel scores its warning named set missing) was
+    analysed as it had been checked before 2026-12-05, and its provenance recorded the old hash."""
+    import warnings
+
+    from .errors import PlevalWarning
+
+    if checked.input_sha256 == input_sha256(df):
+        return checked
+    warnings.warn("the data differ from those the report given as checked= was made of (changed since "
+                  "pleval.check ran, or another frame): they are checked again and this check is used",
+                  PlevalWarning, stacklevel=stacklevel)
+    return check(df, checked.columns, design=design, keep_validated=True)
 
 
 def _unused_note(unused) -> Problem | None:
@@ -385,6 +415,9 @@ def resolve_roles(df: pd.DataFrame, base: Columns, given: Mapping[str, Any] | No
     unknown = sorted(set(given) - set(roles_known))
     if unknown:
         raise DataError(f"unknown column role(s) {unknown}; roles are {roles_known}")
+    for r, v in given.items():  # names must be text (a frame read with header=None has numbers)
+        if r != "treated_label" and not isinstance(v, str):
+            _tuple(v, r, several=r in ("pretest", "covariates"))
     kw: dict[str, Any] = {}
     rows, problems = [], []
     cols_present = set(map(str, df.columns))
@@ -536,7 +569,10 @@ def _value_problems(df: pd.DataFrame, cols: Columns, design: str, arms: pd.Serie
                 xv = np.where(inf, np.nan, xv)
             numeric[c] = (role, xv)
     for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories)
-        if pd.api.types.is_float_dtype(df[c]):
+        if is_date_column(df[c]):
+            out.append(Problem("error", "non-numeric", date_column_message(c, "covariates", df[c]), c,
+                               DATE_COVARIATE_FIX, int(df[c].notna().sum())))
+        elif pd.api.types.is_float_dtype(df[c]):
             inf = np.isinf(df[c].to_numpy(dtype=float, na_value=np.nan))
             if inf.any():
                 out.append(_infinite(df, c, "covariates", inf))
@@ -689,16 +725,19 @@ def _varies(s: pd.Series) -> bool:
 def checked_data(df: pd.DataFrame, columns: Columns, checked: CheckReport | None = None) -> Validated:
     """``df`` checked as :func:`check` checks it, for an analysis of every row of a frame
     (:func:`pleval.monitor.effects_over_time`): by the report ``checked`` of ``check(df, columns)``
-    (its warnings shown by the caller), else by a new one whose warnings are issued as
-    :class:`PlevalWarning`; its first error raised (:meth:`CheckReport.raise_errors`). Returns
+    (its warnings shown by the caller) while ``df`` is unchanged since (:func:`current_report`),
+    else by a new one whose warnings are issued as :class:`PlevalWarning`; its first error raised
+    (:meth:`CheckReport.raise_errors`). Returns
     the validated data: the check's own record when it kept it, else :func:`~pleval.data.validate`'s."""
     import warnings
 
     from .errors import PlevalWarning
 
-    new = checked is None
-    if new:
-        checked = check(df, columns, keep_validated=True)
+    if checked is None:
+        checked, new = check(df, columns, keep_validated=True), True
+    else:  # a report of a frame changed since: checked again (with a warning), its warnings issued
+        fresh = current_report(df, checked, "matched", stacklevel=4)
+        checked, new = fresh, fresh is not checked
     checked.raise_errors()
     for p in checked.warnings if new else ():
         warnings.warn(p.line, PlevalWarning, stacklevel=3)

@@ -153,12 +153,20 @@ def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     return out
 
 
-def _tuple(v) -> tuple[str, ...]:
+def _tuple(v, role: str = "", several: bool = True) -> tuple[str, ...]:
+    """A role's column names as a tuple (``None``: none; ``several``: one name or an iterable of
+    them), each text: a name that is not (``6`` from a frame read with ``header=None``, a tuple
+    of a MultiIndex) raises :class:`DataError` naming the role (before 2026-12-05 "'int' object
+    is not iterable")."""
     if v is None:
         return ()
-    if isinstance(v, str):
-        return (v,)
-    return tuple(v)
+    names = tuple(v) if several and isinstance(v, Iterable) and not isinstance(v, str) else (v,)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise DataError(f"column names must be text: {role} names {bad[0]!r} ({type(bad[0]).__name__}); give the "
+                        "frame's columns text names (df.columns = df.columns.astype(str), a MultiIndex's levels joined "
+                        "into one) and name them so")
+    return names
 
 
 @dataclass(frozen=True)
@@ -188,8 +196,11 @@ class Columns:
     treated_label: object = None
 
     def __post_init__(self):
-        object.__setattr__(self, "pretest", _tuple(self.pretest))
-        object.__setattr__(self, "covariates", _tuple(self.covariates))
+        for f in fields(self):  # every name checked to be text; pretest and covariates made tuples
+            if f.name != "treated_label":
+                names = _tuple(getattr(self, f.name), f.name, several=f.name in ("pretest", "covariates"))
+                if f.name in ("pretest", "covariates"):
+                    object.__setattr__(self, f.name, names)
 
     @property
     def main_pretest(self) -> str | None:
@@ -201,7 +212,8 @@ class Columns:
         for f in fields(self):
             if f.name == "treated_label":
                 continue
-            v = _tuple(getattr(self, f.name))
+            v = getattr(self, f.name)
+            v = v if isinstance(v, tuple) else () if v is None else (v,)
             if v:
                 out[f.name] = v
         return out
@@ -389,12 +401,18 @@ def _coerce_treatment(s: pd.Series, name: str, treated_label, role: str = "treat
 
 
 def with_binary_treatment(df: pd.DataFrame, columns: Columns) -> tuple[pd.DataFrame, Columns]:
-    """``df`` with the treatment column as 0/1 (missing stays missing) and ``columns`` without
-    a treated label, so that later steps (placebo schools relabel schools; trials validate
-    twice) never apply the label a second time."""
-    if columns.treated_label is None or columns.treatment not in df.columns:
+    """``df`` with the treatment column as 0/1 (missing stays missing, as NaN) and ``columns``
+    without a treated label, so that later steps (placebo schools relabel schools; trials validate
+    twice) never apply the label a second time, nor compare a missing value with 1 (a nullable
+    ``Int64`` or ``boolean`` treatment's ``<NA>``, which stopped :func:`pleval.estimate` with
+    pandas' "Cannot mask with non-boolean array" before 2026-12-05). A NumPy column of numbers or
+    True/False without a label is returned as it is."""
+    if columns.treatment not in df.columns:
         return df, columns
-    t, _ = _coerce_treatment(df[columns.treatment], columns.treatment, columns.treated_label)
+    s = df[columns.treatment]
+    if columns.treated_label is None and isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf":
+        return df, columns
+    t, _ = _coerce_treatment(s, columns.treatment, columns.treated_label)
     out = df.assign(**{columns.treatment: t})
     out.attrs = dict(df.attrs)
     return out, columns.replace(treated_label=None)
@@ -408,10 +426,17 @@ def is_date_column(s: pd.Series) -> bool:
 
 
 def date_column_message(c: str, role: str, s: pd.Series) -> str:
-    """The error for a score column of dates (:func:`is_date_column`)."""
+    """The error for a score or covariate column of dates (:func:`is_date_column`)."""
     first = s.dropna()
     example = f" such as {str(first.iloc[0])!r}" if len(first) else ""
+    if role == "covariates":  # (a date is neither a number the models can use nor a category)
+        return f"column {c!r} ({role}) must be numbers or categories: it holds dates{example}"
     return f"column {c!r} ({role}) must be numeric: it holds dates{example} (date-formatted cells in a workbook?)"
+
+
+DATE_COVARIATE_FIX = "turn the dates into numbers, such as the year or the days since a fixed date"
+"""How to fix a covariate of dates: as nanoseconds since 1970 (about 1.6e18) it made the models'
+matrices ill-conditioned and the balance table unreadable (before 2026-12-05 it was used so)."""
 
 
 def validate(
@@ -483,6 +508,8 @@ def validate(
             if inf.any():
                 raise DataError(f"column {c!r} ({role}): {int(inf.sum()):,} row(s) are infinite")
     for c in roles.get("covariates", ()):  # a covariate of numbers (text ones are categories) has none either
+        if is_date_column(out[c]):
+            raise DataError(f"{date_column_message(c, 'covariates', out[c])}; {DATE_COVARIATE_FIX}")
         n_inf = int(np.isinf(out[c].to_numpy(dtype=float, na_value=np.nan)).sum()) if pd.api.types.is_float_dtype(
             out[c]) else 0
         if n_inf:

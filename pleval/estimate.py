@@ -47,7 +47,7 @@ from ._results import Effect, ResultMixin
 from ._text import unsigned_zeros
 from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
-from .checks import NA_LIKE, check, id_columns
+from .checks import NA_LIKE, check, current_report, id_columns
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_columns, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
     resolve_columns, subject_arms, validate, with_binary_treatment,
@@ -608,11 +608,13 @@ def estimate(
     progress : callable ``progress(message, done=None, total=None)`` told of each step.
     checked : CheckReport, optional
         The report of :func:`pleval.check` on this same ``df`` (its resolved columns are
-        used); without it the checks run here. Either way an error stops the run before
-        anything is computed (:class:`~pleval.errors.DataError`, the check's one line) and
-        the warnings are issued as :class:`~pleval.errors.PlevalWarning`. A report of
-        ``check(df, ..., keep_validated=True)`` on this very frame object, left unchanged since,
-        also gives its validation of the data (:meth:`~pleval.checks.CheckReport.take_validated`),
+        used); without it the checks run here. Data that differ from those checked (a frame
+        fixed in place since: its hash differs from the report's) are checked again here, with
+        a :class:`~pleval.errors.PlevalWarning`, and that check is used. Either way an error
+        stops the run before anything is computed (:class:`~pleval.errors.DataError`, the
+        check's one line) and the warnings are issued as :class:`~pleval.errors.PlevalWarning`.
+        A report of ``check(df, ..., keep_validated=True)`` on this very frame object also
+        gives its validation of the data (:meth:`~pleval.checks.CheckReport.take_validated`),
         so that the data are validated once.
     matcher : callable, optional
         Used instead of :func:`pleval.match` (same arguments, returns a ``MatchResult``):
@@ -732,6 +734,10 @@ def estimate(
     as_given = df  # while df is this frame, the checks' validation of checked_frame is that of df
     notes: list[str] = []
     progress("checking the data")
+    if checked is not None:  # a report of a frame changed since: checked again (with a warning)
+        fresh = current_report(df, checked, design)
+        if fresh is not checked:
+            checked, checked_frame = fresh, df
     if checked is None:
         checked, checked_frame = check(df, columns, design=design, keep_validated=True), df
     checked.raise_errors()

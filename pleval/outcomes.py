@@ -93,7 +93,7 @@ def outcome_plan(df: pd.DataFrame, primary: str, opts: Mapping[str, Any]) -> pd.
                             f"({', '.join(names)})")
     rows = []
     for n in names:
-        col = df[n]
+        col = as_numbers(df[n])
         if pd.api.types.is_numeric_dtype(col) and col.dropna().nunique() == 2:
             binary_values(col, n)  # two numbers other than 0/1: which one means yes is ambiguous
         if is_binary(col):
@@ -112,6 +112,17 @@ def outcome_plan(df: pd.DataFrame, primary: str, opts: Mapping[str, Any]) -> pd.
                         f"{primary!r} beside it (--outcome SCORE --outcomes {primary}; in Python, the score as "
                         f"columns' outcome and outcomes=[{primary!r}])")
     return pd.DataFrame(rows)
+
+
+def as_numbers(col: pd.Series) -> pd.Series:
+    """``col`` as floats when it holds text or Python objects every one of which reads as a
+    number, as :func:`pleval.data.validate` reads a score column (``pd.to_numeric``: a column of
+    dtype object after ``.astype(object)``, ``.where(mask, pd.NA)`` or a merge, missing values as
+    NaN, ``None`` or ``pd.NA``); else ``col`` itself (numbers already, yes/no text, dates)."""
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        return col
+    conv = pd.to_numeric(col, errors="coerce")
+    return col if (conv.isna() & col.notna()).any() else conv.astype(float)
 
 
 def binary_frame(df: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:

@@ -1103,3 +1103,47 @@ def test_check_of_an_unreadable_file_says_it_was_not_read(tmp_path):
     report = check(p)
     assert report.summary().splitlines()[0].startswith("head.csv: not read — 1 error(s)")
     assert "no data rows" in report.errors[0].message
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "boolean"])
+def test_a_nullable_treatment_with_missing_values_is_dropped_and_counted(base, dtype):
+    """A nullable treatment's <NA> (convert_dtypes, read_csv's dtype_backend) stopped
+    pleval.estimate with pandas' 'Cannot mask with non-boolean array containing NA' before
+    2026-12-05; its rows are now dropped and counted as a float column's NaN are, with the
+    same evaluation."""
+    rows = base.index[:4]
+    as_float = base.assign(treatment=base["treatment"].astype(float))
+    as_float.loc[rows, "treatment"] = np.nan
+    nullable = base.assign(treatment=base["treatment"].astype(dtype))
+    nullable.loc[rows, "treatment"] = pd.NA
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = pleval.estimate(nullable, placebo=False, workers=1)
+    assert any("column 'treatment' (treatment): 4 row(s) are missing and will be dropped" in str(w.message)
+               for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        ref = pleval.estimate(as_float, placebo=False, workers=1)
+    for name in ("overall", "schools", "balance", "dropped"):
+        pd.testing.assert_frame_equal(ev.table(name), ref.table(name), obj=name)
+    dropped = ev.table("dropped")
+    assert dropped.loc[dropped["reason"] == "missing treatment", "n_rows"].tolist() == [len(rows)]
+
+
+def test_a_covariate_of_dates_is_refused_with_its_fix(base):
+    """An enrolment date as a covariate passed `pleval.check` without a word before 2026-12-05,
+    then entered the models as microseconds since 1970 (33 ill-conditioned-matrix warnings, a
+    balance mean of 1.6e15); now check, validate and estimate name the column and the fix, and
+    the same dates as days since a fixed date are used as any number."""
+    days = pd.Series(np.arange(len(base)) % 700, index=base.index, dtype=float)
+    d = base.assign(enrolled=pd.Timestamp("2019-08-01") + pd.to_timedelta(days, unit="D"), enroll_days=days)
+    cols = pleval.data.SAMPLE_COLUMNS.replace(covariates=("frl", "enrolled"))
+    (q,) = [q for q in check(d, cols).problems if q.level == "error"]
+    assert (q.column, q.n_rows) == ("enrolled", len(d))
+    assert q.message == "column 'enrolled' (covariates) must be numbers or categories: it holds dates such as " \
+        "'2019-08-01 00:00:00'"
+    assert "days since a fixed date" in q.fix
+    for call in (lambda: pleval.estimate(d, cols, placebo=False), lambda: pleval.data.validate(d, cols)):
+        with pytest.raises(DataError, match="column 'enrolled' \\(covariates\\) .* holds dates.*the year or the days"):
+            call()
+    assert not [q for q in check(d, cols.replace(covariates=("frl", "enroll_days"))).problems if q.level == "error"]

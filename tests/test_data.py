@@ -479,3 +479,33 @@ def test_roles_as_a_mapping_are_taken_by_every_entry_point():
     assert pleval.check(d, given=SAMPLE_COLUMNS).columns == pleval.check(d, SAMPLE_COLUMNS).columns
     with pytest.raises(DataError, match="columns must be a pleval.data.Columns or a mapping"):
         pleval.match(d, ["posttest"])
+
+
+def test_column_names_must_be_text():
+    """A frame read with header=None (or transposed) has integer labels, a MultiIndex tuples:
+    roles naming them stopped Columns, check, match and estimate with "TypeError: 'int' object
+    is not iterable" before 2026-12-05; now a DataError names the role and the fix, and the
+    same frame with text labels named as text is clean."""
+    import pleval
+
+    df = pd.read_csv("sample_data/pl_matched_students.csv", nrows=2000)
+    names = list(df.columns)
+    ix = {n: i for i, n in enumerate(names)}
+    numbered = df.set_axis(range(len(names)), axis=1)
+    roles = dict(outcome=ix["posttest"], treatment=ix["treatment"], pretest=(ix["pretest"],), covariates=[ix["frl"]],
+                 school=ix["school_id"], student_id=ix["student_id"], grade=ix["grade"], subject=ix["subject"])
+    fix = "df.columns = df.columns.astype(str)"
+    with pytest.raises(DataError, match=f"column names must be text: outcome names {ix['posttest']} \\(int\\)") as e:
+        Columns(**roles)
+    assert fix in str(e.value)
+    with pytest.raises(DataError, match=f"column names must be text: pretest names {ix['pretest']} \\(int\\)"):
+        Columns(outcome="posttest", treatment="treatment", pretest=(ix["pretest"],))
+    with pytest.raises(DataError, match="column names must be text: outcome names \\('a', 'posttest'\\) \\(tuple\\)"):
+        Columns(outcome=("a", "posttest"), treatment=("a", "treatment"))
+    with pytest.raises(DataError, match="column names must be text: covariates names"):
+        pleval.check(numbered, given={"outcome": "posttest", "covariates": [ix["frl"]]})
+    with pytest.raises(DataError, match="column names must be text: outcome names"):
+        pleval.estimate(numbered, roles, placebo=False)
+    as_text = numbered.set_axis(numbered.columns.astype(str), axis=1)
+    text_roles = {r: str(v) if isinstance(v, int) else [str(x) for x in v] for r, v in roles.items()}
+    assert not pleval.check(as_text, Columns(**text_roles)).errors

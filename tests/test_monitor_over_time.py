@@ -573,3 +573,25 @@ def test_school_trajectories_against_statsmodels():
     assert list(sl.index[sl["diverges"]]) == list(pl.index[pl["p_adjusted"] < 0.05])
     assert sl.loc["s00", "diverges"] and sl.loc["s00", "direction"] == "faster"
     assert sl["slope_es"].to_numpy() == pytest.approx(sl["slope"].to_numpy() / 2.0)
+
+
+def test_a_report_of_a_frame_changed_since_is_checked_again(sim):
+    """effects_over_time(checked=report) of a frame fixed in place after its check (sentinel
+    999s set missing): checked again, with a warning, and the effects are the fixed frame's
+    (before 2026-12-05 the report's validation of the data as checked, 999s included, was used)."""
+    import warnings
+
+    from pleval.checks import check
+    from pleval.errors import PlevalWarning
+
+    df = sim.data.copy()
+    rows = df.index[(df["treatment"] == 1) & df["posttest"].notna()][:8]
+    df.loc[rows, "posttest"] = 999.0
+    report = check(df, COLS, keep_validated=True)
+    df.loc[rows, "posttest"] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ot = effects_over_time(df, COLS, cohort="pl_year", equity=False, checked=report)
+        ref = effects_over_time(df.copy(), COLS, cohort="pl_year", equity=False)
+    assert any(issubclass(w.category, PlevalWarning) and "checked again" in str(w.message) for w in caught)
+    pd.testing.assert_frame_equal(ot.by_year, ref.by_year)

@@ -284,3 +284,25 @@ def test_an_outcome_written_twice_gives_the_primary_row_twice(design, kw):
     a, b = o.iloc[0], o.iloc[1]
     for col in ("estimate", "se", "df", "pvalue", "effect_size"):
         assert b[col] == pytest.approx(a[col], rel=1e-10), col
+
+
+def test_outcomes_of_dtype_object_holding_numbers_are_scores(trial):
+    """An outcome of dtype object holding numbers (after .astype(object), or .where(mask, pd.NA),
+    missing as NaN, None or pd.NA) was refused before 2026-12-05 as 'neither a score (numbers)
+    nor a yes/no outcome (codes 208.0, ...)' while such a pretest was read as numbers; both are
+    read as validate reads a score (pd.to_numeric), with the evaluation of the float columns."""
+    df, _ = trial
+    df = df.assign(posttest=df["posttest"].mask(np.arange(len(df)) % 17 == 0))
+    gone = df["posttest"].isna().to_numpy()
+    as_objects = df.assign(posttest=df["posttest"].astype(object).where(~gone, pd.Series(
+        np.where(np.arange(len(df)) % 2 == 0, None, pd.NA), index=df.index)),
+        days_absent=df["days_absent"].astype(object), proficient=df["proficient"].astype(object))
+    assert as_objects["posttest"].dtype == object and as_objects["posttest"].isna().sum() == gone.sum()
+    kw = dict(design="rct", subject="math", placebo=False, outcomes=["proficient", "days_absent"])
+    ev, ref = pleval.estimate(as_objects, **kw), pleval.estimate(df, **kw)
+    pd.testing.assert_frame_equal(ev.outcomes, ref.outcomes)
+    pd.testing.assert_frame_equal(ev.table("overall"), ref.table("overall"))
+    assert list(ev.outcomes["kind"][:3]) == ["score", "binary", "score"]
+    with pytest.raises(DataError, match="outcome column 'attended' is neither a score"):  # text stays text
+        pleval.estimate(as_objects.assign(attended=as_objects["attended"].replace("yes", "maybe")), **{
+            **kw, "outcomes": ["attended"]})

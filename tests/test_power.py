@@ -391,3 +391,22 @@ def test_mdes_from_se_pairs_series_by_label():
     c5, c30 = stats.t.ppf(0.975, 5), stats.t.ppf(0.975, 30)
     assert pw["a"] == pytest.approx(stats.nct.sf(c5, 5, 2.0) + stats.nct.cdf(-c5, 5, 2.0), rel=1e-9)
     assert pw["b"] == pytest.approx(stats.nct.sf(c30, 30, 3.0) + stats.nct.cdf(-c30, 30, 3.0), rel=1e-9)
+
+
+def test_numpy_numbers_are_numbers():
+    """Sizes counted from a frame are np.int64, an effect size may be a float32: before
+    2026-12-05 they were refused ("schools must be a number >= 2; got np.int64(40)", "effect
+    must be a finite number of SD units; got np.float32(0.25)"). They give the Python numbers'
+    results, and the design keeps Python numbers (its parameters print and serialize as such)."""
+    d = ClusterRCT(schools=np.int64(40), students=np.int64(47), icc=np.float64(0.2), treated=np.float32(0.5))
+    ref = ClusterRCT(schools=40, students=47, icc=0.2, treated=0.5)
+    assert d.mdes() == ref.mdes() and d.parameters() == ref.parameters()
+    assert [type(v) for v in d.parameters().values()] == [type(v) for v in ref.parameters().values()]
+    assert d.power(np.float32(0.25)) == ref.power(0.25) and d.power(np.int64(1)) == ref.power(1)
+    assert d.sample_size(np.float32(0.25)) == ref.sample_size(0.25)
+    assert d.mdes(np.float32(0.75)) == ref.mdes(0.75)
+    assert MatchedComparison(schools=np.int32(30), students=np.int16(50), icc=0.15).sse == \
+        MatchedComparison(schools=30, students=50, icc=0.15).sse
+    for bad in (dict(schools=True), dict(schools=np.bool_(True))):  # True is not a count
+        with pytest.raises(DesignError, match="schools must be a number >= 2"):
+            ClusterRCT(**{"students": 47, "icc": 0.2, **bad})

@@ -150,3 +150,28 @@ def test_the_cli_validates_once(tmp_path, calls):
     assert _n(calls) == 1
     assert json.loads((out / "provenance.json").read_text())["placebo"]
 
+
+
+def test_a_frame_fixed_in_place_after_its_check_is_checked_again(data):
+    """A sentinel 999 the check warns of, set missing in place before estimate(checked=report):
+    the report is of other data (its hash differs), so the frame is checked again, with a
+    warning, and the evaluation is that of the frame as it is now (before 2026-12-05 it was that
+    of the data as checked, 999s included, and the provenance recorded their hash)."""
+    df = data.copy()
+    rows = df.index[(df["treatment"] == 1) & (df["subject"] == "math") & df["posttest"].notna()][:10]
+    df.loc[rows, "posttest"] = 999.0
+    report = pleval.check(df, keep_validated=True)
+    assert any("'posttest'" in p.line and "robust SDs" in p.line for p in report.warnings)
+    df.loc[rows, "posttest"] = float("nan")  # the analyst's fix, in place
+    with pytest.warns(PlevalWarning, match="checked again"):
+        ev = pleval.estimate(df, report.columns, seed=1, workers=1, checked=report)
+    ref = _estimate(df.copy(), report.columns, seed=1, workers=1)  # a frame never checked before
+    _tables_equal(ev, ref)
+    assert ev.provenance["input"]["sha256"] == pleval.data.frame_sha256(df)
+    assert not any("robust SDs" in p.line for p in ev.checks.warnings)
+    again = pleval.check(df, keep_validated=True)  # an unchanged frame: its report is used, without a word
+    assert again.input_sha256 == pleval.data.frame_sha256(df)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pleval.estimate(df, again.columns, seed=1, workers=1, placebo=False, checked=again)
+    assert not [w for w in caught if "checked again" in str(w.message)]

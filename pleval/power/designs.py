@@ -63,7 +63,7 @@ import pandas as pd
 
 from ..errors import DesignError
 from ..percentiles import from_percentile_points, to_percentile_points
-from .tdist import check_test, multiplier, power_from_ncp
+from .tdist import check_test, is_number, multiplier, power_from_ncp
 
 _MAX_SIZE = 10**7
 
@@ -121,7 +121,7 @@ def cr2_cluster_df(blocks: int, treated: int, control: int) -> float:
 
 
 def _share(name: str, v, *, upper_open: bool = True, lower_open: bool = False) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = is_number(v) and math.isfinite(v)
     ok = ok and (v > 0 if lower_open else v >= 0) and (v < 1 if upper_open else v <= 1)
     if not ok:
         lo = "(0" if lower_open else "[0"
@@ -134,7 +134,7 @@ def _count(name: str, v) -> None:
 
 
 def _size(name: str, v, minimum: float = 1, whole: bool = False) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < minimum:
+    if not is_number(v) or not math.isfinite(v) or v < minimum:
         raise DesignError(f"{name} must be a number >= {minimum:g}; got {v!r}")
     if whole and v != round(v):  # a count of clusters (an average per cluster may be fractional)
         raise DesignError(f"{name} is a count and must be a whole number; got {v!r}")
@@ -160,6 +160,9 @@ class Design:
     unit: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # NumPy scalars (np.int64 counted from a frame) kept as Python's
+            if isinstance(getattr(self, f.name), np.generic):
+                object.__setattr__(self, f.name, getattr(self, f.name).item())
         check_test(self.alpha, None, self.method)
         if not isinstance(self.two_sided, (bool, np.bool_)):
             raise DesignError(f"two_sided must be true or false; got {self.two_sided!r}")
@@ -190,9 +193,9 @@ class Design:
 
     def power(self, effect: float) -> float:
         """Power to detect a true effect of ``effect`` SD (exact non-central t, as PowerUp!)."""
-        if not (isinstance(effect, (int, float)) and math.isfinite(effect)):
+        if not (is_number(effect) and math.isfinite(effect)):
             raise DesignError(f"effect must be a finite number of SD units; got {effect!r}")
-        return float(power_from_ncp(abs(effect) / self.sse, self.df, self.alpha, self.two_sided))
+        return float(power_from_ncp(abs(float(effect)) / self.sse, self.df, self.alpha, self.two_sided))
 
     def sample_size(self, target_mdes: float, solve_for: str | None = None, power: float = 0.80) -> int:
         """The smallest whole ``solve_for`` (default: the design's first size, e.g. schools)
@@ -202,8 +205,9 @@ class Design:
         students per school cannot beat the school-level variance).
         """
         key = self._solve_key(solve_for)
-        if not (isinstance(target_mdes, (int, float)) and math.isfinite(target_mdes) and target_mdes > 0):
+        if not (is_number(target_mdes) and math.isfinite(target_mdes) and target_mdes > 0):
             raise DesignError(f"target MDES must be a positive number of SD units; got {target_mdes!r}")
+        target_mdes = float(target_mdes)
 
         def mdes_at(s: int) -> float:
             try:

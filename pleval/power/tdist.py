@@ -25,6 +25,7 @@ detectable effect size at power 1 − β is ``MDES = M·SSE``, with the multipli
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -36,11 +37,18 @@ from ..errors import DesignError
 METHODS = ("exact", "powerup")
 
 
+def is_number(v) -> bool:
+    """Whether ``v`` is a real number, NumPy's included (an ``np.int64`` counted from a frame, a
+    ``float32``; before 2026-12-05 they were refused as "must be a number ... got np.int64(40)"),
+    and not True or False."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def check_test(alpha: float, power: float | None = None, method: str = "exact") -> None:
     """Validate α, the target power and the multiplier method (one clear message each)."""
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+    if not (is_number(alpha) and 0 < alpha < 1):
         raise DesignError(f"alpha must lie strictly between 0 and 1; got {alpha!r}")
-    if power is not None and not (isinstance(power, (int, float)) and 0 < power < 1):
+    if power is not None and not (is_number(power) and 0 < power < 1):
         raise DesignError(f"power must lie strictly between 0 and 1; got {power!r}")
     if power is not None and power <= alpha:
         raise DesignError(f"power ({power:g}) must exceed alpha ({alpha:g}): with no effect at all the test already "
@@ -104,6 +112,7 @@ def _exact(df: np.ndarray, alpha: float, power: float, two_sided: bool) -> np.nd
 def multiplier(df, alpha: float = 0.05, power: float = 0.80, two_sided: bool = True, method: str = "exact"):
     """The MDES multiplier M (``MDES = M·SSE``) for ``df`` (array or scalar; inf allowed)."""
     check_test(alpha, power, method)
+    alpha, power = float(alpha), float(power)  # (a float32's arithmetic would stay in single precision)
     df = np.asarray(df, dtype=float)
     if np.any(~(df > 0)):
         raise DesignError(f"degrees of freedom must be positive; got {np.ravel(df)[~(np.ravel(df) > 0)][:3].tolist()}")
