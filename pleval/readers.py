@@ -499,26 +499,17 @@ def _read_text(p: Path, ext, sep, decimal, encoding, header_row, codes, notes, i
     return df, dups
 
 
-class FileLines:
-    """The file line of each row of a frame as read (``attrs["file_rows"]``), read-only. pandas
-    deep-copies a frame's ``attrs`` in every operation that makes a new frame (a shallow copy
-    included); this one is shared instead (``__deepcopy__`` returns it), where a list of a
-    million line numbers cost half a second a copy."""
+class FileLines(tuple):
+    """The file line of each row of a frame as read (``attrs["file_rows"]``). pandas deep-copies
+    a frame's ``attrs`` in every operation that makes a new frame (a shallow copy included); a
+    tuple is never changed, so this one is shared instead (``__deepcopy__`` returns it), where a
+    list of a million line numbers cost half a second a copy. A tuple, it is written with the
+    frame's metadata as JSON (Parquet)."""
 
-    __slots__ = ("lines",)
-
-    def __init__(self, lines):
-        self.lines = np.asarray(lines, dtype=np.int64)
-        self.lines.setflags(write=False)
+    __slots__ = ()
 
     def __deepcopy__(self, memo):
         return self
-
-    def __getitem__(self, i):
-        return self.lines[i]
-
-    def __len__(self) -> int:
-        return len(self.lines)
 
 
 def file_rows(df: pd.DataFrame, pos) -> list[int] | None:

@@ -820,6 +820,8 @@ def test_file_rows_are_shared_not_copied_by_each_pandas_operation(tmp_path):
     assert copy.deepcopy(df.attrs)["file_rows"] is lines and df.copy(deep=False).attrs["file_rows"] is lines
     assert df[df["es"] > 0.45].attrs["file_rows"] is lines
     assert file_rows(df, [3, 4, 7]) == [5, 7, 10]
+    df.to_parquet(tmp_path / "gaps.parquet")  # the metadata is written as JSON
+    assert pd.read_parquet(tmp_path / "gaps.parquet").attrs["file_rows"] == list(lines)
 
 
 def test_school_table_counts_must_be_counts():
