@@ -335,8 +335,6 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, tau2_full: float, fe
         if method == "REML":
             tr_p = s["S"] - s["T"] / s["S"]
             tr_pp = s["T"] - 2.0 * s["U"] / s["S"] + (s["T"] / s["S"]) ** 2
-            # lost to rounding at τ² ≈ 0 when one weight is nearly all of Σw: step on Σw² (the
-            # same root of the score)
             # tr PP lost to rounding (τ² ≈ 0, one weight nearly all of Σw): no step, the fit is refitted alone
             return (w2r2 - tr_p) / np.where(tr_pp > 0, tr_pp, np.nan)
         return (w2r2 - s["S"]) / s["T"]
