@@ -952,7 +952,7 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None, school: str | None
             raise DataError(f"moderator column {name!r} is not in the data")
         col = df[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            infinite_moderator(df, name, school)
+            infinite_moderator(df, name, school, rows)
             terms.append(name)
             continue
         text_col = not (pd.api.types.is_bool_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype))
@@ -961,7 +961,7 @@ def _moderator_terms(df: pd.DataFrame, moderators, rows=None, school: str | None
             own, own_num = (col, num) if rows is None else (col[rows], num[rows])  # (by position: labels may repeat)
             text = own.notna() & own_num.isna()
             if not text.any():  # numbers written as text: a number, not a category per value
-                infinite_moderator(df, name, school)
+                infinite_moderator(df, name, school, rows)
                 add[name] = num
                 terms.append(name)
                 continue

@@ -879,6 +879,22 @@ def test_an_infinite_moderator_stops_estimate_naming_its_rows_and_school():
                 pleval.estimate(bad, **kw)
 
 
+def test_an_infinite_moderator_in_rows_never_averaged_does_not_stop_estimate():
+    """A school's moderator is the mean over its PL rows: infinite values in comparison schools' rows
+    are never read, and the meta-regression is that of the data without them; earlier on
+    2026-12-05 they stopped estimate. In a PL row they still stop it (test above)."""
+    d = pd.read_csv("sample_data/pl_matched_students.csv", dtype={"school_id": str})
+    kw = dict(placebo=False, sensitivity=False, subject="math", moderators=("school_poverty",))
+    comp = d.index[d.treatment == 0][:5]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        want = pleval.estimate(d, **kw)
+        got = pleval.estimate(d.assign(school_poverty=d.school_poverty.where(~d.index.isin(comp), np.inf)), **kw)
+    assert len(want.moderators)
+    pd.testing.assert_frame_equal(got.moderators, want.moderators)
+    pd.testing.assert_frame_equal(got.school_effects.table, want.school_effects.table)
+
+
 def test_a_moderator_varying_within_a_school_counts_schools_not_subjects():
     """school_poverty changed in one math and one reading row of a PL school: "varies within 1
     school(s)" (as many as pandas finds among the PL rows); before 2026-12-05 it counted school ×

@@ -324,10 +324,18 @@ def test_an_infinite_moderator_is_an_error_naming_its_rows_and_schools():
     (a school whose rows were all infinite: "a moderator missing"), the table called it "missing
     or not numeric"; a missing value is still left out."""
     d, _ = make_sites(n_schools=6, n_per=40, seed=3, subjects=("math",))
-    d.loc[[41, 45], "poverty"] = np.inf  # school S001's rows 40-79
-    with pytest.raises(DataError, match=re.escape("column 'poverty' (moderator): 2 row(s) are infinite (index 41, 45; "
+    want = school_effects(d, stratum="school_id", moderators=["poverty"]).table
+    treated = d.loc[[43, 47], "treatment"].eq(1).all() and d.loc[[41, 45], "treatment"].eq(0).all()
+    assert treated  # school S001's rows 40-79
+    bad = d.assign(poverty=d.poverty.where(~d.index.isin([43, 47]), np.inf))
+    with pytest.raises(DataError, match=re.escape("column 'poverty' (moderator): 2 row(s) are infinite (index 43, 47; "
                                                   "school(s) 'S001'); correct or remove them")):
-        school_effects(d, stratum="school_id", moderators=["poverty"])
+        school_effects(bad, stratum="school_id", moderators=["poverty"])
+    # a school's value is the mean over its treated rows: control rows' values are never read (earlier on
+    # 2026-12-05 infinite ones stopped the run)
+    got = school_effects(d.assign(poverty=d.poverty.where(~d.index.isin([41, 45]), np.inf)), stratum="school_id",
+                         moderators=["poverty"]).table
+    pd.testing.assert_frame_equal(got, want)
     rng = np.random.default_rng(4)
     df = pd.DataFrame({"school_id": [f"P{i}" for i in range(8)], "estimate": rng.normal(0.1, 0.15, 8),
                        "se": rng.uniform(0.04, 0.1, 8), "years": np.r_[1.0, 2, np.inf, 4, 1, 2, 3, 4]})

@@ -806,8 +806,6 @@ def school_effects(
                       ("unit_id", unit_id), *[("by", c) for c in by_cols], *[("moderator", c) for c in moderators]]:
         if col is not None and col not in data.columns:
             raise DataError(f"column {col!r} ({role}) is not in the data; available: {', '.join(map(str, data.columns[:25]))}")
-    for c in moderators:
-        infinite_moderator(data, c, stratum)
     if vcov is None:
         vcov = "CR2" if school else ("CR1" if cluster else "HC2")
     if vcov not in (*JOINT_VCOV_TYPES, *VCOV_TYPES):
@@ -845,6 +843,8 @@ def school_effects(
     if bad_t.any():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1: {int(bad_t.sum()):,} row(s) hold other values")
     drop(~np.isfinite(t_num), "missing treatment", treatment)
+    for c in moderators:  # a school's value is the mean over its treated rows (below): the others are never read
+        infinite_moderator(data, c, stratum, rows=t_num == 1)
     y_raw = data[outcome]
     y_s = pd.to_numeric(y_raw, errors="coerce")
     nonnum = y_s.isna().to_numpy() & y_raw.notna().to_numpy()
@@ -1072,13 +1072,15 @@ def _where(data: pd.DataFrame, mask, school: str | None) -> str:
     return f"{rows}; school(s) {', '.join(repr(as_written(x)) for x in dict.fromkeys(data[school].iloc[pos]))}"
 
 
-def infinite_moderator(data: pd.DataFrame, name: str, school: str | None = None) -> None:
-    """Raise :class:`DataError` when the moderator column ``name`` holds infinite values, naming
-    their rows and schools (column ``school``): a school's moderator is the mean of its rows'
-    values, which an infinite one leaves undefined. Before 2026-12-05 such rows were left out of
-    the mean without a word (a school whose rows were all infinite: "a moderator missing")."""
+def infinite_moderator(data: pd.DataFrame, name: str, school: str | None = None, rows=None) -> None:
+    """Raise :class:`DataError` when the moderator column ``name`` holds infinite values in the
+    rows its schools' values are the means of (``rows``, a mask by position; default all), naming
+    them and their schools (column ``school``): an infinite one leaves the mean undefined, while a
+    row never averaged (a comparison school's) does not matter. Before 2026-12-05 such rows were
+    left out of the mean without a word (a school whose rows were all infinite: "a moderator
+    missing")."""
     x = pd.to_numeric(data[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    inf = np.isinf(x)
+    inf = np.isinf(x) if rows is None else np.isinf(x) & np.asarray(rows, dtype=bool)
     if inf.any():
         raise DataError(f"column {name!r} (moderator): {int(inf.sum()):,} row(s) are infinite "
                         f"({_where(data, inf, school)}); correct or remove them")
