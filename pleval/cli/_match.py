@@ -191,15 +191,16 @@ def match_cmd(
         pool_info = record_of(res, pool, pool_table)
     else:
         # a school column is required unless --school none says so (then a warning: SEs by student)
-        report = check(df, given=given, require=("outcome", "treatment") if school is not None else None)
+        report = check(df, given=given, require=("outcome", "treatment") if school is not None else None,
+                       keep_validated=True)
         print_checks(report)
         cols = report.columns
         options.update(link=link, ps_model=ps_model, distance=parse_names(distance), subclasses=subclasses,
                        min_n=min_n, estimand=estimand, cutpoints=_cutpoints(cutpoints), grouping=_grouping(grouping),
                        mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
                        discard=discard, penalize=penalize, trim=trim, seed=seed, conventions=conventions)
-        # validated here: the checks above are not repeated as warnings
-        res = match(validate(df, cols), cols, **options)
+        # the check's own validation (once; the checks above are not repeated as warnings)
+        res = match(report.take_validated(df, cols) or validate(df, cols), cols, **options)
         pool_info = None
     by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile, vcov=vcov,

@@ -98,7 +98,7 @@ def sensitivity_cmd(
              "pretest": pretest, "covariates": covariates, "school": school, "grade": grade, "subject": subject,
              "student_id": student_id, "weight": weight}
     df = read_students(data, reading, given)
-    report = check(df, given=given)  # every data problem first, as pleval match and estimate
+    report = check(df, given=given, keep_validated=True)  # every data problem first, as pleval match and estimate
     print_checks(report)
     cols = report.columns
     match_options = dict(method=method.value, k=k, band=band, seed=seed, exact=parse_names(exact),
@@ -108,8 +108,8 @@ def sensitivity_cmd(
                    rosenbaum_statistic=statistic, rosenbaum_direction=rosenbaum_direction,
                    placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
                    cluster_df=cluster_df, cr2=cr2, df_working=df_working)
-    # validated here: the checks above are not repeated as warnings (before 2026-12-05 each outlier line twice)
-    m = match(validate(df, cols), cols, **match_options)
+    # the check's own validation (once; its warnings are not repeated: before 2026-12-05 each outlier line twice)
+    m = match(report.take_validated(df, cols) or validate(df, cols), cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)
     figures = {"contour" + "".join(f"_{slug(v)}" for v in key) + ".png": r for key, r in res}
     written = ["sensitivity.csv", *figures, "provenance.json"]
