@@ -142,10 +142,10 @@ def test_many_schools_equal_refits(method):
     assert r.drives_tau == 0
 
 
-def fe_weights_fit_written_out(y, se, x, method):
+def fe_weights_fit_written_out(y, se, x, method, hk=False):
     """Intercept + x at FE weights in exact rational arithmetic: ``(b0, b1, se0, se1, tau2, Q_E)``
     for FE, HS and DL (tau² by Raudenbush's moments, ``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]``; the SEs at
-    the weights ``1/(v + tau²)``)."""
+    the weights ``1/(v + tau²)``, times Knapp–Hartung's ``√(Q(tau²)/(k − 2))`` with ``hk``)."""
     from fractions import Fraction
 
     w = [1 / Fraction(float(s)) ** 2 for s in se]
@@ -166,8 +166,37 @@ def fe_weights_fit_written_out(y, se, x, method):
         tau2 = max(Fraction(0), (qe - (len(y) - 2)) / (s0 - (s2 * u0 - 2 * s1 * u1 + s0 * u2) / det))
     else:
         tau2 = Fraction(0)
-    b0, b1, s0, _, s2, det, _ = wls([1 / (1 / a + tau2) for a in w])
-    return np.array([float(b0), float(b1), float(s2 / det) ** 0.5, float(s0 / det) ** 0.5, float(tau2), float(qe)])
+    b0, b1, s0, _, s2, det, q = wls([1 / (1 / a + tau2) for a in w])
+    f = q / (len(y) - 2) if hk else 1
+    return np.array([float(b0), float(b1), float(f * s2 / det) ** 0.5, float(f * s0 / det) ** 0.5, float(tau2), float(qe)])
+
+
+def reml_at_zero_written_out(y, se, x):
+    """The REML score ``r'W²r − tr P`` and information ``tr PP / 2`` at tau² = 0 (intercept + x,
+    weights 1/v) in exact rational arithmetic (``tr P = Σw − tr(AX'W²X)``,
+    ``tr PP = Σw² − 2 tr(AX'W³X) + tr((AX'W²X)²)``, A = (X'WX)⁻¹)."""
+    from fractions import Fraction
+
+    w = [1 / Fraction(float(s)) ** 2 for s in se]
+    y, x = [Fraction(float(a)) for a in y], [Fraction(float(a)) for a in x]
+
+    def xdx(d):  # X' diag(d) X
+        return [[sum(d), sum(a * b for a, b in zip(d, x))], [sum(a * b for a, b in zip(d, x)), sum(a * b * b for a, b in zip(d, x))]]
+
+    def mul(P, Q):
+        return [[sum(P[i][m] * Q[m][j] for m in range(2)) for j in range(2)] for i in range(2)]
+
+    M = xdx(w)
+    det = M[0][0] * M[1][1] - M[0][1] ** 2
+    A = [[M[1][1] / det, -M[0][1] / det], [-M[0][1] / det, M[0][0] / det]]
+    t0, t1 = sum(a * b for a, b in zip(w, y)), sum(a * b * c for a, b, c in zip(w, x, y))
+    b0, b1 = A[0][0] * t0 + A[0][1] * t1, A[1][0] * t0 + A[1][1] * t1
+    r = [c - b0 - b1 * b for b, c in zip(x, y)]
+    B2, B3 = mul(A, xdx([a * a for a in w])), mul(A, xdx([a**3 for a in w]))
+    B22 = mul(B2, B2)
+    tr_p = sum(w) - B2[0][0] - B2[1][1]
+    tr_pp = sum(a * a for a in w) - 2 * (B3[0][0] + B3[1][1]) + B22[0][0] + B22[1][1]
+    return sum(a * a * b * b for a, b in zip(w, r)) - tr_p, tr_pp / 2
 
 
 @pytest.mark.parametrize("method", ["FE", "HS", "DL"])
@@ -185,6 +214,7 @@ def test_one_very_precise_school(method):
         keep = np.arange(y.size) != i
         exact = fe_weights_fit_written_out(y[keep], se[keep], x[keep], method)
         assert r.qe_del[i] == pytest.approx(exact[5], rel=1e-6), i
+        assert r.tau2_del[i] == pytest.approx(exact[4], rel=1e-6), i  # DL: 0 for 0.0014–0.0069 before 2026-12-05
         if i == 0:
             got = np.r_[r.coef_del[0], r.se_del[0], r.tau2_del[0], r.qe_del[0]]
             np.testing.assert_allclose(got, exact, rtol=1e-10, atol=1e-14)
@@ -248,9 +278,61 @@ def test_two_very_precise_schools_qe(method):
     se = np.array([1e-7, 1e-6, 0.12, 0.20, 0.08, 0.15, 0.10, 0.18])
     x = np.array([0.3, -1.2, 0.8, 0.1, -0.5, 1.5, 0.9, -0.7])
     for kh in (False, True):
-        with np.errstate(divide="ignore", invalid="ignore"):  # the full REML fit's own steps (_tau2) lose the information here
-            mr = meta_regression(y, se, x, method=method, knapp_hartung=kh)
+        mr = meta_regression(y, se, x, method=method, knapp_hartung=kh)
         r = leave_one_out_metareg(mr)
         for i in range(y.size):
             keep = np.arange(y.size) != i
             assert r.qe_del[i] == pytest.approx(fe_weights_fit_written_out(y[keep], se[keep], x[keep], "FE")[5], rel=1e-12), (i, kh)
+
+
+TWO_PRECISE = (np.array([0.31, 0.05, 0.42, -0.12, 0.18, 0.27, 0.60, 0.09]),
+               np.array([1e-7, 1e-6, 0.12, 0.20, 0.08, 0.15, 0.10, 0.18]),
+               np.array([0.3, -1.2, 0.8, 0.1, -0.5, 1.5, 0.9, -0.7]))
+
+
+@pytest.mark.parametrize("drop", [None, 0, 1])
+@pytest.mark.parametrize("method", ["FE", "DL"])
+def test_meta_regression_with_very_precise_schools_equals_exact_arithmetic(method, drop):
+    """meta_regression on schools of which one or two have SEs of 1e-7 and 1e-6 (the others
+    0.05–0.2): Q_E, DL's tau² and the coefficients' SEs (with and without Knapp–Hartung) equal the
+    fit written out in exact arithmetic. Before 2026-12-05 X'WX was inverted (its condition number
+    the square of the weighted design's) and tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X] cancelled: Q_E was
+    10.217111 for 10.217077 (without the first school) and 557.05 for 10.2124 (without the second),
+    DL's tau² 0 for 0.0069 (SE 1e-7) and the Knapp–Hartung SE of the slope 0.669 for 0.098."""
+    y, se, x = TWO_PRECISE
+    keep = np.arange(y.size) != (-1 if drop is None else drop)
+    for kh in (False, True):
+        mr = meta_regression(y[keep], se[keep], x[keep], method=method, knapp_hartung=kh)
+        exact = fe_weights_fit_written_out(y[keep], se[keep], x[keep], method, hk=kh)
+        got = np.r_[mr.coefficients["estimate"], mr.coefficients["se"], mr.tau2, mr.qe]
+        np.testing.assert_allclose(got, exact, rtol=1e-9, atol=1e-15)
+
+
+def test_meta_regression_dl_tau2_with_one_very_precise_school():
+    """DL with a moderator and one SE of 1e-7 or 1e-4 among 0.05–0.2, each school left out in turn:
+    tau² equals Raudenbush's estimator in exact arithmetic. Before 2026-12-05 tr P₀ cancelled: at SE
+    1e-7 tau² was 0 for 0.0014–0.0069 (7.5e-8 for 0.0055), still up to 2e-7 relative off at SE 1e-4."""
+    y, _, x = TWO_PRECISE
+    for s in (1e-7, 1e-4):
+        se = np.array([s, 0.05, 0.12, 0.20, 0.08, 0.15, 0.10, 0.18])
+        for i in range(1, y.size):
+            keep = np.arange(y.size) != i
+            mr = meta_regression(y[keep], se[keep], x[keep], method="DL")
+            assert mr.tau2 == pytest.approx(fe_weights_fit_written_out(y[keep], se[keep], x[keep], "DL")[4], rel=1e-10), (s, i)
+
+
+def test_meta_regression_reml_with_two_very_precise_schools():
+    """REML on the two-precise-school data: no warning, and where the exact REML score at tau² = 0 is
+    negative the fit is tau² = 0 with SE √(1/information) in exact arithmetic. Before 2026-12-05
+    tr PP = Σw² − 2 tr(AX'W³X) + tr((AX'W²X)²) was 10²⁸ less 10²⁸: divide by zero and invalid sqrt
+    warnings, tau² SE NaN."""
+    import warnings
+
+    y, se, x = TWO_PRECISE
+    score, info = reml_at_zero_written_out(y, se, x)
+    assert score < 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mr = meta_regression(y, se, x, method="REML")
+    assert mr.tau2 == 0.0
+    assert mr.tau2_se == pytest.approx(float(1 / info) ** 0.5, rel=1e-9)

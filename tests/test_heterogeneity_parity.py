@@ -570,3 +570,21 @@ def test_leave_one_out_with_two_very_precise_schools_equals_refitting(method, da
             got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
             assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10), (i, hk)
             assert inf.q_del[i] == pytest.approx(q_written_out(y[keep], se[keep]), rel=1e-12), (i, hk)
+
+
+@pytest.mark.parametrize("method", ["PM", "EB"])
+def test_permutation_pm_refits_with_two_very_precise_schools(method):
+    """Two SEs of 2.4e-7 and 4.0e-7: every sign pattern's PM/EB τ² is meta_analysis's root of
+    Q(τ²) = k − 1, and the exact p-value (Hartung–Knapp) equals the enumeration of meta_analysis
+    refits. Before 2026-12-05 the vector Newton steps stopped on the step's size alone: from 0 the
+    first step is about 1e-13 (dQ/dτ² is huge), so the observed pattern's τ² was 1.1e-13 for
+    0.0532, and the exact p-value 0.375 for 0.75."""
+    y = np.array([0.1595, 0.1881, 0.1341, -0.3099])
+    se = np.array([2.4478e-7, 4.0245e-7, 0.074968, 0.056202])
+    k = y.size
+    signs = np.array([np.where((c >> np.arange(k)) & 1, -1.0, 1.0) for c in range(2**k)])
+    fits = [meta_analysis(s * y, se, method=method, hartung_knapp=True) for s in signs]
+    np.testing.assert_allclose(permutation_module._tau2_patterns(method, signs * y, se**2), [f.tau2 for f in fits],
+                               rtol=1e-8, atol=1e-15)
+    zs = np.abs([f.statistic for f in fits])
+    assert permutation_test(fits[0]).pvalue == pytest.approx(np.mean(zs >= zs[0] - 1e-10 * zs[0]))

@@ -176,3 +176,21 @@ def test_moderator_permutation_test_holds_its_size():
                 t.coefficients["pvalue_model"].iloc[1] <= 0.05]
     rej /= reps
     assert np.all(np.abs(rej[:2] - 0.05) < 3 * math.sqrt(0.05 * 0.95 / reps)), rej
+
+
+@pytest.mark.parametrize("method", ["PM", "EB"])
+def test_moderator_pm_refits_with_a_very_precise_school(method):
+    """One SE of 1.8e-7 among 0.06–0.19: every permutation's PM/EB τ² is the root of Q(τ²) = k − p
+    that :mod:`._tau2` finds (fitted permutation by permutation). Before 2026-12-05 the vector Newton
+    steps stopped on the step's size alone, tiny at τ² ≈ 0 where dQ/dτ² is huge: τ² 8.3e-14 for
+    0.0421."""
+    y = np.array([-0.0762, -0.0531, 0.4111, -0.3148, 0.0314, -0.1377, 0.0015])
+    se = np.array([0.1572, 0.057594, 0.15854, 1.8105e-7, 0.11753, 0.060717, 0.18515])
+    x = np.array([2.2793, 0.28586, 1.8089, 0.91871, 1.0702, 0.79722, -1.5281])
+    v, k = se**2, y.size
+    X = np.column_stack([np.ones(k), x])
+    rng = np.random.default_rng(4)
+    P = np.vstack([np.arange(k)] + [rng.permutation(k) for _ in range(60)])
+    want = np.array([_tau2.pm_tau2(y[p], v[p], X) for p in P])
+    assert want[0] > 0.04
+    np.testing.assert_allclose(mb.tau2_batch(method, y[P], v[P], X), want, rtol=1e-7, atol=1e-12)

@@ -4,10 +4,12 @@ Each row b of ``(Y, V)`` (n × k) is a data set of k estimates and sampling vari
 the same design X (k × p), or each on its own (n × k × p: the deleted fits of a leave-one-out,
 refined by :func:`highest`). Everything is p × p algebra per row (``einsum`` over the k
 estimates): ``X'WX``, ``A = (X'WX)⁻¹``, β̂, residuals, and the τ² estimators of :mod:`._tau2` —
-closed forms for DL, HE, HS, SJ and FE; vector Fisher scoring for REML and ML and vector Newton
-steps on ``Q(τ²) = k − p`` (``dQ/dτ² = −r'W²r``) for PM/EB, from the DL value (PM/EB: from 0),
-each row stopping as :func:`._tau2._fisher_scoring` stops (a step below 10⁻¹⁰ of its
-``var(y) + mean(v)``). A row whose iteration has not settled is refitted alone by :mod:`._tau2`.
+closed forms for DL, HE, HS, SJ and FE; vector Fisher scoring for REML and ML from the DL
+value, each row stopping as :func:`._tau2._fisher_scoring` stops (a step below 10⁻¹⁰ of its
+``var(y) + mean(v)``); for PM/EB vector Newton steps on ``Q(τ²) = k − p``
+(``dQ/dτ² = −r'W²r``) from 0 inside the bracket Q's sign gives, each row stopping once its step
+is that small and Q within 10⁻⁸ of k − p (:func:`q_root`, shared with the leave-one-out fits).
+A row whose iteration has not settled is refitted alone by :mod:`._tau2`.
 
 REML and ML then take the global maximizer on τ² ≥ 0, as :func:`._tau2._fisher_scoring` does
 (:func:`global_max`): the (restricted) likelihood of every row on the same grid of τ² (one
@@ -264,18 +266,19 @@ def tau2_batch(method: str, Y: np.ndarray, V: np.ndarray, X: np.ndarray) -> np.n
     if method == "DL":
         return dl
     tol = 1e-10 * (np.var(Y, axis=1) + V.mean(axis=1))  # each row's, as _tau2._fisher_scoring
-    t, done = (zero.copy(), q0 <= kb - p) if method in ("PM", "EB") else (dl, np.zeros(n, dtype=bool))
 
-    def step(t):
-        if method in ("REML", "ML"):
-            return fisher_step(method, Y, V, X, t)
-        W, A, _, R = wls_batch(Y, V, X, t)  # PM / EB
-        wr2 = (W * W * R * R).sum(axis=1)
-        q = (W * R * R).sum(axis=1)
-        return np.where(wr2 > 0, (q - (kb - p)) / np.where(wr2 > 0, wr2, 1.0), 0.0)
+    def fallback(i):
+        return _tau2.estimate_tau2(method, Y[i], V[i], X)[0]
 
-    t = settle(step, t, done, tol, lambda i: _tau2.estimate_tau2(method, Y[i], V[i], X)[0])
-    return global_max(method, Y, V, X, t, R0) if method in ("REML", "ML") else t
+    if method in ("PM", "EB"):
+        def q_slope(t):
+            W, _, _, R = wls_batch(Y, V, X, t)
+            WR2 = W * R * R
+            return WR2.sum(axis=1), (W * WR2).sum(axis=1)
+
+        return q_root(q_slope, zero.copy(), q0 <= k - p, float(k - p), tol, fallback)
+    t = settle(lambda t: fisher_step(method, Y, V, X, t), dl, np.zeros(n, dtype=bool), tol, fallback)
+    return global_max(method, Y, V, X, t, R0)
 
 
 def settle(step, t: np.ndarray, done: np.ndarray, tol, fallback) -> np.ndarray:

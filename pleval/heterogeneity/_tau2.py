@@ -29,65 +29,149 @@ help page), with ``H = X(X'X)⁻¹X'`` the unweighted hat matrix, ``RSS = y'(I �
   ``Σw_i(v_i + τ²) = k`` so the fixed point solves ``Q(τ²) = k − p`` — the Paule–Mandel
   equation (Viechtbauer et al. 2015): EB and PM give the same τ̂².
 
-Every trace is computed from p×p matrices (``tr P = Σw − tr(A X'W²X)``,
-``tr PP = Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)``), so nothing k×k is formed.
+Every fit goes through the QR of the weighted design ``W^{1/2}X`` (:func:`weighted_qr`): β̂,
+the residuals, ``log|X'WX|`` and the traces ``tr P = Σw_i(1 − h_i)`` and
+``tr PP = Σ_ij w_iw_j(I − H)²_ij`` (:func:`traces`) keep their digits when one school's weight is
+nearly all of the total, where ``(X'WX)⁻¹`` (its condition number the square of R's),
+``Σw − tr(A X'W²X)`` and ``Σw² − 2 tr(A X'W³X) + tr((A X'W²X)²)`` lose them (before 2026-12-05).
+O(k·p²) a fit; nothing k×k is formed.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import linalg, optimize, stats
 
 from ..errors import ConvergenceError
 
 
-def wls_pieces(y: np.ndarray, v: np.ndarray, X: np.ndarray, tau2: float):
-    """``(w, β̂, A = (X'WX)⁻¹, r)`` for weights ``w = 1/(v + τ²)``."""
+@dataclass(frozen=True)
+class WeightedQR:
+    """Householder QR of the weighted design ``Z = W^{1/2}X`` (weights w, rows taken heaviest
+    first: Householder QR is then accurate row by row, however unequal the weights; Cox & Higham
+    1998). ``order`` the rows' order, ``U``/``tau`` the reflectors ``I − τ_j u_j u_j'`` (p × k,
+    ``u_j`` 0 before its j-th entry, 1 there), R the p × p factor."""
+
+    w: np.ndarray
+    order: np.ndarray
+    U: np.ndarray
+    tau: np.ndarray
+    R: np.ndarray
+
+    def qt(self, B: np.ndarray) -> np.ndarray:
+        """``Q'B`` for B (k, or k × n, rows in the data's order), in the QR's row order."""
+        B = np.array(np.asarray(B, dtype=float)[self.order])
+        for j, t in enumerate(self.tau):
+            u = self.U[j, j:]
+            B[j:] -= t * np.multiply.outer(u, u @ B[j:])
+        return B
+
+    def q(self, C: np.ndarray) -> np.ndarray:
+        """``QC`` (C in the QR's row order, k or k × n), rows back in the data's order."""
+        C = np.array(C, dtype=float)
+        for j in range(self.tau.size - 1, -1, -1):
+            u = self.U[j, j:]
+            C[j:] -= self.tau[j] * np.multiply.outer(u, u @ C[j:])
+        out = np.empty_like(C)
+        out[self.order] = C
+        return out
+
+
+def weighted_qr(w: np.ndarray, X: np.ndarray) -> WeightedQR:
+    """:class:`WeightedQR` of ``W^{1/2}X`` (no sort when w is already non-increasing)."""
+    order = np.arange(w.size) if bool((w[:-1] >= w[1:]).all()) else np.argsort(-w, kind="stable")
+    ref, tau = np.linalg.qr(np.sqrt(w[order])[:, None] * X[order], mode="raw")
+    p = X.shape[1]
+    R = np.triu(ref[:, :p].T)
+    U = np.triu(ref, 1)
+    U[np.arange(p), np.arange(p)] = 1.0
+    return WeightedQR(w, order, U, tau, R)
+
+
+def wls_pieces(y, v, X, tau2: float):
+    """``(w, β̂, A = (X'WX)⁻¹, r)`` for weights ``w = 1/(v + τ²)`` (:func:`_wls`)."""
     w = 1.0 / (v + tau2)
-    Xw = X * w[:, None]
-    A = np.linalg.inv(X.T @ Xw)
-    beta = A @ (Xw.T @ y)
-    return w, beta, A, y - X @ beta
+    _, beta, A, r = _wls(y, w, X)
+    return w, beta, A, r
+
+
+def _wls(y, w, X):
+    """``(QR, β̂, A, r)`` of the weighted least-squares fit by the QR of the weighted design
+    (:func:`weighted_qr`): β̂ from R, the residuals from the part of ``W^{1/2}y`` the design does
+    not span (``Q₂Q₂'W^{1/2}y``), so a very precise school's tiny residual keeps its digits and
+    ``X'WX``'s conditioning (the square of R's) loses none."""
+    qr = weighted_qr(w, X)
+    p = X.shape[1]
+    c = qr.qt(np.sqrt(w) * y)
+    Rinv = linalg.lapack.dtrtri(qr.R)[0]
+    beta = Rinv @ c[:p]
+    c[:p] = 0.0
+    return qr, beta, Rinv @ Rinv.T, qr.q(c) / np.sqrt(w)
 
 
 def generalized_q(y, v, X, tau2: float) -> float:
-    """``Q(τ²) = Σ w_i (y_i − x_i'β̂(τ²))²`` with ``w_i = 1/(v_i + τ²)``."""
-    w, _, _, r = wls_pieces(y, v, X, tau2)
-    return float(w @ r**2)
+    """``Q(τ²) = Σ w_i (y_i − x_i'β̂(τ²))²`` with ``w_i = 1/(v_i + τ²)``: the squared norm of the part
+    of ``W^{1/2}y`` the weighted design does not span (:func:`wls_pieces`)."""
+    w = 1.0 / (v + tau2)
+    c = weighted_qr(w, X).qt(np.sqrt(w) * y)[X.shape[1]:]
+    return float(c @ c)
 
 
 def restricted_loglik(y, v, X, tau2: float) -> float:
-    """REML log-likelihood up to a constant (see the module docstring)."""
-    w, _, A, r = wls_pieces(y, v, X, tau2)
-    _, logdet_inv = np.linalg.slogdet(A)
-    return float(-0.5 * (np.sum(np.log(v + tau2)) - logdet_inv + w @ r**2))
+    """REML log-likelihood up to a constant (see the module docstring); ``log|X'WX| = 2Σ log|R_jj|``."""
+    w = 1.0 / (v + tau2)
+    qr, _, _, r = _wls(y, w, X)
+    return float(-0.5 * (np.sum(np.log(v + tau2)) + 2.0 * np.log(np.abs(np.diag(qr.R))).sum() + w @ r**2))
+
+
+def traces(qr: WeightedQR) -> tuple[float, float]:
+    """``(tr P, tr PP)`` of ``P = W − WXAX'W = W^{1/2}(I − H)W^{1/2}`` from the QR of the weighted
+    design (:func:`weighted_qr`), ``H = Q₁Q₁'`` with leverages ``h_i = |q₁ᵢ|²``. For the schools
+    with ``h_i ≤ ½`` the entries ``δ_ij − q₁ᵢ·q₁ⱼ`` do not cancel; for the others (at most 2p, as
+    Σh = p: the schools that carry nearly all the weight, where ``Σw − tr(AX'W²X)`` is 10²⁸ less
+    10²⁸ with an SE of 10⁻⁷) the columns of ``I − H`` are ``Q₂Q₂'e_i``, whose diagonal entry
+    ``1 − h_i`` keeps its digits. ``tr P = Σw_i(1 − h_i)``, ``tr PP = Σ_ij w_iw_j(I − H)²_ij``:
+    among the light schools ``Σw²(1 − 2h) + ‖Σw q₁q₁'‖²`` (all terms ≥ 0), the rest from those
+    columns. O(k·p²)."""
+    w = qr.w
+    k, p = w.size, qr.R.shape[0]
+    Q1 = qr.q(np.eye(k, p))
+    h = np.einsum("ip,ip->i", Q1, Q1)
+    heavy = h > 0.5
+    light = ~heavy
+    wl, ql = w[light], Q1[light]
+    G = (ql * wl[:, None]).T @ ql
+    tr_p = wl @ (1.0 - h[light])
+    tr_pp = (wl**2) @ (1.0 - 2.0 * h[light]) + float(np.sum(G * G))
+    j = np.flatnonzero(heavy)
+    if j.size:
+        E = np.zeros((k, j.size))
+        E[j, np.arange(j.size)] = 1.0
+        C = qr.qt(E)
+        C[:p] = 0.0
+        M = qr.q(C)  # the columns j of I − H
+        wm2 = w @ (M * M)  # Σ_l w_l (I − H)²_lj per heavy j
+        wm2_heavy = w[j] @ (M[j] ** 2)  # the heavy rows' part of it
+        tr_p += w[j] @ M[j, np.arange(j.size)]
+        tr_pp += w[j] @ (2.0 * wm2 - wm2_heavy)
+    return float(tr_p), float(tr_pp)
 
 
 def _reml_parts(y, v, X, tau2):
-    w, _, A, r = wls_pieces(y, v, X, tau2)
-    B2 = A @ ((X * (w**2)[:, None]).T @ X)
-    B3 = A @ ((X * (w**3)[:, None]).T @ X)
-    tr_p = w.sum() - np.trace(B2)
-    tr_pp = (w**2).sum() - 2.0 * np.trace(B3) + np.trace(B2 @ B2)
+    w = 1.0 / (v + tau2)
+    qr, _, _, r = _wls(y, w, X)
+    tr_p, tr_pp = traces(qr)
     return (w**2) @ r**2 - tr_p, tr_pp
 
 
 def fe_trace_p(v, X) -> float:
-    """``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X]`` at FE weights ``w = 1/v``. With one column x (no
-    moderators; ``Q'1`` after the rotation by V's eigenvectors) it is ``Σ_i w_i Σ_{j≠i} a_j / Σa``,
-    ``a = w x²``, the sum over j ≠ i taken directly for the largest ``a_i``: ``Σw − Σw a/Σa``
-    cancels when one school carries nearly all the weight."""
-    w = 1.0 / v
-    if X.shape[1] > 1:
-        return float(w.sum() - np.trace(np.linalg.inv(X.T @ (X * w[:, None])) @ ((X * (w**2)[:, None]).T @ X)))
-    a = w * X[:, 0] ** 2
-    total = a.sum()
-    rest = total - a  # exact to rounding except for the largest a_i (the others are at most half of Σa)
-    i = int(np.argmax(a))
-    rest[i] = np.delete(a, i).sum()
-    return float(w @ rest / total)
+    """``tr P₀ = Σw − tr[(X'WX)⁻¹X'W²X] = Σw_i(1 − h_i)`` at FE weights ``w = 1/v`` (:func:`traces`:
+    ``1 − h_i`` of a school that carries nearly all the weight from the QR's complement, where the
+    first form cancels)."""
+    return traces(weighted_qr(1.0 / v, X))[0]
 
 
 def dl_tau2(y, v, X) -> float:

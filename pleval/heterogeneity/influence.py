@@ -29,7 +29,7 @@ per deleted fit, of the residuals ``r = y − μ̂_FE`` from the full-data fixed
 (:func:`fe_fit`; μ̂₍ᵢ₎ is μ̂_FE plus the shift the sums give). A school with a tiny SE has a tiny
 residual, so no weighted total is its own term; the few deleted fits whose sums about μ̂_FE would
 still cancel (two very precise schools, :func:`loo_centres`) are summed directly about their own
-fit, and ``Σw − Σw²/Σw`` (DL, I²) is taken as in :func:`._tau2.fe_trace_p`. With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
+fit, and ``Σw − Σw²/Σw`` (DL, I²) without the cancelling difference (:func:`_fe_moments`). With ``w_j = 1/(v_j + c)`` at a centre c (the median t_i) and
 ``δ_i = t_i − c``, ``w_ij^m = w_j^m (1 + δ_i w_j)^{−m} = Σ_n C(m+n−1, n)(−δ_i)^n w_j^{m+n}``,
 so the sums are power series in δ_i whose coefficients ``Σ_j w_j^{m+n} y_j^a`` are shared by
 every i: O(k) work per term, summed to 1e−20 relative (ratio ``|δ_i| max w ≤ ½``). Deleted
@@ -230,10 +230,10 @@ def fe_fit(y: np.ndarray, v: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.
     sums are taken of these residuals, not of y, and their estimates as shifts from β̂: a school
     with a tiny SE has a residual of about the others' weight over its own, so its weight times
     its residual (squared) stays of the other schools' size instead of dominating — and
-    cancelling in — every total."""
-    Xw = X / v[:, None]
-    beta = np.linalg.solve(X.T @ Xw, Xw.T @ y)
-    return beta, y - X @ beta
+    cancelling in — every total. The fit is :func:`._tau2.wls_pieces`' at τ² = 0 (the QR of the
+    weighted design: a nearly singular X'WX loses no digits)."""
+    _, beta, _, r = _tau2.wls_pieces(y, v, X, 0.0)
+    return beta, r
 
 
 def _powers(r: np.ndarray) -> np.ndarray:
@@ -261,9 +261,9 @@ def _fit_parts(s: dict, cen: Centres) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def _fe_moments(cen: Centres, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each deleted fit's FE weight sum ``Σw``, ``tr P₀ = Σw − Σw²/Σw`` and Cochran's Q
     (w = 1/v) from the residuals of ``cen`` (:func:`loo_weighted_sums` at τ² = 0), in O(k).
-    ``tr P₀`` is ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎`` (:func:`._tau2.fe_trace_p`): the heaviest
-    school h's ``Σw₍ᵢ₎ − w_h`` is the sum without h less ``w_i``; the fits without h and
-    ``cen.rows`` (:func:`_fe_trace_rows`) are summed directly."""
+    ``tr P₀`` is ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎``, the heaviest school h's ``Σw₍ᵢ₎ − w_h``
+    the sum without h less ``w_i``; the fits without h and ``cen.rows`` are
+    :func:`._tau2.fe_trace_p` of their own schools (:func:`_fe_trace_rows`)."""
     k = v.size
     o = loo_weighted_sums(np.zeros(k), v, lambda r: {1: _powers(r), 2: _powers(r)[..., :1]}, cen)
     S, Sr, Srr = o[1].T
@@ -273,24 +273,16 @@ def _fe_moments(cen: Centres, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     rest = S[h] - w  # Σ over j ≠ i, h
     trace = (rest * (S + w[h]) - (S2[h] - w**2)) / S
     j = np.union1d(cen.rows, [h])
-    trace[j] = _fe_trace_rows(v, j)
+    trace[j] = _fe_trace_rows(v, np.ones((k, 1)), j)
     return S, trace, np.maximum(Srr - Sr**2 / S, 0.0)
 
 
-def _fe_trace_rows(v: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """:func:`._tau2.fe_trace_p` of the deleted fits ``rows`` without moderators, all at once:
-    ``Σ_{j≠i} w_j (Σw₍ᵢ₎ − w_j) / Σw₍ᵢ₎``, for each fit's heaviest school ``Σw₍ᵢ₎ − w_j`` summed
-    without it."""
-    n = rows.size
-    W = np.repeat(1.0 / v[None, :], n, axis=0)
-    W[np.arange(n), rows] = 0.0
-    S = W.sum(axis=1)
-    rest = S[:, None] - W
-    top = W.argmax(axis=1)
-    others = W.copy()
-    others[np.arange(n), top] = 0.0
-    rest[np.arange(n), top] = others.sum(axis=1)
-    return (W * rest).sum(axis=1) / S
+def _fe_trace_rows(v: np.ndarray, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``tr P₀`` (:func:`._tau2.fe_trace_p`, ``Σw(1 − h)`` from the QR of the weighted design) of the
+    deleted fits ``rows``, each on its own k − 1 schools (design X): the fits whose
+    ``Σw − tr[(X'WX)⁻¹X'W²X]`` from the shared sums would cancel."""
+    keep = np.arange(v.size)[None, :] != rows[:, None]
+    return np.array([_tau2.fe_trace_p(v[m], X[m]) for m in keep])
 
 
 def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, tau2_full: float, fe: tuple) -> np.ndarray:

@@ -20,8 +20,8 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
   ``combine_effects`` PM Newton iteration resets τ² to 0 whenever a step overshoots the root,
   which returns 0 for some heterogeneous data.
 * Cochran's ``Q = Σw_i (y_i − μ̂_FE)²`` ~ χ²(k − 1) under homogeneity, from the centred
-  residuals, and the DL denominator ``Σw − Σw²/Σw = Σ_i w_i Σ_{j≠i} w_j / Σw`` with the sum over
-  j ≠ i taken directly for the heaviest school (:func:`._tau2.fe_trace_p`): the textbook
+  residuals, and the DL denominator ``Σw − Σw²/Σw = Σ_i w_i(1 − h_i)``, ``h_i = w_i/Σw``, with the
+  heaviest school's ``1 − h_i`` from the QR's complement (:func:`._tau2.fe_trace_p`): the textbook
   ``Σwy² − (Σwy)²/Σw`` and ``Σw − Σw²/Σw`` cancel when the estimates are far from 0 or one SE is
   tiny (statsmodels' ``combine_effects``, used for Q and DL before 2026-12-04).
 * Hartung & Knapp (2001) / Sidik & Jonkman (2002): ``SE²_HK = Σw*_i (y_i − μ̂)² /
@@ -412,16 +412,17 @@ def meta_analysis(
         raise DataError("vcov_unshrunk needs vcov (the shrunk covariance the analysis uses)")
     V0 = None if vcov_unshrunk is None else check_vcov(vcov_unshrunk, se, "vcov_unshrunk")
 
-    if V is None:
-        yy, vv, XX = y, v, X
-    else:
+    if V is None:  # heaviest first, the order of the QR (_tau2.weighted_qr) at every τ²
+        o = np.argsort(v, kind="stable")
+        yy, vv, XX = y[o], v[o], X
+    else:  # λ ascending: the weights come heaviest first
         yy, vv, XX, Qrot = rotate(y, V, X, vcov_eigen)
     q = _tau2.generalized_q(yy, vv, XX, 0.0)
     tau2, tau2_se = _tau2.estimate_tau2(method, yy, vv, XX)
 
     w, beta, A, r = _tau2.wls_pieces(yy, vv, XX, tau2)
     mu = float(beta[0])
-    gls_w = w if V is None else Qrot @ (XX[:, 0] * w)
+    gls_w = 1.0 / (v + tau2) if V is None else Qrot @ (XX[:, 0] * w)  # in the schools' order
     se2 = A[0, 0]
     df = math.inf
     if hartung_knapp:

@@ -225,7 +225,10 @@ def meta_regression(
         raise DataError("vcov_unshrunk needs vcov (the shrunk covariance the analysis uses)")
     V0 = None if vcov_unshrunk is None else check_vcov(vcov_unshrunk, se, "vcov_unshrunk")
     if V is not None:
-        y, v, X, Q = rotate(y, V, X)
+        y, v, X, Q = rotate(y, V, X)  # λ ascending: the weights come heaviest first
+    else:  # heaviest first, the order of the QR (_tau2.weighted_qr) at every τ²
+        o = np.argsort(v, kind="stable")
+        y, v, X = y[o], v[o], X[o]
 
     def fit_tau2(Xm):
         return _tau2.estimate_tau2(method, y, v, Xm)
@@ -271,10 +274,8 @@ def meta_regression(
     else:
         qm, qm_p, qm_dist = math.nan, math.nan, "none"
 
-    w0, _, A0, r0 = _tau2.wls_pieces(y, v, X, 0.0)
-    qe = float(w0 @ r0**2)
-    tr_p0 = w0.sum() - np.trace(A0 @ ((X * (w0**2)[:, None]).T @ X))
-    s2 = (k - p) / tr_p0
+    qe = _tau2.generalized_q(y, v, X, 0.0)
+    s2 = (k - p) / _tau2.fe_trace_p(v, X)
     r2 = max(0.0, (tau2_null - tau2) / tau2_null) if tau2_null > 0 else 0.0
     return MetaRegression(
         method=method,

@@ -48,7 +48,7 @@ from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _metareg_batch as mb
 from . import _tau2
-from .influence import Centres, _scoring, fe_fit, loo_centres, loo_global_max, loo_weighted_sums
+from .influence import _CANCEL, Centres, _fe_trace_rows, _scoring, fe_fit, loo_centres, loo_global_max, loo_weighted_sums
 from .meta import _readonly
 
 
@@ -218,7 +218,10 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
         return np.maximum(0.0, (q0 - kd) / S0[:, -1])
     xw2x = fe[2].reshape(k, p, p)
     if method == "DL":
-        return np.maximum(0.0, (q0 - (kd - p)) / (S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)))
+        trace = S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)
+        lost = np.flatnonzero(_CANCEL * trace < S0[:, -1])  # a school carries nearly all of Σw
+        trace[lost] = _fe_trace_rows(v, X, lost)
+        return np.maximum(0.0, (q0 - (kd - p)) / trace)
     tol = 1e-10 * (1.0 + float(np.var(r) + np.mean(v)))
     xy = slice(pp, pp + p)
 

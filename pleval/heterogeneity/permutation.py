@@ -14,7 +14,8 @@ two-sided p-value is the share of patterns with ``|stat| ≥ |stat_obs|``:
 The test holds its level with few schools, where the z and even the Hartung–Knapp t
 reference can be off (Follmann & Proschan 1999). The refits are vectorized over patterns
 (an ``n × k`` array per block): DL, HE, HS, SJ in closed form, REML and ML by Fisher
-scoring and PM/EB by Newton steps on ``Q(τ²) = k − 1`` for all patterns at once; a pattern
+scoring and PM/EB by Newton steps on ``Q(τ²) = k − 1`` inside a bracket
+(:func:`._metareg_batch.q_root`) for all patterns at once; a pattern
 whose iteration has not settled is refitted alone by :mod:`._tau2`. REML and ML then take each
 pattern's global maximizer on τ² ≥ 0 (:func:`._metareg_batch.global_max`: a grid of the
 likelihood and ℓ(0), as :func:`._tau2._fisher_scoring`), so the observed pattern's statistic is
@@ -113,25 +114,24 @@ def _tau2_patterns(method: str, Y: np.ndarray, v: np.ndarray) -> np.ndarray:
         t0 = rss / k
         return t0 * _q_parts(Y, v, t0)[2] / (k - 1)
     tol = 1e-10 * (np.var(Y, axis=1) + np.mean(v))  # each pattern's, as _tau2._fisher_scoring
-    if method in ("PM", "EB"):
-        t, done = zero.copy(), q0 <= k - 1
-    else:
-        t, done = dl, np.zeros(n, dtype=bool)
     X = np.ones((k, 1))
+
+    def fallback(i):
+        return _tau2.estimate_tau2(method, Y[i], v, X)[0]
+
+    if method in ("PM", "EB"):  # the root of Q(τ²) = k − 1, bracketed (as _tau2._solve_q)
+        return mb.q_root(lambda t: _q_parts(Y, v, t)[2:4], zero.copy(), q0 <= k - 1, float(k - 1), tol, fallback)
 
     def step(t):
         S, _, q, w2r2, T, U = _q_parts(Y, v, t)
         if method == "REML":
             return (w2r2 - (S - T / S)) / (T - 2.0 * U / S + (T / S) ** 2)
-        if method == "ML":
-            return (w2r2 - S) / T
-        return np.where(w2r2 > 0, (q - (k - 1)) / np.where(w2r2 > 0, w2r2, 1.0), 0.0)
+        return (w2r2 - S) / T
 
-    t = mb.settle(step, t, done, tol, lambda i: _tau2.estimate_tau2(method, Y[i], v, X)[0])
-    if method in ("REML", "ML"):  # the global maximum, as _tau2._fisher_scoring (two local maxima)
-        r0 = Y - (Y @ (1.0 / v) / (1.0 / v).sum())[:, None]  # residuals at τ² = 0
-        t = mb.global_max(method, Y, np.broadcast_to(v, Y.shape), X, t, r0)
-    return t
+    t = mb.settle(step, dl, np.zeros(n, dtype=bool), tol, fallback)
+    # the global maximum, as _tau2._fisher_scoring (two local maxima)
+    r0 = Y - (Y @ (1.0 / v) / (1.0 / v).sum())[:, None]  # residuals at τ² = 0
+    return mb.global_max(method, Y, np.broadcast_to(v, Y.shape), X, t, r0)
 
 
 def _statistic(method: str, Y: np.ndarray, v: np.ndarray, hartung_knapp: bool, stat: str) -> np.ndarray:
