@@ -335,14 +335,9 @@ def dl_written_out(y, se):
     return float(max(Fraction(0), (q - (len(y) - 1)) / (sum(w) - sum(a * a for a in w) / sum(w))))
 
 
-@pytest.mark.parametrize("tiny", [1e-7, 1e-6])
-@pytest.mark.parametrize("method", _tau2.TAU2_METHODS)
-def test_leave_one_out_with_one_very_precise_school_equals_refitting(method, tiny):
-    """Every row of leave_one_out is meta_analysis on the other seven schools (estimate, SE, tau²,
-    Q, I², p) when one SE is 1e-7 or 1e-6 and the others 0.05–0.2; DL's deleted tau² is also
-    checked against the estimator written out in exact arithmetic."""
-    y, se = PRECISE_Y, PRECISE_SE.copy()
-    se[0] = tiny
+def _loo_against_refits(y, se, method):
+    """Asserts every row of leave_one_out (with and without Hartung–Knapp) equals meta_analysis on
+    the other schools (estimate, SE, tau², Q, I², p); yields ``(i, keep, inf, hk)`` for more checks."""
     k = y.size
     for hk in (False, True):
         inf = leave_one_out(meta_analysis(y, se, method=method, hartung_knapp=hk))
@@ -351,8 +346,20 @@ def test_leave_one_out_with_one_very_precise_school_equals_refitting(method, tin
             d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
             got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
             assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10), (i, hk)
-            if method == "DL":
-                assert inf.tau2_del[i] == pytest.approx(dl_written_out(y[keep], se[keep]), rel=1e-10, abs=1e-14)
+            yield i, keep, inf, hk
+
+
+@pytest.mark.parametrize("tiny", [1e-7, 1e-6])
+@pytest.mark.parametrize("method", _tau2.TAU2_METHODS)
+def test_leave_one_out_with_one_very_precise_school_equals_refitting(method, tiny):
+    """Every row of leave_one_out is meta_analysis on the other seven schools (estimate, SE, tau²,
+    Q, I², p) when one SE is 1e-7 or 1e-6 and the others 0.05–0.2; DL's deleted tau² is also
+    checked against the estimator written out in exact arithmetic."""
+    y, se = PRECISE_Y, PRECISE_SE.copy()
+    se[0] = tiny
+    for i, keep, inf, _ in _loo_against_refits(y, se, method):
+        if method == "DL":
+            assert inf.tau2_del[i] == pytest.approx(dl_written_out(y[keep], se[keep]), rel=1e-10, abs=1e-14)
 
 
 def test_power_series_equals_direct_sums(monkeypatch):
@@ -561,15 +568,8 @@ def test_leave_one_out_with_two_very_precise_schools_equals_refitting(method, da
     """Every row of leave_one_out is meta_analysis on the other schools (estimate, SE, tau², Q, I²,
     p) with two very precise schools, and Q is Cochran's Q written out in exact arithmetic."""
     y, se = TWO_PRECISE[data]
-    k = y.size
-    for hk in (False, True):
-        inf = leave_one_out(meta_analysis(y, se, method=method, hartung_knapp=hk))
-        for i in range(k):
-            keep = np.arange(k) != i
-            d = meta_analysis(y[keep], se[keep], method=method, hartung_knapp=hk)
-            got = (inf.estimate_del[i], inf.se_del[i], inf.tau2_del[i], inf.q_del[i], inf.i2_del[i], inf.pvalue_del[i])
-            assert got == pytest.approx((d.estimate, d.se, d.tau2, d.q, d.i2, d.pvalue), rel=1e-8, abs=1e-10), (i, hk)
-            assert inf.q_del[i] == pytest.approx(q_written_out(y[keep], se[keep]), rel=1e-12), (i, hk)
+    for i, keep, inf, hk in _loo_against_refits(y, se, method):
+        assert inf.q_del[i] == pytest.approx(q_written_out(y[keep], se[keep]), rel=1e-12), (i, hk)
 
 
 @pytest.mark.parametrize("method", ["PM", "EB"])

@@ -285,9 +285,18 @@ def settle(step, t: np.ndarray, done: np.ndarray, tol, fallback) -> np.ndarray:
     """Every row's ``τ² ← max(0, τ² + step(τ²))`` at once, each row kept once its change is within
     its ``tol`` (rows ``done`` already are kept as given); a row not settled in 100 steps (rare)
     is ``fallback(i)``, the single fit's estimate."""
-    for _ in range(100):
+    def update(t):
         new = np.maximum(0.0, t + step(t))
-        settled = np.abs(new - t) <= tol
+        return new, np.abs(new - t) <= tol
+
+    return _iterate(update, t, done, fallback, 100)
+
+
+def _iterate(update, t: np.ndarray, done: np.ndarray, fallback, iters: int) -> np.ndarray:
+    """Rows of ``t`` moved by ``update(t) -> (new, settled)`` until each is settled (rows ``done``
+    kept as given); a row not settled in ``iters`` steps is ``fallback(i)``."""
+    for _ in range(iters):
+        new, settled = update(t)
         t = np.where(done, t, new)
         done = done | settled
         if done.all():
@@ -309,18 +318,14 @@ def q_root(q_slope, t: np.ndarray, done: np.ndarray, target: float, tol, fallbac
     (a very precise school's weight at τ² ≈ 0). A row not settled in ``iters`` steps (rare) is
     ``fallback(i)``, the single fit's estimate."""
     lo, hi = np.zeros_like(t), np.full_like(t, np.inf)
-    for _ in range(iters):
+
+    def update(t):
+        nonlocal lo, hi
         q, slope = q_slope(t)
         above = q > target
         lo, hi = np.where(above, np.maximum(lo, t), lo), np.where(above, hi, np.minimum(hi, t))
         new = t + np.where(slope > 0, (q - target) / np.where(slope > 0, slope, 1.0), 0.0)
         new = np.where((new < lo) | (new > hi), 0.5 * (lo + hi), new)
-        settled = (np.abs(new - t) <= tol) & (np.abs(q - target) <= 1e-8 * target)
-        t = np.where(done, t, new)
-        done = done | settled
-        if done.all():
-            return t
-    t = t.copy()
-    for i in np.flatnonzero(~done):
-        t[i] = fallback(i)
-    return t
+        return new, (np.abs(new - t) <= tol) & (np.abs(q - target) <= 1e-8 * target)
+
+    return _iterate(update, t, done, fallback, iters)
