@@ -241,10 +241,19 @@ def _powers(r: np.ndarray) -> np.ndarray:
     return np.stack([np.ones(r.shape), r, r * r], axis=-1)
 
 
+def by_power(features, cuts: dict):
+    """The ``feats`` of :func:`loo_weighted_sums`: ``features(r)`` built once per call, power m
+    taking its first ``cuts[m]`` columns (None: all)."""
+    def feats(r):
+        f = features(r)
+        return {m: f if c is None else f[..., :c] for m, c in cuts.items()}
+    return feats
+
+
 def _sums(t: np.ndarray, cen: Centres, v: np.ndarray) -> dict[str, np.ndarray]:
     """For each i: sums over j ≠ i of ``w``, ``wr``, ``wr²``, ``w²``, ``w²r``, ``w²r²`` and
     ``w³``, ``w_ij = 1/(v_j + t_i)``, r the residuals of ``cen`` (:func:`loo_weighted_sums`)."""
-    o = loo_weighted_sums(t, v, lambda r: {1: _powers(r), 2: _powers(r), 3: _powers(r)[..., :1]}, cen)
+    o = loo_weighted_sums(t, v, by_power(_powers, {1: None, 2: None, 3: 1}), cen)
     return dict(zip(("S", "Sy", "Syy", "T", "Ty", "Tyy", "U"), np.column_stack([o[1], o[2], o[3]]).T))
 
 
@@ -265,7 +274,7 @@ def _fe_moments(cen: Centres, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     the sum without h less ``w_i``; the fits without h and ``cen.rows`` are
     :func:`._tau2.fe_trace_p` of their own schools (:func:`_fe_trace_rows`)."""
     k = v.size
-    o = loo_weighted_sums(np.zeros(k), v, lambda r: {1: _powers(r), 2: _powers(r)[..., :1]}, cen)
+    o = loo_weighted_sums(np.zeros(k), v, by_power(_powers, {1: None, 2: 1}), cen)
     S, Sr, Srr = o[1].T
     S2 = o[2][:, 0]
     w = 1.0 / v

@@ -48,7 +48,8 @@ from .._results import ResultMixin
 from ..errors import DataError, DesignError
 from . import _metareg_batch as mb
 from . import _tau2
-from .influence import _CANCEL, Centres, _fe_trace_rows, _scoring, fe_fit, loo_centres, loo_global_max, loo_weighted_sums
+from .influence import (_CANCEL, Centres, _fe_trace_rows, _scoring, by_power, fe_fit, loo_centres, loo_global_max,
+                        loo_weighted_sums)
 from .meta import _readonly
 
 
@@ -179,7 +180,7 @@ def _fe_sums(v: np.ndarray, F, cen: Centres, p: int) -> dict[int, np.ndarray]:
     """``Σ_{j≠i} w_j F_j`` and ``Σ_{j≠i} w_j² x_jx_j'`` of every deleted fit at the FE weights
     ``w = 1/v`` (:func:`.influence.loo_weighted_sums` at τ² = 0, of the residuals of ``cen``:
     the fits whose sums about β̂_FE would cancel summed directly about their own)."""
-    return loo_weighted_sums(np.zeros(v.size), v, lambda r: {1: F(r), 2: F(r)[..., : p * p]}, cen)
+    return loo_weighted_sums(np.zeros(v.size), v, by_power(F, {1: None, 2: p * p}), cen)
 
 
 def _fit(S: np.ndarray, p: int):
@@ -203,10 +204,11 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
     if method == "FE":
         return np.zeros(k)
     if method in ("HE", "SJ"):  # unweighted least squares of the other schools
-        S1 = _downdate(F(r), np.ones(k))
+        Fr = F(r)
+        S1 = _downdate(Fr, np.ones(k))
         B, bo, rss = _fit(S1, p)
         if method == "HE":
-            xvx = _downdate(F(r)[:, :pp] * v[:, None], np.ones(k)).reshape(k, p, p)
+            xvx = _downdate(Fr[:, :pp] * v[:, None], np.ones(k)).reshape(k, p, p)
             tr = (v.sum() - v) - np.einsum("npq,nqp->n", B, xvx)
             return np.maximum(0.0, (rss - tr) / (kd - p))
         t0 = rss / kd
@@ -226,8 +228,8 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
     xy = slice(pp, pp + p)
 
     def parts(t):  # the sums at t, A, Q and r'W²r of every deleted fit
-        o = loo_weighted_sums(t, v, (lambda r: {1: F(r), 2: F(r), 3: F(r)[..., :pp]}) if method == "REML"
-                              else (lambda r: {1: F(r), 2: F(r)}), cen)
+        o = loo_weighted_sums(t, v, by_power(F, {1: None, 2: None, 3: pp} if method == "REML"
+                                       else {1: None, 2: None}), cen)
         A, b, q = _fit(o[1], p)
         S2 = o[2]
         wr2 = np.maximum(S2[:, pp + p] - 2 * np.einsum("np,np->n", b, S2[:, xy])

@@ -1061,14 +1061,13 @@ def school_effects(
 
 def _where(data: pd.DataFrame, mask, school: str | None) -> str:
     """The first rows of ``mask`` — file rows (or index labels) — and their schools (column ``school``)."""
-    from ..readers import file_rows
+    from ..checks import _rows
 
-    pos = np.flatnonzero(np.asarray(mask, dtype=bool))[:3]
-    lines = file_rows(data, pos)
-    rows = (f"file row(s) {', '.join(map(str, lines))}" if lines is not None
-            else f"index {', '.join(map(str, data.index[pos]))}")
+    mask = np.asarray(mask, dtype=bool)
+    rows = _rows(data, mask)
     if not school:
         return rows
+    pos = np.flatnonzero(mask)[:3]
     return f"{rows}; school(s) {', '.join(repr(as_written(x)) for x in dict.fromkeys(data[school].iloc[pos]))}"
 
 
