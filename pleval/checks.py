@@ -141,6 +141,11 @@ class CheckReport(ResultMixin):
         on the first call: a second one returns ``None``."""
         return None if self._handover is None else self._handover.take(df, columns, require)
 
+    def validated(self, df: pd.DataFrame, columns: Columns) -> Validated:
+        """The check's own validation of ``df`` (:meth:`take_validated`), else
+        :func:`~pleval.data.validate`'s."""
+        return self.take_validated(df, columns) or validate(df, columns)
+
     def _level(self, level: str) -> tuple[Problem, ...]:
         return tuple(p for p in self.problems if p.level == level)
 
@@ -741,7 +746,7 @@ def checked_data(df: pd.DataFrame, columns: Columns, checked: CheckReport | None
     checked.raise_errors()
     for p in checked.warnings if new else ():
         warnings.warn(p.line, PlevalWarning, stacklevel=3)
-    return checked.take_validated(df, checked.columns) or validate(df, checked.columns)
+    return checked.validated(df, checked.columns)
 
 
 def warn_values(df: pd.DataFrame, cols: Columns) -> None:

@@ -239,7 +239,6 @@ def analyze_multiarm(
     work = df.assign(_arm=df[t], _any=(df[t] != control).astype(float).where(df[t].notna()))
     cols = columns.replace(treatment="_any", treated_label=None)
     cols, rand, ana, cov_names, dropped, notes = _validate(work, cols, design, covariates, subject, arms=("_arm", t))
-    mixed = school_arms(rand[cols.school], rand["_arm"])[1] if cols.school else None  # (a cluster design: none)
     arm_of = ana["_arm"].to_numpy()
     counts = {a: int((arm_of == a).sum()) for a in (control, *arms)}
     if design == "cluster":
@@ -256,8 +255,8 @@ def analyze_multiarm(
         raise DataError(f"vcov must be one of {VCOVS}; got {vcov!r}")
     if vcov.startswith("CR") and not cols.school:
         raise DataError(f"vcov={vcov!r} clusters by school: name the school column (columns.school)")
-    one_arm = mixed is not None and not len(mixed)  # (a cluster design's schools: checked above)
-    if not vcov.startswith("CR") and one_arm:  # (each school one arm)
+    if not vcov.startswith("CR") and cols.school and not len(school_arms(rand[cols.school], rand["_arm"])[1]):
+        # (each school one arm; a cluster design's schools: checked above)
         # as analyze_rct warns (before 2026-12-04 the multi-arm model did not)
         why = _unclustered_schools(rand, cols, design, vcov, label=t)  # (the arm column, not '_any')
         if why:

@@ -160,7 +160,6 @@ def match_cmd(
     """
     from .. import outputs
     from ..checks import check
-    from ..data import validate
     from ..matching import match
 
     sd_value = parse_sd(sd)
@@ -200,7 +199,7 @@ def match_cmd(
                        mahvars=parse_names(mahvars), calipers=_calipers(calipers), moments=moments, truncate=truncate,
                        discard=discard, penalize=penalize, trim=trim, seed=seed, conventions=conventions)
         # the check's own validation (once; the checks above are not repeated as warnings)
-        res = match(report.take_validated(df, cols) or validate(df, cols), cols, **options)
+        res = match(report.validated(df, cols), cols, **options)
         pool_info = None
     by_cols = parse_names(by) or None
     eff = res.estimate(by=by_cols, sd=sd_value, baseline_percentile=baseline_percentile, vcov=vcov,

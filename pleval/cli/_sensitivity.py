@@ -87,7 +87,6 @@ def sensitivity_cmd(
     """
     from .. import outputs
     from ..checks import check
-    from ..data import validate
     from ..findings import slug
     from ..matching import match
     from ..plots import ovb_contour, to_png
@@ -109,7 +108,7 @@ def sensitivity_cmd(
                    placebo_outcome=placebo_outcome, sd=parse_sd(sd), vcov=vcov,
                    cluster_df=cluster_df, cr2=cr2, df_working=df_working)
     # the check's own validation (once; its warnings are not repeated: before 2026-12-05 each outlier line twice)
-    m = match(report.take_validated(df, cols) or validate(df, cols), cols, **match_options)
+    m = match(report.validated(df, cols), cols, **match_options)
     res = sensitivity(m, by=cols.subject, **options)
     figures = {"contour" + "".join(f"_{slug(v)}" for v in key) + ".png": r for key, r in res}
     written = ["sensitivity.csv", *figures, "provenance.json"]
