@@ -1770,7 +1770,9 @@ def _pl_schools_left_out(sub_df: pd.DataFrame, v: Validated, columns: Columns, k
             continue
         n = part.groupby(part[c.school].astype(str), sort=True).size()
         gone = n[~n.index.isin(have)]
-        in_valid = gone.index.isin(kept[c.school].astype(str))
+        if not len(gone):
+            continue
+        in_valid = gone.index.isin(kept[c.school].drop_duplicates().astype(str))
         rows += [{"reason": f"PL school {sch}: no row reached the school effects ("
                            + ("rows kept by validation, none matched with an outcome" if iv else
                               "every row dropped by validation") + ")",
