@@ -1049,48 +1049,75 @@ def simulate_planned(
     effect: float = 0.0,
     share_treated: float = 0.5,
     seed: int | None = None,
+    *,
+    districts: int = 1,
+    icc_district: float = 0.0,
+    omega: float = 0.0,
 ) -> pd.DataFrame:
     """Data of a planned design with exactly the variance components a power analysis assumes.
 
     ``design="cluster"`` randomizes ``round(share_treated·J)`` of the J schools;
     ``design="blocked"`` randomizes ``round(share_treated·n)`` students within each school
-    (``block`` = school). With ρ = ``icc`` and one pretest ``x`` (slope 1 at both levels)::
+    (``block`` = school); ``design="blocked_cluster"`` randomizes ``round(share_treated·J)`` of
+    the J schools (``n_schools``) within each of K ``districts`` (``block`` = district). With
+    ρ = ``icc``, ρ₃ = ``icc_district`` (0 unless blocked_cluster) and one pretest ``x`` (slope 1
+    at both levels)::
 
-        x_ij = a_j + w_ij,              Var(a) = ρR²₂,        Var(w) = (1−ρ)R²₁
-        y_ij = x_ij + u_j + e_ij + δT,  Var(u) = ρ(1−R²₂),    Var(e) = (1−ρ)(1−R²₁)
+        x_ij = a_j + w_ij,                   Var(a) = ρR²₂,        Var(w) = (1−ρ−ρ₃)R²₁
+        y_ij = d_k + x_ij + u_j + e_ij + δ_kT, Var(u) = ρ(1−R²₂),    Var(e) = (1−ρ−ρ₃)(1−R²₁)
 
-    so the outcome has variance 1 (given T), ICC ρ, and the pretest explains R²₂ of the school
-    and R²₁ of the student variance (the quantities of :mod:`pleval.power.designs`).
-    ``blocked`` designs need only ρ and R²₁ (the school effects are absorbed by the blocks).
-    Returns columns student_id, school_id, block, treatment, pretest, posttest.
+    with ``Var(d_k) = ρ₃`` and the districts' effects ``δ_k ~ N(δ, ω·ρ₃)`` (``omega``; PowerUp!'s
+    BCRA3_2r: the effect varies across districts like these about δ; δ_k = δ when ω = 0), so the
+    outcome has variance 1 (given T), the school share ρ and the district share ρ₃, and the pretest
+    explains R²₂ of the school and R²₁ of the student variance (the quantities of
+    :mod:`pleval.power.designs`). ``blocked`` designs need only ρ and R²₁ (the school effects are
+    absorbed by the blocks).
+    Returns columns student_id, school_id, block, treatment, pretest, posttest (and district for
+    blocked_cluster).
     """
-    if design not in ("cluster", "blocked"):
-        raise ValueError(f"design must be 'cluster' or 'blocked'; got {design!r}")
-    for name, v in (("icc", icc), ("r2_school", r2_school), ("r2_student", r2_student)):
+    if design not in ("cluster", "blocked", "blocked_cluster"):
+        raise ValueError(f"design must be 'cluster', 'blocked' or 'blocked_cluster'; got {design!r}")
+    three = design == "blocked_cluster"
+    K = int(districts) if three else 1
+    for name, v in (("icc", icc), ("r2_school", r2_school), ("r2_student", r2_student), ("icc_district", icc_district)):
         if not 0 <= v < 1:
             raise ValueError(f"{name} must lie in [0, 1); got {v}")
+    if not three and (icc_district or omega or districts != 1):
+        raise ValueError("districts, icc_district and omega apply to design='blocked_cluster'")
+    if icc + icc_district >= 1 or omega < 0 or K < 1:
+        raise ValueError(f"need icc + icc_district < 1, omega >= 0 and districts >= 1; got {icc + icc_district:g}, "
+                         f"{omega:g} and {districts}")
     J, n = int(n_schools), int(students_per_school)
     if J < 2 or n < 2:
         raise ValueError(f"n_schools and students_per_school must be at least 2; got {J} and {n}")
-    _, (r_assign, r_school, r_student) = _streams(seed, 3)
-    school = np.repeat(np.arange(J), n)
-    if design == "cluster":
-        k = int(np.floor(share_treated * J + 0.5))
-        t_school = np.zeros(J, dtype=np.int64)
-        t_school[r_assign.permutation(J)[:k]] = 1
-        treat = t_school[school]
-    else:
+    _, (r_assign, r_school, r_student, r_district) = _streams(seed, 4)
+    school = np.repeat(np.arange(K * J), n)
+    if design == "blocked":
         k = int(np.floor(share_treated * n + 0.5))
         # within each school, the k students with the smallest uniform draws are treated
         rank = np.argsort(np.argsort(r_assign.random((J, n)), axis=1), axis=1)
         treat = (rank < k).astype(np.int64).ravel()
-    if not 0 < k < (J if design == "cluster" else n):
+    elif design == "cluster":
+        k = int(np.floor(share_treated * J + 0.5))
+        t_school = np.zeros(J, dtype=np.int64)
+        t_school[r_assign.permutation(J)[:k]] = 1
+        treat = t_school[school]
+    else:  # within each district, the k schools with the smallest uniform draws
+        k = int(np.floor(share_treated * J + 0.5))
+        rank = np.argsort(np.argsort(r_assign.random((K, J)), axis=1), axis=1)
+        treat = (rank < k).astype(np.int64).ravel()[school]
+    if not 0 < k < (n if design == "blocked" else J):
         raise ValueError(f"share_treated={share_treated} leaves an arm empty")
-    a, u = (r_school.standard_normal((2, J)) * np.sqrt([[icc * r2_school], [icc * (1 - r2_school)]]))
-    w, e = (r_student.standard_normal((2, J * n)) * np.sqrt([[(1 - icc) * r2_student], [(1 - icc) * (1 - r2_student)]]))
+    rest = 1 - icc - icc_district
+    a, u = (r_school.standard_normal((2, K * J)) * np.sqrt([[icc * r2_school], [icc * (1 - r2_school)]]))
+    w, e = (r_student.standard_normal((2, K * J * n)) * np.sqrt([[rest * r2_student], [rest * (1 - r2_student)]]))
     pre = a[school] + w
     post = pre + u[school] + e + effect * treat
-    return pd.DataFrame({
-        "student_id": np.arange(J * n), "school_id": school, "block": school, "treatment": treat,
-        "pretest": pre, "posttest": post,
-    })
+    out = {"student_id": np.arange(K * J * n), "school_id": school, "block": school, "treatment": treat,
+           "pretest": pre, "posttest": post}
+    if three:
+        district = school // J
+        d, v = r_district.standard_normal((2, K)) * np.sqrt([[icc_district], [omega * icc_district]])
+        out["posttest"] = post + d[district] + v[district] * treat
+        out["block"] = out["district"] = district
+    return pd.DataFrame(out)

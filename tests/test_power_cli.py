@@ -242,3 +242,13 @@ def test_the_size_solved_for_need_not_be_given():
 def test_errors_are_one_line(args, msg):
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and msg in r.output
+
+
+def test_simulate_a_blocked_cluster_plan():
+    """``--simulate`` of schools randomized within districts (before 2026-12-05: refused)."""
+    r = runner.invoke(app, ["power", "blocked-cluster-rct", "--districts", "3", "--schools", "4", "--students", "8",
+                            "--icc", "0.15", "--icc-district", "0.1", "--blocks", "fixed", "--simulate", "12",
+                            "--seed", "3", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    sim = json.loads(r.output)["simulation"]
+    assert sim["reps"] == 12 and 0 <= sim["simulated_power"] <= 1 and "CR2" in sim["analysis"]

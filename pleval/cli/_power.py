@@ -79,7 +79,7 @@ def power(
     baseline_percentile: float = typer.Option(50.0, "--baseline-percentile", help="Baseline percentile of percentile points (default: 50).", rich_help_panel=_P),
     vary: Optional[str] = typer.Option(None, "--vary", help="Design input with one power curve per value (default: icc; r2_student for individual-rct).", rich_help_panel=_P),
     curve_values: Optional[str] = typer.Option(None, "--curve-values", help="Values of --vary, comma-separated (default: half, own, twice).", rich_help_panel=_P),
-    simulate: int = typer.Option(0, "--simulate", help="Also simulate power with this many data sets analysed by pleval (cluster-rct, blocked-rct) (default: 0).", rich_help_panel=_P),
+    simulate: int = typer.Option(0, "--simulate", help="Also simulate power with this many data sets analysed by pleval (cluster-rct, blocked-rct, blocked-cluster-rct) (default: 0).", rich_help_panel=_P),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation (default: 0).", rich_help_panel=_P),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for plan.json, power_curve.png, mdes_curve.png and provenance.json.", rich_help_panel=_P),
     force: Force = False,

@@ -1,6 +1,8 @@
 """Simulated power: pleval's own trial analysis on data of the planned design.
 
-For a :class:`~pleval.power.ClusterRCT` or a fixed-block :class:`~pleval.power.BlockedRCT`,
+For a :class:`~pleval.power.ClusterRCT`, a fixed-block :class:`~pleval.power.BlockedRCT` or a
+:class:`~pleval.power.BlockedClusterRCT` (the districts as blocks, each district's effect drawn
+about the true one when ``omega`` > 0; ``r2_effect`` 0),
 :func:`simulate_power` draws ``reps`` data sets from :func:`pleval.simulate.simulate_planned`
 (the design's sizes, ICC and R², one pretest, true effect δ), analyses each with
 :func:`pleval.rct.analyze_rct` exactly as ``pleval estimate --design rct`` would (OLS ITT with
@@ -24,7 +26,7 @@ import pandas as pd
 from .._results import ResultMixin
 from ..data import Columns
 from ..errors import DesignError
-from .designs import BlockedRCT, ClusterRCT, Design
+from .designs import BlockedClusterRCT, BlockedRCT, ClusterRCT, Design
 
 
 @dataclass(frozen=True, repr=False)
@@ -41,6 +43,7 @@ class SimulatedPower(ResultMixin):
     alpha: float
     analysis: str
     seed: int
+    note: str = ""
 
     @property
     def z(self) -> float:
@@ -59,6 +62,7 @@ class SimulatedPower(ResultMixin):
             f"  simulated {self.simulated_power:.3f} (Monte Carlo SE {self.mc_se:.3f}) vs formula {self.formula_power:.3f}"
             f" ({diff})",
             f"  analysis: {self.analysis}",
+            *([f"  note: {self.note}"] if self.note else []),
         ])
 
 
@@ -72,28 +76,39 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
     from ..rct import analyze_rct
     from ..simulate import simulate_planned
 
+    three = {}
     if isinstance(design, ClusterRCT):
-        kind, r2_school = "cluster", design.r2_school
+        kind, r2_school, treated = "cluster", design.r2_school, design.treated
     elif isinstance(design, BlockedRCT) and design.blocks == "fixed" and design.constant_effect:
-        kind, r2_school = "blocked", 0.0
+        kind, r2_school, treated = "blocked", 0.0, design.treated
+    elif isinstance(design, BlockedClusterRCT):
+        if design.r2_effect:
+            raise DesignError("simulated power of a blocked cluster RCT needs r2_effect = 0: pleval's analysis has no "
+                              "district-level moderator of the effect")
+        arms = design._arms()
+        if arms is None:
+            raise DesignError(f"{design.schools:g} schools per district leave no school for an arm in one district")
+        kind, r2_school, treated = "blocked_cluster", design.r2_school, arms[0] / sum(arms)  # J_T of J, as the note
+        three = dict(districts=int(design.districts), icc_district=design.icc_district, omega=design.omega)
     else:
-        raise DesignError("simulated power is available for cluster RCTs and blocked RCTs with fixed blocks and one effect")
+        raise DesignError("simulated power is available for cluster RCTs, blocked RCTs with fixed blocks and one "
+                          "effect, and blocked cluster RCTs")
     if not (isinstance(reps, (int, np.integer)) and reps >= 10):
         raise DesignError(f"reps must be a whole number >= 10; got {reps!r}")
     effect = design.plan(0.80).mdes if effect is None else float(effect)
     uses_pretest = r2_school > 0 or design.r2_student > 0  # R² = 0: the pretest is constant, left out
     cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",) if uses_pretest else (),
-                   school="school_id",
-                   block="block" if kind == "blocked" else None)
+                   school="school_id", block="block" if kind != "cluster" else None)
+    J = math.floor(design.schools + 0.5) if three else round(design.schools)  # (as the design's arms: halves up)
     seeds = np.random.SeedSequence(seed).generate_state(reps)
     reject = np.zeros(reps, dtype=bool)
     analysis = ""
     for i, s in enumerate(seeds):  # one analysis per simulated data set
-        df = simulate_planned(kind, round(design.schools), round(design.students), design.icc, r2_school,
-                              design.r2_student, effect, design.treated, seed=int(s))
+        df = simulate_planned(kind, J, round(design.students), design.icc, r2_school,
+                              design.r2_student, effect, treated, seed=int(s), **three)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = analyze_rct(df, cols, design=kind, compliance=False).itt.raw
+            est = analyze_rct(df, cols, design="cluster" if three else kind, compliance=False).itt.raw
         analysis = est.method
         # one-sided: in the effect's direction (as the formula's |δ|); a negative effect tested "less"
         toward = est.estimate > 0 if effect >= 0 else est.estimate < 0
@@ -102,10 +117,14 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
         if progress is not None:
             progress(i + 1, reps)
     p_hat = float(reject.mean())
+    note = ("the effect varies across districts (omega): the data draw each district's effect about the true "
+            "effect, and pleval's analysis (districts fixed) tests the effect averaged over these districts, whose "
+            "SE leaves that variation out; the formula's power is for the effect across districts like these"
+            if three and design.omega > 0 else "")
     return SimulatedPower(
         design=design.name, effect=effect, reps=int(reps), rejections=int(reject.sum()), simulated_power=p_hat,
         mc_se=math.sqrt(p_hat * (1 - p_hat) / reps), formula_power=design.power(effect), alpha=design.alpha,
-        analysis=analysis, seed=int(seed),
+        analysis=analysis, seed=int(seed), note=note,
     )
 
 
