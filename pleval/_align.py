@@ -5,7 +5,8 @@
   put in the order of the first of them. They must hold the same labels, each once (a label in one
   and not the other is a :class:`DataError` naming both arguments and the label).
 * A Series (or DataFrame) with an array, a list or a number is paired by position.
-* A vector result is labelled like the first argument when that is a Series.
+* A vector result is labelled like the first argument when that is a Series; a fit keeps the labels
+  of its rows (:func:`index_of`), by which ``cluster_robust`` pairs a pandas ``cluster``.
 * pandas numbers with missing values (nullable ``Float64``/``Int64``, or ``object`` holding ``pd.NA``
   or ``None``) become floats with NaN, so each function's own check of missing values applies.
 
@@ -64,6 +65,13 @@ def paired(names, *xs) -> list:
                             "(paired by position)")
         xs[i] = xs[i].reindex(first)
     return xs
+
+
+def index_of(*xs):
+    """The labels of the rows that :func:`paired` combines ``xs`` into: the index of the first
+    Series or DataFrame among them (the others put in its order, or paired with it by position),
+    or None when none is one."""
+    return next((x.index for x in xs if is_labelled(x)), None)
 
 
 def floats(x, name: str):
@@ -138,4 +146,4 @@ def by_label(*names: str, as_is: tuple[str, ...] = (), labelled: bool = True):
     return wrap
 
 
-__all__ = ["paired", "floats", "label", "by_label", "is_labelled"]
+__all__ = ["paired", "index_of", "floats", "label", "by_label", "is_labelled"]

@@ -83,6 +83,61 @@ def test_df_conventions_and_clusters(bcg):
         cluster_robust(meta_analysis(y, se, vcov=np.diag(se**2)), cl)
 
 
+def _labelled_bcg(bcg):
+    """dat.bcg as a table labelled by author and trial, with 5 districts of 2–3 trials."""
+    y, se, b = bcg
+    t = pd.DataFrame({"es": y, "se": se, "ablat": b.ablat.to_numpy(),
+                      "district": list("aabbbccdddeee")}, index=[f"{a} ({n})" for a, n in zip(b.author, b.trial)])
+    return t, t.sample(frac=1, random_state=7)  # the same rows in another order
+
+
+def test_cluster_series_paired_by_label_with_the_fit_rows(bcg):
+    """A fit of pandas columns pairs a cluster Series by label: the same clusters in another row
+    order give the CR1 SE computed by hand on the aligned rows (meta-analysis:
+    ``G/(G−1)·Σ_g(Σ_{i∈g} w_i e_i)²/(Σw)²``) and, for a meta-regression, the SEs of the clusters
+    given by position in the fit's order; before 2026-12-05 they were taken by position."""
+    t, shuffled = _labelled_bcg(bcg)
+    fit = meta_analysis(t["es"], t["se"])
+    w = 1 / (t["se"].to_numpy() ** 2 + fit.tau2)
+    e = t["es"].to_numpy() - np.sum(w * t["es"].to_numpy()) / w.sum()
+    by_district = pd.Series(w * e).groupby(t["district"].to_numpy()).sum().to_numpy()
+    G = by_district.size
+    se_hand = np.sqrt(G / (G - 1) * np.sum(by_district**2)) / w.sum()
+    r = cluster_robust(fit, shuffled["district"])
+    assert r.coefficients.se.iloc[0] == pytest.approx(se_hand, rel=1e-10)
+    assert r.n_clusters == G
+    # by position the shuffled labels would group other trials: another SE, the one the test rules out
+    by_position = cluster_robust(fit, shuffled["district"].to_numpy()).coefficients.se.iloc[0]
+    assert by_position != pytest.approx(se_hand, rel=1e-3)
+
+    y, se = t["es"].to_numpy(), t["se"].to_numpy()
+    for mr in (meta_regression(t["es"], t["se"], t[["ablat"]]),
+               meta_regression(y, se, t[["ablat"]])):  # its rows labelled by the moderators' index
+        aligned = cluster_robust(mr, t["district"].to_numpy(), vcov="CR2")
+        r = cluster_robust(mr, shuffled["district"], vcov="CR2")
+        np.testing.assert_allclose(r.coefficients.se, aligned.coefficients.se, rtol=1e-12)
+        np.testing.assert_allclose(r.coefficients.df, aligned.coefficients.df, rtol=1e-12)
+        assert r.qm == pytest.approx(aligned.qm, rel=1e-12)
+
+
+def test_cluster_labels_that_do_not_match_the_fit_rows(bcg):
+    """A cluster Series whose labels differ from the fit's rows, or repeat one, is an error naming
+    both; an array cluster, or a Series with a fit of arrays, is taken by position."""
+    t, shuffled = _labelled_bcg(bcg)
+    fit = meta_analysis(t["es"], t["se"])
+    with pytest.raises(DataError, match=r"fit.index and cluster .*different labels \(1 not in both; "
+                                        r"e.g. 'Aronson \(1\)' is in fit.index but not in cluster\)"):
+        cluster_robust(fit, t["district"].iloc[1:])
+    twice = t["district"].set_axis([t.index[1], *t.index[1:]])
+    with pytest.raises(DataError, match=r"cluster holds the label 'Ferguson & Simes \(2\)' more than once"):
+        cluster_robust(fit, twice)
+    by_position = cluster_robust(fit, shuffled["district"].to_numpy()).coefficients.se
+    unlabelled = meta_analysis(t["es"].to_numpy(), t["se"].to_numpy())
+    assert fit.index.equals(t.index) and unlabelled.index is None
+    r = cluster_robust(unlabelled, shuffled["district"])
+    np.testing.assert_allclose(r.coefficients.se, by_position, rtol=1e-12)
+
+
 def test_ols_cluster_df_conventions():
     """``ols(cluster_df=...)`` on clustered data: CR1 "G-p" = CR0 × G/(G−k) with G − k df;
     "G-1" = CR0 × G/(G−1)·(n−1)/(n−k) with G − 1 df; CR2 keeps its Satterthwaite df."""

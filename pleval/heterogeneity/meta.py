@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._align import floats, paired
+from .._align import floats, index_of, paired
 from .._results import ResultMixin
 from ..errors import DataError, DesignError, PlevalWarning
 from . import _tau2
@@ -151,7 +151,9 @@ class MetaAnalysis(ResultMixin):
 
     ``estimate``/``se``/``ci_*``/``pvalue`` describe the pooled effect μ̂ (``df`` = ``inf``
     for a z reference, ``k − 1`` with Hartung–Knapp). ``i2`` is a percentage.
-    ``weights`` are the relative weights (%) of each school in μ̂.
+    ``weights`` are the relative weights (%) of each school in μ̂. ``index``: the pandas labels
+    of the rows when the estimates or SEs were pandas objects (the first one's index; None for
+    arrays), by which :func:`~.robust.cluster_robust` pairs a pandas ``cluster``.
     """
 
     method: str
@@ -187,6 +189,7 @@ class MetaAnalysis(ResultMixin):
     labels: tuple
     vcov: np.ndarray | None = None
     se2_offdiag: float = 0.0
+    index: pd.Index | None = None
 
     @property
     def correlated(self) -> bool:
@@ -249,7 +252,8 @@ class MetaAnalysis(ResultMixin):
         nan = math.nan
         kw = {f.name: nan for f in fields(cls)}
         kw.update(method="", k=k, tau2_ci=(nan, nan), i2_ci=(nan, nan), h2_ci=(nan, nan), hartung_knapp=False,
-                  prediction="", estimates=np.empty(0), ses=np.empty(0), weights=np.empty(0), labels=(), vcov=None)
+                  prediction="", estimates=np.empty(0), ses=np.empty(0), weights=np.empty(0), labels=(), vcov=None,
+                  index=None)
         return cls(**kw).as_dict()
 
     def to_frame(self) -> pd.DataFrame:
@@ -369,6 +373,7 @@ def meta_analysis(
     estimates, ses : array-like
         School estimates and their standard errors (``v_i = SE_i²``, treated as known); two
         pandas Series are paired by label (docs/api.md, "Several vectors"), arrays by position.
+        The fit keeps the pandas labels of its rows (:attr:`MetaAnalysis.index`).
     method : {"REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE"}
         Estimator of the between-school variance τ² (``"FE"``: τ² = 0); with ``vcov`` every
         one but ``"HS"``.
@@ -399,6 +404,7 @@ def meta_analysis(
         raise DataError(f"prediction must be one of {PREDICTIONS}; got {prediction!r}")
     if not 0 < level < 1:
         raise DataError(f"level must lie strictly between 0 and 1; got {level!r}")
+    index = index_of(estimates, ses)
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
@@ -504,6 +510,7 @@ def meta_analysis(
         labels=labels,
         vcov=None if V is None else _readonly(V),
         se2_offdiag=float(se2_offdiag),
+        index=index,
     )
 
 

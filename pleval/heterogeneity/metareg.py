@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .._align import floats, paired
+from .._align import floats, index_of, paired
 from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
 from ..inference.robust import dependent_column
@@ -59,7 +59,9 @@ from .meta import Method, _readonly, check_inputs, check_method, check_vcov, rot
 
 @dataclass(frozen=True, repr=False)
 class MetaRegression(ResultMixin):
-    """Result of :func:`meta_regression` (immutable)."""
+    """Result of :func:`meta_regression` (immutable). ``index``: the pandas labels of the rows when
+    the estimates, SEs or moderators were pandas objects (the first one's index; None for arrays),
+    by which :func:`~.robust.cluster_robust` pairs a pandas ``cluster``."""
 
     method: str
     k: int
@@ -87,6 +89,7 @@ class MetaRegression(ResultMixin):
     sampling_vcov: np.ndarray | None = None
     vcov_offdiag: np.ndarray | None = None
     labels: tuple = ()
+    index: pd.Index | None = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.coefficients.copy()
@@ -203,10 +206,12 @@ def meta_regression(
     An intercept is always included. ``vcov``: full k×k sampling covariance (diagonal ``ses²``).
     ``vcov_unshrunk``: the covariance before the off-diagonal shrinkage that gave ``vcov``;
     ``Var(β̂)`` adds the positive part of ``L(vcov_unshrunk − vcov)L'`` (module docstring).
-    ``labels``: one per estimate (school ids; default 1..k), kept as :attr:`MetaRegression.labels`.
+    ``labels``: one per estimate (school ids; default 1..k), kept as :attr:`MetaRegression.labels`;
+    the pandas labels of the rows as :attr:`MetaRegression.index`.
     """
     check_method(method, vcov is not None)
     estimates, ses, moderators = paired(("estimates", "ses", "moderators"), estimates, ses, moderators)
+    index = index_of(estimates, ses, moderators)
     y, se = check_inputs(estimates, ses)
     v = se**2
     k = y.size
@@ -304,6 +309,7 @@ def meta_regression(
         sampling_vcov=None if V is None else _readonly(V),
         vcov_offdiag=None if offdiag is None else _readonly(offdiag),
         labels=tuple(labels) if labels is not None else tuple(range(1, k + 1)),
+        index=index,
     )
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .._align import is_labelled, paired
 from .._results import Frame, ResultMixin
 from ..errors import DataError
 from ..inference.robust import ols
@@ -104,9 +105,10 @@ def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, vcov: str = "
                    df: str = "G-p", level: float | None = None) -> RobustMeta:
     """Cluster-robust SEs, tests and intervals for ``fit`` (a :class:`MetaAnalysis` or
     :class:`MetaRegression` of independent estimates) with one cluster label per estimate
-    (module docstring). ``vcov``: ``"CR1"`` (metafor's ``robust()`` default; ``adjust`` and
-    ``df`` choose its factor and df) or ``"CR2"`` (``robust(..., clubSandwich=TRUE)``).
-    ``level`` defaults to the fit's."""
+    (module docstring): a pandas ``cluster`` is paired by label with the rows of a fit built from
+    pandas objects (:func:`_clusters`; docs/api.md, "Several vectors"), anything else by position.
+    ``vcov``: ``"CR1"`` (metafor's ``robust()`` default; ``adjust`` and ``df`` choose its factor
+    and df) or ``"CR2"`` (``robust(..., clubSandwich=TRUE)``). ``level`` defaults to the fit's."""
     if df not in DF_CONVENTIONS:
         raise DataError(f"df must be one of {DF_CONVENTIONS}; got {df!r}")
     if vcov not in ROBUST_VCOV:
@@ -124,7 +126,7 @@ def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, vcov: str = "
     else:
         raise DataError(f"fit must be a MetaAnalysis or MetaRegression; got {type(fit).__name__}")
     y, v = np.asarray(fit.estimates, float), np.asarray(fit.ses, float) ** 2
-    cl = np.asarray(cluster)
+    cl = _clusters(fit, cluster)
     if cl.shape != y.shape:
         raise DataError(f"cluster must have one label per estimate ({y.size}); got {cl.size}")
     if pd.isna(pd.Series(cl)).any():
@@ -159,6 +161,15 @@ def cluster_robust(fit: MetaAnalysis | MetaRegression, cluster, *, vcov: str = "
                       df_convention=df if vcov != "CR2" else "Satterthwaite", adjust=bool(adjust), coefficients=coef,
                       vcov=r.vcov, tau2=float(fit.tau2), qm=qm, qm_df=qm_df, qm_pvalue=qm_p, pi_low=pi[0],
                       pi_high=pi[1], level=level, vcov_type=kind_vcov)
+
+
+def _clusters(fit: MetaAnalysis | MetaRegression, cluster) -> np.ndarray:
+    """``cluster`` in the order of the fit's rows: a Series paired by label with the rows of a fit
+    built from pandas objects (``fit.index``; :func:`pleval._align.paired`: a label in one and not
+    the other, or held twice, is an error naming both), otherwise by position."""
+    if fit.index is not None and is_labelled(cluster):
+        _, cluster = paired(("fit.index", "cluster"), pd.DataFrame(index=fit.index), cluster)
+    return np.asarray(cluster)
 
 
 __all__ = ["cluster_robust", "RobustMeta", "DF_CONVENTIONS", "ROBUST_VCOV"]
