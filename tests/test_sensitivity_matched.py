@@ -84,7 +84,7 @@ def test_the_sentence_never_rounds_a_positive_strength_to_zero():
 
     k = optimize.brentq(bias, 1e-9, 1.0)
     o2 = omitted_variable_bounds(est2, se2, dof2, benchmarks={"pretest": (r2d, r2y)})
-    s2 = SubjectSensitivity("", NS(raw=NS(estimate=est2)), o2, evalue_smd(0.1, 0.0, 0.2), None, benchmark="pretest")
+    s2 = SubjectSensitivity("", NS(raw=NS(estimate=est2, pvalue=2 * stats.t.sf(est2 / se2, dof2))), o2, evalue_smd(0.1, 0.0, 0.2), None, benchmark="pretest")
     shown = float(re.search(r"a confounder ([0-9.]+) times", s2.sentence()).group(1))
     assert 0 < shown and abs(shown - k) <= 0.005 < k
 
@@ -631,3 +631,27 @@ def test_cli_sensitivity_takes_the_standard_error_options(data, tmp_path):
     got = f[f["kind"] == "estimate"].drop_duplicates("subject").set_index("subject")["se"]
     for key, se in got.items():
         assert se == pytest.approx(want[key].raw.se, rel=1e-9)
+
+
+def test_the_sentence_beside_a_p_just_below_alpha():
+    """With few residual df RV_{q,α} is 0 while the estimate's own p is just below α (Cinelli &
+    Hazlett's adjusted SE carries √(dof/(dof − 1)) even for a confounder explaining nothing). The
+    sentence says so instead of "already no longer statistically significant" beside p < α (as
+    before 2026-12-05); a p above α keeps that wording."""
+    from types import SimpleNamespace as NS
+
+    from scipy import stats
+
+    from pleval.sensitivity.evalue import evalue_smd
+    from pleval.sensitivity.matched import SubjectSensitivity
+    from pleval.sensitivity.ovb import omitted_variable_bounds
+
+    dof = df = 30
+    for factor, below in ((1.01, True), (0.99, False)):
+        t = factor * stats.t.isf(0.025, df)
+        p = 2 * stats.t.sf(t, df)
+        o = omitted_variable_bounds(t, 1.0, dof, se=1.0, df=df)
+        assert o.rv_qa == 0 and (p < 0.05) == below
+        s = SubjectSensitivity("", NS(raw=NS(estimate=t, pvalue=p)), o, evalue_smd(0.08, 0.001, 0.16), None).sentence()
+        assert ("already no longer statistically significant" in s) != below, s
+        assert (f"its own p = {p:.3g} is so near α" in s) == below, s

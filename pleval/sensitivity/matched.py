@@ -87,6 +87,9 @@ class SubjectSensitivity(ResultMixin):
             tail, after = "", (f" To bring it to zero: {bench}." if bench else "")
         if self.ovb.rv_qa > 0:
             sig = f"{fixed(100 * self.ovb.rv_qa, 1, 0)}% of each would make it {within} (α = {alpha:g})"
+        elif q == 1 and (p := self.effect.raw.pvalue) < alpha:  # |t| within the df a confounder takes (√(dof/(dof − 1)))
+            sig = (f"a confounder explaining none of either would already make it {within} (α = {alpha:g}): its own "
+                   f"p = {p:.3g} is so near α that the degree of freedom a confounder takes is enough")
         else:
             sig = f"the estimate is already {within} (α = {alpha:g})"
         return (
