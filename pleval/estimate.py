@@ -62,7 +62,7 @@ from .subgroups import BAND, band_groups, pretest_bands
 
 DESIGNS = ("matched", "rct")
 MATCH_METHODS = ("propensity", "mahalanobis", "vcg", "weighting", "optimal", "full", "subclass", "cem", "exact", "ebal")
-RCT_METHODS = ("ols", "cluster_means", "mixedlm")
+RCT_METHODS = ("ols", "cluster_means", "mixedlm", "random_blocks")
 META_METHODS = ("REML", "ML", "DL", "PM", "EB", "HE", "SJ", "FE")
 """τ² estimators of the school meta-analysis (metafor's names); HS is left out: it needs
 independent estimates, and the school effects of one evaluation share comparison students."""
@@ -601,7 +601,8 @@ def estimate(
     design : ``"matched"`` (PL schools against matched comparison students) or ``"rct"``.
     method : matched: ``"propensity"`` (default), ``"mahalanobis"``, ``"vcg"``,
         ``"weighting"``, ``"optimal"``, ``"full"``, ``"subclass"``, ``"cem"``, ``"exact"``,
-        ``"ebal"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``.
+        ``"ebal"``; rct: ``"ols"`` (default), ``"cluster_means"``, ``"mixedlm"``,
+        ``"random_blocks"`` (the blocks' effects averaged, K − 1 df: :func:`pleval.rct.analyze_rct`).
     subject : analyse only this subject (default: every subject, each separately).
     seed : seed of the remaining random steps (placebo sampling, permutations); matching has
         none (ties are kept, :mod:`pleval.matching.nearest`).

@@ -63,6 +63,16 @@ Other estimates
   is retried with Powell and then Nelder–Mead and the result says so. Its t reference uses
   ``G − b − 1`` df (clusters minus cluster-level fixed effects: intercept, treatment,
   b − 1 block effects; the "between-within" rule).
+* **Random blocks** (``method="random_blocks"``; needs ``block``): the blocks (districts in a
+  cluster trial, schools in a multi-site trial) as a sample of blocks whose effects vary. Each
+  block's effect ``δ̂_b = (ȳ_b1 − ȳ_b0) − (x̄_b1 − x̄_b0)'β̂`` (its arms' mean difference, adjusted
+  by the pretests' and covariates' common slopes β̂ from the fit within block × arm cells: the
+  additive model with one effect per block, Frisch–Waugh–Lovell), and the ITT the blocks'
+  average ``δ̄ = Σ_b δ̂_b / K`` with ``SE = s_δ/√K`` (s_δ the δ̂_b's SD) and a t reference on
+  K − 1 df: the effect across blocks like these, its SE counting their effects' variation
+  (ω in PowerUp!'s BCRA3_2r and BIRA2_1r, whose df K − g − 1 it has; Raudenbush & Bloom
+  2015's fixed-intercept, random-effect estimand with equal block weights). Blocks without
+  both arms are left out (note); it needs two blocks with both arms.
 * **CACE / TOT**: two-stage least squares of the outcome on take-up instrumented by
   assignment, with the ITT model's other regressors. Just identified, it is the ratio of the
   ITTs on the outcome and on take-up, ``θ̂ = τ̂_y / τ̂_d``, and its sandwich variance is the ITT
@@ -129,7 +139,7 @@ from .inference.wild import WildBootstrapResult, wild_cluster_bootstrap
 from .subgroups import level_codes, single_valued_in_subject, subgroup_effects
 
 DESIGNS = ("individual", "blocked", "cluster")
-METHODS = ("ols", "cluster_means", "mixedlm")
+METHODS = ("ols", "cluster_means", "mixedlm", "random_blocks")
 VCOVS = ("CR2", "CR1", "CR0", "HC2", "HC1", "HC0", "classical")
 TERCILE = "pretest_tercile"
 _TERCILE_ALIASES = (TERCILE, "pretest_third")
@@ -636,6 +646,39 @@ def _lin_dense(mod: _Model, rows: np.ndarray | None) -> tuple[np.ndarray, list[s
     return lin_design(mod.z[sel], mod.X[sel][:, keep], [mod.names[j] for j in keep])
 
 
+def _random_blocks_fit(mod: _Model, cols: Columns, notes: list) -> tuple[float, float, float, int]:
+    """``(δ̄, SE, df, K)`` of ``method="random_blocks"`` (module docstring): the blocks' effects
+    from their block × arm cell means, adjusted by the common slopes of the fit within cells, and
+    their average, SE ``s_δ/√K`` and K − 1 df over the K blocks with both arms."""
+    if not cols.block or mod.n_blocks < 2:
+        raise DataError("method='random_blocks' needs blocks: name the block column (columns.block; in a cluster "
+                        "trial the district, in a multi-site trial the school) with at least two blocks")
+    rows, one_arm = mod.both_arm_rows
+    sel = slice(None) if rows is None else rows
+    blocks, z, y = mod.block_codes[sel], mod.z[sel].astype(np.intp), mod.y[sel]
+    K = int(np.unique(blocks).size)
+    if K < 2:
+        raise DesignError(f"method='random_blocks': {K} block(s) with both arms; it needs at least two")
+    if one_arm:
+        notes.append(f"random blocks: {one_arm} block(s) with one arm only say nothing of their effect and are left out")
+    cell = pd.factorize(blocks * 2 + z)[0]
+    X = mod.covX.to_numpy(dtype=float)[sel]
+    n = np.bincount(cell)
+    means = np.column_stack([np.bincount(cell, weights=c) / n for c in (y, *X.T)])  # y and each covariate by cell
+    if X.shape[1]:
+        beta = ols(y, X, absorb=cell, vcov="classical").params  # the common slopes, within cells
+        adjusted = means[:, 0] - means[:, 1:] @ beta
+    else:
+        adjusted = means[:, 0]
+    arm = np.empty(cell.max() + 1, dtype=np.intp)
+    arm[cell] = z
+    block = np.empty_like(arm)
+    block[cell] = pd.factorize(blocks)[0]
+    delta = np.bincount(block, weights=np.where(arm == 1, adjusted, -adjusted), minlength=K)
+    est, sd = float(delta.mean()), float(delta.std(ddof=1))
+    return est, sd / math.sqrt(K), float(K - 1), K
+
+
 def _cluster_means_fit(mod: _Model, cols: Columns, notes: list):
     """School-mean regression (each school once), HC2 with Bell & McCaffrey's df. The schools of blocks without
     both arms are left out (with a note): with block effects they say nothing of the effect, and
@@ -1066,8 +1109,18 @@ def analyze_rct(
         resid_icc = float(mixed_res.cov_re.iloc[0, 0] / (mixed_res.cov_re.iloc[0, 0] + mixed_res.scale))
         notes.append(f"MixedLM: residual intraclass correlation {resid_icc:.3f}")
 
+    if method == "random_blocks":
+        rb, rse, rdf, k_blocks = _random_blocks_fit(mod, cols, notes)
+        extra["Random blocks"] = effect(
+            rb, rse, rdf, "ITT (random blocks)",
+            f"the average of the {k_blocks} blocks' effects (common covariate slopes), its SE from their spread; "
+            f"t({rdf:.0f})", n=n_both, n_clusters=cl_both)
+
     if method == "ols":
         effects["ITT"] = ols_effect
+    elif method == "random_blocks":
+        effects["ITT (random blocks)"] = extra.pop("Random blocks")
+        effects["ITT (OLS, students)"] = ols_effect
     elif method == "cluster_means":
         effects["ITT (school means)"] = extra.pop("School means")
         effects["ITT (OLS, students)"] = ols_effect

@@ -445,7 +445,7 @@ def estimate(
     ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject. May come from --config."),
     design: Optional[str] = typer.Option(None, "--design", help="matched (default) or rct."),
-    method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal; rct: ols (default), cluster_means, mixedlm."),
+    method: Optional[str] = typer.Option(None, "--method", help="matched: propensity (default), mahalanobis, vcg, weighting, optimal, full, subclass, cem, exact, ebal; rct: ols (default), cluster_means, mixedlm, random_blocks."),
     only_subject: OnlySubject = None,
     pool: Optional[str] = typer.Option(None, "--pool", help="Comparison pool given apart from FILE, which then holds PL students only: a folder of Parquet files, a .parquet file or a DuckDB database file (or, with --engine spark, a Spark table or path). Matched out of core (docs/scale.md)."),
     pool_table: Optional[str] = typer.Option(None, "--pool-table", help="The table of a DuckDB --pool file (default: its only table)."),

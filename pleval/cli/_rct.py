@@ -37,6 +37,7 @@ class MethodOpt(str, Enum):
     ols = "ols"
     cluster_means = "cluster_means"
     mixedlm = "mixedlm"
+    random_blocks = "random_blocks"
 
 
 _SHORT = {
@@ -183,7 +184,7 @@ def _equivalence_table(frame: pd.DataFrame) -> Table:
 def rct(
     data: Path = typer.Argument(..., help="Student file (CSV, TSV, Excel, Parquet, Stata or SPSS), one row per student × subject."),
     design: DesignOpt = typer.Option(DesignOpt.cluster, "--design", help="cluster (schools randomized), blocked or individual."),
-    method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means or mixedlm."),
+    method: MethodOpt = typer.Option(MethodOpt.ols, "--method", help="Primary ITT: ols, cluster_means, mixedlm or random_blocks (the blocks' effects averaged, SE from their spread, K − 1 df: effects that vary across districts or sites)."),
     only_subject: OnlySubject = None,
     out: Path = typer.Option(Path("results/rct"), "--out", "-o", help="Folder for the CSV tables."),
     force: Force = False,

@@ -292,15 +292,16 @@ class Design:
         return ()
 
     def _analysis_note(self, power: float, mdes: float, df: float, sse: float, analysis: str, basis: str, *,
-                       lead: str = "", estimand: str = "", tail: str = "", always: bool = False) -> tuple[str, ...]:
+                       lead: str = "", estimand: str = "", tail: str = "", always: bool = False,
+                       which: str = "pleval's analysis") -> tuple[str, ...]:
         """The note on pleval's own analysis of the design (``analysis``: what it fits) when it refers
         to ``df`` degrees of freedom (``basis``: where they come from) and has standardized SE ``sse``:
         its power at the MDES, when that differs from the formula's ``power`` by half a point or
-        more (so that the two decimals printed differ), or ``always``."""
+        more (so that the two decimals printed differ), or ``always``. ``which`` names the analysis."""
         at = float(power_from_ncp(mdes / sse, df, self.alpha, self.two_sided))
         if not always and abs(at - power) < 0.005:
             return ()
-        return (f"{lead}pleval's analysis ({analysis}) refers to about {df:.1f} df ({basis}), not the formula's "
+        return (f"{lead}{which} ({analysis}) refers to about {df:.1f} df ({basis}), not the formula's "
                 f"{self.df:g}, so its power{estimand} at the MDES above is about {at:.2f}, not {power:.2f}{tail}",)
 
 
@@ -541,17 +542,20 @@ class BlockedClusterRCT(Design):
             return self._analysis_note(power, mdes, self.analysis_df(), sse,
                                        "district fixed effects, CR2 by school, Satterthwaite df", basis,
                                        tail="; the formula's df are PowerUp!'s, for an effect of each district's own")
-        random_fit = "a random-effects analysis of the districts (K − g − 1 df), which pleval does not run"
+        default = "pleval's default analysis"
+        random_fit = ("a random-effects analysis of the districts (K − g − 1 df): pleval's --method random_blocks "
+                      "(analyze_rct(method='random_blocks'))")
         if self.omega > 0:  # another estimand: said whatever the difference
             return self._analysis_note(
                 power, mdes, self.analysis_df(), sse,
                 "districts fixed: the effect averaged over these districts, its SE without the effect's variation "
                 "across districts (omega); CR2 by school, Satterthwaite df", basis,
-                lead="random districts: ", estimand=" for that effect", always=True,
+                lead="random districts: ", estimand=" for that effect", always=True, which=default,
                 tail=f"; the formula's figure, for the effect across districts like these, is that of {random_fit}")
         return self._analysis_note(power, mdes, self.analysis_df(), sse,
                                    "districts fixed, CR2 by school, Satterthwaite df", basis,
-                                   lead="random districts: ", tail=f"; the formula's df are those of {random_fit}")
+                                   lead="random districts: ", tail=f"; the formula's df are those of {random_fit}",
+                                   which=default)
 
 
 @dataclass(frozen=True, kw_only=True)

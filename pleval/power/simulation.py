@@ -2,7 +2,8 @@
 
 For a :class:`~pleval.power.ClusterRCT`, a fixed-block :class:`~pleval.power.BlockedRCT` or a
 :class:`~pleval.power.BlockedClusterRCT` (the districts as blocks, each district's effect drawn
-about the true one when ``omega`` > 0; ``r2_effect`` 0),
+about the true one when ``omega`` > 0, analysed with ``method="random_blocks"`` when the design's
+districts are random — the analysis of the formula's model, K − 1 df —; ``r2_effect`` 0),
 :func:`simulate_power` draws ``reps`` data sets from :func:`pleval.simulate.simulate_planned`
 (the design's sizes, ICC and R², one pretest, true effect δ), analyses each with
 :func:`pleval.rct.analyze_rct` exactly as ``pleval estimate --design rct`` would (OLS ITT with
@@ -43,7 +44,6 @@ class SimulatedPower(ResultMixin):
     alpha: float
     analysis: str
     seed: int
-    note: str = ""
 
     @property
     def z(self) -> float:
@@ -62,7 +62,6 @@ class SimulatedPower(ResultMixin):
             f"  simulated {self.simulated_power:.3f} (Monte Carlo SE {self.mc_se:.3f}) vs formula {self.formula_power:.3f}"
             f" ({diff})",
             f"  analysis: {self.analysis}",
-            *([f"  note: {self.note}"] if self.note else []),
         ])
 
 
@@ -76,7 +75,7 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
     from ..rct import analyze_rct
     from ..simulate import simulate_planned
 
-    three = {}
+    three, method = {}, "ols"
     if isinstance(design, ClusterRCT):
         kind, r2_school, treated = "cluster", design.r2_school, design.treated
     elif isinstance(design, BlockedRCT) and design.blocks == "fixed" and design.constant_effect:
@@ -89,6 +88,7 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
         if arms is None:
             raise DesignError(f"{design.schools:g} schools per district leave no school for an arm in one district")
         kind, r2_school, treated = "blocked_cluster", design.r2_school, arms[0] / sum(arms)  # J_T of J, as the note
+        method = "random_blocks" if design.blocks == "random" else "ols"  # the analysis of the formula's model
         three = dict(districts=int(design.districts), icc_district=design.icc_district, omega=design.omega)
     else:
         raise DesignError("simulated power is available for cluster RCTs, blocked RCTs with fixed blocks and one "
@@ -108,7 +108,7 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
                               design.r2_student, effect, treated, seed=int(s), **three)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = analyze_rct(df, cols, design="cluster" if three else kind, compliance=False).itt.raw
+            est = analyze_rct(df, cols, design="cluster" if three else kind, method=method, compliance=False).itt.raw
         analysis = est.method
         # one-sided: in the effect's direction (as the formula's |δ|); a negative effect tested "less"
         toward = est.estimate > 0 if effect >= 0 else est.estimate < 0
@@ -117,14 +117,11 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
         if progress is not None:
             progress(i + 1, reps)
     p_hat = float(reject.mean())
-    note = ("the effect varies across districts (omega): the data draw each district's effect about the true "
-            "effect, and pleval's analysis (districts fixed) tests the effect averaged over these districts, whose "
-            "SE leaves that variation out; the formula's power is for the effect across districts like these"
-            if three and design.omega > 0 else "")
+
     return SimulatedPower(
         design=design.name, effect=effect, reps=int(reps), rejections=int(reject.sum()), simulated_power=p_hat,
         mc_se=math.sqrt(p_hat * (1 - p_hat) / reps), formula_power=design.power(effect), alpha=design.alpha,
-        analysis=analysis, seed=int(seed), note=note,
+        analysis=analysis, seed=int(seed),
     )
 
 
