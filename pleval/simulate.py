@@ -1067,7 +1067,8 @@ def simulate_planned(
         y_ij = d_k + x_ij + u_j + e_ij + δ_kT, Var(u) = ρ(1−R²₂),    Var(e) = (1−ρ−ρ₃)(1−R²₁)
 
     with ``Var(d_k) = ρ₃`` and the districts' effects ``δ_k ~ N(δ, ω·ρ₃)`` (``omega``; PowerUp!'s
-    BCRA3_2r: the effect varies across districts like these about δ; δ_k = δ when ω = 0), so the
+    BCRA3_2r: the effect varies across districts like these about δ; δ_k = δ when ω = 0; in a
+    ``blocked`` design the schools' effects ``δ_j ~ N(δ, ω·ρ)``, PowerUp!'s BIRA2_1r), so the
     outcome has variance 1 (given T), the school share ρ and the district share ρ₃, and the pretest
     explains R²₂ of the school and R²₁ of the student variance (the quantities of
     :mod:`pleval.power.designs`). ``blocked`` designs need only ρ and R²₁ (the school effects are
@@ -1082,8 +1083,10 @@ def simulate_planned(
     for name, v in (("icc", icc), ("r2_school", r2_school), ("r2_student", r2_student), ("icc_district", icc_district)):
         if not 0 <= v < 1:
             raise ValueError(f"{name} must lie in [0, 1); got {v}")
-    if not three and (icc_district or omega or districts != 1):
-        raise ValueError("districts, icc_district and omega apply to design='blocked_cluster'")
+    if not three and (icc_district or districts != 1):
+        raise ValueError("districts and icc_district apply to design='blocked_cluster'")
+    if design == "cluster" and omega:
+        raise ValueError("omega (the effect's variation across blocks) applies to blocked designs")
     if icc + icc_district >= 1 or omega < 0 or K < 1:
         raise ValueError(f"need icc + icc_district < 1, omega >= 0 and districts >= 1; got {icc + icc_district:g}, "
                          f"{omega:g} and {districts}")
@@ -1113,6 +1116,8 @@ def simulate_planned(
     w, e = (r_student.standard_normal((2, K * J * n)) * np.sqrt([[rest * r2_student], [rest * (1 - r2_student)]]))
     pre = a[school] + w
     post = pre + u[school] + e + effect * treat
+    if design == "blocked" and omega:  # each school's effect about δ
+        post += r_district.standard_normal(J)[school] * math.sqrt(omega * icc) * treat
     out = {"student_id": np.arange(K * J * n), "school_id": school, "block": school, "treatment": treat,
            "pretest": pre, "posttest": post}
     if three:

@@ -241,3 +241,19 @@ def test_simulated_power_of_a_blocked_cluster_design_is_that_of_pleval_analysis(
     assert ("blocks' effects" in sim.analysis) == (blocks == "random")
     want = 0.80 if blocks == "random" else float(re.search(r"about ([\d.]+), not 0\.80", design.plan().notes[0]).group(1))
     assert abs(sim.simulated_power - want) < 3 * math.sqrt(want * (1 - want) / reps) + 0.005, sim.summary()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("omega", [0.0, 0.5])
+def test_simulated_power_of_random_blocks_is_the_formulas(omega):
+    """A multi-site trial whose schools' effects vary (PowerUp!'s BIRA2_1r: variance ω·ρ across
+    schools), simulated with each school's effect drawn about the MDES and analysed with
+    ``method="random_blocks"`` (K − 1 df, the formula's): the formula's 0.80 within 3 Monte Carlo
+    SEs (before 2026-12-05 random blocks were refused)."""
+    design = BlockedRCT(schools=12, students=20, icc=0.2, r2_student=0.4, blocks="random", omega=omega)
+    reps = sim_reps(400, minimum=100)
+    sim = simulate_power(design, reps=reps, seed=6)
+    assert "blocks' effects" in sim.analysis
+    assert abs(sim.simulated_power - 0.80) < 3 * math.sqrt(0.8 * 0.2 / reps), sim.summary()
+    with pytest.raises(DesignError, match="simulated power is available"):
+        simulate_power(design.replace(r2_effect=0.3), reps=10)

@@ -1,17 +1,19 @@
 """Simulated power: pleval's own trial analysis on data of the planned design.
 
-For a :class:`~pleval.power.ClusterRCT`, a fixed-block :class:`~pleval.power.BlockedRCT` or a
+For a :class:`~pleval.power.ClusterRCT`, a :class:`~pleval.power.BlockedRCT` (one effect with
+fixed blocks; with random blocks the schools' effects vary, ``omega``) or a
 :class:`~pleval.power.BlockedClusterRCT` (the districts as blocks, each district's effect drawn
-about the true one when ``omega`` > 0, analysed with ``method="random_blocks"`` when the design's
-districts are random — the analysis of the formula's model, K − 1 df —; ``r2_effect`` 0),
-:func:`simulate_power` draws ``reps`` data sets from :func:`pleval.simulate.simulate_planned`
-(the design's sizes, ICC and R², one pretest, true effect δ), analyses each with
-:func:`pleval.rct.analyze_rct` exactly as ``pleval estimate --design rct`` would (OLS ITT with
-the pretest; CR2 with Satterthwaite df for cluster designs, block fixed effects and HC2 for
-blocked designs) and counts rejections at the design's α. The Monte Carlo standard error of
-the simulated power p̂ is ``√(p̂(1 − p̂)/reps)``; a formula that is right for pleval's analysis
-lies within about two such SEs of p̂. The pretest (used when an R² is positive) enters the
-analysis as one covariate, so compare with a formula that counts it (``covariates=1``).
+about the true one when ``omega`` > 0), without ``r2_effect``, :func:`simulate_power` draws
+``reps`` data sets from :func:`pleval.simulate.simulate_planned` (the design's sizes, ICC and R²,
+one pretest, true effect δ), analyses each with :func:`pleval.rct.analyze_rct` as ``pleval
+estimate --design rct`` would (OLS ITT with the pretest; CR2 with Satterthwaite df for cluster
+designs, block fixed effects and HC2 for blocked designs; with random blocks or districts
+``method="random_blocks"``, the analysis of the formula's model: the blocks' effects averaged,
+K − 1 df) and counts rejections at the design's α. The Monte Carlo standard error of the
+simulated power p̂ is ``√(p̂(1 − p̂)/reps)``; a formula that is right for pleval's analysis lies
+within about two such SEs of p̂. The pretest (used when an R² is positive) enters the analysis as
+one covariate, so compare with a formula that counts it (``covariates=1``; with random blocks
+the formula's covariates are block-level and the pretest is not one of them).
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
     from ..rct import analyze_rct
     from ..simulate import simulate_planned
 
-    three, method = {}, "ols"
+    extra, method = {}, "ols"
     if isinstance(design, ClusterRCT):
         kind, r2_school, treated = "cluster", design.r2_school, design.treated
-    elif isinstance(design, BlockedRCT) and design.blocks == "fixed" and design.constant_effect:
+    elif isinstance(design, BlockedRCT) and design.constant_effect and not design.r2_effect:
         kind, r2_school, treated = "blocked", 0.0, design.treated
+        if design.blocks == "random":  # the schools' effects vary (omega): the analysis of that model
+            extra, method = {"omega": design.omega}, "random_blocks"
     elif isinstance(design, BlockedClusterRCT):
         if design.r2_effect:
             raise DesignError("simulated power of a blocked cluster RCT needs r2_effect = 0: pleval's analysis has no "
@@ -89,26 +93,28 @@ def simulate_power(design: Design, effect: float | None = None, reps: int = 500,
             raise DesignError(f"{design.schools:g} schools per district leave no school for an arm in one district")
         kind, r2_school, treated = "blocked_cluster", design.r2_school, arms[0] / sum(arms)  # J_T of J, as the note
         method = "random_blocks" if design.blocks == "random" else "ols"  # the analysis of the formula's model
-        three = dict(districts=int(design.districts), icc_district=design.icc_district, omega=design.omega)
+        extra = dict(districts=int(design.districts), icc_district=design.icc_district, omega=design.omega)
     else:
-        raise DesignError("simulated power is available for cluster RCTs, blocked RCTs with fixed blocks and one "
-                          "effect, and blocked cluster RCTs")
+        raise DesignError("simulated power is available for cluster RCTs, blocked RCTs with one effect (fixed blocks) "
+                          "or an effect varying across schools without r2_effect (random blocks), and blocked cluster "
+                          "RCTs")
     if not (isinstance(reps, (int, np.integer)) and reps >= 10):
         raise DesignError(f"reps must be a whole number >= 10; got {reps!r}")
     effect = design.plan(0.80).mdes if effect is None else float(effect)
     uses_pretest = r2_school > 0 or design.r2_student > 0  # R² = 0: the pretest is constant, left out
     cols = Columns(outcome="posttest", treatment="treatment", pretest=("pretest",) if uses_pretest else (),
                    school="school_id", block="block" if kind != "cluster" else None)
-    J = math.floor(design.schools + 0.5) if three else round(design.schools)  # (as the design's arms: halves up)
+    J = math.floor(design.schools + 0.5) if kind == "blocked_cluster" else round(design.schools)  # (as its arms)
     seeds = np.random.SeedSequence(seed).generate_state(reps)
     reject = np.zeros(reps, dtype=bool)
     analysis = ""
     for i, s in enumerate(seeds):  # one analysis per simulated data set
         df = simulate_planned(kind, J, round(design.students), design.icc, r2_school,
-                              design.r2_student, effect, treated, seed=int(s), **three)
+                              design.r2_student, effect, treated, seed=int(s), **extra)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = analyze_rct(df, cols, design="cluster" if three else kind, method=method, compliance=False).itt.raw
+            est = analyze_rct(df, cols, design="cluster" if kind == "blocked_cluster" else kind, method=method,
+                              compliance=False).itt.raw
         analysis = est.method
         # one-sided: in the effect's direction (as the formula's |δ|); a negative effect tested "less"
         toward = est.estimate > 0 if effect >= 0 else est.estimate < 0
