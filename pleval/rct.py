@@ -616,6 +616,15 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
     return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
 
 
+def _model_text(cols: Columns, cov_names: Sequence[str], absorbed: bool) -> str:
+    """The additive ITT model in words, as the method column says it:
+    ``outcome ~ treatment + block FE [(absorbed)] + pretest + k covariate(s)`` (``absorbed``: the
+    fit absorbs the block indicators rather than forming them)."""
+    adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
+    blocks = (" + block FE" + (" (absorbed)" if absorbed else "")) if cols.block else ""
+    return "outcome ~ treatment" + blocks + "".join(f" + {a}" for a in adj)
+
+
 def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
     """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
     arm the block's own effect, and so the average of the blocks' effects, is not identified."""
@@ -1083,11 +1092,9 @@ def analyze_rct(
     def scale(e: Estimate) -> Effect:
         return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
 
-    adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
     # Lin's block effects with CR types: columns when interacted, absorbed as the additive model's when additive
-    absorbed = absorb is not None and not (lin and vcov.startswith("CR") and not itt_additive)
-    blocks_desc = (" + block FE" + (" (absorbed)" if absorbed else "")) if cols.block else ""
-    model_desc = "outcome ~ treatment" + blocks_desc + "".join(f" + {a}" for a in adj)
+    lin_columns = lin and vcov.startswith("CR") and not itt_additive
+    model_desc = _model_text(cols, cov_names, absorb is not None and not lin_columns)
     if itt_additive:
         model_desc = ("Lin (2013), block FE additive: " + model_desc + ", the pretest(s) and covariates centred and "
                       "interacted with treatment (a block has one school in an arm: notes)")
