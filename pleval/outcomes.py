@@ -272,11 +272,16 @@ def rct_outcome(df: pd.DataFrame, columns, subject, outcome: str, kind: str, opt
         se = binary_se(opts, default=default_vcov(design, columns.school))  # the ITT's default
         clustered = se["lpm_vcov"].startswith("CR")  # (an HC vcov in a cluster design: unclustered, as the ITT)
         absorb = not clustered and opts["binary_method"] == "lpm" and mod.absorbs("HC2")  # the LPM's HC2, as the ITT
+        # the additive model, whatever lin says (the ITT's options["model"] is Lin's under lin: before 2026-12-05
+        # the method text said so, and "block FE (absorbed)" where the indicators are columns)
         b = binary_effect(mod.y, *((mod.Xa, mod.names_a) if absorb else (mod.X, mod.names)), treatment="treatment",
                           clusters=mod.school if clustered else None, absorb=mod.block_codes if absorb else None,
                           method=opts["binary_method"], estimand="ITT", level=opts["level"], label=label,
-                          description="; " + res.options["model"], **se)
+                          description="; " + rct._model_text(c2, cov_names, absorb), **se)
         row = _binary_row(b)
+        if opts["lin"]:
+            row["note"] += ("; Lin's interacted adjustment (lin) applies to score outcomes: this yes/no outcome is "
+                            "fitted by the additive model")
         main = _favour(b.cox.estimate, b.pvalue)
         effects = {"": main}
     row.update(estimand="ITT", estimation=kind_estimation(kind, opts))

@@ -39,8 +39,10 @@ With ``lin=True`` the ITT model is Lin's (2013) fully interacted adjustment
 analytic-sample means and interacted with assignment, ``y = α + τz + x̃'β + z·x̃'γ + ε``; τ̂ is
 the ITT (estimatr's ``lm_lin``), with the same covariance (CR2 / HC2 by default). Under HC
 and classical covariances the block × arm cells are absorbed (:func:`pleval.lin.lin_within`);
-blocks without both arms are left out of this model (their own effect is not identified). The
-other analyses keep the additive model.
+blocks without both arms are left out of this model (their own effect is not identified). Under
+CR types, when a block has a single school in an arm, the block effects stay additive and only
+the pretest(s) and covariates are interacted (:func:`_lin_one_school_blocks`; a note says so);
+the wild bootstrap of Lin's ITT fits the same model. The other analyses keep the additive model.
 
 Other estimates
 ---------------
@@ -453,6 +455,7 @@ class _Model:
     covX: pd.DataFrame  # pretests + covariates design columns
     block: str | None = None  # the block column's name
     school_labels: np.ndarray | None = None  # the school of each code
+    block_labels: np.ndarray | None = None  # the block of each code
 
     def absorbs(self, vcov: str) -> bool:
         """Whether fits with covariance ``vcov`` absorb the block indicators (more than one
@@ -568,7 +571,8 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
         school, uniq = pd.factorize(ana[cols.school])
         n_schools = len(uniq)
     mod = _Model(y, z, names, school, n_schools, block_codes, nb, covX, cols.block,
-                 None if uniq is None else np.asarray(uniq, dtype=object))
+                 None if uniq is None else np.asarray(uniq, dtype=object),
+                 None if block_codes is None else np.asarray(labels, dtype=object))
     rows, n_one = mod.both_arm_rows
     if rows is not None and not rows.any():
         raise DesignError(f"column {cols.block!r} (block): none of its {nb:,} blocks holds both treated and control "
@@ -622,6 +626,15 @@ def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
     return tau, math.sqrt(var) if np.isfinite(var) else math.nan, df
 
 
+def _model_text(cols: Columns, cov_names: Sequence[str], absorbed: bool) -> str:
+    """The additive ITT model in words, as the method column says it:
+    ``outcome ~ treatment + block FE [(absorbed)] + pretest + k covariate(s)`` (``absorbed``: the
+    fit absorbs the block indicators rather than forming them)."""
+    adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
+    blocks = (" + block FE" + (" (absorbed)" if absorbed else "")) if cols.block else ""
+    return "outcome ~ treatment" + blocks + "".join(f" + {a}" for a in adj)
+
+
 def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
     """Rows of the blocks with both arms, for Lin's model (None: every row): in a block with one
     arm the block's own effect, and so the average of the blocks' effects, is not identified."""
@@ -632,18 +645,61 @@ def _lin_rows(mod: _Model, notes: list) -> np.ndarray | None:
     return rows
 
 
-def _lin_dense(mod: _Model, rows: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+def _lin_one_school_blocks(mod: _Model, rows: np.ndarray | None) -> list:
+    """The blocks (labels) of Lin's model on ``rows`` (None: all) with an arm whose rows all lie in
+    one school. The block × assignment indicators fit such a block × arm cell's mean exactly, so
+    that school's residuals carry nothing in that direction (CR0/CR1; CR2's Moore–Penrose root
+    maps it to 0), and a cluster-robust SE or wild cluster bootstrap leaves out the between-school
+    variation of a cell mean that τ̂ weights directly: true nulls rejected in 97.5% of simulated
+    pair-matched trials, 92% of multi-site trials under CR2, before 2026-12-05."""
+    if mod.n_blocks < 2 or mod.school is None:
+        return []
+    sel = slice(None) if rows is None else rows
+    cell = 2 * mod.block_codes[sel].astype(np.int64) + mod.z[sel].astype(np.int64)
+    cell_school = np.unique(cell * mod.n_schools + mod.school[sel])  # the distinct (cell, school) pairs
+    schools_in_cell = np.bincount(cell_school // mod.n_schools, minlength=2 * mod.n_blocks)
+    return [mod.block_labels[b] for b in np.unique(np.flatnonzero(schools_in_cell == 1) // 2)]
+
+
+def _lin_dense(mod: _Model, rows: np.ndarray | None, blocks_additive: bool = False) -> tuple[np.ndarray, list[str]]:
     """:func:`pleval.lin.lin_design` on ``rows`` (None: all) with the indicators of the blocks
-    present there, the first of them the reference."""
+    present there, the first of them the reference: centred and interacted with assignment, or,
+    with ``blocks_additive``, appended as they are (only the pretests and covariates interacted)."""
     from .lin import lin_design
 
     sel = slice(None) if rows is None else rows
-    keep = [j for j, nm in enumerate(mod.names) if nm not in ("const", "treatment")]
+    block_cols = list(range(2, 1 + mod.n_blocks))  # block b ≥ 1 in column 1 + b
     if rows is not None:
-        present = np.unique(mod.block_codes[rows])
-        block_cols = set(range(2, 1 + mod.n_blocks))  # block b ≥ 1 in column 1 + b
-        keep = [j for j in keep if j not in block_cols or j in set(1 + present[1:])]
-    return lin_design(mod.z[sel], mod.X[sel][:, keep], [mod.names[j] for j in keep])
+        present = set(1 + np.unique(mod.block_codes[rows])[1:])
+        block_cols = [j for j in block_cols if j in present]
+    cov_cols = list(range(2 + max(mod.n_blocks - 1, 0), len(mod.names)))
+    Xs = mod.X[sel]
+    if not blocks_additive:
+        keep = block_cols + cov_cols
+        return lin_design(mod.z[sel], Xs[:, keep], [mod.names[j] for j in keep])
+    X, names = lin_design(mod.z[sel], Xs[:, cov_cols], [mod.names[j] for j in cov_cols])
+    return np.column_stack([X, Xs[:, block_cols]]), names + [mod.names[j] for j in block_cols]
+
+
+def _lin_fit(mod: _Model, rows: np.ndarray | None, vcov: str, fit_kw: dict, blocks_additive: bool):
+    """Lin's ITT fit on ``rows`` (None: all). HC and classical covariances absorb the block × arm
+    cells (:func:`pleval.lin.lin_within`); CR types fit the interacted design with the indicators
+    as columns, or, with ``blocks_additive`` (:func:`_lin_one_school_blocks`), the pretests and
+    covariates interacted and the block effects additive, absorbed where the covariance allows it
+    (:meth:`_Model.absorbs`)."""
+    from .lin import lin_design, lin_within
+
+    sel = slice(None) if rows is None else rows
+    kw = {**fit_kw, "clusters": None if fit_kw["clusters"] is None else fit_kw["clusters"][sel]}
+    C = mod.covX.to_numpy(dtype=float)[sel]
+    if mod.absorbs(vcov) and not vcov.startswith("CR"):
+        return lin_within(mod.y[sel], mod.z[sel], C, pd.factorize(mod.block_codes[sel])[0], vcov=vcov,
+                          names=list(mod.covX.columns))
+    if blocks_additive and mod.absorbs(vcov):
+        X, names = lin_design(mod.z[sel], C, list(mod.covX.columns))
+        return ols(mod.y[sel], X[:, 1:], names=names[1:], absorb=pd.factorize(mod.block_codes[sel])[0], **kw)
+    X, names = _lin_dense(mod, rows, blocks_additive)
+    return ols(mod.y[sel], X, names=names, **kw)
 
 
 def _random_blocks_fit(mod: _Model, cols: Columns, notes: list) -> tuple[float, float, float, int]:
@@ -1037,18 +1093,23 @@ def analyze_rct(
     absorb = mod.block_codes if mod.absorbs(vcov) else None
     itt_fit = _itt_fitter(mod, vcov, fit_kw)
 
+    # Lin's block effects additive (a block with one school in an arm): in the bootstrap's model, and the ITT's under CR
+    lin_additive = itt_additive = False
     if lin:
-        from .lin import lin_within
-
         lin_rows = _lin_rows(mod, notes)
         sel = slice(None) if lin_rows is None else lin_rows
-        if absorb is not None and not vcov.startswith("CR"):  # (Lin's cells with CR: as columns)
-            fit = lin_within(mod.y[sel], mod.z[sel], mod.covX.to_numpy(dtype=float)[sel],
-                             pd.factorize(mod.block_codes[sel])[0], vcov=vcov, names=list(mod.covX.columns))
-        else:
-            X_lin, lin_names = _lin_dense(mod, lin_rows)
-            fit = ols(mod.y[sel], X_lin, names=lin_names,
-                      **{**fit_kw, "clusters": None if fit_kw["clusters"] is None else fit_kw["clusters"][sel]})
+        one_school = _lin_one_school_blocks(mod, lin_rows) if vcov.startswith("CR") or bootstrap else []
+        if one_school:
+            lin_additive, itt_additive = True, vcov.startswith("CR")
+            shown = ", ".join(map(str, one_school[:5])) + (", …" if len(one_school) > 5 else "")
+            which = "the ITT's" + (" and the wild bootstrap's" if bootstrap else "") if itt_additive else "the wild bootstrap's"
+            notes.append(
+                f"Lin adjustment: {len(one_school):,} block(s) of {cols.block!r} ({shown}) have a single school in an "
+                "arm, whose mean the block × assignment indicators would fit exactly, leaving its between-school "
+                "variation out of the school-clustered SE (it collapsed); so in " + which + " model the block "
+                "effects are additive and only the pretest(s) and covariates are centred and interacted with "
+                "assignment: it weights blocks as the additive ITT does, by n_b·p_b(1 − p_b)")
+        fit = _lin_fit(mod, lin_rows, vcov, fit_kw, itt_additive)
     else:
         fit = itt_fit(mod.y)
 
@@ -1074,10 +1135,13 @@ def analyze_rct(
     def scale(e: Estimate) -> Effect:
         return Effect.from_raw(e, sd_value, sd_kind, omega=omega, baseline_percentile=baseline_percentile)
 
-    adj = ["pretest"] * bool(cols.pretest) + ([f"{len(cov_names)} covariate(s)"] if cov_names else [])
-    blocks_desc = (" + block FE" + (" (absorbed)" if absorb is not None else "")) if cols.block else ""
-    model_desc = "outcome ~ treatment" + blocks_desc + "".join(f" + {a}" for a in adj)
-    if lin:
+    # Lin's block effects with CR types: columns when interacted, absorbed as the additive model's when additive
+    lin_columns = lin and vcov.startswith("CR") and not itt_additive
+    model_desc = _model_text(cols, cov_names, absorb is not None and not lin_columns)
+    if itt_additive:
+        model_desc = ("Lin (2013), block FE additive: " + model_desc + ", the pretest(s) and covariates centred and "
+                      "interacted with treatment (a block has one school in an arm: notes)")
+    elif lin:
         model_desc = "Lin (2013): " + model_desc + ", centred and interacted with treatment"
     vc_desc = vcov + ((" (Satterthwaite df" + (" with a school random effect" if re_df else "") + ")") if vcov == "CR2"
                       else " (Bell–McCaffrey df)" if vcov == "HC2" else convention_label(vcov, cluster_df, "", False)) + (f", clustered by {cols.school}" if fit_kw["clusters"] is not None else "")
@@ -1202,7 +1266,7 @@ def analyze_rct(
             raise DataError("the wild cluster bootstrap needs schools as clusters: a cluster design, or a CR covariance "
                             "with the school column")
         if lin:
-            Xb, names_b = _lin_dense(mod, lin_rows)
+            Xb, names_b = _lin_dense(mod, lin_rows, lin_additive)
             boot = wild_cluster_bootstrap(mod.y[sel], Xb, mod.school[sel], "treatment", names=names_b,
                                           B=int(bootstrap), weights=bootstrap_weights, seed=seed, level=level)
         else:

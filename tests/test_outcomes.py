@@ -193,6 +193,32 @@ def test_text_yes_no_outcome_and_lpm(trial):
     assert row["estimation"] == "linear-probability model" and "CR2" in row["method"]
 
 
+@pytest.mark.filterwarnings("ignore:vcov='HC1' treats students as independent")
+def test_yes_no_outcome_method_text_names_the_additive_model_it_fits(trial):
+    """Lin's adjustment is for score outcomes: with lin=True a yes/no outcome is still the
+    additive model's (statsmodels' OLS with the block indicators, CR1 by school), and its method
+    text says so, with "(absorbed)" only where the fit absorbs the indicators (the LPM without
+    clusters). Before 2026-12-05 the text was the ITT's, "Lin (2013): ... centred and interacted
+    with treatment", and "block FE (absorbed)" beside the indicator columns of a clustered fit."""
+    df, _ = trial
+    a = df[(df["subject"] == "math") & df["proficient"].notna()]
+    ref = smf.ols("proficient ~ treatment + C(block) + pretest + female + frl + ell + sped + C(race)", a).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(a["school_id"])[0]})
+    model = "outcome ~ treatment + block FE{} + pretest + 5 covariate(s))"
+    for method in ("lpm", "logit"):
+        for vcov, absorbed in (("CR1", False), ("HC1", method == "lpm")):
+            ev = pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"], lin=True,
+                                 binary_method=method, vcov=vcov)
+            row = ev.outcomes.set_index("outcome").loc["proficient"]
+            assert "Lin" not in row["method"] and model.format(" (absorbed)" if absorbed else "") in row["method"]
+            assert "this yes/no outcome is fitted by the additive model" in row["note"]
+            if method == "lpm" and vcov == "CR1":
+                assert row["estimate"] == pytest.approx(100 * ref.params["treatment"], rel=1e-9)
+                assert row["se"] == pytest.approx(100 * ref.bse["treatment"], rel=1e-9)
+    plain = pleval.estimate(df, design="rct", subject="math", placebo=False, outcomes=["proficient"])
+    assert "Lin" not in plain.outcomes["note"].iloc[0]
+
+
 @pytest.mark.parametrize("opts, message", [
     (dict(outcomes=["nope"]), "outcome column 'nope' is not in the data"),
     (dict(outcomes=["race"]), "outcome column 'race' is neither a score"),

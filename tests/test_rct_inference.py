@@ -22,8 +22,10 @@ from pleval.inference import ols
 
 
 def _msqrt_inv(A):
+    """Inverse square root of a symmetric PSD matrix; Moore–Penrose where an eigenvalue is 0 (a
+    cluster with leverage 1 in a direction; clubSandwich's Sym_power)."""
     w, V = np.linalg.eigh(A)
-    return (V / np.sqrt(w)) @ V.T
+    return (V * np.where(w > 1e-12, np.clip(w, 1e-300, None) ** -0.5, 0.0)) @ V.T
 
 
 def direct_cr2(X, y, clusters, weights=None, contrasts=None):
