@@ -567,6 +567,71 @@ def test_metaregression_methods_and_errors(bcg):
         meta_regression(y, se, b[["ablat"]].iloc[:5])
 
 
+ALL_METHODS = ("REML", "ML", "DL", "PM", "EB", "HE", "SJ", "HS", "FE")
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_metaregression_refuses_a_nearly_collinear_moderator(method):
+    """A moderator that is another plus noise of 1e-9, or a constant plus such noise, leaves a
+    part the columns before it do not span of about 1e-9 of its size: below R's qr() tolerance
+    1e-7, as metafor (lm on the unweighted design) drops it. Every method stops with an error
+    naming it; before 2026-12-05 numpy's matrix_rank passed it and DL, PM, EB, HE, SJ, HS and FE
+    returned coefficients of ±4e7 (SE 6e7) without a word, REML and ML "Singular matrix"."""
+    rng = np.random.default_rng(7)
+    k = 30
+    y, se = rng.normal(0, 0.3, k), rng.uniform(0.05, 0.2, k)
+    pov = rng.uniform(0.2, 0.9, k)
+    twin = pov + 1e-9 * rng.standard_normal(k)
+    ols = sm.OLS(twin, np.column_stack([np.ones(k), pov])).fit()
+    share = math.sqrt(ols.ssr) / np.linalg.norm(twin)  # the part of it the intercept and poverty do not span
+    assert share < 1e-7
+    with pytest.raises(DesignError, match=rf"moderator 'twin' is a linear combination of the intercept and the "
+                                          rf"moderators before it \('poverty'\) over these schools \(the part they do "
+                                          rf"not span is {share:.1g} of it; below 1e-07 counts as none\): the design is "
+                                          rf"rank deficient; leave it out"):
+        meta_regression(y, se, pd.DataFrame({"poverty": pov, "twin": twin}), method=method)
+    flat = 0.5 + 1e-9 * rng.standard_normal(k)
+    with pytest.raises(DesignError, match=rf"moderator 'flat' holds nearly one value for every school "
+                                          rf"\({flat.mean():g}, varying by only {np.ptp(flat):.3g} in all\), which the "
+                                          rf"intercept spans: the design is rank deficient"):
+        meta_regression(y, se, pd.DataFrame({"poverty": pov, "flat": flat}), method=method)
+    both = pd.DataFrame({"twin": twin, "poverty": pov, "flat": flat, "years": rng.integers(1, 5, k).astype(float)})
+    with pytest.raises(DesignError, match=r"moderator 'poverty' is a linear combination of the intercept and the "
+                                          r"moderators before it \('twin'\).*; moderator 'flat' holds nearly one "
+                                          r"value.*: the design is rank deficient; leave them out"):
+        meta_regression(y, se, both, method=method)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_metaregression_fits_ill_scaled_moderators(method):
+    """Moderators in units of 1e6 and 1e-6 and uncentred years 2020..2025 are not collinear (each
+    column's part the others do not span is ≥ 8e-4 of it): the fit is not refused, τ̂² equals the
+    well-scaled design's, and the coefficients and SEs equal statsmodels' WLS at that τ̂² on the
+    well-scaled design, carried back to the units (β = Tβ_well, Var = T Var_well T'). A school
+    with an SE of 1e-9 among 0.05-0.2 (nearly all the weight) does not make an ordinary
+    moderator redundant either: the criterion is on the unweighted design."""
+    rng = np.random.default_rng(11)
+    k = 40
+    a, b = rng.uniform(0, 1, k), rng.uniform(0, 1, k)
+    year = rng.integers(2020, 2026, k).astype(float)
+    se = rng.uniform(0.05, 0.2, k)
+    y = rng.normal(0, 0.3, k) + 0.3 * a - 0.2 * b + 0.05 * (year - 2022)
+    well = np.column_stack([np.ones(k), a, b, year - 2022])
+    T = np.eye(4)
+    T[1, 1], T[2, 2], T[0, 3] = 1e-6, 1e6, -2022.0  # β for a·1e6, b·1e-6, year uncentred
+    r = meta_regression(y, se, pd.DataFrame({"a": a * 1e6, "b": b * 1e-6, "year": year}), method=method)
+    r_well = meta_regression(y, se, well[:, 1:], method=method)
+    assert r.tau2 == pytest.approx(r_well.tau2, rel=1e-9, abs=1e-15)
+    f = sm.WLS(y, well, weights=1 / (se**2 + r.tau2)).fit(cov_type="fixed scale")
+    np.testing.assert_allclose(r.coefficients.estimate, T @ f.params, rtol=1e-9)
+    np.testing.assert_allclose(r.coefficients.se, np.sqrt(np.diag(T @ f.cov_params() @ T.T)), rtol=1e-9)
+    se[0] = 1e-9
+    r = meta_regression(y, se, pd.DataFrame({"a": a}), method=method)
+    f = sm.WLS(y, well[:, :2], weights=1 / (se**2 + r.tau2)).fit(cov_type="fixed scale")
+    np.testing.assert_allclose(r.coefficients.estimate, f.params, rtol=1e-9)
+    np.testing.assert_allclose(r.coefficients.se, f.bse, rtol=1e-9)
+
+
 @pytest.mark.slow
 def test_metaregression_moderator_test_size_and_power():
     """No moderator effect: the Knapp–Hartung moderator test rejects ~5%; a real

@@ -127,6 +127,25 @@ def restricted_loglik(y, v, X, tau2: float) -> float:
     return float(-0.5 * (np.sum(np.log(v + tau2)) + 2.0 * np.log(np.abs(np.diag(qr.R))).sum() + w @ r**2))
 
 
+def _complement_columns(qr: WeightedQR, j: np.ndarray) -> np.ndarray:
+    """The columns j of ``I − H`` (k × |j|) as ``Q₂Q₂'e_j``, from the QR's complement: their
+    diagonal entries ``1 − h_j`` keep their digits where ``h_j`` is nearly 1."""
+    k, p = qr.w.size, qr.R.shape[0]
+    E = np.zeros((k, j.size))
+    E[j, np.arange(j.size)] = 1.0
+    C = qr.qt(E)
+    C[:p] = 0.0
+    return qr.q(C)
+
+
+def _leverages(qr: WeightedQR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(Q₁, h, heavy)``: the first p columns of Q (in the data's row order), the leverages
+    ``h_i = |q₁ᵢ|²`` and the schools with ``h_i > ½`` (at most 2p, as Σh = p)."""
+    Q1 = qr.q(np.eye(qr.w.size, qr.R.shape[0]))
+    h = np.einsum("ip,ip->i", Q1, Q1)
+    return Q1, h, np.flatnonzero(h > 0.5)
+
+
 def traces(qr: WeightedQR) -> tuple[float, float]:
     """``(tr P, tr PP)`` of ``P = W − WXAX'W = W^{1/2}(I − H)W^{1/2}`` from the QR of the weighted
     design (:func:`weighted_qr`), ``H = Q₁Q₁'`` with leverages ``h_i = |q₁ᵢ|²``. For the schools
@@ -137,27 +156,52 @@ def traces(qr: WeightedQR) -> tuple[float, float]:
     among the light schools ``Σw²(1 − 2h) + ‖Σw q₁q₁'‖²`` (all terms ≥ 0), the rest from those
     columns. O(k·p²)."""
     w = qr.w
-    k, p = w.size, qr.R.shape[0]
-    Q1 = qr.q(np.eye(k, p))
-    h = np.einsum("ip,ip->i", Q1, Q1)
-    heavy = h > 0.5
-    light = ~heavy
+    Q1, h, j = _leverages(qr)
+    light = np.ones(w.size, dtype=bool)
+    light[j] = False
     wl, ql = w[light], Q1[light]
     G = (ql * wl[:, None]).T @ ql
     tr_p = wl @ (1.0 - h[light])
     tr_pp = (wl**2) @ (1.0 - 2.0 * h[light]) + float(np.sum(G * G))
-    j = np.flatnonzero(heavy)
     if j.size:
-        E = np.zeros((k, j.size))
-        E[j, np.arange(j.size)] = 1.0
-        C = qr.qt(E)
-        C[:p] = 0.0
-        M = qr.q(C)  # the columns j of I − H
+        M = _complement_columns(qr, j)  # the columns j of I − H
         wm2 = w @ (M * M)  # Σ_l w_l (I − H)²_lj per heavy j
         wm2_heavy = w[j] @ (M[j] ** 2)  # the heavy rows' part of it
         tr_p += w[j] @ M[j, np.arange(j.size)]
         tr_pp += w[j] @ (2.0 * wm2 - wm2_heavy)
     return float(tr_p), float(tr_pp)
+
+
+def deleted_trace_p(qr: WeightedQR, cancel: float) -> tuple[np.ndarray, np.ndarray]:
+    """``tr P`` of every deleted fit (school i left out, the other schools' weights unchanged) from
+    the full fit's QR, O(k·p²). With ``M = I − H``, deleting i leaves the others'
+    ``M₋ᵢ₋ᵢ − M₋ᵢ,ᵢM_ᵢ,₋ᵢ/M_ii`` (Sherman–Morrison), so ``tr P₍ᵢ₎ = tr P − w_iM_ii − c_i/M_ii``,
+    ``c_i = Σ_{j≠i} w_jM_ji²``: over the light schools (``h ≤ ½``) ``q₁ᵢ'Gq₁ᵢ − w_ih_i²``
+    (``G = Σ_light w q₁q₁'``), over the heavy ones from their columns of I − H (as :func:`traces`).
+    Returns the traces and the fits where this loses more than ``cancel`` to rounding, to be
+    computed on their own schools: the heavy schools' (``M_ii`` nearly 0), any whose trace is
+    under ``1/cancel`` of tr P, and any whose light part of ``c_i`` is under ``1/cancel`` of the
+    own term ``w_ih_i²`` taken from it."""
+    w = qr.w
+    k = w.size
+    Q1, h, j = _leverages(qr)
+    light = np.ones(k, dtype=bool)
+    light[j] = False
+    G = (Q1[light] * w[light, None]).T @ Q1[light]
+    qgq = np.einsum("ip,pq,iq->i", Q1, G, Q1)
+    own = np.where(light, w * h * h, 0.0)  # school i's own term in q₁ᵢ'Gq₁ᵢ
+    c = qgq - own
+    lost = cancel * c < own
+    mii = 1.0 - h
+    if j.size:
+        M = _complement_columns(qr, j)
+        mii[j] = M[j, np.arange(j.size)]
+        M[j, np.arange(j.size)] = 0.0  # c_i is over j ≠ i
+        c += (M * M) @ w[j]
+    tr_p = w @ mii  # as traces()
+    out = tr_p - w * mii - c / np.where(light, mii, 1.0)  # (the heavy schools' own fits are redone)
+    redo = ~light | lost | (cancel * out < tr_p)
+    return out, redo
 
 
 def _reml_parts(y, v, X, tau2):

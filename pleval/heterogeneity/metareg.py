@@ -52,7 +52,6 @@ from scipy import stats
 from .._align import floats, index_of, paired
 from .._results import Frame, ResultMixin
 from ..errors import DataError, DesignError
-from ..inference.robust import dependent_column
 from . import _tau2
 from .meta import Method, _readonly, check_inputs, check_method, check_vcov, rotate
 
@@ -169,20 +168,53 @@ def _moderator_matrix(moderators, k: int, names) -> tuple[np.ndarray, list[str]]
     return np.column_stack(cols) if cols else np.empty((k, 0)), [str(c) for c in frame.columns]
 
 
-def _rank_message(M: np.ndarray, names: Sequence[str]) -> str:
-    """Which moderator makes the design rank deficient: one holding a single value (then the
-    intercept spans it), else the first that the intercept and the moderators before it span."""
-    one = np.flatnonzero(np.ptp(M, axis=0) == 0)
-    if one.size:
-        j = int(one[0])
-        return (f"moderator {names[j]!r} holds one value ({M[0, j]:g}) for every school: it cannot explain "
-                "differences between schools; leave it out")
-    Z = (M - M.mean(axis=0)) / M.std(axis=0)  # centred: the intercept spans no column
-    j = dependent_column(Z.T @ Z)
-    which = f"moderator {names[j]!r} is" if j >= 0 else "the moderators are"
-    among = names if j < 0 else names[:j]
-    return (f"{which} a linear combination of the {'others' if j < 0 else 'intercept and the moderators before it'} "
-            f"({', '.join(map(repr, among)) or 'none'}) over these schools: the design is rank deficient; leave one out")
+RANK_TOL = 1e-7
+"""A moderator whose part not spanned by the intercept and the moderators before it is below this
+share of its own norm is taken as their linear combination: R's ``qr()`` tolerance, which
+metafor's ``rma`` applies to the unweighted design (through ``lm``) and then drops the column.
+Exact collinearity leaves about 1e-16, another moderator (values near 1) plus noise of 1e-9 about 1e-9, an
+informative moderator far more (years 2020 to 2025 beside the intercept about 1e-3). Relative to
+each column, so units (1e6 or 1e-6) do not matter; on the unweighted design, as the weights do not
+change which columns are redundant (a school that carries nearly all the weight would shrink an
+ordinary moderator's share in the weighted design to its SE ratio)."""
+
+
+def _redundant(X: np.ndarray) -> list[tuple[int, float]]:
+    """The columns of X after the first that the columns before them (less those already found
+    redundant) span to within :data:`RANK_TOL` of their own norm, each with the share of it they
+    do not span (R's ``qr()``: LINPACK's ``dqrdc2``, which moves such a column to the end)."""
+    norms = np.linalg.norm(X, axis=0)
+    Z = X / np.where(norms > 0, norms, 1.0)
+    kept, out = [0], []
+    for j in range(1, X.shape[1]):
+        Q = np.linalg.qr(Z[:, kept])[0]
+        share = float(np.linalg.norm(Z[:, j] - Q @ (Q.T @ Z[:, j])))
+        if share < RANK_TOL:
+            out.append((j, share))
+        else:
+            kept.append(j)
+    return out
+
+
+def _rank_message(X: np.ndarray, names: Sequence[str], redundant: list[tuple[int, float]]) -> str:
+    """The error for a design with ``redundant`` columns (:func:`_redundant`; X's column 0 the
+    intercept): each such moderator named, with what spans it: the intercept alone (one value, or
+    nearly one), else the intercept and the moderators kept before it."""
+    said, dropped = [], {j for j, _ in redundant}
+    for j, share in redundant:
+        x, name = X[:, j], names[j - 1]
+        if np.ptp(x) == 0:
+            said.append(f"moderator {name!r} holds one value ({x[0]:g}) for every school, so it cannot explain "
+                        "differences between schools")
+        elif np.linalg.norm(x - x.mean()) < RANK_TOL * np.linalg.norm(x):
+            said.append(f"moderator {name!r} holds nearly one value for every school ({x.mean():g}, varying by only "
+                        f"{np.ptp(x):.3g} in all), which the intercept spans")
+        else:
+            among = [repr(names[i - 1]) for i in range(1, j) if i not in dropped]
+            said.append(f"moderator {name!r} is a linear combination of the intercept and the moderators before it "
+                        f"({', '.join(among) or 'none'}) over these schools (the part they do not span is "
+                        f"{share:.1g} of it; below {RANK_TOL:g} counts as none)")
+    return "; ".join(said) + f": the design is rank deficient; leave {'it' if len(said) == 1 else 'them'} out"
 
 
 def meta_regression(
@@ -222,8 +254,9 @@ def meta_regression(
     p = X.shape[1]
     if k - p < 1:
         raise DesignError(f"meta-regression with {p - 1} moderator(s) needs more than {p} schools; got {k}")
-    if np.linalg.matrix_rank(X) < p:
-        raise DesignError(_rank_message(M, mod_names))
+    redundant = _redundant(X)  # (before 2026-12-05 numpy's matrix_rank, whose tolerance a moderator 1e-9 off passed)
+    if redundant:
+        raise DesignError(_rank_message(X, mod_names, redundant))
     y0, X0 = y, X
     V = None if vcov is None else check_vcov(vcov, se)
     if vcov_unshrunk is not None and V is None:

@@ -26,7 +26,9 @@ with ``w_ij = 1/(v_j + τ̂²₍ᵢ₎)`` and r the residuals of the full-data f
 At unit weights (HE and SJ's start) the sums are the totals minus school i's own term (rank-one
 downdates); at FE weights (QE, DL, HS) those of :func:`.influence.loo_weighted_sums` at τ² = 0,
 whose fits that would cancel about β̂_FE are summed directly about their own
-(:func:`.influence.loo_centres`). At
+(:func:`.influence.loo_centres`); DL's ``tr P₀`` of every deleted fit from the full fit's QR
+(:func:`._tau2.deleted_trace_p`; the fit without a school that carries nearly all the weight on
+its own schools). At
 the deleted τ̂²₍ᵢ₎ they are power series in ``τ̂²₍ᵢ₎ − c`` whose coefficients all k fits share
 (:func:`.influence.loo_weighted_sums`, as for the meta-analysis without moderators), so a
 τ² iteration — Fisher scoring (REML, ML) or Newton steps on ``Q(τ²) = k − 1 − p`` (PM/EB) from the
@@ -130,13 +132,13 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     beta_fe, r = fe_fit(y, v, X)
     cen = loo_centres(r, v, X)
     F = _features(X)
-    fe = _fe_sums(v, F, cen, p)
+    fe = _fe_sums(v, F, cen)
     t = _deleted_tau2(mr.method, cen, v, X, F, fe, float(mr.tau2))
     S = loo_weighted_sums(t, v, lambda r: {1: F(r)}, cen)[1]
     A, b, q = _fit(S, p)
     b = b + cen.shift
     s2 = q / (kd - p) if kh else np.ones(k)
-    qe = _fit(fe[1], p)[2]
+    qe = _fit(fe, p)[2]
     Vd = A * s2[:, None, None]
     pred = np.einsum("np,np->n", X, b)
     vpred = np.einsum("np,npq,nq->n", X, Vd, X)
@@ -176,11 +178,11 @@ def _features(X: np.ndarray):
                                      np.ones(r.shape + (1,))], axis=-1)
 
 
-def _fe_sums(v: np.ndarray, F, cen: Centres, p: int) -> dict[int, np.ndarray]:
-    """``Σ_{j≠i} w_j F_j`` and ``Σ_{j≠i} w_j² x_jx_j'`` of every deleted fit at the FE weights
-    ``w = 1/v`` (:func:`.influence.loo_weighted_sums` at τ² = 0, of the residuals of ``cen``:
-    the fits whose sums about β̂_FE would cancel summed directly about their own)."""
-    return loo_weighted_sums(np.zeros(v.size), v, by_power(F, {1: None, 2: p * p}), cen)
+def _fe_sums(v: np.ndarray, F, cen: Centres) -> np.ndarray:
+    """``Σ_{j≠i} w_j F_j`` of every deleted fit at the FE weights ``w = 1/v``
+    (:func:`.influence.loo_weighted_sums` at τ² = 0, of the residuals of ``cen``: the fits whose
+    sums about β̂_FE would cancel summed directly about their own)."""
+    return loo_weighted_sums(np.zeros(v.size), v, lambda r: {1: F(r)}, cen)[1]
 
 
 def _fit(S: np.ndarray, p: int):
@@ -193,7 +195,19 @@ def _fit(S: np.ndarray, p: int):
     return A, b, np.maximum(S[:, pp + p] - np.einsum("np,np->n", b, xy), 0.0)
 
 
-def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe: dict,
+def _fe_traces(v: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``tr P₀`` of every deleted fit at the FE weights ``w = 1/v``, from the full fit's QR
+    (:func:`._tau2.deleted_trace_p`); the few fits where that loses digits — the schools that carry
+    nearly all the weight left out — on their own schools (:func:`.influence._fe_trace_rows`).
+    (Before 2026-12-05 every fit whose ``Σw − tr[(X'WX)⁻¹X'W²X]`` from the shared sums cancelled
+    was refitted alone: all k − 1 that keep a school with over 99.9% of the weight, O(k²).)"""
+    trace, redo = _tau2.deleted_trace_p(_tau2.weighted_qr(1.0 / v, X), _CANCEL)
+    lost = np.flatnonzero(redo)
+    trace[lost] = _fe_trace_rows(v, X, lost)
+    return trace
+
+
+def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe: np.ndarray,
                   tau2_full: float) -> np.ndarray:
     """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`) from the
     residuals of ``cen``, their features ``F(r)`` (:func:`_features`) and FE-weight sums ``fe``
@@ -214,16 +228,11 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
         t0 = rss / kd
         q = _fit(loo_weighted_sums(t0, v, lambda r: {1: F(r)}, cen)[1], p)[2]
         return np.where(t0 > 0, t0 * q / (kd - p), 0.0)
-    S0 = fe[1]
-    A, _, q0 = _fit(S0, p)
+    q0 = _fit(fe, p)[2]
     if method == "HS":
-        return np.maximum(0.0, (q0 - kd) / S0[:, -1])
-    xw2x = fe[2].reshape(k, p, p)
+        return np.maximum(0.0, (q0 - kd) / fe[:, -1])
     if method == "DL":
-        trace = S0[:, -1] - np.einsum("npq,nqp->n", A, xw2x)
-        lost = np.flatnonzero(_CANCEL * trace < S0[:, -1])  # a school carries nearly all of Σw
-        trace[lost] = _fe_trace_rows(v, X, lost)
-        return np.maximum(0.0, (q0 - (kd - p)) / trace)
+        return np.maximum(0.0, (q0 - (kd - p)) / _fe_traces(v, X))
     tol = 1e-10 * (1.0 + float(np.var(r) + np.mean(v)))
     xy = slice(pp, pp + p)
 
