@@ -695,12 +695,46 @@ def test_shrinkage_with_estimated_tau2_uses_the_prasad_rao_mse():
     np.testing.assert_allclose(rv.shrunk_sd, r.shrunk_sd, rtol=1e-8)
 
 
-@pytest.mark.parametrize("method", ["REML"])
+@pytest.mark.parametrize("method", ["DL", "PM", "HE", "SJ", "HS"])
+def test_shrinkage_of_other_estimators_uses_the_reml_information_for_tau2(method):
+    """With estimators that report no SE of τ̂², the Prasad–Rao term uses the REML inverse
+    information at the method's τ̂², 2/tr(PP), P = Σ⁻¹ − Σ⁻¹11'Σ⁻¹/1'Σ⁻¹1, Σ = V + τ̂²I (explicit
+    inverses here): independent schools and (but HS) a known correlated covariance. Before 2026-12-05 the
+    term was 0 for them (τ̂² silently treated as known)."""
+    rng = np.random.default_rng(21)
+    k = 14
+    se = rng.uniform(0.05, 0.15, k)
+    A = rng.normal(0, 0.02, (k, k))
+    C = A @ A.T / k
+    for V in (np.diag(se**2), np.diag(se**2) + C - np.diag(np.diag(C))):
+        V = V + np.eye(k) * max(0.0, -np.linalg.eigvalsh(V)[0] + 1e-4)
+        s = np.sqrt(np.diag(V))
+        y = 0.1 + rng.normal(0, 0.2, k) + np.linalg.cholesky(V) @ rng.standard_normal(k)
+        diagonal = not np.any(V - np.diag(np.diag(V)))
+        if method == "HS" and not diagonal:  # HS needs independent estimates
+            continue
+        m = meta_analysis(y, s, method=method, vcov=None if diagonal else V)
+        r = empirical_bayes(y, s, m, tau2_uncertainty=True)
+        t2 = m.tau2
+        assert t2 > 0 and not np.isfinite(m.tau2_se)
+        S = np.linalg.inv(V + t2 * np.eye(k))
+        one = np.ones(k)
+        P = S - np.outer(S @ one, S @ one) / (one @ S @ one)
+        var_t2 = 2 / np.trace(P @ P)
+        M = np.eye(k) - t2 * S
+        pev = np.diag(t2 * np.eye(k) - t2**2 * S + np.outer(M @ one, M @ one) / (one @ S @ one))
+        np.testing.assert_allclose(r.shrunk_sd, np.sqrt(pev + 2 * np.diag(M @ S @ M) * var_t2), rtol=1e-9)
+    fe = empirical_bayes(y, se, meta_analysis(y, se, method="FE"), tau2_uncertainty=True)
+    np.testing.assert_allclose(fe.shrunk_sd, np.sqrt(1 / np.sum(1 / se**2)), rtol=1e-12)  # τ² = 0 taken as known
+
+
+@pytest.mark.parametrize("method", ["REML", "DL"])
 def test_shrunken_intervals_cover_with_few_schools(method):
     """The shrunken 95% intervals θ̃ ± z·SD that pool_schools gives school_effects (g1 + g2 + 2g3)
     cover the true school effects 93–97% of the time: 15 independent schools, SEs 0.06–0.16,
     τ = 0.05, μ = 0.1, 300 studies (seed 3; the regime where τ̂² is least certain). Before
-    2026-12-05 (the squared derivative at the data for g3) REML covered 91%."""
+    2026-12-05 (the squared derivative at the data for g3) REML covered 91%, and DL, with no g3
+    at all, 82%."""
     from pleval.heterogeneity.school_inference import pool_schools
 
     rng = np.random.default_rng(3)

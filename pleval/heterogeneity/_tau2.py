@@ -266,8 +266,13 @@ def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float
         return score / info
 
     tau2 = _fisher_scoring(y, v, X, step, lambda t: restricted_loglik(y, v, X, t), True, "REML", tol, maxiter)
-    _, info = _reml_parts(y, v, X, tau2)
-    return float(tau2), float(np.sqrt(2.0 / info))
+    return float(tau2), reml_se(y, v, X, tau2)
+
+
+def reml_se(y, v, X, tau2: float) -> float:
+    """``√(2 / tr PP)`` at ``tau2``: the SE of τ̂² from the REML Fisher information (:func:`traces`),
+    at any estimator's τ̂²."""
+    return float(np.sqrt(2.0 / traces(weighted_qr(1.0 / (v + tau2), X))[1]))
 
 
 def loglik(y, v, X, tau2: float) -> float:

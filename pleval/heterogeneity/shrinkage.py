@@ -38,7 +38,9 @@ times ``Var(τ̂²)``:
     g₃ = diag((I − τ̂²W) W (I − τ̂²W)) Var(τ̂²),
 
 ``v_i²/(τ̂² + v_i)³ Var(τ̂²)`` when V is diagonal, ``(Q∘Q)(λ²/(λ + τ̂²)³) Var(τ̂²)`` for
-``V = QΛQ'``; ``Var(τ̂²)`` the REML inverse Fisher information. g₃ counts twice because ``g₁(τ̂²)``
+``V = QΛQ'``; ``Var(τ̂²)`` the REML inverse Fisher information (:func:`tau2_variance`: ML's own;
+the REML one at the method's τ̂² for DL, PM, EB, HE, SJ, HS, which before 2026-12-05 got no g₃;
+0 for FE). g₃ counts twice because ``g₁(τ̂²)``
 underestimates ``g₁(τ²)`` by about g₃. 15 independent schools (SEs 0.06–0.16, τ = 0.05–0.15):
 coverage 92.9–95.4% against 82.6–91.9% with τ̂² taken as known
 (``benchmarks/sim_shrunken_cover.py``). Before 2026-12-05 g₃ was the squared derivative at the
@@ -55,7 +57,8 @@ import pandas as pd
 from scipy import stats
 
 from .._results import ResultMixin
-from .meta import MetaAnalysis, Method, _readonly, check_inputs, meta_analysis
+from . import _tau2
+from .meta import MetaAnalysis, Method, _readonly, check_inputs, meta_analysis, rotate
 
 
 @dataclass(frozen=True, repr=False)
@@ -172,6 +175,23 @@ def blup(y: np.ndarray, V: np.ndarray | None, tau2: float, tau2_var: float = 0.0
     return mu, mu_var, shrunk, np.sqrt(np.clip(pev, 0.0, None)), tau2 * diag_w
 
 
+def tau2_variance(meta: MetaAnalysis, eigen: tuple | None = None) -> float:
+    """``Var(τ̂²)`` for the Prasad–Rao term (module docstring): ``meta.tau2_se²`` where the estimator
+    has one (REML, ML: their inverse Fisher information); for DL, PM, EB, HE, SJ and HS the REML
+    inverse information ``2/tr PP`` at the method's τ̂² (metafor's ``se.tau2`` of REML, in the
+    rotated model when ``meta`` has a covariance; ``eigen`` its ``(λ, Q)`` when known); 0 for FE,
+    which takes τ² = 0 as known."""
+    if np.isfinite(meta.tau2_se):
+        return float(meta.tau2_se) ** 2
+    if meta.method == "FE":
+        return 0.0
+    X = np.ones((meta.k, 1))
+    if meta.vcov is None:
+        return _tau2.reml_se(meta.estimates, meta.ses**2, X, meta.tau2) ** 2
+    yy, lam, XX, _ = rotate(meta.estimates, meta.vcov, X, eigen)
+    return _tau2.reml_se(yy, lam, XX, meta.tau2) ** 2
+
+
 def empirical_bayes(
     estimates,
     ses,
@@ -188,8 +208,9 @@ def empirical_bayes(
 
     ``meta`` supplies μ̂ and τ̂² (a :class:`MetaAnalysis` of the same estimates); otherwise
     :func:`meta_analysis` is run with ``method`` (and ``vcov``, a full sampling covariance).
-    ``tau2_uncertainty`` uses the Prasad–Rao mean squared error for the estimated τ² (2g₃ added;
-    REML only, whose SE of τ̂² it uses). ``vcov_eigen``: ``(λ, Q)``,
+    ``tau2_uncertainty`` uses the Prasad–Rao mean squared error for the estimated τ² (2g₃ added,
+    ``Var(τ̂²)`` by :func:`tau2_variance`: every estimator but FE; before 2026-12-05 REML and ML
+    only, the others' intervals silently treating τ̂² as known). ``vcov_eigen``: ``(λ, Q)``,
     :func:`numpy.linalg.eigh` of the covariance (``vcov``, or ``meta``'s), when already computed.
     """
     y, se = check_inputs(estimates, ses)
@@ -199,7 +220,7 @@ def empirical_bayes(
         raise ValueError("meta must be the meta-analysis of these same estimates")
     v = se**2
     tau2 = meta.tau2
-    t2var = meta.tau2_se**2 if tau2_uncertainty and np.isfinite(meta.tau2_se) else 0.0
+    t2var = tau2_variance(meta, vcov_eigen) if tau2_uncertainty else 0.0
     if meta.vcov is None:
         B = tau2 / (tau2 + v)
         w = 1.0 / (v + tau2)
@@ -224,4 +245,4 @@ def empirical_bayes(
     )
 
 
-__all__ = ["empirical_bayes", "Shrinkage", "blup"]
+__all__ = ["empirical_bayes", "Shrinkage", "blup", "tau2_variance"]
