@@ -23,7 +23,8 @@ help page), with ``H = X(X'X)⁻¹X'`` the unweighted hat matrix, ``RSS = y'(I �
   ``max(0, [RSS − tr((I − H)V)] / (k − p))``, ``tr((I − H)V) = Σv − tr((X'X)⁻¹X'VX)``;
 * ``"HS"`` Hunter & Schmidt (2004): ``max(0, (Q_E − k) / Σw)``, FE weights ``w = 1/v``;
 * ``"SJ"`` Sidik & Jonkman (2005): start ``τ₀² = RSS/k`` (``Σ(y − ȳ)²/k`` without moderators),
-  then ``τ² = τ₀² Q(τ₀²)/(k − p)`` (always > 0);
+  then ``τ² = τ₀² Q(τ₀²)/(k − p)`` (always > 0); metafor (R/rma.uni.r) starts from
+  ``Σ(y − ȳ)²/k`` with moderators too, so with moderators the two differ;
 * ``"EB"`` empirical Bayes (Morris 1983; Berkey et al. 1995): the fixed point of
   ``τ² = Σw_i[k/(k − p) r_i² − v_i] / Σw_i``, ``w_i = 1/(v_i + τ²)``; multiplying out,
   ``Σw_i(v_i + τ²) = k`` so the fixed point solves ``Q(τ²) = k − p`` — the Paule–Mandel
