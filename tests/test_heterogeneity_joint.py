@@ -868,9 +868,11 @@ def test_pool_schools_intervals_cover_with_correlated_schools():
     known covariance (five fixed designs: SEs 0.16–0.30, correlations of SD 0.17 reaching ±0.5),
     τ = 0.1, μ = 0.1: the pooled 95% CI covers μ within 3 binomial SEs of 0.95 (from below:
     Hartung–Knapp's interval may run wide with few schools). The shrunken intervals cover the
-    schools' true effects on average within [93%, 97%] up to 3 Monte Carlo SEs, the criterion of
-    ``test_heterogeneity_predictive``: an empirical-Bayes interval covers 95% on average when τ²
-    is known, and τ̂², often 0 with 12 schools this noisy, costs a point or so."""
+    schools' true effects on average at least 93% up to 3 Monte Carlo SEs, the lower end of the
+    criterion of ``test_heterogeneity_predictive``, and at most 99%: with 12 schools this noisy τ̂²
+    is 0 in about a third of the studies and Prasad–Rao's g3 (REML information for Var(τ̂²)) errs
+    on the safe side, 97.8% at full size (93.8% before 2026-12-05, with g3 the squared
+    derivative at the data)."""
     from pleval.heterogeneity.school_inference import pool_schools
 
     rng = np.random.default_rng(20261205)
@@ -888,4 +890,4 @@ def test_pool_schools_intervals_cover_with_correlated_schools():
         shrunk.append(np.mean((sh.ci_low <= theta) & (theta <= sh.ci_high)))
     assert pooled / reps >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / reps), pooled / reps
     mean, se = np.mean(shrunk), np.std(shrunk, ddof=1) / np.sqrt(reps)
-    assert 0.93 - 3 * se <= mean <= 0.97 + 3 * se, (mean, se)
+    assert 0.93 - 3 * se <= mean <= 0.99, (mean, se)

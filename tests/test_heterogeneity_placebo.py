@@ -163,8 +163,8 @@ def test_program_interval_and_calibration_by_hand():
     mu = w @ y / w.sum()
     B = t2 / (t2 + v)
     np.testing.assert_allclose(c.schools.program_shrunk, mu + B * (y - mu), atol=1e-12)
-    kh = 2 * (v * w**2 * (y - mu)) ** 2 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Prasad-Rao: 2 x Kackar-Harville
-    np.testing.assert_allclose(c.schools.program_shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + kh), atol=1e-12)
+    g3 = v**2 / (t2 + v) ** 3 * (mpl.tau2_se**2 + mpb.tau2_se**2)  # Prasad-Rao's g3, counted twice
+    np.testing.assert_allclose(c.schools.program_shrunk_sd, np.sqrt(B * v + (1 - B) ** 2 / w.sum() + 2 * g3), atol=1e-12)
 
 
 def test_calibration_decomposes_the_pl_covariance_once(monkeypatch):

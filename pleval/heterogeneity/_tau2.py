@@ -23,7 +23,8 @@ help page), with ``H = X(X'X)⁻¹X'`` the unweighted hat matrix, ``RSS = y'(I �
   ``max(0, [RSS − tr((I − H)V)] / (k − p))``, ``tr((I − H)V) = Σv − tr((X'X)⁻¹X'VX)``;
 * ``"HS"`` Hunter & Schmidt (2004): ``max(0, (Q_E − k) / Σw)``, FE weights ``w = 1/v``;
 * ``"SJ"`` Sidik & Jonkman (2005): start ``τ₀² = RSS/k`` (``Σ(y − ȳ)²/k`` without moderators),
-  then ``τ² = τ₀² Q(τ₀²)/(k − p)`` (always > 0);
+  then ``τ² = τ₀² Q(τ₀²)/(k − p)`` (always > 0); metafor (R/rma.uni.r) starts from
+  ``Σ(y − ȳ)²/k`` with moderators too, so with moderators the two differ;
 * ``"EB"`` empirical Bayes (Morris 1983; Berkey et al. 1995): the fixed point of
   ``τ² = Σw_i[k/(k − p) r_i² − v_i] / Σw_i``, ``w_i = 1/(v_i + τ²)``; multiplying out,
   ``Σw_i(v_i + τ²) = k`` so the fixed point solves ``Q(τ²) = k − p`` — the Paule–Mandel
@@ -310,8 +311,13 @@ def reml_tau2(y, v, X, *, tol: float = 1e-10, maxiter: int = 200) -> tuple[float
         return score / info
 
     tau2 = _fisher_scoring(y, v, X, step, lambda t: restricted_loglik(y, v, X, t), True, "REML", tol, maxiter)
-    _, info = _reml_parts(y, v, X, tau2)
-    return float(tau2), float(np.sqrt(2.0 / info))
+    return float(tau2), reml_se(y, v, X, tau2)
+
+
+def reml_se(y, v, X, tau2: float) -> float:
+    """``√(2 / tr PP)`` at ``tau2``: the SE of τ̂² from the REML Fisher information (:func:`traces`),
+    at any estimator's τ̂²."""
+    return float(np.sqrt(2.0 / traces(weighted_qr(1.0 / (v + tau2), X))[1]))
 
 
 def loglik(y, v, X, tau2: float) -> float:

@@ -81,8 +81,9 @@ with one, its PL school with two) the placebo estimates are first put on the PL 
   ``mu_total``/``se_total`` are the GLS mean with ``V + τ̂²_total I`` and its (Hartung–Knapp, when
   asked) SE; ``reliability_total`` is ``diag(τ̂²_total W)``.
 * Program-effect shrinkage: the BLUP of ``μ + v_s`` with signal variance τ̂²_program and noise
-  covariance ``V + τ̂²_placebo I`` (:func:`.shrinkage.blup`, with the Kackar–Harville term for
-  ``Var(τ̂²_program) ≈ SE²(τ̂²_PL) + SE²(τ̂²_placebo)``), and the posterior probability that the
+  covariance ``V + τ̂²_placebo I`` (:func:`.shrinkage.blup`, with Prasad–Rao's 2g₃ for
+  ``Var(τ̂²_program) ≈ SE²(τ̂²_PL) + SE²(τ̂²_placebo)``; before 2026-12-05 g₃ was the squared
+  derivative at the data), and the posterior probability that the
   program's effect in the school is negative, ``Φ(−θ̃_s / SD_s)``.
 """
 
