@@ -123,7 +123,7 @@ def match_cmd(
     caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper: SD of the logit PS (propensity, default 0.2) or Mahalanobis units."),
     no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
     replace: Optional[bool] = typer.Option(None, "--replace/--no-replace", help="Nearest neighbour with or without replacement (default: with; without under --conventions matchit)."),
-    conventions: str = typer.Option("pleval", "--conventions", help="pleval, or matchit: MatchIt's nearest-neighbour defaults and cobalt's SMD."),
+    conventions: str = typer.Option("pleval", "--conventions", help="pleval, or matchit: MatchIt's nearest-neighbour defaults and MatchIt's SMD."),
     band: float = typer.Option(1.0, "--band", help="VCG: pretest band in points (0 = equal)."),
     school_keys: Optional[str] = typer.Option(None, "--school-keys", help="VCG: school-level exact keys, comma-separated (e.g. urbanicity)."),
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),

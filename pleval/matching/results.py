@@ -366,8 +366,8 @@ class MatchResult(ResultMixin):
     def balance(self, threshold: float = 0.1, smd: str | None = None) -> Balance:
         """Balance of the pretest(s) and covariates before and after (per subject if set).
         ``smd``: SMD denominator, "pooled", "treated" or "pooled_p" (default under
-        ``conventions="matchit"``: "treated" for the ATT, "pooled_p" for the ATE, as cobalt and
-        MatchIt report them; else "pooled")."""
+        ``conventions="matchit"``: "treated" for the ATT, "pooled_p" for the ATE, as MatchIt's
+        ``summary`` reports them; else "pooled")."""
         c = self.columns
         if smd is None and self.options.get("conventions") == "matchit":
             smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
