@@ -193,6 +193,8 @@ class Effect(ResultMixin):
     the WWC does); ``percentile_points`` maps the effect size and its CI endpoints through
     :func:`pleval.percentiles.to_percentile_points` from ``baseline_percentile``; its SE is
     the delta-method SE. All three share the raw p-value.
+    ``note``: what a reader must know of whom it is about (a matched estimate without some PL
+    rows: how many and why), "" if nothing.
     """
 
     raw: Estimate
@@ -202,6 +204,7 @@ class Effect(ResultMixin):
     sd_kind: str
     omega: float = 1.0
     baseline_percentile: float = 50.0
+    note: str = ""
 
     @classmethod
     def from_raw(
@@ -246,6 +249,8 @@ class Effect(ResultMixin):
         df["sd"] = self.sd
         df["sd_kind"] = self.sd_kind
         df["baseline_percentile"] = self.baseline_percentile
+        if self.note:
+            df["note"] = self.note
         return df
 
     def summary(self) -> str:
@@ -262,6 +267,8 @@ class Effect(ResultMixin):
             )
         lines.append(f"  SD used: {self.sd:.4g} ({self.sd_kind}); ω = {self.omega:.4f}")
         lines.append("  " + percentiles.interpret(self.percentile_points.estimate, self.baseline_percentile))
+        if self.note:
+            lines.append("  " + self.note)
         return "\n".join(lines)
 
 

@@ -54,6 +54,14 @@ def fmt_p(p, alpha: float = 0.05) -> str:
     return fixed(v, 3, alpha)
 
 
+def pl_left_out(n_all: int, n_in: int, why: str) -> str:
+    """Whom a matched estimate is about when ``n_all − n_in`` of the ``n_all`` PL rows are not in
+    it, ``why`` their reasons with counts: the sentence of the report and of the matched
+    effect's note."""
+    return (f"{n_all - n_in:,} of {n_all:,} PL rows ({(n_all - n_in) / n_all:.1%}) are not in the estimate ({why}): "
+            "it is the effect on the PL students in it.")
+
+
 def _side(x: float, edge: float) -> int:
     """-1, 0 or 1: ``x`` below, on (to a relative 1e-9) or above ``edge``."""
     return 0 if abs(x - edge) <= 1e-9 * abs(edge) else int(x > edge) - int(x < edge)

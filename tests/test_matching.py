@@ -895,3 +895,25 @@ def test_every_frame_of_a_frozen_results_class_is_read_through_frame():
     assert not not_covered
     assert {"MatchResult.excluded_pl", "Validated.dropped_pl", "CheckReport.roles", "SchoolEffects.vcov",
             "SchoolEffects.vcov_raw", "PlaceboResult.placebo_vcov", "MatchResult.data"} <= set(covered)
+
+
+def test_estimate_label_names_the_matched_pl_students_when_some_are_left_out(df):
+    """With a caliper and no replacement some PL rows find no comparison: the estimate is the effect
+    on the PL students matched, not on the treated. Before 2026-12-05 its label still said "effect on
+    the treated" (the report already said whom it is about)."""
+    m = match(df, COLS, replace=False, caliper=0.02)
+    x = m.matched
+    n_in = int(x.loc[x[COLS.treatment] == 1].index.nunique())  # the PL rows in the matched sample
+    n = int((m.data[COLS.treatment] == 1).sum())  # every PL row of the file reached matching here
+    assert (df[COLS.treatment] == 1).sum() == n and 0 < n_in < n
+    e = m.estimate()
+    assert e.raw.label == f"{COLS.outcome}: effect on the matched PL students ({n_in:,} of {n:,})"
+    assert e.raw.n_treated == n_in
+    why = m.unmatched["reason"].value_counts()
+    assert e.note == (f"{n - n_in:,} of {n:,} PL rows ({(n - n_in) / n:.1%}) are not in the estimate ("
+                      + "; ".join(f"{r}: {k:,}" for r, k in why.items()) + "): it is the effect on the PL students in it.")
+    assert (e.to_frame()["note"] == e.note).all() and e.note in e.summary()
+    full = match(df, COLS, caliper=False)  # with replacement, no caliper: every PL row matched
+    assert full.unmatched.empty
+    assert full.estimate().raw.label == f"{COLS.outcome}: effect on the treated" and full.estimate().note == ""
+    assert "note" not in full.estimate().to_frame()

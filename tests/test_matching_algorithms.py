@@ -2,8 +2,8 @@
 
 Nearest neighbour with replacement and ties kept: every eligible comparison (same exact cell,
 distance <= caliper) at a distance no larger than the k-th smallest, weight 1/m. Otherwise,
-for each treated row (in the greedy order), rank eligible comparisons (unused if without
-replacement) by (distance, priority) and take k. VCG: every comparison in the cell within the
+in rounds (every treated row in the greedy order takes one before any takes a second), the best
+eligible comparison (unused if without replacement) by (distance, priority), up to k. VCG: every comparison in the cell within the
 band qualifies; with more than k, the k closest, ties at the k-th distance sharing the places.
 """
 
@@ -48,19 +48,24 @@ def brute_ties(tz, cz, tcell, ccell, k, caliper):
 
 
 def brute_nearest(tz, cz, tcell, ccell, k, caliper, replace, prio, order=None):
+    """Rounds r = 0 … k − 1: each treated row in ``order`` that got a comparison in every earlier
+    round takes its best by (distance, priority) among those not in its set (and unused, without
+    replacement)."""
     tz = np.asarray(tz, float)
     cz = np.asarray(cz, float)
     if tz.ndim == 1:
         tz, cz = tz[:, None], cz[:, None]
     used = np.zeros(len(cz), bool)
     idx = np.full((len(tz), k), -1)
-    for i in range(len(tz)) if order is None else order:
-        d = np.sqrt(np.einsum("ij,ij->i", cz - tz[i], cz - tz[i]))
-        cand = np.flatnonzero((ccell == tcell[i]) & (d <= caliper) & ~used)
-        best = cand[np.lexsort((prio[cand], d[cand]))][:k]
-        idx[i, : len(best)] = best
-        if not replace:
-            used[best] = True
+    for r in range(k):
+        for i in range(len(tz)) if order is None else order:
+            if r and idx[i, r - 1] < 0:
+                continue
+            d = np.sqrt(np.einsum("ij,ij->i", cz - tz[i], cz - tz[i]))
+            cand = np.flatnonzero((ccell == tcell[i]) & (d <= caliper) & ~used & ~np.isin(np.arange(len(cz)), idx[i]))
+            if len(cand):
+                idx[i, r] = cand[np.lexsort((prio[cand], d[cand]))][0]
+                used[idx[i, r]] = not replace
     return idx
 
 
@@ -140,6 +145,16 @@ def test_without_replacement_uses_each_comparison_once_and_deep_search():
     want = brute_nearest(tz, cz, np.zeros(300, int), np.zeros(700, int), 2, np.inf, False, np.arange(700),
                          order=np.random.default_rng(5).permutation(300))
     np.testing.assert_array_equal(_idx(got, 300, 2), want)
+
+
+def test_without_replacement_k2_matches_in_rounds():
+    """Scarce comparisons: the first treated row in order takes its first comparison, then the
+    second row its first, and only then may the first take a second (MatchIt's ``ratio``). Before
+    2026-12-05 the first row took both and the second was unmatched."""
+    got = match_nearest([0.9, 0.5], [0.85, 0.6, 0.1], k=2, replace=False, order="largest",
+                        order_key=np.array([0.9, 0.5]), caliper=0.32)
+    assert _idx(got, 2, 2).tolist() == [[0, -1], [1, -1]]
+    assert got.reason.tolist() == ["", ""] and got.n_matched.tolist() == [1, 1]
 
 
 def test_unmatched_reasons():

@@ -393,3 +393,19 @@ def test_caliper_and_no_caliper_together_are_an_error(csv, tmp_path):
     r = runner.invoke(app, ["match", str(csv), "--no-caliper", "-o", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "b" / "provenance.json").read_text())["options"]["caliper"] is False
+
+
+def test_effect_csv_names_the_matched_pl_students_when_some_are_left_out(csv, tmp_path):
+    """effect.csv and the console say the estimate is about the PL students matched, with how many
+    were left out and why (before 2026-12-05 effect.csv's label read "effect on the treated")."""
+    r = runner.invoke(app, ["match", str(csv), "--no-replace", "--caliper", "0.01", "-o", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    eff = pd.read_csv(tmp_path / "effect.csv")
+    un = pd.read_csv(tmp_path / "unmatched.csv")
+    n = int((pd.read_csv(csv)["treatment"] == 1).sum())
+    n_in = n - len(un)
+    assert len(un) and (eff["n_treated"] == n_in).all()
+    assert (eff["label"] == f"posttest: effect on the matched PL students ({n_in:,} of {n:,})").all()
+    assert eff["note"].str.startswith(f"{len(un):,} of {n:,} PL rows").all()
+    assert eff["note"].str.endswith("it is the effect on the PL students in it.").all()
+    assert f"{len(un):,} of {n:,} PL rows" in " ".join(r.output.split())

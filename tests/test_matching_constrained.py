@@ -104,12 +104,15 @@ def _brute(tz, cz, tb, cb, tcell, ccell, k, replace, seq, prio):
     d = np.sqrt(((tz[:, None, :] - cz[None, :, :]) ** 2).sum(-1))
     ok = (np.abs(tb[:, None, :] - cb[None, :, :]) <= 1).all(-1) & (tcell[:, None] == ccell[None, :])
     used = np.zeros(len(cz), bool)
-    out = {}
-    for i in seq:
-        cand = [j for j in np.lexsort((prio, d[i])) if ok[i, j] and (replace or not used[j])]
-        out[i] = cand[:k]
-        if not replace:
-            used[out[i]] = True
+    out = {i: [] for i in seq}
+    for r in range(k):  # rounds: one each, in seq, for those that got one every round before
+        for i in seq:
+            if len(out[i]) < r:
+                continue
+            cand = [j for j in np.lexsort((prio, d[i])) if ok[i, j] and j not in out[i] and (replace or not used[j])]
+            if cand:
+                out[i].append(cand[0])
+                used[cand[0]] = not replace
     return out
 
 

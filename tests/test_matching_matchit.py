@@ -105,3 +105,93 @@ def test_matchit_conventions_are_stable_and_overridable(lalonde, m):
     assert "MatchIt conventions" in rep.summary()
     with pytest.raises(DataError, match="conventions"):
         pleval.match(lalonde, COLS, conventions="R")
+
+
+def _matchit_nearest_rounds(ps, treated, ratio):
+    """MatchIt's nearest-neighbour matching without replacement, no caliper, ``m.order =
+    "largest"``, transcribed from ``src/nn_matchC_vec.cpp`` and ``find_control_vec`` in
+    ``src/internal.cpp`` (github.com/kosukeimai/MatchIt): rounds r = 1 … ratio over the treated
+    in decreasing score (ties in data order); in each, a treated unit's scan alternates left and
+    right from its place among the stably sorted scores (from round 2 on, outside the span of its
+    earlier matches and no nearer than the farthest of them), keeps the first eligible control
+    on each side and takes the nearer (the first found when equal). A unit with no control in a
+    round is out of the later ones. Returns {treated row: [control rows in the order matched]}."""
+    n = len(ps)
+    sorted_rows = np.argsort(ps, kind="stable")
+    place = np.argsort(sorted_rows)
+    eligible = np.ones(n, bool)
+    T = np.flatnonzero(treated)
+    sets = {t: [] for t in T}
+    for _ in range(ratio):
+        for t in T[np.argsort(-ps[T], kind="stable")]:
+            if not (eligible & ~treated).any():
+                break
+            if not eligible[t]:
+                continue
+            ii = place[t]
+            starts = [place[c] for c in sets[t]] + [ii]
+            lo, hi = min(starts), max(starts)
+            min_dist = max(abs(ps[t] - ps[sorted_rows[lo]]), abs(ps[t] - ps[sorted_rows[hi]]))
+            stop = {True: False, False: False}
+            found = {True: None, False: None}
+            cand, left = [], False
+            while not (stop[True] and stop[False]):
+                left = True if stop[False] else False if stop[True] else not left
+                if found[left] is not None or (lo <= 0 if left else hi >= n - 1):
+                    stop[left] = True
+                    continue
+                if left:
+                    lo -= 1
+                else:
+                    hi += 1
+                z = sorted_rows[lo if left else hi]
+                if not eligible[z] or treated[z]:
+                    continue
+                d = abs(ps[t] - ps[z])
+                if d < min_dist:
+                    continue
+                if cand and any(dc < d for _, dc in cand):
+                    stop[left] = True
+                    continue
+                cand.append((z, d))
+                found[left] = z
+            if not cand:
+                eligible[t] = False
+                continue
+            best = cand[0]
+            for z, d in cand[1:]:
+                if d < best[1]:
+                    best = (z, d)
+            sets[t].append(best[0])
+            eligible[best[0]] = False
+            if len(sets[t]) == ratio:
+                eligible[t] = False
+    return sets
+
+
+@pytest.mark.parametrize("ratio, n_controls", [(1, None), (2, None), (3, None), (2, 300)])
+def test_matchit_ratio_matches_in_rounds(lalonde, ratio, n_controls):
+    """MatchIt with ``ratio ≥ 2`` and no replacement matches in rounds: every treated unit gets its
+    first control before any gets a second (man/method_nearest.Rd, ``ratio``). Before 2026-12-05
+    pleval gave each PL row its k at once: on lalonde with k = 2, fewer PL rows had both, others
+    none. Checked set by set against a transcription of MatchIt's C++ on pleval's own scores
+    (the propensity fit is checked against MatchIt's printed output above); 300 of the 429
+    controls make them scarce (3 × 185 > 429 too). With ratio 1 the sets also check the tie rule:
+    among controls of equal score below the treated unit's, MatchIt's leftward scan meets the
+    last in data order first (before 2026-12-05 pleval took the first: 12 of the 185 sets held
+    another of two identical controls)."""
+    d = lalonde if n_controls is None else pd.concat(
+        [lalonde[lalonde.treat == 1], lalonde[lalonde.treat == 0].iloc[:n_controls]]).sort_index()
+    d = d.reset_index(drop=True)
+    m = pleval.match(d, COLS, method="propensity", conventions="matchit", k=ratio)
+    ps = np.asarray(m.propensity.ps)
+    pos = {ix: i for i, ix in enumerate(m.data.index)}
+    want = _matchit_nearest_rounds(ps, m.data["treat"].to_numpy() == 1, ratio)
+    x = m.matched
+    got = {t: [] for t in want}
+    for _, g in x.groupby("_set"):
+        got[pos[g.index[g["treat"] == 1][0]]] = sorted(pos[i] for i in g.index[g["treat"] == 0])
+    assert {t: sorted(c) for t, c in want.items()} == got
+    sizes = np.bincount([len(c) for c in want.values()], minlength=ratio + 1)
+    if n_controls is not None or ratio == 3:  # scarce: every PL row matched, some with fewer than k
+        assert sizes[0] == 0 and 0 < sizes[ratio] < len(want)

@@ -155,6 +155,48 @@ def test_coarsening_rules():
         coarsen(x, "wide")
 
 
+def _r_nclass_fd(x, digits=5):
+    """R's grDevices::nclass.FD (R >= 4.1, src/library/grDevices/R/calc.R), line by line: h = 2
+    IQR(signif(x, 5)); if 0, diff(quantile(x., c(al, 1 - al))) / (1 - 2 al) for al = 1/8, 1/16,
+    ..., 1/512 until nonzero; if still 0, 3.5 sd(x); bins ceiling(diff(range(x)) / h * n^(1/3))."""
+    xs = np.sort([float(f"{v:.{digits}g}") for v in x])  # signif by decimal formatting
+
+    def q7(p):  # type-7 quantile by hand
+        h = (len(xs) - 1) * p
+        lo = int(np.floor(h))
+        return xs[lo] + (h - lo) * (xs[min(lo + 1, len(xs) - 1)] - xs[lo])
+
+    h = 2 * (q7(0.75) - q7(0.25))
+    al = 1 / 4
+    while h == 0 and (al := al / 2) >= 1 / 512:
+        h = (q7(1 - al) - q7(al)) / (1 - 2 * al)
+    if h == 0:
+        h = 3.5 * np.std(x, ddof=1)
+    return int(np.ceil((max(x) - min(x)) / h * len(x) ** (1 / 3))) if h > 0 else 1
+
+
+def test_fd_rule_follows_r_when_the_iqr_is_zero():
+    """R's nclass.FD widens the quantile range when the IQR is 0 (over half the values equal),
+    then falls back to Scott's spread. Before 2026-12-05 pleval gave such a column 1 bin, so CEM
+    did not match on it: 1,000 values, 78.8% zeros and the rest Gamma, R gives 45 bins."""
+    rng = np.random.default_rng(0)
+    zeros = np.where(rng.random(1000) < 0.8, 0.0, rng.gamma(2.0, 3000.0, 1000))
+    assert (zeros == 0).mean() == 0.788
+    assert n_bins(zeros, "fd") == _r_nclass_fd(zeros) == 45
+    assert len(np.unique(coarsen(zeros, "fd"))) > 1
+    cases = {
+        "97% zeros (1/64 range)": np.where(rng.random(2000) < 0.97, 0.0, rng.exponential(5.0, 2000)),
+        "one nonzero (Scott)": np.r_[np.zeros(999), 5.0],
+        "flag 0/1, 90% ones": (rng.random(500) < 0.9).astype(float),
+        "normal": rng.normal(50, 10, 777),
+        "integers": rng.poisson(3.0, 300).astype(float),
+        "sign and digits": rng.normal(0, 1, 400) * 1234.56789,
+    }
+    for name, x in cases.items():
+        assert n_bins(x, "fd") == _r_nclass_fd(x), name
+    assert n_bins(np.full(10, 3.0), "fd") == 1 == _r_nclass_fd(np.full(10, 3.0))
+
+
 def test_subclass_weights_and_scoot_by_hand():
     sub = np.array([0, 0, 0, 1, 1, 2, 2, -1])
     t = np.array([1, 0, 0, 1, 0, 1, 1, 0])

@@ -123,7 +123,7 @@ def match_cmd(
     caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper: SD of the logit PS (propensity, default 0.2) or Mahalanobis units."),
     no_caliper: bool = typer.Option(False, "--no-caliper", help="Match without a caliper."),
     replace: Optional[bool] = typer.Option(None, "--replace/--no-replace", help="Nearest neighbour with or without replacement (default: with; without under --conventions matchit)."),
-    conventions: str = typer.Option("pleval", "--conventions", help="pleval, or matchit: MatchIt's nearest-neighbour defaults and cobalt's SMD."),
+    conventions: str = typer.Option("pleval", "--conventions", help="pleval, or matchit: MatchIt's nearest-neighbour defaults and MatchIt's SMD."),
     band: float = typer.Option(1.0, "--band", help="VCG: pretest band in points (0 = equal)."),
     school_keys: Optional[str] = typer.Option(None, "--school-keys", help="VCG: school-level exact keys, comma-separated (e.g. urbanicity)."),
     discard: str = typer.Option("none", "--discard", help="Common support: none, treated, control, both."),
@@ -220,6 +220,8 @@ def match_cmd(
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
     console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})", list(by_cols or ())))
+    if by_cols is None and eff.note:  # PL rows not in the estimate (also effect.csv's note)
+        console.print(escape(eff.note), highlight=False)
     # each group's own SD (before 2026-12-04 the first group's was printed for all)
     sds = {(): eff} if by_cols is None else eff.effects
     sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())

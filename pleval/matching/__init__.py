@@ -514,7 +514,7 @@ def match(
         as excluded).
     conventions : "pleval" (default) or "matchit": MatchIt's defaults for nearest-neighbour
         matching (match on the PS itself, no caliper, no replacement, "largest" order, ties in
-        data order) and cobalt's ATT standardized differences in the balance table. Explicit
+        data order) and MatchIt's ATT standardized differences in the balance table. Explicit
         ``caliper``/``replace``/``order``/``ties`` still apply.
     seed : used only by ``order="random"``; nothing else in matching is random.
     _reuse : a dict the caller keeps across calls on the same rows and columns that differ in

@@ -7,10 +7,13 @@ For each covariate (each level of a categorical one) and each pretest:
   "reliability weights" form; unweighted it is the usual n − 1 variance);
 * standardized mean difference ``SMD = (x̄_t − x̄_c) / s``, ``s`` taken from the sample
   *before* matching for both columns so that before and after differ only through the means
-  (Stuart 2010; Austin 2009): by default ``s = sqrt((s²_t + s²_c)/2)``; with
-  ``smd="treated"`` (cobalt's and MatchIt's ATT default) the treated group's SD, for a binary
-  variable ``sqrt(p_t(1 − p_t))``; with ``smd="pooled_p"`` (MatchIt's and cobalt's ATE
-  default) the pooled SD, for a binary variable ``sqrt((p_t(1 − p_t) + p_c(1 − p_c))/2)``;
+  (Stuart 2010): by default the pooled SD ``s = sqrt((s²_t + s²_c)/2)`` (Austin 2009); with
+  ``smd="treated"`` the treated group's SD, Stuart's (2010) choice for the ATT and MatchIt's
+  ``summary`` ATT default, for a binary variable ``sqrt(p_t(1 − p_t))``; with
+  ``smd="pooled_p"`` (MatchIt's ATE default) the pooled SD, for a binary variable
+  ``sqrt((p_t(1 − p_t) + p_c(1 − p_c))/2)``. cobalt standardizes continuous variables by the
+  same SDs (treated for the ATT, pooled for the ATE) but reports a binary variable as the raw
+  difference in proportions (its ``binary = "raw"`` default; ``"std"`` gives these);
   |SMD| < 0.1 is the usual rule of thumb;
 * variance ratio ``VR = s²_t / s²_c`` (continuous variables; 1 is ideal, outside 0.5–2 is
   poor; Rubin 2001);
@@ -102,7 +105,7 @@ def _table(names, binary, mt0, vt0, mc0, vc0, mt1, vt1, mc1, vc1, e, smd: str, t
     before, mean and max after)."""
     if smd == "treated":
         var0 = np.where(binary, mt0 * (1.0 - mt0), vt0)
-    elif smd == "pooled_p":  # MatchIt / cobalt for the ATE: p(1 − p) for binaries
+    elif smd == "pooled_p":  # MatchIt's ATE: p(1 − p) for binaries
         var0 = np.where(binary, (mt0 * (1.0 - mt0) + mc0 * (1.0 - mc0)) / 2.0, (vt0 + vc0) / 2.0)
     else:
         var0 = (vt0 + vc0) / 2.0
@@ -596,7 +599,7 @@ def balance(before: pd.DataFrame, after: pd.DataFrame, treatment: str, variables
     """Balance of ``variables`` before/after and WWC equivalence of ``pretest``, overall and,
     with ``by`` (e.g. the subject column), within each group (groups whose ``after`` rows lack
     a treated or a comparison row are left out). ``smd``: "pooled" (default), "treated"
-    (cobalt's ATT standardization) or "pooled_p" (cobalt's ATE one) SMD denominator;
+    (MatchIt's ATT standardization) or "pooled_p" (MatchIt's ATE one) SMD denominator;
     ``weight2``: see :func:`balance_table`. ``rows``: when ``after``'s rows are rows of
     ``before`` (a matched sample), their positions in ``before``; ``after`` then needs only
     the weight columns, everything else is read from ``before``. ``codes``: ``{column: (codes,

@@ -10,7 +10,10 @@ Bins, as MatchIt (``cem_matchit``) makes them from all units of the analysed dat
 
 * ``"sturges"`` (default), ``"scott"``, ``"fd"``: that many equal-width bins by R's
   ``nclass.Sturges`` = ⌈log₂ n + 1⌉, ``nclass.scott`` = ⌈range / (3.5 s n^(−1/3))⌉ or
-  ``nclass.FD`` = ⌈range / (2 IQR n^(−1/3))⌉;
+  ``nclass.FD`` = ⌈range / h · n^(1/3)⌉ with h twice the IQR of the values rounded to 5
+  significant digits — when that is 0 (over half the values equal) the 1/8–7/8, 1/16–15/16, …,
+  1/512–511/512 quantile range divided by 1 − 2α, then Scott's 3.5 s (R ≥ 4.1; before
+  2026-12-05 such a column got 1 bin, so it was not matched on);
 * a number ``b``: ``b`` equal-width bins between the minimum and maximum;
 * ``"q<b>"``: ``b`` bins at the quantiles (type 7);
 * a list of cut points; ``0`` keeps the variable exact (no binning).
@@ -35,17 +38,42 @@ from .subclass import r_quantile
 
 
 def n_bins(x: np.ndarray, rule: str) -> int:
-    """R's ``nclass.Sturges``, ``nclass.scott`` and ``nclass.FD``."""
+    """R's ``nclass.Sturges``, ``nclass.scott`` and ``nclass.FD`` (R ≥ 4.1: :func:`fd_spread`,
+    then Scott's ``3.5 s`` when that is 0, and ⌈range / h · n^(1/3)⌉)."""
     n = len(x)
     if rule == "sturges":
         return int(np.ceil(np.log2(n) + 1))
     span = float(x.max() - x.min())
     if rule == "scott":
         h = 3.5 * np.sqrt(np.var(x, ddof=1)) * n ** (-1 / 3)
-    else:
-        q1, q3 = r_quantile(x, np.array([0.25, 0.75]))
-        h = 2.0 * (q3 - q1) * n ** (-1 / 3)
-    return max(1, int(np.ceil(span / h))) if h > 0 else 1
+        return max(1, int(np.ceil(span / h))) if h > 0 else 1
+    h = fd_spread(x)
+    if h == 0:
+        h = 3.5 * np.sqrt(np.var(x, ddof=1))
+    return int(np.ceil(span / h * n ** (1 / 3))) if h > 0 else 1
+
+
+def signif(x: np.ndarray, digits: int) -> np.ndarray:
+    """R's ``signif``: ``x`` rounded to ``digits`` significant digits (0 stays 0)."""
+    x = np.asarray(x, float)
+    with np.errstate(divide="ignore"):
+        mag = np.floor(np.log10(np.abs(x)))
+    scale = 10.0 ** np.where(np.isfinite(mag), digits - 1 - mag, 0)
+    return np.round(x * scale) / scale
+
+
+def fd_spread(x: np.ndarray) -> float:
+    """The spread of R's ``nclass.FD`` on ``signif(x, 5)``: twice the IQR; when that is 0 (over
+    half the values equal), the first nonzero of the (α, 1 − α) quantile ranges divided by
+    1 − 2α for α = 1/8, 1/16, …, 1/512; 0 if all of them are."""
+    xs = signif(x, 5)
+    q1, q3 = r_quantile(xs, np.array([0.25, 0.75]))
+    if q3 > q1:
+        return 2.0 * (q3 - q1)
+    al = 0.5 ** np.arange(3, 10)
+    lo, hi = r_quantile(xs, al), r_quantile(xs, 1 - al)
+    wide = np.flatnonzero(hi > lo)
+    return float((hi - lo)[wide[0]] / (1 - 2 * al[wide[0]])) if len(wide) else 0.0
 
 
 def coarsen(x: np.ndarray, cut) -> np.ndarray:
@@ -103,4 +131,4 @@ def cem_cells(data: pd.DataFrame, covariates, *, cutpoints=None, grouping=None, 
     return combine_codes(pd.DataFrame(frame, index=data.index), list(covariates))
 
 
-__all__ = ["cem_cells", "coarsen", "n_bins"]
+__all__ = ["cem_cells", "coarsen", "fd_spread", "n_bins", "signif"]

@@ -16,8 +16,10 @@ unit are those within a Chebyshev (max-coordinate) distance of 1 — one
 an extra coordinate. The eligible pairs are sorted by (treated unit, distance, priority) and
 
 * with replacement: each treated unit takes its ``k`` first;
-* without replacement: treated units take turns in the greedy order, each taking its ``k``
-  first still-unused candidates (sequential by definition; the loop walks the sorted lists).
+* without replacement: treated units take turns in the greedy order, in rounds (MatchIt's
+  ``ratio``): each takes its first still-unused candidate, and only when every unit has had
+  its turn does any take a second, up to ``k`` (sequential by definition; the loop walks the
+  sorted lists). Before 2026-12-05 each unit took its ``k`` at once.
 
 Ties in distance go by ``c_priority`` (the student-id rank, or data order under MatchIt
 conventions). Work and memory grow with the number of eligible pairs, which the calipers bound.
@@ -84,16 +86,21 @@ def match_constrained(t_z, c_z, t_box, c_box, *, k: int = 1, replace: bool = Tru
         used = bytearray(n_c)
         chosen = []
         pc_l = pc.tolist()
-        start_l = start.tolist()
-        for i in (range(n_t) if seq is None else np.asarray(seq).tolist()):
-            got = 0
-            for p in range(start_l[i], start_l[i + 1]):
-                if not used[pc_l[p]]:
+        end = start[1:].tolist()
+        place = start[:-1].tolist()  # per unit, its first candidate not yet passed (those before: its own or used)
+        active = list(range(n_t)) if seq is None else np.asarray(seq).tolist()
+        for _ in range(k):  # rounds: one comparison per unit still in play
+            still = []
+            for i in active:
+                p = place[i]
+                while p < end[i] and used[pc_l[p]]:
+                    p += 1
+                if p < end[i]:
                     used[pc_l[p]] = 1
                     chosen.append(p)
-                    got += 1
-                    if got == k:
-                        break
+                    still.append(i)
+                place[i] = p + 1
+            active = still
         sel = np.sort(np.asarray(chosen, np.int64))
         t_row, c_row, dist = pt[sel], pc[sel], d[sel]
     weight, m = _weights(t_row, n_t)

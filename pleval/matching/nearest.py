@@ -33,10 +33,14 @@ exact-match cell and within the caliper, are its matched set (ATT; Stuart 2010, 
   default: position). Greedy matching takes the treated units one at a time in ``order``
   ("largest" score first, as MatchIt's default, "smallest", "data" = by ``t_priority``, or
   "random" = a seeded permutation, the only use of ``seed``); equal scores go by
-  ``t_priority``. ``sided=True`` reproduces MatchIt's scan on a score instead: among equal
-  distances the comparison with the smaller score wins, then the one nearer the treated unit
-  in (score, position) order. Greedy matching is sequential by definition; the loop only walks
-  precomputed candidate lists.
+  ``t_priority``. With ``k ≥ 2`` it goes in rounds, as MatchIt's ``ratio``: every treated unit
+  takes its best unused comparison, in ``order``, before any takes a second, and so on; a unit
+  that finds none in a round takes no more (before 2026-12-05 each took all ``k`` at once, so
+  the first in ``order`` used up comparisons the later ones needed). ``sided=True`` reproduces
+  MatchIt's scan on a score instead: among equal distances the comparison with the smaller
+  score wins, then the one nearer the treated unit in (score, position) order (among equal
+  scores below it, the last in position order). Greedy matching is sequential by definition;
+  the loop only walks precomputed candidate lists.
 
 Neighbour search never forms all treated × comparison pairs. On one dimension it is a sorted
 search (``searchsorted`` on (cell, value) keys: ``k`` candidates from each side give
@@ -155,11 +159,13 @@ class _SortedSearch:
         del key
         self.right = o  # ties in ascending priority
         # runs of equal keys (one cell and value each) and, for the left side, the same order with
-        # each run reversed (descending priority): place j of a run [a, b] takes place a + b − j
+        # each run reversed (descending priority): place j of a run [a, b] takes place a + b − j.
+        # Sided (MatchIt's scan leftwards over the sorted scores), the run is not reversed: the
+        # last in data order comes first (before 2026-12-05 the first did)
         newk = np.concatenate([[True], self.keys[1:] != self.keys[:-1]])
         self.run_start = np.flatnonzero(newk)
         del newk
-        if len(self.run_start) == n:
+        if len(self.run_start) == n or sided:  # MatchIt's scan meets a run's last row first going left
             self.left = o
         else:
             ends = np.append(self.run_start[1:], n)
@@ -703,12 +709,15 @@ def _with_replacement(search, n_t, k):
 
 
 def _greedy(search, n_t, n_c, k, order, order_key, t_prio, rng, batch: int = 512):
-    """Greedy matching without replacement, treated rows taken in ``order`` (equal keys by
-    ``t_prio``).
+    """Greedy matching without replacement in rounds: in round r every treated row still in play
+    takes its best unused comparison, the rows in ``order`` (equal keys by ``t_prio``), so every
+    row gets its r-th comparison before any gets its (r+1)-th (MatchIt's ``ratio``); a row that
+    finds none in a round takes no further ones. The first round is 1:1 greedy matching.
 
     Candidate lists do not depend on which comparisons are used, so they are computed in
     vectorized batches: all rows at depth ``k`` first, and deeper lists for the next ``batch``
-    rows in the sequence whenever a row runs out of certain candidates.
+    rows of the round whenever a row runs out of certain candidates. A row's place in its list
+    carries over to the next round (the entries before it are its own or used).
     """
     if order in ("largest", "smallest"):
         if order_key is None:
@@ -725,43 +734,45 @@ def _greedy(search, n_t, n_c, k, order, order_key, t_prio, rng, batch: int = 512
     b_ns = base.n_safe.tolist()
     b_comp = base.complete.tolist()
     depth = [k] * n_t
-    deep = {}  # row -> (idx list, dist list, n_safe, complete) from a deeper search
+    lists = {}  # row -> [idx list, dist list, n_safe, complete, place reached]
     used = bytearray(n_c)
     idx = np.full((n_t, k), -1, dtype=np.int64)
     dist = np.full((n_t, k), np.inf)
-    seq_l = seq.tolist()
-    for p, i in enumerate(seq_l):
-        if k == 1 and b_ns[i] and not used[first[i]]:  # fast path: best candidate is free
-            used[first[i]] = 1
-            idx[i, 0] = first[i]
-            dist[i, 0] = b_dist[i, 0]
-            continue
-        if i in deep:
-            row, drow, ns, comp = deep.pop(i)
-        else:
-            row, drow, ns, comp = b_idx[i].tolist(), b_dist[i].tolist(), b_ns[i], b_comp[i]
-        got = j = 0
-        while got < k:
-            if j >= ns:
-                if comp:
+    active = seq.tolist()
+    for r in range(k):
+        still = []
+        for p, i in enumerate(active):
+            if r == 0 and b_ns[i] and not used[first[i]]:  # fast path: best candidate is free
+                used[first[i]] = 1
+                idx[i, 0] = first[i]
+                dist[i, 0] = b_dist[i, 0]
+                still.append(i)
+                continue
+            st = lists.get(i)
+            if st is None:
+                st = lists[i] = [b_idx[i].tolist(), b_dist[i].tolist(), b_ns[i], b_comp[i], 0]
+            while True:
+                row, drow, ns, comp, j = st
+                while j < ns and used[row[j]]:
+                    j += 1
+                st[4] = j
+                if j < ns or comp:
                     break
                 K = depth[i] * 4
-                ahead = seq_l[p : p + max(1, batch * 8 // K)]  # bounded work per refill
-                rows = np.array([r for r in ahead if depth[r] < K])
+                ahead = active[p : p + max(1, batch * 8 // K)]  # bounded work per refill
+                rows = np.array([a for a in ahead if depth[a] < K])
                 c1 = search(rows, K)
-                for r, ri, rd, rn, rc in zip(
+                for a, ai, ad, an, ac in zip(
                     rows.tolist(), c1.idx.tolist(), c1.dist.tolist(), c1.n_safe.tolist(), c1.complete.tolist()
                 ):
-                    depth[r] = K
-                    deep[r] = (ri, rd, rn, rc)
-                row, drow, ns, comp = deep.pop(i)
-                j = 0
-                continue
-            c = row[j]
-            if not used[c]:
-                used[c] = 1
-                idx[i, got] = c
-                dist[i, got] = drow[j]
-                got += 1
-            j += 1
+                    depth[a] = K
+                    lists[a] = [ai, ad, an, ac, 0]
+                st = lists[i]
+            if j < ns:
+                used[row[j]] = 1
+                idx[i, r] = row[j]
+                dist[i, r] = drow[j]
+                st[4] = j + 1
+                still.append(i)
+        active = still
     return idx, dist

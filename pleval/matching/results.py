@@ -21,13 +21,14 @@ from ``rows``/``set_id``.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from .._results import Effect, Frame, ResultMixin
+from .._text import pl_left_out
 from ..data import Columns
 from ..errors import DataError, DesignError, PlevalWarning
 from ..inference.robust import check_conventions, default_vcov
@@ -280,6 +281,27 @@ class MatchResult(ResultMixin):
         """Treated rows eligible for matching."""
         return int(self.data[self.columns.treatment].sum())
 
+    def pl_left_out(self) -> tuple[int, int, str]:
+        """``(n, n_in, why)``: the PL rows matching was given (with those it excluded, when it
+        counts them), those in the matched sample, and the reasons of the others with their
+        counts ("" if none)."""
+        ex = self.excluded_pl
+        parts = [] if ex is None or not len(ex) else [ex.groupby("reason", sort=False)["n_rows"].sum()]
+        if len(self.unmatched):
+            parts.append(self.unmatched["reason"].value_counts(sort=False))
+        counts = pd.concat(parts) if parts else pd.Series(dtype=np.int64)
+        n_in = self.n_treated - len(self.unmatched)
+        return n_in + int(counts.sum()), n_in, "; ".join(f"{r}: {int(k):,}" for r, k in counts.items())
+
+    def _estimand_words(self) -> str:
+        """The pooled estimate's label after the outcome: "average effect" (ATE), "effect on the
+        treated", or, when PL rows are not in the matched sample, "effect on the matched PL
+        students (n_in of n)" (before 2026-12-05 still "effect on the treated")."""
+        if self.options.get("estimand") == "ATE":
+            return "average effect"
+        n, n_in, _ = self.pl_left_out()
+        return "effect on the treated" if n_in == n else f"effect on the matched PL students ({n_in:,} of {n:,})"
+
     @property
     def n_treated_matched(self) -> int:
         t = self.data[self.columns.treatment].to_numpy()[self.rows] == 1
@@ -344,8 +366,8 @@ class MatchResult(ResultMixin):
     def balance(self, threshold: float = 0.1, smd: str | None = None) -> Balance:
         """Balance of the pretest(s) and covariates before and after (per subject if set).
         ``smd``: SMD denominator, "pooled", "treated" or "pooled_p" (default under
-        ``conventions="matchit"``: "treated" for the ATT, "pooled_p" for the ATE, as cobalt and
-        MatchIt report them; else "pooled")."""
+        ``conventions="matchit"``: "treated" for the ATT, "pooled_p" for the ATE, as MatchIt's
+        ``summary`` reports them; else "pooled")."""
         c = self.columns
         if smd is None and self.options.get("conventions") == "matchit":
             smd = "pooled_p" if self.options.get("estimand") == "ATE" else "treated"
@@ -426,7 +448,9 @@ class MatchResult(ResultMixin):
                                covariates=covariates, cluster_df=cluster_df, cr2=cr2, part_columns="read",
                                df_working=df_working, failed="keep" if by is not None else "raise")
         if by is None:
-            return fits[0][3]
+            n, n_in, why = self.pl_left_out()
+            ate = self.options.get("estimand") == "ATE"
+            return fits[0][3] if ate or n_in == n else replace(fits[0][3], note=pl_left_out(n, n_in, why))
         effects = {key: eff for key, _, _, eff, _ in fits if not isinstance(eff, DesignError)}
         left_out = {key: str(eff) for key, _, _, eff, _ in fits if isinstance(eff, DesignError)}
         if not effects:  # no group estimable: the first group's reason
@@ -482,8 +506,7 @@ class MatchResult(ResultMixin):
                                                    (("_weight", w), ("_weight2", w2), ("_copies", cp))}), r
 
         if not by:
-            what = "average effect" if self.options.get("estimand") == "ATE" else "effect on the treated"
-            groups = [((), None, f"{c.outcome}: {what}")]
+            groups = [((), None, f"{c.outcome}: {self._estimand_words()}")]
         else:
             groups = []
             for key, idx in _groups(self.data, rows, by, codes):  # a handful of groups

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import percentiles
+from .._text import pl_left_out
 from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
                         note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, run_alpha,
                         significance, subject_rows, title, verdict_rows)
@@ -141,8 +142,7 @@ def _unmatched_line(ev: "Evaluation", s: str) -> str | None:
         return None
     out = flow.iloc[1:-1]
     why = "; ".join(f"{r}: {n:,}" for r, n in out.groupby("reason", sort=False)["n_rows"].sum().items())
-    return (f"{n_read - n_in:,} of {n_read:,} PL rows ({(n_read - n_in) / n_read:.1%}) are not in the estimate ({why}): "
-            "it is the effect on the PL students in it.")
+    return pl_left_out(n_read, n_in, why)
 
 
 # --------------------------------------------------------------------------------------
