@@ -114,6 +114,51 @@ def significance(estimate, alpha: float | None = None) -> str:
     return f"statistically significant: the {lvl} confidence interval lies {side} zero"
 
 
+def domain_row(ev: "Evaluation", subject: str) -> pd.Series | None:
+    """The primary outcome's row of ``ev.outcomes`` for ``subject`` when other outcomes share its
+    domain (``n_in_domain`` > 1): its p is then also judged adjusted within the domain, as the
+    WWC does and the ESSA tier reads it (:func:`pleval.outcomes.outcome_table`); None when the
+    outcome is alone in its domain."""
+    o = ev.outcomes
+    if not len(o):
+        return None
+    r = o[(o["subject"] == subject) & (o["outcome"] == ev.columns.outcome)]
+    return r.iloc[0] if len(r) and int(r["n_in_domain"].iloc[0]) > 1 else None
+
+
+def domain_family(ev: "Evaluation", r: pd.Series) -> str:
+    """The family a domain-adjusted p is adjusted over, in words: ``the 2 outcomes of the
+    achievement domain (Benjamini–Hochberg)``."""
+    how = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
+    return f"the {int(r['n_in_domain'])} outcomes of the {r['domain']} domain ({how})"
+
+
+def domain_clause(ev: "Evaluation", subject: str) -> str:
+    """``; adjusted for the 2 outcomes of the achievement domain (Benjamini–Hochberg), p = 0.095``
+    after the primary estimate's p when other outcomes share its domain ("" otherwise)."""
+    r = domain_row(ev, subject)
+    if r is None:
+        return ""
+    return f"; adjusted for {domain_family(ev, r)}, {p_clause(r['pvalue_adjusted'], run_alpha(ev))}"
+
+
+def card_significance(ev: "Evaluation", subject: str) -> str:
+    """The verdict on ``subject``'s primary estimate that its card gives: :func:`significance`;
+    when other outcomes share its domain, by the p adjusted within the domain — the rule of the
+    ESSA tier's "statistically significant" — with the p before adjustment beside it."""
+    alpha, e, r = run_alpha(ev), ev.effects[subject].effect_size, domain_row(ev, subject)
+    if r is None or not (np.isfinite(r["pvalue"]) and np.isfinite(r["pvalue_adjusted"])):
+        return significance(e, alpha)
+    before, after = p_clause(r["pvalue"], alpha), "adjusted " + p_clause(r["pvalue_adjusted"], alpha)
+    family = domain_family(ev, r)
+    if r["pvalue_adjusted"] < alpha:
+        return f"statistically significant at α = {alpha:g} after adjusting for {family}: {after} ({before} before adjustment)"
+    if r["pvalue"] < alpha:
+        return (f"not statistically significant at α = {alpha:g} after adjusting for {family}: {after}; significant "
+                f"before adjustment ({before})")
+    return f"not statistically significant at α = {alpha:g}, before ({before}) or after adjusting for {family} ({after})"
+
+
 def design_text(ev: "Evaluation") -> str:
     """One paragraph on the design, from the primary estimate's own description."""
     how = next(iter(ev.effects.values())).raw.method
@@ -450,6 +495,6 @@ def html_fragment(ev: "Evaluation") -> str:
 
 
 __all__ = [
-    "significance", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
+    "significance", "card_significance", "domain_clause", "domain_row", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
     "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
 ]

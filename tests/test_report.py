@@ -1147,3 +1147,36 @@ def test_caveats_use_the_runs_alpha_and_baseline_percentile():
     text = " ".join(sections.caveat_list(ev))
     assert "about 1 in 10 at p < 0.1 " in text and "at the 25th percentile" in text and "about the 28th" in text
     assert "1 in 20" not in text and "50th" not in text
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_card_verdict_is_the_domain_adjusted_one_the_essa_tier_uses():
+    """With a second outcome in the achievement domain, the card read 'Statistically significant: the
+    95% confidence interval lies above zero' (p = 0.047) while the ESSA step under it, on the p
+    adjusted within the domain (0.095), said the effect was not significant. The card's verdict is
+    now the adjusted one, with the p before adjustment beside it, and the sentence gives both; here
+    the adjusted p is recomputed with statsmodels' Benjamini–Hochberg over the subject's outcomes."""
+    from statsmodels.stats.multitest import multipletests
+
+    multisite = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, seed=15).data
+    crct = Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv"
+    seen = set()
+    for data, design in ((multisite, "blocked"), (crct, "cluster")):
+        ev = pleval.estimate(data, design="rct", rct_design=design, outcomes=["posttest", "proficient"], placebo=False)
+        cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+        for s in ev.subjects:
+            o = ev.outcomes[ev.outcomes["subject"] == s]
+            p = float(o.loc[o["outcome"] == "posttest", "pvalue"].iloc[0])
+            adjusted = multipletests(o["pvalue"].to_numpy(), method="fdr_bh")[1][o["outcome"].tolist().index("posttest")]
+            card = cards[s.capitalize()]
+            essa = next(c for c in ev.ratings[s].conditions if c.condition.startswith("statistically significant"))
+            seen.add((p < 0.05, adjusted < 0.05))
+            assert card.status.startswith("Statistically significant") == (adjusted < 0.05) == essa.met
+            assert card.status_class == ("ok" if adjusted < 0.05 else "warn")
+            assert "the 2 outcomes of the achievement domain (Benjamini–Hochberg)" in card.status
+            assert f"adjusted p = {adjusted:.3f}" in card.status and f"p = {p:.3f}" in card.status
+            assert ("significant before adjustment" in card.status) == (p < 0.05 <= adjusted)
+            assert card.lines[0] == ev.sentence(s)
+            assert (f"p = {p:.3f}; adjusted for the 2 outcomes of the achievement domain (Benjamini–Hochberg), "
+                    f"p = {adjusted:.3f})") in card.lines[0]
+    assert {(True, False), (True, True)} <= seen  # significant only before adjustment, and after it too

@@ -25,9 +25,9 @@ import pandas as pd
 
 from .. import percentiles
 from .._text import pl_left_out
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
+from ..findings import (ADJUSTMENT_NAMES, card_significance, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
                         note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, run_alpha,
-                        significance, subject_rows, title, verdict_rows)
+                        subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -117,7 +117,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
             lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
-        status = significance(e.effect_size, run_alpha(ev))
+        status = card_significance(ev, s)
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
