@@ -312,6 +312,37 @@ def _spread_words(h: pd.Series) -> str:
             "precision".format(math.sqrt(max(tau2_pl, 0.0)), math.sqrt(tau2_placebo)))
 
 
+SMALL_SHARE = 0.25
+"""A share of the PL schools' between-school variance below which "little or none" of it is the program's."""
+
+
+def program_share_words(h: pd.Series, lvl: str) -> str:
+    """A sentence (without its full stop) on how much of the PL schools' between-school variance
+    goes beyond the placebo schools', judged on the CI of τ²_program, not on its estimate: the
+    share τ²/(τ² + τ²_placebo) at the CI's ends (at the estimate it is ``share_excess``). "Little
+    or none" only when the upper end is below :data:`SMALL_SHARE`; a CI from 0 to more says the
+    data cannot tell; a CI above 0, the share with its range. "" without the CI."""
+    lo, hi = float(h.get("tau2_program_ci_low", np.nan)), float(h.get("tau2_program_ci_high", np.nan))
+    t2p, t2 = float(h.get("tau2_placebo", np.nan)), float(h.get("tau2_program", np.nan))
+    if not all(np.isfinite([lo, hi, t2p, t2])):
+        return ""
+
+    def share(t: float) -> float:
+        return t / (t + t2p) if t + t2p > 0 else 0.0
+
+    ci = f"the {lvl} CI of τ_program below"
+    if lo > 0:
+        return (f"The PL schools vary more than schools do without the program: about {100 * share(t2):.0f}% of their "
+                f"between-school variance goes beyond what arises without it ({100 * share(lo):.0f}% to "
+                f"{100 * share(hi):.0f}% over {ci})")
+    top = f"{fixed(100 * share(hi), 0, 100 * SMALL_SHARE)}%"
+    if share(hi) < SMALL_SHARE:
+        return ("Little or none of the spread among PL schools goes beyond what arises without the program (at most "
+                f"about {top} of their between-school variance over {ci})")
+    return ("The data cannot tell how much of the spread among PL schools goes beyond what arises without the program: "
+            f"from none to about {top} of their between-school variance over {ci} (estimate {100 * share(t2):.0f}%)")
+
+
 def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     if note_text(h, "not_estimable"):
         return one_school_parts(ev, s, h)
@@ -359,16 +390,10 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         )
     tp = h.get("placebo_tau", np.nan)
     if pd.notna(tp) and np.isfinite(tp):
-        share = float(h.get("share_excess", 0.0))
-        if share < 0.25:
-            judge = "little or none of the spread among PL schools goes beyond what arises without the program"
-        elif share < 0.75:
-            judge = f"about {100 * share:.0f}% of the PL schools' between-school variance goes beyond what arises without the program"
-        else:
-            judge = "most of the PL schools' between-school variance goes beyond what arises without the program"
+        judge = program_share_words(h, lvl)
         parts.append(
             f"Placebo schools (comparison schools analysed as if they were PL, k = {int(h['placebo_k'])}) vary with "
-            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools: {judge}."
+            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools." + (f" {judge}." if judge else "")
         )
         share_sig = h.get("placebo_significant_share", np.nan)
         if pd.notna(share_sig):

@@ -1180,3 +1180,35 @@ def test_card_verdict_is_the_domain_adjusted_one_the_essa_tier_uses():
             assert (f"p = {p:.3f}; adjusted for the 2 outcomes of the achievement domain (Benjamini–Hochberg), "
                     f"p = {adjusted:.3f})") in card.lines[0]
     assert {(True, False), (True, True)} <= seen  # significant only before adjustment, and after it too
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_share_of_spread_beyond_placebo_is_judged_on_its_ci():
+    """The sample trial (true program τ 0.10, half of the PL schools' variance) read 'little or none
+    of the spread among PL schools goes beyond what arises without the program' in both subjects,
+    chosen from the point estimate of that share (24%, 0%) while the τ_program CIs reach 0.20 and
+    0.15. The words now follow the CI: the share τ²/(τ² + τ²_placebo) at its ends, recomputed here
+    from heterogeneity.csv's columns."""
+    from pleval.findings import het_parts, het_row
+
+    def share(t, t2p):
+        return t / (t + t2p)
+
+    ev = pleval.estimate(Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv", design="rct")
+    for s in ev.subjects:
+        h = het_row(ev, s)
+        (text,) = [p for p in het_parts(ev, s, h) if p.startswith("Placebo schools (")]
+        top = share(h["tau2_program_ci_high"], h["tau2_placebo"])
+        assert h["tau2_program_ci_low"] == 0 and top > 0.25 and "little or none" not in text.lower()
+        assert (f"The data cannot tell how much of the spread among PL schools goes beyond what arises without the "
+                f"program: from none to about {100 * top:.0f}% of their between-school variance over the 95% CI of "
+                f"τ_program below (estimate {100 * h['share_excess']:.0f}%).") in text
+    row = pd.Series({"tau2_placebo": 0.01, "tau2_program": 0.0004, "tau2_program_ci_low": 0.0,
+                     "tau2_program_ci_high": 0.002})  # upper end 1/6 of the variance
+    assert findings.program_share_words(row, "95%").startswith("Little or none") and "at most about 17%" in \
+        findings.program_share_words(row, "95%")
+    row = pd.Series({"tau2_placebo": 0.01, "tau2_program": 0.03, "tau2_program_ci_low": 0.01,
+                     "tau2_program_ci_high": 0.09})  # 75% (50% to 90%)
+    assert findings.program_share_words(row, "95%").startswith(
+        "The PL schools vary more than schools do without the program: about 75% of their between-school variance "
+        "goes beyond what arises without it (50% to 90% over the 95% CI")
