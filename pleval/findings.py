@@ -312,6 +312,24 @@ def _spread_words(h: pd.Series) -> str:
             "precision".format(math.sqrt(max(tau2_pl, 0.0)), math.sqrt(tau2_placebo)))
 
 
+def schools_differ(h: pd.Series, alpha: float) -> bool:
+    """Whether the data show that the schools' true effects differ: the Q test of no heterogeneity
+    rejects at ``alpha`` (without a Q, the CI of τ² lies above 0)."""
+    q = float(h.get("q_pvalue", np.nan))
+    return q < alpha if np.isfinite(q) else float(h.get("tau2_ci_low", np.nan)) > 0
+
+
+def spread_words(ev: "Evaluation", h: pd.Series) -> str:
+    """τ on a card, with its CI and the Q test, and whether the schools differ by that evidence:
+    "Schools differ: τ = 0.253 SD (95% CI ...; Q test p < 0.001)" or "The data cannot tell whether
+    schools differ: τ = 0.083 SD (95% CI 0.000 to 0.234; Q test p = 0.191)"."""
+    alpha, lvl = run_alpha(ev), f"{float(ev.options.get('level', 0.95)):.0%}"
+    ci = fmt_ci(math.sqrt(max(h["tau2_ci_low"], 0)), math.sqrt(max(h["tau2_ci_high"], 0)), 3)
+    q = f"; Q test {p_clause(h['q_pvalue'], alpha)}" if pd.notna(h.get("q_pvalue", np.nan)) else ""
+    lead = "Schools differ" if schools_differ(h, alpha) else "The data cannot tell whether schools differ"
+    return f"{lead}: τ = {float(h['tau']):.3f} SD ({lvl} CI {ci}{q})"
+
+
 SMALL_SHARE = 0.25
 """A share of the PL schools' between-school variance below which "little or none" of it is the program's."""
 
@@ -521,5 +539,5 @@ def html_fragment(ev: "Evaluation") -> str:
 
 __all__ = [
     "significance", "card_significance", "domain_clause", "domain_row", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
-    "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
+    "schools_differ", "spread_words", "program_share_words", "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
 ]

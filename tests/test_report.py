@@ -1212,3 +1212,26 @@ def test_share_of_spread_beyond_placebo_is_judged_on_its_ci():
     assert findings.program_share_words(row, "95%").startswith(
         "The PL schools vary more than schools do without the program: about 75% of their between-school variance "
         "goes beyond what arises without it (50% to 90% over the 95% CI")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_card_says_schools_differ_only_when_the_test_shows_it():
+    """Every card read 'Schools differ: τ = … SD', also in a multi-site trial with no program variation
+    (true τ = 0; Q p = 0.19 and 0.08, τ CIs from 0). It now says so only when the Q test of no
+    heterogeneity rejects at α, and otherwise that the data cannot tell; τ's CI and the Q p are
+    beside it, as heterogeneity.csv has them."""
+    seen = set()
+    for tau, seed in ((0.0, 21), (0.1, 15)):
+        data = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, tau=tau, seed=seed).data
+        ev = pleval.estimate(data, design="rct", rct_design="blocked")
+        cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+        for s in ev.subjects:
+            h = ev.heterogeneity[ev.heterogeneity["subject"] == s].iloc[0]
+            (line,) = [ln for ln in cards[s.capitalize()].lines if "τ = " in ln]
+            differ = h["q_pvalue"] < 0.05
+            seen.add(differ)
+            lead = "Schools differ" if differ else "The data cannot tell whether schools differ"
+            ci = f"{np.sqrt(h['tau2_ci_low']):.3f} to {np.sqrt(h['tau2_ci_high']):.3f}"
+            p = "p < 0.001" if h["q_pvalue"] < 0.001 else f"p = {h['q_pvalue']:.3f}"
+            assert line.startswith(f"{lead}: τ = {h['tau']:.3f} SD (95% CI {ci}; Q test {p}); "), line
+    assert seen == {True, False}

@@ -27,7 +27,7 @@ from .. import percentiles
 from .._text import pl_left_out
 from ..findings import (ADJUSTMENT_NAMES, card_significance, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
                         note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, run_alpha,
-                        subject_rows, title, verdict_rows)
+                        spread_words, subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -116,7 +116,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                 "adjustment" + ("" if randomized_in_schools(ev) else " (school circumstances not allowed for: "
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
-            lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
+            lines.append(f"{spread_words(ev, h)}; {counts}.")
         status = card_significance(ev, s)
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
