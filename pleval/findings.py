@@ -43,7 +43,10 @@ def fmt(x, nd: int = 3, signed: bool = False, edges: tuple[float, ...] = ()) -> 
 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
-    return f"{fmt(lo, nd, signed)} to {fmt(hi, nd, signed)}"
+    """An interval ``lo to hi`` with ``nd`` decimals, each bound with more where ``nd`` would put it
+    on zero or across it: a bound on one side of zero never prints as 0 (0.034 percentile points
+    reads ``+0.03``, not ``0.0``, under "the interval lies above zero")."""
+    return f"{fmt(lo, nd, signed, edges=(0,))} to {fmt(hi, nd, signed, edges=(0,))}"
 
 
 def p_clause(p, alpha: float = 0.05) -> str:
@@ -427,8 +430,8 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         if pd.notna(h.get("tau2_program", np.nan)):
             parts.append(
                 f"The program's own variation across schools, τ_program = √(τ²_PL − τ²_placebo) = "
-                f"{math.sqrt(float(h['tau2_program'])):.3f} ({lvl} CI {math.sqrt(float(h['tau2_program_ci_low'])):.3f} "
-                f"to {math.sqrt(float(h['tau2_program_ci_high'])):.3f})."
+                f"{math.sqrt(float(h['tau2_program'])):.3f} ({lvl} CI "
+                f"{fmt_ci(math.sqrt(float(h['tau2_program_ci_low'])), math.sqrt(float(h['tau2_program_ci_high'])), 3)})."
             )
         if pd.notna(h.get("calibrated_positive", np.nan)):
             adj = ADJUSTMENT_NAMES.get(str(h.get("calibrated_adjustment", "bh")), str(h.get("calibrated_adjustment", "bh")))

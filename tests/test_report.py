@@ -1235,3 +1235,40 @@ def test_card_says_schools_differ_only_when_the_test_shows_it():
             p = "p < 0.001" if h["q_pvalue"] < 0.001 else f"p = {h['q_pvalue']:.3f}"
             assert line.startswith(f"{lead}: τ = {h['tau']:.3f} SD (95% CI {ci}; Q test {p}); "), line
     assert seen == {True, False}
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_a_ci_bound_beside_a_verdict_never_prints_as_zero():
+    """Multi-site trial, math: effect-size CI 0.000854 to 0.146, percentile points 0.034 to 5.82,
+    printed '95% CI 0.0 to +5.8' in the sentence and the overall table under 'the 95% confidence
+    interval lies above zero'. Every printed bound (sentence, overall table, school table) now
+    reads back on the same side of zero as overall.csv's / school_effects.csv's value, within its
+    rounding."""
+    def same(text, value):
+        shown = float(text.replace("+", ""))
+        digits = len(text.split(".")[1]) if "." in text else 0
+        return np.sign(shown) == np.sign(value) and abs(shown - value) <= 0.5 * 10 ** -digits + 1e-12
+
+    data = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, seed=15).data
+    ev = pleval.estimate(data, design="rct", rct_design="blocked", placebo=False)
+    ov = ev.overall[ev.overall["primary"]].set_index(["subject", "scale"])
+    assert 0 < ov.loc[("math", "percentile points"), "ci_low"] < 0.05  # the case: rounds to 0.0 at one decimal
+    number = r"([+-]?\d+\.\d+)"
+    for s in ev.subjects:
+        m = re.search(rf"percentile points, 95% CI {number} to {number}; effect size \S+ SD, 95% CI {number} to {number};",
+                      ev.sentence(s))
+        for text, (scale, end) in zip(m.groups(), [("percentile points", "ci_low"), ("percentile points", "ci_high"),
+                                                    ("effect size", "ci_low"), ("effect size", "ci_high")]):
+            assert same(text, ov.loc[(s, scale), end]), (s, text)
+    for r in findings.overall_rows(ev):
+        o = ev.overall[(ev.overall["subject"] == r["subject"]) & (ev.overall["analysis"] == r["analysis"])]
+        for key, scale in (("raw_ci", "raw"), ("es_ci", "effect size"), ("pp_ci", "percentile points")):
+            lo, hi = r[key].split(" to ")
+            row = o[o["scale"] == scale].iloc[0]
+            assert same(lo, row["ci_low"]) and same(hi, row["ci_high"]), (r["subject"], key, r[key])
+    f = ev.schools
+    table = sections.school_table(f)
+    for school, ci in zip(table["school"], table["95% CI"]):
+        lo, hi = ci.split(" to ")
+        rows = f[f["school"] == school]
+        assert any(same(lo, a) and same(hi, b) for a, b in zip(rows["es_ci_low"], rows["es_ci_high"])), (school, ci)
