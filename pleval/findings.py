@@ -301,7 +301,49 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     else:
         parts.append(own + f"); {note_text(h, 'calibration_note') or 'no placebo-calibrated figures'}, so the "
                      "program's effect cannot be told apart from the school's own circumstances.")
-    return parts
+    why = two_estimates(ev, s, r, calibrated=not within and pd.notna(r.get("p_calibrated", np.nan)))
+    return parts + ([why] if why else [])
+
+
+def _extra_adjusters(ev: "Evaluation", s: str) -> list[str]:
+    """The columns the primary matched regression of subject ``s`` adjusts for that the
+    school-effects model does not: the matching strata (grade; subject when pooled) that vary in
+    the matched sample (:mod:`pleval.matching.effect`), which the school model, adjusted for the
+    pretest and covariates only, leaves out. [] for other designs."""
+    m, se = ev.details.get(s, {}).get("design"), ev.school_effects
+    strata = getattr(m, "strata", None)
+    if not strata or se is None:
+        return []
+    covs = set(se.options.get("covariates", ()))
+    sample = m.distinct([c for c in strata if c not in covs] + [ev.columns.subject])
+    if ev.columns.subject and s != "all":
+        sample = sample[sample[ev.columns.subject] == s]
+    return [c for c in strata if c not in covs and sample[c].nunique() > 1]
+
+
+def two_estimates(ev: "Evaluation", s: str, r: pd.Series, calibrated: bool) -> str:
+    """With one PL school, why the headline's effect and the school's own differ and which answers
+    what ("" when they print alike): the same students, but the primary regression also adjusts
+    for the matching strata (:func:`_extra_adjusters`) and the school-effects model, the same for
+    every school, does not; the headline is the effect on these students, program and school
+    circumstances together, and the placebo-calibrated interval (``calibrated``) the one for the
+    program alone."""
+    e = ev.effects[s]
+    overall, own = fmt(e.effect_size.estimate, 3, True), fmt(r["effect_size"], 3, True)
+    if overall == own:
+        return ""
+    same = (int(e.raw.n_treated), int(e.raw.n_control)) == (int(r["n_treated"]), int(r["n_comparison"]))
+    students = (f"the same {int(r['n_treated']):,} PL and {int(r['n_comparison']):,} comparison students" if same
+                else "the school's students")
+    extra = _extra_adjusters(ev, s)
+    how = (f"the headline's regression also adjusts for {' and '.join(extra)}, which the school-effects model (the same "
+           "model for every school, adjusted for the pretest and covariates) leaves out" if extra else
+           "the headline comes from the design's primary regression, the school's from the school-effects model (the same "
+           "model for every school, adjusted for the pretest and covariates)")
+    answer = ("The headline is the primary estimate: the effect on these students, the program and the school's own "
+              "circumstances together; whether the program itself worked in this school is the placebo-calibrated "
+              "interval above." if calibrated else "The headline is the primary estimate.")
+    return f"Why two estimates ({overall} and {own} SD): both compare {students}, but {how}. {answer}"
 
 
 def _spread_words(h: pd.Series) -> str:

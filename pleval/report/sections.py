@@ -103,7 +103,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
         h = het_row(ev, s)
         if h is not None and note_text(h, "not_estimable"):  # one PL school
-            lines.append(one_school_parts(ev, s, h)[1])
+            lines.extend(one_school_parts(ev, s, h)[1:])
         elif h is not None:
             counts = (
                 f"beyond the placebo spread (what school circumstances alone produce), {int(h['calibrated_positive'])} "
