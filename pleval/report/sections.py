@@ -467,9 +467,21 @@ def resampling_table(ev: "Evaluation") -> Table | None:
 # --------------------------------------------------------------------------------------
 # Sensitivity to unobserved confounding
 # --------------------------------------------------------------------------------------
-def _gamma_text(r) -> str:
+def _gamma_text(r, pvalue: float, alpha: float) -> str:
+    """The fragility table's Γ at which the rank test's p bound reaches α. When the estimate itself
+    (its regression p, ``pvalue``) is not significant at ``alpha``, no Γ is offered as the point
+    where significance is lost: the rank test treats matched sets as independent, so it ignores
+    school clustering and can be significant where the estimate is not; the row says so, with the
+    rank test's p at Γ = 1 and its Γ."""
     if r is None:
         return "— (no matched sets)"
+    if not pvalue < alpha:
+        at1 = r.pvalue_bound[np.isclose(r.table["gamma"], 1.0)]
+        rank = ("" if r.gamma_alpha <= 1 else
+                "; the rank test, which ignores school clustering, "
+                + (f"has p {fmt_p(at1.iloc[0], alpha)} at Γ = 1 and " if len(at1) else "")
+                + f"reaches {alpha:g} at Γ = {'over 10,000' if math.isinf(r.gamma_alpha) else fmt(r.gamma_alpha, 2)}")
+        return f"— (the estimate is not significant even without hidden bias: {p_clause(pvalue, alpha)}{rank})"
     if r.gamma_alpha <= 1:
         return "1 (not significant even without hidden bias)"
     return "over 10,000" if r.gamma_alpha == float("inf") else fmt(r.gamma_alpha, 2)
@@ -497,7 +509,8 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1, edges=(0,))
             for _, ss in subs],
         "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
-        f"Rosenbaum Γ at which the {sides} p bound reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],
+        f"Rosenbaum Γ at which the {sides} p bound reaches {alpha:g}": [
+            _gamma_text(ss.rosenbaum, ss.effect.raw.pvalue, alpha) for _, ss in subs],
     }
     if any(ss.placebo is not None for _, ss in subs):
         fields["placebo outcome: effect size (CI), should be 0"] = [
