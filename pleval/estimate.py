@@ -53,7 +53,7 @@ from .data import (
     resolve_columns, subject_arms, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
-from .findings import p_clause
+from .findings import domain_clause, fmt_ci, p_clause
 from .inference.robust import CR2_FORMS, DF_WORKING, VCOV_TYPES as VCOVS, check_conventions, default_vcov
 from .outcomes import binary_frame, outcome_plan, outcome_table
 from .readers import file_columns
@@ -281,7 +281,8 @@ class Evaluation(ResultMixin):
         return self.effects[self._subject(subject)]
 
     def sentence(self, subject=None) -> str:
-        """One plain-language sentence on the effect for ``subject``."""
+        """One plain-language sentence on the effect for ``subject`` (with the p adjusted within the
+        outcome's domain when other outcomes share it)."""
         s = self._subject(subject)
         e = self.effects[s]
         p0 = e.baseline_percentile
@@ -291,9 +292,9 @@ class Evaluation(ResultMixin):
         return unsigned_zeros(
             f"{where} student who would have scored at the {percentiles._ordinal(p0, exact=True)} percentile without "
             f"personalized learning would score at about the {percentiles._ordinal(p0 + pp.estimate)} with it "
-            f"({pp.estimate:+.1f} percentile points, {lvl} CI {pp.ci_low:+.1f} to {pp.ci_high:+.1f}; "
-            f"effect size {es.estimate:.3f} SD, {lvl} CI {es.ci_low:.3f} to {es.ci_high:.3f}; "
-            f"{p_clause(es.pvalue, self.options['alpha'])})."
+            f"({pp.estimate:+.1f} percentile points, {lvl} CI {fmt_ci(pp.ci_low, pp.ci_high, 1, True)}; "
+            f"effect size {es.estimate:.3f} SD, {lvl} CI {fmt_ci(es.ci_low, es.ci_high, 3)}; "
+            f"{p_clause(es.pvalue, self.options['alpha'])}{domain_clause(self, s)})."
         ) + self._detectable(s)
 
     def mdes(self, subject=None) -> float:

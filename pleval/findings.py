@@ -43,7 +43,10 @@ def fmt(x, nd: int = 3, signed: bool = False, edges: tuple[float, ...] = ()) -> 
 
 
 def fmt_ci(lo, hi, nd: int = 3, signed: bool = False) -> str:
-    return f"{fmt(lo, nd, signed)} to {fmt(hi, nd, signed)}"
+    """An interval ``lo to hi`` with ``nd`` decimals, each bound with more where ``nd`` would put it
+    on zero or across it: a bound on one side of zero never prints as 0 (0.034 percentile points
+    reads ``+0.03``, not ``0.0``, under "the interval lies above zero")."""
+    return f"{fmt(lo, nd, signed, edges=(0,))} to {fmt(hi, nd, signed, edges=(0,))}"
 
 
 def p_clause(p, alpha: float = 0.05) -> str:
@@ -112,6 +115,51 @@ def significance(estimate, alpha: float | None = None) -> str:
         return f"not statistically significant: the {lvl} confidence interval includes zero"
     side = "above" if estimate.ci_low > 0 else "below"
     return f"statistically significant: the {lvl} confidence interval lies {side} zero"
+
+
+def domain_row(ev: "Evaluation", subject: str) -> pd.Series | None:
+    """The primary outcome's row of ``ev.outcomes`` for ``subject`` when other outcomes share its
+    domain (``n_in_domain`` > 1): its p is then also judged adjusted within the domain, as the
+    WWC does and the ESSA tier reads it (:func:`pleval.outcomes.outcome_table`); None when the
+    outcome is alone in its domain."""
+    o = ev.outcomes
+    if not len(o):
+        return None
+    r = o[(o["subject"] == subject) & (o["outcome"] == ev.columns.outcome)]
+    return r.iloc[0] if len(r) and int(r["n_in_domain"].iloc[0]) > 1 else None
+
+
+def domain_family(ev: "Evaluation", r: pd.Series) -> str:
+    """The family a domain-adjusted p is adjusted over, in words: ``the 2 outcomes of the
+    achievement domain (Benjamini–Hochberg)``."""
+    how = ADJUSTMENT_NAMES.get(str(ev.options.get("adjust")), str(ev.options.get("adjust")))
+    return f"the {int(r['n_in_domain'])} outcomes of the {r['domain']} domain ({how})"
+
+
+def domain_clause(ev: "Evaluation", subject: str) -> str:
+    """``; adjusted for the 2 outcomes of the achievement domain (Benjamini–Hochberg), p = 0.095``
+    after the primary estimate's p when other outcomes share its domain ("" otherwise)."""
+    r = domain_row(ev, subject)
+    if r is None:
+        return ""
+    return f"; adjusted for {domain_family(ev, r)}, {p_clause(r['pvalue_adjusted'], run_alpha(ev))}"
+
+
+def card_significance(ev: "Evaluation", subject: str) -> str:
+    """The verdict on ``subject``'s primary estimate that its card gives: :func:`significance`;
+    when other outcomes share its domain, by the p adjusted within the domain — the rule of the
+    ESSA tier's "statistically significant" — with the p before adjustment beside it."""
+    alpha, e, r = run_alpha(ev), ev.effects[subject].effect_size, domain_row(ev, subject)
+    if r is None or not (np.isfinite(r["pvalue"]) and np.isfinite(r["pvalue_adjusted"])):
+        return significance(e, alpha)
+    before, after = p_clause(r["pvalue"], alpha), "adjusted " + p_clause(r["pvalue_adjusted"], alpha)
+    family = domain_family(ev, r)
+    if r["pvalue_adjusted"] < alpha:
+        return f"statistically significant at α = {alpha:g} after adjusting for {family}: {after} ({before} before adjustment)"
+    if r["pvalue"] < alpha:
+        return (f"not statistically significant at α = {alpha:g} after adjusting for {family}: {after}; significant "
+                f"before adjustment ({before})")
+    return f"not statistically significant at α = {alpha:g}, before ({before}) or after adjusting for {family} ({after})"
 
 
 def design_text(ev: "Evaluation") -> str:
@@ -253,7 +301,49 @@ def one_school_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
     else:
         parts.append(own + f"); {note_text(h, 'calibration_note') or 'no placebo-calibrated figures'}, so the "
                      "program's effect cannot be told apart from the school's own circumstances.")
-    return parts
+    why = two_estimates(ev, s, r, calibrated=not within and pd.notna(r.get("p_calibrated", np.nan)))
+    return parts + ([why] if why else [])
+
+
+def _extra_adjusters(ev: "Evaluation", s: str) -> list[str]:
+    """The columns the primary matched regression of subject ``s`` adjusts for that the
+    school-effects model does not: the matching strata (grade; subject when pooled) that vary in
+    the matched sample (:mod:`pleval.matching.effect`), which the school model, adjusted for the
+    pretest and covariates only, leaves out. [] for other designs."""
+    m, se = ev.details.get(s, {}).get("design"), ev.school_effects
+    strata = getattr(m, "strata", None)
+    if not strata or se is None:
+        return []
+    covs = set(se.options.get("covariates", ()))
+    sample = m.distinct([c for c in strata if c not in covs] + [ev.columns.subject])
+    if ev.columns.subject and s != "all":
+        sample = sample[sample[ev.columns.subject] == s]
+    return [c for c in strata if c not in covs and sample[c].nunique() > 1]
+
+
+def two_estimates(ev: "Evaluation", s: str, r: pd.Series, calibrated: bool) -> str:
+    """With one PL school, why the headline's effect and the school's own differ and which answers
+    what ("" when they print alike): the same students, but the primary regression also adjusts
+    for the matching strata (:func:`_extra_adjusters`) and the school-effects model, the same for
+    every school, does not; the headline is the effect on these students, program and school
+    circumstances together, and the placebo-calibrated interval (``calibrated``) the one for the
+    program alone."""
+    e = ev.effects[s]
+    overall, own = fmt(e.effect_size.estimate, 3, True), fmt(r["effect_size"], 3, True)
+    if overall == own:
+        return ""
+    same = (int(e.raw.n_treated), int(e.raw.n_control)) == (int(r["n_treated"]), int(r["n_comparison"]))
+    students = (f"the same {int(r['n_treated']):,} PL and {int(r['n_comparison']):,} comparison students" if same
+                else "the school's students")
+    extra = _extra_adjusters(ev, s)
+    how = (f"the headline's regression also adjusts for {' and '.join(extra)}, which the school-effects model (the same "
+           "model for every school, adjusted for the pretest and covariates) leaves out" if extra else
+           "the headline comes from the design's primary regression, the school's from the school-effects model (the same "
+           "model for every school, adjusted for the pretest and covariates)")
+    answer = ("The headline is the primary estimate: the effect on these students, the program and the school's own "
+              "circumstances together; whether the program itself worked in this school is the placebo-calibrated "
+              "interval above." if calibrated else "The headline is the primary estimate.")
+    return f"Why two estimates ({overall} and {own} SD): both compare {students}, but {how}. {answer}"
 
 
 def _spread_words(h: pd.Series) -> str:
@@ -265,6 +355,55 @@ def _spread_words(h: pd.Series) -> str:
         return "the PL schools' spread, at least the placebo schools'"
     return ("the PL schools' spread (SD {:.3f}) below the placebo schools' ({:.3f}), so the two pooled by their "
             "precision".format(math.sqrt(max(tau2_pl, 0.0)), math.sqrt(tau2_placebo)))
+
+
+def schools_differ(h: pd.Series, alpha: float) -> bool:
+    """Whether the data show that the schools' true effects differ: the Q test of no heterogeneity
+    rejects at ``alpha`` (without a Q, the CI of τ² lies above 0)."""
+    q = float(h.get("q_pvalue", np.nan))
+    return q < alpha if np.isfinite(q) else float(h.get("tau2_ci_low", np.nan)) > 0
+
+
+def spread_words(ev: "Evaluation", h: pd.Series) -> str:
+    """τ on a card, with its CI and the Q test, and whether the schools differ by that evidence:
+    "Schools differ: τ = 0.253 SD (95% CI ...; Q test p < 0.001)" or "The data cannot tell whether
+    schools differ: τ = 0.083 SD (95% CI 0.000 to 0.234; Q test p = 0.191)"."""
+    alpha, lvl = run_alpha(ev), f"{float(ev.options.get('level', 0.95)):.0%}"
+    ci = fmt_ci(math.sqrt(max(h["tau2_ci_low"], 0)), math.sqrt(max(h["tau2_ci_high"], 0)), 3)
+    q = f"; Q test {p_clause(h['q_pvalue'], alpha)}" if pd.notna(h.get("q_pvalue", np.nan)) else ""
+    lead = "Schools differ" if schools_differ(h, alpha) else "The data cannot tell whether schools differ"
+    return f"{lead}: τ = {float(h['tau']):.3f} SD ({lvl} CI {ci}{q})"
+
+
+SMALL_SHARE = 0.25
+"""A share of the PL schools' between-school variance below which "little or none" of it is the program's."""
+
+
+def program_share_words(h: pd.Series, lvl: str) -> str:
+    """A sentence (without its full stop) on how much of the PL schools' between-school variance
+    goes beyond the placebo schools', judged on the CI of τ²_program, not on its estimate: the
+    share τ²/(τ² + τ²_placebo) at the CI's ends (at the estimate it is ``share_excess``). "Little
+    or none" only when the upper end is below :data:`SMALL_SHARE`; a CI from 0 to more says the
+    data cannot tell; a CI above 0, the share with its range. "" without the CI."""
+    lo, hi = float(h.get("tau2_program_ci_low", np.nan)), float(h.get("tau2_program_ci_high", np.nan))
+    t2p, t2 = float(h.get("tau2_placebo", np.nan)), float(h.get("tau2_program", np.nan))
+    if not all(np.isfinite([lo, hi, t2p, t2])):
+        return ""
+
+    def share(t: float) -> float:
+        return t / (t + t2p) if t + t2p > 0 else 0.0
+
+    ci = f"the {lvl} CI of τ_program below"
+    if lo > 0:
+        return (f"The PL schools vary more than schools do without the program: about {100 * share(t2):.0f}% of their "
+                f"between-school variance goes beyond what arises without it ({100 * share(lo):.0f}% to "
+                f"{100 * share(hi):.0f}% over {ci})")
+    top = f"{fixed(100 * share(hi), 0, 100 * SMALL_SHARE)}%"
+    if share(hi) < SMALL_SHARE:
+        return ("Little or none of the spread among PL schools goes beyond what arises without the program (at most "
+                f"about {top} of their between-school variance over {ci})")
+    return ("The data cannot tell how much of the spread among PL schools goes beyond what arises without the program: "
+            f"from none to about {top} of their between-school variance over {ci} (estimate {100 * share(t2):.0f}%)")
 
 
 def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
@@ -314,16 +453,10 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         )
     tp = h.get("placebo_tau", np.nan)
     if pd.notna(tp) and np.isfinite(tp):
-        share = float(h.get("share_excess", 0.0))
-        if share < 0.25:
-            judge = "little or none of the spread among PL schools goes beyond what arises without the program"
-        elif share < 0.75:
-            judge = f"about {100 * share:.0f}% of the PL schools' between-school variance goes beyond what arises without the program"
-        else:
-            judge = "most of the PL schools' between-school variance goes beyond what arises without the program"
+        judge = program_share_words(h, lvl)
         parts.append(
             f"Placebo schools (comparison schools analysed as if they were PL, k = {int(h['placebo_k'])}) vary with "
-            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools: {judge}."
+            f"τ = {tp:.3f} against τ = {float(h['tau']):.3f} for PL schools." + (f" {judge}." if judge else "")
         )
         share_sig = h.get("placebo_significant_share", np.nan)
         if pd.notna(share_sig):
@@ -339,8 +472,8 @@ def het_parts(ev: "Evaluation", s: str, h: pd.Series) -> list[str]:
         if pd.notna(h.get("tau2_program", np.nan)):
             parts.append(
                 f"The program's own variation across schools, τ_program = √(τ²_PL − τ²_placebo) = "
-                f"{math.sqrt(float(h['tau2_program'])):.3f} ({lvl} CI {math.sqrt(float(h['tau2_program_ci_low'])):.3f} "
-                f"to {math.sqrt(float(h['tau2_program_ci_high'])):.3f})."
+                f"{math.sqrt(float(h['tau2_program'])):.3f} ({lvl} CI "
+                f"{fmt_ci(math.sqrt(float(h['tau2_program_ci_low'])), math.sqrt(float(h['tau2_program_ci_high'])), 3)})."
             )
         if pd.notna(h.get("calibrated_positive", np.nan)):
             adj = ADJUSTMENT_NAMES.get(str(h.get("calibrated_adjustment", "bh")), str(h.get("calibrated_adjustment", "bh")))
@@ -450,6 +583,6 @@ def html_fragment(ev: "Evaluation") -> str:
 
 
 __all__ = [
-    "significance", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
-    "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
+    "significance", "card_significance", "domain_clause", "domain_row", "design_text", "overall_rows", "outcome_lines", "het_rows", "het_parts", "verdict_rows", "text_summary", "html_fragment",
+    "schools_differ", "spread_words", "program_share_words", "fmt", "fmt_ci", "fmt_p", "fmt_int", "subject_rows", "het_row", "note_text", "one_school_parts", "title", "slug", "ADJUSTMENT_NAMES",
 ]

@@ -459,3 +459,35 @@ def test_cli_prints_pleval_warnings_as_one_plain_line(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "warning: math: fewer than 2 schools with an estimate; no meta-analysis" in r.stderr
     assert "PlevalWarning" not in r.stderr and ".py:" not in r.stderr, r.stderr
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_the_card_says_why_one_pl_school_has_two_estimates():
+    """One PL school: the card gave the headline's effect (-0.116 SD) and, a line below, the school's
+    own (-0.084 SD) from the same 40 PL and 46 comparison students, without saying why they differ
+    or which answers what. The reason, checked here with statsmodels' WLS on the distinct matched
+    rows: the headline's regression also adjusts for grade, the school-effects model does not. The
+    card now says so, and that the calibrated interval is the one for the program alone."""
+    import statsmodels.formula.api as smf
+
+    from pleval.findings import fmt
+    from pleval.report import sections
+
+    data = pleval.simulate_matched(n_schools=40, n_pl_schools=1, students_per_grade=10, subjects=("math",),
+                                   seed=14).data
+    ev = pleval.estimate(data, sensitivity=False)
+    m, e, school = ev.details["math"]["design"], ev.effects["math"], ev.schools.iloc[0]
+    d = m.distinct()
+    covs = "pretest + female + frl + ell + sped + C(race)"
+    with_grade = smf.wls(f"posttest ~ treatment + {covs} + C(grade)", d, weights=d["_weight"]).fit()
+    without = smf.wls(f"posttest ~ treatment + {covs}", d, weights=d["_weight"]).fit()
+    assert with_grade.params["treatment"] == pytest.approx(e.raw.estimate, rel=1e-8)
+    assert without.params["treatment"] == pytest.approx(school["estimate"], rel=1e-8)
+    assert (e.raw.n_treated, e.raw.n_control) == (school["n_treated"], school["n_comparison"])
+    (card,) = sections.glance(ev, ()).blocks
+    (line,) = [ln for ln in card.lines if ln.startswith("Why two estimates")]
+    assert line.startswith(
+        f"Why two estimates ({fmt(e.effect_size.estimate, 3, True)} and {fmt(school['effect_size'], 3, True)} SD): both "
+        f"compare the same {int(school['n_treated'])} PL and {int(school['n_comparison'])} comparison students, but "
+        "the headline's regression also adjusts for grade, which the school-effects model")
+    assert "whether the program itself worked in this school is the placebo-calibrated interval above" in line

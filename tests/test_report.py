@@ -1147,3 +1147,128 @@ def test_caveats_use_the_runs_alpha_and_baseline_percentile():
     text = " ".join(sections.caveat_list(ev))
     assert "about 1 in 10 at p < 0.1 " in text and "at the 25th percentile" in text and "about the 28th" in text
     assert "1 in 20" not in text and "50th" not in text
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_card_verdict_is_the_domain_adjusted_one_the_essa_tier_uses():
+    """With a second outcome in the achievement domain, the card read 'Statistically significant: the
+    95% confidence interval lies above zero' (p = 0.047) while the ESSA step under it, on the p
+    adjusted within the domain (0.095), said the effect was not significant. The card's verdict is
+    now the adjusted one, with the p before adjustment beside it, and the sentence gives both; here
+    the adjusted p is recomputed with statsmodels' Benjamini–Hochberg over the subject's outcomes."""
+    from statsmodels.stats.multitest import multipletests
+
+    multisite = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, seed=15).data
+    crct = Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv"
+    seen = set()
+    for data, design in ((multisite, "blocked"), (crct, "cluster")):
+        ev = pleval.estimate(data, design="rct", rct_design=design, outcomes=["posttest", "proficient"], placebo=False)
+        cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+        for s in ev.subjects:
+            o = ev.outcomes[ev.outcomes["subject"] == s]
+            p = float(o.loc[o["outcome"] == "posttest", "pvalue"].iloc[0])
+            adjusted = multipletests(o["pvalue"].to_numpy(), method="fdr_bh")[1][o["outcome"].tolist().index("posttest")]
+            card = cards[s.capitalize()]
+            essa = next(c for c in ev.ratings[s].conditions if c.condition.startswith("statistically significant"))
+            seen.add((p < 0.05, adjusted < 0.05))
+            assert card.status.startswith("Statistically significant") == (adjusted < 0.05) == essa.met
+            assert card.status_class == ("ok" if adjusted < 0.05 else "warn")
+            assert "the 2 outcomes of the achievement domain (Benjamini–Hochberg)" in card.status
+            assert f"adjusted p = {adjusted:.3f}" in card.status and f"p = {p:.3f}" in card.status
+            assert ("significant before adjustment" in card.status) == (p < 0.05 <= adjusted)
+            assert card.lines[0] == ev.sentence(s)
+            assert (f"p = {p:.3f}; adjusted for the 2 outcomes of the achievement domain (Benjamini–Hochberg), "
+                    f"p = {adjusted:.3f})") in card.lines[0]
+    assert {(True, False), (True, True)} <= seen  # significant only before adjustment, and after it too
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_share_of_spread_beyond_placebo_is_judged_on_its_ci():
+    """The sample trial (true program τ 0.10, half of the PL schools' variance) read 'little or none
+    of the spread among PL schools goes beyond what arises without the program' in both subjects,
+    chosen from the point estimate of that share (24%, 0%) while the τ_program CIs reach 0.20 and
+    0.15. The words now follow the CI: the share τ²/(τ² + τ²_placebo) at its ends, recomputed here
+    from heterogeneity.csv's columns."""
+    from pleval.findings import het_parts, het_row
+
+    def share(t, t2p):
+        return t / (t + t2p)
+
+    ev = pleval.estimate(Path(__file__).resolve().parents[1] / "sample_data" / "pl_cluster_rct.csv", design="rct")
+    for s in ev.subjects:
+        h = het_row(ev, s)
+        (text,) = [p for p in het_parts(ev, s, h) if p.startswith("Placebo schools (")]
+        top = share(h["tau2_program_ci_high"], h["tau2_placebo"])
+        assert h["tau2_program_ci_low"] == 0 and top > 0.25 and "little or none" not in text.lower()
+        assert (f"The data cannot tell how much of the spread among PL schools goes beyond what arises without the "
+                f"program: from none to about {100 * top:.0f}% of their between-school variance over the 95% CI of "
+                f"τ_program below (estimate {100 * h['share_excess']:.0f}%).") in text
+    row = pd.Series({"tau2_placebo": 0.01, "tau2_program": 0.0004, "tau2_program_ci_low": 0.0,
+                     "tau2_program_ci_high": 0.002})  # upper end 1/6 of the variance
+    assert findings.program_share_words(row, "95%").startswith("Little or none") and "at most about 17%" in \
+        findings.program_share_words(row, "95%")
+    row = pd.Series({"tau2_placebo": 0.01, "tau2_program": 0.03, "tau2_program_ci_low": 0.01,
+                     "tau2_program_ci_high": 0.09})  # 75% (50% to 90%)
+    assert findings.program_share_words(row, "95%").startswith(
+        "The PL schools vary more than schools do without the program: about 75% of their between-school variance "
+        "goes beyond what arises without it (50% to 90% over the 95% CI")
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_card_says_schools_differ_only_when_the_test_shows_it():
+    """Every card read 'Schools differ: τ = … SD', also in a multi-site trial with no program variation
+    (true τ = 0; Q p = 0.19 and 0.08, τ CIs from 0). It now says so only when the Q test of no
+    heterogeneity rejects at α, and otherwise that the data cannot tell; τ's CI and the Q p are
+    beside it, as heterogeneity.csv has them."""
+    seen = set()
+    for tau, seed in ((0.0, 21), (0.1, 15)):
+        data = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, tau=tau, seed=seed).data
+        ev = pleval.estimate(data, design="rct", rct_design="blocked")
+        cards = {b.title: b for b in sections.glance(ev, ()).blocks}
+        for s in ev.subjects:
+            h = ev.heterogeneity[ev.heterogeneity["subject"] == s].iloc[0]
+            (line,) = [ln for ln in cards[s.capitalize()].lines if "τ = " in ln]
+            differ = h["q_pvalue"] < 0.05
+            seen.add(differ)
+            lead = "Schools differ" if differ else "The data cannot tell whether schools differ"
+            ci = f"{np.sqrt(h['tau2_ci_low']):.3f} to {np.sqrt(h['tau2_ci_high']):.3f}"
+            p = "p < 0.001" if h["q_pvalue"] < 0.001 else f"p = {h['q_pvalue']:.3f}"
+            assert line.startswith(f"{lead}: τ = {h['tau']:.3f} SD (95% CI {ci}; Q test {p}); "), line
+    assert seen == {True, False}
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_a_ci_bound_beside_a_verdict_never_prints_as_zero():
+    """Multi-site trial, math: effect-size CI 0.000854 to 0.146, percentile points 0.034 to 5.82,
+    printed '95% CI 0.0 to +5.8' in the sentence and the overall table under 'the 95% confidence
+    interval lies above zero'. Every printed bound (sentence, overall table, school table) now
+    reads back on the same side of zero as overall.csv's / school_effects.csv's value, within its
+    rounding."""
+    def same(text, value):
+        shown = float(text.replace("+", ""))
+        digits = len(text.split(".")[1]) if "." in text else 0
+        return np.sign(shown) == np.sign(value) and abs(shown - value) <= 0.5 * 10 ** -digits + 1e-12
+
+    data = pleval.simulate_multisite_rct(n_schools=12, students_per_school=100, seed=15).data
+    ev = pleval.estimate(data, design="rct", rct_design="blocked", placebo=False)
+    ov = ev.overall[ev.overall["primary"]].set_index(["subject", "scale"])
+    assert 0 < ov.loc[("math", "percentile points"), "ci_low"] < 0.05  # the case: rounds to 0.0 at one decimal
+    number = r"([+-]?\d+\.\d+)"
+    for s in ev.subjects:
+        m = re.search(rf"percentile points, 95% CI {number} to {number}; effect size \S+ SD, 95% CI {number} to {number};",
+                      ev.sentence(s))
+        for text, (scale, end) in zip(m.groups(), [("percentile points", "ci_low"), ("percentile points", "ci_high"),
+                                                    ("effect size", "ci_low"), ("effect size", "ci_high")]):
+            assert same(text, ov.loc[(s, scale), end]), (s, text)
+    for r in findings.overall_rows(ev):
+        o = ev.overall[(ev.overall["subject"] == r["subject"]) & (ev.overall["analysis"] == r["analysis"])]
+        for key, scale in (("raw_ci", "raw"), ("es_ci", "effect size"), ("pp_ci", "percentile points")):
+            lo, hi = r[key].split(" to ")
+            row = o[o["scale"] == scale].iloc[0]
+            assert same(lo, row["ci_low"]) and same(hi, row["ci_high"]), (r["subject"], key, r[key])
+    f = ev.schools
+    table = sections.school_table(f)
+    for school, ci in zip(table["school"], table["95% CI"]):
+        lo, hi = ci.split(" to ")
+        rows = f[f["school"] == school]
+        assert any(same(lo, a) and same(hi, b) for a, b in zip(rows["es_ci_low"], rows["es_ci_high"])), (school, ci)

@@ -655,3 +655,35 @@ def test_the_sentence_beside_a_p_just_below_alpha():
         s = SubjectSensitivity("", NS(raw=NS(estimate=t, pvalue=p)), o, evalue_smd(0.08, 0.001, 0.16), None).sentence()
         assert ("already no longer statistically significant" in s) != below, s
         assert (f"its own p = {p:.3g} is so near α" in s) == below, s
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_report_offers_no_gamma_of_lost_significance_for_an_estimate_not_significant():
+    """Sample matched file, math: p = 0.088 and the paragraph says 'already no longer statistically
+    significant', while the table beside it gave 'Rosenbaum Γ at which the two-sided p bound reaches
+    0.05: 1.11' (the rank test, which ignores school clustering, has p 2e-5 at Γ = 1). When the
+    estimate is not significant the row now says so, and gives the rank test's p at Γ = 1 and its Γ
+    as a test that ignores clustering; a significant estimate keeps its Γ. Numbers from
+    sensitivity.csv's rows (to_frame)."""
+    from pathlib import Path
+
+    from pleval.report import sections
+
+    ev = pleval.estimate(Path(__file__).resolve().parents[1] / "sample_data" / "pl_matched_students.csv", placebo=False)
+    table = next(b for b in sections.fragility(ev, ()).blocks if b.kind == "table").frame.set_index("")
+    cells = table.loc["Rosenbaum Γ at which the two-sided p bound reaches 0.05"]
+    seen = set()
+    for s in ev.subjects:
+        f = ev.details[s]["sensitivity"].to_frame()
+        gamma = float(f.loc[f["label"].str.startswith("gamma at alpha=0.05"), "gamma"].iloc[0])
+        p1 = float(f.loc[f["label"] == "gamma=1, two-sided p bound", "pvalue"].iloc[0])
+        p = float(f.loc[f["kind"] == "estimate", "pvalue"].iloc[0])
+        assert p == pytest.approx(ev.effects[s].effect_size.pvalue, rel=1e-12) and gamma > 1 and p1 < 0.001
+        seen.add(p < 0.05)
+        if p < 0.05:
+            assert cells[s] == f"{gamma:.2f}"
+        else:
+            assert cells[s] == (f"— (the estimate is not significant even without hidden bias: p = {p:.3f}; the rank "
+                                f"test, which ignores school clustering, has p < 0.001 at Γ = 1 and reaches 0.05 at "
+                                f"Γ = {gamma:.2f})")
+    assert seen == {True, False}  # math p = 0.088, reading 0.037

@@ -25,9 +25,9 @@ import pandas as pd
 
 from .. import percentiles
 from .._text import pl_left_out
-from ..findings import (ADJUSTMENT_NAMES, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
+from ..findings import (ADJUSTMENT_NAMES, card_significance, design_text, fmt, fmt_ci, fmt_int, fmt_p, het_row, het_rows, lower_is_better,
                         note_text, one_school_parts, overall_rows, p_clause, randomized_in_schools, run_alpha,
-                        significance, subject_rows, title, verdict_rows)
+                        spread_words, subject_rows, title, verdict_rows)
 from ..plots import figure_name
 from .blocks import Bullets, Figure, Headline, Paragraph, Section, Table
 
@@ -103,7 +103,7 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
             lines.append(f"Why: {'; '.join(r.reasons)}. ESSA: {r.essa_reason}.")
         h = het_row(ev, s)
         if h is not None and note_text(h, "not_estimable"):  # one PL school
-            lines.append(one_school_parts(ev, s, h)[1])
+            lines.extend(one_school_parts(ev, s, h)[1:])
         elif h is not None:
             counts = (
                 f"beyond the placebo spread (what school circumstances alone produce), {int(h['calibrated_positive'])} "
@@ -116,8 +116,8 @@ def glance(ev: "Evaluation", figures: Collection[str]) -> Section:
                 "adjustment" + ("" if randomized_in_schools(ev) else " (school circumstances not allowed for: "
                                 f"{note_text(h, 'calibration_note') or 'placebo schools were not run'})")
             )
-            lines.append(f"Schools differ: τ = {float(h['tau']):.3f} SD; {counts}.")
-        status = significance(e.effect_size, run_alpha(ev))
+            lines.append(f"{spread_words(ev, h)}; {counts}.")
+        status = card_significance(ev, s)
         cards.append(Headline(
             title="All students" if s == "all" else s.capitalize(),
             big=f"{fmt(e.percentile_points.estimate, 1, True)} percentile points",
@@ -467,9 +467,21 @@ def resampling_table(ev: "Evaluation") -> Table | None:
 # --------------------------------------------------------------------------------------
 # Sensitivity to unobserved confounding
 # --------------------------------------------------------------------------------------
-def _gamma_text(r) -> str:
+def _gamma_text(r, pvalue: float, alpha: float) -> str:
+    """The fragility table's Γ at which the rank test's p bound reaches α. When the estimate itself
+    (its regression p, ``pvalue``) is not significant at ``alpha``, no Γ is offered as the point
+    where significance is lost: the rank test treats matched sets as independent, so it ignores
+    school clustering and can be significant where the estimate is not; the row says so, with the
+    rank test's p at Γ = 1 and its Γ."""
     if r is None:
         return "— (no matched sets)"
+    if not pvalue < alpha:
+        at1 = r.pvalue_bound[np.isclose(r.table["gamma"], 1.0)]
+        rank = ("" if r.gamma_alpha <= 1 else
+                "; the rank test, which ignores school clustering, "
+                + (f"has p {fmt_p(at1.iloc[0], alpha)} at Γ = 1 and " if len(at1) else "")
+                + f"reaches {alpha:g} at Γ = {'over 10,000' if math.isinf(r.gamma_alpha) else fmt(r.gamma_alpha, 2)}")
+        return f"— (the estimate is not significant even without hidden bias: {p_clause(pvalue, alpha)}{rank})"
     if r.gamma_alpha <= 1:
         return "1 (not significant even without hidden bias)"
     return "over 10,000" if r.gamma_alpha == float("inf") else fmt(r.gamma_alpha, 2)
@@ -497,7 +509,8 @@ def fragility(ev: "Evaluation", figures: Collection[str]) -> Section | None:
             else "over 100" if ss.multiple_to_zero > 100 else fmt(ss.multiple_to_zero, 1, edges=(0,))
             for _, ss in subs],
         "E-value: estimate / CI limit": [f"{fmt(ss.evalue.evalue, 2)} / {fmt(ss.evalue.evalue_ci, 2)}" for _, ss in subs],
-        f"Rosenbaum Γ at which the {sides} p bound reaches {alpha:g}": [_gamma_text(ss.rosenbaum) for _, ss in subs],
+        f"Rosenbaum Γ at which the {sides} p bound reaches {alpha:g}": [
+            _gamma_text(ss.rosenbaum, ss.effect.raw.pvalue, alpha) for _, ss in subs],
     }
     if any(ss.placebo is not None for _, ss in subs):
         fields["placebo outcome: effect size (CI), should be 0"] = [
