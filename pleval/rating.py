@@ -204,7 +204,9 @@ class Rating(ResultMixin):
     def essa_reason(self) -> str:
         """The conditions that decided the tier, in one line."""
         unmet = [c.condition for c in self.conditions if c.met is False]
-        unknown = [c.condition for c in self.conditions[:-1] if c.met is None]
+        # the last condition (logic model) is Tier 4's own: unchecked, it qualifies that tier only
+        checked = self.conditions if self.essa_tier == RATIONALE else self.conditions[:-1]
+        unknown = [c.condition for c in checked if c.met is None]
         tail = f" (not checked by pleval: {'; '.join(unknown)})" if unknown else ""
         if self.essa_tier == STRONG:
             return "all conditions met" + tail

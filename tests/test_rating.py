@@ -218,6 +218,8 @@ def test_without_a_significant_favourable_effect_the_tier_is_a_rationale(kw, unm
     assert r.wwc_rating == MWOR and r.essa_tier == RATIONALE
     assert unmet in r.essa_reason
     assert conds(r)["logic model and ongoing evaluation"] is None  # never checkable from data
+    # and the reason says so: Tier 4 is not a verdict on the evidence (before 2026-12-05 it did not)
+    assert "not checked by pleval: " in r.essa_reason and "logic model and ongoing evaluation" in r.essa_reason
 
 
 def test_direction_and_declared_evidence():
