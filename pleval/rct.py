@@ -565,6 +565,8 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
             )
         names += [f"{cols.block}[{labels[j]}]" for j in range(1, nb)]
     covX = design_matrix(ana, list(cols.pretest) + list(cov_names))
+    if nb > 1:
+        covX = _drop_constant_within(covX, block_codes, nb, f"each block of {cols.block!r}", "the block effects", notes)
     names += list(covX.columns)
     school, n_schools, uniq = None, 0, None
     if cols.school:
@@ -579,6 +581,26 @@ def _model(ana: pd.DataFrame, cols: Columns, cov_names: Sequence[str], notes: li
                           "rows with an outcome, so with block effects the effect is not identified; is it the "
                           "randomization block (not, say, the school)?")
     return mod
+
+
+def _drop_constant_within(X: pd.DataFrame, groups: np.ndarray, n_groups: int, where: str, absorber: str,
+                          notes: list) -> pd.DataFrame:
+    """``X`` without the columns that hold one value within every group (``groups``, codes
+    0..n_groups−1): effects of the groups absorb them, so they carry nothing, and fitted beside
+    those effects their slope is the rounding left by the groups' means (before 2026-12-05 such a
+    column entered the fit and moved its CR2 SE). A note names them."""
+    if not X.shape[1]:
+        return X
+    v = X.to_numpy(dtype=float)
+    lo = np.full((n_groups, v.shape[1]), np.inf)
+    hi = np.full((n_groups, v.shape[1]), -np.inf)
+    np.minimum.at(lo, groups, v)
+    np.maximum.at(hi, groups, v)
+    flat = [c for c, same in zip(X.columns, ((hi - lo) == 0).all(axis=0)) if same]
+    if flat:
+        notes.append(f"{', '.join(map(repr, flat))}: one value within {where}, which {absorber} absorb: left out "
+                     "(it carries no information here)")
+    return X.drop(columns=flat)
 
 
 def _neyman(y, z, unit, block, sd_notes: list) -> tuple[float, float, float]:
@@ -718,7 +740,10 @@ def _random_blocks_fit(mod: _Model, cols: Columns, notes: list) -> tuple[float, 
     if one_arm:
         notes.append(f"random blocks: {one_arm} block(s) with one arm only say nothing of their effect and are left out")
     cell = pd.factorize(blocks * 2 + z)[0]
-    X = mod.covX.to_numpy(dtype=float)[sel]
+    covX = _drop_constant_within(mod.covX.iloc[sel] if rows is not None else mod.covX, cell, int(cell.max()) + 1,
+                                 "each block × arm cell (a school-level covariate in pairs of schools)",
+                                 "the blocks' own effects", notes)
+    X = covX.to_numpy(dtype=float)
     n = np.bincount(cell)
     means = np.column_stack([np.bincount(cell, weights=c) / n for c in (y, *X.T)])  # y and each covariate by cell
     if X.shape[1]:
@@ -1001,7 +1026,7 @@ def analyze_rct(
     vcov: str | None = None,
     cluster_df: Literal["G-1", "G-p"] = "G-1",
     df_working: Literal["independent", "random_effects"] = "independent",
-    method: Literal["ols", "cluster_means", "mixedlm"] = "ols",
+    method: Literal["ols", "cluster_means", "mixedlm", "random_blocks"] = "ols",
     subject: object = None,
     sd: str | float = "pooled",
     level: float = 0.95,
@@ -1039,7 +1064,9 @@ def analyze_rct(
         subgroup contrasts: ``"independent"`` (default; clubSandwich's) or ``"random_effects"``
         (a school random effect, as the matched designs take; :func:`pleval.inference.ols`, with
         the block effects absorbed as for the default).
-    method : the primary ITT: ``"ols"``, ``"cluster_means"`` or ``"mixedlm"``.
+    method : the primary ITT: ``"ols"``, ``"cluster_means"``, ``"mixedlm"`` or ``"random_blocks"`` (the
+        blocks' effects averaged, K − 1 df; ``lin``, ``bootstrap``, the CACE and the subgroups
+        stay with the OLS ITT, as with the other methods).
     subject : the subject to analyse when the data are long by subject.
     sd : ``"pooled"`` (WWC), ``"comparison"`` or a norm SD for the effect size.
     subgroups : columns (or ``"pretest_tercile"``) for subgroup ITTs and interaction tests.
