@@ -67,7 +67,8 @@ def test_signed_zeros_print_as_zero():
     from pleval.findings import fmt, fmt_ci
 
     assert fmt(-0.0004, 3, True) == "0.000" and fmt(-0.004, 2) == "0.00" and fmt(-0.006, 2, True) == "-0.01"
-    assert fmt_ci(-0.001, 0.2, 2, True) == "0.00 to +0.20"
+    # a signed zero bound prints unsigned; a nonzero one keeps its side of zero (since 2026-12-05)
+    assert fmt_ci(-0.0, 0.2, 2, True) == "0.00 to +0.20" and fmt_ci(-0.001, 0.2, 2, True) == "-0.001 to +0.20"
 
 
 def test_cli_tables_and_forest_numbers_print_zero_unsigned():

@@ -805,8 +805,8 @@ def test_designs_without_the_text_columns_are_the_same(tied, by):
     b = tied.group_fits(by, part_columns="read")
     for x, y in zip(a, b):
         assert x[3].to_frame().equals(y[3].to_frame())
-    est = tied.estimate(by)  # (its designs leave the text out)
-    assert (est if by is None else est[a[0][0]]).to_frame().equals(a[0][3].to_frame())
+    est = tied.estimate(by)  # (its designs leave the text out; its frame adds the note on PL rows left out)
+    assert (est if by is None else est[a[0][0]]).to_frame().drop(columns="note", errors="ignore").equals(a[0][3].to_frame())
     with pytest.raises(Exception, match="part_columns"):
         tied.group_designs(by, part_columns="some")
 
