@@ -396,7 +396,7 @@ def program_share_words(h: pd.Series, lvl: str) -> str:
     ci = f"the {lvl} CI of τ_program below"
     if lo > 0:
         return (f"The PL schools vary more than schools do without the program: about {100 * share(t2):.0f}% of their "
-                f"between-school variance goes beyond what arises without it ({100 * share(lo):.0f}% to "
+                f"between-school variance goes beyond what arises without it ({fixed(100 * share(lo), 0, 0)}% to "
                 f"{100 * share(hi):.0f}% over {ci})")
     top = f"{fixed(100 * share(hi), 0, 100 * SMALL_SHARE)}%"
     if share(hi) < SMALL_SHARE:

@@ -1212,6 +1212,9 @@ def test_share_of_spread_beyond_placebo_is_judged_on_its_ci():
     assert findings.program_share_words(row, "95%").startswith(
         "The PL schools vary more than schools do without the program: about 75% of their between-school variance "
         "goes beyond what arises without it (50% to 90% over the 95% CI")
+    row = pd.Series({"tau2_placebo": 0.01, "tau2_program": 0.03, "tau2_program_ci_low": 1e-5,
+                     "tau2_program_ci_high": 0.09})  # a lower end above 0 never reads "0%" (final review, 2026-12-05)
+    assert "(0.1% to 90% over the 95% CI" in findings.program_share_words(row, "95%")
 
 
 @pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")

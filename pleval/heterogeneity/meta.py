@@ -14,7 +14,7 @@ Model: ``y_i = μ + u_i + e_i``, ``u_i ~ N(0, τ²)`` (true school effects scatt
     τ² ≥ 0, by Fisher scoring checked against the likelihood at 0 and on a grid (:mod:`._tau2`);
   - ``"ML"`` maximum likelihood, ``"HE"`` Hedges, ``"HS"`` Hunter–Schmidt, ``"SJ"``
     Sidik–Jonkman and ``"EB"`` empirical Bayes (= PM), as metafor's ``rma(method=...)``
-    (formulas in :mod:`._tau2`; SJ's start with moderators differs from metafor's). Standard errors of τ̂² are reported for REML and ML.
+    (formulas in :mod:`._tau2`). Standard errors of τ̂² are reported for REML and ML.
 
   PM is solved by bracketing root-finding on the monotone generalized Q: statsmodels'
   ``combine_effects`` PM Newton iteration resets τ² to 0 whenever a step overshoots the root,

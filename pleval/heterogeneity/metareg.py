@@ -3,7 +3,8 @@
 Mixed-effects model (Raudenbush 2009; Viechtbauer 2005): ``y_i = x_i'β + u_i + e_i``,
 ``u_i ~ N(0, τ²)`` the residual between-school variance, ``e_i ~ N(0, v_i)``, v_i known.
 Given τ̂² (REML by default; DL = Raudenbush's method of moments; PM; ML, EB, HE, SJ, HS
-as in :mod:`._tau2`; FE = 0), β̂ is the
+as in :mod:`._tau2` — SJ starts from the moderators' residuals, where metafor starts from
+Σ(y − ȳ)²/k; FE = 0), β̂ is the
 weighted least-squares fit with ``w_i = 1/(v_i + τ̂²)``: ``β̂ = (X'WX)⁻¹X'Wy``,
 ``Var(β̂) = (X'WX)⁻¹``. Tests:
 
@@ -176,7 +177,9 @@ Exact collinearity leaves about 1e-16, another moderator (values near 1) plus no
 informative moderator far more (years 2020 to 2025 beside the intercept about 1e-3). Relative to
 each column, so units (1e6 or 1e-6) do not matter; on the unweighted design, as the weights do not
 change which columns are redundant (a school that carries nearly all the weight would shrink an
-ordinary moderator's share in the weighted design to its SE ratio)."""
+ordinary moderator's share in the weighted design to its SE ratio). A rule of its own beside
+:func:`pleval.inference.robust.dependent_column` (Cholesky pivots, 1e-11 of the squared norm): it is
+metafor's criterion, on the QR, and names every redundant moderator, not the first."""
 
 
 def _redundant(X: np.ndarray) -> list[tuple[int, float]]:
