@@ -132,9 +132,9 @@ def leave_one_out_metareg(mr, labels=None) -> MetaRegressionInfluence:
     beta_fe, r = fe_fit(y, v, X)
     cen = loo_centres(r, v, X)
     F = _features(X)
-    fe = _fe_sums(v, F, cen)
+    fe = _sums(np.zeros(k), v, F, cen)
     t = _deleted_tau2(mr.method, cen, v, X, F, fe, float(mr.tau2))
-    S = loo_weighted_sums(t, v, lambda r: {1: F(r)}, cen)[1]
+    S = _sums(t, v, F, cen)
     A, b, q = _fit(S, p)
     b = b + cen.shift
     s2 = q / (kd - p) if kh else np.ones(k)
@@ -178,11 +178,11 @@ def _features(X: np.ndarray):
                                      np.ones(r.shape + (1,))], axis=-1)
 
 
-def _fe_sums(v: np.ndarray, F, cen: Centres) -> np.ndarray:
-    """``Σ_{j≠i} w_j F_j`` of every deleted fit at the FE weights ``w = 1/v``
-    (:func:`.influence.loo_weighted_sums` at τ² = 0, of the residuals of ``cen``: the fits whose
-    sums about β̂_FE would cancel summed directly about their own)."""
-    return loo_weighted_sums(np.zeros(v.size), v, lambda r: {1: F(r)}, cen)[1]
+def _sums(t: np.ndarray, v: np.ndarray, F, cen: Centres) -> np.ndarray:
+    """``Σ_{j≠i} w_j F_j`` of every deleted fit i at the weights ``w = 1/(v + t_i)``
+    (:func:`.influence.loo_weighted_sums` of the residuals of ``cen``: the fits whose sums about
+    β̂_FE would cancel summed directly about their own); ``t`` 0 gives the FE weights."""
+    return loo_weighted_sums(t, v, lambda r: {1: F(r)}, cen)[1]
 
 
 def _fit(S: np.ndarray, p: int):
@@ -211,7 +211,7 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
                   tau2_full: float) -> np.ndarray:
     """τ̂² of every deleted fit (module docstring; the estimators of :mod:`._tau2`) from the
     residuals of ``cen``, their features ``F(r)`` (:func:`_features`) and FE-weight sums ``fe``
-    (:func:`_fe_sums`)."""
+    (:func:`_sums` at τ² = 0)."""
     r = cen.r
     k, p = X.shape
     kd, pp = k - 1, p * p
@@ -226,7 +226,7 @@ def _deleted_tau2(method: str, cen: Centres, v: np.ndarray, X: np.ndarray, F, fe
             tr = (v.sum() - v) - np.einsum("npq,nqp->n", B, xvx)
             return np.maximum(0.0, (rss - tr) / (kd - p))
         t0 = rss / kd
-        q = _fit(loo_weighted_sums(t0, v, lambda r: {1: F(r)}, cen)[1], p)[2]
+        q = _fit(_sums(t0, v, F, cen), p)[2]
         return np.where(t0 > 0, t0 * q / (kd - p), 0.0)
     q0 = _fit(fe, p)[2]
     if method == "HS":
