@@ -32,7 +32,7 @@ import pandas as pd
 from matplotlib import rc_context, rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+from matplotlib.lines import TICKLEFT, TICKRIGHT, Line2D
 from matplotlib.patches import Patch, Polygon
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
@@ -136,7 +136,10 @@ def _drawn(fig: Figure, dpi: float):
     layout engine, dpi, face colour and canvas afterwards."""
     engine, old_dpi, canvas, face = fig.get_layout_engine(), fig.dpi, fig.canvas, fig.get_facecolor()
     agg = FigureCanvasAgg(fig)
+    spines = _spines_within_labels(fig)
     try:
+        for spine in spines:
+            spine.set_in_layout(False)
         with rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {}):
             fig.set_dpi(dpi)
             fig.set_facecolor("white")
@@ -149,8 +152,27 @@ def _drawn(fig: Figure, dpi: float):
         fig.set_dpi(old_dpi)
         fig.set_facecolor(face)
         fig.set_canvas(canvas)
+        for spine in spines:
+            spine.set_in_layout(True)
         for text in fig.findobj(Text):  # they keep the last renderer, its pixels with it, while the figure lives
             text._renderer = None
+
+
+def _spines_within_labels(fig: Figure) -> list:
+    """The spines of ``fig`` in its layout whose extent lies within the tick labels beside them:
+    a spine's extent is its edge of the axes and, outward, its axis' tick marks, and a side whose
+    marks are drawn with their labels has the labels beyond the marks. Leaving those spines out
+    of the layout and the tight box changes neither (the same positions and PNG), and saves
+    measuring them: each spine's extent updates every tick of its axis again (matplotlib's
+    ``Spine.get_window_extent``), at each layout pass and for the tight box."""
+    out = []
+    for ax in fig.axes:
+        params = {"x": ax.xaxis.get_tick_params(), "y": ax.yaxis.get_tick_params()}
+        for side, spine in ax.spines.items():
+            p = params["x" if side in ("top", "bottom") else "y"] if side in ("left", "right", "top", "bottom") else None
+            if p is not None and spine.get_in_layout() and (not p.get(side, True) or p.get("label" + side, False)):
+                out.append(spine)
+    return out
 
 
 def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> bytes:
@@ -288,8 +310,9 @@ def _es_label(sd: float | None, sd_kind: str | None = None) -> str:
 
 def _no_ylabel(ax) -> None:
     """Fix the place of an axes' (empty) y label: matplotlib otherwise places it beside the
-    tick labels of the axes and its twins, measuring every one of them at each draw (a forest
-    plot's 60 school labels, on both sides, several times per figure)."""
+    tick labels of the axes and its twins, measuring every one of them at each draw (a love
+    plot's covariate labels several times per figure), and an empty label's point beside them
+    would count in the layout."""
     ax.yaxis.set_label_coords(0.0, 0.5)
 
 
@@ -359,7 +382,8 @@ def forest(
         bounded with thousands of schools (every school is in the school table).
 
     The figure height grows with the number of rows (``ROW_INCH`` per row), so every
-    label stays readable with 60 or more schools.
+    label stays readable with 60 or more schools. The row labels are texts of the axes
+    (``ax.texts``, right-aligned), drawn as y tick labels would be; the axes has no y ticks.
     """
     _require(schools, ["school", "estimate", "se"], "forest plot")
     d = schools.copy()
@@ -478,9 +502,8 @@ def forest(
         method = _get(pooled, "method", "")
         ticks.append(y_pooled)
         labels.append(f"pooled{f' ({method})' if method else ''}")
-    ax.set_yticks(ticks, labels, fontsize=fs)
+    tick_labels = _row_labels(ax, ticks, labels, fs)
     _no_ylabel(ax)
-    tick_labels = ax.get_yticklabels()
     for lab in tick_labels[k + (middle is not None):]:
         lab.set_fontweight("bold")
     if middle is not None:
@@ -543,6 +566,31 @@ def _middle_label(middle: pd.DataFrame, pcol: str | None, alpha: float, unit: st
         est = middle["estimate"].to_numpy(dtype=float)
         text += f" ({int((sig & (est > 0)).sum()):,} sig. +, {int((sig & (est < 0)).sum()):,} sig. −)"
     return text
+
+
+_TICK_MARKERS = {"out": TICKLEFT, "in": TICKRIGHT, "inout": "_"}
+
+
+def _row_labels(ax, rows, labels: list[str], fontsize: float) -> list[Text]:
+    """The rows' labels left of the plot, each with its tick mark, drawn as y tick labels at
+    ``rows`` would be (the same pixels, under the session's ``ytick.*`` settings) but as texts
+    and one line of markers, without matplotlib's ticks: a tick is five artists, each updated
+    and measured again at each pass of the constrained layout, at the draw and for the tight
+    box (the forest plot's 60-odd rows). Returns the texts, bottom row first. The axes is left
+    without y ticks (``ax.get_yticklabels()`` is empty); the texts are in ``ax.texts``,
+    right-aligned."""
+    ax.set_yticks([])
+    size, direction = rcParams["ytick.major.size"], rcParams["ytick.direction"]
+    color = rcParams["ytick.color"]
+    label_color = color if rcParams["ytick.labelcolor"] == "inherit" else rcParams["ytick.labelcolor"]
+    if rcParams["ytick.left"]:
+        ax.plot(np.zeros(len(rows)), rows, transform=ax.get_yaxis_transform("tick1"), ls="none",
+                marker=_TICK_MARKERS[direction], ms=size, mew=rcParams["ytick.major.width"], color=color,
+                mec=color, clip_on=False)
+    pad = rcParams["ytick.major.pad"] + {"out": size, "in": 0.0, "inout": size / 2}[direction]
+    place, va, ha = ax.get_yaxis_text1_transform(pad)
+    return [ax.text(0, y, text, transform=place, va=va, ha=ha, fontsize=fontsize, color=label_color, clip_on=False)
+            for y, text in zip(rows, labels)]
 
 
 _NUMBER_PAD = 4.0

@@ -44,6 +44,11 @@ def _png_ok(fig: Figure, min_bytes: int = 8_000) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
+def _row_labels(ax) -> list:
+    """A forest plot's row labels: the right-aligned texts left of the plot (bottom row first)."""
+    return [t for t in ax.texts if t.get_horizontalalignment() == "right"]
+
+
 def _overlaps(labels) -> int:
     boxes = [lab.get_window_extent() for lab in labels if lab.get_text()]
     boxes.sort(key=lambda b: b.y0)
@@ -68,7 +73,7 @@ def test_forest_readable_and_sized_by_rows(k):
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     fig.canvas.draw()
-    labels = ax.get_yticklabels()
+    labels = _row_labels(ax)
     assert len(labels) == k + 2  # schools, placebo row, pooled row
     assert _overlaps(labels) == 0
     assert fig.get_size_inches()[1] >= plots.ROW_INCH * k
@@ -101,7 +106,7 @@ def test_forest_ci_from_se_and_rows_sorted():
     df = pd.DataFrame({"school": ["a", "b", "c"], "estimate": [0.3, -0.1, 0.1], "se": [0.1, 0.1, 0.1]})
     fig = plots.forest(df)
     ax = fig.axes[0]
-    texts = [t.get_text() for t in ax.get_yticklabels()]
+    texts = [t.get_text() for t in _row_labels(ax)]
     assert texts == ["b", "c", "a"]  # ascending from the bottom: largest on top
     segs = ax.collections[0].get_segments()
     lo = [s[0][0] for s in segs]
@@ -237,7 +242,7 @@ def test_forest_takes_a_meta_analysis_object_as_pooled():
     xs = diamond.get_xy()[:, 0]
     assert xs.min() == pytest.approx(m.ci_low) and xs.max() == pytest.approx(m.ci_high)
     assert f"τ (SD of true school effects) = {m.tau:.3f}" in fig.get_suptitle()
-    assert "pooled (REML)" in [t.get_text() for t in ax.get_yticklabels()]
+    assert "pooled (REML)" in [t.get_text() for t in _row_labels(ax)]
 
 
 def test_figures_display_inline_in_ipython():
@@ -254,10 +259,10 @@ def test_forest_numbers_column_and_pooled_line_in_legend():
     fig = plots.forest(df, pooled=pooled, placebo=np.linspace(-0.1, 0.1, 21))
     ax = fig.axes[0]
     fig.canvas.draw()
-    left = [t.get_text() for t in ax.get_yticklabels()]
+    left = [t.get_text() for t in _row_labels(ax)]
     column = [t for t in ax.texts if t.get_family() == ["DejaVu Sans Mono"]]
     nums = [t.get_text() for t in column]
-    assert [t.get_position()[1] for t in column][:-1] == pytest.approx(list(ax.get_yticks()))  # a number per row
+    assert [t.get_position()[1] for t in column][:-1] == pytest.approx([t.get_position()[1] for t in _row_labels(ax)])
     assert nums[-1] == "effect size [95% CI]"
     top = df.sort_values("estimate").iloc[-1]
     z = stats.norm.ppf(0.975)
@@ -293,6 +298,84 @@ def test_forest_numbers_are_the_pixels_of_a_twin_axis_tick_labels():
     for side in right.spines:
         right.spines[side].set_visible(False)
     assert bold[-1] == "bold" and plots.to_png(fig, dpi=120) == png
+
+
+def test_forest_row_labels_are_the_pixels_of_y_tick_labels():
+    """The forest plot's row labels and their tick marks are texts and one line of markers
+    placed as matplotlib's y ticks would draw them: the PNG (its layout included) is byte for
+    byte the one drawn with y ticks at the rows, with the same labels, bold and italic ones too."""
+    df, pooled = _schools(70)
+    for dpi in (100, 200):
+        pngs = []
+        for as_ticks in (False, True):
+            fig = plots.forest(df, pooled=pooled, placebo=np.linspace(-0.1, 0.1, 21), max_rows=60, sd=15.0)
+            ax = fig.axes[0]
+            rows = _row_labels(ax)
+            assert len(rows) == 60 + 3 and not ax.get_yticks().size  # the schools, summary, placebo, pooled rows
+            if as_ticks:
+                marks = [line for line in ax.lines if line.get_marker() == matplotlib.lines.TICKLEFT]
+                assert len(marks) == 1 and len(marks[0].get_ydata()) == len(rows)
+                marks[0].remove()
+                for t in rows:
+                    t.remove()
+                ax.set_yticks([t.get_position()[1] for t in rows], [t.get_text() for t in rows], fontsize=rows[0].get_fontsize())
+                for lab, t in zip(ax.get_yticklabels(), rows):
+                    lab.set(fontweight=t.get_fontweight(), fontstyle=t.get_fontstyle())
+            pngs.append(plots.to_png(fig, dpi=dpi))
+        assert {t.get_fontweight() for t in rows[-2:]} == {"bold"} and rows[30].get_fontstyle() == "italic"
+        assert pngs[0] == pngs[1]
+
+
+def _spines_in_layout(monkeypatch, fig, dpi):
+    """The PNG and axes positions of ``fig`` drawn with every spine in the layout (as before)."""
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_spines_within_labels", lambda fig: [])
+        png = plots.to_png(fig, dpi=dpi)
+    return png, np.array([ax.get_position().extents for ax in fig.axes])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: plots.forest(_schools(12)[0], pooled=_schools(12)[1], placebo=np.linspace(-0.1, 0.1, 21), sd=15.0),
+    lambda: plots.effect_distribution(_schools(30)[0]["estimate"], shrunk=_schools(30)[0]["shrunk"], mu=0.08, tau=0.1),
+    lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
+    lambda: plots.love_plot(pd.DataFrame({"variable": ["a", "b"], "smd_before": [0.3, -0.1], "smd_after": [0.02, 0.04]})),
+    lambda: plots.propensity_overlap(np.r_[np.linspace(0.2, 0.8, 50), np.linspace(0.05, 0.6, 200)],
+                                     np.r_[np.ones(50), np.zeros(200)], weights=np.r_[np.ones(50), np.ones(200) * 0.5]),
+    lambda: plots.mdes_curve(pd.DataFrame({"size": [10, 20, 40], "mdes": [0.5, 0.35, 0.25], "power": 0.8}), target=0.3),
+])
+def test_spines_left_out_of_the_layout_change_nothing(monkeypatch, make):
+    """to_png leaves out of the layout and the tight box the spines whose tick marks have their
+    labels beyond them: the same axes positions and the same PNG as with every spine measured;
+    every text drawn (tick labels, titles, legends, the forest plot's rows and numbers) lies
+    inside the PNG's box, and the row labels do not overlap. A spine whose tick marks have no
+    labels beside them stays in the layout, and so does one whose figure has it taken out by hand."""
+    fig = make()
+    png = plots.to_png(fig, dpi=120)
+    assert all(s.get_in_layout() for ax in fig.axes for s in ax.spines.values())  # restored
+    positions = np.array([ax.get_position().extents for ax in fig.axes])
+    before, at = _spines_in_layout(monkeypatch, make(), 120)
+    assert png == before and np.array_equal(positions, at)
+    with plots._drawn(fig, 120) as (canvas, content, box):
+        renderer = canvas.get_renderer()
+        inside = box.transformed(fig.dpi_scale_trans)
+        ticks = {id(t) for tick in fig.findobj(matplotlib.axis.Tick) for t in (tick.label1, tick.label2)}
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text() and id(t) not in ticks]
+        axes = [a for ax in fig.axes for a in (ax, *ax.child_axes)]
+        drawn = [t.get_window_extent(renderer) for t in texts] + [  # the tick labels drawn (those in view)
+            axis.get_tightbbox(renderer) for a in axes for axis in (a.xaxis, a.yaxis) if axis.get_visible()]
+        drawn = [b for b in drawn if b is not None and b.width > 0]
+        assert drawn and all(inside.x0 - 0.5 <= b.x0 and b.x1 <= inside.x1 + 0.5 and inside.y0 - 0.5 <= b.y0
+                             and b.y1 <= inside.y1 + 0.5 for b in drawn)
+        if fig.axes[0].texts:
+            assert _overlaps(_row_labels(fig.axes[0])) == 0
+    ax = plots.percentile_chart(0.2).axes[0]
+    ax.tick_params(labelleft=False)  # marks without labels: their extent counts
+    assert ax.spines["left"] not in plots._spines_within_labels(ax.figure)
+    assert ax.spines["bottom"] in plots._spines_within_labels(ax.figure)
+    ax.spines["bottom"].set_in_layout(False)
+    assert ax.spines["bottom"] not in plots._spines_within_labels(ax.figure)
+    plots.to_png(ax.figure, dpi=50)
+    assert not ax.spines["bottom"].get_in_layout()  # left as it was
 
 
 def test_distribution_legend_is_outside_the_plot():
