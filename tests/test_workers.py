@@ -224,6 +224,29 @@ def test_the_collector_leaves_the_objects_alive_on_entry_alone_until_the_block_e
     assert job.result() > 0 and gc.get_freeze_count() == 0
 
 
+def test_the_frozen_objects_are_counted_on_entering_the_outermost_block_only(monkeypatch):
+    """gc.get_freeze_count() walks every frozen object (17 ms per 436,000, a 1M-row run's): a
+    collector_frozen block asks it only when no other such block is open (before, every block did:
+    each fork of a worker and the command's second block walked the run's objects). Objects frozen
+    before the outermost block by other means stay frozen after it, as before."""
+    import gc
+
+    calls, real = [], gc.get_freeze_count
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: calls.append(1) or real())
+    with _workers.collector_frozen():
+        with _workers.collector_frozen():
+            with _workers.collector_frozen():
+                pass
+    assert len(calls) == 1 and real() == 0
+    gc.freeze()  # the caller's own freeze
+    try:
+        with _workers.collector_frozen():
+            pass
+        assert real() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_the_collector_pauses_and_freezes_what_the_block_made():
     """collector_paused: no collection in the block (even one asked for by allocations), what it
     made frozen at its end, and the collector as it was; an outer collector_frozen unfreezes."""
