@@ -1324,8 +1324,9 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     if _placebo_in_worker(df, opts, placebo_rounds):
         # The analysis's match first, with the core the worker will hold (the student ids coded beside the
         # propensity fit); the worker, whose rounds take that coding for their rows and nothing else of the
-        # match, is forked as soon as it is made and runs beside the match's search (1M rows: 0.4 s of the main
-        # process; docs/scale.md), or after the match where the match does not code the ids there.
+        # match, is forked as soon as it is made and runs beside the match's search and the rest of it (1M rows:
+        # about 0.4 s of the main process; docs/scale.md), or after the match where the match does not code the
+        # ids there.
         from .matching import reuse_store
 
         started: list = []
