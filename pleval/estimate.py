@@ -1322,12 +1322,31 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     with each subject's :func:`_design_part`."""
     worker = m = None
     if _placebo_in_worker(df, opts, placebo_rounds):
-        # the analysis's match first, with the core the worker will hold (the student ids coded beside
-        # the propensity fit), then the worker, whose rounds take that coding for their rows
-        m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher)
-        _every_subject_matched(m)
-        worker = start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts, placebo_rounds, v,
-                              m if matcher is None else None)
+        # The analysis's match first, with the core the worker will hold (the student ids coded beside the
+        # propensity fit); the worker, whose rounds take that coding for their rows and nothing else of the
+        # match, is forked as soon as it is made and runs beside the match's search and the rest of it (1M rows:
+        # about 0.4 s of the main process; docs/scale.md), or after the match where the match does not code the
+        # ids there.
+        from .matching import reuse_store
+
+        started: list = []
+
+        def fork(reuse: dict | None) -> None:
+            started.append(start_worker(_placebo_rounds_job, df, columns, method, seed, opts, match_opts,
+                                        placebo_rounds, v, reuse))
+
+        try:
+            m = _analysis_match(v, columns, method, seed, match_opts, progress, matcher,
+                                ids_coded=fork if matcher is None else None)
+            _every_subject_matched(m)
+            if not started:
+                fork(reuse_store(m) if matcher is None else None)
+        except BaseException:
+            for w in started:
+                if w is not None:
+                    w.cancel()
+            raise
+        worker = started[0]
     try:
         return _matched_parts(df, v, columns, subjects, method, seed, opts, match_opts, progress, matcher,
                               placebo_rounds, worker, while_waiting, m)
@@ -1402,13 +1421,16 @@ def _next_subject(fits, analyse, then: Callable):
     return key, eff, None if analyse is None else _run_held([partial(analyse, key, part, des, eff, later=True)])
 
 
-def _analysis_match(v: Validated, columns: Columns, method, seed, match_opts, progress, matcher=None):
-    """The analysis's :func:`pleval.match` of the validated rows ``v`` (or ``matcher``'s)."""
+def _analysis_match(v: Validated, columns: Columns, method, seed, match_opts, progress, matcher=None,
+                    ids_coded=None):
+    """The analysis's :func:`pleval.match` of the validated rows ``v`` (or ``matcher``'s);
+    ``ids_coded``: :func:`pleval.match`'s ``_ids_coded``."""
     from .matching import match
 
     progress(f"matching: {method}")
+    hook = {} if ids_coded is None else {"_ids_coded": ids_coded}
     try:
-        return (matcher or match)(v, columns, method=method, seed=seed, **match_opts)  # already validated
+        return (matcher or match)(v, columns, method=method, seed=seed, **match_opts, **hook)  # already validated
     except TypeError as exc:
         if not match_opts:
             raise
@@ -1836,17 +1858,18 @@ def _placebo_args(columns: Columns, seed, opts, match_opts, kw, rounds, v: Valid
                 seed=seed, hartung_knapp=opts["hartung_knapp"], rounds=rounds, cap=int(opts["placebo_cap"]))
 
 
-def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds, v=None, m=None):
+def _placebo_rounds_job(receive, df, columns: Columns, method, seed, opts, match_opts, rounds, v=None, reuse=None):
     """The placebo rounds of :func:`_matched_placebo` in a worker process
     (:func:`pleval.heterogeneity.placebo.play_rounds`, without the PL schools); their SD, the
     overall effect's, is ``receive()``d from the main process once the first round is matched.
-    ``v``: the analysis's validation of ``df`` and ``m`` its match of ``v`` (inherited by the
-    fork), reused by the rounds."""
+    ``v``: the analysis's validation of ``df``, and ``reuse`` the ``_reuse`` store of the student
+    ids' coding made by its match of ``v`` (:func:`pleval.matching.reuse_store`'s form; both
+    inherited by the fork), reused by the rounds."""
     from .heterogeneity.placebo import play_rounds, plan_rounds
 
     plan = plan_rounds(df, columns, method, **_placebo_args(columns, seed, opts, match_opts,
-                                                            _school_kwargs(columns, opts, None), rounds, v, m),
-                       observed_given=True)
+                                                            _school_kwargs(columns, opts, None), rounds, v),
+                       observed_given=True, reuse=reuse if rounds is None else None)
     return play_rounds(plan, sd=receive)
 
 

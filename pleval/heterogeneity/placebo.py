@@ -260,12 +260,14 @@ class _InMemoryRounds:
     :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart.
     ``keep``: further columns the rounds read beside the roles and the matching options' (the
     school effects'); ``matched``: the analysis's own :func:`pleval.match` of ``validated``,
-    whose student ids' factorization and hashed ranks the rounds take for their rows."""
+    whose student ids' factorization and hashed ranks the rounds take for their rows, or
+    ``reuse``: that match's ``_reuse`` store of them (its ``_ids_coded``: a worker forked
+    before the match ended)."""
 
     def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None,
-                 keep=(), matched=None):
+                 keep=(), matched=None, reuse: dict | None = None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
-        self.validated, self.keep, self.matched = validated, tuple(keep), matched
+        self.validated, self.keep, self.matched, self.reuse = validated, tuple(keep), matched, reuse
         self._coded = None  # schools()' coding of the school column (:func:`_school_arms`)
         self._last = False  # last_round() was called
 
@@ -308,8 +310,9 @@ class _InMemoryRounds:
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
-        self._reuse: dict | None = reuse_store(self.matched) if self.matched is not None and self.validated is not None else {}
-        self.matched = None
+        self._reuse: dict | None = {} if self.validated is None else (
+            reuse_store(self.matched) if self.matched is not None else dict(self.reuse or {}))
+        self.matched = self.reuse = None
         if coded is None:
             non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
             return _round_order(non_pl, school, score, per_round)
@@ -479,10 +482,11 @@ class RoundsPlan:
 def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round=None, match_options=None,
                 covariates=None, cluster="default", by="default", sd="pooled", vcov=None, cr2="clubsandwich",
                 method_meta="REML", adjust="bh", alpha=0.05, level=0.95, seed=0, hartung_knapp=True, rounds=None,
-                cap=None, observed_given: bool = False, validated=None, matched=None) -> RoundsPlan:
+                cap=None, observed_given: bool = False, validated=None, matched=None, reuse=None) -> RoundsPlan:
     """:func:`placebo_schools`' checks and defaults (its arguments; ``observed_given``: whether
-    the PL schools' effects are given), raising its ``DataError``/``DesignError``; nothing is
-    matched yet."""
+    the PL schools' effects are given; ``reuse``: in place of ``matched``, its ``_reuse`` store
+    of the student ids' coding, :class:`_InMemoryRounds`), raising its ``DataError``/``DesignError``;
+    nothing is matched yet."""
     if not isinstance(columns, Columns):
         raise DataError("columns must be a pleval.data.Columns naming the roles (school=... is required)")
     school = columns.school
@@ -509,7 +513,8 @@ def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round
         eff_kw.update(weight2="_weight2", copies="_copies")
 
     if rounds is None:
-        rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols, matched=matched)
+        rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols, matched=matched,
+                                 reuse=reuse)
     elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()

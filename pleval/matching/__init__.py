@@ -24,6 +24,7 @@ row) and, by default, the grade.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -449,6 +450,7 @@ def match(
     conventions: str = "pleval",
     seed: int = 0,
     _reuse: dict | None = None,
+    _ids_coded: Callable[[dict], Any] | None = None,
 ) -> MatchResult:
     """Build a matched comparison of PL (treated) and non-PL students.
 
@@ -521,6 +523,11 @@ def match(
         the treatment only (the placebo rounds): what depends on the rows alone (the covariate
         patterns, the exact-match cells, the student ids' factorization and hashed ranks) is
         computed once, and taken again where a call's rows (their index) are the same.
+    _ids_coded : called once with a ``_reuse`` store of the student ids' coding (the form of
+        :func:`reuse_store`, of the rows before the propensity fit) as soon as it is made beside
+        the fit, before the search; not called where the ids are not coded there. The placebo
+        rounds take nothing else of the analysis's match: :func:`pleval.estimate` forks their
+        worker there, so that it runs beside the search rather than after it.
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
@@ -646,6 +653,8 @@ def match(
 
             cells_ahead, ids = _workers.side_by_side(fit_and_cells, coded_ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
+            if _ids_coded is not None:
+                _ids_coded(dict(ids_ahead))
             del before, ids
         else:
             fit()
