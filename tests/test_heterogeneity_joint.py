@@ -218,23 +218,27 @@ def test_a_comparison_side_of_one_student_is_not_estimable():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_cluster_per_stratum_is_a_groupwise_count_of_distinct_clusters(seed):
-    """``_one_cluster``: a stratum's rows of one arm lie in one cluster (or, without clusters, are
-    one row) — as pandas counts the distinct clusters of each stratum; empty arms are False."""
+    """``_one_cluster``: a stratum's rows of each arm lie in one cluster (or, without clusters, are
+    one row) — as pandas counts the distinct clusters of each stratum and arm; empty arms are False."""
     from pleval.heterogeneity.school_effects import _one_cluster
 
     rng = np.random.default_rng(seed)
     n, G = 3000, 400
     codes = rng.integers(0, G - 20, n).astype(np.int16)  # the last 20 strata have no rows
     cl = (codes.astype(np.int64) * 3 % 50 + (rng.uniform(size=n) < 0.02)).astype(np.int32)
-    rows = rng.uniform(size=n) < 0.5
-    g = pd.DataFrame({"g": codes[rows], "c": cl[rows]}).groupby("g")["c"]
-    one = np.zeros(G, dtype=bool)
-    one[g.nunique().index[g.nunique() == 1]] = True
-    single = np.zeros(G, dtype=bool)
-    single[g.size().index[g.size() == 1]] = True
-    assert 0 < one.sum() < G - 20 and single.any()
-    np.testing.assert_array_equal(_one_cluster(codes, rows, cl, G), one)
-    np.testing.assert_array_equal(_one_cluster(codes, rows, None, G), single)
+    t = (rng.uniform(size=n) < 0.5).astype(np.int8)
+    got, got_single = _one_cluster(codes, t, cl, G), _one_cluster(codes, t, None, G)
+    assert got.shape == got_single.shape == (G, 2)
+    for arm in (0, 1):
+        rows = t == arm
+        g = pd.DataFrame({"g": codes[rows], "c": cl[rows]}).groupby("g")["c"]
+        one = np.zeros(G, dtype=bool)
+        one[g.nunique().index[g.nunique() == 1]] = True
+        single = np.zeros(G, dtype=bool)
+        single[g.size().index[g.size() == 1]] = True
+        assert 0 < one.sum() < G - 20 and single.any()
+        np.testing.assert_array_equal(got[:, arm], one)
+        np.testing.assert_array_equal(got_single[:, arm], single)
 
 
 def pair_design(n_pairs, n_per, seed):

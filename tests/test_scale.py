@@ -322,6 +322,52 @@ def test_lazy_school_sample_codes_missing_and_levels_are_its_columns(tied):
     _same_effects_as_its_frame(without, robustness_q=1.0)
 
 
+def test_lazy_school_sample_takes_the_matchs_codes_for_its_columns(tied, monkeypatch):
+    """The match's codes over sorted levels (``MatchResult.codes``, as its balance tables and
+    effect regressions leave them) serve a lazy school sample's ``codes``, ``level_codes`` and
+    ``distinct_in_data`` instead of hashing those text columns of the data again: the same
+    partitions, values, levels (and their dtype), the same answer, and school effects equal, bit
+    for bit, to those of a sample without them, which hashes each column."""
+    from dataclasses import replace
+
+    import pleval.matching.results as results
+    from pleval.heterogeneity import school_effects
+
+    keys = [C.student_id, C.school, C.subject]
+    text = ["race", C.school, C.subject, C.student_id]
+    coded = replace(tied, codes={}, factorized={})
+    for c in text:
+        coded._column_codes(c)
+    plain = replace(tied, codes={}, factorized={})
+    hashed = []
+    real = results.factorize
+    monkeypatch.setattr(results, "factorize", lambda values, sort=False: hashed.append(values.name) or real(values, sort))
+    a = coded.school_sample(categorical=keys, lazy=True)
+    b = plain.school_sample(categorical=keys, lazy=True)
+    assert set(a.coded) == set(text) and not b.coded
+    got = [a.codes(c) for c in text], a.level_codes("race"), a.distinct_in_data([C.student_id, C.subject])
+    assert hashed == []  # every one from the match's codes
+    want = [b.codes(c) for c in text], b.level_codes("race"), b.distinct_in_data([C.student_id, C.subject])
+    assert set(hashed) == set(text)
+    for c, (ca, va), (cb, vb) in zip(text, got[0], want[0]):
+        np.testing.assert_array_equal(pd.factorize(ca)[0], pd.factorize(cb)[0], err_msg=c)
+        assert list(va[ca]) == list(vb[cb]), c
+    np.testing.assert_array_equal(got[1][0], want[1][0])
+    assert got[1][1].equals(want[1][1]) and got[1][1].dtype == want[1][1].dtype
+    assert got[2] == want[2]
+    hashed.clear()
+    kw = dict(**_school_kw(robustness_q=1.0), weight2="_weight2", copies="_copies")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = school_effects(coded.school_sample(categorical=keys, lazy=True), **kw)
+        assert hashed == []  # every text column the school effects read came coded
+        y = school_effects(plain.school_sample(categorical=keys, lazy=True), **kw)
+    assert set(hashed) >= {"race", C.school, C.subject}
+    pd.testing.assert_frame_equal(x.table, y.table, check_exact=True)
+    for key in y.vcov_raw:
+        assert x.vcov_raw[key].equals(y.vcov_raw[key]) and x.vcov[key].equals(y.vcov[key])
+
+
 def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
     """School effects skip looking for copies of one student in one stratum when no two rows of
     the data share (student, subject) (``SchoolSample.distinct_in_data``); where two do — a
@@ -340,7 +386,7 @@ def test_lazy_school_sample_merges_copies_only_where_data_can_have_them(tied):
     data = tied.data.copy()
     copy = [C.student_id, C.school, C.outcome, *C.pretest, *C.covariates]
     data.iloc[rb, data.columns.get_indexer(copy)] = data.iloc[ra, data.columns.get_indexer(copy)].to_numpy()
-    dup = replace(tied, data=data, factorized={})
+    dup = replace(tied, data=data, codes={}, factorized={})  # (codings of the old data let go)
     lazy = dup.school_sample(categorical=keys, lazy=True)
     assert not lazy.distinct_in_data([C.student_id, C.subject])
     _same_effects_as_its_frame(lazy)
@@ -936,10 +982,11 @@ def test_sample_counts_are_pandas_nunique_and_isin_on_the_distinct_rows(tied, dt
             assert m.sample_counts[subject] == want, (case, subject)
 
 
-@pytest.mark.parametrize("top", [0, 1, 300, 2**16 - 1, 2**16, 70_000, 2**32 + 5, 2**50])
+@pytest.mark.parametrize("top", [0, 1, 300, 2**16 - 1, 2**16, 70_000, 2**32 - 1, 2**32 + 5, 2**50])
 def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
-    """radix_argsort is numpy's stable argsort (packed with the positions in one int64 sort, and,
-    past 63 bits, one, two, three and four 16-bit digits; many equal keys), sorted_keys the keys
+    """radix_argsort is numpy's stable argsort (one and two 16-bit digits below 2^32, packed with
+    the positions in one int64 sort above, and past 63 bits three and four digits; many equal
+    keys; int64 and int32 keys), sorted_keys the keys
     in that order, first_appearance_codes is pd.factorize: the same codes and, at each code's
     first position, its key (school_sample's (PL school, row) pairs are numbered by it)."""
     from pleval.inference.robust import radix_argsort, sorted_keys
@@ -952,6 +999,8 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
             key[rng.integers(0, n, n // 2)] = key[rng.integers(0, n, n // 2)]  # repeated keys
         want_order = np.argsort(key, kind="stable")
         assert np.array_equal(radix_argsort(key), want_order)
+        if top < 2**31:  # the codes callers sort are int32
+            assert np.array_equal(radix_argsort(key.astype(np.int32)), want_order)
         ks, order = sorted_keys(key)
         assert np.array_equal(order, want_order) and np.array_equal(ks, key[want_order])
         codes, first = first_appearance_codes(key)

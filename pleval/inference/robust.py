@@ -137,14 +137,13 @@ _CHUNK_ROWS = 1 << 12
 columns are 0.56 MB; 65,536-row blocks, 8.9 MB, made these passes 1.4-1.7x slower)."""
 
 
-def _packed_sort(key: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """``key · 2^b + position`` of non-negative integers, sorted (``b`` bits of a position), and
-    ``b``; None when a key and its position do not fit in 63 bits. The packed values are
-    distinct and ordered by (key, position): their high bits are the keys sorted, their low bits
-    the stable order. (numpy sorts int64 by a vectorized quicksort: 5–13× faster than the radix
-    passes of :func:`radix_argsort` from 2M to 24M keys.)"""
+def _packed_sort(key: np.ndarray, top: int) -> tuple[np.ndarray, int] | None:
+    """``key · 2^b + position`` of non-negative integers (at most ``top``), sorted (``b`` bits of a
+    position), and ``b``; None when a key and its position do not fit in 63 bits. The packed
+    values are distinct and ordered by (key, position): their high bits are the keys sorted, their
+    low bits the stable order (one sort of int64 however wide the keys: see :data:`_RADIX_TOP`)."""
     bits = max(len(key) - 1, 1).bit_length()
-    if int(key.max(initial=0)).bit_length() + bits > 63:
+    if top.bit_length() + bits > 63:
         return None
     packed = key.astype(np.int64)
     packed <<= bits
@@ -153,18 +152,29 @@ def _packed_sort(key: np.ndarray) -> tuple[np.ndarray, int] | None:
     return packed, bits
 
 
+_RADIX_TOP = 1 << 32
+"""Keys below this (at most two 16-bit digits) are sorted by radix passes (:func:`radix_argsort`),
+wider ones by :func:`_packed_sort` where it fits. numpy's stable sort of uint16 is a counting pass;
+its sort of int64 compares. Measured on 2026-12-05 (numpy 2.4, whose int64 sort on this machine is
+not vectorized: 2M keys in 120 ms): one pass 10–18 ms for 2M keys, two passes 3 ms for 2^18 keys
+(the packed sort 12 ms) and 48–66 ms for 2M (118 ms). Where numpy's int64 sort is vectorized
+(AVX-512; the seventeenth round's machine: 14 ms for 2M keys) two passes over millions of keys
+cost more than the packed sort; one pass costs less on either."""
+
+
 def radix_argsort(key: np.ndarray) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` of non-negative integers: the low bits of
-    :func:`_packed_sort` where it fits, else least-significant-digit radix passes over 16-bit
-    digits (numpy sorts uint16 stably by a radix sort, wider integers by timsort, 3× slower on a
-    million keys): each pass is stable, so after the pass of the most significant digit the
-    order is by the whole key, equal keys in position order."""
-    packed = _packed_sort(key)
+    """``np.argsort(key, kind="stable")`` of non-negative integers: least-significant-digit radix
+    passes over 16-bit digits for keys below :data:`_RADIX_TOP` (numpy sorts uint16 stably by a
+    radix sort, wider integers by timsort, 3× slower on a million keys: each pass is stable, so
+    after the pass of the most significant digit the order is by the whole key, equal keys in
+    position order); for wider keys the low bits of :func:`_packed_sort` where it fits, else the
+    radix passes."""
+    top = int(key.max(initial=0))
+    packed = None if top < _RADIX_TOP else _packed_sort(key, top)
     if packed is not None:
         order, bits = packed
         order &= (1 << bits) - 1
         return order
-    top = int(key.max(initial=0))
     order = None
     shift = 0
     while order is None or top >> shift:
@@ -177,8 +187,9 @@ def radix_argsort(key: np.ndarray) -> np.ndarray:
 
 def sorted_keys(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(key[order], order)`` with ``order = radix_argsort(key)``, the sorted keys taken from
-    :func:`_packed_sort`'s high bits (int64) where it fits rather than gathered."""
-    packed = _packed_sort(key)
+    :func:`_packed_sort`'s high bits (int64) where that is the sort, rather than gathered."""
+    top = int(key.max(initial=0))
+    packed = None if top < _RADIX_TOP else _packed_sort(key, top)
     if packed is None:
         order = radix_argsort(key)
         return key[order], order
