@@ -30,11 +30,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context, rcParams
+from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import TICKLEFT, TICKRIGHT, Line2D
 from matplotlib.patches import Patch, Polygon
-from matplotlib.text import Text
+from matplotlib.text import Annotation, Text
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox, ScaledTranslation
 from scipy import special, stats
@@ -1204,6 +1205,54 @@ def mdes_curve(table: pd.DataFrame, *, planned: float | None = None, target: flo
 # --------------------------------------------------------------------------------------
 # Sensitivity contour plot (omitted-variable bounds)
 # --------------------------------------------------------------------------------------
+_OVB_PAD = 0.03
+"""The contour plot's axes start this fraction of their range below 0 (room for the origin's markers)."""
+_LABEL_OFFSET = 6.0  # points between a point and its label
+
+
+class _PointLabels(Artist):
+    """Labels of points in one axes, placed when the axes are drawn (after the figure's layout,
+    so at their final size): each beside its point on the side away from the nearer edges (right
+    of a point in the left half, left of one in the right half; above in the lower half, below
+    in the upper), so it stays inside the axes and off the tick labels, and a line further from
+    its point while it would overlap a label placed before it or one of ``avoid`` (e.g. a
+    contour's labels). Drawn first (zorder -1), it draws nothing itself."""
+
+    def __init__(self, ax, avoid=()):
+        super().__init__()
+        self.set_zorder(-1)
+        self.set_in_layout(False)
+        self.avoid = list(avoid)
+        self.notes: list[Annotation] = []
+        ax.add_artist(self)
+
+    def add(self, text: str, x: float, y: float, color: str) -> None:
+        note = self.axes.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points",
+                                  fontsize=_BASE_FONT - 1, color=color)
+        note.set_in_layout(False)  # placed inside the axes at draw time
+        self.notes.append(note)
+
+    def draw(self, renderer) -> None:
+        frame = self.axes.bbox
+        taken = [t.get_window_extent(renderer) for t in self.avoid if t.get_visible()]
+        for note in self.notes:
+            px, py = self.axes.transData.transform(note.xy)
+            right, up = px < (frame.x0 + frame.x1) / 2, py < (frame.y0 + frame.y1) / 2
+            note.set_horizontalalignment("left" if right else "right")
+            note.set_verticalalignment("bottom" if up else "top")
+            dx = _LABEL_OFFSET if right else -_LABEL_OFFSET
+            dy = _LABEL_OFFSET if up else -_LABEL_OFFSET
+            for _ in range(len(taken) + 1):  # at most a line per label already there
+                note.xyann = (dx, dy)
+                box = note.get_window_extent(renderer)
+                if not any(box.overlaps(t) for t in taken):
+                    break
+                line = 1.25 * box.height / renderer.points_to_pixels(1.0)
+                dy += line if up else -line
+            taken.append(box)
+        self.stale = False
+
+
 def ovb_contour(
     ovb,
     *,
@@ -1262,23 +1311,25 @@ def ovb_contour(
         ax.clabel(cs, fontsize=_BASE_FONT - 2, fmt=lambda v: f"{v:.3g}")
         if np.nanmin(z) < thr < np.nanmax(z):
             ax.contour(gx, gy, z, levels=[thr], colors=NEGATIVE, linewidths=1.6, linestyles="--")
-        ax.plot([0], [0], marker="^", color="black", ms=8, clip_on=False, zorder=5)
+        # The axes start a little below 0 so markers at the origin sit inside them, clear of the tick labels.
+        ax.set_xlim(-_OVB_PAD * xmax, xmax)
+        ax.set_ylim(-_OVB_PAD * ymax, ymax)
+        labels = _PointLabels(ax, avoid=cs.labelTexts)
+        # The triangle is drawn over the benchmark diamonds and smaller, so one at the origin shows around it.
+        ax.plot([0], [0], marker="^", color="black", mec="white", mew=0.8, ms=7, clip_on=False, zorder=6)
         lab0 = f"unadjusted ({est:.3g})" if kind == "estimate" else f"unadjusted t = {est / (kappa * se_c):.2f}"
-        ax.annotate(lab0, (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=_BASE_FONT - 1)
+        labels.add(lab0, 0, 0, "black")
         placed: list[tuple[float, float]] = []
         for b in shown.itertuples():
             x, y = min(b.r2dz_x, xmax), min(b.r2yz_dx, ymax)
             val = float(adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx))
             if kind == "t":  # none where R²_Y is capped at 1: no residual left, no such confounder (as the table)
                 val = val / float(kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx)) if b.r2yz_dx < 1 else None
-            ax.plot([x], [y], marker="D", color=NEGATIVE, ms=6, clip_on=False, zorder=5)
-            if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # no overlapping labels
+            ax.plot([x], [y], marker="D", color=NEGATIVE, mec="#661100", mew=0.5, ms=7, clip_on=False, zorder=5)
+            if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # one label per cluster
                 label = "no such confounder" if val is None else f"{val:.3g}"
-                ax.annotate(f"{b.bound} ({label})", (x, y), xytext=(5, -10), textcoords="offset points",
-                            fontsize=_BASE_FONT - 1, color=NEGATIVE)
+                labels.add(f"{b.bound} ({label})", x, y, NEGATIVE)
                 placed.append((x, y))
-        ax.set_xlim(0, xmax)
-        ax.set_ylim(0, ymax)
         ax.set_xlabel("partial R² of confounder with PL enrolment, R²(D~Z|X)", fontsize=_BASE_FONT)
         ax.set_ylabel("partial R² of confounder with outcome, R²(Y~Z|D,X)", fontsize=_BASE_FONT)
         ax.tick_params(labelsize=_BASE_FONT - 1)

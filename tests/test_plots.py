@@ -602,3 +602,71 @@ def test_a_capped_benchmark_bound_has_no_t_label():
     assert "2x pretest (no such confounder)" in labels["t"]
     assert f"2x pretest ({extreme:.3g})" in labels["estimate"]
     assert not any("inf" in t for t in labels["t"])
+
+
+def _near_origin_contour():
+    """A contour plot whose 1x female bound sits at the origin with the unadjusted estimate, the
+    pretest's bounds at the top, drawn (layout included) at 100 dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from pleval.sensitivity.ovb import omitted_variable_bounds
+
+    o = omitted_variable_bounds(0.9844, 0.1719, 13660, se=0.5592, df=30, kd=(1, 2),
+                                benchmarks={"pretest": (0.00083, 0.47), "female": (5.5e-5, 2e-5)})
+    fig = plots.ovb_contour(o)
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def test_contour_labels_inside_the_axes_clear_of_ticks_and_of_each_other():
+    """Before 2026-12-05 a bound's label hung below-right of its point: at the origin it lay over
+    the x tick labels 0.00/0.02, and over the unadjusted estimate's label."""
+    from matplotlib.text import Annotation
+
+    fig = _near_origin_contour()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        frame = ax.get_window_extent(renderer)
+        ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels() + ax.get_yticklabels()
+                 if t.get_visible() and t.get_text()]
+        notes = [t for t in ax.texts if isinstance(t, Annotation)]
+        boxes = [t.get_window_extent(renderer) for t in notes]
+        contour_labels = [t.get_window_extent(renderer) for t in ax.texts if not isinstance(t, Annotation)]
+        assert {"unadjusted", "1x", "2x"} <= {t.get_text().split()[0] for t in notes}
+        for i, (note, box) in enumerate(zip(notes, boxes)):
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
+                note.get_text()
+            assert not any(box.overlaps(t) for t in ticks), note.get_text()
+            assert not any(box.overlaps(other) for other in boxes[i + 1:] + contour_labels), note.get_text()
+
+
+def test_contour_markers_at_the_origin_both_show():
+    """The 1x female diamond and the unadjusted triangle share the origin: the triangle is drawn
+    over the diamond and smaller, so both keep much of their pixels (before 2026-12-05 the
+    diamond, as large as the triangle, covered it, and both hung over the tick labels)."""
+    fig = _near_origin_contour()
+    ax = fig.axes[0]
+    triangle = next(m for m in ax.lines if m.get_marker() == "^")
+    diamond = next(m for m in ax.lines if m.get_marker() == "D" and m.get_xdata()[0] < 1e-3
+                   and m.get_ydata()[0] < 1e-3)
+    assert triangle.get_zorder() > diamond.get_zorder() and triangle.get_markersize() <= diamond.get_markersize()
+    x, y = ax.transData.transform((0, 0))
+    h = fig.canvas.get_renderer().height
+    r = int(np.ceil(diamond.get_markersize() * fig.dpi / 72))
+
+    def pixels():
+        fig.canvas.draw()
+        rgb = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].astype(int)
+        win = rgb[int(h - y) - r:int(h - y) + r + 1, int(x) - r:int(x) + r + 1]
+        black = (win.max(axis=2) < 60).sum()
+        red = ((win[:, :, 0] > 150) & (win[:, :, 1] < 90) & (win[:, :, 2] < 60)).sum()
+        return black, red
+
+    black, red = pixels()
+    diamond.set_visible(False)
+    black_alone = pixels()[0]
+    diamond.set_visible(True)
+    triangle.set_visible(False)
+    red_alone = pixels()[1]
+    assert black >= 0.6 * black_alone and red >= 0.3 * red_alone, (black, black_alone, red, red_alone)
+    assert ax.get_xlim()[0] < 0 and ax.get_ylim()[0] < 0  # the origin's markers inside the axes
