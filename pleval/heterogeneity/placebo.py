@@ -259,15 +259,15 @@ class _InMemoryRounds:
     """Where the placebo rounds get their schools and matches: the student file in memory.
     :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart.
     ``keep``: further columns the rounds read beside the roles and the matching options' (the
-    school effects'); ``matched``: the analysis's own :func:`pleval.match` of ``validated``,
-    whose student ids' factorization and hashed ranks the rounds take for their rows, or
-    ``reuse``: that match's ``_reuse`` store of them (its ``_ids_coded``: a worker forked
-    before the match ended)."""
+    school effects'); ``reuse``: the ``_reuse`` store of the student ids' factorization and
+    hashed ranks made by the analysis's own :func:`pleval.match` of ``validated``
+    (:func:`pleval.matching.reuse_store`, or its ``_ids_coded``: a worker forked before the
+    match ended), which the rounds take for their rows."""
 
     def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None,
-                 keep=(), matched=None, reuse: dict | None = None):
+                 keep=(), reuse: dict | None = None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
-        self.validated, self.keep, self.matched, self.reuse = validated, tuple(keep), matched, reuse
+        self.validated, self.keep, self.reuse = validated, tuple(keep), reuse
         self._coded = None  # schools()' coding of the school column (:func:`_school_arms`)
         self._last = False  # last_round() was called
 
@@ -283,7 +283,7 @@ class _InMemoryRounds:
         given): its checks are row by row (and per student), so the comparison schools'
         validated rows are the same in every round, and each round only relabels the treatment.
         The rounds keep those rows with only the columns they read (:func:`_round_columns`)."""
-        from ..matching import _positions, match, reuse_store  # designs layer: imported lazily, estimators above it
+        from ..matching import _positions, match  # designs layer: imported lazily, estimators above it
         from ..matching._design import narrow_codes
 
         c, school = self.columns, self.columns.school
@@ -310,9 +310,8 @@ class _InMemoryRounds:
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
-        self._reuse: dict | None = {} if self.validated is None else (
-            reuse_store(self.matched) if self.matched is not None else dict(self.reuse or {}))
-        self.matched = self.reuse = None
+        self._reuse: dict | None = {} if self.validated is None else dict(self.reuse or {})
+        self.reuse = None
         if coded is None:
             non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
             return _round_order(non_pl, school, score, per_round)
@@ -513,8 +512,10 @@ def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round
         eff_kw.update(weight2="_weight2", copies="_copies")
 
     if rounds is None:
-        rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols, matched=matched,
-                                 reuse=reuse)
+        from ..matching import reuse_store
+
+        rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols,
+                                 reuse=reuse_store(matched) if matched is not None else reuse)
     elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()

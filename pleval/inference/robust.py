@@ -162,6 +162,13 @@ not vectorized: 2M keys in 120 ms): one pass 10–18 ms for 2M keys, two passes 
 cost more than the packed sort; one pass costs less on either."""
 
 
+def _wide_packed(key: np.ndarray) -> tuple[tuple[np.ndarray, int] | None, int]:
+    """``(packed, top)``: :func:`_packed_sort` of ``key`` where its keys reach :data:`_RADIX_TOP`
+    (else None: the radix passes sort them), and the largest key."""
+    top = int(key.max(initial=0))
+    return (None if top < _RADIX_TOP else _packed_sort(key, top)), top
+
+
 def radix_argsort(key: np.ndarray) -> np.ndarray:
     """``np.argsort(key, kind="stable")`` of non-negative integers: least-significant-digit radix
     passes over 16-bit digits for keys below :data:`_RADIX_TOP` (numpy sorts uint16 stably by a
@@ -169,12 +176,16 @@ def radix_argsort(key: np.ndarray) -> np.ndarray:
     after the pass of the most significant digit the order is by the whole key, equal keys in
     position order); for wider keys the low bits of :func:`_packed_sort` where it fits, else the
     radix passes."""
-    top = int(key.max(initial=0))
-    packed = None if top < _RADIX_TOP else _packed_sort(key, top)
+    packed, top = _wide_packed(key)
     if packed is not None:
         order, bits = packed
         order &= (1 << bits) - 1
         return order
+    return _radix_passes(key, top)
+
+
+def _radix_passes(key: np.ndarray, top: int) -> np.ndarray:
+    """The stable order of ``key`` (non-negative, at most ``top``) by 16-bit radix passes."""
     order = None
     shift = 0
     while order is None or top >> shift:
@@ -188,10 +199,9 @@ def radix_argsort(key: np.ndarray) -> np.ndarray:
 def sorted_keys(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(key[order], order)`` with ``order = radix_argsort(key)``, the sorted keys taken from
     :func:`_packed_sort`'s high bits (int64) where that is the sort, rather than gathered."""
-    top = int(key.max(initial=0))
-    packed = None if top < _RADIX_TOP else _packed_sort(key, top)
+    packed, top = _wide_packed(key)
     if packed is None:
-        order = radix_argsort(key)
+        order = _radix_passes(key, top)
         return key[order], order
     packed, bits = packed
     order = packed & ((1 << bits) - 1)
