@@ -739,8 +739,8 @@ def _random_blocks_fit(mod: _Model, cols: Columns, notes: list) -> tuple[float, 
         raise DesignError(f"method='random_blocks': {K} block(s) with both arms; it needs at least two")
     if one_arm:
         notes.append(f"random blocks: {one_arm} block(s) with one arm only say nothing of their effect and are left out")
-    cell = pd.factorize(blocks * 2 + z)[0]
-    covX = _drop_constant_within(mod.covX.iloc[sel] if rows is not None else mod.covX, cell, int(cell.max()) + 1,
+    cell, keys = pd.factorize(blocks * 2 + z)  # keys: each cell's block * 2 + arm
+    covX = _drop_constant_within(mod.covX.iloc[sel], cell, len(keys),
                                  "each block × arm cell (a school-level covariate in pairs of schools)",
                                  "the blocks' own effects", notes)
     X = covX.to_numpy(dtype=float)
@@ -751,11 +751,7 @@ def _random_blocks_fit(mod: _Model, cols: Columns, notes: list) -> tuple[float, 
         adjusted = means[:, 0] - means[:, 1:] @ beta
     else:
         adjusted = means[:, 0]
-    arm = np.empty(cell.max() + 1, dtype=np.intp)
-    arm[cell] = z
-    block = np.empty_like(arm)
-    block[cell] = pd.factorize(blocks)[0]
-    delta = np.bincount(block, weights=np.where(arm == 1, adjusted, -adjusted), minlength=K)
+    delta = np.bincount(pd.factorize(keys // 2)[0], weights=np.where(keys % 2 == 1, adjusted, -adjusted), minlength=K)
     est, sd = float(delta.mean()), float(delta.std(ddof=1))
     return est, sd / math.sqrt(K), float(K - 1), K
 

@@ -139,12 +139,13 @@ def _complement_columns(qr: WeightedQR, j: np.ndarray) -> np.ndarray:
     return qr.q(C)
 
 
-def _leverages(qr: WeightedQR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(Q₁, h, heavy)``: the first p columns of Q (in the data's row order), the leverages
-    ``h_i = |q₁ᵢ|²`` and the schools with ``h_i > ½`` (at most 2p, as Σh = p)."""
+def _leverages(qr: WeightedQR) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(Q₁, h, heavy, light)``: the first p columns of Q (in the data's row order), the leverages
+    ``h_i = |q₁ᵢ|²``, the schools with ``h_i > ½`` (at most 2p, as Σh = p) and the mask of the others."""
     Q1 = qr.q(np.eye(qr.w.size, qr.R.shape[0]))
     h = np.einsum("ip,ip->i", Q1, Q1)
-    return Q1, h, np.flatnonzero(h > 0.5)
+    heavy = h > 0.5
+    return Q1, h, np.flatnonzero(heavy), ~heavy
 
 
 def traces(qr: WeightedQR) -> tuple[float, float]:
@@ -157,9 +158,7 @@ def traces(qr: WeightedQR) -> tuple[float, float]:
     among the light schools ``Σw²(1 − 2h) + ‖Σw q₁q₁'‖²`` (all terms ≥ 0), the rest from those
     columns. O(k·p²)."""
     w = qr.w
-    Q1, h, j = _leverages(qr)
-    light = np.ones(w.size, dtype=bool)
-    light[j] = False
+    Q1, h, j, light = _leverages(qr)
     wl, ql = w[light], Q1[light]
     G = (ql * wl[:, None]).T @ ql
     tr_p = wl @ (1.0 - h[light])
@@ -184,10 +183,7 @@ def deleted_trace_p(qr: WeightedQR, cancel: float) -> tuple[np.ndarray, np.ndarr
     under ``1/cancel`` of tr P, and any whose light part of ``c_i`` is under ``1/cancel`` of the
     own term ``w_ih_i²`` taken from it."""
     w = qr.w
-    k = w.size
-    Q1, h, j = _leverages(qr)
-    light = np.ones(k, dtype=bool)
-    light[j] = False
+    Q1, h, j, light = _leverages(qr)
     G = (Q1[light] * w[light, None]).T @ Q1[light]
     qgq = np.einsum("ip,pq,iq->i", Q1, G, Q1)
     own = np.where(light, w * h * h, 0.0)  # school i's own term in q₁ᵢ'Gq₁ᵢ
