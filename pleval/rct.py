@@ -592,11 +592,11 @@ def _drop_constant_within(X: pd.DataFrame, groups: np.ndarray, n_groups: int, wh
     if not X.shape[1]:
         return X
     v = X.to_numpy(dtype=float)
-    lo = np.full((n_groups, v.shape[1]), np.inf)
-    hi = np.full((n_groups, v.shape[1]), -np.inf)
-    np.minimum.at(lo, groups, v)
-    np.maximum.at(hi, groups, v)
-    flat = [c for c, same in zip(X.columns, ((hi - lo) == 0).all(axis=0)) if same]
+    rep = np.empty((n_groups, v.shape[1]))
+    rep[groups] = v  # one of each group's values (whichever write lands): one value iff every row's is it
+    flat = np.zeros(v.shape[1], dtype=bool) if not np.bincount(groups, minlength=n_groups).all() else (
+        (v == rep[groups]).all(axis=0) & np.isfinite(v).all(axis=0))
+    flat = [c for c, same in zip(X.columns, flat) if same]
     if flat:
         notes.append(f"{', '.join(map(repr, flat))}: one value within {where}, which {absorber} absorb: left out "
                      "(it carries no information here)")
