@@ -33,6 +33,11 @@ Multiplicity across the A comparisons (``adjust``):
   Holm's later steps can still reject more.
 * ``"bonferroni"``, ``"none"``.
 
+Simultaneous intervals (``simultaneous_ci_low``/``_high``) are Dunnett's with ``"dunnett"`` and
+Bonferroni's (level ``1 − α/A`` per arm) with ``"holm"`` and ``"bonferroni"``: Holm's step-down
+has no compatible interval that is informative (Strassburger & Bretz 2008), so with ``"holm"``
+an arm rejected at a later step can keep an interval that covers 0 — a note says so.
+
 ``alternative`` (multcomp's ``alternative``): ``"two-sided"`` (default), ``"greater"`` (H1: τ_a > 0;
 ``p_a = P(max_b T_b ≥ t_a)`` for Dunnett, t(df_a) upper tail for the others; simultaneous lower
 bounds) or ``"less"`` (H1: τ_a < 0; upper bounds). The raw ``pvalue`` column follows it; each
@@ -311,6 +316,10 @@ def analyze_multiarm(
         p_adj = p if adjust == "none" else adjust_pvalues(p, adjust)
         m = 1 if adjust == "none" else len(arms)  # Bonferroni-type simultaneous intervals
         crit = stats.t.ppf(1.0 - (1.0 - level) / ((2.0 if alternative == "two-sided" else 1.0) * m), dfs)
+        if adjust == "holm" and len(arms) > 1:
+            notes.append("simultaneous intervals are Bonferroni's (Holm's step-down has no informative interval of "
+                         "its own), so an arm significant by its Holm-adjusted p-value can have an interval that "
+                         "covers 0")
     sim = dict(zip(arms, _bounds(est, se, crit, alternative)))
     options = {
         "design": design, "outcome": cols.outcome, "treatment": t, "vcov": vc_desc, "cluster_df": cluster_df,

@@ -279,6 +279,18 @@ def test_cluster_three_arms_joint_model_and_holm(three_arm):
     assert "B" in res.summary()
 
 
+def test_holm_says_its_simultaneous_intervals_are_bonferronis(three_arm):
+    cols = COLS.replace(treatment="arm")
+    holm = analyze_multiarm(three_arm, cols, "control")
+    bf = analyze_multiarm(three_arm, cols, "control", adjust="bonferroni")
+    h, b = holm.to_frame(), bf.to_frame()
+    np.testing.assert_allclose(h[["simultaneous_ci_low", "simultaneous_ci_high"]],
+                               b[["simultaneous_ci_low", "simultaneous_ci_high"]], rtol=1e-12)
+    assert any("Bonferroni" in n and "Holm" in n for n in holm.notes)
+    assert "interval that covers 0" in holm.summary()
+    assert not any("Holm" in n for n in bf.notes)
+
+
 def test_errors(three_arm):
     cols = COLS.replace(treatment="arm")
     with pytest.raises(DataError, match="control label 'none'"):
