@@ -1093,7 +1093,7 @@ def simulate_planned(
     J, n = int(n_schools), int(students_per_school)
     if J < 2 or n < 2:
         raise ValueError(f"n_schools and students_per_school must be at least 2; got {J} and {n}")
-    _, (r_assign, r_school, r_student, r_district) = _streams(seed, 4)
+    _, (r_assign, r_school, r_student, r_block) = _streams(seed, 4)  # r_block: the blocks' (schools' or districts') effects
     school = np.repeat(np.arange(K * J), n)
     if design == "blocked":
         k = int(np.floor(share_treated * n + 0.5))
@@ -1117,12 +1117,12 @@ def simulate_planned(
     pre = a[school] + w
     post = pre + u[school] + e + effect * treat
     if design == "blocked" and omega:  # each school's effect about δ
-        post += r_district.standard_normal(J)[school] * math.sqrt(omega * icc) * treat
+        post += r_block.standard_normal(J)[school] * math.sqrt(omega * icc) * treat
     out = {"student_id": np.arange(K * J * n), "school_id": school, "block": school, "treatment": treat,
            "pretest": pre, "posttest": post}
     if three:
         district = school // J
-        d, v = r_district.standard_normal((2, K)) * np.sqrt([[icc_district], [omega * icc_district]])
+        d, v = r_block.standard_normal((2, K)) * np.sqrt([[icc_district], [omega * icc_district]])
         out["posttest"] = post + d[district] + v[district] * treat
         out["block"] = out["district"] = district
     return pd.DataFrame(out)
