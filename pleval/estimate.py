@@ -1547,6 +1547,8 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     from .matching.effect import one_school_arms
 
     for key, part in zip(keys, out):  # a handful of subjects
+        if part["effect"].note:  # (few comparison schools)
+            notes.append(f"{key}: {part['effect'].note[0].lower()}{part['effect'].note[1:].rstrip('.')}")
         side = one_school_arms(part["effect"].raw.method)
         if side:
             where = ("the PL students are in one school and the comparison students in another" if " and " in side

@@ -917,3 +917,31 @@ def test_estimate_label_names_the_matched_pl_students_when_some_are_left_out(df)
     assert full.unmatched.empty
     assert full.estimate().raw.label == f"{COLS.outcome}: effect on the treated" and full.estimate().note == ""
     assert "note" not in full.estimate().to_frame()
+
+
+@pytest.mark.filterwarnings("ignore::pleval.errors.PlevalWarning")
+def test_few_comparison_schools_behind_the_matched_effect_are_noted():
+    """With a handful of comparison schools serving every PL school, a nominal 95% interval covers
+    about 93% (docs/matching.md): the matched effect says how many schools the comparison weight
+    rests on (Kish's effective number of the schools' summed weights, checked against the long
+    matched sample), in the Python result and in pleval.estimate's notes; with the sample's 268
+    comparison schools it says nothing."""
+    from pleval.matching.effect import comparison_schools
+
+    d = pd.read_csv("sample_data/pl_matched_students.csv")
+    d = d[d["subject"] == "math"]
+    comp = d.loc[d["treatment"] == 0, "school_id"].unique()
+    few = d[(d["treatment"] == 1) | d["school_id"].isin(comp[:4])].reset_index(drop=True)
+    m = pleval.match(few, COLS, method="propensity")
+    s = m.matched
+    W = s[s["treatment"] == 0].groupby("school_id")["_weight"].sum()
+    J_eff, share = W.sum() ** 2 / (W**2).sum(), W.max() / W.sum()
+    codes = pd.factorize(s["school_id"])[0]
+    assert comparison_schools(s["_weight"].to_numpy(), codes, s["treatment"].to_numpy() == 1) == pytest.approx(
+        (4, J_eff, share), rel=1e-12)
+    note = m.estimate().note
+    assert f"4 comparison schools, {J_eff:.1f} effectively; the largest holds {share:.0%}" in note
+    assert note.startswith("252 of 3,051 PL rows")  # after the note on who the estimate is about
+    ev = pleval.estimate(few, COLS, method="propensity", placebo=False, sensitivity=False)
+    assert any(n.startswith("math: the comparison students' weight rests on few schools") for n in ev.notes)
+    assert "few schools" not in (pleval.match(d, COLS, method="propensity").estimate().note)

@@ -57,7 +57,7 @@ number of distinct students; percentile points follow from the effect size
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -422,4 +422,40 @@ def regression_effect(
                           f"{within}; the matched sample is too small for an effect size (match more rows, e.g. with "
                           "a wider caliper, or give a norm SD: --sd NUMBER, sd=NUMBER)") from exc
     omega = float(hedges_omega(n_t + n_c)) if isinstance(sd, str) and sd == "pooled" else 1.0  # (ω: the pooled SD's)
-    return Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)
+    eff = Effect.from_raw(raw, sd_val, sd_kind + " (matched sample)", omega=omega, baseline_percentile=baseline_percentile)
+    if school and vcov.startswith("CR") and not d.one_school:
+        J, J_eff, share = comparison_schools(d.weights, d.clusters, tr)
+        if 0 < J_eff < FEW_COMPARISON_SCHOOLS:
+            eff = replace(eff, note=few_comparison_schools_note(J, J_eff, share))
+    return eff
+
+
+FEW_COMPARISON_SCHOOLS = 10
+"""Below this effective number of comparison schools the matched effect carries a note: in
+docs/matching.md's simulation (10 PL schools) 95% intervals covered 92.9% with 5 comparison
+schools and 95.2% with 10."""
+
+
+def comparison_schools(weights: np.ndarray, schools: np.ndarray, treated: np.ndarray) -> tuple[int, float, float]:
+    """How many schools the comparison side's weight rests on: ``(J, J_eff, share)`` with
+    ``W_s = Σ_{i ∈ s, T_i = 0} w_i`` each comparison school's matched weight (a reused student's
+    copies summed), ``J`` the schools with ``W_s > 0``, Kish's effective number
+    ``J_eff = (Σ_s W_s)² / Σ_s W_s²`` (Kish 1965, here of schools) and the largest school's share
+    ``max_s W_s / Σ_s W_s``. ``schools``: integer ids."""
+    c, w = schools[~treated], weights[~treated]
+    if c.size and c.dtype.kind in "iu" and int(c.max()) < 4 * c.size + 1024:  # (ids as codes: no hashing)
+        W = np.bincount(c, weights=w)
+    else:
+        W = np.bincount(pd.factorize(c)[0], weights=w)
+    W = W[W > 0]
+    if not W.size:  # (no comparison weight: nothing rests anywhere)
+        return 0, 0.0, 0.0
+    total = W.sum()
+    return int(W.size), float(total**2 / (W**2).sum()), float(W.max() / total)
+
+
+def few_comparison_schools_note(J: int, J_eff: float, share: float) -> str:
+    """The matched effect's note (a sentence) when :func:`comparison_schools` finds few."""
+    return (f"The comparison students' weight rests on few schools ({J} comparison school{'s' * (J != 1)}, "
+            f"{J_eff:.1f} effectively; the largest holds {share:.0%} of it): with about 5 such schools a nominal "
+            "95% interval covered about 93% in simulation (docs/matching.md, few comparison schools).")

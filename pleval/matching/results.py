@@ -451,7 +451,9 @@ class MatchResult(ResultMixin):
         if by is None:
             n, n_in, why = self.pl_left_out()
             ate = self.options.get("estimand") == "ATE"
-            return fits[0][3] if ate or n_in == n else replace(fits[0][3], note=pl_left_out(n, n_in, why))
+            eff = fits[0][3]
+            return eff if ate or n_in == n else replace(eff, note=" ".join(filter(None, (pl_left_out(n, n_in, why),
+                                                                                          eff.note))))
         effects = {key: eff for key, _, _, eff, _ in fits if not isinstance(eff, DesignError)}
         left_out = {key: str(eff) for key, _, _, eff, _ in fits if isinstance(eff, DesignError)}
         if not effects:  # no group estimable: the first group's reason
