@@ -409,3 +409,21 @@ def test_effect_csv_names_the_matched_pl_students_when_some_are_left_out(csv, tm
     assert eff["note"].str.startswith(f"{len(un):,} of {n:,} PL rows").all()
     assert eff["note"].str.endswith("it is the effect on the PL students in it.").all()
     assert f"{len(un):,} of {n:,} PL rows" in " ".join(r.output.split())
+
+
+def test_match_notes_few_comparison_schools_in_effect_csv_and_on_the_console(tmp_path):
+    """Comparison students from three schools: effect.csv's note and the console (each group's with
+    --by) say how many schools the comparison weight rests on."""
+    d = simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=10, seed=5).data
+    comp = d.loc[d["treatment"] == 0, "school_id"].unique()[:3]
+    path = tmp_path / "few.csv"
+    d[(d["treatment"] == 1) | d["school_id"].isin(comp)].to_csv(path, index=False)
+    r = runner.invoke(app, ["match", str(path), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    eff = pd.read_csv(tmp_path / "o" / "effect.csv")
+    assert eff["note"].str.contains("rests on few schools \\(3 comparison schools").all()
+    assert "rests on few schools" in " ".join(r.output.split())
+    r = runner.invoke(app, ["match", str(path), "--by", "subject", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert all(f"{s}: The comparison students' weight rests on few schools" in out for s in d["subject"].unique())

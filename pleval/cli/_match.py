@@ -220,8 +220,11 @@ def match_cmd(
     console.print(escape(res.summary()), highlight=False)
     console.print(escape(bal.summary()), highlight=False)
     console.print(_effect_table(eff_frame, f"Effect on PL students — {cols.outcome} ({res.method})", list(by_cols or ())))
-    if by_cols is None and eff.note:  # PL rows not in the estimate (also effect.csv's note)
+    if by_cols is None and eff.note:  # PL rows not in the estimate, few comparison schools (also effect.csv's note)
         console.print(escape(eff.note), highlight=False)
+    for key, e in (() if by_cols is None else eff.effects.items()):  # a group's few comparison schools
+        if e.note:
+            console.print(escape(f"{', '.join(map(str, key))}: {e.note}"), highlight=False)
     # each group's own SD (before 2026-12-04 the first group's was printed for all)
     sds = {(): eff} if by_cols is None else eff.effects
     sd_text = "; ".join(f"{', '.join(map(str, k)) + ': ' if k else ''}{e.sd:.4g}" for k, e in sds.items())
