@@ -30,11 +30,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 # Regenerate requirements.lock after changing dependencies in pyproject.toml, keeping existing
 # pins (add UV_ARGS=--upgrade to move everything to the newest releases; uv is used to
-# resolve only; the lock is an ordinary pip requirements file with hashes).
+# resolve only; the lock is an ordinary pip requirements file with hashes). LOCK_PINS holds the
+# lock's own bounds beyond pyproject's, kept by --upgrade too: matplotlib 3.11's Agg backend draws
+# text glyph by glyph in Python, 3.10 a whole string in C++ (the figures of a 1M-row `pleval
+# estimate` about 20% less CPU; docs/scale.md, session 48). pyproject's lower bound stays.
+LOCK_PINS := matplotlib<3.11
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
-	printf 'setuptools>=77\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs --extra spark \
+	printf 'setuptools>=77\nwheel\n$(LOCK_PINS)\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --extra docs --extra spark \
 	  --generate-hashes --universal --python-version 3.11 --no-header $(UV_ARGS) -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra bench -c requirements.lock \
 	  --generate-hashes --universal --python-version 3.11 --no-header -o requirements-bench.lock
