@@ -133,6 +133,8 @@ def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
     there. Both increasing (rows filtered from one frame): a binary search, no hash table."""
     if len(index) > len(parent) or not parent.is_unique:
         return None
+    if len(index) == len(parent) and parent.equals(index):  # (two RangeIndexes: no pass over the labels)
+        return np.arange(len(index))
     if parent.dtype.kind in "iu" and index.dtype.kind in "iu" and parent.is_monotonic_increasing \
             and index.is_monotonic_increasing:
         p, x = parent.to_numpy(), index.to_numpy()
