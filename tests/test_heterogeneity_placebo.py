@@ -966,3 +966,71 @@ def test_calibrated_p_values_hold_their_digits_in_the_tail():
         want = p_at(0.0, y) * H(0.0) + integrate.quad(lambda t: p_at(t, y) * dH(t), 0, np.inf, limit=500,
                                                        epsrel=1e-9)[0]
         assert g == pytest.approx(want, rel=0.02), (y, g, want)
+
+
+@pytest.mark.parametrize("method", ["propensity", "vcg"])
+def test_rounds_code_their_text_columns_once_with_the_same_results(monkeypatch, method):
+    """The rounds code the text columns their school effects read (subject, race, the school)
+    once for their rows, and each round's school sample takes those codes (``_text_codes``):
+    the same tables, round notes and covariances as when every round's sample hashes them (the
+    path before), here with a mixed school, comparison rows without an outcome (a round's
+    matched data fewer rows than the rounds'), rounds whose matched rows lack a covariate's
+    variation (three comparison students of another race) and a round whose match fails; and no
+    round hashes those columns again."""
+    from pleval.heterogeneity import placebo
+    from pleval.matching import results
+
+    d = simulate_matched(effect=0.0, tau=0.0, seed=12, **SMALL).data
+    pl = sorted(d.loc[d.treatment == 1, "school_id"].unique())[0]
+    donor = sorted(d.loc[d.treatment == 0, "school_id"].unique())[0]
+    moved = d.loc[d.school_id == donor, "student_id"].unique()[:20]
+    d = d.assign(school_id=d.school_id.where(~d.student_id.isin(moved), pl))  # a mixed school
+    comp = np.flatnonzero(d.treatment.to_numpy() == 0)
+    race = np.where(d.treatment == 1, d.race, "white")
+    race[comp[-3:]] = "black"  # the rounds' race: three students not white
+    posttest = d.posttest.to_numpy().copy()
+    posttest[comp[::53]] = np.nan  # rows validation keeps and each round's match leaves out
+    d = d.assign(race=pd.array(race, dtype=d.race.dtype), posttest=posttest)
+    kw = dict(n_placebo=40, per_round=8, seed=3, covariates=["pretest", "race"],
+              match_options={"covariates": ["pretest", "female"], **({"k": 5} if method == "vcg" else {})})
+    hashed = []
+    real_factorize = results.factorize
+
+    def spied(values, *a, **k):
+        hashed.append(getattr(values, "name", None))
+        return real_factorize(values, *a, **k)
+
+    def played(text_codes):
+        calls = []
+        real_match = placebo._InMemoryRounds.match
+
+        def third_fails(self, chunk):
+            calls.append(1)
+            if len(calls) == 3:
+                raise DesignError("no round of this kind (made to fail)")
+            return real_match(self, chunk)
+
+        with monkeypatch.context() as mp:
+            mp.setattr(placebo, "_text_codes", text_codes)
+            mp.setattr(placebo._InMemoryRounds, "match", third_fails)
+            mp.setattr(results, "factorize", spied)
+            hashed.clear()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PlevalWarning)
+                plan = placebo.plan_rounds(d, SAMPLE_COLUMNS, method, observed_given=True, **kw)
+                return placebo.play_rounds(plan), set(hashed)
+
+    new, hashed_new = played(placebo._text_codes)
+    old, hashed_old = played(lambda rows, cols, known: {})
+    pd.testing.assert_frame_equal(new.placebo, old.placebo, check_exact=True)
+    pd.testing.assert_frame_equal(new.rounds, old.rounds)
+    assert new.placebo_vcov.keys() == old.placebo_vcov.keys()
+    for key in new.placebo_vcov:
+        pd.testing.assert_frame_equal(new.placebo_vcov[key], old.placebo_vcov[key], check_exact=True)
+    assert new.round_notes() == old.round_notes()
+    rounds = new.rounds.groupby("round").first()
+    assert rounds["failed"].str.contains("made to fail").sum() == 1
+    left_out = rounds.loc[rounds["failed"] == "", "covariates_left_out"]
+    assert 0 < (left_out == ("race",)).sum() < len(left_out)  # some rounds lack race's variation, some have it
+    text = {"subject", "race", "school_id"}  # (VCG's match codes its keys, the subject among them, itself)
+    assert hashed_old & text == (text if method == "propensity" else {"race"}) and not hashed_new & text

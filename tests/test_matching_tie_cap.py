@@ -483,6 +483,30 @@ def test_positions_of_labels_among_more_labels():
     assert len(_positions(parent, parent[:0])) == 0
 
 
+@pytest.mark.parametrize("parent", [pd.RangeIndex(0, 5_000), pd.RangeIndex(7, 5_007), pd.RangeIndex(5, 15_005, 3),
+                                    pd.RangeIndex(10, -20, -2), pd.RangeIndex(0, 0)])
+def test_positions_in_a_range_index_are_those_of_a_lookup(parent):
+    """``_positions`` in a ``RangeIndex`` (a file's rows), found by arithmetic: the positions of
+    ``get_indexer`` for labels in increasing or any order, the whole index, and None for a label
+    between or beyond its labels (also labels near the int64 limits, which the arithmetic must
+    not wrap)."""
+    from pleval.matching import _positions
+
+    rng = np.random.default_rng(len(parent))
+    n = len(parent)
+    cases = [pd.Index(np.array([], dtype=np.int64)), pd.Index([0, 10**18]), pd.Index([-2**63, 2**63 - 1])]
+    if n:
+        cases += [parent[np.sort(rng.choice(n, n // 2, replace=False))], parent[rng.permutation(n)[:10]], parent,
+                  pd.Index(parent.to_numpy()), pd.Index([parent[0], parent[-1] + parent.step]), pd.Index([parent[0] + 1])]
+    for index in cases:
+        want = parent.get_indexer(index)
+        got = _positions(parent, index)
+        if (want < 0).any():
+            assert got is None, index
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("threads, discard", [(1, "none"), (2, "none"), (2, "both")])
 def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkeypatch, threads, discard):
     """``match(..., _reuse=reuse_store(m))`` on some of ``m.data``'s rows (with another

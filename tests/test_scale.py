@@ -1008,6 +1008,37 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
         assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)
 
 
+@pytest.mark.parametrize("case", ["grouped", "interleaved", "small groups", "one group", "empty"])
+def test_first_appearance_pairs_are_pandas_factorize_of_the_keys(case, monkeypatch):
+    """first_appearance_pairs numbers (group, row) pairs as pd.factorize numbers their keys
+    group · n + row (school_sample's (PL school, row) pairs, which came by a sort of those keys):
+    the same codes and first positions with each group's pairs together (the school table's
+    one pass per group), with groups interleaved (grouped by a stable sort first), with many
+    small groups (the keys sorted), and for none."""
+    from pleval.matching import _design
+    from pleval.matching._design import first_appearance_codes, first_appearance_pairs
+
+    sorted_keys = []
+    monkeypatch.setattr(_design, "first_appearance_codes", lambda k: sorted_keys.append(1) or first_appearance_codes(k))
+    rng = np.random.default_rng(7)
+    n = 5_000
+    sizes = {"grouped": [3_000, 1, 40_000, 7_000], "interleaved": [3_000, 1, 40_000, 7_000],
+             "small groups": [5] * 400, "one group": [30_000], "empty": []}[case]
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    rows = rng.integers(0, n, len(group))
+    rows[rng.integers(0, len(rows), len(rows) // 3)] = rows[rng.integers(0, len(rows), len(rows) // 3)]  # repeats
+    if case == "interleaved":
+        group = rng.permutation(group)
+    if case == "grouped":
+        group = np.array([3, 0, 2, 1])[group]  # together, not in increasing order
+    codes, first = first_appearance_pairs(group, rows, n)
+    key = group.astype(np.int64) * n + rows
+    want, uniq = pd.factorize(key)
+    assert np.array_equal(codes, want) and np.array_equal(key[first], uniq)
+    assert np.array_equal(first, first_appearance_codes(key)[1])
+    assert bool(sorted_keys) == (case == "small groups")
+
+
 def test_school_effects_leave_the_sample_as_it_was(tied):
     """With every row kept the school-effects step reads the sample's columns without copying
     them (views); nothing it computes is written back: the frame is unchanged, and a second

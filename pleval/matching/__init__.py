@@ -130,9 +130,20 @@ def _reused(store: dict | None, name, index: pd.Index, make, subset=None):
 
 def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
     """Where the labels ``index`` are in ``parent`` (a unique index), or None when some are not
-    there. Both increasing (rows filtered from one frame): a binary search, no hash table."""
+    there. Both increasing (rows filtered from one frame): a binary search, no hash table; a
+    ``RangeIndex`` (a file's rows): the positions by arithmetic."""
     if len(index) > len(parent) or not parent.is_unique:
         return None
+    if len(index) == len(parent) and parent.equals(index):  # (two RangeIndexes: no pass over the labels)
+        return np.arange(len(index))
+    if isinstance(parent, pd.RangeIndex) and index.dtype.kind == "i" and len(index):  # a file's rows: by arithmetic
+        x = index.to_numpy()
+        if x.min() < parent.min() or x.max() > parent.max():
+            return None
+        if parent.step == 1:
+            return x - parent.start
+        pos, off = np.divmod(x - parent.start, parent.step)
+        return pos if not off.any() else None
     if parent.dtype.kind in "iu" and index.dtype.kind in "iu" and parent.is_monotonic_increasing \
             and index.is_monotonic_increasing:
         p, x = parent.to_numpy(), index.to_numpy()

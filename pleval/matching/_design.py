@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..inference.robust import sorted_keys
+from ..inference.robust import radix_argsort, sorted_keys
 
 
 def is_categorical(s: pd.Series) -> bool:
@@ -107,6 +107,49 @@ def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     group = np.cumsum(new, dtype=small)  # each sorted position's group (from 1)
     codes = np.empty(n, np.int64)
     codes[order] = code_at[first][group - 1] - 1
+    return codes, np.flatnonzero(is_first)
+
+
+_PAIRS_PER_GROUP = 64
+"""Below this many pairs a group on average, :func:`first_appearance_pairs` sorts the pairs' keys
+(:func:`first_appearance_codes`) rather than visit each group (about 10 µs a group)."""
+
+
+def first_appearance_pairs(group: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_appearance_codes` of the pairs ``(group, row)`` (keys ``group · n + row``;
+    ``group`` ≥ 0, ``rows`` 0 … n − 1) without sorting them: with the pairs of each group
+    together (a stable sort of the groups, when they are not already), each group's first
+    position of each row is the least its rows write to a table over the rows (1M rows, 2.2M
+    pairs of 208 groups: 23 against 140 ms). Many small groups sort the keys."""
+    P = len(rows)
+    if P == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    new_run = np.flatnonzero(group[1:] != group[:-1]) + 1
+    n_groups = int(np.count_nonzero(np.bincount(group)))
+    if n_groups * _PAIRS_PER_GROUP > P:
+        return first_appearance_codes(group.astype(np.int64) * n + rows)
+    order = None
+    if len(new_run) + 1 > n_groups:  # some group in several runs: the pairs grouped, stably
+        order = radix_argsort(group)
+        group, rows = group[order], rows[order]
+        new_run = np.flatnonzero(group[1:] != group[:-1]) + 1
+    small = np.int32 if max(P, n) < 2**31 else np.int64
+    pos = np.arange(P, dtype=small)
+    table = np.empty(n, small)
+    first = np.empty(P, small)  # the position of each pair's first occurrence (grouped order)
+    bounds = [0, *new_run.tolist(), P]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        r = rows[a:b]
+        table[r] = P
+        np.minimum.at(table, r, pos[a:b])
+        first[a:b] = table[r]
+    if order is not None:  # in the pairs' own order: grouping kept each group's pairs in order
+        order = order.astype(small, copy=False)
+        at = np.empty(P, small)
+        at[order] = order[first]
+        first = at
+    is_first = first == pos
+    codes = (np.cumsum(is_first, dtype=small) - 1)[first]
     return codes, np.flatnonzero(is_first)
 
 

@@ -32,7 +32,7 @@ from .._text import pl_left_out
 from ..data import Columns
 from ..errors import DataError, DesignError, PlevalWarning
 from ..inference.robust import check_conventions, default_vcov
-from ._design import codes_and_levels, factorize, first_appearance_codes, is_categorical
+from ._design import codes_and_levels, factorize, first_appearance_pairs, is_categorical
 from .balance import Balance, balance
 from .effect import effect_design, mergeable, regression_effect
 from .propensity import DEFAULT_CALIPER, PropensityModel
@@ -246,19 +246,15 @@ class MatchResult(ResultMixin):
             return m[cols + ["_pl_school", "_weight"]].assign(_weight2=m["_weight"] ** 2, _copies=1)
         n = len(self.data)
         sch, labels = pd.factorize(self.set_school)  # a set without a school: code -1
-        key = sch[self.set_id].astype(np.int64, copy=False)  # (PL school, row) of each set member, formed in place
-        key += 1
-        key *= n
-        key += self.rows
-        pair, first = first_appearance_codes(key)  # pd.factorize's codes, by a radix sort
-        key = key[first]
-        del first
-        k = len(key)
+        school = sch[self.set_id]  # the PL school of each set member (+1 below: -1 becomes 0)
+        school += 1
+        pair, first = first_appearance_pairs(school, self.rows, n)  # pd.factorize's codes of the (school, row) pairs
+        k = len(first)
         cat = {c for c in categorical if c in cols and not pd.api.types.is_numeric_dtype(self.data[c])
                and not isinstance(self.data[c].dtype, pd.CategoricalDtype)}
         small = np.int32 if max(n, len(labels), len(self.rows)) < 2**31 else np.int64  # rows, schools, copies
         out = SchoolSample(self.data, cols, cat, {c: f for c, f in self.factorized.items() if c in cat},
-                           (key % n).astype(small), (key // n - 1).astype(small), pd.Index(labels),
+                           self.rows[first].astype(small), (school[first] - 1).astype(small), pd.Index(labels),
                            np.bincount(pair, self.weight, k), np.bincount(pair, self.weight**2, k),
                            np.bincount(pair, minlength=k).astype(small),
                            coded={c: f for c, f in self.codes.items() if c in cols})
