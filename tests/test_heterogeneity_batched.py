@@ -1,11 +1,13 @@
 """The grouped sufficient statistics of the batched per-school fits (``_batched._pair_sums`` and the
 ``X'Wy`` of ``grouped_wls``) equal a loop over groups, for sorted and unsorted group codes, empty
-groups, one-row groups and zero weights."""
+groups, one-row groups and zero weights; the fits' residuals taken run by run equal those with the
+coefficients gathered row by row, bit for bit."""
 
 import numpy as np
 import pytest
 
-from pleval.heterogeneity._batched import _pair_sums, grouped_wls
+from pleval.heterogeneity import _batched
+from pleval.heterogeneity._batched import _pair_sums, _residuals, grouped_wls
 
 
 def _data(seed, n=3000, p=7, G=400):
@@ -42,3 +44,25 @@ def test_grouped_wls_equals_per_group_wls():
         b = np.linalg.lstsq(Xg * np.sqrt(wg)[:, None], yg * np.sqrt(wg), rcond=None)[0]
         if fit.ok[g]:
             np.testing.assert_allclose(fit.params[g], b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["sorted", "one group", "one-row groups", "unsorted"])
+def test_residuals_by_runs_equal_gathered_coefficients(layout, monkeypatch):
+    """``_residuals`` takes each run's coefficients as they are where runs are long (the school
+    effects' blocks): the same residuals, bit for bit, as gathering the coefficients for every row
+    (the blocks of rows it uses otherwise), also with empty groups, one-row groups and groups in
+    several runs."""
+    rng = np.random.default_rng(7)
+    n, p, G = 20000, 11, 6
+    X = rng.normal(size=(n, p)) * rng.uniform(0.01, 100.0, p)
+    y = rng.normal(size=n)
+    beta = rng.normal(size=(G, p)) * 10.0 ** rng.integers(-3, 4, (G, 1))
+    groups = {"sorted": np.sort(rng.choice([0, 2, 3, 5], n)),  # groups 1 and 4 empty
+              "one group": np.full(n, 4),
+              "one-row groups": np.r_[np.sort(rng.integers(0, G, n - 3)), [1, 0, 5]],  # three short runs at the end
+              "unsorted": rng.integers(0, G, n)}[layout]
+    e = _residuals(y, X, groups, beta)
+    monkeypatch.setattr(_batched, "_RUN_ROWS", n + 1)  # never by runs: every row's coefficients gathered
+    ref = _residuals(y, X, groups, beta)
+    np.testing.assert_array_equal(e, ref)
+    np.testing.assert_allclose(e, y - np.einsum("ia,ia->i", X, beta[groups]), rtol=0, atol=1e-9)
