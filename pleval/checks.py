@@ -39,9 +39,8 @@ import pandas as pd
 from ._results import Frame, ResultMixin
 from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
                    _coerce_treatment, _split_names, _tuple, as_columns, as_written, codes_once, date_column_message,
-                   factorized, flag_for, frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject, school_arms,
-                   schools_across_blocks,
-                   subject_arms, validate)
+                   factorized, flag_for, frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject,
+                   school_arms, schools_across_blocks, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
