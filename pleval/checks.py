@@ -38,10 +38,9 @@ import pandas as pd
 
 from ._results import Frame, ResultMixin
 from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
-                   _coerce_treatment, _split_names, _tuple, as_columns, as_written, date_column_message, flag_for,
-                   frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject, school_arms,
-                   schools_across_blocks,
-                   subject_arms, validate)
+                   _coerce_treatment, _split_names, _tuple, as_columns, as_written, codes_once, date_column_message,
+                   factorized, flag_for, frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject,
+                   school_arms, schools_across_blocks, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
@@ -264,7 +263,8 @@ def check(
     else:
         cols, roles, found = _explicit_roles(listed, explicit, require)
     problems += found
-    values, found, validated = _values_and_validation(df, cols, require, design, problems, arms)
+    with codes_once():  # (the subject and school columns coded once for all the checks)
+        values, found, validated = _values_and_validation(df, cols, require, design, problems, arms)
     problems += values + found
     handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
@@ -667,7 +667,7 @@ def _mixed_schools(df: pd.DataFrame, cols: Columns) -> list[Problem]:
     mixed = school_arms(df[cols.school], t)[1]
     if not len(mixed):
         return []
-    codes, ids = pd.factorize(df[cols.school])
+    codes, ids = factorized(df[cols.school])
     t = t.to_numpy(dtype=float)
     ok = (codes >= 0) & ~np.isnan(t)
     at = ids.get_indexer(mixed)  # each mixed school's PL and comparison rows
@@ -823,7 +823,7 @@ def _cells(df, cols: Columns) -> np.ndarray:
     code = np.zeros(len(df), dtype=np.int64)
     for c in (cols.subject, cols.grade):
         if c and c in df.columns:
-            k, levels = pd.factorize(df[c], use_na_sentinel=False)
+            k, levels = factorized(df[c], use_na_sentinel=False)
             code = code * len(levels) + k
     return code if code.max(initial=0) < len(code) else pd.factorize(code)[0]
 
@@ -839,11 +839,18 @@ PILED_SHARE = 0.2
 minimum), among ten or more distinct values, is a ceiling (floor): warned of by :func:`_outliers`."""
 
 
+def _distinct_at_least(v: np.ndarray, k: int, head: int = 1024) -> bool:
+    """Whether ``v`` holds at least ``k`` distinct values: found among its first ``head`` values
+    when they hold as many (those are among ``v``'s), else counted in all of ``v`` (a sort of an
+    83,000-value cell, 3-7 ms, against 0.02 ms for the first 1,024)."""
+    return np.unique(v[:head]).size >= k or np.unique(v).size >= k
+
+
 def _piled_up(v: np.ndarray) -> tuple[float, str]:
     """The larger share of a cell's values at its maximum or minimum, and which (ten or more
     distinct values: a score, not a rating scale or a 0/1 outcome)."""
     v = v[np.isfinite(v)]
-    if v.size < 20 or np.unique(v).size < 10:
+    if v.size < 20 or not _distinct_at_least(v, 10):
         return 0.0, ""
     top, bottom = float(np.mean(v == v.max())), float(np.mean(v == v.min()))
     return (top, "maximum") if top >= bottom else (bottom, "minimum")
@@ -938,7 +945,7 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
         return []
     valid = s.notna().to_numpy()
     if isinstance(s.dtype, pd.StringDtype):  # text: strip each distinct value once, not each row
-        codes, written = pd.factorize(s)
+        codes, written = factorized(s)
         written = pd.Series(written)
         distinct = written.str.strip()
         levels = pd.unique(distinct)

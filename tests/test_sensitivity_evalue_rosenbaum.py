@@ -832,3 +832,98 @@ def test_series_are_paired_by_label():
                                aligned_rank_pvalue(yy.to_numpy(), sets.to_numpy(), tr.to_numpy(), [1.0, 1.5]), rtol=1e-12)
     with pytest.raises(DataError, match=r"y and set_id are Series with different labels .*'u0' is in y"):
         rosenbaum_bounds(y, s.rename({"u0": "x"}), t)
+
+
+def _rank_order_by_np_sort(a):
+    """:func:`_rank_order` as it was before 2026-12-05 (one ``np.sort`` of the truncations with
+    the index in their low bits), the reference of its radix sort."""
+    from pleval.sensitivity import rosenbaum
+
+    n = len(a)
+    tol = rosenbaum.TIE_TOL * float(np.max(np.abs(a), initial=0.0))
+    bits = rosenbaum._index_bits(n)
+    if n < 2 or bits > 40:
+        return rosenbaum._argsort_ranks(a, tol)
+    u = np.negative(a).view(np.uint64)
+    flip = u >> np.uint64(63)
+    np.subtract(np.uint64(0), flip, out=flip)
+    flip |= rosenbaum._SIGN
+    u ^= flip
+    shift, mask = np.uint64(bits), np.uint64((1 << bits) - 1)
+    u >>= shift
+    u <<= shift
+    u |= np.arange(n, dtype=np.uint64)
+    u.sort()
+    o = (u & mask).view(np.int64)
+    v = a[o]
+    bad = np.flatnonzero(v[1:] > v[:-1])
+    if len(bad):
+        key = np.unique(u[bad] >> shift) << shift
+        lo, hi = np.searchsorted(u, key), np.searchsorted(u, key | mask, side="right")
+        ends = np.column_stack([lo, hi]).ravel()
+        ends = ends[:-1] if ends[-1] == n else ends
+        top, bottom = np.maximum.reduceat(v, ends)[::2], np.minimum.reduceat(v, ends)[::2]
+        wide = top - bottom > tol
+        length = (hi - lo)[wide]
+        if length.sum() > n // 4:
+            return rosenbaum._argsort_ranks(a, tol)
+        if len(length):
+            at = np.arange(int(length.sum())) + np.repeat(lo[wide] - (np.cumsum(length) - length), length)
+            sub = o[at]
+            o[at] = sub = sub[np.lexsort((-a[sub], np.repeat(np.arange(len(length)), length)))]
+            v[at] = a[sub]
+        narrow = ~wide
+        v[lo[narrow]], v[hi[narrow] - 1] = top[narrow], bottom[narrow]
+    return o, rosenbaum._place_ranks(v, tol)
+
+
+@pytest.mark.parametrize("bits", [None, 30, 40])
+def test_rank_order_by_radix_passes_equals_the_np_sort(monkeypatch, bits):
+    """:func:`_rank_order`'s radix sort of the truncations gives the order and ranks of the
+    single ``np.sort`` it replaced, bit for bit: ties, values apart only below the truncation,
+    negative values and zeros, with few and many index bits."""
+    from pleval.sensitivity import rosenbaum
+
+    if bits is not None:
+        monkeypatch.setattr(rosenbaum, "_index_bits", lambda n: bits)
+    rng = np.random.default_rng(48)
+    for n in (2, 3, 17, 1000, 70_000):
+        a = _awkward_values(rng, n) if n > 16 else rng.normal(size=n)
+        for x in (a, -a, np.round(a, 2), np.zeros(n), 1.0 + 1e-7 * rng.permutation(n), _edge_values(rng)):
+            got, want = rosenbaum._rank_order(x.copy()), _rank_order_by_np_sort(x.copy())
+            np.testing.assert_array_equal(got[0], want[0], strict=True)
+            np.testing.assert_array_equal(got[1], want[1], strict=True)
+
+
+@pytest.mark.parametrize("n_sets", [1, 7, 3000, 70_000])
+def test_sets_from_ranks_by_set_order_equals_the_key_sort(n_sets):
+    """:meth:`_Sets.from_ranks` given the units' order by place (the radix sort of the set codes
+    by place, :meth:`_Sets.build`'s path) holds the arrays of the integer key sort without it, bit
+    for bit: aligned ranks with ties, Huber scores, one set, more than 65,536 sets (two 16-bit
+    passes)."""
+    from pleval.sensitivity import rosenbaum
+
+    rng = np.random.default_rng(n_sets)
+    size = rng.integers(2, 6 if n_sets > 1000 else 40, n_sets)
+    ids, tr = _first_treated(size)
+    perm = rng.permutation(len(ids))  # the units in no set order
+    ids, tr = ids[perm], tr[perm]
+    codes, size = _set_codes(ids, tr)
+    for y in (np.round(rng.normal(size=len(ids)), 1), rng.normal(size=len(ids))):
+        for scores in (None, rosenbaum.HuberScores()) if n_sets < 5000 else (None,):
+            if scores is None:
+                mean = np.bincount(codes, weights=y, minlength=len(size)) / size
+                q, (o, place) = None, rosenbaum._rank_order(y - mean[codes])
+            else:
+                q = scores(y, codes, size)
+                o = np.argsort(-q, kind="stable")
+                place = q[o]
+            rank = rosenbaum._inverse(o)
+            got = _Sets.from_ranks(q, rank, codes, size, tr, place, o)
+            want = _Sets.from_ranks(q, rank, codes, size, tr, place)
+            for name in ("T", "start", "count", "a", "b", "top1", "top2", "total1", "total2", "rise"):
+                g, w = getattr(got, name), getattr(want, name)
+                if isinstance(w, np.ndarray):
+                    assert g.tobytes() == w.tobytes() and g.dtype == w.dtype, name
+                else:
+                    assert g == w, name

@@ -182,3 +182,83 @@ def test_numeric_treatments_coded_as_by_to_numeric(values):
         assert label == 1
     found = _treatment_problems(pd.DataFrame({"t": s}), Columns(outcome="y", treatment="t"))
     assert (found == []) == (ref is not None)
+
+
+def test_distinct_at_least_equals_counting_every_value():
+    """:func:`pleval.checks._distinct_at_least` (a prefix's distinct values first) answers as
+    counting all of them: few distinct values, many only after the prefix, NaN-free floats."""
+    from pleval.checks import _distinct_at_least
+
+    rng = np.random.default_rng(48)
+    for _ in range(300):
+        n = int(rng.integers(0, 3000))
+        v = rng.integers(0, int(rng.integers(1, 30)), n).astype(float)
+        if n > 10 and rng.random() < 0.3:  # the distinct values only past the prefix
+            v[: min(n - 5, int(rng.integers(1, 1100)))] = 7.0
+        for k in (1, 2, 10):
+            for head in (1, 16, 1024):
+                assert _distinct_at_least(v, k, head) == (np.unique(v).size >= k)
+
+
+def test_checks_code_each_text_column_once(monkeypatch):
+    """Within :func:`pleval.check` the subject and school columns (Arrow text) are coded once,
+    for the value checks and the validation alike (before 2026-12-05: four and three times), and
+    the report is the same as with every call coding anew."""
+    import pleval.data as data
+    from pleval import check
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    df = pd.DataFrame({"student_id": [f"S{i // 2:05d}" for i in range(n)], "school_id": rng.choice(
+        [f"SCH{j}" for j in range(40)], n), "subject": np.tile(["math", "reading"], n // 2),
+        "grade": rng.integers(3, 6, n), "treatment": rng.integers(0, 2, n), "pretest": rng.normal(size=n),
+        "posttest": rng.normal(size=n), "race": rng.choice(["a", "b", "c"], n)}).astype(
+        {"student_id": "str", "school_id": "str", "subject": "str", "race": "str"})
+    coded = []
+    factorize = pd.factorize
+
+    def counted(values, *args, **kwargs):
+        coded.append(getattr(values, "name", None))
+        return factorize(values, *args, **kwargs)
+
+    monkeypatch.setattr(data.pd, "factorize", counted)
+    given = {"covariates": ["race"]}
+    report = check(df, given=given)
+    assert coded.count("subject") == 1 and coded.count("school_id") == 1
+    monkeypatch.setattr(data, "codes_once", lambda: __import__("contextlib").nullcontext())
+    monkeypatch.setattr("pleval.checks.codes_once", data.codes_once)
+    coded.clear()
+    again = check(df, given=given)
+    assert coded.count("subject") > 1 and again.to_frame().equals(report.to_frame())
+
+
+@pytest.mark.parametrize("dtype", ["str", "string", pd.ArrowDtype(__import__("pyarrow").large_string())])
+def test_factorized_equals_pandas_within_and_outside_codes_once(dtype):
+    """:func:`pleval.data.factorized` gives ``pd.factorize``'s codes and uniques, with missing
+    values and without the sentinel too, inside :func:`codes_once` (codes shared and read-only)
+    and outside it (coded anew each call); a copy of the frame shares the codes."""
+    from pleval.data import codes_once, factorized
+
+    rng = np.random.default_rng(5)
+    values = rng.choice(["x", "y", " z", "é", None], 500)
+    s = pd.Series(values, dtype=dtype, name="c")
+    for sentinel in (True, False):
+        want = pd.factorize(s, use_na_sentinel=sentinel)
+        got = factorized(s, use_na_sentinel=sentinel)
+        np.testing.assert_array_equal(got[0], want[0])
+        pd.testing.assert_index_equal(pd.Index(got[1]), pd.Index(want[1]))
+        with codes_once():
+            first = factorized(s, use_na_sentinel=sentinel)
+            np.testing.assert_array_equal(first[0], want[0])
+            pd.testing.assert_index_equal(pd.Index(first[1]), pd.Index(want[1]))
+            again = factorized(pd.DataFrame({"c": s}).copy(deep=False)["c"], use_na_sentinel=sentinel)
+            np.testing.assert_array_equal(again[0], want[0])
+            if sentinel and isinstance(s.dtype, pd.StringDtype):
+                assert again[0] is first[0] and not first[0].flags.writeable
+    full = pd.Series(rng.choice(["a", "b"], 50), dtype="str")
+    with codes_once():
+        k1, k2 = factorized(full), factorized(full, use_na_sentinel=False)
+        assert k1[0] is k2[0]
+        with codes_once():  # (an inner block shares the outer one's codes)
+            assert factorized(full)[0] is k1[0]
+    assert factorized(full)[0] is not k1[0]
