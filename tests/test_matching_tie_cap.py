@@ -507,6 +507,25 @@ def test_positions_in_a_range_index_are_those_of_a_lookup(parent):
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("parent", [pd.RangeIndex(-30_000, 30_000), pd.RangeIndex(-2**63, 2**63 - 1, 2**62),
+                                    pd.RangeIndex(2**63 - 1, -2**63, -2**62)])
+def test_positions_in_a_range_index_do_not_wrap(parent):
+    """``_positions`` in a ``RangeIndex`` whose positions do not fit the labels' integer type
+    (int16 labels 60,000 positions apart; before the fix they wrapped to negative positions, and
+    int8 labels raised OverflowError), or whose labels span more than int64 holds (the
+    differences to its start wrapped): the positions of ``get_indexer``."""
+    from pleval.matching import _positions
+
+    labels = parent[[-1, 0, len(parent) // 2]].to_numpy()
+    cases = [pd.Index(labels)]
+    for t in (np.int8, np.int16, np.int32):
+        fits = labels[(labels >= np.iinfo(t).min) & (labels <= np.iinfo(t).max)]
+        cases.append(pd.Index(fits.astype(t), dtype=t))
+    for index in cases:
+        if len(index):
+            np.testing.assert_array_equal(_positions(parent, index), parent.get_indexer(index), err_msg=str(index))
+
+
 @pytest.mark.parametrize("threads, discard", [(1, "none"), (2, "none"), (2, "both")])
 def test_a_match_of_some_rows_takes_the_ids_of_a_match_of_more(tied_data, monkeypatch, threads, discard):
     """``match(..., _reuse=reuse_store(m))`` on some of ``m.data``'s rows (with another

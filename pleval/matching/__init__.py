@@ -136,8 +136,9 @@ def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
         return None
     if len(index) == len(parent) and parent.equals(index):  # (two RangeIndexes: no pass over the labels)
         return np.arange(len(index))
-    if isinstance(parent, pd.RangeIndex) and index.dtype.kind == "i" and len(index):  # a file's rows: by arithmetic
-        x = index.to_numpy()
+    if isinstance(parent, pd.RangeIndex) and index.dtype.kind == "i" and len(index) \
+            and int(parent.max()) - int(parent.min()) < 2**63:  # a file's rows: by arithmetic (in int64, not wrapping)
+        x = index.to_numpy().astype(np.int64, copy=False)
         if x.min() < parent.min() or x.max() > parent.max():
             return None
         if parent.step == 1:
