@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -121,6 +122,17 @@ Arrow data (immutable; a frame's shallow copies and row-complete selections shar
 _memo_lock = threading.Lock()
 
 
+def _forget_memo() -> None:
+    """In a forked child: no memo and a free lock (the threads that held the parent's block or
+    its locks do not exist there, so neither would be let go)."""
+    global _memo, _memo_lock
+    _memo, _memo_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_forget_memo)
+
+
 @contextlib.contextmanager
 def codes_once():
     """Within the block, :func:`factorized` codes each Arrow text column once (``pleval.check``'s
@@ -140,10 +152,11 @@ def codes_once():
 
 
 def factorized(s: pd.Series, use_na_sentinel: bool = True) -> tuple[np.ndarray, pd.Index]:
-    """``pd.factorize(s, use_na_sentinel=use_na_sentinel)``; within :func:`codes_once`, for an
-    Arrow text column, the codes of the first call on its data (read-only, shared by the calls;
-    a thread asking while another codes the column waits for its codes). A column with missing
-    values coded without the sentinel (its own code for them) is coded anew."""
+    """``pd.factorize(s, use_na_sentinel=use_na_sentinel)``; while a :func:`codes_once` block is
+    open (in any thread of the process), for an Arrow text column, the codes of the first call on
+    its data (read-only, shared by the calls; a thread asking while another codes the column
+    waits for its codes). A column with missing values coded without the sentinel (its own code
+    for them) is coded anew."""
     memo, data = _memo, getattr(s.array, "_pa_array", None)
     if memo is None or data is None or not isinstance(s.dtype, pd.StringDtype):
         return pd.factorize(s, use_na_sentinel=use_na_sentinel)

@@ -262,3 +262,57 @@ def test_factorized_equals_pandas_within_and_outside_codes_once(dtype):
         with codes_once():  # (an inner block shares the outer one's codes)
             assert factorized(full)[0] is k1[0]
     assert factorized(full)[0] is not k1[0]
+
+
+def test_a_forked_child_holds_no_memo_of_codes_nor_its_locks():
+    """A process forked while another thread is within :func:`pleval.data.codes_once` (a
+    ``check`` in one thread, a forking ``estimate`` in another) starts with no memo and a free
+    lock: the child has no thread to end that block or release the lock, so before the fix its
+    every :func:`factorized` call returned the parent's read-only codes (the memo never ended
+    there), and one taken while the lock was held waited forever."""
+    import os
+    import threading
+    import time
+    import warnings
+
+    import pleval.data as data
+
+    s = pd.Series(["a", "b", None, "a"], dtype="str")
+    inside, done = threading.Event(), threading.Event()
+
+    def held():  # a check's block, open, with the memo's lock held as a thread coding a column holds it
+        with data.codes_once():
+            data.factorized(s)
+            with data._memo_lock:
+                inside.set()
+                done.wait(30)
+
+    t = threading.Thread(target=held)
+    t.start()
+    try:
+        assert inside.wait(30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # (fork of a process with threads)
+            pid = os.fork()
+        if pid == 0:  # the child: exit code 0 if the codes are its own and codes_once does not block
+            ok = False
+            try:
+                codes = data.factorized(s)[0]
+                with data.codes_once():
+                    data.factorized(s)
+                ok = codes.flags.writeable and data._memo is None
+            finally:
+                os._exit(0 if ok else 1)
+        for _ in range(200):
+            got, status = os.waitpid(pid, os.WNOHANG)
+            if got:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child waited for a lock no thread of it holds")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        done.set()
+        t.join()
