@@ -72,7 +72,7 @@ def _hc2_df(X, w, h, Sinv, groups, G, target) -> np.ndarray:
 
 
 _RUN_ROWS = 1 << 10
-"""Rows per run of one group, on average, above which :func:`_residuals` goes run by run (a run's
+"""Rows per run of one group, on average, from which :func:`_residuals` goes run by run (a run's
 ``einsum`` call costs about what gathering β̂ for 500 rows does)."""
 
 
