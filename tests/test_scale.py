@@ -1075,3 +1075,38 @@ def test_groups_from_codes_are_the_groupby_groups():
         for (_, idx), ref in zip(got, want.values()):
             assert np.array_equal(idx, ref)
     assert [k for k, _ in _groups(data, rows, ("subject",), codes)] == [("math",), ("reading",)]
+
+
+@pytest.mark.parametrize("kw", [dict(method="propensity"), dict(method="propensity", discard="both", caliper=0.05),
+                                dict(method="propensity", ps_model="school_means", exact=["race"]),
+                                dict(method="mahalanobis"), dict(method="weighting", trim=0.1),
+                                dict(method="propensity", penalize=True)])
+def test_match_keeps_the_codes_its_fit_and_cells_formed(kw, monkeypatch):
+    """A match keeps in ``MatchResult.codes`` the text columns' codes its propensity fit (the
+    categorical covariates') and its exact-match cells (the subject's) formed, so the group
+    designs do not hash them again (1M rows: race and subject, 12-15 ms each): each kept entry is
+    ``codes_and_levels`` of the final data's column (rows the fit or a trim left out too), and the
+    balance table and effects by subject are, bit for bit, those of a result without them."""
+    import pleval.matching.results as results
+    from pleval.matching._design import codes_and_levels
+
+    df = simulate_matched(n_schools=40, n_pl_schools=8, students_per_grade=12, seed=3).data
+    cov = ["race", "frl", "female"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = match(validate(df, C), C, covariates=cov, **kw)
+    for c, (k, levels) in m.codes.items():
+        want = codes_and_levels(m.data[c])
+        assert k.dtype == np.int32 and np.array_equal(k, want[0]) and list(levels) == list(want[1]), c
+    if kw["method"] == "propensity" and len(kw) == 1:  # the 1M run's match
+        assert {"race", C.subject} <= set(m.codes)
+        coded = []
+        real = results.codes_and_levels
+        monkeypatch.setattr(results, "codes_and_levels", lambda s, *a: coded.append(s.name) or real(s, *a))
+        m.group_designs(C.subject)
+        assert "race" not in coded and C.subject not in coded and C.school in coded
+        monkeypatch.undo()
+    plain = replace(m, codes={})
+    pd.testing.assert_frame_equal(m.balance().table, plain.balance().table, check_exact=True)
+    pd.testing.assert_frame_equal(m.estimate(by=C.subject).to_frame(), plain.estimate(by=C.subject).to_frame(),
+                                  check_exact=True)

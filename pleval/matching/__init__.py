@@ -617,12 +617,13 @@ def match(
     def school_at(pos):  # school ids at row positions (NaN without a school column)
         return data[c.school].iloc[pos].to_numpy(dtype=object) if c.school else np.full(len(pos), np.nan, dtype=object)
 
-    def cell_codes():  # each row's exact-match cell (all 0 without strata), of the rows kept so far
-        return combine_codes(data, strata) if strata else np.zeros(len(data), np.int64)
+    def cell_codes(out=None):  # each row's exact-match cell (all 0 without strata), of the rows kept so far
+        return combine_codes(data, strata, out=out) if strata else np.zeros(len(data), np.int64)
 
     def analysis():  # each row's analysis weight, of the rows kept so far
         return data[c.weight].to_numpy(dtype=float)
 
+    coded: dict = {}  # columns' codes formed on the way (the fit's covariates', the exact-match cells'), of data's rows
     ids_ahead = cells_ahead = None  # the student ids' coding, computed beside the propensity fit, and the cells
     if on_score:
         def fit():  # the propensity model (and the rows it leaves)
@@ -636,11 +637,13 @@ def match(
                     raise DesignError("ps_model='fixed': no school has both PL and comparison rows; use ps_model='school_means'")
             ps_data, ps_covs, ps_cat = multilevel_covariates(data, covariates, c.school, c.treatment, ps_model, categorical)
             pats = None
-            if _reuse is not None and not penalize:
+            if not penalize and all(x in ps_data for x in ps_covs):  # (as the fit would form them: their codes kept)
                 pats = _reused(_reuse, ("patterns", tuple(ps_covs), ps_cat), ps_data.index,
                                lambda: design_patterns(ps_data, ps_covs, ps_cat))
             pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
                                 penalize=penalize, alpha=alpha, link=link, patterns=pats)
+            if pats is not None and pm.keep.all():  # ps_data's rows are data's (none left by the fit)
+                coded.update(pats[2])
             del pats  # (the fit's only)
             if not pm.keep.all():
                 log.append(_entry(data, ~pm.keep, f"outside common support (discard={discard!r})", "propensity score", c))
@@ -657,7 +660,7 @@ def match(
 
             def fit_and_cells():
                 fit()
-                return _reused(_reuse, ("cells", tuple(strata)), data.index, cell_codes)
+                return _reused(_reuse, ("cells", tuple(strata)), data.index, lambda: cell_codes(coded))
 
             def coded_ids():
                 return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
@@ -674,8 +677,10 @@ def match(
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
         cells = cells_ahead if cells_ahead is not None else _reused(_reuse, ("cells", tuple(strata)), data.index,
-                                                                    cell_codes)
+                                                                    lambda: cell_codes(coded))
         del cells_ahead
+        codes.update({x: (kx.astype(np.int32), lv) for x, (kx, lv) in coded.items()  # (no row left after them)
+                      if x in data and is_categorical(data[x])})  # strings: costly to redo for the groups
         tpos = np.flatnonzero(t == 1)
         cpos = np.flatnonzero(t == 0)
         if on_score:
