@@ -300,9 +300,9 @@ class _InMemoryRounds:
         at = None if coded is None else _positions(self.data.index, v.data.index)  # the validated rows in data
         codes = None if at is None else coded[0][at]
         comparison = v.data[c.treatment].to_numpy() == 0  # the rounds' rows: every comparison student
-        sorted_codes = not (codes is None or (len(codes) and codes.min() < 0))
+        schools_coded = not (codes is None or (len(codes) and codes.min() < 0))  # (schools() coded every validated row)
         v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.keep))
-        if sorted_codes:  # the school codes of schools() taken for the validated rows: no text hashed again
+        if schools_coded:  # the school codes of schools() taken for the validated rows: no text hashed again
             codes, levels = codes[comparison], pd.Index(coded[1])
         else:
             codes, levels = pd.factorize(v.data[school])
@@ -311,7 +311,7 @@ class _InMemoryRounds:
         self._match = match
         self._rows = v.data.index
         self._text = _text_codes(v.data, [x for x in self.keep if x != c.student_id],
-                                 {school: (codes, levels.to_numpy())} if sorted_codes else {})
+                                 {school: (codes, levels.to_numpy())} if schools_coded else {})
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
         self._reuse: dict | None = {} if self.validated is None else dict(self.reuse or {})
         self.reuse = None
