@@ -443,10 +443,10 @@ def comparison_schools(weights: np.ndarray, schools: np.ndarray, treated: np.nda
     ``J_eff = (Σ_s W_s)² / Σ_s W_s²`` (Kish 1965, here of schools) and the largest school's share
     ``max_s W_s / Σ_s W_s``. ``schools``: integer ids."""
     c, w = schools[~treated], weights[~treated]
-    if c.size and c.dtype.kind in "iu" and int(c.max()) < 4 * c.size + 1024:  # (ids as codes: no hashing)
-        W = np.bincount(c, weights=w)
-    else:
-        W = np.bincount(pd.factorize(c)[0], weights=w)
+    # the design's school codes as they are; other ids coded first
+    if not (c.size and c.dtype.kind in "iu" and c.min() >= 0 and int(c.max()) < 4 * c.size + 1024):
+        c = cluster_codes(c)[0]
+    W = np.bincount(c, weights=w)
     W = W[W > 0]
     if not W.size:  # (no comparison weight: nothing rests anywhere)
         return 0, 0.0, 0.0
