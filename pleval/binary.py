@@ -77,9 +77,17 @@ def _distinct(values: pd.Series) -> list:
     return list(pd.unique(values.dropna()))
 
 
+FIRST_ROWS = 1024
+"""The rows a column's kind is first asked of (:func:`is_binary`): a score shows values other than
+0 and 1 among them, and is told from a yes/no column without a pass over a million rows (0.03 s)."""
+
+
 def is_binary(values: pd.Series) -> bool:
     """Whether a column holds yes/no codes: booleans, numbers in {0, 1}, or text in
     yes/no, y/n, true/false, t/f, 1/0 (any case); missing values allowed."""
+    if (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            and not values.iloc[:FIRST_ROWS].dropna().isin([0, 1]).all()):
+        return False  # (a number other than 0 and 1 among the first rows: the whole column's answer)
     v = values.dropna()
     if pd.api.types.is_bool_dtype(v):
         return True

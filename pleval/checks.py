@@ -959,7 +959,12 @@ def _mixed_codes(df, c: str, role: str) -> list[Problem]:
         return []
     lev_num = pd.to_numeric(pd.Series(levels), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     text_levels = levels[np.isnan(lev_num)]
-    bad = valid & distinct.isin(set(text_levels)).to_numpy()[codes]
+    if isinstance(s.dtype, pd.StringDtype):  # the distinct values read as numbers (isin over Arrow text makes a
+        # scalar of each text level: 8 ms for 2,000 school ids)
+        is_text = np.isnan(pd.to_numeric(distinct, errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+    else:
+        is_text = distinct.isin(set(text_levels)).to_numpy()
+    bad = valid & is_text[codes]
     n_text, n = int(bad.sum()), int(valid.sum())
     out = []
     if 0 < n_text <= n / 2:

@@ -50,7 +50,7 @@ from ._workers import start as start_worker
 from .checks import NA_LIKE, check, current_report, id_columns
 from .data import (
     RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated, _coerce_treatment, as_columns, frame_sha256, itt_columns, one_arm_subject, pick_subject, pl_by_subject, randomized_columns, read_table,
-    resolve_columns, subject_arms, validate, with_binary_treatment,
+    resolve_columns, subject_counts, validate, with_binary_treatment,
 )
 from .errors import DataError, DesignError, PlevalWarning
 from .findings import domain_clause, fmt_ci, p_clause
@@ -880,7 +880,7 @@ def _subjects(v: Validated, df: pd.DataFrame, subject) -> tuple[list, pd.DataFra
         if subject is not None:
             raise DataError(f"subject={subject!r} was given but no subject column is named (columns.subject)")
         return [None], df, None
-    present, n1, n0, n_rows, _ = subject_arms(v)
+    present, n1, n0, n_rows = subject_counts(v)
     if subject is not None:
         i = list(present).index(pick_subject(present, subject, col))
         if not (n1[i] and n0[i]):

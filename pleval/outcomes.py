@@ -44,7 +44,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .binary import METHODS, NO_PERCENTILE, binary_effect, binary_values, is_binary
+from .binary import FIRST_ROWS, METHODS, NO_PERCENTILE, binary_effect, binary_values, is_binary
 from .errors import DataError
 from .standards import differential_text, overall_text
 
@@ -94,7 +94,7 @@ def outcome_plan(df: pd.DataFrame, primary: str, opts: Mapping[str, Any]) -> pd.
     rows = []
     for n in names:
         col = as_numbers(df[n])
-        if pd.api.types.is_numeric_dtype(col) and col.dropna().nunique() == 2:
+        if pd.api.types.is_numeric_dtype(col) and _two_values(col):
             binary_values(col, n)  # two numbers other than 0/1: which one means yes is ambiguous
         if is_binary(col):
             kind = "binary"
@@ -112,6 +112,12 @@ def outcome_plan(df: pd.DataFrame, primary: str, opts: Mapping[str, Any]) -> pd.
                         f"{primary!r} beside it (--outcome SCORE --outcomes {primary}; in Python, the score as "
                         f"columns' outcome and outcomes=[{primary!r}])")
     return pd.DataFrame(rows)
+
+
+def _two_values(col: pd.Series) -> bool:
+    """Whether ``col`` holds exactly two distinct values (missing ones aside); a column with more
+    than two among its first rows (a score) is told so without a pass over every row."""
+    return col.iloc[:FIRST_ROWS].nunique() <= 2 and col.nunique() == 2
 
 
 def as_numbers(col: pd.Series) -> pd.Series:
