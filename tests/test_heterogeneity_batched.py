@@ -66,3 +66,18 @@ def test_residuals_by_runs_equal_gathered_coefficients(layout, monkeypatch):
     ref = _residuals(y, X, groups, beta)
     np.testing.assert_array_equal(e, ref)
     np.testing.assert_allclose(e, y - np.einsum("ia,ia->i", X, beta[groups]), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_classical_fit_keeps_its_weighted_squared_residual_sums(weighted):
+    """The classical fit's ``sse`` (Σ w e² per group, σ̂²'s numerator, which the school effects take
+    for ``e2``) is the sum of ``w e²`` over the group's rows, bit for bit as a ``bincount`` of them; the
+    other types leave it None."""
+    X, w, codes, G, y = _data(3, n=2000, p=5, G=50)
+    fit = grouped_wls(y, X, codes, G, weights=w if weighted else None, vcov="classical")
+    wt = w if weighted else np.ones(len(y))
+    np.testing.assert_array_equal(fit.sse, np.bincount(codes, weights=wt * fit.resid**2, minlength=G))
+    ok = fit.ok
+    np.testing.assert_allclose(fit.vcov[ok, 1, 1], fit.bread[ok, 1, 1] * fit.sse[ok] / (fit.n[ok] - fit.rank[ok]),
+                               rtol=1e-12)
+    assert grouped_wls(y, X, codes, G, weights=w, vcov="HC1").sse is None

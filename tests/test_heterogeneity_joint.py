@@ -895,3 +895,21 @@ def test_pool_schools_intervals_cover_with_correlated_schools():
     assert pooled / reps >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / reps), pooled / reps
     mean, se = np.mean(shrunk), np.std(shrunk, ddof=1) / np.sqrt(reps)
     assert 0.93 - 3 * se <= mean <= 0.99, (mean, se)
+
+
+@pytest.mark.parametrize("spread", [1, 3, 4, 5, 1000])
+def test_first_codes_number_keys_as_factorize(spread):
+    """``_joint._first_codes`` numbers keys in order of first appearance, with the keys so numbered,
+    as ``pd.factorize`` does: by a table over the keys' range (at most four per key) or, beyond it, by
+    ``pd.factorize`` itself; keys in runs of one stratum as the cells' keys are, and in any order."""
+    from pleval.heterogeneity._joint import _first_codes
+
+    rng = np.random.default_rng(spread)
+    n = 5000
+    bound = spread * n
+    for key in (rng.integers(0, bound, n), np.sort(rng.integers(0, bound // 50, n)) * 50 + rng.integers(0, 50, n),
+                np.full(n, bound - 1), np.zeros(0, dtype=np.int64)):
+        codes, uniq = _first_codes(key.astype(np.int64), bound)
+        ref_codes, ref_uniq = pd.factorize(key.astype(np.int64))
+        np.testing.assert_array_equal(codes, ref_codes)
+        np.testing.assert_array_equal(uniq, ref_uniq)

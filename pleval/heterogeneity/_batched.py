@@ -53,6 +53,7 @@ class GroupedFit:
     bread: np.ndarray  # G × p × p, the (pseudo-)inverse S_s⁻¹
     resid: np.ndarray  # n, y − x'β̂_s
     sq: np.ndarray | None = None  # G × p × p, Σ w² x x' per group (``grouped_wls(..., squares=True)``)
+    sse: np.ndarray | None = None  # G, Σ w e² per group (``vcov="classical"``: σ̂²'s numerator)
 
 
 def _pair_sums(X: np.ndarray, weights: np.ndarray, codes: np.ndarray, G: int) -> np.ndarray:
@@ -145,8 +146,10 @@ def grouped_wls(
     beta = np.einsum("gab,gb->ga", Sinv, u)
     e = _residuals(y, X, groups, beta)
 
+    sse = None
     if vcov == "classical":
-        sigma2 = np.bincount(groups, weights=w * e**2, minlength=G) / np.maximum(n_g - rank, 1)
+        sse = np.bincount(groups, weights=w * e**2, minlength=G)
+        sigma2 = sse / np.maximum(n_g - rank, 1)
         V = Sinv * sigma2[:, None, None]
         df = n_g - rank
         n_cl = n_g.copy()
@@ -187,4 +190,4 @@ def grouped_wls(
     beta[~ok] = np.nan
     V[~ok] = np.nan
     return GroupedFit(params=beta, vcov=V, df=df.astype(float), n=n_g, n_clusters=n_cl, ok=ok, rank=rank, bread=Sinv,
-                      resid=e, sq=sq)
+                      resid=e, sq=sq, sse=sse)

@@ -110,6 +110,25 @@ def _narrow(codes: np.ndarray, bound: int) -> np.ndarray:
     return codes.astype(np.int32 if bound < 2**31 else np.intp, copy=False)
 
 
+_TABLE_PER_ROW = 4
+"""Keys per row up to which :func:`_first_codes` numbers them by a table over the keys."""
+
+
+def _first_codes(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(key)`` of keys in 0..bound−1 (codes in order of first appearance, and the
+    keys so numbered). When the keys' range is at most :data:`_TABLE_PER_ROW` per key, by a table
+    over the range: each key's first position is the last of the positions written to it in
+    reverse (a block of 2¹⁸ (stratum, cluster) keys: 2.9 against 4.1–4.4 ms), else by a hash table."""
+    n = len(key)
+    if not n or bound > _TABLE_PER_ROW * n or n >= 2**31:
+        return pd.factorize(key)
+    first = np.empty(bound, dtype=np.int32)
+    first[key[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int32)
+    at = first[key]
+    is_first = at == np.arange(n, dtype=np.int32)
+    return (np.cumsum(is_first, dtype=np.int32) - 1)[at], key[is_first]
+
+
 def _batched_sqrt(M: np.ndarray) -> np.ndarray:
     """A factor ``L`` with ``LL' = M`` for every PSD matrix of a stack (eigen-decomposition,
     so rank-deficient ``M`` — pseudo-inverse breads — are fine)."""
@@ -423,7 +442,6 @@ def joint_cells(
     if cr2 not in CR2_FORMS:
         raise ValueError(f"cr2 must be one of {CR2_FORMS}; got {cr2!r}")
     G = n_groups
-    n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)
     if phi_identity is None:
         phi_identity = uses_phi_identity(w, groups, G, vcov, cr2)
     n_cl = int(clusters.max()) + 1 if len(clusters) else 0  # codes as given (numbered once by the caller)
@@ -474,6 +492,7 @@ def joint_cells(
         phi = np.einsum("ca,ca->c", Sinv[cell_group, target, :], U)
     if vcov == "CR1":
         with np.errstate(invalid="ignore", divide="ignore"):
+            n_s = np.bincount(groups, weights=counts, minlength=G).astype(float)  # (CR1's factor alone counts rows)
             fac = G_s / (G_s - 1.0) * (n_s - 1.0) / (n_s - rank)
         phi = phi * np.sqrt(np.where(np.isfinite(fac) & (fac > 0), fac, np.nan))[cell_group]
     return JointCells(phi=phi, group=_narrow(cell_group, G), cluster=_narrow(cell_cluster, n_cl), df=df, n_clusters=G_s)
@@ -559,7 +578,7 @@ def _phi_identity_blocks(X, w, e, groups, G, Sinv, ccodes, n_cl, target, units, 
         if not rows.size:  # groups without rows: no cells
             continue
         wb, gb = w[rows], groups[rows] - g0
-        cell, cell_key = pd.factorize(gb.astype(np.int64) * n_cl + ccodes[rows])
+        cell, cell_key = _first_codes(gb.astype(np.int64) * n_cl + ccodes[rows], (g1 - g0) * n_cl)
         sq = None if squares is None else squares[g0:g1]
         if units is not None:
             merged = _merge_copies(cell, units[rows], X, e, rows)

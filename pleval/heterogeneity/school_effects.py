@@ -641,14 +641,14 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
         gb, wb, cb = codes[rows] - g0, w1[rows], None if cnt is None else cnt[rows]
         f = grouped_wls(y[rows], X, gb, g1 - g0, weights=None if w is None else wb,
                         vcov="classical" if joint else vcov, target=1, counts=cb, squares=phi_identity)
-        e2 = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0)
+        e2 = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0) if f.sse is None else f.sse  # Σ w e²
         c = None
         if joint:
             c = joint_cells(X, f.resid, wb, gb, g1 - g0, f.bread, clusters[rows], f.ok, f.rank, vcov=vcov,
                             target=1, counts=cb, cr2=cr2, units=None if units is None else units[rows],
                             phi_identity=phi_identity, squares=f.sq)
             c = replace(c, group=c.group + g0)
-        return replace(f, resid=None, sq=None), e2, c
+        return replace(f, resid=None, sq=None, sse=None), e2, c
 
     fits, e2, cells = zip(*thread_map(fit, spans))
     fit = GroupedFit(**{k: np.concatenate([getattr(f, k) for f in fits]) for k in

@@ -304,7 +304,7 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         hi = min(lo + step, n_tiles)
         m = (hi - lo) * b
         r, wc = src[lo * b : hi * b], wp[lo * b : hi * b]
-        Xc = np.take(X, r, axis=0, out=bufX[:m])
+        Xc = np.take(X, r, axis=0, out=bufX[:m], mode="clip")  # (valid rows; "raise" would gather into a copy of out)
         if center is not None:
             np.subtract(Xc, center, out=Xc)
         Lc = bufL[:m]
