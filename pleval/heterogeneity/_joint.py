@@ -117,13 +117,13 @@ _TABLE_PER_ROW = 4
 def _first_codes(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(key)`` of keys in 0..bound−1 (codes in order of first appearance, and the
     keys so numbered). When the keys' range is at most :data:`_TABLE_PER_ROW` per key, by a table
-    over the range: each key's first position is the last of the positions written to it in
-    reverse (a block of 2¹⁸ (stratum, cluster) keys: 2.9 against 4.1–4.4 ms), else by a hash table."""
+    over the range holding each key's first position (``np.minimum.at``; a block of 2¹⁸
+    (stratum, cluster) keys: 2.9 against 4.1–4.4 ms), else by a hash table."""
     n = len(key)
     if not n or bound > _TABLE_PER_ROW * n or n >= 2**31:
         return pd.factorize(key)
-    first = np.empty(bound, dtype=np.int32)
-    first[key[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int32)
+    first = np.full(bound, n, dtype=np.int32)
+    np.minimum.at(first, key, np.arange(n, dtype=np.int32))
     at = first[key]
     is_first = at == np.arange(n, dtype=np.int32)
     return (np.cumsum(is_first, dtype=np.int32) - 1)[at], key[is_first]
