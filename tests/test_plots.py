@@ -604,16 +604,21 @@ def test_a_capped_benchmark_bound_has_no_t_label():
     assert not any("inf" in t for t in labels["t"])
 
 
-def _near_origin_contour():
+def _contour_near_the_origin():
     """A contour plot whose 1x female bound sits at the origin with the unadjusted estimate, the
-    pretest's bounds at the top, drawn (layout included) at 100 dpi."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+    pretest's bounds at the top."""
     from pleval.sensitivity.ovb import omitted_variable_bounds
 
     o = omitted_variable_bounds(0.9844, 0.1719, 13660, se=0.5592, df=30, kd=(1, 2),
                                 benchmarks={"pretest": (0.00083, 0.47), "female": (5.5e-5, 2e-5)})
-    fig = plots.ovb_contour(o)
+    return plots.ovb_contour(o)
+
+
+def _near_origin_contour():
+    """:func:`_contour_near_the_origin` drawn (layout included) at 100 dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _contour_near_the_origin()
     FigureCanvasAgg(fig).draw()
     return fig
 
@@ -690,7 +695,7 @@ _EVERY_FIGURE = {
     "overlap": lambda: plots.propensity_overlap(
         np.r_[np.linspace(0.2, 0.8, 50), np.linspace(0.05, 0.6, 200)], np.r_[np.ones(50), np.zeros(200)],
         weights=np.r_[np.ones(50), np.ones(200) * 0.5]),
-    "sensitivity": lambda: _near_origin_contour(),
+    "sensitivity": _contour_near_the_origin,
     "mdes": lambda: plots.mdes_curve(pd.DataFrame({"size": [10, 20, 40], "mdes": [0.5, 0.35, 0.25], "power": 0.8}),
                                      target=0.3),
     "power": lambda: plots.power_curve(pd.DataFrame({"size": [10, 20, 40] * 2, "power": [0.3, 0.6, 0.9, 0.2, 0.5, 0.8],
