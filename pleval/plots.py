@@ -33,10 +33,12 @@ from matplotlib import rc_context, rcParams
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import TICKLEFT, TICKRIGHT, Line2D
 from matplotlib.patches import Patch, Polygon
 from matplotlib.text import Annotation, Text
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from matplotlib.transforms import Bbox, ScaledTranslation
 from scipy import special, stats
 
@@ -112,7 +114,7 @@ def to_png_svg(fig: Figure, dpi: int = 150) -> tuple[bytes, bytes]:
 
     ``savefig`` with a tight bounding box lays the figure out and measures it in a draw of its
     own before the real one, so saving two formats that way costs four draws. Here the figure
-    is drawn once with Agg at ``dpi`` (the constrained layout runs in that draw), its tight box
+    is laid out and drawn once with Agg at ``dpi`` (:func:`_drawn`), its tight box
     is measured on that drawing, padded by ``savefig.pad_inches`` and snapped outward to whole
     pixels, and the PNG is that box cut from the drawn pixels (white where the padding reaches
     past the figure's edge). The layout is then held while the SVG is drawn by ``savefig``
@@ -130,20 +132,22 @@ def to_png_svg(fig: Figure, dpi: int = 150) -> tuple[bytes, bytes]:
 
 @contextmanager
 def _drawn(fig: Figure, dpi: float):
-    """``fig`` drawn once with Agg at ``dpi`` on a white face (its layout included; text
-    unhinted from :data:`UNHINTED_DPI` up, also in what the caller draws before the block ends).
+    """``fig`` drawn once with Agg at ``dpi`` on a white face (laid out first by
+    :func:`_lay_out_once`, or in the draw by its own layout engine where that function does not
+    apply; measured as :func:`_measured_once` says; text unhinted from :data:`UNHINTED_DPI` up,
+    also in what the caller draws before the block ends).
     Yields the canvas, the tight box of what is drawn, and that box padded by
     ``savefig.pad_inches`` and snapped outward to whole pixels (inches). Restores the figure's
     layout engine, dpi, face colour and canvas afterwards."""
     engine, old_dpi, canvas, face = fig.get_layout_engine(), fig.dpi, fig.canvas, fig.get_facecolor()
     agg = FigureCanvasAgg(fig)
-    spines = _spines_within_labels(fig)
     try:
-        for spine in spines:
-            spine.set_in_layout(False)
-        with rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {}):
+        with _measured_once(fig), rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {}):
             fig.set_dpi(dpi)
             fig.set_facecolor("white")
+            if _lay_out_once(fig, agg.get_renderer()):
+                with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+                    fig.set_layout_engine(None)  # laid out: the draw keeps the positions
             agg.draw()
             content = fig.get_tightbbox(agg.get_renderer())
             box = content.padded(rcParams["savefig.pad_inches"])
@@ -153,10 +157,96 @@ def _drawn(fig: Figure, dpi: float):
         fig.set_dpi(old_dpi)
         fig.set_facecolor(face)
         fig.set_canvas(canvas)
-        for spine in spines:
-            spine.set_in_layout(True)
         for text in fig.findobj(Text):  # they keep the last renderer, its pixels with it, while the figure lives
             text._renderer = None
+
+
+@contextmanager
+def _measured_once(fig: Figure):
+    """Settings of ``fig``, while it is laid out, drawn and measured, that change nothing drawn
+    but spare matplotlib measuring the same things again and again; each restored afterwards.
+
+    * Spines whose extent lies within their tick labels are out of the layout and the tight box
+      (:func:`_spines_within_labels`).
+    * An axis without minor ticks does not look for minor ticks that fall on major ones
+      (``remove_overlapping_locs``), which asks its major locator for the ticks again.
+    * An axes whose titles are all empty does not place them: matplotlib places a title above
+      every tick label on top of the axes and of its secondary axes (measuring them all) at
+      each layout pass, draw and tight box, though an empty title draws nothing and is left out
+      of every extent.
+    * Each axis updates its ticks (locations, labels and their places) and measures their labels
+      once for each place and view of its axes (:func:`_once_per_view`): matplotlib does it at
+      every measure of the axis, its label, its spines and the title above it, three or four
+      times per pass for the same ticks.
+    * Each text lays out its lines once for as long as its string, font and alignment stay
+      the same (:func:`_laid_out_once`): matplotlib does it at each measure and draw of the
+      text (a legend's texts several times per draw).
+
+    At 1M rows these spare about 0.3 CPU-s of the twelve figures' 1.9 (docs/scale.md, session
+    49); the PNGs are the same bytes."""
+    every = [a for ax in fig.axes for a in (ax, *ax.child_axes)]
+    spines = _spines_within_labels(fig)
+    axes = [axis for ax in every for axis in (ax.xaxis, ax.yaxis)]
+    no_minor = [axis for axis in axes if axis.remove_overlapping_locs and isinstance(axis.get_minor_locator(), NullLocator)]
+    untitled = {ax: ax._autotitlepos for ax in every if getattr(ax, "_autotitlepos", False) is not False
+                and not any(t.get_text() for t in (ax.title, ax._left_title, ax._right_title))}
+    texts = [t for t in dict.fromkeys(fig.findobj(Text)) if not t.get_wrap()]
+    try:
+        for spine in spines:
+            spine.set_in_layout(False)
+        for axis in no_minor:
+            axis.remove_overlapping_locs = False
+        for ax in untitled:
+            ax._autotitlepos = False
+        for axis in axes:
+            axis._update_ticks = _once_per_view(axis, axis._update_ticks)
+            axis._get_ticklabel_bboxes = _once_per_view(axis, axis._get_ticklabel_bboxes)
+        for text in texts:
+            text._get_layout = _laid_out_once(text, text._get_layout)
+        yield
+    finally:
+        for spine in spines:
+            spine.set_in_layout(True)
+        for axis in no_minor:
+            axis.remove_overlapping_locs = True
+        for ax, auto in untitled.items():
+            ax._autotitlepos = auto
+        for axis in axes:
+            del axis._update_ticks, axis._get_ticklabel_bboxes  # the class's methods again
+        for text in texts:
+            del text._get_layout
+
+
+def _once_per_view(axis, method):
+    """``axis``'s ``method`` run again only when its arguments, its axes' place on the canvas or
+    its view limits have changed since the last run (what the ticks and their labels' extents
+    depend on while the figure is drawn: the locator's number of ticks follows the axis' length
+    in pixels)."""
+    last: list = [None, None]
+
+    def once(*args):
+        key = (axis.axes.bbox.bounds, tuple(axis.get_view_interval()), *args)
+        if last[0] is None or key != last[0]:
+            last[:] = [key, method(*args)]
+        return last[1]
+    return once
+
+
+def _laid_out_once(text: Text, layout):
+    """``text``'s ``layout`` (its extent and its lines' places about its anchor) computed again
+    only when what it depends on has changed: the string, font, dpi, renderer, line spacing,
+    rotation and alignments (not the text's place)."""
+    last: list = [None, None]
+
+    def once(renderer):
+        key = (renderer, text.get_figure(root=True).dpi, text.get_text(), hash(text.get_fontproperties()),
+               text.get_usetex(), text.get_parse_math(), text._linespacing, text.get_rotation(),
+               text._get_multialignment(), text.get_horizontalalignment(), text.get_verticalalignment(),
+               text.get_rotation_mode())
+        if last[0] is None or key != last[0]:
+            last[:] = [key, layout(renderer)]
+        return last[1]
+    return once
 
 
 def _spines_within_labels(fig: Figure) -> list:
@@ -174,6 +264,88 @@ def _spines_within_labels(fig: Figure) -> list:
             if p is not None and spine.get_in_layout() and (not p.get(side, True) or p.get("label" + side, False)):
                 out.append(spine)
     return out
+
+
+def _lay_out_once(fig: Figure, renderer) -> bool:
+    """Lay out ``fig`` as its constrained layout does, measuring the axes' decorations once;
+    True when done, False (nothing changed) for a figure it does not cover.
+
+    matplotlib's constrained layout measures each axes' decorations (tick labels, axis labels,
+    titles: ``get_tightbbox(for_layout_only=True)``) at its present place, gives each axes
+    margins that hold them, solves for positions, and then does all of it a second time, since
+    decorations can change with the axes' size (another tick, a label's overhang). The
+    measuring is most of a figure's layout, and the second pass rarely moves anything: here
+    the layout is that first pass, for the figures pleval draws: axes each in one cell of one
+    grid (``subplots``), no colorbars or subfigures, with a suptitle and figure legends placed
+    outside the axes (``loc="outside ..."``) — the same pads, spaces and positions as matplotlib's
+    first pass (the grid solved in closed form: equal margins added, the rest shared by the width
+    and height ratios). Where the second pass would move an axes, it moves it by a pixel or
+    two (a sensitivity contour's inline labels; docs/scale.md, session 49), within the pads
+    kept between decorations and at the figure's edges; what is drawn past the figure's edge
+    is still caught by the tight box (:func:`_png_of`)."""
+    engine = fig.get_layout_engine()
+    if type(engine) is not ConstrainedLayoutEngine or getattr(engine, "_compress", True) or fig.subfigs:
+        return False
+    axes = [ax for ax in fig.axes if ax.get_in_layout()]
+    specs = [ax.get_subplotspec() for ax in axes]
+    if not axes or any(ss is None or len(ss.rowspan) != 1 or len(ss.colspan) != 1 for ss in specs):
+        return False
+    gs = specs[0].get_gridspec()
+    if not isinstance(gs, GridSpec) or any(ss.get_gridspec() is not gs for ss in specs):
+        return False
+    if any(getattr(ax, "_colorbars", None) for ax in axes) or fig._supxlabel is not None or fig._supylabel is not None:
+        return False
+    params = engine.get()
+    width, height = fig.get_size_inches()
+    w_pad, h_pad = params["w_pad"] / width, params["h_pad"] / height
+    wspace = (gs.wspace if gs.wspace is not None else params["wspace"]) / 2
+    hspace = (gs.hspace if gs.hspace is not None else params["hspace"]) / 2
+    nrows, ncols = gs.get_geometry()
+    to_fig = fig.transFigure.inverted().transform_bbox
+    # Each column's left and right margins, each row's top and bottom (rows top down): the
+    # decorations' extent beyond the axes, and apart from them (matplotlib's "cb" margins) the
+    # pad at the grid's edges and, between cells, half the space or the pad if that is larger.
+    deco = {side: np.zeros(n) for side, n in (("left", ncols), ("right", ncols), ("top", nrows), ("bottom", nrows))}
+    pads = {side: np.zeros_like(extent) for side, extent in deco.items()}
+    between_w, between_h = max(wspace / ncols, w_pad), max(hspace / nrows, h_pad)
+    for ax, ss in zip(axes, specs):
+        r, c = ss.rowspan.start, ss.colspan.start
+        pos = ax.get_position(original=True)
+        tight = ax.get_tightbbox(renderer, for_layout_only=True)
+        box = pos if tight is None else to_fig(tight)
+        for side, i, extent, pad in (("left", c, pos.x0 - box.x0, between_w if c > 0 else w_pad),
+                                     ("right", c, box.x1 - pos.x1, between_w if c < ncols - 1 else w_pad),
+                                     ("top", r, box.y1 - pos.y1, between_h if r > 0 else h_pad),
+                                     ("bottom", r, pos.y0 - box.y0, between_h if r < nrows - 1 else h_pad)):
+            deco[side][i] = max(deco[side][i], extent)
+            pads[side][i] = max(pads[side][i], pad)
+    # The figure's own margins: its suptitle (placed a pad below the top) and outside legends.
+    x0, y0, rw, rh = params["rect"]
+    outer = {"left": 0.0, "right": 0.0, "top": 0.0, "bottom": 0.0}
+    title = fig._suptitle
+    if title is not None and title.get_in_layout() and getattr(title, "_autopos", False):
+        title.set_position((title.get_position()[0], 1 - h_pad))
+        outer["top"] = to_fig(title.get_tightbbox(renderer)).height + 2 * h_pad
+    for legend in fig.legends:
+        loc = getattr(legend, "_outside_loc", None)
+        if loc and getattr(legend, "_bbox_to_anchor", None) is None:
+            box = to_fig(legend.get_tightbbox(renderer))
+            side = {"lower": "bottom", "upper": "top"}.get(loc, loc)
+            outer[side] = max(outer[side], box.height + 2 * h_pad if side in ("top", "bottom") else box.width + 2 * w_pad)
+    margins_x = deco["left"] + pads["left"], deco["right"] + pads["right"]
+    margins_y = deco["top"] + pads["top"], deco["bottom"] + pads["bottom"]
+    inner_w = rw - outer["left"] - outer["right"] - sum(margins_x[0]) - sum(margins_x[1])
+    inner_h = rh - outer["top"] - outer["bottom"] - sum(margins_y[0]) - sum(margins_y[1])
+    if inner_w <= 0 or inner_h <= 0:
+        return False  # collapsed: matplotlib's layout warns and leaves the axes
+    ratios_w, ratios_h = np.asarray(gs.get_width_ratios(), float), np.asarray(gs.get_height_ratios(), float)
+    widths, heights = inner_w * ratios_w / ratios_w.sum(), inner_h * ratios_h / ratios_h.sum()
+    lefts = x0 + outer["left"] + np.concatenate([[0], np.cumsum(margins_x[0] + widths + margins_x[1])[:-1]]) + margins_x[0]
+    tops = y0 + rh - outer["top"] - np.concatenate([[0], np.cumsum(margins_y[0] + heights + margins_y[1])[:-1]]) - margins_y[0]
+    for ax, ss in zip(axes, specs):
+        r, c = ss.rowspan.start, ss.colspan.start
+        ax._set_position(Bbox.from_extents(lefts[c], tops[r] - heights[r], lefts[c] + widths[c], tops[r]))
+    return True
 
 
 def _png_of(canvas: FigureCanvasAgg, content: Bbox, box: Bbox, dpi: float) -> bytes:

@@ -604,16 +604,21 @@ def test_a_capped_benchmark_bound_has_no_t_label():
     assert not any("inf" in t for t in labels["t"])
 
 
-def _near_origin_contour():
+def _contour_near_the_origin():
     """A contour plot whose 1x female bound sits at the origin with the unadjusted estimate, the
-    pretest's bounds at the top, drawn (layout included) at 100 dpi."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+    pretest's bounds at the top."""
     from pleval.sensitivity.ovb import omitted_variable_bounds
 
     o = omitted_variable_bounds(0.9844, 0.1719, 13660, se=0.5592, df=30, kd=(1, 2),
                                 benchmarks={"pretest": (0.00083, 0.47), "female": (5.5e-5, 2e-5)})
-    fig = plots.ovb_contour(o)
+    return plots.ovb_contour(o)
+
+
+def _near_origin_contour():
+    """:func:`_contour_near_the_origin` drawn (layout included) at 100 dpi."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _contour_near_the_origin()
     FigureCanvasAgg(fig).draw()
     return fig
 
@@ -670,3 +675,165 @@ def test_contour_markers_at_the_origin_both_show():
     red_alone = pixels()[1]
     assert black >= 0.6 * black_alone and red >= 0.3 * red_alone, (black, black_alone, red, red_alone)
     assert ax.get_xlim()[0] < 0 and ax.get_ylim()[0] < 0  # the origin's markers inside the axes
+
+
+def _long_named_schools(k: int) -> tuple[pd.DataFrame, dict]:
+    df, pooled = _schools(k)
+    df["school"] = [f"{n} — Thurgood Marshall Academy for Mathematics, Science and Technology"
+                    if i % 7 == 0 else n for i, n in enumerate(df["school"])]
+    return df, pooled
+
+
+_EVERY_FIGURE = {
+    "forest": lambda: plots.forest(_long_named_schools(70)[0], pooled=_long_named_schools(70)[1],
+                                   max_rows=plots.FOREST_MAX_ROWS, placebo=np.linspace(-0.2, 0.2, 40), sd=15.0),
+    "distribution": lambda: plots.effect_distribution(_schools(30)[0]["estimate"], shrunk=_schools(30)[0]["shrunk"],
+                                                      mu=0.08, tau=0.1),
+    "percentiles": lambda: plots.percentile_chart(0.2, (0.05, 0.35)),
+    "love": lambda: plots.love_plot(pd.DataFrame({"variable": ["a", "prior-year mathematics scale score", "c"],
+                                                  "smd_before": [0.3, -0.1, 0.2], "smd_after": [0.02, 0.04, -0.01]})),
+    "overlap": lambda: plots.propensity_overlap(
+        np.r_[np.linspace(0.2, 0.8, 50), np.linspace(0.05, 0.6, 200)], np.r_[np.ones(50), np.zeros(200)],
+        weights=np.r_[np.ones(50), np.ones(200) * 0.5]),
+    "sensitivity": _contour_near_the_origin,
+    "mdes": lambda: plots.mdes_curve(pd.DataFrame({"size": [10, 20, 40], "mdes": [0.5, 0.35, 0.25], "power": 0.8}),
+                                     target=0.3),
+    "power": lambda: plots.power_curve(pd.DataFrame({"size": [10, 20, 40] * 2, "power": [0.3, 0.6, 0.9, 0.2, 0.5, 0.8],
+                                                     "vary": "icc", "value": [0.1] * 3 + [0.2] * 3, "effect": 0.2}),
+                                       planned=20, unit="schools"),
+}
+
+
+@pytest.mark.parametrize("name", list(_EVERY_FIGURE))
+def test_layout_in_one_pass_places_the_axes_as_the_constrained_layout(name):
+    """_lay_out_once lays out every kind of figure pleval draws (and the forest plot of long
+    school names) in one measuring pass: the axes where matplotlib's constrained layout, with
+    its two passes, puts them, to a pixel; the suptitle where it puts it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    ours, theirs = _EVERY_FIGURE[name](), _EVERY_FIGURE[name]()
+    for fig in (ours, theirs):
+        fig.set_dpi(120)
+    assert plots._lay_out_once(ours, FigureCanvasAgg(ours).get_renderer())
+    FigureCanvasAgg(theirs).draw()
+    scale = np.tile([ours.bbox.width, ours.bbox.height], 2)
+    for a, b in zip(ours.axes, theirs.axes):
+        assert np.abs(np.array(a.get_position().extents) - b.get_position().extents).max() * scale.max() <= 1.0
+    if theirs._suptitle is not None:
+        assert ours._suptitle.get_position() == pytest.approx(theirs._suptitle.get_position())
+
+
+@pytest.mark.parametrize("name", list(_EVERY_FIGURE))
+@pytest.mark.parametrize("dpi", [80, 200])
+def test_drawn_figures_keep_every_text_inside_and_apart(name, dpi):
+    """Laid out in one pass and drawn, every figure keeps each text it draws (tick labels,
+    labels, titles, legends, the forest plot's long school names and numbers) inside the figure
+    and clear of every other text; the figure's layout engine is constrained again afterwards."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    fig = _EVERY_FIGURE[name]()
+    with plots._drawn(fig, dpi) as (canvas, content, box):
+        assert fig.get_layout_engine() is None  # laid out by _lay_out_once, not again in the draw
+        renderer = canvas.get_renderer()
+        every_tick_label = {id(t) for tick in fig.findobj(matplotlib.axis.Tick) for t in (tick.label1, tick.label2)}
+        drawn_ticks = [t for a in fig.axes for ax in (a, *a.child_axes) for axis in (ax.xaxis, ax.yaxis)
+                       if axis.get_visible() for tick in axis._update_ticks() for t in (tick.label1, tick.label2)]
+        others = [t for t in fig.findobj(matplotlib.text.Text) if id(t) not in every_tick_label]
+        texts = [t for t in drawn_ticks + others if t.get_visible() and t.get_text().strip()]
+        boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+        edge = fig.bbox
+        for text, b in boxes:
+            assert edge.x0 <= b.x0 and b.x1 <= edge.x1 and edge.y0 <= b.y0 and b.y1 <= edge.y1, text
+        for i, (text, b) in enumerate(boxes):
+            for other, c in boxes[i + 1:]:
+                overlap = min(b.x1, c.x1) - max(b.x0, c.x0), min(b.y1, c.y1) - max(b.y0, c.y0)
+                assert min(overlap) <= 0.5, (text, other)
+    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+
+
+def test_ticks_are_updated_once_per_place_and_view(monkeypatch):
+    """While to_png lays a figure out, draws and measures it, each axis updates its ticks (and
+    measures their labels) once at its first place and once where the layout puts it, not at
+    every measure of the axis, its label, its spines and the titles above (matplotlib's way:
+    four or more times for each of the layout's two passes, the draw and the tight box); the
+    PNG is the same bytes as without that, and every setting is restored afterwards."""
+    calls = []
+    update = matplotlib.axis.Axis._update_ticks
+
+    def counted(self):
+        calls.append(self)
+        return update(self)
+
+    make = _EVERY_FIGURE["distribution"]
+    fig = make()
+    axes = [axis for a in fig.axes for ax in (a, *a.child_axes) for axis in (ax.xaxis, ax.yaxis)]
+    auto = [ax._autotitlepos for a in fig.axes for ax in (a, *a.child_axes)]
+    with monkeypatch.context() as m:
+        m.setattr(matplotlib.axis.Axis, "_update_ticks", counted)
+        png = plots.to_png(fig, dpi=120)
+    assert 0 < len(calls) <= 2 * len(axes)
+    assert not any({"_update_ticks", "_get_ticklabel_bboxes"} & set(vars(axis)) for axis in axes)
+    assert all(axis.remove_overlapping_locs for axis in axes)
+    assert [ax._autotitlepos for a in fig.axes for ax in (a, *a.child_axes)] == auto
+    assert not any("_get_layout" in vars(t) for t in fig.findobj(matplotlib.text.Text))
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_once_per_view", lambda axis, method: method)
+        m.setattr(plots, "_laid_out_once", lambda text, layout: layout)
+        assert plots.to_png(make(), dpi=120) == png
+    assert plots.to_png(fig, dpi=120) == png  # and drawn again the same
+
+
+def test_a_text_is_laid_out_again_when_what_its_layout_depends_on_changes():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure()
+    text = fig.text(0.5, 0.5, "School 01")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    layout = plots._laid_out_once(text, text._get_layout)
+    first = layout(renderer)
+    text.set_position((0.1, 0.2))  # its place is not part of its layout
+    assert layout(renderer) is first
+    for change in (lambda: text.set_text("School 02"), lambda: text.set_fontsize(14), lambda: text.set_rotation(90),
+                   lambda: text.set_horizontalalignment("right"), lambda: text.set_verticalalignment("top"),
+                   lambda: text.set_linespacing(2.0), lambda: fig.set_dpi(200)):
+        before = layout(renderer)
+        change()
+        after = layout(renderer)
+        assert after is not before
+        bbox, lines, descent = after
+        ref_bbox, ref_lines, ref_descent = text._get_layout(renderer)
+        assert np.allclose(bbox.bounds, ref_bbox.bounds) and lines == ref_lines and descent == ref_descent
+
+
+def test_figures_the_one_pass_layout_does_not_cover_keep_their_layout():
+    """A colorbar, axes spanning cells or another layout engine: _lay_out_once leaves the figure
+    to its own layout (the PNG is that of savefig's tight box, to a pixel)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def colorbar():
+        fig = Figure(figsize=(4, 3), layout="constrained")
+        ax = fig.add_subplot()
+        fig.colorbar(ax.imshow(np.arange(12.0).reshape(3, 4)), ax=ax)
+        return fig
+
+    def spanning():
+        fig = Figure(figsize=(4, 3), layout="constrained")
+        gs = fig.add_gridspec(2, 2)
+        fig.add_subplot(gs[0, :]).set_title("top")
+        fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 1])
+        return fig
+
+    def tight():
+        fig = Figure(figsize=(4, 3), layout="tight")
+        fig.add_subplot().set_xlabel("x")
+        return fig
+
+    for make in (colorbar, spanning, tight):
+        fig = make()
+        positions = np.array([ax.get_position().extents for ax in fig.axes])
+        assert not plots._lay_out_once(fig, FigureCanvasAgg(fig).get_renderer())
+        assert np.array_equal([ax.get_position().extents for ax in fig.axes], positions)
+        png = Image.open(io.BytesIO(plots.to_png(fig, dpi=80)))
+        ref = io.BytesIO()
+        make().savefig(ref, format="png", dpi=80, bbox_inches="tight")
+        assert abs(png.size[0] - Image.open(ref).size[0]) <= 2 and abs(png.size[1] - Image.open(ref).size[1]) <= 2
