@@ -66,6 +66,13 @@ FOREST_MAX_ROWS = 60
 """School rows in an evaluation's forest plot: beyond it, the highest and lowest 30 are drawn
 and the schools between them summarized in one row (:func:`forest`, ``max_rows``)."""
 _BASE_FONT = 9
+MEASURE_ONCE = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) == (3, 10)
+"""Whether :func:`_drawn` lays a figure out in one pass (:func:`_lay_out_once`) and spares
+repeated measuring (:func:`_measured_once`). Both reach into matplotlib's private attributes
+(``Axis._update_ticks``, ``Axis._get_ticklabel_bboxes``, ``Text._get_layout``,
+``Axes._autotitlepos``, a figure's ``_suptitle``, a legend's ``_outside_loc``), so they run only on
+the matplotlib series the lock pins and the tests check them against (3.10); with any other
+matplotlib the figures are laid out and measured by matplotlib itself, as before."""
 UNHINTED_DPI = 150
 """From this resolution up, :func:`to_png` and :func:`to_png_svg` draw text without hinting
 (``text.hinting: "no_hinting"``). Hinting fits each glyph's outline to the pixel grid, which
@@ -142,10 +149,11 @@ def _drawn(fig: Figure, dpi: float):
     engine, old_dpi, canvas, face = fig.get_layout_engine(), fig.dpi, fig.canvas, fig.get_facecolor()
     agg = FigureCanvasAgg(fig)
     try:
-        with _measured_once(fig), rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {}):
+        with (_measured_once(fig) if MEASURE_ONCE else _spines_out_of_layout(fig),
+              rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {})):
             fig.set_dpi(dpi)
             fig.set_facecolor("white")
-            if _lay_out_once(fig, agg.get_renderer()):
+            if MEASURE_ONCE and _lay_out_once(fig, agg.get_renderer()):
                 with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
                     fig.set_layout_engine(None)  # laid out: the draw keeps the positions
             agg.draw()
@@ -167,7 +175,7 @@ def _measured_once(fig: Figure):
     but spare matplotlib measuring the same things again and again; each restored afterwards.
 
     * Spines whose extent lies within their tick labels are out of the layout and the tight box
-      (:func:`_spines_within_labels`).
+      (:func:`_spines_out_of_layout`).
     * An axis without minor ticks does not look for minor ticks that fall on major ones
       (``remove_overlapping_locs``), which asks its major locator for the ticks again.
     * An axes whose titles are all empty does not place them: matplotlib places a title above
@@ -185,15 +193,12 @@ def _measured_once(fig: Figure):
     At 1M rows these spare about 0.3 CPU-s of the twelve figures' 1.9 (docs/scale.md, session
     49); the PNGs are the same bytes."""
     every = [a for ax in fig.axes for a in (ax, *ax.child_axes)]
-    spines = _spines_within_labels(fig)
     axes = [axis for ax in every for axis in (ax.xaxis, ax.yaxis)]
     no_minor = [axis for axis in axes if axis.remove_overlapping_locs and isinstance(axis.get_minor_locator(), NullLocator)]
     untitled = {ax: ax._autotitlepos for ax in every if getattr(ax, "_autotitlepos", False) is not False
                 and not any(t.get_text() for t in (ax.title, ax._left_title, ax._right_title))}
     texts = [t for t in dict.fromkeys(fig.findobj(Text)) if not t.get_wrap()]
     try:
-        for spine in spines:
-            spine.set_in_layout(False)
         for axis in no_minor:
             axis.remove_overlapping_locs = False
         for ax in untitled:
@@ -203,10 +208,9 @@ def _measured_once(fig: Figure):
             axis._get_ticklabel_bboxes = _once_per_view(axis, axis._get_ticklabel_bboxes)
         for text in texts:
             text._get_layout = _laid_out_once(text, text._get_layout)
-        yield
+        with _spines_out_of_layout(fig):
+            yield
     finally:
-        for spine in spines:
-            spine.set_in_layout(True)
         for axis in no_minor:
             axis.remove_overlapping_locs = True
         for ax, auto in untitled.items():
@@ -215,6 +219,20 @@ def _measured_once(fig: Figure):
             del axis._update_ticks, axis._get_ticklabel_bboxes  # the class's methods again
         for text in texts:
             del text._get_layout
+
+
+@contextmanager
+def _spines_out_of_layout(fig: Figure):
+    """The spines :func:`_spines_within_labels` finds out of the layout and the tight box while
+    ``fig`` is drawn (public API only; with any matplotlib)."""
+    spines = _spines_within_labels(fig)
+    try:
+        for spine in spines:
+            spine.set_in_layout(False)
+        yield
+    finally:
+        for spine in spines:
+            spine.set_in_layout(True)
 
 
 def _once_per_view(axis, method):
