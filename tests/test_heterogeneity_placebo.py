@@ -1034,3 +1034,40 @@ def test_rounds_code_their_text_columns_once_with_the_same_results(monkeypatch, 
     assert 0 < (left_out == ("race",)).sum() < len(left_out)  # some rounds lack race's variation, some have it
     text = {"subject", "race", "school_id"}  # (VCG's match codes its keys, the subject among them, itself)
     assert hashed_old & text == (text if method == "propensity" else {"race"}) and not hashed_new & text
+
+
+def test_rounds_take_what_the_analysis_match_hands_on_beside_its_fit(small, monkeypatch):
+    """A placebo worker forked from the analysis's match (``match(..., _ids_coded=)``, with a free
+    core) is handed, beside the student ids' coding, the fit's covariate patterns, the exact-match
+    cells and the columns' codes of the match's rows: the rounds take them for their rows (no
+    covariate pattern formed, race and subject not coded again) and give the same placebo tables
+    as rounds that form them."""
+    import pleval.matching as pm
+    from pleval import _workers
+    from pleval.data import validate
+    from pleval.heterogeneity import placebo
+    from pleval.matching import _design
+
+    data, r = small
+    v = validate(data, SAMPLE_COLUMNS)
+    shared: dict = {}
+    with monkeypatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        mp.setattr(_workers, "compute_threads", lambda n=None: 2)
+        pm.match(v, SAMPLE_COLUMNS, "propensity", seed=3, _ids_coded=shared.update)
+    assert {k[0] for k in shared} == {"ids", "patterns", "cells", "codes"}
+    assert {k[1] for k in shared if k[0] == "codes"} >= {"race", "subject"}
+    coded, patterns = [], []
+    real_codes, real_patterns = _design.codes_and_levels, pm.design_patterns
+    monkeypatch.setattr(_design, "codes_and_levels", lambda s, *a, **k: coded.append(getattr(s, "name", None))
+                        or real_codes(s, *a, **k))
+    monkeypatch.setattr(pm, "design_patterns", lambda *a, **k: patterns.append(1) or real_patterns(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        plan = placebo.plan_rounds(data, SAMPLE_COLUMNS, "propensity", n_placebo=20, per_round=8, seed=3, validated=v,
+                                   reuse=shared, observed_given=True)
+        got = placebo.play_rounds(plan).compare(r.observed)
+    assert not patterns and not {"race", "subject"} & set(coded)
+    pd.testing.assert_frame_equal(got.placebo, r.placebo, check_exact=True)
+    pd.testing.assert_frame_equal(got.rounds, r.rounds)
+    pd.testing.assert_frame_equal(got.comparison, r.comparison)

@@ -586,3 +586,106 @@ def test_the_cap_named_is_the_one_applied_when_k_exceeds_it():
     assert "ties kept up to 3 per set" in m._method_label()
     sizes = m.matched[m.matched["treatment"] == 0].groupby("_set").size()
     assert sizes.max() == 3
+
+
+def test_a_search_that_keeps_every_tie_forms_no_left_order_and_finds_runs_by_table():
+    """``_SortedSearch``: ``left`` (each run reversed) is formed when first read, as before, and a
+    tie-capped match (``kth``, ``_capped_ranges``) reads none of it; ``run_of`` is the run of each
+    sorted position (a search of the run starts); ``kth`` with k = 1 is the nearest eligible
+    distance, as the k-th of the sorted candidates."""
+    from pleval.matching.nearest import _kth_of
+
+    rng = np.random.default_rng(9)
+    c_x, t_x = rng.integers(0, 30, 400).astype(float), rng.integers(0, 30, 150).astype(float)
+    c_cell, t_cell = rng.integers(0, 3, 400), rng.integers(0, 3, 150)
+    c_key, t_key = rng.permutation(400), rng.permutation(150)
+    s = _SortedSearch(c_x, c_cell, _ranks(c_key), t_x, t_cell, 2.0)
+    rows = np.arange(150)
+    for k in (1, 2, 3):
+        _, dist = s._sides(rows, k, left=False)
+        np.testing.assert_array_equal(s.kth(rows, k), _kth_of(np.sort(dist, axis=1), np.ones_like(dist), k))
+    d_k = s.kth(rows, 1)
+    got = _capped_ranges(s, np.flatnonzero(np.isfinite(d_k)), d_k, 2.0, 4, _group_ranks(t_x, t_cell, t_key), c_key)
+    assert len(got[0]) and "left" not in s.__dict__
+    pos = np.arange(len(s.keys))
+    np.testing.assert_array_equal(s.run_of(pos), np.searchsorted(s.run_start, pos, side="right") - 1)
+    ends = np.append(s.run_start[1:], len(s.keys))
+    want = np.concatenate([s.right[a:b][::-1] for a, b in zip(s.run_start, ends)])
+    np.testing.assert_array_equal(s.left, want)
+
+
+def test_group_ranks_by_codes_are_those_of_the_lexsort():
+    """``_group_ranks`` on one coordinate (radix passes over the groups' codes): each treated row's
+    rank by key among the rows of its cell and coordinate, ties by position, as by a lexsort of
+    (cell, coordinate, key) — with 0.0 and -0.0 one coordinate, repeated keys and infinite
+    coordinates."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, 2_000) * 0.5
+    x[rng.random(2_000) < 0.05] = -0.0
+    x[rng.random(2_000) < 0.02] = np.inf
+    cell, key = rng.integers(0, 4, 2_000), rng.integers(0, 300, 2_000)
+    o = np.lexsort((key, x, cell))
+    same = np.concatenate([[False], (cell[o][1:] == cell[o][:-1]) & (x[o][1:] == x[o][:-1])])
+    pos = np.arange(len(o))
+    want = np.empty(len(o), np.int64)
+    want[o] = pos - np.maximum.accumulate(np.where(~same, pos, 0))
+    np.testing.assert_array_equal(_group_ranks(x, cell, key), want)
+
+
+def test_patterns_cells_and_codes_of_some_rows_from_those_of_more_rows():
+    """The ``_reuse`` entries of some rows taken from those of more rows (the placebo rounds'
+    first match, from the analysis's): the covariate patterns and their first rows, renumbered
+    in order of first appearance among the rows taken, and the categorical codes over the levels
+    that occur — ``design_patterns`` of those rows alone; a column's codes as ``codes_and_levels``
+    gives them (narrowed); the cells equal where the rows' cells are."""
+    from pleval.matching import _cells_of, _codes_of, _patterns_of, _renumbered
+    from pleval.matching._design import codes_and_levels, combine_codes
+    from pleval.matching.propensity import design_patterns
+
+    rng = np.random.default_rng(2)
+    n = 3_000
+    d = pd.DataFrame({"x": rng.integers(0, 6, n), "race": pd.array(rng.choice(list("abcd"), n), dtype="str"),
+                      "subject": pd.array(rng.choice(["math", "reading"], n), dtype="str")})
+    d.loc[:1000, "race"] = "a"  # "b", "c" and "d" first seen later; and rows taken without "d"
+    d.loc[d.index % 7 == 0, "race"] = "d"
+    pats = design_patterns(d, ["x", "race"])
+    cells = combine_codes(d, ["subject", "x"])
+    for pos in (np.flatnonzero(d.index % 7 != 0), np.flatnonzero(rng.random(n) < 0.5), np.arange(n), np.arange(0)):
+        sub = d.iloc[pos].reset_index(drop=True)
+        want, got = design_patterns(sub, ["x", "race"]), _patterns_of(pats, pos)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2].keys() == want[2].keys() == {"race"}
+        np.testing.assert_array_equal(got[2]["race"][0], want[2]["race"][0])
+        np.testing.assert_array_equal(got[2]["race"][1], want[2]["race"][1])
+        codes, levels = _codes_of(codes_and_levels(d["race"]), pos)
+        want_codes, want_levels = codes_and_levels(sub["race"])
+        assert codes.dtype == np.int32
+        np.testing.assert_array_equal(codes, want_codes)
+        np.testing.assert_array_equal(levels, want_levels)
+        fresh, taken = combine_codes(sub, ["subject", "x"]), _cells_of(cells, pos)
+        np.testing.assert_array_equal(pd.factorize(taken)[0], pd.factorize(fresh)[0])
+    assert _renumbered(np.array([0, -1, 1]), 2, np.array([0, 1])) is None
+    new, old = _renumbered(np.array([2, 0, 1, 2, 0]), 3, np.array([4, 3, 2, 0]))
+    np.testing.assert_array_equal(new, [0, 1, 2, 1])
+    np.testing.assert_array_equal(old, [0, 2, 1])
+
+
+@pytest.mark.parametrize("block", [3, 7, 1 << 16])
+def test_nearest_sets_long_format_is_that_of_the_pairs(monkeypatch, block):
+    """``NearestSets.long`` (each set's number and weights repeated, the comparisons' rows placed
+    a block of pairs at a time): the long format ``_long`` forms from the pairs, with blocks that
+    start and end inside sets."""
+    import pleval.matching as pm
+
+    rng = np.random.default_rng(block)
+    sizes = rng.integers(1, 9, 40)
+    t_pos = np.sort(rng.choice(500, 40, replace=False))
+    c_pos = np.sort(rng.choice(500, 90, replace=False))
+    c_row = rng.integers(0, 90, int(sizes.sum()))
+    want = pm._long(t_pos, c_row, np.repeat(np.arange(40), sizes), None, 40, c_map=c_pos)
+    monkeypatch.setattr(pm, "_BLOCK_PAIRS", block)
+    got = pm.NearestSets(t_pos, c_pos, c_row, sizes).long()
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)

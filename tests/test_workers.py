@@ -834,7 +834,8 @@ def test_figure_makers_take_each_table_once(sample_ev, monkeypatch):
 def test_the_worker_is_forked_once_the_analysis_match_has_coded_the_ids(monkeypatch):
     """With a placebo worker the analysis's match codes the student ids beside the propensity fit
     (in a second thread: the core the worker will hold is still free), and the worker is forked
-    then, handed that coding (its rounds take it for their rows, as the match itself does), before
+    then, handed that coding (its rounds take it for their rows, as the match itself does) with the
+    fit's covariate patterns, the cells and the columns' codes (its first round's), before
     the match's nearest-neighbour search, which the rounds do not need: the search runs beside the
     worker. Before, the worker was forked after the whole match (1M rows: 0.4 s later)."""
     import threading
@@ -867,7 +868,8 @@ def test_the_worker_is_forked_once_the_analysis_match_has_coded_the_ids(monkeypa
         ev = pleval.estimate(pd.read_csv(SAMPLE), workers=2)
     (what, in_main, coded), (then, handed), (last,) = events
     assert (what, in_main, then, last) == ("ids", False, "worker", "search")
-    ((key, (index, value)),) = handed.items()
-    assert key == ("ids", "student_id") and value is coded
+    index, value = handed[("ids", "student_id")]
+    assert value is coded
+    assert {k[0] for k in handed} == {"ids", "patterns", "cells", "codes"}  # (and what the match formed beside its fit)
     m = ev.details[ev.subjects[0]]["design"]
     assert m.data.index.isin(index).all() and m.factorized["student_id"] is coded[0]

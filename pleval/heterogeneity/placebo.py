@@ -259,10 +259,11 @@ class _InMemoryRounds:
     """Where the placebo rounds get their schools and matches: the student file in memory.
     :class:`pleval.pool.placebo.PoolRounds` is the same for a comparison pool given apart.
     ``keep``: further columns the rounds read beside the roles and the matching options' (the
-    school effects'); ``reuse``: the ``_reuse`` store of the student ids' factorization and
-    hashed ranks made by the analysis's own :func:`pleval.match` of ``validated``
-    (:func:`pleval.matching.reuse_store`, or its ``_ids_coded``: a worker forked before the
-    match ended), which the rounds take for their rows."""
+    school effects'); ``reuse``: the ``_reuse`` store made by the analysis's own
+    :func:`pleval.match` of ``validated`` — the student ids' factorization and hashed ranks and the
+    columns' codes (:func:`pleval.matching.reuse_store`), or what its ``_ids_coded`` hands on (a
+    worker forked before the match ended: with the fit's covariate patterns and the cells) — which
+    the rounds take for their rows."""
 
     def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None,
                  keep=(), reuse: dict | None = None):
@@ -310,11 +311,13 @@ class _InMemoryRounds:
         self._fake = lambda chunk: replace(v, data=v.data.assign(**{c.treatment: levels.isin(chunk)[codes].astype(int)}))
         self._match = match
         self._rows = v.data.index
-        self._text = _text_codes(v.data, [x for x in self.keep if x != c.student_id],
-                                 {school: (codes, levels.to_numpy())} if schools_coded else {})
         # the rounds' rows are the same: what depends on them alone is computed once (or taken from the analysis's match)
-        self._reuse: dict | None = {} if self.validated is None else dict(self.reuse or {})
+        store = {} if self.validated is None else dict(self.reuse or {})
         self.reuse = None
+        text = [x for x in self.keep if x != c.student_id]
+        self._text = _text_codes(v.data, text, {**_stored_codes(store, v.data, text),
+                                                **({school: (codes, levels.to_numpy())} if schools_coded else {})})
+        self._reuse: dict | None = store
         if coded is None:
             non_pl = self.data[[school, score]].loc[~self.data[school].isin(pl).to_numpy()]  # (the two columns read)
             return _round_order(non_pl, school, score, per_round)
@@ -382,6 +385,27 @@ def _text_codes(rows: pd.DataFrame, cols, known: dict) -> dict:
         elif x in rows.columns and isinstance(rows[x].dtype, pd.StringDtype):
             k, levels = codes_and_levels(rows[x])
             out[x] = (narrow_codes(k, len(levels)), levels)
+    return out
+
+
+def _stored_codes(store: dict, rows: pd.DataFrame, cols) -> dict:
+    """``{column: (codes, levels)}`` of the text columns among ``cols`` of ``rows`` (the rounds'
+    rows) whose codes over sorted levels the analysis's match made for rows that include these
+    (``store``'s ``("codes", column)`` entries, :func:`pleval.matching.reuse_store`, which are
+    taken out of it): those of :func:`_text_codes` for these rows, gathered instead of hashed."""
+    from ..matching import _codes_of, _positions
+
+    out, at = {}, {}
+    for key in [k for k in store if isinstance(k, tuple) and k[0] == "codes"]:
+        index, value = store.pop(key)
+        x = key[1]
+        if x not in cols or x not in rows.columns or not isinstance(rows[x].dtype, pd.StringDtype):
+            continue
+        if id(index) not in at:
+            at[id(index)] = (index, _positions(index, rows.index))  # (the index held: its id stays its own)
+        pos = at[id(index)][1]
+        if pos is not None:
+            out[x] = _codes_of(value, pos)
     return out
 
 

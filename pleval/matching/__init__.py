@@ -32,7 +32,9 @@ import pandas as pd
 from .. import _workers
 from ..data import Columns, Validated, as_columns, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
-from ._design import codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical, narrow_codes
+from ..inference.robust import radix_argsort
+from ._design import (codes_and_levels, combine_codes, encode, factorize, is_categorical, narrow_codes,
+                      present_codes)
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
@@ -156,6 +158,30 @@ def _positions(parent: pd.Index, index: pd.Index) -> np.ndarray | None:
     return None if (pos < 0).any() else pos
 
 
+def _renumbered(codes: np.ndarray, n_codes: int, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(new, old)``: the codes (0 … ``n_codes`` − 1) of the rows ``pos`` renumbered 0, 1, … in
+    order of first appearance among those rows (``pd.factorize``'s numbering of their values),
+    and the old code of each new one; None when some row's code is missing (−1)."""
+    sub = codes[pos]
+    if len(sub) and sub.min() < 0:
+        return None
+    present = np.zeros(n_codes, bool)
+    present[sub] = True
+    new = narrow_codes(np.cumsum(present) - 1, n_codes)[sub]  # numbered in the larger rows' order of first appearance
+    old = np.flatnonzero(present)
+    top = np.maximum.accumulate(new)
+    if len(new) and (new[0] != 0 or (new[1:] > top[:-1] + 1).any()):  # a code first seen in rows not taken
+        # each code's first row here (the least of its rows, written to a table over the codes: no sort of
+        # the rows' codes), and the codes numbered in that order
+        first = np.full(len(old), len(new), np.int64)
+        np.minimum.at(first, new, np.arange(len(new)))
+        by_first = radix_argsort(first)  # (the firsts are distinct)
+        table = np.empty(len(old), new.dtype)
+        table[by_first] = np.arange(len(old))
+        new, old = table[new], old[by_first]
+    return new, old
+
+
 def _ids_of(value, pos: np.ndarray):
     """``match``'s ``("ids", column)`` entry — the student ids' ``pd.factorize`` and the hashed
     rank of each distinct id (:func:`~.nearest.distinct_hashed_ranks`) — of the rows ``pos``
@@ -163,19 +189,42 @@ def _ids_of(value, pos: np.ndarray):
     ``pd.factorize`` numbers them), the distinct ids and their ranks taken (the ranks keep the
     hash order, all the matcher reads of them). None with a missing id."""
     (codes, uniq), ranks = value
-    sub = codes[pos]
-    if len(sub) and sub.min() < 0:
+    got = _renumbered(codes, len(uniq), pos)
+    if got is None:
         return None
-    present = np.zeros(len(uniq), bool)
-    present[sub] = True
-    new = narrow_codes(np.cumsum(present) - 1, len(uniq))[sub]  # numbered in the larger rows' order of first appearance
-    old = np.flatnonzero(present)
-    top = np.maximum.accumulate(new)
-    if len(new) and (new[0] != 0 or (new[1:] > top[:-1] + 1).any()):  # an id first seen in rows not taken
-        new, first = first_appearance_codes(new)
-        new = narrow_codes(new, len(first))
-        old = sub[first]
+    new, old = got
     return (new, uniq[old]), ranks[old]
+
+
+def _patterns_of(value, pos: np.ndarray):
+    """``match``'s ``("patterns", …)`` entry (:func:`~.propensity.design_patterns` of rows whose
+    covariates are their own columns) of the rows ``pos`` from that of more rows: the patterns
+    renumbered in order of first appearance with each one's first row, and the categorical
+    covariates' codes over the levels that occur (:func:`~._design.present_codes`) — those
+    ``design_patterns`` gives on the rows ``pos`` alone."""
+    pattern, _, known = value
+    got = _renumbered(pattern, int(pattern.max(initial=-1)) + 1, pos)
+    if got is None:
+        return None
+    new = got[0]
+    top = np.maximum.accumulate(new)
+    first = np.flatnonzero(np.concatenate([[True], top[1:] > top[:-1]]))  # (as covariate_patterns finds them)
+    return new, first, {c: present_codes(k[pos], levels) for c, (k, levels) in known.items()}
+
+
+def _cells_of(value: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``match``'s ``("cells", …)`` entry of the rows ``pos`` from that of more rows: their cell
+    codes, equal where their exact-match cells are (all the matcher reads of them; the codes
+    themselves are those of the more rows' levels)."""
+    return value[pos]
+
+
+def _codes_of(value, pos: np.ndarray):
+    """A ``("codes", column)`` entry (a column's codes over its sorted levels,
+    :func:`~._design.codes_and_levels`) of the rows ``pos`` from that of more rows: those of
+    ``codes_and_levels`` on the rows ``pos`` alone, narrowed (:func:`~._design.narrow_codes`)."""
+    codes, levels = present_codes(value[0][pos], value[1])
+    return narrow_codes(codes, len(levels)), levels
 
 
 def _student_ids(data: pd.DataFrame, sid: str):
@@ -188,11 +237,13 @@ def _student_ids(data: pd.DataFrame, sid: str):
 def reuse_store(m: MatchResult) -> dict:
     """A ``_reuse`` store for later :func:`match` calls on some of ``m.data``'s rows (the placebo
     rounds' of an analysis's own match): the student ids' factorization and hashed ranks ``m``'s
-    match computed, which such a call takes for its rows instead of hashing the ids again."""
+    match computed, which such a call takes for its rows instead of hashing the ids again, and
+    the columns' codes ``m`` keeps (``("codes", column)``, :attr:`MatchResult.codes`)."""
     sid = m.columns.student_id
-    if m.id_ranks is None or sid not in m.factorized:
-        return {}
-    return {("ids", sid): (m.data.index, (m.factorized[sid], m.id_ranks))}
+    store = {("codes", x): (m.data.index, kx) for x, kx in m.codes.items()}
+    if m.id_ranks is not None and sid in m.factorized:
+        store[("ids", sid)] = (m.data.index, (m.factorized[sid], m.id_ranks))
+    return store
 
 
 def _strata(columns: Columns, exact, data) -> list[str]:
@@ -255,9 +306,28 @@ class NearestSets:
         self.t_pos, self.c_pos, self.c_row, self.sizes = t_pos, c_pos, c_row, sizes
 
     def long(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n_sets = len(self.t_pos)
-        set_of_pair = np.repeat(np.arange(n_sets, dtype=np.int32 if n_sets < 2**31 else np.int64), self.sizes)
-        return _long(self.t_pos, self.c_row, set_of_pair, None, n_sets, c_map=self.c_pos)
+        """:func:`_long`'s arrays, a set's members together: each set's number and weights by
+        ``np.repeat``, the comparisons' rows copied a block of pairs at a time into the places
+        after the treated rows (a mask over the places, no array per pair)."""
+        size = self.sizes
+        n_sets, n_pairs = len(size), len(self.c_row)
+        start = np.cumsum(size + 1) - (size + 1)  # position of each set's treated row
+        n = n_sets + n_pairs
+        rows = np.empty(n, np.int64)
+        rows[start] = self.t_pos
+        comparison = np.ones(n, bool)
+        comparison[start] = False
+        first_pair = np.cumsum(size) - size  # each set's first pair
+        for lo in range(0, n_pairs, _BLOCK_PAIRS):
+            hi = min(lo + _BLOCK_PAIRS, n_pairs)
+            s0, s1 = np.searchsorted(first_pair, [lo, hi - 1], side="right") - 1  # the sets of its first and last pair
+            a, b = lo + s0 + 1, hi + s1 + 1  # pair p sits after the s_p + 1 treated rows before it
+            block = rows[a:b]
+            block[comparison[a:b]] = self.c_pos[self.c_row[lo:hi]]
+        sets = np.repeat(np.arange(n_sets, dtype=np.int64), size + 1)
+        w = np.repeat(1.0 / size, size + 1)
+        w[start] = 1.0
+        return rows, sets, w
 
 
 TIE_CAP = 25
@@ -535,11 +605,14 @@ def match(
         the treatment only (the placebo rounds): what depends on the rows alone (the covariate
         patterns, the exact-match cells, the student ids' factorization and hashed ranks) is
         computed once, and taken again where a call's rows (their index) are the same.
-    _ids_coded : called once with a ``_reuse`` store of the student ids' coding (the form of
-        :func:`reuse_store`, of the rows before the propensity fit) as soon as it is made beside
-        the fit, before the search; not called where the ids are not coded there. The placebo
-        rounds take nothing else of the analysis's match: :func:`pleval.estimate` forks their
-        worker there, so that it runs beside the search rather than after it.
+    _ids_coded : called once with a ``_reuse`` store as soon as the student ids are coded beside
+        the fit, before the search (not called where the ids are not coded there): the ids'
+        coding (the form of :func:`reuse_store`, of the rows before the fit) and, of the rows
+        the fit leaves, the exact-match cells, the columns' codes kept for :class:`MatchResult`
+        (``("codes", column)``) and, where the covariates are the rows' own columns and the fit
+        leaves every row, the covariate patterns. The placebo rounds take nothing else of the
+        analysis's match: :func:`pleval.estimate` forks their worker there, so that it runs
+        beside the search rather than after it; their first round takes these for its rows.
     """
     if method not in METHODS:
         raise DataError(f"method must be one of {METHODS}; got {method!r}")
@@ -625,6 +698,7 @@ def match(
 
     coded: dict = {}  # columns' codes formed on the way (the fit's covariates', the exact-match cells'), of data's rows
     ids_ahead = cells_ahead = None  # the student ids' coding, computed beside the propensity fit, and the cells
+    shared: dict = {}  # with _ids_coded: what else it is handed (the fit's patterns, the cells, the columns' codes)
     if on_score:
         def fit():  # the propensity model (and the rows it leaves)
             nonlocal data, t, pm
@@ -639,11 +713,14 @@ def match(
             pats = None
             if not penalize and all(x in ps_data for x in ps_covs):  # (as the fit would form them: their codes kept)
                 pats = _reused(_reuse, ("patterns", tuple(ps_covs), ps_cat), ps_data.index,
-                               lambda: design_patterns(ps_data, ps_covs, ps_cat))
+                               lambda: design_patterns(ps_data, ps_covs, ps_cat),
+                               _patterns_of if ps_data is data else None)  # (school means: not the rows' own)
             pm = fit_propensity(ps_data, c.treatment, ps_covs, categorical=ps_cat, discard=discard,
                                 penalize=penalize, alpha=alpha, link=link, patterns=pats)
             if pats is not None and pm.keep.all():  # ps_data's rows are data's (none left by the fit)
                 coded.update(pats[2])
+                if _ids_coded is not None and ps_data is data:  # (handed on with the ids)
+                    shared[("patterns", tuple(ps_covs), ps_cat)] = (data.index, pats)
             del pats  # (the fit's only)
             if not pm.keep.all():
                 log.append(_entry(data, ~pm.keep, f"outside common support (discard={discard!r})", "propensity score", c))
@@ -660,7 +737,7 @@ def match(
 
             def fit_and_cells():
                 fit()
-                return _reused(_reuse, ("cells", tuple(strata)), data.index, lambda: cell_codes(coded))
+                return _reused(_reuse, ("cells", tuple(strata)), data.index, lambda: cell_codes(coded), _cells_of)
 
             def coded_ids():
                 return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
@@ -669,15 +746,18 @@ def match(
             cells_ahead, ids = _workers.side_by_side(fit_and_cells, coded_ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
             if _ids_coded is not None:
-                _ids_coded(dict(ids_ahead))
+                shared[("cells", tuple(strata))] = (data.index, cells_ahead)
+                shared.update({("codes", x): (data.index, kx) for x, kx in coded.items()})
+                _ids_coded({**ids_ahead, **shared})
             del before, ids
         else:
             fit()
+        shared.clear()
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
         cells = cells_ahead if cells_ahead is not None else _reused(_reuse, ("cells", tuple(strata)), data.index,
-                                                                    lambda: cell_codes(coded))
+                                                                    lambda: cell_codes(coded), _cells_of)
         del cells_ahead
         codes.update({x: (kx.astype(np.int32), lv) for x, (kx, lv) in coded.items()  # (no row left after them)
                       if x in data and is_categorical(data[x])})  # strings: costly to redo for the groups

@@ -54,6 +54,7 @@ coordinate far larger than any within-cell distance.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -125,6 +126,7 @@ class _SortedSearch:
         (its inverse), when already at hand."""
         self.c_x, self.t_x, self.caliper = c_x, t_x, caliper
         self.prio, self.sided = prio, sided
+        self._run_of = None  # (run_of's table)
         n = len(c_x)
         if by_prio is None:
             by_prio = np.empty(n, _positions_dtype(n))
@@ -164,17 +166,32 @@ class _SortedSearch:
         # last in data order comes first (before 2026-12-05 the first did)
         newk = np.concatenate([[True], self.keys[1:] != self.keys[:-1]])
         self.run_start = np.flatnonzero(newk)
-        del newk
-        if len(self.run_start) == n or sided:  # MatchIt's scan meets a run's last row first going left
-            self.left = o
-        else:
-            ends = np.append(self.run_start[1:], n)
-            mirror = np.repeat(self.run_start + ends - 1, ends - self.run_start)
-            mirror -= np.arange(n)
-            self.left = o[mirror]
 
-    def _sides(self, rows, K):
-        """``K`` nearest comparisons on each side (left columns first), -1 where none."""
+    @cached_property
+    def left(self) -> np.ndarray:
+        """The sorted comparisons with each run reversed (formed when first read: the searches
+        that keep every tie read none of it)."""
+        n, o = len(self.keys), self.right
+        if len(self.run_start) == n or self.sided:  # MatchIt's scan meets a run's last row first going left
+            return o
+        ends = np.append(self.run_start[1:], n)
+        mirror = np.repeat(self.run_start + ends - 1, ends - self.run_start)
+        mirror -= np.arange(n)
+        return o[mirror]
+
+    def run_of(self, pos) -> np.ndarray:
+        """The run of each sorted position ``pos`` (``np.searchsorted(run_start, pos, "right") − 1``),
+        from a table over the positions (formed once: a search of unsorted positions costs more)."""
+        if self._run_of is None:
+            self._run_of = np.zeros(len(self.keys), _positions_dtype(len(self.keys)))
+            self._run_of[self.run_start[1:]] = 1
+            np.cumsum(self._run_of, out=self._run_of)
+        return self._run_of[pos].astype(np.int64)
+
+    def _sides(self, rows, K, left=True):
+        """``K`` nearest comparisons on each side (left columns first), -1 where none. ``left=False``:
+        for the distances only, the left side's in the right side's order (a run's comparisons share
+        its value), without :attr:`left`."""
         n = len(self.keys)
         tk = self.t_key[rows]
         p = _searchsorted(self.keys, tk)
@@ -188,7 +205,7 @@ class _SortedSearch:
         rok &= self.keys[rpos_c] < self.t_hi[rows, None]
         lok &= self.keys[lpos_c] >= self.t_lo[rows, None]
         ridx = np.where(rok, self.right[rpos_c], -1)
-        lidx = np.where(lok, self.left[lpos_c], -1)
+        lidx = np.where(lok, (self.left if left else self.right)[lpos_c], -1)
         idx = np.concatenate([lidx, ridx], axis=1)
         x = self.t_x[rows, None]
         dist = np.where(idx >= 0, np.abs(self.c_x[np.maximum(idx, 0)] - x), np.inf)
@@ -198,7 +215,9 @@ class _SortedSearch:
 
     def kth(self, rows, k):
         """``d_k``: the k-th smallest eligible distance (the largest if fewer; inf if none)."""
-        _, dist = self._sides(rows, k)  # the k-th nearest lies among the k nearest of each side
+        _, dist = self._sides(rows, k, left=False)  # the k-th nearest lies among the k nearest of each side
+        if k == 1:  # the nearest (ineligible ones are inf)
+            return dist.min(axis=1)
         return _kth_of(np.sort(dist, axis=1), np.ones_like(dist, dtype=np.int64), k)
 
     def span(self, rows, bound):
@@ -580,7 +599,17 @@ def _group_ranks(t_coord, t_cell, t_key) -> np.ndarray:
     """Per treated row, its rank by ``t_key`` among the treated rows of the same cell and
     coordinates (which have the same distances to every comparison, hence the same ties)."""
     coords = t_coord.reshape(len(t_cell), -1)
-    if coords.shape[1] == 1:
+    if coords.shape[1] == 1 and not np.isnan(coords).any():
+        # the rows by group (cell and coordinate: any numbering of the groups), then key and position,
+        # by radix passes over integer codes (not a lexsort of the coordinates)
+        value, values = pd.factorize(coords[:, 0])  # equal coordinates (0.0 and -0.0 too) share a code
+        group = np.multiply(t_cell, len(values), dtype=np.int64)
+        group += value
+        o = _order_ranks(t_key)[0]
+        o = o[radix_argsort(group[o])]
+        group = group[o]
+        same = group[1:] == group[:-1]
+    elif coords.shape[1] == 1:
         o = np.lexsort((t_key, coords[:, 0], t_cell))
         same = (t_cell[o][1:] == t_cell[o][:-1]) & (coords[o, 0][1:] == coords[o, 0][:-1])
     else:
@@ -648,8 +677,8 @@ def _capped_ranges(search: _SortedSearch, rows, d_k, caliper, cap, rank, c_key):
     lo, n = search.span(rows, bound)
     has = n > 0
     rows, lo, n, bound = rows[has], lo[has], n[has], bound[has]
-    first = np.searchsorted(run_start, lo, side="right") - 1  # the runs of the first and last positions
-    n_runs = np.searchsorted(run_start, lo + n - 1, side="right") - first
+    first = search.run_of(lo)  # the runs of the first and last positions
+    n_runs = search.run_of(lo + n - 1) - first + 1
     row = np.repeat(np.arange(len(rows)), n_runs)  # (row, run) entries, in position order per row
     run = np.arange(int(n_runs.sum())) - np.repeat(np.cumsum(n_runs) - n_runs - first, n_runs)
     dist = np.abs(run_x[run] - search.t_x[rows[row]])  # as within() computes each pair's
