@@ -1786,8 +1786,9 @@ def _pl_schools_left_out(sub_df: pd.DataFrame, v: Validated, columns: Columns, k
     c = columns
     if not len(schools) or not c.school:
         return None
-    pl = sub_df[(sub_df[c.treatment] == 1).to_numpy() & sub_df[c.school].notna().to_numpy()]
-    valid = v.data[(v.data[c.treatment] == 1).to_numpy()]
+    cols = [c.school] + ([c.subject] if any(s is not None for s in subjects) else [])  # not every column's rows
+    pl = sub_df[cols][(sub_df[c.treatment] == 1).to_numpy() & sub_df[c.school].notna().to_numpy()]
+    valid = v.data[cols][(v.data[c.treatment] == 1).to_numpy()]
     rows = []
     for key, subj in zip(keys, subjects):  # a handful of subjects
         part, kept = (pl, valid) if subj is None else (pl[pl[c.subject] == subj], valid[valid[c.subject] == subj])
