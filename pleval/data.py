@@ -200,8 +200,9 @@ def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
     are first compared by a 64-bit mix of its :func:`_text_fingerprint` and the other keys'
     codes: equal keys always mix equally, so only rows whose mix recurs can be duplicates, and
     only those are compared exactly (hashing a million distinct ids is the expensive part). The
-    mixes that recur are the equal neighbours of the sorted mixes (a sort of 64-bit integers
-    costs a tenth of a hash table's pass)."""
+    candidates are the rows whose mix's high 32 bits recur (:func:`_recurring`: two 16-bit
+    counting passes, no sort of 64-bit integers); the mixes that recur are the equal neighbours
+    of those rows' sorted mixes."""
     mix = _text_fingerprint(df[keys[0]])
     if mix is None:
         return df.duplicated(keys, keep=False).to_numpy()

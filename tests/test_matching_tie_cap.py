@@ -601,8 +601,9 @@ def test_a_search_that_keeps_every_tie_forms_no_left_order_and_finds_runs_by_tab
     c_key, t_key = rng.permutation(400), rng.permutation(150)
     s = _SortedSearch(c_x, c_cell, _ranks(c_key), t_x, t_cell, 2.0)
     rows = np.arange(150)
-    for k in (1, 2, 3):
-        _, dist = s._sides(rows, k, left=False)
+    both = _SortedSearch(c_x, c_cell, _ranks(c_key), t_x, t_cell, 2.0)  # (reads the left order: a search of its own)
+    for k in (1, 2, 3):  # the distances of the left order (each run reversed), as before
+        _, dist = both._sides(rows, k)
         np.testing.assert_array_equal(s.kth(rows, k), _kth_of(np.sort(dist, axis=1), np.ones_like(dist), k))
     d_k = s.kth(rows, 1)
     got = _capped_ranges(s, np.flatnonzero(np.isfinite(d_k)), d_k, 2.0, 4, _group_ranks(t_x, t_cell, t_key), c_key)
