@@ -297,10 +297,13 @@ def _lay_out_once(fig: Figure, renderer) -> bool:
     grid (``subplots``), no colorbars or subfigures, with a suptitle and figure legends placed
     outside the axes (``loc="outside ..."``) — the same pads, spaces and positions as matplotlib's
     first pass (the grid solved in closed form: equal margins added, the rest shared by the width
-    and height ratios). Where the second pass would move an axes, it moves it by a pixel or
-    two (a sensitivity contour's inline labels; docs/scale.md, session 49), within the pads
-    kept between decorations and at the figure's edges; what is drawn past the figure's edge
-    is still caught by the tight box (:func:`_png_of`)."""
+    and height ratios). The result is matplotlib's first pass exactly; where its second pass
+    would move an axes, the axes stays there. For pleval's figures that is a pixel or two at
+    most (a sensitivity contour's inline labels; tested on every kind; docs/scale.md, session
+    49); a figure of the caller's own can differ more (e.g. 8.6 px at 100 dpi for a 2 × 1 grid
+    with a figure legend outside on the right), always within the pads kept between decorations
+    and at the figure's edges; what is drawn past the figure's edge is still caught by the tight
+    box (:func:`_png_of`)."""
     engine = fig.get_layout_engine()
     if type(engine) is not ConstrainedLayoutEngine or getattr(engine, "_compress", True) or fig.subfigs:
         return False
