@@ -221,7 +221,9 @@ def _duplicated(df: pd.DataFrame, keys: list[str]) -> np.ndarray:
 def _recurring(key: np.ndarray) -> np.ndarray:
     """The positions (increasing) of the values of ``key`` (integers below 2³²) that occur more
     than once: the equal neighbours in its order by two stable passes over 16-bit digits (numpy
-    sorts uint16 by counting, 1M keys 0.02 s; a sort of 64-bit integers 0.05–0.08 s here)."""
+    sorts uint16 by counting, 1M keys 0.02 s; a sort of 64-bit integers 0.05–0.08 s here). The
+    passes of :func:`pleval.inference.robust.radix_argsort`, written out: importing that module
+    (scipy) is work the checks leave to the import thread."""
     order = np.argsort((key & np.uint64(0xFFFF)).astype(np.uint16), kind="stable")
     order = order[np.argsort((key[order] >> np.uint64(16)).astype(np.uint16), kind="stable")]
     ordered = key[order]

@@ -1003,9 +1003,10 @@ def test_radix_sort_and_first_appearance_codes_are_numpys_and_pandas(top):
             assert np.array_equal(radix_argsort(key.astype(np.int32)), want_order)
         ks, order = sorted_keys(key)
         assert np.array_equal(order, want_order) and np.array_equal(ks, key[want_order])
-        codes, first = first_appearance_codes(key)
         want, uniq = pd.factorize(key)
-        assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)
+        for bound in (None, top + 1):  # by the sort; by a table over the range where it is small
+            codes, first = first_appearance_codes(key, bound)
+            assert codes.dtype == np.int64 and np.array_equal(codes, want) and np.array_equal(key[first], uniq)
 
 
 @pytest.mark.parametrize("case", ["grouped", "interleaved", "small groups", "one group", "empty"])

@@ -76,6 +76,7 @@ from scipy import sparse
 
 from .._workers import thread_map
 from ..inference.robust import CR2_FORMS, group_blocks, radix_argsort
+from ..matching._design import TABLE_PER_KEY, first_appearance_codes
 from ._batched import _pair_sums
 from ._joint_phi import df_sums, phi_identity_cells
 
@@ -110,23 +111,14 @@ def _narrow(codes: np.ndarray, bound: int) -> np.ndarray:
     return codes.astype(np.int32 if bound < 2**31 else np.intp, copy=False)
 
 
-_TABLE_PER_ROW = 4
-"""Keys per row up to which :func:`_first_codes` numbers them by a table over the keys."""
-
-
 def _first_codes(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(key)`` of keys in 0..bound−1 (codes in order of first appearance, and the
-    keys so numbered). When the keys' range is at most :data:`_TABLE_PER_ROW` per key, by a table
-    over the range holding each key's first position (``np.minimum.at``; a block of 2¹⁸
-    (stratum, cluster) keys: 2.9 against 4.1–4.4 ms), else by a hash table."""
-    n = len(key)
-    if not n or bound > _TABLE_PER_ROW * n or n >= 2**31:
+    keys so numbered): by a table over the keys' range where it is small
+    (:func:`pleval.matching._design.first_appearance_codes`), else by a hash table."""
+    if not len(key) or bound > TABLE_PER_KEY * len(key):
         return pd.factorize(key)
-    first = np.full(bound, n, dtype=np.int32)
-    np.minimum.at(first, key, np.arange(n, dtype=np.int32))
-    at = first[key]
-    is_first = at == np.arange(n, dtype=np.int32)
-    return (np.cumsum(is_first, dtype=np.int32) - 1)[at], key[is_first]
+    codes, first = first_appearance_codes(key, bound)
+    return codes, key[first]
 
 
 def _batched_sqrt(M: np.ndarray) -> np.ndarray:

@@ -32,9 +32,8 @@ import pandas as pd
 from .. import _workers
 from ..data import Columns, Validated, as_columns, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
-from ..inference.robust import radix_argsort
-from ._design import (codes_and_levels, combine_codes, encode, factorize, is_categorical, narrow_codes,
-                      present_codes)
+from ._design import (codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical,
+                      narrow_codes, present_codes)
 from .balance import Balance, balance
 from .cem import cem_cells
 from .constrained import match_constrained
@@ -171,14 +170,8 @@ def _renumbered(codes: np.ndarray, n_codes: int, pos: np.ndarray) -> tuple[np.nd
     old = np.flatnonzero(present)
     top = np.maximum.accumulate(new)
     if len(new) and (new[0] != 0 or (new[1:] > top[:-1] + 1).any()):  # a code first seen in rows not taken
-        # each code's first row here (the least of its rows, written to a table over the codes: no sort of
-        # the rows' codes), and the codes numbered in that order
-        first = np.full(len(old), len(new), np.int64)
-        np.minimum.at(first, new, np.arange(len(new)))
-        by_first = radix_argsort(first)  # (the firsts are distinct)
-        table = np.empty(len(old), new.dtype)
-        table[by_first] = np.arange(len(old))
-        new, old = table[new], old[by_first]
+        codes_here, first = first_appearance_codes(new, len(old))  # (by a table over the codes: no sort)
+        new, old = narrow_codes(codes_here, len(old)), old[new[first]]
     return new, old
 
 

@@ -86,14 +86,27 @@ def factorize(values, sort: bool = False):
     return narrow_codes(codes, len(uniq)), uniq
 
 
-def first_appearance_codes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+TABLE_PER_KEY = 4
+"""Keys' range per key up to which :func:`first_appearance_codes` numbers them by a table."""
+
+
+def first_appearance_codes(key: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(key)`` of non-negative integers (codes in order of first appearance) as
     ``(codes, first position of each code)``, by a sort instead of a hash table
     (:func:`~pleval.inference.robust.sorted_keys`): the runs of equal keys in sorted order are the
-    groups, a run's first element its first appearance (the sort is stable)."""
+    groups, a run's first element its first appearance (the sort is stable). Given ``bound`` (the
+    keys are below it) of at most :data:`TABLE_PER_KEY` per key, by a table over the keys' range
+    holding each key's first position instead (``np.minimum.at``: no sort; a block of 2¹⁸ keys
+    2.9 against 4.1–4.4 ms for ``pd.factorize``)."""
     n = len(key)
     if not n:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if bound is not None and bound <= TABLE_PER_KEY * n:
+        table = np.full(bound, n, np.int64)
+        np.minimum.at(table, key, np.arange(n))
+        at = table[key]
+        is_first = at == np.arange(n)
+        return (np.cumsum(is_first) - 1)[at], np.flatnonzero(is_first)
     ks, order = sorted_keys(key)
     new = np.empty(n, bool)
     new[0] = True
