@@ -311,6 +311,18 @@ def can_fork() -> bool:
     return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
 
 
+def shared_flag(value: bool):
+    """A flag holding ``value`` that processes forked after it see this one set or clear, and
+    the reverse (``is_set``, ``set``, ``clear``, ``wait``: a :mod:`multiprocessing` event of the
+    fork context; where :func:`can_fork`)."""
+    import multiprocessing
+
+    flag = multiprocessing.get_context("fork").Event()
+    if value:
+        flag.set()
+    return flag
+
+
 class Forked:
     """``fn(receive, *args)`` running in a forked child process; ``receive()`` in the child
     returns the next object the parent passes to :meth:`send`. :meth:`result` waits for the

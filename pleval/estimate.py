@@ -45,7 +45,7 @@ import pandas as pd
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
 from ._text import unsigned_zeros
-from ._workers import available_memory, can_fork, default_workers, limited, side_by_side
+from ._workers import available_memory, can_fork, default_workers, limited, shared_flag, side_by_side
 from ._workers import start as start_worker
 from .checks import NA_LIKE, check, current_report, id_columns
 from .data import (
@@ -626,17 +626,19 @@ def estimate(
         :func:`pleval.heterogeneity.placebo.placebo_schools`; default: ``df``):
         :func:`pleval.pool.estimate_pool` passes the pool's.
     while_waiting : callable, optional
-        ``while_waiting(preview, pending)``, called in this process when a matched design's
-        PL schools' effects are estimated and its placebo rounds are still to be taken: from a
-        worker process (``workers`` ≥ 2), whose rounds this process would wait for, or run here
-        next (one process, or a file of more than 3M rows). ``preview`` is an
-        :class:`Evaluation` holding what is already final (the effects, the balance,
-        equivalence and sensitivity tables, the propensity scores when a worker runs the rounds
-        (in one process they are formed after them) and the design and sensitivity details,
-        each as in the evaluation returned; every other table empty); ``pending()`` is True
-        while the worker still runs (always False without one). :class:`pleval.report.EarlyFigures`
-        draws the figures of the preview that way. Not called otherwise (no placebo schools, a
-        trial). Its warnings are raised after the evaluation's, not made part of it.
+        ``while_waiting(preview, pending)``, called in this process once for a matched design
+        with placebo schools: where a worker process runs the placebo rounds (``workers`` ≥ 2),
+        as soon as the effects, balance and sensitivity analysis are estimated, before the PL
+        schools' effects; where they run here next (one process, or a file of more than 3M
+        rows), after the PL schools' effects. ``preview`` is an :class:`Evaluation` holding what
+        is already final (the effects, the balance, equivalence and sensitivity tables, the
+        propensity scores when a worker runs the rounds (in one process they are formed after
+        them) and the design and sensitivity details, each as in the evaluation returned; every
+        other table empty); ``pending()``, which processes forked in the call may call too, is
+        True while the worker still runs and this process still estimates the PL schools'
+        effects (always False without a worker). :class:`pleval.report.EarlyFigures` draws the
+        figures of the preview that way. Not called otherwise (no placebo schools, a trial).
+        Its warnings are raised after the evaluation's, not made part of it.
 
     Other Parameters
     ----------------
@@ -1318,8 +1320,8 @@ def _run_matched(df, v: Validated, columns: Columns, subjects, method, seed, opt
     then per subject: the matched effect, balance, WWC equivalence, school effects, placebo.
     The placebo rounds run in a forked worker process beside the rest where
     :func:`_placebo_in_worker` allows (the same numbers, warnings and errors as in one process);
-    ``while_waiting(keys, parts, pending)`` is then called before their result is waited for,
-    with each subject's :func:`_design_part`."""
+    ``while_waiting(keys, parts, pending)`` is called with each subject's :func:`_design_part`
+    (``estimate``'s ``while_waiting``: when)."""
     worker = m = None
     if _placebo_in_worker(df, opts, placebo_rounds):
         # The analysis's match first, with the core the worker will hold (the student ids coded beside the
@@ -1510,6 +1512,20 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
     table, eq = bal.table, bal.equivalence
     dropped = _match_dropped(m)
     sid = columns.student_id
+    keys = ["all" if s is None else str(s) for s in subjects]
+    out = [_design_part(s, est, m, table, eq, sens) for s in subjects]
+    for key, part, flow in zip(keys, out, _pl_flows(v, m, keys)):
+        part["details"]["pl_rows"] = flow
+    estimating = None
+    if worker is not None:
+        # The preview is final here: with the propensity table (a row per matched row, a few million at most with a
+        # worker; read while the matched pairs' long form is still held), `while_waiting` starts before this
+        # process's school effects, so what it hands to a process of its own can take the core the worker leaves
+        # when its rounds end first (1M rows: 0.3-0.6 s before; docs/scale.md)
+        _with_propensity(out, subjects, _propensity_frame(m))
+        if while_waiting is not None:
+            estimating = shared_flag(True)
+            while_waiting(keys, out, lambda: estimating.is_set() and not worker.ready())
     progress("school effects")
     schools = placebo = None
     notes: list[str] = [] if sens is not None or not opts["sensitivity"] else [sens_note]
@@ -1526,23 +1542,16 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         del sample  # freed before the placebo rounds match
     except DesignError as exc:
         notes.append(f"no school effects: {exc}")
-    keys = ["all" if s is None else str(s) for s in subjects]
-    out = [_design_part(s, est, m, table, eq, sens) for s in subjects]
-    for key, part, flow in zip(keys, out, _pl_flows(v, m, keys)):
-        part["details"]["pl_rows"] = flow
+    if estimating is not None:
+        estimating.clear()  # what is left here waits for the rounds or is short
     why = "" if opts["placebo"] else NO_PLACEBO_RUN
-    # The propensity table has a row per matched row: formed after the school effects and, in one
-    # process, after the placebo rounds (whose peak memory it would raise); with a placebo worker,
-    # while its rounds finish.
-    if worker is not None:
-        _with_propensity(out, subjects, _propensity_frame(m))
     if schools is not None and opts["placebo"]:
         progress("placebo schools")
-        if while_waiting is not None:  # what is final, while the rounds run (in the worker, or next here)
-            while_waiting(keys, out, (lambda: not worker.ready()) if worker is not None else (lambda: False))
+        if while_waiting is not None and worker is None:  # what is final, before the rounds run here
+            while_waiting(keys, out, lambda: False)
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
                                         worker, v, m if matcher is None else None)
-    if worker is None:
+    if worker is None:  # in one process after the placebo rounds, whose peak memory it would raise
         _with_propensity(out, subjects, _propensity_frame(m))
     from .matching.effect import one_school_arms
 

@@ -598,8 +598,9 @@ def test_a_busy_process_leaves_the_figures_to_the_other(tmp_path, sample_ev, mon
 @fork_only
 def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp_path, monkeypatch):
     """estimate(while_waiting=...) hands a preview of the final tables to EarlyFigures while the
-    placebo worker runs; save(early=...) writes those figures without drawing them again: the same
-    files, byte for byte, as a save that draws everything."""
+    placebo worker runs; where no process can be forked, EarlyFigures draws them here while
+    pending(); save(early=...) writes those figures without drawing them again: the same files,
+    byte for byte, as a save that draws everything."""
     from pleval import plots
     from pleval.report import EarlyFigures, save
 
@@ -613,9 +614,11 @@ def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp
     monkeypatch.setattr(est_mod, "_placebo_rounds_job", slow_job)
 
     def waiting(preview, pending):
-        assert isinstance(pending(), bool)
+        assert pending() is True  # the worker runs, the school effects are still to come
         previews.append(preview)
-        early(preview, lambda: True)  # every figure of the preview, whatever the worker's pace
+        with monkeypatch.context() as no_fork:
+            no_fork.setattr(_workers, "can_fork", lambda: False)
+            early(preview, lambda: True)  # every figure of the preview, drawn here
         warnings.warn("a warning while waiting", UserWarning)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -629,6 +632,7 @@ def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp
         assert len(preview.table(name)) and preview.table(name).equals(ev.table(name)), name
     assert preview.subjects == ev.subjects and all(preview.effects[k] is ev.effects[k] for k in ev.subjects)
     assert not len(preview.schools) and not len(preview.placebo) and not len(preview.heterogeneity)
+    assert early._behind is None
     drawn = early.figures(ev, 200, False)
     assert {k.split("_")[0] for k in drawn} == {"percentiles", "love", "overlap", "sensitivity"}
     assert len(drawn) == 4 * len(ev.subjects)
@@ -662,23 +666,21 @@ def test_figures_drawn_while_the_placebo_worker_runs_are_written_as_they_are(tmp
 
 @fork_only
 @pytest.mark.parametrize("behind_fails", [False, True])
-def test_figures_left_when_the_worker_ends_are_drawn_behind(tmp_path, monkeypatch, behind_fails):
-    """When the placebo worker ends before EarlyFigures has drawn every figure of the preview, a
-    forked process draws the rest while the evaluation is finished; save() shares their queue
-    (its processes take the ones not begun) and takes what that process drew: each figure drawn
-    once, the same files byte for byte as a save that draws everything. If that process fails,
-    save() draws the figures it took."""
+def test_figures_are_drawn_behind_once_pending_ends(tmp_path, monkeypatch, behind_fails):
+    """EarlyFigures hands the preview's figures to a forked process, which draws none while
+    pending() is True and begins when it turns False; save() shares their queue (its processes
+    take the ones not begun) and takes what that process drew: each figure drawn once, the same
+    files byte for byte as a save that draws everything. If that process fails, save() draws the
+    figures it took."""
     from pleval import plots
     from pleval.report import EarlyFigures, save
 
     import pleval.report.early as early_mod
 
-    here, log, behind = os.getpid(), tmp_path / "drawn", []  # `behind` holds True in the process behind only
+    here, log, free, behind = os.getpid(), tmp_path / "drawn", tmp_path / "free", []  # `behind`: True there only
     draw_behind = early_mod._draw_behind
     monkeypatch.setattr(early_mod, "_draw_behind", lambda *a: (behind.append(True), draw_behind(*a))[1])
-    early, calls = EarlyFigures(), []
-    job = est_mod._placebo_rounds_job
-    monkeypatch.setattr(est_mod, "_placebo_rounds_job", lambda *a: (time.sleep(2), job(*a))[1])
+    early = EarlyFigures()
     real = plots.evaluation_figure_makers
 
     def behind_pid():
@@ -698,22 +700,24 @@ def test_figures_left_when_the_worker_ends_are_drawn_behind(tmp_path, monkeypatc
         return build
 
     monkeypatch.setattr(plots, "evaluation_figure_makers", lambda e: {k: logged(k, m) for k, m in real(e).items()})
-
-    def waiting(preview, pending):
-        calls.append(len(calls))
-        early(preview, lambda: len(calls) < 3 and not calls.append(0))  # two drawn here, then the worker "ends"
-
-    ev = pleval.estimate(str(SAMPLE), workers=2, while_waiting=waiting)
-    n_early = len(real(ev)) - len([k for k in real(ev) if k.startswith(("forest", "distribution"))])
-    assert len(early.figures(ev, 200, False)) == 2 and early._behind is not None
-    assert sorted(early._behind.names) == sorted(set(k for k in real(ev) if not k.startswith(("forest", "distribution")))
-                                                 - set(early.figures(ev, 200, False)))
+    ev = pleval.estimate(str(SAMPLE), workers=2,
+                         while_waiting=lambda preview, pending: early(preview, lambda: not free.exists()))
+    assert early._behind is not None and early.figures(ev, 200, False) == {}
+    preview_figures = [k for k in real(ev) if not k.startswith(("forest", "distribution"))]
+    assert sorted(early._behind.names) == sorted(preview_figures) and len(preview_figures) == 4 * len(ev.subjects)
+    time.sleep(0.5)
+    assert not log.exists()  # none drawn while pending()
+    free.touch()
+    deadline = time.monotonic() + 60
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     pid = str(behind_pid())
+    assert log.read_text().split()[1] == pid  # begun behind once pending() is False
     out = save(ev, tmp_path / "ahead", workers=2, early=early)
     lines = [line.split() for line in log.read_text().splitlines()]
     assert sum(p == pid for _, p in lines) >= 1  # drawn behind
     kept = [name for name, p in lines if not (behind_fails and p == pid)]  # a failed process's are drawn again
-    assert sorted(kept) == sorted(real(ev)) and n_early == 4 * len(ev.subjects)  # each drawn once
+    assert sorted(kept) == sorted(real(ev))  # each drawn once
     assert early._behind._done.alive is False  # collected and reaped
     log.unlink()
     plain = save(ev, tmp_path / "plain", workers=1)
@@ -721,6 +725,87 @@ def test_figures_left_when_the_worker_ends_are_drawn_behind(tmp_path, monkeypatc
     assert files == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix != ".xlsx")
     for name in files:
         assert (plain / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@fork_only
+def test_figures_behind_begin_when_save_needs_them(tmp_path):
+    """A process behind whose pending() never turns False draws anyway once save() takes its
+    queue: save never waits on it."""
+    from pleval.report import EarlyFigures, save
+
+    early = EarlyFigures()
+    ev = pleval.estimate(str(SAMPLE), workers=2, while_waiting=lambda preview, pending: early(preview, lambda: True))
+    assert early._behind is not None and early._behind._done.alive
+    out = save(ev, tmp_path / "ahead", workers=2, early=early)
+    assert early._behind._done.alive is False and len(list((out / "plots").glob("*.png"))) == 6 * len(ev.subjects)
+
+
+@fork_only
+def test_while_waiting_pending_follows_the_worker_and_the_school_effects(tmp_path, monkeypatch):
+    """With a placebo worker, while_waiting is called before the PL schools' effects; its
+    pending() — here and in a process forked from this one — is True while the worker runs and
+    those effects are estimated, False once the worker has handed over its rounds, and False once
+    the effects are estimated though the worker still runs."""
+    release = tmp_path / "release"
+    job = est_mod._placebo_rounds_job
+
+    def held_job(*args):  # the rounds end when the test says
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return job(*args)
+
+    monkeypatch.setattr(est_mod, "_placebo_rounds_job", held_job)
+    seen, hooks = {}, []
+    school_effects, matched_placebo = est_mod._school_effects, est_mod._matched_placebo
+
+    def forked_sees(pending):
+        child = _workers.start(lambda receive: pending())
+        return child.result()
+
+    def during_school_effects(*a, **k):
+        pending = hooks[0]
+        seen["school effects, worker running"] = (pending(), forked_sees(pending))
+        return school_effects(*a, **k)
+
+    def before_the_rounds(*a, **k):
+        pending = hooks[0]
+        seen["after the school effects, worker running"] = (pending(), forked_sees(pending))
+        release.touch()
+        deadline = time.monotonic() + 60
+        while not hooks[1].ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return matched_placebo(*a, **k)
+
+    monkeypatch.setattr(est_mod, "_school_effects", during_school_effects)
+    monkeypatch.setattr(est_mod, "_matched_placebo", before_the_rounds)
+    start = _workers.start
+    monkeypatch.setattr(est_mod, "start_worker", lambda *a, **k: (lambda w: (hooks.append(w), w)[1])(start(*a, **k)))
+
+    def waiting(preview, pending):
+        hooks.insert(0, pending)
+        assert len(preview.propensity) and "school effects, worker running" not in seen
+        seen["called"] = pending()
+
+    pleval.estimate(str(SAMPLE), workers=2, while_waiting=waiting)
+    assert seen == {"called": True, "school effects, worker running": (True, True),
+                    "after the school effects, worker running": (False, False)}
+
+    seen.clear(), hooks.clear()
+    release.unlink()
+    monkeypatch.setattr(est_mod, "_matched_placebo", matched_placebo)
+
+    def ended_worker(*a, **k):
+        release.touch()
+        deadline = time.monotonic() + 60
+        while hooks[0]() and time.monotonic() < deadline:  # the rounds handed over: the core is free
+            time.sleep(0.01)
+        seen["school effects, worker ended"] = (hooks[0](), forked_sees(hooks[0]))
+        return school_effects(*a, **k)
+
+    monkeypatch.setattr(est_mod, "_school_effects", ended_worker)
+    pleval.estimate(str(SAMPLE), workers=2, while_waiting=waiting)
+    assert seen == {"called": True, "school effects, worker ended": (False, False)}
 
 
 @fork_only

@@ -22,8 +22,8 @@ through pandas, 0.10 s at load 6, imported when first used after the analysis), 
 
 class EarlyFigures:
     """The figures of an evaluation that need neither its school effects nor its placebo
-    schools, drawn while its placebo rounds run in a worker process, for :func:`save` to take
-    instead of drawing them again.
+    schools, drawn while its school effects and placebo rounds are estimated, for :func:`save`
+    to take instead of drawing them again.
 
     Give it as ``while_waiting=`` to :func:`pleval.estimate`, then to :func:`save` as
     ``early=``::
@@ -36,19 +36,21 @@ class EarlyFigures:
 
     Called with the estimate's preview (an :class:`~pleval.estimate.Evaluation` holding the
     effects, balance, propensity scores and sensitivity analysis, each final) and ``pending()``
-    (True while the worker runs), it first imports what writing the outputs needs
-    (:data:`WRITERS`), then draws the preview's figures (percentile
-    charts, love plots, propensity overlap, sensitivity contours), cheapest first, as long as
-    the worker runs: the main process would otherwise wait idle (and the figure being drawn
-    when the worker ends delays it least). The figures left when the worker ends are drawn by
-    a forked process (:func:`pleval._workers.start`, with the preview's ``workers`` ≥ 2) while
-    this one takes the rounds, calibrates and assembles the evaluation (a core that would
-    otherwise be idle or shared by two threads); their names are a queue it shares with
-    :func:`save`'s processes, which take the ones it has not begun once they have drawn their
-    own (:class:`Behind`), so each is drawn once and none waited for longer than one figure.
-    Each is drawn as :func:`save` draws it (PNG at ``dpi``, and SVG with ``svg``), from the very
-    tables the finished evaluation holds, so the files are the same bytes. A figure whose
-    drawing fails is left to :func:`save`, which raises the error where it would have raised it.
+    (True while the placebo worker runs and this process still estimates the PL schools'
+    effects: both cores are taken), it first imports what writing the outputs needs
+    (:data:`WRITERS`), then hands the preview's figures (percentile charts, love plots,
+    propensity overlap, sensitivity contours) to a forked process (:func:`pleval._workers.start`,
+    with the preview's ``workers`` ≥ 2; :class:`Behind`), which waits while ``pending()`` and
+    then draws them, costliest first: it takes the core the worker leaves when its rounds end
+    first, or this process's when it waits for them, not a core another process is using. Its
+    figures' names are a queue it shares with :func:`save`'s processes, which take the ones it
+    has not begun once they have drawn their own (from then on it draws whatever ``pending()``
+    says), so each is drawn once and none waited for longer than one figure. Where no process
+    can be forked, the figures are drawn here while ``pending()``, cheapest first (the figure
+    being drawn when it turns False delays this process least). Each is drawn as :func:`save`
+    draws it (PNG at ``dpi``, and SVG with ``svg``), from the very tables the finished
+    evaluation holds, so the files are the same bytes. A figure whose drawing fails is left to
+    :func:`save`, which raises the error where it would have raised it.
     """
 
     def __init__(self, dpi: int = PRINT_DPI, svg: bool = False):
@@ -68,6 +70,10 @@ class EarlyFigures:
         self.close()  # a previous evaluation's
         self._effects, self._drawn = dict(preview.effects), {}  # this evaluation's only
         makers = plots.evaluation_figure_makers(preview)
+        if makers and (preview.options.get("workers") or 1) >= 2 and can_fork():
+            self._behind = Behind.start(makers, outputs._by_cost(list(makers)), self.dpi, self.svg, wait=pending)
+        if self._behind is not None:
+            return
         left = list(reversed(outputs._by_cost(list(makers))))  # cheapest first: the last one may delay the process
         while left and pending():
             try:
@@ -76,8 +82,6 @@ class EarlyFigures:
             except Exception:  # drawn again by save(), which raises it
                 return
             del left[0]
-        if left and (preview.options.get("workers") or 1) >= 2 and can_fork():
-            self._behind = Behind.start({k: makers[k] for k in left}, outputs._by_cost(left), self.dpi, self.svg)
 
     def close(self) -> None:
         """Stop the process drawing figures behind, if any (:func:`save` takes what it drew; an
@@ -98,10 +102,12 @@ class EarlyFigures:
 
     def behind(self, ev: "Evaluation", dpi: int, svg: bool) -> "Behind | None":
         """The figures of ``ev`` a forked process is drawing (:class:`Behind`), for ``save`` to
-        share; None if there are none (or they are another evaluation's or format's: that
-        process is then stopped)."""
+        share (that process draws from now on, whatever ``pending()`` says); None if there are
+        none (or they are another evaluation's or format's: that process is then stopped)."""
         if not self._same(ev, dpi, svg):
             self.close()
+        if self._behind is not None:
+            self._behind.go()
         return self._behind
 
 
@@ -115,10 +121,10 @@ class Behind:
     """Figures drawn by a forked process (:func:`_draw_behind`) from a queue of names shared
     with :func:`save`'s processes (:class:`~pleval.report.outputs._Queue` in shared memory):
     they draw the ones it has not begun (:attr:`queue`, :attr:`names`) and :meth:`collect`
-    takes what it drew."""
+    takes what it drew. The process begins once ``wait()`` is False or :meth:`go` is called."""
 
-    def __init__(self, job, queue):
-        self.job, self.queue = job, queue
+    def __init__(self, job, queue, now):
+        self.job, self.queue, self._now = job, queue, now
         self._done = weakref.finalize(self, job.cancel)  # stopped (and reaped) if never collected
 
     @property
@@ -126,13 +132,18 @@ class Behind:
         return list(self.queue.names)
 
     @classmethod
-    def start(cls, makers: dict, names: list[str], dpi: int, svg: bool) -> "Behind | None":
-        from .._workers import start
+    def start(cls, makers: dict, names: list[str], dpi: int, svg: bool,
+              wait: Callable[[], bool] | None = None) -> "Behind | None":
+        from .._workers import shared_flag, start
         from .outputs import _Queue
 
-        queue = _Queue(names, shared=True)
-        job = start(_draw_behind, makers, queue, dpi, svg, niceness=BEHIND_NICENESS)
-        return None if job is None else cls(job, queue)
+        queue, now = _Queue(names, shared=True), shared_flag(False)
+        job = start(_draw_behind, makers, queue, dpi, svg, wait, now, niceness=BEHIND_NICENESS)
+        return None if job is None else cls(job, queue, now)
+
+    def go(self) -> None:
+        """Let the process draw now, whatever its ``wait()`` says."""
+        self._now.set()
 
     def cancel(self) -> None:
         """Stop the process (its figures are not needed)."""
@@ -144,6 +155,7 @@ class Behind:
         (and raise the error where it would). Once: the process is reaped."""
         if not self._done.alive:
             return {}
+        self.go()
         self._done.detach()
         try:
             return self.job.result()
@@ -153,8 +165,15 @@ class Behind:
             self.job.cancel()
 
 
-def _draw_behind(receive, makers: dict, queue, dpi: int, svg: bool) -> dict:
-    """The forked process's part of :class:`Behind`: the figures taken from ``queue`` until none is left."""
+WAIT_POLL = 0.01
+"""Seconds between a waiting :class:`Behind` process's looks at its ``wait()``."""
+
+
+def _draw_behind(receive, makers: dict, queue, dpi: int, svg: bool, wait, now) -> dict:
+    """The forked process's part of :class:`Behind`: once ``wait()`` is False or ``now`` is set,
+    the figures taken from ``queue`` until none is left."""
     from .outputs import _draw
 
+    while wait is not None and not now.is_set() and wait():
+        now.wait(WAIT_POLL)
     return _draw(makers, queue, dpi, svg)
