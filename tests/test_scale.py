@@ -858,6 +858,87 @@ def test_designs_without_the_text_columns_are_the_same(tied, by):
         tied.group_designs(by, part_columns="some")
 
 
+def test_group_pairs_of_nearest_sets_are_those_of_the_long_format(tied):
+    """A nearest-neighbour match's sets (one PL row each, members together) give a group's
+    (set, member) pairs from the sets whose PL row is the group's: the same positions, sets and
+    pairs, dtypes included, as the pass over every pair of the long format — for each subject's
+    design and for designs holding only some of its rows (sets whose PL row is left out, members
+    left out of sets kept)."""
+    from types import SimpleNamespace
+
+    from pleval.matching import NearestSets
+
+    m = tied
+    assert isinstance(m.sets, NearestSets)
+    long = replace(m, sets=None, rows=m.rows, set_id=m.set_id, weight=m.weight)  # the pass over every pair
+    rng = np.random.default_rng(5)
+    for _, _, des, _ in m.group_designs(C.subject):
+        for keep in (np.ones(len(des.rows), bool), rng.random(len(des.rows)) < 0.7, des.t == 0):
+            d = SimpleNamespace(rows=des.rows[keep], t=des.t[keep])
+            for got, want in zip(m._group_pairs(d), long._group_pairs(d)):
+                np.testing.assert_array_equal(got, want, strict=True)
+
+
+def test_group_rows_taken_column_by_column_are_the_frames_rows():
+    """``_take_rows`` (each column taken by itself) is ``data.iloc[rows]`` of those columns:
+    values, dtypes, names and index, for numpy, nullable, categorical and Arrow text columns."""
+    from pleval.matching.results import _take_rows
+
+    rng = np.random.default_rng(2)
+    n = 500
+    df = pd.DataFrame({"i": rng.integers(0, 9, n), "f": rng.normal(size=n), "b": rng.random(n) < 0.5,
+                       "s": pd.array(rng.choice(["x", "y", None], n), dtype="string"),
+                       "a": pd.array(rng.choice(["p", "q"], n), dtype="str"),
+                       "c": pd.Categorical(rng.choice(["u", "v"], n)),
+                       "n": pd.array(rng.integers(0, 3, n), dtype="Int64")},
+                      index=pd.Index(rng.permutation(10 * n)[:n], name="row"))
+    rows = rng.integers(0, n, 800)
+    cols = ["f", "s", "i", "c", "n", "a", "b"]
+    pd.testing.assert_frame_equal(_take_rows(df, rows, cols), df.iloc[rows, df.columns.get_indexer(cols)])
+
+
+def test_designs_without_parts_gather_no_group_text(tied, monkeypatch):
+    """group_designs(part_columns="none") gathers only the columns the design reads as values:
+    not the group column, whose codes it takes (nor the other coded text); the same designs as
+    with every column."""
+    from pleval.matching import results
+
+    taken = []
+    take = results._take_rows
+    monkeypatch.setattr(results, "_take_rows", lambda data, rows, cols: taken.append(list(cols)) or take(data, rows, cols))
+    none = tied.group_designs(C.subject, part_columns="none")
+    assert taken and all(C.subject not in cols and C.school not in cols for cols in taken)
+    for (ka, _, da, _), (kb, pb, db, _) in zip(tied.group_designs(C.subject), none):
+        assert ka == kb and pb is None
+        for f in ("y", "t", "X", "weights", "weights2", "copies", "clusters", "rows", "cells"):
+            assert np.array_equal(getattr(da, f), getattr(db, f)), f
+
+
+def test_one_school_arms_code_the_students_only_when_an_arm_is_in_one_school():
+    """``one_school_arms_as_students`` takes the students' codes as a callable, called only when
+    an arm's rows lie in one school (coding the students is the costly part), with the clusters
+    of the codes given directly."""
+    from pleval.matching.effect import one_school_arms_as_students
+
+    calls = []
+
+    def units(u):
+        return lambda: calls.append(1) or u
+
+    t = np.array([True, True, False, False, False])
+    u = np.array([0, 1, 2, 3, 4])
+    several = np.array([0, 1, 2, 3, 2])
+    assert one_school_arms_as_students(several, t, units(u))[1] == "" and not calls
+    one_pl = np.array([0, 0, 1, 2, 1])
+    got, want = one_school_arms_as_students(one_pl, t, units(u)), one_school_arms_as_students(one_pl, t, u)
+    assert len(calls) == 1 and got[1] == want[1] == "PL"
+    np.testing.assert_array_equal(got[0], want[0])
+    both = np.array([0, 0, 1, 1, 1])
+    got = one_school_arms_as_students(both, t, units(u))
+    assert len(calls) == 2 and got[1] == "PL and comparison"  # (coded once for both arms)
+    np.testing.assert_array_equal(got[0], one_school_arms_as_students(both, t, u)[0])
+
+
 def test_codes_computed_once_give_the_same_tables(tied):
     """The string columns coded once on the whole data (MatchResult._column_codes) and only
     gathered and renumbered for the distinct rows, each subject and the balance groups: the

@@ -140,7 +140,7 @@ def regression_design(
             raise DesignError(f"column {school!r} (school): every row of {label or 'the matched sample'} is in one school "
                               f"({one!r}); the effect's standard errors are clustered by school and need at least 2 "
                               "schools")
-        clusters, one_school = one_school_arms_as_students(clusters, t == 1, pd.factorize(sample.index)[0])
+        clusters, one_school = one_school_arms_as_students(clusters, t == 1, lambda: pd.factorize(sample.index)[0])
     else:
         clusters, one_school = sample.index.to_numpy(), ""
     # the fit's own cross-products of the centred, √w-weighted design (regression_effect centres
@@ -167,11 +167,13 @@ def regression_design(
             "gram": (center, XtX, Xty, y0, blocks) if X is enc.X else None, "one_school": one_school}
 
 
-def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units: np.ndarray,
+def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units,
                                 top: int | None = None) -> tuple[np.ndarray, str]:
     """School clusters with the rows of an arm whose several students all lie in one school
     clustered by student (``units``: integer codes of the students, shared by a reused student's
-    copies; new ids from ``top``, by default above every cluster) instead, and which arms did
+    copies, or a callable returning them, called only when an arm lies in one school: coding
+    the students costs more than the check; new ids from ``top``, by default above every
+    cluster) instead, and which arms did
     ("" none, "PL", "comparison", "PL and comparison"). As one cluster, that school's residuals
     are fitted by the treatment coefficient or the intercept (leverage 1 in its direction), so a
     cluster-robust SE leaves that arm's noise out: 85% coverage of 95% intervals with one PL
@@ -184,8 +186,12 @@ def one_school_arms_as_students(clusters: np.ndarray, treated: np.ndarray, units
     top = int(clusters.max()) + 1 if top is None else top
     out, arms = None, []
     for rows, name in ((treated, "PL"), (~treated, "comparison")):
-        c, u = clusters[rows], units[rows]
-        if c.size and not (c != c[0]).any() and (u != u[0]).any():
+        c = clusters[rows]
+        if not c.size or (c != c[0]).any():
+            continue
+        units = units() if callable(units) else units
+        u = units[rows]
+        if (u != u[0]).any():
             out = clusters.astype(np.int64) if out is None else out  # a copy: the caller's codes may be shared
             out[rows] = top + u
             arms.append(name)

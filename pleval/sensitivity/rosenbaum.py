@@ -329,7 +329,9 @@ class _Sets:
             place[rank] = q
         bits = _index_bits(n)
         if order is not None:
-            at = radix_argsort(codes[order])  # the places, by set
+            narrow = codes.astype(np.uint16 if n_sets <= 1 << 16 else np.uint32)  # (2 or 4 bytes a unit gathered, not 8)
+            at = radix_argsort(narrow[order])  # the places, by set
+            del narrow
             qs = place[at]
             key = np.repeat(np.arange(n_sets), size)  # (each set's code, n_s times)
             del rank, at
@@ -548,15 +550,17 @@ def _inverse(o: np.ndarray) -> np.ndarray:
 
 def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
     """Set codes 0..S−1 in order of first appearance, and the set sizes. Integer ids that never
-    decrease (matched sets listed set by set) are coded by counting the changes, no hashing."""
+    decrease (matched sets listed set by set) are coded from the runs of equal ids, no hashing:
+    each run's length is its set's size and its code is repeated that often."""
     set_id = np.asarray(set_id)
     if set_id.dtype.kind in "iu" and len(set_id) > 1 and bool(np.all(set_id[1:] >= set_id[:-1])):
-        codes = np.zeros(len(set_id), dtype=np.int64)
-        np.cumsum(set_id[1:] != set_id[:-1], out=codes[1:])
+        size = np.diff(np.concatenate([[0], np.flatnonzero(set_id[1:] != set_id[:-1]) + 1, [len(set_id)]]))
+        n_sets = len(size)
+        codes = np.repeat(np.arange(n_sets, dtype=np.int64), size)
     else:
         codes, _ = pd.factorize(set_id, sort=False)
-    n_sets = int(codes.max()) + 1 if len(codes) else 0
-    size = np.bincount(codes, minlength=n_sets)
+        n_sets = int(codes.max()) + 1 if len(codes) else 0
+        size = np.bincount(codes, minlength=n_sets)
     n_t = np.bincount(codes[treated], minlength=n_sets)
     if n_sets == 0 or np.any(size < 2) or np.any(n_t != 1):
         raise DesignError("Rosenbaum bounds need matched sets with exactly one treated unit and at least one comparison")
