@@ -109,13 +109,15 @@ def grouped_wls(
     counts: np.ndarray | None = None,
     squares: bool = False,
 ) -> GroupedFit:
-    """Batched per-group WLS (see the module docstring). ``groups``: int codes 0..G−1;
+    """Batched per-group WLS (see the module docstring). ``vcov=None``: the fit alone (β̂, the
+    breads, the residuals; the covariance NaN, df ``n_s − p``), for a caller that forms the
+    covariance from the residuals itself (the joint covariance's cells). ``groups``: int codes 0..G−1;
     ``clusters``: int codes (any numbering) required for CR0/CR1; ``counts``: the copies each
     row stands for when rows merge copies of one row within a group (weights summed; every
     count — n_s, the residual df, the CR1 factor — then counts copies; not for HC types);
     ``squares``: also ``Σ_{i∈s} w_i² x_i x_i'`` (:attr:`GroupedFit.sq`; the Φ = I joint
     covariance's ``S2_s``, :mod:`._joint_phi`), in the same pass over the rows."""
-    if vcov not in VCOV_TYPES:
+    if vcov is not None and vcov not in VCOV_TYPES:
         raise ValueError(f"vcov must be one of {VCOV_TYPES}; got {vcov!r}")
     n, p = X.shape
     G = n_groups
@@ -123,7 +125,7 @@ def grouped_wls(
     S, u = grouped_cross_products(X, groups, G, y, (w, w * w) if squares else w)  # S_s = Σ w x x', u_s = Σ w x y: one pass
     S, sq = S if squares else (S, None)
     n_g = np.bincount(groups, weights=counts, minlength=G).astype(float)
-    if counts is not None and vcov.startswith("HC"):
+    if counts is not None and vcov is not None and vcov.startswith("HC"):
         raise ValueError(f"vcov={vcov!r} gives each copy its own term: fit the copies")
 
     # Batched pseudo-inverse through the eigen-decomposition of the scale-free matrix
@@ -147,7 +149,11 @@ def grouped_wls(
     e = _residuals(y, X, groups, beta)
 
     sse = None
-    if vcov == "classical":
+    if vcov is None:
+        V = np.full((G, p, p), np.nan)
+        df = n_g - rank
+        n_cl = n_g.copy()
+    elif vcov == "classical":
         sse = np.bincount(groups, weights=w * e**2, minlength=G)
         sigma2 = sse / np.maximum(n_g - rank, 1)
         V = Sinv * sigma2[:, None, None]

@@ -543,15 +543,17 @@ a column of every row at a time)."""
 def _design_rows(columns: list, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``X = [1, t, covariates]`` of ``rows`` (n_rows × p, row-major: the joint covariance
     gathers rows), the covariates of :func:`_design_columns` centred at their centres; by chunks
-    of :data:`_DESIGN_ROWS` rows."""
+    of :data:`_DESIGN_ROWS` rows, from each column's values of all ``rows`` gathered at once (one
+    gather a column, not one a chunk)."""
     X = np.empty((len(rows), 2 + sum(len(c) for _, c, _ in columns)))
+    tb, vals = t[rows], [values[rows] for values, _, _ in columns]  # narrow types: a few bytes a row
     for lo in range(0, len(rows), _DESIGN_ROWS):  # chunks of rows, not rows
-        r, Xc = rows[lo : lo + _DESIGN_ROWS], X[lo : lo + _DESIGN_ROWS]
+        r, Xc = slice(lo, lo + _DESIGN_ROWS), X[lo : lo + _DESIGN_ROWS]
         Xc[:, 0] = 1.0
-        Xc[:, 1] = t[r]
+        Xc[:, 1] = tb[r]
         j = 2
-        for values, centres, numeric in columns:  # a handful of covariates
-            v = values[r]
+        for vb, (_, centres, numeric) in zip(vals, columns):  # a handful of covariates
+            v = vb[r]
             if numeric:
                 np.subtract(v, centres[0], out=Xc[:, j])
             else:
@@ -565,21 +567,31 @@ _BLOCK_ROWS = 1 << 18
 """Rows (of whole strata) per block of :func:`_fit_blocks`."""
 
 
-def _one_cluster(codes: np.ndarray, t: np.ndarray, clusters: np.ndarray | None, G: int) -> np.ndarray:
+def _arm_cells(codes: np.ndarray, t: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cell, rows)``: each row's (stratum, arm) cell ``2·stratum + t`` and each cell's row count
+    (:func:`_one_cluster`'s, formed once for its calls on one sample)."""
+    g = codes.astype(np.intp) * 2
+    g += t
+    return g, np.bincount(g, minlength=2 * G)
+
+
+def _one_cluster(codes: np.ndarray, t: np.ndarray, clusters: np.ndarray | None, G: int,
+                 arms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Per stratum and arm (G × 2: the arm ``t`` = 0, 1), whether its rows lie in one cluster
     (``clusters`` None: are one row). That cluster's residual is fitted exactly by the arm's
     intercept (leverage 1), so a cluster-robust (or HC) SE leaves its deviation out and is too
     small: one PL student's own noise, or one comparison school's, would be missing from the
     school's SE. An arm without rows is False (its note says so). Both arms in one pass over the
-    (stratum, arm) cells, without a row mask per arm."""
-    g = codes.astype(np.intp) * 2
-    g += t
-    n = np.bincount(g, minlength=2 * G)
+    (stratum, arm) cells (``arms``: :func:`_arm_cells` of ``codes`` and ``t`` when formed
+    already), without a row mask per arm."""
+    g, n = _arm_cells(codes, t, G) if arms is None else arms
     if clusters is None:
         return (n == 1).reshape(G, 2)
     rep = np.empty(2 * G, dtype=clusters.dtype)
     rep[g] = clusters  # one of each cell's clusters (whichever write lands): one cluster iff every row's is it
-    return ((n > 0) & (np.bincount(g[clusters != rep[g]], minlength=2 * G) == 0)).reshape(G, 2)
+    several = np.zeros(2 * G, dtype=bool)
+    several[g[clusters != np.take(rep, g)]] = True  # (every write the same value)
+    return ((n > 0) & ~several).reshape(G, 2)
 
 
 def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray, w: np.ndarray | None,
@@ -615,7 +627,7 @@ def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray
         return np.round(n_eff * 10.0**digits) / 10.0**digits
 
 
-def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str):
+def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, units, cr2: str, sse: bool = True):
     """The per-stratum fits (:func:`._batched.grouped_wls`) and, for the CR types, the cells
     of the joint covariance (:func:`._joint.joint_cells`) by blocks of whole strata of about
     :data:`_BLOCK_ROWS` rows (a loop over blocks, not strata): a stratum's regression and
@@ -627,8 +639,10 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     applies is decided once, from all the weights. The blocks, independent, are spread over
     :func:`pleval._workers.thread_map`'s threads (a core no worker holds) and their results
     taken in the blocks' order, so they are those of one thread, bit for bit. Returns
-    ``(fit, e2, cells)``: the fits (no residuals), Σ w e² per stratum, and each block's
-    :class:`._joint.JointCells` (None for the other vcov types)."""
+    ``(fit, e2, cells)``: the fits (no residuals), Σ w e² per stratum (None unless ``sse``: only
+    the robustness values read it), and each block's :class:`._joint.JointCells` (None for the
+    other vcov types). For the CR types the fits' own covariance (classical) is not formed: the
+    cells give it."""
     joint = vcov in JOINT_VCOV_TYPES
     w1 = np.ones(len(y)) if w is None else w
     phi_identity = joint and uses_phi_identity(w1, codes, G, vcov, cr2)
@@ -640,8 +654,10 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
         X = _design_rows(design, t, rows)
         gb, wb, cb = codes[rows] - g0, w1[rows], None if cnt is None else cnt[rows]
         f = grouped_wls(y[rows], X, gb, g1 - g0, weights=None if w is None else wb,
-                        vcov="classical" if joint else vcov, target=1, counts=cb, squares=phi_identity)
-        e2 = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0) if f.sse is None else f.sse  # Σ w e²
+                        vcov=("classical" if sse else None) if joint else vcov, target=1, counts=cb, squares=phi_identity)
+        e2 = None  # Σ w e², when asked
+        if sse:
+            e2 = np.bincount(gb, weights=wb * f.resid**2, minlength=g1 - g0) if f.sse is None else f.sse
         c = None
         if joint:
             c = joint_cells(X, f.resid, wb, gb, g1 - g0, f.bread, clusters[rows], f.ok, f.rank, vcov=vcov,
@@ -653,7 +669,7 @@ def _fit_blocks(y, t, w, cnt, codes, G: int, design: list, vcov: str, clusters, 
     fits, e2, cells = zip(*thread_map(fit, spans))
     fit = GroupedFit(**{k: np.concatenate([getattr(f, k) for f in fits]) for k in
                         ("params", "vcov", "df", "n", "n_clusters", "ok", "rank", "bread")}, resid=None)
-    return fit, np.concatenate(e2), list(cells) if joint else None
+    return fit, np.concatenate(e2) if sse else None, list(cells) if joint else None
 
 
 def _key(k):
@@ -836,23 +852,35 @@ def school_effects(
     cnt = None if copies is None else data[copies].to_numpy()
     if cnt is not None and cnt.dtype.kind not in "iu":  # whole numbers, in the type they come in
         cnt = cnt.astype(np.int64)
-    t_raw = data[treatment]
-    t_num = pd.to_numeric(t_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan) if not pd.api.types.is_bool_dtype(t_raw) \
-        else t_raw.to_numpy(dtype=float)
-    bad_t = np.isfinite(t_num) & ~np.isin(t_num, (0.0, 1.0))
-    bad_t |= t_raw.notna().to_numpy() & ~np.isfinite(t_num)
+    t_int = data.integers(treatment) if isinstance(data, SchoolSample) else None  # a byte a pair, none missing
+    if t_int is not None:
+        bad_t = (t_int != 0) & (t_int != 1)
+        t_num = t_int  # compared with 0 and 1 as the floats would be
+    else:
+        t_raw = data[treatment]
+        t_num = pd.to_numeric(t_raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan) if not pd.api.types.is_bool_dtype(t_raw) \
+            else t_raw.to_numpy(dtype=float)
+        bad_t = np.isfinite(t_num) & ~np.isin(t_num, (0.0, 1.0))
+        bad_t |= t_raw.notna().to_numpy() & ~np.isfinite(t_num)
+        del t_raw
     if bad_t.any():
         raise DataError(f"column {treatment!r} (treatment) must be 0/1: {int(bad_t.sum()):,} row(s) hold other values")
-    drop(~np.isfinite(t_num), "missing treatment", treatment)
+    if t_int is None:
+        drop(~np.isfinite(t_num), "missing treatment", treatment)
+    del t_int
     for c in moderators:  # a school's value is the mean over its treated rows (below): the others are never read
         infinite_moderator(data, c, stratum, rows=t_num == 1)
-    y_raw = data[outcome]
-    y_s = pd.to_numeric(y_raw, errors="coerce")
-    nonnum = y_s.isna().to_numpy() & y_raw.notna().to_numpy()
-    if nonnum.any():
-        raise DataError(f"column {outcome!r} (outcome) must be numeric: {int(nonnum.sum()):,} row(s) are not")
-    y = y_s.to_numpy(dtype=float, na_value=np.nan)
-    del t_raw, y_raw, y_s, nonnum, bad_t  # columns of every row, not needed again
+    if isinstance(data, SchoolSample) and outcome in data.cols and data.data[outcome].dtype == np.float64:
+        y = data.data[outcome].to_numpy()[data._at]  # numbers already (NaN where missing): the pairs' values
+    else:
+        y_raw = data[outcome]
+        y_s = pd.to_numeric(y_raw, errors="coerce")
+        nonnum = y_s.isna().to_numpy() & y_raw.notna().to_numpy()
+        if nonnum.any():
+            raise DataError(f"column {outcome!r} (outcome) must be numeric: {int(nonnum.sum()):,} row(s) are not")
+        y = y_s.to_numpy(dtype=float, na_value=np.nan)
+        del y_raw, y_s, nonnum  # columns of every row, not needed again
+    del bad_t
     drop(~np.isfinite(y), "missing outcome", outcome)
     drop(_isna(data, stratum), "no school (stratum) id", stratum)
     for c in by_cols:
@@ -863,7 +891,7 @@ def school_effects(
     if weight is not None:
         w_s = pd.to_numeric(data[weight], errors="coerce")  # float64 as it is (NaN for missing): no copy
         w_s = w_s.to_numpy() if w_s.dtype == np.float64 else w_s.to_numpy(dtype=float, na_value=np.nan)
-        if np.any(w_s[np.isfinite(w_s)] < 0):
+        if np.any(w_s < 0) and np.any(w_s[np.isfinite(w_s)] < 0):  # (no mask formed unless some weight is)
             raise DataError(f"column {weight!r} (weight): {int((w_s < 0).sum()):,} row(s) are negative")
         drop(~np.isfinite(w_s), "missing weight", weight)
         drop(w_s == 0, "zero weight", weight)
@@ -911,9 +939,14 @@ def school_effects(
     one_school = np.zeros(G, dtype=bool)  # strata whose comparison rows are of one school (school=)
     n_schools = np.full(G, np.nan)  # effective number of comparison schools (school=)
 
-    def distinct(c):  # a stratum's pairs are distinct rows, of distinct values of c (a student id)
-        return isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
+    known = {}  # distinct(c) of the columns asked (the cluster's, then the unit's: one column twice)
 
+    def distinct(c):  # a stratum's pairs are distinct rows, of distinct values of c (a student id)
+        if c not in known:
+            known[c] = isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
+        return known[c]
+
+    arms = _arm_cells(codes, t, G)  # for _one_cluster (twice)
     if joint:
         cl = _codes(df, cluster, values=False)[0] if cluster else np.arange(len(y))
         # the student of each row, whose copies in one set are one observation (Φ = I)
@@ -924,7 +957,7 @@ def school_effects(
         if school:  # comparison rows: their school; treated rows: their own cluster
             sc = _codes(df, school, values=False)[0]
             # a comparison side of one school: its students are the clusters (_one_cluster)
-            one_school = _one_cluster(codes, t, sc, G)[:, 0]
+            one_school = _one_cluster(codes, t, sc, G, arms)[:, 0]
             n_schools = _comparison_schools(codes, t == 0, sc, w, G)
             own = (t == 1) | one_school[codes] if one_school.any() else t == 1
             cl = np.where(own, sc.max() + 1 + cl, sc)
@@ -933,10 +966,11 @@ def school_effects(
     # The by groups of the strata, numbered in sorted order as the strata are.
     heads = pd.DataFrame({c: [u[i] for u in uniq] for i, c in enumerate(by_cols)})
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
-    fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2)
+    fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, sse=robustness_q is not None)
     # one cluster in an arm: a robust SE leaves its deviation out (the classical SE's pooled σ² does not)
     robust_se = vcov != "classical"
-    one_c, one_t = _one_cluster(codes, t, cl, G).T if robust_se else np.zeros((2, G), dtype=bool)
+    one_c, one_t = _one_cluster(codes, t, cl, G, arms).T if robust_se else np.zeros((2, G), dtype=bool)
+    del arms
     if (fit.ok & (one_t | one_c)).any():
         ok = fit.ok & ~(one_t | one_c)
         fit = replace(fit, ok=ok, params=np.where(ok[:, None], fit.params, np.nan))
@@ -1157,23 +1191,44 @@ def _factorize_many(df: pd.DataFrame | SchoolSample, cols: Sequence[str]) -> tup
     """Integer codes for the combinations of ``cols`` and their values, numbered in sorted order
     of the values (:func:`_sort_key`, column by column), so the school table's rows come in the
     same order whatever the order of the data's rows (mixed-radix codes of the columns'
-    :func:`_codes`; the few combinations sorted, not the rows)."""
+    :func:`_codes`; the few combinations sorted, not the rows). The combinations present are
+    counted over their range where it is small (``np.bincount``: no hash of the rows' codes), else
+    found by ``pd.factorize``; either way the same numbering, the sort's ties (values of equal
+    :func:`_sort_key`) in the order the rows first show them."""
     codes = np.zeros(len(df), dtype=np.int64)
     levels = []
     for c in cols:
         cc, u = _codes(df, c)
         codes = codes * len(u) + cc
         levels.append(u)
+    bound = float(np.prod([float(len(u)) for u in levels]))
+    if bound <= max(4 * len(codes), 1 << 20) and (not len(codes) or codes.min() >= 0):
+        comb = np.flatnonzero(np.bincount(codes, minlength=int(bound)))  # in the codes' order
+        uniq, order = _sorted_combinations(comb, levels)
+        if order is not None:  # no ties: the order of first appearance is not needed
+            at = np.empty(int(bound), dtype=np.intp)
+            at[comb[order]] = np.arange(len(order))
+            return _narrow(at[codes]), [uniq[i] for i in order]
     inv, comb = pd.factorize(codes)
+    uniq, order = _sorted_combinations(comb, levels, ties=True)
+    rank = np.empty(len(uniq), dtype=np.intp)
+    rank[order] = np.arange(len(uniq))
+    return _narrow(rank[inv]), [uniq[i] for i in order]
+
+
+def _sorted_combinations(comb: np.ndarray, levels: list, ties: bool = False) -> tuple[list[tuple], list[int] | None]:
+    """``(uniq, order)``: the values of the mixed-radix combination codes ``comb`` (of the columns'
+    ``levels``) and their sorted order by :func:`_sort_key` (a stable sort: ties in ``comb``'s
+    order); ``order`` None where two combinations tie, unless ``ties``."""
     parts = []
     for u in reversed(levels):  # decode the mixed-radix combination codes
         parts.append(u[comb % len(u)])
         comb = comb // len(u)
     uniq = list(zip(*reversed(parts)))
-    order = sorted(range(len(uniq)), key=lambda i: tuple(_sort_key(v) for v in uniq[i]))
-    rank = np.empty(len(uniq), dtype=np.intp)
-    rank[order] = np.arange(len(uniq))
-    return _narrow(rank[inv]), [uniq[i] for i in order]
+    keys = [tuple(_sort_key(v) for v in combo) for combo in uniq]
+    if not ties and len(set(keys)) < len(keys):
+        return uniq, None
+    return uniq, sorted(range(len(uniq)), key=keys.__getitem__)
 
 
 

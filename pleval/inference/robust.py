@@ -209,13 +209,39 @@ def sorted_keys(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return packed, order
 
 
+_RUN_ROWS = 8
+"""Rows per run of one cluster, on average, from which :func:`cluster_order` sorts the runs rather
+than the rows (judged first by the first 4,096 rows)."""
+
+
 def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndarray]:
     """``(order, counts)``: the rows sorted by cluster, stably (None when they already are),
-    and each cluster's row count."""
+    and each cluster's row count. Rows that come in long runs of one cluster (the pairs of a
+    school sample, about 21 a run) are ordered by their runs (:func:`_run_order`: 2.1M rows 14
+    against 24 ms), others by :func:`radix_argsort`; the same order either way."""
     counts = np.bincount(codes, minlength=G)
     if codes.size < 2 or bool(np.all(codes[1:] >= codes[:-1])):
         return None, counts
+    head = codes[: 1 << 12]
+    if np.count_nonzero(head[1:] != head[:-1]) * _RUN_ROWS < head.size:
+        starts = np.flatnonzero(codes[1:] != codes[:-1])
+        if starts.size * _RUN_ROWS < codes.size:
+            return _run_order(codes, starts + 1), counts
     return radix_argsort(codes), counts
+
+
+def _run_order(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``radix_argsort(codes)`` from the runs of equal codes (``starts``: where each run but the
+    first begins): the runs sorted stably by their code, each run's rows kept in order (a stable
+    sort moves a run's rows together, in order), so only one code a run is sorted."""
+    n = codes.size
+    starts = np.concatenate([[0], starts])
+    length = np.diff(np.append(starts, n))
+    o = radix_argsort(codes[starts])
+    start, length = starts[o], length[o]
+    out = np.repeat(start - (np.cumsum(length) - length), length)  # each sorted place's shift to its row
+    out += np.arange(n)
+    return out
 
 
 def group_spans(codes: np.ndarray, G: int, rows: int) -> tuple[np.ndarray | None, list[tuple[int, int, int, int]]]:
@@ -308,8 +334,8 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         if center is not None:
             np.subtract(Xc, center, out=Xc)
         Lc = bufL[:m]
-        for j in range(nw):  # the weightings
-            np.multiply(Xc, wc[:, j, None], out=Lc[:, col[j] : col[j] + k])
+        for j in range(nw):  # the weightings (einsum: the products of np.multiply, 9% faster for rows of 11)
+            np.einsum("ij,i->ij", Xc, wc[:, j], out=Lc[:, col[j] : col[j] + k])
         if e is not None:
             np.multiply(e[r], wc[:, 0], out=Lc[:, ecol])
         P = np.matmul(Lc.reshape(hi - lo, b, left).transpose(0, 2, 1), Xc.reshape(hi - lo, b, k))
