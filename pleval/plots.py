@@ -21,15 +21,18 @@ the baseline percentile ``p`` (50 by default) — a shift in rank, not a change 
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager as _font_manager
 from matplotlib import rc_context, rcParams
+from matplotlib.backends import backend_agg as _agg
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -67,12 +70,14 @@ FOREST_MAX_ROWS = 60
 and the schools between them summarized in one row (:func:`forest`, ``max_rows``)."""
 _BASE_FONT = 9
 MEASURE_ONCE = tuple(int(x) for x in matplotlib.__version__.split(".")[:2]) == (3, 10)
-"""Whether :func:`_drawn` lays a figure out in one pass (:func:`_lay_out_once`) and spares
-repeated measuring (:func:`_measured_once`). Both reach into matplotlib's private attributes
-(``Axis._update_ticks``, ``Axis._get_ticklabel_bboxes``, ``Text._get_layout``,
-``Axes._autotitlepos``, a figure's ``_suptitle``, a legend's ``_outside_loc``), so they run only on
-the matplotlib series the lock pins and the tests check them against (3.10); with any other
-matplotlib the figures are laid out and measured by matplotlib itself, as before."""
+"""Whether :func:`_drawn` lays a figure out in one pass (:func:`_lay_out_once`), spares
+repeated measuring (:func:`_measured_once`) and shapes each text once (:func:`_shaped_once`). They
+reach into matplotlib's private attributes (``Axis._update_ticks``, ``Axis._get_ticklabel_bboxes``,
+``Text._get_layout``, ``Artist._cm_set``, ``Axes._autotitlepos``, a figure's ``_suptitle``, a
+legend's ``_outside_loc``, ``RendererAgg._prepare_font`` and its ``_renderer``, the font manager's
+``_find_fonts_by_props``), so they run only on the matplotlib series the lock pins and the tests
+check them against (3.10); with any other matplotlib the figures are laid out, measured and drawn
+by matplotlib itself, as before."""
 UNHINTED_DPI = 150
 """From this resolution up, :func:`to_png` and :func:`to_png_svg` draw text without hinting
 (``text.hinting: "no_hinting"``). Hinting fits each glyph's outline to the pixel grid, which
@@ -153,20 +158,23 @@ def _drawn(fig: Figure, dpi: float):
               rc_context({"text.hinting": "no_hinting"} if dpi >= UNHINTED_DPI else {})):
             fig.set_dpi(dpi)
             fig.set_facecolor("white")
-            if MEASURE_ONCE and _lay_out_once(fig, agg.get_renderer()):
-                with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-                    fig.set_layout_engine(None)  # laid out: the draw keeps the positions
-            agg.draw()
-            content = fig.get_tightbbox(agg.get_renderer())
-            box = content.padded(rcParams["savefig.pad_inches"])
-            yield agg, content, Bbox([np.floor(box.p0 * dpi) / dpi, np.ceil(box.p1 * dpi) / dpi])
+            renderer = agg.get_renderer()
+            with _shaped_once(renderer) if MEASURE_ONCE else nullcontext():
+                if MEASURE_ONCE and _lay_out_once(fig, renderer):
+                    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+                        fig.set_layout_engine(None)  # laid out: the draw keeps the positions
+                agg.draw()
+                content = fig.get_tightbbox(agg.get_renderer())
+                box = content.padded(rcParams["savefig.pad_inches"])
+                yield agg, content, Bbox([np.floor(box.p0 * dpi) / dpi, np.ceil(box.p1 * dpi) / dpi])
     finally:
         fig.set_layout_engine(engine)
         fig.set_dpi(old_dpi)
         fig.set_facecolor(face)
         fig.set_canvas(canvas)
-        for text in fig.findobj(Text):  # they keep the last renderer, its pixels with it, while the figure lives
-            text._renderer = None
+        if not MEASURE_ONCE:  # (_measured_once lets its texts go)
+            for text in fig.findobj(Text):  # they keep the last renderer, its pixels with it, while the figure lives
+                text._renderer = None
 
 
 @contextmanager
@@ -188,16 +196,19 @@ def _measured_once(fig: Figure):
       times per pass for the same ticks.
     * Each text lays out its lines once for as long as its string, font and alignment stay
       the same (:func:`_laid_out_once`): matplotlib does it at each measure and draw of the
-      text (a legend's texts several times per draw).
+      text (a legend's texts several times per draw); and a text being drawn is not set to the
+      string it has (:func:`_set_unless_same`).
 
-    At 1M rows these spare about 0.3 CPU-s of the twelve figures' 1.9 (docs/scale.md, session
-    49); the PNGs are the same bytes."""
+    Afterwards the figure's texts and its ticks' labels let go of the renderer (they keep the
+    last one, its pixels with it, while the figure lives). At 1M rows these spare about 0.3
+    CPU-s of the twelve figures' 1.9 (docs/scale.md, session 49); the PNGs are the same bytes."""
     every = [a for ax in fig.axes for a in (ax, *ax.child_axes)]
     axes = [axis for ax in every for axis in (ax.xaxis, ax.yaxis)]
     no_minor = [axis for axis in axes if axis.remove_overlapping_locs and isinstance(axis.get_minor_locator(), NullLocator)]
     untitled = {ax: ax._autotitlepos for ax in every if getattr(ax, "_autotitlepos", False) is not False
                 and not any(t.get_text() for t in (ax.title, ax._left_title, ax._right_title))}
-    texts = [t for t in dict.fromkeys(fig.findobj(Text)) if not t.get_wrap()]
+    every_text = list(dict.fromkeys(fig.findobj(Text)))
+    texts = [t for t in every_text if not t.get_wrap()]
     try:
         for axis in no_minor:
             axis.remove_overlapping_locs = False
@@ -208,6 +219,7 @@ def _measured_once(fig: Figure):
             axis._get_ticklabel_bboxes = _once_per_view(axis, axis._get_ticklabel_bboxes)
         for text in texts:
             text._get_layout = _laid_out_once(text, text._get_layout)
+            text._cm_set = _set_unless_same(text, text._cm_set)
         with _spines_out_of_layout(fig):
             yield
     finally:
@@ -218,7 +230,11 @@ def _measured_once(fig: Figure):
         for axis in axes:
             del axis._update_ticks, axis._get_ticklabel_bboxes  # the class's methods again
         for text in texts:
-            del text._get_layout
+            del text._get_layout, text._cm_set
+        labels = [label for axis in axes for name in ("majorTicks", "minorTicks") for tick in vars(axis).get(name, ())
+                  for label in (tick.label1, tick.label2)]  # with those of ticks made while drawn
+        for text in every_text + labels:
+            text._renderer = None
 
 
 @contextmanager
@@ -265,6 +281,83 @@ def _laid_out_once(text: Text, layout):
             last[:] = [key, layout(renderer)]
         return last[1]
     return once
+
+
+def _set_unless_same(text: Text, cm_set):
+    """``text``'s ``cm_set`` (``Artist._cm_set``) that leaves the text as it is when asked only to
+    set its string to the string it has: matplotlib 3.10's ``Text.draw`` sets the text's string to
+    its string while drawing it (to the wrapped one, for a wrapped text), and back, each through
+    ``Artist.set`` (its properties looked up, its change callbacks, marked stale)."""
+
+    def cm(**kwargs):
+        return nullcontext() if kwargs.keys() == {"text"} and kwargs["text"] == text.get_text() else cm_set(**kwargs)
+    return cm
+
+
+_SHAPED: dict = {}
+"""Texts shaped by FreeType (:func:`_shaped_once`): (string, font files, size, dpi, hinting,
+hinting and kerning factors, antialiasing) -> (width, height, descent, glyph bitmap, bitmap offset
+x, y), in pixels; at most :data:`_SHAPED_MAX` (a few MB), the oldest let go first. A forked
+process starts with its parent's."""
+_SHAPED_MAX = 4096
+
+
+@contextmanager
+def _shaped_once(renderer):
+    """While the block runs, ``renderer`` (Agg) measures and draws each plain text from one
+    shaping by FreeType, kept in :data:`_SHAPED` for every renderer of this process.
+
+    matplotlib 3.10's Agg lays out a string's glyphs (``FT2Font.set_text``, about a third of a
+    text's cost) once to measure it and again to draw it, and measures it again for each figure
+    (its metrics are cached per renderer, a new one for each figure). Here a string is shaped once
+    per font file(s), size, resolution, hinting and antialiasing: its extent (what
+    ``get_text_width_height_descent`` gives) and its glyph bitmap with the bitmap's offset (what
+    ``draw_text`` pastes, at the same rounded place, by the same ``draw_text_image``) kept
+    together, so the same pixels are drawn (the same PNG bytes). Math and TeX text are left to
+    matplotlib. The twelve figures of a 1M-row run, drawn in one process, took about 0.2 CPU-s
+    (12%) less (docs/scale.md, session 50)."""
+    measure, draw = renderer.get_text_width_height_descent, renderer.draw_text
+    found: dict = {}  # a font's files, looked up once per block (the font settings held meanwhile)
+
+    def shaped(s, prop, antialiased):
+        size, flags = prop.get_size_in_points(), _agg.get_hinting_flag()
+        face = (tuple(prop.get_family()), prop.get_slant(), prop.get_variant(), prop.get_weight(), prop.get_stretch(),
+                size, prop.get_file(), prop.get_math_fontfamily())  # (what FontProperties hashes)
+        files = found.get(face)
+        if files is None:
+            files = found[face] = tuple(_font_manager.fontManager._find_fonts_by_props(prop))
+        key = (s, files, size, renderer.dpi, flags, rcParams["text.hinting_factor"], rcParams["text.kerning_factor"],
+               bool(antialiased))
+        hit = _SHAPED.get(key)
+        if hit is None:
+            font = renderer._prepare_font(prop)
+            font.set_text(s, 0, flags=flags)
+            font.draw_glyphs_to_bitmap(antialiased=antialiased)
+            (w, h), (xo, yo) = font.get_width_height(), font.get_bitmap_offset()
+            hit = (w / 64, h / 64, font.get_descent() / 64, np.array(font.get_image()), xo / 64, yo / 64)
+            if len(_SHAPED) >= _SHAPED_MAX:
+                del _SHAPED[next(iter(_SHAPED))]
+            _SHAPED[key] = hit
+        return hit
+
+    def extent(s, prop, ismath):
+        if ismath:
+            return measure(s, prop, ismath)
+        return shaped(s, prop, rcParams["text.antialiased"])[:3]
+
+    def paste(gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if ismath:
+            return draw(gc, x, y, s, prop, angle, ismath, mtext)
+        _, _, descent, image, xo, yo = shaped(s, prop, gc.get_antialiased())
+        a = math.radians(angle)
+        renderer._renderer.draw_text_image(image, round(x + xo + descent * math.sin(a)),
+                                           round(y + yo + descent * math.cos(a)) + 1, angle, gc)
+
+    renderer.get_text_width_height_descent, renderer.draw_text = extent, paste
+    try:
+        yield
+    finally:  # the class's methods again (these refer to the renderer: it is freed without a collection)
+        del renderer.get_text_width_height_descent, renderer.draw_text
 
 
 def _spines_within_labels(fig: Figure) -> list:
@@ -1495,6 +1588,9 @@ def ovb_contour(
     panels = [p for p in ("estimate", "t") if which in (p, "both")]
     fig = _figure(5.6 * len(panels), 4.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    base = fig.canvas
+    FigureCanvasAgg(fig)  # clabel measures its labels with the canvas' renderer: one, not a new one per label
+    rows = list(zip(shown["bound"], shown["r2dz_x"], shown["r2yz_dx"]))  # (itertuples makes a class per call)
     for ax, kind in zip(axes, panels):
         z, thr = (adj, 0.0) if kind == "estimate" else (tval, float(np.sign(est)) * crit)
         finite = z[np.isfinite(z)]
@@ -1513,21 +1609,22 @@ def ovb_contour(
         lab0 = f"unadjusted ({est:.3g})" if kind == "estimate" else f"unadjusted t = {est / (kappa * se_c):.2f}"
         labels.add(lab0, 0, 0, "black")
         placed: list[tuple[float, float]] = []
-        for b in shown.itertuples():
-            x, y = min(b.r2dz_x, xmax), min(b.r2yz_dx, ymax)
-            val = float(adjusted_estimate(est, se_c, dof, b.r2dz_x, b.r2yz_dx))
+        for bound, r2dz_x, r2yz_dx in rows:
+            x, y = min(r2dz_x, xmax), min(r2yz_dx, ymax)
+            val = float(adjusted_estimate(est, se_c, dof, r2dz_x, r2yz_dx))
             if kind == "t":  # none where R²_Y is capped at 1: no residual left, no such confounder (as the table)
-                val = val / float(kappa * adjusted_se(se_c, dof, b.r2dz_x, b.r2yz_dx)) if b.r2yz_dx < 1 else None
+                val = val / float(kappa * adjusted_se(se_c, dof, r2dz_x, r2yz_dx)) if r2yz_dx < 1 else None
             ax.plot([x], [y], marker="D", color=NEGATIVE, mec="#661100", mew=0.5, ms=7, clip_on=False, zorder=5)
             if all(abs(x - px) / xmax + abs(y - py) / ymax > 0.06 for px, py in placed):  # one label per cluster
                 label = "no such confounder" if val is None else f"{val:.3g}"
-                labels.add(f"{b.bound} ({label})", x, y, NEGATIVE)
+                labels.add(f"{bound} ({label})", x, y, NEGATIVE)
                 placed.append((x, y))
         ax.set_xlabel("partial R² of confounder with PL enrolment, R²(D~Z|X)", fontsize=_BASE_FONT)
         ax.set_ylabel("partial R² of confounder with outcome, R²(Y~Z|D,X)", fontsize=_BASE_FONT)
         ax.tick_params(labelsize=_BASE_FONT - 1)
         sub = "adjusted estimate (dashed: 0)" if kind == "estimate" else f"adjusted t (dashed: ±{crit:.2f})"
         ax.set_title(sub, fontsize=_BASE_FONT + 1, loc="left", **_TITLE_ON_TOP)
+    fig.set_canvas(base)
     fig.suptitle(title or "How strong would a hidden confounder have to be?", fontsize=_BASE_FONT + 2, x=0.01, ha="left")
     if len(off):
         fig.supxlabel(f"Not drawn: {', '.join(map(str, off['bound']))} (no such confounder: it would explain all of PL "

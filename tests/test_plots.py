@@ -814,6 +814,88 @@ def test_a_text_is_laid_out_again_when_what_its_layout_depends_on_changes():
 
 
 @pytest.mark.skipif(not plots.MEASURE_ONCE, reason="the one-pass layout and measuring memos run on matplotlib 3.10 only")
+def test_a_text_is_shaped_once_for_its_measure_its_draw_and_later_figures(monkeypatch):
+    """While to_png draws a figure, each plain text is shaped by FreeType once for its measure and
+    its draw, and a string an earlier figure drew (same font, size and resolution) is not shaped
+    again (matplotlib's Agg shapes a text to measure it, again to draw it, and again for each new
+    figure); the PNGs are the same bytes as matplotlib's own drawing, and the renderer keeps the
+    class's methods afterwards."""
+    import contextlib
+
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    shaped = []
+    prepare = RendererAgg._prepare_font
+
+    def counted(self, prop):
+        shaped.append(prop)
+        return prepare(self, prop)
+
+    make = _EVERY_FIGURE["love"]
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_shaped_once", lambda renderer: contextlib.nullcontext())
+        ours = plots.to_png(make(), dpi=120)
+    plots._SHAPED.clear()
+    monkeypatch.setattr(RendererAgg, "_prepare_font", counted)
+    fig = make()
+    with plots._drawn(fig, 120) as (canvas, content, box):
+        png = plots._png_of(canvas, content, box, 120)
+        renderer = canvas.get_renderer()
+    assert png == ours
+    assert not {"draw_text", "get_text_width_height_descent"} & set(vars(renderer))
+    assert 0 < len(shaped) == len(plots._SHAPED)  # once per string and font
+    assert plots.to_png(make(), dpi=120) == png and len(shaped) == len(plots._SHAPED)  # none again
+    monkeypatch.setattr(plots, "_SHAPED_MAX", 3)
+    plots._SHAPED.clear()
+    assert plots.to_png(make(), dpi=120) == png and len(plots._SHAPED) <= 3  # the oldest let go
+
+
+@pytest.mark.skipif(not plots.MEASURE_ONCE, reason="the one-pass layout and measuring memos run on matplotlib 3.10 only")
+def test_a_drawn_text_is_not_set_to_its_own_string(monkeypatch):
+    """matplotlib's Text.draw sets a text's string to the string it has while drawing it, and back
+    (``Artist.set``: its properties looked up, change callbacks, marked stale); to_png spares that
+    for texts that do not wrap (the same PNG) and leaves them as they were."""
+    from matplotlib.artist import Artist
+    from matplotlib.text import Text
+
+    calls = []
+    cm_set = Artist._cm_set
+
+    def counted(self, **kwargs):
+        calls.append((self, kwargs))
+        return cm_set(self, **kwargs)
+
+    make = _EVERY_FIGURE["distribution"]
+    ours = plots.to_png(make(), dpi=120)
+    monkeypatch.setattr(Artist, "_cm_set", counted)
+    fig = make()
+    with monkeypatch.context() as m:
+        m.setattr(plots, "_set_unless_same", lambda text, cm: cm)
+        assert plots.to_png(fig, dpi=120) == ours
+    assert [kw for t, kw in calls if isinstance(t, Text) and kw.keys() == {"text"}]  # matplotlib's way
+    calls.clear()
+    assert plots.to_png(fig, dpi=120) == ours
+    assert not [kw for t, kw in calls if isinstance(t, Text) and kw.keys() == {"text"}]
+    assert not any("_cm_set" in vars(t) for t in fig.findobj(Text))
+
+
+def test_contour_labels_are_measured_with_one_renderer(monkeypatch):
+    """clabel measures each contour label with the figure's renderer; for a figure whose canvas has
+    none (pleval's, built without pyplot) matplotlib made one per label, by a print of the figure
+    stopped before its draw. ovb_contour gives the figure an Agg canvas while it places the labels
+    (the same labels, the same PNG) and its own canvas back."""
+    import matplotlib.figure
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    made = []
+    get = matplotlib.figure._get_renderer
+    monkeypatch.setattr(matplotlib.figure, "_get_renderer", lambda *a, **k: made.append(1) or get(*a, **k))
+    fig = _contour_near_the_origin()
+    assert not made and type(fig.canvas) is FigureCanvasBase
+    assert all(ax.texts for ax in fig.axes)  # the contours' labels
+
+
+@pytest.mark.skipif(not plots.MEASURE_ONCE, reason="the one-pass layout and measuring memos run on matplotlib 3.10 only")
 def test_figures_the_one_pass_layout_does_not_cover_keep_their_layout():
     """A colorbar, axes spanning cells or another layout engine: _lay_out_once leaves the figure
     to its own layout (the PNG is that of savefig's tight box, to a pixel)."""
