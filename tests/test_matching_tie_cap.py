@@ -759,3 +759,24 @@ def test_ids_factorized_ahead_of_other_rows():
     assert index is v.data.index
     np.testing.assert_array_equal(codes, pd.factorize(ids)[0])
     assert factorized_ahead(v, "sid") is None
+
+
+def test_ids_factorized_ahead_are_waited_for_by_a_match_that_does_not_take_them(tied_data, monkeypatch):
+    """A match that does not code the student ids beside its fit (here: no tie cap) still waits for
+    the thread factorizing them ahead, and gives it up: no thread of it is left running into a
+    later fork (the placebo worker's)."""
+    import threading
+    import time
+
+    from pleval.data import _FACTORIZED_AHEAD, factorize_ahead, factorized_ahead
+
+    real = pd.factorize
+    monkeypatch.setattr(pd, "factorize", lambda *a, **k: (time.sleep(0.5) if threading.current_thread().name
+                                                          == "pleval-ahead" else None) or real(*a, **k))
+    v = validate(tied_data, C)
+    factorize_ahead(v, C.student_id)
+    thread = v.__dict__[_FACTORIZED_AHEAD][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        match(v, C, method="propensity", tie_cap=0)
+    assert not thread.is_alive() and factorized_ahead(v, C.student_id) is None

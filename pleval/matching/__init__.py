@@ -751,11 +751,10 @@ def match(
                 return _reused(_reuse, ("cells", tuple(strata)), data.index, lambda: cell_codes(coded), _cells_of)
 
             def coded_ids():
-                f = _ids_ahead(ahead, before.index) if ahead is not None and _reuse is None else None
-                if f is not None:  # (the same as _student_ids(before, ...))
-                    return f, distinct_hashed_ranks(f[1])
-                return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
-                               _ids_of)
+                f = _ids_ahead(ahead, before.index) if ahead is not None else None
+                make = ((lambda: (f, distinct_hashed_ranks(f[1]))) if f is not None  # (_student_ids(before, ...))
+                        else (lambda: _student_ids(before, c.student_id)))
+                return _reused(_reuse, ("ids", c.student_id), before.index, make, _ids_of)
 
             cells_ahead, ids = _workers.side_by_side(fit_and_cells, coded_ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
@@ -767,6 +766,8 @@ def match(
         else:
             fit()
         shared.clear()
+    if ahead is not None:  # (taken or not: no thread of it left running into a fork)
+        ahead()
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k
