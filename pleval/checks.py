@@ -39,8 +39,8 @@ import pandas as pd
 from ._results import Frame, ResultMixin
 from .data import (DATE_COVARIATE_FIX, NONE_WORDS, RCT_SAMPLE_COLUMNS, SAMPLE_COLUMNS, Columns, Validated,
                    _coerce_treatment, _split_names, _tuple, as_columns, as_written, codes_once, date_column_message,
-                   factorized, flag_for, frame_sha256, is_date_column, itt_columns, match_label, one_arm_subject,
-                   school_arms, schools_across_blocks, subject_arms, validate)
+                   factorize_ahead, factorized, flag_for, frame_sha256, is_date_column, itt_columns, match_label,
+                   one_arm_subject, school_arms, schools_across_blocks, subject_arms, validate)
 from .errors import DataError, DesignError, PlevalError
 from .readers import MIXED_ENCODING, POINT_NUMBERS_AS_TEXT, duplicate_header_message, file_columns, read_raw
 
@@ -202,6 +202,7 @@ def check(
     require: tuple[str, ...] | None = None,
     keep_validated: bool = False,
     arms: pd.Series | None = None,
+    _ids_ahead: bool = False,
     **read_options,
 ) -> CheckReport:
     """Check a student file (a path or a DataFrame) and return a :class:`CheckReport`.
@@ -224,6 +225,9 @@ def check(
     arms : a multi-arm trial's treatment as given, one value per row of ``data``, whose
         treatment column reads it as control (0) / any arm (1) (``pleval rct --control``): the
         note on schools whose students were randomized to different arms counts the arms in it.
+    _ids_ahead : with ``keep_validated``, the student ids of the record kept are factorized in a
+        thread from the moment the rows are validated (:func:`pleval.data.factorize_ahead`), for
+        the analysis's match to take (``pleval estimate``'s propensity match).
     """
     if columns is None and isinstance(given, Columns):  # (roles given whole: they are the columns)
         columns, given = given, None
@@ -264,7 +268,8 @@ def check(
         cols, roles, found = _explicit_roles(listed, explicit, require)
     problems += found
     with codes_once():  # (the subject and school columns coded once for all the checks)
-        values, found, validated = _values_and_validation(df, cols, require, design, problems, arms)
+        values, found, validated = _values_and_validation(df, cols, require, design, problems, arms,
+                                                          ahead=_ids_ahead and keep_validated and df is data)
     problems += values + found
     handover = _Handover(data, validated) if keep_validated and validated is not None and df is data else None
     used = {c for v in cols.roles().values() for c in v}
@@ -1047,12 +1052,14 @@ def _missing_problems(df, cols: Columns, design: str) -> list[Problem]:
 
 
 def _values_and_validation(df, cols: Columns, require, design: str, found: list[Problem],
-                           arms: pd.Series | None = None) -> tuple[list[Problem], list[Problem], Validated | None]:
+                           arms: pd.Series | None = None, ahead: bool = False
+                           ) -> tuple[list[Problem], list[Problem], Validated | None]:
     """The value problems (:func:`_value_problems`) and then :func:`_validation_problem` given every
     problem before it, as one after the other, computed side by side
     (:func:`pleval._workers.thread_map`, where a core is free) when ``found`` holds no error: the
     validation then runs whatever the value checks find, and is set aside (an exception it raised
-    too) when they find an error. Each is computed as alone, so the results are those of the loop."""
+    too) when they find an error. Each is computed as alone, so the results are those of the loop.
+    ``ahead``: the student ids factorized ahead once validated (:func:`check`'s ``_ids_ahead``)."""
     present = _present(cols, df)
     if any(p.level == "error" for p in found):
         return _value_problems(df, present, design, arms), _duplicate_ids(df, cols, present, design), None
@@ -1060,7 +1067,7 @@ def _values_and_validation(df, cols: Columns, require, design: str, found: list[
 
     def validation():
         try:
-            return _validation_problem(df, cols, require, [], design), None
+            return _validation_problem(df, cols, require, [], design, ahead), None
         except Exception as exc:  # raised only if the value checks find no error
             return None, exc
 
@@ -1095,7 +1102,7 @@ def _duplicate_ids(df: pd.DataFrame, cols: Columns, present: Columns, design: st
 
 
 def _validation_problem(df, cols: Columns, require, found: list[Problem],
-                        design: str = "matched") -> tuple[list[Problem], Validated | None]:
+                        design: str = "matched", ahead: bool = False) -> tuple[list[Problem], Validated | None]:
     """What :func:`pleval.data.validate` still objects to (duplicated ids, no treated rows,
     ...) when no earlier check has already raised it, and its record when it objects to nothing.
     A trial is validated as its ITT is (:func:`pleval.data.itt_columns`: rows missing take-up
@@ -1112,6 +1119,8 @@ def _validation_problem(df, cols: Columns, require, found: list[Problem],
         return [Problem("error", "validation", str(exc), col)], None
     except PlevalError:  # pragma: no cover - every validation error is a DataError
         raise
+    if ahead and v.columns.student_id:
+        factorize_ahead(v, v.columns.student_id)
     found = (_one_arm_subjects(v) if cols.subject else _constant_outcomes(v)) if cols.outcome else []
     found += _weightless_arms(v) if cols.weight else []
     return found, None if any(p.level == "error" for p in found) else v

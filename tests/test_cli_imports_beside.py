@@ -4,6 +4,7 @@ while it reads and checks the file, which need none of them, and joins it before
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import threading
@@ -118,3 +119,46 @@ def test_a_wrong_path_fails_before_the_imports_start(name, msg, tmp_path, monkey
     r = CliRunner().invoke(app, ["estimate", str(tmp_path / name), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and msg in r.output
     assert started == []
+
+
+@pytest.mark.parametrize("args,ahead", [([], True), (["--workers", "1"], False), (["--method", "mahalanobis"], False),
+                                        (["--design", "rct"], False)])
+def test_the_propensity_match_ids_are_factorized_from_the_validation_on(args, ahead, tmp_path, monkeypatch):
+    """``pleval estimate`` asks its checks to factorize the student ids once the rows are validated
+    (``check(..., _ids_ahead=True)``: :func:`pleval.data.factorize_ahead`) for the default
+    propensity match, which takes them, with a core free for it; not for a match that does not."""
+    asked = []
+    real_check = pleval.checks.check
+
+    def check(*a, **k):
+        asked.append(k.get("_ids_ahead"))
+        return real_check(*a, **k)
+
+    def estimate(*a, **k):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pleval.checks, "check", check)
+    monkeypatch.setattr(est_mod, "estimate", estimate)
+    sample = SAMPLE.with_name("pl_cluster_rct.csv") if "rct" in args else SAMPLE
+    r = CliRunner().invoke(app, ["estimate", str(sample), *args, "--out", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert asked == [ahead]
+
+
+def test_statsmodels_is_imported_without_its_optional_formula_engine():
+    """The import thread imports statsmodels' GLM as if formulaic (its optional formula engine,
+    64 CPU-ms with narwhals; pleval fits no formula) were not installed: statsmodels' formulas
+    then take patsy; formulaic stays importable afterwards. Not where ``SM_FORMULA_ENGINE``
+    asks for an engine."""
+    code = ("import sys\n"
+            "from pleval.cli._estimate import _import_beside\n"
+            "_import_beside(('statsmodels.genmod.generalized_linear_model',)).join()\n"
+            "import statsmodels.formula._manager as m\n"
+            "print('formulaic' in sys.modules, m.HAVE_FORMULAIC, m.DEFAULT_FORMULA_ENGINE)\n"
+            "import formulaic\n"
+            "print(formulaic.__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "False", "patsy", "formulaic"]
+    env = {**os.environ, "SM_FORMULA_ENGINE": "formulaic"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert r.stdout.split() == ["True", "True", "formulaic", "formulaic"]

@@ -690,3 +690,93 @@ def test_nearest_sets_long_format_is_that_of_the_pairs(monkeypatch, block):
     for g, w in zip(got, want):
         assert g.dtype == w.dtype
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("some_without_outcome", [False, True])
+def test_ids_factorized_ahead_are_the_ones_the_match_takes(tied_data, monkeypatch, some_without_outcome):
+    """``check(..., keep_validated=True, _ids_ahead=True)`` (``pleval estimate``) starts
+    ``pd.factorize`` of the validated rows' student ids in a thread
+    (:func:`pleval.data.factorize_ahead`); the propensity match of that record takes it — for its
+    rows with an outcome too, renumbered, when some rows have none — instead of coding the ids
+    itself beside the fit, and matches exactly as without it (the ids' codes, distinct ids and
+    ranks equal, with their types). The record gives it up to the match."""
+    import pleval.matching as pm
+    from pleval import _workers
+    from pleval.checks import check
+    from pleval.data import factorized_ahead
+
+    df = tied_data.copy()
+    if some_without_outcome:  # (among them rows where an id first appears: its numbering changes)
+        df.loc[df.index[::7], C.outcome] = np.nan
+    calls = []
+    real = pm._student_ids
+    monkeypatch.setattr(pm, "_student_ids", lambda data, sid: calls.append(len(data)) or real(data, sid))
+    monkeypatch.setattr(_workers, "compute_threads", lambda: 2)
+    got = {}
+    for ahead in (False, True):
+        report = check(df, C, keep_validated=True, _ids_ahead=ahead)
+        v = report.take_validated(df, C)
+        assert v is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got[ahead] = match(v, C, method="propensity", tie_cap=4)
+        assert factorized_ahead(v, C.student_id) is None  # (given up, or none started)
+    assert calls == [len(got[False].data)]  # coded by the match without the ids ahead only
+    a, b = got[False], got[True]
+    for f in ("rows", "set_id", "weight", "set_school", "id_ranks"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+        assert getattr(a, f).dtype == getattr(b, f).dtype
+    (ca, ua), (cb, ub) = a.factorized[C.student_id], b.factorized[C.student_id]
+    np.testing.assert_array_equal(ca, cb)
+    assert ca.dtype == cb.dtype == np.int32
+    pd.testing.assert_index_equal(ua, ub, exact=True)
+
+
+def test_ids_factorized_ahead_of_other_rows():
+    """``_ids_ahead``: the factorization of the rows asked for from that of the rows coded ahead
+    (``pd.factorize``'s, narrowed); None when one of those rows was not coded, has no id, or the
+    coding failed."""
+    from pleval.data import factorize_ahead, factorized_ahead
+    from pleval.matching import _ids_ahead
+
+    ids = pd.Series(["b", "a", "b", "c", None, "a"], dtype="str", index=[3, 4, 5, 6, 7, 8])
+    want = pd.factorize(ids.loc[[4, 5, 6]])
+    wait = lambda: (ids.index, pd.factorize(ids))  # noqa: E731
+    codes, uniq = _ids_ahead(wait, pd.Index([4, 5, 6]))
+    np.testing.assert_array_equal(codes, want[0])
+    pd.testing.assert_index_equal(uniq, want[1])
+    assert codes.dtype == np.int32
+    assert _ids_ahead(wait, pd.Index([4, 7])) is None and _ids_ahead(wait, pd.Index([4, 9])) is None
+    assert _ids_ahead(lambda: None, pd.Index([4])) is None
+
+    class Record:  # (a Validated record's __dict__ is where factorize_ahead keeps its thread)
+        data = pd.DataFrame({"sid": ids})
+
+    v = Record()
+    factorize_ahead(v, "sid")
+    assert factorized_ahead(v, "other") is None
+    index, (codes, uniq) = factorized_ahead(v, "sid")()
+    assert index is v.data.index
+    np.testing.assert_array_equal(codes, pd.factorize(ids)[0])
+    assert factorized_ahead(v, "sid") is None
+
+
+def test_ids_factorized_ahead_are_waited_for_by_a_match_that_does_not_take_them(tied_data, monkeypatch):
+    """A match that does not code the student ids beside its fit (here: no tie cap) still waits for
+    the thread factorizing them ahead, and gives it up: no thread of it is left running into a
+    later fork (the placebo worker's)."""
+    import threading
+    import time
+
+    from pleval.data import _FACTORIZED_AHEAD, factorize_ahead, factorized_ahead
+
+    real = pd.factorize
+    monkeypatch.setattr(pd, "factorize", lambda *a, **k: (time.sleep(0.5) if threading.current_thread().name
+                                                          == "pleval-ahead" else None) or real(*a, **k))
+    v = validate(tied_data, C)
+    factorize_ahead(v, C.student_id)
+    thread = v.__dict__[_FACTORIZED_AHEAD][2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        match(v, C, method="propensity", tie_cap=0)
+    assert not thread.is_alive() and factorized_ahead(v, C.student_id) is None

@@ -12,8 +12,11 @@ import collections
 import contextlib
 import difflib
 import importlib
+import importlib.util
 import json
 import math
+import os
+import sys
 import threading
 import time
 import tomllib
@@ -377,6 +380,25 @@ _ANALYSIS_MODULES = collections.defaultdict(
 :func:`_import_beside` while the file is read and checked (which need none of them)."""
 
 
+_FORMULA_ENGINES = ("formulaic",)
+"""statsmodels' optional formula engine that its models' module imports if it can (formulaic and
+narwhals: 64 of the 88 CPU-ms of statsmodels' GLM beside scipy.stats) while pleval fits no
+formula: :func:`_import_beside` imports statsmodels as if it were not installed (its formulas
+then take patsy, which statsmodels also imports, as where formulaic is not installed)."""
+
+
+def _left_out() -> tuple[str, ...]:
+    """The :data:`_FORMULA_ENGINES` not yet imported, made unimportable (``None`` in
+    ``sys.modules``) until the caller lets them go; none where statsmodels is told to use one
+    (``SM_FORMULA_ENGINE``) or patsy, its other engine, is not installed."""
+    if os.environ.get("SM_FORMULA_ENGINE") or importlib.util.find_spec("patsy") is None:
+        return ()
+    left = tuple(name for name in _FORMULA_ENGINES if name not in sys.modules)
+    for name in left:
+        sys.modules[name] = None
+    return left
+
+
 def _import_beside(names: tuple[str, ...]) -> threading.Thread:
     """A thread importing the modules ``names`` while this one reads and checks the file: the
     reading (Arrow's decoding, the hashing of the file) and much of the checks (numpy) run without
@@ -386,11 +408,17 @@ def _import_beside(names: tuple[str, ...]) -> threading.Thread:
     while the other waits. An import that fails is left to fail again where the analysis imports
     it. Joined before the analysis (before any worker is forked)."""
     def run():
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except Exception:  # raised again where the analysis imports it
-                return
+        left_out = _left_out()
+        try:
+            for name in names:
+                try:
+                    importlib.import_module(name)
+                except Exception:  # raised again where the analysis imports it
+                    return
+        finally:
+            for name in left_out:  # (importable again)
+                if name in sys.modules and sys.modules[name] is None:
+                    del sys.modules[name]
 
     thread = threading.Thread(target=run, name="pleval-imports")
     thread.start()
@@ -602,8 +630,11 @@ def estimate(
                     print_checks(ev.checks)
             # the checks' threads: at most --workers (one with --workers 1), as the analysis'
             with limited(options["workers"]) if options.get("workers") else contextlib.nullcontext():
-                report = None if pool is not None else check(df, given=given, design=design_,
-                                                              keep_validated=True)  # the estimate validates once
+                # the estimate validates once; its propensity match's student ids coded from the validation on
+                # (0.08 CPU-s at 1M rows without the interpreter's lock; the placebo worker is forked once they are)
+                ahead = design_ == "matched" and method_ in (None, "propensity") and options.get("workers") != 1
+                report = None if pool is not None else check(df, given=given, design=design_, keep_validated=True,
+                                                              _ids_ahead=ahead)
             if report is not None and fmt == "text" and not quiet and not debug:
                 print_checks(report)  # errors: every line, exit 2; warnings: at the top
             elif report is not None:
@@ -683,7 +714,6 @@ def _out_of_memory(steps: "_Steps", state: Callable):
 
 def _command(ctx: typer.Context) -> str:
     import shlex
-    import sys
 
     if sys.argv and Path(sys.argv[0]).name in ("pleval", "cli.py"):
         return " ".join(["pleval", *map(shlex.quote, sys.argv[1:])])

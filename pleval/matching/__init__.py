@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _workers
-from ..data import Columns, Validated, as_columns, pl_by_subject, pl_rows_frame, validate
+from ..data import Columns, Validated, as_columns, factorized_ahead, pl_by_subject, pl_rows_frame, validate
 from ..errors import DataError, DesignError
 from ._design import (codes_and_levels, combine_codes, encode, factorize, first_appearance_codes, is_categorical,
                       narrow_codes, present_codes)
@@ -225,6 +225,23 @@ def _student_ids(data: pd.DataFrame, sid: str):
     hashed rank of each distinct id (:func:`~.nearest.distinct_hashed_ranks`), the tie cap's keys."""
     f = factorize(data[sid])
     return f, distinct_hashed_ranks(f[1])
+
+
+def _ids_ahead(wait: Callable, index: pd.Index):
+    """The student ids' coding of the rows ``index`` (``_student_ids``' factorization) from
+    ``pd.factorize`` of those or more rows, started ahead (:func:`pleval.data.factorize_ahead`,
+    ``wait`` from :func:`~pleval.data.factorized_ahead`): the codes renumbered in order of first
+    appearance among the rows (:func:`_renumbered`) and narrowed, the distinct ids taken. None when
+    it failed, or some row's id is missing or not among those coded."""
+    got = wait()
+    if got is None:
+        return None
+    coded, (codes, uniq) = got
+    if coded.equals(index):
+        return narrow_codes(codes, len(uniq)), uniq
+    pos = _positions(coded, index)
+    sub = None if pos is None else _renumbered(codes, len(uniq), pos)
+    return None if sub is None else (sub[0], uniq[sub[1]])
 
 
 def reuse_store(m: MatchResult) -> dict:
@@ -636,6 +653,7 @@ def match(
         v = df
     columns = v.columns
     c = columns
+    ahead = factorized_ahead(v, c.student_id) if c.student_id else None  # (given up by v either way)
     log = v.dropped.to_dict("records")
     n_validated = len(log)  # validate leaves both groups; the entries after these are match's own
     data = v.data
@@ -733,8 +751,10 @@ def match(
                 return _reused(_reuse, ("cells", tuple(strata)), data.index, lambda: cell_codes(coded), _cells_of)
 
             def coded_ids():
-                return _reused(_reuse, ("ids", c.student_id), before.index, lambda: _student_ids(before, c.student_id),
-                               _ids_of)
+                f = _ids_ahead(ahead, before.index) if ahead is not None else None
+                make = ((lambda: (f, distinct_hashed_ranks(f[1]))) if f is not None  # (_student_ids(before, ...))
+                        else (lambda: _student_ids(before, c.student_id)))
+                return _reused(_reuse, ("ids", c.student_id), before.index, make, _ids_of)
 
             cells_ahead, ids = _workers.side_by_side(fit_and_cells, coded_ids)
             ids_ahead = {("ids", c.student_id): (before.index, ids)}
@@ -746,6 +766,8 @@ def match(
         else:
             fit()
         shared.clear()
+    if ahead is not None:  # (taken or not: no thread of it left running into a fork)
+        ahead()
 
     if method in ("propensity", "mahalanobis", *OPTIMAL):
         k = 1 if k is None else k

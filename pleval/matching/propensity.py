@@ -317,7 +317,8 @@ def fit_propensity(
         names = enc.names
         n_u = np.bincount(pattern, minlength=len(first)).astype(float)
         y_u = np.bincount(pattern, weights=t, minlength=len(first))
-        problems = _separation_by_covariate(df.iloc[first], y_u, covariates, set(enc.categorical) | set(categorical), n_u)
+        problems = _separation_by_covariate(df[list(covariates)].iloc[first], y_u, covariates,  # (their columns only)
+                                            set(enc.categorical) | set(categorical), n_u)
         if problems:
             raise DesignError(
                 "perfect or quasi-perfect separation in the propensity model: "
