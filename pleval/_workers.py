@@ -412,15 +412,26 @@ class Forked:
         return value
 
     def cancel(self) -> None:
-        """Stop the child if it is still running (its result is not needed); once its result is
-        taken, wait for it to leave (it does by itself)."""
-        if self.exitcode is None:
-            if not self._taken:
-                try:
-                    os.kill(self._pid, signal.SIGTERM)
-                except ProcessLookupError:  # pragma: no cover - already gone
-                    pass
-            self._wait()
+        """Stop the child if it is still running (its result is not needed) and wait for it to
+        end; once its result is taken, the child leaves by itself, handing its memory back to the
+        system as it does: it is reaped if it has left, else by a later :func:`start` or
+        :meth:`cancel` (:func:`_reap_leaving`), not waited for (the end of a 1M-row run waited
+        0.02-0.05 s for each)."""
+        _reap_leaving()
+        if self.exitcode is not None or self._pid in _leaving:
+            return
+        if self._taken:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+            else:
+                _leaving.append(self._pid)
+            return
+        try:
+            os.kill(self._pid, signal.SIGTERM)
+        except ProcessLookupError:  # pragma: no cover - already gone
+            pass
+        self._wait()
 
     def _over(self) -> None:
         """The job is over (its result taken, or the child waited for): its core is free again.
@@ -443,10 +454,26 @@ class Forked:
             self._over()
 
 
+_leaving: list[int] = []
+"""Children whose result was taken and that had not yet left when cancelled (:meth:`Forked.cancel`)."""
+
+
+def _reap_leaving() -> None:
+    """Reap the :data:`_leaving` children that have left, without waiting for the others."""
+    for pid in list(_leaving):
+        try:
+            left = os.waitpid(pid, os.WNOHANG)[0]
+        except ChildProcessError:  # pragma: no cover - reaped elsewhere
+            left = pid
+        if left:
+            _leaving.remove(pid)
+
+
 def start(fn: Callable, *args: Any, niceness: int = 0) -> Forked | None:
     """A :class:`Forked` job (``niceness``: see there), or None where the system gives no
     process (``fork`` failing for lack of memory or a process limit): the caller then does the
     work itself."""
+    _reap_leaving()
     try:
         return Forked(fn, *args, niceness=niceness)
     except OSError:

@@ -157,7 +157,7 @@ def _state(pid: int) -> str | None:
 def test_a_result_is_taken_without_waiting_for_the_child_to_leave(monkeypatch):
     """result() frees the job's core at once and does not wait for the child to leave (a
     placebo worker hands back its memory as it does: 0.05 s at 1M rows, while the main process
-    goes on); cancel() then waits for it, without stopping it: its exit code is its own."""
+    goes on); cancel() then reaps it, without stopping it: its exit code is its own."""
     waits = []
     real = os.waitpid
     monkeypatch.setattr(os, "waitpid", lambda pid, flags: (waits.append(flags), real(pid, flags))[1])
@@ -174,6 +174,38 @@ def test_a_result_is_taken_without_waiting_for_the_child_to_leave(monkeypatch):
     assert _state(job._pid) == "Z" and job.exitcode is None
     job.cancel()
     assert job.exitcode == 0 and _state(job._pid) is None  # reaped, not stopped
+
+
+@fork_only
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_cancel_does_not_wait_for_a_child_leaving_after_its_result(monkeypatch):
+    """Once its result is taken, cancel() does not wait for a child still leaving (handing back
+    its memory): the next start() or cancel() reaps it once it has left."""
+    real_child = _workers._child
+
+    def slow_to_leave(conn, fn, args):
+        real_child(conn, fn, args)
+        time.sleep(3)
+
+    monkeypatch.setattr(_workers, "_child", slow_to_leave)
+    job = _workers.Forked(_send_back, 40)
+    job.send(2)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert job.result() == 42
+    began = time.monotonic()
+    job.cancel()
+    job.cancel()  # (once)
+    assert time.monotonic() - began < 1 and _workers._leaving.count(job._pid) == 1 and job.exitcode is None
+    deadline = time.monotonic() + 30
+    while _state(job._pid) != "Z" and time.monotonic() < deadline:  # it has left, and is not reaped yet
+        time.sleep(0.05)
+    monkeypatch.setattr(_workers, "_child", real_child)
+    other = _workers.start(_send_back, 1)
+    assert job._pid not in _workers._leaving and _state(job._pid) is None  # reaped by the next start
+    other.send(1)
+    with pytest.warns(UserWarning, match="child warning"):
+        assert other.result() == 2
+    other.cancel()
 
 
 @fork_only
