@@ -26,6 +26,7 @@ there and callers run the job in the main process instead (the same results).
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import signal
 import sys
@@ -311,16 +312,24 @@ def can_fork() -> bool:
     return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
 
 
-def shared_flag(value: bool):
-    """A flag holding ``value`` that processes forked after it see this one set or clear, and
-    the reverse (``is_set``, ``set``, ``clear``, ``wait``: a :mod:`multiprocessing` event of the
-    fork context; where :func:`can_fork`)."""
-    import multiprocessing
+class SharedFlag:
+    """A flag that the processes forked after it is made read as this one sets or clears it, and
+    the reverse: one byte of memory they share (``mmap``), read and written without a lock, so a
+    process killed while it reads or waits leaves nothing held (a :mod:`multiprocessing` event
+    would then block the next ``set``)."""
 
-    flag = multiprocessing.get_context("fork").Event()
-    if value:
-        flag.set()
-    return flag
+    def __init__(self, value: bool):
+        self._byte = mmap.mmap(-1, 1)  # anonymous and shared with forked children
+        self._byte[0] = int(value)
+
+    def is_set(self) -> bool:
+        return self._byte[0] == 1
+
+    def set(self) -> None:
+        self._byte[0] = 1
+
+    def clear(self) -> None:
+        self._byte[0] = 0
 
 
 class Forked:
@@ -360,7 +369,7 @@ class Forked:
         child.close()
         self._counted = int(niceness <= 0)
         _running += self._counted
-        self._taken = False
+        self._taken = self._left = False
         self.exitcode: int | None = None
         self._final: tuple | None = None  # the end message, when posted() met it
 
@@ -418,7 +427,7 @@ class Forked:
         :meth:`cancel` (:func:`_reap_leaving`), not waited for (the end of a 1M-row run waited
         0.02-0.05 s for each)."""
         _reap_leaving()
-        if self.exitcode is not None or self._pid in _leaving:
+        if self.exitcode is not None or self._left:
             return
         if self._taken:
             pid, status = os.waitpid(self._pid, os.WNOHANG)
@@ -426,6 +435,7 @@ class Forked:
                 self.exitcode = os.waitstatus_to_exitcode(status)
             else:
                 _leaving.append(self._pid)
+                self._left = True  # (its pid is the system's again once reaped: not waited for here)
             return
         try:
             os.kill(self._pid, signal.SIGTERM)

@@ -842,10 +842,11 @@ def factorize_ahead(v: Validated, column: str) -> None:
     checks finish and the analysis's modules are imported, rather than in the analysis's match,
     where the placebo worker's fork waits for them (:func:`pleval.match`'s ``_ids_coded``)."""
     data, out = v.data, {}
+    values = data[column]  # read here, not beside this thread's own work on the frame
 
     def run():
         try:
-            out["value"] = pd.factorize(data[column])
+            out["value"] = pd.factorize(values)
         except Exception:  # coded again (and any error raised) where it is needed
             pass
 

@@ -45,7 +45,7 @@ import pandas as pd
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
 from ._text import unsigned_zeros
-from ._workers import available_memory, can_fork, default_workers, limited, shared_flag, side_by_side
+from ._workers import SharedFlag, available_memory, can_fork, default_workers, limited, side_by_side
 from ._workers import start as start_worker
 from .checks import NA_LIKE, check, current_report, id_columns
 from .data import (
@@ -637,7 +637,7 @@ def estimate(
         other table empty); ``pending()``, which processes forked in the call may call too, is
         True while the worker still runs and this process still estimates the PL schools'
         effects (always False without a worker). :class:`pleval.report.EarlyFigures` draws the
-        figures of the preview that way. Not called otherwise (no placebo schools, a trial).
+        figures of the preview that way. Not called otherwise (``placebo=False``, a trial).
         Its warnings are raised after the evaluation's, not made part of it.
 
     Other Parameters
@@ -1524,7 +1524,7 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         # when its rounds end first (1M rows: 0.3-0.6 s before; docs/scale.md)
         _with_propensity(out, subjects, _propensity_frame(m))
         if while_waiting is not None:
-            estimating = shared_flag(True)
+            estimating = SharedFlag(True)
             while_waiting(keys, out, lambda: estimating.is_set() and not worker.ready())
     progress("school effects")
     schools = placebo = None

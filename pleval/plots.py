@@ -297,9 +297,10 @@ def _set_unless_same(text: Text, cm_set):
 _SHAPED: dict = {}
 """Texts shaped by FreeType (:func:`_shaped_once`): (string, font files, size, dpi, hinting,
 hinting and kerning factors, antialiasing) -> (width, height, descent, glyph bitmap, bitmap offset
-x, y), in pixels; at most :data:`_SHAPED_MAX` (a few MB), the oldest let go first. A forked
-process starts with its parent's."""
-_SHAPED_MAX = 4096
+x, y), in pixels; their bitmaps at most :data:`_SHAPED_BYTES` in all, the oldest let go first. A
+forked process starts with its parent's."""
+_SHAPED_BYTES = 16 << 20
+_shaped_bytes = [0]  # the bitmaps' bytes held in _SHAPED
 
 
 @contextmanager
@@ -335,8 +336,9 @@ def _shaped_once(renderer):
             font.draw_glyphs_to_bitmap(antialiased=antialiased)
             (w, h), (xo, yo) = font.get_width_height(), font.get_bitmap_offset()
             hit = (w / 64, h / 64, font.get_descent() / 64, np.array(font.get_image()), xo / 64, yo / 64)
-            if len(_SHAPED) >= _SHAPED_MAX:
-                del _SHAPED[next(iter(_SHAPED))]
+            _shaped_bytes[0] += hit[3].nbytes
+            while _SHAPED and _shaped_bytes[0] > _SHAPED_BYTES:  # the oldest let go
+                _shaped_bytes[0] -= _SHAPED.pop(next(iter(_SHAPED)))[3].nbytes
             _SHAPED[key] = hit
         return hit
 

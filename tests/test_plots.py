@@ -836,6 +836,7 @@ def test_a_text_is_shaped_once_for_its_measure_its_draw_and_later_figures(monkey
         m.setattr(plots, "_shaped_once", lambda renderer: contextlib.nullcontext())
         ours = plots.to_png(make(), dpi=120)
     plots._SHAPED.clear()
+    plots._shaped_bytes[0] = 0
     monkeypatch.setattr(RendererAgg, "_prepare_font", counted)
     fig = make()
     with plots._drawn(fig, 120) as (canvas, content, box):
@@ -845,9 +846,13 @@ def test_a_text_is_shaped_once_for_its_measure_its_draw_and_later_figures(monkey
     assert not {"draw_text", "get_text_width_height_descent"} & set(vars(renderer))
     assert 0 < len(shaped) == len(plots._SHAPED)  # once per string and font
     assert plots.to_png(make(), dpi=120) == png and len(shaped) == len(plots._SHAPED)  # none again
-    monkeypatch.setattr(plots, "_SHAPED_MAX", 3)
+    biggest = max(hit[3].nbytes for hit in plots._SHAPED.values())
+    monkeypatch.setattr(plots, "_SHAPED_BYTES", 2 * biggest)
     plots._SHAPED.clear()
-    assert plots.to_png(make(), dpi=120) == png and len(plots._SHAPED) <= 3  # the oldest let go
+    plots._shaped_bytes[0] = 0
+    assert plots.to_png(make(), dpi=120) == png  # the oldest let go
+    held = sum(hit[3].nbytes for hit in plots._SHAPED.values())
+    assert 0 < len(plots._SHAPED) < len(shaped) and held == plots._shaped_bytes[0] <= 2 * biggest
 
 
 @pytest.mark.skipif(not plots.MEASURE_ONCE, reason="the one-pass layout and measuring memos run on matplotlib 3.10 only")

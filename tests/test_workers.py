@@ -202,10 +202,31 @@ def test_cancel_does_not_wait_for_a_child_leaving_after_its_result(monkeypatch):
     monkeypatch.setattr(_workers, "_child", real_child)
     other = _workers.start(_send_back, 1)
     assert job._pid not in _workers._leaving and _state(job._pid) is None  # reaped by the next start
+    job.cancel()  # (reaped meanwhile: nothing to do, its pid no longer its own)
     other.send(1)
     with pytest.warns(UserWarning, match="child warning"):
         assert other.result() == 2
     other.cancel()
+
+
+@fork_only
+def test_a_process_behind_killed_while_it_waits_blocks_nothing():
+    """The process behind waits on a flag shared without a lock: killed while it waits (e.g. by
+    the kernel for memory), it leaves the flag free: letting it go and collecting it return at
+    once, with nothing drawn (save draws the figures)."""
+    from pleval.report.early import Behind
+
+    behind = Behind.start({}, [], 100, False, wait=lambda: True)
+    time.sleep(0.2)
+    os.kill(behind.job._pid, signal.SIGKILL)
+    began = time.monotonic()
+    behind.go()
+    assert behind.collect() == {} and time.monotonic() - began < 5
+    flag = _workers.SharedFlag(True)
+    child = _workers.start(lambda receive: (flag.clear(), flag.is_set())[1])
+    assert child.result() is False and not flag.is_set()
+    flag.set()
+    assert flag.is_set()
 
 
 @fork_only

@@ -334,7 +334,7 @@ def grouped_cross_products(X: np.ndarray, codes: np.ndarray, G: int, e: np.ndarr
         if center is not None:
             np.subtract(Xc, center, out=Xc)
         Lc = bufL[:m]
-        for j in range(nw):  # the weightings (einsum: the products of np.multiply, 9% faster for rows of 11)
+        for j in range(nw):  # the weightings (einsum: np.multiply's products but a zero's sign, 9% faster for rows of 11)
             np.einsum("ij,i->ij", Xc, wc[:, j], out=Lc[:, col[j] : col[j] + k])
         if e is not None:
             np.multiply(e[r], wc[:, 0], out=Lc[:, ecol])

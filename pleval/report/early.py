@@ -46,8 +46,7 @@ class EarlyFigures:
     figures' names are a queue it shares with :func:`save`'s processes, which take the ones it
     has not begun once they have drawn their own (from then on it draws whatever ``pending()``
     says), so each is drawn once and none waited for longer than one figure. Where no process
-    can be forked, the figures are drawn here while ``pending()``, cheapest first (the figure
-    being drawn when it turns False delays this process least). Each is drawn as :func:`save`
+    can be forked, the figures are drawn here while ``pending()``, cheapest first. Each is drawn as :func:`save`
     draws it (PNG at ``dpi``, and SVG with ``svg``), from the very tables the finished
     evaluation holds, so the files are the same bytes. A figure whose drawing fails is left to
     :func:`save`, which raises the error where it would have raised it.
@@ -134,10 +133,10 @@ class Behind:
     @classmethod
     def start(cls, makers: dict, names: list[str], dpi: int, svg: bool,
               wait: Callable[[], bool] | None = None) -> "Behind | None":
-        from .._workers import shared_flag, start
+        from .._workers import SharedFlag, start
         from .outputs import _Queue
 
-        queue, now = _Queue(names, shared=True), shared_flag(False)
+        queue, now = _Queue(names, shared=True), SharedFlag(False)
         job = start(_draw_behind, makers, queue, dpi, svg, wait, now, niceness=BEHIND_NICENESS)
         return None if job is None else cls(job, queue, now)
 
@@ -172,8 +171,10 @@ WAIT_POLL = 0.01
 def _draw_behind(receive, makers: dict, queue, dpi: int, svg: bool, wait, now) -> dict:
     """The forked process's part of :class:`Behind`: once ``wait()`` is False or ``now`` is set,
     the figures taken from ``queue`` until none is left."""
+    import time
+
     from .outputs import _draw
 
     while wait is not None and not now.is_set() and wait():
-        now.wait(WAIT_POLL)
+        time.sleep(WAIT_POLL)
     return _draw(makers, queue, dpi, svg)
