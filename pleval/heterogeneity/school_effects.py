@@ -891,8 +891,9 @@ def school_effects(
     if weight is not None:
         w_s = pd.to_numeric(data[weight], errors="coerce")  # float64 as it is (NaN for missing): no copy
         w_s = w_s.to_numpy() if w_s.dtype == np.float64 else w_s.to_numpy(dtype=float, na_value=np.nan)
-        if np.any(w_s < 0) and np.any(w_s[np.isfinite(w_s)] < 0):  # (no mask formed unless some weight is)
-            raise DataError(f"column {weight!r} (weight): {int((w_s < 0).sum()):,} row(s) are negative")
+        negative = w_s < 0
+        if negative.any() and np.isfinite(w_s[negative]).any():  # (−inf: missing, dropped below)
+            raise DataError(f"column {weight!r} (weight): {int(negative.sum()):,} row(s) are negative")
         drop(~np.isfinite(w_s), "missing weight", weight)
         drop(w_s == 0, "zero weight", weight)
         w = w_s
@@ -946,7 +947,8 @@ def school_effects(
             known[c] = isinstance(df, SchoolSample) and stratum == "_pl_school" and df.distinct_in_data([c, *by_cols])
         return known[c]
 
-    arms = _arm_cells(codes, t, G)  # for _one_cluster (twice)
+    robust_se = vcov != "classical"  # (one cluster in an arm: see below)
+    arms = _arm_cells(codes, t, G) if robust_se or (joint and school) else None  # for _one_cluster's calls
     if joint:
         cl = _codes(df, cluster, values=False)[0] if cluster else np.arange(len(y))
         # the student of each row, whose copies in one set are one observation (Φ = I)
@@ -968,7 +970,6 @@ def school_effects(
     g_by, by_uniq = _factorize_many(heads, list(by_cols)) if by_cols else (np.zeros(G, dtype=np.intp), [("all",)])
     fit, e2, cells = _fit_blocks(y, t, w, cnt, codes, G, design, vcov, cl, units, cr2, sse=robustness_q is not None)
     # one cluster in an arm: a robust SE leaves its deviation out (the classical SE's pooled σ² does not)
-    robust_se = vcov != "classical"
     one_c, one_t = _one_cluster(codes, t, cl, G, arms).T if robust_se else np.zeros((2, G), dtype=bool)
     del arms
     if (fit.ok & (one_t | one_c)).any():
