@@ -629,7 +629,7 @@ def estimate(
     if pool is not None and design_ != "matched":
         raise DataError("--pool gives the comparison students of a matched design; it does not go with --design rct")
     svg_ = svg if svg is not None else bool(cfg.get("svg", False))
-    early = EarlyFigures(svg=svg_)  # drawn while the placebo worker runs (estimate's while_waiting)
+    early = EarlyFigures(svg=svg_, artist_docs=False)  # drawn while the placebo worker runs (estimate's while_waiting)
     df = report = None
     # The garbage collector's passes leave alone the objects the run keeps to its end: the modules imported so far,
     # then the analysis' libraries, the data and its checks, which are made with the collector paused (no garbage

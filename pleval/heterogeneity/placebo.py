@@ -139,8 +139,9 @@ class PlaceboResult(ResultMixin):
         estimates (their matching or school effects failed), whose schools are left out of the
         calibration while the other rounds' stand."""
         r = self.rounds
-        if "failed" not in r:
-            return []
+        if "failed" not in r or not ((r["failed"].to_numpy() != "").any()
+                                     or any(map(len, r["covariates_left_out"].to_numpy()))):
+            return []  # (the usual case: no table of the rounds to group)
         rounds = r.groupby("round", sort=True).agg(n=("placebo_school", "size"), left=("covariates_left_out", "first"),
                                                    failed=("failed", "first"))
         out = []
