@@ -382,8 +382,9 @@ def test_sets_moments_exact_and_sums_by_set(monkeypatch):
                         threads.clear()
                         with _workers.limited(cores):
                             assert s.moments(gamma, lower) == every
-                        # every position (Huber scores, Γ = 1) by chunks; else each set's peak (_peaks)
-                        runs = 0 if scores is None and gamma != 1 else cores if chunk < default else 1
+                        # every position (Huber scores) by chunks; else each set's peak (_peaks), or
+                        # at Γ = 1 the set means (_even)
+                        runs = 0 if scores is None else cores if chunk < default else 1
                         assert len(threads) == runs and (threading.get_ident() in threads) == (runs == 1)
     k = 17  # one set, by hand (untied responses)
     y = rng.normal(size=len(ids))
@@ -476,7 +477,7 @@ def _argsort_ranks(a):
 def _awkward_values(rng, n):
     """Exact ties, ties up to rounding (tenths computed two ways),
     continuous values, and a few values 3e-9 apart: above the tie tolerance, yet close enough
-    to share the top bits that :func:`_rank_order` sorts by first when it keeps few of them."""
+    to share the float32 key that :func:`_rank_order` sorts by first."""
     k, m = n // 4, min(50, n // 10)
     j = rng.integers(-30, 30, k)
     parts = [np.round(rng.normal(size=k), 1), np.where(rng.random(k) < 0.5, j * 0.1, j / 10),  # 3 * 0.1 > 3 / 10
@@ -520,18 +521,13 @@ def test_sets_peaks_by_runs_of_sets():
             np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k], strict=True)
 
 
-@pytest.mark.parametrize("bits", [None, 30, 40, 41])
-def test_rank_order_equals_the_argsort_ranks(monkeypatch, bits):
+def test_rank_order_equals_the_argsort_ranks():
     """Aligned ranks from one integer sort (:func:`_rank_order`) equal the argsort's bit for bit,
-    with their tolerance ties, whatever the truncation (``bits``, the index bits: by default few,
-    only ties up to rounding fall out of order; forced to 30, 22 bits of each mantissa are
-    left and the values 3e-9 apart are sorted again exactly, while of values 1e-7 apart more
-    than a quarter would be, and the argsort serves; to 40, 12 bits; 41: the argsort), and the
-    order sorts the values decreasingly up to ties."""
+    with their tolerance ties (the values 3e-9 apart share their float32 keys and are sorted
+    again exactly; of values 1e-7 apart more than a quarter would be, and the argsort serves),
+    and the order sorts the values decreasingly up to ties."""
     from pleval.sensitivity import rosenbaum
 
-    if bits is not None:
-        monkeypatch.setattr(rosenbaum, "_index_bits", lambda n: bits)
     rng = np.random.default_rng(12)
     for n in (1, 2, 3, 1000, 20_000):
         a = _awkward_values(rng, n) if n > 3 else rng.normal(size=n)
@@ -847,7 +843,7 @@ def _rank_order_by_np_sort(a):
     u = np.negative(a).view(np.uint64)
     flip = u >> np.uint64(63)
     np.subtract(np.uint64(0), flip, out=flip)
-    flip |= rosenbaum._SIGN
+    flip |= np.uint64(1 << 63)
     u ^= flip
     shift, mask = np.uint64(bits), np.uint64((1 << bits) - 1)
     u >>= shift
@@ -878,21 +874,32 @@ def _rank_order_by_np_sort(a):
 
 
 @pytest.mark.parametrize("bits", [None, 30, 40])
-def test_rank_order_by_radix_passes_equals_the_np_sort(monkeypatch, bits):
-    """:func:`_rank_order`'s radix sort of the truncations gives the order and ranks of the
-    single ``np.sort`` it replaced, bit for bit: ties, values apart only below the truncation,
-    negative values and zeros, with few and many index bits."""
+def test_rank_order_by_float32_keys_equals_the_np_sort(monkeypatch, bits):
+    """:func:`_rank_order`'s radix sort of float32 keys gives the ranks by place of the single
+    ``np.sort`` of float64 truncations (``bits``: the reference's index bits), bit for bit, and
+    an order that puts them in their places (within a run of ties its order may differ): ties,
+    values apart only below float32's precision, values beyond float32's range, negative values
+    and zeros; and it sorts 32-bit keys (two 16-bit passes, not three)."""
     from pleval.sensitivity import rosenbaum
 
-    if bits is not None:
-        monkeypatch.setattr(rosenbaum, "_index_bits", lambda n: bits)
+    tops = []
+    passes = rosenbaum._radix_passes
+    monkeypatch.setattr(rosenbaum, "_radix_passes", lambda key, top: tops.append(top) or passes(key, top))
     rng = np.random.default_rng(48)
     for n in (2, 3, 17, 1000, 70_000):
         a = _awkward_values(rng, n) if n > 16 else rng.normal(size=n)
-        for x in (a, -a, np.round(a, 2), np.zeros(n), 1.0 + 1e-7 * rng.permutation(n), _edge_values(rng)):
-            got, want = rosenbaum._rank_order(x.copy()), _rank_order_by_np_sort(x.copy())
-            np.testing.assert_array_equal(got[0], want[0], strict=True)
+        huge = a * 1e300  # (beyond float32: ±inf keys)
+        for x in (a, -a, np.round(a, 2), np.zeros(n), 1.0 + 1e-7 * rng.permutation(n), _edge_values(rng), huge):
+            got = rosenbaum._rank_order(x.copy())
+            with monkeypatch.context() as m:
+                if bits is not None:
+                    m.setattr(rosenbaum, "_index_bits", lambda n: bits)
+                want = _rank_order_by_np_sort(x.copy())
             np.testing.assert_array_equal(got[1], want[1], strict=True)
+            q_got, q_want = np.empty(len(x)), np.empty(len(x))
+            q_got[got[0]], q_want[want[0]] = got[1], want[1]
+            np.testing.assert_array_equal(q_got, q_want, strict=True)
+    assert tops and set(tops) == {(1 << 32) - 1}
 
 
 @pytest.mark.parametrize("n_sets", [1, 7, 3000, 70_000])
@@ -918,7 +925,8 @@ def test_sets_from_ranks_by_set_order_equals_the_key_sort(n_sets):
                 q = scores(y, codes, size)
                 o = np.argsort(-q, kind="stable")
                 place = q[o]
-            rank = rosenbaum._inverse(o)
+            rank = np.empty(len(o), dtype=np.int64)
+            rank[o] = np.arange(len(o))  # the inverse permutation
             got = _Sets.from_ranks(q, rank, codes, size, tr, place, o)
             want = _Sets.from_ranks(q, rank, codes, size, tr, place)
             for name in ("T", "start", "count", "a", "b", "top1", "top2", "total1", "total2", "rise"):
@@ -927,3 +935,47 @@ def test_sets_from_ranks_by_set_order_equals_the_key_sort(n_sets):
                     assert g.tobytes() == w.tobytes() and g.dtype == w.dtype, name
                 else:
                     assert g == w, name
+
+
+def test_sets_moments_at_gamma_one_equal_every_positions():
+    """At Γ = 1 with exact sums (aligned ranks) :meth:`_Sets.moments` forms the set means and
+    the largest variances without a pass over every position's μ (:meth:`_Sets._even`): the
+    floats of that pass (the route of sums that are not exact, ``rise`` None), bit for bit,
+    either bound; ties, awkward values and sets of two to 40 units."""
+    import dataclasses
+
+    rng = np.random.default_rng(51)
+    for k in range(3):
+        size = rng.integers(2, 40 if k else 3, 300)
+        ids, tr = _first_treated(size)
+        y = _awkward_values(rng, len(ids)) + 0.3 * tr
+        codes, size = _set_codes(ids, tr)
+        s = _Sets.build(y, codes, size, tr)
+        assert s.rise is not None
+        every = dataclasses.replace(s, rise=None)
+        for lower in (False, True):
+            got, want = s.moments(1.0, lower), every.moments(1.0, lower)
+            assert got == want and all(type(v) is float for v in got)
+        even, best = np.concatenate(s._even()), np.concatenate(every._best([0, len(size)], 1.0, False))
+        np.testing.assert_array_equal(even, best, strict=True)
+
+
+def test_gamma_search_evaluates_the_brackets_end_once():
+    """Γ at α is brentq's root on log Γ over [0, log GAMMA_MAX], the bound evaluated once at the
+    bracket's end (brentq's own end, not GAMMA_MAX and then it again); inf when the bound is
+    below α even there, 1 when not below it at Γ = 1."""
+    from scipy import optimize
+
+    from pleval.sensitivity.rosenbaum import GAMMA_MAX, _gamma_search
+
+    def bound(g):
+        seen.append(g)
+        return float(stats.norm.sf(3.0 - 2.0 * math.log(g)))
+
+    seen = []
+    got = _gamma_search(bound, 0.025)
+    assert sum(g > GAMMA_MAX / 2 for g in seen) == 1
+    want = math.exp(optimize.brentq(lambda lg: bound(math.exp(lg)) - 0.025, 0.0, math.log(GAMMA_MAX), xtol=1e-6))
+    assert got == want
+    assert _gamma_search(lambda g: 1e-9, 0.05) == math.inf
+    assert _gamma_search(lambda g: 0.5, 0.05) == 1.0

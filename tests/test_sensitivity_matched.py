@@ -488,7 +488,7 @@ def test_estimate_threads_give_the_figures_of_one_thread(data, monkeypatch):
     monkeypatch.setattr(est_mod, "_placebo_in_worker", lambda *a: False)  # one process
     monkeypatch.setattr(rosenbaum, "_CHUNK", 64)  # several chunks a set of bounds
     where = {"bounds": [], "sums": [], "calibrate": [], "balance": []}
-    calls = {"bounds": (matched_mod, "_bounds"), "sums": (rosenbaum._Sets, "_best"),
+    calls = {"bounds": (matched_mod, "_bounds"), "sums": (rosenbaum._Sets, "moments"),
              "calibrate": (placebo_mod, "calibrate"), "balance": (results.MatchResult, "balance")}
     made, build = [], results.effect_design
     overlap = []

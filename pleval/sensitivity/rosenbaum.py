@@ -151,7 +151,7 @@ def _place_ranks(v: np.ndarray, tol: float) -> np.ndarray:
     return rank if len(rank) == n else rank[run]  # (no ties: each run is one value)
 
 
-_SIGN = np.uint64(1 << 63)
+_SIGN = np.uint32(1 << 31)
 
 
 def _index_bits(n: int) -> int:
@@ -163,40 +163,39 @@ def _rank_order(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An order ``o`` that sorts ``a`` (finite) decreasingly up to ties, and the average rank
     (1 = smallest; ties as :func:`_ranks_desc`) at each of its places: ``a[o[i]]`` has rank
     ``place[i]``. Exactly the ranks of ``np.argsort(-a)`` and its runs, from a radix sort of
-    integers (:func:`~pleval.inference.robust.radix_argsort`'s 16-bit passes: several times
-    faster than an argsort of floats).
+    32-bit integers (two of :func:`~pleval.inference.robust.radix_argsort`'s 16-bit passes:
+    several times faster than an argsort of floats).
 
-    The bits of each ``−a`` are mapped to an unsigned integer of the same order (the sign bit
-    set for ``≥ 0``, every bit flipped for ``< 0``), truncated to its top ``64 − b`` bits
-    (``b = ⌈log₂ n⌉``) and the truncations sorted stably, equal ones in index order (until
-    2026-12-05 one ``np.sort`` of the truncations with the index in their low bits: the same
-    order, but numpy's int64 sort is not vectorized on every machine, 55 against 37 ms for 1M
-    values): the indices are then in the order of the values truncated to their top
-    ``64 − b`` bits, so only values with equal truncations (within about
-    ``2^(b − 52)`` of each other, relative) can be out of order. Of such a group, found by an
-    increase of ``a`` along the order: if its values span at most the tie tolerance, every
-    difference inside it is at most the tolerance, so it lies within one run whatever its
-    order, and the differences at its edges are taken from its largest and smallest values
-    (exactly those of the sorted order); otherwise it is sorted exactly. ``np.argsort`` when
-    more than a quarter of the values would be, or ``n ≥ 2⁴⁰``."""
+    Each ``−a`` is rounded to float32 (monotone: a larger value never rounds below a smaller
+    one) and its bits mapped to an unsigned integer of the same order (the sign bit set for
+    ``≥ 0``, every bit flipped for ``< 0``); the keys are sorted stably, equal ones in index
+    order. (Until 2026-12-05 the keys were the top ``64 − ⌈log₂ n⌉`` bits of the float64's:
+    three passes; float32 keeps 23 bits of each mantissa against 31, and its exponent's 8 bits
+    against 11: at 1M aligned responses 47 against 71 ms.) Only values with equal keys
+    (within about 2⁻²⁴ of each other, relative, or beyond float32's range) can be out of
+    order. Of such a group, found by an increase of ``a`` along the order: if its values span
+    at most the tie tolerance, every difference inside it is at most the tolerance, so it lies
+    within one run whatever its order, and the differences at its edges are taken from its
+    largest and smallest values (exactly those of the sorted order); otherwise it is sorted
+    exactly. ``np.argsort`` when more than a quarter of the values would be. The order within
+    a run of ties may differ from the argsort's; the ranks do not."""
     n = len(a)
     tol = TIE_TOL * float(np.max(np.abs(a), initial=0.0))
-    bits = _index_bits(n)
-    if n < 2 or bits > 40:
+    if n < 2:
         return _argsort_ranks(a, tol)
-    u = np.negative(a).view(np.uint64)  # (a new array: its bits are rewritten in place)
-    flip = u >> np.uint64(63)
-    np.subtract(np.uint64(0), flip, out=flip)  # all ones for a negative value, else 0
+    with np.errstate(over="ignore"):  # (beyond float32's range: ±inf, still in order)
+        u = np.negative(a).astype(np.float32).view(np.uint32)
+    flip = u >> np.uint32(31)
+    np.subtract(np.uint32(0), flip, out=flip)  # all ones for a negative value, else 0
     flip |= _SIGN
     u ^= flip
     del flip
-    u >>= np.uint64(bits)  # the truncations
-    o = _radix_passes(u, (1 << (64 - bits)) - 1)  # (stable: equal truncations in index order)
+    o = _radix_passes(u, (1 << 32) - 1)  # (stable: equal keys in index order)
     v = a[o]
     bad = np.flatnonzero(v[1:] > v[:-1])
     if len(bad):
         u = u[o]
-        key = np.unique(u[bad])  # the truncations of the groups out of order
+        key = np.unique(u[bad])  # the keys of the groups out of order
         lo, hi = np.searchsorted(u, key), np.searchsorted(u, key, side="right")
         del key
         ends = np.column_stack([lo, hi]).ravel()
@@ -302,28 +301,33 @@ class _Sets:
             q = scores(y, codes, size)
             o = np.argsort(-q, kind="stable")
             place = q[o]
-        return cls.from_ranks(q, _inverse(o), codes, size, treated, place, o)
+        return cls.from_ranks(q, None, codes, size, treated, place, o)
 
     @classmethod
     def from_ranks(cls, q, rank, codes, size, treated, place=None, order=None) -> "_Sets":
         """From unit scores ``q`` and each unit's place ``rank`` in their decreasing order
         (0 = the largest), or instead of ``q`` (None) the scores by place, ``place``
         (``q[rank] = place``; T is then summed by place: aligned ranks are half-integers, whose
-        sums are exact in any order). The by-set order (set by set, each set's units by place)
-        sorts the integers ``code·2^b + rank`` (``2^b ≥ n``; ``code·n + rank`` if ``2b > 63``):
-        a unit's place is unique, so the sorted integers give its set and place, and ``place``
-        its score — one ``np.sort``, no argsort; or, given ``order`` (the units by place, the
-        inverse of ``rank``), the set codes by place sorted stably by
+        sums are exact in any order while ``n(n + 1) < 2⁵³``; given ``order``, ``rank`` may be
+        None: T summed in place order, no inverse permutation formed). The by-set order (set
+        by set, each set's units by place) sorts the integers ``code·2^b + rank`` (``2^b ≥ n``;
+        ``code·n + rank`` if ``2b > 63``): a unit's place is unique, so the sorted integers give
+        its set and place, and ``place`` its score — one ``np.sort``, no argsort; or, given
+        ``order`` (the units by place, the inverse of ``rank``), the set codes by place sorted stably by
         :func:`~pleval.inference.robust.radix_argsort`: the same order, its places the sort's
         indices (one 16-bit pass below 65,536 sets: 29 against 54 ms for 1M units, gathers
         included). Set s's units are the positions ``first_s … first_s + n_s − 1`` of the by-set
         order; at its kept positions (all but the last: a = n_s would put every unit in u's ones)
         ``top`` is the cumulative sum less its value before ``first_s``; the others' sum ``rest``
-        is the set's total (summed in that order, ``np.bincount``) less ``top``, formed where
-        :meth:`moments` reads it (not held: n-long). Each n-long temporary is freed as soon as it
-        is read (they dominate the memory of the bounds)."""
-        n, n_sets = len(rank), len(size)
-        T = float((q[treated] if q is not None else place[rank[treated]]).sum())
+        is the set's total (summed in that order, ``np.bincount``; for aligned ranks its last
+        running sum, the same exact sum) less ``top``, formed where :meth:`moments` reads it (not
+        held: n-long). Each n-long temporary is freed as soon as it is read (they dominate the
+        memory of the bounds)."""
+        n, n_sets = len(codes), len(size)
+        if q is not None:
+            T = float(q[treated].sum())
+        else:
+            T = float((place[rank[treated]] if rank is not None else place[treated[order]]).sum())
         if place is None:
             place = np.empty(n)
             place[rank] = q
@@ -353,7 +357,9 @@ class _Sets:
         cs = key  # the set codes in by-set order
         del key
         qs2 = np.square(qs)
-        totals = [np.bincount(cs, weights=qs, minlength=n_sets), np.bincount(cs, weights=qs2, minlength=n_sets)]
+        exact = q is None and n * (n + 1) < 2**53  # (half-integer sums below 2⁵²: exact in any order)
+        total1 = None if exact else np.bincount(cs, weights=qs, minlength=n_sets)  # (exact: from the running sums)
+        total2 = np.bincount(cs, weights=qs2, minlength=n_sets)
         del cs
         first = np.concatenate([[0], np.cumsum(size)[:-1]])
         count = size - 1
@@ -373,15 +379,16 @@ class _Sets:
             off[1:] = x[first[1:] - 1]  # the cumulative sum before each set
             t = x[kept]
             t -= np.repeat(off, count)
-            return t
+            return t, off
 
-        top1 = top(qs)
-        del qs
-        top2 = top(qs2)
+        top1, off = top(qs)
+        if total1 is None:  # each set's last running sum: its total, exactly
+            total1 = qs[first + count] - off
+        del qs, off
+        top2 = top(qs2)[0]
         del qs2
-        exact = q is None and n * (n + 1) < 2**53
-        rise = _rises(top1, a, size, totals[0], start, count) if exact else None
-        return cls(T, start, count, a, b, top1, top2, *totals, rise)
+        rise = _rises(top1, a, size, total1, start, count) if exact else None
+        return cls(T, start, count, a, b, top1, top2, total1, total2, rise)
 
     def moments(self, gamma: float, lower: bool = False) -> tuple[float, float]:
         """``(Σ μ_s, Σ v_s)`` of the separable bound (upper; ``lower`` for the lower bound, whose
@@ -391,18 +398,22 @@ class _Sets:
         positions tied with it (within 1e-12, relative, + 1e-12), the largest v. With exact
         running sums (aligned ranks) and g ≠ 1, :meth:`_peaks` finds those positions from about
         three a set (in :func:`~pleval._workers.compute_threads` runs of consecutive sets, one a
-        thread); otherwise (Huber scores, Γ = 1, where every position ties) μ is formed at
-        every position, whole sets of about :data:`_CHUNK` positions at a time, so that the
-        temporaries stay in a core's cache (n-long ones streamed through memory and faulted in
-        fresh pages on every call); the chunks in :func:`~pleval._workers.compute_threads` runs
-        of consecutive chunks, one a thread. Each set's μ and v are computed by the same
-        operations whichever way (:meth:`_at`), and summed over the sets in set order: the same
-        floats whatever the route and the threads."""
+        thread), and at g = 1, where every position ties, :meth:`_even` forms them from the
+        sets' sums; otherwise (Huber scores) μ is formed at every position, whole sets of about
+        :data:`_CHUNK` positions at a time, so that the temporaries stay in a core's cache
+        (n-long ones streamed through memory and faulted in fresh pages on every call); the
+        chunks in :func:`~pleval._workers.compute_threads` runs of consecutive chunks, one a
+        thread. Each set's μ and v are computed by the same
+        operations whichever way (:meth:`_at`; :meth:`_even` their floats), and summed over the
+        sets in set order: the same floats whatever the route and the threads."""
         from .._workers import compute_threads, thread_map
 
         g = 1.0 / gamma if lower else gamma
         n_sets, n = len(self.start), len(self.a)
-        if self.rise is not None and g != 1.0:
+        if self.rise is not None and g == 1.0:
+            best, vbest = self._even()
+            return float(best.sum()), float(np.maximum(vbest, 0.0).sum())
+        if self.rise is not None:
             cut = np.linspace(0, n_sets, min(compute_threads(), max(n // _CHUNK, 1)) + 1).astype(int)
             parts = thread_map(lambda r: self._peaks(g, lower, *r), list(zip(cut[:-1].tolist(), cut[1:].tolist())))
         else:
@@ -459,6 +470,24 @@ class _Sets:
         if len(var):
             vbest[some] = np.maximum.reduceat(var, (np.cumsum(ties) - ties)[some])
         return top, vbest, key
+
+    def _even(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`moments`'s ``(best, vbest)`` at Γ = 1 (either bound) with exact running sums:
+        the floats :meth:`_at` forms at every position, with less work. There the denominator
+        ``a + b`` is n_s and ``μ = (rest1 + top1)/n_s`` is ``total1/n_s`` at every position
+        (half-integer sums: ``total1 − top1`` and adding ``top1`` back are exact), so every
+        position ties with the best, and v's largest is ``max((total2 − top2) + top2)/n_s − μ²``
+        (``x/n_s − μ²`` never falls as x rises, rounded too: the largest of the roundings is the
+        rounding of the largest)."""
+        size = self.count + 1
+        best = self.total1 / size
+        w = np.repeat(self.total2, self.count)
+        w -= self.top2  # rest2
+        w += self.top2
+        vbest = np.maximum.reduceat(w, self.start)
+        vbest /= size
+        vbest -= best * best
+        return best, vbest
 
     def _peaks(self, g: float, lower: bool, s0: int, s1: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`moments`'s ``(best, vbest)`` of sets ``s0`` to ``s1`` from three positions a
@@ -541,13 +570,6 @@ def _rises(top1: np.ndarray, a: np.ndarray, size: np.ndarray, total1: np.ndarray
     return rise
 
 
-def _inverse(o: np.ndarray) -> np.ndarray:
-    """The inverse permutation of ``o`` (int64)."""
-    inv = np.empty(len(o), dtype=np.int64)
-    inv[o] = np.arange(len(o))
-    return inv
-
-
 def _set_codes(set_id, treated) -> tuple[np.ndarray, np.ndarray]:
     """Set codes 0..S−1 in order of first appearance, and the set sizes. Integer ids that never
     decrease (matched sets listed set by set) are coded from the runs of equal ids, no hashing:
@@ -578,11 +600,19 @@ def aligned_rank_pvalue(y, set_id, treated, gamma=1.0) -> np.ndarray:
 
 
 def _gamma_search(pfun, alpha: float) -> float:
+    """The Γ at which the decreasing p-value bound ``pfun`` reaches ``alpha``: Brent's method on
+    log Γ over [0, log :data:`GAMMA_MAX`]; 1.0 if ``pfun(1) ≥ alpha``, ``inf`` if the bound is
+    still below alpha at the bracket's end. That end is ``exp(log GAMMA_MAX)`` (GAMMA_MAX to
+    rounding), the Γ brentq evaluates there, so it is evaluated once (``pfun(GAMMA_MAX)`` was
+    one O(N) bound more)."""
     if pfun(1.0) >= alpha:
         return 1.0
-    if pfun(GAMMA_MAX) < alpha:
+    end = math.log(GAMMA_MAX)
+    p_end = pfun(math.exp(end))
+    if p_end < alpha:
         return math.inf
-    return float(math.exp(_brentq(lambda lg: pfun(math.exp(lg)) - alpha, 0.0, math.log(GAMMA_MAX), xtol=1e-6)))
+    f = lambda lg: (p_end if lg == end else pfun(math.exp(lg))) - alpha  # noqa: E731
+    return float(math.exp(_brentq(f, 0.0, end, xtol=1e-6)))
 
 
 def _brentq(f, a: float, b: float, xtol: float) -> float:
@@ -728,16 +758,17 @@ def _bounds(data: list, *, gammas, alpha, direction, hl_gammas, statistic, trim,
     codes, size = _set_codes(set_id, treated)
     del set_id
     n_sets, n_units = len(size), len(y)
-    mean = np.bincount(codes, weights=y, minlength=n_sets) / size
     if two_sided is None:
         two_sided = direction is None
     if direction is None:
+        mean = np.bincount(codes, weights=y, minlength=n_sets) / size
         direction = "greater" if np.mean(y[treated] - mean[codes[treated]]) >= 0 else "less"
+        del mean
     if direction not in ("greater", "less"):
         raise DataError(f"direction must be 'greater' or 'less'; got {direction!r}")
     sign = 1.0 if direction == "greater" else -1.0
     ys = y if sign > 0 else -y
-    del y, mean
+    del y
     level = alpha / 2 if two_sided else alpha  # of the one-sided bound: twice it reaches α where it reaches α/2
     pairs = scores is None and bool(np.all(size == 2))
     hl = _HL(ys, codes, treated, size, pairs, alpha, scores) if hl_set else None
