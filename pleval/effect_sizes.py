@@ -217,14 +217,29 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     # are taken over its rows in row order, as over the arm's rows alone
     key = np.where(t, codes + S, codes) if kind == "pooled" else np.where(t, 2 * S, codes)
     key[~(np.isfinite(y) & (w > 0))] = 2 * S
-    sw = np.bincount(key, w, 2 * S + 1)
-    sw2 = np.bincount(key, w2, 2 * S + 1)
+    sd = _within_sd(y, w, w2, key, S, 1 if kind == "comparison" else 2)
+    label = "comparison-group SD" if kind == "comparison" else "pooled within-group SD"
+    if strata is not None:
+        label += " within strata"
+    return sd, label
+
+
+def _within_sd(y: np.ndarray, w: np.ndarray, w2: np.ndarray, key: np.ndarray, S: int, arms: int,
+               sw: np.ndarray | None = None) -> float:
+    """:func:`outcome_sd`'s SD from its float arrays and each row's bin ``key``: stratum s of the
+    comparison arm s, of the treated arm S + s (``arms=2``; with ``arms=1`` the comparison arm's
+    alone, the treated rows' key 2S), 2S a row left out. ``sw``: the bins' Σw, when the caller has
+    summed them (the first 2S bins suffice; a bin no row holds adds nothing). For callers that have
+    the bins already (:func:`baseline_difference`'s are its own)."""
+    bins = 2 * S + 1 if sw is None else len(sw)
+    sw = np.bincount(key, w, bins) if sw is None else sw
+    sw2 = np.bincount(key, w2, bins)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.bincount(key, w * y, 2 * S + 1) / sw
+        mean = np.bincount(key, w * y, bins) / sw
         n_eff = sw**2 / sw2
-        var = np.bincount(key, w * (y - mean[key]) ** 2, 2 * S + 1) / sw * n_eff / (n_eff - 1.0)
+        var = np.bincount(key, w * (y - mean[key]) ** 2, bins) / sw * n_eff / (n_eff - 1.0)
     ss = dof = 0.0
-    for arm in range(1 if kind == "comparison" else 2):  # the arms' strata in turn, as before
+    for arm in range(arms):  # the arms' strata in turn, as before
         n_a, v_a = n_eff[arm * S:(arm + 1) * S], var[arm * S:(arm + 1) * S]
         use = n_a > 1.0 + 1e-9
         ss += float(np.sum((n_a[use] - 1.0) * v_a[use]))
@@ -236,10 +251,7 @@ def outcome_sd(y, treated, kind="pooled", weights=None, strata=None, weights2=No
     if not sd > 1e-10 * max(float(used.max(initial=0.0)), 1e-300):  # rounding's SD of a constant outcome: ~1e-15 of it
         raise DataError(f"outcome SD is 0: the outcome holds one value within every group{' and stratum' * (S > 1)} "
                         "(no variation for an effect size)")
-    label = "comparison-group SD" if kind == "comparison" else "pooled within-group SD"
-    if strata is not None:
-        label += " within strata"
-    return sd, label
+    return sd
 
 
 class BaselineDifference(NamedTuple):
@@ -285,31 +297,51 @@ def baseline_difference(x, treated, weights=None, strata=None, weights2=None) ->
     if codes.size and codes.min() < 0:
         raise DataError("baseline difference: the strata have missing values")
     ok = np.isfinite(x) & (w > 0)
-    x, t, w, w2, codes = x[ok], t[ok], w[ok], w2[ok], codes[ok]
+    if not ok.all():
+        x, t, w, w2, codes = x[ok], t[ok], w[ok], w2[ok], codes[ok]
     S = int(codes.max(initial=0)) + 1
     key = codes + S * t
     sw = np.bincount(key, w, 2 * S)
+    arms = [(w[a], x[a], w2[a]) if a.any() else None for a in (t, ~t)]  # (each arm's rows taken once)
     with np.errstate(divide="ignore", invalid="ignore"):
-        means = [float(w[a] @ x[a] / w[a].sum()) if a.any() else math.nan for a in (t, ~t)]
+        means = [float(a[0] @ a[1] / a[0].sum()) if a else math.nan for a in arms]
         ref = means[1] if math.isfinite(means[1]) else 0.0  # cell means of x − ref: no cancellation in their gaps
         cell_mean = np.bincount(key, w * (x - ref), 2 * S) / sw
-    n = [float(w[a].sum() ** 2 / w2[a].sum()) if a.any() else 0.0 for a in (t, ~t)]
+    n = [float(a[0].sum() ** 2 / a[2].sum()) if a else 0.0 for a in arms]
+    del arms
     both = (sw[:S] > 0) & (sw[S:] > 0)
     W = (sw[:S] + sw[S:])[both]
     diff = float(W @ (cell_mean[S:][both] - cell_mean[:S][both]) / W.sum()) if both.any() else math.nan
     try:
-        sd, _ = outcome_sd(x, t, weights=w, strata=None if strata is None else codes, weights2=w2)
+        sd = _within_sd(x, w, w2, key, S, 2, sw)  # (outcome_sd's; its strata, bins and Σw are these)
         omega = float(hedges_omega(n[0] + n[1]))
     except DataError:  # too few rows, or no variation
         return BaselineDifference(math.nan, diff, *means, math.nan, *n)
     return BaselineDifference(omega * diff / sd, diff, *means, sd, *n)
 
 
+_HEAD = 4096
+"""Rows :func:`_codes` looks at first for every value of small integer codes."""
+
+
 def _codes(strata) -> np.ndarray:
-    """Integer codes for one label array, or for the combinations of a list of arrays."""
+    """Integer codes in order of first appearance (``pd.factorize``'s) for one label array, or for
+    the combinations of a list of arrays. Non-negative integers below 2¹⁶ (cell codes such as
+    :func:`pleval.matching._design.combine_codes`'s) whose every value occurs in the first
+    :data:`_HEAD` rows are numbered through a table of those values, without hashing every row
+    (1M cell codes: 1.6 against 4.7 ms)."""
     if isinstance(strata, (list, tuple)) and strata and np.ndim(strata[0]) == 1:
         return pd.MultiIndex.from_arrays([np.asarray(s) for s in strata]).factorize()[0].astype(np.intp)
-    return pd.factorize(np.asarray(strata))[0].astype(np.intp)
+    a = np.asarray(strata)
+    if a.ndim == 1 and a.size > _HEAD and (a.dtype.kind == "i" or (a.dtype.kind == "u" and a.dtype.itemsize < 8)):
+        lo, hi = int(a.min()), int(a.max())
+        if lo >= 0 and hi < 1 << 16:
+            head = pd.unique(a[:_HEAD])  # in order of first appearance
+            if len(head) == np.count_nonzero(np.bincount(a, minlength=hi + 1)):
+                table = np.zeros(hi + 1, np.intp)
+                table[head] = np.arange(len(head))
+                return table[a]
+    return pd.factorize(a)[0].astype(np.intp)
 
 
 @by_label("t", "n_total", "n_clusters", "icc")

@@ -134,16 +134,22 @@ def _table(names, binary, mt0, vt0, mc0, vc0, mt1, vt1, mc1, vc1, e, smd: str, t
 
 
 _BLOCK = 1 << 16  # rows per block of the moment passes (bounds their temporary)
+_HEAD = 4096  # rows in which _first_appearance looks for every level first
 
 
 def _first_appearance(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes over sorted levels renumbered by first appearance (``pd.factorize``'s order; ``-1``
-    stays), with the levels that occur in that order."""
+    stays), with the levels that occur in that order: read from the first rows when every level
+    that occurs is among them (a subject's), else from each level's first row."""
     ok = codes >= 0
-    first = np.full(len(levels), len(codes))
-    np.minimum.at(first, codes[ok], np.flatnonzero(ok))  # each level's first row
-    present = np.flatnonzero(first < len(codes))
-    seq = present[np.argsort(first[present], kind="stable")]
+    valid = codes if ok.all() else codes[ok]
+    head = codes[:_HEAD]
+    seq = pd.unique(head[head >= 0])  # the levels of the first rows, in order of first appearance
+    if len(seq) < np.count_nonzero(np.bincount(valid, minlength=len(levels))):  # some level only later
+        first = np.full(len(levels), len(codes))
+        np.minimum.at(first, valid, np.flatnonzero(ok))  # each level's first row
+        present = np.flatnonzero(first < len(codes))
+        seq = present[np.argsort(first[present], kind="stable")]
     table = np.full(len(levels) + 1, -1, np.intp)
     table[seq] = np.arange(len(seq))
     return table[codes], levels[seq]
@@ -403,7 +409,10 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
         x_eq = src_b[jp][rows] if rows is not None else src_a[jp]
         cells_eq = None if not len(strata) else (combine_codes(before, list(strata), codes)[rows] if rows is not None
                                                  else combine_codes(after, list(strata)))
-        w_eq, w2_eq, ga_eq = wa, wa2, ga
+        w_eq, w2_eq = wa, wa2
+        if G:  # the rows by group, each group's in their order (a stable sort): its positions are a slice of them
+            by_group = np.argsort(ga.astype(np.int16) if G < 2**15 else ga, kind="stable")
+            at_eq = np.concatenate([[0], np.cumsum(np.bincount(ga, minlength=G + 1))])
     n_cells = 2 * (G + 1)
     cb, ca = (tb * (G + 1) + gb).astype(np.intp), (ta * (G + 1) + ga).astype(np.intp)
 
@@ -493,7 +502,7 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
                      mc1[cols], vc1[cols], e, smd, threshold)
         eq = None
         if pretest is not None:
-            m = slice(None) if r == 0 else ga_eq == r - 1
+            m = slice(None) if r == 0 else by_group[at_eq[r - 1] : at_eq[r]]
             eq = _equivalence(pretest, x_eq[m], ta[m], w_eq[m], w2_eq[m], None if cells_eq is None else cells_eq[m])
         out.append((name, tab, eq))
     return out

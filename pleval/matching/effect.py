@@ -76,12 +76,22 @@ def _varies(s: pd.Series, known=None) -> bool:
     holds: integers beyond 2**53 that round to one float do not vary there)."""
     if known is not None:
         k = known[0]
+        if not len(k):
+            return False
+        lo = k.min()
+        if lo >= 0:  # none missing: no copy of the others
+            return bool(lo < k.max())
         k = k[k >= 0]
         return bool(len(k)) and bool((k != k[0]).any())
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf":
         x = s.to_numpy()
-        x = x[~np.isnan(x)] if s.dtype.kind == "f" else x
-        return bool(len(x)) and float(x.min()) < float(x.max())
+        if not len(x):
+            return False
+        lo, hi = x.min(), x.max()  # (NaN when some value is: then from the others)
+        if s.dtype.kind == "f" and np.isnan(lo):
+            x = x[~np.isnan(x)]
+            return bool(len(x)) and float(x.min()) < float(x.max())
+        return float(lo) < float(hi)
     return s.nunique(dropna=True) > 1
 
 
