@@ -193,6 +193,41 @@ def test_markdown_tables_render_cell_for_cell_with_a_pipe_in_a_cell(ev):
         assert rows == [b.columns] + b.rows(), b.title
 
 
+def test_table_right_aligned_columns_and_rows():
+    """A column aligns right when every cell is a number, a range ("-0.1 to +0.3") or a dash,
+    judged cell by cell ("to" a word of its own, the cell's edge a word's edge): matched on the
+    column's cells one space apart, the same answer; `rows()` are the cells as text, row by row."""
+    cells = ["+0.1 to −0.2", "to", "5to", "to5", "(3/4)", "< 0.001", "—", "", "x", "1e-3", "12%", "toto", "to to"]
+    for a in cells:
+        for b in cells:
+            frame = pd.DataFrame({"c": [a, b], "n": [1.5, -2.0]})
+            one = all(re.fullmatch(r"[\d.,+\-−<>%()/—\s]*", re.sub(r"\bto\b", "", v)) for v in (a, b))
+            assert blocks.Table(frame).right_aligned() == [one, True], (a, b)
+            assert blocks.Table(frame).rows() == [[a, "1.5"], [b, "-2.0"]]
+    assert blocks.Table(pd.DataFrame({"c": []})).right_aligned() == [True]
+    assert blocks.Table(pd.DataFrame(index=range(2))).rows() == [[], []]
+
+
+def test_markdown_pipe_tables_are_tabulates():
+    """summary.md's tables of plain strings, written directly (`to_markdown._pipe_table`), are
+    the text `markdown_table` (tabulate) makes: cells stripped, wide characters, a ``|``
+    escaped, empty and "True" cells, duplicate headers; other frames (numbers, cells of several
+    lines, terminal colours, control characters) are left to tabulate."""
+    from pleval._text import markdown_table
+    from pleval.report import to_markdown
+
+    frames = [
+        pd.DataFrame({"a|b": [" x ", "τ ≤ −0.1", "", "True", "漢字", "a|b"], "n": ["1", "2.5", " ", "x\u2009", "—", "<0.001"]}),
+        pd.DataFrame({"a": ["x"]}),
+        pd.DataFrame([["1", "False"], ["", "-0.00"]], columns=["same", "same"]),
+    ]
+    for f in frames:
+        assert to_markdown._pipe_table(f) == markdown_table(f, disable_numparse=True)
+    for f in (pd.DataFrame({"a": [1.5]}), pd.DataFrame({"a": ["two\nlines"]}), pd.DataFrame({"a": ["\x1b[31mred\x1b[0m"]}),
+              pd.DataFrame({"a": ["\x01"]}), pd.DataFrame({1: ["x"]})):
+        assert to_markdown._pipe_table(f) is None and to_markdown._table(f) == markdown_table(f, disable_numparse=True)
+
+
 def test_run_toml_reads_back(saved, ev):
     out, src = saved
     cfg = tomllib.loads((out / "run.toml").read_text())
@@ -495,7 +530,7 @@ def test_pdf_tables_row_heights_are_reportlabs(ev, monkeypatch):
                           "estimate": [f"+0.{i:03d} to +0.{i + 1:03d}" for i in range(n)],
                           **{f"column {j}": [" ".join(["word"] * (1 + (i * j) % 9)) for i in range(n)] for j in range(6)}})
     section = [blocks.Section("t", "Table", (blocks.Table(frame, title="Long", bold=[i % 10 == 0 for i in range(n)]),))]
-    measured = to_pdf.RLTable
+    measured = to_pdf._Grid
 
     def unaided(*args, rowHeights=None, **kw):
         assert rowHeights is not None and len(rowHeights) == len(args[0])
@@ -505,7 +540,7 @@ def test_pdf_tables_row_heights_are_reportlabs(ev, monkeypatch):
         monkeypatch.setattr(to_pdf, "_STRING_CELLS", strings)
         given = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
         with monkeypatch.context() as m:
-            m.setattr(to_pdf, "RLTable", unaided)
+            m.setattr(to_pdf, "_Grid", unaided)
             assert to_pdf.render_pdf(ev, {}, dpi=200, sections=section) == given
         assert len(_pdf_texts(given)) > 3 * n
 
@@ -867,6 +902,68 @@ def test_pdf_table_cells_drawn_as_strings_sit_where_paragraphs_put_them(ev, monk
     assert any(t[4] and t[3] == "+0.12" for t in a)  # a bold row's number
     assert all(p == q and abs(y - v) <= 0.1 and abs(x - u) <= 0.1 for (p, y, x, *_), (q, v, u, *_) in zip(a, b))
     assert _pdf_coloured_texts(strings) == _pdf_coloured_texts(paragraphs)
+
+
+def _grid_section(n: int = 120) -> list:
+    """A table of several pages: numbers that repeat and do not, left and right columns, cells of
+    several lines, bold rows, coloured verdicts, Paragraph cells (runs of spaces)."""
+    frame = pd.DataFrame({
+        "school": [f"School {i % 37}" + ("  two  spaces" if i % 11 == 0 else "") for i in range(n)],
+        "estimate": [f"{(i % 13 - 6) / 100:+.2f}" for i in range(n)],
+        "CI": [f"{i / 1000:+.3f} to {(i + 50) / 1000:+.3f}" for i in range(n)],
+        "note": [" ".join(["words that wrap"] * (1 + i % 4)) for i in range(n)],
+        "verdict": [("not equivalent", "Meets WWC Standards Without Reservations", "")[i % 3] for i in range(n)],
+    })
+    table = blocks.Table(frame, title="Grid", bold=tuple(i % 9 == 0 for i in range(n)), verdict_columns=("verdict",))
+    return [blocks.Section("t", "Table", (table,))]
+
+
+def test_pdf_grid_draws_its_string_cells_as_reportlab_does(ev, monkeypatch):
+    """`to_pdf._Grid` writes each string cell's text operators once per text and places them
+    itself: report.pdf is the same bytes as when reportlab's `Table._drawCell` draws every cell."""
+    from pleval.report import to_pdf
+
+    section = _grid_section()
+    fast = to_pdf.render_pdf(ev, {}, dpi=200, sections=section)
+    monkeypatch.setattr(to_pdf._Grid, "_drawCell", to_pdf.RLTable._drawCell)
+    assert to_pdf.render_pdf(ev, {}, dpi=200, sections=section) == fast
+    assert len(_pdf_texts(fast)) > 500
+
+
+def test_pdf_grid_cell_styles_are_those_of_the_style_commands():
+    """The cell styles `to_pdf._grid` gives reportlab (one shared object per alignment, weight and
+    colour) have, cell for cell, the attributes reportlab's own style commands set on a style per
+    cell: top, the paddings, the font, size, leading and ink, right-aligned number columns, bold
+    header and bold rows, verdict colours on cells drawn as strings."""
+    from reportlab.platypus import TableStyle
+
+    from pleval.report import to_pdf
+
+    font = to_pdf._fonts()
+    table = _grid_section()[0].blocks[0]
+    for drawn in (f for f in to_pdf._table(table, font, to_pdf._styles(font)) if isinstance(f, to_pdf._Grid)):
+        data, size = drawn._cellvalues, drawn._cellStyles[0][0].fontsize
+        right = [s.alignment == "RIGHT" for s in drawn._cellStyles[0]]
+        assert right == [False, True, True, False, False]
+        bold = [i for i, r in enumerate(drawn._cellStyles) if r[0].fontname.endswith("Bold")]
+        coloured = [("TEXTCOLOR", (j, i), (j, i), s.color) for i, r in enumerate(drawn._cellStyles)
+                    for j, s in enumerate(r) if s.color != to_pdf.INK]
+        assert bold[:2] == [0, 1] and coloured and all(isinstance(data[i][j], str) for _, (j, i), _, _ in coloured)
+        commands = to_pdf.RLTable(data, colWidths=drawn._colWidths)
+        commands.setStyle(TableStyle([
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LEFTPADDING", (0, 0), (-1, -1), to_pdf._PAD), ("RIGHTPADDING", (0, 0), (-1, -1), to_pdf._PAD),
+            ("TOPPADDING", (0, 0), (-1, -1), to_pdf._VPAD), ("BOTTOMPADDING", (0, 0), (-1, -1), to_pdf._VPAD),
+            ("FONTNAME", (0, 0), (-1, -1), font), ("FONTSIZE", (0, 0), (-1, -1), size),
+            ("LEADING", (0, 0), (-1, -1), size * 1.25), ("TEXTCOLOR", (0, 0), (-1, -1), to_pdf.INK),
+            *[("ALIGN", (j, 0), (j, -1), "RIGHT") for j, r in enumerate(right) if r],
+            *[("FONTNAME", (0, i), (-1, i), f"{font}-Bold") for i in bold],
+            *coloured,
+        ]))
+        keys = ("valign", "leftPadding", "rightPadding", "topPadding", "bottomPadding", "fontname", "fontsize",
+                "leading", "color", "alignment", "href", "destination", "direction", "shaping")
+        assert [[tuple(getattr(c, k) for k in keys) for c in r] for r in drawn._cellStyles] == \
+            [[tuple(getattr(c, k) for k in keys) for c in r] for r in commands._cellStyles]
 
 
 def test_pdf_cell_lines_are_the_lines_of_reportlabs_paragraph():

