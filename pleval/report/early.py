@@ -66,8 +66,9 @@ class EarlyFigures:
     effects, balance, propensity scores and sensitivity analysis, each final) and ``pending()``
     (True while the placebo worker runs and this process still estimates the PL schools'
     effects: both cores are taken), it first imports what writing the outputs needs
-    (:data:`WRITERS`; with ``artist_docs=False`` within :func:`setters_undocumented`), then hands the preview's figures (percentile charts, love plots,
-    propensity overlap, sensitivity contours) to a forked process (:func:`pleval._workers.start`,
+    (:data:`WRITERS`; with ``artist_docs=False`` within :func:`setters_undocumented`), then
+    hands the preview's figures (percentile charts, love plots, propensity overlap,
+    sensitivity contours) to a forked process (:func:`pleval._workers.start`,
     with the preview's ``workers`` ≥ 2; :class:`Behind`), which waits while ``pending()`` and
     then draws them, costliest first: it takes the core the worker leaves when its rounds end
     first, or this process's when it waits for them, not a core another process is using. Its
