@@ -312,8 +312,16 @@ def baseline_difference(x, treated, weights=None, strata=None, weights2=None) ->
     both = (sw[:S] > 0) & (sw[S:] > 0)
     W = (sw[:S] + sw[S:])[both]
     diff = float(W @ (cell_mean[S:][both] - cell_mean[:S][both]) / W.sum()) if both.any() else math.nan
+    if strata is not None and not ok.all():
+        # outcome_sd on the rows kept numbers their strata by first appearance among them, and
+        # sums the SD's terms in that order: when dropped rows change that order, its own bins
+        kept = _codes(codes)
+        if not np.array_equal(kept, codes):
+            S = int(kept.max(initial=0)) + 1
+            key, sw = kept + S * t, None
+        del kept
     try:
-        sd = _within_sd(x, w, w2, key, S, 2, sw)  # (outcome_sd's; its strata, bins and Σw are these)
+        sd = _within_sd(x, w, w2, key, S, 2, sw)  # (outcome_sd's on the rows kept: the same strata, bins and Σw)
         omega = float(hedges_omega(n[0] + n[1]))
     except DataError:  # too few rows, or no variation
         return BaselineDifference(math.nan, diff, *means, math.nan, *n)

@@ -290,3 +290,36 @@ print("\\n" + json.dumps(dict(doc=Line2D.set.__doc__, params=len(inspect.signatu
     plain = subprocess.run([sys.executable, "-c", "from matplotlib.lines import Line2D; print(Line2D.set.__doc__)"],
                            capture_output=True, text=True, check=True).stdout
     assert "Supported properties" in plain and "linewidth" in plain
+
+
+def test_setters_undocumented_from_two_threads_leaves_matplotlib_as_it_was():
+    """Two threads within `setters_undocumented` at once, the first to enter leaving first:
+    classes defined after both have left get matplotlib's generated set() again (the second
+    thread had saved the first's stand-in and put it back for good)."""
+    code = """
+import threading
+from matplotlib.artist import Artist
+from pleval.report.early import setters_undocumented
+a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+def a():
+    with setters_undocumented():
+        a_in.set(); b_in.wait()
+    a_out.set()
+def b():
+    a_in.wait()
+    with setters_undocumented():
+        b_in.set(); a_out.wait()
+        class Within(Artist):
+            pass
+        assert Within.set.__doc__ is None
+threads = [threading.Thread(target=f) for f in (a, b)]
+[t.start() for t in threads]; [t.join() for t in threads]
+with setters_undocumented():
+    with setters_undocumented():
+        pass
+class Later(Artist):
+    pass
+print("Supported properties" in Later.set.__doc__)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert r.stdout.strip() == "True"

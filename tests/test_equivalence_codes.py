@@ -85,3 +85,22 @@ def test_balance_equivalence_by_group_is_each_groups_own():
         own = pretest_equivalence(matched[matched["subject"] == g], "t", "pre", weight2="_weight2",
                                   strata=("subject", "grade"))
         assert own == {k: eq.loc[g, k] for k in own}, g
+
+
+def test_baseline_difference_sd_when_dropped_rows_reorder_the_strata():
+    """A stratum's first rows dropped (missing x), so that another stratum is the first among the
+    rows kept: outcome_sd on those rows numbers the strata in that order and sums the SD's terms
+    so; baseline_difference's SD is still its, to the bit."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(12, 40))
+        x = rng.normal(size=n) * 10 ** rng.uniform(-3, 3)
+        t = rng.random(n) < 0.5
+        s = rng.integers(0, int(rng.integers(2, 6)), n)
+        x[rng.random(n) < 0.2] = np.nan
+        x[0] = np.nan
+        ok = np.isfinite(x)
+        bd = baseline_difference(x, t, strata=s)
+        if np.isnan(bd.sd):  # (too few rows or no variation)
+            continue
+        assert bd.sd == outcome_sd(x[ok], t[ok], strata=s[ok])[0]

@@ -600,11 +600,13 @@ def aligned_rank_pvalue(y, set_id, treated, gamma=1.0) -> np.ndarray:
 
 
 def _gamma_search(pfun, alpha: float) -> float:
-    """The Γ at which the decreasing p-value bound ``pfun`` reaches ``alpha``: Brent's method on
-    log Γ over [0, log :data:`GAMMA_MAX`]; 1.0 if ``pfun(1) ≥ alpha``, ``inf`` if the bound is
-    still below alpha at the bracket's end. That end is ``exp(log GAMMA_MAX)`` (GAMMA_MAX to
-    rounding), the Γ brentq evaluates there, so it is evaluated once (``pfun(GAMMA_MAX)`` was
-    one O(N) bound more)."""
+    """The Γ at which the p-value bound ``pfun`` (rising with Γ) reaches ``alpha``: Brent's
+    method on log Γ over [0, log :data:`GAMMA_MAX`]; 1.0 if ``pfun(1) ≥ alpha``, ``inf`` if the
+    bound is still below alpha at the bracket's end. That end is ``exp(log GAMMA_MAX)``
+    (10000.00000000001: GAMMA_MAX to rounding), the Γ brentq evaluates there, so it is evaluated
+    once and decides ``inf`` (until 2026-12-05 ``pfun(GAMMA_MAX)`` decided it, one O(N) bound
+    more: the two differ only for a bound that reaches alpha between those Γ, or that rounding
+    makes fall between them, where brentq then raised)."""
     if pfun(1.0) >= alpha:
         return 1.0
     end = math.log(GAMMA_MAX)
