@@ -107,20 +107,13 @@ def timed(path: str, repeat: int, save: str | None, check: str | None, no_effect
 
 
 def main():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_school_calls import replay_arguments
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--capture", nargs=2, metavar=("FILE", "OUT"))
-    ap.add_argument("--time", metavar="OUT")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--save")
     ap.add_argument("--check")
     ap.add_argument("--no-effects", action="store_true")
-    ap.add_argument("--src", help="import pleval from this checkout")
-    a = ap.parse_args()
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
-    if a.src:  # ahead of the installed (editable) package
-        sys.meta_path[:] = [m for m in sys.meta_path if "editable" not in type(m).__name__.lower()]
-        sys.path.insert(0, a.src)
+    a = replay_arguments(ap, "OUT")
     if a.capture:
         capture(*a.capture)
     if a.time:

@@ -75,10 +75,12 @@ def timed(folder: str, repeat: int, save: str | None) -> None:
             pickle.dump(kept, f)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--capture", nargs=2, metavar=("FILE", "DIR"))
-    ap.add_argument("--time", metavar="DIR")
+def replay_arguments(ap: argparse.ArgumentParser, target: str) -> argparse.Namespace:
+    """A replay benchmark's arguments (``--capture FILE {target}``, ``--time {target}``,
+    ``--repeat``, ``--save``, ``--src``, and those ``ap`` has), parsed, with one BLAS thread and no
+    huge pages as the command's process has them, and pleval imported from ``--src`` if given."""
+    ap.add_argument("--capture", nargs=2, metavar=("FILE", target))
+    ap.add_argument("--time", metavar=target)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--save")
     ap.add_argument("--src", help="import pleval from this checkout")
@@ -88,6 +90,11 @@ def main():
     if a.src:  # ahead of the installed (editable) package
         sys.meta_path[:] = [m for m in sys.meta_path if "editable" not in type(m).__name__.lower()]
         sys.path.insert(0, a.src)
+    return a
+
+
+def main():
+    a = replay_arguments(argparse.ArgumentParser(), "DIR")
     if a.capture:
         capture(*a.capture)
     if a.time:
