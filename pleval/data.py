@@ -175,6 +175,22 @@ def factorized(s: pd.Series, use_na_sentinel: bool = True) -> tuple[np.ndarray, 
     return codes, uniques
 
 
+HEAD_ROWS = 4096
+"""The rows :func:`levels_in_head` reads."""
+
+
+def levels_in_head(codes: np.ndarray, n_levels: int) -> np.ndarray | None:
+    """The levels 0..n_levels−1 that occur among integer ``codes`` (−1: none), in order of first
+    appearance (``pd.factorize``'s), when every one of them occurs in the first
+    :data:`HEAD_ROWS` codes: then read from those rows alone, without finding each level's first
+    row among all of them (a subject's cells or groups: 1M codes 1.6 against 4.7 ms); None when
+    some level first occurs later."""
+    head = codes[:HEAD_ROWS]
+    seq = pd.unique(head[head >= 0])
+    valid = codes if codes.min(initial=0) >= 0 else codes[codes >= 0]
+    return seq if len(seq) == np.count_nonzero(np.bincount(valid, minlength=n_levels)) else None
+
+
 def student_keys(columns: Columns) -> list[str]:
     """The columns that identify a student's row: the student id, with the subject and the term
     (or, without a time column, the grade) when given; a key repeated is a duplicated id."""

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import special
 
 from ._align import by_label
+from .data import HEAD_ROWS, levels_in_head
 from .errors import DataError, PlevalWarning
 
 
@@ -328,27 +329,21 @@ def baseline_difference(x, treated, weights=None, strata=None, weights2=None) ->
     return BaselineDifference(omega * diff / sd, diff, *means, sd, *n)
 
 
-_HEAD = 4096
-"""Rows :func:`_codes` looks at first for every value of small integer codes."""
-
-
 def _codes(strata) -> np.ndarray:
     """Integer codes in order of first appearance (``pd.factorize``'s) for one label array, or for
     the combinations of a list of arrays. Non-negative integers below 2¹⁶ (cell codes such as
-    :func:`pleval.matching._design.combine_codes`'s) whose every value occurs in the first
-    :data:`_HEAD` rows are numbered through a table of those values, without hashing every row
-    (1M cell codes: 1.6 against 4.7 ms)."""
+    :func:`pleval.matching._design.combine_codes`'s) whose every value occurs in the first rows
+    (:func:`pleval.data.levels_in_head`) are numbered through a table of those values, without
+    hashing every row."""
     if isinstance(strata, (list, tuple)) and strata and np.ndim(strata[0]) == 1:
         return pd.MultiIndex.from_arrays([np.asarray(s) for s in strata]).factorize()[0].astype(np.intp)
     a = np.asarray(strata)
-    if a.ndim == 1 and a.size > _HEAD and (a.dtype.kind == "i" or (a.dtype.kind == "u" and a.dtype.itemsize < 8)):
+    if a.ndim == 1 and a.size > HEAD_ROWS and (a.dtype.kind == "i" or (a.dtype.kind == "u" and a.dtype.itemsize < 8)):
         lo, hi = int(a.min()), int(a.max())
-        if lo >= 0 and hi < 1 << 16:
-            head = pd.unique(a[:_HEAD])  # in order of first appearance
-            if len(head) == np.count_nonzero(np.bincount(a, minlength=hi + 1)):
-                table = np.zeros(hi + 1, np.intp)
-                table[head] = np.arange(len(head))
-                return table[a]
+        if lo >= 0 and hi < 1 << 16 and (head := levels_in_head(a, hi + 1)) is not None:
+            table = np.zeros(hi + 1, np.intp)
+            table[head] = np.arange(len(head))
+            return table[a]
     return pd.factorize(a)[0].astype(np.intp)
 
 

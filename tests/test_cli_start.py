@@ -283,8 +283,7 @@ class Later(Artist):
 print("\\n" + json.dumps(dict(doc=Line2D.set.__doc__, params=len(inspect.signature(Line2D.set).parameters),
                                color=line.get_color(), later="Supported properties" in Later.set.__doc__)))
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    _, got = _run_seen(code)
     assert got == dict(doc=None, params=2, color="red", later=True)  # (self, **kwargs)
     assert (out / "report.pdf").exists() and (out / "plots").is_dir()
     plain = subprocess.run([sys.executable, "-c", "from matplotlib.lines import Line2D; print(Line2D.set.__doc__)"],

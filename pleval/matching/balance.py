@@ -54,6 +54,7 @@ import pandas as pd
 
 from .._results import Frame, ResultMixin
 from ..effect_sizes import baseline_difference
+from ..data import levels_in_head
 from ..errors import DataError
 from ..standards import baseline_equivalence, g_text
 from ._design import codes_and_levels, combine_codes, is_categorical
@@ -134,20 +135,17 @@ def _table(names, binary, mt0, vt0, mc0, vc0, mt1, vt1, mc1, vc1, e, smd: str, t
 
 
 _BLOCK = 1 << 16  # rows per block of the moment passes (bounds their temporary)
-_HEAD = 4096  # rows in which _first_appearance looks for every level first
 
 
 def _first_appearance(codes: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Codes over sorted levels renumbered by first appearance (``pd.factorize``'s order; ``-1``
     stays), with the levels that occur in that order: read from the first rows when every level
     that occurs is among them (a subject's), else from each level's first row."""
-    ok = codes >= 0
-    valid = codes if ok.all() else codes[ok]
-    head = codes[:_HEAD]
-    seq = pd.unique(head[head >= 0])  # the levels of the first rows, in order of first appearance
-    if len(seq) < np.count_nonzero(np.bincount(valid, minlength=len(levels))):  # some level only later
+    seq = levels_in_head(codes, len(levels))
+    if seq is None:  # some level only later
+        ok = codes >= 0
         first = np.full(len(levels), len(codes))
-        np.minimum.at(first, valid, np.flatnonzero(ok))  # each level's first row
+        np.minimum.at(first, codes[ok], np.flatnonzero(ok))  # each level's first row
         present = np.flatnonzero(first < len(codes))
         seq = present[np.argsort(first[present], kind="stable")]
     table = np.full(len(levels) + 1, -1, np.intp)
