@@ -45,7 +45,7 @@ import pandas as pd
 from . import __version__, percentiles
 from ._results import Effect, ResultMixin
 from ._text import unsigned_zeros
-from ._workers import SharedFlag, available_memory, can_fork, default_workers, limited, side_by_side
+from ._workers import SharedFlag, available_memory, can_fork, default_workers, limited, release_free_memory, side_by_side
 from ._workers import start as start_worker
 from .checks import NA_LIKE, check, current_report, id_columns
 from .data import (
@@ -1552,6 +1552,8 @@ def _matched_parts(df, v: Validated, columns: Columns, subjects, method, seed, o
         placebo, why = _matched_placebo(df, columns, method, seed, opts, match_opts, kw, schools, notes, placebo_rounds,
                                         worker, v, m if matcher is None else None)
     if worker is None:  # in one process after the placebo rounds, whose peak memory it would raise
+        if placebo is not None:  # what the rounds freed, handed back (10M rows: 1-2 GB the allocator kept)
+            release_free_memory()
         _with_propensity(out, subjects, _propensity_frame(m))
     from .matching.effect import one_school_arms
 

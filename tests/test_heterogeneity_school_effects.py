@@ -580,6 +580,32 @@ def test_comparison_schools_is_kish_effective_number_of_comparison_schools():
     np.testing.assert_array_equal(_comparison_schools(codes[idx], comp[idx], sc[idx], parts, G), out)
 
 
+def test_comparison_schools_dense_table_by_blocks_of_strata(monkeypatch):
+    """The dense branch forms the (stratum, school) table a block of strata at a time: with
+    blocks of one to a few strata (rows in no stratum order, treated rows and rows without a
+    school among them, with and without weights) the counts equal the whole table's, bit for bit,
+    and a pandas groupby's."""
+    import importlib
+
+    mod = importlib.import_module("pleval.heterogeneity.school_effects")  # (the package exports the function)
+    rng = np.random.default_rng(11)
+    G, n_s, m = 30, 50, 5000
+    codes = np.repeat(rng.integers(0, G, m // 10), 10)  # runs of one stratum, as a school sample's sets
+    codes[::7] = rng.integers(0, G, codes[::7].size)  # runs broken up: not in stratum order
+    sc = rng.integers(0, n_s, m)
+    sc[::13] = -1  # no school
+    comp, w = rng.random(m) < 0.7, rng.uniform(0.5, 3.0, m)
+    for weights in (w, None):
+        monkeypatch.setattr(mod, "_SCHOOL_CELLS", 1 << 19)
+        one = mod._comparison_schools(codes, comp, sc, weights, G)  # one block
+        keep = comp & (sc >= 0)
+        want = _kish_by_pandas(codes[keep], sc[keep], np.ones(keep.sum()) if weights is None else weights[keep])
+        assert {g: one[g] for g in want} == pytest.approx(want, rel=1e-8)
+        for cells in (1, 60, 160):  # blocks of one, one and three strata
+            monkeypatch.setattr(mod, "_SCHOOL_CELLS", cells)
+            np.testing.assert_array_equal(mod._comparison_schools(codes, comp, sc, weights, G), one)
+
+
 def test_from_estimates_reproduces_a_school_table_tests_with_its_df_column():
     """Read back with its ``df`` column, pleval's own school table gives the same per-school
     p-values, CIs and counts of significant schools (t(df), not the normal reference); without it

@@ -233,14 +233,18 @@ def cluster_order(codes: np.ndarray, G: int) -> tuple[np.ndarray | None, np.ndar
 def _run_order(codes: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """``radix_argsort(codes)`` from the runs of equal codes (``starts``: where each run but the
     first begins): the runs sorted stably by their code, each run's rows kept in order (a stable
-    sort moves a run's rows together, in order), so only one code a run is sorted."""
+    sort moves a run's rows together, in order), so only one code a run is sorted. The order is
+    one running sum, formed in place: a step of 1 within a run and, at a run's first place, the
+    jump from the previous run's last row to its first (one n-long array, not three)."""
     n = codes.size
     starts = np.concatenate([[0], starts])
     length = np.diff(np.append(starts, n))
     o = radix_argsort(codes[starts])
     start, length = starts[o], length[o]
-    out = np.repeat(start - (np.cumsum(length) - length), length)  # each sorted place's shift to its row
-    out += np.arange(n)
+    out = np.ones(n, dtype=np.intp)
+    out[0] = start[0]
+    out[np.cumsum(length[:-1])] = start[1:] - (start[:-1] + length[:-1] - 1)  # each run's first place
+    np.cumsum(out, out=out)
     return out
 
 
