@@ -497,8 +497,9 @@ def test_used_schools_from_codes_are_those_of_the_values(small):
 
 def test_rounds_hold_narrow_integers_and_match_the_same(small):
     """The rounds hold their rows with the treatment a one-byte placeholder and the integer
-    columns only their match reads in a byte (``_rounds_rows``): a round's match is the match of
-    the same rows with the columns as validated."""
+    columns in a byte (``_rounds_rows``), those the school effects read too: a round's match is
+    the match of the same rows with the columns as validated, and its school effects those of the
+    same sample with the columns as validated."""
     import pleval.matching as pm
     from pleval.data import validate
     from pleval.heterogeneity.placebo import _InMemoryRounds
@@ -511,7 +512,7 @@ def test_rounds_hold_narrow_integers_and_match_the_same(small):
     order = rounds.order(pl, 8)
     held = rounds._fake(order[:0]).data
     narrow = [x for x in held.columns if held[x].dtype == np.uint8]
-    assert C.grade in narrow and not set(narrow) & set(sample_cols)
+    assert C.grade in narrow and C.outcome not in narrow
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         v = validate(data, C)
@@ -524,6 +525,33 @@ def test_rounds_hold_narrow_integers_and_match_the_same(small):
         np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
     np.testing.assert_array_equal(got.propensity.logit_ps, want.propensity.logit_ps)
     assert list(got.data.columns) == list(want.data.columns)
+
+
+def test_rounds_narrow_integer_covariates_change_no_placebo_estimate(small, monkeypatch):
+    """The integer covariates the rounds' school effects read are held in a byte too
+    (``_rounds_rows``); the placebo tables equal those of rounds holding them as validated
+    (int64), to the last bit."""
+    import importlib
+
+    pp = importlib.import_module("pleval.heterogeneity.placebo")
+    data, r = small
+    narrowed = pp._rounds_rows
+
+    def as_validated(rows, keep, cols, treatment):
+        out = narrowed(rows, keep, cols, treatment)
+        for x in out.columns:
+            if x != treatment and out[x].dtype.kind == "u":
+                out[x] = rows.loc[keep, x].to_numpy()
+        return out
+
+    held = narrowed(data, np.ones(len(data), bool), list(data.columns), "treatment")
+    assert {"female", "frl", "ell", "sped", "grade"} <= {x for x in held.columns if held[x].dtype == np.uint8}
+    monkeypatch.setattr(pp, "_rounds_rows", as_validated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        wide = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3)
+    pd.testing.assert_frame_equal(wide.placebo, r.placebo)
+    pd.testing.assert_frame_equal(wide.rounds, r.rounds)
 
 
 def test_rounds_keep_only_the_columns_they_read(small):

@@ -303,7 +303,7 @@ class _InMemoryRounds:
         codes = None if at is None else coded[0][at]
         comparison = v.data[c.treatment].to_numpy() == 0  # the rounds' rows: every comparison student
         schools_coded = not (codes is None or (len(codes) and codes.min() < 0))  # (schools() coded every validated row)
-        v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.keep))
+        v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment))
         if schools_coded:  # the school codes of schools() taken for the validated rows: no text hashed again
             codes, levels = codes[comparison], pd.Index(coded[1])
         else:
@@ -351,15 +351,15 @@ class _InMemoryRounds:
             last_use(self._reuse)
 
 
-def _rounds_rows(data: pd.DataFrame, keep: np.ndarray, cols: list, treatment: str, sample_cols) -> pd.DataFrame:
+def _rounds_rows(data: pd.DataFrame, keep: np.ndarray, cols: list, treatment: str) -> pd.DataFrame:
     """``data.loc[keep, cols]``, the rounds' rows, as the rounds hold them through every round:
     the treatment column a placeholder of a byte a row (each round assigns its own in its place),
-    and the integer columns that only the rounds' match reads (not the school effects'
-    ``sample_cols``), with no value below 0, in the narrowest unsigned type that holds their values
-    (0/1 indicators and grades: a byte a row instead of eight; the match codes them or casts
-    them to float, the same values either way)."""
-    narrow = [x for x in cols if x != treatment and x not in set(sample_cols) and isinstance(data[x].dtype, np.dtype)
-              and data[x].dtype.kind in "iu"]
+    and the integer columns with no value below 0 in the narrowest unsigned type that holds their
+    values (0/1 indicators and grades: a byte a row instead of eight; the match codes them or
+    casts them to float, and the school effects take integer covariates in their narrowest type,
+    the same values either way: 10M rows, five such columns the school effects read, 0.34 GB →
+    43 MB held through the rounds)."""
+    narrow = [x for x in cols if x != treatment and isinstance(data[x].dtype, np.dtype) and data[x].dtype.kind in "iu"]
     out = data.loc[keep, [x for x in cols if x != treatment]]
     for x in narrow:
         v = out[x].to_numpy()

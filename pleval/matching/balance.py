@@ -449,8 +449,10 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
     Xa = _matrix([src_a[j] for j in mat], oa if rows is None else rows[oa])
     wa, wa2 = wa[oa], wa2[oa]
     cb, ca = cb[ob], ca[oa]
+    del ob, oa, gb  # (each row-long, of every row before matching: freed as soon as read, 10M rows 0.22 GB)
     ones = np.ones(len(before))
     sums_b = [_with_counted(_cell_sums(Xb, ones, ones, bb[c], bb[c + 1]), count_b, c, mat) for c in range(n_cells)]
+    del ones
     sums_a = [_with_counted(_cell_sums(Xa, wa, wa2, ba[c], ba[c + 1]), count_a, c, mat) for c in range(n_cells)]
 
     t_codes, t_levels = codes_and_levels(before[treatment] if rows is not None else after[treatment])  # counted only
@@ -470,6 +472,7 @@ def _tables(before, after, treatment, variables, pretest, *, by, weight, weight2
         ha = np.bincount(ca * (D + 1) + ka, weights=wa, minlength=n_cells * (D + 1)).reshape(2, G + 1, D + 1)
         ecdf[j] = [(_ecdf_gap(h0, grid[r]), _ecdf_gap(h1, grid[r])) for r, (h0, h1) in
                    enumerate(zip([hb.sum(axis=1), *hb.transpose(1, 0, 2)[:G]], [ha.sum(axis=1), *ha.transpose(1, 0, 2)[:G]]))]
+    del Xb, Xa, cb, ca, wa, wa2  # the rows in cell order: not read by the tables and equivalence below
     out = []
     for r, name in enumerate(["all", *labels]):
         if skip_single and (not n_rows[r] or n_t[r] < 2):
