@@ -530,28 +530,35 @@ def test_rounds_hold_narrow_integers_and_match_the_same(small):
 def test_rounds_narrow_integer_covariates_change_no_placebo_estimate(small, monkeypatch):
     """The integer covariates the rounds' school effects read are held in a byte too
     (``_rounds_rows``); the placebo tables equal those of rounds holding them as validated
-    (int64), to the last bit."""
+    (int64), to the last bit. Columns whose values name groups (``labels``: clusters, schools,
+    by groups) are held as validated."""
     import importlib
 
     pp = importlib.import_module("pleval.heterogeneity.placebo")
     data, r = small
     narrowed = pp._rounds_rows
 
-    def as_validated(rows, keep, cols, treatment):
-        out = narrowed(rows, keep, cols, treatment)
+    def as_validated(rows, keep, cols, treatment, labels):
+        out = narrowed(rows, keep, cols, treatment, labels)
         for x in out.columns:
             if x != treatment and out[x].dtype.kind == "u":
                 out[x] = rows.loc[keep, x].to_numpy()
         return out
 
-    held = narrowed(data, np.ones(len(data), bool), list(data.columns), "treatment")
-    assert {"female", "frl", "ell", "sped", "grade"} <= {x for x in held.columns if held[x].dtype == np.uint8}
+    held = narrowed(data, np.ones(len(data), bool), list(data.columns), "treatment", frozenset({"sped"}))
+    assert {"female", "frl", "ell", "grade"} <= {x for x in held.columns if held[x].dtype == np.uint8}
+    assert held["sped"].dtype == data["sped"].dtype == np.int64
     monkeypatch.setattr(pp, "_rounds_rows", as_validated)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PlevalWarning)
         wide = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3)
     pd.testing.assert_frame_equal(wide.placebo, r.placebo)
     pd.testing.assert_frame_equal(wide.rounds, r.rounds)
+    monkeypatch.setattr(pp, "_rounds_rows", narrowed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlevalWarning)
+        by_grade = placebo_schools(data, SAMPLE_COLUMNS, n_placebo=20, per_round=8, seed=3, by="grade")
+    assert by_grade.placebo["grade"].dtype == data["grade"].dtype  # a label: as validated
 
 
 def test_rounds_keep_only_the_columns_they_read(small):

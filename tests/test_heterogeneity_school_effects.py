@@ -604,6 +604,16 @@ def test_comparison_schools_dense_table_by_blocks_of_strata(monkeypatch):
         for cells in (1, 60, 160):  # blocks of one, one and three strata
             monkeypatch.setattr(mod, "_SCHOOL_CELLS", cells)
             np.testing.assert_array_equal(mod._comparison_schools(codes, comp, sc, weights, G), one)
+    # rows of the table longer than einsum's 8,192-element buffer, blocks of two strata; unsigned school codes
+    G, n_s, m = 6, 9000, 40000
+    codes, sc, w = rng.integers(0, G, m), rng.integers(0, n_s, m), rng.uniform(0.5, 3.0, m)
+    comp = rng.random(m) < 0.8
+    monkeypatch.setattr(mod, "_SCHOOL_CELLS", 1 << 20)
+    one = mod._comparison_schools(codes, comp, sc, w, G)
+    monkeypatch.setattr(mod, "_SCHOOL_CELLS", 2 * (n_s + 1))
+    np.testing.assert_array_equal(mod._comparison_schools(codes, comp, sc.astype(np.uint16), w, G), one)
+    want = _kish_by_pandas(codes[comp], sc[comp], w[comp])
+    assert {g: one[g] for g in want} == pytest.approx(want, rel=1e-8)
 
 
 def test_from_estimates_reproduces_a_school_table_tests_with_its_df_column():

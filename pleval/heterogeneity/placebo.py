@@ -264,12 +264,16 @@ class _InMemoryRounds:
     :func:`pleval.match` of ``validated`` — the student ids' factorization and hashed ranks and the
     columns' codes (:func:`pleval.matching.reuse_store`), or what its ``_ids_coded`` hands on (a
     worker forked before the match ended: with the fit's covariate patterns and the cells) — which
-    the rounds take for their rows."""
+    the rounds take for their rows. ``labels``: the columns whose values name groups in the
+    rounds' results (clusters, schools, by groups; default the student id, school and subject),
+    held as validated (:func:`_rounds_rows`)."""
 
     def __init__(self, data: pd.DataFrame, columns: Columns, method: str, match_options: dict, validated=None,
-                 keep=(), reuse: dict | None = None):
+                 keep=(), reuse: dict | None = None, labels=None):
         self.data, self.columns, self.method, self.match_options = data, columns, method, match_options
         self.validated, self.keep, self.reuse = validated, tuple(keep), reuse
+        named = (columns.student_id, columns.school, columns.subject) if labels is None else labels
+        self.labels = frozenset(x for x in named if x)
         self._coded = None  # schools()' coding of the school column (:func:`_school_arms`)
         self._last = False  # last_round() was called
 
@@ -303,7 +307,7 @@ class _InMemoryRounds:
         codes = None if at is None else coded[0][at]
         comparison = v.data[c.treatment].to_numpy() == 0  # the rounds' rows: every comparison student
         schools_coded = not (codes is None or (len(codes) and codes.min() < 0))  # (schools() coded every validated row)
-        v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment))
+        v = replace(v, data=_rounds_rows(v.data, comparison, cols, c.treatment, self.labels))
         if schools_coded:  # the school codes of schools() taken for the validated rows: no text hashed again
             codes, levels = codes[comparison], pd.Index(coded[1])
         else:
@@ -351,15 +355,17 @@ class _InMemoryRounds:
             last_use(self._reuse)
 
 
-def _rounds_rows(data: pd.DataFrame, keep: np.ndarray, cols: list, treatment: str) -> pd.DataFrame:
+def _rounds_rows(data: pd.DataFrame, keep: np.ndarray, cols: list, treatment: str, labels=frozenset()) -> pd.DataFrame:
     """``data.loc[keep, cols]``, the rounds' rows, as the rounds hold them through every round:
     the treatment column a placeholder of a byte a row (each round assigns its own in its place),
-    and the integer columns with no value below 0 in the narrowest unsigned type that holds their
-    values (0/1 indicators and grades: a byte a row instead of eight; the match codes them or
-    casts them to float, and the school effects take integer covariates in their narrowest type,
-    the same values either way: 10M rows, five such columns the school effects read, 0.34 GB →
-    43 MB held through the rounds)."""
-    narrow = [x for x in cols if x != treatment and isinstance(data[x].dtype, np.dtype) and data[x].dtype.kind in "iu"]
+    and the integer columns with no value below 0 but ``labels`` (whose values name groups in the
+    results: as validated) in the narrowest unsigned type that holds their values (0/1 indicators
+    and grades: a byte a row instead of eight; the match codes them or casts them to float, and
+    the school effects take integer covariates in their narrowest type, the same values either
+    way: 10M rows, five such columns the school effects read, 0.34 GB → 43 MB held through the
+    rounds)."""
+    narrow = [x for x in cols if x != treatment and x not in labels and isinstance(data[x].dtype, np.dtype)
+              and data[x].dtype.kind in "iu"]
     out = data.loc[keep, [x for x in cols if x != treatment]]
     for x in narrow:
         v = out[x].to_numpy()
@@ -570,7 +576,7 @@ def plan_rounds(data, columns, method="propensity", *, n_placebo=None, per_round
         from ..matching import reuse_store
 
         rounds = _InMemoryRounds(data, columns, method, match_options, validated, keep=sample_cols,
-                                 reuse=reuse_store(matched) if matched is not None else reuse)
+                                 reuse=reuse_store(matched) if matched is not None else reuse, labels=keys)
     elif not observed_given:
         raise DataError("placebo schools from a comparison pool need the PL schools' effects (observed=)")
     pl, comp = rounds.schools()
