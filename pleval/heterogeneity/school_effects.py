@@ -620,7 +620,7 @@ def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray
     if G * n_s <= max(4 * n_rows, 1 << 20):  # a dense (stratum, school) table is small: by blocks of strata
         total, squares = np.empty(G), np.empty(G)
         step = max(1, _SCHOOL_CELLS // (n_s + 1))
-        order, ends = None, np.array([0, len(codes)])  # one block: the rows as they are
+        order = None  # one block: the rows as they are
         if step < G:
             order, per_group = cluster_order(codes, G)
             ends = np.concatenate([[0], np.cumsum(per_group)])
@@ -634,8 +634,8 @@ def _comparison_schools(codes: np.ndarray, rows: np.ndarray, schools: np.ndarray
             key += np.where(rows[idx], schools[idx], n_s)  # the other rows: a last column, left out
             W = np.bincount(key, weights=None if w is None else w[idx], minlength=(g1 - g0) * (n_s + 1))
             W = W.reshape(g1 - g0, n_s + 1)[:, :n_s]
-            # each row's sums its own, whichever block it lies in (einsum's would depend on its place
-            # in the block once a row is longer than its 8,192-element buffer)
+            # each row summed on its own, whichever block it lies in (einsum's sums would depend on its
+            # place in the block once a row is longer than einsum's 8,192-element buffer)
             total[g0:g1], squares[g0:g1] = W.sum(axis=1), np.square(W).sum(axis=1)
     else:  # sorted (stratum, school) cells, each cell's weight summed
         key = codes[rows].astype(np.int64) * n_s + schools[rows]
