@@ -144,6 +144,19 @@ def _run_seen(code: str):
     return "\n".join(printed), json.loads(seen)
 
 
+def _estimate_then(out, *args: str, then: str) -> str:
+    """Code for a fresh interpreter: `pleval estimate` of the sample into ``out`` with ``args``
+    (it must succeed), then ``then``."""
+    return f"""
+import json, sys
+from pleval.cli import app
+try:
+    app(["estimate", {str(SAMPLE)!r}, "--out", {str(out)!r}, *{list(args)!r}])
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+""" + then
+
+
 def test_estimate_loads_the_writers_only_to_write(tmp_path):
     """`pleval estimate` checks the outputs folder (refused here: it is a file) before anything
     is computed without loading matplotlib, reportlab or jinja2 (the writers load them while
@@ -171,17 +184,10 @@ def test_estimate_without_a_terminal_loads_no_progress_display(tmp_path):
     """With no terminal to show it on (or -q), `pleval estimate` shows no progress and loads no
     rich.progress (0.03 s before the file is read); the outputs are written as ever."""
     out = tmp_path / "o"
-    code = f"""
-import json, sys
-from pleval.cli import app
-try:
-    app(["estimate", {str(SAMPLE)!r}, "--out", {str(out)!r}, "--no-placebo"])
-except SystemExit as exc:
-    assert exc.code in (0, None), exc.code
+    _, got = _run_seen(_estimate_then(out, "--no-placebo", then="""
 print("\\n" + json.dumps(sorted(m for m in sys.modules if m.startswith("rich.progress"))))
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == [] and (out / "report.html").exists()
+"""))
+    assert got == [] and (out / "report.html").exists()
 
 
 def test_console_script_freezes_the_collector_at_exit():
@@ -267,13 +273,8 @@ def test_estimate_imports_matplotlib_without_generating_artist_setter_docs(tmp_p
     output is still written; set() itself works as ever. Classes defined afterwards, and a process
     importing matplotlib without it, get the generated signature and docstring."""
     out = tmp_path / "out"
-    code = f"""
-import inspect, json
-from pleval.cli import app
-try:
-    app(["estimate", {str(SAMPLE)!r}, "--out", {str(out)!r}, "-q"])
-except SystemExit as exc:
-    assert exc.code in (0, None), exc.code
+    code = _estimate_then(out, "-q", then="""
+import inspect
 from matplotlib.artist import Artist
 from matplotlib.lines import Line2D
 line = Line2D([0], [1])
@@ -282,7 +283,7 @@ class Later(Artist):
     pass
 print("\\n" + json.dumps(dict(doc=Line2D.set.__doc__, params=len(inspect.signature(Line2D.set).parameters),
                                color=line.get_color(), later="Supported properties" in Later.set.__doc__)))
-"""
+""")
     _, got = _run_seen(code)
     assert got == dict(doc=None, params=2, color="red", later=True)  # (self, **kwargs)
     assert (out / "report.pdf").exists() and (out / "plots").is_dir()
